@@ -1,0 +1,50 @@
+//! Errors of the protocol machines: what a driver is told when it feeds something that cannot
+//! be taken. Peer misbehaviour on a link is answered on the wire and reported here.
+
+use cpns_crypto::CryptoError;
+use cpns_wire::{ErrorBody, ErrorCode, WireError};
+
+/// Why a machine refused an input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    /// A frame could not be decoded; the link must be closed.
+    #[error("bad frame: {0}")]
+    Wire(#[from] WireError),
+    /// A plain frame arrived on a link whose frames must be sealed.
+    #[error("plain frame on a sealed PAN link")]
+    PlainOnSealedLink,
+    /// A sealed frame arrived before PN GW authentication gave keys.
+    #[error("sealed frame before PN GW authentication")]
+    SealedBeforeKeys,
+    /// A cryptographic check failed (tampered or replayed frame, wrong key, bad proof).
+    #[error("security check failed: {0}")]
+    Crypto(#[from] CryptoError),
+    /// The peer broke the protocol badly enough that its session ends.
+    #[error("peer misbehaved: {0}")]
+    PeerMisbehaved(String),
+    /// The peer answered with an error.
+    #[error("peer answered {0}")]
+    Remote(ErrorBody),
+    /// A command is not possible in the machine's current state.
+    #[error("not possible now: {0}")]
+    WrongState(&'static str),
+    /// A token the machine does not know.
+    #[error("unknown store token")]
+    UnknownToken,
+}
+
+impl ProtoError {
+    /// The wire error code that best describes this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtoError::Wire(_) => ErrorCode::BadRequest,
+            ProtoError::PlainOnSealedLink | ProtoError::SealedBeforeKeys => ErrorCode::Unauthenticated,
+            ProtoError::Crypto(_) => ErrorCode::Unauthenticated,
+            ProtoError::PeerMisbehaved(_) => ErrorCode::BadRequest,
+            ProtoError::Remote(e) => e.code,
+            ProtoError::WrongState(_) => ErrorCode::WrongState,
+            ProtoError::UnknownToken => ErrorCode::Internal,
+        }
+    }
+}

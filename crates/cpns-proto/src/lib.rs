@@ -1,0 +1,68 @@
+//! The CPNS protocol as deterministic, sans-IO state machines, one per role: [`server`] (one
+//! machine per PN GW session), [`gateway`] (the PN GW: its WAN session and every PAN link) and
+//! [`pne`] (a PNE on its PAN link).
+//!
+//! No machine touches a socket, a clock or a store. The driver feeds them bytes and time and
+//! carries out what they ask, in this loop:
+//!
+//! ```text
+//! loop {
+//!     feed one input:   handle_*_frame(now, bytes) | handle_loaded(..) | handle_persisted(..)
+//!                       | handle_timeout(now) | a start_* command
+//!     drain outputs:    while let Some(out) = machine.poll_output() { carry it out }
+//!     sleep until:      machine.poll_timeout(), or the next input
+//! }
+//! ```
+//!
+//! Outputs are frames to send, store work to do (load records, persist an effect) and events to
+//! report. A machine asking for store work parks the flow until the driver answers with the
+//! token it was given, so a response is sent only after its effect is durable (DESIGN §5).
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod gateway;
+pub mod link;
+pub mod pne;
+pub mod server;
+mod util;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ProtoError;
+pub use link::{LinkCodec, PanSecurity};
+
+use std::time::Duration;
+
+/// Identifies one store request of a machine; the driver answers with the same token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u64);
+
+/// How long each wait of a flow may last before the flow ends with a timeout error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Waiting for invited PNEs to answer a PN Setup Request (000 §6.6.1.1 step 3).
+    pub invite: Duration,
+    /// Waiting for any other step of a flow (authentication, registration, responses).
+    pub flow: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { invite: Duration::from_secs(10), flow: Duration::from_secs(30) }
+    }
+}
+
+/// One message sent or received, for traces and the demo's sequence diagram.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceRecord {
+    /// Sender.
+    pub from: String,
+    /// Receiver.
+    pub to: String,
+    /// Message name.
+    pub message: &'static str,
+    /// Whether it travelled AEAD-sealed on the PAN.
+    pub sealed: bool,
+}

@@ -1,0 +1,133 @@
+//! Framing of one session, and PAN link security: before PN GW authentication every frame is
+//! plain; after it, every frame is AEAD-sealed with per-direction keys and sequence numbers, so
+//! tampered, replayed and reordered frames are rejected (DESIGN §4, docs/security.md).
+//!
+//! The switch is deterministic on both ends of an in-order stream: the PN GW seals everything it
+//! sends after its `PanAuthChallenge` and requires sealed frames after the PNE's
+//! `PanAuthConfirm`; the PNE requires sealed frames after the challenge and seals everything it
+//! sends after its confirmation.
+
+use cpns_crypto::{FrameOpener, FrameSealer};
+use cpns_wire::codec::{self, FrameKind, LEN_PREFIX, split_frame};
+use cpns_wire::{DEFAULT_MAX_FRAME, Envelope, decode_envelope};
+
+use crate::ProtoError;
+
+/// Associated data of every sealed PAN frame.
+const SEALED_AAD: &[u8] = b"cpns-pan-frame-v1";
+
+/// Whether a PAN link needs CPNS's own security (000 §6.6.1.1 step 1: "PAN ... does not provide
+/// sufficient security mechanism").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanSecurity {
+    /// The bearer protects the link (e.g. paired Bluetooth): frames stay plain.
+    Trusted,
+    /// The bearer does not: PN GW authentication with LocalEUKey, then sealed frames.
+    Cpns,
+}
+
+impl PanSecurity {
+    /// Parses `trusted` or `cpns`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "trusted" => Some(PanSecurity::Trusted),
+            "cpns" => Some(PanSecurity::Cpns),
+            _ => None,
+        }
+    }
+}
+
+/// Encodes and decodes the frames of one session, sealing them once keys are installed.
+pub struct LinkCodec {
+    tx: Option<FrameSealer>,
+    rx: Option<FrameOpener>,
+    max_frame: u32,
+    scratch: Vec<u8>,
+}
+
+impl core::fmt::Debug for LinkCodec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LinkCodec")
+            .field("tx_sealed", &self.tx.is_some())
+            .field("rx_sealed", &self.rx.is_some())
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
+impl Default for LinkCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl LinkCodec {
+    /// A plain codec accepting frames up to `max_frame` bytes.
+    pub fn new(max_frame: u32) -> Self {
+        Self { tx: None, rx: None, max_frame, scratch: Vec::new() }
+    }
+
+    /// The largest frame accepted.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Whether outgoing frames are sealed.
+    pub fn tx_sealed(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Whether incoming frames must be sealed.
+    pub fn rx_sealed(&self) -> bool {
+        self.rx.is_some()
+    }
+
+    /// From now on, seal every outgoing frame.
+    pub fn seal_tx(&mut self, sealer: FrameSealer) {
+        self.tx = Some(sealer);
+    }
+
+    /// From now on, require every incoming frame to be sealed.
+    pub fn seal_rx(&mut self, opener: FrameOpener) {
+        self.rx = Some(opener);
+    }
+
+    /// Encodes `env` as one whole frame: length prefix, kind byte, payload.
+    pub fn encode(&mut self, env: &Envelope) -> Result<Vec<u8>, ProtoError> {
+        let mut out = Vec::with_capacity(128);
+        match &mut self.tx {
+            None => codec::encode_plain_frame(env, &mut out),
+            Some(sealer) => {
+                self.scratch.clear();
+                codec::encode_envelope(env, &mut self.scratch);
+                out.extend_from_slice(&[0; LEN_PREFIX]);
+                out.push(FrameKind::Sealed as u8);
+                sealer.seal_into(SEALED_AAD, &self.scratch, &mut out)?;
+                codec::patch_len(&mut out, 0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes one frame (without its length prefix). A failed open leaves the codec unchanged.
+    pub fn decode(&mut self, frame: &[u8]) -> Result<Envelope, ProtoError> {
+        let (kind, payload) = split_frame(frame)?;
+        match (kind, &mut self.rx) {
+            (FrameKind::Plain, None) => Ok(decode_envelope(payload)?),
+            (FrameKind::Plain, Some(_)) => Err(ProtoError::PlainOnSealedLink),
+            (FrameKind::Sealed, None) => Err(ProtoError::SealedBeforeKeys),
+            (FrameKind::Sealed, Some(opener)) => {
+                let plain = opener.open(SEALED_AAD, payload)?;
+                Ok(decode_envelope(&plain)?)
+            }
+        }
+    }
+}
+
+/// Strips the length prefix of a whole frame as produced by [`LinkCodec::encode`], checking it.
+pub fn frame_body(frame: &[u8]) -> Option<&[u8]> {
+    let prefix: [u8; LEN_PREFIX] = frame.get(..LEN_PREFIX)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    let body = frame.get(LEN_PREFIX..)?;
+    (body.len() == len).then_some(body)
+}

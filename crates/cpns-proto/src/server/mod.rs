@@ -1,0 +1,500 @@
+//! The CPNS Server's side of one PN GW session (CPNS-2): connection set-up with authentication
+//! (002 §B.1.1.2), PN registration with PNE authentication (000 §6.6.1 steps 4-12), PN update
+//! and PNE registration (003 §1.4).
+//!
+//! The state of record lives in the store: the machine asks the driver to [load](ServerOutput::Load)
+//! what it needs and to [persist](ServerOutput::Persist) every effect, and answers the PN GW only
+//! once the effect is durable.
+
+mod connect;
+mod establish;
+mod register;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use cpns_crypto::{EuKey, SessionKey};
+use cpns_wire::{
+    Address, Body, CpnsId, DeviceCapabilities, EntityId, Envelope, ErrorBody, ErrorCode, MsgKind,
+    NewMember, PnId, PnInventory, RequestId, Status, UserId,
+};
+
+use crate::link::LinkCodec;
+use crate::util::{MsgIds, Tokens};
+use crate::{ProtoError, Timeouts, Token, TraceRecord};
+
+use connect::Conn;
+use establish::Establishment;
+use register::Registration;
+
+/// Settings of the server side.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Name the server gives in `ConnectionSetupConfirm`.
+    pub name: String,
+    /// Largest frame accepted.
+    pub max_frame: u32,
+    /// Flow timeouts.
+    pub timeouts: Timeouts,
+    /// Lifetime of a PNE<->server session granted at PNE registration, in seconds.
+    pub session_lifetime_s: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            name: "cpns-server".into(),
+            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+            timeouts: Timeouts::default(),
+            session_lifetime_s: 86_400,
+        }
+    }
+}
+
+/// Role of an enrolled entity, as the machine sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityRole {
+    /// A PNE.
+    Pne,
+    /// A PN GW.
+    Gateway,
+}
+
+/// An enrolled entity with its EUKey opened, as the driver loads it from the store.
+#[derive(Clone, Debug)]
+pub struct KnownEntity {
+    /// The entity id.
+    pub id: EntityId,
+    /// Its role.
+    pub role: EntityRole,
+    /// Its owner.
+    pub owner: UserId,
+    /// Its EUKey.
+    pub eukey: EuKey,
+}
+
+/// A PN of the inventory of record, as the driver loads it.
+#[derive(Clone, Debug)]
+pub struct KnownPn {
+    /// The PN GW serving it.
+    pub gateway: EntityId,
+    /// Its inventory (members with capabilities).
+    pub inventory: PnInventory,
+}
+
+/// What the machine asks the driver to load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadRequest {
+    /// Entities to load; unknown ones are left out of the answer.
+    pub entities: Vec<EntityId>,
+    /// A PN to load.
+    pub pn: Option<PnId>,
+}
+
+/// The driver's answer to a [`LoadRequest`].
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    /// The entities found.
+    pub entities: Vec<KnownEntity>,
+    /// The PN, if asked for and found.
+    pub pn: Option<KnownPn>,
+}
+
+impl Loaded {
+    fn take_entity(&mut self, id: &EntityId) -> Option<KnownEntity> {
+        let i = self.entities.iter().position(|e| &e.id == id)?;
+        Some(self.entities.swap_remove(i))
+    }
+}
+
+/// A member of a PN being registered, with the SK_PNE the server derived for it.
+#[derive(Clone, Debug)]
+pub struct RegisteredMember {
+    /// The PNE.
+    pub pne_id: EntityId,
+    /// Whether it initiated the set-up.
+    pub initiator: bool,
+    /// Its capabilities.
+    pub capabilities: DeviceCapabilities,
+    /// SK_PNE, to be sealed at rest by the driver.
+    pub session_key: SessionKey,
+}
+
+/// A change of the state of record the driver must make durable, in one transaction.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ServerEffect {
+    /// Capabilities and/or status reported by an entity (002 §B.1.1.2 steps 12-17).
+    EntityReport {
+        /// The entity.
+        id: EntityId,
+        /// Reported capabilities.
+        capabilities: Option<DeviceCapabilities>,
+        /// Reported status.
+        status: Option<Status>,
+    },
+    /// Register a PN with its authenticated members (000 §6.6.1.1 step 11).
+    RegisterPn {
+        /// The PN.
+        pn_id: PnId,
+        /// Its PN GW.
+        gateway: EntityId,
+        /// The PN GW's owner.
+        owner: UserId,
+        /// The authenticated members.
+        members: Vec<RegisteredMember>,
+    },
+    /// Add and remove members of a PN (003 §1.4.2 step 4).
+    UpdateMembers {
+        /// The PN.
+        pn_id: PnId,
+        /// Members to add (unauthenticated until they register).
+        add: Vec<NewMember>,
+        /// Members to remove.
+        remove: Vec<EntityId>,
+    },
+    /// Record a registered PNE: allocate its CPNS ID and keep SK_PNE (003 §1.4.1 step 3). The
+    /// driver answers with [`Persisted::CpnsId`].
+    RegisterPne {
+        /// The PN.
+        pn_id: PnId,
+        /// The PNE.
+        pne_id: EntityId,
+        /// SK_PNE, to be sealed at rest.
+        session_key: SessionKey,
+    },
+}
+
+/// What the driver reports back for a persisted effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persisted {
+    /// The effect is durable.
+    Done,
+    /// The effect is durable and the PNE has this CPNS ID.
+    CpnsId(CpnsId),
+}
+
+/// Something the session wants the driver or the operator to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// The PN GW proved its EUKey (002 §B.1.1.2 step 10).
+    GatewayAuthenticated(EntityId),
+    /// The PN GW finished its connection set-up (002 §B.1.1.2 step 17).
+    GatewayReady(EntityId),
+    /// A PN was registered with these authenticated members.
+    PnRegistered {
+        /// The PN.
+        pn_id: PnId,
+        /// Authenticated members.
+        members: Vec<EntityId>,
+    },
+    /// A PNE was registered.
+    PneRegistered {
+        /// The PNE.
+        pne_id: EntityId,
+        /// Its CPNS ID.
+        cpns_id: CpnsId,
+    },
+    /// Authentication of an entity failed.
+    AuthenticationFailed {
+        /// Who.
+        entity: EntityId,
+        /// Why.
+        reason: String,
+    },
+    /// A flow ended without success.
+    FlowFailed {
+        /// Which flow.
+        flow: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+#[must_use]
+pub enum ServerOutput {
+    /// Send this whole frame to the PN GW.
+    Transmit {
+        /// The frame, length prefix included.
+        frame: Vec<u8>,
+        /// What it is, for traces.
+        trace: TraceRecord,
+    },
+    /// Load records and answer with [`ServerSession::handle_loaded`].
+    Load {
+        /// Token to answer with.
+        token: Token,
+        /// What to load.
+        request: LoadRequest,
+    },
+    /// Persist an effect in one transaction and answer with [`ServerSession::handle_persisted`].
+    Persist {
+        /// Token to answer with.
+        token: Token,
+        /// The effect.
+        effect: ServerEffect,
+    },
+    /// Something happened.
+    Event(ServerEvent),
+    /// End the session after sending what was queued.
+    Close {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Work parked while the driver loads or persists.
+#[derive(Debug)]
+enum Parked {
+    SetupLoad(connect::SetupLoad),
+    Report { req: Option<u64>, status: bool },
+    PnRegistrationLoad { req_msg: u64, req: cpns_wire::PnRegistrationRequest },
+    PnRegistrationPersist(PnId),
+    PneRegistrationLoad(register::RegLoad),
+    PneRegistrationPersist((EntityId, RequestId)),
+    UpdateLoad { req_msg: u64, req: cpns_wire::PnUpdateRequest },
+    UpdatePersist { req_msg: u64, inventory: PnInventory },
+}
+
+/// Responses kept for retried requests (DESIGN §3: idempotent on (sender, request id)).
+const REPLAY_CACHE: usize = 256;
+
+/// The server side of one PN GW session.
+#[derive(Debug)]
+pub struct ServerSession {
+    cfg: ServerConfig,
+    tls_exporter: [u8; 32],
+    codec: LinkCodec,
+    conn: Conn,
+    ids: MsgIds,
+    tokens: Tokens,
+    parked: HashMap<Token, Parked>,
+    establishments: HashMap<PnId, Establishment>,
+    registrations: HashMap<(EntityId, RequestId), Registration>,
+    answered: VecDeque<(RequestId, Envelope)>,
+    out: VecDeque<ServerOutput>,
+}
+
+impl ServerSession {
+    /// A session on a new TLS connection whose RFC 5705 exporter value (label
+    /// [`cpns_crypto::TLS_EXPORTER_LABEL`]) is `tls_exporter`.
+    pub fn new(cfg: ServerConfig, tls_exporter: [u8; 32], now: Instant) -> Self {
+        let codec = LinkCodec::new(cfg.max_frame);
+        let deadline = now + cfg.timeouts.flow;
+        Self {
+            cfg,
+            tls_exporter,
+            codec,
+            conn: Conn::AwaitSetup { deadline },
+            ids: MsgIds::default(),
+            tokens: Tokens::default(),
+            parked: HashMap::new(),
+            establishments: HashMap::new(),
+            registrations: HashMap::new(),
+            answered: VecDeque::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The authenticated PN GW, once connection set-up has authenticated it.
+    pub fn gateway(&self) -> Option<&EntityId> {
+        self.conn.gateway().map(|g| &g.id)
+    }
+
+    /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the frame was
+    /// undecodable and the session must be closed; everything else is answered on the wire.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+        let env = self.codec.decode(frame)?;
+        self.handle_envelope(now, env);
+        Ok(())
+    }
+
+    fn handle_envelope(&mut self, now: Instant, env: Envelope) {
+        if let Body::Unknown(code) = env.body {
+            return self.reject(&env, ErrorCode::UnsupportedMessage, format!("unknown message type {code}"));
+        }
+        if matches!(self.conn, Conn::Closed) {
+            return;
+        }
+        match self.conn.gateway().cloned() {
+            None => self.handle_unauthenticated(now, env),
+            Some(gw) => self.handle_connected(now, gw, env),
+        }
+    }
+
+    fn handle_connected(&mut self, now: Instant, gw: connect::Gw, env: Envelope) {
+        // Requests relayed for a PNE carry the PNE as sender; anything else must come from the
+        // PN GW itself.
+        match env.body.clone() {
+            Body::DeviceCapabilitiesUpdate(m) => self.on_capabilities(&gw, &env, m),
+            Body::StatusUpdateResponse(m) => self.on_status(&gw, m),
+            Body::PnRegistrationRequest(m) => self.on_pn_registration(now, &gw, &env, m),
+            Body::AuthenticationResponse(m) => self.on_authentication_response(now, &gw, &env, m),
+            Body::PneRegistrationRequest(m) => self.on_pne_registration(now, &gw, &env, m),
+            Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
+            Body::ErrorBody(e) => self.on_error(&env, e),
+            _ => self.reject(&env, ErrorCode::WrongState, format!("{} is not expected here", env.body.name())),
+        }
+    }
+
+    /// Answers a [`ServerOutput::Load`].
+    pub fn handle_loaded(&mut self, now: Instant, token: Token, loaded: Loaded) -> Result<(), ProtoError> {
+        match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
+            Parked::SetupLoad(p) => self.setup_loaded(now, p, loaded),
+            Parked::PnRegistrationLoad { req_msg, req } => self.pn_registration_loaded(now, req_msg, req, loaded),
+            Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
+            Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(req_msg, req, loaded),
+            other => {
+                self.parked.insert(token, other);
+                return Err(ProtoError::UnknownToken);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a [`ServerOutput::Persist`]; `Err` carries why the store failed.
+    pub fn handle_persisted(
+        &mut self,
+        now: Instant,
+        token: Token,
+        result: Result<Persisted, String>,
+    ) -> Result<(), ProtoError> {
+        match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
+            Parked::Report { req, status } => self.report_persisted(req, status, result),
+            Parked::PnRegistrationPersist(pn) => self.pn_registration_persisted(pn, result),
+            Parked::PneRegistrationPersist(key) => self.pne_registration_persisted(now, key, result),
+            Parked::UpdatePersist { req_msg, inventory } => match result {
+                Ok(_) => {
+                    let body = cpns_wire::PnUpdateResponse { inventory };
+                    self.respond(req_msg, Address::Server, body);
+                }
+                Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+            },
+            other => {
+                self.parked.insert(token, other);
+                return Err(ProtoError::UnknownToken);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every flow whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.connect_timeout(now);
+        self.establishment_timeouts(now);
+        self.registration_timeouts(now);
+    }
+
+    /// The earliest deadline of the session, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let flows = self
+            .establishments
+            .values()
+            .map(|e| e.deadline)
+            .chain(self.registrations.values().map(|r| r.deadline));
+        self.conn.deadline().into_iter().chain(flows).min()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        self.out.pop_front()
+    }
+
+    // ---- helpers shared by the flows ----
+
+    fn park(&mut self, parked: Parked) -> Token {
+        let token = self.tokens.next();
+        self.parked.insert(token, parked);
+        token
+    }
+
+    fn load(&mut self, parked: Parked, request: LoadRequest) {
+        let token = self.park(parked);
+        self.out.push_back(ServerOutput::Load { token, request });
+    }
+
+    fn persist(&mut self, parked: Parked, effect: ServerEffect) {
+        let token = self.park(parked);
+        self.out.push_back(ServerOutput::Persist { token, effect });
+    }
+
+    fn event(&mut self, e: ServerEvent) {
+        self.out.push_back(ServerOutput::Event(e));
+    }
+
+    fn transmit(&mut self, env: Envelope) {
+        let trace = TraceRecord {
+            from: env.from.to_string(),
+            to: env.to.to_string(),
+            message: env.body.name(),
+            sealed: false,
+        };
+        match self.codec.encode(&env) {
+            Ok(frame) => self.out.push_back(ServerOutput::Transmit { frame, trace }),
+            Err(e) => self.out.push_back(ServerOutput::Close { reason: format!("encode: {e}") }),
+        }
+    }
+
+    fn peer(&self) -> Address {
+        self.conn.gateway().map_or(Address::Server, |g| Address::Entity(g.id.clone()))
+    }
+
+    fn send_request(&mut self, to: Address, body: impl Into<Body>) -> u64 {
+        let id = self.ids.next();
+        self.transmit(Envelope::request(id, Address::Server, to, body));
+        id
+    }
+
+    fn respond(&mut self, in_reply_to: u64, to: Address, body: impl Into<Body>) -> Envelope {
+        let to = if to == Address::Server { self.peer() } else { to };
+        let env = Envelope::response(self.ids.next(), in_reply_to, Address::Server, to, body);
+        self.transmit(env.clone());
+        env
+    }
+
+    fn respond_error(&mut self, in_reply_to: u64, code: ErrorCode, reason: impl Into<String>) {
+        self.respond(in_reply_to, Address::Server, ErrorBody::new(code, reason));
+    }
+
+    /// Answers a bad request with an error, unless it was itself a response or notification.
+    fn reject(&mut self, env: &Envelope, code: ErrorCode, reason: impl Into<String>) {
+        if env.kind == MsgKind::Request {
+            let to = env.from.clone();
+            self.respond(env.msg_id, to, ErrorBody::new(code, reason));
+        }
+    }
+
+    fn remember(&mut self, request_id: RequestId, env: Envelope) {
+        if self.answered.len() == REPLAY_CACHE {
+            self.answered.pop_front();
+        }
+        self.answered.push_back((request_id, env));
+    }
+
+    /// Re-sends the answer of a completed request with this id, if any (a retry).
+    fn replay(&mut self, request_id: RequestId, env: &Envelope) -> bool {
+        let Some((_, prev)) = self.answered.iter().find(|(r, _)| *r == request_id) else {
+            return false;
+        };
+        let mut again = prev.clone();
+        again.msg_id = self.ids.next();
+        again.in_reply_to = Some(env.msg_id);
+        self.transmit(again);
+        true
+    }
+
+    fn on_error(&mut self, env: &Envelope, e: ErrorBody) {
+        // An error answering one of our requests ends the flow it belongs to.
+        let Some(reply_to) = env.in_reply_to else { return };
+        if let Some(pn) = self.establishments.iter().find(|(_, f)| f.auth_msg == reply_to).map(|(p, _)| *p) {
+            self.fail_establishment(pn, ErrorCode::Unauthenticated, format!("PN GW answered {e}"));
+        } else if let Some(key) =
+            self.registrations.iter().find(|(_, r)| r.auth_msg == reply_to).map(|(k, _)| k.clone())
+        {
+            self.fail_registration(key, ErrorCode::Unauthenticated, format!("PNE answered {e}"));
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Small conversions between wire values and crypto values, and message-id allocation.
+
+use cpns_crypto::{AuthHash, Rand};
+use cpns_wire::{HashBytes, RandBytes};
+
+pub(crate) fn rand_wire(r: &Rand) -> RandBytes {
+    RandBytes(r.0)
+}
+
+pub(crate) fn rand_of(r: &RandBytes) -> Rand {
+    Rand(r.0)
+}
+
+pub(crate) fn hash_wire(h: &AuthHash) -> HashBytes {
+    HashBytes(h.0)
+}
+
+pub(crate) fn hash_of(h: &HashBytes) -> AuthHash {
+    AuthHash(h.0)
+}
+
+/// Allocates message ids, unique per machine and so per session and direction.
+#[derive(Debug, Default)]
+pub(crate) struct MsgIds(u64);
+
+impl MsgIds {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// Allocates store tokens.
+#[derive(Debug, Default)]
+pub(crate) struct Tokens(u64);
+
+impl Tokens {
+    pub(crate) fn next(&mut self) -> crate::Token {
+        self.0 += 1;
+        crate::Token(self.0)
+    }
+}

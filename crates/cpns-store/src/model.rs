@@ -1,0 +1,146 @@
+//! The records the store keeps: users, enrolled entities, the server's PN inventory of record,
+//! and the local PN inventory a PN GW or PNE keeps for itself (000 §6.6.1.1 step 13, step 15).
+//!
+//! Secrets never appear here in the clear: EUKeys, session keys and LocalEUKeys are sealed by the
+//! caller (cpns-crypto's at-rest sealing) before they reach the store.
+
+use cpns_wire::{CpnsId, EntityId, PnId, UserId};
+
+/// Milliseconds since the Unix epoch, as stored.
+pub type UnixMillis = i64;
+
+/// Which CPNS role an enrolled entity takes (004 §5.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntityKind {
+    /// A Personal Network Element.
+    Pne,
+    /// A PN Gateway.
+    Gateway,
+}
+
+impl EntityKind {
+    /// The stored name of the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Pne => "pne",
+            EntityKind::Gateway => "gateway",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pne" => Some(EntityKind::Pne),
+            "gateway" => Some(EntityKind::Gateway),
+            _ => None,
+        }
+    }
+}
+
+/// An entity enrolled with the server (`cpns enroll`): one PNE or PN GW of one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityRecord {
+    /// PNE ID or PN GW ID.
+    pub id: EntityId,
+    /// Role of the entity.
+    pub kind: EntityKind,
+    /// The user owning the entity.
+    pub owner: UserId,
+    /// The EUKey, sealed under the server master key with the entity id as associated data.
+    pub sealed_eukey: Vec<u8>,
+    /// Last reported device capabilities (CBOR of `cpns_wire::DeviceCapabilities`), if any.
+    pub capabilities: Option<Vec<u8>>,
+    /// Last reported status (e.g. `online`), if any.
+    pub status: Option<String>,
+    /// CPNS ID allocated at PNE registration (003 §1.4.1 step 3), if any.
+    pub cpns_id: Option<CpnsId>,
+    /// When the entity was enrolled.
+    pub enrolled_at: UnixMillis,
+}
+
+/// State of a PN in the inventory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PnState {
+    /// Registered and usable.
+    Active,
+    /// Released (000 §6.6.5); kept for the record.
+    Released,
+}
+
+impl PnState {
+    /// The stored name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PnState::Active => "active",
+            PnState::Released => "released",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(PnState::Active),
+            "released" => Some(PnState::Released),
+            _ => None,
+        }
+    }
+}
+
+/// One PNE's membership of a PN in the server's inventory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PnMember {
+    /// PNE ID of the member.
+    pub pne_id: EntityId,
+    /// Whether this PNE initiated the PN establishment.
+    pub initiator: bool,
+    /// Whether the member was authenticated by hash_PNE (000 §6.6.1.1 step 11). Members added by a
+    /// PN update before registration (003 §1.4.2 step 4) start unauthenticated.
+    pub authenticated: bool,
+    /// Device capabilities reported at set-up (CBOR), if any.
+    pub capabilities: Option<Vec<u8>>,
+    /// SK_PNE sealed under the server master key, for the PNE<->server secure session.
+    pub sealed_session_key: Option<Vec<u8>>,
+    /// When the member joined.
+    pub joined_at: UnixMillis,
+}
+
+/// A PN in the server's inventory of record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PnRecord {
+    /// The PN id.
+    pub pn_id: PnId,
+    /// The PN GW that built and serves the PN.
+    pub gateway: EntityId,
+    /// The user owning the PN GW, hence the PN.
+    pub owner: UserId,
+    /// State of the PN.
+    pub state: PnState,
+    /// When the PN was registered.
+    pub created_at: UnixMillis,
+    /// Its members, in the order they were added.
+    pub members: Vec<PnMember>,
+}
+
+/// One member as the PN GW keeps it locally, with its LocalEUKey and route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalMember {
+    /// PNE ID of the member.
+    pub pne_id: EntityId,
+    /// LocalEUKey shared with this PNE, sealed under the device's own storage key, if assigned.
+    pub sealed_local_key: Option<Vec<u8>>,
+    /// Route to the PNE in the PAN (e.g. its PAN session address), as the routing table holds it.
+    pub route: Option<String>,
+}
+
+/// A PN as a PN GW or PNE stores it locally (000 §6.6.1.1 steps 13-15).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPn {
+    /// The PN id.
+    pub pn_id: PnId,
+    /// The PN GW serving the PN.
+    pub gateway: EntityId,
+    /// Members of the PN (for a PNE: as the inventory it received lists them).
+    pub members: Vec<LocalMember>,
+    /// When it was stored.
+    pub stored_at: UnixMillis,
+}

@@ -1,0 +1,165 @@
+//! The envelope every message travels in (DESIGN §3): version, per-session message id, the id it
+//! answers, its kind, sender and addressee, and the body.
+
+use minicbor::decode::Error as DecodeError;
+use minicbor::{Decode, Decoder, Encode, Encoder};
+
+use crate::ids::EntityId;
+use crate::msg::{Body, ErrorBody, common::wire_enum};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+wire_enum!(
+    /// Whether a message asks, answers or informs.
+    MsgKind {
+        /// Expects a response.
+        Request = 1,
+        /// Answers the request named by `in_reply_to`.
+        Response = 2,
+        /// Expects nothing back.
+        Notify = 3,
+    }
+);
+
+/// Who a message is from or for: the CPNS Server, or an entity by its id. A PN GW routes
+/// PNE<->server traffic by this field and its routing table (000 §6.6.1.1 step 6).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// The CPNS Server.
+    Server,
+    /// A PNE or PN GW.
+    Entity(EntityId),
+}
+
+impl Address {
+    /// The entity id, if the address is an entity.
+    pub fn entity(&self) -> Option<&EntityId> {
+        match self {
+            Address::Server => None,
+            Address::Entity(id) => Some(id),
+        }
+    }
+}
+
+impl core::fmt::Display for Address {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Address::Server => f.write_str("server"),
+            Address::Entity(id) => f.write_str(id.as_str()),
+        }
+    }
+}
+
+impl<C> Encode<C> for Address {
+    fn encode<W: minicbor::encode::Write>(
+        &self,
+        e: &mut Encoder<W>,
+        ctx: &mut C,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        match self {
+            Address::Server => {
+                e.u8(0)?;
+                Ok(())
+            }
+            Address::Entity(id) => id.encode(e, ctx),
+        }
+    }
+}
+
+impl<'b, C> Decode<'b, C> for Address {
+    fn decode(d: &mut Decoder<'b>, ctx: &mut C) -> Result<Self, DecodeError> {
+        let p = d.position();
+        match d.datatype()? {
+            minicbor::data::Type::U8 => match d.u8()? {
+                0 => Ok(Address::Server),
+                _ => Err(DecodeError::message("unknown address").at(p)),
+            },
+            _ => Ok(Address::Entity(EntityId::decode(d, ctx)?)),
+        }
+    }
+}
+
+/// A message with its routing and correlation header.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct Envelope {
+    /// Protocol version.
+    #[n(0)]
+    pub version: u16,
+    /// Message id, unique per session and direction.
+    #[n(1)]
+    pub msg_id: u64,
+    /// The message id this one answers.
+    #[n(2)]
+    pub in_reply_to: Option<u64>,
+    /// Request, response or notification.
+    #[n(3)]
+    pub kind: MsgKind,
+    /// Sender.
+    #[n(4)]
+    pub from: Address,
+    /// Addressee.
+    #[n(5)]
+    pub to: Address,
+    /// The message.
+    #[n(6)]
+    pub body: Body,
+}
+
+impl Envelope {
+    /// A request.
+    pub fn request(msg_id: u64, from: Address, to: Address, body: impl Into<Body>) -> Self {
+        Self::new(msg_id, None, MsgKind::Request, from, to, body.into())
+    }
+
+    /// A response to `in_reply_to`.
+    pub fn response(
+        msg_id: u64,
+        in_reply_to: u64,
+        from: Address,
+        to: Address,
+        body: impl Into<Body>,
+    ) -> Self {
+        Self::new(
+            msg_id,
+            Some(in_reply_to),
+            MsgKind::Response,
+            from,
+            to,
+            body.into(),
+        )
+    }
+
+    /// A notification.
+    pub fn notify(msg_id: u64, from: Address, to: Address, body: impl Into<Body>) -> Self {
+        Self::new(msg_id, None, MsgKind::Notify, from, to, body.into())
+    }
+
+    fn new(
+        msg_id: u64,
+        in_reply_to: Option<u64>,
+        kind: MsgKind,
+        from: Address,
+        to: Address,
+        body: Body,
+    ) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            msg_id,
+            in_reply_to,
+            kind,
+            from,
+            to,
+            body,
+        }
+    }
+
+    /// The error body, if this is an error response.
+    pub fn error(&self) -> Option<&ErrorBody> {
+        match &self.body {
+            Body::ErrorBody(e) => Some(e),
+            _ => None,
+        }
+    }
+}

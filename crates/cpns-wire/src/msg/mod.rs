@@ -1,0 +1,214 @@
+//! Every CPNS message as a typed struct, and [`Body`], the tagged union an envelope carries.
+//!
+//! A body travels as the CBOR array `[type, message]`, where `type` is the stable code listed in
+//! [`Body`] and `message` is a map with stable integer keys (docs/wire.cddl). A type this version
+//! does not know decodes to [`Body::Unknown`], so the receiver can answer with a clear error.
+
+pub mod common;
+pub mod connection;
+pub mod discovery;
+pub mod establishment;
+pub mod pan;
+pub mod registration;
+
+use minicbor::decode::Error as DecodeError;
+use minicbor::{Decode, Decoder, Encode, Encoder};
+
+pub use common::*;
+pub use connection::*;
+pub use discovery::*;
+pub use establishment::*;
+pub use pan::*;
+pub use registration::*;
+
+wire_enum!(
+    /// Stable error codes of an [`ErrorBody`] (DESIGN §3).
+    ErrorCode {
+        /// The request is malformed or lacks a required field.
+        BadRequest = 1,
+        /// The sender is not authenticated, or its proof did not verify.
+        Unauthenticated = 2,
+        /// The sender may not do this.
+        Forbidden = 3,
+        /// A named PN, entity or flow does not exist.
+        NotFound = 4,
+        /// The request conflicts with the current state (e.g. an id owned by someone else).
+        Conflict = 5,
+        /// The envelope's protocol version is not supported.
+        UnsupportedVersion = 6,
+        /// The receiver is overloaded; retry later.
+        Busy = 7,
+        /// The receiver failed internally.
+        Internal = 8,
+        /// A peer did not answer in time.
+        Timeout = 9,
+        /// The message type is unknown to the receiver.
+        UnsupportedMessage = 10,
+        /// The message is valid but not expected in the current state of its flow.
+        WrongState = 11,
+        /// A PNE declined to take part.
+        Declined = 12,
+    }
+);
+
+impl ErrorCode {
+    /// The registry name of the code.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::UnsupportedMessage => "unsupported_message",
+            ErrorCode::WrongState => "wrong_state",
+            ErrorCode::Declined => "declined",
+            ErrorCode::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// An error response (DESIGN §3).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ErrorBody {
+    /// Stable code.
+    #[n(0)]
+    pub code: ErrorCode,
+    /// Human-readable reason.
+    #[n(1)]
+    pub reason: String,
+}
+
+impl ErrorBody {
+    /// An error with a code and reason.
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl core::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.reason)
+    }
+}
+
+macro_rules! bodies {
+    ($($code:literal => $variant:ident),+ $(,)?) => {
+        /// The message an envelope carries, with its stable type code.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Body {
+            $(
+                #[doc = concat!("[`", stringify!($variant), "`], type ", stringify!($code), ".")]
+                $variant($variant),
+            )+
+            /// A message type this version does not know.
+            Unknown(u32),
+        }
+
+        impl Body {
+            /// The stable type code.
+            pub fn type_code(&self) -> u32 {
+                match self {
+                    $(Body::$variant(_) => $code,)+
+                    Body::Unknown(n) => *n,
+                }
+            }
+
+            /// The message name, as the documents spell it.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Body::$variant(_) => stringify!($variant),)+
+                    Body::Unknown(_) => "Unknown",
+                }
+            }
+
+            /// Every known type code with its name, for docs and tests.
+            pub const CATALOGUE: &'static [(u32, &'static str)] = &[$(($code, stringify!($variant)),)+];
+        }
+
+        $(
+            impl From<$variant> for Body {
+                fn from(m: $variant) -> Self {
+                    Body::$variant(m)
+                }
+            }
+        )+
+
+        impl<C> Encode<C> for Body {
+            fn encode<W: minicbor::encode::Write>(
+                &self,
+                e: &mut Encoder<W>,
+                ctx: &mut C,
+            ) -> Result<(), minicbor::encode::Error<W::Error>> {
+                match self {
+                    $(Body::$variant(m) => {
+                        e.array(2)?.u32($code)?;
+                        m.encode(e, ctx)
+                    })+
+                    Body::Unknown(n) => {
+                        e.array(2)?.u32(*n)?.null()?;
+                        Ok(())
+                    }
+                }
+            }
+        }
+
+        impl<'b, C> Decode<'b, C> for Body {
+            fn decode(d: &mut Decoder<'b>, ctx: &mut C) -> Result<Self, DecodeError> {
+                let p = d.position();
+                if d.array()? != Some(2) {
+                    return Err(DecodeError::message("a body is a two-element array").at(p));
+                }
+                Ok(match d.u32()? {
+                    $($code => Body::$variant($variant::decode(d, ctx)?),)+
+                    other => {
+                        d.skip()?;
+                        Body::Unknown(other)
+                    }
+                })
+            }
+        }
+    };
+}
+
+bodies! {
+    1 => ErrorBody,
+    // CPNS entity discovery, 000 §6.4.
+    10 => EntityDiscoveryRequest,
+    11 => EntityDiscoveryResponse,
+    // PN GW connection set-up, 002 §B.1.1.2 steps 8-16.
+    20 => ConnectionSetupRequest,
+    21 => AuthChallenge,
+    22 => AuthResponse,
+    23 => ConnectionSetupConfirm,
+    24 => DeviceCapabilitiesUpdate,
+    25 => DeviceCapabilitiesConfirm,
+    26 => StatusUpdateRequest,
+    27 => StatusUpdateResponse,
+    // PN establishment, 000 §6.6.1.
+    30 => PnSetupRequest,
+    31 => PnSetupResponse,
+    32 => PnRegistrationRequest,
+    33 => AuthenticationRequest,
+    34 => AuthenticationResponse,
+    35 => PnRegistrationResponse,
+    36 => PnEstablishmentNotify,
+    // PN GW authentication on the PAN with LocalEUKey.
+    40 => PanAuthInit,
+    41 => PanAuthChallenge,
+    42 => PanAuthConfirm,
+    // PNE registration and PN update, 003 §1.4, 000 §6.6.2.
+    50 => PneRegistrationRequest,
+    51 => PneRegistrationResponse,
+    52 => PnUpdateRequest,
+    53 => PnUpdateResponse,
+}

@@ -1,0 +1,111 @@
+//! PNE registration (003 §1.4.1 PN member case, §1.4.2 non-member case) and the PN update the
+//! PN GW sends for a non-member (003 §1.4.2 step 4, 000 §6.6.2).
+
+use minicbor::{Decode, Encode};
+
+use super::common::{DeviceCapabilities, HashBytes, PnInventory, RandBytes};
+use crate::ids::{CpnsId, EntityId, PnId, RequestId};
+
+/// PNE Registration Request, PNE to PN GW and PN GW to CPNS Server (003 §1.4.1 steps 1-3,
+/// §1.4.2 steps 2 and 5).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneRegistrationRequest {
+    /// Chosen by the PNE.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PNE.
+    #[n(1)]
+    pub pne_id: EntityId,
+    /// The PN the PNE belongs to; absent for a non-member (the PN GW fills it in).
+    #[n(2)]
+    pub pn_id: Option<PnId>,
+    /// rand_PNE.
+    #[n(3)]
+    pub rand_pne: RandBytes,
+    /// The PNE's device capabilities, used when the PN GW adds it to a PN.
+    #[n(4)]
+    pub capabilities: Option<DeviceCapabilities>,
+}
+
+/// PNE Registration Response, CPNS Server to PN GW to PNE (003 §1.4.1 steps 3-4).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneRegistrationResponse {
+    /// The request answered.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PNE.
+    #[n(1)]
+    pub pne_id: EntityId,
+    /// The PN.
+    #[n(2)]
+    pub pn_id: PnId,
+    /// The CPNS ID allocated to the PNE.
+    #[n(3)]
+    pub cpns_id: CpnsId,
+    /// hash_server_PNE, by which the PNE authenticates the server.
+    #[n(4)]
+    pub hash_server: HashBytes,
+    /// [`RegistrationGrant`] sealed end to end under SK_PNE: the PN GW cannot read it.
+    #[n(5)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed_grant: Vec<u8>,
+}
+
+/// The key material of a registration, sealed from server to PNE (003 §1.4.1 step 3: "security
+/// related information such as key").
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct RegistrationGrant {
+    /// The CPNS ID, repeated under the seal.
+    #[n(0)]
+    pub cpns_id: CpnsId,
+    /// Identifier of the PNE<->server secure session keyed by SK_PNE.
+    #[n(1)]
+    pub session_id: RandBytes,
+    /// Seconds the session is valid for.
+    #[n(2)]
+    pub lifetime_s: u32,
+}
+
+/// PN Update Request, PN GW to CPNS Server (003 §1.4.2 step 4, 000 §6.6.2.1.1 step 3).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PnUpdateRequest {
+    /// Chosen by the PN GW.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PN.
+    #[n(1)]
+    pub pn_id: PnId,
+    /// PNEs to add, with their capabilities.
+    #[n(2)]
+    #[cbor(default)]
+    pub add: Vec<NewMember>,
+    /// PNEs to remove.
+    #[n(3)]
+    #[cbor(default)]
+    pub remove: Vec<EntityId>,
+}
+
+/// A PNE added by a PN update.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct NewMember {
+    /// The PNE.
+    #[n(0)]
+    pub pne_id: EntityId,
+    /// Its capabilities.
+    #[n(1)]
+    pub capabilities: Option<DeviceCapabilities>,
+}
+
+/// PN Update Response, CPNS Server to PN GW (003 §1.4.2 step 4, 000 §6.6.2.1.1 step 4).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PnUpdateResponse {
+    /// The PN Inventory after the update.
+    #[n(0)]
+    pub inventory: PnInventory,
+}
