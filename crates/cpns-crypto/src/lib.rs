@@ -1,1 +1,85 @@
-//! placeholder
+//! cpns-crypto: the security binding of CPNS (DESIGN §4), as plain functions and types.
+//!
+//! This crate holds every key and every cryptographic computation of the CPNS flows, and nothing
+//! else: no I/O, no clock, no protocol state. The protocol crate calls it at the spec steps that
+//! name a key or a hash; the exact byte layouts are specified in docs/security.md and pinned by
+//! docs/security-vectors.json. Primitives all come from RustCrypto: HKDF-SHA256 and HMAC-SHA256
+//! for derivation and authentication, ChaCha20-Poly1305 for every AEAD, `getrandom` for keys and
+//! nonces, `subtle` for constant-time comparison, `zeroize` for wiping.
+//!
+//! | flow (spec) | module | keys |
+//! |---|---|---|
+//! | PNE <-> server mutual auth, SK_PNE (000 §6.6.1.1 steps 8-15; 003 §1.4) | [`pne_auth`](PneAuthKeys) | EUKey_PNE → SK_PNE, K_confirm |
+//! | LocalEUKey delivery (000 §6.6.1.1 steps 5-7) | [`wrap_local_eukey`] | EUKey_r → KEK_r |
+//! | GW auth on the WAN, TLS-bound (002 §B.1.1.2 steps 8-11) | [`gw_auth_response`] | EUKey_GW → K_gw |
+//! | PN GW auth on an insecure PAN, sealed frames (DESIGN §4) | [`PanKeys`], [`FrameSealer`] | LocalEUKey → K_confirm, K_gw→pne, K_pne→gw |
+//! | PNE <-> server end-to-end payloads | [`seal_e2e`] | SK_PNE → K_dir |
+//! | secrets at rest in the server store | [`seal_at_rest`] | MasterKey → K_rest |
+//!
+//! A typical PN establishment, as seen from this crate:
+//! ```
+//! use cpns_crypto::*;
+//! # fn main() -> Result<(), CryptoError> {
+//! let (eukey_pne, eukey_gw) = (EuKey::generate()?, EuKey::generate()?);
+//! let pn_id = [7u8; 16];
+//! let (rand_pne, rand_server) = (Rand::generate()?, Rand::generate()?);
+//! // Step 5: the server makes a LocalEUKey and wraps one copy per recipient.
+//! let local = LocalEuKey::generate()?;
+//! let binding = KeyBinding { pn_id: &pn_id, pne_id: "pne-1", gw_id: "gw-1" };
+//! let for_pne = wrap_local_eukey(&eukey_pne, Recipient::Pne, &binding, &local)?;
+//! let for_gw = wrap_local_eukey(&eukey_gw, Recipient::Gateway, &binding, &local)?;
+//! // Steps 6-7: each recipient unwraps its own copy.
+//! assert_eq!(unwrap_local_eukey(&eukey_gw, Recipient::Gateway, &binding, &for_gw)?, local);
+//! assert_eq!(unwrap_local_eukey(&eukey_pne, Recipient::Pne, &binding, &for_pne)?, local);
+//! // Steps 8-15: mutual authentication and SK_PNE.
+//! let input = PneAuthInput {
+//!     purpose: AuthPurpose::Establishment, pn_id: &pn_id, pne_id: "pne-1",
+//!     rand_pne: &rand_pne, rand_server: &rand_server,
+//! };
+//! let pne = PneAuthKeys::derive(&eukey_pne, &input);
+//! let server = PneAuthKeys::derive(&eukey_pne, &input); // the server's stored copy of EUKey_PNE
+//! let hash_pne = pne.hash_pne();
+//! server.verify_hash_pne(&hash_pne)?;
+//! pne.verify_hash_server(&hash_pne, &server.hash_server(&hash_pne))?;
+//! let boxed = seal_e2e(server.session_key(), E2eDirection::ServerToPne, b"msg-1", b"content key")?;
+//! let opened = open_e2e(pne.session_key(), E2eDirection::ServerToPne, b"msg-1", &boxed)?;
+//! assert_eq!(&opened[..], b"content key");
+//! # Ok(())
+//! # }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod aead;
+mod at_rest;
+mod ct_hex;
+mod e2e;
+mod error;
+mod frame;
+mod gw_auth;
+mod kdf;
+mod keys;
+pub mod labels;
+mod local_key;
+mod pan;
+mod pne_auth;
+#[doc(hidden)]
+pub mod vectors;
+
+pub use at_rest::{open_at_rest, seal_at_rest, seal_at_rest_with_nonce};
+pub use e2e::{E2eDirection, open_e2e, seal_e2e, seal_e2e_with_nonce};
+pub use error::CryptoError;
+pub use frame::{FrameOpener, FrameSealer, SEAL_OVERHEAD};
+pub use gw_auth::{
+    TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN, gw_auth_response, verify_gw_auth_response,
+};
+pub use keys::{
+    AuthHash, EuKey, KEY_LEN, LocalEuKey, MasterKey, RAND_LEN, Rand, SessionKey, ct_eq,
+    random_array,
+};
+pub use local_key::{
+    KeyBinding, Recipient, WRAPPED_KEY_LEN, unwrap_local_eukey, wrap_local_eukey,
+    wrap_local_eukey_with_nonce,
+};
+pub use pan::{PanAuthInput, PanKeys};
+pub use pne_auth::{AuthPurpose, PneAuthInput, PneAuthKeys};

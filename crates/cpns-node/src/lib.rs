@@ -1,1 +1,20 @@
-//! placeholder
+//! Tokio drivers of the CPNS protocol machines: the three runtimes (CPNS Server, PN GW, PNE) over
+//! real TCP and TLS, with the state of record in a [`cpns_store::Store`] (DESIGN §2).
+//!
+//! Each runtime is thin: it reads length-prefixed frames from sockets, feeds them with the time
+//! to its `cpns-proto` machine, and carries out what the machine asks (send, load, persist,
+//! sleep until the next deadline). No protocol decision is made here.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod credentials;
+pub mod frames;
+pub mod gateway;
+pub mod pki;
+pub mod pne;
+pub mod server;
+pub mod server_store;
+pub mod trace;
+
+pub use credentials::{DeviceCredential, DeviceKind};
+pub use trace::{TraceEvent, TraceSink};

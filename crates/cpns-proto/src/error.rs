@@ -39,7 +39,9 @@ impl ProtoError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ProtoError::Wire(_) => ErrorCode::BadRequest,
-            ProtoError::PlainOnSealedLink | ProtoError::SealedBeforeKeys => ErrorCode::Unauthenticated,
+            ProtoError::PlainOnSealedLink | ProtoError::SealedBeforeKeys => {
+                ErrorCode::Unauthenticated
+            }
             ProtoError::Crypto(_) => ErrorCode::Unauthenticated,
             ProtoError::PeerMisbehaved(_) => ErrorCode::BadRequest,
             ProtoError::Remote(e) => e.code,

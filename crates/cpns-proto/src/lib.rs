@@ -33,6 +33,8 @@ mod tests;
 pub use error::ProtoError;
 pub use link::{LinkCodec, PanSecurity};
 
+use cpns_wire::{EntityId, PnInventory};
+
 use std::time::Duration;
 
 /// Identifies one store request of a machine; the driver answers with the same token.
@@ -50,7 +52,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { invite: Duration::from_secs(10), flow: Duration::from_secs(30) }
+        Self {
+            invite: Duration::from_secs(10),
+            flow: Duration::from_secs(30),
+        }
     }
 }
 
@@ -65,4 +70,15 @@ pub struct TraceRecord {
     pub message: &'static str,
     /// Whether it travelled AEAD-sealed on the PAN.
     pub sealed: bool,
+}
+
+/// One PN of a device's local inventory (000 §6.6.1.1 steps 13 and 15): the inventory, and the
+/// device's copies of LocalEUKeys, still wrapped under the device's own EUKey so they can be
+/// stored as they are. A PN GW keeps one copy per member; a PNE keeps its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalPnState {
+    /// The PN inventory.
+    pub inventory: PnInventory,
+    /// Wrapped LocalEUKey copies, per PNE.
+    pub wrapped_keys: Vec<(EntityId, Vec<u8>)>,
 }

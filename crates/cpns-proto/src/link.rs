@@ -64,7 +64,12 @@ impl Default for LinkCodec {
 impl LinkCodec {
     /// A plain codec accepting frames up to `max_frame` bytes.
     pub fn new(max_frame: u32) -> Self {
-        Self { tx: None, rx: None, max_frame, scratch: Vec::new() }
+        Self {
+            tx: None,
+            rx: None,
+            max_frame,
+            scratch: Vec::new(),
+        }
     }
 
     /// The largest frame accepted.

@@ -6,6 +6,7 @@
 //! transaction and is idempotent where the protocol retries.
 
 #![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod error;
 pub mod model;
@@ -13,7 +14,7 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use model::*;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Durability, SqliteStore};
 
 use core::future::Future;
 
@@ -28,17 +29,19 @@ pub trait Store: Send + Sync + 'static {
     /// Adds a user; does nothing if it exists.
     fn ensure_user(&self, user: &UserId) -> impl Future<Output = Result<()>> + Send;
 
-    /// Enrolls an entity. Fails with [`StoreError::Conflict`] if the id is taken.
+    /// Enrolls an entity. Fails with [`StoreError::Conflict`] if the id is taken and with
+    /// [`StoreError::NotFound`] if its owner is not a user.
     fn insert_entity(&self, entity: &EntityRecord) -> impl Future<Output = Result<()>> + Send;
 
     /// Looks up one entity.
     fn entity(&self, id: &EntityId) -> impl Future<Output = Result<Option<EntityRecord>>> + Send;
 
-    /// Looks up several entities in one query; absent ids are left out of the result.
-    fn entities(&self, ids: &[EntityId])
-    -> impl Future<Output = Result<Vec<EntityRecord>>> + Send;
+    /// Looks up several entities in one query; absent ids are left out of the result, the others
+    /// come in the order of their first mention in `ids`.
+    fn entities(&self, ids: &[EntityId]) -> impl Future<Output = Result<Vec<EntityRecord>>> + Send;
 
-    /// Records capabilities and/or status reported by an entity (002 §B.1.1.2 steps 12-17).
+    /// Records capabilities and/or status reported by an entity (002 §B.1.1.2 steps 12-17); `None`
+    /// leaves a field as it was. [`StoreError::NotFound`] if the entity is not enrolled.
     fn update_entity_report(
         &self,
         id: &EntityId,
@@ -48,28 +51,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers a PN with its members in one transaction (000 §6.6.1.1 step 11). Registering a
     /// PN id that exists with the same gateway replaces its member list (a retried
-    /// registration); with another gateway it is a [`StoreError::Conflict`].
+    /// registration: owner, state and members are replaced, `created_at` and the PN's place in
+    /// creation order are kept); with another gateway it is a [`StoreError::Conflict`].
     fn register_pn(&self, pn: &PnRecord) -> impl Future<Output = Result<()>> + Send;
 
     /// Adds or updates one member of an existing PN (003 §1.4.2 step 4, 000 §6.6.2).
-    /// [`StoreError::NotFound`] if the PN does not exist.
+    /// [`StoreError::NotFound`] if the PN does not exist. A new member goes after the existing
+    /// ones; an existing member gets the given flags, capabilities and session key and keeps its
+    /// `joined_at` and position.
     fn upsert_member(
         &self,
         pn: &PnId,
         member: &PnMember,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Changes the member list of an existing PN in one transaction (000 §6.6.2, 003 §1.4.2
+    /// step 4): first removes the members in `remove` (ids that are not members are ignored),
+    /// then adds or updates each of `add` as [`Store::upsert_member`] does (a new member goes
+    /// after the existing ones; an existing one keeps its `joined_at` and position). A PNE both
+    /// removed and added is therefore re-added at the end. [`StoreError::NotFound`] if the PN
+    /// does not exist; on any error nothing changes.
+    fn update_members(
+        &self,
+        pn: &PnId,
+        add: &[PnMember],
+        remove: &[EntityId],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Registers a PNE with a PN in one transaction (003 §1.4.1 step 3): allocates the PNE's
+    /// CPNS ID as [`Store::allocate_cpns_id`] does (returning the one it already has, if any)
+    /// and adds or updates `member` as [`Store::upsert_member`] does, so the CPNS ID and the
+    /// member's session key land together or not at all. [`StoreError::NotFound`] if the PN
+    /// does not exist or `member.pne_id` is not an enrolled entity; on any error nothing
+    /// changes and no CPNS ID number is used up.
+    fn register_pne(
+        &self,
+        pn: &PnId,
+        member: &PnMember,
+    ) -> impl Future<Output = Result<CpnsId>> + Send;
+
     /// One PN with its members.
     fn pn(&self, id: &PnId) -> impl Future<Output = Result<Option<PnRecord>>> + Send;
 
-    /// All PNs served by a gateway.
-    fn pns_of_gateway(&self, gw: &EntityId)
-    -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
+    /// All PNs served by a gateway, in creation order.
+    fn pns_of_gateway(&self, gw: &EntityId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 
     /// All PNs, in creation order.
     fn all_pns(&self) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 
     /// Allocates the CPNS ID of a PNE (003 §1.4.1 step 3), or returns the one it already has.
+    /// Ids are distinct and never reused. [`StoreError::NotFound`] if the entity is not enrolled.
     fn allocate_cpns_id(&self, pne: &EntityId) -> impl Future<Output = Result<CpnsId>> + Send;
 
     /// Stores (or replaces) a PN in the device's local inventory, in one transaction.

@@ -126,6 +126,8 @@ pub struct PnRecord {
 pub struct LocalMember {
     /// PNE ID of the member.
     pub pne_id: EntityId,
+    /// The member's device capabilities as CBOR, as the PN inventory holds them.
+    pub capabilities: Option<Vec<u8>>,
     /// LocalEUKey shared with this PNE, sealed under the device's own storage key, if assigned.
     pub sealed_local_key: Option<Vec<u8>>,
     /// Route to the PNE in the PAN (e.g. its PAN session address), as the routing table holds it.

@@ -70,8 +70,10 @@ impl<C> Encode<C> for Address {
 impl<'b, C> Decode<'b, C> for Address {
     fn decode(d: &mut Decoder<'b>, ctx: &mut C) -> Result<Self, DecodeError> {
         let p = d.position();
+        use minicbor::data::Type;
         match d.datatype()? {
-            minicbor::data::Type::U8 => match d.u8()? {
+            // Any encoding of the integer 0 is the server; CBOR allows non-shortest ones.
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => match d.u64()? {
                 0 => Ok(Address::Server),
                 _ => Err(DecodeError::message("unknown address").at(p)),
             },

@@ -1,1 +1,86 @@
-fn main() {}
+//! `cpns`: the command line of the CPNS reference implementation: make a server's data
+//! directory, enroll devices, run a CPNS Server, a PN GW or a PNE, show the PN inventory, and run
+//! the whole system on loopback (`cpns demo`).
+
+mod admin;
+mod demo;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Converged Personal Network Service.
+#[derive(Parser, Debug)]
+#[command(name = "cpns", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a server data directory: CA, server certificate, master key, SQLite database.
+    Init(admin::InitArgs),
+    /// Enroll a user's PNE or PN GW: make its EUKey and write its credential file (mode 0600).
+    Enroll(admin::EnrollArgs),
+    /// Run the CPNS Server (TLS listener for PN GWs).
+    Server(run::ServerArgs),
+    /// Run a PN GW: connect to the server, serve PNEs on the PAN listener.
+    Gateway(run::GatewayArgs),
+    /// Run a PNE: connect to the PN GW, then set up, join or register.
+    Pne(run::PneArgs),
+    /// Print the PN inventory: the server's (from its data directory) or a device's local one.
+    Inventory(admin::InventoryArgs),
+    /// Run server, PN GW and three PNEs on loopback and print the flows and the inventory.
+    Demo(demo::DemoArgs),
+}
+
+/// The default data directory of the server.
+pub(crate) fn default_data_dir() -> PathBuf {
+    PathBuf::from("cpns-data")
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CPNS_LOG").unwrap_or_else(|_| {
+        let default = if matches!(cli.command, Command::Demo(_) | Command::Inventory(_)) {
+            "warn"
+        } else {
+            "info"
+        };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Init(a) => admin::init(a).await,
+            Command::Enroll(a) => admin::enroll(a).await,
+            Command::Server(a) => run::server(a).await,
+            Command::Gateway(a) => run::gateway(a).await,
+            Command::Pne(a) => run::pne(a).await,
+            Command::Inventory(a) => admin::inventory(a).await,
+            Command::Demo(a) => demo::demo(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

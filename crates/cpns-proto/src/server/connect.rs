@@ -32,7 +32,14 @@ pub(super) enum Conn {
     /// Loading the PN GW's record.
     Loading { deadline: Instant },
     /// Challenge sent (step 9), waiting for the response (step 10).
-    AwaitAuth { gw: Gw, rand_gw: Rand, rand_server: Rand, challenge_msg: u64, setup_msg: u64, deadline: Instant },
+    AwaitAuth {
+        gw: Gw,
+        rand_gw: Rand,
+        rand_server: Rand,
+        challenge_msg: u64,
+        setup_msg: u64,
+        deadline: Instant,
+    },
     /// Authenticated (step 11 sent).
     Connected(Gw),
     /// The session is over.
@@ -49,9 +56,9 @@ impl Conn {
 
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
-            Conn::AwaitSetup { deadline } | Conn::Loading { deadline } | Conn::AwaitAuth { deadline, .. } => {
-                Some(*deadline)
-            }
+            Conn::AwaitSetup { deadline }
+            | Conn::Loading { deadline }
+            | Conn::AwaitAuth { deadline, .. } => Some(*deadline),
             Conn::Connected(_) | Conn::Closed => None,
         }
     }
@@ -68,26 +75,55 @@ impl ServerSession {
     /// Messages before the PN GW is authenticated: only the set-up exchange is allowed.
     pub(super) fn handle_unauthenticated(&mut self, _now: Instant, env: Envelope) {
         match (&self.conn, env.body.clone()) {
-            (Conn::AwaitSetup { deadline }, Body::ConnectionSetupRequest(req)) if env.kind == MsgKind::Request => {
+            (Conn::AwaitSetup { deadline }, Body::ConnectionSetupRequest(req))
+                if env.kind == MsgKind::Request =>
+            {
                 // Step 8: look the PN GW up before challenging it.
-                self.conn = Conn::Loading { deadline: *deadline };
-                let request = LoadRequest { entities: vec![req.gw_id.clone()], pn: None };
-                self.load(Parked::SetupLoad(SetupLoad { req_msg: env.msg_id, req }), request);
+                self.conn = Conn::Loading {
+                    deadline: *deadline,
+                };
+                let request = LoadRequest {
+                    entities: vec![req.gw_id.clone()],
+                    pn: None,
+                };
+                self.load(
+                    Parked::SetupLoad(SetupLoad {
+                        req_msg: env.msg_id,
+                        req,
+                    }),
+                    request,
+                );
             }
             (Conn::AwaitAuth { challenge_msg, .. }, Body::AuthResponse(resp))
                 if env.in_reply_to == Some(*challenge_msg) =>
             {
                 self.on_auth_response(resp);
             }
-            _ => self.reject(&env, ErrorCode::Unauthenticated, "the PN GW must set up and authenticate its connection first"),
+            _ => self.reject(
+                &env,
+                ErrorCode::Unauthenticated,
+                "the PN GW must set up and authenticate its connection first",
+            ),
         }
     }
 
     pub(super) fn setup_loaded(&mut self, _now: Instant, p: SetupLoad, mut loaded: Loaded) {
-        let Conn::Loading { deadline } = self.conn else { return };
+        let Conn::Loading { deadline } = self.conn else {
+            return;
+        };
         let gw = match loaded.take_entity(&p.req.gw_id) {
-            Some(e) if e.role == EntityRole::Gateway => Gw { id: e.id, owner: e.owner, eukey: e.eukey },
-            Some(_) => return self.refuse_gateway(p.req_msg, &p.req.gw_id, "the entity is not enrolled as a PN GW"),
+            Some(e) if e.role == EntityRole::Gateway => Gw {
+                id: e.id,
+                owner: e.owner,
+                eukey: e.eukey,
+            },
+            Some(_) => {
+                return self.refuse_gateway(
+                    p.req_msg,
+                    &p.req.gw_id,
+                    "the entity is not enrolled as a PN GW",
+                );
+            }
             None => return self.refuse_gateway(p.req_msg, &p.req.gw_id, "unknown PN GW"),
         };
         let rand_server = match Rand::generate() {
@@ -95,8 +131,12 @@ impl ServerSession {
             Err(e) => return self.refuse_gateway(p.req_msg, &p.req.gw_id, &format!("rng: {e}")),
         };
         // Step 9: Authentication and Authorization request.
-        let challenge_msg =
-            self.send_request(Address::Entity(gw.id.clone()), AuthChallenge { rand_server: rand_wire(&rand_server) });
+        let challenge_msg = self.send_request(
+            Address::Entity(gw.id.clone()),
+            AuthChallenge {
+                rand_server: rand_wire(&rand_server),
+            },
+        );
         self.conn = Conn::AwaitAuth {
             gw,
             rand_gw: rand_of(&p.req.rand_gw),
@@ -109,14 +149,19 @@ impl ServerSession {
 
     /// Step 10: verify the PN GW's response; step 11: confirm the connection.
     fn on_auth_response(&mut self, resp: AuthResponse) {
-        let Conn::AwaitAuth { gw, rand_gw, rand_server, setup_msg, .. } =
-            std::mem::replace(&mut self.conn, Conn::Closed)
+        let Conn::AwaitAuth {
+            gw,
+            rand_gw,
+            rand_server,
+            setup_msg,
+            ..
+        } = std::mem::replace(&mut self.conn, Conn::Closed)
         else {
             return;
         };
         let verdict = verify_gw_auth_response(
             &gw.eukey,
-            gw.id.as_bytes(),
+            gw.id.as_str(),
             &rand_gw,
             &rand_server,
             &self.tls_exporter,
@@ -129,53 +174,99 @@ impl ServerSession {
         let id = gw.id.clone();
         self.conn = Conn::Connected(gw);
         self.event(ServerEvent::GatewayAuthenticated(id.clone()));
-        let confirm = ConnectionSetupConfirm { server: self.cfg.name.clone(), max_frame: self.cfg.max_frame };
+        let confirm = ConnectionSetupConfirm {
+            server: self.cfg.name.clone(),
+            max_frame: self.cfg.max_frame,
+        };
         self.respond(setup_msg, Address::Entity(id), confirm);
     }
 
     fn refuse_gateway(&mut self, setup_msg: u64, gw_id: &EntityId, reason: &str) {
         self.conn = Conn::Closed;
-        self.event(ServerEvent::AuthenticationFailed { entity: gw_id.clone(), reason: reason.into() });
+        self.event(ServerEvent::AuthenticationFailed {
+            entity: gw_id.clone(),
+            reason: reason.into(),
+        });
         self.respond(
             setup_msg,
             Address::Entity(gw_id.clone()),
             cpns_wire::ErrorBody::new(ErrorCode::Unauthenticated, reason),
         );
-        self.out.push_back(ServerOutput::Close { reason: format!("PN GW {gw_id}: {reason}") });
+        self.out.push_back(ServerOutput::Close {
+            reason: format!("PN GW {gw_id}: {reason}"),
+        });
     }
 
     /// Step 12: Device Capabilities Update.
     pub(super) fn on_capabilities(&mut self, gw: &Gw, env: &Envelope, m: DeviceCapabilitiesUpdate) {
-        let effect = ServerEffect::EntityReport { id: gw.id.clone(), capabilities: Some(m.capabilities), status: None };
-        self.persist(Parked::Report { req: Some(env.msg_id), status: false }, effect);
+        let effect = ServerEffect::EntityReport {
+            id: gw.id.clone(),
+            capabilities: Some(m.capabilities),
+            status: None,
+        };
+        self.persist(
+            Parked::Report {
+                req: Some(env.msg_id),
+                status: false,
+            },
+            effect,
+        );
     }
 
     /// Step 16: Status Management response, after the PN GW's lookup (step 15).
     pub(super) fn on_status(&mut self, gw: &Gw, m: StatusUpdateResponse) {
-        let effect = ServerEffect::EntityReport { id: gw.id.clone(), capabilities: None, status: Some(m.status) };
-        self.persist(Parked::Report { req: None, status: true }, effect);
+        let effect = ServerEffect::EntityReport {
+            id: gw.id.clone(),
+            capabilities: None,
+            status: Some(m.status),
+        };
+        self.persist(
+            Parked::Report {
+                req: None,
+                status: true,
+            },
+            effect,
+        );
     }
 
-    pub(super) fn report_persisted(&mut self, req: Option<u64>, status: bool, result: Result<Persisted, String>) {
-        let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else { return };
+    pub(super) fn report_persisted(
+        &mut self,
+        req: Option<u64>,
+        status: bool,
+        result: Result<Persisted, String>,
+    ) {
+        let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
+            return;
+        };
         match (result, req) {
             (Ok(_), Some(req)) => {
                 // Step 13: confirmation; step 14: Status Management update request.
-                self.respond(req, Address::Entity(gw.clone()), DeviceCapabilitiesConfirm {});
+                self.respond(
+                    req,
+                    Address::Entity(gw.clone()),
+                    DeviceCapabilitiesConfirm {},
+                );
                 self.send_request(Address::Entity(gw), StatusUpdateRequest {});
             }
             // Step 17: the PN GW's entry in the inventory is up to date.
             (Ok(_), None) if status => self.event(ServerEvent::GatewayReady(gw)),
             (Ok(_), None) => {}
-            (Err(e), Some(req)) => self.respond_error(req, ErrorCode::Internal, format!("store: {e}")),
-            (Err(e), None) => self.event(ServerEvent::FlowFailed { flow: "status update", reason: e }),
+            (Err(e), Some(req)) => {
+                self.respond_error(req, ErrorCode::Internal, format!("store: {e}"))
+            }
+            (Err(e), None) => self.event(ServerEvent::FlowFailed {
+                flow: "status update",
+                reason: e,
+            }),
         }
     }
 
     pub(super) fn connect_timeout(&mut self, now: Instant) {
         if self.conn.deadline().is_some_and(|d| d <= now) {
             self.conn = Conn::Closed;
-            self.out.push_back(ServerOutput::Close { reason: "connection set-up timed out".into() });
+            self.out.push_back(ServerOutput::Close {
+                reason: "connection set-up timed out".into(),
+            });
         }
     }
 }

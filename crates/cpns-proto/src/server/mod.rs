@@ -23,6 +23,8 @@ use crate::link::LinkCodec;
 use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
+pub use register::grant_aad;
+
 use connect::Conn;
 use establish::Establishment;
 use register::Registration;
@@ -250,13 +252,26 @@ pub enum ServerOutput {
 #[derive(Debug)]
 enum Parked {
     SetupLoad(connect::SetupLoad),
-    Report { req: Option<u64>, status: bool },
-    PnRegistrationLoad { req_msg: u64, req: cpns_wire::PnRegistrationRequest },
+    Report {
+        req: Option<u64>,
+        status: bool,
+    },
+    PnRegistrationLoad {
+        req_msg: u64,
+        req: cpns_wire::PnRegistrationRequest,
+    },
     PnRegistrationPersist(PnId),
     PneRegistrationLoad(register::RegLoad),
     PneRegistrationPersist((EntityId, RequestId)),
-    UpdateLoad { req_msg: u64, req: cpns_wire::PnUpdateRequest },
-    UpdatePersist { req_msg: u64, inventory: PnInventory },
+    UpdateLoad {
+        req_msg: u64,
+        req: cpns_wire::PnUpdateRequest,
+    },
+    UpdatePersist {
+        req_msg: u64,
+        request_id: RequestId,
+        inventory: PnInventory,
+    },
 }
 
 /// Responses kept for retried requests (DESIGN §3: idempotent on (sender, request id)).
@@ -274,7 +289,7 @@ pub struct ServerSession {
     parked: HashMap<Token, Parked>,
     establishments: HashMap<PnId, Establishment>,
     registrations: HashMap<(EntityId, RequestId), Registration>,
-    answered: VecDeque<(RequestId, Envelope)>,
+    answered: VecDeque<((Address, RequestId), Envelope)>,
     out: VecDeque<ServerOutput>,
 }
 
@@ -314,7 +329,11 @@ impl ServerSession {
 
     fn handle_envelope(&mut self, now: Instant, env: Envelope) {
         if let Body::Unknown(code) = env.body {
-            return self.reject(&env, ErrorCode::UnsupportedMessage, format!("unknown message type {code}"));
+            return self.reject(
+                &env,
+                ErrorCode::UnsupportedMessage,
+                format!("unknown message type {code}"),
+            );
         }
         if matches!(self.conn, Conn::Closed) {
             return;
@@ -332,19 +351,35 @@ impl ServerSession {
             Body::DeviceCapabilitiesUpdate(m) => self.on_capabilities(&gw, &env, m),
             Body::StatusUpdateResponse(m) => self.on_status(&gw, m),
             Body::PnRegistrationRequest(m) => self.on_pn_registration(now, &gw, &env, m),
-            Body::AuthenticationResponse(m) => self.on_authentication_response(now, &gw, &env, m),
+            Body::AuthenticationResponse(m)
+                if m.purpose == cpns_wire::AuthPurposeCode::Registration =>
+            {
+                self.on_registration_auth(&env, m)
+            }
+            Body::AuthenticationResponse(m) => self.on_establishment_auth(&gw, &env, m),
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, &gw, &env, m),
             Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
-            _ => self.reject(&env, ErrorCode::WrongState, format!("{} is not expected here", env.body.name())),
+            _ => self.reject(
+                &env,
+                ErrorCode::WrongState,
+                format!("{} is not expected here", env.body.name()),
+            ),
         }
     }
 
     /// Answers a [`ServerOutput::Load`].
-    pub fn handle_loaded(&mut self, now: Instant, token: Token, loaded: Loaded) -> Result<(), ProtoError> {
+    pub fn handle_loaded(
+        &mut self,
+        now: Instant,
+        token: Token,
+        loaded: Loaded,
+    ) -> Result<(), ProtoError> {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::SetupLoad(p) => self.setup_loaded(now, p, loaded),
-            Parked::PnRegistrationLoad { req_msg, req } => self.pn_registration_loaded(now, req_msg, req, loaded),
+            Parked::PnRegistrationLoad { req_msg, req } => {
+                self.pn_registration_loaded(now, req_msg, req, loaded)
+            }
             Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
             Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(req_msg, req, loaded),
             other => {
@@ -365,14 +400,14 @@ impl ServerSession {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::Report { req, status } => self.report_persisted(req, status, result),
             Parked::PnRegistrationPersist(pn) => self.pn_registration_persisted(pn, result),
-            Parked::PneRegistrationPersist(key) => self.pne_registration_persisted(now, key, result),
-            Parked::UpdatePersist { req_msg, inventory } => match result {
-                Ok(_) => {
-                    let body = cpns_wire::PnUpdateResponse { inventory };
-                    self.respond(req_msg, Address::Server, body);
-                }
-                Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
-            },
+            Parked::PneRegistrationPersist(key) => {
+                self.pne_registration_persisted(now, key, result)
+            }
+            Parked::UpdatePersist {
+                req_msg,
+                request_id,
+                inventory,
+            } => self.pn_update_persisted(req_msg, request_id, inventory, result),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -434,12 +469,16 @@ impl ServerSession {
         };
         match self.codec.encode(&env) {
             Ok(frame) => self.out.push_back(ServerOutput::Transmit { frame, trace }),
-            Err(e) => self.out.push_back(ServerOutput::Close { reason: format!("encode: {e}") }),
+            Err(e) => self.out.push_back(ServerOutput::Close {
+                reason: format!("encode: {e}"),
+            }),
         }
     }
 
     fn peer(&self) -> Address {
-        self.conn.gateway().map_or(Address::Server, |g| Address::Entity(g.id.clone()))
+        self.conn
+            .gateway()
+            .map_or(Address::Server, |g| Address::Entity(g.id.clone()))
     }
 
     fn send_request(&mut self, to: Address, body: impl Into<Body>) -> u64 {
@@ -449,7 +488,11 @@ impl ServerSession {
     }
 
     fn respond(&mut self, in_reply_to: u64, to: Address, body: impl Into<Body>) -> Envelope {
-        let to = if to == Address::Server { self.peer() } else { to };
+        let to = if to == Address::Server {
+            self.peer()
+        } else {
+            to
+        };
         let env = Envelope::response(self.ids.next(), in_reply_to, Address::Server, to, body);
         self.transmit(env.clone());
         env
@@ -467,16 +510,20 @@ impl ServerSession {
         }
     }
 
-    fn remember(&mut self, request_id: RequestId, env: Envelope) {
+    fn remember(&mut self, sender: Address, request_id: RequestId, env: Envelope) {
         if self.answered.len() == REPLAY_CACHE {
             self.answered.pop_front();
         }
-        self.answered.push_back((request_id, env));
+        self.answered.push_back(((sender, request_id), env));
     }
 
-    /// Re-sends the answer of a completed request with this id, if any (a retry).
-    fn replay(&mut self, request_id: RequestId, env: &Envelope) -> bool {
-        let Some((_, prev)) = self.answered.iter().find(|(r, _)| *r == request_id) else {
+    /// Re-sends the answer of a completed request of `sender` with this id, if any (a retry).
+    fn replay(&mut self, sender: &Address, request_id: RequestId, env: &Envelope) -> bool {
+        let Some((_, prev)) = self
+            .answered
+            .iter()
+            .find(|((s, r), _)| s == sender && *r == request_id)
+        else {
             return false;
         };
         let mut again = prev.clone();
@@ -488,13 +535,31 @@ impl ServerSession {
 
     fn on_error(&mut self, env: &Envelope, e: ErrorBody) {
         // An error answering one of our requests ends the flow it belongs to.
-        let Some(reply_to) = env.in_reply_to else { return };
-        if let Some(pn) = self.establishments.iter().find(|(_, f)| f.auth_msg == reply_to).map(|(p, _)| *p) {
-            self.fail_establishment(pn, ErrorCode::Unauthenticated, format!("PN GW answered {e}"));
-        } else if let Some(key) =
-            self.registrations.iter().find(|(_, r)| r.auth_msg == reply_to).map(|(k, _)| k.clone())
+        let Some(reply_to) = env.in_reply_to else {
+            return;
+        };
+        if let Some(pn) = self
+            .establishments
+            .iter()
+            .find(|(_, f)| f.auth_msg == Some(reply_to))
+            .map(|(p, _)| *p)
         {
-            self.fail_registration(key, ErrorCode::Unauthenticated, format!("PNE answered {e}"));
+            self.fail_establishment(
+                pn,
+                ErrorCode::Unauthenticated,
+                format!("PN GW answered {e}"),
+            );
+        } else if let Some(key) = self
+            .registrations
+            .iter()
+            .find(|(_, r)| r.auth_msg == Some(reply_to))
+            .map(|(k, _)| k.clone())
+        {
+            self.fail_registration(
+                key,
+                ErrorCode::Unauthenticated,
+                &format!("PNE answered {e}"),
+            );
         }
     }
 }

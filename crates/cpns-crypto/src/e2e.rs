@@ -1,0 +1,166 @@
+//! End-to-end sealing between a PNE and the CPNS Server under SK_PNE.
+//!
+//! DESIGN §4: "payloads the GW must not read (key deliveries, chargeable content) are sealed under
+//! SK_PNE". The PN GW relays these boxes but holds only its own EUKey and the LocalEUKeys, none of
+//! which derives SK_PNE (000 §6.6.1.1 step 12: "the same session key … if CPNS Server and PNE have
+//! the same EUKey"), so it can neither read nor alter them. Each direction has its own key, so a
+//! box the server sent cannot be reflected back to it as if the PNE had sent it
+//! (docs/security.md §4.6):
+//! ```text
+//! K_dir  = HKDF-SHA256(salt = none, IKM = SK_PNE, info = T("cpns/v1/e2e-key") ‖ T(dir))
+//! sealed = nonce(12, random) ‖ ChaCha20-Poly1305(K_dir, nonce, aad, plaintext)
+//! ```
+//! with `dir` = `0x01` server -> PNE, `0x02` PNE -> server. The boxes carry no counter: the caller
+//! puts the envelope's identifiers (msg_id, request id) into `aad` and relies on the protocol's
+//! idempotency rules against replays.
+
+use crate::aead;
+use crate::error::CryptoError;
+use crate::kdf::{Transcript, derive_key};
+use crate::keys::SessionKey;
+use crate::labels;
+use zeroize::Zeroizing;
+
+/// The direction of an end-to-end box; each has its own key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum E2eDirection {
+    /// Sealed by the server for the PNE. Encoded as the byte `0x01`.
+    ServerToPne,
+    /// Sealed by the PNE for the server. Encoded as the byte `0x02`.
+    PneToServer,
+}
+
+impl E2eDirection {
+    /// The one-byte transcript code of the direction.
+    pub fn code(self) -> u8 {
+        match self {
+            E2eDirection::ServerToPne => 0x01,
+            E2eDirection::PneToServer => 0x02,
+        }
+    }
+}
+
+/// K_dir, the direction key derived from SK_PNE.
+pub(crate) fn e2e_key(sk: &SessionKey, dir: E2eDirection) -> Zeroizing<[u8; 32]> {
+    let mut info = Transcript::new(labels::E2E_KEY);
+    info.push(&[dir.code()]);
+    derive_key(sk.expose_secret(), &info)
+}
+
+/// Seals a payload end to end under SK_PNE with a random nonce.
+///
+/// # Errors
+/// [`CryptoError::Rng`] if no nonce can be drawn; [`CryptoError::Malformed`] for a plaintext
+/// beyond the ChaCha20-Poly1305 limit.
+pub fn seal_e2e(
+    sk: &SessionKey,
+    dir: E2eDirection,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    aead::seal(&e2e_key(sk, dir), aad, plaintext)
+}
+
+/// Seals with a caller-chosen nonce; deterministic, for test vectors. A nonce must never repeat
+/// under one SK_PNE and direction: production code calls [`seal_e2e`].
+///
+/// # Panics
+/// If `plaintext` exceeds the ChaCha20-Poly1305 limit of 256 GiB.
+pub fn seal_e2e_with_nonce(
+    sk: &SessionKey,
+    dir: E2eDirection,
+    aad: &[u8],
+    plaintext: &[u8],
+    nonce: [u8; 12],
+) -> Vec<u8> {
+    aead::seal_with_nonce(&e2e_key(sk, dir), nonce, aad, plaintext)
+        .expect("plaintext within the ChaCha20-Poly1305 length limit")
+}
+
+/// Opens an end-to-end box.
+///
+/// # Errors
+/// [`CryptoError::Malformed`] for fewer than 28 bytes; [`CryptoError::BadTag`] on a wrong key
+/// (e.g. a GW without SK_PNE), the wrong direction, wrong `aad` or any tampered byte.
+pub fn open_e2e(
+    sk: &SessionKey,
+    dir: E2eDirection,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    aead::open(&e2e_key(sk, dir), aad, sealed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EuKey, LocalEuKey};
+
+    fn sk() -> SessionKey {
+        SessionKey::from_bytes([0x51; 32])
+    }
+
+    #[test]
+    fn round_trip_both_directions() {
+        for dir in [E2eDirection::ServerToPne, E2eDirection::PneToServer] {
+            let s = seal_e2e(&sk(), dir, b"msg 7", b"group key").unwrap();
+            assert_eq!(
+                &open_e2e(&sk(), dir, b"msg 7", &s).unwrap()[..],
+                b"group key"
+            );
+        }
+    }
+
+    #[test]
+    fn gw_without_sk_pne_cannot_open() {
+        let s = seal_e2e(&sk(), E2eDirection::ServerToPne, b"", b"content key").unwrap();
+        // What the GW holds: its EUKey and the LocalEUKey; neither byte string is SK_PNE.
+        let gw_guesses = [
+            SessionKey::from_bytes(*EuKey::from_bytes([0x52; 32]).expose_secret()),
+            SessionKey::from_bytes(*LocalEuKey::from_bytes([0x53; 32]).expose_secret()),
+        ];
+        for g in &gw_guesses {
+            assert_eq!(
+                open_e2e(g, E2eDirection::ServerToPne, b"", &s),
+                Err(CryptoError::BadTag)
+            );
+        }
+    }
+
+    #[test]
+    fn direction_mix_up_fails() {
+        let s = seal_e2e(&sk(), E2eDirection::ServerToPne, b"", b"x").unwrap();
+        assert_eq!(
+            open_e2e(&sk(), E2eDirection::PneToServer, b"", &s),
+            Err(CryptoError::BadTag)
+        );
+        assert_ne!(
+            *e2e_key(&sk(), E2eDirection::ServerToPne),
+            *e2e_key(&sk(), E2eDirection::PneToServer)
+        );
+    }
+
+    #[test]
+    fn tamper_aad_and_truncation_fail() {
+        let dir = E2eDirection::PneToServer;
+        let s = seal_e2e_with_nonce(&sk(), dir, b"a", b"usage report", [4; 12]);
+        assert_eq!(
+            s,
+            seal_e2e_with_nonce(&sk(), dir, b"a", b"usage report", [4; 12])
+        );
+        assert_eq!(open_e2e(&sk(), dir, b"b", &s), Err(CryptoError::BadTag));
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 0x40;
+            assert_eq!(open_e2e(&sk(), dir, b"a", &t), Err(CryptoError::BadTag));
+        }
+        assert!(matches!(
+            open_e2e(&sk(), dir, b"a", &s[..27]),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert_eq!(
+            open_e2e(&sk(), dir, b"a", &s[..s.len() - 1]),
+            Err(CryptoError::BadTag)
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! Sealed PAN frames: per-direction ChaCha20-Poly1305 with counter nonces and strict ordering.
+//!
+//! DESIGN §4: on a PAN in `cpns` security mode, after PN GW authentication ([`crate::pan`]) every
+//! frame is AEAD-sealed "with per-direction keys and counters (replays and reordering rejected)".
+//! Each direction has its own key, so the two sides' counters never share a nonce space. A record
+//! is (docs/security.md §4.5):
+//! ```text
+//! record = seq (u64 BE, 8) ‖ ChaCha20-Poly1305(K_dir, nonce = 00000000 ‖ seq (u64 BE), aad, pt)
+//! ```
+//! The first record in each direction has seq 0. The PAN session runs over an ordered transport
+//! (TCP), so the opener accepts only the exact next sequence number: a lower one is a replay, a
+//! higher one means a frame was deleted or reordered; both fail with [`CryptoError::Replay`]. A
+//! record that fails in any way leaves the opener's counter unchanged, so an attacker's junk cannot
+//! desynchronise a live session. The sealer refuses to use seq `u64::MAX`
+//! ([`CryptoError::SequenceExhausted`]): the session must be re-keyed long before that.
+
+use crate::error::CryptoError;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use core::fmt;
+use zeroize::Zeroize;
+
+/// Bytes a sealed record adds to its plaintext: the 8-byte sequence number and the 16-byte tag.
+pub const SEAL_OVERHEAD: usize = 8 + 16;
+
+const SEQ_LEN: usize = 8;
+const TAG_LEN: usize = 16;
+
+/// The nonce of record `seq`: four zero bytes then `seq` as u64 BE.
+fn nonce_for(seq: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    Nonce::from(n)
+}
+
+/// Builds a cipher from a key and wipes the caller's copy.
+fn cipher_from(mut key: [u8; 32]) -> ChaCha20Poly1305 {
+    let c = ChaCha20Poly1305::new(&Key::from(key));
+    key.zeroize();
+    c
+}
+
+/// Seals outgoing PAN frames for one direction (DESIGN §4, PAN security mode `cpns`).
+///
+/// The cipher's key copy is zeroized on drop.
+pub struct FrameSealer {
+    cipher: ChaCha20Poly1305,
+    next_seq: u64,
+}
+
+impl FrameSealer {
+    /// A sealer whose first record will carry seq 0. Prefer [`crate::PanKeys::into_pne_side`] /
+    /// [`crate::PanKeys::into_gw_side`], which pick the right direction key.
+    pub fn new(key: [u8; 32]) -> Self {
+        FrameSealer {
+            cipher: cipher_from(key),
+            next_seq: 0,
+        }
+    }
+
+    /// The sequence number the next record will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Seals one frame into a new record of `plaintext.len() + SEAL_OVERHEAD` bytes.
+    ///
+    /// # Errors
+    /// [`CryptoError::SequenceExhausted`] after 2^64 - 1 records; [`CryptoError::Malformed`] for
+    /// a plaintext beyond the ChaCha20-Poly1305 limit (256 GiB).
+    pub fn seal(&mut self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        self.seal_into(aad, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends one sealed record to `out`, encrypting in place in `out` (one copy of the
+    /// plaintext, no temporary buffers). On error `out` is left as it was.
+    ///
+    /// # Errors
+    /// As [`FrameSealer::seal`].
+    pub fn seal_into(
+        &mut self,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let seq = self.next_seq;
+        if seq == u64::MAX {
+            return Err(CryptoError::SequenceExhausted);
+        }
+        let start = out.len();
+        out.reserve(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(plaintext);
+        let body = &mut out[start + SEQ_LEN..];
+        match self
+            .cipher
+            .encrypt_inout_detached(&nonce_for(seq), aad, body.into())
+        {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                self.next_seq = seq + 1;
+                Ok(())
+            }
+            Err(_) => {
+                out[start..].zeroize();
+                out.truncate(start);
+                Err(CryptoError::Malformed(
+                    "frame too long for ChaCha20-Poly1305",
+                ))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for FrameSealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameSealer")
+            .field("key", &"<redacted>")
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+/// Opens incoming PAN frames for one direction, accepting only the next sequence number.
+///
+/// The cipher's key copy is zeroized on drop.
+pub struct FrameOpener {
+    cipher: ChaCha20Poly1305,
+    next_seq: u64,
+}
+
+impl FrameOpener {
+    /// An opener that expects seq 0 first.
+    pub fn new(key: [u8; 32]) -> Self {
+        FrameOpener {
+            cipher: cipher_from(key),
+            next_seq: 0,
+        }
+    }
+
+    /// The sequence number the next record must carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Opens one record and advances the expected sequence number; on any error the expected
+    /// sequence number is unchanged.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`] for a record shorter than [`SEAL_OVERHEAD`];
+    /// [`CryptoError::Replay`] when its seq is not the next expected one (replayed, reordered or
+    /// after a deleted frame); [`CryptoError::BadTag`] on a wrong key, wrong `aad` or any tampered
+    /// byte; [`CryptoError::SequenceExhausted`] once seq `u64::MAX` would be next.
+    pub fn open(&mut self, aad: &[u8], record: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if record.len() < SEAL_OVERHEAD {
+            return Err(CryptoError::Malformed(
+                "sealed frame shorter than sequence number and tag (24 bytes)",
+            ));
+        }
+        let (seq_bytes, rest) = record.split_at(SEQ_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut seq_arr = [0u8; SEQ_LEN];
+        seq_arr.copy_from_slice(seq_bytes);
+        let seq = u64::from_be_bytes(seq_arr);
+        if self.next_seq == u64::MAX {
+            return Err(CryptoError::SequenceExhausted);
+        }
+        if seq != self.next_seq {
+            return Err(CryptoError::Replay {
+                expected: self.next_seq,
+                got: seq,
+            });
+        }
+        let tag = Tag::try_from(tag).map_err(|_| CryptoError::Malformed("tag length"))?;
+        let mut buf = ct.to_vec();
+        self.cipher
+            .decrypt_inout_detached(&nonce_for(seq), aad, buf.as_mut_slice().into(), &tag)
+            .map_err(|_| CryptoError::BadTag)?;
+        self.next_seq = seq + 1;
+        Ok(buf)
+    }
+}
+
+impl fmt::Debug for FrameOpener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameOpener")
+            .field("key", &"<redacted>")
+            .field("next_seq", &self.next_seq)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 32] = [0x5c; 32];
+
+    fn pair() -> (FrameSealer, FrameOpener) {
+        (FrameSealer::new(KEY), FrameOpener::new(KEY))
+    }
+
+    #[test]
+    fn round_trip_in_order() {
+        let (mut s, mut o) = pair();
+        for i in 0..5u8 {
+            let msg = vec![i; usize::from(i) * 10];
+            let r = s.seal(b"hdr", &msg).unwrap();
+            assert_eq!(r.len(), msg.len() + SEAL_OVERHEAD);
+            assert_eq!(&r[..8], &u64::from(i).to_be_bytes());
+            assert_eq!(o.open(b"hdr", &r).unwrap(), msg);
+        }
+        assert_eq!(s.next_sequence(), 5);
+        assert_eq!(o.next_sequence(), 5);
+    }
+
+    #[test]
+    fn seal_into_appends_and_matches_seal() {
+        let (mut a, _) = pair();
+        let (mut b, _) = pair();
+        let mut out = b"prefix".to_vec();
+        a.seal_into(b"", b"payload", &mut out).unwrap();
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(&out[6..], &b.seal(b"", b"payload").unwrap()[..]);
+    }
+
+    #[test]
+    fn record_uses_counter_nonce() {
+        let (mut s, _) = pair();
+        let r = s.seal(b"aad", b"hi").unwrap();
+        let expect = crate::aead::seal_with_nonce(&KEY, [0; 12], b"aad", b"hi").unwrap();
+        assert_eq!(&r[8..], &expect[12..]);
+    }
+
+    #[test]
+    fn tampered_records_fail_and_do_not_advance() {
+        let (mut s, mut o) = pair();
+        let r = s.seal(b"a", b"hello world").unwrap();
+        for i in 8..r.len() {
+            let mut t = r.clone();
+            t[i] ^= 0x10;
+            assert_eq!(o.open(b"a", &t), Err(CryptoError::BadTag), "byte {i}");
+        }
+        // Tampering the seq field is a sequence error, not a crash.
+        let mut t = r.clone();
+        t[7] ^= 1;
+        assert_eq!(
+            o.open(b"a", &t),
+            Err(CryptoError::Replay {
+                expected: 0,
+                got: 1
+            })
+        );
+        assert_eq!(o.open(b"b", &r), Err(CryptoError::BadTag));
+        assert!(matches!(
+            o.open(b"a", &r[..23]),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert_eq!(o.next_sequence(), 0);
+        assert_eq!(o.open(b"a", &r).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn replay_and_reordering_are_rejected() {
+        let (mut s, mut o) = pair();
+        let r0 = s.seal(b"", b"zero").unwrap();
+        let r1 = s.seal(b"", b"one").unwrap();
+        let r2 = s.seal(b"", b"two").unwrap();
+        // Reordered: r1 before r0.
+        assert_eq!(
+            o.open(b"", &r1),
+            Err(CryptoError::Replay {
+                expected: 0,
+                got: 1
+            })
+        );
+        o.open(b"", &r0).unwrap();
+        // Replayed r0.
+        assert_eq!(
+            o.open(b"", &r0),
+            Err(CryptoError::Replay {
+                expected: 1,
+                got: 0
+            })
+        );
+        // Deleted r1: r2 is out of order.
+        assert_eq!(
+            o.open(b"", &r2),
+            Err(CryptoError::Replay {
+                expected: 1,
+                got: 2
+            })
+        );
+        assert_eq!(o.open(b"", &r1).unwrap(), b"one");
+        assert_eq!(o.open(b"", &r2).unwrap(), b"two");
+    }
+
+    #[test]
+    fn wrong_key_fails() {
+        let mut s = FrameSealer::new(KEY);
+        let mut o = FrameOpener::new([0x5d; 32]);
+        let r = s.seal(b"", b"x").unwrap();
+        assert_eq!(o.open(b"", &r), Err(CryptoError::BadTag));
+    }
+
+    #[test]
+    fn sequence_exhaustion() {
+        let (mut s, mut o) = pair();
+        s.next_seq = u64::MAX - 1;
+        o.next_seq = u64::MAX - 1;
+        let last = s.seal(b"", b"last").unwrap();
+        let mut out = vec![1, 2, 3];
+        assert_eq!(
+            s.seal_into(b"", b"more", &mut out),
+            Err(CryptoError::SequenceExhausted)
+        );
+        assert_eq!(out, vec![1, 2, 3]);
+        assert_eq!(o.open(b"", &last).unwrap(), b"last");
+        assert_eq!(o.open(b"", &last), Err(CryptoError::SequenceExhausted));
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let (s, o) = pair();
+        let text = format!("{s:?} {o:?}");
+        assert!(!text.contains("5c5c") && !text.contains("92, 92"));
+        assert!(text.contains("next_seq: 0"));
+    }
+}

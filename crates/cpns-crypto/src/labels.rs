@@ -1,0 +1,77 @@
+//! The domain-separation labels of the CPNS v1 key schedule (docs/security.md §3).
+//!
+//! Every HKDF `info`, every HMAC transcript and every AEAD associated-data string starts with one
+//! of these ASCII labels, encoded as the first length-prefixed field (docs/security.md §2).
+//! Because each label is used for exactly one purpose, a value
+//! computed for one purpose (a KEK, a proof, a direction key) can never be replayed as another,
+//! even when the same input key material is involved. The `v1` lets a later key schedule coexist.
+
+/// HKDF info label of SK_PNE, the PNE<->server session key (000 §6.6.1.1 step 8).
+pub const SK_PNE: &str = "cpns/v1/sk-pne";
+/// HKDF info label of the PNE<->server confirmation key that keys hash_PNE / hash_server.
+pub const PNE_CONFIRM: &str = "cpns/v1/pne-confirm";
+/// HMAC transcript label of hash_PNE (000 §6.6.1.1 step 8).
+pub const HASH_PNE: &str = "cpns/v1/hash-pne";
+/// HMAC transcript label of hash_server_PNE (000 §6.6.1.1 step 12).
+pub const HASH_SERVER: &str = "cpns/v1/hash-server";
+
+/// HKDF info label of the KEK that wraps a LocalEUKey copy (000 §6.6.1.1 step 5).
+pub const LOCAL_EUKEY_KEK: &str = "cpns/v1/kek-local-eukey";
+/// AEAD associated-data label of a wrapped LocalEUKey copy.
+pub const LOCAL_EUKEY_AAD: &str = "cpns/v1/wrap-local-eukey";
+
+/// HKDF info label of the GW's WAN authentication key, derived from EUKey_GW.
+pub const GW_AUTH_KEY: &str = "cpns/v1/gw-auth-key";
+/// HMAC transcript label of the GW's WAN authentication response (002 §B.1.1.2 step 10).
+pub const GW_AUTH_RESPONSE: &str = "cpns/v1/gw-auth-response";
+
+/// HKDF info label of the PAN confirmation key (PN GW authentication on the PAN).
+pub const PAN_CONFIRM: &str = "cpns/v1/pan-confirm";
+/// HKDF info label of the PAN frame key for the GW -> PNE direction.
+pub const PAN_GW_TO_PNE: &str = "cpns/v1/pan-gw-to-pne";
+/// HKDF info label of the PAN frame key for the PNE -> GW direction.
+pub const PAN_PNE_TO_GW: &str = "cpns/v1/pan-pne-to-gw";
+/// HMAC transcript label of the GW's PAN proof.
+pub const PAN_GW_PROOF: &str = "cpns/v1/pan-gw-proof";
+/// HMAC transcript label of the PNE's PAN proof.
+pub const PAN_PNE_PROOF: &str = "cpns/v1/pan-pne-proof";
+
+/// HKDF info label of an end-to-end (SK_PNE) direction key.
+pub const E2E_KEY: &str = "cpns/v1/e2e-key";
+
+/// HKDF info label of the at-rest sealing key derived from the server MasterKey.
+pub const AT_REST_KEY: &str = "cpns/v1/at-rest-key";
+
+/// Every label, for the uniqueness test and for docs/security-vectors.json.
+pub const ALL: [&str; 15] = [
+    SK_PNE,
+    PNE_CONFIRM,
+    HASH_PNE,
+    HASH_SERVER,
+    LOCAL_EUKEY_KEK,
+    LOCAL_EUKEY_AAD,
+    GW_AUTH_KEY,
+    GW_AUTH_RESPONSE,
+    PAN_CONFIRM,
+    PAN_GW_TO_PNE,
+    PAN_PNE_TO_GW,
+    PAN_GW_PROOF,
+    PAN_PNE_PROOF,
+    E2E_KEY,
+    AT_REST_KEY,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_ascii_and_versioned() {
+        for (i, a) in ALL.iter().enumerate() {
+            assert!(a.is_ascii() && a.starts_with("cpns/v1/"), "{a}");
+            for b in &ALL[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+}

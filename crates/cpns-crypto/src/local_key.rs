@@ -1,0 +1,267 @@
+//! LocalEUKey wrapping: the server's two sealed copies of each PNE <-> PN GW key.
+//!
+//! 000 §6.6.1.1 step 5 (§6.6.1.2 step 6): the CPNS Server creates one LocalEUKey per (PN, PNE)
+//! and makes two copies, "one encrypted by PNE's EUKey and the other encrypted by PN GW's EUKey".
+//! Steps 6-7: the PN GW unwraps its copy, relays the other to the PNE, which unwraps it. Here each
+//! copy is ChaCha20-Poly1305 under a KEK derived from the recipient's EUKey, with associated data
+//! naming the recipient role and the PN ID, PNE ID and GW ID, so a copy cannot be unwrapped by the
+//! wrong party, nor presented as a key for another PN, PNE or GW (docs/security.md §4.2):
+//! ```text
+//! KEK_r   = HKDF-SHA256(salt = none, IKM = EUKey_r, info = T("cpns/v1/kek-local-eukey") ‖ T(r))
+//! AAD_r   = T("cpns/v1/wrap-local-eukey") ‖ T(r) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)
+//! wrapped = nonce(12) ‖ ChaCha20-Poly1305(KEK_r, nonce, AAD_r, LocalEUKey)   -- 60 bytes
+//! ```
+//! where `r` is the one-byte recipient code (PNE `0x01`, GW `0x02`).
+
+use crate::aead;
+use crate::error::CryptoError;
+use crate::kdf::{Transcript, derive_key};
+use crate::keys::{EuKey, LocalEuKey};
+use crate::labels;
+use zeroize::Zeroizing;
+
+/// Length of one wrapped LocalEUKey copy: nonce 12 ‖ ciphertext 32 ‖ tag 16.
+pub const WRAPPED_KEY_LEN: usize = 60;
+
+/// Who a wrapped LocalEUKey copy is for; bound into both the KEK and the associated data.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Recipient {
+    /// The PNE's copy, wrapped under EUKey_PNE. Encoded as the byte `0x01`.
+    Pne,
+    /// The PN GW's copy, wrapped under EUKey_GW. Encoded as the byte `0x02`.
+    Gateway,
+}
+
+impl Recipient {
+    /// The one-byte transcript code of the recipient.
+    pub fn code(self) -> u8 {
+        match self {
+            Recipient::Pne => 0x01,
+            Recipient::Gateway => 0x02,
+        }
+    }
+}
+
+/// The identities a LocalEUKey belongs to; authenticated as associated data of both copies.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyBinding<'a> {
+    /// The PN ID (16 bytes).
+    pub pn_id: &'a [u8; 16],
+    /// The PNE the key is shared with.
+    pub pne_id: &'a str,
+    /// The PN GW the key is shared with.
+    pub gw_id: &'a str,
+}
+
+/// KEK_r for one recipient (000 §6.6.1.1 step 5).
+pub(crate) fn kek(recipient_eukey: &EuKey, recipient: Recipient) -> Zeroizing<[u8; 32]> {
+    let mut info = Transcript::new(labels::LOCAL_EUKEY_KEK);
+    info.push(&[recipient.code()]);
+    derive_key(recipient_eukey.expose_secret(), &info)
+}
+
+/// AAD_r for one recipient and binding.
+pub(crate) fn wrap_aad(recipient: Recipient, binding: &KeyBinding<'_>) -> Transcript {
+    let mut aad = Transcript::new(labels::LOCAL_EUKEY_AAD);
+    aad.push(&[recipient.code()])
+        .push(binding.pn_id)
+        .push(binding.pne_id.as_bytes())
+        .push(binding.gw_id.as_bytes());
+    aad
+}
+
+/// Wraps one copy of a LocalEUKey for `recipient` under a fresh random nonce
+/// (000 §6.6.1.1 step 5, run twice: once per recipient).
+///
+/// # Errors
+/// [`CryptoError::Rng`] when no nonce can be drawn.
+pub fn wrap_local_eukey(
+    recipient_eukey: &EuKey,
+    recipient: Recipient,
+    binding: &KeyBinding<'_>,
+    key: &LocalEuKey,
+) -> Result<Vec<u8>, CryptoError> {
+    let nonce = crate::keys::random_array()?;
+    Ok(wrap_local_eukey_with_nonce(
+        recipient_eukey,
+        recipient,
+        binding,
+        key,
+        nonce,
+    ))
+}
+
+/// Wraps one copy with a caller-chosen nonce; deterministic, for test vectors. A nonce must never
+/// be reused under the same EUKey and recipient: production code calls [`wrap_local_eukey`].
+pub fn wrap_local_eukey_with_nonce(
+    recipient_eukey: &EuKey,
+    recipient: Recipient,
+    binding: &KeyBinding<'_>,
+    key: &LocalEuKey,
+    nonce: [u8; 12],
+) -> Vec<u8> {
+    let kek = kek(recipient_eukey, recipient);
+    let aad = wrap_aad(recipient, binding);
+    // A 32-byte plaintext is far below the AEAD length limit, so this cannot fail.
+    aead::seal_with_nonce(&kek, nonce, aad.as_bytes(), key.expose_secret())
+        .expect("a 32-byte key is within the ChaCha20-Poly1305 length limit")
+}
+
+/// Unwraps a LocalEUKey copy (000 §6.6.1.1 step 6 on the PN GW, step 7 on the PNE).
+///
+/// # Errors
+/// [`CryptoError::Malformed`] unless `wrapped` is exactly [`WRAPPED_KEY_LEN`] bytes;
+/// [`CryptoError::BadTag`] on a wrong EUKey, wrong recipient, wrong PN/PNE/GW binding or any
+/// tampered byte.
+pub fn unwrap_local_eukey(
+    recipient_eukey: &EuKey,
+    recipient: Recipient,
+    binding: &KeyBinding<'_>,
+    wrapped: &[u8],
+) -> Result<LocalEuKey, CryptoError> {
+    if wrapped.len() != WRAPPED_KEY_LEN {
+        return Err(CryptoError::Malformed(
+            "wrapped LocalEUKey must be 60 bytes (nonce 12, ciphertext 32, tag 16)",
+        ));
+    }
+    let kek = kek(recipient_eukey, recipient);
+    let aad = wrap_aad(recipient, binding);
+    let plain = aead::open(&kek, aad.as_bytes(), wrapped)?;
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    bytes.copy_from_slice(&plain);
+    Ok(LocalEuKey::from_bytes(*bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PN: [u8; 16] = [0x11; 16];
+
+    fn binding() -> KeyBinding<'static> {
+        KeyBinding {
+            pn_id: &PN,
+            pne_id: "pne-1",
+            gw_id: "gw-1",
+        }
+    }
+
+    fn setup() -> (EuKey, EuKey, LocalEuKey) {
+        (
+            EuKey::from_bytes([1; 32]),
+            EuKey::from_bytes([2; 32]),
+            LocalEuKey::from_bytes([3; 32]),
+        )
+    }
+
+    #[test]
+    fn both_copies_round_trip() {
+        let (pne, gw, local) = setup();
+        let for_pne = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        let for_gw = wrap_local_eukey(&gw, Recipient::Gateway, &binding(), &local).unwrap();
+        assert_eq!(for_pne.len(), WRAPPED_KEY_LEN);
+        assert_eq!(for_gw.len(), WRAPPED_KEY_LEN);
+        let a = unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &for_pne).unwrap();
+        let b = unwrap_local_eukey(&gw, Recipient::Gateway, &binding(), &for_gw).unwrap();
+        assert_eq!(a, local);
+        assert_eq!(b, local);
+        // Random nonces: two wraps of the same key differ.
+        let again = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        assert_ne!(again, for_pne);
+    }
+
+    #[test]
+    fn every_tampered_byte_is_rejected() {
+        let (pne, _, local) = setup();
+        let w = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        for i in 0..w.len() {
+            for bit in [0x01, 0x80] {
+                let mut t = w.clone();
+                t[i] ^= bit;
+                assert_eq!(
+                    unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &t),
+                    Err(CryptoError::BadTag),
+                    "byte {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_key_or_recipient_is_rejected() {
+        let (pne, gw, local) = setup();
+        let for_pne = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        let for_gw = wrap_local_eukey(&gw, Recipient::Gateway, &binding(), &local).unwrap();
+        // The GW cannot open the PNE's copy, with its own key or with the PNE role.
+        for (key, r, w) in [
+            (&gw, Recipient::Gateway, &for_pne),
+            (&gw, Recipient::Pne, &for_pne),
+            (&pne, Recipient::Gateway, &for_pne),
+            (&pne, Recipient::Pne, &for_gw),
+            (&pne, Recipient::Gateway, &for_gw),
+        ] {
+            assert_eq!(
+                unwrap_local_eukey(key, r, &binding(), w),
+                Err(CryptoError::BadTag)
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_binding_is_rejected() {
+        let (pne, _, local) = setup();
+        let w = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        let other_pn = [0x12; 16];
+        let bad = [
+            KeyBinding {
+                pn_id: &other_pn,
+                ..binding()
+            },
+            KeyBinding {
+                pne_id: "pne-2",
+                ..binding()
+            },
+            KeyBinding {
+                gw_id: "gw-2",
+                ..binding()
+            },
+            // Shifting a character between ids must not verify either.
+            KeyBinding {
+                pne_id: "pne-1g",
+                gw_id: "w-1",
+                ..binding()
+            },
+        ];
+        for b in &bad {
+            assert_eq!(
+                unwrap_local_eukey(&pne, Recipient::Pne, b, &w),
+                Err(CryptoError::BadTag)
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_lengths_are_malformed() {
+        let (pne, _, local) = setup();
+        let w = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        for len in [0, 12, 28, 44, 59] {
+            assert!(matches!(
+                unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &w[..len]),
+                Err(CryptoError::Malformed(_))
+            ));
+        }
+        let mut long = w.clone();
+        long.push(0);
+        assert!(matches!(
+            unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &long),
+            Err(CryptoError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn keks_are_separated_by_recipient() {
+        let k = EuKey::from_bytes([5; 32]);
+        assert_ne!(*kek(&k, Recipient::Pne), *kek(&k, Recipient::Gateway));
+        assert_ne!(*kek(&k, Recipient::Pne), *k.expose_secret());
+    }
+}

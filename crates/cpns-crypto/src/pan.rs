@@ -1,0 +1,262 @@
+//! PN GW authentication on an insecure PAN, keyed by LocalEUKey, and its frame keys.
+//!
+//! 000 §6.6.1.1 steps 6-7: "if PAN between PNE and PN GW does not provide sufficient security
+//! mechanism …, PNE and PN GW perform mutual authentication and session key sharing by using
+//! LocalEUKey" ("PN GW Authentication"). DESIGN §4 fixes how: the same challenge-response pattern
+//! as PNE <-> server, keyed by the LocalEUKey both sides just unwrapped. The PNE sends rand_PNE,
+//! the GW answers rand_GW and its proof, the PNE checks it and answers its own proof, which covers
+//! the GW's; from then on both sides seal every frame ([`crate::frame`]) with one key per
+//! direction (docs/security.md §4.4):
+//! ```text
+//! PRK       = HKDF-Extract(salt = rand_PNE ‖ rand_GW, IKM = LocalEUKey)
+//! ctx       = T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)
+//! K_confirm = HKDF-Expand(PRK, T("cpns/v1/pan-confirm")   ‖ ctx, 32)
+//! K_gw→pne  = HKDF-Expand(PRK, T("cpns/v1/pan-gw-to-pne") ‖ ctx, 32)
+//! K_pne→gw  = HKDF-Expand(PRK, T("cpns/v1/pan-pne-to-gw") ‖ ctx, 32)
+//! proof_ctx = T(rand_PNE) ‖ T(rand_GW) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)
+//! gw_proof  = HMAC(K_confirm, T("cpns/v1/pan-gw-proof")  ‖ proof_ctx)
+//! pne_proof = HMAC(K_confirm, T("cpns/v1/pan-pne-proof") ‖ proof_ctx ‖ T(gw_proof))
+//! ```
+
+use crate::error::CryptoError;
+use crate::frame::{FrameOpener, FrameSealer};
+use crate::kdf::{Prk, Transcript, hmac};
+use crate::keys::{AuthHash, LocalEuKey, Rand};
+use crate::labels;
+use core::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The public inputs of PN GW authentication on the PAN.
+#[derive(Clone, Copy, Debug)]
+pub struct PanAuthInput<'a> {
+    /// The PN ID (16 bytes).
+    pub pn_id: &'a [u8; 16],
+    /// The PNE's ID.
+    pub pne_id: &'a str,
+    /// The PN GW's ID.
+    pub gw_id: &'a str,
+    /// rand_PNE, the PNE's fresh challenge.
+    pub rand_pne: &'a Rand,
+    /// rand_GW, the GW's fresh challenge.
+    pub rand_gw: &'a Rand,
+}
+
+/// The PAN confirmation key and the two frame keys of one PAN session; zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct PanKeys {
+    confirm: Zeroizing<[u8; 32]>,
+    gw_to_pne: Zeroizing<[u8; 32]>,
+    pne_to_gw: Zeroizing<[u8; 32]>,
+    #[zeroize(skip)]
+    proof_context: Transcript,
+}
+
+impl PanKeys {
+    /// Derives the PAN keys from the LocalEUKey (000 §6.6.1.1 steps 6-7, "PN GW
+    /// Authentication"). Both the PNE and the GW call this with the same inputs.
+    pub fn derive(local: &LocalEuKey, input: &PanAuthInput<'_>) -> PanKeys {
+        let mut salt = [0u8; 32];
+        salt[..16].copy_from_slice(&input.rand_pne.0);
+        salt[16..].copy_from_slice(&input.rand_gw.0);
+        let prk = Prk::extract(Some(&salt), local.expose_secret());
+        let mut ctx = Transcript::fields();
+        ctx.push(input.pn_id)
+            .push(input.pne_id.as_bytes())
+            .push(input.gw_id.as_bytes());
+        let expand = |label: &str| prk.expand(Transcript::new(label).extend(&ctx));
+        let mut proof_context = Transcript::fields();
+        proof_context
+            .push(&input.rand_pne.0)
+            .push(&input.rand_gw.0)
+            .extend(&ctx);
+        PanKeys {
+            confirm: expand(labels::PAN_CONFIRM),
+            gw_to_pne: expand(labels::PAN_GW_TO_PNE),
+            pne_to_gw: expand(labels::PAN_PNE_TO_GW),
+            proof_context,
+        }
+    }
+
+    /// The GW's proof of LocalEUKey possession, sent with rand_GW.
+    pub fn gw_proof(&self) -> AuthHash {
+        let mut t = Transcript::new(labels::PAN_GW_PROOF);
+        t.extend(&self.proof_context);
+        AuthHash(hmac(&self.confirm, &t))
+    }
+
+    /// The PNE's proof, sent after it verified the GW's; covers the GW's proof.
+    pub fn pne_proof(&self) -> AuthHash {
+        let mut t = Transcript::new(labels::PAN_PNE_PROOF);
+        t.extend(&self.proof_context).push(&self.gw_proof().0);
+        AuthHash(hmac(&self.confirm, &t))
+    }
+
+    /// The PNE's check of the GW's proof, in constant time.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadHash`] when the GW does not hold the same LocalEUKey or any input differs.
+    pub fn verify_gw_proof(&self, claimed: &AuthHash) -> Result<(), CryptoError> {
+        if self.gw_proof().ct_eq(claimed) {
+            Ok(())
+        } else {
+            Err(CryptoError::BadHash)
+        }
+    }
+
+    /// The GW's check of the PNE's proof, in constant time.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadHash`] when the PNE does not hold the same LocalEUKey or any input
+    /// differs.
+    pub fn verify_pne_proof(&self, claimed: &AuthHash) -> Result<(), CryptoError> {
+        if self.pne_proof().ct_eq(claimed) {
+            Ok(())
+        } else {
+            Err(CryptoError::BadHash)
+        }
+    }
+
+    /// The PNE's frame sealer (PNE -> GW key) and opener (GW -> PNE key).
+    pub fn into_pne_side(self) -> (FrameSealer, FrameOpener) {
+        (
+            FrameSealer::new(*self.pne_to_gw),
+            FrameOpener::new(*self.gw_to_pne),
+        )
+    }
+
+    /// The GW's frame sealer (GW -> PNE key) and opener (PNE -> GW key).
+    pub fn into_gw_side(self) -> (FrameSealer, FrameOpener) {
+        (
+            FrameSealer::new(*self.gw_to_pne),
+            FrameOpener::new(*self.pne_to_gw),
+        )
+    }
+
+    /// (K_confirm, K_gw→pne, K_pne→gw), for docs/security-vectors.json only.
+    pub(crate) fn keys(&self) -> (&[u8; 32], &[u8; 32], &[u8; 32]) {
+        (&self.confirm, &self.gw_to_pne, &self.pne_to_gw)
+    }
+}
+
+impl fmt::Debug for PanKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PanKeys(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PN: [u8; 16] = [0x77; 16];
+    const R_PNE: Rand = Rand([0x61; 16]);
+    const R_GW: Rand = Rand([0x62; 16]);
+
+    fn input() -> PanAuthInput<'static> {
+        PanAuthInput {
+            pn_id: &PN,
+            pne_id: "pne-1",
+            gw_id: "gw-1",
+            rand_pne: &R_PNE,
+            rand_gw: &R_GW,
+        }
+    }
+
+    fn local(b: u8) -> LocalEuKey {
+        LocalEuKey::from_bytes([b; 32])
+    }
+
+    #[test]
+    fn handshake_then_frames_both_ways() {
+        let pne = PanKeys::derive(&local(1), &input());
+        let gw = PanKeys::derive(&local(1), &input());
+        pne.verify_gw_proof(&gw.gw_proof()).unwrap();
+        gw.verify_pne_proof(&pne.pne_proof()).unwrap();
+        assert_ne!(gw.gw_proof(), gw.pne_proof());
+        let (mut pne_tx, mut pne_rx) = pne.into_pne_side();
+        let (mut gw_tx, mut gw_rx) = gw.into_gw_side();
+        let up = pne_tx.seal(b"", b"to gw").unwrap();
+        assert_eq!(gw_rx.open(b"", &up).unwrap(), b"to gw");
+        let down = gw_tx.seal(b"", b"to pne").unwrap();
+        assert_eq!(pne_rx.open(b"", &down).unwrap(), b"to pne");
+        // A frame cannot be reflected back to its sender: the directions have different keys.
+        let up2 = pne_tx.seal(b"", b"reflect me").unwrap();
+        assert_eq!(pne_rx.open(b"", &up2), Err(CryptoError::BadTag));
+    }
+
+    #[test]
+    fn wrong_local_eukey_fails_both_proofs() {
+        let pne = PanKeys::derive(&local(1), &input());
+        let fake_gw = PanKeys::derive(&local(2), &input());
+        assert_eq!(
+            pne.verify_gw_proof(&fake_gw.gw_proof()),
+            Err(CryptoError::BadHash)
+        );
+        assert_eq!(
+            fake_gw.verify_pne_proof(&pne.pne_proof()),
+            Err(CryptoError::BadHash)
+        );
+        let (mut tx, _) = pne.into_pne_side();
+        let (_, mut rx) = fake_gw.into_gw_side();
+        let r = tx.seal(b"", b"secret").unwrap();
+        assert_eq!(rx.open(b"", &r), Err(CryptoError::BadTag));
+    }
+
+    #[test]
+    fn proofs_are_distinct_and_not_interchangeable() {
+        let k = PanKeys::derive(&local(1), &input());
+        assert_eq!(k.verify_gw_proof(&k.pne_proof()), Err(CryptoError::BadHash));
+        assert_eq!(k.verify_pne_proof(&k.gw_proof()), Err(CryptoError::BadHash));
+        for i in 0..32 {
+            let mut t = k.gw_proof();
+            t.0[i] ^= 2;
+            assert_eq!(k.verify_gw_proof(&t), Err(CryptoError::BadHash));
+            let mut t = k.pne_proof();
+            t.0[i] ^= 2;
+            assert_eq!(k.verify_pne_proof(&t), Err(CryptoError::BadHash));
+        }
+    }
+
+    #[test]
+    fn other_rands_or_ids_fail() {
+        let k = PanKeys::derive(&local(1), &input());
+        let r = Rand([0; 16]);
+        let variants = [
+            PanAuthInput {
+                rand_pne: &r,
+                ..input()
+            },
+            PanAuthInput {
+                rand_gw: &r,
+                ..input()
+            },
+            PanAuthInput {
+                gw_id: "gw-2",
+                ..input()
+            },
+            PanAuthInput {
+                pne_id: "pne-2",
+                ..input()
+            },
+        ];
+        for v in &variants {
+            let other = PanKeys::derive(&local(1), v);
+            assert_eq!(
+                k.verify_gw_proof(&other.gw_proof()),
+                Err(CryptoError::BadHash)
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_separated_and_debug_redacted() {
+        let mut k = PanKeys::derive(&local(1), &input());
+        let (c, a, b) = k.keys();
+        assert!(c != a && a != b && c != b);
+        let dbg = format!("{k:?}");
+        assert!(!dbg.contains(&hex::encode(a)));
+        k.zeroize();
+        let (c, a, b) = k.keys();
+        assert_eq!((c, a, b), (&[0; 32], &[0; 32], &[0; 32]));
+    }
+}

@@ -1,0 +1,76 @@
+//! Intermediate values of the key schedule, exposed only to produce and check test vectors.
+//!
+//! docs/security-vectors.json lists, for fixed inputs, every intermediate key and transcript of
+//! every construction, so that a second implementation can find exactly where it diverges. The
+//! example `gen_vectors` writes that file with these accessors and `tests/vectors.rs` checks it.
+//! The module is `#[doc(hidden)]`: nothing in the protocol stack should call it, and the values
+//! it returns are plain arrays that are *not* zeroized.
+
+use crate::kdf::{self, Transcript};
+use crate::{
+    E2eDirection, EuKey, KeyBinding, MasterKey, PanKeys, PneAuthKeys, Rand, Recipient, SessionKey,
+};
+
+/// Encodes a transcript: `label` then every field, each as u16 BE length ‖ bytes.
+pub fn transcript(label: &str, fields: &[&[u8]]) -> Vec<u8> {
+    let mut t = Transcript::new(label);
+    for f in fields {
+        t.push(f);
+    }
+    t.as_bytes().to_vec()
+}
+
+/// HKDF-SHA256 Extract: the PRK for `salt` (None = 32 zero bytes) and `ikm`.
+pub fn hkdf_prk(salt: Option<&[u8]>, ikm: &[u8; 32]) -> [u8; 32] {
+    *kdf::extract_prk(salt, ikm)
+}
+
+/// The PNE <-> server confirmation key (K_confirm).
+pub fn pne_confirm_key(keys: &PneAuthKeys) -> [u8; 32] {
+    *keys.confirm_key()
+}
+
+/// KEK_r for a LocalEUKey copy.
+pub fn local_eukey_kek(eukey: &EuKey, recipient: Recipient) -> [u8; 32] {
+    *crate::local_key::kek(eukey, recipient)
+}
+
+/// AAD_r for a LocalEUKey copy.
+pub fn local_eukey_aad(recipient: Recipient, binding: &KeyBinding<'_>) -> Vec<u8> {
+    crate::local_key::wrap_aad(recipient, binding)
+        .as_bytes()
+        .to_vec()
+}
+
+/// K_gw, the GW's WAN authentication key.
+pub fn gw_auth_key(eukey: &EuKey) -> [u8; 32] {
+    *crate::gw_auth::gw_auth_key(eukey)
+}
+
+/// The HMAC input of the GW's WAN authentication response.
+pub fn gw_auth_transcript(
+    gw_id: &str,
+    rand_gw: &Rand,
+    rand_server: &Rand,
+    exporter: &[u8; 32],
+) -> Vec<u8> {
+    crate::gw_auth::gw_auth_transcript(gw_id, rand_gw, rand_server, exporter)
+        .as_bytes()
+        .to_vec()
+}
+
+/// (K_confirm, K_gw→pne, K_pne→gw) of a PAN session.
+pub fn pan_keys(keys: &PanKeys) -> [[u8; 32]; 3] {
+    let (c, g, p) = keys.keys();
+    [*c, *g, *p]
+}
+
+/// K_dir, an end-to-end direction key.
+pub fn e2e_key(sk: &SessionKey, dir: E2eDirection) -> [u8; 32] {
+    *crate::e2e::e2e_key(sk, dir)
+}
+
+/// K_rest, the at-rest sealing key.
+pub fn at_rest_key(master: &MasterKey) -> [u8; 32] {
+    *crate::at_rest::at_rest_key(master)
+}

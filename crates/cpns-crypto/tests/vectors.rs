@@ -1,0 +1,425 @@
+//! Checks docs/security-vectors.json two ways: through the crate's API, and through an
+//! independent re-implementation of docs/security.md written here from the document alone
+//! (raw HKDF/HMAC/ChaCha20-Poly1305 calls and a separate transcript encoder). If the crate, the
+//! document's byte layouts or the vectors file drift apart, one of these assertions fails.
+
+#![allow(clippy::unwrap_used)]
+
+use chacha20poly1305::aead::{Aead, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use cpns_crypto::vectors as v;
+use cpns_crypto::*;
+use hkdf::Hkdf;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+const VECTORS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/security-vectors.json"
+));
+
+fn doc() -> Value {
+    serde_json::from_str(VECTORS).unwrap()
+}
+
+/// The hex field `key` of `obj`, decoded.
+fn hx(obj: &Value, key: &str) -> Vec<u8> {
+    let s = obj[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("missing field {key}"));
+    hex::decode(s).unwrap()
+}
+
+fn arr<const N: usize>(obj: &Value, key: &str) -> [u8; N] {
+    hx(obj, key).try_into().unwrap()
+}
+
+fn text<'a>(obj: &'a Value, key: &str) -> &'a str {
+    obj[key].as_str().unwrap()
+}
+
+// ---- the independent implementation of docs/security.md §2 ----
+
+/// T(label) ‖ T(field)…, each T(x) = u16 BE length ‖ x.
+fn t(label: &str, fields: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in std::iter::once(label.as_bytes()).chain(fields.iter().copied()) {
+        let len = u16::try_from(f.len()).unwrap();
+        assert!(len < 0xffff);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
+fn hkdf_prk(salt: Option<&[u8]>, ikm: &[u8]) -> [u8; 32] {
+    Hkdf::<Sha256>::extract(salt, ikm).0.into()
+}
+
+fn hkdf(salt: Option<&[u8]>, ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    let mut okm = [0u8; 32];
+    Hkdf::<Sha256>::new(salt, ikm)
+        .expand(info, &mut okm)
+        .unwrap();
+    okm
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().into()
+}
+
+/// ChaCha20-Poly1305 ciphertext ‖ tag.
+fn chacha(key: &[u8], nonce: &[u8], aad: &[u8], pt: &[u8]) -> Vec<u8> {
+    let key: [u8; 32] = key.try_into().unwrap();
+    let nonce: [u8; 12] = nonce.try_into().unwrap();
+    ChaCha20Poly1305::new(&Key::from(key))
+        .encrypt(&Nonce::from(nonce), Payload { msg: pt, aad })
+        .unwrap()
+}
+
+fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    [a, b].concat()
+}
+
+// ---- the checks ----
+
+#[test]
+fn labels_match() {
+    let d = doc();
+    let map = d["labels"].as_object().unwrap();
+    assert_eq!(map.len(), labels::ALL.len());
+    for l in labels::ALL {
+        assert_eq!(hex::decode(text(&d["labels"], l)).unwrap(), l.as_bytes());
+    }
+}
+
+#[test]
+fn pne_auth_vectors() {
+    let d = doc();
+    let cases = d["pne_auth"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in cases {
+        let (i, m, o) = (&case["inputs"], &case["intermediates"], &case["outputs"]);
+        let eukey = EuKey::from_hex(text(i, "eukey_pne")).unwrap();
+        let pn_id: [u8; 16] = arr(i, "pn_id");
+        let pne_id = text(i, "pne_id");
+        let rand_pne = Rand(arr(i, "rand_pne"));
+        let rand_server = Rand(arr(i, "rand_server"));
+        let purpose = match text(i, "purpose") {
+            "establishment" => AuthPurpose::Establishment,
+            "registration" => AuthPurpose::Registration,
+            other => panic!("unknown purpose {other}"),
+        };
+        let code = hx(i, "purpose_code");
+        assert_eq!(code, [purpose.code()]);
+
+        // Through the crate.
+        let input = PneAuthInput {
+            purpose,
+            pn_id: &pn_id,
+            pne_id,
+            rand_pne: &rand_pne,
+            rand_server: &rand_server,
+        };
+        let keys = PneAuthKeys::derive(&eukey, &input);
+        let hash_pne = AuthHash(arr(o, "hash_pne"));
+        let hash_server = AuthHash(arr(o, "hash_server"));
+        assert_eq!(keys.session_key().expose_secret()[..], hx(o, "sk_pne"));
+        assert_eq!(v::pne_confirm_key(&keys)[..], hx(m, "confirm_key"));
+        assert_eq!(keys.hash_pne(), hash_pne);
+        assert_eq!(keys.hash_server(&hash_pne), hash_server);
+        keys.verify_hash_pne(&hash_pne).unwrap();
+        keys.verify_hash_server(&hash_pne, &hash_server).unwrap();
+
+        // Independently, from docs/security.md §4.1.
+        let salt = cat(&rand_pne.0, &rand_server.0);
+        assert_eq!(hx(m, "salt"), salt);
+        assert_eq!(hx(m, "prk"), hkdf_prk(Some(&salt), eukey.expose_secret()));
+        assert_eq!(
+            v::hkdf_prk(Some(&salt), eukey.expose_secret())[..],
+            hx(m, "prk")
+        );
+        let ctx: [&[u8]; 3] = [&code, pne_id.as_bytes(), &pn_id];
+        let sk_info = t(labels::SK_PNE, &ctx);
+        let confirm_info = t(labels::PNE_CONFIRM, &ctx);
+        assert_eq!(hx(m, "sk_pne_info"), sk_info);
+        assert_eq!(hx(m, "confirm_info"), confirm_info);
+        let sk = hkdf(Some(&salt), eukey.expose_secret(), &sk_info);
+        let confirm = hkdf(Some(&salt), eukey.expose_secret(), &confirm_info);
+        assert_eq!(hx(o, "sk_pne"), sk);
+        assert_eq!(hx(m, "confirm_key"), confirm);
+        let fields: [&[u8]; 5] = [
+            &code,
+            &rand_pne.0,
+            &rand_server.0,
+            pne_id.as_bytes(),
+            &pn_id,
+        ];
+        let hp_msg = t(labels::HASH_PNE, &fields);
+        assert_eq!(hx(m, "hash_pne_message"), hp_msg);
+        assert_eq!(hmac(&confirm, &hp_msg), hash_pne.0);
+        let mut sfields = fields.to_vec();
+        sfields.push(&hash_pne.0);
+        let hs_msg = t(labels::HASH_SERVER, &sfields);
+        assert_eq!(hx(m, "hash_server_message"), hs_msg);
+        assert_eq!(hmac(&confirm, &hs_msg), hash_server.0);
+    }
+    assert_ne!(
+        cases[0]["outputs"]["sk_pne"], cases[1]["outputs"]["sk_pne"],
+        "purpose separates the keys"
+    );
+}
+
+#[test]
+fn local_eukey_wrap_vectors() {
+    let d = doc();
+    let w = &d["local_eukey_wrap"];
+    let i = &w["inputs"];
+    let local = LocalEuKey::from_hex(text(i, "local_eukey")).unwrap();
+    let pn_id: [u8; 16] = arr(i, "pn_id");
+    let binding = KeyBinding {
+        pn_id: &pn_id,
+        pne_id: text(i, "pne_id"),
+        gw_id: text(i, "gw_id"),
+    };
+    for (name, recipient) in [
+        ("pne_copy", Recipient::Pne),
+        ("gateway_copy", Recipient::Gateway),
+    ] {
+        let c = &w[name];
+        let eukey = EuKey::from_hex(text(c, "recipient_eukey")).unwrap();
+        let nonce: [u8; 12] = arr(c, "nonce");
+        let wrapped = hx(c, "wrapped");
+        assert_eq!(wrapped.len(), WRAPPED_KEY_LEN);
+        // Through the crate.
+        assert_eq!(hx(c, "recipient_code"), [recipient.code()]);
+        assert_eq!(v::local_eukey_kek(&eukey, recipient)[..], hx(c, "kek"));
+        assert_eq!(v::local_eukey_aad(recipient, &binding), hx(c, "aad"));
+        assert_eq!(
+            wrap_local_eukey_with_nonce(&eukey, recipient, &binding, &local, nonce),
+            wrapped
+        );
+        assert_eq!(
+            unwrap_local_eukey(&eukey, recipient, &binding, &wrapped).unwrap(),
+            local
+        );
+        // Independently, from docs/security.md §4.2.
+        let code = [recipient.code()];
+        let kek_info = t(labels::LOCAL_EUKEY_KEK, &[&code]);
+        assert_eq!(hx(c, "kek_info"), kek_info);
+        assert_eq!(hx(c, "kek_prk"), hkdf_prk(None, eukey.expose_secret()));
+        let kek = hkdf(None, eukey.expose_secret(), &kek_info);
+        assert_eq!(hx(c, "kek"), kek);
+        let aad = t(
+            labels::LOCAL_EUKEY_AAD,
+            &[
+                &code,
+                &pn_id,
+                binding.pne_id.as_bytes(),
+                binding.gw_id.as_bytes(),
+            ],
+        );
+        assert_eq!(hx(c, "aad"), aad);
+        let ct = chacha(&kek, &nonce, &aad, local.expose_secret());
+        assert_eq!(wrapped, cat(&nonce, &ct));
+    }
+    // The two copies are for different recipients and cannot be swapped.
+    let pne_eukey = EuKey::from_hex(text(&w["pne_copy"], "recipient_eukey")).unwrap();
+    let gw_wrapped = hx(&w["gateway_copy"], "wrapped");
+    assert_eq!(
+        unwrap_local_eukey(&pne_eukey, Recipient::Pne, &binding, &gw_wrapped),
+        Err(CryptoError::BadTag)
+    );
+}
+
+#[test]
+fn gw_auth_vectors() {
+    let d = doc();
+    let g = &d["gw_auth"];
+    let (i, m, o) = (&g["inputs"], &g["intermediates"], &g["outputs"]);
+    assert_eq!(text(i, "tls_exporter_label").as_bytes(), TLS_EXPORTER_LABEL);
+    assert_eq!(text(i, "tls_exporter_context"), "");
+    let eukey = EuKey::from_hex(text(i, "eukey_gw")).unwrap();
+    let gw_id = text(i, "gw_id");
+    let rand_gw = Rand(arr(i, "rand_gw"));
+    let rand_server = Rand(arr(i, "rand_server"));
+    let exporter: [u8; TLS_EXPORTER_LEN] = arr(i, "tls_exporter");
+    let response = AuthHash(arr(o, "response"));
+    // Through the crate.
+    assert_eq!(
+        gw_auth_response(&eukey, gw_id, &rand_gw, &rand_server, &exporter),
+        response
+    );
+    verify_gw_auth_response(&eukey, gw_id, &rand_gw, &rand_server, &exporter, &response).unwrap();
+    assert_eq!(v::gw_auth_key(&eukey)[..], hx(m, "gw_auth_key"));
+    assert_eq!(
+        v::gw_auth_transcript(gw_id, &rand_gw, &rand_server, &exporter),
+        hx(m, "response_message")
+    );
+    // Independently, from docs/security.md §4.3.
+    let key_info = t(labels::GW_AUTH_KEY, &[]);
+    assert_eq!(hx(m, "gw_auth_key_info"), key_info);
+    assert_eq!(hx(m, "prk"), hkdf_prk(None, eukey.expose_secret()));
+    let key = hkdf(None, eukey.expose_secret(), &key_info);
+    assert_eq!(hx(m, "gw_auth_key"), key);
+    let msg = t(
+        labels::GW_AUTH_RESPONSE,
+        &[gw_id.as_bytes(), &rand_gw.0, &rand_server.0, &exporter],
+    );
+    assert_eq!(hx(m, "response_message"), msg);
+    assert_eq!(hmac(&key, &msg), response.0);
+}
+
+/// Checks a list of sealed records against a sealer, an opener and the raw construction.
+fn check_records(list: &Value, key: &[u8], sealer: &mut FrameSealer, opener: &mut FrameOpener) {
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    for (n, r) in list.iter().enumerate() {
+        let seq = r["seq"].as_u64().unwrap();
+        assert_eq!(seq, u64::try_from(n).unwrap());
+        let (aad, pt, record) = (hx(r, "aad"), hx(r, "plaintext"), hx(r, "record"));
+        let nonce = cat(&[0; 4], &seq.to_be_bytes());
+        assert_eq!(hx(r, "nonce"), nonce);
+        assert_eq!(sealer.seal(&aad, &pt).unwrap(), record);
+        assert_eq!(opener.open(&aad, &record).unwrap(), pt);
+        assert_eq!(
+            record,
+            cat(&seq.to_be_bytes(), &chacha(key, &nonce, &aad, &pt))
+        );
+        assert_eq!(record.len(), pt.len() + SEAL_OVERHEAD);
+    }
+}
+
+#[test]
+fn pan_vectors() {
+    let d = doc();
+    let p = &d["pan"];
+    let (i, m, o) = (&p["inputs"], &p["intermediates"], &p["outputs"]);
+    let local = LocalEuKey::from_hex(text(i, "local_eukey")).unwrap();
+    let pn_id: [u8; 16] = arr(i, "pn_id");
+    let (pne_id, gw_id) = (text(i, "pne_id"), text(i, "gw_id"));
+    let rand_pne = Rand(arr(i, "rand_pne"));
+    let rand_gw = Rand(arr(i, "rand_gw"));
+    let input = PanAuthInput {
+        pn_id: &pn_id,
+        pne_id,
+        gw_id,
+        rand_pne: &rand_pne,
+        rand_gw: &rand_gw,
+    };
+    let gw_proof = AuthHash(arr(o, "gw_proof"));
+    let pne_proof = AuthHash(arr(o, "pne_proof"));
+    // Through the crate.
+    let pne = PanKeys::derive(&local, &input);
+    let gw = PanKeys::derive(&local, &input);
+    let [confirm, g2p, p2g] = v::pan_keys(&pne);
+    assert_eq!(confirm[..], hx(m, "confirm_key"));
+    assert_eq!(g2p[..], hx(m, "gw_to_pne_key"));
+    assert_eq!(p2g[..], hx(m, "pne_to_gw_key"));
+    assert_eq!(pne.gw_proof(), gw_proof);
+    assert_eq!(pne.pne_proof(), pne_proof);
+    pne.verify_gw_proof(&gw_proof).unwrap();
+    gw.verify_pne_proof(&pne_proof).unwrap();
+    let (mut pne_tx, mut pne_rx) = pne.into_pne_side();
+    let (mut gw_tx, mut gw_rx) = gw.into_gw_side();
+    check_records(&o["records_pne_to_gw"], &p2g, &mut pne_tx, &mut gw_rx);
+    check_records(&o["records_gw_to_pne"], &g2p, &mut gw_tx, &mut pne_rx);
+    // Independently, from docs/security.md §4.4.
+    let salt = cat(&rand_pne.0, &rand_gw.0);
+    assert_eq!(hx(m, "salt"), salt);
+    assert_eq!(hx(m, "prk"), hkdf_prk(Some(&salt), local.expose_secret()));
+    let ctx: [&[u8]; 3] = [&pn_id, pne_id.as_bytes(), gw_id.as_bytes()];
+    for (label, info_name, key_name) in [
+        (labels::PAN_CONFIRM, "confirm_info", "confirm_key"),
+        (labels::PAN_GW_TO_PNE, "gw_to_pne_info", "gw_to_pne_key"),
+        (labels::PAN_PNE_TO_GW, "pne_to_gw_info", "pne_to_gw_key"),
+    ] {
+        let info = t(label, &ctx);
+        assert_eq!(hx(m, info_name), info);
+        assert_eq!(
+            hx(m, key_name),
+            hkdf(Some(&salt), local.expose_secret(), &info)
+        );
+    }
+    let fields: [&[u8]; 5] = [
+        &rand_pne.0,
+        &rand_gw.0,
+        &pn_id,
+        pne_id.as_bytes(),
+        gw_id.as_bytes(),
+    ];
+    let gw_msg = t(labels::PAN_GW_PROOF, &fields);
+    assert_eq!(hx(m, "gw_proof_message"), gw_msg);
+    assert_eq!(hmac(&confirm, &gw_msg), gw_proof.0);
+    let mut pfields = fields.to_vec();
+    pfields.push(&gw_proof.0);
+    let pne_msg = t(labels::PAN_PNE_PROOF, &pfields);
+    assert_eq!(hx(m, "pne_proof_message"), pne_msg);
+    assert_eq!(hmac(&confirm, &pne_msg), pne_proof.0);
+}
+
+#[test]
+fn e2e_vectors() {
+    let d = doc();
+    let cases = d["e2e"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for c in cases {
+        // The e2e samples are sealed under the SK_PNE of the establishment vector.
+        assert_eq!(c["sk_pne"], d["pne_auth"][0]["outputs"]["sk_pne"]);
+        let sk = SessionKey::from_hex(text(c, "sk_pne")).unwrap();
+        let dir = match text(c, "direction") {
+            "server_to_pne" => E2eDirection::ServerToPne,
+            "pne_to_server" => E2eDirection::PneToServer,
+            other => panic!("unknown direction {other}"),
+        };
+        let (aad, pt, sealed) = (hx(c, "aad"), hx(c, "plaintext"), hx(c, "sealed"));
+        let nonce: [u8; 12] = arr(c, "nonce");
+        // Through the crate.
+        assert_eq!(hx(c, "direction_code"), [dir.code()]);
+        assert_eq!(v::e2e_key(&sk, dir)[..], hx(c, "key"));
+        assert_eq!(seal_e2e_with_nonce(&sk, dir, &aad, &pt, nonce), sealed);
+        assert_eq!(&open_e2e(&sk, dir, &aad, &sealed).unwrap()[..], &pt[..]);
+        let other = match dir {
+            E2eDirection::ServerToPne => E2eDirection::PneToServer,
+            E2eDirection::PneToServer => E2eDirection::ServerToPne,
+        };
+        assert_eq!(
+            open_e2e(&sk, other, &aad, &sealed),
+            Err(CryptoError::BadTag)
+        );
+        // Independently, from docs/security.md §4.6.
+        let info = t(labels::E2E_KEY, &[&[dir.code()]]);
+        assert_eq!(hx(c, "key_info"), info);
+        assert_eq!(hx(c, "prk"), hkdf_prk(None, sk.expose_secret()));
+        let key = hkdf(None, sk.expose_secret(), &info);
+        assert_eq!(hx(c, "key"), key);
+        assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &pt)));
+    }
+}
+
+#[test]
+fn at_rest_vectors() {
+    let d = doc();
+    let a = &d["at_rest"];
+    let master = MasterKey::from_hex(text(a, "master_key")).unwrap();
+    let (aad, pt, sealed) = (hx(a, "aad"), hx(a, "plaintext"), hx(a, "sealed"));
+    let nonce: [u8; 12] = arr(a, "nonce");
+    // Through the crate.
+    assert_eq!(v::at_rest_key(&master)[..], hx(a, "key"));
+    assert_eq!(seal_at_rest_with_nonce(&master, &aad, &pt, nonce), sealed);
+    assert_eq!(&open_at_rest(&master, &aad, &sealed).unwrap()[..], &pt[..]);
+    assert_eq!(
+        open_at_rest(&master, b"another row", &sealed),
+        Err(CryptoError::BadTag)
+    );
+    // Independently, from docs/security.md §4.7.
+    let info = t(labels::AT_REST_KEY, &[]);
+    assert_eq!(hx(a, "key_info"), info);
+    assert_eq!(hx(a, "prk"), hkdf_prk(None, master.expose_secret()));
+    let key = hkdf(None, master.expose_secret(), &info);
+    assert_eq!(hx(a, "key"), key);
+    assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &pt)));
+}

@@ -1,0 +1,174 @@
+//! The PNE runtime: one PAN connection to a PN GW (CPNS-6) driving a [`PneSession`], the PNE's
+//! local PN inventory in a [`Store`], and a short script of what the PNE should do (discover,
+//! set up a PN, wait to be invited, register).
+
+use std::time::Instant;
+
+use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
+use cpns_store::Store;
+use cpns_wire::{PnId, SetupType};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use crate::frames::{FrameError, write_frame};
+use crate::gateway::{local_pn_record, local_pn_state};
+use crate::server::{sleep_until, spawn_reader};
+use crate::trace::{TraceSink, report};
+
+/// One step of what a PNE does once connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PneStep {
+    /// 000 §6.6.1.1 step 1: ask for a PN of this type, until joined or failed.
+    Setup(SetupType),
+    /// Wait until this PNE joins a PN it is invited to (or declines, or fails).
+    AwaitInvitation,
+    /// 003 §1.4: register, in this PN or (with `None`) in the PN this PNE belongs to.
+    Register(Option<PnId>),
+}
+
+/// What the PNE did.
+#[derive(Clone, Debug, Default)]
+pub struct PneReport {
+    /// Every event, in order.
+    pub events: Vec<PneEvent>,
+}
+
+impl PneReport {
+    /// Whether a step failed.
+    pub fn failures(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                PneEvent::FlowFailed { flow, reason } => Some(format!("{flow}: {reason}")),
+                PneEvent::PnRefused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Runs a PNE against the PN GW at `gw_addr`: discovery, then `steps` in order. Returns when
+/// every step has ended (or at `stop`, or when the link closes).
+pub async fn run<S: Store>(
+    cfg: PneConfig,
+    store: S,
+    gw_addr: &str,
+    steps: Vec<PneStep>,
+    events: Option<mpsc::UnboundedSender<PneEvent>>,
+    trace: TraceSink,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<PneReport, String> {
+    let mut session = PneSession::new(cfg.clone());
+    let stored = store
+        .local_pns()
+        .await
+        .map_err(|e| format!("local store: {e}"))?;
+    session
+        .restore(stored.iter().map(local_pn_state).collect())
+        .map_err(|e| format!("local store: {e}"))?;
+    let stream = TcpStream::connect(gw_addr)
+        .await
+        .map_err(|e| format!("connect {gw_addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (rd, mut wr) = stream.into_split();
+    let mut frames = spawn_reader(rd, cfg.max_frame);
+    let me = cfg.id.to_string();
+    let mut report_out = PneReport::default();
+    let mut steps = steps.into_iter();
+    let mut current: Option<PneStep> = None;
+    session.start_discovery(Instant::now());
+    let mut discovered = false;
+    loop {
+        // Carry out the outputs; see whether the current step ended.
+        while let Some(out) = session.poll_output() {
+            match out {
+                PneOutput::Transmit {
+                    frame,
+                    trace: record,
+                } => {
+                    let gw = session
+                        .gateway()
+                        .map_or_else(|| "gateway".to_string(), |g| g.to_string());
+                    report(&trace, &me, &gw, &record);
+                    write_frame(&mut wr, &frame)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                PneOutput::Persist { token, pn } => {
+                    let result = store
+                        .save_local_pn(&local_pn_record(&pn))
+                        .await
+                        .map_err(|e| e.to_string());
+                    session
+                        .handle_persisted(token, result)
+                        .map_err(|e| e.to_string())?;
+                }
+                PneOutput::Event(e) => {
+                    info!(event = ?e, "pne");
+                    if let Some(tx) = &events {
+                        let _ = tx.send(e.clone());
+                    }
+                    if matches!(e, PneEvent::Discovered { .. }) {
+                        discovered = true;
+                    }
+                    if current.as_ref().is_some_and(|s| step_ends(s, &e)) {
+                        current = None;
+                    }
+                    report_out.events.push(e);
+                }
+                PneOutput::Close { reason } => {
+                    let _ = wr.shutdown().await;
+                    return Err(reason);
+                }
+            }
+        }
+        if discovered && current.is_none() {
+            match steps.next() {
+                None => {
+                    let _ = wr.shutdown().await;
+                    return Ok(report_out);
+                }
+                Some(step) => {
+                    let now = Instant::now();
+                    let started = match &step {
+                        PneStep::Setup(t) => session.start_setup(now, t.clone()).map(|_| ()),
+                        PneStep::AwaitInvitation => Ok(()),
+                        PneStep::Register(pn) => {
+                            let pn = pn.or_else(|| session.inventory().first().map(|i| i.pn_id));
+                            session.start_registration(now, pn).map(|_| ())
+                        }
+                    };
+                    started.map_err(|e| e.to_string())?;
+                    current = Some(step);
+                    continue;
+                }
+            }
+        }
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Ok(frame)) => session.handle_frame(Instant::now(), &frame).map_err(|e| format!("bad frame from the PN GW: {e}"))?,
+                Some(Err(FrameError::Closed)) | None => return Err("the PN GW closed the link".into()),
+                Some(Err(e)) => return Err(format!("PAN link: {e}")),
+            },
+            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+            _ = &mut stop => return Ok(report_out),
+        }
+    }
+}
+
+/// Whether `e` ends `step`.
+fn step_ends(step: &PneStep, e: &PneEvent) -> bool {
+    matches!(
+        (step, e),
+        (_, PneEvent::FlowFailed { .. })
+            | (
+                PneStep::Setup(_) | PneStep::AwaitInvitation,
+                PneEvent::PnJoined { .. } | PneEvent::PnRefused { .. }
+            )
+            | (PneStep::AwaitInvitation, PneEvent::InvitationDeclined(_))
+            | (PneStep::Register(_), PneEvent::Registered { .. })
+    )
+}

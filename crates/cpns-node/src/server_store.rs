@@ -1,0 +1,202 @@
+//! How the server's machine reaches the state of record: [`LoadRequest`]s and [`ServerEffect`]s
+//! turned into [`Store`] calls, one transaction per effect (DESIGN §5). EUKeys and session keys
+//! are sealed at rest under the server's master key, bound to what they belong to.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cpns_crypto::{EuKey, MasterKey, SessionKey, open_at_rest, seal_at_rest};
+use cpns_proto::server::{
+    EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect,
+};
+use cpns_store::{EntityKind, PnMember, PnRecord, PnState, Store};
+use cpns_wire::{DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
+
+/// Associated data sealing an entity's EUKey at rest.
+pub fn eukey_aad(id: &EntityId) -> Vec<u8> {
+    [b"cpns/v1/at-rest/eukey/".as_slice(), id.as_bytes()].concat()
+}
+
+fn session_key_aad(pn: &PnId, pne: &EntityId) -> Vec<u8> {
+    [
+        b"cpns/v1/at-rest/sk-pne/".as_slice(),
+        pn.as_bytes(),
+        pne.as_bytes(),
+    ]
+    .concat()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Capabilities as the store keeps them (CBOR).
+pub fn caps_bytes(c: &DeviceCapabilities) -> Vec<u8> {
+    minicbor::to_vec(c).unwrap_or_default()
+}
+
+/// Capabilities from the store.
+pub fn caps_of(b: Option<&[u8]>) -> Option<DeviceCapabilities> {
+    b.and_then(|b| minicbor::decode(b).ok())
+}
+
+/// A PN of the store as a PN inventory.
+pub fn inventory_of(pn: &PnRecord) -> PnInventory {
+    PnInventory {
+        pn_id: pn.pn_id,
+        gateway: pn.gateway.clone(),
+        members: pn
+            .members
+            .iter()
+            .map(|m| InventoryMember {
+                pne_id: m.pne_id.clone(),
+                capabilities: caps_of(m.capabilities.as_deref()),
+                contents: Vec::new(),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) async fn load<S: Store>(
+    store: &S,
+    master: &MasterKey,
+    req: &LoadRequest,
+) -> Result<Loaded, String> {
+    let mut loaded = Loaded::default();
+    for e in store
+        .entities(&req.entities)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let plain = open_at_rest(master, &eukey_aad(&e.id), &e.sealed_eukey).map_err(|err| {
+            format!(
+                "the EUKey of {} does not open under the master key: {err}",
+                e.id
+            )
+        })?;
+        let bytes: [u8; 32] = plain
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("the EUKey of {} is malformed", e.id))?;
+        let role = match e.kind {
+            EntityKind::Pne => EntityRole::Pne,
+            EntityKind::Gateway => EntityRole::Gateway,
+        };
+        loaded.entities.push(KnownEntity {
+            id: e.id,
+            role,
+            owner: e.owner,
+            eukey: EuKey::from_bytes(bytes),
+        });
+    }
+    if let Some(pn) = &req.pn
+        && let Some(rec) = store.pn(pn).await.map_err(|e| e.to_string())?
+    {
+        loaded.pn = Some(KnownPn {
+            gateway: rec.gateway.clone(),
+            inventory: inventory_of(&rec),
+        });
+    }
+    Ok(loaded)
+}
+
+fn sealed_sk(
+    master: &MasterKey,
+    pn: &PnId,
+    pne: &EntityId,
+    sk: &SessionKey,
+) -> Result<Vec<u8>, String> {
+    seal_at_rest(master, &session_key_aad(pn, pne), sk.expose_secret()).map_err(|e| e.to_string())
+}
+
+pub(crate) async fn persist<S: Store>(
+    store: &S,
+    master: &MasterKey,
+    effect: ServerEffect,
+) -> Result<Persisted, String> {
+    let now = unix_millis();
+    let err = |e: cpns_store::StoreError| e.to_string();
+    match effect {
+        ServerEffect::EntityReport {
+            id,
+            capabilities,
+            status,
+        } => {
+            let caps = capabilities.as_ref().map(caps_bytes);
+            let status = status.map(|s| format!("{s:?}").to_lowercase());
+            store
+                .update_entity_report(&id, caps.as_deref(), status.as_deref())
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::RegisterPn {
+            pn_id,
+            gateway,
+            owner,
+            members,
+        } => {
+            let mut rec = PnRecord {
+                pn_id,
+                gateway,
+                owner,
+                state: PnState::Active,
+                created_at: now,
+                members: Vec::new(),
+            };
+            for m in members {
+                rec.members.push(PnMember {
+                    sealed_session_key: Some(sealed_sk(master, &pn_id, &m.pne_id, &m.session_key)?),
+                    pne_id: m.pne_id,
+                    initiator: m.initiator,
+                    authenticated: true,
+                    capabilities: Some(caps_bytes(&m.capabilities)),
+                    joined_at: now,
+                });
+            }
+            store.register_pn(&rec).await.map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::UpdateMembers { pn_id, add, remove } => {
+            let add: Vec<PnMember> = add
+                .into_iter()
+                .map(|m| PnMember {
+                    pne_id: m.pne_id,
+                    initiator: false,
+                    authenticated: false,
+                    capabilities: m.capabilities.as_ref().map(caps_bytes),
+                    sealed_session_key: None,
+                    joined_at: now,
+                })
+                .collect();
+            store
+                .update_members(&pn_id, &add, &remove)
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::RegisterPne {
+            pn_id,
+            pne_id,
+            session_key,
+        } => {
+            let existing = store.pn(&pn_id).await.map_err(err)?;
+            let known = existing
+                .as_ref()
+                .and_then(|p| p.members.iter().find(|m| m.pne_id == pne_id));
+            let member = PnMember {
+                sealed_session_key: Some(sealed_sk(master, &pn_id, &pne_id, &session_key)?),
+                initiator: known.is_some_and(|m| m.initiator),
+                capabilities: known.and_then(|m| m.capabilities.clone()),
+                joined_at: known.map_or(now, |m| m.joined_at),
+                authenticated: true,
+                pne_id,
+            };
+            let id = store.register_pne(&pn_id, &member).await.map_err(err)?;
+            Ok(Persisted::CpnsId(id))
+        }
+        _ => Err("an effect this server does not know".into()),
+    }
+}

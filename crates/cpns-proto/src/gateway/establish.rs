@@ -1,0 +1,704 @@
+//! PN establishment as the PN GW runs it, for both initiators: 000 §6.6.1.1 (a PNE asks, steps
+//! 1-15) and §6.6.1.2 (the PN GW asks, steps 1-16).
+//!
+//! Phases of one PN being formed: invite the PNEs (steps 2-3 / 1-4) → register the PN with the
+//! server (4 / 5) → take the server's Authentication Request, unwrap the PN GW's LocalEUKey
+//! copies and relay the request to each PNE (6-7 / 7-8) → collect every PNE's Authentication
+//! Response and relay them together (10 / 11) → take the PN Registration Response, store the PN
+//! locally (13 / 14) → answer the initiator and notify the others (14-15 / 15-16). Every phase
+//! has a deadline; a PNE that declines, does not answer or leaves is left out.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cpns_crypto::{KeyBinding, LocalEuKey, Recipient, unwrap_local_eukey};
+use cpns_wire::{
+    AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope, ErrorBody,
+    ErrorCode, GatewayInfo, JoinInfo, PnEstablishmentNotify, PnId, PnRegistrationRequest,
+    PnRegistrationResponse, PnSetupRequest, PnSetupResponse, PneHash, RequestId, SetupType,
+    WrappedLocalKeys,
+};
+
+use super::{Gateway, GatewayEvent, LinkId, LocalPn, LocalPnState, Parked};
+use crate::ProtoError;
+
+/// Whom a PN GW-initiated establishment invites (000 §6.6.1.2 steps 1-2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EstablishTargets {
+    /// Every PNE connected to the PN GW.
+    All,
+    /// These PNEs.
+    Invite(Vec<EntityId>),
+}
+
+/// The PNE that asked for the PN (000 §6.6.1.1 step 1).
+#[derive(Debug)]
+struct Initiator {
+    pne: EntityId,
+    link: LinkId,
+    setup_msg: u64,
+    request_id: RequestId,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Inviting,
+    Registering,
+    Authenticating,
+    AwaitVerdict,
+    Persisting,
+}
+
+/// One PN being formed.
+#[derive(Debug)]
+pub(super) struct Forming {
+    pn_id: PnId,
+    initiator: Option<Initiator>,
+    phase: Phase,
+    /// Invited PNEs that have not answered yet: PNE → (link, setup request msg id).
+    invited: HashMap<EntityId, (LinkId, u64)>,
+    /// PNEs taking part (initiator first), with their join information.
+    joins: Vec<(LinkId, JoinInfo)>,
+    request_id: RequestId,
+    reg_msg: Option<u64>,
+    server_auth_msg: Option<u64>,
+    /// Authentication Requests relayed and not yet answered: PNE → (link, msg id).
+    auth_pending: HashMap<EntityId, (LinkId, u64)>,
+    hashes: Vec<PneHash>,
+    local_keys: HashMap<EntityId, LocalEuKey>,
+    wrapped_for_gw: Vec<(EntityId, Vec<u8>)>,
+    verdict: Option<PnRegistrationResponse>,
+    deadline: Instant,
+}
+
+impl Forming {
+    /// The deadline of the current wait; none while the local store works.
+    pub(super) fn wait_deadline(&self) -> Option<Instant> {
+        (self.phase != Phase::Persisting).then_some(self.deadline)
+    }
+
+    pub(super) fn local_key(&self, pne: &EntityId) -> Option<&LocalEuKey> {
+        self.local_keys.get(pne)
+    }
+}
+
+impl Gateway {
+    /// 000 §6.6.1.2 steps 1-2: the PN GW starts a PN with the PNEs it reaches.
+    pub fn start_establishment(
+        &mut self,
+        now: Instant,
+        targets: EstablishTargets,
+    ) -> Result<PnId, ProtoError> {
+        if !self.wan_ready() {
+            return Err(ProtoError::WrongState("no connection to the CPNS Server"));
+        }
+        let pnes = match targets {
+            EstablishTargets::All => {
+                let mut v: Vec<EntityId> = self.routes.keys().cloned().collect();
+                v.sort();
+                v
+            }
+            EstablishTargets::Invite(list) => list,
+        };
+        if pnes.is_empty() {
+            return Err(ProtoError::WrongState("no PNE to invite"));
+        }
+        let pn_id = PnId::from_bytes(cpns_crypto::random_array()?);
+        self.begin(now, pn_id, None, &pnes);
+        Ok(pn_id)
+    }
+
+    /// 000 §6.6.1.1 step 1: a PNE asks for a PN; step 2: the PN GW invites the others.
+    pub(super) fn on_pne_setup_request(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: PnSetupRequest,
+    ) {
+        let (Some(setup), Some(join)) = (m.setup, m.join) else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::BadRequest,
+                "a PN Setup Request from a PNE needs a setup type and its join information",
+            );
+        };
+        if !self.identify(link, &join.pne_id) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "a PNE speaks only for itself",
+            );
+        }
+        if self.forming.values().any(|f| {
+            f.initiator
+                .as_ref()
+                .is_some_and(|i| i.pne == join.pne_id && i.request_id == m.request_id)
+        }) {
+            return; // retried while in progress: the answer will come
+        }
+        if !self.wan_ready() {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Busy,
+                "the PN GW has no connection to the CPNS Server",
+            );
+        }
+        let pn_id = match cpns_crypto::random_array() {
+            Ok(b) => PnId::from_bytes(b),
+            Err(e) => return self.reject_pan(link, env, ErrorCode::Internal, &format!("rng: {e}")),
+        };
+        let pnes: Vec<EntityId> = match setup {
+            SetupType::OneToOne => Vec::new(),
+            SetupType::All => {
+                let mut v: Vec<EntityId> = self
+                    .routes
+                    .keys()
+                    .filter(|p| **p != join.pne_id)
+                    .cloned()
+                    .collect();
+                v.sort();
+                v
+            }
+            SetupType::Invite(list) => list.into_iter().filter(|p| *p != join.pne_id).collect(),
+        };
+        let initiator = Initiator {
+            pne: join.pne_id.clone(),
+            link,
+            setup_msg: env.msg_id,
+            request_id: m.request_id,
+        };
+        self.begin(now, pn_id, Some((initiator, join)), &pnes);
+    }
+
+    fn begin(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        initiator: Option<(Initiator, JoinInfo)>,
+        pnes: &[EntityId],
+    ) {
+        let mut forming = Forming {
+            pn_id,
+            initiator: None,
+            phase: Phase::Inviting,
+            invited: HashMap::new(),
+            joins: Vec::new(),
+            request_id: RequestId(self.ids.next()),
+            reg_msg: None,
+            server_auth_msg: None,
+            auth_pending: HashMap::new(),
+            hashes: Vec::new(),
+            local_keys: HashMap::new(),
+            wrapped_for_gw: Vec::new(),
+            verdict: None,
+            deadline: now + self.cfg.timeouts.invite,
+        };
+        let initiator_id = initiator.as_ref().map(|(i, _)| i.pne.clone());
+        if let Some((i, join)) = initiator {
+            forming.joins.push((i.link, join));
+            forming.initiator = Some(i);
+        }
+        for pne in pnes {
+            // A PNE the PN GW cannot reach is left out.
+            let Some(&link) = self.routes.get(pne) else {
+                continue;
+            };
+            let invite = PnSetupRequest {
+                request_id: forming.request_id,
+                setup: None,
+                join: None,
+                pn_id: Some(pn_id),
+                initiator: initiator_id.clone(),
+            };
+            let msg = self.send_pan_request(link, invite);
+            forming.invited.insert(pne.clone(), (link, msg));
+        }
+        let nobody_invited = forming.invited.is_empty();
+        self.forming.insert(pn_id, forming);
+        if nobody_invited {
+            self.register(now, pn_id);
+        }
+    }
+
+    /// 000 §6.6.1.1 step 3 / §6.6.1.2 steps 3-4: an invited PNE accepts or declines.
+    pub(super) fn on_invitation_answer(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: PnSetupResponse,
+    ) {
+        let Some(pne) = self.links.get(&link).and_then(|l| l.peer.clone()) else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "no invitation was sent on this link",
+            );
+        };
+        let Some(f) = self
+            .forming
+            .get_mut(&m.pn_id)
+            .filter(|f| f.phase == Phase::Inviting)
+        else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "no invitation to this PN is open",
+            );
+        };
+        if f.invited.get(&pne) != Some(&(link, env.in_reply_to.unwrap_or(0))) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "not an answer to an invitation",
+            );
+        }
+        f.invited.remove(&pne);
+        // A PNE that declines is left out of the PN.
+        if let Some(join) = m.join.filter(|j| m.accept && j.pne_id == pne) {
+            f.joins.push((link, join));
+        }
+        if f.invited.is_empty() {
+            self.register(now, m.pn_id);
+        }
+    }
+
+    /// 000 §6.6.1.1 step 4 / §6.6.1.2 step 5: PN Registration Request to the server.
+    fn register(&mut self, now: Instant, pn_id: PnId) {
+        let Some(f) = self.forming.get(&pn_id) else {
+            return;
+        };
+        if f.joins.is_empty() {
+            return self.fail_forming(pn_id, ErrorCode::Declined, "no PNE accepted the invitation");
+        }
+        let req = PnRegistrationRequest {
+            request_id: f.request_id,
+            pn_id,
+            gateway: GatewayInfo {
+                gw_id: self.cfg.id.clone(),
+                capabilities: self.cfg.capabilities.clone(),
+                subscription: self.cfg.subscription.clone(),
+            },
+            pnes: f.joins.iter().map(|(_, j)| j.clone()).collect(),
+            initiator: f.initiator.as_ref().map(|i| i.pne.clone()),
+        };
+        let msg = self.send_wan_request(req);
+        let flow = self.cfg.timeouts.flow;
+        if let Some(f) = self.forming.get_mut(&pn_id) {
+            f.phase = Phase::Registering;
+            f.reg_msg = Some(msg);
+            f.deadline = now + flow;
+        }
+    }
+
+    /// 000 §6.6.1.1 steps 6-7 / §6.6.1.2 steps 7-8: unwrap the PN GW's LocalEUKey copies and
+    /// relay the Authentication Request to each PNE by the routing table.
+    pub(super) fn on_server_auth_request(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        m: AuthenticationRequest,
+    ) {
+        if m.purpose != AuthPurposeCode::Establishment {
+            let e = ErrorBody::new(
+                ErrorCode::BadRequest,
+                "registration authentication is addressed to the PNE",
+            );
+            return self.send_wan_response(env.msg_id, e);
+        }
+        let Some(f) = self
+            .forming
+            .get(&m.pn_id)
+            .filter(|f| f.phase == Phase::Registering)
+        else {
+            let e = ErrorBody::new(
+                ErrorCode::WrongState,
+                "no registration of this PN is in progress",
+            );
+            return self.send_wan_response(env.msg_id, e);
+        };
+        let mut local_keys = HashMap::new();
+        let mut wrapped_for_gw = Vec::new();
+        for w in &m.local_keys {
+            let binding = KeyBinding {
+                pn_id: m.pn_id.as_bytes(),
+                pne_id: w.pne_id.as_str(),
+                gw_id: self.cfg.id.as_str(),
+            };
+            match unwrap_local_eukey(&self.cfg.eukey, Recipient::Gateway, &binding, &w.for_gw) {
+                Ok(k) => {
+                    local_keys.insert(w.pne_id.clone(), k);
+                    wrapped_for_gw.push((w.pne_id.clone(), w.for_gw.clone()));
+                }
+                Err(e) => {
+                    let reason = format!(
+                        "the PN GW's LocalEUKey copy for {} did not unwrap: {e}",
+                        w.pne_id
+                    );
+                    self.send_wan_response(
+                        env.msg_id,
+                        ErrorBody::new(ErrorCode::Unauthenticated, reason.clone()),
+                    );
+                    return self.fail_forming(m.pn_id, ErrorCode::Unauthenticated, &reason);
+                }
+            }
+        }
+        let initiator = f.initiator.as_ref().map(|i| (i.pne.clone(), i.request_id));
+        let joined: HashMap<EntityId, LinkId> = f
+            .joins
+            .iter()
+            .map(|(l, j)| (j.pne_id.clone(), *l))
+            .collect();
+        let mut pending = HashMap::new();
+        for pne in &m.pnes {
+            let Some(&link) = joined.get(pne).filter(|l| self.links.contains_key(l)) else {
+                continue;
+            };
+            let mine = m
+                .local_keys
+                .iter()
+                .find(|w| &w.pne_id == pne)
+                .map(|w| WrappedLocalKeys {
+                    pne_id: w.pne_id.clone(),
+                    for_pne: w.for_pne.clone(),
+                    for_gw: Vec::new(),
+                });
+            let relay = AuthenticationRequest {
+                pn_id: m.pn_id,
+                rand_server: m.rand_server,
+                local_keys: mine.into_iter().collect(),
+                purpose: AuthPurposeCode::Establishment,
+                pnes: vec![pne.clone()],
+                request_id: initiator
+                    .as_ref()
+                    .filter(|(i, _)| i == pne)
+                    .map(|(_, r)| *r),
+            };
+            let msg = self.send_pan_request(link, relay);
+            pending.insert(pne.clone(), (link, msg));
+        }
+        let invite = self.cfg.timeouts.invite;
+        let Some(f) = self.forming.get_mut(&m.pn_id) else {
+            return;
+        };
+        f.phase = Phase::Authenticating;
+        f.server_auth_msg = Some(env.msg_id);
+        f.local_keys = local_keys;
+        f.wrapped_for_gw = wrapped_for_gw;
+        f.auth_pending = pending;
+        f.deadline = now + invite;
+        if f.auth_pending.is_empty() {
+            self.relay_hashes(now, m.pn_id);
+        }
+    }
+
+    /// 000 §6.6.1.1 steps 8-9: a PNE's Authentication Response with its hash_PNE.
+    pub(super) fn on_pne_auth_response(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: AuthenticationResponse,
+    ) {
+        if m.purpose == AuthPurposeCode::Registration {
+            return self.relay_up_response(now, link, env);
+        }
+        let Some(pne) = self.links.get(&link).and_then(|l| l.peer.clone()) else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "no Authentication Request was sent on this link",
+            );
+        };
+        let secure = self.link_secure(link);
+        let Some(f) = self
+            .forming
+            .get_mut(&m.pn_id)
+            .filter(|f| f.phase == Phase::Authenticating)
+        else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "no authentication of this PN is in progress",
+            );
+        };
+        if f.auth_pending.get(&pne) != Some(&(link, env.in_reply_to.unwrap_or(0))) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "not an answer to an Authentication Request",
+            );
+        }
+        f.auth_pending.remove(&pne);
+        // With a LocalEUKey on an insecure PAN, PN GW authentication must come first.
+        if !f.local_keys.contains_key(&pne) || secure {
+            f.hashes
+                .extend(m.hashes.into_iter().filter(|h| h.pne_id == pne));
+        }
+        if f.auth_pending.is_empty() {
+            self.relay_hashes(now, m.pn_id);
+        }
+    }
+
+    /// 000 §6.6.1.1 step 10: relay the PNEs' hashes to the server in one response.
+    fn relay_hashes(&mut self, now: Instant, pn_id: PnId) {
+        let flow = self.cfg.timeouts.flow;
+        let Some(f) = self.forming.get_mut(&pn_id) else {
+            return;
+        };
+        let Some(server_msg) = f.server_auth_msg else {
+            return;
+        };
+        let resp = AuthenticationResponse {
+            pn_id,
+            hashes: std::mem::take(&mut f.hashes),
+            purpose: AuthPurposeCode::Establishment,
+            request_id: None,
+        };
+        f.phase = Phase::AwaitVerdict;
+        f.deadline = now + flow;
+        self.send_wan_response(server_msg, resp);
+    }
+
+    /// 000 §6.6.1.1 step 12 (received) → 13: store the PN inventory locally.
+    pub(super) fn on_registration_response(
+        &mut self,
+        _now: Instant,
+        env: &Envelope,
+        m: PnRegistrationResponse,
+    ) {
+        let pn_id = m.pn_id;
+        let Some(f) = self
+            .forming
+            .get_mut(&pn_id)
+            .filter(|f| f.phase == Phase::AwaitVerdict && f.reg_msg == env.in_reply_to)
+        else {
+            return;
+        };
+        let authenticated: Vec<&EntityId> = m
+            .verdicts
+            .iter()
+            .filter(|v| v.authenticated)
+            .map(|v| &v.pne_id)
+            .collect();
+        let wrapped_keys = f
+            .wrapped_for_gw
+            .iter()
+            .filter(|(p, _)| authenticated.contains(&p))
+            .cloned()
+            .collect();
+        let state = LocalPnState {
+            inventory: m.inventory.clone(),
+            wrapped_keys,
+        };
+        f.phase = Phase::Persisting;
+        f.verdict = Some(m);
+        self.persist(Parked::Establishment(pn_id), state);
+    }
+
+    /// 000 §6.6.1.1 steps 14-15 / §6.6.1.2 steps 15-16: the PN is stored; tell the PNEs, each
+    /// with its hash_server_PNE.
+    pub(super) fn establishment_persisted(
+        &mut self,
+        _now: Instant,
+        pn_id: PnId,
+        result: Result<(), String>,
+    ) {
+        if let Err(e) = result {
+            return self.fail_forming(
+                pn_id,
+                ErrorCode::Internal,
+                &format!("the local PN inventory could not be stored: {e}"),
+            );
+        }
+        let Some(mut f) = self.forming.remove(&pn_id) else {
+            return;
+        };
+        let Some(verdict) = f.verdict.take() else {
+            return;
+        };
+        let authenticated: Vec<EntityId> = verdict
+            .verdicts
+            .iter()
+            .filter(|v| v.authenticated)
+            .map(|v| v.pne_id.clone())
+            .collect();
+        let keys = f
+            .local_keys
+            .drain()
+            .filter(|(p, _)| authenticated.contains(p))
+            .collect();
+        let state = LocalPnState {
+            inventory: verdict.inventory.clone(),
+            wrapped_keys: f
+                .wrapped_for_gw
+                .iter()
+                .filter(|(p, _)| authenticated.contains(p))
+                .cloned()
+                .collect(),
+        };
+        self.pns.insert(pn_id, LocalPn { state, keys });
+        let initiator = f.initiator.as_ref().map(|i| i.pne.clone());
+        for (link, join) in &f.joins {
+            let v = verdict.verdicts.iter().find(|v| v.pne_id == join.pne_id);
+            let hash_server = v.and_then(|v| v.hash_server);
+            let is_initiator = initiator.as_ref() == Some(&join.pne_id);
+            match (&f.initiator, is_initiator, hash_server) {
+                // Step 14: the initiator gets the PN Setup Response.
+                (Some(i), true, Some(h)) => {
+                    let resp = PnSetupResponse {
+                        pn_id,
+                        accept: true,
+                        join: None,
+                        inventory: Some(verdict.inventory.clone()),
+                        hash_server: Some(h),
+                    };
+                    self.send_pan_response(i.link, i.setup_msg, resp);
+                }
+                (Some(i), true, None) => {
+                    let e = ErrorBody::new(
+                        ErrorCode::Unauthenticated,
+                        "the CPNS Server did not authenticate this PNE",
+                    );
+                    self.send_pan_response(i.link, i.setup_msg, e);
+                }
+                // Step 15: the others get the PN Establishment Notify.
+                (_, _, hash_server) => {
+                    let notify = PnEstablishmentNotify {
+                        pn_id,
+                        inventory: hash_server.map(|_| verdict.inventory.clone()),
+                        hash_server,
+                        reason: hash_server
+                            .is_none()
+                            .then(|| "the CPNS Server did not authenticate this PNE".into()),
+                    };
+                    self.send_pan_notify(*link, notify);
+                }
+            }
+        }
+        self.event(GatewayEvent::PnEstablished {
+            inventory: verdict.inventory,
+            initiator,
+        });
+    }
+
+    /// Ends a PN being formed, telling every PNE involved why.
+    pub(super) fn fail_forming(&mut self, pn_id: PnId, code: ErrorCode, reason: &str) {
+        let Some(f) = self.forming.remove(&pn_id) else {
+            return;
+        };
+        if let Some(i) = &f.initiator {
+            self.send_pan_response(i.link, i.setup_msg, ErrorBody::new(code, reason));
+        }
+        let initiator = f.initiator.as_ref().map(|i| &i.pne);
+        for (link, join) in &f.joins {
+            if Some(&join.pne_id) != initiator {
+                let notify = PnEstablishmentNotify {
+                    pn_id,
+                    inventory: None,
+                    hash_server: None,
+                    reason: Some(reason.into()),
+                };
+                self.send_pan_notify(*link, notify);
+            }
+        }
+        self.event(GatewayEvent::EstablishmentFailed {
+            pn_id,
+            reason: reason.into(),
+        });
+    }
+
+    /// An error from the server answering the PN Registration Request.
+    pub(super) fn fail_forming_by_msg(
+        &mut self,
+        _now: Instant,
+        reply_to: u64,
+        e: &ErrorBody,
+    ) -> bool {
+        let Some(pn) = self
+            .forming
+            .values()
+            .find(|f| f.reg_msg == Some(reply_to))
+            .map(|f| f.pn_id)
+        else {
+            return false;
+        };
+        self.fail_forming(
+            pn,
+            e.code,
+            &format!("the CPNS Server refused the PN: {}", e.reason),
+        );
+        true
+    }
+
+    pub(super) fn fail_all_forming(&mut self, _now: Instant, reason: &str) {
+        let all: Vec<PnId> = self.forming.keys().copied().collect();
+        for pn in all {
+            self.fail_forming(pn, ErrorCode::Timeout, reason);
+        }
+    }
+
+    /// A PNE left: it no longer answers invitations or authentication.
+    pub(super) fn pne_gone(&mut self, now: Instant, pne: &EntityId) {
+        let mut ready = Vec::new();
+        for f in self.forming.values_mut() {
+            let was_invited = f.invited.remove(pne).is_some();
+            let was_authenticating = f.auth_pending.remove(pne).is_some();
+            if (was_invited && f.invited.is_empty())
+                || (was_authenticating && f.auth_pending.is_empty())
+            {
+                ready.push((f.pn_id, was_invited));
+            }
+        }
+        for (pn, invited) in ready {
+            if invited {
+                self.register(now, pn)
+            } else {
+                self.relay_hashes(now, pn)
+            }
+        }
+    }
+
+    /// Deadlines: unanswered invitations count as declined, unanswered authentication as not
+    /// authenticated; a silent server ends the establishment.
+    pub(super) fn establishment_timeouts(&mut self, now: Instant) {
+        let expired: Vec<(PnId, bool, bool)> = self
+            .forming
+            .values()
+            .filter(|f| f.wait_deadline().is_some_and(|d| d <= now))
+            .map(|f| {
+                (
+                    f.pn_id,
+                    f.phase == Phase::Inviting,
+                    f.phase == Phase::Authenticating,
+                )
+            })
+            .collect();
+        for (pn, inviting, authenticating) in expired {
+            if inviting {
+                if let Some(f) = self.forming.get_mut(&pn) {
+                    f.invited.clear();
+                }
+                self.register(now, pn);
+            } else if authenticating {
+                self.relay_hashes(now, pn);
+            } else {
+                self.fail_forming(
+                    pn,
+                    ErrorCode::Timeout,
+                    "the CPNS Server did not answer in time",
+                );
+            }
+        }
+    }
+}

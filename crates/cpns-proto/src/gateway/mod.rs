@@ -1,0 +1,582 @@
+//! The PN GW: one machine for its WAN session to the CPNS Server (CPNS-7) and every PAN link to
+//! its PNEs (CPNS-1), because its flows span both: it builds PNs from PNE requests, registers
+//! them with the server, relays authentication between PNEs and the server, keeps the local PN
+//! inventory and the routing table, and relays PNE registration (000 §6.6.1, 002 §B.1.1.2,
+//! 003 §1.4).
+//!
+//! The driver opens links with [`Gateway::link_opened`], feeds each link's frames to
+//! [`Gateway::handle_pan_frame`] and the WAN's to [`Gateway::handle_wan_frame`], and carries out
+//! [`GatewayOutput`]s. Local PN inventory changes come out as [`GatewayOutput::Persist`]; the
+//! step that depends on them continues only when the driver reports them durable.
+
+mod establish;
+mod pan;
+mod relay;
+mod wan;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use cpns_crypto::{EuKey, LocalEuKey};
+use cpns_wire::{
+    Address, Body, CpnsId, DeviceCapabilities, EntityId, Envelope, ErrorBody, ErrorCode, MsgKind,
+    PnId, PnInventory,
+};
+
+use crate::link::{LinkCodec, PanSecurity};
+use crate::util::{MsgIds, Tokens};
+use crate::{LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
+
+pub use establish::EstablishTargets;
+
+/// Settings of a PN GW.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The PN GW's entity id.
+    pub id: EntityId,
+    /// Its EUKey.
+    pub eukey: EuKey,
+    /// Capabilities of the device it runs on.
+    pub capabilities: DeviceCapabilities,
+    /// Subscription information sent in PN registration (000 §6.6.1.1 step 4).
+    pub subscription: Option<String>,
+    /// Whether it is a zone-based PN GW (000 §6.4 note 2).
+    pub zone_support: bool,
+    /// Largest frame accepted.
+    pub max_frame: u32,
+    /// Flow timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// Identifies one PAN link (a connected PNE) of the PN GW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u64);
+
+/// Something the PN GW wants the driver or the operator to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GatewayEvent {
+    /// The WAN session is set up and reported (002 §B.1.1.2 step 17).
+    WanReady,
+    /// The WAN session failed.
+    WanFailed(String),
+    /// A PNE made itself known on a link (000 §6.4).
+    PneDiscovered {
+        /// The link.
+        link: LinkId,
+        /// The PNE.
+        pne: EntityId,
+    },
+    /// A PNE and the PN GW authenticated each other with LocalEUKey; the link is now sealed.
+    PanAuthenticated {
+        /// The PNE.
+        pne: EntityId,
+        /// The PN whose LocalEUKey was used.
+        pn_id: PnId,
+    },
+    /// A PN was established and stored locally (000 §6.6.1.1 step 13).
+    PnEstablished {
+        /// The PN inventory.
+        inventory: PnInventory,
+        /// The initiating PNE, if a PNE initiated it.
+        initiator: Option<EntityId>,
+    },
+    /// A PN establishment ended without a PN.
+    EstablishmentFailed {
+        /// The PN.
+        pn_id: PnId,
+        /// Why.
+        reason: String,
+    },
+    /// A PNE was registered with the server (003 §1.4).
+    PneRegistered {
+        /// The PNE.
+        pne: EntityId,
+        /// Its CPNS ID.
+        cpns_id: CpnsId,
+    },
+    /// A link misbehaved and is being closed.
+    LinkRejected {
+        /// The link.
+        link: LinkId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+#[must_use]
+pub enum GatewayOutput {
+    /// Send a whole frame to the server.
+    TransmitWan {
+        /// The frame, length prefix included.
+        frame: Vec<u8>,
+        /// What it is.
+        trace: TraceRecord,
+    },
+    /// Send a whole frame on a PAN link.
+    TransmitPan {
+        /// The link.
+        link: LinkId,
+        /// The frame, length prefix included.
+        frame: Vec<u8>,
+        /// What it is.
+        trace: TraceRecord,
+    },
+    /// Close a PAN link after sending what was queued for it.
+    CloseLink {
+        /// The link.
+        link: LinkId,
+        /// Why.
+        reason: String,
+    },
+    /// Close the WAN session.
+    CloseWan {
+        /// Why.
+        reason: String,
+    },
+    /// Store (or replace) a PN in the local inventory in one transaction and answer with
+    /// [`Gateway::handle_persisted`].
+    Persist {
+        /// Token to answer with.
+        token: Token,
+        /// The PN.
+        pn: LocalPnState,
+    },
+    /// Something happened.
+    Event(GatewayEvent),
+}
+
+/// One PAN link.
+#[derive(Debug)]
+struct Link {
+    codec: LinkCodec,
+    security: PanSecurity,
+    /// The PNE on the link, once it named itself.
+    peer: Option<EntityId>,
+    /// PN GW authentication in progress on this link (challenge sent).
+    pan_auth: Option<pan::PendingPanAuth>,
+}
+
+/// An established PN, in memory.
+#[derive(Debug)]
+struct LocalPn {
+    state: LocalPnState,
+    /// Unwrapped LocalEUKeys per member.
+    keys: HashMap<EntityId, LocalEuKey>,
+}
+
+/// The PN GW machine.
+#[derive(Debug)]
+pub struct Gateway {
+    cfg: GatewayConfig,
+    wan: wan::Wan,
+    wan_codec: LinkCodec,
+    links: HashMap<LinkId, Link>,
+    /// The routing table: which link reaches which PNE.
+    routes: HashMap<EntityId, LinkId>,
+    pns: HashMap<PnId, LocalPn>,
+    forming: HashMap<PnId, establish::Forming>,
+    relays: relay::Relays,
+    ids: MsgIds,
+    tokens: Tokens,
+    parked: HashMap<Token, Parked>,
+    out: VecDeque<GatewayOutput>,
+}
+
+/// Work parked until the driver reports a local persist.
+#[derive(Debug)]
+enum Parked {
+    Establishment(PnId),
+    MemberAdded(relay::PendingRegistration),
+}
+
+impl Gateway {
+    /// A PN GW with an empty local inventory.
+    pub fn new(cfg: GatewayConfig) -> Self {
+        let wan_codec = LinkCodec::new(cfg.max_frame);
+        Self {
+            cfg,
+            wan: wan::Wan::Down,
+            wan_codec,
+            links: HashMap::new(),
+            routes: HashMap::new(),
+            pns: HashMap::new(),
+            forming: HashMap::new(),
+            relays: relay::Relays::default(),
+            ids: MsgIds::default(),
+            tokens: Tokens::default(),
+            parked: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Reloads the local PN inventory kept in the store (a restart). PNs whose LocalEUKeys do
+    /// not unwrap under this PN GW's EUKey are refused.
+    pub fn restore(&mut self, pns: Vec<LocalPnState>) -> Result<(), ProtoError> {
+        for state in pns {
+            let keys = self.unwrap_keys(&state)?;
+            self.pns
+                .insert(state.inventory.pn_id, LocalPn { state, keys });
+        }
+        Ok(())
+    }
+
+    /// The PN GW's entity id.
+    pub fn id(&self) -> &EntityId {
+        &self.cfg.id
+    }
+
+    /// The local PN inventory.
+    pub fn inventory(&self) -> Vec<&PnInventory> {
+        let mut v: Vec<&PnInventory> = self.pns.values().map(|p| &p.state.inventory).collect();
+        v.sort_by_key(|i| i.pn_id);
+        v
+    }
+
+    /// Whether the WAN session is set up.
+    pub fn wan_ready(&self) -> bool {
+        matches!(self.wan, wan::Wan::Ready)
+    }
+
+    /// A new PAN link with a PNE.
+    pub fn link_opened(&mut self, link: LinkId, security: PanSecurity) {
+        let codec = LinkCodec::new(self.cfg.max_frame);
+        self.links.insert(
+            link,
+            Link {
+                codec,
+                security,
+                peer: None,
+                pan_auth: None,
+            },
+        );
+    }
+
+    /// A PAN link closed; its route is dropped and flows waiting on it stop waiting.
+    pub fn link_closed(&mut self, now: Instant, link: LinkId) {
+        let Some(l) = self.links.remove(&link) else {
+            return;
+        };
+        if let Some(pne) = l.peer {
+            if self.routes.get(&pne) == Some(&link) {
+                self.routes.remove(&pne);
+            }
+            self.pne_gone(now, &pne);
+        }
+        self.relays.forget_link(link);
+    }
+
+    /// Takes one frame (without its length prefix) from a PAN link. An `Err` means the link
+    /// must be closed; the machine has already queued [`GatewayOutput::CloseLink`].
+    pub fn handle_pan_frame(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        frame: &[u8],
+    ) -> Result<(), ProtoError> {
+        let Some(l) = self.links.get_mut(&link) else {
+            return Err(ProtoError::WrongState("unknown link"));
+        };
+        let env = match l.codec.decode(frame) {
+            Ok(env) => env,
+            Err(e) => {
+                self.reject_link(link, &e.to_string());
+                return Err(e);
+            }
+        };
+        self.on_pan(now, link, env);
+        Ok(())
+    }
+
+    /// Takes one frame (without its length prefix) from the server.
+    pub fn handle_wan_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+        let env = self.wan_codec.decode(frame)?;
+        self.on_wan(now, env);
+        Ok(())
+    }
+
+    /// Answers a [`GatewayOutput::Persist`].
+    pub fn handle_persisted(
+        &mut self,
+        now: Instant,
+        token: Token,
+        result: Result<(), String>,
+    ) -> Result<(), ProtoError> {
+        match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
+            Parked::Establishment(pn) => self.establishment_persisted(now, pn, result),
+            Parked::MemberAdded(p) => self.member_add_persisted(now, p, result),
+        }
+        Ok(())
+    }
+
+    /// Ends every wait whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.wan_timeout(now);
+        self.establishment_timeouts(now);
+        self.relay_timeouts(now);
+    }
+
+    /// The earliest deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let forming = self.forming.values().filter_map(|f| f.wait_deadline());
+        let relays = self.relays.deadlines();
+        self.wan
+            .deadline()
+            .into_iter()
+            .chain(forming)
+            .chain(relays)
+            .min()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<GatewayOutput> {
+        self.out.pop_front()
+    }
+
+    // ---- dispatch ----
+
+    fn on_pan(&mut self, now: Instant, link: LinkId, env: Envelope) {
+        if let Body::Unknown(code) = env.body {
+            return self.reject_pan(
+                link,
+                &env,
+                ErrorCode::UnsupportedMessage,
+                &format!("unknown message type {code}"),
+            );
+        }
+        // A PNE speaks only for itself: once it named itself, every message must come from it.
+        let peer = self.links.get(&link).and_then(|l| l.peer.clone());
+        if let (Some(peer), Address::Entity(from)) = (&peer, &env.from)
+            && peer != from
+        {
+            return self.reject_pan(
+                link,
+                &env,
+                ErrorCode::Forbidden,
+                "a PNE speaks only for itself",
+            );
+        }
+        if env.to != Address::Entity(self.cfg.id.clone()) && env.to != Address::Server {
+            return self.reject_pan(link, &env, ErrorCode::NotFound, "no route to the addressee");
+        }
+        match env.body.clone() {
+            Body::EntityDiscoveryRequest(m) => self.on_discovery_request(link, &env, m),
+            Body::EntityDiscoveryResponse(m) => self.on_discovery_response(link, m),
+            Body::PanAuthInit(m) => self.on_pan_auth_init(link, &env, m),
+            Body::PanAuthConfirm(m) => self.on_pan_auth_confirm(link, &env, m),
+            Body::PnSetupRequest(m) => self.on_pne_setup_request(now, link, &env, m),
+            Body::PnSetupResponse(m) => self.on_invitation_answer(now, link, &env, m),
+            Body::AuthenticationResponse(m) => self.on_pne_auth_response(now, link, &env, m),
+            Body::PneRegistrationRequest(m) => self.on_pne_registration(now, link, &env, m),
+            Body::ErrorBody(e) => self.on_pan_error(now, link, &env, e),
+            _ => self.reject_pan(
+                link,
+                &env,
+                ErrorCode::WrongState,
+                &format!("{} is not expected here", env.body.name()),
+            ),
+        }
+    }
+
+    fn on_wan(&mut self, now: Instant, env: Envelope) {
+        if let Body::Unknown(code) = env.body {
+            if env.kind == MsgKind::Request {
+                let e = ErrorBody::new(
+                    ErrorCode::UnsupportedMessage,
+                    format!("unknown message type {code}"),
+                );
+                self.send_wan_response(env.msg_id, e);
+            }
+            return;
+        }
+        if !self.wan_ready() {
+            return self.on_wan_setup(now, env);
+        }
+        // Traffic for a PNE is relayed by the routing table.
+        if let Address::Entity(to) = &env.to
+            && to != &self.cfg.id
+        {
+            return self.relay_down(now, env);
+        }
+        match env.body.clone() {
+            Body::StatusUpdateRequest(_) => self.on_status_request(&env),
+            Body::AuthenticationRequest(m) => self.on_server_auth_request(now, &env, m),
+            Body::PnRegistrationResponse(m) => self.on_registration_response(now, &env, m),
+            Body::PnUpdateResponse(m) => self.on_update_response(now, &env, m),
+            Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
+            Body::DeviceCapabilitiesConfirm(_) | Body::ConnectionSetupConfirm(_) => {}
+            _ if env.kind == MsgKind::Request => {
+                let e = ErrorBody::new(
+                    ErrorCode::WrongState,
+                    format!("{} is not expected here", env.body.name()),
+                );
+                self.send_wan_response(env.msg_id, e);
+            }
+            _ => {}
+        }
+    }
+
+    // ---- helpers ----
+
+    fn unwrap_keys(
+        &self,
+        state: &LocalPnState,
+    ) -> Result<HashMap<EntityId, LocalEuKey>, ProtoError> {
+        let mut keys = HashMap::new();
+        for (pne, wrapped) in &state.wrapped_keys {
+            let binding = cpns_crypto::KeyBinding {
+                pn_id: state.inventory.pn_id.as_bytes(),
+                pne_id: pne.as_str(),
+                gw_id: self.cfg.id.as_str(),
+            };
+            let key = cpns_crypto::unwrap_local_eukey(
+                &self.cfg.eukey,
+                cpns_crypto::Recipient::Gateway,
+                &binding,
+                wrapped,
+            )?;
+            keys.insert(pne.clone(), key);
+        }
+        Ok(keys)
+    }
+
+    fn event(&mut self, e: GatewayEvent) {
+        self.out.push_back(GatewayOutput::Event(e));
+    }
+
+    fn persist(&mut self, parked: Parked, pn: LocalPnState) {
+        let token = self.tokens.next();
+        self.parked.insert(token, parked);
+        self.out.push_back(GatewayOutput::Persist { token, pn });
+    }
+
+    fn trace(env: &Envelope, sealed: bool) -> TraceRecord {
+        TraceRecord {
+            from: env.from.to_string(),
+            to: env.to.to_string(),
+            message: env.body.name(),
+            sealed,
+        }
+    }
+
+    fn transmit_wan(&mut self, env: &Envelope) {
+        match self.wan_codec.encode(env) {
+            Ok(frame) => self.out.push_back(GatewayOutput::TransmitWan {
+                frame,
+                trace: Self::trace(env, false),
+            }),
+            Err(e) => self.out.push_back(GatewayOutput::CloseWan {
+                reason: format!("encode: {e}"),
+            }),
+        }
+    }
+
+    fn transmit_pan(&mut self, link: LinkId, env: &Envelope) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let sealed = l.codec.tx_sealed();
+        match l.codec.encode(env) {
+            Ok(frame) => self.out.push_back(GatewayOutput::TransmitPan {
+                link,
+                frame,
+                trace: Self::trace(env, sealed),
+            }),
+            Err(e) => self.out.push_back(GatewayOutput::CloseLink {
+                link,
+                reason: format!("encode: {e}"),
+            }),
+        }
+    }
+
+    fn me(&self) -> Address {
+        Address::Entity(self.cfg.id.clone())
+    }
+
+    fn send_wan_request(&mut self, body: impl Into<Body>) -> u64 {
+        let env = Envelope::request(self.ids.next(), self.me(), Address::Server, body);
+        self.transmit_wan(&env);
+        env.msg_id
+    }
+
+    fn send_wan_response(&mut self, in_reply_to: u64, body: impl Into<Body>) {
+        let env = Envelope::response(
+            self.ids.next(),
+            in_reply_to,
+            self.me(),
+            Address::Server,
+            body,
+        );
+        self.transmit_wan(&env);
+    }
+
+    fn pan_to(&self, link: LinkId) -> Address {
+        self.links
+            .get(&link)
+            .and_then(|l| l.peer.clone())
+            .map_or(Address::Server, Address::Entity)
+    }
+
+    fn send_pan_request(&mut self, link: LinkId, body: impl Into<Body>) -> u64 {
+        let env = Envelope::request(self.ids.next(), self.me(), self.pan_to(link), body);
+        self.transmit_pan(link, &env);
+        env.msg_id
+    }
+
+    fn send_pan_response(&mut self, link: LinkId, in_reply_to: u64, body: impl Into<Body>) {
+        let env = Envelope::response(
+            self.ids.next(),
+            in_reply_to,
+            self.me(),
+            self.pan_to(link),
+            body,
+        );
+        self.transmit_pan(link, &env);
+    }
+
+    fn send_pan_notify(&mut self, link: LinkId, body: impl Into<Body>) {
+        let env = Envelope::notify(self.ids.next(), self.me(), self.pan_to(link), body);
+        self.transmit_pan(link, &env);
+    }
+
+    /// Answers a bad PAN request with an error; other bad messages are dropped.
+    fn reject_pan(&mut self, link: LinkId, env: &Envelope, code: ErrorCode, reason: &str) {
+        if env.kind == MsgKind::Request {
+            self.send_pan_response(link, env.msg_id, ErrorBody::new(code, reason));
+        }
+    }
+
+    /// Closes a link that broke the protocol.
+    fn reject_link(&mut self, link: LinkId, reason: &str) {
+        self.event(GatewayEvent::LinkRejected {
+            link,
+            reason: reason.into(),
+        });
+        self.out.push_back(GatewayOutput::CloseLink {
+            link,
+            reason: reason.into(),
+        });
+    }
+
+    /// Names the PNE on a link and routes to it (000 §6.6.1.1 step 4: routing table).
+    fn identify(&mut self, link: LinkId, pne: &EntityId) -> bool {
+        let Some(l) = self.links.get_mut(&link) else {
+            return false;
+        };
+        match &l.peer {
+            Some(p) if p != pne => false,
+            Some(_) => true,
+            None => {
+                l.peer = Some(pne.clone());
+                self.routes.insert(pne.clone(), link);
+                self.event(GatewayEvent::PneDiscovered {
+                    link,
+                    pne: pne.clone(),
+                });
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The PN GW's side of a PAN link: CPNS entity discovery (000 §6.4) and PN GW authentication
+//! with LocalEUKey on an insecure PAN (000 §6.6.1.1 steps 6-7, "PN GW Authentication"), after
+//! which every frame of the link is sealed (DESIGN §4).
+
+use cpns_crypto::{AuthHash, FrameOpener, PanAuthInput, PanKeys, Rand};
+use cpns_wire::{
+    EntityDiscoveryRequest, EntityDiscoveryResponse, Envelope, ErrorCode, Mode, PanAuthChallenge,
+    PanAuthConfirm, PanAuthInit, PnId,
+};
+
+use super::{Gateway, GatewayEvent, LinkId};
+use crate::PanSecurity;
+use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
+
+/// PN GW authentication waiting for the PNE's confirmation.
+pub(super) struct PendingPanAuth {
+    pn_id: PnId,
+    expected_proof: AuthHash,
+    opener: FrameOpener,
+}
+
+impl core::fmt::Debug for PendingPanAuth {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PendingPanAuth")
+            .field("pn_id", &self.pn_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// 000 §6.4 step 1, sent by the PN GW: asks the device on `link` who it is.
+    pub fn discover(&mut self, link: LinkId) {
+        let req = EntityDiscoveryRequest {
+            entity_id: self.cfg.id.clone(),
+            mode: Mode::Gateway,
+        };
+        self.send_pan_request(link, req);
+    }
+
+    /// 000 §6.4 step 2: answer with the mode, the entity id, zone support and the PNs served.
+    pub(super) fn on_discovery_request(
+        &mut self,
+        link: LinkId,
+        env: &Envelope,
+        m: EntityDiscoveryRequest,
+    ) {
+        if m.mode == Mode::Pne && !self.identify(link, &m.entity_id) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "the link already belongs to another PNE",
+            );
+        }
+        let mut pns: Vec<PnId> = self.pns.keys().copied().collect();
+        pns.sort();
+        let resp = EntityDiscoveryResponse {
+            mode: Mode::Gateway,
+            entity_id: self.cfg.id.clone(),
+            zone_support: self.cfg.zone_support,
+            pns,
+        };
+        self.send_pan_response(link, env.msg_id, resp);
+    }
+
+    pub(super) fn on_discovery_response(&mut self, link: LinkId, m: EntityDiscoveryResponse) {
+        if m.mode == Mode::Pne {
+            self.identify(link, &m.entity_id);
+        }
+    }
+
+    /// PN GW authentication, PN GW side: prove knowledge of the LocalEUKey of (PN, PNE) and
+    /// start sealing what the PN GW sends.
+    pub(super) fn on_pan_auth_init(&mut self, link: LinkId, env: &Envelope, m: PanAuthInit) {
+        let insecure = self
+            .links
+            .get(&link)
+            .is_some_and(|l| l.security == PanSecurity::Cpns && !l.codec.tx_sealed());
+        if !insecure {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "the link needs no PN GW authentication",
+            );
+        }
+        if !self.identify(link, &m.pne_id) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "the link already belongs to another PNE",
+            );
+        }
+        let local = self
+            .pns
+            .get(&m.pn_id)
+            .and_then(|pn| pn.keys.get(&m.pne_id))
+            .or_else(|| {
+                self.forming
+                    .get(&m.pn_id)
+                    .and_then(|f| f.local_key(&m.pne_id))
+            });
+        let Some(local) = local else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Unauthenticated,
+                "no LocalEUKey for this PNE in this PN",
+            );
+        };
+        let rand_gw = match Rand::generate() {
+            Ok(r) => r,
+            Err(e) => return self.reject_pan(link, env, ErrorCode::Internal, &format!("rng: {e}")),
+        };
+        let keys = PanKeys::derive(
+            local,
+            &PanAuthInput {
+                pn_id: m.pn_id.as_bytes(),
+                pne_id: m.pne_id.as_str(),
+                gw_id: self.cfg.id.as_str(),
+                rand_pne: &rand_of(&m.rand_pne),
+                rand_gw: &rand_gw,
+            },
+        );
+        let proof = keys.gw_proof();
+        let expected_proof = keys.pne_proof();
+        let (sealer, opener) = keys.into_gw_side();
+        self.send_pan_response(
+            link,
+            env.msg_id,
+            PanAuthChallenge {
+                rand_gw: rand_wire(&rand_gw),
+                proof: hash_wire(&proof),
+            },
+        );
+        if let Some(l) = self.links.get_mut(&link) {
+            l.codec.seal_tx(sealer);
+            l.pan_auth = Some(PendingPanAuth {
+                pn_id: m.pn_id,
+                expected_proof,
+                opener,
+            });
+        }
+    }
+
+    /// The PNE's proof: on success every frame it sends from now on must be sealed.
+    pub(super) fn on_pan_auth_confirm(&mut self, link: LinkId, env: &Envelope, m: PanAuthConfirm) {
+        let pending = self.links.get_mut(&link).and_then(|l| l.pan_auth.take());
+        let Some(pending) = pending else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "no PN GW authentication in progress",
+            );
+        };
+        if !pending.expected_proof.ct_eq(&hash_of(&m.proof)) {
+            return self.reject_link(
+                link,
+                "PN GW authentication failed: the PNE's proof did not verify",
+            );
+        }
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        l.codec.seal_rx(pending.opener);
+        if let Some(pne) = l.peer.clone() {
+            self.event(GatewayEvent::PanAuthenticated {
+                pne,
+                pn_id: pending.pn_id,
+            });
+        }
+    }
+
+    /// Whether messages of `link` are protected enough to carry an Authentication Response for
+    /// a PNE holding a LocalEUKey.
+    pub(super) fn link_secure(&self, link: LinkId) -> bool {
+        self.links
+            .get(&link)
+            .is_some_and(|l| l.security == PanSecurity::Trusted || l.codec.rx_sealed())
+    }
+}

@@ -1,0 +1,363 @@
+//! PNE registration through the PN GW (003 §1.4.1, §1.4.2) and the relay of PNE<->server
+//! traffic by the routing table.
+//!
+//! A member PNE's PNE Registration Request is forwarded as is (§1.4.1 step 3). A PNE that is not
+//! a member is first added to the PN with a PN Update Request, the local inventory is updated,
+//! and then its request is forwarded on its behalf (§1.4.2 steps 4-5). Requests and responses
+//! crossing the PN GW keep their meaning but get the message ids of the session they travel
+//! on; the relay maps them back. Sealed payloads (the registration grant) pass through unread.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cpns_wire::{
+    Address, Body, EntityId, Envelope, ErrorBody, ErrorCode, MsgKind, NewMember, PnId,
+    PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest, RequestId,
+};
+
+use super::{Gateway, GatewayEvent, LinkId, Parked};
+
+/// A PNE request forwarded to the server, awaiting the server's answer.
+#[derive(Debug)]
+struct Up {
+    link: LinkId,
+    pan_msg: u64,
+    deadline: Instant,
+}
+
+/// A non-member's registration waiting for its PN update (003 §1.4.2 step 4).
+#[derive(Debug)]
+pub(crate) struct PendingRegistration {
+    link: LinkId,
+    pan_msg: u64,
+    req: PneRegistrationRequest,
+    pn_id: PnId,
+    deadline: Instant,
+}
+
+/// Correlation of relayed messages.
+#[derive(Debug, Default)]
+pub(super) struct Relays {
+    /// WAN msg id of a forwarded PNE request → where its answer goes.
+    up: HashMap<u64, Up>,
+    /// (link, PAN msg id) of a forwarded server request → the server's msg id.
+    down: HashMap<(LinkId, u64), u64>,
+    /// WAN msg id of a PN Update Request → the registration waiting for it.
+    updates: HashMap<u64, PendingRegistration>,
+}
+
+impl Relays {
+    pub(super) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.up
+            .values()
+            .map(|u| u.deadline)
+            .chain(self.updates.values().map(|p| p.deadline))
+    }
+
+    pub(super) fn forget_link(&mut self, link: LinkId) {
+        self.up.retain(|_, u| u.link != link);
+        self.down.retain(|(l, _), _| *l != link);
+        self.updates.retain(|_, p| p.link != link);
+    }
+}
+
+impl Gateway {
+    /// 003 §1.4.1 steps 1-3 / §1.4.2 steps 2-4: a PNE asks to be registered.
+    pub(super) fn on_pne_registration(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: PneRegistrationRequest,
+    ) {
+        if !self.identify(link, &m.pne_id) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "a PNE registers only itself",
+            );
+        }
+        if !self.wan_ready() {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Busy,
+                "the PN GW has no connection to the CPNS Server",
+            );
+        }
+        // Step 2: is the PNE a member of an established PN?
+        let member_of = m.pn_id.filter(|pn| {
+            self.pns.get(pn).is_some_and(|p| {
+                p.state
+                    .inventory
+                    .members
+                    .iter()
+                    .any(|x| x.pne_id == m.pne_id)
+            })
+        });
+        if let Some(pn_id) = member_of {
+            // §1.4.1 step 3: forward to the server.
+            let req = PneRegistrationRequest {
+                pn_id: Some(pn_id),
+                ..m
+            };
+            return self.forward_up(now, link, env.msg_id, &req.pne_id.clone(), req);
+        }
+        // §1.4.2 step 4: add it to the PN first.
+        let pn_id = match m.pn_id.filter(|pn| self.pns.contains_key(pn)) {
+            Some(pn) => pn,
+            None => match self.pns.keys().min() {
+                Some(pn) => *pn,
+                None => {
+                    return self.reject_pan(
+                        link,
+                        env,
+                        ErrorCode::NotFound,
+                        "the PN GW serves no PN yet; establish one first",
+                    );
+                }
+            },
+        };
+        let update = PnUpdateRequest {
+            request_id: RequestId(self.ids.next()),
+            pn_id,
+            add: vec![NewMember {
+                pne_id: m.pne_id.clone(),
+                capabilities: m.capabilities.clone(),
+            }],
+            remove: Vec::new(),
+        };
+        let msg = self.send_wan_request(update);
+        let deadline = now + self.cfg.timeouts.flow;
+        let pending = PendingRegistration {
+            link,
+            pan_msg: env.msg_id,
+            req: m,
+            pn_id,
+            deadline,
+        };
+        self.relays.updates.insert(msg, pending);
+    }
+
+    /// §1.4.2 step 4 (answer) → 5: update the local inventory, durably, before going on.
+    pub(super) fn on_update_response(
+        &mut self,
+        _now: Instant,
+        env: &Envelope,
+        m: PnUpdateResponse,
+    ) {
+        let Some(p) = env.in_reply_to.and_then(|r| self.relays.updates.remove(&r)) else {
+            return;
+        };
+        let Some(pn) = self.pns.get_mut(&p.pn_id) else {
+            return;
+        };
+        pn.state.inventory = m.inventory;
+        let state = pn.state.clone();
+        self.persist(Parked::MemberAdded(p), state);
+    }
+
+    /// §1.4.2 step 5: the local inventory is updated; register the PNE on its behalf.
+    pub(super) fn member_add_persisted(
+        &mut self,
+        now: Instant,
+        p: PendingRegistration,
+        result: Result<(), String>,
+    ) {
+        if let Err(e) = result {
+            let err = ErrorBody::new(
+                ErrorCode::Internal,
+                format!("the local PN inventory could not be stored: {e}"),
+            );
+            return self.send_pan_response(p.link, p.pan_msg, err);
+        }
+        let req = PneRegistrationRequest {
+            pn_id: Some(p.pn_id),
+            ..p.req
+        };
+        let pne = req.pne_id.clone();
+        self.forward_up(now, p.link, p.pan_msg, &pne, req);
+    }
+
+    fn forward_up(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        pan_msg: u64,
+        pne: &EntityId,
+        body: impl Into<Body>,
+    ) {
+        let env = Envelope::request(
+            self.ids.next(),
+            Address::Entity(pne.clone()),
+            Address::Server,
+            body,
+        );
+        self.transmit_wan(&env);
+        let deadline = now + self.cfg.timeouts.flow;
+        self.relays.up.insert(
+            env.msg_id,
+            Up {
+                link,
+                pan_msg,
+                deadline,
+            },
+        );
+    }
+
+    /// Server traffic addressed to a PNE: relay it on the PNE's link (003 §1.4.1 step 4).
+    pub(super) fn relay_down(&mut self, _now: Instant, env: Envelope) {
+        let Address::Entity(pne) = env.to.clone() else {
+            return;
+        };
+        let Some(&link) = self.routes.get(&pne) else {
+            if env.kind == MsgKind::Request {
+                let e = ErrorBody::new(ErrorCode::NotFound, format!("no route to {pne}"));
+                self.send_wan_response(env.msg_id, e);
+            }
+            return;
+        };
+        let msg_id = self.ids.next();
+        let relayed = match env.kind {
+            MsgKind::Response => {
+                let Some(up) = env.in_reply_to.and_then(|r| self.relays.up.remove(&r)) else {
+                    return;
+                };
+                if up.link != link {
+                    return;
+                }
+                if let Body::PneRegistrationResponse(r) = &env.body {
+                    self.event(GatewayEvent::PneRegistered {
+                        pne: pne.clone(),
+                        cpns_id: r.cpns_id.clone(),
+                    });
+                }
+                Envelope {
+                    msg_id,
+                    in_reply_to: Some(up.pan_msg),
+                    ..env
+                }
+            }
+            MsgKind::Request => {
+                self.relays.down.insert((link, msg_id), env.msg_id);
+                Envelope {
+                    msg_id,
+                    in_reply_to: None,
+                    ..env
+                }
+            }
+            _ => Envelope {
+                msg_id,
+                in_reply_to: None,
+                ..env
+            },
+        };
+        self.transmit_pan(link, &relayed);
+    }
+
+    /// A PNE's answer to a relayed server request: relay it to the server.
+    pub(super) fn relay_up_response(&mut self, _now: Instant, link: LinkId, env: &Envelope) {
+        let Some(server_msg) = env
+            .in_reply_to
+            .and_then(|r| self.relays.down.remove(&(link, r)))
+        else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "not an answer to a relayed request",
+            );
+        };
+        let relayed = Envelope {
+            msg_id: self.ids.next(),
+            in_reply_to: Some(server_msg),
+            ..env.clone()
+        };
+        self.transmit_wan(&relayed);
+    }
+
+    /// An error from a PNE: it answers an invitation, an authentication or a relayed request.
+    pub(super) fn on_pan_error(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        _e: ErrorBody,
+    ) {
+        let Some(reply_to) = env.in_reply_to else {
+            return;
+        };
+        if self.relays.down.contains_key(&(link, reply_to)) {
+            return self.relay_up_response(now, link, env);
+        }
+        // A PNE that answers its invitation or authentication with an error is left out.
+        if let Some(pne) = self.links.get(&link).and_then(|l| l.peer.clone()) {
+            self.pne_gone(now, &pne);
+        }
+    }
+
+    /// The server refused a relayed request or a PN update: tell the PNE.
+    pub(super) fn relay_wan_error(&mut self, _now: Instant, reply_to: u64, e: ErrorBody) {
+        if let Some(up) = self.relays.up.remove(&reply_to) {
+            self.send_pan_response(up.link, up.pan_msg, e);
+        } else if let Some(p) = self.relays.updates.remove(&reply_to) {
+            let err = ErrorBody::new(
+                e.code,
+                format!(
+                    "the CPNS Server refused to add the PNE to the PN: {}",
+                    e.reason
+                ),
+            );
+            self.send_pan_response(p.link, p.pan_msg, err);
+        }
+    }
+
+    pub(super) fn relays_wan_lost(&mut self, _now: Instant) {
+        let up: Vec<Up> = self.relays.up.drain().map(|(_, u)| u).collect();
+        let updates: Vec<PendingRegistration> =
+            self.relays.updates.drain().map(|(_, p)| p).collect();
+        self.relays.down.clear();
+        let lost = || {
+            ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW lost its connection to the CPNS Server",
+            )
+        };
+        for u in up {
+            self.send_pan_response(u.link, u.pan_msg, lost());
+        }
+        for p in updates {
+            self.send_pan_response(p.link, p.pan_msg, lost());
+        }
+    }
+
+    pub(super) fn relay_timeouts(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .relays
+            .up
+            .iter()
+            .filter(|(_, u)| u.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let late_updates: Vec<u64> = self
+            .relays
+            .updates
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let timeout =
+            || ErrorBody::new(ErrorCode::Timeout, "the CPNS Server did not answer in time");
+        for k in late {
+            if let Some(u) = self.relays.up.remove(&k) {
+                self.send_pan_response(u.link, u.pan_msg, timeout());
+            }
+        }
+        for k in late_updates {
+            if let Some(p) = self.relays.updates.remove(&k) {
+                self.send_pan_response(p.link, p.pan_msg, timeout());
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The PN GW's connection set-up towards the CPNS Server (002 §B.1.1.2 steps 8-17): request the
+//! connection, answer the server's challenge with the EUKey bound to the TLS session, report
+//! device capabilities, then answer the status query.
+
+use std::time::Instant;
+
+use cpns_crypto::{Rand, gw_auth_response};
+use cpns_wire::{
+    Body, ConnectionSetupRequest, DeviceCapabilitiesUpdate, Envelope, ErrorBody, MsgKind, Status,
+    StatusUpdateResponse,
+};
+
+use super::{Gateway, GatewayEvent, GatewayOutput};
+use crate::ProtoError;
+use crate::util::{hash_wire, rand_of, rand_wire};
+
+/// Where the WAN session stands.
+#[derive(Debug)]
+pub(super) enum Wan {
+    /// No session.
+    Down,
+    /// Step 8 sent; waiting for the challenge (step 9).
+    AwaitChallenge {
+        rand_gw: Rand,
+        setup_msg: u64,
+        exporter: [u8; 32],
+        deadline: Instant,
+    },
+    /// Step 10 sent; waiting for the confirmation (step 11).
+    AwaitConfirm { setup_msg: u64, deadline: Instant },
+    /// Step 12 sent; waiting for the confirmation (13) and the status query (14).
+    Reporting { deadline: Instant },
+    /// Step 16 sent: set up.
+    Ready,
+}
+
+impl Wan {
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        match self {
+            Wan::AwaitChallenge { deadline, .. }
+            | Wan::AwaitConfirm { deadline, .. }
+            | Wan::Reporting { deadline } => Some(*deadline),
+            Wan::Down | Wan::Ready => None,
+        }
+    }
+}
+
+impl Gateway {
+    /// The TLS session to the server is up; `tls_exporter` is its RFC 5705 exporter value with
+    /// label [`cpns_crypto::TLS_EXPORTER_LABEL`]. Step 8: Connection Setup Request.
+    pub fn wan_connected(
+        &mut self,
+        now: Instant,
+        tls_exporter: [u8; 32],
+    ) -> Result<(), ProtoError> {
+        let rand_gw = Rand::generate()?;
+        self.wan_codec = crate::LinkCodec::new(self.cfg.max_frame);
+        let req = ConnectionSetupRequest {
+            gw_id: self.cfg.id.clone(),
+            rand_gw: rand_wire(&rand_gw),
+            software: concat!("cpns/", env!("CARGO_PKG_VERSION")).into(),
+        };
+        let setup_msg = self.send_wan_request(req);
+        let deadline = now + self.cfg.timeouts.flow;
+        self.wan = Wan::AwaitChallenge {
+            rand_gw,
+            setup_msg,
+            exporter: tls_exporter,
+            deadline,
+        };
+        Ok(())
+    }
+
+    /// The WAN session ended; flows waiting on the server fail.
+    pub fn wan_closed(&mut self, now: Instant) {
+        self.wan = Wan::Down;
+        self.fail_all_forming(now, "the connection to the CPNS Server closed");
+        self.relays_wan_lost(now);
+    }
+
+    pub(super) fn on_wan_setup(&mut self, _now: Instant, env: Envelope) {
+        let state = std::mem::replace(&mut self.wan, Wan::Down);
+        match (state, env.body.clone()) {
+            // Step 9 → 10: prove the EUKey, bound to this TLS session.
+            (
+                Wan::AwaitChallenge {
+                    rand_gw,
+                    setup_msg,
+                    exporter,
+                    deadline,
+                },
+                Body::AuthChallenge(c),
+            ) if env.kind == MsgKind::Request => {
+                let hash = gw_auth_response(
+                    &self.cfg.eukey,
+                    self.cfg.id.as_str(),
+                    &rand_gw,
+                    &rand_of(&c.rand_server),
+                    &exporter,
+                );
+                self.send_wan_response(
+                    env.msg_id,
+                    cpns_wire::AuthResponse {
+                        hash: hash_wire(&hash),
+                    },
+                );
+                self.wan = Wan::AwaitConfirm {
+                    setup_msg,
+                    deadline,
+                };
+            }
+            // Step 11 → 12: report device capabilities.
+            (
+                Wan::AwaitConfirm {
+                    setup_msg,
+                    deadline,
+                },
+                Body::ConnectionSetupConfirm(_),
+            ) if env.in_reply_to == Some(setup_msg) => {
+                let caps = DeviceCapabilitiesUpdate {
+                    capabilities: self.cfg.capabilities.clone(),
+                };
+                self.send_wan_request(caps);
+                self.wan = Wan::Reporting { deadline };
+            }
+            (state @ Wan::Reporting { .. }, Body::DeviceCapabilitiesConfirm(_)) => self.wan = state,
+            // Steps 14-16: the status lookup, answered with the PN GW's status and PNs.
+            (Wan::Reporting { .. }, Body::StatusUpdateRequest(_))
+                if env.kind == MsgKind::Request =>
+            {
+                self.wan = Wan::Ready;
+                self.on_status_request(&env);
+                self.event(GatewayEvent::WanReady);
+            }
+            (_, Body::ErrorBody(e)) => {
+                self.wan_failed(format!("the server refused the connection: {e}"))
+            }
+            (_, body) => self.wan_failed(format!(
+                "unexpected {} during connection set-up",
+                body.name()
+            )),
+        }
+    }
+
+    /// Step 15-16: the PN GW's status and the PNs it serves.
+    pub(super) fn on_status_request(&mut self, env: &Envelope) {
+        let mut pns: Vec<_> = self.pns.keys().copied().collect();
+        pns.sort();
+        self.send_wan_response(
+            env.msg_id,
+            StatusUpdateResponse {
+                status: Status::Online,
+                pns,
+            },
+        );
+    }
+
+    fn wan_failed(&mut self, reason: String) {
+        self.wan = Wan::Down;
+        self.event(GatewayEvent::WanFailed(reason.clone()));
+        self.out.push_back(GatewayOutput::CloseWan { reason });
+    }
+
+    pub(super) fn wan_timeout(&mut self, now: Instant) {
+        if self.wan.deadline().is_some_and(|d| d <= now) {
+            self.wan_failed("connection set-up with the server timed out".into());
+        }
+    }
+
+    /// An error from the server answering one of our requests.
+    pub(super) fn on_wan_error(&mut self, now: Instant, env: &Envelope, e: ErrorBody) {
+        let Some(reply_to) = env.in_reply_to else {
+            return;
+        };
+        if self.fail_forming_by_msg(now, reply_to, &e) {
+            return;
+        }
+        self.relay_wan_error(now, reply_to, e);
+    }
+}

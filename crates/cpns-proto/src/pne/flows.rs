@@ -1,0 +1,538 @@
+//! The PNE's flows: PN establishment as initiator (000 §6.6.1.1 steps 1, 6-8, 14) or invitee
+//! (steps 2-3, 7, 9, 15; §6.6.1.2 steps 3-4, 7-10, 15-16) and PNE registration (003 §1.4.1).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use cpns_crypto::{
+    AuthHash, AuthPurpose, E2eDirection, LocalEuKey, PneAuthInput, PneAuthKeys, Rand, open_e2e,
+};
+use cpns_wire::{
+    AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, Envelope, ErrorBody, ErrorCode,
+    HashBytes, JoinInfo, PnEstablishmentNotify, PnId, PnInventory, PnSetupRequest, PnSetupResponse,
+    PneHash, PneRegistrationRequest, PneRegistrationResponse, RegistrationGrant, RequestId,
+    SetupType,
+};
+
+use super::{MemberOf, PneEvent, PneSession};
+use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
+use crate::{LocalPnState, ProtoError};
+
+/// The PNE's own PN Setup Request, waiting for its PN (step 1).
+#[derive(Debug)]
+struct OwnSetup {
+    msg: u64,
+    request_id: RequestId,
+    rand_pne: Rand,
+    deadline: Instant,
+}
+
+/// A PN this PNE is joining: waiting for authentication and then for the server's hash.
+#[derive(Debug)]
+struct Joining {
+    rand_pne: Rand,
+    initiator: bool,
+    /// SK_PNE and hash_PNE, once the Authentication Request came.
+    auth: Option<(PneAuthKeys, AuthHash)>,
+    wrapped: Option<Vec<u8>>,
+    deadline: Instant,
+}
+
+/// A PNE registration in progress.
+#[derive(Debug)]
+struct Registering {
+    msg: u64,
+    rand_pne: Rand,
+    auth: Option<(PnId, PneAuthKeys, AuthHash)>,
+    deadline: Instant,
+}
+
+/// Flows in progress.
+#[derive(Debug, Default)]
+pub(super) struct Flows {
+    setup: Option<OwnSetup>,
+    joining: HashMap<PnId, Joining>,
+    registration: Option<Registering>,
+}
+
+impl Flows {
+    pub(super) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        let s = self.setup.as_ref().map(|s| s.deadline);
+        let r = self.registration.as_ref().map(|r| r.deadline);
+        s.into_iter()
+            .chain(r)
+            .chain(self.joining.values().map(|j| j.deadline))
+    }
+}
+
+impl PneSession {
+    fn join_info(&self, rand_pne: &Rand) -> JoinInfo {
+        JoinInfo {
+            pne_id: self.cfg.id.clone(),
+            capabilities: self.cfg.capabilities.clone(),
+            contents: self.cfg.contents.clone(),
+            rand_pne: rand_wire(rand_pne),
+            local_key: self.cfg.wants_local_key(),
+        }
+    }
+
+    fn establishment_wait(&self) -> std::time::Duration {
+        self.cfg.timeouts.invite * 2 + self.cfg.timeouts.flow * 2
+    }
+
+    /// 000 §6.6.1.1 step 1: ask the PN GW for a PN of the given type.
+    pub fn start_setup(&mut self, now: Instant, setup: SetupType) -> Result<RequestId, ProtoError> {
+        if self.flows.setup.is_some() {
+            return Err(ProtoError::WrongState(
+                "a PN set-up of this PNE is in progress",
+            ));
+        }
+        let rand_pne = Rand::generate()?;
+        let request_id = RequestId(self.ids.next());
+        let req = PnSetupRequest {
+            request_id,
+            setup: Some(setup),
+            join: Some(self.join_info(&rand_pne)),
+            pn_id: None,
+            initiator: None,
+        };
+        let msg = self.send_request(req);
+        let deadline = now + self.establishment_wait();
+        self.flows.setup = Some(OwnSetup {
+            msg,
+            request_id,
+            rand_pne,
+            deadline,
+        });
+        Ok(request_id)
+    }
+
+    /// 000 §6.6.1.1 step 3 / §6.6.1.2 steps 3-4: accept or decline an invitation.
+    pub(super) fn on_invitation(&mut self, now: Instant, env: &Envelope, m: PnSetupRequest) {
+        let Some(pn_id) = m.pn_id else {
+            return self.reject(env, ErrorCode::BadRequest, "an invitation names its PN");
+        };
+        if !self.cfg.accept_invitations {
+            let resp = PnSetupResponse {
+                pn_id,
+                accept: false,
+                join: None,
+                inventory: None,
+                hash_server: None,
+            };
+            self.send_response(env.msg_id, resp);
+            return self.event(PneEvent::InvitationDeclined(pn_id));
+        }
+        let rand_pne = match Rand::generate() {
+            Ok(r) => r,
+            Err(e) => return self.reject(env, ErrorCode::Internal, &format!("rng: {e}")),
+        };
+        let join = self.join_info(&rand_pne);
+        let resp = PnSetupResponse {
+            pn_id,
+            accept: true,
+            join: Some(join),
+            inventory: None,
+            hash_server: None,
+        };
+        self.send_response(env.msg_id, resp);
+        let deadline = now + self.establishment_wait();
+        self.flows.joining.insert(
+            pn_id,
+            Joining {
+                rand_pne,
+                initiator: false,
+                auth: None,
+                wrapped: None,
+                deadline,
+            },
+        );
+    }
+
+    /// 000 §6.6.1.1 steps 6-9: take rand_server and the LocalEUKey, authenticate the PN GW on
+    /// an insecure PAN, answer with hash_PNE.
+    pub(super) fn on_auth_request(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        m: AuthenticationRequest,
+    ) {
+        if m.purpose == AuthPurposeCode::Registration {
+            return self.on_registration_auth(env, m);
+        }
+        let own = self
+            .flows
+            .setup
+            .as_ref()
+            .filter(|s| m.request_id == Some(s.request_id));
+        if let Some(s) = own {
+            let joining = Joining {
+                rand_pne: s.rand_pne,
+                initiator: true,
+                auth: None,
+                wrapped: None,
+                deadline: s.deadline,
+            };
+            self.flows.joining.insert(m.pn_id, joining);
+        }
+        let Some(j) = self
+            .flows
+            .joining
+            .get(&m.pn_id)
+            .filter(|j| j.auth.is_none())
+        else {
+            return self.reject(
+                env,
+                ErrorCode::WrongState,
+                "this PNE is not joining this PN",
+            );
+        };
+        let rand_pne = j.rand_pne;
+        let gw = self.gateway_for(env);
+        let wrapped = m
+            .local_keys
+            .iter()
+            .find(|w| w.pne_id == self.cfg.id)
+            .map(|w| w.for_pne.clone());
+        let local: Option<LocalEuKey> = match (&wrapped, self.cfg.wants_local_key()) {
+            (Some(w), _) => match self.unwrap_key(&m.pn_id, &gw, w) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    return self.abandon(
+                        env,
+                        m.pn_id,
+                        &format!("the LocalEUKey did not unwrap: {e}"),
+                    );
+                }
+            },
+            (None, true) => {
+                return self.abandon(env, m.pn_id, "the LocalEUKey asked for was not assigned");
+            }
+            (None, false) => None,
+        };
+        // Step 8: SK_PNE and hash_PNE.
+        let keys = PneAuthKeys::derive(
+            &self.cfg.eukey,
+            &PneAuthInput {
+                purpose: AuthPurpose::Establishment,
+                pn_id: m.pn_id.as_bytes(),
+                pne_id: self.cfg.id.as_str(),
+                rand_pne: &rand_pne,
+                rand_server: &rand_of(&m.rand_server),
+            },
+        );
+        let hash = keys.hash_pne();
+        if let Some(j) = self.flows.joining.get_mut(&m.pn_id) {
+            j.auth = Some((keys, hash));
+            j.wrapped = wrapped;
+        }
+        let resp = AuthenticationResponse {
+            pn_id: m.pn_id,
+            hashes: vec![PneHash {
+                pne_id: self.cfg.id.clone(),
+                hash: hash_wire(&hash),
+            }],
+            purpose: AuthPurposeCode::Establishment,
+            request_id: m.request_id,
+        };
+        let resp = self.response(env.msg_id, self.peer(), resp);
+        match local {
+            // Step 6: on an insecure PAN, PN GW authentication first; the response follows sealed.
+            Some(local)
+                if !self.codec.rx_sealed() && self.cfg.security == crate::PanSecurity::Cpns =>
+            {
+                if let Err(e) = self.begin_pan_auth(now, m.pn_id, local, Some(resp)) {
+                    self.abandon(env, m.pn_id, &e.to_string());
+                }
+            }
+            _ => self.transmit(&resp),
+        }
+    }
+
+    fn abandon(&mut self, env: &Envelope, pn_id: PnId, reason: &str) {
+        if self
+            .flows
+            .joining
+            .remove(&pn_id)
+            .is_some_and(|j| j.initiator)
+        {
+            self.flows.setup = None;
+        }
+        self.reject(env, ErrorCode::Unauthenticated, reason);
+        self.event(PneEvent::FlowFailed {
+            flow: "PN establishment",
+            reason: reason.into(),
+        });
+    }
+
+    /// 000 §6.6.1.1 step 14: the initiator's PN Setup Response.
+    pub(super) fn on_setup_response(&mut self, env: &Envelope, m: PnSetupResponse) {
+        if self
+            .flows
+            .setup
+            .as_ref()
+            .is_none_or(|s| Some(s.msg) != env.in_reply_to)
+        {
+            return;
+        }
+        self.flows.setup = None;
+        match (m.accept, m.inventory, m.hash_server) {
+            (true, Some(inventory), Some(h)) => self.finish(m.pn_id, inventory, h),
+            _ => {
+                self.flows.joining.remove(&m.pn_id);
+                let reason = "the PN GW answered without a PN".into();
+                self.event(PneEvent::FlowFailed {
+                    flow: "PN establishment",
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// 000 §6.6.1.1 step 15 / §6.6.1.2 steps 15-16: PN Establishment Notify.
+    pub(super) fn on_establishment_notify(&mut self, m: PnEstablishmentNotify) {
+        if !self.flows.joining.contains_key(&m.pn_id) {
+            return;
+        }
+        match (m.inventory, m.hash_server) {
+            (Some(inventory), Some(h)) => self.finish(m.pn_id, inventory, h),
+            _ => {
+                self.flows.joining.remove(&m.pn_id);
+                let reason = m
+                    .reason
+                    .unwrap_or_else(|| "the PN was not established".into());
+                self.event(PneEvent::FlowFailed {
+                    flow: "PN establishment",
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// Verify hash_server_PNE; only then store the PN (step 15).
+    fn finish(&mut self, pn_id: PnId, inventory: PnInventory, claimed: HashBytes) {
+        let Some(j) = self.flows.joining.remove(&pn_id) else {
+            return;
+        };
+        let Some((keys, hash_pne)) = j.auth else {
+            let reason = "the PN came before this PNE was authenticated".into();
+            return self.event(PneEvent::PnRefused { pn_id, reason });
+        };
+        if keys
+            .verify_hash_server(&hash_pne, &hash_of(&claimed))
+            .is_err()
+            || inventory.pn_id != pn_id
+        {
+            let reason =
+                "hash_server_PNE did not verify: the PN is not stored (000 §6.6.1.1 step 15)"
+                    .into();
+            return self.event(PneEvent::PnRefused { pn_id, reason });
+        }
+        let local = match &j.wrapped {
+            Some(w) => self.unwrap_key(&pn_id, &inventory.gateway, w).ok(),
+            None => None,
+        };
+        let wrapped_keys = j
+            .wrapped
+            .map(|w| vec![(self.cfg.id.clone(), w)])
+            .unwrap_or_default();
+        let state = LocalPnState {
+            inventory,
+            wrapped_keys,
+        };
+        self.pns.insert(
+            pn_id,
+            MemberOf {
+                state: state.clone(),
+                local,
+            },
+        );
+        let token = self.tokens.next();
+        self.parked.insert(token, (pn_id, j.initiator));
+        self.out
+            .push_back(super::PneOutput::Persist { token, pn: state });
+    }
+
+    /// 003 §1.4.1 step 1: ask to be registered, in `pn_id` if the PNE is a member of it.
+    pub fn start_registration(
+        &mut self,
+        now: Instant,
+        pn_id: Option<PnId>,
+    ) -> Result<RequestId, ProtoError> {
+        if self.flows.registration.is_some() {
+            return Err(ProtoError::WrongState("a registration is in progress"));
+        }
+        let rand_pne = Rand::generate()?;
+        let request_id = RequestId(self.ids.next());
+        let req = PneRegistrationRequest {
+            request_id,
+            pne_id: self.cfg.id.clone(),
+            pn_id,
+            rand_pne: rand_wire(&rand_pne),
+            capabilities: Some(self.cfg.capabilities.clone()),
+        };
+        let msg = self.send_request_to(cpns_wire::Address::Server, req);
+        let deadline = now + self.cfg.timeouts.flow * 3;
+        self.flows.registration = Some(Registering {
+            msg,
+            rand_pne,
+            auth: None,
+            deadline,
+        });
+        Ok(request_id)
+    }
+
+    /// The server's challenge for the registration, relayed by the PN GW.
+    fn on_registration_auth(&mut self, env: &Envelope, m: AuthenticationRequest) {
+        let Some(r) = self
+            .flows
+            .registration
+            .as_mut()
+            .filter(|r| r.auth.is_none())
+        else {
+            return self.reject(env, ErrorCode::WrongState, "no registration in progress");
+        };
+        let keys = PneAuthKeys::derive(
+            &self.cfg.eukey,
+            &PneAuthInput {
+                purpose: AuthPurpose::Registration,
+                pn_id: m.pn_id.as_bytes(),
+                pne_id: self.cfg.id.as_str(),
+                rand_pne: &r.rand_pne,
+                rand_server: &rand_of(&m.rand_server),
+            },
+        );
+        let hash = keys.hash_pne();
+        r.auth = Some((m.pn_id, keys, hash));
+        let resp = AuthenticationResponse {
+            pn_id: m.pn_id,
+            hashes: vec![PneHash {
+                pne_id: self.cfg.id.clone(),
+                hash: hash_wire(&hash),
+            }],
+            purpose: AuthPurposeCode::Registration,
+            request_id: m.request_id,
+        };
+        let resp = self.response(env.msg_id, env.from.clone(), resp);
+        self.transmit(&resp);
+    }
+
+    /// 003 §1.4.1 step 4: authenticate the server, open the grant sealed under SK_PNE.
+    pub(super) fn on_registration_response(&mut self, env: &Envelope, m: PneRegistrationResponse) {
+        if self
+            .flows
+            .registration
+            .as_ref()
+            .is_none_or(|r| Some(r.msg) != env.in_reply_to)
+        {
+            return;
+        }
+        let Some(Registering {
+            auth: Some((pn_id, keys, hash_pne)),
+            ..
+        }) = self.flows.registration.take()
+        else {
+            let reason = "the registration answer came before authentication".into();
+            return self.event(PneEvent::FlowFailed {
+                flow: "PNE registration",
+                reason,
+            });
+        };
+        let fail = |s: &mut Self, reason: &str| {
+            s.event(PneEvent::FlowFailed {
+                flow: "PNE registration",
+                reason: reason.into(),
+            });
+        };
+        if m.pn_id != pn_id
+            || keys
+                .verify_hash_server(&hash_pne, &hash_of(&m.hash_server))
+                .is_err()
+        {
+            return fail(
+                self,
+                "hash_server did not verify: the server is not authenticated",
+            );
+        }
+        let aad = crate::server::grant_aad(&self.cfg.id, &pn_id);
+        let Ok(plain) = open_e2e(
+            keys.session_key(),
+            E2eDirection::ServerToPne,
+            &aad,
+            &m.sealed_grant,
+        ) else {
+            return fail(self, "the registration grant did not open under SK_PNE");
+        };
+        let Ok(grant) = minicbor::decode::<RegistrationGrant>(&plain) else {
+            return fail(self, "the registration grant is malformed");
+        };
+        if grant.cpns_id != m.cpns_id {
+            return fail(self, "the sealed grant names another CPNS ID");
+        }
+        self.cpns_id = Some(grant.cpns_id.clone());
+        self.event(PneEvent::Registered {
+            cpns_id: grant.cpns_id,
+            pn_id,
+            lifetime_s: grant.lifetime_s,
+        });
+    }
+
+    /// An error answering one of the PNE's requests ends its flow.
+    pub(super) fn on_error(&mut self, env: &Envelope, e: ErrorBody) {
+        let Some(reply_to) = env.in_reply_to else {
+            return;
+        };
+        let flow = if self.flows.setup.as_ref().is_some_and(|s| s.msg == reply_to) {
+            self.flows.setup = None;
+            "PN establishment"
+        } else if self
+            .flows
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.msg == reply_to)
+        {
+            self.flows.registration = None;
+            "PNE registration"
+        } else if self.pan.as_ref().is_some_and(|p| p.init_msg == reply_to) {
+            self.pan = None;
+            "PN GW authentication"
+        } else if self.discovery.is_some_and(|(m, _)| m == reply_to) {
+            self.discovery = None;
+            "entity discovery"
+        } else {
+            return;
+        };
+        self.event(PneEvent::FlowFailed {
+            flow,
+            reason: e.to_string(),
+        });
+    }
+
+    pub(super) fn flow_timeouts(&mut self, now: Instant) {
+        let mut failed = Vec::new();
+        if self.flows.setup.as_ref().is_some_and(|s| s.deadline <= now) {
+            self.flows.setup = None;
+            failed.push("PN establishment");
+        }
+        if self
+            .flows
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.deadline <= now)
+        {
+            self.flows.registration = None;
+            failed.push("PNE registration");
+        }
+        let before = self.flows.joining.len();
+        self.flows.joining.retain(|_, j| j.deadline > now);
+        if self.flows.joining.len() < before && !failed.contains(&"PN establishment") {
+            failed.push("PN establishment");
+        }
+        for flow in failed {
+            self.event(PneEvent::FlowFailed {
+                flow,
+                reason: "timed out".into(),
+            });
+        }
+    }
+}

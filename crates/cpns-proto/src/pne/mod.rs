@@ -1,0 +1,550 @@
+//! A PNE on its PAN link to the PN GW (CPNS-6): CPNS entity discovery (000 §6.4), PN
+//! establishment as initiator or invitee (000 §6.6.1), PN GW authentication with LocalEUKey on an
+//! insecure PAN, and PNE registration (003 §1.4).
+//!
+//! The PNE keeps what it learns only once it has authenticated the server: a PN whose
+//! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
+
+mod flows;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use cpns_crypto::{EuKey, LocalEuKey, PanAuthInput, PanKeys, Rand, Recipient};
+use cpns_wire::{
+    Address, Body, ContentItem, CpnsId, DeviceCapabilities, EntityDiscoveryRequest,
+    EntityDiscoveryResponse, EntityId, Envelope, ErrorBody, ErrorCode, Mode, MsgKind,
+    PanAuthChallenge, PanAuthConfirm, PanAuthInit, PnId, PnInventory,
+};
+
+use crate::link::{LinkCodec, PanSecurity};
+use crate::util::{MsgIds, Tokens, hash_of, hash_wire, rand_of, rand_wire};
+use crate::{LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
+
+/// Settings of a PNE.
+#[derive(Clone, Debug)]
+pub struct PneConfig {
+    /// The PNE's entity id.
+    pub id: EntityId,
+    /// Its EUKey.
+    pub eukey: EuKey,
+    /// Capabilities of its device.
+    pub capabilities: DeviceCapabilities,
+    /// Contents its device offers.
+    pub contents: Vec<ContentItem>,
+    /// The security of its PAN link.
+    pub security: PanSecurity,
+    /// Whether it accepts invitations to PNs (000 §6.6.1.1 step 3).
+    pub accept_invitations: bool,
+    /// Largest frame accepted.
+    pub max_frame: u32,
+    /// Flow timeouts.
+    pub timeouts: Timeouts,
+}
+
+impl PneConfig {
+    /// Whether the PNE asks for a LocalEUKey: it has enough UI and its PAN is not secure enough
+    /// (000 §6.6.1.1 step 1).
+    pub fn wants_local_key(&self) -> bool {
+        self.capabilities.has_ui && self.security == PanSecurity::Cpns
+    }
+}
+
+/// Something the PNE wants its driver or user to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PneEvent {
+    /// A PN GW answered discovery (000 §6.4 step 2).
+    Discovered {
+        /// Its entity id.
+        gateway: EntityId,
+        /// Whether it is a zone-based PN GW.
+        zone_support: bool,
+        /// The PNs it serves.
+        pns: Vec<PnId>,
+    },
+    /// The PNE declined an invitation.
+    InvitationDeclined(PnId),
+    /// PN GW authentication succeeded; the link is sealed.
+    PanAuthenticated(PnId),
+    /// The PNE authenticated the server and stored the PN (000 §6.6.1.1 steps 14-15).
+    PnJoined {
+        /// The PN inventory.
+        inventory: PnInventory,
+        /// Whether this PNE initiated it.
+        initiator: bool,
+    },
+    /// The server's hash did not verify: the PN was not stored (000 §6.6.1.1 step 15).
+    PnRefused {
+        /// The PN.
+        pn_id: PnId,
+        /// Why.
+        reason: String,
+    },
+    /// The PNE is registered and shares a session with the server (003 §1.4.1 step 4).
+    Registered {
+        /// Its CPNS ID.
+        cpns_id: CpnsId,
+        /// The PN.
+        pn_id: PnId,
+        /// Session lifetime, in seconds.
+        lifetime_s: u32,
+    },
+    /// A flow ended without success.
+    FlowFailed {
+        /// Which flow.
+        flow: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What the driver must do next.
+#[derive(Debug)]
+#[must_use]
+pub enum PneOutput {
+    /// Send this whole frame to the PN GW.
+    Transmit {
+        /// The frame, length prefix included.
+        frame: Vec<u8>,
+        /// What it is.
+        trace: TraceRecord,
+    },
+    /// Store a PN in the local inventory and answer with [`PneSession::handle_persisted`].
+    Persist {
+        /// Token to answer with.
+        token: Token,
+        /// The PN.
+        pn: LocalPnState,
+    },
+    /// Something happened.
+    Event(PneEvent),
+    /// Close the link.
+    Close {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// PN GW authentication in progress (PanAuthInit sent).
+struct PanPending {
+    init_msg: u64,
+    pn_id: PnId,
+    local: LocalEuKey,
+    rand_pne: Rand,
+    /// Sent once the link is sealed: the Authentication Response that waited for it.
+    then: Option<Envelope>,
+    deadline: Instant,
+}
+
+impl core::fmt::Debug for PanPending {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PanPending")
+            .field("pn_id", &self.pn_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A PN this PNE belongs to.
+#[derive(Debug)]
+struct MemberOf {
+    state: LocalPnState,
+    local: Option<LocalEuKey>,
+}
+
+/// The PNE machine.
+#[derive(Debug)]
+pub struct PneSession {
+    cfg: PneConfig,
+    codec: LinkCodec,
+    gateway: Option<EntityId>,
+    ids: MsgIds,
+    tokens: Tokens,
+    discovery: Option<(u64, Instant)>,
+    pan: Option<PanPending>,
+    flows: flows::Flows,
+    pns: HashMap<PnId, MemberOf>,
+    parked: HashMap<Token, (PnId, bool)>,
+    cpns_id: Option<CpnsId>,
+    out: VecDeque<PneOutput>,
+}
+
+impl PneSession {
+    /// A PNE on a fresh link.
+    pub fn new(cfg: PneConfig) -> Self {
+        let codec = LinkCodec::new(cfg.max_frame);
+        Self {
+            cfg,
+            codec,
+            gateway: None,
+            ids: MsgIds::default(),
+            tokens: Tokens::default(),
+            discovery: None,
+            pan: None,
+            flows: flows::Flows::default(),
+            pns: HashMap::new(),
+            parked: HashMap::new(),
+            cpns_id: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Reloads the PNs this PNE stored. A PN whose LocalEUKey does not unwrap under this PNE's
+    /// EUKey is refused.
+    pub fn restore(&mut self, pns: Vec<LocalPnState>) -> Result<(), ProtoError> {
+        for state in pns {
+            let local = match state.wrapped_keys.iter().find(|(p, _)| *p == self.cfg.id) {
+                Some((_, wrapped)) => Some(self.unwrap_key(
+                    &state.inventory.pn_id,
+                    &state.inventory.gateway,
+                    wrapped,
+                )?),
+                None => None,
+            };
+            self.pns
+                .insert(state.inventory.pn_id, MemberOf { state, local });
+        }
+        Ok(())
+    }
+
+    /// The PNE's id.
+    pub fn id(&self) -> &EntityId {
+        &self.cfg.id
+    }
+
+    /// The PN GW, once discovered.
+    pub fn gateway(&self) -> Option<&EntityId> {
+        self.gateway.as_ref()
+    }
+
+    /// The PNs this PNE belongs to.
+    pub fn inventory(&self) -> Vec<&PnInventory> {
+        let mut v: Vec<&PnInventory> = self.pns.values().map(|p| &p.state.inventory).collect();
+        v.sort_by_key(|i| i.pn_id);
+        v
+    }
+
+    /// The CPNS ID, once registered.
+    pub fn cpns_id(&self) -> Option<&CpnsId> {
+        self.cpns_id.as_ref()
+    }
+
+    /// Whether frames on the link are sealed both ways.
+    pub fn link_sealed(&self) -> bool {
+        self.codec.tx_sealed() && self.codec.rx_sealed()
+    }
+
+    /// 000 §6.4 step 1: Entity Discovery Request to the device on the link.
+    pub fn start_discovery(&mut self, now: Instant) {
+        let req = EntityDiscoveryRequest {
+            entity_id: self.cfg.id.clone(),
+            mode: Mode::Pne,
+        };
+        let msg = self.send_request(req);
+        self.discovery = Some((msg, now + self.cfg.timeouts.flow));
+    }
+
+    /// Seals a new link to the PN GW of a PN this PNE belongs to, with its stored LocalEUKey
+    /// (PN GW authentication, as after 000 §6.6.1.1 step 6).
+    pub fn start_pan_auth(&mut self, now: Instant, pn_id: PnId) -> Result<(), ProtoError> {
+        let local = self.pns.get(&pn_id).and_then(|p| p.local.clone());
+        let Some(local) = local else {
+            return Err(ProtoError::WrongState("no LocalEUKey for this PN"));
+        };
+        self.begin_pan_auth(now, pn_id, local, None)
+    }
+
+    /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the link must
+    /// be closed.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+        let env = self.codec.decode(frame)?;
+        self.on_envelope(now, env)
+    }
+
+    /// Answers a [`PneOutput::Persist`].
+    pub fn handle_persisted(
+        &mut self,
+        token: Token,
+        result: Result<(), String>,
+    ) -> Result<(), ProtoError> {
+        let (pn_id, initiator) = self.parked.remove(&token).ok_or(ProtoError::UnknownToken)?;
+        match result {
+            Ok(()) => {
+                if let Some(p) = self.pns.get(&pn_id) {
+                    let inventory = p.state.inventory.clone();
+                    self.event(PneEvent::PnJoined {
+                        inventory,
+                        initiator,
+                    });
+                }
+            }
+            Err(e) => {
+                self.pns.remove(&pn_id);
+                let reason = format!("the PN could not be stored: {e}");
+                self.event(PneEvent::FlowFailed {
+                    flow: "PN establishment",
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every wait whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.discovery.is_some_and(|(_, d)| d <= now) {
+            self.discovery = None;
+            self.event(PneEvent::FlowFailed {
+                flow: "entity discovery",
+                reason: "no answer".into(),
+            });
+        }
+        if self.pan.as_ref().is_some_and(|p| p.deadline <= now) {
+            self.pan = None;
+            self.fail_link("PN GW authentication timed out");
+        }
+        self.flow_timeouts(now);
+    }
+
+    /// The earliest deadline, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let d = self.discovery.map(|(_, d)| d);
+        let p = self.pan.as_ref().map(|p| p.deadline);
+        d.into_iter().chain(p).chain(self.flows.deadlines()).min()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<PneOutput> {
+        self.out.pop_front()
+    }
+
+    fn on_envelope(&mut self, now: Instant, env: Envelope) -> Result<(), ProtoError> {
+        // A discovery request comes before the asker knows who is on the link (000 §6.4 note
+        // 1), so it cannot name this PNE; everything else must.
+        let discovery = matches!(env.body, Body::EntityDiscoveryRequest(_));
+        if !discovery && env.to != Address::Entity(self.cfg.id.clone()) {
+            self.reject(&env, ErrorCode::NotFound, "not addressed to this PNE");
+            return Ok(());
+        }
+        match env.body.clone() {
+            Body::EntityDiscoveryRequest(m) => {
+                // Discovery is mutual (002 §B.1.1.1): a PN GW asking makes itself known.
+                if m.mode == Mode::Gateway && self.gateway.is_none() {
+                    self.gateway = Some(m.entity_id);
+                }
+                let mut pns: Vec<PnId> = self.pns.keys().copied().collect();
+                pns.sort();
+                let resp = EntityDiscoveryResponse {
+                    mode: Mode::Pne,
+                    entity_id: self.cfg.id.clone(),
+                    zone_support: false,
+                    pns,
+                };
+                self.send_response(env.msg_id, resp);
+            }
+            Body::EntityDiscoveryResponse(m)
+                if self
+                    .discovery
+                    .is_some_and(|(msg, _)| Some(msg) == env.in_reply_to) =>
+            {
+                self.discovery = None;
+                if m.mode == Mode::Gateway {
+                    self.gateway = Some(m.entity_id.clone());
+                }
+                self.event(PneEvent::Discovered {
+                    gateway: m.entity_id,
+                    zone_support: m.zone_support,
+                    pns: m.pns,
+                });
+            }
+            Body::PanAuthChallenge(m) => self.on_pan_challenge(&env, m)?,
+            Body::PnSetupRequest(m) => self.on_invitation(now, &env, m),
+            Body::AuthenticationRequest(m) => self.on_auth_request(now, &env, m),
+            Body::PnSetupResponse(m) => self.on_setup_response(&env, m),
+            Body::PnEstablishmentNotify(m) => self.on_establishment_notify(m),
+            Body::PneRegistrationResponse(m) => self.on_registration_response(&env, m),
+            Body::ErrorBody(e) => self.on_error(&env, e),
+            Body::Unknown(code) => self.reject(
+                &env,
+                ErrorCode::UnsupportedMessage,
+                &format!("unknown message type {code}"),
+            ),
+            _ => self.reject(
+                &env,
+                ErrorCode::WrongState,
+                &format!("{} is not expected here", env.body.name()),
+            ),
+        }
+        Ok(())
+    }
+
+    // ---- PN GW authentication ----
+
+    fn begin_pan_auth(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        local: LocalEuKey,
+        then: Option<Envelope>,
+    ) -> Result<(), ProtoError> {
+        if self.pan.is_some() || self.codec.rx_sealed() {
+            return Err(ProtoError::WrongState("the link is sealed or being sealed"));
+        }
+        let rand_pne = Rand::generate()?;
+        let init = PanAuthInit {
+            pn_id,
+            pne_id: self.cfg.id.clone(),
+            rand_pne: rand_wire(&rand_pne),
+        };
+        let init_msg = self.send_request(init);
+        let deadline = now + self.cfg.timeouts.flow;
+        self.pan = Some(PanPending {
+            init_msg,
+            pn_id,
+            local,
+            rand_pne,
+            then,
+            deadline,
+        });
+        Ok(())
+    }
+
+    /// Verify the PN GW's proof, seal what comes in, confirm, seal what goes out.
+    fn on_pan_challenge(&mut self, env: &Envelope, m: PanAuthChallenge) -> Result<(), ProtoError> {
+        let Some(p) = self.pan.take_if(|p| Some(p.init_msg) == env.in_reply_to) else {
+            self.reject(
+                env,
+                ErrorCode::WrongState,
+                "no PN GW authentication in progress",
+            );
+            return Ok(());
+        };
+        let gw = self.gateway_for(env);
+        let keys = PanKeys::derive(
+            &p.local,
+            &PanAuthInput {
+                pn_id: p.pn_id.as_bytes(),
+                pne_id: self.cfg.id.as_str(),
+                gw_id: gw.as_str(),
+                rand_pne: &p.rand_pne,
+                rand_gw: &rand_of(&m.rand_gw),
+            },
+        );
+        if keys.verify_gw_proof(&hash_of(&m.proof)).is_err() {
+            self.fail_link("PN GW authentication failed: the PN GW's proof did not verify");
+            return Ok(());
+        }
+        let proof = keys.pne_proof();
+        let (sealer, opener) = keys.into_pne_side();
+        self.codec.seal_rx(opener);
+        self.send_notify(PanAuthConfirm {
+            proof: hash_wire(&proof),
+        });
+        self.codec.seal_tx(sealer);
+        self.event(PneEvent::PanAuthenticated(p.pn_id));
+        if let Some(then) = p.then {
+            self.transmit(&then);
+        }
+        Ok(())
+    }
+
+    // ---- helpers ----
+
+    fn unwrap_key(
+        &self,
+        pn_id: &PnId,
+        gw: &EntityId,
+        wrapped: &[u8],
+    ) -> Result<LocalEuKey, ProtoError> {
+        let binding = cpns_crypto::KeyBinding {
+            pn_id: pn_id.as_bytes(),
+            pne_id: self.cfg.id.as_str(),
+            gw_id: gw.as_str(),
+        };
+        Ok(cpns_crypto::unwrap_local_eukey(
+            &self.cfg.eukey,
+            Recipient::Pne,
+            &binding,
+            wrapped,
+        )?)
+    }
+
+    /// The PN GW's id: from discovery, else as the message names its sender.
+    fn gateway_for(&self, env: &Envelope) -> EntityId {
+        match (&self.gateway, &env.from) {
+            (Some(gw), _) => gw.clone(),
+            (None, Address::Entity(e)) => e.clone(),
+            (None, Address::Server) => self.cfg.id.clone(),
+        }
+    }
+
+    fn peer(&self) -> Address {
+        self.gateway
+            .clone()
+            .map_or(Address::Server, Address::Entity)
+    }
+
+    fn me(&self) -> Address {
+        Address::Entity(self.cfg.id.clone())
+    }
+
+    fn event(&mut self, e: PneEvent) {
+        self.out.push_back(PneOutput::Event(e));
+    }
+
+    fn transmit(&mut self, env: &Envelope) {
+        let trace = TraceRecord {
+            from: env.from.to_string(),
+            to: env.to.to_string(),
+            message: env.body.name(),
+            sealed: self.codec.tx_sealed(),
+        };
+        match self.codec.encode(env) {
+            Ok(frame) => self.out.push_back(PneOutput::Transmit { frame, trace }),
+            Err(e) => self.out.push_back(PneOutput::Close {
+                reason: format!("encode: {e}"),
+            }),
+        }
+    }
+
+    fn send_request_to(&mut self, to: Address, body: impl Into<Body>) -> u64 {
+        let env = Envelope::request(self.ids.next(), self.me(), to, body);
+        self.transmit(&env);
+        env.msg_id
+    }
+
+    fn send_request(&mut self, body: impl Into<Body>) -> u64 {
+        self.send_request_to(self.peer(), body)
+    }
+
+    fn response(&mut self, in_reply_to: u64, to: Address, body: impl Into<Body>) -> Envelope {
+        Envelope::response(self.ids.next(), in_reply_to, self.me(), to, body)
+    }
+
+    fn send_response(&mut self, in_reply_to: u64, body: impl Into<Body>) {
+        let env = self.response(in_reply_to, self.peer(), body);
+        self.transmit(&env);
+    }
+
+    fn send_notify(&mut self, body: impl Into<Body>) {
+        let env = Envelope::notify(self.ids.next(), self.me(), self.peer(), body);
+        self.transmit(&env);
+    }
+
+    fn reject(&mut self, env: &Envelope, code: ErrorCode, reason: &str) {
+        if env.kind == MsgKind::Request {
+            let resp = self.response(env.msg_id, env.from.clone(), ErrorBody::new(code, reason));
+            self.transmit(&resp);
+        }
+    }
+
+    fn fail_link(&mut self, reason: &str) {
+        self.event(PneEvent::FlowFailed {
+            flow: "PN GW authentication",
+            reason: reason.into(),
+        });
+        self.out.push_back(PneOutput::Close {
+            reason: reason.into(),
+        });
+    }
+}

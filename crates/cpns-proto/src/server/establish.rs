@@ -1,0 +1,383 @@
+//! Server side of PN establishment, for both initiators (000 §6.6.1.1 steps 4-12 and §6.6.1.2
+//! steps 5-13): take the PN GW's PN Registration Request, challenge every PNE through the PN GW
+//! with `rand_server` and (where asked) wrapped LocalEUKeys, verify each `hash_PNE`, register the
+//! PN when at least one PNE authenticated, and answer with `hash_server_PNE` per member.
+
+use std::time::Instant;
+
+use cpns_crypto::{
+    AuthPurpose, EuKey, KeyBinding, LocalEuKey, PneAuthInput, PneAuthKeys, Rand, Recipient,
+    wrap_local_eukey,
+};
+use cpns_wire::{
+    Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope,
+    ErrorCode, InventoryMember, JoinInfo, MemberVerdict, PnId, PnInventory, PnRegistrationRequest,
+    PnRegistrationResponse, RequestId, UserId, WrappedLocalKeys,
+};
+
+use super::connect::Gw;
+use super::{
+    EntityRole, LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect,
+    ServerEvent, ServerSession,
+};
+use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
+
+/// Most PNEs one PN Registration Request may name.
+pub(super) const MAX_PNES_PER_PN: usize = 256;
+
+/// A PNE named in the registration that the server can authenticate.
+#[derive(Debug)]
+struct Candidate {
+    join: JoinInfo,
+    eukey: EuKey,
+}
+
+/// One PN establishment in progress on this session.
+#[derive(Debug)]
+pub(super) struct Establishment {
+    req_msg: u64,
+    request_id: RequestId,
+    owner: UserId,
+    initiator: Option<EntityId>,
+    rand_server: Rand,
+    candidates: Vec<Candidate>,
+    /// PNEs named in the request that are not enrolled PNEs of the PN GW's user.
+    refused: Vec<EntityId>,
+    /// The Authentication Request awaiting its response; `None` once answered.
+    pub(super) auth_msg: Option<u64>,
+    /// Set once the PN is being persisted: the answer to send when it is durable.
+    answer: Option<PnRegistrationResponse>,
+    pub(super) deadline: Instant,
+}
+
+impl ServerSession {
+    /// 000 §6.6.1.1 step 4 / §6.6.1.2 step 5: PN Registration Request from the PN GW.
+    pub(super) fn on_pn_registration(
+        &mut self,
+        _now: Instant,
+        gw: &Gw,
+        env: &Envelope,
+        req: PnRegistrationRequest,
+    ) {
+        if self.replay(&env.from, req.request_id, env) {
+            return;
+        }
+        if let Some(flow) = self.establishments.get(&req.pn_id) {
+            if flow.request_id != req.request_id {
+                self.reject(
+                    env,
+                    ErrorCode::Conflict,
+                    "an establishment of this PN is in progress",
+                );
+            }
+            // The same request retried while in progress: the answer will come.
+            return;
+        }
+        if req.gateway.gw_id != gw.id {
+            return self.reject(
+                env,
+                ErrorCode::Forbidden,
+                "a PN GW registers only its own PNs",
+            );
+        }
+        if req.pnes.is_empty() || req.pnes.len() > MAX_PNES_PER_PN {
+            return self.reject(env, ErrorCode::BadRequest, "a PN needs 1 to 256 PNEs");
+        }
+        let mut ids: Vec<EntityId> = req.pnes.iter().map(|p| p.pne_id.clone()).collect();
+        ids.sort();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return self.reject(env, ErrorCode::BadRequest, "a PNE is named twice");
+        }
+        let request = LoadRequest {
+            entities: ids,
+            pn: Some(req.pn_id),
+        };
+        self.load(
+            Parked::PnRegistrationLoad {
+                req_msg: env.msg_id,
+                req,
+            },
+            request,
+        );
+    }
+
+    /// 000 §6.6.1.1 step 5 / §6.6.1.2 step 6: make rand_server and the LocalEUKeys, and send the
+    /// Authentication Request for the PNEs to the PN GW.
+    pub(super) fn pn_registration_loaded(
+        &mut self,
+        now: Instant,
+        req_msg: u64,
+        req: PnRegistrationRequest,
+        mut loaded: Loaded,
+    ) {
+        let Some(gw) = self.conn.gateway().cloned() else {
+            return;
+        };
+        if loaded.pn.as_ref().is_some_and(|pn| pn.gateway != gw.id) {
+            return self.respond_error(
+                req_msg,
+                ErrorCode::Conflict,
+                "the PN belongs to another PN GW",
+            );
+        }
+        let rand_server = match Rand::generate() {
+            Ok(r) => r,
+            Err(e) => return self.respond_error(req_msg, ErrorCode::Internal, format!("rng: {e}")),
+        };
+        let mut candidates = Vec::new();
+        let mut refused = Vec::new();
+        let mut local_keys = Vec::new();
+        for join in req.pnes {
+            // Multi-user PNs (001, PNE Confirm) are not served yet: a PNE must be an enrolled
+            // PNE of the PN GW's own user to be authenticated.
+            let entity = loaded.take_entity(&join.pne_id);
+            let Some(entity) = entity.filter(|e| e.role == EntityRole::Pne && e.owner == gw.owner)
+            else {
+                refused.push(join.pne_id);
+                continue;
+            };
+            if join.local_key {
+                match wrap_pair(&entity.eukey, &gw.eukey, &req.pn_id, &join.pne_id, &gw.id) {
+                    Ok(keys) => local_keys.push(keys),
+                    Err(e) => return self.respond_error(req_msg, ErrorCode::Internal, e),
+                }
+            }
+            candidates.push(Candidate {
+                join,
+                eukey: entity.eukey,
+            });
+        }
+        if candidates.is_empty() {
+            let reason = "none of the PNEs is an enrolled PNE of the PN GW's user";
+            self.event(ServerEvent::FlowFailed {
+                flow: "PN establishment",
+                reason: reason.into(),
+            });
+            return self.respond_error(req_msg, ErrorCode::Unauthenticated, reason);
+        }
+        let auth = AuthenticationRequest {
+            pn_id: req.pn_id,
+            rand_server: rand_wire(&rand_server),
+            local_keys,
+            purpose: AuthPurposeCode::Establishment,
+            pnes: candidates.iter().map(|c| c.join.pne_id.clone()).collect(),
+            request_id: Some(req.request_id),
+        };
+        let auth_msg = self.send_request(Address::Entity(gw.id.clone()), auth);
+        let flow = Establishment {
+            req_msg,
+            request_id: req.request_id,
+            owner: gw.owner.clone(),
+            initiator: req.initiator,
+            rand_server,
+            candidates,
+            refused,
+            auth_msg: Some(auth_msg),
+            answer: None,
+            deadline: now + self.cfg.timeouts.flow,
+        };
+        self.establishments.insert(req.pn_id, flow);
+    }
+
+    /// 000 §6.6.1.1 steps 10-12 / §6.6.1.2 steps 11-13: verify every hash_PNE, register the PN
+    /// when at least one PNE is authenticated, compute hash_server_PNE per member.
+    pub(super) fn on_establishment_auth(
+        &mut self,
+        gw: &Gw,
+        env: &Envelope,
+        resp: AuthenticationResponse,
+    ) {
+        let pn_id = resp.pn_id;
+        let matches = self
+            .establishments
+            .get(&pn_id)
+            .is_some_and(|f| f.auth_msg.is_some() && f.auth_msg == env.in_reply_to);
+        if !matches {
+            return self.reject(
+                env,
+                ErrorCode::WrongState,
+                "no Authentication Request awaits this response",
+            );
+        }
+        let Some(mut flow) = self.establishments.remove(&pn_id) else {
+            return;
+        };
+        flow.auth_msg = None;
+        let mut verdicts = Vec::new();
+        let mut members = Vec::new();
+        let mut inventory = PnInventory {
+            pn_id,
+            gateway: gw.id.clone(),
+            members: Vec::new(),
+        };
+        for c in &flow.candidates {
+            let keys = PneAuthKeys::derive(
+                &c.eukey,
+                &PneAuthInput {
+                    purpose: AuthPurpose::Establishment,
+                    pn_id: pn_id.as_bytes(),
+                    pne_id: c.join.pne_id.as_str(),
+                    rand_pne: &rand_of(&c.join.rand_pne),
+                    rand_server: &flow.rand_server,
+                },
+            );
+            let hash_pne = resp
+                .hashes
+                .iter()
+                .find(|h| h.pne_id == c.join.pne_id)
+                .map(|h| hash_of(&h.hash));
+            // Step 11: authenticate the PNE by its hash_PNE.
+            let authenticated = hash_pne.is_some_and(|h| keys.verify_hash_pne(&h).is_ok());
+            if !authenticated {
+                let reason = if hash_pne.is_some() {
+                    "hash_PNE did not verify"
+                } else {
+                    "no hash_PNE"
+                };
+                self.event(ServerEvent::AuthenticationFailed {
+                    entity: c.join.pne_id.clone(),
+                    reason: reason.into(),
+                });
+                verdicts.push(MemberVerdict {
+                    pne_id: c.join.pne_id.clone(),
+                    authenticated: false,
+                    hash_server: None,
+                });
+                continue;
+            }
+            let Some(hash_pne) = hash_pne else { continue };
+            // Step 12: hash_server_PNE covers hash_PNE.
+            let hash_server = keys.hash_server(&hash_pne);
+            verdicts.push(MemberVerdict {
+                pne_id: c.join.pne_id.clone(),
+                authenticated: true,
+                hash_server: Some(hash_wire(&hash_server)),
+            });
+            inventory.members.push(InventoryMember {
+                pne_id: c.join.pne_id.clone(),
+                capabilities: Some(c.join.capabilities.clone()),
+                contents: c.join.contents.clone(),
+            });
+            members.push(RegisteredMember {
+                pne_id: c.join.pne_id.clone(),
+                initiator: flow.initiator.as_ref() == Some(&c.join.pne_id),
+                capabilities: c.join.capabilities.clone(),
+                session_key: keys.session_key().clone(),
+            });
+        }
+        verdicts.extend(flow.refused.iter().map(|id| MemberVerdict {
+            pne_id: id.clone(),
+            authenticated: false,
+            hash_server: None,
+        }));
+        if members.is_empty() {
+            // Step 11: the PN is registered only when at least one PNE is authenticated.
+            let reason = "no PNE authenticated";
+            self.event(ServerEvent::FlowFailed {
+                flow: "PN establishment",
+                reason: reason.into(),
+            });
+            return self.respond_error(flow.req_msg, ErrorCode::Unauthenticated, reason);
+        }
+        let effect = ServerEffect::RegisterPn {
+            pn_id,
+            gateway: gw.id.clone(),
+            owner: flow.owner.clone(),
+            members,
+        };
+        flow.answer = Some(PnRegistrationResponse {
+            pn_id,
+            verdicts,
+            inventory,
+        });
+        self.establishments.insert(pn_id, flow);
+        self.persist(Parked::PnRegistrationPersist(pn_id), effect);
+    }
+
+    /// Step 12 (sent): the PN is durable, answer the PN GW.
+    pub(super) fn pn_registration_persisted(
+        &mut self,
+        pn: PnId,
+        result: Result<Persisted, String>,
+    ) {
+        let Some(flow) = self.establishments.remove(&pn) else {
+            return;
+        };
+        let Some(answer) = flow.answer else { return };
+        match result {
+            Ok(_) => {
+                let members = answer
+                    .verdicts
+                    .iter()
+                    .filter(|v| v.authenticated)
+                    .map(|v| v.pne_id.clone())
+                    .collect();
+                let gw = self.peer();
+                let env = self.respond(flow.req_msg, gw.clone(), answer);
+                self.remember(gw, flow.request_id, env);
+                self.event(ServerEvent::PnRegistered { pn_id: pn, members });
+            }
+            Err(e) => self.respond_error(flow.req_msg, ErrorCode::Internal, format!("store: {e}")),
+        }
+    }
+
+    /// Ends the establishments whose PNEs did not answer in time.
+    pub(super) fn establishment_timeouts(&mut self, now: Instant) {
+        let expired: Vec<PnId> = self
+            .establishments
+            .iter()
+            .filter(|(_, f)| f.auth_msg.is_some() && f.deadline <= now)
+            .map(|(pn, _)| *pn)
+            .collect();
+        for pn in expired {
+            self.fail_establishment(
+                pn,
+                ErrorCode::Timeout,
+                "the PNEs' Authentication Response did not come in time",
+            );
+        }
+    }
+
+    pub(super) fn fail_establishment(
+        &mut self,
+        pn: PnId,
+        code: ErrorCode,
+        reason: impl Into<String>,
+    ) {
+        let Some(flow) = self.establishments.remove(&pn) else {
+            return;
+        };
+        let reason = reason.into();
+        self.event(ServerEvent::FlowFailed {
+            flow: "PN establishment",
+            reason: reason.clone(),
+        });
+        self.respond_error(flow.req_msg, code, reason);
+    }
+}
+
+/// 000 §6.6.1.1 step 5: one LocalEUKey for (PN, PNE), wrapped once for the PNE and once for the
+/// PN GW, each under its own EUKey and bound to the PN, PNE and PN GW ids.
+fn wrap_pair(
+    pne_eukey: &EuKey,
+    gw_eukey: &EuKey,
+    pn_id: &PnId,
+    pne_id: &EntityId,
+    gw_id: &EntityId,
+) -> Result<WrappedLocalKeys, String> {
+    let key = LocalEuKey::generate().map_err(|e| format!("rng: {e}"))?;
+    let binding = KeyBinding {
+        pn_id: pn_id.as_bytes(),
+        pne_id: pne_id.as_str(),
+        gw_id: gw_id.as_str(),
+    };
+    let for_pne =
+        wrap_local_eukey(pne_eukey, Recipient::Pne, &binding, &key).map_err(|e| e.to_string())?;
+    let for_gw = wrap_local_eukey(gw_eukey, Recipient::Gateway, &binding, &key)
+        .map_err(|e| e.to_string())?;
+    Ok(WrappedLocalKeys {
+        pne_id: pne_id.clone(),
+        for_pne,
+        for_gw,
+    })
+}

@@ -1,0 +1,426 @@
+//! Server side of PNE registration (003 §1.4.1 step 3, §1.4.2 steps 4-5) and PN update.
+//!
+//! A PNE that is a member of an established PN registers to obtain its CPNS ID and a secure
+//! session with the server. The server authenticates it with the same rand/hash exchange as PN
+//! establishment (purpose `Registration`, fresh `rand_server`, so an old response cannot be
+//! replayed), allocates the CPNS ID and keeps SK_PNE, and answers with `hash_server` and a grant
+//! sealed end to end under SK_PNE that the relaying PN GW cannot read (DESIGN §4).
+
+use std::time::Instant;
+
+use cpns_crypto::{AuthPurpose, E2eDirection, EuKey, PneAuthInput, PneAuthKeys, Rand, seal_e2e};
+use cpns_wire::{
+    Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope,
+    ErrorCode, InventoryMember, PnId, PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest,
+    PneRegistrationResponse, RandBytes, RegistrationGrant, RequestId,
+};
+
+use super::connect::Gw;
+use super::{
+    EntityRole, LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession,
+};
+use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
+
+/// Associated data of the sealed registration grant: binds it to the PNE and PN.
+pub fn grant_aad(pne_id: &EntityId, pn_id: &PnId) -> Vec<u8> {
+    let mut aad = b"cpns/v1/registration-grant".to_vec();
+    aad.extend_from_slice(pn_id.as_bytes());
+    aad.extend_from_slice(pne_id.as_bytes());
+    aad
+}
+
+/// A registration waiting for the PNE's record and the PN.
+#[derive(Debug)]
+pub(super) struct RegLoad {
+    req_msg: u64,
+    req: PneRegistrationRequest,
+}
+
+/// One PNE registration in progress.
+#[derive(Debug)]
+pub(super) struct Registration {
+    req_msg: u64,
+    pn_id: PnId,
+    eukey: EuKey,
+    rand_pne: Rand,
+    rand_server: Rand,
+    /// The Authentication Request awaiting its response; `None` once answered.
+    pub(super) auth_msg: Option<u64>,
+    /// hash_server and SK_PNE, once authenticated.
+    keys: Option<(PneAuthKeys, cpns_crypto::AuthHash)>,
+    pub(super) deadline: Instant,
+}
+
+impl ServerSession {
+    /// 003 §1.4.1 step 3: a PNE Registration Request relayed by the PN GW.
+    pub(super) fn on_pne_registration(
+        &mut self,
+        _now: Instant,
+        _gw: &Gw,
+        env: &Envelope,
+        req: PneRegistrationRequest,
+    ) {
+        if env.from != Address::Entity(req.pne_id.clone()) {
+            return self.reject(env, ErrorCode::Forbidden, "a PNE registers only itself");
+        }
+        if self.replay(&env.from, req.request_id, env) {
+            return;
+        }
+        if self
+            .registrations
+            .contains_key(&(req.pne_id.clone(), req.request_id))
+        {
+            return; // retried while in progress: the answer will come
+        }
+        let Some(pn_id) = req.pn_id else {
+            return self.reject(
+                env,
+                ErrorCode::BadRequest,
+                "PNE registration needs the PN the PNE belongs to",
+            );
+        };
+        let request = LoadRequest {
+            entities: vec![req.pne_id.clone()],
+            pn: Some(pn_id),
+        };
+        self.load(
+            Parked::PneRegistrationLoad(RegLoad {
+                req_msg: env.msg_id,
+                req,
+            }),
+            request,
+        );
+    }
+
+    /// Checks membership, then challenges the PNE through the PN GW.
+    pub(super) fn pne_registration_loaded(&mut self, now: Instant, p: RegLoad, mut loaded: Loaded) {
+        let Some(gw) = self.conn.gateway().cloned() else {
+            return;
+        };
+        let RegLoad { req_msg, req } = p;
+        let to = Address::Entity(req.pne_id.clone());
+        let refuse = |s: &mut Self, code, reason: &str| {
+            s.respond(req_msg, to.clone(), cpns_wire::ErrorBody::new(code, reason))
+        };
+        let Some(pn) = loaded.pn.take() else {
+            refuse(self, ErrorCode::NotFound, "no such PN");
+            return;
+        };
+        if pn.gateway != gw.id {
+            refuse(
+                self,
+                ErrorCode::Forbidden,
+                "the PN is served by another PN GW",
+            );
+            return;
+        }
+        if !pn.inventory.members.iter().any(|m| m.pne_id == req.pne_id) {
+            refuse(
+                self,
+                ErrorCode::Forbidden,
+                "not a member of the PN; the PN GW adds it first (003 §1.4.2 step 4)",
+            );
+            return;
+        }
+        let Some(entity) = loaded
+            .take_entity(&req.pne_id)
+            .filter(|e| e.role == EntityRole::Pne)
+        else {
+            refuse(self, ErrorCode::Unauthenticated, "not an enrolled PNE");
+            return;
+        };
+        let rand_server = match Rand::generate() {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(self, ErrorCode::Internal, &format!("rng: {e}"));
+                return;
+            }
+        };
+        let pn_id = pn.inventory.pn_id;
+        let auth = AuthenticationRequest {
+            pn_id,
+            rand_server: rand_wire(&rand_server),
+            local_keys: Vec::new(),
+            purpose: AuthPurposeCode::Registration,
+            pnes: vec![req.pne_id.clone()],
+            request_id: Some(req.request_id),
+        };
+        let auth_msg = self.send_request(to, auth);
+        let flow = Registration {
+            req_msg,
+            pn_id,
+            eukey: entity.eukey,
+            rand_pne: rand_of(&req.rand_pne),
+            rand_server,
+            auth_msg: Some(auth_msg),
+            keys: None,
+            deadline: now + self.cfg.timeouts.flow,
+        };
+        self.registrations
+            .insert((req.pne_id, req.request_id), flow);
+    }
+
+    /// The PNE's Authentication Response: verify hash_PNE, then allocate the CPNS ID.
+    pub(super) fn on_registration_auth(&mut self, env: &Envelope, resp: AuthenticationResponse) {
+        let key = self
+            .registrations
+            .iter()
+            .find(|(_, r)| r.auth_msg.is_some() && r.auth_msg == env.in_reply_to)
+            .map(|(k, _)| k.clone());
+        let Some(key) = key.filter(|(pne, _)| env.from == Address::Entity(pne.clone())) else {
+            return self.reject(
+                env,
+                ErrorCode::WrongState,
+                "no Authentication Request awaits this response",
+            );
+        };
+        let Some(flow) = self.registrations.get_mut(&key) else {
+            return;
+        };
+        flow.auth_msg = None;
+        let keys = PneAuthKeys::derive(
+            &flow.eukey,
+            &PneAuthInput {
+                purpose: AuthPurpose::Registration,
+                pn_id: flow.pn_id.as_bytes(),
+                pne_id: key.0.as_str(),
+                rand_pne: &flow.rand_pne,
+                rand_server: &flow.rand_server,
+            },
+        );
+        let hash_pne = resp
+            .hashes
+            .iter()
+            .find(|h| h.pne_id == key.0)
+            .map(|h| hash_of(&h.hash));
+        let Some(hash_pne) =
+            hash_pne.filter(|h| resp.pn_id == flow.pn_id && keys.verify_hash_pne(h).is_ok())
+        else {
+            self.event(ServerEvent::AuthenticationFailed {
+                entity: key.0.clone(),
+                reason: "hash_PNE did not verify".into(),
+            });
+            return self.fail_registration(
+                key,
+                ErrorCode::Unauthenticated,
+                "PNE authentication failed",
+            );
+        };
+        let hash_server = keys.hash_server(&hash_pne);
+        let effect = ServerEffect::RegisterPne {
+            pn_id: flow.pn_id,
+            pne_id: key.0.clone(),
+            session_key: keys.session_key().clone(),
+        };
+        flow.keys = Some((keys, hash_server));
+        self.persist(Parked::PneRegistrationPersist(key), effect);
+    }
+
+    /// 003 §1.4.1 step 3 (end): the CPNS ID is allocated; answer with hash_server and the grant
+    /// sealed under SK_PNE.
+    pub(super) fn pne_registration_persisted(
+        &mut self,
+        _now: Instant,
+        key: (EntityId, RequestId),
+        result: Result<Persisted, String>,
+    ) {
+        let Some(flow) = self.registrations.remove(&key) else {
+            return;
+        };
+        let Some((keys, hash_server)) = flow.keys else {
+            return;
+        };
+        let (pne_id, request_id) = key;
+        let to = Address::Entity(pne_id.clone());
+        let cpns_id = match result {
+            Ok(Persisted::CpnsId(id)) => id,
+            Ok(Persisted::Done) => {
+                return self.respond_error_to(flow.req_msg, to, ErrorCode::Internal, "no CPNS ID");
+            }
+            Err(e) => {
+                return self.respond_error_to(
+                    flow.req_msg,
+                    to,
+                    ErrorCode::Internal,
+                    &format!("store: {e}"),
+                );
+            }
+        };
+        let session_id = match cpns_crypto::random_array::<16>() {
+            Ok(b) => RandBytes(b),
+            Err(e) => {
+                return self.respond_error_to(
+                    flow.req_msg,
+                    to,
+                    ErrorCode::Internal,
+                    &format!("rng: {e}"),
+                );
+            }
+        };
+        let grant = RegistrationGrant {
+            cpns_id: cpns_id.clone(),
+            session_id,
+            lifetime_s: self.cfg.session_lifetime_s,
+        };
+        let plain = minicbor::to_vec(&grant).unwrap_or_default();
+        let aad = grant_aad(&pne_id, &flow.pn_id);
+        let sealed_grant =
+            match seal_e2e(keys.session_key(), E2eDirection::ServerToPne, &aad, &plain) {
+                Ok(s) => s,
+                Err(e) => {
+                    return self.respond_error_to(
+                        flow.req_msg,
+                        to,
+                        ErrorCode::Internal,
+                        &format!("seal: {e}"),
+                    );
+                }
+            };
+        let body = PneRegistrationResponse {
+            request_id,
+            pne_id: pne_id.clone(),
+            pn_id: flow.pn_id,
+            cpns_id: cpns_id.clone(),
+            hash_server: hash_wire(&hash_server),
+            sealed_grant,
+        };
+        let env = self.respond(flow.req_msg, to.clone(), body);
+        self.remember(to, request_id, env);
+        self.event(ServerEvent::PneRegistered { pne_id, cpns_id });
+    }
+
+    pub(super) fn registration_timeouts(&mut self, now: Instant) {
+        let expired: Vec<_> = self
+            .registrations
+            .iter()
+            .filter(|(_, r)| r.auth_msg.is_some() && r.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.fail_registration(
+                key,
+                ErrorCode::Timeout,
+                "the PNE's Authentication Response did not come in time",
+            );
+        }
+    }
+
+    pub(super) fn fail_registration(
+        &mut self,
+        key: (EntityId, RequestId),
+        code: ErrorCode,
+        reason: &str,
+    ) {
+        let Some(flow) = self.registrations.remove(&key) else {
+            return;
+        };
+        self.event(ServerEvent::FlowFailed {
+            flow: "PNE registration",
+            reason: reason.into(),
+        });
+        self.respond_error_to(flow.req_msg, Address::Entity(key.0), code, reason);
+    }
+
+    fn respond_error_to(&mut self, req_msg: u64, to: Address, code: ErrorCode, reason: &str) {
+        self.respond(req_msg, to, cpns_wire::ErrorBody::new(code, reason));
+    }
+
+    /// 003 §1.4.2 step 4 / 000 §6.6.2: the PN GW adds or removes members of its PN.
+    pub(super) fn on_pn_update(&mut self, gw: &Gw, env: &Envelope, req: PnUpdateRequest) {
+        if self.replay(&env.from, req.request_id, env) {
+            return;
+        }
+        if env.from != Address::Entity(gw.id.clone()) {
+            return self.reject(env, ErrorCode::Forbidden, "only the PN GW updates its PN");
+        }
+        let mut ids: Vec<EntityId> = req.add.iter().map(|m| m.pne_id.clone()).collect();
+        if ids.len() > super::establish::MAX_PNES_PER_PN {
+            return self.reject(env, ErrorCode::BadRequest, "too many PNEs");
+        }
+        ids.sort();
+        ids.dedup();
+        let request = LoadRequest {
+            entities: ids,
+            pn: Some(req.pn_id),
+        };
+        self.load(
+            Parked::UpdateLoad {
+                req_msg: env.msg_id,
+                req,
+            },
+            request,
+        );
+    }
+
+    pub(super) fn pn_update_loaded(
+        &mut self,
+        req_msg: u64,
+        req: PnUpdateRequest,
+        mut loaded: Loaded,
+    ) {
+        let Some(gw) = self.conn.gateway().cloned() else {
+            return;
+        };
+        let Some(pn) = loaded.pn.take() else {
+            return self.respond_error(req_msg, ErrorCode::NotFound, "no such PN");
+        };
+        if pn.gateway != gw.id {
+            return self.respond_error(
+                req_msg,
+                ErrorCode::Forbidden,
+                "the PN is served by another PN GW",
+            );
+        }
+        for m in &req.add {
+            let ok = loaded
+                .take_entity(&m.pne_id)
+                .is_some_and(|e| e.role == EntityRole::Pne && e.owner == gw.owner);
+            if !ok {
+                let reason = format!("{} is not an enrolled PNE of the PN GW's user", m.pne_id);
+                return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
+            }
+        }
+        let mut inventory = pn.inventory;
+        inventory.members.retain(|m| {
+            !req.remove.contains(&m.pne_id) && !req.add.iter().any(|a| a.pne_id == m.pne_id)
+        });
+        inventory
+            .members
+            .extend(req.add.iter().map(|a| InventoryMember {
+                pne_id: a.pne_id.clone(),
+                capabilities: a.capabilities.clone(),
+                contents: Vec::new(),
+            }));
+        let effect = ServerEffect::UpdateMembers {
+            pn_id: req.pn_id,
+            add: req.add,
+            remove: req.remove,
+        };
+        self.persist(
+            Parked::UpdatePersist {
+                req_msg,
+                request_id: req.request_id,
+                inventory,
+            },
+            effect,
+        );
+    }
+
+    /// Sends the PN Update Response once the update is durable.
+    pub(super) fn pn_update_persisted(
+        &mut self,
+        req_msg: u64,
+        request_id: RequestId,
+        inventory: cpns_wire::PnInventory,
+        result: Result<Persisted, String>,
+    ) {
+        match result {
+            Ok(_) => {
+                let gw = self.peer();
+                let env = self.respond(req_msg, gw.clone(), PnUpdateResponse { inventory });
+                self.remember(gw, request_id, env);
+            }
+            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+        }
+    }
+}

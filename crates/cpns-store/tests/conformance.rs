@@ -1,0 +1,106 @@
+//! Runs the [`Store`](cpns_store::Store) conformance suite (`tests/suite`) against
+//! [`SqliteStore`], each case on a new database file in its own temporary directory, plus the
+//! SQLite durability checks: what was written survives closing, or just dropping, the store.
+
+#![allow(clippy::unwrap_used)]
+
+mod suite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cpns_store::{Durability, SqliteStore};
+use tempfile::TempDir;
+
+async fn fresh() -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("cpns.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $case() {
+            let (_dir, store) = fresh().await;
+            suite::$case(&store).await;
+            store.close().await;
+        }
+    )*};
+}
+
+conformance!(
+    entity_round_trip,
+    duplicate_entity_conflicts,
+    entity_needs_owner,
+    entities_skip_absent_ids,
+    entity_reports,
+    pn_round_trip,
+    reregister_replaces_members,
+    other_gateway_conflicts,
+    failed_registration_is_atomic,
+    upsert_member_adds_and_updates,
+    upsert_member_needs_pn,
+    update_members_removes_then_upserts,
+    update_members_needs_pn,
+    register_pne_allocates_and_upserts,
+    register_pne_needs_pn_and_entity,
+    pns_of_gateway,
+    all_pns_in_creation_order,
+    cpns_ids,
+    local_inventory,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes() {
+    let (_dir, store) = fresh().await;
+    suite::concurrent_writes(Arc::new(store.clone())).await;
+    store.close().await;
+}
+
+async fn reopen_check(path: &Path) {
+    let store = SqliteStore::open(path).await.unwrap();
+    suite::durable_check(&store).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpns.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    suite::durable_write(&store).await;
+    store.close().await;
+    reopen_check(&path).await;
+}
+
+#[tokio::test]
+async fn survives_drop_without_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpns.db");
+    let store = SqliteStore::open_with(&path, Durability::Full)
+        .await
+        .unwrap();
+    suite::durable_write(&store).await;
+    drop(store);
+    reopen_check(&path).await;
+}
+
+#[tokio::test]
+async fn reopening_is_idempotent_and_bad_paths_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpns.db");
+    // Opening twice runs the migrations once; the second open finds them applied.
+    SqliteStore::open(&path).await.unwrap().close().await;
+    SqliteStore::open(&path).await.unwrap().close().await;
+    // A file in a directory that does not exist cannot be created: an error, not a panic.
+    let err = SqliteStore::open(&dir.path().join("missing/cpns.db"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, cpns_store::StoreError::Database(_)),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,559 @@
+//! The backend-neutral conformance suite of [`Store`]: each case takes a fresh, empty store and
+//! checks one documented behaviour. A backend's test file runs every case against a new
+//! database (see `tests/conformance.rs` for SQLite); a PostgreSQL runner reuses this module.
+
+use std::sync::Arc;
+
+use cpns_store::{
+    EntityKind, EntityRecord, LocalMember, LocalPn, PnMember, PnRecord, PnState, Store, StoreError,
+};
+use cpns_wire::{CpnsId, EntityId, PnId, UserId};
+
+fn eid(s: &str) -> EntityId {
+    EntityId::new(s).unwrap()
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn pid(n: u8) -> PnId {
+    let mut b = [0xa0; 16];
+    b[15] = n;
+    PnId::from_bytes(b)
+}
+
+fn entity(id: &str, owner: &str) -> EntityRecord {
+    EntityRecord {
+        id: eid(id),
+        kind: EntityKind::Pne,
+        owner: uid(owner),
+        sealed_eukey: format!("sealed:{id}").into_bytes(),
+        capabilities: None,
+        status: None,
+        cpns_id: None,
+        enrolled_at: 1_700_000_000_000,
+    }
+}
+
+fn member(id: &str, initiator: bool) -> PnMember {
+    PnMember {
+        pne_id: eid(id),
+        initiator,
+        authenticated: true,
+        capabilities: Some(vec![0xa1, 0x01, 0x02]),
+        sealed_session_key: Some(format!("sk:{id}").into_bytes()),
+        joined_at: 1_700_000_000_100,
+    }
+}
+
+fn pn(n: u8, gateway: &str, members: &[&str]) -> PnRecord {
+    PnRecord {
+        pn_id: pid(n),
+        gateway: eid(gateway),
+        owner: uid("alice"),
+        state: PnState::Active,
+        created_at: 1_700_000_000_000 + i64::from(n),
+        members: members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| member(m, i == 0))
+            .collect(),
+    }
+}
+
+fn local(n: u8, members: &[(&str, Option<&str>)]) -> LocalPn {
+    LocalPn {
+        pn_id: pid(n),
+        gateway: eid("gw-1"),
+        members: members
+            .iter()
+            .map(|(id, route)| LocalMember {
+                pne_id: eid(id),
+                capabilities: route.map(|r| r.as_bytes().to_vec()),
+                sealed_local_key: Some(format!("lk:{id}").into_bytes()),
+                route: route.map(str::to_owned),
+            })
+            .collect(),
+        stored_at: 1_700_000_000_000 + i64::from(n),
+    }
+}
+
+async fn enroll<S: Store>(s: &S, ids: &[&str]) {
+    s.ensure_user(&uid("alice")).await.unwrap();
+    for id in ids {
+        s.insert_entity(&entity(id, "alice")).await.unwrap();
+    }
+}
+
+fn ids(pns: &[PnRecord]) -> Vec<PnId> {
+    pns.iter().map(|p| p.pn_id).collect()
+}
+
+/// An enrolled entity reads back exactly; `ensure_user` is idempotent; absent ids read `None`.
+pub async fn entity_round_trip<S: Store>(s: &S) {
+    s.ensure_user(&uid("alice")).await.unwrap();
+    s.ensure_user(&uid("alice")).await.unwrap();
+    let mut e = entity("pne-1", "alice");
+    e.kind = EntityKind::Gateway;
+    e.capabilities = Some(vec![1, 2, 3]);
+    e.status = Some("online".into());
+    e.cpns_id = Some(CpnsId::new("cpns-external-7").unwrap());
+    s.insert_entity(&e).await.unwrap();
+    assert_eq!(s.entity(&e.id).await.unwrap(), Some(e));
+    assert_eq!(s.entity(&eid("nobody")).await.unwrap(), None);
+}
+
+/// Enrolling a taken id is a conflict and leaves the first record alone.
+pub async fn duplicate_entity_conflicts<S: Store>(s: &S) {
+    enroll(s, &["pne-1"]).await;
+    let mut again = entity("pne-1", "alice");
+    again.sealed_eukey = b"other".to_vec();
+    let err = s.insert_entity(&again).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        s.entity(&eid("pne-1")).await.unwrap(),
+        Some(entity("pne-1", "alice"))
+    );
+}
+
+/// An entity's owner must be a user.
+pub async fn entity_needs_owner<S: Store>(s: &S) {
+    let err = s
+        .insert_entity(&entity("pne-1", "ghost"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.entity(&eid("pne-1")).await.unwrap(), None);
+}
+
+/// `entities` leaves absent ids out and keeps the order of first mention.
+pub async fn entities_skip_absent_ids<S: Store>(s: &S) {
+    enroll(s, &["a", "b", "c"]).await;
+    let got = s
+        .entities(&[eid("c"), eid("x"), eid("a"), eid("c")])
+        .await
+        .unwrap();
+    assert_eq!(got, vec![entity("c", "alice"), entity("a", "alice")]);
+    assert_eq!(s.entities(&[]).await.unwrap(), vec![]);
+    assert_eq!(s.entities(&[eid("x"), eid("y")]).await.unwrap(), vec![]);
+    let many: Vec<EntityId> = (0..2000).map(|i| eid(&format!("absent-{i}"))).collect();
+    assert_eq!(s.entities(&many).await.unwrap(), vec![]);
+}
+
+/// Reports update what they carry and leave the rest; an unknown entity is not found.
+pub async fn entity_reports<S: Store>(s: &S) {
+    enroll(s, &["pne-1"]).await;
+    let id = eid("pne-1");
+    s.update_entity_report(&id, Some(&[9, 9]), None)
+        .await
+        .unwrap();
+    s.update_entity_report(&id, None, Some("online"))
+        .await
+        .unwrap();
+    let e = s.entity(&id).await.unwrap().unwrap();
+    assert_eq!(e.capabilities, Some(vec![9, 9]));
+    assert_eq!(e.status.as_deref(), Some("online"));
+    s.update_entity_report(&id, None, None).await.unwrap();
+    assert_eq!(s.entity(&id).await.unwrap(), Some(e));
+    let err = s
+        .update_entity_report(&eid("ghost"), None, Some("online"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+/// A registered PN reads back with its members in order.
+pub async fn pn_round_trip<S: Store>(s: &S) {
+    let mut p = pn(1, "gw-1", &["pne-3", "pne-1", "pne-2"]);
+    p.members[1].authenticated = false;
+    p.members[1].capabilities = None;
+    p.members[2].sealed_session_key = None;
+    s.register_pn(&p).await.unwrap();
+    assert_eq!(s.pn(&p.pn_id).await.unwrap(), Some(p));
+    assert_eq!(s.pn(&pid(99)).await.unwrap(), None);
+}
+
+/// A retried registration by the same gateway replaces owner, state and members and keeps
+/// `created_at`.
+pub async fn reregister_replaces_members<S: Store>(s: &S) {
+    let first = pn(1, "gw-1", &["pne-1", "pne-2"]);
+    s.register_pn(&first).await.unwrap();
+    let mut retry = pn(1, "gw-1", &["pne-2", "pne-4"]);
+    retry.state = PnState::Released;
+    retry.owner = uid("bob");
+    retry.created_at = first.created_at + 1000;
+    s.register_pn(&retry).await.unwrap();
+    let got = s.pn(&pid(1)).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        PnRecord {
+            created_at: first.created_at,
+            ..retry
+        }
+    );
+}
+
+/// Registering a PN id another gateway holds is a conflict and changes nothing.
+pub async fn other_gateway_conflicts<S: Store>(s: &S) {
+    let first = pn(1, "gw-1", &["pne-1"]);
+    s.register_pn(&first).await.unwrap();
+    let err = s.register_pn(&pn(1, "gw-2", &["pne-9"])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(first));
+}
+
+/// A registration that fails half-way (a member listed twice) leaves no trace.
+pub async fn failed_registration_is_atomic<S: Store>(s: &S) {
+    let err = s
+        .register_pn(&pn(1, "gw-1", &["pne-1", "pne-1"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), None);
+    assert_eq!(s.all_pns().await.unwrap(), vec![]);
+
+    let good = pn(2, "gw-1", &["pne-1", "pne-2"]);
+    s.register_pn(&good).await.unwrap();
+    let err = s
+        .register_pn(&pn(2, "gw-1", &["pne-3", "pne-3"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.pn(&pid(2)).await.unwrap(), Some(good));
+}
+
+/// `upsert_member` appends a new member and updates an existing one in place.
+pub async fn upsert_member_adds_and_updates<S: Store>(s: &S) {
+    let mut p = pn(1, "gw-1", &["pne-1", "pne-2"]);
+    s.register_pn(&p).await.unwrap();
+
+    let mut new = member("pne-3", false);
+    new.authenticated = false;
+    new.sealed_session_key = None;
+    s.upsert_member(&pid(1), &new).await.unwrap();
+    p.members.push(new);
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+
+    let mut update = member("pne-1", false);
+    update.capabilities = None;
+    update.sealed_session_key = Some(b"new-sk".to_vec());
+    update.joined_at = 5;
+    s.upsert_member(&pid(1), &update).await.unwrap();
+    p.members[0] = PnMember {
+        joined_at: p.members[0].joined_at,
+        ..update
+    };
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
+}
+
+/// `upsert_member` on an unknown PN is not found and creates nothing.
+pub async fn upsert_member_needs_pn<S: Store>(s: &S) {
+    let err = s
+        .upsert_member(&pid(7), &member("pne-1", true))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
+}
+
+/// `update_members` removes (ignoring absent ids), then upserts: new members go at the end,
+/// existing ones keep `joined_at` and position; remove and add work in one call.
+pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
+    let mut p = pn(1, "gw-1", &["pne-1", "pne-2", "pne-3"]);
+    s.register_pn(&p).await.unwrap();
+
+    // Remove one member (and an absent id), add a new one and update an existing one.
+    let mut update = member("pne-3", false);
+    update.authenticated = false;
+    update.sealed_session_key = Some(b"sk-3b".to_vec());
+    update.joined_at = 9;
+    let mut new = member("pne-4", false);
+    new.capabilities = None;
+    s.update_members(
+        &pid(1),
+        &[new.clone(), update.clone()],
+        &[eid("pne-2"), eid("ghost")],
+    )
+    .await
+    .unwrap();
+    let pne1 = p.members[0].clone();
+    let pne3 = PnMember {
+        joined_at: p.members[2].joined_at,
+        ..update
+    };
+    p.members = vec![pne1.clone(), pne3.clone(), new.clone()];
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+
+    // A PNE both removed and added in one call is re-added at the end, afresh.
+    let mut back = member("pne-1", false);
+    back.joined_at = 42;
+    s.update_members(&pid(1), std::slice::from_ref(&back), &[eid("pne-1")])
+        .await
+        .unwrap();
+    p.members = vec![pne3.clone(), new.clone(), back.clone()];
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+
+    // Empty lists change nothing; a retried call gives the same result.
+    s.update_members(&pid(1), &[], &[]).await.unwrap();
+    s.update_members(&pid(1), std::slice::from_ref(&back), &[eid("pne-2")])
+        .await
+        .unwrap();
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+
+    // Removing every member leaves an empty PN.
+    s.update_members(&pid(1), &[], &[eid("pne-3"), eid("pne-4"), eid("pne-1")])
+        .await
+        .unwrap();
+    p.members.clear();
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
+}
+
+/// `update_members` on an unknown PN is not found and creates nothing.
+pub async fn update_members_needs_pn<S: Store>(s: &S) {
+    let err = s
+        .update_members(&pid(7), &[member("pne-1", true)], &[eid("pne-2")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
+    assert_eq!(s.all_pns().await.unwrap(), vec![]);
+}
+
+/// `register_pne` allocates the PNE's CPNS ID and upserts the member together; a retry
+/// returns the same CPNS ID and updates the member in place.
+pub async fn register_pne_allocates_and_upserts<S: Store>(s: &S) {
+    enroll(s, &["pne-1", "pne-2", "pne-3"]).await;
+    let mut p = pn(1, "gw-1", &["pne-1"]);
+    s.register_pn(&p).await.unwrap();
+
+    // An existing member gets its CPNS ID and session key, keeping joined_at and position.
+    let mut m1 = member("pne-1", false);
+    m1.sealed_session_key = Some(b"sk-1b".to_vec());
+    m1.joined_at = 3;
+    let first = s.register_pne(&pid(1), &m1).await.unwrap();
+    assert_eq!(first.as_str(), "cpns-000001");
+    p.members[0] = PnMember {
+        joined_at: p.members[0].joined_at,
+        ..m1.clone()
+    };
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+    assert_eq!(
+        s.entity(&eid("pne-1")).await.unwrap().unwrap().cpns_id,
+        Some(first.clone())
+    );
+
+    // A new member goes at the end.
+    let m2 = member("pne-2", false);
+    let second = s.register_pne(&pid(1), &m2).await.unwrap();
+    assert_eq!(second.as_str(), "cpns-000002");
+    p.members.push(m2.clone());
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+
+    // Idempotent: a retry returns the same id and uses no number.
+    assert_eq!(s.register_pne(&pid(1), &m2).await.unwrap(), second);
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+    // A PNE that already has an id (from allocate_cpns_id) keeps it.
+    let third = s.allocate_cpns_id(&eid("pne-3")).await.unwrap();
+    assert_eq!(third.as_str(), "cpns-000003");
+    assert_eq!(
+        s.register_pne(&pid(1), &member("pne-3", false))
+            .await
+            .unwrap(),
+        third
+    );
+    // ... and allocate_cpns_id agrees with what register_pne allocated.
+    assert_eq!(s.allocate_cpns_id(&eid("pne-2")).await.unwrap(), second);
+}
+
+/// `register_pne` with an unknown PN or an unenrolled PNE is not found and changes nothing:
+/// no member is added and no CPNS ID number is used up.
+pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
+    enroll(s, &["pne-1", "pne-2"]).await;
+    let p = pn(1, "gw-1", &[]);
+    s.register_pn(&p).await.unwrap();
+
+    // Unknown PN: the PNE is enrolled, yet gets no CPNS ID.
+    let err = s
+        .register_pne(&pid(7), &member("pne-1", false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
+    assert_eq!(
+        s.entity(&eid("pne-1")).await.unwrap().unwrap().cpns_id,
+        None
+    );
+
+    // Unenrolled PNE: the PN gains no member.
+    let err = s
+        .register_pne(&pid(1), &member("ghost", false))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
+
+    // The failed calls allocated nothing: the next allocation gets the first number.
+    assert_eq!(
+        s.allocate_cpns_id(&eid("pne-2")).await.unwrap().as_str(),
+        "cpns-000001"
+    );
+    assert_eq!(
+        s.register_pne(&pid(1), &member("pne-1", false))
+            .await
+            .unwrap()
+            .as_str(),
+        "cpns-000002"
+    );
+}
+
+/// `pns_of_gateway` lists that gateway's PNs, with members, in creation order.
+pub async fn pns_of_gateway<S: Store>(s: &S) {
+    let a = pn(3, "gw-1", &["pne-1", "pne-2"]);
+    let b = pn(2, "gw-2", &["pne-5"]);
+    let c = pn(1, "gw-1", &[]);
+    for p in [&a, &b, &c] {
+        s.register_pn(p).await.unwrap();
+    }
+    assert_eq!(s.pns_of_gateway(&eid("gw-1")).await.unwrap(), vec![a, c]);
+    assert_eq!(s.pns_of_gateway(&eid("gw-2")).await.unwrap(), vec![b]);
+    assert_eq!(s.pns_of_gateway(&eid("gw-9")).await.unwrap(), vec![]);
+}
+
+/// `all_pns` lists every PN in creation order; a retried registration keeps its place.
+pub async fn all_pns_in_creation_order<S: Store>(s: &S) {
+    assert_eq!(s.all_pns().await.unwrap(), vec![]);
+    for (n, gw) in [(5, "gw-1"), (1, "gw-2"), (9, "gw-1"), (3, "gw-3")] {
+        s.register_pn(&pn(n, gw, &["pne-1", &format!("pne-x{n}")]))
+            .await
+            .unwrap();
+    }
+    let retry = pn(5, "gw-1", &["pne-7"]);
+    s.register_pn(&retry).await.unwrap();
+    let all = s.all_pns().await.unwrap();
+    assert_eq!(ids(&all), vec![pid(5), pid(1), pid(9), pid(3)]);
+    assert_eq!(all[0], retry);
+    assert_eq!(all[2], pn(9, "gw-1", &["pne-1", "pne-x9"]));
+}
+
+/// CPNS ids are allocated in sequence, once per PNE, and stored on the entity.
+pub async fn cpns_ids<S: Store>(s: &S) {
+    enroll(s, &["pne-1", "pne-2"]).await;
+    let first = s.allocate_cpns_id(&eid("pne-1")).await.unwrap();
+    assert_eq!(first.as_str(), "cpns-000001");
+    assert_eq!(s.allocate_cpns_id(&eid("pne-1")).await.unwrap(), first);
+    let second = s.allocate_cpns_id(&eid("pne-2")).await.unwrap();
+    assert_eq!(second.as_str(), "cpns-000002");
+    assert_eq!(
+        s.entity(&eid("pne-1")).await.unwrap().unwrap().cpns_id,
+        Some(first)
+    );
+    let err = s.allocate_cpns_id(&eid("ghost")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+/// The local inventory stores, replaces (keeping the first-stored order), lists and removes.
+pub async fn local_inventory<S: Store>(s: &S) {
+    assert_eq!(s.local_pns().await.unwrap(), vec![]);
+    let a = local(4, &[("pne-2", Some("pan:2")), ("pne-1", None)]);
+    let b = local(2, &[("pne-9", Some("pan:9"))]);
+    s.save_local_pn(&a).await.unwrap();
+    s.save_local_pn(&b).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let mut a2 = local(4, &[("pne-1", Some("pan:1b"))]);
+    a2.stored_at += 50;
+    s.save_local_pn(&a2).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![a2.clone(), b.clone()]);
+
+    assert!(s.remove_local_pn(&pid(2)).await.unwrap());
+    assert!(!s.remove_local_pn(&pid(2)).await.unwrap());
+    assert_eq!(s.local_pns().await.unwrap(), vec![a2.clone()]);
+
+    // Saving a removed PN again starts it afresh, after the others.
+    let b2 = local(2, &[]);
+    s.save_local_pn(&b2).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![a2, b2]);
+}
+
+/// Writes one of everything, for [`durable_check`] to find after the store is reopened.
+pub async fn durable_write<S: Store>(s: &S) {
+    enroll(s, &["pne-1"]).await;
+    s.allocate_cpns_id(&eid("pne-1")).await.unwrap();
+    s.register_pn(&pn(1, "gw-1", &["pne-1"])).await.unwrap();
+    s.upsert_member(&pid(1), &member("pne-2", false))
+        .await
+        .unwrap();
+    s.save_local_pn(&local(1, &[("pne-1", Some("pan:1"))]))
+        .await
+        .unwrap();
+}
+
+/// Checks that everything [`durable_write`] wrote is there.
+pub async fn durable_check<S: Store>(s: &S) {
+    let e = s.entity(&eid("pne-1")).await.unwrap().unwrap();
+    assert_eq!(e.cpns_id.as_ref().map(CpnsId::as_str), Some("cpns-000001"));
+    let mut expected = pn(1, "gw-1", &["pne-1"]);
+    expected.members.push(member("pne-2", false));
+    assert_eq!(s.all_pns().await.unwrap(), vec![expected]);
+    assert_eq!(
+        s.local_pns().await.unwrap(),
+        vec![local(1, &[("pne-1", Some("pan:1"))])]
+    );
+    // The CPNS id sequence survived too: the next PNE gets the next number.
+    s.insert_entity(&entity("pne-2", "alice")).await.unwrap();
+    assert_eq!(
+        s.allocate_cpns_id(&eid("pne-2")).await.unwrap().as_str(),
+        "cpns-000002"
+    );
+}
+
+/// 50 concurrent registrations and 40 concurrent CPNS id allocations on one store all land,
+/// and allocation stays one id per PNE.
+pub async fn concurrent_writes<S: Store>(s: Arc<S>) {
+    let pnes: Vec<String> = (0..20).map(|i| format!("pne-{i}")).collect();
+    enroll(&*s, &pnes.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let mut tasks = Vec::new();
+    for n in 0..50u8 {
+        let s = Arc::clone(&s);
+        tasks.push(tokio::spawn(async move {
+            let gw = format!("gw-{}", n % 5);
+            s.register_pn(&pn(n, &gw, &["pne-a", "pne-b", "pne-c"]))
+                .await
+                .unwrap();
+        }));
+    }
+    let mut allocations = Vec::new();
+    for i in 0..40 {
+        let s = Arc::clone(&s);
+        let pne = eid(&pnes[i % 20]);
+        allocations.push(tokio::spawn(async move {
+            let id = s.allocate_cpns_id(&pne).await.unwrap();
+            (pne, id)
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut by_pne = std::collections::HashMap::new();
+    for t in allocations {
+        let (pne, id) = t.await.unwrap();
+        let prev = by_pne.insert(pne, id.clone());
+        assert!(prev.is_none() || prev == Some(id), "two ids for one PNE");
+    }
+    let distinct: std::collections::HashSet<_> = by_pne.values().collect();
+    assert_eq!(distinct.len(), 20);
+
+    let all = s.all_pns().await.unwrap();
+    assert_eq!(all.len(), 50);
+    assert!(all.iter().all(|p| p.members.len() == 3));
+    for g in 0..5 {
+        assert_eq!(
+            s.pns_of_gateway(&eid(&format!("gw-{g}")))
+                .await
+                .unwrap()
+                .len(),
+            10
+        );
+    }
+}

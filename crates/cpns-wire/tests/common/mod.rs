@@ -1,0 +1,547 @@
+//! Shared test harness: a populated sample envelope for every message type, with optional
+//! fields both present and absent, used by the CDDL check (tests/cddl.rs) and the codec tests
+//! (tests/codec.rs).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use cpns_wire::*;
+
+/// An entity id from a literal.
+pub fn eid(s: &str) -> EntityId {
+    EntityId::new(s).unwrap()
+}
+
+/// A PN id whose bytes are all `b`.
+pub fn pn(b: u8) -> PnId {
+    PnId::from_bytes([b; 16])
+}
+
+fn caps_full() -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: "handset".into(),
+        has_ui: true,
+        networks: vec!["wifi".into(), "bluetooth".into()],
+        software: vec!["cpns-0.1".into()],
+        battery_pct: Some(87),
+        gateway_capable: true,
+    }
+}
+
+fn caps_min() -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: "watch".into(),
+        ..DeviceCapabilities::default()
+    }
+}
+
+fn join_full() -> JoinInfo {
+    JoinInfo {
+        pne_id: eid("alice-phone"),
+        capabilities: caps_full(),
+        contents: vec![ContentItem {
+            name: "song.mp3".into(),
+            media_type: "audio/mpeg".into(),
+        }],
+        rand_pne: RandBytes([1; 16]),
+        local_key: true,
+    }
+}
+
+fn join_min() -> JoinInfo {
+    JoinInfo {
+        pne_id: eid("bob.watch@home"),
+        capabilities: caps_min(),
+        contents: vec![],
+        rand_pne: RandBytes([2; 16]),
+        local_key: false,
+    }
+}
+
+fn inventory_full() -> PnInventory {
+    PnInventory {
+        pn_id: pn(7),
+        gateway: eid("gw-1"),
+        members: vec![
+            InventoryMember {
+                pne_id: eid("alice-phone"),
+                capabilities: Some(caps_full()),
+                contents: vec![ContentItem {
+                    name: "photo".into(),
+                    media_type: "image/jpeg".into(),
+                }],
+            },
+            InventoryMember {
+                pne_id: eid("bob.watch@home"),
+                capabilities: None,
+                contents: vec![],
+            },
+        ],
+    }
+}
+
+fn inventory_min() -> PnInventory {
+    PnInventory {
+        pn_id: pn(8),
+        gateway: eid("gw-2"),
+        members: vec![],
+    }
+}
+
+/// Every message type at least once, most twice (optional fields present / absent).
+pub fn bodies() -> Vec<(&'static str, Body)> {
+    vec![
+        (
+            "error",
+            ErrorBody::new(ErrorCode::NotFound, "no such PN").into(),
+        ),
+        (
+            "error unknown code",
+            ErrorBody::new(ErrorCode::Unknown(999), "").into(),
+        ),
+        (
+            "discovery request",
+            EntityDiscoveryRequest {
+                entity_id: eid("alice-phone"),
+                mode: Mode::Pne,
+            }
+            .into(),
+        ),
+        (
+            "discovery response full",
+            EntityDiscoveryResponse {
+                mode: Mode::Gateway,
+                entity_id: eid("gw-1"),
+                zone_support: true,
+                pns: vec![pn(1), pn(2)],
+            }
+            .into(),
+        ),
+        (
+            "discovery response min",
+            EntityDiscoveryResponse {
+                mode: Mode::Pne,
+                entity_id: eid("alice-phone"),
+                zone_support: false,
+                pns: vec![],
+            }
+            .into(),
+        ),
+        (
+            "connection setup request",
+            ConnectionSetupRequest {
+                gw_id: eid("gw-1"),
+                rand_gw: RandBytes([3; 16]),
+                software: "cpns 0.1.0".into(),
+            }
+            .into(),
+        ),
+        (
+            "auth challenge",
+            AuthChallenge {
+                rand_server: RandBytes([4; 16]),
+            }
+            .into(),
+        ),
+        (
+            "auth response",
+            AuthResponse {
+                hash: HashBytes([5; 32]),
+            }
+            .into(),
+        ),
+        (
+            "connection setup confirm",
+            ConnectionSetupConfirm {
+                server: "cpns-server".into(),
+                max_frame: DEFAULT_MAX_FRAME,
+            }
+            .into(),
+        ),
+        (
+            "capabilities update full",
+            DeviceCapabilitiesUpdate {
+                capabilities: caps_full(),
+            }
+            .into(),
+        ),
+        (
+            "capabilities update min",
+            DeviceCapabilitiesUpdate {
+                capabilities: caps_min(),
+            }
+            .into(),
+        ),
+        ("capabilities confirm", DeviceCapabilitiesConfirm {}.into()),
+        ("status update request", StatusUpdateRequest {}.into()),
+        (
+            "status update response full",
+            StatusUpdateResponse {
+                status: Status::Busy,
+                pns: vec![pn(9)],
+            }
+            .into(),
+        ),
+        (
+            "status update response unknown status",
+            StatusUpdateResponse {
+                status: Status::Unknown(77),
+                pns: vec![],
+            }
+            .into(),
+        ),
+        (
+            "pn setup request pne->gw invite",
+            PnSetupRequest {
+                request_id: RequestId(1),
+                setup: Some(SetupType::Invite(vec![eid("bob.watch@home"), eid("tv")])),
+                join: Some(join_full()),
+                pn_id: None,
+                initiator: None,
+            }
+            .into(),
+        ),
+        (
+            "pn setup request 1-1",
+            PnSetupRequest {
+                request_id: RequestId(2),
+                setup: Some(SetupType::OneToOne),
+                join: Some(join_min()),
+                pn_id: None,
+                initiator: None,
+            }
+            .into(),
+        ),
+        (
+            "pn setup request gw->pne",
+            PnSetupRequest {
+                request_id: RequestId(u64::MAX),
+                setup: Some(SetupType::All),
+                join: None,
+                pn_id: Some(pn(7)),
+                initiator: Some(eid("alice-phone")),
+            }
+            .into(),
+        ),
+        (
+            "pn setup request min",
+            PnSetupRequest {
+                request_id: RequestId(0),
+                setup: None,
+                join: None,
+                pn_id: None,
+                initiator: None,
+            }
+            .into(),
+        ),
+        (
+            "pn setup response full",
+            PnSetupResponse {
+                pn_id: pn(7),
+                accept: true,
+                join: Some(join_full()),
+                inventory: Some(inventory_full()),
+                hash_server: Some(HashBytes([6; 32])),
+            }
+            .into(),
+        ),
+        (
+            "pn setup response min",
+            PnSetupResponse {
+                pn_id: pn(7),
+                accept: false,
+                join: None,
+                inventory: None,
+                hash_server: None,
+            }
+            .into(),
+        ),
+        (
+            "pn registration request full",
+            PnRegistrationRequest {
+                request_id: RequestId(42),
+                pn_id: pn(7),
+                gateway: GatewayInfo {
+                    gw_id: eid("gw-1"),
+                    capabilities: caps_full(),
+                    subscription: Some("gold".into()),
+                },
+                pnes: vec![join_full(), join_min()],
+                initiator: Some(eid("alice-phone")),
+            }
+            .into(),
+        ),
+        (
+            "pn registration request min",
+            PnRegistrationRequest {
+                request_id: RequestId(43),
+                pn_id: pn(7),
+                gateway: GatewayInfo {
+                    gw_id: eid("gw-1"),
+                    capabilities: caps_min(),
+                    subscription: None,
+                },
+                pnes: vec![],
+                initiator: None,
+            }
+            .into(),
+        ),
+        (
+            "authentication request full",
+            AuthenticationRequest {
+                pn_id: pn(7),
+                rand_server: RandBytes([9; 16]),
+                local_keys: vec![
+                    WrappedLocalKeys {
+                        pne_id: eid("alice-phone"),
+                        for_pne: vec![0xaa; 40],
+                        for_gw: vec![0xbb; 40],
+                    },
+                    WrappedLocalKeys {
+                        pne_id: eid("bob.watch@home"),
+                        for_pne: vec![0xcc; 40],
+                        for_gw: vec![],
+                    },
+                ],
+                purpose: AuthPurposeCode::Registration,
+                pnes: vec![eid("alice-phone"), eid("bob.watch@home")],
+                request_id: Some(RequestId(5)),
+            }
+            .into(),
+        ),
+        (
+            "authentication request min",
+            AuthenticationRequest {
+                pn_id: pn(7),
+                rand_server: RandBytes([9; 16]),
+                local_keys: vec![],
+                purpose: AuthPurposeCode::Establishment,
+                pnes: vec![],
+                request_id: None,
+            }
+            .into(),
+        ),
+        (
+            "authentication response full",
+            AuthenticationResponse {
+                pn_id: pn(7),
+                hashes: vec![PneHash {
+                    pne_id: eid("alice-phone"),
+                    hash: HashBytes([0x11; 32]),
+                }],
+                purpose: AuthPurposeCode::Unknown(3),
+                request_id: Some(RequestId(5)),
+            }
+            .into(),
+        ),
+        (
+            "authentication response min",
+            AuthenticationResponse {
+                pn_id: pn(7),
+                hashes: vec![],
+                purpose: AuthPurposeCode::Establishment,
+                request_id: None,
+            }
+            .into(),
+        ),
+        (
+            "pn registration response",
+            PnRegistrationResponse {
+                pn_id: pn(7),
+                verdicts: vec![
+                    MemberVerdict {
+                        pne_id: eid("alice-phone"),
+                        authenticated: true,
+                        hash_server: Some(HashBytes([0x22; 32])),
+                    },
+                    MemberVerdict {
+                        pne_id: eid("bob.watch@home"),
+                        authenticated: false,
+                        hash_server: None,
+                    },
+                ],
+                inventory: inventory_full(),
+            }
+            .into(),
+        ),
+        (
+            "pn establishment notify full",
+            PnEstablishmentNotify {
+                pn_id: pn(7),
+                inventory: Some(inventory_min()),
+                hash_server: Some(HashBytes([0x33; 32])),
+                reason: None,
+            }
+            .into(),
+        ),
+        (
+            "pn establishment notify left out",
+            PnEstablishmentNotify {
+                pn_id: pn(7),
+                inventory: None,
+                hash_server: None,
+                reason: Some("authentication failed".into()),
+            }
+            .into(),
+        ),
+        (
+            "pan auth init",
+            PanAuthInit {
+                pn_id: pn(7),
+                pne_id: eid("alice-phone"),
+                rand_pne: RandBytes([0x44; 16]),
+            }
+            .into(),
+        ),
+        (
+            "pan auth challenge",
+            PanAuthChallenge {
+                rand_gw: RandBytes([0x55; 16]),
+                proof: HashBytes([0x66; 32]),
+            }
+            .into(),
+        ),
+        (
+            "pan auth confirm",
+            PanAuthConfirm {
+                proof: HashBytes([0x77; 32]),
+            }
+            .into(),
+        ),
+        (
+            "pne registration request full",
+            PneRegistrationRequest {
+                request_id: RequestId(8),
+                pne_id: eid("tv"),
+                pn_id: Some(pn(7)),
+                rand_pne: RandBytes([0x88; 16]),
+                capabilities: Some(caps_full()),
+            }
+            .into(),
+        ),
+        (
+            "pne registration request non-member",
+            PneRegistrationRequest {
+                request_id: RequestId(9),
+                pne_id: eid("tv"),
+                pn_id: None,
+                rand_pne: RandBytes([0x88; 16]),
+                capabilities: None,
+            }
+            .into(),
+        ),
+        (
+            "pne registration response",
+            PneRegistrationResponse {
+                request_id: RequestId(8),
+                pne_id: eid("tv"),
+                pn_id: pn(7),
+                cpns_id: CpnsId::new("cpns:0001").unwrap(),
+                hash_server: HashBytes([0x99; 32]),
+                sealed_grant: vec![0xde, 0xad, 0xbe, 0xef],
+            }
+            .into(),
+        ),
+        (
+            "pn update request full",
+            PnUpdateRequest {
+                request_id: RequestId(10),
+                pn_id: pn(7),
+                add: vec![
+                    NewMember {
+                        pne_id: eid("tv"),
+                        capabilities: Some(caps_min()),
+                    },
+                    NewMember {
+                        pne_id: eid("radio"),
+                        capabilities: None,
+                    },
+                ],
+                remove: vec![eid("bob.watch@home")],
+            }
+            .into(),
+        ),
+        (
+            "pn update request min",
+            PnUpdateRequest {
+                request_id: RequestId(11),
+                pn_id: pn(7),
+                add: vec![],
+                remove: vec![],
+            }
+            .into(),
+        ),
+        (
+            "pn update response",
+            PnUpdateResponse {
+                inventory: inventory_full(),
+            }
+            .into(),
+        ),
+    ]
+}
+
+/// Every sample body in an envelope, cycling through the envelope shapes: request from an entity
+/// to the server, response from the server (with `in_reply_to`), notification between entities.
+pub fn samples() -> Vec<(&'static str, Envelope)> {
+    bodies()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, body))| {
+            let id = i as u64;
+            let env = match i % 3 {
+                0 => Envelope::request(id, Address::Entity(eid("gw-1")), Address::Server, body),
+                1 => Envelope::response(
+                    id + 1000,
+                    id,
+                    Address::Server,
+                    Address::Entity(eid("gw-1")),
+                    body,
+                ),
+                _ => Envelope::notify(
+                    u64::MAX - id,
+                    Address::Entity(eid("gw-1")),
+                    Address::Entity(eid("alice-phone")),
+                    body,
+                ),
+            };
+            (name, env)
+        })
+        .collect()
+}
+
+/// The CBOR of an envelope.
+pub fn cbor(env: &Envelope) -> Vec<u8> {
+    let mut out = Vec::new();
+    cpns_wire::codec::encode_envelope(env, &mut out);
+    out
+}
+
+/// A whole plain frame, length prefix included.
+pub fn frame(env: &Envelope) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_plain_frame(env, &mut out);
+    out
+}
+
+/// Hand-written CBOR of an envelope (request from `gw-1` to the server, msg_id 1) with the given
+/// version, extra top-level keys `extra` (each with the value 0), and the body written by `body`,
+/// so tests can build what the typed encoder never would.
+pub fn raw_envelope(
+    version: u64,
+    extra: &[u64],
+    body: impl FnOnce(&mut minicbor::Encoder<Vec<u8>>),
+) -> Vec<u8> {
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.map(6 + extra.len() as u64).unwrap();
+    e.u8(0).unwrap().u64(version).unwrap();
+    e.u8(1).unwrap().u64(1).unwrap();
+    e.u8(3).unwrap().u32(1).unwrap();
+    e.u8(4).unwrap().str("gw-1").unwrap();
+    e.u8(5).unwrap().u8(0).unwrap();
+    for k in extra {
+        e.u64(*k).unwrap().u8(0).unwrap();
+    }
+    e.u8(6).unwrap();
+    body(&mut e);
+    e.into_writer()
+}

@@ -1,0 +1,318 @@
+//! `cpns server`, `cpns gateway` and `cpns pne`: the three runtimes as processes of their own.
+//! Events are printed to stdout one per line (`event: ...`), logs go to stderr.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use cpns_node::gateway::{self, GatewayNodeConfig};
+use cpns_node::pne::{self, PneStep};
+use cpns_node::server::{ServerNode, ServerNodeConfig};
+use cpns_node::{DeviceCredential, DeviceKind};
+use cpns_proto::gateway::{EstablishTargets, GatewayConfig, GatewayEvent};
+use cpns_proto::pne::PneConfig;
+use cpns_proto::{PanSecurity, Timeouts};
+use cpns_store::SqliteStore;
+use cpns_wire::{DeviceCapabilities, EntityId, SetupType};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::admin::DataDir;
+
+#[derive(Args, Debug)]
+pub(crate) struct ServerArgs {
+    /// The data directory made by `cpns init`.
+    #[arg(long, default_value_os_t = crate::default_data_dir())]
+    pub data_dir: PathBuf,
+    /// Address to listen on for PN GWs.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub listen: String,
+    /// Most concurrent PN GW sessions.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_sessions: usize,
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `cpns server`.
+pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
+    let dir = DataDir(a.data_dir);
+    let store = SqliteStore::open(&dir.db())
+        .await
+        .with_context(|| format!("open {}", dir.db().display()))?;
+    let cfg = ServerNodeConfig {
+        max_sessions: a.max_sessions,
+        ..ServerNodeConfig::default()
+    };
+    let node = ServerNode::new(
+        cfg,
+        store.clone(),
+        dir.master_key()?,
+        &dir.read("server.pem")?,
+        &dir.read("server.key")?,
+    )?;
+    let listener = TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("listen on {}", a.listen))?;
+    println!("listening {}", listener.local_addr()?);
+    node.run(listener, ctrl_c()).await?;
+    store.close().await;
+    Ok(())
+}
+
+/// Device capabilities for a device of this kind.
+pub(crate) fn capabilities(
+    device_type: &str,
+    has_ui: bool,
+    gateway_capable: bool,
+) -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: device_type.into(),
+        has_ui,
+        networks: vec!["wlan".into(), "bluetooth".into()],
+        software: vec![concat!("cpns/", env!("CARGO_PKG_VERSION")).into()],
+        battery_pct: None,
+        gateway_capable,
+    }
+}
+
+fn read_credential(path: &std::path::Path, kind: DeviceKind) -> anyhow::Result<DeviceCredential> {
+    let cred = DeviceCredential::read(path)?;
+    if cred.kind != kind {
+        bail!(
+            "{} is a {:?} credential, not a {kind:?} one",
+            path.display(),
+            cred.kind
+        );
+    }
+    Ok(cred)
+}
+
+fn pan_security(s: &str) -> anyhow::Result<PanSecurity> {
+    PanSecurity::parse(s)
+        .with_context(|| format!("PAN security must be `cpns` or `trusted`, not `{s}`"))
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GatewayArgs {
+    /// The PN GW's credential file.
+    #[arg(long)]
+    pub credential: PathBuf,
+    /// The CPNS Server's address.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub server: String,
+    /// Address to listen on for PNEs.
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    pub pan_listen: String,
+    /// The PN GW's local store (SQLite file).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// PAN security: `cpns` (insecure bearer: LocalEUKey and sealed frames) or `trusted`.
+    #[arg(long, default_value = "cpns")]
+    pub pan_security: String,
+    /// Start a PN GW-initiated establishment (000 §6.6.1.2) with `all` PNEs or a comma list.
+    #[arg(long)]
+    pub establish: Option<String>,
+    /// With --establish: wait until this many PNEs have made themselves known.
+    #[arg(long, default_value_t = 1)]
+    pub after_pnes: usize,
+}
+
+/// `cpns gateway`.
+pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
+    let cred = read_credential(&a.credential, DeviceKind::Gateway)?;
+    let store = SqliteStore::open(&a.store)
+        .await
+        .with_context(|| format!("open {}", a.store.display()))?;
+    let proto = GatewayConfig {
+        id: cred.entity_id.clone(),
+        eukey: cred.eukey.clone(),
+        capabilities: capabilities("home-hub", true, true),
+        subscription: Some(format!("user:{}", cred.owner)),
+        zone_support: false,
+        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+        timeouts: Timeouts::default(),
+    };
+    let mut cfg = GatewayNodeConfig::new(&cred, proto, a.server.clone());
+    cfg.pan_security = pan_security(&a.pan_security)?;
+    let targets = match a.establish.as_deref() {
+        None => None,
+        Some("all") => Some(EstablishTargets::All),
+        Some(list) => Some(EstablishTargets::Invite(
+            list.split(',')
+                .map(|s| s.trim().parse::<EntityId>())
+                .collect::<Result<_, _>>()
+                .context("--establish")?,
+        )),
+    };
+    let listener = TcpListener::bind(&a.pan_listen)
+        .await
+        .with_context(|| format!("listen on {}", a.pan_listen))?;
+    println!("pan-listening {}", listener.local_addr()?);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = oneshot::channel();
+    let (handle, task) = gateway::start(cfg, store.clone(), listener, events_tx, None, stop)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut known = 0usize;
+    let mut ready = false;
+    let mut targets = targets;
+    let mut stop_tx = Some(stop_tx);
+    loop {
+        tokio::select! {
+            e = events.recv() => {
+                let Some(e) = e else { break };
+                println!("event: {}", gateway_event_line(&e));
+                match e {
+                    GatewayEvent::WanReady => ready = true,
+                    GatewayEvent::PneDiscovered { .. } => known += 1,
+                    _ => {}
+                }
+                if ready && known >= a.after_pnes
+                    && let Some(t) = targets.take() {
+                        match handle.establish(t).await {
+                            Ok(pn) => println!("event: establishing {pn}"),
+                            Err(e) => println!("event: establish-failed {e}"),
+                        }
+                    }
+            }
+            () = ctrl_c() => {
+                if let Some(s) = stop_tx.take() { let _ = s.send(()); }
+                break;
+            }
+        }
+    }
+    let r = task.await.context("the PN GW task")?;
+    store.close().await;
+    r.map_err(anyhow::Error::msg)
+}
+
+fn gateway_event_line(e: &GatewayEvent) -> String {
+    match e {
+        GatewayEvent::WanReady => "wan-ready".into(),
+        GatewayEvent::PneDiscovered { pne, .. } => format!("pne-discovered {pne}"),
+        GatewayEvent::PanAuthenticated { pne, pn_id } => format!("pan-authenticated {pne} {pn_id}"),
+        GatewayEvent::PnEstablished { inventory, .. } => {
+            let members: Vec<&str> = inventory
+                .members
+                .iter()
+                .map(|m| m.pne_id.as_str())
+                .collect();
+            format!("pn-established {} {}", inventory.pn_id, members.join(","))
+        }
+        GatewayEvent::EstablishmentFailed { pn_id, reason } => {
+            format!("establishment-failed {pn_id} {reason}")
+        }
+        GatewayEvent::PneRegistered { pne, cpns_id } => format!("pne-registered {pne} {cpns_id}"),
+        other => format!("{other:?}"),
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct PneArgs {
+    /// The PNE's credential file.
+    #[arg(long)]
+    pub credential: PathBuf,
+    /// The PN GW's PAN address.
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    pub gateway: String,
+    /// The PNE's local store (SQLite file).
+    #[arg(long)]
+    pub store: PathBuf,
+    /// PAN security: `cpns` or `trusted` (must match the PN GW's).
+    #[arg(long, default_value = "cpns")]
+    pub pan_security: String,
+    /// Ask for a PN (000 §6.6.1.1): `1-1`, `all`, or a comma list of PNE ids to invite.
+    #[arg(long)]
+    pub setup: Option<String>,
+    /// Wait to be invited to a PN (000 §6.6.1.2) and join it.
+    #[arg(long)]
+    pub await_invitation: bool,
+    /// Decline invitations.
+    #[arg(long)]
+    pub decline: bool,
+    /// Register with the server (003 §1.4) after the other steps.
+    #[arg(long)]
+    pub register: bool,
+    /// The device has no UI (it then asks for no LocalEUKey).
+    #[arg(long)]
+    pub no_ui: bool,
+    /// The device type reported in its capabilities.
+    #[arg(long, default_value = "phone")]
+    pub device_type: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_s: u64,
+}
+
+/// Parses a setup type: `1-1`, `all` or a comma list.
+pub(crate) fn setup_type(s: &str) -> anyhow::Result<SetupType> {
+    Ok(match s {
+        "1-1" => SetupType::OneToOne,
+        "all" => SetupType::All,
+        list => SetupType::Invite(
+            list.split(',')
+                .map(|p| p.trim().parse())
+                .collect::<Result<_, _>>()
+                .context("--setup")?,
+        ),
+    })
+}
+
+/// `cpns pne`.
+pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
+    let cred = read_credential(&a.credential, DeviceKind::Pne)?;
+    let store = SqliteStore::open(&a.store)
+        .await
+        .with_context(|| format!("open {}", a.store.display()))?;
+    let cfg = PneConfig {
+        id: cred.entity_id.clone(),
+        eukey: cred.eukey.clone(),
+        capabilities: capabilities(&a.device_type, !a.no_ui, false),
+        contents: Vec::new(),
+        security: pan_security(&a.pan_security)?,
+        accept_invitations: !a.decline,
+        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+        timeouts: Timeouts::default(),
+    };
+    let mut steps = Vec::new();
+    if let Some(s) = &a.setup {
+        steps.push(PneStep::Setup(setup_type(s)?));
+    }
+    if a.await_invitation {
+        steps.push(PneStep::AwaitInvitation);
+    }
+    if a.register {
+        steps.push(PneStep::Register(None));
+    }
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let printer = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            println!("event: {e:?}");
+        }
+    });
+    let (_stop_tx, stop) = oneshot::channel();
+    let run = pne::run(
+        cfg,
+        store.clone(),
+        &a.gateway,
+        steps,
+        Some(events_tx),
+        None,
+        stop,
+    );
+    let report = tokio::time::timeout(Duration::from_secs(a.timeout_s), run)
+        .await
+        .map_err(|_| anyhow::anyhow!("gave up after {} s", a.timeout_s))?
+        .map_err(anyhow::Error::msg)?;
+    let _ = printer.await;
+    store.close().await;
+    let failures = report.failures();
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(())
+}
