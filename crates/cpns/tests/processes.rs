@@ -1,0 +1,241 @@
+//! The acceptance test of the spine: `cpns server`, `cpns gateway` and two `cpns pne` run as
+//! separate processes of the built binary over loopback TCP and TLS. A PN is established both
+//! ways (000 §6.6.1.1 initiated by a PNE, §6.6.1.2 by the PN GW), then the server's store and
+//! the PN GW's local inventory are read from their SQLite files and must agree.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cpns_store::{SqliteStore, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cpns");
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A running process whose stdout lines are readable.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    name: &'static str,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("CPNS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines, name }
+    }
+
+    /// Waits for a line starting with `prefix` and returns the rest of it.
+    fn expect(&mut self, prefix: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(line) if line.starts_with(prefix) => {
+                    return line[prefix.len()..].trim().to_string();
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{}: no line starting with {prefix:?}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Waits for the process to exit successfully.
+    fn succeeds(mut self) {
+        let (tx, rx) = mpsc::channel();
+        let name = self.name;
+        std::thread::spawn(move || {
+            let _ = tx.send(self.child.wait());
+        });
+        let status = rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("{name} did not finish"))
+            .unwrap();
+        assert!(status.success(), "{name} failed: {status}");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cpns(args: &[&str]) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "cpns {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| -> PathBuf { tmp.path().join(n) };
+    let data = p("server");
+    cpns(&["init", "--data-dir", s(&data)]);
+    for (kind, id) in [("gateway", "home-gw"), ("pne", "phone"), ("pne", "watch")] {
+        let out = p(&format!("{id}.cred.json"));
+        cpns(&[
+            "enroll",
+            "--data-dir",
+            s(&data),
+            "--user",
+            "alice",
+            "--kind",
+            kind,
+            "--id",
+            id,
+            "--out",
+            s(&out),
+        ]);
+    }
+
+    let mut server = Proc::spawn(
+        "server",
+        &["server", "--data-dir", s(&data), "--listen", "127.0.0.1:0"],
+    );
+    let server_addr = server.expect("listening ");
+    // Four discoveries: both PNEs in the PNE-initiated round, both again in the second round.
+    let mut gw = Proc::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--credential",
+            s(&p("home-gw.cred.json")),
+            "--server",
+            &server_addr,
+            "--pan-listen",
+            "127.0.0.1:0",
+            "--store",
+            s(&p("gw.db")),
+            "--establish",
+            "all",
+            "--after-pnes",
+            "4",
+        ],
+    );
+    let pan = gw.expect("pan-listening ");
+    gw.expect("event: wan-ready");
+
+    // 000 §6.6.1.1: the watch waits to be invited, the phone (with a UI, on an insecure PAN, so
+    // with a LocalEUKey) asks for a PN with all PNEs.
+    let pne = |id: &'static str, extra: &[&str]| {
+        let mut args = vec!["pne", "--gateway", &pan, "--device-type", id];
+        let cred = s(&p(&format!("{id}.cred.json"))).to_string();
+        let store = s(&p(&format!("{id}.db"))).to_string();
+        args.extend(extra);
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--credential".into(), cred, "--store".into(), store]);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        Proc::spawn(id, &refs)
+    };
+    let watch = pne("watch", &["--await-invitation", "--no-ui"]);
+    gw.expect("event: pne-discovered watch");
+    let phone = pne("phone", &["--setup", "all"]);
+    let first = gw.expect("event: pn-established ");
+    phone.succeeds();
+    watch.succeeds();
+
+    // 000 §6.6.1.2: both come back and wait; the PN GW invites all once it sees both.
+    let watch = pne("watch", &["--await-invitation", "--no-ui"]);
+    let phone = pne("phone", &["--await-invitation"]);
+    gw.expect("event: establishing ");
+    let second = gw.expect("event: pn-established ");
+    phone.succeeds();
+    watch.succeeds();
+    drop(gw);
+    drop(server);
+
+    // The state of record and the PN GW's local inventory agree, PN by PN.
+    let established: BTreeSet<(String, String)> = [first, second]
+        .iter()
+        .map(|l| {
+            let (pn, members) = l.split_once(' ').unwrap();
+            (pn.to_string(), members.to_string())
+        })
+        .collect();
+    assert_eq!(established.len(), 2, "two distinct PNs: {established:?}");
+    let server_store = SqliteStore::open(&data.join("cpns.db")).await.unwrap();
+    let gw_store = SqliteStore::open(&p("gw.db")).await.unwrap();
+    let server_pns: BTreeSet<(String, String)> = server_store
+        .all_pns()
+        .await
+        .unwrap()
+        .iter()
+        .map(|pn| {
+            assert_eq!(pn.gateway.as_str(), "home-gw");
+            assert!(pn.members.iter().all(|m| m.authenticated));
+            let members: Vec<&str> = pn.members.iter().map(|m| m.pne_id.as_str()).collect();
+            (pn.pn_id.to_string(), members.join(","))
+        })
+        .collect();
+    let local_pns: BTreeSet<(String, String)> = gw_store
+        .local_pns()
+        .await
+        .unwrap()
+        .iter()
+        .map(|pn| {
+            let members: Vec<&str> = pn.members.iter().map(|m| m.pne_id.as_str()).collect();
+            (pn.pn_id.to_string(), members.join(","))
+        })
+        .collect();
+    assert_eq!(
+        server_pns, local_pns,
+        "server store and PN GW local inventory differ"
+    );
+    let normalize = |set: &BTreeSet<(String, String)>| -> BTreeSet<(String, BTreeSet<String>)> {
+        set.iter()
+            .map(|(pn, m)| (pn.clone(), m.split(',').map(str::to_string).collect()))
+            .collect()
+    };
+    assert_eq!(normalize(&server_pns), normalize(&established));
+    for (_, members) in normalize(&server_pns) {
+        assert_eq!(
+            members,
+            BTreeSet::from(["phone".to_string(), "watch".to_string()])
+        );
+    }
+    // The phone holds its LocalEUKey for the first PN; the watch (no UI) holds none.
+    let phone_store = SqliteStore::open(&p("phone.db")).await.unwrap();
+    let phone_pns = phone_store.local_pns().await.unwrap();
+    assert_eq!(phone_pns.len(), 2);
+    assert!(
+        phone_pns
+            .iter()
+            .all(|pn| pn.members.iter().any(|m| m.sealed_local_key.is_some()))
+    );
+    let watch_store = SqliteStore::open(&p("watch.db")).await.unwrap();
+    let watch_pns = watch_store.local_pns().await.unwrap();
+    assert_eq!(watch_pns.len(), 2);
+    assert!(
+        watch_pns
+            .iter()
+            .all(|pn| pn.members.iter().all(|m| m.sealed_local_key.is_none()))
+    );
+}
