@@ -26,7 +26,7 @@ use crate::run::capabilities;
 
 #[derive(Args, Debug)]
 pub(crate) struct DemoArgs {
-    /// Keep the data directory here instead of a temporary one.
+    /// Where to put the demo's data (default: a new directory under the system's temp dir).
     #[arg(long)]
     pub keep: Option<PathBuf>,
 }
@@ -36,8 +36,14 @@ const GW: &str = "home-gw";
 
 /// `cpns demo`.
 pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let root = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    // The data stays after the demo, so its SQLite files can be inspected (`cpns inventory`).
+    let root = match a.keep.clone() {
+        Some(dir) => dir,
+        None => tempfile::Builder::new()
+            .prefix("cpns-demo-")
+            .tempdir()?
+            .keep(),
+    };
     std::fs::create_dir_all(&root)?;
     let dir = DataDir(root.join("server"));
     println!("CPNS demo: data in {}\n", root.display());
@@ -199,6 +205,11 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     );
     gw_store.close().await;
     store.close().await;
+    println!(
+        "\nThe data is kept in {}; `cpns inventory --data-dir {}` reads it again.",
+        root.display(),
+        dir.0.display()
+    );
     Ok(())
 }
 

@@ -648,6 +648,16 @@ impl Gateway {
         }
     }
 
+    /// Whether a PN being formed waits for an answer to message `msg` sent on `link`.
+    pub(super) fn forming_awaits(&self, link: LinkId, msg: u64) -> bool {
+        self.forming.values().any(|f| {
+            f.invited
+                .values()
+                .chain(f.auth_pending.values())
+                .any(|&(l, m)| l == link && m == msg)
+        })
+    }
+
     /// A PNE left: it no longer answers invitations or authentication.
     pub(super) fn pne_gone(&mut self, now: Instant, pne: &EntityId) {
         let mut ready = Vec::new();

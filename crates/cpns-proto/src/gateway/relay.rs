@@ -291,8 +291,15 @@ impl Gateway {
         if self.relays.down.contains_key(&(link, reply_to)) {
             return self.relay_up_response(now, link, env);
         }
-        // A PNE that answers its invitation or authentication with an error is left out.
-        if let Some(pne) = self.links.get(&link).and_then(|l| l.peer.clone()) {
+        // A PNE that answers its invitation or authentication with an error is left out;
+        // an error answering anything else ends nothing.
+        let answers_flow = self.forming_awaits(link, reply_to);
+        if let Some(pne) = self
+            .links
+            .get(&link)
+            .and_then(|l| l.peer.clone())
+            .filter(|_| answers_flow)
+        {
             self.pne_gone(now, &pne);
         }
     }

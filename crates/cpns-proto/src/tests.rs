@@ -1,1 +1,0 @@
-//! In-memory tests of the machines (being written).

@@ -1,0 +1,214 @@
+//! PN GW connection set-up towards the CPNS Server (002 §B.1.1.2 steps 8-17) and CPNS entity
+//! discovery on the PAN (000 §6.4), in both directions.
+
+use cpns_wire::{Address, Body, ErrorCode, Mode, Status};
+
+use super::harness::{Action, FLOW, Harness, Party, id, pne_id};
+use super::store::PneSpec;
+use crate::gateway::{GatewayEvent, LinkId};
+use crate::pne::PneEvent;
+use crate::server::ServerEvent;
+
+#[test]
+fn connection_setup_authenticates_reports_and_becomes_ready() {
+    let mut h = Harness::new(&[]);
+    h.connect_gw();
+    let gw = id("gw-1");
+    // Steps 8-16, in order, nothing else.
+    assert_eq!(
+        h.wan_messages(),
+        [
+            "ConnectionSetupRequest",
+            "AuthChallenge",
+            "AuthResponse",
+            "ConnectionSetupConfirm",
+            "DeviceCapabilitiesUpdate",
+            "DeviceCapabilitiesConfirm",
+            "StatusUpdateRequest",
+            "StatusUpdateResponse",
+        ]
+    );
+    assert_eq!(
+        h.server_events(),
+        [
+            &ServerEvent::GatewayAuthenticated(gw.clone()),
+            &ServerEvent::GatewayReady(gw.clone()),
+        ]
+    );
+    assert_eq!(h.gw_events(), [&GatewayEvent::WanReady]);
+    assert_eq!(h.server.gateway(), Some(&gw));
+    // Step 17: the PN GW's entry carries its capabilities and status.
+    let (caps, status) = h.store.reports.get(&gw).cloned().unwrap();
+    assert_eq!(caps, Some(h.gw_cfg.capabilities.clone()));
+    assert_eq!(status, Some(Status::Online));
+    assert!(h.errors.is_empty() && h.closes.is_empty());
+    // Nothing else is pending: no timer is left running.
+    assert_eq!(h.server.poll_timeout(), None);
+    assert_eq!(h.gw.poll_timeout(), None);
+}
+
+#[test]
+fn status_response_lists_the_pns_the_gateway_serves() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, cpns_wire::SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    // A new TLS session: the status lookup (step 15) reports the restored PN.
+    h.restart_from_stores(&[PneSpec::trusted()]);
+    let status = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e.body {
+            Body::StatusUpdateResponse(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(status.pns, [pn]);
+}
+
+#[test]
+fn capabilities_not_stored_means_no_confirmation_and_no_ready() {
+    let mut h = Harness::new(&[]);
+    h.store.fail_server = true;
+    let now = h.now();
+    h.gw.wan_connected(now, super::harness::EXPORTER).unwrap();
+    h.pump();
+    // The PN GW was authenticated, but step 13 is an internal error, not a confirmation.
+    assert!(
+        h.server_events()
+            .contains(&&ServerEvent::GatewayAuthenticated(id("gw-1")))
+    );
+    assert!(
+        !h.server_events()
+            .iter()
+            .any(|e| matches!(e, ServerEvent::GatewayReady(_)))
+    );
+    let err = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .find_map(|e| e.error().cloned())
+        .unwrap();
+    assert_eq!(err.code, ErrorCode::Internal);
+    assert!(!h.gw.wan_ready());
+    assert!(matches!(h.gw_events()[..], [GatewayEvent::WanFailed(_)]));
+    assert!(h.store.reports.is_empty());
+}
+
+#[test]
+fn silent_gateway_times_out_connection_setup_and_session_closes() {
+    let mut h = Harness::new(&[]);
+    // No Connection Setup Request ever comes.
+    h.advance(FLOW - std::time::Duration::from_secs(1));
+    assert!(h.closes.is_empty());
+    h.advance(std::time::Duration::from_secs(1));
+    assert!(matches!(
+        &h.closes[..],
+        [(Party::Server, None, r)] if r.contains("timed out")
+    ));
+    assert_eq!(h.server.gateway(), None);
+    assert_eq!(h.server.poll_timeout(), None);
+}
+
+#[test]
+fn unanswered_challenge_times_out_on_both_ends() {
+    let mut h = Harness::new(&[]);
+    // The PN GW's Authentication response (step 10) is lost.
+    h.set_hook(|f| match f.message {
+        "AuthResponse" => Action::Drop,
+        _ => Action::Deliver,
+    });
+    let now = h.now();
+    h.gw.wan_connected(now, super::harness::EXPORTER).unwrap();
+    h.pump();
+    assert_eq!(h.server.gateway(), None);
+    h.advance(FLOW);
+    assert!(
+        h.closes
+            .iter()
+            .any(|(p, _, r)| *p == Party::Server && r.contains("timed out"))
+    );
+    assert!(
+        h.gw_events()
+            .iter()
+            .any(|e| matches!(e, GatewayEvent::WanFailed(r) if r.contains("timed out")))
+    );
+    assert!(!h.gw.wan_ready());
+    assert!(h.store.reports.is_empty());
+}
+
+#[test]
+fn pne_discovers_the_gateway() {
+    let mut h = Harness::new(&[PneSpec::cpns()]);
+    h.connect_gw();
+    let now = h.now();
+    h.pnes[0].start_discovery(now);
+    h.pump();
+    assert_eq!(
+        h.pne_events(0),
+        [&PneEvent::Discovered {
+            gateway: id("gw-1"),
+            zone_support: false,
+            pns: Vec::new(),
+        }]
+    );
+    assert_eq!(h.pnes[0].gateway(), Some(&id("gw-1")));
+    assert!(h.gw_events().contains(&&GatewayEvent::PneDiscovered {
+        link: LinkId(0),
+        pne: pne_id(0),
+    }));
+    assert_eq!(h.pnes[0].poll_timeout(), None, "the discovery wait ended");
+}
+
+#[test]
+fn gateway_discovers_a_pne_on_a_fresh_link() {
+    let mut h = Harness::new(&[PneSpec::trusted()]);
+    h.gw.discover(LinkId(0));
+    h.pump();
+    // Step 2: the PNE answers with its mode and id, though it did not know who asked.
+    let resp = h
+        .delivered(Party::Pne(0), Party::Gw)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::EntityDiscoveryResponse(r) => Some(r),
+            _ => None,
+        })
+        .expect("the PNE answered the discovery request");
+    assert_eq!((resp.mode, resp.entity_id), (Mode::Pne, pne_id(0)));
+    assert_eq!(
+        h.gw_events(),
+        [&GatewayEvent::PneDiscovered {
+            link: LinkId(0),
+            pne: pne_id(0),
+        }]
+    );
+    // Discovery is mutual: the PNE learned the PN GW from the request.
+    assert_eq!(h.pnes[0].gateway(), Some(&id("gw-1")));
+    assert!(h.errors.is_empty());
+}
+
+#[test]
+fn discovery_lists_the_pns_served() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, cpns_wire::SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    let now = h.now();
+    h.pnes[1].start_discovery(now);
+    h.pump();
+    let pns = h.pne_events(1).into_iter().rev().find_map(|e| match e {
+        PneEvent::Discovered { pns, .. } => Some(pns.clone()),
+        _ => None,
+    });
+    assert_eq!(pns, Some(vec![pn]));
+    // A PNE asked by the PN GW lists the PNs it belongs to.
+    h.gw.discover(LinkId(0));
+    h.pump();
+    let listed = h
+        .delivered(Party::Pne(0), Party::Gw)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e.body {
+            Body::EntityDiscoveryResponse(r) if e.to == Address::Entity(id("gw-1")) => Some(r.pns),
+            _ => None,
+        });
+    assert_eq!(listed, Some(vec![pn]));
+}

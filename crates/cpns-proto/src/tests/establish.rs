@@ -1,0 +1,330 @@
+//! PN establishment that succeeds: initiated by a PNE with each setup type (000 §6.6.1.1 steps
+//! 1-15) and by the PN GW (§6.6.1.2 steps 1-16), over `cpns` PANs (LocalEUKey assigned, PN GW
+//! authentication, sealed link) and `trusted` PANs (no LocalEUKey); then a PN GW restart that
+//! restores its PNs and re-seals a PNE's new link with the stored LocalEUKey.
+
+use cpns_wire::{Body, PnId, PnInventory, SetupType};
+
+use super::harness::{Harness, Party, id, pne_id};
+use super::store::PneSpec;
+use crate::gateway::{EstablishTargets, GatewayEvent};
+use crate::pne::PneEvent;
+use crate::server::ServerEvent;
+
+/// PNE `i` holds a LocalEUKey of `pn`, authenticated the PN GW with it, and every PAN frame
+/// after its confirmation is sealed, on the trace and on the wire.
+fn assert_sealed_member(h: &Harness, pn: PnId, i: usize) {
+    assert!(h.pnes[i].link_sealed(), "pne {i} link not sealed");
+    let t = h.pan_traces(i);
+    let confirm = t
+        .iter()
+        .position(|r| r.message == "PanAuthConfirm")
+        .expect("PN GW authentication ran");
+    assert!(
+        !t[confirm].sealed,
+        "the confirmation itself travels before the switch"
+    );
+    assert!(t.len() > confirm + 1, "something travelled after PAN auth");
+    assert!(
+        t[confirm + 1..].iter().all(|r| r.sealed),
+        "plain after PAN auth: {t:?}"
+    );
+    // On the wire too: every frame of the link after the confirmation has the sealed kind.
+    let link: Vec<_> = h
+        .log
+        .iter()
+        .filter(|f| f.from == Party::Pne(i) || f.to == Party::Pne(i))
+        .collect();
+    let at = link
+        .iter()
+        .position(|f| f.message == "PanAuthConfirm")
+        .unwrap();
+    assert!(
+        link[at + 1..]
+            .iter()
+            .all(|f| f.body[0] == 1 && f.env().is_none())
+    );
+    let own = &h.store.pne_local[i][&pn].wrapped_keys;
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].0, pne_id(i));
+    assert!(
+        h.store.gw_local[&pn]
+            .wrapped_keys
+            .iter()
+            .any(|(p, _)| *p == pne_id(i))
+    );
+    assert!(h.pne_events(i).contains(&&PneEvent::PanAuthenticated(pn)));
+    assert!(h.gw_events().contains(&&GatewayEvent::PanAuthenticated {
+        pne: pne_id(i),
+        pn_id: pn,
+    }));
+}
+
+/// PNE `i` is a member of `pn` without any LocalEUKey and its link stayed plain.
+fn assert_plain_member(h: &Harness, pn: PnId, i: usize) {
+    assert!(!h.pnes[i].link_sealed());
+    assert!(
+        h.pan_traces(i)
+            .iter()
+            .all(|r| !r.sealed && !r.message.starts_with("PanAuth"))
+    );
+    assert!(h.store.pne_local[i][&pn].wrapped_keys.is_empty());
+    assert!(
+        !h.store.gw_local[&pn]
+            .wrapped_keys
+            .iter()
+            .any(|(p, _)| *p == pne_id(i))
+    );
+}
+
+fn ids(n: &[usize]) -> Vec<cpns_wire::EntityId> {
+    n.iter().map(|&i| pne_id(i)).collect()
+}
+
+/// Runs a PNE-initiated establishment by PNE 0 and checks what every flow shares.
+fn pne_initiated(specs: &[PneSpec], setup: SetupType, members: &[usize]) -> (Harness, PnInventory) {
+    let mut h = Harness::ready(specs);
+    h.setup(0, setup);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    let inv = h.joined(0).expect("the initiator joined");
+    assert_eq!(h.members(inv.pn_id), ids(members));
+    assert_eq!(inv.gateway, id("gw-1"));
+    assert!(h.pne_events(0).contains(&&PneEvent::PnJoined {
+        inventory: inv.clone(),
+        initiator: true,
+    }));
+    for &i in &members[1..] {
+        assert!(h.pne_events(i).contains(&&PneEvent::PnJoined {
+            inventory: inv.clone(),
+            initiator: false,
+        }));
+    }
+    assert!(h.server_events().contains(&&ServerEvent::PnRegistered {
+        pn_id: inv.pn_id,
+        members: ids(members),
+    }));
+    assert!(h.gw_events().contains(&&GatewayEvent::PnEstablished {
+        inventory: inv.clone(),
+        initiator: Some(pne_id(0)),
+    }));
+    // SK_PNE is kept by the server for every member (step 12).
+    for &i in members {
+        assert!(h.store.session_keys.contains_key(&(inv.pn_id, pne_id(i))));
+    }
+    assert_eq!(h.assert_agree(inv.pn_id), inv);
+    (h, inv)
+}
+
+#[test]
+fn one_to_one_on_cpns_pan_assigns_local_eukey_and_seals_link() {
+    let (h, inv) = pne_initiated(&[PneSpec::cpns()], SetupType::OneToOne, &[0]);
+    assert_sealed_member(&h, inv.pn_id, 0);
+    assert_eq!(
+        h.wan_messages()[8..],
+        [
+            "PnRegistrationRequest",
+            "AuthenticationRequest",
+            "AuthenticationResponse",
+            "PnRegistrationResponse",
+        ]
+    );
+    // Step 1: the PNE asked for a LocalEUKey; step 5: the server wrapped one per recipient.
+    let req = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PnRegistrationRequest(r) => Some(r),
+            _ => None,
+        });
+    assert!(req.unwrap().pnes[0].local_key);
+}
+
+#[test]
+fn one_to_one_on_trusted_pan_has_no_local_eukey() {
+    let (h, inv) = pne_initiated(&[PneSpec::trusted()], SetupType::OneToOne, &[0]);
+    assert_plain_member(&h, inv.pn_id, 0);
+    let auth = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::AuthenticationRequest(a) => Some(a),
+            _ => None,
+        });
+    assert!(auth.unwrap().local_keys.is_empty());
+}
+
+#[test]
+fn cpns_pan_without_ui_asks_no_local_eukey() {
+    let (h, inv) = pne_initiated(&[PneSpec::cpns().no_ui()], SetupType::OneToOne, &[0]);
+    assert_plain_member(&h, inv.pn_id, 0);
+}
+
+#[test]
+fn all_on_cpns_pans_seals_every_link() {
+    let specs = [PneSpec::cpns(); 3];
+    let (h, inv) = pne_initiated(&specs, SetupType::All, &[0, 1, 2]);
+    for i in 0..3 {
+        assert_sealed_member(&h, inv.pn_id, i);
+    }
+    // The PN GW keeps one LocalEUKey copy per member.
+    assert_eq!(h.store.gw_local[&inv.pn_id].wrapped_keys.len(), 3);
+}
+
+#[test]
+fn all_on_trusted_pans() {
+    let specs = [PneSpec::trusted(); 3];
+    let (h, inv) = pne_initiated(&specs, SetupType::All, &[0, 1, 2]);
+    for i in 0..3 {
+        assert_plain_member(&h, inv.pn_id, i);
+    }
+}
+
+#[test]
+fn invite_list_on_cpns_pans_invites_only_those_named() {
+    let specs = [PneSpec::cpns(); 3];
+    let (h, inv) = pne_initiated(&specs, SetupType::Invite(vec![pne_id(1)]), &[0, 1]);
+    assert_sealed_member(&h, inv.pn_id, 0);
+    assert_sealed_member(&h, inv.pn_id, 1);
+    // Step 2 names the PN and the initiator; PNE 3 was never asked.
+    let invite = h
+        .delivered(Party::Gw, Party::Pne(1))
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PnSetupRequest(r) => Some(r),
+            _ => None,
+        });
+    let invite = invite.unwrap();
+    assert_eq!(
+        (invite.pn_id, invite.initiator),
+        (Some(inv.pn_id), Some(pne_id(0)))
+    );
+    assert!(
+        h.pan_traces(2)
+            .iter()
+            .all(|r| r.message.starts_with("EntityDiscovery"))
+    );
+    assert!(h.pnes[2].inventory().is_empty());
+}
+
+#[test]
+fn invite_list_on_trusted_pans() {
+    let specs = [PneSpec::trusted(); 3];
+    let (h, inv) = pne_initiated(&specs, SetupType::Invite(vec![pne_id(2)]), &[0, 2]);
+    assert_plain_member(&h, inv.pn_id, 0);
+    assert_plain_member(&h, inv.pn_id, 2);
+    assert!(h.pnes[1].inventory().is_empty());
+}
+
+/// PN GW-initiated establishment (000 §6.6.1.2): every invitee gets the PN Establishment Notify.
+fn gw_initiated(
+    specs: &[PneSpec],
+    targets: EstablishTargets,
+    members: &[usize],
+) -> (Harness, PnId) {
+    let mut h = Harness::ready(specs);
+    let now = h.now();
+    let pn = h.gw.start_establishment(now, targets).unwrap();
+    h.pump();
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    assert_eq!(h.members(pn), ids(members));
+    let inv = h.assert_agree(pn);
+    for &i in members {
+        assert!(h.pne_events(i).contains(&&PneEvent::PnJoined {
+            inventory: inv.clone(),
+            initiator: false,
+        }));
+        let notified = h
+            .pan_traces(i)
+            .iter()
+            .any(|r| r.message == "PnEstablishmentNotify");
+        assert!(notified, "pne {i} was not notified (steps 15-16)");
+    }
+    assert!(h.gw_events().contains(&&GatewayEvent::PnEstablished {
+        inventory: inv,
+        initiator: None,
+    }));
+    (h, pn)
+}
+
+#[test]
+fn gateway_initiated_all_over_mixed_pans() {
+    let specs = [PneSpec::cpns(), PneSpec::trusted()];
+    let (h, pn) = gw_initiated(&specs, EstablishTargets::All, &[0, 1]);
+    assert_sealed_member(&h, pn, 0);
+    assert_plain_member(&h, pn, 1);
+}
+
+#[test]
+fn gateway_initiated_invite_list() {
+    let specs = [PneSpec::cpns(), PneSpec::cpns(), PneSpec::trusted()];
+    let (h, pn) = gw_initiated(
+        &specs,
+        EstablishTargets::Invite(vec![pne_id(1), pne_id(2)]),
+        &[1, 2],
+    );
+    assert_sealed_member(&h, pn, 1);
+    assert_plain_member(&h, pn, 2);
+    assert!(h.pnes[0].inventory().is_empty());
+    assert!(!h.pnes[0].link_sealed());
+}
+
+#[test]
+fn gateway_initiated_needs_the_server_and_a_pne() {
+    let mut h = Harness::new(&[PneSpec::cpns()]);
+    let now = h.now();
+    assert!(
+        h.gw.start_establishment(now, EstablishTargets::All)
+            .is_err()
+    );
+    h.connect_gw();
+    // No PNE discovered yet: nobody to invite.
+    assert!(
+        h.gw.start_establishment(now, EstablishTargets::All)
+            .is_err()
+    );
+}
+
+#[test]
+fn restored_gateway_reseals_a_new_link_with_the_stored_local_eukey() {
+    let specs = [PneSpec::cpns(), PneSpec::cpns()];
+    let (mut h, inv) = pne_initiated(&specs, SetupType::All, &[0, 1]);
+    h.restart_from_stores(&specs);
+    // The PN GW and the PNEs came back with the same PN.
+    assert_eq!(h.gw.inventory(), [&inv]);
+    assert_eq!(h.pnes[1].inventory(), [&inv]);
+    assert!(!h.pnes[0].link_sealed());
+    let before = h.traces.len();
+    let now = h.now();
+    for i in 0..2 {
+        h.pnes[i].start_pan_auth(now, inv.pn_id).unwrap();
+    }
+    h.pump();
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    for i in 0..2 {
+        assert!(h.pnes[i].link_sealed());
+        let auths = h
+            .pne_events(i)
+            .iter()
+            .filter(|e| **e == &PneEvent::PanAuthenticated(inv.pn_id))
+            .count();
+        assert_eq!(auths, 2, "once at establishment, once after the restart");
+    }
+    let after: Vec<_> = h.traces[before..]
+        .iter()
+        .map(|(_, _, t)| t.message)
+        .collect();
+    assert_eq!(after.iter().filter(|m| **m == "PanAuthConfirm").count(), 2);
+    // Whatever travels next on the new link is sealed both ways.
+    let mark = h.pan_traces(0).len();
+    h.pnes[0].start_discovery(now);
+    h.pump();
+    let next = &h.pan_traces(0)[mark..];
+    assert_eq!(next.len(), 2);
+    assert!(
+        next.iter()
+            .all(|r| r.sealed && r.message.starts_with("EntityDiscovery"))
+    );
+    // A PN the PNE does not belong to cannot be used to seal.
+    let other = PnId::from_bytes([9; 16]);
+    assert!(h.pnes[0].start_pan_auth(now, other).is_err());
+}

@@ -1,0 +1,336 @@
+//! The failure rules of PN establishment (000 §6.6.1): the PN is registered when at least one
+//! PNE authenticates; a PNE that declines, stays silent or fails is left out; a PNE that cannot
+//! verify hash_server does not store the PN; every wait ends at its deadline; store faults end
+//! the flow with an error instead of a half-made PN.
+
+use std::time::Duration;
+
+use cpns_wire::{Body, ErrorCode, SetupType};
+
+use super::harness::{Action, FLOW, Flight, Harness, INVITE, Party, pne_id, rewrite};
+use super::store::PneSpec;
+use crate::gateway::{EstablishTargets, GatewayEvent};
+use crate::pne::PneEvent;
+use crate::server::ServerEvent;
+
+fn established(h: &Harness) -> bool {
+    h.gw_events()
+        .iter()
+        .any(|e| matches!(e, GatewayEvent::PnEstablished { .. }))
+}
+
+#[test]
+fn pn_is_registered_with_the_pnes_that_authenticated() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted().wrong_key()];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    let inv = h.joined(0).unwrap();
+    assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
+    assert!(
+        h.server_events()
+            .contains(&&ServerEvent::AuthenticationFailed {
+                entity: pne_id(1),
+                reason: "hash_PNE did not verify".into(),
+            })
+    );
+    // The failed PNE is told, without the inventory, and stores nothing.
+    let notify = h
+        .delivered(Party::Gw, Party::Pne(1))
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PnEstablishmentNotify(n) => Some(n),
+            _ => None,
+        });
+    let notify = notify.unwrap();
+    assert_eq!((notify.inventory, notify.hash_server), (None, None));
+    assert!(
+        h.pne_failures(1)
+            .iter()
+            .any(|r| r.contains("did not authenticate"))
+    );
+    assert!(h.pnes[1].inventory().is_empty() && h.store.pne_local[1].is_empty());
+    assert!(!h.store.session_keys.contains_key(&(inv.pn_id, pne_id(1))));
+    h.assert_agree(inv.pn_id);
+}
+
+#[test]
+fn pne_with_wrong_eukey_on_cpns_pan_cannot_unwrap_and_is_left_out() {
+    let specs = [PneSpec::cpns(), PneSpec::cpns().wrong_key()];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    let inv = h.joined(0).unwrap();
+    assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
+    assert!(
+        h.pne_failures(1)
+            .iter()
+            .any(|r| r.contains("did not unwrap"))
+    );
+    assert!(!h.pnes[1].link_sealed() && h.pnes[1].inventory().is_empty());
+    let gw_keys: Vec<_> = h.store.gw_local[&inv.pn_id]
+        .wrapped_keys
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(
+        gw_keys,
+        [pne_id(0)],
+        "no LocalEUKey kept for the failed PNE"
+    );
+    h.assert_agree(inv.pn_id);
+}
+
+#[test]
+fn no_pn_when_no_pne_authenticates() {
+    let specs = [
+        PneSpec::trusted().wrong_key(),
+        PneSpec::trusted().wrong_key(),
+    ];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    assert!(h.store.pns.is_empty() && h.store.gw_local.is_empty());
+    assert!(h.gw.inventory().is_empty());
+    assert!(h.server_events().contains(&&ServerEvent::FlowFailed {
+        flow: "PN establishment",
+        reason: "no PNE authenticated".into(),
+    }));
+    // The initiator gets an error answer to its PN Setup Request.
+    let err = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .find_map(|e| e.error().cloned());
+    assert_eq!(err.unwrap().code, ErrorCode::Unauthenticated);
+    assert!(
+        h.pne_failures(0)
+            .iter()
+            .any(|r| r.starts_with("unauthenticated"))
+    );
+    assert!(
+        h.pne_failures(1)
+            .iter()
+            .any(|r| r.contains("refused the PN"))
+    );
+    assert!(
+        h.gw_events()
+            .iter()
+            .any(|e| matches!(e, GatewayEvent::EstablishmentFailed { .. }))
+    );
+    assert!(h.joined(0).is_none() && h.joined(1).is_none());
+}
+
+#[test]
+fn declining_pne_is_left_out() {
+    let specs = [
+        PneSpec::trusted(),
+        PneSpec::cpns().declining(),
+        PneSpec::cpns(),
+    ];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    let inv = h.joined(0).unwrap();
+    assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(2)]);
+    assert_eq!(
+        h.pne_events(1).last(),
+        Some(&&PneEvent::InvitationDeclined(inv.pn_id))
+    );
+    let auth_to_decliner = h
+        .pan_traces(1)
+        .iter()
+        .any(|r| r.message == "AuthenticationRequest");
+    assert!(!auth_to_decliner);
+    h.assert_agree(inv.pn_id);
+}
+
+#[test]
+fn gateway_initiated_pn_that_everyone_declines_is_not_registered() {
+    let mut h = Harness::ready(&[PneSpec::trusted().declining()]);
+    let now = h.now();
+    let pn =
+        h.gw.start_establishment(now, EstablishTargets::All)
+            .unwrap();
+    h.pump();
+    assert!(!h.wan_messages().contains(&"PnRegistrationRequest"));
+    assert!(h.gw_events().contains(&&GatewayEvent::EstablishmentFailed {
+        pn_id: pn,
+        reason: "no PNE accepted the invitation".into(),
+    }));
+    assert!(h.store.pns.is_empty());
+}
+
+fn flip_hash_server(f: &Flight) -> Action {
+    if !matches!(f.message, "PnSetupResponse" | "PnEstablishmentNotify") || f.from != Party::Gw {
+        return Action::Deliver;
+    }
+    Action::Replace(rewrite(&f.body, |env| match &mut env.body {
+        Body::PnSetupResponse(r) => r.hash_server.iter_mut().for_each(|h| h.0[0] ^= 1),
+        Body::PnEstablishmentNotify(n) => n.hash_server.iter_mut().for_each(|h| h.0[0] ^= 1),
+        _ => {}
+    }))
+}
+
+#[test]
+fn pne_that_cannot_verify_hash_server_refuses_the_pn_and_stores_nothing() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.set_hook(flip_hash_server);
+    h.setup(0, SetupType::All);
+    for i in 0..2 {
+        assert!(
+            matches!(h.pne_events(i).last(), Some(PneEvent::PnRefused { reason, .. }) if reason.contains("hash_server")),
+            "pne {i}: {:?}",
+            h.pne_events(i)
+        );
+        assert!(h.joined(i).is_none());
+        assert!(h.pnes[i].inventory().is_empty() && h.store.pne_local[i].is_empty());
+    }
+}
+
+#[test]
+fn tampered_verdict_is_refused_on_a_sealed_link_too() {
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    h.set_hook(|f| match f.message {
+        "PnRegistrationResponse" => Action::Replace(rewrite(&f.body, |env| {
+            if let Body::PnRegistrationResponse(r) = &mut env.body {
+                r.verdicts
+                    .iter_mut()
+                    .for_each(|v| v.hash_server.iter_mut().for_each(|h| h.0[31] ^= 0x80));
+            }
+        })),
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::OneToOne);
+    assert!(h.pnes[0].link_sealed());
+    assert!(matches!(
+        h.pne_events(0).last(),
+        Some(PneEvent::PnRefused { .. })
+    ));
+    assert!(h.pnes[0].inventory().is_empty() && h.store.pne_local[0].is_empty());
+}
+
+#[test]
+fn silent_invitee_is_left_out_after_the_invite_timeout() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted(), PneSpec::cpns()];
+    let mut h = Harness::ready(&specs);
+    h.set_hook(|f| {
+        if f.from == Party::Pne(2) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.setup(0, SetupType::All);
+    assert!(h.store.pns.is_empty(), "waiting for the silent invitee");
+    h.advance(INVITE - Duration::from_secs(1));
+    assert!(h.store.pns.is_empty());
+    h.advance(Duration::from_secs(1));
+    let inv = h.joined(0).expect("formed without the silent PNE");
+    assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(1)]);
+    // Its answer, arriving late, changes nothing.
+    let late = h
+        .dropped
+        .iter()
+        .find(|f| f.message == "PnSetupResponse")
+        .unwrap()
+        .clone();
+    h.clear_hook();
+    h.inject(late.from, late.to, late.body);
+    h.pump();
+    assert!(h.errors.is_empty());
+    assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(1)]);
+    assert!(h.pnes[2].inventory().is_empty());
+    h.assert_agree(inv.pn_id);
+}
+
+#[test]
+fn pne_silent_at_authentication_is_left_out_after_the_timeout() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.set_hook(|f| match (f.from, f.message) {
+        (Party::Pne(1), "AuthenticationResponse") => Action::Drop,
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::All);
+    assert!(!established(&h));
+    h.advance(INVITE);
+    let inv = h.joined(0).unwrap();
+    assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
+    assert!(
+        h.server_events()
+            .contains(&&ServerEvent::AuthenticationFailed {
+                entity: pne_id(1),
+                reason: "no hash_PNE".into(),
+            })
+    );
+}
+
+#[test]
+fn silent_server_ends_the_establishment_with_a_timeout() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.set_hook(|f| {
+        if f.to == Party::Server {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.setup(0, SetupType::OneToOne);
+    h.advance(FLOW - Duration::from_secs(1));
+    assert!(h.pne_failures(0).is_empty());
+    h.advance(Duration::from_secs(1));
+    let err = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .find_map(|e| e.error().cloned());
+    assert_eq!(err.unwrap().code, ErrorCode::Timeout);
+    assert!(h.pne_failures(0).iter().any(|r| r.starts_with("timeout")));
+    assert!(
+        h.gw_events()
+            .iter()
+            .any(|e| matches!(e, GatewayEvent::EstablishmentFailed { .. }))
+    );
+    assert!(h.gw.inventory().is_empty() && h.store.pns.is_empty());
+    assert_eq!(h.gw.poll_timeout(), None);
+}
+
+#[test]
+fn gateway_silent_at_authentication_times_out_at_the_server() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.set_hook(|f| match f.message {
+        "AuthenticationRequest" if f.from == Party::Server => Action::Drop,
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::OneToOne);
+    assert!(h.server.poll_timeout().is_some());
+    h.advance(FLOW);
+    assert!(h.server_events().iter().any(|e| matches!(
+        e,
+        ServerEvent::FlowFailed { flow: "PN establishment", reason } if reason.contains("did not come in time")
+    )));
+    let err = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .find_map(|e| e.error().cloned());
+    assert_eq!(err.unwrap().code, ErrorCode::Timeout);
+    assert!(h.store.pns.is_empty());
+    assert_eq!(h.server.poll_timeout(), None);
+}
+
+#[test]
+fn gateway_store_failure_ends_the_establishment() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.store.fail_gw = true;
+    h.setup(0, SetupType::OneToOne);
+    assert!(h.pne_failures(0).iter().any(|r| r.starts_with("internal")));
+    assert!(h.gw.inventory().is_empty() && h.store.gw_local.is_empty());
+    assert!(h.joined(0).is_none());
+}
+
+#[test]
+fn pne_store_failure_forgets_the_pn() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.store.fail_pne = true;
+    h.setup(0, SetupType::OneToOne);
+    assert!(
+        h.pne_failures(0)
+            .iter()
+            .any(|r| r.contains("could not be stored"))
+    );
+    assert!(h.pnes[0].inventory().is_empty() && h.joined(0).is_none());
+}

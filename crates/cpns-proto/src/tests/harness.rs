@@ -1,0 +1,484 @@
+//! The three-party harness: one [`ServerSession`], one [`Gateway`] and N [`PneSession`]s, a fake
+//! clock, a tiny in-memory test store answering every `Load`/`Persist`, and a pump that moves
+//! frames between the parties until nothing is left to do.
+//!
+//! Every frame in flight passes an optional hook that may deliver, drop or replace it; every
+//! frame delivered is kept in [`Harness::log`] (to capture and replay), every trace record and
+//! event is kept, and every `Err` a machine returns is kept in [`Harness::errors`]. PNE `i` sits
+//! on PAN link `LinkId(i)` and is called `pne-{i+1}`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use cpns_crypto::EuKey;
+use cpns_wire::codec::{encode_plain_frame, split_frame};
+use cpns_wire::{
+    DeviceCapabilities, EntityId, Envelope, FrameKind, SetupType, UserId, decode_envelope,
+};
+
+use super::store::{PneSpec, Store};
+use crate::gateway::{Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId};
+use crate::link::frame_body;
+use crate::pne::{PneConfig, PneEvent, PneOutput, PneSession};
+use crate::server::{
+    EntityRole, KnownEntity, ServerConfig, ServerEvent, ServerOutput, ServerSession,
+};
+use crate::{ProtoError, Timeouts, TraceRecord};
+
+/// The TLS exporter value shared by server and PN GW: both ends of one TLS session.
+pub(super) const EXPORTER: [u8; 32] = [0x42; 32];
+/// Default timeouts of every machine in the harness.
+pub(super) const INVITE: Duration = Duration::from_secs(10);
+pub(super) const FLOW: Duration = Duration::from_secs(30);
+
+/// A party of the harness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Party {
+    Server,
+    Gw,
+    Pne(usize),
+}
+
+/// A frame in flight, without its length prefix.
+#[derive(Clone, Debug)]
+pub(super) struct Flight {
+    pub from: Party,
+    pub to: Party,
+    pub body: Vec<u8>,
+    pub message: &'static str,
+    pub sealed: bool,
+    seq: u64,
+}
+
+impl Flight {
+    /// The envelope, if the frame is plain (WAN, trusted PAN, or before PAN sealing).
+    pub fn env(&self) -> Option<Envelope> {
+        match split_frame(&self.body) {
+            Ok((FrameKind::Plain, payload)) => decode_envelope(payload).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// What the hook does with a frame in flight.
+pub(super) enum Action {
+    Deliver,
+    Drop,
+    Replace(Vec<u8>),
+}
+
+type Hook = Box<dyn FnMut(&Flight) -> Action>;
+
+/// An event of any party.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Ev {
+    Server(ServerEvent),
+    Gw(GatewayEvent),
+    Pne(usize, PneEvent),
+}
+
+/// The frame body of a plain envelope, as a peer would receive it.
+pub(super) fn plain(env: &Envelope) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_plain_frame(env, &mut out);
+    frame_body(&out).unwrap().to_vec()
+}
+
+/// Decodes a plain frame body, lets `f` edit the envelope, and encodes it again.
+pub(super) fn rewrite(body: &[u8], f: impl FnOnce(&mut Envelope)) -> Vec<u8> {
+    let (kind, payload) = split_frame(body).unwrap();
+    assert_eq!(kind, FrameKind::Plain, "only plain frames can be rewritten");
+    let mut env = decode_envelope(payload).unwrap();
+    f(&mut env);
+    plain(&env)
+}
+
+pub(super) fn id(s: &str) -> EntityId {
+    EntityId::new(s).unwrap()
+}
+
+pub(super) fn pne_id(i: usize) -> EntityId {
+    id(&format!("pne-{}", i + 1))
+}
+
+/// The three parties, the clock and the store.
+pub(super) struct Harness {
+    base: Instant,
+    offset: Duration,
+    pub server: ServerSession,
+    pub gw: Gateway,
+    pub pnes: Vec<PneSession>,
+    pub gw_cfg: GatewayConfig,
+    pub pne_cfgs: Vec<PneConfig>,
+    pub store: Store,
+    pub queue: VecDeque<Flight>,
+    pub log: Vec<Flight>,
+    pub dropped: Vec<Flight>,
+    pub traces: Vec<(Party, Party, TraceRecord)>,
+    pub events: Vec<Ev>,
+    pub errors: Vec<(Party, ProtoError)>,
+    /// Closes asked for: who, which link (for PAN), why.
+    pub closes: Vec<(Party, Option<usize>, String)>,
+    closed_at: HashMap<(Party, Party), u64>,
+    seq: u64,
+    hook: Option<Hook>,
+}
+
+fn caps(device: &str, has_ui: bool) -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: device.into(),
+        has_ui,
+        networks: vec!["wlan".into()],
+        ..DeviceCapabilities::default()
+    }
+}
+
+impl Harness {
+    /// The parties, with the PN GW and every PNE enrolled for user `alice`; nothing connected.
+    pub fn new(specs: &[PneSpec]) -> Self {
+        let base = Instant::now();
+        let timeouts = Timeouts {
+            invite: INVITE,
+            flow: FLOW,
+        };
+        let owner = UserId::new("alice").unwrap();
+        let mut store = Store::default();
+        let gw_cfg = GatewayConfig {
+            id: id("gw-1"),
+            eukey: EuKey::generate().unwrap(),
+            capabilities: DeviceCapabilities {
+                gateway_capable: true,
+                ..caps("home-hub", false)
+            },
+            subscription: Some("family-plan".into()),
+            zone_support: false,
+            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+            timeouts,
+        };
+        store.entities.insert(
+            gw_cfg.id.clone(),
+            KnownEntity {
+                id: gw_cfg.id.clone(),
+                role: EntityRole::Gateway,
+                owner: owner.clone(),
+                eukey: gw_cfg.eukey.clone(),
+            },
+        );
+        let mut gw = Gateway::new(gw_cfg.clone());
+        let mut pne_cfgs = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let cfg = PneConfig {
+                id: pne_id(i),
+                eukey: EuKey::generate().unwrap(),
+                capabilities: caps("phone", spec.has_ui),
+                contents: Vec::new(),
+                security: spec.security,
+                accept_invitations: spec.accept,
+                max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+                timeouts,
+            };
+            let server_copy = if spec.wrong_key {
+                EuKey::generate().unwrap()
+            } else {
+                cfg.eukey.clone()
+            };
+            store.entities.insert(
+                cfg.id.clone(),
+                KnownEntity {
+                    id: cfg.id.clone(),
+                    role: EntityRole::Pne,
+                    owner: owner.clone(),
+                    eukey: server_copy,
+                },
+            );
+            store.pne_local.push(BTreeMap::new());
+            gw.link_opened(LinkId(i as u64), spec.security);
+            pne_cfgs.push(cfg);
+        }
+        Self {
+            base,
+            offset: Duration::ZERO,
+            server: ServerSession::new(ServerConfig::default(), EXPORTER, base),
+            gw,
+            pnes: pne_cfgs.iter().cloned().map(PneSession::new).collect(),
+            gw_cfg,
+            pne_cfgs,
+            store,
+            queue: VecDeque::new(),
+            log: Vec::new(),
+            dropped: Vec::new(),
+            traces: Vec::new(),
+            events: Vec::new(),
+            errors: Vec::new(),
+            closes: Vec::new(),
+            closed_at: HashMap::new(),
+            seq: 0,
+            hook: None,
+        }
+    }
+
+    /// Parties set up, PN GW connected to the server, every PNE has discovered the PN GW.
+    pub fn ready(specs: &[PneSpec]) -> Self {
+        let mut h = Self::new(specs);
+        h.connect_gw();
+        h.discover_all();
+        h
+    }
+
+    pub fn now(&self) -> Instant {
+        self.base + self.offset
+    }
+
+    /// Advances the fake clock, lets every machine see its timeouts, and pumps.
+    pub fn advance(&mut self, d: Duration) {
+        self.offset += d;
+        let now = self.now();
+        self.server.handle_timeout(now);
+        self.gw.handle_timeout(now);
+        for p in &mut self.pnes {
+            p.handle_timeout(now);
+        }
+        self.pump();
+    }
+
+    pub fn set_hook(&mut self, hook: impl FnMut(&Flight) -> Action + 'static) {
+        self.hook = Some(Box::new(hook));
+    }
+
+    pub fn clear_hook(&mut self) {
+        self.hook = None;
+    }
+
+    /// 002 §B.1.1.2 step 8 with the shared exporter; pumps and checks the PN GW is ready.
+    pub fn connect_gw(&mut self) {
+        let now = self.now();
+        self.gw.wan_connected(now, EXPORTER).unwrap();
+        self.pump();
+        assert!(
+            self.gw.wan_ready(),
+            "connection set-up failed: {:?}",
+            self.events
+        );
+    }
+
+    pub fn discover_all(&mut self) {
+        let now = self.now();
+        for p in &mut self.pnes {
+            p.start_discovery(now);
+        }
+        self.pump();
+    }
+
+    /// PNE `i` starts a PN of type `setup`; pumps.
+    pub fn setup(&mut self, i: usize, setup: SetupType) {
+        let now = self.now();
+        self.pnes[i].start_setup(now, setup).unwrap();
+        self.pump();
+    }
+
+    /// Queues a frame body as if `from` had sent it to `to`.
+    pub fn inject(&mut self, from: Party, to: Party, body: Vec<u8>) {
+        self.seq += 1;
+        self.queue.push_back(Flight {
+            from,
+            to,
+            body,
+            message: "injected",
+            sealed: false,
+            seq: self.seq,
+        });
+    }
+
+    /// Hands a frame body straight to `to`'s machine and returns its verdict (no hook).
+    pub fn deliver_direct(
+        &mut self,
+        from: Party,
+        to: Party,
+        body: &[u8],
+    ) -> Result<(), ProtoError> {
+        let now = self.now();
+        let res = match (from, to) {
+            (_, Party::Server) => self.server.handle_frame(now, body),
+            (Party::Server, Party::Gw) => self.gw.handle_wan_frame(now, body),
+            (Party::Pne(i), Party::Gw) => self.gw.handle_pan_frame(now, LinkId(i as u64), body),
+            (_, Party::Pne(i)) => self.pnes[i].handle_frame(now, body),
+            (Party::Gw, Party::Gw) => Err(ProtoError::WrongState("no such hop")),
+        };
+        self.drain();
+        res
+    }
+
+    /// Moves frames until every machine is quiet.
+    pub fn pump(&mut self) {
+        for _ in 0..20_000 {
+            self.drain();
+            let Some(mut f) = self.queue.pop_front() else {
+                return;
+            };
+            let action = match self.hook.as_mut() {
+                Some(h) => h(&f),
+                None => Action::Deliver,
+            };
+            match action {
+                Action::Deliver => {}
+                Action::Drop => {
+                    self.dropped.push(f);
+                    continue;
+                }
+                Action::Replace(body) => f.body = body,
+            }
+            let cut = [(f.from, f.to), (f.to, f.from)]
+                .iter()
+                .any(|k| self.closed_at.get(k).is_some_and(|&at| f.seq > at));
+            if cut {
+                self.dropped.push(f);
+                continue;
+            }
+            if let Err(e) = self.deliver_direct(f.from, f.to, &f.body.clone()) {
+                self.errors.push((f.to, e));
+            }
+            self.log.push(f);
+        }
+        panic!("the parties did not quiesce");
+    }
+
+    fn send(&mut self, from: Party, to: Party, frame: &[u8], trace: TraceRecord) {
+        self.seq += 1;
+        let body = frame_body(frame).expect("machines emit well-formed frames");
+        self.queue.push_back(Flight {
+            from,
+            to,
+            body: body.to_vec(),
+            message: trace.message,
+            sealed: trace.sealed,
+            seq: self.seq,
+        });
+        self.traces.push((from, to, trace));
+    }
+
+    fn close(&mut self, by: Party, link: Option<usize>, reason: String) {
+        let hop = match (by, link) {
+            (Party::Server, _) | (Party::Gw, None) => (Party::Gw, Party::Server),
+            (_, Some(i)) | (Party::Pne(i), None) => (Party::Gw, Party::Pne(i)),
+        };
+        self.closed_at.entry(hop).or_insert(self.seq);
+        self.closes.push((by, link, reason));
+    }
+
+    /// Carries out every output of every machine, answering store work at once.
+    fn drain(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(o) = self.server.poll_output() {
+                busy = true;
+                self.on_server(o);
+            }
+            while let Some(o) = self.gw.poll_output() {
+                busy = true;
+                self.on_gw(o);
+            }
+            for i in 0..self.pnes.len() {
+                while let Some(o) = self.pnes[i].poll_output() {
+                    busy = true;
+                    self.on_pne(i, o);
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn on_server(&mut self, o: ServerOutput) {
+        let now = self.now();
+        match o {
+            ServerOutput::Transmit { frame, trace } => {
+                self.send(Party::Server, Party::Gw, &frame, trace)
+            }
+            ServerOutput::Load { token, request } => {
+                let loaded = self.store.load(&request);
+                if let Err(e) = self.server.handle_loaded(now, token, loaded) {
+                    self.errors.push((Party::Server, e));
+                }
+            }
+            ServerOutput::Persist { token, effect } => {
+                let result = self.store.apply(effect);
+                if let Err(e) = self.server.handle_persisted(now, token, result) {
+                    self.errors.push((Party::Server, e));
+                }
+            }
+            ServerOutput::Event(e) => self.events.push(Ev::Server(e)),
+            ServerOutput::Close { reason } => self.close(Party::Server, None, reason),
+        }
+    }
+
+    fn on_gw(&mut self, o: GatewayOutput) {
+        let now = self.now();
+        match o {
+            GatewayOutput::TransmitWan { frame, trace } => {
+                self.send(Party::Gw, Party::Server, &frame, trace)
+            }
+            GatewayOutput::TransmitPan { link, frame, trace } => {
+                self.send(Party::Gw, Party::Pne(link.0 as usize), &frame, trace)
+            }
+            GatewayOutput::CloseLink { link, reason } => {
+                self.close(Party::Gw, Some(link.0 as usize), reason)
+            }
+            GatewayOutput::CloseWan { reason } => self.close(Party::Gw, None, reason),
+            GatewayOutput::Persist { token, pn } => {
+                let result = if self.store.fail_gw {
+                    Err("disk full".to_string())
+                } else {
+                    self.store.gw_local.insert(pn.inventory.pn_id, pn);
+                    Ok(())
+                };
+                if let Err(e) = self.gw.handle_persisted(now, token, result) {
+                    self.errors.push((Party::Gw, e));
+                }
+            }
+            GatewayOutput::Event(e) => self.events.push(Ev::Gw(e)),
+        }
+    }
+
+    fn on_pne(&mut self, i: usize, o: PneOutput) {
+        match o {
+            PneOutput::Transmit { frame, trace } => {
+                self.send(Party::Pne(i), Party::Gw, &frame, trace)
+            }
+            PneOutput::Persist { token, pn } => {
+                let result = if self.store.fail_pne {
+                    Err("disk full".to_string())
+                } else {
+                    self.store.pne_local[i].insert(pn.inventory.pn_id, pn);
+                    Ok(())
+                };
+                if let Err(e) = self.pnes[i].handle_persisted(token, result) {
+                    self.errors.push((Party::Pne(i), e));
+                }
+            }
+            PneOutput::Event(e) => self.events.push(Ev::Pne(i, e)),
+            PneOutput::Close { reason } => self.close(Party::Pne(i), None, reason),
+        }
+    }
+
+    /// Restarts the PN GW and every PNE from their stores, on a new TLS session and new PAN
+    /// links (same security as before), and connects the PN GW again.
+    pub fn restart_from_stores(&mut self, specs: &[PneSpec]) {
+        let now = self.now();
+        self.queue.clear();
+        self.closed_at.clear();
+        self.server = ServerSession::new(ServerConfig::default(), EXPORTER, now);
+        self.gw = Gateway::new(self.gw_cfg.clone());
+        self.gw
+            .restore(self.store.gw_local.values().cloned().collect())
+            .unwrap();
+        for (i, spec) in specs.iter().enumerate() {
+            self.gw.link_opened(LinkId(i as u64), spec.security);
+            let mut p = PneSession::new(self.pne_cfgs[i].clone());
+            p.restore(self.store.pne_local[i].values().cloned().collect())
+                .unwrap();
+            self.pnes[i] = p;
+        }
+        self.connect_gw();
+    }
+}

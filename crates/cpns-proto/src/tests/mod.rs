@@ -1,0 +1,25 @@
+//! In-memory tests of the three machines together: one CPNS Server session, one PN GW and a few
+//! PNEs, driven by a shared harness with a fake clock and an in-memory test store (DESIGN §10).
+//!
+//! - [`harness`]: the parties, the clock, the pump, frame interception; `store`: the test
+//!   store; `queries`: what tests ask the harness.
+//! - `connect`: PN GW connection set-up (002 §B.1.1.2) and entity discovery (000 §6.4).
+//! - `establish`: PN establishment, PNE- and PN GW-initiated (000 §6.6.1), and restore.
+//! - `register`: PNE registration, member and non-member cases (003 §1.4).
+//! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
+//! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
+//! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
+//! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
+
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod connect;
+mod establish;
+mod failures;
+mod harness;
+mod pan_security;
+mod queries;
+mod register;
+mod security;
+mod store;

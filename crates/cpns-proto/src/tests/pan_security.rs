@@ -1,0 +1,327 @@
+//! Negative security tests of the PAN side (DESIGN §4): PN GW authentication proofs, sealed
+//! frames (tampered, replayed, downgraded to plain), and the end-to-end registration grant that
+//! the relaying PN GW must not be able to open.
+
+use cpns_crypto::{
+    AuthPurpose, CryptoError, E2eDirection, KeyBinding, PneAuthInput, PneAuthKeys, Recipient,
+    SessionKey, open_e2e, unwrap_local_eukey,
+};
+use cpns_wire::{Address, Body, Envelope, PneRegistrationRequest, RequestId, SetupType};
+
+use super::harness::{Action, Harness, INVITE, Party, plain, pne_id, rewrite};
+use super::store::PneSpec;
+use crate::ProtoError;
+use crate::gateway::{GatewayEvent, LinkId};
+use crate::pne::PneEvent;
+use crate::server::grant_aad;
+
+/// A ready harness with PNE 0 in a OneToOne PN over a sealed `cpns` link.
+fn sealed() -> (Harness, cpns_wire::PnId) {
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    h.setup(0, SetupType::OneToOne);
+    assert!(h.pnes[0].link_sealed());
+    let pn = h.joined(0).unwrap().pn_id;
+    (h, pn)
+}
+
+fn link_rejected(h: &Harness) -> bool {
+    h.closes
+        .iter()
+        .any(|(p, l, _)| *p == Party::Gw && *l == Some(0))
+        && h.gw_events().iter().any(|e| {
+            matches!(
+                e,
+                GatewayEvent::LinkRejected {
+                    link: LinkId(0),
+                    ..
+                }
+            )
+        })
+}
+
+#[test]
+fn tampered_sealed_frame_is_rejected_and_the_link_closed() {
+    let (mut h, pn) = sealed();
+    let before = h.snapshot();
+    h.set_hook(|f| {
+        if f.from != Party::Pne(0) {
+            return Action::Deliver;
+        }
+        let mut body = f.body.clone();
+        let at = body.len() / 2;
+        body[at] ^= 0x01;
+        Action::Replace(body)
+    });
+    let now = h.now();
+    h.pnes[0].start_registration(now, Some(pn)).unwrap();
+    h.pump();
+    assert!(matches!(
+        h.errors[..],
+        [(Party::Gw, ProtoError::Crypto(CryptoError::BadTag))]
+    ));
+    assert!(link_rejected(&h));
+    assert!(!h.wan_messages().contains(&"PneRegistrationRequest"));
+    assert_eq!(h.snapshot(), before);
+}
+
+#[test]
+fn tampered_sealed_frame_towards_the_pne_is_rejected() {
+    let (mut h, _) = sealed();
+    h.set_hook(|f| {
+        if f.to != Party::Pne(0) {
+            return Action::Deliver;
+        }
+        let mut body = f.body.clone();
+        *body.last_mut().unwrap() ^= 0x80;
+        Action::Replace(body)
+    });
+    h.gw.discover(LinkId(0));
+    h.pump();
+    assert!(matches!(
+        h.errors[..],
+        [(Party::Pne(0), ProtoError::Crypto(CryptoError::BadTag))]
+    ));
+}
+
+#[test]
+fn replayed_sealed_frames_are_rejected_both_ways() {
+    let (mut h, _) = sealed();
+    let before = h.snapshot();
+    let last = |to: Party| {
+        h.log
+            .iter()
+            .rev()
+            .find(|f| f.to == to && f.sealed)
+            .unwrap()
+            .body
+            .clone()
+    };
+    let (up, down) = (last(Party::Gw), last(Party::Pne(0)));
+    let r = h.deliver_direct(Party::Pne(0), Party::Gw, &up);
+    assert!(
+        matches!(r, Err(ProtoError::Crypto(CryptoError::Replay { .. }))),
+        "{r:?}"
+    );
+    assert!(link_rejected(&h));
+    let r = h.deliver_direct(Party::Gw, Party::Pne(0), &down);
+    assert!(
+        matches!(r, Err(ProtoError::Crypto(CryptoError::Replay { .. }))),
+        "{r:?}"
+    );
+    h.pump();
+    // The replayed Authentication Response and PN Setup Response changed nothing.
+    assert_eq!(h.snapshot(), before);
+    assert_eq!(
+        h.pne_events(0)
+            .iter()
+            .filter(|e| matches!(e, PneEvent::PnJoined { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn plain_frame_on_a_sealed_link_is_rejected() {
+    let (mut h, pn) = sealed();
+    let before = h.snapshot();
+    let req = PneRegistrationRequest {
+        request_id: RequestId(77),
+        pne_id: pne_id(0),
+        pn_id: Some(pn),
+        rand_pne: cpns_wire::RandBytes([1; 16]),
+        capabilities: None,
+    };
+    let env = Envelope::request(900, Address::Entity(pne_id(0)), Address::Server, req);
+    let r = h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&env));
+    assert_eq!(r, Err(ProtoError::PlainOnSealedLink));
+    let r = h.deliver_direct(Party::Gw, Party::Pne(0), &plain(&env));
+    assert_eq!(r, Err(ProtoError::PlainOnSealedLink));
+    h.pump();
+    assert!(!h.wan_messages().contains(&"PneRegistrationRequest"));
+    assert_eq!(h.snapshot(), before);
+}
+
+#[test]
+fn wrong_gateway_proof_at_pan_auth_is_refused_by_the_pne() {
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    let before = h.snapshot();
+    h.set_hook(|f| match f.message {
+        "PanAuthChallenge" => Action::Replace(rewrite(&f.body, |env| {
+            if let Body::PanAuthChallenge(c) = &mut env.body {
+                c.proof.0[3] ^= 1;
+            }
+        })),
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::OneToOne);
+    assert!(h.pne_events(0).contains(&&PneEvent::FlowFailed {
+        flow: "PN GW authentication",
+        reason: "PN GW authentication failed: the PN GW's proof did not verify".into(),
+    }));
+    assert!(h.closes.iter().any(|(p, _, _)| *p == Party::Pne(0)));
+    assert!(!h.pnes[0].link_sealed());
+    // The hash_PNE never left the PNE: no PN once the PN GW stops waiting.
+    h.advance(INVITE);
+    assert!(
+        !h.pan_traces(0)
+            .iter()
+            .any(|r| r.message == "AuthenticationResponse")
+    );
+    assert_eq!(h.snapshot(), before);
+}
+
+#[test]
+fn wrong_pne_proof_at_pan_auth_is_refused_by_the_gateway() {
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    let before = h.snapshot();
+    h.set_hook(|f| match f.message {
+        "PanAuthConfirm" => Action::Replace(rewrite(&f.body, |env| {
+            if let Body::PanAuthConfirm(c) = &mut env.body {
+                c.proof.0[0] ^= 1;
+            }
+        })),
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::OneToOne);
+    assert!(link_rejected(&h));
+    assert!(
+        !h.gw_events()
+            .iter()
+            .any(|e| matches!(e, GatewayEvent::PanAuthenticated { .. }))
+    );
+    h.advance(INVITE);
+    assert_eq!(h.snapshot(), before);
+}
+
+#[test]
+fn gateway_cannot_open_the_registration_grant_but_the_pne_can() {
+    let (mut h, pn) = sealed();
+    let now = h.now();
+    h.pnes[0].start_registration(now, Some(pn)).unwrap();
+    h.pump();
+    assert!(h.pnes[0].cpns_id().is_some());
+    // Everything the PN GW saw on the WAN: rand_PNE, rand_server and the sealed grant.
+    let wan: Vec<Envelope> = h.delivered(Party::Gw, Party::Server);
+    let rand_pne = wan.iter().find_map(|e| match &e.body {
+        Body::PneRegistrationRequest(r) => Some(r.rand_pne),
+        _ => None,
+    });
+    let down = h.delivered(Party::Server, Party::Gw);
+    let rand_server = down.iter().rev().find_map(|e| match &e.body {
+        Body::AuthenticationRequest(a) => Some(a.rand_server),
+        _ => None,
+    });
+    let grant = down.iter().find_map(|e| match &e.body {
+        Body::PneRegistrationResponse(r) => Some(r.sealed_grant.clone()),
+        _ => None,
+    });
+    let (rand_pne, rand_server, grant) = (rand_pne.unwrap(), rand_server.unwrap(), grant.unwrap());
+    let aad = grant_aad(&pne_id(0), &pn);
+    let (pne, rand_pne, rand_server) = (
+        pne_id(0),
+        cpns_crypto::Rand(rand_pne.0),
+        cpns_crypto::Rand(rand_server.0),
+    );
+    let input = PneAuthInput {
+        purpose: AuthPurpose::Registration,
+        pn_id: pn.as_bytes(),
+        pne_id: pne.as_str(),
+        rand_pne: &rand_pne,
+        rand_server: &rand_server,
+    };
+    let open = |sk: &SessionKey| open_e2e(sk, E2eDirection::ServerToPne, &aad, &grant);
+    // The PN GW's EUKey, as SK_PNE or as the EUKey in SK_PNE's derivation: no.
+    let gw_eukey = &h.gw_cfg.eukey;
+    assert!(open(&SessionKey::from_bytes(*gw_eukey.expose_secret())).is_err());
+    assert!(open(PneAuthKeys::derive(gw_eukey, &input).session_key()).is_err());
+    // The LocalEUKey the PN GW shares with the PNE: no.
+    let (_, wrapped) = &h.store.gw_local[&pn].wrapped_keys[0];
+    let binding = KeyBinding {
+        pn_id: pn.as_bytes(),
+        pne_id: pne.as_str(),
+        gw_id: h.gw_cfg.id.as_str(),
+    };
+    let local = unwrap_local_eukey(gw_eukey, Recipient::Gateway, &binding, wrapped).unwrap();
+    assert!(open(&SessionKey::from_bytes(*local.expose_secret())).is_err());
+    assert!(
+        open(
+            PneAuthKeys::derive(
+                &cpns_crypto::EuKey::from_bytes(*local.expose_secret()),
+                &input
+            )
+            .session_key()
+        )
+        .is_err()
+    );
+    // The PNE's EUKey, with the very same inputs: yes.
+    let pne_keys = PneAuthKeys::derive(&h.pne_cfgs[0].eukey, &input);
+    assert!(open(pne_keys.session_key()).is_ok());
+}
+
+#[test]
+fn hash_pne_over_an_unsealed_link_is_not_relayed() {
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    let before = h.snapshot();
+    // PN GW authentication never happens on the link...
+    h.set_hook(|f| match f.message {
+        "PanAuthInit" => Action::Drop,
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::OneToOne);
+    // ...yet a valid hash_PNE arrives in the clear, answering the relayed request.
+    let join = h
+        .delivered(Party::Pne(0), Party::Gw)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PnSetupRequest(r) => r.join,
+            _ => None,
+        });
+    let relayed = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .find(|e| matches!(e.body, Body::AuthenticationRequest(_)))
+        .unwrap();
+    let Body::AuthenticationRequest(auth) = &relayed.body else {
+        unreachable!()
+    };
+    let (pne, rand_pne) = (pne_id(0), cpns_crypto::Rand(join.unwrap().rand_pne.0));
+    let rand_server = cpns_crypto::Rand(auth.rand_server.0);
+    let keys = PneAuthKeys::derive(
+        &h.pne_cfgs[0].eukey,
+        &PneAuthInput {
+            purpose: AuthPurpose::Establishment,
+            pn_id: auth.pn_id.as_bytes(),
+            pne_id: pne.as_str(),
+            rand_pne: &rand_pne,
+            rand_server: &rand_server,
+        },
+    );
+    let resp = cpns_wire::AuthenticationResponse {
+        pn_id: auth.pn_id,
+        hashes: vec![cpns_wire::PneHash {
+            pne_id: pne.clone(),
+            hash: cpns_wire::HashBytes(keys.hash_pne().0),
+        }],
+        purpose: cpns_wire::AuthPurposeCode::Establishment,
+        request_id: auth.request_id,
+    };
+    let env = Envelope::response(
+        900,
+        relayed.msg_id,
+        Address::Entity(pne),
+        relayed.from,
+        resp,
+    );
+    h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&env))
+        .unwrap();
+    h.pump();
+    // The PN GW took the answer but not the hash: the server saw none.
+    assert!(
+        h.server_events()
+            .contains(&&crate::server::ServerEvent::AuthenticationFailed {
+                entity: pne_id(0),
+                reason: "no hash_PNE".into(),
+            })
+    );
+    assert_eq!(h.snapshot(), before);
+}

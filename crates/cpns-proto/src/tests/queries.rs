@@ -1,0 +1,162 @@
+//! What tests ask the harness: events per party, delivered envelopes, traces per link, and
+//! whether the server, the PN GW and the PNEs agree on a PN.
+
+use std::collections::BTreeMap;
+
+use cpns_wire::{CpnsId, EntityId, Envelope, PnId, PnInventory};
+
+use super::harness::{Ev, Flight, Harness, Party};
+use crate::gateway::GatewayEvent;
+use crate::pne::PneEvent;
+use crate::server::ServerEvent;
+use crate::{LocalPnState, TraceRecord};
+
+/// A copy of every inventory, to assert that a refused flow changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Snapshot {
+    server: BTreeMap<PnId, PnInventory>,
+    cpns_ids: BTreeMap<EntityId, CpnsId>,
+    reports: usize,
+    gw_local: BTreeMap<PnId, LocalPnState>,
+    pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
+    gw_mem: Vec<PnInventory>,
+    pne_mem: Vec<Vec<PnInventory>>,
+}
+
+impl Harness {
+    // ---- queries ----
+
+    pub fn server_events(&self) -> Vec<&ServerEvent> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Server(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn gw_events(&self) -> Vec<&GatewayEvent> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Gw(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn pne_events(&self, i: usize) -> Vec<&PneEvent> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Pne(j, e) if *j == i => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The inventory of the PN PNE `i` joined, if it joined one.
+    pub fn joined(&self, i: usize) -> Option<PnInventory> {
+        self.pne_events(i).into_iter().find_map(|e| match e {
+            PneEvent::PnJoined { inventory, .. } => Some(inventory.clone()),
+            _ => None,
+        })
+    }
+
+    /// The reasons of PNE `i`'s failed flows.
+    pub fn pne_failures(&self, i: usize) -> Vec<String> {
+        self.pne_events(i)
+            .into_iter()
+            .filter_map(|e| match e {
+                PneEvent::FlowFailed { reason, .. } | PneEvent::PnRefused { reason, .. } => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Envelopes delivered from `from` to `to` (plain frames only).
+    pub fn delivered(&self, from: Party, to: Party) -> Vec<Envelope> {
+        self.log
+            .iter()
+            .filter(|f| f.from == from && f.to == to)
+            .filter_map(Flight::env)
+            .collect()
+    }
+
+    /// Message names that travelled between the PN GW and the server, in order.
+    pub fn wan_messages(&self) -> Vec<&'static str> {
+        self.traces
+            .iter()
+            .filter(|(a, b, _)| {
+                matches!(
+                    (a, b),
+                    (Party::Gw, Party::Server) | (Party::Server, Party::Gw)
+                )
+            })
+            .map(|(_, _, t)| t.message)
+            .collect()
+    }
+
+    /// Trace records of PAN link `i`, both directions, in order.
+    pub fn pan_traces(&self, i: usize) -> Vec<&TraceRecord> {
+        self.traces
+            .iter()
+            .filter(|(a, b, _)| *a == Party::Pne(i) || *b == Party::Pne(i))
+            .map(|(_, _, t)| t)
+            .collect()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            server: self.store.pns.clone(),
+            cpns_ids: self.store.cpns_ids.clone(),
+            reports: self.store.reports.len(),
+            gw_local: self.store.gw_local.clone(),
+            pne_local: self.store.pne_local.clone(),
+            gw_mem: self.gw.inventory().into_iter().cloned().collect(),
+            pne_mem: self
+                .pnes
+                .iter()
+                .map(|p| p.inventory().into_iter().cloned().collect())
+                .collect(),
+        }
+    }
+
+    /// The server's record, the PN GW's local inventory (in memory and stored) and every PNE
+    /// holding the PN (in memory and stored) agree on it.
+    pub fn assert_agree(&self, pn: PnId) -> PnInventory {
+        let record = self
+            .store
+            .pns
+            .get(&pn)
+            .expect("the server registered the PN")
+            .clone();
+        assert_eq!(self.store.pn_gateway.get(&pn), Some(&self.gw_cfg.id));
+        let gw_mem = self.gw.inventory().into_iter().find(|i| i.pn_id == pn);
+        assert_eq!(gw_mem, Some(&record), "PN GW in memory");
+        assert_eq!(
+            self.store.gw_local.get(&pn).map(|s| &s.inventory),
+            Some(&record),
+            "PN GW stored"
+        );
+        for (i, p) in self.pnes.iter().enumerate() {
+            let mem = p.inventory().into_iter().find(|x| x.pn_id == pn);
+            let stored = self.store.pne_local[i].get(&pn).map(|s| &s.inventory);
+            assert_eq!(mem, stored, "pne {i}: memory and store differ");
+            if let Some(inv) = mem {
+                assert_eq!(inv, &record, "pne {i} holds another inventory");
+            }
+        }
+        record
+    }
+
+    /// Member ids of a PN in the server's record.
+    pub fn members(&self, pn: PnId) -> Vec<EntityId> {
+        self.store.pns.get(&pn).map_or(Vec::new(), |inv| {
+            inv.members.iter().map(|m| m.pne_id.clone()).collect()
+        })
+    }
+}

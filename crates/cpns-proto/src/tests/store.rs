@@ -1,0 +1,157 @@
+//! The harness's test store: the CPNS Server's state of record (entities with EUKeys, PNs, the
+//! CPNS ID counter `cpns-000001`, ...) answering the server's `Load`/`Persist`, and the local PN
+//! inventories the PN GW and the PNEs persist. A fake, kept simple; faults are switched on by
+//! hand. [`PneSpec`] says how each PNE is enrolled and set up.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cpns_crypto::SessionKey;
+use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory, Status};
+
+use crate::server::{KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect};
+use crate::{LocalPnState, PanSecurity};
+
+/// The tiny store: the server's state of record and every device's local PN inventory.
+#[derive(Debug, Default)]
+pub(super) struct Store {
+    pub entities: HashMap<EntityId, KnownEntity>,
+    pub pns: BTreeMap<PnId, PnInventory>,
+    pub pn_gateway: BTreeMap<PnId, EntityId>,
+    pub reports: HashMap<EntityId, (Option<DeviceCapabilities>, Option<Status>)>,
+    pub cpns_ids: BTreeMap<EntityId, CpnsId>,
+    pub session_keys: HashMap<(PnId, EntityId), SessionKey>,
+    next_cpns: u32,
+    pub gw_local: BTreeMap<PnId, LocalPnState>,
+    pub pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
+    /// Make the next persists of the server, the PN GW or the PNEs fail.
+    pub fail_server: bool,
+    pub fail_gw: bool,
+    pub fail_pne: bool,
+}
+
+impl Store {
+    pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
+        Loaded {
+            entities: req
+                .entities
+                .iter()
+                .filter_map(|e| self.entities.get(e).cloned())
+                .collect(),
+            pn: req.pn.and_then(|p| {
+                Some(KnownPn {
+                    gateway: self.pn_gateway.get(&p)?.clone(),
+                    inventory: self.pns.get(&p)?.clone(),
+                })
+            }),
+        }
+    }
+
+    pub(super) fn apply(&mut self, effect: ServerEffect) -> Result<Persisted, String> {
+        if self.fail_server {
+            return Err("disk full".into());
+        }
+        match effect {
+            ServerEffect::EntityReport {
+                id,
+                capabilities,
+                status,
+            } => {
+                let r = self.reports.entry(id).or_default();
+                r.0 = capabilities.or(r.0.take());
+                r.1 = status.or(r.1);
+                Ok(Persisted::Done)
+            }
+            ServerEffect::RegisterPn {
+                pn_id,
+                gateway,
+                members,
+                ..
+            } => {
+                let mut inv = PnInventory {
+                    pn_id,
+                    gateway: gateway.clone(),
+                    members: Vec::new(),
+                };
+                for m in members {
+                    inv.members.push(InventoryMember {
+                        pne_id: m.pne_id.clone(),
+                        capabilities: Some(m.capabilities),
+                        contents: Vec::new(),
+                    });
+                    self.session_keys.insert((pn_id, m.pne_id), m.session_key);
+                }
+                self.pns.insert(pn_id, inv);
+                self.pn_gateway.insert(pn_id, gateway);
+                Ok(Persisted::Done)
+            }
+            ServerEffect::UpdateMembers { pn_id, add, remove } => {
+                let pn = self.pns.get_mut(&pn_id).ok_or("no such PN")?;
+                pn.members.retain(|m| {
+                    !remove.contains(&m.pne_id) && !add.iter().any(|a| a.pne_id == m.pne_id)
+                });
+                pn.members.extend(add.into_iter().map(|a| InventoryMember {
+                    pne_id: a.pne_id,
+                    capabilities: a.capabilities,
+                    contents: Vec::new(),
+                }));
+                Ok(Persisted::Done)
+            }
+            ServerEffect::RegisterPne {
+                pn_id,
+                pne_id,
+                session_key,
+            } => {
+                self.next_cpns += 1;
+                let cpns = CpnsId::new(format!("cpns-{:06}", self.next_cpns)).unwrap();
+                self.cpns_ids.insert(pne_id.clone(), cpns.clone());
+                self.session_keys.insert((pn_id, pne_id), session_key);
+                Ok(Persisted::CpnsId(cpns))
+            }
+        }
+    }
+}
+
+/// How one PNE of the harness is set up.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PneSpec {
+    pub security: PanSecurity,
+    pub has_ui: bool,
+    pub accept: bool,
+    /// The PNE holds another EUKey than the server's record of it.
+    pub wrong_key: bool,
+}
+
+impl PneSpec {
+    pub fn cpns() -> Self {
+        Self {
+            security: PanSecurity::Cpns,
+            has_ui: true,
+            accept: true,
+            wrong_key: false,
+        }
+    }
+    pub fn trusted() -> Self {
+        Self {
+            security: PanSecurity::Trusted,
+            ..Self::cpns()
+        }
+    }
+    pub fn declining(self) -> Self {
+        Self {
+            accept: false,
+            ..self
+        }
+    }
+    pub fn no_ui(self) -> Self {
+        Self {
+            has_ui: false,
+            ..self
+        }
+    }
+    pub fn wrong_key(self) -> Self {
+        Self {
+            wrong_key: true,
+            ..self
+        }
+    }
+}
