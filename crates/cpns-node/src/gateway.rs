@@ -226,6 +226,9 @@ pub async fn start<S: Store>(
             if accept_tx.send(Input::LinkOpened(link, out_tx)).is_err() {
                 return;
             }
+            // When the machine closes the link (its writer channel is dropped), the writer
+            // shuts the socket and tells the reader to stop, which frees the link's slot.
+            let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
             tokio::spawn(async move {
                 while let Some(frame) = out_rx.recv().await {
                     if crate::frames::write_frame(&mut wr, &frame).await.is_err() {
@@ -233,11 +236,17 @@ pub async fn start<S: Store>(
                     }
                 }
                 let _ = wr.shutdown().await;
+                let _ = closed_tx.send(());
             });
             let mut frames = spawn_reader(rd, max_frame);
             let in_tx = accept_tx.clone();
             tokio::spawn(async move {
-                while let Some(f) = frames.recv().await {
+                loop {
+                    let f = tokio::select! {
+                        f = frames.recv() => f,
+                        _ = &mut closed_rx => Some(Err(FrameError::Closed)),
+                    };
+                    let Some(f) = f else { break };
                     let end = f.is_err();
                     if in_tx.send(Input::LinkFrame(link, f)).is_err() || end {
                         break;

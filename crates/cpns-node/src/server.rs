@@ -235,7 +235,9 @@ impl<S: Store + Clone> ServerNode<S> {
     }
 }
 
-/// Reads frames in a task of its own (reading is not cancel-safe) and hands them over.
+/// Reads frames in a task of its own (reading is not cancel-safe) and hands them over. The task
+/// ends, dropping its half of the stream, as soon as the receiver is dropped: a session that ends
+/// on a bad frame must not leave the connection open behind it.
 pub(crate) fn spawn_reader<R: AsyncRead + Send + 'static>(
     rd: R,
     max_frame: u32,
@@ -244,7 +246,11 @@ pub(crate) fn spawn_reader<R: AsyncRead + Send + 'static>(
     tokio::spawn(async move {
         let mut reader = FrameReader::new(Box::pin(rd), max_frame);
         loop {
-            let item = reader.next().await.map(<[u8]>::to_vec);
+            // Cancelling a read mid-frame is fine here: nobody will read this stream again.
+            let item = tokio::select! {
+                item = reader.next() => item.map(<[u8]>::to_vec),
+                () = tx.closed() => return,
+            };
             let end = item.is_err();
             if tx.send(item).await.is_err() || end {
                 return;
