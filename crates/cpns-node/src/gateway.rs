@@ -14,7 +14,7 @@ use cpns_proto::gateway::{
 };
 use cpns_proto::{LocalPnState, PanSecurity, ProtoError};
 use cpns_store::{LocalMember, LocalPn, Store};
-use cpns_wire::{EntityId, InventoryMember, PnId, PnInventory};
+use cpns_wire::{EntityId, PnId, PnInventory};
 use rustls_pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::frames::FrameError;
 use crate::server::{sleep_until, spawn_reader};
-use crate::server_store::{caps_bytes, caps_of, unix_millis};
+use crate::server_store::{caps_bytes, inventory_member, unix_millis};
 use crate::trace::{TraceSink, report};
 use crate::{DeviceCredential, pki};
 
@@ -128,11 +128,7 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
             members: pn
                 .members
                 .iter()
-                .map(|m| InventoryMember {
-                    pne_id: m.pne_id.clone(),
-                    capabilities: caps_of(m.capabilities.as_deref()),
-                    contents: Vec::new(),
-                })
+                .map(|m| inventory_member(&m.pne_id, m.capabilities.as_deref()))
                 .collect(),
         },
         wrapped_keys: pn

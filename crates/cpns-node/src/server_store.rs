@@ -42,6 +42,15 @@ pub fn caps_of(b: Option<&[u8]>) -> Option<DeviceCapabilities> {
     b.and_then(|b| minicbor::decode(b).ok())
 }
 
+/// A member of a PN inventory from what a store keeps of it.
+pub fn inventory_member(pne_id: &EntityId, capabilities: Option<&[u8]>) -> InventoryMember {
+    InventoryMember {
+        pne_id: pne_id.clone(),
+        capabilities: caps_of(capabilities),
+        contents: Vec::new(),
+    }
+}
+
 /// A PN of the store as a PN inventory.
 pub fn inventory_of(pn: &PnRecord) -> PnInventory {
     PnInventory {
@@ -50,11 +59,7 @@ pub fn inventory_of(pn: &PnRecord) -> PnInventory {
         members: pn
             .members
             .iter()
-            .map(|m| InventoryMember {
-                pne_id: m.pne_id.clone(),
-                capabilities: caps_of(m.capabilities.as_deref()),
-                contents: Vec::new(),
-            })
+            .map(|m| inventory_member(&m.pne_id, m.capabilities.as_deref()))
             .collect(),
     }
 }

@@ -122,12 +122,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         vec![PneStep::AwaitInvitation],
         &sink,
     );
-    wait_for(
-        &mut gw_events,
-        |e| matches!(e, GatewayEvent::PneDiscovered { pne, .. } if pne.as_str() == "watch"),
-    )
-    .await
-    .context("watch discovery")?;
+    discovered(&mut gw_events, "watch").await?;
     let invite = SetupType::Invite(vec![watch.entity_id.clone()]);
     let phone_run = spawn_pne(
         &root,
@@ -151,12 +146,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         vec![PneStep::AwaitInvitation],
         &sink,
     );
-    wait_for(
-        &mut gw_events,
-        |e| matches!(e, GatewayEvent::PneDiscovered { pne, .. } if pne.as_str() == "tv"),
-    )
-    .await
-    .context("tv discovery")?;
+    discovered(&mut gw_events, "tv").await?;
     handle
         .establish(EstablishTargets::Invite(vec![tv.entity_id.clone()]))
         .await
@@ -276,4 +266,17 @@ async fn wait_for(
     tokio::time::timeout(Duration::from_secs(30), wait)
         .await
         .context("timed out")?
+}
+
+/// Waits until the PN GW knows the PNE `id` (000 §6.4).
+async fn discovered(
+    rx: &mut mpsc::UnboundedReceiver<GatewayEvent>,
+    id: &str,
+) -> anyhow::Result<()> {
+    wait_for(
+        rx,
+        |e| matches!(e, GatewayEvent::PneDiscovered { pne, .. } if pne.as_str() == id),
+    )
+    .await
+    .with_context(|| format!("{id} discovery"))
 }
