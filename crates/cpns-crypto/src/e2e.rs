@@ -19,6 +19,7 @@ use crate::error::CryptoError;
 use crate::kdf::{Transcript, derive_key};
 use crate::keys::SessionKey;
 use crate::labels;
+use crate::rng::CryptoRng;
 use zeroize::Zeroizing;
 
 /// The direction of an end-to-end box; each has its own key.
@@ -47,18 +48,20 @@ pub(crate) fn e2e_key(sk: &SessionKey, dir: E2eDirection) -> Zeroizing<[u8; 32]>
     derive_key(sk.expose_secret(), &info)
 }
 
-/// Seals a payload end to end under SK_PNE with a random nonce.
+/// Seals a payload end to end under SK_PNE with a nonce drawn from `rng`.
 ///
 /// # Errors
-/// [`CryptoError::Rng`] if no nonce can be drawn; [`CryptoError::Malformed`] for a plaintext
-/// beyond the ChaCha20-Poly1305 limit.
-pub fn seal_e2e(
+/// [`CryptoError::Malformed`] for a plaintext beyond the ChaCha20-Poly1305 limit.
+pub fn seal_e2e<R: CryptoRng + ?Sized>(
+    rng: &mut R,
     sk: &SessionKey,
     dir: E2eDirection,
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    aead::seal(&e2e_key(sk, dir), aad, plaintext)
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    aead::seal_with_nonce(&e2e_key(sk, dir), nonce, aad, plaintext)
 }
 
 /// Seals with a caller-chosen nonce; deterministic, for test vectors. A nonce must never repeat
@@ -94,7 +97,7 @@ pub fn open_e2e(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EuKey, LocalEuKey};
+    use crate::{EuKey, LocalEuKey, MachineRng};
 
     fn sk() -> SessionKey {
         SessionKey::from_bytes([0x51; 32])
@@ -103,7 +106,7 @@ mod tests {
     #[test]
     fn round_trip_both_directions() {
         for dir in [E2eDirection::ServerToPne, E2eDirection::PneToServer] {
-            let s = seal_e2e(&sk(), dir, b"msg 7", b"group key").unwrap();
+            let s = seal_e2e(MachineRng::os().get(), &sk(), dir, b"msg 7", b"group key").unwrap();
             assert_eq!(
                 &open_e2e(&sk(), dir, b"msg 7", &s).unwrap()[..],
                 b"group key"
@@ -113,7 +116,14 @@ mod tests {
 
     #[test]
     fn gw_without_sk_pne_cannot_open() {
-        let s = seal_e2e(&sk(), E2eDirection::ServerToPne, b"", b"content key").unwrap();
+        let s = seal_e2e(
+            MachineRng::os().get(),
+            &sk(),
+            E2eDirection::ServerToPne,
+            b"",
+            b"content key",
+        )
+        .unwrap();
         // What the GW holds: its EUKey and the LocalEUKey; neither byte string is SK_PNE.
         let gw_guesses = [
             SessionKey::from_bytes(*EuKey::from_bytes([0x52; 32]).expose_secret()),
@@ -129,7 +139,14 @@ mod tests {
 
     #[test]
     fn direction_mix_up_fails() {
-        let s = seal_e2e(&sk(), E2eDirection::ServerToPne, b"", b"x").unwrap();
+        let s = seal_e2e(
+            MachineRng::os().get(),
+            &sk(),
+            E2eDirection::ServerToPne,
+            b"",
+            b"x",
+        )
+        .unwrap();
         assert_eq!(
             open_e2e(&sk(), E2eDirection::PneToServer, b"", &s),
             Err(CryptoError::BadTag)

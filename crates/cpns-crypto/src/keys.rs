@@ -54,6 +54,13 @@ macro_rules! secret_key {
                 Ok(Self(*bytes))
             }
 
+            /// Draws a fresh key from `rng` (a machine's [`MachineRng`](crate::MachineRng)).
+            pub fn random<R: crate::CryptoRng + ?Sized>(rng: &mut R) -> Self {
+                let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+                rng.fill_bytes(bytes.as_mut_slice());
+                Self(*bytes)
+            }
+
             /// Wraps raw key bytes (e.g. read from a credential file or unwrapped).
             pub fn from_bytes(b: [u8; KEY_LEN]) -> Self {
                 Self(b)

@@ -5,7 +5,7 @@
 //! name a key or a hash; the exact byte layouts are specified in docs/security.md and pinned by
 //! docs/security-vectors.json. Primitives all come from RustCrypto: HKDF-SHA256 and HMAC-SHA256
 //! for derivation and authentication, ChaCha20-Poly1305 for every AEAD, `getrandom` for keys and
-//! nonces, `subtle` for constant-time comparison, `zeroize` for wiping.
+//! nonces (through the [`MachineRng`] each protocol machine is given), `subtle` for constant-time comparison, `zeroize` for wiping.
 //!
 //! | flow (spec) | module | keys |
 //! |---|---|---|
@@ -26,8 +26,9 @@
 //! // Step 5: the server makes a LocalEUKey and wraps one copy per recipient.
 //! let local = LocalEuKey::generate()?;
 //! let binding = KeyBinding { pn_id: &pn_id, pne_id: "pne-1", gw_id: "gw-1" };
-//! let for_pne = wrap_local_eukey(&eukey_pne, Recipient::Pne, &binding, &local)?;
-//! let for_gw = wrap_local_eukey(&eukey_gw, Recipient::Gateway, &binding, &local)?;
+//! let mut rng = MachineRng::os();
+//! let for_pne = wrap_local_eukey(rng.get(), &eukey_pne, Recipient::Pne, &binding, &local);
+//! let for_gw = wrap_local_eukey(rng.get(), &eukey_gw, Recipient::Gateway, &binding, &local);
 //! // Steps 6-7: each recipient unwraps its own copy.
 //! assert_eq!(unwrap_local_eukey(&eukey_gw, Recipient::Gateway, &binding, &for_gw)?, local);
 //! assert_eq!(unwrap_local_eukey(&eukey_pne, Recipient::Pne, &binding, &for_pne)?, local);
@@ -41,7 +42,7 @@
 //! let hash_pne = pne.hash_pne();
 //! server.verify_hash_pne(&hash_pne)?;
 //! pne.verify_hash_server(&hash_pne, &server.hash_server(&hash_pne))?;
-//! let boxed = seal_e2e(server.session_key(), E2eDirection::ServerToPne, b"msg-1", b"content key")?;
+//! let boxed = seal_e2e(rng.get(), server.session_key(), E2eDirection::ServerToPne, b"msg-1", b"content key")?;
 //! let opened = open_e2e(pne.session_key(), E2eDirection::ServerToPne, b"msg-1", &boxed)?;
 //! assert_eq!(&opened[..], b"content key");
 //! # Ok(())
@@ -63,6 +64,7 @@ pub mod labels;
 mod local_key;
 mod pan;
 mod pne_auth;
+mod rng;
 #[doc(hidden)]
 pub mod vectors;
 
@@ -83,3 +85,4 @@ pub use local_key::{
 };
 pub use pan::{PanAuthInput, PanKeys};
 pub use pne_auth::{AuthPurpose, PneAuthInput, PneAuthKeys};
+pub use rng::{CryptoRng, MachineRng, Rng};

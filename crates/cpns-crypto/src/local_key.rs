@@ -18,6 +18,7 @@ use crate::error::CryptoError;
 use crate::kdf::{Transcript, derive_key};
 use crate::keys::{EuKey, LocalEuKey};
 use crate::labels;
+use crate::rng::CryptoRng;
 use zeroize::Zeroizing;
 
 /// Length of one wrapped LocalEUKey copy: nonce 12 ‖ ciphertext 32 ‖ tag 16.
@@ -70,25 +71,18 @@ pub(crate) fn wrap_aad(recipient: Recipient, binding: &KeyBinding<'_>) -> Transc
     aad
 }
 
-/// Wraps one copy of a LocalEUKey for `recipient` under a fresh random nonce
+/// Wraps one copy of a LocalEUKey for `recipient` under a nonce drawn from `rng`
 /// (000 §6.6.1.1 step 5, run twice: once per recipient).
-///
-/// # Errors
-/// [`CryptoError::Rng`] when no nonce can be drawn.
-pub fn wrap_local_eukey(
+pub fn wrap_local_eukey<R: CryptoRng + ?Sized>(
+    rng: &mut R,
     recipient_eukey: &EuKey,
     recipient: Recipient,
     binding: &KeyBinding<'_>,
     key: &LocalEuKey,
-) -> Result<Vec<u8>, CryptoError> {
-    let nonce = crate::keys::random_array()?;
-    Ok(wrap_local_eukey_with_nonce(
-        recipient_eukey,
-        recipient,
-        binding,
-        key,
-        nonce,
-    ))
+) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    rng.fill_bytes(&mut nonce);
+    wrap_local_eukey_with_nonce(recipient_eukey, recipient, binding, key, nonce)
 }
 
 /// Wraps one copy with a caller-chosen nonce; deterministic, for test vectors. A nonce must never
@@ -135,6 +129,7 @@ pub fn unwrap_local_eukey(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MachineRng;
 
     const PN: [u8; 16] = [0x11; 16];
 
@@ -157,8 +152,20 @@ mod tests {
     #[test]
     fn both_copies_round_trip() {
         let (pne, gw, local) = setup();
-        let for_pne = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
-        let for_gw = wrap_local_eukey(&gw, Recipient::Gateway, &binding(), &local).unwrap();
+        let for_pne = wrap_local_eukey(
+            MachineRng::os().get(),
+            &pne,
+            Recipient::Pne,
+            &binding(),
+            &local,
+        );
+        let for_gw = wrap_local_eukey(
+            MachineRng::os().get(),
+            &gw,
+            Recipient::Gateway,
+            &binding(),
+            &local,
+        );
         assert_eq!(for_pne.len(), WRAPPED_KEY_LEN);
         assert_eq!(for_gw.len(), WRAPPED_KEY_LEN);
         let a = unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &for_pne).unwrap();
@@ -166,14 +173,26 @@ mod tests {
         assert_eq!(a, local);
         assert_eq!(b, local);
         // Random nonces: two wraps of the same key differ.
-        let again = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        let again = wrap_local_eukey(
+            MachineRng::os().get(),
+            &pne,
+            Recipient::Pne,
+            &binding(),
+            &local,
+        );
         assert_ne!(again, for_pne);
     }
 
     #[test]
     fn every_tampered_byte_is_rejected() {
         let (pne, _, local) = setup();
-        let w = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        let w = wrap_local_eukey(
+            MachineRng::os().get(),
+            &pne,
+            Recipient::Pne,
+            &binding(),
+            &local,
+        );
         for i in 0..w.len() {
             for bit in [0x01, 0x80] {
                 let mut t = w.clone();
@@ -190,8 +209,20 @@ mod tests {
     #[test]
     fn wrong_key_or_recipient_is_rejected() {
         let (pne, gw, local) = setup();
-        let for_pne = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
-        let for_gw = wrap_local_eukey(&gw, Recipient::Gateway, &binding(), &local).unwrap();
+        let for_pne = wrap_local_eukey(
+            MachineRng::os().get(),
+            &pne,
+            Recipient::Pne,
+            &binding(),
+            &local,
+        );
+        let for_gw = wrap_local_eukey(
+            MachineRng::os().get(),
+            &gw,
+            Recipient::Gateway,
+            &binding(),
+            &local,
+        );
         // The GW cannot open the PNE's copy, with its own key or with the PNE role.
         for (key, r, w) in [
             (&gw, Recipient::Gateway, &for_pne),
@@ -210,7 +241,13 @@ mod tests {
     #[test]
     fn wrong_binding_is_rejected() {
         let (pne, _, local) = setup();
-        let w = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        let w = wrap_local_eukey(
+            MachineRng::os().get(),
+            &pne,
+            Recipient::Pne,
+            &binding(),
+            &local,
+        );
         let other_pn = [0x12; 16];
         let bad = [
             KeyBinding {
@@ -243,7 +280,13 @@ mod tests {
     #[test]
     fn wrong_lengths_are_malformed() {
         let (pne, _, local) = setup();
-        let w = wrap_local_eukey(&pne, Recipient::Pne, &binding(), &local).unwrap();
+        let w = wrap_local_eukey(
+            MachineRng::os().get(),
+            &pne,
+            Recipient::Pne,
+            &binding(),
+            &local,
+        );
         for len in [0, 12, 28, 44, 59] {
             assert!(matches!(
                 unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &w[..len]),

@@ -58,10 +58,20 @@ fn pn_establishment_with_two_pnes_and_pan_sessions() {
             gw_id: GW,
         };
         let local = LocalEuKey::generate().unwrap();
-        let for_pne =
-            wrap_local_eukey(&server.eukey(id), Recipient::Pne, &binding, &local).unwrap();
-        let for_gw =
-            wrap_local_eukey(&server.eukey(GW), Recipient::Gateway, &binding, &local).unwrap();
+        let for_pne = wrap_local_eukey(
+            MachineRng::os().get(),
+            &server.eukey(id),
+            Recipient::Pne,
+            &binding,
+            &local,
+        );
+        let for_gw = wrap_local_eukey(
+            MachineRng::os().get(),
+            &server.eukey(GW),
+            Recipient::Gateway,
+            &binding,
+            &local,
+        );
         deliveries.push((for_pne, for_gw));
         server_locals.push(local);
     }
@@ -130,7 +140,14 @@ fn pn_establishment_with_two_pnes_and_pan_sessions() {
 
         // End to end: the server seals for the PNE; the GW relays but cannot read or forge.
         let sk = server_auth.session_key();
-        let boxed = seal_e2e(sk, E2eDirection::ServerToPne, b"msg-9", b"content key").unwrap();
+        let boxed = seal_e2e(
+            MachineRng::os().get(),
+            sk,
+            E2eDirection::ServerToPne,
+            b"msg-9",
+            b"content key",
+        )
+        .unwrap();
         for gw_guess in [gw_eukey.expose_secret(), gw_local.expose_secret()] {
             let guess = SessionKey::from_bytes(*gw_guess);
             assert_eq!(

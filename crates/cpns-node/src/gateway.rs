@@ -150,7 +150,7 @@ pub async fn start<S: Store>(
     trace: TraceSink,
     stop: oneshot::Receiver<()>,
 ) -> Result<(GatewayHandle, tokio::task::JoinHandle<Result<(), String>>), String> {
-    let mut machine = Gateway::new(cfg.proto.clone());
+    let mut machine = Gateway::new(cfg.proto.clone(), cpns_crypto::MachineRng::os());
     let stored = store
         .local_pns()
         .await

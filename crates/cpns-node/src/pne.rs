@@ -60,7 +60,7 @@ pub async fn run<S: Store>(
     trace: TraceSink,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<PneReport, String> {
-    let mut session = PneSession::new(cfg.clone());
+    let mut session = PneSession::new(cfg.clone(), cpns_crypto::MachineRng::os());
     let stored = store
         .local_pns()
         .await

@@ -160,7 +160,12 @@ impl<S: Store + Clone> ServerNode<S> {
         let exporter = pki::exporter(tls.get_ref().1).map_err(|e| e.to_string())?;
         let (rd, mut wr) = tokio::io::split(tls);
         let mut frames = spawn_reader(rd, self.cfg.proto.max_frame);
-        let mut session = ServerSession::new(self.cfg.proto.clone(), exporter, Instant::now());
+        let mut session = ServerSession::new(
+            self.cfg.proto.clone(),
+            exporter,
+            Instant::now(),
+            cpns_crypto::MachineRng::os(),
+        );
         loop {
             if !self.drain(&mut session, &mut wr).await? {
                 return Ok(());

@@ -8,7 +8,7 @@
 //! locally (13 / 14) → answer the initiator and notify the others (14-15 / 15-16). Every phase
 //! has a deadline; a PNE that declines, does not answer or leaves is left out.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_crypto::{KeyBinding, LocalEuKey, Recipient, unwrap_local_eukey};
@@ -56,16 +56,16 @@ pub(super) struct Forming {
     initiator: Option<Initiator>,
     phase: Phase,
     /// Invited PNEs that have not answered yet: PNE → (link, setup request msg id).
-    invited: HashMap<EntityId, (LinkId, u64)>,
+    invited: BTreeMap<EntityId, (LinkId, u64)>,
     /// PNEs taking part (initiator first), with their join information.
     joins: Vec<(LinkId, JoinInfo)>,
     request_id: RequestId,
     reg_msg: Option<u64>,
     server_auth_msg: Option<u64>,
     /// Authentication Requests relayed and not yet answered: PNE → (link, msg id).
-    auth_pending: HashMap<EntityId, (LinkId, u64)>,
+    auth_pending: BTreeMap<EntityId, (LinkId, u64)>,
     hashes: Vec<PneHash>,
-    local_keys: HashMap<EntityId, LocalEuKey>,
+    local_keys: BTreeMap<EntityId, LocalEuKey>,
     wrapped_for_gw: Vec<(EntityId, Vec<u8>)>,
     verdict: Option<PnRegistrationResponse>,
     deadline: Instant,
@@ -103,7 +103,7 @@ impl Gateway {
         if pnes.is_empty() {
             return Err(ProtoError::WrongState("no PNE to invite"));
         }
-        let pn_id = PnId::from_bytes(cpns_crypto::random_array()?);
+        let pn_id = PnId::from_bytes(self.rng.array());
         self.begin(now, pn_id, None, &pnes);
         Ok(pn_id)
     }
@@ -147,10 +147,7 @@ impl Gateway {
                 "the PN GW has no connection to the CPNS Server",
             );
         }
-        let pn_id = match cpns_crypto::random_array() {
-            Ok(b) => PnId::from_bytes(b),
-            Err(e) => return self.reject_pan(link, env, ErrorCode::Internal, &format!("rng: {e}")),
-        };
+        let pn_id = PnId::from_bytes(self.rng.array());
         let pnes: Vec<EntityId> = match setup {
             SetupType::OneToOne => Vec::new(),
             SetupType::All => {
@@ -185,14 +182,14 @@ impl Gateway {
             pn_id,
             initiator: None,
             phase: Phase::Inviting,
-            invited: HashMap::new(),
+            invited: BTreeMap::new(),
             joins: Vec::new(),
-            request_id: RequestId(self.ids.next()),
+            request_id: RequestId(self.rng.u64()),
             reg_msg: None,
             server_auth_msg: None,
-            auth_pending: HashMap::new(),
+            auth_pending: BTreeMap::new(),
             hashes: Vec::new(),
-            local_keys: HashMap::new(),
+            local_keys: BTreeMap::new(),
             wrapped_for_gw: Vec::new(),
             verdict: None,
             deadline: now + self.cfg.timeouts.invite,
@@ -324,7 +321,7 @@ impl Gateway {
             );
             return self.send_wan_response(env.msg_id, e);
         };
-        let mut local_keys = HashMap::new();
+        let mut local_keys = BTreeMap::new();
         let mut wrapped_for_gw = Vec::new();
         for w in &m.local_keys {
             let binding = KeyBinding {
@@ -351,12 +348,12 @@ impl Gateway {
             }
         }
         let initiator = f.initiator.as_ref().map(|i| (i.pne.clone(), i.request_id));
-        let joined: HashMap<EntityId, LinkId> = f
+        let joined: BTreeMap<EntityId, LinkId> = f
             .joins
             .iter()
             .map(|(l, j)| (j.pne_id.clone(), *l))
             .collect();
-        let mut pending = HashMap::new();
+        let mut pending = BTreeMap::new();
         for pne in &m.pnes {
             let Some(&link) = joined.get(pne).filter(|l| self.links.contains_key(l)) else {
                 continue;
@@ -533,9 +530,8 @@ impl Gateway {
             .filter(|v| v.authenticated)
             .map(|v| v.pne_id.clone())
             .collect();
-        let keys = f
-            .local_keys
-            .drain()
+        let keys = std::mem::take(&mut f.local_keys)
+            .into_iter()
             .filter(|(p, _)| authenticated.contains(p))
             .collect();
         let state = LocalPnState {

@@ -14,10 +14,10 @@ mod pan;
 mod relay;
 mod wan;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use cpns_crypto::{EuKey, LocalEuKey};
+use cpns_crypto::{EuKey, LocalEuKey, MachineRng};
 use cpns_wire::{
     Address, Body, CpnsId, DeviceCapabilities, EntityId, Envelope, ErrorBody, ErrorCode, MsgKind,
     PnId, PnInventory,
@@ -164,7 +164,7 @@ struct Link {
 struct LocalPn {
     state: LocalPnState,
     /// Unwrapped LocalEUKeys per member.
-    keys: HashMap<EntityId, LocalEuKey>,
+    keys: BTreeMap<EntityId, LocalEuKey>,
 }
 
 /// The PN GW machine.
@@ -173,15 +173,16 @@ pub struct Gateway {
     cfg: GatewayConfig,
     wan: wan::Wan,
     wan_codec: LinkCodec,
-    links: HashMap<LinkId, Link>,
+    links: BTreeMap<LinkId, Link>,
     /// The routing table: which link reaches which PNE.
-    routes: HashMap<EntityId, LinkId>,
-    pns: HashMap<PnId, LocalPn>,
-    forming: HashMap<PnId, establish::Forming>,
+    routes: BTreeMap<EntityId, LinkId>,
+    pns: BTreeMap<PnId, LocalPn>,
+    forming: BTreeMap<PnId, establish::Forming>,
     relays: relay::Relays,
+    rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
-    parked: HashMap<Token, Parked>,
+    parked: BTreeMap<Token, Parked>,
     out: VecDeque<GatewayOutput>,
 }
 
@@ -193,21 +194,22 @@ enum Parked {
 }
 
 impl Gateway {
-    /// A PN GW with an empty local inventory.
-    pub fn new(cfg: GatewayConfig) -> Self {
+    /// A PN GW with an empty local inventory, drawing every random value from `rng`.
+    pub fn new(cfg: GatewayConfig, rng: MachineRng) -> Self {
         let wan_codec = LinkCodec::new(cfg.max_frame);
         Self {
             cfg,
             wan: wan::Wan::Down,
             wan_codec,
-            links: HashMap::new(),
-            routes: HashMap::new(),
-            pns: HashMap::new(),
-            forming: HashMap::new(),
+            links: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            pns: BTreeMap::new(),
+            forming: BTreeMap::new(),
             relays: relay::Relays::default(),
+            rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
-            parked: HashMap::new(),
+            parked: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -423,8 +425,8 @@ impl Gateway {
     fn unwrap_keys(
         &self,
         state: &LocalPnState,
-    ) -> Result<HashMap<EntityId, LocalEuKey>, ProtoError> {
-        let mut keys = HashMap::new();
+    ) -> Result<BTreeMap<EntityId, LocalEuKey>, ProtoError> {
+        let mut keys = BTreeMap::new();
         for (pne, wrapped) in &state.wrapped_keys {
             let binding = cpns_crypto::KeyBinding {
                 pn_id: state.inventory.pn_id.as_bytes(),

@@ -2,7 +2,7 @@
 //! with LocalEUKey on an insecure PAN (000 §6.6.1.1 steps 6-7, "PN GW Authentication"), after
 //! which every frame of the link is sealed (DESIGN §4).
 
-use cpns_crypto::{AuthHash, FrameOpener, PanAuthInput, PanKeys, Rand};
+use cpns_crypto::{AuthHash, FrameOpener, PanAuthInput, PanKeys};
 use cpns_wire::{
     EntityDiscoveryRequest, EntityDiscoveryResponse, Envelope, ErrorCode, Mode, PanAuthChallenge,
     PanAuthConfirm, PanAuthInit, PnId,
@@ -109,10 +109,7 @@ impl Gateway {
                 "no LocalEUKey for this PNE in this PN",
             );
         };
-        let rand_gw = match Rand::generate() {
-            Ok(r) => r,
-            Err(e) => return self.reject_pan(link, env, ErrorCode::Internal, &format!("rng: {e}")),
-        };
+        let rand_gw = self.rng.rand();
         let keys = PanKeys::derive(
             local,
             &PanAuthInput {

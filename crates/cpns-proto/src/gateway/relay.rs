@@ -7,7 +7,7 @@
 //! crossing the PN GW keep their meaning but get the message ids of the session they travel
 //! on; the relay maps them back. Sealed payloads (the registration grant) pass through unread.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_wire::{
@@ -39,11 +39,11 @@ pub(crate) struct PendingRegistration {
 #[derive(Debug, Default)]
 pub(super) struct Relays {
     /// WAN msg id of a forwarded PNE request → where its answer goes.
-    up: HashMap<u64, Up>,
+    up: BTreeMap<u64, Up>,
     /// (link, PAN msg id) of a forwarded server request → the server's msg id.
-    down: HashMap<(LinkId, u64), u64>,
+    down: BTreeMap<(LinkId, u64), u64>,
     /// WAN msg id of a PN Update Request → the registration waiting for it.
-    updates: HashMap<u64, PendingRegistration>,
+    updates: BTreeMap<u64, PendingRegistration>,
 }
 
 impl Relays {
@@ -120,7 +120,7 @@ impl Gateway {
             },
         };
         let update = PnUpdateRequest {
-            request_id: RequestId(self.ids.next()),
+            request_id: RequestId(self.rng.u64()),
             pn_id,
             add: vec![NewMember {
                 pne_id: m.pne_id.clone(),
@@ -321,9 +321,10 @@ impl Gateway {
     }
 
     pub(super) fn relays_wan_lost(&mut self, _now: Instant) {
-        let up: Vec<Up> = self.relays.up.drain().map(|(_, u)| u).collect();
-        let updates: Vec<PendingRegistration> =
-            self.relays.updates.drain().map(|(_, p)| p).collect();
+        let up: Vec<Up> = std::mem::take(&mut self.relays.up).into_values().collect();
+        let updates: Vec<PendingRegistration> = std::mem::take(&mut self.relays.updates)
+            .into_values()
+            .collect();
         self.relays.down.clear();
         let lost = || {
             ErrorBody::new(

@@ -53,7 +53,7 @@ impl Gateway {
         now: Instant,
         tls_exporter: [u8; 32],
     ) -> Result<(), ProtoError> {
-        let rand_gw = Rand::generate()?;
+        let rand_gw = self.rng.rand();
         self.wan_codec = crate::LinkCodec::new(self.cfg.max_frame);
         let req = ConnectionSetupRequest {
             gw_id: self.cfg.id.clone(),

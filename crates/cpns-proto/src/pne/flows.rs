@@ -1,7 +1,7 @@
 //! The PNE's flows: PN establishment as initiator (000 §6.6.1.1 steps 1, 6-8, 14) or invitee
 //! (steps 2-3, 7, 9, 15; §6.6.1.2 steps 3-4, 7-10, 15-16) and PNE registration (003 §1.4.1).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_crypto::{
@@ -51,7 +51,7 @@ struct Registering {
 #[derive(Debug, Default)]
 pub(super) struct Flows {
     setup: Option<OwnSetup>,
-    joining: HashMap<PnId, Joining>,
+    joining: BTreeMap<PnId, Joining>,
     registration: Option<Registering>,
 }
 
@@ -87,8 +87,8 @@ impl PneSession {
                 "a PN set-up of this PNE is in progress",
             ));
         }
-        let rand_pne = Rand::generate()?;
-        let request_id = RequestId(self.ids.next());
+        let rand_pne = self.rng.rand();
+        let request_id = RequestId(self.rng.u64());
         let req = PnSetupRequest {
             request_id,
             setup: Some(setup),
@@ -123,10 +123,7 @@ impl PneSession {
             self.send_response(env.msg_id, resp);
             return self.event(PneEvent::InvitationDeclined(pn_id));
         }
-        let rand_pne = match Rand::generate() {
-            Ok(r) => r,
-            Err(e) => return self.reject(env, ErrorCode::Internal, &format!("rng: {e}")),
-        };
+        let rand_pne = self.rng.rand();
         let join = self.join_info(&rand_pne);
         let resp = PnSetupResponse {
             pn_id,
@@ -362,8 +359,8 @@ impl PneSession {
         if self.flows.registration.is_some() {
             return Err(ProtoError::WrongState("a registration is in progress"));
         }
-        let rand_pne = Rand::generate()?;
-        let request_id = RequestId(self.ids.next());
+        let rand_pne = self.rng.rand();
+        let request_id = RequestId(self.rng.u64());
         let req = PneRegistrationRequest {
             request_id,
             pne_id: self.cfg.id.clone(),

@@ -7,10 +7,10 @@
 
 mod flows;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use cpns_crypto::{EuKey, LocalEuKey, PanAuthInput, PanKeys, Rand, Recipient};
+use cpns_crypto::{EuKey, LocalEuKey, MachineRng, PanAuthInput, PanKeys, Rand, Recipient};
 use cpns_wire::{
     Address, Body, ContentItem, CpnsId, DeviceCapabilities, EntityDiscoveryRequest,
     EntityDiscoveryResponse, EntityId, Envelope, ErrorBody, ErrorCode, Mode, MsgKind,
@@ -158,32 +158,34 @@ pub struct PneSession {
     cfg: PneConfig,
     codec: LinkCodec,
     gateway: Option<EntityId>,
+    rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
     discovery: Option<(u64, Instant)>,
     pan: Option<PanPending>,
     flows: flows::Flows,
-    pns: HashMap<PnId, MemberOf>,
-    parked: HashMap<Token, (PnId, bool)>,
+    pns: BTreeMap<PnId, MemberOf>,
+    parked: BTreeMap<Token, (PnId, bool)>,
     cpns_id: Option<CpnsId>,
     out: VecDeque<PneOutput>,
 }
 
 impl PneSession {
-    /// A PNE on a fresh link.
-    pub fn new(cfg: PneConfig) -> Self {
+    /// A PNE on a fresh link, drawing every random value from `rng`.
+    pub fn new(cfg: PneConfig, rng: MachineRng) -> Self {
         let codec = LinkCodec::new(cfg.max_frame);
         Self {
             cfg,
             codec,
             gateway: None,
+            rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
             discovery: None,
             pan: None,
             flows: flows::Flows::default(),
-            pns: HashMap::new(),
-            parked: HashMap::new(),
+            pns: BTreeMap::new(),
+            parked: BTreeMap::new(),
             cpns_id: None,
             out: VecDeque::new(),
         }
@@ -390,7 +392,7 @@ impl PneSession {
         if self.pan.is_some() || self.codec.rx_sealed() {
             return Err(ProtoError::WrongState("the link is sealed or being sealed"));
         }
-        let rand_pne = Rand::generate()?;
+        let rand_pne = self.rng.rand();
         let init = PanAuthInit {
             pn_id,
             pne_id: self.cfg.id.clone(),

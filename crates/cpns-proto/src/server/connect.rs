@@ -126,10 +126,7 @@ impl ServerSession {
             }
             None => return self.refuse_gateway(p.req_msg, &p.req.gw_id, "unknown PN GW"),
         };
-        let rand_server = match Rand::generate() {
-            Ok(r) => r,
-            Err(e) => return self.refuse_gateway(p.req_msg, &p.req.gw_id, &format!("rng: {e}")),
-        };
+        let rand_server = self.rng.rand();
         // Step 9: Authentication and Authorization request.
         let challenge_msg = self.send_request(
             Address::Entity(gw.id.clone()),

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use cpns_crypto::{
-    AuthPurpose, EuKey, KeyBinding, LocalEuKey, PneAuthInput, PneAuthKeys, Rand, Recipient,
-    wrap_local_eukey,
+    AuthPurpose, EuKey, KeyBinding, LocalEuKey, MachineRng, PneAuthInput, PneAuthKeys, Rand,
+    Recipient, wrap_local_eukey,
 };
 use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope,
@@ -120,10 +120,7 @@ impl ServerSession {
                 "the PN belongs to another PN GW",
             );
         }
-        let rand_server = match Rand::generate() {
-            Ok(r) => r,
-            Err(e) => return self.respond_error(req_msg, ErrorCode::Internal, format!("rng: {e}")),
-        };
+        let rand_server = self.rng.rand();
         let mut candidates = Vec::new();
         let mut refused = Vec::new();
         let mut local_keys = Vec::new();
@@ -137,10 +134,14 @@ impl ServerSession {
                 continue;
             };
             if join.local_key {
-                match wrap_pair(&entity.eukey, &gw.eukey, &req.pn_id, &join.pne_id, &gw.id) {
-                    Ok(keys) => local_keys.push(keys),
-                    Err(e) => return self.respond_error(req_msg, ErrorCode::Internal, e),
-                }
+                local_keys.push(wrap_pair(
+                    &mut self.rng,
+                    &entity.eukey,
+                    &gw.eukey,
+                    &req.pn_id,
+                    &join.pne_id,
+                    &gw.id,
+                ));
             }
             candidates.push(Candidate {
                 join,
@@ -359,25 +360,24 @@ impl ServerSession {
 /// 000 §6.6.1.1 step 5: one LocalEUKey for (PN, PNE), wrapped once for the PNE and once for the
 /// PN GW, each under its own EUKey and bound to the PN, PNE and PN GW ids.
 fn wrap_pair(
+    rng: &mut MachineRng,
     pne_eukey: &EuKey,
     gw_eukey: &EuKey,
     pn_id: &PnId,
     pne_id: &EntityId,
     gw_id: &EntityId,
-) -> Result<WrappedLocalKeys, String> {
-    let key = LocalEuKey::generate().map_err(|e| format!("rng: {e}"))?;
+) -> WrappedLocalKeys {
+    let key = LocalEuKey::random(rng.get());
     let binding = KeyBinding {
         pn_id: pn_id.as_bytes(),
         pne_id: pne_id.as_str(),
         gw_id: gw_id.as_str(),
     };
-    let for_pne =
-        wrap_local_eukey(pne_eukey, Recipient::Pne, &binding, &key).map_err(|e| e.to_string())?;
-    let for_gw = wrap_local_eukey(gw_eukey, Recipient::Gateway, &binding, &key)
-        .map_err(|e| e.to_string())?;
-    Ok(WrappedLocalKeys {
+    let for_pne = wrap_local_eukey(rng.get(), pne_eukey, Recipient::Pne, &binding, &key);
+    let for_gw = wrap_local_eukey(rng.get(), gw_eukey, Recipient::Gateway, &binding, &key);
+    WrappedLocalKeys {
         pne_id: pne_id.clone(),
         for_pne,
         for_gw,
-    })
+    }
 }

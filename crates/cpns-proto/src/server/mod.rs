@@ -10,10 +10,10 @@ mod connect;
 mod establish;
 mod register;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
-use cpns_crypto::{EuKey, SessionKey};
+use cpns_crypto::{EuKey, MachineRng, SessionKey};
 use cpns_wire::{
     Address, Body, CpnsId, DeviceCapabilities, EntityId, Envelope, ErrorBody, ErrorCode, MsgKind,
     NewMember, PnId, PnInventory, RequestId, Status, UserId,
@@ -284,19 +284,21 @@ pub struct ServerSession {
     tls_exporter: [u8; 32],
     codec: LinkCodec,
     conn: Conn,
+    rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
-    parked: HashMap<Token, Parked>,
-    establishments: HashMap<PnId, Establishment>,
-    registrations: HashMap<(EntityId, RequestId), Registration>,
+    parked: BTreeMap<Token, Parked>,
+    establishments: BTreeMap<PnId, Establishment>,
+    registrations: BTreeMap<(EntityId, RequestId), Registration>,
     answered: VecDeque<((Address, RequestId), Envelope)>,
     out: VecDeque<ServerOutput>,
 }
 
 impl ServerSession {
     /// A session on a new TLS connection whose RFC 5705 exporter value (label
-    /// [`cpns_crypto::TLS_EXPORTER_LABEL`]) is `tls_exporter`.
-    pub fn new(cfg: ServerConfig, tls_exporter: [u8; 32], now: Instant) -> Self {
+    /// [`cpns_crypto::TLS_EXPORTER_LABEL`]) is `tls_exporter`, drawing every random value from
+    /// `rng`.
+    pub fn new(cfg: ServerConfig, tls_exporter: [u8; 32], now: Instant, rng: MachineRng) -> Self {
         let codec = LinkCodec::new(cfg.max_frame);
         let deadline = now + cfg.timeouts.flow;
         Self {
@@ -304,11 +306,12 @@ impl ServerSession {
             tls_exporter,
             codec,
             conn: Conn::AwaitSetup { deadline },
+            rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
-            parked: HashMap::new(),
-            establishments: HashMap::new(),
-            registrations: HashMap::new(),
+            parked: BTreeMap::new(),
+            establishments: BTreeMap::new(),
+            registrations: BTreeMap::new(),
             answered: VecDeque::new(),
             out: VecDeque::new(),
         }

@@ -129,13 +129,7 @@ impl ServerSession {
             refuse(self, ErrorCode::Unauthenticated, "not an enrolled PNE");
             return;
         };
-        let rand_server = match Rand::generate() {
-            Ok(r) => r,
-            Err(e) => {
-                refuse(self, ErrorCode::Internal, &format!("rng: {e}"));
-                return;
-            }
-        };
+        let rand_server = self.rng.rand();
         let pn_id = pn.inventory.pn_id;
         let auth = AuthenticationRequest {
             pn_id,
@@ -246,17 +240,7 @@ impl ServerSession {
                 );
             }
         };
-        let session_id = match cpns_crypto::random_array::<16>() {
-            Ok(b) => RandBytes(b),
-            Err(e) => {
-                return self.respond_error_to(
-                    flow.req_msg,
-                    to,
-                    ErrorCode::Internal,
-                    &format!("rng: {e}"),
-                );
-            }
-        };
+        let session_id = RandBytes(self.rng.array());
         let grant = RegistrationGrant {
             cpns_id: cpns_id.clone(),
             session_id,
@@ -264,18 +248,23 @@ impl ServerSession {
         };
         let plain = minicbor::to_vec(&grant).unwrap_or_default();
         let aad = grant_aad(&pne_id, &flow.pn_id);
-        let sealed_grant =
-            match seal_e2e(keys.session_key(), E2eDirection::ServerToPne, &aad, &plain) {
-                Ok(s) => s,
-                Err(e) => {
-                    return self.respond_error_to(
-                        flow.req_msg,
-                        to,
-                        ErrorCode::Internal,
-                        &format!("seal: {e}"),
-                    );
-                }
-            };
+        let sealed_grant = match seal_e2e(
+            self.rng.get(),
+            keys.session_key(),
+            E2eDirection::ServerToPne,
+            &aad,
+            &plain,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.respond_error_to(
+                    flow.req_msg,
+                    to,
+                    ErrorCode::Internal,
+                    &format!("seal: {e}"),
+                );
+            }
+        };
         let body = PneRegistrationResponse {
             request_id,
             pne_id: pne_id.clone(),

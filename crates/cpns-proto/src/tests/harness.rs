@@ -7,10 +7,10 @@
 //! event is kept, and every `Err` a machine returns is kept in [`Harness::errors`]. PNE `i` sits
 //! on PAN link `LinkId(i)` and is called `pne-{i+1}`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use cpns_crypto::EuKey;
+use cpns_crypto::{EuKey, MachineRng};
 use cpns_wire::codec::{encode_plain_frame, split_frame};
 use cpns_wire::{
     DeviceCapabilities, EntityId, Envelope, FrameKind, SetupType, UserId, decode_envelope,
@@ -32,7 +32,7 @@ pub(super) const INVITE: Duration = Duration::from_secs(10);
 pub(super) const FLOW: Duration = Duration::from_secs(30);
 
 /// A party of the harness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) enum Party {
     Server,
     Gw,
@@ -119,9 +119,11 @@ pub(super) struct Harness {
     pub errors: Vec<(Party, ProtoError)>,
     /// Closes asked for: who, which link (for PAN), why.
     pub closes: Vec<(Party, Option<usize>, String)>,
-    closed_at: HashMap<(Party, Party), u64>,
+    closed_at: BTreeMap<(Party, Party), u64>,
     seq: u64,
     hook: Option<Hook>,
+    /// Seeds every machine (and its restarts): a run replays exactly from it.
+    rng: MachineRng,
 }
 
 fn caps(device: &str, has_ui: bool) -> DeviceCapabilities {
@@ -136,6 +138,14 @@ fn caps(device: &str, has_ui: bool) -> DeviceCapabilities {
 impl Harness {
     /// The parties, with the PN GW and every PNE enrolled for user `alice`; nothing connected.
     pub fn new(specs: &[PneSpec]) -> Self {
+        Self::with_seed(specs, 1)
+    }
+
+    /// [`Harness::new`] with every key and random value drawn from `seed`.
+    pub fn with_seed(specs: &[PneSpec], seed: u64) -> Self {
+        let mut rng = MachineRng::from_seed_u64(seed);
+        // Only offsets from this base are ever compared; frames carry no time.
+        #[allow(clippy::disallowed_methods)]
         let base = Instant::now();
         let timeouts = Timeouts {
             invite: INVITE,
@@ -145,7 +155,7 @@ impl Harness {
         let mut store = Store::default();
         let gw_cfg = GatewayConfig {
             id: id("gw-1"),
-            eukey: EuKey::generate().unwrap(),
+            eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {
                 gateway_capable: true,
                 ..caps("home-hub", false)
@@ -164,12 +174,12 @@ impl Harness {
                 eukey: gw_cfg.eukey.clone(),
             },
         );
-        let mut gw = Gateway::new(gw_cfg.clone());
+        let mut gw = Gateway::new(gw_cfg.clone(), rng.fork());
         let mut pne_cfgs = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let cfg = PneConfig {
                 id: pne_id(i),
-                eukey: EuKey::generate().unwrap(),
+                eukey: EuKey::random(rng.get()),
                 capabilities: caps("phone", spec.has_ui),
                 contents: Vec::new(),
                 security: spec.security,
@@ -178,7 +188,7 @@ impl Harness {
                 timeouts,
             };
             let server_copy = if spec.wrong_key {
-                EuKey::generate().unwrap()
+                EuKey::random(rng.get())
             } else {
                 cfg.eukey.clone()
             };
@@ -195,12 +205,17 @@ impl Harness {
             gw.link_opened(LinkId(i as u64), spec.security);
             pne_cfgs.push(cfg);
         }
+        let server = ServerSession::new(ServerConfig::default(), EXPORTER, base, rng.fork());
+        let pnes = pne_cfgs
+            .iter()
+            .map(|c| PneSession::new(c.clone(), rng.fork()))
+            .collect();
         Self {
             base,
             offset: Duration::ZERO,
-            server: ServerSession::new(ServerConfig::default(), EXPORTER, base),
+            server,
             gw,
-            pnes: pne_cfgs.iter().cloned().map(PneSession::new).collect(),
+            pnes,
             gw_cfg,
             pne_cfgs,
             store,
@@ -211,9 +226,10 @@ impl Harness {
             events: Vec::new(),
             errors: Vec::new(),
             closes: Vec::new(),
-            closed_at: HashMap::new(),
+            closed_at: BTreeMap::new(),
             seq: 0,
             hook: None,
+            rng,
         }
     }
 
@@ -273,6 +289,13 @@ impl Harness {
     pub fn setup(&mut self, i: usize, setup: SetupType) {
         let now = self.now();
         self.pnes[i].start_setup(now, setup).unwrap();
+        self.pump();
+    }
+
+    /// PNE `i` asks to be registered (003 §1.4.1 step 1), in `pn` if given.
+    pub fn register(&mut self, i: usize, pn: Option<cpns_wire::PnId>) {
+        let now = self.now();
+        self.pnes[i].start_registration(now, pn).unwrap();
         self.pump();
     }
 
@@ -467,14 +490,14 @@ impl Harness {
         let now = self.now();
         self.queue.clear();
         self.closed_at.clear();
-        self.server = ServerSession::new(ServerConfig::default(), EXPORTER, now);
-        self.gw = Gateway::new(self.gw_cfg.clone());
+        self.server = ServerSession::new(ServerConfig::default(), EXPORTER, now, self.rng.fork());
+        self.gw = Gateway::new(self.gw_cfg.clone(), self.rng.fork());
         self.gw
             .restore(self.store.gw_local.values().cloned().collect())
             .unwrap();
         for (i, spec) in specs.iter().enumerate() {
             self.gw.link_opened(LinkId(i as u64), spec.security);
-            let mut p = PneSession::new(self.pne_cfgs[i].clone());
+            let mut p = PneSession::new(self.pne_cfgs[i].clone(), self.rng.fork());
             p.restore(self.store.pne_local[i].values().cloned().collect())
                 .unwrap();
             self.pnes[i] = p;

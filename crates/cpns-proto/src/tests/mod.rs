@@ -9,6 +9,7 @@
 //! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
 //! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
+//! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
 
 #![allow(clippy::unwrap_used)]
@@ -21,5 +22,6 @@ mod harness;
 mod pan_security;
 mod queries;
 mod register;
+mod replay;
 mod security;
 mod store;

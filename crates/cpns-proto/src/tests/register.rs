@@ -25,12 +25,6 @@ fn with_pn(specs: &[PneSpec], setup: SetupType) -> (Harness, PnId) {
     (h, pn)
 }
 
-fn register(h: &mut Harness, i: usize, pn: Option<PnId>) {
-    let now = h.now();
-    h.pnes[i].start_registration(now, pn).unwrap();
-    h.pump();
-}
-
 fn registration_response(h: &Harness) -> PneRegistrationResponse {
     h.delivered(Party::Server, Party::Gw)
         .into_iter()
@@ -47,7 +41,7 @@ fn member_pne_registers_and_opens_its_grant() {
     let (mut h, pn) = with_pn(&[PneSpec::cpns()], SetupType::OneToOne);
     let wan_before = h.wan_messages().len();
     let pan_before = h.pan_traces(0).len();
-    register(&mut h, 0, Some(pn));
+    h.register(0, Some(pn));
     assert!(h.errors.is_empty(), "{:?}", h.errors);
     // §1.4.1 step 3: forwarded as is, no PN update.
     assert_eq!(
@@ -92,7 +86,7 @@ fn non_member_is_added_by_pn_update_then_registered() {
     let (mut h, pn) = with_pn(&[PneSpec::cpns(), PneSpec::trusted()], SetupType::OneToOne);
     assert_eq!(h.members(pn), [pne_id(0)]);
     let wan_before = h.wan_messages().len();
-    register(&mut h, 1, None);
+    h.register(1, None);
     assert!(h.errors.is_empty(), "{:?}", h.errors);
     // §1.4.2 steps 4-5: the PN update comes first, then the registration on the PNE's behalf.
     assert_eq!(
@@ -126,8 +120,8 @@ fn non_member_is_added_by_pn_update_then_registered() {
 #[test]
 fn every_registered_pne_gets_its_own_cpns_id() {
     let (mut h, pn) = with_pn(&[PneSpec::trusted(), PneSpec::cpns()], SetupType::All);
-    register(&mut h, 0, Some(pn));
-    register(&mut h, 1, Some(pn));
+    h.register(0, Some(pn));
+    h.register(1, Some(pn));
     assert_eq!(h.pnes[0].cpns_id(), Some(&cpns(1)));
     assert_eq!(h.pnes[1].cpns_id(), Some(&cpns(2)));
     assert_eq!(h.store.cpns_ids.len(), 2);
@@ -137,7 +131,7 @@ fn every_registered_pne_gets_its_own_cpns_id() {
 #[test]
 fn retried_registration_request_gets_the_same_answer() {
     let (mut h, pn) = with_pn(&[PneSpec::trusted()], SetupType::OneToOne);
-    register(&mut h, 0, Some(pn));
+    h.register(0, Some(pn));
     let first = registration_response(&h);
     // The PN GW retries the very same request (same sender, same request id).
     let req = h
@@ -169,7 +163,7 @@ fn retried_registration_request_gets_the_same_answer() {
 #[test]
 fn registration_without_any_pn_is_refused_by_the_gateway() {
     let mut h = Harness::ready(&[PneSpec::trusted()]);
-    register(&mut h, 0, None);
+    h.register(0, None);
     let err = h
         .delivered(Party::Gw, Party::Pne(0))
         .into_iter()
@@ -185,7 +179,7 @@ fn registration_without_any_pn_is_refused_by_the_gateway() {
 fn registration_not_stored_is_an_internal_error() {
     let (mut h, pn) = with_pn(&[PneSpec::trusted()], SetupType::OneToOne);
     h.store.fail_server = true;
-    register(&mut h, 0, Some(pn));
+    h.register(0, Some(pn));
     assert!(h.pne_failures(0).iter().any(|r| r.starts_with("internal")));
     assert_eq!(h.pnes[0].cpns_id(), None);
     assert!(h.store.cpns_ids.is_empty());
@@ -205,7 +199,7 @@ fn pne_registers_over_a_link_resealed_after_gateway_restart() {
     h.pnes[0].start_pan_auth(now, pn).unwrap();
     h.pump();
     let mark = h.pan_traces(0).len();
-    register(&mut h, 0, Some(pn));
+    h.register(0, Some(pn));
     assert_eq!(h.pnes[0].cpns_id(), Some(&cpns(1)));
     let after = &h.pan_traces(0)[mark..];
     assert_eq!(after.len(), 4, "request, challenge, response, answer");

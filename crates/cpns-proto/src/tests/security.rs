@@ -2,7 +2,7 @@
 //! its binding to the TLS session, hash_PNE (tampered, replayed), both wrapped LocalEUKey
 //! copies, and PNE registration. Each asserts the rejection and that no inventory changed.
 
-use cpns_crypto::EuKey;
+use cpns_crypto::{EuKey, MachineRng};
 use cpns_wire::{Body, ErrorCode, SetupType};
 
 use super::harness::{Action, Harness, Party, id, pne_id, rewrite};
@@ -44,7 +44,8 @@ fn assert_gateway_refused(h: &Harness) {
 fn wrong_gateway_eukey_is_refused() {
     let mut h = Harness::new(&[PneSpec::trusted()]);
     let gw = id("gw-1");
-    h.store.entities.get_mut(&gw).unwrap().eukey = EuKey::generate().unwrap();
+    h.store.entities.get_mut(&gw).unwrap().eukey =
+        EuKey::random(MachineRng::from_seed_u64(99).get());
     let before = h.snapshot();
     let now = h.now();
     h.gw.wan_connected(now, super::harness::EXPORTER).unwrap();

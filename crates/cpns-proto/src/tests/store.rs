@@ -3,7 +3,7 @@
 //! inventories the PN GW and the PNEs persist. A fake, kept simple; faults are switched on by
 //! hand. [`PneSpec`] says how each PNE is enrolled and set up.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use cpns_crypto::SessionKey;
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory, Status};
@@ -14,12 +14,12 @@ use crate::{LocalPnState, PanSecurity};
 /// The tiny store: the server's state of record and every device's local PN inventory.
 #[derive(Debug, Default)]
 pub(super) struct Store {
-    pub entities: HashMap<EntityId, KnownEntity>,
+    pub entities: BTreeMap<EntityId, KnownEntity>,
     pub pns: BTreeMap<PnId, PnInventory>,
     pub pn_gateway: BTreeMap<PnId, EntityId>,
-    pub reports: HashMap<EntityId, (Option<DeviceCapabilities>, Option<Status>)>,
+    pub reports: BTreeMap<EntityId, (Option<DeviceCapabilities>, Option<Status>)>,
     pub cpns_ids: BTreeMap<EntityId, CpnsId>,
-    pub session_keys: HashMap<(PnId, EntityId), SessionKey>,
+    pub session_keys: BTreeMap<(PnId, EntityId), SessionKey>,
     next_cpns: u32,
     pub gw_local: BTreeMap<PnId, LocalPnState>,
     pub pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
