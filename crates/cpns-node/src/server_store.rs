@@ -185,6 +185,7 @@ pub(crate) async fn persist<S: Store>(
         ServerEffect::RegisterPne {
             pn_id,
             pne_id,
+            capabilities,
             session_key,
         } => {
             let existing = store.pn(&pn_id).await.map_err(err)?;
@@ -194,7 +195,10 @@ pub(crate) async fn persist<S: Store>(
             let member = PnMember {
                 sealed_session_key: Some(sealed_sk(master, &pn_id, &pne_id, &session_key)?),
                 initiator: known.is_some_and(|m| m.initiator),
-                capabilities: known.and_then(|m| m.capabilities.clone()),
+                capabilities: capabilities
+                    .as_ref()
+                    .map(caps_bytes)
+                    .or_else(|| known.and_then(|m| m.capabilities.clone())),
                 joined_at: known.map_or(now, |m| m.joined_at),
                 authenticated: true,
                 pne_id,

@@ -57,8 +57,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds or updates one member of an existing PN (003 §1.4.2 step 4, 000 §6.6.2).
     /// [`StoreError::NotFound`] if the PN does not exist. A new member goes after the existing
-    /// ones; an existing member gets the given flags, capabilities and session key and keeps its
-    /// `joined_at` and position.
+    /// ones. An existing member keeps its `joined_at` and position and is never downgraded
+    /// (issue 6, "Identity on the PAN"): `authenticated` and `initiator` only go from false to
+    /// true, and a `None` capabilities or session key keeps the stored one; given values
+    /// replace stored ones.
     fn upsert_member(
         &self,
         pn: &PnId,
@@ -68,7 +70,8 @@ pub trait Store: Send + Sync + 'static {
     /// Changes the member list of an existing PN in one transaction (000 §6.6.2, 003 §1.4.2
     /// step 4): first removes the members in `remove` (ids that are not members are ignored),
     /// then adds or updates each of `add` as [`Store::upsert_member`] does (a new member goes
-    /// after the existing ones; an existing one keeps its `joined_at` and position). A PNE both
+    /// after the existing ones; an existing one keeps its `joined_at` and position and is never
+    /// downgraded). A PNE both
     /// removed and added is therefore re-added at the end. [`StoreError::NotFound`] if the PN
     /// does not exist; on any error nothing changes.
     fn update_members(

@@ -43,6 +43,7 @@ conformance!(
     failed_registration_is_atomic,
     upsert_member_adds_and_updates,
     upsert_member_needs_pn,
+    members_are_never_downgraded,
     update_members_removes_then_upserts,
     update_members_needs_pn,
     register_pne_allocates_and_upserts,

@@ -548,6 +548,12 @@ impl Gateway {
         for (link, join) in &f.joins {
             let v = verdict.verdicts.iter().find(|v| v.pne_id == join.pne_id);
             let hash_server = v.and_then(|v| v.hash_server);
+            // The server authenticated the hash this link relayed: the link is the PNE.
+            if v.is_some_and(|v| v.authenticated)
+                && self.links.get(link).and_then(|l| l.peer.as_ref()) == Some(&join.pne_id)
+            {
+                self.prove(*link);
+            }
             let is_initiator = initiator.as_ref() == Some(&join.pne_id);
             match (&f.initiator, is_initiator, hash_server) {
                 // Step 14: the initiator gets the PN Setup Response.

@@ -155,6 +155,10 @@ struct Link {
     security: PanSecurity,
     /// The PNE on the link, once it named itself.
     peer: Option<EntityId>,
+    /// Whether the link proved it is `peer` (docs/ARCHITECTURE.md, "Identity on the PAN"): by
+    /// PN GW authentication with its LocalEUKey, by the server authenticating the PNE's hash
+    /// relayed on this link, or because the bearer itself is trusted.
+    proven: bool,
     /// PN GW authentication in progress on this link (challenge sent).
     pan_auth: Option<pan::PendingPanAuth>,
 }
@@ -190,7 +194,7 @@ pub struct Gateway {
 #[derive(Debug)]
 enum Parked {
     Establishment(PnId),
-    MemberAdded(relay::PendingRegistration),
+    MemberAdded(Box<relay::JoinStored>),
 }
 
 impl Gateway {
@@ -251,6 +255,7 @@ impl Gateway {
                 codec,
                 security,
                 peer: None,
+                proven: false,
                 pan_auth: None,
             },
         );
@@ -308,7 +313,7 @@ impl Gateway {
     ) -> Result<(), ProtoError> {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::Establishment(pn) => self.establishment_persisted(now, pn, result),
-            Parked::MemberAdded(p) => self.member_add_persisted(now, p, result),
+            Parked::MemberAdded(p) => self.member_add_persisted(now, *p, result),
         }
         Ok(())
     }
@@ -358,6 +363,21 @@ impl Gateway {
                 &env,
                 ErrorCode::Forbidden,
                 "a PNE speaks only for itself",
+            );
+        }
+        // A link naming an id that another live link holds may only try to prove it.
+        if let Some(peer) = &peer
+            && !matches!(
+                env.body,
+                Body::PanAuthInit(_) | Body::PanAuthConfirm(_) | Body::EntityDiscoveryRequest(_)
+            )
+            && !self.identify(link, peer)
+        {
+            return self.reject_pan(
+                link,
+                &env,
+                ErrorCode::Conflict,
+                "another link speaks as this PNE; prove the identity first (PN GW authentication)",
             );
         }
         if env.to != Address::Entity(self.cfg.id.clone()) && env.to != Address::Server {
@@ -562,16 +582,30 @@ impl Gateway {
         });
     }
 
-    /// Names the PNE on a link and routes to it (000 §6.6.1.1 step 4: routing table).
+    /// Takes a link's claim to be `pne` and routes to it (000 §6.6.1.1 step 4: routing table).
+    ///
+    /// A claim is first come, first served: it never takes the route of another live link, and
+    /// on a `cpns` PAN it stays unproven until [`Gateway::prove`]. False when the link already
+    /// named another PNE or `pne` is routed to another link.
     fn identify(&mut self, link: LinkId, pne: &EntityId) -> bool {
+        let taken = self
+            .routes
+            .get(pne)
+            .is_some_and(|&other| other != link && self.links.contains_key(&other));
         let Some(l) = self.links.get_mut(&link) else {
             return false;
         };
         match &l.peer {
-            Some(p) if p != pne => false,
-            Some(_) => true,
+            Some(p) if p != pne || taken => false,
+            Some(_) => {
+                // The link keeps (or takes back, once the other link is gone) its route.
+                self.routes.insert(pne.clone(), link);
+                true
+            }
+            None if taken => false,
             None => {
                 l.peer = Some(pne.clone());
+                l.proven = l.security == PanSecurity::Trusted;
                 self.routes.insert(pne.clone(), link);
                 self.event(GatewayEvent::PneDiscovered {
                     link,
@@ -579,6 +613,43 @@ impl Gateway {
                 });
                 true
             }
+        }
+    }
+
+    /// Names the PNE on a link for a proof of its identity (PN GW authentication), even when
+    /// another link holds the route: the proof, once it checks, takes the route.
+    fn claim_for_proof(&mut self, link: LinkId, pne: &EntityId) -> bool {
+        if self.identify(link, pne) {
+            return true;
+        }
+        let Some(l) = self.links.get_mut(&link) else {
+            return false;
+        };
+        match &l.peer {
+            Some(p) => p == pne,
+            None => {
+                l.peer = Some(pne.clone());
+                true
+            }
+        }
+    }
+
+    /// The link proved it is the PNE it named: it gets the PNE's route. Another link that held
+    /// the route, proven or not, is closed: only one link speaks as a PNE, and a proof wins.
+    fn prove(&mut self, link: LinkId) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let Some(pne) = l.peer.clone() else {
+            return;
+        };
+        l.proven = true;
+        if let Some(other) = self.routes.insert(pne.clone(), link)
+            && other != link
+            && let Some(o) = self.links.get_mut(&other)
+        {
+            o.peer = None;
+            self.reject_link(other, &format!("another link proved it is {pne}"));
         }
     }
 }

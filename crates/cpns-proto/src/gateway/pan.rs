@@ -84,7 +84,7 @@ impl Gateway {
                 "the link needs no PN GW authentication",
             );
         }
-        if !self.identify(link, &m.pne_id) {
+        if !self.claim_for_proof(link, &m.pne_id) {
             return self.reject_pan(
                 link,
                 env,
@@ -162,7 +162,9 @@ impl Gateway {
             return;
         };
         l.codec.seal_rx(pending.opener);
-        if let Some(pne) = l.peer.clone() {
+        let peer = l.peer.clone();
+        self.prove(link);
+        if let Some(pne) = peer {
             self.event(GatewayEvent::PanAuthenticated {
                 pne,
                 pn_id: pending.pn_id,

@@ -1,9 +1,11 @@
 //! PNE registration through the PN GW (003 §1.4.1, §1.4.2) and the relay of PNE<->server
 //! traffic by the routing table.
 //!
-//! A member PNE's PNE Registration Request is forwarded as is (§1.4.1 step 3). A PNE that is not
-//! a member is first added to the PN with a PN Update Request, the local inventory is updated,
-//! and then its request is forwarded on its behalf (§1.4.2 steps 4-5). Requests and responses
+//! A member PNE's PNE Registration Request is forwarded as is (§1.4.1 step 3); membership is
+//! looked up in the local inventory, never inferred from the request. A PNE that is not a member
+//! is first proposed to the server with a PN Update Request, then its request is forwarded on
+//! its behalf (§1.4.2 steps 4-5); it enters the server's inventory and the local one only once
+//! the server authenticated it, so a failed or timed-out registration changes neither. Requests and responses
 //! crossing the PN GW keep their meaning but get the message ids of the session they travel
 //! on; the relay maps them back. Sealed payloads (the registration grant) pass through unread.
 
@@ -11,8 +13,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_wire::{
-    Address, Body, EntityId, Envelope, ErrorBody, ErrorCode, MsgKind, NewMember, PnId,
-    PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest, RequestId,
+    Address, Body, EntityId, Envelope, ErrorBody, ErrorCode, InventoryMember, MsgKind, NewMember,
+    PnId, PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest, RequestId,
 };
 
 use super::{Gateway, GatewayEvent, LinkId, Parked};
@@ -22,7 +24,16 @@ use super::{Gateway, GatewayEvent, LinkId, Parked};
 struct Up {
     link: LinkId,
     pan_msg: u64,
+    /// The PN and the member a registration adds once the server authenticated the PNE.
+    joining: Option<(PnId, InventoryMember)>,
     deadline: Instant,
+}
+
+/// A joining PNE's registration answer, waiting for the local inventory to store the member.
+#[derive(Debug)]
+pub(crate) struct JoinStored {
+    link: LinkId,
+    answer: Envelope,
 }
 
 /// A non-member's registration waiting for its PN update (003 §1.4.2 step 4).
@@ -86,23 +97,28 @@ impl Gateway {
                 "the PN GW has no connection to the CPNS Server",
             );
         }
-        // Step 2: is the PNE a member of an established PN?
-        let member_of = m.pn_id.filter(|pn| {
-            self.pns.get(pn).is_some_and(|p| {
+        // Step 2: is the PNE a member of an established PN? Looked up, not inferred: a PNE
+        // naming no PN registers in the first PN it belongs to.
+        let is_member = |gw: &Self, pn: &PnId| {
+            gw.pns.get(pn).is_some_and(|p| {
                 p.state
                     .inventory
                     .members
                     .iter()
                     .any(|x| x.pne_id == m.pne_id)
             })
-        });
+        };
+        let member_of = match m.pn_id {
+            Some(pn) => is_member(self, &pn).then_some(pn),
+            None => self.pns.keys().find(|pn| is_member(self, pn)).copied(),
+        };
         if let Some(pn_id) = member_of {
             // §1.4.1 step 3: forward to the server.
             let req = PneRegistrationRequest {
                 pn_id: Some(pn_id),
                 ..m
             };
-            return self.forward_up(now, link, env.msg_id, &req.pne_id.clone(), req);
+            return self.forward_up(now, link, env.msg_id, &req.pne_id.clone(), req, None);
         }
         // §1.4.2 step 4: add it to the PN first.
         let pn_id = match m.pn_id.filter(|pn| self.pns.contains_key(pn)) {
@@ -140,44 +156,48 @@ impl Gateway {
         self.relays.updates.insert(msg, pending);
     }
 
-    /// §1.4.2 step 4 (answer) → 5: update the local inventory, durably, before going on.
+    /// §1.4.2 step 4 (answer) → 5: the server proposes the PNE as a member; register it on its
+    /// behalf. The local inventory changes only once the server authenticated it.
     pub(super) fn on_update_response(
         &mut self,
-        _now: Instant,
+        now: Instant,
         env: &Envelope,
-        m: PnUpdateResponse,
+        _m: PnUpdateResponse,
     ) {
         let Some(p) = env.in_reply_to.and_then(|r| self.relays.updates.remove(&r)) else {
             return;
         };
-        let Some(pn) = self.pns.get_mut(&p.pn_id) else {
-            return;
+        let member = InventoryMember {
+            pne_id: p.req.pne_id.clone(),
+            capabilities: p.req.capabilities.clone(),
+            contents: Vec::new(),
         };
-        pn.state.inventory = m.inventory;
-        let state = pn.state.clone();
-        self.persist(Parked::MemberAdded(p), state);
-    }
-
-    /// §1.4.2 step 5: the local inventory is updated; register the PNE on its behalf.
-    pub(super) fn member_add_persisted(
-        &mut self,
-        now: Instant,
-        p: PendingRegistration,
-        result: Result<(), String>,
-    ) {
-        if let Err(e) = result {
-            let err = ErrorBody::new(
-                ErrorCode::Internal,
-                format!("the local PN inventory could not be stored: {e}"),
-            );
-            return self.send_pan_response(p.link, p.pan_msg, err);
-        }
         let req = PneRegistrationRequest {
             pn_id: Some(p.pn_id),
             ..p.req
         };
         let pne = req.pne_id.clone();
-        self.forward_up(now, p.link, p.pan_msg, &pne, req);
+        self.forward_up(now, p.link, p.pan_msg, &pne, req, Some((p.pn_id, member)));
+    }
+
+    /// §1.4.2 step 5 (end): the joining PNE is stored locally; now it gets its answer.
+    pub(super) fn member_add_persisted(
+        &mut self,
+        _now: Instant,
+        j: JoinStored,
+        result: Result<(), String>,
+    ) {
+        match result {
+            Ok(()) => self.transmit_pan(j.link, &j.answer),
+            Err(e) => {
+                let err = ErrorBody::new(
+                    ErrorCode::Internal,
+                    format!("the local PN inventory could not be stored: {e}"),
+                );
+                let reply_to = j.answer.in_reply_to.unwrap_or(0);
+                self.send_pan_response(j.link, reply_to, err);
+            }
+        }
     }
 
     fn forward_up(
@@ -187,6 +207,7 @@ impl Gateway {
         pan_msg: u64,
         pne: &EntityId,
         body: impl Into<Body>,
+        joining: Option<(PnId, InventoryMember)>,
     ) {
         let env = Envelope::request(
             self.ids.next(),
@@ -201,6 +222,7 @@ impl Gateway {
             Up {
                 link,
                 pan_msg,
+                joining,
                 deadline,
             },
         );
@@ -227,17 +249,38 @@ impl Gateway {
                 if up.link != link {
                     return;
                 }
-                if let Body::PneRegistrationResponse(r) = &env.body {
-                    self.event(GatewayEvent::PneRegistered {
-                        pne: pne.clone(),
-                        cpns_id: r.cpns_id.clone(),
-                    });
-                }
-                Envelope {
+                let registered = match &env.body {
+                    Body::PneRegistrationResponse(r) => Some(r.cpns_id.clone()),
+                    _ => None,
+                };
+                let answer = Envelope {
                     msg_id,
                     in_reply_to: Some(up.pan_msg),
                     ..env
+                };
+                if let Some(cpns_id) = registered {
+                    // The server authenticated the PNE by what this link relayed.
+                    self.prove(link);
+                    self.event(GatewayEvent::PneRegistered {
+                        pne: pne.clone(),
+                        cpns_id,
+                    });
+                    // §1.4.2 step 5: an authenticated joining PNE enters the local inventory
+                    // before it is told.
+                    if let Some((pn_id, member)) = up.joining
+                        && let Some(pn) = self.pns.get_mut(&pn_id)
+                    {
+                        pn.state
+                            .inventory
+                            .members
+                            .retain(|m| m.pne_id != member.pne_id);
+                        pn.state.inventory.members.push(member);
+                        let state = pn.state.clone();
+                        let stored = JoinStored { link, answer };
+                        return self.persist(Parked::MemberAdded(Box::new(stored)), state);
+                    }
                 }
+                answer
             }
             MsgKind::Request => {
                 self.relays.down.insert((link, msg_id), env.msg_id);

@@ -271,9 +271,19 @@ impl ServerSession {
             authenticated: false,
             hash_server: None,
         }));
-        if members.is_empty() {
+        // A PN a PNE asked for is registered only if that PNE proved it is who it claimed to be
+        // (docs/ARCHITECTURE.md, "Identity on the PAN"): nobody starts a PN in another's name.
+        let initiator_failed = flow
+            .initiator
+            .as_ref()
+            .is_some_and(|i| !members.iter().any(|m| &m.pne_id == i));
+        if members.is_empty() || initiator_failed {
             // Step 11: the PN is registered only when at least one PNE is authenticated.
-            let reason = "no PNE authenticated";
+            let reason = if members.is_empty() {
+                "no PNE authenticated"
+            } else {
+                "the initiating PNE was not authenticated"
+            };
             self.event(ServerEvent::FlowFailed {
                 flow: "PN establishment",
                 reason: reason.into(),

@@ -155,13 +155,16 @@ pub enum ServerEffect {
         /// Members to remove.
         remove: Vec<EntityId>,
     },
-    /// Record a registered PNE: allocate its CPNS ID and keep SK_PNE (003 §1.4.1 step 3). The
-    /// driver answers with [`Persisted::CpnsId`].
+    /// Record a registered PNE: allocate its CPNS ID and keep SK_PNE (003 §1.4.1 step 3), adding
+    /// it to the PN if it joins by this registration (§1.4.2 step 5). The driver answers with
+    /// [`Persisted::CpnsId`].
     RegisterPne {
         /// The PN.
         pn_id: PnId,
         /// The PNE.
         pne_id: EntityId,
+        /// Capabilities of a PNE joining the PN by this registration; `None` keeps the record's.
+        capabilities: Option<DeviceCapabilities>,
         /// SK_PNE, to be sealed at rest.
         session_key: SessionKey,
     },
@@ -290,6 +293,9 @@ pub struct ServerSession {
     parked: BTreeMap<Token, Parked>,
     establishments: BTreeMap<PnId, Establishment>,
     registrations: BTreeMap<(EntityId, RequestId), Registration>,
+    /// PNEs a PN Update Request added, waiting to authenticate before they enter the inventory
+    /// (003 §1.4.2 steps 4-5; docs/ARCHITECTURE.md, "Identity on the PAN").
+    pending_members: BTreeMap<(PnId, EntityId), register::PendingMember>,
     answered: VecDeque<((Address, RequestId), Envelope)>,
     out: VecDeque<ServerOutput>,
 }
@@ -312,6 +318,7 @@ impl ServerSession {
             parked: BTreeMap::new(),
             establishments: BTreeMap::new(),
             registrations: BTreeMap::new(),
+            pending_members: BTreeMap::new(),
             answered: VecDeque::new(),
             out: VecDeque::new(),
         }
@@ -384,7 +391,7 @@ impl ServerSession {
                 self.pn_registration_loaded(now, req_msg, req, loaded)
             }
             Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
-            Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(req_msg, req, loaded),
+            Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -432,7 +439,8 @@ impl ServerSession {
             .establishments
             .values()
             .map(|e| e.deadline)
-            .chain(self.registrations.values().map(|r| r.deadline));
+            .chain(self.registrations.values().map(|r| r.deadline))
+            .chain(self.pending_members.values().map(|p| p.deadline));
         self.conn.deadline().into_iter().chain(flows).min()
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use cpns_crypto::{AuthPurpose, E2eDirection, EuKey, PneAuthInput, PneAuthKeys, Rand, seal_e2e};
 use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope,
-    ErrorCode, InventoryMember, PnId, PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest,
+    ErrorCode, PnId, PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest,
     PneRegistrationResponse, RandBytes, RegistrationGrant, RequestId,
 };
 
@@ -29,6 +29,13 @@ pub fn grant_aad(pne_id: &EntityId, pn_id: &PnId) -> Vec<u8> {
     aad
 }
 
+/// A PNE added by a PN Update Request, not in the inventory until it authenticates.
+#[derive(Debug)]
+pub(super) struct PendingMember {
+    capabilities: Option<cpns_wire::DeviceCapabilities>,
+    pub(super) deadline: Instant,
+}
+
 /// A registration waiting for the PNE's record and the PN.
 #[derive(Debug)]
 pub(super) struct RegLoad {
@@ -44,6 +51,8 @@ pub(super) struct Registration {
     eukey: EuKey,
     rand_pne: Rand,
     rand_server: Rand,
+    /// Whether the PNE joins the PN by this registration (a pending member).
+    joining: bool,
     /// The Authentication Request awaiting its response; `None` once answered.
     pub(super) auth_msg: Option<u64>,
     /// hash_server and SK_PNE, once authenticated.
@@ -114,7 +123,12 @@ impl ServerSession {
             );
             return;
         }
-        if !pn.inventory.members.iter().any(|m| m.pne_id == req.pne_id) {
+        let member = pn.inventory.members.iter().any(|m| m.pne_id == req.pne_id);
+        let joining = !member
+            && self
+                .pending_members
+                .contains_key(&(pn.inventory.pn_id, req.pne_id.clone()));
+        if !member && !joining {
             refuse(
                 self,
                 ErrorCode::Forbidden,
@@ -146,6 +160,7 @@ impl ServerSession {
             eukey: entity.eukey,
             rand_pne: rand_of(&req.rand_pne),
             rand_server,
+            joining,
             auth_msg: Some(auth_msg),
             keys: None,
             deadline: now + self.cfg.timeouts.flow,
@@ -201,9 +216,19 @@ impl ServerSession {
             );
         };
         let hash_server = keys.hash_server(&hash_pne);
+        // A joining PNE enters the inventory only now, authenticated, in the same transaction
+        // as its CPNS ID and SK_PNE.
+        let capabilities = if flow.joining {
+            self.pending_members
+                .get(&(flow.pn_id, key.0.clone()))
+                .and_then(|p| p.capabilities.clone())
+        } else {
+            None
+        };
         let effect = ServerEffect::RegisterPne {
             pn_id: flow.pn_id,
             pne_id: key.0.clone(),
+            capabilities,
             session_key: keys.session_key().clone(),
         };
         flow.keys = Some((keys, hash_server));
@@ -225,6 +250,7 @@ impl ServerSession {
             return;
         };
         let (pne_id, request_id) = key;
+        self.pending_members.remove(&(flow.pn_id, pne_id.clone()));
         let to = Address::Entity(pne_id.clone());
         let cpns_id = match result {
             Ok(Persisted::CpnsId(id)) => id,
@@ -279,6 +305,8 @@ impl ServerSession {
     }
 
     pub(super) fn registration_timeouts(&mut self, now: Instant) {
+        // A PNE that did not authenticate in time never enters the inventory.
+        self.pending_members.retain(|_, p| p.deadline > now);
         let expired: Vec<_> = self
             .registrations
             .iter()
@@ -343,6 +371,7 @@ impl ServerSession {
 
     pub(super) fn pn_update_loaded(
         &mut self,
+        now: Instant,
         req_msg: u64,
         req: PnUpdateRequest,
         mut loaded: Loaded,
@@ -369,20 +398,33 @@ impl ServerSession {
                 return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
             }
         }
+        // Added PNEs wait to authenticate (003 §1.4.2 step 5) before they enter the inventory;
+        // adding a PNE that already is a member changes nothing.
+        let deadline = now + self.cfg.timeouts.flow;
+        for a in &req.add {
+            if !pn.inventory.members.iter().any(|m| m.pne_id == a.pne_id)
+                && !req.remove.contains(&a.pne_id)
+            {
+                let pending = PendingMember {
+                    capabilities: a.capabilities.clone(),
+                    deadline,
+                };
+                self.pending_members
+                    .insert((req.pn_id, a.pne_id.clone()), pending);
+            }
+        }
         let mut inventory = pn.inventory;
-        inventory.members.retain(|m| {
-            !req.remove.contains(&m.pne_id) && !req.add.iter().any(|a| a.pne_id == m.pne_id)
-        });
         inventory
             .members
-            .extend(req.add.iter().map(|a| InventoryMember {
-                pne_id: a.pne_id.clone(),
-                capabilities: a.capabilities.clone(),
-                contents: Vec::new(),
-            }));
+            .retain(|m| !req.remove.contains(&m.pne_id));
+        if req.remove.is_empty() {
+            let gw = self.peer();
+            let env = self.respond(req_msg, gw.clone(), PnUpdateResponse { inventory });
+            return self.remember(gw, req.request_id, env);
+        }
         let effect = ServerEffect::UpdateMembers {
             pn_id: req.pn_id,
-            add: req.add,
+            add: Vec::new(),
             remove: req.remove,
         };
         self.persist(

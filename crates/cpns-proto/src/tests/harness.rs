@@ -178,7 +178,7 @@ impl Harness {
         let mut pne_cfgs = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let cfg = PneConfig {
-                id: pne_id(i),
+                id: pne_id(spec.impersonates.unwrap_or(i)),
                 eukey: EuKey::random(rng.get()),
                 capabilities: caps("phone", spec.has_ui),
                 contents: Vec::new(),
@@ -192,15 +192,17 @@ impl Harness {
             } else {
                 cfg.eukey.clone()
             };
-            store.entities.insert(
-                cfg.id.clone(),
-                KnownEntity {
-                    id: cfg.id.clone(),
-                    role: EntityRole::Pne,
-                    owner: owner.clone(),
-                    eukey: server_copy,
-                },
-            );
+            if spec.impersonates.is_none() {
+                store.entities.insert(
+                    cfg.id.clone(),
+                    KnownEntity {
+                        id: cfg.id.clone(),
+                        role: EntityRole::Pne,
+                        owner: owner.clone(),
+                        eukey: server_copy,
+                    },
+                );
+            }
             store.pne_local.push(BTreeMap::new());
             gw.link_opened(LinkId(i as u64), spec.security);
             pne_cfgs.push(cfg);

@@ -9,6 +9,7 @@
 //! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
 //! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
+//! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
 
@@ -19,6 +20,7 @@ mod connect;
 mod establish;
 mod failures;
 mod harness;
+mod identity;
 mod pan_security;
 mod queries;
 mod register;

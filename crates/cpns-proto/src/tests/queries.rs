@@ -23,6 +23,15 @@ pub(super) struct Snapshot {
     pne_mem: Vec<Vec<PnInventory>>,
 }
 
+impl Snapshot {
+    /// The same snapshot without the CPNS IDs (a registration allocates one and changes nothing
+    /// else).
+    pub fn without_cpns_ids(mut self) -> Self {
+        self.cpns_ids.clear();
+        self
+    }
+}
+
 impl Harness {
     // ---- queries ----
 

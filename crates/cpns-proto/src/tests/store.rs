@@ -99,8 +99,18 @@ impl Store {
             ServerEffect::RegisterPne {
                 pn_id,
                 pne_id,
+                capabilities,
                 session_key,
             } => {
+                let pn = self.pns.get_mut(&pn_id).ok_or("no such PN")?;
+                match pn.members.iter_mut().find(|m| m.pne_id == pne_id) {
+                    Some(m) => m.capabilities = capabilities.or(m.capabilities.take()),
+                    None => pn.members.push(InventoryMember {
+                        pne_id: pne_id.clone(),
+                        capabilities,
+                        contents: Vec::new(),
+                    }),
+                }
                 self.next_cpns += 1;
                 let cpns = CpnsId::new(format!("cpns-{:06}", self.next_cpns)).unwrap();
                 self.cpns_ids.insert(pne_id.clone(), cpns.clone());
@@ -119,6 +129,8 @@ pub(super) struct PneSpec {
     pub accept: bool,
     /// The PNE holds another EUKey than the server's record of it.
     pub wrong_key: bool,
+    /// Not a PNE at all: an attacker on the PAN claiming to be PNE `i`, without its EUKey.
+    pub impersonates: Option<usize>,
 }
 
 impl PneSpec {
@@ -128,6 +140,7 @@ impl PneSpec {
             has_ui: true,
             accept: true,
             wrong_key: false,
+            impersonates: None,
         }
     }
     pub fn trusted() -> Self {
@@ -145,6 +158,12 @@ impl PneSpec {
     pub fn no_ui(self) -> Self {
         Self {
             has_ui: false,
+            ..self
+        }
+    }
+    pub fn impersonating(self, i: usize) -> Self {
+        Self {
+            impersonates: Some(i),
             ..self
         }
     }

@@ -98,8 +98,8 @@ pub(super) async fn register_pn(pool: &SqlitePool, pn: &PnRecord) -> Result<()> 
     Ok(())
 }
 
-/// Adds `m` to PN `pn` after its current members, or updates the member's flags, capabilities
-/// and session key in place (keeping its `joined_at` and position).
+/// Adds `m` to PN `pn` after its current members, or updates the member in place as
+/// [`Store::upsert_member`](crate::Store::upsert_member) says (never a downgrade).
 pub(super) async fn upsert_member(pool: &SqlitePool, pn: &PnId, m: &PnMember) -> Result<()> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     require_pn(&mut tx, pn).await?;
@@ -168,9 +168,11 @@ async fn upsert_member_in(conn: &mut SqliteConnection, pn: &PnId, m: &PnMember) 
          capabilities, sealed_session_key, joined_at) \
          VALUES (?1, ?2, (SELECT COALESCE(MAX(position), -1) + 1 FROM pn_members \
          WHERE pn_id = ?1), ?3, ?4, ?5, ?6, ?7) \
-         ON CONFLICT (pn_id, pne_id) DO UPDATE SET initiator = excluded.initiator, \
-         authenticated = excluded.authenticated, capabilities = excluded.capabilities, \
-         sealed_session_key = excluded.sealed_session_key",
+         ON CONFLICT (pn_id, pne_id) DO UPDATE SET \
+         initiator = MAX(pn_members.initiator, excluded.initiator), \
+         authenticated = MAX(pn_members.authenticated, excluded.authenticated), \
+         capabilities = COALESCE(excluded.capabilities, pn_members.capabilities), \
+         sealed_session_key = COALESCE(excluded.sealed_session_key, pn_members.sealed_session_key)",
     )
     .bind(pn.as_bytes().as_slice())
     .bind(m.pne_id.as_str())

@@ -236,15 +236,52 @@ pub async fn upsert_member_adds_and_updates<S: Store>(s: &S) {
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
 
     let mut update = member("pne-1", false);
-    update.capabilities = None;
+    update.capabilities = Some(vec![0xa0]);
     update.sealed_session_key = Some(b"new-sk".to_vec());
     update.joined_at = 5;
     s.upsert_member(&pid(1), &update).await.unwrap();
+    // The initiator flag is never cleared.
     p.members[0] = PnMember {
         joined_at: p.members[0].joined_at,
+        initiator: p.members[0].initiator,
         ..update
     };
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
+
+    // The unauthenticated pne-3 is upgraded with its session key once it authenticates.
+    let mut authed = member("pne-3", false);
+    authed.capabilities = None;
+    s.upsert_member(&pid(1), &authed).await.unwrap();
+    p.members[2].authenticated = true;
+    p.members[2].sealed_session_key = authed.sealed_session_key.clone();
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
+}
+
+/// No write turns an authenticated member with a session key into an unauthenticated one, drops
+/// its key or capabilities, or clears its initiator flag.
+pub async fn members_are_never_downgraded<S: Store>(s: &S) {
+    let p = pn(1, "gw-1", &["pne-1", "pne-2"]);
+    s.register_pn(&p).await.unwrap();
+    let mut initiator = member("pne-1", true);
+    initiator.joined_at = p.members[0].joined_at;
+    s.upsert_member(&pid(1), &initiator).await.unwrap();
+    let before = s.pn(&pid(1)).await.unwrap().unwrap();
+    assert!(before.members[0].initiator && before.members[0].authenticated);
+
+    // As a PN update adds a member: unauthenticated, no key, no capabilities, not initiator.
+    let weak = |id: &str| PnMember {
+        pne_id: eid(id),
+        initiator: false,
+        authenticated: false,
+        capabilities: None,
+        sealed_session_key: None,
+        joined_at: 9,
+    };
+    s.upsert_member(&pid(1), &weak("pne-1")).await.unwrap();
+    s.update_members(&pid(1), &[weak("pne-1"), weak("pne-2")], &[])
+        .await
+        .unwrap();
+    assert_eq!(s.pn(&pid(1)).await.unwrap().unwrap(), before);
 }
 
 /// `upsert_member` on an unknown PN is not found and creates nothing.
@@ -265,7 +302,6 @@ pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
 
     // Remove one member (and an absent id), add a new one and update an existing one.
     let mut update = member("pne-3", false);
-    update.authenticated = false;
     update.sealed_session_key = Some(b"sk-3b".to_vec());
     update.joined_at = 9;
     let mut new = member("pne-4", false);
@@ -335,6 +371,7 @@ pub async fn register_pne_allocates_and_upserts<S: Store>(s: &S) {
     assert_eq!(first.as_str(), "cpns-000001");
     p.members[0] = PnMember {
         joined_at: p.members[0].joined_at,
+        initiator: p.members[0].initiator,
         ..m1.clone()
     };
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));

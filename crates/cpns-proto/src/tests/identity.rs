@@ -1,0 +1,280 @@
+//! Identity on the PAN (docs/ARCHITECTURE.md, "Identity on the PAN"): a link's claim to be a PNE
+//! never takes the route of another live link, changes no inventory until it is proved, and a
+//! proof (PN GW authentication with the LocalEUKey, or the server authenticating the PNE) wins
+//! over a claim. Membership is looked up, a member is never downgraded, and a PNE joins a PN
+//! only once authenticated.
+
+use cpns_wire::{
+    Address, Body, Envelope, ErrorCode, NewMember, PnSetupRequest, PnUpdateRequest, RequestId,
+    SetupType,
+};
+
+use super::harness::{Action, FLOW, Harness, Party, plain, pne_id};
+use super::store::PneSpec;
+use crate::gateway::{GatewayEvent, LinkId};
+use crate::pne::PneSession;
+use crate::server::ServerEvent;
+
+/// The error codes the PN GW sent to PNE `i`.
+fn errors_to(h: &Harness, i: usize) -> Vec<ErrorCode> {
+    h.delivered(Party::Gw, Party::Pne(i))
+        .iter()
+        .filter_map(|e| e.error().map(|e| e.code))
+        .collect()
+}
+
+#[test]
+fn a_claim_never_takes_the_route_of_a_live_link() {
+    // PNE 2 is an attacker on the PAN claiming to be pne-1, which is connected.
+    let specs = [
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns().impersonating(0),
+    ];
+    let mut h = Harness::ready(&specs);
+    assert_eq!(errors_to(&h, 2), [ErrorCode::Forbidden]);
+    let before = h.snapshot();
+    // Its set-up in pne-1's name is refused before anything starts.
+    let now = h.now();
+    h.pnes[2].start_setup(now, SetupType::All).unwrap();
+    h.pump();
+    assert_eq!(
+        errors_to(&h, 2),
+        [ErrorCode::Forbidden, ErrorCode::Forbidden]
+    );
+    assert!(!h.wan_messages().contains(&"PnRegistrationRequest"));
+    // ...and so is its registration.
+    h.register(2, None);
+    assert_eq!(errors_to(&h, 2).len(), 3);
+    assert_eq!(h.snapshot(), before);
+    // The real pne-1 is still reached: its own PN with pne-2 completes, without the attacker.
+    h.setup(0, SetupType::All);
+    let inv = h.joined(0).expect("pne-1 established its PN");
+    assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(1)]);
+    assert!(
+        h.delivered(Party::Gw, Party::Pne(2))
+            .iter()
+            .all(|e| !matches!(
+                e.body,
+                Body::PnSetupRequest(_) | Body::AuthenticationRequest(_)
+            ))
+    );
+    h.assert_agree(inv.pn_id);
+}
+
+#[test]
+fn an_unproven_initiator_gets_no_pn_in_its_name() {
+    // pne-3 is away; the attacker claims its free id and asks for a PN with pne-2.
+    let specs = [
+        PneSpec::trusted().impersonating(2),
+        PneSpec::trusted(),
+        PneSpec::trusted(),
+    ];
+    let mut h = Harness::new(&specs);
+    h.connect_gw();
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(2));
+    h.pnes[0].start_discovery(now);
+    h.pnes[1].start_discovery(now);
+    h.pump();
+    let before = h.snapshot();
+    h.setup(0, SetupType::All);
+    assert!(h.wan_messages().contains(&"PnRegistrationRequest"));
+    // pne-2 took part and authenticated, but the initiator could not: no PN anywhere.
+    assert!(
+        h.delivered(Party::Pne(1), Party::Gw)
+            .iter()
+            .any(|e| matches!(e.body, Body::AuthenticationResponse(_)))
+    );
+    assert!(h.server_events().contains(&&ServerEvent::FlowFailed {
+        flow: "PN establishment",
+        reason: "the initiating PNE was not authenticated".into(),
+    }));
+    assert!(
+        h.server_events()
+            .contains(&&ServerEvent::AuthenticationFailed {
+                entity: pne_id(2),
+                reason: "hash_PNE did not verify".into(),
+            })
+    );
+    assert_eq!(h.snapshot(), before);
+    assert!(h.store.session_keys.is_empty());
+}
+
+#[test]
+fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
+    // PNE 0 is pne-1 on an insecure PAN; PNE 1 is an attacker that will claim pne-1.
+    let specs = [PneSpec::cpns(), PneSpec::cpns().impersonating(0)];
+    let mut h = Harness::new(&specs);
+    h.connect_gw();
+    let now = h.now();
+    h.pnes[0].start_discovery(now);
+    h.pump();
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).expect("pne-1 has a PN and a LocalEUKey").pn_id;
+    // pne-1's link drops; the attacker claims the free id.
+    h.gw.link_closed(now, LinkId(0));
+    h.pnes[1].start_discovery(now);
+    h.pump();
+    assert!(errors_to(&h, 1).is_empty(), "a free id can be claimed");
+    // pne-1 comes back on a new link: its plain claim is refused, its proof is not.
+    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
+    let mut back = PneSession::new(
+        h.pne_cfgs[0].clone(),
+        cpns_crypto::MachineRng::from_seed_u64(5),
+    );
+    back.restore(h.store.pne_local[0].values().cloned().collect())
+        .unwrap();
+    h.pnes[0] = back;
+    let before = h.delivered(Party::Gw, Party::Pne(0)).len();
+    h.pnes[0].start_discovery(now);
+    h.pump();
+    let answers = &h.delivered(Party::Gw, Party::Pne(0))[before..];
+    assert_eq!(
+        answers[0].error().map(|e| e.code),
+        Some(ErrorCode::Forbidden)
+    );
+    h.pnes[0].start_pan_auth(now, pn).unwrap();
+    h.pump();
+    assert!(h.pnes[0].link_sealed());
+    assert!(
+        h.closes.iter().any(|(by, link, why)| *by == Party::Gw
+            && *link == Some(1)
+            && why == "another link proved it is pne-1"),
+        "{:?}",
+        h.closes
+    );
+    assert!(h.gw_events().contains(&&GatewayEvent::LinkRejected {
+        link: LinkId(1),
+        reason: "another link proved it is pne-1".into(),
+    }));
+    // Server traffic for pne-1 now reaches the proven link: its registration goes through.
+    h.register(0, Some(pn));
+    assert!(h.pnes[0].cpns_id().is_some());
+    h.assert_agree(pn);
+}
+
+#[test]
+fn a_link_naming_a_held_id_may_only_prove_it() {
+    let specs = [PneSpec::cpns(), PneSpec::cpns()];
+    let mut h = Harness::ready(&specs);
+    // A raw PN Setup Request on link 1, naming pne-1 (held by link 0) in its envelope and body.
+    let join = cpns_wire::JoinInfo {
+        pne_id: pne_id(0),
+        capabilities: h.pne_cfgs[0].capabilities.clone(),
+        contents: Vec::new(),
+        rand_pne: cpns_wire::RandBytes([1; 16]),
+        local_key: false,
+    };
+    let req = Envelope::request(
+        900,
+        Address::Entity(pne_id(0)),
+        Address::Entity(crate::tests::harness::id("gw-1")),
+        PnSetupRequest {
+            request_id: RequestId(1),
+            setup: Some(SetupType::OneToOne),
+            join: Some(join),
+            pn_id: None,
+            initiator: None,
+        },
+    );
+    let before = h.snapshot();
+    // pne-2's link speaks only as pne-2.
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&req))
+        .unwrap();
+    h.pump();
+    assert_eq!(errors_to(&h, 1), [ErrorCode::Forbidden]);
+    assert_eq!(h.snapshot(), before);
+}
+
+#[test]
+fn a_member_naming_no_pn_registers_as_a_member() {
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    let before = h.snapshot();
+    let wan_before = h.wan_messages().len();
+    h.register(1, None);
+    assert_eq!(
+        h.wan_messages()[wan_before..],
+        [
+            "PneRegistrationRequest",
+            "AuthenticationRequest",
+            "AuthenticationResponse",
+            "PneRegistrationResponse",
+        ],
+        "a member is not added again"
+    );
+    assert!(h.pnes[1].cpns_id().is_some());
+    assert_eq!(h.snapshot().without_cpns_ids(), before.without_cpns_ids());
+    h.assert_agree(pn);
+}
+
+#[test]
+fn adding_an_existing_member_changes_nothing() {
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    let before = h.snapshot();
+    let key = h.store.session_keys[&(pn, pne_id(0))].clone();
+    // The PN GW (its authenticated session) proposes pne-1 again, without capabilities.
+    let update = Envelope::request(
+        900,
+        Address::Entity(crate::tests::harness::id("gw-1")),
+        Address::Server,
+        PnUpdateRequest {
+            request_id: RequestId(77),
+            pn_id: pn,
+            add: vec![NewMember {
+                pne_id: pne_id(0),
+                capabilities: None,
+            }],
+            remove: Vec::new(),
+        },
+    );
+    h.deliver_direct(Party::Gw, Party::Server, &plain(&update))
+        .unwrap();
+    h.pump();
+    assert_eq!(h.snapshot(), before);
+    assert_eq!(h.store.session_keys[&(pn, pne_id(0))], key);
+    // And no registration can ride on it for a PNE that never authenticated.
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+/// A non-member whose registration fails, or never completes, leaves both inventories exactly
+/// as they were.
+#[test]
+fn a_failed_or_silent_joining_pne_changes_no_inventory() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted().wrong_key()];
+    let (mut h, pn) = {
+        let mut h = Harness::ready(&specs);
+        h.setup(0, SetupType::OneToOne);
+        let pn = h.joined(0).unwrap().pn_id;
+        (h, pn)
+    };
+    let before = h.snapshot();
+    // Wrong EUKey: authentication fails.
+    h.register(1, None);
+    assert!(h.wan_messages().contains(&"PnUpdateRequest"));
+    assert_eq!(h.snapshot(), before);
+    assert!(h.pnes[1].cpns_id().is_none());
+
+    // Silent: the PNE never answers the server's challenge; everything times out.
+    h.set_hook(|f| {
+        if f.from == Party::Pne(1) && f.message == "AuthenticationResponse" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.register(1, Some(pn));
+    h.advance(FLOW * 4);
+    assert_eq!(h.snapshot(), before);
+    assert!(
+        h.store.pns[&pn]
+            .members
+            .iter()
+            .all(|m| m.pne_id != pne_id(1))
+    );
+    assert!(!h.store.session_keys.contains_key(&(pn, pne_id(1))));
+}
