@@ -3,7 +3,9 @@
 //! the whole system on loopback (`cpns demo`).
 
 mod admin;
+mod capabilities;
 mod demo;
+mod events;
 mod run;
 
 use std::path::PathBuf;
