@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsConnector;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::frames::FrameError;
 use crate::server::{sleep_until, spawn_reader};
@@ -313,12 +313,12 @@ impl<S: Store> Actor<S> {
                 }
                 Input::LinkFrame(link, Ok(frame)) => {
                     if let Err(e) = self.machine.handle_pan_frame(now, link, &frame) {
-                        warn!(?link, error = %e, "PAN link closed: bad frame");
+                        warn!(link = link.0, error = %e, "PAN link closed: bad frame");
                     }
                 }
                 Input::LinkFrame(link, Err(e)) => {
                     if !matches!(e, FrameError::Closed) {
-                        warn!(?link, error = %e, "PAN link closed");
+                        warn!(link = link.0, error = %e, "PAN link closed");
                     }
                     self.links.remove(&link);
                     self.peers.remove(&link);
@@ -362,7 +362,7 @@ impl<S: Store> Actor<S> {
                     }
                 }
                 GatewayOutput::CloseLink { link, reason } => {
-                    info!(?link, %reason, "closing PAN link");
+                    info!(link = link.0, %reason, "closing PAN link");
                     // Dropping the writer's channel closes the socket once queued frames are out.
                     self.links.remove(&link);
                 }
@@ -381,7 +381,8 @@ impl<S: Store> Actor<S> {
                     if let GatewayEvent::PneDiscovered { link, pne } = &e {
                         self.peers.insert(*link, pne.clone());
                     }
-                    info!(event = ?e, "gateway");
+                    // The driver reports events (the CLI prints them); the Debug form is for debugging.
+                    debug!(event = ?e, "gateway");
                     let _ = self.events.send(e);
                 }
             }

@@ -10,7 +10,7 @@ use cpns_wire::{PnId, SetupType};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::debug;
 
 use crate::frames::{FrameError, write_frame};
 use crate::gateway::{local_pn_record, local_pn_state};
@@ -106,7 +106,8 @@ pub async fn run<S: Store>(
                         .map_err(|e| e.to_string())?;
                 }
                 PneOutput::Event(e) => {
-                    info!(event = ?e, "pne");
+                    // The driver reports events (the CLI prints them); the Debug form is for debugging.
+                    debug!(event = ?e, "pne");
                     if let Some(tx) = &events {
                         let _ = tx.send(e.clone());
                     }

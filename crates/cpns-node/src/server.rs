@@ -224,7 +224,8 @@ impl<S: Store + Clone> ServerNode<S> {
                         .map_err(|e| e.to_string())?;
                 }
                 ServerOutput::Event(e) => {
-                    info!(event = ?e, "server");
+                    // The driver reports events (the CLI prints them); the Debug form is for debugging.
+                    debug!(event = ?e, "server");
                     if let Some(tx) = &self.events {
                         let _ = tx.send(e);
                     }

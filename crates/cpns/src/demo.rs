@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::{self, DataDir, Kind};
-use crate::run::capabilities;
+use crate::capabilities::defaults;
 
 #[derive(Args, Debug)]
 pub(crate) struct DemoArgs {
@@ -85,7 +85,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let proto = GatewayConfig {
         id: gw.entity_id.clone(),
         eukey: gw.eukey.clone(),
-        capabilities: capabilities("home-hub", true, true),
+        capabilities: defaults("home-hub", true, true),
         subscription: Some(format!("user:{USER}")),
         zone_support: false,
         max_frame: cpns_wire::DEFAULT_MAX_FRAME,
@@ -217,7 +217,7 @@ fn spawn_pne(
     let cfg = PneConfig {
         id: cred.entity_id.clone(),
         eukey: cred.eukey.clone(),
-        capabilities: capabilities(device_type, has_ui, false),
+        capabilities: defaults(device_type, has_ui, false),
         contents: Vec::new(),
         security: PanSecurity::Cpns,
         accept_invitations: true,

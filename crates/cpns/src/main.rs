@@ -3,7 +3,9 @@
 //! the whole system on loopback (`cpns demo`).
 
 mod admin;
+mod capabilities;
 mod demo;
+mod events;
 mod run;
 
 use std::path::PathBuf;
@@ -54,6 +56,8 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: logs redirected to a file stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

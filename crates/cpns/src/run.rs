@@ -1,5 +1,6 @@
 //! `cpns server`, `cpns gateway` and `cpns pne`: the three runtimes as processes of their own.
-//! Events are printed to stdout one per line (`event: ...`), logs go to stderr.
+//! Events are printed to stdout, one readable line or (`--json`) one JSON object each
+//! ([`crate::events`]); logs go to stderr.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,11 +15,13 @@ use cpns_proto::gateway::{EstablishTargets, GatewayConfig, GatewayEvent};
 use cpns_proto::pne::PneConfig;
 use cpns_proto::{PanSecurity, Timeouts};
 use cpns_store::SqliteStore;
-use cpns_wire::{DeviceCapabilities, EntityId, SetupType};
+use cpns_wire::{EntityId, SetupType};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::admin::DataDir;
+use crate::capabilities::{CapabilityArgs, defaults};
+use crate::events::{EventPrinter, Role, RunEvent};
 
 #[derive(Args, Debug)]
 pub(crate) struct ServerArgs {
@@ -31,6 +34,9 @@ pub(crate) struct ServerArgs {
     /// Most concurrent PN GW sessions.
     #[arg(long, default_value_t = 10_000)]
     pub max_sessions: usize,
+    /// Print events as JSON objects, one per line, instead of readable lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 async fn ctrl_c() {
@@ -47,48 +53,50 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
         max_sessions: a.max_sessions,
         ..ServerNodeConfig::default()
     };
+    let printer = EventPrinter::new(Role::Server, a.json);
+    let (events_tx, mut events) = mpsc::unbounded_channel();
     let node = ServerNode::new(
         cfg,
         store.clone(),
         dir.master_key()?,
         &dir.read("server.pem")?,
         &dir.read("server.key")?,
-    )?;
+    )?
+    .with_events(Some(events_tx));
     let listener = TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("listen on {}", a.listen))?;
-    println!("listening {}", listener.local_addr()?);
+    printer.run(&RunEvent::Listening(listener.local_addr()?.to_string()));
+    let printing = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            printer.server(&e);
+        }
+    });
+    // The node's sessions hold the event sender; it is dropped once they have all ended.
     node.run(listener, ctrl_c()).await?;
+    let _ = printing.await;
     store.close().await;
     Ok(())
-}
-
-/// Device capabilities for a device of this kind.
-pub(crate) fn capabilities(
-    device_type: &str,
-    has_ui: bool,
-    gateway_capable: bool,
-) -> DeviceCapabilities {
-    DeviceCapabilities {
-        device_type: device_type.into(),
-        has_ui,
-        networks: vec!["wlan".into(), "bluetooth".into()],
-        software: vec![concat!("cpns/", env!("CARGO_PKG_VERSION")).into()],
-        battery_pct: None,
-        gateway_capable,
-    }
 }
 
 fn read_credential(path: &std::path::Path, kind: DeviceKind) -> anyhow::Result<DeviceCredential> {
     let cred = DeviceCredential::read(path)?;
     if cred.kind != kind {
         bail!(
-            "{} is a {:?} credential, not a {kind:?} one",
+            "{} is a {} credential, not a {} one",
             path.display(),
-            cred.kind
+            kind_name(cred.kind),
+            kind_name(kind)
         );
     }
     Ok(cred)
+}
+
+fn kind_name(k: DeviceKind) -> &'static str {
+    match k {
+        DeviceKind::Pne => "PNE",
+        DeviceKind::Gateway => "PN GW",
+    }
 }
 
 fn pan_security(s: &str) -> anyhow::Result<PanSecurity> {
@@ -119,18 +127,25 @@ pub(crate) struct GatewayArgs {
     /// With --establish: wait until this many PNEs have made themselves known.
     #[arg(long, default_value_t = 1)]
     pub after_pnes: usize,
+    /// Print events as JSON objects, one per line, instead of readable lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The PN GW's own device capabilities.
+    #[command(flatten)]
+    pub caps: CapabilityArgs,
 }
 
 /// `cpns gateway`.
 pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
     let cred = read_credential(&a.credential, DeviceKind::Gateway)?;
+    let capabilities = a.caps.resolve(defaults("home-hub", true, true))?;
     let store = SqliteStore::open(&a.store)
         .await
         .with_context(|| format!("open {}", a.store.display()))?;
     let proto = GatewayConfig {
         id: cred.entity_id.clone(),
         eukey: cred.eukey.clone(),
-        capabilities: capabilities("home-hub", true, true),
+        capabilities,
         subscription: Some(format!("user:{}", cred.owner)),
         zone_support: false,
         max_frame: cpns_wire::DEFAULT_MAX_FRAME,
@@ -151,7 +166,8 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&a.pan_listen)
         .await
         .with_context(|| format!("listen on {}", a.pan_listen))?;
-    println!("pan-listening {}", listener.local_addr()?);
+    let printer = EventPrinter::new(Role::Gateway, a.json);
+    printer.run(&RunEvent::PanListening(listener.local_addr()?.to_string()));
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (stop_tx, stop) = oneshot::channel();
     let (handle, task) = gateway::start(cfg, store.clone(), listener, events_tx, None, stop)
@@ -165,7 +181,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         tokio::select! {
             e = events.recv() => {
                 let Some(e) = e else { break };
-                println!("event: {}", gateway_event_line(&e));
+                printer.gateway(&e);
                 match e {
                     GatewayEvent::WanReady => ready = true,
                     GatewayEvent::PneDiscovered { .. } => known += 1,
@@ -174,8 +190,8 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
                 if ready && known >= a.after_pnes
                     && let Some(t) = targets.take() {
                         match handle.establish(t).await {
-                            Ok(pn) => println!("event: establishing {pn}"),
-                            Err(e) => println!("event: establish-failed {e}"),
+                            Ok(pn) => printer.run(&RunEvent::Establishing(pn)),
+                            Err(e) => printer.run(&RunEvent::EstablishFailed(e)),
                         }
                     }
             }
@@ -188,27 +204,6 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
     let r = task.await.context("the PN GW task")?;
     store.close().await;
     r.map_err(anyhow::Error::msg)
-}
-
-fn gateway_event_line(e: &GatewayEvent) -> String {
-    match e {
-        GatewayEvent::WanReady => "wan-ready".into(),
-        GatewayEvent::PneDiscovered { pne, .. } => format!("pne-discovered {pne}"),
-        GatewayEvent::PanAuthenticated { pne, pn_id } => format!("pan-authenticated {pne} {pn_id}"),
-        GatewayEvent::PnEstablished { inventory, .. } => {
-            let members: Vec<&str> = inventory
-                .members
-                .iter()
-                .map(|m| m.pne_id.as_str())
-                .collect();
-            format!("pn-established {} {}", inventory.pn_id, members.join(","))
-        }
-        GatewayEvent::EstablishmentFailed { pn_id, reason } => {
-            format!("establishment-failed {pn_id} {reason}")
-        }
-        GatewayEvent::PneRegistered { pne, cpns_id } => format!("pne-registered {pne} {cpns_id}"),
-        other => format!("{other:?}"),
-    }
 }
 
 #[derive(Args, Debug)]
@@ -237,15 +232,15 @@ pub(crate) struct PneArgs {
     /// Register with the server (003 §1.4) after the other steps.
     #[arg(long)]
     pub register: bool,
-    /// The device has no UI (it then asks for no LocalEUKey).
-    #[arg(long)]
-    pub no_ui: bool,
-    /// The device type reported in its capabilities.
-    #[arg(long, default_value = "phone")]
-    pub device_type: String,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
+    /// Print events as JSON objects, one per line, instead of readable lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The PNE's device capabilities.
+    #[command(flatten)]
+    pub caps: CapabilityArgs,
 }
 
 /// Parses a setup type: `1-1`, `all` or a comma list.
@@ -265,13 +260,14 @@ pub(crate) fn setup_type(s: &str) -> anyhow::Result<SetupType> {
 /// `cpns pne`.
 pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
     let cred = read_credential(&a.credential, DeviceKind::Pne)?;
+    let capabilities = a.caps.resolve(defaults("phone", true, false))?;
     let store = SqliteStore::open(&a.store)
         .await
         .with_context(|| format!("open {}", a.store.display()))?;
     let cfg = PneConfig {
         id: cred.entity_id.clone(),
         eukey: cred.eukey.clone(),
-        capabilities: capabilities(&a.device_type, !a.no_ui, false),
+        capabilities,
         contents: Vec::new(),
         security: pan_security(&a.pan_security)?,
         accept_invitations: !a.decline,
@@ -289,9 +285,10 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         steps.push(PneStep::Register(None));
     }
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let printer = tokio::spawn(async move {
+    let printer = EventPrinter::new(Role::Pne, a.json);
+    let printing = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
-            println!("event: {e:?}");
+            printer.pne(&e);
         }
     });
     let (_stop_tx, stop) = oneshot::channel();
@@ -308,7 +305,7 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("gave up after {} s", a.timeout_s))?
         .map_err(anyhow::Error::msg)?;
-    let _ = printer.await;
+    let _ = printing.await;
     store.close().await;
     let failures = report.failures();
     if !failures.is_empty() {

@@ -1,7 +1,8 @@
 //! The acceptance test of the spine: `cpns server`, `cpns gateway` and two `cpns pne` run as
 //! separate processes of the built binary over loopback TCP and TLS. A PN is established both
 //! ways (000 §6.6.1.1 initiated by a PNE, §6.6.1.2 by the PN GW), then the server's store and
-//! the PN GW's local inventory are read from their SQLite files and must agree.
+//! the PN GW's local inventory are read from their SQLite files and must agree. The server and
+//! the PN GW print JSON events (`--json`), the PNEs readable lines.
 
 #![allow(clippy::unwrap_used)]
 
@@ -45,17 +46,42 @@ impl Proc {
         Self { child, lines, name }
     }
 
-    /// Waits for a line starting with `prefix` and returns the rest of it.
-    fn expect(&mut self, prefix: &str) -> String {
+    /// Waits for a line holding `text` and returns it.
+    fn expect_line(&mut self, text: &str) -> String {
         loop {
             match self.lines.recv_timeout(WAIT) {
-                Ok(line) if line.starts_with(prefix) => {
-                    return line[prefix.len()..].trim().to_string();
-                }
+                Ok(line) if line.contains(text) => return line,
                 Ok(_) => {}
-                Err(e) => panic!("{}: no line starting with {prefix:?}: {e}", self.name),
+                Err(e) => panic!("{}: no line holding {text:?}: {e}", self.name),
             }
         }
+    }
+
+    /// Waits for the JSON event `event` (of a process run with `--json`) for which `f` holds.
+    fn expect_event_where(
+        &mut self,
+        event: &str,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(line) => {
+                    let v: serde_json::Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("{}: not JSON: {line:?}: {e}", self.name));
+                    assert!(v["ts"].is_string(), "{}: no ts: {line}", self.name);
+                    assert_eq!(v["role"], self.name, "{line}");
+                    if v["event"] == event && f(&v) {
+                        return v;
+                    }
+                }
+                Err(e) => panic!("{}: no event {event:?}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Waits for the JSON event `event`.
+    fn expect_event(&mut self, event: &str) -> serde_json::Value {
+        self.expect_event_where(event, |_| true)
     }
 
     /// Waits for the process to exit successfully.
@@ -93,6 +119,13 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A JSON string's text.
+fn text(v: &serde_json::Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not a string: {v}"))
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
     let tmp = tempfile::tempdir().unwrap();
@@ -118,9 +151,16 @@ async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
 
     let mut server = Proc::spawn(
         "server",
-        &["server", "--data-dir", s(&data), "--listen", "127.0.0.1:0"],
+        &[
+            "server",
+            "--json",
+            "--data-dir",
+            s(&data),
+            "--listen",
+            "127.0.0.1:0",
+        ],
     );
-    let server_addr = server.expect("listening ");
+    let server_addr = text(&server.expect_event("listening")["addr"]);
     // Four discoveries: both PNEs in the PNE-initiated round, both again in the second round.
     let mut gw = Proc::spawn(
         "gateway",
@@ -138,10 +178,15 @@ async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
             "all",
             "--after-pnes",
             "4",
+            "--json",
+            "--device-type",
+            "home-hub",
+            "--networks",
+            "wlan,ethernet",
         ],
     );
-    let pan = gw.expect("pan-listening ");
-    gw.expect("event: wan-ready");
+    let pan = text(&gw.expect_event("pan_listening")["addr"]);
+    gw.expect_event("wan_ready");
 
     // 000 §6.6.1.1: the watch waits to be invited, the phone (with a UI, on an insecure PAN, so
     // with a LocalEUKey) asks for a PN with all PNEs.
@@ -155,18 +200,32 @@ async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         Proc::spawn(id, &refs)
     };
-    let watch = pne("watch", &["--await-invitation", "--no-ui"]);
-    gw.expect("event: pne-discovered watch");
-    let phone = pne("phone", &["--setup", "all"]);
-    let first = gw.expect("event: pn-established ");
+    let mut watch = pne("watch", &["--await-invitation", "--no-ui"]);
+    watch.expect_line(" discovered  gateway=home-gw ");
+    gw.expect_event_where("pne_discovered", |v| v["pne"] == "watch");
+    let mut phone = pne("phone", &["--setup", "all"]);
+    let first = gw.expect_event("pn_established");
+    assert_eq!(first["initiator"], "phone");
+    assert!(
+        phone
+            .expect_line(" pn joined  pn=")
+            .ends_with(" initiator=yes")
+    );
+    assert!(
+        watch
+            .expect_line(" pn joined  pn=")
+            .ends_with(" initiator=no")
+    );
     phone.succeeds();
     watch.succeeds();
 
     // 000 §6.6.1.2: both come back and wait; the PN GW invites all once it sees both.
     let watch = pne("watch", &["--await-invitation", "--no-ui"]);
     let phone = pne("phone", &["--await-invitation"]);
-    gw.expect("event: establishing ");
-    let second = gw.expect("event: pn-established ");
+    let establishing = gw.expect_event("establishing");
+    let second = gw.expect_event("pn_established");
+    assert_eq!(second["pn_id"], establishing["pn_id"]);
+    assert_eq!(second["initiator"], "home-gw");
     phone.succeeds();
     watch.succeeds();
     drop(gw);
@@ -175,9 +234,9 @@ async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
     // The state of record and the PN GW's local inventory agree, PN by PN.
     let established: BTreeSet<(String, String)> = [first, second]
         .iter()
-        .map(|l| {
-            let (pn, members) = l.split_once(' ').unwrap();
-            (pn.to_string(), members.to_string())
+        .map(|e| {
+            let members: Vec<String> = e["members"].as_array().unwrap().iter().map(text).collect();
+            (text(&e["pn_id"]), members.join(","))
         })
         .collect();
     assert_eq!(established.len(), 2, "two distinct PNs: {established:?}");

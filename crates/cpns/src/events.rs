@@ -1,0 +1,479 @@
+//! How `cpns server`, `cpns gateway` and `cpns pne` show what happens, on stdout: one readable
+//! line per event,
+//!
+//! ```text
+//! 14:02:11 pn established  pn=3f2a…c1 gateway=home-gw members=phone,watch initiator=phone
+//! ```
+//!
+//! or, with `--json`, one JSON object per line with the time (`ts`, RFC 3339), the `role`, the
+//! `event` (snake_case) and the event's fields, PN ids in full:
+//!
+//! ```text
+//! {"ts":"2025-06-01T14:02:11.042+02:00","role":"gateway","event":"pn_established","pn_id":"3f2a…",…}
+//! ```
+//!
+//! Every event is described once, as a name and a list of fields ([`Described`]), by one
+//! `describe_*` function per event enum; the line and the JSON object are both rendered from
+//! that description. A change of the proto event enums is therefore adapted to in those three
+//! `match`es. Reasons are taken with `to_string()`, so they may be `String`s or any type with
+//! `Display`. The enums are `#[non_exhaustive]`: a variant this version does not know is shown
+//! as an `unknown` event, never as Rust `Debug` output.
+
+use std::io::Write;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use cpns_proto::gateway::GatewayEvent;
+use cpns_proto::pne::PneEvent;
+use cpns_proto::server::ServerEvent;
+use cpns_wire::{PnId, PnInventory};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+
+/// Which runtime prints the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `cpns server`.
+    Server,
+    /// `cpns gateway`.
+    Gateway,
+    /// `cpns pne`.
+    Pne,
+}
+
+impl Role {
+    /// The role as written in JSON output.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Gateway => "gateway",
+            Role::Pne => "pne",
+        }
+    }
+}
+
+/// Events of the command itself rather than of a protocol machine: where it listens, and the
+/// outcome of a PN GW-initiated establishment started with `--establish`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RunEvent {
+    /// The server listens for PN GWs at this address.
+    Listening(String),
+    /// The PN GW listens for PNEs at this address.
+    PanListening(String),
+    /// The PN GW started establishing this PN (000 §6.6.1.2).
+    Establishing(PnId),
+    /// The PN GW could not start an establishment.
+    EstablishFailed(String),
+}
+
+/// A field's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Value {
+    /// Text: an entity id, a CPNS id, a reason.
+    Text(String),
+    /// A PN id: short in lines, whole in JSON.
+    Pn(PnId),
+    /// Several PN ids.
+    Pns(Vec<PnId>),
+    /// Several entity ids.
+    List(Vec<String>),
+    /// Yes or no.
+    Bool(bool),
+    /// A count or a number of seconds.
+    Number(u64),
+}
+
+/// One field of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Field {
+    /// Its JSON key: the event field's name.
+    key: &'static str,
+    /// Its label in a line, shorter where the key is long (`pn` for `pn_id`).
+    label: &'static str,
+    value: Value,
+}
+
+/// An event described once, rendered as a line or as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Described {
+    /// snake_case name, `unknown` for a variant this version does not describe.
+    name: &'static str,
+    /// For an unknown variant: the enum it came from, for the line.
+    unknown_of: Option<&'static str>,
+    fields: Vec<Field>,
+}
+
+impl Described {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            unknown_of: None,
+            fields: Vec::new(),
+        }
+    }
+
+    fn unknown(of: &'static str) -> Self {
+        Self {
+            name: "unknown",
+            unknown_of: Some(of),
+            fields: Vec::new(),
+        }
+    }
+
+    fn field(mut self, key: &'static str, label: &'static str, value: Value) -> Self {
+        self.fields.push(Field { key, label, value });
+        self
+    }
+
+    fn text(self, key: &'static str, value: impl ToString) -> Self {
+        self.field(key, key, Value::Text(value.to_string()))
+    }
+
+    fn pn(self, key: &'static str, pn: PnId) -> Self {
+        self.field(key, "pn", Value::Pn(pn))
+    }
+
+    fn inventory(self, inv: &PnInventory) -> Self {
+        let members = inv.members.iter().map(|m| m.pne_id.to_string()).collect();
+        self.pn("pn_id", inv.pn_id)
+            .text("gateway", &inv.gateway)
+            .field("members", "members", Value::List(members))
+    }
+}
+
+/// Describes an event of the PN GW.
+pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
+    match e {
+        GatewayEvent::WanReady => Described::new("wan_ready"),
+        GatewayEvent::WanFailed(reason) => Described::new("wan_failed").text("reason", reason),
+        GatewayEvent::PneDiscovered { link, pne } => Described::new("pne_discovered")
+            .text("pne", pne)
+            .field("link", "link", Value::Number(link.0)),
+        GatewayEvent::PanAuthenticated { pne, pn_id } => Described::new("pan_authenticated")
+            .text("pne", pne)
+            .pn("pn_id", *pn_id),
+        GatewayEvent::PnEstablished {
+            inventory,
+            initiator,
+        } => {
+            // A PN without an initiating PNE was initiated by the PN GW itself (§6.6.1.2).
+            let initiator = initiator.as_ref().unwrap_or(&inventory.gateway);
+            Described::new("pn_established")
+                .inventory(inventory)
+                .text("initiator", initiator)
+        }
+        GatewayEvent::EstablishmentFailed { pn_id, reason } => {
+            Described::new("establishment_failed")
+                .pn("pn_id", *pn_id)
+                .text("reason", reason)
+        }
+        GatewayEvent::PneRegistered { pne, cpns_id } => Described::new("pne_registered")
+            .text("pne", pne)
+            .text("cpns_id", cpns_id),
+        GatewayEvent::LinkRejected { link, reason } => Described::new("link_rejected")
+            .field("link", "link", Value::Number(link.0))
+            .text("reason", reason),
+        _ => Described::unknown("PN GW"),
+    }
+}
+
+/// Describes an event of a PNE.
+pub(crate) fn describe_pne(e: &PneEvent) -> Described {
+    match e {
+        PneEvent::Discovered {
+            gateway,
+            zone_support,
+            pns,
+        } => Described::new("discovered")
+            .text("gateway", gateway)
+            .field("zone_support", "zone_support", Value::Bool(*zone_support))
+            .field("pns", "pns", Value::Pns(pns.clone())),
+        PneEvent::InvitationDeclined(pn) => Described::new("invitation_declined").pn("pn_id", *pn),
+        PneEvent::PanAuthenticated(pn) => Described::new("pan_authenticated").pn("pn_id", *pn),
+        PneEvent::PnJoined {
+            inventory,
+            initiator,
+        } => Described::new("pn_joined").inventory(inventory).field(
+            "initiator",
+            "initiator",
+            Value::Bool(*initiator),
+        ),
+        PneEvent::PnRefused { pn_id, reason } => Described::new("pn_refused")
+            .pn("pn_id", *pn_id)
+            .text("reason", reason),
+        PneEvent::Registered {
+            cpns_id,
+            pn_id,
+            lifetime_s,
+        } => Described::new("registered")
+            .text("cpns_id", cpns_id)
+            .pn("pn_id", *pn_id)
+            .field(
+                "lifetime_s",
+                "lifetime_s",
+                Value::Number((*lifetime_s).into()),
+            ),
+        PneEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
+            .text("flow", flow)
+            .text("reason", reason),
+        _ => Described::unknown("PNE"),
+    }
+}
+
+/// Describes an event of a CPNS Server session.
+pub(crate) fn describe_server(e: &ServerEvent) -> Described {
+    match e {
+        ServerEvent::GatewayAuthenticated(gw) => {
+            Described::new("gateway_authenticated").text("gateway", gw)
+        }
+        ServerEvent::GatewayReady(gw) => Described::new("gateway_ready").text("gateway", gw),
+        ServerEvent::PnRegistered { pn_id, members } => {
+            Described::new("pn_registered").pn("pn_id", *pn_id).field(
+                "members",
+                "members",
+                Value::List(members.iter().map(ToString::to_string).collect()),
+            )
+        }
+        ServerEvent::PneRegistered { pne_id, cpns_id } => Described::new("pne_registered")
+            .text("pne_id", pne_id)
+            .text("cpns_id", cpns_id),
+        ServerEvent::AuthenticationFailed { entity, reason } => {
+            Described::new("authentication_failed")
+                .text("entity", entity)
+                .text("reason", reason)
+        }
+        ServerEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
+            .text("flow", flow)
+            .text("reason", reason),
+        _ => Described::unknown("server"),
+    }
+}
+
+/// Describes an event of the command itself.
+pub(crate) fn describe_run(e: &RunEvent) -> Described {
+    match e {
+        RunEvent::Listening(addr) => Described::new("listening").text("addr", addr),
+        RunEvent::PanListening(addr) => Described::new("pan_listening").text("addr", addr),
+        RunEvent::Establishing(pn) => Described::new("establishing").pn("pn_id", *pn),
+        RunEvent::EstablishFailed(reason) => {
+            Described::new("establish_failed").text("reason", reason)
+        }
+    }
+}
+
+/// The line of a PN GW event.
+pub(crate) fn gateway_line(ts: &DateTime<FixedOffset>, e: &GatewayEvent) -> String {
+    line(ts, &describe_gateway(e))
+}
+
+/// The JSON object of a PN GW event.
+pub(crate) fn gateway_json(ts: &DateTime<FixedOffset>, e: &GatewayEvent) -> String {
+    json(ts, Role::Gateway, &describe_gateway(e))
+}
+
+/// The line of a PNE event.
+pub(crate) fn pne_line(ts: &DateTime<FixedOffset>, e: &PneEvent) -> String {
+    line(ts, &describe_pne(e))
+}
+
+/// The JSON object of a PNE event.
+pub(crate) fn pne_json(ts: &DateTime<FixedOffset>, e: &PneEvent) -> String {
+    json(ts, Role::Pne, &describe_pne(e))
+}
+
+/// The line of a server event.
+pub(crate) fn server_line(ts: &DateTime<FixedOffset>, e: &ServerEvent) -> String {
+    line(ts, &describe_server(e))
+}
+
+/// The JSON object of a server event.
+pub(crate) fn server_json(ts: &DateTime<FixedOffset>, e: &ServerEvent) -> String {
+    json(ts, Role::Server, &describe_server(e))
+}
+
+/// `HH:MM:SS name with spaces  label=value …`.
+pub(crate) fn line(ts: &DateTime<FixedOffset>, d: &Described) -> String {
+    let mut out = ts.format("%H:%M:%S ").to_string();
+    match d.unknown_of {
+        Some(of) => {
+            out.push_str("unknown ");
+            out.push_str(of);
+            out.push_str(" event (not described by this version of cpns)");
+        }
+        None => out.push_str(&d.name.replace('_', " ")),
+    }
+    for (i, f) in d.fields.iter().enumerate() {
+        out.push_str(if i == 0 { "  " } else { " " });
+        out.push_str(f.label);
+        out.push('=');
+        match &f.value {
+            Value::Text(t) => out.push_str(&quoted(t)),
+            Value::Pn(pn) => out.push_str(&short_pn(pn)),
+            Value::Pns(pns) => {
+                out.push_str(&list(pns.iter().map(short_pn)));
+            }
+            Value::List(items) => out.push_str(&list(items.iter().map(|s| quoted(s)))),
+            Value::Bool(b) => out.push_str(if *b { "yes" } else { "no" }),
+            Value::Number(n) => out.push_str(&n.to_string()),
+        }
+    }
+    out
+}
+
+/// `{"ts":…,"role":…,"event":…,<fields>}` on one line.
+pub(crate) fn json(ts: &DateTime<FixedOffset>, role: Role, d: &Described) -> String {
+    let obj = JsonEvent { ts, role, d };
+    // Serializing strings, numbers and booleans into a String cannot fail.
+    serde_json::to_string(&obj).unwrap_or_else(|e| format!(r#"{{"error":"{e}"}}"#))
+}
+
+struct JsonEvent<'a> {
+    ts: &'a DateTime<FixedOffset>,
+    role: Role,
+    d: &'a Described,
+}
+
+impl Serialize for JsonEvent<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Written by hand so the keys keep this order: ts, role, event, then the fields.
+        let mut m = s.serialize_map(Some(3 + self.d.fields.len()))?;
+        m.serialize_entry("ts", &self.ts.to_rfc3339_opts(SecondsFormat::Millis, false))?;
+        m.serialize_entry("role", self.role.as_str())?;
+        m.serialize_entry("event", self.d.name)?;
+        for f in &self.d.fields {
+            m.serialize_entry(f.key, &f.value)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Value::Text(t) => s.serialize_str(t),
+            Value::Pn(pn) => s.serialize_str(&pn.to_string()),
+            Value::Pns(pns) => {
+                let mut seq = s.serialize_seq(Some(pns.len()))?;
+                for pn in pns {
+                    seq.serialize_element(&pn.to_string())?;
+                }
+                seq.end()
+            }
+            Value::List(items) => items.serialize(s),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Number(n) => s.serialize_u64(*n),
+        }
+    }
+}
+
+/// A PN id as its first four and last two hex digits: `3f2a…c1`.
+pub(crate) fn short_pn(pn: &PnId) -> String {
+    let hex = pn.to_string();
+    let head = hex.get(..4).unwrap_or(&hex);
+    let tail = hex.get(hex.len().saturating_sub(2)..).unwrap_or("");
+    format!("{head}…{tail}")
+}
+
+/// A comma list, `none` when empty.
+fn list(items: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(",")
+    }
+}
+
+/// Text as is when it is one plain word; otherwise in double quotes, with `"` and `\` escaped
+/// and control characters written as escapes, so a peer's reason cannot break the line or send
+/// terminal control sequences.
+fn quoted(t: &str) -> String {
+    let plain = !t.is_empty()
+        && t.chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '\\' | '='));
+    if plain {
+        return t.to_string();
+    }
+    let mut out = String::with_capacity(t.len() + 2);
+    out.push('"');
+    for c in t.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Prints events of one role to stdout, as lines or JSON, stamped with the local time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EventPrinter {
+    role: Role,
+    json: bool,
+}
+
+impl EventPrinter {
+    /// A printer for `role`; `json` selects JSON objects instead of lines.
+    pub(crate) fn new(role: Role, json: bool) -> Self {
+        Self { role, json }
+    }
+
+    /// Prints a PN GW event.
+    pub(crate) fn gateway(&self, e: &GatewayEvent) {
+        let ts = now();
+        self.write(if self.json {
+            gateway_json(&ts, e)
+        } else {
+            gateway_line(&ts, e)
+        });
+    }
+
+    /// Prints a PNE event.
+    pub(crate) fn pne(&self, e: &PneEvent) {
+        let ts = now();
+        self.write(if self.json {
+            pne_json(&ts, e)
+        } else {
+            pne_line(&ts, e)
+        });
+    }
+
+    /// Prints a server event.
+    pub(crate) fn server(&self, e: &ServerEvent) {
+        let ts = now();
+        self.write(if self.json {
+            server_json(&ts, e)
+        } else {
+            server_line(&ts, e)
+        });
+    }
+
+    /// Prints an event of the command itself.
+    pub(crate) fn run(&self, e: &RunEvent) {
+        let ts = now();
+        let d = describe_run(e);
+        self.write(if self.json {
+            json(&ts, self.role, &d)
+        } else {
+            line(&ts, &d)
+        });
+    }
+
+    fn write(&self, text: String) {
+        // A closed stdout (`cpns pne | head -1`) must not stop the device.
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+}
+
+/// The local time, with its offset from UTC.
+fn now() -> DateTime<FixedOffset> {
+    chrono::Local::now().fixed_offset()
+}
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

@@ -1,0 +1,395 @@
+//! Lines and JSON objects of every event variant: the text a person reads and the fields a
+//! program parses.
+
+#![allow(clippy::unwrap_used)]
+
+use chrono::{DateTime, FixedOffset};
+use cpns_proto::gateway::{GatewayEvent, LinkId};
+use cpns_proto::pne::PneEvent;
+use cpns_proto::server::ServerEvent;
+use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn ts() -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339("2025-06-01T14:02:11.042+02:00").unwrap()
+}
+
+fn id(s: &str) -> EntityId {
+    s.parse().unwrap()
+}
+
+/// `3f2a0000…00c1`.
+fn pn() -> PnId {
+    let mut b = [0u8; 16];
+    b[0] = 0x3f;
+    b[1] = 0x2a;
+    b[15] = 0xc1;
+    PnId::from_bytes(b)
+}
+
+const PN_HEX: &str = "3f2a00000000000000000000000000c1";
+
+fn pn2() -> PnId {
+    PnId::from_bytes([0xab; 16])
+}
+
+fn cpns_id() -> CpnsId {
+    "cpns:0007".parse().unwrap()
+}
+
+fn inventory() -> PnInventory {
+    let member = |pne: &str| InventoryMember {
+        pne_id: id(pne),
+        capabilities: Some(DeviceCapabilities::default()),
+        contents: Vec::new(),
+    };
+    PnInventory {
+        pn_id: pn(),
+        gateway: id("home-gw"),
+        members: vec![member("phone"), member("watch")],
+    }
+}
+
+/// Parses a JSON line and checks the envelope fields.
+fn parsed(text: &str, role: &str, event: &str) -> Value {
+    assert!(!text.contains('\n'), "one line: {text}");
+    let v: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(v["ts"], "2025-06-01T14:02:11.042+02:00");
+    assert_eq!(v["role"], role);
+    assert_eq!(v["event"], event);
+    v
+}
+
+/// The JSON object without its envelope.
+fn fields(v: &Value) -> Value {
+    let mut v = v.clone();
+    let obj = v.as_object_mut().unwrap();
+    for k in ["ts", "role", "event"] {
+        obj.remove(k);
+    }
+    v
+}
+
+#[test]
+fn json_keys_come_in_order() {
+    let text = gateway_json(&ts(), &GatewayEvent::WanReady);
+    assert_eq!(
+        text,
+        r#"{"ts":"2025-06-01T14:02:11.042+02:00","role":"gateway","event":"wan_ready"}"#
+    );
+}
+
+#[test]
+fn gateway_events() {
+    let cases: Vec<(GatewayEvent, &str, &str, Value)> = vec![
+        (
+            GatewayEvent::WanReady,
+            "14:02:11 wan ready",
+            "wan_ready",
+            json!({}),
+        ),
+        (
+            GatewayEvent::WanFailed("server closed the connection".into()),
+            r#"14:02:11 wan failed  reason="server closed the connection""#,
+            "wan_failed",
+            json!({"reason": "server closed the connection"}),
+        ),
+        (
+            GatewayEvent::PneDiscovered {
+                link: LinkId(3),
+                pne: id("watch"),
+            },
+            "14:02:11 pne discovered  pne=watch link=3",
+            "pne_discovered",
+            json!({"pne": "watch", "link": 3}),
+        ),
+        (
+            GatewayEvent::PanAuthenticated {
+                pne: id("phone"),
+                pn_id: pn(),
+            },
+            "14:02:11 pan authenticated  pne=phone pn=3f2a…c1",
+            "pan_authenticated",
+            json!({"pne": "phone", "pn_id": PN_HEX}),
+        ),
+        (
+            GatewayEvent::PnEstablished {
+                inventory: inventory(),
+                initiator: Some(id("phone")),
+            },
+            "14:02:11 pn established  pn=3f2a…c1 gateway=home-gw members=phone,watch initiator=phone",
+            "pn_established",
+            json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"],
+                   "initiator": "phone"}),
+        ),
+        (
+            GatewayEvent::PnEstablished {
+                inventory: inventory(),
+                initiator: None,
+            },
+            "14:02:11 pn established  pn=3f2a…c1 gateway=home-gw members=phone,watch initiator=home-gw",
+            "pn_established",
+            json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"],
+                   "initiator": "home-gw"}),
+        ),
+        (
+            GatewayEvent::EstablishmentFailed {
+                pn_id: pn(),
+                reason: "no PNE authenticated".into(),
+            },
+            r#"14:02:11 establishment failed  pn=3f2a…c1 reason="no PNE authenticated""#,
+            "establishment_failed",
+            json!({"pn_id": PN_HEX, "reason": "no PNE authenticated"}),
+        ),
+        (
+            GatewayEvent::PneRegistered {
+                pne: id("watch"),
+                cpns_id: cpns_id(),
+            },
+            "14:02:11 pne registered  pne=watch cpns_id=cpns:0007",
+            "pne_registered",
+            json!({"pne": "watch", "cpns_id": "cpns:0007"}),
+        ),
+        (
+            GatewayEvent::LinkRejected {
+                link: LinkId(9),
+                reason: "frame too large".into(),
+            },
+            r#"14:02:11 link rejected  link=9 reason="frame too large""#,
+            "link_rejected",
+            json!({"link": 9, "reason": "frame too large"}),
+        ),
+    ];
+    for (event, want_line, name, want_fields) in cases {
+        assert_eq!(gateway_line(&ts(), &event), want_line);
+        let v = parsed(&gateway_json(&ts(), &event), "gateway", name);
+        assert_eq!(fields(&v), want_fields, "{name}");
+    }
+}
+
+#[test]
+fn pne_events() {
+    let cases: Vec<(PneEvent, &str, &str, Value)> = vec![
+        (
+            PneEvent::Discovered {
+                gateway: id("home-gw"),
+                zone_support: false,
+                pns: vec![pn(), pn2()],
+            },
+            "14:02:11 discovered  gateway=home-gw zone_support=no pns=3f2a…c1,abab…ab",
+            "discovered",
+            json!({"gateway": "home-gw", "zone_support": false,
+                   "pns": [PN_HEX, "abababababababababababababababab"]}),
+        ),
+        (
+            PneEvent::Discovered {
+                gateway: id("home-gw"),
+                zone_support: true,
+                pns: Vec::new(),
+            },
+            "14:02:11 discovered  gateway=home-gw zone_support=yes pns=none",
+            "discovered",
+            json!({"gateway": "home-gw", "zone_support": true, "pns": []}),
+        ),
+        (
+            PneEvent::InvitationDeclined(pn()),
+            "14:02:11 invitation declined  pn=3f2a…c1",
+            "invitation_declined",
+            json!({"pn_id": PN_HEX}),
+        ),
+        (
+            PneEvent::PanAuthenticated(pn()),
+            "14:02:11 pan authenticated  pn=3f2a…c1",
+            "pan_authenticated",
+            json!({"pn_id": PN_HEX}),
+        ),
+        (
+            PneEvent::PnJoined {
+                inventory: inventory(),
+                initiator: true,
+            },
+            "14:02:11 pn joined  pn=3f2a…c1 gateway=home-gw members=phone,watch initiator=yes",
+            "pn_joined",
+            json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"],
+                   "initiator": true}),
+        ),
+        (
+            PneEvent::PnRefused {
+                pn_id: pn(),
+                reason: "hash_server does not verify".into(),
+            },
+            r#"14:02:11 pn refused  pn=3f2a…c1 reason="hash_server does not verify""#,
+            "pn_refused",
+            json!({"pn_id": PN_HEX, "reason": "hash_server does not verify"}),
+        ),
+        (
+            PneEvent::Registered {
+                cpns_id: cpns_id(),
+                pn_id: pn(),
+                lifetime_s: 3600,
+            },
+            "14:02:11 registered  cpns_id=cpns:0007 pn=3f2a…c1 lifetime_s=3600",
+            "registered",
+            json!({"cpns_id": "cpns:0007", "pn_id": PN_HEX, "lifetime_s": 3600}),
+        ),
+        (
+            PneEvent::FlowFailed {
+                flow: "setup",
+                reason: "timed out".into(),
+            },
+            r#"14:02:11 flow failed  flow=setup reason="timed out""#,
+            "flow_failed",
+            json!({"flow": "setup", "reason": "timed out"}),
+        ),
+    ];
+    for (event, want_line, name, want_fields) in cases {
+        assert_eq!(pne_line(&ts(), &event), want_line);
+        let v = parsed(&pne_json(&ts(), &event), "pne", name);
+        assert_eq!(fields(&v), want_fields, "{name}");
+    }
+}
+
+#[test]
+fn server_events() {
+    let cases: Vec<(ServerEvent, &str, &str, Value)> = vec![
+        (
+            ServerEvent::GatewayAuthenticated(id("home-gw")),
+            "14:02:11 gateway authenticated  gateway=home-gw",
+            "gateway_authenticated",
+            json!({"gateway": "home-gw"}),
+        ),
+        (
+            ServerEvent::GatewayReady(id("home-gw")),
+            "14:02:11 gateway ready  gateway=home-gw",
+            "gateway_ready",
+            json!({"gateway": "home-gw"}),
+        ),
+        (
+            ServerEvent::PnRegistered {
+                pn_id: pn(),
+                members: vec![id("phone"), id("watch")],
+            },
+            "14:02:11 pn registered  pn=3f2a…c1 members=phone,watch",
+            "pn_registered",
+            json!({"pn_id": PN_HEX, "members": ["phone", "watch"]}),
+        ),
+        (
+            ServerEvent::PnRegistered {
+                pn_id: pn(),
+                members: Vec::new(),
+            },
+            "14:02:11 pn registered  pn=3f2a…c1 members=none",
+            "pn_registered",
+            json!({"pn_id": PN_HEX, "members": []}),
+        ),
+        (
+            ServerEvent::PneRegistered {
+                pne_id: id("watch"),
+                cpns_id: cpns_id(),
+            },
+            "14:02:11 pne registered  pne_id=watch cpns_id=cpns:0007",
+            "pne_registered",
+            json!({"pne_id": "watch", "cpns_id": "cpns:0007"}),
+        ),
+        (
+            ServerEvent::AuthenticationFailed {
+                entity: id("tv"),
+                reason: "bad proof".into(),
+            },
+            r#"14:02:11 authentication failed  entity=tv reason="bad proof""#,
+            "authentication_failed",
+            json!({"entity": "tv", "reason": "bad proof"}),
+        ),
+        (
+            ServerEvent::FlowFailed {
+                flow: "establish",
+                reason: "store: disk full".into(),
+            },
+            r#"14:02:11 flow failed  flow=establish reason="store: disk full""#,
+            "flow_failed",
+            json!({"flow": "establish", "reason": "store: disk full"}),
+        ),
+    ];
+    for (event, want_line, name, want_fields) in cases {
+        assert_eq!(server_line(&ts(), &event), want_line);
+        let v = parsed(&server_json(&ts(), &event), "server", name);
+        assert_eq!(fields(&v), want_fields, "{name}");
+    }
+}
+
+#[test]
+fn run_events() {
+    let cases: Vec<(RunEvent, Role, &str, &str, Value)> = vec![
+        (
+            RunEvent::Listening("127.0.0.1:7400".into()),
+            Role::Server,
+            "14:02:11 listening  addr=127.0.0.1:7400",
+            "listening",
+            json!({"addr": "127.0.0.1:7400"}),
+        ),
+        (
+            RunEvent::PanListening("127.0.0.1:7401".into()),
+            Role::Gateway,
+            "14:02:11 pan listening  addr=127.0.0.1:7401",
+            "pan_listening",
+            json!({"addr": "127.0.0.1:7401"}),
+        ),
+        (
+            RunEvent::Establishing(pn()),
+            Role::Gateway,
+            "14:02:11 establishing  pn=3f2a…c1",
+            "establishing",
+            json!({"pn_id": PN_HEX}),
+        ),
+        (
+            RunEvent::EstablishFailed("no PNE known".into()),
+            Role::Gateway,
+            r#"14:02:11 establish failed  reason="no PNE known""#,
+            "establish_failed",
+            json!({"reason": "no PNE known"}),
+        ),
+    ];
+    for (event, role, want_line, name, want_fields) in cases {
+        let d = describe_run(&event);
+        assert_eq!(line(&ts(), &d), want_line);
+        let v = parsed(&json(&ts(), role, &d), role.as_str(), name);
+        assert_eq!(fields(&v), want_fields, "{name}");
+    }
+}
+
+#[test]
+fn an_unknown_variant_has_a_plain_line_and_json() {
+    for of in ["PN GW", "PNE", "server"] {
+        let d = Described::unknown(of);
+        let text = line(&ts(), &d);
+        assert_eq!(
+            text,
+            format!("14:02:11 unknown {of} event (not described by this version of cpns)")
+        );
+        let v = parsed(&json(&ts(), Role::Pne, &d), "pne", "unknown");
+        assert_eq!(fields(&v), json!({}));
+    }
+}
+
+#[test]
+fn reasons_cannot_break_the_line_or_reach_the_terminal() {
+    let event = GatewayEvent::WanFailed("bad \"frame\"\n\u{1b}[2Jgone\\".into());
+    assert_eq!(
+        gateway_line(&ts(), &event),
+        r#"14:02:11 wan failed  reason="bad \"frame\"\n\u{1b}[2Jgone\\""#
+    );
+    let v = parsed(&gateway_json(&ts(), &event), "gateway", "wan_failed");
+    assert_eq!(v["reason"], "bad \"frame\"\n\u{1b}[2Jgone\\");
+    // Plain words stay unquoted; empty text is visible.
+    assert_eq!(quoted("timeout"), "timeout");
+    assert_eq!(quoted(""), r#""""#);
+    assert_eq!(quoted("a=b"), r#""a=b""#);
+}
+
+#[test]
+fn pn_ids_are_shortened_in_lines_only() {
+    assert_eq!(short_pn(&pn()), "3f2a…c1");
+    assert_eq!(PN_HEX, pn().to_string());
+}
