@@ -147,7 +147,8 @@ pub(crate) async fn persist<S: Store>(
                 pn_id,
                 gateway,
                 owner,
-                state: PnState::Active,
+                // Until the PN GW's PN list confirms its store has it (ARCHITECTURE decision 8).
+                state: PnState::Pending,
                 created_at: now,
                 members: Vec::new(),
             };
@@ -180,6 +181,24 @@ pub(crate) async fn persist<S: Store>(
                 .update_members(&pn_id, &add, &remove)
                 .await
                 .map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::ReconcilePns {
+            gateway,
+            listed,
+            drop_unlisted_pending,
+        } => {
+            let done = store
+                .reconcile_gateway_pns(&gateway, &listed, drop_unlisted_pending)
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Reconciled {
+                confirmed: done.confirmed,
+                removed: done.removed,
+            })
+        }
+        ServerEffect::DropPendingPn { pn_id } => {
+            store.remove_pending_pn(&pn_id).await.map_err(err)?;
             Ok(Persisted::Done)
         }
         ServerEffect::RegisterPne {

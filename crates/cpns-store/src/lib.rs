@@ -93,6 +93,22 @@ pub trait Store: Send + Sync + 'static {
         member: &PnMember,
     ) -> impl Future<Output = Result<CpnsId>> + Send;
 
+    /// 002 §B.1.1.2 step 17: brings the inventory in line with the PN list a PN GW reports.
+    /// In one transaction: listed pending PNs of `gw` become active; active PNs of `gw` that are
+    /// not listed are removed with their members; unlisted pending PNs are removed only when
+    /// `drop_unlisted_pending` (no registration of this PN GW can still be in flight). Listed
+    /// PNs that are unknown or belong to another gateway change nothing and are reported.
+    fn reconcile_gateway_pns(
+        &self,
+        gw: &EntityId,
+        listed: &[PnId],
+        drop_unlisted_pending: bool,
+    ) -> impl Future<Output = Result<Reconciled>> + Send;
+
+    /// Removes a PN that is still pending (its PN GW never confirmed it), with its members;
+    /// true if it was there and pending. An active PN is left alone.
+    fn remove_pending_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
+
     /// One PN with its members.
     fn pn(&self, id: &PnId) -> impl Future<Output = Result<Option<PnRecord>>> + Send;
 

@@ -61,6 +61,9 @@ pub struct EntityRecord {
 /// State of a PN in the inventory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PnState {
+    /// Registered by the server, not yet confirmed by the PN GW's own store (its next PN list
+    /// report, 002 §B.1.1.2 step 16, lists it). Removed if never confirmed.
+    Pending,
     /// Registered and usable.
     Active,
     /// Released (000 §6.6.5); kept for the record.
@@ -71,6 +74,7 @@ impl PnState {
     /// The stored name of the state.
     pub fn as_str(self) -> &'static str {
         match self {
+            PnState::Pending => "pending",
             PnState::Active => "active",
             PnState::Released => "released",
         }
@@ -79,6 +83,7 @@ impl PnState {
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "pending" => Some(PnState::Pending),
             "active" => Some(PnState::Active),
             "released" => Some(PnState::Released),
             _ => None,
@@ -119,6 +124,17 @@ pub struct PnRecord {
     pub created_at: UnixMillis,
     /// Its members, in the order they were added.
     pub members: Vec<PnMember>,
+}
+
+/// What reconciling a PN GW's PN list with the inventory did (002 §B.1.1.2 step 17).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Pending PNs the list confirmed: now active.
+    pub confirmed: Vec<PnId>,
+    /// PNs of the PN GW the list does not hold: removed from the inventory.
+    pub removed: Vec<PnId>,
+    /// Listed PNs the inventory does not hold (or holds for another PN GW).
+    pub unknown: Vec<PnId>,
 }
 
 /// One member as the PN GW keeps it locally, with its LocalEUKey and route.

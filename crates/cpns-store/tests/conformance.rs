@@ -44,6 +44,8 @@ conformance!(
     upsert_member_adds_and_updates,
     upsert_member_needs_pn,
     members_are_never_downgraded,
+    reconcile_follows_the_gateway_list,
+    remove_pending_pn_only_when_pending,
     update_members_removes_then_upserts,
     update_members_needs_pn,
     register_pne_allocates_and_upserts,

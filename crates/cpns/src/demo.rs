@@ -83,6 +83,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     // The PN GW, on an insecure PAN (LocalEUKey and sealed frames where a PNE has a UI).
     let gw_store = SqliteStore::open(&root.join("home-gw.db")).await?;
     let proto = GatewayConfig {
+        limits: Default::default(),
         id: gw.entity_id.clone(),
         eukey: gw.eukey.clone(),
         capabilities: defaults("home-hub", true, true),

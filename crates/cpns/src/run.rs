@@ -143,6 +143,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("open {}", a.store.display()))?;
     let proto = GatewayConfig {
+        limits: Default::default(),
         id: cred.entity_id.clone(),
         eukey: cred.eukey.clone(),
         capabilities,

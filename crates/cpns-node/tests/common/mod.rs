@@ -167,6 +167,7 @@ impl Harness {
         store: SqliteStore,
     ) -> RunningGateway {
         let proto = GatewayConfig {
+            limits: Default::default(),
             id: gw.id.clone(),
             eukey: eukey.clone(),
             capabilities: capabilities("home-hub", true, true),

@@ -80,6 +80,11 @@ impl Forming {
     pub(super) fn local_key(&self, pne: &EntityId) -> Option<&LocalEuKey> {
         self.local_keys.get(pne)
     }
+
+    /// Whether a PNE on `link` asked for this PN.
+    pub(super) fn initiated_on(&self, link: LinkId) -> bool {
+        self.initiator.as_ref().is_some_and(|i| i.link == link)
+    }
 }
 
 impl Gateway {
@@ -102,6 +107,11 @@ impl Gateway {
         };
         if pnes.is_empty() {
             return Err(ProtoError::WrongState("no PNE to invite"));
+        }
+        if self.flows_in_progress() >= self.cfg.limits.flows {
+            return Err(ProtoError::WrongState(
+                "the PN GW is running as many flows as it takes",
+            ));
         }
         let pn_id = PnId::from_bytes(self.rng.array());
         self.begin(now, pn_id, None, &pnes);
@@ -146,6 +156,22 @@ impl Gateway {
                 ErrorCode::Busy,
                 "the PN GW has no connection to the CPNS Server",
             );
+        }
+        // One set-up at a time per PNE, and no more flows than the limits allow.
+        if self
+            .forming
+            .values()
+            .any(|f| f.initiator.as_ref().is_some_and(|i| i.pne == join.pne_id))
+        {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Busy,
+                "a PN set-up of this PNE is in progress",
+            );
+        }
+        if let Some(reason) = self.over_limit(link) {
+            return self.reject_pan(link, env, ErrorCode::Busy, reason);
         }
         let pn_id = PnId::from_bytes(self.rng.array());
         let pnes: Vec<EntityId> = match setup {
@@ -544,6 +570,8 @@ impl Gateway {
                 .collect(),
         };
         self.pns.insert(pn_id, LocalPn { state, keys });
+        // The server holds the PN pending until this report confirms it is stored here.
+        self.report_pns();
         let initiator = f.initiator.as_ref().map(|i| i.pne.clone());
         for (link, join) in &f.joins {
             let v = verdict.verdicts.iter().find(|v| v.pne_id == join.pne_id);

@@ -46,6 +46,27 @@ pub struct GatewayConfig {
     pub max_frame: u32,
     /// Flow timeouts.
     pub timeouts: Timeouts,
+    /// Bounds on flows in progress.
+    pub limits: GatewayLimits,
+}
+
+/// How many flows a PN GW runs at once (issue 6, "Bounded resources"): beyond them a new request
+/// is answered `busy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// Flows in progress in the whole PN GW (PNs being formed, relayed requests, registrations).
+    pub flows: usize,
+    /// Flows in progress started from one PAN link.
+    pub flows_per_link: usize,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            flows: 256,
+            flows_per_link: 4,
+        }
+    }
 }
 
 /// Identifies one PAN link (a connected PNE) of the PN GW.
@@ -335,6 +356,33 @@ impl Gateway {
             .chain(forming)
             .chain(relays)
             .min()
+    }
+
+    /// Flows in progress: PNs being formed, requests relayed to the server, registrations
+    /// waiting for their PN update.
+    pub fn flows_in_progress(&self) -> usize {
+        self.forming.len() + self.relays.len()
+    }
+
+    /// Flows in progress that `link` started.
+    fn flows_of_link(&self, link: LinkId) -> usize {
+        let forming = self
+            .forming
+            .values()
+            .filter(|f| f.initiated_on(link))
+            .count();
+        forming + self.relays.of_link(link)
+    }
+
+    /// Whether a new flow from `link` must wait: the reason to answer `busy` with, if so.
+    fn over_limit(&self, link: LinkId) -> Option<&'static str> {
+        if self.flows_in_progress() >= self.cfg.limits.flows {
+            Some("the PN GW is running as many flows as it takes; try again later")
+        } else if self.flows_of_link(link) >= self.cfg.limits.flows_per_link {
+            Some("this PNE has as many requests in progress as it may; wait for their answers")
+        } else {
+            None
+        }
     }
 
     /// The next thing to do.

@@ -65,6 +65,17 @@ impl Relays {
             .chain(self.updates.values().map(|p| p.deadline))
     }
 
+    /// Relayed requests in progress (requests relayed down are the server's flows, not ours).
+    pub(super) fn len(&self) -> usize {
+        self.up.len() + self.updates.len()
+    }
+
+    /// Relayed requests in progress that `link` started.
+    pub(super) fn of_link(&self, link: LinkId) -> usize {
+        self.up.values().filter(|u| u.link == link).count()
+            + self.updates.values().filter(|p| p.link == link).count()
+    }
+
     pub(super) fn forget_link(&mut self, link: LinkId) {
         self.up.retain(|_, u| u.link != link);
         self.down.retain(|(l, _), _| *l != link);
@@ -96,6 +107,9 @@ impl Gateway {
                 ErrorCode::Busy,
                 "the PN GW has no connection to the CPNS Server",
             );
+        }
+        if let Some(reason) = self.over_limit(link) {
+            return self.reject_pan(link, env, ErrorCode::Busy, reason);
         }
         // Step 2: is the PNE a member of an established PN? Looked up, not inferred: a PNE
         // naming no PN registers in the first PN it belongs to.
@@ -188,7 +202,10 @@ impl Gateway {
         result: Result<(), String>,
     ) {
         match result {
-            Ok(()) => self.transmit_pan(j.link, &j.answer),
+            Ok(()) => {
+                self.report_pns();
+                self.transmit_pan(j.link, &j.answer);
+            }
             Err(e) => {
                 let err = ErrorBody::new(
                     ErrorCode::Internal,

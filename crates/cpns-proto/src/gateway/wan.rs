@@ -142,17 +142,42 @@ impl Gateway {
         }
     }
 
+    /// Step 15-16: the PN GW looks up its status and the PNs its local inventory holds.
+    fn status_report(&self) -> StatusUpdateResponse {
+        StatusUpdateResponse {
+            status: self.status(),
+            pns: self.pns.keys().copied().collect(),
+        }
+    }
+
+    /// The PN GW's status (004 §5.5.3.2): busy while it takes no new flow, online otherwise.
+    pub(super) fn status(&self) -> Status {
+        if self.flows_in_progress() >= self.cfg.limits.flows {
+            Status::Busy
+        } else {
+            Status::Online
+        }
+    }
+
     /// Step 15-16: the PN GW's status and the PNs it serves.
     pub(super) fn on_status_request(&mut self, env: &Envelope) {
-        let mut pns: Vec<_> = self.pns.keys().copied().collect();
-        pns.sort();
-        self.send_wan_response(
-            env.msg_id,
-            StatusUpdateResponse {
-                status: Status::Online,
-                pns,
-            },
-        );
+        let report = self.status_report();
+        self.send_wan_response(env.msg_id, report);
+    }
+
+    /// The local inventory changed and is durable: report the PN list again, so the server's
+    /// inventory follows it (step 17; it also confirms a newly registered PN).
+    pub(super) fn report_pns(&mut self) {
+        if self.wan_ready() {
+            let report = self.status_report();
+            let env = Envelope::notify(
+                self.ids.next(),
+                self.me(),
+                cpns_wire::Address::Server,
+                report,
+            );
+            self.transmit_wan(&env);
+        }
     }
 
     fn wan_failed(&mut self, reason: String) {

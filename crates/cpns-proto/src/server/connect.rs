@@ -7,7 +7,7 @@ use cpns_crypto::{EuKey, Rand, verify_gw_auth_response};
 use cpns_wire::{
     Address, AuthChallenge, AuthResponse, Body, ConnectionSetupConfirm, ConnectionSetupRequest,
     DeviceCapabilitiesConfirm, DeviceCapabilitiesUpdate, EntityId, Envelope, ErrorCode, MsgKind,
-    StatusUpdateRequest, StatusUpdateResponse, UserId,
+    PnId, StatusUpdateRequest, StatusUpdateResponse, UserId,
 };
 
 use super::{
@@ -210,20 +210,78 @@ impl ServerSession {
         );
     }
 
-    /// Step 16: Status Management response, after the PN GW's lookup (step 15).
+    /// Step 16: Status Management response, after the PN GW's lookup (step 15); the PN GW also
+    /// sends it as a notification whenever its local inventory changed. Step 17: the status and
+    /// the PN list update the inventory (docs/ARCHITECTURE.md, "Which side wins").
     pub(super) fn on_status(&mut self, gw: &Gw, m: StatusUpdateResponse) {
         let effect = ServerEffect::EntityReport {
             id: gw.id.clone(),
             capabilities: None,
             status: Some(m.status),
         };
+        let first = !std::mem::replace(&mut self.reported, true);
         self.persist(
             Parked::Report {
                 req: None,
-                status: true,
+                status: first,
             },
             effect,
         );
+        let reconcile = ServerEffect::ReconcilePns {
+            gateway: gw.id.clone(),
+            listed: m.pns,
+            // On a new session no registration of this PN GW is in flight, but one made on this
+            // session may still be on its way to the PN GW's store.
+            drop_unlisted_pending: first && self.unconfirmed.is_empty(),
+        };
+        self.persist(Parked::Reconcile, reconcile);
+    }
+
+    /// The inventory follows the PN GW's list; confirmed PNs need no deadline any more.
+    pub(super) fn reconcile_persisted(&mut self, result: Result<Persisted, String>) {
+        match result {
+            Ok(Persisted::Reconciled { confirmed, removed }) => {
+                for pn in &confirmed {
+                    self.unconfirmed.remove(pn);
+                }
+                if !confirmed.is_empty() || !removed.is_empty() {
+                    self.event(ServerEvent::InventoryReconciled { confirmed, removed });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.event(ServerEvent::FlowFailed {
+                flow: "inventory reconciliation",
+                reason: e,
+            }),
+        }
+    }
+
+    /// A PN the PN GW did not confirm in time is removed (docs/ARCHITECTURE.md decision 8).
+    pub(super) fn confirmation_timeouts(&mut self, now: Instant) {
+        let late: Vec<PnId> = self
+            .unconfirmed
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for pn_id in late {
+            self.unconfirmed.remove(&pn_id);
+            self.persist(
+                Parked::DropPending(pn_id),
+                ServerEffect::DropPendingPn { pn_id },
+            );
+        }
+    }
+
+    pub(super) fn drop_pending_persisted(&mut self, pn: PnId, result: Result<Persisted, String>) {
+        let reason = match result {
+            Ok(_) => format!("the PN GW did not confirm PN {pn}; it was removed"),
+            Err(e) => format!("the unconfirmed PN {pn} could not be removed: {e}"),
+        };
+        self.event(ServerEvent::FlowFailed {
+            flow: "PN registration",
+            reason,
+        });
     }
 
     pub(super) fn report_persisted(

@@ -88,6 +88,9 @@ impl ServerSession {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return self.reject(env, ErrorCode::BadRequest, "a PNE is named twice");
         }
+        if !self.admit(env) {
+            return;
+        }
         let request = LoadRequest {
             entities: ids,
             pn: Some(req.pn_id),
@@ -308,6 +311,7 @@ impl ServerSession {
     /// Step 12 (sent): the PN is durable, answer the PN GW.
     pub(super) fn pn_registration_persisted(
         &mut self,
+        now: Instant,
         pn: PnId,
         result: Result<Persisted, String>,
     ) {
@@ -326,6 +330,8 @@ impl ServerSession {
                 let gw = self.peer();
                 let env = self.respond(flow.req_msg, gw.clone(), answer);
                 self.remember(gw, flow.request_id, env);
+                // Pending until the PN GW's store has it (its next PN list).
+                self.unconfirmed.insert(pn, now + self.cfg.timeouts.flow);
                 self.event(ServerEvent::PnRegistered { pn_id: pn, members });
             }
             Err(e) => self.respond_error(flow.req_msg, ErrorCode::Internal, format!("store: {e}")),

@@ -6,6 +6,7 @@
 //! what it needs and to [persist](ServerOutput::Persist) every effect, and answers the PN GW only
 //! once the effect is durable.
 
+mod budget;
 mod connect;
 mod establish;
 mod register;
@@ -23,6 +24,7 @@ use crate::link::LinkCodec;
 use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
+pub use budget::FlowBudget;
 pub use register::grant_aad;
 
 use connect::Conn;
@@ -40,6 +42,10 @@ pub struct ServerConfig {
     pub timeouts: Timeouts,
     /// Lifetime of a PNE<->server session granted at PNE registration, in seconds.
     pub session_lifetime_s: u32,
+    /// Most flows (establishments, registrations, PN updates) in progress on one session.
+    pub max_flows: usize,
+    /// Flows in progress across every session of this server (shared by cloning).
+    pub budget: FlowBudget,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +55,8 @@ impl Default for ServerConfig {
             max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts: Timeouts::default(),
             session_lifetime_s: 86_400,
+            max_flows: 64,
+            budget: FlowBudget::default(),
         }
     }
 }
@@ -135,7 +143,8 @@ pub enum ServerEffect {
         /// Reported status.
         status: Option<Status>,
     },
-    /// Register a PN with its authenticated members (000 §6.6.1.1 step 11).
+    /// Register a PN with its authenticated members (000 §6.6.1.1 step 11), pending until the PN
+    /// GW's store confirms it ([`ServerEffect::ReconcilePns`]).
     RegisterPn {
         /// The PN.
         pn_id: PnId,
@@ -154,6 +163,22 @@ pub enum ServerEffect {
         add: Vec<NewMember>,
         /// Members to remove.
         remove: Vec<EntityId>,
+    },
+    /// 002 §B.1.1.2 step 17: the PN list the PN GW reported decides which of its PNs exist
+    /// (`cpns_store::Store::reconcile_gateway_pns`). The driver answers with
+    /// [`Persisted::Reconciled`].
+    ReconcilePns {
+        /// The PN GW.
+        gateway: EntityId,
+        /// The PNs its local inventory holds.
+        listed: Vec<PnId>,
+        /// Whether unlisted pending PNs go too (no registration of this PN GW is in flight).
+        drop_unlisted_pending: bool,
+    },
+    /// Remove a PN the PN GW never confirmed (`cpns_store::Store::remove_pending_pn`).
+    DropPendingPn {
+        /// The PN.
+        pn_id: PnId,
     },
     /// Record a registered PNE: allocate its CPNS ID and keep SK_PNE (003 §1.4.1 step 3), adding
     /// it to the PN if it joins by this registration (§1.4.2 step 5). The driver answers with
@@ -177,6 +202,13 @@ pub enum Persisted {
     Done,
     /// The effect is durable and the PNE has this CPNS ID.
     CpnsId(CpnsId),
+    /// The inventory follows the PN GW's list: these PNs were confirmed, these removed.
+    Reconciled {
+        /// Pending PNs now active.
+        confirmed: Vec<PnId>,
+        /// PNs removed from the inventory.
+        removed: Vec<PnId>,
+    },
 }
 
 /// Something the session wants the driver or the operator to know.
@@ -193,6 +225,13 @@ pub enum ServerEvent {
         pn_id: PnId,
         /// Authenticated members.
         members: Vec<EntityId>,
+    },
+    /// The inventory was brought in line with the PN GW's PN list (002 §B.1.1.2 step 17).
+    InventoryReconciled {
+        /// Pending PNs the PN GW confirmed.
+        confirmed: Vec<PnId>,
+        /// PNs the PN GW no longer holds, removed.
+        removed: Vec<PnId>,
     },
     /// A PNE was registered.
     PneRegistered {
@@ -259,6 +298,8 @@ enum Parked {
         req: Option<u64>,
         status: bool,
     },
+    Reconcile,
+    DropPending(PnId),
     PnRegistrationLoad {
         req_msg: u64,
         req: cpns_wire::PnRegistrationRequest,
@@ -280,6 +321,13 @@ enum Parked {
 /// Responses kept for retried requests (DESIGN §3: idempotent on (sender, request id)).
 const REPLAY_CACHE: usize = 256;
 
+impl Drop for ServerSession {
+    /// A session that ends gives back every budget unit its flows held.
+    fn drop(&mut self) {
+        self.cfg.budget.release(self.held);
+    }
+}
+
 /// The server side of one PN GW session.
 #[derive(Debug)]
 pub struct ServerSession {
@@ -293,10 +341,18 @@ pub struct ServerSession {
     parked: BTreeMap<Token, Parked>,
     establishments: BTreeMap<PnId, Establishment>,
     registrations: BTreeMap<(EntityId, RequestId), Registration>,
+    /// PNs registered on this session and not yet confirmed by the PN GW's PN list, with the
+    /// deadline after which they are removed.
+    unconfirmed: BTreeMap<PnId, Instant>,
+    /// Whether the PN GW reported its PN list on this session yet (the first report may drop
+    /// unconfirmed PNs of earlier sessions).
+    reported: bool,
     /// PNEs a PN Update Request added, waiting to authenticate before they enter the inventory
     /// (003 §1.4.2 steps 4-5; docs/ARCHITECTURE.md, "Identity on the PAN").
     pending_members: BTreeMap<(PnId, EntityId), register::PendingMember>,
     answered: VecDeque<((Address, RequestId), Envelope)>,
+    /// Units of the server's [`FlowBudget`] this session holds: one per flow in progress.
+    held: usize,
     out: VecDeque<ServerOutput>,
 }
 
@@ -319,7 +375,10 @@ impl ServerSession {
             establishments: BTreeMap::new(),
             registrations: BTreeMap::new(),
             pending_members: BTreeMap::new(),
+            unconfirmed: BTreeMap::new(),
+            reported: false,
             answered: VecDeque::new(),
+            held: 0,
             out: VecDeque::new(),
         }
     }
@@ -334,7 +393,50 @@ impl ServerSession {
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
         let env = self.codec.decode(frame)?;
         self.handle_envelope(now, env);
+        self.release_ended_flows();
         Ok(())
+    }
+
+    /// Flows in progress on this session: establishments, registrations and PN updates,
+    /// including those waiting for the store.
+    pub fn flows_in_progress(&self) -> usize {
+        let waiting = self
+            .parked
+            .values()
+            .filter(|p| {
+                matches!(
+                    p,
+                    Parked::PnRegistrationLoad { .. }
+                        | Parked::PneRegistrationLoad(_)
+                        | Parked::UpdateLoad { .. }
+                        | Parked::UpdatePersist { .. }
+                )
+            })
+            .count();
+        self.establishments.len() + self.registrations.len() + waiting
+    }
+
+    /// Starts a flow if the session's and the server's limits allow; answers `busy` otherwise.
+    fn admit(&mut self, env: &Envelope) -> bool {
+        let reason = if self.flows_in_progress() >= self.cfg.max_flows {
+            "this PN GW has as many flows in progress as it may; wait for their answers"
+        } else if !self.cfg.budget.try_acquire() {
+            "the CPNS Server is running as many flows as it takes; try again later"
+        } else {
+            self.held += 1;
+            return true;
+        };
+        self.reject(env, ErrorCode::Busy, reason);
+        false
+    }
+
+    /// Gives back the budget units of flows that ended.
+    fn release_ended_flows(&mut self) {
+        let now_held = self.flows_in_progress();
+        if now_held < self.held {
+            self.cfg.budget.release(self.held - now_held);
+            self.held = now_held;
+        }
     }
 
     fn handle_envelope(&mut self, now: Instant, env: Envelope) {
@@ -397,6 +499,7 @@ impl ServerSession {
                 return Err(ProtoError::UnknownToken);
             }
         }
+        self.release_ended_flows();
         Ok(())
     }
 
@@ -409,7 +512,9 @@ impl ServerSession {
     ) -> Result<(), ProtoError> {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::Report { req, status } => self.report_persisted(req, status, result),
-            Parked::PnRegistrationPersist(pn) => self.pn_registration_persisted(pn, result),
+            Parked::Reconcile => self.reconcile_persisted(result),
+            Parked::DropPending(pn) => self.drop_pending_persisted(pn, result),
+            Parked::PnRegistrationPersist(pn) => self.pn_registration_persisted(now, pn, result),
             Parked::PneRegistrationPersist(key) => {
                 self.pne_registration_persisted(now, key, result)
             }
@@ -423,14 +528,17 @@ impl ServerSession {
                 return Err(ProtoError::UnknownToken);
             }
         }
+        self.release_ended_flows();
         Ok(())
     }
 
     /// Ends every flow whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.connect_timeout(now);
+        self.confirmation_timeouts(now);
         self.establishment_timeouts(now);
         self.registration_timeouts(now);
+        self.release_ended_flows();
     }
 
     /// The earliest deadline of the session, if any.
@@ -440,7 +548,8 @@ impl ServerSession {
             .values()
             .map(|e| e.deadline)
             .chain(self.registrations.values().map(|r| r.deadline))
-            .chain(self.pending_members.values().map(|p| p.deadline));
+            .chain(self.pending_members.values().map(|p| p.deadline))
+            .chain(self.unconfirmed.values().copied());
         self.conn.deadline().into_iter().chain(flows).min()
     }
 

@@ -88,6 +88,9 @@ impl ServerSession {
                 "PNE registration needs the PN the PNE belongs to",
             );
         };
+        if !self.admit(env) {
+            return;
+        }
         let request = LoadRequest {
             entities: vec![req.pne_id.clone()],
             pn: Some(pn_id),
@@ -254,7 +257,7 @@ impl ServerSession {
         let to = Address::Entity(pne_id.clone());
         let cpns_id = match result {
             Ok(Persisted::CpnsId(id)) => id,
-            Ok(Persisted::Done) => {
+            Ok(_) => {
                 return self.respond_error_to(flow.req_msg, to, ErrorCode::Internal, "no CPNS ID");
             }
             Err(e) => {
@@ -356,6 +359,9 @@ impl ServerSession {
         }
         ids.sort();
         ids.dedup();
+        if !self.admit(env) {
+            return;
+        }
         let request = LoadRequest {
             entities: ids,
             pn: Some(req.pn_id),

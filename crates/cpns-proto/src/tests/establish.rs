@@ -126,8 +126,11 @@ fn one_to_one_on_cpns_pan_assigns_local_eukey_and_seals_link() {
             "AuthenticationRequest",
             "AuthenticationResponse",
             "PnRegistrationResponse",
+            // Stored locally: the PN GW's PN list confirms the pending PN (step 17).
+            "StatusUpdateResponse",
         ]
     );
+    assert!(h.store.pending.is_empty(), "the PN is confirmed");
     // Step 1: the PNE asked for a LocalEUKey; step 5: the server wrapped one per recipient.
     let req = h
         .delivered(Party::Gw, Party::Server)

@@ -320,6 +320,58 @@ fn gateway_store_failure_ends_the_establishment() {
     assert!(h.pne_failures(0).iter().any(|r| r.starts_with("internal")));
     assert!(h.gw.inventory().is_empty() && h.store.gw_local.is_empty());
     assert!(h.joined(0).is_none());
+    // The server registered the PN, pending: the PN GW never confirms it, so at the deadline
+    // the server removes it and the two inventories agree again (no PN outlives the flow).
+    let pn = *h.store.pending.first().expect("registered, pending");
+    assert!(h.store.pns.contains_key(&pn));
+    h.advance(FLOW - Duration::from_millis(1));
+    assert!(h.store.pns.contains_key(&pn), "not before the deadline");
+    h.advance(Duration::from_millis(1));
+    assert!(h.store.pns.is_empty() && h.store.pending.is_empty());
+    assert!(h.store.session_keys.is_empty());
+    assert!(h.server_events().iter().any(|e| matches!(
+        e,
+        ServerEvent::FlowFailed { flow: "PN registration", reason } if reason.contains("did not confirm")
+    )));
+}
+
+#[test]
+fn a_confirmed_pn_outlives_the_confirmation_deadline() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert!(
+        h.server_events()
+            .contains(&&ServerEvent::InventoryReconciled {
+                confirmed: vec![pn],
+                removed: vec![],
+            })
+    );
+    h.advance(FLOW * 2);
+    h.assert_agree(pn);
+}
+
+#[test]
+fn on_reconnect_the_server_follows_the_gateway_pn_list() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::OneToOne);
+    let kept = h.joined(0).unwrap().pn_id;
+    h.setup(1, SetupType::OneToOne);
+    let lost = h.joined(1).unwrap().pn_id;
+    // The PN GW loses one PN from its store while it is down (a restore from an old backup).
+    h.store.gw_local.remove(&lost);
+    h.restart_from_stores(&specs);
+    // Step 16-17 of the new session: the PN list decides which PNs of this PN GW exist.
+    assert!(
+        h.server_events()
+            .contains(&&ServerEvent::InventoryReconciled {
+                confirmed: vec![],
+                removed: vec![lost],
+            })
+    );
+    assert!(!h.store.pns.contains_key(&lost));
+    h.assert_agree(kept);
 }
 
 #[test]

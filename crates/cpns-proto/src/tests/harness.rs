@@ -17,7 +17,7 @@ use cpns_wire::{
 };
 
 use super::store::{PneSpec, Store};
-use crate::gateway::{Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId};
+use crate::gateway::{Gateway, GatewayConfig, GatewayEvent, GatewayLimits, GatewayOutput, LinkId};
 use crate::link::frame_body;
 use crate::pne::{PneConfig, PneEvent, PneOutput, PneSession};
 use crate::server::{
@@ -124,6 +124,8 @@ pub(super) struct Harness {
     hook: Option<Hook>,
     /// Seeds every machine (and its restarts): a run replays exactly from it.
     rng: MachineRng,
+    /// The server's settings, kept for restarts.
+    pub server_cfg: ServerConfig,
 }
 
 fn caps(device: &str, has_ui: bool) -> DeviceCapabilities {
@@ -143,6 +145,30 @@ impl Harness {
 
     /// [`Harness::new`] with every key and random value drawn from `seed`.
     pub fn with_seed(specs: &[PneSpec], seed: u64) -> Self {
+        Self::with_options(
+            specs,
+            seed,
+            GatewayLimits::default(),
+            ServerConfig::default(),
+        )
+    }
+
+    /// [`Harness::new`] with the PN GW's flow limits set.
+    pub fn with_limits(specs: &[PneSpec], limits: GatewayLimits) -> Self {
+        Self::with_options(specs, 1, limits, ServerConfig::default())
+    }
+
+    /// [`Harness::new`] with the server's settings given (also after a restart).
+    pub fn with_server(specs: &[PneSpec], server_cfg: ServerConfig) -> Self {
+        Self::with_options(specs, 1, GatewayLimits::default(), server_cfg)
+    }
+
+    fn with_options(
+        specs: &[PneSpec],
+        seed: u64,
+        limits: GatewayLimits,
+        server_cfg: ServerConfig,
+    ) -> Self {
         let mut rng = MachineRng::from_seed_u64(seed);
         // Only offsets from this base are ever compared; frames carry no time.
         #[allow(clippy::disallowed_methods)]
@@ -154,6 +180,7 @@ impl Harness {
         let owner = UserId::new("alice").unwrap();
         let mut store = Store::default();
         let gw_cfg = GatewayConfig {
+            limits,
             id: id("gw-1"),
             eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {
@@ -207,7 +234,7 @@ impl Harness {
             gw.link_opened(LinkId(i as u64), spec.security);
             pne_cfgs.push(cfg);
         }
-        let server = ServerSession::new(ServerConfig::default(), EXPORTER, base, rng.fork());
+        let server = ServerSession::new(server_cfg.clone(), EXPORTER, base, rng.fork());
         let pnes = pne_cfgs
             .iter()
             .map(|c| PneSession::new(c.clone(), rng.fork()))
@@ -232,6 +259,7 @@ impl Harness {
             seq: 0,
             hook: None,
             rng,
+            server_cfg,
         }
     }
 
@@ -492,7 +520,7 @@ impl Harness {
         let now = self.now();
         self.queue.clear();
         self.closed_at.clear();
-        self.server = ServerSession::new(ServerConfig::default(), EXPORTER, now, self.rng.fork());
+        self.server = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());
         self.gw = Gateway::new(self.gw_cfg.clone(), self.rng.fork());
         self.gw
             .restore(self.store.gw_local.values().cloned().collect())

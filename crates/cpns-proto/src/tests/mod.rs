@@ -10,6 +10,7 @@
 //! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
+//! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
 
@@ -21,6 +22,7 @@ mod establish;
 mod failures;
 mod harness;
 mod identity;
+mod limits;
 mod pan_security;
 mod queries;
 mod register;

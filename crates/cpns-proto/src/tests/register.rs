@@ -98,6 +98,7 @@ fn non_member_is_added_by_pn_update_then_registered() {
             "AuthenticationRequest",
             "AuthenticationResponse",
             "PneRegistrationResponse",
+            "StatusUpdateResponse",
         ]
     );
     assert_eq!(h.members(pn), [pne_id(0), pne_id(1)]);

@@ -17,6 +17,8 @@ pub(super) struct Store {
     pub entities: BTreeMap<EntityId, KnownEntity>,
     pub pns: BTreeMap<PnId, PnInventory>,
     pub pn_gateway: BTreeMap<PnId, EntityId>,
+    /// PNs registered and not yet confirmed by the PN GW's PN list.
+    pub pending: std::collections::BTreeSet<PnId>,
     pub reports: BTreeMap<EntityId, (Option<DeviceCapabilities>, Option<Status>)>,
     pub cpns_ids: BTreeMap<EntityId, CpnsId>,
     pub session_keys: BTreeMap<(PnId, EntityId), SessionKey>,
@@ -30,6 +32,13 @@ pub(super) struct Store {
 }
 
 impl Store {
+    fn drop_pn(&mut self, pn: PnId) {
+        self.pending.remove(&pn);
+        self.pns.remove(&pn);
+        self.pn_gateway.remove(&pn);
+        self.session_keys.retain(|(p, _), _| *p != pn);
+    }
+
     pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
         Loaded {
             entities: req
@@ -82,6 +91,39 @@ impl Store {
                 }
                 self.pns.insert(pn_id, inv);
                 self.pn_gateway.insert(pn_id, gateway);
+                self.pending.insert(pn_id);
+                Ok(Persisted::Done)
+            }
+            ServerEffect::ReconcilePns {
+                gateway,
+                listed,
+                drop_unlisted_pending,
+            } => {
+                let mut confirmed = Vec::new();
+                let mut removed = Vec::new();
+                let theirs: Vec<PnId> = self
+                    .pn_gateway
+                    .iter()
+                    .filter(|(_, g)| **g == gateway)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for pn in theirs {
+                    let pending = self.pending.contains(&pn);
+                    if listed.contains(&pn) {
+                        if self.pending.remove(&pn) {
+                            confirmed.push(pn);
+                        }
+                    } else if !pending || drop_unlisted_pending {
+                        self.drop_pn(pn);
+                        removed.push(pn);
+                    }
+                }
+                Ok(Persisted::Reconciled { confirmed, removed })
+            }
+            ServerEffect::DropPendingPn { pn_id } => {
+                if self.pending.contains(&pn_id) {
+                    self.drop_pn(pn_id);
+                }
                 Ok(Persisted::Done)
             }
             ServerEffect::UpdateMembers { pn_id, add, remove } => {

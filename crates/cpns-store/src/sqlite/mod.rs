@@ -23,7 +23,7 @@ use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{EntityRecord, LocalPn, PnMember, PnRecord, Result, Store};
+use crate::{EntityRecord, LocalPn, PnMember, PnRecord, Reconciled, Result, Store};
 
 /// The SQLite schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -160,6 +160,19 @@ impl Store for SqliteStore {
 
     async fn register_pne(&self, pn: &PnId, member: &PnMember) -> Result<CpnsId> {
         pn::register_pne(&self.pool, pn, member).await
+    }
+
+    async fn reconcile_gateway_pns(
+        &self,
+        gw: &EntityId,
+        listed: &[PnId],
+        drop_unlisted_pending: bool,
+    ) -> Result<Reconciled> {
+        pn::reconcile_gateway_pns(&self.pool, gw, listed, drop_unlisted_pending).await
+    }
+
+    async fn remove_pending_pn(&self, pn: &PnId) -> Result<bool> {
+        pn::remove_pending_pn(&self.pool, pn).await
     }
 
     async fn pn(&self, id: &PnId) -> Result<Option<PnRecord>> {

@@ -12,7 +12,7 @@ use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 
 use super::codec::{self, BEGIN_WRITE};
 use super::entity;
-use crate::{PnMember, PnRecord, PnState, Result, StoreError};
+use crate::{PnMember, PnRecord, PnState, Reconciled, Result, StoreError};
 
 fn decode_pn(row: &SqliteRow) -> Result<PnRecord> {
     Ok(PnRecord {
@@ -184,6 +184,82 @@ async fn upsert_member_in(conn: &mut SqliteConnection, pn: &PnId, m: &PnMember) 
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Deletes one PN and its members inside the caller's write transaction.
+async fn delete_pn_in(conn: &mut SqliteConnection, pn: &[u8]) -> Result<()> {
+    sqlx::query("DELETE FROM pn_members WHERE pn_id = ?")
+        .bind(pn)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM pns WHERE pn_id = ?")
+        .bind(pn)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The PN list a PN GW reports decides which of its PNs exist (002 §B.1.1.2 step 17).
+pub(super) async fn reconcile_gateway_pns(
+    pool: &SqlitePool,
+    gw: &EntityId,
+    listed: &[PnId],
+    drop_unlisted_pending: bool,
+) -> Result<Reconciled> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let rows = sqlx::query("SELECT pn_id, state FROM pns WHERE gateway = ? ORDER BY seq")
+        .bind(gw.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut done = Reconciled::default();
+    let mut known = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id = codec::pn_id(row, "pn_id")?;
+        let state = codec::name(row, "state", PnState::parse)?;
+        known.push(id);
+        let key = id.as_bytes().as_slice();
+        match (listed.contains(&id), state) {
+            (true, PnState::Pending) => {
+                sqlx::query("UPDATE pns SET state = ? WHERE pn_id = ?")
+                    .bind(PnState::Active.as_str())
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                done.confirmed.push(id);
+            }
+            (false, PnState::Active) | (false, PnState::Pending) => {
+                if state == PnState::Pending && !drop_unlisted_pending {
+                    continue;
+                }
+                delete_pn_in(&mut tx, key).await?;
+                done.removed.push(id);
+            }
+            _ => {}
+        }
+    }
+    done.unknown = listed
+        .iter()
+        .filter(|p| !known.contains(p))
+        .copied()
+        .collect();
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Removes a PN still pending confirmation.
+pub(super) async fn remove_pending_pn(pool: &SqlitePool, pn: &PnId) -> Result<bool> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let key = pn.as_bytes().as_slice();
+    let state: Option<String> = sqlx::query_scalar("SELECT state FROM pns WHERE pn_id = ?")
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let pending = state.as_deref() == Some(PnState::Pending.as_str());
+    if pending {
+        delete_pn_in(&mut tx, key).await?;
+    }
+    tx.commit().await?;
+    Ok(pending)
 }
 
 /// One PN with its members in the order they were added.

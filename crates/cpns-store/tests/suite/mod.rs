@@ -594,3 +594,71 @@ pub async fn concurrent_writes<S: Store>(s: Arc<S>) {
         );
     }
 }
+
+/// 002 §B.1.1.2 step 17: a PN GW's PN list confirms its pending PNs and removes the PNs it no
+/// longer holds; unlisted pending PNs go only when no registration can be in flight; other
+/// gateways' PNs and unknown ids change nothing.
+pub async fn reconcile_follows_the_gateway_list<S: Store>(s: &S) {
+    let mut pending = pn(1, "gw-1", &["pne-1"]);
+    pending.state = PnState::Pending;
+    let active = pn(2, "gw-1", &["pne-2"]);
+    let gone = pn(3, "gw-1", &["pne-3"]);
+    let mut in_flight = pn(4, "gw-1", &["pne-4"]);
+    in_flight.state = PnState::Pending;
+    let other = pn(5, "gw-2", &["pne-5"]);
+    for p in [&pending, &active, &gone, &in_flight, &other] {
+        s.register_pn(p).await.unwrap();
+    }
+    let listed = [pid(1), pid(2), pid(5), pid(9)];
+    let done = s
+        .reconcile_gateway_pns(&eid("gw-1"), &listed, false)
+        .await
+        .unwrap();
+    assert_eq!(done.confirmed, [pid(1)]);
+    assert_eq!(done.removed, [pid(3)]);
+    assert_eq!(done.unknown, [pid(5), pid(9)]);
+    let mut confirmed = pending.clone();
+    confirmed.state = PnState::Active;
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(confirmed.clone()));
+    assert_eq!(s.pn(&pid(2)).await.unwrap(), Some(active.clone()));
+    assert_eq!(s.pn(&pid(3)).await.unwrap(), None);
+    assert_eq!(s.pn(&pid(4)).await.unwrap(), Some(in_flight));
+    assert_eq!(s.pn(&pid(5)).await.unwrap(), Some(other.clone()));
+
+    // A new session: nothing of this PN GW is in flight, so the unlisted pending PN goes too.
+    let done = s
+        .reconcile_gateway_pns(&eid("gw-1"), &[pid(1), pid(2)], true)
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        cpns_store::Reconciled {
+            confirmed: vec![],
+            removed: vec![pid(4)],
+            unknown: vec![],
+        }
+    );
+    assert_eq!(
+        s.pns_of_gateway(&eid("gw-1")).await.unwrap(),
+        [confirmed, active]
+    );
+    assert_eq!(s.pn(&pid(5)).await.unwrap(), Some(other));
+}
+
+/// `remove_pending_pn` removes only a pending PN, members included.
+pub async fn remove_pending_pn_only_when_pending<S: Store>(s: &S) {
+    let mut pending = pn(1, "gw-1", &["pne-1", "pne-2"]);
+    pending.state = PnState::Pending;
+    let active = pn(2, "gw-1", &["pne-3"]);
+    s.register_pn(&pending).await.unwrap();
+    s.register_pn(&active).await.unwrap();
+    assert!(!s.remove_pending_pn(&pid(2)).await.unwrap());
+    assert!(!s.remove_pending_pn(&pid(7)).await.unwrap());
+    assert!(s.remove_pending_pn(&pid(1)).await.unwrap());
+    assert!(!s.remove_pending_pn(&pid(1)).await.unwrap());
+    assert_eq!(s.all_pns().await.unwrap(), [active]);
+    // The removed PN's members are gone with it: registering it afresh starts empty.
+    let again = pn(1, "gw-1", &[]);
+    s.register_pn(&again).await.unwrap();
+    assert_eq!(s.pn(&pid(1)).await.unwrap().unwrap().members, []);
+}
