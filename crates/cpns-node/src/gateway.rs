@@ -1,29 +1,38 @@
 //! The PN GW runtime: a TLS session to the CPNS Server (CPNS-7), a PAN listener for PNEs
-//! (CPNS-1), and one task that owns the [`Gateway`] machine and its local store.
+//! (CPNS-1), and one event loop that owns the [`Gateway`] machine.
 //!
-//! Sockets are served by small tasks that only read or write frames; everything they read goes
-//! through one channel to the machine's task, so the machine needs no lock. The local PN
-//! inventory is reloaded from the store at start (a restarted PN GW keeps its PNs).
+//! Everything is bounded (issue 6, "Bounded resources"): the loop's inbox, each link's
+//! command channel and output buffer, the store queue, the event channel. The loop never waits
+//! on a socket or the store: PAN links are tasks of their own ([`crate::pan_link`]), the WAN
+//! session is read in place in the loop's `select!`, and local store writes run in a worker
+//! beside it that reports back as an input. When the WAN session drops, the PN GW keeps its PAN
+//! links and local inventory and reconnects with backoff and jitter; the connection set-up
+//! reports its PN list again, which reconciles the server's inventory (002 §B.1.1.2 step 17).
+//! The local PN inventory is reloaded from the store at start.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use cpns_proto::gateway::{
     EstablishTargets, Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId,
 };
-use cpns_proto::{LocalPnState, PanSecurity, ProtoError};
+use cpns_proto::{LocalPnState, PanSecurity, ProtoError, Token};
 use cpns_store::{LocalMember, LocalPn, Store};
-use cpns_wire::{EntityId, PnId, PnInventory};
+use cpns_wire::{EntityId, ErrorCode, PnId, PnInventory};
 use rustls_pki_types::ServerName;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::frames::FrameError;
-use crate::server::{sleep_until, spawn_reader};
+use crate::admission::Admission;
+use crate::backoff::Backoff;
+use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
+use crate::pan_link::{LinkCmd, LinkEvent, LinkLimits};
+use crate::server::sleep_until;
 use crate::server_store::{caps_bytes, inventory_member, unix_millis};
 use crate::trace::{TraceSink, report};
 use crate::{DeviceCredential, pki};
@@ -41,8 +50,19 @@ pub struct GatewayNodeConfig {
     pub server_name: String,
     /// The security of the PAN links.
     pub pan_security: PanSecurity,
-    /// Most concurrent PAN links.
+    /// Most concurrent PAN links whose PNE is proven.
     pub max_links: usize,
+    /// Most concurrent PAN links still proving their PNE; a newcomer beyond them evicts the
+    /// oldest.
+    pub max_unproven_links: usize,
+    /// How long a PAN link may stay unproven (long enough for a first PN establishment).
+    pub unproven_lifetime: Duration,
+    /// Most bytes queued for a peer that does not read them before it is cut off.
+    pub max_queued: usize,
+    /// Delay before the first reconnection attempt to the server (doubling, with jitter).
+    pub reconnect_initial: Duration,
+    /// Longest delay between reconnection attempts.
+    pub reconnect_max: Duration,
 }
 
 impl GatewayNodeConfig {
@@ -55,14 +75,31 @@ impl GatewayNodeConfig {
             server_name: "localhost".into(),
             pan_security: PanSecurity::Cpns,
             max_links: 1024,
+            max_unproven_links: 64,
+            unproven_lifetime: Duration::from_secs(60),
+            max_queued: DEFAULT_MAX_QUEUED,
+            reconnect_initial: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(30),
         }
     }
 }
 
+/// Capacity of the event loop's inbox (commands, store results, WAN connections).
+const INBOX: usize = 256;
+/// Capacity of the channel from the PAN link tasks to the loop.
+const LINK_INBOX: usize = 1024;
+/// Capacity of the store worker's queue: beyond it a write fails at once as overloaded.
+const STORE_QUEUE: usize = 1024;
+/// A good capacity for the event channels the runtimes are given: events a slow consumer cannot
+/// take are dropped (and logged at debug), never queued without end.
+pub const EVENT_CAPACITY: usize = 1024;
+/// Time allowed to connect and set up TLS to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 enum Input {
-    LinkOpened(LinkId, mpsc::UnboundedSender<Vec<u8>>),
-    LinkFrame(LinkId, Result<Vec<u8>, FrameError>),
-    WanFrame(Result<Vec<u8>, FrameError>),
+    WanUp(Box<TlsStream<TcpStream>>, [u8; 32]),
+    WanDown(String),
+    Persisted(Token, Result<(), String>),
     Establish(EstablishTargets, oneshot::Sender<Result<PnId, ProtoError>>),
     Inventory(oneshot::Sender<Vec<PnInventory>>),
 }
@@ -70,7 +107,19 @@ enum Input {
 /// Commands to a running PN GW.
 #[derive(Clone, Debug)]
 pub struct GatewayHandle {
-    tx: mpsc::UnboundedSender<Input>,
+    tx: mpsc::Sender<Input>,
+}
+
+impl core::fmt::Debug for Input {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Input::WanUp(..) => "WanUp",
+            Input::WanDown(_) => "WanDown",
+            Input::Persisted(..) => "Persisted",
+            Input::Establish(..) => "Establish",
+            Input::Inventory(_) => "Inventory",
+        })
+    }
 }
 
 impl GatewayHandle {
@@ -79,6 +128,7 @@ impl GatewayHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Input::Establish(targets, tx))
+            .await
             .map_err(|_| "the PN GW stopped".to_string())?;
         rx.await
             .map_err(|_| "the PN GW stopped".to_string())?
@@ -90,6 +140,7 @@ impl GatewayHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Input::Inventory(tx))
+            .await
             .map_err(|_| "the PN GW stopped".to_string())?;
         rx.await.map_err(|_| "the PN GW stopped".to_string())
     }
@@ -139,14 +190,15 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
     }
 }
 
-/// Starts the PN GW: reloads its local PNs, connects to the server, serves PNEs on
-/// `pan_listener`. Events go to `events`; the returned task ends when `stop` fires or the WAN
-/// session ends.
-pub async fn start<S: Store>(
+/// Starts the PN GW: reloads its local PNs, connects to the server (and reconnects whenever
+/// the session drops), serves PNEs on `pan_listener`. Events go to `events` (bounded). The
+/// returned task ends when `stop` fires, or with an error when the server refuses this PN GW's
+/// credential (retrying would not help).
+pub async fn start<S: Store + Clone>(
     cfg: GatewayNodeConfig,
     store: S,
     pan_listener: TcpListener,
-    events: mpsc::UnboundedSender<GatewayEvent>,
+    events: mpsc::Sender<GatewayEvent>,
     trace: TraceSink,
     stop: oneshot::Receiver<()>,
 ) -> Result<(GatewayHandle, tokio::task::JoinHandle<Result<(), String>>), String> {
@@ -159,197 +211,300 @@ pub async fn start<S: Store>(
         .restore(stored.iter().map(local_pn_state).collect())
         .map_err(|e| format!("local store: {e}"))?;
     info!(pns = stored.len(), "local PN inventory reloaded");
-
-    // WAN: TLS 1.3 to the server, exporter for the EUKey challenge-response.
     let connector =
         TlsConnector::from(pki::client_config(&cfg.ca_cert_pem).map_err(|e| e.to_string())?);
-    let tcp = TcpStream::connect(&cfg.server_addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", cfg.server_addr))?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(cfg.server_name.clone()).map_err(|e| e.to_string())?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS to the server: {e}"))?;
-    let exporter = pki::exporter(tls.get_ref().1).map_err(|e| e.to_string())?;
-    let (wan_rd, mut wan_wr) = tokio::io::split(tls);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut wan_frames = spawn_reader(wan_rd, cfg.proto.max_frame);
-    let wan_tx = tx.clone();
-    tokio::spawn(async move {
-        while let Some(f) = wan_frames.recv().await {
-            if wan_tx.send(Input::WanFrame(f)).is_err() {
-                return;
-            }
-        }
-    });
-    let (wan_out, mut wan_out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(frame) = wan_out_rx.recv().await {
-            if crate::frames::write_frame(&mut wan_wr, &frame)
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        let _ = wan_wr.shutdown().await;
-    });
-    machine
-        .wan_connected(Instant::now(), exporter)
-        .map_err(|e| e.to_string())?;
+    let server_name = ServerName::try_from(cfg.server_name.clone()).map_err(|e| e.to_string())?;
 
-    // PAN: accept PNEs.
-    let accept_tx = tx.clone();
-    let max_frame = cfg.proto.max_frame;
-    let limit = Arc::new(Semaphore::new(cfg.max_links));
-    let security = cfg.pan_security;
-    let pan_task = tokio::spawn(async move {
-        let mut next = 0u64;
-        loop {
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                return;
-            };
-            let Ok((stream, _)) = pan_listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            next += 1;
-            let link = LinkId(next);
-            let (rd, mut wr) = stream.into_split();
-            let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-            if accept_tx.send(Input::LinkOpened(link, out_tx)).is_err() {
-                return;
-            }
-            // When the machine closes the link (its writer channel is dropped), the writer
-            // shuts the socket and tells the reader to stop, which frees the link's slot.
-            let (closed_tx, mut closed_rx) = oneshot::channel::<()>();
-            tokio::spawn(async move {
-                while let Some(frame) = out_rx.recv().await {
-                    if crate::frames::write_frame(&mut wr, &frame).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = wr.shutdown().await;
-                let _ = closed_tx.send(());
-            });
-            let mut frames = spawn_reader(rd, max_frame);
-            let in_tx = accept_tx.clone();
-            tokio::spawn(async move {
-                loop {
-                    let f = tokio::select! {
-                        f = frames.recv() => f,
-                        _ = &mut closed_rx => Some(Err(FrameError::Closed)),
-                    };
-                    let Some(f) = f else { break };
-                    let end = f.is_err();
-                    if in_tx.send(Input::LinkFrame(link, f)).is_err() || end {
-                        break;
-                    }
-                }
-                drop(permit);
-            });
-        }
-    });
+    let (tx, inbox) = mpsc::channel(INBOX);
+    let (links_tx, links) = mpsc::channel(LINK_INBOX);
+    let shutdown = CancellationToken::new();
+    let limits = LinkLimits {
+        max_frame: cfg.proto.max_frame,
+        max_queued: cfg.max_queued,
+        unproven_lifetime: cfg.unproven_lifetime,
+    };
+    let admission = Admission::new(cfg.max_unproven_links, cfg.max_links);
+    tokio::spawn(crate::pan_link::accept_loop(
+        pan_listener,
+        admission,
+        limits,
+        shutdown.clone(),
+        links_tx,
+    ));
+    let store_jobs = spawn_store_worker(store, tx.clone(), shutdown.clone());
+    let connect = Connect {
+        connector,
+        server_name,
+        addr: cfg.server_addr.clone(),
+        inbox: tx.clone(),
+    };
+    connect.spawn(Duration::ZERO);
 
     let handle = GatewayHandle { tx };
     let me = cfg.proto.id.clone();
+    let backoff = Backoff::new(
+        cfg.reconnect_initial,
+        cfg.reconnect_max,
+        cpns_crypto::MachineRng::os(),
+    );
     let task = tokio::spawn(async move {
         let mut actor = Actor {
             machine,
-            store,
-            links: HashMap::new(),
-            peers: HashMap::new(),
-            wan_out,
+            security: cfg.pan_security,
+            max_frame: cfg.proto.max_frame,
+            max_queued: cfg.max_queued,
+            wan: None,
+            connect,
+            backoff,
+            links: BTreeMap::new(),
+            peers: BTreeMap::new(),
+            store_jobs,
             events,
             trace,
             me,
+            refused: None,
         };
-        let r = actor.run(&mut rx, security, stop).await;
-        pan_task.abort();
+        let r = actor.run(inbox, links, stop).await;
+        shutdown.cancel();
+        if let Some(wan) = actor.wan.take() {
+            wan.close().await;
+        }
         r
     });
     Ok((handle, task))
 }
 
-struct Actor<S> {
-    machine: Gateway,
-    store: S,
-    links: HashMap<LinkId, mpsc::UnboundedSender<Vec<u8>>>,
-    peers: HashMap<LinkId, EntityId>,
-    wan_out: mpsc::UnboundedSender<Vec<u8>>,
-    events: mpsc::UnboundedSender<GatewayEvent>,
-    trace: TraceSink,
-    me: EntityId,
+/// Opens the WAN session in a task of its own and reports it to the loop.
+struct Connect {
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+    addr: String,
+    inbox: mpsc::Sender<Input>,
 }
 
-impl<S: Store> Actor<S> {
+impl Connect {
+    fn spawn(&self, after: Duration) {
+        let connector = self.connector.clone();
+        let name = self.server_name.clone();
+        let addr = self.addr.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let attempt = async {
+                let tcp = TcpStream::connect(&addr)
+                    .await
+                    .map_err(|e| format!("connect {addr}: {e}"))?;
+                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS to the server: {e}"))?;
+                let exporter = pki::exporter(tls.get_ref().1).map_err(|e| e.to_string())?;
+                Ok::<_, String>((tls, exporter))
+            };
+            let input = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+                Ok(Ok((tls, exporter))) => Input::WanUp(Box::new(tls), exporter),
+                Ok(Err(e)) => Input::WanDown(e),
+                Err(_) => Input::WanDown(format!("connect {addr}: timed out")),
+            };
+            let _ = inbox.send(input).await;
+        });
+    }
+}
+
+/// Runs local store writes beside the loop, in order, and reports each back as an input.
+fn spawn_store_worker<S: Store>(
+    store: S,
+    inbox: mpsc::Sender<Input>,
+    shutdown: CancellationToken,
+) -> mpsc::Sender<(Token, LocalPnState)> {
+    let (tx, mut jobs) = mpsc::channel::<(Token, LocalPnState)>(STORE_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let job = tokio::select! {
+                job = jobs.recv() => job,
+                () = shutdown.cancelled() => None,
+            };
+            let Some((token, pn)) = job else { return };
+            let result = store
+                .save_local_pn(&local_pn_record(&pn))
+                .await
+                .map_err(|e| e.to_string());
+            if inbox.send(Input::Persisted(token, result)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+struct Actor {
+    machine: Gateway,
+    security: PanSecurity,
+    max_frame: u32,
+    max_queued: usize,
+    wan: Option<FramedConn<TlsStream<TcpStream>>>,
+    connect: Connect,
+    backoff: Backoff,
+    links: BTreeMap<LinkId, mpsc::Sender<LinkCmd>>,
+    peers: BTreeMap<LinkId, EntityId>,
+    store_jobs: mpsc::Sender<(Token, LocalPnState)>,
+    events: mpsc::Sender<GatewayEvent>,
+    trace: TraceSink,
+    me: EntityId,
+    /// Set when the server refused this PN GW's credential: the loop ends with it.
+    refused: Option<String>,
+}
+
+impl Actor {
     async fn run(
         &mut self,
-        rx: &mut mpsc::UnboundedReceiver<Input>,
-        security: PanSecurity,
+        mut inbox: mpsc::Receiver<Input>,
+        mut links: mpsc::Receiver<(LinkId, LinkEvent)>,
         mut stop: oneshot::Receiver<()>,
     ) -> Result<(), String> {
         loop {
-            self.drain().await?;
+            self.drain();
+            if let Some(reason) = self.refused.take() {
+                return Err(reason);
+            }
             let deadline = self
                 .machine
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
-            let input = tokio::select! {
-                i = rx.recv() => match i { Some(i) => i, None => return Ok(()) },
-                () = sleep_until(deadline) => {
-                    self.machine.handle_timeout(Instant::now());
-                    continue;
-                }
+            tokio::select! {
+                i = inbox.recv() => match i {
+                    Some(i) => self.on_input(i),
+                    None => return Ok(()),
+                },
+                l = links.recv() => match l {
+                    Some((link, e)) => self.on_link(link, e),
+                    None => return Ok(()),
+                },
+                frame = wan_frame(&mut self.wan) => self.on_wan_frame(frame),
+                () = sleep_until(deadline) => self.machine.handle_timeout(Instant::now()),
                 _ = &mut stop => return Ok(()),
-            };
-            let now = Instant::now();
-            match input {
-                Input::LinkOpened(link, out) => {
-                    self.links.insert(link, out);
-                    self.machine.link_opened(link, security);
-                }
-                Input::LinkFrame(link, Ok(frame)) => {
-                    if let Err(e) = self.machine.handle_pan_frame(now, link, &frame) {
-                        warn!(link = link.0, error = %e, "PAN link closed: bad frame");
-                    }
-                }
-                Input::LinkFrame(link, Err(e)) => {
-                    if !matches!(e, FrameError::Closed) {
-                        warn!(link = link.0, error = %e, "PAN link closed");
-                    }
-                    self.links.remove(&link);
-                    self.peers.remove(&link);
-                    self.machine.link_closed(now, link);
-                }
-                Input::WanFrame(Ok(frame)) => {
-                    if let Err(e) = self.machine.handle_wan_frame(now, &frame) {
-                        return Err(format!("bad frame from the server: {e}"));
-                    }
-                }
-                Input::WanFrame(Err(e)) => {
-                    self.machine.wan_closed(now);
-                    self.drain().await?;
-                    return Err(format!("the server session ended: {e}"));
-                }
-                Input::Establish(targets, reply) => {
-                    let _ = reply.send(self.machine.start_establishment(now, targets));
-                }
-                Input::Inventory(reply) => {
-                    let _ = reply.send(self.machine.inventory().into_iter().cloned().collect());
-                }
             }
         }
     }
 
-    async fn drain(&mut self) -> Result<(), String> {
+    fn on_input(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::WanUp(tls, exporter) => {
+                info!("connected to the CPNS Server");
+                self.wan = Some(FramedConn::new(*tls, self.max_frame, self.max_queued));
+                if let Err(e) = self.machine.wan_connected(now, exporter) {
+                    self.wan_lost(&format!("connection set-up: {e}"));
+                }
+            }
+            Input::WanDown(reason) => {
+                warn!(%reason, "no connection to the CPNS Server");
+                self.emit(GatewayEvent::WanFailed(reason));
+                let delay = self.backoff.next_delay();
+                debug!(?delay, "reconnecting to the CPNS Server later");
+                self.connect.spawn(delay);
+            }
+            Input::Persisted(token, result) => {
+                if let Err(e) = self.machine.handle_persisted(now, token, result) {
+                    warn!(error = %e, "store answer for an unknown flow");
+                }
+            }
+            Input::Establish(targets, reply) => {
+                let _ = reply.send(self.machine.start_establishment(now, targets));
+            }
+            Input::Inventory(reply) => {
+                let _ = reply.send(self.machine.inventory().into_iter().cloned().collect());
+            }
+        }
+    }
+
+    fn on_link(&mut self, link: LinkId, event: LinkEvent) {
+        let now = Instant::now();
+        match event {
+            LinkEvent::Opened(tx) => {
+                self.links.insert(link, tx);
+                self.machine.link_opened(link, self.security);
+            }
+            LinkEvent::Frame(frame) => {
+                if !self.links.contains_key(&link) {
+                    return; // cut off already; its last frames are not taken
+                }
+                if let Err(e) = self.machine.handle_pan_frame(now, link, &frame) {
+                    debug!(link = link.0, error = %e, "PAN link closed: bad frame");
+                }
+            }
+            LinkEvent::Closed(reason) => {
+                debug!(link = link.0, %reason, "PAN link closed");
+                self.links.remove(&link);
+                self.peers.remove(&link);
+                self.machine.link_closed(now, link);
+            }
+        }
+    }
+
+    fn on_wan_frame(&mut self, frame: Result<BytesMut, FrameError>) {
+        match frame {
+            Ok(frame) => {
+                if let Err(e) = self.machine.handle_wan_frame(Instant::now(), &frame) {
+                    self.wan_lost(&format!("bad frame from the server: {e}"));
+                }
+            }
+            Err(FrameError::Closed) => self.wan_lost("the server closed the session"),
+            Err(e) => self.wan_lost(&format!("the server session failed: {e}")),
+        }
+    }
+
+    /// The WAN session is gone: flows waiting on it fail, PAN links stay, and a reconnection
+    /// is scheduled.
+    fn wan_lost(&mut self, reason: &str) {
+        self.emit(GatewayEvent::WanFailed(reason.to_string()));
+        self.wan_gone(reason);
+    }
+
+    /// [`Actor::wan_lost`] when the machine itself ended the session (and said why).
+    fn wan_gone(&mut self, reason: &str) {
+        if let Some(wan) = self.wan.take() {
+            tokio::spawn(wan.close());
+        }
+        warn!(%reason, "the session with the CPNS Server ended");
+        self.machine.wan_closed(Instant::now());
+        if self.refused.is_some() {
+            return;
+        }
+        let delay = self.backoff.next_delay();
+        debug!(?delay, "reconnecting to the CPNS Server later");
+        self.connect.spawn(delay);
+    }
+
+    /// Cuts a PAN link off: its task hangs up once it sees its channel closed.
+    fn cut(&mut self, link: LinkId, reason: &str) {
+        if self.links.remove(&link).is_some() {
+            debug!(link = link.0, %reason, "cutting a PAN link off");
+            self.peers.remove(&link);
+            self.machine.link_closed(Instant::now(), link);
+        }
+    }
+
+    fn emit(&self, e: GatewayEvent) {
+        debug!(event = ?e, "gateway");
+        if self.events.try_send(e).is_err() {
+            debug!("PN GW event dropped: the consumer is not keeping up");
+        }
+    }
+
+    fn drain(&mut self) {
         while let Some(out) = self.machine.poll_output() {
             match out {
                 GatewayOutput::TransmitWan { frame, trace } => {
                     report(&self.trace, self.me.as_str(), "server", &trace);
-                    let _ = self.wan_out.send(frame);
+                    let queued = match &mut self.wan {
+                        Some(wan) => wan.queue(&frame).map_err(|e| e.to_string()),
+                        None => Err("no session".into()),
+                    };
+                    if let Err(e) = queued {
+                        self.wan_lost(&format!("cannot send to the server: {e}"));
+                    }
                 }
                 GatewayOutput::TransmitPan { link, frame, trace } => {
                     let peer = self
@@ -357,36 +512,64 @@ impl<S: Store> Actor<S> {
                         .get(&link)
                         .map_or_else(|| trace.to.clone(), |p| p.to_string());
                     report(&self.trace, self.me.as_str(), &peer, &trace);
-                    if let Some(tx) = self.links.get(&link) {
-                        let _ = tx.send(frame);
+                    let full = self
+                        .links
+                        .get(&link)
+                        .is_some_and(|tx| tx.try_send(LinkCmd::Frame(frame)).is_err());
+                    if full {
+                        self.cut(link, "the PNE does not read its answers");
                     }
                 }
                 GatewayOutput::CloseLink { link, reason } => {
-                    info!(link = link.0, %reason, "closing PAN link");
-                    // Dropping the writer's channel closes the socket once queued frames are out.
-                    self.links.remove(&link);
+                    // Dropping the link's channel: its task sends what was queued and hangs up.
+                    if self.links.remove(&link).is_some() {
+                        debug!(link = link.0, %reason, "closing PAN link");
+                    }
                 }
-                GatewayOutput::CloseWan { reason } => return Err(reason),
+                GatewayOutput::CloseWan { reason } => self.wan_gone(&reason),
                 GatewayOutput::Persist { token, pn } => {
-                    let result = self
-                        .store
-                        .save_local_pn(&local_pn_record(&pn))
-                        .await
-                        .map_err(|e| e.to_string());
-                    self.machine
-                        .handle_persisted(Instant::now(), token, result)
-                        .map_err(|e| e.to_string())?;
+                    if self.store_jobs.try_send((token, pn)).is_err() {
+                        let overloaded = Err("the local store is overloaded".to_string());
+                        let _ = self
+                            .machine
+                            .handle_persisted(Instant::now(), token, overloaded);
+                    }
                 }
                 GatewayOutput::Event(e) => {
-                    if let GatewayEvent::PneDiscovered { link, pne } = &e {
-                        self.peers.insert(*link, pne.clone());
+                    match &e {
+                        GatewayEvent::PneDiscovered { link, pne } => {
+                            self.peers.insert(*link, pne.clone());
+                        }
+                        GatewayEvent::LinkProven { link, .. } => {
+                            let full = self
+                                .links
+                                .get(link)
+                                .is_some_and(|tx| tx.try_send(LinkCmd::Promote).is_err());
+                            if full {
+                                self.cut(*link, "the PNE does not read its answers");
+                            }
+                        }
+                        GatewayEvent::WanReady => self.backoff.reset(),
+                        _ => {}
                     }
-                    // The driver reports events (the CLI prints them); the Debug form is for debugging.
-                    debug!(event = ?e, "gateway");
-                    let _ = self.events.send(e);
+                    if let GatewayEvent::WanRefused(err) = &e
+                        && matches!(err.code, ErrorCode::Unauthenticated | ErrorCode::Forbidden)
+                    {
+                        self.refused = Some(format!("the CPNS Server refused this PN GW: {err}"));
+                    }
+                    self.emit(e);
                 }
             }
         }
-        Ok(())
+    }
+}
+
+/// The next frame of the WAN session; never, while there is none.
+async fn wan_frame(
+    wan: &mut Option<FramedConn<TlsStream<TcpStream>>>,
+) -> Result<BytesMut, FrameError> {
+    match wan {
+        Some(conn) => conn.next_frame().await,
+        None => std::future::pending().await,
     }
 }

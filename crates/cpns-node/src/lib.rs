@@ -7,9 +7,12 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admission;
+pub mod backoff;
 pub mod credentials;
 pub mod frames;
 pub mod gateway;
+mod pan_link;
 pub mod pki;
 pub mod pne;
 pub mod server;

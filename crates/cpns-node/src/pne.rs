@@ -7,14 +7,13 @@ use std::time::Instant;
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
 use cpns_store::Store;
 use cpns_wire::{PnId, SetupType};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::frames::{FrameError, write_frame};
+use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::gateway::{local_pn_record, local_pn_state};
-use crate::server::{sleep_until, spawn_reader};
+use crate::server::sleep_until;
 use crate::trace::{TraceSink, report};
 
 /// One step of what a PNE does once connected.
@@ -56,7 +55,7 @@ pub async fn run<S: Store>(
     store: S,
     gw_addr: &str,
     steps: Vec<PneStep>,
-    events: Option<mpsc::UnboundedSender<PneEvent>>,
+    events: Option<mpsc::Sender<PneEvent>>,
     trace: TraceSink,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<PneReport, String> {
@@ -72,8 +71,8 @@ pub async fn run<S: Store>(
         .await
         .map_err(|e| format!("connect {gw_addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (rd, mut wr) = stream.into_split();
-    let mut frames = spawn_reader(rd, cfg.max_frame);
+    // The PN GW is the peer this PNE chose to connect to: its frames get the full limit.
+    let mut conn = FramedConn::new(stream, cfg.max_frame, DEFAULT_MAX_QUEUED);
     let me = cfg.id.to_string();
     let mut report_out = PneReport::default();
     let mut steps = steps.into_iter();
@@ -92,9 +91,7 @@ pub async fn run<S: Store>(
                         .gateway()
                         .map_or_else(|| "gateway".to_string(), |g| g.to_string());
                     report(&trace, &me, &gw, &record);
-                    write_frame(&mut wr, &frame)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    conn.queue(&frame).map_err(|e| e.to_string())?;
                 }
                 PneOutput::Persist { token, pn } => {
                     let result = store
@@ -108,8 +105,10 @@ pub async fn run<S: Store>(
                 PneOutput::Event(e) => {
                     // The driver reports events (the CLI prints them); the Debug form is for debugging.
                     debug!(event = ?e, "pne");
-                    if let Some(tx) = &events {
-                        let _ = tx.send(e.clone());
+                    if let Some(tx) = &events
+                        && tx.try_send(e.clone()).is_err()
+                    {
+                        debug!("PNE event dropped: the consumer is not keeping up");
                     }
                     if matches!(e, PneEvent::Discovered { .. }) {
                         discovered = true;
@@ -120,7 +119,7 @@ pub async fn run<S: Store>(
                     report_out.events.push(e);
                 }
                 PneOutput::Close { reason } => {
-                    let _ = wr.shutdown().await;
+                    conn.close().await;
                     return Err(reason);
                 }
             }
@@ -128,7 +127,7 @@ pub async fn run<S: Store>(
         if discovered && current.is_none() {
             match steps.next() {
                 None => {
-                    let _ = wr.shutdown().await;
+                    conn.close().await;
                     return Ok(report_out);
                 }
                 Some(step) => {
@@ -149,10 +148,10 @@ pub async fn run<S: Store>(
         }
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(Ok(frame)) => session.handle_frame(Instant::now(), &frame).map_err(|e| format!("bad frame from the PN GW: {e}"))?,
-                Some(Err(FrameError::Closed)) | None => return Err("the PN GW closed the link".into()),
-                Some(Err(e)) => return Err(format!("PAN link: {e}")),
+            frame = conn.next_frame() => match frame {
+                Ok(frame) => session.handle_frame(Instant::now(), &frame).map_err(|e| format!("bad frame from the PN GW: {e}"))?,
+                Err(FrameError::Closed) => return Err("the PN GW closed the link".into()),
+                Err(e) => return Err(format!("PAN link: {e}")),
             },
             () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
             _ = &mut stop => return Ok(report_out),

@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 use cpns_crypto::MasterKey;
 use cpns_proto::server::{ServerConfig, ServerEvent, ServerOutput, ServerSession};
 use cpns_store::Store;
-use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::frames::{FrameError, FrameReader, write_frame};
+use crate::admission::{Admission, Authenticated, Unauthenticated};
+use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn, PRE_AUTH_MAX_FRAME};
 use crate::trace::{TraceSink, report};
 use crate::{pki, server_store};
 
@@ -28,8 +29,13 @@ use crate::{pki, server_store};
 pub struct ServerNodeConfig {
     /// Protocol settings.
     pub proto: ServerConfig,
-    /// Most concurrent PN GW sessions; further connections wait to be accepted.
+    /// Most concurrent authenticated PN GW sessions; a PN GW beyond them is refused.
     pub max_sessions: usize,
+    /// Most connections still in the TLS handshake or the PN GW's authentication; a newcomer
+    /// beyond them evicts the oldest.
+    pub max_unauthenticated: usize,
+    /// Most bytes queued for a PN GW that does not read them before its session is cut off.
+    pub max_queued: usize,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -39,13 +45,16 @@ impl Default for ServerNodeConfig {
         Self {
             proto: ServerConfig::default(),
             max_sessions: 10_000,
+            max_unauthenticated: 256,
+            max_queued: DEFAULT_MAX_QUEUED,
             handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// What a server session reports to whoever runs the server (the demo, tests).
-pub type ServerEvents = Option<mpsc::UnboundedSender<ServerEvent>>;
+/// What a server session reports to whoever runs the server (the demo, tests). Bounded: events
+/// a slow consumer cannot take are dropped, never queued without end.
+pub type ServerEvents = Option<mpsc::Sender<ServerEvent>>;
 
 /// The CPNS Server runtime.
 pub struct ServerNode<S> {
@@ -104,15 +113,15 @@ impl<S: Store + Clone> ServerNode<S> {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        let limit = Arc::new(Semaphore::new(self.cfg.max_sessions));
+        let admission = Admission::new(self.cfg.max_unauthenticated, self.cfg.max_sessions);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sessions = JoinSet::new();
         let this = Arc::new(self);
         tokio::pin!(shutdown);
         info!(addr = %listener.local_addr()?, "CPNS Server listening");
         loop {
-            let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => p.map_err(std::io::Error::other)?,
+            let slot = tokio::select! {
+                slot = admission.admit() => slot,
                 () = &mut shutdown => break,
             };
             let (stream, peer) = tokio::select! {
@@ -133,10 +142,9 @@ impl<S: Store + Clone> ServerNode<S> {
             let span = info_span!("session", %peer);
             sessions.spawn(
                 async move {
-                    if let Err(e) = this.serve(stream, stop).await {
+                    if let Err(e) = this.serve(stream, slot, stop).await {
                         debug!(error = %e, "session ended");
                     }
-                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -147,55 +155,85 @@ impl<S: Store + Clone> ServerNode<S> {
         Ok(())
     }
 
+    /// One PN GW session: TLS, then the session machine, reading frames in this task. Before
+    /// the PN GW authenticated, frames are small and the whole set-up has a short deadline;
+    /// after, the session trades its slot for an authenticated one.
     async fn serve(
         &self,
         stream: TcpStream,
+        slot: Unauthenticated,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), String> {
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let tls = tokio::time::timeout(self.cfg.handshake_timeout, self.tls.accept(stream))
-            .await
+        let evicted = slot.evicted().clone();
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(self.cfg.handshake_timeout, self.tls.accept(stream)) => r,
+            () = evicted.cancelled() => return Err("evicted before the TLS handshake ended".into()),
+        };
+        let tls = handshake
             .map_err(|_| "TLS handshake timed out".to_string())?
             .map_err(|e| format!("TLS handshake: {e}"))?;
         let exporter = pki::exporter(tls.get_ref().1).map_err(|e| e.to_string())?;
-        let (rd, mut wr) = tokio::io::split(tls);
-        let mut frames = spawn_reader(rd, self.cfg.proto.max_frame);
+        let mut conn = FramedConn::new(tls, PRE_AUTH_MAX_FRAME, self.cfg.max_queued);
         let mut session = ServerSession::new(
             self.cfg.proto.clone(),
             exporter,
             Instant::now(),
             cpns_crypto::MachineRng::os(),
         );
+        let mut slot = Slot::Unauthenticated(slot);
         loop {
-            if !self.drain(&mut session, &mut wr).await? {
+            if !self.drain(&mut session, &mut conn).await? {
+                conn.close().await;
                 return Ok(());
             }
+            if let Slot::Unauthenticated(_) = &slot
+                && let Some(gw) = session.gateway().cloned()
+            {
+                let Slot::Unauthenticated(s) = std::mem::replace(&mut slot, Slot::Gone) else {
+                    return Err("session slot lost".into());
+                };
+                let Some(authed) = s.authenticate() else {
+                    warn!(%gw, "refusing an authenticated PN GW: every session slot is taken");
+                    return Err("every session slot is taken".into());
+                };
+                info!(%gw, "PN GW session authenticated");
+                slot = Slot::Authenticated(authed);
+                conn.set_max_frame(self.cfg.proto.max_frame);
+            }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+            let evicted = match &slot {
+                Slot::Unauthenticated(s) => Some(s.evicted().clone()),
+                _ => None,
+            };
             tokio::select! {
-                frame = frames.recv() => match frame {
-                    Some(Ok(frame)) => {
+                frame = conn.next_frame() => match frame {
+                    Ok(frame) => {
                         if let Err(e) = session.handle_frame(Instant::now(), &frame) {
                             warn!(error = %e, "closing session: undecodable frame");
                             return Err(e.to_string());
                         }
                     }
-                    Some(Err(FrameError::Closed)) | None => return Ok(()),
-                    Some(Err(e)) => {
+                    Err(FrameError::Closed) => return Ok(()),
+                    Err(e) => {
                         warn!(error = %e, "closing session");
                         return Err(e.to_string());
                     }
                 },
                 () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                () = cancelled(evicted) => {
+                    return Err("evicted: a newer connection needed the slot".into());
+                }
                 _ = stop.changed() => return Ok(()),
             }
         }
     }
 
     /// Carries out everything the session asks; false once it asked to close.
-    async fn drain<W: AsyncWrite + Unpin>(
+    async fn drain<T: AsyncRead + AsyncWrite>(
         &self,
         session: &mut ServerSession,
-        wr: &mut WriteHalf<W>,
+        conn: &mut FramedConn<T>,
     ) -> Result<bool, String> {
         while let Some(out) = session.poll_output() {
             match out {
@@ -204,7 +242,7 @@ impl<S: Store + Clone> ServerNode<S> {
                         .gateway()
                         .map_or_else(|| "gateway".to_string(), |g| g.to_string());
                     report(&self.trace, "server", &peer, &trace);
-                    write_frame(wr, &frame).await.map_err(|e| e.to_string())?;
+                    conn.queue(&frame).map_err(|e| e.to_string())?;
                 }
                 ServerOutput::Load { token, request } => {
                     let loaded = server_store::load(&self.store, &self.master, &request)
@@ -224,15 +262,15 @@ impl<S: Store + Clone> ServerNode<S> {
                         .map_err(|e| e.to_string())?;
                 }
                 ServerOutput::Event(e) => {
-                    // The driver reports events (the CLI prints them); the Debug form is for debugging.
                     debug!(event = ?e, "server");
-                    if let Some(tx) = &self.events {
-                        let _ = tx.send(e);
+                    if let Some(tx) = &self.events
+                        && tx.try_send(e).is_err()
+                    {
+                        debug!("server event dropped: the consumer is not keeping up");
                     }
                 }
                 ServerOutput::Close { reason } => {
                     info!(%reason, "closing session");
-                    let _ = tokio::io::AsyncWriteExt::shutdown(wr).await;
                     return Ok(false);
                 }
             }
@@ -241,29 +279,19 @@ impl<S: Store + Clone> ServerNode<S> {
     }
 }
 
-/// Reads frames in a task of its own (reading is not cancel-safe) and hands them over. The task
-/// ends, dropping its half of the stream, as soon as the receiver is dropped: a session that ends
-/// on a bad frame must not leave the connection open behind it.
-pub(crate) fn spawn_reader<R: AsyncRead + Send + 'static>(
-    rd: R,
-    max_frame: u32,
-) -> mpsc::Receiver<Result<Vec<u8>, FrameError>> {
-    let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        let mut reader = FrameReader::new(Box::pin(rd), max_frame);
-        loop {
-            // Cancelling a read mid-frame is fine here: nobody will read this stream again.
-            let item = tokio::select! {
-                item = reader.next() => item.map(<[u8]>::to_vec),
-                () = tx.closed() => return,
-            };
-            let end = item.is_err();
-            if tx.send(item).await.is_err() || end {
-                return;
-            }
-        }
-    });
-    rx
+/// The connection slot a session holds (kept for its `Drop`, which gives the slot back).
+enum Slot {
+    Unauthenticated(Unauthenticated),
+    Authenticated(#[allow(dead_code)] Authenticated),
+    Gone,
+}
+
+/// Completes when `token` is cancelled; never without one.
+pub(crate) async fn cancelled(token: Option<tokio_util::sync::CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.

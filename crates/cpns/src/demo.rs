@@ -96,7 +96,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     cfg.pan_security = PanSecurity::Cpns;
     let pan = TcpListener::bind("127.0.0.1:0").await?;
     let pan_addr = pan.local_addr()?.to_string();
-    let (gw_events_tx, mut gw_events) = mpsc::unbounded_channel();
+    let (gw_events_tx, mut gw_events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let (gw_stop, gw_stopped) = oneshot::channel();
     let (handle, gw_task) = gateway::start(
         cfg,
@@ -250,7 +250,7 @@ fn finish(who: &str, r: Result<PneReport, String>) -> anyhow::Result<()> {
 }
 
 async fn wait_for(
-    rx: &mut mpsc::UnboundedReceiver<GatewayEvent>,
+    rx: &mut mpsc::Receiver<GatewayEvent>,
     f: impl Fn(&GatewayEvent) -> bool,
 ) -> anyhow::Result<()> {
     let wait = async {
@@ -270,10 +270,7 @@ async fn wait_for(
 }
 
 /// Waits until the PN GW knows the PNE `id` (000 §6.4).
-async fn discovered(
-    rx: &mut mpsc::UnboundedReceiver<GatewayEvent>,
-    id: &str,
-) -> anyhow::Result<()> {
+async fn discovered(rx: &mut mpsc::Receiver<GatewayEvent>, id: &str) -> anyhow::Result<()> {
     wait_for(
         rx,
         |e| matches!(e, GatewayEvent::PneDiscovered { pne, .. } if pne.as_str() == id),

@@ -144,6 +144,12 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
     match e {
         GatewayEvent::WanReady => Described::new("wan_ready"),
         GatewayEvent::WanFailed(reason) => Described::new("wan_failed").text("reason", reason),
+        GatewayEvent::WanRefused(e) => Described::new("wan_refused")
+            .text("code", e.code.name())
+            .text("reason", &e.reason),
+        GatewayEvent::LinkProven { link, pne } => Described::new("link_proven")
+            .text("link", link.0)
+            .text("pne", pne.as_str()),
         GatewayEvent::PneDiscovered { link, pne } => Described::new("pne_discovered")
             .text("pne", pne)
             .field("link", "link", Value::Number(link.0)),

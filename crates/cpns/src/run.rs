@@ -54,7 +54,7 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
         ..ServerNodeConfig::default()
     };
     let printer = EventPrinter::new(Role::Server, a.json);
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let node = ServerNode::new(
         cfg,
         store.clone(),
@@ -169,7 +169,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen on {}", a.pan_listen))?;
     let printer = EventPrinter::new(Role::Gateway, a.json);
     printer.run(&RunEvent::PanListening(listener.local_addr()?.to_string()));
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let (stop_tx, stop) = oneshot::channel();
     let (handle, task) = gateway::start(cfg, store.clone(), listener, events_tx, None, stop)
         .await
@@ -285,7 +285,7 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
     if a.register {
         steps.push(PneStep::Register(None));
     }
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let printer = EventPrinter::new(Role::Pne, a.json);
     let printing = tokio::spawn(async move {
         while let Some(e) = events.recv().await {

@@ -133,7 +133,7 @@ impl Harness {
 
     /// Starts a CPNS Server on `store`, on a fresh loopback port.
     pub async fn start_server_on(&self, store: SqliteStore) -> RunningServer {
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
         let node = ServerNode::new(
             ServerNodeConfig::default(),
             store,
@@ -183,10 +183,15 @@ impl Harness {
             server_name: "localhost".into(),
             pan_security: PanSecurity::Cpns,
             max_links: 64,
+            max_unproven_links: 64,
+            unproven_lifetime: Duration::from_secs(60),
+            max_queued: cpns_node::frames::DEFAULT_MAX_QUEUED,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(2),
         };
         let pan = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let pan_addr = pan.local_addr().unwrap().to_string();
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
         let (stop, stopped) = oneshot::channel();
         let (handle, task) = gateway::start(cfg, store, pan, events_tx, None, stopped)
             .await
@@ -219,7 +224,7 @@ pub struct RunningServer {
     /// Where it listens for PN GWs.
     pub addr: SocketAddr,
     /// What its sessions report.
-    pub events: mpsc::UnboundedReceiver<ServerEvent>,
+    pub events: mpsc::Receiver<ServerEvent>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -256,7 +261,7 @@ pub struct RunningGateway {
     /// Where PNEs reach it.
     pub pan_addr: String,
     /// What it reports.
-    pub events: mpsc::UnboundedReceiver<GatewayEvent>,
+    pub events: mpsc::Receiver<GatewayEvent>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), String>>,
 }

@@ -81,6 +81,17 @@ pub enum GatewayEvent {
     WanReady,
     /// The WAN session failed.
     WanFailed(String),
+    /// The server refused the PN GW's connection set-up (002 §B.1.1.2 steps 9-11) with this
+    /// error: retrying with the same credential will not help.
+    WanRefused(ErrorBody),
+    /// A PAN link proved it is this PNE (docs/ARCHITECTURE.md, "Identity on the PAN"): it leaves
+    /// the unauthenticated quota.
+    LinkProven {
+        /// The link.
+        link: LinkId,
+        /// The PNE.
+        pne: EntityId,
+    },
     /// A PNE made itself known on a link (000 §6.4).
     PneDiscovered {
         /// The link.
@@ -653,12 +664,19 @@ impl Gateway {
             None if taken => false,
             None => {
                 l.peer = Some(pne.clone());
-                l.proven = l.security == PanSecurity::Trusted;
+                let trusted = l.security == PanSecurity::Trusted;
+                l.proven = trusted;
                 self.routes.insert(pne.clone(), link);
                 self.event(GatewayEvent::PneDiscovered {
                     link,
                     pne: pne.clone(),
                 });
+                if trusted {
+                    self.event(GatewayEvent::LinkProven {
+                        link,
+                        pne: pne.clone(),
+                    });
+                }
                 true
             }
         }
@@ -691,7 +709,13 @@ impl Gateway {
         let Some(pne) = l.peer.clone() else {
             return;
         };
-        l.proven = true;
+        let newly = !std::mem::replace(&mut l.proven, true);
+        if newly {
+            self.event(GatewayEvent::LinkProven {
+                link,
+                pne: pne.clone(),
+            });
+        }
         if let Some(other) = self.routes.insert(pne.clone(), link)
             && other != link
             && let Some(o) = self.links.get_mut(&other)

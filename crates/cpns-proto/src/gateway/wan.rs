@@ -133,6 +133,7 @@ impl Gateway {
                 self.event(GatewayEvent::WanReady);
             }
             (_, Body::ErrorBody(e)) => {
+                self.event(GatewayEvent::WanRefused(e.clone()));
                 self.wan_failed(format!("the server refused the connection: {e}"))
             }
             (_, body) => self.wan_failed(format!(

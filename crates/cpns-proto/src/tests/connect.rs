@@ -90,7 +90,10 @@ fn capabilities_not_stored_means_no_confirmation_and_no_ready() {
         .unwrap();
     assert_eq!(err.code, ErrorCode::Internal);
     assert!(!h.gw.wan_ready());
-    assert!(matches!(h.gw_events()[..], [GatewayEvent::WanFailed(_)]));
+    assert!(matches!(
+        h.gw_events()[..],
+        [GatewayEvent::WanRefused(e), GatewayEvent::WanFailed(_)] if e.code == ErrorCode::Internal
+    ));
     assert!(h.store.reports.is_empty());
 }
 
@@ -174,12 +177,19 @@ fn gateway_discovers_a_pne_on_a_fresh_link() {
         })
         .expect("the PNE answered the discovery request");
     assert_eq!((resp.mode, resp.entity_id), (Mode::Pne, pne_id(0)));
+    // On a trusted PAN the bearer vouches for the link: named is proven.
     assert_eq!(
         h.gw_events(),
-        [&GatewayEvent::PneDiscovered {
-            link: LinkId(0),
-            pne: pne_id(0),
-        }]
+        [
+            &GatewayEvent::PneDiscovered {
+                link: LinkId(0),
+                pne: pne_id(0),
+            },
+            &GatewayEvent::LinkProven {
+                link: LinkId(0),
+                pne: pne_id(0),
+            }
+        ]
     );
     // Discovery is mutual: the PNE learned the PN GW from the request.
     assert_eq!(h.pnes[0].gateway(), Some(&id("gw-1")));
