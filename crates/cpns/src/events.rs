@@ -147,6 +147,14 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
         GatewayEvent::WanRefused(e) => Described::new("wan_refused")
             .text("code", e.code.name())
             .text("reason", &e.reason),
+        GatewayEvent::RelayRefused {
+            message,
+            bytes,
+            limit,
+        } => Described::new("relay_refused")
+            .text("message", message)
+            .text("bytes", bytes)
+            .text("limit", limit),
         GatewayEvent::LinkProven { link, pne } => Described::new("link_proven")
             .text("link", link.0)
             .text("pne", pne.as_str()),

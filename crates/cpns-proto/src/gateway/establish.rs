@@ -22,6 +22,15 @@ use cpns_wire::{
 use super::{Gateway, GatewayEvent, LinkId, LocalPn, LocalPnState, Parked};
 use crate::ProtoError;
 
+/// Most bytes of one PNE's join information (its capabilities and contents, 000 §6.6.1.1
+/// step 1) the PN GW takes: it copies them into the PN Registration Request it relays.
+pub const MAX_JOIN_INFO: usize = 16 * 1024;
+
+/// Whether `join` fits [`MAX_JOIN_INFO`] once encoded.
+fn join_fits(join: &JoinInfo) -> bool {
+    minicbor::to_vec(join).is_ok_and(|v| v.len() <= MAX_JOIN_INFO)
+}
+
 /// Whom a PN GW-initiated establishment invites (000 §6.6.1.2 steps 1-2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EstablishTargets {
@@ -140,6 +149,14 @@ impl Gateway {
                 env,
                 ErrorCode::Forbidden,
                 "a PNE speaks only for itself",
+            );
+        }
+        if !join_fits(&join) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::BadRequest,
+                "the join information is larger than the PN GW takes (16 KiB)",
             );
         }
         if self.forming.values().any(|f| {
@@ -284,8 +301,11 @@ impl Gateway {
             );
         }
         f.invited.remove(&pne);
-        // A PNE that declines is left out of the PN.
-        if let Some(join) = m.join.filter(|j| m.accept && j.pne_id == pne) {
+        // A PNE that declines, or sends more than the PN GW relays, is left out of the PN.
+        if let Some(join) = m
+            .join
+            .filter(|j| m.accept && j.pne_id == pne && join_fits(j))
+        {
             f.joins.push((link, join));
         }
         if f.invited.is_empty() {
@@ -312,7 +332,13 @@ impl Gateway {
             pnes: f.joins.iter().map(|(_, j)| j.clone()).collect(),
             initiator: f.initiator.as_ref().map(|i| i.pne.clone()),
         };
-        let msg = self.send_wan_request(req);
+        let Some(msg) = self.send_wan_request(req) else {
+            return self.fail_forming(
+                pn_id,
+                ErrorCode::BadRequest,
+                "the PN's set-up information is larger than the CPNS Server accepts",
+            );
+        };
         let flow = self.cfg.timeouts.flow;
         if let Some(f) = self.forming.get_mut(&pn_id) {
             f.phase = Phase::Registering;

@@ -27,7 +27,7 @@ use crate::link::{LinkCodec, PanSecurity};
 use crate::util::{MsgIds, Tokens};
 use crate::{LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
 
-pub use establish::EstablishTargets;
+pub use establish::{EstablishTargets, MAX_JOIN_INFO};
 
 /// Settings of a PN GW.
 #[derive(Clone, Debug)]
@@ -84,6 +84,16 @@ pub enum GatewayEvent {
     /// The server refused the PN GW's connection set-up (002 §B.1.1.2 steps 9-11) with this
     /// error: retrying with the same credential will not help.
     WanRefused(ErrorBody),
+    /// A message for the server was not sent: its frame would exceed the server's limit. The
+    /// flow it belonged to ends with an error; the session goes on.
+    RelayRefused {
+        /// The message.
+        message: &'static str,
+        /// Its frame size.
+        bytes: usize,
+        /// The server's limit.
+        limit: usize,
+    },
     /// A PAN link proved it is this PNE (docs/ARCHITECTURE.md, "Identity on the PAN"): it leaves
     /// the unauthenticated quota.
     LinkProven {
@@ -215,6 +225,8 @@ pub struct Gateway {
     pns: BTreeMap<PnId, LocalPn>,
     forming: BTreeMap<PnId, establish::Forming>,
     relays: relay::Relays,
+    /// The largest frame the server accepts, as it announced (002 §B.1.1.2 step 11).
+    server_max_frame: usize,
     rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
@@ -233,6 +245,7 @@ impl Gateway {
     /// A PN GW with an empty local inventory, drawing every random value from `rng`.
     pub fn new(cfg: GatewayConfig, rng: MachineRng) -> Self {
         let wan_codec = LinkCodec::new(cfg.max_frame);
+        let cfg_max = cfg.max_frame;
         Self {
             cfg,
             wan: wan::Wan::Down,
@@ -242,6 +255,7 @@ impl Gateway {
             pns: BTreeMap::new(),
             forming: BTreeMap::new(),
             relays: relay::Relays::default(),
+            server_max_frame: cfg_max as usize,
             rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
@@ -542,15 +556,32 @@ impl Gateway {
         }
     }
 
-    fn transmit_wan(&mut self, env: &Envelope) {
+    /// Sends `env` to the server; false, sending nothing, when its frame would exceed what the
+    /// server announced it accepts (a flow's own failure, never the session's).
+    #[must_use]
+    fn transmit_wan(&mut self, env: &Envelope) -> bool {
         match self.wan_codec.encode(env) {
-            Ok(frame) => self.out.push_back(GatewayOutput::TransmitWan {
-                frame,
-                trace: Self::trace(env, false),
-            }),
-            Err(e) => self.out.push_back(GatewayOutput::CloseWan {
-                reason: format!("encode: {e}"),
-            }),
+            Ok(frame) if frame.len() - cpns_wire::codec::LEN_PREFIX <= self.server_max_frame => {
+                self.out.push_back(GatewayOutput::TransmitWan {
+                    frame,
+                    trace: Self::trace(env, false),
+                });
+                true
+            }
+            Ok(frame) => {
+                self.event(GatewayEvent::RelayRefused {
+                    message: env.body.name(),
+                    bytes: frame.len(),
+                    limit: self.server_max_frame,
+                });
+                false
+            }
+            Err(e) => {
+                self.out.push_back(GatewayOutput::CloseWan {
+                    reason: format!("encode: {e}"),
+                });
+                false
+            }
         }
     }
 
@@ -576,12 +607,13 @@ impl Gateway {
         Address::Entity(self.cfg.id.clone())
     }
 
-    fn send_wan_request(&mut self, body: impl Into<Body>) -> u64 {
+    /// Sends a request to the server: its message id, or `None` when it is too large to send.
+    fn send_wan_request(&mut self, body: impl Into<Body>) -> Option<u64> {
         let env = Envelope::request(self.ids.next(), self.me(), Address::Server, body);
-        self.transmit_wan(&env);
-        env.msg_id
+        self.transmit_wan(&env).then_some(env.msg_id)
     }
 
+    /// Answers the server; an answer too large to send becomes a `bad_request` error answer.
     fn send_wan_response(&mut self, in_reply_to: u64, body: impl Into<Body>) {
         let env = Envelope::response(
             self.ids.next(),
@@ -590,7 +622,15 @@ impl Gateway {
             Address::Server,
             body,
         );
-        self.transmit_wan(&env);
+        if !self.transmit_wan(&env) {
+            let e = ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the answer is larger than the CPNS Server accepts",
+            );
+            let small =
+                Envelope::response(self.ids.next(), in_reply_to, self.me(), Address::Server, e);
+            let _ = self.transmit_wan(&small);
+        }
     }
 
     fn pan_to(&self, link: LinkId) -> Address {

@@ -158,7 +158,14 @@ impl Gateway {
             }],
             remove: Vec::new(),
         };
-        let msg = self.send_wan_request(update);
+        let Some(msg) = self.send_wan_request(update) else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::BadRequest,
+                "the request is larger than the CPNS Server accepts",
+            );
+        };
         let deadline = now + self.cfg.timeouts.flow;
         let pending = PendingRegistration {
             link,
@@ -232,7 +239,13 @@ impl Gateway {
             Address::Server,
             body,
         );
-        self.transmit_wan(&env);
+        if !self.transmit_wan(&env) {
+            let e = ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the request is larger than the CPNS Server accepts",
+            );
+            return self.send_pan_response(link, pan_msg, e);
+        }
         let deadline = now + self.cfg.timeouts.flow;
         self.relays.up.insert(
             env.msg_id,
@@ -334,7 +347,13 @@ impl Gateway {
             in_reply_to: Some(server_msg),
             ..env.clone()
         };
-        self.transmit_wan(&relayed);
+        if !self.transmit_wan(&relayed) {
+            let e = ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the PNE's answer is larger than the CPNS Server accepts",
+            );
+            self.send_wan_response(server_msg, e);
+        }
     }
 
     /// An error from a PNE: it answers an invitation, an authentication or a relayed request.

@@ -60,7 +60,7 @@ impl Gateway {
             rand_gw: rand_wire(&rand_gw),
             software: concat!("cpns/", env!("CARGO_PKG_VERSION")).into(),
         };
-        let setup_msg = self.send_wan_request(req);
+        let setup_msg = self.send_wan_request(req).unwrap_or_default();
         let deadline = now + self.cfg.timeouts.flow;
         self.wan = Wan::AwaitChallenge {
             rand_gw,
@@ -115,12 +115,14 @@ impl Gateway {
                     setup_msg,
                     deadline,
                 },
-                Body::ConnectionSetupConfirm(_),
+                Body::ConnectionSetupConfirm(c),
             ) if env.in_reply_to == Some(setup_msg) => {
+                // What the PN GW sends from now on must fit the server's limit.
+                self.server_max_frame = c.max_frame as usize;
                 let caps = DeviceCapabilitiesUpdate {
                     capabilities: self.cfg.capabilities.clone(),
                 };
-                self.send_wan_request(caps);
+                let _ = self.send_wan_request(caps);
                 self.wan = Wan::Reporting { deadline };
             }
             (state @ Wan::Reporting { .. }, Body::DeviceCapabilitiesConfirm(_)) => self.wan = state,
@@ -177,7 +179,7 @@ impl Gateway {
                 cpns_wire::Address::Server,
                 report,
             );
-            self.transmit_wan(&env);
+            let _ = self.transmit_wan(&env);
         }
     }
 

@@ -275,3 +275,89 @@ fn every_session_of_a_server_draws_on_one_budget() {
     assert_eq!(busy.len(), 2);
     assert!(busy[0].contains("the CPNS Server is running as many flows"));
 }
+
+/// A PN Setup Request of PNE `i` whose join information carries `contents` bytes of content
+/// names.
+fn big_setup_request(h: &Harness, i: usize, n: u64, contents: usize) -> Vec<u8> {
+    let join = JoinInfo {
+        pne_id: pne_id(i),
+        capabilities: h.pne_cfgs[i].capabilities.clone(),
+        contents: vec![cpns_wire::ContentItem {
+            name: "x".repeat(contents),
+            media_type: "audio/mpeg".into(),
+        }],
+        rand_pne: RandBytes([n as u8; 16]),
+        local_key: false,
+    };
+    let env = Envelope::request(
+        3000 + n,
+        Address::Entity(pne_id(i)),
+        Address::Entity(id("gw-1")),
+        PnSetupRequest {
+            request_id: RequestId(n),
+            setup: Some(SetupType::OneToOne),
+            join: Some(join),
+            pn_id: None,
+            initiator: None,
+        },
+    );
+    plain(&env)
+}
+
+fn errors_to(h: &Harness, i: usize) -> Vec<(ErrorCode, String)> {
+    h.delivered(Party::Gw, Party::Pne(i))
+        .iter()
+        .filter_map(|e| e.error().map(|e| (e.code, e.reason.clone())))
+        .collect()
+}
+
+#[test]
+fn join_information_beyond_the_bound_is_refused_at_the_pan() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    let wan_before = h.wan_messages().len();
+    let frame = big_setup_request(&h, 0, 1, crate::gateway::MAX_JOIN_INFO);
+    h.deliver_direct(Party::Pne(0), Party::Gw, &frame).unwrap();
+    h.pump();
+    let errors = errors_to(&h, 0);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].0, ErrorCode::BadRequest);
+    assert!(errors[0].1.contains("16 KiB"));
+    assert_eq!(h.wan_messages().len(), wan_before, "nothing relayed");
+    assert_eq!(h.gw.flows_in_progress(), 0);
+}
+
+#[test]
+fn a_request_over_the_server_limit_fails_its_flow_not_the_session() {
+    // The server accepts frames of 4 KiB; a PNE's 6 KiB of join information fits the PN GW's
+    // bound but not the server's frame.
+    let cfg = crate::server::ServerConfig {
+        max_frame: 4096,
+        ..crate::server::ServerConfig::default()
+    };
+    let mut h = Harness::with_server(&[PneSpec::trusted(), PneSpec::trusted()], cfg);
+    h.connect_gw();
+    h.discover_all();
+    let wan_before = h.wan_messages().len();
+    let frame = big_setup_request(&h, 0, 1, 6 * 1024);
+    h.deliver_direct(Party::Pne(0), Party::Gw, &frame).unwrap();
+    h.pump();
+    assert!(h.gw_events().iter().any(|e| matches!(
+        e,
+        crate::gateway::GatewayEvent::RelayRefused { message: "PnRegistrationRequest", limit: 4096, bytes } if *bytes > 4096
+    )));
+    let errors = errors_to(&h, 0);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].0, ErrorCode::BadRequest);
+    assert!(errors[0].1.contains("larger than the CPNS Server accepts"));
+    assert_eq!(
+        h.wan_messages().len(),
+        wan_before,
+        "nothing over the limit was sent"
+    );
+    assert!(h.closes.is_empty(), "{:?}", h.closes);
+    // The session goes on: another PNE's establishment completes.
+    assert!(h.gw.wan_ready());
+    h.setup(1, SetupType::OneToOne);
+    let inv = h.joined(1).expect("the next establishment completes");
+    h.assert_agree(inv.pn_id);
+}
