@@ -25,6 +25,9 @@ fn session_key_aad(pn: &PnId, pne: &EntityId) -> Vec<u8> {
     .concat()
 }
 
+/// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
+const ANSWERS_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis() -> i64 {
     SystemTime::now()
@@ -95,6 +98,15 @@ pub(crate) async fn load<S: Store>(
             owner: e.owner,
             eukey: EuKey::from_bytes(bytes),
         });
+    }
+    if let Some((sender, request_id)) = &req.replay
+        && let Some(bytes) = store
+            .answer_of(&sender.to_string(), request_id.0)
+            .await
+            .map_err(|e| e.to_string())?
+    {
+        // A kept answer that no longer decodes (a future format) is as good as none.
+        loaded.replay = cpns_wire::decode_envelope(&bytes).ok();
     }
     if let Some(pn) = &req.pn
         && let Some(rec) = store.pn(pn).await.map_err(|e| e.to_string())?
@@ -196,6 +208,25 @@ pub(crate) async fn persist<S: Store>(
                 confirmed: done.confirmed,
                 removed: done.removed,
             })
+        }
+        ServerEffect::RememberAnswer {
+            sender,
+            request_id,
+            answer,
+        } => {
+            let mut bytes = Vec::new();
+            cpns_wire::codec::encode_envelope(&answer, &mut bytes);
+            store
+                .remember_answer(
+                    &sender.to_string(),
+                    request_id.0,
+                    &bytes,
+                    now,
+                    ANSWERS_KEPT_MS,
+                )
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Done)
         }
         ServerEffect::DropPendingPn { pn_id } => {
             store.remove_pending_pn(&pn_id).await.map_err(err)?;

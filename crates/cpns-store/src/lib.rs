@@ -122,6 +122,26 @@ pub trait Store: Send + Sync + 'static {
     /// Ids are distinct and never reused. [`StoreError::NotFound`] if the entity is not enrolled.
     fn allocate_cpns_id(&self, pne: &EntityId) -> impl Future<Output = Result<CpnsId>> + Send;
 
+    /// Keeps the answer to a mutating request of `sender` (DESIGN §3 idempotency, §5), so that a
+    /// retry with the same request id, after a reconnect or a restart, gets the same answer.
+    /// Replaces an earlier answer of the same key; in the same transaction drops every record
+    /// older than `keep_ms` before `now`.
+    fn remember_answer(
+        &self,
+        sender: &str,
+        request_id: u64,
+        answer: &[u8],
+        now: UnixMillis,
+        keep_ms: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The answer kept for `sender`'s request `request_id`, if any.
+    fn answer_of(
+        &self,
+        sender: &str,
+        request_id: u64,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
     /// Stores (or replaces) a PN in the device's local inventory, in one transaction.
     fn save_local_pn(&self, pn: &LocalPn) -> impl Future<Output = Result<()>> + Send;
 

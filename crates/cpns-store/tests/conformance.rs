@@ -46,6 +46,7 @@ conformance!(
     members_are_never_downgraded,
     reconcile_follows_the_gateway_list,
     remove_pending_pn_only_when_pending,
+    answers_are_kept_for_retries,
     update_members_removes_then_upserts,
     update_members_needs_pn,
     register_pne_allocates_and_upserts,

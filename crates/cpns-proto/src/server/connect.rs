@@ -85,6 +85,7 @@ impl ServerSession {
                 let request = LoadRequest {
                     entities: vec![req.gw_id.clone()],
                     pn: None,
+                    replay: None,
                 };
                 self.load(
                     Parked::SetupLoad(SetupLoad {

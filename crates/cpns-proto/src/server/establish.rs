@@ -94,6 +94,7 @@ impl ServerSession {
         let request = LoadRequest {
             entities: ids,
             pn: Some(req.pn_id),
+            replay: Some((env.from.clone(), req.request_id)),
         };
         self.load(
             Parked::PnRegistrationLoad {
@@ -116,6 +117,9 @@ impl ServerSession {
         let Some(gw) = self.conn.gateway().cloned() else {
             return;
         };
+        if self.replay_loaded(&mut loaded, req_msg) {
+            return;
+        }
         if loaded.pn.as_ref().is_some_and(|pn| pn.gateway != gw.id) {
             return self.respond_error(
                 req_msg,

@@ -99,6 +99,9 @@ pub struct LoadRequest {
     pub entities: Vec<EntityId>,
     /// A PN to load.
     pub pn: Option<PnId>,
+    /// The kept answer of this sender's request id, if any (a retry after a reconnect or a
+    /// restart; DESIGN §3 idempotency).
+    pub replay: Option<(Address, RequestId)>,
 }
 
 /// The driver's answer to a [`LoadRequest`].
@@ -108,6 +111,8 @@ pub struct Loaded {
     pub entities: Vec<KnownEntity>,
     /// The PN, if asked for and found.
     pub pn: Option<KnownPn>,
+    /// The kept answer, if asked for and found.
+    pub replay: Option<Envelope>,
 }
 
 impl Loaded {
@@ -174,6 +179,16 @@ pub enum ServerEffect {
         listed: Vec<PnId>,
         /// Whether unlisted pending PNs go too (no registration of this PN GW is in flight).
         drop_unlisted_pending: bool,
+    },
+    /// Keep the answer to a mutating request, so a retry with the same request id gets it again
+    /// after a reconnect or a restart (DESIGN §3, §5).
+    RememberAnswer {
+        /// Who asked.
+        sender: Address,
+        /// The request id.
+        request_id: RequestId,
+        /// The answer as sent.
+        answer: Envelope,
     },
     /// Remove a PN the PN GW never confirmed (`cpns_store::Store::remove_pending_pn`).
     DropPendingPn {
@@ -300,6 +315,7 @@ enum Parked {
     },
     Reconcile,
     DropPending(PnId),
+    Remembered,
     PnRegistrationLoad {
         req_msg: u64,
         req: cpns_wire::PnRegistrationRequest,
@@ -513,6 +529,14 @@ impl ServerSession {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::Report { req, status } => self.report_persisted(req, status, result),
             Parked::Reconcile => self.reconcile_persisted(result),
+            Parked::Remembered => {
+                if let Err(reason) = result {
+                    self.event(ServerEvent::FlowFailed {
+                        flow: "keeping an answer for retries",
+                        reason,
+                    });
+                }
+            }
             Parked::DropPending(pn) => self.drop_pending_persisted(pn, result),
             Parked::PnRegistrationPersist(pn) => self.pn_registration_persisted(now, pn, result),
             Parked::PneRegistrationPersist(key) => {
@@ -630,11 +654,34 @@ impl ServerSession {
         }
     }
 
+    /// Keeps an answer for retries: in memory for this session, and in the store so that it
+    /// survives reconnects and restarts. The store record is written after the flow's effect
+    /// (its answer needs the effect's outcome); a crash between the two only means a retry runs
+    /// the flow again, which every effect tolerates (a PN registered again replaces itself, a
+    /// PNE registered again keeps its CPNS ID).
     fn remember(&mut self, sender: Address, request_id: RequestId, env: Envelope) {
         if self.answered.len() == REPLAY_CACHE {
             self.answered.pop_front();
         }
-        self.answered.push_back(((sender, request_id), env));
+        self.answered
+            .push_back(((sender.clone(), request_id), env.clone()));
+        let effect = ServerEffect::RememberAnswer {
+            sender,
+            request_id,
+            answer: env,
+        };
+        self.persist(Parked::Remembered, effect);
+    }
+
+    /// Re-sends a kept answer the store returned for a retried request; true if there was one.
+    fn replay_loaded(&mut self, loaded: &mut Loaded, req_msg: u64) -> bool {
+        let Some(mut again) = loaded.replay.take() else {
+            return false;
+        };
+        again.msg_id = self.ids.next();
+        again.in_reply_to = Some(req_msg);
+        self.transmit(again);
+        true
     }
 
     /// Re-sends the answer of a completed request of `sender` with this id, if any (a retry).

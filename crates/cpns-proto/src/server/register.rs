@@ -94,6 +94,7 @@ impl ServerSession {
         let request = LoadRequest {
             entities: vec![req.pne_id.clone()],
             pn: Some(pn_id),
+            replay: Some((env.from.clone(), req.request_id)),
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -110,6 +111,9 @@ impl ServerSession {
             return;
         };
         let RegLoad { req_msg, req } = p;
+        if self.replay_loaded(&mut loaded, req_msg) {
+            return;
+        }
         let to = Address::Entity(req.pne_id.clone());
         let refuse = |s: &mut Self, code, reason: &str| {
             s.respond(req_msg, to.clone(), cpns_wire::ErrorBody::new(code, reason))
@@ -365,6 +369,7 @@ impl ServerSession {
         let request = LoadRequest {
             entities: ids,
             pn: Some(req.pn_id),
+            replay: Some((env.from.clone(), req.request_id)),
         };
         self.load(
             Parked::UpdateLoad {
@@ -385,6 +390,9 @@ impl ServerSession {
         let Some(gw) = self.conn.gateway().cloned() else {
             return;
         };
+        if self.replay_loaded(&mut loaded, req_msg) {
+            return;
+        }
         let Some(pn) = loaded.pn.take() else {
             return self.respond_error(req_msg, ErrorCode::NotFound, "no such PN");
         };

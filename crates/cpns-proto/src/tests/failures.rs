@@ -386,3 +386,49 @@ fn pne_store_failure_forgets_the_pn() {
     );
     assert!(h.pnes[0].inventory().is_empty() && h.joined(0).is_none());
 }
+
+/// DESIGN §3: a retried PN Registration Request (same request id) after the server restarted
+/// gets the kept answer from the store, and nothing is registered twice.
+#[test]
+fn a_retry_after_a_restart_gets_the_kept_answer() {
+    let specs = [PneSpec::trusted()];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    let request = h
+        .log
+        .iter()
+        .find(|f| f.message == "PnRegistrationRequest")
+        .unwrap()
+        .body
+        .clone();
+    let answer = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PnRegistrationResponse(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    h.restart_from_stores(&specs);
+    let registered = h.store.effects["register_pn"];
+    let before = h.snapshot();
+    h.inject(Party::Gw, Party::Server, request);
+    h.pump();
+    let again = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::PnRegistrationResponse(r) => Some(r),
+            _ => None,
+        })
+        .last()
+        .expect("the retry was answered");
+    assert_eq!(again, answer, "the same answer, hashes included");
+    assert_eq!(
+        h.store.effects["register_pn"], registered,
+        "not registered twice"
+    );
+    assert_eq!(h.snapshot(), before);
+    h.assert_agree(pn);
+}

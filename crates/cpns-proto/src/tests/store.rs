@@ -29,6 +29,10 @@ pub(super) struct Store {
     pub fail_server: bool,
     pub fail_gw: bool,
     pub fail_pne: bool,
+    /// Kept answers of mutating requests, by (sender, request id).
+    pub answers: BTreeMap<(String, u64), cpns_wire::Envelope>,
+    /// How many effects the server persisted, by kind (to see that a replay changed nothing).
+    pub effects: BTreeMap<&'static str, usize>,
 }
 
 impl Store {
@@ -41,6 +45,10 @@ impl Store {
 
     pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
         Loaded {
+            replay: req
+                .replay
+                .as_ref()
+                .and_then(|(sender, id)| self.answers.get(&(sender.to_string(), id.0)).cloned()),
             entities: req
                 .entities
                 .iter()
@@ -59,7 +67,26 @@ impl Store {
         if self.fail_server {
             return Err("disk full".into());
         }
+        let kind = match &effect {
+            ServerEffect::EntityReport { .. } => "report",
+            ServerEffect::RegisterPn { .. } => "register_pn",
+            ServerEffect::ReconcilePns { .. } => "reconcile",
+            ServerEffect::DropPendingPn { .. } => "drop_pending",
+            ServerEffect::UpdateMembers { .. } => "update_members",
+            ServerEffect::RegisterPne { .. } => "register_pne",
+            ServerEffect::RememberAnswer { .. } => "remember",
+        };
+        *self.effects.entry(kind).or_default() += 1;
         match effect {
+            ServerEffect::RememberAnswer {
+                sender,
+                request_id,
+                answer,
+            } => {
+                self.answers
+                    .insert((sender.to_string(), request_id.0), answer);
+                Ok(Persisted::Done)
+            }
             ServerEffect::EntityReport {
                 id,
                 capabilities,

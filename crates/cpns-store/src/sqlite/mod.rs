@@ -10,6 +10,7 @@ mod codec;
 mod entity;
 mod local;
 mod pn;
+mod replay;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +24,7 @@ use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{EntityRecord, LocalPn, PnMember, PnRecord, Reconciled, Result, Store};
+use crate::{EntityRecord, LocalPn, PnMember, PnRecord, Reconciled, Result, Store, UnixMillis};
 
 /// The SQLite schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -189,6 +190,21 @@ impl Store for SqliteStore {
 
     async fn allocate_cpns_id(&self, pne: &EntityId) -> Result<CpnsId> {
         entity::allocate_cpns_id(&self.pool, pne).await
+    }
+
+    async fn remember_answer(
+        &self,
+        sender: &str,
+        request_id: u64,
+        answer: &[u8],
+        now: UnixMillis,
+        keep_ms: i64,
+    ) -> Result<()> {
+        replay::remember_answer(&self.pool, sender, request_id, answer, now, keep_ms).await
+    }
+
+    async fn answer_of(&self, sender: &str, request_id: u64) -> Result<Option<Vec<u8>>> {
+        replay::answer_of(&self.pool, sender, request_id).await
     }
 
     async fn save_local_pn(&self, pn: &LocalPn) -> Result<()> {

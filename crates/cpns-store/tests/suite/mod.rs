@@ -662,3 +662,49 @@ pub async fn remove_pending_pn_only_when_pending<S: Store>(s: &S) {
     s.register_pn(&again).await.unwrap();
     assert_eq!(s.pn(&pid(1)).await.unwrap().unwrap().members, []);
 }
+
+/// Kept answers: found by (sender, request id) only, replaced by a newer answer, dropped once
+/// older than the keeping time; the full 64 bits of the request id count.
+pub async fn answers_are_kept_for_retries<S: Store>(s: &S) {
+    let big = u64::MAX - 1;
+    s.remember_answer("gw-1", 7, b"first", 1_000, 10_000)
+        .await
+        .unwrap();
+    s.remember_answer("pne-1", 7, b"other sender", 1_000, 10_000)
+        .await
+        .unwrap();
+    s.remember_answer("gw-1", big, b"high bit", 1_000, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.answer_of("gw-1", 7).await.unwrap().as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(
+        s.answer_of("pne-1", 7).await.unwrap().as_deref(),
+        Some(&b"other sender"[..])
+    );
+    assert_eq!(
+        s.answer_of("gw-1", big).await.unwrap().as_deref(),
+        Some(&b"high bit"[..])
+    );
+    assert_eq!(s.answer_of("gw-1", 8).await.unwrap(), None);
+    assert_eq!(s.answer_of("gw-2", 7).await.unwrap(), None);
+    s.remember_answer("gw-1", 7, b"second", 2_000, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.answer_of("gw-1", 7).await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    // 11 s later the records of t=1 s are gone; the one of t=2 s is kept.
+    s.remember_answer("gw-9", 1, b"late", 12_000, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(s.answer_of("pne-1", 7).await.unwrap(), None);
+    assert_eq!(s.answer_of("gw-1", big).await.unwrap(), None);
+    assert_eq!(
+        s.answer_of("gw-1", 7).await.unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+}
