@@ -188,7 +188,7 @@ pub enum ServerEffect {
         /// The request id.
         request_id: RequestId,
         /// The answer as sent.
-        answer: Envelope,
+        answer: Box<Envelope>,
     },
     /// Remove a PN the PN GW never confirmed (`cpns_store::Store::remove_pending_pn`).
     DropPendingPn {
@@ -668,7 +668,7 @@ impl ServerSession {
         let effect = ServerEffect::RememberAnswer {
             sender,
             request_id,
-            answer: env,
+            answer: Box::new(env),
         };
         self.persist(Parked::Remembered, effect);
     }

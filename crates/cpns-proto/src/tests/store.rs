@@ -84,7 +84,7 @@ impl Store {
                 answer,
             } => {
                 self.answers
-                    .insert((sender.to_string(), request_id.0), answer);
+                    .insert((sender.to_string(), request_id.0), *answer);
                 Ok(Persisted::Done)
             }
             ServerEffect::EntityReport {
