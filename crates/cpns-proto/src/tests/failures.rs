@@ -418,11 +418,11 @@ fn a_retry_after_a_restart_gets_the_kept_answer() {
     let again = h
         .delivered(Party::Server, Party::Gw)
         .into_iter()
-        .filter_map(|e| match e.body {
+        .rev()
+        .find_map(|e| match e.body {
             Body::PnRegistrationResponse(r) => Some(r),
             _ => None,
         })
-        .last()
         .expect("the retry was answered");
     assert_eq!(again, answer, "the same answer, hashes included");
     assert_eq!(
