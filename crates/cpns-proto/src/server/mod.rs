@@ -23,8 +23,6 @@ use crate::link::LinkCodec;
 use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
-pub use register::grant_aad;
-
 use connect::Conn;
 use establish::Establishment;
 use register::Registration;

@@ -12,6 +12,8 @@
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
+//! - `vectors`: the link codec and the canonical PN inventory reproduce
+//!   docs/security-vectors.json byte for byte.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,3 +29,4 @@ mod register;
 mod replay;
 mod security;
 mod store;
+mod vectors;
