@@ -4,10 +4,17 @@
 //! `cargo run -p cpns-crypto --example gen_vectors > docs/security-vectors.json`.
 //! The inputs are fixed byte patterns (not random), so the output is reproducible; the test
 //! `tests/vectors.rs` recomputes every value from the inputs, both through the crate's API and
-//! through an independent re-implementation of docs/security.md.
+//! through an independent re-implementation of docs/security.md. Messages (envelopes, the PN
+//! inventory, the registration grant) are real cpns-wire encodings, given as hex and in CBOR
+//! diagnostic notation (RFC 8949 §8).
 
 use cpns_crypto::vectors as v;
 use cpns_crypto::*;
+use cpns_wire::{
+    Address, AuthPurposeCode, AuthenticationResponse, ContentItem, CpnsId, DeviceCapabilities,
+    EntityId, Envelope, HashBytes, InventoryMember, PnId, PnInventory, PnSetupResponse, PneHash,
+    PneRegistrationRequest, PneRegistrationResponse, RandBytes, RegistrationGrant, RequestId,
+};
 use serde_json::{Value, json};
 
 /// An N-byte pattern `start, start+1, …` (wrapping).
@@ -19,13 +26,67 @@ fn hx(b: impl AsRef<[u8]>) -> String {
     hex::encode(b)
 }
 
+/// CBOR diagnostic notation of an encoded item.
+fn diag(cbor: &[u8]) -> String {
+    minicbor::display(cbor).to_string()
+}
+
+fn eid(s: &str) -> EntityId {
+    EntityId::new(s).expect("a valid entity id")
+}
+
 const PN_ID: [u8; 16] = [
     0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
 ];
 const PNE_ID: &str = "pne-1.alice@cpns.example";
+const PNE2_ID: &str = "pne-2.alice@cpns.example";
 const GW_ID: &str = "gw-1.alice@cpns.example";
+const CPNS_ID: &str = "cpns-000001";
+/// The request id of the PN establishment (PnSetupRequest) and of the PNE registration.
+const SETUP_REQUEST_ID: u64 = 0x0011_2233_4455_6677;
+const REGISTRATION_REQUEST_ID: u64 = 0x0001_0203_0405_0607;
 
-fn pne_auth_case(name: &str, purpose: AuthPurpose) -> (Value, SessionKey) {
+/// The PN inventory of the establishment vector: what the server sends in the PN Registration
+/// Response and the PNE stores.
+fn inventory() -> PnInventory {
+    PnInventory {
+        pn_id: PnId::from_bytes(PN_ID),
+        gateway: eid(GW_ID),
+        members: vec![
+            InventoryMember {
+                pne_id: eid(PNE_ID),
+                capabilities: Some(DeviceCapabilities {
+                    device_type: "phone".into(),
+                    has_ui: true,
+                    networks: vec!["wlan".into()],
+                    ..DeviceCapabilities::default()
+                }),
+                contents: Vec::new(),
+            },
+            InventoryMember {
+                pne_id: eid(PNE2_ID),
+                capabilities: None,
+                contents: vec![ContentItem {
+                    name: "song.mp3".into(),
+                    media_type: "audio/mpeg".into(),
+                }],
+            },
+        ],
+    }
+}
+
+fn cbor<T: minicbor::Encode<()>>(value: &T) -> Vec<u8> {
+    minicbor::to_vec(value).expect("encoding to a Vec cannot fail")
+}
+
+struct PneAuthCase {
+    value: Value,
+    sk: SessionKey,
+    hash_pne: AuthHash,
+    hash_server: AuthHash,
+}
+
+fn pne_auth_case(name: &str, purpose: AuthPurpose) -> PneAuthCase {
     let eukey = EuKey::from_bytes(pattern(0x00));
     let rand_pne = Rand(pattern(0x10));
     let rand_server = Rand(pattern(0x20));
@@ -45,7 +106,30 @@ fn pne_auth_case(name: &str, purpose: AuthPurpose) -> (Value, SessionKey) {
     }];
     let ctx: [&[u8]; 3] = [&code, PNE_ID.as_bytes(), &PN_ID];
     let hash_pne = keys.hash_pne();
-    let hash_server = keys.hash_server(&hash_pne);
+    let inventory_cbor = cbor(&inventory());
+    let (outcome, outcome_json) = match purpose {
+        AuthPurpose::Establishment => (
+            ServerOutcome::Established {
+                inventory_cbor: &inventory_cbor,
+            },
+            json!({
+                "kind": "established",
+                "verdict": hx([VERDICT_AUTHENTICATED]),
+                "inventory_diagnostic": diag(&inventory_cbor),
+                "inventory_cbor": hx(&inventory_cbor),
+                "inventory_digest": hx(inventory_digest(&inventory_cbor)),
+            }),
+        ),
+        AuthPurpose::Registration => (
+            ServerOutcome::Registered { cpns_id: CPNS_ID },
+            json!({
+                "kind": "registered",
+                "verdict": hx([VERDICT_AUTHENTICATED]),
+                "cpns_id": CPNS_ID,
+            }),
+        ),
+    };
+    let hash_server = keys.hash_server(&hash_pne, &outcome);
     let hash_fields: [&[u8]; 5] = [
         &code,
         &rand_pne.0,
@@ -54,9 +138,13 @@ fn pne_auth_case(name: &str, purpose: AuthPurpose) -> (Value, SessionKey) {
         &PN_ID,
     ];
     let hash_pne_msg = v::transcript(labels::HASH_PNE, &hash_fields);
-    let mut server_fields = hash_fields.to_vec();
-    server_fields.push(&hash_pne.0);
-    let hash_server_msg = v::transcript(labels::HASH_SERVER, &server_fields);
+    let hash_server_msg = v::hash_server_transcript(&keys, &hash_pne, &outcome);
+    let pn_id_note = match purpose {
+        AuthPurpose::Establishment => "the PN being established (PN Registration Request)",
+        AuthPurpose::Registration => {
+            "the PN named by the Authentication Request: the PN the PNE is a member of, or for a non-member (003 §1.4.2) the PN it joins"
+        }
+    };
     let value = json!({
         "name": name,
         "inputs": {
@@ -64,9 +152,11 @@ fn pne_auth_case(name: &str, purpose: AuthPurpose) -> (Value, SessionKey) {
             "purpose": name,
             "purpose_code": hx(code),
             "pn_id": hx(PN_ID),
+            "pn_id_note": pn_id_note,
             "pne_id": PNE_ID,
             "rand_pne": hx(rand_pne.0),
             "rand_server": hx(rand_server.0),
+            "outcome": outcome_json,
         },
         "intermediates": {
             "salt": hx(&salt),
@@ -83,19 +173,32 @@ fn pne_auth_case(name: &str, purpose: AuthPurpose) -> (Value, SessionKey) {
             "hash_server": hx(hash_server.0),
         },
     });
-    (value, keys.session_key().clone())
+    PneAuthCase {
+        value,
+        sk: keys.session_key().clone(),
+        hash_pne,
+        hash_server,
+    }
 }
 
-fn wrap_copy(eukey: &EuKey, recipient: Recipient, local: &LocalEuKey, nonce: [u8; 12]) -> Value {
+fn wrap_copy(
+    eukey: &EuKey,
+    recipient: Recipient,
+    local: &LocalEuKey,
+    rand_server: &Rand,
+    nonce: [u8; 12],
+) -> Value {
     let binding = KeyBinding {
         pn_id: &PN_ID,
         pne_id: PNE_ID,
         gw_id: GW_ID,
+        rand_server,
     };
     let code = [match recipient {
         Recipient::Pne => 1u8,
         Recipient::Gateway => 2,
     }];
+    let wrapped = wrap_local_eukey_with_nonce(eukey, recipient, &binding, local, nonce);
     json!({
         "recipient_code": hx(code),
         "recipient_eukey": eukey.to_hex().as_str(),
@@ -104,7 +207,8 @@ fn wrap_copy(eukey: &EuKey, recipient: Recipient, local: &LocalEuKey, nonce: [u8
         "kek": hx(v::local_eukey_kek(eukey, recipient)),
         "aad": hx(v::local_eukey_aad(recipient, &binding)),
         "nonce": hx(nonce),
-        "wrapped": hx(wrap_local_eukey_with_nonce(eukey, recipient, &binding, local, nonce)),
+        "wrapped": hx(&wrapped),
+        "stored": hx(stored_wrapped_key(rand_server, &wrapped)),
     })
 }
 
@@ -112,15 +216,17 @@ fn local_eukey_wrap() -> Value {
     let eukey_pne = EuKey::from_bytes(pattern(0x00));
     let eukey_gw = EuKey::from_bytes(pattern(0x40));
     let local = LocalEuKey::from_bytes(pattern(0x60));
+    let rand_server = Rand(pattern(0x20));
     json!({
         "inputs": {
             "local_eukey": local.to_hex().as_str(),
             "pn_id": hx(PN_ID),
             "pne_id": PNE_ID,
             "gw_id": GW_ID,
+            "rand_server": hx(rand_server.0),
         },
-        "pne_copy": wrap_copy(&eukey_pne, Recipient::Pne, &local, pattern(0x80)),
-        "gateway_copy": wrap_copy(&eukey_gw, Recipient::Gateway, &local, pattern(0x90)),
+        "pne_copy": wrap_copy(&eukey_pne, Recipient::Pne, &local, &rand_server, pattern(0x80)),
+        "gateway_copy": wrap_copy(&eukey_gw, Recipient::Gateway, &local, &rand_server, pattern(0x90)),
     })
 }
 
@@ -150,21 +256,38 @@ fn gw_auth() -> Value {
     })
 }
 
-fn records(sealer: &mut FrameSealer, frames: &[(&[u8], &[u8])]) -> Value {
-    let out: Vec<Value> = frames
+/// Seals whole envelopes, as the PAN link codec does, and lists every step.
+fn records(sealer: &mut FrameSealer, envelopes: &[Envelope]) -> Value {
+    let out: Vec<Value> = envelopes
         .iter()
-        .map(|(aad, pt)| {
+        .map(|env| {
+            let mut plaintext = Vec::new();
+            cpns_wire::codec::encode_envelope(env, &mut plaintext);
             let seq = sealer.next_sequence();
             let mut nonce = [0u8; 12];
             nonce[4..].copy_from_slice(&seq.to_be_bytes());
-            let record = sealer.seal(aad, pt).expect("sealing a short frame");
-            json!({ "seq": seq, "aad": hx(aad), "plaintext": hx(pt), "nonce": hx(nonce), "record": hx(record) })
+            let aad = sealer.aad().to_vec();
+            let record = sealer.seal(&plaintext).expect("sealing a short frame");
+            let len = u32::try_from(1 + record.len()).expect("a short frame");
+            let mut frame = len.to_be_bytes().to_vec();
+            frame.push(1);
+            frame.extend_from_slice(&record);
+            json!({
+                "seq": seq,
+                "message": env.body.name(),
+                "envelope_diagnostic": diag(&plaintext),
+                "plaintext": hx(&plaintext),
+                "aad": hx(aad),
+                "nonce": hx(nonce),
+                "record": hx(record),
+                "frame": hx(frame),
+            })
         })
         .collect();
     Value::Array(out)
 }
 
-fn pan() -> Value {
+fn pan(establishment: &PneAuthCase, registration: &PneAuthCase, grant_box: &[u8]) -> Value {
     let local = LocalEuKey::from_bytes(pattern(0x60));
     let rand_pne = Rand(pattern(0x50));
     let rand_gw = Rand(pattern(0x30));
@@ -196,6 +319,73 @@ fn pan() -> Value {
     let pne_keys = PanKeys::derive(&local, &input);
     let (mut pne_tx, _) = pne_keys.into_pne_side();
     let (mut gw_tx, _) = keys.into_gw_side();
+    let (pne, gw, pn) = (
+        Address::Entity(eid(PNE_ID)),
+        Address::Entity(eid(GW_ID)),
+        PnId::from_bytes(PN_ID),
+    );
+    // PNE -> PN GW: the Authentication Response that waited for PN GW authentication
+    // (000 §6.6.1.1 step 8), then a PNE Registration Request to the server (003 §1.4.1 step 1).
+    let up = [
+        Envelope::response(
+            4,
+            2,
+            pne.clone(),
+            gw.clone(),
+            AuthenticationResponse {
+                pn_id: pn,
+                hashes: vec![PneHash {
+                    pne_id: eid(PNE_ID),
+                    hash: HashBytes(establishment.hash_pne.0),
+                }],
+                purpose: AuthPurposeCode::Establishment,
+                request_id: Some(RequestId(SETUP_REQUEST_ID)),
+            },
+        ),
+        Envelope::request(
+            5,
+            pne.clone(),
+            Address::Server,
+            PneRegistrationRequest {
+                request_id: RequestId(REGISTRATION_REQUEST_ID),
+                pne_id: eid(PNE_ID),
+                pn_id: Some(pn),
+                rand_pne: RandBytes(pattern(0x10)),
+                capabilities: None,
+            },
+        ),
+    ];
+    // PN GW -> PNE: the initiator's PN Setup Response with the inventory and hash_server_PNE
+    // (step 14), then the relayed PNE Registration Response with the sealed grant.
+    let down = [
+        Envelope::response(
+            7,
+            1,
+            gw.clone(),
+            pne.clone(),
+            PnSetupResponse {
+                pn_id: pn,
+                accept: true,
+                join: None,
+                inventory: Some(inventory()),
+                hash_server: Some(HashBytes(establishment.hash_server.0)),
+            },
+        ),
+        Envelope::response(
+            9,
+            5,
+            Address::Server,
+            pne,
+            PneRegistrationResponse {
+                request_id: RequestId(REGISTRATION_REQUEST_ID),
+                pne_id: eid(PNE_ID),
+                pn_id: pn,
+                cpns_id: CpnsId::new(CPNS_ID).expect("a valid CPNS ID"),
+                hash_server: HashBytes(registration.hash_server.0),
+                sealed_grant: grant_box.to_vec(),
+            },
+        ),
+    ];
     json!({
         "inputs": {
             "local_eukey": local.to_hex().as_str(),
@@ -216,37 +406,27 @@ fn pan() -> Value {
             "pne_to_gw_key": hx(pne_to_gw),
             "gw_proof_message": hx(gw_proof_message),
             "pne_proof_message": hx(pne_proof_message),
+            "gw_to_pne_direction_code": hx([PanDirection::GwToPne.code()]),
+            "gw_to_pne_aad": hx(pan_frame_aad(PanDirection::GwToPne, &PN_ID, PNE_ID, GW_ID)),
+            "pne_to_gw_direction_code": hx([PanDirection::PneToGw.code()]),
+            "pne_to_gw_aad": hx(pan_frame_aad(PanDirection::PneToGw, &PN_ID, PNE_ID, GW_ID)),
         },
         "outputs": {
             "gw_proof": hx(gw_proof.0),
             "pne_proof": hx(pne_proof.0),
-            "records_pne_to_gw": records(&mut pne_tx, &[(b"", b"PnSetupRequest frame 0"), (b"hdr-1", b"frame 1")]),
-            "records_gw_to_pne": records(&mut gw_tx, &[(b"", b"PnSetupResponse frame 0"), (b"hdr-1", b"")]),
+            "records_pne_to_gw": records(&mut pne_tx, &up),
+            "records_gw_to_pne": records(&mut gw_tx, &down),
         },
     })
 }
 
 fn e2e(sk: &SessionKey) -> Value {
     let cases: Vec<Value> = [
-        (
-            E2eDirection::ServerToPne,
-            "server_to_pne",
-            1u8,
-            &b"msg_id=42"[..],
-            &b"group key epoch 3"[..],
-            pattern::<12>(0xa0),
-        ),
-        (
-            E2eDirection::PneToServer,
-            "pne_to_server",
-            2u8,
-            &b"msg_id=43"[..],
-            &b"usage record"[..],
-            pattern::<12>(0xb0),
-        ),
+        (E2eDirection::ServerToPne, "server_to_pne", 1u8),
+        (E2eDirection::PneToServer, "pne_to_server", 2u8),
     ]
     .iter()
-    .map(|(dir, name, code, aad, pt, nonce)| {
+    .map(|(dir, name, code)| {
         json!({
             "direction": name,
             "direction_code": hx([*code]),
@@ -254,51 +434,119 @@ fn e2e(sk: &SessionKey) -> Value {
             "prk": hx(v::hkdf_prk(None, sk.expose_secret())),
             "key_info": hx(v::transcript(labels::E2E_KEY, &[&[*code]])),
             "key": hx(v::e2e_key(sk, *dir)),
-            "aad": hx(aad),
-            "plaintext": hx(pt),
-            "nonce": hx(nonce),
-            "sealed": hx(seal_e2e_with_nonce(sk, *dir, aad, pt, *nonce)),
         })
     })
     .collect();
     Value::Array(cases)
 }
 
-fn at_rest() -> Value {
+/// The registration grant of the registration vector, and its sealed box.
+fn registration_grant(sk: &SessionKey) -> (Value, Vec<u8>) {
+    let grant = RegistrationGrant {
+        cpns_id: CpnsId::new(CPNS_ID).expect("a valid CPNS ID"),
+        session_id: RandBytes(pattern(0x70)),
+        lifetime_s: 3600,
+    };
+    let grant_cbor = cbor(&grant);
+    let binding = GrantBinding {
+        pn_id: &PN_ID,
+        pne_id: PNE_ID,
+        request_id: REGISTRATION_REQUEST_ID,
+        cpns_id: CPNS_ID,
+    };
+    let nonce: [u8; 12] = pattern(0xa0);
+    let sealed = seal_registration_grant_with_nonce(sk, &binding, &grant_cbor, nonce);
+    let value = json!({
+        "inputs": {
+            "sk_pne": sk.to_hex().as_str(),
+            "pn_id": hx(PN_ID),
+            "pne_id": PNE_ID,
+            "request_id": REGISTRATION_REQUEST_ID,
+            "request_id_u64be": hx(REGISTRATION_REQUEST_ID.to_be_bytes()),
+            "cpns_id": CPNS_ID,
+            "grant": {
+                "cpns_id": CPNS_ID,
+                "session_id": hx(grant.session_id.0),
+                "lifetime_s": grant.lifetime_s,
+            },
+        },
+        "intermediates": {
+            "grant_diagnostic": diag(&grant_cbor),
+            "grant_cbor": hx(&grant_cbor),
+            "direction_code": hx([E2eDirection::ServerToPne.code()]),
+            "key_info": hx(v::transcript(labels::E2E_KEY, &[&[E2eDirection::ServerToPne.code()]])),
+            "key": hx(v::e2e_key(sk, E2eDirection::ServerToPne)),
+            "aad": hx(registration_grant_aad(&binding)),
+            "nonce": hx(nonce),
+        },
+        "outputs": { "sealed_grant": hx(&sealed) },
+    });
+    (value, sealed)
+}
+
+fn at_rest(sk_pne: &SessionKey) -> Value {
     let master = MasterKey::from_bytes(pattern(0xe0));
     let eukey = EuKey::from_bytes(pattern(0x00));
-    let aad = format!("entity-eukey:{PNE_ID}");
-    let nonce: [u8; 12] = pattern(0xd0);
+    let samples: Vec<Value> = [
+        (
+            "eukey",
+            labels::AT_REST_EUKEY_AAD,
+            at_rest_eukey_aad(PNE_ID),
+            eukey.expose_secret(),
+            pattern::<12>(0xd0),
+        ),
+        (
+            "sk_pne",
+            labels::AT_REST_SK_PNE_AAD,
+            at_rest_session_key_aad(&PN_ID, PNE_ID),
+            sk_pne.expose_secret(),
+            pattern::<12>(0xd8),
+        ),
+    ]
+    .iter()
+    .map(|(name, label, aad, secret, nonce)| {
+        json!({
+            "name": name,
+            "aad_label": label,
+            "aad": hx(aad),
+            "plaintext": hx(secret),
+            "nonce": hx(nonce),
+            "sealed": hx(seal_at_rest_with_nonce(&master, aad, &secret[..], *nonce)),
+        })
+    })
+    .collect();
     json!({
         "master_key": master.to_hex().as_str(),
         "prk": hx(v::hkdf_prk(None, master.expose_secret())),
         "key_info": hx(v::transcript(labels::AT_REST_KEY, &[])),
         "key": hx(v::at_rest_key(&master)),
-        "aad": hx(aad.as_bytes()),
-        "plaintext": hx(eukey.expose_secret()),
-        "nonce": hx(nonce),
-        "sealed": hx(seal_at_rest_with_nonce(&master, aad.as_bytes(), eukey.expose_secret(), nonce)),
+        "entity_id": PNE_ID,
+        "pn_id": hx(PN_ID),
+        "pne_id": PNE_ID,
+        "samples": samples,
     })
 }
 
 fn main() {
-    let (establishment, sk) = pne_auth_case("establishment", AuthPurpose::Establishment);
-    let (registration, _) = pne_auth_case("registration", AuthPurpose::Registration);
+    let establishment = pne_auth_case("establishment", AuthPurpose::Establishment);
+    let registration = pne_auth_case("registration", AuthPurpose::Registration);
+    let (grant, grant_box) = registration_grant(&registration.sk);
     let labels: serde_json::Map<String, Value> = labels::ALL
         .iter()
         .map(|l| (l.to_string(), Value::String(hx(l.as_bytes()))))
         .collect();
     let doc = json!({
-        "about": "CPNS v1 key schedule test vectors; see docs/security.md. All byte strings are lowercase hex; ids are UTF-8 strings. Generated by crates/cpns-crypto/examples/gen_vectors.rs and checked by crates/cpns-crypto/tests/vectors.rs.",
+        "about": "CPNS v1 key schedule test vectors; see docs/security.md. All byte strings are lowercase hex; ids are UTF-8 strings; *_diagnostic values are CBOR diagnostic notation (RFC 8949 §8) of the hex next to them. Generated by crates/cpns-crypto/examples/gen_vectors.rs and checked by crates/cpns-crypto/tests/vectors.rs.",
         "version": "cpns/v1",
         "encoding": "T(x) = len(x) as u16 big-endian || x (len >= 65535: ffff || u64 BE); a *_info / *_message / aad value is the concatenation of T() of the label and each field; HKDF and HMAC are SHA-256; AEAD is ChaCha20-Poly1305 (RFC 8439)",
         "labels": labels,
-        "pne_auth": [establishment, registration],
+        "pne_auth": [establishment.value, registration.value],
         "local_eukey_wrap": local_eukey_wrap(),
         "gw_auth": gw_auth(),
-        "pan": pan(),
-        "e2e": e2e(&sk),
-        "at_rest": at_rest(),
+        "pan": pan(&establishment, &registration, &grant_box),
+        "e2e": e2e(&establishment.sk),
+        "registration_grant": grant,
+        "at_rest": at_rest(&establishment.sk),
     });
     println!(
         "{}",

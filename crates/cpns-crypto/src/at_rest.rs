@@ -1,9 +1,10 @@
 //! Secrets at rest: EUKeys and session keys sealed under the CPNS Server's MasterKey.
 //!
 //! DESIGN §4-5: the server store keeps each entity's EUKey (and any persisted session key)
-//! "encrypted at rest under a server master key". The store passes a row-identifying `aad` (for
-//! example `b"entity-eukey" ‖ entity id`), so a sealed value copied into another row or column
-//! does not open (docs/security.md §4.7):
+//! "encrypted at rest under a server master key". The store passes a row-identifying `aad`
+//! transcript ([`crate::at_rest_eukey_aad`] for an EUKey, [`crate::at_rest_session_key_aad`] for
+//! an SK_PNE), so a sealed value copied into another row or column does not open
+//! (docs/security.md §4.7):
 //! ```text
 //! K_rest = HKDF-SHA256(salt = none, IKM = MasterKey, info = T("cpns/v1/at-rest-key"))
 //! sealed = nonce(12, random) ‖ ChaCha20-Poly1305(K_rest, nonce, aad, plaintext)
@@ -79,12 +80,35 @@ mod tests {
     #[test]
     fn eukey_round_trip() {
         let eukey = EuKey::from_bytes([0x0e; 32]);
-        let s = seal_at_rest(&master(), b"entity-eukey:pne-1", eukey.expose_secret()).unwrap();
+        let aad = crate::at_rest_eukey_aad("pne-1");
+        let s = seal_at_rest(&master(), &aad, eukey.expose_secret()).unwrap();
         assert_eq!(s.len(), 32 + 28);
-        let back = open_at_rest(&master(), b"entity-eukey:pne-1", &s).unwrap();
+        let back = open_at_rest(&master(), &aad, &s).unwrap();
         let mut arr = [0u8; 32];
         arr.copy_from_slice(&back);
         assert_eq!(EuKey::from_bytes(arr), eukey);
+    }
+
+    /// A sealed value moved to another row does not open: another entity's EUKey row, another
+    /// PN or PNE's session-key row, or the other column.
+    #[test]
+    fn sealed_values_do_not_open_in_another_row() {
+        let pn = [0x0a; 16];
+        let eukey = seal_at_rest(&master(), &crate::at_rest_eukey_aad("pne-1"), b"k").unwrap();
+        let sk_aad = crate::at_rest_session_key_aad(&pn, "pne-1");
+        let sk = seal_at_rest(&master(), &sk_aad, b"s").unwrap();
+        for (aad, sealed) in [
+            (crate::at_rest_eukey_aad("pne-2"), &eukey),
+            (crate::at_rest_session_key_aad(&pn, "pne-1"), &eukey),
+            (crate::at_rest_session_key_aad(&[0x0b; 16], "pne-1"), &sk),
+            (crate::at_rest_session_key_aad(&pn, "pne-2"), &sk),
+            (crate::at_rest_eukey_aad("pne-1"), &sk),
+        ] {
+            assert_eq!(
+                open_at_rest(&master(), &aad, sealed),
+                Err(CryptoError::BadTag)
+            );
+        }
     }
 
     #[test]

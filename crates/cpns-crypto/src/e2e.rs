@@ -1,4 +1,4 @@
-//! End-to-end sealing between a PNE and the CPNS Server under SK_PNE.
+//! End-to-end sealing between a PNE and the CPNS Server under direction keys derived from SK_PNE.
 //!
 //! DESIGN §4: "payloads the GW must not read (key deliveries, chargeable content) are sealed under
 //! SK_PNE". The PN GW relays these boxes but holds only its own EUKey and the LocalEUKeys, none of
@@ -10,9 +10,11 @@
 //! K_dir  = HKDF-SHA256(salt = none, IKM = SK_PNE, info = T("cpns/v1/e2e-key") ‖ T(dir))
 //! sealed = nonce(12, random) ‖ ChaCha20-Poly1305(K_dir, nonce, aad, plaintext)
 //! ```
-//! with `dir` = `0x01` server -> PNE, `0x02` PNE -> server. The boxes carry no counter: the caller
-//! puts the envelope's identifiers (msg_id, request id) into `aad` and relies on the protocol's
-//! idempotency rules against replays.
+//! with `dir` = `0x01` server -> PNE, `0x02` PNE -> server. The boxes carry no counter. Each kind
+//! of end-to-end payload has its own associated-data transcript, with its own label, naming what
+//! the box belongs to (docs/security.md §4.6); version 1 defines one, the registration grant
+//! ([`crate::seal_registration_grant`], [`crate::registration_grant_aad`]), whose request id
+//! and the protocol's idempotency rules stand against replays.
 
 use crate::aead;
 use crate::error::CryptoError;
@@ -48,7 +50,7 @@ pub(crate) fn e2e_key(sk: &SessionKey, dir: E2eDirection) -> Zeroizing<[u8; 32]>
     derive_key(sk.expose_secret(), &info)
 }
 
-/// Seals a payload end to end under SK_PNE with a nonce drawn from `rng`.
+/// Seals a payload end to end under K_dir of SK_PNE with a nonce drawn from `rng`.
 ///
 /// # Errors
 /// [`CryptoError::Malformed`] for a plaintext beyond the ChaCha20-Poly1305 limit.

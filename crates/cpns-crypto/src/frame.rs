@@ -7,6 +7,10 @@
 //! ```text
 //! record = seq (u64 BE, 8) ‖ ChaCha20-Poly1305(K_dir, nonce = 00000000 ‖ seq (u64 BE), aad, pt)
 //! ```
+//! The associated data is fixed for the life of a sealer or opener and given when it is made:
+//! for PAN frames it is [`crate::pan_frame_aad`] of its direction, PN, PNE and PN GW, bound by
+//! [`crate::PanKeys::into_pne_side`] / [`crate::PanKeys::into_gw_side`]. The sequence number
+//! is authenticated as the nonce and is not repeated in the associated data.
 //! The first record in each direction has seq 0. The PAN session runs over an ordered transport
 //! (TCP), so the opener accepts only the exact next sequence number: a lower one is a replay, a
 //! higher one means a frame was deleted or reordered; both fail with [`CryptoError::Replay`]. A
@@ -45,17 +49,25 @@ fn cipher_from(mut key: [u8; 32]) -> ChaCha20Poly1305 {
 /// The cipher's key copy is zeroized on drop.
 pub struct FrameSealer {
     cipher: ChaCha20Poly1305,
+    aad: Vec<u8>,
     next_seq: u64,
 }
 
 impl FrameSealer {
-    /// A sealer whose first record will carry seq 0. Prefer [`crate::PanKeys::into_pne_side`] /
-    /// [`crate::PanKeys::into_gw_side`], which pick the right direction key.
-    pub fn new(key: [u8; 32]) -> Self {
+    /// A sealer whose first record will carry seq 0, authenticating `aad` with every record.
+    /// Prefer [`crate::PanKeys::into_pne_side`] / [`crate::PanKeys::into_gw_side`], which pick
+    /// the right direction key and bind the session's associated data.
+    pub fn new(key: [u8; 32], aad: Vec<u8>) -> Self {
         FrameSealer {
             cipher: cipher_from(key),
+            aad,
             next_seq: 0,
         }
+    }
+
+    /// The associated data every record of this sealer authenticates.
+    pub fn aad(&self) -> &[u8] {
+        &self.aad
     }
 
     /// The sequence number the next record will carry.
@@ -68,9 +80,9 @@ impl FrameSealer {
     /// # Errors
     /// [`CryptoError::SequenceExhausted`] after 2^64 - 1 records; [`CryptoError::Malformed`] for
     /// a plaintext beyond the ChaCha20-Poly1305 limit (256 GiB).
-    pub fn seal(&mut self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-        self.seal_into(aad, plaintext, &mut out)?;
+        self.seal_into(plaintext, &mut out)?;
         Ok(out)
     }
 
@@ -79,12 +91,7 @@ impl FrameSealer {
     ///
     /// # Errors
     /// As [`FrameSealer::seal`].
-    pub fn seal_into(
-        &mut self,
-        aad: &[u8],
-        plaintext: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), CryptoError> {
+    pub fn seal_into(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
         let seq = self.next_seq;
         if seq == u64::MAX {
             return Err(CryptoError::SequenceExhausted);
@@ -96,7 +103,7 @@ impl FrameSealer {
         let body = &mut out[start + SEQ_LEN..];
         match self
             .cipher
-            .encrypt_inout_detached(&nonce_for(seq), aad, body.into())
+            .encrypt_inout_detached(&nonce_for(seq), &self.aad, body.into())
         {
             Ok(tag) => {
                 out.extend_from_slice(&tag);
@@ -128,16 +135,23 @@ impl fmt::Debug for FrameSealer {
 /// The cipher's key copy is zeroized on drop.
 pub struct FrameOpener {
     cipher: ChaCha20Poly1305,
+    aad: Vec<u8>,
     next_seq: u64,
 }
 
 impl FrameOpener {
-    /// An opener that expects seq 0 first.
-    pub fn new(key: [u8; 32]) -> Self {
+    /// An opener that expects seq 0 first and requires every record to authenticate `aad`.
+    pub fn new(key: [u8; 32], aad: Vec<u8>) -> Self {
         FrameOpener {
             cipher: cipher_from(key),
+            aad,
             next_seq: 0,
         }
+    }
+
+    /// The associated data every record must authenticate.
+    pub fn aad(&self) -> &[u8] {
+        &self.aad
     }
 
     /// The sequence number the next record must carry.
@@ -152,8 +166,9 @@ impl FrameOpener {
     /// [`CryptoError::Malformed`] for a record shorter than [`SEAL_OVERHEAD`];
     /// [`CryptoError::Replay`] when its seq is not the next expected one (replayed, reordered or
     /// after a deleted frame); [`CryptoError::BadTag`] on a wrong key, wrong `aad` or any tampered
-    /// byte; [`CryptoError::SequenceExhausted`] once seq `u64::MAX` would be next.
-    pub fn open(&mut self, aad: &[u8], record: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// byte (including a record sealed with other associated data: another direction, PN, PNE
+    /// or PN GW); [`CryptoError::SequenceExhausted`] once seq `u64::MAX` would be next.
+    pub fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if record.len() < SEAL_OVERHEAD {
             return Err(CryptoError::Malformed(
                 "sealed frame shorter than sequence number and tag (24 bytes)",
@@ -176,7 +191,7 @@ impl FrameOpener {
         let tag = Tag::try_from(tag).map_err(|_| CryptoError::Malformed("tag length"))?;
         let mut buf = ct.to_vec();
         self.cipher
-            .decrypt_inout_detached(&nonce_for(seq), aad, buf.as_mut_slice().into(), &tag)
+            .decrypt_inout_detached(&nonce_for(seq), &self.aad, buf.as_mut_slice().into(), &tag)
             .map_err(|_| CryptoError::BadTag)?;
         self.next_seq = seq + 1;
         Ok(buf)
@@ -198,22 +213,30 @@ mod tests {
 
     const KEY: [u8; 32] = [0x5c; 32];
 
+    fn pair_with(aad: &[u8]) -> (FrameSealer, FrameOpener) {
+        (
+            FrameSealer::new(KEY, aad.to_vec()),
+            FrameOpener::new(KEY, aad.to_vec()),
+        )
+    }
+
     fn pair() -> (FrameSealer, FrameOpener) {
-        (FrameSealer::new(KEY), FrameOpener::new(KEY))
+        pair_with(b"a")
     }
 
     #[test]
     fn round_trip_in_order() {
-        let (mut s, mut o) = pair();
+        let (mut s, mut o) = pair_with(b"hdr");
         for i in 0..5u8 {
             let msg = vec![i; usize::from(i) * 10];
-            let r = s.seal(b"hdr", &msg).unwrap();
+            let r = s.seal(&msg).unwrap();
             assert_eq!(r.len(), msg.len() + SEAL_OVERHEAD);
             assert_eq!(&r[..8], &u64::from(i).to_be_bytes());
-            assert_eq!(o.open(b"hdr", &r).unwrap(), msg);
+            assert_eq!(o.open(&r).unwrap(), msg);
         }
         assert_eq!(s.next_sequence(), 5);
         assert_eq!(o.next_sequence(), 5);
+        assert_eq!((s.aad(), o.aad()), (&b"hdr"[..], &b"hdr"[..]));
     }
 
     #[test]
@@ -221,15 +244,15 @@ mod tests {
         let (mut a, _) = pair();
         let (mut b, _) = pair();
         let mut out = b"prefix".to_vec();
-        a.seal_into(b"", b"payload", &mut out).unwrap();
+        a.seal_into(b"payload", &mut out).unwrap();
         assert_eq!(&out[..6], b"prefix");
-        assert_eq!(&out[6..], &b.seal(b"", b"payload").unwrap()[..]);
+        assert_eq!(&out[6..], &b.seal(b"payload").unwrap()[..]);
     }
 
     #[test]
-    fn record_uses_counter_nonce() {
-        let (mut s, _) = pair();
-        let r = s.seal(b"aad", b"hi").unwrap();
+    fn record_uses_counter_nonce_and_the_bound_aad() {
+        let (mut s, _) = pair_with(b"aad");
+        let r = s.seal(b"hi").unwrap();
         let expect = crate::aead::seal_with_nonce(&KEY, [0; 12], b"aad", b"hi").unwrap();
         assert_eq!(&r[8..], &expect[12..]);
     }
@@ -237,49 +260,54 @@ mod tests {
     #[test]
     fn tampered_records_fail_and_do_not_advance() {
         let (mut s, mut o) = pair();
-        let r = s.seal(b"a", b"hello world").unwrap();
+        let r = s.seal(b"hello world").unwrap();
         for i in 8..r.len() {
             let mut t = r.clone();
             t[i] ^= 0x10;
-            assert_eq!(o.open(b"a", &t), Err(CryptoError::BadTag), "byte {i}");
+            assert_eq!(o.open(&t), Err(CryptoError::BadTag), "byte {i}");
         }
         // Tampering the seq field is a sequence error, not a crash.
         let mut t = r.clone();
         t[7] ^= 1;
         assert_eq!(
-            o.open(b"a", &t),
+            o.open(&t),
             Err(CryptoError::Replay {
                 expected: 0,
                 got: 1
             })
         );
-        assert_eq!(o.open(b"b", &r), Err(CryptoError::BadTag));
-        assert!(matches!(
-            o.open(b"a", &r[..23]),
-            Err(CryptoError::Malformed(_))
-        ));
+        assert!(matches!(o.open(&r[..23]), Err(CryptoError::Malformed(_))));
         assert_eq!(o.next_sequence(), 0);
-        assert_eq!(o.open(b"a", &r).unwrap(), b"hello world");
+        assert_eq!(o.open(&r).unwrap(), b"hello world");
+    }
+
+    #[test]
+    fn other_associated_data_fails_and_does_not_advance() {
+        let (mut s, _) = pair_with(b"a");
+        let (_, mut o) = pair_with(b"b");
+        let r = s.seal(b"x").unwrap();
+        assert_eq!(o.open(&r), Err(CryptoError::BadTag));
+        assert_eq!(o.next_sequence(), 0);
     }
 
     #[test]
     fn replay_and_reordering_are_rejected() {
         let (mut s, mut o) = pair();
-        let r0 = s.seal(b"", b"zero").unwrap();
-        let r1 = s.seal(b"", b"one").unwrap();
-        let r2 = s.seal(b"", b"two").unwrap();
+        let r0 = s.seal(b"zero").unwrap();
+        let r1 = s.seal(b"one").unwrap();
+        let r2 = s.seal(b"two").unwrap();
         // Reordered: r1 before r0.
         assert_eq!(
-            o.open(b"", &r1),
+            o.open(&r1),
             Err(CryptoError::Replay {
                 expected: 0,
                 got: 1
             })
         );
-        o.open(b"", &r0).unwrap();
+        o.open(&r0).unwrap();
         // Replayed r0.
         assert_eq!(
-            o.open(b"", &r0),
+            o.open(&r0),
             Err(CryptoError::Replay {
                 expected: 1,
                 got: 0
@@ -287,22 +315,22 @@ mod tests {
         );
         // Deleted r1: r2 is out of order.
         assert_eq!(
-            o.open(b"", &r2),
+            o.open(&r2),
             Err(CryptoError::Replay {
                 expected: 1,
                 got: 2
             })
         );
-        assert_eq!(o.open(b"", &r1).unwrap(), b"one");
-        assert_eq!(o.open(b"", &r2).unwrap(), b"two");
+        assert_eq!(o.open(&r1).unwrap(), b"one");
+        assert_eq!(o.open(&r2).unwrap(), b"two");
     }
 
     #[test]
     fn wrong_key_fails() {
-        let mut s = FrameSealer::new(KEY);
-        let mut o = FrameOpener::new([0x5d; 32]);
-        let r = s.seal(b"", b"x").unwrap();
-        assert_eq!(o.open(b"", &r), Err(CryptoError::BadTag));
+        let mut s = FrameSealer::new(KEY, Vec::new());
+        let mut o = FrameOpener::new([0x5d; 32], Vec::new());
+        let r = s.seal(b"x").unwrap();
+        assert_eq!(o.open(&r), Err(CryptoError::BadTag));
     }
 
     #[test]
@@ -310,15 +338,15 @@ mod tests {
         let (mut s, mut o) = pair();
         s.next_seq = u64::MAX - 1;
         o.next_seq = u64::MAX - 1;
-        let last = s.seal(b"", b"last").unwrap();
+        let last = s.seal(b"last").unwrap();
         let mut out = vec![1, 2, 3];
         assert_eq!(
-            s.seal_into(b"", b"more", &mut out),
+            s.seal_into(b"more", &mut out),
             Err(CryptoError::SequenceExhausted)
         );
         assert_eq!(out, vec![1, 2, 3]);
-        assert_eq!(o.open(b"", &last).unwrap(), b"last");
-        assert_eq!(o.open(b"", &last), Err(CryptoError::SequenceExhausted));
+        assert_eq!(o.open(&last).unwrap(), b"last");
+        assert_eq!(o.open(&last), Err(CryptoError::SequenceExhausted));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The domain-separation labels of the CPNS v1 key schedule (docs/security.md §3).
 //!
 //! Every HKDF `info`, every HMAC transcript and every AEAD associated-data string starts with one
-//! of these ASCII labels, encoded as the first length-prefixed field (docs/security.md §2).
+//! of these ASCII labels, encoded as the first length-prefixed field (docs/security.md §2). The
+//! associated-data strings are built by the functions of [`crate::aad`] and
+//! [`crate::local_key`], never by hand.
 //! Because each label is used for exactly one purpose, a value
 //! computed for one purpose (a KEK, a proof, a direction key) can never be replayed as another,
 //! even when the same input key material is involved. The `v1` lets a later key schedule coexist.
@@ -36,14 +38,23 @@ pub const PAN_GW_PROOF: &str = "cpns/v1/pan-gw-proof";
 /// HMAC transcript label of the PNE's PAN proof.
 pub const PAN_PNE_PROOF: &str = "cpns/v1/pan-pne-proof";
 
+/// AEAD associated-data label of a sealed PAN frame (docs/security.md §4.5).
+pub const PAN_FRAME_AAD: &str = "cpns/v1/pan-frame";
+
 /// HKDF info label of an end-to-end (SK_PNE) direction key.
 pub const E2E_KEY: &str = "cpns/v1/e2e-key";
+/// AEAD associated-data label of the sealed registration grant (003 §1.4.1 step 3).
+pub const REGISTRATION_GRANT_AAD: &str = "cpns/v1/registration-grant";
 
 /// HKDF info label of the at-rest sealing key derived from the server MasterKey.
 pub const AT_REST_KEY: &str = "cpns/v1/at-rest-key";
+/// AEAD associated-data label of an entity's EUKey sealed at rest.
+pub const AT_REST_EUKEY_AAD: &str = "cpns/v1/at-rest/eukey";
+/// AEAD associated-data label of a PNE's SK_PNE sealed at rest.
+pub const AT_REST_SK_PNE_AAD: &str = "cpns/v1/at-rest/sk-pne";
 
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 19] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -57,8 +68,12 @@ pub const ALL: [&str; 15] = [
     PAN_PNE_TO_GW,
     PAN_GW_PROOF,
     PAN_PNE_PROOF,
+    PAN_FRAME_AAD,
     E2E_KEY,
+    REGISTRATION_GRANT_AAD,
     AT_REST_KEY,
+    AT_REST_EUKEY_AAD,
+    AT_REST_SK_PNE_AAD,
 ];
 
 #[cfg(test)]

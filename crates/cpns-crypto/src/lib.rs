@@ -14,7 +14,12 @@
 //! | GW auth on the WAN, TLS-bound (002 §B.1.1.2 steps 8-11) | [`gw_auth_response`] | EUKey_GW → K_gw |
 //! | PN GW auth on an insecure PAN, sealed frames (DESIGN §4) | [`PanKeys`], [`FrameSealer`] | LocalEUKey → K_confirm, K_gw→pne, K_pne→gw |
 //! | PNE <-> server end-to-end payloads | [`seal_e2e`] | SK_PNE → K_dir |
+//! | the registration grant (003 §1.4.1 steps 3-4) | [`seal_registration_grant`] | SK_PNE → K_dir(server→PNE) |
 //! | secrets at rest in the server store | [`seal_at_rest`] | MasterKey → K_rest |
+//!
+//! Every AEAD's associated data is a length-prefixed transcript with its own label, built here
+//! ([`pan_frame_aad`], [`registration_grant_aad`], [`at_rest_eukey_aad`],
+//! [`at_rest_session_key_aad`], and the LocalEUKey wrap's inside [`wrap_local_eukey`]).
 //!
 //! A typical PN establishment, as seen from this crate:
 //! ```
@@ -25,7 +30,7 @@
 //! let (rand_pne, rand_server) = (Rand::generate()?, Rand::generate()?);
 //! // Step 5: the server makes a LocalEUKey and wraps one copy per recipient.
 //! let local = LocalEuKey::generate()?;
-//! let binding = KeyBinding { pn_id: &pn_id, pne_id: "pne-1", gw_id: "gw-1" };
+//! let binding = KeyBinding { pn_id: &pn_id, pne_id: "pne-1", gw_id: "gw-1", rand_server: &rand_server };
 //! let mut rng = MachineRng::os();
 //! let for_pne = wrap_local_eukey(rng.get(), &eukey_pne, Recipient::Pne, &binding, &local);
 //! let for_gw = wrap_local_eukey(rng.get(), &eukey_gw, Recipient::Gateway, &binding, &local);
@@ -41,22 +46,27 @@
 //! let server = PneAuthKeys::derive(&eukey_pne, &input); // the server's stored copy of EUKey_PNE
 //! let hash_pne = pne.hash_pne();
 //! server.verify_hash_pne(&hash_pne)?;
-//! pne.verify_hash_server(&hash_pne, &server.hash_server(&hash_pne))?;
-//! let boxed = seal_e2e(rng.get(), server.session_key(), E2eDirection::ServerToPne, b"msg-1", b"content key")?;
-//! let opened = open_e2e(pne.session_key(), E2eDirection::ServerToPne, b"msg-1", &boxed)?;
-//! assert_eq!(&opened[..], b"content key");
+//! // Step 12: hash_server also covers the inventory the PNE will store (its canonical CBOR).
+//! let outcome = ServerOutcome::Established { inventory_cbor: b"\xa2\x00..." };
+//! pne.verify_hash_server(&hash_pne, &outcome, &server.hash_server(&hash_pne, &outcome))?;
+//! let aad = at_rest_session_key_aad(&pn_id, "pne-1");
+//! let master = MasterKey::generate()?;
+//! let stored = seal_at_rest(&master, &aad, server.session_key().expose_secret())?;
+//! assert_eq!(&open_at_rest(&master, &aad, &stored)?[..], pne.session_key().expose_secret());
 //! # Ok(())
 //! # }
 //! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod aad;
 mod aead;
 mod at_rest;
 mod ct_hex;
 mod e2e;
 mod error;
 mod frame;
+mod grant;
 mod gw_auth;
 mod kdf;
 mod keys;
@@ -68,10 +78,17 @@ mod rng;
 #[doc(hidden)]
 pub mod vectors;
 
+pub use aad::{
+    GrantBinding, PanDirection, at_rest_eukey_aad, at_rest_session_key_aad, pan_frame_aad,
+    registration_grant_aad,
+};
 pub use at_rest::{open_at_rest, seal_at_rest, seal_at_rest_with_nonce};
 pub use e2e::{E2eDirection, open_e2e, seal_e2e, seal_e2e_with_nonce};
 pub use error::CryptoError;
 pub use frame::{FrameOpener, FrameSealer, SEAL_OVERHEAD};
+pub use grant::{
+    open_registration_grant, seal_registration_grant, seal_registration_grant_with_nonce,
+};
 pub use gw_auth::{
     TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN, gw_auth_response, verify_gw_auth_response,
 };
@@ -80,9 +97,11 @@ pub use keys::{
     random_array,
 };
 pub use local_key::{
-    KeyBinding, Recipient, WRAPPED_KEY_LEN, unwrap_local_eukey, wrap_local_eukey,
-    wrap_local_eukey_with_nonce,
+    KeyBinding, Recipient, STORED_WRAPPED_KEY_LEN, WRAPPED_KEY_LEN, split_stored_wrapped_key,
+    stored_wrapped_key, unwrap_local_eukey, wrap_local_eukey, wrap_local_eukey_with_nonce,
 };
 pub use pan::{PanAuthInput, PanKeys};
-pub use pne_auth::{AuthPurpose, PneAuthInput, PneAuthKeys};
+pub use pne_auth::{
+    AuthPurpose, PneAuthInput, PneAuthKeys, ServerOutcome, VERDICT_AUTHENTICATED, inventory_digest,
+};
 pub use rng::{CryptoRng, MachineRng, Rng};

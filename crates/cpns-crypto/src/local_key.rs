@@ -4,25 +4,32 @@
 //! and makes two copies, "one encrypted by PNE's EUKey and the other encrypted by PN GW's EUKey".
 //! Steps 6-7: the PN GW unwraps its copy, relays the other to the PNE, which unwraps it. Here each
 //! copy is ChaCha20-Poly1305 under a KEK derived from the recipient's EUKey, with associated data
-//! naming the recipient role and the PN ID, PNE ID and GW ID, so a copy cannot be unwrapped by the
-//! wrong party, nor presented as a key for another PN, PNE or GW (docs/security.md §4.2):
+//! naming the recipient role, the PN ID, PNE ID and GW ID and the establishment's rand_server, so
+//! a copy cannot be unwrapped by the wrong party, presented as a key for another PN, PNE or GW,
+//! nor substituted for the copy of a later establishment (docs/security.md §4.2):
 //! ```text
 //! KEK_r   = HKDF-SHA256(salt = none, IKM = EUKey_r, info = T("cpns/v1/kek-local-eukey") ‖ T(r))
-//! AAD_r   = T("cpns/v1/wrap-local-eukey") ‖ T(r) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)
+//! AAD_r   = T("cpns/v1/wrap-local-eukey") ‖ T(r) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID) ‖ T(rand_server)
 //! wrapped = nonce(12) ‖ ChaCha20-Poly1305(KEK_r, nonce, AAD_r, LocalEUKey)   -- 60 bytes
+//! stored  = rand_server(16) ‖ wrapped(60)                                     -- 76 bytes
 //! ```
-//! where `r` is the one-byte recipient code (PNE `0x01`, GW `0x02`).
+//! where `r` is the one-byte recipient code (PNE `0x01`, GW `0x02`). A PN GW or PNE keeps its copy
+//! in the stored form, still wrapped, and unwraps it again after a restart with the rand_server
+//! kept in front of it ([`stored_wrapped_key`], [`split_stored_wrapped_key`]).
 
 use crate::aead;
 use crate::error::CryptoError;
 use crate::kdf::{Transcript, derive_key};
-use crate::keys::{EuKey, LocalEuKey};
+use crate::keys::{EuKey, LocalEuKey, RAND_LEN, Rand};
 use crate::labels;
 use crate::rng::CryptoRng;
 use zeroize::Zeroizing;
 
 /// Length of one wrapped LocalEUKey copy: nonce 12 ‖ ciphertext 32 ‖ tag 16.
 pub const WRAPPED_KEY_LEN: usize = 60;
+
+/// Length of a wrapped copy in its stored form: rand_server 16 ‖ wrapped 60.
+pub const STORED_WRAPPED_KEY_LEN: usize = RAND_LEN + WRAPPED_KEY_LEN;
 
 /// Who a wrapped LocalEUKey copy is for; bound into both the KEK and the associated data.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -43,7 +50,8 @@ impl Recipient {
     }
 }
 
-/// The identities a LocalEUKey belongs to; authenticated as associated data of both copies.
+/// The identities and the establishment a LocalEUKey belongs to; authenticated as associated
+/// data of both copies.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyBinding<'a> {
     /// The PN ID (16 bytes).
@@ -52,6 +60,10 @@ pub struct KeyBinding<'a> {
     pub pne_id: &'a str,
     /// The PN GW the key is shared with.
     pub gw_id: &'a str,
+    /// rand_server of the establishment that made the key (000 §6.6.1.1 step 5), sent next to
+    /// the copies in the same Authentication Request: fresh per establishment, so a copy
+    /// from an earlier one does not unwrap in a later one.
+    pub rand_server: &'a Rand,
 }
 
 /// KEK_r for one recipient (000 §6.6.1.1 step 5).
@@ -67,8 +79,31 @@ pub(crate) fn wrap_aad(recipient: Recipient, binding: &KeyBinding<'_>) -> Transc
     aad.push(&[recipient.code()])
         .push(binding.pn_id)
         .push(binding.pne_id.as_bytes())
-        .push(binding.gw_id.as_bytes());
+        .push(binding.gw_id.as_bytes())
+        .push(&binding.rand_server.0);
     aad
+}
+
+/// The stored form of a wrapped copy: `rand_server ‖ wrapped`, what a PN GW or PNE keeps so it
+/// can unwrap the copy again after a restart (docs/security.md §4.2).
+pub fn stored_wrapped_key(rand_server: &Rand, wrapped: &[u8]) -> Vec<u8> {
+    [&rand_server.0[..], wrapped].concat()
+}
+
+/// Splits a stored copy into the rand_server it is bound to and the wrapped copy.
+///
+/// # Errors
+/// [`CryptoError::Malformed`] unless `stored` is exactly [`STORED_WRAPPED_KEY_LEN`] bytes.
+pub fn split_stored_wrapped_key(stored: &[u8]) -> Result<(Rand, &[u8]), CryptoError> {
+    if stored.len() != STORED_WRAPPED_KEY_LEN {
+        return Err(CryptoError::Malformed(
+            "a stored LocalEUKey copy must be 76 bytes (rand_server 16, wrapped 60)",
+        ));
+    }
+    let (rand, wrapped) = stored.split_at(RAND_LEN);
+    let mut r = [0u8; RAND_LEN];
+    r.copy_from_slice(rand);
+    Ok((Rand(r), wrapped))
 }
 
 /// Wraps one copy of a LocalEUKey for `recipient` under a nonce drawn from `rng`
@@ -105,8 +140,8 @@ pub fn wrap_local_eukey_with_nonce(
 ///
 /// # Errors
 /// [`CryptoError::Malformed`] unless `wrapped` is exactly [`WRAPPED_KEY_LEN`] bytes;
-/// [`CryptoError::BadTag`] on a wrong EUKey, wrong recipient, wrong PN/PNE/GW binding or any
-/// tampered byte.
+/// [`CryptoError::BadTag`] on a wrong EUKey, wrong recipient, wrong PN/PNE/GW/rand_server
+/// binding or any tampered byte.
 pub fn unwrap_local_eukey(
     recipient_eukey: &EuKey,
     recipient: Recipient,
@@ -132,12 +167,14 @@ mod tests {
     use crate::MachineRng;
 
     const PN: [u8; 16] = [0x11; 16];
+    const RAND_SERVER: Rand = Rand([0x22; 16]);
 
     fn binding() -> KeyBinding<'static> {
         KeyBinding {
             pn_id: &PN,
             pne_id: "pne-1",
             gw_id: "gw-1",
+            rand_server: &RAND_SERVER,
         }
     }
 
@@ -249,6 +286,7 @@ mod tests {
             &local,
         );
         let other_pn = [0x12; 16];
+        let earlier = Rand([0x21; 16]);
         let bad = [
             KeyBinding {
                 pn_id: &other_pn,
@@ -260,6 +298,11 @@ mod tests {
             },
             KeyBinding {
                 gw_id: "gw-2",
+                ..binding()
+            },
+            // A copy made in another establishment (another rand_server) is refused.
+            KeyBinding {
+                rand_server: &earlier,
                 ..binding()
             },
             // Shifting a character between ids must not verify either.
@@ -299,6 +342,49 @@ mod tests {
             unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &long),
             Err(CryptoError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_checks_its_length() {
+        let (pne, _, local) = setup();
+        let w = wrap_local_eukey(
+            MachineRng::os().get(),
+            &pne,
+            Recipient::Pne,
+            &binding(),
+            &local,
+        );
+        let stored = stored_wrapped_key(&RAND_SERVER, &w);
+        assert_eq!(stored.len(), STORED_WRAPPED_KEY_LEN);
+        assert_eq!(&stored[..16], &RAND_SERVER.0);
+        let (rand, wrapped) = split_stored_wrapped_key(&stored).unwrap();
+        assert_eq!((rand, wrapped), (RAND_SERVER, &w[..]));
+        let b = KeyBinding {
+            rand_server: &rand,
+            ..binding()
+        };
+        assert_eq!(
+            unwrap_local_eukey(&pne, Recipient::Pne, &b, wrapped).unwrap(),
+            local
+        );
+        // Another rand_server in front of the same copy does not unwrap it.
+        let mut swapped = stored.clone();
+        swapped[0] ^= 1;
+        let (rand, wrapped) = split_stored_wrapped_key(&swapped).unwrap();
+        let b = KeyBinding {
+            rand_server: &rand,
+            ..binding()
+        };
+        assert_eq!(
+            unwrap_local_eukey(&pne, Recipient::Pne, &b, wrapped),
+            Err(CryptoError::BadTag)
+        );
+        for len in [0, 60, 75, 77] {
+            assert!(matches!(
+                split_stored_wrapped_key(&vec![0; len]),
+                Err(CryptoError::Malformed(_))
+            ));
+        }
     }
 
     #[test]

@@ -16,8 +16,13 @@
 //! proof_ctx = T(rand_PNE) ‖ T(rand_GW) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)
 //! gw_proof  = HMAC(K_confirm, T("cpns/v1/pan-gw-proof")  ‖ proof_ctx)
 //! pne_proof = HMAC(K_confirm, T("cpns/v1/pan-pne-proof") ‖ proof_ctx ‖ T(gw_proof))
+//! aad_dir   = T("cpns/v1/pan-frame") ‖ T(dir) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)   (dir: GW→PNE 01, PNE→GW 02)
 //! ```
+//! The sealer and opener [`PanKeys::into_pne_side`] / [`PanKeys::into_gw_side`] return carry the
+//! frame key and the associated data of their direction, so the session layer never picks
+//! either.
 
+use crate::aad::{PanDirection, pan_frame_aad};
 use crate::error::CryptoError;
 use crate::frame::{FrameOpener, FrameSealer};
 use crate::kdf::{Prk, Transcript, hmac};
@@ -49,6 +54,12 @@ pub struct PanKeys {
     pne_to_gw: Zeroizing<[u8; 32]>,
     #[zeroize(skip)]
     proof_context: Transcript,
+    /// Associated data of the GW -> PNE frames.
+    #[zeroize(skip)]
+    aad_gw_to_pne: Vec<u8>,
+    /// Associated data of the PNE -> GW frames.
+    #[zeroize(skip)]
+    aad_pne_to_gw: Vec<u8>,
 }
 
 impl PanKeys {
@@ -74,6 +85,18 @@ impl PanKeys {
             gw_to_pne: expand(labels::PAN_GW_TO_PNE),
             pne_to_gw: expand(labels::PAN_PNE_TO_GW),
             proof_context,
+            aad_gw_to_pne: pan_frame_aad(
+                PanDirection::GwToPne,
+                input.pn_id,
+                input.pne_id,
+                input.gw_id,
+            ),
+            aad_pne_to_gw: pan_frame_aad(
+                PanDirection::PneToGw,
+                input.pn_id,
+                input.pne_id,
+                input.gw_id,
+            ),
         }
     }
 
@@ -116,19 +139,21 @@ impl PanKeys {
         }
     }
 
-    /// The PNE's frame sealer (PNE -> GW key) and opener (GW -> PNE key).
+    /// The PNE's frame sealer (K_pne→gw, PNE -> GW associated data) and opener (K_gw→pne,
+    /// GW -> PNE associated data), both bound to this session's PN, PNE and GW ids.
     pub fn into_pne_side(self) -> (FrameSealer, FrameOpener) {
         (
-            FrameSealer::new(*self.pne_to_gw),
-            FrameOpener::new(*self.gw_to_pne),
+            FrameSealer::new(*self.pne_to_gw, self.aad_pne_to_gw.clone()),
+            FrameOpener::new(*self.gw_to_pne, self.aad_gw_to_pne.clone()),
         )
     }
 
-    /// The GW's frame sealer (GW -> PNE key) and opener (PNE -> GW key).
+    /// The GW's frame sealer (K_gw→pne, GW -> PNE associated data) and opener (K_pne→gw,
+    /// PNE -> GW associated data), both bound to this session's PN, PNE and GW ids.
     pub fn into_gw_side(self) -> (FrameSealer, FrameOpener) {
         (
-            FrameSealer::new(*self.gw_to_pne),
-            FrameOpener::new(*self.pne_to_gw),
+            FrameSealer::new(*self.gw_to_pne, self.aad_gw_to_pne.clone()),
+            FrameOpener::new(*self.pne_to_gw, self.aad_pne_to_gw.clone()),
         )
     }
 
@@ -175,13 +200,23 @@ mod tests {
         assert_ne!(gw.gw_proof(), gw.pne_proof());
         let (mut pne_tx, mut pne_rx) = pne.into_pne_side();
         let (mut gw_tx, mut gw_rx) = gw.into_gw_side();
-        let up = pne_tx.seal(b"", b"to gw").unwrap();
-        assert_eq!(gw_rx.open(b"", &up).unwrap(), b"to gw");
-        let down = gw_tx.seal(b"", b"to pne").unwrap();
-        assert_eq!(pne_rx.open(b"", &down).unwrap(), b"to pne");
+        assert_eq!(
+            pne_tx.aad(),
+            &pan_frame_aad(PanDirection::PneToGw, &PN, "pne-1", "gw-1")[..]
+        );
+        assert_eq!(gw_rx.aad(), pne_tx.aad());
+        assert_eq!(
+            gw_tx.aad(),
+            &pan_frame_aad(PanDirection::GwToPne, &PN, "pne-1", "gw-1")[..]
+        );
+        assert_eq!(pne_rx.aad(), gw_tx.aad());
+        let up = pne_tx.seal(b"to gw").unwrap();
+        assert_eq!(gw_rx.open(&up).unwrap(), b"to gw");
+        let down = gw_tx.seal(b"to pne").unwrap();
+        assert_eq!(pne_rx.open(&down).unwrap(), b"to pne");
         // A frame cannot be reflected back to its sender: the directions have different keys.
-        let up2 = pne_tx.seal(b"", b"reflect me").unwrap();
-        assert_eq!(pne_rx.open(b"", &up2), Err(CryptoError::BadTag));
+        let up2 = pne_tx.seal(b"reflect me").unwrap();
+        assert_eq!(pne_rx.open(&up2), Err(CryptoError::BadTag));
     }
 
     #[test]
@@ -198,8 +233,8 @@ mod tests {
         );
         let (mut tx, _) = pne.into_pne_side();
         let (_, mut rx) = fake_gw.into_gw_side();
-        let r = tx.seal(b"", b"secret").unwrap();
-        assert_eq!(rx.open(b"", &r), Err(CryptoError::BadTag));
+        let r = tx.seal(b"secret").unwrap();
+        assert_eq!(rx.open(&r), Err(CryptoError::BadTag));
     }
 
     #[test]
@@ -246,6 +281,37 @@ mod tests {
                 Err(CryptoError::BadHash)
             );
         }
+    }
+
+    /// A frame sealed under the right keys but bound to another PN, PNE or GW id (or the
+    /// other direction) does not open: the associated data alone rejects it.
+    #[test]
+    fn frames_bound_to_other_ids_or_direction_do_not_open() {
+        let keys = PanKeys::derive(&local(1), &input());
+        let (g2p, p2g) = (*keys.gw_to_pne, *keys.pne_to_gw);
+        let (_, mut gw_rx) = PanKeys::derive(&local(1), &input()).into_gw_side();
+        let (_, mut pne_rx) = keys.into_pne_side();
+        let other_pn = [0x78; 16];
+        for aad in [
+            pan_frame_aad(PanDirection::PneToGw, &PN, "pne-2", "gw-1"),
+            pan_frame_aad(PanDirection::PneToGw, &PN, "pne-1", "gw-2"),
+            pan_frame_aad(PanDirection::PneToGw, &other_pn, "pne-1", "gw-1"),
+            pan_frame_aad(PanDirection::GwToPne, &PN, "pne-1", "gw-1"),
+        ] {
+            let r = FrameSealer::new(p2g, aad).seal(b"for another PNE").unwrap();
+            assert_eq!(gw_rx.open(&r), Err(CryptoError::BadTag));
+        }
+        for aad in [
+            pan_frame_aad(PanDirection::GwToPne, &PN, "pne-2", "gw-1"),
+            pan_frame_aad(PanDirection::PneToGw, &PN, "pne-1", "gw-1"),
+        ] {
+            let r = FrameSealer::new(g2p, aad).seal(b"x").unwrap();
+            assert_eq!(pne_rx.open(&r), Err(CryptoError::BadTag));
+        }
+        // The right associated data still opens, at seq 0: nothing advanced.
+        let right = pan_frame_aad(PanDirection::PneToGw, &PN, "pne-1", "gw-1");
+        let r = FrameSealer::new(p2g, right).seal(b"ok").unwrap();
+        assert_eq!(gw_rx.open(&r).unwrap(), b"ok");
     }
 
     #[test]

@@ -14,15 +14,72 @@
 //! SK_PNE    = HKDF-Expand(PRK, T("cpns/v1/sk-pne") ‖ ctx, 32)
 //! K_confirm = HKDF-Expand(PRK, T("cpns/v1/pne-confirm") ‖ ctx, 32)
 //! hash_PNE    = HMAC(K_confirm, T("cpns/v1/hash-pne") ‖ T(purpose) ‖ T(rand_PNE) ‖ T(rand_server) ‖ T(PNE ID) ‖ T(PN ID))
-//! hash_server = HMAC(K_confirm, T("cpns/v1/hash-server") ‖ …same fields… ‖ T(hash_PNE))
+//! hash_server = HMAC(K_confirm, T("cpns/v1/hash-server") ‖ …same fields… ‖ T(hash_PNE)
+//!                               ‖ T(verdict = 01) ‖ T(outcome))
+//! outcome     = SHA-256(canonical CBOR of the PN inventory)   establishment (purpose 01)
+//!             = CPNS ID                                        registration  (purpose 02)
 //! ```
+//! The outcome is what the PNE acts on once it accepts hash_server: the inventory it stores, or
+//! the CPNS ID it is known by. Both reach it through the PN GW, so the server's hash covers them
+//! and a relaying PN GW cannot alter them ([`ServerOutcome`]).
 
 use crate::error::CryptoError;
 use crate::kdf::{Prk, Transcript, hmac};
 use crate::keys::{AuthHash, EuKey, Rand, SessionKey};
 use crate::labels;
 use core::fmt;
+use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The verdict byte of hash_server_PNE: `0x01`, the PNE is authenticated. hash_server_PNE is
+/// only ever computed for an authenticated PNE; the byte keeps the transcript unambiguous should a
+/// later version confirm other verdicts too.
+pub const VERDICT_AUTHENTICATED: u8 = 0x01;
+
+/// What hash_server_PNE confirms besides the exchange itself: the result the PNE will act on,
+/// relayed to it by the PN GW (docs/security.md §4.1).
+#[derive(Clone, Copy, Debug)]
+pub enum ServerOutcome<'a> {
+    /// PN establishment (purpose `Establishment`): the PNE is a member of the PN whose
+    /// inventory, as the PNE will store it, has this canonical CBOR encoding (docs/wire.md,
+    /// "Canonical PN inventory"). The transcript carries its SHA-256 digest.
+    Established {
+        /// The canonical CBOR bytes of the `PnInventory`.
+        inventory_cbor: &'a [u8],
+    },
+    /// PNE registration (purpose `Registration`): the PNE is registered under this CPNS ID, in
+    /// the PN of the transcript.
+    Registered {
+        /// The CPNS ID as sent in the PNE Registration Response.
+        cpns_id: &'a str,
+    },
+}
+
+impl ServerOutcome<'_> {
+    /// The purpose this outcome belongs to.
+    fn purpose(&self) -> AuthPurpose {
+        match self {
+            ServerOutcome::Established { .. } => AuthPurpose::Establishment,
+            ServerOutcome::Registered { .. } => AuthPurpose::Registration,
+        }
+    }
+
+    /// The outcome field of the transcript.
+    fn field(&self) -> Vec<u8> {
+        match self {
+            ServerOutcome::Established { inventory_cbor } => {
+                inventory_digest(inventory_cbor).to_vec()
+            }
+            ServerOutcome::Registered { cpns_id } => cpns_id.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// SHA-256 of the canonical CBOR of a PN inventory: the outcome field of an establishment's
+/// hash_server_PNE.
+pub fn inventory_digest(inventory_cbor: &[u8]) -> [u8; 32] {
+    Sha256::digest(inventory_cbor).into()
+}
 
 /// Which flow the PNE authentication belongs to; bound into every key and hash so that an
 /// exchange from one flow cannot be replayed into the other.
@@ -90,6 +147,8 @@ pub struct PneAuthKeys {
     confirm: Zeroizing<[u8; 32]>,
     #[zeroize(skip)]
     hash_context: Transcript,
+    #[zeroize(skip)]
+    purpose: AuthPurpose,
 }
 
 impl PneAuthKeys {
@@ -107,6 +166,7 @@ impl PneAuthKeys {
             session: SessionKey::from_bytes(*sk),
             confirm,
             hash_context: input.hash_context(),
+            purpose: input.purpose,
         }
     }
 
@@ -128,12 +188,33 @@ impl PneAuthKeys {
         AuthHash(hmac(&self.confirm, &t))
     }
 
-    /// hash_server_PNE, computed by the server after it verified hash_PNE; covers hash_PNE
-    /// (000 §6.6.1.1 step 12).
-    pub fn hash_server(&self, hash_pne: &AuthHash) -> AuthHash {
+    /// The HMAC input of hash_server_PNE.
+    pub(crate) fn hash_server_transcript(
+        &self,
+        hash_pne: &AuthHash,
+        outcome: &ServerOutcome<'_>,
+    ) -> Transcript {
+        debug_assert_eq!(
+            outcome.purpose(),
+            self.purpose,
+            "an establishment confirms an inventory, a registration a CPNS ID"
+        );
         let mut t = Transcript::new(labels::HASH_SERVER);
-        t.extend(&self.hash_context).push(&hash_pne.0);
-        AuthHash(hmac(&self.confirm, &t))
+        t.extend(&self.hash_context)
+            .push(&hash_pne.0)
+            .push(&[VERDICT_AUTHENTICATED])
+            .push(&outcome.field());
+        t
+    }
+
+    /// hash_server_PNE, computed by the server after it verified hash_PNE; covers hash_PNE
+    /// (000 §6.6.1.1 step 12) and the outcome the PNE will act on: the PN inventory it stores
+    /// (steps 14-15) or the CPNS ID it is registered under (003 §1.4.1 step 4).
+    pub fn hash_server(&self, hash_pne: &AuthHash, outcome: &ServerOutcome<'_>) -> AuthHash {
+        AuthHash(hmac(
+            &self.confirm,
+            &self.hash_server_transcript(hash_pne, outcome),
+        ))
     }
 
     /// The server's check of a received hash_PNE (000 §6.6.1.1 step 11), in constant time.
@@ -149,17 +230,19 @@ impl PneAuthKeys {
     }
 
     /// The PNE's check of a received hash_server_PNE (000 §6.6.1.1 steps 14-15), in constant
-    /// time. `hash_pne` is the value this PNE sent.
+    /// time. `hash_pne` is the value this PNE sent; `outcome` is what it received: the inventory
+    /// it is about to store, or the CPNS ID.
     ///
     /// # Errors
     /// [`CryptoError::BadHash`] when the server does not hold the same EUKey, any input differs,
-    /// or the server answered a different hash_PNE.
+    /// the server answered a different hash_PNE, or the outcome was altered on the way.
     pub fn verify_hash_server(
         &self,
         hash_pne: &AuthHash,
+        outcome: &ServerOutcome<'_>,
         claimed: &AuthHash,
     ) -> Result<(), CryptoError> {
-        if self.hash_server(hash_pne).ct_eq(claimed) {
+        if self.hash_server(hash_pne, outcome).ct_eq(claimed) {
             Ok(())
         } else {
             Err(CryptoError::BadHash)
@@ -200,14 +283,22 @@ mod tests {
         EuKey::from_bytes([b; 32])
     }
 
+    const INVENTORY: &[u8] = b"\xa3\x00inventory";
+
+    fn member() -> ServerOutcome<'static> {
+        ServerOutcome::Established {
+            inventory_cbor: INVENTORY,
+        }
+    }
+
     #[test]
     fn both_sides_agree_and_verify() {
         let pne = PneAuthKeys::derive(&eukey(7), &input("pne-1", &R_SRV));
         let server = PneAuthKeys::derive(&eukey(7), &input("pne-1", &R_SRV));
         let h = pne.hash_pne();
         server.verify_hash_pne(&h).unwrap();
-        let hs = server.hash_server(&h);
-        pne.verify_hash_server(&h, &hs).unwrap();
+        let hs = server.hash_server(&h, &member());
+        pne.verify_hash_server(&h, &member(), &hs).unwrap();
         assert_eq!(pne.session_key(), server.session_key());
         assert_ne!(pne.session_key().expose_secret(), pne.confirm_key());
         assert_ne!(h, hs);
@@ -221,9 +312,9 @@ mod tests {
             server.verify_hash_pne(&pne.hash_pne()),
             Err(CryptoError::BadHash)
         );
-        let forged = server.hash_server(&pne.hash_pne());
+        let forged = server.hash_server(&pne.hash_pne(), &member());
         assert_eq!(
-            pne.verify_hash_server(&pne.hash_pne(), &forged),
+            pne.verify_hash_server(&pne.hash_pne(), &member(), &forged),
             Err(CryptoError::BadHash)
         );
         assert_ne!(pne.session_key(), server.session_key());
@@ -233,14 +324,17 @@ mod tests {
     fn tampered_hashes_fail_at_every_byte() {
         let k = PneAuthKeys::derive(&eukey(7), &input("pne-1", &R_SRV));
         let h = k.hash_pne();
-        let hs = k.hash_server(&h);
+        let hs = k.hash_server(&h, &member());
         for i in 0..32 {
             let mut t = h;
             t.0[i] ^= 0x80;
             assert_eq!(k.verify_hash_pne(&t), Err(CryptoError::BadHash));
             let mut ts = hs;
             ts.0[i] ^= 0x80;
-            assert_eq!(k.verify_hash_server(&h, &ts), Err(CryptoError::BadHash));
+            assert_eq!(
+                k.verify_hash_server(&h, &member(), &ts),
+                Err(CryptoError::BadHash)
+            );
         }
     }
 
@@ -248,9 +342,70 @@ mod tests {
     fn hash_server_is_bound_to_hash_pne() {
         let k = PneAuthKeys::derive(&eukey(7), &input("pne-1", &R_SRV));
         let h = k.hash_pne();
-        let hs = k.hash_server(&h);
+        let hs = k.hash_server(&h, &member());
         let other = AuthHash([0x33; 32]);
-        assert_eq!(k.verify_hash_server(&other, &hs), Err(CryptoError::BadHash));
+        assert_eq!(
+            k.verify_hash_server(&other, &member(), &hs),
+            Err(CryptoError::BadHash)
+        );
+    }
+
+    /// A PN GW that changes the inventory it relays (a member added, removed or altered: any
+    /// byte) makes hash_server fail at the PNE.
+    #[test]
+    fn hash_server_is_bound_to_the_inventory() {
+        let k = PneAuthKeys::derive(&eukey(7), &input("pne-1", &R_SRV));
+        let h = k.hash_pne();
+        let hs = k.hash_server(&h, &member());
+        for i in 0..INVENTORY.len() {
+            let mut altered = INVENTORY.to_vec();
+            altered[i] ^= 0x01;
+            let outcome = ServerOutcome::Established {
+                inventory_cbor: &altered,
+            };
+            assert_eq!(
+                k.verify_hash_server(&h, &outcome, &hs),
+                Err(CryptoError::BadHash)
+            );
+        }
+        let longer = [INVENTORY, b"\x00"].concat();
+        let outcome = ServerOutcome::Established {
+            inventory_cbor: &longer,
+        };
+        assert_eq!(
+            k.verify_hash_server(&h, &outcome, &hs),
+            Err(CryptoError::BadHash)
+        );
+    }
+
+    /// A registration's hash_server is bound to the CPNS ID (and, through the transcript, to
+    /// the PN): a PN GW cannot hand the PNE another CPNS ID.
+    #[test]
+    fn registration_hash_server_is_bound_to_the_cpns_id_and_pn() {
+        let mut reg = input("pne-1", &R_SRV);
+        reg.purpose = AuthPurpose::Registration;
+        let k = PneAuthKeys::derive(&eukey(7), &reg);
+        let h = k.hash_pne();
+        let outcome = ServerOutcome::Registered {
+            cpns_id: "cpns-000001",
+        };
+        let hs = k.hash_server(&h, &outcome);
+        k.verify_hash_server(&h, &outcome, &hs).unwrap();
+        let other = ServerOutcome::Registered {
+            cpns_id: "cpns-000002",
+        };
+        assert_eq!(
+            k.verify_hash_server(&h, &other, &hs),
+            Err(CryptoError::BadHash)
+        );
+        let other_pn = [0x5b; 16];
+        let mut moved = reg;
+        moved.pn_id = &other_pn;
+        let m = PneAuthKeys::derive(&eukey(7), &moved);
+        assert_eq!(
+            m.verify_hash_server(&h, &outcome, &hs),
+            Err(CryptoError::BadHash)
+        );
     }
 
     #[test]
@@ -263,7 +418,7 @@ mod tests {
         );
         let h = now.hash_pne();
         assert_eq!(
-            now.verify_hash_server(&h, &old.hash_server(&h)),
+            now.verify_hash_server(&h, &member(), &old.hash_server(&h, &member())),
             Err(CryptoError::BadHash)
         );
         assert_ne!(old.session_key(), now.session_key());

@@ -8,7 +8,8 @@
 
 use crate::kdf::{self, Transcript};
 use crate::{
-    E2eDirection, EuKey, KeyBinding, MasterKey, PanKeys, PneAuthKeys, Rand, Recipient, SessionKey,
+    AuthHash, E2eDirection, EuKey, KeyBinding, MasterKey, PanKeys, PneAuthKeys, Rand, Recipient,
+    ServerOutcome, SessionKey,
 };
 
 /// Encodes a transcript: `label` then every field, each as u16 BE length ‖ bytes.
@@ -28,6 +29,17 @@ pub fn hkdf_prk(salt: Option<&[u8]>, ikm: &[u8; 32]) -> [u8; 32] {
 /// The PNE <-> server confirmation key (K_confirm).
 pub fn pne_confirm_key(keys: &PneAuthKeys) -> [u8; 32] {
     *keys.confirm_key()
+}
+
+/// The HMAC input of hash_server_PNE.
+pub fn hash_server_transcript(
+    keys: &PneAuthKeys,
+    hash_pne: &AuthHash,
+    outcome: &ServerOutcome<'_>,
+) -> Vec<u8> {
+    keys.hash_server_transcript(hash_pne, outcome)
+        .as_bytes()
+        .to_vec()
 }
 
 /// KEK_r for a LocalEUKey copy.

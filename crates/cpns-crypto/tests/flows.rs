@@ -15,15 +15,15 @@ struct Server {
 
 impl Server {
     fn enroll(&mut self, id: &str, key: &EuKey) {
-        let aad = format!("entity-eukey:{id}");
-        let sealed = seal_at_rest(&self.master, aad.as_bytes(), key.expose_secret()).unwrap();
+        let aad = at_rest_eukey_aad(id);
+        let sealed = seal_at_rest(&self.master, &aad, key.expose_secret()).unwrap();
         self.sealed_eukeys.push((id.to_owned(), sealed));
     }
 
     fn eukey(&self, id: &str) -> EuKey {
         let (_, sealed) = self.sealed_eukeys.iter().find(|(i, _)| i == id).unwrap();
-        let aad = format!("entity-eukey:{id}");
-        let plain = open_at_rest(&self.master, aad.as_bytes(), sealed).unwrap();
+        let aad = at_rest_eukey_aad(id);
+        let plain = open_at_rest(&self.master, &aad, sealed).unwrap();
         EuKey::from_bytes(plain[..].try_into().unwrap())
     }
 }
@@ -56,6 +56,7 @@ fn pn_establishment_with_two_pnes_and_pan_sessions() {
             pn_id: &PN_ID,
             pne_id: id,
             gw_id: GW,
+            rand_server: &rand_server,
         };
         let local = LocalEuKey::generate().unwrap();
         let for_pne = wrap_local_eukey(
@@ -76,11 +77,18 @@ fn pn_establishment_with_two_pnes_and_pan_sessions() {
         server_locals.push(local);
     }
 
+    // The inventory the server registers and the PNEs will store, as canonical CBOR (here an
+    // opaque stand-in: this crate only hashes it).
+    let inventory = b"\xa3\x00\x50 inventory of both PNEs";
+    let outcome = ServerOutcome::Established {
+        inventory_cbor: inventory,
+    };
     for (n, id) in PNES.iter().enumerate() {
         let binding = KeyBinding {
             pn_id: &PN_ID,
             pne_id: id,
             gw_id: GW,
+            rand_server: &rand_server,
         };
         let (for_pne, for_gw) = &deliveries[n];
         // Step 6: the GW unwraps its copy; it cannot unwrap the PNE's.
@@ -121,49 +129,51 @@ fn pn_establishment_with_two_pnes_and_pan_sessions() {
         };
         let pne_auth = PneAuthKeys::derive(&pne_eukeys[n], &input);
         let hash_pne = pne_auth.hash_pne();
-        let frame = pne_tx.seal(b"AuthenticationResponse", &hash_pne.0).unwrap();
-        let relayed = gw_rx.open(b"AuthenticationResponse", &frame).unwrap();
+        let frame = pne_tx.seal(&hash_pne.0).unwrap();
+        let relayed = gw_rx.open(&frame).unwrap();
         let relayed = AuthHash(relayed.try_into().unwrap());
 
         // Steps 11-12: the server verifies and answers hash_server_PNE.
         let server_auth = PneAuthKeys::derive(&server.eukey(id), &input);
         server_auth.verify_hash_pne(&relayed).unwrap();
-        let hash_server = server_auth.hash_server(&relayed);
+        let hash_server = server_auth.hash_server(&relayed, &outcome);
         assert_eq!(pne_auth.session_key(), server_auth.session_key());
 
-        // Steps 14-15: the GW relays hash_server_PNE; the PNE verifies it.
-        let frame = gw_tx.seal(b"PnSetupResponse", &hash_server.0).unwrap();
-        let got = pne_rx.open(b"PnSetupResponse", &frame).unwrap();
+        // Steps 14-15: the GW relays hash_server_PNE with the inventory; the PNE verifies both.
+        let frame = gw_tx.seal(&hash_server.0).unwrap();
+        let got = AuthHash(pne_rx.open(&frame).unwrap().try_into().unwrap());
         pne_auth
-            .verify_hash_server(&hash_pne, &AuthHash(got.try_into().unwrap()))
+            .verify_hash_server(&hash_pne, &outcome, &got)
             .unwrap();
+        // A GW relaying an altered inventory (say, one PNE left out) is caught.
+        let altered = ServerOutcome::Established {
+            inventory_cbor: b"\xa3\x00\x50 inventory of one PNE",
+        };
+        assert_eq!(
+            pne_auth.verify_hash_server(&hash_pne, &altered, &got),
+            Err(CryptoError::BadHash)
+        );
 
-        // End to end: the server seals for the PNE; the GW relays but cannot read or forge.
+        // End to end: the server seals a grant for the PNE; the GW relays but cannot read it.
         let sk = server_auth.session_key();
-        let boxed = seal_e2e(
-            MachineRng::os().get(),
-            sk,
-            E2eDirection::ServerToPne,
-            b"msg-9",
-            b"content key",
-        )
-        .unwrap();
+        let grant = GrantBinding {
+            pn_id: &PN_ID,
+            pne_id: id,
+            request_id: 9,
+            cpns_id: "cpns-000009",
+        };
+        let boxed =
+            seal_registration_grant(MachineRng::os().get(), sk, &grant, b"content key").unwrap();
         for gw_guess in [gw_eukey.expose_secret(), gw_local.expose_secret()] {
             let guess = SessionKey::from_bytes(*gw_guess);
             assert_eq!(
-                open_e2e(&guess, E2eDirection::ServerToPne, b"msg-9", &boxed),
+                open_registration_grant(&guess, &grant, &boxed),
                 Err(CryptoError::BadTag)
             );
         }
-        let frame = gw_tx.seal(b"", &boxed).unwrap();
-        let at_pne = pne_rx.open(b"", &frame).unwrap();
-        let opened = open_e2e(
-            pne_auth.session_key(),
-            E2eDirection::ServerToPne,
-            b"msg-9",
-            &at_pne,
-        )
-        .unwrap();
+        let frame = gw_tx.seal(&boxed).unwrap();
+        let at_pne = pne_rx.open(&frame).unwrap();
+        let opened = open_registration_grant(pne_auth.session_key(), &grant, &at_pne).unwrap();
         assert_eq!(&opened[..], b"content key");
     }
 }

@@ -2,6 +2,8 @@
 //! independent re-implementation of docs/security.md written here from the document alone
 //! (raw HKDF/HMAC/ChaCha20-Poly1305 calls and a separate transcript encoder). If the crate, the
 //! document's byte layouts or the vectors file drift apart, one of these assertions fails.
+//! Messages inside the vectors (envelopes, the PN inventory, the registration grant) are also
+//! decoded with cpns-wire and re-encoded, so they are real, canonical encodings.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +14,7 @@ use cpns_crypto::*;
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 const VECTORS: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -84,6 +86,26 @@ fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
     [a, b].concat()
 }
 
+fn sha256(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// Checks the diagnostic notation and that `cbor` decodes to a `T` that re-encodes to `cbor`.
+fn canonical<T>(obj: &Value, cbor_key: &str, diag_key: &str) -> (T, Vec<u8>)
+where
+    T: for<'b> minicbor::Decode<'b, ()> + minicbor::Encode<()>,
+{
+    let bytes = hx(obj, cbor_key);
+    assert_eq!(text(obj, diag_key), minicbor::display(&bytes).to_string());
+    let value: T = minicbor::decode(&bytes).unwrap();
+    assert_eq!(
+        minicbor::to_vec(&value).unwrap(),
+        bytes,
+        "{cbor_key} is canonical"
+    );
+    (value, bytes)
+}
+
 // ---- the checks ----
 
 #[test]
@@ -127,12 +149,41 @@ fn pne_auth_vectors() {
         let keys = PneAuthKeys::derive(&eukey, &input);
         let hash_pne = AuthHash(arr(o, "hash_pne"));
         let hash_server = AuthHash(arr(o, "hash_server"));
+        let out = &i["outcome"];
+        assert_eq!(hx(out, "verdict"), [VERDICT_AUTHENTICATED]);
+        // The outcome field of hash_server: the inventory digest or the CPNS ID.
+        let inventory_cbor = match (purpose, text(out, "kind")) {
+            (AuthPurpose::Establishment, "established") => {
+                let (inv, cbor): (cpns_wire::PnInventory, _) =
+                    canonical(out, "inventory_cbor", "inventory_diagnostic");
+                assert_eq!(inv.pn_id.as_bytes(), &pn_id);
+                let digest = hx(out, "inventory_digest");
+                assert_eq!(digest, sha256(&cbor));
+                assert_eq!(inventory_digest(&cbor)[..], digest[..]);
+                cbor
+            }
+            (AuthPurpose::Registration, "registered") => Vec::new(),
+            other => panic!("unexpected outcome {other:?}"),
+        };
+        let outcome = match purpose {
+            AuthPurpose::Establishment => ServerOutcome::Established {
+                inventory_cbor: &inventory_cbor,
+            },
+            AuthPurpose::Registration => ServerOutcome::Registered {
+                cpns_id: text(out, "cpns_id"),
+            },
+        };
         assert_eq!(keys.session_key().expose_secret()[..], hx(o, "sk_pne"));
         assert_eq!(v::pne_confirm_key(&keys)[..], hx(m, "confirm_key"));
         assert_eq!(keys.hash_pne(), hash_pne);
-        assert_eq!(keys.hash_server(&hash_pne), hash_server);
+        assert_eq!(keys.hash_server(&hash_pne, &outcome), hash_server);
+        assert_eq!(
+            v::hash_server_transcript(&keys, &hash_pne, &outcome),
+            hx(m, "hash_server_message")
+        );
         keys.verify_hash_pne(&hash_pne).unwrap();
-        keys.verify_hash_server(&hash_pne, &hash_server).unwrap();
+        keys.verify_hash_server(&hash_pne, &outcome, &hash_server)
+            .unwrap();
 
         // Independently, from docs/security.md §4.1.
         let salt = cat(&rand_pne.0, &rand_server.0);
@@ -161,8 +212,14 @@ fn pne_auth_vectors() {
         let hp_msg = t(labels::HASH_PNE, &fields);
         assert_eq!(hx(m, "hash_pne_message"), hp_msg);
         assert_eq!(hmac(&confirm, &hp_msg), hash_pne.0);
+        let outcome_bytes = match purpose {
+            AuthPurpose::Establishment => sha256(&inventory_cbor).to_vec(),
+            AuthPurpose::Registration => text(out, "cpns_id").as_bytes().to_vec(),
+        };
         let mut sfields = fields.to_vec();
         sfields.push(&hash_pne.0);
+        sfields.push(&[0x01]);
+        sfields.push(&outcome_bytes);
         let hs_msg = t(labels::HASH_SERVER, &sfields);
         assert_eq!(hx(m, "hash_server_message"), hs_msg);
         assert_eq!(hmac(&confirm, &hs_msg), hash_server.0);
@@ -180,10 +237,12 @@ fn local_eukey_wrap_vectors() {
     let i = &w["inputs"];
     let local = LocalEuKey::from_hex(text(i, "local_eukey")).unwrap();
     let pn_id: [u8; 16] = arr(i, "pn_id");
+    let rand_server = Rand(arr(i, "rand_server"));
     let binding = KeyBinding {
         pn_id: &pn_id,
         pne_id: text(i, "pne_id"),
         gw_id: text(i, "gw_id"),
+        rand_server: &rand_server,
     };
     for (name, recipient) in [
         ("pne_copy", Recipient::Pne),
@@ -206,6 +265,22 @@ fn local_eukey_wrap_vectors() {
             unwrap_local_eukey(&eukey, recipient, &binding, &wrapped).unwrap(),
             local
         );
+        let stored = hx(c, "stored");
+        assert_eq!(stored_wrapped_key(&rand_server, &wrapped), stored);
+        assert_eq!(
+            split_stored_wrapped_key(&stored).unwrap(),
+            (rand_server, &wrapped[..])
+        );
+        // A copy presented in another establishment (another rand_server) does not unwrap.
+        let later = Rand([0xee; 16]);
+        let moved = KeyBinding {
+            rand_server: &later,
+            ..binding
+        };
+        assert_eq!(
+            unwrap_local_eukey(&eukey, recipient, &moved, &wrapped),
+            Err(CryptoError::BadTag)
+        );
         // Independently, from docs/security.md §4.2.
         let code = [recipient.code()];
         let kek_info = t(labels::LOCAL_EUKEY_KEK, &[&code]);
@@ -220,11 +295,13 @@ fn local_eukey_wrap_vectors() {
                 &pn_id,
                 binding.pne_id.as_bytes(),
                 binding.gw_id.as_bytes(),
+                &rand_server.0,
             ],
         );
         assert_eq!(hx(c, "aad"), aad);
         let ct = chacha(&kek, &nonce, &aad, local.expose_secret());
         assert_eq!(wrapped, cat(&nonce, &ct));
+        assert_eq!(stored, cat(&rand_server.0, &wrapped));
     }
     // The two copies are for different recipients and cannot be swapped.
     let pne_eukey = EuKey::from_hex(text(&w["pne_copy"], "recipient_eukey")).unwrap();
@@ -273,23 +350,47 @@ fn gw_auth_vectors() {
     assert_eq!(hmac(&key, &msg), response.0);
 }
 
-/// Checks a list of sealed records against a sealer, an opener and the raw construction.
-fn check_records(list: &Value, key: &[u8], sealer: &mut FrameSealer, opener: &mut FrameOpener) {
+/// Checks a list of sealed records against a sealer, an opener and the raw construction: each
+/// plaintext is a whole cpns-wire envelope, each frame is `u32be(len) ‖ 01 ‖ record`.
+fn check_records(
+    list: &Value,
+    key: &[u8],
+    aad: &[u8],
+    sealer: &mut FrameSealer,
+    opener: &mut FrameOpener,
+) {
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2);
+    assert_eq!(sealer.aad(), aad);
+    assert_eq!(opener.aad(), aad);
     for (n, r) in list.iter().enumerate() {
         let seq = r["seq"].as_u64().unwrap();
         assert_eq!(seq, u64::try_from(n).unwrap());
-        let (aad, pt, record) = (hx(r, "aad"), hx(r, "plaintext"), hx(r, "record"));
+        let (pt, record, frame) = (hx(r, "plaintext"), hx(r, "record"), hx(r, "frame"));
+        assert_eq!(hx(r, "aad"), aad);
+        // The plaintext is one envelope, canonically encoded.
+        assert_eq!(
+            text(r, "envelope_diagnostic"),
+            minicbor::display(&pt).to_string()
+        );
+        let env = cpns_wire::decode_envelope(&pt).unwrap();
+        assert_eq!(env.body.name(), text(r, "message"));
+        let mut again = Vec::new();
+        cpns_wire::codec::encode_envelope(&env, &mut again);
+        assert_eq!(again, pt);
+        // Through the crate.
+        assert_eq!(sealer.seal(&pt).unwrap(), record);
+        assert_eq!(opener.open(&record).unwrap(), pt);
+        // Independently, from docs/security.md §4.5 and docs/wire.md (framing).
         let nonce = cat(&[0; 4], &seq.to_be_bytes());
         assert_eq!(hx(r, "nonce"), nonce);
-        assert_eq!(sealer.seal(&aad, &pt).unwrap(), record);
-        assert_eq!(opener.open(&aad, &record).unwrap(), pt);
         assert_eq!(
             record,
-            cat(&seq.to_be_bytes(), &chacha(key, &nonce, &aad, &pt))
+            cat(&seq.to_be_bytes(), &chacha(key, &nonce, aad, &pt))
         );
         assert_eq!(record.len(), pt.len() + SEAL_OVERHEAD);
+        let len = u32::try_from(record.len() + 1).unwrap();
+        assert_eq!(frame, [&len.to_be_bytes()[..], &[1], &record].concat());
     }
 }
 
@@ -325,8 +426,51 @@ fn pan_vectors() {
     gw.verify_pne_proof(&pne_proof).unwrap();
     let (mut pne_tx, mut pne_rx) = pne.into_pne_side();
     let (mut gw_tx, mut gw_rx) = gw.into_gw_side();
-    check_records(&o["records_pne_to_gw"], &p2g, &mut pne_tx, &mut gw_rx);
-    check_records(&o["records_gw_to_pne"], &g2p, &mut gw_tx, &mut pne_rx);
+    // Independently, from docs/security.md §4.5: the associated data of each direction.
+    let aad_p2g = t(
+        labels::PAN_FRAME_AAD,
+        &[&[0x02], &pn_id, pne_id.as_bytes(), gw_id.as_bytes()],
+    );
+    let aad_g2p = t(
+        labels::PAN_FRAME_AAD,
+        &[&[0x01], &pn_id, pne_id.as_bytes(), gw_id.as_bytes()],
+    );
+    assert_eq!(hx(m, "pne_to_gw_aad"), aad_p2g);
+    assert_eq!(hx(m, "gw_to_pne_aad"), aad_g2p);
+    assert_eq!(
+        hx(m, "pne_to_gw_direction_code"),
+        [PanDirection::PneToGw.code()]
+    );
+    assert_eq!(
+        hx(m, "gw_to_pne_direction_code"),
+        [PanDirection::GwToPne.code()]
+    );
+    assert_eq!(
+        pan_frame_aad(PanDirection::PneToGw, &pn_id, pne_id, gw_id),
+        aad_p2g
+    );
+    let records_up = &o["records_pne_to_gw"];
+    check_records(records_up, &p2g, &aad_p2g, &mut pne_tx, &mut gw_rx);
+    check_records(
+        &o["records_gw_to_pne"],
+        &g2p,
+        &aad_g2p,
+        &mut gw_tx,
+        &mut pne_rx,
+    );
+    // A record sealed for another PNE on this PN GW does not open here.
+    let first = hx(&records_up[0], "record");
+    let (_, mut other_rx) = PanKeys::derive(&local, &input).into_gw_side();
+    let other_aad = pan_frame_aad(PanDirection::PneToGw, &pn_id, "pne-9", gw_id);
+    let forged = FrameSealer::new(p2g, other_aad)
+        .seal(&hx(&records_up[0], "plaintext"))
+        .unwrap();
+    assert_ne!(forged, first);
+    assert_eq!(other_rx.open(&forged), Err(CryptoError::BadTag));
+    assert_eq!(
+        other_rx.open(&first).unwrap(),
+        hx(&records_up[0], "plaintext")
+    );
     // Independently, from docs/security.md §4.4.
     let salt = cat(&rand_pne.0, &rand_gw.0);
     assert_eq!(hx(m, "salt"), salt);
@@ -367,7 +511,7 @@ fn e2e_vectors() {
     let cases = d["e2e"].as_array().unwrap();
     assert_eq!(cases.len(), 2);
     for c in cases {
-        // The e2e samples are sealed under the SK_PNE of the establishment vector.
+        // The direction keys are derived from the SK_PNE of the establishment vector.
         assert_eq!(c["sk_pne"], d["pne_auth"][0]["outputs"]["sk_pne"]);
         let sk = SessionKey::from_hex(text(c, "sk_pne")).unwrap();
         let dir = match text(c, "direction") {
@@ -375,29 +519,113 @@ fn e2e_vectors() {
             "pne_to_server" => E2eDirection::PneToServer,
             other => panic!("unknown direction {other}"),
         };
-        let (aad, pt, sealed) = (hx(c, "aad"), hx(c, "plaintext"), hx(c, "sealed"));
-        let nonce: [u8; 12] = arr(c, "nonce");
         // Through the crate.
         assert_eq!(hx(c, "direction_code"), [dir.code()]);
         assert_eq!(v::e2e_key(&sk, dir)[..], hx(c, "key"));
-        assert_eq!(seal_e2e_with_nonce(&sk, dir, &aad, &pt, nonce), sealed);
-        assert_eq!(&open_e2e(&sk, dir, &aad, &sealed).unwrap()[..], &pt[..]);
-        let other = match dir {
-            E2eDirection::ServerToPne => E2eDirection::PneToServer,
-            E2eDirection::PneToServer => E2eDirection::ServerToPne,
-        };
-        assert_eq!(
-            open_e2e(&sk, other, &aad, &sealed),
-            Err(CryptoError::BadTag)
-        );
         // Independently, from docs/security.md §4.6.
         let info = t(labels::E2E_KEY, &[&[dir.code()]]);
         assert_eq!(hx(c, "key_info"), info);
         assert_eq!(hx(c, "prk"), hkdf_prk(None, sk.expose_secret()));
-        let key = hkdf(None, sk.expose_secret(), &info);
-        assert_eq!(hx(c, "key"), key);
-        assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &pt)));
+        assert_eq!(hx(c, "key"), hkdf(None, sk.expose_secret(), &info));
     }
+}
+
+#[test]
+fn registration_grant_vectors() {
+    let d = doc();
+    let g = &d["registration_grant"];
+    let (i, m, o) = (&g["inputs"], &g["intermediates"], &g["outputs"]);
+    // Sealed under the SK_PNE of the registration vector, for its CPNS ID.
+    assert_eq!(i["sk_pne"], d["pne_auth"][1]["outputs"]["sk_pne"]);
+    assert_eq!(
+        i["cpns_id"],
+        d["pne_auth"][1]["inputs"]["outcome"]["cpns_id"]
+    );
+    let sk = SessionKey::from_hex(text(i, "sk_pne")).unwrap();
+    let pn_id: [u8; 16] = arr(i, "pn_id");
+    let request_id = i["request_id"].as_u64().unwrap();
+    assert_eq!(hx(i, "request_id_u64be"), request_id.to_be_bytes());
+    let binding = GrantBinding {
+        pn_id: &pn_id,
+        pne_id: text(i, "pne_id"),
+        request_id,
+        cpns_id: text(i, "cpns_id"),
+    };
+    let (grant, grant_cbor): (cpns_wire::RegistrationGrant, _) =
+        canonical(m, "grant_cbor", "grant_diagnostic");
+    assert_eq!(grant.cpns_id.as_str(), text(&i["grant"], "cpns_id"));
+    assert_eq!(hx(&i["grant"], "session_id"), grant.session_id.0);
+    assert_eq!(
+        i["grant"]["lifetime_s"].as_u64(),
+        Some(u64::from(grant.lifetime_s))
+    );
+    let nonce: [u8; 12] = arr(m, "nonce");
+    let sealed = hx(o, "sealed_grant");
+    // Through the crate.
+    assert_eq!(registration_grant_aad(&binding), hx(m, "aad"));
+    assert_eq!(v::e2e_key(&sk, E2eDirection::ServerToPne)[..], hx(m, "key"));
+    assert_eq!(
+        seal_registration_grant_with_nonce(&sk, &binding, &grant_cbor, nonce),
+        sealed
+    );
+    assert_eq!(
+        &open_registration_grant(&sk, &binding, &sealed).unwrap()[..],
+        &grant_cbor[..]
+    );
+    // Each field of the associated data matters (docs/security.md §4.6).
+    let other_pn = [0u8; 16];
+    for other in [
+        GrantBinding {
+            pn_id: &other_pn,
+            ..binding
+        },
+        GrantBinding {
+            pne_id: "pne-9",
+            ..binding
+        },
+        GrantBinding {
+            request_id: request_id + 1,
+            ..binding
+        },
+        GrantBinding {
+            cpns_id: "cpns-999999",
+            ..binding
+        },
+    ] {
+        assert_eq!(
+            open_registration_grant(&sk, &other, &sealed),
+            Err(CryptoError::BadTag)
+        );
+    }
+    // Independently, from docs/security.md §4.6: K_dir(server → PNE), then the box.
+    assert_eq!(hx(m, "direction_code"), [0x01]);
+    let info = t(labels::E2E_KEY, &[&[0x01]]);
+    assert_eq!(hx(m, "key_info"), info);
+    let key = hkdf(None, sk.expose_secret(), &info);
+    assert_eq!(hx(m, "key"), key);
+    let aad = t(
+        labels::REGISTRATION_GRANT_AAD,
+        &[
+            &pn_id,
+            binding.pne_id.as_bytes(),
+            &request_id.to_be_bytes(),
+            binding.cpns_id.as_bytes(),
+        ],
+    );
+    assert_eq!(hx(m, "aad"), aad);
+    assert_eq!(
+        sealed,
+        cat(&nonce, &chacha(&key, &nonce, &aad, &grant_cbor))
+    );
+    // The same box travels in the relayed PNE Registration Response of the PAN vector.
+    let relayed = &d["pan"]["outputs"]["records_gw_to_pne"][1];
+    let env = cpns_wire::decode_envelope(&hx(relayed, "plaintext")).unwrap();
+    let cpns_wire::Body::PneRegistrationResponse(resp) = env.body else {
+        panic!("not a PNE Registration Response")
+    };
+    assert_eq!(resp.sealed_grant, sealed);
+    assert_eq!(resp.request_id.0, request_id);
+    assert_eq!(resp.cpns_id.as_str(), binding.cpns_id);
 }
 
 #[test]
@@ -405,21 +633,47 @@ fn at_rest_vectors() {
     let d = doc();
     let a = &d["at_rest"];
     let master = MasterKey::from_hex(text(a, "master_key")).unwrap();
-    let (aad, pt, sealed) = (hx(a, "aad"), hx(a, "plaintext"), hx(a, "sealed"));
-    let nonce: [u8; 12] = arr(a, "nonce");
-    // Through the crate.
+    let pn_id: [u8; 16] = arr(a, "pn_id");
+    // Through the crate, then independently, from docs/security.md §4.7.
     assert_eq!(v::at_rest_key(&master)[..], hx(a, "key"));
-    assert_eq!(seal_at_rest_with_nonce(&master, &aad, &pt, nonce), sealed);
-    assert_eq!(&open_at_rest(&master, &aad, &sealed).unwrap()[..], &pt[..]);
-    assert_eq!(
-        open_at_rest(&master, b"another row", &sealed),
-        Err(CryptoError::BadTag)
-    );
-    // Independently, from docs/security.md §4.7.
     let info = t(labels::AT_REST_KEY, &[]);
     assert_eq!(hx(a, "key_info"), info);
     assert_eq!(hx(a, "prk"), hkdf_prk(None, master.expose_secret()));
     let key = hkdf(None, master.expose_secret(), &info);
     assert_eq!(hx(a, "key"), key);
-    assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &pt)));
+    let samples = a["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    for s in samples {
+        let (aad, pt, sealed) = (hx(s, "aad"), hx(s, "plaintext"), hx(s, "sealed"));
+        let nonce: [u8; 12] = arr(s, "nonce");
+        let (api_aad, raw_aad) = match text(s, "name") {
+            "eukey" => {
+                assert_eq!(text(s, "aad_label"), labels::AT_REST_EUKEY_AAD);
+                let id = text(a, "entity_id");
+                (
+                    at_rest_eukey_aad(id),
+                    t(labels::AT_REST_EUKEY_AAD, &[id.as_bytes()]),
+                )
+            }
+            "sk_pne" => {
+                assert_eq!(text(s, "aad_label"), labels::AT_REST_SK_PNE_AAD);
+                assert_eq!(pt, hx(&d["pne_auth"][0]["outputs"], "sk_pne"));
+                let pne = text(a, "pne_id");
+                (
+                    at_rest_session_key_aad(&pn_id, pne),
+                    t(labels::AT_REST_SK_PNE_AAD, &[&pn_id, pne.as_bytes()]),
+                )
+            }
+            other => panic!("unknown sample {other}"),
+        };
+        assert_eq!(api_aad, aad);
+        assert_eq!(raw_aad, aad);
+        assert_eq!(seal_at_rest_with_nonce(&master, &aad, &pt, nonce), sealed);
+        assert_eq!(&open_at_rest(&master, &aad, &sealed).unwrap()[..], &pt[..]);
+        assert_eq!(
+            open_at_rest(&master, &at_rest_eukey_aad("another-row"), &sealed),
+            Err(CryptoError::BadTag)
+        );
+        assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &pt)));
+    }
 }

@@ -1,29 +1,20 @@
 //! How the server's machine reaches the state of record: [`LoadRequest`]s and [`ServerEffect`]s
 //! turned into [`Store`] calls, one transaction per effect (DESIGN §5). EUKeys and session keys
-//! are sealed at rest under the server's master key, bound to what they belong to.
+//! are sealed at rest under the server's master key, bound to what they belong to by the
+//! associated data of docs/security.md §4.7 (`cpns_crypto::at_rest_eukey_aad`,
+//! `cpns_crypto::at_rest_session_key_aad`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cpns_crypto::{EuKey, MasterKey, SessionKey, open_at_rest, seal_at_rest};
+use cpns_crypto::{
+    EuKey, MasterKey, SessionKey, at_rest_eukey_aad, at_rest_session_key_aad, open_at_rest,
+    seal_at_rest,
+};
 use cpns_proto::server::{
     EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect,
 };
 use cpns_store::{EntityKind, PnMember, PnRecord, PnState, Store};
 use cpns_wire::{DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
-
-/// Associated data sealing an entity's EUKey at rest.
-pub fn eukey_aad(id: &EntityId) -> Vec<u8> {
-    [b"cpns/v1/at-rest/eukey/".as_slice(), id.as_bytes()].concat()
-}
-
-fn session_key_aad(pn: &PnId, pne: &EntityId) -> Vec<u8> {
-    [
-        b"cpns/v1/at-rest/sk-pne/".as_slice(),
-        pn.as_bytes(),
-        pne.as_bytes(),
-    ]
-    .concat()
-}
 
 /// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
 const ANSWERS_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
@@ -78,12 +69,13 @@ pub(crate) async fn load<S: Store>(
         .await
         .map_err(|e| e.to_string())?
     {
-        let plain = open_at_rest(master, &eukey_aad(&e.id), &e.sealed_eukey).map_err(|err| {
-            format!(
-                "the EUKey of {} does not open under the master key: {err}",
-                e.id
-            )
-        })?;
+        let plain = open_at_rest(master, &at_rest_eukey_aad(e.id.as_str()), &e.sealed_eukey)
+            .map_err(|err| {
+                format!(
+                    "the EUKey of {} does not open under the master key: {err}",
+                    e.id
+                )
+            })?;
         let bytes: [u8; 32] = plain
             .as_slice()
             .try_into()
@@ -125,7 +117,8 @@ fn sealed_sk(
     pne: &EntityId,
     sk: &SessionKey,
 ) -> Result<Vec<u8>, String> {
-    seal_at_rest(master, &session_key_aad(pn, pne), sk.expose_secret()).map_err(|e| e.to_string())
+    let aad = at_rest_session_key_aad(pn.as_bytes(), pne.as_str());
+    seal_at_rest(master, &aad, sk.expose_secret()).map_err(|e| e.to_string())
 }
 
 pub(crate) async fn persist<S: Store>(

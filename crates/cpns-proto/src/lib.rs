@@ -79,6 +79,9 @@ pub struct TraceRecord {
 pub struct LocalPnState {
     /// The PN inventory.
     pub inventory: PnInventory,
-    /// Wrapped LocalEUKey copies, per PNE.
+    /// Wrapped LocalEUKey copies, per PNE, each in its stored form `rand_server(16) ‖
+    /// wrapped(60)` (docs/security.md §4.2, `cpns_crypto::stored_wrapped_key`): the copy is bound
+    /// to the rand_server of the establishment that made it, so unwrapping it again after a
+    /// restart needs that rand_server too.
     pub wrapped_keys: Vec<(EntityId, Vec<u8>)>,
 }

@@ -2,19 +2,18 @@
 //! plain; after it, every frame is AEAD-sealed with per-direction keys and sequence numbers, so
 //! tampered, replayed and reordered frames are rejected (DESIGN §4, docs/security.md).
 //!
-//! The switch is deterministic on both ends of an in-order stream: the PN GW seals everything it
-//! sends after its `PanAuthChallenge` and requires sealed frames after the PNE's
-//! `PanAuthConfirm`; the PNE requires sealed frames after the challenge and seals everything it
-//! sends after its confirmation.
+//! The switch is deterministic on both ends of an in-order stream (docs/security.md §4.4): the
+//! PN GW seals everything it sends after its `PanAuthChallenge` and requires sealed frames after
+//! the PNE's `PanAuthConfirm`; the PNE requires sealed frames after the challenge and seals
+//! everything it sends after its confirmation. The sealer and opener come from
+//! `cpns_crypto::PanKeys` with the associated data of their direction, PN, PNE and PN GW already
+//! bound (docs/security.md §4.5), so this codec never chooses associated data itself.
 
 use cpns_crypto::{FrameOpener, FrameSealer};
 use cpns_wire::codec::{self, FrameKind, LEN_PREFIX, split_frame};
 use cpns_wire::{DEFAULT_MAX_FRAME, Envelope, decode_envelope};
 
 use crate::ProtoError;
-
-/// Associated data of every sealed PAN frame.
-const SEALED_AAD: &[u8] = b"cpns-pan-frame-v1";
 
 /// Whether a PAN link needs CPNS's own security (000 §6.6.1.1 step 1: "PAN ... does not provide
 /// sufficient security mechanism").
@@ -107,7 +106,7 @@ impl LinkCodec {
                 codec::encode_envelope(env, &mut self.scratch);
                 out.extend_from_slice(&[0; LEN_PREFIX]);
                 out.push(FrameKind::Sealed as u8);
-                sealer.seal_into(SEALED_AAD, &self.scratch, &mut out)?;
+                sealer.seal_into(&self.scratch, &mut out)?;
                 codec::patch_len(&mut out, 0);
             }
         }
@@ -122,7 +121,7 @@ impl LinkCodec {
             (FrameKind::Plain, Some(_)) => Err(ProtoError::PlainOnSealedLink),
             (FrameKind::Sealed, None) => Err(ProtoError::SealedBeforeKeys),
             (FrameKind::Sealed, Some(opener)) => {
-                let plain = opener.open(SEALED_AAD, payload)?;
+                let plain = opener.open(payload)?;
                 Ok(decode_envelope(&plain)?)
             }
         }

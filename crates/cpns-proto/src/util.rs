@@ -1,7 +1,15 @@
 //! Small conversions between wire values and crypto values, and message-id allocation.
 
 use cpns_crypto::{AuthHash, Rand};
-use cpns_wire::{HashBytes, RandBytes};
+use cpns_wire::{HashBytes, PnInventory, RandBytes};
+
+/// The canonical bytes of a PN inventory whose SHA-256 hash_server_PNE covers
+/// (docs/security.md §4.1, docs/wire.md "Canonical PN inventory"): its cpns-wire CBOR encoding.
+/// The server hashes the inventory it sends; the PNE re-encodes the one it received and is about
+/// to store, so any change on the way makes the two differ.
+pub(crate) fn inventory_cbor(inventory: &PnInventory) -> Vec<u8> {
+    minicbor::to_vec(inventory).unwrap_or_default()
+}
 
 pub(crate) fn rand_wire(r: &Rand) -> RandBytes {
     RandBytes(r.0)

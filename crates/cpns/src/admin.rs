@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use cpns_crypto::{EuKey, MasterKey, seal_at_rest};
-use cpns_node::server_store::{caps_of, eukey_aad, unix_millis};
+use cpns_crypto::{EuKey, MasterKey, at_rest_eukey_aad, seal_at_rest};
+use cpns_node::server_store::{caps_of, unix_millis};
 use cpns_node::{DeviceCredential, DeviceKind, pki};
 use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
 use cpns_wire::{EntityId, UserId};
@@ -152,7 +152,11 @@ pub(crate) async fn enroll_device(
         id: id.clone(),
         kind,
         owner: user.clone(),
-        sealed_eukey: seal_at_rest(&master, &eukey_aad(&id), eukey.expose_secret())?,
+        sealed_eukey: seal_at_rest(
+            &master,
+            &at_rest_eukey_aad(id.as_str()),
+            eukey.expose_secret(),
+        )?,
         capabilities: None,
         status: None,
         cpns_id: None,

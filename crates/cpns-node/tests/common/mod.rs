@@ -14,12 +14,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cpns_crypto::{EuKey, MasterKey, seal_at_rest};
+use cpns_crypto::{EuKey, MasterKey, at_rest_eukey_aad, seal_at_rest};
 use cpns_node::gateway::{self, GatewayHandle, GatewayNodeConfig};
 use cpns_node::pki::{self, Pki};
 use cpns_node::pne::{self, PneReport, PneStep};
 use cpns_node::server::{ServerNode, ServerNodeConfig};
-use cpns_node::server_store::{eukey_aad, unix_millis};
+use cpns_node::server_store::unix_millis;
 use cpns_proto::gateway::{GatewayConfig, GatewayEvent};
 use cpns_proto::pne::{PneConfig, PneEvent};
 use cpns_proto::server::ServerEvent;
@@ -115,8 +115,12 @@ impl Harness {
             id: id.clone(),
             kind,
             owner: user,
-            sealed_eukey: seal_at_rest(&self.master, &eukey_aad(&id), eukey.expose_secret())
-                .unwrap(),
+            sealed_eukey: seal_at_rest(
+                &self.master,
+                &at_rest_eukey_aad(id.as_str()),
+                eukey.expose_secret(),
+            )
+            .unwrap(),
             capabilities: None,
             status: None,
             cpns_id: None,

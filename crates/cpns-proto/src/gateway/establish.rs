@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use cpns_crypto::{KeyBinding, LocalEuKey, Recipient, unwrap_local_eukey};
+use cpns_crypto::{KeyBinding, LocalEuKey, Recipient, stored_wrapped_key, unwrap_local_eukey};
 use cpns_wire::{
     AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope, ErrorBody,
     ErrorCode, GatewayInfo, JoinInfo, PnEstablishmentNotify, PnId, PnRegistrationRequest,
@@ -75,6 +75,7 @@ pub(super) struct Forming {
     auth_pending: BTreeMap<EntityId, (LinkId, u64)>,
     hashes: Vec<PneHash>,
     local_keys: BTreeMap<EntityId, LocalEuKey>,
+    /// The PN GW's copies in their stored form, rand_server ‖ wrapped (docs/security.md §4.2).
     wrapped_for_gw: Vec<(EntityId, Vec<u8>)>,
     verdict: Option<PnRegistrationResponse>,
     deadline: Instant,
@@ -375,16 +376,20 @@ impl Gateway {
         };
         let mut local_keys = BTreeMap::new();
         let mut wrapped_for_gw = Vec::new();
+        let rand_server = crate::util::rand_of(&m.rand_server);
         for w in &m.local_keys {
+            // Step 6: the copy is bound to this establishment's rand_server, sent alongside.
             let binding = KeyBinding {
                 pn_id: m.pn_id.as_bytes(),
                 pne_id: w.pne_id.as_str(),
                 gw_id: self.cfg.id.as_str(),
+                rand_server: &rand_server,
             };
             match unwrap_local_eukey(&self.cfg.eukey, Recipient::Gateway, &binding, &w.for_gw) {
                 Ok(k) => {
                     local_keys.insert(w.pne_id.clone(), k);
-                    wrapped_for_gw.push((w.pne_id.clone(), w.for_gw.clone()));
+                    let stored = stored_wrapped_key(&rand_server, &w.for_gw);
+                    wrapped_for_gw.push((w.pne_id.clone(), stored));
                 }
                 Err(e) => {
                     let reason = format!(

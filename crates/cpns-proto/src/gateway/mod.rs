@@ -520,11 +520,14 @@ impl Gateway {
         state: &LocalPnState,
     ) -> Result<BTreeMap<EntityId, LocalEuKey>, ProtoError> {
         let mut keys = BTreeMap::new();
-        for (pne, wrapped) in &state.wrapped_keys {
+        for (pne, stored) in &state.wrapped_keys {
+            // Stored as rand_server ‖ wrapped copy (docs/security.md §4.2).
+            let (rand_server, wrapped) = cpns_crypto::split_stored_wrapped_key(stored)?;
             let binding = cpns_crypto::KeyBinding {
                 pn_id: state.inventory.pn_id.as_bytes(),
                 pne_id: pne.as_str(),
                 gw_id: self.cfg.id.as_str(),
+                rand_server: &rand_server,
             };
             let key = cpns_crypto::unwrap_local_eukey(
                 &self.cfg.eukey,

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_crypto::{
-    AuthHash, AuthPurpose, E2eDirection, LocalEuKey, PneAuthInput, PneAuthKeys, Rand, open_e2e,
+    AuthHash, AuthPurpose, GrantBinding, LocalEuKey, PneAuthInput, PneAuthKeys, Rand,
+    ServerOutcome, open_registration_grant, stored_wrapped_key,
 };
 use cpns_wire::{
     AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, Envelope, ErrorBody, ErrorCode,
@@ -15,7 +16,7 @@ use cpns_wire::{
 };
 
 use super::{MemberOf, PneEvent, PneSession};
-use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
+use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
 use crate::{LocalPnState, ProtoError};
 
 /// The PNE's own PN Setup Request, waiting for its PN (step 1).
@@ -34,6 +35,7 @@ struct Joining {
     initiator: bool,
     /// SK_PNE and hash_PNE, once the Authentication Request came.
     auth: Option<(PneAuthKeys, AuthHash)>,
+    /// This PNE's LocalEUKey copy in its stored form, rand_server ‖ wrapped.
     wrapped: Option<Vec<u8>>,
     deadline: Instant,
 }
@@ -42,6 +44,7 @@ struct Joining {
 #[derive(Debug)]
 struct Registering {
     msg: u64,
+    request_id: RequestId,
     rand_pne: Rand,
     auth: Option<(PnId, PneAuthKeys, AuthHash)>,
     deadline: Instant,
@@ -186,13 +189,15 @@ impl PneSession {
         };
         let rand_pne = j.rand_pne;
         let gw = self.gateway_for(env);
+        let rand_server = rand_of(&m.rand_server);
+        // Step 7: the copy is bound to this establishment's rand_server; it is kept with it.
         let wrapped = m
             .local_keys
             .iter()
             .find(|w| w.pne_id == self.cfg.id)
-            .map(|w| w.for_pne.clone());
+            .map(|w| stored_wrapped_key(&rand_server, &w.for_pne));
         let local: Option<LocalEuKey> = match (&wrapped, self.cfg.wants_local_key()) {
-            (Some(w), _) => match self.unwrap_key(&m.pn_id, &gw, w) {
+            (Some(w), _) => match self.unwrap_stored_key(&m.pn_id, &gw, w) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     return self.abandon(
@@ -215,7 +220,7 @@ impl PneSession {
                 pn_id: m.pn_id.as_bytes(),
                 pne_id: self.cfg.id.as_str(),
                 rand_pne: &rand_pne,
-                rand_server: &rand_of(&m.rand_server),
+                rand_server: &rand_server,
             },
         );
         let hash = keys.hash_pne();
@@ -306,7 +311,8 @@ impl PneSession {
         }
     }
 
-    /// Verify hash_server_PNE; only then store the PN (step 15).
+    /// Verify hash_server_PNE over the inventory as received; only then store the PN (step 15).
+    /// A PN GW that altered the inventory it relays fails the check (docs/security.md §4.1).
     fn finish(&mut self, pn_id: PnId, inventory: PnInventory, claimed: HashBytes) {
         let Some(j) = self.flows.joining.remove(&pn_id) else {
             return;
@@ -315,8 +321,11 @@ impl PneSession {
             let reason = "the PN came before this PNE was authenticated".into();
             return self.event(PneEvent::PnRefused { pn_id, reason });
         };
+        let outcome = ServerOutcome::Established {
+            inventory_cbor: &inventory_cbor(&inventory),
+        };
         if keys
-            .verify_hash_server(&hash_pne, &hash_of(&claimed))
+            .verify_hash_server(&hash_pne, &outcome, &hash_of(&claimed))
             .is_err()
             || inventory.pn_id != pn_id
         {
@@ -326,7 +335,7 @@ impl PneSession {
             return self.event(PneEvent::PnRefused { pn_id, reason });
         }
         let local = match &j.wrapped {
-            Some(w) => self.unwrap_key(&pn_id, &inventory.gateway, w).ok(),
+            Some(w) => self.unwrap_stored_key(&pn_id, &inventory.gateway, w).ok(),
             None => None,
         };
         let wrapped_keys = j
@@ -372,6 +381,7 @@ impl PneSession {
         let deadline = now + self.cfg.timeouts.flow * 3;
         self.flows.registration = Some(Registering {
             msg,
+            request_id,
             rand_pne,
             auth: None,
             deadline,
@@ -414,7 +424,8 @@ impl PneSession {
         self.transmit(&resp);
     }
 
-    /// 003 §1.4.1 step 4: authenticate the server, open the grant sealed under SK_PNE.
+    /// 003 §1.4.1 step 4: authenticate the server (hash_server covers the CPNS ID), open the grant
+    /// sealed under K_dir(server → PNE) of SK_PNE and bound to this PN, PNE, request and CPNS ID.
     pub(super) fn on_registration_response(&mut self, env: &Envelope, m: PneRegistrationResponse) {
         if self
             .flows
@@ -425,6 +436,7 @@ impl PneSession {
             return;
         }
         let Some(Registering {
+            request_id,
             auth: Some((pn_id, keys, hash_pne)),
             ..
         }) = self.flows.registration.take()
@@ -441,9 +453,13 @@ impl PneSession {
                 reason: reason.into(),
             });
         };
+        // hash_server covers the CPNS ID (and the PN, through the transcript).
+        let outcome = ServerOutcome::Registered {
+            cpns_id: m.cpns_id.as_str(),
+        };
         if m.pn_id != pn_id
             || keys
-                .verify_hash_server(&hash_pne, &hash_of(&m.hash_server))
+                .verify_hash_server(&hash_pne, &outcome, &hash_of(&m.hash_server))
                 .is_err()
         {
             return fail(
@@ -451,13 +467,14 @@ impl PneSession {
                 "hash_server did not verify: the server is not authenticated",
             );
         }
-        let aad = crate::server::grant_aad(&self.cfg.id, &pn_id);
-        let Ok(plain) = open_e2e(
-            keys.session_key(),
-            E2eDirection::ServerToPne,
-            &aad,
-            &m.sealed_grant,
-        ) else {
+        let binding = GrantBinding {
+            pn_id: pn_id.as_bytes(),
+            pne_id: self.cfg.id.as_str(),
+            request_id: request_id.0,
+            cpns_id: m.cpns_id.as_str(),
+        };
+        let Ok(plain) = open_registration_grant(keys.session_key(), &binding, &m.sealed_grant)
+        else {
             return fail(self, "the registration grant did not open under SK_PNE");
         };
         let Ok(grant) = minicbor::decode::<RegistrationGrant>(&plain) else {

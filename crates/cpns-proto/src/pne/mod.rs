@@ -196,10 +196,10 @@ impl PneSession {
     pub fn restore(&mut self, pns: Vec<LocalPnState>) -> Result<(), ProtoError> {
         for state in pns {
             let local = match state.wrapped_keys.iter().find(|(p, _)| *p == self.cfg.id) {
-                Some((_, wrapped)) => Some(self.unwrap_key(
+                Some((_, stored)) => Some(self.unwrap_stored_key(
                     &state.inventory.pn_id,
                     &state.inventory.gateway,
-                    wrapped,
+                    stored,
                 )?),
                 None => None,
             };
@@ -452,16 +452,20 @@ impl PneSession {
 
     // ---- helpers ----
 
-    fn unwrap_key(
+    /// Unwraps the PNE's copy of a LocalEUKey in its stored form, rand_server ‖ wrapped
+    /// (000 §6.6.1.1 step 7; docs/security.md §4.2).
+    fn unwrap_stored_key(
         &self,
         pn_id: &PnId,
         gw: &EntityId,
-        wrapped: &[u8],
+        stored: &[u8],
     ) -> Result<LocalEuKey, ProtoError> {
+        let (rand_server, wrapped) = cpns_crypto::split_stored_wrapped_key(stored)?;
         let binding = cpns_crypto::KeyBinding {
             pn_id: pn_id.as_bytes(),
             pne_id: self.cfg.id.as_str(),
             gw_id: gw.as_str(),
+            rand_server: &rand_server,
         };
         Ok(cpns_crypto::unwrap_local_eukey(
             &self.cfg.eukey,

@@ -1,13 +1,14 @@
 //! Server side of PN establishment, for both initiators (000 §6.6.1.1 steps 4-12 and §6.6.1.2
 //! steps 5-13): take the PN GW's PN Registration Request, challenge every PNE through the PN GW
 //! with `rand_server` and (where asked) wrapped LocalEUKeys, verify each `hash_PNE`, register the
-//! PN when at least one PNE authenticated, and answer with `hash_server_PNE` per member.
+//! PN when at least one PNE authenticated, and answer with `hash_server_PNE` per member, each
+//! covering the inventory the PN GW relays to that member.
 
 use std::time::Instant;
 
 use cpns_crypto::{
-    AuthPurpose, EuKey, KeyBinding, LocalEuKey, MachineRng, PneAuthInput, PneAuthKeys, Rand,
-    Recipient, wrap_local_eukey,
+    AuthHash, AuthPurpose, EuKey, KeyBinding, LocalEuKey, MachineRng, PneAuthInput, PneAuthKeys,
+    Rand, Recipient, ServerOutcome, wrap_local_eukey,
 };
 use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope,
@@ -20,7 +21,7 @@ use super::{
     EntityRole, LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect,
     ServerEvent, ServerSession,
 };
-use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
+use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
 
 /// Most PNEs one PN Registration Request may name.
 pub(super) const MAX_PNES_PER_PN: usize = 256;
@@ -148,6 +149,7 @@ impl ServerSession {
                     &req.pn_id,
                     &join.pne_id,
                     &gw.id,
+                    &rand_server,
                 ));
             }
             candidates.push(Candidate {
@@ -212,6 +214,9 @@ impl ServerSession {
         };
         flow.auth_msg = None;
         let mut verdicts = Vec::new();
+        // Authenticated members: their verdict's index, keys and hash_PNE. hash_server_PNE is
+        // computed once the inventory it covers is complete.
+        let mut confirmed: Vec<(usize, PneAuthKeys, AuthHash)> = Vec::new();
         let mut members = Vec::new();
         let mut inventory = PnInventory {
             pn_id,
@@ -254,12 +259,10 @@ impl ServerSession {
                 continue;
             }
             let Some(hash_pne) = hash_pne else { continue };
-            // Step 12: hash_server_PNE covers hash_PNE.
-            let hash_server = keys.hash_server(&hash_pne);
             verdicts.push(MemberVerdict {
                 pne_id: c.join.pne_id.clone(),
                 authenticated: true,
-                hash_server: Some(hash_wire(&hash_server)),
+                hash_server: None,
             });
             inventory.members.push(InventoryMember {
                 pne_id: c.join.pne_id.clone(),
@@ -272,6 +275,18 @@ impl ServerSession {
                 capabilities: c.join.capabilities.clone(),
                 session_key: keys.session_key().clone(),
             });
+            confirmed.push((verdicts.len() - 1, keys, hash_pne));
+        }
+        // Step 12: hash_server_PNE covers hash_PNE and the inventory the member will store, as
+        // sent in this response (docs/security.md §4.1): a relaying PN GW cannot alter it.
+        let canonical = inventory_cbor(&inventory);
+        let outcome = ServerOutcome::Established {
+            inventory_cbor: &canonical,
+        };
+        for (at, keys, hash_pne) in confirmed {
+            if let Some(v) = verdicts.get_mut(at) {
+                v.hash_server = Some(hash_wire(&keys.hash_server(&hash_pne, &outcome)));
+            }
         }
         verdicts.extend(flow.refused.iter().map(|id| MemberVerdict {
             pne_id: id.clone(),
@@ -378,7 +393,8 @@ impl ServerSession {
 }
 
 /// 000 §6.6.1.1 step 5: one LocalEUKey for (PN, PNE), wrapped once for the PNE and once for the
-/// PN GW, each under its own EUKey and bound to the PN, PNE and PN GW ids.
+/// PN GW, each under its own EUKey and bound to the PN, PNE and PN GW ids and to this
+/// establishment's `rand_server`, so a copy from an earlier establishment cannot be substituted.
 fn wrap_pair(
     rng: &mut MachineRng,
     pne_eukey: &EuKey,
@@ -386,12 +402,14 @@ fn wrap_pair(
     pn_id: &PnId,
     pne_id: &EntityId,
     gw_id: &EntityId,
+    rand_server: &Rand,
 ) -> WrappedLocalKeys {
     let key = LocalEuKey::random(rng.get());
     let binding = KeyBinding {
         pn_id: pn_id.as_bytes(),
         pne_id: pne_id.as_str(),
         gw_id: gw_id.as_str(),
+        rand_server,
     };
     let for_pne = wrap_local_eukey(rng.get(), pne_eukey, Recipient::Pne, &binding, &key);
     let for_gw = wrap_local_eukey(rng.get(), gw_eukey, Recipient::Gateway, &binding, &key);

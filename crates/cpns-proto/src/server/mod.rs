@@ -25,7 +25,6 @@ use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
 pub use budget::FlowBudget;
-pub use register::grant_aad;
 
 use connect::Conn;
 use establish::Establishment;

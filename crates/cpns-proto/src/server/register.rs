@@ -3,12 +3,19 @@
 //! A PNE that is a member of an established PN registers to obtain its CPNS ID and a secure
 //! session with the server. The server authenticates it with the same rand/hash exchange as PN
 //! establishment (purpose `Registration`, fresh `rand_server`, so an old response cannot be
-//! replayed), allocates the CPNS ID and keeps SK_PNE, and answers with `hash_server` and a grant
-//! sealed end to end under SK_PNE that the relaying PN GW cannot read (DESIGN §4).
+//! replayed), allocates the CPNS ID and keeps SK_PNE, and answers with `hash_server` (covering
+//! the CPNS ID) and a grant sealed end to end under the server → PNE key derived from SK_PNE,
+//! which the relaying PN GW can neither read nor alter (DESIGN §4, docs/security.md §4.6).
+//!
+//! The PN of the transcript is the PN the PNE registers in: one it is a member of, or for a
+//! non-member (003 §1.4.2) the PN it joins, as the PN GW named it in the forwarded request.
 
 use std::time::Instant;
 
-use cpns_crypto::{AuthPurpose, E2eDirection, EuKey, PneAuthInput, PneAuthKeys, Rand, seal_e2e};
+use cpns_crypto::{
+    AuthHash, AuthPurpose, EuKey, GrantBinding, PneAuthInput, PneAuthKeys, Rand, ServerOutcome,
+    seal_registration_grant,
+};
 use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope,
     ErrorCode, PnId, PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest,
@@ -20,14 +27,6 @@ use super::{
     EntityRole, LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession,
 };
 use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
-
-/// Associated data of the sealed registration grant: binds it to the PNE and PN.
-pub fn grant_aad(pne_id: &EntityId, pn_id: &PnId) -> Vec<u8> {
-    let mut aad = b"cpns/v1/registration-grant".to_vec();
-    aad.extend_from_slice(pn_id.as_bytes());
-    aad.extend_from_slice(pne_id.as_bytes());
-    aad
-}
 
 /// A PNE added by a PN Update Request, not in the inventory until it authenticates.
 #[derive(Debug)]
@@ -55,8 +54,9 @@ pub(super) struct Registration {
     joining: bool,
     /// The Authentication Request awaiting its response; `None` once answered.
     pub(super) auth_msg: Option<u64>,
-    /// hash_server and SK_PNE, once authenticated.
-    keys: Option<(PneAuthKeys, cpns_crypto::AuthHash)>,
+    /// SK_PNE and the verified hash_PNE, once authenticated; hash_server follows with the
+    /// CPNS ID it covers.
+    keys: Option<(PneAuthKeys, AuthHash)>,
     pub(super) deadline: Instant,
 }
 
@@ -222,7 +222,6 @@ impl ServerSession {
                 "PNE authentication failed",
             );
         };
-        let hash_server = keys.hash_server(&hash_pne);
         // A joining PNE enters the inventory only now, authenticated, in the same transaction
         // as its CPNS ID and SK_PNE.
         let capabilities = if flow.joining {
@@ -238,12 +237,12 @@ impl ServerSession {
             capabilities,
             session_key: keys.session_key().clone(),
         };
-        flow.keys = Some((keys, hash_server));
+        flow.keys = Some((keys, hash_pne));
         self.persist(Parked::PneRegistrationPersist(key), effect);
     }
 
-    /// 003 §1.4.1 step 3 (end): the CPNS ID is allocated; answer with hash_server and the grant
-    /// sealed under SK_PNE.
+    /// 003 §1.4.1 step 3 (end): the CPNS ID is allocated; answer with hash_server over it and the
+    /// grant sealed under K_dir(server → PNE) of SK_PNE.
     pub(super) fn pne_registration_persisted(
         &mut self,
         _now: Instant,
@@ -253,7 +252,7 @@ impl ServerSession {
         let Some(flow) = self.registrations.remove(&key) else {
             return;
         };
-        let Some((keys, hash_server)) = flow.keys else {
+        let Some((keys, hash_pne)) = flow.keys else {
             return;
         };
         let (pne_id, request_id) = key;
@@ -280,24 +279,28 @@ impl ServerSession {
             lifetime_s: self.cfg.session_lifetime_s,
         };
         let plain = minicbor::to_vec(&grant).unwrap_or_default();
-        let aad = grant_aad(&pne_id, &flow.pn_id);
-        let sealed_grant = match seal_e2e(
-            self.rng.get(),
-            keys.session_key(),
-            E2eDirection::ServerToPne,
-            &aad,
-            &plain,
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                return self.respond_error_to(
-                    flow.req_msg,
-                    to,
-                    ErrorCode::Internal,
-                    &format!("seal: {e}"),
-                );
-            }
+        let binding = GrantBinding {
+            pn_id: flow.pn_id.as_bytes(),
+            pne_id: pne_id.as_str(),
+            request_id: request_id.0,
+            cpns_id: cpns_id.as_str(),
         };
+        let sealed_grant =
+            match seal_registration_grant(self.rng.get(), keys.session_key(), &binding, &plain) {
+                Ok(s) => s,
+                Err(e) => {
+                    return self.respond_error_to(
+                        flow.req_msg,
+                        to,
+                        ErrorCode::Internal,
+                        &format!("seal: {e}"),
+                    );
+                }
+            };
+        let outcome = ServerOutcome::Registered {
+            cpns_id: cpns_id.as_str(),
+        };
+        let hash_server = keys.hash_server(&hash_pne, &outcome);
         let body = PneRegistrationResponse {
             request_id,
             pne_id: pne_id.clone(),

@@ -331,3 +331,55 @@ fn restored_gateway_reseals_a_new_link_with_the_stored_local_eukey() {
     let other = PnId::from_bytes([9; 16]);
     assert!(h.pnes[0].start_pan_auth(now, other).is_err());
 }
+
+/// A device keeps its LocalEUKey copy as `rand_server ‖ wrapped` (docs/security.md §4.2). The
+/// copy is bound to that rand_server: put another one in front, or drop it (the bare 60-byte
+/// copy), and a restart refuses the stored PN instead of unwrapping it.
+#[test]
+fn a_stored_copy_bound_to_another_rand_server_is_refused_at_restore() {
+    let specs = [PneSpec::cpns()];
+    let (h, inv) = pne_initiated(&specs, SetupType::OneToOne, &[0]);
+    let gw_state = h.store.gw_local[&inv.pn_id].clone();
+    let pne_state = h.store.pne_local[0][&inv.pn_id].clone();
+    for state in [&gw_state, &pne_state] {
+        assert_eq!(state.wrapped_keys.len(), 1);
+        assert_eq!(
+            state.wrapped_keys[0].1.len(),
+            cpns_crypto::STORED_WRAPPED_KEY_LEN
+        );
+    }
+    let other_rand = |s: &crate::LocalPnState| {
+        let mut s = s.clone();
+        s.wrapped_keys[0].1[3] ^= 0x01;
+        s
+    };
+    let bare = |s: &crate::LocalPnState| {
+        let mut s = s.clone();
+        s.wrapped_keys[0].1.drain(..16);
+        s
+    };
+    let rng = || cpns_crypto::MachineRng::from_seed_u64(5);
+    let gw = |s: crate::LocalPnState| {
+        crate::gateway::Gateway::new(h.gw_cfg.clone(), rng()).restore(vec![s])
+    };
+    let pne = |s: crate::LocalPnState| {
+        crate::pne::PneSession::new(h.pne_cfgs[0].clone(), rng()).restore(vec![s])
+    };
+    let bad_tag = Err(crate::ProtoError::Crypto(cpns_crypto::CryptoError::BadTag));
+    assert_eq!(gw(gw_state.clone()), Ok(()));
+    assert_eq!(gw(other_rand(&gw_state)), bad_tag);
+    assert!(matches!(
+        gw(bare(&gw_state)),
+        Err(crate::ProtoError::Crypto(
+            cpns_crypto::CryptoError::Malformed(_)
+        ))
+    ));
+    assert_eq!(pne(pne_state.clone()), Ok(()));
+    assert_eq!(pne(other_rand(&pne_state)), bad_tag);
+    assert!(matches!(
+        pne(bare(&pne_state)),
+        Err(crate::ProtoError::Crypto(
+            cpns_crypto::CryptoError::Malformed(_)
+        ))
+    ));
+}

@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use cpns_wire::{Body, ErrorCode, SetupType};
+use cpns_wire::{Body, ContentItem, ErrorCode, InventoryMember, PnInventory, SetupType};
 
-use super::harness::{Action, FLOW, Flight, Harness, INVITE, Party, pne_id, rewrite};
+use super::harness::{Action, FLOW, Flight, Harness, INVITE, Party, id, pne_id, rewrite};
 use super::store::PneSpec;
 use crate::gateway::{EstablishTargets, GatewayEvent};
 use crate::pne::PneEvent;
@@ -181,6 +181,100 @@ fn pne_that_cannot_verify_hash_server_refuses_the_pn_and_stores_nothing() {
         assert!(h.joined(i).is_none());
         assert!(h.pnes[i].inventory().is_empty() && h.store.pne_local[i].is_empty());
     }
+}
+
+/// An edit a relaying PN GW makes to an inventory.
+type InventoryEdit = fn(&mut PnInventory);
+
+/// A PN GW that rewrites the inventory it relays to the PNEs (PN Setup Response to the
+/// initiator, PN Establishment Notify to the others), leaving hash_server_PNE as it is.
+fn alter_inventory(edit: InventoryEdit) -> impl FnMut(&Flight) -> Action {
+    move |f| {
+        if !matches!(f.message, "PnSetupResponse" | "PnEstablishmentNotify") || f.from != Party::Gw
+        {
+            return Action::Deliver;
+        }
+        Action::Replace(rewrite(&f.body, |env| match &mut env.body {
+            Body::PnSetupResponse(r) => r.inventory.iter_mut().for_each(edit),
+            Body::PnEstablishmentNotify(n) => n.inventory.iter_mut().for_each(edit),
+            _ => {}
+        }))
+    }
+}
+
+/// hash_server_PNE covers the inventory the PNE will store (docs/security.md §4.1): whatever a
+/// relaying PN GW changes in it, the PNE refuses the PN and stores nothing.
+#[test]
+fn pne_refuses_an_inventory_altered_by_the_relaying_gateway() {
+    let edits: [(&str, InventoryEdit); 5] = [
+        ("a member left out", |inv| {
+            inv.members.pop();
+        }),
+        ("a stranger added", |inv| {
+            inv.members.push(InventoryMember {
+                pne_id: id("pne-9"),
+                capabilities: None,
+                contents: Vec::new(),
+            })
+        }),
+        ("content made up", |inv| {
+            inv.members.iter_mut().for_each(|m| {
+                m.contents.push(ContentItem {
+                    name: "malware.apk".into(),
+                    media_type: "application/vnd.android.package-archive".into(),
+                })
+            })
+        }),
+        ("capabilities dropped", |inv| {
+            inv.members.iter_mut().for_each(|m| m.capabilities = None)
+        }),
+        ("another PN GW named", |inv| inv.gateway = id("gw-evil")),
+    ];
+    for (what, edit) in edits {
+        let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+        h.set_hook(alter_inventory(edit));
+        h.setup(0, SetupType::All);
+        // The server registered the PN and the PN GW stored it; the PNEs saw the altered one.
+        assert!(established(&h), "{what}");
+        for i in 0..2 {
+            assert!(
+                matches!(h.pne_events(i).last(), Some(PneEvent::PnRefused { reason, .. }) if reason.contains("hash_server")),
+                "{what}, pne {i}: {:?}",
+                h.pne_events(i)
+            );
+            assert!(h.joined(i).is_none(), "{what}");
+            assert!(
+                h.pnes[i].inventory().is_empty() && h.store.pne_local[i].is_empty(),
+                "{what}"
+            );
+        }
+    }
+}
+
+/// A PN GW that changes the CPNS ID in the registration answer it relays: hash_server covers
+/// the CPNS ID, so the PNE does not take it.
+#[test]
+fn pne_refuses_a_cpns_id_altered_by_the_relaying_gateway() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.set_hook(|f| match f.message {
+        "PneRegistrationResponse" if f.from == Party::Gw => {
+            Action::Replace(rewrite(&f.body, |env| {
+                if let Body::PneRegistrationResponse(r) = &mut env.body {
+                    r.cpns_id = cpns_wire::CpnsId::new("cpns-999999").unwrap();
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    h.register(0, Some(pn));
+    assert!(
+        h.pne_failures(0)
+            .iter()
+            .any(|r| r.contains("hash_server did not verify"))
+    );
+    assert_eq!(h.pnes[0].cpns_id(), None);
 }
 
 #[test]

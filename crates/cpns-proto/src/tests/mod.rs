@@ -13,6 +13,8 @@
 //! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
+//! - `vectors`: the link codec and the canonical PN inventory reproduce
+//!   docs/security-vectors.json byte for byte.
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,3 +31,4 @@ mod register;
 mod replay;
 mod security;
 mod store;
+mod vectors;

@@ -3,8 +3,8 @@
 //! the relaying PN GW must not be able to open.
 
 use cpns_crypto::{
-    AuthPurpose, CryptoError, E2eDirection, KeyBinding, PneAuthInput, PneAuthKeys, Recipient,
-    SessionKey, open_e2e, unwrap_local_eukey,
+    AuthPurpose, CryptoError, GrantBinding, KeyBinding, PneAuthInput, PneAuthKeys, Recipient,
+    SessionKey, open_registration_grant, split_stored_wrapped_key, unwrap_local_eukey,
 };
 use cpns_wire::{Address, Body, Envelope, PneRegistrationRequest, RequestId, SetupType};
 
@@ -13,7 +13,6 @@ use super::store::PneSpec;
 use crate::ProtoError;
 use crate::gateway::{GatewayEvent, LinkId};
 use crate::pne::PneEvent;
-use crate::server::grant_aad;
 
 /// A ready harness with PNE 0 in a OneToOne PN over a sealed `cpns` link.
 fn sealed() -> (Harness, cpns_wire::PnId) {
@@ -211,12 +210,12 @@ fn gateway_cannot_open_the_registration_grant_but_the_pne_can() {
         Body::AuthenticationRequest(a) => Some(a.rand_server),
         _ => None,
     });
-    let grant = down.iter().find_map(|e| match &e.body {
-        Body::PneRegistrationResponse(r) => Some(r.sealed_grant.clone()),
+    let resp = down.iter().find_map(|e| match &e.body {
+        Body::PneRegistrationResponse(r) => Some(r.clone()),
         _ => None,
     });
-    let (rand_pne, rand_server, grant) = (rand_pne.unwrap(), rand_server.unwrap(), grant.unwrap());
-    let aad = grant_aad(&pne_id(0), &pn);
+    let (rand_pne, rand_server, resp) = (rand_pne.unwrap(), rand_server.unwrap(), resp.unwrap());
+    let grant = resp.sealed_grant.clone();
     let (pne, rand_pne, rand_server) = (
         pne_id(0),
         cpns_crypto::Rand(rand_pne.0),
@@ -229,19 +228,27 @@ fn gateway_cannot_open_the_registration_grant_but_the_pne_can() {
         rand_pne: &rand_pne,
         rand_server: &rand_server,
     };
-    let open = |sk: &SessionKey| open_e2e(sk, E2eDirection::ServerToPne, &aad, &grant);
+    let binding = GrantBinding {
+        pn_id: pn.as_bytes(),
+        pne_id: pne.as_str(),
+        request_id: resp.request_id.0,
+        cpns_id: resp.cpns_id.as_str(),
+    };
+    let open = |sk: &SessionKey| open_registration_grant(sk, &binding, &grant);
     // The PN GW's EUKey, as SK_PNE or as the EUKey in SK_PNE's derivation: no.
     let gw_eukey = &h.gw_cfg.eukey;
     assert!(open(&SessionKey::from_bytes(*gw_eukey.expose_secret())).is_err());
     assert!(open(PneAuthKeys::derive(gw_eukey, &input).session_key()).is_err());
-    // The LocalEUKey the PN GW shares with the PNE: no.
-    let (_, wrapped) = &h.store.gw_local[&pn].wrapped_keys[0];
-    let binding = KeyBinding {
+    // The LocalEUKey the PN GW shares with the PNE (stored as rand_server ‖ wrapped): no.
+    let (_, stored) = &h.store.gw_local[&pn].wrapped_keys[0];
+    let (stored_rand, wrapped) = split_stored_wrapped_key(stored).unwrap();
+    let key_binding = KeyBinding {
         pn_id: pn.as_bytes(),
         pne_id: pne.as_str(),
         gw_id: h.gw_cfg.id.as_str(),
+        rand_server: &stored_rand,
     };
-    let local = unwrap_local_eukey(gw_eukey, Recipient::Gateway, &binding, wrapped).unwrap();
+    let local = unwrap_local_eukey(gw_eukey, Recipient::Gateway, &key_binding, wrapped).unwrap();
     assert!(open(&SessionKey::from_bytes(*local.expose_secret())).is_err());
     assert!(
         open(

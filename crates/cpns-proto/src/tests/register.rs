@@ -1,8 +1,9 @@
 //! PNE registration (003 §1.4): a PN member is forwarded as is (§1.4.1); a non-member is first
 //! added to the PN with a PN Update, the PN GW's local inventory is updated, and then it is
-//! registered (§1.4.2). Each ends with a CPNS ID and a grant sealed under SK_PNE.
+//! registered (§1.4.2). Each ends with a CPNS ID and a grant sealed under the
+//! server → PNE key of SK_PNE.
 
-use cpns_crypto::{E2eDirection, open_e2e};
+use cpns_crypto::{GrantBinding, open_registration_grant};
 use cpns_wire::{
     Body, CpnsId, ErrorCode, PnId, PneRegistrationResponse, RegistrationGrant, SetupType,
 };
@@ -11,7 +12,7 @@ use super::harness::{Harness, Party, id, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
 use crate::pne::PneEvent;
-use crate::server::{ServerEvent, grant_aad};
+use crate::server::ServerEvent;
 
 fn cpns(n: u32) -> CpnsId {
     CpnsId::new(format!("cpns-{n:06}")).unwrap()
@@ -70,13 +71,25 @@ fn member_pne_registers_and_opens_its_grant() {
         cpns_id: cpns(1),
     }));
     assert_eq!(h.store.cpns_ids.get(&pne_id(0)), Some(&cpns(1)));
-    // The grant opens under the SK_PNE the server kept, and names the same CPNS ID.
+    // The grant opens under the SK_PNE the server kept, bound to the PN, the PNE, the request
+    // and the CPNS ID, and names the same CPNS ID.
     let resp = registration_response(&h);
     let sk = &h.store.session_keys[&(pn, pne_id(0))];
-    let aad = grant_aad(&pne_id(0), &pn);
-    let plain = open_e2e(sk, E2eDirection::ServerToPne, &aad, &resp.sealed_grant).unwrap();
+    let pne = pne_id(0);
+    let binding = GrantBinding {
+        pn_id: pn.as_bytes(),
+        pne_id: pne.as_str(),
+        request_id: resp.request_id.0,
+        cpns_id: resp.cpns_id.as_str(),
+    };
+    let plain = open_registration_grant(sk, &binding, &resp.sealed_grant).unwrap();
     let grant: RegistrationGrant = minicbor::decode(&plain).unwrap();
     assert_eq!(grant.cpns_id, cpns(1));
+    let other_request = GrantBinding {
+        request_id: resp.request_id.0 ^ 1,
+        ..binding
+    };
+    assert!(open_registration_grant(sk, &other_request, &resp.sealed_grant).is_err());
     // Registration changes no inventory.
     h.assert_agree(pn);
 }

@@ -47,7 +47,8 @@ pub struct PneRegistrationResponse {
     /// hash_server_PNE, by which the PNE authenticates the server.
     #[n(4)]
     pub hash_server: HashBytes,
-    /// [`RegistrationGrant`] sealed end to end under SK_PNE: the PN GW cannot read it.
+    /// [`RegistrationGrant`] sealed end to end under K_dir(server → PNE), the direction key
+    /// derived from SK_PNE (docs/security.md §4.6): the PN GW cannot read or alter it.
     #[n(5)]
     #[cbor(with = "minicbor::bytes")]
     pub sealed_grant: Vec<u8>,
