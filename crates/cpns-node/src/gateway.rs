@@ -445,11 +445,13 @@ impl Actor {
 
     fn on_wan_frame(&mut self, frame: Result<BytesMut, FrameError>) {
         match frame {
-            Ok(frame) => {
-                if let Err(e) = self.machine.handle_wan_frame(Instant::now(), &frame) {
-                    self.wan_lost(&format!("bad frame from the server: {e}"));
+            Ok(frame) => match self.machine.handle_wan_frame(Instant::now(), &frame) {
+                Ok(()) => {}
+                Err(e @ ProtoError::UnsupportedVersion { .. }) => {
+                    debug!(error = %e, "dropped a frame of another protocol version");
                 }
-            }
+                Err(e) => self.wan_lost(&format!("bad frame from the server: {e}")),
+            },
             Err(FrameError::Closed) => self.wan_lost("the server closed the session"),
             Err(e) => self.wan_lost(&format!("the server session failed: {e}")),
         }

@@ -149,7 +149,13 @@ pub async fn run<S: Store>(
         let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             frame = conn.next_frame() => match frame {
-                Ok(frame) => session.handle_frame(Instant::now(), &frame).map_err(|e| format!("bad frame from the PN GW: {e}"))?,
+                Ok(frame) => match session.handle_frame(Instant::now(), &frame) {
+                    Ok(()) => {}
+                    Err(e @ cpns_proto::ProtoError::UnsupportedVersion { .. }) => {
+                        debug!(error = %e, "dropped a frame of another protocol version");
+                    }
+                    Err(e) => return Err(format!("bad frame from the PN GW: {e}")),
+                },
                 Err(FrameError::Closed) => return Err("the PN GW closed the link".into()),
                 Err(e) => return Err(format!("PAN link: {e}")),
             },

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cpns_crypto::MasterKey;
+use cpns_proto::ProtoError;
 use cpns_proto::server::{ServerConfig, ServerEvent, ServerOutput, ServerSession};
 use cpns_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -209,7 +210,10 @@ impl<S: Store + Clone> ServerNode<S> {
             tokio::select! {
                 frame = conn.next_frame() => match frame {
                     Ok(frame) => {
-                        if let Err(e) = session.handle_frame(Instant::now(), &frame) {
+                        let handled = session.handle_frame(Instant::now(), &frame);
+                        if let Err(e @ ProtoError::UnsupportedVersion { .. }) = &handled {
+                            debug!(error = %e, "dropped a frame of another protocol version");
+                        } else if let Err(e) = handled {
                             warn!(error = %e, "closing session: undecodable frame");
                             return Err(e.to_string());
                         }

@@ -11,6 +11,15 @@ pub enum ProtoError {
     /// A frame could not be decoded; the link must be closed.
     #[error("bad frame: {0}")]
     Wire(#[from] WireError),
+    /// The peer spoke another protocol version. A request was answered `unsupported_version`
+    /// (its message id is given) and the session goes on; the driver need not close it.
+    #[error("unsupported protocol version {version}")]
+    UnsupportedVersion {
+        /// The version the peer used.
+        version: u16,
+        /// The request's message id, if the frame was a request that was answered.
+        request: Option<u64>,
+    },
     /// A plain frame arrived on a link whose frames must be sealed.
     #[error("plain frame on a sealed PAN link")]
     PlainOnSealedLink,
@@ -39,6 +48,7 @@ impl ProtoError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ProtoError::Wire(_) => ErrorCode::BadRequest,
+            ProtoError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
             ProtoError::PlainOnSealedLink | ProtoError::SealedBeforeKeys => {
                 ErrorCode::Unauthenticated
             }

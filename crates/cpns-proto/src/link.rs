@@ -117,15 +117,38 @@ impl LinkCodec {
     pub fn decode(&mut self, frame: &[u8]) -> Result<Envelope, ProtoError> {
         let (kind, payload) = split_frame(frame)?;
         match (kind, &mut self.rx) {
-            (FrameKind::Plain, None) => Ok(decode_envelope(payload)?),
+            (FrameKind::Plain, None) => decode_checked(payload),
             (FrameKind::Plain, Some(_)) => Err(ProtoError::PlainOnSealedLink),
             (FrameKind::Sealed, None) => Err(ProtoError::SealedBeforeKeys),
             (FrameKind::Sealed, Some(opener)) => {
                 let plain = opener.open(payload)?;
-                Ok(decode_envelope(&plain)?)
+                decode_checked(&plain)
             }
         }
     }
+}
+
+/// Decodes an envelope; a request of another protocol version becomes
+/// [`ProtoError::UnsupportedVersion`] with what is needed to answer it.
+fn decode_checked(payload: &[u8]) -> Result<Envelope, ProtoError> {
+    decode_envelope(payload).map_err(|e| match e {
+        cpns_wire::WireError::UnsupportedVersion(version) => ProtoError::UnsupportedVersion {
+            version,
+            request: cpns_wire::codec::peek_request_header(payload).map(|(_, id)| id),
+        },
+        other => ProtoError::Wire(other),
+    })
+}
+
+/// The answer to a request of a protocol version this peer does not speak.
+pub(crate) fn unsupported_version(version: u16) -> cpns_wire::ErrorBody {
+    cpns_wire::ErrorBody::new(
+        cpns_wire::ErrorCode::UnsupportedVersion,
+        format!(
+            "protocol version {version} is not supported; this peer speaks version {}",
+            cpns_wire::PROTOCOL_VERSION
+        ),
+    )
 }
 
 /// Strips the length prefix of a whole frame as produced by [`LinkCodec::encode`], checking it.

@@ -117,3 +117,80 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, WireError> {
     }
     Ok(env)
 }
+
+/// The version and message id of a request envelope that [`decode_envelope`] refused, read
+/// without understanding the rest (a newer peer's body may not decode here): enough to answer
+/// it with `unsupported_version` instead of closing silently. `None` unless `bytes` is a CBOR
+/// map whose key 0 is a version, key 1 a message id, and key 3 (kind) says request.
+pub fn peek_request_header(bytes: &[u8]) -> Option<(u16, u64)> {
+    let mut d = minicbor::Decoder::new(bytes);
+    let entries = d.map().ok()??;
+    let (mut version, mut msg_id, mut request) = (None, None, false);
+    for _ in 0..entries {
+        match d.u32().ok()? {
+            0 => version = Some(d.u16().ok()?),
+            1 => msg_id = Some(d.u64().ok()?),
+            3 => request = d.u32().ok()? == crate::MsgKind::Request.code(),
+            _ => d.skip().ok()?,
+        }
+    }
+    request.then_some((version?, msg_id?))
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use super::*;
+    use crate::{Address, Envelope, MsgKind, StatusUpdateRequest};
+
+    fn bytes(version: u16, kind: MsgKind) -> Vec<u8> {
+        let mut env =
+            Envelope::request(77, Address::Server, Address::Server, StatusUpdateRequest {});
+        env.version = version;
+        env.kind = kind;
+        let mut out = Vec::new();
+        encode_envelope(&env, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_future_request_is_read_far_enough_to_answer() {
+        let b = bytes(9, MsgKind::Request);
+        assert!(matches!(
+            decode_envelope(&b),
+            Err(WireError::UnsupportedVersion(9))
+        ));
+        assert_eq!(peek_request_header(&b), Some((9, 77)));
+        // An unknown body from the future is skipped too.
+        let mut future = Vec::new();
+        let mut e = minicbor::Encoder::new(&mut future);
+        e.map(5).unwrap();
+        e.u32(0).unwrap().u16(3).unwrap();
+        e.u32(1).unwrap().u64(5).unwrap();
+        e.u32(3).unwrap().u32(MsgKind::Request.code()).unwrap();
+        e.u32(6)
+            .unwrap()
+            .array(2)
+            .unwrap()
+            .str("new")
+            .unwrap()
+            .bytes(&[1, 2])
+            .unwrap();
+        e.u32(42).unwrap().bool(true).unwrap();
+        assert_eq!(peek_request_header(&future), Some((3, 5)));
+    }
+
+    #[test]
+    fn responses_notifications_and_garbage_are_not_answered() {
+        assert_eq!(peek_request_header(&bytes(9, MsgKind::Response)), None);
+        assert_eq!(peek_request_header(&bytes(9, MsgKind::Notify)), None);
+        assert_eq!(peek_request_header(&[0xff, 0x00]), None);
+        assert_eq!(peek_request_header(&[]), None);
+        // A map without a message id.
+        let mut b = Vec::new();
+        let mut e = minicbor::Encoder::new(&mut b);
+        e.map(2).unwrap();
+        e.u32(0).unwrap().u16(2).unwrap();
+        e.u32(3).unwrap().u32(MsgKind::Request.code()).unwrap();
+        assert_eq!(peek_request_header(&b), None);
+    }
+}

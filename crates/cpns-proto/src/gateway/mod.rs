@@ -334,6 +334,16 @@ impl Gateway {
         };
         let env = match l.codec.decode(frame) {
             Ok(env) => env,
+            Err(ProtoError::UnsupportedVersion {
+                version,
+                request: Some(msg_id),
+            }) => {
+                let body = crate::link::unsupported_version(version);
+                self.send_pan_response(link, msg_id, body);
+                return Ok(());
+            }
+            // Another version's response or notification: dropped, the link stays.
+            Err(e @ ProtoError::UnsupportedVersion { .. }) => return Err(e),
             Err(e) => {
                 self.reject_link(link, &e.to_string());
                 return Err(e);
@@ -345,7 +355,18 @@ impl Gateway {
 
     /// Takes one frame (without its length prefix) from the server.
     pub fn handle_wan_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
-        let env = self.wan_codec.decode(frame)?;
+        let env = match self.wan_codec.decode(frame) {
+            Ok(env) => env,
+            Err(ProtoError::UnsupportedVersion {
+                version,
+                request: Some(msg_id),
+            }) => {
+                let body = crate::link::unsupported_version(version);
+                self.send_wan_response(msg_id, body);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         self.on_wan(now, env);
         Ok(())
     }

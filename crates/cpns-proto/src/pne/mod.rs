@@ -259,7 +259,18 @@ impl PneSession {
     /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the link must
     /// be closed.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
-        let env = self.codec.decode(frame)?;
+        let env = match self.codec.decode(frame) {
+            Ok(env) => env,
+            Err(ProtoError::UnsupportedVersion {
+                version,
+                request: Some(msg_id),
+            }) => {
+                let body = crate::link::unsupported_version(version);
+                self.send_response(msg_id, body);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         self.on_envelope(now, env)
     }
 

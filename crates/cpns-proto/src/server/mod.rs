@@ -406,7 +406,18 @@ impl ServerSession {
     /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the frame was
     /// undecodable and the session must be closed; everything else is answered on the wire.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
-        let env = self.codec.decode(frame)?;
+        let env = match self.codec.decode(frame) {
+            Ok(env) => env,
+            Err(ProtoError::UnsupportedVersion {
+                version,
+                request: Some(msg_id),
+            }) => {
+                let body = crate::link::unsupported_version(version);
+                self.respond(msg_id, Address::Server, body);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         self.handle_envelope(now, env);
         self.release_ended_flows();
         Ok(())

@@ -372,3 +372,63 @@ fn every_truncation_and_bit_flip_of_real_frames_is_handled_without_panic() {
     // The server's record is still the one PN, and nobody registered anything more.
     assert_eq!(h.store.pns.len(), 1);
 }
+
+/// A request in protocol version 2 from `from` to `to`.
+fn future_request(from: Address, to: Address) -> Envelope {
+    let mut env = Envelope::request(MSG, from, to, cpns_wire::StatusUpdateRequest {});
+    env.version = 2;
+    env
+}
+
+#[test]
+fn every_machine_answers_another_protocol_version_and_goes_on() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    let cases = [
+        (
+            Party::Gw,
+            Party::Server,
+            future_request(gw(), Address::Server),
+        ),
+        (
+            Party::Server,
+            Party::Gw,
+            future_request(Address::Server, gw()),
+        ),
+        (Party::Pne(0), Party::Gw, future_request(pne(0), gw())),
+        (Party::Gw, Party::Pne(1), future_request(gw(), pne(1))),
+    ];
+    for (from, to, env) in cases {
+        let e = answer(&mut h, from, to, &env).expect("answered");
+        assert_eq!(e.code, ErrorCode::UnsupportedVersion, "{from:?} -> {to:?}");
+        assert!(
+            e.reason.contains("version 2 is not supported"),
+            "{}",
+            e.reason
+        );
+        assert!(e.reason.contains("speaks version 1"));
+    }
+    assert!(h.closes.is_empty(), "nothing was closed: {:?}", h.closes);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    // A response or notification of another version is not answered: the machine reports it
+    // and the driver drops it, keeping the session.
+    let mut resp = Envelope::response(
+        MSG + 1,
+        1,
+        gw(),
+        Address::Server,
+        ErrorBody::new(ErrorCode::Busy, "x"),
+    );
+    resp.version = 2;
+    let r = h.deliver_direct(Party::Gw, Party::Server, &plain(&resp));
+    assert!(matches!(
+        r,
+        Err(ProtoError::UnsupportedVersion {
+            version: 2,
+            request: None
+        })
+    ));
+    // Everything still works.
+    h.setup(0, SetupType::All);
+    let inv = h.joined(0).expect("established after the bad versions");
+    h.assert_agree(inv.pn_id);
+}
