@@ -164,6 +164,7 @@ pub fn local_pn_record(state: &LocalPnState) -> LocalPn {
                     .find(|(p, _)| *p == m.pne_id)
                     .map(|(_, k)| k.clone()),
                 route: Some("pan".into()),
+                contents: crate::server_store::contents_bytes(&m.contents),
             })
             .collect(),
         stored_at: unix_millis(),
@@ -179,7 +180,9 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
             members: pn
                 .members
                 .iter()
-                .map(|m| inventory_member(&m.pne_id, m.capabilities.as_deref()))
+                .map(|m| {
+                    inventory_member(&m.pne_id, m.capabilities.as_deref(), m.contents.as_deref())
+                })
                 .collect(),
         },
         wrapped_keys: pn

@@ -36,13 +36,27 @@ pub fn caps_of(b: Option<&[u8]>) -> Option<DeviceCapabilities> {
     b.and_then(|b| minicbor::decode(b).ok())
 }
 
+/// Contents as the store keeps them (CBOR); none for an empty list.
+pub fn contents_bytes(c: &[cpns_wire::ContentItem]) -> Option<Vec<u8>> {
+    (!c.is_empty()).then(|| minicbor::to_vec(c).unwrap_or_default())
+}
+
 /// A member of a PN inventory from what a store keeps of it.
-pub fn inventory_member(pne_id: &EntityId, capabilities: Option<&[u8]>) -> InventoryMember {
+pub fn inventory_member(
+    pne_id: &EntityId,
+    capabilities: Option<&[u8]>,
+    contents: Option<&[u8]>,
+) -> InventoryMember {
     InventoryMember {
         pne_id: pne_id.clone(),
         capabilities: caps_of(capabilities),
-        contents: Vec::new(),
+        contents: contents_of(contents),
     }
+}
+
+/// Contents from the store; none when absent or unreadable.
+pub fn contents_of(b: Option<&[u8]>) -> Vec<cpns_wire::ContentItem> {
+    b.and_then(|b| minicbor::decode(b).ok()).unwrap_or_default()
 }
 
 /// A PN of the store as a PN inventory.
@@ -53,7 +67,7 @@ pub fn inventory_of(pn: &PnRecord) -> PnInventory {
         members: pn
             .members
             .iter()
-            .map(|m| inventory_member(&m.pne_id, m.capabilities.as_deref()))
+            .map(|m| inventory_member(&m.pne_id, m.capabilities.as_deref(), m.contents.as_deref()))
             .collect(),
     }
 }
@@ -164,6 +178,7 @@ pub(crate) async fn persist<S: Store>(
                     initiator: m.initiator,
                     authenticated: true,
                     capabilities: Some(caps_bytes(&m.capabilities)),
+                    contents: contents_bytes(&m.contents),
                     joined_at: now,
                 });
             }
@@ -179,6 +194,7 @@ pub(crate) async fn persist<S: Store>(
                     authenticated: false,
                     capabilities: m.capabilities.as_ref().map(caps_bytes),
                     sealed_session_key: None,
+                    contents: None,
                     joined_at: now,
                 })
                 .collect();
@@ -243,6 +259,7 @@ pub(crate) async fn persist<S: Store>(
                     .map(caps_bytes)
                     .or_else(|| known.and_then(|m| m.capabilities.clone())),
                 joined_at: known.map_or(now, |m| m.joined_at),
+                contents: None,
                 authenticated: true,
                 pne_id,
             };

@@ -54,8 +54,15 @@ async fn established_pn_survives_server_and_gateway_restart() {
     )
     .await;
     let phone_store = h.local_store(&phone.id).await;
+    // 000 §6.6.1.1 step 1: the phone announces contents; they are kept with the member.
+    let songs = vec![cpns_wire::ContentItem {
+        name: "holiday.mp3".into(),
+        media_type: "audio/mpeg".into(),
+    }];
+    let mut phone_cfg = pne_config(&phone, true);
+    phone_cfg.contents = songs.clone();
     let phone_report = run_pne(
-        pne_config(&phone, true),
+        phone_cfg,
         phone_store.clone(),
         &g.pan_addr,
         vec![PneStep::Setup(SetupType::Invite(vec![watch.id.clone()]))],
@@ -95,6 +102,13 @@ async fn established_pn_survives_server_and_gateway_restart() {
     let stored: BTreeSet<EntityId> = rec.members.iter().map(|m| m.pne_id.clone()).collect();
     assert_eq!(stored, expected);
     for m in &rec.members {
+        let contents = cpns_node::server_store::contents_of(m.contents.as_deref());
+        let announced = if m.pne_id == phone.id {
+            songs.clone()
+        } else {
+            vec![]
+        };
+        assert_eq!(contents, announced, "{}'s contents on the server", m.pne_id);
         assert!(m.authenticated, "{} is not authenticated", m.pne_id);
         assert!(m.sealed_session_key.is_some(), "{} has no SK_PNE", m.pne_id);
         assert_eq!(m.initiator, m.pne_id == phone.id);
@@ -109,6 +123,13 @@ async fn established_pn_survives_server_and_gateway_restart() {
         local[0].members.iter().map(|m| m.pne_id.clone()).collect();
     assert_eq!(local_members, expected);
     for m in &local[0].members {
+        let contents = cpns_node::server_store::contents_of(m.contents.as_deref());
+        let announced = if m.pne_id == phone.id {
+            songs.clone()
+        } else {
+            vec![]
+        };
+        assert_eq!(contents, announced, "{}'s contents on the PN GW", m.pne_id);
         // Only the PNE with a UI asked for a LocalEUKey.
         assert_eq!(
             m.sealed_local_key.is_some(),

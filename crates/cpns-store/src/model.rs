@@ -105,6 +105,9 @@ pub struct PnMember {
     pub capabilities: Option<Vec<u8>>,
     /// SK_PNE sealed under the server master key, for the PNE<->server secure session.
     pub sealed_session_key: Option<Vec<u8>>,
+    /// Contents the PNE announced (000 §6.6.1.1 step 1), as CBOR, if any. Like capabilities,
+    /// `None` in an upsert keeps the stored value.
+    pub contents: Option<Vec<u8>>,
     /// When the member joined.
     pub joined_at: UnixMillis,
 }
@@ -148,6 +151,8 @@ pub struct LocalMember {
     pub sealed_local_key: Option<Vec<u8>>,
     /// Route to the PNE in the PAN (e.g. its PAN session address), as the routing table holds it.
     pub route: Option<String>,
+    /// Contents the PNE announced, as CBOR, if any.
+    pub contents: Option<Vec<u8>>,
 }
 
 /// A PN as a PN GW or PNE stores it locally (000 §6.6.1.1 steps 13-15).

@@ -234,6 +234,7 @@ pub(crate) async fn server_inventory_text(db: &Path) -> anyhow::Result<String> {
                 if m.initiator { ", initiator" } else { "" },
                 cpns_id,
             ));
+            out.push_str(&contents_line(m.contents.as_deref()));
         }
     }
     store.close().await;
@@ -256,8 +257,49 @@ pub(crate) async fn local_inventory_text(path: &Path) -> anyhow::Result<String> 
                 "-"
             };
             out.push_str(&format!("  PNE {:<12} {key}\n", m.pne_id.as_str()));
+            out.push_str(&contents_line(m.contents.as_deref()));
         }
     }
     store.close().await;
     Ok(out)
+}
+
+/// The contents a member announced (000 §6.6.1.1 step 1), as an indented line; empty if none.
+fn contents_line(stored: Option<&[u8]>) -> String {
+    let items = cpns_node::server_store::contents_of(stored);
+    if items.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = items
+        .iter()
+        .map(|c| format!("{} ({})", c.name, c.media_type))
+        .collect();
+    format!("      contents: {}\n", list.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contents_line;
+
+    #[test]
+    fn contents_are_listed_under_their_member() {
+        assert_eq!(contents_line(None), "");
+        let items = vec![
+            cpns_wire::ContentItem {
+                name: "holiday.mp3".into(),
+                media_type: "audio/mpeg".into(),
+            },
+            cpns_wire::ContentItem {
+                name: "beach.jpg".into(),
+                media_type: "image/jpeg".into(),
+            },
+        ];
+        let stored = cpns_node::server_store::contents_bytes(&items);
+        assert_eq!(
+            contents_line(stored.as_deref()),
+            "      contents: holiday.mp3 (audio/mpeg), beach.jpg (image/jpeg)\n"
+        );
+        assert_eq!(cpns_node::server_store::contents_bytes(&[]), None);
+        assert_eq!(contents_line(Some(b"not cbor")), "");
+    }
 }

@@ -273,6 +273,7 @@ impl ServerSession {
                 pne_id: c.join.pne_id.clone(),
                 initiator: flow.initiator.as_ref() == Some(&c.join.pne_id),
                 capabilities: c.join.capabilities.clone(),
+                contents: c.join.contents.clone(),
                 session_key: keys.session_key().clone(),
             });
             confirmed.push((verdicts.len() - 1, keys, hash_pne));

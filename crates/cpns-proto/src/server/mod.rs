@@ -130,6 +130,8 @@ pub struct RegisteredMember {
     pub initiator: bool,
     /// Its capabilities.
     pub capabilities: DeviceCapabilities,
+    /// The contents it announced (000 §6.6.1.1 step 1).
+    pub contents: Vec<cpns_wire::ContentItem>,
     /// SK_PNE, to be sealed at rest by the driver.
     pub session_key: SessionKey,
 }

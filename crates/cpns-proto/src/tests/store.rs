@@ -112,7 +112,7 @@ impl Store {
                     inv.members.push(InventoryMember {
                         pne_id: m.pne_id.clone(),
                         capabilities: Some(m.capabilities),
-                        contents: Vec::new(),
+                        contents: m.contents,
                     });
                     self.session_keys.insert((pn_id, m.pne_id), m.session_key);
                 }

@@ -33,8 +33,8 @@ pub(super) async fn save_local_pn(pool: &SqlitePool, pn: &LocalPn) -> Result<()>
     for (position, m) in (0_i64..).zip(&pn.members) {
         sqlx::query(
             "INSERT INTO local_members \
-             (pn_id, pne_id, position, capabilities, sealed_local_key, route) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             (pn_id, pne_id, position, capabilities, sealed_local_key, route, contents) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(m.pne_id.as_str())
@@ -42,6 +42,7 @@ pub(super) async fn save_local_pn(pool: &SqlitePool, pn: &LocalPn) -> Result<()>
         .bind(m.capabilities.as_deref())
         .bind(m.sealed_local_key.as_deref())
         .bind(m.route.as_deref())
+        .bind(m.contents.as_deref())
         .execute(&mut *tx)
         .await?;
     }
@@ -55,6 +56,7 @@ fn decode_member(row: &SqliteRow) -> Result<LocalMember> {
         capabilities: row.try_get("capabilities")?,
         sealed_local_key: row.try_get("sealed_local_key")?,
         route: row.try_get("route")?,
+        contents: row.try_get("contents")?,
     })
 }
 
@@ -66,7 +68,8 @@ pub(super) async fn local_pns(pool: &SqlitePool) -> Result<Vec<LocalPn>> {
         .fetch_all(&mut *tx)
         .await?;
     let members = sqlx::query(
-        "SELECT pn_id, pne_id, capabilities, sealed_local_key, route FROM local_members \
+        "SELECT pn_id, pne_id, capabilities, sealed_local_key, route, contents \
+         FROM local_members \
          ORDER BY pn_id, position",
     )
     .fetch_all(&mut *tx)

@@ -31,6 +31,7 @@ fn decode_member(row: &SqliteRow) -> Result<PnMember> {
         initiator: row.try_get("initiator")?,
         authenticated: row.try_get("authenticated")?,
         capabilities: row.try_get("capabilities")?,
+        contents: row.try_get("contents")?,
         sealed_session_key: row.try_get("sealed_session_key")?,
         joined_at: row.try_get("joined_at")?,
     })
@@ -81,7 +82,8 @@ pub(super) async fn register_pn(pool: &SqlitePool, pn: &PnRecord) -> Result<()> 
     for (position, m) in (0_i64..).zip(&pn.members) {
         sqlx::query(
             "INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, \
-             capabilities, sealed_session_key, joined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             capabilities, sealed_session_key, joined_at, contents) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(m.pne_id.as_str())
@@ -91,6 +93,7 @@ pub(super) async fn register_pn(pool: &SqlitePool, pn: &PnRecord) -> Result<()> 
         .bind(m.capabilities.as_deref())
         .bind(m.sealed_session_key.as_deref())
         .bind(m.joined_at)
+        .bind(m.contents.as_deref())
         .execute(&mut *tx)
         .await?;
     }
@@ -165,13 +168,14 @@ async fn require_pn(conn: &mut SqliteConnection, pn: &PnId) -> Result<()> {
 async fn upsert_member_in(conn: &mut SqliteConnection, pn: &PnId, m: &PnMember) -> Result<()> {
     sqlx::query(
         "INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, \
-         capabilities, sealed_session_key, joined_at) \
+         capabilities, sealed_session_key, joined_at, contents) \
          VALUES (?1, ?2, (SELECT COALESCE(MAX(position), -1) + 1 FROM pn_members \
-         WHERE pn_id = ?1), ?3, ?4, ?5, ?6, ?7) \
+         WHERE pn_id = ?1), ?3, ?4, ?5, ?6, ?7, ?8) \
          ON CONFLICT (pn_id, pne_id) DO UPDATE SET \
          initiator = MAX(pn_members.initiator, excluded.initiator), \
          authenticated = MAX(pn_members.authenticated, excluded.authenticated), \
          capabilities = COALESCE(excluded.capabilities, pn_members.capabilities), \
+         contents = COALESCE(excluded.contents, pn_members.contents), \
          sealed_session_key = COALESCE(excluded.sealed_session_key, pn_members.sealed_session_key)",
     )
     .bind(pn.as_bytes().as_slice())
@@ -181,6 +185,7 @@ async fn upsert_member_in(conn: &mut SqliteConnection, pn: &PnId, m: &PnMember) 
     .bind(m.capabilities.as_deref())
     .bind(m.sealed_session_key.as_deref())
     .bind(m.joined_at)
+    .bind(m.contents.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -276,8 +281,8 @@ pub(super) async fn pn(pool: &SqlitePool, id: &PnId) -> Result<Option<PnRecord>>
     };
     let mut record = decode_pn(&row)?;
     let rows = sqlx::query(
-        "SELECT pne_id, initiator, authenticated, capabilities, sealed_session_key, joined_at \
-         FROM pn_members WHERE pn_id = ? ORDER BY position",
+        "SELECT pne_id, initiator, authenticated, capabilities, sealed_session_key, joined_at, \
+         contents FROM pn_members WHERE pn_id = ? ORDER BY position",
     )
     .bind(key)
     .fetch_all(&mut *tx)
@@ -299,7 +304,7 @@ pub(super) async fn pns_of_gateway(pool: &SqlitePool, gw: &EntityId) -> Result<V
     .await?;
     let members = sqlx::query(
         "SELECT m.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at FROM pn_members AS m \
+         m.sealed_session_key, m.joined_at, m.contents FROM pn_members AS m \
          JOIN pns AS p ON p.pn_id = m.pn_id WHERE p.gateway = ? ORDER BY m.pn_id, m.position",
     )
     .bind(gw.as_str())
@@ -316,7 +321,7 @@ pub(super) async fn all_pns(pool: &SqlitePool) -> Result<Vec<PnRecord>> {
         .await?;
     let members = sqlx::query(
         "SELECT pn_id, pne_id, initiator, authenticated, capabilities, sealed_session_key, \
-         joined_at FROM pn_members ORDER BY pn_id, position",
+         joined_at, contents FROM pn_members ORDER BY pn_id, position",
     )
     .fetch_all(&mut *tx)
     .await?;

@@ -110,6 +110,7 @@ async fn bad_member_rows_are_corrupt() {
                 capabilities: None,
                 sealed_local_key: None,
                 route: None,
+                contents: None,
             }],
             stored_at: 5,
         })

@@ -44,6 +44,7 @@ fn member(id: &str, initiator: bool) -> PnMember {
         capabilities: Some(vec![0xa1, 0x01, 0x02]),
         sealed_session_key: Some(format!("sk:{id}").into_bytes()),
         joined_at: 1_700_000_000_100,
+        contents: Some(format!("contents:{id}").into_bytes()),
     }
 }
 
@@ -73,6 +74,7 @@ fn local(n: u8, members: &[(&str, Option<&str>)]) -> LocalPn {
                 capabilities: route.map(|r| r.as_bytes().to_vec()),
                 sealed_local_key: Some(format!("lk:{id}").into_bytes()),
                 route: route.map(str::to_owned),
+                contents: route.map(|r| format!("contents:{r}").into_bytes()),
             })
             .collect(),
         stored_at: 1_700_000_000_000 + i64::from(n),
@@ -276,6 +278,7 @@ pub async fn members_are_never_downgraded<S: Store>(s: &S) {
         capabilities: None,
         sealed_session_key: None,
         joined_at: 9,
+        contents: None,
     };
     s.upsert_member(&pid(1), &weak("pne-1")).await.unwrap();
     s.update_members(&pid(1), &[weak("pne-1"), weak("pne-2")], &[])
