@@ -14,6 +14,7 @@ use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationResponse, ContentItem, CpnsId, DeviceCapabilities,
     EntityId, Envelope, HashBytes, InventoryMember, PnId, PnInventory, PnSetupResponse, PneHash,
     PneRegistrationRequest, PneRegistrationResponse, RandBytes, RegistrationGrant, RequestId,
+    SecureCall,
 };
 use serde_json::{Value, json};
 
@@ -484,6 +485,63 @@ fn registration_grant(sk: &SessionKey) -> (Value, Vec<u8>) {
     (value, sealed)
 }
 
+/// A secure request and its answer on the registration's session (docs/security.md §4.8).
+fn secure_session(sk: &SessionKey) -> Value {
+    let request_id = 0x0102_0304_0506_0708_u64;
+    let binding = SecureBinding {
+        pn_id: &PN_ID,
+        pne_id: PNE_ID,
+        request_id,
+    };
+    let call = SecureCall {
+        service: "cpns.echo".into(),
+        payload: b"hello".to_vec(),
+    };
+    let call_cbor = cbor(&call);
+    let cases: Vec<Value> = [
+        (E2eDirection::PneToServer, pattern::<12>(0xb0)),
+        (E2eDirection::ServerToPne, pattern::<12>(0xc0)),
+    ]
+    .iter()
+    .map(|(dir, nonce)| {
+        json!({
+            "direction_code": hx([dir.code()]),
+            "key": hx(v::e2e_key(sk, *dir)),
+            "aad": hx(secure_message_aad(*dir, &binding)),
+            "nonce": hx(nonce),
+            "sealed": hx(seal_secure_message_with_nonce(sk, *dir, &binding, &call_cbor, *nonce)),
+        })
+    })
+    .collect();
+    json!({
+        "sk_pne": sk.to_hex().as_str(),
+        "pn_id": hx(PN_ID),
+        "pne_id": PNE_ID,
+        "request_id": request_id,
+        "call_diagnostic": diag(&call_cbor),
+        "call_cbor": hx(&call_cbor),
+        "messages": cases,
+    })
+}
+
+/// A device's storage key from its EUKey, and its SK_PNE sealed at rest under it (§4.9).
+fn device_storage(sk_pne: &SessionKey) -> Value {
+    let eukey = EuKey::from_bytes(pattern(0x00));
+    let key = device_storage_key(&eukey);
+    let aad = at_rest_session_key_aad(&PN_ID, PNE_ID);
+    let nonce = pattern::<12>(0xf0);
+    json!({
+        "eukey": eukey.to_hex().as_str(),
+        "key_info": hx(v::transcript(labels::DEVICE_STORAGE_KEY, &[])),
+        "key": key.to_hex().as_str(),
+        "at_rest_key": hx(v::at_rest_key(&key)),
+        "aad": hx(&aad),
+        "plaintext": hx(sk_pne.expose_secret()),
+        "nonce": hx(nonce),
+        "sealed": hx(seal_at_rest_with_nonce(&key, &aad, sk_pne.expose_secret(), nonce)),
+    })
+}
+
 fn at_rest(sk_pne: &SessionKey) -> Value {
     let master = MasterKey::from_bytes(pattern(0xe0));
     let eukey = EuKey::from_bytes(pattern(0x00));
@@ -547,6 +605,8 @@ fn main() {
         "e2e": e2e(&establishment.sk),
         "registration_grant": grant,
         "at_rest": at_rest(&establishment.sk),
+        "secure_session": secure_session(&registration.sk),
+        "device_storage": device_storage(&registration.sk),
     });
     println!(
         "{}",

@@ -53,8 +53,13 @@ pub const AT_REST_EUKEY_AAD: &str = "cpns/v1/at-rest/eukey";
 /// AEAD associated-data label of a PNE's SK_PNE sealed at rest.
 pub const AT_REST_SK_PNE_AAD: &str = "cpns/v1/at-rest/sk-pne";
 
+/// AEAD associated data of a secure PNE<->server message (docs/security.md §4.8).
+pub const SECURE_MESSAGE_AAD: &str = "cpns/v1/secure-message";
+/// HKDF info of a device's own storage key, from its EUKey (docs/security.md §4.9).
+pub const DEVICE_STORAGE_KEY: &str = "cpns/v1/device-storage-key";
+
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 19] = [
+pub const ALL: [&str; 21] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -74,6 +79,8 @@ pub const ALL: [&str; 19] = [
     AT_REST_KEY,
     AT_REST_EUKEY_AAD,
     AT_REST_SK_PNE_AAD,
+    SECURE_MESSAGE_AAD,
+    DEVICE_STORAGE_KEY,
 ];
 
 #[cfg(test)]

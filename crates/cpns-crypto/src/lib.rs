@@ -75,6 +75,7 @@ mod local_key;
 mod pan;
 mod pne_auth;
 mod rng;
+mod secure;
 #[doc(hidden)]
 pub mod vectors;
 
@@ -105,3 +106,7 @@ pub use pne_auth::{
     AuthPurpose, PneAuthInput, PneAuthKeys, ServerOutcome, VERDICT_AUTHENTICATED, inventory_digest,
 };
 pub use rng::{CryptoRng, MachineRng, Rng};
+pub use secure::{
+    SecureBinding, device_storage_key, open_secure_message, seal_secure_message,
+    seal_secure_message_with_nonce, secure_message_aad,
+};

@@ -677,3 +677,92 @@ fn at_rest_vectors() {
         assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &pt)));
     }
 }
+
+#[test]
+fn secure_session_vectors() {
+    let d = doc();
+    let s = &d["secure_session"];
+    // On the registration's session.
+    assert_eq!(s["sk_pne"], d["pne_auth"][1]["outputs"]["sk_pne"]);
+    let sk = SessionKey::from_hex(text(s, "sk_pne")).unwrap();
+    let pn_id: [u8; 16] = arr(s, "pn_id");
+    let request_id = s["request_id"].as_u64().unwrap();
+    let binding = SecureBinding {
+        pn_id: &pn_id,
+        pne_id: text(s, "pne_id"),
+        request_id,
+    };
+    let (call, call_cbor): (cpns_wire::SecureCall, _) =
+        canonical(s, "call_cbor", "call_diagnostic");
+    assert_eq!(call.service, "cpns.echo");
+    let messages = s["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    for (m, dir) in messages
+        .iter()
+        .zip([E2eDirection::PneToServer, E2eDirection::ServerToPne])
+    {
+        let nonce: [u8; 12] = arr(m, "nonce");
+        let sealed = hx(m, "sealed");
+        // Through the crate.
+        assert_eq!(secure_message_aad(dir, &binding), hx(m, "aad"));
+        assert_eq!(
+            seal_secure_message_with_nonce(&sk, dir, &binding, &call_cbor, nonce),
+            sealed
+        );
+        assert_eq!(
+            &open_secure_message(&sk, dir, &binding, &sealed).unwrap()[..],
+            &call_cbor[..]
+        );
+        // Independently, from docs/security.md §4.8.
+        assert_eq!(hx(m, "direction_code"), [dir.code()]);
+        let key = hkdf(None, sk.expose_secret(), &t(labels::E2E_KEY, &[&[dir.code()]]));
+        assert_eq!(hx(m, "key"), key);
+        let aad = t(
+            labels::SECURE_MESSAGE_AAD,
+            &[
+                &[dir.code()],
+                &pn_id,
+                binding.pne_id.as_bytes(),
+                &request_id.to_be_bytes(),
+            ],
+        );
+        assert_eq!(hx(m, "aad"), aad);
+        assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &call_cbor)));
+        // Another request id, PNE or direction does not open it.
+        let other = SecureBinding {
+            request_id: request_id + 1,
+            ..binding
+        };
+        assert_eq!(
+            open_secure_message(&sk, dir, &other, &sealed),
+            Err(CryptoError::BadTag)
+        );
+    }
+}
+
+#[test]
+fn device_storage_vectors() {
+    let d = doc();
+    let s = &d["device_storage"];
+    let eukey = EuKey::from_hex(text(s, "eukey")).unwrap();
+    let key = device_storage_key(&eukey);
+    assert_eq!(key.to_hex().as_str(), text(s, "key"));
+    // Independently, from docs/security.md §4.9: K_device, then the at-rest box under it.
+    let info = t(labels::DEVICE_STORAGE_KEY, &[]);
+    assert_eq!(hx(s, "key_info"), info);
+    let k_device = hkdf(None, eukey.expose_secret(), &info);
+    assert_eq!(hex::encode(k_device), text(s, "key"));
+    let k_rest = hkdf(None, &k_device, &t(labels::AT_REST_KEY, &[]));
+    assert_eq!(hx(s, "at_rest_key"), k_rest);
+    let nonce: [u8; 12] = arr(s, "nonce");
+    let aad = hx(s, "aad");
+    let plain = hx(s, "plaintext");
+    assert_eq!(hx(s, "sealed"), cat(&nonce, &chacha(&k_rest, &nonce, &aad, &plain)));
+    assert_eq!(
+        &open_at_rest(&key, &aad, &hx(s, "sealed")).unwrap()[..],
+        &plain[..]
+    );
+    // Another device's EUKey does not open it.
+    let other = device_storage_key(&EuKey::from_bytes([0xee; 32]));
+    assert!(open_at_rest(&other, &aad, &hx(s, "sealed")).is_err());
+}

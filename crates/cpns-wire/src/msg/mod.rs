@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod establishment;
 pub mod pan;
 pub mod registration;
+pub mod secure;
 
 use minicbor::decode::Error as DecodeError;
 use minicbor::{Decode, Decoder, Encode, Encoder};
@@ -20,6 +21,7 @@ pub use discovery::*;
 pub use establishment::*;
 pub use pan::*;
 pub use registration::*;
+pub use secure::*;
 
 wire_enum!(
     /// Stable error codes of an [`ErrorBody`] (DESIGN §3).
@@ -211,4 +213,7 @@ bodies! {
     51 => PneRegistrationResponse,
     52 => PnUpdateRequest,
     53 => PnUpdateResponse,
+    // The secure PNE<->server session set up by registration, 003 §1.4.1 step 4.
+    60 => SecureRequest,
+    61 => SecureResponse,
 }

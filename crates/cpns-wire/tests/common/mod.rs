@@ -477,6 +477,23 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             }
             .into(),
         ),
+        (
+            "secure request",
+            SecureRequest {
+                request_id: RequestId(12),
+                pn_id: pn(7),
+                sealed: vec![0xca, 0xfe],
+            }
+            .into(),
+        ),
+        (
+            "secure response",
+            SecureResponse {
+                request_id: RequestId(12),
+                sealed: vec![0xbe, 0xef],
+            }
+            .into(),
+        ),
     ]
 }
 
