@@ -715,7 +715,11 @@ fn secure_session_vectors() {
         );
         // Independently, from docs/security.md §4.8.
         assert_eq!(hx(m, "direction_code"), [dir.code()]);
-        let key = hkdf(None, sk.expose_secret(), &t(labels::E2E_KEY, &[&[dir.code()]]));
+        let key = hkdf(
+            None,
+            sk.expose_secret(),
+            &t(labels::E2E_KEY, &[&[dir.code()]]),
+        );
         assert_eq!(hx(m, "key"), key);
         let aad = t(
             labels::SECURE_MESSAGE_AAD,
@@ -757,7 +761,10 @@ fn device_storage_vectors() {
     let nonce: [u8; 12] = arr(s, "nonce");
     let aad = hx(s, "aad");
     let plain = hx(s, "plaintext");
-    assert_eq!(hx(s, "sealed"), cat(&nonce, &chacha(&k_rest, &nonce, &aad, &plain)));
+    assert_eq!(
+        hx(s, "sealed"),
+        cat(&nonce, &chacha(&k_rest, &nonce, &aad, &plain))
+    );
     assert_eq!(
         &open_at_rest(&key, &aad, &hx(s, "sealed")).unwrap()[..],
         &plain[..]
