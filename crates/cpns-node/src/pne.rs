@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
-use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
-use cpns_store::Store;
+use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
+use cpns_store::{LocalSession, Store};
 use cpns_wire::{PnId, SetupType};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -14,6 +14,7 @@ use tracing::debug;
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::gateway::{local_pn_record, local_pn_state};
 use crate::server::sleep_until;
+use crate::server_store::{open_sk, sealed_sk, unix_millis};
 use crate::trace::{TraceSink, report};
 
 /// One step of what a PNE does once connected.
@@ -25,6 +26,14 @@ pub enum PneStep {
     AwaitInvitation,
     /// 003 §1.4: register, in this PN or (with `None`) in the PN this PNE belongs to.
     Register(Option<PnId>),
+    /// 003 §1.4.1 step 4: call `service` on the server over the secure session (registered
+    /// now or before: the session is kept in the local store), until it answers.
+    SecureCall {
+        /// The service, e.g. [`cpns_wire::ECHO_SERVICE`].
+        service: String,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
 }
 
 /// What the PNE did.
@@ -67,6 +76,21 @@ pub async fn run<S: Store>(
     session
         .restore(stored.iter().map(local_pn_state).collect())
         .map_err(|e| format!("local store: {e}"))?;
+    let storage_key = cpns_crypto::device_storage_key(&cfg.eukey);
+    if let Some(kept) = store
+        .local_session()
+        .await
+        .map_err(|e| format!("local store: {e}"))?
+    {
+        let session_key = open_sk(&storage_key, &kept.pn_id, &cfg.id, &kept.sealed_session_key)
+            .map_err(|e| format!("local store: {e} (was it written with another credential?)"))?;
+        session.restore_session(SecureSession {
+            cpns_id: kept.cpns_id,
+            pn_id: kept.pn_id,
+            session_key,
+            lifetime_s: u32::try_from(kept.lifetime_s).unwrap_or(u32::MAX),
+        });
+    }
     let stream = TcpStream::connect(gw_addr)
         .await
         .map_err(|e| format!("connect {gw_addr}: {e}"))?;
@@ -118,6 +142,20 @@ pub async fn run<S: Store>(
                     }
                     report_out.events.push(e);
                 }
+                PneOutput::PersistSession { session: s } => {
+                    let sealed = sealed_sk(&storage_key, &s.pn_id, &cfg.id, &s.session_key)?;
+                    let record = LocalSession {
+                        cpns_id: s.cpns_id,
+                        pn_id: s.pn_id,
+                        sealed_session_key: sealed,
+                        lifetime_s: i64::from(s.lifetime_s),
+                        stored_at: unix_millis(),
+                    };
+                    store
+                        .save_local_session(&record)
+                        .await
+                        .map_err(|e| format!("local store: {e}"))?;
+                }
                 PneOutput::Close { reason } => {
                     conn.close().await;
                     return Err(reason);
@@ -139,6 +177,9 @@ pub async fn run<S: Store>(
                             let pn = pn.or_else(|| session.inventory().first().map(|i| i.pn_id));
                             session.start_registration(now, pn).map(|_| ())
                         }
+                        PneStep::SecureCall { service, payload } => session
+                            .secure_call(now, service, payload.clone())
+                            .map(|_| ()),
                     };
                     started.map_err(|e| e.to_string())?;
                     current = Some(step);
@@ -176,5 +217,6 @@ fn step_ends(step: &PneStep, e: &PneEvent) -> bool {
             )
             | (PneStep::AwaitInvitation, PneEvent::InvitationDeclined(_))
             | (PneStep::Register(_), PneEvent::Registered { .. })
+            | (PneStep::SecureCall { .. }, PneEvent::SecureAnswer { .. })
     )
 }

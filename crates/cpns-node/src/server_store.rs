@@ -117,6 +117,16 @@ pub(crate) async fn load<S: Store>(
     if let Some(pn) = &req.pn
         && let Some(rec) = store.pn(pn).await.map_err(|e| e.to_string())?
     {
+        if let Some((session_pn, pne)) = &req.session
+            && session_pn == pn
+            && let Some(sealed) = rec
+                .members
+                .iter()
+                .find(|m| &m.pne_id == pne)
+                .and_then(|m| m.sealed_session_key.as_deref())
+        {
+            loaded.session_key = Some(open_sk(master, pn, pne, sealed)?);
+        }
         loaded.pn = Some(KnownPn {
             gateway: rec.gateway.clone(),
             inventory: inventory_of(&rec),
@@ -125,7 +135,26 @@ pub(crate) async fn load<S: Store>(
     Ok(loaded)
 }
 
-fn sealed_sk(
+/// Opens an SK_PNE sealed at rest (docs/security.md §4.7) under `master`: the server's master
+/// key, or a device's own storage key (§4.9).
+pub fn open_sk(
+    master: &MasterKey,
+    pn: &PnId,
+    pne: &EntityId,
+    sealed: &[u8],
+) -> Result<SessionKey, String> {
+    let aad = at_rest_session_key_aad(pn.as_bytes(), pne.as_str());
+    let plain = open_at_rest(master, &aad, sealed)
+        .map_err(|e| format!("the SK_PNE of {pne} in PN {pn} does not open: {e}"))?;
+    let bytes: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("the SK_PNE of {pne} is malformed"))?;
+    Ok(SessionKey::from_bytes(bytes))
+}
+
+/// Seals an SK_PNE at rest (docs/security.md §4.7, §4.9).
+pub fn sealed_sk(
     master: &MasterKey,
     pn: &PnId,
     pne: &EntityId,

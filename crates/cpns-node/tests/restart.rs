@@ -213,6 +213,51 @@ async fn established_pn_survives_server_and_gateway_restart() {
     assert_eq!(members(&local[0]), record_members);
     assert!(of_record[0].members.iter().all(|m| m.authenticated));
 
+    // ---- (d) the watch's secure session (003 §1.4.1 step 4) survives its restart ----
+    // It kept its CPNS ID and SK_PNE, sealed under its own EUKey, and calls the server's echo
+    // service end to end through the PN GW without registering again.
+    let watch_local = h.local_store(&watch.id).await;
+    let kept = watch_local.local_session().await.unwrap().expect("kept");
+    assert_eq!(kept.pn_id, pn);
+    assert_eq!(
+        Some(&kept.cpns_id),
+        server_store
+            .entity(&watch.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .cpns_id
+            .as_ref()
+    );
+    assert!(
+        !kept.sealed_session_key.windows(8).any(|w| watch
+            .eukey
+            .expose_secret()
+            .windows(8)
+            .any(|k| k == w)),
+        "nothing of the EUKey in the store"
+    );
+    let report = run_pne(
+        pne_config(&watch, false),
+        watch_local.clone(),
+        &g.pan_addr,
+        vec![PneStep::SecureCall {
+            service: cpns_wire::ECHO_SERVICE.into(),
+            payload: b"hello over the PN GW".to_vec(),
+        }],
+    )
+    .await;
+    let answer = report.events.iter().find_map(|e| match e {
+        PneEvent::SecureAnswer { payload, .. } => Some(payload.clone()),
+        _ => None,
+    });
+    assert_eq!(answer.as_deref(), Some(&b"hello over the PN GW"[..]));
+    assert!(
+        registered_in(&report.events).is_none(),
+        "no new registration"
+    );
+    watch_local.close().await;
+
     g.stop().await.unwrap();
     server.stop().await;
     gw_store.close().await;

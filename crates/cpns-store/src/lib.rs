@@ -145,6 +145,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stores (or replaces) a PN in the device's local inventory, in one transaction.
     fn save_local_pn(&self, pn: &LocalPn) -> impl Future<Output = Result<()>> + Send;
 
+    /// Keeps a PNE's secure session, replacing the one kept before.
+    fn save_local_session(&self, session: &LocalSession)
+    -> impl Future<Output = Result<()>> + Send;
+
+    /// The PNE's secure session, if it kept one.
+    fn local_session(&self) -> impl Future<Output = Result<Option<LocalSession>>> + Send;
+
     /// The device's local PNs, in the order first stored.
     fn local_pns(&self) -> impl Future<Output = Result<Vec<LocalPn>>> + Send;
 

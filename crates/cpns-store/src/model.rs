@@ -155,6 +155,21 @@ pub struct LocalMember {
     pub contents: Option<Vec<u8>>,
 }
 
+/// A PNE's secure session with the server, as it keeps it (003 §1.4.1 step 4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSession {
+    /// The PNE's CPNS ID.
+    pub cpns_id: CpnsId,
+    /// The PN it registered in.
+    pub pn_id: PnId,
+    /// SK_PNE sealed under the device's own storage key.
+    pub sealed_session_key: Vec<u8>,
+    /// Seconds the session is valid for.
+    pub lifetime_s: i64,
+    /// When it was stored.
+    pub stored_at: UnixMillis,
+}
+
 /// A PN as a PN GW or PNE stores it locally (000 §6.6.1.1 steps 13-15).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalPn {

@@ -47,6 +47,7 @@ conformance!(
     reconcile_follows_the_gateway_list,
     remove_pending_pn_only_when_pending,
     answers_are_kept_for_retries,
+    local_session_is_kept_and_replaced,
     update_members_removes_then_upserts,
     update_members_needs_pn,
     register_pne_allocates_and_upserts,

@@ -225,6 +225,14 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
                 "lifetime_s",
                 Value::Number((*lifetime_s).into()),
             ),
+        PneEvent::SecureAnswer {
+            request_id,
+            service,
+            payload,
+        } => Described::new("secure_answer")
+            .text("request_id", request_id)
+            .text("service", service)
+            .text("payload", String::from_utf8_lossy(payload)),
         PneEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
             .text("flow", flow)
             .text("reason", reason),

@@ -233,6 +233,11 @@ pub(crate) struct PneArgs {
     /// Register with the server (003 §1.4) after the other steps.
     #[arg(long)]
     pub register: bool,
+    /// Then send TEXT to the server's echo service over the secure session that registration
+    /// set up (now or earlier: the session is kept in --store), sealed end to end so the PN GW
+    /// cannot read it, and print the answer.
+    #[arg(long, value_name = "TEXT")]
+    pub echo: Option<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
@@ -284,6 +289,12 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
     }
     if a.register {
         steps.push(PneStep::Register(None));
+    }
+    if let Some(text) = &a.echo {
+        steps.push(PneStep::SecureCall {
+            service: cpns_wire::ECHO_SERVICE.into(),
+            payload: text.as_bytes().to_vec(),
+        });
     }
     let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let printer = EventPrinter::new(Role::Pne, a.json);

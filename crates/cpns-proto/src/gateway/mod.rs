@@ -486,6 +486,7 @@ impl Gateway {
             Body::PnSetupResponse(m) => self.on_invitation_answer(now, link, &env, m),
             Body::AuthenticationResponse(m) => self.on_pne_auth_response(now, link, &env, m),
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, link, &env, m),
+            Body::SecureRequest(m) => self.on_secure_request(now, link, &env, m),
             Body::ErrorBody(e) => self.on_pan_error(now, link, &env, e),
             _ => self.reject_pan(
                 link,

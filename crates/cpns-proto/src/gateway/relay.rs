@@ -177,6 +177,45 @@ impl Gateway {
         self.relays.updates.insert(msg, pending);
     }
 
+    /// 003 §1.4.1 step 4: a PNE's Secure Request goes to the server as it is; the PN GW holds
+    /// no key that opens it.
+    pub(super) fn on_secure_request(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: cpns_wire::SecureRequest,
+    ) {
+        let Address::Entity(pne) = env.from.clone() else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::BadRequest,
+                "a secure request names its PNE",
+            );
+        };
+        if !self.identify(link, &pne) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "a PNE speaks only for itself",
+            );
+        }
+        if !self.wan_ready() {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Busy,
+                "the PN GW has no connection to the CPNS Server",
+            );
+        }
+        if let Some(reason) = self.over_limit(link) {
+            return self.reject_pan(link, env, ErrorCode::Busy, reason);
+        }
+        self.forward_up(now, link, env.msg_id, &pne, m, None);
+    }
+
     /// §1.4.2 step 4 (answer) → 5: the server proposes the PNE as a member; register it on its
     /// behalf. The local inventory changes only once the server authenticated it.
     pub(super) fn on_update_response(

@@ -483,7 +483,13 @@ impl PneSession {
         if grant.cpns_id != m.cpns_id {
             return fail(self, "the sealed grant names another CPNS ID");
         }
-        self.cpns_id = Some(grant.cpns_id.clone());
+        // 003 §1.4.1 step 4: the PNE keeps its CPNS ID and SK_PNE for the secure session.
+        self.session_established(super::SecureSession {
+            cpns_id: grant.cpns_id.clone(),
+            pn_id,
+            session_key: keys.session_key().clone(),
+            lifetime_s: grant.lifetime_s,
+        });
         self.event(PneEvent::Registered {
             cpns_id: grant.cpns_id,
             pn_id,
@@ -496,6 +502,9 @@ impl PneSession {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
+        if self.secure_call_refused(reply_to, &e) {
+            return;
+        }
         let flow = if self.flows.setup.as_ref().is_some_and(|s| s.msg == reply_to) {
             self.flows.setup = None;
             "PN establishment"

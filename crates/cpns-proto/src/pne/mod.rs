@@ -6,6 +6,9 @@
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
 mod flows;
+mod secure;
+
+pub use secure::SecureSession;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -90,6 +93,15 @@ pub enum PneEvent {
         /// Session lifetime, in seconds.
         lifetime_s: u32,
     },
+    /// The server answered a secure call (003 §1.4.1 step 4), opened under SK_PNE.
+    SecureAnswer {
+        /// The call's request id.
+        request_id: cpns_wire::RequestId,
+        /// The service that answered.
+        service: String,
+        /// Its answer.
+        payload: Vec<u8>,
+    },
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
@@ -116,6 +128,13 @@ pub enum PneOutput {
         token: Token,
         /// The PN.
         pn: LocalPnState,
+    },
+    /// Keep the secure session a registration gave (003 §1.4.1 step 4): the CPNS ID and SK_PNE,
+    /// the key sealed at rest under the PNE's EUKey (docs/security.md §4.9). Nothing waits for
+    /// the answer: a session lost with the store is set up again by registering again.
+    PersistSession {
+        /// The session.
+        session: SecureSession,
     },
     /// Something happened.
     Event(PneEvent),
@@ -167,6 +186,8 @@ pub struct PneSession {
     pns: BTreeMap<PnId, MemberOf>,
     parked: BTreeMap<Token, (PnId, bool)>,
     cpns_id: Option<CpnsId>,
+    session: Option<SecureSession>,
+    secure_calls: secure::PendingCalls,
     out: VecDeque<PneOutput>,
 }
 
@@ -187,6 +208,8 @@ impl PneSession {
             pns: BTreeMap::new(),
             parked: BTreeMap::new(),
             cpns_id: None,
+            session: None,
+            secure_calls: secure::PendingCalls::new(),
             out: VecDeque::new(),
         }
     }
@@ -317,13 +340,18 @@ impl PneSession {
             self.fail_link("PN GW authentication timed out");
         }
         self.flow_timeouts(now);
+        self.secure_timeouts(now);
     }
 
     /// The earliest deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let d = self.discovery.map(|(_, d)| d);
         let p = self.pan.as_ref().map(|p| p.deadline);
-        d.into_iter().chain(p).chain(self.flows.deadlines()).min()
+        d.into_iter()
+            .chain(p)
+            .chain(self.flows.deadlines())
+            .chain(secure::deadlines(&self.secure_calls))
+            .min()
     }
 
     /// The next thing to do.
@@ -376,6 +404,7 @@ impl PneSession {
             Body::PnSetupResponse(m) => self.on_setup_response(&env, m),
             Body::PnEstablishmentNotify(m) => self.on_establishment_notify(m),
             Body::PneRegistrationResponse(m) => self.on_registration_response(&env, m),
+            Body::SecureResponse(m) => self.on_secure_response(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,

@@ -86,6 +86,7 @@ impl ServerSession {
                     entities: vec![req.gw_id.clone()],
                     pn: None,
                     replay: None,
+                    session: None,
                 };
                 self.load(
                     Parked::SetupLoad(SetupLoad {

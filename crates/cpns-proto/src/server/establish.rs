@@ -96,6 +96,7 @@ impl ServerSession {
             entities: ids,
             pn: Some(req.pn_id),
             replay: Some((env.from.clone(), req.request_id)),
+            session: None,
         };
         self.load(
             Parked::PnRegistrationLoad {

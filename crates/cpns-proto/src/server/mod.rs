@@ -10,6 +10,7 @@ mod budget;
 mod connect;
 mod establish;
 mod register;
+mod secure;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -101,6 +102,8 @@ pub struct LoadRequest {
     /// The kept answer of this sender's request id, if any (a retry after a reconnect or a
     /// restart; DESIGN §3 idempotency).
     pub replay: Option<(Address, RequestId)>,
+    /// The SK_PNE the server keeps for this member of this PN (its secure session).
+    pub session: Option<(PnId, EntityId)>,
 }
 
 /// The driver's answer to a [`LoadRequest`].
@@ -112,6 +115,8 @@ pub struct Loaded {
     pub pn: Option<KnownPn>,
     /// The kept answer, if asked for and found.
     pub replay: Option<Envelope>,
+    /// The member's SK_PNE, if asked for and the member has one.
+    pub session_key: Option<SessionKey>,
 }
 
 impl Loaded {
@@ -317,6 +322,7 @@ enum Parked {
     Reconcile,
     DropPending(PnId),
     Remembered,
+    SecureLoad(secure::SecureLoad),
     PnRegistrationLoad {
         req_msg: u64,
         req: cpns_wire::PnRegistrationRequest,
@@ -438,6 +444,7 @@ impl ServerSession {
                         | Parked::PneRegistrationLoad(_)
                         | Parked::UpdateLoad { .. }
                         | Parked::UpdatePersist { .. }
+                        | Parked::SecureLoad(_)
                 )
             })
             .count();
@@ -498,6 +505,7 @@ impl ServerSession {
             }
             Body::AuthenticationResponse(m) => self.on_establishment_auth(&gw, &env, m),
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, &gw, &env, m),
+            Body::SecureRequest(m) => self.on_secure_request(&gw, &env, m),
             Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
@@ -521,6 +529,7 @@ impl ServerSession {
                 self.pn_registration_loaded(now, req_msg, req, loaded)
             }
             Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
+            Parked::SecureLoad(p) => self.secure_loaded(p, loaded),
             Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
             other => {
                 self.parked.insert(token, other);

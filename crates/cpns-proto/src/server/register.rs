@@ -95,6 +95,7 @@ impl ServerSession {
             entities: vec![req.pne_id.clone()],
             pn: Some(pn_id),
             replay: Some((env.from.clone(), req.request_id)),
+            session: None,
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -373,6 +374,7 @@ impl ServerSession {
             entities: ids,
             pn: Some(req.pn_id),
             replay: Some((env.from.clone(), req.request_id)),
+            session: None,
         };
         self.load(
             Parked::UpdateLoad {

@@ -509,6 +509,9 @@ impl Harness {
                     self.errors.push((Party::Pne(i), e));
                 }
             }
+            PneOutput::PersistSession { session } => {
+                self.store.pne_sessions.insert(i, session);
+            }
             PneOutput::Event(e) => self.events.push(Ev::Pne(i, e)),
             PneOutput::Close { reason } => self.close(Party::Pne(i), None, reason),
         }

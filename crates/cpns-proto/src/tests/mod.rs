@@ -7,6 +7,7 @@
 //! - `establish`: PN establishment, PNE- and PN GW-initiated (000 §6.6.1), and restore.
 //! - `register`: PNE registration, member and non-member cases (003 §1.4).
 //! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
+//! - `secure`: the secure PNE<->server session after registration (003 §1.4.1 step 4).
 //! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
@@ -29,6 +30,7 @@ mod pan_security;
 mod queries;
 mod register;
 mod replay;
+mod secure;
 mod security;
 mod store;
 mod vectors;

@@ -29,6 +29,8 @@ pub(super) struct Store {
     pub fail_server: bool,
     pub fail_gw: bool,
     pub fail_pne: bool,
+    /// Secure sessions the PNEs kept (PneOutput::PersistSession), by PNE index.
+    pub pne_sessions: BTreeMap<usize, crate::pne::SecureSession>,
     /// Kept answers of mutating requests, by (sender, request id).
     pub answers: BTreeMap<(String, u64), cpns_wire::Envelope>,
     /// How many effects the server persisted, by kind (to see that a replay changed nothing).
@@ -45,6 +47,10 @@ impl Store {
 
     pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
         Loaded {
+            session_key: req
+                .session
+                .as_ref()
+                .and_then(|k| self.session_keys.get(k).cloned()),
             replay: req
                 .replay
                 .as_ref()

@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
 use super::codec::{self, BEGIN_WRITE};
-use crate::{LocalMember, LocalPn, Result};
+use crate::{LocalMember, LocalPn, LocalSession, Result};
 
 /// Stores `pn`, or replaces it and its whole member list; a replaced PN keeps its place in the
 /// order first stored.
@@ -102,4 +102,43 @@ pub(super) async fn remove_local_pn(pool: &SqlitePool, pn: &PnId) -> Result<bool
         .execute(pool)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Keeps the PNE's secure session in the one row of `local_session`.
+pub(super) async fn save_local_session(pool: &SqlitePool, s: &LocalSession) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO local_session \
+         (id, cpns_id, pn_id, sealed_session_key, lifetime_s, stored_at) \
+         VALUES (1, ?, ?, ?, ?, ?) \
+         ON CONFLICT (id) DO UPDATE SET cpns_id = excluded.cpns_id, pn_id = excluded.pn_id, \
+         sealed_session_key = excluded.sealed_session_key, \
+         lifetime_s = excluded.lifetime_s, stored_at = excluded.stored_at",
+    )
+    .bind(s.cpns_id.as_str())
+    .bind(s.pn_id.as_bytes().as_slice())
+    .bind(&s.sealed_session_key)
+    .bind(s.lifetime_s)
+    .bind(s.stored_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The PNE's secure session, if kept.
+pub(super) async fn local_session(pool: &SqlitePool) -> Result<Option<LocalSession>> {
+    let Some(row) = sqlx::query(
+        "SELECT cpns_id, pn_id, sealed_session_key, lifetime_s, stored_at FROM local_session",
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(LocalSession {
+        cpns_id: codec::id(&row, "cpns_id")?,
+        pn_id: codec::pn_id(&row, "pn_id")?,
+        sealed_session_key: row.try_get("sealed_session_key")?,
+        lifetime_s: row.try_get("lifetime_s")?,
+        stored_at: row.try_get("stored_at")?,
+    }))
 }

@@ -24,7 +24,9 @@ use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::{EntityRecord, LocalPn, PnMember, PnRecord, Reconciled, Result, Store, UnixMillis};
+use crate::{
+    EntityRecord, LocalPn, LocalSession, PnMember, PnRecord, Reconciled, Result, Store, UnixMillis,
+};
 
 /// The SQLite schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -209,6 +211,14 @@ impl Store for SqliteStore {
 
     async fn save_local_pn(&self, pn: &LocalPn) -> Result<()> {
         local::save_local_pn(&self.pool, pn).await
+    }
+
+    async fn save_local_session(&self, session: &LocalSession) -> Result<()> {
+        local::save_local_session(&self.pool, session).await
+    }
+
+    async fn local_session(&self) -> Result<Option<LocalSession>> {
+        local::local_session(&self.pool).await
     }
 
     async fn local_pns(&self) -> Result<Vec<LocalPn>> {

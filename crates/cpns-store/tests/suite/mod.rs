@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use cpns_store::{
-    EntityKind, EntityRecord, LocalMember, LocalPn, PnMember, PnRecord, PnState, Store, StoreError,
+    EntityKind, EntityRecord, LocalMember, LocalPn, LocalSession, PnMember, PnRecord, PnState,
+    Store, StoreError,
 };
 use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 
@@ -710,4 +711,27 @@ pub async fn answers_are_kept_for_retries<S: Store>(s: &S) {
         s.answer_of("gw-1", 7).await.unwrap().as_deref(),
         Some(&b"second"[..])
     );
+}
+
+/// A PNE keeps one secure session: none at first, then the one saved, replaced by a newer one.
+pub async fn local_session_is_kept_and_replaced<S: Store>(s: &S) {
+    assert_eq!(s.local_session().await.unwrap(), None);
+    let first = LocalSession {
+        cpns_id: CpnsId::new("cpns-000001").unwrap(),
+        pn_id: pid(1),
+        sealed_session_key: b"sealed-1".to_vec(),
+        lifetime_s: 86_400,
+        stored_at: 10,
+    };
+    s.save_local_session(&first).await.unwrap();
+    assert_eq!(s.local_session().await.unwrap(), Some(first));
+    let second = LocalSession {
+        cpns_id: CpnsId::new("cpns-000002").unwrap(),
+        pn_id: pid(2),
+        sealed_session_key: b"sealed-2".to_vec(),
+        lifetime_s: 60,
+        stored_at: 20,
+    };
+    s.save_local_session(&second).await.unwrap();
+    assert_eq!(s.local_session().await.unwrap(), Some(second));
 }

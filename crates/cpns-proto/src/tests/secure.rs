@@ -1,0 +1,187 @@
+//! The secure PNE<->server session registration sets up (003 §1.4.1 step 4; docs/security.md
+//! §4.8): the PNE keeps SK_PNE and its CPNS ID, calls a server service end to end through the PN
+//! GW, and the PN GW relays what it cannot read, alter or redirect.
+
+use cpns_crypto::{E2eDirection, SecureBinding, open_secure_message};
+use cpns_wire::{Body, ECHO_SERVICE, ErrorCode, PnId, SetupType};
+
+use super::harness::{Action, Harness, Party, pne_id, rewrite};
+use super::store::PneSpec;
+use crate::pne::PneEvent;
+
+const SECRET: &[u8] = b"the PN GW must not read this";
+
+/// PNE 0 established a PN and registered in it; PNE 1 is a member that did not register.
+fn registered() -> (Harness, PnId) {
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.register(0, Some(pn));
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    (h, pn)
+}
+
+fn answers(h: &Harness, i: usize) -> Vec<Vec<u8>> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::SecureAnswer {
+                service, payload, ..
+            } if service == ECHO_SERVICE => Some(payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn registration_keeps_the_session_and_an_echo_goes_end_to_end() {
+    let (mut h, pn) = registered();
+    // The PNE keeps its CPNS ID and the SK_PNE the server kept for it.
+    let kept = h.store.pne_sessions[&0].clone();
+    assert_eq!(kept.pn_id, pn);
+    assert_eq!(Some(&kept.cpns_id), h.pnes[0].cpns_id());
+    assert_eq!(kept.session_key, h.store.session_keys[&(pn, pne_id(0))]);
+    let now = h.now();
+    let id = h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    assert_eq!(answers(&h, 0), [SECRET.to_vec()]);
+    // Relayed both ways by the PN GW, which never saw the payload in the clear.
+    let relayed: Vec<_> = h
+        .log
+        .iter()
+        .filter(|f| f.message == "SecureRequest" || f.message == "SecureResponse")
+        .collect();
+    assert_eq!(relayed.len(), 4, "PNE → GW → server → GW → PNE");
+    assert!(
+        h.log
+            .iter()
+            .all(|f| !f.body.windows(SECRET.len()).any(|w| w == SECRET))
+    );
+    // The request as the PN GW forwarded it opens only under SK_PNE, which the PN GW lacks.
+    let up = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::SecureRequest(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(up.request_id, id);
+    let me = pne_id(0);
+    let binding = SecureBinding {
+        pn_id: pn.as_bytes(),
+        pne_id: me.as_str(),
+        request_id: id.0,
+    };
+    let gw_key = cpns_crypto::SessionKey::from_bytes(*h.gw_cfg.eukey.expose_secret());
+    assert!(open_secure_message(&gw_key, E2eDirection::PneToServer, &binding, &up.sealed).is_err());
+    assert!(
+        open_secure_message(
+            &kept.session_key,
+            E2eDirection::PneToServer,
+            &binding,
+            &up.sealed
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_restored_session_works_after_a_restart() {
+    let (mut h, _pn) = registered();
+    let kept = h.store.pne_sessions[&0].clone();
+    h.restart_from_stores(&[PneSpec::cpns(), PneSpec::trusted()]);
+    assert!(h.pnes[0].secure_session().is_none());
+    h.pnes[0].restore_session(kept.clone());
+    assert_eq!(h.pnes[0].cpns_id(), Some(&kept.cpns_id));
+    let now = h.now();
+    h.pnes[0].start_discovery(now);
+    h.pump();
+    h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, b"again".to_vec())
+        .unwrap();
+    h.pump();
+    assert_eq!(answers(&h, 0), [b"again".to_vec()]);
+}
+
+#[test]
+fn without_registration_there_is_no_session() {
+    let (mut h, _pn) = registered();
+    let now = h.now();
+    assert!(h.pnes[1].secure_call(now, ECHO_SERVICE, vec![1]).is_err());
+}
+
+#[test]
+fn a_tampering_gateway_gets_unauthenticated_and_learns_nothing() {
+    let (mut h, _pn) = registered();
+    h.set_hook(|f| {
+        if f.from == Party::Gw && f.to == Party::Server && f.message == "SecureRequest" {
+            Action::Replace(rewrite(&f.body, |env| {
+                if let Body::SecureRequest(r) = &mut env.body {
+                    let last = r.sealed.len() - 1;
+                    r.sealed[last] ^= 1;
+                }
+            }))
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    assert!(answers(&h, 0).is_empty());
+    // The server's answer (the PAN is sealed; the WAN side shows it) and the PNE's verdict.
+    let err = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .rev()
+        .find_map(|e| e.error().cloned())
+        .unwrap();
+    assert_eq!(err.code, ErrorCode::Unauthenticated);
+    assert!(
+        !err.reason.contains("tag"),
+        "says nothing about why: {}",
+        err.reason
+    );
+    assert!(
+        h.pne_failures(0)
+            .iter()
+            .any(|r| r.contains("unauthenticated"))
+    );
+}
+
+#[test]
+fn a_request_redirected_to_another_pne_does_not_open() {
+    // The PN GW relays PNE 0's sealed request as if PNE 1 (registered too) had sent it.
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.register(0, Some(pn));
+    h.register(1, Some(pn));
+    h.set_hook(|f| {
+        if f.from == Party::Gw && f.to == Party::Server && f.message == "SecureRequest" {
+            Action::Replace(rewrite(&f.body, |env| {
+                env.from = cpns_wire::Address::Entity(pne_id(1));
+            }))
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    assert!(answers(&h, 0).is_empty() && answers(&h, 1).is_empty());
+    let refused = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .rev()
+        .find_map(|e| e.error().cloned())
+        .unwrap();
+    assert_eq!(refused.code, ErrorCode::Unauthenticated);
+}
