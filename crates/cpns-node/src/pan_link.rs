@@ -95,10 +95,6 @@ pub(crate) async fn accept_loop(
 ) {
     let mut next = 0u64;
     loop {
-        let slot = tokio::select! {
-            slot = admission.admit() => slot,
-            () = shutdown.cancelled() => return,
-        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
@@ -108,6 +104,14 @@ pub(crate) async fn accept_loop(
                     continue;
                 }
             },
+            () = shutdown.cancelled() => return,
+        };
+        // Its slot. When every unproven slot is taken, the oldest unproven link is evicted for
+        // it: only once a newcomer is here, never ahead of one (taking the slot before
+        // accepting would evict a link for a connection that may never come, and leave one
+        // slot fewer than `max_unproven_links` for links that are here).
+        let slot = tokio::select! {
+            slot = admission.admit() => slot,
             () = shutdown.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
