@@ -54,19 +54,25 @@ impl Listener {
     }
 }
 
-/// Announces a 1 GiB frame and sends [`HUGE_SENT`] bytes of it, until the listener hangs up.
-async fn announce_huge_frame(l: Listener) {
-    let Some(mut s) = l.open().await else { return };
-    if s.write_all(&HUGE_FRAME.to_be_bytes()).await.is_err() {
+/// Announces a 1 GiB frame and sends [`HUGE_SENT`] bytes of it, until the listener hangs up;
+/// reports on `sent`, then holds the connection until `stop` (a listener that buffered the
+/// bytes keeps them until the connection ends).
+async fn announce_huge_frame(l: Listener, sent: mpsc::Sender<()>, mut stop: watch::Receiver<bool>) {
+    let Some(mut s) = l.open().await else {
+        let _ = sent.send(()).await;
         return;
-    }
+    };
     let chunk = [0xa5u8; 16 * 1024];
+    let mut refused = s.write_all(&HUGE_FRAME.to_be_bytes()).await.is_err();
     for _ in 0..HUGE_SENT / chunk.len() {
-        if s.write_all(&chunk).await.is_err() {
-            return;
+        if refused {
+            break;
         }
+        refused = s.write_all(&chunk).await.is_err();
     }
     let _ = s.flush().await;
+    let _ = sent.send(()).await;
+    let _ = stop.changed().await;
 }
 
 /// Announces a frame one byte under the pre-authentication limit, then sends it a byte a second
@@ -113,24 +119,32 @@ async fn huge_and_trickled_frames_leave_memory_bounded_and_peers_served() {
     ];
 
     let started = std::time::Instant::now();
-    let mut huge = JoinSet::new();
-    let (ready_tx, mut ready) = mpsc::channel(2 * TRICKLING);
     let (stop, stopped) = watch::channel(false);
-    let mut trickling = JoinSet::new();
+    let mut attackers = JoinSet::new();
+    // First the huge frames, held open; then the trickling connections (which evict them where
+    // the unauthenticated slots run out).
+    let (sent_tx, mut sent) = mpsc::channel(2 * HUGE);
     for l in &targets {
         for _ in 0..HUGE {
-            huge.spawn(announce_huge_frame(l.clone()));
-        }
-        for _ in 0..TRICKLING {
-            trickling.spawn(trickle(l.clone(), ready_tx.clone(), stopped.clone()));
+            attackers.spawn(announce_huge_frame(
+                l.clone(),
+                sent_tx.clone(),
+                stopped.clone(),
+            ));
         }
     }
-    within("the huge frames to be refused", async {
-        while let Some(r) = huge.join_next().await {
-            r.unwrap();
+    within("the huge frames to be sent or refused", async {
+        for _ in 0..2 * HUGE {
+            sent.recv().await.unwrap();
         }
     })
     .await;
+    let (ready_tx, mut ready) = mpsc::channel(2 * TRICKLING);
+    for l in &targets {
+        for _ in 0..TRICKLING {
+            attackers.spawn(trickle(l.clone(), ready_tx.clone(), stopped.clone()));
+        }
+    }
     within("every trickling connection to announce its frame", async {
         for _ in 0..2 * TRICKLING {
             ready.recv().await.unwrap();
@@ -153,8 +167,8 @@ async fn huge_and_trickled_frames_leave_memory_bounded_and_peers_served() {
     assert_bounded("server", server_before, server.memory());
     assert_bounded("PN GW", gw_before, gw.memory());
     let _ = stop.send(true);
-    within("the trickling connections to stop", async {
-        while let Some(r) = trickling.join_next().await {
+    within("the attacking connections to stop", async {
+        while let Some(r) = attackers.join_next().await {
             r.unwrap();
         }
     })
@@ -252,7 +266,7 @@ async fn a_link_that_floods_and_never_reads_is_cut_off() {
         (sent, false)
     })
     .await;
-    println!("flooding link cut off after at most {sent} discovery requests");
+    println!("flooding link: {sent} discovery requests written, cut off: {cut}");
     assert!(cut, "{sent} requests and the link is still open");
 
     assert!(gw.alive());
