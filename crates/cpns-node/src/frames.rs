@@ -6,10 +6,11 @@
 //!   of it is buffered; the limit starts small ([`PRE_AUTH_MAX_FRAME`]) and is raised with
 //!   [`FramedConn::set_max_frame`] once the peer authenticated. Nothing is reserved for a frame
 //!   up front: the read buffer grows only with bytes that actually arrived.
-//! - **out**: frames the machine produced wait in one buffer of at most `max_queued` bytes; a
-//!   peer that sends requests but does not read the answers fills it, and
-//!   [`FramedConn::queue`] then fails with [`FrameError::QueueFull`], on which the connection is
-//!   cut off. Its memory cannot grow beyond the bound.
+//! - **out**: frames the machine produced wait in one buffer of at most `max_queued` bytes (or
+//!   one frame, when a single frame is larger and nothing else waits: a frame the limits allow
+//!   can always be sent); a peer that sends requests but does not read the answers fills it,
+//!   and [`FramedConn::queue`] then fails with [`FrameError::QueueFull`], on which the
+//!   connection is cut off. Its memory cannot grow beyond the bound.
 //!
 //! [`FramedConn::next_frame`] reads the next frame while writing queued bytes out; it is
 //! cancel-safe, so it sits in a `select!` beside timers and commands in the connection's own
@@ -151,9 +152,12 @@ impl<S: AsyncRead + AsyncWrite> FramedConn<S> {
     }
 
     /// Queues a whole frame for the peer. [`FrameError::QueueFull`] when the peer has left more
-    /// than the bound unread: the caller cuts the connection off.
+    /// than the bound unread: the caller cuts the connection off. A frame larger than the bound
+    /// is taken when nothing else waits (its size is bounded by the frame limits, and refusing
+    /// it would cut off a peer that reads everything).
     pub fn queue(&mut self, frame: &[u8]) -> Result<(), FrameError> {
-        if self.queued() + frame.len() > self.max_queued {
+        let queued = self.queued();
+        if queued > 0 && queued + frame.len() > self.max_queued {
             return Err(FrameError::QueueFull(self.max_queued));
         }
         self.writer.write_buffer_mut().extend_from_slice(frame);
@@ -289,5 +293,26 @@ mod tests {
         assert_eq!(conn.queued(), 100, "a refused frame is not queued");
         // Closing gives up on a peer that does not read instead of hanging.
         conn.close_within(Duration::from_millis(20)).await;
+    }
+
+    #[tokio::test]
+    async fn one_frame_larger_than_the_bound_goes_out_when_nothing_waits() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut conn = FramedConn::new(a, 100, 100);
+        let big = frame(&[9; 300]);
+        conn.queue(&big).unwrap();
+        assert!(matches!(
+            conn.queue(&[1; 1]),
+            Err(FrameError::QueueFull(100))
+        ));
+        let peer = tokio::spawn(async move {
+            let mut got = vec![0u8; 304];
+            b.read_exact(&mut got).await.unwrap();
+            got
+        });
+        conn.flush().await.unwrap();
+        assert_eq!(peer.await.unwrap(), big);
+        assert_eq!(conn.queued(), 0);
+        conn.queue(&big).unwrap();
     }
 }

@@ -121,10 +121,6 @@ impl<S: Store + Clone> ServerNode<S> {
         tokio::pin!(shutdown);
         info!(addr = %listener.local_addr()?, "CPNS Server listening");
         loop {
-            let slot = tokio::select! {
-                slot = admission.admit() => slot,
-                () = &mut shutdown => break,
-            };
             let (stream, peer) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(x) => x,
@@ -135,6 +131,12 @@ impl<S: Store + Clone> ServerNode<S> {
                         continue;
                     }
                 },
+                () = &mut shutdown => break,
+            };
+            // Its slot; when every unauthenticated slot is taken, the oldest unauthenticated
+            // session is evicted for it, only once a newcomer is here (never ahead of one).
+            let slot = tokio::select! {
+                slot = admission.admit() => slot,
                 () = &mut shutdown => break,
             };
             while sessions.try_join_next().is_some() {}

@@ -127,6 +127,17 @@ pub(crate) struct GatewayArgs {
     /// With --establish: wait until this many PNEs have made themselves known.
     #[arg(long, default_value_t = 1)]
     pub after_pnes: usize,
+    /// Most concurrent PAN links whose PNE proved its identity; a proven PNE beyond them is
+    /// refused.
+    #[arg(long, default_value_t = 1024)]
+    pub max_links: usize,
+    /// Most concurrent PAN links still proving their PNE; a new link beyond them evicts the
+    /// oldest unproven one.
+    #[arg(long, default_value_t = 64)]
+    pub max_unproven_links: usize,
+    /// How long a PAN link may stay unproven before it is closed, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub unproven_lifetime_ms: u64,
     /// Print events as JSON objects, one per line, instead of readable lines.
     #[arg(long)]
     pub json: bool,
@@ -154,6 +165,9 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
     };
     let mut cfg = GatewayNodeConfig::new(&cred, proto, a.server.clone());
     cfg.pan_security = pan_security(&a.pan_security)?;
+    cfg.max_links = a.max_links;
+    cfg.max_unproven_links = a.max_unproven_links;
+    cfg.unproven_lifetime = Duration::from_millis(a.unproven_lifetime_ms);
     let targets = match a.establish.as_deref() {
         None => None,
         Some("all") => Some(EstablishTargets::All),

@@ -1,0 +1,242 @@
+//! (a) Identity on the PAN (docs/ARCHITECTURE.md decision 11) against the real binary: a raw
+//! link claims the id of a member that is connected, registers and floods PN Setup Requests in
+//! its name without ever authenticating. Every request is refused, the server's and the PN GW's
+//! SQLite inventories are unchanged cell for cell (only the PNs real PNEs established meanwhile
+//! are added), and the real member keeps its route: it is still invited and joins.
+
+use std::collections::BTreeSet;
+
+use cpns_wire::{
+    ErrorCode, HashBytes, PanAuthConfirm, PanAuthInit, PnId, PneRegistrationRequest, RandBytes,
+    RequestId, SetupType,
+};
+use tokio::io::AsyncWriteExt;
+
+use crate::harness::{
+    Frame, RawLink, Tables, World, closed, discovery, dump, members, quoted_pn, read_frame,
+    setup_request, wan_barrier, within,
+};
+
+/// PN Setup Requests (and a registration every tenth) the attacker floods.
+const FLOOD: u64 = 2_000;
+
+/// Codes a refused claim may get.
+const REFUSALS: [ErrorCode; 4] = [
+    ErrorCode::Forbidden,
+    ErrorCode::Conflict,
+    ErrorCode::Busy,
+    ErrorCode::Unauthenticated,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
+    let w = World::new(&[
+        ("gateway", "home-gw"),
+        ("pne", "phone"),
+        ("pne", "tablet"),
+        ("pne", "tv"),
+    ]);
+    let (_server, addr) = w.server("127.0.0.1:0").await;
+    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
+
+    // The victim: the phone (with a UI, so holding a LocalEUKey) set up a PN and stays
+    // connected, waiting to be invited.
+    let mut phone = w.pne("phone", &pan, &["--setup", "1-1", "--await-invitation"]);
+    let victim_pn = phone.expect("pn_joined").await["pn_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gw.expect_where("pn_established", |v| v["pn_id"] == victim_pn)
+        .await;
+    wan_barrier(&pan, "home-gw", 1).await;
+    let server_before = dump(&w.server_db()).await;
+    let gw_before = dump(&w.local_db("home-gw")).await;
+
+    // The attacker names the phone: discovery and registration are refused, nothing is routed.
+    let mut att = RawLink::connect(&pan, "phone", "home-gw").await;
+    let me = att.me.clone();
+    let msg = att.send(discovery(&me)).await;
+    assert_eq!(att.answer(msg).await, Ok(Some(ErrorCode::Forbidden)));
+    let msg = att.send(registration(&me, 1)).await;
+    assert_eq!(att.answer(msg).await, Ok(Some(ErrorCode::Forbidden)));
+
+    // A real establishment runs beside the flood: the tablet invites the tv.
+    let mut tv = w.pne("tv", &pan, &["--await-invitation", "--no-ui"]);
+    tv.expect("discovered").await;
+    let mut tablet = w.pne("tablet", &pan, &["--setup", "tv"]);
+
+    // The flood: PN Setup Requests (and registrations) in the phone's name, answers read as
+    // they come. Each is refused.
+    let mut frames = Vec::new();
+    let mut sent = BTreeSet::new();
+    for i in 0..FLOOD {
+        let (msg, frame) = if i % 10 == 9 {
+            att.request(registration(&me, i))
+        } else {
+            att.request(setup_request(&me, i, SetupType::All, 0))
+        };
+        frames.extend(frame);
+        sent.insert(msg);
+    }
+    let (rd, wr) = (&mut att.rd, &mut att.wr);
+    let read_answers = async {
+        let mut answered = 0u64;
+        while answered < FLOOD {
+            match read_frame(rd).await {
+                None => return (answered, true),
+                Some(Frame::Plain(env)) => {
+                    let Some(reply) = env.in_reply_to else {
+                        continue; // a request of the PN GW's
+                    };
+                    assert!(sent.contains(&reply), "an answer to {reply}?");
+                    let code = env.error().map(|e| e.code);
+                    assert!(
+                        code.is_some_and(|c| REFUSALS.contains(&c)),
+                        "a request in the phone's name was not refused: {env:?}"
+                    );
+                    answered += 1;
+                }
+                Some(Frame::Sealed) => panic!("a sealed frame to an unauthenticated link"),
+            }
+        }
+        (answered, false)
+    };
+    let (_, (answered, closed_early)) = within("the flood's answers", async {
+        tokio::join!(wr.write_all(&frames), read_answers)
+    })
+    .await;
+    println!(
+        "identity flood: {answered} of {FLOOD} requests refused, closed early: {closed_early}"
+    );
+    // A flooder that reads its answers is answered, not cut off for the PN GW's own backlog.
+    assert!(
+        !closed_early,
+        "cut off after {answered} answers although it read them"
+    );
+
+    let legit = tablet.expect("pn_joined").await;
+    assert_eq!(members(&legit), ["tablet", "tv"]);
+    let legit_pn = legit["pn_id"].as_str().unwrap().to_string();
+    tablet.succeeds().await;
+    tv.succeeds().await;
+
+    // Trying to prove the id without the LocalEUKey: a PN it does not have, then the phone's PN
+    // with a proof that cannot verify. Refused; the link is closed.
+    let unknown = PanAuthInit {
+        pn_id: PnId::from_bytes([9; 16]),
+        pne_id: me.clone(),
+        rand_pne: RandBytes([1; 16]),
+    };
+    let msg = att.send(unknown).await;
+    assert_eq!(att.answer(msg).await, Ok(Some(ErrorCode::Unauthenticated)));
+    let msg = att
+        .send(setup_request(&me, 7, SetupType::OneToOne, 0))
+        .await;
+    let code = att.answer(msg).await.unwrap().unwrap();
+    assert!(REFUSALS.contains(&code), "{code:?}");
+    let init = PanAuthInit {
+        pn_id: victim_pn.parse().unwrap(),
+        pne_id: me.clone(),
+        rand_pne: RandBytes([2; 16]),
+    };
+    let msg = att.send(init).await;
+    assert_eq!(att.answer(msg).await, Ok(None), "the PN GW's challenge");
+    att.send(PanAuthConfirm {
+        proof: HashBytes([0; 32]),
+    })
+    .await;
+    within("the PN GW to close the link", closed(&mut att.rd)).await;
+    gw.expect_where("link_rejected", |v| {
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("proof did not verify")
+    })
+    .await;
+
+    // The real phone kept its route: it is invited to a new PN, joins, and is done.
+    let mut tablet = w.pne("tablet", &pan, &["--setup", "phone"]);
+    let second = tablet.expect("pn_joined").await;
+    assert_eq!(members(&second), ["phone", "tablet"]);
+    let second_pn = second["pn_id"].as_str().unwrap().to_string();
+    let joined = phone.expect("pn_joined").await;
+    assert_eq!(joined["pn_id"], second["pn_id"]);
+    tablet.succeeds().await;
+    phone.succeeds().await;
+    assert_eq!(
+        gw.seen("pne_discovered")
+            .iter()
+            .filter(|v| v["pne"] == "phone")
+            .count(),
+        1,
+        "only the real phone's link was ever routed as the phone"
+    );
+    assert_eq!(
+        gw.seen("link_proven")
+            .iter()
+            .filter(|v| v["pne"] == "phone")
+            .count(),
+        1,
+        "only the real phone's link ever proved it is the phone"
+    );
+
+    // Both inventories: every cell as before; the only new rows are the two real PNs.
+    wan_barrier(&pan, "home-gw", 2).await;
+    let legit: BTreeSet<String> = [&legit_pn, &second_pn].map(|p| quoted_pn(p)).into();
+    let server_after = dump(&w.server_db()).await;
+    let gw_after = dump(&w.local_db("home-gw")).await;
+    unchanged_but_for(&server_before, &server_after, &legit, "home-gw");
+    unchanged_but_for(&gw_before, &gw_after, &legit, "home-gw");
+    assert_eq!(
+        server_after["pns"].len(),
+        3,
+        "the phone's PN and the two real ones"
+    );
+    assert_eq!(
+        gw_after["local_pns"].len(),
+        3,
+        "the phone's PN and the two real ones"
+    );
+}
+
+/// 003 §1.4: a PNE Registration Request in `pne`'s name.
+fn registration(pne: &cpns_wire::EntityId, request: u64) -> PneRegistrationRequest {
+    PneRegistrationRequest {
+        request_id: RequestId(request),
+        pne_id: pne.clone(),
+        pn_id: None,
+        rand_pne: RandBytes([5; 16]),
+        capabilities: None,
+    }
+}
+
+/// Every row of `before` is in `after`, cell for cell; a row `after` adds belongs to one of the
+/// `legit` PNs (its first cell is the PN id), or is the PN GW's own entity row (its status
+/// reports may rewrite it).
+fn unchanged_but_for(before: &Tables, after: &Tables, legit: &BTreeSet<String>, gw: &str) {
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    let gw_row = format!("'{gw}'|");
+    for (table, rows) in before {
+        let now: BTreeSet<&String> = after[table].iter().collect();
+        let was: BTreeSet<&String> = rows.iter().collect();
+        for row in was.difference(&now) {
+            assert!(
+                table == "entities" && row.starts_with(&gw_row),
+                "{table}: a row changed or went: {row}"
+            );
+        }
+        for row in now.difference(&was) {
+            let first = row.split('|').next().unwrap();
+            // The PN GW's status reports rewrite its own entity row; the server keeps its answers
+            // to the PN GW's real PN Registration Requests for retries (table replays).
+            let gw_own = (table == "entities" || table == "replays") && row.starts_with(&gw_row);
+            assert!(
+                legit.contains(first) || gw_own,
+                "{table}: a row appeared that no real establishment made: {row}"
+            );
+        }
+    }
+}

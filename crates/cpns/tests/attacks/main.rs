@@ -1,0 +1,26 @@
+//! Every listener faces an attacker: acceptance tests run against the built `cpns` binary, with
+//! the CPNS Server, the PN GWs and the PNEs as separate processes over loopback TCP and TLS, and
+//! the attacker as raw sockets in this test process speaking plain CBOR frames on an insecure
+//! (`cpns`) PAN, or trickling bytes into the server's TLS listener.
+//!
+//! - [`identity`]: a raw link claims a connected member's id, registers and floods PN Setup
+//!   Requests without authenticating: refused, both SQLite inventories unchanged cell for cell,
+//!   while real PNEs establish PNs beside it.
+//! - [`floods`]: hundreds of connections announcing huge frames or trickling a byte a second
+//!   into each listener, more idle links than the PAN allows, a link that floods requests and
+//!   never reads: memory stays bounded (VmHWM from `/proc`) and legitimate peers are served.
+//! - [`oversize`]: PN Setup Requests as large as a link may send: the PN GW keeps its WAN
+//!   session.
+//! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
+//!   the two inventories agree.
+//!
+//! Each scenario is one `#[test]` with its own data directory and ports; nothing sleeps to
+//! synchronise (waits are on event lines, socket reads and tasks, under [`harness::WAIT`]).
+
+#![allow(clippy::unwrap_used)]
+
+mod floods;
+mod harness;
+mod identity;
+mod oversize;
+mod reconnect;
