@@ -178,6 +178,11 @@ mod tests {
         }
     }
 
+    /// One copy of `local` for `r` under `key`, bound to [`binding`], with a fresh nonce.
+    fn wrap(key: &EuKey, r: Recipient, local: &LocalEuKey) -> Vec<u8> {
+        wrap_local_eukey(MachineRng::os().get(), key, r, &binding(), local)
+    }
+
     fn setup() -> (EuKey, EuKey, LocalEuKey) {
         (
             EuKey::from_bytes([1; 32]),
@@ -189,20 +194,8 @@ mod tests {
     #[test]
     fn both_copies_round_trip() {
         let (pne, gw, local) = setup();
-        let for_pne = wrap_local_eukey(
-            MachineRng::os().get(),
-            &pne,
-            Recipient::Pne,
-            &binding(),
-            &local,
-        );
-        let for_gw = wrap_local_eukey(
-            MachineRng::os().get(),
-            &gw,
-            Recipient::Gateway,
-            &binding(),
-            &local,
-        );
+        let for_pne = wrap(&pne, Recipient::Pne, &local);
+        let for_gw = wrap(&gw, Recipient::Gateway, &local);
         assert_eq!(for_pne.len(), WRAPPED_KEY_LEN);
         assert_eq!(for_gw.len(), WRAPPED_KEY_LEN);
         let a = unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &for_pne).unwrap();
@@ -210,26 +203,14 @@ mod tests {
         assert_eq!(a, local);
         assert_eq!(b, local);
         // Random nonces: two wraps of the same key differ.
-        let again = wrap_local_eukey(
-            MachineRng::os().get(),
-            &pne,
-            Recipient::Pne,
-            &binding(),
-            &local,
-        );
+        let again = wrap(&pne, Recipient::Pne, &local);
         assert_ne!(again, for_pne);
     }
 
     #[test]
     fn every_tampered_byte_is_rejected() {
         let (pne, _, local) = setup();
-        let w = wrap_local_eukey(
-            MachineRng::os().get(),
-            &pne,
-            Recipient::Pne,
-            &binding(),
-            &local,
-        );
+        let w = wrap(&pne, Recipient::Pne, &local);
         for i in 0..w.len() {
             for bit in [0x01, 0x80] {
                 let mut t = w.clone();
@@ -246,20 +227,8 @@ mod tests {
     #[test]
     fn wrong_key_or_recipient_is_rejected() {
         let (pne, gw, local) = setup();
-        let for_pne = wrap_local_eukey(
-            MachineRng::os().get(),
-            &pne,
-            Recipient::Pne,
-            &binding(),
-            &local,
-        );
-        let for_gw = wrap_local_eukey(
-            MachineRng::os().get(),
-            &gw,
-            Recipient::Gateway,
-            &binding(),
-            &local,
-        );
+        let for_pne = wrap(&pne, Recipient::Pne, &local);
+        let for_gw = wrap(&gw, Recipient::Gateway, &local);
         // The GW cannot open the PNE's copy, with its own key or with the PNE role.
         for (key, r, w) in [
             (&gw, Recipient::Gateway, &for_pne),
@@ -278,13 +247,7 @@ mod tests {
     #[test]
     fn wrong_binding_is_rejected() {
         let (pne, _, local) = setup();
-        let w = wrap_local_eukey(
-            MachineRng::os().get(),
-            &pne,
-            Recipient::Pne,
-            &binding(),
-            &local,
-        );
+        let w = wrap(&pne, Recipient::Pne, &local);
         let other_pn = [0x12; 16];
         let earlier = Rand([0x21; 16]);
         let bad = [
@@ -323,13 +286,7 @@ mod tests {
     #[test]
     fn wrong_lengths_are_malformed() {
         let (pne, _, local) = setup();
-        let w = wrap_local_eukey(
-            MachineRng::os().get(),
-            &pne,
-            Recipient::Pne,
-            &binding(),
-            &local,
-        );
+        let w = wrap(&pne, Recipient::Pne, &local);
         for len in [0, 12, 28, 44, 59] {
             assert!(matches!(
                 unwrap_local_eukey(&pne, Recipient::Pne, &binding(), &w[..len]),
@@ -347,13 +304,7 @@ mod tests {
     #[test]
     fn stored_form_round_trips_and_checks_its_length() {
         let (pne, _, local) = setup();
-        let w = wrap_local_eukey(
-            MachineRng::os().get(),
-            &pne,
-            Recipient::Pne,
-            &binding(),
-            &local,
-        );
+        let w = wrap(&pne, Recipient::Pne, &local);
         let stored = stored_wrapped_key(&RAND_SERVER, &w);
         assert_eq!(stored.len(), STORED_WRAPPED_KEY_LEN);
         assert_eq!(&stored[..16], &RAND_SERVER.0);

@@ -140,15 +140,25 @@ fn decode_checked(payload: &[u8]) -> Result<Envelope, ProtoError> {
     })
 }
 
-/// The answer to a request of a protocol version this peer does not speak.
-pub(crate) fn unsupported_version(version: u16) -> cpns_wire::ErrorBody {
-    cpns_wire::ErrorBody::new(
-        cpns_wire::ErrorCode::UnsupportedVersion,
-        format!(
-            "protocol version {version} is not supported; this peer speaks version {}",
-            cpns_wire::PROTOCOL_VERSION
-        ),
-    )
+/// For a frame [`LinkCodec::decode`] refused: the request to answer (its message id) and the
+/// answer, when it was a request of another protocol version; `Err` with the refusal otherwise.
+pub(crate) fn version_answer(e: ProtoError) -> Result<(u64, cpns_wire::ErrorBody), ProtoError> {
+    match e {
+        ProtoError::UnsupportedVersion {
+            version,
+            request: Some(msg_id),
+        } => Ok((
+            msg_id,
+            cpns_wire::ErrorBody::new(
+                cpns_wire::ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {version} is not supported; this peer speaks version {}",
+                    cpns_wire::PROTOCOL_VERSION
+                ),
+            ),
+        )),
+        other => Err(other),
+    }
 }
 
 /// Strips the length prefix of a whole frame as produced by [`LinkCodec::encode`], checking it.

@@ -48,3 +48,45 @@ impl Tokens {
         crate::Token(self.0)
     }
 }
+
+/// Takes out of `map` every entry whose deadline has passed at `now`, in key order: the one
+/// timeout sweep every machine runs over its waits.
+pub(crate) fn take_expired<K: Ord + Clone, V>(
+    map: &mut std::collections::BTreeMap<K, V>,
+    now: std::time::Instant,
+    deadline: impl Fn(&V) -> std::time::Instant,
+) -> Vec<(K, V)> {
+    let late: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| deadline(v) <= now)
+        .map(|(k, _)| k.clone())
+        .collect();
+    late.into_iter()
+        .filter_map(|k| map.remove(&k).map(|v| (k, v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use super::take_expired;
+
+    #[test]
+    fn only_what_is_due_is_taken_in_key_order() {
+        // Only offsets from this base matter.
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut m = BTreeMap::from([(3, t0 + s(1)), (1, t0 + s(2)), (2, t0 + s(5))]);
+        assert!(take_expired(&mut m, t0, |d| *d).is_empty());
+        assert_eq!(
+            take_expired(&mut m, t0 + s(2), |d| *d),
+            [(1, t0 + s(2)), (3, t0 + s(1))]
+        );
+        assert_eq!(m.keys().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(take_expired(&mut m, t0 + s(5), |d| *d), [(2, t0 + s(5))]);
+        assert!(m.is_empty());
+    }
+}

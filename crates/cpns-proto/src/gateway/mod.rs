@@ -334,16 +334,12 @@ impl Gateway {
         };
         let env = match l.codec.decode(frame) {
             Ok(env) => env,
-            Err(ProtoError::UnsupportedVersion {
-                version,
-                request: Some(msg_id),
-            }) => {
-                let body = crate::link::unsupported_version(version);
+            // Another version: a request is answered, anything else dropped; the link stays.
+            Err(e @ ProtoError::UnsupportedVersion { .. }) => {
+                let (msg_id, body) = crate::link::version_answer(e)?;
                 self.send_pan_response(link, msg_id, body);
                 return Ok(());
             }
-            // Another version's response or notification: dropped, the link stays.
-            Err(e @ ProtoError::UnsupportedVersion { .. }) => return Err(e),
             Err(e) => {
                 self.reject_link(link, &e.to_string());
                 return Err(e);
@@ -357,15 +353,11 @@ impl Gateway {
     pub fn handle_wan_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
         let env = match self.wan_codec.decode(frame) {
             Ok(env) => env,
-            Err(ProtoError::UnsupportedVersion {
-                version,
-                request: Some(msg_id),
-            }) => {
-                let body = crate::link::unsupported_version(version);
+            Err(e) => {
+                let (msg_id, body) = crate::link::version_answer(e)?;
                 self.send_wan_response(msg_id, body);
                 return Ok(());
             }
-            Err(e) => return Err(e),
         };
         self.on_wan(now, env);
         Ok(())

@@ -92,24 +92,8 @@ impl Gateway {
         env: &Envelope,
         m: PneRegistrationRequest,
     ) {
-        if !self.identify(link, &m.pne_id) {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Forbidden,
-                "a PNE registers only itself",
-            );
-        }
-        if !self.wan_ready() {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Busy,
-                "the PN GW has no connection to the CPNS Server",
-            );
-        }
-        if let Some(reason) = self.over_limit(link) {
-            return self.reject_pan(link, env, ErrorCode::Busy, reason);
+        if !self.admit_pne_request(link, env, &m.pne_id) {
+            return;
         }
         // Step 2: is the PNE a member of an established PN? Looked up, not inferred: a PNE
         // naming no PN registers in the first PN it belongs to.
@@ -194,26 +178,31 @@ impl Gateway {
                 "a secure request names its PNE",
             );
         };
-        if !self.identify(link, &pne) {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Forbidden,
-                "a PNE speaks only for itself",
-            );
+        if self.admit_pne_request(link, env, &pne) {
+            self.forward_up(now, link, env.msg_id, &pne, m, None);
         }
-        if !self.wan_ready() {
-            return self.reject_pan(
-                link,
-                env,
+    }
+
+    /// Whether a request `pne` sends on `link` for the server may go on: the link speaks as
+    /// that PNE, the WAN is up, and the flow limits allow it. Refused requests are answered.
+    fn admit_pne_request(&mut self, link: LinkId, env: &Envelope, pne: &EntityId) -> bool {
+        let refusal = if !self.identify(link, pne) {
+            Some((ErrorCode::Forbidden, "a PNE speaks only for itself"))
+        } else if !self.wan_ready() {
+            Some((
                 ErrorCode::Busy,
                 "the PN GW has no connection to the CPNS Server",
-            );
+            ))
+        } else {
+            self.over_limit(link).map(|r| (ErrorCode::Busy, r))
+        };
+        match refusal {
+            Some((code, reason)) => {
+                self.reject_pan(link, env, code, reason);
+                false
+            }
+            None => true,
         }
-        if let Some(reason) = self.over_limit(link) {
-            return self.reject_pan(link, env, ErrorCode::Busy, reason);
-        }
-        self.forward_up(now, link, env.msg_id, &pne, m, None);
     }
 
     /// §1.4.2 step 4 (answer) → 5: the server proposes the PNE as a member; register it on its
@@ -459,31 +448,16 @@ impl Gateway {
     }
 
     pub(super) fn relay_timeouts(&mut self, now: Instant) {
-        let late: Vec<u64> = self
-            .relays
-            .up
-            .iter()
-            .filter(|(_, u)| u.deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        let late_updates: Vec<u64> = self
-            .relays
-            .updates
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
         let timeout =
             || ErrorBody::new(ErrorCode::Timeout, "the CPNS Server did not answer in time");
-        for k in late {
-            if let Some(u) = self.relays.up.remove(&k) {
-                self.send_pan_response(u.link, u.pan_msg, timeout());
-            }
-        }
-        for k in late_updates {
-            if let Some(p) = self.relays.updates.remove(&k) {
-                self.send_pan_response(p.link, p.pan_msg, timeout());
-            }
+        let ups = crate::util::take_expired(&mut self.relays.up, now, |u| u.deadline);
+        let updates = crate::util::take_expired(&mut self.relays.updates, now, |p| p.deadline);
+        let waiting = ups
+            .into_iter()
+            .map(|(_, u)| (u.link, u.pan_msg))
+            .chain(updates.into_iter().map(|(_, p)| (p.link, p.pan_msg)));
+        for (link, pan_msg) in waiting.collect::<Vec<_>>() {
+            self.send_pan_response(link, pan_msg, timeout());
         }
     }
 }

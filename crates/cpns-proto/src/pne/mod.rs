@@ -284,15 +284,11 @@ impl PneSession {
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
         let env = match self.codec.decode(frame) {
             Ok(env) => env,
-            Err(ProtoError::UnsupportedVersion {
-                version,
-                request: Some(msg_id),
-            }) => {
-                let body = crate::link::unsupported_version(version);
+            Err(e) => {
+                let (msg_id, body) = crate::link::version_answer(e)?;
                 self.send_response(msg_id, body);
                 return Ok(());
             }
-            Err(e) => return Err(e),
         };
         self.on_envelope(now, env)
     }

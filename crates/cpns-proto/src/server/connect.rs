@@ -260,14 +260,7 @@ impl ServerSession {
 
     /// A PN the PN GW did not confirm in time is removed (docs/ARCHITECTURE.md decision 8).
     pub(super) fn confirmation_timeouts(&mut self, now: Instant) {
-        let late: Vec<PnId> = self
-            .unconfirmed
-            .iter()
-            .filter(|(_, d)| **d <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        for pn_id in late {
-            self.unconfirmed.remove(&pn_id);
+        for (pn_id, _) in crate::util::take_expired(&mut self.unconfirmed, now, |d| *d) {
             self.persist(
                 Parked::DropPending(pn_id),
                 ServerEffect::DropPendingPn { pn_id },

@@ -416,15 +416,11 @@ impl ServerSession {
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
         let env = match self.codec.decode(frame) {
             Ok(env) => env,
-            Err(ProtoError::UnsupportedVersion {
-                version,
-                request: Some(msg_id),
-            }) => {
-                let body = crate::link::unsupported_version(version);
+            Err(e) => {
+                let (msg_id, body) = crate::link::version_answer(e)?;
                 self.respond(msg_id, Address::Server, body);
                 return Ok(());
             }
-            Err(e) => return Err(e),
         };
         self.handle_envelope(now, env);
         self.release_ended_flows();

@@ -12,26 +12,7 @@ use super::store::PneSpec;
 use crate::gateway::GatewayLimits;
 
 fn setup_request(h: &Harness, i: usize, n: u64) -> Vec<u8> {
-    let join = JoinInfo {
-        pne_id: pne_id(i),
-        capabilities: h.pne_cfgs[i].capabilities.clone(),
-        contents: Vec::new(),
-        rand_pne: RandBytes([n as u8; 16]),
-        local_key: false,
-    };
-    let env = Envelope::request(
-        1000 + n,
-        Address::Entity(pne_id(i)),
-        Address::Entity(id("gw-1")),
-        PnSetupRequest {
-            request_id: RequestId(n),
-            setup: Some(SetupType::OneToOne),
-            join: Some(join),
-            pn_id: None,
-            initiator: None,
-        },
-    );
-    plain(&env)
+    big_setup_request(h, i, n, 0)
 }
 
 fn registration_request(i: usize, n: u64) -> Vec<u8> {
@@ -276,21 +257,24 @@ fn every_session_of_a_server_draws_on_one_budget() {
     assert!(busy[0].contains("the CPNS Server is running as many flows"));
 }
 
-/// A PN Setup Request of PNE `i` whose join information carries `contents` bytes of content
-/// names.
+/// A PN Setup Request (1-1) of PNE `i`, request id `n`, whose join information carries a content
+/// name of `contents` bytes (none for 0).
 fn big_setup_request(h: &Harness, i: usize, n: u64, contents: usize) -> Vec<u8> {
     let join = JoinInfo {
         pne_id: pne_id(i),
         capabilities: h.pne_cfgs[i].capabilities.clone(),
-        contents: vec![cpns_wire::ContentItem {
-            name: "x".repeat(contents),
-            media_type: "audio/mpeg".into(),
-        }],
+        contents: (contents > 0)
+            .then(|| cpns_wire::ContentItem {
+                name: "x".repeat(contents),
+                media_type: "audio/mpeg".into(),
+            })
+            .into_iter()
+            .collect(),
         rand_pne: RandBytes([n as u8; 16]),
         local_key: false,
     };
     let env = Envelope::request(
-        3000 + n,
+        1000 + n,
         Address::Entity(pne_id(i)),
         Address::Entity(id("gw-1")),
         PnSetupRequest {

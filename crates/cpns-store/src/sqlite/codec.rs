@@ -73,6 +73,23 @@ pub(super) fn json_string_array<'a>(items: impl IntoIterator<Item = &'a str>) ->
     out
 }
 
+/// Member rows grouped by their `pn_id` column, each decoded with `decode`, in row order: how
+/// every list of PNs joins its PN rows with its member rows.
+pub(super) fn members_by_pn<T>(
+    rows: &[sqlx::sqlite::SqliteRow],
+    decode: impl Fn(&sqlx::sqlite::SqliteRow) -> crate::Result<T>,
+) -> crate::Result<std::collections::HashMap<cpns_wire::PnId, Vec<T>>> {
+    let mut by_pn: std::collections::HashMap<cpns_wire::PnId, Vec<T>> =
+        std::collections::HashMap::new();
+    for row in rows {
+        by_pn
+            .entry(pn_id(row, "pn_id")?)
+            .or_default()
+            .push(decode(row)?);
+    }
+    Ok(by_pn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,6 @@
 //! A device's own local PN inventory (tables `local_pns`, `local_members`; 000 §6.6.1.1
 //! steps 13-15): what a PN GW or PNE keeps about the PNs it belongs to.
 
-use std::collections::HashMap;
-
 use cpns_wire::PnId;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
@@ -75,13 +73,7 @@ pub(super) async fn local_pns(pool: &SqlitePool) -> Result<Vec<LocalPn>> {
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    let mut by_pn: HashMap<PnId, Vec<LocalMember>> = HashMap::new();
-    for row in &members {
-        by_pn
-            .entry(codec::pn_id(row, "pn_id")?)
-            .or_default()
-            .push(decode_member(row)?);
-    }
+    let mut by_pn = codec::members_by_pn(&members, decode_member)?;
     pns.iter()
         .map(|row| {
             let pn_id = codec::pn_id(row, "pn_id")?;

@@ -4,8 +4,6 @@
 //! Lists of PNs take two queries whatever their length — the PN rows, then all their members,
 //! grouped in memory — inside one read transaction.
 
-use std::collections::HashMap;
-
 use cpns_wire::{CpnsId, EntityId, PnId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -336,13 +334,7 @@ async fn finish(
     members: &[SqliteRow],
 ) -> Result<Vec<PnRecord>> {
     tx.commit().await?;
-    let mut by_pn: HashMap<PnId, Vec<PnMember>> = HashMap::new();
-    for row in members {
-        by_pn
-            .entry(codec::pn_id(row, "pn_id")?)
-            .or_default()
-            .push(decode_member(row)?);
-    }
+    let mut by_pn = codec::members_by_pn(members, decode_member)?;
     pns.iter()
         .map(|row| {
             let mut record = decode_pn(row)?;
