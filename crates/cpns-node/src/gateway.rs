@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use cpns_proto::gateway::{
     EstablishTargets, Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId,
 };
-use cpns_proto::{LocalPnState, PanSecurity, ProtoError, Token};
+use cpns_proto::{LocalPnState, PanSecurity, ProtoError, StoreFailure, Token};
 use cpns_store::{LocalMember, LocalPn, Store};
 use cpns_wire::{EntityId, ErrorCode, PnId, PnInventory};
 use rustls_pki_types::ServerName;
@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::Admission;
 use crate::backoff::Backoff;
+use crate::error::{NodeError, store_failure};
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::pan_link::{LinkCmd, LinkEvent, LinkLimits};
 use crate::server::sleep_until;
@@ -99,7 +100,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 enum Input {
     WanUp(Box<TlsStream<TcpStream>>, [u8; 32]),
     WanDown(String),
-    Persisted(Token, Result<(), String>),
+    Persisted(Token, Result<(), StoreFailure>),
     Establish(EstablishTargets, oneshot::Sender<Result<PnId, ProtoError>>),
     Inventory(oneshot::Sender<Vec<PnInventory>>),
 }
@@ -124,25 +125,24 @@ impl core::fmt::Debug for Input {
 
 impl GatewayHandle {
     /// 000 §6.6.1.2: start a PN GW-initiated establishment.
-    pub async fn establish(&self, targets: EstablishTargets) -> Result<PnId, String> {
+    pub async fn establish(&self, targets: EstablishTargets) -> Result<PnId, NodeError> {
         let (tx, rx) = oneshot::channel();
+        let stopped = |_| NodeError::Stopped("PN GW");
         self.tx
             .send(Input::Establish(targets, tx))
             .await
-            .map_err(|_| "the PN GW stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the PN GW stopped".to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(stopped)?;
+        Ok(rx.await.map_err(|_| NodeError::Stopped("PN GW"))??)
     }
 
     /// The PN GW's local PN inventory.
-    pub async fn inventory(&self) -> Result<Vec<PnInventory>, String> {
+    pub async fn inventory(&self) -> Result<Vec<PnInventory>, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Input::Inventory(tx))
             .await
-            .map_err(|_| "the PN GW stopped".to_string())?;
-        rx.await.map_err(|_| "the PN GW stopped".to_string())
+            .map_err(|_| NodeError::Stopped("PN GW"))?;
+        rx.await.map_err(|_| NodeError::Stopped("PN GW"))
     }
 }
 
@@ -204,19 +204,20 @@ pub async fn start<S: Store + Clone>(
     events: mpsc::Sender<GatewayEvent>,
     trace: TraceSink,
     stop: oneshot::Receiver<()>,
-) -> Result<(GatewayHandle, tokio::task::JoinHandle<Result<(), String>>), String> {
+) -> Result<
+    (
+        GatewayHandle,
+        tokio::task::JoinHandle<Result<(), NodeError>>,
+    ),
+    NodeError,
+> {
     let mut machine = Gateway::new(cfg.proto.clone(), cpns_crypto::MachineRng::os());
-    let stored = store
-        .local_pns()
-        .await
-        .map_err(|e| format!("local store: {e}"))?;
-    machine
-        .restore(stored.iter().map(local_pn_state).collect())
-        .map_err(|e| format!("local store: {e}"))?;
+    let stored = store.local_pns().await?;
+    machine.restore(stored.iter().map(local_pn_state).collect())?;
     info!(pns = stored.len(), "local PN inventory reloaded");
-    let connector =
-        TlsConnector::from(pki::client_config(&cfg.ca_cert_pem).map_err(|e| e.to_string())?);
-    let server_name = ServerName::try_from(cfg.server_name.clone()).map_err(|e| e.to_string())?;
+    let connector = TlsConnector::from(pki::client_config(&cfg.ca_cert_pem)?);
+    let server_name = ServerName::try_from(cfg.server_name.clone())
+        .map_err(|e| NodeError::Tls(format!("server name {:?}: {e}", cfg.server_name)))?;
 
     let (tx, inbox) = mpsc::channel(INBOX);
     let (links_tx, links) = mpsc::channel(LINK_INBOX);
@@ -294,20 +295,22 @@ impl Connect {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let attempt = async {
-                let tcp = TcpStream::connect(&addr)
-                    .await
-                    .map_err(|e| format!("connect {addr}: {e}"))?;
-                tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+                let connect = |source| NodeError::Connect {
+                    addr: addr.clone(),
+                    source,
+                };
+                let tcp = TcpStream::connect(&addr).await.map_err(connect)?;
+                tcp.set_nodelay(true).map_err(connect)?;
                 let tls = connector
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS to the server: {e}"))?;
-                let exporter = pki::exporter(tls.get_ref().1).map_err(|e| e.to_string())?;
-                Ok::<_, String>((tls, exporter))
+                    .map_err(|e| NodeError::Tls(format!("to the server: {e}")))?;
+                let exporter = pki::exporter(tls.get_ref().1)?;
+                Ok::<_, NodeError>((tls, exporter))
             };
             let input = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
                 Ok(Ok((tls, exporter))) => Input::WanUp(Box::new(tls), exporter),
-                Ok(Err(e)) => Input::WanDown(e),
+                Ok(Err(e)) => Input::WanDown(e.to_string()),
                 Err(_) => Input::WanDown(format!("connect {addr}: timed out")),
             };
             let _ = inbox.send(input).await;
@@ -332,7 +335,7 @@ fn spawn_store_worker<S: Store>(
             let result = store
                 .save_local_pn(&local_pn_record(&pn))
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| store_failure(&e));
             if inbox.send(Input::Persisted(token, result)).await.is_err() {
                 return;
             }
@@ -356,7 +359,7 @@ struct Actor {
     trace: TraceSink,
     me: EntityId,
     /// Set when the server refused this PN GW's credential: the loop ends with it.
-    refused: Option<String>,
+    refused: Option<cpns_wire::ErrorBody>,
 }
 
 impl Actor {
@@ -365,11 +368,11 @@ impl Actor {
         mut inbox: mpsc::Receiver<Input>,
         mut links: mpsc::Receiver<(LinkId, LinkEvent)>,
         mut stop: oneshot::Receiver<()>,
-    ) -> Result<(), String> {
+    ) -> Result<(), NodeError> {
         loop {
             self.drain();
-            if let Some(reason) = self.refused.take() {
-                return Err(reason);
+            if let Some(refusal) = self.refused.take() {
+                return Err(NodeError::Refused(refusal));
             }
             let deadline = self
                 .machine
@@ -534,7 +537,7 @@ impl Actor {
                 GatewayOutput::CloseWan { reason } => self.wan_gone(&reason),
                 GatewayOutput::Persist { token, pn } => {
                     if self.store_jobs.try_send((token, pn)).is_err() {
-                        let overloaded = Err("the local store is overloaded".to_string());
+                        let overloaded = Err(StoreFailure::Overloaded);
                         let _ = self
                             .machine
                             .handle_persisted(Instant::now(), token, overloaded);
@@ -560,7 +563,7 @@ impl Actor {
                     if let GatewayEvent::WanRefused(err) = &e
                         && matches!(err.code, ErrorCode::Unauthenticated | ErrorCode::Forbidden)
                     {
-                        self.refused = Some(format!("the CPNS Server refused this PN GW: {err}"));
+                        self.refused = Some(err.clone());
                     }
                     self.emit(e);
                 }

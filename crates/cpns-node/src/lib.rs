@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod backoff;
 pub mod credentials;
+pub mod error;
 pub mod frames;
 pub mod gateway;
 mod pan_link;
@@ -20,4 +21,5 @@ pub mod server_store;
 pub mod trace;
 
 pub use credentials::{DeviceCredential, DeviceKind};
+pub use error::{NodeError, store_failure};
 pub use trace::{TraceEvent, TraceSink};

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::error::{NodeError, store_failure};
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::gateway::{local_pn_record, local_pn_state};
 use crate::server::sleep_until;
@@ -67,23 +68,13 @@ pub async fn run<S: Store>(
     events: Option<mpsc::Sender<PneEvent>>,
     trace: TraceSink,
     mut stop: oneshot::Receiver<()>,
-) -> Result<PneReport, String> {
+) -> Result<PneReport, NodeError> {
     let mut session = PneSession::new(cfg.clone(), cpns_crypto::MachineRng::os());
-    let stored = store
-        .local_pns()
-        .await
-        .map_err(|e| format!("local store: {e}"))?;
-    session
-        .restore(stored.iter().map(local_pn_state).collect())
-        .map_err(|e| format!("local store: {e}"))?;
+    let stored = store.local_pns().await?;
+    session.restore(stored.iter().map(local_pn_state).collect())?;
     let storage_key = cpns_crypto::device_storage_key(&cfg.eukey);
-    if let Some(kept) = store
-        .local_session()
-        .await
-        .map_err(|e| format!("local store: {e}"))?
-    {
-        let session_key = open_sk(&storage_key, &kept.pn_id, &cfg.id, &kept.sealed_session_key)
-            .map_err(|e| format!("local store: {e} (was it written with another credential?)"))?;
+    if let Some(kept) = store.local_session().await? {
+        let session_key = open_sk(&storage_key, &kept.pn_id, &cfg.id, &kept.sealed_session_key)?;
         session.restore_session(SecureSession {
             cpns_id: kept.cpns_id,
             pn_id: kept.pn_id,
@@ -91,10 +82,12 @@ pub async fn run<S: Store>(
             lifetime_s: u32::try_from(kept.lifetime_s).unwrap_or(u32::MAX),
         });
     }
-    let stream = TcpStream::connect(gw_addr)
-        .await
-        .map_err(|e| format!("connect {gw_addr}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let connect = |source| NodeError::Connect {
+        addr: gw_addr.to_string(),
+        source,
+    };
+    let stream = TcpStream::connect(gw_addr).await.map_err(connect)?;
+    stream.set_nodelay(true).map_err(connect)?;
     // The PN GW is the peer this PNE chose to connect to: its frames get the full limit.
     let mut conn = FramedConn::new(stream, cfg.max_frame, DEFAULT_MAX_QUEUED);
     let me = cfg.id.to_string();
@@ -115,16 +108,14 @@ pub async fn run<S: Store>(
                         .gateway()
                         .map_or_else(|| "gateway".to_string(), |g| g.to_string());
                     report(&trace, &me, &gw, &record);
-                    conn.queue(&frame).map_err(|e| e.to_string())?;
+                    conn.queue(&frame)?;
                 }
                 PneOutput::Persist { token, pn } => {
                     let result = store
                         .save_local_pn(&local_pn_record(&pn))
                         .await
-                        .map_err(|e| e.to_string());
-                    session
-                        .handle_persisted(token, result)
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| store_failure(&e));
+                    session.handle_persisted(token, result)?;
                 }
                 PneOutput::Event(e) => {
                     // The driver reports events (the CLI prints them); the Debug form is for debugging.
@@ -143,7 +134,11 @@ pub async fn run<S: Store>(
                     report_out.events.push(e);
                 }
                 PneOutput::PersistSession { session: s } => {
-                    let sealed = sealed_sk(&storage_key, &s.pn_id, &cfg.id, &s.session_key)?;
+                    let sealed = sealed_sk(&storage_key, &s.pn_id, &cfg.id, &s.session_key)
+                        .map_err(|e| NodeError::Sealed {
+                            what: "the secure session's key".into(),
+                            reason: e.to_string(),
+                        })?;
                     let record = LocalSession {
                         cpns_id: s.cpns_id,
                         pn_id: s.pn_id,
@@ -151,14 +146,11 @@ pub async fn run<S: Store>(
                         lifetime_s: i64::from(s.lifetime_s),
                         stored_at: unix_millis(),
                     };
-                    store
-                        .save_local_session(&record)
-                        .await
-                        .map_err(|e| format!("local store: {e}"))?;
+                    store.save_local_session(&record).await?;
                 }
                 PneOutput::Close { reason } => {
                     conn.close().await;
-                    return Err(reason);
+                    return Err(NodeError::Ended(reason));
                 }
             }
         }
@@ -181,7 +173,7 @@ pub async fn run<S: Store>(
                             .secure_call(now, service, payload.clone())
                             .map(|_| ()),
                     };
-                    started.map_err(|e| e.to_string())?;
+                    started?;
                     current = Some(step);
                     continue;
                 }
@@ -195,10 +187,10 @@ pub async fn run<S: Store>(
                     Err(e @ cpns_proto::ProtoError::UnsupportedVersion { .. }) => {
                         debug!(error = %e, "dropped a frame of another protocol version");
                     }
-                    Err(e) => return Err(format!("bad frame from the PN GW: {e}")),
+                    Err(e) => return Err(e.into()),
                 },
-                Err(FrameError::Closed) => return Err("the PN GW closed the link".into()),
-                Err(e) => return Err(format!("PAN link: {e}")),
+                Err(FrameError::Closed) => return Err(NodeError::Closed("the PN GW")),
+                Err(e) => return Err(e.into()),
             },
             () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
             _ = &mut stop => return Ok(report_out),

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::admission::{Admission, Authenticated, Unauthenticated};
+use crate::error::NodeError;
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn, PRE_AUTH_MAX_FRAME};
 use crate::trace::{TraceSink, report};
 use crate::{pki, server_store};
@@ -166,17 +167,21 @@ impl<S: Store + Clone> ServerNode<S> {
         stream: TcpStream,
         slot: Unauthenticated,
         mut stop: watch::Receiver<bool>,
-    ) -> Result<(), String> {
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    ) -> Result<(), NodeError> {
+        stream
+            .set_nodelay(true)
+            .map_err(|e| NodeError::Tls(e.to_string()))?;
         let evicted = slot.evicted().clone();
         let handshake = tokio::select! {
             r = tokio::time::timeout(self.cfg.handshake_timeout, self.tls.accept(stream)) => r,
-            () = evicted.cancelled() => return Err("evicted before the TLS handshake ended".into()),
+            () = evicted.cancelled() => {
+                return Err(NodeError::Ended("evicted before the TLS handshake ended".into()));
+            }
         };
         let tls = handshake
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS handshake: {e}"))?;
-        let exporter = pki::exporter(tls.get_ref().1).map_err(|e| e.to_string())?;
+            .map_err(|_| NodeError::Tls("the handshake timed out".into()))?
+            .map_err(|e| NodeError::Tls(format!("handshake: {e}")))?;
+        let exporter = pki::exporter(tls.get_ref().1)?;
         let mut conn = FramedConn::new(tls, PRE_AUTH_MAX_FRAME, self.cfg.max_queued);
         let mut session = ServerSession::new(
             self.cfg.proto.clone(),
@@ -194,11 +199,11 @@ impl<S: Store + Clone> ServerNode<S> {
                 && let Some(gw) = session.gateway().cloned()
             {
                 let Slot::Unauthenticated(s) = std::mem::replace(&mut slot, Slot::Gone) else {
-                    return Err("session slot lost".into());
+                    return Err(NodeError::Ended("session slot lost".into()));
                 };
                 let Some(authed) = s.authenticate() else {
                     warn!(%gw, "refusing an authenticated PN GW: every session slot is taken");
-                    return Err("every session slot is taken".into());
+                    return Err(NodeError::Ended("every session slot is taken".into()));
                 };
                 info!(%gw, "PN GW session authenticated");
                 slot = Slot::Authenticated(authed);
@@ -217,18 +222,20 @@ impl<S: Store + Clone> ServerNode<S> {
                             debug!(error = %e, "dropped a frame of another protocol version");
                         } else if let Err(e) = handled {
                             warn!(error = %e, "closing session: undecodable frame");
-                            return Err(e.to_string());
+                            return Err(e.into());
                         }
                     }
                     Err(FrameError::Closed) => return Ok(()),
                     Err(e) => {
                         warn!(error = %e, "closing session");
-                        return Err(e.to_string());
+                        return Err(e.into());
                     }
                 },
                 () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
                 () = cancelled(evicted) => {
-                    return Err("evicted: a newer connection needed the slot".into());
+                    return Err(NodeError::Ended(
+                        "evicted: a newer connection needed the slot".into(),
+                    ));
                 }
                 _ = stop.changed() => return Ok(()),
             }
@@ -240,7 +247,7 @@ impl<S: Store + Clone> ServerNode<S> {
         &self,
         session: &mut ServerSession,
         conn: &mut FramedConn<T>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, NodeError> {
         while let Some(out) = session.poll_output() {
             match out {
                 ServerOutput::Transmit { frame, trace } => {
@@ -248,24 +255,18 @@ impl<S: Store + Clone> ServerNode<S> {
                         .gateway()
                         .map_or_else(|| "gateway".to_string(), |g| g.to_string());
                     report(&self.trace, "server", &peer, &trace);
-                    conn.queue(&frame).map_err(|e| e.to_string())?;
+                    conn.queue(&frame)?;
                 }
                 ServerOutput::Load { token, request } => {
-                    let loaded = server_store::load(&self.store, &self.master, &request)
-                        .await
-                        .map_err(|e| format!("store: {e}"))?;
-                    session
-                        .handle_loaded(Instant::now(), token, loaded)
-                        .map_err(|e| e.to_string())?;
+                    let loaded = server_store::load(&self.store, &self.master, &request).await?;
+                    session.handle_loaded(Instant::now(), token, loaded)?;
                 }
                 ServerOutput::Persist { token, effect } => {
                     let result = server_store::persist(&self.store, &self.master, effect).await;
                     if let Err(e) = &result {
                         warn!(error = %e, "persist failed");
                     }
-                    session
-                        .handle_persisted(Instant::now(), token, result)
-                        .map_err(|e| e.to_string())?;
+                    session.handle_persisted(Instant::now(), token, result)?;
                 }
                 ServerOutput::Event(e) => {
                     debug!(event = ?e, "server");

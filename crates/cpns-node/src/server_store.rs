@@ -10,10 +10,13 @@ use cpns_crypto::{
     EuKey, MasterKey, SessionKey, at_rest_eukey_aad, at_rest_session_key_aad, open_at_rest,
     seal_at_rest,
 };
+use cpns_proto::StoreFailure;
 use cpns_proto::server::{
     EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect,
 };
 use cpns_store::{EntityKind, PnMember, PnRecord, PnState, Store};
+
+use crate::error::{NodeError, store_failure};
 use cpns_wire::{DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
 
 /// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
@@ -76,24 +79,19 @@ pub(crate) async fn load<S: Store>(
     store: &S,
     master: &MasterKey,
     req: &LoadRequest,
-) -> Result<Loaded, String> {
+) -> Result<Loaded, NodeError> {
     let mut loaded = Loaded::default();
-    for e in store
-        .entities(&req.entities)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    for e in store.entities(&req.entities).await? {
+        let sealed = |reason: String| NodeError::Sealed {
+            what: format!("the EUKey of {} (under the master key)", e.id),
+            reason,
+        };
         let plain = open_at_rest(master, &at_rest_eukey_aad(e.id.as_str()), &e.sealed_eukey)
-            .map_err(|err| {
-                format!(
-                    "the EUKey of {} does not open under the master key: {err}",
-                    e.id
-                )
-            })?;
+            .map_err(|err| sealed(err.to_string()))?;
         let bytes: [u8; 32] = plain
             .as_slice()
             .try_into()
-            .map_err(|_| format!("the EUKey of {} is malformed", e.id))?;
+            .map_err(|_| sealed("not 32 bytes".into()))?;
         let role = match e.kind {
             EntityKind::Pne => EntityRole::Pne,
             EntityKind::Gateway => EntityRole::Gateway,
@@ -106,16 +104,13 @@ pub(crate) async fn load<S: Store>(
         });
     }
     if let Some((sender, request_id)) = &req.replay
-        && let Some(bytes) = store
-            .answer_of(&sender.to_string(), request_id.0)
-            .await
-            .map_err(|e| e.to_string())?
+        && let Some(bytes) = store.answer_of(&sender.to_string(), request_id.0).await?
     {
         // A kept answer that no longer decodes (a future format) is as good as none.
         loaded.replay = cpns_wire::decode_envelope(&bytes).ok();
     }
     if let Some(pn) = &req.pn
-        && let Some(rec) = store.pn(pn).await.map_err(|e| e.to_string())?
+        && let Some(rec) = store.pn(pn).await?
     {
         if let Some((session_pn, pne)) = &req.session
             && session_pn == pn
@@ -142,14 +137,17 @@ pub fn open_sk(
     pn: &PnId,
     pne: &EntityId,
     sealed: &[u8],
-) -> Result<SessionKey, String> {
+) -> Result<SessionKey, NodeError> {
     let aad = at_rest_session_key_aad(pn.as_bytes(), pne.as_str());
-    let plain = open_at_rest(master, &aad, sealed)
-        .map_err(|e| format!("the SK_PNE of {pne} in PN {pn} does not open: {e}"))?;
+    let sealed_error = |reason: String| NodeError::Sealed {
+        what: format!("the SK_PNE of {pne} in PN {pn}"),
+        reason,
+    };
+    let plain = open_at_rest(master, &aad, sealed).map_err(|e| sealed_error(e.to_string()))?;
     let bytes: [u8; 32] = plain
         .as_slice()
         .try_into()
-        .map_err(|_| format!("the SK_PNE of {pne} is malformed"))?;
+        .map_err(|_| sealed_error("not 32 bytes".into()))?;
     Ok(SessionKey::from_bytes(bytes))
 }
 
@@ -159,18 +157,18 @@ pub fn sealed_sk(
     pn: &PnId,
     pne: &EntityId,
     sk: &SessionKey,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, StoreFailure> {
     let aad = at_rest_session_key_aad(pn.as_bytes(), pne.as_str());
-    seal_at_rest(master, &aad, sk.expose_secret()).map_err(|e| e.to_string())
+    seal_at_rest(master, &aad, sk.expose_secret()).map_err(|e| StoreFailure::Sealed(e.to_string()))
 }
 
 pub(crate) async fn persist<S: Store>(
     store: &S,
     master: &MasterKey,
     effect: ServerEffect,
-) -> Result<Persisted, String> {
+) -> Result<Persisted, StoreFailure> {
     let now = unix_millis();
-    let err = |e: cpns_store::StoreError| e.to_string();
+    let err = |e: cpns_store::StoreError| store_failure(&e);
     match effect {
         ServerEffect::EntityReport {
             id,
@@ -295,6 +293,8 @@ pub(crate) async fn persist<S: Store>(
             let id = store.register_pne(&pn_id, &member).await.map_err(err)?;
             Ok(Persisted::CpnsId(id))
         }
-        _ => Err("an effect this server does not know".into()),
+        _ => Err(StoreFailure::Failed(
+            "an effect this server does not know".into(),
+        )),
     }
 }

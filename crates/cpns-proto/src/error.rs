@@ -4,6 +4,28 @@
 use cpns_crypto::CryptoError;
 use cpns_wire::{ErrorBody, ErrorCode, WireError};
 
+/// Why the driver's store could not carry out what a machine asked (a load or a persist). The
+/// machine ends the flow that waited for it with an error; nothing else is disturbed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreFailure {
+    /// The store takes no more work for now (its queue is full).
+    #[error("the store is overloaded")]
+    Overloaded,
+    /// A record the effect needs does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The effect conflicts with what is stored.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored secret does not open (another key, or a tampered row).
+    #[error("a stored secret does not open: {0}")]
+    Sealed(String),
+    /// The store failed (I/O, corruption, a lost connection).
+    #[error("the store failed: {0}")]
+    Failed(String),
+}
+
 /// Why a machine refused an input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -30,7 +30,7 @@ mod util;
 #[cfg(test)]
 mod tests;
 
-pub use error::ProtoError;
+pub use error::{ProtoError, StoreFailure};
 pub use link::{LinkCodec, PanSecurity};
 
 use cpns_wire::{EntityId, PnInventory};

@@ -232,9 +232,10 @@ fn spawn_pne(
         let store = SqliteStore::open(&db).await.map_err(|e| e.to_string())?;
         let (_stop_tx, stop) = oneshot::channel();
         let run = pne::run(cfg, store.clone(), &addr, steps, None, sink, stop);
-        let r = tokio::time::timeout(Duration::from_secs(60), run)
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
+        let r = match tokio::time::timeout(Duration::from_secs(60), run).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("timed out".to_string()),
+        };
         store.close().await;
         r
     })

@@ -206,7 +206,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
                     && let Some(t) = targets.take() {
                         match handle.establish(t).await {
                             Ok(pn) => printer.run(&RunEvent::Establishing(pn)),
-                            Err(e) => printer.run(&RunEvent::EstablishFailed(e)),
+                            Err(e) => printer.run(&RunEvent::EstablishFailed(e.to_string())),
                         }
                     }
             }

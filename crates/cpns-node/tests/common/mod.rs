@@ -267,7 +267,7 @@ pub struct RunningGateway {
     /// What it reports.
     pub events: mpsc::Receiver<GatewayEvent>,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), String>>,
+    task: JoinHandle<Result<(), cpns_node::NodeError>>,
 }
 
 impl RunningGateway {
@@ -301,13 +301,13 @@ impl RunningGateway {
     }
 
     /// Stops the PN GW and returns how its task ended.
-    pub async fn stop(self) -> Result<(), String> {
+    pub async fn stop(self) -> Result<(), cpns_node::NodeError> {
         let _ = self.stop.send(());
         within("the PN GW to stop", self.task).await.unwrap()
     }
 
     /// Waits for the PN GW's task to end by itself (e.g. the server refused it).
-    pub async fn ended(self) -> Result<(), String> {
+    pub async fn ended(self) -> Result<(), cpns_node::NodeError> {
         within("the PN GW to end", self.task).await.unwrap()
     }
 }

@@ -566,7 +566,7 @@ impl Gateway {
         &mut self,
         _now: Instant,
         pn_id: PnId,
-        result: Result<(), String>,
+        result: Result<(), crate::StoreFailure>,
     ) {
         if let Err(e) = result {
             return self.fail_forming(

@@ -368,7 +368,7 @@ impl Gateway {
         &mut self,
         now: Instant,
         token: Token,
-        result: Result<(), String>,
+        result: Result<(), crate::StoreFailure>,
     ) -> Result<(), ProtoError> {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::Establishment(pn) => self.establishment_persisted(now, pn, result),

@@ -234,7 +234,7 @@ impl Gateway {
         &mut self,
         _now: Instant,
         j: JoinStored,
-        result: Result<(), String>,
+        result: Result<(), crate::StoreFailure>,
     ) {
         match result {
             Ok(()) => {

@@ -297,7 +297,7 @@ impl PneSession {
     pub fn handle_persisted(
         &mut self,
         token: Token,
-        result: Result<(), String>,
+        result: Result<(), crate::StoreFailure>,
     ) -> Result<(), ProtoError> {
         let (pn_id, initiator) = self.parked.remove(&token).ok_or(ProtoError::UnknownToken)?;
         match result {

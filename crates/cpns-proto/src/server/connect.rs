@@ -14,6 +14,7 @@ use super::{
     EntityRole, LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerOutput,
     ServerSession,
 };
+use crate::StoreFailure;
 use crate::util::{hash_of, rand_of, rand_wire};
 
 /// The authenticated PN GW of a session.
@@ -240,7 +241,7 @@ impl ServerSession {
     }
 
     /// The inventory follows the PN GW's list; confirmed PNs need no deadline any more.
-    pub(super) fn reconcile_persisted(&mut self, result: Result<Persisted, String>) {
+    pub(super) fn reconcile_persisted(&mut self, result: Result<Persisted, StoreFailure>) {
         match result {
             Ok(Persisted::Reconciled { confirmed, removed }) => {
                 for pn in &confirmed {
@@ -253,7 +254,7 @@ impl ServerSession {
             Ok(_) => {}
             Err(e) => self.event(ServerEvent::FlowFailed {
                 flow: "inventory reconciliation",
-                reason: e,
+                reason: e.to_string(),
             }),
         }
     }
@@ -268,7 +269,11 @@ impl ServerSession {
         }
     }
 
-    pub(super) fn drop_pending_persisted(&mut self, pn: PnId, result: Result<Persisted, String>) {
+    pub(super) fn drop_pending_persisted(
+        &mut self,
+        pn: PnId,
+        result: Result<Persisted, StoreFailure>,
+    ) {
         let reason = match result {
             Ok(_) => format!("the PN GW did not confirm PN {pn}; it was removed"),
             Err(e) => format!("the unconfirmed PN {pn} could not be removed: {e}"),
@@ -283,7 +288,7 @@ impl ServerSession {
         &mut self,
         req: Option<u64>,
         status: bool,
-        result: Result<Persisted, String>,
+        result: Result<Persisted, StoreFailure>,
     ) {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
             return;
@@ -306,7 +311,7 @@ impl ServerSession {
             }
             (Err(e), None) => self.event(ServerEvent::FlowFailed {
                 flow: "status update",
-                reason: e,
+                reason: e.to_string(),
             }),
         }
     }

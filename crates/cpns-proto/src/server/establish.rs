@@ -21,6 +21,7 @@ use super::{
     EntityRole, LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect,
     ServerEvent, ServerSession,
 };
+use crate::StoreFailure;
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
 
 /// Most PNEs one PN Registration Request may name.
@@ -334,7 +335,7 @@ impl ServerSession {
         &mut self,
         now: Instant,
         pn: PnId,
-        result: Result<Persisted, String>,
+        result: Result<Persisted, StoreFailure>,
     ) {
         let Some(flow) = self.establishments.remove(&pn) else {
             return;

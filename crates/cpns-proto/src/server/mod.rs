@@ -21,6 +21,7 @@ use cpns_wire::{
     NewMember, PnId, PnInventory, RequestId, Status, UserId,
 };
 
+use crate::StoreFailure;
 use crate::link::LinkCodec;
 use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
@@ -541,16 +542,16 @@ impl ServerSession {
         &mut self,
         now: Instant,
         token: Token,
-        result: Result<Persisted, String>,
+        result: Result<Persisted, StoreFailure>,
     ) -> Result<(), ProtoError> {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::Report { req, status } => self.report_persisted(req, status, result),
             Parked::Reconcile => self.reconcile_persisted(result),
             Parked::Remembered => {
-                if let Err(reason) = result {
+                if let Err(e) = result {
                     self.event(ServerEvent::FlowFailed {
                         flow: "keeping an answer for retries",
-                        reason,
+                        reason: e.to_string(),
                     });
                 }
             }

@@ -26,6 +26,7 @@ use super::connect::Gw;
 use super::{
     EntityRole, LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession,
 };
+use crate::StoreFailure;
 use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
 
 /// A PNE added by a PN Update Request, not in the inventory until it authenticates.
@@ -248,7 +249,7 @@ impl ServerSession {
         &mut self,
         _now: Instant,
         key: (EntityId, RequestId),
-        result: Result<Persisted, String>,
+        result: Result<Persisted, StoreFailure>,
     ) {
         let Some(flow) = self.registrations.remove(&key) else {
             return;
@@ -462,7 +463,7 @@ impl ServerSession {
         req_msg: u64,
         request_id: RequestId,
         inventory: cpns_wire::PnInventory,
-        result: Result<Persisted, String>,
+        result: Result<Persisted, StoreFailure>,
     ) {
         match result {
             Ok(_) => {

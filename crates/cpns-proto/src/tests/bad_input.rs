@@ -11,7 +11,7 @@ use cpns_wire::{
 use super::harness::{Harness, Party, id, plain, pne_id};
 use super::store::PneSpec;
 use crate::gateway::LinkId;
-use crate::{ProtoError, Token};
+use crate::{ProtoError, StoreFailure, Token};
 
 const MSG: u64 = 9_000;
 
@@ -333,7 +333,8 @@ fn unknown_tokens_and_links_are_errors() {
         Err(ProtoError::UnknownToken)
     );
     assert_eq!(
-        h.server.handle_persisted(now, t, Err("x".into())),
+        h.server
+            .handle_persisted(now, t, Err(StoreFailure::Overloaded)),
         Err(ProtoError::UnknownToken)
     );
     assert_eq!(

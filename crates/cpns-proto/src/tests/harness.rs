@@ -480,7 +480,7 @@ impl Harness {
             GatewayOutput::CloseWan { reason } => self.close(Party::Gw, None, reason),
             GatewayOutput::Persist { token, pn } => {
                 let result = if self.store.fail_gw {
-                    Err("disk full".to_string())
+                    Err(crate::StoreFailure::Failed("disk full".into()))
                 } else {
                     self.store.gw_local.insert(pn.inventory.pn_id, pn);
                     Ok(())
@@ -500,7 +500,7 @@ impl Harness {
             }
             PneOutput::Persist { token, pn } => {
                 let result = if self.store.fail_pne {
-                    Err("disk full".to_string())
+                    Err(crate::StoreFailure::Failed("disk full".into()))
                 } else {
                     self.store.pne_local[i].insert(pn.inventory.pn_id, pn);
                     Ok(())

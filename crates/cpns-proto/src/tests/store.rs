@@ -69,9 +69,9 @@ impl Store {
         }
     }
 
-    pub(super) fn apply(&mut self, effect: ServerEffect) -> Result<Persisted, String> {
+    pub(super) fn apply(&mut self, effect: ServerEffect) -> Result<Persisted, crate::StoreFailure> {
         if self.fail_server {
-            return Err("disk full".into());
+            return Err(crate::StoreFailure::Failed("disk full".into()));
         }
         let kind = match &effect {
             ServerEffect::EntityReport { .. } => "report",
@@ -160,7 +160,10 @@ impl Store {
                 Ok(Persisted::Done)
             }
             ServerEffect::UpdateMembers { pn_id, add, remove } => {
-                let pn = self.pns.get_mut(&pn_id).ok_or("no such PN")?;
+                let pn = self
+                    .pns
+                    .get_mut(&pn_id)
+                    .ok_or_else(|| crate::StoreFailure::NotFound("no such PN".into()))?;
                 pn.members.retain(|m| {
                     !remove.contains(&m.pne_id) && !add.iter().any(|a| a.pne_id == m.pne_id)
                 });
@@ -177,7 +180,10 @@ impl Store {
                 capabilities,
                 session_key,
             } => {
-                let pn = self.pns.get_mut(&pn_id).ok_or("no such PN")?;
+                let pn = self
+                    .pns
+                    .get_mut(&pn_id)
+                    .ok_or_else(|| crate::StoreFailure::NotFound("no such PN".into()))?;
                 match pn.members.iter_mut().find(|m| m.pne_id == pne_id) {
                     Some(m) => m.capabilities = capabilities.or(m.capabilities.take()),
                     None => pn.members.push(InventoryMember {
