@@ -51,7 +51,7 @@ impl PneReport {
             .iter()
             .filter_map(|e| match e {
                 PneEvent::FlowFailed { flow, reason } => Some(format!("{flow}: {reason}")),
-                PneEvent::PnRefused { reason, .. } => Some(reason.clone()),
+                PneEvent::PnRefused { reason, .. } => Some(reason.to_string()),
                 _ => None,
             })
             .collect()

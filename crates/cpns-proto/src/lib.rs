@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod failure;
 pub mod gateway;
 pub mod link;
 pub mod pne;
@@ -31,6 +32,7 @@ mod util;
 mod tests;
 
 pub use error::{ProtoError, StoreFailure};
+pub use failure::{Failure, Flow};
 pub use link::{LinkCodec, PanSecurity};
 
 use cpns_wire::{EntityId, PnInventory};

@@ -11,6 +11,7 @@ use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, PnI
 use serde_json::{Value, json};
 
 use super::*;
+use cpns_proto::{Failure, Flow};
 
 fn ts() -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339("2025-06-01T14:02:11.042+02:00").unwrap()
@@ -137,7 +138,7 @@ fn gateway_events() {
         (
             GatewayEvent::EstablishmentFailed {
                 pn_id: pn(),
-                reason: "no PNE authenticated".into(),
+                reason: Failure::NoPneAuthenticated,
             },
             r#"14:02:11 establishment failed  pn=3f2a…c1 reason="no PNE authenticated""#,
             "establishment_failed",
@@ -218,11 +219,11 @@ fn pne_events() {
         (
             PneEvent::PnRefused {
                 pn_id: pn(),
-                reason: "hash_server does not verify".into(),
+                reason: Failure::ServerNotAuthenticated,
             },
-            r#"14:02:11 pn refused  pn=3f2a…c1 reason="hash_server does not verify""#,
+            r#"14:02:11 pn refused  pn=3f2a…c1 reason="hash_server did not verify: the server is not authenticated""#,
             "pn_refused",
-            json!({"pn_id": PN_HEX, "reason": "hash_server does not verify"}),
+            json!({"pn_id": PN_HEX, "reason": "hash_server did not verify: the server is not authenticated"}),
         ),
         (
             PneEvent::Registered {
@@ -236,12 +237,12 @@ fn pne_events() {
         ),
         (
             PneEvent::FlowFailed {
-                flow: "setup",
-                reason: "timed out".into(),
+                flow: Flow::PnEstablishment,
+                reason: Failure::TimedOut,
             },
-            r#"14:02:11 flow failed  flow=setup reason="timed out""#,
+            r#"14:02:11 flow failed  flow="PN establishment" reason="timed out""#,
             "flow_failed",
-            json!({"flow": "setup", "reason": "timed out"}),
+            json!({"flow": "PN establishment", "reason": "timed out"}),
         ),
     ];
     for (event, want_line, name, want_fields) in cases {
@@ -296,20 +297,20 @@ fn server_events() {
         (
             ServerEvent::AuthenticationFailed {
                 entity: id("tv"),
-                reason: "bad proof".into(),
+                reason: Failure::GatewayResponseMismatch,
             },
-            r#"14:02:11 authentication failed  entity=tv reason="bad proof""#,
+            r#"14:02:11 authentication failed  entity=tv reason="authentication response did not verify""#,
             "authentication_failed",
-            json!({"entity": "tv", "reason": "bad proof"}),
+            json!({"entity": "tv", "reason": "authentication response did not verify"}),
         ),
         (
             ServerEvent::FlowFailed {
-                flow: "establish",
-                reason: "store: disk full".into(),
+                flow: Flow::PnEstablishment,
+                reason: Failure::Store(cpns_proto::StoreFailure::Failed("disk full".into())),
             },
-            r#"14:02:11 flow failed  flow=establish reason="store: disk full""#,
+            r#"14:02:11 flow failed  flow="PN establishment" reason="store: the store failed: disk full""#,
             "flow_failed",
-            json!({"flow": "establish", "reason": "store: disk full"}),
+            json!({"flow": "PN establishment", "reason": "store: the store failed: disk full"}),
         ),
     ];
     for (event, want_line, name, want_fields) in cases {

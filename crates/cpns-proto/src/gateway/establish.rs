@@ -20,7 +20,7 @@ use cpns_wire::{
 };
 
 use super::{Gateway, GatewayEvent, LinkId, LocalPn, LocalPnState, Parked};
-use crate::ProtoError;
+use crate::{Failure, ProtoError};
 
 /// Most bytes of one PNE's join information (its capabilities and contents, 000 §6.6.1.1
 /// step 1) the PN GW takes: it copies them into the PN Registration Request it relays.
@@ -320,7 +320,7 @@ impl Gateway {
             return;
         };
         if f.joins.is_empty() {
-            return self.fail_forming(pn_id, ErrorCode::Declined, "no PNE accepted the invitation");
+            return self.fail_forming(pn_id, ErrorCode::Declined, Failure::NoPneAccepted);
         }
         let req = PnRegistrationRequest {
             request_id: f.request_id,
@@ -334,11 +334,7 @@ impl Gateway {
             initiator: f.initiator.as_ref().map(|i| i.pne.clone()),
         };
         let Some(msg) = self.send_wan_request(req) else {
-            return self.fail_forming(
-                pn_id,
-                ErrorCode::BadRequest,
-                "the PN's set-up information is larger than the CPNS Server accepts",
-            );
+            return self.fail_forming(pn_id, ErrorCode::BadRequest, Failure::TooLarge);
         };
         let flow = self.cfg.timeouts.flow;
         if let Some(f) = self.forming.get_mut(&pn_id) {
@@ -400,7 +396,11 @@ impl Gateway {
                         env.msg_id,
                         ErrorBody::new(ErrorCode::Unauthenticated, reason.clone()),
                     );
-                    return self.fail_forming(m.pn_id, ErrorCode::Unauthenticated, &reason);
+                    return self.fail_forming(
+                        m.pn_id,
+                        ErrorCode::Unauthenticated,
+                        Failure::LocalKeyDidNotUnwrap,
+                    );
                 }
             }
         }
@@ -569,11 +569,7 @@ impl Gateway {
         result: Result<(), crate::StoreFailure>,
     ) {
         if let Err(e) = result {
-            return self.fail_forming(
-                pn_id,
-                ErrorCode::Internal,
-                &format!("the local PN inventory could not be stored: {e}"),
-            );
+            return self.fail_forming(pn_id, ErrorCode::Internal, Failure::Store(e));
         }
         let Some(mut f) = self.forming.remove(&pn_id) else {
             return;
@@ -654,12 +650,13 @@ impl Gateway {
     }
 
     /// Ends a PN being formed, telling every PNE involved why.
-    pub(super) fn fail_forming(&mut self, pn_id: PnId, code: ErrorCode, reason: &str) {
+    pub(super) fn fail_forming(&mut self, pn_id: PnId, code: ErrorCode, failure: Failure) {
         let Some(f) = self.forming.remove(&pn_id) else {
             return;
         };
+        let reason = failure.to_string();
         if let Some(i) = &f.initiator {
-            self.send_pan_response(i.link, i.setup_msg, ErrorBody::new(code, reason));
+            self.send_pan_response(i.link, i.setup_msg, ErrorBody::new(code, reason.clone()));
         }
         let initiator = f.initiator.as_ref().map(|i| &i.pne);
         for (link, join) in &f.joins {
@@ -668,14 +665,14 @@ impl Gateway {
                     pn_id,
                     inventory: None,
                     hash_server: None,
-                    reason: Some(reason.into()),
+                    reason: Some(reason.clone()),
                 };
                 self.send_pan_notify(*link, notify);
             }
         }
         self.event(GatewayEvent::EstablishmentFailed {
             pn_id,
-            reason: reason.into(),
+            reason: failure,
         });
     }
 
@@ -694,18 +691,14 @@ impl Gateway {
         else {
             return false;
         };
-        self.fail_forming(
-            pn,
-            e.code,
-            &format!("the CPNS Server refused the PN: {}", e.reason),
-        );
+        self.fail_forming(pn, e.code, Failure::Refused(e.clone()));
         true
     }
 
-    pub(super) fn fail_all_forming(&mut self, _now: Instant, reason: &str) {
+    pub(super) fn fail_all_forming(&mut self, _now: Instant, reason: Failure) {
         let all: Vec<PnId> = self.forming.keys().copied().collect();
         for pn in all {
-            self.fail_forming(pn, ErrorCode::Timeout, reason);
+            self.fail_forming(pn, ErrorCode::Timeout, reason.clone());
         }
     }
 
@@ -764,11 +757,7 @@ impl Gateway {
             } else if authenticating {
                 self.relay_hashes(now, pn);
             } else {
-                self.fail_forming(
-                    pn,
-                    ErrorCode::Timeout,
-                    "the CPNS Server did not answer in time",
-                );
+                self.fail_forming(pn, ErrorCode::Timeout, Failure::TimedOut);
             }
         }
     }

@@ -128,7 +128,7 @@ pub enum GatewayEvent {
         /// The PN.
         pn_id: PnId,
         /// Why.
-        reason: String,
+        reason: crate::Failure,
     },
     /// A PNE was registered with the server (003 §1.4).
     PneRegistered {

@@ -74,7 +74,7 @@ impl Gateway {
     /// The WAN session ended; flows waiting on the server fail.
     pub fn wan_closed(&mut self, now: Instant) {
         self.wan = Wan::Down;
-        self.fail_all_forming(now, "the connection to the CPNS Server closed");
+        self.fail_all_forming(now, crate::Failure::WanLost);
         self.relays_wan_lost(now);
     }
 

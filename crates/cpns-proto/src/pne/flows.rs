@@ -17,7 +17,7 @@ use cpns_wire::{
 
 use super::{MemberOf, PneEvent, PneSession};
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
-use crate::{LocalPnState, ProtoError};
+use crate::{Failure, Flow, LocalPnState, ProtoError};
 
 /// The PNE's own PN Setup Request, waiting for its PN (step 1).
 #[derive(Debug)]
@@ -199,16 +199,10 @@ impl PneSession {
         let local: Option<LocalEuKey> = match (&wrapped, self.cfg.wants_local_key()) {
             (Some(w), _) => match self.unwrap_stored_key(&m.pn_id, &gw, w) {
                 Ok(k) => Some(k),
-                Err(e) => {
-                    return self.abandon(
-                        env,
-                        m.pn_id,
-                        &format!("the LocalEUKey did not unwrap: {e}"),
-                    );
-                }
+                Err(_) => return self.abandon(env, m.pn_id, Failure::LocalKeyDidNotUnwrap),
             },
             (None, true) => {
-                return self.abandon(env, m.pn_id, "the LocalEUKey asked for was not assigned");
+                return self.abandon(env, m.pn_id, Failure::LocalKeyNotAssigned);
             }
             (None, false) => None,
         };
@@ -243,15 +237,18 @@ impl PneSession {
             Some(local)
                 if !self.codec.rx_sealed() && self.cfg.security == crate::PanSecurity::Cpns =>
             {
-                if let Err(e) = self.begin_pan_auth(now, m.pn_id, local, Some(resp)) {
-                    self.abandon(env, m.pn_id, &e.to_string());
+                if self
+                    .begin_pan_auth(now, m.pn_id, local, Some(resp))
+                    .is_err()
+                {
+                    self.abandon(env, m.pn_id, Failure::LinkBusy);
                 }
             }
             _ => self.transmit(&resp),
         }
     }
 
-    fn abandon(&mut self, env: &Envelope, pn_id: PnId, reason: &str) {
+    fn abandon(&mut self, env: &Envelope, pn_id: PnId, reason: Failure) {
         if self
             .flows
             .joining
@@ -260,10 +257,10 @@ impl PneSession {
         {
             self.flows.setup = None;
         }
-        self.reject(env, ErrorCode::Unauthenticated, reason);
+        self.reject(env, ErrorCode::Unauthenticated, &reason.to_string());
         self.event(PneEvent::FlowFailed {
-            flow: "PN establishment",
-            reason: reason.into(),
+            flow: Flow::PnEstablishment,
+            reason,
         });
     }
 
@@ -282,10 +279,9 @@ impl PneSession {
             (true, Some(inventory), Some(h)) => self.finish(m.pn_id, inventory, h),
             _ => {
                 self.flows.joining.remove(&m.pn_id);
-                let reason = "the PN GW answered without a PN".into();
                 self.event(PneEvent::FlowFailed {
-                    flow: "PN establishment",
-                    reason,
+                    flow: Flow::PnEstablishment,
+                    reason: Failure::NotEstablished(None),
                 });
             }
         }
@@ -300,12 +296,9 @@ impl PneSession {
             (Some(inventory), Some(h)) => self.finish(m.pn_id, inventory, h),
             _ => {
                 self.flows.joining.remove(&m.pn_id);
-                let reason = m
-                    .reason
-                    .unwrap_or_else(|| "the PN was not established".into());
                 self.event(PneEvent::FlowFailed {
-                    flow: "PN establishment",
-                    reason,
+                    flow: Flow::PnEstablishment,
+                    reason: Failure::NotEstablished(m.reason),
                 });
             }
         }
@@ -318,7 +311,7 @@ impl PneSession {
             return;
         };
         let Some((keys, hash_pne)) = j.auth else {
-            let reason = "the PN came before this PNE was authenticated".into();
+            let reason = Failure::PnBeforeAuthentication;
             return self.event(PneEvent::PnRefused { pn_id, reason });
         };
         let outcome = ServerOutcome::Established {
@@ -329,9 +322,8 @@ impl PneSession {
             .is_err()
             || inventory.pn_id != pn_id
         {
-            let reason =
-                "hash_server_PNE did not verify: the PN is not stored (000 §6.6.1.1 step 15)"
-                    .into();
+            // 000 §6.6.1.1 step 15: the PN is not stored.
+            let reason = Failure::ServerNotAuthenticated;
             return self.event(PneEvent::PnRefused { pn_id, reason });
         }
         let local = match &j.wrapped {
@@ -441,16 +433,15 @@ impl PneSession {
             ..
         }) = self.flows.registration.take()
         else {
-            let reason = "the registration answer came before authentication".into();
             return self.event(PneEvent::FlowFailed {
-                flow: "PNE registration",
-                reason,
+                flow: Flow::PneRegistration,
+                reason: Failure::AnswerBeforeAuthentication,
             });
         };
-        let fail = |s: &mut Self, reason: &str| {
+        let fail = |s: &mut Self, reason: Failure| {
             s.event(PneEvent::FlowFailed {
-                flow: "PNE registration",
-                reason: reason.into(),
+                flow: Flow::PneRegistration,
+                reason,
             });
         };
         // hash_server covers the CPNS ID (and the PN, through the transcript).
@@ -462,10 +453,7 @@ impl PneSession {
                 .verify_hash_server(&hash_pne, &outcome, &hash_of(&m.hash_server))
                 .is_err()
         {
-            return fail(
-                self,
-                "hash_server did not verify: the server is not authenticated",
-            );
+            return fail(self, Failure::ServerNotAuthenticated);
         }
         let binding = GrantBinding {
             pn_id: pn_id.as_bytes(),
@@ -475,13 +463,13 @@ impl PneSession {
         };
         let Ok(plain) = open_registration_grant(keys.session_key(), &binding, &m.sealed_grant)
         else {
-            return fail(self, "the registration grant did not open under SK_PNE");
+            return fail(self, Failure::GrantDidNotOpen);
         };
         let Ok(grant) = minicbor::decode::<RegistrationGrant>(&plain) else {
-            return fail(self, "the registration grant is malformed");
+            return fail(self, Failure::GrantMalformed);
         };
         if grant.cpns_id != m.cpns_id {
-            return fail(self, "the sealed grant names another CPNS ID");
+            return fail(self, Failure::GrantMismatch);
         }
         // 003 §1.4.1 step 4: the PNE keeps its CPNS ID and SK_PNE for the secure session.
         self.session_established(super::SecureSession {
@@ -507,7 +495,7 @@ impl PneSession {
         }
         let flow = if self.flows.setup.as_ref().is_some_and(|s| s.msg == reply_to) {
             self.flows.setup = None;
-            "PN establishment"
+            Flow::PnEstablishment
         } else if self
             .flows
             .registration
@@ -515,19 +503,19 @@ impl PneSession {
             .is_some_and(|r| r.msg == reply_to)
         {
             self.flows.registration = None;
-            "PNE registration"
+            Flow::PneRegistration
         } else if self.pan.as_ref().is_some_and(|p| p.init_msg == reply_to) {
             self.pan = None;
-            "PN GW authentication"
+            Flow::PanAuthentication
         } else if self.discovery.is_some_and(|(m, _)| m == reply_to) {
             self.discovery = None;
-            "entity discovery"
+            Flow::EntityDiscovery
         } else {
             return;
         };
         self.event(PneEvent::FlowFailed {
             flow,
-            reason: e.to_string(),
+            reason: Failure::Refused(e),
         });
     }
 
@@ -535,7 +523,7 @@ impl PneSession {
         let mut failed = Vec::new();
         if self.flows.setup.as_ref().is_some_and(|s| s.deadline <= now) {
             self.flows.setup = None;
-            failed.push("PN establishment");
+            failed.push(Flow::PnEstablishment);
         }
         if self
             .flows
@@ -544,17 +532,17 @@ impl PneSession {
             .is_some_and(|r| r.deadline <= now)
         {
             self.flows.registration = None;
-            failed.push("PNE registration");
+            failed.push(Flow::PneRegistration);
         }
         let before = self.flows.joining.len();
         self.flows.joining.retain(|_, j| j.deadline > now);
-        if self.flows.joining.len() < before && !failed.contains(&"PN establishment") {
-            failed.push("PN establishment");
+        if self.flows.joining.len() < before && !failed.contains(&Flow::PnEstablishment) {
+            failed.push(Flow::PnEstablishment);
         }
         for flow in failed {
             self.event(PneEvent::FlowFailed {
                 flow,
-                reason: "timed out".into(),
+                reason: Failure::TimedOut,
             });
         }
     }

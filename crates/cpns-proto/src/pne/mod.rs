@@ -82,7 +82,7 @@ pub enum PneEvent {
         /// The PN.
         pn_id: PnId,
         /// Why.
-        reason: String,
+        reason: crate::Failure,
     },
     /// The PNE is registered and shares a session with the server (003 §1.4.1 step 4).
     Registered {
@@ -105,9 +105,9 @@ pub enum PneEvent {
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
-        flow: &'static str,
+        flow: crate::Flow,
         /// Why.
-        reason: String,
+        reason: crate::Failure,
     },
 }
 
@@ -312,10 +312,9 @@ impl PneSession {
             }
             Err(e) => {
                 self.pns.remove(&pn_id);
-                let reason = format!("the PN could not be stored: {e}");
                 self.event(PneEvent::FlowFailed {
-                    flow: "PN establishment",
-                    reason,
+                    flow: crate::Flow::PnEstablishment,
+                    reason: crate::Failure::Store(e),
                 });
             }
         }
@@ -327,13 +326,13 @@ impl PneSession {
         if self.discovery.is_some_and(|(_, d)| d <= now) {
             self.discovery = None;
             self.event(PneEvent::FlowFailed {
-                flow: "entity discovery",
-                reason: "no answer".into(),
+                flow: crate::Flow::EntityDiscovery,
+                reason: crate::Failure::NoAnswer,
             });
         }
         if self.pan.as_ref().is_some_and(|p| p.deadline <= now) {
             self.pan = None;
-            self.fail_link("PN GW authentication timed out");
+            self.fail_link(crate::Failure::TimedOut);
         }
         self.flow_timeouts(now);
         self.secure_timeouts(now);
@@ -469,7 +468,7 @@ impl PneSession {
             },
         );
         if keys.verify_gw_proof(&hash_of(&m.proof)).is_err() {
-            self.fail_link("PN GW authentication failed: the PN GW's proof did not verify");
+            self.fail_link(crate::Failure::ProofMismatch);
             return Ok(());
         }
         let proof = keys.pne_proof();
@@ -580,13 +579,13 @@ impl PneSession {
         }
     }
 
-    fn fail_link(&mut self, reason: &str) {
-        self.event(PneEvent::FlowFailed {
-            flow: "PN GW authentication",
-            reason: reason.into(),
-        });
+    fn fail_link(&mut self, reason: crate::Failure) {
         self.out.push_back(PneOutput::Close {
-            reason: reason.into(),
+            reason: format!("PN GW authentication failed: {reason}"),
+        });
+        self.event(PneEvent::FlowFailed {
+            flow: crate::Flow::PanAuthentication,
+            reason,
         });
     }
 }

@@ -15,7 +15,7 @@ use cpns_wire::{
 };
 
 use super::{PneEvent, PneOutput, PneSession};
-use crate::ProtoError;
+use crate::{Failure, Flow, ProtoError};
 
 /// What a registered PNE keeps of its secure session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,8 +141,8 @@ impl PneSession {
                 payload: call.payload,
             }),
             None => self.event(PneEvent::FlowFailed {
-                flow: "secure call",
-                reason: "the answer did not open under SK_PNE: it is not the server's".into(),
+                flow: Flow::SecureCall,
+                reason: Failure::AnswerDidNotOpen,
             }),
         }
     }
@@ -159,8 +159,8 @@ impl PneSession {
         };
         self.secure_calls.remove(&id);
         self.event(PneEvent::FlowFailed {
-            flow: "secure call",
-            reason: e.to_string(),
+            flow: Flow::SecureCall,
+            reason: Failure::Refused(e.clone()),
         });
         true
     }
@@ -170,8 +170,8 @@ impl PneSession {
         self.secure_calls.retain(|_, c| c.deadline > now);
         for _ in self.secure_calls.len()..before {
             self.event(PneEvent::FlowFailed {
-                flow: "secure call",
-                reason: "timed out".into(),
+                flow: Flow::SecureCall,
+                reason: Failure::TimedOut,
             });
         }
     }

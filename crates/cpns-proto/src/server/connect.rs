@@ -16,6 +16,7 @@ use super::{
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, rand_of, rand_wire};
+use crate::{Failure, Flow};
 
 /// The authenticated PN GW of a session.
 #[derive(Clone, Debug)]
@@ -121,13 +122,9 @@ impl ServerSession {
                 eukey: e.eukey,
             },
             Some(_) => {
-                return self.refuse_gateway(
-                    p.req_msg,
-                    &p.req.gw_id,
-                    "the entity is not enrolled as a PN GW",
-                );
+                return self.refuse_gateway(p.req_msg, &p.req.gw_id, Failure::NotAGateway);
             }
-            None => return self.refuse_gateway(p.req_msg, &p.req.gw_id, "unknown PN GW"),
+            None => return self.refuse_gateway(p.req_msg, &p.req.gw_id, Failure::UnknownGateway),
         };
         let rand_server = self.rng.rand();
         // Step 9: Authentication and Authorization request.
@@ -169,7 +166,7 @@ impl ServerSession {
         );
         if verdict.is_err() {
             let id = gw.id.clone();
-            return self.refuse_gateway(setup_msg, &id, "authentication response did not verify");
+            return self.refuse_gateway(setup_msg, &id, Failure::GatewayResponseMismatch);
         }
         let id = gw.id.clone();
         self.conn = Conn::Connected(gw);
@@ -181,16 +178,17 @@ impl ServerSession {
         self.respond(setup_msg, Address::Entity(id), confirm);
     }
 
-    fn refuse_gateway(&mut self, setup_msg: u64, gw_id: &EntityId, reason: &str) {
+    fn refuse_gateway(&mut self, setup_msg: u64, gw_id: &EntityId, failure: Failure) {
+        let reason = failure.to_string();
         self.conn = Conn::Closed;
         self.event(ServerEvent::AuthenticationFailed {
             entity: gw_id.clone(),
-            reason: reason.into(),
+            reason: failure,
         });
         self.respond(
             setup_msg,
             Address::Entity(gw_id.clone()),
-            cpns_wire::ErrorBody::new(ErrorCode::Unauthenticated, reason),
+            cpns_wire::ErrorBody::new(ErrorCode::Unauthenticated, reason.clone()),
         );
         self.out.push_back(ServerOutput::Close {
             reason: format!("PN GW {gw_id}: {reason}"),
@@ -253,8 +251,8 @@ impl ServerSession {
             }
             Ok(_) => {}
             Err(e) => self.event(ServerEvent::FlowFailed {
-                flow: "inventory reconciliation",
-                reason: e.to_string(),
+                flow: Flow::InventoryReconciliation,
+                reason: Failure::Store(e),
             }),
         }
     }
@@ -275,11 +273,12 @@ impl ServerSession {
         result: Result<Persisted, StoreFailure>,
     ) {
         let reason = match result {
-            Ok(_) => format!("the PN GW did not confirm PN {pn}; it was removed"),
-            Err(e) => format!("the unconfirmed PN {pn} could not be removed: {e}"),
+            Ok(_) => Failure::NotConfirmed,
+            Err(e) => Failure::Store(e),
         };
+        debug_assert!(!pn.as_bytes().is_empty());
         self.event(ServerEvent::FlowFailed {
-            flow: "PN registration",
+            flow: Flow::PnRegistration,
             reason,
         });
     }
@@ -310,8 +309,8 @@ impl ServerSession {
                 self.respond_error(req, ErrorCode::Internal, format!("store: {e}"))
             }
             (Err(e), None) => self.event(ServerEvent::FlowFailed {
-                flow: "status update",
-                reason: e.to_string(),
+                flow: Flow::StatusUpdate,
+                reason: Failure::Store(e),
             }),
         }
     }

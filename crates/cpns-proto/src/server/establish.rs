@@ -21,8 +21,8 @@ use super::{
     EntityRole, LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect,
     ServerEvent, ServerSession,
 };
-use crate::StoreFailure;
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
+use crate::{Failure, Flow, StoreFailure};
 
 /// Most PNEs one PN Registration Request may name.
 pub(super) const MAX_PNES_PER_PN: usize = 256;
@@ -160,12 +160,12 @@ impl ServerSession {
             });
         }
         if candidates.is_empty() {
-            let reason = "none of the PNEs is an enrolled PNE of the PN GW's user";
-            self.event(ServerEvent::FlowFailed {
-                flow: "PN establishment",
-                reason: reason.into(),
+            let reason = Failure::NoEnrolledPne;
+            self.respond_error(req_msg, ErrorCode::Unauthenticated, reason.to_string());
+            return self.event(ServerEvent::FlowFailed {
+                flow: Flow::PnEstablishment,
+                reason,
             });
-            return self.respond_error(req_msg, ErrorCode::Unauthenticated, reason);
         }
         let auth = AuthenticationRequest {
             pn_id: req.pn_id,
@@ -245,13 +245,13 @@ impl ServerSession {
             let authenticated = hash_pne.is_some_and(|h| keys.verify_hash_pne(&h).is_ok());
             if !authenticated {
                 let reason = if hash_pne.is_some() {
-                    "hash_PNE did not verify"
+                    Failure::HashPneMismatch
                 } else {
-                    "no hash_PNE"
+                    Failure::NoHashPne
                 };
                 self.event(ServerEvent::AuthenticationFailed {
                     entity: c.join.pne_id.clone(),
-                    reason: reason.into(),
+                    reason,
                 });
                 verdicts.push(MemberVerdict {
                     pne_id: c.join.pne_id.clone(),
@@ -305,15 +305,15 @@ impl ServerSession {
         if members.is_empty() || initiator_failed {
             // Step 11: the PN is registered only when at least one PNE is authenticated.
             let reason = if members.is_empty() {
-                "no PNE authenticated"
+                Failure::NoPneAuthenticated
             } else {
-                "the initiating PNE was not authenticated"
+                Failure::InitiatorNotAuthenticated
             };
-            self.event(ServerEvent::FlowFailed {
-                flow: "PN establishment",
-                reason: reason.into(),
+            self.respond_error(flow.req_msg, ErrorCode::Unauthenticated, reason.to_string());
+            return self.event(ServerEvent::FlowFailed {
+                flow: Flow::PnEstablishment,
+                reason,
             });
-            return self.respond_error(flow.req_msg, ErrorCode::Unauthenticated, reason);
         }
         let effect = ServerEffect::RegisterPn {
             pn_id,
@@ -369,29 +369,19 @@ impl ServerSession {
             .map(|(pn, _)| *pn)
             .collect();
         for pn in expired {
-            self.fail_establishment(
-                pn,
-                ErrorCode::Timeout,
-                "the PNEs' Authentication Response did not come in time",
-            );
+            self.fail_establishment(pn, ErrorCode::Timeout, Failure::TimedOut);
         }
     }
 
-    pub(super) fn fail_establishment(
-        &mut self,
-        pn: PnId,
-        code: ErrorCode,
-        reason: impl Into<String>,
-    ) {
+    pub(super) fn fail_establishment(&mut self, pn: PnId, code: ErrorCode, reason: Failure) {
         let Some(flow) = self.establishments.remove(&pn) else {
             return;
         };
-        let reason = reason.into();
+        self.respond_error(flow.req_msg, code, reason.to_string());
         self.event(ServerEvent::FlowFailed {
-            flow: "PN establishment",
-            reason: reason.clone(),
+            flow: Flow::PnEstablishment,
+            reason,
         });
-        self.respond_error(flow.req_msg, code, reason);
     }
 }
 

@@ -267,14 +267,14 @@ pub enum ServerEvent {
         /// Who.
         entity: EntityId,
         /// Why.
-        reason: String,
+        reason: crate::Failure,
     },
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
-        flow: &'static str,
+        flow: crate::Flow,
         /// Why.
-        reason: String,
+        reason: crate::Failure,
     },
 }
 
@@ -550,8 +550,8 @@ impl ServerSession {
             Parked::Remembered => {
                 if let Err(e) = result {
                     self.event(ServerEvent::FlowFailed {
-                        flow: "keeping an answer for retries",
-                        reason: e.to_string(),
+                        flow: crate::Flow::KeepingAnswer,
+                        reason: crate::Failure::Store(e),
                     });
                 }
             }
@@ -729,22 +729,14 @@ impl ServerSession {
             .find(|(_, f)| f.auth_msg == Some(reply_to))
             .map(|(p, _)| *p)
         {
-            self.fail_establishment(
-                pn,
-                ErrorCode::Unauthenticated,
-                format!("PN GW answered {e}"),
-            );
+            self.fail_establishment(pn, ErrorCode::Unauthenticated, crate::Failure::Refused(e));
         } else if let Some(key) = self
             .registrations
             .iter()
             .find(|(_, r)| r.auth_msg == Some(reply_to))
             .map(|(k, _)| k.clone())
         {
-            self.fail_registration(
-                key,
-                ErrorCode::Unauthenticated,
-                &format!("PNE answered {e}"),
-            );
+            self.fail_registration(key, ErrorCode::Unauthenticated, crate::Failure::Refused(e));
         }
     }
 }

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
+use crate::{Failure, Flow};
 
 /// A PNE added by a PN Update Request, not in the inventory until it authenticates.
 #[derive(Debug)]
@@ -216,12 +217,12 @@ impl ServerSession {
         else {
             self.event(ServerEvent::AuthenticationFailed {
                 entity: key.0.clone(),
-                reason: "hash_PNE did not verify".into(),
+                reason: Failure::HashPneMismatch,
             });
             return self.fail_registration(
                 key,
                 ErrorCode::Unauthenticated,
-                "PNE authentication failed",
+                Failure::HashPneMismatch,
             );
         };
         // A joining PNE enters the inventory only now, authenticated, in the same transaction
@@ -326,11 +327,7 @@ impl ServerSession {
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
-            self.fail_registration(
-                key,
-                ErrorCode::Timeout,
-                "the PNE's Authentication Response did not come in time",
-            );
+            self.fail_registration(key, ErrorCode::Timeout, Failure::TimedOut);
         }
     }
 
@@ -338,16 +335,21 @@ impl ServerSession {
         &mut self,
         key: (EntityId, RequestId),
         code: ErrorCode,
-        reason: &str,
+        reason: Failure,
     ) {
         let Some(flow) = self.registrations.remove(&key) else {
             return;
         };
+        self.respond_error_to(
+            flow.req_msg,
+            Address::Entity(key.0),
+            code,
+            &reason.to_string(),
+        );
         self.event(ServerEvent::FlowFailed {
-            flow: "PNE registration",
-            reason: reason.into(),
+            flow: Flow::PneRegistration,
+            reason,
         });
-        self.respond_error_to(flow.req_msg, Address::Entity(key.0), code, reason);
     }
 
     fn respond_error_to(&mut self, req_msg: u64, to: Address, code: ErrorCode, reason: &str) {

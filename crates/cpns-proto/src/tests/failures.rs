@@ -12,6 +12,7 @@ use super::store::PneSpec;
 use crate::gateway::{EstablishTargets, GatewayEvent};
 use crate::pne::PneEvent;
 use crate::server::ServerEvent;
+use crate::{Failure, Flow};
 
 fn established(h: &Harness) -> bool {
     h.gw_events()
@@ -30,7 +31,7 @@ fn pn_is_registered_with_the_pnes_that_authenticated() {
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: pne_id(1),
-                reason: "hash_PNE did not verify".into(),
+                reason: Failure::HashPneMismatch,
             })
     );
     // The failed PNE is told, without the inventory, and stores nothing.
@@ -43,11 +44,9 @@ fn pn_is_registered_with_the_pnes_that_authenticated() {
         });
     let notify = notify.unwrap();
     assert_eq!((notify.inventory, notify.hash_server), (None, None));
-    assert!(
-        h.pne_failures(1)
-            .iter()
-            .any(|r| r.contains("did not authenticate"))
-    );
+    assert!(h.pne_failures(1).iter().any(
+        |r| matches!(r, Failure::NotEstablished(Some(w)) if w.contains("did not authenticate"))
+    ));
     assert!(h.pnes[1].inventory().is_empty() && h.store.pne_local[1].is_empty());
     assert!(!h.store.session_keys.contains_key(&(inv.pn_id, pne_id(1))));
     h.assert_agree(inv.pn_id);
@@ -60,11 +59,7 @@ fn pne_with_wrong_eukey_on_cpns_pan_cannot_unwrap_and_is_left_out() {
     h.setup(0, SetupType::All);
     let inv = h.joined(0).unwrap();
     assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
-    assert!(
-        h.pne_failures(1)
-            .iter()
-            .any(|r| r.contains("did not unwrap"))
-    );
+    assert!(h.pne_failures(1).contains(&Failure::LocalKeyDidNotUnwrap));
     assert!(!h.pnes[1].link_sealed() && h.pnes[1].inventory().is_empty());
     let gw_keys: Vec<_> = h.store.gw_local[&inv.pn_id]
         .wrapped_keys
@@ -90,8 +85,8 @@ fn no_pn_when_no_pne_authenticates() {
     assert!(h.store.pns.is_empty() && h.store.gw_local.is_empty());
     assert!(h.gw.inventory().is_empty());
     assert!(h.server_events().contains(&&ServerEvent::FlowFailed {
-        flow: "PN establishment",
-        reason: "no PNE authenticated".into(),
+        flow: Flow::PnEstablishment,
+        reason: Failure::NoPneAuthenticated,
     }));
     // The initiator gets an error answer to its PN Setup Request.
     let err = h
@@ -99,16 +94,10 @@ fn no_pn_when_no_pne_authenticates() {
         .into_iter()
         .find_map(|e| e.error().cloned());
     assert_eq!(err.unwrap().code, ErrorCode::Unauthenticated);
-    assert!(
-        h.pne_failures(0)
-            .iter()
-            .any(|r| r.starts_with("unauthenticated"))
-    );
-    assert!(
-        h.pne_failures(1)
-            .iter()
-            .any(|r| r.contains("refused the PN"))
-    );
+    assert!(h.pne_refused(0, ErrorCode::Unauthenticated));
+    assert!(h.pne_failures(1).iter().any(
+        |r| matches!(r, Failure::NotEstablished(Some(w)) if w.contains("no PNE authenticated"))
+    ));
     assert!(
         h.gw_events()
             .iter()
@@ -151,7 +140,7 @@ fn gateway_initiated_pn_that_everyone_declines_is_not_registered() {
     assert!(!h.wan_messages().contains(&"PnRegistrationRequest"));
     assert!(h.gw_events().contains(&&GatewayEvent::EstablishmentFailed {
         pn_id: pn,
-        reason: "no PNE accepted the invitation".into(),
+        reason: Failure::NoPneAccepted,
     }));
     assert!(h.store.pns.is_empty());
 }
@@ -174,7 +163,13 @@ fn pne_that_cannot_verify_hash_server_refuses_the_pn_and_stores_nothing() {
     h.setup(0, SetupType::All);
     for i in 0..2 {
         assert!(
-            matches!(h.pne_events(i).last(), Some(PneEvent::PnRefused { reason, .. }) if reason.contains("hash_server")),
+            matches!(
+                h.pne_events(i).last(),
+                Some(PneEvent::PnRefused {
+                    reason: Failure::ServerNotAuthenticated,
+                    ..
+                })
+            ),
             "pne {i}: {:?}",
             h.pne_events(i)
         );
@@ -238,7 +233,13 @@ fn pne_refuses_an_inventory_altered_by_the_relaying_gateway() {
         assert!(established(&h), "{what}");
         for i in 0..2 {
             assert!(
-                matches!(h.pne_events(i).last(), Some(PneEvent::PnRefused { reason, .. }) if reason.contains("hash_server")),
+                matches!(
+                    h.pne_events(i).last(),
+                    Some(PneEvent::PnRefused {
+                        reason: Failure::ServerNotAuthenticated,
+                        ..
+                    })
+                ),
                 "{what}, pne {i}: {:?}",
                 h.pne_events(i)
             );
@@ -269,11 +270,7 @@ fn pne_refuses_a_cpns_id_altered_by_the_relaying_gateway() {
         _ => Action::Deliver,
     });
     h.register(0, Some(pn));
-    assert!(
-        h.pne_failures(0)
-            .iter()
-            .any(|r| r.contains("hash_server did not verify"))
-    );
+    assert!(h.pne_failures(0).contains(&Failure::ServerNotAuthenticated));
     assert_eq!(h.pnes[0].cpns_id(), None);
 }
 
@@ -349,7 +346,7 @@ fn pne_silent_at_authentication_is_left_out_after_the_timeout() {
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: pne_id(1),
-                reason: "no hash_PNE".into(),
+                reason: Failure::NoHashPne,
             })
     );
 }
@@ -373,7 +370,7 @@ fn silent_server_ends_the_establishment_with_a_timeout() {
         .into_iter()
         .find_map(|e| e.error().cloned());
     assert_eq!(err.unwrap().code, ErrorCode::Timeout);
-    assert!(h.pne_failures(0).iter().any(|r| r.starts_with("timeout")));
+    assert!(h.pne_refused(0, ErrorCode::Timeout));
     assert!(
         h.gw_events()
             .iter()
@@ -395,7 +392,10 @@ fn gateway_silent_at_authentication_times_out_at_the_server() {
     h.advance(FLOW);
     assert!(h.server_events().iter().any(|e| matches!(
         e,
-        ServerEvent::FlowFailed { flow: "PN establishment", reason } if reason.contains("did not come in time")
+        ServerEvent::FlowFailed {
+            flow: Flow::PnEstablishment,
+            reason: Failure::TimedOut
+        }
     )));
     let err = h
         .delivered(Party::Server, Party::Gw)
@@ -411,7 +411,7 @@ fn gateway_store_failure_ends_the_establishment() {
     let mut h = Harness::ready(&[PneSpec::trusted()]);
     h.store.fail_gw = true;
     h.setup(0, SetupType::OneToOne);
-    assert!(h.pne_failures(0).iter().any(|r| r.starts_with("internal")));
+    assert!(h.pne_refused(0, ErrorCode::Internal));
     assert!(h.gw.inventory().is_empty() && h.store.gw_local.is_empty());
     assert!(h.joined(0).is_none());
     // The server registered the PN, pending: the PN GW never confirms it, so at the deadline
@@ -425,7 +425,10 @@ fn gateway_store_failure_ends_the_establishment() {
     assert!(h.store.session_keys.is_empty());
     assert!(h.server_events().iter().any(|e| matches!(
         e,
-        ServerEvent::FlowFailed { flow: "PN registration", reason } if reason.contains("did not confirm")
+        ServerEvent::FlowFailed {
+            flow: Flow::PnRegistration,
+            reason: Failure::NotConfirmed
+        }
     )));
 }
 
@@ -476,7 +479,7 @@ fn pne_store_failure_forgets_the_pn() {
     assert!(
         h.pne_failures(0)
             .iter()
-            .any(|r| r.contains("could not be stored"))
+            .any(|r| matches!(r, Failure::Store(_)))
     );
     assert!(h.pnes[0].inventory().is_empty() && h.joined(0).is_none());
 }

@@ -14,6 +14,7 @@ use super::store::PneSpec;
 use crate::gateway::{GatewayEvent, LinkId};
 use crate::pne::PneSession;
 use crate::server::ServerEvent;
+use crate::{Failure, Flow};
 
 /// The error codes the PN GW sent to PNE `i`.
 fn errors_to(h: &Harness, i: usize) -> Vec<ErrorCode> {
@@ -87,14 +88,14 @@ fn an_unproven_initiator_gets_no_pn_in_its_name() {
             .any(|e| matches!(e.body, Body::AuthenticationResponse(_)))
     );
     assert!(h.server_events().contains(&&ServerEvent::FlowFailed {
-        flow: "PN establishment",
-        reason: "the initiating PNE was not authenticated".into(),
+        flow: Flow::PnEstablishment,
+        reason: Failure::InitiatorNotAuthenticated,
     }));
     assert!(
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: pne_id(2),
-                reason: "hash_PNE did not verify".into(),
+                reason: Failure::HashPneMismatch,
             })
     );
     assert_eq!(h.snapshot(), before);

@@ -13,6 +13,7 @@ use super::store::PneSpec;
 use crate::ProtoError;
 use crate::gateway::{GatewayEvent, LinkId};
 use crate::pne::PneEvent;
+use crate::{Failure, Flow};
 
 /// A ready harness with PNE 0 in a OneToOne PN over a sealed `cpns` link.
 fn sealed() -> (Harness, cpns_wire::PnId) {
@@ -154,8 +155,8 @@ fn wrong_gateway_proof_at_pan_auth_is_refused_by_the_pne() {
     });
     h.setup(0, SetupType::OneToOne);
     assert!(h.pne_events(0).contains(&&PneEvent::FlowFailed {
-        flow: "PN GW authentication",
-        reason: "PN GW authentication failed: the PN GW's proof did not verify".into(),
+        flow: Flow::PanAuthentication,
+        reason: Failure::ProofMismatch,
     }));
     assert!(h.closes.iter().any(|(p, _, _)| *p == Party::Pne(0)));
     assert!(!h.pnes[0].link_sealed());
@@ -327,7 +328,7 @@ fn hash_pne_over_an_unsealed_link_is_not_relayed() {
         h.server_events()
             .contains(&&crate::server::ServerEvent::AuthenticationFailed {
                 entity: pne_id(0),
-                reason: "no hash_PNE".into(),
+                reason: Failure::NoHashPne,
             })
     );
     assert_eq!(h.snapshot(), before);

@@ -74,7 +74,7 @@ impl Harness {
     }
 
     /// The reasons of PNE `i`'s failed flows.
-    pub fn pne_failures(&self, i: usize) -> Vec<String> {
+    pub fn pne_failures(&self, i: usize) -> Vec<crate::Failure> {
         self.pne_events(i)
             .into_iter()
             .filter_map(|e| match e {
@@ -84,6 +84,13 @@ impl Harness {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Whether a flow of PNE `i` failed because its peer answered with an error of `code`.
+    pub fn pne_refused(&self, i: usize, code: cpns_wire::ErrorCode) -> bool {
+        self.pne_failures(i)
+            .iter()
+            .any(|f| matches!(f, crate::Failure::Refused(e) if e.code == code))
     }
 
     /// Envelopes delivered from `from` to `to` (plain frames only).

@@ -7,6 +7,7 @@ use cpns_wire::{Body, ErrorCode, SetupType};
 
 use super::harness::{Action, Harness, Party, id, pne_id, rewrite};
 use super::store::PneSpec;
+use crate::Failure;
 use crate::gateway::GatewayEvent;
 use crate::server::ServerEvent;
 
@@ -16,7 +17,7 @@ fn assert_gateway_refused(h: &Harness) {
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: id("gw-1"),
-                reason: "authentication response did not verify".into(),
+                reason: Failure::GatewayResponseMismatch,
             })
     );
     let err = h
@@ -93,14 +94,10 @@ fn tampered_hash_pne_is_rejected() {
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: pne_id(0),
-                reason: "hash_PNE did not verify".into(),
+                reason: Failure::HashPneMismatch,
             })
     );
-    assert!(
-        h.pne_failures(0)
-            .iter()
-            .any(|r| r.starts_with("unauthenticated"))
-    );
+    assert!(h.pne_refused(0, ErrorCode::Unauthenticated));
     assert_eq!(h.snapshot(), before);
 }
 
@@ -145,7 +142,7 @@ fn replayed_authentication_response_is_rejected() {
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: pne_id(0),
-                reason: "hash_PNE did not verify".into(),
+                reason: Failure::HashPneMismatch,
             })
     );
     let registered = h
@@ -154,11 +151,7 @@ fn replayed_authentication_response_is_rejected() {
         .filter(|e| matches!(e, ServerEvent::PnRegistered { .. }))
         .count();
     assert_eq!(registered, 1, "only the first PN");
-    assert!(
-        h.pne_failures(0)
-            .iter()
-            .any(|r| r.starts_with("unauthenticated"))
-    );
+    assert!(h.pne_refused(0, ErrorCode::Unauthenticated));
     assert_eq!(h.snapshot(), before);
 }
 
@@ -190,18 +183,14 @@ fn tampered_local_eukey_copy_for_the_pne_is_abandoned_by_the_pne() {
     let before = h.snapshot();
     h.set_hook(flip_wrapped(false));
     h.setup(0, SetupType::OneToOne);
-    assert!(
-        h.pne_failures(0)
-            .iter()
-            .any(|r| r.contains("LocalEUKey did not unwrap"))
-    );
+    assert!(h.pne_failures(0).contains(&Failure::LocalKeyDidNotUnwrap));
     assert!(!h.pnes[0].link_sealed());
     assert!(!h.pan_traces(0).iter().any(|r| r.message == "PanAuthInit"));
     assert!(
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: pne_id(0),
-                reason: "no hash_PNE".into(),
+                reason: Failure::NoHashPne,
             })
     );
     assert_eq!(h.snapshot(), before);
@@ -213,9 +202,13 @@ fn tampered_local_eukey_copy_for_the_gateway_fails_the_establishment() {
     let before = h.snapshot();
     h.set_hook(flip_wrapped(true));
     h.setup(0, SetupType::OneToOne);
-    assert!(h.gw_events().iter().any(
-        |e| matches!(e, GatewayEvent::EstablishmentFailed { reason, .. } if reason.contains("did not unwrap"))
-    ));
+    assert!(h.gw_events().iter().any(|e| matches!(
+        e,
+        GatewayEvent::EstablishmentFailed {
+            reason: Failure::LocalKeyDidNotUnwrap,
+            ..
+        }
+    )));
     // The PN GW refused the server's request; the server ends the flow.
     let err = h
         .delivered(Party::Gw, Party::Server)
@@ -227,11 +220,7 @@ fn tampered_local_eukey_copy_for_the_gateway_fails_the_establishment() {
             .iter()
             .any(|e| matches!(e, ServerEvent::FlowFailed { .. }))
     );
-    assert!(
-        h.pne_failures(0)
-            .iter()
-            .any(|r| r.starts_with("unauthenticated"))
-    );
+    assert!(h.pne_refused(0, ErrorCode::Unauthenticated));
     assert!(
         !h.pan_traces(0)
             .iter()
@@ -251,14 +240,10 @@ fn registration_with_a_wrong_eukey_gets_no_cpns_id() {
         h.server_events()
             .contains(&&ServerEvent::AuthenticationFailed {
                 entity: pne_id(1),
-                reason: "hash_PNE did not verify".into(),
+                reason: Failure::HashPneMismatch,
             })
     );
-    assert!(
-        h.pne_failures(1)
-            .iter()
-            .any(|r| r.starts_with("unauthenticated"))
-    );
+    assert!(h.pne_refused(1, ErrorCode::Unauthenticated));
     assert!(h.store.cpns_ids.is_empty() && h.pnes[1].cpns_id().is_none());
 }
 
@@ -280,10 +265,6 @@ fn registration_answer_with_a_tampered_hash_server_is_not_believed() {
     let now = h.now();
     h.pnes[0].start_registration(now, Some(pn)).unwrap();
     h.pump();
-    assert!(
-        h.pne_failures(0)
-            .iter()
-            .any(|r| r.contains("hash_server did not verify"))
-    );
+    assert!(h.pne_failures(0).contains(&Failure::ServerNotAuthenticated));
     assert_eq!(h.pnes[0].cpns_id(), None);
 }
