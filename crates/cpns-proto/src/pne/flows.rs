@@ -33,11 +33,22 @@ struct OwnSetup {
 struct Joining {
     rand_pne: Rand,
     initiator: bool,
-    /// SK_PNE and hash_PNE, once the Authentication Request came.
-    auth: Option<(PneAuthKeys, AuthHash)>,
-    /// This PNE's LocalEUKey copy in its stored form, rand_server ‖ wrapped.
-    wrapped: Option<Vec<u8>>,
+    phase: JoinPhase,
     deadline: Instant,
+}
+
+/// Where joining a PN stands, with what only that phase has.
+#[derive(Debug)]
+enum JoinPhase {
+    /// Accepted (or asked for) the PN; waiting for the server's Authentication Request.
+    AwaitAuth,
+    /// Answered the Authentication Request (step 8); waiting for hash_server (steps 14-15).
+    Authenticated {
+        /// SK_PNE and hash_PNE.
+        keys: Box<(PneAuthKeys, AuthHash)>,
+        /// This PNE's LocalEUKey copy in its stored form, rand_server ‖ wrapped.
+        wrapped: Option<Vec<u8>>,
+    },
 }
 
 /// A PNE registration in progress.
@@ -46,8 +57,17 @@ struct Registering {
     msg: u64,
     request_id: RequestId,
     rand_pne: Rand,
-    auth: Option<(PnId, PneAuthKeys, AuthHash)>,
+    phase: RegistrationPhase,
     deadline: Instant,
+}
+
+/// Where a registration stands, with what only that phase has.
+#[derive(Debug)]
+enum RegistrationPhase {
+    /// Asked; waiting for the server's challenge.
+    AwaitAuth,
+    /// Answered the challenge for this PN; waiting for the answer with hash_server.
+    Authenticated(Box<(PnId, PneAuthKeys, AuthHash)>),
 }
 
 /// Flows in progress.
@@ -142,8 +162,7 @@ impl PneSession {
             Joining {
                 rand_pne,
                 initiator: false,
-                auth: None,
-                wrapped: None,
+                phase: JoinPhase::AwaitAuth,
                 deadline,
             },
         );
@@ -169,8 +188,7 @@ impl PneSession {
             let joining = Joining {
                 rand_pne: s.rand_pne,
                 initiator: true,
-                auth: None,
-                wrapped: None,
+                phase: JoinPhase::AwaitAuth,
                 deadline: s.deadline,
             };
             self.flows.joining.insert(m.pn_id, joining);
@@ -179,7 +197,7 @@ impl PneSession {
             .flows
             .joining
             .get(&m.pn_id)
-            .filter(|j| j.auth.is_none())
+            .filter(|j| matches!(j.phase, JoinPhase::AwaitAuth))
         else {
             return self.reject(
                 env,
@@ -219,8 +237,10 @@ impl PneSession {
         );
         let hash = keys.hash_pne();
         if let Some(j) = self.flows.joining.get_mut(&m.pn_id) {
-            j.auth = Some((keys, hash));
-            j.wrapped = wrapped;
+            j.phase = JoinPhase::Authenticated {
+                keys: Box::new((keys, hash)),
+                wrapped,
+            };
         }
         let resp = AuthenticationResponse {
             pn_id: m.pn_id,
@@ -310,10 +330,11 @@ impl PneSession {
         let Some(j) = self.flows.joining.remove(&pn_id) else {
             return;
         };
-        let Some((keys, hash_pne)) = j.auth else {
+        let JoinPhase::Authenticated { keys, wrapped } = j.phase else {
             let reason = Failure::PnBeforeAuthentication;
             return self.event(PneEvent::PnRefused { pn_id, reason });
         };
+        let (keys, hash_pne) = *keys;
         let outcome = ServerOutcome::Established {
             inventory_cbor: &inventory_cbor(&inventory),
         };
@@ -326,12 +347,11 @@ impl PneSession {
             let reason = Failure::ServerNotAuthenticated;
             return self.event(PneEvent::PnRefused { pn_id, reason });
         }
-        let local = match &j.wrapped {
+        let local = match &wrapped {
             Some(w) => self.unwrap_stored_key(&pn_id, &inventory.gateway, w).ok(),
             None => None,
         };
-        let wrapped_keys = j
-            .wrapped
+        let wrapped_keys = wrapped
             .map(|w| vec![(self.cfg.id.clone(), w)])
             .unwrap_or_default();
         let state = LocalPnState {
@@ -375,7 +395,7 @@ impl PneSession {
             msg,
             request_id,
             rand_pne,
-            auth: None,
+            phase: RegistrationPhase::AwaitAuth,
             deadline,
         });
         Ok(request_id)
@@ -387,7 +407,7 @@ impl PneSession {
             .flows
             .registration
             .as_mut()
-            .filter(|r| r.auth.is_none())
+            .filter(|r| matches!(r.phase, RegistrationPhase::AwaitAuth))
         else {
             return self.reject(env, ErrorCode::WrongState, "no registration in progress");
         };
@@ -402,7 +422,7 @@ impl PneSession {
             },
         );
         let hash = keys.hash_pne();
-        r.auth = Some((m.pn_id, keys, hash));
+        r.phase = RegistrationPhase::Authenticated(Box::new((m.pn_id, keys, hash)));
         let resp = AuthenticationResponse {
             pn_id: m.pn_id,
             hashes: vec![PneHash {
@@ -429,7 +449,7 @@ impl PneSession {
         }
         let Some(Registering {
             request_id,
-            auth: Some((pn_id, keys, hash_pne)),
+            phase: RegistrationPhase::Authenticated(authenticated),
             ..
         }) = self.flows.registration.take()
         else {
@@ -438,6 +458,7 @@ impl PneSession {
                 reason: Failure::AnswerBeforeAuthentication,
             });
         };
+        let (pn_id, keys, hash_pne) = *authenticated;
         let fail = |s: &mut Self, reason: Failure| {
             s.event(PneEvent::FlowFailed {
                 flow: Flow::PneRegistration,

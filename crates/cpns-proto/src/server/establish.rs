@@ -45,11 +45,30 @@ pub(super) struct Establishment {
     candidates: Vec<Candidate>,
     /// PNEs named in the request that are not enrolled PNEs of the PN GW's user.
     refused: Vec<EntityId>,
-    /// The Authentication Request awaiting its response; `None` once answered.
-    pub(super) auth_msg: Option<u64>,
-    /// Set once the PN is being persisted: the answer to send when it is durable.
-    answer: Option<PnRegistrationResponse>,
+    pub(super) phase: EstablishmentPhase,
     pub(super) deadline: Instant,
+}
+
+/// Where an establishment stands, with what only that phase has.
+#[derive(Debug)]
+pub(super) enum EstablishmentPhase {
+    /// The Authentication Request (step 6) awaits the PNEs' responses.
+    AwaitAuth {
+        /// Its message id.
+        auth_msg: u64,
+    },
+    /// The PN is being made durable (step 11); then this answer goes out (step 12).
+    Persisting(Box<PnRegistrationResponse>),
+}
+
+impl Establishment {
+    /// The Authentication Request awaiting its response, if the flow is at that step.
+    pub(super) fn auth_msg(&self) -> Option<u64> {
+        match self.phase {
+            EstablishmentPhase::AwaitAuth { auth_msg } => Some(auth_msg),
+            EstablishmentPhase::Persisting(_) => None,
+        }
+    }
 }
 
 impl ServerSession {
@@ -184,8 +203,7 @@ impl ServerSession {
             rand_server,
             candidates,
             refused,
-            auth_msg: Some(auth_msg),
-            answer: None,
+            phase: EstablishmentPhase::AwaitAuth { auth_msg },
             deadline: now + self.cfg.timeouts.flow,
         };
         self.establishments.insert(req.pn_id, flow);
@@ -203,7 +221,7 @@ impl ServerSession {
         let matches = self
             .establishments
             .get(&pn_id)
-            .is_some_and(|f| f.auth_msg.is_some() && f.auth_msg == env.in_reply_to);
+            .is_some_and(|f| f.auth_msg().is_some() && f.auth_msg() == env.in_reply_to);
         if !matches {
             return self.reject(
                 env,
@@ -214,7 +232,6 @@ impl ServerSession {
         let Some(mut flow) = self.establishments.remove(&pn_id) else {
             return;
         };
-        flow.auth_msg = None;
         let mut verdicts = Vec::new();
         // Authenticated members: their verdict's index, keys and hash_PNE. hash_server_PNE is
         // computed once the inventory it covers is complete.
@@ -321,11 +338,11 @@ impl ServerSession {
             owner: flow.owner.clone(),
             members,
         };
-        flow.answer = Some(PnRegistrationResponse {
+        flow.phase = EstablishmentPhase::Persisting(Box::new(PnRegistrationResponse {
             pn_id,
             verdicts,
             inventory,
-        });
+        }));
         self.establishments.insert(pn_id, flow);
         self.persist(Parked::PnRegistrationPersist(pn_id), effect);
     }
@@ -340,7 +357,10 @@ impl ServerSession {
         let Some(flow) = self.establishments.remove(&pn) else {
             return;
         };
-        let Some(answer) = flow.answer else { return };
+        let EstablishmentPhase::Persisting(answer) = flow.phase else {
+            return;
+        };
+        let answer = *answer;
         match result {
             Ok(_) => {
                 let members = answer
@@ -365,7 +385,7 @@ impl ServerSession {
         let expired: Vec<PnId> = self
             .establishments
             .iter()
-            .filter(|(_, f)| f.auth_msg.is_some() && f.deadline <= now)
+            .filter(|(_, f)| f.auth_msg().is_some() && f.deadline <= now)
             .map(|(pn, _)| *pn)
             .collect();
         for pn in expired {

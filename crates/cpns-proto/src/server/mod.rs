@@ -726,14 +726,14 @@ impl ServerSession {
         if let Some(pn) = self
             .establishments
             .iter()
-            .find(|(_, f)| f.auth_msg == Some(reply_to))
+            .find(|(_, f)| f.auth_msg() == Some(reply_to))
             .map(|(p, _)| *p)
         {
             self.fail_establishment(pn, ErrorCode::Unauthenticated, crate::Failure::Refused(e));
         } else if let Some(key) = self
             .registrations
             .iter()
-            .find(|(_, r)| r.auth_msg == Some(reply_to))
+            .find(|(_, r)| r.auth_msg() == Some(reply_to))
             .map(|(k, _)| k.clone())
         {
             self.fail_registration(key, ErrorCode::Unauthenticated, crate::Failure::Refused(e));

@@ -54,12 +54,31 @@ pub(super) struct Registration {
     rand_server: Rand,
     /// Whether the PNE joins the PN by this registration (a pending member).
     joining: bool,
-    /// The Authentication Request awaiting its response; `None` once answered.
-    pub(super) auth_msg: Option<u64>,
-    /// SK_PNE and the verified hash_PNE, once authenticated; hash_server follows with the
-    /// CPNS ID it covers.
-    keys: Option<(PneAuthKeys, AuthHash)>,
+    phase: RegistrationPhase,
     pub(super) deadline: Instant,
+}
+
+/// Where a registration stands, with what only that phase has.
+#[derive(Debug)]
+enum RegistrationPhase {
+    /// The Authentication Request awaits the PNE's response.
+    AwaitAuth {
+        /// Its message id.
+        auth_msg: u64,
+    },
+    /// Authenticated: SK_PNE and the verified hash_PNE, while the CPNS ID is allocated
+    /// (hash_server follows, over the CPNS ID it covers).
+    Persisting(Box<(PneAuthKeys, AuthHash)>),
+}
+
+impl Registration {
+    /// The Authentication Request awaiting its response, if the flow is at that step.
+    pub(super) fn auth_msg(&self) -> Option<u64> {
+        match self.phase {
+            RegistrationPhase::AwaitAuth { auth_msg } => Some(auth_msg),
+            RegistrationPhase::Persisting(_) => None,
+        }
+    }
 }
 
 impl ServerSession {
@@ -171,8 +190,7 @@ impl ServerSession {
             rand_pne: rand_of(&req.rand_pne),
             rand_server,
             joining,
-            auth_msg: Some(auth_msg),
-            keys: None,
+            phase: RegistrationPhase::AwaitAuth { auth_msg },
             deadline: now + self.cfg.timeouts.flow,
         };
         self.registrations
@@ -184,7 +202,7 @@ impl ServerSession {
         let key = self
             .registrations
             .iter()
-            .find(|(_, r)| r.auth_msg.is_some() && r.auth_msg == env.in_reply_to)
+            .find(|(_, r)| r.auth_msg().is_some() && r.auth_msg() == env.in_reply_to)
             .map(|(k, _)| k.clone());
         let Some(key) = key.filter(|(pne, _)| env.from == Address::Entity(pne.clone())) else {
             return self.reject(
@@ -196,7 +214,6 @@ impl ServerSession {
         let Some(flow) = self.registrations.get_mut(&key) else {
             return;
         };
-        flow.auth_msg = None;
         let keys = PneAuthKeys::derive(
             &flow.eukey,
             &PneAuthInput {
@@ -240,7 +257,7 @@ impl ServerSession {
             capabilities,
             session_key: keys.session_key().clone(),
         };
-        flow.keys = Some((keys, hash_pne));
+        flow.phase = RegistrationPhase::Persisting(Box::new((keys, hash_pne)));
         self.persist(Parked::PneRegistrationPersist(key), effect);
     }
 
@@ -255,9 +272,10 @@ impl ServerSession {
         let Some(flow) = self.registrations.remove(&key) else {
             return;
         };
-        let Some((keys, hash_pne)) = flow.keys else {
+        let RegistrationPhase::Persisting(authenticated) = flow.phase else {
             return;
         };
+        let (keys, hash_pne) = *authenticated;
         let (pne_id, request_id) = key;
         self.pending_members.remove(&(flow.pn_id, pne_id.clone()));
         let to = Address::Entity(pne_id.clone());
@@ -323,7 +341,7 @@ impl ServerSession {
         let expired: Vec<_> = self
             .registrations
             .iter()
-            .filter(|(_, r)| r.auth_msg.is_some() && r.deadline <= now)
+            .filter(|(_, r)| r.auth_msg().is_some() && r.deadline <= now)
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
