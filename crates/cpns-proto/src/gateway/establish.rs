@@ -49,13 +49,39 @@ struct Initiator {
     request_id: RequestId,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Phase {
-    Inviting,
-    Registering,
-    Authenticating,
-    AwaitVerdict,
-    Persisting,
+/// The LocalEUKeys the server made for the PN (step 6): unwrapped, per PNE, and the PN GW's
+/// copies in their stored form, rand_server ‖ wrapped (docs/security.md §4.2).
+#[derive(Debug, Default)]
+struct PnKeys {
+    local: BTreeMap<EntityId, LocalEuKey>,
+    stored: Vec<(EntityId, Vec<u8>)>,
+}
+
+/// Where a PN being formed stands, with what only that phase has.
+#[derive(Debug)]
+enum Stage {
+    /// Invitations sent (step 2 / 1-2); PNE → (link, setup request msg id) not answered yet.
+    Inviting {
+        invited: BTreeMap<EntityId, (LinkId, u64)>,
+    },
+    /// PN Registration Request sent (step 4 / 5).
+    Registering { reg_msg: u64 },
+    /// The server's Authentication Request relayed to the PNEs (steps 6-7 / 7-8), waiting for
+    /// their responses: PNE → (link, msg id), and the hashes so far.
+    Authenticating {
+        reg_msg: u64,
+        server_auth_msg: u64,
+        pending: BTreeMap<EntityId, (LinkId, u64)>,
+        hashes: Vec<PneHash>,
+        keys: PnKeys,
+    },
+    /// The hashes relayed (step 10 / 11); waiting for the PN Registration Response.
+    AwaitVerdict { reg_msg: u64, keys: PnKeys },
+    /// The local inventory is being stored (step 13 / 14).
+    Persisting {
+        keys: PnKeys,
+        verdict: Box<PnRegistrationResponse>,
+    },
 }
 
 /// One PN being formed.
@@ -63,37 +89,50 @@ enum Phase {
 pub(super) struct Forming {
     pn_id: PnId,
     initiator: Option<Initiator>,
-    phase: Phase,
-    /// Invited PNEs that have not answered yet: PNE → (link, setup request msg id).
-    invited: BTreeMap<EntityId, (LinkId, u64)>,
+    stage: Stage,
     /// PNEs taking part (initiator first), with their join information.
     joins: Vec<(LinkId, JoinInfo)>,
     request_id: RequestId,
-    reg_msg: Option<u64>,
-    server_auth_msg: Option<u64>,
-    /// Authentication Requests relayed and not yet answered: PNE → (link, msg id).
-    auth_pending: BTreeMap<EntityId, (LinkId, u64)>,
-    hashes: Vec<PneHash>,
-    local_keys: BTreeMap<EntityId, LocalEuKey>,
-    /// The PN GW's copies in their stored form, rand_server ‖ wrapped (docs/security.md §4.2).
-    wrapped_for_gw: Vec<(EntityId, Vec<u8>)>,
-    verdict: Option<PnRegistrationResponse>,
     deadline: Instant,
 }
 
 impl Forming {
     /// The deadline of the current wait; none while the local store works.
     pub(super) fn wait_deadline(&self) -> Option<Instant> {
-        (self.phase != Phase::Persisting).then_some(self.deadline)
+        (!matches!(self.stage, Stage::Persisting { .. })).then_some(self.deadline)
     }
 
     pub(super) fn local_key(&self, pne: &EntityId) -> Option<&LocalEuKey> {
-        self.local_keys.get(pne)
+        match &self.stage {
+            Stage::Authenticating { keys, .. }
+            | Stage::AwaitVerdict { keys, .. }
+            | Stage::Persisting { keys, .. } => keys.local.get(pne),
+            Stage::Inviting { .. } | Stage::Registering { .. } => None,
+        }
     }
 
     /// Whether a PNE on `link` asked for this PN.
     pub(super) fn initiated_on(&self, link: LinkId) -> bool {
         self.initiator.as_ref().is_some_and(|i| i.link == link)
+    }
+
+    /// The PN Registration Request of this PN, once sent and until answered.
+    fn reg_msg(&self) -> Option<u64> {
+        match self.stage {
+            Stage::Registering { reg_msg }
+            | Stage::Authenticating { reg_msg, .. }
+            | Stage::AwaitVerdict { reg_msg, .. } => Some(reg_msg),
+            Stage::Inviting { .. } | Stage::Persisting { .. } => None,
+        }
+    }
+
+    /// The PNEs whose answer this PN waits for (invitations or authentication).
+    fn awaited(&mut self) -> Option<&mut BTreeMap<EntityId, (LinkId, u64)>> {
+        match &mut self.stage {
+            Stage::Inviting { invited } => Some(invited),
+            Stage::Authenticating { pending, .. } => Some(pending),
+            _ => None,
+        }
     }
 }
 
@@ -225,19 +264,14 @@ impl Gateway {
         let mut forming = Forming {
             pn_id,
             initiator: None,
-            phase: Phase::Inviting,
-            invited: BTreeMap::new(),
+            stage: Stage::Inviting {
+                invited: BTreeMap::new(),
+            },
             joins: Vec::new(),
             request_id: RequestId(self.rng.u64()),
-            reg_msg: None,
-            server_auth_msg: None,
-            auth_pending: BTreeMap::new(),
-            hashes: Vec::new(),
-            local_keys: BTreeMap::new(),
-            wrapped_for_gw: Vec::new(),
-            verdict: None,
             deadline: now + self.cfg.timeouts.invite,
         };
+        let mut invited = BTreeMap::new();
         let initiator_id = initiator.as_ref().map(|(i, _)| i.pne.clone());
         if let Some((i, join)) = initiator {
             forming.joins.push((i.link, join));
@@ -256,9 +290,10 @@ impl Gateway {
                 initiator: initiator_id.clone(),
             };
             let msg = self.send_pan_request(link, invite);
-            forming.invited.insert(pne.clone(), (link, msg));
+            invited.insert(pne.clone(), (link, msg));
         }
-        let nobody_invited = forming.invited.is_empty();
+        let nobody_invited = invited.is_empty();
+        forming.stage = Stage::Inviting { invited };
         self.forming.insert(pn_id, forming);
         if nobody_invited {
             self.register(now, pn_id);
@@ -281,11 +316,7 @@ impl Gateway {
                 "no invitation was sent on this link",
             );
         };
-        let Some(f) = self
-            .forming
-            .get_mut(&m.pn_id)
-            .filter(|f| f.phase == Phase::Inviting)
-        else {
+        let Some(f) = self.forming.get_mut(&m.pn_id) else {
             return self.reject_pan(
                 link,
                 env,
@@ -293,7 +324,15 @@ impl Gateway {
                 "no invitation to this PN is open",
             );
         };
-        if f.invited.get(&pne) != Some(&(link, env.in_reply_to.unwrap_or(0))) {
+        let Stage::Inviting { invited } = &mut f.stage else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::WrongState,
+                "no invitation to this PN is open",
+            );
+        };
+        if invited.get(&pne) != Some(&(link, env.in_reply_to.unwrap_or(0))) {
             return self.reject_pan(
                 link,
                 env,
@@ -301,7 +340,8 @@ impl Gateway {
                 "not an answer to an invitation",
             );
         }
-        f.invited.remove(&pne);
+        invited.remove(&pne);
+        let everyone_answered = invited.is_empty();
         // A PNE that declines, or sends more than the PN GW relays, is left out of the PN.
         if let Some(join) = m
             .join
@@ -309,7 +349,7 @@ impl Gateway {
         {
             f.joins.push((link, join));
         }
-        if f.invited.is_empty() {
+        if everyone_answered {
             self.register(now, m.pn_id);
         }
     }
@@ -338,8 +378,7 @@ impl Gateway {
         };
         let flow = self.cfg.timeouts.flow;
         if let Some(f) = self.forming.get_mut(&pn_id) {
-            f.phase = Phase::Registering;
-            f.reg_msg = Some(msg);
+            f.stage = Stage::Registering { reg_msg: msg };
             f.deadline = now + flow;
         }
     }
@@ -359,11 +398,11 @@ impl Gateway {
             );
             return self.send_wan_response(env.msg_id, e);
         }
-        let Some(f) = self
-            .forming
-            .get(&m.pn_id)
-            .filter(|f| f.phase == Phase::Registering)
-        else {
+        let registering = self.forming.get(&m.pn_id).and_then(|f| match f.stage {
+            Stage::Registering { reg_msg } => Some((f, reg_msg)),
+            _ => None,
+        });
+        let Some((f, reg_msg)) = registering else {
             let e = ErrorBody::new(
                 ErrorCode::WrongState,
                 "no registration of this PN is in progress",
@@ -442,13 +481,19 @@ impl Gateway {
         let Some(f) = self.forming.get_mut(&m.pn_id) else {
             return;
         };
-        f.phase = Phase::Authenticating;
-        f.server_auth_msg = Some(env.msg_id);
-        f.local_keys = local_keys;
-        f.wrapped_for_gw = wrapped_for_gw;
-        f.auth_pending = pending;
+        let nobody = pending.is_empty();
+        f.stage = Stage::Authenticating {
+            reg_msg,
+            server_auth_msg: env.msg_id,
+            pending,
+            hashes: Vec::new(),
+            keys: PnKeys {
+                local: local_keys,
+                stored: wrapped_for_gw,
+            },
+        };
         f.deadline = now + invite;
-        if f.auth_pending.is_empty() {
+        if nobody {
             self.relay_hashes(now, m.pn_id);
         }
     }
@@ -473,11 +518,19 @@ impl Gateway {
             );
         };
         let secure = self.link_secure(link);
-        let Some(f) = self
+        let authenticating = self
             .forming
             .get_mut(&m.pn_id)
-            .filter(|f| f.phase == Phase::Authenticating)
-        else {
+            .and_then(|f| match &mut f.stage {
+                Stage::Authenticating {
+                    pending,
+                    hashes,
+                    keys,
+                    ..
+                } => Some((pending, hashes, keys)),
+                _ => None,
+            });
+        let Some((pending, hashes, keys)) = authenticating else {
             return self.reject_pan(
                 link,
                 env,
@@ -485,7 +538,7 @@ impl Gateway {
                 "no authentication of this PN is in progress",
             );
         };
-        if f.auth_pending.get(&pne) != Some(&(link, env.in_reply_to.unwrap_or(0))) {
+        if pending.get(&pne) != Some(&(link, env.in_reply_to.unwrap_or(0))) {
             return self.reject_pan(
                 link,
                 env,
@@ -493,13 +546,12 @@ impl Gateway {
                 "not an answer to an Authentication Request",
             );
         }
-        f.auth_pending.remove(&pne);
+        pending.remove(&pne);
         // With a LocalEUKey on an insecure PAN, PN GW authentication must come first.
-        if !f.local_keys.contains_key(&pne) || secure {
-            f.hashes
-                .extend(m.hashes.into_iter().filter(|h| h.pne_id == pne));
+        if !keys.local.contains_key(&pne) || secure {
+            hashes.extend(m.hashes.into_iter().filter(|h| h.pne_id == pne));
         }
-        if f.auth_pending.is_empty() {
+        if pending.is_empty() {
             self.relay_hashes(now, m.pn_id);
         }
     }
@@ -507,21 +559,36 @@ impl Gateway {
     /// 000 §6.6.1.1 step 10: relay the PNEs' hashes to the server in one response.
     fn relay_hashes(&mut self, now: Instant, pn_id: PnId) {
         let flow = self.cfg.timeouts.flow;
-        let Some(f) = self.forming.get_mut(&pn_id) else {
+        if !self
+            .forming
+            .get(&pn_id)
+            .is_some_and(|f| matches!(f.stage, Stage::Authenticating { .. }))
+        {
+            return;
+        }
+        let Some(mut f) = self.forming.remove(&pn_id) else {
             return;
         };
-        let Some(server_msg) = f.server_auth_msg else {
+        let Stage::Authenticating {
+            reg_msg,
+            server_auth_msg,
+            hashes,
+            keys,
+            ..
+        } = f.stage
+        else {
             return;
         };
+        f.stage = Stage::AwaitVerdict { reg_msg, keys };
+        f.deadline = now + flow;
+        self.forming.insert(pn_id, f);
         let resp = AuthenticationResponse {
             pn_id,
-            hashes: std::mem::take(&mut f.hashes),
+            hashes,
             purpose: AuthPurposeCode::Establishment,
             request_id: None,
         };
-        f.phase = Phase::AwaitVerdict;
-        f.deadline = now + flow;
-        self.send_wan_response(server_msg, resp);
+        self.send_wan_response(server_auth_msg, resp);
     }
 
     /// 000 §6.6.1.1 step 12 (received) → 13: store the PN inventory locally.
@@ -532,11 +599,14 @@ impl Gateway {
         m: PnRegistrationResponse,
     ) {
         let pn_id = m.pn_id;
-        let Some(f) = self
-            .forming
-            .get_mut(&pn_id)
-            .filter(|f| f.phase == Phase::AwaitVerdict && f.reg_msg == env.in_reply_to)
-        else {
+        let answers = |f: &Forming| matches!(f.stage, Stage::AwaitVerdict { reg_msg, .. } if Some(reg_msg) == env.in_reply_to);
+        if !self.forming.get(&pn_id).is_some_and(answers) {
+            return;
+        }
+        let Some(mut f) = self.forming.remove(&pn_id) else {
+            return;
+        };
+        let Stage::AwaitVerdict { keys, .. } = f.stage else {
             return;
         };
         let authenticated: Vec<&EntityId> = m
@@ -545,8 +615,8 @@ impl Gateway {
             .filter(|v| v.authenticated)
             .map(|v| &v.pne_id)
             .collect();
-        let wrapped_keys = f
-            .wrapped_for_gw
+        let wrapped_keys = keys
+            .stored
             .iter()
             .filter(|(p, _)| authenticated.contains(&p))
             .cloned()
@@ -555,8 +625,11 @@ impl Gateway {
             inventory: m.inventory.clone(),
             wrapped_keys,
         };
-        f.phase = Phase::Persisting;
-        f.verdict = Some(m);
+        f.stage = Stage::Persisting {
+            keys,
+            verdict: Box::new(m),
+        };
+        self.forming.insert(pn_id, f);
         self.persist(Parked::Establishment(pn_id), state);
     }
 
@@ -571,10 +644,14 @@ impl Gateway {
         if let Err(e) = result {
             return self.fail_forming(pn_id, ErrorCode::Internal, Failure::Store(e));
         }
-        let Some(mut f) = self.forming.remove(&pn_id) else {
+        let Some(f) = self.forming.remove(&pn_id) else {
             return;
         };
-        let Some(verdict) = f.verdict.take() else {
+        let Stage::Persisting {
+            keys: pn_keys,
+            verdict,
+        } = f.stage
+        else {
             return;
         };
         let authenticated: Vec<EntityId> = verdict
@@ -583,14 +660,15 @@ impl Gateway {
             .filter(|v| v.authenticated)
             .map(|v| v.pne_id.clone())
             .collect();
-        let keys = std::mem::take(&mut f.local_keys)
+        let keys = pn_keys
+            .local
             .into_iter()
             .filter(|(p, _)| authenticated.contains(p))
             .collect();
         let state = LocalPnState {
             inventory: verdict.inventory.clone(),
-            wrapped_keys: f
-                .wrapped_for_gw
+            wrapped_keys: pn_keys
+                .stored
                 .iter()
                 .filter(|(p, _)| authenticated.contains(p))
                 .cloned()
@@ -686,7 +764,7 @@ impl Gateway {
         let Some(pn) = self
             .forming
             .values()
-            .find(|f| f.reg_msg == Some(reply_to))
+            .find(|f| f.reg_msg() == Some(reply_to))
             .map(|f| f.pn_id)
         else {
             return false;
@@ -704,11 +782,12 @@ impl Gateway {
 
     /// Whether a PN being formed waits for an answer to message `msg` sent on `link`.
     pub(super) fn forming_awaits(&self, link: LinkId, msg: u64) -> bool {
-        self.forming.values().any(|f| {
-            f.invited
-                .values()
-                .chain(f.auth_pending.values())
-                .any(|&(l, m)| l == link && m == msg)
+        self.forming.values().any(|f| match &f.stage {
+            Stage::Inviting { invited: waiting }
+            | Stage::Authenticating {
+                pending: waiting, ..
+            } => waiting.values().any(|&(l, m)| l == link && m == msg),
+            _ => false,
         })
     }
 
@@ -716,12 +795,13 @@ impl Gateway {
     pub(super) fn pne_gone(&mut self, now: Instant, pne: &EntityId) {
         let mut ready = Vec::new();
         for f in self.forming.values_mut() {
-            let was_invited = f.invited.remove(pne).is_some();
-            let was_authenticating = f.auth_pending.remove(pne).is_some();
-            if (was_invited && f.invited.is_empty())
-                || (was_authenticating && f.auth_pending.is_empty())
+            let inviting = matches!(f.stage, Stage::Inviting { .. });
+            let pn_id = f.pn_id;
+            if let Some(waiting) = f.awaited()
+                && waiting.remove(pne).is_some()
+                && waiting.is_empty()
             {
-                ready.push((f.pn_id, was_invited));
+                ready.push((pn_id, inviting));
             }
         }
         for (pn, invited) in ready {
@@ -743,15 +823,15 @@ impl Gateway {
             .map(|f| {
                 (
                     f.pn_id,
-                    f.phase == Phase::Inviting,
-                    f.phase == Phase::Authenticating,
+                    matches!(f.stage, Stage::Inviting { .. }),
+                    matches!(f.stage, Stage::Authenticating { .. }),
                 )
             })
             .collect();
         for (pn, inviting, authenticating) in expired {
             if inviting {
-                if let Some(f) = self.forming.get_mut(&pn) {
-                    f.invited.clear();
+                if let Some(waiting) = self.forming.get_mut(&pn).and_then(Forming::awaited) {
+                    waiting.clear();
                 }
                 self.register(now, pn);
             } else if authenticating {
