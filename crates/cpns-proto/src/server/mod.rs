@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub max_frame: u32,
     /// Flow timeouts.
     pub timeouts: Timeouts,
+    /// How long a new session may take to set up and authenticate its PN GW (002 §B.1.1.2
+    /// steps 8-11) before it is closed: short, so unauthenticated sessions cannot linger.
+    pub setup_timeout: std::time::Duration,
     /// Lifetime of a PNE<->server session granted at PNE registration, in seconds.
     pub session_lifetime_s: u32,
     /// Most flows (establishments, registrations, PN updates) in progress on one session.
@@ -55,6 +58,7 @@ impl Default for ServerConfig {
             name: "cpns-server".into(),
             max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts: Timeouts::default(),
+            setup_timeout: std::time::Duration::from_secs(10),
             session_lifetime_s: 86_400,
             max_flows: 64,
             budget: FlowBudget::default(),
@@ -386,7 +390,7 @@ impl ServerSession {
     /// `rng`.
     pub fn new(cfg: ServerConfig, tls_exporter: [u8; 32], now: Instant, rng: MachineRng) -> Self {
         let codec = LinkCodec::new(cfg.max_frame);
-        let deadline = now + cfg.timeouts.flow;
+        let deadline = now + cfg.setup_timeout;
         Self {
             cfg,
             tls_exporter,
