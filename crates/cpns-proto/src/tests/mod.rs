@@ -12,6 +12,7 @@
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
 //! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.
+//! - `relay`: the PN GW relay: deadlines, lost WAN, closed links, refusals, message ids.
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
 //! - `vectors`: the link codec and the canonical PN inventory reproduce
@@ -29,6 +30,7 @@ mod limits;
 mod pan_security;
 mod queries;
 mod register;
+mod relay;
 mod replay;
 mod secure;
 mod security;

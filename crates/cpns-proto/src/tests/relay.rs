@@ -1,0 +1,264 @@
+//! The PN GW's relay of PNE<->server traffic (003 §1.4; 000 §6.6.1.1 step 6): its deadlines, a
+//! WAN that goes away, a link that closes, refusals by the server, routes that do not exist, and
+//! the message ids it gives what it relays.
+
+use std::time::Duration;
+
+use cpns_wire::{
+    Address, Body, Envelope, ErrorCode, PneRegistrationRequest, RandBytes, RequestId, SetupType,
+    StatusUpdateRequest,
+};
+
+use super::harness::{Action, FLOW, Harness, Party, id, plain, pne_id};
+use super::store::PneSpec;
+use crate::gateway::{GatewayEvent, LinkId};
+use crate::{Failure, Flow};
+
+/// PNE 0 is a member of a PN; every frame from the server is held from now on.
+fn member_with_silent_server() -> (Harness, cpns_wire::PnId) {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.set_hook(|f| {
+        if f.from == Party::Server {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    (h, pn)
+}
+
+/// A PNE Registration Request of PNE `i` as it sends it on its link.
+fn registration(i: usize, n: u64) -> Envelope {
+    Envelope::request(
+        700 + n,
+        Address::Entity(pne_id(i)),
+        Address::Server,
+        PneRegistrationRequest {
+            request_id: RequestId(n),
+            pne_id: pne_id(i),
+            pn_id: None,
+            rand_pne: RandBytes([9; 16]),
+            capabilities: None,
+        },
+    )
+}
+
+/// The errors the PN GW answered PNE `i`'s message `msg` with.
+fn answers(h: &Harness, i: usize, msg: u64) -> Vec<(ErrorCode, String)> {
+    h.delivered(Party::Gw, Party::Pne(i))
+        .iter()
+        .filter(|e| e.in_reply_to == Some(msg))
+        .filter_map(|e| e.error().map(|e| (e.code, e.reason.clone())))
+        .collect()
+}
+
+#[test]
+fn a_silent_server_times_the_relayed_request_out_at_its_deadline() {
+    let (mut h, _pn) = member_with_silent_server();
+    let now = h.now();
+    let req = registration(0, 1);
+    h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&req))
+        .unwrap();
+    h.pump();
+    assert_eq!(h.gw.flows_in_progress(), 1);
+    assert_eq!(h.gw.poll_timeout(), Some(now + FLOW));
+    h.advance(FLOW - Duration::from_millis(1));
+    assert!(
+        answers(&h, 0, req.msg_id).is_empty(),
+        "not before the deadline"
+    );
+    h.advance(Duration::from_millis(1));
+    assert_eq!(
+        answers(&h, 0, req.msg_id),
+        [(
+            ErrorCode::Timeout,
+            "the CPNS Server did not answer in time".into()
+        )]
+    );
+    assert_eq!(h.gw.flows_in_progress(), 0);
+    assert_eq!(h.gw.poll_timeout(), None);
+}
+
+#[test]
+fn a_lost_wan_ends_relayed_requests_and_forming_pns_with_busy() {
+    let (mut h, _pn) = member_with_silent_server();
+    let req = registration(0, 1);
+    h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&req))
+        .unwrap();
+    let now = h.now();
+    h.pnes[1].start_setup(now, SetupType::OneToOne).unwrap();
+    h.pump();
+    assert_eq!(h.gw.flows_in_progress(), 2);
+    h.gw.wan_closed(now);
+    h.pump();
+    assert_eq!(
+        answers(&h, 0, req.msg_id),
+        [(
+            ErrorCode::Busy,
+            "the PN GW lost its connection to the CPNS Server".into()
+        )]
+    );
+    assert!(h.gw_events().iter().any(|e| matches!(
+        e,
+        GatewayEvent::EstablishmentFailed {
+            reason: Failure::WanLost,
+            ..
+        }
+    )));
+    assert!(h.pne_events(1).iter().any(|e| matches!(
+        e,
+        crate::pne::PneEvent::FlowFailed {
+            flow: Flow::PnEstablishment,
+            ..
+        }
+    )));
+    assert_eq!(h.gw.flows_in_progress(), 0);
+    assert!(!h.gw.wan_ready());
+}
+
+#[test]
+fn a_closed_link_drops_what_was_relayed_for_it() {
+    let (mut h, _pn) = member_with_silent_server();
+    let req = registration(0, 1);
+    h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&req))
+        .unwrap();
+    let other = registration(1, 2);
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&other))
+        .unwrap();
+    h.pump();
+    assert_eq!(h.gw.flows_in_progress(), 2);
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(0));
+    assert_eq!(h.gw.flows_in_progress(), 1, "only link 0's relay is gone");
+    // Its deadline no longer wakes anything: only link 1's request times out.
+    h.advance(FLOW);
+    assert!(answers(&h, 0, req.msg_id).is_empty());
+    assert_eq!(answers(&h, 1, other.msg_id).len(), 1);
+}
+
+#[test]
+fn the_servers_refusal_of_a_join_reaches_the_pne() {
+    // PNE 1 claims an id the server does not know: the PN update adding it is refused.
+    let specs = [PneSpec::trusted(), PneSpec::trusted().impersonating(5)];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::OneToOne);
+    let req = registration(5, 3);
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&req))
+        .unwrap();
+    h.pump();
+    let got = answers(&h, 1, req.msg_id);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, ErrorCode::Forbidden);
+    assert!(
+        got[0]
+            .1
+            .starts_with("the CPNS Server refused to add the PNE to the PN:"),
+        "{}",
+        got[0].1
+    );
+    assert_eq!(h.gw.flows_in_progress(), 0);
+}
+
+#[test]
+fn a_server_request_for_an_unknown_pne_is_answered_not_found() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    let ask = Envelope::request(
+        55,
+        Address::Server,
+        Address::Entity(id("nobody")),
+        StatusUpdateRequest {},
+    );
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&ask))
+        .unwrap();
+    let answer = h
+        .queue
+        .iter()
+        .filter(|f| f.from == Party::Gw && f.to == Party::Server)
+        .find_map(|f| f.env())
+        .expect("answered");
+    assert_eq!(answer.in_reply_to, Some(55));
+    assert_eq!(
+        answer.error().map(|e| (e.code, e.reason.as_str())),
+        Some((ErrorCode::NotFound, "no route to nobody"))
+    );
+    // A notification for an unknown PNE is dropped without an answer.
+    let before = h.queue.len();
+    let note = Envelope::notify(
+        56,
+        Address::Server,
+        Address::Entity(id("nobody")),
+        StatusUpdateRequest {},
+    );
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&note))
+        .unwrap();
+    assert_eq!(h.queue.len(), before);
+}
+
+#[test]
+fn relayed_messages_get_fresh_message_ids_on_each_hop() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.register(1, Some(pn));
+    assert!(h.pnes[1].cpns_id().is_some());
+    for (from, to) in [
+        (Party::Gw, Party::Pne(1)),
+        (Party::Gw, Party::Server),
+        (Party::Server, Party::Gw),
+    ] {
+        let ids: Vec<u64> = h.delivered(from, to).iter().map(|e| e.msg_id).collect();
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{from:?} -> {to:?}: {ids:?}");
+    }
+    // The relayed answer names the PNE's own request.
+    let asked = h
+        .delivered(Party::Pne(1), Party::Gw)
+        .into_iter()
+        .find(|e| matches!(e.body, Body::PneRegistrationRequest(_)))
+        .unwrap();
+    let answered = h
+        .delivered(Party::Gw, Party::Pne(1))
+        .into_iter()
+        .find(|e| matches!(e.body, Body::PneRegistrationResponse(_)))
+        .unwrap();
+    assert_eq!(answered.in_reply_to, Some(asked.msg_id));
+}
+
+#[test]
+fn the_wan_set_up_waits_its_whole_deadline_and_takes_only_a_requested_challenge() {
+    let mut h = Harness::new(&[]);
+    h.set_hook(|f| match f.message {
+        "AuthChallenge" => Action::Drop,
+        _ => Action::Deliver,
+    });
+    let now = h.now();
+    h.gw.wan_connected(now, super::harness::EXPORTER).unwrap();
+    h.pump();
+    h.advance(FLOW - Duration::from_secs(1));
+    assert!(
+        !h.gw_events()
+            .iter()
+            .any(|e| matches!(e, GatewayEvent::WanFailed(_)))
+    );
+    // A challenge that is not a request is refused: the set-up fails.
+    let mut h = Harness::new(&[]);
+    h.set_hook(|f| {
+        if f.message == "AuthChallenge" {
+            Action::Replace(super::harness::rewrite(&f.body, |env| {
+                env.kind = cpns_wire::MsgKind::Notify;
+            }))
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.gw.wan_connected(now, super::harness::EXPORTER).unwrap();
+    h.pump();
+    assert!(h.gw_events().iter().any(
+        |e| matches!(e, GatewayEvent::WanFailed(r) if r.contains("unexpected AuthChallenge"))
+    ));
+}
