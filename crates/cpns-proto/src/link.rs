@@ -168,3 +168,27 @@ pub fn frame_body(frame: &[u8]) -> Option<&[u8]> {
     let body = frame.get(LEN_PREFIX..)?;
     (body.len() == len).then_some(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pan_security_parses_its_two_names_only() {
+        assert_eq!(PanSecurity::parse("trusted"), Some(PanSecurity::Trusted));
+        assert_eq!(PanSecurity::parse("cpns"), Some(PanSecurity::Cpns));
+        assert_eq!(PanSecurity::parse("Trusted"), None);
+        assert_eq!(PanSecurity::parse(""), None);
+    }
+
+    #[test]
+    fn a_codec_knows_its_limit_and_says_whether_it_seals() {
+        let codec = LinkCodec::new(777);
+        assert_eq!(codec.max_frame(), 777);
+        assert_eq!(LinkCodec::default().max_frame(), DEFAULT_MAX_FRAME);
+        assert_eq!(
+            format!("{codec:?}"),
+            "LinkCodec { tx_sealed: false, rx_sealed: false, max_frame: 777 }"
+        );
+    }
+}

@@ -333,3 +333,26 @@ fn hash_pne_over_an_unsealed_link_is_not_relayed() {
     );
     assert_eq!(h.snapshot(), before);
 }
+
+#[test]
+fn a_pending_pan_authentication_shows_its_pn_and_no_key() {
+    // The PNE's confirmation never arrives: the PN GW holds the authentication pending.
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    h.set_hook(|f| {
+        if f.message == "PanAuthConfirm" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.setup(0, SetupType::OneToOne);
+    let shown = format!("{:?}", h.gw);
+    let at = shown.find("PendingPanAuth { pn_id: ").expect("pending");
+    assert!(shown[at..].starts_with("PendingPanAuth { pn_id: PnId("));
+    assert!(
+        shown[at..].contains(", .. }"),
+        "the rest is hidden: {}",
+        &shown[at..]
+    );
+    assert!(!shown.contains("expected_proof") && !shown.contains("opener"));
+}

@@ -262,3 +262,39 @@ fn the_wan_set_up_waits_its_whole_deadline_and_takes_only_a_requested_challenge(
         |e| matches!(e, GatewayEvent::WanFailed(r) if r.contains("unexpected AuthChallenge"))
     ));
 }
+
+/// The WAN set-up takes a Connection Setup Confirm only as the answer to its request, and the
+/// status query only as a request.
+#[test]
+fn the_wan_set_up_takes_only_the_messages_it_expects() {
+    for (message, change) in [
+        ("ConnectionSetupConfirm", 0u8),
+        ("StatusUpdateRequest", 1u8),
+    ] {
+        let mut h = Harness::new(&[]);
+        h.set_hook(move |f| {
+            if f.message == message {
+                Action::Replace(super::harness::rewrite(&f.body, |env| {
+                    if change == 0 {
+                        env.in_reply_to = env.in_reply_to.map(|r| r + 1000);
+                    } else {
+                        env.kind = cpns_wire::MsgKind::Notify;
+                    }
+                }))
+            } else {
+                Action::Deliver
+            }
+        });
+        let now = h.now();
+        h.gw.wan_connected(now, super::harness::EXPORTER).unwrap();
+        h.pump();
+        assert!(!h.gw.wan_ready(), "{message}");
+        assert!(
+            h.gw_events().iter().any(
+                |e| matches!(e, GatewayEvent::WanFailed(r) if r.contains(&format!("unexpected {message}")))
+            ),
+            "{message}: {:?}",
+            h.gw_events()
+        );
+    }
+}

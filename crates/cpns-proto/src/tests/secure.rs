@@ -181,3 +181,38 @@ fn a_request_redirected_to_another_pne_does_not_open() {
         .unwrap();
     assert_eq!(refused.code, ErrorCode::Unauthenticated);
 }
+
+#[test]
+fn a_secure_call_the_server_never_answers_times_out_at_its_deadline() {
+    let (mut h, _pn) = registered();
+    assert!(h.pnes[0].secure_session().is_some());
+    h.set_hook(|f| {
+        if f.from == Party::Server {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, b"x".to_vec())
+        .unwrap();
+    h.pump();
+    assert_eq!(h.pnes[0].poll_timeout(), Some(now + super::harness::FLOW));
+    h.advance(super::harness::FLOW - std::time::Duration::from_millis(1));
+    let failed = |h: &Harness| {
+        h.pne_events(0).iter().any(|e| {
+            matches!(
+                e,
+                PneEvent::FlowFailed {
+                    flow: crate::Flow::SecureCall,
+                    reason: crate::Failure::TimedOut
+                }
+            )
+        })
+    };
+    assert!(!failed(&h));
+    h.advance(std::time::Duration::from_millis(1));
+    assert!(failed(&h));
+    assert_eq!(h.pnes[0].poll_timeout(), None);
+}
