@@ -203,16 +203,19 @@ fn relayed_messages_get_fresh_message_ids_on_each_hop() {
     let pn = h.joined(0).unwrap().pn_id;
     h.register(1, Some(pn));
     assert!(h.pnes[1].cpns_id().is_some());
+    // Each sender numbers what it sends from its own counter, relayed messages included: the
+    // ids it sends on a hop only ever grow.
     for (from, to) in [
         (Party::Gw, Party::Pne(1)),
         (Party::Gw, Party::Server),
         (Party::Server, Party::Gw),
     ] {
         let ids: Vec<u64> = h.delivered(from, to).iter().map(|e| e.msg_id).collect();
-        let mut unique = ids.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), ids.len(), "{from:?} -> {to:?}: {ids:?}");
+        assert!(ids.len() > 3, "{from:?} -> {to:?}: {ids:?}");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{from:?} -> {to:?}: {ids:?}"
+        );
     }
     // The relayed answer names the PNE's own request.
     let asked = h
@@ -297,4 +300,49 @@ fn the_wan_set_up_takes_only_the_messages_it_expects() {
             h.gw_events()
         );
     }
+}
+
+/// A non-member's registration waits for its PN update (003 §1.4.2 step 4) for the flow timeout
+/// exactly, and counts against its link's share of flows.
+#[test]
+fn a_pending_join_counts_against_its_link_and_times_out_at_its_deadline() {
+    let limits = crate::gateway::GatewayLimits {
+        flows: 100,
+        flows_per_link: 2,
+    };
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::with_limits(&specs, limits);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::OneToOne);
+    h.set_hook(|f| {
+        if f.from == Party::Server {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    // PNE 1 is no member: each request waits for a PN update.
+    let now = h.now();
+    let first = registration(1, 1);
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&first))
+        .unwrap();
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&registration(1, 2)))
+        .unwrap();
+    let third = registration(1, 3);
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&third))
+        .unwrap();
+    h.pump();
+    assert_eq!(h.gw.flows_in_progress(), 2);
+    assert_eq!(answers(&h, 1, third.msg_id)[0].0, ErrorCode::Busy);
+    // PNE 0's link has its own share.
+    h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&registration(0, 4)))
+        .unwrap();
+    assert_eq!(h.gw.flows_in_progress(), 3);
+    assert_eq!(h.gw.poll_timeout(), Some(now + FLOW));
+    h.advance(FLOW - Duration::from_millis(1));
+    assert!(answers(&h, 1, first.msg_id).is_empty());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(answers(&h, 1, first.msg_id)[0].0, ErrorCode::Timeout);
+    assert_eq!(h.gw.flows_in_progress(), 0);
 }
