@@ -24,8 +24,12 @@ pub struct TraceEvent {
     pub sealed: bool,
 }
 
-/// Where runtimes report what they send; `None` reports nothing.
-pub type TraceSink = Option<mpsc::UnboundedSender<TraceEvent>>;
+/// Where runtimes report what they send; `None` reports nothing. Bounded: records a slow
+/// reader cannot take are dropped, never queued without end.
+pub type TraceSink = Option<mpsc::Sender<TraceEvent>>;
+
+/// A good capacity for a trace channel (the demo's whole run fits).
+pub const TRACE_CAPACITY: usize = 4096;
 
 pub(crate) fn report(
     sink: &TraceSink,
@@ -35,7 +39,7 @@ pub(crate) fn report(
 ) {
     let Some(tx) = sink else { return };
     let on_behalf_of = (record.from != sender).then(|| record.from.clone());
-    let _ = tx.send(TraceEvent {
+    let _ = tx.try_send(TraceEvent {
         at: Instant::now(),
         sender: sender.into(),
         receiver: receiver.into(),

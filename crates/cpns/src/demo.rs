@@ -60,7 +60,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let tv = admin::enroll_device(&dir, USER, Kind::Pne, "tv").await?;
     println!("enrolled {GW} (PN GW), phone, watch, tv (PNEs) for user {USER}\n");
 
-    let (trace_tx, mut trace_rx) = mpsc::unbounded_channel::<TraceEvent>();
+    let (trace_tx, mut trace_rx) = mpsc::channel::<TraceEvent>(cpns_node::trace::TRACE_CAPACITY);
     let sink = Some(trace_tx);
 
     // The CPNS Server.
@@ -154,14 +154,22 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     finish("tv", tv_run.await?)?;
 
-    // PNE registration, PN member case (003 §1.4.1): the watch reconnects and registers.
+    // PNE registration, PN member case (003 §1.4.1): the watch reconnects and registers, then
+    // uses the secure session it set up (step 4): a call sealed end to end, which the PN GW
+    // relays without being able to read it.
     let watch_run = spawn_pne(
         &root,
         &watch,
         "watch",
         false,
         &pan_addr,
-        vec![PneStep::Register(None)],
+        vec![
+            PneStep::Register(None),
+            PneStep::SecureCall {
+                service: cpns_wire::ECHO_SERVICE.into(),
+                payload: b"hello, sealed end to end".to_vec(),
+            },
+        ],
         &sink,
     );
     finish("watch", watch_run.await?)?;
