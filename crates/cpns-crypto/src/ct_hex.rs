@@ -110,6 +110,12 @@ mod tests {
         let mut bad = good.clone();
         bad.replace_range(63..64, "g");
         assert_eq!(decode_key(&bad), Err(CryptoError::BadHex));
+        // Both digits of one byte bad, at the start, in the middle and at the end.
+        for at in [0, 30, 62] {
+            let mut bad = good.clone();
+            bad.replace_range(at..at + 2, "zg");
+            assert_eq!(decode_key(&bad), Err(CryptoError::BadHex), "at {at}");
+        }
         // A multi-byte UTF-8 character of the right byte length is still rejected.
         let utf8 = format!("é{}", "0".repeat(62));
         assert_eq!(utf8.len(), 64);

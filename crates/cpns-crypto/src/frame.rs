@@ -351,9 +351,19 @@ mod tests {
 
     #[test]
     fn debug_is_redacted() {
-        let (s, o) = pair();
+        let (mut s, o) = pair();
         let text = format!("{s:?} {o:?}");
         assert!(!text.contains("5c5c") && !text.contains("92, 92"));
         assert!(text.contains("next_seq: 0"));
+        // Each names itself and its next sequence number, and nothing else of its state.
+        s.seal(b"x").unwrap();
+        assert_eq!(
+            format!("{s:?}"),
+            r#"FrameSealer { key: "<redacted>", next_seq: 1 }"#
+        );
+        assert_eq!(
+            format!("{o:?}"),
+            r#"FrameOpener { key: "<redacted>", next_seq: 0 }"#
+        );
     }
 }

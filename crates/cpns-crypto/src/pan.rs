@@ -321,6 +321,7 @@ mod tests {
         assert!(c != a && a != b && c != b);
         let dbg = format!("{k:?}");
         assert!(!dbg.contains(&hex::encode(a)));
+        assert_eq!(dbg, "PanKeys(<redacted>)");
         k.zeroize();
         let (c, a, b) = k.keys();
         assert_eq!((c, a, b), (&[0; 32], &[0; 32], &[0; 32]));

@@ -451,6 +451,7 @@ mod tests {
         let sk_hex = hex::encode(k.session_key().expose_secret());
         let dbg = format!("{k:?}");
         assert!(!dbg.contains(&sk_hex) && !dbg.contains(&hex::encode(k.confirm_key())));
+        assert_eq!(dbg, "PneAuthKeys(<redacted>)");
         k.zeroize();
         assert_eq!(k.session_key().expose_secret(), &[0; 32]);
         assert_eq!(k.confirm_key(), &[0; 32]);

@@ -348,6 +348,18 @@ fn gw_auth_vectors() {
     );
     assert_eq!(hx(m, "response_message"), msg);
     assert_eq!(hmac(&key, &msg), response.0);
+    // The transcript encoder examples/gen_vectors.rs writes the file with gives the same bytes.
+    assert_eq!(
+        v::transcript(labels::GW_AUTH_KEY, &[]),
+        hx(m, "gw_auth_key_info")
+    );
+    assert_eq!(
+        v::transcript(
+            labels::GW_AUTH_RESPONSE,
+            &[gw_id.as_bytes(), &rand_gw.0, &rand_server.0, &exporter],
+        ),
+        hx(m, "response_message")
+    );
 }
 
 /// Checks a list of sealed records against a sealer, an opener and the raw construction: each

@@ -165,3 +165,18 @@ impl Envelope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_names_its_entity_and_prints_it() {
+        let gw = EntityId::new("gw-1").unwrap();
+        let to_gw = Address::Entity(gw.clone());
+        assert_eq!(to_gw.entity(), Some(&gw));
+        assert_eq!(Address::Server.entity(), None);
+        assert_eq!(to_gw.to_string(), "gw-1");
+        assert_eq!(Address::Server.to_string(), "server");
+    }
+}

@@ -234,6 +234,17 @@ mod tests {
     }
 
     #[test]
+    fn ids_print_as_the_logs_show_them() {
+        let id = PnId::from_bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xff]);
+        assert_eq!(format!("{id:?}"), "PnId(000102030405060708090a0b0c0d0eff)");
+        assert_eq!(RequestId(42).to_string(), "42");
+        assert_eq!(
+            format!("{:?}", EntityId::new("gw-1").unwrap()),
+            "EntityId(\"gw-1\")"
+        );
+    }
+
+    #[test]
     fn decoding_rejects_bad_ids() {
         let mut buf = Vec::new();
         minicbor::encode("bad id", &mut buf).unwrap();

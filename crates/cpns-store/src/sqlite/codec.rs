@@ -99,5 +99,10 @@ mod tests {
         assert_eq!(json_string_array([]), "[]");
         assert_eq!(json_string_array(["a", "b-c"]), r#"["a","b-c"]"#);
         assert_eq!(json_string_array(["q\"\\\n"]), r#"["q\"\\\u000a"]"#);
+        // Only control characters are escaped: a space (0x20) and non-ASCII text go as they are.
+        assert_eq!(
+            json_string_array(["a b", "\u{1f}é"]),
+            "[\"a b\",\"\\u001fé\"]"
+        );
     }
 }

@@ -167,3 +167,33 @@ async fn closed_store_fails_cleanly() {
     let err = store.all_pns().await.unwrap_err();
     assert!(matches!(err, StoreError::Database(_)), "{err:?}");
 }
+
+/// The store checks owners and PNs before it writes, so the API never trips a foreign key; the
+/// mapping of the constraint errors SQLite reports is still what `StoreError` promises, for the
+/// writes a later method might leave to the schema.
+#[tokio::test]
+async fn constraint_violations_map_to_not_found_and_conflict() {
+    let (_dir, store) = fresh().await;
+    let orphan = sqlx::query(
+        "INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, joined_at) \
+         VALUES (?, 'pne-1', 0, 0, 0, 1)",
+    )
+    .bind(&[9u8; 16][..])
+    .execute(store.pool())
+    .await
+    .unwrap_err();
+    let err = StoreError::from(orphan);
+    assert!(
+        matches!(err, StoreError::NotFound(ref m) if m.contains("FOREIGN KEY")),
+        "{err:?}"
+    );
+    let twice = sqlx::query("INSERT INTO users (id) VALUES ('bob'), ('bob')")
+        .execute(store.pool())
+        .await
+        .unwrap_err();
+    let err = StoreError::from(twice);
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("UNIQUE")),
+        "{err:?}"
+    );
+}

@@ -358,6 +358,11 @@ pub async fn update_members_needs_pn<S: Store>(s: &S) {
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
     assert_eq!(s.all_pns().await.unwrap(), vec![]);
+    // Also when there is nothing to add, so no write of a member could fail on its own.
+    for remove in [&[eid("pne-2")][..], &[]] {
+        let err = s.update_members(&pid(7), &[], remove).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    }
 }
 
 /// `register_pne` allocates the PNE's CPNS ID and upserts the member together; a retry
