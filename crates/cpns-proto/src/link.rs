@@ -161,6 +161,12 @@ pub(crate) fn version_answer(e: ProtoError) -> Result<(u64, cpns_wire::ErrorBody
     }
 }
 
+/// Whether the body of a whole `frame` (length prefix included) is at most `max` bytes: what a
+/// peer that announced `max` accepts.
+pub(crate) fn body_fits(frame: &[u8], max: usize) -> bool {
+    frame.len().saturating_sub(LEN_PREFIX) <= max
+}
+
 /// Strips the length prefix of a whole frame as produced by [`LinkCodec::encode`], checking it.
 pub fn frame_body(frame: &[u8]) -> Option<&[u8]> {
     let prefix: [u8; LEN_PREFIX] = frame.get(..LEN_PREFIX)?.try_into().ok()?;
@@ -172,6 +178,15 @@ pub fn frame_body(frame: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_fits_up_to_the_limit_exactly() {
+        let frame = [0u8; LEN_PREFIX + 10];
+        assert!(body_fits(&frame, 10));
+        assert!(body_fits(&frame, 11));
+        assert!(!body_fits(&frame, 9));
+        assert!(body_fits(&[], 0));
+    }
 
     #[test]
     fn pan_security_parses_its_two_names_only() {

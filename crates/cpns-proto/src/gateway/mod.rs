@@ -578,7 +578,7 @@ impl Gateway {
     #[must_use]
     fn transmit_wan(&mut self, env: &Envelope) -> bool {
         match self.wan_codec.encode(env) {
-            Ok(frame) if frame.len() - cpns_wire::codec::LEN_PREFIX <= self.server_max_frame => {
+            Ok(frame) if crate::link::body_fits(&frame, self.server_max_frame) => {
                 self.out.push_back(GatewayOutput::TransmitWan {
                     frame,
                     trace: Self::trace(env, false),

@@ -279,3 +279,171 @@ fn a_failed_or_silent_joining_pne_changes_no_inventory() {
     );
     assert!(!h.store.session_keys.contains_key(&(pn, pne_id(1))));
 }
+
+/// A PanAuthInit naming PNE `pne` for `pn`, message id `n`.
+fn pan_auth_init(pne: usize, pn: cpns_wire::PnId, n: u64) -> Vec<u8> {
+    plain(&Envelope::request(
+        800 + n,
+        Address::Entity(pne_id(pne)),
+        Address::Entity(crate::tests::harness::id("gw-1")),
+        cpns_wire::PanAuthInit {
+            pn_id: pn,
+            pne_id: pne_id(pne),
+            rand_pne: cpns_wire::RandBytes([n as u8; 16]),
+        },
+    ))
+}
+
+/// The error codes the PN GW answered message `msg` on link `i` with.
+fn answered(h: &Harness, i: usize, msg: u64) -> Vec<ErrorCode> {
+    h.queue
+        .iter()
+        .filter(|f| f.from == Party::Gw && f.to == Party::Pne(i))
+        .filter_map(|f| f.env())
+        .filter(|e| e.in_reply_to == Some(msg))
+        .filter_map(|e| e.error().map(|e| e.code))
+        .collect()
+}
+
+#[test]
+fn a_link_proving_a_held_id_may_retry_the_proof_but_do_nothing_else() {
+    // pne-1 holds its route on link 0; link 1 tries to prove it is pne-1.
+    let specs = [PneSpec::trusted(), PneSpec::cpns()];
+    let mut h = Harness::new(&specs);
+    h.connect_gw();
+    let now = h.now();
+    h.pnes[0].start_discovery(now);
+    h.pump();
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    // Link 1 has named nobody yet.
+    h.deliver_direct(Party::Pne(1), Party::Gw, &pan_auth_init(0, pn, 1))
+        .unwrap();
+    // Allowed to try (pne-1 has no LocalEUKey in this PN: unauthenticated, not forbidden)...
+    assert_eq!(answered(&h, 1, 801), [ErrorCode::Unauthenticated]);
+    // ...and to try again under the same name...
+    h.deliver_direct(Party::Pne(1), Party::Gw, &pan_auth_init(0, pn, 2))
+        .unwrap();
+    assert_eq!(answered(&h, 1, 802), [ErrorCode::Unauthenticated]);
+    // ...but not under another name, and nothing else while pne-1's route is held elsewhere.
+    h.deliver_direct(Party::Pne(1), Party::Gw, &pan_auth_init(1, pn, 3))
+        .unwrap();
+    assert_eq!(answered(&h, 1, 803), [ErrorCode::Forbidden]);
+    let setup = Envelope::request(
+        804,
+        Address::Entity(pne_id(0)),
+        Address::Entity(crate::tests::harness::id("gw-1")),
+        PnSetupRequest {
+            request_id: RequestId(4),
+            setup: Some(SetupType::OneToOne),
+            join: None,
+            pn_id: None,
+            initiator: None,
+        },
+    );
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&setup))
+        .unwrap();
+    assert_eq!(answered(&h, 1, 804), [ErrorCode::Conflict]);
+}
+
+#[test]
+fn a_closed_link_gives_up_its_route() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(0));
+    // The server's request for pne-1 has nowhere to go now.
+    let ask = Envelope::request(
+        66,
+        Address::Server,
+        Address::Entity(pne_id(0)),
+        cpns_wire::StatusUpdateRequest {},
+    );
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&ask))
+        .unwrap();
+    let answer = h
+        .queue
+        .iter()
+        .filter(|f| f.to == Party::Server)
+        .find_map(|f| f.env())
+        .unwrap();
+    assert_eq!(answer.error().map(|e| e.code), Some(ErrorCode::NotFound));
+    // pne-2's route is untouched.
+    let ask2 = Envelope::request(
+        67,
+        Address::Server,
+        Address::Entity(pne_id(1)),
+        cpns_wire::StatusUpdateRequest {},
+    );
+    h.queue.clear();
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&ask2))
+        .unwrap();
+    assert!(h.queue.iter().any(|f| f.to == Party::Pne(1)));
+}
+
+#[test]
+fn a_link_is_reported_proven_once() {
+    // pne-1 on an insecure PAN without a UI: the server's verdict proves it (establishment),
+    // and its registration proves it again; the event comes once.
+    let mut h = Harness::ready(&[PneSpec::cpns().no_ui()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    let proven = |h: &Harness| {
+        h.gw_events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    GatewayEvent::LinkProven {
+                        link: LinkId(0),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    assert_eq!(proven(&h), 1);
+    h.register(0, Some(pn));
+    assert!(h.pnes[0].cpns_id().is_some());
+    assert_eq!(proven(&h), 1);
+}
+
+#[test]
+fn after_set_up_an_unexpected_request_from_the_server_is_refused_and_anything_else_ignored() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    let gw = crate::tests::harness::id("gw-1");
+    let wrong = Envelope::request(
+        77,
+        Address::Server,
+        Address::Entity(gw.clone()),
+        cpns_wire::PanAuthConfirm {
+            proof: cpns_wire::HashBytes([0; 32]),
+        },
+    );
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&wrong))
+        .unwrap();
+    let answers: Vec<Envelope> = h
+        .queue
+        .iter()
+        .filter(|f| f.to == Party::Server)
+        .filter_map(|f| f.env())
+        .collect();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].in_reply_to, Some(77));
+    assert_eq!(
+        answers[0].error().map(|e| e.code),
+        Some(ErrorCode::WrongState)
+    );
+    h.queue.clear();
+    let note = Envelope::notify(
+        78,
+        Address::Server,
+        Address::Entity(gw),
+        cpns_wire::PanAuthConfirm {
+            proof: cpns_wire::HashBytes([0; 32]),
+        },
+    );
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&note))
+        .unwrap();
+    assert!(h.queue.is_empty(), "a notification is not answered");
+    assert!(h.gw.wan_ready());
+}
