@@ -224,3 +224,36 @@ fn discovery_lists_the_pns_served() {
         });
     assert_eq!(listed, Some(vec![pn]));
 }
+
+#[test]
+fn an_unanswered_discovery_fails_at_its_deadline() {
+    let mut h = Harness::new(&[PneSpec::trusted()]);
+    // The PN GW never answers.
+    h.set_hook(|f| {
+        if f.to == Party::Pne(0) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[0].start_discovery(now);
+    h.pump();
+    assert_eq!(h.pnes[0].poll_timeout(), Some(now + FLOW));
+    let failed = |h: &Harness| {
+        h.pne_events(0).iter().any(|e| {
+            matches!(
+                e,
+                crate::pne::PneEvent::FlowFailed {
+                    flow: crate::Flow::EntityDiscovery,
+                    reason: crate::Failure::NoAnswer
+                }
+            )
+        })
+    };
+    h.advance(FLOW - std::time::Duration::from_millis(1));
+    assert!(!failed(&h));
+    h.advance(std::time::Duration::from_millis(1));
+    assert!(failed(&h));
+    assert_eq!(h.pnes[0].poll_timeout(), None);
+}

@@ -356,3 +356,26 @@ fn a_pending_pan_authentication_shows_its_pn_and_no_key() {
     );
     assert!(!shown.contains("expected_proof") && !shown.contains("opener"));
 }
+
+#[test]
+fn a_pending_pan_authentication_on_the_pne_shows_its_pn_and_no_key() {
+    // The PN GW's challenge never arrives: the PNE holds its authentication pending.
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    h.set_hook(|f| {
+        if f.message == "PanAuthChallenge" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.setup(0, SetupType::OneToOne);
+    let shown = format!("{:?}", h.pnes[0]);
+    let at = shown.find("PanPending { pn_id: ").expect("pending");
+    let end = at + shown[at..].find('}').unwrap() + 1;
+    let pending = &shown[at..end];
+    assert!(pending.ends_with(", .. }"), "the rest is hidden: {pending}");
+    assert!(
+        !pending.contains("local") && !pending.contains("rand"),
+        "{pending}"
+    );
+}
