@@ -379,3 +379,48 @@ fn a_pending_pan_authentication_on_the_pne_shows_its_pn_and_no_key() {
         "{pending}"
     );
 }
+
+#[test]
+fn an_unanswered_pan_authentication_fails_at_its_deadline_and_closes_the_link() {
+    let (mut h, pn) = sealed();
+    // pne-1 reconnects on a new link and starts PN GW authentication; no challenge comes.
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(0));
+    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
+    let mut back = crate::pne::PneSession::new(
+        h.pne_cfgs[0].clone(),
+        cpns_crypto::MachineRng::from_seed_u64(11),
+    );
+    back.restore(h.store.pne_local[0].values().cloned().collect())
+        .unwrap();
+    h.pnes[0] = back;
+    h.set_hook(|f| {
+        if f.message == "PanAuthChallenge" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.pnes[0].start_pan_auth(now, pn).unwrap();
+    h.pump();
+    let failed = |h: &Harness| {
+        h.pne_events(0).iter().any(|e| {
+            matches!(
+                e,
+                PneEvent::FlowFailed {
+                    flow: Flow::PanAuthentication,
+                    reason: Failure::TimedOut
+                }
+            )
+        })
+    };
+    h.advance(super::harness::FLOW - std::time::Duration::from_millis(1));
+    assert!(!failed(&h));
+    h.advance(std::time::Duration::from_millis(1));
+    assert!(failed(&h));
+    assert!(
+        h.closes
+            .iter()
+            .any(|(p, _, r)| *p == Party::Pne(0) && r.contains("timed out"))
+    );
+}
