@@ -257,3 +257,56 @@ fn an_unanswered_discovery_fails_at_its_deadline() {
     assert!(failed(&h));
     assert_eq!(h.pnes[0].poll_timeout(), None);
 }
+
+#[test]
+fn a_pne_learns_its_gateway_only_from_a_gateway_and_only_from_answers_it_asked_for() {
+    let mut h = Harness::new(&[PneSpec::trusted()]);
+    let me = Address::Entity(pne_id(0));
+    // A discovery request from another PNE does not make it the PNE's PN GW.
+    let from_pne = cpns_wire::Envelope::request(
+        1,
+        Address::Entity(id("other-pne")),
+        me.clone(),
+        cpns_wire::EntityDiscoveryRequest {
+            entity_id: id("other-pne"),
+            mode: Mode::Pne,
+        },
+    );
+    h.deliver_direct(Party::Gw, Party::Pne(0), &super::harness::plain(&from_pne))
+        .unwrap();
+    assert_eq!(h.pnes[0].gateway(), None);
+    // A discovery response nobody asked for is ignored.
+    let unasked = cpns_wire::Envelope::response(
+        2,
+        99,
+        Address::Entity(id("rogue-gw")),
+        me.clone(),
+        cpns_wire::EntityDiscoveryResponse {
+            mode: Mode::Gateway,
+            entity_id: id("rogue-gw"),
+            zone_support: false,
+            pns: vec![],
+        },
+    );
+    h.deliver_direct(Party::Gw, Party::Pne(0), &super::harness::plain(&unasked))
+        .unwrap();
+    assert_eq!(h.pnes[0].gateway(), None);
+    assert!(h.pne_events(0).is_empty());
+    // The real PN GW's request makes it known; another gateway's later request does not
+    // replace it.
+    h.gw.discover(LinkId(0));
+    h.pump();
+    assert_eq!(h.pnes[0].gateway(), Some(&id("gw-1")));
+    let other_gw = cpns_wire::Envelope::request(
+        3,
+        Address::Entity(id("rogue-gw")),
+        me,
+        cpns_wire::EntityDiscoveryRequest {
+            entity_id: id("rogue-gw"),
+            mode: Mode::Gateway,
+        },
+    );
+    h.deliver_direct(Party::Gw, Party::Pne(0), &super::harness::plain(&other_gw))
+        .unwrap();
+    assert_eq!(h.pnes[0].gateway(), Some(&id("gw-1")));
+}

@@ -424,3 +424,28 @@ fn an_unanswered_pan_authentication_fails_at_its_deadline_and_closes_the_link() 
             .any(|(p, _, r)| *p == Party::Pne(0) && r.contains("timed out"))
     );
 }
+
+#[test]
+fn a_pne_runs_one_pan_authentication_at_a_time_and_none_on_a_sealed_link() {
+    let (mut h, pn) = sealed();
+    let now = h.now();
+    // Already sealed.
+    assert!(h.pnes[0].start_pan_auth(now, pn).is_err());
+    // On a fresh link: the first starts, a second while it runs does not.
+    h.gw.link_closed(now, LinkId(0));
+    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
+    let mut back = crate::pne::PneSession::new(
+        h.pne_cfgs[0].clone(),
+        cpns_crypto::MachineRng::from_seed_u64(12),
+    );
+    back.restore(h.store.pne_local[0].values().cloned().collect())
+        .unwrap();
+    h.pnes[0] = back;
+    assert!(h.pnes[0].start_pan_auth(now, pn).is_ok());
+    assert!(matches!(
+        h.pnes[0].start_pan_auth(now, pn),
+        Err(ProtoError::WrongState(_))
+    ));
+    h.pump();
+    assert!(h.pnes[0].link_sealed());
+}
