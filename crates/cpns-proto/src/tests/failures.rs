@@ -510,12 +510,14 @@ fn a_retry_after_a_restart_gets_the_kept_answer() {
     h.restart_from_stores(&specs);
     let registered = h.store.effects["register_pn"];
     let before = h.snapshot();
+    let logged = h.log.len();
     h.inject(Party::Gw, Party::Server, request);
     h.pump();
-    let again = h
-        .delivered(Party::Server, Party::Gw)
-        .into_iter()
-        .rev()
+    // The answer to the retry, among what the server sent after the restart.
+    let again = h.log[logged..]
+        .iter()
+        .filter(|f| f.from == Party::Server)
+        .filter_map(super::harness::Flight::env)
         .find_map(|e| match e.body {
             Body::PnRegistrationResponse(r) => Some(r),
             _ => None,
@@ -528,4 +530,84 @@ fn a_retry_after_a_restart_gets_the_kept_answer() {
     );
     assert_eq!(h.snapshot(), before);
     h.assert_agree(pn);
+}
+
+/// Within a session, a retried request is answered from the session's memory: no store load.
+#[test]
+fn a_retry_in_the_same_session_is_answered_from_memory() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::OneToOne);
+    h.setup(1, SetupType::OneToOne);
+    let requests: Vec<Vec<u8>> = h
+        .log
+        .iter()
+        .filter(|f| f.message == "PnRegistrationRequest")
+        .map(|f| f.body.clone())
+        .collect();
+    assert_eq!(requests.len(), 2);
+    let loads = h.store.loads.get();
+    // The older of the two kept answers too, not only the last.
+    for request in requests {
+        let logged = h.log.len();
+        h.inject(Party::Gw, Party::Server, request);
+        h.pump();
+        assert!(
+            h.log[logged..]
+                .iter()
+                .any(|f| f.from == Party::Server && f.message == "PnRegistrationResponse")
+        );
+    }
+    assert_eq!(h.store.loads.get(), loads, "answered without the store");
+}
+
+/// A PNE answering the server's registration challenge with an error ends the registration.
+#[test]
+fn a_pne_refusing_the_registration_challenge_ends_the_registration() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.set_hook(|f| {
+        if f.from == Party::Pne(0) && f.message == "AuthenticationResponse" {
+            Action::Replace(rewrite(&f.body, |env| {
+                env.body = cpns_wire::ErrorBody::new(ErrorCode::Declined, "not now").into();
+            }))
+        } else {
+            Action::Deliver
+        }
+    });
+    h.register(0, Some(pn));
+    assert!(h.server_events().iter().any(|e| matches!(
+        e,
+        ServerEvent::FlowFailed {
+            flow: Flow::PneRegistration,
+            reason: Failure::Refused(err)
+        } if err.code == ErrorCode::Declined
+    )));
+    assert_eq!(h.server.flows_in_progress(), 0);
+    assert!(h.pnes[0].cpns_id().is_none());
+}
+
+/// An invited PNE that leaves before answering is left out at once: the PN is registered
+/// without waiting for the invitation's deadline.
+#[test]
+fn an_invitee_that_leaves_is_left_out_at_once() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::ready(&specs);
+    // PNE 1 never answers its invitation, then its link closes.
+    h.set_hook(|f| {
+        if f.from == Party::Pne(1) && f.message == "PnSetupResponse" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.setup(0, SetupType::All);
+    assert!(!h.wan_messages().contains(&"PnRegistrationRequest"));
+    let now = h.now();
+    h.gw.link_closed(now, crate::gateway::LinkId(1));
+    h.pump();
+    assert!(h.wan_messages().contains(&"PnRegistrationRequest"));
+    let inv = h.joined(0).expect("established without the PNE that left");
+    assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
 }

@@ -345,3 +345,50 @@ fn a_request_over_the_server_limit_fails_its_flow_not_the_session() {
     let inv = h.joined(1).expect("the next establishment completes");
     h.assert_agree(inv.pn_id);
 }
+
+#[test]
+fn a_session_gives_back_exactly_the_units_of_the_flows_that_ended() {
+    let budget = crate::server::FlowBudget::new(1000);
+    let (mut h, pn) = server_with(64, &budget);
+    for n in 1..=2 {
+        h.deliver_direct(Party::Gw, Party::Server, &relayed_registration(0, pn, n))
+            .unwrap();
+    }
+    h.advance(super::harness::FLOW / 2);
+    h.deliver_direct(Party::Gw, Party::Server, &relayed_registration(0, pn, 3))
+        .unwrap();
+    assert_eq!(budget.in_use(), 3);
+    // The first two time out; the third goes on.
+    h.advance(super::harness::FLOW / 2);
+    assert_eq!(h.server.flows_in_progress(), 1);
+    assert_eq!(budget.in_use(), 1);
+}
+
+#[test]
+fn a_set_up_counts_against_the_link_that_asked_for_it() {
+    let limits = GatewayLimits {
+        flows: 100,
+        flows_per_link: 1,
+    };
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::with_limits(&specs, limits);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::OneToOne);
+    assert!(h.joined(0).is_some());
+    hold_server(&mut h);
+    // PNE 1 asks for a PN: its link's one flow.
+    let frame = setup_request(&h, 1, 7);
+    h.deliver_direct(Party::Pne(1), Party::Gw, &frame).unwrap();
+    h.pump();
+    assert_eq!(h.gw.flows_in_progress(), 1);
+    // PNE 1 cannot start another; PNE 0 (a member) still can.
+    h.deliver_direct(Party::Pne(1), Party::Gw, &registration_request(1, 8))
+        .unwrap();
+    h.deliver_direct(Party::Pne(0), Party::Gw, &registration_request(0, 9))
+        .unwrap();
+    h.pump();
+    assert_eq!(busy_to(&h, 1).len(), 1);
+    assert!(busy_to(&h, 0).is_empty());
+    assert_eq!(h.gw.flows_in_progress(), 2);
+}

@@ -31,6 +31,8 @@ pub(super) struct Store {
     pub fail_pne: bool,
     /// Secure sessions the PNEs kept (PneOutput::PersistSession), by PNE index.
     pub pne_sessions: BTreeMap<usize, crate::pne::SecureSession>,
+    /// How many loads the server asked for.
+    pub loads: std::cell::Cell<usize>,
     /// Kept answers of mutating requests, by (sender, request id).
     pub answers: BTreeMap<(String, u64), cpns_wire::Envelope>,
     /// How many effects the server persisted, by kind (to see that a replay changed nothing).
@@ -46,6 +48,7 @@ impl Store {
     }
 
     pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
+        self.loads.set(self.loads.get() + 1);
         Loaded {
             session_key: req
                 .session
