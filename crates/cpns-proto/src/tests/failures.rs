@@ -611,3 +611,34 @@ fn an_invitee_that_leaves_is_left_out_at_once() {
     let inv = h.joined(0).expect("established without the PNE that left");
     assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
 }
+
+/// An invitation answer counts as acceptance only when it accepts and its join information is
+/// the answering PNE's own.
+#[test]
+fn only_a_real_acceptance_joins_the_pn() {
+    for tamper in [
+        "decline with join information",
+        "join information of another PNE",
+    ] {
+        let specs = [PneSpec::trusted(), PneSpec::trusted(), PneSpec::trusted()];
+        let mut h = Harness::ready(&specs);
+        h.set_hook(move |f| {
+            if f.from == Party::Pne(1) && f.message == "PnSetupResponse" {
+                Action::Replace(rewrite(&f.body, |env| {
+                    if let Body::PnSetupResponse(r) = &mut env.body {
+                        if tamper.starts_with("decline") {
+                            r.accept = false;
+                        } else if let Some(j) = &mut r.join {
+                            j.pne_id = pne_id(2);
+                        }
+                    }
+                }))
+            } else {
+                Action::Deliver
+            }
+        });
+        h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+        let inv = h.joined(0).expect("established");
+        assert_eq!(h.members(inv.pn_id), [pne_id(0)], "{tamper}");
+    }
+}

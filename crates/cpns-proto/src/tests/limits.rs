@@ -392,3 +392,20 @@ fn a_set_up_counts_against_the_link_that_asked_for_it() {
     assert!(busy_to(&h, 0).is_empty());
     assert_eq!(h.gw.flows_in_progress(), 2);
 }
+
+#[test]
+fn a_set_up_retried_while_in_progress_is_not_run_twice_nor_refused() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    hold_server(&mut h);
+    let frame = setup_request(&h, 0, 1);
+    h.deliver_direct(Party::Pne(0), Party::Gw, &frame).unwrap();
+    // The same request again (same request id): silently left to the running flow.
+    h.deliver_direct(Party::Pne(0), Party::Gw, &frame).unwrap();
+    h.pump();
+    assert!(busy_to(&h, 0).is_empty());
+    assert_eq!(h.gw.flows_in_progress(), 1);
+    // Another PNE's request with the same request id is its own flow.
+    let other = setup_request(&h, 1, 1);
+    h.deliver_direct(Party::Pne(1), Party::Gw, &other).unwrap();
+    assert_eq!(h.gw.flows_in_progress(), 2);
+}
