@@ -642,3 +642,31 @@ fn only_a_real_acceptance_joins_the_pn() {
         assert_eq!(h.members(inv.pn_id), [pne_id(0)], "{tamper}");
     }
 }
+
+/// The PN GW waits for the PNEs' Authentication Responses for the invite timeout exactly, then
+/// relays what it has.
+#[test]
+fn the_gateway_waits_for_authentication_responses_until_its_deadline() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::ready(&specs);
+    h.set_hook(|f| {
+        if f.from == Party::Pne(1) && f.message == "AuthenticationResponse" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.setup(0, SetupType::All);
+    let relayed = |h: &Harness| {
+        h.log.iter().any(|f| {
+            f.from == Party::Gw && f.to == Party::Server && f.message == "AuthenticationResponse"
+        })
+    };
+    assert!(!relayed(&h));
+    h.advance(INVITE - Duration::from_millis(1));
+    assert!(!relayed(&h));
+    h.advance(Duration::from_millis(1));
+    assert!(relayed(&h));
+    let inv = h.joined(0).expect("established with the PNE that answered");
+    assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
+}
