@@ -670,3 +670,71 @@ fn the_gateway_waits_for_authentication_responses_until_its_deadline() {
     let inv = h.joined(0).expect("established with the PNE that answered");
     assert_eq!(h.members(inv.pn_id), [pne_id(0)]);
 }
+
+/// After relaying the hashes, the PN GW waits for the PN Registration Response for the flow
+/// timeout exactly.
+#[test]
+fn the_gateway_waits_for_the_registration_response_until_its_deadline() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.set_hook(|f| {
+        if f.message == "PnRegistrationResponse" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.setup(0, SetupType::OneToOne);
+    let failed = |h: &Harness| {
+        h.gw_events().iter().any(|e| {
+            matches!(
+                e,
+                GatewayEvent::EstablishmentFailed {
+                    reason: Failure::TimedOut,
+                    ..
+                }
+            )
+        })
+    };
+    h.advance(FLOW - Duration::from_millis(1));
+    assert!(!failed(&h));
+    h.advance(Duration::from_millis(1));
+    assert!(failed(&h));
+}
+
+/// Only a PNE the server authenticated is proven on its link by the verdict.
+#[test]
+fn the_verdict_proves_only_the_authenticated_links() {
+    let specs = [PneSpec::cpns().no_ui(), PneSpec::cpns().no_ui().wrong_key()];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    let proven: Vec<crate::gateway::LinkId> = h
+        .gw_events()
+        .iter()
+        .filter_map(|e| match e {
+            GatewayEvent::LinkProven { link, .. } => Some(*link),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proven, [crate::gateway::LinkId(0)]);
+}
+
+/// An error a PNE sends answering something else does not take it out of the PN being formed.
+#[test]
+fn an_unrelated_error_from_an_invitee_changes_nothing() {
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::ready(&specs);
+    let now = h.now();
+    h.pnes[0].start_setup(now, SetupType::All).unwrap();
+    // While invited, pne-2 sends an error answering message 12345 (no message of the PN).
+    let stray = cpns_wire::Envelope::response(
+        4242,
+        12345,
+        cpns_wire::Address::Entity(pne_id(1)),
+        cpns_wire::Address::Entity(super::harness::id("gw-1")),
+        cpns_wire::ErrorBody::new(ErrorCode::BadRequest, "unrelated"),
+    );
+    h.inject(Party::Pne(1), Party::Gw, super::harness::plain(&stray));
+    h.pump();
+    let inv = h.joined(0).expect("established");
+    assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(1)]);
+}
