@@ -13,6 +13,7 @@
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
 //! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.
 //! - `relay`: the PN GW relay: deadlines, lost WAN, closed links, refusals, message ids.
+//! - `pne_flows`: the PNE's own deadlines and refusals; a second PN on a sealed link.
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
 //! - `vectors`: the link codec and the canonical PN inventory reproduce
@@ -28,6 +29,7 @@ mod harness;
 mod identity;
 mod limits;
 mod pan_security;
+mod pne_flows;
 mod queries;
 mod register;
 mod relay;
