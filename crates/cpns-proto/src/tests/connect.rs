@@ -310,3 +310,84 @@ fn a_pne_learns_its_gateway_only_from_a_gateway_and_only_from_answers_it_asked_f
         .unwrap();
     assert_eq!(h.pnes[0].gateway(), Some(&id("gw-1")));
 }
+
+/// Before the PN GW is authenticated the server takes the set-up only as a request, the
+/// challenge's answer only as the answer to it, and only an entity enrolled as a PN GW.
+#[test]
+fn the_server_takes_only_a_well_formed_set_up_from_a_real_gateway() {
+    use crate::server::ServerEvent;
+    let server_sends = |h: &Harness| -> Vec<cpns_wire::Envelope> {
+        h.queue
+            .iter()
+            .filter(|f| f.from == Party::Server)
+            .filter_map(|f| f.env())
+            .collect()
+    };
+    let setup = |gw: &str| cpns_wire::ConnectionSetupRequest {
+        gw_id: id(gw),
+        rand_gw: cpns_wire::RandBytes([1; 16]),
+        software: "test".into(),
+    };
+    // A set-up sent as a notification: no challenge.
+    let mut h = Harness::new(&[PneSpec::trusted()]);
+    let note = cpns_wire::Envelope::notify(
+        1,
+        Address::Entity(id("gw-1")),
+        Address::Server,
+        setup("gw-1"),
+    );
+    h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(&note))
+        .unwrap();
+    assert!(server_sends(&h).is_empty());
+    // A PNE's id as the PN GW: refused.
+    let mut h = Harness::new(&[PneSpec::trusted()]);
+    let req = cpns_wire::Envelope::request(
+        1,
+        Address::Entity(pne_id(0)),
+        Address::Server,
+        setup("pne-1"),
+    );
+    h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(&req))
+        .unwrap();
+    assert!(
+        h.server_events()
+            .contains(&&ServerEvent::AuthenticationFailed {
+                entity: pne_id(0),
+                reason: crate::Failure::NotAGateway,
+            })
+    );
+    // An authentication response that answers something else than the challenge: refused.
+    let mut h = Harness::new(&[PneSpec::trusted()]);
+    let req = cpns_wire::Envelope::request(
+        1,
+        Address::Entity(id("gw-1")),
+        Address::Server,
+        setup("gw-1"),
+    );
+    h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(&req))
+        .unwrap();
+    let challenge = server_sends(&h)
+        .into_iter()
+        .find(|e| matches!(e.body, Body::AuthChallenge(_)))
+        .expect("challenged");
+    h.queue.clear();
+    let stray = cpns_wire::Envelope::response(
+        2,
+        challenge.msg_id + 100,
+        Address::Entity(id("gw-1")),
+        Address::Server,
+        cpns_wire::AuthResponse {
+            hash: cpns_wire::HashBytes([0; 32]),
+        },
+    );
+    h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(&stray))
+        .unwrap();
+    assert!(server_sends(&h).is_empty(), "a response is not answered");
+    assert_eq!(h.server.gateway(), None);
+    assert!(
+        !h.server_events()
+            .iter()
+            .any(|e| matches!(e, ServerEvent::AuthenticationFailed { .. })),
+        "not even checked"
+    );
+}
