@@ -231,9 +231,10 @@ impl ServerSession {
         let reconcile = ServerEffect::ReconcilePns {
             gateway: gw.id.clone(),
             listed: m.pns,
-            // On a new session no registration of this PN GW is in flight, but one made on this
-            // session may still be on its way to the PN GW's store.
-            drop_unlisted_pending: first && self.unconfirmed.is_empty(),
+            // The first report of a session comes before any registration on it: every pending
+            // PN of this PN GW then is a leftover of an earlier session. Later, a PN registered
+            // on this session may still be on its way to the PN GW's store.
+            drop_unlisted_pending: first,
         };
         self.persist(Parked::Reconcile, reconcile);
     }
