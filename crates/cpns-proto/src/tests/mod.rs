@@ -8,6 +8,7 @@
 //! - `register`: PNE registration, member and non-member cases (003 §1.4).
 //! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
 //! - `secure`: the secure PNE<->server session after registration (003 §1.4.1 step 4).
+//! - `server_input`: what the server checks in a connected PN GW's requests.
 //! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
@@ -36,5 +37,6 @@ mod relay;
 mod replay;
 mod secure;
 mod security;
+mod server_input;
 mod store;
 mod vectors;
