@@ -7,7 +7,8 @@
 # (docs/TESTING.md lists them), so it fails only when cargo-mutants itself cannot run (for
 # example when the unmutated tests fail).
 #
-# Usage: scripts/mutants.sh [crate...]     (default: all three; e.g. scripts/mutants.sh cpns-wire)
+# Usage: scripts/mutants.sh [crate...]     (default: the three leaf crates; cpns-proto on request,
+#                                          e.g. scripts/mutants.sh cpns-proto)
 #
 # Slow (tens of minutes on two cores), so it is not part of .ci/run. The `mutants` cargo profile
 # (Cargo.toml) and .cargo/mutants.toml keep each mutant's build and test short.
