@@ -193,3 +193,160 @@ fn a_pn_update_adds_at_most_256_pnes() {
         Some(ErrorCode::NotFound)
     );
 }
+
+fn pn_update(pn: PnId, request: u64, add: Vec<EntityId>, remove: Vec<EntityId>) -> Envelope {
+    Envelope::request(
+        9400 + request,
+        Address::Entity(id("gw-1")),
+        Address::Server,
+        PnUpdateRequest {
+            request_id: RequestId(request),
+            pn_id: pn,
+            add: add
+                .into_iter()
+                .map(|pne_id| NewMember {
+                    pne_id,
+                    capabilities: None,
+                })
+                .collect(),
+            remove,
+        },
+    )
+}
+
+fn pne_registration(pn: PnId, pne: EntityId, request: u64) -> Envelope {
+    Envelope::request(
+        9500 + request,
+        Address::Entity(pne.clone()),
+        Address::Server,
+        cpns_wire::PneRegistrationRequest {
+            request_id: RequestId(request),
+            pne_id: pne,
+            pn_id: Some(pn),
+            rand_pne: RandBytes([5; 16]),
+            capabilities: None,
+        },
+    )
+}
+
+/// The server's challenge to a registration, if it sent one.
+fn challenged(h: &Harness) -> bool {
+    h.queue
+        .iter()
+        .filter(|f| f.from == Party::Server)
+        .filter_map(|f| f.env())
+        .any(|e| matches!(e.body, Body::AuthenticationRequest(_)))
+}
+
+/// A PN of PNE 0 (pne-1); pne-2 is enrolled, not a member.
+fn with_pn() -> (Harness, PnId) {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, cpns_wire::SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.queue.clear();
+    (h, pn)
+}
+
+#[test]
+fn a_non_member_registers_only_while_a_pn_update_holds_it_pending() {
+    // Not proposed by a PN update: refused, not challenged.
+    let (mut h, pn) = with_pn();
+    let req = pne_registration(pn, pne_id(1), 1);
+    send(&mut h, &req);
+    assert_eq!(
+        refusal(&h, req.msg_id).map(|r| r.0),
+        Some(ErrorCode::Forbidden)
+    );
+    assert!(!challenged(&h));
+    // Proposed: pending for the flow timeout, and challenged while pending.
+    let (mut h, pn) = with_pn();
+    send(&mut h, &pn_update(pn, 2, vec![pne_id(1)], vec![]));
+    h.queue.clear();
+    h.advance(super::harness::FLOW - std::time::Duration::from_millis(1));
+    h.queue.clear();
+    send(&mut h, &pne_registration(pn, pne_id(1), 3));
+    assert!(challenged(&h), "still pending just before the deadline");
+    // Proposed, but the deadline passed: no longer pending.
+    let (mut h, pn) = with_pn();
+    send(&mut h, &pn_update(pn, 4, vec![pne_id(1)], vec![]));
+    h.queue.clear();
+    h.advance(super::harness::FLOW);
+    h.queue.clear();
+    let late = pne_registration(pn, pne_id(1), 5);
+    send(&mut h, &late);
+    assert_eq!(
+        refusal(&h, late.msg_id).map(|r| r.0),
+        Some(ErrorCode::Forbidden)
+    );
+    // Added and removed in one update: not pending either.
+    let (mut h, pn) = with_pn();
+    send(&mut h, &pn_update(pn, 6, vec![pne_id(1)], vec![pne_id(1)]));
+    h.queue.clear();
+    let gone = pne_registration(pn, pne_id(1), 7);
+    send(&mut h, &gone);
+    assert_eq!(
+        refusal(&h, gone.msg_id).map(|r| r.0),
+        Some(ErrorCode::Forbidden)
+    );
+}
+
+#[test]
+fn a_pn_update_adds_only_the_gateway_users_pnes_and_removes_for_real() {
+    let (mut h, pn) = with_pn();
+    // A PNE of another user.
+    let bobs = id("bob-phone");
+    h.store.entities.insert(
+        bobs.clone(),
+        crate::server::KnownEntity {
+            id: bobs.clone(),
+            role: crate::server::EntityRole::Pne,
+            owner: cpns_wire::UserId::new("bob").unwrap(),
+            eukey: cpns_crypto::EuKey::from_bytes([7; 32]),
+        },
+    );
+    let foreign = pn_update(pn, 8, vec![bobs], vec![]);
+    send(&mut h, &foreign);
+    assert_eq!(
+        refusal(&h, foreign.msg_id).map(|r| r.0),
+        Some(ErrorCode::Forbidden)
+    );
+    // Removing pne-1: the answer's inventory and the record no longer list it.
+    let removal = pn_update(pn, 9, vec![], vec![pne_id(0)]);
+    send(&mut h, &removal);
+    let answer = h
+        .queue
+        .iter()
+        .filter(|f| f.from == Party::Server)
+        .filter_map(|f| f.env())
+        .find_map(|e| match e.body {
+            Body::PnUpdateResponse(r) if e.in_reply_to == Some(removal.msg_id) => Some(r),
+            _ => None,
+        })
+        .expect("answered");
+    assert!(answer.inventory.members.is_empty());
+    assert!(h.store.pns[&pn].members.is_empty());
+}
+
+#[test]
+fn a_registration_the_pne_never_answers_ends_at_its_deadline() {
+    let (mut h, pn) = with_pn();
+    send(&mut h, &pne_registration(pn, pne_id(0), 10));
+    assert!(challenged(&h));
+    h.queue.clear();
+    let ended = |h: &Harness| {
+        h.server_events().iter().any(|e| {
+            matches!(
+                e,
+                crate::server::ServerEvent::FlowFailed {
+                    flow: crate::Flow::PneRegistration,
+                    reason: crate::Failure::TimedOut
+                }
+            )
+        })
+    };
+    h.advance(super::harness::FLOW - std::time::Duration::from_millis(1));
+    assert!(!ended(&h));
+    h.advance(std::time::Duration::from_millis(1));
+    assert!(ended(&h));
+    assert_eq!(h.server.flows_in_progress(), 0);
+}
