@@ -86,6 +86,12 @@ impl LinkCodec {
         self.rx.is_some()
     }
 
+    /// Whether frames are sealed both ways: what a PAN session authenticated in both
+    /// directions looks like.
+    pub fn fully_sealed(&self) -> bool {
+        self.tx_sealed() && self.rx_sealed()
+    }
+
     /// From now on, seal every outgoing frame.
     pub fn seal_tx(&mut self, sealer: FrameSealer) {
         self.tx = Some(sealer);
@@ -205,5 +211,37 @@ mod tests {
             format!("{codec:?}"),
             "LinkCodec { tx_sealed: false, rx_sealed: false, max_frame: 777 }"
         );
+    }
+
+    fn pan_keys() -> cpns_crypto::PanKeys {
+        let local = cpns_crypto::LocalEuKey::from_bytes([7; 32]);
+        let input = cpns_crypto::PanAuthInput {
+            pn_id: &[1; 16],
+            pne_id: "pne-1",
+            gw_id: "gw-1",
+            rand_pne: &cpns_crypto::Rand([2; 16]),
+            rand_gw: &cpns_crypto::Rand([3; 16]),
+        };
+        cpns_crypto::PanKeys::derive(&local, &input)
+    }
+
+    #[test]
+    fn a_codec_is_fully_sealed_only_once_both_directions_are() {
+        let (sealer, opener) = pan_keys().into_pne_side();
+        let mut tx_only = LinkCodec::default();
+        tx_only.seal_tx(sealer);
+        assert!(tx_only.tx_sealed() && !tx_only.rx_sealed());
+        assert!(!tx_only.fully_sealed());
+
+        let mut rx_only = LinkCodec::default();
+        rx_only.seal_rx(opener);
+        assert!(!rx_only.fully_sealed());
+
+        let (sealer, opener) = pan_keys().into_pne_side();
+        let mut both = LinkCodec::default();
+        both.seal_rx(opener);
+        both.seal_tx(sealer);
+        assert!(both.fully_sealed());
+        assert!(!LinkCodec::default().fully_sealed());
     }
 }

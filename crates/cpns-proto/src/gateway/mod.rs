@@ -515,7 +515,7 @@ impl Gateway {
             Body::PnRegistrationResponse(m) => self.on_registration_response(now, &env, m),
             Body::PnUpdateResponse(m) => self.on_update_response(now, &env, m),
             Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
-            Body::DeviceCapabilitiesConfirm(_) | Body::ConnectionSetupConfirm(_) => {}
+            // Confirms (device capabilities, connection set-up) need no action.
             _ if env.kind == MsgKind::Request => {
                 let e = ErrorBody::new(
                     ErrorCode::WrongState,

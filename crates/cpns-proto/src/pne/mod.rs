@@ -256,7 +256,7 @@ impl PneSession {
 
     /// Whether frames on the link are sealed both ways.
     pub fn link_sealed(&self) -> bool {
-        self.codec.tx_sealed() && self.codec.rx_sealed()
+        self.codec.fully_sealed()
     }
 
     /// 000 §6.4 step 1: Entity Discovery Request to the device on the link.

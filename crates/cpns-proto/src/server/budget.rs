@@ -42,9 +42,7 @@ impl FlowBudget {
 
     /// Gives `n` units back.
     pub(super) fn release(&self, n: usize) {
-        if n > 0 {
-            self.used.fetch_sub(n, Ordering::AcqRel);
-        }
+        self.used.fetch_sub(n, Ordering::AcqRel);
     }
 }
 

@@ -468,11 +468,9 @@ impl ServerSession {
 
     /// Gives back the budget units of flows that ended.
     fn release_ended_flows(&mut self) {
-        let now_held = self.flows_in_progress();
-        if now_held < self.held {
-            self.cfg.budget.release(self.held - now_held);
-            self.held = now_held;
-        }
+        let ended = self.held.saturating_sub(self.flows_in_progress());
+        self.cfg.budget.release(ended);
+        self.held -= ended;
     }
 
     fn handle_envelope(&mut self, now: Instant, env: Envelope) {
