@@ -346,3 +346,72 @@ fn a_pending_join_counts_against_its_link_and_times_out_at_its_deadline() {
     assert_eq!(answers(&h, 1, first.msg_id)[0].0, ErrorCode::Timeout);
     assert_eq!(h.gw.flows_in_progress(), 0);
 }
+
+#[test]
+fn a_relayed_server_message_carries_no_wan_reply_id_onto_the_pan() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    let to = Address::Entity(pne_id(0));
+    // A request and a notification that (wrongly) name a WAN message they answer.
+    let mut ask = Envelope::request(55, Address::Server, to.clone(), StatusUpdateRequest {});
+    ask.in_reply_to = Some(999);
+    let mut note = Envelope::notify(56, Address::Server, to, StatusUpdateRequest {});
+    note.in_reply_to = Some(998);
+    for env in [&ask, &note] {
+        h.deliver_direct(Party::Server, Party::Gw, &plain(env))
+            .unwrap();
+    }
+    h.pump();
+    let relayed: Vec<Envelope> = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .filter(|e| matches!(e.body, Body::StatusUpdateRequest(_)))
+        .collect();
+    assert_eq!(relayed.len(), 2, "{relayed:?}");
+    assert!(
+        relayed.iter().all(|e| e.in_reply_to.is_none()),
+        "{relayed:?}"
+    );
+    // The PNE's answer to the request (it takes no status requests: an error) goes back naming
+    // the server's own message; the notification is not answered.
+    let back = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .filter(|e| e.from == Address::Entity(pne_id(0)))
+        .map(|e| e.in_reply_to)
+        .collect::<Vec<_>>();
+    assert_eq!(back, [Some(55)]);
+}
+
+#[test]
+fn closing_one_link_keeps_the_relayed_server_requests_of_the_others() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    h.setup(1, SetupType::All);
+    for (i, msg) in [(0, 70), (1, 71)] {
+        let ask = Envelope::request(
+            msg,
+            Address::Server,
+            Address::Entity(pne_id(i)),
+            StatusUpdateRequest {},
+        );
+        h.deliver_direct(Party::Server, Party::Gw, &plain(&ask))
+            .unwrap();
+    }
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(0));
+    h.pump();
+    let answered: Vec<Option<u64>> = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .filter(|e| e.from == Address::Entity(pne_id(1)))
+        .map(|e| e.in_reply_to)
+        .collect();
+    assert_eq!(answered, [Some(71)], "PNE 1's answer is still relayed");
+    assert!(
+        h.delivered(Party::Gw, Party::Server)
+            .iter()
+            .all(|e| e.in_reply_to != Some(70)),
+        "nothing answers for the closed link's PNE"
+    );
+}
