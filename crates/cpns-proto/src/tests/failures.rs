@@ -718,23 +718,49 @@ fn the_verdict_proves_only_the_authenticated_links() {
     assert_eq!(proven, [crate::gateway::LinkId(0)]);
 }
 
-/// An error a PNE sends answering something else does not take it out of the PN being formed.
+/// An error a PNE sends answering something else does not take it out of the PN being formed,
+/// not even one naming the id of another invitee's invitation.
 #[test]
 fn an_unrelated_error_from_an_invitee_changes_nothing() {
-    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let specs = [PneSpec::trusted(), PneSpec::trusted(), PneSpec::trusted()];
     let mut h = Harness::ready(&specs);
+    // Both invitees' answers are held back, so both invitations are awaited.
+    h.set_hook(|f| {
+        if f.message == "PnSetupResponse" && f.to == Party::Gw {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
     let now = h.now();
     h.pnes[0].start_setup(now, SetupType::All).unwrap();
-    // While invited, pne-2 sends an error answering message 12345 (no message of the PN).
-    let stray = cpns_wire::Envelope::response(
-        4242,
-        12345,
-        cpns_wire::Address::Entity(pne_id(1)),
-        cpns_wire::Address::Entity(super::harness::id("gw-1")),
-        cpns_wire::ErrorBody::new(ErrorCode::BadRequest, "unrelated"),
-    );
-    h.inject(Party::Pne(1), Party::Gw, super::harness::plain(&stray));
+    h.pump();
+    let held: Vec<Flight> = h.dropped.drain(..).collect();
+    assert_eq!(held.len(), 2, "both invitees answered");
+    h.clear_hook();
+    let invitation_of_2 = h
+        .delivered(Party::Gw, Party::Pne(2))
+        .into_iter()
+        .find(|e| matches!(e.body, Body::PnSetupRequest(_)))
+        .expect("pne-3 invited")
+        .msg_id;
+    // pne-2 sends errors answering message 12345 (no message of the PN) and pne-3's
+    // invitation (a message sent on another link).
+    for (n, reply_to) in [(4242, 12345), (4243, invitation_of_2)] {
+        let stray = cpns_wire::Envelope::response(
+            n,
+            reply_to,
+            cpns_wire::Address::Entity(pne_id(1)),
+            cpns_wire::Address::Entity(super::harness::id("gw-1")),
+            cpns_wire::ErrorBody::new(ErrorCode::BadRequest, "unrelated"),
+        );
+        h.deliver_direct(Party::Pne(1), Party::Gw, &super::harness::plain(&stray))
+            .unwrap();
+    }
+    for f in held {
+        h.inject(f.from, f.to, f.body);
+    }
     h.pump();
     let inv = h.joined(0).expect("established");
-    assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(1)]);
+    assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(1), pne_id(2)]);
 }
