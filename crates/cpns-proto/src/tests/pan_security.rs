@@ -449,3 +449,66 @@ fn a_pne_runs_one_pan_authentication_at_a_time_and_none_on_a_sealed_link() {
     h.pump();
     assert!(h.pnes[0].link_sealed());
 }
+
+#[test]
+fn a_refused_pan_authentication_fails_and_stray_errors_do_not() {
+    let (mut h, pn) = sealed();
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(0));
+    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
+    let mut back = crate::pne::PneSession::new(
+        h.pne_cfgs[0].clone(),
+        cpns_crypto::MachineRng::from_seed_u64(11),
+    );
+    back.restore(h.store.pne_local[0].values().cloned().collect())
+        .unwrap();
+    h.pnes[0] = back;
+    // The PN GW's challenge is held back; it answers with an error instead.
+    h.set_hook(|f| {
+        if f.message == "PanAuthChallenge" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.pnes[0].start_pan_auth(now, pn).unwrap();
+    h.pump();
+    let init = h
+        .delivered(Party::Pne(0), Party::Gw)
+        .into_iter()
+        .rev()
+        .find(|e| matches!(e.body, Body::PanAuthInit(_)))
+        .expect("PAN authentication started")
+        .msg_id;
+    let refusal = |n: u64, reply_to: u64| {
+        plain(&Envelope::response(
+            n,
+            reply_to,
+            Address::Entity(super::harness::id("gw-1")),
+            Address::Entity(pne_id(0)),
+            cpns_wire::ErrorBody::new(cpns_wire::ErrorCode::NotFound, "no such PN"),
+        ))
+    };
+    let refused = |h: &Harness| {
+        h.pne_events(0).iter().any(|e| {
+            matches!(
+                e,
+                PneEvent::FlowFailed {
+                    flow: Flow::PanAuthentication,
+                    reason: Failure::Refused(err)
+                } if err.code == cpns_wire::ErrorCode::NotFound
+            )
+        })
+    };
+    // An error answering something else leaves the authentication in progress.
+    h.deliver_direct(Party::Gw, Party::Pne(0), &refusal(900, init + 1000))
+        .unwrap();
+    assert!(!refused(&h));
+    h.deliver_direct(Party::Gw, Party::Pne(0), &refusal(901, init))
+        .unwrap();
+    assert!(refused(&h));
+    // It ended: its deadline fires nothing more.
+    let events = h.pne_events(0).len();
+    h.advance(super::harness::FLOW);
+    assert_eq!(h.pne_events(0).len(), events);
+}

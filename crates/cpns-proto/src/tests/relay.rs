@@ -372,6 +372,11 @@ fn a_relayed_server_message_carries_no_wan_reply_id_onto_the_pan() {
         relayed.iter().all(|e| e.in_reply_to.is_none()),
         "{relayed:?}"
     );
+    // Each gets an id of the PN GW's PAN numbering, not the server's.
+    assert!(
+        relayed.iter().all(|e| ![55, 56].contains(&e.msg_id)),
+        "{relayed:?}"
+    );
     // The PNE's answer to the request (it takes no status requests: an error) goes back naming
     // the server's own message; the notification is not answered.
     let back = h
