@@ -205,7 +205,7 @@ impl ServerSession {
         self.persist(
             Parked::Report {
                 req: Some(env.msg_id),
-                status: false,
+                first_status: false,
             },
             effect,
         );
@@ -224,7 +224,7 @@ impl ServerSession {
         self.persist(
             Parked::Report {
                 req: None,
-                status: first,
+                first_status: first,
             },
             effect,
         );
@@ -287,7 +287,7 @@ impl ServerSession {
     pub(super) fn report_persisted(
         &mut self,
         req: Option<u64>,
-        status: bool,
+        first_status: bool,
         result: Result<Persisted, StoreFailure>,
     ) {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
@@ -304,7 +304,7 @@ impl ServerSession {
                 self.send_request(Address::Entity(gw), StatusUpdateRequest {});
             }
             // Step 17: the PN GW's entry in the inventory is up to date.
-            (Ok(_), None) if status => self.event(ServerEvent::GatewayReady(gw)),
+            (Ok(_), None) if first_status => self.event(ServerEvent::GatewayReady(gw)),
             (Ok(_), None) => {}
             (Err(e), Some(req)) => {
                 self.respond_error(req, ErrorCode::Internal, format!("store: {e}"))

@@ -321,8 +321,10 @@ pub enum ServerOutput {
 enum Parked {
     SetupLoad(connect::SetupLoad),
     Report {
+        /// The capabilities update this answers, if any.
         req: Option<u64>,
-        status: bool,
+        /// Whether this is the session's first status report: the one that makes it ready.
+        first_status: bool,
     },
     Reconcile,
     DropPending(PnId),
@@ -547,7 +549,9 @@ impl ServerSession {
         result: Result<Persisted, StoreFailure>,
     ) -> Result<(), ProtoError> {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
-            Parked::Report { req, status } => self.report_persisted(req, status, result),
+            Parked::Report { req, first_status } => {
+                self.report_persisted(req, first_status, result)
+            }
             Parked::Reconcile => self.reconcile_persisted(result),
             Parked::Remembered => {
                 if let Err(e) = result {

@@ -391,3 +391,23 @@ fn the_server_takes_only_a_well_formed_set_up_from_a_real_gateway() {
         "not even checked"
     );
 }
+
+/// Only the first status report of a session makes the PN GW ready; later ones (the PN-list
+/// notifications after each change) update the inventory without announcing it again.
+#[test]
+fn later_status_reports_do_not_announce_the_gateway_ready_again() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, cpns_wire::SetupType::All);
+    let reports = h
+        .delivered(Party::Gw, Party::Server)
+        .iter()
+        .filter(|e| matches!(e.body, Body::StatusUpdateResponse(_)))
+        .count();
+    assert!(reports >= 2, "a report follows the new PN ({reports})");
+    let ready = h
+        .server_events()
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::GatewayReady(_)))
+        .count();
+    assert_eq!(ready, 1);
+}
