@@ -764,3 +764,24 @@ fn an_unrelated_error_from_an_invitee_changes_nothing() {
     let inv = h.joined(0).expect("established");
     assert_eq!(h.members(inv.pn_id), [pne_id(0), pne_id(1), pne_id(2)]);
 }
+
+/// The server authenticates only enrolled PNEs of the PN GW's own user: another user's PNE, or
+/// an enrolled entity that is not a PNE, is left out of the PN (000 §6.6.1.1 step 8).
+#[test]
+fn only_the_gateway_users_own_pnes_are_taken_into_a_pn() {
+    for strange in ["another user's PNE", "a PN GW"] {
+        let specs = [PneSpec::trusted(), PneSpec::trusted()];
+        let mut h = Harness::ready(&specs);
+        let record = h.store.entities.get_mut(&pne_id(1)).unwrap();
+        match strange {
+            "a PN GW" => record.role = crate::server::EntityRole::Gateway,
+            _ => record.owner = cpns_wire::UserId::new("mallory").unwrap(),
+        }
+        h.setup(0, SetupType::All);
+        let inv = h.joined(0).expect("established");
+        assert_eq!(h.members(inv.pn_id), [pne_id(0)], "{strange}");
+        assert!(h.pnes[1].inventory().is_empty(), "{strange}");
+        // The PNE that asked is recorded as the initiator, and only it.
+        assert_eq!(h.store.initiators[&inv.pn_id], [pne_id(0)], "{strange}");
+    }
+}

@@ -37,6 +37,8 @@ pub(super) struct Store {
     pub answers: BTreeMap<(String, u64), cpns_wire::Envelope>,
     /// How many effects the server persisted, by kind (to see that a replay changed nothing).
     pub effects: BTreeMap<&'static str, usize>,
+    /// The members each registered PN was recorded with as its initiator.
+    pub initiators: BTreeMap<PnId, Vec<EntityId>>,
 }
 
 impl Store {
@@ -117,6 +119,11 @@ impl Store {
                     gateway: gateway.clone(),
                     members: Vec::new(),
                 };
+                let initiators = members
+                    .iter()
+                    .filter(|m| m.initiator)
+                    .map(|m| m.pne_id.clone());
+                self.initiators.insert(pn_id, initiators.collect());
                 for m in members {
                     inv.members.push(InventoryMember {
                         pne_id: m.pne_id.clone(),
