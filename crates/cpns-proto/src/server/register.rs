@@ -153,11 +153,10 @@ impl ServerSession {
             return;
         }
         let member = pn.inventory.members.iter().any(|m| m.pne_id == req.pne_id);
-        let joining = !member
-            && self
-                .pending_members
-                .contains_key(&(pn.inventory.pn_id, req.pne_id.clone()));
-        if !member && !joining {
+        let pending = self
+            .pending_members
+            .contains_key(&(pn.inventory.pn_id, req.pne_id.clone()));
+        if !member && !pending {
             refuse(
                 self,
                 ErrorCode::Forbidden,
@@ -189,7 +188,7 @@ impl ServerSession {
             eukey: entity.eukey,
             rand_pne: rand_of(&req.rand_pne),
             rand_server,
-            joining,
+            joining: !member,
             phase: RegistrationPhase::AwaitAuth { auth_msg },
             deadline: now + self.cfg.timeouts.flow,
         };
@@ -202,7 +201,7 @@ impl ServerSession {
         let key = self
             .registrations
             .iter()
-            .find(|(_, r)| r.auth_msg().is_some() && r.auth_msg() == env.in_reply_to)
+            .find(|(_, r)| r.auth_msg().is_some_and(|m| env.in_reply_to == Some(m)))
             .map(|(k, _)| k.clone());
         let Some(key) = key.filter(|(pne, _)| env.from == Address::Entity(pne.clone())) else {
             return self.reject(
