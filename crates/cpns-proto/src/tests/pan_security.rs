@@ -385,15 +385,7 @@ fn an_unanswered_pan_authentication_fails_at_its_deadline_and_closes_the_link() 
     let (mut h, pn) = sealed();
     // pne-1 reconnects on a new link and starts PN GW authentication; no challenge comes.
     let now = h.now();
-    h.gw.link_closed(now, LinkId(0));
-    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
-    let mut back = crate::pne::PneSession::new(
-        h.pne_cfgs[0].clone(),
-        cpns_crypto::MachineRng::from_seed_u64(11),
-    );
-    back.restore(h.store.pne_local[0].values().cloned().collect())
-        .unwrap();
-    h.pnes[0] = back;
+    reconnect_from_store(&mut h, 11);
     h.set_hook(|f| {
         if f.message == "PanAuthChallenge" {
             Action::Drop
@@ -432,15 +424,7 @@ fn a_pne_runs_one_pan_authentication_at_a_time_and_none_on_a_sealed_link() {
     // Already sealed.
     assert!(h.pnes[0].start_pan_auth(now, pn).is_err());
     // On a fresh link: the first starts, a second while it runs does not.
-    h.gw.link_closed(now, LinkId(0));
-    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
-    let mut back = crate::pne::PneSession::new(
-        h.pne_cfgs[0].clone(),
-        cpns_crypto::MachineRng::from_seed_u64(12),
-    );
-    back.restore(h.store.pne_local[0].values().cloned().collect())
-        .unwrap();
-    h.pnes[0] = back;
+    reconnect_from_store(&mut h, 12);
     assert!(h.pnes[0].start_pan_auth(now, pn).is_ok());
     assert!(matches!(
         h.pnes[0].start_pan_auth(now, pn),
@@ -454,15 +438,7 @@ fn a_pne_runs_one_pan_authentication_at_a_time_and_none_on_a_sealed_link() {
 fn a_refused_pan_authentication_fails_and_stray_errors_do_not() {
     let (mut h, pn) = sealed();
     let now = h.now();
-    h.gw.link_closed(now, LinkId(0));
-    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
-    let mut back = crate::pne::PneSession::new(
-        h.pne_cfgs[0].clone(),
-        cpns_crypto::MachineRng::from_seed_u64(11),
-    );
-    back.restore(h.store.pne_local[0].values().cloned().collect())
-        .unwrap();
-    h.pnes[0] = back;
+    reconnect_from_store(&mut h, 11);
     // The PN GW's challenge is held back; it answers with an error instead.
     h.set_hook(|f| {
         if f.message == "PanAuthChallenge" {
@@ -511,4 +487,18 @@ fn a_refused_pan_authentication_fails_and_stray_errors_do_not() {
     let events = h.pne_events(0).len();
     h.advance(super::harness::FLOW);
     assert_eq!(h.pne_events(0).len(), events);
+}
+
+/// pne-1 comes back on a fresh, unsealed link 0 as a new session restored from its store.
+fn reconnect_from_store(h: &mut Harness, seed: u64) {
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(0));
+    h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
+    let mut back = crate::pne::PneSession::new(
+        h.pne_cfgs[0].clone(),
+        cpns_crypto::MachineRng::from_seed_u64(seed),
+    );
+    back.restore(h.store.pne_local[0].values().cloned().collect())
+        .unwrap();
+    h.pnes[0] = back;
 }
