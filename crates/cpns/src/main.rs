@@ -3,6 +3,8 @@
 //! the whole system on loopback (`cpns demo`).
 
 mod admin;
+#[allow(dead_code)] // wired into the CLI in the next commit
+mod bench;
 mod capabilities;
 mod demo;
 mod events;
