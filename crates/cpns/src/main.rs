@@ -3,7 +3,6 @@
 //! the whole system on loopback (`cpns demo`).
 
 mod admin;
-#[allow(dead_code)] // wired into the CLI in the next commit
 mod bench;
 mod capabilities;
 mod demo;
@@ -38,6 +37,12 @@ enum Command {
     Inventory(admin::InventoryArgs),
     /// Run server, PN GW and three PNEs on loopback and print the flows and the inventory.
     Demo(demo::DemoArgs),
+    /// Measure the server from outside (set-ups, establishments, memory per session) beside
+    /// Mosquitto and in-memory ceilings, and print the figures with their ratios.
+    Bench(bench::BenchArgs),
+    /// Hold idle PN GW sessions for `cpns bench` (started by it).
+    #[command(hide = true)]
+    BenchHold(bench::HoldArgs),
 }
 
 /// The default data directory of the server.
@@ -48,7 +53,7 @@ pub(crate) fn default_data_dir() -> PathBuf {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CPNS_LOG").unwrap_or_else(|_| {
-        let default = if matches!(cli.command, Command::Demo(_) | Command::Inventory(_)) {
+        let default = if matches!(cli.command, Command::Demo(_) | Command::Inventory(_) | Command::Bench(_) | Command::BenchHold(_)) {
             "warn"
         } else {
             "info"
@@ -80,6 +85,8 @@ fn main() -> std::process::ExitCode {
             Command::Pne(a) => run::pne(a).await,
             Command::Inventory(a) => admin::inventory(a).await,
             Command::Demo(a) => demo::demo(a).await,
+            Command::Bench(a) => bench::bench(a).await,
+            Command::BenchHold(a) => bench::hold(a).await,
         }
     });
     match result {

@@ -1,0 +1,352 @@
+//! The networked half of `cpns bench`: a server data directory with households enrolled in bulk,
+//! the CPNS Server as a process of its own, and simulated PN GWs ([`SimGateway`]) that connect to
+//! it over TCP and TLS 1.3 exactly as a PN GW does (002 §B.1.1.2 steps 8-17), then run PN
+//! establishments on their in-memory PANs.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use cpns_crypto::{EuKey, MachineRng, MasterKey, at_rest_eukey_aad, seal_at_rest};
+use cpns_node::frames::{FrameError, FramedConn};
+use cpns_node::pki;
+use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
+use cpns_wire::{EntityId, UserId};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use zeroize::Zeroizing;
+
+use super::sim::{Device, Household, Outcome, SimGateway};
+use crate::admin::{DataDir, write_new};
+
+/// The user every bench device belongs to.
+pub const BENCH_USER: &str = "bench";
+
+/// How long one set-up or establishment may take before the bench gives up on it.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A server data directory made for the bench, and the households enrolled in it.
+pub struct Prepared {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// The CA the server's certificate chains to.
+    pub ca_pem: String,
+    /// Enrolled households, PN GW and two PNEs each.
+    pub households: Vec<Household>,
+}
+
+/// The households as a file, for the processes that hold idle sessions.
+#[derive(Serialize, Deserialize)]
+struct HouseholdFile {
+    ca_pem: String,
+    /// (PN GW id, EUKey hex) of each household.
+    gateways: Vec<(String, String)>,
+}
+
+/// Makes a server data directory in `dir` (as `cpns init` does) and enrolls `n` PN GWs of user
+/// [`BENCH_USER`] in bulk (concurrent enrolments the store commits in groups), the first
+/// `with_pnes` of them with their two PNEs.
+pub async fn prepare(
+    dir: &Path,
+    n: usize,
+    with_pnes: usize,
+    seed: u64,
+    progress: &dyn Fn(usize),
+) -> anyhow::Result<Prepared> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let data = DataDir(dir.to_path_buf());
+    let pki = pki::generate(&["127.0.0.1".into(), "localhost".into()])?;
+    write_new(&data.file("ca.pem"), &pki.ca_cert_pem, false)?;
+    write_new(&data.file("server.pem"), &pki.server_cert_pem, false)?;
+    write_new(&data.file("server.key"), &pki.server_key_pem, true)?;
+    let master = MasterKey::generate()?;
+    write_new(&data.file("master.key"), &master.to_hex(), true)?;
+    let store = SqliteStore::open(&data.db()).await?;
+    let user = UserId::new(BENCH_USER)?;
+    store.ensure_user(&user).await?;
+
+    let mut rng = MachineRng::from_seed_u64(seed);
+    let households: Vec<Household> = (0..n)
+        .map(|i| {
+            let mut dev = |id: String| Device {
+                id: EntityId::new(id).expect("bench ids are valid"),
+                eukey: EuKey::random(rng.get()),
+            };
+            Household {
+                gateway: dev(format!("bench-gw-{i}")),
+                pnes: [dev(format!("bench-gw-{i}-a")), dev(format!("bench-gw-{i}-b"))],
+            }
+        })
+        .collect();
+    let now = cpns_node::server_store::unix_millis();
+    let record = |dev: &Device, kind| -> anyhow::Result<EntityRecord> {
+        Ok(EntityRecord {
+            id: dev.id.clone(),
+            kind,
+            owner: user.clone(),
+            sealed_eukey: seal_at_rest(
+                &master,
+                &at_rest_eukey_aad(dev.id.as_str()),
+                dev.eukey.expose_secret(),
+            )?,
+            capabilities: None,
+            status: None,
+            cpns_id: None,
+            enrolled_at: now,
+        })
+    };
+    for (chunk_no, chunk) in households.chunks(512).enumerate() {
+        let mut writes = tokio::task::JoinSet::new();
+        for (i, h) in chunk.iter().enumerate() {
+            let mut records = vec![record(&h.gateway, EntityKind::Gateway)?];
+            if chunk_no * 512 + i < with_pnes {
+                records.push(record(&h.pnes[0], EntityKind::Pne)?);
+                records.push(record(&h.pnes[1], EntityKind::Pne)?);
+            }
+            let store = store.clone();
+            writes.spawn(async move {
+                for r in &records {
+                    store.insert_entity(r).await?;
+                }
+                Ok::<_, cpns_store::StoreError>(())
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done??;
+        }
+        progress((chunk_no * 512 + chunk.len()).min(n));
+    }
+    store.close().await;
+    let file = HouseholdFile {
+        ca_pem: pki.ca_cert_pem.clone(),
+        gateways: households
+            .iter()
+            .map(|h| {
+                (
+                    h.gateway.id.to_string(),
+                    hex::encode(h.gateway.eukey.expose_secret()),
+                )
+            })
+            .collect(),
+    };
+    write_new(
+        &data.file("bench-households.json"),
+        &Zeroizing::new(serde_json::to_string(&file)?),
+        true,
+    )?;
+    Ok(Prepared {
+        dir: dir.to_path_buf(),
+        ca_pem: pki.ca_cert_pem,
+        households,
+    })
+}
+
+/// Reads the PN GWs of households `range` from the file [`prepare`] wrote.
+pub fn read_gateways(
+    dir: &Path,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<(String, Vec<Household>)> {
+    let path = dir.join("bench-households.json");
+    let text = Zeroizing::new(
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?,
+    );
+    let file: HouseholdFile = serde_json::from_str(&text).context("bench-households.json")?;
+    let Some(slice) = file.gateways.get(range.clone()) else {
+        bail!(
+            "households {range:?} asked for, {} enrolled",
+            file.gateways.len()
+        );
+    };
+    let mut out = Vec::with_capacity(slice.len());
+    for (id, key) in slice {
+        let bytes = Zeroizing::new(hex::decode(key).context("EUKey hex")?);
+        let key: [u8; 32] = bytes.as_slice().try_into().context("EUKey length")?;
+        let gw = Device {
+            id: EntityId::new(id.clone())?,
+            eukey: EuKey::from_bytes(key),
+        };
+        // Idle sessions never establish a PN: their PNEs are not needed.
+        out.push(Household {
+            pnes: [gw.clone(), gw.clone()],
+            gateway: gw,
+        });
+    }
+    Ok((file.ca_pem, out))
+}
+
+/// The CPNS Server, running as a process of its own on a free loopback port.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl ServerProcess {
+    /// Starts `cpns server` (this very binary) on `dir`, and waits for its `listening` event.
+    pub async fn start(dir: &Path, max_sessions: usize) -> anyhow::Result<ServerProcess> {
+        let exe = std::env::current_exe().context("locate the cpns binary")?;
+        let mut child = Command::new(exe)
+            .args(["server", "--json", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--max-sessions", &max_sessions.to_string()])
+            .env("CPNS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start cpns server")?;
+        let pid = child.id().context("the server exited at once")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let Some(line) = lines.next_line().await? else {
+                bail!("the server exited before listening (its errors are above)");
+            };
+            let v: serde_json::Value = match serde_json::from_str(&line) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if v["event"] == "listening" {
+                break v["addr"]
+                    .as_str()
+                    .context("listening event without addr")?
+                    .to_string();
+            }
+        };
+        // The server prints one line per event; keep its pipe drained.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(ServerProcess { child, addr, pid })
+    }
+
+    /// Stops the server as an operator would (SIGINT: every session ends, the store closes).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status();
+        match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
+            Ok(status) => {
+                status?;
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("the server did not stop within 20 s of SIGINT");
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the server (SIGKILL), as a crash would.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// The client side of the bench's TLS: the project's PN GW configuration, without session
+/// resumption, so that every set-up is a full handshake (a PN GW connects once and stays).
+pub fn client_tls(ca_pem: &str) -> anyhow::Result<TlsConnector> {
+    let mut cfg: ClientConfig = (*pki::client_config(ca_pem)?).clone();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// A simulated PN GW connected to the server.
+pub struct Connected {
+    conn: FramedConn<TlsStream<TcpStream>>,
+    sim: SimGateway,
+}
+
+/// Connects household `h`'s PN GW to the server at `addr` and runs connection set-up until
+/// the PN GW is ready.
+pub async fn connect(
+    addr: &str,
+    tls: &TlsConnector,
+    h: Household,
+    rng: MachineRng,
+) -> anyhow::Result<Connected> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    tcp.set_nodelay(true)?;
+    let name = ServerName::try_from("127.0.0.1")?;
+    let stream = tls.connect(name, tcp).await.context("TLS handshake")?;
+    let exporter = pki::exporter(stream.get_ref().1)?;
+    let conn = FramedConn::new(
+        stream,
+        cpns_wire::DEFAULT_MAX_FRAME,
+        cpns_node::frames::DEFAULT_MAX_QUEUED,
+    );
+    let mut c = Connected {
+        conn,
+        sim: SimGateway::new(h, rng),
+    };
+    c.sim.wan_connected(Instant::now(), exporter)?;
+    c.run_until(|s| s.ready()).await?;
+    Ok(c)
+}
+
+impl Connected {
+    /// Runs one establishment to its end.
+    pub async fn establish(&mut self) -> anyhow::Result<()> {
+        self.sim.start_establishment(Instant::now())?;
+        self.run_until(|s| s.outcome().is_some()).await?;
+        match self.sim.outcome() {
+            Some(Outcome::Established) => Ok(()),
+            other => bail!("establishment failed: {other:?}"),
+        }
+    }
+
+    /// Waits until the server has nothing more to say for a moment's worth of frames: sends
+    /// what is queued and handles what arrives until `done` holds.
+    async fn run_until(&mut self, done: impl Fn(&SimGateway) -> bool) -> anyhow::Result<()> {
+        let give_up = tokio::time::Instant::now() + OP_TIMEOUT;
+        loop {
+            for frame in self.sim.take_wan() {
+                self.conn.queue(&frame)?;
+            }
+            if let Some(why) = self.sim.failure() {
+                bail!("the session failed: {why}");
+            }
+            if done(&self.sim) {
+                self.conn.flush().await?;
+                return Ok(());
+            }
+            let deadline = self
+                .sim
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or(give_up)
+                .min(give_up);
+            tokio::select! {
+                frame = self.conn.next_frame() => match frame {
+                    Ok(body) => self.sim.handle_wan_frame(Instant::now(), &body)?,
+                    Err(FrameError::Closed) => bail!("the server closed the session"),
+                    Err(e) => return Err(e.into()),
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        bail!("no answer within {OP_TIMEOUT:?}");
+                    }
+                    self.sim.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Ends the session.
+    pub async fn close(self) {
+        self.conn.close().await;
+    }
+}

@@ -1,0 +1,265 @@
+//! The load generator's PN GWs and PNEs: the project's own machines (`cpns-proto`), a PN GW with
+//! its PAN in memory. [`SimGateway`] runs PNE-initiated establishments of two PNEs on an
+//! insecure (`cpns`) PAN, so every establishment assigns LocalEUKeys (000 §6.6.1.1 steps 1-15);
+//! its WAN side is left to the caller: frames out in [`SimGateway::take_wan`], frames in through
+//! [`SimGateway::handle_wan_frame`]. The networked bench puts TLS to the real server there; the
+//! in-memory ceiling ([`crate::bench::memory`]) puts a `ServerSession` there.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cpns_crypto::{EuKey, MachineRng};
+use cpns_proto::gateway::{Gateway, GatewayConfig, GatewayEvent, GatewayLimits, GatewayOutput, LinkId};
+use cpns_proto::link::frame_body;
+use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
+use cpns_proto::{PanSecurity, ProtoError, Timeouts};
+use cpns_wire::{DeviceCapabilities, EntityId, SetupType};
+
+/// One enrolled entity the bench drives: its id and EUKey.
+#[derive(Clone)]
+pub struct Device {
+    /// The entity id.
+    pub id: EntityId,
+    /// Its EUKey.
+    pub eukey: EuKey,
+}
+
+/// A PN GW of the bench and the two PNEs it establishes PNs with.
+#[derive(Clone)]
+pub struct Household {
+    /// The PN GW.
+    pub gateway: Device,
+    /// The initiating PNE and the invited one.
+    pub pnes: [Device; 2],
+}
+
+/// How an establishment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The PN was established and stored by the PN GW.
+    Established,
+    /// It failed; why.
+    Failed(String),
+}
+
+const TIMEOUTS: Timeouts = Timeouts {
+    invite: Duration::from_secs(10),
+    flow: Duration::from_secs(30),
+};
+
+fn caps(device: &str, gateway_capable: bool) -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: device.into(),
+        has_ui: !gateway_capable,
+        gateway_capable,
+        networks: vec!["wlan".into()],
+        ..DeviceCapabilities::default()
+    }
+}
+
+/// A PN GW machine with a PAN of PNE machines in memory.
+pub struct SimGateway {
+    gw: Gateway,
+    household: Household,
+    rng: MachineRng,
+    pnes: BTreeMap<u64, PneSession>,
+    next_link: u64,
+    wan_out: Vec<Vec<u8>>,
+    ready: bool,
+    outcome: Option<Outcome>,
+    failure: Option<String>,
+}
+
+impl SimGateway {
+    /// The PN GW of `household`, not connected.
+    pub fn new(household: Household, mut rng: MachineRng) -> Self {
+        let cfg = GatewayConfig {
+            limits: GatewayLimits::default(),
+            id: household.gateway.id.clone(),
+            eukey: household.gateway.eukey.clone(),
+            capabilities: caps("home-hub", true),
+            subscription: None,
+            zone_support: false,
+            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+            timeouts: TIMEOUTS,
+        };
+        Self {
+            gw: Gateway::new(cfg, rng.fork()),
+            household,
+            rng,
+            pnes: BTreeMap::new(),
+            next_link: 0,
+            wan_out: Vec::new(),
+            ready: false,
+            outcome: None,
+            failure: None,
+        }
+    }
+
+    /// The WAN's TLS session is up (002 §B.1.1.2 step 8).
+    pub fn wan_connected(&mut self, now: Instant, exporter: [u8; 32]) -> Result<(), ProtoError> {
+        self.gw.wan_connected(now, exporter)?;
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Whether the connection set-up ended (step 17 sent).
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Why the WAN session failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Frames for the server, length prefixes included, in order.
+    pub fn take_wan(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.wan_out)
+    }
+
+    /// A frame body from the server.
+    pub fn handle_wan_frame(&mut self, now: Instant, body: &[u8]) -> Result<(), ProtoError> {
+        let r = self.gw.handle_wan_frame(now, body);
+        self.pump(now);
+        r
+    }
+
+    /// Lets every machine see the time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.gw.handle_timeout(now);
+        for p in self.pnes.values_mut() {
+            p.handle_timeout(now);
+        }
+        self.pump(now);
+    }
+
+    /// The earliest deadline of any machine.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pnes = self.pnes.values().filter_map(PneSession::poll_timeout);
+        self.gw.poll_timeout().into_iter().chain(pnes).min()
+    }
+
+    /// Starts one establishment: both PNEs come onto fresh PAN links, discover the PN GW, and
+    /// the first asks for a PN inviting the second (000 §6.6.1.1 step 1).
+    pub fn start_establishment(&mut self, now: Instant) -> Result<(), ProtoError> {
+        self.end_links(now);
+        self.outcome = None;
+        let mut links = Vec::new();
+        for dev in self.household.pnes.clone() {
+            let cfg = PneConfig {
+                id: dev.id.clone(),
+                eukey: dev.eukey.clone(),
+                capabilities: caps("phone", false),
+                contents: Vec::new(),
+                security: PanSecurity::Cpns,
+                accept_invitations: true,
+                max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+                timeouts: TIMEOUTS,
+            };
+            let link = self.next_link;
+            self.next_link += 1;
+            self.gw.link_opened(LinkId(link), PanSecurity::Cpns);
+            let mut pne = PneSession::new(cfg, self.rng.fork());
+            pne.start_discovery(now);
+            self.pnes.insert(link, pne);
+            links.push(link);
+        }
+        self.pump(now);
+        let invited = self.household.pnes[1].id.clone();
+        let first = self
+            .pnes
+            .get_mut(&links[0])
+            .ok_or(ProtoError::WrongState("the initiating PNE's link closed"))?;
+        first.start_setup(now, SetupType::Invite(vec![invited]))?;
+        self.pump(now);
+        Ok(())
+    }
+
+    /// How the establishment in progress ended, once it has.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// Closes the PAN links of the last establishment.
+    fn end_links(&mut self, now: Instant) {
+        for (link, _) in std::mem::take(&mut self.pnes) {
+            self.gw.link_closed(now, LinkId(link));
+        }
+        self.pump(now);
+    }
+
+    /// Moves frames between the machines until they are quiet; every local persist succeeds at
+    /// once (the PN GW's and the PNEs' own stores are not what the bench measures).
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.gw.poll_output() {
+                progressed = true;
+                match out {
+                    GatewayOutput::TransmitWan { frame, .. } => self.wan_out.push(frame),
+                    GatewayOutput::TransmitPan { link, frame, .. } => {
+                        if let (Some(p), Some(body)) =
+                            (self.pnes.get_mut(&link.0), frame_body(&frame))
+                        {
+                            let _ = p.handle_frame(now, body);
+                        }
+                    }
+                    GatewayOutput::Persist { token, .. } => {
+                        let _ = self.gw.handle_persisted(now, token, Ok(()));
+                    }
+                    GatewayOutput::CloseLink { link, .. } => {
+                        self.pnes.remove(&link.0);
+                        self.gw.link_closed(now, link);
+                    }
+                    GatewayOutput::CloseWan { reason } => self.failure = Some(reason),
+                    GatewayOutput::Event(e) => self.gateway_event(e),
+                }
+            }
+            let links: Vec<u64> = self.pnes.keys().copied().collect();
+            for link in links {
+                while let Some(out) = self.pnes.get_mut(&link).and_then(PneSession::poll_output) {
+                    progressed = true;
+                    match out {
+                        PneOutput::Transmit { frame, .. } => {
+                            if let Some(body) = frame_body(&frame) {
+                                let _ = self.gw.handle_pan_frame(now, LinkId(link), body);
+                            }
+                        }
+                        PneOutput::Persist { token, .. } => {
+                            if let Some(p) = self.pnes.get_mut(&link) {
+                                let _ = p.handle_persisted(token, Ok(()));
+                            }
+                        }
+                        PneOutput::Close { .. } => {
+                            self.pnes.remove(&link);
+                            self.gw.link_closed(now, LinkId(link));
+                        }
+                        PneOutput::Event(PneEvent::PnRefused { .. }) if self.outcome.is_none() => {
+                            self.outcome = Some(Outcome::Failed("a PNE was refused".into()));
+                        }
+                        PneOutput::PersistSession { .. } | PneOutput::Event(_) => {}
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn gateway_event(&mut self, e: GatewayEvent) {
+        match e {
+            GatewayEvent::WanReady => self.ready = true,
+            GatewayEvent::WanFailed(why) => self.failure = Some(why),
+            GatewayEvent::WanRefused(err) => {
+                self.failure = Some(format!("refused: {}", err.reason));
+            }
+            GatewayEvent::PnEstablished { .. } => self.outcome = Some(Outcome::Established),
+            GatewayEvent::EstablishmentFailed { reason, .. } => {
+                self.outcome = Some(Outcome::Failed(reason.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
