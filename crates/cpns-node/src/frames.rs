@@ -1,30 +1,38 @@
-//! One framed connection (DESIGN §3): length-prefixed frames read in place by a cancel-safe
-//! decoder, and whole frames written through a bounded output buffer.
+//! One framed connection (DESIGN §3): length-prefixed frames read in place, and whole frames
+//! written through a bounded output buffer, all in the connection's own task.
 //!
 //! Every listener faces an attacker, so each connection is bounded on both sides:
 //! - **in**: a frame's length is checked against the connection's current limit before a byte
 //!   of it is buffered; the limit starts small ([`PRE_AUTH_MAX_FRAME`]) and is raised with
 //!   [`FramedConn::set_max_frame`] once the peer authenticated. Nothing is reserved for a frame
-//!   up front: the read buffer grows only with bytes that actually arrived.
+//!   before its bytes arrive beyond what one read needs.
 //! - **out**: frames the machine produced wait in one buffer of at most `max_queued` bytes (or
 //!   one frame, when a single frame is larger and nothing else waits: a frame the limits allow
 //!   can always be sent); a peer that sends requests but does not read the answers fills it,
 //!   and [`FramedConn::queue`] then fails with [`FrameError::QueueFull`], on which the
 //!   connection is cut off. Its memory cannot grow beyond the bound.
 //!
+//! An idle connection costs little (issue "sessions that cost less than Mosquitto's"): the
+//! stream is not split (no shared lock between a read half and a write half), and both buffers
+//! are sized to what is in hand — a read reserves [`READ_CHUNK`] or the rest of the frame being
+//! read, whichever is larger — and are released as soon as they are empty, so a connection
+//! between messages holds no buffer at all.
+//!
 //! [`FramedConn::next_frame`] reads the next frame while writing queued bytes out; it is
-//! cancel-safe, so it sits in a `select!` beside timers and commands in the connection's own
-//! task (no reader task and channel per connection).
+//! cancel-safe (every byte read or not yet written stays in the connection), so it sits in a
+//! `select!` beside timers and commands in the connection's own task.
 
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use cpns_wire::WireError;
 use cpns_wire::codec::{LEN_PREFIX, frame_len};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio_util::codec::{Decoder, Encoder, FramedRead, FramedWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Decoder;
 
 /// The frame limit of a connection whose peer has not authenticated yet: enough for every
 /// message before authentication (discovery, PN GW authentication, a PN Setup Request with
@@ -37,8 +45,8 @@ pub const DEFAULT_MAX_QUEUED: usize = 256 * 1024;
 /// How long a connection that is closing may take to write out what is queued.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Read buffer capacity at first; it grows with what arrives.
-const INITIAL_READ: usize = 512;
+/// The least one read asks the stream for: most messages fit, and a frame's prefix always does.
+pub const READ_CHUNK: usize = 1024;
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +76,24 @@ pub struct FrameDecoder {
     max: u32,
 }
 
+impl FrameDecoder {
+    /// A decoder of frames of at most `max` bytes.
+    pub fn new(max: u32) -> Self {
+        Self { max }
+    }
+
+    /// Bytes still missing before the frame at the start of `src` is whole (0 if it is, or if
+    /// its prefix is incomplete or bad: the next decode says which).
+    fn missing(&self, src: &[u8]) -> usize {
+        let Some(prefix) = src.get(..LEN_PREFIX) else {
+            return 0;
+        };
+        let mut bytes = [0u8; LEN_PREFIX];
+        bytes.copy_from_slice(prefix);
+        frame_len(bytes, self.max).map_or(0, |len| (LEN_PREFIX + len).saturating_sub(src.len()))
+    }
+}
+
 impl Decoder for FrameDecoder {
     type Item = BytesMut;
     type Error = FrameError;
@@ -95,60 +121,55 @@ impl Decoder for FrameDecoder {
     }
 }
 
-/// Writes whole frames (length prefix included, as the machines make them) as they are.
-#[derive(Debug)]
-struct WholeFrames;
-
-impl Encoder<&[u8]> for WholeFrames {
-    type Error = FrameError;
-
-    fn encode(&mut self, frame: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
-        dst.extend_from_slice(frame);
-        Ok(())
-    }
-}
-
 /// A framed connection with a bounded output buffer.
 pub struct FramedConn<S> {
-    reader: FramedRead<ReadHalf<S>, FrameDecoder>,
-    writer: FramedWrite<WriteHalf<S>, WholeFrames>,
+    stream: S,
+    decoder: FrameDecoder,
+    read: BytesMut,
+    write: BytesMut,
     max_queued: usize,
 }
 
 impl<S> core::fmt::Debug for FramedConn<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("FramedConn")
-            .field("max_frame", &self.reader.decoder().max)
-            .field("queued", &self.writer.write_buffer().len())
+            .field("max_frame", &self.decoder.max)
+            .field("queued", &self.write.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<S: AsyncRead + AsyncWrite> FramedConn<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     /// A connection accepting frames of at most `max_frame` bytes and queueing at most
-    /// `max_queued` bytes for the peer.
+    /// `max_queued` bytes for the peer. Nothing is allocated until bytes move.
     pub fn new(stream: S, max_frame: u32, max_queued: usize) -> Self {
-        let (rd, wr) = tokio::io::split(stream);
         Self {
-            reader: FramedRead::with_capacity(rd, FrameDecoder { max: max_frame }, INITIAL_READ),
-            writer: FramedWrite::new(wr, WholeFrames),
+            stream,
+            decoder: FrameDecoder::new(max_frame),
+            read: BytesMut::new(),
+            write: BytesMut::new(),
             max_queued,
         }
     }
 
     /// The largest frame accepted now.
     pub fn max_frame(&self) -> u32 {
-        self.reader.decoder().max
+        self.decoder.max
     }
 
     /// Changes the largest frame accepted (raised once the peer authenticated).
     pub fn set_max_frame(&mut self, max: u32) {
-        self.reader.decoder_mut().max = max;
+        self.decoder.max = max;
     }
 
     /// Bytes waiting to be written.
     pub fn queued(&self) -> usize {
-        self.writer.write_buffer().len()
+        self.write.len()
+    }
+
+    /// Bytes of memory the connection's own buffers hold now (not the stream's).
+    pub fn buffered_capacity(&self) -> usize {
+        self.read.capacity() + self.write.capacity()
     }
 
     /// Queues a whole frame for the peer. [`FrameError::QueueFull`] when the peer has left more
@@ -160,28 +181,19 @@ impl<S: AsyncRead + AsyncWrite> FramedConn<S> {
         if queued > 0 && queued + frame.len() > self.max_queued {
             return Err(FrameError::QueueFull(self.max_queued));
         }
-        self.writer.write_buffer_mut().extend_from_slice(frame);
+        self.write.extend_from_slice(frame);
         Ok(())
     }
 
     /// The next frame's body, writing queued bytes out meanwhile. Cancel-safe: a frame half
     /// read stays in the buffer, and so do bytes not yet written.
     pub async fn next_frame(&mut self) -> Result<BytesMut, FrameError> {
-        loop {
-            let writing = !self.writer.write_buffer().is_empty();
-            tokio::select! {
-                read = self.reader.next() => return match read {
-                    Some(r) => r,
-                    None => Err(FrameError::Closed),
-                },
-                flushed = self.writer.flush(), if writing => flushed?,
-            }
-        }
+        poll_fn(|cx| self.poll_next_frame(cx)).await
     }
 
     /// Writes everything queued out.
     pub async fn flush(&mut self) -> Result<(), FrameError> {
-        self.writer.flush().await
+        poll_fn(|cx| self.poll_write_out(cx)).await
     }
 
     /// Writes out what is queued (for at most [`CLOSE_GRACE`]: a peer that does not read is not
@@ -192,7 +204,61 @@ impl<S: AsyncRead + AsyncWrite> FramedConn<S> {
 
     /// [`FramedConn::close`] with another grace period.
     pub async fn close_within(mut self, grace: Duration) {
-        let _ = tokio::time::timeout(grace, self.writer.close()).await;
+        let _ = tokio::time::timeout(grace, async {
+            self.flush().await?;
+            poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)).await?;
+            Ok::<_, FrameError>(())
+        })
+        .await;
+    }
+
+    fn poll_next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<BytesMut, FrameError>> {
+        // Queued bytes go out as the stream takes them; reading does not wait on the peer
+        // taking them.
+        if !self.write.is_empty()
+            && let Poll::Ready(Err(e)) = self.poll_write_out(cx)
+        {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.read)? {
+                if self.read.is_empty() {
+                    // The frame keeps what it uses; nothing else is held between messages.
+                    self.read = BytesMut::new();
+                }
+                return Poll::Ready(Ok(frame));
+            }
+            let want = self.decoder.missing(&self.read).max(READ_CHUNK);
+            self.read.reserve(want);
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.stream),
+                cx,
+                &mut self.read
+            ));
+            match read {
+                Ok(0) if self.read.is_empty() => return Poll::Ready(Err(FrameError::Closed)),
+                Ok(0) => return Poll::Ready(Err(FrameError::Truncated)),
+                Ok(_) => {}
+                // A TLS peer that went away without close_notify, between frames: it closed.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.read.is_empty() => {
+                    return Poll::Ready(Err(FrameError::Closed));
+                }
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+    }
+
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
+        while !self.write.is_empty() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.write))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+            }
+            self.write.advance(n);
+        }
+        self.write = BytesMut::new();
+        ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -314,5 +380,110 @@ mod tests {
         assert_eq!(peer.await.unwrap(), big);
         assert_eq!(conn.queued(), 0);
         conn.queue(&big).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffer() {
+        let (a, mut b) = tokio::io::duplex(4096);
+        let mut conn = FramedConn::new(a, 3000, 10_000);
+        assert_eq!(conn.buffered_capacity(), 0, "nothing before bytes move");
+        b.write_all(&frame(&[5; 2500])).await.unwrap();
+        let got = conn.next_frame().await.unwrap();
+        assert_eq!(got.len(), 2500);
+        assert_eq!(
+            conn.buffered_capacity(),
+            0,
+            "read buffer released with the frame"
+        );
+        conn.queue(&frame(b"answer")).unwrap();
+        assert!(conn.buffered_capacity() > 0);
+        conn.flush().await.unwrap();
+        assert_eq!(
+            conn.buffered_capacity(),
+            0,
+            "write buffer released once written"
+        );
+        let mut echoed = [0u8; 10];
+        b.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed[4..], b"answer");
+    }
+
+    #[tokio::test]
+    async fn a_read_asks_for_the_rest_of_the_frame_not_more() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let mut conn = FramedConn::new(a, 40_000, 1000);
+        let big = frame(&[1; 30_000]);
+        b.write_all(&big[..100]).await.unwrap();
+        // Only the first bytes arrived: the buffer is sized to the frame they announce.
+        // One poll reads what is there and finds the frame incomplete.
+        let pending = futures_util::FutureExt::now_or_never(conn.next_frame());
+        assert!(pending.is_none(), "the frame is not whole yet");
+        let cap = conn.buffered_capacity();
+        assert!(
+            (30_004..30_004 + 2 * READ_CHUNK).contains(&cap),
+            "capacity {cap}"
+        );
+        b.write_all(&big[100..]).await.unwrap();
+        assert_eq!(conn.next_frame().await.unwrap().len(), 30_000);
+    }
+
+    /// A stream that yields `bytes`, then fails as a TLS peer gone without close_notify does.
+    struct AbruptEnd {
+        bytes: Vec<u8>,
+    }
+
+    impl AsyncRead for AbruptEnd {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.bytes.is_empty() {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let n = self.bytes.len().min(buf.remaining());
+            buf.put_slice(&self.bytes[..n]);
+            self.bytes.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for AbruptEnd {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_gone_without_close_notify_between_frames_closed_inside_one_failed() {
+        let mut conn = FramedConn::new(
+            AbruptEnd {
+                bytes: frame(b"last"),
+            },
+            100,
+            1000,
+        );
+        assert_eq!(&conn.next_frame().await.unwrap()[..], b"last");
+        assert!(matches!(conn.next_frame().await, Err(FrameError::Closed)));
+        let mut conn = FramedConn::new(
+            AbruptEnd {
+                bytes: frame(b"cut")[..5].to_vec(),
+            },
+            100,
+            1000,
+        );
+        assert!(
+            matches!(conn.next_frame().await, Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
+        );
     }
 }

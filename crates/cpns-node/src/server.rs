@@ -26,6 +26,9 @@ use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn, PRE_AUTH_MAX_FRA
 use crate::trace::{TraceSink, report};
 use crate::{pki, server_store};
 
+/// Most entities whose opened EUKey the server keeps in memory (~100 bytes each).
+const KEY_CACHE_ENTRIES: usize = 100_000;
+
 /// Settings of the server runtime.
 #[derive(Clone, Debug)]
 pub struct ServerNodeConfig {
@@ -66,6 +69,7 @@ pub struct ServerNode<S> {
     tls: TlsAcceptor,
     trace: TraceSink,
     events: ServerEvents,
+    keys: server_store::KeyCache,
 }
 
 impl<S> core::fmt::Debug for ServerNode<S> {
@@ -93,6 +97,7 @@ impl<S: Store + Clone> ServerNode<S> {
             tls,
             trace: None,
             events: None,
+            keys: server_store::KeyCache::new(KEY_CACHE_ENTRIES),
         })
     }
 
@@ -226,6 +231,10 @@ impl<S: Store + Clone> ServerNode<S> {
                         }
                     }
                     Err(FrameError::Closed) => return Ok(()),
+                    Err(e @ (FrameError::Io(_) | FrameError::Truncated)) => {
+                        debug!(error = %e, "connection lost");
+                        return Err(e.into());
+                    }
                     Err(e) => {
                         warn!(error = %e, "closing session");
                         return Err(e.into());
@@ -243,7 +252,7 @@ impl<S: Store + Clone> ServerNode<S> {
     }
 
     /// Carries out everything the session asks; false once it asked to close.
-    async fn drain<T: AsyncRead + AsyncWrite>(
+    async fn drain<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         session: &mut ServerSession,
         conn: &mut FramedConn<T>,
@@ -251,14 +260,17 @@ impl<S: Store + Clone> ServerNode<S> {
         while let Some(out) = session.poll_output() {
             match out {
                 ServerOutput::Transmit { frame, trace } => {
-                    let peer = session
-                        .gateway()
-                        .map_or_else(|| "gateway".to_string(), |g| g.to_string());
-                    report(&self.trace, "server", &peer, &trace);
+                    if self.trace.is_some() {
+                        let peer = session
+                            .gateway()
+                            .map_or_else(|| "gateway".to_string(), |g| g.to_string());
+                        report(&self.trace, "server", &peer, &trace);
+                    }
                     conn.queue(&frame)?;
                 }
                 ServerOutput::Load { token, request } => {
-                    let loaded = server_store::load(&self.store, &self.master, &request).await?;
+                    let loaded =
+                        server_store::load(&self.store, &self.master, &self.keys, &request).await?;
                     session.handle_loaded(Instant::now(), token, loaded)?;
                 }
                 ServerOutput::Persist { token, effect } => {
@@ -277,7 +289,7 @@ impl<S: Store + Clone> ServerNode<S> {
                     }
                 }
                 ServerOutput::Close { reason } => {
-                    info!(%reason, "closing session");
+                    debug!(%reason, "closing session");
                     return Ok(false);
                 }
             }

@@ -75,33 +75,119 @@ pub fn inventory_of(pn: &PnRecord) -> PnInventory {
     }
 }
 
+/// Entities with their EUKeys opened, kept once loaded: what identifies an entity, its owner
+/// and its EUKey never change after enrolment (an id cannot be enrolled twice), so a cached
+/// entry is never stale. Bounded: beyond `max` entries an arbitrary one makes room. Only found
+/// entities are kept; an id not (yet) enrolled is asked of the store every time.
+#[derive(Clone)]
+pub struct KeyCache {
+    inner: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<EntityId, KnownEntity>>>,
+    max: usize,
+}
+
+impl core::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("entries", &self.len())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl KeyCache {
+    /// An empty cache of at most `max` entities (0: nothing is kept).
+    pub fn new(max: usize) -> Self {
+        Self {
+            inner: Default::default(),
+            max,
+        }
+    }
+
+    /// Entities cached now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EntityId, KnownEntity>> {
+        // A panic while holding this lock cannot leave the map half-changed.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &EntityId) -> Option<KnownEntity> {
+        self.lock().get(id).cloned()
+    }
+
+    fn put(&self, e: &KnownEntity) {
+        if self.max == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        if map.len() >= self.max
+            && !map.contains_key(&e.id)
+            && let Some(victim) = map.keys().next().cloned()
+        {
+            map.remove(&victim);
+        }
+        map.insert(e.id.clone(), e.clone());
+    }
+}
+
+/// One enrolled entity with its EUKey opened from the at-rest seal under the master key.
+fn open_entity(master: &MasterKey, e: cpns_store::EntityRecord) -> Result<KnownEntity, NodeError> {
+    let sealed = |reason: String| NodeError::Sealed {
+        what: format!("the EUKey of {} (under the master key)", e.id),
+        reason,
+    };
+    let plain = open_at_rest(master, &at_rest_eukey_aad(e.id.as_str()), &e.sealed_eukey)
+        .map_err(|err| sealed(err.to_string()))?;
+    let bytes: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| sealed("not 32 bytes".into()))?;
+    let role = match e.kind {
+        EntityKind::Pne => EntityRole::Pne,
+        EntityKind::Gateway => EntityRole::Gateway,
+    };
+    Ok(KnownEntity {
+        id: e.id,
+        role,
+        owner: e.owner,
+        eukey: EuKey::from_bytes(bytes),
+    })
+}
+
 pub(crate) async fn load<S: Store>(
     store: &S,
     master: &MasterKey,
+    keys: &KeyCache,
     req: &LoadRequest,
 ) -> Result<Loaded, NodeError> {
     let mut loaded = Loaded::default();
-    for e in store.entities(&req.entities).await? {
-        let sealed = |reason: String| NodeError::Sealed {
-            what: format!("the EUKey of {} (under the master key)", e.id),
-            reason,
-        };
-        let plain = open_at_rest(master, &at_rest_eukey_aad(e.id.as_str()), &e.sealed_eukey)
-            .map_err(|err| sealed(err.to_string()))?;
-        let bytes: [u8; 32] = plain
-            .as_slice()
-            .try_into()
-            .map_err(|_| sealed("not 32 bytes".into()))?;
-        let role = match e.kind {
-            EntityKind::Pne => EntityRole::Pne,
-            EntityKind::Gateway => EntityRole::Gateway,
-        };
-        loaded.entities.push(KnownEntity {
-            id: e.id,
-            role,
-            owner: e.owner,
-            eukey: EuKey::from_bytes(bytes),
-        });
+    // Cached entities first; the rest in one query, then in the order asked for.
+    let mut missing = Vec::new();
+    let mut found = Vec::with_capacity(req.entities.len());
+    for id in &req.entities {
+        match keys.get(id) {
+            Some(e) => found.push(e),
+            None => missing.push(id.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        for e in store.entities(&missing).await? {
+            let e = open_entity(master, e)?;
+            keys.put(&e);
+            found.push(e);
+        }
+    }
+    for id in &req.entities {
+        if let Some(at) = found.iter().position(|e| &e.id == id) {
+            loaded.entities.push(found.swap_remove(at));
+        }
     }
     if let Some((sender, request_id)) = &req.replay
         && let Some(bytes) = store.answer_of(&sender.to_string(), request_id.0).await?
@@ -296,5 +382,112 @@ pub(crate) async fn persist<S: Store>(
         _ => Err(StoreFailure::Failed(
             "an effect this server does not know".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cpns_store::{EntityRecord, SqliteStore};
+    use cpns_wire::UserId;
+
+    use super::*;
+
+    async fn enrolled(
+        dir: &std::path::Path,
+        master: &MasterKey,
+        ids: &[&str],
+    ) -> (SqliteStore, Vec<EuKey>) {
+        let store = SqliteStore::open(&dir.join("s.db")).await.unwrap();
+        let owner = UserId::new("alice").unwrap();
+        store.ensure_user(&owner).await.unwrap();
+        let mut keys = Vec::new();
+        for id in ids {
+            let key = EuKey::generate().unwrap();
+            store
+                .insert_entity(&EntityRecord {
+                    id: EntityId::new(*id).unwrap(),
+                    kind: EntityKind::Pne,
+                    owner: owner.clone(),
+                    sealed_eukey: seal_at_rest(master, &at_rest_eukey_aad(id), key.expose_secret())
+                        .unwrap(),
+                    capabilities: None,
+                    status: None,
+                    cpns_id: None,
+                    enrolled_at: 0,
+                })
+                .await
+                .unwrap();
+            keys.push(key);
+        }
+        (store, keys)
+    }
+
+    fn ask(ids: &[&str]) -> LoadRequest {
+        LoadRequest {
+            entities: ids.iter().map(|i| EntityId::new(*i).unwrap()).collect(),
+            pn: None,
+            replay: None,
+            session: None,
+        }
+    }
+
+    fn names(l: &Loaded) -> Vec<String> {
+        l.entities.iter().map(|e| e.id.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn loads_keep_opened_keys_and_the_order_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let (store, keys) = enrolled(dir.path(), &master, &["a", "b", "c"]).await;
+        let cache = KeyCache::new(10);
+        let first = load(&store, &master, &cache, &ask(&["b"])).await.unwrap();
+        assert_eq!(names(&first), ["b"]);
+        assert!(first.entities[0].eukey == keys[1]);
+        assert_eq!(cache.len(), 1);
+        // Mixed: b from the cache, a and c from the store; the order is the request's, each
+        // entity once, an unknown id left out and not cached.
+        let mixed = load(
+            &store,
+            &master,
+            &cache,
+            &ask(&["c", "b", "nobody", "a", "c"]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(names(&mixed), ["c", "b", "a"]);
+        assert!(mixed.entities[2].eukey == keys[0]);
+        assert_eq!(cache.len(), 3);
+        // Served from the cache: the store is no longer needed for them.
+        store.close().await;
+        let cached = load(&store, &master, &cache, &ask(&["a", "b"]))
+            .await
+            .unwrap();
+        assert_eq!(names(&cached), ["a", "b"]);
+        assert!(
+            load(&store, &master, &cache, &ask(&["nobody"]))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_and_a_wrong_master_key_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let (store, _) = enrolled(dir.path(), &master, &["a", "b", "c"]).await;
+        let cache = KeyCache::new(2);
+        load(&store, &master, &cache, &ask(&["a", "b", "c"]))
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 2);
+        let none = KeyCache::new(0);
+        load(&store, &master, &none, &ask(&["a"])).await.unwrap();
+        assert!(none.is_empty());
+        let other = MasterKey::generate().unwrap();
+        let err = load(&store, &other, &KeyCache::new(4), &ask(&["a"]))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("EUKey of a"), "{err}");
     }
 }

@@ -53,7 +53,10 @@ pub(crate) fn default_data_dir() -> PathBuf {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CPNS_LOG").unwrap_or_else(|_| {
-        let default = if matches!(cli.command, Command::Demo(_) | Command::Inventory(_) | Command::Bench(_) | Command::BenchHold(_)) {
+        let default = if matches!(
+            cli.command,
+            Command::Demo(_) | Command::Inventory(_) | Command::Bench(_) | Command::BenchHold(_)
+        ) {
             "warn"
         } else {
             "info"

@@ -228,6 +228,7 @@ pub fn establishment_ceiling(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use cpns_crypto::EuKey;
 

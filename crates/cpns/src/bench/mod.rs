@@ -178,7 +178,10 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let dir = match &a.keep {
         Some(d) => {
             if d.join("master.key").exists() {
-                bail!("{} already holds a data directory; name a new one", d.display());
+                bail!(
+                    "{} already holds a data directory; name a new one",
+                    d.display()
+                );
             }
             d.clone()
         }
@@ -220,8 +223,8 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     pb.finish();
 
     let pb = timed_bar(a.secs, "rustls handshake ceiling");
-    let rustls_ceiling = tokio::task::spawn_blocking(move || baseline::rustls_handshake_ceiling(secs))
-        .await??;
+    let rustls_ceiling =
+        tokio::task::spawn_blocking(move || baseline::rustls_handshake_ceiling(secs)).await??;
     pb.finish();
 
     let mosquitto = if a.no_mosquitto {
@@ -455,7 +458,9 @@ async fn measure_idle(dir: &std::path::Path, sessions: usize) -> anyhow::Result<
                     last = n;
                 }
             }
-            let _ = tx.send(Err(anyhow::anyhow!("a holding process ended"))).await;
+            let _ = tx
+                .send(Err(anyhow::anyhow!("a holding process ended")))
+                .await;
         });
         holders.push((child, to - from));
         from = to;
@@ -578,8 +583,18 @@ fn table(r: &Report) -> String {
         &r.establishments_half_rate,
         "",
     );
-    row(&mut s, "establishment ceiling (memory, 1 thread)", &r.ceiling, "");
-    row(&mut s, "rustls handshake ceiling (1 thread)", &r.rustls_ceiling, "");
+    row(
+        &mut s,
+        "establishment ceiling (memory, 1 thread)",
+        &r.ceiling,
+        "",
+    );
+    row(
+        &mut s,
+        "rustls handshake ceiling (1 thread)",
+        &r.rustls_ceiling,
+        "",
+    );
     match &r.mosquitto {
         Some(m) => row(&mut s, "Mosquitto TLS 1.3 CONNECT", m, ""),
         None => {

@@ -3,7 +3,7 @@
 //! it over TCP and TLS 1.3 exactly as a PN GW does (002 §B.1.1.2 steps 8-17), then run PN
 //! establishments on their in-memory PANs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,8 +35,6 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A server data directory made for the bench, and the households enrolled in it.
 pub struct Prepared {
-    /// The data directory.
-    pub dir: PathBuf,
     /// The CA the server's certificate chains to.
     pub ca_pem: String,
     /// Enrolled households, PN GW and two PNEs each.
@@ -82,7 +80,10 @@ pub async fn prepare(
             };
             Household {
                 gateway: dev(format!("bench-gw-{i}")),
-                pnes: [dev(format!("bench-gw-{i}-a")), dev(format!("bench-gw-{i}-b"))],
+                pnes: [
+                    dev(format!("bench-gw-{i}-a")),
+                    dev(format!("bench-gw-{i}-b")),
+                ],
             }
         })
         .collect();
@@ -143,7 +144,6 @@ pub async fn prepare(
         true,
     )?;
     Ok(Prepared {
-        dir: dir.to_path_buf(),
         ca_pem: pki.ca_cert_pem,
         households,
     })
@@ -244,12 +244,6 @@ impl ServerProcess {
                 bail!("the server did not stop within 20 s of SIGINT");
             }
         }
-        Ok(())
-    }
-
-    /// Kills the server (SIGKILL), as a crash would.
-    pub async fn kill(mut self) -> anyhow::Result<()> {
-        self.child.kill().await?;
         Ok(())
     }
 }

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cpns_crypto::{EuKey, MachineRng};
-use cpns_proto::gateway::{Gateway, GatewayConfig, GatewayEvent, GatewayLimits, GatewayOutput, LinkId};
+use cpns_proto::gateway::{
+    Gateway, GatewayConfig, GatewayEvent, GatewayLimits, GatewayOutput, LinkId,
+};
 use cpns_proto::link::frame_body;
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
 use cpns_proto::{PanSecurity, ProtoError, Timeouts};
