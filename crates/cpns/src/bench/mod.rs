@@ -2,4 +2,6 @@
 //! the ceilings of the same work done in memory, so that every figure is also a ratio
 //! (BENCHMARKS.md).
 
+pub mod baseline;
+mod mqtt;
 pub mod stats;
