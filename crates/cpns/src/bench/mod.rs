@@ -12,6 +12,7 @@
 
 pub mod baseline;
 pub mod memory;
+mod mqtt;
 pub mod net;
 pub mod sim;
 pub mod stats;
