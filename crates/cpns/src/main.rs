@@ -43,6 +43,12 @@ enum Command {
     /// Hold idle PN GW sessions for `cpns bench` (started by it).
     #[command(hide = true)]
     BenchHold(bench::HoldArgs),
+    /// Make a data directory with bench households enrolled (used by tests).
+    #[command(hide = true)]
+    BenchPrepare(bench::PrepareArgs),
+    /// Run establishments on bench households until stopped (used by tests).
+    #[command(hide = true)]
+    BenchLoad(bench::LoadArgs),
 }
 
 /// The default data directory of the server.
@@ -55,7 +61,11 @@ fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CPNS_LOG").unwrap_or_else(|_| {
         let default = if matches!(
             cli.command,
-            Command::Demo(_) | Command::Inventory(_) | Command::Bench(_) | Command::BenchHold(_)
+            Command::Demo(_)
+                | Command::Inventory(_)
+                | Command::Bench(_)
+                | Command::BenchHold(_)
+                | Command::BenchLoad(_)
         ) {
             "warn"
         } else {
@@ -90,6 +100,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(a) => demo::demo(a).await,
             Command::Bench(a) => bench::bench(a).await,
             Command::BenchHold(a) => bench::hold(a).await,
+            Command::BenchPrepare(a) => bench::prepare(a).await,
+            Command::BenchLoad(a) => bench::load(a).await,
         }
     });
     match result {

@@ -219,7 +219,7 @@ pub fn establishment_ceiling(
         pair.sim.start_establishment(t0)?;
         pair.pump(t0, &mut store);
         match pair.sim.outcome() {
-            Some(Outcome::Established) => lat.record(t0.elapsed()),
+            Some(Outcome::Established(_)) => lat.record(t0.elapsed()),
             other => anyhow::bail!("an in-memory establishment did not end in a PN: {other:?}"),
         }
     }

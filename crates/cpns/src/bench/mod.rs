@@ -59,6 +59,10 @@ pub(crate) struct BenchArgs {
     /// Print the figures as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run the server of another `cpns` build (to compare builds in one run's conditions);
+    /// default: this binary.
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
 }
 
 /// `cpns bench-hold` (hidden): holds idle PN GW sessions for `cpns bench`'s memory figure.
@@ -76,6 +80,75 @@ pub(crate) struct HoldArgs {
     /// One past the last household.
     #[arg(long)]
     pub to: usize,
+}
+
+/// `cpns bench-prepare` (hidden): a bench data directory with households enrolled.
+#[derive(Args, Debug)]
+pub(crate) struct PrepareArgs {
+    /// The data directory to make.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// PN GWs to enroll.
+    #[arg(long)]
+    pub gateways: usize,
+    /// How many of them get two PNEs.
+    #[arg(long)]
+    pub with_pnes: usize,
+}
+
+/// `cpns bench-load` (hidden): establishments on households `from..to`, one after another on
+/// each, until stopped; `established <PN id>` printed after each acknowledged one.
+#[derive(Args, Debug)]
+pub(crate) struct LoadArgs {
+    /// The bench's data directory.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// The server's address.
+    #[arg(long)]
+    pub server: String,
+    /// First household.
+    #[arg(long)]
+    pub from: usize,
+    /// One past the last household.
+    #[arg(long)]
+    pub to: usize,
+}
+
+/// `cpns bench-prepare`.
+pub(crate) async fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
+    if a.with_pnes > a.gateways {
+        bail!("--with-pnes must not exceed --gateways");
+    }
+    net::prepare(&a.data_dir, a.gateways, a.with_pnes, 1, &|_| {}).await?;
+    println!(
+        "prepared {}: {} PN GWs, {} with PNEs",
+        a.data_dir.display(),
+        a.gateways,
+        a.with_pnes
+    );
+    Ok(())
+}
+
+/// `cpns bench-load`.
+pub(crate) async fn load(a: LoadArgs) -> anyhow::Result<()> {
+    let (ca, households) = net::read_households(&a.data_dir, a.from..a.to)?;
+    let tls = net::client_tls(&ca)?;
+    let mut tasks = JoinSet::new();
+    for (t, h) in households.into_iter().enumerate() {
+        let (addr, tls) = (a.server.clone(), tls.clone());
+        tasks.spawn(async move {
+            let mut c = net::connect(&addr, &tls, h, MachineRng::from_seed_u64(t as u64)).await?;
+            loop {
+                let pn = c.establish().await?;
+                println!("established {pn}");
+            }
+        });
+    }
+    // Runs until a session fails (the server went away) or the process is stopped.
+    match tasks.join_next().await {
+        Some(done) => done?,
+        None => Ok(()),
+    }
 }
 
 /// Set-ups in flight at once while idle sessions are being opened, per holding process.
@@ -202,7 +275,11 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let tls = net::client_tls(&prepared.ca_pem)?;
     let households = Arc::new(prepared.households);
 
-    let server = ServerProcess::start(&dir, a.idle_sessions + 1_000).await?;
+    let server_bin = match &a.server_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("locate the cpns binary")?,
+    };
+    let server = ServerProcess::start(&server_bin, &dir, a.idle_sessions + 1_000).await?;
     let setups = measure_setups(&server, &tls, &households, a.concurrency, secs).await?;
     let (establishments, half, acknowledged) =
         measure_establishments(&server, &tls, &households, a.concurrency, secs).await?;
@@ -242,7 +319,7 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         Some(r)
     };
 
-    let idle = measure_idle(&dir, a.idle_sessions).await?;
+    let idle = measure_idle(&server_bin, &dir, a.idle_sessions).await?;
 
     let ratios = Ratios {
         setups_vs_mosquitto: mosquitto
@@ -425,8 +502,12 @@ async fn establish_loop(
 
 /// A fresh server's memory per idle PN GW session: RSS before, then with `sessions` sessions
 /// held by `cpns bench-hold` processes (several: each process may hold ~20,000 files).
-async fn measure_idle(dir: &std::path::Path, sessions: usize) -> anyhow::Result<Idle> {
-    let server = ServerProcess::start(dir, sessions + 1_000).await?;
+async fn measure_idle(
+    server_bin: &std::path::Path,
+    dir: &std::path::Path,
+    sessions: usize,
+) -> anyhow::Result<Idle> {
+    let server = ServerProcess::start(server_bin, dir, sessions + 1_000).await?;
     let before = rss_bytes(server.pid)?;
     let exe = std::env::current_exe()?;
     let pb = bar(sessions as u64, "idle PN GW sessions");
@@ -496,7 +577,7 @@ async fn measure_idle(dir: &std::path::Path, sessions: usize) -> anyhow::Result<
 /// `cpns bench-hold`: connects households `from..to` and holds their sessions until stdin
 /// closes, printing `held N` as they come up.
 pub(crate) async fn hold(a: HoldArgs) -> anyhow::Result<()> {
-    let (ca, households) = net::read_gateways(&a.data_dir, a.from..a.to)?;
+    let (ca, households) = net::read_households(&a.data_dir, a.from..a.to)?;
     let tls = net::client_tls(&ca)?;
     let next = Arc::new(AtomicU64::new(0));
     let households = Arc::new(households);

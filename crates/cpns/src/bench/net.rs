@@ -13,7 +13,7 @@ use cpns_crypto::{EuKey, MachineRng, MasterKey, at_rest_eukey_aad, seal_at_rest}
 use cpns_node::frames::{FrameError, FramedConn};
 use cpns_node::pki;
 use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
-use cpns_wire::{EntityId, UserId};
+use cpns_wire::{EntityId, PnId, UserId};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
@@ -41,12 +41,31 @@ pub struct Prepared {
     pub households: Vec<Household>,
 }
 
-/// The households as a file, for the processes that hold idle sessions.
+/// The households as a file (mode 0600: it holds EUKeys), for the bench's other processes.
 #[derive(Serialize, Deserialize)]
 struct HouseholdFile {
     ca_pem: String,
-    /// (PN GW id, EUKey hex) of each household.
-    gateways: Vec<(String, String)>,
+    households: Vec<FileHousehold>,
+}
+
+/// One household in the file: (entity id, EUKey hex) of the PN GW and, if enrolled, its PNEs.
+#[derive(Serialize, Deserialize)]
+struct FileHousehold {
+    gateway: (String, String),
+    pnes: Option<[(String, String); 2]>,
+}
+
+fn device_entry(d: &Device) -> (String, String) {
+    (d.id.to_string(), hex::encode(d.eukey.expose_secret()))
+}
+
+fn device_of(entry: &(String, String)) -> anyhow::Result<Device> {
+    let bytes = Zeroizing::new(hex::decode(&entry.1).context("EUKey hex")?);
+    let key: [u8; 32] = bytes.as_slice().try_into().context("EUKey length")?;
+    Ok(Device {
+        id: EntityId::new(entry.0.clone())?,
+        eukey: EuKey::from_bytes(key),
+    })
 }
 
 /// Makes a server data directory in `dir` (as `cpns init` does) and enrolls `n` PN GWs of user
@@ -128,13 +147,12 @@ pub async fn prepare(
     store.close().await;
     let file = HouseholdFile {
         ca_pem: pki.ca_cert_pem.clone(),
-        gateways: households
+        households: households
             .iter()
-            .map(|h| {
-                (
-                    h.gateway.id.to_string(),
-                    hex::encode(h.gateway.eukey.expose_secret()),
-                )
+            .enumerate()
+            .map(|(i, h)| FileHousehold {
+                gateway: device_entry(&h.gateway),
+                pnes: (i < with_pnes).then(|| h.pnes.each_ref().map(device_entry)),
             })
             .collect(),
     };
@@ -149,8 +167,9 @@ pub async fn prepare(
     })
 }
 
-/// Reads the PN GWs of households `range` from the file [`prepare`] wrote.
-pub fn read_gateways(
+/// Reads households `range` from the file [`prepare`] wrote. A household enrolled without
+/// PNEs gets its PN GW in their place (it can hold a session, not establish a PN).
+pub fn read_households(
     dir: &Path,
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<(String, Vec<Household>)> {
@@ -159,25 +178,20 @@ pub fn read_gateways(
         std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?,
     );
     let file: HouseholdFile = serde_json::from_str(&text).context("bench-households.json")?;
-    let Some(slice) = file.gateways.get(range.clone()) else {
+    let Some(slice) = file.households.get(range.clone()) else {
         bail!(
             "households {range:?} asked for, {} enrolled",
-            file.gateways.len()
+            file.households.len()
         );
     };
     let mut out = Vec::with_capacity(slice.len());
-    for (id, key) in slice {
-        let bytes = Zeroizing::new(hex::decode(key).context("EUKey hex")?);
-        let key: [u8; 32] = bytes.as_slice().try_into().context("EUKey length")?;
-        let gw = Device {
-            id: EntityId::new(id.clone())?,
-            eukey: EuKey::from_bytes(key),
+    for h in slice {
+        let gateway = device_of(&h.gateway)?;
+        let pnes = match &h.pnes {
+            Some([a, b]) => [device_of(a)?, device_of(b)?],
+            None => [gateway.clone(), gateway.clone()],
         };
-        // Idle sessions never establish a PN: their PNEs are not needed.
-        out.push(Household {
-            pnes: [gw.clone(), gw.clone()],
-            gateway: gw,
-        });
+        out.push(Household { gateway, pnes });
     }
     Ok((file.ca_pem, out))
 }
@@ -192,9 +206,12 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `cpns server` (this very binary) on `dir`, and waits for its `listening` event.
-    pub async fn start(dir: &Path, max_sessions: usize) -> anyhow::Result<ServerProcess> {
-        let exe = std::env::current_exe().context("locate the cpns binary")?;
+    /// Starts `cpns server` (the binary `exe`) on `dir`, and waits for its `listening` event.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        max_sessions: usize,
+    ) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(exe)
             .args(["server", "--json", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -206,7 +223,7 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .context("start cpns server")?;
+            .with_context(|| format!("start {} server", exe.display()))?;
         let pid = child.id().context("the server exited at once")?;
         let stdout = child.stdout.take().context("server stdout")?;
         let mut lines = BufReader::new(stdout).lines();
@@ -292,12 +309,12 @@ pub async fn connect(
 }
 
 impl Connected {
-    /// Runs one establishment to its end.
-    pub async fn establish(&mut self) -> anyhow::Result<()> {
+    /// Runs one establishment to its end; the PN it established.
+    pub async fn establish(&mut self) -> anyhow::Result<PnId> {
         self.sim.start_establishment(Instant::now())?;
         self.run_until(|s| s.outcome().is_some()).await?;
         match self.sim.outcome() {
-            Some(Outcome::Established) => Ok(()),
+            Some(Outcome::Established(pn)) => Ok(*pn),
             other => bail!("establishment failed: {other:?}"),
         }
     }

@@ -15,7 +15,7 @@ use cpns_proto::gateway::{
 use cpns_proto::link::frame_body;
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
 use cpns_proto::{PanSecurity, ProtoError, Timeouts};
-use cpns_wire::{DeviceCapabilities, EntityId, SetupType};
+use cpns_wire::{DeviceCapabilities, EntityId, PnId, SetupType};
 
 /// One enrolled entity the bench drives: its id and EUKey.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ pub struct Household {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The PN was established and stored by the PN GW.
-    Established,
+    Established(PnId),
     /// It failed; why.
     Failed(String),
 }
@@ -257,7 +257,9 @@ impl SimGateway {
             GatewayEvent::WanRefused(err) => {
                 self.failure = Some(format!("refused: {}", err.reason));
             }
-            GatewayEvent::PnEstablished { .. } => self.outcome = Some(Outcome::Established),
+            GatewayEvent::PnEstablished { inventory, .. } => {
+                self.outcome = Some(Outcome::Established(inventory.pn_id));
+            }
             GatewayEvent::EstablishmentFailed { reason, .. } => {
                 self.outcome = Some(Outcome::Failed(reason.to_string()));
             }
