@@ -265,7 +265,11 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
     };
     let secs = Duration::from_secs_f64(a.secs);
-    let gateways = SETUP_POOL.max(a.idle_sessions).max(a.concurrency);
+    // Set-ups cycle over up to SETUP_POOL PN GWs; a small run enrolls fewer.
+    let gateways = a
+        .idle_sessions
+        .max(SETUP_POOL.min(a.concurrency * 64))
+        .max(a.concurrency);
     let pb = bar(gateways as u64, "enrolling PN GWs and PNEs");
     let prepared = net::prepare(&dir, gateways, a.concurrency, 1, &|n| {
         pb.set_position(n as u64)

@@ -1,0 +1,76 @@
+//! `cpns bench` as a user runs it, made small: every figure of the table is measured (Mosquitto
+//! when it is installed), the JSON holds them, and the store's PN count equals the
+//! establishments acknowledged (the bench itself fails otherwise).
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cpns");
+
+#[test]
+fn a_small_bench_measures_every_figure_and_counts_what_it_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = tmp.path().join("bench");
+    let out = Command::new(BIN)
+        .args(["bench", "--json", "--secs", "0.3", "--concurrency", "2"])
+        .args(["--idle-sessions", "40", "--keep", keep.to_str().unwrap()])
+        .env("CPNS_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cpns bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for rate in [
+        "setups",
+        "establishments",
+        "establishments_half_rate",
+        "ceiling",
+    ] {
+        assert!(v[rate]["ops"].as_u64().unwrap() > 0, "{rate}: {}", v[rate]);
+        assert!(v[rate]["p50_us"].as_u64().unwrap() > 0, "{rate}");
+    }
+    assert!(v["rustls_ceiling"]["ops"].as_u64().unwrap() > 0);
+    for rate in ["setups", "establishments"] {
+        assert!(
+            v[rate]["cpu_us_per_op"].as_f64().is_some(),
+            "{rate}: server CPU"
+        );
+    }
+    let acked = v["acknowledged"].as_u64().unwrap();
+    assert_eq!(
+        acked,
+        v["establishments"]["ops"].as_u64().unwrap()
+            + v["establishments_half_rate"]["ops"].as_u64().unwrap()
+    );
+    assert_eq!(v["stored_pns"].as_u64().unwrap(), acked);
+    assert_eq!(v["idle"]["sessions"], 40);
+    assert!(v["idle"]["server_rss_after"].as_u64().unwrap() > 0);
+    assert!(v["ratios"]["establishments_vs_ceiling"].as_f64().unwrap() > 0.0);
+    if Command::new("mosquitto").arg("-h").output().is_ok() {
+        assert!(v["mosquitto"]["ops"].as_u64().unwrap() > 0);
+        assert!(v["ratios"]["setups_vs_mosquitto"].as_f64().unwrap() > 0.0);
+    } else {
+        println!("mosquitto is not installed: its figure is not checked");
+    }
+    // --keep leaves the data directory for inspection.
+    assert!(keep.join("cpns.db").exists());
+    assert!(keep.join("bench-households.json").exists());
+}
+
+#[test]
+fn bad_bench_settings_are_refused_with_a_clear_error() {
+    for (args, says) in [
+        (vec!["--secs", "0"], "above zero"),
+        (vec!["--concurrency", "0"], "above zero"),
+        (vec!["--idle-sessions", "25000"], "at most 19000"),
+    ] {
+        let out = Command::new(BIN).arg("bench").args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
