@@ -129,6 +129,7 @@ pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -161,7 +162,10 @@ mod tests {
         assert_eq!(r.p50_us, 300);
         assert_eq!(r.cpu_us_per_op, Some(200.0));
         assert_eq!(r.sys_us_per_op, Some(50.0));
-        assert_eq!(Rate::new(Latencies::default(), Duration::ZERO, None).per_sec, 0.0);
+        assert_eq!(
+            Rate::new(Latencies::default(), Duration::ZERO, None).per_sec,
+            0.0
+        );
     }
 
     #[test]
