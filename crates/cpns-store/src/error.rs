@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use rusqlite::ErrorCode;
 use rusqlite::ffi;
 
 /// Why a store operation failed.
@@ -86,14 +85,15 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::Error as E;
         match e {
-            E::SqliteFailure(f, ref message) if f.code == ErrorCode::ConstraintViolation => {
-                let text = message.clone().unwrap_or_else(|| f.to_string());
+            // An extended code names its primary code too: these are all constraint violations.
+            E::SqliteFailure(f, ref message) => {
+                let text = || message.clone().unwrap_or_else(|| f.to_string());
                 match f.extended_code {
                     ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
-                        StoreError::Conflict(text)
+                        StoreError::Conflict(text())
                     }
                     ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
-                        StoreError::NotFound(format!("referenced record missing ({text})"))
+                        StoreError::NotFound(format!("referenced record missing ({})", text()))
                     }
                     _ => StoreError::Database(e.into()),
                 }

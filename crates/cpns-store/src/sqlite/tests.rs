@@ -162,6 +162,7 @@ async fn debug_shows_only_the_path() {
     let text = format!("{store:?}");
     assert!(text.starts_with("SqliteStore"), "{text}");
     assert!(text.contains(&*dir.path().to_string_lossy()), "{text}");
+    assert_eq!(store.path(), dir.path().join("store.db"));
     assert!(!text.contains("pool"), "{text}");
 }
 

@@ -90,6 +90,8 @@ pub(super) struct Stats {
     pub(super) commits: AtomicU64,
     /// Jobs answered.
     pub(super) jobs: AtomicU64,
+    /// Most jobs in one batch so far.
+    pub(super) largest: AtomicU64,
 }
 
 /// The running writer thread.
@@ -230,7 +232,9 @@ fn serve(conn: &Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, stats: &Sta
         if outcome.is_ok() {
             stats.commits.fetch_add(1, Ordering::Relaxed);
         }
-        stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let size = batch.len() as u64;
+        stats.jobs.fetch_add(size, Ordering::Relaxed);
+        stats.largest.fetch_max(size, Ordering::Relaxed);
         for job in batch.drain(..) {
             job.answer(outcome.as_ref().map(|_| ()));
         }

@@ -17,6 +17,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use super::readers::MAX_IDLE;
+use super::writer::MAX_BATCH;
 use super::{SqliteStore, pn};
 use crate::{PnMember, PnRecord, PnState, Result, Store, StoreError};
 
@@ -197,6 +198,29 @@ async fn a_failing_write_changes_nothing_and_its_batch_commits() {
     assert_eq!(count(&store, "SELECT count(*) FROM pn_members"), 5);
     // The writer goes on.
     store.register_pn(&record(6, "gw-1", &[])).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_batch_holds_at_most_max_batch_writes() {
+    let (_dir, store) = fresh().await;
+    let before = commits(&store);
+    let (release, held) = hold_writer(&store).await;
+    let total = MAX_BATCH + 100;
+    let mut answers = Vec::with_capacity(total);
+    for n in 0..total {
+        answers.push(queue_registration(&store, record(n as u32, "gw-1", &["pne-1"])).await);
+    }
+    release.send(()).unwrap();
+    answer(held).await.unwrap();
+    for a in answers {
+        answer(a).await.unwrap();
+    }
+    // The held job's commit, then a full batch, then the rest.
+    assert_eq!(commits(&store), before + 3);
+    let largest = store.writer().stats().largest.load(Ordering::Relaxed);
+    assert_eq!(largest, MAX_BATCH as u64);
+    assert_eq!(store.all_pns().await.unwrap().len(), total);
     store.close().await;
 }
 
