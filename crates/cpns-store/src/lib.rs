@@ -1,9 +1,11 @@
 //! Storage for CPNS: the server's state of record (users, enrolled entities, the PN inventory)
 //! and the local PN inventory a PN GW or PNE keeps (DESIGN §5).
 //!
-//! [`Store`] is one trait for every backend; [`SqliteStore`] is the embedded default (WAL,
-//! migrations, one transaction per flow effect). Every method that changes state is one
-//! transaction and is idempotent where the protocol retries.
+//! [`Store`] is one trait for every backend; [`SqliteStore`] is the embedded default: SQLite in
+//! WAL mode through rusqlite, migrations at open, one writer thread that commits the writes of
+//! many flows together (group commit) and answers each only once it is committed, and reads
+//! on the calling thread. Every method that changes state is atomic (all of it or none of it
+//! lands) and is idempotent where the protocol retries.
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -12,7 +14,7 @@ mod error;
 pub mod model;
 mod sqlite;
 
-pub use error::StoreError;
+pub use error::{DatabaseError, StoreError};
 pub use model::*;
 pub use sqlite::{Durability, SqliteStore};
 

@@ -1,20 +1,68 @@
-//! Turning SQLite columns back into the store's typed values, and the few encodings the queries
-//! need. A value that does not decode is a [`StoreError::Corrupt`], never a panic.
+//! Running the store's statements (each prepared once per connection and cached) and turning
+//! SQLite columns back into the store's typed values. A value that does not decode is a
+//! [`StoreError::Corrupt`], never a panic.
 
 use core::str::FromStr;
+use std::collections::HashMap;
 
 use cpns_wire::{IdError, PnId};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{Connection, Params, Row};
 
 use crate::{Result, StoreError};
 
-/// SQL that begins a write transaction holding the write lock from its first statement.
-pub(super) const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+/// Runs one statement that returns no rows; the number of rows it changed.
+pub(super) fn exec(conn: &Connection, sql: &str, params: impl Params) -> Result<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
+}
+
+/// The first row of a query, decoded, if there is one.
+pub(super) fn optional<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    decode: impl FnOnce(&Row<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    rows.next()?.map(decode).transpose()
+}
+
+/// Every row of a query, decoded, in row order.
+pub(super) fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    mut decode: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// Member rows grouped by their `pn_id` column, each decoded with `decode`, in row order: how
+/// every list of PNs joins its PN rows with its member rows.
+pub(super) fn members_by_pn<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    mut decode: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<HashMap<PnId, Vec<T>>> {
+    let mut by_pn: HashMap<PnId, Vec<T>> = HashMap::new();
+    for (pn, member) in all(conn, sql, params, |row| {
+        Ok((pn_id(row, "pn_id")?, decode(row)?))
+    })? {
+        by_pn.entry(pn).or_default().push(member);
+    }
+    Ok(by_pn)
+}
 
 /// Reads a PN id stored as its 16 raw bytes from `column` of `row`.
-pub(super) fn pn_id(row: &SqliteRow, column: &str) -> Result<PnId> {
-    let bytes: Vec<u8> = row.try_get(column)?;
+pub(super) fn pn_id(row: &Row<'_>, column: &str) -> Result<PnId> {
+    let bytes: Vec<u8> = row.get(column)?;
     let arr: [u8; 16] = bytes.as_slice().try_into().map_err(|_| {
         StoreError::Corrupt(format!(
             "{column} holds {} bytes, a PN id is 16",
@@ -25,17 +73,14 @@ pub(super) fn pn_id(row: &SqliteRow, column: &str) -> Result<PnId> {
 }
 
 /// Reads a checked identifier (entity, user or CPNS id) from `column` of `row`.
-pub(super) fn id<T: FromStr<Err = IdError>>(row: &SqliteRow, column: &str) -> Result<T> {
-    let text: String = row.try_get(column)?;
+pub(super) fn id<T: FromStr<Err = IdError>>(row: &Row<'_>, column: &str) -> Result<T> {
+    let text: String = row.get(column)?;
     parse_id(column, &text)
 }
 
 /// Reads an optional checked identifier from `column` of `row`.
-pub(super) fn opt_id<T: FromStr<Err = IdError>>(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<Option<T>> {
-    let text: Option<String> = row.try_get(column)?;
+pub(super) fn opt_id<T: FromStr<Err = IdError>>(row: &Row<'_>, column: &str) -> Result<Option<T>> {
+    let text: Option<String> = row.get(column)?;
     text.map(|t| parse_id(column, &t)).transpose()
 }
 
@@ -45,8 +90,8 @@ fn parse_id<T: FromStr<Err = IdError>>(column: &str, text: &str) -> Result<T> {
 }
 
 /// Reads a stored enumeration name from `column` of `row` with `parse`.
-pub(super) fn name<T>(row: &SqliteRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    let text: String = row.try_get(column)?;
+pub(super) fn name<T>(row: &Row<'_>, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let text: String = row.get(column)?;
     parse(&text)
         .ok_or_else(|| StoreError::Corrupt(format!("{column} holds unknown value {text:?}")))
 }
@@ -73,23 +118,6 @@ pub(super) fn json_string_array<'a>(items: impl IntoIterator<Item = &'a str>) ->
     out
 }
 
-/// Member rows grouped by their `pn_id` column, each decoded with `decode`, in row order: how
-/// every list of PNs joins its PN rows with its member rows.
-pub(super) fn members_by_pn<T>(
-    rows: &[sqlx::sqlite::SqliteRow],
-    decode: impl Fn(&sqlx::sqlite::SqliteRow) -> crate::Result<T>,
-) -> crate::Result<std::collections::HashMap<cpns_wire::PnId, Vec<T>>> {
-    let mut by_pn: std::collections::HashMap<cpns_wire::PnId, Vec<T>> =
-        std::collections::HashMap::new();
-    for row in rows {
-        by_pn
-            .entry(pn_id(row, "pn_id")?)
-            .or_default()
-            .push(decode(row)?);
-    }
-    Ok(by_pn)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +131,17 @@ mod tests {
         assert_eq!(
             json_string_array(["a b", "\u{1f}é"]),
             "[\"a b\",\"\\u001fé\"]"
+        );
+    }
+
+    #[test]
+    fn short_pn_ids_are_corrupt() {
+        let conn = Connection::open_in_memory().unwrap();
+        let err =
+            optional(&conn, "SELECT x'0102' AS pn_id", [], |r| pn_id(r, "pn_id")).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt(ref m) if m.contains("holds 2 bytes")),
+            "{err:?}"
         );
     }
 }

@@ -1,43 +1,57 @@
-//! The embedded SQLite backend of [`Store`] (DESIGN §5): one database file in WAL mode, a small
-//! connection pool, migrations from `migrations/sqlite` run at open.
+//! The embedded SQLite backend of [`Store`] (DESIGN §5): one database file in WAL mode, reached
+//! through rusqlite (SQLite compiled in), with the migrations of `migrations/sqlite` applied at
+//! open (`migrate`).
 //!
-//! Every method that changes state runs in one transaction; those that read before they write
-//! take the write lock up front (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy
-//! timeout instead of failing when a read snapshot cannot be upgraded. Multi-query reads
-//! (a PN and its members) run in one read transaction and so see one snapshot.
+//! **Writes** go to one writer thread that owns the only write connection (`writer`). It
+//! commits them in groups: every write queued while the previous transaction committed runs in
+//! the next one, each inside its own savepoint, so a write that fails changes nothing and gets
+//! its own error while the others commit. A write is answered only after its transaction
+//! committed, so an acknowledged write is durable as [`Durability`] says, and many flows' writes
+//! share one commit (and, under [`Durability::Full`], one fsync). Every write is still atomic on
+//! its own: one flow's effect, all or nothing.
+//!
+//! **Reads** run on the calling thread on a small pool of read connections (`readers`): WAL
+//! lets them proceed beside the writer, and a read of cached pages takes microseconds, less
+//! than any hop to another thread. Multi-query reads (a PN and its members) run in one read
+//! transaction and so see one snapshot. Every statement is prepared once per connection and
+//! cached.
+//!
+//! A write whose caller stops waiting (its future dropped) still runs and commits.
 
 mod codec;
 mod entity;
 mod local;
+mod migrate;
 mod pn;
+mod readers;
 mod replay;
 #[cfg(test)]
 mod tests;
+mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use cpns_wire::{CpnsId, EntityId, PnId, UserId};
-use sqlx::SqlitePool;
-use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use rusqlite::{Connection, OpenFlags};
 
+use self::readers::Readers;
+use self::writer::Writer;
 use crate::{
     EntityRecord, LocalPn, LocalSession, PnMember, PnRecord, Reconciled, Result, Store, UnixMillis,
 };
 
-/// The SQLite schema, embedded at build time.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// Most connections the pool opens. SQLite has one writer at a time; a few connections let
-/// reads proceed beside it.
-const MAX_CONNECTIONS: u32 = 4;
-
-/// How long a connection waits for another's write lock before failing with "database is
-/// locked".
+/// How long a connection waits for a lock another connection (or process) holds before failing
+/// with "database is locked".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection: more than the store has distinct statements, so
+/// each is prepared once.
+const STATEMENT_CACHE: usize = 64;
 
 /// How hard a commit is pushed to stable storage (SQLite's `synchronous` pragma under WAL).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,24 +63,73 @@ pub enum Durability {
     #[default]
     Normal,
     /// `synchronous=FULL`: the WAL is synced at every commit, so a commit also survives an
-    /// operating-system crash or power loss, at the price of one fsync per write transaction.
+    /// operating-system crash or power loss, at the price of one fsync per commit (one per
+    /// group of writes, see the module docs).
     Full,
 }
 
-/// The SQLite store: a cheap-to-clone handle on a connection pool over one database file.
+impl Durability {
+    fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        }
+    }
+}
+
+/// The SQLite store: a cheap-to-clone handle on the writer thread and the read connections of
+/// one database file.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    path: Arc<Path>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Writer,
+    readers: Readers,
 }
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The pool's own Debug dumps its connect options; the path is all that identifies us.
+        // The path is all that identifies the store; connections say nothing more.
         f.debug_struct("SqliteStore")
-            .field("path", &self.path)
+            .field("path", &self.inner.path)
             .finish_non_exhaustive()
     }
+}
+
+/// What a connection is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The writer's connection: creates the file if missing.
+    Writer,
+    /// A read connection: `query_only`.
+    Reader,
+}
+
+/// Opens a connection to `path` with the store's settings: WAL, `synchronous` per
+/// `durability`, foreign keys enforced, a 5 s busy timeout, a statement cache.
+fn connect(path: &Path, durability: Durability, role: Role) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if role == Role::Writer {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", durability.synchronous())?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    if role == Role::Reader {
+        conn.pragma_update(None, "query_only", true)?;
+    }
+    Ok(conn)
+}
+
+/// Locks `m`; a panic elsewhere while it was held leaves nothing half-done in what it guards.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SqliteStore {
@@ -77,67 +140,78 @@ impl SqliteStore {
     }
 
     /// Opens (creating it if missing) the database at `path` with the given durability, and
-    /// brings its schema up to date. Connections use WAL, enforce foreign keys and wait up to
-    /// 5 s for a lock.
+    /// brings its schema up to date; fails with [`StoreError::Migration`](crate::StoreError)
+    /// if the database was made by a newer build. Connections use WAL, enforce foreign keys
+    /// and wait up to 5 s for a lock.
     pub async fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore> {
-        let synchronous = match durability {
-            Durability::Normal => SqliteSynchronous::Normal,
-            Durability::Full => SqliteSynchronous::Full,
-        };
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(synchronous)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
-        if let Err(e) = MIGRATOR.run(&pool).await {
-            pool.close().await;
-            return Err(e.into());
-        }
+        let path = path.to_path_buf();
+        let writer_path = path.clone();
+        let writer = Writer::start(move || {
+            let mut conn = connect(&writer_path, durability, Role::Writer)?;
+            migrate::migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await?;
         Ok(SqliteStore {
-            pool,
-            path: Arc::from(PathBuf::from(path)),
+            inner: Arc::new(Inner {
+                readers: Readers::new(path.clone(), durability),
+                path,
+                writer,
+            }),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
-    /// Closes every connection (checkpointing the WAL as the last one closes); the store, and
-    /// every clone of it, fails with a database error afterwards.
+    /// Closes every connection: writes already queued are committed and answered first, and
+    /// the WAL is checkpointed as the last connection closes. The store, and every clone of
+    /// it, fails with a database error afterwards.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.inner.readers.close();
+        self.inner.writer.close().await;
     }
 
-    /// The pool, for the unit tests that write raw rows.
+    /// The writer, for the unit tests that write raw rows or check the grouping.
     #[cfg(test)]
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    /// The read connections, for the unit tests.
+    #[cfg(test)]
+    fn readers(&self) -> &Readers {
+        &self.inner.readers
+    }
+
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.inner.writer.run(work).await
     }
 }
 
 impl Store for SqliteStore {
     async fn ensure_user(&self, user: &UserId) -> Result<()> {
-        entity::ensure_user(&self.pool, user).await
+        let user = user.clone();
+        self.write(move |c| entity::ensure_user(c, &user)).await
     }
 
-    async fn insert_entity(&self, entity: &EntityRecord) -> Result<()> {
-        entity::insert_entity(&self.pool, entity).await
+    async fn insert_entity(&self, e: &EntityRecord) -> Result<()> {
+        let e = e.clone();
+        self.write(move |c| entity::insert_entity(c, &e)).await
     }
 
     async fn entity(&self, id: &EntityId) -> Result<Option<EntityRecord>> {
-        entity::entity(&self.pool, id).await
+        self.inner.readers.read(|c| entity::entity(c, id))
     }
 
     async fn entities(&self, ids: &[EntityId]) -> Result<Vec<EntityRecord>> {
-        entity::entities(&self.pool, ids).await
+        self.inner.readers.read(|c| entity::entities(c, ids))
     }
 
     async fn update_entity_report(
@@ -146,23 +220,34 @@ impl Store for SqliteStore {
         capabilities: Option<&[u8]>,
         status: Option<&str>,
     ) -> Result<()> {
-        entity::update_entity_report(&self.pool, id, capabilities, status).await
+        let id = id.clone();
+        let capabilities = capabilities.map(<[u8]>::to_vec);
+        let status = status.map(str::to_owned);
+        self.write(move |c| {
+            entity::update_entity_report(c, &id, capabilities.as_deref(), status.as_deref())
+        })
+        .await
     }
 
-    async fn register_pn(&self, pn: &PnRecord) -> Result<()> {
-        pn::register_pn(&self.pool, pn).await
+    async fn register_pn(&self, p: &PnRecord) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| pn::register_pn(c, &p)).await
     }
 
-    async fn upsert_member(&self, pn: &PnId, member: &PnMember) -> Result<()> {
-        pn::upsert_member(&self.pool, pn, member).await
+    async fn upsert_member(&self, p: &PnId, member: &PnMember) -> Result<()> {
+        let (p, member) = (*p, member.clone());
+        self.write(move |c| pn::upsert_member(c, &p, &member)).await
     }
 
-    async fn update_members(&self, pn: &PnId, add: &[PnMember], remove: &[EntityId]) -> Result<()> {
-        pn::update_members(&self.pool, pn, add, remove).await
+    async fn update_members(&self, p: &PnId, add: &[PnMember], remove: &[EntityId]) -> Result<()> {
+        let (p, add, remove) = (*p, add.to_vec(), remove.to_vec());
+        self.write(move |c| pn::update_members(c, &p, &add, &remove))
+            .await
     }
 
-    async fn register_pne(&self, pn: &PnId, member: &PnMember) -> Result<CpnsId> {
-        pn::register_pne(&self.pool, pn, member).await
+    async fn register_pne(&self, p: &PnId, member: &PnMember) -> Result<CpnsId> {
+        let (p, member) = (*p, member.clone());
+        self.write(move |c| pn::register_pne(c, &p, &member)).await
     }
 
     async fn reconcile_gateway_pns(
@@ -171,27 +256,31 @@ impl Store for SqliteStore {
         listed: &[PnId],
         drop_unlisted_pending: bool,
     ) -> Result<Reconciled> {
-        pn::reconcile_gateway_pns(&self.pool, gw, listed, drop_unlisted_pending).await
+        let (gw, listed) = (gw.clone(), listed.to_vec());
+        self.write(move |c| pn::reconcile_gateway_pns(c, &gw, &listed, drop_unlisted_pending))
+            .await
     }
 
-    async fn remove_pending_pn(&self, pn: &PnId) -> Result<bool> {
-        pn::remove_pending_pn(&self.pool, pn).await
+    async fn remove_pending_pn(&self, p: &PnId) -> Result<bool> {
+        let p = *p;
+        self.write(move |c| pn::remove_pending_pn(c, &p)).await
     }
 
     async fn pn(&self, id: &PnId) -> Result<Option<PnRecord>> {
-        pn::pn(&self.pool, id).await
+        self.inner.readers.snapshot(|c| pn::pn(c, id))
     }
 
     async fn pns_of_gateway(&self, gw: &EntityId) -> Result<Vec<PnRecord>> {
-        pn::pns_of_gateway(&self.pool, gw).await
+        self.inner.readers.snapshot(|c| pn::pns_of_gateway(c, gw))
     }
 
     async fn all_pns(&self) -> Result<Vec<PnRecord>> {
-        pn::all_pns(&self.pool).await
+        self.inner.readers.snapshot(pn::all_pns)
     }
 
     async fn allocate_cpns_id(&self, pne: &EntityId) -> Result<CpnsId> {
-        entity::allocate_cpns_id(&self.pool, pne).await
+        let pne = pne.clone();
+        self.write(move |c| entity::allocate_cpns_id(c, &pne)).await
     }
 
     async fn remember_answer(
@@ -202,30 +291,38 @@ impl Store for SqliteStore {
         now: UnixMillis,
         keep_ms: i64,
     ) -> Result<()> {
-        replay::remember_answer(&self.pool, sender, request_id, answer, now, keep_ms).await
+        let (sender, answer) = (sender.to_owned(), answer.to_vec());
+        self.write(move |c| replay::remember_answer(c, &sender, request_id, &answer, now, keep_ms))
+            .await
     }
 
     async fn answer_of(&self, sender: &str, request_id: u64) -> Result<Option<Vec<u8>>> {
-        replay::answer_of(&self.pool, sender, request_id).await
+        self.inner
+            .readers
+            .read(|c| replay::answer_of(c, sender, request_id))
     }
 
-    async fn save_local_pn(&self, pn: &LocalPn) -> Result<()> {
-        local::save_local_pn(&self.pool, pn).await
+    async fn save_local_pn(&self, p: &LocalPn) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| local::save_local_pn(c, &p)).await
     }
 
     async fn save_local_session(&self, session: &LocalSession) -> Result<()> {
-        local::save_local_session(&self.pool, session).await
+        let session = session.clone();
+        self.write(move |c| local::save_local_session(c, &session))
+            .await
     }
 
     async fn local_session(&self) -> Result<Option<LocalSession>> {
-        local::local_session(&self.pool).await
+        self.inner.readers.read(local::local_session)
     }
 
     async fn local_pns(&self) -> Result<Vec<LocalPn>> {
-        local::local_pns(&self.pool).await
+        self.inner.readers.snapshot(local::local_pns)
     }
 
-    async fn remove_local_pn(&self, pn: &PnId) -> Result<bool> {
-        local::remove_local_pn(&self.pool, pn).await
+    async fn remove_local_pn(&self, p: &PnId) -> Result<bool> {
+        let p = *p;
+        self.write(move |c| local::remove_local_pn(c, &p)).await
     }
 }

@@ -1,12 +1,17 @@
 //! Unit tests of the SQLite backend that need raw access to the tables: rows written behind
-//! the store's back must come out as [`StoreError::Corrupt`], never as a panic; and the
-//! connection settings must be what `open` promises.
+//! the store's back must come out as [`StoreError::Corrupt`], never as a panic; the connection
+//! settings must be what `open` promises; old and too-new database files; the read pool.
 
 use cpns_wire::{EntityId, PnId, UserId};
 use tempfile::TempDir;
 
 use super::{Durability, SqliteStore};
 use crate::{EntityKind, EntityRecord, PnRecord, PnState, Store, StoreError};
+
+/// Runs raw SQL on the writer connection, behind the store's back (as one write of its own).
+async fn raw(store: &SqliteStore, sql: &'static str) -> crate::Result<usize> {
+    store.writer().run(move |c| Ok(c.execute(sql, [])?)).await
+}
 
 async fn fresh() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -54,11 +59,12 @@ async fn unknown_pn_state_is_corrupt() {
     let (_dir, store) = fresh().await;
     store.register_pn(&pn(1)).await.unwrap();
     store.register_pn(&pn(2)).await.unwrap();
-    sqlx::query("UPDATE pns SET state = 'bogus' WHERE pn_id = ?")
-        .bind(&[1u8; 16][..])
-        .execute(store.pool())
-        .await
-        .unwrap();
+    raw(
+        &store,
+        "UPDATE pns SET state = 'bogus' WHERE pn_id = x'01010101010101010101010101010101'",
+    )
+    .await
+    .unwrap();
     let err = store.pn(&PnId::from_bytes([1; 16])).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Corrupt(ref m) if m.contains("bogus")),
@@ -79,14 +85,15 @@ async fn unknown_pn_state_is_corrupt() {
 async fn bad_stored_ids_are_corrupt() {
     let (_dir, store) = fresh().await;
     enroll(&store, "pne-1").await;
-    sqlx::query("UPDATE entities SET kind = 'toaster', cpns_id = 'has space'")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    raw(
+        &store,
+        "UPDATE entities SET kind = 'toaster', cpns_id = 'has space'",
+    )
+    .await
+    .unwrap();
     let err = store.entity(&eid("pne-1")).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
-    sqlx::query("UPDATE entities SET kind = 'pne'")
-        .execute(store.pool())
+    raw(&store, "UPDATE entities SET kind = 'pne'")
         .await
         .unwrap();
     let err = store.entities(&[eid("pne-1")]).await.unwrap_err();
@@ -116,12 +123,23 @@ async fn bad_member_rows_are_corrupt() {
         })
         .await
         .unwrap();
-    sqlx::query("UPDATE local_members SET pne_id = ''")
-        .execute(store.pool())
+    raw(&store, "UPDATE local_members SET pne_id = ''")
         .await
         .unwrap();
     let err = store.local_pns().await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+/// journal mode, foreign keys, synchronous, query_only and busy timeout of a connection.
+fn settings(c: &rusqlite::Connection) -> crate::Result<(String, i64, i64, i64, i64)> {
+    let get = |name: &str| c.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
+    Ok((
+        c.pragma_query_value(None, "journal_mode", |r| r.get(0))?,
+        get("foreign_keys")?,
+        get("synchronous")?,
+        get("query_only")?,
+        get("busy_timeout")?,
+    ))
 }
 
 #[tokio::test]
@@ -130,23 +148,10 @@ async fn open_sets_wal_foreign_keys_and_durability() {
     let path = dir.path().join("store.db");
     for (durability, expected) in [(Durability::Normal, 1_i64), (Durability::Full, 2)] {
         let store = SqliteStore::open_with(&path, durability).await.unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(mode, "wal");
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(fk, 1);
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(sync, expected);
-        drop(conn);
+        let writer = store.writer().run(settings).await.unwrap();
+        assert_eq!(writer, ("wal".to_owned(), 1, expected, 0, 5000));
+        let reader = store.readers().read(settings).unwrap();
+        assert_eq!(reader, ("wal".to_owned(), 1, expected, 1, 5000));
         store.close().await;
     }
 }
@@ -157,6 +162,7 @@ async fn debug_shows_only_the_path() {
     let text = format!("{store:?}");
     assert!(text.starts_with("SqliteStore"), "{text}");
     assert!(text.contains(&*dir.path().to_string_lossy()), "{text}");
+    assert_eq!(store.path(), dir.path().join("store.db"));
     assert!(!text.contains("pool"), "{text}");
 }
 
@@ -174,26 +180,176 @@ async fn closed_store_fails_cleanly() {
 #[tokio::test]
 async fn constraint_violations_map_to_not_found_and_conflict() {
     let (_dir, store) = fresh().await;
-    let orphan = sqlx::query(
+    let err = raw(
+        &store,
         "INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, joined_at) \
-         VALUES (?, 'pne-1', 0, 0, 0, 1)",
+         VALUES (x'09090909090909090909090909090909', 'pne-1', 0, 0, 0, 1)",
     )
-    .bind(&[9u8; 16][..])
-    .execute(store.pool())
     .await
     .unwrap_err();
-    let err = StoreError::from(orphan);
     assert!(
         matches!(err, StoreError::NotFound(ref m) if m.contains("FOREIGN KEY")),
         "{err:?}"
     );
-    let twice = sqlx::query("INSERT INTO users (id) VALUES ('bob'), ('bob')")
-        .execute(store.pool())
+    let err = raw(&store, "INSERT INTO users (id) VALUES ('bob'), ('bob')")
         .await
         .unwrap_err();
-    let err = StoreError::from(twice);
     assert!(
         matches!(err, StoreError::Conflict(ref m) if m.contains("UNIQUE")),
         "{err:?}"
     );
+    // Neither failed write left anything behind.
+    let users = store
+        .readers()
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))?))
+        .unwrap();
+    assert_eq!(users, 0);
+}
+
+/// The SQL of the first `n` migration files, as the sqlx-based backend applied them.
+fn old_migrations(n: usize) -> Vec<(i64, &'static str, &'static str)> {
+    let all = [
+        (
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+        ),
+        (
+            2,
+            "replays",
+            include_str!("../../migrations/sqlite/0002_replays.sql"),
+        ),
+        (
+            3,
+            "contents",
+            include_str!("../../migrations/sqlite/0003_contents.sql"),
+        ),
+        (
+            4,
+            "local session",
+            include_str!("../../migrations/sqlite/0004_local_session.sql"),
+        ),
+    ];
+    all[..n].to_vec()
+}
+
+/// Builds a database file the way the sqlx-based backend left it: WAL, the first `applied`
+/// migrations run, each recorded in `_sqlx_migrations` (sqlx's own table definition and row
+/// shape), `user_version` 0, and a PN with two members.
+fn sqlx_made_database(path: &std::path::Path, applied: usize) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    success BOOLEAN NOT NULL,
+    checksum BLOB NOT NULL,
+    execution_time BIGINT NOT NULL
+);",
+    )
+    .unwrap();
+    for (version, description, sql) in old_migrations(applied) {
+        conn.execute_batch(sql).unwrap();
+        conn.execute(
+            "INSERT INTO _sqlx_migrations ( version, description, success, checksum, \
+             execution_time ) VALUES ( ?1, ?2, TRUE, randomblob(48), 2691016 )",
+            rusqlite::params![version, description],
+        )
+        .unwrap();
+    }
+    conn.execute_batch(
+        "INSERT INTO users (id) VALUES ('alice');
+         INSERT INTO pns (pn_id, gateway, owner, state, created_at, seq)
+             VALUES (x'07070707070707070707070707070707', 'gw', 'alice', 'active', 5, 1);
+         INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, joined_at)
+             VALUES (x'07070707070707070707070707070707', 'pne-1', 0, 1, 1, 6),
+                    (x'07070707070707070707070707070707', 'pne-2', 1, 0, 1, 7);",
+    )
+    .unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 0);
+}
+
+fn user_version(store: &SqliteStore) -> i64 {
+    store
+        .readers()
+        .read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_old_sqlx_database_opens_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    for applied in [3, 4] {
+        let path = dir.path().join(format!("old-{applied}.db"));
+        sqlx_made_database(&path, applied);
+        if applied == 3 {
+            // A failed attempt at 0004, as a row (sqlx records only successes on SQLite, but
+            // a row that says it failed must not count as applied).
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO _sqlx_migrations ( version, description, success, checksum, \
+                 execution_time ) VALUES ( 4, 'local session', FALSE, x'00', -1 )",
+                [],
+            )
+            .unwrap();
+        }
+        // Re-running a migration sqlx had applied would fail (its tables exist): opening
+        // succeeds only if exactly the missing ones run.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(user_version(&store), super::migrate::LATEST);
+        let pn = store.pn(&PnId::from_bytes([7; 16])).await.unwrap().unwrap();
+        let members: Vec<&str> = pn.members.iter().map(|m| m.pne_id.as_str()).collect();
+        assert_eq!(members, ["pne-1", "pne-2"]);
+        assert_eq!(pn.members[0].contents, None);
+        // 0004's table is there.
+        let session = crate::LocalSession {
+            cpns_id: cpns_wire::CpnsId::new("cpns-000001").unwrap(),
+            pn_id: PnId::from_bytes([7; 16]),
+            sealed_session_key: vec![1],
+            lifetime_s: 60,
+            stored_at: 8,
+        };
+        store.save_local_session(&session).await.unwrap();
+        assert_eq!(store.local_session().await.unwrap(), Some(session));
+        store.close().await;
+        // From now on user_version says where the schema is; sqlx's table stays as it was.
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(user_version(&store), super::migrate::LATEST);
+        let rows: i64 = store
+            .readers()
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM _sqlx_migrations", [], |r| r.get(0))?))
+            .unwrap();
+        assert_eq!(rows, 4);
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_newer_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    SqliteStore::open(&path).await.unwrap().close().await;
+    let newer = super::migrate::LATEST + 1;
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", newer).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Migration(_)), "{err:?}");
+    assert!(
+        text.contains(&format!("schema version {newer}, newer than"))
+            && text.contains("newer cpns"),
+        "{text}"
+    );
+    // Refusing changed nothing.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, newer);
 }

@@ -19,9 +19,8 @@ use cpns_wire::{
     Envelope, ErrorCode, JoinInfo, Mode, PnSetupRequest, RandBytes, RequestId, SetupType,
     decode_envelope, encode_plain_frame,
 };
+use rusqlite::{Connection, OpenFlags};
 use serde_json::Value;
-use sqlx::Connection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -376,23 +375,25 @@ pub type Tables = BTreeMap<String, Vec<String>>;
 /// Dumps every table of the SQLite file at `db`. The file may be in use by a running process
 /// (WAL): this reads a consistent snapshot and writes nothing.
 pub async fn dump(db: &Path) -> Tables {
-    let opts = SqliteConnectOptions::new().filename(db).read_only(true);
-    let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let strings = |sql: &str, params: &[&str]| -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| r.get(0));
+        rows.unwrap().collect::<rusqlite::Result<_>>().unwrap()
+    };
+    // One read transaction, so every table comes from the same snapshot.
+    conn.execute_batch("BEGIN").unwrap();
     let mut tables = Tables::new();
-    let names: Vec<String> = sqlx::query_scalar(
+    let names = strings(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
          ORDER BY name",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
+        &[],
+    );
     for table in names {
-        let cols: Vec<String> =
-            sqlx::query_scalar("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
-                .bind(&table)
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
+        let cols = strings(
+            "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+            &[&table],
+        );
         let row = cols
             .iter()
             .map(|c| format!("quote(\"{c}\")"))
@@ -405,13 +406,9 @@ pub async fn dump(db: &Path) -> Tables {
             .join(", ");
         // Table and column names come from the file's own schema, not from a peer.
         let sql = format!("SELECT {row} FROM \"{table}\" ORDER BY {order}");
-        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        tables.insert(table, rows);
+        tables.insert(table, strings(&sql, &[]));
     }
-    conn.close().await.unwrap();
+    conn.execute_batch("COMMIT").unwrap();
     tables
 }
 

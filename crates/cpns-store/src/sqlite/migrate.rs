@@ -1,0 +1,179 @@
+//! The SQLite schema: the migrations of `migrations/sqlite`, embedded at build time and applied
+//! in order at open, each in its own transaction, with SQLite's `user_version` recording the
+//! last one applied.
+//!
+//! A database made by the earlier sqlx-based backend keeps its history in a `_sqlx_migrations`
+//! table and has `user_version` 0; its highest successful version is taken as the starting
+//! point, so existing data directories open without losing anything. A database whose version
+//! is above the last migration this build knows was made by a newer build and is refused.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use crate::{DatabaseError, Result, StoreError};
+
+/// One schema step: its version (the file's number), its name and its SQL.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every schema step, in order. `include_str!` makes Cargo rebuild the crate when a file
+/// changes; a new file must be added here (a test checks that every file is).
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "replays",
+        sql: include_str!("../../migrations/sqlite/0002_replays.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "contents",
+        sql: include_str!("../../migrations/sqlite/0003_contents.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "local session",
+        sql: include_str!("../../migrations/sqlite/0004_local_session.sql"),
+    },
+];
+
+/// The schema version this build brings a database to.
+pub(super) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// Brings the schema of `conn`'s database up to [`LATEST`]. Each step reads the version and
+/// applies the next migration under the write lock, so two processes opening one file at once
+/// apply each migration once.
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(migration_error)?;
+        let (current, recorded) = schema_version(&tx).map_err(migration_error)?;
+        if current > LATEST {
+            return Err(StoreError::Migration(DatabaseError::message(format!(
+                "the database is at schema version {current}, newer than the {LATEST} this \
+                 build knows: open it with a newer cpns"
+            ))));
+        }
+        let next = MIGRATIONS.iter().find(|m| m.version > current);
+        if let Some(m) = next {
+            tx.execute_batch(m.sql).map_err(|e| {
+                StoreError::Migration(DatabaseError::message(format!(
+                    "migration {} ({}): {e}",
+                    m.version, m.name
+                )))
+            })?;
+        }
+        let version = next.map_or(current, |m| m.version);
+        if version != recorded {
+            tx.pragma_update(None, "user_version", version)
+                .map_err(migration_error)?;
+        }
+        tx.commit().map_err(migration_error)?;
+        if next.is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// The schema version of the database, and the one `user_version` records (0 for a database
+/// made by the sqlx-based backend, whose version is the last successful row of
+/// `_sqlx_migrations`).
+fn schema_version(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let recorded: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if recorded != 0 {
+        return Ok((recorded, recorded));
+    }
+    let sqlx_made = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = '_sqlx_migrations'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !sqlx_made {
+        return Ok((0, 0));
+    }
+    let sqlx_version: Option<i64> = conn.query_row(
+        "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+        [],
+        |row| row.get(0),
+    )?;
+    Ok((sqlx_version.unwrap_or(0), 0))
+}
+
+fn migration_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Migration(e.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order_up_to_latest() {
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=LATEST).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn every_migration_file_is_listed() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.name.replace(' ', "_")))
+            .collect();
+        assert_eq!(files, listed);
+        for m in MIGRATIONS {
+            let file = format!("{dir}/{:04}_{}.sql", m.version, m.name.replace(' ', "_"));
+            assert_eq!(std::fs::read_to_string(file).unwrap(), m.sql);
+        }
+    }
+
+    #[test]
+    fn a_fresh_database_gets_every_migration_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), (LATEST, LATEST));
+        // A second run finds nothing to do (re-running 0001 would fail: its tables exist).
+        migrate(&mut conn).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), (LATEST, LATEST));
+    }
+
+    #[test]
+    fn a_failing_migration_names_itself_and_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // An index in the way of 0002's second statement (0002 runs after 0001 succeeds).
+        conn.execute_batch("CREATE TABLE other (x INTEGER); CREATE INDEX replays_age ON other (x)")
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Migration(ref e)
+                if e.to_string().starts_with("migration 2 (replays): ")),
+            "{err}"
+        );
+        // 0001 stays applied and recorded; 0002's first statement (its table) was rolled back.
+        assert_eq!(schema_version(&conn).unwrap(), (1, 1));
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(tables.contains(&"pns".to_owned()), "{tables:?}");
+        assert!(!tables.contains(&"replays".to_owned()), "{tables:?}");
+    }
+}
