@@ -111,9 +111,11 @@ enum Role {
 /// Opens a connection to `path` with the store's settings: WAL, `synchronous` per
 /// `durability`, foreign keys enforced, a 5 s busy timeout, a statement cache.
 fn connect(path: &Path, durability: Durability, role: Role) -> rusqlite::Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    if role == Role::Writer {
-        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    // rusqlite's defaults (read-write, create, no mutex: each connection is used by one thread
+    // at a time), except that a path is never read as a URI; only the writer creates the file.
+    let mut flags = OpenFlags::default().difference(OpenFlags::SQLITE_OPEN_URI);
+    if role == Role::Reader {
+        flags.remove(OpenFlags::SQLITE_OPEN_CREATE);
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;

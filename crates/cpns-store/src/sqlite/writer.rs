@@ -244,8 +244,9 @@ fn serve(conn: &Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, stats: &Sta
 /// Runs `batch` as one transaction; on failure, rolls back whatever of it is still open.
 fn commit(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), DatabaseError> {
     let outcome = run_batch(conn, batch);
-    if outcome.is_err() && !conn.is_autocommit() {
-        // Should this fail too, the next batch's BEGIN fails and reports it.
+    // Still inside the transaction only if the batch failed (a commit ends it). Should the
+    // ROLLBACK fail too, the next batch's BEGIN fails and reports it.
+    if !conn.is_autocommit() {
         let _ = step(conn, "ROLLBACK");
     }
     outcome
