@@ -166,13 +166,12 @@ mod tests {
         for cert in CertificateDer::pem_slice_iter(pki.ca_cert_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
-        let other = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let other =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         assert_eq!(
             other.crypto_provider().cipher_suites[0].suite(),
             rustls::CipherSuite::TLS13_AES_256_GCM_SHA384

@@ -331,6 +331,13 @@ pub(crate) async fn persist<S: Store>(
                 removed: done.removed,
             })
         }
+        ServerEffect::ConfirmPns { gateway, pns } => {
+            let confirmed = store.confirm_pns(&gateway, &pns).await.map_err(err)?;
+            Ok(Persisted::Reconciled {
+                confirmed,
+                removed: Vec::new(),
+            })
+        }
         ServerEffect::RememberAnswer {
             sender,
             request_id,

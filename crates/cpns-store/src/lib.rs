@@ -107,6 +107,17 @@ pub trait Store: Send + Sync + 'static {
         drop_unlisted_pending: bool,
     ) -> impl Future<Output = Result<Reconciled>> + Send;
 
+    /// Confirms PNs a PN GW reports it has stored since its last report (a partial status
+    /// report, docs/ARCHITECTURE.md decision 8): each listed PN of `gw` that is pending becomes
+    /// active; nothing is removed. Returns the PNs confirmed, in the order listed. PNs that are
+    /// unknown, of another gateway or already active change nothing. Costs one lookup per
+    /// listed PN, whatever the number of PNs `gw` holds.
+    fn confirm_pns(
+        &self,
+        gw: &EntityId,
+        pns: &[PnId],
+    ) -> impl Future<Output = Result<Vec<PnId>>> + Send;
+
     /// Removes a PN that is still pending (its PN GW never confirmed it), with its members;
     /// true if it was there and pending. An active PN is left alone.
     fn remove_pending_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;

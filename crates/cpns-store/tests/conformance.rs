@@ -45,6 +45,7 @@ conformance!(
     upsert_member_needs_pn,
     members_are_never_downgraded,
     reconcile_follows_the_gateway_list,
+    confirm_pns_activates_listed_pending_pns_only,
     remove_pending_pn_only_when_pending,
     answers_are_kept_for_retries,
     local_session_is_kept_and_replaced,

@@ -537,6 +537,7 @@ fn unknown_enum_values_survive() {
             Body::from(StatusUpdateResponse {
                 status: Status::Unknown(17),
                 pns: vec![],
+                partial: false,
             }),
             17,
         ),

@@ -676,7 +676,7 @@ impl Gateway {
         };
         self.pns.insert(pn_id, LocalPn { state, keys });
         // The server holds the PN pending until this report confirms it is stored here.
-        self.report_pns();
+        self.report_stored(pn_id);
         let initiator = f.initiator.as_ref().map(|i| i.pne.clone());
         for (link, join) in &f.joins {
             let v = verdict.verdicts.iter().find(|v| v.pne_id == join.pne_id);

@@ -32,6 +32,7 @@ struct Up {
 /// A joining PNE's registration answer, waiting for the local inventory to store the member.
 #[derive(Debug)]
 pub(crate) struct JoinStored {
+    pn_id: PnId,
     link: LinkId,
     answer: Envelope,
 }
@@ -238,7 +239,7 @@ impl Gateway {
     ) {
         match result {
             Ok(()) => {
-                self.report_pns();
+                self.report_stored(j.pn_id);
                 self.transmit_pan(j.link, &j.answer);
             }
             Err(e) => {
@@ -334,7 +335,11 @@ impl Gateway {
                             .retain(|m| m.pne_id != member.pne_id);
                         pn.state.inventory.members.push(member);
                         let state = pn.state.clone();
-                        let stored = JoinStored { link, answer };
+                        let stored = JoinStored {
+                            pn_id,
+                            link,
+                            answer,
+                        };
                         return self.persist(Parked::MemberAdded(Box::new(stored)), state);
                     }
                 }

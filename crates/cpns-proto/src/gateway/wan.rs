@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use cpns_crypto::{Rand, gw_auth_response};
 use cpns_wire::{
-    Body, ConnectionSetupRequest, DeviceCapabilitiesUpdate, Envelope, ErrorBody, MsgKind, Status,
-    StatusUpdateResponse,
+    Body, ConnectionSetupRequest, DeviceCapabilitiesUpdate, Envelope, ErrorBody, MsgKind, PnId,
+    Status, StatusUpdateResponse,
 };
 
 use super::{Gateway, GatewayEvent, GatewayOutput};
@@ -150,6 +150,7 @@ impl Gateway {
         StatusUpdateResponse {
             status: self.status(),
             pns: self.pns.keys().copied().collect(),
+            partial: false,
         }
     }
 
@@ -168,11 +169,25 @@ impl Gateway {
         self.send_wan_response(env.msg_id, report);
     }
 
-    /// The local inventory changed and is durable: report the PN list again, so the server's
-    /// inventory follows it (step 17; it also confirms a newly registered PN).
+    /// Reports `pn`, just stored, to the server (a partial status report, docs/ARCHITECTURE.md
+    /// decision 8): the server confirms it; its cost does not grow with the PNs held.
+    pub(super) fn report_stored(&mut self, pn: PnId) {
+        self.send_report(StatusUpdateResponse {
+            status: self.status(),
+            pns: vec![pn],
+            partial: true,
+        });
+    }
+
+    /// Reports every PN of the local inventory to the server, so its inventory follows this
+    /// one (step 17): for a PN that left the local inventory.
+    #[allow(dead_code)] // PN release (the PN lifecycle) reports through it.
     pub(super) fn report_pns(&mut self) {
+        self.send_report(self.status_report());
+    }
+
+    fn send_report(&mut self, report: StatusUpdateResponse) {
         if self.wan_ready() {
-            let report = self.status_report();
             let env = Envelope::notify(
                 self.ids.next(),
                 self.me(),

@@ -215,19 +215,35 @@ impl ServerSession {
     /// sends it as a notification whenever its local inventory changed. Step 17: the status and
     /// the PN list update the inventory (docs/ARCHITECTURE.md, "Which side wins").
     pub(super) fn on_status(&mut self, gw: &Gw, m: StatusUpdateResponse) {
-        let effect = ServerEffect::EntityReport {
-            id: gw.id.clone(),
-            capabilities: None,
-            status: Some(m.status),
-        };
         let first = !std::mem::replace(&mut self.reported, true);
-        self.persist(
-            Parked::Report {
-                req: None,
-                first_status: first,
-            },
-            effect,
-        );
+        // An unchanged status is not written again (the first one always is: it makes the
+        // session ready).
+        if first || self.last_status != Some(m.status) {
+            self.last_status = Some(m.status);
+            let effect = ServerEffect::EntityReport {
+                id: gw.id.clone(),
+                capabilities: None,
+                status: Some(m.status),
+            };
+            self.persist(
+                Parked::Report {
+                    req: None,
+                    first_status: first,
+                },
+                effect,
+            );
+        }
+        if m.partial {
+            // PNs just stored: confirm them, remove nothing (docs/ARCHITECTURE.md decision 8).
+            if !m.pns.is_empty() {
+                let effect = ServerEffect::ConfirmPns {
+                    gateway: gw.id.clone(),
+                    pns: m.pns,
+                };
+                self.persist(Parked::Reconcile, effect);
+            }
+            return;
+        }
         let reconcile = ServerEffect::ReconcilePns {
             gateway: gw.id.clone(),
             listed: m.pns,

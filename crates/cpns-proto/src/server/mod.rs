@@ -191,6 +191,15 @@ pub enum ServerEffect {
         /// Whether unlisted pending PNs go too (no registration of this PN GW is in flight).
         drop_unlisted_pending: bool,
     },
+    /// A partial status report: PNs the PN GW stored since its last report are confirmed
+    /// (`cpns_store::Store::confirm_pns`); nothing is removed. The driver answers with
+    /// [`Persisted::Reconciled`] (its `removed` empty).
+    ConfirmPns {
+        /// The PN GW.
+        gateway: EntityId,
+        /// The PNs it reported stored.
+        pns: Vec<PnId>,
+    },
     /// Keep the answer to a mutating request, so a retry with the same request id gets it again
     /// after a reconnect or a restart (DESIGN §3, §5).
     RememberAnswer {
@@ -377,6 +386,9 @@ pub struct ServerSession {
     /// Whether the PN GW reported its PN list on this session yet (the first report may drop
     /// unconfirmed PNs of earlier sessions).
     reported: bool,
+    /// The PN GW's status last persisted on this session: an unchanged status is not written
+    /// again.
+    last_status: Option<Status>,
     /// PNEs a PN Update Request added, waiting to authenticate before they enter the inventory
     /// (003 §1.4.2 steps 4-5; docs/ARCHITECTURE.md, "Identity on the PAN").
     pending_members: BTreeMap<(PnId, EntityId), register::PendingMember>,
@@ -407,6 +419,7 @@ impl ServerSession {
             pending_members: BTreeMap::new(),
             unconfirmed: BTreeMap::new(),
             reported: false,
+            last_status: None,
             answered: VecDeque::new(),
             held: 0,
             out: VecDeque::new(),

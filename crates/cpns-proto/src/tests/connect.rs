@@ -411,3 +411,88 @@ fn later_status_reports_do_not_announce_the_gateway_ready_again() {
         .count();
     assert_eq!(ready, 1);
 }
+
+/// The PN GW's status reports as the server saw them, in order.
+fn reports(h: &Harness) -> Vec<cpns_wire::StatusUpdateResponse> {
+    h.delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::StatusUpdateResponse(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+/// After each establishment the PN GW reports only the PN it just stored (a partial report);
+/// the server confirms that one PN without reading the PN GW's others, and writes the status
+/// only when it changed.
+#[test]
+fn a_stored_pn_is_confirmed_by_a_partial_report_of_that_pn_alone() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, cpns_wire::SetupType::OneToOne);
+    let first = h.joined(0).unwrap().pn_id;
+    h.setup(1, cpns_wire::SetupType::OneToOne);
+    let second = h.joined(1).unwrap().pn_id;
+    let r = reports(&h);
+    assert!(!r[0].partial, "the answer to step 15 is the full list");
+    let partial: Vec<_> = r[1..].iter().filter(|s| s.partial).collect();
+    assert_eq!(partial.len(), 2, "{r:?}");
+    assert_eq!(partial[0].pns, [first]);
+    assert_eq!(partial[1].pns, [second]);
+    assert!(h.store.pending.is_empty(), "both PNs confirmed");
+    assert_eq!(h.store.effects["confirm"], 2);
+    assert_eq!(
+        h.store.effects["reconcile"], 1,
+        "only step 17 reconciled the whole list"
+    );
+    // Status online every time: written once (step 16), not for each report.
+    assert_eq!(
+        h.store.effects["report"], 2,
+        "capabilities (step 12) and the first status (step 16)"
+    );
+}
+
+/// A partial report confirms and never removes: listing nothing leaves every PN of the PN GW in
+/// place, where a full report removes what it does not list. A status is written when it
+/// changed, not otherwise.
+#[test]
+fn a_partial_report_removes_nothing_a_full_one_does() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, cpns_wire::SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    let report = |msg_id: u64, status: Status, partial: bool| {
+        let env = cpns_wire::Envelope::notify(
+            msg_id,
+            Address::Entity(id("gw-1")),
+            Address::Server,
+            cpns_wire::StatusUpdateResponse {
+                status,
+                pns: Vec::new(),
+                partial,
+            },
+        );
+        super::harness::plain(&env)
+    };
+    let written = h.store.effects["report"];
+    h.inject(Party::Gw, Party::Server, report(900, Status::Online, true));
+    h.pump();
+    assert!(
+        h.store.pns.contains_key(&pn),
+        "a partial report removed a PN"
+    );
+    assert_eq!(
+        h.store.effects["report"], written,
+        "unchanged status written"
+    );
+    h.inject(Party::Gw, Party::Server, report(901, Status::Busy, true));
+    h.pump();
+    assert_eq!(
+        h.store.effects["report"],
+        written + 1,
+        "changed status not written"
+    );
+    assert_eq!(h.store.reports[&id("gw-1")].1, Some(Status::Busy));
+    h.inject(Party::Gw, Party::Server, report(902, Status::Busy, false));
+    h.pump();
+    assert!(!h.store.pns.contains_key(&pn), "the full list wins");
+}

@@ -82,6 +82,7 @@ impl Store {
             ServerEffect::EntityReport { .. } => "report",
             ServerEffect::RegisterPn { .. } => "register_pn",
             ServerEffect::ReconcilePns { .. } => "reconcile",
+            ServerEffect::ConfirmPns { .. } => "confirm",
             ServerEffect::DropPendingPn { .. } => "drop_pending",
             ServerEffect::UpdateMembers { .. } => "update_members",
             ServerEffect::RegisterPne { .. } => "register_pne",
@@ -162,6 +163,18 @@ impl Store {
                     }
                 }
                 Ok(Persisted::Reconciled { confirmed, removed })
+            }
+            ServerEffect::ConfirmPns { gateway, pns } => {
+                let mut confirmed = Vec::new();
+                for pn in pns {
+                    if self.pn_gateway.get(&pn) == Some(&gateway) && self.pending.remove(&pn) {
+                        confirmed.push(pn);
+                    }
+                }
+                Ok(Persisted::Reconciled {
+                    confirmed,
+                    removed: Vec::new(),
+                })
             }
             ServerEffect::DropPendingPn { pn_id } => {
                 if self.pending.contains(&pn_id) {

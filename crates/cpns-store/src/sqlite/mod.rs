@@ -263,6 +263,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn confirm_pns(&self, gw: &EntityId, pns: &[PnId]) -> Result<Vec<PnId>> {
+        let (gw, pns) = (gw.clone(), pns.to_vec());
+        self.write(move |c| pn::confirm_pns(c, &gw, &pns)).await
+    }
+
     async fn remove_pending_pn(&self, p: &PnId) -> Result<bool> {
         let p = *p;
         self.write(move |c| pn::remove_pending_pn(c, &p)).await

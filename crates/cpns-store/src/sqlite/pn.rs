@@ -237,6 +237,27 @@ pub(super) fn reconcile_gateway_pns(
 }
 
 /// Removes a PN still pending confirmation; true if it was there and pending.
+/// Listed pending PNs of `gw` become active, one update by primary key each.
+pub(super) fn confirm_pns(conn: &Connection, gw: &EntityId, pns: &[PnId]) -> Result<Vec<PnId>> {
+    let mut confirmed = Vec::new();
+    for pn in pns {
+        let changed = codec::exec(
+            conn,
+            "UPDATE pns SET state = ?1 WHERE pn_id = ?2 AND gateway = ?3 AND state = ?4",
+            params![
+                PnState::Active.as_str(),
+                pn.as_bytes().as_slice(),
+                gw.as_str(),
+                PnState::Pending.as_str()
+            ],
+        )?;
+        if changed > 0 && !confirmed.contains(pn) {
+            confirmed.push(*pn);
+        }
+    }
+    Ok(confirmed)
+}
+
 pub(super) fn remove_pending_pn(conn: &Connection, pn: &PnId) -> Result<bool> {
     let key = pn.as_bytes().as_slice();
     let state: Option<String> = codec::optional(

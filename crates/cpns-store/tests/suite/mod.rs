@@ -654,6 +654,46 @@ pub async fn reconcile_follows_the_gateway_list<S: Store>(s: &S) {
     assert_eq!(s.pn(&pid(5)).await.unwrap(), Some(other));
 }
 
+/// A partial report confirms the listed pending PNs of its gateway and nothing else: no PN is
+/// removed, other gateways' PNs and unknown ids stay as they were, a PN listed twice counts once.
+pub async fn confirm_pns_activates_listed_pending_pns_only<S: Store>(s: &S) {
+    let mut pending = pn(1, "gw-1", &["pne-1"]);
+    pending.state = PnState::Pending;
+    let mut unlisted = pn(2, "gw-1", &["pne-2"]);
+    unlisted.state = PnState::Pending;
+    let active = pn(3, "gw-1", &["pne-3"]);
+    let mut theirs = pn(4, "gw-2", &["pne-4"]);
+    theirs.state = PnState::Pending;
+    for p in [&pending, &unlisted, &active, &theirs] {
+        s.register_pn(p).await.unwrap();
+    }
+    let done = s
+        .confirm_pns(&eid("gw-1"), &[pid(9), pid(1), pid(3), pid(4), pid(1)])
+        .await
+        .unwrap();
+    assert_eq!(done, [pid(1)]);
+    let mut confirmed = pending.clone();
+    confirmed.state = PnState::Active;
+    assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(confirmed));
+    assert_eq!(s.pn(&pid(2)).await.unwrap(), Some(unlisted));
+    assert_eq!(s.pn(&pid(3)).await.unwrap(), Some(active));
+    assert_eq!(s.pn(&pid(4)).await.unwrap(), Some(theirs.clone()));
+    assert_eq!(s.pn(&pid(9)).await.unwrap(), None);
+    // Again: already active, nothing to confirm.
+    assert!(
+        s.confirm_pns(&eid("gw-1"), &[pid(1)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.confirm_pns(&eid("gw-1"), &[]).await.unwrap().is_empty());
+    // Its own gateway confirms it.
+    assert_eq!(
+        s.confirm_pns(&eid("gw-2"), &[pid(4)]).await.unwrap(),
+        [pid(4)]
+    );
+}
+
 /// `remove_pending_pn` removes only a pending PN, members included.
 pub async fn remove_pending_pn_only_when_pending<S: Store>(s: &S) {
     let mut pending = pn(1, "gw-1", &["pne-1", "pne-2"]);

@@ -80,8 +80,15 @@ pub struct StatusUpdateResponse {
     /// The PN GW's status.
     #[n(0)]
     pub status: Status,
-    /// PNs the PN GW holds in its local inventory (for step 17).
+    /// PNs the PN GW holds in its local inventory (for step 17); with `partial`, only those
+    /// stored since its last report.
     #[n(1)]
     #[cbor(default)]
     pub pns: Vec<PnId>,
+    /// A change report (docs/ARCHITECTURE.md decision 8): `pns` lists only the PNs stored since
+    /// the last report, which the server confirms, removing nothing. The full list goes in the
+    /// answer to step 15 and whenever a PN leaves the local inventory.
+    #[n(2)]
+    #[cbor(default)]
+    pub partial: bool,
 }

@@ -178,6 +178,16 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             StatusUpdateResponse {
                 status: Status::Busy,
                 pns: vec![pn(9)],
+                partial: false,
+            }
+            .into(),
+        ),
+        (
+            "status update response partial",
+            StatusUpdateResponse {
+                status: Status::Online,
+                pns: vec![pn(3)],
+                partial: true,
             }
             .into(),
         ),
@@ -186,6 +196,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             StatusUpdateResponse {
                 status: Status::Unknown(77),
                 pns: vec![],
+                partial: false,
             }
             .into(),
         ),

@@ -107,6 +107,13 @@ impl MemoryStore {
                     removed: Vec::new(),
                 })
             }
+            ServerEffect::ConfirmPns { pns, .. } => {
+                let confirmed = pns.into_iter().filter(|p| self.pending.remove(p)).collect();
+                Ok(Persisted::Reconciled {
+                    confirmed,
+                    removed: Vec::new(),
+                })
+            }
             ServerEffect::RememberAnswer {
                 sender,
                 request_id,
