@@ -197,13 +197,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     }
 
     /// Writes out what is queued (for at most [`CLOSE_GRACE`]: a peer that does not read is not
-    /// waited for) and closes the stream.
-    pub async fn close(self) {
+    /// waited for) and closes the stream. Takes the connection by reference, so that closing
+    /// does not copy it into another future.
+    pub async fn close(&mut self) {
         self.close_within(CLOSE_GRACE).await;
     }
 
     /// [`FramedConn::close`] with another grace period.
-    pub async fn close_within(mut self, grace: Duration) {
+    pub async fn close_within(&mut self, grace: Duration) {
         let _ = tokio::time::timeout(grace, async {
             self.flush().await?;
             poll_fn(|cx| Pin::new(&mut self.stream).poll_shutdown(cx)).await?;
@@ -228,6 +229,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
                 }
                 return Poll::Ready(Ok(frame));
             }
+            if self.read.is_empty() {
+                // Between frames nothing is reserved while the peer is silent: the read lands
+                // on the stack and only what arrived is kept.
+                let mut chunk = [0u8; READ_CHUNK];
+                let mut buf = tokio::io::ReadBuf::new(&mut chunk);
+                match ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf)) {
+                    Ok(()) if buf.filled().is_empty() => {
+                        return Poll::Ready(Err(FrameError::Closed));
+                    }
+                    Ok(()) => self.read.extend_from_slice(buf.filled()),
+                    // A TLS peer that went away without close_notify, between frames: it closed.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Poll::Ready(Err(FrameError::Closed));
+                    }
+                    Err(e) => return Poll::Ready(Err(e.into())),
+                }
+                continue;
+            }
             let want = self.decoder.missing(&self.read).max(READ_CHUNK);
             self.read.reserve(want);
             let read = ready!(tokio_util::io::poll_read_buf(
@@ -236,13 +255,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
                 &mut self.read
             ));
             match read {
-                Ok(0) if self.read.is_empty() => return Poll::Ready(Err(FrameError::Closed)),
                 Ok(0) => return Poll::Ready(Err(FrameError::Truncated)),
                 Ok(_) => {}
-                // A TLS peer that went away without close_notify, between frames: it closed.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.read.is_empty() => {
-                    return Poll::Ready(Err(FrameError::Closed));
-                }
                 Err(e) => return Poll::Ready(Err(e.into())),
             }
         }

@@ -270,7 +270,7 @@ pub async fn start<S: Store + Clone>(
         };
         let r = actor.run(inbox, links, stop).await;
         shutdown.cancel();
-        if let Some(wan) = actor.wan.take() {
+        if let Some(mut wan) = actor.wan.take() {
             wan.close().await;
         }
         r
@@ -472,8 +472,8 @@ impl Actor {
 
     /// [`Actor::wan_lost`] when the machine itself ended the session (and said why).
     fn wan_gone(&mut self, reason: &str) {
-        if let Some(wan) = self.wan.take() {
-            tokio::spawn(wan.close());
+        if let Some(mut wan) = self.wan.take() {
+            tokio::spawn(async move { wan.close().await });
         }
         warn!(%reason, "the session with the CPNS Server ended");
         self.machine.wan_closed(Instant::now());

@@ -167,19 +167,37 @@ impl<S: Store + Clone> ServerNode<S> {
     /// One PN GW session: TLS, then the session machine, reading frames in this task. Before
     /// the PN GW authenticated, frames are small and the whole set-up has a short deadline;
     /// after, the session trades its slot for an authenticated one.
+    ///
+    /// What a session costs (docs/ARCHITECTURE.md decision 22): the handshake runs in a future
+    /// of its own on the heap, dropped once done, and the TLS stream moves straight into the
+    /// connection, so the session's task holds one copy of what an idle session needs.
     async fn serve(
         &self,
         stream: TcpStream,
         slot: Unauthenticated,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> Result<(), NodeError> {
         stream
             .set_nodelay(true)
             .map_err(|e| NodeError::Tls(e.to_string()))?;
-        let evicted = slot.evicted().clone();
+        let (tls, exporter) = Box::pin(self.handshake(stream, &slot)).await?;
+        let conn = Box::new(FramedConn::new(
+            tls,
+            PRE_AUTH_MAX_FRAME,
+            self.cfg.max_queued,
+        ));
+        self.run_session(conn, exporter, slot, stop).await
+    }
+
+    /// The TLS handshake, within its deadline and until the slot is evicted.
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        slot: &Unauthenticated,
+    ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, [u8; 32]), NodeError> {
         let handshake = tokio::select! {
             r = tokio::time::timeout(self.cfg.handshake_timeout, self.tls.accept(stream)) => r,
-            () = evicted.cancelled() => {
+            () = slot.evicted().cancelled() => {
                 return Err(NodeError::Ended("evicted before the TLS handshake ended".into()));
             }
         };
@@ -187,7 +205,17 @@ impl<S: Store + Clone> ServerNode<S> {
             .map_err(|_| NodeError::Tls("the handshake timed out".into()))?
             .map_err(|e| NodeError::Tls(format!("handshake: {e}")))?;
         let exporter = pki::exporter(tls.get_ref().1)?;
-        let mut conn = FramedConn::new(tls, PRE_AUTH_MAX_FRAME, self.cfg.max_queued);
+        Ok((tls, exporter))
+    }
+
+    /// The session machine over an established connection.
+    async fn run_session<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut conn: Box<FramedConn<T>>,
+        exporter: [u8; 32],
+        slot: Unauthenticated,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), NodeError> {
         let mut session = ServerSession::new(
             self.cfg.proto.clone(),
             exporter,
@@ -269,12 +297,18 @@ impl<S: Store + Clone> ServerNode<S> {
                     conn.queue(&frame)?;
                 }
                 ServerOutput::Load { token, request } => {
-                    let loaded =
-                        server_store::load(&self.store, &self.master, &self.keys, &request).await?;
+                    let loaded = Box::pin(server_store::load(
+                        &self.store,
+                        &self.master,
+                        &self.keys,
+                        &request,
+                    ))
+                    .await?;
                     session.handle_loaded(Instant::now(), token, loaded)?;
                 }
                 ServerOutput::Persist { token, effect } => {
-                    let result = server_store::persist(&self.store, &self.master, effect).await;
+                    let result =
+                        Box::pin(server_store::persist(&self.store, &self.master, effect)).await;
                     if let Err(e) = &result {
                         warn!(error = %e, "persist failed");
                     }
@@ -318,5 +352,42 @@ pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle session's task holds is a measured cost (docs/ARCHITECTURE.md decision 22):
+    /// the session future stays small — the handshake lives in its own short-lived box, the
+    /// connection in one box, and nothing is copied twice by moves. A regression (a large
+    /// future awaited inline, a connection moved into a future) fails here.
+    #[tokio::test]
+    async fn a_session_future_holds_one_small_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cpns_store::SqliteStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let p = pki::generate(&["localhost".into()]).unwrap();
+        let node = ServerNode::new(
+            ServerNodeConfig::default(),
+            store,
+            MasterKey::generate().unwrap(),
+            &p.server_cert_pem,
+            &p.server_key_pem,
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let admission = Admission::new(1, 1);
+        let slot = admission.admit().await;
+        let (_stop_tx, stop) = watch::channel(false);
+        let serve = node.serve(tcp, slot, stop);
+        let size = std::mem::size_of_val(&serve);
+        assert!(size <= 2048, "a session future of {size} bytes");
+        drop(serve);
+        node.store.close().await;
     }
 }

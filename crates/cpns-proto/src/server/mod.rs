@@ -616,7 +616,30 @@ impl ServerSession {
 
     /// The next thing to do.
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        if out.is_none() {
+            self.shed_idle_memory();
+        }
+        out
+    }
+
+    /// Once the driver has taken every output, gives back what emptied collections still hold
+    /// (an emptied `BTreeMap` keeps its root node, a `VecDeque` its capacity): an idle session
+    /// costs only its own fields (docs/ARCHITECTURE.md decision 22).
+    fn shed_idle_memory(&mut self) {
+        fn fresh<K: Ord, V>(m: &mut BTreeMap<K, V>) {
+            if m.is_empty() {
+                *m = BTreeMap::new();
+            }
+        }
+        fresh(&mut self.parked);
+        fresh(&mut self.establishments);
+        fresh(&mut self.registrations);
+        fresh(&mut self.unconfirmed);
+        fresh(&mut self.pending_members);
+        if self.out.capacity() > 0 {
+            self.out = VecDeque::new();
+        }
     }
 
     // ---- helpers shared by the flows ----

@@ -357,7 +357,7 @@ impl Connected {
     }
 
     /// Ends the session.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.conn.close().await;
     }
 }
