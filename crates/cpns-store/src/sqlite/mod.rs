@@ -16,8 +16,12 @@
 //! transaction and so see one snapshot. Every statement is prepared once per connection and
 //! cached.
 //!
+//! **Checkpoints** run on a thread of their own (`checkpointer`), never inside the writer's
+//! commits.
+//!
 //! A write whose caller stops waiting (its future dropped) still runs and commits.
 
+mod checkpointer;
 mod codec;
 mod entity;
 mod local;
@@ -88,6 +92,7 @@ struct Inner {
     path: PathBuf,
     writer: Writer,
     readers: Readers,
+    checkpointer: checkpointer::Checkpointer,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -106,6 +111,8 @@ enum Role {
     Writer,
     /// A read connection: `query_only`.
     Reader,
+    /// The checkpointer's connection: read-write, on a file that exists.
+    Checkpoint,
 }
 
 /// Opens a connection to `path` with the store's settings: WAL, `synchronous` per
@@ -114,7 +121,7 @@ fn connect(path: &Path, durability: Durability, role: Role) -> rusqlite::Result<
     // rusqlite's defaults (read-write, create, no mutex: each connection is used by one thread
     // at a time), except that a path is never read as a URI; only the writer creates the file.
     let mut flags = OpenFlags::default().difference(OpenFlags::SQLITE_OPEN_URI);
-    if role == Role::Reader {
+    if role != Role::Writer {
         flags.remove(OpenFlags::SQLITE_OPEN_CREATE);
     }
     let conn = Connection::open_with_flags(path, flags)?;
@@ -123,8 +130,15 @@ fn connect(path: &Path, durability: Durability, role: Role) -> rusqlite::Result<
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", durability.synchronous())?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    if role == Role::Reader {
-        conn.pragma_update(None, "query_only", true)?;
+    match role {
+        Role::Reader => conn.pragma_update(None, "query_only", true)?,
+        // Checkpoints are the checkpointer's work; the writer's own threshold is a backstop.
+        Role::Writer => conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpointer::WRITER_AUTOCHECKPOINT,
+        )?,
+        Role::Checkpoint => {}
     }
     Ok(conn)
 }
@@ -154,11 +168,21 @@ impl SqliteStore {
             Ok(conn)
         })
         .await?;
+        let checkpointer = match checkpointer::Checkpointer::start(&path, |p| {
+            connect(p, durability, Role::Checkpoint)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                writer.close().await;
+                return Err(e);
+            }
+        };
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 readers: Readers::new(path.clone(), durability),
                 path,
                 writer,
+                checkpointer,
             }),
         })
     }
@@ -173,6 +197,9 @@ impl SqliteStore {
     /// it, fails with a database error afterwards.
     pub async fn close(&self) {
         self.inner.readers.close();
+        // Before the writer: the writer's connection must be the last to close, so that it
+        // checkpoints the WAL and removes it.
+        self.inner.checkpointer.close();
         self.inner.writer.close().await;
     }
 
@@ -180,6 +207,12 @@ impl SqliteStore {
     #[cfg(test)]
     fn writer(&self) -> &Writer {
         &self.inner.writer
+    }
+
+    /// The checkpointer, for the unit tests.
+    #[cfg(test)]
+    fn checkpointer(&self) -> &checkpointer::Checkpointer {
+        &self.inner.checkpointer
     }
 
     /// The read connections, for the unit tests.

@@ -353,3 +353,43 @@ async fn a_newer_database_is_refused() {
         .unwrap();
     assert_eq!(version, newer);
 }
+
+/// Checkpoints are the checkpointer's: the writer's own threshold is only the backstop, a
+/// `PASSIVE` checkpoint copies every committed frame when no reader holds one back, and the
+/// checkpointer thread keeps running until the store closes (then it stops, and the writer,
+/// closing last, still removes the WAL).
+#[tokio::test]
+async fn checkpoints_run_beside_the_writer_not_in_its_commits() {
+    let (dir, store) = fresh().await;
+    let threshold = store
+        .writer()
+        .run(|c| Ok(c.pragma_query_value(None, "wal_autocheckpoint", |r| r.get::<_, i64>(0))?))
+        .await
+        .unwrap();
+    assert_eq!(
+        threshold,
+        i64::from(super::checkpointer::WRITER_AUTOCHECKPOINT)
+    );
+    for n in 0..20 {
+        store.register_pn(&pn(n)).await.unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let done = super::checkpointer::checkpoint(&conn).unwrap();
+    assert!(!done.busy);
+    assert_eq!(done.log, done.checkpointed, "{done:?}");
+    // The thread ticks on its own: poll (bounded) until it has run twice.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.checkpointer().runs() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the checkpointer never ran"
+        );
+        tokio::task::yield_now().await;
+        std::thread::sleep(super::checkpointer::INTERVAL / 4);
+    }
+    drop(conn);
+    // Closing joins the thread and closes its connection before the writer's: the writer's,
+    // closing last, removes the WAL (it would stay if the checkpointer still held the file).
+    store.close().await;
+    assert!(!dir.path().join("store.db-wal").exists());
+}
