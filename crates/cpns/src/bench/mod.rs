@@ -382,6 +382,7 @@ async fn measure_setups(
     let next = Arc::new(AtomicU64::new(0));
     let pb = timed_bar(secs.as_secs_f64(), "PN GW session set-ups");
     let cpu0 = CpuTime::of(server.pid)?;
+    let own0 = CpuTime::of(std::process::id())?;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for t in 0..concurrency {
@@ -407,8 +408,9 @@ async fn measure_setups(
     let lat = join_latencies(&mut tasks).await?;
     let wall = start.elapsed();
     let cpu = CpuTime::of(server.pid)?.since(cpu0);
+    let own = CpuTime::of(std::process::id())?.since(own0);
     pb.finish();
-    Ok(Rate::new(lat, wall, Some(cpu)))
+    Ok(Rate::new(lat, wall, Some(cpu)).with_client(own, machine().cpus))
 }
 
 async fn join_latencies(
@@ -464,6 +466,7 @@ async fn establish_loop(
     let n = conns.len();
     let pb = timed_bar(secs.as_secs_f64(), what);
     let cpu0 = CpuTime::of(server.pid)?;
+    let own0 = CpuTime::of(std::process::id())?;
     let start = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
     for (t, mut c) in conns.into_iter().enumerate() {
@@ -500,8 +503,10 @@ async fn establish_loop(
     }
     let wall = start.elapsed();
     let cpu = CpuTime::of(server.pid)?.since(cpu0);
+    let own = CpuTime::of(std::process::id())?.since(own0);
     pb.finish();
-    Ok((Rate::new(all, wall, Some(cpu)), back))
+    let rate = Rate::new(all, wall, Some(cpu)).with_client(own, machine().cpus);
+    Ok((rate, back))
 }
 
 /// A fresh server's memory per idle PN GW session: RSS before, then with `sessions` sessions
@@ -625,6 +630,10 @@ fn table(r: &Report) -> String {
         _ => "-".into(),
     };
     let row = |s: &mut String, what: &str, rate: &Rate, vs: &str| {
+        let busy = rate
+            .machine_busy
+            .map_or(String::new(), |b| format!(" (machine {:.0}% busy)", 100.0 * b));
+        let vs = format!("{vs}{busy}");
         let _ = writeln!(
             s,
             "{what:<44} {:>9.0}/s {:>8} {:>8}  {:<20} {vs}",

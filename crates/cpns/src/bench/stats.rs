@@ -55,6 +55,12 @@ pub struct Rate {
     pub cpu_us_per_op: Option<f64>,
     /// The system part of that CPU time, in microseconds per operation.
     pub sys_us_per_op: Option<f64>,
+    /// CPU time of the load generator (this process) per operation, in microseconds, where it
+    /// was measured: with the server's, how busy the machine was.
+    pub client_cpu_us_per_op: Option<f64>,
+    /// Share of the machine's CPUs in use during the measurement (server and load generator
+    /// together), where both were measured.
+    pub machine_busy: Option<f64>,
 }
 
 impl Rate {
@@ -71,7 +77,27 @@ impl Rate {
             p99_us: lat.quantile(0.99).as_micros() as u64,
             cpu_us_per_op: cpu.and_then(|c| per_op(c.user + c.system)),
             sys_us_per_op: cpu.and_then(|c| per_op(c.system)),
+            client_cpu_us_per_op: None,
+            machine_busy: None,
         }
+    }
+
+    /// Adds the load generator's CPU time over the same measurement, and from both how busy
+    /// the machine's `cpus` were.
+    pub fn with_client(mut self, client: CpuTime, cpus: usize) -> Self {
+        let total = client.user + client.system;
+        if self.ops > 0 {
+            self.client_cpu_us_per_op = Some(total.as_secs_f64() * 1e6 / self.ops as f64);
+        }
+        if let Some(server) = self.cpu_us_per_op
+            && self.secs > 0.0
+            && cpus > 0
+        {
+            let server_secs = server * self.ops as f64 / 1e6;
+            self.machine_busy =
+                Some((server_secs + total.as_secs_f64()) / (self.secs * cpus as f64));
+        }
+        self
     }
 }
 
@@ -162,6 +188,14 @@ mod tests {
         assert_eq!(r.p50_us, 300);
         assert_eq!(r.cpu_us_per_op, Some(200.0));
         assert_eq!(r.sys_us_per_op, Some(50.0));
+        // 200 ops over 2 s on 2 CPUs: server 40 ms, client 360 ms = 0.4 s of 4 s.
+        let client = CpuTime {
+            user: Duration::from_millis(300),
+            system: Duration::from_millis(60),
+        };
+        let r = r.with_client(client, 2);
+        assert_eq!(r.client_cpu_us_per_op, Some(1800.0));
+        assert!((r.machine_busy.unwrap() - 0.1).abs() < 1e-9);
         assert_eq!(
             Rate::new(Latencies::default(), Duration::ZERO, None).per_sec,
             0.0
