@@ -630,9 +630,9 @@ fn table(r: &Report) -> String {
         _ => "-".into(),
     };
     let row = |s: &mut String, what: &str, rate: &Rate, vs: &str| {
-        let busy = rate
-            .machine_busy
-            .map_or(String::new(), |b| format!(" (machine {:.0}% busy)", 100.0 * b));
+        let busy = rate.machine_busy.map_or(String::new(), |b| {
+            format!(" (machine {:.0}% busy)", 100.0 * b)
+        });
         let vs = format!("{vs}{busy}");
         let _ = writeln!(
             s,
