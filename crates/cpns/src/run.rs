@@ -39,8 +39,19 @@ pub(crate) struct ServerArgs {
     pub json: bool,
 }
 
-async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when it
+/// is first awaited: a signal that comes right after the process said it is listening (a test,
+/// a supervisor) stops it cleanly instead of killing it.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 /// `cpns server`.
@@ -66,6 +77,7 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("listen on {}", a.listen))?;
+    let shutdown = shutdown_signal()?;
     printer.run(&RunEvent::Listening(listener.local_addr()?.to_string()));
     let printing = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
@@ -73,7 +85,7 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
         }
     });
     // The node's sessions hold the event sender; it is dropped once they have all ended.
-    node.run(listener, ctrl_c()).await?;
+    node.run(listener, shutdown).await?;
     let _ = printing.await;
     store.close().await;
     Ok(())
@@ -182,6 +194,8 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", a.pan_listen))?;
     let printer = EventPrinter::new(Role::Gateway, a.json);
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
     printer.run(&RunEvent::PanListening(listener.local_addr()?.to_string()));
     let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let (stop_tx, stop) = oneshot::channel();
@@ -210,7 +224,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
                         }
                     }
             }
-            () = ctrl_c() => {
+            () = &mut shutdown => {
                 if let Some(s) = stop_tx.take() { let _ = s.send(()); }
                 break;
             }

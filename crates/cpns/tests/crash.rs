@@ -123,7 +123,8 @@ async fn every_establishment_acknowledged_before_a_kill_9_is_in_the_store_whole(
     // Acks that were already on their way out of the load generator count too.
     drop(load);
 
-    // The server starts again on the same files, then stops as an operator stops it.
+    // The server starts again on the same files, then stops as a supervisor stops it (SIGTERM,
+    // sent as soon as it says it listens: its handler is in place by then).
     let mut again = server(&dir);
     again.listening();
     let pid = again.child.id().to_string();
