@@ -130,7 +130,7 @@ async fn every_establishment_acknowledged_before_a_kill_9_is_in_the_store_whole(
     let pid = again.child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success()
