@@ -500,4 +500,21 @@ mod tests {
             matches!(conn.next_frame().await, Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof)
         );
     }
+
+    #[tokio::test]
+    async fn the_default_bound_holds_a_burst_of_full_frames_and_no_more() {
+        // A peer that has not read yet: 256 KiB of answers wait for it, the next frame beyond
+        // is refused.
+        let (a, _b) = tokio::io::duplex(64);
+        let mut conn = FramedConn::new(a, 100, DEFAULT_MAX_QUEUED);
+        let frame = vec![7u8; 16 * 1024];
+        for _ in 0..16 {
+            conn.queue(&frame).unwrap();
+        }
+        assert_eq!(conn.queued(), 256 * 1024);
+        assert!(matches!(
+            conn.queue(&[1]),
+            Err(FrameError::QueueFull(DEFAULT_MAX_QUEUED))
+        ));
+    }
 }
