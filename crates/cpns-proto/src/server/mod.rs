@@ -782,3 +782,32 @@ impl ServerSession {
         }
     }
 }
+
+#[cfg(test)]
+mod idle_memory_tests {
+    use super::*;
+
+    /// Once the driver has taken every output, the session holds no queue capacity (an idle
+    /// session costs only its own fields, docs/ARCHITECTURE.md decision 22).
+    #[test]
+    fn a_drained_session_gives_its_output_queue_back() {
+        // Only offsets from this base are compared.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let mut s = ServerSession::new(
+            ServerConfig::default(),
+            [0; 32],
+            now,
+            MachineRng::from_seed_u64(3),
+        );
+        // The PN GW never authenticates: past the set-up deadline the session closes.
+        s.handle_timeout(now + std::time::Duration::from_secs(3600));
+        assert!(s.out.capacity() > 0, "the close is queued");
+        let mut taken = 0;
+        while s.poll_output().is_some() {
+            taken += 1;
+        }
+        assert!(taken > 0);
+        assert_eq!(s.out.capacity(), 0);
+    }
+}
