@@ -517,4 +517,17 @@ mod tests {
             Err(FrameError::QueueFull(DEFAULT_MAX_QUEUED))
         ));
     }
+
+    #[tokio::test]
+    async fn before_authentication_8_kib_frames_pass_and_no_larger() {
+        let (a, mut b) = tokio::io::duplex(32 * 1024);
+        let mut conn = FramedConn::new(a, PRE_AUTH_MAX_FRAME, 1000);
+        b.write_all(&frame(&vec![3; 8 * 1024])).await.unwrap();
+        assert_eq!(conn.next_frame().await.unwrap().len(), 8 * 1024);
+        b.write_all(&(8 * 1024 + 1_u32).to_be_bytes()).await.unwrap();
+        assert!(matches!(
+            conn.next_frame().await,
+            Err(FrameError::BadLength(WireError::FrameTooLarge { .. }))
+        ));
+    }
 }
