@@ -224,7 +224,7 @@ impl<S: Store + Clone> ServerNode<S> {
         );
         let mut slot = Slot::Unauthenticated(slot);
         loop {
-            if !self.drain(&mut session, &mut conn).await? {
+            if !Box::pin(self.drain(&mut session, &mut conn)).await? {
                 conn.close().await;
                 return Ok(());
             }
