@@ -524,7 +524,9 @@ mod tests {
         let mut conn = FramedConn::new(a, PRE_AUTH_MAX_FRAME, 1000);
         b.write_all(&frame(&vec![3; 8 * 1024])).await.unwrap();
         assert_eq!(conn.next_frame().await.unwrap().len(), 8 * 1024);
-        b.write_all(&(8 * 1024 + 1_u32).to_be_bytes()).await.unwrap();
+        b.write_all(&(8 * 1024 + 1_u32).to_be_bytes())
+            .await
+            .unwrap();
         assert!(matches!(
             conn.next_frame().await,
             Err(FrameError::BadLength(WireError::FrameTooLarge { .. }))

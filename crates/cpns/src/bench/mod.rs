@@ -544,7 +544,10 @@ async fn measure_idle(
             let mut lines = BufReader::new(stdout).lines();
             let mut last = 0usize;
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(n) = line.strip_prefix("held ").and_then(|n| n.parse().ok()) {
+                // Counts from several tasks may print out of order: only growth counts.
+                if let Some(n) = line.strip_prefix("held ").and_then(|n| n.parse().ok())
+                    && n > last
+                {
                     let _ = tx.send(Ok(n - last)).await;
                     last = n;
                 }
@@ -590,13 +593,15 @@ pub(crate) async fn hold(a: HoldArgs) -> anyhow::Result<()> {
     let tls = net::client_tls(&ca)?;
     let next = Arc::new(AtomicU64::new(0));
     let households = Arc::new(households);
+    let held = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     for t in 0..HOLD_CONCURRENCY {
-        let (addr, tls, hs, next) = (
+        let (addr, tls, hs, next, held) = (
             a.server.clone(),
             tls.clone(),
             households.clone(),
             next.clone(),
+            held.clone(),
         );
         tasks.spawn(async move {
             let mut rng = MachineRng::from_seed_u64(1_000 + t as u64);
@@ -605,6 +610,11 @@ pub(crate) async fn hold(a: HoldArgs) -> anyhow::Result<()> {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(h) = hs.get(i) else { break };
                 mine.push(net::connect(&addr, &tls, h.clone(), rng.fork()).await?);
+                // Progress for the bench's bar, every 100 sessions.
+                let n = held.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 100 == 0 {
+                    println!("held {n}");
+                }
             }
             Ok::<_, anyhow::Error>(mine)
         });
@@ -612,8 +622,8 @@ pub(crate) async fn hold(a: HoldArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     while let Some(done) = tasks.join_next().await {
         all.extend(done??);
-        println!("held {}", all.len());
     }
+    println!("held {}", all.len());
     // Hold until the bench closes our stdin.
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(_)) = stdin.next_line().await {}
