@@ -75,10 +75,12 @@ pub fn inventory_of(pn: &PnRecord) -> PnInventory {
     }
 }
 
-/// Entities with their EUKeys opened, kept once loaded: what identifies an entity, its owner
-/// and its EUKey never change after enrolment (an id cannot be enrolled twice), so a cached
-/// entry is never stale. Bounded: beyond `max` entries an arbitrary one makes room. Only found
-/// entities are kept; an id not (yet) enrolled is asked of the store every time.
+/// PNEs with their EUKeys opened, kept once loaded: every PN flow loads its PNEs, and what
+/// identifies an entity, its owner and its EUKey never change after enrolment (an id cannot be
+/// enrolled twice), so a cached entry is never stale. Bounded: beyond `max` entries an arbitrary
+/// one makes room. Only found PNEs are kept: an id not (yet) enrolled is asked of the store
+/// every time, and a PN GW, loaded once per session at connection set-up, is not kept (an idle
+/// session costs no cache entry; BENCHMARKS.md).
 #[derive(Clone)]
 pub struct KeyCache {
     inner: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<EntityId, KnownEntity>>>,
@@ -123,7 +125,7 @@ impl KeyCache {
     }
 
     fn put(&self, e: &KnownEntity) {
-        if self.max == 0 {
+        if self.max == 0 || e.role != EntityRole::Pne {
             return;
         }
         let mut map = self.lock();
@@ -476,6 +478,36 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_gateway_is_loaded_but_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let (store, _) = enrolled(dir.path(), &master, &["a"]).await;
+        let key = EuKey::generate().unwrap();
+        store
+            .insert_entity(&EntityRecord {
+                id: EntityId::new("gw").unwrap(),
+                kind: EntityKind::Gateway,
+                owner: UserId::new("alice").unwrap(),
+                sealed_eukey: seal_at_rest(&master, &at_rest_eukey_aad("gw"), key.expose_secret())
+                    .unwrap(),
+                capabilities: None,
+                status: None,
+                cpns_id: None,
+                enrolled_at: 0,
+            })
+            .await
+            .unwrap();
+        let cache = KeyCache::new(10);
+        let loaded = load(&store, &master, &cache, &ask(&["gw", "a"]))
+            .await
+            .unwrap();
+        assert_eq!(names(&loaded), ["gw", "a"]);
+        assert!(loaded.entities[0].eukey == key);
+        assert_eq!(loaded.entities[0].role, EntityRole::Gateway);
+        assert_eq!(cache.len(), 1, "only the PNE is kept");
     }
 
     #[tokio::test]
