@@ -185,7 +185,14 @@ struct Machine {
 struct Idle {
     sessions: usize,
     server_rss_before: u64,
+    /// Sessions held when the middle sample was taken, and the server's RSS then.
+    sessions_at_middle: usize,
+    server_rss_middle: u64,
     server_rss_after: u64,
+    /// The slope from the middle sample to the end: what each further session adds, without
+    /// the fixed costs the first sessions bring in (the store's page caches fill up to their
+    /// bound as the sessions' reports are written). From the start if no middle sample was
+    /// taken (a small run).
     bytes_per_session: u64,
 }
 
@@ -561,11 +568,15 @@ async fn measure_idle(
     }
     drop(tx);
     let mut held = 0;
+    let mut middle = (0, before);
     while held < sessions {
         match rx.recv().await {
             Some(Ok(n)) => {
                 held += n;
                 pb.set_position(held as u64);
+                if middle.0 == 0 && held >= sessions / 2 && held < sessions {
+                    middle = (held, rss_bytes(server.pid)?);
+                }
             }
             Some(Err(e)) => return Err(e.context(format!("after {held} sessions"))),
             None => bail!("the holding processes ended after {held} sessions"),
@@ -578,11 +589,15 @@ async fn measure_idle(
         let _ = child.wait().await;
     }
     server.stop().await?;
+    let (from_sessions, from_rss) = middle;
     Ok(Idle {
         sessions,
         server_rss_before: before,
+        sessions_at_middle: from_sessions,
+        server_rss_middle: from_rss,
         server_rss_after: after,
-        bytes_per_session: after.saturating_sub(before) / sessions.max(1) as u64,
+        bytes_per_session: after.saturating_sub(from_rss)
+            / (sessions - from_sessions).max(1) as u64,
     })
 }
 
@@ -708,11 +723,13 @@ fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<44} {:>9.1} KiB per session at {} sessions (RSS {:.0} → {:.0} MiB)",
+        "{:<44} {:>9.1} KiB per session from {} to {} sessions (RSS {:.0} → {:.0} → {:.0} MiB)",
         "server memory per idle PN GW session",
         r.idle.bytes_per_session as f64 / 1024.0,
+        r.idle.sessions_at_middle,
         r.idle.sessions,
         r.idle.server_rss_before as f64 / 1048576.0,
+        r.idle.server_rss_middle as f64 / 1048576.0,
         r.idle.server_rss_after as f64 / 1048576.0,
     );
     let _ = writeln!(
