@@ -32,7 +32,6 @@ use bytes::{Buf, BytesMut};
 use cpns_wire::WireError;
 use cpns_wire::codec::{LEN_PREFIX, frame_len};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::Decoder;
 
 /// The frame limit of a connection whose peer has not authenticated yet: enough for every
 /// message before authentication (discovery, PN GW authentication, a PN Setup Request with
@@ -94,11 +93,10 @@ impl FrameDecoder {
     }
 }
 
-impl Decoder for FrameDecoder {
-    type Item = BytesMut;
-    type Error = FrameError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+impl FrameDecoder {
+    /// The next whole frame's body at the start of `src`, taken out of it; `None` while the
+    /// frame is incomplete; an error for a bad length prefix (before its body is buffered).
+    pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
         let Some(prefix) = src.get(..LEN_PREFIX) else {
             return Ok(None);
         };
@@ -110,14 +108,6 @@ impl Decoder for FrameDecoder {
         }
         src.advance(LEN_PREFIX);
         Ok(Some(src.split_to(len)))
-    }
-
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
-        match self.decode(src)? {
-            Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() => Ok(None),
-            None => Err(FrameError::Truncated),
-        }
     }
 }
 
@@ -531,5 +521,17 @@ mod tests {
             conn.next_frame().await,
             Err(FrameError::BadLength(WireError::FrameTooLarge { .. }))
         ));
+    }
+
+    #[test]
+    fn debug_shows_the_limit_and_what_is_queued_only() {
+        let (a, _b) = tokio::io::duplex(64);
+        let mut conn = FramedConn::new(a, 77, 1000);
+        conn.queue(b"12345").unwrap();
+        let text = format!("{conn:?}");
+        assert!(
+            text.contains("max_frame: 77") && text.contains("queued: 5"),
+            "{text}"
+        );
     }
 }
