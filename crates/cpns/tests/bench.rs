@@ -45,6 +45,7 @@ fn a_small_bench_measures_every_figure_and_counts_what_it_stored() {
         acked,
         v["establishments"]["ops"].as_u64().unwrap()
             + v["establishments_half_rate"]["ops"].as_u64().unwrap()
+            + v["establishments_quarter_rate"]["ops"].as_u64().unwrap()
     );
     assert_eq!(v["stored_pns"].as_u64().unwrap(), acked);
     assert_eq!(v["idle"]["sessions"], 40);

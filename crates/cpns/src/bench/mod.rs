@@ -165,6 +165,8 @@ struct Report {
     setups: Rate,
     establishments: Rate,
     establishments_half_rate: Rate,
+    /// At a quarter of the rate: how latency falls with the machine's load.
+    establishments_quarter_rate: Rate,
     acknowledged: u64,
     stored_pns: usize,
     ceiling: Rate,
@@ -292,7 +294,7 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     };
     let server = ServerProcess::start(&server_bin, &dir, a.idle_sessions + 1_000).await?;
     let setups = measure_setups(&server, &tls, &households, a.concurrency, secs).await?;
-    let (establishments, half, acknowledged) =
+    let (establishments, half, quarter, acknowledged) =
         measure_establishments(&server, &tls, &households, a.concurrency, secs).await?;
     let stored_pns = {
         let store = SqliteStore::open(&net_db(&dir)).await?;
@@ -345,6 +347,7 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         setups,
         establishments,
         establishments_half_rate: half,
+        establishments_quarter_rate: quarter,
         acknowledged,
         stored_pns,
         ceiling,
@@ -430,16 +433,17 @@ async fn join_latencies(
     Ok(all)
 }
 
-/// Establishments on `concurrency` connected PN GWs: a closed loop for `secs`, then an open
-/// loop at half the rate it reached (latency counted from each establishment's scheduled start,
-/// so a server falling behind shows). Returns both rates and how many were acknowledged.
+/// Establishments on `concurrency` connected PN GWs: a closed loop for `secs`, then open loops
+/// at half and at a quarter of the rate it reached (latency counted from each establishment's
+/// scheduled start, so a server falling behind shows). Returns the three rates and how many
+/// were acknowledged.
 async fn measure_establishments(
     server: &ServerProcess,
     tls: &tokio_rustls::TlsConnector,
     households: &Arc<Vec<Household>>,
     concurrency: usize,
     secs: Duration,
-) -> anyhow::Result<(Rate, Rate, u64)> {
+) -> anyhow::Result<(Rate, Rate, Rate, u64)> {
     let mut conns = Vec::with_capacity(concurrency);
     let mut rng = MachineRng::from_seed_u64(7);
     for h in &households[..concurrency] {
@@ -455,10 +459,19 @@ async fn measure_establishments(
         "PN establishments at half rate",
     )
     .await?;
+    let (quarter, conns) = establish_loop(
+        server,
+        conns,
+        secs,
+        Some(full.per_sec / 4.0),
+        "PN establishments at a quarter rate",
+    )
+    .await?;
     for c in conns {
         c.close().await;
     }
-    Ok((full.clone(), half.clone(), full.ops + half.ops))
+    let acked = full.ops + half.ops + quarter.ops;
+    Ok((full, half, quarter, acked))
 }
 
 /// One establishment loop over the connected PN GWs; open (paced to `rate` in all) if a rate is
@@ -701,6 +714,12 @@ fn table(r: &Report) -> String {
         &mut s,
         "  the same at half that rate",
         &r.establishments_half_rate,
+        "",
+    );
+    row(
+        &mut s,
+        "  the same at a quarter of that rate",
+        &r.establishments_quarter_rate,
         "",
     );
     row(
