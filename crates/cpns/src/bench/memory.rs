@@ -227,7 +227,8 @@ pub fn establishment_ceiling(
         pair.pump(t0, &mut store);
         match pair.sim.outcome() {
             Some(Outcome::Established(_)) => lat.record(t0.elapsed()),
-            other => anyhow::bail!("an in-memory establishment did not end in a PN: {other:?}"),
+            Some(other) => anyhow::bail!("an in-memory establishment {other}"),
+            None => anyhow::bail!("an in-memory establishment did not end"),
         }
     }
     let wall = start.elapsed();

@@ -315,7 +315,8 @@ impl Connected {
         self.run_until(|s| s.outcome().is_some()).await?;
         match self.sim.outcome() {
             Some(Outcome::Established(pn)) => Ok(*pn),
-            other => bail!("establishment failed: {other:?}"),
+            Some(other) => bail!("establishment {other}"),
+            None => bail!("the establishment did not end"),
         }
     }
 

@@ -44,6 +44,15 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Established(pn) => write!(f, "PN {pn} established"),
+            Outcome::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
 const TIMEOUTS: Timeouts = Timeouts {
     invite: Duration::from_secs(10),
     flow: Duration::from_secs(30),
@@ -265,5 +274,23 @@ impl SimGateway {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_read_as_sentences() {
+        let pn = PnId::from_bytes([1; 16]);
+        assert_eq!(
+            Outcome::Established(pn).to_string(),
+            format!("PN {pn} established")
+        );
+        assert_eq!(
+            Outcome::Failed("refused".into()).to_string(),
+            "failed: refused"
+        );
     }
 }
