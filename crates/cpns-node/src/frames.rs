@@ -431,9 +431,11 @@ mod tests {
         assert_eq!(conn.next_frame().await.unwrap().len(), 30_000);
     }
 
-    /// A stream that yields `bytes`, then fails as a TLS peer gone without close_notify does.
+    /// A stream that yields `bytes`, then fails with `end` (as a TLS peer gone without
+    /// close_notify does with `UnexpectedEof`).
     struct AbruptEnd {
         bytes: Vec<u8>,
+        end: io::ErrorKind,
     }
 
     impl AsyncRead for AbruptEnd {
@@ -443,7 +445,7 @@ mod tests {
             buf: &mut tokio::io::ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
             if self.bytes.is_empty() {
-                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                return Poll::Ready(Err(self.end.into()));
             }
             let n = self.bytes.len().min(buf.remaining());
             buf.put_slice(&self.bytes[..n]);
@@ -473,6 +475,7 @@ mod tests {
         let mut conn = FramedConn::new(
             AbruptEnd {
                 bytes: frame(b"last"),
+                end: io::ErrorKind::UnexpectedEof,
             },
             100,
             1000,
@@ -482,6 +485,7 @@ mod tests {
         let mut conn = FramedConn::new(
             AbruptEnd {
                 bytes: frame(b"cut")[..5].to_vec(),
+                end: io::ErrorKind::UnexpectedEof,
             },
             100,
             1000,
@@ -533,5 +537,23 @@ mod tests {
             text.contains("max_frame: 77") && text.contains("queued: 5"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn any_other_error_between_frames_is_an_error_not_a_close() {
+        let reset = io::ErrorKind::ConnectionReset;
+        let mut conn = FramedConn::new(
+            AbruptEnd {
+                bytes: frame(b"x"),
+                end: reset,
+            },
+            100,
+            1000,
+        );
+        assert_eq!(&conn.next_frame().await.unwrap()[..], b"x");
+        assert!(matches!(
+            conn.next_frame().await,
+            Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset
+        ));
     }
 }
