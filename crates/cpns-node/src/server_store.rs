@@ -411,24 +411,29 @@ mod tests {
         store.ensure_user(&owner).await.unwrap();
         let mut keys = Vec::new();
         for id in ids {
-            let key = EuKey::generate().unwrap();
-            store
-                .insert_entity(&EntityRecord {
-                    id: EntityId::new(*id).unwrap(),
-                    kind: EntityKind::Pne,
-                    owner: owner.clone(),
-                    sealed_eukey: seal_at_rest(master, &at_rest_eukey_aad(id), key.expose_secret())
-                        .unwrap(),
-                    capabilities: None,
-                    status: None,
-                    cpns_id: None,
-                    enrolled_at: 0,
-                })
-                .await
-                .unwrap();
-            keys.push(key);
+            keys.push(enroll(&store, master, id, EntityKind::Pne).await);
         }
         (store, keys)
+    }
+
+    /// Enrolls `id` of user alice (who exists) with a new EUKey sealed under `master`.
+    async fn enroll(store: &SqliteStore, master: &MasterKey, id: &str, kind: EntityKind) -> EuKey {
+        let key = EuKey::generate().unwrap();
+        store
+            .insert_entity(&EntityRecord {
+                id: EntityId::new(id).unwrap(),
+                kind,
+                owner: UserId::new("alice").unwrap(),
+                sealed_eukey: seal_at_rest(master, &at_rest_eukey_aad(id), key.expose_secret())
+                    .unwrap(),
+                capabilities: None,
+                status: None,
+                cpns_id: None,
+                enrolled_at: 0,
+            })
+            .await
+            .unwrap();
+        key
     }
 
     fn ask(ids: &[&str]) -> LoadRequest {
@@ -485,21 +490,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::generate().unwrap();
         let (store, _) = enrolled(dir.path(), &master, &["a"]).await;
-        let key = EuKey::generate().unwrap();
-        store
-            .insert_entity(&EntityRecord {
-                id: EntityId::new("gw").unwrap(),
-                kind: EntityKind::Gateway,
-                owner: UserId::new("alice").unwrap(),
-                sealed_eukey: seal_at_rest(&master, &at_rest_eukey_aad("gw"), key.expose_secret())
-                    .unwrap(),
-                capabilities: None,
-                status: None,
-                cpns_id: None,
-                enrolled_at: 0,
-            })
-            .await
-            .unwrap();
+        let key = enroll(&store, &master, "gw", EntityKind::Gateway).await;
         let cache = KeyCache::new(10);
         let loaded = load(&store, &master, &cache, &ask(&["gw", "a"]))
             .await

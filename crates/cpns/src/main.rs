@@ -42,13 +42,13 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Hold idle PN GW sessions for `cpns bench` (started by it).
     #[command(hide = true)]
-    BenchHold(bench::HoldArgs),
+    BenchHold(bench::HouseholdsArgs),
     /// Make a data directory with bench households enrolled (used by tests).
     #[command(hide = true)]
     BenchPrepare(bench::PrepareArgs),
     /// Run establishments on bench households until stopped (used by tests).
     #[command(hide = true)]
-    BenchLoad(bench::LoadArgs),
+    BenchLoad(bench::HouseholdsArgs),
 }
 
 /// The default data directory of the server.

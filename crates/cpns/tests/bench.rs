@@ -74,4 +74,41 @@ fn bad_bench_settings_are_refused_with_a_clear_error() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+    // A data directory is never reused: --keep must name a new one.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let made = Command::new(BIN)
+        .args([
+            "bench-prepare",
+            "--data-dir",
+            dir,
+            "--gateways",
+            "1",
+            "--with-pnes",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let out = Command::new(BIN)
+        .args(["bench", "--keep", dir])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already holds a data directory"), "{err}");
+    let out = Command::new(BIN)
+        .args([
+            "bench-prepare",
+            "--data-dir",
+            dir,
+            "--gateways",
+            "1",
+            "--with-pnes",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not exceed --gateways"));
 }

@@ -7,79 +7,30 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use cpns_store::{SqliteStore, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cpns");
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
+
+use common::{BIN, Proc};
+
 /// Acknowledged establishments to wait for before the kill.
 const ACKS_BEFORE_KILL: usize = 300;
 
-/// A running `cpns` process and its stdout lines.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("CPNS_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(WAIT)
-            .expect("the process said nothing in time")
-    }
-
-    /// The server's address, from its `listening` event.
-    fn listening(&self) -> String {
-        loop {
-            let v: serde_json::Value = serde_json::from_str(&self.line()).unwrap();
-            if v["event"] == "listening" {
-                return v["addr"].as_str().unwrap().to_string();
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn server(dir: &Path) -> Proc {
-    Proc::spawn(&[
+    Proc::spawn(
         "server",
-        "--json",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.to_str().unwrap(),
-    ])
+        &[
+            "server",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,17 +51,20 @@ async fn every_establishment_acknowledged_before_a_kill_9_is_in_the_store_whole(
 
     let mut srv = server(&dir);
     let addr = srv.listening();
-    let load = Proc::spawn(&[
-        "bench-load",
-        "--data-dir",
-        d,
-        "--server",
-        &addr,
-        "--from",
-        "0",
-        "--to",
-        "8",
-    ]);
+    let load = Proc::spawn(
+        "load",
+        &[
+            "bench-load",
+            "--data-dir",
+            d,
+            "--server",
+            &addr,
+            "--from",
+            "0",
+            "--to",
+            "8",
+        ],
+    );
     let mut acked = BTreeSet::new();
     while acked.len() < ACKS_BEFORE_KILL {
         let line = load.line();

@@ -7,104 +7,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use cpns_store::{SqliteStore, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cpns");
-const WAIT: Duration = Duration::from_secs(60);
+mod common;
 
-/// A running process whose stdout lines are readable.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    name: &'static str,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("CPNS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines, name }
-    }
-
-    /// Waits for a line holding `text` and returns it.
-    fn expect_line(&mut self, text: &str) -> String {
-        loop {
-            match self.lines.recv_timeout(WAIT) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("{}: no line holding {text:?}: {e}", self.name),
-            }
-        }
-    }
-
-    /// Waits for the JSON event `event` (of a process run with `--json`) for which `f` holds.
-    fn expect_event_where(
-        &mut self,
-        event: &str,
-        f: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        loop {
-            match self.lines.recv_timeout(WAIT) {
-                Ok(line) => {
-                    let v: serde_json::Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("{}: not JSON: {line:?}: {e}", self.name));
-                    assert!(v["ts"].is_string(), "{}: no ts: {line}", self.name);
-                    assert_eq!(v["role"], self.name, "{line}");
-                    if v["event"] == event && f(&v) {
-                        return v;
-                    }
-                }
-                Err(e) => panic!("{}: no event {event:?}: {e}", self.name),
-            }
-        }
-    }
-
-    /// Waits for the JSON event `event`.
-    fn expect_event(&mut self, event: &str) -> serde_json::Value {
-        self.expect_event_where(event, |_| true)
-    }
-
-    /// Waits for the process to exit successfully.
-    fn succeeds(mut self) {
-        let (tx, rx) = mpsc::channel();
-        let name = self.name;
-        std::thread::spawn(move || {
-            let _ = tx.send(self.child.wait());
-        });
-        let status = rx
-            .recv_timeout(WAIT)
-            .unwrap_or_else(|_| panic!("{name} did not finish"))
-            .unwrap();
-        assert!(status.success(), "{name} failed: {status}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{BIN, Proc};
 
 fn cpns(args: &[&str]) {
     let out = Command::new(BIN).args(args).output().unwrap();

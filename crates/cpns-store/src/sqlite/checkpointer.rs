@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -56,9 +56,9 @@ pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<Progress> {
 /// The running checkpointer thread; stopped by [`Checkpointer::close`] or when dropped.
 pub(super) struct Checkpointer {
     running: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
-    /// Checkpoints run so far (tests).
+    /// Checkpoints run so far, signalled as each ends (tests wait on it).
     #[cfg_attr(not(test), allow(dead_code))]
-    runs: Arc<std::sync::atomic::AtomicU64>,
+    runs: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl Checkpointer {
@@ -70,7 +70,7 @@ impl Checkpointer {
     ) -> Result<Checkpointer> {
         let conn = open(path)?;
         let (stop, stopped) = mpsc::channel::<()>();
-        let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let runs = Arc::new((Mutex::new(0_u64), Condvar::new()));
         let counted = Arc::clone(&runs);
         let thread = std::thread::Builder::new()
             .name("cpns-store-checkpoint".into())
@@ -80,7 +80,8 @@ impl Checkpointer {
                 // writer's backstop keeps the WAL bounded meanwhile.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
                     let _ = checkpoint(&conn);
-                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    *lock(&counted.0) += 1;
+                    counted.1.notify_all();
                 }
             })
             .map_err(|e| {
@@ -103,10 +104,15 @@ impl Checkpointer {
         }
     }
 
-    /// Checkpoints run so far.
+    /// Waits until at least `n` checkpoints have run, for at most `limit`; whether they had.
     #[cfg(test)]
-    pub(super) fn runs(&self) -> u64 {
-        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    pub(super) fn wait_for_runs(&self, n: u64, limit: Duration) -> bool {
+        let (count, ran) = &*self.runs;
+        let guard = lock(count);
+        let (guard, _) = ran
+            .wait_timeout_while(guard, limit, |done| *done < n)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard >= n
     }
 }
 

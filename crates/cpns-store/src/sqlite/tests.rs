@@ -13,7 +13,8 @@ async fn raw(store: &SqliteStore, sql: &'static str) -> crate::Result<usize> {
     store.writer().run(move |c| Ok(c.execute(sql, [])?)).await
 }
 
-async fn fresh() -> (TempDir, SqliteStore) {
+/// A new store in a temporary directory (shared with the writer's tests).
+pub(super) async fn fresh() -> (TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("store.db"))
         .await
@@ -377,16 +378,13 @@ async fn checkpoints_run_beside_the_writer_not_in_its_commits() {
     let done = super::checkpointer::checkpoint(&conn).unwrap();
     assert!(!done.busy);
     assert_eq!(done.log, done.checkpointed, "{done:?}");
-    // The thread ticks on its own: poll (bounded) until it has run twice.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.checkpointer().runs() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the checkpointer never ran"
-        );
-        tokio::task::yield_now().await;
-        std::thread::sleep(super::checkpointer::INTERVAL / 4);
-    }
+    // The thread ticks on its own: it signals each checkpoint it ran.
+    assert!(
+        store
+            .checkpointer()
+            .wait_for_runs(2, std::time::Duration::from_secs(10)),
+        "the checkpointer never ran"
+    );
     drop(conn);
     // Closing joins the thread and closes its connection before the writer's: the writer's,
     // closing last, removes the WAL (it would stay if the checkpointer still held the file).

@@ -13,21 +13,13 @@ use std::time::Duration;
 
 use cpns_wire::{EntityId, PnId, UserId};
 use rusqlite::Connection;
-use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use super::readers::MAX_IDLE;
+use super::tests::fresh;
 use super::writer::MAX_BATCH;
 use super::{SqliteStore, pn};
 use crate::{PnMember, PnRecord, PnState, Result, Store, StoreError};
-
-async fn fresh() -> (TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("store.db"))
-        .await
-        .unwrap();
-    (dir, store)
-}
 
 fn pid(n: u32) -> PnId {
     let mut b = [0x5a; 16];

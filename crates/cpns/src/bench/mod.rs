@@ -65,9 +65,11 @@ pub(crate) struct BenchArgs {
     pub server_bin: Option<PathBuf>,
 }
 
-/// `cpns bench-hold` (hidden): holds idle PN GW sessions for `cpns bench`'s memory figure.
+/// The bench households a helper process drives (`cpns bench-hold`, `cpns bench-load`, both
+/// hidden): households `from..to` of the bench's data directory, against the server at
+/// `server`.
 #[derive(Args, Debug)]
-pub(crate) struct HoldArgs {
+pub(crate) struct HouseholdsArgs {
     /// The bench's data directory.
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -96,24 +98,6 @@ pub(crate) struct PrepareArgs {
     pub with_pnes: usize,
 }
 
-/// `cpns bench-load` (hidden): establishments on households `from..to`, one after another on
-/// each, until stopped; `established <PN id>` printed after each acknowledged one.
-#[derive(Args, Debug)]
-pub(crate) struct LoadArgs {
-    /// The bench's data directory.
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// The server's address.
-    #[arg(long)]
-    pub server: String,
-    /// First household.
-    #[arg(long)]
-    pub from: usize,
-    /// One past the last household.
-    #[arg(long)]
-    pub to: usize,
-}
-
 /// `cpns bench-prepare`.
 pub(crate) async fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
     if a.with_pnes > a.gateways {
@@ -129,8 +113,9 @@ pub(crate) async fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cpns bench-load`.
-pub(crate) async fn load(a: LoadArgs) -> anyhow::Result<()> {
+/// `cpns bench-load`: establishments on the households, one after another on each, until
+/// stopped; `established <PN id>` printed after each acknowledged one.
+pub(crate) async fn load(a: HouseholdsArgs) -> anyhow::Result<()> {
     let (ca, households) = net::read_households(&a.data_dir, a.from..a.to)?;
     let tls = net::client_tls(&ca)?;
     let mut tasks = JoinSet::new();
@@ -616,7 +601,7 @@ async fn measure_idle(
 
 /// `cpns bench-hold`: connects households `from..to` and holds their sessions until stdin
 /// closes, printing `held N` as they come up.
-pub(crate) async fn hold(a: HoldArgs) -> anyhow::Result<()> {
+pub(crate) async fn hold(a: HouseholdsArgs) -> anyhow::Result<()> {
     let (ca, households) = net::read_households(&a.data_dir, a.from..a.to)?;
     let tls = net::client_tls(&ca)?;
     let next = Arc::new(AtomicU64::new(0));
