@@ -25,7 +25,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -181,6 +181,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
         poll_fn(|cx| self.poll_next_frame(cx)).await
     }
 
+    /// Writes out as much of what is queued as the stream takes now, without waiting for it to
+    /// take more; the rest goes out as [`FramedConn::next_frame`] or [`FramedConn::flush`] runs.
+    /// A driver calls this before it awaits its store, so that an answer already made is not
+    /// held back by the work that follows it (`cpns bench`: the answer to a PN registration
+    /// waited for the commit of its kept copy).
+    pub fn write_now(&mut self) -> Result<(), FrameError> {
+        if self.write.is_empty() {
+            return Ok(());
+        }
+        // Polled once; a stream that cannot take everything keeps the rest queued, and the
+        // next poll with a real waker registers interest again.
+        match self.poll_write_out(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => Ok(()),
+        }
+    }
+
     /// Writes everything queued out.
     pub async fn flush(&mut self) -> Result<(), FrameError> {
         poll_fn(|cx| self.poll_write_out(cx)).await
@@ -290,6 +307,46 @@ mod tests {
         assert_eq!(&conn.next_frame().await.unwrap()[..], b"world!");
         drop(b);
         assert!(matches!(conn.next_frame().await, Err(FrameError::Closed)));
+    }
+
+    /// `write_now` hands queued frames to the stream at once, without `next_frame` or `flush`
+    /// being awaited; what the stream cannot take stays queued and goes out later, in order.
+    #[tokio::test]
+    async fn write_now_sends_what_the_stream_takes_and_keeps_the_rest() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut conn = FramedConn::new(a, 100, 1000);
+        conn.write_now().unwrap(); // nothing queued: nothing to do
+        conn.queue(&frame(b"answer")).unwrap();
+        conn.write_now().unwrap();
+        assert_eq!(conn.queued(), 0);
+        let mut got = [0u8; 10];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..], &frame(b"answer")[..]);
+
+        // A stream that takes 8 bytes: the rest waits, and a flush later delivers all of it.
+        let (a, mut b) = tokio::io::duplex(8);
+        let mut conn = FramedConn::new(a, 100, 1000);
+        let body = [7u8; 40];
+        conn.queue(&frame(&body)).unwrap();
+        conn.write_now().unwrap();
+        assert_eq!(conn.queued(), 44 - 8);
+        let reader = tokio::spawn(async move {
+            let mut all = vec![0u8; 44];
+            b.read_exact(&mut all).await.unwrap();
+            all
+        });
+        conn.flush().await.unwrap();
+        assert_eq!(reader.await.unwrap(), frame(&body));
+    }
+
+    /// A stream that fails while `write_now` writes reports its error.
+    #[tokio::test]
+    async fn write_now_reports_a_broken_stream() {
+        let (a, b) = tokio::io::duplex(64);
+        drop(b);
+        let mut conn = FramedConn::new(a, 100, 1000);
+        conn.queue(&frame(b"lost")).unwrap();
+        assert!(matches!(conn.write_now(), Err(FrameError::Io(_))));
     }
 
     #[tokio::test]

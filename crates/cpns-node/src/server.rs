@@ -297,6 +297,7 @@ impl<S: Store + Clone> ServerNode<S> {
                     conn.queue(&frame)?;
                 }
                 ServerOutput::Load { token, request } => {
+                    conn.write_now()?;
                     let loaded = Box::pin(server_store::load(
                         &self.store,
                         &self.master,
@@ -307,6 +308,7 @@ impl<S: Store + Clone> ServerNode<S> {
                     session.handle_loaded(Instant::now(), token, loaded)?;
                 }
                 ServerOutput::Persist { token, effect } => {
+                    conn.write_now()?;
                     let result =
                         Box::pin(server_store::persist(&self.store, &self.master, effect)).await;
                     if let Err(e) = &result {

@@ -749,7 +749,9 @@ impl ServerSession {
         let Some((_, prev)) = self
             .answered
             .iter()
-            .find(|((s, r), _)| s == sender && *r == request_id)
+            // The request id first: a number, where most sessions have one sender and comparing
+            // its id would compare equal strings all the way (a profiled 3 % of the server).
+            .find(|((s, r), _)| *r == request_id && s == sender)
         else {
             return false;
         };

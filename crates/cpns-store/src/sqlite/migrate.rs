@@ -41,6 +41,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "local session",
         sql: include_str!("../../migrations/sqlite/0004_local_session.sql"),
     },
+    Migration {
+        version: 5,
+        name: "clustered",
+        sql: include_str!("../../migrations/sqlite/0005_clustered.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

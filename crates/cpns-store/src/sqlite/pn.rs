@@ -5,6 +5,10 @@
 //! transaction (see `writer`): a write that fails part-way leaves nothing behind. Lists of PNs
 //! take two queries whatever their length — the PN rows, then all their members, grouped in
 //! memory — inside one read transaction.
+//!
+//! A PN's row is keyed by `seq`, its place in creation order, and its members by (`pn_seq`,
+//! PNE id), so a new PN and its members are appended to their tables; the random PN id is
+//! looked up through its own index (schema 5, ARCHITECTURE decision 24).
 
 use std::collections::HashMap;
 
@@ -41,32 +45,34 @@ fn decode_member(row: &Row<'_>) -> Result<PnMember> {
 /// replaces owner, state and members and keeps `created_at` and the place in creation order.
 pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
     let id = pn.pn_id.as_bytes().as_slice();
-    let gateway: Option<String> = codec::optional(
+    let known: Option<(i64, String)> = codec::optional(
         conn,
-        "SELECT gateway FROM pns WHERE pn_id = ?",
+        "SELECT seq, gateway FROM pns WHERE pn_id = ?",
         [id],
-        |row| Ok(row.get(0)?),
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    match gateway {
-        Some(gw) if gw != pn.gateway.as_str() => {
+    let seq = match known {
+        Some((_, gw)) if gw != pn.gateway.as_str() => {
             return Err(StoreError::Conflict(format!(
                 "PN {} is registered by gateway {gw}, not {}",
                 pn.pn_id, pn.gateway
             )));
         }
-        Some(_) => {
+        Some((seq, _)) => {
             codec::exec(
                 conn,
-                "UPDATE pns SET owner = ?, state = ? WHERE pn_id = ?",
-                params![pn.owner.as_str(), pn.state.as_str(), id],
+                "UPDATE pns SET owner = ?, state = ? WHERE seq = ?",
+                params![pn.owner.as_str(), pn.state.as_str(), seq],
             )?;
-            codec::exec(conn, "DELETE FROM pn_members WHERE pn_id = ?", [id])?;
+            codec::exec(conn, "DELETE FROM pn_members WHERE pn_seq = ?", [seq])?;
+            seq
         }
         None => {
+            // `seq` is the rowid: one past the largest, so after every PN there is.
             codec::exec(
                 conn,
-                "INSERT INTO pns (pn_id, gateway, owner, state, created_at, seq) \
-                 VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM pns))",
+                "INSERT INTO pns (pn_id, gateway, owner, state, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
                 params![
                     id,
                     pn.gateway.as_str(),
@@ -75,16 +81,17 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
                     pn.created_at,
                 ],
             )?;
+            conn.last_insert_rowid()
         }
-    }
+    };
     for (position, m) in (0_i64..).zip(&pn.members) {
         codec::exec(
             conn,
-            "INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, \
+            "INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, \
              capabilities, sealed_session_key, joined_at, contents) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params![
-                id,
+                seq,
                 m.pne_id.as_str(),
                 position,
                 m.initiator,
@@ -102,8 +109,8 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
 /// Adds `m` to PN `pn` after its current members, or updates the member in place as
 /// [`Store::upsert_member`](crate::Store::upsert_member) says (never a downgrade).
 pub(super) fn upsert_member(conn: &Connection, pn: &PnId, m: &PnMember) -> Result<()> {
-    require_pn(conn, pn)?;
-    upsert_member_in(conn, pn, m)
+    let seq = require_pn(conn, pn)?;
+    upsert_member_in(conn, seq, m)
 }
 
 /// Removes the members `remove` (absent ones ignored), then upserts each of `add` as
@@ -114,20 +121,20 @@ pub(super) fn update_members(
     add: &[PnMember],
     remove: &[EntityId],
 ) -> Result<()> {
-    require_pn(conn, pn)?;
+    let seq = require_pn(conn, pn)?;
     if !remove.is_empty() {
         codec::exec(
             conn,
-            "DELETE FROM pn_members WHERE pn_id = ? \
+            "DELETE FROM pn_members WHERE pn_seq = ? \
              AND pne_id IN (SELECT value FROM json_each(?))",
             params![
-                pn.as_bytes().as_slice(),
+                seq,
                 codec::json_string_array(remove.iter().map(EntityId::as_str)),
             ],
         )?;
     }
     for m in add {
-        upsert_member_in(conn, pn, m)?;
+        upsert_member_in(conn, seq, m)?;
     }
     Ok(())
 }
@@ -136,39 +143,39 @@ pub(super) fn update_members(
 /// [`entity::allocate_cpns_id`] does and upserts `m` as [`upsert_member`] does, in one write,
 /// so the CPNS ID and the member's session key land together or not at all.
 pub(super) fn register_pne(conn: &Connection, pn: &PnId, m: &PnMember) -> Result<CpnsId> {
-    require_pn(conn, pn)?;
+    let seq = require_pn(conn, pn)?;
     let cpns_id = entity::allocate_cpns_id(conn, &m.pne_id)?;
-    upsert_member_in(conn, pn, m)?;
+    upsert_member_in(conn, seq, m)?;
     Ok(cpns_id)
 }
 
-/// [`StoreError::NotFound`] unless PN `pn` exists.
-fn require_pn(conn: &Connection, pn: &PnId) -> Result<()> {
+/// The `seq` of PN `pn`; [`StoreError::NotFound`] unless it exists.
+fn require_pn(conn: &Connection, pn: &PnId) -> Result<i64> {
     codec::optional(
         conn,
-        "SELECT 1 FROM pns WHERE pn_id = ?",
+        "SELECT seq FROM pns WHERE pn_id = ?",
         [pn.as_bytes().as_slice()],
-        |_| Ok(()),
+        |row| Ok(row.get(0)?),
     )?
     .ok_or_else(|| StoreError::NotFound(format!("PN {pn}")))
 }
 
-/// The upsert of [`upsert_member`]; the PN must exist.
-fn upsert_member_in(conn: &Connection, pn: &PnId, m: &PnMember) -> Result<()> {
+/// The upsert of [`upsert_member`] into the PN whose `seq` is `pn_seq`.
+fn upsert_member_in(conn: &Connection, pn_seq: i64, m: &PnMember) -> Result<()> {
     codec::exec(
         conn,
-        "INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, \
+        "INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, \
          capabilities, sealed_session_key, joined_at, contents) \
          VALUES (?1, ?2, (SELECT COALESCE(MAX(position), -1) + 1 FROM pn_members \
-         WHERE pn_id = ?1), ?3, ?4, ?5, ?6, ?7, ?8) \
-         ON CONFLICT (pn_id, pne_id) DO UPDATE SET \
+         WHERE pn_seq = ?1), ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (pn_seq, pne_id) DO UPDATE SET \
          initiator = MAX(pn_members.initiator, excluded.initiator), \
          authenticated = MAX(pn_members.authenticated, excluded.authenticated), \
          capabilities = COALESCE(excluded.capabilities, pn_members.capabilities), \
          contents = COALESCE(excluded.contents, pn_members.contents), \
          sealed_session_key = COALESCE(excluded.sealed_session_key, pn_members.sealed_session_key)",
         params![
-            pn.as_bytes().as_slice(),
+            pn_seq,
             m.pne_id.as_str(),
             m.initiator,
             m.authenticated,
@@ -181,10 +188,10 @@ fn upsert_member_in(conn: &Connection, pn: &PnId, m: &PnMember) -> Result<()> {
     Ok(())
 }
 
-/// Deletes one PN and its members.
-fn delete_pn(conn: &Connection, pn: &[u8]) -> Result<()> {
-    codec::exec(conn, "DELETE FROM pn_members WHERE pn_id = ?", [pn])?;
-    codec::exec(conn, "DELETE FROM pns WHERE pn_id = ?", [pn])?;
+/// Deletes the PN whose `seq` is `seq`, and its members.
+fn delete_pn(conn: &Connection, seq: i64) -> Result<()> {
+    codec::exec(conn, "DELETE FROM pn_members WHERE pn_seq = ?", [seq])?;
+    codec::exec(conn, "DELETE FROM pns WHERE seq = ?", [seq])?;
     Ok(())
 }
 
@@ -197,24 +204,24 @@ pub(super) fn reconcile_gateway_pns(
 ) -> Result<Reconciled> {
     let rows = codec::all(
         conn,
-        "SELECT pn_id, state FROM pns WHERE gateway = ? ORDER BY seq",
+        "SELECT seq, pn_id, state FROM pns WHERE gateway = ? ORDER BY seq",
         [gw.as_str()],
         |row| {
             Ok((
+                row.get::<_, i64>("seq")?,
                 codec::pn_id(row, "pn_id")?,
                 codec::name(row, "state", PnState::parse)?,
             ))
         },
     )?;
     let mut done = Reconciled::default();
-    for &(id, state) in &rows {
-        let key = id.as_bytes().as_slice();
+    for &(seq, id, state) in &rows {
         match (listed.contains(&id), state) {
             (true, PnState::Pending) => {
                 codec::exec(
                     conn,
-                    "UPDATE pns SET state = ? WHERE pn_id = ?",
-                    params![PnState::Active.as_str(), key],
+                    "UPDATE pns SET state = ? WHERE seq = ?",
+                    params![PnState::Active.as_str(), seq],
                 )?;
                 done.confirmed.push(id);
             }
@@ -222,7 +229,7 @@ pub(super) fn reconcile_gateway_pns(
                 if state == PnState::Pending && !drop_unlisted_pending {
                     continue;
                 }
-                delete_pn(conn, key)?;
+                delete_pn(conn, seq)?;
                 done.removed.push(id);
             }
             _ => {}
@@ -230,14 +237,13 @@ pub(super) fn reconcile_gateway_pns(
     }
     done.unknown = listed
         .iter()
-        .filter(|p| !rows.iter().any(|(known, _)| known == *p))
+        .filter(|p| !rows.iter().any(|(_, known, _)| known == *p))
         .copied()
         .collect();
     Ok(done)
 }
 
-/// Removes a PN still pending confirmation; true if it was there and pending.
-/// Listed pending PNs of `gw` become active, one update by primary key each.
+/// Listed pending PNs of `gw` become active, one update through the PN id index each.
 pub(super) fn confirm_pns(conn: &Connection, gw: &EntityId, pns: &[PnId]) -> Result<Vec<PnId>> {
     let mut confirmed = Vec::new();
     for pn in pns {
@@ -258,29 +264,30 @@ pub(super) fn confirm_pns(conn: &Connection, gw: &EntityId, pns: &[PnId]) -> Res
     Ok(confirmed)
 }
 
+/// Removes a PN still pending confirmation; true if it was there and pending.
 pub(super) fn remove_pending_pn(conn: &Connection, pn: &PnId) -> Result<bool> {
-    let key = pn.as_bytes().as_slice();
-    let state: Option<String> = codec::optional(
+    let known: Option<(i64, String)> = codec::optional(
         conn,
-        "SELECT state FROM pns WHERE pn_id = ?",
-        [key],
-        |row| Ok(row.get(0)?),
+        "SELECT seq, state FROM pns WHERE pn_id = ?",
+        [pn.as_bytes().as_slice()],
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    let pending = state.as_deref() == Some(PnState::Pending.as_str());
-    if pending {
-        delete_pn(conn, key)?;
+    match known {
+        Some((seq, state)) if state == PnState::Pending.as_str() => {
+            delete_pn(conn, seq)?;
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    Ok(pending)
 }
 
 /// One PN with its members in the order they were added; run inside a read transaction.
 pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
-    let key = id.as_bytes().as_slice();
-    let Some(mut record) = codec::optional(
+    let Some((seq, mut record)) = codec::optional(
         conn,
-        "SELECT pn_id, gateway, owner, state, created_at FROM pns WHERE pn_id = ?",
-        [key],
-        decode_pn,
+        "SELECT seq, pn_id, gateway, owner, state, created_at FROM pns WHERE pn_id = ?",
+        [id.as_bytes().as_slice()],
+        |row| Ok((row.get::<_, i64>("seq")?, decode_pn(row)?)),
     )?
     else {
         return Ok(None);
@@ -288,8 +295,8 @@ pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
     record.members = codec::all(
         conn,
         "SELECT pne_id, initiator, authenticated, capabilities, sealed_session_key, joined_at, \
-         contents FROM pn_members WHERE pn_id = ? ORDER BY position",
-        [key],
+         contents FROM pn_members WHERE pn_seq = ? ORDER BY position",
+        [seq],
         decode_member,
     )?;
     Ok(Some(record))
@@ -306,9 +313,10 @@ pub(super) fn pns_of_gateway(conn: &Connection, gw: &EntityId) -> Result<Vec<PnR
     )?;
     let members = codec::members_by_pn(
         conn,
-        "SELECT m.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at, m.contents FROM pn_members AS m \
-         JOIN pns AS p ON p.pn_id = m.pn_id WHERE p.gateway = ? ORDER BY m.pn_id, m.position",
+        "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
+         m.sealed_session_key, m.joined_at, m.contents FROM pns AS p \
+         JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.gateway = ? \
+         ORDER BY m.pn_seq, m.position",
         [gw.as_str()],
         decode_member,
     )?;
@@ -325,8 +333,9 @@ pub(super) fn all_pns(conn: &Connection) -> Result<Vec<PnRecord>> {
     )?;
     let members = codec::members_by_pn(
         conn,
-        "SELECT pn_id, pne_id, initiator, authenticated, capabilities, sealed_session_key, \
-         joined_at, contents FROM pn_members ORDER BY pn_id, position",
+        "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
+         m.sealed_session_key, m.joined_at, m.contents FROM pn_members AS m \
+         JOIN pns AS p ON p.seq = m.pn_seq ORDER BY m.pn_seq, m.position",
         [],
         decode_member,
     )?;

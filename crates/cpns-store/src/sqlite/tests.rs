@@ -183,8 +183,8 @@ async fn constraint_violations_map_to_not_found_and_conflict() {
     let (_dir, store) = fresh().await;
     let err = raw(
         &store,
-        "INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, joined_at) \
-         VALUES (x'09090909090909090909090909090909', 'pne-1', 0, 0, 0, 1)",
+        "INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, joined_at) \
+         VALUES (9, 'pne-1', 0, 0, 0, 1)",
     )
     .await
     .unwrap_err();
@@ -390,4 +390,107 @@ async fn checkpoints_run_beside_the_writer_not_in_its_commits() {
     // closing last, removes the WAL (it would stay if the checkpointer still held the file).
     store.close().await;
     assert!(!dir.path().join("store.db-wal").exists());
+}
+
+/// Schema 5 rebuilds `pns`, `pn_members` and `replays` (decision 24): a database at schema 4
+/// keeps every PN with its place in creation order and its members in their order (not the
+/// order of their ids), every kept answer, and a PN registered afterwards comes last.
+#[tokio::test]
+async fn schema_4_data_survives_the_clustered_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v4.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    for (_, _, sql) in old_migrations(4) {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch(
+        "PRAGMA user_version = 4;
+         INSERT INTO users (id) VALUES ('alice');
+         INSERT INTO pns (pn_id, gateway, owner, state, created_at, seq) VALUES
+             (x'09090909090909090909090909090909', 'gw-b', 'alice', 'active', 5, 1),
+             (x'01010101010101010101010101010101', 'gw-a', 'alice', 'pending', 6, 2),
+             (x'05050505050505050505050505050505', 'gw-b', 'alice', 'active', 7, 3);
+         INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, joined_at,
+                                 sealed_session_key, capabilities, contents) VALUES
+             (x'09090909090909090909090909090909', 'pne-z', 0, 1, 1, 8, x'aa', x'a1', x'c1'),
+             (x'09090909090909090909090909090909', 'pne-a', 1, 0, 0, 9, NULL, NULL, NULL),
+             (x'05050505050505050505050505050505', 'pne-m', 0, 1, 1, 10, x'bb', NULL, NULL);
+         INSERT INTO replays (sender, request_id, answer, created_at) VALUES
+             ('gw-b', -3, x'0102', 11);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(user_version(&store), super::migrate::LATEST);
+    let order =
+        |pns: Vec<PnRecord>| -> Vec<u8> { pns.iter().map(|p| p.pn_id.as_bytes()[0]).collect() };
+    assert_eq!(order(store.all_pns().await.unwrap()), [9, 1, 5]);
+    let of_b = store.pns_of_gateway(&eid("gw-b")).await.unwrap();
+    assert_eq!(order(of_b.clone()), [9, 5]);
+    let first = &of_b[0];
+    let members: Vec<&str> = first.members.iter().map(|m| m.pne_id.as_str()).collect();
+    assert_eq!(members, ["pne-z", "pne-a"]);
+    let z = &first.members[0];
+    assert!(z.initiator && z.authenticated);
+    assert_eq!(
+        (
+            z.joined_at,
+            z.sealed_session_key.as_deref(),
+            z.capabilities.as_deref(),
+            z.contents.as_deref()
+        ),
+        (8, Some(&[0xaa][..]), Some(&[0xa1][..]), Some(&[0xc1][..]))
+    );
+    assert_eq!(first.state, PnState::Active);
+    assert_eq!(first.created_at, 5);
+    let pending = store.pn(&PnId::from_bytes([1; 16])).await.unwrap().unwrap();
+    assert_eq!(
+        (pending.state, pending.members.len()),
+        (PnState::Pending, 0)
+    );
+    assert_eq!(
+        store.answer_of("gw-b", u64::MAX - 2).await.unwrap(),
+        Some(vec![1, 2])
+    );
+    // New rows go after the old ones; the foreign key from members to PNs still holds.
+    let mut later = pn(4);
+    later.gateway = eid("gw-b");
+    store.register_pn(&later).await.unwrap();
+    assert_eq!(
+        order(store.pns_of_gateway(&eid("gw-b")).await.unwrap()),
+        [9, 5, 4]
+    );
+    let err = raw(
+        &store,
+        "INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, joined_at) \
+         VALUES (99, 'pne-1', 0, 0, 0, 1)",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    // Removing a PN removes its members with it.
+    assert!(
+        store
+            .remove_pending_pn(&PnId::from_bytes([1; 16]))
+            .await
+            .unwrap()
+    );
+    raw(
+        &store,
+        "DELETE FROM pns WHERE pn_id = x'09090909090909090909090909090909'",
+    )
+    .await
+    .unwrap();
+    let left = store
+        .readers()
+        .read(|c| {
+            Ok(c.query_row("SELECT count(*) FROM pn_members", [], |r| {
+                r.get::<_, i64>(0)
+            })?)
+        })
+        .unwrap();
+    assert_eq!(left, 1);
+    store.close().await;
 }

@@ -229,8 +229,8 @@ async fn a_failed_commit_fails_every_write_of_its_batch() {
         .submit(|c| {
             c.execute_batch(
                 "PRAGMA defer_foreign_keys = ON; \
-                 INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, \
-                 joined_at) VALUES (x'00', 'pne-x', 0, 0, 0, 1)",
+                 INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, \
+                 joined_at) VALUES (999999, 'pne-x', 0, 0, 0, 1)",
             )?;
             Ok(())
         })

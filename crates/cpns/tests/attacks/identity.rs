@@ -4,7 +4,7 @@
 //! SQLite inventories are unchanged cell for cell (only the PNs real PNEs established meanwhile
 //! are added), and the real member keeps its route: it is still invited and joins.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cpns_wire::{
     ErrorCode, HashBytes, PanAuthConfirm, PanAuthInit, PnId, PneRegistrationRequest, RandBytes,
@@ -211,13 +211,36 @@ fn registration(pne: &cpns_wire::EntityId, request: u64) -> PneRegistrationReque
 }
 
 /// Every row of `before` is in `after`, cell for cell; a row `after` adds belongs to one of the
-/// `legit` PNs (its first cell is the PN id), or is the PN GW's own entity row (its status
-/// reports may rewrite it).
+/// `legit` PNs, or is the PN GW's own entity row (its status reports may rewrite it). A row
+/// names its PN by id in its first cell, except the server's: `pns` rows start with their
+/// `seq`, then the PN id, and `pn_members` rows with their PN's `seq` (schema 5).
 fn unchanged_but_for(before: &Tables, after: &Tables, legit: &BTreeSet<String>, gw: &str) {
     assert_eq!(
         before.keys().collect::<Vec<_>>(),
         after.keys().collect::<Vec<_>>()
     );
+    let seq_to_pn: BTreeMap<&str, &str> = after
+        .get("pns")
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let mut c = r.split('|');
+            Some((c.next()?, c.next()?))
+        })
+        .collect();
+    let pn_of = |table: &str, row: &str| -> String {
+        let mut c = row.split('|');
+        let first = c.next().unwrap_or_default();
+        match table {
+            "pns" => c.next().unwrap_or_default().to_string(),
+            "pn_members" => seq_to_pn
+                .get(first)
+                .copied()
+                .unwrap_or_default()
+                .to_string(),
+            _ => first.to_string(),
+        }
+    };
     let gw_row = format!("'{gw}'|");
     for (table, rows) in before {
         let now: BTreeSet<&String> = after[table].iter().collect();
@@ -229,12 +252,12 @@ fn unchanged_but_for(before: &Tables, after: &Tables, legit: &BTreeSet<String>, 
             );
         }
         for row in now.difference(&was) {
-            let first = row.split('|').next().unwrap();
+            let pn = pn_of(table, row);
             // The PN GW's status reports rewrite its own entity row; the server keeps its answers
             // to the PN GW's real PN Registration Requests for retries (table replays).
             let gw_own = (table == "entities" || table == "replays") && row.starts_with(&gw_row);
             assert!(
-                legit.contains(first) || gw_own,
+                legit.contains(&pn) || gw_own,
                 "{table}: a row appeared that no real establishment made: {row}"
             );
         }

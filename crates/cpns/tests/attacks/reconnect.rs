@@ -20,16 +20,20 @@ fn text(cell: &str) -> String {
 /// The server's PNs of `gw`: PN id (quoted BLOB) → (state, members), every member
 /// authenticated.
 fn server_pns(t: &Tables, gw: &str) -> BTreeMap<String, (String, BTreeSet<String>)> {
-    // pns: pn_id, gateway, owner, state, created_at, seq
-    let mut pns: BTreeMap<String, (String, BTreeSet<String>)> = t["pns"]
+    // pns: seq, pn_id, gateway, owner, state, created_at
+    let rows: Vec<Vec<&str>> = t["pns"]
         .iter()
         .map(|r| cells(r))
-        .filter(|c| text(c[1]) == gw)
-        .map(|c| (c[0].to_string(), (text(c[3]), BTreeSet::new())))
+        .filter(|c| text(c[2]) == gw)
         .collect();
-    // pn_members: pn_id, pne_id, position, initiator, authenticated, ...
+    let by_seq: BTreeMap<&str, String> = rows.iter().map(|c| (c[0], c[1].to_string())).collect();
+    let mut pns: BTreeMap<String, (String, BTreeSet<String>)> = rows
+        .iter()
+        .map(|c| (c[1].to_string(), (text(c[4]), BTreeSet::new())))
+        .collect();
+    // pn_members: pn_seq, pne_id, position, initiator, authenticated, ...
     for c in t["pn_members"].iter().map(|r| cells(r)) {
-        if let Some((_, members)) = pns.get_mut(c[0]) {
+        if let Some((_, members)) = by_seq.get(c[0]).and_then(|pn| pns.get_mut(pn)) {
             assert_eq!(c[4], "1", "a member not authenticated: {c:?}");
             members.insert(text(c[1]));
         }
