@@ -454,6 +454,16 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
         store.answer_of("gw-b", u64::MAX - 2).await.unwrap(),
         Some(vec![1, 2])
     );
+    let kept: Vec<(String, i64)> = store
+        .readers()
+        .read(|c| {
+            let mut stmt =
+                c.prepare("SELECT name, \"unique\" FROM pragma_index_list('replays')")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .unwrap();
+    assert_eq!(kept, [("replays_key".to_owned(), 1)]);
     // New rows go after the old ones; the foreign key from members to PNs still holds.
     let mut later = pn(4);
     later.gateway = eid("gw-b");
@@ -493,4 +503,40 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
         .unwrap();
     assert_eq!(left, 1);
     store.close().await;
+}
+
+/// Kept answers are purged from the front of the table, at most 64 per write (a write must not
+/// take longer the more there is to purge), and the purge catches up because it removes more
+/// than the one record each write adds.
+#[tokio::test]
+async fn the_answer_purge_is_bounded_per_write_and_catches_up() {
+    let (_dir, store) = fresh().await;
+    for id in 0..100 {
+        store
+            .remember_answer("gw-1", id, b"old", 1_000, 10_000)
+            .await
+            .unwrap();
+    }
+    let count = |store: &SqliteStore| {
+        store
+            .readers()
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM replays", [], |r| r.get::<_, i64>(0))?))
+            .unwrap()
+    };
+    assert_eq!(count(&store), 100);
+    store
+        .remember_answer("gw-2", 1, b"new", 20_000, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(count(&store), 100 - 64 + 1);
+    store
+        .remember_answer("gw-2", 2, b"new", 20_001, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(count(&store), 2);
+    assert_eq!(store.answer_of("gw-1", 99).await.unwrap(), None);
+    assert_eq!(
+        store.answer_of("gw-2", 1).await.unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
 }
