@@ -140,6 +140,7 @@ expectations() {
             ;;
         "cpns gateway "*)
             echo '^[0-9:]{8} pan listening  addr=127\.0\.0\.1:7401$'
+            echo '^[0-9:]{8} control listening  path=home-gw\.db\.sock$'
             echo '^[0-9:]{8} wan ready$'
             echo '^[0-9:]{8} pne discovered  pne=watch link=[0-9]+$'
             echo '^[0-9:]{8} pn established  pn=[0-9a-f]{4}…[0-9a-f]{2} gateway=home-gw members=(phone,watch|watch,phone) initiator=phone$'
@@ -168,6 +169,9 @@ expectations() {
             echo '^PN [0-9a-f]{32}  gateway home-gw$'
             echo '^  PNE phone +LocalEUKey$'
             echo '^  PNE watch +-$'
+            ;;
+        "cpns pn show "*)
+            echo '^PN [0-9a-f]{32} at home-gw: (phone, watch|watch, phone)$'
             ;;
         *) return 1 ;;
     esac

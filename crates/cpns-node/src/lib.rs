@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod backoff;
+pub mod control;
 pub mod credentials;
 pub mod error;
 pub mod frames;

@@ -58,6 +58,8 @@ pub(crate) enum RunEvent {
     Listening(String),
     /// The PN GW listens for PNEs at this address.
     PanListening(String),
+    /// The entity takes `cpns pn` requests on this control socket.
+    ControlListening(String),
     /// The PN GW started establishing this PN (000 §6.6.1.2).
     Establishing(PnId),
     /// The PN GW could not start an establishment.
@@ -274,6 +276,7 @@ pub(crate) fn describe_run(e: &RunEvent) -> Described {
     match e {
         RunEvent::Listening(addr) => Described::new("listening").text("addr", addr),
         RunEvent::PanListening(addr) => Described::new("pan_listening").text("addr", addr),
+        RunEvent::ControlListening(path) => Described::new("control_listening").text("path", path),
         RunEvent::Establishing(pn) => Described::new("establishing").pn("pn_id", *pn),
         RunEvent::EstablishFailed(reason) => {
             Described::new("establish_failed").text("reason", reason)

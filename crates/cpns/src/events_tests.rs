@@ -338,6 +338,13 @@ fn run_events() {
             json!({"addr": "127.0.0.1:7401"}),
         ),
         (
+            RunEvent::ControlListening("gw.db.sock".into()),
+            Role::Gateway,
+            "14:02:11 control listening  path=gw.db.sock",
+            "control_listening",
+            json!({"path": "gw.db.sock"}),
+        ),
+        (
             RunEvent::Establishing(pn()),
             Role::Gateway,
             "14:02:11 establishing  pn=3f2a…c1",

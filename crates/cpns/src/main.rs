@@ -7,6 +7,7 @@ mod bench;
 mod capabilities;
 mod demo;
 mod events;
+mod pn;
 mod run;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     Pne(run::PneArgs),
     /// Print the PN inventory: the server's (from its data directory) or a device's local one.
     Inventory(admin::InventoryArgs),
+    /// Act on a running PN GW through its control socket (`show`).
+    Pn(pn::PnArgs),
     /// Run server, PN GW and three PNEs on loopback and print the flows and the inventory.
     Demo(demo::DemoArgs),
     /// Measure the server from outside (set-ups, establishments, memory per session) beside
@@ -63,6 +66,7 @@ fn main() -> std::process::ExitCode {
             cli.command,
             Command::Demo(_)
                 | Command::Inventory(_)
+                | Command::Pn(_)
                 | Command::Bench(_)
                 | Command::BenchHold(_)
                 | Command::BenchLoad(_)
@@ -102,6 +106,7 @@ fn main() -> std::process::ExitCode {
             Command::BenchHold(a) => bench::hold(a).await,
             Command::BenchPrepare(a) => bench::prepare(a).await,
             Command::BenchLoad(a) => bench::load(a).await,
+            Command::Pn(a) => pn::pn(a).await,
         }
     });
     match result {

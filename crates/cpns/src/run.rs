@@ -153,6 +153,10 @@ pub(crate) struct GatewayArgs {
     /// Print events as JSON objects, one per line, instead of readable lines.
     #[arg(long)]
     pub json: bool,
+    /// The control socket `cpns pn` talks to (mode 0600); default: the store's path with
+    /// `.sock` added.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
     /// The PN GW's own device capabilities.
     #[command(flatten)]
     pub caps: CapabilityArgs,
@@ -190,6 +194,11 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
                 .context("--establish")?,
         )),
     };
+    let control_path = a
+        .control
+        .clone()
+        .unwrap_or_else(|| cpns_node::control::socket_path(&a.store));
+    let control = cpns_node::control::ControlSocket::bind(&control_path).await?;
     let listener = TcpListener::bind(&a.pan_listen)
         .await
         .with_context(|| format!("listen on {}", a.pan_listen))?;
@@ -197,11 +206,20 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
     printer.run(&RunEvent::PanListening(listener.local_addr()?.to_string()));
+    printer.run(&RunEvent::ControlListening(
+        control.path().display().to_string(),
+    ));
     let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let (stop_tx, stop) = oneshot::channel();
     let (handle, task) = gateway::start(cfg, store.clone(), listener, events_tx, None, stop)
         .await
         .map_err(anyhow::Error::msg)?;
+    let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
+    let control_handle = handle.clone();
+    let control_task = tokio::spawn(control.serve(
+        move |request| crate::pn::answer_gateway(control_handle.clone(), request),
+        control_stopped,
+    ));
     let mut known = 0usize;
     let mut ready = false;
     let mut targets = targets;
@@ -230,6 +248,8 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
             }
         }
     }
+    let _ = control_stop.send(true);
+    let _ = control_task.await;
     let r = task.await.context("the PN GW task")?;
     store.close().await;
     r.map_err(anyhow::Error::msg)

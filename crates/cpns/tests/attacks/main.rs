@@ -11,6 +11,8 @@
 //!   never reads: memory stays bounded (VmHWM from `/proc`) and legitimate peers are served.
 //! - [`oversize`]: PN Setup Requests as large as a link may send: the PN GW keeps its WAN
 //!   session.
+//! - [`control`]: the PN GW's control socket (mode 0600) serves `cpns pn show`; garbage, an
+//!   oversized line and a second PN GW on the same store change nothing.
 //! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
 //!   the two inventories agree.
 //!
@@ -19,6 +21,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod control;
 mod floods;
 mod harness;
 mod identity;

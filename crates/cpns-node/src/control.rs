@@ -1,0 +1,274 @@
+//! The local control socket of a running entity (a PN GW or a PNE daemon): the way `cpns pn ...`
+//! acts on it (issue "A PN that lives", "Long-running entities").
+//!
+//! A Unix socket beside the entity's store, mode 0600: only the user the entity runs as may
+//! connect, so a request needs no credential of its own. The protocol is one JSON object per
+//! line each way: a request names its `verb`; the answer has `"ok": true` and the verb's
+//! fields, or `"ok": false` and an `error` in words. A connection may send several requests,
+//! one at a time.
+//!
+//! The socket still faces whatever runs as that user, so it is bounded like every listener
+//! (DESIGN §3): a request line is at most [`MAX_REQUEST`] bytes (a longer one is answered with
+//! an error and the connection closed), at most [`MAX_CONNECTIONS`] connections are served at
+//! once (more wait in the socket's backlog until one ends), and a connection idle for [`IDLE`]
+//! is closed.
+//! A malformed request is answered with an error and disturbs nothing else.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tracing::debug;
+
+/// Longest request line, in bytes (without its newline).
+pub const MAX_REQUEST: usize = 16 * 1024;
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 8;
+/// How long a connection may stay silent before it is closed.
+pub const IDLE: Duration = Duration::from_secs(30);
+/// Most bytes of an oversized request read and thrown away after refusing it.
+const DISCARD_LIMIT: u64 = 1 << 20;
+
+/// Why the control socket could not be set up or asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Another running process answers on this path.
+    #[error(
+        "{0} is the control socket of a running entity: stop it first, or give this one another store"
+    )]
+    InUse(PathBuf),
+    /// Something that is not a socket is in the way.
+    #[error("{0} exists and is not a socket: move it away")]
+    NotASocket(PathBuf),
+    /// No entity answers on this path.
+    #[error(
+        "no running entity answers on {path} ({source}): start it first (`cpns gateway` or `cpns pne`)"
+    )]
+    NotRunning {
+        /// The socket's path.
+        path: PathBuf,
+        /// Why connecting failed.
+        source: io::Error,
+    },
+    /// The socket failed while in use.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket's path.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The entity's answer was not a JSON object on one line.
+    #[error("control socket {0}: the answer is not a JSON object")]
+    BadAnswer(PathBuf),
+}
+
+/// The control socket's path for an entity whose store is `store`: the same path with `.sock`
+/// added (`home-gw.db` → `home-gw.db.sock`).
+pub fn socket_path(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".sock");
+    PathBuf::from(name)
+}
+
+/// A bound control socket; the socket file is removed when it is dropped.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Binds the socket at `path` with mode 0600. A socket file left by an entity that is gone
+    /// (nothing answers on it) is replaced; one a running entity answers on is refused, and so
+    /// is anything at `path` that is not a socket.
+    pub async fn bind(path: &Path) -> Result<ControlSocket, ControlError> {
+        let io_err = |source| ControlError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if UnixStream::connect(path).await.is_ok() {
+                    return Err(ControlError::InUse(path.to_owned()));
+                }
+                std::fs::remove_file(path).map_err(io_err)?;
+            }
+            Ok(_) => return Err(ControlError::NotASocket(path.to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io_err)?;
+        // Before the first accept: a peer connecting in between would still have to get past
+        // the data directory's own permissions.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        Ok(ControlSocket {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves connections until `stop` turns true: each request line is parsed and given to
+    /// `handle`, whose answer is written back as one line.
+    pub async fn serve<H, F>(self, handle: H, mut stop: watch::Receiver<bool>)
+    where
+        H: Fn(Value) -> F + Clone + Send + 'static,
+        F: Future<Output = Value> + Send,
+    {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            // A slot first, then a connection: beyond the bound, connections wait in the
+            // socket's backlog (the kernel's, bounded) until a served one ends.
+            let slot = tokio::select! {
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+                _ = stop.changed() => {
+                    if *stop.borrow() { return; }
+                    continue;
+                }
+            };
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let handle = handle.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_connection(stream, handle).await {
+                            debug!(error = %e, "control connection ended");
+                        }
+                        drop(slot);
+                    });
+                }
+                _ = stop.changed() => {
+                    if *stop.borrow() { return; }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// An error answer.
+pub fn error(reason: impl std::fmt::Display) -> Value {
+    json!({ "ok": false, "error": reason.to_string() })
+}
+
+async fn serve_connection<H, F>(stream: UnixStream, handle: H) -> io::Result<()>
+where
+    H: Fn(Value) -> F,
+    F: Future<Output = Value>,
+{
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    loop {
+        let line = match tokio::time::timeout(IDLE, read_line(&mut read, MAX_REQUEST)).await {
+            Err(_) => return Ok(()), // silent for too long
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(Line::End)) => return Ok(()),
+            Ok(Ok(Line::TooLong)) => {
+                let reason = format!("a request is at most {MAX_REQUEST} bytes");
+                write_answer(&mut write, &error(reason)).await?;
+                // Closing with the rest of the line unread would reset the connection and
+                // could lose the answer: end our side, then let the peer finish sending (a
+                // bounded amount, for a bounded time) before closing.
+                write.shutdown().await?;
+                let (mut rest, mut sink) = (read.take(DISCARD_LIMIT), tokio::io::sink());
+                let _ = tokio::time::timeout(IDLE, tokio::io::copy(&mut rest, &mut sink)).await;
+                return Ok(());
+            }
+            Ok(Ok(Line::Whole(line))) => line,
+        };
+        let answer = match serde_json::from_slice::<Value>(&line) {
+            Ok(request) if request.is_object() => handle(request).await,
+            Ok(_) => error("a request is a JSON object with a \"verb\""),
+            Err(e) => error(format!("not a JSON request: {e}")),
+        };
+        write_answer(&mut write, &answer).await?;
+    }
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A line, without its newline.
+    Whole(Vec<u8>),
+    /// More than the bound before a newline; nothing beyond the bound was kept.
+    TooLong,
+    /// The peer closed (a line it left unfinished is dropped).
+    End,
+}
+
+/// Reads one line of at most `max` bytes, keeping no more than that in memory.
+async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> io::Result<Line> {
+    let mut line = Vec::new();
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Line::End);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (at, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max {
+            return Ok(Line::TooLong);
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(Line::Whole(line));
+        }
+    }
+}
+
+async fn write_answer<W: AsyncWriteExt + Unpin>(w: &mut W, answer: &Value) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec(answer).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    w.write_all(&bytes).await
+}
+
+/// Sends `request` to the entity whose control socket is `path` and returns its answer.
+pub async fn request(path: &Path, request: &Value) -> Result<Value, ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::NotRunning {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    write_answer(&mut write, request).await.map_err(io_err)?;
+    let mut line = Vec::new();
+    BufReader::new(read)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(io_err)?;
+    match serde_json::from_slice::<Value>(&line) {
+        Ok(answer) if answer.is_object() => Ok(answer),
+        _ => Err(ControlError::BadAnswer(path.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

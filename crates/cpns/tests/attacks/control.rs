@@ -1,0 +1,135 @@
+//! The PN GW's control socket (`cpns pn show`, issue "A PN that lives"): the socket is the
+//! owner's only (mode 0600), `cpns pn show` prints the running PN GW's PNs from it, a raw client
+//! sending garbage or an oversized line gets an error and disturbs nothing, a second PN GW on
+//! the same store is refused while the first runs, and asking when none runs says what to do.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::harness::{BIN, World, members, within};
+
+async fn cpns(args: &[&str]) -> Output {
+    within(
+        "a cpns command",
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env("CPNS_LOG", "error")
+            .output(),
+    )
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Sends raw bytes to the control socket and returns every answer line until it closes.
+async fn raw(socket: &std::path::Path, bytes: &[u8]) -> Vec<Value> {
+    let mut s = UnixStream::connect(socket).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut all = String::new();
+    within("the control socket's answers", s.read_to_string(&mut all))
+        .await
+        .unwrap();
+    all.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
+    let w = World::new(&[("gateway", "home-gw"), ("pne", "phone"), ("pne", "tv")]);
+    let store = w.local_db("home-gw");
+    let store_arg = store.to_string_lossy().into_owned();
+    let socket = std::path::PathBuf::from(format!("{store_arg}.sock"));
+
+    // Nothing runs yet: the command says so and what to do.
+    let none = cpns(&["pn", "show", "--store", &store_arg]).await;
+    assert!(!none.status.success());
+    assert!(
+        stderr(&none).contains("start it first"),
+        "{}",
+        stderr(&none)
+    );
+
+    let (_server, addr) = w.server("127.0.0.1:0").await;
+    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
+    let announced = gw.seen("control_listening");
+    assert_eq!(announced.len(), 1, "{:?}", gw.seen);
+    assert_eq!(announced[0]["path"], socket.to_string_lossy().as_ref());
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let empty = cpns(&["pn", "show", "--store", &store_arg]).await;
+    assert!(empty.status.success(), "{}", stderr(&empty));
+    assert_eq!(stdout(&empty), "no PNs\n");
+
+    let mut phone = w.pne("phone", &pan, &["--setup", "1-1"]);
+    let joined = phone.expect("pn_joined").await;
+    phone.succeeds().await;
+    gw.expect_where("pn_established", |v| v["pn_id"] == joined["pn_id"])
+        .await;
+    let pn_id = joined["pn_id"].as_str().unwrap();
+
+    let shown = cpns(&["pn", "show", "--control", &socket.to_string_lossy()]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    assert_eq!(
+        stdout(&shown),
+        format!("PN {pn_id} at home-gw: {}\n", members(&joined).join(", "))
+    );
+    let json = cpns(&["pn", "show", "--store", &store_arg, "--json"]).await;
+    let answer: Value = serde_json::from_str(stdout(&json).trim()).unwrap();
+    assert_eq!(answer["ok"], true);
+    assert_eq!(answer["pns"][0]["pn_id"], pn_id);
+    assert_eq!(answer["pns"][0]["gateway"], "home-gw");
+
+    // Garbage, a request that is not an object, an unknown verb, then an oversized line.
+    let answers = raw(&socket, b"garbage\n[]\n{\"verb\":\"explode\"}\n").await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert!(answers.iter().all(|a| a["ok"] == false), "{answers:?}");
+    assert_eq!(answers[2]["error"], "unknown verb `explode`; known: show");
+    let mut big = vec![b'x'; 64 * 1024];
+    big.push(b'\n');
+    let answers = raw(&socket, &big).await;
+    assert_eq!(answers.len(), 1);
+    assert!(answers[0]["error"].as_str().unwrap().contains("at most"));
+
+    // A second PN GW on the same store is refused while the first runs; the first still serves.
+    let second = cpns(&[
+        "gateway",
+        "--credential",
+        &w.path("home-gw.cred.json"),
+        "--server",
+        &addr,
+        "--pan-listen",
+        "127.0.0.1:0",
+        "--store",
+        &store_arg,
+    ])
+    .await;
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("stop it first"),
+        "{}",
+        stderr(&second)
+    );
+    let again = cpns(&["pn", "show", "--store", &store_arg]).await;
+    assert_eq!(stdout(&again), stdout(&shown));
+
+    // The PNE that was not in the PN is still served by the PN GW after all this.
+    let mut tv = w.pne("tv", &pan, &["--setup", "1-1", "--no-ui"]);
+    tv.expect("pn_joined").await;
+    tv.succeeds().await;
+    let both = cpns(&["pn", "show", "--store", &store_arg]).await;
+    assert_eq!(stdout(&both).lines().count(), 2, "{}", stdout(&both));
+}
