@@ -94,16 +94,21 @@ impl ControlSocket {
             path: path.to_owned(),
             source,
         };
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                if UnixStream::connect(path).await.is_ok() {
-                    return Err(ControlError::InUse(path.to_owned()));
-                }
-                std::fs::remove_file(path).map_err(io_err)?;
+        // Nothing there is the usual case; anything else that keeps us from looking, bind
+        // reports below.
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(ControlError::NotASocket(path.to_owned()));
             }
-            Ok(_) => return Err(ControlError::NotASocket(path.to_owned())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(e)),
+            match UnixStream::connect(path).await {
+                Ok(_) => return Err(ControlError::InUse(path.to_owned())),
+                // Refused: nothing listens, the entity that made it is gone. Any other error
+                // (a full backlog says "try again") leaves it alone.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(io_err)?;
+                }
+                Err(e) => return Err(io_err(e)),
+            }
         }
         let listener = UnixListener::bind(path).map_err(io_err)?;
         // Before the first accept: a peer connecting in between would still have to get past
@@ -120,8 +125,9 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Serves connections until `stop` turns true: each request line is parsed and given to
-    /// `handle`, whose answer is written back as one line.
+    /// Serves connections until `stop` turns true or its sender is dropped: each request line
+    /// is parsed and given to `handle`, whose answer is written back as one line. Connections
+    /// being served when it stops finish their current request on their own.
     pub async fn serve<H, F>(self, handle: H, mut stop: watch::Receiver<bool>)
     where
         H: Fn(Value) -> F + Clone + Send + 'static,
@@ -136,8 +142,9 @@ impl ControlSocket {
                     Ok(slot) => slot,
                     Err(_) => return,
                 },
-                _ = stop.changed() => {
-                    if *stop.borrow() { return; }
+                changed = stop.changed() => {
+                    // Stopped, or the sender gone (nobody can stop it any more: stop now).
+                    if changed.is_err() || *stop.borrow() { return; }
                     continue;
                 }
             };
@@ -152,8 +159,8 @@ impl ControlSocket {
                         drop(slot);
                     });
                 }
-                _ = stop.changed() => {
-                    if *stop.borrow() { return; }
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() { return; }
                 }
             }
         }

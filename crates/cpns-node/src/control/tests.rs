@@ -59,7 +59,10 @@ async fn requests_are_answered_in_order_and_bad_ones_disturb_nothing() {
             .unwrap()
             .starts_with("not a JSON request")
     );
-    assert_eq!(answers[2]["ok"], false);
+    assert_eq!(
+        answers[2]["error"],
+        "a request is a JSON object with a \"verb\""
+    );
     assert_eq!(answers[3]["error"], "unknown verb `nope`");
     assert_eq!(answers[4]["got"]["n"], 2);
     // The client function.
@@ -70,7 +73,9 @@ async fn requests_are_answered_in_order_and_bad_ones_disturb_nothing() {
 #[tokio::test]
 async fn an_oversized_request_is_refused_and_the_connection_closed() {
     let (_dir, path, _stop) = served().await;
-    let mut big = vec![b' '; MAX_REQUEST + 1];
+    // Far more than the bound: the refusal still arrives (the rest is read and thrown away, so
+    // the connection is not reset under the answer).
+    let mut big = vec![b' '; 64 * MAX_REQUEST];
     big.extend_from_slice(b"\n{\"verb\":\"echo\"}\n");
     let answers = raw(&path, &big).await;
     assert_eq!(answers.len(), 1, "nothing after the refusal: {answers:?}");
@@ -78,7 +83,8 @@ async fn an_oversized_request_is_refused_and_the_connection_closed() {
         answers[0]["error"],
         format!("a request is at most {MAX_REQUEST} bytes")
     );
-    // Exactly the bound is taken.
+    // The bound is the documented 16 KiB (docs/security.md), and exactly the bound is taken.
+    assert_eq!(MAX_REQUEST, 16 * 1024);
     let mut just = b"{\"verb\":\"echo\"}".to_vec();
     just.resize(MAX_REQUEST, b' ');
     just.push(b'\n');
@@ -145,6 +151,52 @@ async fn a_running_socket_is_refused_a_stale_one_replaced_and_a_file_left_alone(
     drop(stop);
 }
 
+/// A socket whose listener is alive but whose backlog is full (connecting says "try again") is
+/// not taken for a stale one: it is left in place and the bind fails.
+#[tokio::test]
+async fn a_socket_with_a_full_backlog_is_not_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let listener = UnixListener::bind(&path).unwrap(); // never accepts
+    let mut held = Vec::new();
+    let full = loop {
+        match UnixStream::connect(&path).await {
+            Ok(s) => held.push(s),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 10_000, "the backlog never filled");
+    };
+    assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{full}");
+    let err = ControlSocket::bind(&path).await.unwrap_err();
+    assert!(matches!(err, ControlError::Io { .. }), "{err}");
+    assert!(path.exists());
+    drop(listener);
+}
+
+/// An answer that is not a JSON object on one line (something else listening there) is an
+/// error, not an answer.
+#[tokio::test]
+async fn an_answer_that_is_not_an_object_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = tokio::spawn(async move {
+        for reply in [&b"[1]\n"[..], b"garbage\n", b""] {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut line = String::new();
+            BufReader::new(&mut s).read_line(&mut line).await.unwrap();
+            s.write_all(reply).await.unwrap();
+        }
+    });
+    for _ in 0..3 {
+        let err = request(&path, &json!({ "verb": "show" }))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControlError::BadAnswer(_)), "{err}");
+    }
+    server.await.unwrap();
+}
+
 #[tokio::test]
 async fn asking_an_entity_that_is_not_running_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,6 +215,21 @@ async fn stopping_ends_the_accept_loop() {
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(socket.serve(echo, stopped));
     stop.send(true).unwrap();
+    task.await.unwrap();
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn dropping_the_stop_sender_ends_the_accept_loop_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let socket = ControlSocket::bind(&path).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(socket.serve(echo, stopped));
+    // A value that is not `true` does not stop it.
+    stop.send(false).unwrap();
+    assert_eq!(raw(&path, b"{\"verb\":\"echo\"}\n").await[0]["ok"], true);
+    drop(stop);
     task.await.unwrap();
     assert!(!path.exists());
 }
