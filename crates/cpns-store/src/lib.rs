@@ -122,6 +122,11 @@ pub trait Store: Send + Sync + 'static {
     /// true if it was there and pending. An active PN is left alone.
     fn remove_pending_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Releases PN `pn` of PN GW `gw` (000 §6.6.5 step 2): removes it with its members, in any
+    /// state. True if it was there; false if there is no such PN (already released: a retry).
+    /// [`StoreError::Conflict`] if the PN belongs to another PN GW, which is left alone.
+    fn release_pn(&self, gw: &EntityId, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
+
     /// One PN with its members.
     fn pn(&self, id: &PnId) -> impl Future<Output = Result<Option<PnRecord>>> + Send;
 

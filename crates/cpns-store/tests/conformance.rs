@@ -47,6 +47,7 @@ conformance!(
     reconcile_follows_the_gateway_list,
     confirm_pns_activates_listed_pending_pns_only,
     remove_pending_pn_only_when_pending,
+    release_pn_removes_the_gateways_pn_only,
     answers_are_kept_for_retries,
     local_session_is_kept_and_replaced,
     update_members_removes_then_upserts,

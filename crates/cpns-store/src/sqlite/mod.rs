@@ -306,6 +306,11 @@ impl Store for SqliteStore {
         self.write(move |c| pn::remove_pending_pn(c, &p)).await
     }
 
+    async fn release_pn(&self, gw: &EntityId, p: &PnId) -> Result<bool> {
+        let (gw, p) = (gw.clone(), *p);
+        self.write(move |c| pn::release_pn(c, &gw, &p)).await
+    }
+
     async fn pn(&self, id: &PnId) -> Result<Option<PnRecord>> {
         self.inner.readers.snapshot(|c| pn::pn(c, id))
     }

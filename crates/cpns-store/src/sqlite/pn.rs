@@ -281,6 +281,27 @@ pub(super) fn remove_pending_pn(conn: &Connection, pn: &PnId) -> Result<bool> {
     }
 }
 
+/// Releases PN `pn` of `gw` with its members (000 §6.6.5 step 2); see
+/// [`Store::release_pn`](crate::Store::release_pn).
+pub(super) fn release_pn(conn: &Connection, gw: &EntityId, pn: &PnId) -> Result<bool> {
+    let known: Option<(i64, String)> = codec::optional(
+        conn,
+        "SELECT seq, gateway FROM pns WHERE pn_id = ?",
+        [pn.as_bytes().as_slice()],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    match known {
+        None => Ok(false),
+        Some((_, owner)) if owner != gw.as_str() => Err(StoreError::Conflict(format!(
+            "PN {pn} is registered by gateway {owner}, not {gw}"
+        ))),
+        Some((seq, _)) => {
+            delete_pn(conn, seq)?;
+            Ok(true)
+        }
+    }
+}
+
 /// One PN with its members in the order they were added; run inside a read transaction.
 pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
     let Some((seq, mut record)) = codec::optional(

@@ -694,6 +694,31 @@ pub async fn confirm_pns_activates_listed_pending_pns_only<S: Store>(s: &S) {
     );
 }
 
+/// `release_pn` removes its PN GW's PN in any state, members included, refuses another PN
+/// GW's, and says false for a PN that is not there (a retried release).
+pub async fn release_pn_removes_the_gateways_pn_only<S: Store>(s: &S) {
+    let mut pending = pn(1, "gw-1", &["pne-1"]);
+    pending.state = PnState::Pending;
+    let active = pn(2, "gw-1", &["pne-2", "pne-3"]);
+    let theirs = pn(3, "gw-2", &["pne-4"]);
+    for p in [&pending, &active, &theirs] {
+        s.register_pn(p).await.unwrap();
+    }
+    let err = s.release_pn(&eid("gw-1"), &pid(3)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("gw-2")),
+        "{err:?}"
+    );
+    assert!(s.release_pn(&eid("gw-1"), &pid(2)).await.unwrap());
+    assert!(!s.release_pn(&eid("gw-1"), &pid(2)).await.unwrap());
+    assert!(s.release_pn(&eid("gw-1"), &pid(1)).await.unwrap());
+    assert!(!s.release_pn(&eid("gw-1"), &pid(9)).await.unwrap());
+    assert_eq!(s.all_pns().await.unwrap(), [theirs]);
+    // The released PN's members went with it: registering it afresh starts empty.
+    s.register_pn(&pn(2, "gw-1", &[])).await.unwrap();
+    assert_eq!(s.pn(&pid(2)).await.unwrap().unwrap().members, []);
+}
+
 /// `remove_pending_pn` removes only a pending PN, members included.
 pub async fn remove_pending_pn_only_when_pending<S: Store>(s: &S) {
     let mut pending = pn(1, "gw-1", &["pne-1", "pne-2"]);

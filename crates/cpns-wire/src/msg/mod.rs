@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod establishment;
 pub mod pan;
 pub mod registration;
+pub mod release;
 pub mod secure;
 
 use minicbor::decode::Error as DecodeError;
@@ -21,6 +22,7 @@ pub use discovery::*;
 pub use establishment::*;
 pub use pan::*;
 pub use registration::*;
+pub use release::*;
 pub use secure::*;
 
 wire_enum!(
@@ -216,4 +218,8 @@ bodies! {
     // The secure PNE<->server session set up by registration, 003 §1.4.1 step 4.
     60 => SecureRequest,
     61 => SecureResponse,
+    // PN release, 000 §6.6.5 (docs/pn-lifecycle.md).
+    77 => PnReleaseRequest,
+    78 => PnReleaseResponse,
+    79 => PnReleaseNotification,
 }

@@ -505,6 +505,22 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             }
             .into(),
         ),
+        (
+            "pn release request",
+            PnReleaseRequest {
+                request_id: RequestId(u64::MAX),
+                pn_id: pn(7),
+            }
+            .into(),
+        ),
+        (
+            "pn release response",
+            PnReleaseResponse { pn_id: pn(7) }.into(),
+        ),
+        (
+            "pn release notification",
+            PnReleaseNotification { pn_id: pn(7) }.into(),
+        ),
     ]
 }
 
