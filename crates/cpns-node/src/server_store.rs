@@ -363,6 +363,10 @@ pub(crate) async fn persist<S: Store>(
             store.remove_pending_pn(&pn_id).await.map_err(err)?;
             Ok(Persisted::Done)
         }
+        ServerEffect::ReleasePn { gateway, pn_id } => {
+            store.release_pn(&gateway, &pn_id).await.map_err(err)?;
+            Ok(Persisted::Done)
+        }
         ServerEffect::RegisterPne {
             pn_id,
             pne_id,
@@ -483,6 +487,50 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// 000 §6.6.5 step 2 on SQLite: the PN GW's PN goes with its members; another PN GW's is a
+    /// conflict and stays; a PN already gone is no error (a retry).
+    #[tokio::test]
+    async fn a_released_pn_leaves_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let (store, _) = enrolled(dir.path(), &master, &["a"]).await;
+        let gw = |s: &str| EntityId::new(s).unwrap();
+        let pn = PnId::from_bytes([5; 16]);
+        let member = cpns_proto::server::RegisteredMember {
+            pne_id: gw("a"),
+            initiator: true,
+            capabilities: DeviceCapabilities::default(),
+            contents: Vec::new(),
+            session_key: cpns_crypto::SessionKey::from_bytes([1; 32]),
+        };
+        let register = ServerEffect::RegisterPn {
+            pn_id: pn,
+            gateway: gw("gw-1"),
+            owner: UserId::new("alice").unwrap(),
+            members: vec![member],
+        };
+        persist(&store, &master, register).await.unwrap();
+        assert_eq!(store.pn(&pn).await.unwrap().unwrap().members.len(), 1);
+        let theirs = ServerEffect::ReleasePn {
+            gateway: gw("gw-2"),
+            pn_id: pn,
+        };
+        let err = persist(&store, &master, theirs).await.unwrap_err();
+        assert!(matches!(err, StoreFailure::Conflict(_)), "{err:?}");
+        assert!(store.pn(&pn).await.unwrap().is_some());
+        for _ in 0..2 {
+            let release = ServerEffect::ReleasePn {
+                gateway: gw("gw-1"),
+                pn_id: pn,
+            };
+            assert_eq!(
+                persist(&store, &master, release).await.unwrap(),
+                Persisted::Done
+            );
+            assert_eq!(store.pn(&pn).await.unwrap(), None);
+        }
     }
 
     #[tokio::test]

@@ -256,6 +256,9 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
                 Value::List(members.iter().map(ToString::to_string).collect()),
             )
         }
+        ServerEvent::PnReleased { pn_id, gateway } => Described::new("pn_released")
+            .pn("pn_id", *pn_id)
+            .text("gateway", gateway),
         ServerEvent::PneRegistered { pne_id, cpns_id } => Described::new("pne_registered")
             .text("pne_id", pne_id)
             .text("cpns_id", cpns_id),

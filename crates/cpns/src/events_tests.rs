@@ -262,6 +262,15 @@ fn server_events() {
             json!({"gateway": "home-gw"}),
         ),
         (
+            ServerEvent::PnReleased {
+                pn_id: pn(),
+                gateway: id("home-gw"),
+            },
+            "14:02:11 pn released  pn=3f2a…c1 gateway=home-gw",
+            "pn_released",
+            json!({"pn_id": PN_HEX, "gateway": "home-gw"}),
+        ),
+        (
             ServerEvent::GatewayReady(id("home-gw")),
             "14:02:11 gateway ready  gateway=home-gw",
             "gateway_ready",

@@ -10,6 +10,7 @@ mod budget;
 mod connect;
 mod establish;
 mod register;
+mod release;
 mod secure;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -210,6 +211,14 @@ pub enum ServerEffect {
         /// The answer as sent.
         answer: Box<Envelope>,
     },
+    /// Release a PN of this PN GW with its members, in any state (000 §6.6.5 step 2;
+    /// `cpns_store::Store::release_pn`).
+    ReleasePn {
+        /// The PN GW that asked (the PN's own: checked before).
+        gateway: EntityId,
+        /// The PN.
+        pn_id: PnId,
+    },
     /// Remove a PN the PN GW never confirmed (`cpns_store::Store::remove_pending_pn`).
     DropPendingPn {
         /// The PN.
@@ -254,6 +263,13 @@ pub enum ServerEvent {
     GatewayAuthenticated(EntityId),
     /// The PN GW finished its connection set-up (002 §B.1.1.2 step 17).
     GatewayReady(EntityId),
+    /// A PN was released by its PN GW (000 §6.6.5 step 2).
+    PnReleased {
+        /// The PN.
+        pn_id: PnId,
+        /// Its PN GW.
+        gateway: EntityId,
+    },
     /// A PN was registered with these authenticated members.
     PnRegistered {
         /// The PN.
@@ -354,6 +370,15 @@ enum Parked {
         req_msg: u64,
         request_id: RequestId,
         inventory: PnInventory,
+    },
+    ReleaseLoad {
+        req_msg: u64,
+        req: cpns_wire::PnReleaseRequest,
+    },
+    ReleasePersist {
+        req_msg: u64,
+        request_id: RequestId,
+        pn_id: PnId,
     },
 }
 
@@ -460,6 +485,8 @@ impl ServerSession {
                         | Parked::PneRegistrationLoad(_)
                         | Parked::UpdateLoad { .. }
                         | Parked::UpdatePersist { .. }
+                        | Parked::ReleaseLoad { .. }
+                        | Parked::ReleasePersist { .. }
                         | Parked::SecureLoad(_)
                 )
             })
@@ -521,6 +548,7 @@ impl ServerSession {
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, &gw, &env, m),
             Body::SecureRequest(m) => self.on_secure_request(&gw, &env, m),
             Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
+            Body::PnReleaseRequest(m) => self.on_pn_release(&gw, &env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
                 &env,
@@ -545,6 +573,7 @@ impl ServerSession {
             Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
             Parked::SecureLoad(p) => self.secure_loaded(p, loaded),
             Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
+            Parked::ReleaseLoad { req_msg, req } => self.pn_release_loaded(req_msg, req, loaded),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -584,6 +613,11 @@ impl ServerSession {
                 request_id,
                 inventory,
             } => self.pn_update_persisted(req_msg, request_id, inventory, result),
+            Parked::ReleasePersist {
+                req_msg,
+                request_id,
+                pn_id,
+            } => self.pn_release_persisted(req_msg, request_id, pn_id, result),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);

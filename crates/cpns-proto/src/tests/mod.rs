@@ -34,6 +34,7 @@ mod pne_flows;
 mod queries;
 mod register;
 mod relay;
+mod release;
 mod replay;
 mod secure;
 mod security;

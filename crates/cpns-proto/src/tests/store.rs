@@ -84,6 +84,7 @@ impl Store {
             ServerEffect::ReconcilePns { .. } => "reconcile",
             ServerEffect::ConfirmPns { .. } => "confirm",
             ServerEffect::DropPendingPn { .. } => "drop_pending",
+            ServerEffect::ReleasePn { .. } => "release",
             ServerEffect::UpdateMembers { .. } => "update_members",
             ServerEffect::RegisterPne { .. } => "register_pne",
             ServerEffect::RememberAnswer { .. } => "remember",
@@ -179,6 +180,16 @@ impl Store {
             ServerEffect::DropPendingPn { pn_id } => {
                 if self.pending.contains(&pn_id) {
                     self.drop_pn(pn_id);
+                }
+                Ok(Persisted::Done)
+            }
+            ServerEffect::ReleasePn { gateway, pn_id } => {
+                match self.pn_gateway.get(&pn_id) {
+                    Some(g) if *g != gateway => {
+                        return Err(crate::StoreFailure::Conflict("another PN GW's PN".into()));
+                    }
+                    Some(_) => self.drop_pn(pn_id),
+                    None => {}
                 }
                 Ok(Persisted::Done)
             }

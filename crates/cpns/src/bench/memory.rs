@@ -135,6 +135,11 @@ impl MemoryStore {
                 }
                 Ok(Persisted::Done)
             }
+            ServerEffect::ReleasePn { pn_id, .. } => {
+                self.pending.remove(&pn_id);
+                self.pns.remove(&pn_id);
+                Ok(Persisted::Done)
+            }
             _ => Ok(Persisted::Done),
         }
     }

@@ -1,0 +1,98 @@
+//! PN release at the server (000 §6.6.5 steps 1-2; §6.6.5.1 steps 2-4): the PN GW asks, the
+//! server removes the PN from its inventory of record with its members, answers, and keeps the
+//! answer for a retry (docs/pn-lifecycle.md, "One model for every membership change").
+
+use cpns_wire::{
+    Address, Envelope, ErrorCode, PnId, PnReleaseRequest, PnReleaseResponse, RequestId,
+};
+
+use super::connect::Gw;
+use super::{LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession};
+use crate::StoreFailure;
+
+impl ServerSession {
+    /// 000 §6.6.5 step 1: PN Release Request from the PN GW.
+    pub(super) fn on_pn_release(&mut self, gw: &Gw, env: &Envelope, req: PnReleaseRequest) {
+        if self.replay(&env.from, req.request_id, env) {
+            return;
+        }
+        // A PNE asks its PN GW (§6.6.5.1 step 1), which asks in its own name (step 2).
+        if env.from != Address::Entity(gw.id.clone()) {
+            return self.reject(env, ErrorCode::Forbidden, "only the PN GW releases its PN");
+        }
+        if !self.admit(env) {
+            return;
+        }
+        let request = LoadRequest {
+            entities: Vec::new(),
+            pn: Some(req.pn_id),
+            replay: Some((env.from.clone(), req.request_id)),
+            session: None,
+        };
+        self.load(
+            Parked::ReleaseLoad {
+                req_msg: env.msg_id,
+                req,
+            },
+            request,
+        );
+    }
+
+    /// The PN is loaded: only its own PN GW may release it.
+    pub(super) fn pn_release_loaded(
+        &mut self,
+        req_msg: u64,
+        req: PnReleaseRequest,
+        mut loaded: Loaded,
+    ) {
+        let Some(gw) = self.conn.gateway().cloned() else {
+            return;
+        };
+        if self.replay_loaded(&mut loaded, req_msg) {
+            return;
+        }
+        let Some(pn) = loaded.pn.take() else {
+            return self.respond_error(req_msg, ErrorCode::NotFound, "no such PN");
+        };
+        if pn.gateway != gw.id {
+            return self.respond_error(
+                req_msg,
+                ErrorCode::Forbidden,
+                "the PN is served by another PN GW",
+            );
+        }
+        let effect = ServerEffect::ReleasePn {
+            gateway: gw.id.clone(),
+            pn_id: req.pn_id,
+        };
+        self.persist(
+            Parked::ReleasePersist {
+                req_msg,
+                request_id: req.request_id,
+                pn_id: req.pn_id,
+            },
+            effect,
+        );
+    }
+
+    /// 000 §6.6.5 step 2: the PN is gone from the inventory of record; answer and keep it.
+    pub(super) fn pn_release_persisted(
+        &mut self,
+        req_msg: u64,
+        request_id: RequestId,
+        pn_id: PnId,
+        result: Result<Persisted, StoreFailure>,
+    ) {
+        match result {
+            Ok(_) => {
+                let gw = self.peer();
+                let env = self.respond(req_msg, gw.clone(), PnReleaseResponse { pn_id });
+                self.remember(gw, request_id, env);
+                if let Some(gateway) = self.conn.gateway().map(|g| g.id.clone()) {
+                    self.event(ServerEvent::PnReleased { pn_id, gateway });
+                }
+            }
+            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+        }
+    }
+}
