@@ -20,6 +20,15 @@ impl ServerSession {
         if env.from != Address::Entity(gw.id.clone()) {
             return self.reject(env, ErrorCode::Forbidden, "only the PN GW releases its PN");
         }
+        // Releasing a PN while its establishment runs would let the establishment register it
+        // again once it ends.
+        if self.establishments.contains_key(&req.pn_id) {
+            return self.reject(
+                env,
+                ErrorCode::Conflict,
+                "an establishment of this PN is in progress",
+            );
+        }
         if !self.admit(env) {
             return;
         }

@@ -8,7 +8,7 @@ use cpns_wire::{
     SetupType,
 };
 
-use super::harness::{Harness, Party, id, plain, pne_id};
+use super::harness::{Action, Harness, Party, id, plain, pne_id};
 use super::store::PneSpec;
 use crate::server::ServerEvent;
 
@@ -180,4 +180,32 @@ fn an_unknown_pn_is_not_found_and_a_failing_store_is_an_internal_error() {
         Body::PnReleaseResponse(PnReleaseResponse { pn_id: pn })
     );
     assert!(!h.store.pns.contains_key(&pn));
+}
+
+#[test]
+fn a_pn_being_established_is_not_released() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+    // The PNEs' authentication responses are lost: the establishment stays in progress.
+    h.set_hook(|f| match (f.from, f.message) {
+        (Party::Gw, "AuthenticationResponse") => Action::Drop,
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::OneToOne);
+    let pn = h
+        .log
+        .iter()
+        .filter(|f| f.message == "PnRegistrationRequest")
+        .find_map(|f| match f.env()?.body {
+            Body::PnRegistrationRequest(r) => Some(r.pn_id),
+            _ => None,
+        })
+        .expect("the PN GW asked to register a PN");
+    h.deliver_direct(
+        Party::Gw,
+        Party::Server,
+        &plain(&release(7_001, gw(), 1, pn)),
+    )
+    .unwrap();
+    assert_eq!(refused(&h, 7_001), ErrorCode::Conflict);
+    assert_eq!(h.store.effects.get("release"), None);
 }
