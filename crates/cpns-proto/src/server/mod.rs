@@ -767,6 +767,26 @@ impl ServerSession {
         self.persist(Parked::Remembered, effect);
     }
 
+    /// The loaded PN and the connected PN GW, when the PN is that PN GW's own. Otherwise
+    /// answers `req_msg` itself — the kept answer of a retry, `not_found` or `forbidden` — and
+    /// gives `None`.
+    fn own_pn(&mut self, req_msg: u64, loaded: &mut Loaded) -> Option<(connect::Gw, KnownPn)> {
+        let gw = self.conn.gateway().cloned()?;
+        if self.replay_loaded(loaded, req_msg) {
+            return None;
+        }
+        let Some(pn) = loaded.pn.take() else {
+            self.respond_error(req_msg, ErrorCode::NotFound, "no such PN");
+            return None;
+        };
+        if pn.gateway != gw.id {
+            let reason = "the PN is served by another PN GW";
+            self.respond_error(req_msg, ErrorCode::Forbidden, reason);
+            return None;
+        }
+        Some((gw, pn))
+    }
+
     /// Re-sends a kept answer the store returned for a retried request; true if there was one.
     fn replay_loaded(&mut self, loaded: &mut Loaded, req_msg: u64) -> bool {
         let Some(mut again) = loaded.replay.take() else {

@@ -54,22 +54,9 @@ impl ServerSession {
         req: PnReleaseRequest,
         mut loaded: Loaded,
     ) {
-        let Some(gw) = self.conn.gateway().cloned() else {
+        let Some((gw, _)) = self.own_pn(req_msg, &mut loaded) else {
             return;
         };
-        if self.replay_loaded(&mut loaded, req_msg) {
-            return;
-        }
-        let Some(pn) = loaded.pn.take() else {
-            return self.respond_error(req_msg, ErrorCode::NotFound, "no such PN");
-        };
-        if pn.gateway != gw.id {
-            return self.respond_error(
-                req_msg,
-                ErrorCode::Forbidden,
-                "the PN is served by another PN GW",
-            );
-        }
         let effect = ServerEffect::ReleasePn {
             gateway: gw.id.clone(),
             pn_id: req.pn_id,
