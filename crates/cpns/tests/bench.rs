@@ -77,18 +77,7 @@ fn bad_bench_settings_are_refused_with_a_clear_error() {
     // A data directory is never reused: --keep must name a new one.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_str().unwrap();
-    let made = Command::new(BIN)
-        .args([
-            "bench-prepare",
-            "--data-dir",
-            dir,
-            "--gateways",
-            "1",
-            "--with-pnes",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let made = prepare(dir, "1");
     assert!(made.status.success());
     let out = Command::new(BIN)
         .args(["bench", "--keep", dir])
@@ -97,7 +86,14 @@ fn bad_bench_settings_are_refused_with_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already holds a data directory"), "{err}");
-    let out = Command::new(BIN)
+    let out = prepare(dir, "2");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not exceed --gateways"));
+}
+
+/// `cpns bench-prepare` of one PN GW with `pnes` of them given PNEs, in `dir`.
+fn prepare(dir: &str, pnes: &str) -> std::process::Output {
+    Command::new(BIN)
         .args([
             "bench-prepare",
             "--data-dir",
@@ -105,10 +101,8 @@ fn bad_bench_settings_are_refused_with_a_clear_error() {
             "--gateways",
             "1",
             "--with-pnes",
-            "2",
+            pnes,
         ])
         .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("must not exceed --gateways"));
+        .unwrap()
 }

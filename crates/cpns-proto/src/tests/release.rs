@@ -24,6 +24,16 @@ fn release(msg: u64, from: Address, request: u64, pn: PnId) -> Envelope {
     )
 }
 
+/// Hands `release(...)` from the PN GW's session to the server.
+fn ask(h: &mut Harness, msg: u64, from: Address, request: u64, pn: PnId) {
+    h.deliver_direct(
+        Party::Gw,
+        Party::Server,
+        &plain(&release(msg, from, request, pn)),
+    )
+    .unwrap();
+}
+
 fn gw() -> Address {
     Address::Entity(id("gw-1"))
 }
@@ -65,12 +75,7 @@ fn released(h: &Harness) -> usize {
 #[test]
 fn the_pn_gw_releases_its_pn_once_and_a_retry_gets_the_same_answer() {
     let (mut h, pn) = with_pn();
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_001, gw(), 44, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_001, gw(), 44, pn);
     assert_eq!(
         answer(&h, 7_001),
         Body::PnReleaseResponse(PnReleaseResponse { pn_id: pn })
@@ -92,12 +97,7 @@ fn the_pn_gw_releases_its_pn_once_and_a_retry_gets_the_same_answer() {
         })
     );
     // The same request again (a retry after a lost answer): the kept answer, nothing removed.
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_002, gw(), 44, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_002, gw(), 44, pn);
     assert_eq!(
         answer(&h, 7_002),
         Body::PnReleaseResponse(PnReleaseResponse { pn_id: pn })
@@ -105,12 +105,7 @@ fn the_pn_gw_releases_its_pn_once_and_a_retry_gets_the_same_answer() {
     assert_eq!(h.store.effects.get("release"), Some(&1));
     assert_eq!(released(&h), 1);
     // A new request for the PN now gone: not found.
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_003, gw(), 45, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_003, gw(), 45, pn);
     assert_eq!(refused(&h, 7_003), ErrorCode::NotFound);
 }
 
@@ -118,12 +113,7 @@ fn the_pn_gw_releases_its_pn_once_and_a_retry_gets_the_same_answer() {
 fn another_pn_gws_pn_is_not_released() {
     let (mut h, pn) = with_pn();
     h.store.pn_gateway.insert(pn, id("gw-2"));
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_001, gw(), 1, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_001, gw(), 1, pn);
     assert_eq!(refused(&h, 7_001), ErrorCode::Forbidden);
     assert!(h.store.pns.contains_key(&pn));
     assert_eq!(h.store.effects.get("release"), None);
@@ -135,12 +125,7 @@ fn a_release_in_a_pnes_name_is_refused_before_the_store() {
     let (mut h, pn) = with_pn();
     let loads = h.store.loads.get();
     let from = Address::Entity(pne_id(0));
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_001, from, 1, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_001, from, 1, pn);
     assert_eq!(refused(&h, 7_001), ErrorCode::Forbidden);
     assert_eq!(h.store.loads.get(), loads, "nothing was loaded");
     assert!(h.store.pns.contains_key(&pn));
@@ -150,31 +135,16 @@ fn a_release_in_a_pnes_name_is_refused_before_the_store() {
 fn an_unknown_pn_is_not_found_and_a_failing_store_is_an_internal_error() {
     let (mut h, pn) = with_pn();
     let other = PnId::from_bytes([0xee; 16]);
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_001, gw(), 1, other)),
-    )
-    .unwrap();
+    ask(&mut h, 7_001, gw(), 1, other);
     assert_eq!(refused(&h, 7_001), ErrorCode::NotFound);
     h.store.fail_server = true;
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_002, gw(), 2, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_002, gw(), 2, pn);
     assert_eq!(refused(&h, 7_002), ErrorCode::Internal);
     h.store.fail_server = false;
     assert!(h.store.pns.contains_key(&pn));
     assert_eq!(released(&h), 0);
     // The failure kept no answer: the same request once the store is back releases the PN.
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_003, gw(), 2, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_003, gw(), 2, pn);
     assert_eq!(
         answer(&h, 7_003),
         Body::PnReleaseResponse(PnReleaseResponse { pn_id: pn })
@@ -200,12 +170,7 @@ fn a_pn_being_established_is_not_released() {
             _ => None,
         })
         .expect("the PN GW asked to register a PN");
-    h.deliver_direct(
-        Party::Gw,
-        Party::Server,
-        &plain(&release(7_001, gw(), 1, pn)),
-    )
-    .unwrap();
+    ask(&mut h, 7_001, gw(), 1, pn);
     assert_eq!(refused(&h, 7_001), ErrorCode::Conflict);
     assert_eq!(h.store.effects.get("release"), None);
 }

@@ -93,11 +93,12 @@ async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
     assert_eq!(answer["pns"][0]["pn_id"], pn_id);
     assert_eq!(answer["pns"][0]["gateway"], "home-gw");
 
-    // Garbage, a request that is not an object, an unknown verb, then an oversized line.
-    let answers = raw(&socket, b"garbage\n[]\n{\"verb\":\"explode\"}\n").await;
-    assert_eq!(answers.len(), 3, "{answers:?}");
+    // Garbage, a request that is not an object, an unknown verb, no verb, then an oversized line.
+    let answers = raw(&socket, b"garbage\n[]\n{\"verb\":\"explode\"}\n{}\n").await;
+    assert_eq!(answers.len(), 4, "{answers:?}");
     assert!(answers.iter().all(|a| a["ok"] == false), "{answers:?}");
     assert_eq!(answers[2]["error"], "unknown verb `explode`; known: show");
+    assert_eq!(answers[3]["error"], "a request needs a \"verb\"");
     let mut big = vec![b'x'; 64 * 1024];
     big.push(b'\n');
     let answers = raw(&socket, &big).await;
