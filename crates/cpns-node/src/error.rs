@@ -49,6 +49,10 @@ pub enum NodeError {
     /// The CPNS Server refused this PN GW's credential: retrying will not help.
     #[error("the CPNS Server refused this PN GW: {0}")]
     Refused(ErrorBody),
+    /// A command was carried out as far as it could go and refused, for this reason (a PN
+    /// release the server refused, an unknown PN): nothing changed.
+    #[error("{0}")]
+    Rejected(ErrorBody),
     /// The peer closed the connection.
     #[error("{0} closed the connection")]
     Closed(&'static str),

@@ -19,7 +19,7 @@ use cpns_proto::gateway::{
 };
 use cpns_proto::{LocalPnState, PanSecurity, ProtoError, StoreFailure, Token};
 use cpns_store::{LocalMember, LocalPn, Store};
-use cpns_wire::{EntityId, ErrorCode, PnId, PnInventory};
+use cpns_wire::{EntityId, ErrorBody, ErrorCode, PnId, PnInventory};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -103,6 +103,16 @@ enum Input {
     Persisted(Token, Result<(), StoreFailure>),
     Establish(EstablishTargets, oneshot::Sender<Result<PnId, ProtoError>>),
     Inventory(oneshot::Sender<Vec<PnInventory>>),
+    Release(PnId, oneshot::Sender<Result<Released, ErrorBody>>),
+}
+
+/// A PN released by [`GatewayHandle::release`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The PN.
+    pub pn_id: PnId,
+    /// The members told by PN Release Notification.
+    pub notified: Vec<EntityId>,
 }
 
 /// Commands to a running PN GW.
@@ -119,6 +129,7 @@ impl core::fmt::Debug for Input {
             Input::Persisted(..) => "Persisted",
             Input::Establish(..) => "Establish",
             Input::Inventory(_) => "Inventory",
+            Input::Release(..) => "Release",
         })
     }
 }
@@ -133,6 +144,20 @@ impl GatewayHandle {
             .await
             .map_err(stopped)?;
         Ok(rx.await.map_err(|_| NodeError::Stopped("PN GW"))??)
+    }
+
+    /// 000 §6.6.5: releases one of the PN GW's PNs, on the server and locally, and tells its
+    /// members. An `Err(NodeError::Rejected)` carries the reason the PN was kept.
+    pub async fn release(&self, pn_id: PnId) -> Result<Released, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = |_| NodeError::Stopped("PN GW");
+        self.tx
+            .send(Input::Release(pn_id, tx))
+            .await
+            .map_err(stopped)?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PN GW"))?
+            .map_err(NodeError::Rejected)
     }
 
     /// The PN GW's local PN inventory.
@@ -263,6 +288,7 @@ pub async fn start<S: Store + Clone>(
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
             store_jobs,
+            releasing: BTreeMap::new(),
             events,
             trace,
             me,
@@ -318,24 +344,32 @@ impl Connect {
     }
 }
 
+/// A local store write.
+enum StoreJob {
+    Save(LocalPnState),
+    Forget(PnId),
+}
+
 /// Runs local store writes beside the loop, in order, and reports each back as an input.
 fn spawn_store_worker<S: Store>(
     store: S,
     inbox: mpsc::Sender<Input>,
     shutdown: CancellationToken,
-) -> mpsc::Sender<(Token, LocalPnState)> {
-    let (tx, mut jobs) = mpsc::channel::<(Token, LocalPnState)>(STORE_QUEUE);
+) -> mpsc::Sender<(Token, StoreJob)> {
+    let (tx, mut jobs) = mpsc::channel::<(Token, StoreJob)>(STORE_QUEUE);
     tokio::spawn(async move {
         loop {
             let job = tokio::select! {
                 job = jobs.recv() => job,
                 () = shutdown.cancelled() => None,
             };
-            let Some((token, pn)) = job else { return };
-            let result = store
-                .save_local_pn(&local_pn_record(&pn))
-                .await
-                .map_err(|e| store_failure(&e));
+            let Some((token, job)) = job else { return };
+            let result = match job {
+                StoreJob::Save(pn) => store.save_local_pn(&local_pn_record(&pn)).await,
+                // A PN already gone is what was asked for.
+                StoreJob::Forget(pn) => store.remove_local_pn(&pn).await.map(drop),
+            }
+            .map_err(|e| store_failure(&e));
             if inbox.send(Input::Persisted(token, result)).await.is_err() {
                 return;
             }
@@ -354,7 +388,9 @@ struct Actor {
     backoff: Backoff,
     links: BTreeMap<LinkId, mpsc::Sender<LinkCmd>>,
     peers: BTreeMap<LinkId, EntityId>,
-    store_jobs: mpsc::Sender<(Token, LocalPnState)>,
+    store_jobs: mpsc::Sender<(Token, StoreJob)>,
+    /// Owners' release requests waiting for their result, by PN.
+    releasing: BTreeMap<PnId, oneshot::Sender<Result<Released, ErrorBody>>>,
     events: mpsc::Sender<GatewayEvent>,
     trace: TraceSink,
     me: EntityId,
@@ -422,6 +458,14 @@ impl Actor {
             Input::Inventory(reply) => {
                 let _ = reply.send(self.machine.inventory().into_iter().cloned().collect());
             }
+            Input::Release(pn_id, reply) => match self.machine.release_pn(now, pn_id) {
+                Ok(()) => {
+                    self.releasing.insert(pn_id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
         }
     }
 
@@ -494,6 +538,16 @@ impl Actor {
         }
     }
 
+    /// Hands a write to the store worker; a full queue fails it at once as overloaded.
+    fn store(&mut self, token: Token, job: StoreJob) {
+        if self.store_jobs.try_send((token, job)).is_err() {
+            let overloaded = Err(StoreFailure::Overloaded);
+            let _ = self
+                .machine
+                .handle_persisted(Instant::now(), token, overloaded);
+        }
+    }
+
     fn emit(&self, e: GatewayEvent) {
         debug!(event = ?e, "gateway");
         if self.events.try_send(e).is_err() {
@@ -535,13 +589,9 @@ impl Actor {
                     }
                 }
                 GatewayOutput::CloseWan { reason } => self.wan_gone(&reason),
-                GatewayOutput::Persist { token, pn } => {
-                    if self.store_jobs.try_send((token, pn)).is_err() {
-                        let overloaded = Err(StoreFailure::Overloaded);
-                        let _ = self
-                            .machine
-                            .handle_persisted(Instant::now(), token, overloaded);
-                    }
+                GatewayOutput::Persist { token, pn } => self.store(token, StoreJob::Save(pn)),
+                GatewayOutput::Forget { token, pn_id } => {
+                    self.store(token, StoreJob::Forget(pn_id));
                 }
                 GatewayOutput::Event(e) => {
                     match &e {
@@ -558,6 +608,24 @@ impl Actor {
                             }
                         }
                         GatewayEvent::WanReady => self.backoff.reset(),
+                        GatewayEvent::PnReleased {
+                            pn_id,
+                            by: None,
+                            notified,
+                        } => {
+                            if let Some(reply) = self.releasing.remove(pn_id) {
+                                let released = Released {
+                                    pn_id: *pn_id,
+                                    notified: notified.clone(),
+                                };
+                                let _ = reply.send(Ok(released));
+                            }
+                        }
+                        GatewayEvent::ReleaseFailed { pn_id, reason } => {
+                            if let Some(reply) = self.releasing.remove(pn_id) {
+                                let _ = reply.send(Err(reason.to_error()));
+                            }
+                        }
                         _ => {}
                     }
                     if let GatewayEvent::WanRefused(err) = &e

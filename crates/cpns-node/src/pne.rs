@@ -1,16 +1,19 @@
 //! The PNE runtime: one PAN connection to a PN GW (CPNS-6) driving a [`PneSession`], the PNE's
 //! local PN inventory in a [`Store`], and a short script of what the PNE should do (discover,
-//! set up a PN, wait to be invited, register).
+//! set up a PN, wait to be invited, register, release). [`run`] does the script and returns;
+//! [`serve`] then stays, reconnecting with backoff, and takes commands.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
+use cpns_proto::{Flow, PanSecurity};
 use cpns_store::{LocalSession, Store};
-use cpns_wire::{PnId, SetupType};
+use cpns_wire::{ErrorBody, ErrorCode, PnId, PnInventory, SetupType};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::backoff::Backoff;
 use crate::error::{NodeError, store_failure};
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::gateway::{local_pn_record, local_pn_state};
@@ -35,6 +38,8 @@ pub enum PneStep {
         /// Its payload.
         payload: Vec<u8>,
     },
+    /// 000 §6.6.5.1: ask the PN GW to release this PN, until it is released.
+    Release(PnId),
 }
 
 /// What the PNE did.
@@ -69,76 +74,303 @@ pub async fn run<S: Store>(
     trace: TraceSink,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<PneReport, NodeError> {
-    let mut session = PneSession::new(cfg.clone(), cpns_crypto::MachineRng::os());
-    let stored = store.local_pns().await?;
-    session.restore(stored.iter().map(local_pn_state).collect())?;
-    let storage_key = cpns_crypto::device_storage_key(&cfg.eukey);
-    if let Some(kept) = store.local_session().await? {
-        let session_key = open_sk(&storage_key, &kept.pn_id, &cfg.id, &kept.sealed_session_key)?;
-        session.restore_session(SecureSession {
-            cpns_id: kept.cpns_id,
-            pn_id: kept.pn_id,
-            session_key,
-            lifetime_s: u32::try_from(kept.lifetime_s).unwrap_or(u32::MAX),
-        });
-    }
-    let connect = |source| NodeError::Connect {
-        addr: gw_addr.to_string(),
-        source,
-    };
-    let stream = TcpStream::connect(gw_addr).await.map_err(connect)?;
-    stream.set_nodelay(true).map_err(connect)?;
-    // The PN GW is the peer this PNE chose to connect to: its frames get the full limit.
-    let mut conn = FramedConn::new(stream, cfg.max_frame, DEFAULT_MAX_QUEUED);
-    let me = cfg.id.to_string();
-    let mut report_out = PneReport::default();
+    let mut link = Link::open(cfg, store, gw_addr, events, trace).await?;
     let mut steps = steps.into_iter();
     let mut current: Option<PneStep> = None;
-    session.start_discovery(Instant::now());
-    let mut discovered = false;
     loop {
         // Carry out the outputs; see whether the current step ended.
-        while let Some(out) = session.poll_output() {
+        for e in link.drain().await? {
+            if current.as_ref().is_some_and(|s| step_ends(s, &e)) {
+                current = None;
+            }
+        }
+        if link.discovered && current.is_none() {
+            match steps.next() {
+                None => {
+                    link.conn.close().await;
+                    return Ok(link.report);
+                }
+                Some(step) => {
+                    link.start(&step)?;
+                    current = Some(step);
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            r = link.next() => r?,
+            _ = &mut stop => return Ok(link.report),
+        }
+    }
+}
+
+/// Commands to a PNE that [`serve`] runs.
+#[derive(Debug)]
+enum Command {
+    Inventory(oneshot::Sender<Vec<PnInventory>>),
+    Release(PnId, oneshot::Sender<Result<PnId, ErrorBody>>),
+}
+
+/// Acts on a PNE that [`serve`] runs.
+#[derive(Clone, Debug)]
+pub struct PneHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl PneHandle {
+    /// The PNs the PNE belongs to.
+    pub async fn inventory(&self) -> Result<Vec<PnInventory>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Inventory(tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PNE"))?;
+        rx.await.map_err(|_| NodeError::Stopped("PNE"))
+    }
+
+    /// 000 §6.6.5.1: asks the PN GW to release a PN the PNE is a member of; `Ok` once the PN is
+    /// gone from the server, the PN GW and this PNE.
+    pub async fn release(&self, pn_id: PnId) -> Result<PnId, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Release(pn_id, tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PNE"))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PNE"))?
+            .map_err(NodeError::Rejected)
+    }
+}
+
+/// Settings of a long-running PNE ([`serve`]).
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The PN GW's PAN address.
+    pub gateway: String,
+    /// Delay before the first reconnection to the PN GW (doubling, with jitter).
+    pub reconnect_initial: Duration,
+    /// Longest delay between reconnections.
+    pub reconnect_max: Duration,
+}
+
+impl ServeConfig {
+    /// Reconnecting to the PN GW at `gateway` after 250 ms, doubling up to 15 s.
+    pub fn new(gateway: String) -> Self {
+        Self {
+            gateway,
+            reconnect_initial: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Runs a PNE that stays (docs/pn-lifecycle.md, "Long-running entities"): it runs `steps` once,
+/// then stays connected to its PN GW, proves itself with a LocalEUKey of a PN it shares with
+/// it (so the PN GW can tell it what changes), keeps its local inventory current, and acts on
+/// the commands of its [`PneHandle`]. A lost link is opened again with backoff. Ends at `stop`,
+/// or with an error when a step fails.
+pub fn serve<S: Store + Clone>(
+    cfg: PneConfig,
+    serve: ServeConfig,
+    store: S,
+    steps: Vec<PneStep>,
+    events: Option<mpsc::Sender<PneEvent>>,
+    trace: TraceSink,
+    stop: oneshot::Receiver<()>,
+) -> (PneHandle, tokio::task::JoinHandle<Result<(), NodeError>>) {
+    let (tx, commands) = mpsc::channel(16);
+    let task = tokio::spawn(serve_loop(
+        cfg, serve, store, steps, events, trace, commands, stop,
+    ));
+    (PneHandle { tx }, task)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_loop<S: Store + Clone>(
+    cfg: PneConfig,
+    serve: ServeConfig,
+    store: S,
+    steps: Vec<PneStep>,
+    events: Option<mpsc::Sender<PneEvent>>,
+    trace: TraceSink,
+    mut commands: mpsc::Receiver<Command>,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<(), NodeError> {
+    let mut backoff = Backoff::new(
+        serve.reconnect_initial,
+        serve.reconnect_max,
+        cpns_crypto::MachineRng::os(),
+    );
+    let mut steps = Some(steps);
+    loop {
+        let opened = tokio::select! {
+            l = Link::open(cfg.clone(), store.clone(), &serve.gateway, events.clone(), trace.clone()) => l,
+            _ = &mut stop => return Ok(()),
+        };
+        let lost = match opened {
+            Ok(mut link) => {
+                let steps = steps.take().unwrap_or_default();
+                match link
+                    .stay(steps, &mut backoff, &mut commands, &mut stop)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e @ NodeError::Ended(_)) if link.steps_failed => return Err(e),
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        let delay = backoff.next_delay();
+        warn!(error = %lost, ?delay, "no link to the PN GW; reconnecting");
+        let wake = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => break,
+                c = commands.recv() => match c {
+                    Some(c) => offline(&store, c).await,
+                    None => return Ok(()),
+                },
+                _ = &mut stop => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Answers a command while there is no link to the PN GW.
+async fn offline<S: Store>(store: &S, c: Command) {
+    match c {
+        Command::Inventory(reply) => {
+            let pns = store.local_pns().await.unwrap_or_default();
+            let _ = reply.send(pns.iter().map(|p| local_pn_state(p).inventory).collect());
+        }
+        Command::Release(_, reply) => {
+            let e = ErrorBody::new(
+                ErrorCode::Busy,
+                "the PNE has no link to its PN GW; it is reconnecting, try again shortly",
+            );
+            let _ = reply.send(Err(e));
+        }
+    }
+}
+
+/// One PAN link to the PN GW and the machine on it.
+struct Link<S> {
+    session: PneSession,
+    conn: FramedConn<TcpStream>,
+    store: S,
+    cfg: PneConfig,
+    storage_key: cpns_crypto::MasterKey,
+    events: Option<mpsc::Sender<PneEvent>>,
+    trace: TraceSink,
+    report: PneReport,
+    discovered: bool,
+    /// Set when a step failed: a long-running PNE stops rather than retry it.
+    steps_failed: bool,
+}
+
+impl<S: Store> Link<S> {
+    /// Reloads the local inventory and secure session, connects, and starts discovery.
+    async fn open(
+        cfg: PneConfig,
+        store: S,
+        gw_addr: &str,
+        events: Option<mpsc::Sender<PneEvent>>,
+        trace: TraceSink,
+    ) -> Result<Self, NodeError> {
+        let mut session = PneSession::new(cfg.clone(), cpns_crypto::MachineRng::os());
+        let stored = store.local_pns().await?;
+        session.restore(stored.iter().map(local_pn_state).collect())?;
+        let storage_key = cpns_crypto::device_storage_key(&cfg.eukey);
+        if let Some(kept) = store.local_session().await? {
+            let session_key =
+                open_sk(&storage_key, &kept.pn_id, &cfg.id, &kept.sealed_session_key)?;
+            session.restore_session(SecureSession {
+                cpns_id: kept.cpns_id,
+                pn_id: kept.pn_id,
+                session_key,
+                lifetime_s: u32::try_from(kept.lifetime_s).unwrap_or(u32::MAX),
+            });
+        }
+        let connect = |source| NodeError::Connect {
+            addr: gw_addr.to_string(),
+            source,
+        };
+        let stream = TcpStream::connect(gw_addr).await.map_err(connect)?;
+        stream.set_nodelay(true).map_err(connect)?;
+        // The PN GW is the peer this PNE chose to connect to: its frames get the full limit.
+        let conn = FramedConn::new(stream, cfg.max_frame, DEFAULT_MAX_QUEUED);
+        session.start_discovery(Instant::now());
+        Ok(Self {
+            session,
+            conn,
+            store,
+            cfg,
+            storage_key,
+            events,
+            trace,
+            report: PneReport::default(),
+            discovered: false,
+            steps_failed: false,
+        })
+    }
+
+    /// Carries out the machine's outputs; the events among them, in order.
+    async fn drain(&mut self) -> Result<Vec<PneEvent>, NodeError> {
+        let mut happened = Vec::new();
+        let me = self.cfg.id.to_string();
+        while let Some(out) = self.session.poll_output() {
             match out {
                 PneOutput::Transmit {
                     frame,
                     trace: record,
                 } => {
-                    let gw = session
+                    let gw = self
+                        .session
                         .gateway()
                         .map_or_else(|| "gateway".to_string(), |g| g.to_string());
-                    report(&trace, &me, &gw, &record);
-                    conn.queue(&frame)?;
+                    report(&self.trace, &me, &gw, &record);
+                    self.conn.queue(&frame)?;
                 }
                 PneOutput::Persist { token, pn } => {
-                    let result = store
+                    let result = self
+                        .store
                         .save_local_pn(&local_pn_record(&pn))
                         .await
                         .map_err(|e| store_failure(&e));
-                    session.handle_persisted(token, result)?;
+                    self.session.handle_persisted(token, result)?;
+                }
+                PneOutput::Forget { token, pn_id } => {
+                    // A PN already gone is what was asked for.
+                    let result = self
+                        .store
+                        .remove_local_pn(&pn_id)
+                        .await
+                        .map(drop)
+                        .map_err(|e| store_failure(&e));
+                    self.session.handle_persisted(token, result)?;
                 }
                 PneOutput::Event(e) => {
                     // The driver reports events (the CLI prints them); the Debug form is for debugging.
                     debug!(event = ?e, "pne");
-                    if let Some(tx) = &events
+                    if let Some(tx) = &self.events
                         && tx.try_send(e.clone()).is_err()
                     {
                         debug!("PNE event dropped: the consumer is not keeping up");
                     }
                     if matches!(e, PneEvent::Discovered { .. }) {
-                        discovered = true;
+                        self.discovered = true;
                     }
-                    if current.as_ref().is_some_and(|s| step_ends(s, &e)) {
-                        current = None;
-                    }
-                    report_out.events.push(e);
+                    self.report.events.push(e.clone());
+                    happened.push(e);
                 }
                 PneOutput::PersistSession { session: s } => {
-                    let sealed = sealed_sk(&storage_key, &s.pn_id, &cfg.id, &s.session_key)
-                        .map_err(|e| NodeError::Sealed {
-                            what: "the secure session's key".into(),
-                            reason: e.to_string(),
-                        })?;
+                    let sealed =
+                        sealed_sk(&self.storage_key, &s.pn_id, &self.cfg.id, &s.session_key)
+                            .map_err(|e| NodeError::Sealed {
+                                what: "the secure session's key".into(),
+                                reason: e.to_string(),
+                            })?;
                     let record = LocalSession {
                         cpns_id: s.cpns_id,
                         pn_id: s.pn_id,
@@ -146,43 +378,45 @@ pub async fn run<S: Store>(
                         lifetime_s: i64::from(s.lifetime_s),
                         stored_at: unix_millis(),
                     };
-                    store.save_local_session(&record).await?;
+                    self.store.save_local_session(&record).await?;
                 }
                 PneOutput::Close { reason } => {
-                    conn.close().await;
+                    self.conn.close().await;
                     return Err(NodeError::Ended(reason));
                 }
             }
         }
-        if discovered && current.is_none() {
-            match steps.next() {
-                None => {
-                    conn.close().await;
-                    return Ok(report_out);
-                }
-                Some(step) => {
-                    let now = Instant::now();
-                    let started = match &step {
-                        PneStep::Setup(t) => session.start_setup(now, t.clone()).map(|_| ()),
-                        PneStep::AwaitInvitation => Ok(()),
-                        PneStep::Register(pn) => {
-                            let pn = pn.or_else(|| session.inventory().first().map(|i| i.pn_id));
-                            session.start_registration(now, pn).map(|_| ())
-                        }
-                        PneStep::SecureCall { service, payload } => session
-                            .secure_call(now, service, payload.clone())
-                            .map(|_| ()),
-                    };
-                    started?;
-                    current = Some(step);
-                    continue;
-                }
+        Ok(happened)
+    }
+
+    /// Starts a step.
+    fn start(&mut self, step: &PneStep) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let s = &mut self.session;
+        match step {
+            PneStep::Setup(t) => s.start_setup(now, t.clone()).map(drop),
+            PneStep::AwaitInvitation => Ok(()),
+            PneStep::Register(pn) => {
+                let pn = pn.or_else(|| s.inventory().first().map(|i| i.pn_id));
+                s.start_registration(now, pn).map(drop)
             }
-        }
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+            PneStep::SecureCall { service, payload } => {
+                s.secure_call(now, service, payload.clone()).map(drop)
+            }
+            PneStep::Release(pn) => s.release_pn(now, *pn).map(drop),
+        }?;
+        Ok(())
+    }
+
+    /// Waits for the next frame or deadline and hands it to the machine.
+    async fn next(&mut self) -> Result<(), NodeError> {
+        let deadline = self
+            .session
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std);
         tokio::select! {
-            frame = conn.next_frame() => match frame {
-                Ok(frame) => match session.handle_frame(Instant::now(), &frame) {
+            frame = self.conn.next_frame() => match frame {
+                Ok(frame) => match self.session.handle_frame(Instant::now(), &frame) {
                     Ok(()) => {}
                     Err(e @ cpns_proto::ProtoError::UnsupportedVersion { .. }) => {
                         debug!(error = %e, "dropped a frame of another protocol version");
@@ -192,9 +426,115 @@ pub async fn run<S: Store>(
                 Err(FrameError::Closed) => return Err(NodeError::Closed("the PN GW")),
                 Err(e) => return Err(e.into()),
             },
-            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
-            _ = &mut stop => return Ok(report_out),
+            () = sleep_until(deadline) => self.session.handle_timeout(Instant::now()),
         }
+        Ok(())
+    }
+
+    /// Runs `steps`, then stays on the link serving commands until `stop` (`Ok`) or the link
+    /// is lost (`Err`).
+    async fn stay(
+        &mut self,
+        steps: Vec<PneStep>,
+        backoff: &mut Backoff,
+        commands: &mut mpsc::Receiver<Command>,
+        stop: &mut oneshot::Receiver<()>,
+    ) -> Result<(), NodeError> {
+        let mut steps = steps.into_iter();
+        let mut current: Option<PneStep> = None;
+        let mut proving = false;
+        let mut release: Option<(PnId, oneshot::Sender<Result<PnId, ErrorBody>>)> = None;
+        loop {
+            for e in self.drain().await? {
+                if let PneEvent::Discovered { .. } = e {
+                    backoff.reset();
+                }
+                if current.as_ref().is_some_and(|s| step_ends(s, &e)) {
+                    current = None;
+                    if let PneEvent::FlowFailed { flow, reason } = &e {
+                        self.steps_failed = true;
+                        return Err(NodeError::Ended(format!("{flow}: {reason}")));
+                    }
+                }
+                match e {
+                    PneEvent::PnReleased { pn_id, by_me: true }
+                        if release.as_ref().is_some_and(|(p, _)| *p == pn_id) =>
+                    {
+                        if let Some((_, reply)) = release.take() {
+                            let _ = reply.send(Ok(pn_id));
+                        }
+                    }
+                    PneEvent::FlowFailed {
+                        flow: Flow::PnRelease,
+                        reason,
+                    } => {
+                        if let Some((_, reply)) = release.take() {
+                            let _ = reply.send(Err(reason.to_error()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !self.discovered {
+                // Wait for discovery.
+            } else if current.is_none()
+                && let Some(step) = steps.next()
+            {
+                self.start(&step)?;
+                current = Some(step);
+                continue;
+            } else if current.is_none() && !proving {
+                // Prove itself to the PN GW, so the PN GW tells it what changes.
+                proving = true;
+                if let Some(pn) = self.provable_pn() {
+                    self.session.start_pan_auth(Instant::now(), pn)?;
+                    continue;
+                }
+            }
+            tokio::select! {
+                r = self.next() => r?,
+                c = commands.recv() => match c {
+                    None => return Ok(()),
+                    Some(Command::Inventory(reply)) => {
+                        let pns = self.session.inventory().into_iter().cloned().collect();
+                        let _ = reply.send(pns);
+                    }
+                    Some(Command::Release(pn, reply)) => {
+                        let started = if release.is_some() {
+                            Err(ErrorBody::new(ErrorCode::Conflict, "a PN release is in progress"))
+                        } else {
+                            self.session
+                                .release_pn(Instant::now(), pn)
+                                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
+                        };
+                        match started {
+                            Ok(_) => release = Some((pn, reply)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                },
+                _ = &mut *stop => {
+                    self.conn.close().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// A PN whose PN GW is the one on this link and whose LocalEUKey this PNE holds, when the
+    /// link is not sealed yet on an insecure PAN.
+    fn provable_pn(&self) -> Option<PnId> {
+        if self.cfg.security != PanSecurity::Cpns || self.session.link_sealed() {
+            return None;
+        }
+        let gw = self.session.gateway()?;
+        self.session
+            .inventory()
+            .into_iter()
+            .find(|i| &i.gateway == gw && self.session.holds_local_key(&i.pn_id))
+            .map(|i| i.pn_id)
     }
 }
 
@@ -210,5 +550,9 @@ fn step_ends(step: &PneStep, e: &PneEvent) -> bool {
             | (PneStep::AwaitInvitation, PneEvent::InvitationDeclined(_))
             | (PneStep::Register(_), PneEvent::Registered { .. })
             | (PneStep::SecureCall { .. }, PneEvent::SecureAnswer { .. })
+            | (
+                PneStep::Release(_),
+                PneEvent::PnReleased { by_me: true, .. }
+            )
     )
 }

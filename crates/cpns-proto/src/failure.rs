@@ -29,6 +29,8 @@ pub enum Flow {
     InventoryReconciliation,
     /// Keeping an answer for retries (DESIGN §3).
     KeepingAnswer,
+    /// PN release (000 §6.6.5, §6.6.5.1).
+    PnRelease,
 }
 
 impl fmt::Display for Flow {
@@ -43,6 +45,7 @@ impl fmt::Display for Flow {
             Flow::StatusUpdate => "status update",
             Flow::InventoryReconciliation => "inventory reconciliation",
             Flow::KeepingAnswer => "keeping an answer for retries",
+            Flow::PnRelease => "PN release",
         })
     }
 }
@@ -109,6 +112,23 @@ pub enum Failure {
     WanLost,
     /// What the flow would send is larger than the CPNS Server accepts.
     TooLarge,
+}
+
+impl Failure {
+    /// The failure as the error answer its asker reads: a peer's refusal as it came, a
+    /// timeout as `timeout`, a lost server session as `busy`, anything else as `internal`.
+    pub fn to_error(&self) -> ErrorBody {
+        use cpns_wire::ErrorCode;
+        match self {
+            Failure::Refused(e) => e.clone(),
+            Failure::TimedOut => ErrorBody::new(ErrorCode::Timeout, "no answer in time"),
+            Failure::WanLost => ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW lost its connection to the CPNS Server",
+            ),
+            other => ErrorBody::new(ErrorCode::Internal, other.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for Failure {

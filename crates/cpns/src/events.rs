@@ -187,6 +187,20 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
         GatewayEvent::LinkRejected { link, reason } => Described::new("link_rejected")
             .field("link", "link", Value::Number(link.0))
             .text("reason", reason),
+        GatewayEvent::PnReleased {
+            pn_id,
+            by,
+            notified,
+        } => {
+            let notified = notified.iter().map(ToString::to_string).collect();
+            Described::new("pn_released")
+                .pn("pn_id", *pn_id)
+                .text("by", by.as_ref().map_or("owner", |p| p.as_str()))
+                .field("notified", "notified", Value::List(notified))
+        }
+        GatewayEvent::ReleaseFailed { pn_id, reason } => Described::new("release_failed")
+            .pn("pn_id", *pn_id)
+            .text("reason", reason),
         _ => Described::unknown("PN GW"),
     }
 }
@@ -238,6 +252,9 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
         PneEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
             .text("flow", flow)
             .text("reason", reason),
+        PneEvent::PnReleased { pn_id, by_me } => Described::new("pn_released")
+            .pn("pn_id", *pn_id)
+            .field("by_me", "by_me", Value::Bool(*by_me)),
         _ => Described::unknown("PNE"),
     }
 }

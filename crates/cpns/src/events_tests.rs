@@ -162,6 +162,35 @@ fn gateway_events() {
             "link_rejected",
             json!({"link": 9, "reason": "frame too large"}),
         ),
+        (
+            GatewayEvent::PnReleased {
+                pn_id: pn(),
+                by: None,
+                notified: vec![id("phone"), id("watch")],
+            },
+            "14:02:11 pn released  pn=3f2a…c1 by=owner notified=phone,watch",
+            "pn_released",
+            json!({"pn_id": PN_HEX, "by": "owner", "notified": ["phone", "watch"]}),
+        ),
+        (
+            GatewayEvent::PnReleased {
+                pn_id: pn(),
+                by: Some(id("watch")),
+                notified: Vec::new(),
+            },
+            "14:02:11 pn released  pn=3f2a…c1 by=watch notified=none",
+            "pn_released",
+            json!({"pn_id": PN_HEX, "by": "watch", "notified": []}),
+        ),
+        (
+            GatewayEvent::ReleaseFailed {
+                pn_id: pn(),
+                reason: Failure::TimedOut,
+            },
+            r#"14:02:11 release failed  pn=3f2a…c1 reason="timed out""#,
+            "release_failed",
+            json!({"pn_id": PN_HEX, "reason": "timed out"}),
+        ),
     ];
     for (event, want_line, name, want_fields) in cases {
         assert_eq!(gateway_line(&ts(), &event), want_line);
@@ -243,6 +272,15 @@ fn pne_events() {
             r#"14:02:11 flow failed  flow="PN establishment" reason="timed out""#,
             "flow_failed",
             json!({"flow": "PN establishment", "reason": "timed out"}),
+        ),
+        (
+            PneEvent::PnReleased {
+                pn_id: pn(),
+                by_me: false,
+            },
+            "14:02:11 pn released  pn=3f2a…c1 by_me=no",
+            "pn_released",
+            json!({"pn_id": PN_HEX, "by_me": false}),
         ),
     ];
     for (event, want_line, name, want_fields) in cases {

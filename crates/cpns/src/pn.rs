@@ -1,5 +1,6 @@
-//! `cpns pn ...`: acts on a running PN GW through its control socket (`cpns_node::control`)
-//! and prints its answer, one readable line per PN, or the answer as JSON with `--json`.
+//! `cpns pn ...`: acts on a running PN GW or PNE (`cpns gateway`, `cpns pne --stay`) through
+//! its control socket (`cpns_node::control`) and prints its answer, one readable line per PN,
+//! or the answer as JSON with `--json`.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,8 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 use cpns_node::control;
 use cpns_node::gateway::GatewayHandle;
+use cpns_node::pne::PneHandle;
+use cpns_wire::{PnId, PnInventory};
 use serde_json::{Value, json};
 
 #[derive(Args, Debug)]
@@ -28,6 +31,12 @@ pub(crate) struct PnArgs {
 pub(crate) enum PnVerb {
     /// The PNs the entity holds, with their members.
     Show,
+    /// Release a PN (000 §6.6.5): on a PN GW, one of its PNs; on a PNE, one it is a member of
+    /// (§6.6.5.1). The PN leaves the server, the PN GW and every member, which are told.
+    Release {
+        /// The PN's id (32 hex digits, as `cpns pn show` prints it).
+        pn: PnId,
+    },
 }
 
 /// `cpns pn ...`.
@@ -37,8 +46,9 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
         (None, Some(s)) => control::socket_path(s),
         (None, None) => bail!("say which entity: --store <its store> or --control <its socket>"),
     };
-    let request = match a.verb {
+    let request = match &a.verb {
         PnVerb::Show => json!({ "verb": "show" }),
+        PnVerb::Release { pn } => json!({ "verb": "release", "pn_id": pn.to_string() }),
     };
     let answer = control::request(&path, &request).await?;
     if a.json {
@@ -49,9 +59,28 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
         bail!("the entity refused: {reason}");
     }
     if !a.json {
-        print_pns(&answer);
+        match a.verb {
+            PnVerb::Show => print_pns(&answer),
+            PnVerb::Release { pn } => print_released(pn, &answer),
+        }
     }
     Ok(())
+}
+
+/// `PN <id> released`, and who was told.
+fn print_released(pn: PnId, answer: &Value) {
+    match answer["notified"].as_array() {
+        Some(told) => {
+            let told: Vec<&str> = told.iter().filter_map(Value::as_str).collect();
+            let told = if told.is_empty() {
+                "no member was connected to be told".to_string()
+            } else {
+                format!("told: {}", told.join(", "))
+            };
+            println!("PN {pn} released; {told}");
+        }
+        None => println!("PN {pn} released"),
+    }
 }
 
 /// One line per PN: its id, its PN GW and its members.
@@ -84,26 +113,70 @@ fn print_pns(answer: &Value) {
     }
 }
 
+/// The PNs of an inventory as the control socket answers them.
+fn pns_json(pns: &[PnInventory]) -> Value {
+    let pns: Vec<Value> = pns
+        .iter()
+        .map(|inv| {
+            json!({
+                "pn_id": inv.pn_id.to_string(),
+                "gateway": inv.gateway.as_str(),
+                "members": inv.members.iter().map(|m| m.pne_id.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "ok": true, "pns": pns })
+}
+
+/// The PN a request names in `pn_id`.
+fn pn_of(request: &Value) -> Result<PnId, Value> {
+    let Some(text) = request["pn_id"].as_str() else {
+        return Err(control::error("a release needs a \"pn_id\""));
+    };
+    text.parse()
+        .map_err(|e| control::error(format!("pn_id: {e}")))
+}
+
+const VERBS: &str = "known: show, release";
+
 /// Answers a control request on a running PN GW.
 pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Value {
     match request["verb"].as_str() {
         Some("show") => match handle.inventory().await {
-            Ok(pns) => {
-                let pns: Vec<Value> = pns
-                    .iter()
-                    .map(|inv| {
-                        json!({
-                            "pn_id": inv.pn_id.to_string(),
-                            "gateway": inv.gateway.as_str(),
-                            "members": inv.members.iter().map(|m| m.pne_id.as_str()).collect::<Vec<_>>(),
-                        })
-                    })
-                    .collect();
-                json!({ "ok": true, "pns": pns })
-            }
+            Ok(pns) => pns_json(&pns),
             Err(e) => control::error(e),
         },
-        Some(other) => control::error(format!("unknown verb `{other}`; known: show")),
+        Some("release") => match pn_of(&request) {
+            Ok(pn) => match handle.release(pn).await {
+                Ok(r) => json!({
+                    "ok": true,
+                    "pn_id": r.pn_id.to_string(),
+                    "notified": r.notified.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                }),
+                Err(e) => control::error(e),
+            },
+            Err(answer) => answer,
+        },
+        Some(other) => control::error(format!("unknown verb `{other}`; {VERBS}")),
+        None => control::error("a request needs a \"verb\""),
+    }
+}
+
+/// Answers a control request on a running PNE.
+pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
+    match request["verb"].as_str() {
+        Some("show") => match handle.inventory().await {
+            Ok(pns) => pns_json(&pns),
+            Err(e) => control::error(e),
+        },
+        Some("release") => match pn_of(&request) {
+            Ok(pn) => match handle.release(pn).await {
+                Ok(pn) => json!({ "ok": true, "pn_id": pn.to_string() }),
+                Err(e) => control::error(e),
+            },
+            Err(answer) => answer,
+        },
+        Some(other) => control::error(format!("unknown verb `{other}`; {VERBS}")),
         None => control::error("a request needs a \"verb\""),
     }
 }

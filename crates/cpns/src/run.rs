@@ -286,7 +286,16 @@ pub(crate) struct PneArgs {
     /// cannot read it, and print the answer.
     #[arg(long, value_name = "TEXT")]
     pub echo: Option<String>,
-    /// Give up after this many seconds.
+    /// Then stay: keep the link to the PN GW (reconnecting with backoff when it drops), follow
+    /// what the PN GW says changes, and take `cpns pn` requests on the control socket until
+    /// stopped (Ctrl-C or SIGTERM).
+    #[arg(long)]
+    pub stay: bool,
+    /// With --stay: the control socket (mode 0600); default: the store's path with `.sock`
+    /// added.
+    #[arg(long, requires = "stay")]
+    pub control: Option<PathBuf>,
+    /// Give up on the steps after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
     /// Print events as JSON objects, one per line, instead of readable lines.
@@ -351,6 +360,9 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
             printer.pne(&e);
         }
     });
+    if a.stay {
+        return pne_stay(a, cfg, store, steps, events_tx, printing).await;
+    }
     let (_stop_tx, stop) = oneshot::channel();
     let run = pne::run(
         cfg,
@@ -372,4 +384,52 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         bail!("{}", failures.join("; "));
     }
     Ok(())
+}
+
+/// `cpns pne --stay`: the steps, then a long-running PNE with its control socket.
+async fn pne_stay(
+    a: PneArgs,
+    cfg: PneConfig,
+    store: SqliteStore,
+    steps: Vec<PneStep>,
+    events: mpsc::Sender<cpns_proto::pne::PneEvent>,
+    printing: tokio::task::JoinHandle<()>,
+) -> anyhow::Result<()> {
+    let control_path = a
+        .control
+        .clone()
+        .unwrap_or_else(|| cpns_node::control::socket_path(&a.store));
+    let control = cpns_node::control::ControlSocket::bind(&control_path).await?;
+    let printer = EventPrinter::new(Role::Pne, a.json);
+    printer.run(&RunEvent::ControlListening(
+        control.path().display().to_string(),
+    ));
+    let shutdown = shutdown_signal()?;
+    let (stop_tx, stop) = oneshot::channel();
+    let (handle, mut task) = pne::serve(
+        cfg,
+        pne::ServeConfig::new(a.gateway.clone()),
+        store.clone(),
+        steps,
+        Some(events),
+        None,
+        stop,
+    );
+    let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
+    let control_task = tokio::spawn(control.serve(
+        move |request| crate::pn::answer_pne(handle.clone(), request),
+        control_stopped,
+    ));
+    let r = tokio::select! {
+        r = &mut task => r,
+        () = shutdown => {
+            let _ = stop_tx.send(());
+            task.await
+        }
+    };
+    let _ = control_stop.send(true);
+    let _ = control_task.await;
+    let _ = printing.await;
+    store.close().await;
+    r.context("the PNE task")?.map_err(anyhow::Error::msg)
 }

@@ -12,6 +12,7 @@
 mod establish;
 mod pan;
 mod relay;
+mod release;
 mod wan;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -137,6 +138,23 @@ pub enum GatewayEvent {
         /// Its CPNS ID.
         cpns_id: CpnsId,
     },
+    /// A PN was released (000 §6.6.5, §6.6.5.1): gone from the server's inventory and the
+    /// local one, with its LocalEUKeys.
+    PnReleased {
+        /// The PN.
+        pn_id: PnId,
+        /// The member PNE that asked, or `None` for the PN GW's owner.
+        by: Option<EntityId>,
+        /// The members told by PN Release Notification (the asker is answered instead).
+        notified: Vec<EntityId>,
+    },
+    /// A release ended with the PN kept.
+    ReleaseFailed {
+        /// The PN.
+        pn_id: PnId,
+        /// Why.
+        reason: crate::Failure,
+    },
     /// A link misbehaved and is being closed.
     LinkRejected {
         /// The link.
@@ -186,6 +204,14 @@ pub enum GatewayOutput {
         /// The PN.
         pn: LocalPnState,
     },
+    /// Remove a PN from the local inventory, with its members and their LocalEUKeys, in one
+    /// transaction, and answer with [`Gateway::handle_persisted`].
+    Forget {
+        /// Token to answer with.
+        token: Token,
+        /// The PN.
+        pn_id: PnId,
+    },
     /// Something happened.
     Event(GatewayEvent),
 }
@@ -225,6 +251,7 @@ pub struct Gateway {
     pns: BTreeMap<PnId, LocalPn>,
     forming: BTreeMap<PnId, establish::Forming>,
     relays: relay::Relays,
+    releases: release::Releases,
     /// The largest frame the server accepts, as it announced (002 §B.1.1.2 step 11).
     server_max_frame: usize,
     rng: MachineRng,
@@ -239,6 +266,7 @@ pub struct Gateway {
 enum Parked {
     Establishment(PnId),
     MemberAdded(Box<relay::JoinStored>),
+    Released(Box<release::Releasing>),
 }
 
 impl Gateway {
@@ -255,6 +283,7 @@ impl Gateway {
             pns: BTreeMap::new(),
             forming: BTreeMap::new(),
             relays: relay::Relays::default(),
+            releases: release::Releases::default(),
             server_max_frame: cfg_max as usize,
             rng,
             ids: MsgIds::default(),
@@ -373,6 +402,7 @@ impl Gateway {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
             Parked::Establishment(pn) => self.establishment_persisted(now, pn, result),
             Parked::MemberAdded(p) => self.member_add_persisted(now, *p, result),
+            Parked::Released(r) => self.release_stored(*r, result),
         }
         Ok(())
     }
@@ -382,6 +412,7 @@ impl Gateway {
         self.wan_timeout(now);
         self.establishment_timeouts(now);
         self.relay_timeouts(now);
+        self.release_timeouts(now);
     }
 
     /// The earliest deadline, if any.
@@ -393,13 +424,14 @@ impl Gateway {
             .into_iter()
             .chain(forming)
             .chain(relays)
+            .chain(self.releases.deadlines())
             .min()
     }
 
     /// Flows in progress: PNs being formed, requests relayed to the server, registrations
-    /// waiting for their PN update.
+    /// waiting for their PN update, releases.
     pub fn flows_in_progress(&self) -> usize {
-        self.forming.len() + self.relays.len()
+        self.forming.len() + self.relays.len() + self.releases.len()
     }
 
     /// Flows in progress that `link` started.
@@ -409,7 +441,7 @@ impl Gateway {
             .values()
             .filter(|f| f.initiated_on(link))
             .count();
-        forming + self.relays.of_link(link)
+        forming + self.relays.of_link(link) + self.releases.of_link(link)
     }
 
     /// Whether a new flow from `link` must wait: the reason to answer `busy` with, if so.
@@ -479,6 +511,7 @@ impl Gateway {
             Body::AuthenticationResponse(m) => self.on_pne_auth_response(now, link, &env, m),
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, link, &env, m),
             Body::SecureRequest(m) => self.on_secure_request(now, link, &env, m),
+            Body::PnReleaseRequest(m) => self.on_pne_release_request(now, link, &env, m),
             Body::ErrorBody(e) => self.on_pan_error(now, link, &env, e),
             _ => self.reject_pan(
                 link,
@@ -514,6 +547,7 @@ impl Gateway {
             Body::AuthenticationRequest(m) => self.on_server_auth_request(now, &env, m),
             Body::PnRegistrationResponse(m) => self.on_registration_response(now, &env, m),
             Body::PnUpdateResponse(m) => self.on_update_response(now, &env, m),
+            Body::PnReleaseResponse(m) => self.on_release_response(&env, m),
             Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
             // Confirms (device capabilities, connection set-up) need no action.
             _ if env.kind == MsgKind::Request => {

@@ -366,7 +366,13 @@ impl PneSession {
             },
         );
         let token = self.tokens.next();
-        self.parked.insert(token, (pn_id, j.initiator));
+        self.parked.insert(
+            token,
+            super::Parked::Joined {
+                pn_id,
+                initiator: j.initiator,
+            },
+        );
         self.out
             .push_back(super::PneOutput::Persist { token, pn: state });
     }
@@ -511,7 +517,7 @@ impl PneSession {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
-        if self.secure_call_refused(reply_to, &e) {
+        if self.secure_call_refused(reply_to, &e) || self.release_refused(reply_to, &e) {
             return;
         }
         let flow = if self.flows.setup.as_ref().is_some_and(|s| s.msg == reply_to) {

@@ -6,6 +6,7 @@
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
 mod flows;
+mod release;
 mod secure;
 
 pub use secure::SecureSession;
@@ -102,6 +103,14 @@ pub enum PneEvent {
         /// Its answer.
         payload: Vec<u8>,
     },
+    /// A PN this PNE belonged to was released and left its local store with its LocalEUKey
+    /// (000 §6.6.5, §6.6.5.1).
+    PnReleased {
+        /// The PN.
+        pn_id: PnId,
+        /// Whether this PNE asked for it (else its PN GW told it).
+        by_me: bool,
+    },
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
@@ -135,6 +144,14 @@ pub enum PneOutput {
     PersistSession {
         /// The session.
         session: SecureSession,
+    },
+    /// Remove a PN and its LocalEUKey from the local inventory and answer with
+    /// [`PneSession::handle_persisted`].
+    Forget {
+        /// Token to answer with.
+        token: Token,
+        /// The PN.
+        pn_id: PnId,
     },
     /// Something happened.
     Event(PneEvent),
@@ -171,12 +188,23 @@ struct MemberOf {
     local: Option<LocalEuKey>,
 }
 
+/// Work parked until the driver reports a local store write.
+#[derive(Debug)]
+enum Parked {
+    /// A PN joined, stored (000 §6.6.1.1 step 15).
+    Joined { pn_id: PnId, initiator: bool },
+    /// A released PN, removed.
+    Released { pn_id: PnId, by_me: bool },
+}
+
 /// The PNE machine.
 #[derive(Debug)]
 pub struct PneSession {
     cfg: PneConfig,
     codec: LinkCodec,
     gateway: Option<EntityId>,
+    /// The PN GW that proved itself on this link with a LocalEUKey it holds for this PNE.
+    proven_gateway: Option<EntityId>,
     rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
@@ -184,7 +212,8 @@ pub struct PneSession {
     pan: Option<PanPending>,
     flows: flows::Flows,
     pns: BTreeMap<PnId, MemberOf>,
-    parked: BTreeMap<Token, (PnId, bool)>,
+    parked: BTreeMap<Token, Parked>,
+    releases: release::PendingReleases,
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
@@ -199,6 +228,7 @@ impl PneSession {
             cfg,
             codec,
             gateway: None,
+            proven_gateway: None,
             rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
@@ -207,6 +237,7 @@ impl PneSession {
             flows: flows::Flows::default(),
             pns: BTreeMap::new(),
             parked: BTreeMap::new(),
+            releases: BTreeMap::new(),
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
@@ -247,6 +278,11 @@ impl PneSession {
         let mut v: Vec<&PnInventory> = self.pns.values().map(|p| &p.state.inventory).collect();
         v.sort_by_key(|i| i.pn_id);
         v
+    }
+
+    /// Whether this PNE holds a LocalEUKey for `pn_id`.
+    pub fn holds_local_key(&self, pn_id: &PnId) -> bool {
+        self.pns.get(pn_id).is_some_and(|p| p.local.is_some())
     }
 
     /// The CPNS ID, once registered.
@@ -299,7 +335,14 @@ impl PneSession {
         token: Token,
         result: Result<(), crate::StoreFailure>,
     ) -> Result<(), ProtoError> {
-        let (pn_id, initiator) = self.parked.remove(&token).ok_or(ProtoError::UnknownToken)?;
+        let (pn_id, initiator) = match self.parked.remove(&token) {
+            None => return Err(ProtoError::UnknownToken),
+            Some(Parked::Released { pn_id, by_me }) => {
+                self.forgotten(pn_id, by_me, result);
+                return Ok(());
+            }
+            Some(Parked::Joined { pn_id, initiator }) => (pn_id, initiator),
+        };
         match result {
             Ok(()) => {
                 if let Some(p) = self.pns.get(&pn_id) {
@@ -336,6 +379,7 @@ impl PneSession {
         }
         self.flow_timeouts(now);
         self.secure_timeouts(now);
+        self.release_timeouts(now);
     }
 
     /// The earliest deadline, if any.
@@ -346,6 +390,7 @@ impl PneSession {
             .chain(p)
             .chain(self.flows.deadlines())
             .chain(secure::deadlines(&self.secure_calls))
+            .chain(self.releases.values().map(|(_, d)| *d))
             .min()
     }
 
@@ -400,6 +445,8 @@ impl PneSession {
             Body::PnEstablishmentNotify(m) => self.on_establishment_notify(m),
             Body::PneRegistrationResponse(m) => self.on_registration_response(&env, m),
             Body::SecureResponse(m) => self.on_secure_response(&env, m),
+            Body::PnReleaseResponse(m) => self.on_release_response(&env, m),
+            Body::PnReleaseNotification(m) => self.on_release_notification(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,
@@ -471,6 +518,7 @@ impl PneSession {
             self.fail_link(crate::Failure::ProofMismatch);
             return Ok(());
         }
+        self.proven_gateway = Some(gw);
         let proof = keys.pne_proof();
         let (sealer, opener) = keys.into_pne_side();
         self.codec.seal_rx(opener);

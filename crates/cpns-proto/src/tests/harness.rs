@@ -489,6 +489,17 @@ impl Harness {
                     self.errors.push((Party::Gw, e));
                 }
             }
+            GatewayOutput::Forget { token, pn_id } => {
+                let result = if self.store.fail_gw {
+                    Err(crate::StoreFailure::Failed("disk full".into()))
+                } else {
+                    self.store.gw_local.remove(&pn_id);
+                    Ok(())
+                };
+                if let Err(e) = self.gw.handle_persisted(now, token, result) {
+                    self.errors.push((Party::Gw, e));
+                }
+            }
             GatewayOutput::Event(e) => self.events.push(Ev::Gw(e)),
         }
     }
@@ -503,6 +514,17 @@ impl Harness {
                     Err(crate::StoreFailure::Failed("disk full".into()))
                 } else {
                     self.store.pne_local[i].insert(pn.inventory.pn_id, pn);
+                    Ok(())
+                };
+                if let Err(e) = self.pnes[i].handle_persisted(token, result) {
+                    self.errors.push((Party::Pne(i), e));
+                }
+            }
+            PneOutput::Forget { token, pn_id } => {
+                let result = if self.store.fail_pne {
+                    Err(crate::StoreFailure::Failed("disk full".into()))
+                } else {
+                    self.store.pne_local[i].remove(&pn_id);
                     Ok(())
                 };
                 if let Err(e) = self.pnes[i].handle_persisted(token, result) {

@@ -15,6 +15,7 @@
 //! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.
 //! - `relay`: the PN GW relay: deadlines, lost WAN, closed links, refusals, message ids.
 //! - `pne_flows`: the PNE's own deadlines and refusals; a second PN on a sealed link.
+//! - `release`, `release_flow`: PN release at the server, then end to end (000 §6.6.5).
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
 //! - `vectors`: the link codec and the canonical PN inventory reproduce
@@ -35,6 +36,7 @@ mod queries;
 mod register;
 mod relay;
 mod release;
+mod release_flow;
 mod replay;
 mod secure;
 mod security;

@@ -216,7 +216,7 @@ impl SimGateway {
                             let _ = p.handle_frame(now, body);
                         }
                     }
-                    GatewayOutput::Persist { token, .. } => {
+                    GatewayOutput::Persist { token, .. } | GatewayOutput::Forget { token, .. } => {
                         let _ = self.gw.handle_persisted(now, token, Ok(()));
                     }
                     GatewayOutput::CloseLink { link, .. } => {
@@ -237,7 +237,7 @@ impl SimGateway {
                                 let _ = self.gw.handle_pan_frame(now, LinkId(link), body);
                             }
                         }
-                        PneOutput::Persist { token, .. } => {
+                        PneOutput::Persist { token, .. } | PneOutput::Forget { token, .. } => {
                             if let Some(p) = self.pnes.get_mut(&link) {
                                 let _ = p.handle_persisted(token, Ok(()));
                             }

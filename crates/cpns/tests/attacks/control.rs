@@ -94,11 +94,33 @@ async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
     assert_eq!(answer["pns"][0]["gateway"], "home-gw");
 
     // Garbage, a request that is not an object, an unknown verb, no verb, then an oversized line.
-    let answers = raw(&socket, b"garbage\n[]\n{\"verb\":\"explode\"}\n{}\n").await;
-    assert_eq!(answers.len(), 4, "{answers:?}");
+    // A release naming no PN, a malformed PN id and a PN the PN GW does not serve.
+    let answers = raw(
+        &socket,
+        b"garbage\n[]\n{\"verb\":\"explode\"}\n{}\n{\"verb\":\"release\"}\n\
+          {\"verb\":\"release\",\"pn_id\":\"zz\"}\n\
+          {\"verb\":\"release\",\"pn_id\":\"00000000000000000000000000000000\"}\n",
+    )
+    .await;
+    assert_eq!(answers.len(), 7, "{answers:?}");
     assert!(answers.iter().all(|a| a["ok"] == false), "{answers:?}");
-    assert_eq!(answers[2]["error"], "unknown verb `explode`; known: show");
+    assert_eq!(
+        answers[2]["error"],
+        "unknown verb `explode`; known: show, release"
+    );
     assert_eq!(answers[3]["error"], "a request needs a \"verb\"");
+    assert_eq!(answers[4]["error"], "a release needs a \"pn_id\"");
+    assert!(
+        answers[5]["error"].as_str().unwrap().starts_with("pn_id: "),
+        "{answers:?}"
+    );
+    assert!(
+        answers[6]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not_found: "),
+        "{answers:?}"
+    );
     let mut big = vec![b'x'; 64 * 1024];
     big.push(b'\n');
     let answers = raw(&socket, &big).await;

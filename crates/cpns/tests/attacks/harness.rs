@@ -262,6 +262,24 @@ impl World {
         w
     }
 
+    /// `cpns enroll` of one more device, of another user.
+    pub fn enroll(&self, user: &str, kind: &str, dev: &str) {
+        let cred = self.cred(dev);
+        run_ok(&[
+            "enroll",
+            "--data-dir",
+            &self.path("server"),
+            "--user",
+            user,
+            "--kind",
+            kind,
+            "--id",
+            dev,
+            "--out",
+            &cred,
+        ]);
+    }
+
     /// A path inside the directory.
     pub fn path(&self, name: &str) -> String {
         self.file(name).to_str().unwrap().to_string()

@@ -39,6 +39,11 @@ impl Proc {
         Self { child, lines, name }
     }
 
+    /// The lines printed and not read yet, without waiting for more.
+    pub fn lines_so_far(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
     /// The next line.
     pub fn line(&self) -> String {
         self.lines

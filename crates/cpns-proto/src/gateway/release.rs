@@ -1,0 +1,274 @@
+//! PN release at the PN GW: asked by its owner (000 §6.6.5) or by a member PNE (§6.6.5.1),
+//! agreed with the server, then removed from the local inventory and told to the members
+//! (docs/pn-lifecycle.md, "One model for every membership change").
+//!
+//! 1. Asked: the PN must be in the local inventory; a PNE must have proven on its link that it
+//!    is a member of it (§6.6.5.1 step 1). One release per PN at a time.
+//! 2. Agreed: PN Release Request to the server (§6.6.5 step 1, §6.6.5.1 step 2). The server is
+//!    the authority: it refusing ends the flow with no change. It answering `not_found` means
+//!    the PN is gone there already (an earlier attempt whose answer was lost), so the PN GW
+//!    follows it.
+//! 3. Stored: the PN, its members and their LocalEUKeys leave the local store in one write
+//!    ([`GatewayOutput::Forget`]); only then does it leave memory.
+//! 4. Told: the asking PNE gets PN Release Response (§6.6.5.1 step 5), every other member on a
+//!    proven link gets PN Release Notification (§6.6.5 steps 3-4, §6.6.5.1 step 6). A member
+//!    that is not connected is not told now: at its next PN GW authentication for the PN it
+//!    is answered `not_found`.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cpns_wire::{
+    Envelope, ErrorBody, ErrorCode, PnId, PnReleaseNotification, PnReleaseRequest,
+    PnReleaseResponse, RequestId,
+};
+
+use super::{Gateway, GatewayEvent, GatewayOutput, LinkId, Parked};
+use crate::Failure;
+
+/// Who asked for a release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Asker {
+    /// The PN GW's owner, through its driver (000 §6.6.5).
+    Owner,
+    /// A member PNE on a link (§6.6.5.1): it is answered on that link.
+    Pne {
+        link: LinkId,
+        pan_msg: u64,
+        pne: cpns_wire::EntityId,
+    },
+}
+
+/// A release waiting for the server (step 2) or the local store (step 3).
+#[derive(Debug)]
+pub(crate) struct Releasing {
+    pn_id: PnId,
+    asker: Asker,
+    deadline: Instant,
+}
+
+/// Releases waiting for the server's answer, by the WAN message id of their request.
+#[derive(Debug, Default)]
+pub(super) struct Releases {
+    by_msg: BTreeMap<u64, Releasing>,
+    /// PNs whose release is past the server and waits for the local store.
+    storing: Vec<PnId>,
+}
+
+impl Releases {
+    pub(super) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.by_msg.values().map(|r| r.deadline)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_msg.len() + self.storing.len()
+    }
+
+    pub(super) fn of_link(&self, link: LinkId) -> usize {
+        self.by_msg
+            .values()
+            .filter(|r| matches!(r.asker, Asker::Pne { link: l, .. } if l == link))
+            .count()
+    }
+
+    fn running(&self, pn: &PnId) -> bool {
+        self.storing.contains(pn) || self.by_msg.values().any(|r| r.pn_id == *pn)
+    }
+}
+
+impl Gateway {
+    /// 000 §6.6.5 step 1: the PN GW's owner releases `pn_id`. The result comes as
+    /// [`GatewayEvent::PnReleased`] or [`GatewayEvent::ReleaseFailed`]; a request refused at
+    /// once (unknown PN, a release of it already running, no session with the server) is the
+    /// `Err`, with nothing changed.
+    pub fn release_pn(&mut self, now: Instant, pn_id: PnId) -> Result<(), ErrorBody> {
+        if self.flows_in_progress() >= self.cfg.limits.flows {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW is running as many flows as it takes; try again later",
+            ));
+        }
+        self.begin_release(now, pn_id, Asker::Owner)
+    }
+
+    /// §6.6.5.1 step 1: a PNE asks its PN GW to release a PN it is a member of.
+    pub(super) fn on_pne_release_request(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: PnReleaseRequest,
+    ) {
+        let proven = self.links.get(&link).filter(|l| l.proven);
+        let Some(pne) = proven.and_then(|l| l.peer.clone()) else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "prove who you are first (PN GW authentication with the PN's LocalEUKey)",
+            );
+        };
+        let refusal = match self.pns.get(&m.pn_id) {
+            None => Some(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("this PN GW serves no PN {}", m.pn_id),
+            )),
+            Some(pn) if !pn.state.inventory.members.iter().any(|x| x.pne_id == pne) => Some(
+                ErrorBody::new(ErrorCode::Forbidden, "only a member may release its PN"),
+            ),
+            Some(_) => self
+                .over_limit(link)
+                .map(|r| ErrorBody::new(ErrorCode::Busy, r)),
+        };
+        let asker = Asker::Pne {
+            link,
+            pan_msg: env.msg_id,
+            pne,
+        };
+        if let Some(e) = refusal.map_or_else(|| self.begin_release(now, m.pn_id, asker).err(), Some)
+        {
+            self.send_pan_response(link, env.msg_id, e);
+        }
+    }
+
+    fn begin_release(&mut self, now: Instant, pn_id: PnId, asker: Asker) -> Result<(), ErrorBody> {
+        if !self.pns.contains_key(&pn_id) {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("this PN GW serves no PN {pn_id}"),
+            ));
+        }
+        if self.releases.running(&pn_id) {
+            return Err(ErrorBody::new(
+                ErrorCode::Conflict,
+                "the PN is being released already",
+            ));
+        }
+        if !self.wan_ready() {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW has no connection to the CPNS Server; try again once it has",
+            ));
+        }
+        let req = PnReleaseRequest {
+            request_id: RequestId(self.rng.u64()),
+            pn_id,
+        };
+        let Some(msg) = self.send_wan_request(req) else {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the request is larger than the CPNS Server accepts",
+            ));
+        };
+        let deadline = now + self.cfg.timeouts.flow;
+        self.releases.by_msg.insert(
+            msg,
+            Releasing {
+                pn_id,
+                asker,
+                deadline,
+            },
+        );
+        Ok(())
+    }
+
+    /// Step 2: the server released the PN; now the local store (step 3).
+    pub(super) fn on_release_response(&mut self, env: &Envelope, m: PnReleaseResponse) {
+        let Some(r) = env
+            .in_reply_to
+            .and_then(|id| self.releases.by_msg.remove(&id))
+        else {
+            return;
+        };
+        if m.pn_id != r.pn_id {
+            let e = ErrorBody::new(ErrorCode::Internal, "the server released another PN");
+            return self.release_failed(r, Failure::Refused(e));
+        }
+        self.forget_locally(r);
+    }
+
+    /// The server refused a release: true if `reply_to` was one. `not_found` means the PN is
+    /// gone there already, and it goes here too.
+    pub(super) fn release_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
+        let Some(r) = self.releases.by_msg.remove(&reply_to) else {
+            return false;
+        };
+        if e.code == ErrorCode::NotFound {
+            self.forget_locally(r);
+        } else {
+            self.release_failed(r, Failure::Refused(e.clone()));
+        }
+        true
+    }
+
+    fn forget_locally(&mut self, r: Releasing) {
+        let token = self.tokens.next();
+        let pn_id = r.pn_id;
+        self.releases.storing.push(pn_id);
+        self.parked.insert(token, Parked::Released(Box::new(r)));
+        self.out.push_back(GatewayOutput::Forget { token, pn_id });
+    }
+
+    /// Step 3 done (or failed): step 4, tell the members.
+    pub(super) fn release_stored(&mut self, r: Releasing, result: Result<(), crate::StoreFailure>) {
+        self.releases.storing.retain(|p| *p != r.pn_id);
+        if let Err(e) = result {
+            return self.release_failed(r, Failure::Store(e));
+        }
+        let Some(pn) = self.pns.remove(&r.pn_id) else {
+            return;
+        };
+        let asker_pne = match &r.asker {
+            Asker::Pne {
+                link, pan_msg, pne, ..
+            } => {
+                let answer = PnReleaseResponse { pn_id: r.pn_id };
+                self.send_pan_response(*link, *pan_msg, answer);
+                Some(pne.clone())
+            }
+            Asker::Owner => None,
+        };
+        let mut notified = Vec::new();
+        for member in &pn.state.inventory.members {
+            if Some(&member.pne_id) == asker_pne.as_ref() {
+                continue;
+            }
+            let Some(&link) = self.routes.get(&member.pne_id) else {
+                continue;
+            };
+            if !self.links.get(&link).is_some_and(|l| l.proven) {
+                continue;
+            }
+            self.send_pan_notify(link, PnReleaseNotification { pn_id: r.pn_id });
+            notified.push(member.pne_id.clone());
+        }
+        self.event(GatewayEvent::PnReleased {
+            pn_id: r.pn_id,
+            by: asker_pne,
+            notified,
+        });
+    }
+
+    fn release_failed(&mut self, r: Releasing, reason: Failure) {
+        if let Asker::Pne { link, pan_msg, .. } = &r.asker {
+            let e = reason.to_error();
+            self.send_pan_response(*link, *pan_msg, e);
+        }
+        self.event(GatewayEvent::ReleaseFailed {
+            pn_id: r.pn_id,
+            reason,
+        });
+    }
+
+    pub(super) fn release_timeouts(&mut self, now: Instant) {
+        for (_, r) in crate::util::take_expired(&mut self.releases.by_msg, now, |r| r.deadline) {
+            self.release_failed(r, Failure::TimedOut);
+        }
+    }
+
+    pub(super) fn releases_wan_lost(&mut self) {
+        for r in std::mem::take(&mut self.releases.by_msg).into_values() {
+            self.release_failed(r, Failure::WanLost);
+        }
+    }
+}

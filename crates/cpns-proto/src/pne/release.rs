@@ -1,0 +1,142 @@
+//! PN release at a PNE: asking its PN GW to release a PN it is a member of (000 §6.6.5.1 steps
+//! 1 and 5), and being told that a PN was released (§6.6.5 steps 3-4, §6.6.5.1 step 6).
+//!
+//! Either way the PN leaves the local store with its LocalEUKey ([`PneOutput::Forget`]) and
+//! then memory. A notification is believed only from the PN's own PN GW over a link that PN GW
+//! proved itself on (PN GW authentication with a LocalEUKey it was given for this PNE, or a
+//! trusted bearer): anyone else on the PAN could otherwise make a PNE drop its PN.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cpns_wire::{
+    Address, Envelope, ErrorCode, PnId, PnReleaseNotification, PnReleaseRequest, PnReleaseResponse,
+    RequestId,
+};
+
+use super::{Parked, PneEvent, PneOutput, PneSession};
+use crate::{Failure, Flow, PanSecurity, ProtoError};
+
+/// Release requests waiting for the PN GW's answer, by message id: the PN and the deadline.
+pub(super) type PendingReleases = BTreeMap<u64, (PnId, Instant)>;
+
+impl PneSession {
+    /// §6.6.5.1 step 1: asks the PN GW to release `pn_id`, which this PNE is a member of. On
+    /// an insecure PAN whose link is not sealed yet, the PNE first proves itself with the PN's
+    /// LocalEUKey. The result comes as [`PneEvent::PnReleased`] or a failed
+    /// [`Flow::PnRelease`].
+    pub fn release_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
+        let Some(member) = self.pns.get(&pn_id) else {
+            return Err(ProtoError::WrongState(
+                "this PNE is not a member of that PN",
+            ));
+        };
+        if self.releases.values().any(|(p, _)| *p == pn_id) {
+            return Err(ProtoError::WrongState("the PN is being released already"));
+        }
+        let local = member.local.clone();
+        let request_id = RequestId(self.rng.u64());
+        let env = Envelope::request(
+            self.ids.next(),
+            self.me(),
+            self.peer(),
+            PnReleaseRequest { request_id, pn_id },
+        );
+        let deadline = now + self.cfg.timeouts.flow * 2;
+        let must_seal = self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed();
+        match local {
+            Some(local) if must_seal && self.pan.is_none() => {
+                self.begin_pan_auth(now, pn_id, local, Some(env.clone()))?;
+            }
+            _ => self.transmit(&env),
+        }
+        self.releases.insert(env.msg_id, (pn_id, deadline));
+        Ok(request_id)
+    }
+
+    /// §6.6.5.1 step 5: the PN GW released the PN this PNE asked it to.
+    pub(super) fn on_release_response(&mut self, env: &Envelope, m: PnReleaseResponse) {
+        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.releases.remove(&r)) else {
+            return self.reject(env, ErrorCode::WrongState, "no PN release in progress");
+        };
+        if m.pn_id != pn_id {
+            return self.event(PneEvent::FlowFailed {
+                flow: Flow::PnRelease,
+                reason: Failure::Refused(cpns_wire::ErrorBody::new(
+                    ErrorCode::Internal,
+                    "the PN GW released another PN",
+                )),
+            });
+        }
+        self.forget(pn_id, true);
+    }
+
+    /// §6.6.5 steps 3-4, §6.6.5.1 step 6: the PN GW says a PN was released.
+    pub(super) fn on_release_notification(&mut self, env: &Envelope, m: PnReleaseNotification) {
+        let from_its_gateway = self.pns.get(&m.pn_id).is_some_and(|p| {
+            env.from == Address::Entity(p.state.inventory.gateway.clone())
+                && self.gateway_proven(&p.state.inventory.gateway)
+        });
+        if from_its_gateway {
+            self.forget(m.pn_id, false);
+        }
+    }
+
+    /// Whether the peer on the link proved it is `gw`.
+    fn gateway_proven(&self, gw: &cpns_wire::EntityId) -> bool {
+        match self.cfg.security {
+            PanSecurity::Trusted => self.gateway.as_ref() == Some(gw),
+            PanSecurity::Cpns => self.proven_gateway.as_ref() == Some(gw),
+        }
+    }
+
+    fn forget(&mut self, pn_id: PnId, by_me: bool) {
+        if !self.pns.contains_key(&pn_id) {
+            return;
+        }
+        let token = self.tokens.next();
+        self.parked.insert(token, Parked::Released { pn_id, by_me });
+        self.out.push_back(PneOutput::Forget { token, pn_id });
+    }
+
+    /// The local store answered a [`PneOutput::Forget`].
+    pub(super) fn forgotten(
+        &mut self,
+        pn_id: PnId,
+        by_me: bool,
+        result: Result<(), crate::StoreFailure>,
+    ) {
+        match result {
+            Ok(()) => {
+                // Dropping the entry zeroizes its LocalEUKey.
+                self.pns.remove(&pn_id);
+                self.event(PneEvent::PnReleased { pn_id, by_me });
+            }
+            Err(e) => self.event(PneEvent::FlowFailed {
+                flow: Flow::PnRelease,
+                reason: Failure::Store(e),
+            }),
+        }
+    }
+
+    /// The PN GW refused a release: true if `reply_to` was one.
+    pub(super) fn release_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
+        if self.releases.remove(&reply_to).is_none() {
+            return false;
+        }
+        self.event(PneEvent::FlowFailed {
+            flow: Flow::PnRelease,
+            reason: Failure::Refused(e.clone()),
+        });
+        true
+    }
+
+    pub(super) fn release_timeouts(&mut self, now: Instant) {
+        for _ in crate::util::take_expired(&mut self.releases, now, |(_, d)| *d) {
+            self.event(PneEvent::FlowFailed {
+                flow: Flow::PnRelease,
+                reason: Failure::TimedOut,
+            });
+        }
+    }
+}

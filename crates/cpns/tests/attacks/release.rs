@@ -1,0 +1,112 @@
+//! (f) Who may release a PN (000 §6.6.5.1 step 1; docs/pn-lifecycle.md, "Inventory queries"):
+//! raw PAN links ask the PN GW to release a PN in the name of a member (unproven), of a
+//! non-member of the same user and of another user's PNE. Each is refused `forbidden`, or cut
+//! off when the claimed member is connected; the server's and the PN GW's SQLite inventories
+//! are unchanged cell for cell, and the members are told nothing. The PN GW's owner then
+//! releases the PN and every member is told.
+
+use cpns_wire::{ErrorCode, PnId, PnReleaseRequest, RequestId};
+
+use crate::harness::{RawLink, World, discovery, dump, quoted_pn, wan_barrier};
+
+fn release(pn: PnId) -> PnReleaseRequest {
+    PnReleaseRequest {
+        request_id: RequestId(77),
+        pn_id: pn,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_proven_member_or_the_owner_releases_a_pn() {
+    let w = World::new(&[
+        ("gateway", "home-gw"),
+        ("pne", "phone"),
+        ("pne", "watch"),
+        ("pne", "tv"),
+    ]);
+    w.enroll("bob", "pne", "bobs-phone");
+    let (_server, addr) = w.server("127.0.0.1:0").await;
+    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
+    let mut watch = w.pne("watch", &pan, &["--await-invitation", "--stay"]);
+    gw.expect_where("pne_discovered", |v| v["pne"] == "watch")
+        .await;
+    let mut phone = w.pne("phone", &pan, &["--setup", "all", "--stay"]);
+    let pn_hex = gw.expect("pn_established").await["pn_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pn: PnId = pn_hex.parse().unwrap();
+    phone
+        .expect_where("pn_joined", |v| v["pn_id"] == pn_hex)
+        .await;
+    watch
+        .expect_where("pn_joined", |v| v["pn_id"] == pn_hex)
+        .await;
+    wan_barrier(&pan, "home-gw", 1).await;
+    let server_before = dump(&w.server_db()).await;
+    let gw_before = dump(&w.local_db("home-gw")).await;
+
+    // A non-member of the same user and another user's PNE, on links that proved nothing.
+    for who in ["tv", "bobs-phone"] {
+        let mut att = RawLink::connect(&pan, who, "home-gw").await;
+        let me = att.me.clone();
+        let msg = att.send(discovery(&me)).await;
+        assert_eq!(att.answer(msg).await, Ok(None), "{who}: discovery");
+        let msg = att.send(release(pn)).await;
+        assert_eq!(
+            att.answer(msg).await,
+            Ok(Some(ErrorCode::Forbidden)),
+            "{who}"
+        );
+    }
+    // A link naming the phone, a member that is connected: refused too.
+    let mut att = RawLink::connect(&pan, "phone", "home-gw").await;
+    let msg = att.send(release(pn)).await;
+    let answer = att.answer(msg).await;
+    assert!(
+        matches!(answer, Ok(Some(ErrorCode::Forbidden | ErrorCode::Conflict))),
+        "{answer:?}"
+    );
+    // Nothing reached the server.
+    wan_barrier(&pan, "home-gw", 2).await;
+    assert_eq!(dump(&w.server_db()).await, server_before);
+    assert_eq!(dump(&w.local_db("home-gw")).await, gw_before);
+    assert!(gw.seen("pn_released").is_empty());
+
+    // The owner may: the PN goes, and both members are told.
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["pn", "release", &pn_hex, "--store"])
+        .arg(w.local_db("home-gw"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with(&format!("PN {pn_hex} released; told: ")),
+        "{line}"
+    );
+    phone
+        .expect_where("pn_released", |v| v["pn_id"] == pn_hex)
+        .await;
+    watch
+        .expect_where("pn_released", |v| v["pn_id"] == pn_hex)
+        .await;
+    // Gone from both stores, every row of it (both held it before).
+    let quoted = quoted_pn(&pn_hex);
+    for before in [&server_before, &gw_before] {
+        assert!(before.values().flatten().any(|r| r.contains(&quoted)));
+    }
+    for db in [w.server_db(), w.local_db("home-gw")] {
+        let after = dump(&db).await;
+        let rows: Vec<&String> = after
+            .values()
+            .flatten()
+            .filter(|r| r.contains(&quoted))
+            .collect();
+        assert!(rows.is_empty(), "{}: {rows:?}", db.display());
+    }
+}

@@ -1,0 +1,414 @@
+//! A PN that lives, as separate `cpns` processes: a server, a PN GW and long-running PNEs
+//! (`cpns pne --stay`), acted on through their control sockets with `cpns pn`. After every
+//! flow the server's store, the PN GW's local inventory and every PNE's agree, every member
+//! that should have been told was, and no one else.
+//!
+//! PN release (000 §6.6.5) by the PN GW's owner and (§6.6.5.1) by a member PNE.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cpns_store::{SqliteStore, Store};
+use cpns_wire::PnId;
+
+mod common;
+
+use common::{BIN, Proc};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn cpns(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "cpns {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `cpns pn ... --json` on the entity whose store is `store`: its answer.
+fn pn_json(store: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["pn"];
+    all.extend(args);
+    all.extend(["--store", s(store), "--json"]);
+    let out = run(&all);
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("cpns {all:?}: {text:?}: {e}"))
+}
+
+/// The members of each PN a store holds locally, by PN.
+async fn local(store: &Path) -> Pns {
+    let st = SqliteStore::open(store).await.unwrap();
+    let pns = st.local_pns().await.unwrap();
+    st.close().await;
+    pns.iter()
+        .map(|pn| {
+            let members = pn.members.iter().map(|m| m.pne_id.to_string()).collect();
+            (pn.pn_id.to_string(), members)
+        })
+        .collect()
+}
+
+/// The members of each PN in the server's store, by PN.
+async fn at_server(db: &Path) -> Pns {
+    let st = SqliteStore::open(db).await.unwrap();
+    let pns = st.all_pns().await.unwrap();
+    st.close().await;
+    pns.iter()
+        .map(|pn| {
+            let members = pn.members.iter().map(|m| m.pne_id.to_string()).collect();
+            (pn.pn_id.to_string(), members)
+        })
+        .collect()
+}
+
+/// PNs by id, each with its members' ids.
+type Pns = BTreeSet<(String, BTreeSet<String>)>;
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// `cpns gateway --json` as home-gw, listening for PNEs on `pan`; once its WAN session is up,
+/// the process and its PAN address.
+fn gateway(p: &dyn Fn(&str) -> PathBuf, server: &str, pan: &str) -> (Proc, String) {
+    let mut gw = Proc::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--json",
+            "--credential",
+            s(&p("home-gw.cred.json")),
+            "--server",
+            server,
+            "--pan-listen",
+            pan,
+            "--store",
+            s(&p("gw.db")),
+        ],
+    );
+    let pan = gw.expect_event("pan_listening")["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gw.expect_event("wan_ready");
+    (gw, pan)
+}
+
+/// A server, a PN GW and long-running PNEs of one user, on loopback.
+struct World {
+    tmp: tempfile::TempDir,
+    server: Proc,
+    server_addr: String,
+    gw: Proc,
+    pan: String,
+}
+
+impl World {
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn start(pnes: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| -> PathBuf { tmp.path().join(n) };
+        let data = p("server");
+        cpns(&["init", "--data-dir", s(&data)]);
+        let mut ids = vec![("gateway", "home-gw")];
+        ids.extend(pnes.iter().map(|id| ("pne", *id)));
+        for (kind, id) in ids {
+            let out = p(&format!("{id}.cred.json"));
+            cpns(&[
+                "enroll",
+                "--data-dir",
+                s(&data),
+                "--user",
+                "alice",
+                "--kind",
+                kind,
+                "--id",
+                id,
+                "--out",
+                s(&out),
+            ]);
+        }
+        let mut server = Proc::spawn(
+            "server",
+            &[
+                "server",
+                "--json",
+                "--data-dir",
+                s(&data),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        );
+        let server_addr = server.listening();
+        let (gw, pan) = gateway(&p, &server_addr, "127.0.0.1:0");
+        Self {
+            tmp,
+            server,
+            server_addr,
+            gw,
+            pan,
+        }
+    }
+
+    /// Stops the PN GW (SIGKILL) and starts it again on the same PAN address and store.
+    fn restart_gateway(&mut self) {
+        self.gw.child.kill().unwrap();
+        self.gw.child.wait().unwrap();
+        let p = |n: &str| -> PathBuf { self.tmp.path().join(n) };
+        let (gw, _) = gateway(&p, &self.server_addr, &self.pan);
+        self.gw = gw;
+    }
+
+    /// `cpns pne --stay --json` with `extra` steps; returns once its control socket is up.
+    fn pne(&self, id: &'static str, extra: &[&str]) -> Proc {
+        let cred = self.path(&format!("{id}.cred.json"));
+        let store = self.path(&format!("{id}.db"));
+        let mut args = vec![
+            "pne",
+            "--stay",
+            "--json",
+            "--gateway",
+            &self.pan,
+            "--credential",
+            s(&cred),
+            "--store",
+            s(&store),
+        ];
+        args.extend(extra);
+        let mut p = Proc::spawn("pne", &args);
+        p.expect_event("control_listening");
+        p
+    }
+
+    /// PNEs `members` (waiting for an invitation) and `outsider` (declining) are known to the
+    /// PN GW; then `initiator` asks for a PN with all of them. Returns the PNEs, initiator
+    /// first, and the PN.
+    fn established(
+        &mut self,
+        initiator: &'static str,
+        members: &[&'static str],
+        outsider: &'static str,
+    ) -> (Vec<(&'static str, Proc)>, PnId) {
+        let mut pnes = Vec::new();
+        for id in members {
+            let p = self.pne(id, &["--await-invitation"]);
+            self.gw
+                .expect_event_where("pne_discovered", |v| v["pne"] == *id);
+            pnes.push((*id, p));
+        }
+        let p = self.pne(outsider, &["--decline"]);
+        self.gw
+            .expect_event_where("pne_discovered", |v| v["pne"] == outsider);
+        pnes.push((outsider, p));
+        let p = self.pne(initiator, &["--setup", "all"]);
+        pnes.insert(0, (initiator, p));
+        let est = self.gw.expect_event("pn_established");
+        let pn: PnId = est["pn_id"].as_str().unwrap().parse().unwrap();
+        for (id, p) in &mut pnes {
+            if *id != outsider {
+                p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
+            }
+        }
+        (pnes, pn)
+    }
+
+    /// Every store: the server's, the PN GW's and each PNE's.
+    async fn stores(&self, pnes: &[&str]) -> Stores {
+        let mut by_pne = Vec::new();
+        for id in pnes {
+            by_pne.push((id.to_string(), local(&self.path(&format!("{id}.db"))).await));
+        }
+        Stores {
+            server: at_server(&self.path("server").join("cpns.db")).await,
+            gw: local(&self.path("gw.db")).await,
+            pnes: by_pne,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Stores {
+    server: Pns,
+    gw: Pns,
+    pnes: Vec<(String, Pns)>,
+}
+
+impl Stores {
+    /// The server and the PN GW agree, and each PNE holds exactly the PNs it is a member of.
+    fn agree(&self) {
+        assert_eq!(self.server, self.gw, "server and PN GW differ: {self:?}");
+        for (pne, held) in &self.pnes {
+            let member_of: BTreeSet<_> = self
+                .gw
+                .iter()
+                .filter(|(_, m)| m.contains(pne))
+                .cloned()
+                .collect();
+            assert_eq!(held, &member_of, "{pne} holds other PNs than it belongs to");
+        }
+    }
+}
+
+/// Lines the PNE printed: waits for its `pn_released` event, or checks there is none by
+/// asking it (its answer comes after what it printed before).
+fn told(p: &mut Proc, pn: PnId) -> serde_json::Value {
+    p.expect_event_where("pn_released", |v| v["pn_id"] == pn.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
+    let mut w = World::start(&["phone", "watch", "tablet"]);
+    let (mut pnes, pn) = w.established("phone", &["watch"], "tablet");
+    let all = ["phone", "watch", "tablet"];
+    let before = w.stores(&all).await;
+    before.agree();
+    assert_eq!(
+        before.gw,
+        BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
+    );
+
+    // The tablet is no member: its own request goes nowhere and changes nothing.
+    let refused = pn_json(&w.path("tablet.db"), &["release", &pn.to_string()]);
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("not a member"),
+        "{refused}"
+    );
+
+    let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let notified: BTreeSet<String> = answer["notified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(notified, set(&["phone", "watch"]));
+    let event = w.gw.expect_event("pn_released");
+    assert_eq!(event["by"], "owner");
+    w.server
+        .expect_event_where("pn_released", |v| v["pn_id"] == pn.to_string());
+    for (id, p) in &mut pnes {
+        if *id != "tablet" {
+            assert_eq!(told(p, pn)["by_me"], false, "{id}");
+        }
+    }
+    // Every PNE answers `show` from its own inventory: empty for all.
+    for id in all {
+        let shown = pn_json(&w.path(&format!("{id}.db")), &["show"]);
+        assert_eq!(shown["pns"], serde_json::json!([]), "{id}: {shown}");
+    }
+    let after = w.stores(&all).await;
+    after.agree();
+    assert!(after.server.is_empty(), "{after:?}");
+    // The tablet printed no release: nothing was sent to it.
+    let (_, tablet) = pnes.iter_mut().find(|(id, _)| *id == "tablet").unwrap();
+    assert!(
+        tablet
+            .lines_so_far()
+            .iter()
+            .all(|l| !l.contains("pn_released"))
+    );
+    // A second release of the PN: a clear error, nothing changed.
+    let again = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    assert_eq!(again["ok"], false);
+    assert!(
+        again["error"].as_str().unwrap().starts_with("not_found"),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_pne_releases_its_pn_and_the_others_are_told() {
+    let mut w = World::start(&["phone", "watch", "tablet", "tv"]);
+    let (mut pnes, pn) = w.established("phone", &["watch", "tablet"], "tv");
+    let all = ["phone", "watch", "tablet", "tv"];
+    w.stores(&all).await.agree();
+
+    // The watch asks its PN GW (§6.6.5.1 step 1); the CLI prints one line.
+    let line = cpns(&[
+        "pn",
+        "release",
+        &pn.to_string(),
+        "--store",
+        s(&w.path("watch.db")),
+    ]);
+    assert_eq!(line, format!("PN {pn} released\n"));
+    let event = w.gw.expect_event("pn_released");
+    assert_eq!(event["by"], "watch");
+    let notified: BTreeSet<String> = event["notified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(notified, set(&["phone", "tablet"]));
+    for (id, p) in &mut pnes {
+        match *id {
+            "watch" => assert_eq!(told(p, pn)["by_me"], true),
+            "tv" => {}
+            _ => assert_eq!(told(p, pn)["by_me"], false, "{id}"),
+        }
+    }
+    let after = w.stores(&all).await;
+    after.agree();
+    assert!(after.gw.is_empty(), "{after:?}");
+    let (_, tv) = pnes.iter_mut().find(|(id, _)| *id == "tv").unwrap();
+    assert!(tv.lines_so_far().iter().all(|l| !l.contains("pn_released")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pne_that_lost_its_gateway_reconnects_proves_itself_and_is_told() {
+    let mut w = World::start(&["phone", "watch", "tv"]);
+    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
+    // The PN GW goes away: the PNEs lose their links and reconnect with backoff to the new
+    // process, which reloads the PN from its store.
+    w.restart_gateway();
+    // Each member proves itself on its new link with the PN's LocalEUKey (PN GW
+    // authentication), so the PN GW will tell it what changes.
+    // In whatever order they come.
+    let mut proven = BTreeSet::new();
+    while proven.len() < 2 {
+        let e =
+            w.gw.expect_event_where("pan_authenticated", |v| v["pn_id"] == pn.to_string());
+        proven.insert(e["pne"].as_str().unwrap().to_string());
+    }
+    assert_eq!(proven, set(&["phone", "watch"]));
+    for (id, p) in &mut pnes {
+        if *id != "tv" {
+            p.expect_event_where("pan_authenticated", |v| v["pn_id"] == pn.to_string());
+        }
+    }
+    let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let mut notified: Vec<&str> = answer["notified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    notified.sort_unstable();
+    assert_eq!(notified, ["phone", "watch"]);
+    for (id, p) in &mut pnes {
+        if *id != "tv" {
+            assert_eq!(told(p, pn)["by_me"], false, "{id}");
+        }
+    }
+    let after = w.stores(&["phone", "watch", "tv"]).await;
+    after.agree();
+    assert!(after.server.is_empty());
+}
