@@ -122,6 +122,13 @@ secret_key!(
 );
 
 secret_key!(
+    /// A PN's group key GK of one epoch (docs/pn-lifecycle.md, "Group key epochs"): drawn by
+    /// the server at every membership change and delivered to current members only, sealed to
+    /// each under its SK_PNE; group content is sealed under a key derived from it.
+    GroupKey
+);
+
+secret_key!(
     /// The CPNS Server's master key, under which EUKeys and session keys are sealed at rest in
     /// the server store (DESIGN §4, §5).
     MasterKey

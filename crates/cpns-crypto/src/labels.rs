@@ -58,8 +58,17 @@ pub const SECURE_MESSAGE_AAD: &str = "cpns/v1/secure-message";
 /// HKDF info of a device's own storage key, from its EUKey (docs/security.md §4.9).
 pub const DEVICE_STORAGE_KEY: &str = "cpns/v1/device-storage-key";
 
+/// AEAD associated data of a PN's group key sealed for one member (docs/security.md §4.10).
+pub const GROUP_KEY_AAD: &str = "cpns/v1/group-key";
+/// HKDF info of the group content key of one epoch (docs/security.md §4.10).
+pub const GROUP_CONTENT_KEY: &str = "cpns/v1/group-content-key";
+/// AEAD associated data of group content (docs/security.md §4.10).
+pub const GROUP_CONTENT_AAD: &str = "cpns/v1/group-content";
+/// AEAD associated data of a PN's group key sealed at rest (docs/security.md §4.10).
+pub const AT_REST_GROUP_KEY_AAD: &str = "cpns/v1/at-rest/group-key";
+
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 25] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -81,6 +90,10 @@ pub const ALL: [&str; 21] = [
     AT_REST_SK_PNE_AAD,
     SECURE_MESSAGE_AAD,
     DEVICE_STORAGE_KEY,
+    GROUP_KEY_AAD,
+    GROUP_CONTENT_KEY,
+    GROUP_CONTENT_AAD,
+    AT_REST_GROUP_KEY_AAD,
 ];
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ mod e2e;
 mod error;
 mod frame;
 mod grant;
+mod group;
 mod gw_auth;
 mod kdf;
 mod keys;
@@ -90,11 +91,15 @@ pub use frame::{FrameOpener, FrameSealer, SEAL_OVERHEAD};
 pub use grant::{
     open_registration_grant, seal_registration_grant, seal_registration_grant_with_nonce,
 };
+pub use group::{
+    GroupKeyBinding, open_group_content, open_group_key, open_group_key_at_rest,
+    seal_group_content, seal_group_key, seal_group_key_at_rest,
+};
 pub use gw_auth::{
     TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN, gw_auth_response, verify_gw_auth_response,
 };
 pub use keys::{
-    AuthHash, EuKey, KEY_LEN, LocalEuKey, MasterKey, RAND_LEN, Rand, SessionKey, ct_eq,
+    AuthHash, EuKey, GroupKey, KEY_LEN, LocalEuKey, MasterKey, RAND_LEN, Rand, SessionKey, ct_eq,
     random_array,
 };
 pub use local_key::{

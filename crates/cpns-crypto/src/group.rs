@@ -1,0 +1,264 @@
+//! A PN's group key and its epochs (docs/pn-lifecycle.md, "Group key epochs"; docs/security.md
+//! §4.10).
+//!
+//! At every membership change the server draws a new group key GK for the PN's next epoch and
+//! seals one copy per current member, end to end under that member's K_dir(server → PNE) of
+//! its SK_PNE for the PN, so the PN GW relays copies it cannot open and a member opens only its
+//! own. Group content of an epoch is sealed under a key derived from that epoch's GK, so a
+//! member that left or was expelled, which gets no copy of any later GK, cannot open content
+//! sealed after its departure:
+//! ```text
+//! copy    = nonce(12) ‖ ChaCha20-Poly1305(K_s2p(SK_PNE), nonce,
+//!               T("cpns/v1/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)) ‖ T(PNE ID), GK)
+//! K_gc    = HKDF-SHA256(salt = none, IKM = GK, info = T("cpns/v1/group-content-key") ‖ T(PN ID) ‖ T(u64be(epoch)))
+//! content = nonce(12) ‖ ChaCha20-Poly1305(K_gc, nonce, T("cpns/v1/group-content") ‖ T(PN ID) ‖ T(u64be(epoch)), plaintext)
+//! at rest = nonce(12) ‖ ChaCha20-Poly1305(K_rest, nonce, T("cpns/v1/at-rest/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)), GK)
+//! ```
+
+use zeroize::Zeroizing;
+
+use crate::aead;
+use crate::e2e::{E2eDirection, open_e2e, seal_e2e};
+use crate::error::CryptoError;
+use crate::kdf::{Transcript, derive_key};
+use crate::keys::{GroupKey, KEY_LEN, MasterKey, SessionKey};
+use crate::labels;
+use crate::rng::CryptoRng;
+
+/// What a sealed copy of a group key belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupKeyBinding<'a> {
+    /// The PN, 16 bytes.
+    pub pn_id: &'a [u8; 16],
+    /// The epoch the key is for.
+    pub epoch: u64,
+    /// The member the copy is sealed for.
+    pub pne_id: &'a str,
+}
+
+fn copy_aad(b: &GroupKeyBinding<'_>) -> Vec<u8> {
+    let mut t = Transcript::new(labels::GROUP_KEY_AAD);
+    t.push(b.pn_id)
+        .push(&b.epoch.to_be_bytes())
+        .push(b.pne_id.as_bytes());
+    t.as_bytes().to_vec()
+}
+
+fn epoch_transcript(label: &'static str, pn_id: &[u8; 16], epoch: u64) -> Transcript {
+    let mut t = Transcript::new(label);
+    t.push(pn_id).push(&epoch.to_be_bytes());
+    t
+}
+
+fn key_of(bytes: &[u8]) -> Result<GroupKey, CryptoError> {
+    let arr: [u8; KEY_LEN] = bytes
+        .try_into()
+        .map_err(|_| CryptoError::Malformed("a group key is 32 bytes"))?;
+    Ok(GroupKey::from_bytes(arr))
+}
+
+/// Seals `gk` for one member under K_dir(server → PNE) of its SK_PNE for the PN.
+pub fn seal_group_key<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    sk_pne: &SessionKey,
+    binding: &GroupKeyBinding<'_>,
+    gk: &GroupKey,
+) -> Vec<u8> {
+    seal_e2e(
+        rng,
+        sk_pne,
+        E2eDirection::ServerToPne,
+        &copy_aad(binding),
+        gk.expose_secret(),
+    )
+    .expect("a 32-byte plaintext is within the AEAD limit")
+}
+
+/// Opens a member's copy of a group key with its SK_PNE for the PN.
+///
+/// # Errors
+/// [`CryptoError::BadTag`] for another member's copy, another PN or epoch, another SK_PNE or a
+/// tampered byte; [`CryptoError::Malformed`] for a copy of the wrong length.
+pub fn open_group_key(
+    sk_pne: &SessionKey,
+    binding: &GroupKeyBinding<'_>,
+    sealed: &[u8],
+) -> Result<GroupKey, CryptoError> {
+    let plain = open_e2e(
+        sk_pne,
+        E2eDirection::ServerToPne,
+        &copy_aad(binding),
+        sealed,
+    )?;
+    key_of(&plain)
+}
+
+fn content_key(gk: &GroupKey, pn_id: &[u8; 16], epoch: u64) -> Zeroizing<[u8; KEY_LEN]> {
+    derive_key(
+        gk.expose_secret(),
+        &epoch_transcript(labels::GROUP_CONTENT_KEY, pn_id, epoch),
+    )
+}
+
+/// Seals group content of `epoch` under the content key derived from that epoch's GK.
+///
+/// # Errors
+/// [`CryptoError::Malformed`] for a plaintext beyond the ChaCha20-Poly1305 limit.
+pub fn seal_group_content<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    gk: &GroupKey,
+    pn_id: &[u8; 16],
+    epoch: u64,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let aad = epoch_transcript(labels::GROUP_CONTENT_AAD, pn_id, epoch);
+    aead::seal_with_nonce(
+        &content_key(gk, pn_id, epoch),
+        nonce,
+        aad.as_bytes(),
+        plaintext,
+    )
+}
+
+/// Opens group content of `epoch`.
+///
+/// # Errors
+/// [`CryptoError::BadTag`] under another epoch's GK (a member that left), another PN or epoch,
+/// or a tampered byte.
+pub fn open_group_content(
+    gk: &GroupKey,
+    pn_id: &[u8; 16],
+    epoch: u64,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let aad = epoch_transcript(labels::GROUP_CONTENT_AAD, pn_id, epoch);
+    aead::open(&content_key(gk, pn_id, epoch), aad.as_bytes(), sealed)
+}
+
+/// Seals a PN's group key at rest in the server store under K_rest of the master key.
+///
+/// # Errors
+/// [`CryptoError::Rng`] when the OS generator is unavailable for the nonce.
+pub fn seal_group_key_at_rest(
+    master: &MasterKey,
+    pn_id: &[u8; 16],
+    epoch: u64,
+    gk: &GroupKey,
+) -> Result<Vec<u8>, CryptoError> {
+    let aad = epoch_transcript(labels::AT_REST_GROUP_KEY_AAD, pn_id, epoch);
+    crate::seal_at_rest(master, aad.as_bytes(), gk.expose_secret())
+}
+
+/// Opens a PN's group key sealed at rest.
+///
+/// # Errors
+/// [`CryptoError::BadTag`] under another master key, for another PN or epoch, or tampered.
+pub fn open_group_key_at_rest(
+    master: &MasterKey,
+    pn_id: &[u8; 16],
+    epoch: u64,
+    sealed: &[u8],
+) -> Result<GroupKey, CryptoError> {
+    let aad = epoch_transcript(labels::AT_REST_GROUP_KEY_AAD, pn_id, epoch);
+    let plain = crate::open_at_rest(master, aad.as_bytes(), sealed)?;
+    key_of(&plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MachineRng;
+
+    const PN: [u8; 16] = [0x61; 16];
+
+    fn sk(b: u8) -> SessionKey {
+        SessionKey::from_bytes([b; 32])
+    }
+
+    fn gk(b: u8) -> GroupKey {
+        GroupKey::from_bytes([b; 32])
+    }
+
+    fn binding(epoch: u64, pne: &str) -> GroupKeyBinding<'_> {
+        GroupKeyBinding {
+            pn_id: &PN,
+            epoch,
+            pne_id: pne,
+        }
+    }
+
+    #[test]
+    fn a_member_opens_its_own_copy() {
+        let mut rng = MachineRng::from_seed_u64(1);
+        let sealed = seal_group_key(rng.get(), &sk(1), &binding(3, "pne-1"), &gk(9));
+        assert_eq!(sealed.len(), 32 + aead::NONCE_LEN + 16);
+        let opened = open_group_key(&sk(1), &binding(3, "pne-1"), &sealed).unwrap();
+        assert!(opened == gk(9));
+    }
+
+    /// Another member's copy, another epoch, another PN, another SK_PNE (the PN GW has none)
+    /// and a tampered byte each fail.
+    #[test]
+    fn a_copy_opens_only_for_its_member_epoch_pn_and_key() {
+        let mut rng = MachineRng::from_seed_u64(2);
+        let sealed = seal_group_key(rng.get(), &sk(1), &binding(3, "pne-1"), &gk(9));
+        let other_pn = [0x62; 16];
+        let cases = [
+            (sk(1), binding(3, "pne-2")),
+            (sk(1), binding(4, "pne-1")),
+            (
+                sk(1),
+                GroupKeyBinding {
+                    pn_id: &other_pn,
+                    ..binding(3, "pne-1")
+                },
+            ),
+            (sk(2), binding(3, "pne-1")),
+        ];
+        for (key, b) in cases {
+            assert_eq!(
+                open_group_key(&key, &b, &sealed).err(),
+                Some(CryptoError::BadTag)
+            );
+        }
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 1;
+            assert!(open_group_key(&sk(1), &binding(3, "pne-1"), &t).is_err());
+        }
+        assert!(matches!(
+            open_group_key(&sk(1), &binding(3, "pne-1"), &sealed[..10]),
+            Err(CryptoError::Malformed(_))
+        ));
+    }
+
+    /// Content sealed under epoch 2's key does not open with epoch 1's (a member that left
+    /// holds only that), nor as another epoch or PN.
+    #[test]
+    fn content_opens_only_under_its_epochs_key() {
+        let mut rng = MachineRng::from_seed_u64(3);
+        let sealed = seal_group_content(rng.get(), &gk(2), &PN, 2, b"photo").unwrap();
+        assert_eq!(
+            &open_group_content(&gk(2), &PN, 2, &sealed).unwrap()[..],
+            b"photo"
+        );
+        assert!(open_group_content(&gk(1), &PN, 2, &sealed).is_err());
+        assert!(open_group_content(&gk(2), &PN, 1, &sealed).is_err());
+        assert!(open_group_content(&gk(2), &[0x62; 16], 2, &sealed).is_err());
+        let mut t = sealed.clone();
+        t[20] ^= 1;
+        assert!(open_group_content(&gk(2), &PN, 2, &t).is_err());
+    }
+
+    #[test]
+    fn at_rest_opens_only_for_its_pn_epoch_and_master_key() {
+        let m = MasterKey::from_bytes([7; 32]);
+        let sealed = seal_group_key_at_rest(&m, &PN, 5, &gk(3)).unwrap();
+        assert!(open_group_key_at_rest(&m, &PN, 5, &sealed).unwrap() == gk(3));
+        assert!(open_group_key_at_rest(&m, &PN, 6, &sealed).is_err());
+        assert!(open_group_key_at_rest(&m, &[0x62; 16], 5, &sealed).is_err());
+        assert!(open_group_key_at_rest(&MasterKey::from_bytes([8; 32]), &PN, 5, &sealed).is_err());
+    }
+}
