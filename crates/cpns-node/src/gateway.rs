@@ -193,6 +193,8 @@ pub fn local_pn_record(state: &LocalPnState) -> LocalPn {
             })
             .collect(),
         stored_at: unix_millis(),
+        sealed_session_key: None,
+        group: None,
     }
 }
 

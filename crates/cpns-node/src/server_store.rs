@@ -14,7 +14,7 @@ use cpns_proto::StoreFailure;
 use cpns_proto::server::{
     EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect,
 };
-use cpns_store::{EntityKind, PnMember, PnRecord, PnState, Store};
+use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, Store};
 
 use crate::error::{NodeError, store_failure};
 use cpns_wire::{DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
@@ -210,9 +210,18 @@ pub(crate) async fn load<S: Store>(
         {
             loaded.session_key = Some(open_sk(master, pn, pne, sealed)?);
         }
+        if req.member_keys {
+            for m in &rec.members {
+                if let Some(sealed) = m.sealed_session_key.as_deref() {
+                    let sk = open_sk(master, pn, &m.pne_id, sealed)?;
+                    loaded.member_keys.push((m.pne_id.clone(), sk));
+                }
+            }
+        }
         loaded.pn = Some(KnownPn {
             gateway: rec.gateway.clone(),
             inventory: inventory_of(&rec),
+            epoch: rec.group.as_ref().map_or(0, |g| g.epoch),
         });
     }
     Ok(loaded)
@@ -285,6 +294,7 @@ pub(crate) async fn persist<S: Store>(
                 state: PnState::Pending,
                 created_at: now,
                 members: Vec::new(),
+                group: None,
             };
             for m in members {
                 rec.members.push(PnMember {
@@ -300,7 +310,27 @@ pub(crate) async fn persist<S: Store>(
             store.register_pn(&rec).await.map_err(err)?;
             Ok(Persisted::Done)
         }
-        ServerEffect::UpdateMembers { pn_id, add, remove } => {
+        ServerEffect::UpdateMembers {
+            pn_id,
+            add,
+            remove,
+            group,
+        } => {
+            let group = group
+                .map(|g| {
+                    let sealed_key = cpns_crypto::seal_group_key_at_rest(
+                        master,
+                        pn_id.as_bytes(),
+                        g.epoch,
+                        &g.key,
+                    )
+                    .map_err(|e| StoreFailure::Sealed(e.to_string()))?;
+                    Ok::<_, StoreFailure>(GroupEpoch {
+                        epoch: g.epoch,
+                        sealed_key,
+                    })
+                })
+                .transpose()?;
             let add: Vec<PnMember> = add
                 .into_iter()
                 .map(|m| PnMember {
@@ -314,7 +344,7 @@ pub(crate) async fn persist<S: Store>(
                 })
                 .collect();
             store
-                .update_members(&pn_id, &add, &remove)
+                .update_members(&pn_id, &add, &remove, group.as_ref())
                 .await
                 .map_err(err)?;
             Ok(Persisted::Done)
@@ -446,6 +476,7 @@ mod tests {
             pn: None,
             replay: None,
             session: None,
+            member_keys: false,
         }
     }
 

@@ -74,13 +74,15 @@ pub trait Store: Send + Sync + 'static {
     /// then adds or updates each of `add` as [`Store::upsert_member`] does (a new member goes
     /// after the existing ones; an existing one keeps its `joined_at` and position and is never
     /// downgraded). A PNE both
-    /// removed and added is therefore re-added at the end. [`StoreError::NotFound`] if the PN
-    /// does not exist; on any error nothing changes.
+    /// removed and added is therefore re-added at the end. With `group`, the PN moves to that
+    /// group key epoch in the same transaction (docs/pn-lifecycle.md, "Group key epochs").
+    /// [`StoreError::NotFound`] if the PN does not exist; on any error nothing changes.
     fn update_members(
         &self,
         pn: &PnId,
         add: &[PnMember],
         remove: &[EntityId],
+        group: Option<&GroupEpoch>,
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// Registers a PNE with a PN in one transaction (003 §1.4.1 step 3): allocates the PNE's

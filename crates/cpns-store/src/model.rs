@@ -112,6 +112,16 @@ pub struct PnMember {
     pub joined_at: UnixMillis,
 }
 
+/// A PN's current group key epoch as kept at rest (docs/pn-lifecycle.md, "Group key epochs"):
+/// the server's copy sealed under K_rest, a PNE's under its own storage key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupEpoch {
+    /// The epoch: 1 for the first group key, one more at every membership change.
+    pub epoch: u64,
+    /// That epoch's group key, sealed.
+    pub sealed_key: Vec<u8>,
+}
+
 /// A PN in the server's inventory of record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PnRecord {
@@ -127,6 +137,8 @@ pub struct PnRecord {
     pub created_at: UnixMillis,
     /// Its members, in the order they were added.
     pub members: Vec<PnMember>,
+    /// Its current group key epoch, once it has one.
+    pub group: Option<GroupEpoch>,
 }
 
 /// What reconciling a PN GW's PN list with the inventory did (002 §B.1.1.2 step 17).
@@ -181,4 +193,9 @@ pub struct LocalPn {
     pub members: Vec<LocalMember>,
     /// When it was stored.
     pub stored_at: UnixMillis,
+    /// A PNE's own SK_PNE for this PN, sealed under its storage key: it opens the group key
+    /// copies the server seals for it. `None` on a PN GW.
+    pub sealed_session_key: Option<Vec<u8>>,
+    /// A PNE's current group key epoch of this PN. `None` on a PN GW.
+    pub group: Option<GroupEpoch>,
 }

@@ -50,6 +50,7 @@ fn registration(task: u32, i: u32) -> PnRecord {
         state: PnState::Pending,
         created_at: i64::from(i),
         members: vec![member("a"), member("b")],
+        group: None,
     }
 }
 

@@ -273,6 +273,17 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
                 Value::List(members.iter().map(ToString::to_string).collect()),
             )
         }
+        ServerEvent::MembersRemoved {
+            pn_id,
+            removed,
+            epoch,
+        } => {
+            let removed = removed.iter().map(ToString::to_string).collect();
+            Described::new("members_removed")
+                .pn("pn_id", *pn_id)
+                .field("removed", "removed", Value::List(removed))
+                .field("epoch", "epoch", Value::Number(*epoch))
+        }
         ServerEvent::PnReleased { pn_id, gateway } => Described::new("pn_released")
             .pn("pn_id", *pn_id)
             .text("gateway", gateway),

@@ -309,6 +309,16 @@ fn server_events() {
             json!({"pn_id": PN_HEX, "gateway": "home-gw"}),
         ),
         (
+            ServerEvent::MembersRemoved {
+                pn_id: pn(),
+                removed: vec![id("watch")],
+                epoch: 2,
+            },
+            "14:02:11 members removed  pn=3f2a…c1 removed=watch epoch=2",
+            "members_removed",
+            json!({"pn_id": PN_HEX, "removed": ["watch"], "epoch": 2}),
+        ),
+        (
             ServerEvent::GatewayReady(id("home-gw")),
             "14:02:11 gateway ready  gateway=home-gw",
             "gateway_ready",

@@ -272,3 +272,31 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both stages count as flows in progress: waiting for the server and for the store.
+    #[test]
+    fn a_release_counts_while_it_waits_for_the_server_or_the_store() {
+        let pn = PnId::from_bytes([1; 16]);
+        let mut r = Releases::default();
+        r.storing.push(pn);
+        assert_eq!(r.len(), 1);
+        assert!(r.running(&pn));
+        #[allow(clippy::disallowed_methods)] // only offsets from it matter
+        let now = Instant::now();
+        r.by_msg.insert(
+            9,
+            Releasing {
+                pn_id: PnId::from_bytes([2; 16]),
+                asker: Asker::Owner,
+                deadline: now,
+            },
+        );
+        assert_eq!(r.len(), 2);
+        assert!(r.running(&PnId::from_bytes([2; 16])));
+        assert!(!r.running(&PnId::from_bytes([3; 16])));
+    }
+}

@@ -89,6 +89,7 @@ impl ServerSession {
                     pn: None,
                     replay: None,
                     session: None,
+                    member_keys: false,
                 };
                 self.load(
                     Parked::SetupLoad(SetupLoad {

@@ -117,6 +117,7 @@ impl ServerSession {
             pn: Some(req.pn_id),
             replay: Some((env.from.clone(), req.request_id)),
             session: None,
+            member_keys: false,
         };
         self.load(
             Parked::PnRegistrationLoad {

@@ -9,6 +9,7 @@
 mod budget;
 mod connect;
 mod establish;
+mod membership;
 mod register;
 mod release;
 mod secure;
@@ -96,6 +97,8 @@ pub struct KnownPn {
     pub gateway: EntityId,
     /// Its inventory (members with capabilities).
     pub inventory: PnInventory,
+    /// Its current group key epoch; 0 before it has a group key.
+    pub epoch: u64,
 }
 
 /// What the machine asks the driver to load.
@@ -110,6 +113,8 @@ pub struct LoadRequest {
     pub replay: Option<(Address, RequestId)>,
     /// The SK_PNE the server keeps for this member of this PN (its secure session).
     pub session: Option<(PnId, EntityId)>,
+    /// The SK_PNE of every member of `pn` that has one (to seal a new group key to each).
+    pub member_keys: bool,
 }
 
 /// The driver's answer to a [`LoadRequest`].
@@ -123,6 +128,9 @@ pub struct Loaded {
     pub replay: Option<Envelope>,
     /// The member's SK_PNE, if asked for and the member has one.
     pub session_key: Option<SessionKey>,
+    /// With [`LoadRequest::member_keys`]: each member's SK_PNE for the PN, for those that have
+    /// one.
+    pub member_keys: Vec<(EntityId, SessionKey)>,
 }
 
 impl Loaded {
@@ -145,6 +153,15 @@ pub struct RegisteredMember {
     pub contents: Vec<cpns_wire::ContentItem>,
     /// SK_PNE, to be sealed at rest by the driver.
     pub session_key: SessionKey,
+}
+
+/// A PN's next group key epoch (docs/pn-lifecycle.md, "Group key epochs").
+#[derive(Clone, Debug)]
+pub struct NewGroupEpoch {
+    /// The epoch.
+    pub epoch: u64,
+    /// Its group key, to be sealed at rest by the driver.
+    pub key: cpns_crypto::GroupKey,
 }
 
 /// A change of the state of record the driver must make durable, in one transaction.
@@ -172,7 +189,8 @@ pub enum ServerEffect {
         /// The authenticated members.
         members: Vec<RegisteredMember>,
     },
-    /// Add and remove members of a PN (003 §1.4.2 step 4).
+    /// Add and remove members of a PN (003 §1.4.2 step 4), and move it to a new group key epoch
+    /// when members leave (000 §6.6.3).
     UpdateMembers {
         /// The PN.
         pn_id: PnId,
@@ -180,6 +198,8 @@ pub enum ServerEffect {
         add: Vec<NewMember>,
         /// Members to remove.
         remove: Vec<EntityId>,
+        /// The PN's new group key epoch, with its key for the driver to seal at rest.
+        group: Option<NewGroupEpoch>,
     },
     /// 002 §B.1.1.2 step 17: the PN list the PN GW reported decides which of its PNs exist
     /// (`cpns_store::Store::reconcile_gateway_pns`). The driver answers with
@@ -269,6 +289,16 @@ pub enum ServerEvent {
         pn_id: PnId,
         /// Its PN GW.
         gateway: EntityId,
+    },
+    /// Members left or were expelled from a PN, which moved to a new group key epoch (000
+    /// §6.6.3).
+    MembersRemoved {
+        /// The PN.
+        pn_id: PnId,
+        /// The members removed.
+        removed: Vec<EntityId>,
+        /// The PN's new epoch.
+        epoch: u64,
     },
     /// A PN was registered with these authenticated members.
     PnRegistered {
@@ -366,11 +396,6 @@ enum Parked {
         req_msg: u64,
         req: cpns_wire::PnUpdateRequest,
     },
-    UpdatePersist {
-        req_msg: u64,
-        request_id: RequestId,
-        inventory: PnInventory,
-    },
     ReleaseLoad {
         req_msg: u64,
         req: cpns_wire::PnReleaseRequest,
@@ -380,6 +405,11 @@ enum Parked {
         request_id: RequestId,
         pn_id: PnId,
     },
+    LeaveLoad {
+        req_msg: u64,
+        req: cpns_wire::PneLeaveRequest,
+    },
+    RemovalPersist(Box<membership::Removal>),
 }
 
 /// Responses kept for retried requests (DESIGN §3: idempotent on (sender, request id)).
@@ -484,9 +514,10 @@ impl ServerSession {
                     Parked::PnRegistrationLoad { .. }
                         | Parked::PneRegistrationLoad(_)
                         | Parked::UpdateLoad { .. }
-                        | Parked::UpdatePersist { .. }
                         | Parked::ReleaseLoad { .. }
                         | Parked::ReleasePersist { .. }
+                        | Parked::LeaveLoad { .. }
+                        | Parked::RemovalPersist(_)
                         | Parked::SecureLoad(_)
                 )
             })
@@ -549,6 +580,7 @@ impl ServerSession {
             Body::SecureRequest(m) => self.on_secure_request(&gw, &env, m),
             Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
             Body::PnReleaseRequest(m) => self.on_pn_release(&gw, &env, m),
+            Body::PneLeaveRequest(m) => self.on_pne_leave(&gw, &env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
                 &env,
@@ -574,6 +606,7 @@ impl ServerSession {
             Parked::SecureLoad(p) => self.secure_loaded(p, loaded),
             Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
             Parked::ReleaseLoad { req_msg, req } => self.pn_release_loaded(req_msg, req, loaded),
+            Parked::LeaveLoad { req_msg, req } => self.pne_leave_loaded(req_msg, req, loaded),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -608,16 +641,12 @@ impl ServerSession {
             Parked::PneRegistrationPersist(key) => {
                 self.pne_registration_persisted(now, key, result)
             }
-            Parked::UpdatePersist {
-                req_msg,
-                request_id,
-                inventory,
-            } => self.pn_update_persisted(req_msg, request_id, inventory, result),
             Parked::ReleasePersist {
                 req_msg,
                 request_id,
                 pn_id,
             } => self.pn_release_persisted(req_msg, request_id, pn_id, result),
+            Parked::RemovalPersist(r) => self.removal_persisted(*r, result),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);

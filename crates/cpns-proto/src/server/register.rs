@@ -117,6 +117,7 @@ impl ServerSession {
             pn: Some(pn_id),
             replay: Some((env.from.clone(), req.request_id)),
             session: None,
+            member_keys: false,
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -395,6 +396,8 @@ impl ServerSession {
             pn: Some(req.pn_id),
             replay: Some((env.from.clone(), req.request_id)),
             session: None,
+            // Removing members moves the PN to a new group key epoch, sealed to the others.
+            member_keys: !req.remove.is_empty(),
         };
         self.load(
             Parked::UpdateLoad {
@@ -439,45 +442,30 @@ impl ServerSession {
                     .insert((req.pn_id, a.pne_id.clone()), pending);
             }
         }
-        let mut inventory = pn.inventory;
-        inventory
-            .members
-            .retain(|m| !req.remove.contains(&m.pne_id));
         if req.remove.is_empty() {
             let gw = self.peer();
-            let env = self.respond(req_msg, gw.clone(), PnUpdateResponse { inventory });
+            let answer = PnUpdateResponse {
+                inventory: pn.inventory,
+                epoch: None,
+                keys: Vec::new(),
+            };
+            let env = self.respond(req_msg, gw.clone(), answer);
             return self.remember(gw, req.request_id, env);
         }
-        let effect = ServerEffect::UpdateMembers {
-            pn_id: req.pn_id,
-            add: Vec::new(),
-            remove: req.remove,
-        };
-        self.persist(
-            Parked::UpdatePersist {
-                req_msg,
-                request_id: req.request_id,
-                inventory,
-            },
-            effect,
+        // §6.6.3.2 steps 2-4: an expulsion; only members are removed.
+        let removed: Vec<EntityId> = req
+            .remove
+            .iter()
+            .filter(|p| pn.inventory.members.iter().any(|m| &m.pne_id == *p))
+            .cloned()
+            .collect();
+        let keys = std::mem::take(&mut loaded.member_keys);
+        self.remove_members(
+            (req_msg, req.request_id, super::membership::Asked::Update),
+            req.pn_id,
+            pn,
+            removed,
+            keys,
         );
-    }
-
-    /// Sends the PN Update Response once the update is durable.
-    pub(super) fn pn_update_persisted(
-        &mut self,
-        req_msg: u64,
-        request_id: RequestId,
-        inventory: cpns_wire::PnInventory,
-        result: Result<Persisted, StoreFailure>,
-    ) {
-        match result {
-            Ok(_) => {
-                let gw = self.peer();
-                let env = self.respond(req_msg, gw.clone(), PnUpdateResponse { inventory });
-                self.remember(gw, request_id, env);
-            }
-            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
-        }
     }
 }

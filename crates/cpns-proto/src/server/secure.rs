@@ -37,6 +37,7 @@ impl ServerSession {
             pn: Some(req.pn_id),
             replay: None,
             session: Some((req.pn_id, pne.clone())),
+            member_keys: false,
         };
         let load = SecureLoad {
             req_msg: env.msg_id,

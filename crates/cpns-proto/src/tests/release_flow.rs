@@ -269,8 +269,10 @@ fn a_timeout_keeps_the_pn_and_a_retry_releases_it() {
         }
     });
     release_by_owner(&mut h, pn).unwrap();
-    // Waiting: a second release of the same PN is a conflict.
+    // Waiting, with the flow's deadline for the driver to wake at.
     let now = h.now();
+    assert_eq!(h.gw.poll_timeout(), Some(now + FLOW));
+    // A second release of the same PN is a conflict.
     assert_eq!(
         h.gw.release_pn(now, pn).unwrap_err().code,
         ErrorCode::Conflict
@@ -414,4 +416,28 @@ fn a_pne_releases_only_what_it_belongs_to_and_one_at_a_time() {
     h.pump();
     // The PN GW takes one release per PN: a second member asking is a conflict.
     assert_eq!(code(raw_release(&mut h, 1, pn)), ErrorCode::Conflict);
+}
+
+#[test]
+fn a_pnes_release_counts_against_its_links_flow_limit() {
+    let limits = crate::gateway::GatewayLimits {
+        flows: 16,
+        flows_per_link: 1,
+    };
+    let specs = [PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::with_limits(&specs, limits);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.set_hook(|f| {
+        if f.message == "PnReleaseRequest" && f.to == Party::Server {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    release_by_pne(&mut h, 0, pn);
+    // The same link asks again while its first release waits: over its limit.
+    assert_eq!(code(raw_release(&mut h, 0, pn)), ErrorCode::Busy);
 }

@@ -22,6 +22,8 @@ pub(super) struct Store {
     pub reports: BTreeMap<EntityId, (Option<DeviceCapabilities>, Option<Status>)>,
     pub cpns_ids: BTreeMap<EntityId, CpnsId>,
     pub session_keys: BTreeMap<(PnId, EntityId), SessionKey>,
+    /// Each PN's current group key epoch and key (a real store seals the key at rest).
+    pub epochs: BTreeMap<PnId, (u64, cpns_crypto::GroupKey)>,
     next_cpns: u32,
     pub gw_local: BTreeMap<PnId, LocalPnState>,
     pub pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
@@ -47,6 +49,7 @@ impl Store {
         self.pns.remove(&pn);
         self.pn_gateway.remove(&pn);
         self.session_keys.retain(|(p, _), _| *p != pn);
+        self.epochs.remove(&pn);
     }
 
     pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
@@ -69,8 +72,18 @@ impl Store {
                 Some(KnownPn {
                     gateway: self.pn_gateway.get(&p)?.clone(),
                     inventory: self.pns.get(&p)?.clone(),
+                    epoch: self.epochs.get(&p).map_or(0, |(e, _)| *e),
                 })
             }),
+            member_keys: match req.pn {
+                Some(pn) if req.member_keys => self
+                    .session_keys
+                    .iter()
+                    .filter(|((p, _), _)| *p == pn)
+                    .map(|((_, pne), sk)| (pne.clone(), sk.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            },
         }
     }
 
@@ -193,11 +206,21 @@ impl Store {
                 }
                 Ok(Persisted::Done)
             }
-            ServerEffect::UpdateMembers { pn_id, add, remove } => {
+            ServerEffect::UpdateMembers {
+                pn_id,
+                add,
+                remove,
+                group,
+            } => {
                 let pn = self
                     .pns
                     .get_mut(&pn_id)
                     .ok_or_else(|| crate::StoreFailure::NotFound("no such PN".into()))?;
+                if let Some(g) = group {
+                    self.epochs.insert(pn_id, (g.epoch, g.key));
+                }
+                self.session_keys
+                    .retain(|(p, pne), _| *p != pn_id || !remove.contains(pne));
                 pn.members.retain(|m| {
                     !remove.contains(&m.pne_id) && !add.iter().any(|a| a.pne_id == m.pne_id)
                 });

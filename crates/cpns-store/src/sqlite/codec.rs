@@ -96,6 +96,34 @@ pub(super) fn name<T>(row: &Row<'_>, column: &str, parse: fn(&str) -> Option<T>)
         .ok_or_else(|| StoreError::Corrupt(format!("{column} holds unknown value {text:?}")))
 }
 
+/// Reads a group key epoch from the `epoch` and `sealed_group_key` columns: both NULL (no
+/// group key yet) or both set.
+pub(super) fn group(row: &Row<'_>) -> Result<Option<crate::GroupEpoch>> {
+    let epoch: Option<i64> = row.get("epoch")?;
+    let sealed: Option<Vec<u8>> = row.get("sealed_group_key")?;
+    match (epoch, sealed) {
+        (None, None) => Ok(None),
+        (Some(e), Some(sealed_key)) => Ok(Some(crate::GroupEpoch {
+            epoch: u64::try_from(e)
+                .map_err(|_| StoreError::Corrupt(format!("epoch {e} is negative")))?,
+            sealed_key,
+        })),
+        _ => Err(StoreError::Corrupt(
+            "epoch and sealed_group_key are not set together".into(),
+        )),
+    }
+}
+
+/// The `epoch` column's value of a group key epoch (NULL for none).
+pub(super) fn epoch_of(group: Option<&crate::GroupEpoch>) -> Result<Option<i64>> {
+    group
+        .map(|g| {
+            i64::try_from(g.epoch)
+                .map_err(|_| StoreError::Conflict(format!("epoch {} is too large", g.epoch)))
+        })
+        .transpose()
+}
+
 /// A JSON array of strings, for binding a list to one `json_each(?)` parameter.
 pub(super) fn json_string_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = String::from("[");

@@ -14,11 +14,20 @@ pub(super) fn save_local_pn(conn: &Connection, pn: &LocalPn) -> Result<()> {
     let id = pn.pn_id.as_bytes().as_slice();
     codec::exec(
         conn,
-        "INSERT INTO local_pns (pn_id, gateway, stored_at, seq) \
-         VALUES (?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM local_pns)) \
+        "INSERT INTO local_pns \
+         (pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key, seq) \
+         VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM local_pns)) \
          ON CONFLICT (pn_id) DO UPDATE SET gateway = excluded.gateway, \
-         stored_at = excluded.stored_at",
-        params![id, pn.gateway.as_str(), pn.stored_at],
+         stored_at = excluded.stored_at, sealed_session_key = excluded.sealed_session_key, \
+         epoch = excluded.epoch, sealed_group_key = excluded.sealed_group_key",
+        params![
+            id,
+            pn.gateway.as_str(),
+            pn.stored_at,
+            pn.sealed_session_key,
+            codec::epoch_of(pn.group.as_ref())?,
+            pn.group.as_ref().map(|g| &g.sealed_key),
+        ],
     )?;
     codec::exec(conn, "DELETE FROM local_members WHERE pn_id = ?", [id])?;
     for (position, m) in (0_i64..).zip(&pn.members) {
@@ -63,7 +72,8 @@ pub(super) fn local_pns(conn: &Connection) -> Result<Vec<LocalPn>> {
     )?;
     codec::all(
         conn,
-        "SELECT pn_id, gateway, stored_at FROM local_pns ORDER BY seq",
+        "SELECT pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key \
+         FROM local_pns ORDER BY seq",
         [],
         |row| {
             let pn_id = codec::pn_id(row, "pn_id")?;
@@ -72,6 +82,8 @@ pub(super) fn local_pns(conn: &Connection) -> Result<Vec<LocalPn>> {
                 gateway: codec::id(row, "gateway")?,
                 members: members.remove(&pn_id).unwrap_or_default(),
                 stored_at: row.get("stored_at")?,
+                sealed_session_key: row.get("sealed_session_key")?,
+                group: codec::group(row)?,
             })
         },
     )

@@ -46,6 +46,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "clustered",
         sql: include_str!("../../migrations/sqlite/0005_clustered.sql"),
     },
+    Migration {
+        version: 6,
+        name: "group epochs",
+        sql: include_str!("../../migrations/sqlite/0006_group_epochs.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -46,7 +46,8 @@ use rusqlite::{Connection, OpenFlags};
 use self::readers::Readers;
 use self::writer::Writer;
 use crate::{
-    EntityRecord, LocalPn, LocalSession, PnMember, PnRecord, Reconciled, Result, Store, UnixMillis,
+    EntityRecord, GroupEpoch, LocalPn, LocalSession, PnMember, PnRecord, Reconciled, Result, Store,
+    UnixMillis,
 };
 
 /// How long a connection waits for a lock another connection (or process) holds before failing
@@ -274,9 +275,15 @@ impl Store for SqliteStore {
         self.write(move |c| pn::upsert_member(c, &p, &member)).await
     }
 
-    async fn update_members(&self, p: &PnId, add: &[PnMember], remove: &[EntityId]) -> Result<()> {
-        let (p, add, remove) = (*p, add.to_vec(), remove.to_vec());
-        self.write(move |c| pn::update_members(c, &p, &add, &remove))
+    async fn update_members(
+        &self,
+        p: &PnId,
+        add: &[PnMember],
+        remove: &[EntityId],
+        group: Option<&GroupEpoch>,
+    ) -> Result<()> {
+        let (p, add, remove, group) = (*p, add.to_vec(), remove.to_vec(), group.cloned());
+        self.write(move |c| pn::update_members(c, &p, &add, &remove, group.as_ref()))
             .await
     }
 

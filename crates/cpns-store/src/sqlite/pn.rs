@@ -16,7 +16,10 @@ use cpns_wire::{CpnsId, EntityId, PnId};
 use rusqlite::{Connection, Row, params};
 
 use super::{codec, entity};
-use crate::{PnMember, PnRecord, PnState, Reconciled, Result, StoreError};
+use crate::{GroupEpoch, PnMember, PnRecord, PnState, Reconciled, Result, StoreError};
+
+/// The columns of a PN row.
+const PN_COLUMNS: &str = "pn_id, gateway, owner, state, created_at, epoch, sealed_group_key";
 
 fn decode_pn(row: &Row<'_>) -> Result<PnRecord> {
     Ok(PnRecord {
@@ -26,6 +29,7 @@ fn decode_pn(row: &Row<'_>) -> Result<PnRecord> {
         state: codec::name(row, "state", PnState::parse)?,
         created_at: row.get("created_at")?,
         members: Vec::new(),
+        group: codec::group(row)?,
     })
 }
 
@@ -61,8 +65,15 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
         Some((seq, _)) => {
             codec::exec(
                 conn,
-                "UPDATE pns SET owner = ?, state = ? WHERE seq = ?",
-                params![pn.owner.as_str(), pn.state.as_str(), seq],
+                "UPDATE pns SET owner = ?, state = ?, epoch = ?, sealed_group_key = ? \
+                 WHERE seq = ?",
+                params![
+                    pn.owner.as_str(),
+                    pn.state.as_str(),
+                    codec::epoch_of(pn.group.as_ref())?,
+                    pn.group.as_ref().map(|g| &g.sealed_key),
+                    seq
+                ],
             )?;
             codec::exec(conn, "DELETE FROM pn_members WHERE pn_seq = ?", [seq])?;
             seq
@@ -71,14 +82,16 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
             // `seq` is the rowid: one past the largest, so after every PN there is.
             codec::exec(
                 conn,
-                "INSERT INTO pns (pn_id, gateway, owner, state, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO pns (pn_id, gateway, owner, state, created_at, epoch, \
+                 sealed_group_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 params![
                     id,
                     pn.gateway.as_str(),
                     pn.owner.as_str(),
                     pn.state.as_str(),
                     pn.created_at,
+                    codec::epoch_of(pn.group.as_ref())?,
+                    pn.group.as_ref().map(|g| &g.sealed_key),
                 ],
             )?;
             conn.last_insert_rowid()
@@ -114,14 +127,23 @@ pub(super) fn upsert_member(conn: &Connection, pn: &PnId, m: &PnMember) -> Resul
 }
 
 /// Removes the members `remove` (absent ones ignored), then upserts each of `add` as
-/// [`upsert_member`] does (000 §6.6.2, 003 §1.4.2 step 4).
+/// [`upsert_member`] does (000 §6.6.2, 003 §1.4.2 step 4), and moves the PN to `group`'s epoch
+/// if given.
 pub(super) fn update_members(
     conn: &Connection,
     pn: &PnId,
     add: &[PnMember],
     remove: &[EntityId],
+    group: Option<&GroupEpoch>,
 ) -> Result<()> {
     let seq = require_pn(conn, pn)?;
+    if let Some(g) = group {
+        codec::exec(
+            conn,
+            "UPDATE pns SET epoch = ?, sealed_group_key = ? WHERE seq = ?",
+            params![codec::epoch_of(Some(g))?, g.sealed_key, seq],
+        )?;
+    }
     if !remove.is_empty() {
         codec::exec(
             conn,
@@ -306,7 +328,7 @@ pub(super) fn release_pn(conn: &Connection, gw: &EntityId, pn: &PnId) -> Result<
 pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
     let Some((seq, mut record)) = codec::optional(
         conn,
-        "SELECT seq, pn_id, gateway, owner, state, created_at FROM pns WHERE pn_id = ?",
+        &format!("SELECT seq, {PN_COLUMNS} FROM pns WHERE pn_id = ?"),
         [id.as_bytes().as_slice()],
         |row| Ok((row.get::<_, i64>("seq")?, decode_pn(row)?)),
     )?
@@ -327,8 +349,7 @@ pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
 pub(super) fn pns_of_gateway(conn: &Connection, gw: &EntityId) -> Result<Vec<PnRecord>> {
     let pns = codec::all(
         conn,
-        "SELECT pn_id, gateway, owner, state, created_at FROM pns WHERE gateway = ? \
-         ORDER BY seq",
+        &format!("SELECT {PN_COLUMNS} FROM pns WHERE gateway = ? ORDER BY seq"),
         [gw.as_str()],
         decode_pn,
     )?;
@@ -348,7 +369,7 @@ pub(super) fn pns_of_gateway(conn: &Connection, gw: &EntityId) -> Result<Vec<PnR
 pub(super) fn all_pns(conn: &Connection) -> Result<Vec<PnRecord>> {
     let pns = codec::all(
         conn,
-        "SELECT pn_id, gateway, owner, state, created_at FROM pns ORDER BY seq",
+        &format!("SELECT {PN_COLUMNS} FROM pns ORDER BY seq"),
         [],
         decode_pn,
     )?;

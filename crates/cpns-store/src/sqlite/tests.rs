@@ -34,6 +34,7 @@ fn pn(n: u8) -> PnRecord {
         state: PnState::Active,
         created_at: 1,
         members: Vec::new(),
+        group: None,
     }
 }
 
@@ -121,6 +122,8 @@ async fn bad_member_rows_are_corrupt() {
                 contents: None,
             }],
             stored_at: 5,
+            sealed_session_key: None,
+            group: None,
         })
         .await
         .unwrap();

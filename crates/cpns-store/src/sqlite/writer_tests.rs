@@ -46,6 +46,7 @@ fn record(n: u32, gateway: &str, members: &[&str]) -> PnRecord {
                 joined_at: i64::from(n),
             })
             .collect(),
+        group: None,
     }
 }
 

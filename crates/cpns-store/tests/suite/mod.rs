@@ -61,6 +61,7 @@ fn pn(n: u8, gateway: &str, members: &[&str]) -> PnRecord {
             .enumerate()
             .map(|(i, m)| member(m, i == 0))
             .collect(),
+        group: None,
     }
 }
 
@@ -79,6 +80,8 @@ fn local(n: u8, members: &[(&str, Option<&str>)]) -> LocalPn {
             })
             .collect(),
         stored_at: 1_700_000_000_000 + i64::from(n),
+        sealed_session_key: None,
+        group: None,
     }
 }
 
@@ -282,7 +285,7 @@ pub async fn members_are_never_downgraded<S: Store>(s: &S) {
         contents: None,
     };
     s.upsert_member(&pid(1), &weak("pne-1")).await.unwrap();
-    s.update_members(&pid(1), &[weak("pne-1"), weak("pne-2")], &[])
+    s.update_members(&pid(1), &[weak("pne-1"), weak("pne-2")], &[], None)
         .await
         .unwrap();
     assert_eq!(s.pn(&pid(1)).await.unwrap().unwrap(), before);
@@ -314,6 +317,7 @@ pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
         &pid(1),
         &[new.clone(), update.clone()],
         &[eid("pne-2"), eid("ghost")],
+        None,
     )
     .await
     .unwrap();
@@ -328,23 +332,28 @@ pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
     // A PNE both removed and added in one call is re-added at the end, afresh.
     let mut back = member("pne-1", false);
     back.joined_at = 42;
-    s.update_members(&pid(1), std::slice::from_ref(&back), &[eid("pne-1")])
+    s.update_members(&pid(1), std::slice::from_ref(&back), &[eid("pne-1")], None)
         .await
         .unwrap();
     p.members = vec![pne3.clone(), new.clone(), back.clone()];
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
 
     // Empty lists change nothing; a retried call gives the same result.
-    s.update_members(&pid(1), &[], &[]).await.unwrap();
-    s.update_members(&pid(1), std::slice::from_ref(&back), &[eid("pne-2")])
+    s.update_members(&pid(1), &[], &[], None).await.unwrap();
+    s.update_members(&pid(1), std::slice::from_ref(&back), &[eid("pne-2")], None)
         .await
         .unwrap();
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
 
     // Removing every member leaves an empty PN.
-    s.update_members(&pid(1), &[], &[eid("pne-3"), eid("pne-4"), eid("pne-1")])
-        .await
-        .unwrap();
+    s.update_members(
+        &pid(1),
+        &[],
+        &[eid("pne-3"), eid("pne-4"), eid("pne-1")],
+        None,
+    )
+    .await
+    .unwrap();
     p.members.clear();
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
 }
@@ -352,7 +361,7 @@ pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
 /// `update_members` on an unknown PN is not found and creates nothing.
 pub async fn update_members_needs_pn<S: Store>(s: &S) {
     let err = s
-        .update_members(&pid(7), &[member("pne-1", true)], &[eid("pne-2")])
+        .update_members(&pid(7), &[member("pne-1", true)], &[eid("pne-2")], None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
@@ -360,7 +369,10 @@ pub async fn update_members_needs_pn<S: Store>(s: &S) {
     assert_eq!(s.all_pns().await.unwrap(), vec![]);
     // Also when there is nothing to add, so no write of a member could fail on its own.
     for remove in [&[eid("pne-2")][..], &[]] {
-        let err = s.update_members(&pid(7), &[], remove).await.unwrap_err();
+        let err = s
+            .update_members(&pid(7), &[], remove, None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
     }
 }

@@ -8,6 +8,7 @@ pub mod common;
 pub mod connection;
 pub mod discovery;
 pub mod establishment;
+pub mod membership;
 pub mod pan;
 pub mod registration;
 pub mod release;
@@ -20,6 +21,7 @@ pub use common::*;
 pub use connection::*;
 pub use discovery::*;
 pub use establishment::*;
+pub use membership::*;
 pub use pan::*;
 pub use registration::*;
 pub use release::*;
@@ -218,6 +220,11 @@ bodies! {
     // The secure PNE<->server session set up by registration, 003 §1.4.1 step 4.
     60 => SecureRequest,
     61 => SecureResponse,
+    // Leave and expulsion, with group key epochs, 000 §6.6.3 (docs/pn-lifecycle.md).
+    73 => PneLeaveRequest,
+    74 => PneLeaveResponse,
+    75 => PneExpelNotification,
+    76 => PnUpdateNotification,
     // PN release, 000 §6.6.5 (docs/pn-lifecycle.md).
     77 => PnReleaseRequest,
     78 => PnReleaseResponse,

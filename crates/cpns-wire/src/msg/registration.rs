@@ -109,4 +109,12 @@ pub struct PnUpdateResponse {
     /// The PN Inventory after the update.
     #[n(0)]
     pub inventory: PnInventory,
+    /// When the update removed members (an expulsion, 000 §6.6.3.2 step 4): the PN's new group
+    /// key epoch (docs/pn-lifecycle.md, "Group key epochs").
+    #[n(1)]
+    pub epoch: Option<u64>,
+    /// With `epoch`: the remaining members' copies of its group key, each sealed end to end.
+    #[n(2)]
+    #[cbor(default)]
+    pub keys: Vec<crate::SealedGroupKey>,
 }

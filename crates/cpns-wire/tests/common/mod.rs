@@ -485,6 +485,74 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "pn update response",
             PnUpdateResponse {
                 inventory: inventory_full(),
+                epoch: None,
+                keys: vec![],
+            }
+            .into(),
+        ),
+        (
+            "pn update response with an epoch",
+            PnUpdateResponse {
+                inventory: inventory_full(),
+                epoch: Some(u64::MAX),
+                keys: vec![SealedGroupKey {
+                    pne_id: eid("bob.watch@home"),
+                    sealed: vec![0x5e; 60],
+                }],
+            }
+            .into(),
+        ),
+        (
+            "pne leave request",
+            PneLeaveRequest {
+                request_id: RequestId(13),
+                pn_id: pn(7),
+                pne: eid("bob.watch@home"),
+            }
+            .into(),
+        ),
+        (
+            "pne leave response full",
+            PneLeaveResponse {
+                pn_id: pn(7),
+                inventory: Some(inventory_full()),
+                epoch: Some(2),
+                keys: vec![SealedGroupKey {
+                    pne_id: eid("alice.phone@home"),
+                    sealed: vec![0x5e; 60],
+                }],
+            }
+            .into(),
+        ),
+        (
+            "pne leave response min",
+            PneLeaveResponse {
+                pn_id: pn(7),
+                inventory: None,
+                epoch: None,
+                keys: vec![],
+            }
+            .into(),
+        ),
+        (
+            "pne expel notification",
+            PneExpelNotification { pn_id: pn(7) }.into(),
+        ),
+        (
+            "pn update notification",
+            PnUpdateNotification {
+                inventory: inventory_full(),
+                epoch: 3,
+                sealed_key: Some(vec![0x5e; 60]),
+            }
+            .into(),
+        ),
+        (
+            "pn update notification without a key",
+            PnUpdateNotification {
+                inventory: inventory_full(),
+                epoch: 3,
+                sealed_key: None,
             }
             .into(),
         ),

@@ -93,7 +93,14 @@ impl MemoryStore {
                     gateway: gateway.clone(),
                     members,
                 };
-                self.pns.insert(pn_id, KnownPn { gateway, inventory });
+                self.pns.insert(
+                    pn_id,
+                    KnownPn {
+                        gateway,
+                        inventory,
+                        epoch: 0,
+                    },
+                );
                 self.pending.insert(pn_id);
                 Ok(Persisted::Done)
             }

@@ -1,0 +1,191 @@
+//! Leave and expulsion at the server (000 §6.6.3.1.1 steps 2-4: PNE Request (Leave) relayed by
+//! the PN GW; §6.6.3.2 steps 2-4: PN Update Request removing members): the PN GW asks for its
+//! own PN, the server removes the members from its inventory of record and moves the PN to its
+//! next group key epoch in the same write, with a fresh group key sealed to each remaining
+//! member that has an SK_PNE (docs/pn-lifecycle.md, "Group key epochs"; docs/security.md
+//! §4.10). A member that left gets no copy. The answer is kept for retries: a retried leave
+//! removes nothing more and hands out the same keys.
+
+use cpns_crypto::{GroupKey, GroupKeyBinding, SessionKey, seal_group_key};
+use cpns_wire::{
+    Address, EntityId, Envelope, ErrorCode, PnId, PnInventory, PnUpdateResponse, PneLeaveRequest,
+    PneLeaveResponse, RequestId, SealedGroupKey,
+};
+
+use super::connect::Gw;
+use super::{
+    KnownPn, LoadRequest, Loaded, NewGroupEpoch, Parked, Persisted, ServerEffect, ServerEvent,
+    ServerSession,
+};
+use crate::StoreFailure;
+
+/// Which request a removal answers.
+#[derive(Debug)]
+pub(super) enum Asked {
+    /// PN Update Request removing members (an expulsion, §6.6.3.2).
+    Update,
+    /// PNE Request (Leave) (§6.6.3.1.1).
+    Leave,
+}
+
+/// A removal waiting for its write.
+#[derive(Debug)]
+pub(super) struct Removal {
+    req_msg: u64,
+    request_id: RequestId,
+    asked: Asked,
+    removed: Vec<EntityId>,
+    inventory: PnInventory,
+    epoch: u64,
+    keys: Vec<SealedGroupKey>,
+}
+
+impl ServerSession {
+    /// 000 §6.6.3.1.1 step 2: the PN GW relays a member's leave.
+    pub(super) fn on_pne_leave(&mut self, gw: &Gw, env: &Envelope, req: PneLeaveRequest) {
+        if self.replay(&env.from, req.request_id, env) {
+            return;
+        }
+        if env.from != Address::Entity(gw.id.clone()) {
+            return self.reject(
+                env,
+                ErrorCode::Forbidden,
+                "only the PN GW changes its PN's members",
+            );
+        }
+        if self.establishments.contains_key(&req.pn_id) {
+            return self.reject(
+                env,
+                ErrorCode::Conflict,
+                "an establishment of this PN is in progress",
+            );
+        }
+        if !self.admit(env) {
+            return;
+        }
+        let request = LoadRequest {
+            entities: Vec::new(),
+            pn: Some(req.pn_id),
+            replay: Some((env.from.clone(), req.request_id)),
+            session: None,
+            member_keys: true,
+        };
+        self.load(
+            Parked::LeaveLoad {
+                req_msg: env.msg_id,
+                req,
+            },
+            request,
+        );
+    }
+
+    /// The PN is loaded: its own PN GW asks, for a member.
+    pub(super) fn pne_leave_loaded(
+        &mut self,
+        req_msg: u64,
+        req: PneLeaveRequest,
+        mut loaded: Loaded,
+    ) {
+        let Some((_, pn)) = self.own_pn(req_msg, &mut loaded) else {
+            return;
+        };
+        if !pn.inventory.members.iter().any(|m| m.pne_id == req.pne) {
+            let reason = format!("{} is not a member of the PN", req.pne);
+            return self.respond_error(req_msg, ErrorCode::NotFound, reason);
+        }
+        let (request_id, pn_id) = (req.request_id, req.pn_id);
+        self.remove_members(
+            (req_msg, request_id, Asked::Leave),
+            pn_id,
+            pn,
+            vec![req.pne],
+            std::mem::take(&mut loaded.member_keys),
+        );
+    }
+
+    /// Removes `removed` from `pn` and moves it to its next group key epoch, sealing the new key
+    /// to every remaining member whose SK_PNE is in `member_keys`.
+    pub(super) fn remove_members(
+        &mut self,
+        (req_msg, request_id, asked): (u64, RequestId, Asked),
+        pn_id: PnId,
+        pn: KnownPn,
+        removed: Vec<EntityId>,
+        member_keys: Vec<(EntityId, SessionKey)>,
+    ) {
+        let epoch = pn.epoch + 1;
+        let key = GroupKey::random(self.rng.get());
+        let mut inventory = pn.inventory;
+        inventory.members.retain(|m| !removed.contains(&m.pne_id));
+        let keys = inventory
+            .members
+            .iter()
+            .filter_map(|m| {
+                let (_, sk) = member_keys.iter().find(|(p, _)| *p == m.pne_id)?;
+                let binding = GroupKeyBinding {
+                    pn_id: pn_id.as_bytes(),
+                    epoch,
+                    pne_id: m.pne_id.as_str(),
+                };
+                Some(SealedGroupKey {
+                    pne_id: m.pne_id.clone(),
+                    sealed: seal_group_key(self.rng.get(), sk, &binding, &key),
+                })
+            })
+            .collect();
+        let effect = ServerEffect::UpdateMembers {
+            pn_id,
+            add: Vec::new(),
+            remove: removed.clone(),
+            group: Some(NewGroupEpoch { epoch, key }),
+        };
+        let removal = Removal {
+            req_msg,
+            request_id,
+            asked,
+            removed,
+            inventory,
+            epoch,
+            keys,
+        };
+        self.persist(Parked::RemovalPersist(Box::new(removal)), effect);
+    }
+
+    /// §6.6.3.1.1 step 4, §6.6.3.2 step 4: the removal is durable; answer and keep the answer.
+    pub(super) fn removal_persisted(
+        &mut self,
+        r: Removal,
+        result: Result<Persisted, StoreFailure>,
+    ) {
+        if let Err(e) = result {
+            return self.respond_error(r.req_msg, ErrorCode::Internal, format!("store: {e}"));
+        }
+        let pn_id = r.inventory.pn_id;
+        let gw = self.peer();
+        let env = match r.asked {
+            Asked::Update => {
+                let answer = PnUpdateResponse {
+                    inventory: r.inventory,
+                    epoch: Some(r.epoch),
+                    keys: r.keys,
+                };
+                self.respond(r.req_msg, gw.clone(), answer)
+            }
+            Asked::Leave => {
+                let answer = PneLeaveResponse {
+                    pn_id,
+                    inventory: Some(r.inventory),
+                    epoch: Some(r.epoch),
+                    keys: r.keys,
+                };
+                self.respond(r.req_msg, gw.clone(), answer)
+            }
+        };
+        self.remember(gw, r.request_id, env);
+        self.event(ServerEvent::MembersRemoved {
+            pn_id,
+            removed: r.removed,
+            epoch: r.epoch,
+        });
+    }
+}

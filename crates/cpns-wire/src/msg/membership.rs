@@ -1,0 +1,88 @@
+//! Membership changes and group key epochs (docs/pn-lifecycle.md): a PNE leaving (000
+//! §6.6.3.1.1), the PN GW expelling one (§6.6.3.2), and the new member list and group key
+//! delivered to the remaining members (PN Update Notification, §6.6.2.1.1 step 5).
+
+use minicbor::{Decode, Encode};
+
+use crate::ids::{EntityId, PnId, RequestId};
+use crate::msg::PnInventory;
+
+/// One member's copy of a PN's group key for an epoch, sealed end to end by the server under
+/// K_dir(server → PNE) of that member's SK_PNE (docs/security.md §4.10): the PN GW relays it
+/// and cannot open it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct SealedGroupKey {
+    /// The member it is sealed for.
+    #[n(0)]
+    pub pne_id: EntityId,
+    /// nonce(12) ‖ ChaCha20-Poly1305 box of the 32-byte group key.
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// PNE Request (Leave): a member PNE to its PN GW (000 §6.6.3.1.1 step 1), and the PN GW to
+/// the CPNS Server on its behalf (step 2).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneLeaveRequest {
+    /// Chosen by the sender; a retry carries the same one.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PN to leave.
+    #[n(1)]
+    pub pn_id: PnId,
+    /// The leaving PNE.
+    #[n(2)]
+    pub pne: EntityId,
+}
+
+/// PNE Response (Leave): the CPNS Server to the PN GW once the PNE is out of the inventory, with
+/// the PN's new epoch and the remaining members' copies of its group key (§6.6.3.1.1 step 4);
+/// the PN GW to the leaving PNE, with neither (step 6).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneLeaveResponse {
+    /// The PN left.
+    #[n(0)]
+    pub pn_id: PnId,
+    /// The inventory after the change (server to PN GW only).
+    #[n(1)]
+    pub inventory: Option<PnInventory>,
+    /// The PN's new group key epoch (server to PN GW only).
+    #[n(2)]
+    pub epoch: Option<u64>,
+    /// The remaining members' copies of the new group key (server to PN GW only).
+    #[n(3)]
+    #[cbor(default)]
+    pub keys: Vec<SealedGroupKey>,
+}
+
+/// PNE Notification (Expel): the PN GW tells a member it is being removed (000 §6.6.3.2 step 1).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneExpelNotification {
+    /// The PN.
+    #[n(0)]
+    pub pn_id: PnId,
+}
+
+/// PN Update Notification: the PN GW tells a remaining member the PN's new member list and
+/// hands it its own copy of the new epoch's group key (000 §6.6.2.1.1 step 5, §6.6.2.1.2 steps
+/// 7-8; docs/pn-lifecycle.md step 4).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PnUpdateNotification {
+    /// The PN inventory after the change.
+    #[n(0)]
+    pub inventory: PnInventory,
+    /// The PN's group key epoch.
+    #[n(1)]
+    pub epoch: u64,
+    /// This member's copy of the epoch's group key; `None` for a member the server holds no
+    /// SK_PNE for (it asks for its copy once it has one).
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed_key: Option<Vec<u8>>,
+}
