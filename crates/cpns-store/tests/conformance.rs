@@ -52,6 +52,7 @@ conformance!(
     local_session_is_kept_and_replaced,
     update_members_removes_then_upserts,
     update_members_needs_pn,
+    group_epochs_move_with_membership,
     register_pne_allocates_and_upserts,
     register_pne_needs_pn_and_entity,
     pns_of_gateway,

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use cpns_store::{
-    EntityKind, EntityRecord, LocalMember, LocalPn, LocalSession, PnMember, PnRecord, PnState,
-    Store, StoreError,
+    EntityKind, EntityRecord, GroupEpoch, LocalMember, LocalPn, LocalSession, PnMember, PnRecord,
+    PnState, Store, StoreError,
 };
 use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 
@@ -356,6 +356,61 @@ pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
     .unwrap();
     p.members.clear();
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
+}
+
+/// A PN's group key epoch: stored with the PN, moved by `update_members` with the membership
+/// change in one write, left alone without one, and kept with a device's own PN together with
+/// its sealed SK_PNE (schema 6).
+pub async fn group_epochs_move_with_membership<S: Store>(s: &S) {
+    let epoch = |n: u64| GroupEpoch {
+        epoch: n,
+        sealed_key: format!("gk-{n}").into_bytes(),
+    };
+    let mut p = pn(1, "gw-1", &["pne-1", "pne-2"]);
+    p.group = Some(epoch(1));
+    s.register_pn(&p).await.unwrap();
+    assert_eq!(s.pn(&pid(1)).await.unwrap().unwrap().group, Some(epoch(1)));
+    // A change without a new epoch keeps the one there is.
+    s.update_members(&pid(1), &[member("pne-3", true)], &[], None)
+        .await
+        .unwrap();
+    assert_eq!(s.pn(&pid(1)).await.unwrap().unwrap().group, Some(epoch(1)));
+    // A removal with the next epoch: both land.
+    s.update_members(&pid(1), &[], &[eid("pne-2")], Some(&epoch(2)))
+        .await
+        .unwrap();
+    let now = s.pn(&pid(1)).await.unwrap().unwrap();
+    assert_eq!(now.group, Some(epoch(2)));
+    assert!(now.members.iter().all(|m| m.pne_id.as_str() != "pne-2"));
+    assert_eq!(s.all_pns().await.unwrap()[0].group, Some(epoch(2)));
+    assert_eq!(
+        s.pns_of_gateway(&eid("gw-1")).await.unwrap()[0].group,
+        Some(epoch(2))
+    );
+    // A failed change (unknown PN) moves no epoch anywhere.
+    assert!(
+        s.update_members(&pid(9), &[], &[], Some(&epoch(7)))
+            .await
+            .is_err()
+    );
+    assert_eq!(s.pn(&pid(1)).await.unwrap().unwrap().group, Some(epoch(2)));
+    // A PN without a group key reads as none.
+    s.register_pn(&pn(2, "gw-1", &["pne-1"])).await.unwrap();
+    assert_eq!(s.pn(&pid(2)).await.unwrap().unwrap().group, None);
+
+    // A device's own PN keeps its SK_PNE and epoch, replaced as a whole.
+    let mut l = local(1, &[("pne-1", Some("pan:1"))]);
+    l.sealed_session_key = Some(b"sk".to_vec());
+    l.group = Some(epoch(3));
+    s.save_local_pn(&l).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);
+    l.group = Some(epoch(4));
+    s.save_local_pn(&l).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);
+    l.group = None;
+    l.sealed_session_key = None;
+    s.save_local_pn(&l).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![l]);
 }
 
 /// `update_members` on an unknown PN is not found and creates nothing.
