@@ -171,7 +171,7 @@ impl GatewayHandle {
     }
 }
 
-/// A local PN as the store keeps it.
+/// A local PN as the store keeps it, without a PNE's own keys ([`crate::pne`] adds them).
 pub fn local_pn_record(state: &LocalPnState) -> LocalPn {
     let inv = &state.inventory;
     LocalPn {
@@ -198,7 +198,7 @@ pub fn local_pn_record(state: &LocalPnState) -> LocalPn {
     }
 }
 
-/// A local PN from the store.
+/// A local PN from the store, without a PNE's own keys ([`crate::pne`] opens them).
 pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
     LocalPnState {
         inventory: PnInventory {
@@ -217,6 +217,7 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
             .iter()
             .filter_map(|m| Some((m.pne_id.clone(), m.sealed_local_key.clone()?)))
             .collect(),
+        own: None,
     }
 }
 

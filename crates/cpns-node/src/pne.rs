@@ -5,10 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use cpns_crypto::{MasterKey, open_group_key_at_rest, seal_group_key_at_rest};
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
-use cpns_proto::{Flow, PanSecurity};
-use cpns_store::{LocalSession, Store};
-use cpns_wire::{ErrorBody, ErrorCode, PnId, PnInventory, SetupType};
+use cpns_proto::{Flow, LocalPnState, OwnKeys, PanSecurity, StoreFailure};
+use cpns_store::{GroupEpoch, LocalPn, LocalSession, Store};
+use cpns_wire::{EntityId, ErrorBody, ErrorCode, PnId, PnInventory, SetupType};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -260,7 +261,7 @@ struct Link<S> {
     conn: FramedConn<TcpStream>,
     store: S,
     cfg: PneConfig,
-    storage_key: cpns_crypto::MasterKey,
+    storage_key: MasterKey,
     events: Option<mpsc::Sender<PneEvent>>,
     trace: TraceSink,
     report: PneReport,
@@ -280,8 +281,12 @@ impl<S: Store> Link<S> {
     ) -> Result<Self, NodeError> {
         let mut session = PneSession::new(cfg.clone(), cpns_crypto::MachineRng::os());
         let stored = store.local_pns().await?;
-        session.restore(stored.iter().map(local_pn_state).collect())?;
         let storage_key = cpns_crypto::device_storage_key(&cfg.eukey);
+        let states = stored
+            .iter()
+            .map(|p| pne_state(p, &storage_key, &cfg.id))
+            .collect::<Result<_, _>>()?;
+        session.restore(states)?;
         if let Some(kept) = store.local_session().await? {
             let session_key =
                 open_sk(&storage_key, &kept.pn_id, &cfg.id, &kept.sealed_session_key)?;
@@ -333,11 +338,14 @@ impl<S: Store> Link<S> {
                     self.conn.queue(&frame)?;
                 }
                 PneOutput::Persist { token, pn } => {
-                    let result = self
-                        .store
-                        .save_local_pn(&local_pn_record(&pn))
-                        .await
-                        .map_err(|e| store_failure(&e));
+                    let result = match pne_record(&pn, &self.storage_key, &self.cfg.id) {
+                        Ok(record) => self
+                            .store
+                            .save_local_pn(&record)
+                            .await
+                            .map_err(|e| store_failure(&e)),
+                        Err(e) => Err(e),
+                    };
                     self.session.handle_persisted(token, result)?;
                 }
                 PneOutput::Forget { token, pn_id } => {
@@ -536,6 +544,59 @@ impl<S: Store> Link<S> {
             .find(|i| &i.gateway == gw && self.session.holds_local_key(&i.pn_id))
             .map(|i| i.pn_id)
     }
+}
+
+/// A PNE's local PN as the store keeps it: its own SK_PNE and group key sealed under the
+/// device's storage key (docs/security.md §4.9, §4.10).
+fn pne_record(
+    state: &LocalPnState,
+    storage_key: &MasterKey,
+    me: &EntityId,
+) -> Result<LocalPn, StoreFailure> {
+    let mut record = local_pn_record(state);
+    if let Some(own) = &state.own {
+        let pn = &state.inventory.pn_id;
+        record.sealed_session_key = Some(sealed_sk(storage_key, pn, me, &own.session_key)?);
+        record.group = own
+            .group
+            .as_ref()
+            .map(|(epoch, gk)| {
+                let sealed_key = seal_group_key_at_rest(storage_key, pn.as_bytes(), *epoch, gk)
+                    .map_err(|e| StoreFailure::Sealed(e.to_string()))?;
+                Ok::<_, StoreFailure>(GroupEpoch {
+                    epoch: *epoch,
+                    sealed_key,
+                })
+            })
+            .transpose()?;
+    }
+    Ok(record)
+}
+
+/// A PNE's local PN from the store, its own keys opened with the device's storage key.
+fn pne_state(
+    pn: &LocalPn,
+    storage_key: &MasterKey,
+    me: &EntityId,
+) -> Result<LocalPnState, NodeError> {
+    let mut state = local_pn_state(pn);
+    if let Some(sealed) = &pn.sealed_session_key {
+        let session_key = open_sk(storage_key, &pn.pn_id, me, sealed)?;
+        let group = pn
+            .group
+            .as_ref()
+            .map(|g| {
+                open_group_key_at_rest(storage_key, pn.pn_id.as_bytes(), g.epoch, &g.sealed_key)
+                    .map(|gk| (g.epoch, gk))
+                    .map_err(|e| NodeError::Sealed {
+                        what: format!("the group key of PN {}", pn.pn_id),
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()?;
+        state.own = Some(OwnKeys { session_key, group });
+    }
+    Ok(state)
 }
 
 /// Whether `e` ends `step`.

@@ -31,6 +31,8 @@ pub enum Flow {
     KeepingAnswer,
     /// PN release (000 §6.6.5, §6.6.5.1).
     PnRelease,
+    /// A member leaving or being expelled (000 §6.6.3), and the group key epoch it moves to.
+    MembershipChange,
 }
 
 impl fmt::Display for Flow {
@@ -46,6 +48,7 @@ impl fmt::Display for Flow {
             Flow::InventoryReconciliation => "inventory reconciliation",
             Flow::KeepingAnswer => "keeping an answer for retries",
             Flow::PnRelease => "PN release",
+            Flow::MembershipChange => "membership change",
         })
     }
 }
@@ -112,6 +115,8 @@ pub enum Failure {
     WanLost,
     /// What the flow would send is larger than the CPNS Server accepts.
     TooLarge,
+    /// This PNE's copy of a group key did not open under its SK_PNE (docs/security.md §4.10).
+    GroupKeyDidNotOpen(String),
 }
 
 impl Failure {
@@ -187,6 +192,9 @@ impl fmt::Display for Failure {
             Failure::WanLost => f.write_str("the connection to the CPNS Server closed"),
             Failure::TooLarge => {
                 f.write_str("the PN's set-up information is larger than the CPNS Server accepts")
+            }
+            Failure::GroupKeyDidNotOpen(why) => {
+                write!(f, "this PNE's copy of the group key did not open: {why}")
             }
         }
     }

@@ -86,4 +86,18 @@ pub struct LocalPnState {
     /// to the rand_server of the establishment that made it, so unwrapping it again after a
     /// restart needs that rand_server too.
     pub wrapped_keys: Vec<(EntityId, Vec<u8>)>,
+    /// A PNE's own keys of the PN (its driver seals them at rest under the device's storage
+    /// key, docs/security.md §4.9); `None` on a PN GW, which holds neither.
+    pub own: Option<OwnKeys>,
+}
+
+/// A PNE's own keys of a PN it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnKeys {
+    /// Its SK_PNE for the PN, agreed with the server at establishment (000 §6.6.1.1 steps 8-12)
+    /// or at its latest registration in the PN (003 §1.4.1 step 3): it opens the group key
+    /// copies the server seals for this PNE.
+    pub session_key: cpns_crypto::SessionKey,
+    /// The PN's current group key epoch and key, once the PNE was given one.
+    pub group: Option<(u64, cpns_crypto::GroupKey)>,
 }

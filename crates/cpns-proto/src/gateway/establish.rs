@@ -624,6 +624,7 @@ impl Gateway {
         let state = LocalPnState {
             inventory: m.inventory.clone(),
             wrapped_keys,
+            own: None,
         };
         f.stage = Stage::Persisting {
             keys,
@@ -673,6 +674,7 @@ impl Gateway {
                 .filter(|(p, _)| authenticated.contains(p))
                 .cloned()
                 .collect(),
+            own: None,
         };
         self.pns.insert(pn_id, LocalPn { state, keys });
         // The server holds the PN pending until this report confirms it is stored here.

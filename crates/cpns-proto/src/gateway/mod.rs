@@ -10,7 +10,9 @@
 //! step that depends on them continues only when the driver reports them durable.
 
 mod establish;
+mod membership;
 mod pan;
+mod pn_flows;
 mod relay;
 mod release;
 mod wan;
@@ -148,6 +150,29 @@ pub enum GatewayEvent {
         /// The members told by PN Release Notification (the asker is answered instead).
         notified: Vec<EntityId>,
     },
+    /// A member left (000 §6.6.3.1.1) or was expelled (§6.6.3.2): it is out of the server's
+    /// inventory and the local one, with its LocalEUKey.
+    MemberRemoved {
+        /// The PN.
+        pn_id: PnId,
+        /// The member.
+        pne: EntityId,
+        /// It asked to leave (else it was expelled).
+        left: bool,
+        /// The PN's new group key epoch (none when the server had removed it already).
+        epoch: Option<u64>,
+        /// The remaining members told by PN Update Notification.
+        notified: Vec<EntityId>,
+    },
+    /// A leave or expulsion ended with the member kept.
+    MembershipChangeFailed {
+        /// The PN.
+        pn_id: PnId,
+        /// The member.
+        pne: EntityId,
+        /// Why.
+        reason: crate::Failure,
+    },
     /// A release ended with the PN kept.
     ReleaseFailed {
         /// The PN.
@@ -252,6 +277,7 @@ pub struct Gateway {
     forming: BTreeMap<PnId, establish::Forming>,
     relays: relay::Relays,
     releases: release::Releases,
+    changes: membership::Changes,
     /// The largest frame the server accepts, as it announced (002 §B.1.1.2 step 11).
     server_max_frame: usize,
     rng: MachineRng,
@@ -267,6 +293,7 @@ enum Parked {
     Establishment(PnId),
     MemberAdded(Box<relay::JoinStored>),
     Released(Box<release::Releasing>),
+    MemberRemoved(Box<membership::Agreed>),
 }
 
 impl Gateway {
@@ -284,6 +311,7 @@ impl Gateway {
             forming: BTreeMap::new(),
             relays: relay::Relays::default(),
             releases: release::Releases::default(),
+            changes: membership::Changes::default(),
             server_max_frame: cfg_max as usize,
             rng,
             ids: MsgIds::default(),
@@ -403,6 +431,7 @@ impl Gateway {
             Parked::Establishment(pn) => self.establishment_persisted(now, pn, result),
             Parked::MemberAdded(p) => self.member_add_persisted(now, *p, result),
             Parked::Released(r) => self.release_stored(*r, result),
+            Parked::MemberRemoved(a) => self.change_stored(*a, result),
         }
         Ok(())
     }
@@ -413,6 +442,7 @@ impl Gateway {
         self.establishment_timeouts(now);
         self.relay_timeouts(now);
         self.release_timeouts(now);
+        self.change_timeouts(now);
     }
 
     /// The earliest deadline, if any.
@@ -425,13 +455,14 @@ impl Gateway {
             .chain(forming)
             .chain(relays)
             .chain(self.releases.deadlines())
+            .chain(self.changes.deadlines())
             .min()
     }
 
     /// Flows in progress: PNs being formed, requests relayed to the server, registrations
-    /// waiting for their PN update, releases.
+    /// waiting for their PN update, releases, leaves and expulsions.
     pub fn flows_in_progress(&self) -> usize {
-        self.forming.len() + self.relays.len() + self.releases.len()
+        self.forming.len() + self.relays.len() + self.releases.len() + self.changes.len()
     }
 
     /// Flows in progress that `link` started.
@@ -441,7 +472,10 @@ impl Gateway {
             .values()
             .filter(|f| f.initiated_on(link))
             .count();
-        forming + self.relays.of_link(link) + self.releases.of_link(link)
+        forming
+            + self.relays.of_link(link)
+            + self.releases.of_link(link)
+            + self.changes.of_link(link)
     }
 
     /// Whether a new flow from `link` must wait: the reason to answer `busy` with, if so.
@@ -512,6 +546,7 @@ impl Gateway {
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, link, &env, m),
             Body::SecureRequest(m) => self.on_secure_request(now, link, &env, m),
             Body::PnReleaseRequest(m) => self.on_pne_release_request(now, link, &env, m),
+            Body::PneLeaveRequest(m) => self.on_pne_leave_request(now, link, &env, m),
             Body::ErrorBody(e) => self.on_pan_error(now, link, &env, e),
             _ => self.reject_pan(
                 link,
@@ -546,7 +581,13 @@ impl Gateway {
             Body::StatusUpdateRequest(_) => self.on_status_request(&env),
             Body::AuthenticationRequest(m) => self.on_server_auth_request(now, &env, m),
             Body::PnRegistrationResponse(m) => self.on_registration_response(now, &env, m),
-            Body::PnUpdateResponse(m) => self.on_update_response(now, &env, m),
+            Body::PnUpdateResponse(m) => {
+                let expulsion = env.in_reply_to.is_some_and(|r| self.on_expel_answer(r, &m));
+                if !expulsion {
+                    self.on_update_response(now, &env, m);
+                }
+            }
+            Body::PneLeaveResponse(m) => self.on_leave_answer(&env, m),
             Body::PnReleaseResponse(m) => self.on_release_response(&env, m),
             Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
             // Confirms (device capabilities, connection set-up) need no action.

@@ -15,7 +15,6 @@
 //!    that is not connected is not told now: at its next PN GW authentication for the PN it
 //!    is answered `not_found`.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_wire::{
@@ -23,21 +22,9 @@ use cpns_wire::{
     PnReleaseResponse, RequestId,
 };
 
+use super::pn_flows::{Asker, PnFlow, PnFlows};
 use super::{Gateway, GatewayEvent, GatewayOutput, LinkId, Parked};
 use crate::Failure;
-
-/// Who asked for a release.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Asker {
-    /// The PN GW's owner, through its driver (000 §6.6.5).
-    Owner,
-    /// A member PNE on a link (§6.6.5.1): it is answered on that link.
-    Pne {
-        link: LinkId,
-        pan_msg: u64,
-        pne: cpns_wire::EntityId,
-    },
-}
 
 /// A release waiting for the server (step 2) or the local store (step 3).
 #[derive(Debug)]
@@ -47,34 +34,20 @@ pub(crate) struct Releasing {
     deadline: Instant,
 }
 
-/// Releases waiting for the server's answer, by the WAN message id of their request.
-#[derive(Debug, Default)]
-pub(super) struct Releases {
-    by_msg: BTreeMap<u64, Releasing>,
-    /// PNs whose release is past the server and waits for the local store.
-    storing: Vec<PnId>,
-}
-
-impl Releases {
-    pub(super) fn deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.by_msg.values().map(|r| r.deadline)
+impl PnFlow for Releasing {
+    fn pn(&self) -> PnId {
+        self.pn_id
     }
-
-    pub(super) fn len(&self) -> usize {
-        self.by_msg.len() + self.storing.len()
+    fn asker(&self) -> &Asker {
+        &self.asker
     }
-
-    pub(super) fn of_link(&self, link: LinkId) -> usize {
-        self.by_msg
-            .values()
-            .filter(|r| matches!(r.asker, Asker::Pne { link: l, .. } if l == link))
-            .count()
-    }
-
-    fn running(&self, pn: &PnId) -> bool {
-        self.storing.contains(pn) || self.by_msg.values().any(|r| r.pn_id == *pn)
+    fn deadline(&self) -> Instant {
+        self.deadline
     }
 }
+
+/// Releases in progress.
+pub(super) type Releases = PnFlows<Releasing>;
 
 impl Gateway {
     /// 000 §6.6.5 step 1: the PN GW's owner releases `pn_id`. The result comes as
@@ -138,7 +111,7 @@ impl Gateway {
                 format!("this PN GW serves no PN {pn_id}"),
             ));
         }
-        if self.releases.running(&pn_id) {
+        if self.releases.running(&pn_id) || self.changes.running(&pn_id) {
             return Err(ErrorBody::new(
                 ErrorCode::Conflict,
                 "the PN is being released already",
@@ -174,13 +147,11 @@ impl Gateway {
 
     /// Step 2: the server released the PN; now the local store (step 3).
     pub(super) fn on_release_response(&mut self, env: &Envelope, m: PnReleaseResponse) {
-        let Some(r) = env
-            .in_reply_to
-            .and_then(|id| self.releases.by_msg.remove(&id))
-        else {
+        let Some(r) = env.in_reply_to.and_then(|id| self.releases.answered(id)) else {
             return;
         };
         if m.pn_id != r.pn_id {
+            self.releases.stored(&r.pn_id);
             let e = ErrorBody::new(ErrorCode::Internal, "the server released another PN");
             return self.release_failed(r, Failure::Refused(e));
         }
@@ -190,10 +161,11 @@ impl Gateway {
     /// The server refused a release: true if `reply_to` was one. `not_found` means the PN is
     /// gone there already, and it goes here too.
     pub(super) fn release_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
-        let Some(r) = self.releases.by_msg.remove(&reply_to) else {
+        let Some(r) = self.releases.take(reply_to) else {
             return false;
         };
         if e.code == ErrorCode::NotFound {
+            self.releases.storing.push(r.pn_id);
             self.forget_locally(r);
         } else {
             self.release_failed(r, Failure::Refused(e.clone()));
@@ -204,14 +176,13 @@ impl Gateway {
     fn forget_locally(&mut self, r: Releasing) {
         let token = self.tokens.next();
         let pn_id = r.pn_id;
-        self.releases.storing.push(pn_id);
         self.parked.insert(token, Parked::Released(Box::new(r)));
         self.out.push_back(GatewayOutput::Forget { token, pn_id });
     }
 
     /// Step 3 done (or failed): step 4, tell the members.
     pub(super) fn release_stored(&mut self, r: Releasing, result: Result<(), crate::StoreFailure>) {
-        self.releases.storing.retain(|p| *p != r.pn_id);
+        self.releases.stored(&r.pn_id);
         if let Err(e) = result {
             return self.release_failed(r, Failure::Store(e));
         }
@@ -261,42 +232,14 @@ impl Gateway {
     }
 
     pub(super) fn release_timeouts(&mut self, now: Instant) {
-        for (_, r) in crate::util::take_expired(&mut self.releases.by_msg, now, |r| r.deadline) {
+        for r in self.releases.expired(now) {
             self.release_failed(r, Failure::TimedOut);
         }
     }
 
     pub(super) fn releases_wan_lost(&mut self) {
-        for r in std::mem::take(&mut self.releases.by_msg).into_values() {
+        for r in self.releases.drain() {
             self.release_failed(r, Failure::WanLost);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Both stages count as flows in progress: waiting for the server and for the store.
-    #[test]
-    fn a_release_counts_while_it_waits_for_the_server_or_the_store() {
-        let pn = PnId::from_bytes([1; 16]);
-        let mut r = Releases::default();
-        r.storing.push(pn);
-        assert_eq!(r.len(), 1);
-        assert!(r.running(&pn));
-        #[allow(clippy::disallowed_methods)] // only offsets from it matter
-        let now = Instant::now();
-        r.by_msg.insert(
-            9,
-            Releasing {
-                pn_id: PnId::from_bytes([2; 16]),
-                asker: Asker::Owner,
-                deadline: now,
-            },
-        );
-        assert_eq!(r.len(), 2);
-        assert!(r.running(&PnId::from_bytes([2; 16])));
-        assert!(!r.running(&PnId::from_bytes([3; 16])));
     }
 }

@@ -77,6 +77,7 @@ impl Gateway {
         self.fail_all_forming(now, crate::Failure::WanLost);
         self.relays_wan_lost(now);
         self.releases_wan_lost();
+        self.changes_wan_lost();
     }
 
     pub(super) fn on_wan_setup(&mut self, _now: Instant, env: Envelope) {
@@ -216,7 +217,10 @@ impl Gateway {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
-        if self.fail_forming_by_msg(now, reply_to, &e) || self.release_refused(reply_to, &e) {
+        if self.fail_forming_by_msg(now, reply_to, &e)
+            || self.release_refused(reply_to, &e)
+            || self.change_refused(reply_to, &e)
+        {
             return;
         }
         self.relay_wan_error(now, reply_to, e);

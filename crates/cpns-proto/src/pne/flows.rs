@@ -357,6 +357,10 @@ impl PneSession {
         let state = LocalPnState {
             inventory,
             wrapped_keys,
+            own: Some(crate::OwnKeys {
+                session_key: keys.session_key().clone(),
+                group: None,
+            }),
         };
         self.pns.insert(
             pn_id,
@@ -498,6 +502,8 @@ impl PneSession {
         if grant.cpns_id != m.cpns_id {
             return fail(self, Failure::GrantMismatch);
         }
+        // The server now keeps this SK_PNE for the PNE's membership: group keys come under it.
+        self.set_own_session_key(pn_id, keys.session_key());
         // 003 §1.4.1 step 4: the PNE keeps its CPNS ID and SK_PNE for the secure session.
         self.session_established(super::SecureSession {
             cpns_id: grant.cpns_id.clone(),
@@ -517,7 +523,10 @@ impl PneSession {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
-        if self.secure_call_refused(reply_to, &e) || self.release_refused(reply_to, &e) {
+        if self.secure_call_refused(reply_to, &e)
+            || self.release_refused(reply_to, &e)
+            || self.leave_refused(reply_to, &e)
+        {
             return;
         }
         let flow = if self.flows.setup.as_ref().is_some_and(|s| s.msg == reply_to) {

@@ -6,6 +6,7 @@
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
 mod flows;
+mod membership;
 mod release;
 mod secure;
 
@@ -111,6 +112,19 @@ pub enum PneEvent {
         /// Whether this PNE asked for it (else its PN GW told it).
         by_me: bool,
     },
+    /// This PNE left a PN, which left its local store (000 §6.6.3.1.1 step 6).
+    PnLeft(PnId),
+    /// The PN GW expelled this PNE from a PN, which left its local store (000 §6.6.3.2 step 1).
+    Expelled(PnId),
+    /// The PN GW told this PNE a PN's new member list and group key epoch (000 §6.6.2.1.1 step 5).
+    PnUpdated {
+        /// The PN inventory now.
+        inventory: PnInventory,
+        /// The PN's group key epoch.
+        epoch: u64,
+        /// Whether this PNE holds that epoch's group key (its copy opened).
+        has_key: bool,
+    },
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
@@ -193,8 +207,21 @@ struct MemberOf {
 enum Parked {
     /// A PN joined, stored (000 §6.6.1.1 step 15).
     Joined { pn_id: PnId, initiator: bool },
-    /// A released PN, removed.
-    Released { pn_id: PnId, by_me: bool },
+    /// A PN this PNE is out of, removed.
+    Forgotten { pn_id: PnId, why: Gone },
+    /// A PN whose inventory or keys changed, stored again.
+    Updated(PnId),
+}
+
+/// Why a PNE is out of a PN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gone {
+    /// The PN was released (000 §6.6.5); `by_me` if this PNE asked.
+    Released { by_me: bool },
+    /// This PNE left it (000 §6.6.3.1.1).
+    Left,
+    /// Its PN GW expelled this PNE (000 §6.6.3.2).
+    Expelled,
 }
 
 /// The PNE machine.
@@ -214,6 +241,7 @@ pub struct PneSession {
     pns: BTreeMap<PnId, MemberOf>,
     parked: BTreeMap<Token, Parked>,
     releases: release::PendingReleases,
+    leaves: release::PendingReleases,
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
@@ -238,6 +266,7 @@ impl PneSession {
             pns: BTreeMap::new(),
             parked: BTreeMap::new(),
             releases: BTreeMap::new(),
+            leaves: BTreeMap::new(),
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
@@ -337,8 +366,12 @@ impl PneSession {
     ) -> Result<(), ProtoError> {
         let (pn_id, initiator) = match self.parked.remove(&token) {
             None => return Err(ProtoError::UnknownToken),
-            Some(Parked::Released { pn_id, by_me }) => {
-                self.forgotten(pn_id, by_me, result);
+            Some(Parked::Forgotten { pn_id, why }) => {
+                self.forgotten(pn_id, why, result);
+                return Ok(());
+            }
+            Some(Parked::Updated(pn_id)) => {
+                self.updated(pn_id, result);
                 return Ok(());
             }
             Some(Parked::Joined { pn_id, initiator }) => (pn_id, initiator),
@@ -380,6 +413,7 @@ impl PneSession {
         self.flow_timeouts(now);
         self.secure_timeouts(now);
         self.release_timeouts(now);
+        self.leave_timeouts(now);
     }
 
     /// The earliest deadline, if any.
@@ -391,6 +425,7 @@ impl PneSession {
             .chain(self.flows.deadlines())
             .chain(secure::deadlines(&self.secure_calls))
             .chain(self.releases.values().map(|(_, d)| *d))
+            .chain(self.leaves.values().map(|(_, d)| *d))
             .min()
     }
 
@@ -447,6 +482,9 @@ impl PneSession {
             Body::SecureResponse(m) => self.on_secure_response(&env, m),
             Body::PnReleaseResponse(m) => self.on_release_response(&env, m),
             Body::PnReleaseNotification(m) => self.on_release_notification(&env, m),
+            Body::PneLeaveResponse(m) => self.on_leave_response(&env, m),
+            Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
+            Body::PnUpdateNotification(m) => self.on_update_notification(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,

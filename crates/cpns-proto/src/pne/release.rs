@@ -14,7 +14,7 @@ use cpns_wire::{
     RequestId,
 };
 
-use super::{Parked, PneEvent, PneOutput, PneSession};
+use super::{Gone, Parked, PneEvent, PneOutput, PneSession};
 use crate::{Failure, Flow, PanSecurity, ProtoError};
 
 /// Release requests waiting for the PN GW's answer, by message id: the PN and the deadline.
@@ -68,18 +68,23 @@ impl PneSession {
                 )),
             });
         }
-        self.forget(pn_id, true);
+        self.forget(pn_id, Gone::Released { by_me: true });
     }
 
     /// §6.6.5 steps 3-4, §6.6.5.1 step 6: the PN GW says a PN was released.
     pub(super) fn on_release_notification(&mut self, env: &Envelope, m: PnReleaseNotification) {
-        let from_its_gateway = self.pns.get(&m.pn_id).is_some_and(|p| {
+        let from_its_gateway = self.from_pns_gateway(env, &m.pn_id);
+        if from_its_gateway {
+            self.forget(m.pn_id, Gone::Released { by_me: false });
+        }
+    }
+
+    /// Whether `env` comes from `pn`'s own PN GW, proven on this link.
+    pub(super) fn from_pns_gateway(&self, env: &Envelope, pn: &PnId) -> bool {
+        self.pns.get(pn).is_some_and(|p| {
             env.from == Address::Entity(p.state.inventory.gateway.clone())
                 && self.gateway_proven(&p.state.inventory.gateway)
-        });
-        if from_its_gateway {
-            self.forget(m.pn_id, false);
-        }
+        })
     }
 
     /// Whether the peer on the link proved it is `gw`.
@@ -90,12 +95,13 @@ impl PneSession {
         }
     }
 
-    fn forget(&mut self, pn_id: PnId, by_me: bool) {
+    /// Removes a PN this PNE is out of from the local store, then from memory.
+    pub(super) fn forget(&mut self, pn_id: PnId, why: Gone) {
         if !self.pns.contains_key(&pn_id) {
             return;
         }
         let token = self.tokens.next();
-        self.parked.insert(token, Parked::Released { pn_id, by_me });
+        self.parked.insert(token, Parked::Forgotten { pn_id, why });
         self.out.push_back(PneOutput::Forget { token, pn_id });
     }
 
@@ -103,17 +109,24 @@ impl PneSession {
     pub(super) fn forgotten(
         &mut self,
         pn_id: PnId,
-        by_me: bool,
+        why: Gone,
         result: Result<(), crate::StoreFailure>,
     ) {
         match result {
             Ok(()) => {
-                // Dropping the entry zeroizes its LocalEUKey.
+                // Dropping the entry zeroizes its LocalEUKey, SK_PNE and group key.
                 self.pns.remove(&pn_id);
-                self.event(PneEvent::PnReleased { pn_id, by_me });
+                self.event(match why {
+                    Gone::Released { by_me } => PneEvent::PnReleased { pn_id, by_me },
+                    Gone::Left => PneEvent::PnLeft(pn_id),
+                    Gone::Expelled => PneEvent::Expelled(pn_id),
+                });
             }
             Err(e) => self.event(PneEvent::FlowFailed {
-                flow: Flow::PnRelease,
+                flow: match why {
+                    Gone::Released { .. } => Flow::PnRelease,
+                    Gone::Left | Gone::Expelled => Flow::MembershipChange,
+                },
                 reason: Failure::Store(e),
             }),
         }

@@ -15,6 +15,8 @@
 //! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.
 //! - `relay`: the PN GW relay: deadlines, lost WAN, closed links, refusals, message ids.
 //! - `pne_flows`: the PNE's own deadlines and refusals; a second PN on a sealed link.
+//! - `membership_server`, `membership_flow`: leave and expulsion with group key epochs
+//!   (000 §6.6.3), at the server, then end to end.
 //! - `release`, `release_flow`: PN release at the server, then end to end (000 §6.6.5).
 //! - `replay`: a whole run replays frame for frame from its seed.
 //! - `bad_input`: garbage, truncated, unknown and misplaced messages at every machine.
@@ -30,6 +32,8 @@ mod failures;
 mod harness;
 mod identity;
 mod limits;
+mod membership_flow;
+mod membership_server;
 mod pan_security;
 mod pne_flows;
 mod queries;

@@ -24,10 +24,15 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// The same snapshot without the CPNS IDs (a registration allocates one and changes nothing
-    /// else).
+    /// The same snapshot without the CPNS IDs and the PNEs' own keys (a registration allocates
+    /// a CPNS ID and gives the PNE a new SK_PNE for its PN, and changes nothing else).
     pub fn without_cpns_ids(mut self) -> Self {
         self.cpns_ids.clear();
+        for local in &mut self.pne_local {
+            for pn in local.values_mut() {
+                pn.own = None;
+            }
+        }
         self
     }
 }

@@ -1,0 +1,333 @@
+//! Leave (000 §6.6.3.1.1) and expulsion (§6.6.3.2) at the PN GW, with the PN's next group key
+//! epoch (docs/pn-lifecycle.md, "One model for every membership change", "Group key epochs"):
+//!
+//! 1. Asked: a member PNE on its proven link asks to leave (step 1); the owner expels a member,
+//!    who is told first (§6.6.3.2 step 1). One change per PN at a time.
+//! 2. Agreed: PNE Request (Leave) or PN Update Request to the server (step 2), which removes the
+//!    member and answers with the new epoch and each remaining member's sealed copy of its
+//!    group key (step 4). `not_found` for the member means it is out there already.
+//! 3. Stored: the member and its LocalEUKey leave the local inventory in one write (step 5).
+//! 4. Told: the leaver gets PNE Response (Leave) (step 6); every remaining member on a proven
+//!    link gets PN Update Notification with its own copy, which this PN GW cannot open.
+
+use std::time::Instant;
+
+use cpns_wire::{
+    EntityId, Envelope, ErrorBody, ErrorCode, PnId, PnInventory, PnUpdateNotification,
+    PnUpdateRequest, PnUpdateResponse, PneExpelNotification, PneLeaveRequest, PneLeaveResponse,
+    RequestId, SealedGroupKey,
+};
+
+use super::pn_flows::{Asker, PnFlow, PnFlows};
+use super::{Gateway, GatewayEvent, LinkId, Parked};
+use crate::Failure;
+
+/// A member leaving or being expelled, waiting for the server or the local store.
+#[derive(Debug)]
+pub(crate) struct Changing {
+    pn_id: PnId,
+    pne: EntityId,
+    /// The PNE asked to leave (else the owner expels it).
+    asker: Asker,
+    deadline: Instant,
+}
+
+impl PnFlow for Changing {
+    fn pn(&self) -> PnId {
+        self.pn_id
+    }
+    fn asker(&self) -> &Asker {
+        &self.asker
+    }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// Membership changes in progress.
+pub(super) type Changes = PnFlows<Changing>;
+
+/// A change the server agreed to, waiting for the local store.
+#[derive(Debug)]
+pub(crate) struct Agreed {
+    change: Changing,
+    epoch: Option<u64>,
+    keys: Vec<SealedGroupKey>,
+}
+
+impl Changing {
+    fn left(&self) -> bool {
+        matches!(self.asker, Asker::Pne { .. })
+    }
+}
+
+impl Gateway {
+    /// 000 §6.6.3.2: the PN GW's owner expels `pne` from `pn_id`. The PNE is told at once (step
+    /// 1); the result comes as [`GatewayEvent::MemberRemoved`] or
+    /// [`GatewayEvent::MembershipChangeFailed`]. A request refused at once (unknown PN, not a
+    /// member, a change of the PN already running, no session with the server) is the `Err`,
+    /// with nothing changed and no one told.
+    pub fn expel(&mut self, now: Instant, pn_id: PnId, pne: EntityId) -> Result<(), ErrorBody> {
+        if self.flows_in_progress() >= self.cfg.limits.flows {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW is running as many flows as it takes; try again later",
+            ));
+        }
+        self.check_change(&pn_id, &pne)?;
+        // Step 1: the PNE hears it first, on its proven link.
+        if let Some(link) = self.proven_link_of(&pne) {
+            self.send_pan_notify(link, PneExpelNotification { pn_id });
+        }
+        let req = PnUpdateRequest {
+            request_id: RequestId(self.rng.u64()),
+            pn_id,
+            add: Vec::new(),
+            remove: vec![pne.clone()],
+        };
+        self.ask_server(now, req, pn_id, pne, Asker::Owner)
+    }
+
+    /// §6.6.3.1.1 step 1: a member asks to leave.
+    pub(super) fn on_pne_leave_request(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: PneLeaveRequest,
+    ) {
+        let proven = self.links.get(&link).filter(|l| l.proven);
+        if proven.and_then(|l| l.peer.as_ref()) != Some(&m.pne) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "a PNE leaves only itself, once it proved who it is (PN GW authentication)",
+            );
+        }
+        let refusal = self.check_change(&m.pn_id, &m.pne).err().or_else(|| {
+            self.over_limit(link)
+                .map(|r| ErrorBody::new(ErrorCode::Busy, r))
+        });
+        if let Some(e) = refusal {
+            return self.send_pan_response(link, env.msg_id, e);
+        }
+        let asker = Asker::Pne {
+            link,
+            pan_msg: env.msg_id,
+            pne: m.pne.clone(),
+        };
+        let req = PneLeaveRequest {
+            request_id: RequestId(self.rng.u64()),
+            ..m.clone()
+        };
+        if let Err(e) = self.ask_server(now, req, m.pn_id, m.pne, asker) {
+            self.send_pan_response(link, env.msg_id, e);
+        }
+    }
+
+    /// The checks both changes make before anything is sent.
+    fn check_change(&self, pn_id: &PnId, pne: &EntityId) -> Result<(), ErrorBody> {
+        let Some(pn) = self.pns.get(pn_id) else {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("this PN GW serves no PN {pn_id}"),
+            ));
+        };
+        if !pn.state.inventory.members.iter().any(|m| &m.pne_id == pne) {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("{pne} is not a member of the PN"),
+            ));
+        }
+        if self.changes.running(pn_id) || self.releases.running(pn_id) {
+            return Err(ErrorBody::new(
+                ErrorCode::Conflict,
+                "the PN's membership is being changed already; try again once that is done",
+            ));
+        }
+        if !self.wan_ready() {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW has no connection to the CPNS Server; try again once it has",
+            ));
+        }
+        Ok(())
+    }
+
+    fn proven_link_of(&self, pne: &EntityId) -> Option<LinkId> {
+        let link = *self.routes.get(pne)?;
+        self.links.get(&link).filter(|l| l.proven).map(|_| link)
+    }
+
+    fn ask_server(
+        &mut self,
+        now: Instant,
+        body: impl Into<cpns_wire::Body>,
+        pn_id: PnId,
+        pne: EntityId,
+        asker: Asker,
+    ) -> Result<(), ErrorBody> {
+        let Some(msg) = self.send_wan_request(body) else {
+            return Err(ErrorBody::new(
+                ErrorCode::BadRequest,
+                "the request is larger than the CPNS Server accepts",
+            ));
+        };
+        let deadline = now + self.cfg.timeouts.flow;
+        self.changes.by_msg.insert(
+            msg,
+            Changing {
+                pn_id,
+                pne,
+                asker,
+                deadline,
+            },
+        );
+        Ok(())
+    }
+
+    /// §6.6.3.2 step 4: the server answered an expulsion. False if `reply_to` is not one.
+    pub(super) fn on_expel_answer(&mut self, reply_to: u64, m: &PnUpdateResponse) -> bool {
+        let Some(change) = self.changes.answered(reply_to) else {
+            return false;
+        };
+        self.store_change(change, m.epoch, m.keys.clone());
+        true
+    }
+
+    /// §6.6.3.1.1 step 4: the server answered a leave.
+    pub(super) fn on_leave_answer(&mut self, env: &Envelope, m: PneLeaveResponse) {
+        let Some(change) = env.in_reply_to.and_then(|r| self.changes.answered(r)) else {
+            return;
+        };
+        self.store_change(change, m.epoch, m.keys);
+    }
+
+    /// The server refused a change: true if `reply_to` was one. `not_found` means the member is
+    /// out there already, and it goes here too (with no new epoch to hand on).
+    pub(super) fn change_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
+        let Some(change) = self.changes.take(reply_to) else {
+            return false;
+        };
+        if e.code == ErrorCode::NotFound {
+            self.changes.storing.push(change.pn_id);
+            self.store_change(change, None, Vec::new());
+        } else {
+            self.change_failed(change, Failure::Refused(e.clone()));
+        }
+        true
+    }
+
+    /// Step 5: the member and its LocalEUKey leave the local inventory.
+    fn store_change(&mut self, change: Changing, epoch: Option<u64>, keys: Vec<SealedGroupKey>) {
+        let Some(pn) = self.pns.get(&change.pn_id) else {
+            self.changes.stored(&change.pn_id);
+            return self.change_failed(change, Failure::NotEstablished(None));
+        };
+        let mut state = pn.state.clone();
+        state.inventory.members.retain(|m| m.pne_id != change.pne);
+        state.wrapped_keys.retain(|(p, _)| *p != change.pne);
+        let agreed = Agreed {
+            change,
+            epoch,
+            keys,
+        };
+        self.persist(Parked::MemberRemoved(Box::new(agreed)), state);
+    }
+
+    /// Step 5 done (or failed): step 6 and the notifications.
+    pub(super) fn change_stored(&mut self, a: Agreed, result: Result<(), crate::StoreFailure>) {
+        let Agreed {
+            change,
+            epoch,
+            keys,
+        } = a;
+        self.changes.stored(&change.pn_id);
+        if let Err(e) = result {
+            return self.change_failed(change, Failure::Store(e));
+        }
+        let Some(pn) = self.pns.get_mut(&change.pn_id) else {
+            return;
+        };
+        pn.state
+            .inventory
+            .members
+            .retain(|m| m.pne_id != change.pne);
+        pn.state.wrapped_keys.retain(|(p, _)| *p != change.pne);
+        // Dropping the removed member's LocalEUKey zeroizes it.
+        pn.keys.remove(&change.pne);
+        let inventory = pn.state.inventory.clone();
+        if let Asker::Pne { link, pan_msg, .. } = &change.asker {
+            let answer = PneLeaveResponse {
+                pn_id: change.pn_id,
+                inventory: None,
+                epoch: None,
+                keys: Vec::new(),
+            };
+            self.send_pan_response(*link, *pan_msg, answer);
+        }
+        let notified = match epoch {
+            Some(epoch) => self.notify_members(&inventory, epoch, &keys),
+            None => Vec::new(),
+        };
+        self.event(GatewayEvent::MemberRemoved {
+            pn_id: change.pn_id,
+            pne: change.pne.clone(),
+            left: change.left(),
+            epoch,
+            notified,
+        });
+    }
+
+    /// PN Update Notification to every member of `inventory` on a proven link, each with its own
+    /// sealed copy of the epoch's group key; the members told.
+    fn notify_members(
+        &mut self,
+        inventory: &PnInventory,
+        epoch: u64,
+        keys: &[SealedGroupKey],
+    ) -> Vec<EntityId> {
+        let mut told = Vec::new();
+        for m in &inventory.members {
+            let Some(link) = self.proven_link_of(&m.pne_id) else {
+                continue;
+            };
+            let sealed_key = keys
+                .iter()
+                .find(|k| k.pne_id == m.pne_id)
+                .map(|k| k.sealed.clone());
+            let note = PnUpdateNotification {
+                inventory: inventory.clone(),
+                epoch,
+                sealed_key,
+            };
+            self.send_pan_notify(link, note);
+            told.push(m.pne_id.clone());
+        }
+        told
+    }
+
+    fn change_failed(&mut self, change: Changing, reason: Failure) {
+        if let Asker::Pne { link, pan_msg, .. } = &change.asker {
+            self.send_pan_response(*link, *pan_msg, reason.to_error());
+        }
+        self.event(GatewayEvent::MembershipChangeFailed {
+            pn_id: change.pn_id,
+            pne: change.pne,
+            reason,
+        });
+    }
+
+    pub(super) fn change_timeouts(&mut self, now: Instant) {
+        for c in self.changes.expired(now) {
+            self.change_failed(c, Failure::TimedOut);
+        }
+    }
+
+    pub(super) fn changes_wan_lost(&mut self) {
+        for c in self.changes.drain() {
+            self.change_failed(c, Failure::WanLost);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! A PNE's membership changes (docs/pn-lifecycle.md): leaving a PN (000 §6.6.3.1.1 steps 1 and
+//! 6), being expelled (§6.6.3.2 step 1), and the PN Update Notification that brings the PN's
+//! new member list and this PNE's copy of the new epoch's group key (§6.6.2.1.1 step 5).
+//!
+//! Like a release notification, an expulsion or an update is believed only from the PN's own
+//! PN GW proven on this link. A group key copy opens only under this PNE's SK_PNE for the PN
+//! (docs/security.md §4.10); an update for an epoch not newer than the one held is ignored, so
+//! a replayed notification cannot take a PNE back to an older key.
+
+use std::time::Instant;
+
+use cpns_crypto::{GroupKey, GroupKeyBinding, SessionKey, open_group_key};
+use cpns_wire::{
+    Envelope, ErrorCode, PnId, PnUpdateNotification, PneExpelNotification, PneLeaveRequest,
+    PneLeaveResponse, RequestId,
+};
+
+use super::{Gone, Parked, PneEvent, PneOutput, PneSession};
+use crate::{Failure, Flow, OwnKeys, PanSecurity, ProtoError};
+
+impl PneSession {
+    /// This PNE's SK_PNE for `pn`, if it belongs to it and holds one.
+    pub fn session_key_of(&self, pn: &PnId) -> Option<SessionKey> {
+        let own = self.pns.get(pn)?.state.own.as_ref()?;
+        Some(own.session_key.clone())
+    }
+
+    /// The group key epoch and key this PNE holds for `pn`, if any.
+    pub fn group_key_of(&self, pn: &PnId) -> Option<(u64, GroupKey)> {
+        self.pns.get(pn)?.state.own.as_ref()?.group.clone()
+    }
+
+    /// Keeps `sk` as this PNE's SK_PNE for `pn` (a registration in the PN replaced the one the
+    /// server keeps for its membership).
+    pub(super) fn set_own_session_key(&mut self, pn: PnId, sk: &SessionKey) {
+        let Some(p) = self.pns.get_mut(&pn) else {
+            return;
+        };
+        match &mut p.state.own {
+            Some(own) => own.session_key = sk.clone(),
+            None => {
+                p.state.own = Some(OwnKeys {
+                    session_key: sk.clone(),
+                    group: None,
+                });
+            }
+        }
+        self.store_updated(pn);
+    }
+
+    fn store_updated(&mut self, pn: PnId) {
+        let Some(state) = self.pns.get(&pn).map(|p| p.state.clone()) else {
+            return;
+        };
+        let token = self.tokens.next();
+        self.parked.insert(token, Parked::Updated(pn));
+        self.out.push_back(PneOutput::Persist { token, pn: state });
+    }
+
+    /// The local store answered the write of an updated PN.
+    pub(super) fn updated(&mut self, _pn: PnId, result: Result<(), crate::StoreFailure>) {
+        if let Err(e) = result {
+            self.event(PneEvent::FlowFailed {
+                flow: Flow::MembershipChange,
+                reason: Failure::Store(e),
+            });
+        }
+    }
+
+    /// 000 §6.6.3.1.1 step 1: asks the PN GW to take this PNE out of `pn_id`. On an insecure
+    /// PAN whose link is not sealed yet, the PNE first proves itself with the PN's LocalEUKey.
+    /// The result comes as [`PneEvent::PnLeft`] or a failed [`Flow::MembershipChange`].
+    pub fn leave_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
+        let Some(member) = self.pns.get(&pn_id) else {
+            return Err(ProtoError::WrongState(
+                "this PNE is not a member of that PN",
+            ));
+        };
+        if self.leaves.values().any(|(p, _)| *p == pn_id) {
+            return Err(ProtoError::WrongState(
+                "this PNE is leaving that PN already",
+            ));
+        }
+        let local = member.local.clone();
+        let request_id = RequestId(self.rng.u64());
+        let req = PneLeaveRequest {
+            request_id,
+            pn_id,
+            pne: self.cfg.id.clone(),
+        };
+        let env = Envelope::request(self.ids.next(), self.me(), self.peer(), req);
+        let must_seal = self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed();
+        match local {
+            Some(local) if must_seal && self.pan.is_none() => {
+                self.begin_pan_auth(now, pn_id, local, Some(env.clone()))?;
+            }
+            _ => self.transmit(&env),
+        }
+        let deadline = now + self.cfg.timeouts.flow * 2;
+        self.leaves.insert(env.msg_id, (pn_id, deadline));
+        Ok(request_id)
+    }
+
+    /// §6.6.3.1.1 step 6: the PN GW took this PNE out.
+    pub(super) fn on_leave_response(&mut self, env: &Envelope, m: PneLeaveResponse) {
+        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.leaves.remove(&r)) else {
+            return self.reject(env, ErrorCode::WrongState, "no leave in progress");
+        };
+        if m.pn_id != pn_id {
+            let e =
+                cpns_wire::ErrorBody::new(ErrorCode::Internal, "the PN GW answered for another PN");
+            return self.event(PneEvent::FlowFailed {
+                flow: Flow::MembershipChange,
+                reason: Failure::Refused(e),
+            });
+        }
+        self.forget(pn_id, Gone::Left);
+    }
+
+    /// The PN GW refused a leave: true if `reply_to` was one.
+    pub(super) fn leave_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
+        if self.leaves.remove(&reply_to).is_none() {
+            return false;
+        }
+        self.event(PneEvent::FlowFailed {
+            flow: Flow::MembershipChange,
+            reason: Failure::Refused(e.clone()),
+        });
+        true
+    }
+
+    pub(super) fn leave_timeouts(&mut self, now: Instant) {
+        for _ in crate::util::take_expired(&mut self.leaves, now, |(_, d)| *d) {
+            self.event(PneEvent::FlowFailed {
+                flow: Flow::MembershipChange,
+                reason: Failure::TimedOut,
+            });
+        }
+    }
+
+    /// §6.6.3.2 step 1: the PN GW expels this PNE.
+    pub(super) fn on_expel_notification(&mut self, env: &Envelope, m: PneExpelNotification) {
+        if self.from_pns_gateway(env, &m.pn_id) {
+            self.forget(m.pn_id, Gone::Expelled);
+        }
+    }
+
+    /// §6.6.2.1.1 step 5: the PN's new member list and this PNE's copy of the new group key.
+    pub(super) fn on_update_notification(&mut self, env: &Envelope, m: PnUpdateNotification) {
+        let pn_id = m.inventory.pn_id;
+        if !self.from_pns_gateway(env, &pn_id) {
+            return;
+        }
+        let me = self.cfg.id.clone();
+        if !m.inventory.members.iter().any(|x| x.pne_id == me) {
+            // An update that leaves this PNE out is no way to expel it.
+            return;
+        }
+        let Some(p) = self.pns.get_mut(&pn_id) else {
+            return;
+        };
+        let held = p
+            .state
+            .own
+            .as_ref()
+            .and_then(|o| o.group.as_ref().map(|(e, _)| *e));
+        if held.is_some_and(|e| m.epoch <= e) {
+            return;
+        }
+        let opened = match (&m.sealed_key, &p.state.own) {
+            (Some(sealed), Some(own)) => {
+                let binding = GroupKeyBinding {
+                    pn_id: pn_id.as_bytes(),
+                    epoch: m.epoch,
+                    pne_id: me.as_str(),
+                };
+                Some(open_group_key(&own.session_key, &binding, sealed))
+            }
+            _ => None,
+        };
+        p.state.inventory = m.inventory.clone();
+        let mut failed = None;
+        match opened {
+            Some(Ok(gk)) => {
+                if let Some(own) = &mut p.state.own {
+                    own.group = Some((m.epoch, gk));
+                }
+            }
+            Some(Err(e)) => failed = Some(e),
+            None => {}
+        }
+        let has_key = failed.is_none() && m.sealed_key.is_some() && p.state.own.is_some();
+        self.store_updated(pn_id);
+        if let Some(e) = failed {
+            self.event(PneEvent::FlowFailed {
+                flow: Flow::MembershipChange,
+                reason: Failure::GroupKeyDidNotOpen(e.to_string()),
+            });
+        }
+        self.event(PneEvent::PnUpdated {
+            inventory: m.inventory,
+            epoch: m.epoch,
+            has_key,
+        });
+    }
+}
