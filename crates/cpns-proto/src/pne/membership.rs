@@ -140,7 +140,7 @@ impl PneSession {
 
     /// §6.6.3.2 step 1: the PN GW expels this PNE.
     pub(super) fn on_expel_notification(&mut self, env: &Envelope, m: PneExpelNotification) {
-        if self.from_pns_gateway(env, &m.pn_id) {
+        if self.sent_by_pns_gateway(env, &m.pn_id) {
             self.forget(m.pn_id, Gone::Expelled);
         }
     }
@@ -148,7 +148,7 @@ impl PneSession {
     /// §6.6.2.1.1 step 5: the PN's new member list and this PNE's copy of the new group key.
     pub(super) fn on_update_notification(&mut self, env: &Envelope, m: PnUpdateNotification) {
         let pn_id = m.inventory.pn_id;
-        if !self.from_pns_gateway(env, &pn_id) {
+        if !self.sent_by_pns_gateway(env, &pn_id) {
             return;
         }
         let me = self.cfg.id.clone();

@@ -73,14 +73,14 @@ impl PneSession {
 
     /// §6.6.5 steps 3-4, §6.6.5.1 step 6: the PN GW says a PN was released.
     pub(super) fn on_release_notification(&mut self, env: &Envelope, m: PnReleaseNotification) {
-        let from_its_gateway = self.from_pns_gateway(env, &m.pn_id);
+        let from_its_gateway = self.sent_by_pns_gateway(env, &m.pn_id);
         if from_its_gateway {
             self.forget(m.pn_id, Gone::Released { by_me: false });
         }
     }
 
     /// Whether `env` comes from `pn`'s own PN GW, proven on this link.
-    pub(super) fn from_pns_gateway(&self, env: &Envelope, pn: &PnId) -> bool {
+    pub(super) fn sent_by_pns_gateway(&self, env: &Envelope, pn: &PnId) -> bool {
         self.pns.get(pn).is_some_and(|p| {
             env.from == Address::Entity(p.state.inventory.gateway.clone())
                 && self.gateway_proven(&p.state.inventory.gateway)
