@@ -125,7 +125,7 @@ mod tests {
         let pne = Asker::Pne {
             link: LinkId(3),
             pan_msg: 1,
-            pne: EntityId::new("pne-1").unwrap(),
+            pne: EntityId::new("pne-1").expect("a valid id"),
         };
         let mut f = PnFlows::default();
         f.by_msg.insert(9, F(a, pne, now));
