@@ -459,6 +459,10 @@ impl ServerSession {
             .filter(|p| pn.inventory.members.iter().any(|m| &m.pne_id == *p))
             .cloned()
             .collect();
+        if removed.is_empty() {
+            let reason = "none of the PNEs to remove is a member of the PN";
+            return self.respond_error(req_msg, ErrorCode::NotFound, reason);
+        }
         let keys = std::mem::take(&mut loaded.member_keys);
         self.remove_members(
             (req_msg, req.request_id, super::membership::Asked::Update),

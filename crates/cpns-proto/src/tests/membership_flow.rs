@@ -1,0 +1,474 @@
+//! Leave and expulsion end to end in the machines (000 §6.6.3.1.1, §6.6.3.2) with group key
+//! epochs (docs/pn-lifecycle.md): the server, the PN GW and every member agree afterwards; the
+//! remaining members are told and hold the new epoch's key; the PNE that left or was expelled
+//! holds none of it and cannot open content sealed after its departure.
+
+use std::time::Duration;
+
+use cpns_crypto::{MachineRng, open_group_content, seal_group_content};
+use cpns_wire::{
+    Address, EntityId, Envelope, ErrorCode, PnId, PnInventory, PnUpdateNotification,
+    PneLeaveRequest, RequestId, SetupType,
+};
+
+use super::harness::{Action, FLOW, Harness, Party, id, plain, pne_id};
+use super::store::PneSpec;
+use crate::gateway::GatewayEvent;
+use crate::pne::PneEvent;
+use crate::{Failure, Flow};
+
+/// Four PNEs on an insecure PAN, all members of one PN set up by PNE 0 (links sealed).
+fn with_pn() -> (Harness, PnId) {
+    let mut h = Harness::ready(&[PneSpec::cpns(); 4]);
+    h.setup(0, SetupType::All);
+    let inv = h.joined(0).expect("the PN was established");
+    assert_eq!(inv.members.len(), 4);
+    (h, inv.pn_id)
+}
+
+fn members(h: &Harness, pn: PnId) -> Vec<EntityId> {
+    h.store.pns[&pn]
+        .members
+        .iter()
+        .map(|m| m.pne_id.clone())
+        .collect()
+}
+
+/// The server's, the PN GW's and every remaining member's inventories agree; `gone` holds
+/// nothing of the PN.
+fn agree(h: &Harness, pn: PnId, gone: usize) {
+    let server = &h.store.pns[&pn];
+    let local = &h.store.gw_local[&pn];
+    assert_eq!(&local.inventory.members, &server.members);
+    assert!(local.wrapped_keys.iter().all(|(p, _)| *p != pne_id(gone)));
+    let mem: Vec<&PnInventory> = h.gw.inventory();
+    assert_eq!(
+        mem.iter().find(|i| i.pn_id == pn).unwrap().members,
+        server.members
+    );
+    for m in &server.members {
+        let i = index(&m.pne_id);
+        let held = &h.store.pne_local[i][&pn];
+        assert_eq!(held.inventory.members, server.members, "PNE {i}");
+    }
+    assert!(!h.store.pne_local[gone].contains_key(&pn));
+    assert!(h.pnes[gone].group_key_of(&pn).is_none());
+    assert!(!h.pnes[gone].holds_local_key(&pn));
+}
+
+fn index(pne: &EntityId) -> usize {
+    pne.as_str()["pne-".len()..].parse::<usize>().unwrap() - 1
+}
+
+fn removed(h: &Harness) -> Vec<(EntityId, bool, Option<u64>, Vec<EntityId>)> {
+    h.gw_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            GatewayEvent::MemberRemoved {
+                pne,
+                left,
+                epoch,
+                notified,
+                ..
+            } => Some((pne.clone(), *left, *epoch, notified.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn change_failure(h: &Harness) -> Option<Failure> {
+    h.gw_events().into_iter().find_map(|e| match e {
+        GatewayEvent::MembershipChangeFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+fn expel(h: &mut Harness, pn: PnId, i: usize) -> Result<(), cpns_wire::ErrorBody> {
+    let now = h.now();
+    let r = h.gw.expel(now, pn, pne_id(i));
+    h.pump();
+    r
+}
+
+fn updated(h: &Harness, i: usize) -> Vec<(u64, bool)> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::PnUpdated { epoch, has_key, .. } => Some((*epoch, *has_key)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The acceptance test of group key epochs: after PNE 3 is expelled, content sealed under the
+/// PN's new epoch opens for every remaining member and not for PNE 3, with anything it holds.
+#[test]
+fn an_expelled_pne_cannot_open_what_is_sealed_after_its_expulsion() {
+    let (mut h, pn) = with_pn();
+    // A first change gives the PN epoch 1; PNE 3 is still a member and holds its key.
+    expel(&mut h, pn, 2).unwrap();
+    let (e1, gk1) = h.pnes[3].group_key_of(&pn).expect("PNE 3 holds epoch 1");
+    assert_eq!(e1, 1);
+    // Now PNE 3 is expelled: it is told first, the others get epoch 2.
+    expel(&mut h, pn, 3).unwrap();
+    assert!(h.pne_events(3).contains(&&PneEvent::Expelled(pn)));
+    let (e2, gk2) = h.pnes[0].group_key_of(&pn).expect("PNE 0 holds epoch 2");
+    assert_eq!(e2, 2);
+    for i in [0, 1] {
+        assert!(h.pnes[i].group_key_of(&pn).unwrap().1 == gk2, "PNE {i}");
+    }
+    let mut rng = MachineRng::from_seed_u64(7);
+    let sealed = seal_group_content(rng.get(), &gk2, pn.as_bytes(), 2, b"family photo").unwrap();
+    for i in [0, 1] {
+        let (epoch, gk) = h.pnes[i].group_key_of(&pn).unwrap();
+        assert_eq!(
+            &open_group_content(&gk, pn.as_bytes(), epoch, &sealed).unwrap()[..],
+            b"family photo"
+        );
+    }
+    // PNE 3 kept nothing; even the epoch-1 key it once held does not open epoch-2 content, as
+    // either epoch.
+    assert!(h.pnes[3].group_key_of(&pn).is_none());
+    assert!(open_group_content(&gk1, pn.as_bytes(), 2, &sealed).is_err());
+    assert!(open_group_content(&gk1, pn.as_bytes(), 1, &sealed).is_err());
+    // Nor can it open its former fellow members' copies of epoch 2 with its SK_PNE: every
+    // copy the PN GW relayed names its member.
+    agree(&h, pn, 3);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+#[test]
+fn the_owner_expels_a_member_which_is_told_first_and_the_others_after() {
+    let (mut h, pn) = with_pn();
+    expel(&mut h, pn, 1).unwrap();
+    assert_eq!(
+        removed(&h),
+        vec![(
+            pne_id(1),
+            false,
+            Some(1),
+            vec![pne_id(0), pne_id(2), pne_id(3)]
+        )]
+    );
+    assert_eq!(members(&h, pn), vec![pne_id(0), pne_id(2), pne_id(3)]);
+    agree(&h, pn, 1);
+    // 000 §6.6.3.2 step 1 before step 2: the notice left before the PN GW asked the server.
+    let order: Vec<&str> = h.traces.iter().map(|(_, _, t)| t.message).collect();
+    let told = order
+        .iter()
+        .position(|m| *m == "PneExpelNotification")
+        .unwrap();
+    let asked = order.iter().position(|m| *m == "PnUpdateRequest").unwrap();
+    assert!(told < asked, "{order:?}");
+    for i in [0, 2, 3] {
+        assert_eq!(updated(&h, i), vec![(1, true)], "PNE {i}");
+    }
+    assert!(updated(&h, 1).is_empty());
+    // Every notification to a member was sealed on its link.
+    for i in [0, 2, 3] {
+        let t = h.pan_traces(i);
+        let n = t
+            .iter()
+            .find(|t| t.message == "PnUpdateNotification")
+            .unwrap();
+        assert!(n.sealed);
+    }
+}
+
+#[test]
+fn a_member_leaves_and_the_others_move_to_the_next_epoch() {
+    let (mut h, pn) = with_pn();
+    let now = h.now();
+    h.pnes[2].leave_pn(now, pn).unwrap();
+    h.pump();
+    assert!(h.pne_events(2).contains(&&PneEvent::PnLeft(pn)));
+    assert_eq!(
+        removed(&h),
+        vec![(
+            pne_id(2),
+            true,
+            Some(1),
+            vec![pne_id(0), pne_id(1), pne_id(3)]
+        )]
+    );
+    agree(&h, pn, 2);
+    for i in [0, 1, 3] {
+        assert_eq!(updated(&h, i), vec![(1, true)]);
+    }
+    // The leaver got its answer, not a notification.
+    let t = h.pan_traces(2);
+    assert!(t.iter().any(|t| t.message == "PneLeaveResponse"));
+    assert!(t.iter().all(|t| t.message != "PnUpdateNotification"));
+}
+
+#[test]
+fn a_leave_on_a_new_link_proves_the_member_first() {
+    let (mut h, pn) = with_pn();
+    h.restart_from_stores(&[PneSpec::cpns(); 4]);
+    h.discover_all();
+    let now = h.now();
+    h.pnes[1].leave_pn(now, pn).unwrap();
+    h.pump();
+    assert!(
+        h.pne_events(1).contains(&&PneEvent::PnLeft(pn)),
+        "{:?}",
+        h.events
+    );
+    // No one else proved itself on its new link: no one else is told yet.
+    assert_eq!(removed(&h), vec![(pne_id(1), true, Some(1), vec![])]);
+}
+
+/// PNE `i` sends a PNE Request (Leave) straight to the PN GW in `pne`'s name; its answer.
+fn raw_leave(h: &mut Harness, i: usize, pn: PnId, pne: EntityId) -> ErrorCode {
+    h.pump(); // earlier answers delivered: the one found below is this request's
+    let env = Envelope::request(
+        9_001,
+        Address::Entity(pne_id(i)),
+        Address::Entity(id("gw-1")),
+        PneLeaveRequest {
+            request_id: RequestId(5),
+            pn_id: pn,
+            pne,
+        },
+    );
+    h.deliver_direct(Party::Pne(i), Party::Gw, &plain(&env))
+        .unwrap();
+    let answer = h
+        .queue
+        .iter()
+        .filter(|f| f.from == Party::Gw && f.to == Party::Pne(i))
+        .filter_map(|f| f.env())
+        .find(|e| e.in_reply_to == Some(9_001))
+        .expect("the PN GW answered");
+    answer.error().expect("an error").code
+}
+
+#[test]
+fn leaves_in_another_name_or_of_a_non_member_are_refused_with_no_change() {
+    // A trusted bearer: every link is proven.
+    let specs = [
+        PneSpec::trusted(),
+        PneSpec::trusted(),
+        PneSpec::trusted().declining(),
+    ];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    let before = h.snapshot();
+    // PNE 1 asks to take PNE 0 out.
+    assert_eq!(raw_leave(&mut h, 1, pn, pne_id(0)), ErrorCode::Forbidden);
+    // PNE 2 declined: it is no member.
+    assert_eq!(raw_leave(&mut h, 2, pn, pne_id(2)), ErrorCode::NotFound);
+    // An unknown PN.
+    assert_eq!(
+        raw_leave(&mut h, 1, PnId::from_bytes([9; 16]), pne_id(1)),
+        ErrorCode::NotFound
+    );
+    h.pump();
+    assert_eq!(h.snapshot(), before);
+    assert!(!h.wan_messages().contains(&"PneLeaveRequest"));
+    // The owner expelling a non-member, or from an unknown PN: refused at once.
+    let now = h.now();
+    assert_eq!(
+        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        h.gw.expel(now, PnId::from_bytes([9; 16]), pne_id(1))
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
+    h.pump();
+    assert_eq!(h.snapshot(), before);
+}
+
+fn drop_to_server(h: &mut Harness, message: &'static str) {
+    h.set_hook(move |f| {
+        if f.message == message && f.to == Party::Server {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+}
+
+#[test]
+fn a_timeout_keeps_the_member_a_second_change_waits_and_a_retry_finishes() {
+    let (mut h, pn) = with_pn();
+    drop_to_server(&mut h, "PnUpdateRequest");
+    expel(&mut h, pn, 1).unwrap();
+    let now = h.now();
+    assert_eq!(h.gw.poll_timeout(), Some(now + FLOW));
+    // One change per PN at a time: another expulsion, a leave and a release wait their turn.
+    assert_eq!(
+        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        h.gw.release_pn(now, pn).unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    h.advance(FLOW + Duration::from_millis(1));
+    assert_eq!(change_failure(&h), Some(Failure::TimedOut));
+    assert_eq!(members(&h, pn).len(), 4);
+    assert_eq!(h.store.gw_local[&pn].inventory.members.len(), 4);
+    h.clear_hook();
+    // PNE 1 was told it is expelled (step 1) and dropped the PN; the retry removes it for good.
+    expel(&mut h, pn, 1).unwrap();
+    agree(&h, pn, 1);
+}
+
+#[test]
+fn a_member_the_server_no_longer_has_goes_here_too() {
+    let (mut h, pn) = with_pn();
+    h.store
+        .pns
+        .get_mut(&pn)
+        .unwrap()
+        .members
+        .retain(|m| m.pne_id != pne_id(3));
+    expel(&mut h, pn, 3).unwrap();
+    // Out of the local inventory, with no new epoch: no one is told of one.
+    assert_eq!(removed(&h), vec![(pne_id(3), false, None, vec![])]);
+    assert!(
+        h.store.gw_local[&pn]
+            .inventory
+            .members
+            .iter()
+            .all(|m| m.pne_id != pne_id(3))
+    );
+}
+
+#[test]
+fn the_servers_refusal_a_lost_session_and_a_failing_store_keep_the_member() {
+    let (mut h, pn) = with_pn();
+    h.store.pn_gateway.insert(pn, id("gw-2"));
+    let now = h.now();
+    h.pnes[1].leave_pn(now, pn).unwrap();
+    h.pump();
+    assert!(
+        matches!(change_failure(&h), Some(Failure::Refused(e)) if e.code == ErrorCode::Forbidden)
+    );
+    assert!(h.pne_refused(1, ErrorCode::Forbidden));
+    assert!(h.pnes[1].holds_local_key(&pn));
+    h.store.pn_gateway.insert(pn, id("gw-1"));
+
+    let (mut h, pn) = with_pn();
+    drop_to_server(&mut h, "PneLeaveRequest");
+    let now = h.now();
+    h.pnes[1].leave_pn(now, pn).unwrap();
+    h.pump();
+    h.gw.wan_closed(now);
+    h.pump();
+    assert_eq!(change_failure(&h), Some(Failure::WanLost));
+    assert!(h.pne_refused(1, ErrorCode::Busy));
+    assert_eq!(
+        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code,
+        ErrorCode::Busy
+    );
+
+    let (mut h, pn) = with_pn();
+    h.store.fail_gw = true;
+    expel(&mut h, pn, 2).unwrap();
+    assert!(matches!(change_failure(&h), Some(Failure::Store(_))));
+    // Removed at the server, kept here; no one told of a new epoch.
+    assert_eq!(members(&h, pn).len(), 3);
+    assert_eq!(h.gw.inventory()[0].members.len(), 4);
+    assert!(removed(&h).is_empty());
+    assert!(updated(&h, 0).is_empty());
+}
+
+/// A PN Update Notification to PNE `i`, claimed to come from `from`.
+fn update_note(
+    i: usize,
+    from: &str,
+    inventory: PnInventory,
+    epoch: u64,
+    key: Option<Vec<u8>>,
+) -> Vec<u8> {
+    plain(&Envelope::notify(
+        9_200,
+        Address::Entity(id(from)),
+        Address::Entity(pne_id(i)),
+        PnUpdateNotification {
+            inventory,
+            epoch,
+            sealed_key: key,
+        },
+    ))
+}
+
+#[test]
+fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
+    // A trusted bearer, so forged notifications can be handed over plain.
+    let mut h = Harness::ready(&[PneSpec::trusted(); 3]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    let now = h.now();
+    h.gw.expel(now, pn, pne_id(2)).unwrap();
+    h.pump();
+    let (epoch, gk) = h.pnes[0].group_key_of(&pn).expect("epoch 1");
+    let inv = h.store.pns[&pn].clone();
+    // From another entity: ignored.
+    h.deliver_direct(
+        Party::Gw,
+        Party::Pne(0),
+        &update_note(0, "gw-2", inv.clone(), 5, None),
+    )
+    .unwrap();
+    // Not newer than the epoch held (a replay): ignored.
+    let copy = h
+        .log
+        .iter()
+        .filter(|f| f.to == Party::Pne(1))
+        .filter_map(|f| f.env())
+        .find_map(|e| match e.body {
+            cpns_wire::Body::PnUpdateNotification(n) => n.sealed_key,
+            _ => None,
+        })
+        .expect("PNE 1's copy");
+    h.deliver_direct(
+        Party::Gw,
+        Party::Pne(0),
+        &update_note(0, "gw-1", inv.clone(), 1, None),
+    )
+    .unwrap();
+    assert!(h.pnes[0].group_key_of(&pn).unwrap().1 == gk);
+    // A newer epoch with another member's copy: the list is taken, the key does not open.
+    h.deliver_direct(
+        Party::Gw,
+        Party::Pne(0),
+        &update_note(0, "gw-1", inv.clone(), 2, Some(copy)),
+    )
+    .unwrap();
+    assert_eq!(h.pnes[0].group_key_of(&pn).unwrap().0, epoch);
+    assert!(
+        h.pne_failures(0)
+            .iter()
+            .any(|f| matches!(f, Failure::GroupKeyDidNotOpen(_)))
+    );
+    assert!(h.pne_events(0).iter().any(|e| matches!(
+        e,
+        PneEvent::FlowFailed {
+            flow: Flow::MembershipChange,
+            ..
+        }
+    )));
+    // An update leaving PNE 0 out is no way to expel it.
+    let mut without = inv.clone();
+    without.members.retain(|m| m.pne_id != pne_id(0));
+    h.deliver_direct(
+        Party::Gw,
+        Party::Pne(0),
+        &update_note(0, "gw-1", without, 9, None),
+    )
+    .unwrap();
+    assert!(h.pnes[0].inventory().iter().any(|i| i.pn_id == pn));
+    assert!(
+        h.pnes[0].inventory()[0]
+            .members
+            .iter()
+            .any(|m| m.pne_id == pne_id(0))
+    );
+}

@@ -110,7 +110,9 @@ fn copies_open_for_the_members_only(
 
 /// The SK_PNE the PNE itself derived for the PN (the server dropped it with the member).
 fn h_session_key_of(h: &Harness, pn: PnId, i: usize) -> cpns_crypto::SessionKey {
-    h.pnes[i].session_key_of(&pn).expect("the PNE keeps its SK_PNE")
+    h.pnes[i]
+        .session_key_of(&pn)
+        .expect("the PNE keeps its SK_PNE")
 }
 
 fn removed_events(h: &Harness) -> Vec<(Vec<EntityId>, u64)> {
@@ -206,7 +208,14 @@ fn leaves_that_may_not_be_are_refused_and_change_nothing() {
     leave(&mut h, 7_001, gw(), 1, pn, id("pne-9"));
     assert_eq!(refused(&h, 7_001), ErrorCode::NotFound);
     // An unknown PN.
-    leave(&mut h, 7_002, gw(), 2, PnId::from_bytes([0xee; 16]), pne_id(1));
+    leave(
+        &mut h,
+        7_002,
+        gw(),
+        2,
+        PnId::from_bytes([0xee; 16]),
+        pne_id(1),
+    );
     assert_eq!(refused(&h, 7_002), ErrorCode::NotFound);
     // In a PNE's name: only the PN GW asks, checked before anything is loaded.
     let loads = h.store.loads.get();

@@ -173,6 +173,7 @@ fn a_member_on_a_new_link_proves_itself_before_it_asks() {
 
 /// PNE `i` sends a PN Release Request straight to the PN GW; the PN GW's answer.
 fn raw_release(h: &mut Harness, i: usize, pn: PnId) -> cpns_wire::Body {
+    h.pump(); // earlier answers delivered: the one found below is this request's
     let env = Envelope::request(
         9_001,
         Address::Entity(pne_id(i)),
