@@ -104,15 +104,19 @@ enum Input {
     Establish(EstablishTargets, oneshot::Sender<Result<PnId, ProtoError>>),
     Inventory(oneshot::Sender<Vec<PnInventory>>),
     Release(PnId, oneshot::Sender<Result<Released, ErrorBody>>),
+    Expel(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
 }
 
-/// A PN released by [`GatewayHandle::release`].
+/// What [`GatewayHandle::release`] or [`GatewayHandle::expel`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Released {
     /// The PN.
     pub pn_id: PnId,
-    /// The members told by PN Release Notification.
+    /// The members told (PN Release Notification, or PN Update Notification with the new
+    /// epoch's key).
     pub notified: Vec<EntityId>,
+    /// After an expulsion: the PN's new group key epoch.
+    pub epoch: Option<u64>,
 }
 
 /// Commands to a running PN GW.
@@ -130,6 +134,7 @@ impl core::fmt::Debug for Input {
             Input::Establish(..) => "Establish",
             Input::Inventory(_) => "Inventory",
             Input::Release(..) => "Release",
+            Input::Expel(..) => "Expel",
         })
     }
 }
@@ -155,6 +160,20 @@ impl GatewayHandle {
             .send(Input::Release(pn_id, tx))
             .await
             .map_err(stopped)?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PN GW"))?
+            .map_err(NodeError::Rejected)
+    }
+
+    /// 000 §6.6.3.2: expels `pne` from one of the PN GW's PNs; the PN moves to its next group
+    /// key epoch, handed to the remaining members. An `Err(NodeError::Rejected)` carries the
+    /// reason the member was kept.
+    pub async fn expel(&self, pn_id: PnId, pne: EntityId) -> Result<Released, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Expel(pn_id, pne, tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PN GW"))?;
         rx.await
             .map_err(|_| NodeError::Stopped("PN GW"))?
             .map_err(NodeError::Rejected)
@@ -292,6 +311,7 @@ pub async fn start<S: Store + Clone>(
             peers: BTreeMap::new(),
             store_jobs,
             releasing: BTreeMap::new(),
+            expelling: BTreeMap::new(),
             events,
             trace,
             me,
@@ -394,6 +414,8 @@ struct Actor {
     store_jobs: mpsc::Sender<(Token, StoreJob)>,
     /// Owners' release requests waiting for their result, by PN.
     releasing: BTreeMap<PnId, oneshot::Sender<Result<Released, ErrorBody>>>,
+    /// Owners' expulsions waiting for their result, by PN (one change per PN at a time).
+    expelling: BTreeMap<PnId, oneshot::Sender<Result<Released, ErrorBody>>>,
     events: mpsc::Sender<GatewayEvent>,
     trace: TraceSink,
     me: EntityId,
@@ -464,6 +486,14 @@ impl Actor {
             Input::Release(pn_id, reply) => match self.machine.release_pn(now, pn_id) {
                 Ok(()) => {
                     self.releasing.insert(pn_id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Input::Expel(pn_id, pne, reply) => match self.machine.expel(now, pn_id, pne) {
+                Ok(()) => {
+                    self.expelling.insert(pn_id, reply);
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -620,12 +650,33 @@ impl Actor {
                                 let released = Released {
                                     pn_id: *pn_id,
                                     notified: notified.clone(),
+                                    epoch: None,
                                 };
                                 let _ = reply.send(Ok(released));
                             }
                         }
                         GatewayEvent::ReleaseFailed { pn_id, reason } => {
                             if let Some(reply) = self.releasing.remove(pn_id) {
+                                let _ = reply.send(Err(reason.to_error()));
+                            }
+                        }
+                        GatewayEvent::MemberRemoved {
+                            pn_id,
+                            left: false,
+                            epoch,
+                            notified,
+                            ..
+                        } => {
+                            if let Some(reply) = self.expelling.remove(pn_id) {
+                                let _ = reply.send(Ok(Released {
+                                    pn_id: *pn_id,
+                                    notified: notified.clone(),
+                                    epoch: *epoch,
+                                }));
+                            }
+                        }
+                        GatewayEvent::MembershipChangeFailed { pn_id, reason, .. } => {
+                            if let Some(reply) = self.expelling.remove(pn_id) {
                                 let _ = reply.send(Err(reason.to_error()));
                             }
                         }

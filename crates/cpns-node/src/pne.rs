@@ -41,6 +41,8 @@ pub enum PneStep {
     },
     /// 000 §6.6.5.1: ask the PN GW to release this PN, until it is released.
     Release(PnId),
+    /// 000 §6.6.3.1.1: ask the PN GW to take this PNE out of this PN, until it is out.
+    Leave(PnId),
 }
 
 /// What the PNE did.
@@ -105,11 +107,18 @@ pub async fn run<S: Store>(
     }
 }
 
+/// How a command's answer is given.
+type Reply = oneshot::Sender<Result<PnId, ErrorBody>>;
+
+/// The one PN change a command asked the PN GW for, waiting for its end.
+type Asking = (PnId, Flow, Reply);
+
 /// Commands to a PNE that [`serve`] runs.
 #[derive(Debug)]
 enum Command {
     Inventory(oneshot::Sender<Vec<PnInventory>>),
-    Release(PnId, oneshot::Sender<Result<PnId, ErrorBody>>),
+    Release(PnId, Reply),
+    Leave(PnId, Reply),
 }
 
 /// Acts on a PNE that [`serve`] runs.
@@ -132,9 +141,19 @@ impl PneHandle {
     /// 000 §6.6.5.1: asks the PN GW to release a PN the PNE is a member of; `Ok` once the PN is
     /// gone from the server, the PN GW and this PNE.
     pub async fn release(&self, pn_id: PnId) -> Result<PnId, NodeError> {
+        self.ask(|tx| Command::Release(pn_id, tx)).await
+    }
+
+    /// 000 §6.6.3.1.1: asks the PN GW to take this PNE out of a PN; `Ok` once it is out of the
+    /// server's inventory, the PN GW's and its own.
+    pub async fn leave(&self, pn_id: PnId) -> Result<PnId, NodeError> {
+        self.ask(|tx| Command::Leave(pn_id, tx)).await
+    }
+
+    async fn ask(&self, command: impl FnOnce(Reply) -> Command) -> Result<PnId, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Command::Release(pn_id, tx))
+            .send(command(tx))
             .await
             .map_err(|_| NodeError::Stopped("PNE"))?;
         rx.await
@@ -245,7 +264,7 @@ async fn offline<S: Store>(store: &S, c: Command) {
             let pns = store.local_pns().await.unwrap_or_default();
             let _ = reply.send(pns.iter().map(|p| local_pn_state(p).inventory).collect());
         }
-        Command::Release(_, reply) => {
+        Command::Release(_, reply) | Command::Leave(_, reply) => {
             let e = ErrorBody::new(
                 ErrorCode::Busy,
                 "the PNE has no link to its PN GW; it is reconnecting, try again shortly",
@@ -412,6 +431,7 @@ impl<S: Store> Link<S> {
                 s.secure_call(now, service, payload.clone()).map(drop)
             }
             PneStep::Release(pn) => s.release_pn(now, *pn).map(drop),
+            PneStep::Leave(pn) => s.leave_pn(now, *pn).map(drop),
         }?;
         Ok(())
     }
@@ -451,7 +471,8 @@ impl<S: Store> Link<S> {
         let mut steps = steps.into_iter();
         let mut current: Option<PneStep> = None;
         let mut proving = false;
-        let mut release: Option<(PnId, oneshot::Sender<Result<PnId, ErrorBody>>)> = None;
+        // The one PN change this PNE asked its PN GW for, waiting for its end.
+        let mut asking: Option<Asking> = None;
         loop {
             for e in self.drain().await? {
                 if let PneEvent::Discovered { .. } = e {
@@ -464,23 +485,24 @@ impl<S: Store> Link<S> {
                         return Err(NodeError::Ended(format!("{flow}: {reason}")));
                     }
                 }
-                match e {
-                    PneEvent::PnReleased { pn_id, by_me: true }
-                        if release.as_ref().is_some_and(|(p, _)| *p == pn_id) =>
-                    {
-                        if let Some((_, reply)) = release.take() {
-                            let _ = reply.send(Ok(pn_id));
-                        }
-                    }
-                    PneEvent::FlowFailed {
-                        flow: Flow::PnRelease,
-                        reason,
-                    } => {
-                        if let Some((_, reply)) = release.take() {
-                            let _ = reply.send(Err(reason.to_error()));
-                        }
-                    }
-                    _ => {}
+                let done = match &e {
+                    PneEvent::PnReleased { pn_id, by_me: true } => Some((*pn_id, Flow::PnRelease)),
+                    PneEvent::PnLeft(pn_id) => Some((*pn_id, Flow::MembershipChange)),
+                    _ => None,
+                };
+                if let Some((pn_id, flow)) = done
+                    && asking
+                        .as_ref()
+                        .is_some_and(|(p, f, _)| *p == pn_id && *f == flow)
+                    && let Some((_, _, reply)) = asking.take()
+                {
+                    let _ = reply.send(Ok(pn_id));
+                }
+                if let PneEvent::FlowFailed { flow, reason } = &e
+                    && asking.as_ref().is_some_and(|(_, f, _)| f == flow)
+                    && let Some((_, _, reply)) = asking.take()
+                {
+                    let _ = reply.send(Err(reason.to_error()));
                 }
             }
             if !self.discovered {
@@ -508,25 +530,39 @@ impl<S: Store> Link<S> {
                         let _ = reply.send(pns);
                     }
                     Some(Command::Release(pn, reply)) => {
-                        let started = if release.is_some() {
-                            Err(ErrorBody::new(ErrorCode::Conflict, "a PN release is in progress"))
-                        } else {
-                            self.session
-                                .release_pn(Instant::now(), pn)
-                                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
-                        };
-                        match started {
-                            Ok(_) => release = Some((pn, reply)),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        }
+                        self.ask(&mut asking, pn, Flow::PnRelease, reply);
+                    }
+                    Some(Command::Leave(pn, reply)) => {
+                        self.ask(&mut asking, pn, Flow::MembershipChange, reply);
                     }
                 },
                 _ = &mut *stop => {
                     self.conn.close().await;
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Starts the change of `pn` a command asked for, unless one is waiting already.
+    fn ask(&mut self, asking: &mut Option<Asking>, pn: PnId, flow: Flow, reply: Reply) {
+        let started = if asking.is_some() {
+            Err(ErrorBody::new(
+                ErrorCode::Conflict,
+                "this PNE is waiting for its PN GW's answer to an earlier request",
+            ))
+        } else {
+            let now = Instant::now();
+            match flow {
+                Flow::PnRelease => self.session.release_pn(now, pn),
+                _ => self.session.leave_pn(now, pn),
+            }
+            .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
+        };
+        match started {
+            Ok(_) => *asking = Some((pn, flow, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
             }
         }
     }

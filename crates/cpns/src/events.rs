@@ -198,6 +198,33 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
                 .text("by", by.as_ref().map_or("owner", |p| p.as_str()))
                 .field("notified", "notified", Value::List(notified))
         }
+        GatewayEvent::MemberRemoved {
+            pn_id,
+            pne,
+            left,
+            epoch,
+            notified,
+        } => {
+            let notified = notified.iter().map(ToString::to_string).collect();
+            let d = Described::new(if *left {
+                "member_left"
+            } else {
+                "member_expelled"
+            })
+            .pn("pn_id", *pn_id)
+            .text("pne", pne);
+            let d = match epoch {
+                Some(e) => d.field("epoch", "epoch", Value::Number(*e)),
+                None => d,
+            };
+            d.field("notified", "notified", Value::List(notified))
+        }
+        GatewayEvent::MembershipChangeFailed { pn_id, pne, reason } => {
+            Described::new("membership_change_failed")
+                .pn("pn_id", *pn_id)
+                .text("pne", pne)
+                .text("reason", reason)
+        }
         GatewayEvent::ReleaseFailed { pn_id, reason } => Described::new("release_failed")
             .pn("pn_id", *pn_id)
             .text("reason", reason),
@@ -252,6 +279,16 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
         PneEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
             .text("flow", flow)
             .text("reason", reason),
+        PneEvent::PnLeft(pn) => Described::new("pn_left").pn("pn_id", *pn),
+        PneEvent::Expelled(pn) => Described::new("expelled").pn("pn_id", *pn),
+        PneEvent::PnUpdated {
+            inventory,
+            epoch,
+            has_key,
+        } => Described::new("pn_updated")
+            .inventory(inventory)
+            .field("epoch", "epoch", Value::Number(*epoch))
+            .field("has_key", "has_key", Value::Bool(*has_key)),
         PneEvent::PnReleased { pn_id, by_me } => Described::new("pn_released")
             .pn("pn_id", *pn_id)
             .field("by_me", "by_me", Value::Bool(*by_me)),

@@ -183,6 +183,40 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "by": "watch", "notified": []}),
         ),
         (
+            GatewayEvent::MemberRemoved {
+                pn_id: pn(),
+                pne: id("watch"),
+                left: false,
+                epoch: Some(3),
+                notified: vec![id("phone")],
+            },
+            "14:02:11 member expelled  pn=3f2a…c1 pne=watch epoch=3 notified=phone",
+            "member_expelled",
+            json!({"pn_id": PN_HEX, "pne": "watch", "epoch": 3, "notified": ["phone"]}),
+        ),
+        (
+            GatewayEvent::MemberRemoved {
+                pn_id: pn(),
+                pne: id("watch"),
+                left: true,
+                epoch: None,
+                notified: Vec::new(),
+            },
+            "14:02:11 member left  pn=3f2a…c1 pne=watch notified=none",
+            "member_left",
+            json!({"pn_id": PN_HEX, "pne": "watch", "notified": []}),
+        ),
+        (
+            GatewayEvent::MembershipChangeFailed {
+                pn_id: pn(),
+                pne: id("watch"),
+                reason: Failure::WanLost,
+            },
+            r#"14:02:11 membership change failed  pn=3f2a…c1 pne=watch reason="the connection to the CPNS Server closed""#,
+            "membership_change_failed",
+            json!({"pn_id": PN_HEX, "pne": "watch", "reason": "the connection to the CPNS Server closed"}),
+        ),
+        (
             GatewayEvent::ReleaseFailed {
                 pn_id: pn(),
                 reason: Failure::TimedOut,
@@ -272,6 +306,28 @@ fn pne_events() {
             r#"14:02:11 flow failed  flow="PN establishment" reason="timed out""#,
             "flow_failed",
             json!({"flow": "PN establishment", "reason": "timed out"}),
+        ),
+        (
+            PneEvent::PnLeft(pn()),
+            "14:02:11 pn left  pn=3f2a…c1",
+            "pn_left",
+            json!({"pn_id": PN_HEX}),
+        ),
+        (
+            PneEvent::Expelled(pn()),
+            "14:02:11 expelled  pn=3f2a…c1",
+            "expelled",
+            json!({"pn_id": PN_HEX}),
+        ),
+        (
+            PneEvent::PnUpdated {
+                inventory: inventory(),
+                epoch: 2,
+                has_key: true,
+            },
+            "14:02:11 pn updated  pn=3f2a…c1 gateway=home-gw members=phone,watch epoch=2 has_key=yes",
+            "pn_updated",
+            json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"], "epoch": 2, "has_key": true}),
         ),
         (
             PneEvent::PnReleased {

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use cpns_node::control;
 use cpns_node::gateway::GatewayHandle;
 use cpns_node::pne::PneHandle;
-use cpns_wire::{PnId, PnInventory};
+use cpns_wire::{EntityId, PnId, PnInventory};
 use serde_json::{Value, json};
 
 #[derive(Args, Debug)]
@@ -37,6 +37,25 @@ pub(crate) enum PnVerb {
         /// The PN's id (32 hex digits, as `cpns pn show` prints it).
         pn: PnId,
     },
+    /// On a PN GW: expel a member from one of its PNs (000 §6.6.3.2). It is told first; the
+    /// PN moves to a new group key epoch that only the remaining members get.
+    Expel {
+        /// The PN's id.
+        pn: PnId,
+        /// The member to expel.
+        pne: EntityId,
+    },
+    /// On a PNE: leave a PN it is a member of (000 §6.6.3.1.1); the others move to a new group
+    /// key epoch.
+    Leave {
+        /// The PN's id.
+        pn: PnId,
+    },
+    /// The members of one PN the entity holds.
+    Members {
+        /// The PN's id.
+        pn: PnId,
+    },
 }
 
 /// `cpns pn ...`.
@@ -49,6 +68,11 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
     let request = match &a.verb {
         PnVerb::Show => json!({ "verb": "show" }),
         PnVerb::Release { pn } => json!({ "verb": "release", "pn_id": pn.to_string() }),
+        PnVerb::Expel { pn, pne } => {
+            json!({ "verb": "expel", "pn_id": pn.to_string(), "pne": pne.as_str() })
+        }
+        PnVerb::Leave { pn } => json!({ "verb": "leave", "pn_id": pn.to_string() }),
+        PnVerb::Members { pn } => json!({ "verb": "members", "pn_id": pn.to_string() }),
     };
     let answer = control::request(&path, &request).await?;
     if a.json {
@@ -60,11 +84,33 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
     }
     if !a.json {
         match a.verb {
-            PnVerb::Show => print_pns(&answer),
+            PnVerb::Show | PnVerb::Members { .. } => print_pns(&answer),
             PnVerb::Release { pn } => print_released(pn, &answer),
+            PnVerb::Expel { pn, pne } => print_expelled(pn, &pne, &answer),
+            PnVerb::Leave { pn } => println!("left PN {pn}"),
         }
     }
     Ok(())
+}
+
+/// `<PNE> expelled from PN <id>`, the new epoch and who was told.
+fn print_expelled(pn: PnId, pne: &EntityId, answer: &Value) {
+    let told: Vec<&str> = answer["notified"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let told = if told.is_empty() {
+        "no member was connected to be told".to_string()
+    } else {
+        format!("told: {}", told.join(", "))
+    };
+    match answer["epoch"].as_u64() {
+        Some(epoch) => println!("{pne} expelled from PN {pn}; group key epoch {epoch}; {told}"),
+        None => println!("{pne} expelled from PN {pn} (the server had removed it already)"),
+    }
 }
 
 /// `PN <id> released`, and who was told.
@@ -131,13 +177,51 @@ fn pns_json(pns: &[PnInventory]) -> Value {
 /// The PN a request names in `pn_id`.
 fn pn_of(request: &Value) -> Result<PnId, Value> {
     let Some(text) = request["pn_id"].as_str() else {
-        return Err(control::error("a release needs a \"pn_id\""));
+        let verb = request["verb"].as_str().unwrap_or("request");
+        return Err(control::error(format!("a {verb} needs a \"pn_id\"")));
     };
     text.parse()
         .map_err(|e| control::error(format!("pn_id: {e}")))
 }
 
-const VERBS: &str = "known: show, release";
+/// The PNE a request names in `pne`.
+fn pne_of(request: &Value) -> Result<EntityId, Value> {
+    let Some(text) = request["pne"].as_str() else {
+        return Err(control::error("an expel needs a \"pne\""));
+    };
+    text.parse()
+        .map_err(|e| control::error(format!("pne: {e}")))
+}
+
+/// The one PN `pn` of an inventory, as `show` answers it.
+fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
+    let one: Vec<PnInventory> = pns.iter().filter(|i| i.pn_id == pn).cloned().collect();
+    if one.is_empty() {
+        return control::error(format!("not_found: no PN {pn} here"));
+    }
+    pns_json(&one)
+}
+
+const GATEWAY_VERBS: &str = "known: show, members, release, expel";
+const PNE_VERBS: &str = "known: show, members, release, leave";
+
+/// A release's or an expulsion's answer.
+fn released_json(r: Result<cpns_node::gateway::Released, cpns_node::NodeError>) -> Value {
+    match r {
+        Ok(r) => {
+            let mut answer = json!({
+                "ok": true,
+                "pn_id": r.pn_id.to_string(),
+                "notified": r.notified.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+            });
+            if let Some(epoch) = r.epoch {
+                answer["epoch"] = json!(epoch);
+            }
+            answer
+        }
+        Err(e) => control::error(e),
+    }
+}
 
 /// Answers a control request on a running PN GW.
 pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Value {
@@ -146,18 +230,20 @@ pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Val
             Ok(pns) => pns_json(&pns),
             Err(e) => control::error(e),
         },
+        Some("members") => match (pn_of(&request), handle.inventory().await) {
+            (Ok(pn), Ok(pns)) => members_json(&pns, pn),
+            (Err(answer), _) => answer,
+            (_, Err(e)) => control::error(e),
+        },
         Some("release") => match pn_of(&request) {
-            Ok(pn) => match handle.release(pn).await {
-                Ok(r) => json!({
-                    "ok": true,
-                    "pn_id": r.pn_id.to_string(),
-                    "notified": r.notified.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-                }),
-                Err(e) => control::error(e),
-            },
+            Ok(pn) => released_json(handle.release(pn).await),
             Err(answer) => answer,
         },
-        Some(other) => control::error(format!("unknown verb `{other}`; {VERBS}")),
+        Some("expel") => match (pn_of(&request), pne_of(&request)) {
+            (Ok(pn), Ok(pne)) => released_json(handle.expel(pn, pne).await),
+            (Err(answer), _) | (_, Err(answer)) => answer,
+        },
+        Some(other) => control::error(format!("unknown verb `{other}`; {GATEWAY_VERBS}")),
         None => control::error("a request needs a \"verb\""),
     }
 }
@@ -169,14 +255,26 @@ pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
             Ok(pns) => pns_json(&pns),
             Err(e) => control::error(e),
         },
-        Some("release") => match pn_of(&request) {
-            Ok(pn) => match handle.release(pn).await {
-                Ok(pn) => json!({ "ok": true, "pn_id": pn.to_string() }),
-                Err(e) => control::error(e),
-            },
+        Some("members") => match (pn_of(&request), handle.inventory().await) {
+            (Ok(pn), Ok(pns)) => members_json(&pns, pn),
+            (Err(answer), _) => answer,
+            (_, Err(e)) => control::error(e),
+        },
+        Some(verb @ ("release" | "leave")) => match pn_of(&request) {
+            Ok(pn) => {
+                let done = if verb == "release" {
+                    handle.release(pn).await
+                } else {
+                    handle.leave(pn).await
+                };
+                match done {
+                    Ok(pn) => json!({ "ok": true, "pn_id": pn.to_string() }),
+                    Err(e) => control::error(e),
+                }
+            }
             Err(answer) => answer,
         },
-        Some(other) => control::error(format!("unknown verb `{other}`; {VERBS}")),
+        Some(other) => control::error(format!("unknown verb `{other}`; {PNE_VERBS}")),
         None => control::error("a request needs a \"verb\""),
     }
 }

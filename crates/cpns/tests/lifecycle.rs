@@ -412,3 +412,144 @@ async fn a_pne_that_lost_its_gateway_reconnects_proves_itself_and_is_told() {
     after.agree();
     assert!(after.server.is_empty());
 }
+
+/// The group key a PNE keeps for `pn`, opened with its own storage key from its credential.
+async fn pne_group_key(w: &World, id: &str, pn: PnId) -> Option<(u64, cpns_crypto::GroupKey)> {
+    let cred = cpns_node::DeviceCredential::read(&w.path(&format!("{id}.cred.json"))).unwrap();
+    let storage = cpns_crypto::device_storage_key(&cred.eukey);
+    let st = SqliteStore::open(&w.path(&format!("{id}.db")))
+        .await
+        .unwrap();
+    let pns = st.local_pns().await.unwrap();
+    st.close().await;
+    let g = pns.iter().find(|p| p.pn_id == pn)?.group.clone()?;
+    let gk = cpns_crypto::open_group_key_at_rest(&storage, pn.as_bytes(), g.epoch, &g.sealed_key)
+        .expect("the PNE's group key opens under its storage key");
+    Some((g.epoch, gk))
+}
+
+/// The group key the server keeps for `pn`, opened with its master key.
+async fn server_group_key(w: &World, pn: PnId) -> (u64, cpns_crypto::GroupKey) {
+    let hex = std::fs::read_to_string(w.path("server").join("master.key")).unwrap();
+    let master = cpns_crypto::MasterKey::from_hex(hex.trim()).unwrap();
+    let st = SqliteStore::open(&w.path("server").join("cpns.db"))
+        .await
+        .unwrap();
+    let g = st.pn(&pn).await.unwrap().unwrap().group.unwrap();
+    st.close().await;
+    let gk = cpns_crypto::open_group_key_at_rest(&master, pn.as_bytes(), g.epoch, &g.sealed_key)
+        .unwrap();
+    (g.epoch, gk)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() {
+    let mut w = World::start(&["phone", "watch", "tablet", "tv"]);
+    let (mut pnes, pn) = w.established("phone", &["watch", "tablet"], "tv");
+    let all = ["phone", "watch", "tablet", "tv"];
+    w.stores(&all).await.agree();
+
+    let line = cpns(&[
+        "pn",
+        "expel",
+        &pn.to_string(),
+        "tablet",
+        "--store",
+        s(&w.path("gw.db")),
+    ]);
+    assert!(
+        line.starts_with(&format!(
+            "tablet expelled from PN {pn}; group key epoch 1; told: "
+        )),
+        "{line}"
+    );
+    let event = w.gw.expect_event("member_expelled");
+    assert_eq!(event["pne"], "tablet");
+    assert_eq!(event["epoch"], 1);
+    let mut told: Vec<&str> = event["notified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    told.sort_unstable();
+    assert_eq!(told, ["phone", "watch"]);
+    for (id, p) in &mut pnes {
+        match *id {
+            "tablet" => {
+                p.expect_event_where("expelled", |v| v["pn_id"] == pn.to_string());
+            }
+            "tv" => {}
+            _ => {
+                let u = p.expect_event_where("pn_updated", |v| v["pn_id"] == pn.to_string());
+                assert_eq!(u["epoch"], 1, "{id}");
+                assert_eq!(u["has_key"], true, "{id}");
+            }
+        }
+    }
+    let after = w.stores(&all).await;
+    after.agree();
+    assert_eq!(
+        after.gw,
+        BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
+    );
+
+    // The server, the phone and the watch hold the same epoch-1 key; the tablet holds none.
+    let (epoch, gk) = server_group_key(&w, pn).await;
+    assert_eq!(epoch, 1);
+    for id in ["phone", "watch"] {
+        let (e, k) = pne_group_key(&w, id, pn).await.expect(id);
+        assert_eq!(e, 1);
+        assert!(k == gk, "{id} holds another key");
+    }
+    assert!(pne_group_key(&w, "tablet", pn).await.is_none());
+    // Content sealed under the new epoch opens for the members, and not with anything the
+    // tablet kept (nothing of the PN).
+    let mut rng = cpns_crypto::MachineRng::from_seed_u64(1);
+    let sealed =
+        cpns_crypto::seal_group_content(rng.get(), &gk, pn.as_bytes(), 1, b"holiday video")
+            .unwrap();
+    let (_, watch_key) = pne_group_key(&w, "watch", pn).await.unwrap();
+    assert_eq!(
+        &cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 1, &sealed).unwrap()[..],
+        b"holiday video"
+    );
+
+    // The watch leaves; the phone alone gets epoch 2.
+    let line = cpns(&[
+        "pn",
+        "leave",
+        &pn.to_string(),
+        "--store",
+        s(&w.path("watch.db")),
+    ]);
+    assert_eq!(line, format!("left PN {pn}\n"));
+    let event = w.gw.expect_event("member_left");
+    assert_eq!(event["pne"], "watch");
+    assert_eq!(event["epoch"], 2);
+    assert_eq!(event["notified"], serde_json::json!(["phone"]));
+    let (_, phone) = pnes.iter_mut().find(|(id, _)| *id == "phone").unwrap();
+    let u = phone.expect_event_where("pn_updated", |v| v["epoch"] == 2);
+    assert_eq!(u["members"], serde_json::json!(["phone"]));
+    let after = w.stores(&all).await;
+    after.agree();
+    let (epoch, gk2) = server_group_key(&w, pn).await;
+    assert_eq!(epoch, 2);
+    assert!(pne_group_key(&w, "phone", pn).await.unwrap().1 == gk2);
+    assert!(pne_group_key(&w, "watch", pn).await.is_none());
+    // Epoch 2 content does not open with the epoch-1 key the watch once held.
+    let sealed =
+        cpns_crypto::seal_group_content(rng.get(), &gk2, pn.as_bytes(), 2, b"later").unwrap();
+    assert!(cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 2, &sealed).is_err());
+
+    // Refusals at the control socket: a non-member leaving, expelling a non-member.
+    let refused = pn_json(&w.path("tv.db"), &["leave", &pn.to_string()]);
+    assert_eq!(refused["ok"], false);
+    let refused = pn_json(&w.path("gw.db"), &["expel", &pn.to_string(), "tv"]);
+    assert_eq!(refused["ok"], false);
+    assert!(
+        refused["error"].as_str().unwrap().starts_with("not_found"),
+        "{refused}"
+    );
+    w.stores(&all).await.agree();
+}
