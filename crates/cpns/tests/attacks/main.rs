@@ -14,8 +14,8 @@
 //! - [`control`]: the PN GW's control socket (mode 0600) serves `cpns pn show`; garbage, an
 //!   oversized line and a second PN GW on the same store change nothing.
 //! - [`release`]: raw links naming a member, a non-member and another user's PNE ask to
-//!   release a PN: `forbidden`, both SQLite inventories unchanged cell for cell; the owner's
-//!   release then works.
+//!   release a PN or take a member out of it: `forbidden`, both SQLite inventories unchanged
+//!   cell for cell; the owner's release then works.
 //! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
 //!   the two inventories agree.
 //!

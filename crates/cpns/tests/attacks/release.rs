@@ -1,13 +1,22 @@
-//! (f) Who may release a PN (000 §6.6.5.1 step 1; docs/pn-lifecycle.md, "Inventory queries"):
-//! raw PAN links ask the PN GW to release a PN in the name of a member (unproven), of a
-//! non-member of the same user and of another user's PNE. Each is refused `forbidden`, or cut
-//! off when the claimed member is connected; the server's and the PN GW's SQLite inventories
-//! are unchanged cell for cell, and the members are told nothing. The PN GW's owner then
-//! releases the PN and every member is told.
+//! (f) Who may change or release a PN (000 §6.6.3.1.1 step 1, §6.6.5.1 step 1;
+//! docs/pn-lifecycle.md, "Inventory queries"): raw PAN links ask the PN GW to release a PN, and
+//! to take a member out of it, in the name of a member (unproven), of a non-member of the same
+//! user and of another user's PNE. Each is refused `forbidden` (or `conflict` for the id of a
+//! connected member); the server's and the PN GW's SQLite inventories are unchanged cell for
+//! cell, and the members are told nothing. The PN GW's owner then releases the PN and every
+//! member is told.
 
-use cpns_wire::{ErrorCode, PnId, PnReleaseRequest, RequestId};
+use cpns_wire::{ErrorCode, PnId, PnReleaseRequest, PneLeaveRequest, RequestId};
 
 use crate::harness::{RawLink, World, discovery, dump, quoted_pn, wan_barrier};
+
+fn leave(pn: PnId, pne: &str) -> PneLeaveRequest {
+    PneLeaveRequest {
+        request_id: RequestId(78),
+        pn_id: pn,
+        pne: crate::harness::id(pne),
+    }
+}
 
 fn release(pn: PnId) -> PnReleaseRequest {
     PnReleaseRequest {
@@ -17,7 +26,7 @@ fn release(pn: PnId) -> PnReleaseRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_proven_member_or_the_owner_releases_a_pn() {
+async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
     let w = World::new(&[
         ("gateway", "home-gw"),
         ("pne", "phone"),
@@ -61,17 +70,22 @@ async fn only_a_proven_member_or_the_owner_releases_a_pn() {
     }
     // A link naming the phone, a member that is connected: refused too.
     let mut att = RawLink::connect(&pan, "phone", "home-gw").await;
-    let msg = att.send(release(pn)).await;
-    let answer = att.answer(msg).await;
-    assert!(
-        matches!(answer, Ok(Some(ErrorCode::Forbidden | ErrorCode::Conflict))),
-        "{answer:?}"
-    );
+    for msg in [
+        att.send(release(pn)).await,
+        att.send(leave(pn, "phone")).await,
+    ] {
+        let answer = att.answer(msg).await;
+        assert!(
+            matches!(answer, Ok(Some(ErrorCode::Forbidden | ErrorCode::Conflict))),
+            "{answer:?}"
+        );
+    }
     // Nothing reached the server.
     wan_barrier(&pan, "home-gw", 2).await;
     assert_eq!(dump(&w.server_db()).await, server_before);
     assert_eq!(dump(&w.local_db("home-gw")).await, gw_before);
     assert!(gw.seen("pn_released").is_empty());
+    assert!(gw.seen("member_left").is_empty());
 
     // The owner may: the PN goes, and both members are told.
     let out = std::process::Command::new(crate::harness::BIN)
