@@ -384,6 +384,8 @@ fn pan(establishment: &PneAuthCase, registration: &PneAuthCase, grant_box: &[u8]
                 cpns_id: CpnsId::new(CPNS_ID).expect("a valid CPNS ID"),
                 hash_server: HashBytes(registration.hash_server.0),
                 sealed_grant: grant_box.to_vec(),
+                epoch: None,
+                keys: Vec::new(),
             },
         ),
     ];
@@ -447,6 +449,9 @@ fn registration_grant(sk: &SessionKey) -> (Value, Vec<u8>) {
         cpns_id: CpnsId::new(CPNS_ID).expect("a valid CPNS ID"),
         session_id: RandBytes(pattern(0x70)),
         lifetime_s: 3600,
+        inventory: None,
+        epoch: None,
+        group_key: None,
     };
     let grant_cbor = cbor(&grant);
     let binding = GrantBinding {

@@ -259,6 +259,25 @@ pub fn sealed_sk(
     seal_at_rest(master, &aad, sk.expose_secret()).map_err(|e| StoreFailure::Sealed(e.to_string()))
 }
 
+/// A PN's new group key epoch sealed at rest under `master` (docs/security.md §4.10).
+fn sealed_group(
+    master: &MasterKey,
+    pn: &PnId,
+    group: Option<cpns_proto::server::NewGroupEpoch>,
+) -> Result<Option<GroupEpoch>, StoreFailure> {
+    group
+        .map(|g| {
+            let sealed_key =
+                cpns_crypto::seal_group_key_at_rest(master, pn.as_bytes(), g.epoch, &g.key)
+                    .map_err(|e| StoreFailure::Sealed(e.to_string()))?;
+            Ok(GroupEpoch {
+                epoch: g.epoch,
+                sealed_key,
+            })
+        })
+        .transpose()
+}
+
 pub(crate) async fn persist<S: Store>(
     store: &S,
     master: &MasterKey,
@@ -402,7 +421,9 @@ pub(crate) async fn persist<S: Store>(
             pne_id,
             capabilities,
             session_key,
+            group,
         } => {
+            let group = sealed_group(master, &pn_id, group)?;
             let existing = store.pn(&pn_id).await.map_err(err)?;
             let known = existing
                 .as_ref()
@@ -419,7 +440,10 @@ pub(crate) async fn persist<S: Store>(
                 authenticated: true,
                 pne_id,
             };
-            let id = store.register_pne(&pn_id, &member).await.map_err(err)?;
+            let id = store
+                .register_pne(&pn_id, &member, group.as_ref())
+                .await
+                .map_err(err)?;
             Ok(Persisted::CpnsId(id))
         }
         _ => Err(StoreFailure::Failed(

@@ -90,11 +90,13 @@ pub trait Store: Send + Sync + 'static {
     /// and adds or updates `member` as [`Store::upsert_member`] does, so the CPNS ID and the
     /// member's session key land together or not at all. [`StoreError::NotFound`] if the PN
     /// does not exist or `member.pne_id` is not an enrolled entity; on any error nothing
-    /// changes and no CPNS ID number is used up.
+    /// changes and no CPNS ID number is used up. With `group`, the PN moves to that group key
+    /// epoch in the same transaction (a PNE that joins by registering, 000 §6.6.2.2).
     fn register_pne(
         &self,
         pn: &PnId,
         member: &PnMember,
+        group: Option<&GroupEpoch>,
     ) -> impl Future<Output = Result<CpnsId>> + Send;
 
     /// 002 §B.1.1.2 step 17: brings the inventory in line with the PN list a PN GW reports.

@@ -117,22 +117,7 @@ impl ServerSession {
         let key = GroupKey::random(self.rng.get());
         let mut inventory = pn.inventory;
         inventory.members.retain(|m| !removed.contains(&m.pne_id));
-        let keys = inventory
-            .members
-            .iter()
-            .filter_map(|m| {
-                let (_, sk) = member_keys.iter().find(|(p, _)| *p == m.pne_id)?;
-                let binding = GroupKeyBinding {
-                    pn_id: pn_id.as_bytes(),
-                    epoch,
-                    pne_id: m.pne_id.as_str(),
-                };
-                Some(SealedGroupKey {
-                    pne_id: m.pne_id.clone(),
-                    sealed: seal_group_key(self.rng.get(), sk, &binding, &key),
-                })
-            })
-            .collect();
+        let keys = self.seal_to_members(&inventory, epoch, &key, &member_keys, None);
         let effect = ServerEffect::UpdateMembers {
             pn_id,
             add: Vec::new(),
@@ -149,6 +134,35 @@ impl ServerSession {
             keys,
         };
         self.persist(Parked::RemovalPersist(Box::new(removal)), effect);
+    }
+
+    /// `key` of `epoch` sealed to each member of `inventory` whose SK_PNE is in `member_keys`,
+    /// but `except` (a joiner, whose copy travels in its sealed grant).
+    pub(super) fn seal_to_members(
+        &mut self,
+        inventory: &PnInventory,
+        epoch: u64,
+        key: &GroupKey,
+        member_keys: &[(EntityId, SessionKey)],
+        except: Option<&EntityId>,
+    ) -> Vec<SealedGroupKey> {
+        inventory
+            .members
+            .iter()
+            .filter(|m| Some(&m.pne_id) != except)
+            .filter_map(|m| {
+                let (_, sk) = member_keys.iter().find(|(p, _)| *p == m.pne_id)?;
+                let binding = GroupKeyBinding {
+                    pn_id: inventory.pn_id.as_bytes(),
+                    epoch,
+                    pne_id: m.pne_id.as_str(),
+                };
+                Some(SealedGroupKey {
+                    pne_id: m.pne_id.clone(),
+                    sealed: seal_group_key(self.rng.get(), sk, &binding, key),
+                })
+            })
+            .collect()
     }
 
     /// §6.6.3.1.1 step 4, §6.6.3.2 step 4: the removal is durable; answer and keep the answer.

@@ -256,6 +256,8 @@ pub enum ServerEffect {
         capabilities: Option<DeviceCapabilities>,
         /// SK_PNE, to be sealed at rest.
         session_key: SessionKey,
+        /// When the PNE joins the PN by this registration: the PN's next group key epoch.
+        group: Option<NewGroupEpoch>,
     },
 }
 

@@ -24,7 +24,8 @@ use cpns_wire::{
 
 use super::connect::Gw;
 use super::{
-    EntityRole, LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession,
+    EntityRole, LoadRequest, Loaded, NewGroupEpoch, Parked, Persisted, ServerEffect, ServerEvent,
+    ServerSession,
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
@@ -52,10 +53,22 @@ pub(super) struct Registration {
     eukey: EuKey,
     rand_pne: Rand,
     rand_server: Rand,
-    /// Whether the PNE joins the PN by this registration (a pending member).
-    joining: bool,
+    /// When the PNE joins the PN by this registration (a pending member): the PN's next group
+    /// key epoch and what to seal it to.
+    joining: Option<Box<Joining>>,
     phase: RegistrationPhase,
     pub(super) deadline: Instant,
+}
+
+/// A join's next group key epoch (docs/pn-lifecycle.md, "Group key epochs").
+#[derive(Debug)]
+pub(super) struct Joining {
+    epoch: u64,
+    key: cpns_crypto::GroupKey,
+    /// The PN's inventory before the join.
+    inventory: cpns_wire::PnInventory,
+    /// The other members' SK_PNEs.
+    member_keys: Vec<(EntityId, cpns_crypto::SessionKey)>,
 }
 
 /// Where a registration stands, with what only that phase has.
@@ -117,7 +130,8 @@ impl ServerSession {
             pn: Some(pn_id),
             replay: Some((env.from.clone(), req.request_id)),
             session: None,
-            member_keys: false,
+            // A joining PNE moves the PN to its next group key epoch, sealed to every member.
+            member_keys: true,
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -174,6 +188,14 @@ impl ServerSession {
         };
         let rand_server = self.rng.rand();
         let pn_id = pn.inventory.pn_id;
+        let joining = (!member).then(|| {
+            Box::new(Joining {
+                epoch: pn.epoch + 1,
+                key: cpns_crypto::GroupKey::random(self.rng.get()),
+                inventory: pn.inventory.clone(),
+                member_keys: std::mem::take(&mut loaded.member_keys),
+            })
+        });
         let auth = AuthenticationRequest {
             pn_id,
             rand_server: rand_wire(&rand_server),
@@ -189,7 +211,7 @@ impl ServerSession {
             eukey: entity.eukey,
             rand_pne: rand_of(&req.rand_pne),
             rand_server,
-            joining: !member,
+            joining,
             phase: RegistrationPhase::AwaitAuth { auth_msg },
             deadline: now + self.cfg.timeouts.flow,
         };
@@ -244,18 +266,23 @@ impl ServerSession {
         };
         // A joining PNE enters the inventory only now, authenticated, in the same transaction
         // as its CPNS ID and SK_PNE.
-        let capabilities = if flow.joining {
+        let capabilities = if flow.joining.is_some() {
             self.pending_members
                 .get(&(flow.pn_id, key.0.clone()))
                 .and_then(|p| p.capabilities.clone())
         } else {
             None
         };
+        let group = flow.joining.as_ref().map(|j| NewGroupEpoch {
+            epoch: j.epoch,
+            key: j.key.clone(),
+        });
         let effect = ServerEffect::RegisterPne {
             pn_id: flow.pn_id,
             pne_id: key.0.clone(),
             capabilities,
             session_key: keys.session_key().clone(),
+            group,
         };
         flow.phase = RegistrationPhase::Persisting(Box::new((keys, hash_pne)));
         self.persist(Parked::PneRegistrationPersist(key), effect);
@@ -277,7 +304,7 @@ impl ServerSession {
         };
         let (keys, hash_pne) = *authenticated;
         let (pne_id, request_id) = key;
-        self.pending_members.remove(&(flow.pn_id, pne_id.clone()));
+        let pending = self.pending_members.remove(&(flow.pn_id, pne_id.clone()));
         let to = Address::Entity(pne_id.clone());
         let cpns_id = match result {
             Ok(Persisted::CpnsId(id)) => id,
@@ -294,10 +321,37 @@ impl ServerSession {
             }
         };
         let session_id = RandBytes(self.rng.array());
+        // A join: the PN as it now is, its new epoch's key for the joiner (under the grant's
+        // seal) and for every other member with an SK_PNE (for the PN GW to hand on).
+        let (inventory, epoch, group_key, others) = match flow.joining.map(|j| *j) {
+            Some(j) => {
+                let mut inventory = j.inventory;
+                if !inventory.members.iter().any(|m| m.pne_id == pne_id) {
+                    inventory.members.push(cpns_wire::InventoryMember {
+                        pne_id: pne_id.clone(),
+                        capabilities: pending.and_then(|p| p.capabilities),
+                        contents: Vec::new(),
+                    });
+                }
+                let others = self.seal_to_members(
+                    &inventory,
+                    j.epoch,
+                    &j.key,
+                    &j.member_keys,
+                    Some(&pne_id),
+                );
+                let key = j.key.expose_secret().to_vec();
+                (Some(inventory), Some(j.epoch), Some(key), others)
+            }
+            None => (None, None, None, Vec::new()),
+        };
         let grant = RegistrationGrant {
             cpns_id: cpns_id.clone(),
             session_id,
             lifetime_s: self.cfg.session_lifetime_s,
+            inventory,
+            epoch,
+            group_key,
         };
         let plain = minicbor::to_vec(&grant).unwrap_or_default();
         let binding = GrantBinding {
@@ -329,6 +383,8 @@ impl ServerSession {
             cpns_id: cpns_id.clone(),
             hash_server: hash_wire(&hash_server),
             sealed_grant,
+            epoch,
+            keys: others,
         };
         let env = self.respond(flow.req_msg, to.clone(), body);
         self.remember(to, request_id, env);

@@ -236,7 +236,11 @@ impl Store {
                 pne_id,
                 capabilities,
                 session_key,
+                group,
             } => {
+                if let Some(g) = group {
+                    self.epochs.insert(pn_id, (g.epoch, g.key));
+                }
                 let pn = self
                     .pns
                     .get_mut(&pn_id)

@@ -287,9 +287,16 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn register_pne(&self, p: &PnId, member: &PnMember) -> Result<CpnsId> {
+    async fn register_pne(
+        &self,
+        p: &PnId,
+        member: &PnMember,
+        group: Option<&GroupEpoch>,
+    ) -> Result<CpnsId> {
+        let group = group.cloned();
         let (p, member) = (*p, member.clone());
-        self.write(move |c| pn::register_pne(c, &p, &member)).await
+        self.write(move |c| pn::register_pne(c, &p, &member, group.as_ref()))
+            .await
     }
 
     async fn reconcile_gateway_pns(

@@ -138,11 +138,7 @@ pub(super) fn update_members(
 ) -> Result<()> {
     let seq = require_pn(conn, pn)?;
     if let Some(g) = group {
-        codec::exec(
-            conn,
-            "UPDATE pns SET epoch = ?, sealed_group_key = ? WHERE seq = ?",
-            params![codec::epoch_of(Some(g))?, g.sealed_key, seq],
-        )?;
+        set_group(conn, seq, g)?;
     }
     if !remove.is_empty() {
         codec::exec(
@@ -164,11 +160,29 @@ pub(super) fn update_members(
 /// Registers PNE `m.pne_id` in PN `pn` (003 §1.4.1 step 3): allocates its CPNS ID as
 /// [`entity::allocate_cpns_id`] does and upserts `m` as [`upsert_member`] does, in one write,
 /// so the CPNS ID and the member's session key land together or not at all.
-pub(super) fn register_pne(conn: &Connection, pn: &PnId, m: &PnMember) -> Result<CpnsId> {
+pub(super) fn register_pne(
+    conn: &Connection,
+    pn: &PnId,
+    m: &PnMember,
+    group: Option<&GroupEpoch>,
+) -> Result<CpnsId> {
     let seq = require_pn(conn, pn)?;
     let cpns_id = entity::allocate_cpns_id(conn, &m.pne_id)?;
     upsert_member_in(conn, seq, m)?;
+    if let Some(g) = group {
+        set_group(conn, seq, g)?;
+    }
     Ok(cpns_id)
+}
+
+/// Moves the PN whose `seq` is `pn_seq` to group key epoch `g`.
+fn set_group(conn: &Connection, pn_seq: i64, g: &GroupEpoch) -> Result<()> {
+    codec::exec(
+        conn,
+        "UPDATE pns SET epoch = ?, sealed_group_key = ? WHERE seq = ?",
+        params![codec::epoch_of(Some(g))?, g.sealed_key, pn_seq],
+    )?;
+    Ok(())
 }
 
 /// The `seq` of PN `pn`; [`StoreError::NotFound`] unless it exists.

@@ -443,7 +443,7 @@ pub async fn register_pne_allocates_and_upserts<S: Store>(s: &S) {
     let mut m1 = member("pne-1", false);
     m1.sealed_session_key = Some(b"sk-1b".to_vec());
     m1.joined_at = 3;
-    let first = s.register_pne(&pid(1), &m1).await.unwrap();
+    let first = s.register_pne(&pid(1), &m1, None).await.unwrap();
     assert_eq!(first.as_str(), "cpns-000001");
     p.members[0] = PnMember {
         joined_at: p.members[0].joined_at,
@@ -458,19 +458,19 @@ pub async fn register_pne_allocates_and_upserts<S: Store>(s: &S) {
 
     // A new member goes at the end.
     let m2 = member("pne-2", false);
-    let second = s.register_pne(&pid(1), &m2).await.unwrap();
+    let second = s.register_pne(&pid(1), &m2, None).await.unwrap();
     assert_eq!(second.as_str(), "cpns-000002");
     p.members.push(m2.clone());
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
 
     // Idempotent: a retry returns the same id and uses no number.
-    assert_eq!(s.register_pne(&pid(1), &m2).await.unwrap(), second);
+    assert_eq!(s.register_pne(&pid(1), &m2, None).await.unwrap(), second);
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
     // A PNE that already has an id (from allocate_cpns_id) keeps it.
     let third = s.allocate_cpns_id(&eid("pne-3")).await.unwrap();
     assert_eq!(third.as_str(), "cpns-000003");
     assert_eq!(
-        s.register_pne(&pid(1), &member("pne-3", false))
+        s.register_pne(&pid(1), &member("pne-3", false), None)
             .await
             .unwrap(),
         third
@@ -488,7 +488,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
 
     // Unknown PN: the PNE is enrolled, yet gets no CPNS ID.
     let err = s
-        .register_pne(&pid(7), &member("pne-1", false))
+        .register_pne(&pid(7), &member("pne-1", false), None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
@@ -500,7 +500,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
 
     // Unenrolled PNE: the PN gains no member.
     let err = s
-        .register_pne(&pid(1), &member("ghost", false))
+        .register_pne(&pid(1), &member("ghost", false), None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
@@ -512,7 +512,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
         "cpns-000001"
     );
     assert_eq!(
-        s.register_pne(&pid(1), &member("pne-1", false))
+        s.register_pne(&pid(1), &member("pne-1", false), None)
             .await
             .unwrap()
             .as_str(),

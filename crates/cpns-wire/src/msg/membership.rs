@@ -55,7 +55,7 @@ pub struct PneLeaveResponse {
     pub epoch: Option<u64>,
     /// The remaining members' copies of the new group key (server to PN GW only).
     #[n(3)]
-    #[cbor(default)]
+    #[cbor(default, skip_if = "Vec::is_empty")]
     pub keys: Vec<SealedGroupKey>,
 }
 

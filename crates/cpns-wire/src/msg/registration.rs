@@ -52,6 +52,15 @@ pub struct PneRegistrationResponse {
     #[n(5)]
     #[cbor(with = "minicbor::bytes")]
     pub sealed_grant: Vec<u8>,
+    /// When the registration made the PNE a member (a join, 000 §6.6.2.2): the PN's new group
+    /// key epoch (docs/pn-lifecycle.md, "Group key epochs").
+    #[n(6)]
+    pub epoch: Option<u64>,
+    /// With `epoch`: the other members' copies of its group key, for the PN GW to hand on (the
+    /// joining PNE's own is in the grant). The PN GW strips them before relaying the answer.
+    #[n(7)]
+    #[cbor(default, skip_if = "Vec::is_empty")]
+    pub keys: Vec<crate::SealedGroupKey>,
 }
 
 /// The key material of a registration, sealed from server to PNE (003 §1.4.1 step 3: "security
@@ -68,6 +77,17 @@ pub struct RegistrationGrant {
     /// Seconds the session is valid for.
     #[n(2)]
     pub lifetime_s: u32,
+    /// When the registration made the PNE a member (a join): the PN as the server now records
+    /// it, so the joining PNE stores an inventory the PN GW could not alter.
+    #[n(3)]
+    pub inventory: Option<PnInventory>,
+    /// With `inventory`: the PN's group key epoch.
+    #[n(4)]
+    pub epoch: Option<u64>,
+    /// With `epoch`: its group key (the grant itself is sealed for this PNE alone).
+    #[n(5)]
+    #[cbor(with = "minicbor::bytes")]
+    pub group_key: Option<Vec<u8>>,
 }
 
 /// PN Update Request, PN GW to CPNS Server (003 §1.4.2 step 4, 000 §6.6.2.1.1 step 3).
@@ -115,6 +135,6 @@ pub struct PnUpdateResponse {
     pub epoch: Option<u64>,
     /// With `epoch`: the remaining members' copies of its group key, each sealed end to end.
     #[n(2)]
-    #[cbor(default)]
+    #[cbor(default, skip_if = "Vec::is_empty")]
     pub keys: Vec<crate::SealedGroupKey>,
 }

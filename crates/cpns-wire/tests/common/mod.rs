@@ -449,6 +449,8 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 cpns_id: CpnsId::new("cpns:0001").unwrap(),
                 hash_server: HashBytes([0x99; 32]),
                 sealed_grant: vec![0xde, 0xad, 0xbe, 0xef],
+                epoch: None,
+                keys: Vec::new(),
             }
             .into(),
         ),
