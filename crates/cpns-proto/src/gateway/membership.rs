@@ -268,7 +268,11 @@ impl Gateway {
             self.send_pan_response(*link, *pan_msg, answer);
         }
         let notified = match epoch {
-            Some(epoch) => self.notify_members(&inventory, epoch, &keys),
+            Some(epoch) => {
+                let all: Vec<EntityId> =
+                    inventory.members.iter().map(|m| m.pne_id.clone()).collect();
+                self.notify_members_of(&inventory, &all, epoch, &keys)
+            }
             None => Vec::new(),
         };
         self.event(GatewayEvent::MemberRemoved {
@@ -280,22 +284,23 @@ impl Gateway {
         });
     }
 
-    /// PN Update Notification to every member of `inventory` on a proven link, each with its own
-    /// sealed copy of the epoch's group key; the members told.
-    fn notify_members(
+    /// PN Update Notification with `inventory` to each of `members` on a proven link, each with
+    /// its own sealed copy of the epoch's group key; the members told.
+    pub(super) fn notify_members_of(
         &mut self,
         inventory: &PnInventory,
+        members: &[EntityId],
         epoch: u64,
         keys: &[SealedGroupKey],
     ) -> Vec<EntityId> {
         let mut told = Vec::new();
-        for m in &inventory.members {
-            let Some(link) = self.proven_link_of(&m.pne_id) else {
+        for m in members {
+            let Some(link) = self.proven_link_of(m) else {
                 continue;
             };
             let sealed_key = keys
                 .iter()
-                .find(|k| k.pne_id == m.pne_id)
+                .find(|k| &k.pne_id == m)
                 .map(|k| k.sealed.clone());
             let note = PnUpdateNotification {
                 inventory: inventory.clone(),
@@ -303,7 +308,7 @@ impl Gateway {
                 sealed_key,
             };
             self.send_pan_notify(link, note);
-            told.push(m.pne_id.clone());
+            told.push(m.clone());
         }
         told
     }

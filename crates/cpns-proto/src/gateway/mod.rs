@@ -164,6 +164,18 @@ pub enum GatewayEvent {
         /// The remaining members told by PN Update Notification.
         notified: Vec<EntityId>,
     },
+    /// A PNE joined a PN by registering in it (000 §6.6.2.2, 003 §1.4.2): it is in the server's
+    /// inventory and the local one, and the other members were given the new epoch's key.
+    MemberJoined {
+        /// The PN.
+        pn_id: PnId,
+        /// The new member.
+        pne: EntityId,
+        /// The PN's new group key epoch.
+        epoch: Option<u64>,
+        /// The other members told by PN Update Notification.
+        notified: Vec<EntityId>,
+    },
     /// A leave or expulsion ended with the member kept.
     MembershipChangeFailed {
         /// The PN.

@@ -33,8 +33,12 @@ struct Up {
 #[derive(Debug)]
 pub(crate) struct JoinStored {
     pn_id: PnId,
+    pne: EntityId,
     link: LinkId,
     answer: Envelope,
+    /// The PN's new group key epoch and the other members' copies (000 §6.6.2.2).
+    epoch: Option<u64>,
+    keys: Vec<cpns_wire::SealedGroupKey>,
 }
 
 /// A non-member's registration waiting for its PN update (003 §1.4.2 step 4).
@@ -241,6 +245,24 @@ impl Gateway {
             Ok(()) => {
                 self.report_stored(j.pn_id);
                 self.transmit_pan(j.link, &j.answer);
+                // 000 §6.6.2.2: the others learn of the new member and get the new epoch's key.
+                let notified = match (j.epoch, self.pns.get(&j.pn_id)) {
+                    (Some(epoch), Some(pn)) => {
+                        let mut inventory = pn.state.inventory.clone();
+                        inventory.members.retain(|m| m.pne_id != j.pne);
+                        let others: Vec<EntityId> =
+                            inventory.members.iter().map(|m| m.pne_id.clone()).collect();
+                        let full = pn.state.inventory.clone();
+                        self.notify_members_of(&full, &others, epoch, &j.keys)
+                    }
+                    _ => Vec::new(),
+                };
+                self.event(GatewayEvent::MemberJoined {
+                    pn_id: j.pn_id,
+                    pne: j.pne,
+                    epoch: j.epoch,
+                    notified,
+                });
             }
             Err(e) => {
                 let err = ErrorBody::new(
@@ -308,8 +330,17 @@ impl Gateway {
                 if up.link != link {
                     return;
                 }
-                let registered = match &env.body {
-                    Body::PneRegistrationResponse(r) => Some(r.cpns_id.clone()),
+                let mut env = env;
+                let mut epoch = None;
+                let mut keys = Vec::new();
+                let registered = match &mut env.body {
+                    Body::PneRegistrationResponse(r) => {
+                        // The other members' copies are for the PN GW to hand on, not for the
+                        // registering PNE.
+                        epoch = r.epoch;
+                        keys = std::mem::take(&mut r.keys);
+                        Some(r.cpns_id.clone())
+                    }
                     _ => None,
                 };
                 let answer = Envelope {
@@ -337,8 +368,11 @@ impl Gateway {
                         let state = pn.state.clone();
                         let stored = JoinStored {
                             pn_id,
+                            pne: pne.clone(),
                             link,
                             answer,
+                            epoch,
+                            keys,
                         };
                         return self.persist(Parked::MemberAdded(Box::new(stored)), state);
                     }

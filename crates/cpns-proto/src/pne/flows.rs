@@ -504,6 +504,15 @@ impl PneSession {
         }
         // The server now keeps this SK_PNE for the PNE's membership: group keys come under it.
         self.set_own_session_key(pn_id, keys.session_key());
+        // 000 §6.6.2.2: a registration that made this PNE a member brings the PN, as the server
+        // records it, and its group key, under the grant's seal.
+        if let (Some(inventory), Some(epoch), Some(gk)) = (
+            grant.inventory.clone(),
+            grant.epoch,
+            grant.group_key.as_deref(),
+        ) {
+            self.joined_by_registration(pn_id, inventory, epoch, gk, keys.session_key());
+        }
         // 003 §1.4.1 step 4: the PNE keeps its CPNS ID and SK_PNE for the secure session.
         self.session_established(super::SecureSession {
             cpns_id: grant.cpns_id.clone(),

@@ -48,6 +48,54 @@ impl PneSession {
         self.store_updated(pn);
     }
 
+    /// 000 §6.6.2.2 steps 4-6: this PNE joined `pn_id` by registering in it; the server's
+    /// sealed grant gave the PN's inventory and its new epoch's group key.
+    pub(super) fn joined_by_registration(
+        &mut self,
+        pn_id: PnId,
+        inventory: cpns_wire::PnInventory,
+        epoch: u64,
+        gk: &[u8],
+        sk: &SessionKey,
+    ) {
+        let me = self.cfg.id.clone();
+        let bytes: Option<[u8; 32]> = gk.try_into().ok();
+        let (Some(bytes), true) = (
+            bytes,
+            inventory.pn_id == pn_id && inventory.members.iter().any(|m| m.pne_id == me),
+        ) else {
+            return self.event(PneEvent::FlowFailed {
+                flow: Flow::MembershipChange,
+                reason: Failure::GrantMalformed,
+            });
+        };
+        let own = OwnKeys {
+            session_key: sk.clone(),
+            group: Some((epoch, GroupKey::from_bytes(bytes))),
+        };
+        let state = crate::LocalPnState {
+            inventory,
+            wrapped_keys: Vec::new(),
+            own: Some(own),
+        };
+        self.pns.insert(
+            pn_id,
+            super::MemberOf {
+                state: state.clone(),
+                local: None,
+            },
+        );
+        let token = self.tokens.next();
+        self.parked.insert(
+            token,
+            Parked::Joined {
+                pn_id,
+                initiator: false,
+            },
+        );
+        self.out.push_back(PneOutput::Persist { token, pn: state });
+    }
+
     fn store_updated(&mut self, pn: PnId) {
         let Some(state) = self.pns.get(&pn).map(|p| p.state.clone()) else {
             return;

@@ -472,3 +472,99 @@ fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
             .any(|m| m.pne_id == pne_id(0))
     );
 }
+
+fn joined_events(h: &Harness) -> Vec<(EntityId, Option<u64>, Vec<EntityId>)> {
+    h.gw_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            GatewayEvent::MemberJoined {
+                pne,
+                epoch,
+                notified,
+                ..
+            } => Some((pne.clone(), *epoch, notified.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 000 §6.6.2.2: a PNE that declined the PN joins it by registering in it; everyone moves to
+/// the next epoch, the joiner with its key from the server's sealed grant, the others by PN
+/// Update Notification; a retried join adds it once.
+#[test]
+fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
+    let specs = [
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns().declining(),
+    ];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert_eq!(members(&h, pn).len(), 3);
+    h.register(3, Some(pn));
+    assert_eq!(members(&h, pn).len(), 4, "{:?}", h.events);
+    assert_eq!(
+        joined_events(&h),
+        vec![(pne_id(3), Some(1), vec![pne_id(0), pne_id(1), pne_id(2)])]
+    );
+    let (_, gk) = &h.store.epochs[&pn];
+    for i in 0..4 {
+        let (epoch, key) = h.pnes[i].group_key_of(&pn).expect("holds epoch 1");
+        assert_eq!(epoch, 1, "PNE {i}");
+        assert!(&key == gk, "PNE {i}");
+    }
+    assert!(h.pne_events(3).iter().any(|e| matches!(
+        e,
+        PneEvent::PnJoined {
+            initiator: false,
+            ..
+        }
+    )));
+    // The joiner keeps the PN with its keys; the others keep the new member list.
+    for i in 0..4 {
+        let held = &h.store.pne_local[i][&pn];
+        assert_eq!(held.inventory.members, h.store.pns[&pn].members, "PNE {i}");
+    }
+    assert_eq!(
+        h.store.gw_local[&pn].inventory.members,
+        h.store.pns[&pn].members
+    );
+    // The other members' copies went to them, not to the joiner (its link is plain: it holds
+    // no LocalEUKey, having declined the PN at first).
+    let answer = h
+        .delivered(Party::Gw, Party::Pne(3))
+        .into_iter()
+        .find_map(|e| match e.body {
+            cpns_wire::Body::PneRegistrationResponse(r) => Some(r),
+            _ => None,
+        })
+        .expect("the registration answer");
+    assert_eq!(answer.epoch, Some(1));
+    assert!(answer.keys.is_empty());
+    let from_server = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .find_map(|e| match e.body {
+            cpns_wire::Body::PneRegistrationResponse(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let holders: Vec<EntityId> = from_server.keys.iter().map(|k| k.pne_id.clone()).collect();
+    assert_eq!(holders, vec![pne_id(0), pne_id(1), pne_id(2)]);
+    // A retried join: the kept answer, no second member, no new epoch.
+    let request = h
+        .log
+        .iter()
+        .rev()
+        .find(|f| f.to == Party::Server && f.message == "PneRegistrationRequest")
+        .map(|f| f.body.clone())
+        .unwrap();
+    h.inject(Party::Gw, Party::Server, request);
+    h.pump();
+    assert_eq!(h.store.effects.get("register_pne"), Some(&1));
+    assert_eq!(h.store.epochs[&pn].0, 1);
+    assert_eq!(members(&h, pn).len(), 4);
+    assert_eq!(joined_events(&h).len(), 1);
+}
