@@ -568,3 +568,121 @@ fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
     assert_eq!(members(&h, pn).len(), 4);
     assert_eq!(joined_events(&h).len(), 1);
 }
+
+/// Two PNEs that happen to choose the same request id each leave: the PN GW asks the server
+/// under its own request ids, so one's kept answer is never replayed for the other.
+#[test]
+fn leaves_with_the_same_pne_request_id_are_two_leaves() {
+    let mut h = Harness::ready(&[PneSpec::trusted(); 3]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    raw_leave_ok(&mut h, 1, pn);
+    raw_leave_ok(&mut h, 2, pn);
+    assert_eq!(members(&h, pn), vec![pne_id(0)]);
+    assert_eq!(h.store.epochs[&pn].0, 2);
+}
+
+/// PNE `i` asks to leave with request id 5; the PN GW's answer must not be an error.
+fn raw_leave_ok(h: &mut Harness, i: usize, pn: PnId) {
+    h.pump();
+    let env = Envelope::request(
+        9_001,
+        Address::Entity(pne_id(i)),
+        Address::Entity(id("gw-1")),
+        PneLeaveRequest {
+            request_id: RequestId(5),
+            pn_id: pn,
+            pne: pne_id(i),
+        },
+    );
+    h.deliver_direct(Party::Pne(i), Party::Gw, &plain(&env))
+        .unwrap();
+    h.pump();
+    let answer = h
+        .delivered(Party::Gw, Party::Pne(i))
+        .into_iter()
+        .find(|e| e.in_reply_to == Some(9_001))
+        .expect("answered");
+    assert!(answer.error().is_none(), "{answer:?}");
+}
+
+/// A member that registers in its PN gets a new SK_PNE at the server; it keeps that one, so it
+/// opens the copies sealed under it afterwards.
+#[test]
+fn a_member_that_registered_opens_later_copies_under_its_new_sk_pne() {
+    let (mut h, pn) = with_pn();
+    let before = h.pnes[1].session_key_of(&pn).unwrap();
+    h.register(1, Some(pn));
+    let after = h.pnes[1].session_key_of(&pn).unwrap();
+    assert!(
+        before != after,
+        "the registration's SK_PNE replaced the establishment's"
+    );
+    assert!(h.store.session_keys[&(pn, pne_id(1))] == after);
+    expel(&mut h, pn, 3).unwrap();
+    assert_eq!(h.pnes[1].group_key_of(&pn).map(|(e, _)| e), Some(1));
+}
+
+/// A PNE whose store fails to keep an update says so.
+#[test]
+fn a_pne_whose_store_fails_on_an_update_says_so() {
+    let (mut h, pn) = with_pn();
+    h.store.fail_pne = true;
+    expel(&mut h, pn, 3).unwrap();
+    for i in 0..3 {
+        assert!(
+            h.pne_events(i).iter().any(|e| matches!(
+                e,
+                PneEvent::FlowFailed {
+                    flow: Flow::MembershipChange,
+                    reason: Failure::Store(_),
+                }
+            )),
+            "PNE {i}"
+        );
+    }
+}
+
+/// A PNE's own leave and release wait twice the flow timeout for their PN GW, then fail; a
+/// second one for the same PN is refused while one waits.
+#[test]
+fn a_pnes_leave_and_release_time_out_when_the_gateway_is_silent() {
+    let (mut h, pn) = with_pn();
+    h.set_hook(|f| {
+        if f.from == Party::Gw && matches!(f.to, Party::Pne(_)) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    // The server never answers either, so nothing changes while the PNEs wait.
+    drop_both(&mut h);
+    let now = h.now();
+    h.pnes[1].leave_pn(now, pn).unwrap();
+    assert!(h.pnes[1].leave_pn(now, pn).is_err(), "already leaving");
+    h.pnes[2].release_pn(now, pn).unwrap();
+    h.pump();
+    h.advance(FLOW * 2 - Duration::from_millis(1));
+    assert!(h.pne_failures(1).is_empty() && h.pne_failures(2).is_empty());
+    h.advance(Duration::from_millis(2));
+    assert_eq!(h.pne_failures(1), vec![Failure::TimedOut]);
+    assert_eq!(h.pne_failures(2), vec![Failure::TimedOut]);
+    assert!(h.pne_events(1).iter().any(|e| matches!(
+        e,
+        PneEvent::FlowFailed {
+            flow: Flow::MembershipChange,
+            ..
+        }
+    )));
+}
+
+/// Drops everything the PN GW sends, to the PNEs and to the server.
+fn drop_both(h: &mut Harness) {
+    h.set_hook(|f| {
+        if f.from == Party::Gw {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+}
