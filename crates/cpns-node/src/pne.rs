@@ -119,6 +119,7 @@ enum Command {
     Inventory(oneshot::Sender<Vec<PnInventory>>),
     Release(PnId, Reply),
     Leave(PnId, Reply),
+    Join(PnId, Reply),
 }
 
 /// Acts on a PNE that [`serve`] runs.
@@ -148,6 +149,12 @@ impl PneHandle {
     /// server's inventory, the PN GW's and its own.
     pub async fn leave(&self, pn_id: PnId) -> Result<PnId, NodeError> {
         self.ask(|tx| Command::Leave(pn_id, tx)).await
+    }
+
+    /// 000 §6.6.2.2: asks to join a PN the PN GW serves; `Ok` once the server authenticated
+    /// this PNE and it is a member everywhere, holding the PN's new group key.
+    pub async fn join(&self, pn_id: PnId) -> Result<PnId, NodeError> {
+        self.ask(|tx| Command::Join(pn_id, tx)).await
     }
 
     async fn ask(&self, command: impl FnOnce(Reply) -> Command) -> Result<PnId, NodeError> {
@@ -264,7 +271,7 @@ async fn offline<S: Store>(store: &S, c: Command) {
             let pns = store.local_pns().await.unwrap_or_default();
             let _ = reply.send(pns.iter().map(|p| local_pn_state(p).inventory).collect());
         }
-        Command::Release(_, reply) | Command::Leave(_, reply) => {
+        Command::Release(_, reply) | Command::Leave(_, reply) | Command::Join(_, reply) => {
             let e = ErrorBody::new(
                 ErrorCode::Busy,
                 "the PNE has no link to its PN GW; it is reconnecting, try again shortly",
@@ -488,6 +495,9 @@ impl<S: Store> Link<S> {
                 let done = match &e {
                     PneEvent::PnReleased { pn_id, by_me: true } => Some((*pn_id, Flow::PnRelease)),
                     PneEvent::PnLeft(pn_id) => Some((*pn_id, Flow::MembershipChange)),
+                    PneEvent::PnJoined { inventory, .. } => {
+                        Some((inventory.pn_id, Flow::PneRegistration))
+                    }
                     _ => None,
                 };
                 if let Some((pn_id, flow)) = done
@@ -535,6 +545,9 @@ impl<S: Store> Link<S> {
                     Some(Command::Leave(pn, reply)) => {
                         self.ask(&mut asking, pn, Flow::MembershipChange, reply);
                     }
+                    Some(Command::Join(pn, reply)) => {
+                        self.ask(&mut asking, pn, Flow::PneRegistration, reply);
+                    }
                 },
                 _ = &mut *stop => {
                     self.conn.close().await;
@@ -555,6 +568,7 @@ impl<S: Store> Link<S> {
             let now = Instant::now();
             match flow {
                 Flow::PnRelease => self.session.release_pn(now, pn),
+                Flow::PneRegistration => self.session.join_pn(now, pn),
                 _ => self.session.leave_pn(now, pn),
             }
             .map_err(|e| ErrorBody::new(e.code(), e.to_string()))

@@ -219,6 +219,22 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             };
             d.field("notified", "notified", Value::List(notified))
         }
+        GatewayEvent::MemberJoined {
+            pn_id,
+            pne,
+            epoch,
+            notified,
+        } => {
+            let notified = notified.iter().map(ToString::to_string).collect();
+            let d = Described::new("member_joined")
+                .pn("pn_id", *pn_id)
+                .text("pne", pne);
+            let d = match epoch {
+                Some(e) => d.field("epoch", "epoch", Value::Number(*e)),
+                None => d,
+            };
+            d.field("notified", "notified", Value::List(notified))
+        }
         GatewayEvent::MembershipChangeFailed { pn_id, pne, reason } => {
             Described::new("membership_change_failed")
                 .pn("pn_id", *pn_id)

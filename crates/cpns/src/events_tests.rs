@@ -207,6 +207,17 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "pne": "watch", "notified": []}),
         ),
         (
+            GatewayEvent::MemberJoined {
+                pn_id: pn(),
+                pne: id("tv"),
+                epoch: Some(4),
+                notified: vec![id("phone"), id("watch")],
+            },
+            "14:02:11 member joined  pn=3f2a…c1 pne=tv epoch=4 notified=phone,watch",
+            "member_joined",
+            json!({"pn_id": PN_HEX, "pne": "tv", "epoch": 4, "notified": ["phone", "watch"]}),
+        ),
+        (
             GatewayEvent::MembershipChangeFailed {
                 pn_id: pn(),
                 pne: id("watch"),

@@ -51,6 +51,12 @@ pub(crate) enum PnVerb {
         /// The PN's id.
         pn: PnId,
     },
+    /// On a PNE: join one of the PNs its PN GW serves (000 §6.6.2.2), as its discovery lists
+    /// them; the server authenticates it first, and every member moves to a new group key epoch.
+    Join {
+        /// The PN's id.
+        pn: PnId,
+    },
     /// The members of one PN the entity holds.
     Members {
         /// The PN's id.
@@ -72,6 +78,7 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
             json!({ "verb": "expel", "pn_id": pn.to_string(), "pne": pne.as_str() })
         }
         PnVerb::Leave { pn } => json!({ "verb": "leave", "pn_id": pn.to_string() }),
+        PnVerb::Join { pn } => json!({ "verb": "join", "pn_id": pn.to_string() }),
         PnVerb::Members { pn } => json!({ "verb": "members", "pn_id": pn.to_string() }),
     };
     let answer = control::request(&path, &request).await?;
@@ -88,6 +95,7 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
             PnVerb::Release { pn } => print_released(pn, &answer),
             PnVerb::Expel { pn, pne } => print_expelled(pn, &pne, &answer),
             PnVerb::Leave { pn } => println!("left PN {pn}"),
+            PnVerb::Join { pn } => println!("joined PN {pn}"),
         }
     }
     Ok(())
@@ -203,7 +211,7 @@ fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
 }
 
 const GATEWAY_VERBS: &str = "known: show, members, release, expel";
-const PNE_VERBS: &str = "known: show, members, release, leave";
+const PNE_VERBS: &str = "known: show, members, join, leave, release";
 
 /// A release's or an expulsion's answer.
 fn released_json(r: Result<cpns_node::gateway::Released, cpns_node::NodeError>) -> Value {
@@ -260,12 +268,12 @@ pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
             (Err(answer), _) => answer,
             (_, Err(e)) => control::error(e),
         },
-        Some(verb @ ("release" | "leave")) => match pn_of(&request) {
+        Some(verb @ ("release" | "leave" | "join")) => match pn_of(&request) {
             Ok(pn) => {
-                let done = if verb == "release" {
-                    handle.release(pn).await
-                } else {
-                    handle.leave(pn).await
+                let done = match verb {
+                    "release" => handle.release(pn).await,
+                    "leave" => handle.leave(pn).await,
+                    _ => handle.join(pn).await,
                 };
                 match done {
                     Ok(pn) => json!({ "ok": true, "pn_id": pn.to_string() }),

@@ -553,3 +553,104 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     );
     w.stores(&all).await.agree();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
+    let mut w = World::start(&["phone", "watch", "tv"]);
+    // Another user's PNE, on the same PAN.
+    let bob = w.path("bobs-tv.cred.json");
+    cpns(&[
+        "enroll",
+        "--data-dir",
+        s(&w.path("server")),
+        "--user",
+        "bob",
+        "--kind",
+        "pne",
+        "--id",
+        "bobs-tv",
+        "--out",
+        s(&bob),
+    ]);
+    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
+    let all = ["phone", "watch", "tv"];
+    w.stores(&all).await.agree();
+
+    // The tv asks to join the PN its PN GW serves (000 §6.6.2.2).
+    let line = cpns(&[
+        "pn",
+        "join",
+        &pn.to_string(),
+        "--store",
+        s(&w.path("tv.db")),
+    ]);
+    assert_eq!(line, format!("joined PN {pn}\n"));
+    let event = w.gw.expect_event("member_joined");
+    assert_eq!(event["pne"], "tv");
+    assert_eq!(event["epoch"], 1);
+    let mut told: Vec<&str> = event["notified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    told.sort_unstable();
+    assert_eq!(told, ["phone", "watch"]);
+    for (id, p) in &mut pnes {
+        if *id == "tv" {
+            p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
+        } else {
+            let u = p.expect_event_where("pn_updated", |v| v["epoch"] == 1);
+            assert_eq!(u["has_key"], true, "{id}");
+        }
+    }
+    let after = w.stores(&all).await;
+    after.agree();
+    assert_eq!(
+        after.gw,
+        BTreeSet::from([(pn.to_string(), set(&["phone", "watch", "tv"]))])
+    );
+    let (_, gk) = server_group_key(&w, pn).await;
+    for id in all {
+        let (e, k) = pne_group_key(&w, id, pn).await.expect(id);
+        assert_eq!(e, 1, "{id}");
+        assert!(k == gk, "{id} holds another key");
+    }
+
+    // Joining again: already a member, nothing changes.
+    let again = pn_json(&w.path("tv.db"), &["join", &pn.to_string()]);
+    assert_eq!(again["ok"], false);
+    assert!(
+        again["error"].as_str().unwrap().contains("already"),
+        "{again}"
+    );
+
+    // Bob's PNE cannot join alice's PN: refused, every store unchanged.
+    let before = w.stores(&all).await;
+    let mut args = vec![
+        "pne",
+        "--stay",
+        "--json",
+        "--gateway",
+        &w.pan,
+        "--credential",
+        s(&bob),
+        "--store",
+    ];
+    let bob_store = w.path("bobs-tv.db");
+    args.push(s(&bob_store));
+    let mut intruder = Proc::spawn("pne", &args);
+    intruder.expect_event("control_listening");
+    intruder.expect_event("discovered");
+    let refused = pn_json(&bob_store, &["join", &pn.to_string()]);
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().starts_with("forbidden"),
+        "{refused}"
+    );
+    let after = w.stores(&all).await;
+    assert_eq!(after.server, before.server);
+    assert_eq!(after.gw, before.gw);
+    assert!(local(&bob_store).await.is_empty());
+    assert_eq!(server_group_key(&w, pn).await.0, 1);
+}

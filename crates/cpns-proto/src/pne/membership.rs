@@ -115,6 +115,19 @@ impl PneSession {
         }
     }
 
+    /// 000 §6.6.2.2 step 1: asks to join `pn_id`, one of the PNs the PN GW serves (as its
+    /// discovery answer listed them), by registering in it (003 §1.4.2): the server
+    /// authenticates this PNE before it enters the PN. The result comes as
+    /// [`PneEvent::PnJoined`] or a failed [`Flow::PneRegistration`].
+    pub fn join_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
+        if self.pns.contains_key(&pn_id) {
+            return Err(ProtoError::WrongState(
+                "this PNE is a member of that PN already",
+            ));
+        }
+        self.start_registration(now, Some(pn_id))
+    }
+
     /// 000 §6.6.3.1.1 step 1: asks the PN GW to take this PNE out of `pn_id`. On an insecure
     /// PAN whose link is not sealed yet, the PNE first proves itself with the PN's LocalEUKey.
     /// The result comes as [`PneEvent::PnLeft`] or a failed [`Flow::MembershipChange`].
