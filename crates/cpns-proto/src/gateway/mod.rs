@@ -10,6 +10,7 @@
 //! step that depends on them continues only when the driver reports them durable.
 
 mod establish;
+mod invite;
 mod membership;
 mod pan;
 mod pn_flows;
@@ -176,6 +177,16 @@ pub enum GatewayEvent {
         /// The other members told by PN Update Notification.
         notified: Vec<EntityId>,
     },
+    /// An invitation into a PN ended without the invitee joining: it declined (`reason` `None`),
+    /// answered with an error, disconnected, or the deadline passed.
+    InviteEnded {
+        /// The PN.
+        pn_id: PnId,
+        /// The invitee.
+        invitee: EntityId,
+        /// Why, unless it declined.
+        reason: Option<crate::Failure>,
+    },
     /// A leave or expulsion ended with the member kept.
     MembershipChangeFailed {
         /// The PN.
@@ -290,6 +301,7 @@ pub struct Gateway {
     relays: relay::Relays,
     releases: release::Releases,
     changes: membership::Changes,
+    invites: Vec<invite::Invite>,
     /// The largest frame the server accepts, as it announced (002 §B.1.1.2 step 11).
     server_max_frame: usize,
     rng: MachineRng,
@@ -324,6 +336,7 @@ impl Gateway {
             relays: relay::Relays::default(),
             releases: release::Releases::default(),
             changes: membership::Changes::default(),
+            invites: Vec::new(),
             server_max_frame: cfg_max as usize,
             rng,
             ids: MsgIds::default(),
@@ -388,6 +401,7 @@ impl Gateway {
             self.pne_gone(now, &pne);
         }
         self.relays.forget_link(link);
+        self.invites_link_closed(link);
     }
 
     /// Takes one frame (without its length prefix) from a PAN link. An `Err` means the link
@@ -455,6 +469,7 @@ impl Gateway {
         self.relay_timeouts(now);
         self.release_timeouts(now);
         self.change_timeouts(now);
+        self.invite_timeouts(now);
     }
 
     /// The earliest deadline, if any.
@@ -468,13 +483,18 @@ impl Gateway {
             .chain(relays)
             .chain(self.releases.deadlines())
             .chain(self.changes.deadlines())
+            .chain(self.invite_deadlines())
             .min()
     }
 
     /// Flows in progress: PNs being formed, requests relayed to the server, registrations
-    /// waiting for their PN update, releases, leaves and expulsions.
+    /// waiting for their PN update, releases, leaves, expulsions and invitations.
     pub fn flows_in_progress(&self) -> usize {
-        self.forming.len() + self.relays.len() + self.releases.len() + self.changes.len()
+        self.forming.len()
+            + self.relays.len()
+            + self.releases.len()
+            + self.changes.len()
+            + self.invites.len()
     }
 
     /// Flows in progress that `link` started.
@@ -488,6 +508,7 @@ impl Gateway {
             + self.relays.of_link(link)
             + self.releases.of_link(link)
             + self.changes.of_link(link)
+            + self.invites_of_link(link)
     }
 
     /// Whether a new flow from `link` must wait: the reason to answer `busy` with, if so.
@@ -559,6 +580,17 @@ impl Gateway {
             Body::SecureRequest(m) => self.on_secure_request(now, link, &env, m),
             Body::PnReleaseRequest(m) => self.on_pne_release_request(now, link, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave_request(now, link, &env, m),
+            Body::PneInviteRequest(m) => self.on_member_invite(now, link, &env, m),
+            Body::PneInviteResponse(m) => {
+                if !self.on_invite_answer(link, &env, &m) {
+                    self.reject_pan(
+                        link,
+                        &env,
+                        ErrorCode::WrongState,
+                        "no invitation awaits this",
+                    );
+                }
+            }
             Body::ErrorBody(e) => self.on_pan_error(now, link, &env, e),
             _ => self.reject_pan(
                 link,

@@ -257,6 +257,7 @@ impl Gateway {
                     }
                     _ => Vec::new(),
                 };
+                self.invitee_joined(j.pn_id, &j.pne);
                 self.event(GatewayEvent::MemberJoined {
                     pn_id: j.pn_id,
                     pne: j.pne,
@@ -429,11 +430,14 @@ impl Gateway {
         now: Instant,
         link: LinkId,
         env: &Envelope,
-        _e: ErrorBody,
+        e: ErrorBody,
     ) {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
+        if self.invite_refused(link, reply_to, &e) {
+            return;
+        }
         if self.relays.down.contains_key(&(link, reply_to)) {
             return self.relay_up_response(now, link, env);
         }

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use cpns_crypto::{GroupKey, GroupKeyBinding, SessionKey, open_group_key};
 use cpns_wire::{
-    Envelope, ErrorCode, PnId, PnUpdateNotification, PneExpelNotification, PneLeaveRequest,
-    PneLeaveResponse, RequestId,
+    EntityId, Envelope, ErrorCode, PnId, PnUpdateNotification, PneExpelNotification,
+    PneInviteRequest, PneInviteResponse, PneLeaveRequest, PneLeaveResponse, RequestId,
 };
 
 use super::{Gone, Parked, PneEvent, PneOutput, PneSession};
@@ -132,24 +132,39 @@ impl PneSession {
     /// PAN whose link is not sealed yet, the PNE first proves itself with the PN's LocalEUKey.
     /// The result comes as [`PneEvent::PnLeft`] or a failed [`Flow::MembershipChange`].
     pub fn leave_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
-        let Some(member) = self.pns.get(&pn_id) else {
+        if !self.pns.contains_key(&pn_id) {
             return Err(ProtoError::WrongState(
                 "this PNE is not a member of that PN",
             ));
-        };
+        }
         if self.leaves.values().any(|(p, _)| *p == pn_id) {
             return Err(ProtoError::WrongState(
                 "this PNE is leaving that PN already",
             ));
         }
-        let local = member.local.clone();
         let request_id = RequestId(self.rng.u64());
         let req = PneLeaveRequest {
             request_id,
             pn_id,
             pne: self.cfg.id.clone(),
         };
-        let env = Envelope::request(self.ids.next(), self.me(), self.peer(), req);
+        let msg = self.ask_gateway(now, pn_id, req)?;
+        let deadline = now + self.cfg.timeouts.flow * 2;
+        self.leaves.insert(msg, (pn_id, deadline));
+        Ok(request_id)
+    }
+
+    /// Sends a request about `pn_id` to the PN GW; on an insecure PAN whose link is not sealed
+    /// yet, the PNE first proves itself with the PN's LocalEUKey (the request follows the
+    /// proof). Its message id.
+    pub(super) fn ask_gateway(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        body: impl Into<cpns_wire::Body>,
+    ) -> Result<u64, ProtoError> {
+        let local = self.pns.get(&pn_id).and_then(|p| p.local.clone());
+        let env = Envelope::request(self.ids.next(), self.me(), self.peer(), body);
         let must_seal = self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed();
         match local {
             Some(local) if must_seal && self.pan.is_none() => {
@@ -157,9 +172,75 @@ impl PneSession {
             }
             _ => self.transmit(&env),
         }
-        let deadline = now + self.cfg.timeouts.flow * 2;
-        self.leaves.insert(env.msg_id, (pn_id, deadline));
+        Ok(env.msg_id)
+    }
+
+    /// 000 §6.6.2.1.2 step 1: asks the PN GW to invite `invitee` into `pn_id`, which this PNE
+    /// is a member of. The answer comes as [`PneEvent::InviteAnswered`] once the invitee joined
+    /// or declined, or as a failed [`Flow::MembershipChange`].
+    pub fn invite_pne(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        invitee: EntityId,
+    ) -> Result<RequestId, ProtoError> {
+        if !self.pns.contains_key(&pn_id) {
+            return Err(ProtoError::WrongState(
+                "this PNE is not a member of that PN",
+            ));
+        }
+        let request_id = RequestId(self.rng.u64());
+        let req = PneInviteRequest {
+            request_id,
+            pn_id,
+            invitee: Some(invitee),
+        };
+        let msg = self.ask_gateway(now, pn_id, req)?;
+        // The invitee's answer and its join.
+        let deadline = now + self.cfg.timeouts.invite + self.cfg.timeouts.flow * 3;
+        self.invites.insert(msg, (pn_id, deadline));
         Ok(request_id)
+    }
+
+    /// An invitation from the PN GW (§6.6.2.1.1 step 1, §6.6.2.1.2 step 2): declined, or
+    /// accepted and followed by a join (§6.6.2.2), so the server authenticates this PNE.
+    pub(super) fn on_invite(&mut self, now: Instant, env: &Envelope, m: PneInviteRequest) {
+        if m.invitee.is_some() {
+            return self.reject(
+                env,
+                ErrorCode::BadRequest,
+                "a PNE invites through its PN GW",
+            );
+        }
+        if self.pns.contains_key(&m.pn_id) {
+            return self.reject(env, ErrorCode::Conflict, "a member of that PN already");
+        }
+        let accepted = self.cfg.accept_invitations;
+        let answer = PneInviteResponse {
+            pn_id: m.pn_id,
+            accepted,
+        };
+        self.send_response(env.msg_id, answer);
+        if !accepted {
+            return self.event(PneEvent::InvitationDeclined(m.pn_id));
+        }
+        if let Err(e) = self.join_pn(now, m.pn_id) {
+            self.event(PneEvent::FlowFailed {
+                flow: Flow::PneRegistration,
+                reason: Failure::Refused(cpns_wire::ErrorBody::new(e.code(), e.to_string())),
+            });
+        }
+    }
+
+    /// §6.6.2.1.2 step 6: the PN GW's answer to this PNE's invitation.
+    pub(super) fn on_invite_response(&mut self, env: &Envelope, m: PneInviteResponse) {
+        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.invites.remove(&r)) else {
+            return;
+        };
+        self.event(PneEvent::InviteAnswered {
+            pn_id,
+            accepted: m.accepted && m.pn_id == pn_id,
+        });
     }
 
     /// §6.6.3.1.1 step 6: the PN GW took this PNE out.
@@ -178,9 +259,9 @@ impl PneSession {
         self.forget(pn_id, Gone::Left);
     }
 
-    /// The PN GW refused a leave: true if `reply_to` was one.
+    /// The PN GW refused a leave or an invitation: true if `reply_to` was one.
     pub(super) fn leave_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
-        if self.leaves.remove(&reply_to).is_none() {
+        if self.leaves.remove(&reply_to).is_none() && self.invites.remove(&reply_to).is_none() {
             return false;
         }
         self.event(PneEvent::FlowFailed {
@@ -191,7 +272,13 @@ impl PneSession {
     }
 
     pub(super) fn leave_timeouts(&mut self, now: Instant) {
-        for _ in crate::util::take_expired(&mut self.leaves, now, |(_, d)| *d) {
+        let mut late = crate::util::take_expired(&mut self.leaves, now, |(_, d)| *d);
+        late.extend(crate::util::take_expired(
+            &mut self.invites,
+            now,
+            |(_, d)| *d,
+        ));
+        for _ in late {
             self.event(PneEvent::FlowFailed {
                 flow: Flow::MembershipChange,
                 reason: Failure::TimedOut,

@@ -112,6 +112,14 @@ pub enum PneEvent {
         /// Whether this PNE asked for it (else its PN GW told it).
         by_me: bool,
     },
+    /// The PN GW answered this PNE's invitation of another PNE (000 §6.6.2.1.2 step 6): the
+    /// invitee joined, or declined.
+    InviteAnswered {
+        /// The PN.
+        pn_id: PnId,
+        /// Whether the invitee accepted and joined.
+        accepted: bool,
+    },
     /// This PNE left a PN, which left its local store (000 §6.6.3.1.1 step 6).
     PnLeft(PnId),
     /// The PN GW expelled this PNE from a PN, which left its local store (000 §6.6.3.2 step 1).
@@ -242,6 +250,7 @@ pub struct PneSession {
     parked: BTreeMap<Token, Parked>,
     releases: release::PendingReleases,
     leaves: release::PendingReleases,
+    invites: release::PendingReleases,
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
@@ -267,6 +276,7 @@ impl PneSession {
             parked: BTreeMap::new(),
             releases: BTreeMap::new(),
             leaves: BTreeMap::new(),
+            invites: BTreeMap::new(),
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
@@ -426,6 +436,7 @@ impl PneSession {
             .chain(secure::deadlines(&self.secure_calls))
             .chain(self.releases.values().map(|(_, d)| *d))
             .chain(self.leaves.values().map(|(_, d)| *d))
+            .chain(self.invites.values().map(|(_, d)| *d))
             .min()
     }
 
@@ -483,6 +494,8 @@ impl PneSession {
             Body::PnReleaseResponse(m) => self.on_release_response(&env, m),
             Body::PnReleaseNotification(m) => self.on_release_notification(&env, m),
             Body::PneLeaveResponse(m) => self.on_leave_response(&env, m),
+            Body::PneInviteRequest(m) => self.on_invite(now, &env, m),
+            Body::PneInviteResponse(m) => self.on_invite_response(&env, m),
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
             Body::PnUpdateNotification(m) => self.on_update_notification(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),

@@ -26,31 +26,18 @@ impl PneSession {
     /// LocalEUKey. The result comes as [`PneEvent::PnReleased`] or a failed
     /// [`Flow::PnRelease`].
     pub fn release_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
-        let Some(member) = self.pns.get(&pn_id) else {
+        if !self.pns.contains_key(&pn_id) {
             return Err(ProtoError::WrongState(
                 "this PNE is not a member of that PN",
             ));
-        };
+        }
         if self.releases.values().any(|(p, _)| *p == pn_id) {
             return Err(ProtoError::WrongState("the PN is being released already"));
         }
-        let local = member.local.clone();
         let request_id = RequestId(self.rng.u64());
-        let env = Envelope::request(
-            self.ids.next(),
-            self.me(),
-            self.peer(),
-            PnReleaseRequest { request_id, pn_id },
-        );
+        let msg = self.ask_gateway(now, pn_id, PnReleaseRequest { request_id, pn_id })?;
         let deadline = now + self.cfg.timeouts.flow * 2;
-        let must_seal = self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed();
-        match local {
-            Some(local) if must_seal && self.pan.is_none() => {
-                self.begin_pan_auth(now, pn_id, local, Some(env.clone()))?;
-            }
-            _ => self.transmit(&env),
-        }
-        self.releases.insert(env.msg_id, (pn_id, deadline));
+        self.releases.insert(msg, (pn_id, deadline));
         Ok(request_id)
     }
 

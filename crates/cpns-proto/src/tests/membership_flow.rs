@@ -686,3 +686,164 @@ fn drop_both(h: &mut Harness) {
         }
     });
 }
+
+/// A PN of PNEs 0-2 on an insecure PAN; PNE 3 (with `spec`) is connected and no member.
+fn with_pn_and_outsider(outsider: PneSpec) -> (Harness, PnId) {
+    let specs = [PneSpec::cpns(), PneSpec::cpns(), PneSpec::cpns(), outsider];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::Invite(vec![pne_id(1), pne_id(2)]));
+    let pn = h.joined(0).unwrap().pn_id;
+    assert_eq!(members(&h, pn).len(), 3);
+    (h, pn)
+}
+
+fn invite_ended(h: &Harness) -> Vec<(EntityId, Option<Failure>)> {
+    h.gw_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            GatewayEvent::InviteEnded {
+                invitee, reason, ..
+            } => Some((invitee.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 000 §6.6.2.1.1: the PN GW invites PNE 3, which accepts and joins: the server authenticates
+/// it, every member moves to the next epoch and is told.
+#[test]
+fn the_pn_gw_invites_a_pne_which_joins() {
+    let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns());
+    let now = h.now();
+    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    assert_eq!(members(&h, pn).len(), 4, "{:?}", h.events);
+    assert_eq!(
+        joined_events(&h),
+        vec![(pne_id(3), Some(1), vec![pne_id(0), pne_id(1), pne_id(2)])]
+    );
+    assert!(invite_ended(&h).is_empty());
+    let (_, gk) = &h.store.epochs[&pn];
+    for i in 0..4 {
+        assert!(&h.pnes[i].group_key_of(&pn).unwrap().1 == gk, "PNE {i}");
+    }
+    assert_eq!(h.gw.flows_in_progress(), 0);
+    // Inviting it again: a member already, nothing sent.
+    let sent = h.log.len();
+    assert_eq!(
+        h.gw.invite(now, pn, pne_id(3)).unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    h.pump();
+    assert_eq!(h.log.len(), sent);
+}
+
+#[test]
+fn an_invitee_that_declines_changes_nothing() {
+    let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns().declining());
+    let before = h.snapshot();
+    let now = h.now();
+    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    assert_eq!(invite_ended(&h), vec![(pne_id(3), None)]);
+    assert!(h.pne_events(3).contains(&&PneEvent::InvitationDeclined(pn)));
+    assert_eq!(h.snapshot(), before);
+    assert_eq!(h.gw.flows_in_progress(), 0);
+}
+
+/// 000 §6.6.2.1.2: member PNE 1 asks its PN GW to invite PNE 3; it is answered once PNE 3
+/// joined, and every member is told.
+#[test]
+fn a_member_invites_a_pne_and_is_answered_once_it_joined() {
+    let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns());
+    let now = h.now();
+    h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    assert!(h.pne_events(1).contains(&&PneEvent::InviteAnswered {
+        pn_id: pn,
+        accepted: true
+    }));
+    assert_eq!(members(&h, pn).len(), 4);
+    for i in [0, 1, 2] {
+        assert_eq!(updated(&h, i), vec![(1, true)], "PNE {i}");
+    }
+    // The same invitation again: a member already.
+    h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    assert!(h.pne_refused(1, ErrorCode::Conflict));
+}
+
+#[test]
+fn a_member_is_told_when_its_invitee_declines() {
+    let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns().declining());
+    let now = h.now();
+    h.pnes[2].invite_pne(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    assert!(h.pne_events(2).contains(&&PneEvent::InviteAnswered {
+        pn_id: pn,
+        accepted: false
+    }));
+    assert_eq!(members(&h, pn).len(), 3);
+}
+
+#[test]
+fn invitations_that_may_not_be_are_refused_at_once() {
+    let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns());
+    let now = h.now();
+    let unknown = PnId::from_bytes([9; 16]);
+    assert_eq!(
+        h.gw.invite(now, unknown, pne_id(3)).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        h.gw.invite(now, pn, id("pne-9")).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    // The invitee never answers: a second invitation waits; the first times out.
+    h.set_hook(|f| {
+        if f.from == Party::Pne(3) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    assert_eq!(
+        h.gw.invite(now, pn, pne_id(3)).unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    h.pump();
+    let deadline = h.gw.poll_timeout().unwrap();
+    h.advance(deadline - h.now());
+    assert_eq!(invite_ended(&h), vec![(pne_id(3), Some(Failure::TimedOut))]);
+    assert_eq!(h.gw.flows_in_progress(), 0);
+    assert_eq!(members(&h, pn).len(), 3);
+    // A PNE that is no member may not invite (on a trusted bearer, where it is proven).
+    let specs = [
+        PneSpec::trusted(),
+        PneSpec::trusted(),
+        PneSpec::trusted().declining(),
+    ];
+    let mut t = Harness::ready(&specs);
+    t.setup(0, SetupType::All);
+    let tpn = t.joined(0).unwrap().pn_id;
+    let env = Envelope::request(
+        9_300,
+        Address::Entity(pne_id(2)),
+        Address::Entity(id("gw-1")),
+        cpns_wire::PneInviteRequest {
+            request_id: RequestId(1),
+            pn_id: tpn,
+            invitee: Some(pne_id(2)),
+        },
+    );
+    t.deliver_direct(Party::Pne(2), Party::Gw, &plain(&env))
+        .unwrap();
+    let answer = t
+        .queue
+        .iter()
+        .filter_map(|f| f.env())
+        .find(|e| e.in_reply_to == Some(9_300))
+        .unwrap();
+    assert_eq!(answer.error().unwrap().code, ErrorCode::Forbidden);
+}

@@ -86,3 +86,33 @@ pub struct PnUpdateNotification {
     #[cbor(with = "minicbor::bytes")]
     pub sealed_key: Option<Vec<u8>>,
 }
+
+/// PNE Request (Invite): the PN GW invites a PNE into one of its PNs (000 §6.6.2.1.1 step 1,
+/// §6.6.2.1.2 step 2), or a member PNE asks its PN GW to invite another (§6.6.2.1.2 step 1).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneInviteRequest {
+    /// Chosen by the sender.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PN.
+    #[n(1)]
+    pub pn_id: PnId,
+    /// From a member to its PN GW: the PNE to invite. Absent from the PN GW to the invitee.
+    #[n(2)]
+    pub invitee: Option<EntityId>,
+}
+
+/// PNE Invite Response: the invitee to the PN GW (§6.6.2.1.1 step 2, §6.6.2.1.2 step 3), and
+/// the PN GW to the member that asked, once the invitee joined or declined (§6.6.2.1.2 step 6).
+/// An invitee that accepts then joins the PN (§6.6.2.2), so the server authenticates it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneInviteResponse {
+    /// The PN.
+    #[n(0)]
+    pub pn_id: PnId,
+    /// Whether the invitee accepted (and, PN GW to member, joined).
+    #[n(1)]
+    pub accepted: bool,
+}

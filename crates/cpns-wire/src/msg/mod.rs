@@ -220,7 +220,10 @@ bodies! {
     // The secure PNE<->server session set up by registration, 003 §1.4.1 step 4.
     60 => SecureRequest,
     61 => SecureResponse,
-    // Leave and expulsion, with group key epochs, 000 §6.6.3 (docs/pn-lifecycle.md).
+    // Invite, leave and expulsion, with group key epochs, 000 §6.6.2-6.6.3
+    // (docs/pn-lifecycle.md).
+    70 => PneInviteRequest,
+    71 => PneInviteResponse,
     73 => PneLeaveRequest,
     74 => PneLeaveResponse,
     75 => PneExpelNotification,

@@ -505,6 +505,32 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "pne invite request from a member",
+            PneInviteRequest {
+                request_id: RequestId(14),
+                pn_id: pn(7),
+                invitee: Some(eid("bob.watch@home")),
+            }
+            .into(),
+        ),
+        (
+            "pne invite request to the invitee",
+            PneInviteRequest {
+                request_id: RequestId(15),
+                pn_id: pn(7),
+                invitee: None,
+            }
+            .into(),
+        ),
+        (
+            "pne invite response",
+            PneInviteResponse {
+                pn_id: pn(7),
+                accepted: true,
+            }
+            .into(),
+        ),
+        (
             "pne leave request",
             PneLeaveRequest {
                 request_id: RequestId(13),

@@ -1,0 +1,291 @@
+//! Invitations into an existing PN (000 §6.6.2.1): by the PN GW's owner (§6.6.2.1.1) or asked
+//! for by a member PNE (§6.6.2.1.2).
+//!
+//! 1. The PN GW sends PNE Request (Invite) to the invitee on its link (step 1 / step 2).
+//! 2. The invitee answers (step 2 / step 3). One that declines ends the invitation; one that
+//!    accepts joins the PN as 000 §6.6.2.2 has it (a registration in the PN, 003 §1.4.2), so the
+//!    server authenticates it before it enters the inventory: that join is the PN Update
+//!    Request and Response of steps 3-4 / 4-5, and its PN Update Notifications are step 5 /
+//!    steps 7-8 ([`super::relay`]).
+//! 3. The invitation ends when the invitee is a member, declines, or the flow's deadline
+//!    passes; a member that asked is answered then (§6.6.2.1.2 step 6).
+//!
+//! An invitee that is a member already, or not connected, is refused at once; one invitation
+//! per (PN, invitee) at a time, so a retried invite adds the PNE once.
+
+use std::time::Instant;
+
+use cpns_wire::{
+    EntityId, Envelope, ErrorBody, ErrorCode, PnId, PneInviteRequest, PneInviteResponse, RequestId,
+};
+
+use super::pn_flows::Asker;
+use super::{Gateway, GatewayEvent, LinkId};
+use crate::Failure;
+
+/// An invitation waiting for the invitee's answer, then for it to join.
+#[derive(Debug)]
+pub(crate) struct Invite {
+    pn_id: PnId,
+    invitee: EntityId,
+    link: LinkId,
+    /// The invitation's message id on the invitee's link, until it answers.
+    msg: Option<u64>,
+    asker: Asker,
+    deadline: Instant,
+}
+
+impl Gateway {
+    /// 000 §6.6.2.1.1 step 1: the PN GW's owner invites `invitee` into `pn_id`. The result
+    /// comes as [`GatewayEvent::MemberJoined`] or [`GatewayEvent::InviteEnded`]; a request
+    /// refused at once is the `Err`, with nothing sent.
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        invitee: EntityId,
+    ) -> Result<(), ErrorBody> {
+        if self.flows_in_progress() >= self.cfg.limits.flows {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW is running as many flows as it takes; try again later",
+            ));
+        }
+        self.begin_invite(now, pn_id, invitee, Asker::Owner)
+    }
+
+    /// §6.6.2.1.2 step 1: a member asks its PN GW to invite another PNE.
+    pub(super) fn on_member_invite(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: PneInviteRequest,
+    ) {
+        let proven = self.links.get(&link).filter(|l| l.proven);
+        let Some(member) = proven.and_then(|l| l.peer.clone()) else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "prove who you are first (PN GW authentication with the PN's LocalEUKey)",
+            );
+        };
+        let Some(invitee) = m.invitee else {
+            return self.reject_pan(link, env, ErrorCode::BadRequest, "name the PNE to invite");
+        };
+        let refusal = match self.pns.get(&m.pn_id) {
+            None => Some(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("this PN GW serves no PN {}", m.pn_id),
+            )),
+            Some(pn)
+                if !pn
+                    .state
+                    .inventory
+                    .members
+                    .iter()
+                    .any(|x| x.pne_id == member) =>
+            {
+                Some(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    "only a member may invite into its PN",
+                ))
+            }
+            Some(_) => self
+                .over_limit(link)
+                .map(|r| ErrorBody::new(ErrorCode::Busy, r)),
+        };
+        let asker = Asker::Pne {
+            link,
+            pan_msg: env.msg_id,
+            pne: member,
+        };
+        let result = match refusal {
+            Some(e) => Err(e),
+            None => self.begin_invite(now, m.pn_id, invitee, asker),
+        };
+        if let Err(e) = result {
+            self.send_pan_response(link, env.msg_id, e);
+        }
+    }
+
+    fn begin_invite(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        invitee: EntityId,
+        asker: Asker,
+    ) -> Result<(), ErrorBody> {
+        let Some(pn) = self.pns.get(&pn_id) else {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("this PN GW serves no PN {pn_id}"),
+            ));
+        };
+        if pn
+            .state
+            .inventory
+            .members
+            .iter()
+            .any(|m| m.pne_id == invitee)
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::Conflict,
+                format!("{invitee} is a member of the PN already"),
+            ));
+        }
+        if self
+            .invites
+            .iter()
+            .any(|i| i.pn_id == pn_id && i.invitee == invitee)
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::Conflict,
+                format!("{invitee} is being invited into the PN already"),
+            ));
+        }
+        let Some(&link) = self.routes.get(&invitee) else {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("{invitee} is not connected to this PN GW"),
+            ));
+        };
+        if !self.wan_ready() {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the PN GW has no connection to the CPNS Server; try again once it has",
+            ));
+        }
+        let req = PneInviteRequest {
+            request_id: RequestId(self.rng.u64()),
+            pn_id,
+            invitee: None,
+        };
+        let msg = self.send_pan_request(link, req);
+        // The answer, then the join's authentication by the server.
+        let deadline = now + self.cfg.timeouts.invite + self.cfg.timeouts.flow * 2;
+        self.invites.push(Invite {
+            pn_id,
+            invitee,
+            link,
+            msg: Some(msg),
+            asker,
+            deadline,
+        });
+        Ok(())
+    }
+
+    /// §6.6.2.1.1 step 2, §6.6.2.1.2 step 3: the invitee answers. True if `env` answers an
+    /// invitation.
+    pub(super) fn on_invite_answer(
+        &mut self,
+        link: LinkId,
+        env: &Envelope,
+        m: &PneInviteResponse,
+    ) -> bool {
+        let Some(at) = self
+            .invites
+            .iter()
+            .position(|i| i.link == link && i.msg.is_some() && i.msg == env.in_reply_to)
+        else {
+            return false;
+        };
+        if m.accepted && m.pn_id == self.invites[at].pn_id {
+            // It joins next (§6.6.2.2): the invitation ends when it is a member.
+            self.invites[at].msg = None;
+        } else {
+            let invite = self.invites.swap_remove(at);
+            self.invite_ended(invite, None);
+        }
+        true
+    }
+
+    /// An invitee answered with an error: the invitation ends. True if `reply_to` was one.
+    pub(super) fn invite_refused(&mut self, link: LinkId, reply_to: u64, e: &ErrorBody) -> bool {
+        let Some(at) = self
+            .invites
+            .iter()
+            .position(|i| i.link == link && i.msg == Some(reply_to))
+        else {
+            return false;
+        };
+        let invite = self.invites.swap_remove(at);
+        self.invite_ended(invite, Some(Failure::Refused(e.clone())));
+        true
+    }
+
+    /// A PNE joined `pn_id`: the invitations of it into that PN are done (§6.6.2.1.2 step 6).
+    pub(super) fn invitee_joined(&mut self, pn_id: PnId, pne: &EntityId) {
+        let done: Vec<Invite> = {
+            let (done, keep) = std::mem::take(&mut self.invites)
+                .into_iter()
+                .partition(|i| i.pn_id == pn_id && &i.invitee == pne);
+            self.invites = keep;
+            done
+        };
+        for i in done {
+            if let Asker::Pne { link, pan_msg, .. } = &i.asker {
+                let answer = PneInviteResponse {
+                    pn_id,
+                    accepted: true,
+                };
+                self.send_pan_response(*link, *pan_msg, answer);
+            }
+        }
+    }
+
+    /// The invitee declined (`reason` `None`) or the invitation failed.
+    fn invite_ended(&mut self, i: Invite, reason: Option<Failure>) {
+        if let Asker::Pne { link, pan_msg, .. } = &i.asker {
+            match &reason {
+                None => {
+                    let answer = PneInviteResponse {
+                        pn_id: i.pn_id,
+                        accepted: false,
+                    };
+                    self.send_pan_response(*link, *pan_msg, answer);
+                }
+                Some(r) => self.send_pan_response(*link, *pan_msg, r.to_error()),
+            }
+        }
+        self.event(GatewayEvent::InviteEnded {
+            pn_id: i.pn_id,
+            invitee: i.invitee,
+            reason,
+        });
+    }
+
+    pub(super) fn invite_timeouts(&mut self, now: Instant) {
+        let (late, keep) = std::mem::take(&mut self.invites)
+            .into_iter()
+            .partition(|i| i.deadline <= now);
+        self.invites = keep;
+        for i in late {
+            self.invite_ended(i, Some(Failure::TimedOut));
+        }
+    }
+
+    /// The invitee's link closed before it answered: the invitation ends.
+    pub(super) fn invites_link_closed(&mut self, link: LinkId) {
+        let (gone, keep) = std::mem::take(&mut self.invites)
+            .into_iter()
+            .partition(|i| i.link == link && i.msg.is_some());
+        self.invites = keep;
+        for i in gone {
+            let e = ErrorBody::new(ErrorCode::NotFound, "the invitee disconnected");
+            self.invite_ended(i, Some(Failure::Refused(e)));
+        }
+    }
+
+    pub(super) fn invite_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
+        self.invites.iter().map(|i| i.deadline)
+    }
+
+    pub(super) fn invites_of_link(&self, link: LinkId) -> usize {
+        self.invites
+            .iter()
+            .filter(|i| matches!(i.asker, Asker::Pne { link: l, .. } if l == link))
+            .count()
+    }
+}
