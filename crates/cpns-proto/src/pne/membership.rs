@@ -352,3 +352,82 @@ impl PneSession {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cpns_crypto::{EuKey, MachineRng};
+    use cpns_wire::{InventoryMember, PnInventory};
+
+    use super::*;
+    use crate::pne::PneConfig;
+
+    fn id(s: &str) -> EntityId {
+        EntityId::new(s).expect("a valid id")
+    }
+
+    fn session() -> PneSession {
+        let cfg = PneConfig {
+            id: id("pne-1"),
+            eukey: EuKey::from_bytes([1; 32]),
+            capabilities: Default::default(),
+            contents: Vec::new(),
+            security: PanSecurity::Trusted,
+            accept_invitations: true,
+            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+            timeouts: Default::default(),
+        };
+        PneSession::new(cfg, MachineRng::from_seed_u64(1))
+    }
+
+    fn inventory(pn: PnId, members: &[&str]) -> PnInventory {
+        PnInventory {
+            pn_id: pn,
+            gateway: id("gw-1"),
+            members: members
+                .iter()
+                .map(|m| InventoryMember {
+                    pne_id: id(m),
+                    capabilities: None,
+                    contents: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn stored(s: &mut PneSession) -> bool {
+        let mut persisted = false;
+        while let Some(out) = s.poll_output() {
+            persisted |= matches!(out, PneOutput::Persist { .. });
+        }
+        persisted
+    }
+
+    /// The grant of a join is stored only when it is for this PN, lists this PNE and holds a
+    /// 32-byte key.
+    #[test]
+    fn only_a_grant_for_this_pn_and_pne_with_a_whole_key_is_stored() {
+        let pn = PnId::from_bytes([3; 16]);
+        let sk = SessionKey::from_bytes([4; 32]);
+        let bad = [
+            (
+                inventory(PnId::from_bytes([5; 16]), &["pne-1"]),
+                vec![7; 32],
+            ),
+            (inventory(pn, &["pne-2"]), vec![7; 32]),
+            (inventory(pn, &["pne-1"]), vec![7; 31]),
+        ];
+        for (inv, gk) in bad {
+            let mut s = session();
+            s.joined_by_registration(pn, inv, 1, &gk, &sk);
+            assert!(!stored(&mut s));
+            assert!(s.group_key_of(&pn).is_none());
+        }
+        let mut s = session();
+        s.joined_by_registration(pn, inventory(pn, &["pne-2", "pne-1"]), 4, &[7; 32], &sk);
+        assert!(stored(&mut s));
+        let (epoch, gk) = s.group_key_of(&pn).expect("kept");
+        assert_eq!(epoch, 4);
+        assert!(gk == GroupKey::from_bytes([7; 32]));
+        assert!(s.session_key_of(&pn) == Some(sk));
+    }
+}

@@ -173,6 +173,15 @@ fn the_owner_expels_a_member_which_is_told_first_and_the_others_after() {
             .unwrap();
         assert!(n.sealed);
     }
+    // A second expulsion: the PN GW keeps exactly the remaining members' LocalEUKeys, in
+    // memory as in its store (it writes the PN from memory).
+    expel(&mut h, pn, 2).unwrap();
+    let holders: Vec<EntityId> = h.store.gw_local[&pn]
+        .wrapped_keys
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(holders, vec![pne_id(0), pne_id(3)]);
 }
 
 #[test]
@@ -448,6 +457,20 @@ fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
             .iter()
             .any(|f| matches!(f, Failure::GroupKeyDidNotOpen(_)))
     );
+    assert_eq!(
+        updated(&h, 0).last(),
+        Some(&(2, false)),
+        "a copy that did not open"
+    );
+    // A newer epoch with no copy for this PNE: the list is taken, no key is claimed.
+    h.deliver_direct(
+        Party::Gw,
+        Party::Pne(0),
+        &update_note(0, "gw-1", inv.clone(), 3, None),
+    )
+    .unwrap();
+    assert_eq!(updated(&h, 0).last(), Some(&(3, false)));
+    assert_eq!(h.pnes[0].group_key_of(&pn).unwrap().0, epoch);
     assert!(h.pne_events(0).iter().any(|e| matches!(
         e,
         PneEvent::FlowFailed {
