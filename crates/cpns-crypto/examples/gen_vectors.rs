@@ -386,6 +386,7 @@ fn pan(establishment: &PneAuthCase, registration: &PneAuthCase, grant_box: &[u8]
                 sealed_grant: grant_box.to_vec(),
                 epoch: None,
                 keys: Vec::new(),
+                inventory: None,
             },
         ),
     ];

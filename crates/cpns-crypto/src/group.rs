@@ -6,10 +6,12 @@
 //! its SK_PNE for the PN, so the PN GW relays copies it cannot open and a member opens only its
 //! own. Group content of an epoch is sealed under a key derived from that epoch's GK, so a
 //! member that left or was expelled, which gets no copy of any later GK, cannot open content
-//! sealed after its departure:
+//! sealed after its departure. A copy also names the PN's member list of its epoch, so a PNE
+//! that opens it knows the list it came with is the server's, whoever relayed it:
 //! ```text
 //! copy    = nonce(12) ‖ ChaCha20-Poly1305(K_s2p(SK_PNE), nonce,
-//!               T("cpns/v1/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)) ‖ T(PNE ID), GK)
+//!               T("cpns/v1/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)) ‖ T(PNE ID)
+//!               ‖ T(SHA-256(CBOR(inventory))), GK)
 //! K_gc    = HKDF-SHA256(salt = none, IKM = GK, info = T("cpns/v1/group-content-key") ‖ T(PN ID) ‖ T(u64be(epoch)))
 //! content = nonce(12) ‖ ChaCha20-Poly1305(K_gc, nonce, T("cpns/v1/group-content") ‖ T(PN ID) ‖ T(u64be(epoch)), plaintext)
 //! at rest = nonce(12) ‖ ChaCha20-Poly1305(K_rest, nonce, T("cpns/v1/at-rest/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)), GK)
@@ -34,13 +36,17 @@ pub struct GroupKeyBinding<'a> {
     pub epoch: u64,
     /// The member the copy is sealed for.
     pub pne_id: &'a str,
+    /// SHA-256 of the canonical CBOR of the PN's inventory of that epoch
+    /// ([`crate::inventory_digest`]).
+    pub inventory_digest: &'a [u8; 32],
 }
 
 fn copy_aad(b: &GroupKeyBinding<'_>) -> Vec<u8> {
     let mut t = Transcript::new(labels::GROUP_KEY_AAD);
     t.push(b.pn_id)
         .push(&b.epoch.to_be_bytes())
-        .push(b.pne_id.as_bytes());
+        .push(b.pne_id.as_bytes())
+        .push(b.inventory_digest);
     t.as_bytes().to_vec()
 }
 
@@ -181,11 +187,14 @@ mod tests {
         GroupKey::from_bytes([b; 32])
     }
 
+    const INVENTORY: [u8; 32] = [0x71; 32];
+
     fn binding(epoch: u64, pne: &str) -> GroupKeyBinding<'_> {
         GroupKeyBinding {
             pn_id: &PN,
             epoch,
             pne_id: pne,
+            inventory_digest: &INVENTORY,
         }
     }
 
@@ -198,14 +207,22 @@ mod tests {
         assert!(opened == gk(9));
     }
 
-    /// Another member's copy, another epoch, another PN, another SK_PNE (the PN GW has none)
-    /// and a tampered byte each fail.
+    /// Another member's copy, another epoch, another PN, another member list, another SK_PNE
+    /// (the PN GW has none) and a tampered byte each fail.
     #[test]
     fn a_copy_opens_only_for_its_member_epoch_pn_and_key() {
         let mut rng = MachineRng::from_seed_u64(2);
         let sealed = seal_group_key(rng.get(), &sk(1), &binding(3, "pne-1"), &gk(9));
         let other_pn = [0x62; 16];
+        let other_inventory = [0x72; 32];
         let cases = [
+            (
+                sk(1),
+                GroupKeyBinding {
+                    inventory_digest: &other_inventory,
+                    ..binding(3, "pne-1")
+                },
+            ),
             (sk(1), binding(3, "pne-2")),
             (sk(1), binding(4, "pne-1")),
             (

@@ -105,6 +105,7 @@ enum Input {
     Inventory(oneshot::Sender<Vec<PnInventory>>),
     Release(PnId, oneshot::Sender<Result<Released, ErrorBody>>),
     Expel(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
+    Invite(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
 }
 
 /// What [`GatewayHandle::release`] or [`GatewayHandle::expel`] did.
@@ -135,6 +136,7 @@ impl core::fmt::Debug for Input {
             Input::Inventory(_) => "Inventory",
             Input::Release(..) => "Release",
             Input::Expel(..) => "Expel",
+            Input::Invite(..) => "Invite",
         })
     }
 }
@@ -172,6 +174,20 @@ impl GatewayHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Input::Expel(pn_id, pne, tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PN GW"))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PN GW"))?
+            .map_err(NodeError::Rejected)
+    }
+
+    /// 000 §6.6.2.1.1: invites `pne` into one of the PN GW's PNs; `Ok` once it accepted and
+    /// joined (the server authenticated it and every member got the new epoch's key). An
+    /// `Err(NodeError::Rejected)` says why it is not a member: declined, not connected, ...
+    pub async fn invite(&self, pn_id: PnId, pne: EntityId) -> Result<Released, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Invite(pn_id, pne, tx))
             .await
             .map_err(|_| NodeError::Stopped("PN GW"))?;
         rx.await
@@ -312,6 +328,7 @@ pub async fn start<S: Store + Clone>(
             store_jobs,
             releasing: BTreeMap::new(),
             expelling: BTreeMap::new(),
+            inviting: BTreeMap::new(),
             events,
             trace,
             me,
@@ -416,6 +433,8 @@ struct Actor {
     releasing: BTreeMap<PnId, oneshot::Sender<Result<Released, ErrorBody>>>,
     /// Owners' expulsions waiting for their result, by PN (one change per PN at a time).
     expelling: BTreeMap<PnId, oneshot::Sender<Result<Released, ErrorBody>>>,
+    /// Owners' invitations waiting for their result, by PN and invitee.
+    inviting: BTreeMap<(PnId, EntityId), oneshot::Sender<Result<Released, ErrorBody>>>,
     events: mpsc::Sender<GatewayEvent>,
     trace: TraceSink,
     me: EntityId,
@@ -491,6 +510,16 @@ impl Actor {
                     let _ = reply.send(Err(e));
                 }
             },
+            Input::Invite(pn_id, pne, reply) => {
+                match self.machine.invite(now, pn_id, pne.clone()) {
+                    Ok(()) => {
+                        self.inviting.insert((pn_id, pne), reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
             Input::Expel(pn_id, pne, reply) => match self.machine.expel(now, pn_id, pne) {
                 Ok(()) => {
                     self.expelling.insert(pn_id, reply);
@@ -673,6 +702,33 @@ impl Actor {
                                     notified: notified.clone(),
                                     epoch: *epoch,
                                 }));
+                            }
+                        }
+                        GatewayEvent::MemberJoined {
+                            pn_id,
+                            pne,
+                            epoch,
+                            notified,
+                        } => {
+                            if let Some(reply) = self.inviting.remove(&(*pn_id, pne.clone())) {
+                                let _ = reply.send(Ok(Released {
+                                    pn_id: *pn_id,
+                                    notified: notified.clone(),
+                                    epoch: *epoch,
+                                }));
+                            }
+                        }
+                        GatewayEvent::InviteEnded {
+                            pn_id,
+                            invitee,
+                            reason,
+                        } => {
+                            if let Some(reply) = self.inviting.remove(&(*pn_id, invitee.clone())) {
+                                let e = reason.as_ref().map_or_else(
+                                    || ErrorBody::new(ErrorCode::Declined, "the PNE declined"),
+                                    cpns_proto::Failure::to_error,
+                                );
+                                let _ = reply.send(Err(e));
                             }
                         }
                         GatewayEvent::MembershipChangeFailed { pn_id, reason, .. } => {

@@ -120,6 +120,7 @@ enum Command {
     Release(PnId, Reply),
     Leave(PnId, Reply),
     Join(PnId, Reply),
+    Invite(PnId, EntityId, oneshot::Sender<Result<bool, ErrorBody>>),
 }
 
 /// Acts on a PNE that [`serve`] runs.
@@ -155,6 +156,19 @@ impl PneHandle {
     /// this PNE and it is a member everywhere, holding the PN's new group key.
     pub async fn join(&self, pn_id: PnId) -> Result<PnId, NodeError> {
         self.ask(|tx| Command::Join(pn_id, tx)).await
+    }
+
+    /// 000 §6.6.2.1.2: asks the PN GW to invite `invitee` into a PN this PNE is a member of;
+    /// `Ok(true)` once it joined, `Ok(false)` if it declined.
+    pub async fn invite(&self, pn_id: PnId, invitee: EntityId) -> Result<bool, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Invite(pn_id, invitee, tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PNE"))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PNE"))?
+            .map_err(NodeError::Rejected)
     }
 
     async fn ask(&self, command: impl FnOnce(Reply) -> Command) -> Result<PnId, NodeError> {
@@ -272,13 +286,20 @@ async fn offline<S: Store>(store: &S, c: Command) {
             let _ = reply.send(pns.iter().map(|p| local_pn_state(p).inventory).collect());
         }
         Command::Release(_, reply) | Command::Leave(_, reply) | Command::Join(_, reply) => {
-            let e = ErrorBody::new(
-                ErrorCode::Busy,
-                "the PNE has no link to its PN GW; it is reconnecting, try again shortly",
-            );
-            let _ = reply.send(Err(e));
+            let _ = reply.send(Err(no_link()));
+        }
+        Command::Invite(_, _, reply) => {
+            let _ = reply.send(Err(no_link()));
         }
     }
+}
+
+/// Why a command that needs the PN GW fails while the PNE reconnects.
+fn no_link() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Busy,
+        "the PNE has no link to its PN GW; it is reconnecting, try again shortly",
+    )
 }
 
 /// One PAN link to the PN GW and the machine on it.
@@ -480,6 +501,8 @@ impl<S: Store> Link<S> {
         let mut proving = false;
         // The one PN change this PNE asked its PN GW for, waiting for its end.
         let mut asking: Option<Asking> = None;
+        // The one invitation this PNE asked for, waiting for its answer.
+        let mut inviting: Option<(PnId, oneshot::Sender<Result<bool, ErrorBody>>)> = None;
         loop {
             for e in self.drain().await? {
                 if let PneEvent::Discovered { .. } = e {
@@ -514,6 +537,24 @@ impl<S: Store> Link<S> {
                 {
                     let _ = reply.send(Err(reason.to_error()));
                 }
+                match &e {
+                    PneEvent::InviteAnswered { pn_id, accepted }
+                        if inviting.as_ref().is_some_and(|(p, _)| p == pn_id) =>
+                    {
+                        if let Some((_, reply)) = inviting.take() {
+                            let _ = reply.send(Ok(*accepted));
+                        }
+                    }
+                    PneEvent::FlowFailed {
+                        flow: Flow::MembershipChange,
+                        reason,
+                    } => {
+                        if let Some((_, reply)) = inviting.take() {
+                            let _ = reply.send(Err(reason.to_error()));
+                        }
+                    }
+                    _ => {}
+                }
             }
             if !self.discovered {
                 // Wait for discovery.
@@ -547,6 +588,21 @@ impl<S: Store> Link<S> {
                     }
                     Some(Command::Join(pn, reply)) => {
                         self.ask(&mut asking, pn, Flow::PneRegistration, reply);
+                    }
+                    Some(Command::Invite(pn, invitee, reply)) => {
+                        let started = if inviting.is_some() {
+                            Err(ErrorBody::new(ErrorCode::Conflict, "an invitation of this PNE waits for its answer"))
+                        } else {
+                            self.session
+                                .invite_pne(Instant::now(), pn, invitee)
+                                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
+                        };
+                        match started {
+                            Ok(_) => inviting = Some((pn, reply)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
                     }
                 },
                 _ = &mut *stop => {

@@ -235,6 +235,19 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             };
             d.field("notified", "notified", Value::List(notified))
         }
+        GatewayEvent::InviteEnded {
+            pn_id,
+            invitee,
+            reason,
+        } => {
+            let d = Described::new("invite_ended")
+                .pn("pn_id", *pn_id)
+                .text("invitee", invitee);
+            match reason {
+                None => d.text("reason", "declined"),
+                Some(r) => d.text("reason", r),
+            }
+        }
         GatewayEvent::MembershipChangeFailed { pn_id, pne, reason } => {
             Described::new("membership_change_failed")
                 .pn("pn_id", *pn_id)
@@ -296,6 +309,9 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .text("flow", flow)
             .text("reason", reason),
         PneEvent::PnLeft(pn) => Described::new("pn_left").pn("pn_id", *pn),
+        PneEvent::InviteAnswered { pn_id, accepted } => Described::new("invite_answered")
+            .pn("pn_id", *pn_id)
+            .field("accepted", "accepted", Value::Bool(*accepted)),
         PneEvent::Expelled(pn) => Described::new("expelled").pn("pn_id", *pn),
         PneEvent::PnUpdated {
             inventory,

@@ -218,6 +218,16 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "pne": "tv", "epoch": 4, "notified": ["phone", "watch"]}),
         ),
         (
+            GatewayEvent::InviteEnded {
+                pn_id: pn(),
+                invitee: id("tv"),
+                reason: None,
+            },
+            "14:02:11 invite ended  pn=3f2a…c1 invitee=tv reason=declined",
+            "invite_ended",
+            json!({"pn_id": PN_HEX, "invitee": "tv", "reason": "declined"}),
+        ),
+        (
             GatewayEvent::MembershipChangeFailed {
                 pn_id: pn(),
                 pne: id("watch"),
@@ -317,6 +327,15 @@ fn pne_events() {
             r#"14:02:11 flow failed  flow="PN establishment" reason="timed out""#,
             "flow_failed",
             json!({"flow": "PN establishment", "reason": "timed out"}),
+        ),
+        (
+            PneEvent::InviteAnswered {
+                pn_id: pn(),
+                accepted: true,
+            },
+            "14:02:11 invite answered  pn=3f2a…c1 accepted=yes",
+            "invite_answered",
+            json!({"pn_id": PN_HEX, "accepted": true}),
         ),
         (
             PneEvent::PnLeft(pn()),

@@ -57,6 +57,14 @@ pub(crate) enum PnVerb {
         /// The PN's id.
         pn: PnId,
     },
+    /// Invite a PNE into a PN (000 §6.6.2.1): on a PN GW, into one of its PNs; on a PNE, into
+    /// one it is a member of (its PN GW invites). The invitee joins if it accepts.
+    Invite {
+        /// The PN's id.
+        pn: PnId,
+        /// The PNE to invite.
+        pne: EntityId,
+    },
     /// The members of one PN the entity holds.
     Members {
         /// The PN's id.
@@ -79,6 +87,9 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
         }
         PnVerb::Leave { pn } => json!({ "verb": "leave", "pn_id": pn.to_string() }),
         PnVerb::Join { pn } => json!({ "verb": "join", "pn_id": pn.to_string() }),
+        PnVerb::Invite { pn, pne } => {
+            json!({ "verb": "invite", "pn_id": pn.to_string(), "pne": pne.as_str() })
+        }
         PnVerb::Members { pn } => json!({ "verb": "members", "pn_id": pn.to_string() }),
     };
     let answer = control::request(&path, &request).await?;
@@ -96,6 +107,10 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
             PnVerb::Expel { pn, pne } => print_expelled(pn, &pne, &answer),
             PnVerb::Leave { pn } => println!("left PN {pn}"),
             PnVerb::Join { pn } => println!("joined PN {pn}"),
+            PnVerb::Invite { pn, pne } => match answer["accepted"].as_bool() {
+                Some(false) => println!("{pne} declined to join PN {pn}"),
+                _ => println!("{pne} joined PN {pn}"),
+            },
         }
     }
     Ok(())
@@ -195,7 +210,8 @@ fn pn_of(request: &Value) -> Result<PnId, Value> {
 /// The PNE a request names in `pne`.
 fn pne_of(request: &Value) -> Result<EntityId, Value> {
     let Some(text) = request["pne"].as_str() else {
-        return Err(control::error("an expel needs a \"pne\""));
+        let verb = request["verb"].as_str().unwrap_or("request");
+        return Err(control::error(format!("an {verb} needs a \"pne\"")));
     };
     text.parse()
         .map_err(|e| control::error(format!("pne: {e}")))
@@ -210,8 +226,8 @@ fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
     pns_json(&one)
 }
 
-const GATEWAY_VERBS: &str = "known: show, members, release, expel";
-const PNE_VERBS: &str = "known: show, members, join, leave, release";
+const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release";
+const PNE_VERBS: &str = "known: show, members, invite, join, leave, release";
 
 /// A release's or an expulsion's answer.
 fn released_json(r: Result<cpns_node::gateway::Released, cpns_node::NodeError>) -> Value {
@@ -251,6 +267,22 @@ pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Val
             (Ok(pn), Ok(pne)) => released_json(handle.expel(pn, pne).await),
             (Err(answer), _) | (_, Err(answer)) => answer,
         },
+        Some("invite") => match (pn_of(&request), pne_of(&request)) {
+            (Ok(pn), Ok(pne)) => match handle.invite(pn, pne).await {
+                Ok(r) => {
+                    let mut answer = released_json(Ok(r));
+                    answer["accepted"] = json!(true);
+                    answer
+                }
+                Err(cpns_node::NodeError::Rejected(e))
+                    if e.code == cpns_wire::ErrorCode::Declined =>
+                {
+                    json!({ "ok": true, "pn_id": pn.to_string(), "accepted": false })
+                }
+                Err(e) => control::error(e),
+            },
+            (Err(answer), _) | (_, Err(answer)) => answer,
+        },
         Some(other) => control::error(format!("unknown verb `{other}`; {GATEWAY_VERBS}")),
         None => control::error("a request needs a \"verb\""),
     }
@@ -281,6 +313,15 @@ pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
                 }
             }
             Err(answer) => answer,
+        },
+        Some("invite") => match (pn_of(&request), pne_of(&request)) {
+            (Ok(pn), Ok(pne)) => match handle.invite(pn, pne).await {
+                Ok(accepted) => {
+                    json!({ "ok": true, "pn_id": pn.to_string(), "accepted": accepted })
+                }
+                Err(e) => control::error(e),
+            },
+            (Err(answer), _) | (_, Err(answer)) => answer,
         },
         Some(other) => control::error(format!("unknown verb `{other}`; {PNE_VERBS}")),
         None => control::error("a request needs a \"verb\""),

@@ -654,3 +654,96 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     assert!(local(&bob_store).await.is_empty());
     assert_eq!(server_group_key(&w, pn).await.0, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
+    let mut w = World::start(&["phone", "watch", "tv", "tablet", "speaker"]);
+    let mut pnes = Vec::new();
+    let mut watch = w.pne("watch", &["--await-invitation"]);
+    w.gw.expect_event_where("pne_discovered", |v| v["pne"] == "watch");
+    // Connected, no members: the tv and the tablet accept invitations, the speaker declines.
+    for (id, extra) in [
+        ("tv", &[][..]),
+        ("tablet", &[][..]),
+        ("speaker", &["--decline"][..]),
+    ] {
+        let p = w.pne(id, extra);
+        w.gw.expect_event_where("pne_discovered", |v| v["pne"] == id);
+        pnes.push((id, p));
+    }
+    let mut phone = w.pne("phone", &["--setup", "watch"]);
+    let pn: PnId = w.gw.expect_event("pn_established")["pn_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
+    watch.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
+    let all = ["phone", "watch", "tv", "tablet", "speaker"];
+    w.stores(&all).await.agree();
+
+    // 000 §6.6.2.1.1: the PN GW's owner invites the tv, which joins.
+    let line = cpns(&[
+        "pn",
+        "invite",
+        &pn.to_string(),
+        "tv",
+        "--store",
+        s(&w.path("gw.db")),
+    ]);
+    assert_eq!(line, format!("tv joined PN {pn}\n"));
+    let joined =
+        w.gw.expect_event_where("member_joined", |v| v["pne"] == "tv");
+    assert_eq!(joined["epoch"], 1);
+    for p in [&mut phone, &mut watch] {
+        p.expect_event_where("pn_updated", |v| v["epoch"] == 1 && v["has_key"] == true);
+    }
+    // 000 §6.6.2.1.2: the watch asks its PN GW to invite the tablet, which joins.
+    let answer = pn_json(&w.path("watch.db"), &["invite", &pn.to_string(), "tablet"]);
+    assert_eq!(answer["accepted"], true, "{answer}");
+    let joined =
+        w.gw.expect_event_where("member_joined", |v| v["pne"] == "tablet");
+    assert_eq!(joined["epoch"], 2);
+    let mut told: Vec<&str> = joined["notified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    told.sort_unstable();
+    // The tv joined without a LocalEUKey: its link was proven by its registration, and the
+    // update's copy, which names the member list, proves the update to it.
+    assert_eq!(told, ["phone", "tv", "watch"]);
+    let (_, tv) = pnes.iter_mut().find(|(id, _)| *id == "tv").unwrap();
+    for p in [&mut phone, &mut watch, tv] {
+        p.expect_event_where("pn_updated", |v| v["epoch"] == 2 && v["has_key"] == true);
+    }
+    // The speaker declines: nothing changes.
+    let before = w.stores(&all).await;
+    let answer = pn_json(&w.path("gw.db"), &["invite", &pn.to_string(), "speaker"]);
+    assert_eq!(answer["accepted"], false, "{answer}");
+    w.gw.expect_event_where("invite_ended", |v| {
+        v["invitee"] == "speaker" && v["reason"] == "declined"
+    });
+    let after = w.stores(&all).await;
+    after.agree();
+    assert_eq!(after.server, before.server);
+    assert_eq!(
+        after.gw,
+        BTreeSet::from([(pn.to_string(), set(&["phone", "watch", "tv", "tablet"]))])
+    );
+    // Every member holds the server's key of epoch 2.
+    let (epoch, gk) = server_group_key(&w, pn).await;
+    assert_eq!(epoch, 2);
+    for id in ["phone", "watch", "tv", "tablet"] {
+        assert!(pne_group_key(&w, id, pn).await.expect(id).1 == gk, "{id}");
+    }
+    assert!(pne_group_key(&w, "speaker", pn).await.is_none());
+    // Inviting a member again is refused with a clear error.
+    let again = pn_json(&w.path("gw.db"), &["invite", &pn.to_string(), "tv"]);
+    assert_eq!(again["ok"], false);
+    assert!(
+        again["error"].as_str().unwrap().starts_with("conflict"),
+        "{again}"
+    );
+}

@@ -53,6 +53,8 @@ pub(crate) struct Agreed {
     change: Changing,
     epoch: Option<u64>,
     keys: Vec<SealedGroupKey>,
+    /// The PN as it is stored: the server's inventory after the change.
+    state: crate::LocalPnState,
 }
 
 impl Changing {
@@ -192,7 +194,7 @@ impl Gateway {
         let Some(change) = self.changes.answered(reply_to) else {
             return false;
         };
-        self.store_change(change, m.epoch, m.keys.clone());
+        self.store_change(change, m.epoch, m.keys.clone(), Some(m.inventory.clone()));
         true
     }
 
@@ -201,7 +203,7 @@ impl Gateway {
         let Some(change) = env.in_reply_to.and_then(|r| self.changes.answered(r)) else {
             return;
         };
-        self.store_change(change, m.epoch, m.keys);
+        self.store_change(change, m.epoch, m.keys, m.inventory);
     }
 
     /// The server refused a change: true if `reply_to` was one. `not_found` means the member is
@@ -212,26 +214,38 @@ impl Gateway {
         };
         if e.code == ErrorCode::NotFound {
             self.changes.storing.push(change.pn_id);
-            self.store_change(change, None, Vec::new());
+            self.store_change(change, None, Vec::new(), None);
         } else {
             self.change_failed(change, Failure::Refused(e.clone()));
         }
         true
     }
 
-    /// Step 5: the member and its LocalEUKey leave the local inventory.
-    fn store_change(&mut self, change: Changing, epoch: Option<u64>, keys: Vec<SealedGroupKey>) {
+    /// Step 5: the member and its LocalEUKey leave the local inventory, which takes the server's
+    /// member list (the one the new epoch's copies name) when it came with the answer.
+    fn store_change(
+        &mut self,
+        change: Changing,
+        epoch: Option<u64>,
+        keys: Vec<SealedGroupKey>,
+        server_inventory: Option<PnInventory>,
+    ) {
         let Some(pn) = self.pns.get(&change.pn_id) else {
             self.changes.stored(&change.pn_id);
             return self.change_failed(change, Failure::NotEstablished(None));
         };
         let mut state = pn.state.clone();
+        match server_inventory.filter(|i| i.pn_id == change.pn_id) {
+            Some(inventory) => state.inventory = inventory,
+            None => state.inventory.members.retain(|m| m.pne_id != change.pne),
+        }
         state.inventory.members.retain(|m| m.pne_id != change.pne);
         state.wrapped_keys.retain(|(p, _)| *p != change.pne);
         let agreed = Agreed {
             change,
             epoch,
             keys,
+            state: state.clone(),
         };
         self.persist(Parked::MemberRemoved(Box::new(agreed)), state);
     }
@@ -242,6 +256,7 @@ impl Gateway {
             change,
             epoch,
             keys,
+            state,
         } = a;
         self.changes.stored(&change.pn_id);
         if let Err(e) = result {
@@ -250,11 +265,7 @@ impl Gateway {
         let Some(pn) = self.pns.get_mut(&change.pn_id) else {
             return;
         };
-        pn.state
-            .inventory
-            .members
-            .retain(|m| m.pne_id != change.pne);
-        pn.state.wrapped_keys.retain(|(p, _)| *p != change.pne);
+        pn.state = state;
         // Dropping the removed member's LocalEUKey zeroizes it.
         pn.keys.remove(&change.pne);
         let inventory = pn.state.inventory.clone();

@@ -334,12 +334,14 @@ impl Gateway {
                 let mut env = env;
                 let mut epoch = None;
                 let mut keys = Vec::new();
+                let mut server_inventory = None;
                 let registered = match &mut env.body {
                     Body::PneRegistrationResponse(r) => {
-                        // The other members' copies are for the PN GW to hand on, not for the
-                        // registering PNE.
+                        // The other members' copies, and the list they name, are for the PN GW
+                        // to keep and hand on, not for the registering PNE.
                         epoch = r.epoch;
                         keys = std::mem::take(&mut r.keys);
+                        server_inventory = r.inventory.take();
                         Some(r.cpns_id.clone())
                     }
                     _ => None,
@@ -361,11 +363,16 @@ impl Gateway {
                     if let Some((pn_id, member)) = up.joining
                         && let Some(pn) = self.pns.get_mut(&pn_id)
                     {
-                        pn.state
-                            .inventory
-                            .members
-                            .retain(|m| m.pne_id != member.pne_id);
-                        pn.state.inventory.members.push(member);
+                        match server_inventory.filter(|i| i.pn_id == pn_id) {
+                            Some(inventory) => pn.state.inventory = inventory,
+                            None => {
+                                pn.state
+                                    .inventory
+                                    .members
+                                    .retain(|m| m.pne_id != member.pne_id);
+                                pn.state.inventory.members.push(member);
+                            }
+                        }
                         let state = pn.state.clone();
                         let stored = JoinStored {
                             pn_id,

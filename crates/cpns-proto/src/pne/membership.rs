@@ -294,17 +294,20 @@ impl PneSession {
     }
 
     /// §6.6.2.1.1 step 5: the PN's new member list and this PNE's copy of the new group key.
+    ///
+    /// A copy that opens under this PNE's SK_PNE is the server's word for the epoch, its key
+    /// and the member list it names (docs/security.md §4.10), whoever relayed it: it is taken
+    /// even from a PN GW that has not proved itself on this link (a member that joined without
+    /// a LocalEUKey). Without such a copy, only the PN's own proven PN GW is believed.
     pub(super) fn on_update_notification(&mut self, env: &Envelope, m: PnUpdateNotification) {
         let pn_id = m.inventory.pn_id;
-        if !self.sent_by_pns_gateway(env, &pn_id) {
-            return;
-        }
         let me = self.cfg.id.clone();
         if !m.inventory.members.iter().any(|x| x.pne_id == me) {
             // An update that leaves this PNE out is no way to expel it.
             return;
         }
-        let Some(p) = self.pns.get_mut(&pn_id) else {
+        let from_gateway = self.sent_by_pns_gateway(env, &pn_id);
+        let Some(p) = self.pns.get(&pn_id) else {
             return;
         };
         let held = p
@@ -317,27 +320,33 @@ impl PneSession {
         }
         let opened = match (&m.sealed_key, &p.state.own) {
             (Some(sealed), Some(own)) => {
+                let digest =
+                    cpns_crypto::inventory_digest(&crate::util::inventory_cbor(&m.inventory));
                 let binding = GroupKeyBinding {
                     pn_id: pn_id.as_bytes(),
                     epoch: m.epoch,
                     pne_id: me.as_str(),
+                    inventory_digest: &digest,
                 };
                 Some(open_group_key(&own.session_key, &binding, sealed))
             }
             _ => None,
         };
-        p.state.inventory = m.inventory.clone();
-        let mut failed = None;
-        match opened {
-            Some(Ok(gk)) => {
-                if let Some(own) = &mut p.state.own {
-                    own.group = Some((m.epoch, gk));
-                }
-            }
-            Some(Err(e)) => failed = Some(e),
-            None => {}
+        let (gk, failed) = match opened {
+            Some(Ok(gk)) => (Some(gk), None),
+            Some(Err(e)) => (None, Some(e)),
+            None => (None, None),
+        };
+        if gk.is_none() && !from_gateway {
+            return;
         }
-        let has_key = failed.is_none() && m.sealed_key.is_some() && p.state.own.is_some();
+        let has_key = gk.is_some();
+        if let Some(p) = self.pns.get_mut(&pn_id) {
+            p.state.inventory = m.inventory.clone();
+            if let (Some(gk), Some(own)) = (gk, &mut p.state.own) {
+                own.group = Some((m.epoch, gk));
+            }
+        }
         self.store_updated(pn_id);
         if let Some(e) = failed {
             self.event(PneEvent::FlowFailed {

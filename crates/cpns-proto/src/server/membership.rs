@@ -146,6 +146,7 @@ impl ServerSession {
         member_keys: &[(EntityId, SessionKey)],
         except: Option<&EntityId>,
     ) -> Vec<SealedGroupKey> {
+        let digest = cpns_crypto::inventory_digest(&crate::util::inventory_cbor(inventory));
         inventory
             .members
             .iter()
@@ -156,6 +157,7 @@ impl ServerSession {
                     pn_id: inventory.pn_id.as_bytes(),
                     epoch,
                     pne_id: m.pne_id.as_str(),
+                    inventory_digest: &digest,
                 };
                 Some(SealedGroupKey {
                     pne_id: m.pne_id.clone(),

@@ -345,6 +345,7 @@ impl ServerSession {
             }
             None => (None, None, None, Vec::new()),
         };
+        let for_gw = inventory.clone();
         let grant = RegistrationGrant {
             cpns_id: cpns_id.clone(),
             session_id,
@@ -385,6 +386,7 @@ impl ServerSession {
             sealed_grant,
             epoch,
             keys: others,
+            inventory: for_gw,
         };
         let env = self.respond(flow.req_msg, to.clone(), body);
         self.remember(to, request_id, env);

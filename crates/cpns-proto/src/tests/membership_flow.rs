@@ -590,6 +590,14 @@ fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
     assert_eq!(h.store.epochs[&pn].0, 1);
     assert_eq!(members(&h, pn).len(), 4);
     assert_eq!(joined_events(&h).len(), 1);
+    // The joiner holds no LocalEUKey, so its PN GW never proved itself to it on this insecure
+    // PAN; the next epoch's update still counts, because its copy (naming the new member list)
+    // opens under the joiner's SK_PNE: the server's word, whoever relayed it.
+    expel(&mut h, pn, 1).unwrap();
+    let (epoch, key) = h.pnes[3].group_key_of(&pn).expect("epoch 2");
+    assert_eq!(epoch, 2);
+    assert!(key == h.store.epochs[&pn].1);
+    assert_eq!(h.pnes[3].inventory()[0].members, h.store.pns[&pn].members);
 }
 
 /// Two PNEs that happen to choose the same request id each leave: the PN GW asks the server

@@ -88,11 +88,14 @@ fn copies_open_for_the_members_only(
     let holders: Vec<EntityId> = keys.iter().map(|k| k.pne_id.clone()).collect();
     let want: Vec<EntityId> = members.iter().map(|&i| pne_id(i)).collect();
     assert_eq!(holders, want);
+    // The copies name the member list of the epoch: the server's after the change.
+    let digest = cpns_crypto::inventory_digest(&crate::util::inventory_cbor(&h.store.pns[&pn]));
     for k in keys {
         let binding = GroupKeyBinding {
             pn_id: pn.as_bytes(),
             epoch,
             pne_id: k.pne_id.as_str(),
+            inventory_digest: &digest,
         };
         let sk = &h.store.session_keys[&(pn, k.pne_id.clone())];
         assert!(open_group_key(sk, &binding, &k.sealed).unwrap() == *gk);

@@ -61,6 +61,10 @@ pub struct PneRegistrationResponse {
     #[n(7)]
     #[cbor(default, skip_if = "Vec::is_empty")]
     pub keys: Vec<crate::SealedGroupKey>,
+    /// With `epoch`: the PN's inventory as the server now records it, which the copies name;
+    /// the PN GW keeps it and hands it on with them.
+    #[n(8)]
+    pub inventory: Option<PnInventory>,
 }
 
 /// The key material of a registration, sealed from server to PNE (003 §1.4.1 step 3: "security

@@ -451,6 +451,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 sealed_grant: vec![0xde, 0xad, 0xbe, 0xef],
                 epoch: None,
                 keys: Vec::new(),
+                inventory: None,
             }
             .into(),
         ),
