@@ -72,6 +72,18 @@ async fn at_server(db: &Path) -> Pns {
         .collect()
 }
 
+/// The strings of a JSON array, sorted.
+fn names(v: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// PNs by id, each with its members' ids.
 type Pns = BTreeSet<(String, BTreeSet<String>)>;
 
@@ -291,12 +303,7 @@ async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
 
     let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
     assert_eq!(answer["ok"], true, "{answer}");
-    let notified: BTreeSet<String> = answer["notified"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let notified: BTreeSet<String> = names(&answer["notified"]).into_iter().collect();
     assert_eq!(notified, set(&["phone", "watch"]));
     let event = w.gw.expect_event("pn_released");
     assert_eq!(event["by"], "owner");
@@ -350,12 +357,7 @@ async fn a_member_pne_releases_its_pn_and_the_others_are_told() {
     assert_eq!(line, format!("PN {pn} released\n"));
     let event = w.gw.expect_event("pn_released");
     assert_eq!(event["by"], "watch");
-    let notified: BTreeSet<String> = event["notified"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let notified: BTreeSet<String> = names(&event["notified"]).into_iter().collect();
     assert_eq!(notified, set(&["phone", "tablet"]));
     for (id, p) in &mut pnes {
         match *id {
@@ -395,13 +397,7 @@ async fn a_pne_that_lost_its_gateway_reconnects_proves_itself_and_is_told() {
     }
     let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
     assert_eq!(answer["ok"], true, "{answer}");
-    let mut notified: Vec<&str> = answer["notified"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    notified.sort_unstable();
+    let notified = names(&answer["notified"]);
     assert_eq!(notified, ["phone", "watch"]);
     for (id, p) in &mut pnes {
         if *id != "tv" {
@@ -466,13 +462,7 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     let event = w.gw.expect_event("member_expelled");
     assert_eq!(event["pne"], "tablet");
     assert_eq!(event["epoch"], 1);
-    let mut told: Vec<&str> = event["notified"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    told.sort_unstable();
+    let told = names(&event["notified"]);
     assert_eq!(told, ["phone", "watch"]);
     for (id, p) in &mut pnes {
         match *id {
@@ -588,13 +578,7 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     let event = w.gw.expect_event("member_joined");
     assert_eq!(event["pne"], "tv");
     assert_eq!(event["epoch"], 1);
-    let mut told: Vec<&str> = event["notified"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    told.sort_unstable();
+    let told = names(&event["notified"]);
     assert_eq!(told, ["phone", "watch"]);
     for (id, p) in &mut pnes {
         if *id == "tv" {
@@ -704,13 +688,7 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
     let joined =
         w.gw.expect_event_where("member_joined", |v| v["pne"] == "tablet");
     assert_eq!(joined["epoch"], 2);
-    let mut told: Vec<&str> = joined["notified"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    told.sort_unstable();
+    let told = names(&joined["notified"]);
     // The tv joined without a LocalEUKey: its link was proven by its registration, and the
     // update's copy, which names the member list, proves the update to it.
     assert_eq!(told, ["phone", "tv", "watch"]);

@@ -62,49 +62,19 @@ impl Gateway {
         env: &Envelope,
         m: PneInviteRequest,
     ) {
-        let proven = self.links.get(&link).filter(|l| l.proven);
-        let Some(member) = proven.and_then(|l| l.peer.clone()) else {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Forbidden,
-                "prove who you are first (PN GW authentication with the PN's LocalEUKey)",
-            );
-        };
         let Some(invitee) = m.invitee else {
             return self.reject_pan(link, env, ErrorCode::BadRequest, "name the PNE to invite");
         };
-        let refusal = match self.pns.get(&m.pn_id) {
-            None => Some(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("this PN GW serves no PN {}", m.pn_id),
-            )),
-            Some(pn)
-                if !pn
-                    .state
-                    .inventory
-                    .members
-                    .iter()
-                    .any(|x| x.pne_id == member) =>
-            {
-                Some(ErrorBody::new(
-                    ErrorCode::Forbidden,
-                    "only a member may invite into its PN",
-                ))
-            }
-            Some(_) => self
-                .over_limit(link)
-                .map(|r| ErrorBody::new(ErrorCode::Busy, r)),
+        let member = match self.member_asking(link, &m.pn_id, "invite into its PN") {
+            Ok(pne) => pne,
+            Err(e) => return self.send_pan_response(link, env.msg_id, e),
         };
         let asker = Asker::Pne {
             link,
             pan_msg: env.msg_id,
             pne: member,
         };
-        let result = match refusal {
-            Some(e) => Err(e),
-            None => self.begin_invite(now, m.pn_id, invitee, asker),
-        };
+        let result = self.begin_invite(now, m.pn_id, invitee, asker);
         if let Err(e) = result {
             self.send_pan_response(link, env.msg_id, e);
         }

@@ -7,7 +7,45 @@ use std::time::Instant;
 
 use cpns_wire::{EntityId, PnId};
 
-use super::LinkId;
+use cpns_wire::{ErrorBody, ErrorCode};
+
+use super::{Gateway, LinkId};
+
+impl Gateway {
+    /// Who asks, when a PNE on `link` asks for something about `pn_id` only a member may ask
+    /// for (`what`, e.g. "release its PN"): the PNE, if it proved itself on the link, is a
+    /// member, and may start another flow; else the error to answer it with.
+    pub(super) fn member_asking(
+        &self,
+        link: LinkId,
+        pn_id: &PnId,
+        what: &str,
+    ) -> Result<EntityId, ErrorBody> {
+        let proven = self.links.get(&link).filter(|l| l.proven);
+        let Some(pne) = proven.and_then(|l| l.peer.clone()) else {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                "prove who you are first (PN GW authentication with the PN's LocalEUKey)",
+            ));
+        };
+        let Some(pn) = self.pns.get(pn_id) else {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("this PN GW serves no PN {pn_id}"),
+            ));
+        };
+        if !pn.state.inventory.members.iter().any(|x| x.pne_id == pne) {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("only a member may {what}"),
+            ));
+        }
+        if let Some(r) = self.over_limit(link) {
+            return Err(ErrorBody::new(ErrorCode::Busy, r));
+        }
+        Ok(pne)
+    }
+}
 
 /// Who asked for a change.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -72,34 +72,16 @@ impl Gateway {
         env: &Envelope,
         m: PnReleaseRequest,
     ) {
-        let proven = self.links.get(&link).filter(|l| l.proven);
-        let Some(pne) = proven.and_then(|l| l.peer.clone()) else {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Forbidden,
-                "prove who you are first (PN GW authentication with the PN's LocalEUKey)",
-            );
-        };
-        let refusal = match self.pns.get(&m.pn_id) {
-            None => Some(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("this PN GW serves no PN {}", m.pn_id),
-            )),
-            Some(pn) if !pn.state.inventory.members.iter().any(|x| x.pne_id == pne) => Some(
-                ErrorBody::new(ErrorCode::Forbidden, "only a member may release its PN"),
-            ),
-            Some(_) => self
-                .over_limit(link)
-                .map(|r| ErrorBody::new(ErrorCode::Busy, r)),
+        let pne = match self.member_asking(link, &m.pn_id, "release its PN") {
+            Ok(pne) => pne,
+            Err(e) => return self.send_pan_response(link, env.msg_id, e),
         };
         let asker = Asker::Pne {
             link,
             pan_msg: env.msg_id,
             pne,
         };
-        if let Some(e) = refusal.map_or_else(|| self.begin_release(now, m.pn_id, asker).err(), Some)
-        {
+        if let Err(e) = self.begin_release(now, m.pn_id, asker) {
             self.send_pan_response(link, env.msg_id, e);
         }
     }
