@@ -235,9 +235,8 @@ impl Gateway {
             return self.change_failed(change, Failure::NotEstablished(None));
         };
         let mut state = pn.state.clone();
-        match server_inventory.filter(|i| i.pn_id == change.pn_id) {
-            Some(inventory) => state.inventory = inventory,
-            None => state.inventory.members.retain(|m| m.pne_id != change.pne),
+        if let Some(inventory) = server_inventory.filter(|i| i.pn_id == change.pn_id) {
+            state.inventory = inventory;
         }
         state.inventory.members.retain(|m| m.pne_id != change.pne);
         state.wrapped_keys.retain(|(p, _)| *p != change.pne);

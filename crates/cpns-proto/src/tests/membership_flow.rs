@@ -11,7 +11,7 @@ use cpns_wire::{
     PneLeaveRequest, RequestId, SetupType,
 };
 
-use super::harness::{Action, FLOW, Harness, Party, id, plain, pne_id};
+use super::harness::{Action, FLOW, Harness, INVITE, Party, id, plain, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
 use crate::pne::PneEvent;
@@ -877,4 +877,192 @@ fn invitations_that_may_not_be_are_refused_at_once() {
         .find(|e| e.in_reply_to == Some(9_300))
         .unwrap();
     assert_eq!(answer.error().unwrap().code, ErrorCode::Forbidden);
+}
+
+/// PNEs 0-2 in a PN; PNE 3 accepts invitations; PNE 4 never answers anything (its frames are
+/// dropped).
+fn with_two_outsiders() -> (Harness, PnId) {
+    let mut h = Harness::ready(&[PneSpec::cpns(); 5]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1), pne_id(2)]));
+    let pn = h.joined(0).unwrap().pn_id;
+    h.set_hook(|f| {
+        if f.from == Party::Pne(4) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    (h, pn)
+}
+
+/// Two invitations into one PN run side by side; one invitee joining ends its own only; an
+/// invitation waits for the invitee's answer and its join, then times out.
+#[test]
+fn invitations_run_side_by_side_and_end_one_by_one() {
+    let (mut h, pn) = with_two_outsiders();
+    let now = h.now();
+    h.gw.invite(now, pn, pne_id(4)).unwrap();
+    assert_eq!(h.gw.poll_timeout(), Some(now + INVITE + FLOW * 2));
+    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    assert_eq!(members(&h, pn).len(), 4, "PNE 3 joined");
+    assert!(invite_ended(&h).is_empty());
+    assert_eq!(
+        h.gw.flows_in_progress(),
+        1,
+        "PNE 4's invitation still waits"
+    );
+    h.advance(INVITE + FLOW * 2 - Duration::from_millis(1));
+    assert!(invite_ended(&h).is_empty());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(invite_ended(&h), vec![(pne_id(4), Some(Failure::TimedOut))]);
+}
+
+/// The invitee's link closes, or it answers with an error: its invitation ends, the others
+/// stay; an answer from another link, or accepting another PN, is no acceptance.
+#[test]
+fn an_invitation_ends_with_its_invitees_link_or_error_only() {
+    let (mut h, pn) = with_two_outsiders();
+    let now = h.now();
+    h.gw.invite(now, pn, pne_id(4)).unwrap();
+    h.pump();
+    let invite_msg = h
+        .log
+        .iter()
+        .chain(h.dropped.iter())
+        .filter(|f| f.to == Party::Pne(4))
+        .filter_map(|f| f.env())
+        .find(|e| matches!(e.body, cpns_wire::Body::PneInviteRequest(_)))
+        .map(|e| e.msg_id)
+        .expect("the invitation went to PNE 4");
+    let answer = |accepted: bool, pn_id: PnId| {
+        plain(&Envelope::response(
+            8_000,
+            invite_msg,
+            Address::Entity(pne_id(4)),
+            Address::Entity(id("gw-1")),
+            cpns_wire::PneInviteResponse { pn_id, accepted },
+        ))
+    };
+    // PNE 3 answers in PNE 4's stead: not its invitation.
+    let _ = h.deliver_direct(Party::Pne(3), Party::Gw, &answer(true, pn));
+    // PNE 4 accepts another PN: no acceptance of this one; the invitation ends.
+    h.deliver_direct(
+        Party::Pne(4),
+        Party::Gw,
+        &answer(true, PnId::from_bytes([9; 16])),
+    )
+    .unwrap();
+    assert_eq!(invite_ended(&h), vec![(pne_id(4), None)]);
+    // Again, and this time PNE 4 answers with an error.
+    h.gw.invite(now, pn, pne_id(4)).unwrap();
+    h.pump();
+    let invite_msg = h
+        .dropped
+        .iter()
+        .chain(h.log.iter())
+        .filter(|f| f.to == Party::Pne(4))
+        .filter_map(|f| f.env())
+        .filter(|e| matches!(e.body, cpns_wire::Body::PneInviteRequest(_)))
+        .map(|e| e.msg_id)
+        .max()
+        .unwrap();
+    let error = plain(&Envelope::response(
+        8_001,
+        invite_msg,
+        Address::Entity(pne_id(4)),
+        Address::Entity(id("gw-1")),
+        cpns_wire::ErrorBody::new(ErrorCode::Conflict, "busy elsewhere"),
+    ));
+    h.deliver_direct(Party::Pne(4), Party::Gw, &error).unwrap();
+    assert!(matches!(
+        invite_ended(&h).last(),
+        Some((p, Some(Failure::Refused(e)))) if *p == pne_id(4) && e.code == ErrorCode::Conflict
+    ));
+    // A third time; PNE 3 is invited too; PNE 4's link closes: only its invitation ends.
+    h.gw.invite(now, pn, pne_id(4)).unwrap();
+    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    h.set_hook(|f| {
+        if f.from == Party::Pne(4) || f.from == Party::Pne(3) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    h.pump();
+    h.gw.link_closed(now, crate::gateway::LinkId(4));
+    h.pump();
+    assert!(matches!(
+        invite_ended(&h).last(),
+        Some((p, Some(Failure::Refused(e)))) if *p == pne_id(4) && e.code == ErrorCode::NotFound
+    ));
+    assert_eq!(
+        h.gw.flows_in_progress(),
+        1,
+        "PNE 3's invitation still waits"
+    );
+}
+
+/// A member's invitations count against its link's flow limit; its own wait ends at its
+/// deadline.
+#[test]
+fn a_members_invitations_are_bounded_and_time_out() {
+    let limits = crate::gateway::GatewayLimits {
+        flows: 16,
+        flows_per_link: 1,
+    };
+    let mut h = Harness::with_limits(&[PneSpec::cpns(); 5], limits);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    let pn = h.joined(0).unwrap().pn_id;
+    h.set_hook(|f| {
+        if f.from == Party::Pne(4) || f.from == Party::Pne(3) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[1].invite_pne(now, pn, pne_id(4)).unwrap();
+    h.pump();
+    h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    assert!(h.pne_refused(1, ErrorCode::Busy), "{:?}", h.pne_events(1));
+    // The PN GW's invitation of PNE 4 ends first, and answers the member with a timeout.
+    h.advance(INVITE + FLOW * 2);
+    assert!(h.pne_refused(1, ErrorCode::Timeout));
+}
+
+/// The PNE's own wait for an invitation it asked for ends at its deadline when its PN GW
+/// never answers.
+#[test]
+fn a_members_invitation_times_out_when_its_gateway_is_silent() {
+    let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns());
+    drop_both(&mut h);
+    let now = h.now();
+    h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
+    h.pump();
+    h.advance(INVITE + FLOW * 3 - Duration::from_millis(1));
+    assert!(h.pne_failures(1).is_empty());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.pne_failures(1), vec![Failure::TimedOut]);
+}
+
+/// The PN GW keeps the server's member list after a change, not its own.
+#[test]
+fn the_pn_gw_keeps_the_servers_member_list() {
+    let (mut h, pn) = with_pn();
+    // The server records other capabilities for PNE 2 than the PN GW holds.
+    let caps = Some(cpns_wire::DeviceCapabilities {
+        device_type: "tv".into(),
+        ..Default::default()
+    });
+    h.store.pns.get_mut(&pn).unwrap().members[2].capabilities = caps.clone();
+    expel(&mut h, pn, 1).unwrap();
+    assert_eq!(h.store.gw_local[&pn].inventory, h.store.pns[&pn]);
+    assert_eq!(
+        h.store.gw_local[&pn].inventory.members[1].capabilities,
+        caps
+    );
 }
