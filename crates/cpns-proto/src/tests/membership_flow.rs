@@ -935,17 +935,41 @@ fn an_invitation_ends_with_its_invitees_link_or_error_only() {
         .find(|e| matches!(e.body, cpns_wire::Body::PneInviteRequest(_)))
         .map(|e| e.msg_id)
         .expect("the invitation went to PNE 4");
-    let answer = |accepted: bool, pn_id: PnId| {
+    let answer_from = |i: usize, reply_to: u64, accepted: bool, pn_id: PnId| {
         plain(&Envelope::response(
             8_000,
-            invite_msg,
-            Address::Entity(pne_id(4)),
+            reply_to,
+            Address::Entity(pne_id(i)),
             Address::Entity(id("gw-1")),
             cpns_wire::PneInviteResponse { pn_id, accepted },
         ))
     };
-    // PNE 3 answers in PNE 4's stead: not its invitation.
-    let _ = h.deliver_direct(Party::Pne(3), Party::Gw, &answer(true, pn));
+    let answer = |accepted: bool, pn_id: PnId| answer_from(4, invite_msg, accepted, pn_id);
+    // PNE 3, on its own link, answers PNE 4's invitation, accepting or with an error; PNE 4
+    // answers a message that was not the invitation: none of them is an answer to it.
+    h.deliver_direct(
+        Party::Pne(3),
+        Party::Gw,
+        &answer_from(3, invite_msg, true, pn),
+    )
+    .unwrap();
+    let foreign_error = plain(&Envelope::response(
+        8_002,
+        invite_msg,
+        Address::Entity(pne_id(3)),
+        Address::Entity(id("gw-1")),
+        cpns_wire::ErrorBody::new(ErrorCode::Conflict, "not mine"),
+    ));
+    h.deliver_direct(Party::Pne(3), Party::Gw, &foreign_error)
+        .unwrap();
+    h.deliver_direct(
+        Party::Pne(4),
+        Party::Gw,
+        &answer_from(4, invite_msg + 1_000, false, pn),
+    )
+    .unwrap();
+    assert!(invite_ended(&h).is_empty());
+    assert_eq!(h.gw.flows_in_progress(), 1);
     // PNE 4 accepts another PN: no acceptance of this one; the invitation ends.
     h.deliver_direct(
         Party::Pne(4),
