@@ -43,32 +43,8 @@ pub(super) struct Removal {
 impl ServerSession {
     /// 000 §6.6.3.1.1 step 2: the PN GW relays a member's leave.
     pub(super) fn on_pne_leave(&mut self, gw: &Gw, env: &Envelope, req: PneLeaveRequest) {
-        if self.replay(&env.from, req.request_id, env) {
+        let Some(request) = self.pn_change_request(gw, env, req.request_id, req.pn_id, true) else {
             return;
-        }
-        if env.from != Address::Entity(gw.id.clone()) {
-            return self.reject(
-                env,
-                ErrorCode::Forbidden,
-                "only the PN GW changes its PN's members",
-            );
-        }
-        if self.establishments.contains_key(&req.pn_id) {
-            return self.reject(
-                env,
-                ErrorCode::Conflict,
-                "an establishment of this PN is in progress",
-            );
-        }
-        if !self.admit(env) {
-            return;
-        }
-        let request = LoadRequest {
-            entities: Vec::new(),
-            pn: Some(req.pn_id),
-            replay: Some((env.from.clone(), req.request_id)),
-            session: None,
-            member_keys: true,
         };
         self.load(
             Parked::LeaveLoad {
@@ -77,6 +53,42 @@ impl ServerSession {
             },
             request,
         );
+    }
+
+    /// The checks every request of the PN GW that changes one of its PNs passes before its PN
+    /// is loaded (leave, release): a retry gets the kept answer; only the PN GW asks, in its
+    /// own name; not while the PN's establishment runs (it would register the PN again once it
+    /// ends); within the session's budget. The load to ask for, or `None` when answered.
+    pub(super) fn pn_change_request(
+        &mut self,
+        gw: &Gw,
+        env: &Envelope,
+        request_id: cpns_wire::RequestId,
+        pn_id: PnId,
+        member_keys: bool,
+    ) -> Option<LoadRequest> {
+        if self.replay(&env.from, request_id, env) {
+            return None;
+        }
+        if env.from != Address::Entity(gw.id.clone()) {
+            self.reject(env, ErrorCode::Forbidden, "only the PN GW changes its PN");
+            return None;
+        }
+        if self.establishments.contains_key(&pn_id) {
+            let reason = "an establishment of this PN is in progress";
+            self.reject(env, ErrorCode::Conflict, reason);
+            return None;
+        }
+        if !self.admit(env) {
+            return None;
+        }
+        Some(LoadRequest {
+            entities: Vec::new(),
+            pn: Some(pn_id),
+            replay: Some((env.from.clone(), request_id)),
+            session: None,
+            member_keys,
+        })
     }
 
     /// The PN is loaded: its own PN GW asks, for a member.

@@ -2,42 +2,19 @@
 //! server removes the PN from its inventory of record with its members, answers, and keeps the
 //! answer for a retry (docs/pn-lifecycle.md, "One model for every membership change").
 
-use cpns_wire::{
-    Address, Envelope, ErrorCode, PnId, PnReleaseRequest, PnReleaseResponse, RequestId,
-};
+use cpns_wire::{Envelope, ErrorCode, PnId, PnReleaseRequest, PnReleaseResponse, RequestId};
 
 use super::connect::Gw;
-use super::{LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession};
+use super::{Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession};
 use crate::StoreFailure;
 
 impl ServerSession {
     /// 000 §6.6.5 step 1: PN Release Request from the PN GW.
     pub(super) fn on_pn_release(&mut self, gw: &Gw, env: &Envelope, req: PnReleaseRequest) {
-        if self.replay(&env.from, req.request_id, env) {
-            return;
-        }
         // A PNE asks its PN GW (§6.6.5.1 step 1), which asks in its own name (step 2).
-        if env.from != Address::Entity(gw.id.clone()) {
-            return self.reject(env, ErrorCode::Forbidden, "only the PN GW releases its PN");
-        }
-        // Releasing a PN while its establishment runs would let the establishment register it
-        // again once it ends.
-        if self.establishments.contains_key(&req.pn_id) {
-            return self.reject(
-                env,
-                ErrorCode::Conflict,
-                "an establishment of this PN is in progress",
-            );
-        }
-        if !self.admit(env) {
+        let Some(request) = self.pn_change_request(gw, env, req.request_id, req.pn_id, false)
+        else {
             return;
-        }
-        let request = LoadRequest {
-            entities: Vec::new(),
-            pn: Some(req.pn_id),
-            replay: Some((env.from.clone(), req.request_id)),
-            session: None,
-            member_keys: false,
         };
         self.load(
             Parked::ReleaseLoad {
