@@ -370,6 +370,8 @@ fn pan(establishment: &PneAuthCase, registration: &PneAuthCase, grant_box: &[u8]
                 join: None,
                 inventory: Some(inventory()),
                 hash_server: Some(HashBytes(establishment.hash_server.0)),
+                epoch: None,
+                sealed_key: None,
             },
         ),
         Envelope::response(

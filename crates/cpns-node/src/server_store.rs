@@ -304,7 +304,9 @@ pub(crate) async fn persist<S: Store>(
             gateway,
             owner,
             members,
+            group,
         } => {
+            let group = sealed_group(master, &pn_id, group)?;
             let mut rec = PnRecord {
                 pn_id,
                 gateway,
@@ -313,7 +315,7 @@ pub(crate) async fn persist<S: Store>(
                 state: PnState::Pending,
                 created_at: now,
                 members: Vec::new(),
-                group: None,
+                group,
             };
             for m in members {
                 rec.members.push(PnMember {
@@ -565,6 +567,7 @@ mod tests {
             gateway: gw("gw-1"),
             owner: UserId::new("alice").unwrap(),
             members: vec![member],
+            group: None,
         };
         persist(&store, &master, register).await.unwrap();
         assert_eq!(store.pn(&pn).await.unwrap().unwrap().members.len(), 1);

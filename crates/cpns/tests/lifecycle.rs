@@ -444,6 +444,13 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     let (mut pnes, pn) = w.established("phone", &["watch", "tablet"], "tv");
     let all = ["phone", "watch", "tablet", "tv"];
     w.stores(&all).await.agree();
+    // The establishment gave the PN its first group key: every member holds the server's.
+    let (epoch, gk1) = server_group_key(&w, pn).await;
+    assert_eq!(epoch, 1);
+    for id in ["phone", "watch", "tablet"] {
+        assert!(pne_group_key(&w, id, pn).await.expect(id).1 == gk1, "{id}");
+    }
+    assert!(pne_group_key(&w, "tv", pn).await.is_none());
 
     let line = cpns(&[
         "pn",
@@ -455,13 +462,13 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     ]);
     assert!(
         line.starts_with(&format!(
-            "tablet expelled from PN {pn}; group key epoch 1; told: "
+            "tablet expelled from PN {pn}; group key epoch 2; told: "
         )),
         "{line}"
     );
     let event = w.gw.expect_event("member_expelled");
     assert_eq!(event["pne"], "tablet");
-    assert_eq!(event["epoch"], 1);
+    assert_eq!(event["epoch"], 2);
     let told = names(&event["notified"]);
     assert_eq!(told, ["phone", "watch"]);
     for (id, p) in &mut pnes {
@@ -472,7 +479,7 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
             "tv" => {}
             _ => {
                 let u = p.expect_event_where("pn_updated", |v| v["pn_id"] == pn.to_string());
-                assert_eq!(u["epoch"], 1, "{id}");
+                assert_eq!(u["epoch"], 2, "{id}");
                 assert_eq!(u["has_key"], true, "{id}");
             }
         }
@@ -484,12 +491,12 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
         BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
     );
 
-    // The server, the phone and the watch hold the same epoch-1 key; the tablet holds none.
+    // The server, the phone and the watch hold the same epoch-2 key; the tablet holds none.
     let (epoch, gk) = server_group_key(&w, pn).await;
-    assert_eq!(epoch, 1);
+    assert_eq!(epoch, 2);
     for id in ["phone", "watch"] {
         let (e, k) = pne_group_key(&w, id, pn).await.expect(id);
-        assert_eq!(e, 1);
+        assert_eq!(e, 2);
         assert!(k == gk, "{id} holds another key");
     }
     assert!(pne_group_key(&w, "tablet", pn).await.is_none());
@@ -497,15 +504,15 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     // tablet kept (nothing of the PN).
     let mut rng = cpns_crypto::MachineRng::from_seed_u64(1);
     let sealed =
-        cpns_crypto::seal_group_content(rng.get(), &gk, pn.as_bytes(), 1, b"holiday video")
+        cpns_crypto::seal_group_content(rng.get(), &gk, pn.as_bytes(), 2, b"holiday video")
             .unwrap();
     let (_, watch_key) = pne_group_key(&w, "watch", pn).await.unwrap();
     assert_eq!(
-        &cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 1, &sealed).unwrap()[..],
+        &cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 2, &sealed).unwrap()[..],
         b"holiday video"
     );
 
-    // The watch leaves; the phone alone gets epoch 2.
+    // The watch leaves; the phone alone gets epoch 3.
     let line = cpns(&[
         "pn",
         "leave",
@@ -516,21 +523,21 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     assert_eq!(line, format!("left PN {pn}\n"));
     let event = w.gw.expect_event("member_left");
     assert_eq!(event["pne"], "watch");
-    assert_eq!(event["epoch"], 2);
+    assert_eq!(event["epoch"], 3);
     assert_eq!(event["notified"], serde_json::json!(["phone"]));
     let (_, phone) = pnes.iter_mut().find(|(id, _)| *id == "phone").unwrap();
-    let u = phone.expect_event_where("pn_updated", |v| v["epoch"] == 2);
+    let u = phone.expect_event_where("pn_updated", |v| v["epoch"] == 3);
     assert_eq!(u["members"], serde_json::json!(["phone"]));
     let after = w.stores(&all).await;
     after.agree();
     let (epoch, gk2) = server_group_key(&w, pn).await;
-    assert_eq!(epoch, 2);
+    assert_eq!(epoch, 3);
     assert!(pne_group_key(&w, "phone", pn).await.unwrap().1 == gk2);
     assert!(pne_group_key(&w, "watch", pn).await.is_none());
-    // Epoch 2 content does not open with the epoch-1 key the watch once held.
+    // Epoch 3 content does not open with the epoch-2 key the watch once held.
     let sealed =
-        cpns_crypto::seal_group_content(rng.get(), &gk2, pn.as_bytes(), 2, b"later").unwrap();
-    assert!(cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 2, &sealed).is_err());
+        cpns_crypto::seal_group_content(rng.get(), &gk2, pn.as_bytes(), 3, b"later").unwrap();
+    assert!(cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 3, &sealed).is_err());
 
     // Refusals at the control socket: a non-member leaving, expelling a non-member.
     let refused = pn_json(&w.path("tv.db"), &["leave", &pn.to_string()]);
@@ -577,14 +584,14 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     assert_eq!(line, format!("joined PN {pn}\n"));
     let event = w.gw.expect_event("member_joined");
     assert_eq!(event["pne"], "tv");
-    assert_eq!(event["epoch"], 1);
+    assert_eq!(event["epoch"], 2);
     let told = names(&event["notified"]);
     assert_eq!(told, ["phone", "watch"]);
     for (id, p) in &mut pnes {
         if *id == "tv" {
             p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
         } else {
-            let u = p.expect_event_where("pn_updated", |v| v["epoch"] == 1);
+            let u = p.expect_event_where("pn_updated", |v| v["epoch"] == 2);
             assert_eq!(u["has_key"], true, "{id}");
         }
     }
@@ -597,7 +604,7 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     let (_, gk) = server_group_key(&w, pn).await;
     for id in all {
         let (e, k) = pne_group_key(&w, id, pn).await.expect(id);
-        assert_eq!(e, 1, "{id}");
+        assert_eq!(e, 2, "{id}");
         assert!(k == gk, "{id} holds another key");
     }
 
@@ -636,7 +643,7 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     assert_eq!(after.server, before.server);
     assert_eq!(after.gw, before.gw);
     assert!(local(&bob_store).await.is_empty());
-    assert_eq!(server_group_key(&w, pn).await.0, 1);
+    assert_eq!(server_group_key(&w, pn).await.0, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -678,23 +685,23 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
     assert_eq!(line, format!("tv joined PN {pn}\n"));
     let joined =
         w.gw.expect_event_where("member_joined", |v| v["pne"] == "tv");
-    assert_eq!(joined["epoch"], 1);
+    assert_eq!(joined["epoch"], 2);
     for p in [&mut phone, &mut watch] {
-        p.expect_event_where("pn_updated", |v| v["epoch"] == 1 && v["has_key"] == true);
+        p.expect_event_where("pn_updated", |v| v["epoch"] == 2 && v["has_key"] == true);
     }
     // 000 §6.6.2.1.2: the watch asks its PN GW to invite the tablet, which joins.
     let answer = pn_json(&w.path("watch.db"), &["invite", &pn.to_string(), "tablet"]);
     assert_eq!(answer["accepted"], true, "{answer}");
     let joined =
         w.gw.expect_event_where("member_joined", |v| v["pne"] == "tablet");
-    assert_eq!(joined["epoch"], 2);
+    assert_eq!(joined["epoch"], 3);
     let told = names(&joined["notified"]);
     // The tv joined without a LocalEUKey: its link was proven by its registration, and the
     // update's copy, which names the member list, proves the update to it.
     assert_eq!(told, ["phone", "tv", "watch"]);
     let (_, tv) = pnes.iter_mut().find(|(id, _)| *id == "tv").unwrap();
     for p in [&mut phone, &mut watch, tv] {
-        p.expect_event_where("pn_updated", |v| v["epoch"] == 2 && v["has_key"] == true);
+        p.expect_event_where("pn_updated", |v| v["epoch"] == 3 && v["has_key"] == true);
     }
     // The speaker declines: nothing changes.
     let before = w.stores(&all).await;
@@ -710,9 +717,9 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
         after.gw,
         BTreeSet::from([(pn.to_string(), set(&["phone", "watch", "tv", "tablet"]))])
     );
-    // Every member holds the server's key of epoch 2.
+    // Every member holds the server's key of epoch 3.
     let (epoch, gk) = server_group_key(&w, pn).await;
-    assert_eq!(epoch, 2);
+    assert_eq!(epoch, 3);
     for id in ["phone", "watch", "tv", "tablet"] {
         assert!(pne_group_key(&w, id, pn).await.expect(id).1 == gk, "{id}");
     }

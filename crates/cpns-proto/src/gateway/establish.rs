@@ -683,6 +683,9 @@ impl Gateway {
         for (link, join) in &f.joins {
             let v = verdict.verdicts.iter().find(|v| v.pne_id == join.pne_id);
             let hash_server = v.and_then(|v| v.hash_server);
+            // Its copy of the PN's first group key, which this PN GW cannot open.
+            let sealed_key = v.and_then(|v| v.sealed_key.clone());
+            let epoch = sealed_key.as_ref().and(verdict.epoch);
             // The server authenticated the hash this link relayed: the link is the PNE.
             if v.is_some_and(|v| v.authenticated)
                 && self.links.get(link).and_then(|l| l.peer.as_ref()) == Some(&join.pne_id)
@@ -699,6 +702,8 @@ impl Gateway {
                         join: None,
                         inventory: Some(verdict.inventory.clone()),
                         hash_server: Some(h),
+                        epoch,
+                        sealed_key,
                     };
                     self.send_pan_response(i.link, i.setup_msg, resp);
                 }
@@ -718,6 +723,8 @@ impl Gateway {
                         reason: hash_server
                             .is_none()
                             .then(|| "the CPNS Server did not authenticate this PNE".into()),
+                        epoch,
+                        sealed_key,
                     };
                     self.send_pan_notify(*link, notify);
                 }
@@ -746,6 +753,8 @@ impl Gateway {
                     inventory: None,
                     hash_server: None,
                     reason: Some(reason.clone()),
+                    epoch: None,
+                    sealed_key: None,
                 };
                 self.send_pan_notify(*link, notify);
             }

@@ -142,6 +142,8 @@ impl PneSession {
                 join: None,
                 inventory: None,
                 hash_server: None,
+                epoch: None,
+                sealed_key: None,
             };
             self.send_response(env.msg_id, resp);
             return self.event(PneEvent::InvitationDeclined(pn_id));
@@ -154,6 +156,8 @@ impl PneSession {
             join: Some(join),
             inventory: None,
             hash_server: None,
+            epoch: None,
+            sealed_key: None,
         };
         self.send_response(env.msg_id, resp);
         let deadline = now + self.establishment_wait();
@@ -296,7 +300,10 @@ impl PneSession {
         }
         self.flows.setup = None;
         match (m.accept, m.inventory, m.hash_server) {
-            (true, Some(inventory), Some(h)) => self.finish(m.pn_id, inventory, h),
+            (true, Some(inventory), Some(h)) => {
+                let group = m.epoch.zip(m.sealed_key);
+                self.finish(m.pn_id, inventory, h, group);
+            }
             _ => {
                 self.flows.joining.remove(&m.pn_id);
                 self.event(PneEvent::FlowFailed {
@@ -313,7 +320,10 @@ impl PneSession {
             return;
         }
         match (m.inventory, m.hash_server) {
-            (Some(inventory), Some(h)) => self.finish(m.pn_id, inventory, h),
+            (Some(inventory), Some(h)) => {
+                let group = m.epoch.zip(m.sealed_key);
+                self.finish(m.pn_id, inventory, h, group);
+            }
             _ => {
                 self.flows.joining.remove(&m.pn_id);
                 self.event(PneEvent::FlowFailed {
@@ -326,7 +336,17 @@ impl PneSession {
 
     /// Verify hash_server_PNE over the inventory as received; only then store the PN (step 15).
     /// A PN GW that altered the inventory it relays fails the check (docs/security.md §4.1).
-    fn finish(&mut self, pn_id: PnId, inventory: PnInventory, claimed: HashBytes) {
+    ///
+    /// With the server authenticated, this PNE's copy of the PN's first group key is opened
+    /// under its SK_PNE (docs/security.md §4.10): kept if it opens, reported if not (the PN is
+    /// kept either way: its inventory is the server's, by hash_server).
+    fn finish(
+        &mut self,
+        pn_id: PnId,
+        inventory: PnInventory,
+        claimed: HashBytes,
+        group: Option<(u64, Vec<u8>)>,
+    ) {
         let Some(j) = self.flows.joining.remove(&pn_id) else {
             return;
         };
@@ -354,12 +374,31 @@ impl PneSession {
         let wrapped_keys = wrapped
             .map(|w| vec![(self.cfg.id.clone(), w)])
             .unwrap_or_default();
+        let group = group.and_then(|(epoch, sealed)| {
+            let digest = cpns_crypto::inventory_digest(&inventory_cbor(&inventory));
+            let binding = cpns_crypto::GroupKeyBinding {
+                pn_id: pn_id.as_bytes(),
+                epoch,
+                pne_id: self.cfg.id.as_str(),
+                inventory_digest: &digest,
+            };
+            match cpns_crypto::open_group_key(keys.session_key(), &binding, &sealed) {
+                Ok(gk) => Some((epoch, gk)),
+                Err(e) => {
+                    self.event(PneEvent::FlowFailed {
+                        flow: Flow::PnEstablishment,
+                        reason: Failure::GroupKeyDidNotOpen(e.to_string()),
+                    });
+                    None
+                }
+            }
+        });
         let state = LocalPnState {
             inventory,
             wrapped_keys,
             own: Some(crate::OwnKeys {
                 session_key: keys.session_key().clone(),
-                group: None,
+                group,
             }),
         };
         self.pns.insert(

@@ -275,6 +275,7 @@ impl ServerSession {
                     pne_id: c.join.pne_id.clone(),
                     authenticated: false,
                     hash_server: None,
+                    sealed_key: None,
                 });
                 continue;
             }
@@ -283,6 +284,7 @@ impl ServerSession {
                 pne_id: c.join.pne_id.clone(),
                 authenticated: true,
                 hash_server: None,
+                sealed_key: None,
             });
             inventory.members.push(InventoryMember {
                 pne_id: c.join.pne_id.clone(),
@@ -304,15 +306,32 @@ impl ServerSession {
         let outcome = ServerOutcome::Established {
             inventory_cbor: &canonical,
         };
+        // 002 §B.1.1.3 steps 22-24: the PN's first group key, one copy per authenticated
+        // member under its SK_PNE, naming this inventory (docs/security.md §4.10).
+        let group_key = cpns_crypto::GroupKey::random(self.rng.get());
+        let digest = cpns_crypto::inventory_digest(&canonical);
         for (at, keys, hash_pne) in confirmed {
             if let Some(v) = verdicts.get_mut(at) {
                 v.hash_server = Some(hash_wire(&keys.hash_server(&hash_pne, &outcome)));
+                let binding = cpns_crypto::GroupKeyBinding {
+                    pn_id: pn_id.as_bytes(),
+                    epoch: 1,
+                    pne_id: v.pne_id.as_str(),
+                    inventory_digest: &digest,
+                };
+                v.sealed_key = Some(cpns_crypto::seal_group_key(
+                    self.rng.get(),
+                    keys.session_key(),
+                    &binding,
+                    &group_key,
+                ));
             }
         }
         verdicts.extend(flow.refused.iter().map(|id| MemberVerdict {
             pne_id: id.clone(),
             authenticated: false,
             hash_server: None,
+            sealed_key: None,
         }));
         // A PN a PNE asked for is registered only if that PNE proved it is who it claimed to be
         // (docs/ARCHITECTURE.md, "Identity on the PAN"): nobody starts a PN in another's name.
@@ -338,11 +357,16 @@ impl ServerSession {
             gateway: gw.id.clone(),
             owner: flow.owner.clone(),
             members,
+            group: Some(super::NewGroupEpoch {
+                epoch: 1,
+                key: group_key,
+            }),
         };
         flow.phase = EstablishmentPhase::Persisting(Box::new(PnRegistrationResponse {
             pn_id,
             verdicts,
             inventory,
+            epoch: Some(1),
         }));
         self.establishments.insert(pn_id, flow);
         self.persist(Parked::PnRegistrationPersist(pn_id), effect);

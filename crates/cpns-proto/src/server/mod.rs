@@ -188,6 +188,8 @@ pub enum ServerEffect {
         owner: UserId,
         /// The authenticated members.
         members: Vec<RegisteredMember>,
+        /// The PN's first group key epoch (docs/pn-lifecycle.md, "Group key epochs").
+        group: Option<NewGroupEpoch>,
     },
     /// Add and remove members of a PN (003 §1.4.2 step 4), and move it to a new group key epoch
     /// when members leave (000 §6.6.3).

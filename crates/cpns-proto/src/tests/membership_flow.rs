@@ -105,20 +105,24 @@ fn updated(h: &Harness, i: usize) -> Vec<(u64, bool)> {
 #[test]
 fn an_expelled_pne_cannot_open_what_is_sealed_after_its_expulsion() {
     let (mut h, pn) = with_pn();
-    // A first change gives the PN epoch 1; PNE 3 is still a member and holds its key.
+    // The establishment gave every member epoch 1; a first change moves it to epoch 2, which
+    // PNE 3, still a member, holds.
+    let (e0, gk0) = h.pnes[3].group_key_of(&pn).expect("PNE 3 holds epoch 1");
+    assert_eq!(e0, 1);
+    assert!(gk0 == h.pnes[0].group_key_of(&pn).unwrap().1);
     expel(&mut h, pn, 2).unwrap();
-    let (e1, gk1) = h.pnes[3].group_key_of(&pn).expect("PNE 3 holds epoch 1");
-    assert_eq!(e1, 1);
-    // Now PNE 3 is expelled: it is told first, the others get epoch 2.
+    let (e1, gk1) = h.pnes[3].group_key_of(&pn).expect("PNE 3 holds epoch 2");
+    assert_eq!(e1, 2);
+    // Now PNE 3 is expelled: it is told first, the others get epoch 3.
     expel(&mut h, pn, 3).unwrap();
     assert!(h.pne_events(3).contains(&&PneEvent::Expelled(pn)));
-    let (e2, gk2) = h.pnes[0].group_key_of(&pn).expect("PNE 0 holds epoch 2");
-    assert_eq!(e2, 2);
+    let (e2, gk2) = h.pnes[0].group_key_of(&pn).expect("PNE 0 holds epoch 3");
+    assert_eq!(e2, 3);
     for i in [0, 1] {
         assert!(h.pnes[i].group_key_of(&pn).unwrap().1 == gk2, "PNE {i}");
     }
     let mut rng = MachineRng::from_seed_u64(7);
-    let sealed = seal_group_content(rng.get(), &gk2, pn.as_bytes(), 2, b"family photo").unwrap();
+    let sealed = seal_group_content(rng.get(), &gk2, pn.as_bytes(), 3, b"family photo").unwrap();
     for i in [0, 1] {
         let (epoch, gk) = h.pnes[i].group_key_of(&pn).unwrap();
         assert_eq!(
@@ -126,12 +130,15 @@ fn an_expelled_pne_cannot_open_what_is_sealed_after_its_expulsion() {
             b"family photo"
         );
     }
-    // PNE 3 kept nothing; even the epoch-1 key it once held does not open epoch-2 content, as
-    // either epoch.
+    // PNE 3 kept nothing; even the keys it once held do not open epoch-3 content, as any
+    // epoch.
     assert!(h.pnes[3].group_key_of(&pn).is_none());
-    assert!(open_group_content(&gk1, pn.as_bytes(), 2, &sealed).is_err());
-    assert!(open_group_content(&gk1, pn.as_bytes(), 1, &sealed).is_err());
-    // Nor can it open its former fellow members' copies of epoch 2 with its SK_PNE: every
+    for old in [&gk0, &gk1] {
+        for epoch in 1..=3 {
+            assert!(open_group_content(old, pn.as_bytes(), epoch, &sealed).is_err());
+        }
+    }
+    // Nor can it open its former fellow members' copies of epoch 3 with its SK_PNE: every
     // copy the PN GW relayed names its member.
     agree(&h, pn, 3);
     assert!(h.errors.is_empty(), "{:?}", h.errors);
@@ -146,7 +153,7 @@ fn the_owner_expels_a_member_which_is_told_first_and_the_others_after() {
         vec![(
             pne_id(1),
             false,
-            Some(1),
+            Some(2),
             vec![pne_id(0), pne_id(2), pne_id(3)]
         )]
     );
@@ -161,7 +168,7 @@ fn the_owner_expels_a_member_which_is_told_first_and_the_others_after() {
     let asked = order.iter().position(|m| *m == "PnUpdateRequest").unwrap();
     assert!(told < asked, "{order:?}");
     for i in [0, 2, 3] {
-        assert_eq!(updated(&h, i), vec![(1, true)], "PNE {i}");
+        assert_eq!(updated(&h, i), vec![(2, true)], "PNE {i}");
     }
     assert!(updated(&h, 1).is_empty());
     // Every notification to a member was sealed on its link.
@@ -196,13 +203,13 @@ fn a_member_leaves_and_the_others_move_to_the_next_epoch() {
         vec![(
             pne_id(2),
             true,
-            Some(1),
+            Some(2),
             vec![pne_id(0), pne_id(1), pne_id(3)]
         )]
     );
     agree(&h, pn, 2);
     for i in [0, 1, 3] {
-        assert_eq!(updated(&h, i), vec![(1, true)]);
+        assert_eq!(updated(&h, i), vec![(2, true)]);
     }
     // The leaver got its answer, not a notification.
     let t = h.pan_traces(2);
@@ -224,7 +231,7 @@ fn a_leave_on_a_new_link_proves_the_member_first() {
         h.events
     );
     // No one else proved itself on its new link: no one else is told yet.
-    assert_eq!(removed(&h), vec![(pne_id(1), true, Some(1), vec![])]);
+    assert_eq!(removed(&h), vec![(pne_id(1), true, Some(2), vec![])]);
 }
 
 /// PNE `i` sends a PNE Request (Leave) straight to the PN GW in `pne`'s name; its answer.
@@ -417,7 +424,8 @@ fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
     let now = h.now();
     h.gw.expel(now, pn, pne_id(2)).unwrap();
     h.pump();
-    let (epoch, gk) = h.pnes[0].group_key_of(&pn).expect("epoch 1");
+    let (epoch, gk) = h.pnes[0].group_key_of(&pn).expect("epoch 2");
+    assert_eq!(epoch, 2);
     let inv = h.store.pns[&pn].clone();
     // From another entity: ignored.
     h.deliver_direct(
@@ -440,7 +448,7 @@ fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
     h.deliver_direct(
         Party::Gw,
         Party::Pne(0),
-        &update_note(0, "gw-1", inv.clone(), 1, None),
+        &update_note(0, "gw-1", inv.clone(), 2, None),
     )
     .unwrap();
     assert!(h.pnes[0].group_key_of(&pn).unwrap().1 == gk);
@@ -448,7 +456,7 @@ fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
     h.deliver_direct(
         Party::Gw,
         Party::Pne(0),
-        &update_note(0, "gw-1", inv.clone(), 2, Some(copy)),
+        &update_note(0, "gw-1", inv.clone(), 3, Some(copy)),
     )
     .unwrap();
     assert_eq!(h.pnes[0].group_key_of(&pn).unwrap().0, epoch);
@@ -459,17 +467,17 @@ fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
     );
     assert_eq!(
         updated(&h, 0).last(),
-        Some(&(2, false)),
+        Some(&(3, false)),
         "a copy that did not open"
     );
     // A newer epoch with no copy for this PNE: the list is taken, no key is claimed.
     h.deliver_direct(
         Party::Gw,
         Party::Pne(0),
-        &update_note(0, "gw-1", inv.clone(), 3, None),
+        &update_note(0, "gw-1", inv.clone(), 4, None),
     )
     .unwrap();
-    assert_eq!(updated(&h, 0).last(), Some(&(3, false)));
+    assert_eq!(updated(&h, 0).last(), Some(&(4, false)));
     assert_eq!(h.pnes[0].group_key_of(&pn).unwrap().0, epoch);
     assert!(h.pne_events(0).iter().any(|e| matches!(
         e,
@@ -530,12 +538,12 @@ fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
     assert_eq!(members(&h, pn).len(), 4, "{:?}", h.events);
     assert_eq!(
         joined_events(&h),
-        vec![(pne_id(3), Some(1), vec![pne_id(0), pne_id(1), pne_id(2)])]
+        vec![(pne_id(3), Some(2), vec![pne_id(0), pne_id(1), pne_id(2)])]
     );
     let (_, gk) = &h.store.epochs[&pn];
     for i in 0..4 {
-        let (epoch, key) = h.pnes[i].group_key_of(&pn).expect("holds epoch 1");
-        assert_eq!(epoch, 1, "PNE {i}");
+        let (epoch, key) = h.pnes[i].group_key_of(&pn).expect("holds epoch 2");
+        assert_eq!(epoch, 2, "PNE {i}");
         assert!(&key == gk, "PNE {i}");
     }
     assert!(h.pne_events(3).iter().any(|e| matches!(
@@ -564,7 +572,7 @@ fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
             _ => None,
         })
         .expect("the registration answer");
-    assert_eq!(answer.epoch, Some(1));
+    assert_eq!(answer.epoch, Some(2));
     assert!(answer.keys.is_empty());
     let from_server = h
         .delivered(Party::Server, Party::Gw)
@@ -587,15 +595,15 @@ fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
     h.inject(Party::Gw, Party::Server, request);
     h.pump();
     assert_eq!(h.store.effects.get("register_pne"), Some(&1));
-    assert_eq!(h.store.epochs[&pn].0, 1);
+    assert_eq!(h.store.epochs[&pn].0, 2);
     assert_eq!(members(&h, pn).len(), 4);
     assert_eq!(joined_events(&h).len(), 1);
     // The joiner holds no LocalEUKey, so its PN GW never proved itself to it on this insecure
     // PAN; the next epoch's update still counts, because its copy (naming the new member list)
     // opens under the joiner's SK_PNE: the server's word, whoever relayed it.
     expel(&mut h, pn, 1).unwrap();
-    let (epoch, key) = h.pnes[3].group_key_of(&pn).expect("epoch 2");
-    assert_eq!(epoch, 2);
+    let (epoch, key) = h.pnes[3].group_key_of(&pn).expect("epoch 3");
+    assert_eq!(epoch, 3);
     assert!(key == h.store.epochs[&pn].1);
     assert_eq!(h.pnes[3].inventory()[0].members, h.store.pns[&pn].members);
 }
@@ -610,7 +618,7 @@ fn leaves_with_the_same_pne_request_id_are_two_leaves() {
     raw_leave_ok(&mut h, 1, pn);
     raw_leave_ok(&mut h, 2, pn);
     assert_eq!(members(&h, pn), vec![pne_id(0)]);
-    assert_eq!(h.store.epochs[&pn].0, 2);
+    assert_eq!(h.store.epochs[&pn].0, 3);
 }
 
 /// PNE `i` asks to leave with request id 5; the PN GW's answer must not be an error.
@@ -651,7 +659,7 @@ fn a_member_that_registered_opens_later_copies_under_its_new_sk_pne() {
     );
     assert!(h.store.session_keys[&(pn, pne_id(1))] == after);
     expel(&mut h, pn, 3).unwrap();
-    assert_eq!(h.pnes[1].group_key_of(&pn).map(|(e, _)| e), Some(1));
+    assert_eq!(h.pnes[1].group_key_of(&pn).map(|(e, _)| e), Some(2));
 }
 
 /// A PNE whose store fails to keep an update says so.
@@ -751,7 +759,7 @@ fn the_pn_gw_invites_a_pne_which_joins() {
     assert_eq!(members(&h, pn).len(), 4, "{:?}", h.events);
     assert_eq!(
         joined_events(&h),
-        vec![(pne_id(3), Some(1), vec![pne_id(0), pne_id(1), pne_id(2)])]
+        vec![(pne_id(3), Some(2), vec![pne_id(0), pne_id(1), pne_id(2)])]
     );
     assert!(invite_ended(&h).is_empty());
     let (_, gk) = &h.store.epochs[&pn];
@@ -796,7 +804,7 @@ fn a_member_invites_a_pne_and_is_answered_once_it_joined() {
     }));
     assert_eq!(members(&h, pn).len(), 4);
     for i in [0, 1, 2] {
-        assert_eq!(updated(&h, i), vec![(1, true)], "PNE {i}");
+        assert_eq!(updated(&h, i), vec![(2, true)], "PNE {i}");
     }
     // The same invitation again: a member already.
     h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
@@ -1089,4 +1097,38 @@ fn the_pn_gw_keeps_the_servers_member_list() {
         h.store.gw_local[&pn].inventory.members[1].capabilities,
         caps
     );
+}
+
+/// 002 §B.1.1.3 steps 22-24: the establishment gives the PN its first group key; the
+/// initiator (by PN Setup Response) and every other member (by PN Establishment Notify) hold
+/// the server's epoch-1 key; a PNE left out holds none.
+#[test]
+fn the_establishment_gives_every_member_the_first_epochs_key() {
+    let mut h = Harness::ready(&[
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::trusted(),
+        PneSpec::cpns().declining(),
+    ]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    let (epoch, gk) = &h.store.epochs[&pn];
+    assert_eq!(*epoch, 1);
+    for i in 0..3 {
+        let (e, k) = h.pnes[i].group_key_of(&pn).expect("a member holds epoch 1");
+        assert_eq!(e, 1, "PNE {i}");
+        assert!(&k == gk, "PNE {i}");
+        assert!(
+            h.store.pne_local[i][&pn]
+                .own
+                .as_ref()
+                .unwrap()
+                .group
+                .is_some()
+        );
+    }
+    assert!(h.pnes[3].group_key_of(&pn).is_none());
+    // The PN GW relayed copies it keeps none of.
+    assert!(h.store.gw_local[&pn].own.is_none());
+    assert!(h.pne_failures(0).is_empty());
 }

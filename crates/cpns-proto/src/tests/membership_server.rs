@@ -142,32 +142,35 @@ fn a_leave_moves_the_pn_to_its_next_epoch_for_the_others_only() {
         panic!("not a full leave answer");
     };
     assert_eq!(pn_id, pn);
-    assert_eq!(epoch, 1, "the PN's first group key");
+    assert_eq!(
+        epoch, 2,
+        "the PN's epoch after the one of its establishment"
+    );
     let members: Vec<EntityId> = inventory.members.iter().map(|m| m.pne_id.clone()).collect();
     assert_eq!(members, vec![pne_id(0), pne_id(2)]);
     assert_eq!(h.store.pns[&pn], inventory);
-    copies_open_for_the_members_only(&h, pn, 1, &keys, &[0, 2], 1);
-    assert_eq!(removed_events(&h), vec![(vec![pne_id(1)], 1)]);
+    copies_open_for_the_members_only(&h, pn, 2, &keys, &[0, 2], 1);
+    assert_eq!(removed_events(&h), vec![(vec![pne_id(1)], 2)]);
 
     // A retry: the kept answer, nothing removed again, no new epoch.
     leave(&mut h, 7_002, gw(), 21, pn, pne_id(1));
     assert_eq!(answer(&h, 7_002), answer(&h, 7_001));
     assert_eq!(h.store.effects.get("update_members"), Some(&1));
-    assert_eq!(h.store.epochs[&pn].0, 1);
+    assert_eq!(h.store.epochs[&pn].0, 2);
 
-    // The next change moves to epoch 2 with a new key.
+    // The next change moves to epoch 3 with a new key.
     let gk1 = h.store.epochs[&pn].1.clone();
     expel(&mut h, 7_003, 22, pn, pne_id(2));
     let Body::PnUpdateResponse(PnUpdateResponse {
-        epoch: Some(2),
+        epoch: Some(3),
         keys,
         ..
     }) = answer(&h, 7_003)
     else {
-        panic!("not an expulsion answer with epoch 2");
+        panic!("not an expulsion answer with epoch 3");
     };
     assert!(h.store.epochs[&pn].1 != gk1, "a new key");
-    copies_open_for_the_members_only(&h, pn, 2, &keys, &[0], 2);
+    copies_open_for_the_members_only(&h, pn, 3, &keys, &[0], 2);
 }
 
 #[test]
@@ -176,14 +179,14 @@ fn an_expulsion_removes_members_only_and_seals_to_the_rest() {
     expel(&mut h, 7_001, 31, pn, pne_id(2));
     let Body::PnUpdateResponse(PnUpdateResponse {
         inventory,
-        epoch: Some(1),
+        epoch: Some(2),
         keys,
     }) = answer(&h, 7_001)
     else {
         panic!("not an expulsion answer");
     };
     assert_eq!(inventory.members.len(), 2);
-    copies_open_for_the_members_only(&h, pn, 1, &keys, &[0, 1], 2);
+    copies_open_for_the_members_only(&h, pn, 2, &keys, &[0, 1], 2);
     // A PN update adding nobody and removing nobody moves no epoch.
     let req = PnUpdateRequest {
         request_id: RequestId(32),
@@ -200,7 +203,7 @@ fn an_expulsion_removes_members_only_and_seals_to_the_rest() {
             ..
         }) if keys.is_empty()
     ));
-    assert_eq!(h.store.epochs[&pn].0, 1);
+    assert_eq!(h.store.epochs[&pn].0, 2);
 }
 
 #[test]
@@ -237,7 +240,7 @@ fn leaves_that_may_not_be_are_refused_and_change_nothing() {
     h.store.fail_server = false;
     h.pump();
     assert_eq!(h.snapshot(), before);
-    assert!(!h.store.epochs.contains_key(&pn));
+    assert_eq!(h.store.epochs[&pn].0, 1, "still the establishment's epoch");
     assert!(removed_events(&h).is_empty());
     leave(&mut h, 7_006, gw(), 5, pn, pne_id(1));
     assert!(matches!(answer(&h, 7_006), Body::PneLeaveResponse(_)));

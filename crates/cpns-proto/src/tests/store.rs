@@ -127,8 +127,12 @@ impl Store {
                 pn_id,
                 gateway,
                 members,
+                group,
                 ..
             } => {
+                if let Some(g) = group {
+                    self.epochs.insert(pn_id, (g.epoch, g.key));
+                }
                 let mut inv = PnInventory {
                     pn_id,
                     gateway: gateway.clone(),

@@ -93,6 +93,13 @@ pub struct PnSetupResponse {
     /// hash_server_PNE for the initiator (PN GW to initiator).
     #[n(4)]
     pub hash_server: Option<HashBytes>,
+    /// With `hash_server`: the PN's group key epoch (000 §6.6.1.1 step 14; docs/pn-lifecycle.md).
+    #[n(5)]
+    pub epoch: Option<u64>,
+    /// With `epoch`: this PNE's copy of that epoch's group key, sealed by the server for it.
+    #[n(6)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed_key: Option<Vec<u8>>,
 }
 
 /// PN GW information in a PN Registration Request (000 §6.6.1.1 step 4).
@@ -230,6 +237,11 @@ pub struct MemberVerdict {
     /// hash_server_PNE, for an authenticated PNE.
     #[n(2)]
     pub hash_server: Option<HashBytes>,
+    /// For an authenticated PNE: its copy of the PN's first group key (epoch 1), sealed end to
+    /// end under K_dir of its SK_PNE (docs/security.md §4.10), which the PN GW hands on.
+    #[n(3)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed_key: Option<Vec<u8>>,
 }
 
 /// PN Registration Response, CPNS Server to PN GW (000 §6.6.1.1 step 12, §6.6.1.2 step 13).
@@ -245,6 +257,9 @@ pub struct PnRegistrationResponse {
     /// The PN Inventory as registered.
     #[n(2)]
     pub inventory: PnInventory,
+    /// The PN's group key epoch the verdicts' copies are for (1, a new PN).
+    #[n(3)]
+    pub epoch: Option<u64>,
 }
 
 /// PN Establishment Notify, PN GW to a PNE that did not initiate the set-up (000 §6.6.1.1
@@ -264,4 +279,11 @@ pub struct PnEstablishmentNotify {
     /// Why the PNE was left out, if it was.
     #[n(3)]
     pub reason: Option<String>,
+    /// With `hash_server`: the PN's group key epoch.
+    #[n(4)]
+    pub epoch: Option<u64>,
+    /// With `epoch`: this PNE's copy of that epoch's group key, sealed by the server for it.
+    #[n(5)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed_key: Option<Vec<u8>>,
 }

@@ -252,6 +252,8 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 join: Some(join_full()),
                 inventory: Some(inventory_full()),
                 hash_server: Some(HashBytes([6; 32])),
+                epoch: None,
+                sealed_key: None,
             }
             .into(),
         ),
@@ -263,6 +265,8 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 join: None,
                 inventory: None,
                 hash_server: None,
+                epoch: None,
+                sealed_key: None,
             }
             .into(),
         ),
@@ -363,14 +367,17 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                         pne_id: eid("alice-phone"),
                         authenticated: true,
                         hash_server: Some(HashBytes([0x22; 32])),
+                        sealed_key: None,
                     },
                     MemberVerdict {
                         pne_id: eid("bob.watch@home"),
                         authenticated: false,
                         hash_server: None,
+                        sealed_key: None,
                     },
                 ],
                 inventory: inventory_full(),
+                epoch: None,
             }
             .into(),
         ),
@@ -381,6 +388,8 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 inventory: Some(inventory_min()),
                 hash_server: Some(HashBytes([0x33; 32])),
                 reason: None,
+                epoch: None,
+                sealed_key: None,
             }
             .into(),
         ),
@@ -391,6 +400,8 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 inventory: None,
                 hash_server: None,
                 reason: Some("authentication failed".into()),
+                epoch: None,
+                sealed_key: None,
             }
             .into(),
         ),
