@@ -565,10 +565,15 @@ impl<S: Store> Link<S> {
                 current = Some(step);
                 continue;
             } else if current.is_none() && !proving {
-                // Prove itself to the PN GW, so the PN GW tells it what changes.
+                // Prove itself to the PN GW, so the PN GW tells it what changes, and catch up
+                // with the epochs of its PNs there it missed while away (002 §B.1.1.3 step 22).
                 proving = true;
+                let now = Instant::now();
+                for pn in self.pns_here() {
+                    self.session.request_group_key(now, pn)?;
+                }
                 if let Some(pn) = self.provable_pn() {
-                    self.session.start_pan_auth(Instant::now(), pn)?;
+                    self.session.start_pan_auth(now, pn)?;
                     continue;
                 }
             }
@@ -635,6 +640,19 @@ impl<S: Store> Link<S> {
                 let _ = reply.send(Err(e));
             }
         }
+    }
+
+    /// The PNs this PNE belongs to whose PN GW is the one on this link.
+    fn pns_here(&self) -> Vec<PnId> {
+        let Some(gw) = self.session.gateway() else {
+            return Vec::new();
+        };
+        self.session
+            .inventory()
+            .into_iter()
+            .filter(|i| &i.gateway == gw)
+            .map(|i| i.pn_id)
+            .collect()
     }
 
     /// A PN whose PN GW is the one on this link and whose LocalEUKey this PNE holds, when the

@@ -210,6 +210,17 @@ pub(crate) async fn load<S: Store>(
         {
             loaded.session_key = Some(open_sk(master, pn, pne, sealed)?);
         }
+        if req.group_key
+            && let Some(g) = &rec.group
+        {
+            let gk =
+                cpns_crypto::open_group_key_at_rest(master, pn.as_bytes(), g.epoch, &g.sealed_key)
+                    .map_err(|e| NodeError::Sealed {
+                        what: format!("the group key of PN {pn}"),
+                        reason: e.to_string(),
+                    })?;
+            loaded.group = Some((g.epoch, gk));
+        }
         if req.member_keys {
             for m in &rec.members {
                 if let Some(sealed) = m.sealed_session_key.as_deref() {
@@ -503,6 +514,7 @@ mod tests {
             replay: None,
             session: None,
             member_keys: false,
+            group_key: false,
         }
     }
 

@@ -732,3 +732,25 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
         "{again}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_away_during_a_change_pulls_the_new_key_when_it_is_back() {
+    let mut w = World::start(&["phone", "watch", "tablet", "tv"]);
+    let (mut pnes, pn) = w.established("phone", &["watch", "tablet"], "tv");
+    // The tablet goes away (its process killed); the watch is expelled meanwhile.
+    let at = pnes.iter().position(|(id, _)| *id == "tablet").unwrap();
+    drop(pnes.remove(at));
+    let answer = pn_json(&w.path("gw.db"), &["expel", &pn.to_string(), "watch"]);
+    assert_eq!(answer["epoch"], 2, "{answer}");
+    assert_eq!(names(&answer["notified"]), ["phone"]);
+    assert_eq!(pne_group_key(&w, "tablet", pn).await.unwrap().0, 1);
+    // Back, it asks the server for its copy (002 §B.1.1.3 step 22) and holds epoch 2.
+    let mut tablet = w.pne("tablet", &[]);
+    let u = tablet.expect_event_where("pn_updated", |v| v["epoch"] == 2);
+    assert_eq!(u["has_key"], true);
+    assert_eq!(names(&u["members"]), ["phone", "tablet"]);
+    let (epoch, gk) = server_group_key(&w, pn).await;
+    assert_eq!(epoch, 2);
+    assert!(pne_group_key(&w, "tablet", pn).await.unwrap().1 == gk);
+    w.stores(&["phone", "watch", "tablet", "tv"]).await.agree();
+}

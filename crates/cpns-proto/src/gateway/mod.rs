@@ -578,6 +578,7 @@ impl Gateway {
             Body::AuthenticationResponse(m) => self.on_pne_auth_response(now, link, &env, m),
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, link, &env, m),
             Body::SecureRequest(m) => self.on_secure_request(now, link, &env, m),
+            Body::GroupKeyRequest(m) => self.on_group_key_request(now, link, &env, m),
             Body::PnReleaseRequest(m) => self.on_pne_release_request(now, link, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave_request(now, link, &env, m),
             Body::PneInviteRequest(m) => self.on_member_invite(now, link, &env, m),

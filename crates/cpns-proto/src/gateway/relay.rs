@@ -188,6 +188,28 @@ impl Gateway {
         }
     }
 
+    /// 002 §B.1.1.3 step 22: a member's PN Key Request goes to the server as it is; the answer
+    /// is sealed for the PNE alone.
+    pub(super) fn on_group_key_request(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        m: cpns_wire::GroupKeyRequest,
+    ) {
+        let Address::Entity(pne) = env.from.clone() else {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::BadRequest,
+                "a PN Key Request names its PNE",
+            );
+        };
+        if self.admit_pne_request(link, env, &pne) {
+            self.forward_up(now, link, env.msg_id, &pne, m, None);
+        }
+    }
+
     /// Whether a request `pne` sends on `link` for the server may go on: the link speaks as
     /// that PNE, the WAN is up, and the flow limits allow it. Refused requests are answered.
     fn admit_pne_request(&mut self, link: LinkId, env: &Envelope, pne: &EntityId) -> bool {

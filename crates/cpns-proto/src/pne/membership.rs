@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use cpns_crypto::{GroupKey, GroupKeyBinding, SessionKey, open_group_key};
 use cpns_wire::{
-    EntityId, Envelope, ErrorCode, PnId, PnUpdateNotification, PneExpelNotification,
-    PneInviteRequest, PneInviteResponse, PneLeaveRequest, PneLeaveResponse, RequestId,
+    EntityId, Envelope, ErrorCode, GroupKeyRequest, GroupKeyResponse, PnId, PnUpdateNotification,
+    PneExpelNotification, PneInviteRequest, PneInviteResponse, PneLeaveRequest, PneLeaveResponse,
+    RequestId,
 };
 
 use super::{Gone, Parked, PneEvent, PneOutput, PneSession};
@@ -261,7 +262,10 @@ impl PneSession {
 
     /// The PN GW refused a leave or an invitation: true if `reply_to` was one.
     pub(super) fn leave_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
-        if self.leaves.remove(&reply_to).is_none() && self.invites.remove(&reply_to).is_none() {
+        if self.leaves.remove(&reply_to).is_none()
+            && self.invites.remove(&reply_to).is_none()
+            && self.key_pulls.remove(&reply_to).is_none()
+        {
             return false;
         }
         self.event(PneEvent::FlowFailed {
@@ -293,20 +297,65 @@ impl PneSession {
         }
     }
 
-    /// §6.6.2.1.1 step 5: the PN's new member list and this PNE's copy of the new group key.
+    /// §6.6.2.1.1 step 5: the PN's new member list and this PNE's copy of the new group key,
+    /// taken as [`PneSession::apply_epoch`] says.
+    pub(super) fn on_update_notification(&mut self, env: &Envelope, m: PnUpdateNotification) {
+        let from_gateway = self.sent_by_pns_gateway(env, &m.inventory.pn_id);
+        self.apply_epoch(m.inventory, m.epoch, m.sealed_key, from_gateway);
+    }
+
+    /// 002 §B.1.1.3 step 22: asks the server, through the PN GW, for this PNE's copy of
+    /// `pn_id`'s current group key (after missing updates while away). The result comes as
+    /// [`PneEvent::PnUpdated`] or a failed [`Flow::MembershipChange`].
+    pub fn request_group_key(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+    ) -> Result<RequestId, ProtoError> {
+        if !self.pns.contains_key(&pn_id) {
+            return Err(ProtoError::WrongState(
+                "this PNE is not a member of that PN",
+            ));
+        }
+        let request_id = RequestId(self.rng.u64());
+        let req = GroupKeyRequest { request_id, pn_id };
+        let msg = self.send_request_to(cpns_wire::Address::Server, req);
+        self.key_pulls
+            .insert(msg, (pn_id, now + self.cfg.timeouts.flow * 2));
+        Ok(request_id)
+    }
+
+    /// Step 23: the server's answer; believed only if its copy opens.
+    pub(super) fn on_group_key_response(&mut self, env: &Envelope, m: GroupKeyResponse) {
+        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.key_pulls.remove(&r)) else {
+            return;
+        };
+        if m.inventory.pn_id != pn_id {
+            return;
+        }
+        self.apply_epoch(m.inventory, m.epoch, Some(m.sealed_key), false);
+    }
+
+    /// Takes a PN's new member list and epoch, with this PNE's copy of its key.
     ///
     /// A copy that opens under this PNE's SK_PNE is the server's word for the epoch, its key
     /// and the member list it names (docs/security.md §4.10), whoever relayed it: it is taken
     /// even from a PN GW that has not proved itself on this link (a member that joined without
-    /// a LocalEUKey). Without such a copy, only the PN's own proven PN GW is believed.
-    pub(super) fn on_update_notification(&mut self, env: &Envelope, m: PnUpdateNotification) {
-        let pn_id = m.inventory.pn_id;
+    /// a LocalEUKey). Without such a copy, only the PN's own proven PN GW (`from_gateway`) is
+    /// believed. An epoch not newer than the one held, or a list without this PNE, is ignored.
+    fn apply_epoch(
+        &mut self,
+        inventory: cpns_wire::PnInventory,
+        epoch: u64,
+        sealed_key: Option<Vec<u8>>,
+        from_gateway: bool,
+    ) {
+        let pn_id = inventory.pn_id;
         let me = self.cfg.id.clone();
-        if !m.inventory.members.iter().any(|x| x.pne_id == me) {
+        if !inventory.members.iter().any(|x| x.pne_id == me) {
             // An update that leaves this PNE out is no way to expel it.
             return;
         }
-        let from_gateway = self.sent_by_pns_gateway(env, &pn_id);
         let Some(p) = self.pns.get(&pn_id) else {
             return;
         };
@@ -315,16 +364,16 @@ impl PneSession {
             .own
             .as_ref()
             .and_then(|o| o.group.as_ref().map(|(e, _)| *e));
-        if held.is_some_and(|e| m.epoch <= e) {
+        if held.is_some_and(|e| epoch <= e) {
             return;
         }
-        let opened = match (&m.sealed_key, &p.state.own) {
+        let opened = match (&sealed_key, &p.state.own) {
             (Some(sealed), Some(own)) => {
                 let digest =
-                    cpns_crypto::inventory_digest(&crate::util::inventory_cbor(&m.inventory));
+                    cpns_crypto::inventory_digest(&crate::util::inventory_cbor(&inventory));
                 let binding = GroupKeyBinding {
                     pn_id: pn_id.as_bytes(),
-                    epoch: m.epoch,
+                    epoch,
                     pne_id: me.as_str(),
                     inventory_digest: &digest,
                 };
@@ -338,13 +387,19 @@ impl PneSession {
             None => (None, None),
         };
         if gk.is_none() && !from_gateway {
+            if let Some(e) = failed {
+                self.event(PneEvent::FlowFailed {
+                    flow: Flow::MembershipChange,
+                    reason: Failure::GroupKeyDidNotOpen(e.to_string()),
+                });
+            }
             return;
         }
         let has_key = gk.is_some();
         if let Some(p) = self.pns.get_mut(&pn_id) {
-            p.state.inventory = m.inventory.clone();
+            p.state.inventory = inventory.clone();
             if let (Some(gk), Some(own)) = (gk, &mut p.state.own) {
-                own.group = Some((m.epoch, gk));
+                own.group = Some((epoch, gk));
             }
         }
         self.store_updated(pn_id);
@@ -355,8 +410,8 @@ impl PneSession {
             });
         }
         self.event(PneEvent::PnUpdated {
-            inventory: m.inventory,
-            epoch: m.epoch,
+            inventory,
+            epoch,
             has_key,
         });
     }

@@ -251,6 +251,7 @@ pub struct PneSession {
     releases: release::PendingReleases,
     leaves: release::PendingReleases,
     invites: release::PendingReleases,
+    key_pulls: release::PendingReleases,
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
@@ -277,6 +278,7 @@ impl PneSession {
             releases: BTreeMap::new(),
             leaves: BTreeMap::new(),
             invites: BTreeMap::new(),
+            key_pulls: BTreeMap::new(),
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
@@ -437,6 +439,7 @@ impl PneSession {
             .chain(self.releases.values().map(|(_, d)| *d))
             .chain(self.leaves.values().map(|(_, d)| *d))
             .chain(self.invites.values().map(|(_, d)| *d))
+            .chain(self.key_pulls.values().map(|(_, d)| *d))
             .min()
     }
 
@@ -496,6 +499,7 @@ impl PneSession {
             Body::PneLeaveResponse(m) => self.on_leave_response(&env, m),
             Body::PneInviteRequest(m) => self.on_invite(now, &env, m),
             Body::PneInviteResponse(m) => self.on_invite_response(&env, m),
+            Body::GroupKeyResponse(m) => self.on_group_key_response(&env, m),
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
             Body::PnUpdateNotification(m) => self.on_update_notification(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),

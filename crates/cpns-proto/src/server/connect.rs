@@ -90,6 +90,7 @@ impl ServerSession {
                     replay: None,
                     session: None,
                     member_keys: false,
+                    group_key: false,
                 };
                 self.load(
                     Parked::SetupLoad(SetupLoad {

@@ -118,6 +118,7 @@ impl ServerSession {
             replay: Some((env.from.clone(), req.request_id)),
             session: None,
             member_keys: false,
+            group_key: false,
         };
         self.load(
             Parked::PnRegistrationLoad {

@@ -8,8 +8,8 @@
 
 use cpns_crypto::{GroupKey, GroupKeyBinding, SessionKey, seal_group_key};
 use cpns_wire::{
-    Address, EntityId, Envelope, ErrorCode, PnId, PnInventory, PnUpdateResponse, PneLeaveRequest,
-    PneLeaveResponse, RequestId, SealedGroupKey,
+    Address, EntityId, Envelope, ErrorCode, GroupKeyRequest, GroupKeyResponse, PnId, PnInventory,
+    PnUpdateResponse, PneLeaveRequest, PneLeaveResponse, RequestId, SealedGroupKey,
 };
 
 use super::connect::Gw;
@@ -55,6 +55,72 @@ impl ServerSession {
         );
     }
 
+    /// 002 §B.1.1.3 step 22: a member PNE asks, through its PN GW, for its copy of its PN's
+    /// current group key.
+    pub(super) fn on_group_key_request(&mut self, env: &Envelope, req: GroupKeyRequest) {
+        let Address::Entity(pne) = env.from.clone() else {
+            return self.reject(env, ErrorCode::BadRequest, "a PN Key Request names its PNE");
+        };
+        if !self.admit(env) {
+            return;
+        }
+        let request = LoadRequest {
+            entities: Vec::new(),
+            pn: Some(req.pn_id),
+            replay: None,
+            session: Some((req.pn_id, pne.clone())),
+            member_keys: false,
+            group_key: true,
+        };
+        let req_msg = env.msg_id;
+        self.load(Parked::GroupKeyLoad { req_msg, pne, req }, request);
+    }
+
+    /// Step 23: the PN is this PN GW's, the PNE a member with an SK_PNE, the PN has a group
+    /// key: seal it again for the PNE, naming the current member list.
+    pub(super) fn group_key_loaded(
+        &mut self,
+        req_msg: u64,
+        pne: &EntityId,
+        req: GroupKeyRequest,
+        mut loaded: Loaded,
+    ) {
+        let to = Address::Entity(pne.clone());
+        let refuse = |s: &mut Self, code, reason: &str| {
+            s.respond(req_msg, to.clone(), cpns_wire::ErrorBody::new(code, reason));
+        };
+        let gw = self.conn.gateway().map(|g| g.id.clone());
+        let Some(pn) = loaded.pn.take().filter(|p| Some(&p.gateway) == gw.as_ref()) else {
+            return refuse(self, ErrorCode::NotFound, "no such PN at this PN GW");
+        };
+        if !pn.inventory.members.iter().any(|m| &m.pne_id == pne) {
+            return refuse(
+                self,
+                ErrorCode::Forbidden,
+                "only a member gets the PN's group key",
+            );
+        }
+        let (Some(sk), Some((epoch, key))) = (loaded.session_key.take(), loaded.group.take())
+        else {
+            return refuse(
+                self,
+                ErrorCode::NotFound,
+                "no group key for this PNE yet: the server holds no SK_PNE for it or the PN has no key",
+            );
+        };
+        let keys = self.seal_to_members(&pn.inventory, epoch, &key, &[(pne.clone(), sk)], None);
+        let Some(copy) = keys.into_iter().next() else {
+            return refuse(self, ErrorCode::Internal, "the copy could not be sealed");
+        };
+        let answer = GroupKeyResponse {
+            request_id: req.request_id,
+            inventory: pn.inventory,
+            epoch,
+            sealed_key: copy.sealed,
+        };
+        self.respond(req_msg, to, answer);
+    }
+
     /// The checks every request of the PN GW that changes one of its PNs passes before its PN
     /// is loaded (leave, release): a retry gets the kept answer; only the PN GW asks, in its
     /// own name; not while the PN's establishment runs (it would register the PN again once it
@@ -88,6 +154,7 @@ impl ServerSession {
             replay: Some((env.from.clone(), request_id)),
             session: None,
             member_keys,
+            group_key: false,
         })
     }
 

@@ -115,6 +115,8 @@ pub struct LoadRequest {
     pub session: Option<(PnId, EntityId)>,
     /// The SK_PNE of every member of `pn` that has one (to seal a new group key to each).
     pub member_keys: bool,
+    /// The PN's current group key, opened (to seal it again for a member that asks).
+    pub group_key: bool,
 }
 
 /// The driver's answer to a [`LoadRequest`].
@@ -131,6 +133,8 @@ pub struct Loaded {
     /// With [`LoadRequest::member_keys`]: each member's SK_PNE for the PN, for those that have
     /// one.
     pub member_keys: Vec<(EntityId, SessionKey)>,
+    /// With [`LoadRequest::group_key`]: the PN's current epoch and group key, if it has one.
+    pub group: Option<(u64, cpns_crypto::GroupKey)>,
 }
 
 impl Loaded {
@@ -413,6 +417,11 @@ enum Parked {
         req_msg: u64,
         req: cpns_wire::PneLeaveRequest,
     },
+    GroupKeyLoad {
+        req_msg: u64,
+        pne: EntityId,
+        req: cpns_wire::GroupKeyRequest,
+    },
     RemovalPersist(Box<membership::Removal>),
 }
 
@@ -521,6 +530,7 @@ impl ServerSession {
                         | Parked::ReleaseLoad { .. }
                         | Parked::ReleasePersist { .. }
                         | Parked::LeaveLoad { .. }
+                        | Parked::GroupKeyLoad { .. }
                         | Parked::RemovalPersist(_)
                         | Parked::SecureLoad(_)
                 )
@@ -585,6 +595,7 @@ impl ServerSession {
             Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
             Body::PnReleaseRequest(m) => self.on_pn_release(&gw, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave(&gw, &env, m),
+            Body::GroupKeyRequest(m) => self.on_group_key_request(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
                 &env,
@@ -611,6 +622,9 @@ impl ServerSession {
             Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
             Parked::ReleaseLoad { req_msg, req } => self.pn_release_loaded(req_msg, req, loaded),
             Parked::LeaveLoad { req_msg, req } => self.pne_leave_loaded(req_msg, req, loaded),
+            Parked::GroupKeyLoad { req_msg, pne, req } => {
+                self.group_key_loaded(req_msg, &pne, req, loaded);
+            }
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);

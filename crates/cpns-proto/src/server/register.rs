@@ -132,6 +132,7 @@ impl ServerSession {
             session: None,
             // A joining PNE moves the PN to its next group key epoch, sealed to every member.
             member_keys: true,
+            group_key: false,
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -456,6 +457,7 @@ impl ServerSession {
             session: None,
             // Removing members moves the PN to a new group key epoch, sealed to the others.
             member_keys: !req.remove.is_empty(),
+            group_key: false,
         };
         self.load(
             Parked::UpdateLoad {

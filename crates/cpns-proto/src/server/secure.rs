@@ -38,6 +38,7 @@ impl ServerSession {
             replay: None,
             session: Some((req.pn_id, pne.clone())),
             member_keys: false,
+            group_key: false,
         };
         let load = SecureLoad {
             req_msg: env.msg_id,

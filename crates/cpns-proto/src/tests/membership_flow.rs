@@ -1132,3 +1132,87 @@ fn the_establishment_gives_every_member_the_first_epochs_key() {
     assert!(h.store.gw_local[&pn].own.is_none());
     assert!(h.pne_failures(0).is_empty());
 }
+
+/// 002 §B.1.1.3 steps 22-23: a member that was away during a change asks the server, through
+/// its PN GW, for its copy of the current key; a non-member asking is refused.
+#[test]
+fn a_member_that_missed_an_epoch_pulls_its_key() {
+    let (mut h, pn) = with_pn();
+    // PNE 3 is away while PNE 2 is expelled: it still holds epoch 1.
+    let now = h.now();
+    h.gw.link_closed(now, crate::gateway::LinkId(3));
+    expel(&mut h, pn, 2).unwrap();
+    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 1);
+    assert_eq!(h.pnes[0].group_key_of(&pn).unwrap().0, 2);
+    // Back on new links, PNE 3 asks.
+    h.restart_from_stores(&[PneSpec::cpns(); 4]);
+    h.discover_all();
+    let now = h.now();
+    h.pnes[3].request_group_key(now, pn).unwrap();
+    h.pump();
+    let (epoch, key) = h.pnes[3].group_key_of(&pn).expect("epoch 2");
+    assert_eq!(epoch, 2);
+    assert!(key == h.store.epochs[&pn].1);
+    assert_eq!(
+        h.store.pne_local[3][&pn].inventory.members,
+        h.store.pns[&pn].members
+    );
+    assert_eq!(updated(&h, 3).last(), Some(&(2, true)));
+    // Asking again changes nothing: not a newer epoch.
+    h.pnes[3].request_group_key(now, pn).unwrap();
+    h.pump();
+    assert_eq!(updated(&h, 3).len(), 1);
+    // PNE 2, expelled, is no member: it cannot even ask; forged in its name, the server
+    // refuses.
+    assert!(h.pnes[2].request_group_key(now, pn).is_err());
+    let env = Envelope::request(
+        9_400,
+        Address::Entity(pne_id(2)),
+        Address::Server,
+        cpns_wire::GroupKeyRequest {
+            request_id: RequestId(3),
+            pn_id: pn,
+        },
+    );
+    h.deliver_direct(Party::Pne(2), Party::Gw, &plain(&env))
+        .unwrap();
+    h.pump();
+    let answer = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .rev()
+        .find(|e| matches!(e.body, cpns_wire::Body::ErrorBody(_)))
+        .expect("refused");
+    assert_eq!(answer.error().unwrap().code, ErrorCode::Forbidden);
+}
+
+/// A key answer whose copy does not open is not taken.
+#[test]
+fn a_pulled_key_that_does_not_open_is_not_taken() {
+    let (mut h, pn) = with_pn();
+    let now = h.now();
+    h.gw.link_closed(now, crate::gateway::LinkId(3));
+    expel(&mut h, pn, 2).unwrap();
+    h.restart_from_stores(&[PneSpec::cpns(); 4]);
+    h.discover_all();
+    // The server's answer to PNE 3 is tampered with on its way.
+    let now = h.now();
+    h.set_hook(|f| match f.env() {
+        Some(e) if matches!(e.body, cpns_wire::Body::GroupKeyResponse(_)) && f.to == Party::Gw => {
+            Action::Replace(super::harness::rewrite(&f.body, |env| {
+                if let cpns_wire::Body::GroupKeyResponse(r) = &mut env.body {
+                    r.sealed_key[20] ^= 1;
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    h.pnes[3].request_group_key(now, pn).unwrap();
+    h.pump();
+    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 1);
+    assert!(
+        h.pne_failures(3)
+            .iter()
+            .any(|f| matches!(f, Failure::GroupKeyDidNotOpen(_)))
+    );
+}

@@ -75,6 +75,10 @@ impl Store {
                     epoch: self.epochs.get(&p).map_or(0, |(e, _)| *e),
                 })
             }),
+            group: req
+                .pn
+                .filter(|_| req.group_key)
+                .and_then(|pn| self.epochs.get(&pn).cloned()),
             member_keys: match req.pn {
                 Some(pn) if req.member_keys => self
                     .session_keys

@@ -116,3 +116,35 @@ pub struct PneInviteResponse {
     #[n(1)]
     pub accepted: bool,
 }
+
+/// PN Key Request (002 §B.1.1.3 step 22): a member PNE asks the CPNS Server, through its PN
+/// GW, for its copy of its PN's current group key (a member that missed an update while away).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct GroupKeyRequest {
+    /// Chosen by the PNE.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PN.
+    #[n(1)]
+    pub pn_id: PnId,
+}
+
+/// PN Key Response (002 §B.1.1.3 step 23): the server's answer, relayed by the PN GW.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct GroupKeyResponse {
+    /// The request answered.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PN inventory of the epoch, which the copy names.
+    #[n(1)]
+    pub inventory: PnInventory,
+    /// The PN's current group key epoch.
+    #[n(2)]
+    pub epoch: u64,
+    /// The PNE's copy of that epoch's group key, sealed end to end under K_dir of its SK_PNE.
+    #[n(3)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed_key: Vec<u8>,
+}

@@ -232,4 +232,7 @@ bodies! {
     77 => PnReleaseRequest,
     78 => PnReleaseResponse,
     79 => PnReleaseNotification,
+    // A member's pull of its PN's group key, 002 §B.1.1.3 steps 22-23.
+    80 => GroupKeyRequest,
+    81 => GroupKeyResponse,
 }

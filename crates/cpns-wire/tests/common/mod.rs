@@ -543,6 +543,24 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "group key request",
+            GroupKeyRequest {
+                request_id: RequestId(16),
+                pn_id: pn(7),
+            }
+            .into(),
+        ),
+        (
+            "group key response",
+            GroupKeyResponse {
+                request_id: RequestId(16),
+                inventory: inventory_full(),
+                epoch: 4,
+                sealed_key: vec![0x5e; 60],
+            }
+            .into(),
+        ),
+        (
             "pne leave request",
             PneLeaveRequest {
                 request_id: RequestId(13),
