@@ -275,10 +275,16 @@ impl PneSession {
         true
     }
 
+    /// Leaves, invitations and key pulls whose deadline passed fail.
     pub(super) fn leave_timeouts(&mut self, now: Instant) {
         let mut late = crate::util::take_expired(&mut self.leaves, now, |(_, d)| *d);
         late.extend(crate::util::take_expired(
             &mut self.invites,
+            now,
+            |(_, d)| *d,
+        ));
+        late.extend(crate::util::take_expired(
+            &mut self.key_pulls,
             now,
             |(_, d)| *d,
         ));

@@ -1216,3 +1216,17 @@ fn a_pulled_key_that_does_not_open_is_not_taken() {
             .any(|f| matches!(f, Failure::GroupKeyDidNotOpen(_)))
     );
 }
+
+/// A pull the server never answers fails at twice the flow timeout, not before.
+#[test]
+fn a_pull_with_no_answer_times_out() {
+    let (mut h, pn) = with_pn();
+    drop_both(&mut h);
+    let now = h.now();
+    h.pnes[1].request_group_key(now, pn).unwrap();
+    h.pump();
+    h.advance(FLOW * 2 - Duration::from_millis(1));
+    assert!(h.pne_failures(1).is_empty());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.pne_failures(1), vec![Failure::TimedOut]);
+}
