@@ -229,6 +229,25 @@ fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
 const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release";
 const PNE_VERBS: &str = "known: show, members, invite, join, leave, release";
 
+/// `show` (every PN) or `members` (the one PN the request names) from an entity's inventory.
+fn inventory_answer(
+    verb: &str,
+    request: &Value,
+    inventory: Result<Vec<PnInventory>, cpns_node::NodeError>,
+) -> Value {
+    let pns = match inventory {
+        Ok(pns) => pns,
+        Err(e) => return control::error(e),
+    };
+    if verb == "show" {
+        return pns_json(&pns);
+    }
+    match pn_of(request) {
+        Ok(pn) => members_json(&pns, pn),
+        Err(answer) => answer,
+    }
+}
+
 /// A release's or an expulsion's answer.
 fn released_json(r: Result<cpns_node::gateway::Released, cpns_node::NodeError>) -> Value {
     match r {
@@ -250,15 +269,9 @@ fn released_json(r: Result<cpns_node::gateway::Released, cpns_node::NodeError>) 
 /// Answers a control request on a running PN GW.
 pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Value {
     match request["verb"].as_str() {
-        Some("show") => match handle.inventory().await {
-            Ok(pns) => pns_json(&pns),
-            Err(e) => control::error(e),
-        },
-        Some("members") => match (pn_of(&request), handle.inventory().await) {
-            (Ok(pn), Ok(pns)) => members_json(&pns, pn),
-            (Err(answer), _) => answer,
-            (_, Err(e)) => control::error(e),
-        },
+        Some(verb @ ("show" | "members")) => {
+            inventory_answer(verb, &request, handle.inventory().await)
+        }
         Some("release") => match pn_of(&request) {
             Ok(pn) => released_json(handle.release(pn).await),
             Err(answer) => answer,
@@ -291,15 +304,9 @@ pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Val
 /// Answers a control request on a running PNE.
 pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
     match request["verb"].as_str() {
-        Some("show") => match handle.inventory().await {
-            Ok(pns) => pns_json(&pns),
-            Err(e) => control::error(e),
-        },
-        Some("members") => match (pn_of(&request), handle.inventory().await) {
-            (Ok(pn), Ok(pns)) => members_json(&pns, pn),
-            (Err(answer), _) => answer,
-            (_, Err(e)) => control::error(e),
-        },
+        Some(verb @ ("show" | "members")) => {
+            inventory_answer(verb, &request, handle.inventory().await)
+        }
         Some(verb @ ("release" | "leave" | "join")) => match pn_of(&request) {
             Ok(pn) => {
                 let done = match verb {

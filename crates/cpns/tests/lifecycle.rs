@@ -293,6 +293,22 @@ async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
         BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
     );
 
+    // `members` names one PN, on the PN GW as on a member; an unknown PN is not found.
+    for store in ["gw.db", "watch.db"] {
+        let shown = pn_json(&w.path(store), &["members", &pn.to_string()]);
+        assert_eq!(
+            names(&shown["pns"][0]["members"]),
+            ["phone", "watch"],
+            "{store}"
+        );
+    }
+    let unknown = pn_json(&w.path("gw.db"), &["members", &"0".repeat(32)]);
+    assert_eq!(unknown["ok"], false);
+    assert!(
+        unknown["error"].as_str().unwrap().starts_with("not_found"),
+        "{unknown}"
+    );
+
     // The tablet is no member: its own request goes nowhere and changes nothing.
     let refused = pn_json(&w.path("tablet.db"), &["release", &pn.to_string()]);
     assert_eq!(refused["ok"], false, "{refused}");

@@ -926,6 +926,19 @@ fn invitations_run_side_by_side_and_end_one_by_one() {
     assert_eq!(invite_ended(&h), vec![(pne_id(4), Some(Failure::TimedOut))]);
 }
 
+/// The message id of the latest invitation sent to PNE `i`, delivered or dropped.
+fn last_invitation_to(h: &Harness, i: usize) -> u64 {
+    h.log
+        .iter()
+        .chain(h.dropped.iter())
+        .filter(|f| f.to == Party::Pne(i))
+        .filter_map(|f| f.env())
+        .filter(|e| matches!(e.body, cpns_wire::Body::PneInviteRequest(_)))
+        .map(|e| e.msg_id)
+        .max()
+        .expect("an invitation went to the PNE")
+}
+
 /// The invitee's link closes, or it answers with an error: its invitation ends, the others
 /// stay; an answer from another link, or accepting another PN, is no acceptance.
 #[test]
@@ -934,15 +947,7 @@ fn an_invitation_ends_with_its_invitees_link_or_error_only() {
     let now = h.now();
     h.gw.invite(now, pn, pne_id(4)).unwrap();
     h.pump();
-    let invite_msg = h
-        .log
-        .iter()
-        .chain(h.dropped.iter())
-        .filter(|f| f.to == Party::Pne(4))
-        .filter_map(|f| f.env())
-        .find(|e| matches!(e.body, cpns_wire::Body::PneInviteRequest(_)))
-        .map(|e| e.msg_id)
-        .expect("the invitation went to PNE 4");
+    let invite_msg = last_invitation_to(&h, 4);
     let answer_from = |i: usize, reply_to: u64, accepted: bool, pn_id: PnId| {
         plain(&Envelope::response(
             8_000,
@@ -989,16 +994,7 @@ fn an_invitation_ends_with_its_invitees_link_or_error_only() {
     // Again, and this time PNE 4 answers with an error.
     h.gw.invite(now, pn, pne_id(4)).unwrap();
     h.pump();
-    let invite_msg = h
-        .dropped
-        .iter()
-        .chain(h.log.iter())
-        .filter(|f| f.to == Party::Pne(4))
-        .filter_map(|f| f.env())
-        .filter(|e| matches!(e.body, cpns_wire::Body::PneInviteRequest(_)))
-        .map(|e| e.msg_id)
-        .max()
-        .unwrap();
+    let invite_msg = last_invitation_to(&h, 4);
     let error = plain(&Envelope::response(
         8_001,
         invite_msg,
