@@ -103,6 +103,7 @@ enum Input {
     Persisted(Token, Result<(), StoreFailure>),
     Establish(EstablishTargets, oneshot::Sender<Result<PnId, ProtoError>>),
     Inventory(oneshot::Sender<Vec<PnInventory>>),
+    Confirmations(PnId, oneshot::Sender<Option<Confirmations>>),
     Release(PnId, oneshot::Sender<Result<Released, ErrorBody>>),
     Expel(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
     Invite(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
@@ -120,6 +121,15 @@ pub struct Released {
     pub epoch: Option<u64>,
 }
 
+/// Who holds a PN's current group key, as its members confirmed (002 §B.1.1.3 step 25).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confirmations {
+    /// The PN's current epoch, once this PN GW learned it.
+    pub epoch: Option<u64>,
+    /// The members that confirmed that epoch.
+    pub confirmed: Vec<EntityId>,
+}
+
 /// Commands to a running PN GW.
 #[derive(Clone, Debug)]
 pub struct GatewayHandle {
@@ -134,6 +144,7 @@ impl core::fmt::Debug for Input {
             Input::Persisted(..) => "Persisted",
             Input::Establish(..) => "Establish",
             Input::Inventory(_) => "Inventory",
+            Input::Confirmations(..) => "Confirmations",
             Input::Release(..) => "Release",
             Input::Expel(..) => "Expel",
             Input::Invite(..) => "Invite",
@@ -200,6 +211,17 @@ impl GatewayHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Input::Inventory(tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PN GW"))?;
+        rx.await.map_err(|_| NodeError::Stopped("PN GW"))
+    }
+
+    /// Which members of `pn_id` confirmed its current group key epoch; `None` for a PN this
+    /// PN GW does not serve.
+    pub async fn confirmations(&self, pn_id: PnId) -> Result<Option<Confirmations>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Confirmations(pn_id, tx))
             .await
             .map_err(|_| NodeError::Stopped("PN GW"))?;
         rx.await.map_err(|_| NodeError::Stopped("PN GW"))
@@ -501,6 +523,18 @@ impl Actor {
             }
             Input::Inventory(reply) => {
                 let _ = reply.send(self.machine.inventory().into_iter().cloned().collect());
+            }
+            Input::Confirmations(pn_id, reply) => {
+                let answer = self
+                    .machine
+                    .inventory()
+                    .iter()
+                    .any(|i| i.pn_id == pn_id)
+                    .then(|| Confirmations {
+                        epoch: self.machine.epoch(&pn_id),
+                        confirmed: self.machine.confirmed_members(&pn_id).unwrap_or_default(),
+                    });
+                let _ = reply.send(answer);
             }
             Input::Release(pn_id, reply) => match self.machine.release_pn(now, pn_id) {
                 Ok(()) => {

@@ -499,6 +499,9 @@ impl<S: Store> Link<S> {
         let mut steps = steps.into_iter();
         let mut current: Option<PneStep> = None;
         let mut proving = false;
+        // Set when the proof is over (or there is none to give): the key pulls may go.
+        let mut pulling = false;
+        let mut pulled = false;
         // The one PN change this PNE asked its PN GW for, waiting for its end.
         let mut asking: Option<Asking> = None;
         // The one invitation this PNE asked for, waiting for its answer.
@@ -507,6 +510,13 @@ impl<S: Store> Link<S> {
             for e in self.drain().await? {
                 if let PneEvent::Discovered { .. } = e {
                     backoff.reset();
+                }
+                if let PneEvent::FlowFailed {
+                    flow: Flow::PanAuthentication,
+                    ..
+                } = e
+                {
+                    pulling = true;
                 }
                 if current.as_ref().is_some_and(|s| step_ends(s, &e)) {
                     current = None;
@@ -565,17 +575,22 @@ impl<S: Store> Link<S> {
                 current = Some(step);
                 continue;
             } else if current.is_none() && !proving {
-                // Prove itself to the PN GW, so the PN GW tells it what changes, and catch up
-                // with the epochs of its PNs there it missed while away (002 §B.1.1.3 step 22).
+                // Prove itself to the PN GW, so the PN GW tells it what changes and takes its
+                // confirmations; then the connection set-up in each of its PNs there (002
+                // §B.1.1.3 steps 22-26): catch up with the epochs it missed while away.
                 proving = true;
+                if let Some(pn) = self.provable_pn() {
+                    self.session.start_pan_auth(Instant::now(), pn)?;
+                    continue;
+                }
+                pulling = true;
+            } else if proving && !pulled && (pulling || self.session.link_sealed()) {
+                pulled = true;
                 let now = Instant::now();
                 for pn in self.pns_here() {
                     self.session.request_group_key(now, pn)?;
                 }
-                if let Some(pn) = self.provable_pn() {
-                    self.session.start_pan_auth(now, pn)?;
-                    continue;
-                }
+                continue;
             }
             tokio::select! {
                 r = self.next() => r?,

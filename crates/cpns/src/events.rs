@@ -235,6 +235,10 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             };
             d.field("notified", "notified", Value::List(notified))
         }
+        GatewayEvent::MemberConfirmed { pn_id, pne, epoch } => Described::new("member_confirmed")
+            .pn("pn_id", *pn_id)
+            .text("pne", pne)
+            .field("epoch", "epoch", Value::Number(*epoch)),
         GatewayEvent::InviteEnded {
             pn_id,
             invitee,
@@ -321,6 +325,9 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .inventory(inventory)
             .field("epoch", "epoch", Value::Number(*epoch))
             .field("has_key", "has_key", Value::Bool(*has_key)),
+        PneEvent::MembershipConfirmed { pn_id, epoch } => Described::new("membership_confirmed")
+            .pn("pn_id", *pn_id)
+            .field("epoch", "epoch", Value::Number(*epoch)),
         PneEvent::PnReleased { pn_id, by_me } => Described::new("pn_released")
             .pn("pn_id", *pn_id)
             .field("by_me", "by_me", Value::Bool(*by_me)),

@@ -218,6 +218,16 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "pne": "tv", "epoch": 4, "notified": ["phone", "watch"]}),
         ),
         (
+            GatewayEvent::MemberConfirmed {
+                pn_id: pn(),
+                pne: id("tv"),
+                epoch: 4,
+            },
+            "14:02:11 member confirmed  pn=3f2a…c1 pne=tv epoch=4",
+            "member_confirmed",
+            json!({"pn_id": PN_HEX, "pne": "tv", "epoch": 4}),
+        ),
+        (
             GatewayEvent::InviteEnded {
                 pn_id: pn(),
                 invitee: id("tv"),
@@ -358,6 +368,15 @@ fn pne_events() {
             "14:02:11 pn updated  pn=3f2a…c1 gateway=home-gw members=phone,watch epoch=2 has_key=yes",
             "pn_updated",
             json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"], "epoch": 2, "has_key": true}),
+        ),
+        (
+            PneEvent::MembershipConfirmed {
+                pn_id: pn(),
+                epoch: 4,
+            },
+            "14:02:11 membership confirmed  pn=3f2a…c1 epoch=4",
+            "membership_confirmed",
+            json!({"pn_id": PN_HEX, "epoch": 4}),
         ),
         (
             PneEvent::PnReleased {

@@ -170,15 +170,33 @@ fn print_pns(answer: &Value) {
             .filter_map(Value::as_str)
             .collect();
         println!(
-            "PN {} at {}: {}",
+            "PN {} at {}: {}{}",
             pn["pn_id"].as_str().unwrap_or("?"),
             pn["gateway"].as_str().unwrap_or("?"),
             if members.is_empty() {
                 "no members".to_string()
             } else {
                 members.join(", ")
-            }
+            },
+            key_holders(pn)
         );
+    }
+}
+
+/// On a PN GW's `members`: the current epoch and who confirmed holding its key.
+fn key_holders(pn: &Value) -> String {
+    let Some(confirmed) = pn["confirmed"].as_array() else {
+        return String::new();
+    };
+    let confirmed: Vec<&str> = confirmed.iter().filter_map(Value::as_str).collect();
+    let who = if confirmed.is_empty() {
+        "none yet".to_string()
+    } else {
+        confirmed.join(", ")
+    };
+    match pn["epoch"].as_u64() {
+        Some(epoch) => format!("; group key epoch {epoch}, confirmed by: {who}"),
+        None => "; group key epoch not known yet (no member pulled it since the start)".into(),
     }
 }
 
@@ -269,8 +287,21 @@ fn released_json(r: Result<cpns_node::gateway::Released, cpns_node::NodeError>) 
 /// Answers a control request on a running PN GW.
 pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Value {
     match request["verb"].as_str() {
-        Some(verb @ ("show" | "members")) => {
-            inventory_answer(verb, &request, handle.inventory().await)
+        Some("show") => inventory_answer("show", &request, handle.inventory().await),
+        Some("members") => {
+            let mut answer = inventory_answer("members", &request, handle.inventory().await);
+            if let (Ok(pn), Some(entry)) = (pn_of(&request), answer["pns"].get_mut(0)) {
+                match handle.confirmations(pn).await {
+                    Ok(Some(c)) => {
+                        entry["epoch"] = json!(c.epoch);
+                        let confirmed: Vec<&str> = c.confirmed.iter().map(|p| p.as_str()).collect();
+                        entry["confirmed"] = json!(confirmed);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return control::error(e),
+                }
+            }
+            answer
         }
         Some("release") => match pn_of(&request) {
             Ok(pn) => released_json(handle.release(pn).await),

@@ -676,7 +676,10 @@ impl Gateway {
                 .collect(),
             own: None,
         };
-        self.pns.insert(pn_id, LocalPn { state, keys });
+        self.pns.insert(pn_id, LocalPn::new(state, keys));
+        if let Some(epoch) = verdict.epoch {
+            self.saw_epoch(&pn_id, epoch);
+        }
         // The server holds the PN pending until this report confirms it is stored here.
         self.report_stored(pn_id);
         let initiator = f.initiator.as_ref().map(|i| i.pne.clone());

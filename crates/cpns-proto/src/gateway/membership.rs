@@ -303,6 +303,7 @@ impl Gateway {
         epoch: u64,
         keys: &[SealedGroupKey],
     ) -> Vec<EntityId> {
+        self.saw_epoch(&inventory.pn_id, epoch);
         let mut told = Vec::new();
         for m in members {
             let Some(link) = self.proven_link_of(m) else {

@@ -16,6 +16,7 @@ mod pan;
 mod pn_flows;
 mod relay;
 mod release;
+mod setup;
 mod wan;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -177,6 +178,16 @@ pub enum GatewayEvent {
         /// The other members told by PN Update Notification.
         notified: Vec<EntityId>,
     },
+    /// A member confirmed it holds the PN's current group key (002 §B.1.1.3 steps 25-26): its
+    /// connection set-up in the PN is complete.
+    MemberConfirmed {
+        /// The PN.
+        pn_id: PnId,
+        /// The member.
+        pne: EntityId,
+        /// The epoch it holds.
+        epoch: u64,
+    },
     /// An invitation into a PN ended without the invitee joining: it declined (`reason` `None`),
     /// answered with an error, disconnected, or the deadline passed.
     InviteEnded {
@@ -285,6 +296,22 @@ struct LocalPn {
     state: LocalPnState,
     /// Unwrapped LocalEUKeys per member.
     keys: BTreeMap<EntityId, LocalEuKey>,
+    /// The PN's current group key epoch, as the server's latest answer named it (not kept
+    /// across restarts: the members' pulls at their next connection set-up tell it again).
+    epoch: Option<u64>,
+    /// The epoch each member last confirmed holding (002 §B.1.1.3 step 25).
+    confirmed: BTreeMap<EntityId, u64>,
+}
+
+impl LocalPn {
+    fn new(state: LocalPnState, keys: BTreeMap<EntityId, LocalEuKey>) -> Self {
+        Self {
+            state,
+            keys,
+            epoch: None,
+            confirmed: BTreeMap::new(),
+        }
+    }
 }
 
 /// The PN GW machine.
@@ -352,7 +379,7 @@ impl Gateway {
         for state in pns {
             let keys = self.unwrap_keys(&state)?;
             self.pns
-                .insert(state.inventory.pn_id, LocalPn { state, keys });
+                .insert(state.inventory.pn_id, LocalPn::new(state, keys));
         }
         Ok(())
     }
@@ -579,6 +606,7 @@ impl Gateway {
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, link, &env, m),
             Body::SecureRequest(m) => self.on_secure_request(now, link, &env, m),
             Body::GroupKeyRequest(m) => self.on_group_key_request(now, link, &env, m),
+            Body::MembershipConfirm(m) => self.on_membership_confirm(link, &env, m),
             Body::PnReleaseRequest(m) => self.on_pne_release_request(now, link, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave_request(now, link, &env, m),
             Body::PneInviteRequest(m) => self.on_member_invite(now, link, &env, m),

@@ -357,6 +357,12 @@ impl Gateway {
                 let mut epoch = None;
                 let mut keys = Vec::new();
                 let mut server_inventory = None;
+                if let Body::GroupKeyResponse(r) = &env.body {
+                    // Step 24: the membership and key go on to the PNE; the epoch is the one
+                    // it will confirm (step 25).
+                    let (pn_id, e) = (r.inventory.pn_id, r.epoch);
+                    self.saw_epoch(&pn_id, e);
+                }
                 let registered = match &mut env.body {
                     Body::PneRegistrationResponse(r) => {
                         // The other members' copies, and the list they name, are for the PN GW

@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use cpns_crypto::{GroupKey, GroupKeyBinding, SessionKey, open_group_key};
 use cpns_wire::{
-    EntityId, Envelope, ErrorCode, GroupKeyRequest, GroupKeyResponse, PnId, PnUpdateNotification,
-    PneExpelNotification, PneInviteRequest, PneInviteResponse, PneLeaveRequest, PneLeaveResponse,
-    RequestId,
+    Address, EntityId, Envelope, ErrorCode, GroupKeyRequest, GroupKeyResponse, MembershipConfirm,
+    MembershipConfirmed, PnId, PnUpdateNotification, PneExpelNotification, PneInviteRequest,
+    PneInviteResponse, PneLeaveRequest, PneLeaveResponse, RequestId,
 };
 
 use super::{Gone, Parked, PneEvent, PneOutput, PneSession};
@@ -265,6 +265,7 @@ impl PneSession {
         if self.leaves.remove(&reply_to).is_none()
             && self.invites.remove(&reply_to).is_none()
             && self.key_pulls.remove(&reply_to).is_none()
+            && self.confirms.remove(&reply_to).is_none()
         {
             return false;
         }
@@ -285,6 +286,11 @@ impl PneSession {
         ));
         late.extend(crate::util::take_expired(
             &mut self.key_pulls,
+            now,
+            |(_, d)| *d,
+        ));
+        late.extend(crate::util::take_expired(
+            &mut self.confirms,
             now,
             |(_, d)| *d,
         ));
@@ -332,14 +338,57 @@ impl PneSession {
     }
 
     /// Step 23: the server's answer; believed only if its copy opens.
-    pub(super) fn on_group_key_response(&mut self, env: &Envelope, m: GroupKeyResponse) {
+    pub(super) fn on_group_key_response(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        m: GroupKeyResponse,
+    ) {
         let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.key_pulls.remove(&r)) else {
             return;
         };
         if m.inventory.pn_id != pn_id {
             return;
         }
-        self.apply_epoch(m.inventory, m.epoch, Some(m.sealed_key), false);
+        let epoch = m.epoch;
+        self.apply_epoch(m.inventory, epoch, Some(m.sealed_key), false);
+        self.confirm_membership(now, pn_id, epoch);
+    }
+
+    /// Step 25: tells the PN's PN GW that this PNE holds the key of `epoch`, the one the
+    /// server just named. Only to a PN GW that proved itself on this link (it answers only a
+    /// PNE that proved itself too), and only with the key in hand.
+    fn confirm_membership(&mut self, now: Instant, pn_id: PnId, epoch: u64) {
+        let Some(p) = self.pns.get(&pn_id) else {
+            return;
+        };
+        let holds = p
+            .state
+            .own
+            .as_ref()
+            .and_then(|o| o.group.as_ref())
+            .is_some_and(|(e, _)| *e == epoch);
+        let gw = p.state.inventory.gateway.clone();
+        if !holds || !self.gateway_proven(&gw) {
+            return;
+        }
+        let msg = self.send_request_to(Address::Entity(gw), MembershipConfirm { pn_id, epoch });
+        self.confirms
+            .insert(msg, (pn_id, now + self.cfg.timeouts.flow));
+    }
+
+    /// Step 26: the PN GW confirmed the connection set-up in the PN.
+    pub(super) fn on_membership_confirmed(&mut self, env: &Envelope, m: MembershipConfirmed) {
+        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.confirms.remove(&r)) else {
+            return;
+        };
+        if m.pn_id != pn_id || !self.sent_by_pns_gateway(env, &pn_id) {
+            return;
+        }
+        self.event(PneEvent::MembershipConfirmed {
+            pn_id,
+            epoch: m.epoch,
+        });
     }
 
     /// Takes a PN's new member list and epoch, with this PNE's copy of its key.

@@ -133,6 +133,14 @@ pub enum PneEvent {
         /// Whether this PNE holds that epoch's group key (its copy opened).
         has_key: bool,
     },
+    /// The PN GW confirmed this PNE's connection set-up in a PN (002 §B.1.1.3 steps 25-26):
+    /// it holds the PN's current group key, and its PN GW knows.
+    MembershipConfirmed {
+        /// The PN.
+        pn_id: PnId,
+        /// The epoch it holds.
+        epoch: u64,
+    },
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
@@ -252,6 +260,8 @@ pub struct PneSession {
     leaves: release::PendingReleases,
     invites: release::PendingReleases,
     key_pulls: release::PendingReleases,
+    /// Membership confirmations waiting for the PN GW (002 §B.1.1.3 steps 25-26).
+    confirms: release::PendingReleases,
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
@@ -279,6 +289,7 @@ impl PneSession {
             leaves: BTreeMap::new(),
             invites: BTreeMap::new(),
             key_pulls: BTreeMap::new(),
+            confirms: BTreeMap::new(),
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
@@ -440,6 +451,7 @@ impl PneSession {
             .chain(self.leaves.values().map(|(_, d)| *d))
             .chain(self.invites.values().map(|(_, d)| *d))
             .chain(self.key_pulls.values().map(|(_, d)| *d))
+            .chain(self.confirms.values().map(|(_, d)| *d))
             .min()
     }
 
@@ -499,7 +511,8 @@ impl PneSession {
             Body::PneLeaveResponse(m) => self.on_leave_response(&env, m),
             Body::PneInviteRequest(m) => self.on_invite(now, &env, m),
             Body::PneInviteResponse(m) => self.on_invite_response(&env, m),
-            Body::GroupKeyResponse(m) => self.on_group_key_response(&env, m),
+            Body::GroupKeyResponse(m) => self.on_group_key_response(now, &env, m),
+            Body::MembershipConfirmed(m) => self.on_membership_confirmed(&env, m),
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
             Body::PnUpdateNotification(m) => self.on_update_notification(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),

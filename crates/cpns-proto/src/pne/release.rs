@@ -75,7 +75,7 @@ impl PneSession {
     }
 
     /// Whether the peer on the link proved it is `gw`.
-    fn gateway_proven(&self, gw: &cpns_wire::EntityId) -> bool {
+    pub(super) fn gateway_proven(&self, gw: &cpns_wire::EntityId) -> bool {
         match self.cfg.security {
             PanSecurity::Trusted => self.gateway.as_ref() == Some(gw),
             PanSecurity::Cpns => self.proven_gateway.as_ref() == Some(gw),

@@ -27,6 +27,7 @@
 
 mod bad_input;
 mod connect;
+mod connection_setup;
 mod establish;
 mod failures;
 mod harness;

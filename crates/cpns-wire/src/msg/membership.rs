@@ -148,3 +148,29 @@ pub struct GroupKeyResponse {
     #[cbor(with = "minicbor::bytes")]
     pub sealed_key: Vec<u8>,
 }
+
+/// PN Membership with group key confirmation (002 §B.1.1.3 step 25): a member PNE tells its
+/// PN GW, at connection set-up, that it holds the PN's group key of `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct MembershipConfirm {
+    /// The PN.
+    #[n(0)]
+    pub pn_id: PnId,
+    /// The epoch whose key the PNE holds.
+    #[n(1)]
+    pub epoch: u64,
+}
+
+/// Connection setup confirmation in a PN (002 §B.1.1.3 step 26): the PN GW's answer to
+/// [`MembershipConfirm`]; the PNE's connection set-up in the PN is complete.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct MembershipConfirmed {
+    /// The PN.
+    #[n(0)]
+    pub pn_id: PnId,
+    /// The epoch the PN GW recorded for the PNE.
+    #[n(1)]
+    pub epoch: u64,
+}

@@ -235,4 +235,7 @@ bodies! {
     // A member's pull of its PN's group key, 002 §B.1.1.3 steps 22-23.
     80 => GroupKeyRequest,
     81 => GroupKeyResponse,
+    // Connection set-up in a PN, 002 §B.1.1.3 steps 25-26.
+    82 => MembershipConfirm,
+    83 => MembershipConfirmed,
 }

@@ -561,6 +561,22 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "membership confirm",
+            MembershipConfirm {
+                pn_id: pn(7),
+                epoch: 4,
+            }
+            .into(),
+        ),
+        (
+            "membership confirmed",
+            MembershipConfirmed {
+                pn_id: pn(7),
+                epoch: 4,
+            }
+            .into(),
+        ),
+        (
             "pne leave request",
             PneLeaveRequest {
                 request_id: RequestId(13),
