@@ -768,5 +768,29 @@ async fn a_member_away_during_a_change_pulls_the_new_key_when_it_is_back() {
     let (epoch, gk) = server_group_key(&w, pn).await;
     assert_eq!(epoch, 2);
     assert!(pne_group_key(&w, "tablet", pn).await.unwrap().1 == gk);
+    // It confirms holding epoch 2 and its PN GW confirms the set-up (steps 25-26); the phone
+    // confirmed when it took the key from its PN Update Notification.
+    let c = tablet.expect_event("membership_confirmed");
+    assert_eq!(
+        (&c["pn_id"], &c["epoch"]),
+        (&pn.to_string().into(), &2.into())
+    );
+    let g =
+        w.gw.expect_event_where("member_confirmed", |v| v["pne"] == "tablet");
+    assert_eq!(g["epoch"], 2);
+    let members = pn_json(&w.path("gw.db"), &["members", &pn.to_string()]);
+    assert_eq!(members["pns"][0]["epoch"], 2, "{members}");
+    assert_eq!(names(&members["pns"][0]["confirmed"]), ["phone", "tablet"]);
+    let text = cpns(&[
+        "pn",
+        "members",
+        &pn.to_string(),
+        "--store",
+        s(&w.path("gw.db")),
+    ]);
+    assert!(
+        text.contains("group key epoch 2, confirmed by: phone, tablet"),
+        "{text}"
+    );
     w.stores(&["phone", "watch", "tablet", "tv"]).await.agree();
 }

@@ -311,9 +311,22 @@ impl PneSession {
 
     /// §6.6.2.1.1 step 5: the PN's new member list and this PNE's copy of the new group key,
     /// taken as [`PneSession::apply_epoch`] says.
-    pub(super) fn on_update_notification(&mut self, env: &Envelope, m: PnUpdateNotification) {
+    ///
+    /// A PN Update Notification is the PN's membership with group key (002 §B.1.1.3 step 24)
+    /// pushed instead of pulled: a copy taken is confirmed as after a pull (step 25).
+    pub(super) fn on_update_notification(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        m: PnUpdateNotification,
+    ) {
         let from_gateway = self.sent_by_pns_gateway(env, &m.inventory.pn_id);
+        let (pn_id, epoch) = (m.inventory.pn_id, m.epoch);
+        let before = self.group_key_of(&pn_id).map(|(e, _)| e);
         self.apply_epoch(m.inventory, m.epoch, m.sealed_key, from_gateway);
+        if before != self.group_key_of(&pn_id).map(|(e, _)| e) {
+            self.confirm_membership(now, pn_id, epoch);
+        }
     }
 
     /// 002 §B.1.1.3 step 22: asks the server, through the PN GW, for this PNE's copy of
@@ -356,7 +369,7 @@ impl PneSession {
     }
 
     /// Step 25: tells the PN's PN GW that this PNE holds the key of `epoch`, the one the
-    /// server just named. Only to a PN GW that proved itself on this link (it answers only a
+    /// server just named (after a pull, even if it held that key already). Only to a PN GW that proved itself on this link (it answers only a
     /// PNE that proved itself too), and only with the key in hand.
     fn confirm_membership(&mut self, now: Instant, pn_id: PnId, epoch: u64) {
         let Some(p) = self.pns.get(&pn_id) else {

@@ -514,7 +514,7 @@ impl PneSession {
             Body::GroupKeyResponse(m) => self.on_group_key_response(now, &env, m),
             Body::MembershipConfirmed(m) => self.on_membership_confirmed(&env, m),
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
-            Body::PnUpdateNotification(m) => self.on_update_notification(&env, m),
+            Body::PnUpdateNotification(m) => self.on_update_notification(now, &env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,

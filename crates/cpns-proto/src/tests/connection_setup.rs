@@ -72,11 +72,20 @@ fn a_member_back_after_a_change_confirms_the_epoch_it_pulled() {
     h.gw.link_closed(now, LinkId(3));
     h.gw.expel(now, pn, pne_id(2)).unwrap();
     h.pump();
+    // The members there took epoch 2 from their PN Update Notification (step 24, pushed) and
+    // confirmed it; PNE 3, away, did not.
+    assert_eq!(gw_confirmed(&h), [(pne_id(0), 2), (pne_id(1), 2)]);
+    assert_eq!(confirmed_at(&h, 0), [(pn, 2)]);
+    assert_eq!(
+        h.gw.confirmed_members(&pn),
+        Some(vec![pne_id(0), pne_id(1)])
+    );
     // Everyone restarts from the stores: the PN GW no longer knows the epoch.
     h.restart_from_stores(&[PneSpec::cpns(); 4]);
     h.discover_all();
     assert_eq!(h.gw.epoch(&pn), None);
     assert_eq!(h.gw.confirmed_members(&pn), None);
+    let mark = h.events.len();
     // PNE 3 proves itself, then pulls.
     let now = h.now();
     h.pnes[3].start_pan_auth(now, pn).unwrap();
@@ -86,7 +95,8 @@ fn a_member_back_after_a_change_confirms_the_epoch_it_pulled() {
     assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2);
     assert_eq!(confirms_sent(&h, 3), 1);
     assert_eq!(confirmed_at(&h, 3), [(pn, 2)]);
-    assert_eq!(gw_confirmed(&h), [(pne_id(3), 2)]);
+    assert_eq!(gw_confirmed(&h)[2..], [(pne_id(3), 2)]);
+    assert!(h.events.len() > mark);
     assert_eq!(h.gw.epoch(&pn), Some(2));
     assert_eq!(h.gw.confirmed_members(&pn), Some(vec![pne_id(3)]));
     // PNE 0 already held epoch 2: its pull changes nothing but it confirms too; the PN GW
@@ -95,16 +105,21 @@ fn a_member_back_after_a_change_confirms_the_epoch_it_pulled() {
     h.pump();
     h.pnes[0].request_group_key(now, pn).unwrap();
     h.pump();
-    assert_eq!(confirmed_at(&h, 0), [(pn, 2)]);
+    assert_eq!(confirmed_at(&h, 0), [(pn, 2), (pn, 2)]);
     assert_eq!(
         h.gw.confirmed_members(&pn),
         Some(vec![pne_id(0), pne_id(3)])
     );
-    // PNE 1 leaves the PN GW's list at the next change: epoch 3 is confirmed by no one yet.
+    // PNE 1, on an unproven link, is expelled: epoch 3 is confirmed by the members told, and only
+    // them; what they confirmed of epoch 2 no longer counts.
     h.gw.expel(now, pn, pne_id(1)).unwrap();
     h.pump();
     assert_eq!(h.gw.epoch(&pn), Some(3));
-    assert_eq!(h.gw.confirmed_members(&pn), Some(vec![]));
+    assert_eq!(
+        h.gw.confirmed_members(&pn),
+        Some(vec![pne_id(0), pne_id(3)])
+    );
+    assert_eq!(confirmed_at(&h, 3), [(pn, 2), (pn, 3)]);
     // A PN the PN GW does not serve has no confirmations at all.
     assert_eq!(h.gw.confirmed_members(&PnId::from_bytes([9; 16])), None);
 }
@@ -121,6 +136,7 @@ fn an_unproven_link_does_not_confirm() {
     h.pump();
     h.restart_from_stores(&[PneSpec::cpns(); 4]);
     h.discover_all();
+    let mark = gw_confirmed(&h).len();
     let now = h.now();
     h.pnes[3].request_group_key(now, pn).unwrap();
     h.pump();
@@ -140,7 +156,7 @@ fn an_unproven_link_does_not_confirm() {
         .unwrap();
     h.pump();
     assert_eq!(last_error_to(&h, 3), Some(ErrorCode::Forbidden));
-    assert!(gw_confirmed(&h).is_empty());
+    assert_eq!(gw_confirmed(&h).len(), mark);
     assert_eq!(h.gw.confirmed_members(&pn), Some(vec![]));
 }
 
