@@ -231,9 +231,29 @@ pub(crate) async fn load<S: Store>(
         }
         loaded.pn = Some(KnownPn {
             gateway: rec.gateway.clone(),
+            owner: rec.owner.clone(),
             inventory: inventory_of(&rec),
             epoch: rec.group.as_ref().map_or(0, |g| g.epoch),
         });
+    }
+    if let Some(entity) = &req.owner_pns {
+        let owner = match loaded.entities.iter().find(|e| &e.id == entity) {
+            Some(e) => Some(e.owner.clone()),
+            None => store.entity(entity).await?.map(|e| e.owner),
+        };
+        if let Some(owner) = owner {
+            loaded.owner_pns = store
+                .pns_of_owner(&owner)
+                .await?
+                .iter()
+                .map(|rec| KnownPn {
+                    gateway: rec.gateway.clone(),
+                    owner: rec.owner.clone(),
+                    inventory: inventory_of(rec),
+                    epoch: rec.group.as_ref().map_or(0, |g| g.epoch),
+                })
+                .collect();
+        }
     }
     Ok(loaded)
 }
@@ -515,6 +535,7 @@ mod tests {
             session: None,
             member_keys: false,
             group_key: false,
+            owner_pns: None,
         }
     }
 

@@ -33,6 +33,8 @@ pub enum Flow {
     PnRelease,
     /// A member leaving or being expelled (000 §6.6.3), and the group key epoch it moves to.
     MembershipChange,
+    /// A read of a PN's inventory (004 §5.5.10).
+    InventoryQuery,
 }
 
 impl fmt::Display for Flow {
@@ -49,6 +51,7 @@ impl fmt::Display for Flow {
             Flow::KeepingAnswer => "keeping an answer for retries",
             Flow::PnRelease => "PN release",
             Flow::MembershipChange => "membership change",
+            Flow::InventoryQuery => "inventory query",
         })
     }
 }

@@ -137,6 +137,10 @@ pub trait Store: Send + Sync + 'static {
     /// All PNs served by a gateway, in creation order.
     fn pns_of_gateway(&self, gw: &EntityId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 
+    /// All PNs of a user (served by its PN GWs), in creation order.
+    fn pns_of_owner(&self, owner: &UserId)
+    -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
+
     /// All PNs, in creation order.
     fn all_pns(&self) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 

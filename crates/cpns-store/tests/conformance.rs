@@ -56,6 +56,7 @@ conformance!(
     register_pne_allocates_and_upserts,
     register_pne_needs_pn_and_entity,
     pns_of_gateway,
+    pns_of_owner,
     all_pns_in_creation_order,
     cpns_ids,
     local_inventory,

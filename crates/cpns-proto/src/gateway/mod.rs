@@ -607,6 +607,7 @@ impl Gateway {
             Body::SecureRequest(m) => self.on_secure_request(now, link, &env, m),
             Body::GroupKeyRequest(m) => self.on_group_key_request(now, link, &env, m),
             Body::MembershipConfirm(m) => self.on_membership_confirm(link, &env, m),
+            Body::InventoryQuery(m) => self.on_inventory_query(link, &env, m),
             Body::PnReleaseRequest(m) => self.on_pne_release_request(now, link, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave_request(now, link, &env, m),
             Body::PneInviteRequest(m) => self.on_member_invite(now, link, &env, m),

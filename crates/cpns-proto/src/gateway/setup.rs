@@ -2,9 +2,12 @@
 //! of the PN's group key through this PN GW (steps 22-24, [`super::relay`]), then confirms it
 //! holds that epoch's key (step 25), and this PN GW confirms the set-up (step 26). The PN GW
 //! keeps, per member, the last epoch it confirmed, so its owner sees who holds the current key
-//! (`cpns pn members`).
+//! (`cpns pn members`). A member also reads its PN's inventory here (004 §5.5.10).
 
-use cpns_wire::{Envelope, ErrorBody, ErrorCode, MembershipConfirm, MembershipConfirmed, PnId};
+use cpns_wire::{
+    Envelope, ErrorBody, ErrorCode, InventoryAnswer, InventoryQuery, MembershipConfirm,
+    MembershipConfirmed, PnId,
+};
 
 use super::{Gateway, GatewayEvent, LinkId};
 
@@ -63,6 +66,37 @@ impl Gateway {
             pne,
             epoch: m.epoch,
         });
+    }
+
+    /// 004 §5.5.10: a member on its proven link reads a PN it belongs to, or (no PN named)
+    /// every PN of this PN GW it belongs to. A PN it is not in is `forbidden` to it, one this
+    /// PN GW does not serve `not_found` (a remote PN is read from the server, end to end).
+    pub(super) fn on_inventory_query(&mut self, link: LinkId, env: &Envelope, m: InventoryQuery) {
+        let answer = match m.pn_id {
+            Some(pn_id) => self
+                .member_asking(link, &pn_id, "read the PN's inventory")
+                .map(|_| vec![self.pns[&pn_id].state.inventory.clone()]),
+            None => match self.links.get(&link).filter(|l| l.proven) {
+                Some(l) => {
+                    let pne = l.peer.clone();
+                    Ok(self
+                        .pns
+                        .values()
+                        .map(|pn| &pn.state.inventory)
+                        .filter(|inv| inv.members.iter().any(|x| Some(&x.pne_id) == pne.as_ref()))
+                        .cloned()
+                        .collect())
+                }
+                None => Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    "prove who you are first (PN GW authentication with the PN's LocalEUKey)",
+                )),
+            },
+        };
+        match answer {
+            Ok(pns) => self.send_pan_response(link, env.msg_id, InventoryAnswer { pns }),
+            Err(e) => self.send_pan_response(link, env.msg_id, e),
+        }
     }
 
     /// The members of `pn_id` that confirmed its current epoch (step 25), in member order;

@@ -572,6 +572,7 @@ impl PneSession {
             return;
         };
         if self.secure_call_refused(reply_to, &e)
+            || self.inventory_query_refused(reply_to, &e)
             || self.release_refused(reply_to, &e)
             || self.leave_refused(reply_to, &e)
         {

@@ -141,6 +141,12 @@ pub enum PneEvent {
         /// The epoch it holds.
         epoch: u64,
     },
+    /// A PN inventory read (004 §5.5.10): from the PN GW for a PN of it this PNE is in, else
+    /// from the server, end to end.
+    InventoryRead {
+        /// The PNs read, in creation order.
+        pns: Vec<PnInventory>,
+    },
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
@@ -262,6 +268,8 @@ pub struct PneSession {
     key_pulls: release::PendingReleases,
     /// Membership confirmations waiting for the PN GW (002 §B.1.1.3 steps 25-26).
     confirms: release::PendingReleases,
+    /// Inventory queries waiting for the PN GW (004 §5.5.10).
+    inventory_queries: secure::PendingQueries,
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
@@ -290,6 +298,7 @@ impl PneSession {
             invites: BTreeMap::new(),
             key_pulls: BTreeMap::new(),
             confirms: BTreeMap::new(),
+            inventory_queries: BTreeMap::new(),
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
@@ -452,6 +461,7 @@ impl PneSession {
             .chain(self.invites.values().map(|(_, d)| *d))
             .chain(self.key_pulls.values().map(|(_, d)| *d))
             .chain(self.confirms.values().map(|(_, d)| *d))
+            .chain(self.inventory_queries.values().copied())
             .min()
     }
 
@@ -513,6 +523,7 @@ impl PneSession {
             Body::PneInviteResponse(m) => self.on_invite_response(&env, m),
             Body::GroupKeyResponse(m) => self.on_group_key_response(now, &env, m),
             Body::MembershipConfirmed(m) => self.on_membership_confirmed(&env, m),
+            Body::InventoryAnswer(m) => self.on_inventory_answer(&env, m),
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
             Body::PnUpdateNotification(m) => self.on_update_notification(now, &env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),

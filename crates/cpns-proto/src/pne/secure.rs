@@ -10,8 +10,8 @@ use cpns_crypto::{
     E2eDirection, SecureBinding, SessionKey, open_secure_message, seal_secure_message,
 };
 use cpns_wire::{
-    Address, CpnsId, Envelope, ErrorBody, PnId, RequestId, SecureCall, SecureRequest,
-    SecureResponse,
+    Address, CpnsId, Envelope, ErrorBody, INVENTORY_SERVICE, InventoryAnswer, InventoryQuery,
+    PnId, RequestId, SecureCall, SecureRequest, SecureResponse,
 };
 
 use super::{PneEvent, PneOutput, PneSession};
@@ -35,6 +35,11 @@ pub struct SecureSession {
 pub(super) struct PendingCall {
     msg: u64,
     deadline: Instant,
+    /// The PN whose SK_PNE sealed the call, and that key: the answer opens under it.
+    pn_id: PnId,
+    key: SessionKey,
+    /// The flow a failure ends ([`Flow::SecureCall`], or [`Flow::InventoryQuery`]).
+    flow: Flow,
 }
 
 /// Secure calls in progress, by request id.
@@ -43,6 +48,9 @@ pub(super) type PendingCalls = BTreeMap<RequestId, PendingCall>;
 pub(super) fn deadlines(calls: &PendingCalls) -> impl Iterator<Item = Instant> + '_ {
     calls.values().map(|c| c.deadline)
 }
+
+/// Local inventory queries waiting for the PN GW, by message id, with their deadlines.
+pub(super) type PendingQueries = BTreeMap<u64, Instant>;
 
 impl PneSession {
     /// The secure session, once registered (or restored).
@@ -72,7 +80,35 @@ impl PneSession {
         service: &str,
         payload: Vec<u8>,
     ) -> Result<RequestId, ProtoError> {
-        let Some(session) = &self.session else {
+        self.call(now, service, payload, Flow::SecureCall)
+    }
+
+    /// The key a secure call is sealed under: this PNE's SK_PNE in a PN of the PN GW on the
+    /// link (the server checks the PN is served there), else its registration's.
+    fn call_keys(&self) -> Option<(PnId, SessionKey)> {
+        let here = self.gateway.as_ref().and_then(|gw| {
+            self.pns
+                .values()
+                .filter(|p| &p.state.inventory.gateway == gw)
+                .find_map(|p| {
+                    let own = p.state.own.as_ref()?;
+                    Some((p.state.inventory.pn_id, own.session_key.clone()))
+                })
+        });
+        here.or_else(|| {
+            let s = self.session.as_ref()?;
+            Some((s.pn_id, s.session_key.clone()))
+        })
+    }
+
+    fn call(
+        &mut self,
+        now: Instant,
+        service: &str,
+        payload: Vec<u8>,
+        flow: Flow,
+    ) -> Result<RequestId, ProtoError> {
+        let Some((pn_id, key)) = self.call_keys() else {
             return Err(ProtoError::WrongState(
                 "no secure session: the PNE must register first (003 §1.4)",
             ));
@@ -84,27 +120,86 @@ impl PneSession {
         };
         let plain = minicbor::to_vec(&call).unwrap_or_default();
         let binding = SecureBinding {
-            pn_id: session.pn_id.as_bytes(),
+            pn_id: pn_id.as_bytes(),
             pne_id: self.cfg.id.as_str(),
             request_id: request_id.0,
         };
         let sealed = seal_secure_message(
             self.rng.get(),
-            &session.session_key,
+            &key,
             E2eDirection::PneToServer,
             &binding,
             &plain,
         )?;
         let req = SecureRequest {
             request_id,
-            pn_id: session.pn_id,
+            pn_id,
             sealed,
         };
         let msg = self.send_request_to(Address::Server, req);
         let deadline = now + self.cfg.timeouts.flow;
-        self.secure_calls
-            .insert(request_id, PendingCall { msg, deadline });
+        let call = PendingCall {
+            msg,
+            deadline,
+            pn_id,
+            key,
+            flow,
+        };
+        self.secure_calls.insert(request_id, call);
         Ok(request_id)
+    }
+
+    /// 004 §5.5.10: reads a PN's inventory, or every PN this PNE may read. A PN of the PN GW
+    /// on the link that this PNE is a member of is read from that PN GW, once it proved
+    /// itself; any other from the server, end to end over the secure session (a remote PN of
+    /// the same user). The answer comes as [`PneEvent::InventoryRead`], or a failed
+    /// [`Flow::InventoryQuery`].
+    pub fn query_inventory(
+        &mut self,
+        now: Instant,
+        pn_id: Option<PnId>,
+    ) -> Result<(), ProtoError> {
+        let local = pn_id.and_then(|p| self.pns.get(&p)).map(|p| p.state.inventory.gateway.clone());
+        match local {
+            Some(gw) if self.gateway.as_ref() == Some(&gw) && self.gateway_proven(&gw) => {
+                let msg = self.send_request_to(Address::Entity(gw), InventoryQuery { pn_id });
+                self.inventory_queries
+                    .insert(msg, now + self.cfg.timeouts.flow);
+                Ok(())
+            }
+            _ => {
+                let payload = minicbor::to_vec(InventoryQuery { pn_id }).unwrap_or_default();
+                self.call(now, INVENTORY_SERVICE, payload, Flow::InventoryQuery)
+                    .map(drop)
+            }
+        }
+    }
+
+    /// The PN GW's answer to a local inventory query.
+    pub(super) fn on_inventory_answer(&mut self, env: &Envelope, m: InventoryAnswer) {
+        let Some(reply_to) = env.in_reply_to else {
+            return;
+        };
+        let from_gw = match (&env.from, &self.gateway) {
+            (Address::Entity(from), Some(gw)) => from == gw && self.gateway_proven(gw),
+            _ => false,
+        };
+        if !from_gw || self.inventory_queries.remove(&reply_to).is_none() {
+            return;
+        }
+        self.event(PneEvent::InventoryRead { pns: m.pns });
+    }
+
+    /// The PN GW refused a local inventory query: true if `reply_to` was one.
+    pub(super) fn inventory_query_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
+        if self.inventory_queries.remove(&reply_to).is_none() {
+            return false;
+        }
+        self.event(PneEvent::FlowFailed {
+            flow: Flow::InventoryQuery,
+            reason: Failure::Refused(e.clone()),
+        });
+        true
     }
 
     /// The server's answer: opened under SK_PNE, for the request it names.
@@ -116,35 +211,41 @@ impl PneSession {
         if !ours {
             return;
         }
-        self.secure_calls.remove(&m.request_id);
-        let Some(session) = &self.session else {
+        let Some(call) = self.secure_calls.remove(&m.request_id) else {
             return;
         };
         let binding = SecureBinding {
-            pn_id: session.pn_id.as_bytes(),
+            pn_id: call.pn_id.as_bytes(),
             pne_id: self.cfg.id.as_str(),
             request_id: m.request_id.0,
         };
-        let opened = open_secure_message(
-            &session.session_key,
-            E2eDirection::ServerToPne,
-            &binding,
-            &m.sealed,
-        );
+        let opened = open_secure_message(&call.key, E2eDirection::ServerToPne, &binding, &m.sealed);
         let answer = opened
             .ok()
             .and_then(|plain| minicbor::decode::<SecureCall>(&plain).ok());
-        match answer {
-            Some(call) => self.event(PneEvent::SecureAnswer {
+        let event = match (answer, call.flow) {
+            (Some(a), Flow::InventoryQuery) => {
+                match minicbor::decode::<InventoryAnswer>(&a.payload) {
+                    Ok(read) if a.service == INVENTORY_SERVICE => {
+                        PneEvent::InventoryRead { pns: read.pns }
+                    }
+                    _ => PneEvent::FlowFailed {
+                        flow: Flow::InventoryQuery,
+                        reason: Failure::AnswerDidNotOpen,
+                    },
+                }
+            }
+            (Some(a), _) => PneEvent::SecureAnswer {
                 request_id: m.request_id,
-                service: call.service,
-                payload: call.payload,
-            }),
-            None => self.event(PneEvent::FlowFailed {
-                flow: Flow::SecureCall,
+                service: a.service,
+                payload: a.payload,
+            },
+            (None, flow) => PneEvent::FlowFailed {
+                flow,
                 reason: Failure::AnswerDidNotOpen,
-            }),
-        }
+            },
+        };
+        self.event(event);
     }
 
     /// An error answering a secure call ends it; true if it was one.
@@ -157,20 +258,26 @@ impl PneSession {
         else {
             return false;
         };
-        self.secure_calls.remove(&id);
+        let Some(call) = self.secure_calls.remove(&id) else {
+            return false;
+        };
         self.event(PneEvent::FlowFailed {
-            flow: Flow::SecureCall,
+            flow: call.flow,
             reason: Failure::Refused(e.clone()),
         });
         true
     }
 
     pub(super) fn secure_timeouts(&mut self, now: Instant) {
-        let before = self.secure_calls.len();
-        self.secure_calls.retain(|_, c| c.deadline > now);
-        for _ in self.secure_calls.len()..before {
+        let late = crate::util::take_expired(&mut self.secure_calls, now, |c| c.deadline);
+        let queries = crate::util::take_expired(&mut self.inventory_queries, now, |d| *d);
+        let flows = late
+            .into_iter()
+            .map(|(_, c)| c.flow)
+            .chain(queries.into_iter().map(|_| Flow::InventoryQuery));
+        for flow in flows {
             self.event(PneEvent::FlowFailed {
-                flow: Flow::SecureCall,
+                flow,
                 reason: Failure::TimedOut,
             });
         }

@@ -119,6 +119,7 @@ impl ServerSession {
             session: None,
             member_keys: false,
             group_key: false,
+            owner_pns: None,
         };
         self.load(
             Parked::PnRegistrationLoad {

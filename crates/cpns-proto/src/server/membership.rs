@@ -71,6 +71,7 @@ impl ServerSession {
             session: Some((req.pn_id, pne.clone())),
             member_keys: false,
             group_key: true,
+            owner_pns: None,
         };
         let req_msg = env.msg_id;
         self.load(Parked::GroupKeyLoad { req_msg, pne, req }, request);
@@ -155,6 +156,7 @@ impl ServerSession {
             session: None,
             member_keys,
             group_key: false,
+            owner_pns: None,
         })
     }
 

@@ -95,6 +95,8 @@ pub struct KnownEntity {
 pub struct KnownPn {
     /// The PN GW serving it.
     pub gateway: EntityId,
+    /// The user owning that PN GW, hence the PN.
+    pub owner: UserId,
     /// Its inventory (members with capabilities).
     pub inventory: PnInventory,
     /// Its current group key epoch; 0 before it has a group key.
@@ -117,6 +119,8 @@ pub struct LoadRequest {
     pub member_keys: bool,
     /// The PN's current group key, opened (to seal it again for a member that asks).
     pub group_key: bool,
+    /// Every PN of the user owning this entity (004 §5.5.10: a PNE reads its user's PNs).
+    pub owner_pns: Option<EntityId>,
 }
 
 /// The driver's answer to a [`LoadRequest`].
@@ -135,6 +139,9 @@ pub struct Loaded {
     pub member_keys: Vec<(EntityId, SessionKey)>,
     /// With [`LoadRequest::group_key`]: the PN's current epoch and group key, if it has one.
     pub group: Option<(u64, cpns_crypto::GroupKey)>,
+    /// With [`LoadRequest::owner_pns`]: that user's PNs, in creation order (none for an
+    /// entity not enrolled).
+    pub owner_pns: Vec<KnownPn>,
 }
 
 impl Loaded {
@@ -393,6 +400,7 @@ enum Parked {
     DropPending(PnId),
     Remembered,
     SecureLoad(secure::SecureLoad),
+    InventoryLoad(secure::InventoryLoad),
     PnRegistrationLoad {
         req_msg: u64,
         req: cpns_wire::PnRegistrationRequest,
@@ -533,6 +541,7 @@ impl ServerSession {
                         | Parked::GroupKeyLoad { .. }
                         | Parked::RemovalPersist(_)
                         | Parked::SecureLoad(_)
+                        | Parked::InventoryLoad(_)
                 )
             })
             .count();
@@ -619,6 +628,7 @@ impl ServerSession {
             }
             Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
             Parked::SecureLoad(p) => self.secure_loaded(p, loaded),
+            Parked::InventoryLoad(p) => self.inventory_loaded(p, loaded),
             Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
             Parked::ReleaseLoad { req_msg, req } => self.pn_release_loaded(req_msg, req, loaded),
             Parked::LeaveLoad { req_msg, req } => self.pne_leave_loaded(req_msg, req, loaded),

@@ -133,6 +133,7 @@ impl ServerSession {
             // A joining PNE moves the PN to its next group key epoch, sealed to every member.
             member_keys: true,
             group_key: false,
+            owner_pns: None,
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -458,6 +459,7 @@ impl ServerSession {
             // Removing members moves the PN to a new group key epoch, sealed to the others.
             member_keys: !req.remove.is_empty(),
             group_key: false,
+            owner_pns: None,
         };
         self.load(
             Parked::UpdateLoad {

@@ -3,9 +3,12 @@
 //! registration, the service is called, and its answer is sealed back (docs/security.md §4.8).
 //! A request that does not open is answered `unauthenticated` without saying more.
 
-use cpns_crypto::{E2eDirection, SecureBinding, open_secure_message, seal_secure_message};
+use cpns_crypto::{
+    E2eDirection, SecureBinding, SessionKey, open_secure_message, seal_secure_message,
+};
 use cpns_wire::{
-    Address, ECHO_SERVICE, EntityId, Envelope, ErrorCode, SecureCall, SecureRequest, SecureResponse,
+    Address, ECHO_SERVICE, EntityId, Envelope, ErrorBody, ErrorCode, INVENTORY_SERVICE,
+    InventoryAnswer, InventoryQuery, PnId, RequestId, SecureCall, SecureRequest, SecureResponse,
 };
 
 use super::connect::Gw;
@@ -39,6 +42,7 @@ impl ServerSession {
             session: Some((req.pn_id, pne.clone())),
             member_keys: false,
             group_key: false,
+            owner_pns: None,
         };
         let load = SecureLoad {
             req_msg: env.msg_id,
@@ -84,28 +88,121 @@ impl ServerSession {
                 "the request did not open under the secure session",
             );
         };
-        let answer = match call.service.as_str() {
-            ECHO_SERVICE => SecureCall {
-                service: call.service,
-                payload: call.payload,
-            },
-            _ => return refuse(self, ErrorCode::NotFound, "no such service"),
+        let call_of = Call {
+            req_msg: p.req_msg,
+            pne: p.pne,
+            pn_id: p.req.pn_id,
+            request_id: p.req.request_id,
+            sk,
+        };
+        match call.service.as_str() {
+            ECHO_SERVICE => self.answer_call(&call_of, call),
+            INVENTORY_SERVICE => self.inventory_call(call_of, &call.payload),
+            _ => refuse(self, ErrorCode::NotFound, "no such service"),
+        }
+    }
+
+    /// Seals `answer` for the call's PNE and sends it.
+    fn answer_call(&mut self, c: &Call, answer: SecureCall) {
+        let to = Address::Entity(c.pne.clone());
+        let binding = SecureBinding {
+            pn_id: c.pn_id.as_bytes(),
+            pne_id: c.pne.as_str(),
+            request_id: c.request_id.0,
         };
         let plain = minicbor::to_vec(&answer).unwrap_or_default();
-        let sealed = match seal_secure_message(
+        let sealed = seal_secure_message(
             self.rng.get(),
-            &sk,
+            &c.sk,
             E2eDirection::ServerToPne,
             &binding,
             &plain,
-        ) {
-            Ok(s) => s,
-            Err(_) => return refuse(self, ErrorCode::Internal, "the answer could not be sealed"),
-        };
-        let resp = SecureResponse {
-            request_id: p.req.request_id,
-            sealed,
-        };
-        self.respond(p.req_msg, to, resp);
+        );
+        match sealed {
+            Ok(sealed) => {
+                let resp = SecureResponse {
+                    request_id: c.request_id,
+                    sealed,
+                };
+                self.respond(c.req_msg, to, resp);
+            }
+            Err(_) => {
+                let e = ErrorBody::new(ErrorCode::Internal, "the answer could not be sealed");
+                self.respond(c.req_msg, to, e);
+            }
+        }
     }
+
+    /// 004 §5.5.10: a PNE reads a PN, or every PN of its user, end to end. Load the asker (for
+    /// its user) and the PN or that user's PNs.
+    fn inventory_call(&mut self, c: Call, payload: &[u8]) {
+        let Ok(query) = minicbor::decode::<InventoryQuery>(payload) else {
+            let e = ErrorBody::new(ErrorCode::BadRequest, "the inventory query did not decode");
+            self.respond(c.req_msg, Address::Entity(c.pne.clone()), e);
+            return;
+        };
+        let request = LoadRequest {
+            entities: vec![c.pne.clone()],
+            pn: query.pn_id,
+            replay: None,
+            session: None,
+            member_keys: false,
+            group_key: false,
+            owner_pns: query.pn_id.is_none().then(|| c.pne.clone()),
+        };
+        self.load(Parked::InventoryLoad(InventoryLoad { call: c, query }), request);
+    }
+
+    /// Answers the query with what the asker may read: a PN it is a member of or its own
+    /// user's (else `forbidden`), or every PN of its user.
+    pub(super) fn inventory_loaded(&mut self, p: InventoryLoad, mut loaded: Loaded) {
+        let InventoryLoad { call, query } = p;
+        let refuse = |s: &mut Self, code, reason: String| {
+            let to = Address::Entity(call.pne.clone());
+            s.respond(call.req_msg, to, ErrorBody::new(code, reason));
+        };
+        let Some(asker) = loaded.take_entity(&call.pne) else {
+            return refuse(self, ErrorCode::Forbidden, "the asker is not enrolled".into());
+        };
+        let pns = match query.pn_id {
+            None => loaded.owner_pns.into_iter().map(|p| p.inventory).collect(),
+            Some(pn_id) => match loaded.pn.take() {
+                None => return refuse(self, ErrorCode::NotFound, format!("no PN {pn_id}")),
+                Some(pn) => {
+                    let member = pn.inventory.members.iter().any(|m| m.pne_id == call.pne);
+                    if !member && pn.owner != asker.owner {
+                        return refuse(
+                            self,
+                            ErrorCode::Forbidden,
+                            "only a member of a PN, or an entity of its owner, may read it".into(),
+                        );
+                    }
+                    vec![pn.inventory]
+                }
+            },
+        };
+        let payload = minicbor::to_vec(InventoryAnswer { pns }).unwrap_or_default();
+        let answer = SecureCall {
+            service: INVENTORY_SERVICE.into(),
+            payload,
+        };
+        self.answer_call(&call, answer);
+    }
+}
+
+/// An opened secure call: whom to answer, and the key and binding to seal the answer with.
+#[derive(Debug)]
+pub(super) struct Call {
+    req_msg: u64,
+    pne: EntityId,
+    pn_id: PnId,
+    request_id: RequestId,
+    sk: SessionKey,
+}
+
+/// An inventory query waiting for the PNs it may read.
+#[derive(Debug)]
+pub(super) struct InventoryLoad {
+    call: Call,
+    query: InventoryQuery,
 }

@@ -106,11 +106,23 @@ fn a_restored_session_works_after_a_restart() {
     assert_eq!(answers(&h, 0), [b"again".to_vec()]);
 }
 
+/// A PNE neither registered nor a member of a PN of the PN GW on its link has no SK_PNE to
+/// call with; a member without registration calls with the SK_PNE of its establishment, which
+/// the server keeps as its member's key.
 #[test]
-fn without_registration_there_is_no_session() {
+fn without_registration_or_membership_there_is_no_session() {
     let (mut h, _pn) = registered();
     let now = h.now();
-    assert!(h.pnes[1].secure_call(now, ECHO_SERVICE, vec![1]).is_err());
+    assert!(h.pnes[1].secure_call(now, ECHO_SERVICE, vec![1]).is_ok());
+    h.pump();
+    assert_eq!(answers(&h, 1), [vec![1]]);
+    let mut fresh = Harness::ready(&[PneSpec::cpns()]);
+    let now = fresh.now();
+    assert!(
+        fresh.pnes[0]
+            .secure_call(now, ECHO_SERVICE, vec![1])
+            .is_err()
+    );
 }
 
 #[test]

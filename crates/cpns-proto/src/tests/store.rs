@@ -52,6 +52,14 @@ impl Store {
         self.epochs.remove(&pn);
     }
 
+    /// The user owning the PN GW `gw` (a PN GW these tests never enrolled: another user).
+    fn owner_of(&self, gw: &EntityId) -> cpns_wire::UserId {
+        match self.entities.get(gw) {
+            Some(e) => e.owner.clone(),
+            None => cpns_wire::UserId::new("someone-else").unwrap(),
+        }
+    }
+
     pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
         self.loads.set(self.loads.get() + 1);
         Loaded {
@@ -69,12 +77,34 @@ impl Store {
                 .filter_map(|e| self.entities.get(e).cloned())
                 .collect(),
             pn: req.pn.and_then(|p| {
+                let gateway = self.pn_gateway.get(&p)?;
                 Some(KnownPn {
-                    gateway: self.pn_gateway.get(&p)?.clone(),
+                    gateway: gateway.clone(),
+                    owner: self.owner_of(gateway),
                     inventory: self.pns.get(&p)?.clone(),
                     epoch: self.epochs.get(&p).map_or(0, |(e, _)| *e),
                 })
             }),
+            owner_pns: req
+                .owner_pns
+                .as_ref()
+                .and_then(|e| self.entities.get(e))
+                .map(|e| {
+                    let mine = self
+                        .pn_gateway
+                        .iter()
+                        .filter(|(_, gw)| self.entities.get(*gw).is_some_and(|g| g.owner == e.owner));
+                    mine.filter_map(|(p, gw)| {
+                        Some(KnownPn {
+                            gateway: gw.clone(),
+                            owner: e.owner.clone(),
+                            inventory: self.pns.get(p)?.clone(),
+                            epoch: self.epochs.get(p).map_or(0, |(e, _)| *e),
+                        })
+                    })
+                    .collect()
+                })
+                .unwrap_or_default(),
             group: req
                 .pn
                 .filter(|_| req.group_key)

@@ -51,6 +51,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "group epochs",
         sql: include_str!("../../migrations/sqlite/0006_group_epochs.sql"),
     },
+    Migration {
+        version: 7,
+        name: "pns by owner",
+        sql: include_str!("../../migrations/sqlite/0007_pns_by_owner.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

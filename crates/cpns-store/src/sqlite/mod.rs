@@ -333,6 +333,10 @@ impl Store for SqliteStore {
         self.inner.readers.snapshot(|c| pn::pns_of_gateway(c, gw))
     }
 
+    async fn pns_of_owner(&self, owner: &UserId) -> Result<Vec<PnRecord>> {
+        self.inner.readers.snapshot(|c| pn::pns_of_owner(c, owner))
+    }
+
     async fn all_pns(&self) -> Result<Vec<PnRecord>> {
         self.inner.readers.snapshot(pn::all_pns)
     }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use cpns_wire::{CpnsId, EntityId, PnId};
+use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 use rusqlite::{Connection, Row, params};
 
 use super::{codec, entity};
@@ -374,6 +374,26 @@ pub(super) fn pns_of_gateway(conn: &Connection, gw: &EntityId) -> Result<Vec<PnR
          JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.gateway = ? \
          ORDER BY m.pn_seq, m.position",
         [gw.as_str()],
+        decode_member,
+    )?;
+    Ok(join(pns, members))
+}
+
+/// The PNs of `owner`, in creation order; run inside a read transaction.
+pub(super) fn pns_of_owner(conn: &Connection, owner: &UserId) -> Result<Vec<PnRecord>> {
+    let pns = codec::all(
+        conn,
+        &format!("SELECT {PN_COLUMNS} FROM pns WHERE owner = ? ORDER BY seq"),
+        [owner.as_str()],
+        decode_pn,
+    )?;
+    let members = codec::members_by_pn(
+        conn,
+        "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
+         m.sealed_session_key, m.joined_at, m.contents FROM pns AS p \
+         JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.owner = ? \
+         ORDER BY m.pn_seq, m.position",
+        [owner.as_str()],
         decode_member,
     )?;
     Ok(join(pns, members))

@@ -533,6 +533,22 @@ pub async fn pns_of_gateway<S: Store>(s: &S) {
     assert_eq!(s.pns_of_gateway(&eid("gw-9")).await.unwrap(), vec![]);
 }
 
+/// `pns_of_owner` lists a user's PNs, with members, in creation order, and no one else's.
+pub async fn pns_of_owner<S: Store>(s: &S) {
+    let a = pn(3, "gw-1", &["pne-1", "pne-2"]);
+    let b = PnRecord {
+        owner: uid("bob"),
+        ..pn(2, "gw-2", &["pne-5"])
+    };
+    let c = pn(1, "gw-3", &["pne-1"]);
+    for p in [&a, &b, &c] {
+        s.register_pn(p).await.unwrap();
+    }
+    assert_eq!(s.pns_of_owner(&uid("alice")).await.unwrap(), vec![a, c]);
+    assert_eq!(s.pns_of_owner(&uid("bob")).await.unwrap(), vec![b]);
+    assert_eq!(s.pns_of_owner(&uid("carol")).await.unwrap(), vec![]);
+}
+
 /// `all_pns` lists every PN in creation order; a retried registration keeps its place.
 pub async fn all_pns_in_creation_order<S: Store>(s: &S) {
     assert_eq!(s.all_pns().await.unwrap(), vec![]);

@@ -174,3 +174,28 @@ pub struct MembershipConfirmed {
     #[n(1)]
     pub epoch: u64,
 }
+
+/// PN Inventory request (004 §5.5.10): a PNE asks for the inventory of its own PN (to its PN
+/// GW, which answers from its local inventory) or of a remote PN of its user (to the server,
+/// as the payload of the secure call [`INVENTORY_SERVICE`], sealed end to end).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct InventoryQuery {
+    /// The PN; absent: every PN the asker may read (to its PN GW: those it is a member of;
+    /// to the server: its user's).
+    #[n(0)]
+    pub pn_id: Option<PnId>,
+}
+
+/// The answer to an [`InventoryQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct InventoryAnswer {
+    /// The PNs, in creation order.
+    #[n(0)]
+    pub pns: Vec<PnInventory>,
+}
+
+/// The server's secure service answering an [`InventoryQuery`] (004 §5.5.10): the payload is
+/// the CBOR query, the answer's payload the CBOR [`InventoryAnswer`].
+pub const INVENTORY_SERVICE: &str = "cpns.pn-inventory";

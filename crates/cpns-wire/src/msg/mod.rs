@@ -238,4 +238,7 @@ bodies! {
     // Connection set-up in a PN, 002 §B.1.1.3 steps 25-26.
     82 => MembershipConfirm,
     83 => MembershipConfirmed,
+    // PN inventory queries, 004 §5.5.10.
+    84 => InventoryQuery,
+    85 => InventoryAnswer,
 }

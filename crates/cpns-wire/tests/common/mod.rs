@@ -577,6 +577,18 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "inventory query",
+            InventoryQuery { pn_id: Some(pn(7)) }.into(),
+        ),
+        ("inventory query for all", InventoryQuery { pn_id: None }.into()),
+        (
+            "inventory answer",
+            InventoryAnswer {
+                pns: vec![inventory_full()],
+            }
+            .into(),
+        ),
+        (
             "pne leave request",
             PneLeaveRequest {
                 request_id: RequestId(13),

@@ -77,6 +77,7 @@ impl MemoryStore {
             ServerEffect::RegisterPn {
                 pn_id,
                 gateway,
+                owner,
                 members,
                 ..
             } => {
@@ -97,6 +98,7 @@ impl MemoryStore {
                     pn_id,
                     KnownPn {
                         gateway,
+                        owner,
                         inventory,
                         epoch: 0,
                     },
