@@ -121,7 +121,11 @@ enum Command {
     Leave(PnId, Reply),
     Join(PnId, Reply),
     Invite(PnId, EntityId, oneshot::Sender<Result<bool, ErrorBody>>),
+    Query(Option<PnId>, QueryReply),
 }
+
+/// Where the answer to an inventory query goes.
+type QueryReply = oneshot::Sender<Result<Vec<PnInventory>, ErrorBody>>;
 
 /// Acts on a PNE that [`serve`] runs.
 #[derive(Clone, Debug)]
@@ -164,6 +168,19 @@ impl PneHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Command::Invite(pn_id, invitee, tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PNE"))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PNE"))?
+            .map_err(NodeError::Rejected)
+    }
+
+    /// 004 §5.5.10: reads a PN's inventory (its own from its PN GW, another of its user's from
+    /// the server, end to end), or with `None` every PN of its user.
+    pub async fn query(&self, pn_id: Option<PnId>) -> Result<Vec<PnInventory>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Query(pn_id, tx))
             .await
             .map_err(|_| NodeError::Stopped("PNE"))?;
         rx.await
@@ -289,6 +306,9 @@ async fn offline<S: Store>(store: &S, c: Command) {
             let _ = reply.send(Err(no_link()));
         }
         Command::Invite(_, _, reply) => {
+            let _ = reply.send(Err(no_link()));
+        }
+        Command::Query(_, reply) => {
             let _ = reply.send(Err(no_link()));
         }
     }
@@ -506,6 +526,8 @@ impl<S: Store> Link<S> {
         let mut asking: Option<Asking> = None;
         // The one invitation this PNE asked for, waiting for its answer.
         let mut inviting: Option<(PnId, oneshot::Sender<Result<bool, ErrorBody>>)> = None;
+        // The one inventory query this PNE asked for.
+        let mut querying: Option<QueryReply> = None;
         loop {
             for e in self.drain().await? {
                 if let PneEvent::Discovered { .. } = e {
@@ -546,6 +568,22 @@ impl<S: Store> Link<S> {
                     && let Some((_, _, reply)) = asking.take()
                 {
                     let _ = reply.send(Err(reason.to_error()));
+                }
+                match &e {
+                    PneEvent::InventoryRead { pns } => {
+                        if let Some(reply) = querying.take() {
+                            let _ = reply.send(Ok(pns.clone()));
+                        }
+                    }
+                    PneEvent::FlowFailed {
+                        flow: Flow::InventoryQuery,
+                        reason,
+                    } => {
+                        if let Some(reply) = querying.take() {
+                            let _ = reply.send(Err(reason.to_error()));
+                        }
+                    }
+                    _ => {}
                 }
                 match &e {
                     PneEvent::InviteAnswered { pn_id, accepted }
@@ -608,6 +646,21 @@ impl<S: Store> Link<S> {
                     }
                     Some(Command::Join(pn, reply)) => {
                         self.ask(&mut asking, pn, Flow::PneRegistration, reply);
+                    }
+                    Some(Command::Query(pn, reply)) => {
+                        let started = if querying.is_some() {
+                            Err(ErrorBody::new(ErrorCode::Conflict, "an inventory query of this PNE waits for its answer"))
+                        } else {
+                            self.session
+                                .query_inventory(Instant::now(), pn)
+                                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
+                        };
+                        match started {
+                            Ok(()) => querying = Some(reply),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
                     }
                     Some(Command::Invite(pn, invitee, reply)) => {
                         let started = if inviting.is_some() {

@@ -138,8 +138,7 @@ pub trait Store: Send + Sync + 'static {
     fn pns_of_gateway(&self, gw: &EntityId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 
     /// All PNs of a user (served by its PN GWs), in creation order.
-    fn pns_of_owner(&self, owner: &UserId)
-    -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
+    fn pns_of_owner(&self, owner: &UserId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 
     /// All PNs, in creation order.
     fn all_pns(&self) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;

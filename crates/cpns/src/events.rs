@@ -325,6 +325,10 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .inventory(inventory)
             .field("epoch", "epoch", Value::Number(*epoch))
             .field("has_key", "has_key", Value::Bool(*has_key)),
+        PneEvent::InventoryRead { pns } => {
+            let ids = pns.iter().map(|p| p.pn_id.to_string()).collect();
+            Described::new("inventory_read").field("pns", "pns", Value::List(ids))
+        }
         PneEvent::MembershipConfirmed { pn_id, epoch } => Described::new("membership_confirmed")
             .pn("pn_id", *pn_id)
             .field("epoch", "epoch", Value::Number(*epoch)),

@@ -370,6 +370,12 @@ fn pne_events() {
             json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"], "epoch": 2, "has_key": true}),
         ),
         (
+            PneEvent::InventoryRead { pns: vec![] },
+            "14:02:11 inventory read  pns=none",
+            "inventory_read",
+            json!({"pns": []}),
+        ),
+        (
             PneEvent::MembershipConfirmed {
                 pn_id: pn(),
                 epoch: 4,

@@ -70,6 +70,12 @@ pub(crate) enum PnVerb {
         /// The PN's id.
         pn: PnId,
     },
+    /// On a PNE: read a PN's inventory (004 §5.5.10): one it is a member of from its PN GW,
+    /// another of its user's from the server, end to end; with no PN, every PN of its user.
+    Query {
+        /// The PN's id; none: every PN of the PNE's user.
+        pn: Option<PnId>,
+    },
 }
 
 /// `cpns pn ...`.
@@ -91,6 +97,8 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
             json!({ "verb": "invite", "pn_id": pn.to_string(), "pne": pne.as_str() })
         }
         PnVerb::Members { pn } => json!({ "verb": "members", "pn_id": pn.to_string() }),
+        PnVerb::Query { pn: Some(pn) } => json!({ "verb": "query", "pn_id": pn.to_string() }),
+        PnVerb::Query { pn: None } => json!({ "verb": "query" }),
     };
     let answer = control::request(&path, &request).await?;
     if a.json {
@@ -102,7 +110,7 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
     }
     if !a.json {
         match a.verb {
-            PnVerb::Show | PnVerb::Members { .. } => print_pns(&answer),
+            PnVerb::Show | PnVerb::Members { .. } | PnVerb::Query { .. } => print_pns(&answer),
             PnVerb::Release { pn } => print_released(pn, &answer),
             PnVerb::Expel { pn, pne } => print_expelled(pn, &pne, &answer),
             PnVerb::Leave { pn } => println!("left PN {pn}"),
@@ -245,7 +253,7 @@ fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
 }
 
 const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release";
-const PNE_VERBS: &str = "known: show, members, invite, join, leave, release";
+const PNE_VERBS: &str = "known: show, members, query, invite, join, leave, release";
 
 /// `show` (every PN) or `members` (the one PN the request names) from an entity's inventory.
 fn inventory_answer(
@@ -337,6 +345,19 @@ pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
     match request["verb"].as_str() {
         Some(verb @ ("show" | "members")) => {
             inventory_answer(verb, &request, handle.inventory().await)
+        }
+        Some("query") => {
+            let pn = match request.get("pn_id") {
+                None | Some(Value::Null) => None,
+                Some(_) => match pn_of(&request) {
+                    Ok(pn) => Some(pn),
+                    Err(answer) => return answer,
+                },
+            };
+            match handle.query(pn).await {
+                Ok(pns) => pns_json(&pns),
+                Err(e) => control::error(e),
+            }
         }
         Some(verb @ ("release" | "leave" | "join")) => match pn_of(&request) {
             Ok(pn) => {

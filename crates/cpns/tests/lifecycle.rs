@@ -794,3 +794,79 @@ async fn a_member_away_during_a_change_pulls_the_new_key_when_it_is_back() {
     );
     w.stores(&["phone", "watch", "tablet", "tv"]).await.agree();
 }
+
+/// 004 §5.5.10: a member reads its own PN from its PN GW, another PN of its user from the
+/// server, and every PN of its user; a PNE of another user that belongs to no PN reads nothing.
+/// No store changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pne_reads_its_own_pn_and_its_users_other_pns() {
+    let mut w = World::start(&["phone", "watch", "tv"]);
+    let bob = w.path("bobs-tv.cred.json");
+    cpns(&[
+        "enroll",
+        "--data-dir",
+        s(&w.path("server")),
+        "--user",
+        "bob",
+        "--kind",
+        "pne",
+        "--id",
+        "bobs-tv",
+        "--out",
+        s(&bob),
+    ]);
+    let (mut pnes, a) = w.established("phone", &["watch"], "tv");
+    // The tv, which declined, sets up a PN of its own: B.
+    let at = pnes.iter().position(|(id, _)| *id == "tv").unwrap();
+    drop(pnes.remove(at));
+    let mut tv = w.pne("tv", &["--setup", "1-1"]);
+    let joined = tv.expect_event("pn_joined");
+    let b: PnId = joined["pn_id"].as_str().unwrap().parse().unwrap();
+    let all = ["phone", "watch", "tv"];
+    let before = w.stores(&all).await;
+    before.agree();
+
+    let watch = w.path("watch.db");
+    let own = pn_json(&watch, &["query", &a.to_string()]);
+    assert_eq!(own["pns"].as_array().unwrap().len(), 1, "{own}");
+    assert_eq!(names(&own["pns"][0]["members"]), ["phone", "watch"]);
+    let remote = pn_json(&watch, &["query", &b.to_string()]);
+    assert_eq!(remote["pns"][0]["pn_id"], b.to_string(), "{remote}");
+    assert_eq!(names(&remote["pns"][0]["members"]), ["tv"]);
+    let every = pn_json(&watch, &["query"]);
+    let ids: BTreeSet<String> = every["pns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pn_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, BTreeSet::from([a.to_string(), b.to_string()]));
+    let text = cpns(&["pn", "query", &b.to_string(), "--store", s(&watch)]);
+    assert_eq!(text, format!("PN {b} at home-gw: tv\n"));
+
+    // Bob's PNE belongs to no PN and holds no session: it reads nothing.
+    let bob_store = w.path("bobs-tv.db");
+    let mut intruder = Proc::spawn(
+        "pne",
+        &[
+            "pne",
+            "--stay",
+            "--json",
+            "--gateway",
+            &w.pan,
+            "--credential",
+            s(&bob),
+            "--store",
+            s(&bob_store),
+        ],
+    );
+    intruder.expect_event("control_listening");
+    intruder.expect_event("discovered");
+    for args in [vec!["query", &a.to_string()[..]], vec!["query"]] {
+        let refused = pn_json(&bob_store, &args);
+        assert_eq!(refused["ok"], false, "{refused}");
+    }
+    let after = w.stores(&all).await;
+    assert_eq!(after.server, before.server);
+    assert_eq!(after.gw, before.gw);
+}

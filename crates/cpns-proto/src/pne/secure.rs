@@ -10,8 +10,8 @@ use cpns_crypto::{
     E2eDirection, SecureBinding, SessionKey, open_secure_message, seal_secure_message,
 };
 use cpns_wire::{
-    Address, CpnsId, Envelope, ErrorBody, INVENTORY_SERVICE, InventoryAnswer, InventoryQuery,
-    PnId, RequestId, SecureCall, SecureRequest, SecureResponse,
+    Address, CpnsId, Envelope, ErrorBody, INVENTORY_SERVICE, InventoryAnswer, InventoryQuery, PnId,
+    RequestId, SecureCall, SecureRequest, SecureResponse,
 };
 
 use super::{PneEvent, PneOutput, PneSession};
@@ -154,12 +154,10 @@ impl PneSession {
     /// itself; any other from the server, end to end over the secure session (a remote PN of
     /// the same user). The answer comes as [`PneEvent::InventoryRead`], or a failed
     /// [`Flow::InventoryQuery`].
-    pub fn query_inventory(
-        &mut self,
-        now: Instant,
-        pn_id: Option<PnId>,
-    ) -> Result<(), ProtoError> {
-        let local = pn_id.and_then(|p| self.pns.get(&p)).map(|p| p.state.inventory.gateway.clone());
+    pub fn query_inventory(&mut self, now: Instant, pn_id: Option<PnId>) -> Result<(), ProtoError> {
+        let local = pn_id
+            .and_then(|p| self.pns.get(&p))
+            .map(|p| p.state.inventory.gateway.clone());
         match local {
             Some(gw) if self.gateway.as_ref() == Some(&gw) && self.gateway_proven(&gw) => {
                 let msg = self.send_request_to(Address::Entity(gw), InventoryQuery { pn_id });

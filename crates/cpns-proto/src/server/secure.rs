@@ -150,7 +150,10 @@ impl ServerSession {
             group_key: false,
             owner_pns: query.pn_id.is_none().then(|| c.pne.clone()),
         };
-        self.load(Parked::InventoryLoad(InventoryLoad { call: c, query }), request);
+        self.load(
+            Parked::InventoryLoad(InventoryLoad { call: c, query }),
+            request,
+        );
     }
 
     /// Answers the query with what the asker may read: a PN it is a member of or its own
@@ -162,7 +165,11 @@ impl ServerSession {
             s.respond(call.req_msg, to, ErrorBody::new(code, reason));
         };
         let Some(asker) = loaded.take_entity(&call.pne) else {
-            return refuse(self, ErrorCode::Forbidden, "the asker is not enrolled".into());
+            return refuse(
+                self,
+                ErrorCode::Forbidden,
+                "the asker is not enrolled".into(),
+            );
         };
         let pns = match query.pn_id {
             None => loaded.owner_pns.into_iter().map(|p| p.inventory).collect(),

@@ -32,6 +32,7 @@ mod establish;
 mod failures;
 mod harness;
 mod identity;
+mod inventory;
 mod limits;
 mod membership_flow;
 mod membership_server;

@@ -90,10 +90,9 @@ impl Store {
                 .as_ref()
                 .and_then(|e| self.entities.get(e))
                 .map(|e| {
-                    let mine = self
-                        .pn_gateway
-                        .iter()
-                        .filter(|(_, gw)| self.entities.get(*gw).is_some_and(|g| g.owner == e.owner));
+                    let mine = self.pn_gateway.iter().filter(|(_, gw)| {
+                        self.entities.get(*gw).is_some_and(|g| g.owner == e.owner)
+                    });
                     mine.filter_map(|(p, gw)| {
                         Some(KnownPn {
                             gateway: gw.clone(),

@@ -580,7 +580,10 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "inventory query",
             InventoryQuery { pn_id: Some(pn(7)) }.into(),
         ),
-        ("inventory query for all", InventoryQuery { pn_id: None }.into()),
+        (
+            "inventory query for all",
+            InventoryQuery { pn_id: None }.into(),
+        ),
         (
             "inventory answer",
             InventoryAnswer {

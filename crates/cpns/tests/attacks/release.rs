@@ -1,12 +1,12 @@
-//! (f) Who may change or release a PN (000 §6.6.3.1.1 step 1, §6.6.5.1 step 1;
-//! docs/pn-lifecycle.md, "Inventory queries"): raw PAN links ask the PN GW to release a PN, and
-//! to take a member out of it, in the name of a member (unproven), of a non-member of the same
+//! (f) Who may read, change or release a PN (000 §6.6.3.1.1 step 1, §6.6.5.1 step 1, 004
+//! §5.5.10; docs/pn-lifecycle.md, "Inventory queries"): raw PAN links ask the PN GW for the PN's
+//! inventory, to release it, and to take a member out of it, in the name of a member (unproven), of a non-member of the same
 //! user and of another user's PNE. Each is refused `forbidden` (or `conflict` for the id of a
 //! connected member); the server's and the PN GW's SQLite inventories are unchanged cell for
 //! cell, and the members are told nothing. The PN GW's owner then releases the PN and every
 //! member is told.
 
-use cpns_wire::{ErrorCode, PnId, PnReleaseRequest, PneLeaveRequest, RequestId};
+use cpns_wire::{ErrorCode, InventoryQuery, PnId, PnReleaseRequest, PneLeaveRequest, RequestId};
 
 use crate::harness::{RawLink, World, discovery, dump, quoted_pn, wan_barrier};
 
@@ -67,12 +67,22 @@ async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
             Ok(Some(ErrorCode::Forbidden)),
             "{who}"
         );
+        // Nor may it read the PN (004 §5.5.10), named or among "every PN of mine".
+        for pn_id in [Some(pn), None] {
+            let msg = att.send(InventoryQuery { pn_id }).await;
+            assert_eq!(
+                att.answer(msg).await,
+                Ok(Some(ErrorCode::Forbidden)),
+                "{who}: inventory query {pn_id:?}"
+            );
+        }
     }
     // A link naming the phone, a member that is connected: refused too.
     let mut att = RawLink::connect(&pan, "phone", "home-gw").await;
     for msg in [
         att.send(release(pn)).await,
         att.send(leave(pn, "phone")).await,
+        att.send(InventoryQuery { pn_id: Some(pn) }).await,
     ] {
         let answer = att.answer(msg).await;
         assert!(

@@ -1,0 +1,213 @@
+//! Reading PN inventories (004 §5.5.10): a member reads its own PN from its PN GW; a PN of its
+//! user elsewhere, or every PN of its user, from the server over its secure session, end to
+//! end; anyone else is refused, and nothing changes.
+
+use std::time::Duration;
+
+use cpns_wire::{
+    Address, Body, Envelope, ErrorCode, InventoryQuery, PnId, PnInventory, SetupType, UserId,
+};
+
+use super::harness::{Action, FLOW, Harness, Party, plain, pne_id};
+use super::store::PneSpec;
+use crate::pne::PneEvent;
+use crate::{Failure, Flow};
+
+/// Three PNs at one PN GW, all of alice's: A = {PNE 0, PNE 1}, B = {PNE 2}, C = {PNE 3}, with
+/// every link sealed (each PNE proved itself setting its PN up).
+fn three_pns() -> (Harness, [PnId; 3]) {
+    let mut h = Harness::ready(&[PneSpec::cpns(); 4]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    h.setup(2, SetupType::OneToOne);
+    h.setup(3, SetupType::OneToOne);
+    let pn = |h: &Harness, i| h.joined(i).expect("established").pn_id;
+    let pns = [pn(&h, 0), pn(&h, 2), pn(&h, 3)];
+    for i in 0..4 {
+        assert!(h.pnes[i].link_sealed(), "PNE {i}");
+    }
+    (h, pns)
+}
+
+/// What PNE `i` read last.
+fn read(h: &Harness, i: usize) -> Option<Vec<PnInventory>> {
+    h.pne_events(i).into_iter().rev().find_map(|e| match e {
+        PneEvent::InventoryRead { pns } => Some(pns.clone()),
+        _ => None,
+    })
+}
+
+/// The failures of PNE `i`'s inventory queries.
+fn refused(h: &Harness, i: usize) -> Vec<Failure> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::FlowFailed {
+                flow: Flow::InventoryQuery,
+                reason,
+            } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(h: &Harness, from: Party, to: Party, message: &str) -> usize {
+    h.log
+        .iter()
+        .filter(|f| f.from == from && f.to == to && f.message == message)
+        .count()
+}
+
+fn query(h: &mut Harness, i: usize, pn: Option<PnId>) {
+    let now = h.now();
+    h.pnes[i].query_inventory(now, pn).unwrap();
+    h.pump();
+}
+
+/// A member reads its own PN from its PN GW's local inventory: no server round trip.
+#[test]
+fn a_member_reads_its_own_pn_from_its_pn_gw() {
+    let (mut h, [a, ..]) = three_pns();
+    let before = sent(&h, Party::Gw, Party::Server, "SecureRequest");
+    query(&mut h, 1, Some(a));
+    assert_eq!(read(&h, 1), Some(vec![h.store.pns[&a].clone()]));
+    assert_eq!(sent(&h, Party::Pne(1), Party::Gw, "InventoryQuery"), 1);
+    assert_eq!(sent(&h, Party::Gw, Party::Server, "SecureRequest"), before);
+    assert!(refused(&h, 1).is_empty());
+}
+
+/// A PN of the same user that the PNE is not in is read from the server, sealed end to end:
+/// the PN GW relays a box it cannot read (no member id of the PN in the clear).
+#[test]
+fn a_remote_pn_of_the_same_user_is_read_from_the_server_end_to_end() {
+    let (mut h, [a, b, _]) = three_pns();
+    query(&mut h, 0, Some(b));
+    assert_eq!(read(&h, 0), Some(vec![h.store.pns[&b].clone()]));
+    assert_eq!(sent(&h, Party::Pne(0), Party::Gw, "InventoryQuery"), 0);
+    let answer = h
+        .log
+        .iter()
+        .rev()
+        .find(|f| f.from == Party::Server && f.message == "SecureResponse")
+        .expect("answered over the secure session");
+    let member = pne_id(2);
+    let clear = answer
+        .body
+        .windows(member.as_str().len())
+        .any(|w| w == member.as_str().as_bytes());
+    assert!(!clear, "the PN GW could read the member list");
+    // Every PN of the user, when none is named: A, B and C.
+    query(&mut h, 0, None);
+    let mut all: Vec<PnId> = read(&h, 0).unwrap().iter().map(|p| p.pn_id).collect();
+    all.sort();
+    let mut want = vec![a, b, h.joined(3).unwrap().pn_id];
+    want.sort();
+    assert_eq!(all, want);
+}
+
+/// An entity of another user reads the PN it is a member of, and nothing else: another user's
+/// PN is `forbidden`, an unknown one `not_found`, and its "every PN of my user" is empty.
+#[test]
+fn another_users_entity_reads_only_what_it_belongs_to() {
+    let (mut h, [a, b, c]) = three_pns();
+    let mallory = UserId::new("mallory").unwrap();
+    h.store.entities.get_mut(&pne_id(3)).unwrap().owner = mallory;
+    query(&mut h, 3, Some(a));
+    query(&mut h, 3, Some(b));
+    query(&mut h, 3, Some(PnId::from_bytes([9; 16])));
+    let codes: Vec<ErrorCode> = refused(&h, 3)
+        .iter()
+        .filter_map(|f| match f {
+            Failure::Refused(e) => Some(e.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::Forbidden,
+            ErrorCode::Forbidden,
+            ErrorCode::NotFound
+        ]
+    );
+    assert_eq!(read(&h, 3), None);
+    // Its own PN, from its PN GW; and no PN of its own user anywhere.
+    query(&mut h, 3, Some(c));
+    assert_eq!(read(&h, 3), Some(vec![h.store.pns[&c].clone()]));
+    query(&mut h, 3, None);
+    assert_eq!(read(&h, 3), Some(vec![]));
+}
+
+/// The PN GW's answer to the raw query PNE `from` sends in `claims`'s name.
+fn raw_query(h: &mut Harness, from: usize, claims: usize, pn: Option<PnId>) -> Envelope {
+    let env = Envelope::request(
+        9_800 + h.log.len() as u64,
+        Address::Entity(pne_id(claims)),
+        Address::Entity(h.gw_cfg.id.clone()),
+        InventoryQuery { pn_id: pn },
+    );
+    h.pump();
+    h.deliver_direct(Party::Pne(from), Party::Gw, &plain(&env))
+        .unwrap();
+    h.pump();
+    h.delivered(Party::Gw, Party::Pne(from))
+        .into_iter()
+        .rev()
+        .find(|e| e.in_reply_to == Some(env.msg_id))
+        .expect("answered")
+}
+
+/// At the PN GW: a link that has not proved its PNE reads nothing, a proven one reads only
+/// the PNs it is a member of (`forbidden` for another, `not_found` for one not served here);
+/// no refusal changes any inventory.
+#[test]
+fn the_pn_gw_answers_only_members_on_proven_links() {
+    // Trusted links: each is its PNE once it spoke, and frames stay plain.
+    let mut h = Harness::ready(&[PneSpec::trusted(); 3]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    let a = h.joined(0).unwrap().pn_id;
+    let inventories = (h.store.pns.clone(), h.store.gw_local.clone());
+    let code = |e: &Envelope| e.error().map(|e| e.code);
+    let answer = raw_query(&mut h, 2, 2, Some(a));
+    assert_eq!(code(&answer), Some(ErrorCode::Forbidden));
+    let answer = raw_query(&mut h, 2, 2, Some(PnId::from_bytes([9; 16])));
+    assert_eq!(code(&answer), Some(ErrorCode::NotFound));
+    // Every PN here it is in: none.
+    let answer = raw_query(&mut h, 2, 2, None);
+    assert!(matches!(&answer.body, Body::InventoryAnswer(m) if m.pns.is_empty()));
+    // In a member's name, on its own link: refused before anything is read.
+    let answer = raw_query(&mut h, 2, 0, Some(a));
+    assert!(answer.error().is_some(), "{answer:?}");
+    // The member itself reads A, and with no PN named, A again.
+    let answer = raw_query(&mut h, 1, 1, None);
+    assert!(matches!(&answer.body, Body::InventoryAnswer(m) if m.pns == [h.store.pns[&a].clone()]));
+    assert_eq!(h.store.pns, inventories.0);
+    assert_eq!(h.store.gw_local, inventories.1);
+
+    // On an insecure PAN, a link that has not proved itself since a restart reads nothing.
+    let (mut h, [a, ..]) = three_pns();
+    h.restart_from_stores(&[PneSpec::cpns(); 4]);
+    h.discover_all();
+    let answer = raw_query(&mut h, 1, 1, Some(a));
+    assert_eq!(code(&answer), Some(ErrorCode::Forbidden));
+    let answer = raw_query(&mut h, 1, 1, None);
+    assert_eq!(code(&answer), Some(ErrorCode::Forbidden));
+}
+
+/// A PN GW that never answers: the query fails at its deadline.
+#[test]
+fn an_unanswered_query_times_out() {
+    let (mut h, [a, ..]) = three_pns();
+    h.set_hook(|f| {
+        if f.message == "InventoryAnswer" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    query(&mut h, 1, Some(a));
+    assert!(refused(&h, 1).is_empty());
+    h.advance(FLOW + Duration::from_secs(1));
+    h.pump();
+    assert_eq!(refused(&h, 1), [Failure::TimedOut]);
+    assert_eq!(read(&h, 1), None);
+}
