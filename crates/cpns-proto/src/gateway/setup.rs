@@ -15,10 +15,8 @@ impl Gateway {
     /// Notes `epoch` as `pn_id`'s current one, as the server's answers relayed or received by
     /// this PN GW name it; an older epoch (a late answer) changes nothing.
     pub(super) fn saw_epoch(&mut self, pn_id: &PnId, epoch: u64) {
-        if let Some(pn) = self.pns.get_mut(pn_id)
-            && pn.epoch.is_none_or(|e| e < epoch)
-        {
-            pn.epoch = Some(epoch);
+        if let Some(pn) = self.pns.get_mut(pn_id) {
+            pn.epoch = Some(pn.epoch.map_or(epoch, |e| e.max(epoch)));
         }
     }
 
