@@ -122,6 +122,7 @@ enum Command {
     Join(PnId, Reply),
     Invite(PnId, EntityId, oneshot::Sender<Result<bool, ErrorBody>>),
     Query(Option<PnId>, QueryReply),
+    Expel(PnId, EntityId, Reply),
 }
 
 /// Where the answer to an inventory query goes.
@@ -173,6 +174,13 @@ impl PneHandle {
         rx.await
             .map_err(|_| NodeError::Stopped("PNE"))?
             .map_err(NodeError::Rejected)
+    }
+
+    /// 004 §5.5.10: asks the PN GW to expel `pne` from a PN this PNE is a member of; `Ok` once
+    /// the server agreed and the PN GW removed it (the server lets only a member of the PN
+    /// GW's own user ask).
+    pub async fn expel(&self, pn_id: PnId, pne: EntityId) -> Result<PnId, NodeError> {
+        self.ask(|tx| Command::Expel(pn_id, pne, tx)).await
     }
 
     /// 004 §5.5.10: reads a PN's inventory (its own from its PN GW, another of its user's from
@@ -302,7 +310,10 @@ async fn offline<S: Store>(store: &S, c: Command) {
             let pns = store.local_pns().await.unwrap_or_default();
             let _ = reply.send(pns.iter().map(|p| local_pn_state(p).inventory).collect());
         }
-        Command::Release(_, reply) | Command::Leave(_, reply) | Command::Join(_, reply) => {
+        Command::Release(_, reply)
+        | Command::Leave(_, reply)
+        | Command::Join(_, reply)
+        | Command::Expel(_, _, reply) => {
             let _ = reply.send(Err(no_link()));
         }
         Command::Invite(_, _, reply) => {
@@ -549,7 +560,9 @@ impl<S: Store> Link<S> {
                 }
                 let done = match &e {
                     PneEvent::PnReleased { pn_id, by_me: true } => Some((*pn_id, Flow::PnRelease)),
-                    PneEvent::PnLeft(pn_id) => Some((*pn_id, Flow::MembershipChange)),
+                    PneEvent::PnLeft(pn_id) | PneEvent::MemberExpelled { pn_id, .. } => {
+                        Some((*pn_id, Flow::MembershipChange))
+                    }
                     PneEvent::PnJoined { inventory, .. } => {
                         Some((inventory.pn_id, Flow::PneRegistration))
                     }
@@ -639,13 +652,16 @@ impl<S: Store> Link<S> {
                         let _ = reply.send(pns);
                     }
                     Some(Command::Release(pn, reply)) => {
-                        self.ask(&mut asking, pn, Flow::PnRelease, reply);
+                        self.ask(&mut asking, (pn, Flow::PnRelease), reply, |s, now| s.release_pn(now, pn));
                     }
                     Some(Command::Leave(pn, reply)) => {
-                        self.ask(&mut asking, pn, Flow::MembershipChange, reply);
+                        self.ask(&mut asking, (pn, Flow::MembershipChange), reply, |s, now| s.leave_pn(now, pn));
                     }
                     Some(Command::Join(pn, reply)) => {
-                        self.ask(&mut asking, pn, Flow::PneRegistration, reply);
+                        self.ask(&mut asking, (pn, Flow::PneRegistration), reply, |s, now| s.join_pn(now, pn));
+                    }
+                    Some(Command::Expel(pn, pne, reply)) => {
+                        self.ask(&mut asking, (pn, Flow::MembershipChange), reply, |s, now| s.expel_pne(now, pn, pne));
                     }
                     Some(Command::Query(pn, reply)) => {
                         let started = if querying.is_some() {
@@ -687,20 +703,24 @@ impl<S: Store> Link<S> {
     }
 
     /// Starts the change of `pn` a command asked for, unless one is waiting already.
-    fn ask(&mut self, asking: &mut Option<Asking>, pn: PnId, flow: Flow, reply: Reply) {
+    fn ask(
+        &mut self,
+        asking: &mut Option<Asking>,
+        (pn, flow): (PnId, Flow),
+        reply: Reply,
+        start: impl FnOnce(
+            &mut PneSession,
+            Instant,
+        ) -> Result<cpns_wire::RequestId, cpns_proto::ProtoError>,
+    ) {
         let started = if asking.is_some() {
             Err(ErrorBody::new(
                 ErrorCode::Conflict,
                 "this PNE is waiting for its PN GW's answer to an earlier request",
             ))
         } else {
-            let now = Instant::now();
-            match flow {
-                Flow::PnRelease => self.session.release_pn(now, pn),
-                Flow::PneRegistration => self.session.join_pn(now, pn),
-                _ => self.session.leave_pn(now, pn),
-            }
-            .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
+            start(&mut self.session, Instant::now())
+                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
         };
         match started {
             Ok(_) => *asking = Some((pn, flow, reply)),

@@ -325,6 +325,9 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .inventory(inventory)
             .field("epoch", "epoch", Value::Number(*epoch))
             .field("has_key", "has_key", Value::Bool(*has_key)),
+        PneEvent::MemberExpelled { pn_id, pne } => Described::new("member_expelled")
+            .pn("pn_id", *pn_id)
+            .text("pne", pne),
         PneEvent::InventoryRead { pns } => {
             let ids = pns.iter().map(|p| p.pn_id.to_string()).collect();
             Described::new("inventory_read").field("pns", "pns", Value::List(ids))

@@ -370,6 +370,15 @@ fn pne_events() {
             json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"], "epoch": 2, "has_key": true}),
         ),
         (
+            PneEvent::MemberExpelled {
+                pn_id: pn(),
+                pne: id("tv"),
+            },
+            "14:02:11 member expelled  pn=3f2a…c1 pne=tv",
+            "member_expelled",
+            json!({"pn_id": PN_HEX, "pne": "tv"}),
+        ),
+        (
             PneEvent::InventoryRead { pns: vec![] },
             "14:02:11 inventory read  pns=none",
             "inventory_read",

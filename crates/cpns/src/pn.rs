@@ -37,8 +37,10 @@ pub(crate) enum PnVerb {
         /// The PN's id (32 hex digits, as `cpns pn show` prints it).
         pn: PnId,
     },
-    /// On a PN GW: expel a member from one of its PNs (000 §6.6.3.2). It is told first; the
-    /// PN moves to a new group key epoch that only the remaining members get.
+    /// Expel a member from a PN (000 §6.6.3.2): on a PN GW, from one of its PNs (the member is
+    /// told first); on a PNE of the PN GW's user, from a PN it is a member of (004 §5.5.10:
+    /// its PN GW expels once the server agreed). The PN moves to a new group key epoch that
+    /// only the remaining members get.
     Expel {
         /// The PN's id.
         pn: PnId,
@@ -124,8 +126,12 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `<PNE> expelled from PN <id>`, the new epoch and who was told.
+/// `<PNE> expelled from PN <id>`, and on a PN GW the new epoch and who was told.
 fn print_expelled(pn: PnId, pne: &EntityId, answer: &Value) {
+    if answer.get("expelled").is_some() {
+        // A PNE's answer: its PN GW did it; the epoch comes by PN Update Notification.
+        return println!("{pne} expelled from PN {pn}");
+    }
     let told: Vec<&str> = answer["notified"]
         .as_array()
         .map(Vec::as_slice)
@@ -253,7 +259,7 @@ fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
 }
 
 const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release";
-const PNE_VERBS: &str = "known: show, members, query, invite, join, leave, release";
+const PNE_VERBS: &str = "known: show, members, query, invite, expel, join, leave, release";
 
 /// `show` (every PN) or `members` (the one PN the request names) from an entity's inventory.
 fn inventory_answer(
@@ -346,6 +352,13 @@ pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
         Some(verb @ ("show" | "members")) => {
             inventory_answer(verb, &request, handle.inventory().await)
         }
+        Some("expel") => match (pn_of(&request), pne_of(&request)) {
+            (Ok(pn), Ok(pne)) => match handle.expel(pn, pne.clone()).await {
+                Ok(pn) => json!({ "ok": true, "pn_id": pn.to_string(), "expelled": pne.as_str() }),
+                Err(e) => control::error(e),
+            },
+            (Err(answer), _) | (_, Err(answer)) => answer,
+        },
         Some("query") => {
             let pn = match request.get("pn_id") {
                 None | Some(Value::Null) => None,

@@ -870,3 +870,48 @@ async fn a_pne_reads_its_own_pn_and_its_users_other_pns() {
     assert_eq!(after.server, before.server);
     assert_eq!(after.gw, before.gw);
 }
+
+/// 004 §5.5.10: a member asks its PN GW to expel another (`cpns pn expel` on the PNE). The
+/// server agrees (the asker is of the PN GW's user); the expelled PNE is told and forgets the
+/// PN, the others hold the new epoch's key, and every store agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_asks_its_pn_gw_to_expel_another() {
+    let mut w = World::start(&["phone", "watch", "tv", "tablet"]);
+    let (mut pnes, pn) = w.established("phone", &["watch", "tv"], "tablet");
+    let all = ["phone", "watch", "tv", "tablet"];
+    w.stores(&all).await.agree();
+    let line = cpns(&[
+        "pn",
+        "expel",
+        &pn.to_string(),
+        "tv",
+        "--store",
+        s(&w.path("watch.db")),
+    ]);
+    assert_eq!(line, format!("tv expelled from PN {pn}\n"));
+    let event = w.gw.expect_event("member_expelled");
+    assert_eq!(event["pne"], "tv");
+    assert_eq!(event["epoch"], 2);
+    assert_eq!(names(&event["notified"]), ["phone", "watch"]);
+    for (id, p) in &mut pnes {
+        match *id {
+            "tv" => {
+                p.expect_event_where("expelled", |v| v["pn_id"] == pn.to_string());
+            }
+            "phone" | "watch" => {
+                let u = p.expect_event_where("pn_updated", |v| v["epoch"] == 2);
+                assert_eq!(u["has_key"], true, "{id}");
+            }
+            _ => {}
+        }
+    }
+    let after = w.stores(&all).await;
+    after.agree();
+    assert_eq!(
+        after.gw,
+        BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
+    );
+    // Expelling it again: not a member any more.
+    let again = pn_json(&w.path("watch.db"), &["expel", &pn.to_string(), "tv"]);
+    assert_eq!(again["ok"], false, "{again}");
+}

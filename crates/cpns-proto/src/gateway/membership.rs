@@ -58,8 +58,10 @@ pub(crate) struct Agreed {
 }
 
 impl Changing {
+    /// The member asked to leave (else it is expelled, by the owner or at another member's
+    /// request).
     fn left(&self) -> bool {
-        matches!(self.asker, Asker::Pne { .. })
+        matches!(&self.asker, Asker::Pne { pne, .. } if *pne == self.pne)
     }
 }
 
@@ -86,11 +88,13 @@ impl Gateway {
             pn_id,
             add: Vec::new(),
             remove: vec![pne.clone()],
+            asked_by: None,
         };
         self.ask_server(now, req, pn_id, pne, Asker::Owner)
     }
 
-    /// §6.6.3.1.1 step 1: a member asks to leave.
+    /// §6.6.3.1.1 step 1: a member asks to leave, or (naming another member, 004 §5.5.10) asks
+    /// this PN GW to expel that one.
     pub(super) fn on_pne_leave_request(
         &mut self,
         now: Instant,
@@ -99,13 +103,16 @@ impl Gateway {
         m: PneLeaveRequest,
     ) {
         let proven = self.links.get(&link).filter(|l| l.proven);
-        if proven.and_then(|l| l.peer.as_ref()) != Some(&m.pne) {
+        let Some(asker) = proven.and_then(|l| l.peer.clone()) else {
             return self.reject_pan(
                 link,
                 env,
                 ErrorCode::Forbidden,
-                "a PNE leaves only itself, once it proved who it is (PN GW authentication)",
+                "a PNE leaves, or asks to expel another, once it proved who it is (PN GW authentication)",
             );
+        };
+        if asker != m.pne {
+            return self.on_member_expel_request(now, link, env, asker, m);
         }
         let refusal = self.check_change(&m.pn_id, &m.pne).err().or_else(|| {
             self.over_limit(link)
@@ -124,6 +131,40 @@ impl Gateway {
             ..m.clone()
         };
         if let Err(e) = self.ask_server(now, req, m.pn_id, m.pne, asker) {
+            self.send_pan_response(link, env.msg_id, e);
+        }
+    }
+
+    /// 004 §5.5.10: member `asker` asks to expel `m.pne`. The server decides whether it may
+    /// (a member of the PN GW's own user); the expelled PNE is told once it agreed.
+    fn on_member_expel_request(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        env: &Envelope,
+        asker: EntityId,
+        m: PneLeaveRequest,
+    ) {
+        let refusal = match self.member_asking(link, &m.pn_id, "ask to expel a member") {
+            Ok(_) => self.check_change(&m.pn_id, &m.pne).err(),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = refusal {
+            return self.send_pan_response(link, env.msg_id, e);
+        }
+        let req = PnUpdateRequest {
+            request_id: RequestId(self.rng.u64()),
+            pn_id: m.pn_id,
+            add: Vec::new(),
+            remove: vec![m.pne.clone()],
+            asked_by: Some(asker.clone()),
+        };
+        let by = Asker::Pne {
+            link,
+            pan_msg: env.msg_id,
+            pne: asker,
+        };
+        if let Err(e) = self.ask_server(now, req, m.pn_id, m.pne, by) {
             self.send_pan_response(link, env.msg_id, e);
         }
     }
@@ -269,6 +310,13 @@ impl Gateway {
         pn.keys.remove(&change.pne);
         let inventory = pn.state.inventory.clone();
         if let Asker::Pne { link, pan_msg, .. } = &change.asker {
+            if !change.left() {
+                // Expelled at a member's request: told now that the server agreed.
+                if let Some(target) = self.proven_link_of(&change.pne) {
+                    let pn_id = change.pn_id;
+                    self.send_pan_notify(target, PneExpelNotification { pn_id });
+                }
+            }
             let answer = PneLeaveResponse {
                 pn_id: change.pn_id,
                 inventory: None,

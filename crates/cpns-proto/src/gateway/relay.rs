@@ -146,6 +146,7 @@ impl Gateway {
                 capabilities: m.capabilities.clone(),
             }],
             remove: Vec::new(),
+            asked_by: None,
         };
         let Some(msg) = self.send_wan_request(update) else {
             return self.reject_pan(

@@ -155,6 +155,41 @@ impl PneSession {
         Ok(request_id)
     }
 
+    /// 004 §5.5.10: asks the PN GW to expel `pne` from `pn_id`, a PN this PNE is a member of.
+    /// The server lets only a member of the PN GW's own user ask. The result comes as
+    /// [`PneEvent::MemberExpelled`] (then the PN Update Notification with the new epoch), or
+    /// a failed [`Flow::MembershipChange`].
+    pub fn expel_pne(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        pne: EntityId,
+    ) -> Result<RequestId, ProtoError> {
+        let Some(p) = self.pns.get(&pn_id) else {
+            return Err(ProtoError::WrongState(
+                "this PNE is not a member of that PN",
+            ));
+        };
+        if pne == self.cfg.id {
+            return Err(ProtoError::WrongState(
+                "a PNE does not expel itself: it leaves",
+            ));
+        }
+        if !p.state.inventory.members.iter().any(|m| m.pne_id == pne) {
+            return Err(ProtoError::WrongState("that PNE is not a member of the PN"));
+        }
+        let request_id = RequestId(self.rng.u64());
+        let req = PneLeaveRequest {
+            request_id,
+            pn_id,
+            pne: pne.clone(),
+        };
+        let msg = self.ask_gateway(now, pn_id, req)?;
+        let deadline = now + self.cfg.timeouts.flow * 2;
+        self.expels.insert(msg, (pn_id, pne, deadline));
+        Ok(request_id)
+    }
+
     /// Sends a request about `pn_id` to the PN GW; on an insecure PAN whose link is not sealed
     /// yet, the PNE first proves itself with the PN's LocalEUKey (the request follows the
     /// proof). Its message id.
@@ -246,6 +281,12 @@ impl PneSession {
 
     /// §6.6.3.1.1 step 6: the PN GW took this PNE out.
     pub(super) fn on_leave_response(&mut self, env: &Envelope, m: PneLeaveResponse) {
+        if let Some((pn_id, pne, _)) = env.in_reply_to.and_then(|r| self.expels.remove(&r)) {
+            if m.pn_id == pn_id {
+                self.event(PneEvent::MemberExpelled { pn_id, pne });
+            }
+            return;
+        }
         let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.leaves.remove(&r)) else {
             return self.reject(env, ErrorCode::WrongState, "no leave in progress");
         };
@@ -266,6 +307,7 @@ impl PneSession {
             && self.invites.remove(&reply_to).is_none()
             && self.key_pulls.remove(&reply_to).is_none()
             && self.confirms.remove(&reply_to).is_none()
+            && self.expels.remove(&reply_to).is_none()
         {
             return false;
         }
@@ -294,6 +336,8 @@ impl PneSession {
             now,
             |(_, d)| *d,
         ));
+        let expels = crate::util::take_expired(&mut self.expels, now, |(_, _, d)| *d);
+        late.extend(expels.into_iter().map(|(m, (p, _, d))| (m, (p, d))));
         for _ in late {
             self.event(PneEvent::FlowFailed {
                 flow: Flow::MembershipChange,

@@ -141,6 +141,13 @@ pub enum PneEvent {
         /// The epoch it holds.
         epoch: u64,
     },
+    /// The PN GW expelled a member at this PNE's request (004 §5.5.10).
+    MemberExpelled {
+        /// The PN.
+        pn_id: PnId,
+        /// The PNE expelled.
+        pne: EntityId,
+    },
     /// A PN inventory read (004 §5.5.10): from the PN GW for a PN of it this PNE is in, else
     /// from the server, end to end.
     InventoryRead {
@@ -268,6 +275,8 @@ pub struct PneSession {
     key_pulls: release::PendingReleases,
     /// Membership confirmations waiting for the PN GW (002 §B.1.1.3 steps 25-26).
     confirms: release::PendingReleases,
+    /// Expulsions this PNE asked for, by message id: the PN, the PNE and the deadline.
+    expels: BTreeMap<u64, (PnId, EntityId, Instant)>,
     /// Inventory queries waiting for the PN GW (004 §5.5.10).
     inventory_queries: secure::PendingQueries,
     cpns_id: Option<CpnsId>,
@@ -298,6 +307,7 @@ impl PneSession {
             invites: BTreeMap::new(),
             key_pulls: BTreeMap::new(),
             confirms: BTreeMap::new(),
+            expels: BTreeMap::new(),
             inventory_queries: BTreeMap::new(),
             cpns_id: None,
             session: None,
@@ -461,6 +471,7 @@ impl PneSession {
             .chain(self.invites.values().map(|(_, d)| *d))
             .chain(self.key_pulls.values().map(|(_, d)| *d))
             .chain(self.confirms.values().map(|(_, d)| *d))
+            .chain(self.expels.values().map(|(_, _, d)| *d))
             .chain(self.inventory_queries.values().copied())
             .min()
     }

@@ -162,6 +162,7 @@ fn requests_before_gateway_authentication_are_unauthenticated() {
         pn_id: PnId::from_bytes([1; 16]),
         add: Vec::new(),
         remove: Vec::new(),
+        asked_by: None,
     };
     let env = Envelope::request(MSG, gw(), Address::Server, reg);
     let err = answer(&mut h, Party::Gw, Party::Server, &env).unwrap();
@@ -313,6 +314,7 @@ fn misplaced_messages_at_the_pne_and_server_are_refused() {
         pn_id: pn,
         add: Vec::new(),
         remove: Vec::new(),
+        asked_by: None,
     };
     let env = Envelope::request(MSG + 4, pne(0), Address::Server, upd);
     assert_eq!(

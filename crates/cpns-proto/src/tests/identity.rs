@@ -231,6 +231,7 @@ fn adding_an_existing_member_changes_nothing() {
                 capabilities: None,
             }],
             remove: Vec::new(),
+            asked_by: None,
         },
     );
     h.deliver_direct(Party::Gw, Party::Server, &plain(&update))

@@ -271,8 +271,9 @@ fn leaves_in_another_name_or_of_a_non_member_are_refused_with_no_change() {
     h.setup(0, SetupType::All);
     let pn = h.joined(0).unwrap().pn_id;
     let before = h.snapshot();
-    // PNE 1 asks to take PNE 0 out.
-    assert_eq!(raw_leave(&mut h, 1, pn, pne_id(0)), ErrorCode::Forbidden);
+    // PNE 2, no member, asks to take PNE 0 out (a member asking is an expulsion request,
+    // `a_member_asks_its_pn_gw_to_expel_another`).
+    assert_eq!(raw_leave(&mut h, 2, pn, pne_id(0)), ErrorCode::Forbidden);
     // PNE 2 declined: it is no member.
     assert_eq!(raw_leave(&mut h, 2, pn, pne_id(2)), ErrorCode::NotFound);
     // An unknown PN.
@@ -1225,4 +1226,116 @@ fn a_pull_with_no_answer_times_out() {
     assert!(h.pne_failures(1).is_empty());
     h.advance(Duration::from_millis(1));
     assert_eq!(h.pne_failures(1), vec![Failure::TimedOut]);
+}
+
+/// Three members on a trusted bearer (every link proven), all alice's.
+fn three_members() -> (Harness, PnId) {
+    let mut h = Harness::ready(&[PneSpec::trusted(); 3]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert_eq!(members(&h, pn).len(), 3);
+    (h, pn)
+}
+
+/// 004 §5.5.10: a member of the PN GW's user asks it to expel another member. The server
+/// agrees, the PN moves to epoch 2, the expelled PNE is told and forgets the PN, the asker is
+/// answered, and the remaining members hold the new key.
+#[test]
+fn a_member_asks_its_pn_gw_to_expel_another() {
+    let (mut h, pn) = three_members();
+    let now = h.now();
+    h.pnes[1].expel_pne(now, pn, pne_id(2)).unwrap();
+    h.pump();
+    assert!(h.pne_events(1).contains(&&PneEvent::MemberExpelled {
+        pn_id: pn,
+        pne: pne_id(2)
+    }));
+    assert!(h.pne_events(2).contains(&&PneEvent::Expelled(pn)));
+    assert!(h.pnes[2].inventory().is_empty());
+    assert_eq!(members(&h, pn), [pne_id(0), pne_id(1)]);
+    assert_eq!(
+        removed(&h),
+        [(pne_id(2), false, Some(2), vec![pne_id(0), pne_id(1)])]
+    );
+    for i in [0, 1] {
+        assert_eq!(updated(&h, i).last(), Some(&(2, true)), "PNE {i}");
+        assert!(h.pnes[i].group_key_of(&pn).unwrap().1 == h.store.epochs[&pn].1);
+    }
+    // The server was told who asked.
+    let asked = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .find_map(|e| match e.body {
+            cpns_wire::Body::PnUpdateRequest(r) => Some(r.asked_by),
+            _ => None,
+        });
+    assert_eq!(asked, Some(Some(pne_id(1))));
+}
+
+/// A member of another user (in the PN, but not of the PN GW's user) may not expel anyone:
+/// the server refuses, nothing changes and the target is told nothing. A PNE does not expel
+/// itself, a non-member, or from a PN it is not in.
+#[test]
+fn only_a_member_of_the_pn_gws_user_may_ask_to_expel() {
+    let (mut h, pn) = three_members();
+    h.store.entities.get_mut(&pne_id(1)).unwrap().owner =
+        cpns_wire::UserId::new("mallory").unwrap();
+    let before = h.snapshot();
+    let now = h.now();
+    h.pnes[1].expel_pne(now, pn, pne_id(2)).unwrap();
+    h.pump();
+    assert!(matches!(
+        change_failure(&h),
+        Some(Failure::Refused(e)) if e.code == ErrorCode::Forbidden
+    ));
+    assert_eq!(h.snapshot(), before);
+    assert!(!h.pne_events(2).contains(&&PneEvent::Expelled(pn)));
+    assert!(removed(&h).is_empty());
+    assert!(h.pnes[0].expel_pne(now, pn, pne_id(0)).is_err());
+    assert!(
+        h.pnes[0]
+            .expel_pne(now, pn, EntityId::new("stranger").unwrap())
+            .is_err()
+    );
+    assert!(
+        h.pnes[0]
+            .expel_pne(now, PnId::from_bytes([9; 16]), pne_id(1))
+            .is_err()
+    );
+}
+
+/// An expulsion request the PN GW never gets fails at the PNE's deadline; one the server
+/// never answers fails at the PN GW's, which tells the PNE.
+#[test]
+fn an_unanswered_expulsion_request_times_out() {
+    let (mut h, pn) = three_members();
+    h.set_hook(|f| {
+        if f.message == "PnUpdateRequest" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[1].expel_pne(now, pn, pne_id(2)).unwrap();
+    h.pump();
+    h.advance(FLOW + Duration::from_secs(1));
+    assert!(h.pne_failures(1).iter().any(
+        |f| matches!(f, Failure::Refused(e) if e.code == ErrorCode::Timeout)
+    ));
+    h.set_hook(|f| {
+        if f.from == Party::Pne(1) && f.message == "PneLeaveRequest" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[1].expel_pne(now, pn, pne_id(2)).unwrap();
+    h.pump();
+    h.advance(FLOW);
+    assert!(!h.pne_failures(1).contains(&Failure::TimedOut));
+    h.advance(FLOW + Duration::from_secs(1));
+    assert!(h.pne_failures(1).contains(&Failure::TimedOut));
+    assert_eq!(members(&h, pn).len(), 3);
 }

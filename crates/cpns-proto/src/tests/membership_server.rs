@@ -51,6 +51,7 @@ fn expel(h: &mut Harness, msg: u64, request: u64, pn: PnId, pne: EntityId) {
         pn_id: pn,
         add: Vec::new(),
         remove: vec![pne],
+        asked_by: None,
     };
     send(h, msg, gw(), req);
 }
@@ -193,6 +194,7 @@ fn an_expulsion_removes_members_only_and_seals_to_the_rest() {
         pn_id: pn,
         add: Vec::new(),
         remove: Vec::new(),
+        asked_by: None,
     };
     send(&mut h, 7_002, gw(), req);
     assert!(matches!(

@@ -176,6 +176,7 @@ fn a_pn_update_adds_at_most_256_pnes() {
                     })
                     .collect(),
                 remove: vec![],
+                asked_by: None,
             },
         )
     };
@@ -210,6 +211,7 @@ fn pn_update(pn: PnId, request: u64, add: Vec<EntityId>, remove: Vec<EntityId>) 
                 })
                 .collect(),
             remove,
+            asked_by: None,
         },
     )
 }

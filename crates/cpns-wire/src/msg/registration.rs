@@ -112,6 +112,10 @@ pub struct PnUpdateRequest {
     #[n(3)]
     #[cbor(default)]
     pub remove: Vec<EntityId>,
+    /// The member PNE that asked its PN GW for the change (004 §5.5.10); absent when the PN
+    /// GW's owner asked. The server checks it may.
+    #[n(4)]
+    pub asked_by: Option<EntityId>,
 }
 
 /// A PNE added by a PN update.

@@ -482,6 +482,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                     },
                 ],
                 remove: vec![eid("bob.watch@home")],
+                asked_by: Some(eid("tv")),
             }
             .into(),
         ),
@@ -492,6 +493,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 pn_id: pn(7),
                 add: vec![],
                 remove: vec![],
+                asked_by: None,
             }
             .into(),
         ),
