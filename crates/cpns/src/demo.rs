@@ -232,6 +232,7 @@ fn spawn_pne(
         accept_invitations: true,
         max_frame: cpns_wire::DEFAULT_MAX_FRAME,
         timeouts: Timeouts::default(),
+        home_gateway: None,
     };
     let db = root.join(format!("{}.db", cred.entity_id));
     let addr = pan_addr.to_string();

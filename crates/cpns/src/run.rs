@@ -278,6 +278,10 @@ pub(crate) struct PneArgs {
     /// Decline invitations.
     #[arg(long)]
     pub decline: bool,
+    /// This PNE's own user's PN GW (its entity id): named when it takes part in another user's
+    /// PN, so the server asks that PN GW to confirm it and its charging (001 §5.2.1.1).
+    #[arg(long, value_name = "PN_GW_ID")]
+    pub home_gateway: Option<cpns_wire::EntityId>,
     /// Register with the server (003 §1.4) after the other steps.
     #[arg(long)]
     pub register: bool,
@@ -336,6 +340,7 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         accept_invitations: !a.decline,
         max_frame: cpns_wire::DEFAULT_MAX_FRAME,
         timeouts: Timeouts::default(),
+        home_gateway: a.home_gateway.clone(),
     };
     let mut steps = Vec::new();
     if let Some(s) = &a.setup {

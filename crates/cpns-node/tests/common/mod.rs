@@ -335,6 +335,7 @@ pub fn pne_config(pne: &Device, has_ui: bool) -> PneConfig {
         accept_invitations: true,
         max_frame: DEFAULT_MAX_FRAME,
         timeouts: Timeouts::default(),
+        home_gateway: None,
     }
 }
 

@@ -96,6 +96,7 @@ impl PneSession {
             contents: self.cfg.contents.clone(),
             rand_pne: rand_wire(rand_pne),
             local_key: self.cfg.wants_local_key(),
+            home_gateway: self.cfg.home_gateway.clone(),
         }
     }
 

@@ -551,6 +551,7 @@ mod tests {
             accept_invitations: true,
             max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts: Default::default(),
+            home_gateway: None,
         };
         PneSession::new(cfg, MachineRng::from_seed_u64(1))
     }

@@ -45,6 +45,9 @@ pub struct PneConfig {
     pub max_frame: u32,
     /// Flow timeouts.
     pub timeouts: Timeouts,
+    /// Its own user's PN GW, named when it takes part in another user's PN so the server can
+    /// ask that PN GW to confirm it (001 §5.2.1.1 step 2).
+    pub home_gateway: Option<EntityId>,
 }
 
 impl PneConfig {

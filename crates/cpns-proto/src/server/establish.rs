@@ -278,6 +278,7 @@ impl ServerSession {
                     authenticated: false,
                     hash_server: None,
                     sealed_key: None,
+                    refused: None,
                 });
                 continue;
             }
@@ -287,6 +288,7 @@ impl ServerSession {
                 authenticated: true,
                 hash_server: None,
                 sealed_key: None,
+                refused: None,
             });
             inventory.members.push(InventoryMember {
                 pne_id: c.join.pne_id.clone(),
@@ -334,6 +336,7 @@ impl ServerSession {
             authenticated: false,
             hash_server: None,
             sealed_key: None,
+            refused: None,
         }));
         // A PN a PNE asked for is registered only if that PNE proved it is who it claimed to be
         // (docs/ARCHITECTURE.md, "Identity on the PAN"): nobody starts a PN in another's name.

@@ -213,6 +213,7 @@ fn misplaced_messages_at_the_gateway_are_refused() {
             contents: Vec::new(),
             rand_pne: rand,
             local_key: false,
+            home_gateway: None,
         }),
         pn_id: None,
         initiator: None,

@@ -213,6 +213,7 @@ impl Harness {
                 accept_invitations: spec.accept,
                 max_frame: cpns_wire::DEFAULT_MAX_FRAME,
                 timeouts,
+                home_gateway: None,
             };
             let server_copy = if spec.wrong_key {
                 EuKey::random(rng.get())

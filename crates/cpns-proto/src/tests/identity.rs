@@ -166,6 +166,7 @@ fn a_link_naming_a_held_id_may_only_prove_it() {
         contents: Vec::new(),
         rand_pne: cpns_wire::RandBytes([1; 16]),
         local_key: false,
+        home_gateway: None,
     };
     let req = Envelope::request(
         900,

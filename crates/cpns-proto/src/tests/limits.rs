@@ -272,6 +272,7 @@ fn big_setup_request(h: &Harness, i: usize, n: u64, contents: usize) -> Vec<u8> 
             .collect(),
         rand_pne: RandBytes([n as u8; 16]),
         local_key: false,
+        home_gateway: None,
     };
     let env = Envelope::request(
         1000 + n,

@@ -1320,9 +1320,11 @@ fn an_unanswered_expulsion_request_times_out() {
     h.pnes[1].expel_pne(now, pn, pne_id(2)).unwrap();
     h.pump();
     h.advance(FLOW + Duration::from_secs(1));
-    assert!(h.pne_failures(1).iter().any(
-        |f| matches!(f, Failure::Refused(e) if e.code == ErrorCode::Timeout)
-    ));
+    assert!(
+        h.pne_failures(1)
+            .iter()
+            .any(|f| matches!(f, Failure::Refused(e) if e.code == ErrorCode::Timeout))
+    );
     h.set_hook(|f| {
         if f.from == Party::Pne(1) && f.message == "PneLeaveRequest" {
             Action::Drop

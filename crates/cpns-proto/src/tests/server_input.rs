@@ -18,6 +18,7 @@ fn join(pne: EntityId) -> JoinInfo {
         contents: Vec::new(),
         rand_pne: RandBytes([3; 16]),
         local_key: false,
+        home_gateway: None,
     }
 }
 

@@ -45,6 +45,10 @@ pub struct JoinInfo {
     #[n(4)]
     #[cbor(default)]
     pub local_key: bool,
+    /// The PNE's own user's PN GW, which can confirm it and its chargeability when it takes
+    /// part in another user's PN (001 §5.2.1.1 steps 2-3, "PN GW #1 address of CPNS User A").
+    #[n(5)]
+    pub home_gateway: Option<EntityId>,
 }
 
 /// PN Setup Request. From an initiating PNE to the PN GW (000 §6.6.1.1 step 1) it carries
@@ -242,6 +246,10 @@ pub struct MemberVerdict {
     #[n(3)]
     #[cbor(with = "minicbor::bytes")]
     pub sealed_key: Option<Vec<u8>>,
+    /// Why a PNE is left out when it is not for a failed authentication: another user's PNE
+    /// whose home PN GW declined it, did not answer, or is not its user's (001 §5.2.1.1).
+    #[n(4)]
+    pub refused: Option<crate::ErrorBody>,
 }
 
 /// PN Registration Response, CPNS Server to PN GW (000 §6.6.1.1 step 12, §6.6.1.2 step 13).

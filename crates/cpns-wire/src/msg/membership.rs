@@ -199,3 +199,40 @@ pub struct InventoryAnswer {
 /// The server's secure service answering an [`InventoryQuery`] (004 §5.5.10): the payload is
 /// the CBOR query, the answer's payload the CBOR [`InventoryAnswer`].
 pub const INVENTORY_SERVICE: &str = "cpns.pn-inventory";
+
+/// PNE Confirm Request (001 §5.2.1.1 step 8): the server asks a PNE's home PN GW, over that PN
+/// GW's own session, whether the PNE belongs to its user and may be charged to it, before the
+/// PNE enters another user's PN.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneConfirmRequest {
+    /// Chosen by the server.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PN the PNE is to enter.
+    #[n(1)]
+    pub pn_id: PnId,
+    /// The PNE.
+    #[n(2)]
+    pub pne: EntityId,
+    /// The PN GW whose PN it is (of another user).
+    #[n(3)]
+    pub requesting_gw: EntityId,
+}
+
+/// PNE Confirm Response (001 §5.2.1.1 step 9): the home PN GW's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct PneConfirmResponse {
+    /// The request answered.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The PNE belongs to the PN GW's user, who agrees to it taking part.
+    #[n(1)]
+    #[cbor(default)]
+    pub confirmed: bool,
+    /// Its use in that PN may be charged to the PN GW's user.
+    #[n(2)]
+    #[cbor(default)]
+    pub chargeable: bool,
+}

@@ -241,4 +241,7 @@ bodies! {
     // PN inventory queries, 004 §5.5.10.
     84 => InventoryQuery,
     85 => InventoryAnswer,
+    // Multi-user PNs: the home PN GW confirms its user's PNE, 001 §5.2.1.1 steps 8-9.
+    86 => PneConfirmRequest,
+    87 => PneConfirmResponse,
 }

@@ -44,6 +44,7 @@ fn join_full() -> JoinInfo {
         }],
         rand_pne: RandBytes([1; 16]),
         local_key: true,
+        home_gateway: Some(eid("alice-home-gw")),
     }
 }
 
@@ -54,6 +55,7 @@ fn join_min() -> JoinInfo {
         contents: vec![],
         rand_pne: RandBytes([2; 16]),
         local_key: false,
+        home_gateway: None,
     }
 }
 
@@ -368,12 +370,17 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                         authenticated: true,
                         hash_server: Some(HashBytes([0x22; 32])),
                         sealed_key: None,
+                        refused: None,
                     },
                     MemberVerdict {
                         pne_id: eid("bob.watch@home"),
                         authenticated: false,
                         hash_server: None,
                         sealed_key: None,
+                        refused: Some(ErrorBody::new(
+                            ErrorCode::Declined,
+                            "its home PN GW declined it",
+                        )),
                     },
                 ],
                 inventory: inventory_full(),
@@ -590,6 +597,25 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "inventory answer",
             InventoryAnswer {
                 pns: vec![inventory_full()],
+            }
+            .into(),
+        ),
+        (
+            "pne confirm request",
+            PneConfirmRequest {
+                request_id: RequestId(17),
+                pn_id: pn(7),
+                pne: eid("phone"),
+                requesting_gw: eid("bob-gw"),
+            }
+            .into(),
+        ),
+        (
+            "pne confirm response",
+            PneConfirmResponse {
+                request_id: RequestId(17),
+                confirmed: true,
+                chargeable: true,
             }
             .into(),
         ),

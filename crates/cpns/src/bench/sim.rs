@@ -167,6 +167,7 @@ impl SimGateway {
                 accept_invitations: true,
                 max_frame: cpns_wire::DEFAULT_MAX_FRAME,
                 timeouts: TIMEOUTS,
+                home_gateway: None,
             };
             let link = self.next_link;
             self.next_link += 1;

@@ -583,6 +583,7 @@ pub fn setup_request(pne: &EntityId, request: u64, setup: SetupType, pad: usize)
             contents: Vec::new(),
             rand_pne: RandBytes([7; 16]),
             local_key: false,
+            home_gateway: None,
         }),
         pn_id: None,
         initiator: None,
