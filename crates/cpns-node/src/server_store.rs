@@ -357,6 +357,7 @@ pub(crate) async fn persist<S: Store>(
                     capabilities: Some(caps_bytes(&m.capabilities)),
                     contents: contents_bytes(&m.contents),
                     joined_at: now,
+                    owner: None,
                 });
             }
             store.register_pn(&rec).await.map_err(err)?;
@@ -393,6 +394,7 @@ pub(crate) async fn persist<S: Store>(
                     sealed_session_key: None,
                     contents: None,
                     joined_at: now,
+                    owner: None,
                 })
                 .collect();
             store
@@ -469,6 +471,7 @@ pub(crate) async fn persist<S: Store>(
                     .map(caps_bytes)
                     .or_else(|| known.and_then(|m| m.capabilities.clone())),
                 joined_at: known.map_or(now, |m| m.joined_at),
+                owner: None,
                 contents: None,
                 authenticated: true,
                 pne_id,

@@ -110,6 +110,10 @@ pub struct PnMember {
     pub contents: Option<Vec<u8>>,
     /// When the member joined.
     pub joined_at: UnixMillis,
+    /// The member's own user when it is not the PN owner's (a multi-user PN, 001 §5.2.1.1
+    /// step 10): confirmed by that user's PN GW, and charged for the member's use. `None` for
+    /// the owner's own PNEs; `None` in an upsert keeps the stored value.
+    pub owner: Option<UserId>,
 }
 
 /// A PN's current group key epoch as kept at rest (docs/pn-lifecycle.md, "Group key epochs"):

@@ -57,6 +57,7 @@ conformance!(
     register_pne_needs_pn_and_entity,
     pns_of_gateway,
     pns_of_owner,
+    member_owner_round_trips,
     all_pns_in_creation_order,
     cpns_ids,
     local_inventory,

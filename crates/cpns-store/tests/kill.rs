@@ -42,6 +42,7 @@ fn registration(task: u32, i: u32) -> PnRecord {
         sealed_session_key: Some(vec![0x5e; 48]),
         contents: None,
         joined_at: i64::from(i),
+        owner: None,
     };
     PnRecord {
         pn_id: PnId::from_bytes(id),

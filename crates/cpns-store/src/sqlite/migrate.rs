@@ -56,6 +56,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "pns by owner",
         sql: include_str!("../../migrations/sqlite/0007_pns_by_owner.sql"),
     },
+    Migration {
+        version: 8,
+        name: "member owner",
+        sql: include_str!("../../migrations/sqlite/0008_member_owner.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -42,6 +42,7 @@ fn decode_member(row: &Row<'_>) -> Result<PnMember> {
         contents: row.get("contents")?,
         sealed_session_key: row.get("sealed_session_key")?,
         joined_at: row.get("joined_at")?,
+        owner: codec::opt_id(row, "owner")?,
     })
 }
 
@@ -101,8 +102,8 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
         codec::exec(
             conn,
             "INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, \
-             capabilities, sealed_session_key, joined_at, contents) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             capabilities, sealed_session_key, joined_at, contents, owner) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 seq,
                 m.pne_id.as_str(),
@@ -113,6 +114,7 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
                 m.sealed_session_key,
                 m.joined_at,
                 m.contents,
+                m.owner.as_ref().map(|o| o.as_str()),
             ],
         )?;
     }
@@ -201,15 +203,16 @@ fn upsert_member_in(conn: &Connection, pn_seq: i64, m: &PnMember) -> Result<()> 
     codec::exec(
         conn,
         "INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, \
-         capabilities, sealed_session_key, joined_at, contents) \
+         capabilities, sealed_session_key, joined_at, contents, owner) \
          VALUES (?1, ?2, (SELECT COALESCE(MAX(position), -1) + 1 FROM pn_members \
-         WHERE pn_seq = ?1), ?3, ?4, ?5, ?6, ?7, ?8) \
+         WHERE pn_seq = ?1), ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
          ON CONFLICT (pn_seq, pne_id) DO UPDATE SET \
          initiator = MAX(pn_members.initiator, excluded.initiator), \
          authenticated = MAX(pn_members.authenticated, excluded.authenticated), \
          capabilities = COALESCE(excluded.capabilities, pn_members.capabilities), \
          contents = COALESCE(excluded.contents, pn_members.contents), \
-         sealed_session_key = COALESCE(excluded.sealed_session_key, pn_members.sealed_session_key)",
+         sealed_session_key = COALESCE(excluded.sealed_session_key, pn_members.sealed_session_key), \
+         owner = COALESCE(excluded.owner, pn_members.owner)",
         params![
             pn_seq,
             m.pne_id.as_str(),
@@ -219,6 +222,7 @@ fn upsert_member_in(conn: &Connection, pn_seq: i64, m: &PnMember) -> Result<()> 
             m.sealed_session_key,
             m.joined_at,
             m.contents,
+            m.owner.as_ref().map(|o| o.as_str()),
         ],
     )?;
     Ok(())
@@ -352,7 +356,7 @@ pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
     record.members = codec::all(
         conn,
         "SELECT pne_id, initiator, authenticated, capabilities, sealed_session_key, joined_at, \
-         contents FROM pn_members WHERE pn_seq = ? ORDER BY position",
+         contents, owner FROM pn_members WHERE pn_seq = ? ORDER BY position",
         [seq],
         decode_member,
     )?;
@@ -370,7 +374,7 @@ pub(super) fn pns_of_gateway(conn: &Connection, gw: &EntityId) -> Result<Vec<PnR
     let members = codec::members_by_pn(
         conn,
         "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at, m.contents FROM pns AS p \
+         m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pns AS p \
          JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.gateway = ? \
          ORDER BY m.pn_seq, m.position",
         [gw.as_str()],
@@ -390,7 +394,7 @@ pub(super) fn pns_of_owner(conn: &Connection, owner: &UserId) -> Result<Vec<PnRe
     let members = codec::members_by_pn(
         conn,
         "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at, m.contents FROM pns AS p \
+         m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pns AS p \
          JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.owner = ? \
          ORDER BY m.pn_seq, m.position",
         [owner.as_str()],
@@ -410,7 +414,7 @@ pub(super) fn all_pns(conn: &Connection) -> Result<Vec<PnRecord>> {
     let members = codec::members_by_pn(
         conn,
         "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at, m.contents FROM pn_members AS m \
+         m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pn_members AS m \
          JOIN pns AS p ON p.seq = m.pn_seq ORDER BY m.pn_seq, m.position",
         [],
         decode_member,

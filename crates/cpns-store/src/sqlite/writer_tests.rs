@@ -44,6 +44,7 @@ fn record(n: u32, gateway: &str, members: &[&str]) -> PnRecord {
                 sealed_session_key: Some(m.as_bytes().to_vec()),
                 contents: None,
                 joined_at: i64::from(n),
+                owner: None,
             })
             .collect(),
         group: None,

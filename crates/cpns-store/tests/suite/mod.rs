@@ -45,6 +45,7 @@ fn member(id: &str, initiator: bool) -> PnMember {
         capabilities: Some(vec![0xa1, 0x01, 0x02]),
         sealed_session_key: Some(format!("sk:{id}").into_bytes()),
         joined_at: 1_700_000_000_100,
+        owner: None,
         contents: Some(format!("contents:{id}").into_bytes()),
     }
 }
@@ -249,6 +250,7 @@ pub async fn upsert_member_adds_and_updates<S: Store>(s: &S) {
     // The initiator flag is never cleared.
     p.members[0] = PnMember {
         joined_at: p.members[0].joined_at,
+        owner: None,
         initiator: p.members[0].initiator,
         ..update
     };
@@ -282,6 +284,7 @@ pub async fn members_are_never_downgraded<S: Store>(s: &S) {
         capabilities: None,
         sealed_session_key: None,
         joined_at: 9,
+        owner: None,
         contents: None,
     };
     s.upsert_member(&pid(1), &weak("pne-1")).await.unwrap();
@@ -324,6 +327,7 @@ pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
     let pne1 = p.members[0].clone();
     let pne3 = PnMember {
         joined_at: p.members[2].joined_at,
+        owner: None,
         ..update
     };
     p.members = vec![pne1.clone(), pne3.clone(), new.clone()];
@@ -447,6 +451,7 @@ pub async fn register_pne_allocates_and_upserts<S: Store>(s: &S) {
     assert_eq!(first.as_str(), "cpns-000001");
     p.members[0] = PnMember {
         joined_at: p.members[0].joined_at,
+        owner: None,
         initiator: p.members[0].initiator,
         ..m1.clone()
     };
@@ -531,6 +536,24 @@ pub async fn pns_of_gateway<S: Store>(s: &S) {
     assert_eq!(s.pns_of_gateway(&eid("gw-1")).await.unwrap(), vec![a, c]);
     assert_eq!(s.pns_of_gateway(&eid("gw-2")).await.unwrap(), vec![b]);
     assert_eq!(s.pns_of_gateway(&eid("gw-9")).await.unwrap(), vec![]);
+}
+
+/// A member of another user's PN keeps its own user (001 §5.2.1.1 step 10) through
+/// registration and reads; an upsert without one keeps it.
+pub async fn member_owner_round_trips<S: Store>(s: &S) {
+    let mut p = pn(4, "gw-1", &["pne-1", "pne-2"]);
+    p.members[1].owner = Some(uid("bob"));
+    s.register_pn(&p).await.unwrap();
+    assert_eq!(s.pn(&pid(4)).await.unwrap(), Some(p.clone()));
+    assert_eq!(s.all_pns().await.unwrap(), vec![p.clone()]);
+    let again = PnMember {
+        owner: None,
+        ..p.members[1].clone()
+    };
+    s.upsert_member(&pid(4), &again).await.unwrap();
+    let read = s.pn(&pid(4)).await.unwrap().unwrap();
+    assert_eq!(read.members[1].owner, Some(uid("bob")));
+    assert_eq!(read.members[0].owner, None);
 }
 
 /// `pns_of_owner` lists a user's PNs, with members, in creation order, and no one else's.
