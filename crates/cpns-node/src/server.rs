@@ -5,17 +5,19 @@
 //! at most `max_sessions` sessions run; a watch channel tells every session to stop; `run`
 //! returns once every session has ended.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cpns_crypto::MasterKey;
 use cpns_proto::ProtoError;
 use cpns_proto::server::{ServerConfig, ServerEvent, ServerOutput, ServerSession};
 use cpns_store::Store;
+use cpns_wire::{EntityId, ErrorBody, ErrorCode, PneConfirmRequest, PneConfirmResponse};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -70,6 +72,65 @@ pub struct ServerNode<S> {
     trace: TraceSink,
     events: ServerEvents,
     keys: server_store::KeyCache,
+    peers: Peers,
+}
+
+/// The inboxes of the authenticated PN GW sessions, by PN GW: how one session asks another
+/// (001 §5.2.1.1 step 8, PNE Confirm to the PNE's home PN GW) and gets the answer back.
+type Peers = Arc<Mutex<HashMap<EntityId, Arc<Inbox>>>>;
+
+/// Questions and answers from other sessions, waiting for this session's task.
+#[derive(Default)]
+struct Inbox {
+    notify: Notify,
+    queue: Mutex<VecDeque<PeerMsg>>,
+}
+
+/// Most questions and answers one session's inbox holds; beyond, a question is refused busy.
+const INBOX_LIMIT: usize = 64;
+
+impl Inbox {
+    /// Queues `msg` and wakes the session; gives it back when the inbox is full.
+    fn post(&self, msg: PeerMsg) -> Result<(), PeerMsg> {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.len() >= INBOX_LIMIT {
+            return Err(msg);
+        }
+        q.push_back(msg);
+        drop(q);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    fn take(&self) -> Option<PeerMsg> {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+}
+
+/// What one session hands another.
+enum PeerMsg {
+    /// A question for this session's PN GW, and where its answer goes.
+    Ask {
+        request: PneConfirmRequest,
+        reply: oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>,
+    },
+    /// The answer to a question this session asked.
+    Answer {
+        ask: u64,
+        answer: Result<PneConfirmResponse, ErrorBody>,
+    },
+}
+
+/// A session's side of [`Peers`]: its inbox, once its PN GW is authenticated, and the
+/// questions of other sessions its PN GW has yet to answer.
+#[derive(Default)]
+struct PeerState {
+    inbox: Option<(EntityId, Arc<Inbox>)>,
+    replies: HashMap<u64, oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>>,
+    next: u64,
 }
 
 impl<S> core::fmt::Debug for ServerNode<S> {
@@ -98,6 +159,7 @@ impl<S: Store + Clone> ServerNode<S> {
             trace: None,
             events: None,
             keys: server_store::KeyCache::new(KEY_CACHE_ENTRIES),
+            peers: Peers::default(),
         })
     }
 
@@ -223,15 +285,36 @@ impl<S: Store + Clone> ServerNode<S> {
             cpns_crypto::MachineRng::os(),
         );
         let mut slot = Slot::Unauthenticated(slot);
+        let mut peer = PeerState::default();
+        let ended = self
+            .session_loop(&mut session, &mut conn, &mut slot, &mut stop, &mut peer)
+            .await;
+        if let Some((gw, inbox)) = peer.inbox.take() {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            if peers.get(&gw).is_some_and(|i| Arc::ptr_eq(i, &inbox)) {
+                peers.remove(&gw);
+            }
+        }
+        ended
+    }
+
+    async fn session_loop<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        session: &mut ServerSession,
+        conn: &mut Box<FramedConn<T>>,
+        slot: &mut Slot,
+        stop: &mut watch::Receiver<bool>,
+        peer: &mut PeerState,
+    ) -> Result<(), NodeError> {
         loop {
-            if !Box::pin(self.drain(&mut session, &mut conn)).await? {
+            if !Box::pin(self.drain(session, conn, peer)).await? {
                 conn.close().await;
                 return Ok(());
             }
             if let Slot::Unauthenticated(_) = &slot
                 && let Some(gw) = session.gateway().cloned()
             {
-                let Slot::Unauthenticated(s) = std::mem::replace(&mut slot, Slot::Gone) else {
+                let Slot::Unauthenticated(s) = std::mem::replace(slot, Slot::Gone) else {
                     return Err(NodeError::Ended("session slot lost".into()));
                 };
                 let Some(authed) = s.authenticate() else {
@@ -239,14 +322,22 @@ impl<S: Store + Clone> ServerNode<S> {
                     return Err(NodeError::Ended("every session slot is taken".into()));
                 };
                 info!(%gw, "PN GW session authenticated");
-                slot = Slot::Authenticated(authed);
+                *slot = Slot::Authenticated(authed);
                 conn.set_max_frame(self.cfg.proto.max_frame);
+                // Other sessions reach this PN GW through its inbox (the newest session wins).
+                let inbox = Arc::new(Inbox::default());
+                self.peers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(gw.clone(), inbox.clone());
+                peer.inbox = Some((gw, inbox));
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
-            let evicted = match &slot {
+            let evicted = match &*slot {
                 Slot::Unauthenticated(s) => Some(s.evicted().clone()),
                 _ => None,
             };
+            let inbox = peer.inbox.as_ref().map(|(_, i)| i.clone());
             tokio::select! {
                 frame = conn.next_frame() => match frame {
                     Ok(frame) => {
@@ -269,6 +360,18 @@ impl<S: Store + Clone> ServerNode<S> {
                     }
                 },
                 () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                () = notified(inbox.as_deref()) => {
+                    while let Some(msg) = inbox.as_ref().and_then(|i| i.take()) {
+                        match msg {
+                            PeerMsg::Ask { request, reply } => {
+                                peer.next += 1;
+                                peer.replies.insert(peer.next, reply);
+                                session.confirm_for_other(Instant::now(), peer.next, request);
+                            }
+                            PeerMsg::Answer { ask, answer } => session.handle_gateway_answer(ask, answer),
+                        }
+                    }
+                }
                 () = cancelled(evicted) => {
                     return Err(NodeError::Ended(
                         "evicted: a newer connection needed the slot".into(),
@@ -279,11 +382,57 @@ impl<S: Store + Clone> ServerNode<S> {
         }
     }
 
+    /// 001 §5.2.1.1 step 8: hands `request` to the session of `gateway`; its answer comes back
+    /// through this session's inbox. A PN GW without a session, or one whose inbox is full,
+    /// is answered at once.
+    fn ask_peer(
+        &self,
+        session: &mut ServerSession,
+        peer: &PeerState,
+        gateway: EntityId,
+        ask: u64,
+        request: PneConfirmRequest,
+    ) {
+        let home = self
+            .peers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&gateway)
+            .cloned();
+        let (Some(home), Some((_, me))) = (home, peer.inbox.as_ref()) else {
+            let e = ErrorBody::new(
+                ErrorCode::Timeout,
+                format!("its home PN GW {gateway} is not connected to the CPNS Server"),
+            );
+            return session.handle_gateway_answer(ask, Err(e));
+        };
+        let (reply, answer) = oneshot::channel();
+        if home.post(PeerMsg::Ask { request, reply }).is_err() {
+            let e = ErrorBody::new(ErrorCode::Busy, format!("its home PN GW {gateway} is busy"));
+            return session.handle_gateway_answer(ask, Err(e));
+        }
+        // The home session answers within its own deadline; a session that ends first drops
+        // the reply, which is answered as a timeout.
+        let me = Arc::downgrade(me);
+        tokio::spawn(async move {
+            let answer = answer.await.unwrap_or_else(|_| {
+                Err(ErrorBody::new(
+                    ErrorCode::Timeout,
+                    "its home PN GW's session ended before it answered",
+                ))
+            });
+            if let Some(me) = me.upgrade() {
+                let _ = me.post(PeerMsg::Answer { ask, answer });
+            }
+        });
+    }
+
     /// Carries out everything the session asks; false once it asked to close.
     async fn drain<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         session: &mut ServerSession,
         conn: &mut FramedConn<T>,
+        peer: &mut PeerState,
     ) -> Result<bool, NodeError> {
         while let Some(out) = session.poll_output() {
             match out {
@@ -324,6 +473,16 @@ impl<S: Store + Clone> ServerNode<S> {
                         debug!("server event dropped: the consumer is not keeping up");
                     }
                 }
+                ServerOutput::AskGateway {
+                    gateway,
+                    ask,
+                    request,
+                } => self.ask_peer(session, peer, gateway, ask, request),
+                ServerOutput::GatewayAnswer { ask, answer } => {
+                    if let Some(reply) = peer.replies.remove(&ask) {
+                        let _ = reply.send(answer);
+                    }
+                }
                 ServerOutput::Close { reason } => {
                     debug!(%reason, "closing session");
                     return Ok(false);
@@ -331,6 +490,14 @@ impl<S: Store + Clone> ServerNode<S> {
             }
         }
         Ok(true)
+    }
+}
+
+/// Waits for a message in `inbox`; forever without one (a session not authenticated yet).
+async fn notified(inbox: Option<&Inbox>) {
+    match inbox {
+        Some(i) => i.notify.notified().await,
+        None => std::future::pending().await,
     }
 }
 

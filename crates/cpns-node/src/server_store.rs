@@ -357,7 +357,7 @@ pub(crate) async fn persist<S: Store>(
                     capabilities: Some(caps_bytes(&m.capabilities)),
                     contents: contents_bytes(&m.contents),
                     joined_at: now,
-                    owner: None,
+                    owner: m.owner,
                 });
             }
             store.register_pn(&rec).await.map_err(err)?;
@@ -592,6 +592,7 @@ mod tests {
         let gw = |s: &str| EntityId::new(s).unwrap();
         let pn = PnId::from_bytes([5; 16]);
         let member = cpns_proto::server::RegisteredMember {
+            owner: None,
             pne_id: gw("a"),
             initiator: true,
             capabilities: DeviceCapabilities::default(),

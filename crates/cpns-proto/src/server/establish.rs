@@ -10,16 +10,19 @@ use cpns_crypto::{
     AuthHash, AuthPurpose, EuKey, KeyBinding, LocalEuKey, MachineRng, PneAuthInput, PneAuthKeys,
     Rand, Recipient, ServerOutcome, wrap_local_eukey,
 };
+use std::collections::BTreeMap;
+
 use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, EntityId, Envelope,
-    ErrorCode, InventoryMember, JoinInfo, MemberVerdict, PnId, PnInventory, PnRegistrationRequest,
-    PnRegistrationResponse, RequestId, UserId, WrappedLocalKeys,
+    ErrorBody, ErrorCode, InventoryMember, JoinInfo, MemberVerdict, PnId, PnInventory,
+    PnRegistrationRequest, PnRegistrationResponse, PneConfirmRequest, PneConfirmResponse,
+    RequestId, UserId, WrappedLocalKeys,
 };
 
 use super::connect::Gw;
 use super::{
     EntityRole, LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect,
-    ServerEvent, ServerSession,
+    ServerEvent, ServerOutput, ServerSession,
 };
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
 use crate::{Failure, Flow, StoreFailure};
@@ -32,6 +35,17 @@ pub(super) const MAX_PNES_PER_PN: usize = 256;
 struct Candidate {
     join: JoinInfo,
     eukey: EuKey,
+    /// Another user's PNE (001 §5.2.1.1): its user, and the home PN GW that must confirm it.
+    foreign: Option<(UserId, EntityId)>,
+}
+
+/// An authenticated candidate: its verdict's index, its keys and its hash_PNE.
+#[derive(Debug)]
+struct Authed {
+    candidate: usize,
+    verdict: usize,
+    keys: PneAuthKeys,
+    hash_pne: AuthHash,
 }
 
 /// One PN establishment in progress on this session.
@@ -43,8 +57,9 @@ pub(super) struct Establishment {
     initiator: Option<EntityId>,
     rand_server: Rand,
     candidates: Vec<Candidate>,
-    /// PNEs named in the request that are not enrolled PNEs of the PN GW's user.
-    refused: Vec<EntityId>,
+    /// PNEs named in the request that may not take part: not enrolled PNEs, or another
+    /// user's without a valid home PN GW (with why).
+    refused: Vec<(EntityId, Option<ErrorBody>)>,
     pub(super) phase: EstablishmentPhase,
     pub(super) deadline: Instant,
 }
@@ -57,8 +72,20 @@ pub(super) enum EstablishmentPhase {
         /// Its message id.
         auth_msg: u64,
     },
+    /// Another user's authenticated PNEs wait for their home PN GWs to confirm them
+    /// (001 §5.2.1.1 steps 8-9) before the PN is registered (step 10).
+    AwaitConfirm(Box<Confirming>),
     /// The PN is being made durable (step 11); then this answer goes out (step 12).
     Persisting(Box<PnRegistrationResponse>),
+}
+
+/// What an establishment keeps while home PN GWs confirm its foreign members.
+#[derive(Debug)]
+pub(super) struct Confirming {
+    verdicts: Vec<MemberVerdict>,
+    authed: Vec<Authed>,
+    /// Questions out, by ask id: the candidate each is about.
+    waiting: BTreeMap<u64, usize>,
 }
 
 impl Establishment {
@@ -66,8 +93,14 @@ impl Establishment {
     pub(super) fn auth_msg(&self) -> Option<u64> {
         match self.phase {
             EstablishmentPhase::AwaitAuth { auth_msg } => Some(auth_msg),
-            EstablishmentPhase::Persisting(_) => None,
+            _ => None,
         }
+    }
+
+    /// Whether the flow waits for its members' authentication or home PN GWs (its deadline
+    /// counts); once persisting, the store's answer ends it.
+    pub(super) fn waiting(&self) -> bool {
+        !matches!(self.phase, EstablishmentPhase::Persisting(_))
     }
 }
 
@@ -112,6 +145,11 @@ impl ServerSession {
         if !self.admit(env) {
             return;
         }
+        // 001 §5.2.1.1 step 3: the home PN GWs another user's PNEs name, to check they are
+        // their users'.
+        ids.extend(req.pnes.iter().filter_map(|p| p.home_gateway.clone()));
+        ids.sort();
+        ids.dedup();
         let request = LoadRequest {
             entities: ids,
             pn: Some(req.pn_id),
@@ -157,13 +195,23 @@ impl ServerSession {
         let mut refused = Vec::new();
         let mut local_keys = Vec::new();
         for join in req.pnes {
-            // Multi-user PNs (001, PNE Confirm) are not served yet: a PNE must be an enrolled
-            // PNE of the PN GW's own user to be authenticated.
+            // An enrolled PNE of the PN GW's own user, or of another user whose home PN GW
+            // will be asked to confirm it (001 §5.2.1.1 step 8).
             let entity = loaded.take_entity(&join.pne_id);
-            let Some(entity) = entity.filter(|e| e.role == EntityRole::Pne && e.owner == gw.owner)
-            else {
-                refused.push(join.pne_id);
+            let Some(entity) = entity.filter(|e| e.role == EntityRole::Pne) else {
+                refused.push((join.pne_id, None));
                 continue;
+            };
+            let foreign = if entity.owner == gw.owner {
+                None
+            } else {
+                match foreign_member(&loaded, &entity.owner, join.home_gateway.as_ref()) {
+                    Ok(home) => Some((entity.owner.clone(), home)),
+                    Err(e) => {
+                        refused.push((join.pne_id, Some(e)));
+                        continue;
+                    }
+                }
             };
             if join.local_key {
                 local_keys.push(wrap_pair(
@@ -179,11 +227,16 @@ impl ServerSession {
             candidates.push(Candidate {
                 join,
                 eukey: entity.eukey,
+                foreign,
             });
         }
         if candidates.is_empty() {
             let reason = Failure::NoEnrolledPne;
-            self.respond_error(req_msg, ErrorCode::Unauthenticated, reason.to_string());
+            // Another user's PNE that may not take part hears why (001 §5.2.1.1).
+            match refused.iter().find_map(|(_, why)| why.clone()) {
+                Some(e) => self.respond_error(req_msg, e.code, e.reason),
+                None => self.respond_error(req_msg, ErrorCode::Unauthenticated, reason.to_string()),
+            }
             return self.event(ServerEvent::FlowFailed {
                 flow: Flow::PnEstablishment,
                 reason,
@@ -216,6 +269,7 @@ impl ServerSession {
     /// when at least one PNE is authenticated, compute hash_server_PNE per member.
     pub(super) fn on_establishment_auth(
         &mut self,
+        now: Instant,
         gw: &Gw,
         env: &Envelope,
         resp: AuthenticationResponse,
@@ -236,16 +290,8 @@ impl ServerSession {
             return;
         };
         let mut verdicts = Vec::new();
-        // Authenticated members: their verdict's index, keys and hash_PNE. hash_server_PNE is
-        // computed once the inventory it covers is complete.
-        let mut confirmed: Vec<(usize, PneAuthKeys, AuthHash)> = Vec::new();
-        let mut members = Vec::new();
-        let mut inventory = PnInventory {
-            pn_id,
-            gateway: gw.id.clone(),
-            members: Vec::new(),
-        };
-        for c in &flow.candidates {
+        let mut authed = Vec::new();
+        for (at, c) in flow.candidates.iter().enumerate() {
             let keys = PneAuthKeys::derive(
                 &c.eukey,
                 &PneAuthInput {
@@ -263,33 +309,148 @@ impl ServerSession {
                 .map(|h| hash_of(&h.hash));
             // Step 11: authenticate the PNE by its hash_PNE.
             let authenticated = hash_pne.is_some_and(|h| keys.verify_hash_pne(&h).is_ok());
-            if !authenticated {
-                let reason = if hash_pne.is_some() {
-                    Failure::HashPneMismatch
-                } else {
-                    Failure::NoHashPne
-                };
-                self.event(ServerEvent::AuthenticationFailed {
-                    entity: c.join.pne_id.clone(),
-                    reason,
-                });
-                verdicts.push(MemberVerdict {
-                    pne_id: c.join.pne_id.clone(),
-                    authenticated: false,
-                    hash_server: None,
-                    sealed_key: None,
-                    refused: None,
-                });
-                continue;
-            }
-            let Some(hash_pne) = hash_pne else { continue };
             verdicts.push(MemberVerdict {
                 pne_id: c.join.pne_id.clone(),
-                authenticated: true,
+                authenticated,
                 hash_server: None,
                 sealed_key: None,
                 refused: None,
             });
+            match hash_pne.filter(|_| authenticated) {
+                Some(hash_pne) => authed.push(Authed {
+                    candidate: at,
+                    verdict: verdicts.len() - 1,
+                    keys,
+                    hash_pne,
+                }),
+                None => self.event(ServerEvent::AuthenticationFailed {
+                    entity: c.join.pne_id.clone(),
+                    reason: if hash_pne.is_some() {
+                        Failure::HashPneMismatch
+                    } else {
+                        Failure::NoHashPne
+                    },
+                }),
+            }
+        }
+        // 001 §5.2.1.1 step 8: another user's authenticated PNE enters only once its home PN
+        // GW confirmed it; each is asked over that PN GW's own session.
+        let mut waiting = BTreeMap::new();
+        for a in &authed {
+            let c = &flow.candidates[a.candidate];
+            if let Some((_, home)) = &c.foreign {
+                let ask = self.rng.u64();
+                let request = PneConfirmRequest {
+                    request_id: RequestId(self.rng.u64()),
+                    pn_id,
+                    pne: c.join.pne_id.clone(),
+                    requesting_gw: gw.id.clone(),
+                };
+                self.out.push_back(ServerOutput::AskGateway {
+                    gateway: home.clone(),
+                    ask,
+                    request,
+                });
+                waiting.insert(ask, a.candidate);
+            }
+        }
+        if waiting.is_empty() {
+            return self.conclude(gw, pn_id, flow, verdicts, authed);
+        }
+        flow.deadline = now + self.cfg.timeouts.flow;
+        flow.phase = EstablishmentPhase::AwaitConfirm(Box::new(Confirming {
+            verdicts,
+            authed,
+            waiting,
+        }));
+        self.establishments.insert(pn_id, flow);
+    }
+
+    /// 001 §5.2.1.1 step 9 (origin side): a home PN GW's answer, or why there is none. A PNE
+    /// its home PN GW does not confirm as its user's and chargeable is left out (`declined`;
+    /// the error otherwise, e.g. `timeout`); once every answer is in, the PN is registered
+    /// with the others (step 10).
+    pub fn handle_gateway_answer(
+        &mut self,
+        ask: u64,
+        answer: Result<PneConfirmResponse, ErrorBody>,
+    ) {
+        let found = self
+            .establishments
+            .iter()
+            .find_map(|(pn, f)| match &f.phase {
+                EstablishmentPhase::AwaitConfirm(c) => c.waiting.get(&ask).map(|at| (*pn, *at)),
+                _ => None,
+            });
+        let Some((pn_id, at)) = found else {
+            return;
+        };
+        let refusal = match answer {
+            Ok(r) if r.confirmed && r.chargeable => None,
+            Ok(r) if r.confirmed => Some(ErrorBody::new(
+                ErrorCode::Declined,
+                "its home PN GW confirmed it but will not be charged for it",
+            )),
+            Ok(_) => Some(ErrorBody::new(
+                ErrorCode::Declined,
+                "its home PN GW did not confirm it as its user's",
+            )),
+            Err(e) => Some(e),
+        };
+        let Some(flow) = self.establishments.get_mut(&pn_id) else {
+            return;
+        };
+        let EstablishmentPhase::AwaitConfirm(c) = &mut flow.phase else {
+            return;
+        };
+        c.waiting.remove(&ask);
+        if let Some(e) = refusal {
+            leave_out(c, at, e);
+        }
+        if c.waiting.is_empty() {
+            self.confirmed(pn_id);
+        }
+    }
+
+    /// Every home PN GW answered (or the deadline passed): register the PN.
+    fn confirmed(&mut self, pn_id: PnId) {
+        let Some(gw) = self.conn.gateway().cloned() else {
+            return;
+        };
+        let Some(mut flow) = self.establishments.remove(&pn_id) else {
+            return;
+        };
+        let phase = std::mem::replace(
+            &mut flow.phase,
+            EstablishmentPhase::AwaitAuth { auth_msg: 0 },
+        );
+        let EstablishmentPhase::AwaitConfirm(c) = phase else {
+            return;
+        };
+        let Confirming {
+            verdicts, authed, ..
+        } = *c;
+        self.conclude(&gw, pn_id, flow, verdicts, authed);
+    }
+
+    /// Steps 11-12: register the PN with its authenticated (and, for another user's PNEs,
+    /// confirmed) members, and compute hash_server_PNE per member over the inventory.
+    fn conclude(
+        &mut self,
+        gw: &Gw,
+        pn_id: PnId,
+        mut flow: Establishment,
+        mut verdicts: Vec<MemberVerdict>,
+        authed: Vec<Authed>,
+    ) {
+        let mut members = Vec::new();
+        let mut inventory = PnInventory {
+            pn_id,
+            gateway: gw.id.clone(),
+            members: Vec::new(),
+        };
+        for a in &authed {
+            let c = &flow.candidates[a.candidate];
             inventory.members.push(InventoryMember {
                 pne_id: c.join.pne_id.clone(),
                 capabilities: Some(c.join.capabilities.clone()),
@@ -300,9 +461,9 @@ impl ServerSession {
                 initiator: flow.initiator.as_ref() == Some(&c.join.pne_id),
                 capabilities: c.join.capabilities.clone(),
                 contents: c.join.contents.clone(),
-                session_key: keys.session_key().clone(),
+                session_key: a.keys.session_key().clone(),
+                owner: c.foreign.as_ref().map(|(user, _)| user.clone()),
             });
-            confirmed.push((verdicts.len() - 1, keys, hash_pne));
         }
         // Step 12: hash_server_PNE covers hash_PNE and the inventory the member will store, as
         // sent in this response (docs/security.md §4.1): a relaying PN GW cannot alter it.
@@ -314,9 +475,9 @@ impl ServerSession {
         // member under its SK_PNE, naming this inventory (docs/security.md §4.10).
         let group_key = cpns_crypto::GroupKey::random(self.rng.get());
         let digest = cpns_crypto::inventory_digest(&canonical);
-        for (at, keys, hash_pne) in confirmed {
-            if let Some(v) = verdicts.get_mut(at) {
-                v.hash_server = Some(hash_wire(&keys.hash_server(&hash_pne, &outcome)));
+        for a in authed {
+            if let Some(v) = verdicts.get_mut(a.verdict) {
+                v.hash_server = Some(hash_wire(&a.keys.hash_server(&a.hash_pne, &outcome)));
                 let binding = cpns_crypto::GroupKeyBinding {
                     pn_id: pn_id.as_bytes(),
                     epoch: 1,
@@ -325,18 +486,18 @@ impl ServerSession {
                 };
                 v.sealed_key = Some(cpns_crypto::seal_group_key(
                     self.rng.get(),
-                    keys.session_key(),
+                    a.keys.session_key(),
                     &binding,
                     &group_key,
                 ));
             }
         }
-        verdicts.extend(flow.refused.iter().map(|id| MemberVerdict {
+        verdicts.extend(flow.refused.iter().map(|(id, why)| MemberVerdict {
             pne_id: id.clone(),
             authenticated: false,
             hash_server: None,
             sealed_key: None,
-            refused: None,
+            refused: why.clone(),
         }));
         // A PN a PNE asked for is registered only if that PNE proved it is who it claimed to be
         // (docs/ARCHITECTURE.md, "Identity on the PAN"): nobody starts a PN in another's name.
@@ -345,13 +506,30 @@ impl ServerSession {
             .as_ref()
             .is_some_and(|i| !members.iter().any(|m| &m.pne_id == i));
         if members.is_empty() || initiator_failed {
-            // Step 11: the PN is registered only when at least one PNE is authenticated.
+            // Step 11: the PN is registered only when at least one PNE is authenticated (and
+            // confirmed); an initiator left out for its home PN GW's answer hears why.
+            let why = flow.initiator.as_ref().and_then(|i| {
+                verdicts
+                    .iter()
+                    .find(|v| &v.pne_id == i)
+                    .and_then(|v| v.refused.clone())
+            });
+            let why = why.or_else(|| {
+                (members.is_empty() && verdicts.iter().all(|v| v.refused.is_some()))
+                    .then(|| verdicts.iter().find_map(|v| v.refused.clone()))
+                    .flatten()
+            });
             let reason = if members.is_empty() {
                 Failure::NoPneAuthenticated
             } else {
                 Failure::InitiatorNotAuthenticated
             };
-            self.respond_error(flow.req_msg, ErrorCode::Unauthenticated, reason.to_string());
+            match why {
+                Some(e) => self.respond_error(flow.req_msg, e.code, e.reason),
+                None => {
+                    self.respond_error(flow.req_msg, ErrorCode::Unauthenticated, reason.to_string())
+                }
+            }
             return self.event(ServerEvent::FlowFailed {
                 flow: Flow::PnEstablishment,
                 reason,
@@ -415,11 +593,31 @@ impl ServerSession {
         let expired: Vec<PnId> = self
             .establishments
             .iter()
-            .filter(|(_, f)| f.auth_msg().is_some() && f.deadline <= now)
+            .filter(|(_, f)| f.waiting() && f.deadline <= now)
             .map(|(pn, _)| *pn)
             .collect();
         for pn in expired {
-            self.fail_establishment(pn, ErrorCode::Timeout, Failure::TimedOut);
+            let confirming = self
+                .establishments
+                .get_mut(&pn)
+                .and_then(|f| match &mut f.phase {
+                    EstablishmentPhase::AwaitConfirm(c) => Some(c),
+                    _ => None,
+                });
+            match confirming {
+                // Home PN GWs that did not answer leave their PNEs out; the others go on.
+                Some(c) => {
+                    for (_, at) in std::mem::take(&mut c.waiting) {
+                        let e = ErrorBody::new(
+                            ErrorCode::Timeout,
+                            "its home PN GW did not answer in time",
+                        );
+                        leave_out(c, at, e);
+                    }
+                    self.confirmed(pn);
+                }
+                None => self.fail_establishment(pn, ErrorCode::Timeout, Failure::TimedOut),
+            }
         }
     }
 
@@ -461,4 +659,41 @@ fn wrap_pair(
         for_pne,
         for_gw,
     }
+}
+
+/// Leaves candidate `at` out of the PN being confirmed, saying why in its verdict.
+fn leave_out(c: &mut Confirming, at: usize, why: ErrorBody) {
+    if let Some(i) = c.authed.iter().position(|a| a.candidate == at) {
+        let a = c.authed.remove(i);
+        if let Some(v) = c.verdicts.get_mut(a.verdict) {
+            v.authenticated = false;
+            v.refused = Some(why);
+        }
+    }
+}
+
+/// 001 §5.2.1.1 steps 2-3: another user's PNE takes part only through its home PN GW, which
+/// must be an enrolled PN GW of that same user. The home PN GW, or why not.
+fn foreign_member(
+    loaded: &Loaded,
+    owner: &UserId,
+    home: Option<&EntityId>,
+) -> Result<EntityId, ErrorBody> {
+    let Some(home) = home else {
+        return Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            "another user's PNE takes part only with its home PN GW named to confirm it",
+        ));
+    };
+    let ok = loaded
+        .entities
+        .iter()
+        .any(|e| &e.id == home && e.role == EntityRole::Gateway && &e.owner == owner);
+    if !ok {
+        return Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!("{home} is not a PN GW of the PNE's own user"),
+        ));
+    }
+    Ok(home.clone())
 }

@@ -7,6 +7,7 @@
 //! once the effect is durable.
 
 mod budget;
+mod confirm;
 mod connect;
 mod establish;
 mod membership;
@@ -164,6 +165,9 @@ pub struct RegisteredMember {
     pub contents: Vec<cpns_wire::ContentItem>,
     /// SK_PNE, to be sealed at rest by the driver.
     pub session_key: SessionKey,
+    /// Its own user, when it is not the PN owner's: confirmed by that user's home PN GW and
+    /// charged for its use (001 §5.2.1.1 step 10).
+    pub owner: Option<UserId>,
 }
 
 /// A PN's next group key epoch (docs/pn-lifecycle.md, "Group key epochs").
@@ -379,6 +383,25 @@ pub enum ServerOutput {
     },
     /// Something happened.
     Event(ServerEvent),
+    /// Ask another PN GW's session (001 §5.2.1.1 step 8): deliver `request` to the session of
+    /// `gateway` with [`ServerSession::confirm_for_other`], and its answer back here with
+    /// [`ServerSession::handle_gateway_answer`] (an error if that PN GW has no session).
+    AskGateway {
+        /// The home PN GW.
+        gateway: EntityId,
+        /// Names the question in the answer.
+        ask: u64,
+        /// The question.
+        request: cpns_wire::PneConfirmRequest,
+    },
+    /// The answer of this session's PN GW to a question another session asked through
+    /// [`ServerSession::confirm_for_other`] (001 §5.2.1.1 step 9).
+    GatewayAnswer {
+        /// The question's `ask`, as given.
+        ask: u64,
+        /// The PN GW's answer, or why there is none.
+        answer: Result<cpns_wire::PneConfirmResponse, ErrorBody>,
+    },
     /// End the session after sending what was queued.
     Close {
         /// Why.
@@ -469,6 +492,9 @@ pub struct ServerSession {
     /// (003 §1.4.2 steps 4-5; docs/ARCHITECTURE.md, "Identity on the PAN").
     pending_members: BTreeMap<(PnId, EntityId), register::PendingMember>,
     answered: VecDeque<((Address, RequestId), Envelope)>,
+    /// PNE Confirm Requests other sessions asked this session's PN GW, by message id
+    /// (001 §5.2.1.1 steps 8-9).
+    asked: BTreeMap<u64, confirm::Asked>,
     /// Units of the server's [`FlowBudget`] this session holds: one per flow in progress.
     held: usize,
     out: VecDeque<ServerOutput>,
@@ -497,6 +523,7 @@ impl ServerSession {
             reported: false,
             last_status: None,
             answered: VecDeque::new(),
+            asked: BTreeMap::new(),
             held: 0,
             out: VecDeque::new(),
         }
@@ -598,13 +625,14 @@ impl ServerSession {
             {
                 self.on_registration_auth(&env, m)
             }
-            Body::AuthenticationResponse(m) => self.on_establishment_auth(&gw, &env, m),
+            Body::AuthenticationResponse(m) => self.on_establishment_auth(now, &gw, &env, m),
             Body::PneRegistrationRequest(m) => self.on_pne_registration(now, &gw, &env, m),
             Body::SecureRequest(m) => self.on_secure_request(&gw, &env, m),
             Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
             Body::PnReleaseRequest(m) => self.on_pn_release(&gw, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave(&gw, &env, m),
             Body::GroupKeyRequest(m) => self.on_group_key_request(&env, m),
+            Body::PneConfirmResponse(m) => self.on_confirm_response(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
                 &env,
@@ -688,6 +716,7 @@ impl ServerSession {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.connect_timeout(now);
         self.confirmation_timeouts(now);
+        self.pne_confirm_timeouts(now);
         self.establishment_timeouts(now);
         self.registration_timeouts(now);
         self.release_ended_flows();
@@ -701,7 +730,8 @@ impl ServerSession {
             .map(|e| e.deadline)
             .chain(self.registrations.values().map(|r| r.deadline))
             .chain(self.pending_members.values().map(|p| p.deadline))
-            .chain(self.unconfirmed.values().copied());
+            .chain(self.unconfirmed.values().copied())
+            .chain(self.asked.values().map(|a| a.deadline));
         self.conn.deadline().into_iter().chain(flows).min()
     }
 
@@ -728,6 +758,7 @@ impl ServerSession {
         fresh(&mut self.registrations);
         fresh(&mut self.unconfirmed);
         fresh(&mut self.pending_members);
+        fresh(&mut self.asked);
         if self.out.capacity() > 0 {
             self.out = VecDeque::new();
         }
@@ -878,6 +909,9 @@ impl ServerSession {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
+        if self.confirm_refused(reply_to, &e) {
+            return;
+        }
         if let Some(pn) = self
             .establishments
             .iter()

@@ -126,6 +126,31 @@ pub(super) struct Harness {
     rng: MachineRng,
     /// The server's settings, kept for restarts.
     pub server_cfg: ServerConfig,
+    /// Plays the home PN GWs of other users' PNEs (001 §5.2.1.1 steps 8-9): each question the
+    /// server asks another session, with the answer to give (`None`: none, ever).
+    pub home: HomeGateways,
+    /// The questions the server asked, by home PN GW.
+    pub asked: Vec<(EntityId, cpns_wire::PneConfirmRequest)>,
+    /// What the server's own PN GW answered to questions of other sessions.
+    pub gateway_answers: Vec<(u64, Result<cpns_wire::PneConfirmResponse, cpns_wire::ErrorBody>)>,
+}
+
+/// What a home PN GW answers, if anything.
+pub(super) type HomeGateways = Box<
+    dyn FnMut(
+        &EntityId,
+        &cpns_wire::PneConfirmRequest,
+    ) -> Option<Result<cpns_wire::PneConfirmResponse, cpns_wire::ErrorBody>>,
+>;
+
+/// No home PN GW is connected.
+pub(super) fn no_home_gateway() -> HomeGateways {
+    Box::new(|gw, _| {
+        Some(Err(cpns_wire::ErrorBody::new(
+            cpns_wire::ErrorCode::Timeout,
+            format!("its home PN GW {gw} is not connected to the CPNS Server"),
+        )))
+    })
 }
 
 fn caps(device: &str, has_ui: bool) -> DeviceCapabilities {
@@ -259,6 +284,9 @@ impl Harness {
             closed_at: BTreeMap::new(),
             seq: 0,
             hook: None,
+            home: no_home_gateway(),
+            asked: Vec::new(),
+            gateway_answers: Vec::new(),
             rng,
             server_cfg,
         }
@@ -463,6 +491,18 @@ impl Harness {
             }
             ServerOutput::Event(e) => self.events.push(Ev::Server(e)),
             ServerOutput::Close { reason } => self.close(Party::Server, None, reason),
+            ServerOutput::AskGateway {
+                gateway,
+                ask,
+                request,
+            } => {
+                let answer = (self.home)(&gateway, &request);
+                self.asked.push((gateway, request));
+                if let Some(answer) = answer {
+                    self.server.handle_gateway_answer(ask, answer);
+                }
+            }
+            ServerOutput::GatewayAnswer { ask, answer } => self.gateway_answers.push((ask, answer)),
         }
     }
 

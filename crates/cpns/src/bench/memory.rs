@@ -185,7 +185,18 @@ impl Pair {
                         let done = store.apply(effect);
                         let _ = self.server.handle_persisted(now, token, done);
                     }
-                    ServerOutput::Event(_) | ServerOutput::Close { .. } => {}
+                    // Every household is one user's: no PNE of another user asks its home
+                    // PN GW (001 §5.2.1.1).
+                    ServerOutput::AskGateway { ask, .. } => {
+                        let e = cpns_wire::ErrorBody::new(
+                            cpns_wire::ErrorCode::Timeout,
+                            "no other PN GW in the ceiling run",
+                        );
+                        self.server.handle_gateway_answer(ask, Err(e));
+                    }
+                    ServerOutput::Event(_)
+                    | ServerOutput::Close { .. }
+                    | ServerOutput::GatewayAnswer { .. } => {}
                 }
             }
             for frame in down {
