@@ -84,6 +84,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let gw_store = SqliteStore::open(&root.join("home-gw.db")).await?;
     let proto = GatewayConfig {
         limits: Default::default(),
+        confirm_others: false,
         id: gw.entity_id.clone(),
         eukey: gw.eukey.clone(),
         capabilities: defaults("home-hub", true, true),

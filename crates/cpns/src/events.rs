@@ -235,6 +235,16 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             };
             d.field("notified", "notified", Value::List(notified))
         }
+        GatewayEvent::PneConfirmAsked {
+            pne,
+            pn_id,
+            requesting_gw,
+            confirmed,
+        } => Described::new("pne_confirm_asked")
+            .text("pne", pne)
+            .pn("pn_id", *pn_id)
+            .text("requesting_gw", requesting_gw)
+            .field("confirmed", "confirmed", Value::Bool(*confirmed)),
         GatewayEvent::MemberConfirmed { pn_id, pne, epoch } => Described::new("member_confirmed")
             .pn("pn_id", *pn_id)
             .text("pne", pne)

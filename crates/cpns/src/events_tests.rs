@@ -218,6 +218,17 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "pne": "tv", "epoch": 4, "notified": ["phone", "watch"]}),
         ),
         (
+            GatewayEvent::PneConfirmAsked {
+                pne: id("phone"),
+                pn_id: pn(),
+                requesting_gw: id("bob-gw"),
+                confirmed: true,
+            },
+            "14:02:11 pne confirm asked  pne=phone pn=3f2a…c1 requesting_gw=bob-gw confirmed=yes",
+            "pne_confirm_asked",
+            json!({"pne": "phone", "pn_id": PN_HEX, "requesting_gw": "bob-gw", "confirmed": true}),
+        ),
+        (
             GatewayEvent::MemberConfirmed {
                 pn_id: pn(),
                 pne: id("tv"),

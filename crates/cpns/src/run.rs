@@ -139,6 +139,10 @@ pub(crate) struct GatewayArgs {
     /// With --establish: wait until this many PNEs have made themselves known.
     #[arg(long, default_value_t = 1)]
     pub after_pnes: usize,
+    /// Whether this PN GW's owner confirms its own PNEs taking part in other users' PNs, and
+    /// agrees to be charged for them, when the CPNS Server asks (001 §5.2.1.1, PNE Confirm).
+    #[arg(long, value_name = "yes|no", default_value = "no", value_parser = yes_or_no)]
+    pub confirm_others: bool,
     /// Most concurrent PAN links whose PNE proved its identity; a proven PNE beyond them is
     /// refused.
     #[arg(long, default_value_t = 1024)]
@@ -171,6 +175,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         .with_context(|| format!("open {}", a.store.display()))?;
     let proto = GatewayConfig {
         limits: Default::default(),
+        confirm_others: a.confirm_others,
         id: cred.entity_id.clone(),
         eukey: cred.eukey.clone(),
         capabilities,
@@ -437,4 +442,13 @@ async fn pne_stay(
     let _ = printing.await;
     store.close().await;
     r.context("the PNE task")?.map_err(anyhow::Error::msg)
+}
+
+/// `yes` or `no`.
+fn yes_or_no(s: &str) -> Result<bool, String> {
+    match s {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => Err(format!("`{other}`: say yes or no")),
+    }
 }

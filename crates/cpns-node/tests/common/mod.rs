@@ -172,6 +172,7 @@ impl Harness {
     ) -> RunningGateway {
         let proto = GatewayConfig {
             limits: Default::default(),
+            confirm_others: false,
             id: gw.id.clone(),
             eukey: eukey.clone(),
             capabilities: capabilities("home-hub", true, true),

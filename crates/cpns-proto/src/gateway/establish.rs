@@ -723,9 +723,13 @@ impl Gateway {
                         pn_id,
                         inventory: hash_server.map(|_| verdict.inventory.clone()),
                         hash_server,
-                        reason: hash_server
-                            .is_none()
-                            .then(|| "the CPNS Server did not authenticate this PNE".into()),
+                        reason: hash_server.is_none().then(|| {
+                            // Another user's PNE left out hears its home PN GW's answer.
+                            match v.and_then(|v| v.refused.as_ref()) {
+                                Some(e) => format!("{}: {}", e.code.name(), e.reason),
+                                None => "the CPNS Server did not authenticate this PNE".into(),
+                            }
+                        }),
                         epoch,
                         sealed_key,
                     };

@@ -53,6 +53,9 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     /// Bounds on flows in progress.
     pub limits: GatewayLimits,
+    /// Whether this PN GW's owner confirms its own PNEs taking part in other users' PNs, and
+    /// agrees to be charged for them (001 §5.2.1.1 step 9).
+    pub confirm_others: bool,
 }
 
 /// How many flows a PN GW runs at once (issue 6, "Bounded resources"): beyond them a new request
@@ -187,6 +190,18 @@ pub enum GatewayEvent {
         pne: EntityId,
         /// The epoch it holds.
         epoch: u64,
+    },
+    /// The server asked whether this PN GW's user owns a PNE taking part in another user's PN
+    /// and pays for it (001 §5.2.1.1 steps 8-9); answered by the owner's policy.
+    PneConfirmAsked {
+        /// The PNE.
+        pne: EntityId,
+        /// The other user's PN.
+        pn_id: PnId,
+        /// That PN's PN GW.
+        requesting_gw: EntityId,
+        /// What this PN GW answered.
+        confirmed: bool,
     },
     /// An invitation into a PN ended without the invitee joining: it declined (`reason` `None`),
     /// answered with an error, disconnected, or the deadline passed.
@@ -663,6 +678,7 @@ impl Gateway {
             }
             Body::PneLeaveResponse(m) => self.on_leave_answer(&env, m),
             Body::PnReleaseResponse(m) => self.on_release_response(&env, m),
+            Body::PneConfirmRequest(m) => self.on_pne_confirm_request(&env, m),
             Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
             // Confirms (device capabilities, connection set-up) need no action.
             _ if env.kind == MsgKind::Request => {
@@ -674,6 +690,24 @@ impl Gateway {
             }
             _ => {}
         }
+    }
+
+    /// 001 §5.2.1.1 steps 8-9: the owner's policy answers; the server checked already that
+    /// the PNE is an enrolled PNE of this PN GW's user.
+    fn on_pne_confirm_request(&mut self, env: &Envelope, m: cpns_wire::PneConfirmRequest) {
+        let confirmed = self.cfg.confirm_others;
+        let answer = cpns_wire::PneConfirmResponse {
+            request_id: m.request_id,
+            confirmed,
+            chargeable: confirmed,
+        };
+        self.send_wan_response(env.msg_id, answer);
+        self.event(GatewayEvent::PneConfirmAsked {
+            pne: m.pne,
+            pn_id: m.pn_id,
+            requesting_gw: m.requesting_gw,
+            confirmed,
+        });
     }
 
     // ---- helpers ----

@@ -132,7 +132,10 @@ pub(super) struct Harness {
     /// The questions the server asked, by home PN GW.
     pub asked: Vec<(EntityId, cpns_wire::PneConfirmRequest)>,
     /// What the server's own PN GW answered to questions of other sessions.
-    pub gateway_answers: Vec<(u64, Result<cpns_wire::PneConfirmResponse, cpns_wire::ErrorBody>)>,
+    pub gateway_answers: Vec<(
+        u64,
+        Result<cpns_wire::PneConfirmResponse, cpns_wire::ErrorBody>,
+    )>,
 }
 
 /// What a home PN GW answers, if anything.
@@ -206,6 +209,7 @@ impl Harness {
         let mut store = Store::default();
         let gw_cfg = GatewayConfig {
             limits,
+            confirm_others: false,
             id: id("gw-1"),
             eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {

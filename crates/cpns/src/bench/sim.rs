@@ -86,6 +86,7 @@ impl SimGateway {
     pub fn new(household: Household, mut rng: MachineRng) -> Self {
         let cfg = GatewayConfig {
             limits: GatewayLimits::default(),
+            confirm_others: false,
             id: household.gateway.id.clone(),
             eukey: household.gateway.eukey.clone(),
             capabilities: caps("home-hub", true),
