@@ -25,7 +25,7 @@ impl ServerSession {
     /// Step 8, on the home PN GW's session: ask this session's PN GW whether `request.pne` is
     /// its user's and chargeable to it. The answer comes as [`ServerOutput::GatewayAnswer`]
     /// with `ask`: the PN GW's, or an error if this session is not ready or its PN GW does not
-    /// answer within half a flow's time (the asking establishment waits for it).
+    /// answer within a third of a flow's time (the asking establishment waits half of one).
     pub fn confirm_for_other(&mut self, now: Instant, ask: u64, request: PneConfirmRequest) {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
             let e = ErrorBody::new(ErrorCode::Busy, "the home PN GW's session is not ready");
@@ -40,7 +40,8 @@ impl ServerSession {
         }
         let request_id = request.request_id;
         let msg = self.send_request(Address::Entity(gw), request);
-        let deadline = now + self.cfg.timeouts.flow / 2;
+        // Within the asking establishment's own wait (half a flow), so its answer says why.
+        let deadline = now + self.cfg.timeouts.flow / 3;
         self.asked.insert(
             msg,
             Asked {

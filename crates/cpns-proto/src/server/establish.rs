@@ -357,7 +357,9 @@ impl ServerSession {
         if waiting.is_empty() {
             return self.conclude(gw, pn_id, flow, verdicts, authed);
         }
-        flow.deadline = now + self.cfg.timeouts.flow;
+        // Half a flow's time: the PN GW waits a whole one for this answer, so a silent home PN
+        // GW leaves its PNE out without sinking the PN.
+        flow.deadline = now + self.cfg.timeouts.flow / 2;
         flow.phase = EstablishmentPhase::AwaitConfirm(Box::new(Confirming {
             verdicts,
             authed,

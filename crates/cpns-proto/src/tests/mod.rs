@@ -36,6 +36,7 @@ mod inventory;
 mod limits;
 mod membership_flow;
 mod membership_server;
+mod multi_user;
 mod pan_security;
 mod pne_flows;
 mod queries;

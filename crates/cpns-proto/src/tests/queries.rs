@@ -175,6 +175,11 @@ impl Harness {
     }
 
     /// Member ids of a PN in the server's record.
+    /// The members of `pn` in the server's store, if it holds the PN.
+    pub fn members_or_none(&self, pn: PnId) -> Option<Vec<EntityId>> {
+        self.store.pns.contains_key(&pn).then(|| self.members(pn))
+    }
+
     pub fn members(&self, pn: PnId) -> Vec<EntityId> {
         self.store.pns.get(&pn).map_or(Vec::new(), |inv| {
             inv.members.iter().map(|m| m.pne_id.clone()).collect()

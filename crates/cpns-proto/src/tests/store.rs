@@ -24,6 +24,8 @@ pub(super) struct Store {
     pub session_keys: BTreeMap<(PnId, EntityId), SessionKey>,
     /// Each PN's current group key epoch and key (a real store seals the key at rest).
     pub epochs: BTreeMap<PnId, (u64, cpns_crypto::GroupKey)>,
+    /// The user each registered member was recorded with (`None`: the PN owner's).
+    pub member_owners: BTreeMap<(PnId, EntityId), Option<cpns_wire::UserId>>,
     next_cpns: u32,
     pub gw_local: BTreeMap<PnId, LocalPnState>,
     pub pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
@@ -182,6 +184,8 @@ impl Store {
                         capabilities: Some(m.capabilities),
                         contents: m.contents,
                     });
+                    self.member_owners
+                        .insert((pn_id, m.pne_id.clone()), m.owner);
                     self.session_keys.insert((pn_id, m.pne_id), m.session_key);
                 }
                 self.pns.insert(pn_id, inv);
