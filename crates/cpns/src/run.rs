@@ -141,7 +141,7 @@ pub(crate) struct GatewayArgs {
     pub after_pnes: usize,
     /// Whether this PN GW's owner confirms its own PNEs taking part in other users' PNs, and
     /// agrees to be charged for them, when the CPNS Server asks (001 §5.2.1.1, PNE Confirm).
-    #[arg(long, value_name = "yes|no", default_value = "no", value_parser = yes_or_no)]
+    #[arg(long, value_name = "yes|no", default_value = "no", value_parser = yes_or_no, action = clap::ArgAction::Set)]
     pub confirm_others: bool,
     /// Most concurrent PAN links whose PNE proved its identity; a proven PNE beyond them is
     /// refused.

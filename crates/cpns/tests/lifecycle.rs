@@ -93,22 +93,23 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 /// `cpns gateway --json` as home-gw, listening for PNEs on `pan`; once its WAN session is up,
 /// the process and its PAN address.
-fn gateway(p: &dyn Fn(&str) -> PathBuf, server: &str, pan: &str) -> (Proc, String) {
-    let mut gw = Proc::spawn(
+fn gateway(p: &dyn Fn(&str) -> PathBuf, server: &str, pan: &str, extra: &[&str]) -> (Proc, String) {
+    let cred = p("home-gw.cred.json");
+    let store = p("gw.db");
+    let mut args = vec![
         "gateway",
-        &[
-            "gateway",
-            "--json",
-            "--credential",
-            s(&p("home-gw.cred.json")),
-            "--server",
-            server,
-            "--pan-listen",
-            pan,
-            "--store",
-            s(&p("gw.db")),
-        ],
-    );
+        "--json",
+        "--credential",
+        s(&cred),
+        "--server",
+        server,
+        "--pan-listen",
+        pan,
+        "--store",
+        s(&store),
+    ];
+    args.extend(extra);
+    let mut gw = Proc::spawn("gateway", &args);
     let pan = gw.expect_event("pan_listening")["addr"]
         .as_str()
         .unwrap()
@@ -166,7 +167,7 @@ impl World {
             ],
         );
         let server_addr = server.listening();
-        let (gw, pan) = gateway(&p, &server_addr, "127.0.0.1:0");
+        let (gw, pan) = gateway(&p, &server_addr, "127.0.0.1:0", &[]);
         Self {
             tmp,
             server,
@@ -178,10 +179,15 @@ impl World {
 
     /// Stops the PN GW (SIGKILL) and starts it again on the same PAN address and store.
     fn restart_gateway(&mut self) {
+        self.restart_gateway_with(&[]);
+    }
+
+    /// [`World::restart_gateway`] with `extra` arguments.
+    fn restart_gateway_with(&mut self, extra: &[&str]) {
         self.gw.child.kill().unwrap();
         self.gw.child.wait().unwrap();
         let p = |n: &str| -> PathBuf { self.tmp.path().join(n) };
-        let (gw, _) = gateway(&p, &self.server_addr, &self.pan);
+        let (gw, _) = gateway(&p, &self.server_addr, &self.pan, extra);
         self.gw = gw;
     }
 
@@ -914,4 +920,140 @@ async fn a_member_asks_its_pn_gw_to_expel_another() {
     // Expelling it again: not a member any more.
     let again = pn_json(&w.path("watch.db"), &["expel", &pn.to_string(), "tv"]);
     assert_eq!(again["ok"], false, "{again}");
+}
+
+/// How a multi-user case sets up alice's home PN GW.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Home {
+    /// Running, confirming (`yes`) or not (`no`) its user's PNEs in others' PNs.
+    Runs(&'static str),
+    /// Not running: the server cannot ask it.
+    Down,
+}
+
+/// 001 §5.2.1.1 across processes: bob's PN GW (`bob-gw`) establishes a PN with alice's phone,
+/// which names `named` as its home PN GW; alice's `home-gw` is as `home` says. Returns bob's
+/// PN GW's establishment event, the phone's last event about it, and the server's PNs.
+async fn multi_user(
+    home: Home,
+    named: &str,
+) -> (
+    serde_json::Value,
+    serde_json::Value,
+    Vec<cpns_store::PnRecord>,
+) {
+    let mut w = World::start(&["phone"]);
+    cpns(&[
+        "enroll",
+        "--data-dir",
+        s(&w.path("server")),
+        "--user",
+        "bob",
+        "--kind",
+        "gateway",
+        "--id",
+        "bob-gw",
+        "--out",
+        s(&w.path("bob-gw.cred.json")),
+    ]);
+    match home {
+        Home::Runs(answer) => w.restart_gateway_with(&["--confirm-others", answer]),
+        Home::Down => {
+            w.gw.child.kill().unwrap();
+            w.gw.child.wait().unwrap();
+        }
+    }
+    let mut bob = Proc::spawn(
+        "gateway",
+        &[
+            "gateway",
+            "--json",
+            "--credential",
+            s(&w.path("bob-gw.cred.json")),
+            "--server",
+            &w.server_addr,
+            "--pan-listen",
+            "127.0.0.1:0",
+            "--store",
+            s(&w.path("bob-gw.db")),
+            "--establish",
+            "phone",
+        ],
+    );
+    let bob_pan = bob.expect_event("pan_listening")["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    bob.expect_event("wan_ready");
+    let mut phone = Proc::spawn(
+        "pne",
+        &[
+            "pne",
+            "--stay",
+            "--json",
+            "--gateway",
+            &bob_pan,
+            "--credential",
+            s(&w.path("phone.cred.json")),
+            "--store",
+            s(&w.path("phone.db")),
+            "--await-invitation",
+            "--home-gateway",
+            named,
+        ],
+    );
+    let outcome = bob.expect_any(&["pn_established", "establishment_failed"]);
+    let told = phone.expect_any(&["pn_joined", "pn_refused", "flow_failed"]);
+    if let Home::Runs(answer) = home
+        && named == "home-gw"
+    {
+        let asked = w.gw.expect_event("pne_confirm_asked");
+        assert_eq!(asked["pne"], "phone");
+        assert_eq!(asked["requesting_gw"], "bob-gw");
+        assert_eq!(asked["confirmed"], answer == "yes");
+    }
+    let st = SqliteStore::open(&w.path("server").join("cpns.db"))
+        .await
+        .unwrap();
+    let pns = st.all_pns().await.unwrap();
+    st.close().await;
+    (outcome, told, pns)
+}
+
+/// 001 §5.2.1.1 end to end: alice's home PN GW confirms her phone in bob's PN; the server
+/// registers it with alice recorded as its user, and bob's PN GW holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pne_of_another_user_enters_a_pn_once_its_home_pn_gw_confirms() {
+    let (outcome, told, pns) = multi_user(Home::Runs("yes"), "home-gw").await;
+    assert_eq!(outcome["event"], "pn_established", "{outcome}");
+    assert_eq!(names(&outcome["members"]), ["phone"]);
+    assert_eq!(told["event"], "pn_joined", "{told}");
+    assert_eq!(pns.len(), 1);
+    assert_eq!(pns[0].gateway.as_str(), "bob-gw");
+    assert_eq!(pns[0].owner.as_str(), "bob");
+    assert_eq!(pns[0].members[0].pne_id.as_str(), "phone");
+    assert_eq!(
+        pns[0].members[0].owner.as_ref().map(|u| u.as_str()),
+        Some("alice")
+    );
+}
+
+/// Its home PN GW declining, not running, or a home PN GW named that is not alice's: the
+/// phone is left out with the reason, and the server stores no PN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pne_of_another_user_not_confirmed_changes_nothing() {
+    for (home, named, code) in [
+        (Home::Runs("no"), "home-gw", "declined"),
+        (Home::Down, "home-gw", "timeout"),
+        (Home::Runs("yes"), "bob-gw", "forbidden"),
+    ] {
+        let (outcome, told, pns) = multi_user(home, named).await;
+        assert_eq!(
+            outcome["event"], "establishment_failed",
+            "{home:?}: {outcome}"
+        );
+        assert_ne!(told["event"], "pn_joined", "{home:?}: {told}");
+        assert!(told.to_string().contains(code), "{home:?}: {told}");
+        assert!(pns.is_empty(), "{home:?}: {pns:?}");
+    }
 }

@@ -83,11 +83,22 @@ impl Proc {
                         .unwrap_or_else(|e| panic!("{}: not JSON: {line:?}: {e}", self.name));
                     assert!(v["ts"].is_string(), "{}: no ts: {line}", self.name);
                     assert_eq!(v["role"], self.name, "{line}");
-                    if v["event"] == event && f(&v) {
+                    // An empty name takes the next event, whatever it is.
+                    if event.is_empty() || (v["event"] == event && f(&v)) {
                         return v;
                     }
                 }
                 Err(e) => panic!("{}: no event {event:?}: {e}", self.name),
+            }
+        }
+    }
+
+    /// Waits for the first JSON event named one of `events`.
+    pub fn expect_any(&mut self, events: &[&str]) -> serde_json::Value {
+        loop {
+            let v = self.expect_event_where("", |_| false);
+            if events.iter().any(|e| v["event"] == *e) {
+                return v;
             }
         }
     }
