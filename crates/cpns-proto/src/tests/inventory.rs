@@ -206,8 +206,75 @@ fn an_unanswered_query_times_out() {
     });
     query(&mut h, 1, Some(a));
     assert!(refused(&h, 1).is_empty());
-    h.advance(FLOW + Duration::from_secs(1));
+    h.advance(FLOW / 2);
+    assert!(refused(&h, 1).is_empty());
+    h.advance(FLOW / 2 + Duration::from_secs(1));
     h.pump();
     assert_eq!(refused(&h, 1), [Failure::TimedOut]);
     assert_eq!(read(&h, 1), None);
+}
+
+/// A member whose PN GW has not proved itself on this link (after a restart) reads even its own
+/// PN from the server, end to end: a PN GW it cannot tell from an impostor is not asked.
+#[test]
+fn a_member_on_an_unproven_link_reads_its_own_pn_from_the_server() {
+    let (mut h, [a, ..]) = three_pns();
+    h.restart_from_stores(&[PneSpec::cpns(); 4]);
+    h.discover_all();
+    let before = sent(&h, Party::Pne(1), Party::Gw, "InventoryQuery");
+    query(&mut h, 1, Some(a));
+    assert_eq!(read(&h, 1), Some(vec![h.store.pns[&a].clone()]));
+    assert_eq!(sent(&h, Party::Pne(1), Party::Gw, "InventoryQuery"), before);
+    assert!(refused(&h, 1).is_empty());
+}
+
+/// On a trusted bearer (frames plain): the PN GW's refusal of a local query is reported; an
+/// answer from another sender, or one nothing asked for, is not believed.
+#[test]
+fn a_local_answer_is_believed_only_from_the_pn_gw_and_only_when_asked() {
+    let mut h = Harness::ready(&[PneSpec::trusted(); 2]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    // The query is rewritten on its way to name a PN the PN GW does not serve: refused.
+    h.set_hook(|f| match f.env() {
+        Some(e) if matches!(e.body, Body::InventoryQuery(_)) => {
+            Action::Replace(super::harness::rewrite(&f.body, |env| {
+                env.body = Body::InventoryQuery(InventoryQuery {
+                    pn_id: Some(PnId::from_bytes([9; 16])),
+                });
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    query(&mut h, 1, Some(pn));
+    assert!(matches!(
+        &refused(&h, 1)[..],
+        [Failure::Refused(e)] if e.code == ErrorCode::NotFound
+    ));
+    // An answer that claims to come from another entity.
+    h.set_hook(|f| match f.env() {
+        Some(e) if matches!(e.body, Body::InventoryAnswer(_)) => {
+            Action::Replace(super::harness::rewrite(&f.body, |env| {
+                env.from = Address::Entity(pne_id(0));
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    query(&mut h, 1, Some(pn));
+    assert_eq!(read(&h, 1), None);
+    h.clear_hook();
+    // An answer nothing asked for.
+    let unasked = Envelope::response(
+        9_950,
+        424_242,
+        Address::Entity(h.gw_cfg.id.clone()),
+        Address::Entity(pne_id(1)),
+        cpns_wire::InventoryAnswer { pns: vec![] },
+    );
+    h.deliver_direct(Party::Gw, Party::Pne(1), &plain(&unasked))
+        .unwrap();
+    assert_eq!(read(&h, 1), None);
+    // Asked properly, it reads its PN.
+    query(&mut h, 1, Some(pn));
+    assert_eq!(read(&h, 1), Some(vec![h.store.pns[&pn].clone()]));
 }

@@ -247,3 +247,39 @@ fn leaves_that_may_not_be_are_refused_and_change_nothing() {
     leave(&mut h, 7_006, gw(), 5, pn, pne_id(1));
     assert!(matches!(answer(&h, 7_006), Body::PneLeaveResponse(_)));
 }
+
+/// 004 §5.5.10: a PN GW naming who asked for an expulsion (`asked_by`) is refused unless that
+/// one is a member of the PN and an entity of the PN GW's own user; nothing changes.
+#[test]
+fn an_expulsion_asked_by_a_non_member_or_another_users_pne_is_refused() {
+    let mut h = Harness::ready(&[PneSpec::trusted(); 4]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1), pne_id(2)]));
+    let pn = h.joined(0).unwrap().pn_id;
+    h.store.entities.get_mut(&pne_id(1)).unwrap().owner =
+        cpns_wire::UserId::new("mallory").unwrap();
+    let before = h.store.pns.clone();
+    // PNE 3, alice's, is no member; PNE 1, a member, is mallory's; "ghost" is not enrolled.
+    for (n, asker) in [(1, pne_id(3)), (2, pne_id(1)), (3, id("ghost"))] {
+        let req = PnUpdateRequest {
+            request_id: RequestId(700 + n),
+            pn_id: pn,
+            add: Vec::new(),
+            remove: vec![pne_id(2)],
+            asked_by: Some(asker.clone()),
+        };
+        send(&mut h, 9_700 + n, gw(), req);
+        assert_eq!(refused(&h, 9_700 + n), ErrorCode::Forbidden, "{asker}");
+        h.pump();
+    }
+    assert_eq!(h.store.pns, before);
+    // PNE 0, alice's and a member, may.
+    let req = PnUpdateRequest {
+        request_id: RequestId(710),
+        pn_id: pn,
+        add: Vec::new(),
+        remove: vec![pne_id(2)],
+        asked_by: Some(pne_id(0)),
+    };
+    send(&mut h, 9_710, gw(), req);
+    assert!(matches!(answer(&h, 9_710), Body::PnUpdateResponse(_)));
+}
