@@ -17,6 +17,8 @@ pub enum DeviceKind {
     Pne,
     /// A PN GW.
     Gateway,
+    /// Either role (002 §B.1.1.1): the credential serves `cpns pne` and `cpns gateway`.
+    Both,
 }
 
 /// Errors reading or writing a credential file.

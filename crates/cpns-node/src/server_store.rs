@@ -125,7 +125,7 @@ impl KeyCache {
     }
 
     fn put(&self, e: &KnownEntity) {
-        if self.max == 0 || e.role != EntityRole::Pne {
+        if self.max == 0 || !e.role.is_pne() {
             return;
         }
         let mut map = self.lock();
@@ -154,6 +154,7 @@ fn open_entity(master: &MasterKey, e: cpns_store::EntityRecord) -> Result<KnownE
     let role = match e.kind {
         EntityKind::Pne => EntityRole::Pne,
         EntityKind::Gateway => EntityRole::Gateway,
+        EntityKind::Both => EntityRole::Both,
     };
     Ok(KnownEntity {
         id: e.id,

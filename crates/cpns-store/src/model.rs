@@ -16,6 +16,8 @@ pub enum EntityKind {
     Pne,
     /// A PN Gateway.
     Gateway,
+    /// A device able to serve either role: a PNE, or a PN GW once elected (002 §B.1.1.1).
+    Both,
 }
 
 impl EntityKind {
@@ -24,6 +26,7 @@ impl EntityKind {
         match self {
             EntityKind::Pne => "pne",
             EntityKind::Gateway => "gateway",
+            EntityKind::Both => "both",
         }
     }
 
@@ -32,6 +35,7 @@ impl EntityKind {
         match s {
             "pne" => Some(EntityKind::Pne),
             "gateway" => Some(EntityKind::Gateway),
+            "both" => Some(EntityKind::Both),
             _ => None,
         }
     }

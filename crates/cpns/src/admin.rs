@@ -83,6 +83,8 @@ pub(crate) enum Kind {
     Pne,
     /// A PN GW.
     Gateway,
+    /// A device that serves either role: a PNE, or a PN GW once elected (002 §B.1.1.1).
+    Both,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +129,7 @@ fn kind_name(k: Kind) -> &'static str {
     match k {
         Kind::Pne => "PNE",
         Kind::Gateway => "PN GW",
+        Kind::Both => "PNE-or-PN GW",
     }
 }
 
@@ -147,6 +150,7 @@ pub(crate) async fn enroll_device(
     let (kind, dkind) = match kind {
         Kind::Pne => (EntityKind::Pne, DeviceKind::Pne),
         Kind::Gateway => (EntityKind::Gateway, DeviceKind::Gateway),
+        Kind::Both => (EntityKind::Both, DeviceKind::Both),
     };
     let record = EntityRecord {
         id: id.clone(),

@@ -93,7 +93,7 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
 
 fn read_credential(path: &std::path::Path, kind: DeviceKind) -> anyhow::Result<DeviceCredential> {
     let cred = DeviceCredential::read(path)?;
-    if cred.kind != kind {
+    if cred.kind != kind && cred.kind != DeviceKind::Both {
         bail!(
             "{} is a {} credential, not a {} one",
             path.display(),
@@ -108,6 +108,7 @@ fn kind_name(k: DeviceKind) -> &'static str {
     match k {
         DeviceKind::Pne => "PNE",
         DeviceKind::Gateway => "PN GW",
+        DeviceKind::Both => "PNE-or-PN GW",
     }
 }
 

@@ -11,8 +11,7 @@ use cpns_wire::{
 };
 
 use super::{
-    EntityRole, LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerOutput,
-    ServerSession,
+    LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerOutput, ServerSession,
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, rand_of, rand_wire};
@@ -119,7 +118,7 @@ impl ServerSession {
             return;
         };
         let gw = match loaded.take_entity(&p.req.gw_id) {
-            Some(e) if e.role == EntityRole::Gateway => Gw {
+            Some(e) if e.role.is_gateway() => Gw {
                 id: e.id,
                 owner: e.owner,
                 eukey: e.eukey,

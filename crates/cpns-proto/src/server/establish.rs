@@ -21,8 +21,8 @@ use cpns_wire::{
 
 use super::connect::Gw;
 use super::{
-    EntityRole, LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect,
-    ServerEvent, ServerOutput, ServerSession,
+    LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect, ServerEvent,
+    ServerOutput, ServerSession,
 };
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
 use crate::{Failure, Flow, StoreFailure};
@@ -198,7 +198,7 @@ impl ServerSession {
             // An enrolled PNE of the PN GW's own user, or of another user whose home PN GW
             // will be asked to confirm it (001 §5.2.1.1 step 8).
             let entity = loaded.take_entity(&join.pne_id);
-            let Some(entity) = entity.filter(|e| e.role == EntityRole::Pne) else {
+            let Some(entity) = entity.filter(|e| e.role.is_pne()) else {
                 refused.push((join.pne_id, None));
                 continue;
             };
@@ -690,7 +690,7 @@ fn foreign_member(
     let ok = loaded
         .entities
         .iter()
-        .any(|e| &e.id == home && e.role == EntityRole::Gateway && &e.owner == owner);
+        .any(|e| &e.id == home && e.role.is_gateway() && &e.owner == owner);
     if !ok {
         return Err(ErrorBody::new(
             ErrorCode::Forbidden,

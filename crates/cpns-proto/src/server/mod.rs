@@ -76,6 +76,20 @@ pub enum EntityRole {
     Pne,
     /// A PN GW.
     Gateway,
+    /// Either: a device that serves as a PNE, or as a PN GW once elected (002 §B.1.1.1).
+    Both,
+}
+
+impl EntityRole {
+    /// Whether the entity may take part in PNs as a PNE.
+    pub fn is_pne(self) -> bool {
+        matches!(self, EntityRole::Pne | EntityRole::Both)
+    }
+
+    /// Whether the entity may connect as a PN GW.
+    pub fn is_gateway(self) -> bool {
+        matches!(self, EntityRole::Gateway | EntityRole::Both)
+    }
 }
 
 /// An enrolled entity with its EUKey opened, as the driver loads it from the store.

@@ -24,8 +24,7 @@ use cpns_wire::{
 
 use super::connect::Gw;
 use super::{
-    EntityRole, LoadRequest, Loaded, NewGroupEpoch, Parked, Persisted, ServerEffect, ServerEvent,
-    ServerSession,
+    LoadRequest, Loaded, NewGroupEpoch, Parked, Persisted, ServerEffect, ServerEvent, ServerSession,
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
@@ -181,10 +180,7 @@ impl ServerSession {
             );
             return;
         }
-        let Some(entity) = loaded
-            .take_entity(&req.pne_id)
-            .filter(|e| e.role == EntityRole::Pne)
-        else {
+        let Some(entity) = loaded.take_entity(&req.pne_id).filter(|e| e.role.is_pne()) else {
             refuse(self, ErrorCode::Unauthenticated, "not an enrolled PNE");
             return;
         };
@@ -487,7 +483,7 @@ impl ServerSession {
             let own_pne = loaded
                 .entities
                 .iter()
-                .any(|e| &e.id == asker && e.role == EntityRole::Pne && e.owner == gw.owner);
+                .any(|e| &e.id == asker && e.role.is_pne() && e.owner == gw.owner);
             let member = pn.inventory.members.iter().any(|m| &m.pne_id == asker);
             if !own_pne || !member {
                 let reason = "only a member PNE of the PN GW's user may ask to change its members";
@@ -497,7 +493,7 @@ impl ServerSession {
         for m in &req.add {
             let ok = loaded
                 .take_entity(&m.pne_id)
-                .is_some_and(|e| e.role == EntityRole::Pne && e.owner == gw.owner);
+                .is_some_and(|e| e.role.is_pne() && e.owner == gw.owner);
             if !ok {
                 let reason = format!("{} is not an enrolled PNE of the PN GW's user", m.pne_id);
                 return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
