@@ -11,11 +11,14 @@
 //!   "networks": ["bluetooth"],
 //!   "software": ["fitness/2.1"],
 //!   "battery_pct": 80,
-//!   "gateway_capable": false
+//!   "gateway_capable": false,
+//!   "cpu_class": 1,
+//!   "memory_class": 1
 //! }
 //! ```
 //!
-//! `battery_pct` is 0 to 100, or `null` (like leaving it out) for a mains-powered device. The
+//! `battery_pct` is 0 to 100, or `null` (like leaving it out) for a mains-powered device;
+//! `cpu_class` and `memory_class` are 0 (least) to 3, for PN GW election (002 §B.1.1.1). The
 //! wire type has no serde derives on purpose (the wire crate is CBOR only), so the file is read
 //! into [`CapabilitiesFile`] and merged into it.
 
@@ -31,7 +34,8 @@ use serde::{Deserialize, Deserializer};
 #[command(next_help_heading = "Device capabilities")]
 pub(crate) struct CapabilityArgs {
     /// Read the capabilities from this JSON file (keys: device_type, has_ui, networks,
-    /// software, battery_pct, gateway_capable; see the README); the flags below override it.
+    /// software, battery_pct, gateway_capable, cpu_class, memory_class; see the README); the
+    /// flags below override it.
     #[arg(long, value_name = "FILE")]
     pub capabilities: Option<PathBuf>,
     /// Device type, e.g. phone, watch, tv, home-hub [default: phone for a PNE, home-hub for a
@@ -59,6 +63,12 @@ pub(crate) struct CapabilityArgs {
     /// The device cannot take the PN GW role.
     #[arg(long, overrides_with = "gateway_capable")]
     pub no_gateway_capable: bool,
+    /// Processing power class, 0 (least) to 3, scored in PN GW election.
+    #[arg(long, value_name = "0-3", value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub cpu_class: Option<u8>,
+    /// Memory class, 0 (least) to 3, scored in PN GW election.
+    #[arg(long, value_name = "0-3", value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub memory_class: Option<u8>,
 }
 
 /// The value of `--battery`: a percentage, or none for a mains-powered device.
@@ -96,6 +106,22 @@ pub(crate) struct CapabilitiesFile {
     pub battery_pct: Option<u8>,
     /// Whether the device can take the PN GW role.
     pub gateway_capable: Option<bool>,
+    /// Processing power class, 0-3.
+    #[serde(default, deserialize_with = "class")]
+    pub cpu_class: Option<u8>,
+    /// Memory class, 0-3.
+    #[serde(default, deserialize_with = "class")]
+    pub memory_class: Option<u8>,
+}
+
+fn class<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(c) if c > 3 => Err(serde::de::Error::custom(format!(
+            "a class is 0 to 3, not {c}"
+        ))),
+        Some(c) => Ok(u8::try_from(c).ok()),
+        None => Ok(None),
+    }
 }
 
 fn device_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -176,6 +202,12 @@ impl CapabilitiesFile {
         if let Some(g) = self.gateway_capable {
             c.gateway_capable = g;
         }
+        if self.cpu_class.is_some() {
+            c.cpu_class = self.cpu_class;
+        }
+        if self.memory_class.is_some() {
+            c.memory_class = self.memory_class;
+        }
     }
 }
 
@@ -193,6 +225,8 @@ pub(crate) fn defaults(
         software: vec![concat!("cpns/", env!("CARGO_PKG_VERSION")).into()],
         battery_pct: None,
         gateway_capable,
+        cpu_class: None,
+        memory_class: None,
     }
 }
 
@@ -237,6 +271,12 @@ impl CapabilityArgs {
         }
         if self.no_gateway_capable {
             c.gateway_capable = false;
+        }
+        if self.cpu_class.is_some() {
+            c.cpu_class = self.cpu_class;
+        }
+        if self.memory_class.is_some() {
+            c.memory_class = self.memory_class;
         }
         Ok(c)
     }

@@ -48,6 +48,10 @@ fn flags_set_every_field() {
         "--battery",
         "80",
         "--gateway-capable",
+        "--cpu-class",
+        "2",
+        "--memory-class",
+        "3",
     ])
     .resolve(pne_defaults())
     .unwrap();
@@ -60,6 +64,8 @@ fn flags_set_every_field() {
             software: vec!["fitness/2.1".into(), "music".into()],
             battery_pct: Some(80),
             gateway_capable: true,
+            cpu_class: Some(2),
+            memory_class: Some(3),
         }
     );
 }
@@ -73,7 +79,8 @@ fn the_file_overrides_defaults_and_flags_override_the_file() {
   "networks": ["bluetooth"],
   "software": ["fitness/2.1"],
   "battery_pct": 80,
-  "gateway_capable": true
+  "gateway_capable": true,
+  "cpu_class": 1
 }"#,
     );
     let path = f.path().to_str().unwrap();
@@ -90,6 +97,8 @@ fn the_file_overrides_defaults_and_flags_override_the_file() {
             software: vec!["fitness/2.1".into()],
             battery_pct: Some(80),
             gateway_capable: true,
+            cpu_class: Some(1),
+            memory_class: None,
         }
     );
     // Flags win, field by field; what no flag sets comes from the file.
@@ -102,6 +111,8 @@ fn the_file_overrides_defaults_and_flags_override_the_file() {
         "--networks",
         "wlan",
         "--no-gateway-capable",
+        "--cpu-class",
+        "0",
     ])
     .resolve(pne_defaults())
     .unwrap();
@@ -114,6 +125,8 @@ fn the_file_overrides_defaults_and_flags_override_the_file() {
             software: vec!["fitness/2.1".into()],
             battery_pct: None,
             gateway_capable: false,
+            cpu_class: Some(0),
+            memory_class: None,
         }
     );
 }
@@ -160,7 +173,12 @@ fn bad_files_say_where_and_what() {
     assert_eq!(
         resolve_error("{\n  \"device_type\": \"watch\",\n  \"foo\": 1\n}"),
         "line 3: unknown field \"foo\"; expected one of \"device_type\", \"has_ui\", \
-         \"networks\", \"software\", \"battery_pct\", \"gateway_capable\""
+         \"networks\", \"software\", \"battery_pct\", \"gateway_capable\", \"cpu_class\", \
+         \"memory_class\""
+    );
+    assert_eq!(
+        resolve_error("{\"memory_class\": 4}"),
+        "line 1: a class is 0 to 3, not 4"
     );
     assert_eq!(
         resolve_error("{\n  \"has_ui\": \"yes\"\n}"),
@@ -211,6 +229,11 @@ fn bad_flags_are_refused() {
         argv.extend(bad);
         let e = Cmd::try_parse_from(argv).unwrap_err().to_string();
         assert!(e.contains("is not a percentage (0-100) or `none`"), "{e}");
+    }
+    for bad in [["--cpu-class", "4"], ["--memory-class", "x"]] {
+        let mut argv = vec!["cmd"];
+        argv.extend(bad);
+        assert!(Cmd::try_parse_from(argv).is_err(), "{bad:?}");
     }
     let e = args(&["--device-type", " "])
         .resolve(pne_defaults())

@@ -322,6 +322,8 @@ pub fn capabilities(device_type: &str, has_ui: bool, gateway_capable: bool) -> D
         software: vec!["cpns-node-tests".into()],
         battery_pct: None,
         gateway_capable,
+        cpu_class: None,
+        memory_class: None,
     }
 }
 

@@ -214,6 +214,8 @@ impl Harness {
             eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {
                 gateway_capable: true,
+                cpu_class: None,
+                memory_class: None,
                 ..caps("home-hub", false)
             },
             subscription: Some("family-plan".into()),

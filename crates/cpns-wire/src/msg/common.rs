@@ -155,6 +155,12 @@ pub struct DeviceCapabilities {
     #[n(5)]
     #[cbor(default)]
     pub gateway_capable: bool,
+    /// Processing power, 0 (least) to 3, for PN GW election (002 §B.1.1.1 step 5).
+    #[n(6)]
+    pub cpu_class: Option<u8>,
+    /// Memory, 0 (least) to 3, for PN GW election.
+    #[n(7)]
+    pub memory_class: Option<u8>,
 }
 
 /// A content item a device holds (000 §6.6.1.1 step 1: "Content(s) information").

@@ -24,6 +24,8 @@ fn caps_full() -> DeviceCapabilities {
         software: vec!["cpns-0.1".into()],
         battery_pct: Some(87),
         gateway_capable: true,
+        cpu_class: None,
+        memory_class: None,
     }
 }
 

@@ -63,6 +63,8 @@ fn caps(device: &str, gateway_capable: bool) -> DeviceCapabilities {
         device_type: device.into(),
         has_ui: !gateway_capable,
         gateway_capable,
+        cpu_class: None,
+        memory_class: None,
         networks: vec!["wlan".into()],
         ..DeviceCapabilities::default()
     }

@@ -561,6 +561,8 @@ pub fn capabilities(device_type: &str, pad: usize) -> DeviceCapabilities {
         software: vec!["x".repeat(pad)],
         battery_pct: None,
         gateway_capable: false,
+        cpu_class: None,
+        memory_class: None,
     }
 }
 
