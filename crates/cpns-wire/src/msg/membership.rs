@@ -236,3 +236,22 @@ pub struct PneConfirmResponse {
     #[cbor(default)]
     pub chargeable: bool,
 }
+
+/// The elected PN GW's capabilities update (002 §B.1.1.1 step 7): the device that won the
+/// election tells the other it now runs in PN GW mode, and where to reach it as one.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct GatewayAnnouncement {
+    /// The new PN GW.
+    #[n(0)]
+    pub gateway: EntityId,
+    /// Its mode now: `gateway`.
+    #[n(1)]
+    pub mode: crate::Mode,
+    /// Its device capabilities.
+    #[n(2)]
+    pub capabilities: crate::DeviceCapabilities,
+    /// Where PNEs reach it as a PN GW on this PAN (a transport address), if it says.
+    #[n(3)]
+    pub pan_address: Option<String>,
+}

@@ -244,4 +244,6 @@ bodies! {
     // Multi-user PNs: the home PN GW confirms its user's PNE, 001 §5.2.1.1 steps 8-9.
     86 => PneConfirmRequest,
     87 => PneConfirmResponse,
+    // PN GW election, 002 §B.1.1.1 step 7.
+    88 => GatewayAnnouncement,
 }

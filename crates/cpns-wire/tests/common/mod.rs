@@ -24,8 +24,8 @@ fn caps_full() -> DeviceCapabilities {
         software: vec!["cpns-0.1".into()],
         battery_pct: Some(87),
         gateway_capable: true,
-        cpu_class: None,
-        memory_class: None,
+        cpu_class: Some(2),
+        memory_class: Some(1),
     }
 }
 
@@ -618,6 +618,16 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 request_id: RequestId(17),
                 confirmed: true,
                 chargeable: true,
+            }
+            .into(),
+        ),
+        (
+            "gateway announcement",
+            GatewayAnnouncement {
+                gateway: eid("phone"),
+                mode: Mode::Gateway,
+                capabilities: caps_full(),
+                pan_address: Some("127.0.0.1:7401".into()),
             }
             .into(),
         ),
