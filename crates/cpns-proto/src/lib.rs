@@ -20,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod election;
 pub mod error;
 pub mod failure;
 pub mod gateway;

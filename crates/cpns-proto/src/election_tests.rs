@@ -1,0 +1,285 @@
+use std::time::{Duration, Instant};
+
+use cpns_wire::{DeviceCapabilities, EntityId};
+
+use super::*;
+
+fn id(s: &str) -> EntityId {
+    EntityId::new(s).unwrap()
+}
+
+fn caps(networks: &[&str], battery: Option<u8>, cpu: u8, mem: u8) -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: "phone".into(),
+        has_ui: true,
+        networks: networks.iter().map(|n| (*n).into()).collect(),
+        software: Vec::new(),
+        battery_pct: battery,
+        gateway_capable: true,
+        cpu_class: Some(cpu),
+        memory_class: Some(mem),
+    }
+}
+
+/// The rule of docs/pn-lifecycle.md, "GW election", value by value.
+#[test]
+fn the_score_follows_the_documented_rule() {
+    let table: [(&[&str], Option<u8>, u8, u8, u32); 9] = [
+        (&["ethernet"], None, 0, 0, 3000 + 100 + 100),
+        (
+            &["wlan", "bluetooth"],
+            None,
+            3,
+            3,
+            2000 + 100 + 100 + 30 + 30,
+        ),
+        (&["lte"], Some(40), 1, 2, 1000 + 40 + 10 + 20),
+        (&["bluetooth"], Some(100), 3, 3, 100 + 30 + 30),
+        (&["WiFi", "LTE"], Some(5), 0, 0, 2000 + 5),
+        (&[], None, 0, 0, 100 + 100),
+        (&["5g", "wired"], Some(0), 2, 0, 3000 + 20),
+        // Out-of-range classes count as the highest, a battery above 100 as full.
+        (&["nr"], Some(200), 9, 7, 1000 + 100 + 30 + 30),
+        (&["gsm"], Some(1), 0, 0, 1001),
+    ];
+    for (networks, battery, cpu, mem, want) in table {
+        assert_eq!(
+            score(&caps(networks, battery, cpu, mem)),
+            want,
+            "{networks:?} {battery:?} {cpu} {mem}"
+        );
+    }
+    let mut not_capable = caps(&["ethernet"], None, 3, 3);
+    not_capable.gateway_capable = false;
+    assert_eq!(score(&not_capable), 0);
+    // Absent classes count 0.
+    let mut unknown = caps(&["wlan"], Some(50), 0, 0);
+    unknown.cpu_class = None;
+    unknown.memory_class = None;
+    assert_eq!(score(&unknown), 2050);
+}
+
+#[test]
+fn the_best_capable_device_wins_and_a_tie_goes_to_the_smallest_id() {
+    let (a, b, c) = (id("a-tv"), id("b-phone"), id("c-watch"));
+    let wired = caps(&["ethernet"], None, 0, 0);
+    let wlan = caps(&["wlan"], None, 3, 3);
+    let mut watch = caps(&["ethernet"], None, 3, 3);
+    watch.gateway_capable = false;
+    // Wired beats WLAN whatever the classes; the watch, not capable, never wins.
+    assert_eq!(elect([(&b, &wlan), (&a, &wired), (&c, &watch)]), Some(&a));
+    // A tie: the smallest id, whatever the order given.
+    assert_eq!(elect([(&b, &wlan), (&a, &wlan)]), Some(&a));
+    assert_eq!(elect([(&a, &wlan), (&b, &wlan)]), Some(&a));
+    // Battery decides between otherwise equal devices.
+    let low = caps(&["lte"], Some(10), 0, 0);
+    let high = caps(&["lte"], Some(90), 0, 0);
+    assert_eq!(elect([(&a, &low), (&b, &high)]), Some(&b));
+    assert_eq!(elect([(&c, &watch)]), None);
+    assert_eq!(elect(std::iter::empty()), None);
+}
+
+/// Two machines on one link, frames carried until both are done.
+fn run(a: &mut Election, b: &mut Election, now: Instant) -> (Outcome, Outcome) {
+    a.start(now, Duration::from_secs(5)).unwrap();
+    b.start(now, Duration::from_secs(5)).unwrap();
+    let (mut da, mut db) = (None, None);
+    for _ in 0..50 {
+        let mut moved = false;
+        while let Some(o) = a.poll_output() {
+            moved = true;
+            match o {
+                ElectionOutput::Transmit(f) => b.handle_frame(now, body(&f)).unwrap(),
+                ElectionOutput::Done(x) => da = Some(x),
+            }
+        }
+        while let Some(o) = b.poll_output() {
+            moved = true;
+            match o {
+                ElectionOutput::Transmit(f) => a.handle_frame(now, body(&f)).unwrap(),
+                ElectionOutput::Done(x) => db = Some(x),
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    (da.expect("a ended"), db.expect("b ended"))
+}
+
+fn body(frame: &[u8]) -> &[u8] {
+    crate::link::frame_body(frame).unwrap()
+}
+
+fn machine(me: &str, c: DeviceCapabilities, addr: Option<&str>) -> Election {
+    Election::new(id(me), c, addr.map(Into::into), 65_536)
+}
+
+/// Steps 1-7 between two machines: both name the same PN GW; it learns it won, the other where
+/// to reach it.
+#[test]
+fn two_pnes_elect_the_same_pn_gw_and_the_other_follows_it() {
+    let now = Instant::now();
+    for (hub_first, names) in [(true, ("hub", "phone")), (false, ("phone", "hub"))] {
+        let hub = caps(&["ethernet"], None, 1, 1);
+        let phone = caps(&["wlan", "lte"], Some(70), 3, 3);
+        let (mut a, mut b) = if hub_first {
+            (
+                machine(names.0, hub, Some("10.0.0.2:7401")),
+                machine(names.1, phone, Some("x")),
+            )
+        } else {
+            (
+                machine(names.0, phone, Some("x")),
+                machine(names.1, hub, Some("10.0.0.2:7401")),
+            )
+        };
+        let (oa, ob) = run(&mut a, &mut b, now);
+        let (won, followed) = if hub_first { (oa, ob) } else { (ob, oa) };
+        assert_eq!(won, Outcome::BecomeGateway { peer: id("phone") });
+        assert_eq!(
+            followed,
+            Outcome::Follow {
+                gateway: id("hub"),
+                pan_address: Some("10.0.0.2:7401".into())
+            }
+        );
+    }
+}
+
+#[test]
+fn with_no_capable_device_there_is_no_pn_gw() {
+    let now = Instant::now();
+    let mut c = caps(&["wlan"], None, 0, 0);
+    c.gateway_capable = false;
+    let (mut a, mut b) = (machine("a", c.clone(), None), machine("b", c, None));
+    assert_eq!(
+        run(&mut a, &mut b, now),
+        (Outcome::NoGateway, Outcome::NoGateway)
+    );
+}
+
+/// A peer that announces itself PN GW though the rule elects this device is not followed.
+#[test]
+fn a_peer_claiming_the_role_against_the_rule_is_not_followed() {
+    let now = Instant::now();
+    let mut mine = machine("a", caps(&["ethernet"], None, 0, 0), None);
+    mine.start(now, Duration::from_secs(5)).unwrap();
+    // The peer says who it is and what it has (less than this device), then claims the role.
+    let mut liar = machine("b", caps(&["bluetooth"], Some(3), 0, 0), None);
+    liar.start(now, Duration::from_secs(5)).unwrap();
+    let mut frames: Vec<Vec<u8>> = std::iter::from_fn(|| liar.poll_output())
+        .filter_map(|o| match o {
+            ElectionOutput::Transmit(f) => Some(f),
+            ElectionOutput::Done(_) => None,
+        })
+        .collect();
+    let claim = Envelope::notify(
+        99,
+        Address::Entity(id("b")),
+        Address::Entity(id("a")),
+        GatewayAnnouncement {
+            gateway: id("b"),
+            mode: Mode::Gateway,
+            capabilities: caps(&["bluetooth"], Some(3), 0, 0),
+            pan_address: None,
+        },
+    );
+    let mut codec = LinkCodec::new(65_536);
+    frames.insert(0, codec.encode(&claim).unwrap());
+    for f in &frames {
+        mine.handle_frame(now, body(f)).unwrap();
+    }
+    let outcomes: Vec<Outcome> = std::iter::from_fn(|| mine.poll_output())
+        .filter_map(|o| match o {
+            ElectionOutput::Done(x) => Some(x),
+            ElectionOutput::Transmit(_) => None,
+        })
+        .collect();
+    assert!(
+        matches!(&outcomes[..], [Outcome::Failed(Failure::Refused(_))]),
+        "{outcomes:?}"
+    );
+}
+
+/// A peer that is a PN GW already: no election, this device follows it.
+#[test]
+fn a_peer_already_in_pn_gw_mode_is_followed_at_once() {
+    let now = Instant::now();
+    let mut mine = machine("a", caps(&["ethernet"], None, 3, 3), None);
+    mine.start(now, Duration::from_secs(5)).unwrap();
+    let gw = Envelope::request(
+        1,
+        Address::Entity(id("home-gw")),
+        Address::Server,
+        EntityDiscoveryRequest {
+            entity_id: id("home-gw"),
+            mode: Mode::Gateway,
+        },
+    );
+    let f = LinkCodec::new(65_536).encode(&gw).unwrap();
+    mine.handle_frame(now, body(&f)).unwrap();
+    let done = std::iter::from_fn(|| mine.poll_output()).find_map(|o| match o {
+        ElectionOutput::Done(x) => Some(x),
+        ElectionOutput::Transmit(_) => None,
+    });
+    assert_eq!(
+        done,
+        Some(Outcome::Follow {
+            gateway: id("home-gw"),
+            pan_address: None
+        })
+    );
+}
+
+/// A silent peer: the election fails at its deadline, not before; nothing is done twice.
+#[test]
+fn a_silent_peer_fails_the_election_at_its_deadline() {
+    let now = Instant::now();
+    let mut mine = machine("a", caps(&["wlan"], None, 0, 0), None);
+    mine.start(now, Duration::from_secs(5)).unwrap();
+    while mine.poll_output().is_some() {}
+    assert_eq!(mine.poll_timeout(), Some(now + Duration::from_secs(5)));
+    mine.handle_timeout(now + Duration::from_secs(4));
+    assert_eq!(mine.poll_output(), None);
+    mine.handle_timeout(now + Duration::from_secs(5));
+    assert_eq!(
+        mine.poll_output(),
+        Some(ElectionOutput::Done(Outcome::Failed(Failure::TimedOut)))
+    );
+    assert_eq!(mine.poll_timeout(), None);
+    mine.handle_timeout(now + Duration::from_secs(9));
+    assert_eq!(mine.poll_output(), None);
+}
+
+/// A peer that claims this device's own id, or changes its id, ends the election.
+#[test]
+fn a_peer_with_this_devices_id_or_two_ids_is_refused() {
+    let now = Instant::now();
+    for claims in [["a", "a"], ["b", "c"]] {
+        let mut mine = machine("a", caps(&["wlan"], None, 0, 0), None);
+        mine.start(now, Duration::from_secs(5)).unwrap();
+        while mine.poll_output().is_some() {}
+        for (n, who) in claims.iter().enumerate() {
+            let env = Envelope::request(
+                n as u64 + 1,
+                Address::Entity(id(who)),
+                Address::Server,
+                EntityDiscoveryRequest {
+                    entity_id: id(who),
+                    mode: Mode::Pne,
+                },
+            );
+            let f = LinkCodec::new(65_536).encode(&env).unwrap();
+            mine.handle_frame(now, body(&f)).unwrap();
+        }
+        let done = std::iter::from_fn(|| mine.poll_output()).find_map(|o| match o {
+            ElectionOutput::Done(x) => Some(x),
+            ElectionOutput::Transmit(_) => None,
+        });
+        assert!(
+            matches!(done, Some(Outcome::Failed(_))),
+            "{claims:?}: {done:?}"
+        );
+    }
+}
