@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use cpns_wire::{DeviceCapabilities, EntityId};
@@ -24,7 +26,8 @@ fn caps(networks: &[&str], battery: Option<u8>, cpu: u8, mem: u8) -> DeviceCapab
 /// The rule of docs/pn-lifecycle.md, "GW election", value by value.
 #[test]
 fn the_score_follows_the_documented_rule() {
-    let table: [(&[&str], Option<u8>, u8, u8, u32); 9] = [
+    type Row<'a> = (&'a [&'a str], Option<u8>, u8, u8, u32);
+    let table: [Row; 9] = [
         (&["ethernet"], None, 0, 0, 3000 + 100 + 100),
         (
             &["wlan", "bluetooth"],
