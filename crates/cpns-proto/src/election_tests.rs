@@ -6,6 +6,12 @@ use cpns_wire::{DeviceCapabilities, EntityId};
 
 use super::*;
 
+/// A starting instant; only offsets from it are compared.
+fn t0() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
 fn id(s: &str) -> EntityId {
     EntityId::new(s).unwrap()
 }
@@ -27,7 +33,7 @@ fn caps(networks: &[&str], battery: Option<u8>, cpu: u8, mem: u8) -> DeviceCapab
 #[test]
 fn the_score_follows_the_documented_rule() {
     type Row<'a> = (&'a [&'a str], Option<u8>, u8, u8, u32);
-    let table: [Row; 9] = [
+    let table: [Row<'_>; 9] = [
         (&["ethernet"], None, 0, 0, 3000 + 100 + 100),
         (
             &["wlan", "bluetooth"],
@@ -122,7 +128,7 @@ fn machine(me: &str, c: DeviceCapabilities, addr: Option<&str>) -> Election {
 /// to reach it.
 #[test]
 fn two_pnes_elect_the_same_pn_gw_and_the_other_follows_it() {
-    let now = Instant::now();
+    let now = t0();
     for (hub_first, names) in [(true, ("hub", "phone")), (false, ("phone", "hub"))] {
         let hub = caps(&["ethernet"], None, 1, 1);
         let phone = caps(&["wlan", "lte"], Some(70), 3, 3);
@@ -152,7 +158,7 @@ fn two_pnes_elect_the_same_pn_gw_and_the_other_follows_it() {
 
 #[test]
 fn with_no_capable_device_there_is_no_pn_gw() {
-    let now = Instant::now();
+    let now = t0();
     let mut c = caps(&["wlan"], None, 0, 0);
     c.gateway_capable = false;
     let (mut a, mut b) = (machine("a", c.clone(), None), machine("b", c, None));
@@ -165,7 +171,7 @@ fn with_no_capable_device_there_is_no_pn_gw() {
 /// A peer that announces itself PN GW though the rule elects this device is not followed.
 #[test]
 fn a_peer_claiming_the_role_against_the_rule_is_not_followed() {
-    let now = Instant::now();
+    let now = t0();
     let mut mine = machine("a", caps(&["ethernet"], None, 0, 0), None);
     mine.start(now, Duration::from_secs(5)).unwrap();
     // The peer says who it is and what it has (less than this device), then claims the role.
@@ -208,7 +214,7 @@ fn a_peer_claiming_the_role_against_the_rule_is_not_followed() {
 /// A peer that is a PN GW already: no election, this device follows it.
 #[test]
 fn a_peer_already_in_pn_gw_mode_is_followed_at_once() {
-    let now = Instant::now();
+    let now = t0();
     let mut mine = machine("a", caps(&["ethernet"], None, 3, 3), None);
     mine.start(now, Duration::from_secs(5)).unwrap();
     let gw = Envelope::request(
@@ -238,7 +244,7 @@ fn a_peer_already_in_pn_gw_mode_is_followed_at_once() {
 /// A silent peer: the election fails at its deadline, not before; nothing is done twice.
 #[test]
 fn a_silent_peer_fails_the_election_at_its_deadline() {
-    let now = Instant::now();
+    let now = t0();
     let mut mine = machine("a", caps(&["wlan"], None, 0, 0), None);
     mine.start(now, Duration::from_secs(5)).unwrap();
     while mine.poll_output().is_some() {}
@@ -258,7 +264,7 @@ fn a_silent_peer_fails_the_election_at_its_deadline() {
 /// A peer that claims this device's own id, or changes its id, ends the election.
 #[test]
 fn a_peer_with_this_devices_id_or_two_ids_is_refused() {
-    let now = Instant::now();
+    let now = t0();
     for claims in [["a", "a"], ["b", "c"]] {
         let mut mine = machine("a", caps(&["wlan"], None, 0, 0), None);
         mine.start(now, Duration::from_secs(5)).unwrap();
