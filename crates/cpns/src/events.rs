@@ -25,7 +25,7 @@ use chrono::{DateTime, FixedOffset, SecondsFormat};
 use cpns_proto::gateway::GatewayEvent;
 use cpns_proto::pne::PneEvent;
 use cpns_proto::server::ServerEvent;
-use cpns_wire::{PnId, PnInventory};
+use cpns_wire::{EntityId, PnId, PnInventory};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 /// Which runtime prints the event.
@@ -54,6 +54,15 @@ impl Role {
 /// outcome of a PN GW-initiated establishment started with `--establish`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RunEvent {
+    /// `cpns elect` waits for the other device at this address.
+    ElectionListening(String),
+    /// The PN GW election ended (002 §B.1.1.1): `gateway` is the PN GW; `me` if it is this
+    /// device; where PNEs reach it.
+    Elected {
+        gateway: EntityId,
+        me: bool,
+        pan_address: Option<String>,
+    },
     /// The server listens for PN GWs at this address.
     Listening(String),
     /// The PN GW listens for PNEs at this address.
@@ -398,6 +407,24 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
 /// Describes an event of the command itself.
 pub(crate) fn describe_run(e: &RunEvent) -> Described {
     match e {
+        RunEvent::ElectionListening(addr) => {
+            Described::new("election_listening").text("addr", addr)
+        }
+        RunEvent::Elected {
+            gateway,
+            me,
+            pan_address,
+        } => {
+            let d = Described::new("elected").text("gateway", gateway).field(
+                "me",
+                "me",
+                Value::Bool(*me),
+            );
+            match pan_address {
+                Some(a) => d.text("pan_address", a),
+                None => d,
+            }
+        }
         RunEvent::Listening(addr) => Described::new("listening").text("addr", addr),
         RunEvent::PanListening(addr) => Described::new("pan_listening").text("addr", addr),
         RunEvent::ControlListening(path) => Described::new("control_listening").text("path", path),

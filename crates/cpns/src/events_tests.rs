@@ -526,6 +526,35 @@ fn run_events() {
             json!({"addr": "127.0.0.1:7401"}),
         ),
         (
+            RunEvent::ElectionListening("127.0.0.1:7500".into()),
+            Role::Pne,
+            "14:02:11 election listening  addr=127.0.0.1:7500",
+            "election_listening",
+            json!({"addr": "127.0.0.1:7500"}),
+        ),
+        (
+            RunEvent::Elected {
+                gateway: id("phone"),
+                me: true,
+                pan_address: Some("127.0.0.1:7401".into()),
+            },
+            Role::Pne,
+            "14:02:11 elected  gateway=phone me=yes pan_address=127.0.0.1:7401",
+            "elected",
+            json!({"gateway": "phone", "me": true, "pan_address": "127.0.0.1:7401"}),
+        ),
+        (
+            RunEvent::Elected {
+                gateway: id("hub"),
+                me: false,
+                pan_address: None,
+            },
+            Role::Pne,
+            "14:02:11 elected  gateway=hub me=no",
+            "elected",
+            json!({"gateway": "hub", "me": false}),
+        ),
+        (
             RunEvent::ControlListening("gw.db.sock".into()),
             Role::Gateway,
             "14:02:11 control listening  path=gw.db.sock",

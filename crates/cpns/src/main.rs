@@ -6,6 +6,7 @@ mod admin;
 mod bench;
 mod capabilities;
 mod demo;
+mod elect;
 mod events;
 mod pn;
 mod run;
@@ -34,6 +35,8 @@ enum Command {
     Gateway(run::GatewayArgs),
     /// Run a PNE: connect to the PN GW, then set up, join or register.
     Pne(run::PneArgs),
+    /// Elect a PN GW with another device (002 §B.1.1.1), then run as the PN GW or as its PNE.
+    Elect(elect::ElectArgs),
     /// Print the PN inventory: the server's (from its data directory) or a device's local one.
     Inventory(admin::InventoryArgs),
     /// Act on a running PN GW through its control socket (`show`).
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Server(a) => run::server(a).await,
             Command::Gateway(a) => run::gateway(a).await,
             Command::Pne(a) => run::pne(a).await,
+            Command::Elect(a) => elect::elect(a).await,
             Command::Inventory(a) => admin::inventory(a).await,
             Command::Demo(a) => demo::demo(a).await,
             Command::Bench(a) => bench::bench(a).await,

@@ -1057,3 +1057,83 @@ async fn a_pne_of_another_user_not_confirmed_changes_nothing() {
         assert!(pns.is_empty(), "{home:?}: {pns:?}");
     }
 }
+
+/// 002 §B.1.1.1 across processes: two devices enrolled for both roles meet with no PN GW
+/// (`cpns elect`); the wired, mains-powered hub is elected whichever side dials, runs as the PN
+/// GW connected to the server, and the phone follows it as a PNE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_elect_a_pn_gw_and_take_their_roles() {
+    let w = World::start(&[]);
+    for id in ["hub", "phone"] {
+        cpns(&[
+            "enroll",
+            "--data-dir",
+            s(&w.path("server")),
+            "--user",
+            "alice",
+            "--kind",
+            "both",
+            "--id",
+            id,
+            "--out",
+            s(&w.path(&format!("{id}.cred.json"))),
+        ]);
+    }
+    let device = |id: &str, pair: &[&str], caps: &[&str]| {
+        let cred = w.path(&format!("{id}.cred.json"));
+        let store = w.path(&format!("{id}.db"));
+        let mut args = vec![
+            "elect",
+            "--json",
+            "--credential",
+            s(&cred),
+            "--store",
+            s(&store),
+            "--server",
+            &w.server_addr,
+        ];
+        args.extend(pair);
+        args.extend(caps);
+        Proc::spawn("elect", &args)
+    };
+    // The phone listens, the hub dials.
+    let mut phone = device(
+        "phone",
+        &["--listen", "127.0.0.1:0"],
+        &[
+            "--networks",
+            "wlan,lte",
+            "--battery",
+            "60",
+            "--cpu-class",
+            "3",
+        ],
+    );
+    let addr = phone.expect_event("election_listening")["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut hub = device(
+        "hub",
+        &["--peer", &addr],
+        &["--networks", "ethernet", "--battery", "none"],
+    );
+    let won = hub.expect_event("elected");
+    assert_eq!(
+        (won["gateway"].as_str(), won["me"].as_bool()),
+        (Some("hub"), Some(true))
+    );
+    let pan = won["pan_address"].as_str().unwrap().to_string();
+    let followed = phone.expect_event("elected");
+    assert_eq!(followed["gateway"], "hub");
+    assert_eq!(followed["me"], false);
+    assert_eq!(followed["pan_address"], pan.as_str());
+    // The hub now serves as a PN GW with the server; the phone finds it as its PN GW.
+    let listening = hub.expect_event("pan_listening");
+    assert_eq!(listening["addr"], pan.as_str());
+    hub.expect_event("wan_ready");
+    let found = phone.expect_event("discovered");
+    assert_eq!(found["gateway"], "hub");
+    let shown = pn_json(&w.path("hub.db"), &["show"]);
+    assert_eq!(shown["ok"], true, "{shown}");
+}
