@@ -164,6 +164,11 @@ fn open_entity(master: &MasterKey, e: cpns_store::EntityRecord) -> Result<KnownE
     })
 }
 
+/// Whether `rec`'s lifetime is over now.
+fn expired(rec: &PnRecord) -> bool {
+    rec.expires_at.is_some_and(|at| at <= unix_millis())
+}
+
 pub(crate) async fn load<S: Store>(
     store: &S,
     master: &MasterKey,
@@ -231,6 +236,8 @@ pub(crate) async fn load<S: Store>(
             }
         }
         loaded.pn = Some(KnownPn {
+            max_members: rec.max_members,
+            expired: expired(&rec),
             gateway: rec.gateway.clone(),
             owner: rec.owner.clone(),
             inventory: inventory_of(&rec),
@@ -248,6 +255,8 @@ pub(crate) async fn load<S: Store>(
                 .await?
                 .iter()
                 .map(|rec| KnownPn {
+                    max_members: rec.max_members,
+                    expired: expired(rec),
                     gateway: rec.gateway.clone(),
                     owner: rec.owner.clone(),
                     inventory: inventory_of(rec),
@@ -337,6 +346,8 @@ pub(crate) async fn persist<S: Store>(
             owner,
             members,
             group,
+            lifetime_s,
+            max_members,
         } => {
             let group = sealed_group(master, &pn_id, group)?;
             let mut rec = PnRecord {
@@ -348,6 +359,8 @@ pub(crate) async fn persist<S: Store>(
                 created_at: now,
                 members: Vec::new(),
                 group,
+                expires_at: lifetime_s.map(|s| now + i64::from(s) * 1000),
+                max_members,
             };
             for m in members {
                 rec.members.push(PnMember {
@@ -606,6 +619,8 @@ mod tests {
             owner: UserId::new("alice").unwrap(),
             members: vec![member],
             group: None,
+            lifetime_s: None,
+            max_members: None,
         };
         persist(&store, &master, register).await.unwrap();
         assert_eq!(store.pn(&pn).await.unwrap().unwrap().members.len(), 1);

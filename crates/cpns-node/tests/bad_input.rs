@@ -143,6 +143,8 @@ fn registration_request(msg_id: u64) -> Envelope {
         },
         pnes: Vec::new(),
         initiator: None,
+        lifetime_s: None,
+        max_members: None,
     };
     Envelope::request(msg_id, Address::Entity(id("home-gw")), Address::Server, req)
 }

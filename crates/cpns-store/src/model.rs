@@ -147,6 +147,10 @@ pub struct PnRecord {
     pub members: Vec<PnMember>,
     /// Its current group key epoch, once it has one.
     pub group: Option<GroupEpoch>,
+    /// When it expires and is released, if it has a lifetime (beyond the documents).
+    pub expires_at: Option<UnixMillis>,
+    /// The most members it may have, if limited.
+    pub max_members: Option<u32>,
 }
 
 /// What reconciling a PN GW's PN list with the inventory did (002 §B.1.1.2 step 17).

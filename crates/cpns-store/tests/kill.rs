@@ -52,6 +52,8 @@ fn registration(task: u32, i: u32) -> PnRecord {
         created_at: i64::from(i),
         members: vec![member("a"), member("b")],
         group: None,
+        expires_at: None,
+        max_members: None,
     }
 }
 

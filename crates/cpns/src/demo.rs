@@ -85,6 +85,8 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let proto = GatewayConfig {
         limits: Default::default(),
         confirm_others: false,
+        pn_lifetime_s: None,
+        pn_max_members: None,
         id: gw.entity_id.clone(),
         eukey: gw.eukey.clone(),
         capabilities: defaults("home-hub", true, true),

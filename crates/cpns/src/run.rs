@@ -144,6 +144,13 @@ pub(crate) struct GatewayArgs {
     /// agrees to be charged for them, when the CPNS Server asks (001 §5.2.1.1, PNE Confirm).
     #[arg(long, value_name = "yes|no", default_value = "no", value_parser = yes_or_no, action = clap::ArgAction::Set)]
     pub confirm_others: bool,
+    /// Give the PNs this PN GW establishes a lifetime, in seconds: past it each is released
+    /// and its members told (beyond the documents).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pn_lifetime_s: Option<u32>,
+    /// Let the PNs this PN GW establishes have at most this many members.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pn_max_members: Option<u32>,
     /// Most concurrent PAN links whose PNE proved its identity; a proven PNE beyond them is
     /// refused.
     #[arg(long, default_value_t = 1024)]
@@ -177,6 +184,8 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
     let proto = GatewayConfig {
         limits: Default::default(),
         confirm_others: a.confirm_others,
+        pn_lifetime_s: a.pn_lifetime_s,
+        pn_max_members: a.pn_max_members,
         id: cred.entity_id.clone(),
         eukey: cred.eukey.clone(),
         capabilities,

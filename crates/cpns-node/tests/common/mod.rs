@@ -173,6 +173,8 @@ impl Harness {
         let proto = GatewayConfig {
             limits: Default::default(),
             confirm_others: false,
+            pn_lifetime_s: None,
+            pn_max_members: None,
             id: gw.id.clone(),
             eukey: eukey.clone(),
             capabilities: capabilities("home-hub", true, true),

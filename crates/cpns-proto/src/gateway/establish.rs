@@ -372,6 +372,8 @@ impl Gateway {
             },
             pnes: f.joins.iter().map(|(_, j)| j.clone()).collect(),
             initiator: f.initiator.as_ref().map(|i| i.pne.clone()),
+            lifetime_s: self.cfg.pn_lifetime_s,
+            max_members: self.cfg.pn_max_members,
         };
         let Some(msg) = self.send_wan_request(req) else {
             return self.fail_forming(pn_id, ErrorCode::BadRequest, Failure::TooLarge);

@@ -55,7 +55,11 @@ pub struct GatewayConfig {
     pub limits: GatewayLimits,
     /// Whether this PN GW's owner confirms its own PNEs taking part in other users' PNs, and
     /// agrees to be charged for them (001 §5.2.1.1 step 9).
-    pub confirm_others: bool,
+    pub confirm_others: bool,    /// The lifetime, in seconds, of the PNs this PN GW establishes: past it they are released
+    /// (beyond the documents; docs/pn-lifecycle.md, "Lifetime and member limit").
+    pub pn_lifetime_s: Option<u32>,
+    /// The most members a PN this PN GW establishes may have.
+    pub pn_max_members: Option<u32>,
 }
 
 /// How many flows a PN GW runs at once (issue 6, "Bounded resources"): beyond them a new request

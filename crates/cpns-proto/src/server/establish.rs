@@ -55,6 +55,9 @@ pub(super) struct Establishment {
     request_id: RequestId,
     owner: UserId,
     initiator: Option<EntityId>,
+    /// The PN's lifetime and most members, as the PN GW asked.
+    lifetime_s: Option<u32>,
+    max_members: Option<u32>,
     rand_server: Rand,
     candidates: Vec<Candidate>,
     /// PNEs named in the request that may not take part: not enrolled PNEs, or another
@@ -256,6 +259,8 @@ impl ServerSession {
             request_id: req.request_id,
             owner: gw.owner.clone(),
             initiator: req.initiator,
+            lifetime_s: req.lifetime_s,
+            max_members: req.max_members,
             rand_server,
             candidates,
             refused,
@@ -507,6 +512,19 @@ impl ServerSession {
             .initiator
             .as_ref()
             .is_some_and(|i| !members.iter().any(|m| &m.pne_id == i));
+        // Beyond the documents: a PN that would start with more members than its limit.
+        if let Some(max) = flow.max_members.filter(|m| members.len() > *m as usize) {
+            let why = format!(
+                "the PN would have {} members; its maximum is {max}",
+                members.len()
+            );
+            self.respond_error(flow.req_msg, ErrorCode::Conflict, why.clone());
+            let e = cpns_wire::ErrorBody::new(ErrorCode::Conflict, why);
+            return self.event(ServerEvent::FlowFailed {
+                flow: Flow::PnEstablishment,
+                reason: Failure::Refused(e),
+            });
+        }
         if members.is_empty() || initiator_failed {
             // Step 11: the PN is registered only when at least one PNE is authenticated (and
             // confirmed); an initiator left out for its home PN GW's answer hears why.
@@ -546,6 +564,8 @@ impl ServerSession {
                 epoch: 1,
                 key: group_key,
             }),
+            lifetime_s: flow.lifetime_s,
+            max_members: flow.max_members,
         };
         flow.phase = EstablishmentPhase::Persisting(Box::new(PnRegistrationResponse {
             pn_id,

@@ -116,6 +116,22 @@ pub struct KnownPn {
     pub inventory: PnInventory,
     /// Its current group key epoch; 0 before it has a group key.
     pub epoch: u64,
+    /// The most members it may have (beyond the documents).
+    pub max_members: Option<u32>,
+    /// Its lifetime is over, as of the load (the driver holds the clock).
+    pub expired: bool,
+}
+
+impl KnownPn {
+    /// Why the PN takes no new member: it expired, or holds its most members already.
+    pub(super) fn full(&self) -> Option<String> {
+        if self.expired {
+            return Some(format!("PN {} has expired", self.inventory.pn_id));
+        }
+        let max = self.max_members?;
+        (self.inventory.members.len() >= max as usize)
+            .then(|| format!("PN {} has its maximum of {max} members", self.inventory.pn_id))
+    }
 }
 
 /// What the machine asks the driver to load.
@@ -219,6 +235,10 @@ pub enum ServerEffect {
         members: Vec<RegisteredMember>,
         /// The PN's first group key epoch (docs/pn-lifecycle.md, "Group key epochs").
         group: Option<NewGroupEpoch>,
+        /// Its lifetime from now, in seconds, if limited (beyond the documents).
+        lifetime_s: Option<u32>,
+        /// The most members it may have.
+        max_members: Option<u32>,
     },
     /// Add and remove members of a PN (003 §1.4.2 step 4), and move it to a new group key epoch
     /// when members leave (000 §6.6.3).

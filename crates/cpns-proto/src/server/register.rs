@@ -184,6 +184,10 @@ impl ServerSession {
             refuse(self, ErrorCode::Unauthenticated, "not an enrolled PNE");
             return;
         };
+        if let Some(why) = pn.full().filter(|_| !member) {
+            refuse(self, ErrorCode::Conflict, &why);
+            return;
+        }
         let rand_server = self.rng.rand();
         let pn_id = pn.inventory.pn_id;
         let joining = (!member).then(|| {
@@ -497,6 +501,29 @@ impl ServerSession {
             if !ok {
                 let reason = format!("{} is not an enrolled PNE of the PN GW's user", m.pne_id);
                 return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
+            }
+        }
+        // A PN that expired, or would exceed its most members, takes no one (beyond the
+        // documents).
+        let adding = req
+            .add
+            .iter()
+            .filter(|a| !pn.inventory.members.iter().any(|m| m.pne_id == a.pne_id))
+            .count();
+        if adding > 0 {
+            let over = pn.max_members.is_some_and(|max| {
+                pn.inventory.members.len() + adding > max as usize
+            });
+            let why = if pn.expired || over {
+                pn.full().or_else(|| {
+                    pn.max_members
+                        .map(|max| format!("PN {} takes at most {max} members", req.pn_id))
+                })
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return self.respond_error(req_msg, ErrorCode::Conflict, why);
             }
         }
         // Added PNEs wait to authenticate (003 §1.4.2 step 5) before they enter the inventory;

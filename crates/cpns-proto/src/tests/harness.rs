@@ -210,6 +210,8 @@ impl Harness {
         let gw_cfg = GatewayConfig {
             limits,
             confirm_others: false,
+            pn_lifetime_s: None,
+            pn_max_members: None,
             id: id("gw-1"),
             eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {

@@ -37,6 +37,8 @@ fn registration(pn: PnId, request: u64, pnes: Vec<EntityId>) -> Envelope {
             },
             pnes: pnes.into_iter().map(join).collect(),
             initiator: None,
+            lifetime_s: None,
+            max_members: None,
         },
     )
 }

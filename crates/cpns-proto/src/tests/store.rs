@@ -26,6 +26,12 @@ pub(super) struct Store {
     pub epochs: BTreeMap<PnId, (u64, cpns_crypto::GroupKey)>,
     /// The user each registered member was recorded with (`None`: the PN owner's).
     pub member_owners: BTreeMap<(PnId, EntityId), Option<cpns_wire::UserId>>,
+    /// Each PN's most members, as registered.
+    pub max_members: BTreeMap<PnId, u32>,
+    /// PNs whose lifetime is over (a test says when).
+    pub expired: std::collections::BTreeSet<PnId>,
+    /// Each PN's lifetime in seconds, as registered.
+    pub lifetimes: BTreeMap<PnId, u32>,
     next_cpns: u32,
     pub gw_local: BTreeMap<PnId, LocalPnState>,
     pub pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
@@ -81,6 +87,8 @@ impl Store {
             pn: req.pn.and_then(|p| {
                 let gateway = self.pn_gateway.get(&p)?;
                 Some(KnownPn {
+                    max_members: self.max_members.get(&p).copied(),
+                    expired: self.expired.contains(&p),
                     gateway: gateway.clone(),
                     owner: self.owner_of(gateway),
                     inventory: self.pns.get(&p)?.clone(),
@@ -97,6 +105,8 @@ impl Store {
                     });
                     mine.filter_map(|(p, gw)| {
                         Some(KnownPn {
+                            max_members: self.max_members.get(p).copied(),
+                            expired: self.expired.contains(p),
                             gateway: gw.clone(),
                             owner: e.owner.clone(),
                             inventory: self.pns.get(p)?.clone(),
@@ -163,8 +173,16 @@ impl Store {
                 gateway,
                 members,
                 group,
+                lifetime_s,
+                max_members,
                 ..
             } => {
+                if let Some(max) = max_members {
+                    self.max_members.insert(pn_id, max);
+                }
+                if let Some(l) = lifetime_s {
+                    self.lifetimes.insert(pn_id, l);
+                }
                 if let Some(g) = group {
                     self.epochs.insert(pn_id, (g.epoch, g.key));
                 }

@@ -61,6 +61,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "member owner",
         sql: include_str!("../../migrations/sqlite/0008_member_owner.sql"),
     },
+    Migration {
+        version: 9,
+        name: "pn limits",
+        sql: include_str!("../../migrations/sqlite/0009_pn_limits.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

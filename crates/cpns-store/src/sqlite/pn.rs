@@ -19,7 +19,8 @@ use super::{codec, entity};
 use crate::{GroupEpoch, PnMember, PnRecord, PnState, Reconciled, Result, StoreError};
 
 /// The columns of a PN row.
-const PN_COLUMNS: &str = "pn_id, gateway, owner, state, created_at, epoch, sealed_group_key";
+const PN_COLUMNS: &str =
+    "pn_id, gateway, owner, state, created_at, epoch, sealed_group_key, expires_at, max_members";
 
 fn decode_pn(row: &Row<'_>) -> Result<PnRecord> {
     Ok(PnRecord {
@@ -30,6 +31,8 @@ fn decode_pn(row: &Row<'_>) -> Result<PnRecord> {
         created_at: row.get("created_at")?,
         members: Vec::new(),
         group: codec::group(row)?,
+        expires_at: row.get("expires_at")?,
+        max_members: row.get("max_members")?,
     })
 }
 
@@ -66,13 +69,15 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
         Some((seq, _)) => {
             codec::exec(
                 conn,
-                "UPDATE pns SET owner = ?, state = ?, epoch = ?, sealed_group_key = ? \
-                 WHERE seq = ?",
+                "UPDATE pns SET owner = ?, state = ?, epoch = ?, sealed_group_key = ?, \
+                 expires_at = ?, max_members = ? WHERE seq = ?",
                 params![
                     pn.owner.as_str(),
                     pn.state.as_str(),
                     codec::epoch_of(pn.group.as_ref())?,
                     pn.group.as_ref().map(|g| &g.sealed_key),
+                    pn.expires_at,
+                    pn.max_members,
                     seq
                 ],
             )?;
@@ -84,7 +89,7 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
             codec::exec(
                 conn,
                 "INSERT INTO pns (pn_id, gateway, owner, state, created_at, epoch, \
-                 sealed_group_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 sealed_group_key, expires_at, max_members) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 params![
                     id,
                     pn.gateway.as_str(),
@@ -93,6 +98,8 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
                     pn.created_at,
                     codec::epoch_of(pn.group.as_ref())?,
                     pn.group.as_ref().map(|g| &g.sealed_key),
+                    pn.expires_at,
+                    pn.max_members,
                 ],
             )?;
             conn.last_insert_rowid()

@@ -35,6 +35,8 @@ fn pn(n: u8) -> PnRecord {
         created_at: 1,
         members: Vec::new(),
         group: None,
+        expires_at: None,
+        max_members: None,
     }
 }
 

@@ -48,6 +48,8 @@ fn record(n: u32, gateway: &str, members: &[&str]) -> PnRecord {
             })
             .collect(),
         group: None,
+        expires_at: None,
+        max_members: None,
     }
 }
 

@@ -63,6 +63,8 @@ fn pn(n: u8, gateway: &str, members: &[&str]) -> PnRecord {
             .map(|(i, m)| member(m, i == 0))
             .collect(),
         group: None,
+        expires_at: None,
+        max_members: None,
     }
 }
 

@@ -140,6 +140,13 @@ pub struct PnRegistrationRequest {
     /// The PNE that initiated the set-up, if a PNE did.
     #[n(4)]
     pub initiator: Option<EntityId>,
+    /// The PN's lifetime, in seconds from its registration; past it the PN is released
+    /// (docs/pn-lifecycle.md, "Lifetime and member limit", beyond the documents).
+    #[n(5)]
+    pub lifetime_s: Option<u32>,
+    /// The most members the PN may have.
+    #[n(6)]
+    pub max_members: Option<u32>,
 }
 
 wire_enum!(

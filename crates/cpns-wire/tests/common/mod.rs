@@ -286,6 +286,8 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 },
                 pnes: vec![join_full(), join_min()],
                 initiator: Some(eid("alice-phone")),
+                lifetime_s: Some(86_400),
+                max_members: Some(8),
             }
             .into(),
         ),
@@ -301,6 +303,8 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 },
                 pnes: vec![],
                 initiator: None,
+                lifetime_s: None,
+                max_members: None,
             }
             .into(),
         ),

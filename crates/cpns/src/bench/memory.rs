@@ -97,6 +97,8 @@ impl MemoryStore {
                 self.pns.insert(
                     pn_id,
                     KnownPn {
+                        max_members: None,
+                        expired: false,
                         gateway,
                         owner,
                         inventory,

@@ -89,6 +89,8 @@ impl SimGateway {
         let cfg = GatewayConfig {
             limits: GatewayLimits::default(),
             confirm_others: false,
+            pn_lifetime_s: None,
+            pn_max_members: None,
             id: household.gateway.id.clone(),
             eukey: household.gateway.eukey.clone(),
             capabilities: caps("home-hub", true),

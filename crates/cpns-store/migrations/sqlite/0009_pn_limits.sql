@@ -1,0 +1,5 @@
+-- A PN's lifetime and member limit (beyond the documents; docs/pn-lifecycle.md, "Lifetime and
+-- member limit"): when it expires (milliseconds since the Unix epoch) and the most members it
+-- may have. NULL: no limit.
+ALTER TABLE pns ADD COLUMN expires_at INTEGER;
+ALTER TABLE pns ADD COLUMN max_members INTEGER CHECK (max_members > 0);
