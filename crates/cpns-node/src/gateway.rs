@@ -252,6 +252,7 @@ pub fn local_pn_record(state: &LocalPnState) -> LocalPn {
         stored_at: unix_millis(),
         sealed_session_key: None,
         group: None,
+        expires_at: state.expires_at,
     }
 }
 
@@ -275,6 +276,7 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
             .filter_map(|m| Some((m.pne_id.clone(), m.sealed_local_key.clone()?)))
             .collect(),
         own: None,
+        expires_at: pn.expires_at,
     }
 }
 
@@ -297,6 +299,9 @@ pub async fn start<S: Store + Clone>(
     NodeError,
 > {
     let mut machine = Gateway::new(cfg.proto.clone(), cpns_crypto::MachineRng::os());
+    // PN lifetimes are kept as Unix times: the machine learns the wall clock before it reloads
+    // them.
+    machine.set_wall_clock(Instant::now(), crate::server_store::unix_millis());
     let stored = store.local_pns().await?;
     machine.restore(stored.iter().map(local_pn_state).collect())?;
     info!(pns = stored.len(), "local PN inventory reloaded");

@@ -90,6 +90,9 @@ pub struct LocalPnState {
     /// A PNE's own keys of the PN (its driver seals them at rest under the device's storage
     /// key, docs/security.md §4.9); `None` on a PN GW, which holds neither.
     pub own: Option<OwnKeys>,
+    /// On a PN GW: when the PN's lifetime ends (Unix milliseconds) and the PN GW releases it
+    /// (beyond the documents; docs/pn-lifecycle.md, "Lifetime and member limit").
+    pub expires_at: Option<i64>,
 }
 
 /// A PNE's own keys of a PN it belongs to.

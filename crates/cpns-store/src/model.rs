@@ -210,4 +210,6 @@ pub struct LocalPn {
     pub sealed_session_key: Option<Vec<u8>>,
     /// A PNE's current group key epoch of this PN. `None` on a PN GW.
     pub group: Option<GroupEpoch>,
+    /// On a PN GW: when the PN's lifetime ends and the PN GW releases it, if it has one.
+    pub expires_at: Option<UnixMillis>,
 }

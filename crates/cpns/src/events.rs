@@ -244,6 +244,7 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             };
             d.field("notified", "notified", Value::List(notified))
         }
+        GatewayEvent::PnExpired { pn_id } => Described::new("pn_expired").pn("pn_id", *pn_id),
         GatewayEvent::PneConfirmAsked {
             pne,
             pn_id,

@@ -218,6 +218,12 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "pne": "tv", "epoch": 4, "notified": ["phone", "watch"]}),
         ),
         (
+            GatewayEvent::PnExpired { pn_id: pn() },
+            "14:02:11 pn expired  pn=3f2a…c1",
+            "pn_expired",
+            json!({"pn_id": PN_HEX}),
+        ),
+        (
             GatewayEvent::PneConfirmAsked {
                 pne: id("phone"),
                 pn_id: pn(),

@@ -81,6 +81,8 @@ enum Stage {
     Persisting {
         keys: PnKeys,
         verdict: Box<PnRegistrationResponse>,
+        /// When the PN's lifetime ends, as stored.
+        expires_at: Option<i64>,
     },
 }
 
@@ -596,7 +598,7 @@ impl Gateway {
     /// 000 §6.6.1.1 step 12 (received) → 13: store the PN inventory locally.
     pub(super) fn on_registration_response(
         &mut self,
-        _now: Instant,
+        now: Instant,
         env: &Envelope,
         m: PnRegistrationResponse,
     ) {
@@ -623,14 +625,18 @@ impl Gateway {
             .filter(|(p, _)| authenticated.contains(&p))
             .cloned()
             .collect();
+        // Beyond the documents: this PN GW releases the PN when its lifetime ends.
+        let expires_at = self.expiry_of_new_pn(now);
         let state = LocalPnState {
             inventory: m.inventory.clone(),
             wrapped_keys,
             own: None,
+            expires_at,
         };
         f.stage = Stage::Persisting {
             keys,
             verdict: Box::new(m),
+            expires_at,
         };
         self.forming.insert(pn_id, f);
         self.persist(Parked::Establishment(pn_id), state);
@@ -653,6 +659,7 @@ impl Gateway {
         let Stage::Persisting {
             keys: pn_keys,
             verdict,
+            expires_at,
         } = f.stage
         else {
             return;
@@ -677,8 +684,10 @@ impl Gateway {
                 .cloned()
                 .collect(),
             own: None,
+            expires_at,
         };
-        self.pns.insert(pn_id, LocalPn::new(state, keys));
+        let expiry = expires_at.and_then(|at| self.instant_of(at));
+        self.pns.insert(pn_id, LocalPn::new(state, keys, expiry));
         if let Some(epoch) = verdict.epoch {
             self.saw_epoch(&pn_id, epoch);
         }

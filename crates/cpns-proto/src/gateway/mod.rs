@@ -10,6 +10,7 @@
 //! step that depends on them continues only when the driver reports them durable.
 
 mod establish;
+mod expiry;
 mod invite;
 mod membership;
 mod pan;
@@ -55,7 +56,8 @@ pub struct GatewayConfig {
     pub limits: GatewayLimits,
     /// Whether this PN GW's owner confirms its own PNEs taking part in other users' PNs, and
     /// agrees to be charged for them (001 §5.2.1.1 step 9).
-    pub confirm_others: bool,    /// The lifetime, in seconds, of the PNs this PN GW establishes: past it they are released
+    pub confirm_others: bool,
+    /// The lifetime, in seconds, of the PNs this PN GW establishes: past it they are released
     /// (beyond the documents; docs/pn-lifecycle.md, "Lifetime and member limit").
     pub pn_lifetime_s: Option<u32>,
     /// The most members a PN this PN GW establishes may have.
@@ -184,6 +186,12 @@ pub enum GatewayEvent {
         epoch: Option<u64>,
         /// The other members told by PN Update Notification.
         notified: Vec<EntityId>,
+    },
+    /// A PN's lifetime ended (beyond the documents): this PN GW releases it, as its owner
+    /// would (000 §6.6.5), and the release's events follow.
+    PnExpired {
+        /// The PN.
+        pn_id: PnId,
     },
     /// A member confirmed it holds the PN's current group key (002 §B.1.1.3 steps 25-26): its
     /// connection set-up in the PN is complete.
@@ -320,15 +328,25 @@ struct LocalPn {
     epoch: Option<u64>,
     /// The epoch each member last confirmed holding (002 §B.1.1.3 step 25).
     confirmed: BTreeMap<EntityId, u64>,
+    /// When to look at the PN's expiry next (its end, then retries); `None` without one.
+    expiry_check: Option<Instant>,
+    /// Whether [`GatewayEvent::PnExpired`] was reported.
+    expiry_told: bool,
 }
 
 impl LocalPn {
-    fn new(state: LocalPnState, keys: BTreeMap<EntityId, LocalEuKey>) -> Self {
+    fn new(
+        state: LocalPnState,
+        keys: BTreeMap<EntityId, LocalEuKey>,
+        expiry: Option<Instant>,
+    ) -> Self {
         Self {
             state,
             keys,
             epoch: None,
             confirmed: BTreeMap::new(),
+            expiry_check: expiry,
+            expiry_told: false,
         }
     }
 }
@@ -343,6 +361,8 @@ pub struct Gateway {
     /// The routing table: which link reaches which PNE.
     routes: BTreeMap<EntityId, LinkId>,
     pns: BTreeMap<PnId, LocalPn>,
+    /// The wall clock at an instant, for PN lifetimes ([`Gateway::set_wall_clock`]).
+    wall: Option<(Instant, i64)>,
     forming: BTreeMap<PnId, establish::Forming>,
     relays: relay::Relays,
     releases: release::Releases,
@@ -378,6 +398,7 @@ impl Gateway {
             links: BTreeMap::new(),
             routes: BTreeMap::new(),
             pns: BTreeMap::new(),
+            wall: None,
             forming: BTreeMap::new(),
             relays: relay::Relays::default(),
             releases: release::Releases::default(),
@@ -397,8 +418,9 @@ impl Gateway {
     pub fn restore(&mut self, pns: Vec<LocalPnState>) -> Result<(), ProtoError> {
         for state in pns {
             let keys = self.unwrap_keys(&state)?;
+            let expiry = state.expires_at.and_then(|at| self.instant_of(at));
             self.pns
-                .insert(state.inventory.pn_id, LocalPn::new(state, keys));
+                .insert(state.inventory.pn_id, LocalPn::new(state, keys, expiry));
         }
         Ok(())
     }
@@ -516,6 +538,7 @@ impl Gateway {
         self.release_timeouts(now);
         self.change_timeouts(now);
         self.invite_timeouts(now);
+        self.expiry_timeouts(now);
     }
 
     /// The earliest deadline, if any.
@@ -530,6 +553,7 @@ impl Gateway {
             .chain(self.releases.deadlines())
             .chain(self.changes.deadlines())
             .chain(self.invite_deadlines())
+            .chain(self.expiry_deadlines())
             .min()
     }
 

@@ -401,6 +401,7 @@ impl PneSession {
                 session_key: keys.session_key().clone(),
                 group,
             }),
+            expires_at: None,
         };
         self.pns.insert(
             pn_id,

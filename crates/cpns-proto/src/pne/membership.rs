@@ -78,6 +78,7 @@ impl PneSession {
             inventory,
             wrapped_keys: Vec::new(),
             own: Some(own),
+            expires_at: None,
         };
         self.pns.insert(
             pn_id,

@@ -129,8 +129,12 @@ impl KnownPn {
             return Some(format!("PN {} has expired", self.inventory.pn_id));
         }
         let max = self.max_members?;
-        (self.inventory.members.len() >= max as usize)
-            .then(|| format!("PN {} has its maximum of {max} members", self.inventory.pn_id))
+        (self.inventory.members.len() >= max as usize).then(|| {
+            format!(
+                "PN {} has its maximum of {max} members",
+                self.inventory.pn_id
+            )
+        })
     }
 }
 

@@ -511,9 +511,9 @@ impl ServerSession {
             .filter(|a| !pn.inventory.members.iter().any(|m| m.pne_id == a.pne_id))
             .count();
         if adding > 0 {
-            let over = pn.max_members.is_some_and(|max| {
-                pn.inventory.members.len() + adding > max as usize
-            });
+            let over = pn
+                .max_members
+                .is_some_and(|max| pn.inventory.members.len() + adding > max as usize);
             let why = if pn.expired || over {
                 pn.full().or_else(|| {
                     pn.max_members

@@ -30,6 +30,8 @@ pub(super) const EXPORTER: [u8; 32] = [0x42; 32];
 /// Default timeouts of every machine in the harness.
 pub(super) const INVITE: Duration = Duration::from_secs(10);
 pub(super) const FLOW: Duration = Duration::from_secs(30);
+/// The wall clock (Unix milliseconds) at the harness's base instant.
+pub(super) const WALL_AT_BASE: i64 = 1_800_000_000_000;
 
 /// A party of the harness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -235,6 +237,7 @@ impl Harness {
             },
         );
         let mut gw = Gateway::new(gw_cfg.clone(), rng.fork());
+        gw.set_wall_clock(base, WALL_AT_BASE);
         let mut pne_cfgs = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
             let cfg = PneConfig {
@@ -342,6 +345,13 @@ impl Harness {
             "connection set-up failed: {:?}",
             self.events
         );
+    }
+
+    /// After the PN GW's WAN session closed: a new server session, and connection set-up again.
+    pub fn reopen_wan(&mut self) {
+        let now = self.now();
+        self.server = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());
+        self.connect_gw();
     }
 
     pub fn discover_all(&mut self) {
@@ -596,6 +606,7 @@ impl Harness {
         self.closed_at.clear();
         self.server = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());
         self.gw = Gateway::new(self.gw_cfg.clone(), self.rng.fork());
+        self.gw.set_wall_clock(self.base, WALL_AT_BASE);
         self.gw
             .restore(self.store.gw_local.values().cloned().collect())
             .unwrap();

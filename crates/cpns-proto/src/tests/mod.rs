@@ -38,6 +38,7 @@ mod membership_flow;
 mod membership_server;
 mod multi_user;
 mod pan_security;
+mod pn_limits;
 mod pne_flows;
 mod queries;
 mod register;

@@ -15,11 +15,13 @@ pub(super) fn save_local_pn(conn: &Connection, pn: &LocalPn) -> Result<()> {
     codec::exec(
         conn,
         "INSERT INTO local_pns \
-         (pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key, seq) \
-         VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM local_pns)) \
+         (pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key, expires_at, \
+         seq) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM local_pns)) \
          ON CONFLICT (pn_id) DO UPDATE SET gateway = excluded.gateway, \
          stored_at = excluded.stored_at, sealed_session_key = excluded.sealed_session_key, \
-         epoch = excluded.epoch, sealed_group_key = excluded.sealed_group_key",
+         epoch = excluded.epoch, sealed_group_key = excluded.sealed_group_key, \
+         expires_at = excluded.expires_at",
         params![
             id,
             pn.gateway.as_str(),
@@ -27,6 +29,7 @@ pub(super) fn save_local_pn(conn: &Connection, pn: &LocalPn) -> Result<()> {
             pn.sealed_session_key,
             codec::epoch_of(pn.group.as_ref())?,
             pn.group.as_ref().map(|g| &g.sealed_key),
+            pn.expires_at,
         ],
     )?;
     codec::exec(conn, "DELETE FROM local_members WHERE pn_id = ?", [id])?;
@@ -72,8 +75,8 @@ pub(super) fn local_pns(conn: &Connection) -> Result<Vec<LocalPn>> {
     )?;
     codec::all(
         conn,
-        "SELECT pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key \
-         FROM local_pns ORDER BY seq",
+        "SELECT pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key, \
+         expires_at FROM local_pns ORDER BY seq",
         [],
         |row| {
             let pn_id = codec::pn_id(row, "pn_id")?;
@@ -84,6 +87,7 @@ pub(super) fn local_pns(conn: &Connection) -> Result<Vec<LocalPn>> {
                 stored_at: row.get("stored_at")?,
                 sealed_session_key: row.get("sealed_session_key")?,
                 group: codec::group(row)?,
+                expires_at: row.get("expires_at")?,
             })
         },
     )

@@ -126,6 +126,7 @@ async fn bad_member_rows_are_corrupt() {
             stored_at: 5,
             sealed_session_key: None,
             group: None,
+            expires_at: None,
         })
         .await
         .unwrap();

@@ -85,6 +85,7 @@ fn local(n: u8, members: &[(&str, Option<&str>)]) -> LocalPn {
         stored_at: 1_700_000_000_000 + i64::from(n),
         sealed_session_key: None,
         group: None,
+        expires_at: None,
     }
 }
 
