@@ -17,7 +17,7 @@ use cpns_store::Store;
 use cpns_wire::{EntityId, ErrorBody, ErrorCode, PneConfirmRequest, PneConfirmResponse};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -72,43 +72,84 @@ pub struct ServerNode<S> {
     trace: TraceSink,
     events: ServerEvents,
     keys: server_store::KeyCache,
-    peers: Peers,
+    office: Arc<Office>,
 }
 
-/// The inboxes of the authenticated PN GW sessions, by PN GW: how one session asks another
-/// (001 §5.2.1.1 step 8, PNE Confirm to the PNE's home PN GW) and gets the answer back.
-type Peers = Arc<Mutex<HashMap<EntityId, Arc<Inbox>>>>;
-
-/// Questions and answers from other sessions, waiting for this session's task.
-#[derive(Default)]
-struct Inbox {
-    notify: Notify,
-    queue: Mutex<VecDeque<PeerMsg>>,
+/// How sessions signal and write to each other.
+struct Office {
+    /// Tells every session to stop, or to look for mail.
+    signal: watch::Sender<Signal>,
+    mailroom: Mutex<Mailroom>,
 }
 
-/// Most questions and answers one session's inbox holds; beyond, a question is refused busy.
-const INBOX_LIMIT: usize = 64;
+impl Office {
+    fn room(&self) -> std::sync::MutexGuard<'_, Mailroom> {
+        self.mailroom.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-impl Inbox {
-    /// Queues `msg` and wakes the session; gives it back when the inbox is full.
-    fn post(&self, msg: PeerMsg) -> Result<(), PeerMsg> {
-        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if q.len() >= INBOX_LIMIT {
-            return Err(msg);
+    /// Wakes every session to look for mail.
+    fn ring(&self) {
+        self.signal.send_modify(|s| s.mail = s.mail.wrapping_add(1));
+    }
+
+    /// Posts the answer to question `ask` for the session of `to`.
+    fn answer(
+        &self,
+        to: &EntityId,
+        ask: u64,
+        answer: Result<PneConfirmResponse, ErrorBody>,
+        until: Instant,
+    ) {
+        let now = Instant::now();
+        let letter = PeerMsg::Answer { ask, answer };
+        if self.room().post(now, to, until, letter).is_ok() {
+            self.ring();
         }
-        q.push_back(msg);
-        drop(q);
-        self.notify.notify_one();
-        Ok(())
-    }
-
-    fn take(&self) -> Option<PeerMsg> {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
     }
 }
+
+/// What the server tells its sessions through one watch channel (so an idle session holds
+/// nothing more than the receiver it has anyway): stop, or look for mail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Signal {
+    /// Every session ends.
+    stop: bool,
+    /// Bumped whenever a session has mail (001 §5.2.1.1: a PNE Confirm or its answer).
+    mail: u64,
+}
+
+/// Questions and answers between PN GW sessions (001 §5.2.1.1 step 8: PNE Confirm to the
+/// PNE's home PN GW, over that PN GW's own session), by the PN GW whose session takes them.
+/// Held only while mail waits: an idle session costs nothing here.
+#[derive(Default)]
+struct Mailroom {
+    boxes: HashMap<EntityId, VecDeque<Letter>>,
+    /// Letters waiting in all boxes.
+    letters: usize,
+    /// Where each home session's answer goes, by the number it was given, until when.
+    replies: HashMap<
+        u64,
+        (
+            Instant,
+            oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>,
+        ),
+    >,
+    next: u64,
+}
+
+/// Most letters waiting at once; beyond, a question is refused busy.
+const MAILROOM_LIMIT: usize = 1024;
+
+/// One message for a session, and when it is no longer worth delivering.
+struct Letter {
+    id: u64,
+    until: Instant,
+    msg: PeerMsg,
+}
+
+/// How long a live session may take to pick up its mail: a question still in the box after it
+/// went to a PN GW with no session, which is answered so at once.
+const PICKUP: Duration = Duration::from_secs(2);
 
 /// What one session hands another.
 enum PeerMsg {
@@ -124,13 +165,65 @@ enum PeerMsg {
     },
 }
 
-/// A session's side of [`Peers`]: its inbox, once its PN GW is authenticated, and the
-/// questions of other sessions its PN GW has yet to answer.
-#[derive(Default)]
-struct PeerState {
-    inbox: Option<(EntityId, Arc<Inbox>)>,
-    replies: HashMap<u64, oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>>,
-    next: u64,
+impl Mailroom {
+    /// Drops letters past their time (an answer's sender then reports the question unanswered).
+    fn sweep(&mut self, now: Instant) {
+        let mut kept = 0;
+        self.boxes.retain(|_, b| {
+            b.retain(|l| l.until > now);
+            kept += b.len();
+            !b.is_empty()
+        });
+        self.letters = kept;
+        self.replies
+            .retain(|_, (until, r)| *until > now && !r.is_closed());
+    }
+
+    /// Posts `msg` for the session of `to`; its letter id, or the message back when the
+    /// mailroom is full.
+    fn post(
+        &mut self,
+        now: Instant,
+        to: &EntityId,
+        until: Instant,
+        msg: PeerMsg,
+    ) -> Result<u64, PeerMsg> {
+        self.sweep(now);
+        if self.letters >= MAILROOM_LIMIT {
+            return Err(msg);
+        }
+        self.letters += 1;
+        self.next += 1;
+        let id = self.next;
+        self.boxes
+            .entry(to.clone())
+            .or_default()
+            .push_back(Letter { id, until, msg });
+        Ok(id)
+    }
+
+    /// Takes back letter `id` from `to`'s box if no session took it; true if it was there.
+    fn withdraw(&mut self, to: &EntityId, id: u64) -> bool {
+        let Some(b) = self.boxes.get_mut(to) else {
+            return false;
+        };
+        let before = b.len();
+        b.retain(|l| l.id != id);
+        let withdrawn = b.len() < before;
+        if b.is_empty() {
+            self.boxes.remove(to);
+        }
+        if withdrawn {
+            self.letters -= 1;
+        }
+        withdrawn
+    }
+
+    fn take(&mut self, gw: &EntityId) -> VecDeque<Letter> {
+        let letters = self.boxes.remove(gw).unwrap_or_default();
+        self.letters -= letters.len();
+        letters
+    }
 }
 
 impl<S> core::fmt::Debug for ServerNode<S> {
@@ -159,7 +252,10 @@ impl<S: Store + Clone> ServerNode<S> {
             trace: None,
             events: None,
             keys: server_store::KeyCache::new(KEY_CACHE_ENTRIES),
-            peers: Peers::default(),
+            office: Arc::new(Office {
+                signal: watch::Sender::new(Signal::default()),
+                mailroom: Mutex::new(Mailroom::default()),
+            }),
         })
     }
 
@@ -183,7 +279,7 @@ impl<S: Store + Clone> ServerNode<S> {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let admission = Admission::new(self.cfg.max_unauthenticated, self.cfg.max_sessions);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = self.office.signal.subscribe();
         let mut sessions = JoinSet::new();
         let this = Arc::new(self);
         tokio::pin!(shutdown);
@@ -221,7 +317,7 @@ impl<S: Store + Clone> ServerNode<S> {
             );
         }
         info!("CPNS Server shutting down");
-        let _ = stop_tx.send(true);
+        this.office.signal.send_modify(|s| s.stop = true);
         while sessions.join_next().await.is_some() {}
         Ok(())
     }
@@ -237,7 +333,7 @@ impl<S: Store + Clone> ServerNode<S> {
         &self,
         stream: TcpStream,
         slot: Unauthenticated,
-        stop: watch::Receiver<bool>,
+        stop: watch::Receiver<Signal>,
     ) -> Result<(), NodeError> {
         stream
             .set_nodelay(true)
@@ -276,7 +372,7 @@ impl<S: Store + Clone> ServerNode<S> {
         mut conn: Box<FramedConn<T>>,
         exporter: [u8; 32],
         slot: Unauthenticated,
-        mut stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<Signal>,
     ) -> Result<(), NodeError> {
         let mut session = ServerSession::new(
             self.cfg.proto.clone(),
@@ -285,17 +381,8 @@ impl<S: Store + Clone> ServerNode<S> {
             cpns_crypto::MachineRng::os(),
         );
         let mut slot = Slot::Unauthenticated(slot);
-        let mut peer = PeerState::default();
-        let ended = self
-            .session_loop(&mut session, &mut conn, &mut slot, &mut stop, &mut peer)
-            .await;
-        if let Some((gw, inbox)) = peer.inbox.take() {
-            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
-            if peers.get(&gw).is_some_and(|i| Arc::ptr_eq(i, &inbox)) {
-                peers.remove(&gw);
-            }
-        }
-        ended
+        self.session_loop(&mut session, &mut conn, &mut slot, &mut stop)
+            .await
     }
 
     async fn session_loop<T: AsyncRead + AsyncWrite + Unpin>(
@@ -303,11 +390,10 @@ impl<S: Store + Clone> ServerNode<S> {
         session: &mut ServerSession,
         conn: &mut Box<FramedConn<T>>,
         slot: &mut Slot,
-        stop: &mut watch::Receiver<bool>,
-        peer: &mut PeerState,
+        stop: &mut watch::Receiver<Signal>,
     ) -> Result<(), NodeError> {
         loop {
-            if !Box::pin(self.drain(session, conn, peer)).await? {
+            if !Box::pin(self.drain(session, conn)).await? {
                 conn.close().await;
                 return Ok(());
             }
@@ -324,20 +410,12 @@ impl<S: Store + Clone> ServerNode<S> {
                 info!(%gw, "PN GW session authenticated");
                 *slot = Slot::Authenticated(authed);
                 conn.set_max_frame(self.cfg.proto.max_frame);
-                // Other sessions reach this PN GW through its inbox (the newest session wins).
-                let inbox = Arc::new(Inbox::default());
-                self.peers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(gw.clone(), inbox.clone());
-                peer.inbox = Some((gw, inbox));
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
             let evicted = match &*slot {
                 Slot::Unauthenticated(s) => Some(s.evicted().clone()),
                 _ => None,
             };
-            let inbox = peer.inbox.as_ref().map(|(_, i)| i.clone());
             tokio::select! {
                 frame = conn.next_frame() => match frame {
                     Ok(frame) => {
@@ -360,71 +438,112 @@ impl<S: Store + Clone> ServerNode<S> {
                     }
                 },
                 () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
-                () = notified(inbox.as_deref()) => {
-                    while let Some(msg) = inbox.as_ref().and_then(|i| i.take()) {
-                        match msg {
-                            PeerMsg::Ask { request, reply } => {
-                                peer.next += 1;
-                                peer.replies.insert(peer.next, reply);
-                                session.confirm_for_other(Instant::now(), peer.next, request);
-                            }
-                            PeerMsg::Answer { ask, answer } => session.handle_gateway_answer(ask, answer),
-                        }
-                    }
-                }
                 () = cancelled(evicted) => {
                     return Err(NodeError::Ended(
                         "evicted: a newer connection needed the slot".into(),
                     ));
                 }
-                _ = stop.changed() => return Ok(()),
+                changed = stop.changed() => {
+                    if changed.is_err() || stop.borrow().stop {
+                        return Ok(());
+                    }
+                    self.deliver_mail(session);
+                }
             }
         }
     }
 
-    /// 001 §5.2.1.1 step 8: hands `request` to the session of `gateway`; its answer comes back
-    /// through this session's inbox. A PN GW without a session, or one whose inbox is full,
-    /// is answered at once.
+    fn room(&self) -> std::sync::MutexGuard<'_, Mailroom> {
+        self.office.room()
+    }
+
+    /// 001 §5.2.1.1 step 8: posts `request` for the session of `gateway`; its answer comes back
+    /// as mail to this session. A full mailroom is answered at once (`busy`); a PN GW with no
+    /// session never takes the letter, and the asking establishment's own deadline answers.
     fn ask_peer(
         &self,
         session: &mut ServerSession,
-        peer: &PeerState,
         gateway: EntityId,
         ask: u64,
         request: PneConfirmRequest,
     ) {
-        let home = self
-            .peers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&gateway)
-            .cloned();
-        let (Some(home), Some((_, me))) = (home, peer.inbox.as_ref()) else {
+        let Some(me) = session.gateway().cloned() else {
+            return;
+        };
+        let now = Instant::now();
+        let until = now + self.cfg.proto.timeouts.flow / 2;
+        let (reply, answer) = oneshot::channel();
+        let posted = self
+            .room()
+            .post(now, &gateway, until, PeerMsg::Ask { request, reply });
+        let Ok(letter) = posted else {
             let e = ErrorBody::new(
-                ErrorCode::Timeout,
-                format!("its home PN GW {gateway} is not connected to the CPNS Server"),
+                ErrorCode::Busy,
+                "the CPNS Server has too many questions between PN GWs open",
             );
             return session.handle_gateway_answer(ask, Err(e));
         };
-        let (reply, answer) = oneshot::channel();
-        if home.post(PeerMsg::Ask { request, reply }).is_err() {
-            let e = ErrorBody::new(ErrorCode::Busy, format!("its home PN GW {gateway} is busy"));
-            return session.handle_gateway_answer(ask, Err(e));
-        }
-        // The home session answers within its own deadline; a session that ends first drops
-        // the reply, which is answered as a timeout.
-        let me = Arc::downgrade(me);
+        self.office.ring();
+        // The answer, or its absence once the letter or the home session is gone, comes back
+        // as mail; the establishment's own deadline bounds the wait.
+        let office = self.office.clone();
         tokio::spawn(async move {
-            let answer = answer.await.unwrap_or_else(|_| {
+            let mut answer = answer;
+            let got = tokio::select! {
+                a = &mut answer => Some(a),
+                () = tokio::time::sleep(PICKUP) => None,
+            };
+            let got = match got {
+                Some(a) => a.ok(),
+                // Not picked up: no session of that PN GW here.
+                None if office.room().withdraw(&gateway, letter) => {
+                    let e = ErrorBody::new(
+                        ErrorCode::Timeout,
+                        format!("its home PN GW {gateway} is not connected to the CPNS Server"),
+                    );
+                    Some(Err(e))
+                }
+                None => {
+                    let wait = until.saturating_duration_since(Instant::now());
+                    tokio::time::timeout(wait, answer)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+            };
+            let answer = got.unwrap_or_else(|| {
                 Err(ErrorBody::new(
                     ErrorCode::Timeout,
-                    "its home PN GW's session ended before it answered",
+                    format!("its home PN GW {gateway} did not answer in time"),
                 ))
             });
-            if let Some(me) = me.upgrade() {
-                let _ = me.post(PeerMsg::Answer { ask, answer });
-            }
+            office.answer(&me, ask, answer, until);
         });
+    }
+
+    /// Mail for this session's PN GW: questions go to its machine, answers to the flows that
+    /// asked.
+    fn deliver_mail(&self, session: &mut ServerSession) {
+        let Some(gw) = session.gateway().cloned() else {
+            return;
+        };
+        let letters = self.room().take(&gw);
+        let now = Instant::now();
+        for letter in letters {
+            match letter.msg {
+                PeerMsg::Ask { request, reply } => {
+                    let id = {
+                        let mut room = self.room();
+                        room.next += 1;
+                        let id = room.next;
+                        room.replies.insert(id, (letter.until, reply));
+                        id
+                    };
+                    session.confirm_for_other(now, id, request);
+                }
+                PeerMsg::Answer { ask, answer } => session.handle_gateway_answer(ask, answer),
+            }
+        }
     }
 
     /// Carries out everything the session asks; false once it asked to close.
@@ -432,7 +551,6 @@ impl<S: Store + Clone> ServerNode<S> {
         &self,
         session: &mut ServerSession,
         conn: &mut FramedConn<T>,
-        peer: &mut PeerState,
     ) -> Result<bool, NodeError> {
         while let Some(out) = session.poll_output() {
             match out {
@@ -477,9 +595,10 @@ impl<S: Store + Clone> ServerNode<S> {
                     gateway,
                     ask,
                     request,
-                } => self.ask_peer(session, peer, gateway, ask, request),
+                } => self.ask_peer(session, gateway, ask, request),
                 ServerOutput::GatewayAnswer { ask, answer } => {
-                    if let Some(reply) = peer.replies.remove(&ask) {
+                    let reply = self.room().replies.remove(&ask);
+                    if let Some((_, reply)) = reply {
                         let _ = reply.send(answer);
                     }
                 }
@@ -490,14 +609,6 @@ impl<S: Store + Clone> ServerNode<S> {
             }
         }
         Ok(true)
-    }
-}
-
-/// Waits for a message in `inbox`; forever without one (a session not authenticated yet).
-async fn notified(inbox: Option<&Inbox>) {
-    match inbox {
-        Some(i) => i.notify.notified().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -552,7 +663,7 @@ mod tests {
             .unwrap();
         let admission = Admission::new(1, 1);
         let slot = admission.admit().await;
-        let (_stop_tx, stop) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(Signal::default());
         let serve = node.serve(tcp, slot, stop);
         let size = std::mem::size_of_val(&serve);
         assert!(size <= 2048, "a session future of {size} bytes");
