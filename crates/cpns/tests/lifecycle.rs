@@ -1137,3 +1137,35 @@ async fn two_devices_elect_a_pn_gw_and_take_their_roles() {
     let shown = pn_json(&w.path("hub.db"), &["show"]);
     assert_eq!(shown["ok"], true, "{shown}");
 }
+
+/// Beyond the documents: a PN GW giving its PNs a lifetime and a member limit. A join beyond the
+/// limit is refused naming it; when the lifetime ends, the PN GW releases the PN, every member
+/// is told, and every store forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pn_expires_and_a_full_pn_refuses_a_member() {
+    let mut w = World::start(&["phone", "watch", "tv"]);
+    w.restart_gateway_with(&["--pn-lifetime-s", "3", "--pn-max-members", "2"]);
+    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
+    let all = ["phone", "watch", "tv"];
+    w.stores(&all).await.agree();
+    let refused = pn_json(&w.path("tv.db"), &["join", &pn.to_string()]);
+    assert_eq!(refused["ok"], false, "{refused}");
+    let why = refused["error"].as_str().unwrap();
+    assert!(
+        why.starts_with("conflict") && why.contains("maximum of 2"),
+        "{why}"
+    );
+    // The lifetime ends: released, and both members told.
+    let expired = w.gw.expect_event("pn_expired");
+    assert_eq!(expired["pn_id"], pn.to_string());
+    let released = w.gw.expect_event("pn_released");
+    assert_eq!(names(&released["notified"]), ["phone", "watch"]);
+    for (id, p) in &mut pnes {
+        if *id != "tv" {
+            told(p, pn);
+        }
+    }
+    let after = w.stores(&all).await;
+    after.agree();
+    assert!(after.server.is_empty() && after.gw.is_empty(), "{after:?}");
+}

@@ -686,8 +686,10 @@ impl Gateway {
             own: None,
             expires_at,
         };
-        let expiry = expires_at.and_then(|at| self.instant_of(at));
-        self.pns.insert(pn_id, LocalPn::new(state, keys, expiry));
+        if let Some(at) = expires_at.and_then(|at| self.instant_of(at)) {
+            self.expiries.insert((at, pn_id));
+        }
+        self.pns.insert(pn_id, LocalPn::new(state, keys));
         if let Some(epoch) = verdict.epoch {
             self.saw_epoch(&pn_id, epoch);
         }

@@ -6,8 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use cpns_wire::PnId;
-
 use super::{Gateway, GatewayEvent};
 
 impl Gateway {
@@ -53,12 +51,15 @@ impl Gateway {
     /// server, another change of the PN running, every flow slot taken) is tried again a
     /// little later; one that fails is tried again once its flow ended.
     pub(super) fn expiry_timeouts(&mut self, now: Instant) {
-        let due: Vec<PnId> = self
-            .pns
-            .iter()
-            .filter(|(_, pn)| pn.expiry_check.is_some_and(|at| at <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&(at, pn_id)) = self.expiries.first()
+            && at <= now
+        {
+            self.expiries.pop_first();
+            if self.pns.contains_key(&pn_id) {
+                due.push(pn_id);
+            }
+        }
         let retry = self.cfg.timeouts.flow / 10;
         for pn_id in due {
             let told = self.pns.get(&pn_id).is_some_and(|pn| pn.expiry_told);
@@ -74,14 +75,12 @@ impl Gateway {
                 // The release's own deadline ends it either way; look again after it.
                 now + self.cfg.timeouts.flow + retry
             };
-            if let Some(pn) = self.pns.get_mut(&pn_id) {
-                pn.expiry_check = Some(next);
-            }
+            self.expiries.insert((next, pn_id));
         }
     }
 
     /// When to look at expiries next.
     pub(super) fn expiry_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
-        self.pns.values().filter_map(|pn| pn.expiry_check)
+        self.expiries.first().map(|(at, _)| *at).into_iter()
     }
 }

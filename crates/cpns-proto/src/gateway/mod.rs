@@ -328,24 +328,17 @@ struct LocalPn {
     epoch: Option<u64>,
     /// The epoch each member last confirmed holding (002 §B.1.1.3 step 25).
     confirmed: BTreeMap<EntityId, u64>,
-    /// When to look at the PN's expiry next (its end, then retries); `None` without one.
-    expiry_check: Option<Instant>,
     /// Whether [`GatewayEvent::PnExpired`] was reported.
     expiry_told: bool,
 }
 
 impl LocalPn {
-    fn new(
-        state: LocalPnState,
-        keys: BTreeMap<EntityId, LocalEuKey>,
-        expiry: Option<Instant>,
-    ) -> Self {
+    fn new(state: LocalPnState, keys: BTreeMap<EntityId, LocalEuKey>) -> Self {
         Self {
             state,
             keys,
             epoch: None,
             confirmed: BTreeMap::new(),
-            expiry_check: expiry,
             expiry_told: false,
         }
     }
@@ -363,6 +356,9 @@ pub struct Gateway {
     pns: BTreeMap<PnId, LocalPn>,
     /// The wall clock at an instant, for PN lifetimes ([`Gateway::set_wall_clock`]).
     wall: Option<(Instant, i64)>,
+    /// When to look at a PN's expiry next (its end, then retries), soonest first; entries of
+    /// PNs gone since are dropped when due.
+    expiries: std::collections::BTreeSet<(Instant, PnId)>,
     forming: BTreeMap<PnId, establish::Forming>,
     relays: relay::Relays,
     releases: release::Releases,
@@ -399,6 +395,7 @@ impl Gateway {
             routes: BTreeMap::new(),
             pns: BTreeMap::new(),
             wall: None,
+            expiries: std::collections::BTreeSet::new(),
             forming: BTreeMap::new(),
             relays: relay::Relays::default(),
             releases: release::Releases::default(),
@@ -418,9 +415,11 @@ impl Gateway {
     pub fn restore(&mut self, pns: Vec<LocalPnState>) -> Result<(), ProtoError> {
         for state in pns {
             let keys = self.unwrap_keys(&state)?;
-            let expiry = state.expires_at.and_then(|at| self.instant_of(at));
+            if let Some(at) = state.expires_at.and_then(|at| self.instant_of(at)) {
+                self.expiries.insert((at, state.inventory.pn_id));
+            }
             self.pns
-                .insert(state.inventory.pn_id, LocalPn::new(state, keys, expiry));
+                .insert(state.inventory.pn_id, LocalPn::new(state, keys));
         }
         Ok(())
     }
