@@ -381,26 +381,15 @@ impl<S: Store + Clone> ServerNode<S> {
             cpns_crypto::MachineRng::os(),
         );
         let mut slot = Slot::Unauthenticated(slot);
-        self.session_loop(&mut session, &mut conn, &mut slot, &mut stop)
-            .await
-    }
-
-    async fn session_loop<T: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        session: &mut ServerSession,
-        conn: &mut Box<FramedConn<T>>,
-        slot: &mut Slot,
-        stop: &mut watch::Receiver<Signal>,
-    ) -> Result<(), NodeError> {
         loop {
-            if !Box::pin(self.drain(session, conn)).await? {
+            if !Box::pin(self.drain(&mut session, &mut conn)).await? {
                 conn.close().await;
                 return Ok(());
             }
             if let Slot::Unauthenticated(_) = &slot
                 && let Some(gw) = session.gateway().cloned()
             {
-                let Slot::Unauthenticated(s) = std::mem::replace(slot, Slot::Gone) else {
+                let Slot::Unauthenticated(s) = std::mem::replace(&mut slot, Slot::Gone) else {
                     return Err(NodeError::Ended("session slot lost".into()));
                 };
                 let Some(authed) = s.authenticate() else {
@@ -408,11 +397,11 @@ impl<S: Store + Clone> ServerNode<S> {
                     return Err(NodeError::Ended("every session slot is taken".into()));
                 };
                 info!(%gw, "PN GW session authenticated");
-                *slot = Slot::Authenticated(authed);
+                slot = Slot::Authenticated(authed);
                 conn.set_max_frame(self.cfg.proto.max_frame);
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
-            let evicted = match &*slot {
+            let evicted = match &slot {
                 Slot::Unauthenticated(s) => Some(s.evicted().clone()),
                 _ => None,
             };
@@ -447,7 +436,7 @@ impl<S: Store + Clone> ServerNode<S> {
                     if changed.is_err() || stop.borrow().stop {
                         return Ok(());
                     }
-                    self.deliver_mail(session);
+                    self.deliver_mail(&mut session);
                 }
             }
         }
