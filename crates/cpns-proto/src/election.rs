@@ -137,6 +137,16 @@ impl Election {
         }
     }
 
+    /// This device.
+    pub fn me(&self) -> &EntityId {
+        &self.me
+    }
+
+    /// The other device, once it said who it is.
+    pub fn peer(&self) -> Option<&EntityId> {
+        self.peer.as_ref()
+    }
+
     /// Steps 1 and 3: announce this device and its capabilities; the election must end within
     /// `wait`. Like a PNE's first discovery (000 §6.4 note 1), they go out before the peer's id
     /// is known, addressed as a PNE addresses its first request.

@@ -2,7 +2,11 @@
 //! files in a temporary data directory: init and enroll, a CPNS Server, a PN GW on an insecure
 //! PAN and three PNEs; then discovery, a PNE-initiated establishment with LocalEUKey (000
 //! §6.6.1.1), a PN GW-initiated establishment (§6.6.1.2) and a PNE registration (003 §1.4.1).
-//! It prints the messages actually exchanged as a sequence diagram, and the PN inventory.
+//! Then the PN lives (docs/pn-lifecycle.md): two devices elect a PN GW (002 §B.1.1.1), the PN GW
+//! invites a PNE into the phone's PN (000 §6.6.2.1.1), the TV joins it (§6.6.2.2), the PN GW
+//! expels the invitee (§6.6.3.2) and releases the TV's first PN (§6.6.5), each change moving
+//! the PN's group key epoch. It prints the messages actually exchanged as a sequence diagram,
+//! and the PN inventory.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,7 +62,11 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let phone = admin::enroll_device(&dir, USER, Kind::Pne, "phone").await?;
     let watch = admin::enroll_device(&dir, USER, Kind::Pne, "watch").await?;
     let tv = admin::enroll_device(&dir, USER, Kind::Pne, "tv").await?;
-    println!("enrolled {GW} (PN GW), phone, watch, tv (PNEs) for user {USER}\n");
+    let speaker = admin::enroll_device(&dir, USER, Kind::Pne, "speaker").await?;
+    let hub = admin::enroll_device(&dir, USER, Kind::Both, "hub").await?;
+    println!(
+        "enrolled {GW} (PN GW), phone, watch, tv, speaker (PNEs) and hub (either role) for user {USER}\n"
+    );
 
     let (trace_tx, mut trace_rx) = mpsc::channel::<TraceEvent>(cpns_node::trace::TRACE_CAPACITY);
     let sink = Some(trace_tx);
@@ -177,6 +185,16 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     );
     finish("watch", watch_run.await?)?;
 
+    let lived = lifecycle(
+        &root,
+        &handle,
+        &pan_addr,
+        [&phone, &tv, &speaker],
+        &hub,
+        &sink,
+    )
+    .await?;
+
     let _ = gw_stop.send(());
     let _ = gw_task.await;
     let _ = server_stop.send(());
@@ -189,15 +207,24 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         if e.receiver == "gateway" {
             e.receiver = GW.into();
         }
+        // Before the election's discovery, each device knows the other only as its peer.
+        if e.receiver == "peer" {
+            e.receiver = if e.sender == "hub" { "speaker" } else { "hub" }.into();
+        }
         events.push(e);
     }
-    let participants: Vec<String> = ["server", GW, "phone", "watch", "tv"]
+    let participants: Vec<String> = ["server", GW, "phone", "watch", "tv", "speaker", "hub"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     println!("Messages exchanged ([sealed] = AEAD-sealed on the PAN with keys from LocalEUKey):\n");
     println!("{}", trace::render_sequence(&participants, &events));
 
+    println!("The PN lived:");
+    for line in &lived {
+        println!("  {line}");
+    }
+    println!();
     println!("PN inventory of the CPNS Server ({}):", dir.db().display());
     print!("{}", admin::server_inventory_text(&dir.db()).await?);
     println!("\nLocal PN inventory of the PN GW:");
@@ -226,17 +253,7 @@ fn spawn_pne(
     steps: Vec<PneStep>,
     sink: &cpns_node::TraceSink,
 ) -> PneTask {
-    let cfg = PneConfig {
-        id: cred.entity_id.clone(),
-        eukey: cred.eukey.clone(),
-        capabilities: defaults(device_type, has_ui, false),
-        contents: Vec::new(),
-        security: PanSecurity::Cpns,
-        accept_invitations: true,
-        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
-        timeouts: Timeouts::default(),
-        home_gateway: None,
-    };
+    let cfg = pne_config(cred, device_type, has_ui);
     let db = root.join(format!("{}.db", cred.entity_id));
     let addr = pan_addr.to_string();
     let sink = sink.clone();
@@ -251,6 +268,20 @@ fn spawn_pne(
         store.close().await;
         r
     })
+}
+
+fn pne_config(cred: &DeviceCredential, device_type: &str, has_ui: bool) -> PneConfig {
+    PneConfig {
+        id: cred.entity_id.clone(),
+        eukey: cred.eukey.clone(),
+        capabilities: defaults(device_type, has_ui, false),
+        contents: Vec::new(),
+        security: PanSecurity::Cpns,
+        accept_invitations: true,
+        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+        timeouts: Timeouts::default(),
+        home_gateway: None,
+    }
 }
 
 fn finish(who: &str, r: Result<PneReport, String>) -> anyhow::Result<()> {
@@ -290,4 +321,171 @@ async fn discovered(rx: &mut mpsc::Receiver<GatewayEvent>, id: &str) -> anyhow::
     )
     .await
     .with_context(|| format!("{id} discovery"))
+}
+
+/// The PN lives (docs/pn-lifecycle.md): an election, an invitation, a join, an expulsion and a
+/// release, with the phone, the TV and the speaker staying linked to the PN GW so they are
+/// told. Returns one line per step.
+async fn lifecycle(
+    root: &std::path::Path,
+    gw: &gateway::GatewayHandle,
+    pan_addr: &str,
+    [phone, tv, speaker]: [&DeviceCredential; 3],
+    hub: &DeviceCredential,
+    sink: &cpns_node::TraceSink,
+) -> anyhow::Result<Vec<String>> {
+    let mut lived = Vec::new();
+    // 002 §B.1.1.1: the speaker (on battery, WLAN) meets the hub (wired, mains) with no PN GW.
+    let winner = elect(speaker, hub, sink).await?;
+    lived.push(format!(
+        "election: {winner} is the PN GW of the two (wired and on mains); `cpns elect` would now run it as one"
+    ));
+    let pns = gw.inventory().await.map_err(anyhow::Error::msg)?;
+    let with = |id: &DeviceCredential| {
+        pns.iter()
+            .find(|p| p.members.iter().any(|m| m.pne_id == id.entity_id))
+            .map(|p| p.pn_id)
+    };
+    let (Some(home), Some(tvs)) = (with(phone), with(tv)) else {
+        bail!("the first scenes left no PNs to live on");
+    };
+    // The members stay linked, so the PN GW tells them what changes.
+    let mut stops = Vec::new();
+    let mut handles = Vec::new();
+    for (cred, device, ui) in [
+        (phone, "phone", true),
+        (tv, "tv", false),
+        (speaker, "speaker", false),
+    ] {
+        let (h, stop) = stay(root, cred, device, ui, pan_addr, sink).await?;
+        handles.push(h);
+        stops.push(stop);
+    }
+    let [_phone_h, tv_h, _speaker_h] = &handles[..] else {
+        bail!("three PNEs stay");
+    };
+    let r = gw
+        .invite(home, speaker.entity_id.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    lived.push(format!(
+        "invite: the PN GW invited the speaker into PN {}; it joined (told: {})",
+        crate::events::short_pn(&home),
+        names(&r.notified)
+    ));
+    tv_h.join(home).await.map_err(anyhow::Error::msg)?;
+    lived.push(format!(
+        "join: the tv joined PN {} by itself",
+        crate::events::short_pn(&home)
+    ));
+    let r = gw
+        .expel(home, speaker.entity_id.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    lived.push(format!(
+        "expel: the PN GW expelled the speaker; group key epoch {}; told: {}",
+        r.epoch.map_or_else(|| "-".into(), |e| e.to_string()),
+        names(&r.notified)
+    ));
+    let r = gw.release(tvs).await.map_err(anyhow::Error::msg)?;
+    lived.push(format!(
+        "release: the PN GW released the tv's first PN {}; told: {}",
+        crate::events::short_pn(&tvs),
+        names(&r.notified)
+    ));
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    Ok(lived)
+}
+
+fn names(ids: &[cpns_wire::EntityId]) -> String {
+    if ids.is_empty() {
+        return "no one linked".into();
+    }
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A PNE that stays linked (`cpns pne --stay`), until its stop is sent.
+async fn stay(
+    root: &std::path::Path,
+    cred: &DeviceCredential,
+    device_type: &str,
+    has_ui: bool,
+    pan_addr: &str,
+    sink: &cpns_node::TraceSink,
+) -> anyhow::Result<(pne::PneHandle, oneshot::Sender<()>)> {
+    let cfg = pne_config(cred, device_type, has_ui);
+    let store = SqliteStore::open(&root.join(format!("{}.db", cred.entity_id))).await?;
+    let (events_tx, mut events) = mpsc::channel(64);
+    let (stop_tx, stop) = oneshot::channel();
+    let (handle, _task) = pne::serve(
+        cfg,
+        pne::ServeConfig::new(pan_addr.to_string()),
+        store,
+        Vec::new(),
+        Some(events_tx),
+        sink.clone(),
+        stop,
+    );
+    // Linked once it found its PN GW; its set-up in its PNs goes on as it may.
+    let found = async {
+        while let Some(e) = events.recv().await {
+            if let cpns_proto::pne::PneEvent::Discovered { .. } = e {
+                return Ok(());
+            }
+        }
+        bail!("{} stopped", cred.entity_id)
+    };
+    tokio::time::timeout(Duration::from_secs(10), found)
+        .await
+        .context("a PNE that stays found no PN GW")??;
+    // Keep its events flowing (the channel is bounded).
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok((handle, stop_tx))
+}
+
+/// 002 §B.1.1.1 between two devices on loopback; the winner's id.
+async fn elect(
+    a: &DeviceCredential,
+    b: &DeviceCredential,
+    sink: &cpns_node::TraceSink,
+) -> anyhow::Result<cpns_wire::EntityId> {
+    use cpns_proto::election::{Election, Outcome};
+    let mut battery = defaults("speaker", false, false);
+    battery.battery_pct = Some(70);
+    let mut wired = defaults("hub", true, true);
+    wired.networks = vec!["ethernet".into()];
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let wait = Duration::from_secs(10);
+    let ma = Election::new(
+        a.entity_id.clone(),
+        battery,
+        None,
+        cpns_wire::DEFAULT_MAX_FRAME,
+    );
+    let mb = Election::new(
+        b.entity_id.clone(),
+        wired,
+        Some("127.0.0.1:7401".into()),
+        cpns_wire::DEFAULT_MAX_FRAME,
+    );
+    let dial = async {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        crate::elect::run(s, ma, wait, sink).await
+    };
+    let take = async {
+        let (s, _) = listener.accept().await?;
+        crate::elect::run(s, mb, wait, sink).await
+    };
+    let (oa, ob) = tokio::try_join!(dial, take)?;
+    match (oa, ob) {
+        (Outcome::Follow { gateway, .. }, Outcome::BecomeGateway { .. }) => Ok(gateway),
+        (Outcome::BecomeGateway { .. }, Outcome::Follow { gateway, .. }) => Ok(gateway),
+        other => bail!("the election ended otherwise: {other:?}"),
+    }
 }

@@ -87,7 +87,7 @@ pub(crate) async fn elect(a: ElectArgs) -> anyhow::Result<()> {
         pan_address.clone(),
         cpns_wire::DEFAULT_MAX_FRAME,
     );
-    let outcome = run(stream, machine, wait).await?;
+    let outcome = run(stream, machine, wait, &None).await?;
     match outcome {
         Outcome::BecomeGateway { .. } => {
             printer.run(&RunEvent::Elected {
@@ -147,15 +147,24 @@ async fn pair(a: &ElectArgs, printer: &EventPrinter) -> anyhow::Result<TcpStream
     }
 }
 
-/// Drives the election machine over the paired link until it ends.
-async fn run(stream: TcpStream, mut m: Election, wait: Duration) -> anyhow::Result<Outcome> {
+/// Drives the election machine over the paired link until it ends; reports each message sent
+/// to `trace` (the demo's diagram).
+pub(crate) async fn run(
+    stream: TcpStream,
+    mut m: Election,
+    wait: Duration,
+    trace: &cpns_node::TraceSink,
+) -> anyhow::Result<Outcome> {
     stream.set_nodelay(true)?;
     let mut conn = FramedConn::new(stream, cpns_wire::DEFAULT_MAX_FRAME, DEFAULT_MAX_QUEUED);
     m.start(Instant::now(), wait)?;
     loop {
         while let Some(out) = m.poll_output() {
             match out {
-                ElectionOutput::Transmit(frame) => conn.queue(&frame)?,
+                ElectionOutput::Transmit(frame) => {
+                    report(trace, m.me(), m.peer(), &frame);
+                    conn.queue(&frame)?;
+                }
                 ElectionOutput::Done(outcome) => {
                     // The announcement reaches the other device before this one moves on.
                     conn.flush().await?;
@@ -173,6 +182,30 @@ async fn run(stream: TcpStream, mut m: Election, wait: Duration) -> anyhow::Resu
             () = sleep_until(deadline) => m.handle_timeout(Instant::now()),
         }
     }
+}
+
+/// Reports a frame of the election to `trace`, named as the protocol names it.
+fn report(
+    trace: &cpns_node::TraceSink,
+    me: &cpns_wire::EntityId,
+    peer: Option<&cpns_wire::EntityId>,
+    frame: &[u8],
+) {
+    let Some(tx) = trace else {
+        return;
+    };
+    let message = cpns_proto::link::frame_body(frame)
+        .and_then(|b| cpns_wire::decode_envelope(b.get(1..)?).ok())
+        .map_or("?", |env| env.body.name());
+    let event = cpns_node::TraceEvent {
+        at: Instant::now(),
+        sender: me.to_string(),
+        receiver: peer.map_or_else(|| "peer".to_string(), ToString::to_string),
+        message,
+        on_behalf_of: None,
+        sealed: false,
+    };
+    let _ = tx.try_send(event);
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
