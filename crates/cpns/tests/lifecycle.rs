@@ -1169,3 +1169,45 @@ async fn a_pn_expires_and_a_full_pn_refuses_a_member() {
     after.agree();
     assert!(after.server.is_empty() && after.gw.is_empty(), "{after:?}");
 }
+
+/// `cpns demo`, the README's first command: it ends well, its diagram shows the lifecycle's
+/// messages, one line per lifecycle step, and its stores hold what those steps left: the
+/// phone's PN with the watch and the TV, without the expelled speaker, and no released PN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_the_whole_lifecycle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&["demo", "--keep", s(tmp.path())]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for message in [
+        "GatewayAnnouncement",
+        "PneInviteRequest",
+        "PnUpdateNotification",
+        "MembershipConfirmed",
+        "PneExpelNotification",
+        "PnReleaseNotification",
+    ] {
+        assert!(
+            text.contains(message),
+            "no {message} in the diagram:\n{text}"
+        );
+    }
+    for step in [
+        "election: hub",
+        "invite: ",
+        "join: the tv",
+        "expel: ",
+        "release: ",
+    ] {
+        assert!(text.contains(step), "no step {step:?}:\n{text}");
+    }
+    let server = at_server(&tmp.path().join("server").join("cpns.db")).await;
+    assert_eq!(server.len(), 1, "{server:?}");
+    let (_, members) = server.iter().next().unwrap();
+    assert_eq!(members, &set(&["phone", "watch", "tv"]));
+    assert_eq!(local(&tmp.path().join("home-gw.db")).await, server);
+}
