@@ -205,13 +205,11 @@ impl Election {
                     });
                 }
             }
-            Body::EntityDiscoveryResponse(_) => {}
             // Step 4: the peer's capabilities.
             Body::DeviceCapabilitiesUpdate(m) => {
                 self.peer_caps = Some(m.capabilities);
                 self.answer(&env, from, DeviceCapabilitiesConfirm {})?;
             }
-            Body::DeviceCapabilitiesConfirm(_) => {}
             // Step 7: the winner's new capabilities and mode.
             Body::GatewayAnnouncement(m) => return self.on_announcement(m, &from),
             Body::ErrorBody(e) => {

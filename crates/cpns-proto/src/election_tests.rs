@@ -292,3 +292,130 @@ fn a_peer_with_this_devices_id_or_two_ids_is_refused() {
         );
     }
 }
+
+/// Feeds PNE "b"'s envelopes to a started machine of "a"; what it sent back and how it ended.
+fn feed(envs: &[Envelope]) -> (Vec<Envelope>, Option<Outcome>) {
+    let now = t0();
+    let mut mine = machine("a", caps(&["wlan"], None, 0, 0), None);
+    mine.start(now, Duration::from_secs(5)).unwrap();
+    while mine.poll_output().is_some() {}
+    let mut codec = LinkCodec::new(65_536);
+    for env in envs {
+        let f = codec.encode(env).unwrap();
+        mine.handle_frame(now, body(&f)).unwrap();
+    }
+    let mut sent = Vec::new();
+    let mut done = None;
+    let mut reader = LinkCodec::new(65_536);
+    while let Some(o) = mine.poll_output() {
+        match o {
+            ElectionOutput::Transmit(f) => sent.push(reader.decode(body(&f)).unwrap()),
+            ElectionOutput::Done(x) => done = Some(x),
+        }
+    }
+    (sent, done)
+}
+
+fn from_b(n: u64, body: impl Into<cpns_wire::Body>) -> Envelope {
+    Envelope::request(n, Address::Entity(id("b")), Address::Entity(id("a")), body)
+}
+
+/// Discovery and capabilities are answered; a request the election does not expect gets
+/// `wrong_state`; a response or notification it does not expect gets nothing.
+#[test]
+fn the_peers_requests_are_answered_and_unexpected_ones_refused() {
+    let discovery = from_b(
+        1,
+        EntityDiscoveryRequest {
+            entity_id: id("b"),
+            mode: Mode::Pne,
+        },
+    );
+    let (sent, done) = feed(&[discovery]);
+    assert_eq!(done, None);
+    assert!(matches!(
+        &sent[..],
+        [e] if e.in_reply_to == Some(1)
+            && matches!(&e.body, cpns_wire::Body::EntityDiscoveryResponse(r) if r.entity_id == id("a"))
+    ));
+    let unexpected = from_b(
+        2,
+        cpns_wire::PnReleaseRequest {
+            request_id: cpns_wire::RequestId(1),
+            pn_id: cpns_wire::PnId::from_bytes([1; 16]),
+        },
+    );
+    let mut note = from_b(
+        3,
+        cpns_wire::PnReleaseNotification {
+            pn_id: cpns_wire::PnId::from_bytes([1; 16]),
+        },
+    );
+    note.kind = cpns_wire::MsgKind::Notify;
+    let (sent, done) = feed(&[unexpected, note]);
+    assert_eq!(done, None);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].in_reply_to, Some(2));
+    assert_eq!(sent[0].error().map(|e| e.code), Some(ErrorCode::WrongState));
+}
+
+/// The peer's error ends the election at once.
+#[test]
+fn an_error_from_the_peer_ends_the_election() {
+    let mut err = from_b(1, ErrorBody::new(ErrorCode::Busy, "no"));
+    err.kind = cpns_wire::MsgKind::Response;
+    err.in_reply_to = Some(1);
+    let (_, done) = feed(&[err]);
+    assert!(
+        matches!(done, Some(Outcome::Failed(Failure::Refused(e))) if e.code == ErrorCode::Busy)
+    );
+}
+
+/// The elected peer's announcement must name itself: one naming a third device is refused.
+#[test]
+fn an_announcement_naming_another_device_is_refused() {
+    let discovery = from_b(
+        1,
+        EntityDiscoveryRequest {
+            entity_id: id("b"),
+            mode: Mode::Pne,
+        },
+    );
+    let better = from_b(
+        2,
+        DeviceCapabilitiesUpdate {
+            capabilities: caps(&["ethernet"], None, 3, 3),
+        },
+    );
+    let mut claim = from_b(
+        3,
+        GatewayAnnouncement {
+            gateway: id("c"),
+            mode: Mode::Gateway,
+            capabilities: caps(&["ethernet"], None, 3, 3),
+            pan_address: None,
+        },
+    );
+    claim.kind = cpns_wire::MsgKind::Notify;
+    let (_, done) = feed(&[discovery.clone(), better.clone(), claim]);
+    assert!(matches!(done, Some(Outcome::Failed(_))), "{done:?}");
+    // Named right, and in PN GW mode, it is followed.
+    let mut ok = from_b(
+        4,
+        GatewayAnnouncement {
+            gateway: id("b"),
+            mode: Mode::Gateway,
+            capabilities: caps(&["ethernet"], None, 3, 3),
+            pan_address: Some("x".into()),
+        },
+    );
+    ok.kind = cpns_wire::MsgKind::Notify;
+    let (_, done) = feed(&[discovery, better, ok]);
+    assert_eq!(
+        done,
+        Some(Outcome::Follow {
+            gateway: id("b"),
+            pan_address: Some("x".into())
+        })
+    );
+}
