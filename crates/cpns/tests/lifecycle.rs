@@ -1017,6 +1017,12 @@ async fn multi_user(
         .unwrap();
     let pns = st.all_pns().await.unwrap();
     st.close().await;
+    // Bob's PN GW holds what the server holds, and alice's PN GW and the phone's own store
+    // agree with it too (the phone holds a PN only if it is in one).
+    let server = at_server(&w.path("server").join("cpns.db")).await;
+    assert_eq!(local(&w.path("bob-gw.db")).await, server);
+    assert!(local(&w.path("gw.db")).await.is_empty());
+    assert_eq!(local(&w.path("phone.db")).await, server);
     (outcome, told, pns)
 }
 
