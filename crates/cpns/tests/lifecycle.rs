@@ -132,6 +132,24 @@ impl World {
         self.tmp.path().join(name)
     }
 
+    /// `cpns enroll` of `id` (a `kind`) for `user`, its credential written to `out`.
+    fn enroll(&self, user: &str, kind: &str, id: &str, out: &Path) {
+        let data = self.path("server");
+        cpns(&[
+            "enroll",
+            "--data-dir",
+            s(&data),
+            "--user",
+            user,
+            "--kind",
+            kind,
+            "--id",
+            id,
+            "--out",
+            s(out),
+        ]);
+    }
+
     fn start(pnes: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let p = |n: &str| -> PathBuf { tmp.path().join(n) };
@@ -578,19 +596,7 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     let mut w = World::start(&["phone", "watch", "tv"]);
     // Another user's PNE, on the same PAN.
     let bob = w.path("bobs-tv.cred.json");
-    cpns(&[
-        "enroll",
-        "--data-dir",
-        s(&w.path("server")),
-        "--user",
-        "bob",
-        "--kind",
-        "pne",
-        "--id",
-        "bobs-tv",
-        "--out",
-        s(&bob),
-    ]);
+    w.enroll("bob", "pne", "bobs-tv", &bob);
     let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
     let all = ["phone", "watch", "tv"];
     w.stores(&all).await.agree();
@@ -808,19 +814,7 @@ async fn a_member_away_during_a_change_pulls_the_new_key_when_it_is_back() {
 async fn a_pne_reads_its_own_pn_and_its_users_other_pns() {
     let mut w = World::start(&["phone", "watch", "tv"]);
     let bob = w.path("bobs-tv.cred.json");
-    cpns(&[
-        "enroll",
-        "--data-dir",
-        s(&w.path("server")),
-        "--user",
-        "bob",
-        "--kind",
-        "pne",
-        "--id",
-        "bobs-tv",
-        "--out",
-        s(&bob),
-    ]);
+    w.enroll("bob", "pne", "bobs-tv", &bob);
     let (mut pnes, a) = w.established("phone", &["watch"], "tv");
     // The tv, which declined, sets up a PN of its own: B.
     let at = pnes.iter().position(|(id, _)| *id == "tv").unwrap();
@@ -943,19 +937,7 @@ async fn multi_user(
     Vec<cpns_store::PnRecord>,
 ) {
     let mut w = World::start(&["phone"]);
-    cpns(&[
-        "enroll",
-        "--data-dir",
-        s(&w.path("server")),
-        "--user",
-        "bob",
-        "--kind",
-        "gateway",
-        "--id",
-        "bob-gw",
-        "--out",
-        s(&w.path("bob-gw.cred.json")),
-    ]);
+    w.enroll("bob", "gateway", "bob-gw", &w.path("bob-gw.cred.json"));
     match home {
         Home::Runs(answer) => w.restart_gateway_with(&["--confirm-others", answer]),
         Home::Down => {
@@ -1071,19 +1053,7 @@ async fn a_pne_of_another_user_not_confirmed_changes_nothing() {
 async fn two_devices_elect_a_pn_gw_and_take_their_roles() {
     let w = World::start(&[]);
     for id in ["hub", "phone"] {
-        cpns(&[
-            "enroll",
-            "--data-dir",
-            s(&w.path("server")),
-            "--user",
-            "alice",
-            "--kind",
-            "both",
-            "--id",
-            id,
-            "--out",
-            s(&w.path(&format!("{id}.cred.json"))),
-        ]);
+        w.enroll("alice", "both", id, &w.path(&format!("{id}.cred.json")));
     }
     let device = |id: &str, pair: &[&str], caps: &[&str]| {
         let cred = w.path(&format!("{id}.cred.json"));

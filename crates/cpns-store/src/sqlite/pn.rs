@@ -372,39 +372,42 @@ pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
 
 /// The PNs served by `gw`, in creation order; run inside a read transaction.
 pub(super) fn pns_of_gateway(conn: &Connection, gw: &EntityId) -> Result<Vec<PnRecord>> {
-    let pns = codec::all(
-        conn,
-        &format!("SELECT {PN_COLUMNS} FROM pns WHERE gateway = ? ORDER BY seq"),
-        [gw.as_str()],
-        decode_pn,
-    )?;
-    let members = codec::members_by_pn(
-        conn,
-        "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pns AS p \
-         JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.gateway = ? \
-         ORDER BY m.pn_seq, m.position",
-        [gw.as_str()],
-        decode_member,
-    )?;
-    Ok(join(pns, members))
+    pns_where(conn, Column::Gateway, gw.as_str())
 }
 
 /// The PNs of `owner`, in creation order; run inside a read transaction.
 pub(super) fn pns_of_owner(conn: &Connection, owner: &UserId) -> Result<Vec<PnRecord>> {
+    pns_where(conn, Column::Owner, owner.as_str())
+}
+
+/// A column of `pns` PNs are selected by.
+#[derive(Clone, Copy)]
+enum Column {
+    Gateway,
+    Owner,
+}
+
+/// The PNs whose `column` is `value`, with their members, in creation order.
+fn pns_where(conn: &Connection, column: Column, value: &str) -> Result<Vec<PnRecord>> {
+    let column = match column {
+        Column::Gateway => "gateway",
+        Column::Owner => "owner",
+    };
     let pns = codec::all(
         conn,
-        &format!("SELECT {PN_COLUMNS} FROM pns WHERE owner = ? ORDER BY seq"),
-        [owner.as_str()],
+        &format!("SELECT {PN_COLUMNS} FROM pns WHERE {column} = ? ORDER BY seq"),
+        [value],
         decode_pn,
     )?;
     let members = codec::members_by_pn(
         conn,
-        "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pns AS p \
-         JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.owner = ? \
-         ORDER BY m.pn_seq, m.position",
-        [owner.as_str()],
+        &format!(
+            "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
+             m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pns AS p \
+             JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.{column} = ? \
+             ORDER BY m.pn_seq, m.position"
+        ),
+        [value],
         decode_member,
     )?;
     Ok(join(pns, members))
