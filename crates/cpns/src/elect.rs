@@ -163,16 +163,26 @@ pub(crate) async fn run(
             match out {
                 ElectionOutput::Transmit(frame) => {
                     report(trace, m.me(), m.peer(), &frame);
-                    conn.queue(&frame)?;
+                    // The other device may have ended its part (it decided, and closed) while
+                    // this one still answers it: what it sent is read all the same, so a
+                    // frame that cannot go out ends nothing.
+                    let _ = conn.queue(&frame);
                 }
                 ElectionOutput::Done(outcome) => {
-                    // The announcement reaches the other device before this one moves on.
-                    conn.flush().await?;
+                    // The announcement reaches the other device before this one moves on,
+                    // if it still listens.
+                    let _ = conn.flush().await;
+                    if matches!(outcome, Outcome::BecomeGateway { .. }) {
+                        // The other device closes once it read the announcement; closing
+                        // first, with its answers unread, would reset the link under it.
+                        let linger = async { while conn.next_frame().await.is_ok() {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), linger).await;
+                    }
                     return Ok(outcome);
                 }
             }
         }
-        conn.write_now()?;
+        let _ = conn.write_now();
         let deadline = m.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             frame = conn.next_frame() => {
