@@ -121,9 +121,11 @@ fn a_pne_of_another_user_not_confirmed_is_left_out_with_the_reason() {
         }
         let pn = establish(&mut h);
         if case == "silent" {
-            // The establishment waits for the home PN GW until its deadline.
+            // The establishment waits for the home PN GW until its deadline, not less.
             assert!(h.members_or_none(pn).is_none(), "{case}");
-            h.advance(FLOW / 2 + Duration::from_secs(1));
+            h.advance(FLOW / 2 - Duration::from_secs(1));
+            assert!(h.members_or_none(pn).is_none(), "{case}");
+            h.advance(Duration::from_secs(2));
         }
         assert_eq!(h.members(pn), [pne_id(0)], "{case}");
         assert!(
@@ -208,7 +210,10 @@ fn the_home_session_asks_its_pn_gw_and_hands_the_answer_back() {
     h.server.confirm_for_other(now, 43, q(3));
     h.pump();
     assert_eq!(h.gateway_answers.len(), 1);
-    h.advance(FLOW / 2 + Duration::from_secs(1));
+    // Answered for at a third of the flow's time, not before.
+    h.advance(FLOW / 3 - Duration::from_secs(1));
+    assert_eq!(h.gateway_answers.len(), 1);
+    h.advance(Duration::from_secs(2));
     assert!(matches!(
         &h.gateway_answers[1],
         (
@@ -218,6 +223,29 @@ fn the_home_session_asks_its_pn_gw_and_hands_the_answer_back() {
                 ..
             })
         )
+    ));
+    // A PN GW that answers with an error: handed back as it is.
+    h.set_hook(|f| {
+        if f.message == "PneConfirmResponse" {
+            super::harness::Action::Replace(super::harness::rewrite(&f.body, |env| {
+                env.body = cpns_wire::Body::ErrorBody(ErrorBody::new(ErrorCode::Forbidden, "no"));
+            }))
+        } else {
+            super::harness::Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.server.confirm_for_other(now, 45, q(5));
+    h.pump();
+    assert!(matches!(
+        h.gateway_answers.last(),
+        Some((
+            45,
+            Err(ErrorBody {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ))
     ));
     // A session whose PN GW is not authenticated yet answers at once.
     let mut fresh = crate::server::ServerSession::new(
@@ -232,4 +260,70 @@ fn the_home_session_asks_its_pn_gw_and_hands_the_answer_back() {
         _ => None,
     });
     assert!(matches!(out, Some((44, Err(e))) if e.code == ErrorCode::Busy));
+}
+
+/// A home PN GW that confirms its PNE but will not be charged for it leaves it out too.
+#[test]
+fn a_confirmed_pne_its_user_will_not_pay_for_is_left_out() {
+    let mut h = world(Some("carol-gw"), carol());
+    h.home = Box::new(|_, req| {
+        Some(Ok(PneConfirmResponse {
+            request_id: req.request_id,
+            confirmed: true,
+            chargeable: false,
+        }))
+    });
+    let pn = establish(&mut h);
+    assert_eq!(h.members(pn), [pne_id(0)]);
+    let reason = left_out_reason(&h, pn).unwrap_or_default();
+    assert!(reason.contains("charged"), "{reason}");
+}
+
+/// carol's PNE asks alice's PN GW for a PN with alice's PNE; carol's home PN GW declines: the
+/// PN is not registered (nobody starts a PN in another's name) and the initiator hears why.
+#[test]
+fn an_initiator_its_home_pn_gw_declines_hears_why() {
+    let mut h = world(Some("carol-gw"), carol());
+    home_says(&mut h, false);
+    h.setup(1, cpns_wire::SetupType::All);
+    assert!(h.store.pns.is_empty());
+    let failures = h.pne_failures(1);
+    assert!(
+        failures
+            .iter()
+            .any(|f| matches!(f, crate::Failure::Refused(e) if e.code == ErrorCode::Declined)),
+        "{failures:?}"
+    );
+}
+
+/// With one PNE failing its authentication and the other declined by its home PN GW, the PN
+/// fails as not authenticated: not every PNE was refused for a reason of its own.
+#[test]
+fn a_pn_with_a_failed_authentication_and_a_refusal_fails_unauthenticated() {
+    let specs = [PneSpec::trusted().wrong_key(), PneSpec::trusted()];
+    let mut h = Harness::new(&specs);
+    h.store.entities.get_mut(&pne_id(1)).unwrap().owner = carol();
+    h.store.entities.insert(
+        id("carol-gw"),
+        KnownEntity {
+            id: id("carol-gw"),
+            role: EntityRole::Gateway,
+            owner: carol(),
+            eukey: EuKey::from_bytes([7; 32]),
+        },
+    );
+    h.pne_cfgs[1].home_gateway = Some(id("carol-gw"));
+    h.restart_from_stores(&specs);
+    h.discover_all();
+    home_says(&mut h, false);
+    let _ = establish(&mut h);
+    assert!(h.store.pns.is_empty());
+    let failed = h.gw_events().into_iter().find_map(|e| match e {
+        GatewayEvent::EstablishmentFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(&failed, Some(crate::Failure::Refused(e)) if e.code == ErrorCode::Unauthenticated),
+        "{failed:?}"
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cpns_wire::{ErrorCode, PnId, SetupType};
 
-use super::harness::{Harness, pne_id};
+use super::harness::{Harness, Party, pne_id};
 use super::store::PneSpec;
 use crate::Failure;
 use crate::gateway::GatewayEvent;
@@ -96,6 +96,9 @@ fn a_pn_is_released_when_its_lifetime_ends() {
     assert_eq!(h.store.lifetimes[&pn], 3_600);
     let at = h.store.gw_local[&pn].expires_at.expect("kept with the PN");
     assert_eq!(at, super::harness::WALL_AT_BASE + 3_600_000);
+    // The PN GW's next deadline is the PN's end (nothing else waits).
+    let end = h.now() + Duration::from_secs(3_600);
+    assert_eq!(h.gw.poll_timeout(), Some(end));
     h.advance(Duration::from_secs(3_599));
     assert!(expired(&h).is_empty());
     assert!(h.store.pns.contains_key(&pn));
@@ -138,10 +141,49 @@ fn a_pn_expires_across_a_restart_and_a_lost_server() {
         h.store.pns.contains_key(&pn),
         "not released without the server"
     );
+    // It looks again a tenth of a flow later.
+    assert_eq!(
+        h.gw.poll_timeout(),
+        Some(h.now() + super::harness::FLOW / 10)
+    );
     // Reconnected, the PN GW finishes what it started.
     h.reopen_wan();
     h.advance(Duration::from_secs(5));
     assert!(!h.store.pns.contains_key(&pn));
     assert!(h.gw.inventory().is_empty());
     assert_eq!(expired(&h), [pn], "reported once");
+}
+
+/// A release the server never answers: the PN GW's release fails at its deadline, and the
+/// expiry tries again a tenth of a flow after that, not before.
+#[test]
+fn an_unanswered_expiry_release_is_tried_again_after_its_flow() {
+    use super::harness::{Action, FLOW};
+    let mut h = harness(&[PneSpec::trusted(); 2], Some(60), None);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.set_hook(|f| {
+        if f.message == "PnReleaseRequest" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    // Sent, whether the hook let it through or not.
+    let asked = |h: &Harness| {
+        h.log
+            .iter()
+            .chain(&h.dropped)
+            .filter(|f| f.message == "PnReleaseRequest" && f.to == Party::Server)
+            .count()
+    };
+    h.advance(Duration::from_secs(61));
+    assert_eq!(asked(&h), 1);
+    h.advance(FLOW);
+    assert_eq!(asked(&h), 1, "not again until a tenth of a flow after");
+    h.clear_hook();
+    h.advance(FLOW / 10);
+    assert_eq!(asked(&h), 2);
+    assert!(!h.store.pns.contains_key(&pn));
+    assert_eq!(expired(&h), [pn]);
 }
