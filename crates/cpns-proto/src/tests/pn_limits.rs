@@ -187,3 +187,69 @@ fn an_unanswered_expiry_release_is_tried_again_after_its_flow() {
     assert!(!h.store.pns.contains_key(&pn));
     assert_eq!(expired(&h), [pn]);
 }
+
+/// The PN GW's PN Update Request straight to the server; its answer.
+fn update(h: &mut Harness, msg: u64, pn: PnId, add: &[usize]) -> cpns_wire::Body {
+    use cpns_wire::{Address, Envelope, NewMember, PnUpdateRequest, RequestId};
+    h.pump();
+    let req = PnUpdateRequest {
+        request_id: RequestId(msg),
+        pn_id: pn,
+        add: add
+            .iter()
+            .map(|i| NewMember {
+                pne_id: pne_id(*i),
+                capabilities: None,
+            })
+            .collect(),
+        remove: Vec::new(),
+        asked_by: None,
+    };
+    let env = Envelope::request(
+        msg,
+        Address::Entity(super::harness::id("gw-1")),
+        Address::Server,
+        req,
+    );
+    h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(&env))
+        .unwrap();
+    h.queue
+        .iter()
+        .filter(|f| f.from == Party::Server)
+        .filter_map(|f| f.env())
+        .find(|e| e.in_reply_to == Some(msg))
+        .map(|e| e.body)
+        .expect("the server answered")
+}
+
+/// At the server, a PN Update Request adding members: refused once the PN would pass its
+/// limit (`conflict`), fine at it, and fine for members it holds already; refused for an
+/// expired PN. A member of a full PN registers in it all the same.
+#[test]
+fn the_server_counts_members_an_update_would_add() {
+    let mut h = harness(&[PneSpec::trusted(); 4], None, Some(3));
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    let pn = h.joined(0).unwrap().pn_id;
+    let code = |b: &cpns_wire::Body| match b {
+        cpns_wire::Body::ErrorBody(e) => Some(e.code),
+        _ => None,
+    };
+    // Two members: adding two more would make four.
+    assert_eq!(
+        code(&update(&mut h, 9_001, pn, &[2, 3])),
+        Some(ErrorCode::Conflict)
+    );
+    // Adding a member again, and one more to reach three: fine.
+    assert_eq!(code(&update(&mut h, 9_002, pn, &[0])), None);
+    assert_eq!(code(&update(&mut h, 9_003, pn, &[1, 2])), None);
+    // A member of a PN registers in it even when it is full.
+    h.register(1, Some(pn));
+    assert!(h.pne_failures(1).is_empty(), "{:?}", h.pne_failures(1));
+    // Past its lifetime, it takes no one.
+    h.store.expired.insert(pn);
+    assert_eq!(
+        code(&update(&mut h, 9_004, pn, &[3])),
+        Some(ErrorCode::Conflict)
+    );
+    assert_eq!(code(&update(&mut h, 9_005, pn, &[])), None);
+}
