@@ -331,8 +331,14 @@ fn the_peers_requests_are_answered_and_unexpected_ones_refused() {
             mode: Mode::Pne,
         },
     );
-    let (sent, done) = feed(&[discovery]);
+    let (sent, done) = feed(&[discovery.clone()]);
     assert_eq!(done, None);
+    // The machine knows who is who once the peer said (the diagram names them so).
+    let mut m = machine("a", caps(&["wlan"], None, 0, 0), None);
+    assert_eq!((m.me(), m.peer()), (&id("a"), None));
+    let f = LinkCodec::new(65_536).encode(&discovery).unwrap();
+    m.handle_frame(t0(), body(&f)).unwrap();
+    assert_eq!(m.peer(), Some(&id("b")));
     assert!(matches!(
         &sent[..],
         [e] if e.in_reply_to == Some(1)
