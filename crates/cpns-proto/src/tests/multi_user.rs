@@ -135,6 +135,9 @@ fn a_pne_of_another_user_not_confirmed_is_left_out_with_the_reason() {
         assert!(h.pnes[1].inventory().is_empty(), "{case}");
         let reason = left_out_reason(&h, pn).unwrap_or_default();
         assert!(reason.contains(code.name()), "{case}: {reason}");
+        if case == "declined" {
+            assert!(reason.contains("did not confirm"), "{reason}");
+        }
         let asked = h.asked.len();
         let want = usize::from(matches!(case, "declined" | "not connected" | "silent"));
         assert_eq!(asked, want, "{case}: asked the home PN GW");
