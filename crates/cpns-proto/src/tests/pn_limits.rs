@@ -242,9 +242,6 @@ fn the_server_counts_members_an_update_would_add() {
     // Adding a member again, and one more to reach three: fine.
     assert_eq!(code(&update(&mut h, 9_002, pn, &[0])), None);
     assert_eq!(code(&update(&mut h, 9_003, pn, &[1, 2])), None);
-    // A member of a PN registers in it even when it is full.
-    h.register(1, Some(pn));
-    assert!(h.pne_failures(1).is_empty(), "{:?}", h.pne_failures(1));
     // Past its lifetime, it takes no one.
     h.store.expired.insert(pn);
     assert_eq!(
@@ -252,4 +249,24 @@ fn the_server_counts_members_an_update_would_add() {
         Some(ErrorCode::Conflict)
     );
     assert_eq!(code(&update(&mut h, 9_005, pn, &[])), None);
+}
+
+/// At its limit (two of two), a PN takes not one more by update, while its members still
+/// register in it.
+#[test]
+fn a_full_pn_takes_none_by_update_and_its_members_register() {
+    let mut h = harness(&[PneSpec::trusted(); 3], None, Some(2));
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    let pn = h.joined(0).unwrap().pn_id;
+    assert!(matches!(
+        update(&mut h, 9_101, pn, &[2]),
+        cpns_wire::Body::ErrorBody(e) if e.code == ErrorCode::Conflict
+    ));
+    h.register(1, Some(pn));
+    assert!(h.pne_failures(1).is_empty(), "{:?}", h.pne_failures(1));
+    assert!(
+        h.pne_events(1)
+            .iter()
+            .any(|e| matches!(e, PneEvent::Registered { .. }))
+    );
 }
