@@ -331,7 +331,7 @@ fn the_peers_requests_are_answered_and_unexpected_ones_refused() {
             mode: Mode::Pne,
         },
     );
-    let (sent, done) = feed(&[discovery.clone()]);
+    let (sent, done) = feed(std::slice::from_ref(&discovery));
     assert_eq!(done, None);
     // The machine knows who is who once the peer said (the diagram names them so).
     let mut m = machine("a", caps(&["wlan"], None, 0, 0), None);
