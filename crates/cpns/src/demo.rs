@@ -486,6 +486,9 @@ async fn elect(
     match (oa, ob) {
         (Outcome::Follow { gateway, .. }, Outcome::BecomeGateway { .. }) => Ok(gateway),
         (Outcome::BecomeGateway { .. }, Outcome::Follow { gateway, .. }) => Ok(gateway),
-        other => bail!("the election ended otherwise: {other:?}"),
+        (Outcome::Failed(why), _) | (_, Outcome::Failed(why)) => {
+            bail!("the election failed: {why}")
+        }
+        _ => bail!("the two devices did not agree on a PN GW"),
     }
 }
