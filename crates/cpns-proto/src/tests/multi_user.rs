@@ -24,7 +24,12 @@ fn carol() -> UserId {
 /// PNE 0 is alice's; PNE 1 is carol's and names `home` as its home PN GW. carol's PN GW
 /// `carol-gw` is enrolled (as `home_owner`'s).
 fn world(home: Option<&str>, home_owner: UserId) -> Harness {
-    let mut h = Harness::new(&[PneSpec::trusted(), PneSpec::trusted()]);
+    world_of(&[PneSpec::trusted(), PneSpec::trusted()], home, home_owner)
+}
+
+/// [`world`] with these PNEs.
+fn world_of(specs: &[PneSpec], home: Option<&str>, home_owner: UserId) -> Harness {
+    let mut h = Harness::new(specs);
     h.store.entities.get_mut(&pne_id(1)).unwrap().owner = carol();
     h.store.entities.insert(
         id("carol-gw"),
@@ -36,7 +41,7 @@ fn world(home: Option<&str>, home_owner: UserId) -> Harness {
         },
     );
     h.pne_cfgs[1].home_gateway = home.map(id);
-    h.restart_from_stores(&[PneSpec::trusted(), PneSpec::trusted()]);
+    h.restart_from_stores(specs);
     h.discover_all();
     h
 }
@@ -304,20 +309,7 @@ fn an_initiator_its_home_pn_gw_declines_hears_why() {
 #[test]
 fn a_pn_with_a_failed_authentication_and_a_refusal_fails_unauthenticated() {
     let specs = [PneSpec::trusted().wrong_key(), PneSpec::trusted()];
-    let mut h = Harness::new(&specs);
-    h.store.entities.get_mut(&pne_id(1)).unwrap().owner = carol();
-    h.store.entities.insert(
-        id("carol-gw"),
-        KnownEntity {
-            id: id("carol-gw"),
-            role: EntityRole::Gateway,
-            owner: carol(),
-            eukey: EuKey::from_bytes([7; 32]),
-        },
-    );
-    h.pne_cfgs[1].home_gateway = Some(id("carol-gw"));
-    h.restart_from_stores(&specs);
-    h.discover_all();
+    let mut h = world_of(&specs, Some("carol-gw"), carol());
     home_says(&mut h, false);
     let _ = establish(&mut h);
     assert!(h.store.pns.is_empty());
