@@ -1187,3 +1187,45 @@ async fn the_demo_runs_the_whole_lifecycle() {
     assert_eq!(members, &set(&["phone", "watch", "tv"]));
     assert_eq!(local(&tmp.path().join("home-gw.db")).await, server);
 }
+
+/// `cpns elect` with a PN GW's credential says what to run instead, and a `--peer` that never
+/// answers ends at `--timeout-s` with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_refuses_what_it_cannot_do() {
+    let w = World::start(&[]);
+    let cred = w.path("home-gw.cred.json");
+    let store = w.path("x.db");
+    let out = run(&[
+        "elect",
+        "--credential",
+        s(&cred),
+        "--store",
+        s(&store),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("run `cpns gateway`"), "{err}");
+    w.enroll("alice", "pne", "lonely", &w.path("lonely.cred.json"));
+    // Nothing listens there: a port just freed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = run(&[
+        "elect",
+        "--credential",
+        s(&w.path("lonely.cred.json")),
+        "--store",
+        s(&store),
+        "--peer",
+        &addr,
+        "--timeout-s",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no other device paired in time"), "{err}");
+}
