@@ -67,6 +67,24 @@ async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
             Ok(Some(ErrorCode::Forbidden)),
             "{who}"
         );
+        // Nor ask to expel a member, or to invite someone (004 §5.5.10).
+        let msg = att.send(leave(pn, "watch")).await;
+        assert_eq!(
+            att.answer(msg).await,
+            Ok(Some(ErrorCode::Forbidden)),
+            "{who}: expel"
+        );
+        let invite = cpns_wire::PneInviteRequest {
+            request_id: RequestId(79),
+            pn_id: pn,
+            invitee: Some(crate::harness::id(who)),
+        };
+        let msg = att.send(invite).await;
+        assert_eq!(
+            att.answer(msg).await,
+            Ok(Some(ErrorCode::Forbidden)),
+            "{who}: invite"
+        );
         // Nor may it read the PN (004 §5.5.10), named or among "every PN of mine".
         for pn_id in [Some(pn), None] {
             let msg = att.send(InventoryQuery { pn_id }).await;
