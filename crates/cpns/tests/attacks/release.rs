@@ -1,6 +1,6 @@
 //! (f) Who may read, change or release a PN (000 §6.6.3.1.1 step 1, §6.6.5.1 step 1, 004
 //! §5.5.10; docs/pn-lifecycle.md, "Inventory queries"): raw PAN links ask the PN GW for the PN's
-//! inventory, to release it, and to take a member out of it, in the name of a member (unproven), of a non-member of the same
+//! inventory, to release it, to take a member out of it and to invite someone, in the name of a member (unproven), of a non-member of the same
 //! user and of another user's PNE. Each is refused `forbidden` (or `conflict` for the id of a
 //! connected member); the server's and the PN GW's SQLite inventories are unchanged cell for
 //! cell, and the members are told nothing. The PN GW's owner then releases the PN and every
