@@ -80,6 +80,56 @@ pub fn seal_group_key<R: CryptoRng + ?Sized>(
     .expect("a 32-byte plaintext is within the AEAD limit")
 }
 
+/// The server's word, sealed under K_dir (server to PNE) of the SK_PNE a PNE held in `pn_id`,
+/// that its membership ended (`why`: the PN released, or the PNE removed) while it was away:
+/// only that PNE opens it, for that PN and that reason, so nobody else can make it forget a
+/// PN.
+pub fn seal_membership_ended<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    sk_pne: &SessionKey,
+    pn_id: &[u8; 16],
+    pne_id: &str,
+    why: u8,
+) -> Vec<u8> {
+    seal_e2e(
+        rng,
+        sk_pne,
+        E2eDirection::ServerToPne,
+        &ended_aad(pn_id, pne_id, why),
+        &[why],
+    )
+    .expect("one byte is within the AEAD limit")
+}
+
+/// Checks [`seal_membership_ended`]'s box with the PNE's own SK_PNE for the PN.
+///
+/// # Errors
+/// [`CryptoError::BadTag`] under another key, for another PN, PNE or reason, or tampered.
+pub fn open_membership_ended(
+    sk_pne: &SessionKey,
+    pn_id: &[u8; 16],
+    pne_id: &str,
+    why: u8,
+    sealed: &[u8],
+) -> Result<(), CryptoError> {
+    let plain = open_e2e(
+        sk_pne,
+        E2eDirection::ServerToPne,
+        &ended_aad(pn_id, pne_id, why),
+        sealed,
+    )?;
+    if plain.as_slice() != [why] {
+        return Err(CryptoError::Malformed("the box names another reason"));
+    }
+    Ok(())
+}
+
+fn ended_aad(pn_id: &[u8; 16], pne_id: &str, why: u8) -> Vec<u8> {
+    let mut t = Transcript::new(labels::MEMBERSHIP_ENDED_AAD);
+    t.push(pn_id).push(pne_id.as_bytes()).push(&[why]);
+    t.as_bytes().to_vec()
+}
+
 /// Opens a member's copy of a group key with its SK_PNE for the PN.
 ///
 /// # Errors
@@ -188,6 +238,23 @@ mod tests {
     }
 
     const INVENTORY: [u8; 32] = [0x71; 32];
+
+    /// The end of a membership opens only for its PNE, PN and reason, under its SK_PNE, and
+    /// not once tampered.
+    #[test]
+    fn a_membership_ended_box_opens_for_its_pne_pn_and_reason_only() {
+        let mut rng = MachineRng::from_seed_u64(5);
+        let sealed = seal_membership_ended(rng.get(), &sk(1), &PN, "tv", 2);
+        assert!(open_membership_ended(&sk(1), &PN, "tv", 2, &sealed).is_ok());
+        assert!(open_membership_ended(&sk(2), &PN, "tv", 2, &sealed).is_err());
+        assert!(open_membership_ended(&sk(1), &[0x62; 16], "tv", 2, &sealed).is_err());
+        assert!(open_membership_ended(&sk(1), &PN, "phone", 2, &sealed).is_err());
+        assert!(open_membership_ended(&sk(1), &PN, "tv", 1, &sealed).is_err());
+        let mut tampered = sealed.clone();
+        tampered[14] ^= 1;
+        assert!(open_membership_ended(&sk(1), &PN, "tv", 2, &tampered).is_err());
+        assert!(open_membership_ended(&sk(1), &PN, "tv", 2, &sealed[..10]).is_err());
+    }
 
     fn binding(epoch: u64, pne: &str) -> GroupKeyBinding<'_> {
         GroupKeyBinding {

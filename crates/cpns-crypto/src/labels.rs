@@ -66,9 +66,12 @@ pub const GROUP_CONTENT_KEY: &str = "cpns/v1/group-content-key";
 pub const GROUP_CONTENT_AAD: &str = "cpns/v1/group-content";
 /// AEAD associated data of a PN's group key sealed at rest (docs/security.md §4.10).
 pub const AT_REST_GROUP_KEY_AAD: &str = "cpns/v1/at-rest/group-key";
+/// AEAD associated data of the server's word that a PNE is no longer a member of a PN
+/// (docs/security.md §4.10).
+pub const MEMBERSHIP_ENDED_AAD: &str = "cpns/v1/membership-ended";
 
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 26] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -94,6 +97,7 @@ pub const ALL: [&str; 25] = [
     GROUP_CONTENT_KEY,
     GROUP_CONTENT_AAD,
     AT_REST_GROUP_KEY_AAD,
+    MEMBERSHIP_ENDED_AAD,
 ];
 
 #[cfg(test)]

@@ -93,7 +93,8 @@ pub use grant::{
 };
 pub use group::{
     GroupKeyBinding, open_group_content, open_group_key, open_group_key_at_rest,
-    seal_group_content, seal_group_key, seal_group_key_at_rest,
+    open_membership_ended, seal_group_content, seal_group_key, seal_group_key_at_rest,
+    seal_membership_ended,
 };
 pub use gw_auth::{
     TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN, gw_auth_response, verify_gw_auth_response,
