@@ -137,6 +137,14 @@ pub trait Store: Send + Sync + 'static {
     /// All PNs served by a gateway, in creation order.
     fn pns_of_gateway(&self, gw: &EntityId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 
+    /// The membership of `pne` in `pn` that ended (it left or was removed, or the PN was
+    /// released), if the server keeps it: the SK_PNE it held, to tell it so.
+    fn departed(
+        &self,
+        pn: &PnId,
+        pne: &EntityId,
+    ) -> impl Future<Output = Result<Option<Departed>>> + Send;
+
     /// All PNs of a user (served by its PN GWs), in creation order.
     fn pns_of_owner(&self, owner: &UserId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
 

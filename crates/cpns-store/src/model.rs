@@ -130,6 +130,43 @@ pub struct GroupEpoch {
     pub sealed_key: Vec<u8>,
 }
 
+/// Why a PNE is no longer a member of a PN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Departure {
+    /// It left, or was expelled.
+    Removed,
+    /// The PN was released.
+    Released,
+}
+
+impl Departure {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Departure::Removed => "removed",
+            Departure::Released => "released",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "removed" => Some(Departure::Removed),
+            "released" => Some(Departure::Released),
+            _ => None,
+        }
+    }
+}
+
+/// A PNE's membership that ended, as the server keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Departed {
+    /// The SK_PNE it held in the PN, sealed at rest as in [`PnMember::sealed_session_key`].
+    pub sealed_session_key: Vec<u8>,
+    /// Why it ended.
+    pub why: Departure,
+}
+
 /// A PN in the server's inventory of record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PnRecord {

@@ -66,6 +66,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "pn limits",
         sql: include_str!("../../migrations/sqlite/0009_pn_limits.sql"),
     },
+    Migration {
+        version: 10,
+        name: "departed",
+        sql: include_str!("../../migrations/sqlite/0010_departed.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -46,8 +46,8 @@ use rusqlite::{Connection, OpenFlags};
 use self::readers::Readers;
 use self::writer::Writer;
 use crate::{
-    EntityRecord, GroupEpoch, LocalPn, LocalSession, PnMember, PnRecord, Reconciled, Result, Store,
-    UnixMillis,
+    Departed, EntityRecord, GroupEpoch, LocalPn, LocalSession, PnMember, PnRecord, Reconciled,
+    Result, Store, UnixMillis,
 };
 
 /// How long a connection waits for a lock another connection (or process) holds before failing
@@ -331,6 +331,10 @@ impl Store for SqliteStore {
 
     async fn pns_of_gateway(&self, gw: &EntityId) -> Result<Vec<PnRecord>> {
         self.inner.readers.snapshot(|c| pn::pns_of_gateway(c, gw))
+    }
+
+    async fn departed(&self, pn: &PnId, pne: &EntityId) -> Result<Option<Departed>> {
+        self.inner.readers.read(|c| pn::departed(c, pn, pne))
     }
 
     async fn pns_of_owner(&self, owner: &UserId) -> Result<Vec<PnRecord>> {

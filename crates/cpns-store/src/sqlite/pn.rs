@@ -16,7 +16,9 @@ use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 use rusqlite::{Connection, Row, params};
 
 use super::{codec, entity};
-use crate::{GroupEpoch, PnMember, PnRecord, PnState, Reconciled, Result, StoreError};
+use crate::{
+    Departed, Departure, GroupEpoch, PnMember, PnRecord, PnState, Reconciled, Result, StoreError,
+};
 
 /// The columns of a PN row.
 const PN_COLUMNS: &str =
@@ -150,14 +152,13 @@ pub(super) fn update_members(
         set_group(conn, seq, g)?;
     }
     if !remove.is_empty() {
+        let removed = codec::json_string_array(remove.iter().map(EntityId::as_str));
+        depart(conn, seq, Some(&removed), Departure::Removed)?;
         codec::exec(
             conn,
             "DELETE FROM pn_members WHERE pn_seq = ? \
              AND pne_id IN (SELECT value FROM json_each(?))",
-            params![
-                seq,
-                codec::json_string_array(remove.iter().map(EntityId::as_str)),
-            ],
+            params![seq, removed],
         )?;
     }
     for m in add {
@@ -207,6 +208,13 @@ fn require_pn(conn: &Connection, pn: &PnId) -> Result<i64> {
 
 /// The upsert of [`upsert_member`] into the PN whose `seq` is `pn_seq`.
 fn upsert_member_in(conn: &Connection, pn_seq: i64, m: &PnMember) -> Result<()> {
+    // A PNE back in the PN is no longer one that left it.
+    codec::exec(
+        conn,
+        "DELETE FROM departed WHERE pne_id = ? \
+         AND pn_id = (SELECT pn_id FROM pns WHERE seq = ?)",
+        params![m.pne_id.as_str(), pn_seq],
+    )?;
     codec::exec(
         conn,
         "INSERT INTO pn_members (pn_seq, pne_id, position, initiator, authenticated, \
@@ -233,6 +241,38 @@ fn upsert_member_in(conn: &Connection, pn_seq: i64, m: &PnMember) -> Result<()> 
         ],
     )?;
     Ok(())
+}
+
+/// Keeps, for the members of PN `seq` named in the JSON array `only` (all without it) that hold
+/// an SK_PNE, that their membership ended and why (docs/pn-lifecycle.md).
+fn depart(conn: &Connection, seq: i64, only: Option<&str>, why: Departure) -> Result<()> {
+    codec::exec(
+        conn,
+        "INSERT OR REPLACE INTO departed \
+         (pn_id, pne_id, sealed_session_key, reason, departed_at) \
+         SELECT p.pn_id, m.pne_id, m.sealed_session_key, ?, \
+         CAST(unixepoch('subsec') * 1000 AS INTEGER) \
+         FROM pn_members AS m JOIN pns AS p ON p.seq = m.pn_seq \
+         WHERE m.pn_seq = ? AND m.sealed_session_key IS NOT NULL \
+         AND (? IS NULL OR m.pne_id IN (SELECT value FROM json_each(?)))",
+        params![why.as_str(), seq, only, only],
+    )?;
+    Ok(())
+}
+
+/// The ended membership of `pne` in `pn`, if kept; run inside a read transaction.
+pub(super) fn departed(conn: &Connection, pn: &PnId, pne: &EntityId) -> Result<Option<Departed>> {
+    codec::optional(
+        conn,
+        "SELECT sealed_session_key, reason FROM departed WHERE pn_id = ? AND pne_id = ?",
+        params![pn.as_bytes().as_slice(), pne.as_str()],
+        |row| {
+            Ok(Departed {
+                sealed_session_key: row.get("sealed_session_key")?,
+                why: codec::name(row, "reason", Departure::parse)?,
+            })
+        },
+    )
 }
 
 /// Deletes the PN whose `seq` is `seq`, and its members.
@@ -343,6 +383,7 @@ pub(super) fn release_pn(conn: &Connection, gw: &EntityId, pn: &PnId) -> Result<
             "PN {pn} is registered by gateway {owner}, not {gw}"
         ))),
         Some((seq, _)) => {
+            depart(conn, seq, None, Departure::Released)?;
             delete_pn(conn, seq)?;
             Ok(true)
         }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use cpns_store::{
-    EntityKind, EntityRecord, GroupEpoch, LocalMember, LocalPn, LocalSession, PnMember, PnRecord,
-    PnState, Store, StoreError,
+    Departed, Departure, EntityKind, EntityRecord, GroupEpoch, LocalMember, LocalPn, LocalSession,
+    PnMember, PnRecord, PnState, Store, StoreError,
 };
 use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 
@@ -557,6 +557,45 @@ pub async fn member_owner_round_trips<S: Store>(s: &S) {
     let read = s.pn(&pid(4)).await.unwrap().unwrap();
     assert_eq!(read.members[1].owner, Some(uid("bob")));
     assert_eq!(read.members[0].owner, None);
+}
+
+/// A member removed, or every member of a released PN, is kept as departed with the SK_PNE it
+/// held (not one without an SK_PNE); entering the PN again forgets that.
+pub async fn departures_are_kept_until_the_pne_is_back<S: Store>(s: &S) {
+    let mut p = pn(5, "gw-1", &["pne-1", "pne-2", "pne-3"]);
+    p.members[0].sealed_session_key = Some(vec![1; 60]);
+    p.members[1].sealed_session_key = Some(vec![2; 60]);
+    p.members[2].sealed_session_key = None;
+    s.register_pn(&p).await.unwrap();
+    assert_eq!(s.departed(&pid(5), &eid("pne-2")).await.unwrap(), None);
+    s.update_members(&pid(5), &[], &[eid("pne-2")], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.departed(&pid(5), &eid("pne-2")).await.unwrap(),
+        Some(Departed {
+            sealed_session_key: vec![2; 60],
+            why: Departure::Removed
+        })
+    );
+    assert_eq!(s.departed(&pid(5), &eid("pne-1")).await.unwrap(), None);
+    s.release_pn(&eid("gw-1"), &pid(5)).await.unwrap();
+    assert_eq!(
+        s.departed(&pid(5), &eid("pne-1")).await.unwrap(),
+        Some(Departed {
+            sealed_session_key: vec![1; 60],
+            why: Departure::Released
+        })
+    );
+    // pne-3 held no SK_PNE: nothing to tell it with.
+    assert_eq!(s.departed(&pid(5), &eid("pne-3")).await.unwrap(), None);
+    // Back in the PN (registered again), pne-1 is no longer departed.
+    s.register_pn(&pn(5, "gw-1", &["pne-9"])).await.unwrap();
+    s.upsert_member(&pid(5), &member("pne-1", false))
+        .await
+        .unwrap();
+    assert_eq!(s.departed(&pid(5), &eid("pne-1")).await.unwrap(), None);
+    assert!(s.departed(&pid(5), &eid("pne-2")).await.unwrap().is_some());
 }
 
 /// `pns_of_owner` lists a user's PNs, with members, in creation order, and no one else's.
