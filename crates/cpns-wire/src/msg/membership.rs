@@ -6,6 +6,7 @@ use minicbor::{Decode, Encode};
 
 use crate::ids::{EntityId, PnId, RequestId};
 use crate::msg::PnInventory;
+use crate::msg::common::wire_enum;
 
 /// One member's copy of a PN's group key for an epoch, sealed end to end by the server under
 /// K_dir(server → PNE) of that member's SK_PNE (docs/security.md §4.10): the PN GW relays it
@@ -254,4 +255,33 @@ pub struct GatewayAnnouncement {
     /// Where PNEs reach it as a PN GW on this PAN (a transport address), if it says.
     #[n(3)]
     pub pan_address: Option<String>,
+}
+
+wire_enum!(
+    /// Why a PNE's membership of a PN ended while it was away.
+    EndReason {
+        /// It left, or its PN GW expelled it.
+        Removed = 1,
+        /// The PN was released.
+        Released = 2,
+    }
+);
+
+/// The server's answer to a PN Key Request from a PNE whose membership ended while it was away
+/// (docs/pn-lifecycle.md, "Membership that ended while away"): sealed under K_dir of the
+/// SK_PNE it held in that PN, so only that PNE believes it, whoever relays it; it then forgets
+/// the PN.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct MembershipEnded {
+    /// The PN.
+    #[n(0)]
+    pub pn_id: PnId,
+    /// Why.
+    #[n(1)]
+    pub reason: EndReason,
+    /// `cpns_crypto::seal_membership_ended` of the reason.
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed: Vec<u8>,
 }

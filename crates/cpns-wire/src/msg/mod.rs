@@ -246,4 +246,6 @@ bodies! {
     87 => PneConfirmResponse,
     // PN GW election, 002 §B.1.1.1 step 7.
     88 => GatewayAnnouncement,
+    // A membership that ended while its PNE was away (the answer to its PN Key Request).
+    89 => MembershipEnded,
 }

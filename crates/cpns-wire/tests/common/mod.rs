@@ -636,6 +636,15 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "membership ended",
+            MembershipEnded {
+                pn_id: pn(7),
+                reason: EndReason::Released,
+                sealed: vec![0x5d; 29],
+            }
+            .into(),
+        ),
+        (
             "pne leave request",
             PneLeaveRequest {
                 request_id: RequestId(13),
