@@ -244,6 +244,22 @@ pub(crate) async fn load<S: Store>(
             epoch: rec.group.as_ref().map_or(0, |g| g.epoch),
         });
     }
+    // A PNE that is no member of that PN (any more): its membership that ended, if kept.
+    if req.departed
+        && let Some((pn, pne)) = &req.session
+        && !loaded
+            .pn
+            .as_ref()
+            .is_some_and(|p| p.inventory.members.iter().any(|m| &m.pne_id == pne))
+        && let Some(d) = store.departed(pn, pne).await?
+    {
+        let sk = open_sk(master, pn, pne, &d.sealed_session_key)?;
+        let why = match d.why {
+            cpns_store::Departure::Removed => cpns_wire::EndReason::Removed,
+            cpns_store::Departure::Released => cpns_wire::EndReason::Released,
+        };
+        loaded.departed = Some((sk, why));
+    }
     if let Some(entity) = &req.owner_pns {
         let owner = match loaded.entities.iter().find(|e| &e.id == entity) {
             Some(e) => Some(e.owner.clone()),
@@ -553,6 +569,7 @@ mod tests {
             member_keys: false,
             group_key: false,
             owner_pns: None,
+            departed: false,
         }
     }
 

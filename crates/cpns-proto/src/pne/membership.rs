@@ -413,6 +413,39 @@ impl PneSession {
         self.confirm_membership(now, pn_id, epoch);
     }
 
+    /// The server's answer to a pull of a PNE whose membership ended while it was away: taken
+    /// only as the answer to this PNE's own pull for that PN, and only if it opens under the
+    /// SK_PNE this PNE held there; then the PN is forgotten, as if it had been told at the time.
+    pub(super) fn on_membership_ended(&mut self, env: &Envelope, m: cpns_wire::MembershipEnded) {
+        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.key_pulls.remove(&r)) else {
+            return;
+        };
+        let Some(own) = self.pns.get(&pn_id).and_then(|p| p.state.own.as_ref()) else {
+            return;
+        };
+        let code = u8::try_from(m.reason.code()).unwrap_or(u8::MAX);
+        let opened = m.pn_id == pn_id
+            && cpns_crypto::open_membership_ended(
+                &own.session_key,
+                pn_id.as_bytes(),
+                self.cfg.id.as_str(),
+                code,
+                &m.sealed,
+            )
+            .is_ok();
+        if !opened {
+            return self.event(PneEvent::FlowFailed {
+                flow: Flow::MembershipChange,
+                reason: Failure::AnswerDidNotOpen,
+            });
+        }
+        let why = match m.reason {
+            cpns_wire::EndReason::Released => Gone::Released { by_me: false },
+            _ => Gone::Expelled,
+        };
+        self.forget(pn_id, why);
+    }
+
     /// Step 25: tells the PN's PN GW that this PNE holds the key of `epoch`, the one the
     /// server just named (after a pull, even if it held that key already). Only to a PN GW that proved itself on this link (it answers only a
     /// PNE that proved itself too), and only with the key in hand.

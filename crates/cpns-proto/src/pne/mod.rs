@@ -537,6 +537,7 @@ impl PneSession {
             Body::PneInviteResponse(m) => self.on_invite_response(&env, m),
             Body::GroupKeyResponse(m) => self.on_group_key_response(now, &env, m),
             Body::MembershipConfirmed(m) => self.on_membership_confirmed(&env, m),
+            Body::MembershipEnded(m) => self.on_membership_ended(&env, m),
             Body::InventoryAnswer(m) => self.on_inventory_answer(&env, m),
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
             Body::PnUpdateNotification(m) => self.on_update_notification(now, &env, m),

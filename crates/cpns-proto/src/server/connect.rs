@@ -91,6 +91,7 @@ impl ServerSession {
                     member_keys: false,
                     group_key: false,
                     owner_pns: None,
+                    departed: false,
                 };
                 self.load(
                     Parked::SetupLoad(SetupLoad {

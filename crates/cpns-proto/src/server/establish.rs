@@ -161,6 +161,7 @@ impl ServerSession {
             member_keys: false,
             group_key: false,
             owner_pns: None,
+            departed: false,
         };
         self.load(
             Parked::PnRegistrationLoad {

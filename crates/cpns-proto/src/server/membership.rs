@@ -72,6 +72,7 @@ impl ServerSession {
             member_keys: false,
             group_key: true,
             owner_pns: None,
+            departed: true,
         };
         let req_msg = env.msg_id;
         self.load(Parked::GroupKeyLoad { req_msg, pne, req }, request);
@@ -91,6 +92,29 @@ impl ServerSession {
             s.respond(req_msg, to.clone(), cpns_wire::ErrorBody::new(code, reason));
         };
         let gw = self.conn.gateway().map(|g| g.id.clone());
+        let member = loaded
+            .pn
+            .as_ref()
+            .is_some_and(|p| p.inventory.members.iter().any(|m| &m.pne_id == pne));
+        // Its membership ended while it was away: tell it so, sealed under the SK_PNE it held,
+        // so it forgets the PN (docs/pn-lifecycle.md, "Membership that ended while away").
+        if !member && let Some((sk, why)) = loaded.departed.take() {
+            let code = u8::try_from(why.code()).unwrap_or(u8::MAX);
+            let sealed = cpns_crypto::seal_membership_ended(
+                self.rng.get(),
+                &sk,
+                req.pn_id.as_bytes(),
+                pne.as_str(),
+                code,
+            );
+            let ended = cpns_wire::MembershipEnded {
+                pn_id: req.pn_id,
+                reason: why,
+                sealed,
+            };
+            self.respond(req_msg, to, ended);
+            return;
+        }
         let Some(pn) = loaded.pn.take().filter(|p| Some(&p.gateway) == gw.as_ref()) else {
             return refuse(self, ErrorCode::NotFound, "no such PN at this PN GW");
         };
@@ -157,6 +181,7 @@ impl ServerSession {
             member_keys,
             group_key: false,
             owner_pns: None,
+            departed: false,
         })
     }
 

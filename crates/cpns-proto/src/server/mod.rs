@@ -156,6 +156,9 @@ pub struct LoadRequest {
     pub group_key: bool,
     /// Every PN of the user owning this entity (004 §5.5.10: a PNE reads its user's PNs).
     pub owner_pns: Option<EntityId>,
+    /// With `session`: if that PNE is not a member of that PN (any more), the membership it
+    /// had there that ended, if the server keeps it.
+    pub departed: bool,
 }
 
 /// The driver's answer to a [`LoadRequest`].
@@ -177,6 +180,9 @@ pub struct Loaded {
     /// With [`LoadRequest::owner_pns`]: that user's PNs, in creation order (none for an
     /// entity not enrolled).
     pub owner_pns: Vec<KnownPn>,
+    /// With [`LoadRequest::departed`]: the SK_PNE the PNE held in the PN, and why its
+    /// membership ended.
+    pub departed: Option<(SessionKey, cpns_wire::EndReason)>,
 }
 
 impl Loaded {

@@ -133,6 +133,7 @@ impl ServerSession {
             member_keys: true,
             group_key: false,
             owner_pns: None,
+            departed: false,
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -461,6 +462,7 @@ impl ServerSession {
             member_keys: !req.remove.is_empty(),
             group_key: false,
             owner_pns: None,
+            departed: false,
         };
         self.load(
             Parked::UpdateLoad {

@@ -43,6 +43,7 @@ impl ServerSession {
             member_keys: false,
             group_key: false,
             owner_pns: None,
+            departed: false,
         };
         let load = SecureLoad {
             req_msg: env.msg_id,
@@ -149,6 +150,7 @@ impl ServerSession {
             member_keys: false,
             group_key: false,
             owner_pns: query.pn_id.is_none().then(|| c.pne.clone()),
+            departed: false,
         };
         self.load(
             Parked::InventoryLoad(InventoryLoad { call: c, query }),

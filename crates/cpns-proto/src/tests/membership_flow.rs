@@ -1160,7 +1160,7 @@ fn a_member_that_missed_an_epoch_pulls_its_key() {
     h.pump();
     assert_eq!(updated(&h, 3).len(), 1);
     // PNE 2, expelled, is no member: it cannot even ask; forged in its name, the server
-    // refuses.
+    // answers only that its membership ended, sealed for PNE 2 alone (no key, no list).
     assert!(h.pnes[2].request_group_key(now, pn).is_err());
     let env = Envelope::request(
         9_400,
@@ -1178,9 +1178,17 @@ fn a_member_that_missed_an_epoch_pulls_its_key() {
         .delivered(Party::Server, Party::Gw)
         .into_iter()
         .rev()
-        .find(|e| matches!(e.body, cpns_wire::Body::ErrorBody(_)))
-        .expect("refused");
-    assert_eq!(answer.error().unwrap().code, ErrorCode::Forbidden);
+        .find(|e| e.to == Address::Entity(pne_id(2)))
+        .expect("answered");
+    let cpns_wire::Body::MembershipEnded(ended) = answer.body else {
+        panic!("not the end of a membership: {answer:?}");
+    };
+    assert_eq!(ended.reason, cpns_wire::EndReason::Removed);
+    let (sk, _) = &h.store.departed[&(pn, pne_id(2))];
+    assert!(
+        cpns_crypto::open_membership_ended(sk, pn.as_bytes(), pne_id(2).as_str(), 1, &ended.sealed)
+            .is_ok()
+    );
 }
 
 /// A key answer whose copy does not open is not taken.

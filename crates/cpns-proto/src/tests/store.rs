@@ -24,6 +24,8 @@ pub(super) struct Store {
     pub session_keys: BTreeMap<(PnId, EntityId), SessionKey>,
     /// Each PN's current group key epoch and key (a real store seals the key at rest).
     pub epochs: BTreeMap<PnId, (u64, cpns_crypto::GroupKey)>,
+    /// Memberships that ended, with the SK_PNE held and why.
+    pub departed: BTreeMap<(PnId, EntityId), (SessionKey, cpns_wire::EndReason)>,
     /// The user each registered member was recorded with (`None`: the PN owner's).
     pub member_owners: BTreeMap<(PnId, EntityId), Option<cpns_wire::UserId>>,
     /// Each PN's most members, as registered.
@@ -56,6 +58,16 @@ impl Store {
         self.pending.remove(&pn);
         self.pns.remove(&pn);
         self.pn_gateway.remove(&pn);
+        let held: Vec<_> = self
+            .session_keys
+            .iter()
+            .filter(|((p, _), _)| *p == pn)
+            .map(|(k, sk)| (k.clone(), sk.clone()))
+            .collect();
+        for (k, sk) in held {
+            self.departed
+                .insert(k, (sk, cpns_wire::EndReason::Released));
+        }
         self.session_keys.retain(|(p, _), _| *p != pn);
         self.epochs.remove(&pn);
     }
@@ -95,6 +107,17 @@ impl Store {
                     epoch: self.epochs.get(&p).map_or(0, |(e, _)| *e),
                 })
             }),
+            departed: req
+                .session
+                .as_ref()
+                .filter(|_| req.departed)
+                .filter(|(p, pne)| {
+                    !self
+                        .pns
+                        .get(p)
+                        .is_some_and(|i| i.members.iter().any(|m| &m.pne_id == pne))
+                })
+                .and_then(|k| self.departed.get(k).cloned()),
             owner_pns: req
                 .owner_pns
                 .as_ref()
@@ -278,6 +301,14 @@ impl Store {
                 if let Some(g) = group {
                     self.epochs.insert(pn_id, (g.epoch, g.key));
                 }
+                for pne in &remove {
+                    if let Some(sk) = self.session_keys.get(&(pn_id, pne.clone())) {
+                        self.departed.insert(
+                            (pn_id, pne.clone()),
+                            (sk.clone(), cpns_wire::EndReason::Removed),
+                        );
+                    }
+                }
                 self.session_keys
                     .retain(|(p, pne), _| *p != pn_id || !remove.contains(pne));
                 pn.members.retain(|m| {
@@ -297,6 +328,7 @@ impl Store {
                 session_key,
                 group,
             } => {
+                self.departed.remove(&(pn_id, pne_id.clone()));
                 if let Some(g) = group {
                     self.epochs.insert(pn_id, (g.epoch, g.key));
                 }
