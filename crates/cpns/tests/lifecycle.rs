@@ -1229,3 +1229,24 @@ async fn elect_refuses_what_it_cannot_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no other device paired in time"), "{err}");
 }
+
+/// A member away while its PN is released learns it when it is back: the server's word,
+/// sealed for it, through its PN GW; it forgets the PN and every store agrees again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_away_when_its_pn_is_released_forgets_it_when_back() {
+    let mut w = World::start(&["phone", "watch", "tv"]);
+    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
+    let at = pnes.iter().position(|(id, _)| *id == "watch").unwrap();
+    drop(pnes.remove(at));
+    let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    assert_eq!(names(&answer["notified"]), ["phone"], "{answer}");
+    // Away, the watch still holds it.
+    assert!(!local(&w.path("watch.db")).await.is_empty());
+    let mut watch = w.pne("watch", &[]);
+    let gone = watch.expect_event_where("pn_released", |v| v["pn_id"] == pn.to_string());
+    assert_eq!(gone["by_me"], false);
+    let all = ["phone", "watch", "tv"];
+    let after = w.stores(&all).await;
+    after.agree();
+    assert!(after.server.is_empty());
+}

@@ -305,3 +305,79 @@ fn an_unanswered_confirmation_times_out() {
         .unwrap();
     assert!(confirmed_at(&h, 1).is_empty());
 }
+
+/// A member away while its PN is released, or while it is expelled, learns it at its next
+/// pull: the server's word, sealed under the SK_PNE it held, and it forgets the PN as if it had
+/// been told then. A word that does not open, or that it did not ask for, changes nothing.
+#[test]
+fn a_member_away_when_its_membership_ended_learns_it_at_its_next_pull() {
+    for release in [true, false] {
+        let (mut h, pn) = with_pn(&[PneSpec::cpns(); 4]);
+        let now = h.now();
+        h.gw.link_closed(now, LinkId(3));
+        if release {
+            h.gw.release_pn(now, pn).unwrap();
+        } else {
+            h.gw.expel(now, pn, pne_id(3)).unwrap();
+        }
+        h.pump();
+        assert!(
+            h.store.pne_local[3].contains_key(&pn),
+            "still held while away"
+        );
+        h.restart_from_stores(&[PneSpec::cpns(); 4]);
+        h.discover_all();
+        // A tampered word first: kept.
+        h.set_hook(|f| match f.env() {
+            Some(e) if matches!(e.body, Body::MembershipEnded(_)) && f.to == Party::Gw => {
+                Action::Replace(rewrite(&f.body, |env| {
+                    if let Body::MembershipEnded(m) = &mut env.body {
+                        m.sealed[5] ^= 1;
+                    }
+                }))
+            }
+            _ => Action::Deliver,
+        });
+        let now = h.now();
+        h.pnes[3].request_group_key(now, pn).unwrap();
+        h.pump();
+        assert!(h.pnes[3].inventory().iter().any(|i| i.pn_id == pn));
+        assert!(h.pne_failures(3).contains(&Failure::AnswerDidNotOpen));
+        // Then the server's word as it is.
+        h.clear_hook();
+        h.pnes[3].request_group_key(now, pn).unwrap();
+        h.pump();
+        assert!(h.pnes[3].inventory().is_empty(), "release: {release}");
+        assert!(!h.store.pne_local[3].contains_key(&pn));
+        let told = if release {
+            PneEvent::PnReleased {
+                pn_id: pn,
+                by_me: false,
+            }
+        } else {
+            PneEvent::Expelled(pn)
+        };
+        assert!(h.pne_events(3).contains(&&told), "release: {release}");
+    }
+}
+
+/// A MembershipEnded nothing asked for is ignored.
+#[test]
+fn an_unasked_end_of_membership_is_ignored() {
+    let (mut h, pn) = with_pn(&[PneSpec::trusted(); 2]);
+    let ended = Envelope::response(
+        9_990,
+        424_242,
+        Address::Entity(h.gw_cfg.id.clone()),
+        Address::Entity(pne_id(1)),
+        cpns_wire::MembershipEnded {
+            pn_id: pn,
+            reason: cpns_wire::EndReason::Released,
+            sealed: vec![0; 29],
+        },
+    );
+    h.deliver_direct(Party::Gw, Party::Pne(1), &plain(&ended))
+        .unwrap();
+    assert!(h.pnes[1].inventory().iter().any(|i| i.pn_id == pn));
+    assert!(h.pne_failures(1).is_empty());
+}
