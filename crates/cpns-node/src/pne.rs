@@ -568,6 +568,21 @@ impl<S: Store> Link<S> {
                     }
                     _ => None,
                 };
+                // The PN went another way meanwhile (released, or this PNE expelled, told by
+                // its PN GW or at its pull): a release or a leave asked of it is done too,
+                // since this PNE is out of it either way.
+                let gone = match &e {
+                    PneEvent::PnReleased { pn_id, .. } | PneEvent::Expelled(pn_id) => Some(*pn_id),
+                    _ => None,
+                };
+                if let Some(pn_id) = gone
+                    && asking.as_ref().is_some_and(|(p, f, _)| {
+                        *p == pn_id && matches!(f, Flow::PnRelease | Flow::MembershipChange)
+                    })
+                    && let Some((_, _, reply)) = asking.take()
+                {
+                    let _ = reply.send(Ok(pn_id));
+                }
                 if let Some((pn_id, flow)) = done
                     && asking
                         .as_ref()

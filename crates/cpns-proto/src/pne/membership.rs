@@ -16,7 +16,7 @@ use cpns_wire::{
     PneInviteResponse, PneLeaveRequest, PneLeaveResponse, RequestId,
 };
 
-use super::{Gone, Parked, PneEvent, PneOutput, PneSession};
+use super::{Gone, Parked, PneEvent, PneOutput, PneSession, release};
 use crate::{Failure, Flow, OwnKeys, PanSecurity, ProtoError};
 
 impl PneSession {
@@ -439,8 +439,13 @@ impl PneSession {
                 reason: Failure::AnswerDidNotOpen,
             });
         }
+        // The word may overtake the PN GW's answer to this PNE's own release or leave.
+        let asked = |m: &release::PendingReleases| m.values().any(|(p, _)| *p == pn_id);
         let why = match m.reason {
-            cpns_wire::EndReason::Released => Gone::Released { by_me: false },
+            cpns_wire::EndReason::Released => Gone::Released {
+                by_me: asked(&self.releases),
+            },
+            _ if asked(&self.leaves) => Gone::Left,
             _ => Gone::Expelled,
         };
         self.forget(pn_id, why);

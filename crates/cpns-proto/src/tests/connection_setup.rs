@@ -381,3 +381,29 @@ fn an_unasked_end_of_membership_is_ignored() {
     assert!(h.pnes[1].inventory().iter().any(|i| i.pn_id == pn));
     assert!(h.pne_failures(1).is_empty());
 }
+
+/// The server's word that the PN was released can overtake the PN GW's answer to this PNE's
+/// own release: the PNE reports the release as its own all the same.
+#[test]
+fn an_end_of_membership_overtaking_its_own_release_is_its_own() {
+    let (mut h, pn) = with_pn(&[PneSpec::trusted(); 2]);
+    h.set_hook(|f| {
+        if f.message == "PnReleaseResponse" && f.to == Party::Pne(1) {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    h.pnes[1].release_pn(now, pn).unwrap();
+    h.pump();
+    assert!(!h.store.pns.contains_key(&pn), "released at the server");
+    assert!(h.pnes[1].inventory().iter().any(|i| i.pn_id == pn));
+    h.pnes[1].request_group_key(now, pn).unwrap();
+    h.pump();
+    assert!(h.pnes[1].inventory().is_empty());
+    assert!(h.pne_events(1).contains(&&PneEvent::PnReleased {
+        pn_id: pn,
+        by_me: true
+    }));
+}
