@@ -58,13 +58,7 @@ fn expel(h: &mut Harness, msg: u64, request: u64, pn: PnId, pne: EntityId) {
 
 /// The server's answer to `msg`, still in flight to the PN GW.
 fn answer(h: &Harness, msg: u64) -> Body {
-    h.queue
-        .iter()
-        .filter(|f| f.from == Party::Server)
-        .filter_map(|f| f.env())
-        .find(|e| e.in_reply_to == Some(msg))
-        .map(|e| e.body)
-        .expect("the server answered")
+    h.server_answer(msg)
 }
 
 fn refused(h: &Harness, msg: u64) -> ErrorCode {

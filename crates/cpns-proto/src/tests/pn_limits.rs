@@ -213,13 +213,7 @@ fn update(h: &mut Harness, msg: u64, pn: PnId, add: &[usize]) -> cpns_wire::Body
     );
     h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(&env))
         .unwrap();
-    h.queue
-        .iter()
-        .filter(|f| f.from == Party::Server)
-        .filter_map(|f| f.env())
-        .find(|e| e.in_reply_to == Some(msg))
-        .map(|e| e.body)
-        .expect("the server answered")
+    h.server_answer(msg)
 }
 
 /// At the server, a PN Update Request adding members: refused once the PN would pass its

@@ -175,6 +175,17 @@ impl Harness {
     }
 
     /// Member ids of a PN in the server's record.
+    /// The server's answer to its message `msg`, still in flight to the PN GW.
+    pub fn server_answer(&self, msg: u64) -> cpns_wire::Body {
+        self.queue
+            .iter()
+            .filter(|f| f.from == Party::Server)
+            .filter_map(|f| f.env())
+            .find(|e| e.in_reply_to == Some(msg))
+            .map(|e| e.body)
+            .expect("the server answered")
+    }
+
     /// The members of `pn` in the server's store, if it holds the PN.
     pub fn members_or_none(&self, pn: PnId) -> Option<Vec<EntityId>> {
         self.store.pns.contains_key(&pn).then(|| self.members(pn))

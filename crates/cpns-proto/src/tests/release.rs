@@ -40,13 +40,7 @@ fn gw() -> Address {
 
 /// The server's answer to `msg`, still in flight to the PN GW.
 fn answer(h: &Harness, msg: u64) -> Body {
-    h.queue
-        .iter()
-        .filter(|f| f.from == Party::Server)
-        .filter_map(|f| f.env())
-        .find(|e| e.in_reply_to == Some(msg))
-        .map(|e| e.body)
-        .expect("the server answered")
+    h.server_answer(msg)
 }
 
 fn refused(h: &Harness, msg: u64) -> ErrorCode {
