@@ -214,14 +214,14 @@ impl Mailroom {
             self.boxes.remove(to);
         }
         if withdrawn {
-            self.letters -= 1;
+            self.letters = self.letters.saturating_sub(1);
         }
         withdrawn
     }
 
     fn take(&mut self, gw: &EntityId) -> VecDeque<Letter> {
         let letters = self.boxes.remove(gw).unwrap_or_default();
-        self.letters -= letters.len();
+        self.letters = self.letters.saturating_sub(letters.len());
         letters
     }
 }

@@ -563,13 +563,7 @@ mod tests {
     fn ask(ids: &[&str]) -> LoadRequest {
         LoadRequest {
             entities: ids.iter().map(|i| EntityId::new(*i).unwrap()).collect(),
-            pn: None,
-            replay: None,
-            session: None,
-            member_keys: false,
-            group_key: false,
-            owner_pns: None,
-            departed: false,
+            ..LoadRequest::default()
         }
     }
 

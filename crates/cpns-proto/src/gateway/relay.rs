@@ -167,47 +167,26 @@ impl Gateway {
         self.relays.updates.insert(msg, pending);
     }
 
-    /// 003 §1.4.1 step 4: a PNE's Secure Request goes to the server as it is; the PN GW holds
-    /// no key that opens it.
-    pub(super) fn on_secure_request(
+    /// A PNE's request for the server that the PN GW relays as it is, unable to open what it
+    /// carries: a Secure Request (003 §1.4.1 step 4), sealed end to end, or a PN Key Request
+    /// (002 §B.1.1.3 step 22), whose answer is sealed for the PNE alone.
+    pub(super) fn on_pne_request_for_server(
         &mut self,
         now: Instant,
         link: LinkId,
         env: &Envelope,
-        m: cpns_wire::SecureRequest,
+        body: impl Into<Body>,
     ) {
         let Address::Entity(pne) = env.from.clone() else {
             return self.reject_pan(
                 link,
                 env,
                 ErrorCode::BadRequest,
-                "a secure request names its PNE",
+                "a request for the server names its PNE",
             );
         };
         if self.admit_pne_request(link, env, &pne) {
-            self.forward_up(now, link, env.msg_id, &pne, m, None);
-        }
-    }
-
-    /// 002 §B.1.1.3 step 22: a member's PN Key Request goes to the server as it is; the answer
-    /// is sealed for the PNE alone.
-    pub(super) fn on_group_key_request(
-        &mut self,
-        now: Instant,
-        link: LinkId,
-        env: &Envelope,
-        m: cpns_wire::GroupKeyRequest,
-    ) {
-        let Address::Entity(pne) = env.from.clone() else {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::BadRequest,
-                "a PN Key Request names its PNE",
-            );
-        };
-        if self.admit_pne_request(link, env, &pne) {
-            self.forward_up(now, link, env.msg_id, &pne, m, None);
+            self.forward_up(now, link, env.msg_id, &pne, body, None);
         }
     }
 

@@ -85,13 +85,7 @@ impl ServerSession {
                 };
                 let request = LoadRequest {
                     entities: vec![req.gw_id.clone()],
-                    pn: None,
-                    replay: None,
-                    session: None,
-                    member_keys: false,
-                    group_key: false,
-                    owner_pns: None,
-                    departed: false,
+                    ..LoadRequest::default()
                 };
                 self.load(
                     Parked::SetupLoad(SetupLoad {

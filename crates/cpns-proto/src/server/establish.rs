@@ -157,11 +157,7 @@ impl ServerSession {
             entities: ids,
             pn: Some(req.pn_id),
             replay: Some((env.from.clone(), req.request_id)),
-            session: None,
-            member_keys: false,
-            group_key: false,
-            owner_pns: None,
-            departed: false,
+            ..LoadRequest::default()
         };
         self.load(
             Parked::PnRegistrationLoad {

@@ -65,14 +65,11 @@ impl ServerSession {
             return;
         }
         let request = LoadRequest {
-            entities: Vec::new(),
             pn: Some(req.pn_id),
-            replay: None,
             session: Some((req.pn_id, pne.clone())),
-            member_keys: false,
             group_key: true,
-            owner_pns: None,
             departed: true,
+            ..LoadRequest::default()
         };
         let req_msg = env.msg_id;
         self.load(Parked::GroupKeyLoad { req_msg, pne, req }, request);
@@ -174,14 +171,10 @@ impl ServerSession {
             return None;
         }
         Some(LoadRequest {
-            entities: Vec::new(),
             pn: Some(pn_id),
             replay: Some((env.from.clone(), request_id)),
-            session: None,
             member_keys,
-            group_key: false,
-            owner_pns: None,
-            departed: false,
+            ..LoadRequest::default()
         })
     }
 

@@ -138,8 +138,8 @@ impl KnownPn {
     }
 }
 
-/// What the machine asks the driver to load.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the machine asks the driver to load; [`Default`] loads nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadRequest {
     /// Entities to load; unknown ones are left out of the answer.
     pub entities: Vec<EntityId>,

@@ -128,12 +128,9 @@ impl ServerSession {
             entities: vec![req.pne_id.clone()],
             pn: Some(pn_id),
             replay: Some((env.from.clone(), req.request_id)),
-            session: None,
             // A joining PNE moves the PN to its next group key epoch, sealed to every member.
             member_keys: true,
-            group_key: false,
-            owner_pns: None,
-            departed: false,
+            ..LoadRequest::default()
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
@@ -457,12 +454,9 @@ impl ServerSession {
             entities: ids,
             pn: Some(req.pn_id),
             replay: Some((env.from.clone(), req.request_id)),
-            session: None,
             // Removing members moves the PN to a new group key epoch, sealed to the others.
             member_keys: !req.remove.is_empty(),
-            group_key: false,
-            owner_pns: None,
-            departed: false,
+            ..LoadRequest::default()
         };
         self.load(
             Parked::UpdateLoad {

@@ -36,14 +36,9 @@ impl ServerSession {
             return;
         }
         let request = LoadRequest {
-            entities: Vec::new(),
             pn: Some(req.pn_id),
-            replay: None,
             session: Some((req.pn_id, pne.clone())),
-            member_keys: false,
-            group_key: false,
-            owner_pns: None,
-            departed: false,
+            ..LoadRequest::default()
         };
         let load = SecureLoad {
             req_msg: env.msg_id,
@@ -145,12 +140,8 @@ impl ServerSession {
         let request = LoadRequest {
             entities: vec![c.pne.clone()],
             pn: query.pn_id,
-            replay: None,
-            session: None,
-            member_keys: false,
-            group_key: false,
             owner_pns: query.pn_id.is_none().then(|| c.pne.clone()),
-            departed: false,
+            ..LoadRequest::default()
         };
         self.load(
             Parked::InventoryLoad(InventoryLoad { call: c, query }),
