@@ -348,7 +348,7 @@ pub(crate) async fn persist<S: Store>(
             capabilities,
             status,
         } => {
-            let caps = capabilities.as_ref().map(caps_bytes);
+            let caps = capabilities.as_deref().map(caps_bytes);
             let status = status.map(|s| format!("{s:?}").to_lowercase());
             store
                 .update_entity_report(&id, caps.as_deref(), status.as_deref())
@@ -497,7 +497,7 @@ pub(crate) async fn persist<S: Store>(
                 sealed_session_key: Some(sealed_sk(master, &pn_id, &pne_id, &session_key)?),
                 initiator: known.is_some_and(|m| m.initiator),
                 capabilities: capabilities
-                    .as_ref()
+                    .as_deref()
                     .map(caps_bytes)
                     .or_else(|| known.and_then(|m| m.capabilities.clone())),
                 joined_at: known.map_or(now, |m| m.joined_at),

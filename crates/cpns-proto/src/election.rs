@@ -161,6 +161,7 @@ impl Election {
         self.transmit(&env)?;
         let caps = DeviceCapabilitiesUpdate {
             capabilities: self.caps.clone(),
+            entity: None,
         };
         let env = Envelope::request(self.ids.next(), me, Address::Server, caps);
         self.transmit(&env)

@@ -26,6 +26,7 @@ fn caps(networks: &[&str], battery: Option<u8>, cpu: u8, mem: u8) -> DeviceCapab
         gateway_capable: true,
         cpu_class: Some(cpu),
         memory_class: Some(mem),
+        ..DeviceCapabilities::default()
     }
 }
 
@@ -391,6 +392,7 @@ fn an_announcement_naming_another_device_is_refused() {
         2,
         DeviceCapabilitiesUpdate {
             capabilities: caps(&["ethernet"], None, 3, 3),
+            entity: None,
         },
     );
     let mut claim = from_b(

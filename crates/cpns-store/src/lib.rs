@@ -190,4 +190,104 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a PN from the device's local inventory; true if it was there.
     fn remove_local_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Records status changes in one transaction, keeping each entity's attributes
+    /// (004 §5.5.3). [`StoreError::NotFound`], and nothing recorded, if one is not enrolled.
+    fn record_statuses(&self, changes: &[StatusChange]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records an entity's capabilities (CBOR of `cpns_wire::DeviceCapabilities`) and the
+    /// attributes they carry, keeping its status (004 §5.5.1). [`StoreError::NotFound`] if it
+    /// is not enrolled.
+    fn record_capabilities(
+        &self,
+        id: &EntityId,
+        capabilities: &[u8],
+        attributes: Attributes,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Turns `gateway` and every entity its session reported offline as of `at`, in one
+    /// transaction; the records that changed (a session that ended: docs/device-status.md).
+    fn offline_reported_by(
+        &self,
+        gateway: &EntityId,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// The status records of the enrolled entities among `ids`, in the order of `ids`.
+    fn statuses(&self, ids: &[EntityId]) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// The status records of every entity of `owner`, by id.
+    fn statuses_of_owner(
+        &self,
+        owner: &UserId,
+    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// Every entity's status record, by id.
+    fn all_statuses(&self) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// Keeps a status subscription (its `id` is ignored) and returns it with its id; a retry
+    /// (same subscriber and request id) returns the one kept first, unchanged.
+    fn add_subscription(
+        &self,
+        subscription: &SubscriptionRecord,
+    ) -> impl Future<Output = Result<SubscriptionRecord>> + Send;
+
+    /// Removes `subscriber`'s subscription `id`; false if it has none such.
+    fn remove_subscription(
+        &self,
+        subscriber: &EntityId,
+        id: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every status subscription, oldest first.
+    fn subscriptions(&self) -> impl Future<Output = Result<Vec<SubscriptionRecord>>> + Send;
+
+    /// Stores usage records with the charging records they make, in one transaction; a
+    /// record stored before (same entity and record id) is a duplicate and charges nothing
+    /// again (004 §5.5.4).
+    fn store_usage(&self, rows: &[UsageRow]) -> impl Future<Output = Result<UsageStored>> + Send;
+
+    /// Usage per user and service, of `user` or of every user; with `shared_only`, only what
+    /// the users let go to external applications.
+    fn usage_summary(
+        &self,
+        user: Option<&UserId>,
+        shared_only: bool,
+    ) -> impl Future<Output = Result<Vec<UsageSummary>>> + Send;
+
+    /// The charging records of `user` for uses started at or after `since_s`, oldest first.
+    fn charging_records(
+        &self,
+        user: &UserId,
+        since_s: u64,
+    ) -> impl Future<Output = Result<Vec<cpns_wire::ChargingRecord>>> + Send;
+
+    /// Keeps a usage record the PNE collected, unsent. [`StoreError::Conflict`] if its id is
+    /// kept already.
+    fn save_local_usage(
+        &self,
+        record: &cpns_wire::UsageRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The PNE's unsent usage records, oldest first, at most `limit`.
+    fn unsent_local_usage(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<LocalUsage>>> + Send;
+
+    /// Marks the PNE's records sent.
+    fn mark_local_usage_sent(&self, ids: &[u64]) -> impl Future<Output = Result<()>> + Send;
+
+    /// The PNE's own usage per service, every record counted.
+    fn local_usage_summary(&self) -> impl Future<Output = Result<Vec<UsageSummary>>> + Send;
+
+    /// Sets, or with `None` clears, the reporting preference of a service.
+    fn set_usage_pref(
+        &self,
+        service: &str,
+        preference: Option<&str>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every reporting preference, by service.
+    fn usage_prefs(&self) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
 }

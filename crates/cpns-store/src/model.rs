@@ -250,3 +250,133 @@ pub struct LocalPn {
     /// On a PN GW: when the PN's lifetime ends and the PN GW releases it, if it has one.
     pub expires_at: Option<UnixMillis>,
 }
+
+/// An entity's status of record (004 §5.5.3; table `entity_status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRecord {
+    /// The entity.
+    pub entity: EntityId,
+    /// Its owner (read from its enrolment; ignored when writing).
+    pub owner: Option<UserId>,
+    /// Its status: `Offline` if it was never reported.
+    pub status: cpns_wire::Status,
+    /// The label of a custom status.
+    pub label: Option<String>,
+    /// When it took this status; `None` if it was never reported.
+    pub since: Option<UnixMillis>,
+    /// The PN GW whose session reported it (for a PNE: turned offline when that session ends).
+    pub reported_by: Option<EntityId>,
+    /// Numeric attributes policies look at, from its capabilities.
+    pub attributes: Attributes,
+}
+
+/// A status to record for an entity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The entity.
+    pub entity: EntityId,
+    /// Its new status.
+    pub status: cpns_wire::Status,
+    /// The label of a custom status.
+    pub label: Option<String>,
+    /// When it took it.
+    pub since: UnixMillis,
+    /// The PN GW whose session reports it, for a PNE.
+    pub reported_by: Option<EntityId>,
+}
+
+/// The numeric attributes of an entity that status policies look at (docs/device-status.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    /// Remaining battery, percent.
+    pub battery_pct: Option<u8>,
+    /// Remaining battery time, minutes.
+    pub battery_minutes: Option<u32>,
+    /// Memory available, MiB.
+    pub free_memory_mb: Option<u32>,
+}
+
+impl Attributes {
+    /// The attributes carried by these capabilities.
+    pub fn of(caps: &cpns_wire::DeviceCapabilities) -> Self {
+        Self {
+            battery_pct: caps.battery_pct,
+            battery_minutes: caps.battery_minutes,
+            free_memory_mb: caps.free_memory_mb,
+        }
+    }
+}
+
+/// A status subscription of an entity (table `status_subscriptions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    /// Its id, given by the store.
+    pub id: u64,
+    /// The subscribing entity.
+    pub subscriber: EntityId,
+    /// The subscriber's user: `entities` empty watches every device of this user.
+    pub owner: UserId,
+    /// The subscriber's request id (a retry finds the same subscription).
+    pub request_id: u64,
+    /// The watched entities; empty: every device of `owner`.
+    pub entities: Vec<EntityId>,
+    /// The policy.
+    pub policy: cpns_wire::StatusPolicy,
+    /// When it was made.
+    pub created_at: UnixMillis,
+}
+
+/// A usage record as the server keeps it (004 §5.5.4; table `usage_records`), with the
+/// charge it makes, if its service is chargeable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The reporting entity.
+    pub entity: EntityId,
+    /// Its owner.
+    pub owner: UserId,
+    /// The PN it reported in.
+    pub pn_id: Option<PnId>,
+    /// That PN's owner, when another user's.
+    pub pn_owner: Option<UserId>,
+    /// The record.
+    pub record: cpns_wire::UsageRecord,
+    /// Units to charge for it, if its service is chargeable.
+    pub units: Option<u64>,
+    /// When the server received it.
+    pub received_at: UnixMillis,
+}
+
+/// What storing a batch of usage records did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageStored {
+    /// New records stored.
+    pub stored: u32,
+    /// Records already stored (a retried report).
+    pub duplicates: u32,
+    /// Charging records made.
+    pub charged: u32,
+}
+
+/// A summary of usage per user and service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageSummary {
+    /// The user (the server's summaries; `None` in a device's own).
+    pub user: Option<UserId>,
+    /// The service.
+    pub service: String,
+    /// Uses.
+    pub uses: u64,
+    /// Total time, seconds.
+    pub seconds: u64,
+    /// Total volume, bytes.
+    pub bytes: u64,
+}
+
+/// A usage record a PNE collected (table `local_usage`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalUsage {
+    /// The record, its audience not yet decided (preferences decide it when it is sent).
+    pub record: cpns_wire::UsageRecord,
+    /// Whether the server acknowledged it.
+    pub sent: bool,
+}

@@ -62,6 +62,12 @@ conformance!(
     all_pns_in_creation_order,
     cpns_ids,
     local_inventory,
+    statuses_are_recorded_with_their_attributes,
+    a_status_of_an_unknown_entity_records_nothing,
+    a_gateways_end_turns_what_it_reported_offline,
+    subscriptions_are_kept_once_per_request,
+    usage_is_stored_once_and_charged_to_the_consumer,
+    a_pne_keeps_its_usage_until_it_is_sent,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -443,7 +443,7 @@ fn unknown_map_keys_are_skipped() {
             .unwrap();
         e.u8(0).unwrap().map(4).unwrap();
         e.u8(0).unwrap().str("handset").unwrap();
-        e.u8(9)
+        e.u8(99)
             .unwrap()
             .begin_array()
             .unwrap()
@@ -461,8 +461,15 @@ fn unknown_map_keys_are_skipped() {
             capabilities: DeviceCapabilities {
                 device_type: "handset".into(),
                 has_ui: true,
+                // Kept as they came, to be passed on whole (docs/device-status.md).
+                unknown: [
+                    (99, vec![0x9f, 0x01, 0xff]),
+                    (200, minicbor::to_vec("future").unwrap()),
+                ]
+                .into(),
                 ..DeviceCapabilities::default()
-            }
+            },
+            entity: None,
         })
     );
 }

@@ -227,6 +227,7 @@ pub(crate) fn defaults(
         gateway_capable,
         cpu_class: None,
         memory_class: None,
+        ..DeviceCapabilities::default()
     }
 }
 

@@ -66,6 +66,7 @@ fn flags_set_every_field() {
             gateway_capable: true,
             cpu_class: Some(2),
             memory_class: Some(3),
+            ..DeviceCapabilities::default()
         }
     );
 }
@@ -99,6 +100,7 @@ fn the_file_overrides_defaults_and_flags_override_the_file() {
             gateway_capable: true,
             cpu_class: Some(1),
             memory_class: None,
+            ..DeviceCapabilities::default()
         }
     );
     // Flags win, field by field; what no flag sets comes from the file.
@@ -127,6 +129,7 @@ fn the_file_overrides_defaults_and_flags_override_the_file() {
             gateway_capable: false,
             cpu_class: Some(0),
             memory_class: None,
+            ..DeviceCapabilities::default()
         }
     );
 }

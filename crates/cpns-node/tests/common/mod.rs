@@ -326,6 +326,7 @@ pub fn capabilities(device_type: &str, has_ui: bool, gateway_capable: bool) -> D
         gateway_capable,
         cpu_class: None,
         memory_class: None,
+        ..DeviceCapabilities::default()
     }
 }
 

@@ -123,6 +123,7 @@ impl Gateway {
                 self.server_max_frame = c.max_frame as usize;
                 let caps = DeviceCapabilitiesUpdate {
                     capabilities: self.cfg.capabilities.clone(),
+                    entity: None,
                 };
                 let _ = self.send_wan_request(caps);
                 self.wan = Wan::Reporting { deadline };

@@ -196,7 +196,7 @@ impl ServerSession {
     pub(super) fn on_capabilities(&mut self, gw: &Gw, env: &Envelope, m: DeviceCapabilitiesUpdate) {
         let effect = ServerEffect::EntityReport {
             id: gw.id.clone(),
-            capabilities: Some(m.capabilities),
+            capabilities: Some(Box::new(m.capabilities)),
             status: None,
         };
         self.persist(

@@ -228,7 +228,7 @@ pub enum ServerEffect {
         /// The entity.
         id: EntityId,
         /// Reported capabilities.
-        capabilities: Option<DeviceCapabilities>,
+        capabilities: Option<Box<DeviceCapabilities>>,
         /// Reported status.
         status: Option<Status>,
     },
@@ -314,7 +314,7 @@ pub enum ServerEffect {
         /// The PNE.
         pne_id: EntityId,
         /// Capabilities of a PNE joining the PN by this registration; `None` keeps the record's.
-        capabilities: Option<DeviceCapabilities>,
+        capabilities: Option<Box<DeviceCapabilities>>,
         /// SK_PNE, to be sealed at rest.
         session_key: SessionKey,
         /// When the PNE joins the PN by this registration: the PN's next group key epoch.

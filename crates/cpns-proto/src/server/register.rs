@@ -270,6 +270,7 @@ impl ServerSession {
             self.pending_members
                 .get(&(flow.pn_id, key.0.clone()))
                 .and_then(|p| p.capabilities.clone())
+                .map(Box::new)
         } else {
             None
         };

@@ -187,7 +187,7 @@ impl Store {
                 status,
             } => {
                 let r = self.reports.entry(id).or_default();
-                r.0 = capabilities.or(r.0.take());
+                r.0 = capabilities.map(|c| *c).or(r.0.take());
                 r.1 = status.or(r.1);
                 Ok(Persisted::Done)
             }
@@ -328,6 +328,7 @@ impl Store {
                 session_key,
                 group,
             } => {
+                let capabilities = capabilities.map(|c| *c);
                 self.departed.remove(&(pn_id, pne_id.clone()));
                 if let Some(g) = group {
                     self.epochs.insert(pn_id, (g.epoch, g.key));

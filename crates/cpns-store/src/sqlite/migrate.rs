@@ -71,6 +71,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "departed",
         sql: include_str!("../../migrations/sqlite/0010_departed.sql"),
     },
+    Migration {
+        version: 11,
+        name: "status and usage",
+        sql: include_str!("../../migrations/sqlite/0011_status_and_usage.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -29,8 +29,10 @@ mod migrate;
 mod pn;
 mod readers;
 mod replay;
+mod status;
 #[cfg(test)]
 mod tests;
+mod usage;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -46,8 +48,9 @@ use rusqlite::{Connection, OpenFlags};
 use self::readers::Readers;
 use self::writer::Writer;
 use crate::{
-    Departed, EntityRecord, GroupEpoch, LocalPn, LocalSession, PnMember, PnRecord, Reconciled,
-    Result, Store, UnixMillis,
+    Attributes, Departed, EntityRecord, GroupEpoch, LocalPn, LocalSession, LocalUsage, PnMember,
+    PnRecord, Reconciled, Result, StatusChange, StatusRecord, Store, SubscriptionRecord,
+    UnixMillis, UsageRow, UsageStored, UsageSummary,
 };
 
 /// How long a connection waits for a lock another connection (or process) holds before failing
@@ -391,5 +394,118 @@ impl Store for SqliteStore {
     async fn remove_local_pn(&self, p: &PnId) -> Result<bool> {
         let p = *p;
         self.write(move |c| local::remove_local_pn(c, &p)).await
+    }
+
+    async fn record_statuses(&self, changes: &[StatusChange]) -> Result<()> {
+        let changes = changes.to_vec();
+        self.write(move |c| status::record_statuses(c, &changes))
+            .await
+    }
+
+    async fn record_capabilities(
+        &self,
+        id: &EntityId,
+        capabilities: &[u8],
+        attributes: Attributes,
+    ) -> Result<()> {
+        let (id, caps) = (id.clone(), capabilities.to_vec());
+        self.write(move |c| status::record_capabilities(c, &id, &caps, attributes))
+            .await
+    }
+
+    async fn offline_reported_by(
+        &self,
+        gateway: &EntityId,
+        at: UnixMillis,
+    ) -> Result<Vec<StatusRecord>> {
+        let gateway = gateway.clone();
+        self.write(move |c| status::offline_reported_by(c, &gateway, at))
+            .await
+    }
+
+    async fn statuses(&self, ids: &[EntityId]) -> Result<Vec<StatusRecord>> {
+        self.inner.readers.read(|c| status::statuses(c, ids))
+    }
+
+    async fn statuses_of_owner(&self, owner: &UserId) -> Result<Vec<StatusRecord>> {
+        self.inner
+            .readers
+            .read(|c| status::statuses_of_owner(c, owner))
+    }
+
+    async fn all_statuses(&self) -> Result<Vec<StatusRecord>> {
+        self.inner.readers.read(status::all_statuses)
+    }
+
+    async fn add_subscription(&self, s: &SubscriptionRecord) -> Result<SubscriptionRecord> {
+        let s = s.clone();
+        self.write(move |c| status::add_subscription(c, &s)).await
+    }
+
+    async fn remove_subscription(&self, subscriber: &EntityId, id: u64) -> Result<bool> {
+        let subscriber = subscriber.clone();
+        self.write(move |c| status::remove_subscription(c, &subscriber, id))
+            .await
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
+        self.inner.readers.read(status::subscriptions)
+    }
+
+    async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {
+        let rows = rows.to_vec();
+        self.write(move |c| usage::store_usage(c, &rows)).await
+    }
+
+    async fn usage_summary(
+        &self,
+        user: Option<&UserId>,
+        shared_only: bool,
+    ) -> Result<Vec<UsageSummary>> {
+        self.inner
+            .readers
+            .read(|c| usage::usage_summary(c, user, shared_only))
+    }
+
+    async fn charging_records(
+        &self,
+        user: &UserId,
+        since_s: u64,
+    ) -> Result<Vec<cpns_wire::ChargingRecord>> {
+        self.inner
+            .readers
+            .read(|c| usage::charging_records(c, user, since_s))
+    }
+
+    async fn save_local_usage(&self, record: &cpns_wire::UsageRecord) -> Result<()> {
+        let record = record.clone();
+        self.write(move |c| usage::save_local_usage(c, &record))
+            .await
+    }
+
+    async fn unsent_local_usage(&self, limit: u32) -> Result<Vec<LocalUsage>> {
+        self.inner
+            .readers
+            .read(|c| usage::unsent_local_usage(c, limit))
+    }
+
+    async fn mark_local_usage_sent(&self, ids: &[u64]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.write(move |c| usage::mark_local_usage_sent(c, &ids))
+            .await
+    }
+
+    async fn local_usage_summary(&self) -> Result<Vec<UsageSummary>> {
+        self.inner.readers.read(usage::local_usage_summary)
+    }
+
+    async fn set_usage_pref(&self, service: &str, preference: Option<&str>) -> Result<()> {
+        let (service, pref) = (service.to_owned(), preference.map(str::to_owned));
+        self.write(move |c| usage::set_usage_pref(c, &service, pref.as_deref()))
+            .await
+    }
+
+    async fn usage_prefs(&self) -> Result<Vec<(String, String)>> {
+        self.inner.readers.read(usage::usage_prefs)
     }
 }

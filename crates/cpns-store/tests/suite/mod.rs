@@ -2,7 +2,11 @@
 //! checks one documented behaviour. A backend's test file runs every case against a new
 //! database (see `tests/conformance.rs` for SQLite); a PostgreSQL runner reuses this module.
 
+mod status_usage;
+
 use std::sync::Arc;
+
+pub use status_usage::*;
 
 use cpns_store::{
     Departed, Departure, EntityKind, EntityRecord, GroupEpoch, LocalMember, LocalPn, LocalSession,

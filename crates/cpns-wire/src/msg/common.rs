@@ -4,6 +4,7 @@
 use minicbor::decode::Error as DecodeError;
 use minicbor::{Decode, Decoder, Encode, Encoder};
 
+pub use super::capabilities::DeviceCapabilities;
 use crate::ids::{EntityId, PnId};
 
 macro_rules! byte_array {
@@ -126,42 +127,10 @@ wire_enum!(
         Offline = 2,
         /// Reachable but not taking work.
         Busy = 3,
+        /// A status of the user's own naming, with its label (docs/device-status.md).
+        Custom = 4,
     }
 );
-
-/// Device capabilities of the device an entity runs on (004 §5.5.1.2).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
-#[cbor(map)]
-pub struct DeviceCapabilities {
-    /// Device type, e.g. `handset`, `watch`, `set-top-box`.
-    #[n(0)]
-    pub device_type: String,
-    /// Whether the device has enough UI to take part in LocalEUKey assignment (000 §6.6.1.1
-    /// step 1).
-    #[n(1)]
-    pub has_ui: bool,
-    /// Networks the device is attached to, e.g. `wifi`, `bluetooth`, `lte`.
-    #[n(2)]
-    #[cbor(default)]
-    pub networks: Vec<String>,
-    /// Installed applications or services of note.
-    #[n(3)]
-    #[cbor(default)]
-    pub software: Vec<String>,
-    /// Remaining battery, percent, if battery powered.
-    #[n(4)]
-    pub battery_pct: Option<u8>,
-    /// Whether the device can take the PN GW role (002 §B.1.1.1 step 5).
-    #[n(5)]
-    #[cbor(default)]
-    pub gateway_capable: bool,
-    /// Processing power, 0 (least) to 3, for PN GW election (002 §B.1.1.1 step 5).
-    #[n(6)]
-    pub cpu_class: Option<u8>,
-    /// Memory, 0 (least) to 3, for PN GW election.
-    #[n(7)]
-    pub memory_class: Option<u8>,
-}
 
 /// A content item a device holds (000 §6.6.1.1 step 1: "Content(s) information").
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]

@@ -53,13 +53,18 @@ pub struct ConnectionSetupConfirm {
     pub max_frame: u32,
 }
 
-/// Device Capabilities Update, PN GW to CPNS Server (002 §B.1.1.2 step 12).
+/// Device Capabilities Update, PN GW to CPNS Server (002 §B.1.1.2 step 12), and PNE to PN GW
+/// (004 §5.5.1).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct DeviceCapabilitiesUpdate {
-    /// The capabilities of the PN GW's device.
+    /// The capabilities of the PN GW's device, or of `entity`.
     #[n(0)]
     pub capabilities: DeviceCapabilities,
+    /// A PNE of the PN GW's PNs whose capabilities these are, relayed by the PN GW
+    /// (docs/device-status.md); none: the sender's own.
+    #[n(1)]
+    pub entity: Option<EntityId>,
 }
 
 /// Device Capabilities confirmation, CPNS Server to PN GW (002 §B.1.1.2 step 13).

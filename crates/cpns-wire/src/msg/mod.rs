@@ -4,6 +4,7 @@
 //! [`Body`] and `message` is a map with stable integer keys (docs/wire.cddl). A type this version
 //! does not know decodes to [`Body::Unknown`], so the receiver can answer with a clear error.
 
+pub mod capabilities;
 pub mod common;
 pub mod connection;
 pub mod discovery;
@@ -13,10 +14,13 @@ pub mod pan;
 pub mod registration;
 pub mod release;
 pub mod secure;
+pub mod status;
+pub mod usage;
 
 use minicbor::decode::Error as DecodeError;
 use minicbor::{Decode, Decoder, Encode, Encoder};
 
+pub use capabilities::*;
 pub use common::*;
 pub use connection::*;
 pub use discovery::*;
@@ -26,6 +30,8 @@ pub use pan::*;
 pub use registration::*;
 pub use release::*;
 pub use secure::*;
+pub use status::*;
+pub use usage::*;
 
 wire_enum!(
     /// Stable error codes of an [`ErrorBody`] (DESIGN §3).
@@ -54,6 +60,8 @@ wire_enum!(
         WrongState = 11,
         /// A PNE declined to take part.
         Declined = 12,
+        /// The sender sent more than its bound allows; the reason says when to try again.
+        RateLimited = 13,
     }
 );
 
@@ -73,6 +81,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMessage => "unsupported_message",
             ErrorCode::WrongState => "wrong_state",
             ErrorCode::Declined => "declined",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -248,4 +257,16 @@ bodies! {
     88 => GatewayAnnouncement,
     // A membership that ended while its PNE was away (the answer to its PN Key Request).
     89 => MembershipEnded,
+    // Device capabilities and status management, 004 §5.5.1, §5.5.3 (docs/device-status.md).
+    90 => CapabilitiesQuery,
+    91 => CapabilitiesAnswer,
+    92 => StatusReport,
+    93 => StatusAck,
+    94 => Heartbeat,
+    95 => StatusQuery,
+    96 => StatusAnswer,
+    97 => StatusSubscribe,
+    98 => StatusSubscribed,
+    99 => StatusUnsubscribe,
+    100 => StatusNotification,
 }

@@ -26,6 +26,7 @@ fn caps_full() -> DeviceCapabilities {
         gateway_capable: true,
         cpu_class: Some(2),
         memory_class: Some(1),
+        ..DeviceCapabilities::default()
     }
 }
 
@@ -165,6 +166,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "capabilities update full",
             DeviceCapabilitiesUpdate {
                 capabilities: caps_full(),
+                entity: None,
             }
             .into(),
         ),
@@ -172,6 +174,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "capabilities update min",
             DeviceCapabilitiesUpdate {
                 capabilities: caps_min(),
+                entity: None,
             }
             .into(),
         ),
@@ -731,7 +734,152 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "pn release notification",
             PnReleaseNotification { pn_id: pn(7) }.into(),
         ),
+        (
+            "capabilities update of a pne, every field",
+            DeviceCapabilitiesUpdate {
+                capabilities: caps_every_field(),
+                entity: Some(eid("alice-phone")),
+            }
+            .into(),
+        ),
+        (
+            "capabilities query",
+            CapabilitiesQuery {
+                entity: eid("alice-phone"),
+            }
+            .into(),
+        ),
+        (
+            "capabilities answer",
+            CapabilitiesAnswer {
+                entity: eid("alice-phone"),
+                capabilities: caps_every_field(),
+            }
+            .into(),
+        ),
+        (
+            "status report",
+            StatusReport {
+                entries: vec![status_full(), StatusEntry::new(eid("gw-1"), Status::Online)],
+            }
+            .into(),
+        ),
+        (
+            "status report empty",
+            StatusReport { entries: vec![] }.into(),
+        ),
+        ("status ack", StatusAck {}.into()),
+        ("heartbeat", Heartbeat {}.into()),
+        (
+            "status query",
+            StatusQuery {
+                entities: vec![eid("alice-phone")],
+            }
+            .into(),
+        ),
+        ("status query min", StatusQuery::default().into()),
+        (
+            "status answer",
+            StatusAnswer {
+                entries: vec![status_full()],
+            }
+            .into(),
+        ),
+        (
+            "status subscribe threshold",
+            StatusSubscribe {
+                request_id: RequestId(21),
+                entities: vec![eid("alice-phone")],
+                policy: StatusPolicy {
+                    kind: PolicyKind::Threshold,
+                    attribute: Some(Attribute::BatteryPct),
+                    crossing: Some(Crossing::Below),
+                    bound: Some(10),
+                    period_s: None,
+                },
+            }
+            .into(),
+        ),
+        (
+            "status subscribe periodic",
+            StatusSubscribe {
+                request_id: RequestId(22),
+                entities: vec![],
+                policy: StatusPolicy {
+                    kind: PolicyKind::Periodic,
+                    attribute: None,
+                    crossing: None,
+                    bound: None,
+                    period_s: Some(60),
+                },
+            }
+            .into(),
+        ),
+        (
+            "status subscribed",
+            StatusSubscribed {
+                subscription: 7,
+                entries: vec![status_full()],
+            }
+            .into(),
+        ),
+        (
+            "status unsubscribe",
+            StatusUnsubscribe { subscription: 7 }.into(),
+        ),
+        (
+            "status notification",
+            StatusNotification {
+                subscription: 7,
+                reason: NotifyReason::Threshold,
+                entries: vec![status_full()],
+                lagged: Some(3),
+            }
+            .into(),
+        ),
+        (
+            "status notification min",
+            StatusNotification {
+                subscription: 7,
+                reason: NotifyReason::Change,
+                entries: vec![StatusEntry::new(eid("gw-1"), Status::Offline)],
+                lagged: None,
+            }
+            .into(),
+        ),
     ]
+}
+
+fn caps_every_field() -> DeviceCapabilities {
+    DeviceCapabilities {
+        screen: Some(Screen {
+            width: 1080,
+            height: 2400,
+        }),
+        battery_mah: Some(4500),
+        processor: Some("arm64 cortex-a78".into()),
+        memory_mb: Some(8192),
+        chipsets: vec!["main-x1".into(), "wifi6".into()],
+        drivers: vec!["gpu/2.1".into()],
+        free_memory_mb: Some(1500),
+        battery_minutes: Some(320),
+        running: vec!["maps".into()],
+        active_drivers: vec!["gps".into()],
+        unknown: [(40, minicbor::to_vec("from a newer version").unwrap())].into(),
+        ..caps_full()
+    }
+}
+
+fn status_full() -> StatusEntry {
+    StatusEntry {
+        entity: eid("alice-phone"),
+        status: Status::Custom,
+        label: Some("driving".into()),
+        since_ms: Some(1_790_000_000_000),
+        battery_pct: Some(9),
+        battery_minutes: Some(25),
+        free_memory_mb: Some(700),
+    }
 }
 
 /// Every sample body in an envelope, cycling through the envelope shapes: request from an entity

@@ -563,6 +563,7 @@ pub fn capabilities(device_type: &str, pad: usize) -> DeviceCapabilities {
         gateway_capable: false,
         cpu_class: None,
         memory_class: None,
+        ..DeviceCapabilities::default()
     }
 }
 

@@ -1,0 +1,255 @@
+//! Status of record and status subscriptions (tables `entity_status`, `status_subscriptions`;
+//! 004 §5.5.3, docs/device-status.md).
+
+use cpns_wire::{EntityId, Status, StatusPolicy, UserId};
+use rusqlite::{Connection, Row, params};
+
+use super::codec;
+use crate::{Attributes, Result, StatusChange, StatusRecord, StoreError, SubscriptionRecord};
+
+/// The `SELECT` of an enrolled entity with its status row, if any: entities `e`, statuses `s`.
+macro_rules! select_status {
+    () => {
+        "SELECT e.id, e.owner, s.status, s.label, s.since, s.reported_by, s.battery_pct, \
+         s.battery_minutes, s.free_memory_mb \
+         FROM entities AS e LEFT JOIN entity_status AS s ON s.entity_id = e.id"
+    };
+}
+
+fn decode_status(row: &Row<'_>) -> Result<StatusRecord> {
+    let code: Option<i64> = row.get("status")?;
+    let status = match code {
+        None => Status::Offline,
+        Some(c) => Status::from_code(
+            u32::try_from(c).map_err(|_| StoreError::Corrupt(format!("status {c}")))?,
+        ),
+    };
+    Ok(StatusRecord {
+        entity: codec::id(row, "id")?,
+        owner: Some(codec::id(row, "owner")?),
+        status,
+        label: row.get("label")?,
+        since: row.get("since")?,
+        reported_by: codec::opt_id(row, "reported_by")?,
+        attributes: Attributes {
+            battery_pct: small(row, "battery_pct")?,
+            battery_minutes: small(row, "battery_minutes")?,
+            free_memory_mb: small(row, "free_memory_mb")?,
+        },
+    })
+}
+
+/// An optional unsigned column that must fit `T`.
+fn small<T: TryFrom<i64>>(row: &Row<'_>, column: &str) -> Result<Option<T>> {
+    let v: Option<i64> = row.get(column)?;
+    v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}"))))
+        .transpose()
+}
+
+fn require_entity(conn: &Connection, id: &EntityId) -> Result<()> {
+    let known = codec::optional(
+        conn,
+        "SELECT 1 FROM entities WHERE id = ?",
+        [id.as_str()],
+        |_| Ok(()),
+    )?;
+    known.ok_or_else(|| StoreError::NotFound(format!("entity {id}")))
+}
+
+/// Records each change, keeping the attributes; [`StoreError::NotFound`] (and nothing
+/// written, the writer rolls the write back) if an entity is not enrolled.
+pub(super) fn record_statuses(conn: &Connection, changes: &[StatusChange]) -> Result<()> {
+    for c in changes {
+        require_entity(conn, &c.entity)?;
+        codec::exec(
+            conn,
+            "INSERT INTO entity_status (entity_id, status, label, since, reported_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (entity_id) DO UPDATE SET status = ?2, label = ?3, since = ?4, \
+             reported_by = ?5",
+            params![
+                c.entity.as_str(),
+                c.status.code(),
+                c.label,
+                c.since,
+                c.reported_by.as_ref().map(EntityId::as_str)
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Records an entity's capabilities with the attributes they carry, keeping its status.
+pub(super) fn record_capabilities(
+    conn: &Connection,
+    id: &EntityId,
+    capabilities: &[u8],
+    a: Attributes,
+) -> Result<()> {
+    let changed = codec::exec(
+        conn,
+        "UPDATE entities SET capabilities = ? WHERE id = ?",
+        params![capabilities, id.as_str()],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound(format!("entity {id}")));
+    }
+    codec::exec(
+        conn,
+        "INSERT INTO entity_status (entity_id, battery_pct, battery_minutes, free_memory_mb) \
+         VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (entity_id) DO UPDATE SET battery_pct = ?2, battery_minutes = ?3, \
+         free_memory_mb = ?4",
+        params![
+            id.as_str(),
+            a.battery_pct,
+            a.battery_minutes,
+            a.free_memory_mb
+        ],
+    )?;
+    Ok(())
+}
+
+/// Turns every entity `gateway`'s session reported, and `gateway` itself, offline at `at`;
+/// the records that changed, as now.
+pub(super) fn offline_reported_by(
+    conn: &Connection,
+    gateway: &EntityId,
+    at: i64,
+) -> Result<Vec<StatusRecord>> {
+    let changed = codec::all(
+        conn,
+        "UPDATE entity_status SET status = ?1, label = NULL, since = ?2, reported_by = NULL \
+         WHERE (reported_by = ?3 OR entity_id = ?3) AND status IS NOT ?1 RETURNING entity_id",
+        params![Status::Offline.code(), at, gateway.as_str()],
+        |row| codec::id::<EntityId>(row, "entity_id"),
+    )?;
+    statuses(conn, &changed)
+}
+
+/// The status records of the enrolled entities among `ids`, in the order of `ids`.
+pub(super) fn statuses(conn: &Connection, ids: &[EntityId]) -> Result<Vec<StatusRecord>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = codec::json_string_array(ids.iter().map(EntityId::as_str));
+    codec::all(
+        conn,
+        concat!(
+            select_status!(),
+            " JOIN (SELECT value, MIN(key) AS pos FROM json_each(?) GROUP BY value) AS j \
+             ON j.value = e.id ORDER BY j.pos"
+        ),
+        [list],
+        decode_status,
+    )
+}
+
+/// The status records of every entity of `owner`, by id.
+pub(super) fn statuses_of_owner(conn: &Connection, owner: &UserId) -> Result<Vec<StatusRecord>> {
+    codec::all(
+        conn,
+        concat!(select_status!(), " WHERE e.owner = ? ORDER BY e.id"),
+        [owner.as_str()],
+        decode_status,
+    )
+}
+
+/// Every entity's status record, by id.
+pub(super) fn all_statuses(conn: &Connection) -> Result<Vec<StatusRecord>> {
+    codec::all(
+        conn,
+        concat!(select_status!(), " ORDER BY e.id"),
+        [],
+        decode_status,
+    )
+}
+
+fn decode_subscription(row: &Row<'_>) -> Result<SubscriptionRecord> {
+    let entities: String = row.get("entities")?;
+    let policy: Vec<u8> = row.get("policy")?;
+    let id: i64 = row.get("id")?;
+    let request_id: i64 = row.get("request_id")?;
+    Ok(SubscriptionRecord {
+        id: u64::try_from(id).map_err(|_| StoreError::Corrupt(format!("subscription {id}")))?,
+        subscriber: codec::id(row, "subscriber")?,
+        owner: codec::id(row, "owner")?,
+        request_id: request_id as u64,
+        entities: entities
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("watched entity {s:?}: {e}")))
+            })
+            .collect::<Result<_>>()?,
+        policy: minicbor::decode::<StatusPolicy>(&policy)
+            .map_err(|e| StoreError::Corrupt(format!("subscription policy: {e}")))?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+const SELECT_SUBSCRIPTION: &str = "SELECT id, subscriber, owner, request_id, entities, policy, \
+     created_at FROM status_subscriptions";
+
+/// Keeps `s` (its `id` is ignored) and returns it with its id; a retry (same subscriber and
+/// request id) returns the subscription kept the first time, unchanged.
+pub(super) fn add_subscription(
+    conn: &Connection,
+    s: &SubscriptionRecord,
+) -> Result<SubscriptionRecord> {
+    require_entity(conn, &s.subscriber)?;
+    let entities = s
+        .entities
+        .iter()
+        .map(EntityId::as_str)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let policy = minicbor::to_vec(&s.policy)
+        .map_err(|e| StoreError::Conflict(format!("policy does not encode: {e}")))?;
+    codec::exec(
+        conn,
+        "INSERT INTO status_subscriptions \
+         (subscriber, owner, request_id, entities, policy, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (subscriber, request_id) DO NOTHING",
+        params![
+            s.subscriber.as_str(),
+            s.owner.as_str(),
+            s.request_id as i64,
+            entities,
+            policy,
+            s.created_at
+        ],
+    )?;
+    let sql = format!("{SELECT_SUBSCRIPTION} WHERE subscriber = ? AND request_id = ?");
+    codec::optional(
+        conn,
+        &sql,
+        params![s.subscriber.as_str(), s.request_id as i64],
+        decode_subscription,
+    )?
+    .ok_or_else(|| StoreError::Corrupt("a subscription just kept is gone".into()))
+}
+
+/// Removes `subscriber`'s subscription `id`; false if it has none such.
+pub(super) fn remove_subscription(
+    conn: &Connection,
+    subscriber: &EntityId,
+    id: u64,
+) -> Result<bool> {
+    let Ok(id) = i64::try_from(id) else {
+        return Ok(false);
+    };
+    let n = codec::exec(
+        conn,
+        "DELETE FROM status_subscriptions WHERE id = ? AND subscriber = ?",
+        params![id, subscriber.as_str()],
+    )?;
+    Ok(n > 0)
+}
+
+/// Every subscription, oldest first.
+pub(super) fn subscriptions(conn: &Connection) -> Result<Vec<SubscriptionRecord>> {
+    let sql = format!("{SELECT_SUBSCRIPTION} ORDER BY id");
+    codec::all(conn, &sql, [], decode_subscription)
+}
