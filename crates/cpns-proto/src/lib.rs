@@ -27,6 +27,7 @@ pub mod gateway;
 pub mod link;
 pub mod pne;
 pub mod server;
+pub mod status;
 mod util;
 
 #[cfg(test)]
