@@ -19,6 +19,7 @@ pub mod pki;
 pub mod pne;
 pub mod server;
 pub mod server_store;
+pub mod status_hub;
 pub mod trace;
 
 pub use credentials::{DeviceCredential, DeviceKind};

@@ -229,6 +229,18 @@ impl<S: Clone> StatusBook<S> {
         self.subs.get(&id)
     }
 
+    /// The ids of `subscriber`'s subscriptions, oldest first.
+    pub fn ids_of(&self, subscriber: &S) -> Vec<u64>
+    where
+        S: PartialEq,
+    {
+        self.subs
+            .values()
+            .filter(|s| &s.subscriber == subscriber)
+            .map(|s| s.id)
+            .collect()
+    }
+
     /// The last known state of `entity`.
     pub fn state(&self, entity: &EntityId) -> Option<&EntityState> {
         self.states.get(entity)
