@@ -26,8 +26,10 @@ pub mod failure;
 pub mod gateway;
 pub mod link;
 pub mod pne;
+pub mod rate;
 pub mod server;
 pub mod status;
+pub mod usage;
 mod util;
 
 #[cfg(test)]
