@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::admission::{Admission, Authenticated, Unauthenticated};
 use crate::error::NodeError;
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn, PRE_AUTH_MAX_FRAME};
+use crate::status_hub::{MAILBOX_LIMIT, Mailbox, StatusHub, Subscriber};
 use crate::trace::{TraceSink, report};
 use crate::{pki, server_store};
 
@@ -73,6 +74,17 @@ pub struct ServerNode<S> {
     events: ServerEvents,
     keys: server_store::KeyCache,
     office: Arc<Office>,
+    hub: Arc<StatusHub>,
+}
+
+/// What a session leaves behind when it ends: its PN GW, and who it delivered
+/// notifications for, so the PN GW and what it reported turn offline and the hub stops
+/// delivering to a mailbox nobody reads.
+#[derive(Default)]
+struct SessionEnd {
+    gateway: Option<EntityId>,
+    mailbox: Option<Arc<Mailbox>>,
+    attached: std::collections::BTreeSet<EntityId>,
 }
 
 /// How sessions signal and write to each other.
@@ -256,7 +268,46 @@ impl<S: Store + Clone> ServerNode<S> {
                 signal: watch::Sender::new(Signal::default()),
                 mailroom: Mutex::new(Mailroom::default()),
             }),
+            hub: StatusHub::new(),
         })
+    }
+
+    /// The status hub: every subscription and who gets its notifications (the server's
+    /// control socket subscribes external applications here).
+    pub fn hub(&self) -> Arc<StatusHub> {
+        Arc::clone(&self.hub)
+    }
+
+    /// Loads every status record and subscription into the hub, so subscriptions kept
+    /// before a restart notify again and policies start from the state of record.
+    async fn load_hub(&self) -> Result<(), NodeError> {
+        let states = self.store.all_statuses().await?;
+        self.hub.know(
+            states
+                .into_iter()
+                .filter_map(|r| server_store::state_of(r, None)),
+        );
+        let now = Instant::now();
+        for sub in self.store.subscriptions().await? {
+            // A policy this version cannot check (a newer one's) is left out, not fatal.
+            let Ok(policy) = cpns_proto::status::Policy::check(&sub.policy) else {
+                warn!(
+                    subscription = sub.id,
+                    "a kept subscription has a policy this version does not know"
+                );
+                continue;
+            };
+            self.hub.subscribe(
+                now,
+                cpns_proto::status::Subscription {
+                    id: sub.id,
+                    subscriber: Subscriber::Entity(sub.subscriber),
+                    watched: server_store::watched_of(sub.entities, sub.owner),
+                    policy,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Reports every message sent to `sink`.
@@ -278,6 +329,12 @@ impl<S: Store + Clone> ServerNode<S> {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        if let Err(e) = self.load_hub().await {
+            return Err(std::io::Error::other(format!(
+                "loading status subscriptions: {e}"
+            )));
+        }
+        let ticker = tokio::spawn(tick(self.hub()));
         let admission = Admission::new(self.cfg.max_unauthenticated, self.cfg.max_sessions);
         let stop_rx = self.office.signal.subscribe();
         let mut sessions = JoinSet::new();
@@ -319,6 +376,7 @@ impl<S: Store + Clone> ServerNode<S> {
         info!("CPNS Server shutting down");
         this.office.signal.send_modify(|s| s.stop = true);
         while sessions.join_next().await.is_some() {}
+        ticker.abort();
         Ok(())
     }
 
@@ -344,7 +402,31 @@ impl<S: Store + Clone> ServerNode<S> {
             PRE_AUTH_MAX_FRAME,
             self.cfg.max_queued,
         ));
-        self.run_session(conn, exporter, slot, stop).await
+        let mut end = SessionEnd::default();
+        let result = self.run_session(conn, exporter, slot, stop, &mut end).await;
+        self.end_session(end).await;
+        result
+    }
+
+    /// A session ended: the hub stops delivering to its mailbox, and its PN GW and every PNE
+    /// it reported turn offline (docs/device-status.md, "Reports"), their subscribers told.
+    async fn end_session(&self, end: SessionEnd) {
+        let Some(gw) = end.gateway else { return };
+        if let Some(mailbox) = &end.mailbox {
+            mailbox.close();
+            self.hub.detach(&Subscriber::Entity(gw.clone()), mailbox);
+            for e in &end.attached {
+                self.hub.detach(&Subscriber::Entity(e.clone()), mailbox);
+            }
+        }
+        match self
+            .store
+            .offline_reported_by(&gw, server_store::unix_millis())
+            .await
+        {
+            Ok(changed) => server_store::publish(&self.hub, changed),
+            Err(e) => warn!(%gw, error = %e, "could not record the PN GW offline"),
+        }
     }
 
     /// The TLS handshake, within its deadline and until the slot is evicted.
@@ -373,6 +455,7 @@ impl<S: Store + Clone> ServerNode<S> {
         exporter: [u8; 32],
         slot: Unauthenticated,
         mut stop: watch::Receiver<Signal>,
+        end: &mut SessionEnd,
     ) -> Result<(), NodeError> {
         let mut session = ServerSession::new(
             self.cfg.proto.clone(),
@@ -380,9 +463,10 @@ impl<S: Store + Clone> ServerNode<S> {
             Instant::now(),
             cpns_crypto::MachineRng::os(),
         );
+        session.set_wall_clock(Instant::now(), server_store::unix_millis());
         let mut slot = Slot::Unauthenticated(slot);
         loop {
-            if !Box::pin(self.drain(&mut session, &mut conn)).await? {
+            if !Box::pin(self.drain(&mut session, &mut conn, end)).await? {
                 conn.close().await;
                 return Ok(());
             }
@@ -398,6 +482,10 @@ impl<S: Store + Clone> ServerNode<S> {
                 };
                 info!(%gw, "PN GW session authenticated");
                 slot = Slot::Authenticated(authed);
+                let mailbox = Mailbox::new(MAILBOX_LIMIT);
+                self.hub.attach(Subscriber::Entity(gw.clone()), &mailbox);
+                end.gateway = Some(gw);
+                end.mailbox = Some(mailbox);
                 conn.set_max_frame(self.cfg.proto.max_frame);
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
@@ -405,6 +493,7 @@ impl<S: Store + Clone> ServerNode<S> {
                 Slot::Unauthenticated(s) => Some(s.evicted().clone()),
                 _ => None,
             };
+            let mailbox = end.mailbox.clone();
             tokio::select! {
                 frame = conn.next_frame() => match frame {
                     Ok(frame) => {
@@ -427,6 +516,13 @@ impl<S: Store + Clone> ServerNode<S> {
                     }
                 },
                 () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                Some(notes) = take_mail(mailbox) => {
+                    for n in notes {
+                        if let Subscriber::Entity(to) = n.to {
+                            session.notify(to, n.notification);
+                        }
+                    }
+                }
                 () = cancelled(evicted) => {
                     return Err(NodeError::Ended(
                         "evicted: a newer connection needed the slot".into(),
@@ -540,6 +636,7 @@ impl<S: Store + Clone> ServerNode<S> {
         &self,
         session: &mut ServerSession,
         conn: &mut FramedConn<T>,
+        end: &mut SessionEnd,
     ) -> Result<bool, NodeError> {
         while let Some(out) = session.poll_output() {
             match out {
@@ -565,8 +662,17 @@ impl<S: Store + Clone> ServerNode<S> {
                 }
                 ServerOutput::Persist { token, effect } => {
                     conn.write_now()?;
-                    let result =
-                        Box::pin(server_store::persist(&self.store, &self.master, effect)).await;
+                    let reach = reach_of(&effect, end.gateway.as_ref());
+                    let result = Box::pin(server_store::persist(
+                        &self.store,
+                        &self.master,
+                        &self.hub,
+                        effect,
+                    ))
+                    .await;
+                    if result.is_ok() {
+                        self.reach(end, reach);
+                    }
                     if let Err(e) = &result {
                         warn!(error = %e, "persist failed");
                     }
@@ -598,6 +704,65 @@ impl<S: Store + Clone> ServerNode<S> {
             }
         }
         Ok(true)
+    }
+}
+
+/// Who a persisted effect says this session now reaches, or no longer does: PNEs its PN GW
+/// reported online or offline, PNEs that subscribed through it.
+fn reach_of(
+    effect: &cpns_proto::server::ServerEffect,
+    gw: Option<&EntityId>,
+) -> Vec<(EntityId, bool)> {
+    use cpns_proto::server::ServerEffect;
+    let Some(gw) = gw else { return Vec::new() };
+    match effect {
+        ServerEffect::RecordStatuses { changes } => changes
+            .iter()
+            .filter(|c| &c.entity != gw)
+            .map(|c| (c.entity.clone(), c.status != cpns_wire::Status::Offline))
+            .collect(),
+        ServerEffect::AddSubscription { subscriber, .. } if subscriber != gw => {
+            vec![(subscriber.clone(), true)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+impl<S: Store + Clone> ServerNode<S> {
+    /// Attaches or detaches PNEs this session reaches to its mailbox.
+    fn reach(&self, end: &mut SessionEnd, reach: Vec<(EntityId, bool)>) {
+        let Some(mailbox) = &end.mailbox else { return };
+        for (pne, here) in reach {
+            let who = Subscriber::Entity(pne.clone());
+            if here {
+                self.hub.attach(who, mailbox);
+                end.attached.insert(pne);
+            } else {
+                self.hub.detach(&who, mailbox);
+                end.attached.remove(&pne);
+            }
+        }
+    }
+}
+
+/// The notifications waiting in `mailbox`; never without one.
+async fn take_mail(mailbox: Option<Arc<Mailbox>>) -> Option<Vec<crate::status_hub::Pending>> {
+    match mailbox {
+        Some(m) => m.take().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Delivers periodic notifications when they are due.
+async fn tick(hub: Arc<StatusHub>) {
+    loop {
+        let now = Instant::now();
+        let next = hub
+            .next_tick()
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + Duration::from_secs(1));
+        tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
+        hub.tick(Instant::now());
     }
 }
 

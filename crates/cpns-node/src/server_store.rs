@@ -14,9 +14,11 @@ use cpns_proto::StoreFailure;
 use cpns_proto::server::{
     EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect,
 };
+use cpns_proto::status::{EntityState, Policy, Subscription, Watched};
 use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, Store};
 
 use crate::error::{NodeError, store_failure};
+use crate::status_hub::{StatusHub, Subscriber};
 use cpns_wire::{DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
 
 /// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
@@ -32,6 +34,23 @@ pub fn unix_millis() -> i64 {
 /// Capabilities as the store keeps them (CBOR).
 pub fn caps_bytes(c: &DeviceCapabilities) -> Vec<u8> {
     minicbor::to_vec(c).unwrap_or_default()
+}
+
+/// A status record as the status machinery reads it.
+pub fn state_of(
+    r: cpns_store::StatusRecord,
+    owner: Option<&cpns_wire::UserId>,
+) -> Option<EntityState> {
+    Some(EntityState {
+        owner: r.owner.or_else(|| owner.cloned())?,
+        entity: r.entity,
+        status: r.status,
+        label: r.label,
+        since_ms: r.since.and_then(|t| u64::try_from(t).ok()),
+        battery_pct: r.attributes.battery_pct,
+        battery_minutes: r.attributes.battery_minutes,
+        free_memory_mb: r.attributes.free_memory_mb,
+    })
 }
 
 /// Capabilities from the store.
@@ -281,7 +300,46 @@ pub(crate) async fn load<S: Store>(
                 .collect();
         }
     }
+    load_status(store, req, &mut loaded).await?;
     Ok(loaded)
+}
+
+/// The status side of a load (docs/device-status.md).
+async fn load_status<S: Store>(
+    store: &S,
+    req: &LoadRequest,
+    loaded: &mut Loaded,
+) -> Result<(), NodeError> {
+    if !req.statuses.is_empty() {
+        loaded.statuses = store
+            .statuses(&req.statuses)
+            .await?
+            .into_iter()
+            .filter_map(|r| state_of(r, None))
+            .collect();
+    }
+    if let Some(entity) = &req.owner_statuses
+        && let Some(e) = store.entity(entity).await?
+    {
+        loaded.owner_statuses = store
+            .statuses_of_owner(&e.owner)
+            .await?
+            .into_iter()
+            .filter_map(|r| state_of(r, None))
+            .collect();
+    }
+    if let Some((gw, candidates)) = &req.served_by {
+        loaded.served = store.served_by(gw, candidates).await?;
+    }
+    if let Some(who) = &req.subscription_count {
+        loaded.subscriptions = store.subscription_count(who).await?;
+    }
+    if let Some((entity, since)) = &req.charging_of
+        && let Some(e) = store.entity(entity).await?
+    {
+        loaded.charging = store.charging_records(&e.owner, *since).await?;
+    }
+    Ok(())
 }
 
 /// Opens an SK_PNE sealed at rest (docs/security.md §4.7) under `master`: the server's master
@@ -338,6 +396,7 @@ fn sealed_group(
 pub(crate) async fn persist<S: Store>(
     store: &S,
     master: &MasterKey,
+    hub: &StatusHub,
     effect: ServerEffect,
 ) -> Result<Persisted, StoreFailure> {
     let now = unix_millis();
@@ -348,13 +407,109 @@ pub(crate) async fn persist<S: Store>(
             capabilities,
             status,
         } => {
-            let caps = capabilities.as_deref().map(caps_bytes);
-            let status = status.map(|s| format!("{s:?}").to_lowercase());
-            store
-                .update_entity_report(&id, caps.as_deref(), status.as_deref())
+            if let Some(caps) = capabilities {
+                let attributes = cpns_store::Attributes::of(&caps);
+                let rec = store
+                    .record_capabilities(&id, &caps_bytes(&caps), attributes)
+                    .await
+                    .map_err(err)?;
+                publish(hub, [rec]);
+            }
+            if let Some(status) = status {
+                let change = cpns_store::StatusChange {
+                    entity: id,
+                    status,
+                    label: None,
+                    since: now,
+                    reported_by: None,
+                };
+                let recs = store.record_statuses(&[change]).await.map_err(err)?;
+                publish(hub, recs);
+            }
+            Ok(Persisted::Done)
+        }
+        ServerEffect::RecordStatuses { changes } => {
+            let changes: Vec<_> = changes
+                .into_iter()
+                .map(|c| cpns_store::StatusChange {
+                    entity: c.entity,
+                    status: c.status,
+                    label: c.label,
+                    since: now,
+                    reported_by: c.reported_by,
+                })
+                .collect();
+            let recs = store.record_statuses(&changes).await.map_err(err)?;
+            publish(hub, recs);
+            Ok(Persisted::Done)
+        }
+        ServerEffect::AddSubscription {
+            subscriber,
+            owner,
+            request_id,
+            entities,
+            policy,
+        } => {
+            let checked = Policy::check(&policy).map_err(StoreFailure::Failed)?;
+            let kept = store
+                .add_subscription(&cpns_store::SubscriptionRecord {
+                    id: 0,
+                    subscriber: subscriber.clone(),
+                    owner: owner.clone(),
+                    request_id: request_id.0,
+                    entities: entities.clone(),
+                    policy,
+                    created_at: now,
+                })
                 .await
                 .map_err(err)?;
-            Ok(Persisted::Done)
+            let entries = hub.subscribe(
+                std::time::Instant::now(),
+                Subscription {
+                    id: kept.id,
+                    subscriber: Subscriber::Entity(subscriber),
+                    watched: watched_of(kept.entities, kept.owner),
+                    policy: checked,
+                },
+            );
+            Ok(Persisted::Subscribed {
+                id: kept.id,
+                entries,
+            })
+        }
+        ServerEffect::RemoveSubscription { subscriber, id } => {
+            let removed = store
+                .remove_subscription(&subscriber, id)
+                .await
+                .map_err(err)?;
+            hub.unsubscribe(&Subscriber::Entity(subscriber), id);
+            Ok(Persisted::Removed(removed))
+        }
+        ServerEffect::StoreUsage {
+            entity,
+            owner,
+            pn_id,
+            pn_owner,
+            records,
+        } => {
+            let rows: Vec<_> = records
+                .into_iter()
+                .map(|(record, units)| cpns_store::UsageRow {
+                    entity: entity.clone(),
+                    owner: owner.clone(),
+                    pn_id: Some(pn_id),
+                    pn_owner: pn_owner.clone(),
+                    record,
+                    units,
+                    received_at: now,
+                })
+                .collect();
+            let done = store.store_usage(&rows).await.map_err(err)?;
+            Ok(Persisted::Usage(cpns_wire::UsageAccepted {
+                stored: done.stored,
+                duplicates: done.duplicates,
+                charged: done.charged,
+            }))
         }
         ServerEffect::RegisterPn {
             pn_id,
@@ -518,6 +673,24 @@ pub(crate) async fn persist<S: Store>(
     }
 }
 
+/// What a subscription watches: the listed entities, or every device of its owner.
+pub fn watched_of(entities: Vec<EntityId>, owner: cpns_wire::UserId) -> Watched {
+    if entities.is_empty() {
+        Watched::User(owner)
+    } else {
+        Watched::Entities(entities)
+    }
+}
+
+/// Hands records the store holds now to the hub.
+pub fn publish(hub: &StatusHub, records: impl IntoIterator<Item = cpns_store::StatusRecord>) {
+    for r in records {
+        if let Some(state) = state_of(r, None) {
+            hub.publish(state);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cpns_store::{EntityRecord, SqliteStore};
@@ -633,13 +806,17 @@ mod tests {
             lifetime_s: None,
             max_members: None,
         };
-        persist(&store, &master, register).await.unwrap();
+        persist(&store, &master, &StatusHub::default(), register)
+            .await
+            .unwrap();
         assert_eq!(store.pn(&pn).await.unwrap().unwrap().members.len(), 1);
         let theirs = ServerEffect::ReleasePn {
             gateway: gw("gw-2"),
             pn_id: pn,
         };
-        let err = persist(&store, &master, theirs).await.unwrap_err();
+        let err = persist(&store, &master, &StatusHub::default(), theirs)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreFailure::Conflict(_)), "{err:?}");
         assert!(store.pn(&pn).await.unwrap().is_some());
         for _ in 0..2 {
@@ -648,7 +825,9 @@ mod tests {
                 pn_id: pn,
             };
             assert_eq!(
-                persist(&store, &master, release).await.unwrap(),
+                persist(&store, &master, &StatusHub::default(), release)
+                    .await
+                    .unwrap(),
                 Persisted::Done
             );
             assert_eq!(store.pn(&pn).await.unwrap(), None);

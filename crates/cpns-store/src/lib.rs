@@ -192,18 +192,29 @@ pub trait Store: Send + Sync + 'static {
     fn remove_local_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
 
     /// Records status changes in one transaction, keeping each entity's attributes
-    /// (004 §5.5.3). [`StoreError::NotFound`], and nothing recorded, if one is not enrolled.
-    fn record_statuses(&self, changes: &[StatusChange]) -> impl Future<Output = Result<()>> + Send;
+    /// (004 §5.5.3); the records as now, in the order of `changes`. [`StoreError::NotFound`],
+    /// and nothing recorded, if one is not enrolled.
+    fn record_statuses(
+        &self,
+        changes: &[StatusChange],
+    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
 
     /// Records an entity's capabilities (CBOR of `cpns_wire::DeviceCapabilities`) and the
-    /// attributes they carry, keeping its status (004 §5.5.1). [`StoreError::NotFound`] if it
-    /// is not enrolled.
+    /// attributes they carry, keeping its status (004 §5.5.1); its status record as now.
+    /// [`StoreError::NotFound`] if it is not enrolled.
     fn record_capabilities(
         &self,
         id: &EntityId,
         capabilities: &[u8],
         attributes: Attributes,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<StatusRecord>> + Send;
+
+    /// Which of `candidates` are members of a PN `gateway` serves.
+    fn served_by(
+        &self,
+        gateway: &EntityId,
+        candidates: &[EntityId],
+    ) -> impl Future<Output = Result<Vec<EntityId>>> + Send;
 
     /// Turns `gateway` and every entity its session reported offline as of `at`, in one
     /// transaction; the records that changed (a session that ended: docs/device-status.md).
@@ -238,6 +249,12 @@ pub trait Store: Send + Sync + 'static {
         subscriber: &EntityId,
         id: u64,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// How many status subscriptions `subscriber` holds.
+    fn subscription_count(
+        &self,
+        subscriber: &EntityId,
+    ) -> impl Future<Output = Result<usize>> + Send;
 
     /// Every status subscription, oldest first.
     fn subscriptions(&self) -> impl Future<Output = Result<Vec<SubscriptionRecord>>> + Send;

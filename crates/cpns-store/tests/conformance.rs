@@ -68,6 +68,7 @@ conformance!(
     subscriptions_are_kept_once_per_request,
     usage_is_stored_once_and_charged_to_the_consumer,
     a_pne_keeps_its_usage_until_it_is_sent,
+    served_by_names_the_members_of_the_gateways_pns,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

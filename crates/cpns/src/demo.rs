@@ -95,6 +95,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         confirm_others: false,
         pn_lifetime_s: None,
         pn_max_members: None,
+        heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
         id: gw.entity_id.clone(),
         eukey: gw.eukey.clone(),
         capabilities: defaults("home-hub", true, true),

@@ -186,6 +186,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         confirm_others: a.confirm_others,
         pn_lifetime_s: a.pn_lifetime_s,
         pn_max_members: a.pn_max_members,
+        heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
         id: cred.entity_id.clone(),
         eukey: cred.eukey.clone(),
         capabilities,

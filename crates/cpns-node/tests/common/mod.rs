@@ -175,6 +175,7 @@ impl Harness {
             confirm_others: false,
             pn_lifetime_s: None,
             pn_max_members: None,
+            heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
             id: gw.id.clone(),
             eukey: eukey.clone(),
             capabilities: capabilities("home-hub", true, true),

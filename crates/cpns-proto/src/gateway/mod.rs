@@ -62,7 +62,13 @@ pub struct GatewayConfig {
     pub pn_lifetime_s: Option<u32>,
     /// The most members a PN this PN GW establishes may have.
     pub pn_max_members: Option<u32>,
+    /// How often it sends the server a Heartbeat once set up (docs/device-status.md): well
+    /// under the server's offline bound. `None`: never (a server that takes silence).
+    pub heartbeat: Option<std::time::Duration>,
 }
+
+/// The default [`GatewayConfig::heartbeat`].
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many flows a PN GW runs at once (issue 6, "Bounded resources"): beyond them a new request
 /// is answered `busy`.
@@ -366,6 +372,8 @@ pub struct Gateway {
     invites: Vec<invite::Invite>,
     /// The largest frame the server accepts, as it announced (002 §B.1.1.2 step 11).
     server_max_frame: usize,
+    /// When the next Heartbeat to the server is due, while the WAN session is up.
+    next_heartbeat: Option<Instant>,
     rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
@@ -402,6 +410,7 @@ impl Gateway {
             changes: membership::Changes::default(),
             invites: Vec::new(),
             server_max_frame: cfg_max as usize,
+            next_heartbeat: None,
             rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
@@ -532,6 +541,7 @@ impl Gateway {
     /// Ends every wait whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.wan_timeout(now);
+        self.heartbeat_timeout(now);
         self.establishment_timeouts(now);
         self.relay_timeouts(now);
         self.release_timeouts(now);
@@ -547,6 +557,7 @@ impl Gateway {
         self.wan
             .deadline()
             .into_iter()
+            .chain(self.next_heartbeat)
             .chain(forming)
             .chain(relays)
             .chain(self.releases.deadlines())

@@ -62,6 +62,7 @@ impl Gateway {
         };
         let setup_msg = self.send_wan_request(req).unwrap_or_default();
         let deadline = now + self.cfg.timeouts.flow;
+        self.next_heartbeat = self.cfg.heartbeat.map(|every| now + every);
         self.wan = Wan::AwaitChallenge {
             rand_gw,
             setup_msg,
@@ -74,6 +75,7 @@ impl Gateway {
     /// The WAN session ended; flows waiting on the server fail.
     pub fn wan_closed(&mut self, now: Instant) {
         self.wan = Wan::Down;
+        self.next_heartbeat = None;
         self.fail_all_forming(now, crate::Failure::WanLost);
         self.relays_wan_lost(now);
         self.releases_wan_lost();
@@ -201,8 +203,36 @@ impl Gateway {
         }
     }
 
+    /// A Heartbeat to the server when one is due (only once set up; before, the set-up's own
+    /// messages and deadline stand for it).
+    pub(super) fn heartbeat_timeout(&mut self, now: Instant) {
+        let Some(due) = self.next_heartbeat.filter(|d| *d <= now) else {
+            return;
+        };
+        if matches!(self.wan, Wan::Ready) {
+            let env = Envelope::notify(
+                self.ids.next(),
+                self.me(),
+                cpns_wire::Address::Server,
+                cpns_wire::Heartbeat {},
+            );
+            let _ = self.transmit_wan(&env);
+        }
+        let Some(every) = self.cfg.heartbeat else {
+            self.next_heartbeat = None;
+            return;
+        };
+        let every = every.max(std::time::Duration::from_millis(100));
+        let mut next = due + every;
+        if next <= now {
+            next = now + every;
+        }
+        self.next_heartbeat = Some(next);
+    }
+
     fn wan_failed(&mut self, reason: String) {
         self.wan = Wan::Down;
+        self.next_heartbeat = None;
         self.event(GatewayEvent::WanFailed(reason.clone()));
         self.out.push_back(GatewayOutput::CloseWan { reason });
     }

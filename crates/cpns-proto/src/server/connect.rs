@@ -6,8 +6,8 @@ use std::time::Instant;
 use cpns_crypto::{EuKey, Rand, verify_gw_auth_response};
 use cpns_wire::{
     Address, AuthChallenge, AuthResponse, Body, ConnectionSetupConfirm, ConnectionSetupRequest,
-    DeviceCapabilitiesConfirm, DeviceCapabilitiesUpdate, EntityId, Envelope, ErrorCode, MsgKind,
-    PnId, StatusUpdateRequest, StatusUpdateResponse, UserId,
+    DeviceCapabilities, DeviceCapabilitiesConfirm, EntityId, Envelope, ErrorCode, MsgKind, PnId,
+    StatusUpdateRequest, StatusUpdateResponse, UserId,
 };
 
 use super::{
@@ -192,11 +192,12 @@ impl ServerSession {
         });
     }
 
-    /// Step 12: Device Capabilities Update.
-    pub(super) fn on_capabilities(&mut self, gw: &Gw, env: &Envelope, m: DeviceCapabilitiesUpdate) {
+    /// Step 12: Device Capabilities Update (checked and rate-limited by
+    /// `on_capabilities_update`).
+    pub(super) fn on_capabilities(&mut self, gw: &Gw, env: &Envelope, caps: DeviceCapabilities) {
         let effect = ServerEffect::EntityReport {
             id: gw.id.clone(),
-            capabilities: Some(Box::new(m.capabilities)),
+            capabilities: Some(Box::new(caps)),
             status: None,
         };
         self.persist(

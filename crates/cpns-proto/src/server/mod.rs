@@ -14,6 +14,7 @@ mod membership;
 mod register;
 mod release;
 mod secure;
+mod status;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -30,6 +31,7 @@ use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
 pub use budget::FlowBudget;
+pub use status::{MAX_ENTRIES, MAX_LABEL, MAX_SUBSCRIPTIONS, NewStatus, ReportLimits};
 
 use connect::Conn;
 use establish::Establishment;
@@ -53,6 +55,14 @@ pub struct ServerConfig {
     pub max_flows: usize,
     /// Flows in progress across every session of this server (shared by cloning).
     pub budget: FlowBudget,
+    /// How often each device may report (docs/device-status.md, "Rate limits").
+    pub report_limits: ReportLimits,
+    /// A PN GW silent this long (no frame, not even a Heartbeat) is taken for gone and its
+    /// session closed; `None`: never.
+    pub offline_after: Option<std::time::Duration>,
+    /// Chargeable services and their units per started MB (docs/device-status.md, "Charging
+    /// records"); a service not listed is not charged.
+    pub tariff: BTreeMap<String, u64>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +75,9 @@ impl Default for ServerConfig {
             session_lifetime_s: 86_400,
             max_flows: 64,
             budget: FlowBudget::default(),
+            report_limits: ReportLimits::default(),
+            offline_after: Some(std::time::Duration::from_secs(30)),
+            tariff: BTreeMap::new(),
         }
     }
 }
@@ -159,6 +172,17 @@ pub struct LoadRequest {
     /// With `session`: if that PNE is not a member of that PN (any more), the membership it
     /// had there that ended, if the server keeps it.
     pub departed: bool,
+    /// The status records of these entities (unknown ones left out).
+    pub statuses: Vec<EntityId>,
+    /// The status records of every device of the user owning this entity.
+    pub owner_statuses: Option<EntityId>,
+    /// Which of these PNEs are members of a PN of this PN GW.
+    pub served_by: Option<(EntityId, Vec<EntityId>)>,
+    /// How many status subscriptions this entity holds.
+    pub subscription_count: Option<EntityId>,
+    /// The charging records of the user owning this entity, of uses started at or after the
+    /// time given (seconds since the Unix epoch).
+    pub charging_of: Option<(EntityId, u64)>,
 }
 
 /// The driver's answer to a [`LoadRequest`].
@@ -183,6 +207,16 @@ pub struct Loaded {
     /// With [`LoadRequest::departed`]: the SK_PNE the PNE held in the PN, and why its
     /// membership ended.
     pub departed: Option<(SessionKey, cpns_wire::EndReason)>,
+    /// With [`LoadRequest::statuses`]: the records found.
+    pub statuses: Vec<crate::status::EntityState>,
+    /// With [`LoadRequest::owner_statuses`]: every device of that user.
+    pub owner_statuses: Vec<crate::status::EntityState>,
+    /// With [`LoadRequest::served_by`]: those served.
+    pub served: Vec<EntityId>,
+    /// With [`LoadRequest::subscription_count`]: the count.
+    pub subscriptions: usize,
+    /// With [`LoadRequest::charging_of`]: the records, oldest first.
+    pub charging: Vec<cpns_wire::ChargingRecord>,
 }
 
 impl Loaded {
@@ -320,6 +354,47 @@ pub enum ServerEffect {
         /// When the PNE joins the PN by this registration: the PN's next group key epoch.
         group: Option<NewGroupEpoch>,
     },
+    /// Record statuses (004 §5.5.3), stamped with the time by the driver, which hands the
+    /// records as now to the status hub.
+    RecordStatuses {
+        /// The changes.
+        changes: Vec<NewStatus>,
+    },
+    /// Keep a status subscription (a retry finds the one kept). The driver answers with
+    /// [`Persisted::Subscribed`], after giving it to the status hub.
+    AddSubscription {
+        /// The subscriber.
+        subscriber: EntityId,
+        /// Its user.
+        owner: UserId,
+        /// Its request id.
+        request_id: RequestId,
+        /// The watched entities; none: every device of `owner`.
+        entities: Vec<EntityId>,
+        /// The policy (checked).
+        policy: cpns_wire::StatusPolicy,
+    },
+    /// Remove a subscriber's subscription; the driver answers [`Persisted::Removed`].
+    RemoveSubscription {
+        /// The subscriber.
+        subscriber: EntityId,
+        /// The subscription.
+        id: u64,
+    },
+    /// Store usage records and the charging records they make (004 §5.5.4); the driver
+    /// answers [`Persisted::Usage`].
+    StoreUsage {
+        /// The reporting PNE.
+        entity: EntityId,
+        /// Its user, charged for its chargeable use.
+        owner: UserId,
+        /// The PN it reported in.
+        pn_id: PnId,
+        /// That PN's owner, when another user.
+        pn_owner: Option<UserId>,
+        /// The records, each with its units if chargeable.
+        records: Vec<(cpns_wire::UsageRecord, Option<u64>)>,
+    },
 }
 
 /// What the driver reports back for a persisted effect.
@@ -336,6 +411,17 @@ pub enum Persisted {
         /// PNs removed from the inventory.
         removed: Vec<PnId>,
     },
+    /// The subscription is kept under this id; the watched entities now.
+    Subscribed {
+        /// Its id.
+        id: u64,
+        /// The snapshot.
+        entries: Vec<cpns_wire::StatusEntry>,
+    },
+    /// Whether a subscription was removed.
+    Removed(bool),
+    /// What storing usage did.
+    Usage(cpns_wire::UsageAccepted),
 }
 
 /// Something the session wants the driver or the operator to know.
@@ -498,6 +584,21 @@ enum Parked {
         req: cpns_wire::GroupKeyRequest,
     },
     RemovalPersist(Box<membership::Removal>),
+    ServedLoad(Box<status::NeedsServed>),
+    StatusRead(Box<status::StatusRead>),
+    CapsPersist {
+        req_msg: u64,
+        entity: EntityId,
+    },
+    StatusPersist(u64),
+    SubscribePersist {
+        req_msg: u64,
+        subscriber: EntityId,
+    },
+    UnsubscribePersist(u64),
+    UsageLoad(Box<secure::UsageLoad>),
+    UsagePersist(Box<secure::Call>),
+    ChargingLoad(Box<secure::Call>),
 }
 
 /// Responses kept for retried requests (DESIGN §3: idempotent on (sender, request id)).
@@ -541,6 +642,12 @@ pub struct ServerSession {
     asked: BTreeMap<u64, confirm::Asked>,
     /// Units of the server's [`FlowBudget`] this session holds: one per flow in progress.
     held: usize,
+    /// What the session knows of the devices it reports for (served PNEs, rate buckets).
+    reporting: status::Reporting,
+    /// When the PN GW was last heard.
+    last_heard: Instant,
+    /// The wall clock at an instant ([`ServerSession::set_wall_clock`]).
+    wall: Option<(Instant, i64)>,
     out: VecDeque<ServerOutput>,
 }
 
@@ -569,8 +676,28 @@ impl ServerSession {
             answered: VecDeque::new(),
             asked: BTreeMap::new(),
             held: 0,
+            reporting: status::Reporting::default(),
+            last_heard: now,
+            wall: None,
             out: VecDeque::new(),
         }
+    }
+
+    /// The wall clock (Unix milliseconds) at `now`: usage reports are checked against it. The
+    /// driver calls it when the session starts, as the PN GW's driver does.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: i64) {
+        self.wall = Some((now, unix_ms));
+    }
+
+    /// Unix seconds at `at`, by the wall clock given.
+    fn unix_s(&self, at: Instant) -> Option<u64> {
+        let (base, unix) = self.wall?;
+        let ms = if at >= base {
+            unix.saturating_add(i64::try_from(at.duration_since(base).as_millis()).ok()?)
+        } else {
+            unix.saturating_sub(i64::try_from(base.duration_since(at).as_millis()).ok()?)
+        };
+        u64::try_from(ms / 1000).ok()
     }
 
     /// The authenticated PN GW, once connection set-up has authenticated it.
@@ -581,6 +708,7 @@ impl ServerSession {
     /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the frame was
     /// undecodable and the session must be closed; everything else is answered on the wire.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+        self.last_heard = now;
         let env = match self.codec.decode(frame) {
             Ok(env) => env,
             Err(e) => {
@@ -661,7 +789,13 @@ impl ServerSession {
         // Requests relayed for a PNE carry the PNE as sender; anything else must come from the
         // PN GW itself.
         match env.body.clone() {
-            Body::DeviceCapabilitiesUpdate(m) => self.on_capabilities(&gw, &env, m),
+            Body::DeviceCapabilitiesUpdate(m) => self.on_capabilities_update(now, &gw, &env, m),
+            Body::StatusReport(m) => self.on_status_report(now, &gw, &env, m),
+            Body::StatusQuery(m) => self.on_status_query(&gw, &env, m),
+            Body::StatusSubscribe(m) => self.on_status_subscribe(&gw, &env, m),
+            Body::StatusUnsubscribe(m) => self.on_status_unsubscribe(&gw, &env, m),
+            // Heard: `last_heard` moved on; nothing to answer.
+            Body::Heartbeat(_) => {}
             Body::StatusUpdateResponse(m) => self.on_status(&gw, m),
             Body::PnRegistrationRequest(m) => self.on_pn_registration(now, &gw, &env, m),
             Body::AuthenticationResponse(m)
@@ -699,7 +833,7 @@ impl ServerSession {
                 self.pn_registration_loaded(now, req_msg, req, loaded)
             }
             Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
-            Parked::SecureLoad(p) => self.secure_loaded(p, loaded),
+            Parked::SecureLoad(p) => self.secure_loaded(now, p, loaded),
             Parked::InventoryLoad(p) => self.inventory_loaded(p, loaded),
             Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
             Parked::ReleaseLoad { req_msg, req } => self.pn_release_loaded(req_msg, req, loaded),
@@ -707,6 +841,10 @@ impl ServerSession {
             Parked::GroupKeyLoad { req_msg, pne, req } => {
                 self.group_key_loaded(req_msg, &pne, req, loaded);
             }
+            Parked::ServedLoad(w) => self.served_loaded(*w, loaded),
+            Parked::StatusRead(r) => self.status_read(*r, loaded),
+            Parked::UsageLoad(u) => self.usage_loaded(*u, loaded),
+            Parked::ChargingLoad(c) => self.charging_loaded(*c, loaded),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -747,6 +885,14 @@ impl ServerSession {
                 pn_id,
             } => self.pn_release_persisted(req_msg, request_id, pn_id, result),
             Parked::RemovalPersist(r) => self.removal_persisted(*r, result),
+            Parked::CapsPersist { req_msg, entity } => self.caps_persisted(req_msg, entity, result),
+            Parked::StatusPersist(req_msg) => self.status_persisted(req_msg, result),
+            Parked::SubscribePersist {
+                req_msg,
+                subscriber,
+            } => self.subscribe_persisted(req_msg, subscriber, result),
+            Parked::UnsubscribePersist(req_msg) => self.unsubscribe_persisted(req_msg, result),
+            Parked::UsagePersist(c) => self.usage_persisted(*c, result),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -763,6 +909,7 @@ impl ServerSession {
         self.pne_confirm_timeouts(now);
         self.establishment_timeouts(now);
         self.registration_timeouts(now);
+        self.silence_timeout(now);
         self.release_ended_flows();
     }
 
@@ -776,7 +923,12 @@ impl ServerSession {
             .chain(self.pending_members.values().map(|p| p.deadline))
             .chain(self.unconfirmed.values().copied())
             .chain(self.asked.values().map(|a| a.deadline));
-        self.conn.deadline().into_iter().chain(flows).min()
+        self.conn
+            .deadline()
+            .into_iter()
+            .chain(self.silence_deadline())
+            .chain(flows)
+            .min()
     }
 
     /// The next thing to do.
@@ -803,6 +955,7 @@ impl ServerSession {
         fresh(&mut self.unconfirmed);
         fresh(&mut self.pending_members);
         fresh(&mut self.asked);
+        self.reporting.shed();
         if self.out.capacity() > 0 {
             self.out = VecDeque::new();
         }

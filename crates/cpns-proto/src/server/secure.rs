@@ -11,8 +11,12 @@ use cpns_wire::{
     InventoryAnswer, InventoryQuery, PnId, RequestId, SecureCall, SecureRequest, SecureResponse,
 };
 
+use std::time::Instant;
+
+use cpns_wire::{CHARGING_SERVICE, ChargingList, ChargingQuery, USAGE_SERVICE, UsageReport};
+
 use super::connect::Gw;
-use super::{LoadRequest, Loaded, Parked, ServerSession};
+use super::{LoadRequest, Loaded, Parked, ServerEffect, ServerSession};
 
 /// A secure request waiting for its member's SK_PNE.
 #[derive(Debug)]
@@ -49,7 +53,7 @@ impl ServerSession {
     }
 
     /// Opens the request under the member's SK_PNE, calls the service, seals the answer.
-    pub(super) fn secure_loaded(&mut self, p: SecureLoad, mut loaded: Loaded) {
+    pub(super) fn secure_loaded(&mut self, now: Instant, p: SecureLoad, mut loaded: Loaded) {
         let Some(gw) = self.conn.gateway().cloned() else {
             return;
         };
@@ -94,6 +98,8 @@ impl ServerSession {
         match call.service.as_str() {
             ECHO_SERVICE => self.answer_call(&call_of, call),
             INVENTORY_SERVICE => self.inventory_call(call_of, &call.payload),
+            USAGE_SERVICE => self.usage_call(now, call_of, &call.payload),
+            CHARGING_SERVICE => self.charging_call(call_of, &call.payload),
             _ => refuse(self, ErrorCode::NotFound, "no such service"),
         }
     }
@@ -198,6 +204,152 @@ pub(super) struct Call {
     pn_id: PnId,
     request_id: RequestId,
     sk: SessionKey,
+}
+
+/// A usage report waiting for its PNE's user and its PN's owner.
+#[derive(Debug)]
+pub(super) struct UsageLoad {
+    call: Call,
+    report: UsageReport,
+}
+
+/// Units charged for `bytes` of a service whose tariff is `per_mb` units per started MB (at
+/// least one MB is charged).
+pub(crate) fn units(per_mb: u64, bytes: u64) -> u64 {
+    per_mb.saturating_mul(bytes.div_ceil(1_000_000).max(1))
+}
+
+impl ServerSession {
+    /// 004 §5.5.4: a PNE reports usage, as its user's preferences allowed, end to end. Checked
+    /// and rate-limited before anything is read.
+    fn usage_call(&mut self, now: Instant, c: Call, payload: &[u8]) {
+        let refuse = |s: &mut Self, code, reason: String| {
+            let to = Address::Entity(c.pne.clone());
+            s.respond(c.req_msg, to, ErrorBody::new(code, reason));
+        };
+        let Ok(report) = minicbor::decode::<UsageReport>(payload) else {
+            return refuse(
+                self,
+                ErrorCode::BadRequest,
+                "the usage report did not decode".into(),
+            );
+        };
+        let Some(now_s) = self.unix_s(now) else {
+            return refuse(
+                self,
+                ErrorCode::Internal,
+                "the server has no wall clock".into(),
+            );
+        };
+        if let Err(why) = crate::usage::check_report(&report, now_s) {
+            return refuse(self, ErrorCode::BadRequest, why);
+        }
+        let limits = self.cfg.report_limits;
+        if let Err(wait) = self.reporting.take_usage(now, &c.pne, limits) {
+            return refuse(
+                self,
+                ErrorCode::RateLimited,
+                crate::rate::retry_in("usage reports", wait),
+            );
+        }
+        let request = LoadRequest {
+            statuses: vec![c.pne.clone()],
+            pn: Some(c.pn_id),
+            ..LoadRequest::default()
+        };
+        self.load(
+            Parked::UsageLoad(Box::new(UsageLoad { call: c, report })),
+            request,
+        );
+    }
+
+    /// Attributes the records: to the PNE's own user, naming the PN's owner when another user's
+    /// (001 §5.2.1.1: a PNE of another user is charged to its owner), with units for the
+    /// chargeable ones.
+    pub(super) fn usage_loaded(&mut self, u: UsageLoad, mut loaded: Loaded) {
+        let UsageLoad { call, report } = u;
+        let Some(owner) = loaded.statuses.pop().map(|s| s.owner) else {
+            let to = Address::Entity(call.pne.clone());
+            let e = ErrorBody::new(ErrorCode::Forbidden, "the reporter is not enrolled");
+            self.respond(call.req_msg, to, e);
+            return;
+        };
+        let pn_owner = loaded.pn.take().map(|pn| pn.owner).filter(|o| *o != owner);
+        let records = report
+            .records
+            .into_iter()
+            .map(|r| {
+                let charge = self
+                    .cfg
+                    .tariff
+                    .get(&r.service)
+                    .map(|per| units(*per, r.bytes));
+                (r, charge)
+            })
+            .collect();
+        let effect = ServerEffect::StoreUsage {
+            entity: call.pne.clone(),
+            owner,
+            pn_id: call.pn_id,
+            pn_owner,
+            records,
+        };
+        self.persist(Parked::UsagePersist(Box::new(call)), effect);
+    }
+
+    pub(super) fn usage_persisted(
+        &mut self,
+        call: Call,
+        result: Result<super::Persisted, crate::StoreFailure>,
+    ) {
+        match result {
+            Ok(super::Persisted::Usage(accepted)) => {
+                let payload = minicbor::to_vec(&accepted).unwrap_or_default();
+                let answer = SecureCall {
+                    service: USAGE_SERVICE.into(),
+                    payload,
+                };
+                self.answer_call(&call, answer);
+            }
+            other => {
+                let reason = match other {
+                    Err(e) => format!("store: {e}"),
+                    Ok(_) => "the store said nothing".into(),
+                };
+                let to = Address::Entity(call.pne.clone());
+                self.respond(
+                    call.req_msg,
+                    to,
+                    ErrorBody::new(ErrorCode::Internal, reason),
+                );
+            }
+        }
+    }
+
+    /// CPNS-4: a PNE lists its own user's charging records.
+    fn charging_call(&mut self, c: Call, payload: &[u8]) {
+        let Ok(query) = minicbor::decode::<ChargingQuery>(payload) else {
+            let e = ErrorBody::new(ErrorCode::BadRequest, "the charging query did not decode");
+            self.respond(c.req_msg, Address::Entity(c.pne.clone()), e);
+            return;
+        };
+        let request = LoadRequest {
+            charging_of: Some((c.pne.clone(), query.since_s.unwrap_or(0))),
+            ..LoadRequest::default()
+        };
+        self.load(Parked::ChargingLoad(Box::new(c)), request);
+    }
+
+    pub(super) fn charging_loaded(&mut self, c: Call, loaded: Loaded) {
+        let list = ChargingList {
+            records: loaded.charging,
+        };
+        let answer = SecureCall {
+            service: CHARGING_SERVICE.into(),
+            payload: minicbor::to_vec(&list).unwrap_or_default(),
+        };
+        self.answer_call(&c, answer);
+    }
 }
 
 /// An inventory query waiting for the PNs it may read.

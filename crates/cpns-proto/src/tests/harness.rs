@@ -179,13 +179,24 @@ impl Harness {
             specs,
             seed,
             GatewayLimits::default(),
-            ServerConfig::default(),
+            ServerConfig {
+                offline_after: None,
+                ..ServerConfig::default()
+            },
         )
     }
 
     /// [`Harness::new`] with the PN GW's flow limits set.
     pub fn with_limits(specs: &[PneSpec], limits: GatewayLimits) -> Self {
-        Self::with_options(specs, 1, limits, ServerConfig::default())
+        Self::with_options(
+            specs,
+            1,
+            limits,
+            ServerConfig {
+                offline_after: None,
+                ..ServerConfig::default()
+            },
+        )
     }
 
     /// [`Harness::new`] with the server's settings given (also after a restart).
@@ -214,6 +225,9 @@ impl Harness {
             confirm_others: false,
             pn_lifetime_s: None,
             pn_max_members: None,
+            // Silence and heartbeats have tests of their own (status_server.rs); the
+            // others jump the clock far ahead.
+            heartbeat: None,
             id: id("gw-1"),
             eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {
@@ -271,7 +285,8 @@ impl Harness {
             gw.link_opened(LinkId(i as u64), spec.security);
             pne_cfgs.push(cfg);
         }
-        let server = ServerSession::new(server_cfg.clone(), EXPORTER, base, rng.fork());
+        let mut server = ServerSession::new(server_cfg.clone(), EXPORTER, base, rng.fork());
+        server.set_wall_clock(base, WALL_AT_BASE);
         let pnes = pne_cfgs
             .iter()
             .map(|c| PneSession::new(c.clone(), rng.fork()))
@@ -351,6 +366,7 @@ impl Harness {
     pub fn reopen_wan(&mut self) {
         let now = self.now();
         self.server = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());
+        self.server.set_wall_clock(self.base, WALL_AT_BASE);
         self.connect_gw();
     }
 
@@ -605,6 +621,7 @@ impl Harness {
         self.queue.clear();
         self.closed_at.clear();
         self.server = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());
+        self.server.set_wall_clock(self.base, WALL_AT_BASE);
         self.gw = Gateway::new(self.gw_cfg.clone(), self.rng.fork());
         self.gw.set_wall_clock(self.base, WALL_AT_BASE);
         self.gw

@@ -179,6 +179,7 @@ fn server_with(max_flows: usize, budget: &crate::server::FlowBudget) -> (Harness
     let cfg = crate::server::ServerConfig {
         max_flows,
         budget: budget.clone(),
+        offline_after: None,
         ..crate::server::ServerConfig::default()
     };
     let mut h = Harness::with_server(&[PneSpec::trusted()], cfg);
@@ -317,6 +318,7 @@ fn a_request_over_the_server_limit_fails_its_flow_not_the_session() {
     // bound but not the server's frame.
     let cfg = crate::server::ServerConfig {
         max_frame: 4096,
+        offline_after: None,
         ..crate::server::ServerConfig::default()
     };
     let mut h = Harness::with_server(&[PneSpec::trusted(), PneSpec::trusted()], cfg);

@@ -49,5 +49,6 @@ mod replay;
 mod secure;
 mod security;
 mod server_input;
+mod status_server;
 mod store;
 mod vectors;

@@ -51,6 +51,33 @@ pub(super) struct Store {
     pub effects: BTreeMap<&'static str, usize>,
     /// The members each registered PN was recorded with as its initiator.
     pub initiators: BTreeMap<PnId, Vec<EntityId>>,
+    /// Status records (004 §5.5.3), with who reported them.
+    pub statuses: BTreeMap<EntityId, (crate::status::EntityState, Option<EntityId>)>,
+    /// Status subscriptions by id: subscriber, request id, watched, policy.
+    pub subscriptions: BTreeMap<u64, Subscription>,
+    /// Usage records kept, by (PNE, record id): record, units charged, owner, PN owner.
+    pub usage: BTreeMap<(EntityId, u64), UsageKept>,
+    /// The clock the test store stamps statuses with, ms.
+    pub clock_ms: u64,
+}
+
+/// A status subscription the test store keeps.
+#[derive(Clone, Debug)]
+pub(super) struct Subscription {
+    pub subscriber: EntityId,
+    pub request_id: cpns_wire::RequestId,
+    pub entities: Vec<EntityId>,
+    pub policy: cpns_wire::StatusPolicy,
+}
+
+/// A usage record the test store keeps.
+#[derive(Clone, Debug)]
+pub(super) struct UsageKept {
+    pub record: cpns_wire::UsageRecord,
+    pub units: Option<u64>,
+    pub owner: cpns_wire::UserId,
+    pub pn_id: PnId,
+    pub pn_owner: Option<cpns_wire::UserId>,
 }
 
 impl Store {
@@ -80,9 +107,91 @@ impl Store {
         }
     }
 
+    /// An entity's status record: as recorded, or offline if never reported.
+    pub(super) fn status_of(&self, id: &EntityId) -> Option<crate::status::EntityState> {
+        if let Some((s, _)) = self.statuses.get(id) {
+            return Some(s.clone());
+        }
+        let e = self.entities.get(id)?;
+        Some(crate::status::EntityState {
+            entity: id.clone(),
+            owner: e.owner.clone(),
+            status: Status::Offline,
+            label: None,
+            since_ms: None,
+            battery_pct: None,
+            battery_minutes: None,
+            free_memory_mb: None,
+        })
+    }
+
     pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
         self.loads.set(self.loads.get() + 1);
+        let owner_of_entity = |e: &EntityId| self.entities.get(e).map(|k| k.owner.clone());
         Loaded {
+            statuses: req
+                .statuses
+                .iter()
+                .filter_map(|e| self.status_of(e))
+                .collect(),
+            owner_statuses: req
+                .owner_statuses
+                .as_ref()
+                .and_then(owner_of_entity)
+                .map(|owner| {
+                    self.entities
+                        .values()
+                        .filter(|e| e.owner == owner)
+                        .filter_map(|e| self.status_of(&e.id))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            served: req
+                .served_by
+                .as_ref()
+                .map(|(gw, candidates)| {
+                    candidates
+                        .iter()
+                        .filter(|c| {
+                            self.pns.iter().any(|(p, inv)| {
+                                self.pn_gateway.get(p) == Some(gw)
+                                    && inv.members.iter().any(|m| &m.pne_id == *c)
+                            })
+                        })
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+            subscriptions: req.subscription_count.as_ref().map_or(0, |who| {
+                self.subscriptions
+                    .values()
+                    .filter(|s| &s.subscriber == who)
+                    .count()
+            }),
+            charging: req
+                .charging_of
+                .as_ref()
+                .and_then(|(e, since)| Some((owner_of_entity(e)?, *since)))
+                .map(|(owner, since)| {
+                    self.usage
+                        .iter()
+                        .filter(|(_, u)| u.owner == owner && u.record.start_s >= since)
+                        .filter_map(|((entity, _), u)| {
+                            Some(cpns_wire::ChargingRecord {
+                                user: u.owner.clone(),
+                                entity: entity.clone(),
+                                pn_id: Some(u.pn_id),
+                                pn_owner: u.pn_owner.clone(),
+                                service: u.record.service.clone(),
+                                start_s: u.record.start_s,
+                                end_s: u.record.end_s,
+                                bytes: u.record.bytes,
+                                units: u.units?,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             session_key: req
                 .session
                 .as_ref()
@@ -169,9 +278,98 @@ impl Store {
             ServerEffect::UpdateMembers { .. } => "update_members",
             ServerEffect::RegisterPne { .. } => "register_pne",
             ServerEffect::RememberAnswer { .. } => "remember",
+            ServerEffect::RecordStatuses { .. } => "record_statuses",
+            ServerEffect::AddSubscription { .. } => "add_subscription",
+            ServerEffect::RemoveSubscription { .. } => "remove_subscription",
+            ServerEffect::StoreUsage { .. } => "store_usage",
         };
         *self.effects.entry(kind).or_default() += 1;
         match effect {
+            ServerEffect::RecordStatuses { changes } => {
+                if let Some(c) = changes
+                    .iter()
+                    .find(|c| !self.entities.contains_key(&c.entity))
+                {
+                    return Err(crate::StoreFailure::NotFound(c.entity.to_string()));
+                }
+                self.clock_ms += 1;
+                for c in changes {
+                    let mut state = self.status_of(&c.entity).expect("enrolled");
+                    state.status = c.status;
+                    state.label = c.label;
+                    state.since_ms = Some(self.clock_ms);
+                    self.statuses.insert(c.entity, (state, c.reported_by));
+                }
+                Ok(Persisted::Done)
+            }
+            ServerEffect::AddSubscription {
+                subscriber,
+                request_id,
+                entities,
+                policy,
+                ..
+            } => {
+                let kept = self
+                    .subscriptions
+                    .iter()
+                    .find(|(_, s)| s.subscriber == subscriber && s.request_id == request_id)
+                    .map(|(id, _)| *id);
+                let id = kept.unwrap_or_else(|| self.subscriptions.len() as u64 + 1);
+                let snapshot = entities
+                    .iter()
+                    .filter_map(|e| self.status_of(e))
+                    .map(|s| s.entry())
+                    .collect();
+                self.subscriptions.entry(id).or_insert(Subscription {
+                    subscriber,
+                    request_id,
+                    entities,
+                    policy,
+                });
+                Ok(Persisted::Subscribed {
+                    id,
+                    entries: snapshot,
+                })
+            }
+            ServerEffect::RemoveSubscription { subscriber, id } => {
+                let mine = self
+                    .subscriptions
+                    .get(&id)
+                    .is_some_and(|s| s.subscriber == subscriber);
+                if mine {
+                    self.subscriptions.remove(&id);
+                }
+                Ok(Persisted::Removed(mine))
+            }
+            ServerEffect::StoreUsage {
+                entity,
+                owner,
+                pn_id,
+                pn_owner,
+                records,
+            } => {
+                let mut accepted = cpns_wire::UsageAccepted::default();
+                for (record, units) in records {
+                    let key = (entity.clone(), record.id);
+                    if self.usage.contains_key(&key) {
+                        accepted.duplicates += 1;
+                        continue;
+                    }
+                    accepted.stored += 1;
+                    accepted.charged += u32::from(units.is_some());
+                    self.usage.insert(
+                        key,
+                        UsageKept {
+                            record,
+                            units,
+                            owner: owner.clone(),
+                            pn_id,
+                            pn_owner: pn_owner.clone(),
+                        },
+                    );
+                }
+                Ok(Persisted::Usage(accepted))
+            }
             ServerEffect::RememberAnswer {
                 sender,
                 request_id,

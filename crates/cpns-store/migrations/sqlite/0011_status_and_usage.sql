@@ -34,6 +34,7 @@ CREATE TABLE status_subscriptions (
     created_at  INTEGER NOT NULL,
     UNIQUE (subscriber, request_id)
 ) STRICT;
+-- The UNIQUE index leads with the subscriber: counting a subscriber's subscriptions reads it.
 
 -- Usage records the server received (004 §5.5.4), appended in arrival order; a record is kept
 -- once per (entity, record id), so a retried report stores nothing twice. `audience`: 1 the

@@ -396,7 +396,7 @@ impl Store for SqliteStore {
         self.write(move |c| local::remove_local_pn(c, &p)).await
     }
 
-    async fn record_statuses(&self, changes: &[StatusChange]) -> Result<()> {
+    async fn record_statuses(&self, changes: &[StatusChange]) -> Result<Vec<StatusRecord>> {
         let changes = changes.to_vec();
         self.write(move |c| status::record_statuses(c, &changes))
             .await
@@ -407,7 +407,7 @@ impl Store for SqliteStore {
         id: &EntityId,
         capabilities: &[u8],
         attributes: Attributes,
-    ) -> Result<()> {
+    ) -> Result<StatusRecord> {
         let (id, caps) = (id.clone(), capabilities.to_vec());
         self.write(move |c| status::record_capabilities(c, &id, &caps, attributes))
             .await
@@ -421,6 +421,16 @@ impl Store for SqliteStore {
         let gateway = gateway.clone();
         self.write(move |c| status::offline_reported_by(c, &gateway, at))
             .await
+    }
+
+    async fn served_by(
+        &self,
+        gateway: &EntityId,
+        candidates: &[EntityId],
+    ) -> Result<Vec<EntityId>> {
+        self.inner
+            .readers
+            .read(|c| status::served_by(c, gateway, candidates))
     }
 
     async fn statuses(&self, ids: &[EntityId]) -> Result<Vec<StatusRecord>> {
@@ -446,6 +456,12 @@ impl Store for SqliteStore {
         let subscriber = subscriber.clone();
         self.write(move |c| status::remove_subscription(c, &subscriber, id))
             .await
+    }
+
+    async fn subscription_count(&self, subscriber: &EntityId) -> Result<usize> {
+        self.inner
+            .readers
+            .read(|c| status::subscription_count(c, subscriber))
     }
 
     async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {

@@ -58,7 +58,10 @@ fn require_entity(conn: &Connection, id: &EntityId) -> Result<()> {
 
 /// Records each change, keeping the attributes; [`StoreError::NotFound`] (and nothing
 /// written, the writer rolls the write back) if an entity is not enrolled.
-pub(super) fn record_statuses(conn: &Connection, changes: &[StatusChange]) -> Result<()> {
+pub(super) fn record_statuses(
+    conn: &Connection,
+    changes: &[StatusChange],
+) -> Result<Vec<StatusRecord>> {
     for c in changes {
         require_entity(conn, &c.entity)?;
         codec::exec(
@@ -76,7 +79,8 @@ pub(super) fn record_statuses(conn: &Connection, changes: &[StatusChange]) -> Re
             ],
         )?;
     }
-    Ok(())
+    let ids: Vec<EntityId> = changes.iter().map(|c| c.entity.clone()).collect();
+    statuses(conn, &ids)
 }
 
 /// Records an entity's capabilities with the attributes they carry, keeping its status.
@@ -85,7 +89,7 @@ pub(super) fn record_capabilities(
     id: &EntityId,
     capabilities: &[u8],
     a: Attributes,
-) -> Result<()> {
+) -> Result<StatusRecord> {
     let changed = codec::exec(
         conn,
         "UPDATE entities SET capabilities = ? WHERE id = ?",
@@ -107,7 +111,28 @@ pub(super) fn record_capabilities(
             a.free_memory_mb
         ],
     )?;
-    Ok(())
+    statuses(conn, std::slice::from_ref(id))?
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(format!("entity {id}")))
+}
+
+/// Which of `candidates` are members of a PN `gateway` serves.
+pub(super) fn served_by(
+    conn: &Connection,
+    gateway: &EntityId,
+    candidates: &[EntityId],
+) -> Result<Vec<EntityId>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = codec::json_string_array(candidates.iter().map(EntityId::as_str));
+    codec::all(
+        conn,
+        "SELECT DISTINCT m.pne_id FROM pn_members AS m JOIN pns AS p ON p.seq = m.pn_seq \
+         WHERE p.gateway = ? AND m.pne_id IN (SELECT value FROM json_each(?)) ORDER BY m.pne_id",
+        params![gateway.as_str(), list],
+        |row| codec::id(row, "pne_id"),
+    )
 }
 
 /// Turns every entity `gateway`'s session reported, and `gateway` itself, offline at `at`;
@@ -246,6 +271,18 @@ pub(super) fn remove_subscription(
         params![id, subscriber.as_str()],
     )?;
     Ok(n > 0)
+}
+
+/// How many subscriptions `subscriber` holds.
+pub(super) fn subscription_count(conn: &Connection, subscriber: &EntityId) -> Result<usize> {
+    let n: i64 = codec::optional(
+        conn,
+        "SELECT COUNT(*) AS n FROM status_subscriptions WHERE subscriber = ?",
+        [subscriber.as_str()],
+        |row| Ok(row.get("n")?),
+    )?
+    .unwrap_or(0);
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Every subscription, oldest first.

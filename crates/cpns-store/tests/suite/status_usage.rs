@@ -48,14 +48,23 @@ pub async fn statuses_are_recorded_with_their_attributes<S: Store>(s: &S) {
         battery_minutes: Some(90),
         free_memory_mb: None,
     };
-    s.record_capabilities(&eid("phone"), &caps, attrs)
+    let recorded = s
+        .record_capabilities(&eid("phone"), &caps, attrs)
         .await
         .unwrap();
+    assert_eq!(
+        (recorded.status, recorded.attributes),
+        (Status::Offline, attrs)
+    );
     let mut busy = change("phone", Status::Custom, 5, Some("gw"));
     busy.label = Some("driving".into());
-    s.record_statuses(&[busy, change("gw", Status::Online, 4, None)])
+    let now = s
+        .record_statuses(&[busy, change("gw", Status::Online, 4, None)])
         .await
         .unwrap();
+    let ids: Vec<_> = now.iter().map(|r| (r.entity.as_str(), r.status)).collect();
+    assert_eq!(ids, [("phone", Status::Custom), ("gw", Status::Online)]);
+    assert_eq!(now[0].attributes, attrs, "returned as now, attributes kept");
     let got = s
         .statuses(&[eid("phone"), eid("nobody"), eid("gw")])
         .await
@@ -199,6 +208,8 @@ pub async fn subscriptions_are_kept_once_per_request<S: Store>(s: &S) {
     assert_ne!(b.id, a.id);
     assert!(b.entities.is_empty(), "empty: every device of the owner");
     assert_eq!(s.subscriptions().await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(s.subscription_count(&eid("gw")).await.unwrap(), 1);
+    assert_eq!(s.subscription_count(&eid("tv")).await.unwrap(), 0);
 
     assert!(
         !s.remove_subscription(&eid("phone"), a.id).await.unwrap(),
@@ -402,5 +413,28 @@ pub async fn a_pne_keeps_its_usage_until_it_is_sent<S: Store>(s: &S) {
     assert_eq!(
         s.usage_prefs().await.unwrap(),
         vec![("game".into(), "shared".into())]
+    );
+}
+
+pub async fn served_by_names_the_members_of_the_gateways_pns<S: Store>(s: &S) {
+    household(s).await;
+    s.insert_entity(&entity("gw2", "bob")).await.unwrap();
+    s.register_pn(&super::pn(1, "gw", &["phone", "watch"]))
+        .await
+        .unwrap();
+    s.register_pn(&super::pn(2, "gw2", &["tv"])).await.unwrap();
+    let candidates = [eid("tv"), eid("watch"), eid("phone"), eid("ghost")];
+    let served = s.served_by(&eid("gw"), &candidates).await.unwrap();
+    assert_eq!(served, vec![eid("phone"), eid("watch")]);
+    assert_eq!(
+        s.served_by(&eid("gw2"), &candidates).await.unwrap(),
+        vec![eid("tv")]
+    );
+    assert!(s.served_by(&eid("gw"), &[]).await.unwrap().is_empty());
+    assert!(
+        s.served_by(&eid("nobody"), &candidates)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -91,6 +91,7 @@ impl SimGateway {
             confirm_others: false,
             pn_lifetime_s: None,
             pn_max_members: None,
+            heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
             id: household.gateway.id.clone(),
             eukey: household.gateway.eukey.clone(),
             capabilities: caps("home-hub", true),

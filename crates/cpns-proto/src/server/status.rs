@@ -1,0 +1,683 @@
+//! The server's side of device capabilities and status management (004 §5.5.1, §5.5.3;
+//! docs/device-status.md): capabilities and status reports from a PN GW about itself and the
+//! PNEs of its PNs, status queries, subscriptions, heartbeats and the notifications the hub
+//! hands back.
+//!
+//! A PN GW speaks for itself and for the PNEs of its own PNs only: a report, query or
+//! subscription naming any other PNE is refused `forbidden` and changes nothing. Which PNEs it
+//! serves is read from the store once per PNE and kept for the session (a PNE leaving one of
+//! its PNs on this session is forgotten). Each entity's reports are rate-limited on their own,
+//! so one busy device is refused `rate_limited` while the others go on.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use cpns_wire::{
+    Address, DeviceCapabilities, DeviceCapabilitiesConfirm, EntityId, Envelope, ErrorCode, Status,
+    StatusAck, StatusAnswer, StatusEntry, StatusNotification, StatusQuery, StatusReport,
+    StatusSubscribe, StatusSubscribed, StatusUnsubscribe,
+};
+
+use super::connect::Gw;
+use super::{LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerSession};
+use crate::StoreFailure;
+use crate::rate::{TokenBucket, retry_in};
+use crate::status::{EntityState, MAX_WATCHED, Policy};
+
+/// Most entries of one status report.
+pub const MAX_ENTRIES: usize = 64;
+/// Most bytes of a custom status's label.
+pub const MAX_LABEL: usize = 64;
+/// Most status subscriptions one subscriber holds.
+pub const MAX_SUBSCRIPTIONS: usize = 32;
+/// Most PNEs a session remembers as served, and devices it keeps a rate bucket for; beyond,
+/// the oldest knowledge is dropped and read again when needed.
+const MAX_TRACKED: usize = 4096;
+
+/// Per-device bounds of the reports a session takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportLimits {
+    /// Capabilities updates: burst.
+    pub caps_burst: u32,
+    /// Capabilities updates: one more every.
+    pub caps_every: Duration,
+    /// Status entries: burst.
+    pub status_burst: u32,
+    /// Status entries: one more every.
+    pub status_every: Duration,
+    /// Usage reports: burst.
+    pub usage_burst: u32,
+    /// Usage reports: one more every.
+    pub usage_every: Duration,
+}
+
+impl Default for ReportLimits {
+    fn default() -> Self {
+        Self {
+            caps_burst: 5,
+            caps_every: Duration::from_secs(2),
+            status_burst: 10,
+            status_every: Duration::from_millis(500),
+            usage_burst: 10,
+            usage_every: Duration::from_secs(6),
+        }
+    }
+}
+
+/// A status the session records; the driver stamps the time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewStatus {
+    /// The entity.
+    pub entity: EntityId,
+    /// Its status.
+    pub status: Status,
+    /// The label of a custom status.
+    pub label: Option<String>,
+    /// The PN GW reporting it, for a PNE.
+    pub reported_by: Option<EntityId>,
+}
+
+/// What a session knows of the devices it reports for.
+#[derive(Debug, Default)]
+pub(super) struct Reporting {
+    /// PNEs the store showed to be members of this PN GW's PNs.
+    served: BTreeSet<EntityId>,
+    /// Rate buckets of capabilities updates, by entity.
+    caps: std::collections::BTreeMap<EntityId, TokenBucket>,
+    /// Rate buckets of status entries, by entity.
+    status: std::collections::BTreeMap<EntityId, TokenBucket>,
+    /// Rate buckets of usage reports, by PNE.
+    usage: std::collections::BTreeMap<EntityId, TokenBucket>,
+}
+
+impl Reporting {
+    /// Gives back what emptied maps hold (an idle session's memory).
+    pub(super) fn shed(&mut self) {
+        if self.served.is_empty() {
+            self.served = BTreeSet::new();
+        }
+        if self.caps.is_empty() {
+            self.caps = Default::default();
+        }
+        if self.status.is_empty() {
+            self.status = Default::default();
+        }
+        if self.usage.is_empty() {
+            self.usage = Default::default();
+        }
+    }
+
+    /// Takes a usage report token of `pne`.
+    pub(super) fn take_usage(
+        &mut self,
+        now: Instant,
+        pne: &EntityId,
+        limits: ReportLimits,
+    ) -> Result<(), Duration> {
+        take(
+            &mut self.usage,
+            now,
+            pne,
+            limits.usage_burst,
+            limits.usage_every,
+        )
+    }
+
+    /// Forgets which PNEs are served (members left a PN of this PN GW, or it released one):
+    /// the store is read again when they are next named.
+    pub(super) fn forget_served(&mut self) {
+        self.served = BTreeSet::new();
+    }
+}
+
+/// Takes one token of `entity`'s bucket in `buckets`.
+fn take(
+    buckets: &mut std::collections::BTreeMap<EntityId, TokenBucket>,
+    now: Instant,
+    entity: &EntityId,
+    burst: u32,
+    every: Duration,
+) -> Result<(), Duration> {
+    if buckets.len() >= MAX_TRACKED && !buckets.contains_key(entity) {
+        // Full buckets hold nothing worth keeping.
+        buckets.retain(|_, b| !b.is_full(now));
+        if buckets.len() >= MAX_TRACKED {
+            buckets.pop_first();
+        }
+    }
+    buckets
+        .entry(entity.clone())
+        .or_insert_with(|| TokenBucket::new(now, burst, every))
+        .take(now)
+}
+
+/// What waits for the store's word on which PNEs this PN GW serves.
+#[derive(Debug)]
+pub(super) enum NeedsServed {
+    Caps {
+        req_msg: u64,
+        entity: EntityId,
+        caps: Box<DeviceCapabilities>,
+    },
+    Report {
+        req_msg: u64,
+        changes: Vec<NewStatus>,
+    },
+    Query {
+        req_msg: u64,
+        asker: EntityId,
+        query: StatusQuery,
+    },
+    Subscribe {
+        req_msg: u64,
+        subscriber: EntityId,
+        req: Box<StatusSubscribe>,
+    },
+    Unsubscribe {
+        req_msg: u64,
+        subscriber: EntityId,
+        id: u64,
+    },
+}
+
+impl NeedsServed {
+    fn req_msg(&self) -> u64 {
+        match self {
+            NeedsServed::Caps { req_msg, .. }
+            | NeedsServed::Report { req_msg, .. }
+            | NeedsServed::Query { req_msg, .. }
+            | NeedsServed::Subscribe { req_msg, .. }
+            | NeedsServed::Unsubscribe { req_msg, .. } => *req_msg,
+        }
+    }
+
+    /// The PNEs it names.
+    fn pnes(&self, gw: &EntityId) -> Vec<EntityId> {
+        let mut out: Vec<EntityId> = match self {
+            NeedsServed::Caps { entity, .. } => vec![entity.clone()],
+            NeedsServed::Report { changes, .. } => {
+                changes.iter().map(|c| c.entity.clone()).collect()
+            }
+            NeedsServed::Query { asker, .. } => vec![asker.clone()],
+            NeedsServed::Subscribe { subscriber, .. }
+            | NeedsServed::Unsubscribe { subscriber, .. } => vec![subscriber.clone()],
+        };
+        out.retain(|e| e != gw);
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// A status query or subscription waiting for the statuses it reads.
+#[derive(Debug)]
+pub(super) enum StatusRead {
+    Query {
+        req_msg: u64,
+        asker: EntityId,
+        query: StatusQuery,
+    },
+    Subscribe {
+        req_msg: u64,
+        subscriber: EntityId,
+        req: Box<StatusSubscribe>,
+    },
+}
+
+impl ServerSession {
+    /// The entity a relayed request speaks for: the PN GW itself, or the PNE it names as the
+    /// sender.
+    fn speaker(gw: &Gw, env: &Envelope) -> EntityId {
+        match &env.from {
+            Address::Entity(e) => e.clone(),
+            Address::Server => gw.id.clone(),
+        }
+    }
+
+    /// Device Capabilities Update (002 §B.1.1.2 step 12 for the PN GW's own; 004 §5.5.1 for a
+    /// PNE's, relayed).
+    pub(super) fn on_capabilities_update(
+        &mut self,
+        now: Instant,
+        gw: &Gw,
+        env: &Envelope,
+        m: cpns_wire::DeviceCapabilitiesUpdate,
+    ) {
+        if let Err(why) = m.capabilities.check() {
+            return self.reject(env, ErrorCode::BadRequest, format!("capabilities: {why}"));
+        }
+        let entity = m.entity.unwrap_or_else(|| gw.id.clone());
+        let limits = self.cfg.report_limits;
+        let bucket = take(
+            &mut self.reporting.caps,
+            now,
+            &entity,
+            limits.caps_burst,
+            limits.caps_every,
+        );
+        if let Err(wait) = bucket {
+            return self.reject(
+                env,
+                ErrorCode::RateLimited,
+                retry_in("capabilities updates", wait),
+            );
+        }
+        if entity == gw.id {
+            return self.on_capabilities(gw, env, m.capabilities);
+        }
+        self.with_served(
+            gw,
+            NeedsServed::Caps {
+                req_msg: env.msg_id,
+                entity,
+                caps: Box::new(m.capabilities),
+            },
+        );
+    }
+
+    /// Status Report from the PN GW: its own status and its PNEs'.
+    pub(super) fn on_status_report(
+        &mut self,
+        now: Instant,
+        gw: &Gw,
+        env: &Envelope,
+        m: StatusReport,
+    ) {
+        if m.entries.is_empty() || m.entries.len() > MAX_ENTRIES {
+            return self.reject(
+                env,
+                ErrorCode::BadRequest,
+                format!("a status report holds 1 to {MAX_ENTRIES} entries"),
+            );
+        }
+        let mut changes = Vec::with_capacity(m.entries.len());
+        for e in m.entries {
+            if let Err(why) = check_entry(&e) {
+                return self.reject(env, ErrorCode::BadRequest, format!("{}: {why}", e.entity));
+            }
+            changes.push(NewStatus {
+                reported_by: (e.entity != gw.id).then(|| gw.id.clone()),
+                entity: e.entity,
+                status: e.status,
+                label: e.label,
+            });
+        }
+        let limits = self.cfg.report_limits;
+        for c in &changes {
+            let bucket = take(
+                &mut self.reporting.status,
+                now,
+                &c.entity,
+                limits.status_burst,
+                limits.status_every,
+            );
+            if let Err(wait) = bucket {
+                let reason = format!("{}: {}", c.entity, retry_in("status reports", wait));
+                return self.reject(env, ErrorCode::RateLimited, reason);
+            }
+        }
+        self.with_served(
+            gw,
+            NeedsServed::Report {
+                req_msg: env.msg_id,
+                changes,
+            },
+        );
+    }
+
+    /// Status Query (retrieval on request, 004 §5.5.3.2).
+    pub(super) fn on_status_query(&mut self, gw: &Gw, env: &Envelope, query: StatusQuery) {
+        if query.entities.len() > MAX_WATCHED {
+            return self.reject(
+                env,
+                ErrorCode::BadRequest,
+                format!("a query names at most {MAX_WATCHED} entities"),
+            );
+        }
+        let asker = Self::speaker(gw, env);
+        self.with_served(
+            gw,
+            NeedsServed::Query {
+                req_msg: env.msg_id,
+                asker,
+                query,
+            },
+        );
+    }
+
+    /// Status Subscribe (policy-based status report, 004 §5.5.3.2).
+    pub(super) fn on_status_subscribe(&mut self, gw: &Gw, env: &Envelope, req: StatusSubscribe) {
+        if let Err(why) = Policy::check(&req.policy) {
+            return self.reject(env, ErrorCode::BadRequest, why);
+        }
+        if req.entities.len() > MAX_WATCHED {
+            return self.reject(
+                env,
+                ErrorCode::BadRequest,
+                format!("a subscription watches at most {MAX_WATCHED} entities"),
+            );
+        }
+        let subscriber = Self::speaker(gw, env);
+        self.with_served(
+            gw,
+            NeedsServed::Subscribe {
+                req_msg: env.msg_id,
+                subscriber,
+                req: Box::new(req),
+            },
+        );
+    }
+
+    /// Status Unsubscribe.
+    pub(super) fn on_status_unsubscribe(&mut self, gw: &Gw, env: &Envelope, m: StatusUnsubscribe) {
+        let subscriber = Self::speaker(gw, env);
+        self.with_served(
+            gw,
+            NeedsServed::Unsubscribe {
+                req_msg: env.msg_id,
+                subscriber,
+                id: m.subscription,
+            },
+        );
+    }
+
+    /// Goes on with `w` once every PNE it names is known to be served by this PN GW, reading
+    /// the store for those not known yet.
+    fn with_served(&mut self, gw: &Gw, w: NeedsServed) {
+        let unknown: Vec<EntityId> = w
+            .pnes(&gw.id)
+            .into_iter()
+            .filter(|p| !self.reporting.served.contains(p))
+            .collect();
+        if unknown.is_empty() {
+            return self.served_known(w);
+        }
+        let request = LoadRequest {
+            served_by: Some((gw.id.clone(), unknown)),
+            ..LoadRequest::default()
+        };
+        self.load(Parked::ServedLoad(Box::new(w)), request);
+    }
+
+    /// The store's answer on which PNEs are served.
+    pub(super) fn served_loaded(&mut self, w: NeedsServed, loaded: Loaded) {
+        let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
+            return;
+        };
+        if self.reporting.served.len() + loaded.served.len() > MAX_TRACKED {
+            self.reporting.served.clear();
+        }
+        self.reporting.served.extend(loaded.served);
+        let stranger = w
+            .pnes(&gw)
+            .into_iter()
+            .find(|p| !self.reporting.served.contains(p));
+        if let Some(p) = stranger {
+            let reason = format!("{p} is not a member of a PN of this PN GW");
+            return self.respond_error(w.req_msg(), ErrorCode::Forbidden, reason);
+        }
+        self.served_known(w);
+    }
+
+    fn served_known(&mut self, w: NeedsServed) {
+        match w {
+            NeedsServed::Caps {
+                req_msg,
+                entity,
+                caps,
+            } => {
+                let effect = ServerEffect::EntityReport {
+                    id: entity.clone(),
+                    capabilities: Some(caps),
+                    status: None,
+                };
+                self.persist(Parked::CapsPersist { req_msg, entity }, effect);
+            }
+            NeedsServed::Report { req_msg, changes } => {
+                self.persist(
+                    Parked::StatusPersist(req_msg),
+                    ServerEffect::RecordStatuses { changes },
+                );
+            }
+            NeedsServed::Query {
+                req_msg,
+                asker,
+                query,
+            } => {
+                let request = LoadRequest {
+                    statuses: std::iter::once(asker.clone())
+                        .chain(query.entities.iter().cloned())
+                        .collect(),
+                    owner_statuses: query.entities.is_empty().then(|| asker.clone()),
+                    ..LoadRequest::default()
+                };
+                let read = StatusRead::Query {
+                    req_msg,
+                    asker,
+                    query,
+                };
+                self.load(Parked::StatusRead(Box::new(read)), request);
+            }
+            NeedsServed::Subscribe {
+                req_msg,
+                subscriber,
+                req,
+            } => {
+                let request = LoadRequest {
+                    statuses: std::iter::once(subscriber.clone())
+                        .chain(req.entities.iter().cloned())
+                        .collect(),
+                    subscription_count: Some(subscriber.clone()),
+                    ..LoadRequest::default()
+                };
+                let read = StatusRead::Subscribe {
+                    req_msg,
+                    subscriber,
+                    req,
+                };
+                self.load(Parked::StatusRead(Box::new(read)), request);
+            }
+            NeedsServed::Unsubscribe {
+                req_msg,
+                subscriber,
+                id,
+            } => {
+                let effect = ServerEffect::RemoveSubscription { subscriber, id };
+                self.persist(Parked::UnsubscribePersist(req_msg), effect);
+            }
+        }
+    }
+
+    /// The statuses a query or a subscription reads: who asks (its user) and what it names.
+    pub(super) fn status_read(&mut self, read: StatusRead, loaded: Loaded) {
+        let (req_msg, asker, named) = match &read {
+            StatusRead::Query {
+                req_msg,
+                asker,
+                query,
+            } => (*req_msg, asker.clone(), query.entities.clone()),
+            StatusRead::Subscribe {
+                req_msg,
+                subscriber,
+                req,
+            } => (*req_msg, subscriber.clone(), req.entities.clone()),
+        };
+        let Some(owner) = loaded
+            .statuses
+            .iter()
+            .find(|s| s.entity == asker)
+            .map(|s| s.owner.clone())
+        else {
+            return self.respond_error(req_msg, ErrorCode::Forbidden, "the asker is not enrolled");
+        };
+        let found = |id: &EntityId| loaded.statuses.iter().find(|s| &s.entity == id);
+        for id in &named {
+            match found(id) {
+                None => {
+                    return self.respond_error(req_msg, ErrorCode::NotFound, format!("no {id}"));
+                }
+                Some(s) if s.owner != owner => {
+                    let reason = format!("{id} is another user's device");
+                    return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
+                }
+                Some(_) => {}
+            }
+        }
+        match read {
+            StatusRead::Query { query, .. } => {
+                let entries = if query.entities.is_empty() {
+                    loaded
+                        .owner_statuses
+                        .iter()
+                        .map(EntityState::entry)
+                        .collect()
+                } else {
+                    named
+                        .iter()
+                        .filter_map(found)
+                        .map(EntityState::entry)
+                        .collect()
+                };
+                self.respond(req_msg, Address::Entity(asker), StatusAnswer { entries });
+            }
+            StatusRead::Subscribe { req, .. } => {
+                if loaded.subscriptions >= MAX_SUBSCRIPTIONS {
+                    let reason =
+                        format!("{asker} holds {MAX_SUBSCRIPTIONS} subscriptions, the most it may");
+                    return self.respond_error(req_msg, ErrorCode::Busy, reason);
+                }
+                let req = *req;
+                let effect = ServerEffect::AddSubscription {
+                    subscriber: asker.clone(),
+                    owner,
+                    request_id: req.request_id,
+                    entities: req.entities,
+                    policy: req.policy,
+                };
+                self.persist(
+                    Parked::SubscribePersist {
+                        req_msg,
+                        subscriber: asker,
+                    },
+                    effect,
+                );
+            }
+        }
+    }
+
+    pub(super) fn caps_persisted(
+        &mut self,
+        req_msg: u64,
+        entity: EntityId,
+        result: Result<Persisted, StoreFailure>,
+    ) {
+        match result {
+            Ok(_) => {
+                self.respond(req_msg, Address::Server, DeviceCapabilitiesConfirm {});
+            }
+            Err(StoreFailure::NotFound(_)) => self.respond_error(
+                req_msg,
+                ErrorCode::NotFound,
+                format!("{entity} is not enrolled"),
+            ),
+            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+        }
+    }
+
+    pub(super) fn status_persisted(
+        &mut self,
+        req_msg: u64,
+        result: Result<Persisted, StoreFailure>,
+    ) {
+        match result {
+            Ok(_) => {
+                self.respond(req_msg, Address::Server, StatusAck {});
+            }
+            Err(StoreFailure::NotFound(what)) => self.respond_error(
+                req_msg,
+                ErrorCode::NotFound,
+                format!("{what} is not enrolled"),
+            ),
+            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+        }
+    }
+
+    pub(super) fn subscribe_persisted(
+        &mut self,
+        req_msg: u64,
+        subscriber: EntityId,
+        result: Result<Persisted, StoreFailure>,
+    ) {
+        match result {
+            Ok(Persisted::Subscribed { id, entries }) => {
+                self.respond(
+                    req_msg,
+                    Address::Entity(subscriber),
+                    StatusSubscribed {
+                        subscription: id,
+                        entries,
+                    },
+                );
+            }
+            Ok(_) => self.respond_error(req_msg, ErrorCode::Internal, "the store said nothing"),
+            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+        }
+    }
+
+    pub(super) fn unsubscribe_persisted(
+        &mut self,
+        req_msg: u64,
+        result: Result<Persisted, StoreFailure>,
+    ) {
+        match result {
+            Ok(Persisted::Removed(true)) => {
+                self.respond(req_msg, Address::Server, StatusAck {});
+            }
+            Ok(_) => self.respond_error(req_msg, ErrorCode::NotFound, "no such subscription"),
+            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+        }
+    }
+
+    /// A notification the hub has for `to`: the PN GW itself or a PNE behind it.
+    pub fn notify(&mut self, to: EntityId, n: StatusNotification) {
+        if self.conn.gateway().is_none() {
+            return;
+        }
+        let id = self.ids.next();
+        self.transmit(Envelope::notify(
+            id,
+            Address::Server,
+            Address::Entity(to),
+            n,
+        ));
+    }
+
+    /// The silence after which the PN GW is taken for gone, if the session is up.
+    pub(super) fn silence_deadline(&self) -> Option<Instant> {
+        let after = self.cfg.offline_after?;
+        self.conn.gateway()?;
+        Some(self.last_heard + after)
+    }
+
+    pub(super) fn silence_timeout(&mut self, now: Instant) {
+        if self.silence_deadline().is_some_and(|d| d <= now) {
+            let after = self.cfg.offline_after.unwrap_or_default();
+            self.conn = super::connect::Conn::Closed;
+            self.out.push_back(super::ServerOutput::Close {
+                reason: format!("the PN GW was silent for {} s", after.as_secs()),
+            });
+        }
+    }
+}
+
+/// Why a status entry may not be taken.
+fn check_entry(e: &StatusEntry) -> Result<(), String> {
+    match (&e.label, e.status) {
+        (Some(l), Status::Custom) if l.is_empty() || l.len() > MAX_LABEL => {
+            Err(format!("a custom status's label is 1 to {MAX_LABEL} bytes"))
+        }
+        (None, Status::Custom) => Err("a custom status has a label".into()),
+        (Some(_), s) if s != Status::Custom => Err("only a custom status has a label".into()),
+        _ => Ok(()),
+    }
+}
