@@ -18,6 +18,7 @@ mod pn_flows;
 mod relay;
 mod release;
 mod setup;
+mod status;
 mod wan;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -65,10 +66,22 @@ pub struct GatewayConfig {
     /// How often it sends the server a Heartbeat once set up (docs/device-status.md): well
     /// under the server's offline bound. `None`: never (a server that takes silence).
     pub heartbeat: Option<std::time::Duration>,
+    /// A PAN link silent this long (no frame, not even a Heartbeat) is closed and its PNE
+    /// reported offline; `None`: never.
+    pub pan_offline_after: Option<std::time::Duration>,
+    /// Whether it reports its PNEs' presence to the server (docs/device-status.md).
+    pub report_presence: bool,
+    /// How often each PNE may report through it.
+    pub pne_limits: PneReportLimits,
 }
 
 /// The default [`GatewayConfig::heartbeat`].
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The default [`GatewayConfig::pan_offline_after`].
+pub const PAN_OFFLINE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub use status::PneReportLimits;
 
 /// How many flows a PN GW runs at once (issue 6, "Bounded resources"): beyond them a new request
 /// is answered `busy`.
@@ -99,6 +112,8 @@ pub struct LinkId(pub u64);
 pub enum GatewayEvent {
     /// The WAN session is set up and reported (002 §B.1.1.2 step 17).
     WanReady,
+    /// A status notification for one of this PN GW's own subscriptions (004 §5.5.3.2).
+    StatusNotified(cpns_wire::StatusNotification),
     /// The WAN session failed.
     WanFailed(String),
     /// The server refused the PN GW's connection set-up (002 §B.1.1.2 steps 9-11) with this
@@ -374,6 +389,8 @@ pub struct Gateway {
     server_max_frame: usize,
     /// When the next Heartbeat to the server is due, while the WAN session is up.
     next_heartbeat: Option<Instant>,
+    /// Its PNEs' presence as reported, and their rate buckets.
+    presence: status::Presence,
     rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
@@ -411,6 +428,7 @@ impl Gateway {
             invites: Vec::new(),
             server_max_frame: cfg_max as usize,
             next_heartbeat: None,
+            presence: status::Presence::default(),
             rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
@@ -470,14 +488,17 @@ impl Gateway {
         let Some(l) = self.links.remove(&link) else {
             return;
         };
+        self.presence.link_gone(link);
         if let Some(pne) = l.peer {
             if self.routes.get(&pne) == Some(&link) {
                 self.routes.remove(&pne);
             }
+            self.presence.mark(&pne);
             self.pne_gone(now, &pne);
         }
         self.relays.forget_link(link);
         self.invites_link_closed(link);
+        self.sync_presence();
     }
 
     /// Takes one frame (without its length prefix) from a PAN link. An `Err` means the link
@@ -491,6 +512,7 @@ impl Gateway {
         let Some(l) = self.links.get_mut(&link) else {
             return Err(ProtoError::WrongState("unknown link"));
         };
+        self.presence.heard(link, now);
         let env = match l.codec.decode(frame) {
             Ok(env) => env,
             // Another version: a request is answered, anything else dropped; the link stays.
@@ -505,6 +527,7 @@ impl Gateway {
             }
         };
         self.on_pan(now, link, env);
+        self.sync_presence();
         Ok(())
     }
 
@@ -519,6 +542,7 @@ impl Gateway {
             }
         };
         self.on_wan(now, env);
+        self.sync_presence();
         Ok(())
     }
 
@@ -530,11 +554,18 @@ impl Gateway {
         result: Result<(), crate::StoreFailure>,
     ) -> Result<(), ProtoError> {
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
-            Parked::Establishment(pn) => self.establishment_persisted(now, pn, result),
-            Parked::MemberAdded(p) => self.member_add_persisted(now, *p, result),
+            Parked::Establishment(pn) => {
+                self.establishment_persisted(now, pn, result);
+                self.mark_members(&pn);
+            }
+            Parked::MemberAdded(p) => {
+                self.presence.mark(p.pne());
+                self.member_add_persisted(now, *p, result);
+            }
             Parked::Released(r) => self.release_stored(*r, result),
             Parked::MemberRemoved(a) => self.change_stored(*a, result),
         }
+        self.sync_presence();
         Ok(())
     }
 
@@ -548,6 +579,8 @@ impl Gateway {
         self.change_timeouts(now);
         self.invite_timeouts(now);
         self.expiry_timeouts(now);
+        self.silence_timeouts(now);
+        self.sync_presence();
     }
 
     /// The earliest deadline, if any.
@@ -558,6 +591,7 @@ impl Gateway {
             .deadline()
             .into_iter()
             .chain(self.next_heartbeat)
+            .chain(self.silence_deadline())
             .chain(forming)
             .chain(relays)
             .chain(self.releases.deadlines())
@@ -661,6 +695,14 @@ impl Gateway {
             Body::GroupKeyRequest(m) => self.on_pne_request_for_server(now, link, &env, m),
             Body::MembershipConfirm(m) => self.on_membership_confirm(link, &env, m),
             Body::InventoryQuery(m) => self.on_inventory_query(link, &env, m),
+            Body::DeviceCapabilitiesUpdate(m) => self.on_pne_capabilities(now, link, &env, m),
+            Body::StatusReport(m) => self.on_pne_status_report(now, link, &env, m),
+            Body::StatusQuery(m) => self.on_pne_request_for_server(now, link, &env, m),
+            Body::StatusSubscribe(m) => self.on_pne_request_for_server(now, link, &env, m),
+            Body::StatusUnsubscribe(m) => self.on_pne_request_for_server(now, link, &env, m),
+            Body::CapabilitiesAnswer(_) => self.relay_up_response(now, link, &env),
+            // Heard: the link's silence clock started again.
+            Body::Heartbeat(_) => {}
             Body::PnReleaseRequest(m) => self.on_pne_release_request(now, link, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave_request(now, link, &env, m),
             Body::PneInviteRequest(m) => self.on_member_invite(now, link, &env, m),
@@ -717,6 +759,8 @@ impl Gateway {
             Body::PneLeaveResponse(m) => self.on_leave_answer(&env, m),
             Body::PnReleaseResponse(m) => self.on_release_response(&env, m),
             Body::PneConfirmRequest(m) => self.on_pne_confirm_request(&env, m),
+            Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
+            Body::StatusNotification(n) => self.event(GatewayEvent::StatusNotified(n)),
             Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
             // Confirms (device capabilities, connection set-up) need no action.
             _ if env.kind == MsgKind::Request => {
@@ -950,6 +994,7 @@ impl Gateway {
                     pne: pne.clone(),
                 });
                 if trusted {
+                    self.presence.mark(pne);
                     self.event(GatewayEvent::LinkProven {
                         link,
                         pne: pne.clone(),
@@ -988,6 +1033,7 @@ impl Gateway {
             return;
         };
         let newly = !std::mem::replace(&mut l.proven, true);
+        self.presence.mark(&pne);
         if newly {
             self.event(GatewayEvent::LinkProven {
                 link,
@@ -1000,6 +1046,27 @@ impl Gateway {
         {
             o.peer = None;
             self.reject_link(other, &format!("another link proved it is {pne}"));
+        }
+    }
+}
+
+impl Gateway {
+    /// Marks every member of `pn` for the next presence sync.
+    fn mark_members(&mut self, pn: &PnId) {
+        let members: Vec<EntityId> = self
+            .pns
+            .get(pn)
+            .map(|p| {
+                p.state
+                    .inventory
+                    .members
+                    .iter()
+                    .map(|m| m.pne_id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for m in &members {
+            self.presence.mark(m);
         }
     }
 }

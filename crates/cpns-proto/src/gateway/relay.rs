@@ -41,6 +41,13 @@ pub(crate) struct JoinStored {
     keys: Vec<cpns_wire::SealedGroupKey>,
 }
 
+impl JoinStored {
+    /// The joining PNE.
+    pub(crate) fn pne(&self) -> &EntityId {
+        &self.pne
+    }
+}
+
 /// A non-member's registration waiting for its PN update (003 §1.4.2 step 4).
 #[derive(Debug)]
 pub(crate) struct PendingRegistration {

@@ -75,6 +75,7 @@ impl Gateway {
     /// The WAN session ended; flows waiting on the server fail.
     pub fn wan_closed(&mut self, now: Instant) {
         self.wan = Wan::Down;
+        self.presence.wan_lost();
         self.next_heartbeat = None;
         self.fail_all_forming(now, crate::Failure::WanLost);
         self.relays_wan_lost(now);
@@ -138,6 +139,7 @@ impl Gateway {
                 self.wan = Wan::Ready;
                 self.on_status_request(&env);
                 self.event(GatewayEvent::WanReady);
+                self.presence_wan_ready();
             }
             (_, Body::ErrorBody(e)) => {
                 self.event(GatewayEvent::WanRefused(e.clone()));
@@ -232,6 +234,7 @@ impl Gateway {
 
     fn wan_failed(&mut self, reason: String) {
         self.wan = Wan::Down;
+        self.presence.wan_lost();
         self.next_heartbeat = None;
         self.event(GatewayEvent::WanFailed(reason.clone()));
         self.out.push_back(GatewayOutput::CloseWan { reason });

@@ -588,14 +588,21 @@ enum Parked {
     StatusRead(Box<status::StatusRead>),
     CapsPersist {
         req_msg: u64,
+        to: Address,
         entity: EntityId,
     },
-    StatusPersist(u64),
+    StatusPersist {
+        req_msg: u64,
+        to: Address,
+    },
     SubscribePersist {
         req_msg: u64,
         subscriber: EntityId,
     },
-    UnsubscribePersist(u64),
+    UnsubscribePersist {
+        req_msg: u64,
+        to: Address,
+    },
     UsageLoad(Box<secure::UsageLoad>),
     UsagePersist(Box<secure::Call>),
     ChargingLoad(Box<secure::Call>),
@@ -885,13 +892,19 @@ impl ServerSession {
                 pn_id,
             } => self.pn_release_persisted(req_msg, request_id, pn_id, result),
             Parked::RemovalPersist(r) => self.removal_persisted(*r, result),
-            Parked::CapsPersist { req_msg, entity } => self.caps_persisted(req_msg, entity, result),
-            Parked::StatusPersist(req_msg) => self.status_persisted(req_msg, result),
+            Parked::CapsPersist {
+                req_msg,
+                to,
+                entity,
+            } => self.caps_persisted(req_msg, to, entity, result),
+            Parked::StatusPersist { req_msg, to } => self.status_persisted(req_msg, to, result),
             Parked::SubscribePersist {
                 req_msg,
                 subscriber,
             } => self.subscribe_persisted(req_msg, subscriber, result),
-            Parked::UnsubscribePersist(req_msg) => self.unsubscribe_persisted(req_msg, result),
+            Parked::UnsubscribePersist { req_msg, to } => {
+                self.unsubscribe_persisted(req_msg, to, result)
+            }
             Parked::UsagePersist(c) => self.usage_persisted(*c, result),
             other => {
                 self.parked.insert(token, other);

@@ -156,11 +156,13 @@ fn take(
 pub(super) enum NeedsServed {
     Caps {
         req_msg: u64,
+        to: Address,
         entity: EntityId,
         caps: Box<DeviceCapabilities>,
     },
     Report {
         req_msg: u64,
+        to: Address,
         changes: Vec<NewStatus>,
     },
     Query {
@@ -246,7 +248,15 @@ impl ServerSession {
         if let Err(why) = m.capabilities.check() {
             return self.reject(env, ErrorCode::BadRequest, format!("capabilities: {why}"));
         }
-        let entity = m.entity.unwrap_or_else(|| gw.id.clone());
+        let speaker = Self::speaker(gw, env);
+        let entity = m.entity.unwrap_or_else(|| speaker.clone());
+        if speaker != gw.id && entity != speaker {
+            return self.reject(
+                env,
+                ErrorCode::Forbidden,
+                "a PNE reports only its own capabilities",
+            );
+        }
         let limits = self.cfg.report_limits;
         let bucket = take(
             &mut self.reporting.caps,
@@ -269,6 +279,7 @@ impl ServerSession {
             gw,
             NeedsServed::Caps {
                 req_msg: env.msg_id,
+                to: env.from.clone(),
                 entity,
                 caps: Box::new(m.capabilities),
             },
@@ -288,6 +299,14 @@ impl ServerSession {
                 env,
                 ErrorCode::BadRequest,
                 format!("a status report holds 1 to {MAX_ENTRIES} entries"),
+            );
+        }
+        let speaker = Self::speaker(gw, env);
+        if speaker != gw.id && m.entries.iter().any(|e| e.entity != speaker) {
+            return self.reject(
+                env,
+                ErrorCode::Forbidden,
+                "a PNE reports only its own status",
             );
         }
         let mut changes = Vec::with_capacity(m.entries.len());
@@ -320,6 +339,7 @@ impl ServerSession {
             gw,
             NeedsServed::Report {
                 req_msg: env.msg_id,
+                to: env.from.clone(),
                 changes,
             },
         );
@@ -423,6 +443,7 @@ impl ServerSession {
         match w {
             NeedsServed::Caps {
                 req_msg,
+                to,
                 entity,
                 caps,
             } => {
@@ -431,11 +452,22 @@ impl ServerSession {
                     capabilities: Some(caps),
                     status: None,
                 };
-                self.persist(Parked::CapsPersist { req_msg, entity }, effect);
-            }
-            NeedsServed::Report { req_msg, changes } => {
                 self.persist(
-                    Parked::StatusPersist(req_msg),
+                    Parked::CapsPersist {
+                        req_msg,
+                        to,
+                        entity,
+                    },
+                    effect,
+                );
+            }
+            NeedsServed::Report {
+                req_msg,
+                to,
+                changes,
+            } => {
+                self.persist(
+                    Parked::StatusPersist { req_msg, to },
                     ServerEffect::RecordStatuses { changes },
                 );
             }
@@ -482,8 +514,9 @@ impl ServerSession {
                 subscriber,
                 id,
             } => {
+                let to = Address::Entity(subscriber.clone());
                 let effect = ServerEffect::RemoveSubscription { subscriber, id };
-                self.persist(Parked::UnsubscribePersist(req_msg), effect);
+                self.persist(Parked::UnsubscribePersist { req_msg, to }, effect);
             }
         }
     }
@@ -568,12 +601,13 @@ impl ServerSession {
     pub(super) fn caps_persisted(
         &mut self,
         req_msg: u64,
+        to: Address,
         entity: EntityId,
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
             Ok(_) => {
-                self.respond(req_msg, Address::Server, DeviceCapabilitiesConfirm {});
+                self.respond(req_msg, to, DeviceCapabilitiesConfirm {});
             }
             Err(StoreFailure::NotFound(_)) => self.respond_error(
                 req_msg,
@@ -587,11 +621,12 @@ impl ServerSession {
     pub(super) fn status_persisted(
         &mut self,
         req_msg: u64,
+        to: Address,
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
             Ok(_) => {
-                self.respond(req_msg, Address::Server, StatusAck {});
+                self.respond(req_msg, to.clone(), StatusAck {});
             }
             Err(StoreFailure::NotFound(what)) => self.respond_error(
                 req_msg,
@@ -627,11 +662,12 @@ impl ServerSession {
     pub(super) fn unsubscribe_persisted(
         &mut self,
         req_msg: u64,
+        to: Address,
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
             Ok(Persisted::Removed(true)) => {
-                self.respond(req_msg, Address::Server, StatusAck {});
+                self.respond(req_msg, to.clone(), StatusAck {});
             }
             Ok(_) => self.respond_error(req_msg, ErrorCode::NotFound, "no such subscription"),
             Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),

@@ -228,6 +228,11 @@ impl Harness {
             // Silence and heartbeats have tests of their own (status_server.rs); the
             // others jump the clock far ahead.
             heartbeat: None,
+            pan_offline_after: None,
+            // Presence reports have tests of their own (status_gateway.rs); the others
+            // read the WAN exchange message by message.
+            report_presence: false,
+            pne_limits: crate::gateway::PneReportLimits::default(),
             id: id("gw-1"),
             eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {

@@ -49,6 +49,7 @@ mod replay;
 mod secure;
 mod security;
 mod server_input;
+mod status_gateway;
 mod status_server;
 mod store;
 mod vectors;
