@@ -146,8 +146,13 @@ struct Mailroom {
             oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>,
         ),
     >,
+    /// Where each Capabilities Query's answer goes, by the number it was given, until when.
+    caps_replies: HashMap<u64, (Instant, CapsReply)>,
     next: u64,
 }
+
+/// Where the answer to a Capabilities Query goes.
+type CapsReply = oneshot::Sender<Result<cpns_wire::DeviceCapabilities, ErrorBody>>;
 
 /// Most letters waiting at once; beyond, a question is refused busy.
 const MAILROOM_LIMIT: usize = 1024;
@@ -175,6 +180,8 @@ enum PeerMsg {
         ask: u64,
         answer: Result<PneConfirmResponse, ErrorBody>,
     },
+    /// Ask this session's PN GW for an entity's capabilities (004 §5.5.1: query by id).
+    CapsAsk { entity: EntityId, reply: CapsReply },
 }
 
 impl Mailroom {
@@ -188,6 +195,8 @@ impl Mailroom {
         });
         self.letters = kept;
         self.replies
+            .retain(|_, (until, r)| *until > now && !r.is_closed());
+        self.caps_replies
             .retain(|_, (until, r)| *until > now && !r.is_closed());
     }
 
@@ -276,6 +285,16 @@ impl<S: Store + Clone> ServerNode<S> {
     /// control socket subscribes external applications here).
     pub fn hub(&self) -> Arc<StatusHub> {
         Arc::clone(&self.hub)
+    }
+
+    /// A handle that asks the running server's sessions (the server's control socket).
+    pub fn handle(&self) -> ServerHandle<S> {
+        ServerHandle {
+            office: Arc::clone(&self.office),
+            hub: Arc::clone(&self.hub),
+            store: self.store.clone(),
+            wait: self.cfg.proto.timeouts.flow,
+        }
     }
 
     /// Loads every status record and subscription into the hub, so subscriptions kept
@@ -627,6 +646,16 @@ impl<S: Store + Clone> ServerNode<S> {
                     session.confirm_for_other(now, id, request);
                 }
                 PeerMsg::Answer { ask, answer } => session.handle_gateway_answer(ask, answer),
+                PeerMsg::CapsAsk { entity, reply } => {
+                    let id = {
+                        let mut room = self.room();
+                        room.next += 1;
+                        let id = room.next;
+                        room.caps_replies.insert(id, (letter.until, reply));
+                        id
+                    };
+                    session.ask_capabilities(now, entity, id);
+                }
             }
         }
     }
@@ -697,6 +726,12 @@ impl<S: Store + Clone> ServerNode<S> {
                         let _ = reply.send(answer);
                     }
                 }
+                ServerOutput::CapabilitiesAnswered { ask, result } => {
+                    let reply = self.room().caps_replies.remove(&ask);
+                    if let Some((_, reply)) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
                 ServerOutput::Close { reason } => {
                     debug!(%reason, "closing session");
                     return Ok(false);
@@ -704,6 +739,96 @@ impl<S: Store + Clone> ServerNode<S> {
             }
         }
         Ok(true)
+    }
+}
+
+/// Asks a running server's sessions on behalf of a local operator or application (CPNS-4 on
+/// the server's control socket; docs/device-status.md).
+#[derive(Clone)]
+pub struct ServerHandle<S> {
+    office: Arc<Office>,
+    hub: Arc<StatusHub>,
+    store: S,
+    wait: Duration,
+}
+
+impl<S: Store + Clone> ServerHandle<S> {
+    /// The status hub.
+    pub fn hub(&self) -> &Arc<StatusHub> {
+        &self.hub
+    }
+
+    /// The store of record.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// `entity`'s capabilities as its device holds them now (004 §5.5.1, query by id): asked
+    /// of its PN GW's session, which answers for itself or relays the query to the PNE. A PNE
+    /// is reached through the PN GW that reported it online; one that is not online, or whose
+    /// PN GW has no session here, is `not_found`.
+    pub async fn ask_capabilities(
+        &self,
+        entity: &EntityId,
+    ) -> Result<cpns_wire::DeviceCapabilities, ErrorBody> {
+        let internal =
+            |e: cpns_store::StoreError| ErrorBody::new(ErrorCode::Internal, e.to_string());
+        let rec = self
+            .store
+            .statuses(std::slice::from_ref(entity))
+            .await
+            .map_err(internal)?
+            .pop()
+            .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no entity {entity}")))?;
+        let enrolled = self.store.entity(entity).await.map_err(internal)?;
+        let is_gateway = enrolled.is_some_and(|e| e.kind.is_gateway());
+        let via = match (&rec.reported_by, is_gateway) {
+            (_, true) if rec.status != cpns_wire::Status::Offline => entity.clone(),
+            (Some(gw), false) if rec.status != cpns_wire::Status::Offline => gw.clone(),
+            _ => {
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!("{entity} is offline: no PN GW reaches it now"),
+                ));
+            }
+        };
+        let now = Instant::now();
+        let until = now + self.wait;
+        let (reply, answer) = oneshot::channel();
+        let letter = PeerMsg::CapsAsk {
+            entity: entity.clone(),
+            reply,
+        };
+        let posted = self.office.room().post(now, &via, until, letter);
+        let Ok(id) = posted else {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the CPNS Server has too many questions for PN GWs open",
+            ));
+        };
+        self.office.ring();
+        let late = || {
+            ErrorBody::new(
+                ErrorCode::Timeout,
+                format!("{entity} did not answer in time"),
+            )
+        };
+        let mut answer = answer;
+        if let Ok(got) = tokio::time::timeout(PICKUP, &mut answer).await {
+            return got.unwrap_or_else(|_| Err(late()));
+        }
+        // Not answered within the pick-up time: gone if the letter was never taken.
+        if self.office.room().withdraw(&via, id) {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("{via} has no session with the CPNS Server"),
+            ));
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, answer).await {
+            Ok(Ok(result)) => result,
+            _ => Err(late()),
+        }
     }
 }
 

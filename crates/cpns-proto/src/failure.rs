@@ -35,6 +35,8 @@ pub enum Flow {
     MembershipChange,
     /// A read of a PN's inventory (004 §5.5.10).
     InventoryQuery,
+    /// A capabilities or status report, query or subscription (004 §5.5.1, §5.5.3).
+    StatusManagement,
 }
 
 impl fmt::Display for Flow {
@@ -52,6 +54,7 @@ impl fmt::Display for Flow {
             Flow::PnRelease => "PN release",
             Flow::MembershipChange => "membership change",
             Flow::InventoryQuery => "inventory query",
+            Flow::StatusManagement => "status management",
         })
     }
 }
@@ -120,6 +123,8 @@ pub enum Failure {
     TooLarge,
     /// This PNE's copy of a group key did not open under its SK_PNE (docs/security.md §4.10).
     GroupKeyDidNotOpen(String),
+    /// The peer answered with a message the flow does not expect (its name).
+    Unexpected(&'static str),
 }
 
 impl Failure {
@@ -196,6 +201,7 @@ impl fmt::Display for Failure {
             Failure::TooLarge => {
                 f.write_str("the PN's set-up information is larger than the CPNS Server accepts")
             }
+            Failure::Unexpected(what) => write!(f, "an unexpected answer: {what}"),
             Failure::GroupKeyDidNotOpen(why) => {
                 write!(f, "this PNE's copy of the group key did not open: {why}")
             }

@@ -21,6 +21,11 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
+    /// Whether the entity may serve as a PN GW.
+    pub fn is_gateway(self) -> bool {
+        matches!(self, EntityKind::Gateway | EntityKind::Both)
+    }
+
     /// The stored name of the kind.
     pub fn as_str(self) -> &'static str {
         match self {

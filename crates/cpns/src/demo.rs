@@ -285,6 +285,9 @@ fn pne_config(cred: &DeviceCredential, device_type: &str, has_ui: bool) -> PneCo
         max_frame: cpns_wire::DEFAULT_MAX_FRAME,
         timeouts: Timeouts::default(),
         home_gateway: None,
+        heartbeat: Some(cpns_proto::pne::HEARTBEAT),
+        dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
+        battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
     }
 }
 

@@ -360,6 +360,9 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         max_frame: cpns_wire::DEFAULT_MAX_FRAME,
         timeouts: Timeouts::default(),
         home_gateway: a.home_gateway.clone(),
+        heartbeat: Some(cpns_proto::pne::HEARTBEAT),
+        dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
+        battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
     };
     let mut steps = Vec::new();
     if let Some(s) = &a.setup {

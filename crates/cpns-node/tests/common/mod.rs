@@ -346,6 +346,9 @@ pub fn pne_config(pne: &Device, has_ui: bool) -> PneConfig {
         max_frame: DEFAULT_MAX_FRAME,
         timeouts: Timeouts::default(),
         home_gateway: None,
+        heartbeat: Some(cpns_proto::pne::HEARTBEAT),
+        dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
+        battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
     }
 }
 

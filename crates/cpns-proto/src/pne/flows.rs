@@ -573,7 +573,8 @@ impl PneSession {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
-        if self.secure_call_refused(reply_to, &e)
+        if self.status_refused(reply_to, &e)
+            || self.secure_call_refused(reply_to, &e)
             || self.inventory_query_refused(reply_to, &e)
             || self.release_refused(reply_to, &e)
             || self.leave_refused(reply_to, &e)

@@ -591,6 +591,9 @@ mod tests {
             max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts: Default::default(),
             home_gateway: None,
+            heartbeat: None,
+            dynamic_interval: crate::pne::DYNAMIC_INTERVAL,
+            battery_alert: Some(crate::pne::BATTERY_ALERT),
         };
         PneSession::new(cfg, MachineRng::from_seed_u64(1))
     }

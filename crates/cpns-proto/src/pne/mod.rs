@@ -9,6 +9,7 @@ mod flows;
 mod membership;
 mod release;
 mod secure;
+mod status;
 
 pub use secure::SecureSession;
 
@@ -48,7 +49,21 @@ pub struct PneConfig {
     /// Its own user's PN GW, named when it takes part in another user's PN so the server can
     /// ask that PN GW to confirm it (001 §5.2.1.1 step 2).
     pub home_gateway: Option<EntityId>,
+    /// How often it sends its PN GW a Heartbeat once the link is in use; `None`: never.
+    pub heartbeat: Option<std::time::Duration>,
+    /// At most one report of dynamic capabilities (battery, free memory, networks, running
+    /// applications) per this interval, with the latest values (docs/device-status.md).
+    pub dynamic_interval: std::time::Duration,
+    /// The battery level below which a change is reported at once (a threshold crossed).
+    pub battery_alert: Option<u8>,
 }
+
+/// The default [`PneConfig::heartbeat`].
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The default [`PneConfig::dynamic_interval`].
+pub const DYNAMIC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// The default [`PneConfig::battery_alert`].
+pub const BATTERY_ALERT: u8 = 10;
 
 impl PneConfig {
     /// Whether the PNE asks for a LocalEUKey: it has enough UI and its PAN is not secure enough
@@ -157,6 +172,26 @@ pub enum PneEvent {
         /// The PNs read, in creation order.
         pns: Vec<PnInventory>,
     },
+    /// The PN GW confirmed this PNE's capabilities report (004 §5.5.1).
+    CapabilitiesReported,
+    /// The server recorded this PNE's own status (004 §5.5.3).
+    StatusReported,
+    /// The server answered a status query.
+    StatusAnswered {
+        /// The entities, as recorded.
+        entries: Vec<cpns_wire::StatusEntry>,
+    },
+    /// The server kept a subscription of this PNE.
+    Subscribed {
+        /// Its id.
+        subscription: u64,
+        /// The watched entities now.
+        entries: Vec<cpns_wire::StatusEntry>,
+    },
+    /// The server ended a subscription of this PNE.
+    Unsubscribed(u64),
+    /// A notification of one of this PNE's subscriptions.
+    StatusNotified(cpns_wire::StatusNotification),
     /// A flow ended without success.
     FlowFailed {
         /// Which flow.
@@ -285,6 +320,8 @@ pub struct PneSession {
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
+    /// Capabilities and status reporting, heartbeats.
+    reporting: status::Reporting,
     out: VecDeque<PneOutput>,
 }
 
@@ -315,6 +352,7 @@ impl PneSession {
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
+            reporting: status::Reporting::default(),
             out: VecDeque::new(),
         }
     }
@@ -371,6 +409,7 @@ impl PneSession {
 
     /// 000 §6.4 step 1: Entity Discovery Request to the device on the link.
     pub fn start_discovery(&mut self, now: Instant) {
+        self.link_in_use(now);
         let req = EntityDiscoveryRequest {
             entity_id: self.cfg.id.clone(),
             mode: Mode::Pne,
@@ -392,6 +431,7 @@ impl PneSession {
     /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the link must
     /// be closed.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+        self.link_in_use(now);
         let env = match self.codec.decode(frame) {
             Ok(env) => env,
             Err(e) => {
@@ -459,6 +499,7 @@ impl PneSession {
         self.secure_timeouts(now);
         self.release_timeouts(now);
         self.leave_timeouts(now);
+        self.status_timeouts(now);
     }
 
     /// The earliest deadline, if any.
@@ -476,6 +517,7 @@ impl PneSession {
             .chain(self.confirms.values().map(|(_, d)| *d))
             .chain(self.expels.values().map(|(_, _, d)| *d))
             .chain(self.inventory_queries.values().copied())
+            .chain(self.status_deadlines())
             .min()
     }
 
@@ -541,6 +583,14 @@ impl PneSession {
             Body::InventoryAnswer(m) => self.on_inventory_answer(&env, m),
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
             Body::PnUpdateNotification(m) => self.on_update_notification(now, &env, m),
+            Body::DeviceCapabilitiesConfirm(_)
+            | Body::StatusAck(_)
+            | Body::StatusAnswer(_)
+            | Body::StatusSubscribed(_) => {
+                self.on_status_answer(&env);
+            }
+            Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
+            Body::StatusNotification(n) => self.event(PneEvent::StatusNotified(n)),
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,

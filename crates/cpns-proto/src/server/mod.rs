@@ -532,6 +532,13 @@ pub enum ServerOutput {
         /// The PN GW's answer, or why there is none.
         answer: Result<cpns_wire::PneConfirmResponse, ErrorBody>,
     },
+    /// The answer to [`ServerSession::ask_capabilities`].
+    CapabilitiesAnswered {
+        /// The `ask` given.
+        ask: u64,
+        /// The capabilities, or why there are none.
+        result: Result<DeviceCapabilities, ErrorBody>,
+    },
     /// End the session after sending what was queued.
     Close {
         /// Why.
@@ -653,6 +660,8 @@ pub struct ServerSession {
     reporting: status::Reporting,
     /// When the PN GW was last heard.
     last_heard: Instant,
+    /// Capabilities Queries sent, by message id: the ask they answer and their deadline.
+    caps_asks: BTreeMap<u64, (u64, Instant)>,
     /// The wall clock at an instant ([`ServerSession::set_wall_clock`]).
     wall: Option<(Instant, i64)>,
     out: VecDeque<ServerOutput>,
@@ -685,6 +694,7 @@ impl ServerSession {
             held: 0,
             reporting: status::Reporting::default(),
             last_heard: now,
+            caps_asks: BTreeMap::new(),
             wall: None,
             out: VecDeque::new(),
         }
@@ -803,6 +813,7 @@ impl ServerSession {
             Body::StatusUnsubscribe(m) => self.on_status_unsubscribe(&gw, &env, m),
             // Heard: `last_heard` moved on; nothing to answer.
             Body::Heartbeat(_) => {}
+            Body::CapabilitiesAnswer(m) => self.on_capabilities_answer(&env, m),
             Body::StatusUpdateResponse(m) => self.on_status(&gw, m),
             Body::PnRegistrationRequest(m) => self.on_pn_registration(now, &gw, &env, m),
             Body::AuthenticationResponse(m)
@@ -923,6 +934,7 @@ impl ServerSession {
         self.establishment_timeouts(now);
         self.registration_timeouts(now);
         self.silence_timeout(now);
+        self.caps_ask_timeouts(now);
         self.release_ended_flows();
     }
 
@@ -940,6 +952,7 @@ impl ServerSession {
             .deadline()
             .into_iter()
             .chain(self.silence_deadline())
+            .chain(self.caps_asks.values().map(|(_, d)| *d))
             .chain(flows)
             .min()
     }
@@ -968,6 +981,7 @@ impl ServerSession {
         fresh(&mut self.unconfirmed);
         fresh(&mut self.pending_members);
         fresh(&mut self.asked);
+        fresh(&mut self.caps_asks);
         self.reporting.shed();
         if self.out.capacity() > 0 {
             self.out = VecDeque::new();
@@ -1119,7 +1133,7 @@ impl ServerSession {
         let Some(reply_to) = env.in_reply_to else {
             return;
         };
-        if self.confirm_refused(reply_to, &e) {
+        if self.confirm_refused(reply_to, &e) || self.capabilities_refused(reply_to, &e) {
             return;
         }
         if let Some(pn) = self

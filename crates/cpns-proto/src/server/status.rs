@@ -688,6 +688,80 @@ impl ServerSession {
         ));
     }
 
+    /// Asks the PN GW of this session for `entity`'s capabilities now (004 §5.5.1: query by
+    /// id): its own, or a PNE's, which it relays. The answer comes back as
+    /// [`super::ServerOutput::CapabilitiesAnswered`] with `ask`, or an error: the PN GW's or the
+    /// PNE's refusal, a timeout, or `not_found` when this session has no PN GW yet.
+    pub fn ask_capabilities(&mut self, now: Instant, entity: EntityId, ask: u64) {
+        if self.conn.gateway().is_none() {
+            let e = cpns_wire::ErrorBody::new(ErrorCode::NotFound, "no PN GW on this session");
+            self.out
+                .push_back(super::ServerOutput::CapabilitiesAnswered {
+                    ask,
+                    result: Err(e),
+                });
+            return;
+        }
+        let q = cpns_wire::CapabilitiesQuery {
+            entity: entity.clone(),
+        };
+        let msg = self.send_request(Address::Entity(entity), q);
+        let deadline = now + self.cfg.timeouts.flow;
+        self.caps_asks.insert(msg, (ask, deadline));
+    }
+
+    /// The answer to a Capabilities Query this session sent.
+    pub(super) fn on_capabilities_answer(
+        &mut self,
+        env: &Envelope,
+        m: cpns_wire::CapabilitiesAnswer,
+    ) {
+        let Some((ask, _)) = env.in_reply_to.and_then(|r| self.caps_asks.remove(&r)) else {
+            return;
+        };
+        let result = match m.capabilities.check() {
+            Ok(()) => Ok(m.capabilities),
+            Err(why) => Err(cpns_wire::ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("the capabilities answered are not acceptable: {why}"),
+            )),
+        };
+        self.out
+            .push_back(super::ServerOutput::CapabilitiesAnswered { ask, result });
+    }
+
+    /// An error answering a Capabilities Query; true if it answered one.
+    pub(super) fn capabilities_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
+        let Some((ask, _)) = self.caps_asks.remove(&reply_to) else {
+            return false;
+        };
+        self.out
+            .push_back(super::ServerOutput::CapabilitiesAnswered {
+                ask,
+                result: Err(e.clone()),
+            });
+        true
+    }
+
+    pub(super) fn caps_ask_timeouts(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .caps_asks
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(m, _)| *m)
+            .collect();
+        for msg in late {
+            if let Some((ask, _)) = self.caps_asks.remove(&msg) {
+                let e = cpns_wire::ErrorBody::new(ErrorCode::Timeout, "no answer in time");
+                self.out
+                    .push_back(super::ServerOutput::CapabilitiesAnswered {
+                        ask,
+                        result: Err(e),
+                    });
+            }
+        }
+    }
+
     /// The silence after which the PN GW is taken for gone, if the session is up.
     pub(super) fn silence_deadline(&self) -> Option<Instant> {
         let after = self.cfg.offline_after?;

@@ -134,6 +134,11 @@ pub(super) struct Harness {
     /// The questions the server asked, by home PN GW.
     pub asked: Vec<(EntityId, cpns_wire::PneConfirmRequest)>,
     /// What the server's own PN GW answered to questions of other sessions.
+    /// Answers to the server's Capabilities Queries, by ask.
+    pub capabilities_answers: Vec<(
+        u64,
+        Result<cpns_wire::DeviceCapabilities, cpns_wire::ErrorBody>,
+    )>,
     pub gateway_answers: Vec<(
         u64,
         Result<cpns_wire::PneConfirmResponse, cpns_wire::ErrorBody>,
@@ -269,6 +274,9 @@ impl Harness {
                 max_frame: cpns_wire::DEFAULT_MAX_FRAME,
                 timeouts,
                 home_gateway: None,
+                heartbeat: None,
+                dynamic_interval: crate::pne::DYNAMIC_INTERVAL,
+                battery_alert: Some(crate::pne::BATTERY_ALERT),
             };
             let server_copy = if spec.wrong_key {
                 EuKey::random(rng.get())
@@ -318,6 +326,7 @@ impl Harness {
             home: no_home_gateway(),
             asked: Vec::new(),
             gateway_answers: Vec::new(),
+            capabilities_answers: Vec::new(),
             rng,
             server_cfg,
         }
@@ -542,6 +551,9 @@ impl Harness {
                 }
             }
             ServerOutput::GatewayAnswer { ask, answer } => self.gateway_answers.push((ask, answer)),
+            ServerOutput::CapabilitiesAnswered { ask, result } => {
+                self.capabilities_answers.push((ask, result))
+            }
         }
     }
 

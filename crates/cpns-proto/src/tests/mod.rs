@@ -50,6 +50,7 @@ mod secure;
 mod security;
 mod server_input;
 mod status_gateway;
+mod status_pne;
 mod status_server;
 mod store;
 mod vectors;

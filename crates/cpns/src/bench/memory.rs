@@ -26,6 +26,10 @@ pub struct MemoryStore {
     pending: BTreeSet<PnId>,
     answers: BTreeMap<(String, u64), Envelope>,
     cpns_ids: u64,
+    /// Members of each PN GW's PNs (what `served_by` reads, as the SQLite store's index does).
+    served: BTreeMap<EntityId, BTreeSet<EntityId>>,
+    /// Statuses reported.
+    statuses: BTreeMap<EntityId, cpns_wire::Status>,
 }
 
 impl MemoryStore {
@@ -68,6 +72,19 @@ impl MemoryStore {
                 .replay
                 .as_ref()
                 .and_then(|(s, id)| self.answers.get(&(s.to_string(), id.0)).cloned()),
+            // Presence reports: which PNEs are members of the PN GW's PNs.
+            served: req
+                .served_by
+                .as_ref()
+                .map(|(gw, candidates)| {
+                    let members = self.served.get(gw);
+                    candidates
+                        .iter()
+                        .filter(|c| members.is_some_and(|m| m.contains(*c)))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
             ..Loaded::default()
         }
     }
@@ -94,6 +111,10 @@ impl MemoryStore {
                     gateway: gateway.clone(),
                     members,
                 };
+                self.served
+                    .entry(gateway.clone())
+                    .or_default()
+                    .extend(inventory.members.iter().map(|m| m.pne_id.clone()));
                 self.pns.insert(
                     pn_id,
                     KnownPn {
@@ -151,6 +172,12 @@ impl MemoryStore {
                 self.pns.remove(&pn_id);
                 Ok(Persisted::Done)
             }
+            ServerEffect::RecordStatuses { changes } => {
+                for c in changes {
+                    self.statuses.insert(c.entity, c.status);
+                }
+                Ok(Persisted::Done)
+            }
             _ => Ok(Persisted::Done),
         }
     }
@@ -198,7 +225,8 @@ impl Pair {
                     }
                     ServerOutput::Event(_)
                     | ServerOutput::Close { .. }
-                    | ServerOutput::GatewayAnswer { .. } => {}
+                    | ServerOutput::GatewayAnswer { .. }
+                    | ServerOutput::CapabilitiesAnswered { .. } => {}
                 }
             }
             for frame in down {

@@ -177,6 +177,9 @@ impl SimGateway {
                 max_frame: cpns_wire::DEFAULT_MAX_FRAME,
                 timeouts: TIMEOUTS,
                 home_gateway: None,
+                heartbeat: Some(cpns_proto::pne::HEARTBEAT),
+                dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
+                battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
             };
             let link = self.next_link;
             self.next_link += 1;
