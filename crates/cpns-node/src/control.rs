@@ -36,6 +36,22 @@ pub const IDLE: Duration = Duration::from_secs(30);
 /// Most bytes of an oversized request read and thrown away after refusing it.
 const DISCARD_LIMIT: u64 = 1 << 20;
 
+/// A verb's answer: one line, or a first line and then one line per event until either side
+/// ends it (a subscription, docs/device-status.md).
+#[derive(Debug)]
+pub enum Answer {
+    /// One answer line.
+    One(Value),
+    /// A first line, then every value the receiver gives; the connection ends with it.
+    Stream(Value, tokio::sync::mpsc::Receiver<Value>),
+}
+
+impl From<Value> for Answer {
+    fn from(v: Value) -> Self {
+        Answer::One(v)
+    }
+}
+
 /// Why the control socket could not be set up or asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -128,10 +144,11 @@ impl ControlSocket {
     /// Serves connections until `stop` turns true or its sender is dropped: each request line
     /// is parsed and given to `handle`, whose answer is written back as one line. Connections
     /// being served when it stops finish their current request on their own.
-    pub async fn serve<H, F>(self, handle: H, mut stop: watch::Receiver<bool>)
+    pub async fn serve<H, F, A>(self, handle: H, mut stop: watch::Receiver<bool>)
     where
         H: Fn(Value) -> F + Clone + Send + 'static,
-        F: Future<Output = Value> + Send,
+        F: Future<Output = A> + Send,
+        A: Into<Answer>,
     {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         loop {
@@ -178,10 +195,11 @@ pub fn error(reason: impl std::fmt::Display) -> Value {
     json!({ "ok": false, "error": reason.to_string() })
 }
 
-async fn serve_connection<H, F>(stream: UnixStream, handle: H) -> io::Result<()>
+async fn serve_connection<H, F, A>(stream: UnixStream, handle: H) -> io::Result<()>
 where
     H: Fn(Value) -> F,
-    F: Future<Output = Value>,
+    F: Future<Output = A>,
+    A: Into<Answer>,
 {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -203,12 +221,29 @@ where
             }
             Ok(Ok(Line::Whole(line))) => line,
         };
-        let answer = match serde_json::from_slice::<Value>(&line) {
-            Ok(request) if request.is_object() => handle(request).await,
-            Ok(_) => error("a request is a JSON object with a \"verb\""),
-            Err(e) => error(format!("not a JSON request: {e}")),
+        let answer: Answer = match serde_json::from_slice::<Value>(&line) {
+            Ok(request) if request.is_object() => handle(request).await.into(),
+            Ok(_) => error("a request is a JSON object with a \"verb\"").into(),
+            Err(e) => error(format!("not a JSON request: {e}")).into(),
         };
-        write_answer(&mut write, &answer).await?;
+        match answer {
+            Answer::One(v) => write_answer(&mut write, &v).await?,
+            Answer::Stream(first, mut rx) => {
+                write_answer(&mut write, &first).await?;
+                // Until the source ends or the peer goes: anything it sends, or its close,
+                // ends the stream (a subscriber that wants out just hangs up).
+                let mut probe = [0u8; 1];
+                loop {
+                    tokio::select! {
+                        v = rx.recv() => match v {
+                            Some(v) => write_answer(&mut write, &v).await?,
+                            None => return Ok(()),
+                        },
+                        _ = read.read(&mut probe) => return Ok(()),
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -250,6 +285,39 @@ async fn write_answer<W: AsyncWriteExt + Unpin>(w: &mut W, answer: &Value) -> io
     let mut bytes = serde_json::to_vec(answer).map_err(io::Error::other)?;
     bytes.push(b'\n');
     w.write_all(&bytes).await
+}
+
+/// Sends `request` to the entity whose control socket is `path` and calls `each` with every
+/// line it answers, until the entity ends the stream or `each` returns false.
+pub async fn stream(
+    path: &Path,
+    request: &Value,
+    mut each: impl FnMut(Value) -> bool,
+) -> Result<(), ControlError> {
+    let io_err = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::NotRunning {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    write_answer(&mut write, request).await.map_err(io_err)?;
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await.map_err(io_err)? {
+        match serde_json::from_str::<Value>(&line) {
+            Ok(v) if v.is_object() => {
+                if !each(v) {
+                    return Ok(());
+                }
+            }
+            _ => return Err(ControlError::BadAnswer(path.to_owned())),
+        }
+    }
+    Ok(())
 }
 
 /// Sends `request` to the entity whose control socket is `path` and returns its answer.

@@ -7,9 +7,14 @@ use std::time::{Duration, Instant};
 
 use cpns_crypto::{MasterKey, open_group_key_at_rest, seal_group_key_at_rest};
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
+use cpns_proto::usage::Preferences;
 use cpns_proto::{Flow, LocalPnState, OwnKeys, PanSecurity, StoreFailure};
 use cpns_store::{GroupEpoch, LocalPn, LocalSession, Store};
-use cpns_wire::{EntityId, ErrorBody, ErrorCode, PnId, PnInventory, SetupType};
+use cpns_wire::{
+    CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, DeviceCapabilities, EntityId,
+    ErrorBody, ErrorCode, PnId, PnInventory, SetupType, Status, StatusEntry, StatusNotification,
+    StatusPolicy, USAGE_SERVICE, UsageAccepted,
+};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -123,6 +128,71 @@ enum Command {
     Invite(PnId, EntityId, oneshot::Sender<Result<bool, ErrorBody>>),
     Query(Option<PnId>, QueryReply),
     Expel(PnId, EntityId, Reply),
+    /// The device's capabilities, set first if given (004 §5.5.1).
+    Caps(Option<Box<DeviceCapabilities>>, CapsReply),
+    /// A status request (004 §5.5.3).
+    Status(StatusAsk, oneshot::Sender<Result<StatusReply, ErrorBody>>),
+    /// Send the usage records the preferences allow now (004 §5.5.4).
+    SendUsage(Preferences, oneshot::Sender<Result<UsageSent, ErrorBody>>),
+    /// This PNE's user's charging records since a time (CPNS-4).
+    Charging(u64, oneshot::Sender<Result<Vec<ChargingRecord>, ErrorBody>>),
+}
+
+/// Where the answer to a capabilities command goes.
+type CapsReply = oneshot::Sender<Result<DeviceCapabilities, ErrorBody>>;
+
+/// A status request of a running PNE.
+#[derive(Debug)]
+pub enum StatusAsk {
+    /// Set this PNE's own status.
+    Set(Status, Option<String>),
+    /// The server's record of these entities (none: every device of this PNE's user).
+    Query(Vec<EntityId>),
+    /// Subscribe; the notifications go to the sender until it closes.
+    Subscribe(
+        Vec<EntityId>,
+        StatusPolicy,
+        mpsc::Sender<StatusNotification>,
+    ),
+}
+
+/// The answer to a [`StatusAsk`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusReply {
+    /// The server recorded the status.
+    Reported,
+    /// The entities, as the server holds them.
+    Entries(Vec<StatusEntry>),
+    /// The subscription, with the watched entities now.
+    Subscribed {
+        /// Its id.
+        subscription: u64,
+        /// The snapshot.
+        entries: Vec<StatusEntry>,
+    },
+}
+
+/// What sending usage did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageSent {
+    /// Records sent and acknowledged.
+    pub sent: u32,
+    /// Of those, records the server had already (a retry).
+    pub duplicates: u32,
+    /// Charging records the server made.
+    pub charged: u32,
+    /// Records of private services, kept on the device and never sent.
+    pub withheld: u32,
+}
+
+/// A secure call a command waits for.
+enum SecureAsk {
+    Usage {
+        ids: Vec<u64>,
+        withheld: u32,
+        reply: oneshot::Sender<Result<UsageSent, ErrorBody>>,
+    },
+    Charging(oneshot::Sender<Result<Vec<ChargingRecord>, ErrorBody>>),
 }
 
 /// Where the answer to an inventory query goes.
@@ -196,6 +266,45 @@ impl PneHandle {
             .map_err(NodeError::Rejected)
     }
 
+    /// The device's capabilities; with `set`, changed first (reported to the server at once,
+    /// or coalesced for dynamic-only changes: docs/device-status.md).
+    pub async fn capabilities(
+        &self,
+        set: Option<DeviceCapabilities>,
+    ) -> Result<DeviceCapabilities, NodeError> {
+        self.call(|tx| Command::Caps(set.map(Box::new), tx)).await
+    }
+
+    /// A status request: set this PNE's own status, query, or subscribe (004 §5.5.3).
+    pub async fn status(&self, ask: StatusAsk) -> Result<StatusReply, NodeError> {
+        self.call(|tx| Command::Status(ask, tx)).await
+    }
+
+    /// Sends the usage records `prefs` allow (004 §5.5.4), end to end; private ones are
+    /// marked withheld and never sent. Needs the secure session a registration gives.
+    pub async fn send_usage(&self, prefs: Preferences) -> Result<UsageSent, NodeError> {
+        self.call(|tx| Command::SendUsage(prefs, tx)).await
+    }
+
+    /// This PNE's user's charging records of uses since `since_s` (CPNS-4), end to end.
+    pub async fn charging(&self, since_s: u64) -> Result<Vec<ChargingRecord>, NodeError> {
+        self.call(|tx| Command::Charging(since_s, tx)).await
+    }
+
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, ErrorBody>>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(command(tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PNE"))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PNE"))?
+            .map_err(NodeError::Rejected)
+    }
+
     async fn ask(&self, command: impl FnOnce(Reply) -> Command) -> Result<PnId, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
@@ -262,6 +371,7 @@ async fn serve_loop<S: Store + Clone>(
     mut commands: mpsc::Receiver<Command>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), NodeError> {
+    let mut cfg = cfg;
     let mut backoff = Backoff::new(
         serve.reconnect_initial,
         serve.reconnect_max,
@@ -276,10 +386,12 @@ async fn serve_loop<S: Store + Clone>(
         let lost = match opened {
             Ok(mut link) => {
                 let steps = steps.take().unwrap_or_default();
-                match link
+                let stayed = link
                     .stay(steps, &mut backoff, &mut commands, &mut stop)
-                    .await
-                {
+                    .await;
+                // What the device is now outlives the link.
+                cfg.capabilities = link.session.capabilities().clone();
+                match stayed {
                     Ok(()) => return Ok(()),
                     Err(e @ NodeError::Ended(_)) if link.steps_failed => return Err(e),
                     Err(e) => e,
@@ -294,7 +406,7 @@ async fn serve_loop<S: Store + Clone>(
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => break,
                 c = commands.recv() => match c {
-                    Some(c) => offline(&store, c).await,
+                    Some(c) => offline(&store, &cfg.capabilities, c).await,
                     None => return Ok(()),
                 },
                 _ = &mut stop => return Ok(()),
@@ -304,7 +416,7 @@ async fn serve_loop<S: Store + Clone>(
 }
 
 /// Answers a command while there is no link to the PN GW.
-async fn offline<S: Store>(store: &S, c: Command) {
+async fn offline<S: Store>(store: &S, caps: &DeviceCapabilities, c: Command) {
     match c {
         Command::Inventory(reply) => {
             let pns = store.local_pns().await.unwrap_or_default();
@@ -322,7 +434,30 @@ async fn offline<S: Store>(store: &S, c: Command) {
         Command::Query(_, reply) => {
             let _ = reply.send(Err(no_link()));
         }
+        Command::Caps(None, reply) => {
+            let _ = reply.send(Ok(caps.clone()));
+        }
+        Command::Caps(Some(_), reply) => {
+            let _ = reply.send(Err(no_link()));
+        }
+        Command::Status(_, reply) => {
+            let _ = reply.send(Err(no_link()));
+        }
+        Command::SendUsage(_, reply) => {
+            let _ = reply.send(Err(no_link()));
+        }
+        Command::Charging(_, reply) => {
+            let _ = reply.send(Err(no_link()));
+        }
     }
+}
+
+/// Why a secure call could not start: most often, no secure session yet.
+fn no_session(e: &cpns_proto::ProtoError) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::WrongState,
+        format!("{e}: this PNE has no secure session with the server; run it with --register"),
+    )
 }
 
 /// Why a command that needs the PN GW fails while the PNE reconnects.
@@ -539,8 +674,20 @@ impl<S: Store> Link<S> {
         let mut inviting: Option<(PnId, oneshot::Sender<Result<bool, ErrorBody>>)> = None;
         // The one inventory query this PNE asked for.
         let mut querying: Option<QueryReply> = None;
+        // The one status request, and the one secure call, a command waits for.
+        let mut status_asking: Option<(
+            StatusAsk,
+            oneshot::Sender<Result<StatusReply, ErrorBody>>,
+        )> = None;
+        let mut secure_asking: Option<SecureAsk> = None;
+        // Where each subscription's notifications go.
+        let mut watchers: std::collections::BTreeMap<u64, mpsc::Sender<StatusNotification>> =
+            std::collections::BTreeMap::new();
+        let mut reported_caps = false;
         loop {
             for e in self.drain().await? {
+                self.on_status_event(&e, &mut status_asking, &mut watchers);
+                self.on_secure_event(&e, &mut secure_asking).await;
                 if let PneEvent::Discovered { .. } = e {
                     backoff.reset();
                 }
@@ -657,6 +804,12 @@ impl<S: Store> Link<S> {
                     self.session.request_group_key(now, pn)?;
                 }
                 continue;
+            } else if pulled && !reported_caps && !self.pns_here().is_empty() {
+                // Proven to a PN GW of its PNs: the server gets what the device is now
+                // (004 §5.5.1), also what changed while it was away.
+                reported_caps = true;
+                self.session.report_capabilities(Instant::now());
+                continue;
             }
             tokio::select! {
                 r = self.next() => r?,
@@ -693,6 +846,69 @@ impl<S: Store> Link<S> {
                             }
                         }
                     }
+                    Some(Command::Caps(set, reply)) => {
+                        let answer = match set {
+                            None => Ok(self.session.capabilities().clone()),
+                            Some(caps) => self
+                                .session
+                                .set_capabilities(Instant::now(), *caps)
+                                .map(|()| self.session.capabilities().clone())
+                                .map_err(|why| ErrorBody::new(ErrorCode::BadRequest, why)),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    Some(Command::Status(ask, reply)) => {
+                        if status_asking.is_some() {
+                            let e = ErrorBody::new(ErrorCode::Conflict, "a status request of this PNE waits for its answer");
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                        let now = Instant::now();
+                        let started = match &ask {
+                            StatusAsk::Set(status, label) => self
+                                .session
+                                .set_status(now, *status, label.clone())
+                                .map(|_| ())
+                                .map_err(|why| ErrorBody::new(ErrorCode::BadRequest, why)),
+                            StatusAsk::Query(entities) => {
+                                self.session.query_status(now, entities.clone());
+                                Ok(())
+                            }
+                            StatusAsk::Subscribe(entities, policy, _) => {
+                                self.session.subscribe_status(now, entities.clone(), policy.clone());
+                                Ok(())
+                            }
+                        };
+                        match started {
+                            Ok(()) => status_asking = Some((ask, reply)),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
+                    Some(Command::SendUsage(prefs, reply)) => {
+                        if secure_asking.is_some() {
+                            let e = ErrorBody::new(ErrorCode::Conflict, "a secure call of this PNE waits for its answer");
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                        secure_asking = self.start_usage(&prefs, reply).await;
+                    }
+                    Some(Command::Charging(since, reply)) => {
+                        if secure_asking.is_some() {
+                            let e = ErrorBody::new(ErrorCode::Conflict, "a secure call of this PNE waits for its answer");
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
+                        let query = ChargingQuery { since_s: Some(since) };
+                        let payload = minicbor::to_vec(&query).unwrap_or_default();
+                        match self.session.secure_call(Instant::now(), CHARGING_SERVICE, payload) {
+                            Ok(_) => secure_asking = Some(SecureAsk::Charging(reply)),
+                            Err(e) => {
+                                let _ = reply.send(Err(no_session(&e)));
+                            }
+                        }
+                    }
                     Some(Command::Invite(pn, invitee, reply)) => {
                         let started = if inviting.is_some() {
                             Err(ErrorBody::new(ErrorCode::Conflict, "an invitation of this PNE waits for its answer"))
@@ -714,6 +930,160 @@ impl<S: Store> Link<S> {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Answers the status command waiting, and hands notifications to their subscribers.
+    fn on_status_event(
+        &mut self,
+        e: &PneEvent,
+        asking: &mut Option<(StatusAsk, oneshot::Sender<Result<StatusReply, ErrorBody>>)>,
+        watchers: &mut std::collections::BTreeMap<u64, mpsc::Sender<StatusNotification>>,
+    ) {
+        if let PneEvent::StatusNotified(n) = e {
+            let id = n.subscription;
+            let gone = match watchers.get(&id) {
+                // A subscriber that does not read misses notifications, never blocks this PNE.
+                Some(tx) => matches!(
+                    tx.try_send(n.clone()),
+                    Err(mpsc::error::TrySendError::Closed(_))
+                ),
+                None => true,
+            };
+            if gone {
+                watchers.remove(&id);
+                self.session.unsubscribe_status(Instant::now(), id);
+            }
+            return;
+        }
+        let answer = match e {
+            PneEvent::StatusReported => Ok(StatusReply::Reported),
+            PneEvent::StatusAnswered { entries } => Ok(StatusReply::Entries(entries.clone())),
+            PneEvent::Subscribed {
+                subscription,
+                entries,
+            } => Ok(StatusReply::Subscribed {
+                subscription: *subscription,
+                entries: entries.clone(),
+            }),
+            PneEvent::FlowFailed {
+                flow: Flow::StatusManagement,
+                reason,
+            } => Err(reason.to_error()),
+            _ => return,
+        };
+        let Some((ask, reply)) = asking.take() else {
+            return;
+        };
+        if let (StatusAsk::Subscribe(_, _, tx), Ok(StatusReply::Subscribed { subscription, .. })) =
+            (&ask, &answer)
+        {
+            watchers.insert(*subscription, tx.clone());
+        }
+        let _ = reply.send(answer);
+    }
+
+    /// Sends what the preferences allow of the unsent usage records, end to end; private ones
+    /// are marked done at once and never sent (004 §5.5.4.2).
+    async fn start_usage(
+        &mut self,
+        prefs: &Preferences,
+        reply: oneshot::Sender<Result<UsageSent, ErrorBody>>,
+    ) -> Option<SecureAsk> {
+        let internal =
+            |e: cpns_store::StoreError| ErrorBody::new(ErrorCode::Internal, e.to_string());
+        let unsent = match self.store.unsent_local_usage(256).await {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = reply.send(Err(internal(e)));
+                return None;
+            }
+        };
+        let records: Vec<_> = unsent.into_iter().map(|u| u.record).collect();
+        let out = cpns_proto::usage::outgoing(&records, prefs);
+        let withheld = u32::try_from(out.withheld.len()).unwrap_or(u32::MAX);
+        if let Err(e) = self.store.mark_local_usage_sent(&out.withheld).await {
+            let _ = reply.send(Err(internal(e)));
+            return None;
+        }
+        if out.report.records.is_empty() {
+            let _ = reply.send(Ok(UsageSent {
+                withheld,
+                ..UsageSent::default()
+            }));
+            return None;
+        }
+        let ids = out.report.records.iter().map(|r| r.id).collect();
+        let payload = minicbor::to_vec(&out.report).unwrap_or_default();
+        match self
+            .session
+            .secure_call(Instant::now(), USAGE_SERVICE, payload)
+        {
+            Ok(_) => Some(SecureAsk::Usage {
+                ids,
+                withheld,
+                reply,
+            }),
+            Err(e) => {
+                let _ = reply.send(Err(no_session(&e)));
+                None
+            }
+        }
+    }
+
+    /// Answers the secure call a command waits for.
+    async fn on_secure_event(&mut self, e: &PneEvent, asking: &mut Option<SecureAsk>) {
+        let got = match e {
+            PneEvent::SecureAnswer {
+                service, payload, ..
+            } if service == USAGE_SERVICE || service == CHARGING_SERVICE => Ok(payload),
+            PneEvent::FlowFailed {
+                flow: Flow::SecureCall,
+                reason,
+            } => Err(reason.to_error()),
+            _ => return,
+        };
+        match (asking.take(), got) {
+            (
+                Some(SecureAsk::Usage {
+                    ids,
+                    withheld,
+                    reply,
+                }),
+                Ok(payload),
+            ) => {
+                let answer = match minicbor::decode::<UsageAccepted>(payload) {
+                    Ok(a) => match self.store.mark_local_usage_sent(&ids).await {
+                        Ok(()) => Ok(UsageSent {
+                            sent: a.stored + a.duplicates,
+                            duplicates: a.duplicates,
+                            charged: a.charged,
+                            withheld,
+                        }),
+                        Err(e) => Err(ErrorBody::new(ErrorCode::Internal, e.to_string())),
+                    },
+                    Err(_) => Err(ErrorBody::new(
+                        ErrorCode::Internal,
+                        "the server's answer did not decode",
+                    )),
+                };
+                let _ = reply.send(answer);
+            }
+            (Some(SecureAsk::Charging(reply)), Ok(payload)) => {
+                let answer = minicbor::decode::<ChargingList>(payload)
+                    .map(|l| l.records)
+                    .map_err(|_| {
+                        ErrorBody::new(ErrorCode::Internal, "the server's answer did not decode")
+                    });
+                let _ = reply.send(answer);
+            }
+            (Some(SecureAsk::Usage { reply, .. }), Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            (Some(SecureAsk::Charging(reply)), Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            (None, _) => {}
         }
     }
 
@@ -828,14 +1198,16 @@ fn pne_state(
 
 /// Whether `e` ends `step`.
 fn step_ends(step: &PneStep, e: &PneEvent) -> bool {
+    // Status management runs beside the steps: its failures are its own.
+    if let PneEvent::FlowFailed { flow, .. } = e {
+        return *flow != Flow::StatusManagement;
+    }
     matches!(
         (step, e),
-        (_, PneEvent::FlowFailed { .. })
-            | (
-                PneStep::Setup(_) | PneStep::AwaitInvitation,
-                PneEvent::PnJoined { .. } | PneEvent::PnRefused { .. }
-            )
-            | (PneStep::AwaitInvitation, PneEvent::InvitationDeclined(_))
+        (
+            PneStep::Setup(_) | PneStep::AwaitInvitation,
+            PneEvent::PnJoined { .. } | PneEvent::PnRefused { .. }
+        ) | (PneStep::AwaitInvitation, PneEvent::InvitationDeclined(_))
             | (PneStep::Register(_), PneEvent::Registered { .. })
             | (PneStep::SecureCall { .. }, PneEvent::SecureAnswer { .. })
             | (

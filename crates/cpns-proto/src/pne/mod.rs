@@ -375,7 +375,12 @@ impl PneSession {
         Ok(())
     }
 
-    /// The PNE's id.
+    /// The device's capabilities as the PNE holds them now.
+    pub fn capabilities(&self) -> &DeviceCapabilities {
+        &self.cfg.capabilities
+    }
+
+    /// The PNE's entity id.
     pub fn id(&self) -> &EntityId {
         &self.cfg.id
     }
