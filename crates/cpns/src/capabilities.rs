@@ -69,6 +69,15 @@ pub(crate) struct CapabilityArgs {
     /// Memory class, 0 (least) to 3, scored in PN GW election.
     #[arg(long, value_name = "0-3", value_parser = clap::value_parser!(u8).range(0..=3))]
     pub memory_class: Option<u8>,
+    /// Memory available now, MiB (dynamic).
+    #[arg(long, value_name = "MIB")]
+    pub free_memory_mb: Option<u32>,
+    /// Estimated remaining battery time, minutes (dynamic).
+    #[arg(long, value_name = "MIN")]
+    pub battery_minutes: Option<u32>,
+    /// Applications running now, comma separated (dynamic).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub running: Option<Vec<String>>,
 }
 
 /// The value of `--battery`: a percentage, or none for a mains-powered device.
@@ -279,6 +288,17 @@ impl CapabilityArgs {
         if self.memory_class.is_some() {
             c.memory_class = self.memory_class;
         }
+        if self.free_memory_mb.is_some() {
+            c.free_memory_mb = self.free_memory_mb;
+        }
+        if self.battery_minutes.is_some() {
+            c.battery_minutes = self.battery_minutes;
+        }
+        if let Some(r) = &self.running {
+            c.running = items(r);
+        }
+        c.check()
+            .map_err(|why| anyhow::anyhow!("capabilities: {why}"))?;
         Ok(c)
     }
 }

@@ -281,7 +281,33 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
         GatewayEvent::ReleaseFailed { pn_id, reason } => Described::new("release_failed")
             .pn("pn_id", *pn_id)
             .text("reason", reason),
+        GatewayEvent::StatusNotified(n) => notified(n),
         _ => Described::unknown("PN GW"),
+    }
+}
+
+/// A status notification: its subscription, why, and each entity as `id=status`.
+fn notified(n: &cpns_wire::StatusNotification) -> Described {
+    let entries: Vec<String> = n.entries.iter().map(entry_word).collect();
+    Described::new("status_notified")
+        .field(
+            "subscription",
+            "subscription",
+            Value::Number(n.subscription),
+        )
+        .text("reason", cpns_node::status_hub::reason_name(n.reason))
+        .field("entries", "entries", Value::List(entries))
+}
+
+/// `phone=busy`, `phone=custom:driving`, `phone=online(battery 9%)`.
+fn entry_word(e: &cpns_wire::StatusEntry) -> String {
+    let status = match &e.label {
+        Some(l) => format!("custom:{l}"),
+        None => crate::status::status_name(e.status),
+    };
+    match e.battery_pct {
+        Some(b) => format!("{}={status}(battery {b}%)", e.entity),
+        None => format!("{}={status}", e.entity),
     }
 }
 
@@ -325,10 +351,17 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             request_id,
             service,
             payload,
-        } => Described::new("secure_answer")
-            .text("request_id", request_id)
-            .text("service", service)
-            .text("payload", String::from_utf8_lossy(payload)),
+        } => {
+            let d = Described::new("secure_answer")
+                .text("request_id", request_id)
+                .text("service", service);
+            // The echo service answers text; the others CBOR, which their own commands read.
+            if service == cpns_wire::ECHO_SERVICE {
+                d.text("payload", String::from_utf8_lossy(payload))
+            } else {
+                d.field("bytes", "bytes", Value::Number(payload.len() as u64))
+            }
+        }
         PneEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
             .text("flow", flow)
             .text("reason", reason),
@@ -358,6 +391,27 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
         PneEvent::PnReleased { pn_id, by_me } => Described::new("pn_released")
             .pn("pn_id", *pn_id)
             .field("by_me", "by_me", Value::Bool(*by_me)),
+        PneEvent::CapabilitiesReported => Described::new("capabilities_reported"),
+        PneEvent::StatusReported => Described::new("status_reported"),
+        PneEvent::StatusAnswered { entries } => Described::new("status_answered").field(
+            "entries",
+            "entries",
+            Value::List(entries.iter().map(entry_word).collect()),
+        ),
+        PneEvent::Subscribed {
+            subscription,
+            entries,
+        } => Described::new("subscribed")
+            .field("subscription", "subscription", Value::Number(*subscription))
+            .field(
+                "entries",
+                "entries",
+                Value::List(entries.iter().map(entry_word).collect()),
+            ),
+        PneEvent::Unsubscribed(id) => {
+            Described::new("unsubscribed").field("subscription", "subscription", Value::Number(*id))
+        }
+        PneEvent::StatusNotified(n) => notified(n),
         _ => Described::unknown("PNE"),
     }
 }

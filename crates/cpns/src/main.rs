@@ -10,6 +10,7 @@ mod elect;
 mod events;
 mod pn;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,15 @@ enum Command {
     Inventory(admin::InventoryArgs),
     /// Act on a running PN GW through its control socket (`show`).
     Pn(pn::PnArgs),
+    /// Device capabilities (004 §5.5.1): show an entity's, live or as recorded; set a running
+    /// PNE's.
+    Caps(status::CapsArgs),
+    /// Status (004 §5.5.3): show, set a PNE's own, subscribe, or watch a user's devices live.
+    Status(status::StatusArgs),
+    /// Usage statistics (004 §5.5.4): reporting preferences, reports, summaries.
+    Usage(status::UsageArgs),
+    /// Charging records (CPNS-4) of a user.
+    Charging(status::ChargingArgs),
     /// Run server, PN GW and three PNEs on loopback and print the flows and the inventory.
     Demo(demo::DemoArgs),
     /// Measure the server from outside (set-ups, establishments, memory per session) beside
@@ -70,6 +80,10 @@ fn main() -> std::process::ExitCode {
             Command::Demo(_)
                 | Command::Inventory(_)
                 | Command::Pn(_)
+                | Command::Caps(_)
+                | Command::Status(_)
+                | Command::Usage(_)
+                | Command::Charging(_)
                 | Command::Bench(_)
                 | Command::BenchHold(_)
                 | Command::BenchLoad(_)
@@ -111,6 +125,10 @@ fn main() -> std::process::ExitCode {
             Command::BenchPrepare(a) => bench::prepare(a).await,
             Command::BenchLoad(a) => bench::load(a).await,
             Command::Pn(a) => pn::pn(a).await,
+            Command::Caps(a) => status::caps(a).await,
+            Command::Status(a) => status::status(a).await,
+            Command::Usage(a) => status::usage(a).await,
+            Command::Charging(a) => status::charging(a).await,
         }
     });
     match result {

@@ -259,7 +259,9 @@ fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
 }
 
 const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release";
-const PNE_VERBS: &str = "known: show, members, query, invite, expel, join, leave, release";
+const PNE_VERBS: &str = "known: show, members, query, invite, expel, join, leave, release, \
+     caps, caps_set, status, status_set, subscribe, usage_record, usage_prefs, usage_pref_set, \
+     usage_summary, usage_send, charging";
 
 /// `show` (every PN) or `members` (the one PN the request names) from an entity's inventory.
 fn inventory_answer(

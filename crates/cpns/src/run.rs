@@ -34,9 +34,35 @@ pub(crate) struct ServerArgs {
     /// Most concurrent PN GW sessions.
     #[arg(long, default_value_t = 10_000)]
     pub max_sessions: usize,
+    /// A PN GW silent this long (not even a Heartbeat) is taken for gone: its session closes
+    /// and it and the PNEs it reported turn offline (docs/device-status.md).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub offline_after_s: u64,
+    /// A chargeable service and its units per started MB (repeatable), e.g.
+    /// `--chargeable video=2`; usage of a service not named is not charged.
+    #[arg(long, value_name = "SERVICE=UNITS", value_parser = tariff_entry)]
+    pub chargeable: Vec<(String, u64)>,
+    /// The control socket local applications use (CPNS-4: capabilities, status, subscriptions,
+    /// usage, charging), mode 0600 [default: server.sock in the data directory].
+    #[arg(long)]
+    pub control: Option<PathBuf>,
     /// Print events as JSON objects, one per line, instead of readable lines.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `SERVICE=UNITS`.
+fn tariff_entry(s: &str) -> Result<(String, u64), String> {
+    let (service, units) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: a tariff entry is SERVICE=UNITS_PER_MB"))?;
+    if service.is_empty() {
+        return Err("the service name is empty".into());
+    }
+    let units = units
+        .parse()
+        .map_err(|_| format!("`{units}`: units per MB are a whole number"))?;
+    Ok((service.to_string(), units))
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is called, not when it
@@ -60,10 +86,12 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&dir.db())
         .await
         .with_context(|| format!("open {}", dir.db().display()))?;
-    let cfg = ServerNodeConfig {
+    let mut cfg = ServerNodeConfig {
         max_sessions: a.max_sessions,
         ..ServerNodeConfig::default()
     };
+    cfg.proto.offline_after = Some(Duration::from_secs(a.offline_after_s));
+    cfg.proto.tariff = a.chargeable.iter().cloned().collect();
     let printer = EventPrinter::new(Role::Server, a.json);
     let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);
     let node = ServerNode::new(
@@ -77,8 +105,22 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("listen on {}", a.listen))?;
+    let control_path = a
+        .control
+        .clone()
+        .unwrap_or_else(|| crate::status::server_socket(&dir.0));
+    let control = cpns_node::control::ControlSocket::bind(&control_path).await?;
     let shutdown = shutdown_signal()?;
     printer.run(&RunEvent::Listening(listener.local_addr()?.to_string()));
+    printer.run(&RunEvent::ControlListening(
+        control.path().display().to_string(),
+    ));
+    let handle = node.handle();
+    let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
+    let control_task = tokio::spawn(control.serve(
+        move |request| crate::status::answer_server(handle.clone(), request),
+        control_stopped,
+    ));
     let printing = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             printer.server(&e);
@@ -86,6 +128,8 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
     });
     // The node's sessions hold the event sender; it is dropped once they have all ended.
     node.run(listener, shutdown).await?;
+    let _ = control_stop.send(true);
+    let _ = control_task.await;
     let _ = printing.await;
     store.close().await;
     Ok(())
@@ -162,6 +206,10 @@ pub(crate) struct GatewayArgs {
     /// How long a PAN link may stay unproven before it is closed, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub unproven_lifetime_ms: u64,
+    /// A PAN link silent this long (not even a Heartbeat) is closed and its PNE reported
+    /// offline (docs/device-status.md).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub pan_offline_after_s: u64,
     /// Print events as JSON objects, one per line, instead of readable lines.
     #[arg(long)]
     pub json: bool,
@@ -187,7 +235,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         pn_lifetime_s: a.pn_lifetime_s,
         pn_max_members: a.pn_max_members,
         heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
-        pan_offline_after: Some(cpns_proto::gateway::PAN_OFFLINE_AFTER),
+        pan_offline_after: Some(Duration::from_secs(a.pan_offline_after_s)),
         report_presence: true,
         pne_limits: cpns_proto::gateway::PneReportLimits::default(),
         id: cred.entity_id.clone(),
@@ -321,6 +369,20 @@ pub(crate) struct PneArgs {
     /// Give up on the steps after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_s: u64,
+    /// How often the PNE tells its PN GW it is there when it has nothing else to say.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_s: u64,
+    /// At most one report of dynamic capabilities (battery, free memory, networks, running
+    /// applications) per this many seconds, with the latest values.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub dynamic_interval_s: u64,
+    /// A battery going below this percentage is reported at once.
+    #[arg(long, value_name = "PCT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub battery_alert: u8,
+    /// With --stay: the usage reporting preference of a service with none of its own
+    /// (`private`, `server` or `shared`; `cpns usage prefs` sets one per service).
+    #[arg(long, value_name = "PREF", default_value = "server", value_parser = usage_pref)]
+    pub usage_default: cpns_proto::usage::Preference,
     /// Print events as JSON objects, one per line, instead of readable lines.
     #[arg(long)]
     pub json: bool,
@@ -360,9 +422,9 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         max_frame: cpns_wire::DEFAULT_MAX_FRAME,
         timeouts: Timeouts::default(),
         home_gateway: a.home_gateway.clone(),
-        heartbeat: Some(cpns_proto::pne::HEARTBEAT),
-        dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
-        battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
+        heartbeat: Some(Duration::from_secs(a.heartbeat_s)),
+        dynamic_interval: Duration::from_secs(a.dynamic_interval_s),
+        battery_alert: Some(a.battery_alert),
     };
     let mut steps = Vec::new();
     if let Some(s) = &a.setup {
@@ -443,8 +505,18 @@ async fn pne_stay(
         stop,
     );
     let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
+    let control_store = store.clone();
+    let usage_default = a.usage_default;
     let control_task = tokio::spawn(control.serve(
-        move |request| crate::pn::answer_pne(handle.clone(), request),
+        move |request| {
+            let (handle, store) = (handle.clone(), control_store.clone());
+            async move {
+                match crate::status::answer_pne(&handle, &store, usage_default, &request).await {
+                    Some(answer) => answer,
+                    None => crate::pn::answer_pne(handle, request).await.into(),
+                }
+            }
+        },
         control_stopped,
     ));
     let r = tokio::select! {
@@ -459,6 +531,12 @@ async fn pne_stay(
     let _ = printing.await;
     store.close().await;
     r.context("the PNE task")?.map_err(anyhow::Error::msg)
+}
+
+/// `private`, `server` or `shared`.
+fn usage_pref(s: &str) -> Result<cpns_proto::usage::Preference, String> {
+    cpns_proto::usage::Preference::parse(s)
+        .ok_or_else(|| format!("`{s}`: private, server or shared"))
 }
 
 /// `yes` or `no`.
