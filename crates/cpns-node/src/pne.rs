@@ -796,7 +796,9 @@ impl<S: Store> Link<S> {
                     self.session.start_pan_auth(Instant::now(), pn)?;
                     continue;
                 }
+                // Nothing to prove (a sealed or trusted link): the pulls go at once.
                 pulling = true;
+                continue;
             } else if proving && !pulled && (pulling || self.session.link_sealed()) {
                 pulled = true;
                 let now = Instant::now();

@@ -56,6 +56,11 @@ enum Command {
     /// Measure the server from outside (set-ups, establishments, memory per session) beside
     /// Mosquitto and in-memory ceilings, and print the figures with their ratios.
     Bench(bench::BenchArgs),
+    /// Measure one status change fanned out to many subscribers (p50/p99 delivery latency).
+    BenchFanout(bench::fanout::FanoutArgs),
+    /// Hold subscribed PN GW sessions for `cpns bench-fanout` (started by it).
+    #[command(hide = true)]
+    BenchSubscribe(bench::fanout::SubscribeArgs),
     /// Hold idle PN GW sessions for `cpns bench` (started by it).
     #[command(hide = true)]
     BenchHold(bench::HouseholdsArgs),
@@ -86,6 +91,8 @@ fn main() -> std::process::ExitCode {
                 | Command::Charging(_)
                 | Command::Bench(_)
                 | Command::BenchHold(_)
+                | Command::BenchFanout(_)
+                | Command::BenchSubscribe(_)
                 | Command::BenchLoad(_)
         ) {
             "warn"
@@ -122,6 +129,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo(a) => demo::demo(a).await,
             Command::Bench(a) => bench::bench(a).await,
             Command::BenchHold(a) => bench::hold(a).await,
+            Command::BenchFanout(a) => bench::fanout::fanout(a).await,
+            Command::BenchSubscribe(a) => bench::fanout::subscribe(a).await,
             Command::BenchPrepare(a) => bench::prepare(a).await,
             Command::BenchLoad(a) => bench::load(a).await,
             Command::Pn(a) => pn::pn(a).await,

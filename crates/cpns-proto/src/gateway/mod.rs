@@ -114,6 +114,13 @@ pub enum GatewayEvent {
     WanReady,
     /// A status notification for one of this PN GW's own subscriptions (004 §5.5.3.2).
     StatusNotified(cpns_wire::StatusNotification),
+    /// The server kept a subscription of this PN GW, with the watched entities now.
+    Subscribed {
+        /// Its id.
+        subscription: u64,
+        /// The snapshot.
+        entries: Vec<cpns_wire::StatusEntry>,
+    },
     /// The WAN session failed.
     WanFailed(String),
     /// The server refused the PN GW's connection set-up (002 §B.1.1.2 steps 9-11) with this
@@ -761,6 +768,10 @@ impl Gateway {
             Body::PneConfirmRequest(m) => self.on_pne_confirm_request(&env, m),
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(GatewayEvent::StatusNotified(n)),
+            Body::StatusSubscribed(m) => self.event(GatewayEvent::Subscribed {
+                subscription: m.subscription,
+                entries: m.entries,
+            }),
             Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
             // Confirms (device capabilities, connection set-up) need no action.
             _ if env.kind == MsgKind::Request => {

@@ -224,6 +224,38 @@ impl Gateway {
         Ok(())
     }
 
+    /// Subscribes this PN GW itself to the status of `entities` (none: every device of its
+    /// user), 004 §5.5.3.2; the answer comes as [`super::GatewayEvent::Subscribed`] and the
+    /// notifications as [`super::GatewayEvent::StatusNotified`]. `None` without a WAN session.
+    pub fn subscribe_status(
+        &mut self,
+        entities: Vec<EntityId>,
+        policy: cpns_wire::StatusPolicy,
+    ) -> Option<u64> {
+        if !self.wan_ready() {
+            return None;
+        }
+        let req = cpns_wire::StatusSubscribe {
+            request_id: cpns_wire::RequestId(self.rng.u64()),
+            entities,
+            policy,
+        };
+        self.send_wan_request(req)
+    }
+
+    /// Reports this PN GW's own status (busy, online, or custom with `label`) to the server.
+    /// `None` without a WAN session.
+    pub fn set_status(&mut self, status: Status, label: Option<String>) -> Option<u64> {
+        if !self.wan_ready() {
+            return None;
+        }
+        let mut entry = StatusEntry::new(self.cfg.id.clone(), status);
+        entry.label = label;
+        self.send_wan_request(StatusReport {
+            entries: vec![entry],
+        })
+    }
+
     /// Reports what changed of the PNEs' presence since the last sync: a member PNE on a
     /// proven link is online, any other that was reported online is offline. Called at the
     /// end of every input.

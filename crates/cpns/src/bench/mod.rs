@@ -11,6 +11,7 @@
 //! on a fresh server, its memory per idle PN GW session while other processes hold many.
 
 pub mod baseline;
+pub mod fanout;
 pub mod memory;
 mod mqtt;
 pub mod net;

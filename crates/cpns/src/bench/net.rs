@@ -212,11 +212,22 @@ impl ServerProcess {
         dir: &Path,
         max_sessions: usize,
     ) -> anyhow::Result<ServerProcess> {
+        Self::start_with(exe, dir, max_sessions, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with `extra` arguments.
+    pub async fn start_with(
+        exe: &Path,
+        dir: &Path,
+        max_sessions: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
         let mut child = Command::new(exe)
             .args(["server", "--json", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir)
             .args(["--max-sessions", &max_sessions.to_string()])
+            .args(extra)
             .env("CPNS_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -357,8 +368,60 @@ impl Connected {
         }
     }
 
+    /// Subscribes to `entity`'s status changes and waits until the server kept it.
+    pub async fn subscribe(&mut self, entity: cpns_wire::EntityId) -> anyhow::Result<()> {
+        self.sim.subscribe(Instant::now(), entity);
+        self.run_until(|s| s.subscribed().is_some()).await
+    }
+
+    /// Reports this PN GW's custom status `label`, and sends it now.
+    pub async fn set_status(&mut self, label: String) -> anyhow::Result<()> {
+        self.sim.set_status(Instant::now(), label);
+        for frame in self.sim.take_wan() {
+            self.conn.queue(&frame)?;
+        }
+        self.conn.flush().await?;
+        Ok(())
+    }
+
+    /// Reads the session until it yields notifications: those, with when each came (Unix ns).
+    /// Timers (heartbeats) run meanwhile.
+    pub async fn notifications(
+        &mut self,
+    ) -> anyhow::Result<Vec<(cpns_wire::StatusNotification, u128)>> {
+        loop {
+            for frame in self.sim.take_wan() {
+                self.conn.queue(&frame)?;
+            }
+            self.conn.flush().await?;
+            let notes = self.sim.take_notes();
+            if !notes.is_empty() {
+                return Ok(notes);
+            }
+            let deadline = self.sim.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                frame = self.conn.next_frame() => match frame {
+                    Ok(body) => self.sim.handle_wan_frame(Instant::now(), &body)?,
+                    Err(FrameError::Closed) => bail!("the server closed the session"),
+                    Err(e) => return Err(e.into()),
+                },
+                () = sleep_until(deadline) => {
+                    self.sim.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
     /// Ends the session.
     pub async fn close(mut self) {
         self.conn.close().await;
+    }
+}
+
+/// Completes at `deadline`; never without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -81,6 +81,10 @@ pub struct SimGateway {
     ready: bool,
     outcome: Option<Outcome>,
     failure: Option<String>,
+    /// The subscription the server kept for this PN GW, once it answered.
+    subscribed: Option<u64>,
+    /// Status notifications received, with when (Unix ns), not yet taken.
+    notes: Vec<(cpns_wire::StatusNotification, u128)>,
 }
 
 impl SimGateway {
@@ -113,7 +117,38 @@ impl SimGateway {
             ready: false,
             outcome: None,
             failure: None,
+            subscribed: None,
+            notes: Vec::new(),
         }
+    }
+
+    /// Subscribes this PN GW to `entity`'s status changes (004 §5.5.3.2).
+    pub fn subscribe(&mut self, now: Instant, entity: cpns_wire::EntityId) {
+        let policy = cpns_wire::StatusPolicy {
+            kind: cpns_wire::PolicyKind::OnChange,
+            attribute: None,
+            crossing: None,
+            bound: None,
+            period_s: None,
+        };
+        self.gw.subscribe_status(vec![entity], policy);
+        self.pump(now);
+    }
+
+    /// The subscription, once the server kept it.
+    pub fn subscribed(&self) -> Option<u64> {
+        self.subscribed
+    }
+
+    /// Reports this PN GW's own custom status `label`.
+    pub fn set_status(&mut self, now: Instant, label: String) {
+        self.gw.set_status(cpns_wire::Status::Custom, Some(label));
+        self.pump(now);
+    }
+
+    /// The notifications received since the last call, with when (Unix ns).
+    pub fn take_notes(&mut self) -> Vec<(cpns_wire::StatusNotification, u128)> {
+        std::mem::take(&mut self.notes)
     }
 
     /// The WAN's TLS session is up (002 §B.1.1.2 step 8).
@@ -284,6 +319,13 @@ impl SimGateway {
             }
             GatewayEvent::EstablishmentFailed { reason, .. } => {
                 self.outcome = Some(Outcome::Failed(reason.to_string()));
+            }
+            GatewayEvent::Subscribed { subscription, .. } => self.subscribed = Some(subscription),
+            GatewayEvent::StatusNotified(n) => {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                self.notes.push((n, at));
             }
             _ => {}
         }

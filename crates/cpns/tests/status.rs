@@ -1,0 +1,530 @@
+//! Capabilities, status, usage and charging as separate `cpns` processes
+//! (docs/device-status.md): a server, a PN GW and long-running PNEs on loopback, a subscriber
+//! on the server's control socket as an external application, and the stores read afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cpns_store::{SqliteStore, Store};
+use cpns_wire::{EntityId, Status, UserId};
+use serde_json::Value;
+
+mod common;
+
+use common::{BIN, Proc};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn cpns(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "cpns {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `cpns ... --json`: the one JSON answer.
+fn cpns_json(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let text = cpns(&all);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("cpns {all:?}: {text:?}: {e}"))
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A server, a PN GW and PNEs of alice on loopback; the PNEs join one PN.
+struct World {
+    tmp: tempfile::TempDir,
+    _server: Proc,
+    gw: Proc,
+    pan: String,
+}
+
+impl World {
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("server")
+    }
+
+    /// Server flags `server_extra`, PN GW flags `gw_extra`.
+    fn start(pnes: &[&str], server_extra: &[&str], gw_extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| -> PathBuf { tmp.path().join(n) };
+        let data = p("server");
+        cpns(&["init", "--data-dir", s(&data)]);
+        let mut ids = vec![("gateway", "home-gw")];
+        ids.extend(pnes.iter().map(|id| ("pne", *id)));
+        for (kind, id) in ids {
+            let out = p(&format!("{id}.cred.json"));
+            cpns(&[
+                "enroll",
+                "--data-dir",
+                s(&data),
+                "--user",
+                "alice",
+                "--kind",
+                kind,
+                "--id",
+                id,
+                "--out",
+                s(&out),
+            ]);
+        }
+        let mut args = vec![
+            "server",
+            "--json",
+            "--data-dir",
+            s(&data),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend(server_extra);
+        let mut server = Proc::spawn("server", &args);
+        let server_addr = server.listening();
+        server.expect_event("control_listening");
+        let cred = p("home-gw.cred.json");
+        let store = p("gw.db");
+        let mut args = vec![
+            "gateway",
+            "--json",
+            "--credential",
+            s(&cred),
+            "--server",
+            &server_addr,
+            "--pan-listen",
+            "127.0.0.1:0",
+            "--store",
+            s(&store),
+        ];
+        args.extend(gw_extra);
+        let mut gw = Proc::spawn("gateway", &args);
+        let pan = gw.expect_event("pan_listening")["addr"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        gw.expect_event("wan_ready");
+        Self {
+            tmp,
+            _server: server,
+            gw,
+            pan,
+        }
+    }
+
+    /// `cpns pne --stay --json` reaching its PN GW at `pan`, with `extra`.
+    fn pne_at(&self, id: &str, pan: &str, extra: &[&str]) -> Proc {
+        let cred = self.path(&format!("{id}.cred.json"));
+        let store = self.path(&format!("{id}.db"));
+        let mut args = vec![
+            "pne",
+            "--stay",
+            "--json",
+            "--gateway",
+            pan,
+            "--credential",
+            s(&cred),
+            "--store",
+            s(&store),
+            "--dynamic-interval-s",
+            "1",
+        ];
+        args.extend(extra);
+        let mut p = Proc::spawn("pne", &args);
+        p.expect_event("control_listening");
+        p
+    }
+
+    /// `tablet` waits to be invited, `phone` asks for a PN with every PNE and registers; both
+    /// joined, both reported online.
+    fn household(&mut self, phone_pan: Option<&str>, extra: &[&str]) -> (Proc, Proc) {
+        let pan = self.pan.clone();
+        let mut tablet = self.pne_at("tablet", &pan, &["--await-invitation"]);
+        self.gw
+            .expect_event_where("pne_discovered", |v| v["pne"] == "tablet");
+        let mut args = vec!["--setup", "all", "--register"];
+        args.extend(extra);
+        let mut phone = self.pne_at("phone", phone_pan.unwrap_or(&pan), &args);
+        phone.expect_event("registered");
+        tablet.expect_event("pn_joined");
+        // Proven to its PN GW, each reports what it is (so a test's own reports come after).
+        phone.expect_event("capabilities_reported");
+        tablet.expect_event("capabilities_reported");
+        (phone, tablet)
+    }
+
+    fn store(&self, id: &str) -> PathBuf {
+        self.path(&format!("{id}.db"))
+    }
+
+    /// A subscriber on the server's control socket (an external application).
+    fn subscribe(&self, args: &[&str]) -> Proc {
+        let data = self.data();
+        let mut all = vec!["status", "subscribe", "--json", "--data-dir", s(&data)];
+        all.extend(args);
+        Proc::spawn("status", &all)
+    }
+
+    async fn server_store(&self) -> SqliteStore {
+        SqliteStore::open(&self.data().join("cpns.db"))
+            .await
+            .unwrap()
+    }
+}
+
+fn eid(s: &str) -> EntityId {
+    EntityId::new(s).unwrap()
+}
+
+/// The next JSON line of a subscriber.
+fn next(sub: &Proc) -> Value {
+    let line = sub.line();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}"))
+}
+
+fn entry<'a>(n: &'a Value, id: &str) -> &'a Value {
+    n["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["entity"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {n}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capability_change_reaches_the_server_which_also_asks_the_pne_through_its_pn_gw() {
+    let mut w = World::start(&["phone", "tablet"], &[], &[]);
+    let (mut phone, _tablet) = w.household(None, &[]);
+    let phone_db = w.store("phone");
+    cpns(&[
+        "caps",
+        "set",
+        "--store",
+        s(&phone_db),
+        "--software",
+        "maps/4,game/2",
+        "--battery",
+        "64",
+        "--running",
+        "maps",
+    ]);
+    // Confirmed by the PN GW only once the server stored it.
+    phone.expect_event("capabilities_reported");
+    let st = w.server_store().await;
+    let rec = st.entity(&eid("phone")).await.unwrap().unwrap();
+    let caps = cpns_node::server_store::caps_of(rec.capabilities.as_deref()).unwrap();
+    assert_eq!(caps.software, ["maps/4", "game/2"]);
+    assert_eq!(caps.battery_pct, Some(64));
+    assert_eq!(caps.running, ["maps"]);
+    let status = &st.statuses(&[eid("phone")]).await.unwrap()[0];
+    assert_eq!(status.attributes.battery_pct, Some(64));
+    assert_eq!(status.status, Status::Online);
+    st.close().await;
+    // As recorded, and asked of the PNE now through its PN GW.
+    let data = w.data();
+    let recorded = cpns_json(&["caps", "show", "phone", "--data-dir", s(&data)]);
+    assert_eq!(recorded["capabilities"]["battery_pct"], 64);
+    let live = cpns_json(&["caps", "show", "phone", "--live", "--data-dir", s(&data)]);
+    assert_eq!(live["live"], true);
+    assert_eq!(live["capabilities"]["software"][1], "game/2");
+    // The PN GW answers for itself.
+    let gw = cpns_json(&["caps", "show", "home-gw", "--live", "--data-dir", s(&data)]);
+    assert_eq!(gw["capabilities"]["device_type"], "home-hub");
+    // An entity no PN GW reaches: a clear refusal.
+    let out = run(&["caps", "show", "nobody", "--live", "--data-dir", s(&data)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no entity nobody"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pne_and_a_hung_one_turn_offline_and_a_subscriber_is_told_within_the_bound() {
+    let bound = 3;
+    let b = bound.to_string();
+    let mut w = World::start(&["phone", "tablet"], &[], &["--pan-offline-after-s", &b]);
+    // Heartbeats well within the bound keep the quiet PNEs.
+    let (mut phone, mut tablet) = w.household(None, &["--heartbeat-s", "1"]);
+    let sub = w.subscribe(&["phone", "tablet"]);
+    let first = next(&sub);
+    assert_eq!(entry(&first, "phone")["status"], "online");
+    assert_eq!(entry(&first, "tablet")["status"], "online");
+    // Killed: its link closes, the PN GW says so at once.
+    tablet.child.kill().unwrap();
+    tablet.child.wait().unwrap();
+    let n = next(&sub);
+    assert_eq!(
+        (n["reason"].as_str(), entry(&n, "tablet")["status"].as_str()),
+        (Some("change"), Some("offline"))
+    );
+    // Hung (stopped, its socket still open): silent past the bound, then offline.
+    let pid = phone.child.id().to_string();
+    let stopped = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let n = next(&sub);
+    let waited = stopped.elapsed();
+    assert_eq!(entry(&n, "phone")["status"], "offline");
+    assert!(
+        waited <= Duration::from_secs(bound + 5),
+        "told after {waited:?}, bound {bound} s"
+    );
+    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    phone.expect_any(&["flow_failed", "discovered"]);
+    let st = w.server_store().await;
+    let recs = st.statuses(&[eid("phone"), eid("tablet")]).await.unwrap();
+    st.close().await;
+    assert!(recs.iter().all(|r| r.reported_by == Some(eid("home-gw"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_policy_fires_once_per_crossing_not_on_every_report() {
+    let mut w = World::start(&["phone", "tablet"], &[], &[]);
+    let (mut phone, _tablet) = w.household(None, &[]);
+    let phone_db = w.store("phone");
+    let set = |pct: &str| {
+        cpns(&["caps", "set", "--store", s(&phone_db), "--battery", pct]);
+    };
+    set("50");
+    phone.expect_event("capabilities_reported");
+    let sub = w.subscribe(&["phone", "--below", "battery=10"]);
+    assert_eq!(entry(&next(&sub), "phone")["battery_pct"], 50);
+    // Each report below reaches the server (the PNE confirms each), but only crossings fire.
+    for pct in ["9", "8", "7", "30", "5"] {
+        set(pct);
+        phone.expect_event("capabilities_reported");
+    }
+    let st = w.server_store().await;
+    let rec = &st.statuses(&[eid("phone")]).await.unwrap()[0];
+    st.close().await;
+    assert_eq!(
+        rec.attributes.battery_pct,
+        Some(5),
+        "every report was recorded"
+    );
+    let one = next(&sub);
+    let two = next(&sub);
+    assert_eq!(one["reason"], "threshold");
+    assert_eq!(entry(&one, "phone")["battery_pct"], 9);
+    assert_eq!(
+        entry(&two, "phone")["battery_pct"],
+        5,
+        "8 and 7 did not fire; 30 re-armed"
+    );
+}
+
+/// Relays a TCP connection to `to`, keeping every byte that crossed, both ways.
+fn tap(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { return };
+            let Ok(outbound) = TcpStream::connect(&to) else {
+                return;
+            };
+            for (mut from, mut into) in [
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                (outbound, inbound),
+            ] {
+                let keep = Arc::clone(&keep);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        keep.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_of_a_private_service_never_leaves_the_device_and_allowed_usage_is_charged_to_its_owner()
+ {
+    let mut w = World::start(&["phone", "tablet"], &["--chargeable", "game=3"], &[]);
+    let pan = w.pan.clone();
+    let (phone_pan, wire) = tap(pan);
+    let (_phone, _tablet) = w.household(Some(&phone_pan), &["--pan-security", "cpns"]);
+    let db = w.store("phone");
+    let db = s(&db);
+    cpns(&[
+        "usage",
+        "prefs",
+        "ultraviolet-video",
+        "private",
+        "--store",
+        db,
+    ]);
+    cpns(&["usage", "prefs", "game", "shared", "--store", db]);
+    let (start, end) = ((now_s() - 600).to_string(), (now_s() - 60).to_string());
+    for (service, bytes) in [
+        ("ultraviolet-video", "7000000"),
+        ("game", "2500000"),
+        ("maps", "10"),
+    ] {
+        cpns(&[
+            "usage",
+            "report",
+            "--service",
+            service,
+            "--start",
+            &start,
+            "--end",
+            &end,
+            "--bytes",
+            bytes,
+            "--store",
+            db,
+        ]);
+    }
+    let sent = cpns_json(&["usage", "report", "--send", "--store", db]);
+    assert_eq!(
+        (
+            sent["sent"].as_u64(),
+            sent["withheld"].as_u64(),
+            sent["charged"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    // Sending again sends nothing: every record was acknowledged or withheld.
+    let again = cpns_json(&["usage", "report", "--send", "--store", db]);
+    assert_eq!(
+        (again["sent"].as_u64(), again["withheld"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    // Not on the wire, in any form the PN GW relays, and not at the server.
+    let bytes = wire.lock().unwrap().clone();
+    assert!(!bytes.is_empty());
+    assert!(
+        !bytes
+            .windows(b"ultraviolet".len())
+            .any(|w| w == b"ultraviolet")
+    );
+    let st = w.server_store().await;
+    let all = st.usage_summary(None, false).await.unwrap();
+    let services: Vec<&str> = all.iter().map(|r| r.service.as_str()).collect();
+    assert_eq!(services, ["game", "maps"]);
+    assert!(
+        all.iter()
+            .all(|r| r.user == Some(UserId::new("alice").unwrap()))
+    );
+    // External applications see what was shared only.
+    let shared = st.usage_summary(None, true).await.unwrap();
+    assert_eq!(
+        shared
+            .iter()
+            .map(|r| r.service.as_str())
+            .collect::<Vec<_>>(),
+        ["game"]
+    );
+    st.close().await;
+    // The device keeps its own, private use too.
+    let mine = cpns_json(&["usage", "summary", "--store", db]);
+    let local: Vec<&str> = mine["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(local, ["game", "maps", "ultraviolet-video"]);
+
+    // Charging: 3 units per started MB of game, 2.5 MB: 9 units, to alice, listable by her.
+    let data = w.data();
+    let listed = cpns_json(&[
+        "charging",
+        "list",
+        "--user",
+        "alice",
+        "--data-dir",
+        s(&data),
+    ]);
+    let records = listed["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0]["service"].as_str(), records[0]["units"].as_u64()),
+        (Some("game"), Some(9))
+    );
+    let from_pne = cpns_json(&["charging", "list", "--store", db]);
+    assert_eq!(from_pne["records"], listed["records"]);
+    let bob = cpns_json(&["charging", "list", "--user", "bob", "--data-dir", s(&data)]);
+    assert!(bob["records"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_frequent_reports_from_one_device_are_refused_while_the_others_go_on() {
+    let mut w = World::start(&["phone", "tablet"], &[], &[]);
+    let (_phone, _tablet) = w.household(None, &[]);
+    let phone = w.store("phone");
+    let tablet = w.store("tablet");
+    let mut refused = None;
+    for _ in 0..12 {
+        let out = run(&["status", "set", "busy", "--store", s(&phone)]);
+        if !out.status.success() {
+            refused = Some(String::from_utf8_lossy(&out.stderr).to_string());
+            break;
+        }
+    }
+    let refused = refused.expect("a burst of status reports is refused");
+    assert!(
+        refused.contains("rate_limited") && refused.contains("try again in"),
+        "{refused}"
+    );
+    // The other device is not held back.
+    cpns(&["status", "set", "custom:reading", "--store", s(&tablet)]);
+    let st = w.server_store().await;
+    let recs = st.statuses(&[eid("phone"), eid("tablet")]).await.unwrap();
+    st.close().await;
+    assert_eq!(recs[0].status, Status::Busy);
+    assert_eq!(
+        (recs[1].status, recs[1].label.as_deref()),
+        (Status::Custom, Some("reading"))
+    );
+    // Bad input never leaves the CLI, and says what to do.
+    let out = run(&["status", "set", "sleeping", "--store", s(&phone)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("online, busy or custom:LABEL"));
+    let out = run(&[
+        "caps",
+        "set",
+        "--store",
+        s(&phone),
+        "--running",
+        &vec!["app"; 65].join(","),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than 64"));
+}
