@@ -501,10 +501,10 @@ impl<S: Store + Clone> ServerNode<S> {
                 };
                 info!(%gw, "PN GW session authenticated");
                 slot = Slot::Authenticated(authed);
-                let mailbox = Mailbox::new(MAILBOX_LIMIT);
-                self.hub.attach(Subscriber::Entity(gw.clone()), &mailbox);
-                end.gateway = Some(gw);
-                end.mailbox = Some(mailbox);
+                end.gateway = Some(gw.clone());
+                // A mailbox only for a session with someone to notify (an idle session's
+                // memory, ARCHITECTURE decision 22).
+                self.reach(end, vec![(gw, true)]);
                 conn.set_max_frame(self.cfg.proto.max_frame);
             }
             let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
@@ -846,25 +846,30 @@ fn reach_of(
             .filter(|c| &c.entity != gw)
             .map(|c| (c.entity.clone(), c.status != cpns_wire::Status::Offline))
             .collect(),
-        ServerEffect::AddSubscription { subscriber, .. } if subscriber != gw => {
-            vec![(subscriber.clone(), true)]
-        }
+        ServerEffect::AddSubscription { subscriber, .. } => vec![(subscriber.clone(), true)],
         _ => Vec::new(),
     }
 }
 
 impl<S: Store + Clone> ServerNode<S> {
-    /// Attaches or detaches PNEs this session reaches to its mailbox.
+    /// Attaches the entities this session reaches (its PN GW, PNEs it reported online or that
+    /// subscribed through it) that hold subscriptions to its mailbox, made when first needed;
+    /// detaches those it no longer reaches.
     fn reach(&self, end: &mut SessionEnd, reach: Vec<(EntityId, bool)>) {
-        let Some(mailbox) = &end.mailbox else { return };
-        for (pne, here) in reach {
-            let who = Subscriber::Entity(pne.clone());
+        for (entity, here) in reach {
+            let who = Subscriber::Entity(entity.clone());
             if here {
+                if self.hub.count_of(&who) == 0 {
+                    continue;
+                }
+                let mailbox = end
+                    .mailbox
+                    .get_or_insert_with(|| Mailbox::new(MAILBOX_LIMIT));
                 self.hub.attach(who, mailbox);
-                end.attached.insert(pne);
-            } else {
+                end.attached.insert(entity);
+            } else if let Some(mailbox) = &end.mailbox {
                 self.hub.detach(&who, mailbox);
-                end.attached.remove(&pne);
+                end.attached.remove(&entity);
             }
         }
     }

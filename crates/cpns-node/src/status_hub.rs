@@ -202,7 +202,7 @@ impl StatusHub {
 
     /// How many subscriptions `subscriber` holds.
     pub fn count_of(&self, subscriber: &Subscriber) -> usize {
-        self.inner().book.ids_of(subscriber).len()
+        self.inner().book.count_of(subscriber)
     }
 
     /// Delivers `subscriber`'s notifications to `mailbox` from now on.

@@ -192,6 +192,8 @@ pub struct StatusBook<S> {
     fired: BTreeSet<(u64, EntityId)>,
     /// When each periodic subscription is next due.
     periodic: BTreeSet<(Instant, u64)>,
+    /// Each subscriber's subscriptions.
+    by_subscriber: BTreeMap<S, BTreeSet<u64>>,
 }
 
 impl<S> Default for StatusBook<S> {
@@ -204,11 +206,12 @@ impl<S> Default for StatusBook<S> {
             devices: BTreeMap::new(),
             fired: BTreeSet::new(),
             periodic: BTreeSet::new(),
+            by_subscriber: BTreeMap::new(),
         }
     }
 }
 
-impl<S: Clone> StatusBook<S> {
+impl<S: Clone + Ord> StatusBook<S> {
     /// An empty book.
     pub fn new() -> Self {
         Self::default()
@@ -230,15 +233,16 @@ impl<S: Clone> StatusBook<S> {
     }
 
     /// The ids of `subscriber`'s subscriptions, oldest first.
-    pub fn ids_of(&self, subscriber: &S) -> Vec<u64>
-    where
-        S: PartialEq,
-    {
-        self.subs
-            .values()
-            .filter(|s| &s.subscriber == subscriber)
-            .map(|s| s.id)
-            .collect()
+    pub fn ids_of(&self, subscriber: &S) -> Vec<u64> {
+        self.by_subscriber
+            .get(subscriber)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many subscriptions `subscriber` holds.
+    pub fn count_of(&self, subscriber: &S) -> usize {
+        self.by_subscriber.get(subscriber).map_or(0, BTreeSet::len)
     }
 
     /// The last known state of `entity`.
@@ -314,12 +318,22 @@ impl<S: Clone> StatusBook<S> {
             }
             Policy::OnChange => {}
         }
+        self.by_subscriber
+            .entry(sub.subscriber.clone())
+            .or_default()
+            .insert(id);
         self.subs.insert(id, sub);
     }
 
     /// Removes a subscription; the one removed, if it was there.
     pub fn remove(&mut self, id: u64) -> Option<Subscription<S>> {
         let sub = self.subs.remove(&id)?;
+        if let Some(ids) = self.by_subscriber.get_mut(&sub.subscriber) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_subscriber.remove(&sub.subscriber);
+            }
+        }
         match &sub.watched {
             Watched::Entities(ids) => {
                 for e in ids {

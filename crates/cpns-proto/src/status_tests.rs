@@ -361,3 +361,32 @@ fn policies_are_checked() {
         );
     }
 }
+
+#[test]
+fn each_subscribers_subscriptions_are_counted_as_they_come_and_go() {
+    let now = t0();
+    let mut book = StatusBook::new();
+    book.add(now, sub(1, phone(), Policy::OnChange));
+    book.add(now, sub(2, phone(), BELOW_10));
+    let other = Subscription {
+        subscriber: "other",
+        ..sub(3, phone(), Policy::OnChange)
+    };
+    book.add(now, other);
+    assert_eq!((book.count_of(&"app"), book.count_of(&"other")), (2, 1));
+    assert_eq!(book.ids_of(&"app"), [1, 2]);
+    // Replaced under the same id by another subscriber: moved, not counted twice.
+    book.add(
+        now,
+        Subscription {
+            subscriber: "other",
+            ..sub(2, phone(), Policy::OnChange)
+        },
+    );
+    assert_eq!((book.count_of(&"app"), book.count_of(&"other")), (1, 2));
+    book.remove(1);
+    book.remove(2);
+    book.remove(3);
+    assert_eq!((book.count_of(&"app"), book.count_of(&"other")), (0, 0));
+    assert!(book.ids_of(&"app").is_empty());
+}

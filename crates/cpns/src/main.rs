@@ -61,6 +61,9 @@ enum Command {
     /// Hold subscribed PN GW sessions for `cpns bench-fanout` (started by it).
     #[command(hide = true)]
     BenchSubscribe(bench::fanout::SubscribeArgs),
+    /// Hold plain TCP connections for `cpns bench-fanout --floor` (started by it).
+    #[command(hide = true)]
+    BenchSubscribeRaw(bench::fanout::RawSubscribeArgs),
     /// Hold idle PN GW sessions for `cpns bench` (started by it).
     #[command(hide = true)]
     BenchHold(bench::HouseholdsArgs),
@@ -93,6 +96,7 @@ fn main() -> std::process::ExitCode {
                 | Command::BenchHold(_)
                 | Command::BenchFanout(_)
                 | Command::BenchSubscribe(_)
+                | Command::BenchSubscribeRaw(_)
                 | Command::BenchLoad(_)
         ) {
             "warn"
@@ -131,6 +135,7 @@ fn main() -> std::process::ExitCode {
             Command::BenchHold(a) => bench::hold(a).await,
             Command::BenchFanout(a) => bench::fanout::fanout(a).await,
             Command::BenchSubscribe(a) => bench::fanout::subscribe(a).await,
+            Command::BenchSubscribeRaw(a) => bench::fanout::subscribe_raw(a).await,
             Command::BenchPrepare(a) => bench::prepare(a).await,
             Command::BenchLoad(a) => bench::load(a).await,
             Command::Pn(a) => pn::pn(a).await,

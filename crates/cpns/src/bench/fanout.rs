@@ -6,7 +6,6 @@
 //! both read on the machine's wall clock (one clock: all processes run on this machine). The
 //! figures are p50, p99 and the largest delivery latency over every (change, subscriber) pair.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +38,81 @@ pub(crate) struct FanoutArgs {
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also measure the machine's floor: the same number of plain loopback TCP connections,
+    /// one 64-byte write to each per change from one process, read by the same helpers (no TLS,
+    /// no protocol, no store).
+    #[arg(long)]
+    pub floor: bool,
+}
+
+/// `cpns bench-subscribe-raw` (hidden): `count` plain TCP connections to `addr`, every 64-byte
+/// frame read printed as `n fanout-<index> <unix ns>`.
+#[derive(Args, Debug)]
+pub(crate) struct RawSubscribeArgs {
+    /// Where the bench listens.
+    #[arg(long)]
+    pub addr: String,
+    /// Connections.
+    #[arg(long)]
+    pub count: usize,
+}
+
+/// `cpns bench-subscribe-raw`.
+pub(crate) async fn subscribe_raw(a: RawSubscribeArgs) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let (tx, mut lines) = mpsc::channel::<String>(4096);
+    let mut conns = Vec::with_capacity(a.count);
+    for _ in 0..a.count {
+        let c = tokio::net::TcpStream::connect(&a.addr).await?;
+        c.set_nodelay(true)?;
+        conns.push(c);
+    }
+    println!("ready {}", conns.len());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let mut readers = JoinSet::new();
+    for mut c in conns {
+        let tx = tx.clone();
+        readers.spawn(async move {
+            let mut frame = [0u8; 64];
+            while c.read_exact(&mut frame).await.is_ok() {
+                let at = unix_ns();
+                let i = u64::from_le_bytes(frame[..8].try_into().unwrap_or_default());
+                if tx.send(format!("n fanout-{i} {at}")).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    print_batches(&mut lines).await;
+    readers.abort_all();
+    Ok(())
+}
+
+/// Writes the lines as they come, what is waiting in one write, until the lines end or the
+/// bench closes stdin.
+async fn print_batches(lines: &mut mpsc::Receiver<String>) {
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut out = tokio::io::stdout();
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            // What is waiting goes out in one write: a line each would cost a system call
+            // each, on the cores the server shares.
+            n = lines.recv_many(&mut batch, 4096) => {
+                if n == 0 { break }
+                let mut text = batch.join("\n");
+                text.push('\n');
+                batch.clear();
+                if tokio::io::AsyncWriteExt::write_all(&mut out, text.as_bytes()).await.is_err() {
+                    break;
+                }
+                let _ = tokio::io::AsyncWriteExt::flush(&mut out).await;
+            },
+            // The bench closes our stdin when it is done.
+            l = stdin.next_line() => if !matches!(l, Ok(Some(_))) { break },
+        }
+    }
 }
 
 /// `cpns bench-subscribe` (hidden): households `from..to` subscribe to `watch` and print every
@@ -103,6 +177,8 @@ pub(crate) async fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
         all.extend(done??);
     }
     println!("ready {}", all.len());
+    // println! above and the batched writes below share stdout; flush the line now.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     // Every session reads on its own; what arrives is printed by one writer.
     let mut readers = JoinSet::new();
     for mut c in all {
@@ -126,22 +202,12 @@ pub(crate) async fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
         });
     }
     drop(tx);
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
-    loop {
-        tokio::select! {
-            line = lines.recv() => match line {
-                Some(l) => println!("{l}"),
-                None => break,
-            },
-            // The bench closes our stdin when it is done.
-            l = stdin.next_line() => if !matches!(l, Ok(Some(_))) { break },
-        }
-    }
+    print_batches(&mut lines).await;
     readers.abort_all();
     Ok(())
 }
 
-/// The figures.
+/// The figures of one run.
 #[derive(Debug, Serialize)]
 struct FanoutReport {
     subscribers: usize,
@@ -154,6 +220,121 @@ struct FanoutReport {
     slowest_change_ms: f64,
 }
 
+/// The lines of helper processes, merged.
+struct Helpers {
+    children: Vec<tokio::process::Child>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Helpers {
+    /// Starts `helpers` processes, `args(k)` each; waits until all print `ready N`.
+    async fn start(
+        exe: &std::path::Path,
+        args: impl Fn(usize) -> Option<Vec<String>>,
+        helpers: usize,
+        expect: usize,
+    ) -> anyhow::Result<Helpers> {
+        let (tx, lines) = mpsc::channel::<String>(65_536);
+        let mut children = Vec::new();
+        for k in 0..helpers {
+            let Some(args) = args(k) else { break };
+            let mut child = Command::new(exe)
+                .args(&args)
+                .env("CPNS_LOG", "warn")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .context("start a bench helper")?;
+            let out = child.stdout.take().context("helper stdout")?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut l = BufReader::new(out).lines();
+                while let Ok(Some(line)) = l.next_line().await {
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            children.push(child);
+        }
+        let mut h = Helpers { children, lines };
+        let mut ready = 0usize;
+        let mut ready_helpers = 0usize;
+        while ready_helpers < h.children.len() {
+            let line = tokio::time::timeout(Duration::from_secs(300), h.lines.recv())
+                .await
+                .context("the subscribers did not get ready within 300 s")?
+                .context("a helper ended before it was ready")?;
+            if let Some(n) = line.strip_prefix("ready ") {
+                ready += n.parse::<usize>().unwrap_or(0);
+                ready_helpers += 1;
+            } else if let Some(n) = line.strip_prefix("subscribed ") {
+                eprintln!("  a helper has {n} subscribed");
+            }
+        }
+        if ready != expect {
+            bail!("{ready} of {expect} subscribers ready");
+        }
+        Ok(h)
+    }
+
+    /// Waits until `subscribers` helpers' lines report change `label`, recording each one's
+    /// latency from `sent` (Unix ns); when the last came.
+    async fn collect(
+        &mut self,
+        label: &str,
+        sent: u128,
+        subscribers: usize,
+        latencies: &mut Latencies,
+    ) -> anyhow::Result<u128> {
+        let (mut got, mut last) = (0usize, 0u128);
+        while got < subscribers {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.recv())
+                .await
+                .with_context(|| format!("{label}: {got} of {subscribers} notified within 60 s"))?
+                .context("a helper ended")?;
+            let mut parts = line.split(' ');
+            let (Some("n"), Some(l), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(at) = at.parse::<u128>() else { continue };
+            if l != label {
+                continue;
+            }
+            latencies.record(ns(at.saturating_sub(sent)));
+            got += 1;
+            last = last.max(at);
+        }
+        Ok(last)
+    }
+
+    async fn stop(mut self) {
+        for mut h in self.children.drain(..) {
+            drop(h.stdin.take());
+            let _ = tokio::time::timeout(Duration::from_secs(30), h.wait()).await;
+        }
+    }
+}
+
+fn ns(n: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
+fn report(subscribers: usize, changes: usize, mut l: Latencies, slowest: Duration) -> FanoutReport {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    FanoutReport {
+        subscribers,
+        changes,
+        delivered: subscribers * changes,
+        p50_ms: ms(l.quantile(0.50)),
+        p99_ms: ms(l.quantile(0.99)),
+        max_ms: ms(l.quantile(1.0)),
+        slowest_change_ms: ms(slowest),
+    }
+}
+
 /// `cpns bench-fanout`.
 pub(crate) async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     if a.subscribers == 0 || a.helpers == 0 || a.changes == 0 {
@@ -162,78 +343,76 @@ pub(crate) async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     if a.subscribers > 19_000 {
         bail!("at most 19,000 subscribers: a process here may hold ~20,000 open files");
     }
+    let exe = std::env::current_exe()?;
+    let cpns = cpns_fanout(&a, &exe).await?;
+    let floor = if a.floor {
+        Some(floor_fanout(&a, &exe).await?)
+    } else {
+        None
+    };
+    if a.json {
+        println!("{}", serde_json::json!({ "cpns": cpns, "floor": floor }));
+        return Ok(());
+    }
+    let line = |what: &str, r: &FanoutReport| {
+        println!(
+            "{what}: one change to {} subscribers, {} changes ({} notifications): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; slowest change complete in {:.1} ms",
+            r.subscribers,
+            r.changes,
+            r.delivered,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.slowest_change_ms
+        );
+    };
+    line("CPNS status notification", &cpns);
+    if let Some(f) = &floor {
+        line("floor: 64 bytes on plain TCP", f);
+        println!(
+            "ratio to the floor: p50 {:.1}x, p99 {:.1}x",
+            cpns.p50_ms / f.p50_ms.max(1e-9),
+            cpns.p99_ms / f.p99_ms.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// The CPNS run: the server, the subscribers' PN GW sessions, the publisher's changes.
+async fn cpns_fanout(a: &FanoutArgs, exe: &std::path::Path) -> anyhow::Result<FanoutReport> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("data");
     eprintln!("enrolling {} PN GWs…", a.subscribers + 1);
     net::prepare(&dir, a.subscribers + 1, 0, 1, &|_| {}).await?;
-    let exe = std::env::current_exe()?;
-    let server = net::ServerProcess::start_with(
-        &exe,
-        &dir,
-        a.subscribers + 16,
-        // Held sessions are driven, but the bench is about fan-out, not silence.
-        &["--offline-after-s", "3600"],
-    )
-    .await?;
+    let server = net::ServerProcess::start(exe, &dir, a.subscribers + 16).await?;
     // Household 0 publishes; the others subscribe to it.
     let (ca, publisher) = net::read_households(&dir, 0..1)?;
     let watch = publisher[0].gateway.id.clone();
     let per = a.subscribers.div_ceil(a.helpers);
-    let mut helpers = Vec::new();
-    let (tx, mut lines) = mpsc::channel::<String>(65_536);
-    for k in 0..a.helpers {
+    let (total, addr) = (a.subscribers, server.addr.clone());
+    let args = |k: usize| {
         let from = 1 + k * per;
-        let to = (1 + (k + 1) * per).min(a.subscribers + 1);
-        if from >= to {
-            break;
-        }
-        let mut child = Command::new(&exe)
-            .arg("bench-subscribe")
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--server", &server.addr])
-            .args(["--from", &from.to_string(), "--to", &to.to_string()])
-            .args(["--watch", watch.as_str()])
-            .env("CPNS_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("start a bench-subscribe helper")?;
-        let out = child.stdout.take().context("helper stdout")?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut l = BufReader::new(out).lines();
-            while let Ok(Some(line)) = l.next_line().await {
-                if tx.send(line).await.is_err() {
-                    return;
-                }
-            }
-        });
-        helpers.push(child);
-    }
-    drop(tx);
-    let mut ready = 0usize;
-    let mut helpers_ready = 0usize;
-    while helpers_ready < helpers.len() {
-        let line = tokio::time::timeout(Duration::from_secs(300), lines.recv())
-            .await
-            .context("the subscribers did not get ready within 300 s")?
-            .context("a helper ended before it was ready")?;
-        if let Some(n) = line.strip_prefix("ready ") {
-            ready += n.parse::<usize>().unwrap_or(0);
-            helpers_ready += 1;
-        } else if let Some(n) = line.strip_prefix("subscribed ") {
-            eprintln!("  a helper has {n} subscribed");
-        }
-    }
-    if ready != a.subscribers {
-        bail!("{ready} of {} subscribers ready", a.subscribers);
-    }
+        let to = (1 + (k + 1) * per).min(total + 1);
+        (from < to).then(|| {
+            vec![
+                "bench-subscribe".to_string(),
+                "--data-dir".into(),
+                dir.display().to_string(),
+                "--server".into(),
+                addr.clone(),
+                "--from".into(),
+                from.to_string(),
+                "--to".into(),
+                to.to_string(),
+                "--watch".into(),
+                watch.to_string(),
+            ]
+        })
+    };
+    let mut helpers = Helpers::start(exe, args, a.helpers, a.subscribers).await?;
     eprintln!(
-        "{ready} subscribers ready; publishing {} changes",
-        a.changes
+        "{} subscribers ready; publishing {} changes",
+        a.subscribers, a.changes
     );
     let tls = net::client_tls(&ca)?;
     let mut publisher = net::connect(
@@ -244,80 +423,72 @@ pub(crate) async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     )
     .await?;
     let mut latencies = Latencies::default();
-    let mut delivered = 0usize;
     let mut slowest = Duration::ZERO;
-    let mut sent_at: BTreeMap<String, u128> = BTreeMap::new();
     for i in 0..a.changes {
         let label = format!("fanout-{i}");
         let t0 = unix_ns();
-        sent_at.insert(label.clone(), t0);
         publisher.set_status(label.clone()).await?;
-        let mut got = 0usize;
-        let mut last = 0u128;
-        while got < a.subscribers {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.recv())
-                .await
-                .with_context(|| {
-                    format!(
-                        "change {i}: {got} of {} notified within 60 s",
-                        a.subscribers
-                    )
-                })?
-                .context("a helper ended")?;
-            let mut parts = line.split(' ');
-            let (Some("n"), Some(l), Some(at)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            let (Some(sent), Ok(at)) = (sent_at.get(l), at.parse::<u128>()) else {
-                continue;
-            };
-            let d =
-                Duration::from_nanos(u64::try_from(at.saturating_sub(*sent)).unwrap_or(u64::MAX));
-            latencies.record(d);
-            delivered += 1;
-            if l == label {
-                got += 1;
-                last = last.max(at);
-            }
-        }
-        slowest = slowest.max(Duration::from_nanos(
-            u64::try_from(last.saturating_sub(t0)).unwrap_or(u64::MAX),
-        ));
+        let last = helpers
+            .collect(&label, t0, a.subscribers, &mut latencies)
+            .await?;
+        slowest = slowest.max(ns(last.saturating_sub(t0)));
         // The server takes two status reports a second from one device (its rate limit).
-        let spent = Duration::from_nanos(u64::try_from(unix_ns() - t0).unwrap_or(0));
-        if let Some(rest) = Duration::from_millis(600).checked_sub(spent) {
+        if let Some(rest) = Duration::from_millis(600).checked_sub(ns(unix_ns() - t0)) {
             tokio::time::sleep(rest).await;
         }
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let report = FanoutReport {
-        subscribers: a.subscribers,
-        changes: a.changes,
-        delivered,
-        p50_ms: ms(latencies.quantile(0.50)),
-        p99_ms: ms(latencies.quantile(0.99)),
-        max_ms: ms(latencies.quantile(1.0)),
-        slowest_change_ms: ms(slowest),
-    };
     publisher.close().await;
-    for mut h in helpers {
-        drop(h.stdin.take());
-        let _ = tokio::time::timeout(Duration::from_secs(30), h.wait()).await;
-    }
+    helpers.stop().await;
     server.stop().await?;
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "one status change to {} subscribers, {} changes ({} notifications): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; slowest change complete in {:.1} ms",
-            report.subscribers,
-            report.changes,
-            report.delivered,
-            report.p50_ms,
-            report.p99_ms,
-            report.max_ms,
-            report.slowest_change_ms
-        );
+    Ok(report(a.subscribers, a.changes, latencies, slowest))
+}
+
+/// The machine's floor: the same connections as plain loopback TCP, one 64-byte write to each
+/// per change from this process, read by the same number of helper processes.
+async fn floor_fanout(a: &FanoutArgs, exe: &std::path::Path) -> anyhow::Result<FanoutReport> {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let per = a.subscribers.div_ceil(a.helpers);
+    let total = a.subscribers;
+    let accepting = tokio::spawn(async move {
+        let mut conns = Vec::with_capacity(total);
+        while conns.len() < total {
+            let (c, _) = listener.accept().await?;
+            c.set_nodelay(true)?;
+            conns.push(c);
+        }
+        Ok::<_, std::io::Error>(conns)
+    });
+    let args = |k: usize| {
+        let count = per.min(total.saturating_sub(k * per));
+        (count > 0).then(|| {
+            vec![
+                "bench-subscribe-raw".to_string(),
+                "--addr".into(),
+                addr.clone(),
+                "--count".into(),
+                count.to_string(),
+            ]
+        })
+    };
+    let mut helpers = Helpers::start(exe, args, a.helpers, a.subscribers).await?;
+    let mut conns = accepting.await??;
+    let mut latencies = Latencies::default();
+    let mut slowest = Duration::ZERO;
+    for i in 0..a.changes {
+        let mut frame = [0u8; 64];
+        frame[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let t0 = unix_ns();
+        for c in &mut conns {
+            c.write_all(&frame).await?;
+        }
+        let last = helpers
+            .collect(&format!("fanout-{i}"), t0, a.subscribers, &mut latencies)
+            .await?;
+        slowest = slowest.max(ns(last.saturating_sub(t0)));
     }
-    Ok(())
+    drop(conns);
+    helpers.stop().await;
+    Ok(report(a.subscribers, a.changes, latencies, slowest))
 }

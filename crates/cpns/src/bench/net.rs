@@ -212,7 +212,9 @@ impl ServerProcess {
         dir: &Path,
         max_sessions: usize,
     ) -> anyhow::Result<ServerProcess> {
-        Self::start_with(exe, dir, max_sessions, &[]).await
+        // Sessions held idle by other processes send no heartbeats: they are what the memory
+        // figure measures, so the server keeps them.
+        Self::start_with(exe, dir, max_sessions, &["--offline-after-s", "3600"]).await
     }
 
     /// [`ServerProcess::start`] with `extra` arguments.
