@@ -107,6 +107,10 @@ enum Input {
     Release(PnId, oneshot::Sender<Result<Released, ErrorBody>>),
     Expel(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
     Invite(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
+    Caps(
+        Option<Box<cpns_wire::DeviceCapabilities>>,
+        oneshot::Sender<Result<cpns_wire::DeviceCapabilities, String>>,
+    ),
 }
 
 /// What [`GatewayHandle::release`] or [`GatewayHandle::expel`] did.
@@ -148,6 +152,7 @@ impl core::fmt::Debug for Input {
             Input::Release(..) => "Release",
             Input::Expel(..) => "Expel",
             Input::Invite(..) => "Invite",
+            Input::Caps(..) => "Caps",
         })
     }
 }
@@ -214,6 +219,24 @@ impl GatewayHandle {
             .await
             .map_err(|_| NodeError::Stopped("PN GW"))?;
         rx.await.map_err(|_| NodeError::Stopped("PN GW"))
+    }
+
+    /// The PN GW's own capabilities; with `set`, changed first and reported to the server
+    /// (004 §5.5.1). An `Err(NodeError::Rejected)` says why new ones were refused.
+    pub async fn capabilities(
+        &self,
+        set: Option<cpns_wire::DeviceCapabilities>,
+    ) -> Result<cpns_wire::DeviceCapabilities, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Caps(set.map(Box::new), tx))
+            .await
+            .map_err(|_| NodeError::Stopped("PN GW"))?;
+        rx.await
+            .map_err(|_| NodeError::Stopped("PN GW"))?
+            .map_err(|why| {
+                NodeError::Rejected(ErrorBody::new(cpns_wire::ErrorCode::BadRequest, why))
+            })
     }
 
     /// Which members of `pn_id` confirmed its current group key epoch; `None` for a PN this
@@ -528,6 +551,16 @@ impl Actor {
             }
             Input::Inventory(reply) => {
                 let _ = reply.send(self.machine.inventory().into_iter().cloned().collect());
+            }
+            Input::Caps(set, reply) => {
+                let answer = match set {
+                    None => Ok(self.machine.capabilities().clone()),
+                    Some(c) => self
+                        .machine
+                        .set_capabilities(*c)
+                        .map(|()| self.machine.capabilities().clone()),
+                };
+                let _ = reply.send(answer);
             }
             Input::Confirmations(pn_id, reply) => {
                 let answer = self

@@ -75,6 +75,8 @@ pub struct ServerNode<S> {
     keys: server_store::KeyCache,
     office: Arc<Office>,
     hub: Arc<StatusHub>,
+    /// The sessions' settings, shared by all.
+    proto: Arc<ServerConfig>,
 }
 
 /// What a session leaves behind when it ends: its PN GW, and who it delivered
@@ -265,6 +267,7 @@ impl<S: Store + Clone> ServerNode<S> {
         key_pem: &str,
     ) -> Result<Self, pki::PkiError> {
         let tls = TlsAcceptor::from(pki::server_config(cert_pem, key_pem)?);
+        let proto = Arc::new(cfg.proto.clone());
         Ok(Self {
             cfg,
             store,
@@ -278,6 +281,7 @@ impl<S: Store + Clone> ServerNode<S> {
                 mailroom: Mutex::new(Mailroom::default()),
             }),
             hub: StatusHub::new(),
+            proto,
         })
     }
 
@@ -300,12 +304,6 @@ impl<S: Store + Clone> ServerNode<S> {
     /// Loads every status record and subscription into the hub, so subscriptions kept
     /// before a restart notify again and policies start from the state of record.
     async fn load_hub(&self) -> Result<(), NodeError> {
-        let states = self.store.all_statuses().await?;
-        self.hub.know(
-            states
-                .into_iter()
-                .filter_map(|r| server_store::state_of(r, None)),
-        );
         let now = Instant::now();
         for sub in self.store.subscriptions().await? {
             // A policy this version cannot check (a newer one's) is left out, not fatal.
@@ -316,14 +314,17 @@ impl<S: Store + Clone> ServerNode<S> {
                 );
                 continue;
             };
+            let watched = server_store::watched_of(sub.entities, sub.owner);
+            let states = server_store::watched_states(&self.store, &watched).await?;
             self.hub.subscribe(
                 now,
                 cpns_proto::status::Subscription {
                     id: sub.id,
                     subscriber: Subscriber::Entity(sub.subscriber),
-                    watched: server_store::watched_of(sub.entities, sub.owner),
+                    watched,
                     policy,
                 },
+                states,
             );
         }
         Ok(())
@@ -477,7 +478,7 @@ impl<S: Store + Clone> ServerNode<S> {
         end: &mut SessionEnd,
     ) -> Result<(), NodeError> {
         let mut session = ServerSession::new(
-            self.cfg.proto.clone(),
+            std::sync::Arc::clone(&self.proto),
             exporter,
             Instant::now(),
             cpns_crypto::MachineRng::os(),

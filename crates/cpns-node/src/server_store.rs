@@ -463,14 +463,17 @@ pub(crate) async fn persist<S: Store>(
                 })
                 .await
                 .map_err(err)?;
+            let watched = watched_of(kept.entities, kept.owner);
+            let states = watched_states(store, &watched).await.map_err(err)?;
             let entries = hub.subscribe(
                 std::time::Instant::now(),
                 Subscription {
                     id: kept.id,
                     subscriber: Subscriber::Entity(subscriber),
-                    watched: watched_of(kept.entities, kept.owner),
+                    watched,
                     policy: checked,
                 },
+                states,
             );
             Ok(Persisted::Subscribed {
                 id: kept.id,
@@ -680,6 +683,18 @@ pub fn watched_of(entities: Vec<EntityId>, owner: cpns_wire::UserId) -> Watched 
     } else {
         Watched::Entities(entities)
     }
+}
+
+/// The status records of what `watched` covers, as the hub reads them.
+pub async fn watched_states<S: Store>(
+    store: &S,
+    watched: &Watched,
+) -> Result<Vec<EntityState>, cpns_store::StoreError> {
+    let recs = match watched {
+        Watched::Entities(ids) => store.statuses(ids).await?,
+        Watched::User(u) => store.statuses_of_owner(u).await?,
+    };
+    Ok(recs.into_iter().filter_map(|r| state_of(r, None)).collect())
 }
 
 /// Hands records the store holds now to the hub.

@@ -168,13 +168,19 @@ impl StatusHub {
         }
     }
 
-    /// Adds (or replaces) a subscription at `now`; the watched entities' entries now (the
-    /// subscriber's snapshot).
-    pub fn subscribe(&self, now: Instant, sub: Subscription<Subscriber>) -> Vec<StatusEntry> {
+    /// Adds (or replaces) a subscription at `now`, with the watched entities' `states` as the
+    /// record holds them (the hub keeps only watched entities' states); the watched entities'
+    /// entries now (the subscriber's snapshot).
+    pub fn subscribe(
+        &self,
+        now: Instant,
+        sub: Subscription<Subscriber>,
+        states: Vec<EntityState>,
+    ) -> Vec<StatusEntry> {
         let mut inner = self.inner();
-        let snapshot = inner.book.entries(&sub.watched);
-        inner.book.add(now, sub);
-        snapshot
+        let watched = sub.watched.clone();
+        inner.book.add_with(now, sub, states);
+        inner.book.entries(&watched)
     }
 
     /// Removes subscription `id` if `subscriber` holds it; whether it did.

@@ -46,7 +46,7 @@ async fn a_change_reaches_every_attached_subscriber_once() {
     let boxes: Vec<_> = (0..100).map(|_| Mailbox::new(MAILBOX_LIMIT)).collect();
     for (i, b) in boxes.iter().enumerate() {
         let who = Subscriber::External(i as u64);
-        let snapshot = hub.subscribe(t0(), on_change(i as u64, who.clone(), "phone"));
+        let snapshot = hub.subscribe(t0(), on_change(i as u64, who.clone(), "phone"), vec![]);
         assert_eq!(
             snapshot[0].status,
             Status::Online,
@@ -55,7 +55,11 @@ async fn a_change_reaches_every_attached_subscriber_once() {
         hub.attach(who, b);
     }
     // One more subscriber, not attached: skipped, nothing else disturbed.
-    hub.subscribe(t0(), on_change(1000, Subscriber::External(1000), "phone"));
+    hub.subscribe(
+        t0(),
+        on_change(1000, Subscriber::External(1000), "phone"),
+        vec![],
+    );
     assert_eq!(hub.publish(state("phone", Status::Busy, None)), 100);
     for (i, b) in boxes.iter().enumerate() {
         let got = b.take().await.unwrap();
@@ -80,7 +84,7 @@ async fn a_subscriber_that_does_not_read_falls_behind_alone() {
     for (i, (who, b)) in [(0, &slow), (1, &quick)].into_iter().enumerate() {
         let who = Subscriber::External(who);
         for (k, e) in ["phone", "tv"].into_iter().enumerate() {
-            hub.subscribe(t0(), on_change((i * 10 + k) as u64, who.clone(), e));
+            hub.subscribe(t0(), on_change((i * 10 + k) as u64, who.clone(), e), vec![]);
         }
         hub.attach(who, b);
     }
@@ -147,8 +151,8 @@ async fn only_the_holder_unsubscribes_and_forget_removes_all() {
     let hub = StatusHub::new();
     let app = Subscriber::External(1);
     let other = Subscriber::External(2);
-    hub.subscribe(t0(), on_change(1, app.clone(), "phone"));
-    hub.subscribe(t0(), on_change(2, app.clone(), "tv"));
+    hub.subscribe(t0(), on_change(1, app.clone(), "phone"), vec![]);
+    hub.subscribe(t0(), on_change(2, app.clone(), "tv"), vec![]);
     assert_eq!(hub.count_of(&app), 2);
     assert!(!hub.unsubscribe(&other, 1));
     assert!(hub.unsubscribe(&app, 1));
@@ -165,7 +169,7 @@ async fn only_the_holder_unsubscribes_and_forget_removes_all() {
 async fn a_detach_by_an_old_session_leaves_the_new_one_attached() {
     let hub = StatusHub::new();
     let gw = Subscriber::Entity(eid("gw"));
-    hub.subscribe(t0(), on_change(1, gw.clone(), "phone"));
+    hub.subscribe(t0(), on_change(1, gw.clone(), "phone"), vec![]);
     let old = Mailbox::new(8);
     let new = Mailbox::new(8);
     hub.attach(gw.clone(), &old);
@@ -198,6 +202,7 @@ async fn thresholds_and_periodic_ones_are_delivered_too() {
                 bound: 10,
             },
         },
+        vec![],
     );
     hub.subscribe(
         start,
@@ -209,6 +214,7 @@ async fn thresholds_and_periodic_ones_are_delivered_too() {
                 period: Duration::from_secs(5),
             },
         },
+        vec![],
     );
     assert_eq!(hub.publish(state("phone", Status::Online, Some(9))), 1);
     assert_eq!(hub.publish(state("phone", Status::Online, Some(8))), 0);

@@ -259,6 +259,23 @@ impl<S: Clone + Ord> StatusBook<S> {
         self.states.insert(state.entity.clone(), state);
     }
 
+    /// Whether a subscription watches `entity` (by name, or as a device of `owner`).
+    fn is_watched(&self, entity: &EntityId, owner: &UserId) -> bool {
+        self.by_entity.contains_key(entity) || self.by_user.contains_key(owner)
+    }
+
+    /// Forgets what is known of `entity`.
+    fn drop_state(&mut self, entity: &EntityId) {
+        if let Some(s) = self.states.remove(entity)
+            && let Some(devices) = self.devices.get_mut(&s.owner)
+        {
+            devices.remove(entity);
+            if devices.is_empty() {
+                self.devices.remove(&s.owner);
+            }
+        }
+    }
+
     /// The entities `watched` covers, as known now.
     pub fn entries(&self, watched: &Watched) -> Vec<StatusEntry> {
         match watched {
@@ -283,6 +300,12 @@ impl<S: Clone + Ord> StatusBook<S> {
     /// subscriber is told of a crossing, not of a state it subscribed in: the snapshot shows
     /// that). A subscription with the same id is replaced.
     pub fn add(&mut self, now: Instant, sub: Subscription<S>) {
+        self.add_with(now, sub, Vec::new());
+    }
+
+    /// [`StatusBook::add`], knowing first the watched entities' `states` (from the record: the
+    /// book keeps the state only of entities someone watches).
+    pub fn add_with(&mut self, now: Instant, sub: Subscription<S>, states: Vec<EntityState>) {
         self.remove(sub.id);
         let id = sub.id;
         match &sub.watched {
@@ -293,6 +316,11 @@ impl<S: Clone + Ord> StatusBook<S> {
             }
             Watched::User(u) => {
                 self.by_user.entry(u.clone()).or_default().insert(id);
+            }
+        }
+        for state in states {
+            if self.is_watched(&state.entity, &state.owner) {
+                self.know(state);
             }
         }
         match sub.policy {
@@ -355,6 +383,20 @@ impl<S: Clone + Ord> StatusBook<S> {
             }
         }
         self.fired.retain(|(s, _)| *s != id);
+        let unwatched: Vec<EntityId> = match &sub.watched {
+            Watched::Entities(ids) => ids.clone(),
+            Watched::User(u) => self
+                .devices
+                .get(u)
+                .map(|d| d.iter().cloned().collect())
+                .unwrap_or_default(),
+        };
+        for e in unwatched {
+            let owner = self.states.get(&e).map(|s| s.owner.clone());
+            if owner.is_some_and(|o| !self.is_watched(&e, &o)) {
+                self.drop_state(&e);
+            }
+        }
         if let Policy::Periodic { .. } = sub.policy {
             self.periodic.retain(|(_, s)| *s != id);
         }
@@ -380,6 +422,11 @@ impl<S: Clone + Ord> StatusBook<S> {
     /// Records an entity's new state and returns what it fires: on-change subscriptions when
     /// its status or label changed, thresholds it crossed (each once per crossing).
     pub fn observe(&mut self, state: EntityState) -> Vec<Notice<S>> {
+        if !self.is_watched(&state.entity, &state.owner) {
+            // Nobody watches it: nothing to decide, nothing to keep.
+            self.drop_state(&state.entity);
+            return Vec::new();
+        }
         let before = self.states.get(&state.entity).cloned();
         self.know(state.clone());
         let changed = before

@@ -390,3 +390,53 @@ fn each_subscribers_subscriptions_are_counted_as_they_come_and_go() {
     assert_eq!((book.count_of(&"app"), book.count_of(&"other")), (0, 0));
     assert!(book.ids_of(&"app").is_empty());
 }
+
+#[test]
+fn only_watched_entities_are_kept_and_a_new_subscription_starts_from_the_record() {
+    let now = t0();
+    let mut book: StatusBook<&'static str> = StatusBook::new();
+    // Nobody watches: a report is neither decided on nor kept.
+    assert!(
+        book.observe(state("phone", "alice", Status::Busy, Some(5)))
+            .is_empty()
+    );
+    assert_eq!(book.state(&eid("phone")), None);
+    // Subscribed with the record's state: armed from it (5 % is below 10 already).
+    let record = state("phone", "alice", Status::Busy, Some(5));
+    book.add_with(
+        now,
+        sub(1, phone(), BELOW_10),
+        vec![record.clone(), state("tv", "alice", Status::Online, None)],
+    );
+    assert_eq!(book.state(&eid("phone")), Some(&record));
+    assert_eq!(
+        book.state(&eid("tv")),
+        None,
+        "the tv is not watched: not kept"
+    );
+    assert_eq!(run(&mut book, &[Some(4), Some(50), Some(9)]), [0, 0, 1]);
+    // The last subscription watching it goes: so does its state.
+    book.remove(1);
+    assert_eq!(book.state(&eid("phone")), None);
+    // A user watch keeps that user's devices only, and lets them go with it.
+    let alice = Watched::User(UserId::new("alice").unwrap());
+    book.add_with(
+        now,
+        sub(2, alice.clone(), Policy::OnChange),
+        vec![state("tv", "alice", Status::Online, None)],
+    );
+    assert_eq!(book.entries(&alice).len(), 1);
+    assert_eq!(
+        book.observe(state("phone", "alice", Status::Online, None))
+            .len(),
+        1
+    );
+    assert!(
+        book.observe(state("watch", "bob", Status::Online, None))
+            .is_empty()
+    );
+    assert_eq!(book.state(&eid("watch")), None);
+    book.remove(2);
+    assert_eq!(book.state(&eid("tv")), None);
+    assert_eq!(book.state(&eid("phone")), None);
+}

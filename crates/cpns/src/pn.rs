@@ -258,7 +258,7 @@ fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
     pns_json(&one)
 }
 
-const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release";
+const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release, caps, caps_set";
 const PNE_VERBS: &str = "known: show, members, query, invite, expel, join, leave, release, \
      caps, caps_set, status, status_set, subscribe, usage_record, usage_prefs, usage_pref_set, \
      usage_summary, usage_send, charging";
@@ -342,6 +342,17 @@ pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Val
                 Err(e) => control::error(e),
             },
             (Err(answer), _) | (_, Err(answer)) => answer,
+        },
+        Some("caps") => match handle.capabilities(None).await {
+            Ok(c) => json!({ "ok": true, "capabilities": crate::status::caps_json(&c) }),
+            Err(e) => control::error(e),
+        },
+        Some("caps_set") => match crate::status::caps_from_json(&request["capabilities"]) {
+            Ok(c) => match handle.capabilities(Some(c)).await {
+                Ok(c) => json!({ "ok": true, "capabilities": crate::status::caps_json(&c) }),
+                Err(e) => control::error(e),
+            },
+            Err(e) => control::error(e),
         },
         Some(other) => control::error(format!("unknown verb `{other}`; {GATEWAY_VERBS}")),
         None => control::error("a request needs a \"verb\""),

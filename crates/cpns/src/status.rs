@@ -794,7 +794,7 @@ pub(crate) async fn answer_server(h: ServerHandle<SqliteStore>, request: Value) 
                 Err(e) => control::error(e).into(),
             }
         }
-        Some("subscribe") => subscribe_external(&h, &request),
+        Some("subscribe") => subscribe_external(&h, &request).await,
         Some("usage") => {
             let user = request["user"]
                 .as_str()
@@ -828,12 +828,11 @@ pub(crate) async fn answer_server(h: ServerHandle<SqliteStore>, request: Value) 
 
 /// An external application subscribes: its notifications stream on its connection, from a
 /// bounded mailbox of its own, until it hangs up.
-fn subscribe_external(h: &ServerHandle<SqliteStore>, request: &Value) -> Answer {
-    let (policy, checked) = match policy_from_json(&request["policy"]) {
-        Ok(p) => p,
+async fn subscribe_external(h: &ServerHandle<SqliteStore>, request: &Value) -> Answer {
+    let checked = match policy_from_json(&request["policy"]) {
+        Ok((_, checked)) => checked,
         Err(why) => return control::error(why).into(),
     };
-    let _ = policy;
     let entities = match entities_of(request) {
         Ok(e) => e,
         Err(answer) => return answer.into(),
@@ -845,6 +844,10 @@ fn subscribe_external(h: &ServerHandle<SqliteStore>, request: &Value) -> Answer 
         },
         (None, false) => cpns_proto::status::Watched::Entities(entities),
         _ => return control::error("subscribe names \"entities\" or a \"user\"").into(),
+    };
+    let states = match cpns_node::server_store::watched_states(h.store(), &watched).await {
+        Ok(s) => s,
+        Err(e) => return control::error(e).into(),
     };
     let who = Subscriber::External(EXTERNAL.fetch_add(1, Ordering::Relaxed));
     let id = EXTERNAL_SUB.fetch_add(1, Ordering::Relaxed);
@@ -859,6 +862,7 @@ fn subscribe_external(h: &ServerHandle<SqliteStore>, request: &Value) -> Answer 
             watched,
             policy: checked,
         },
+        states,
     );
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {

@@ -249,9 +249,12 @@ async fn a_capability_change_reaches_the_server_which_also_asks_the_pne_through_
     let live = cpns_json(&["caps", "show", "phone", "--live", "--data-dir", s(&data)]);
     assert_eq!(live["live"], true);
     assert_eq!(live["capabilities"]["software"][1], "game/2");
-    // The PN GW answers for itself.
+    // The PN GW answers for itself, with what it was just given.
+    let gw_db = w.path("gw.db");
+    cpns(&["caps", "set", "--store", s(&gw_db), "--software", "hub/2"]);
     let gw = cpns_json(&["caps", "show", "home-gw", "--live", "--data-dir", s(&data)]);
     assert_eq!(gw["capabilities"]["device_type"], "home-hub");
+    assert_eq!(gw["capabilities"]["software"][0], "hub/2");
     // An entity no PN GW reaches: a clear refusal.
     let out = run(&["caps", "show", "nobody", "--live", "--data-dir", s(&data)]);
     assert!(!out.status.success());

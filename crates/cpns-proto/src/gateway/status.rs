@@ -209,6 +209,11 @@ impl Gateway {
         self.send_wan_response(env.msg_id, answer);
     }
 
+    /// The PN GW's own capabilities.
+    pub fn capabilities(&self) -> &DeviceCapabilities {
+        &self.cfg.capabilities
+    }
+
     /// The PN GW's own capabilities changed (`cpns caps set` on a running PN GW): reported to
     /// the server at once (004 §5.5.1).
     pub fn set_capabilities(&mut self, caps: DeviceCapabilities) -> Result<(), String> {

@@ -276,7 +276,7 @@ impl ServerSession {
             return self.respond_error(r.req_msg, ErrorCode::Internal, format!("store: {e}"));
         }
         // Who this PN GW serves changed: read it again when next needed.
-        self.reporting.forget_served();
+        self.reporting().forget_served();
         let pn_id = r.inventory.pn_id;
         let gw = self.peer();
         let env = match r.asked {

@@ -628,7 +628,8 @@ impl Drop for ServerSession {
 /// The server side of one PN GW session.
 #[derive(Debug)]
 pub struct ServerSession {
-    cfg: ServerConfig,
+    /// Shared by every session of a server (an idle session's memory, ARCHITECTURE decision 22).
+    cfg: std::sync::Arc<ServerConfig>,
     tls_exporter: [u8; 32],
     codec: LinkCodec,
     conn: Conn,
@@ -657,7 +658,7 @@ pub struct ServerSession {
     /// Units of the server's [`FlowBudget`] this session holds: one per flow in progress.
     held: usize,
     /// What the session knows of the devices it reports for (served PNEs, rate buckets).
-    reporting: status::Reporting,
+    reporting: Option<Box<status::Reporting>>,
     /// When the PN GW was last heard.
     last_heard: Instant,
     /// Capabilities Queries sent, by message id: the ask they answer and their deadline.
@@ -671,7 +672,13 @@ impl ServerSession {
     /// A session on a new TLS connection whose RFC 5705 exporter value (label
     /// [`cpns_crypto::TLS_EXPORTER_LABEL`]) is `tls_exporter`, drawing every random value from
     /// `rng`.
-    pub fn new(cfg: ServerConfig, tls_exporter: [u8; 32], now: Instant, rng: MachineRng) -> Self {
+    pub fn new(
+        cfg: impl Into<std::sync::Arc<ServerConfig>>,
+        tls_exporter: [u8; 32],
+        now: Instant,
+        rng: MachineRng,
+    ) -> Self {
+        let cfg = cfg.into();
         let codec = LinkCodec::new(cfg.max_frame);
         let deadline = now + cfg.setup_timeout;
         Self {
@@ -692,7 +699,7 @@ impl ServerSession {
             answered: VecDeque::new(),
             asked: BTreeMap::new(),
             held: 0,
-            reporting: status::Reporting::default(),
+            reporting: None,
             last_heard: now,
             caps_asks: BTreeMap::new(),
             wall: None,
@@ -982,7 +989,9 @@ impl ServerSession {
         fresh(&mut self.pending_members);
         fresh(&mut self.asked);
         fresh(&mut self.caps_asks);
-        self.reporting.shed();
+        if self.reporting.as_ref().is_some_and(|r| r.is_empty()) {
+            self.reporting = None;
+        }
         if self.out.capacity() > 0 {
             self.out = VecDeque::new();
         }

@@ -59,7 +59,7 @@ impl ServerSession {
     ) {
         match result {
             Ok(_) => {
-                self.reporting.forget_served();
+                self.reporting().forget_served();
                 let gw = self.peer();
                 let env = self.respond(req_msg, gw.clone(), PnReleaseResponse { pn_id });
                 self.remember(gw, request_id, env);

@@ -245,7 +245,7 @@ impl ServerSession {
             return refuse(self, ErrorCode::BadRequest, why);
         }
         let limits = self.cfg.report_limits;
-        if let Err(wait) = self.reporting.take_usage(now, &c.pne, limits) {
+        if let Err(wait) = self.reporting().take_usage(now, &c.pne, limits) {
             return refuse(
                 self,
                 ErrorCode::RateLimited,

@@ -91,20 +91,12 @@ pub(super) struct Reporting {
 }
 
 impl Reporting {
-    /// Gives back what emptied maps hold (an idle session's memory).
-    pub(super) fn shed(&mut self) {
-        if self.served.is_empty() {
-            self.served = BTreeSet::new();
-        }
-        if self.caps.is_empty() {
-            self.caps = Default::default();
-        }
-        if self.status.is_empty() {
-            self.status = Default::default();
-        }
-        if self.usage.is_empty() {
-            self.usage = Default::default();
-        }
+    /// Whether it holds nothing: an idle session gives it back.
+    pub(super) fn is_empty(&self) -> bool {
+        self.served.is_empty()
+            && self.caps.is_empty()
+            && self.status.is_empty()
+            && self.usage.is_empty()
     }
 
     /// Takes a usage report token of `pne`.
@@ -227,6 +219,18 @@ pub(super) enum StatusRead {
 }
 
 impl ServerSession {
+    /// What the session knows of the devices it reports for, made when first needed.
+    pub(super) fn reporting(&mut self) -> &mut Reporting {
+        self.reporting.get_or_insert_with(Box::default)
+    }
+
+    /// Whether `pne` is known to be served by this session's PN GW.
+    fn served(&self, pne: &EntityId) -> bool {
+        self.reporting
+            .as_ref()
+            .is_some_and(|r| r.served.contains(pne))
+    }
+
     /// The entity a relayed request speaks for: the PN GW itself, or the PNE it names as the
     /// sender.
     fn speaker(gw: &Gw, env: &Envelope) -> EntityId {
@@ -259,7 +263,7 @@ impl ServerSession {
         }
         let limits = self.cfg.report_limits;
         let bucket = take(
-            &mut self.reporting.caps,
+            &mut self.reporting().caps,
             now,
             &entity,
             limits.caps_burst,
@@ -324,7 +328,7 @@ impl ServerSession {
         let limits = self.cfg.report_limits;
         for c in &changes {
             let bucket = take(
-                &mut self.reporting.status,
+                &mut self.reporting().status,
                 now,
                 &c.entity,
                 limits.status_burst,
@@ -407,7 +411,7 @@ impl ServerSession {
         let unknown: Vec<EntityId> = w
             .pnes(&gw.id)
             .into_iter()
-            .filter(|p| !self.reporting.served.contains(p))
+            .filter(|p| !self.served(p))
             .collect();
         if unknown.is_empty() {
             return self.served_known(w);
@@ -424,14 +428,12 @@ impl ServerSession {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
             return;
         };
-        if self.reporting.served.len() + loaded.served.len() > MAX_TRACKED {
-            self.reporting.served.clear();
+        let r = self.reporting();
+        if r.served.len() + loaded.served.len() > MAX_TRACKED {
+            r.served.clear();
         }
-        self.reporting.served.extend(loaded.served);
-        let stranger = w
-            .pnes(&gw)
-            .into_iter()
-            .find(|p| !self.reporting.served.contains(p));
+        r.served.extend(loaded.served);
+        let stranger = w.pnes(&gw).into_iter().find(|p| !self.served(p));
         if let Some(p) = stranger {
             let reason = format!("{p} is not a member of a PN of this PN GW");
             return self.respond_error(w.req_msg(), ErrorCode::Forbidden, reason);

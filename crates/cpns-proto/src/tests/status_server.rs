@@ -647,3 +647,37 @@ fn bad_or_too_frequent_usage_reports_are_refused_and_store_nothing() {
     assert_eq!(refused(&h).last(), Some(&ErrorCode::RateLimited));
     assert!(!h.store.usage.contains_key(&(pne_id(0), 99)));
 }
+
+#[test]
+fn another_users_pne_consuming_in_a_pn_is_charged_to_its_own_user() {
+    let mut cfg = ServerConfig {
+        offline_after: None,
+        ..ServerConfig::default()
+    };
+    cfg.tariff.insert("video".into(), 1);
+    let (mut h, pn) = registered_with(cfg);
+    // PNE 0 is bob's (enrolled for him), a member of a PN of alice's PN GW.
+    let bob = UserId::new("bob").unwrap();
+    h.store.entities.get_mut(&pne_id(0)).unwrap().owner = bob.clone();
+    let report = UsageReport {
+        records: vec![usage(5, "video", 1_000)],
+    };
+    call(&mut h, USAGE_SERVICE, minicbor::to_vec(&report).unwrap());
+    let accepted: UsageAccepted = minicbor::decode(&answer_of(&h, USAGE_SERVICE).unwrap()).unwrap();
+    assert_eq!(accepted.charged, 1);
+    let kept = &h.store.usage[&(pne_id(0), 5)];
+    assert_eq!(kept.owner, bob, "charged to the consuming PNE's own user");
+    let alice = h.store.entities[&id("gw-1")].owner.clone();
+    assert_eq!(kept.pn_owner, Some(alice), "the PN's owner named beside");
+    assert_eq!(kept.pn_id, pn);
+    assert_eq!(kept.units, Some(1), "at least one started MB");
+    // Bob's PNE lists bob's records.
+    call(
+        &mut h,
+        CHARGING_SERVICE,
+        minicbor::to_vec(ChargingQuery::default()).unwrap(),
+    );
+    let list: ChargingList = minicbor::decode(&answer_of(&h, CHARGING_SERVICE).unwrap()).unwrap();
+    assert_eq!(list.records.len(), 1);
+    assert_eq!(list.records[0].user, bob);
+}
