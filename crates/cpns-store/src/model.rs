@@ -256,7 +256,7 @@ pub struct LocalPn {
     pub expires_at: Option<UnixMillis>,
 }
 
-/// An entity's status of record (004 §5.5.3; table `entity_status`).
+/// An entity's status of record (004 §5.5.3; status columns of `entities`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusRecord {
     /// The entity.

@@ -1,24 +1,21 @@
 -- Status management, usage statistics and charging (004 §5.5.3, §5.5.4, CPNS-4;
 -- docs/device-status.md).
 
--- Each entity's status of record and the numeric attributes policies look at. `status` is the
--- wire code of `cpns_wire::Status` (an unknown code is kept: a newer peer's status); NULL, and
--- no row at all, mean never reported (shown offline). A row is written when the status changes
--- or new capabilities bring new attributes. `reported_by`: the PN GW whose session reported a
--- PNE, so the end of that session can turn it offline.
-CREATE TABLE entity_status (
-    entity_id       TEXT    NOT NULL PRIMARY KEY REFERENCES entities (id),
-    status          INTEGER,
-    label           TEXT,
-    since           INTEGER,
-    reported_by     TEXT,
-    battery_pct     INTEGER,
-    battery_minutes INTEGER,
-    free_memory_mb  INTEGER
-) STRICT, WITHOUT ROWID;
+-- Each entity's status of record and the numeric attributes policies look at, in its own row of
+-- `entities` (a status write touches one B-tree, as the capabilities it comes with: ARCHITECTURE
+-- decision 24). `status_code` is the wire code of `cpns_wire::Status` (an unknown code is kept:
+-- a newer peer's status); NULL means never reported (shown offline). `reported_by`: the PN GW
+-- whose session reported a PNE, so the end of that session can turn it offline. (The column
+-- `status` of schema 1 holds the PN GW's status as text from before and is no longer written.)
+ALTER TABLE entities ADD COLUMN status_code INTEGER;
+ALTER TABLE entities ADD COLUMN label TEXT;
+ALTER TABLE entities ADD COLUMN status_since INTEGER;
+ALTER TABLE entities ADD COLUMN reported_by TEXT;
+ALTER TABLE entities ADD COLUMN battery_pct INTEGER;
+ALTER TABLE entities ADD COLUMN battery_minutes INTEGER;
+ALTER TABLE entities ADD COLUMN free_memory_mb INTEGER;
 
-CREATE INDEX entity_status_reported_by ON entity_status (reported_by)
-    WHERE reported_by IS NOT NULL;
+CREATE INDEX entities_reported_by ON entities (reported_by) WHERE reported_by IS NOT NULL;
 
 -- Status subscriptions of entities (a PN GW for itself, a PNE through its PN GW): they outlive
 -- sessions and restarts. `entities` is the watched ids separated by spaces (ids never hold

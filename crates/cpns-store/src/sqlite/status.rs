@@ -1,5 +1,5 @@
-//! Status of record and status subscriptions (tables `entity_status`, `status_subscriptions`;
-//! 004 §5.5.3, docs/device-status.md).
+//! Status of record (columns of `entities`) and status subscriptions (table
+//! `status_subscriptions`); 004 §5.5.3, docs/device-status.md.
 
 use cpns_wire::{EntityId, Status, StatusPolicy, UserId};
 use rusqlite::{Connection, Row, params};
@@ -7,12 +7,11 @@ use rusqlite::{Connection, Row, params};
 use super::codec;
 use crate::{Attributes, Result, StatusChange, StatusRecord, StoreError, SubscriptionRecord};
 
-/// The `SELECT` of an enrolled entity with its status row, if any: entities `e`, statuses `s`.
+/// The `SELECT` of an enrolled entity's status, aliased `e`.
 macro_rules! select_status {
     () => {
-        "SELECT e.id, e.owner, s.status, s.label, s.since, s.reported_by, s.battery_pct, \
-         s.battery_minutes, s.free_memory_mb \
-         FROM entities AS e LEFT JOIN entity_status AS s ON s.entity_id = e.id"
+        "SELECT e.id, e.owner, e.status_code AS status, e.label, e.status_since AS since, \
+         e.reported_by, e.battery_pct, e.battery_minutes, e.free_memory_mb FROM entities AS e"
     };
 }
 
@@ -63,21 +62,21 @@ pub(super) fn record_statuses(
     changes: &[StatusChange],
 ) -> Result<Vec<StatusRecord>> {
     for c in changes {
-        require_entity(conn, &c.entity)?;
-        codec::exec(
+        let changed = codec::exec(
             conn,
-            "INSERT INTO entity_status (entity_id, status, label, since, reported_by) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (entity_id) DO UPDATE SET status = ?2, label = ?3, since = ?4, \
-             reported_by = ?5",
+            "UPDATE entities SET status_code = ?, label = ?, status_since = ?, reported_by = ? \
+             WHERE id = ?",
             params![
-                c.entity.as_str(),
                 c.status.code(),
                 c.label,
                 c.since,
-                c.reported_by.as_ref().map(EntityId::as_str)
+                c.reported_by.as_ref().map(EntityId::as_str),
+                c.entity.as_str()
             ],
         )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("entity {}", c.entity)));
+        }
     }
     let ids: Vec<EntityId> = changes.iter().map(|c| c.entity.clone()).collect();
     statuses(conn, &ids)
@@ -92,25 +91,19 @@ pub(super) fn record_capabilities(
 ) -> Result<StatusRecord> {
     let changed = codec::exec(
         conn,
-        "UPDATE entities SET capabilities = ? WHERE id = ?",
-        params![capabilities, id.as_str()],
+        "UPDATE entities SET capabilities = ?, battery_pct = ?, battery_minutes = ?, \
+         free_memory_mb = ? WHERE id = ?",
+        params![
+            capabilities,
+            a.battery_pct,
+            a.battery_minutes,
+            a.free_memory_mb,
+            id.as_str()
+        ],
     )?;
     if changed == 0 {
         return Err(StoreError::NotFound(format!("entity {id}")));
     }
-    codec::exec(
-        conn,
-        "INSERT INTO entity_status (entity_id, battery_pct, battery_minutes, free_memory_mb) \
-         VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (entity_id) DO UPDATE SET battery_pct = ?2, battery_minutes = ?3, \
-         free_memory_mb = ?4",
-        params![
-            id.as_str(),
-            a.battery_pct,
-            a.battery_minutes,
-            a.free_memory_mb
-        ],
-    )?;
     statuses(conn, std::slice::from_ref(id))?
         .pop()
         .ok_or_else(|| StoreError::NotFound(format!("entity {id}")))
@@ -144,10 +137,11 @@ pub(super) fn offline_reported_by(
 ) -> Result<Vec<StatusRecord>> {
     let changed = codec::all(
         conn,
-        "UPDATE entity_status SET status = ?1, label = NULL, since = ?2, reported_by = NULL \
-         WHERE (reported_by = ?3 OR entity_id = ?3) AND status IS NOT ?1 RETURNING entity_id",
+        "UPDATE entities SET status_code = ?1, label = NULL, status_since = ?2, \
+         reported_by = NULL WHERE (reported_by = ?3 OR (id = ?3 AND status_code IS NOT NULL)) \
+         AND status_code IS NOT ?1 RETURNING id",
         params![Status::Offline.code(), at, gateway.as_str()],
-        |row| codec::id::<EntityId>(row, "entity_id"),
+        |row| codec::id::<EntityId>(row, "id"),
     )?;
     statuses(conn, &changed)
 }
