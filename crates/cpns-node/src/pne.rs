@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cpns_crypto::{MasterKey, open_group_key_at_rest, seal_group_key_at_rest};
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
-use cpns_proto::usage::Preferences;
+use cpns_proto::usage::{Preference, Preferences};
 use cpns_proto::{Flow, LocalPnState, OwnKeys, PanSecurity, StoreFailure};
 use cpns_store::{GroupEpoch, LocalPn, LocalSession, Store};
 use cpns_wire::{
@@ -326,6 +326,11 @@ pub struct ServeConfig {
     pub reconnect_initial: Duration,
     /// Longest delay between reconnections.
     pub reconnect_max: Duration,
+    /// How often the usage records the preferences allow are sent (004 §5.5.4), when the PNE
+    /// holds a secure session; `None`: only when asked.
+    pub usage_every: Option<Duration>,
+    /// The reporting preference of a service with none of its own.
+    pub usage_default: Preference,
 }
 
 impl ServeConfig {
@@ -335,6 +340,8 @@ impl ServeConfig {
             gateway,
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(15),
+            usage_every: None,
+            usage_default: Preference::Server,
         }
     }
 }
@@ -387,7 +394,7 @@ async fn serve_loop<S: Store + Clone>(
             Ok(mut link) => {
                 let steps = steps.take().unwrap_or_default();
                 let stayed = link
-                    .stay(steps, &mut backoff, &mut commands, &mut stop)
+                    .stay(steps, &serve, &mut backoff, &mut commands, &mut stop)
                     .await;
                 // What the device is now outlives the link.
                 cfg.capabilities = link.session.capabilities().clone();
@@ -450,6 +457,23 @@ async fn offline<S: Store>(store: &S, caps: &DeviceCapabilities, c: Command) {
             let _ = reply.send(Err(no_link()));
         }
     }
+}
+
+/// The reporting preferences kept in a PNE's store, `default` for services with none.
+pub async fn usage_prefs<S: Store>(
+    store: &S,
+    default: Preference,
+) -> Result<Preferences, cpns_store::StoreError> {
+    let mut prefs = Preferences {
+        default,
+        ..Preferences::default()
+    };
+    for (service, p) in store.usage_prefs().await? {
+        if let Some(p) = Preference::parse(&p) {
+            prefs.services.insert(service, p);
+        }
+    }
+    Ok(prefs)
 }
 
 /// Why a secure call could not start: most often, no secure session yet.
@@ -658,6 +682,7 @@ impl<S: Store> Link<S> {
     async fn stay(
         &mut self,
         steps: Vec<PneStep>,
+        serve: &ServeConfig,
         backoff: &mut Backoff,
         commands: &mut mpsc::Receiver<Command>,
         stop: &mut oneshot::Receiver<()>,
@@ -684,6 +709,9 @@ impl<S: Store> Link<S> {
         let mut watchers: std::collections::BTreeMap<u64, mpsc::Sender<StatusNotification>> =
             std::collections::BTreeMap::new();
         let mut reported_caps = false;
+        let mut next_usage = serve
+            .usage_every
+            .map(|every| tokio::time::Instant::now() + every);
         loop {
             for e in self.drain().await? {
                 self.on_status_event(&e, &mut status_asking, &mut watchers);
@@ -815,6 +843,21 @@ impl<S: Store> Link<S> {
             }
             tokio::select! {
                 r = self.next() => r?,
+                () = crate::server::sleep_until(next_usage) => {
+                    next_usage = serve.usage_every.map(|every| tokio::time::Instant::now() + every);
+                    // When nothing else waits for the secure session, and there is one.
+                    if secure_asking.is_none() && self.session.cpns_id().is_some() {
+                        match usage_prefs(&self.store, serve.usage_default).await {
+                            Ok(prefs) => {
+                                // Nobody waits for this answer; the records are marked sent when
+                                // the server acknowledges them.
+                                let (reply, _) = oneshot::channel();
+                                secure_asking = self.start_usage(&prefs, reply).await;
+                            }
+                            Err(e) => warn!(error = %e, "usage preferences unreadable; not sent"),
+                        }
+                    }
+                }
                 c = commands.recv() => match c {
                     None => return Ok(()),
                     Some(Command::Inventory(reply)) => {

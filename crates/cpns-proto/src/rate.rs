@@ -90,6 +90,8 @@ mod tests {
         );
         assert_eq!(b.take(t + s), Ok(()));
         assert_eq!(b.take(t + s), Err(s));
+        assert!(!b.is_full(t + s), "emptied");
+        assert!(!b.is_full(t + 3 * s), "two of three back");
         // Quiet for long: full again, never more than the burst.
         let later = t + 100 * s;
         assert!(b.is_full(later));

@@ -440,3 +440,24 @@ fn only_watched_entities_are_kept_and_a_new_subscription_starts_from_the_record(
     assert_eq!(book.state(&eid("tv")), None);
     assert_eq!(book.state(&eid("phone")), None);
 }
+
+#[test]
+fn removing_one_subscription_leaves_the_others_crossings_as_they_were() {
+    let now = t0();
+    let mut book = StatusBook::new();
+    book.know(state("phone", "alice", Status::Online, Some(50)));
+    book.add(now, sub(1, phone(), BELOW_10));
+    book.add(now, sub(2, phone(), BELOW_10));
+    assert_eq!((book.len(), book.is_empty()), (2, false));
+    let fired = book.observe(state("phone", "alice", Status::Online, Some(9)));
+    assert_eq!(fired.len(), 2);
+    book.remove(1);
+    assert_eq!((book.len(), book.is_empty()), (1, false));
+    // Subscription 2 crossed already: still below, it does not fire again.
+    assert!(
+        book.observe(state("phone", "alice", Status::Online, Some(8)))
+            .is_empty()
+    );
+    book.remove(2);
+    assert_eq!((book.len(), book.is_empty()), (0, true));
+}

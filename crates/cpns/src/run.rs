@@ -379,6 +379,10 @@ pub(crate) struct PneArgs {
     /// A battery going below this percentage is reported at once.
     #[arg(long, value_name = "PCT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub battery_alert: u8,
+    /// With --stay: send the usage records the preferences allow this often (seconds; 0: only
+    /// on `cpns usage report --send`), once registered.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub usage_every_s: u64,
     /// With --stay: the usage reporting preference of a service with none of its own
     /// (`private`, `server` or `shared`; `cpns usage prefs` sets one per service).
     #[arg(long, value_name = "PREF", default_value = "server", value_parser = usage_pref)]
@@ -495,9 +499,12 @@ async fn pne_stay(
     ));
     let shutdown = shutdown_signal()?;
     let (stop_tx, stop) = oneshot::channel();
+    let mut serve_cfg = pne::ServeConfig::new(a.gateway.clone());
+    serve_cfg.usage_every = (a.usage_every_s > 0).then(|| Duration::from_secs(a.usage_every_s));
+    serve_cfg.usage_default = a.usage_default;
     let (handle, mut task) = pne::serve(
         cfg,
-        pne::ServeConfig::new(a.gateway.clone()),
+        serve_cfg,
         store.clone(),
         steps,
         Some(events),

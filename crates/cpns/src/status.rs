@@ -19,7 +19,7 @@ use cpns_node::pne::{PneHandle, StatusAsk, StatusReply};
 use cpns_node::server::ServerHandle;
 use cpns_node::status_hub::{Mailbox, Subscriber};
 use cpns_proto::status::{Policy, Subscription};
-use cpns_proto::usage::{Preference, Preferences};
+use cpns_proto::usage::Preference;
 use cpns_store::{SqliteStore, StatusRecord, Store};
 use cpns_wire::{
     Attribute, Audience, ChargingRecord, Crossing, DeviceCapabilities, EntityId, PolicyKind,
@@ -994,7 +994,7 @@ pub(crate) async fn answer_pne(
             Err(e) => control::error(e).into(),
         },
         "usage_send" => {
-            let prefs = match prefs_of(store, usage_default).await {
+            let prefs = match cpns_node::pne::usage_prefs(store, usage_default).await {
                 Ok(p) => p,
                 Err(e) => return Some(control::error(e).into()),
             };
@@ -1010,23 +1010,6 @@ pub(crate) async fn answer_pne(
         _ => return None,
     };
     Some(answer)
-}
-
-/// The PNE's preferences, from its store.
-pub(crate) async fn prefs_of(
-    store: &SqliteStore,
-    default: Preference,
-) -> Result<Preferences, cpns_store::StoreError> {
-    let mut prefs = Preferences {
-        default,
-        ..Preferences::default()
-    };
-    for (service, p) in store.usage_prefs().await? {
-        if let Some(p) = Preference::parse(&p) {
-            prefs.services.insert(service, p);
-        }
-    }
-    Ok(prefs)
 }
 
 /// An application on the device reports one use of a service (the local API, CPNS-5): kept

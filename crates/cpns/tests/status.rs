@@ -531,3 +531,31 @@ async fn too_frequent_reports_from_one_device_are_refused_while_the_others_go_on
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than 64"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staying_pne_sends_allowed_usage_on_its_own() {
+    let mut w = World::start(&["phone", "tablet"], &[], &[]);
+    let (mut phone, _tablet) = w.household(None, &["--usage-every-s", "1"]);
+    let db = w.store("phone");
+    let (start, end) = ((now_s() - 300).to_string(), (now_s() - 30).to_string());
+    cpns(&[
+        "usage",
+        "report",
+        "--service",
+        "maps",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--bytes",
+        "42",
+        "--store",
+        s(&db),
+    ]);
+    phone.expect_event_where("secure_answer", |v| v["service"] == "cpns.usage");
+    let st = w.server_store().await;
+    let all = st.usage_summary(None, false).await.unwrap();
+    st.close().await;
+    assert_eq!(all.len(), 1);
+    assert_eq!((all[0].service.as_str(), all[0].bytes), ("maps", 42));
+}
