@@ -278,6 +278,30 @@ mod tests {
         }
         // At the bounds: taken.
         assert_eq!(with(&|r| r.start_s = now - MAX_AGE_S), Ok(()));
+        assert_eq!(
+            with(&|r| r.start_s = now - 29 * 86_400),
+            Ok(()),
+            "29 days old"
+        );
+        assert!(
+            with(&|r| r.start_s = now - 31 * 86_400).is_err(),
+            "31 days old"
+        );
+        assert_eq!(with(&|r| r.end_s = r.start_s), Ok(()), "a use of no time");
+        assert_eq!(
+            with(&|r| r.networks = vec!["n".into(); MAX_NETWORKS]),
+            Ok(())
+        );
+        assert_eq!(
+            with(&|r| r.networks = vec!["n".repeat(MAX_SERVICE)]),
+            Ok(())
+        );
+        assert_eq!(with(&|r| r.battery_end = Some(100)), Ok(()));
+        assert_eq!(with(&|r| r.battery_start = Some(100)), Ok(()));
+        let full = UsageReport {
+            records: (0..MAX_RECORDS as u64).map(|i| rec(i, "g")).collect(),
+        };
+        assert_eq!(check_report(&full, now), Ok(()), "64 records");
         assert_eq!(with(&|r| r.end_s = now + CLOCK_SKEW_S), Ok(()));
         assert_eq!(with(&|r| r.service = "x".repeat(MAX_SERVICE)), Ok(()));
         let too_many = UsageReport {

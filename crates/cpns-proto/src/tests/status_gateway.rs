@@ -252,3 +252,51 @@ fn a_pne_over_its_rate_is_refused_at_the_pn_gw_and_the_others_go_on() {
     let b = from_pne(&mut h, 1, 951, Address::Server, busy(1));
     assert!(matches!(b, Body::StatusAck(_)), "{b:?}");
 }
+
+#[test]
+fn a_pn_gw_subscribes_for_itself_and_sets_its_own_status() {
+    let mut h = with_pn();
+    let policy = cpns_wire::StatusPolicy {
+        kind: cpns_wire::PolicyKind::OnChange,
+        attribute: None,
+        crossing: None,
+        bound: None,
+        period_s: None,
+    };
+    assert!(h.gw.subscribe_status(vec![pne_id(0)], policy).is_some());
+    h.pump();
+    let subscribed = h.gw_events().into_iter().find_map(|e| match e {
+        crate::gateway::GatewayEvent::Subscribed {
+            subscription,
+            entries,
+        } => Some((*subscription, entries.clone())),
+        _ => None,
+    });
+    let (id, entries) = subscribed.expect("the server kept the PN GW's subscription");
+    assert_eq!(entries[0].status, Status::Online);
+    assert_eq!(h.store.subscriptions[&id].subscriber, id_of_gw());
+    // Its notifications reach it as events.
+    let n = cpns_wire::StatusNotification {
+        subscription: id,
+        reason: cpns_wire::NotifyReason::Change,
+        entries: vec![StatusEntry::new(pne_id(0), Status::Offline)],
+        lagged: None,
+    };
+    h.server.notify(id_of_gw(), n.clone());
+    h.pump();
+    assert!(
+        h.gw_events()
+            .contains(&&crate::gateway::GatewayEvent::StatusNotified(n))
+    );
+    // Its own status.
+    assert!(h.gw.set_status(Status::Busy, None).is_some());
+    h.pump();
+    assert_eq!(h.store.statuses[&id_of_gw()].0.status, Status::Busy);
+    // Without a WAN session, neither goes anywhere.
+    h.gw.wan_closed(h.now());
+    assert!(h.gw.set_status(Status::Online, None).is_none());
+}
+
+fn id_of_gw() -> cpns_wire::EntityId {
+    id("gw-1")
+}

@@ -106,7 +106,7 @@ async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
     assert!(answers.iter().all(|a| a["ok"] == false), "{answers:?}");
     assert_eq!(
         answers[2]["error"],
-        "unknown verb `explode`; known: show, members, invite, expel, release"
+        "unknown verb `explode`; known: show, members, invite, expel, release, caps, caps_set"
     );
     assert_eq!(answers[3]["error"], "a request needs a \"verb\"");
     assert_eq!(answers[4]["error"], "a release needs a \"pn_id\"");
