@@ -322,27 +322,13 @@ pub async fn stream(
 
 /// Sends `request` to the entity whose control socket is `path` and returns its answer.
 pub async fn request(path: &Path, request: &Value) -> Result<Value, ControlError> {
-    let io_err = |source| ControlError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::NotRunning {
-            path: path.to_owned(),
-            source,
-        })?;
-    let (read, mut write) = stream.into_split();
-    write_answer(&mut write, request).await.map_err(io_err)?;
-    let mut line = Vec::new();
-    BufReader::new(read)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(io_err)?;
-    match serde_json::from_slice::<Value>(&line) {
-        Ok(answer) if answer.is_object() => Ok(answer),
-        _ => Err(ControlError::BadAnswer(path.to_owned())),
-    }
+    let mut first = None;
+    stream(path, request, |v| {
+        first = Some(v);
+        false
+    })
+    .await?;
+    first.ok_or_else(|| ControlError::BadAnswer(path.to_owned()))
 }
 
 #[cfg(test)]

@@ -9,32 +9,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use cpns_store::{SqliteStore, Store};
 use cpns_wire::PnId;
 
 mod common;
 
-use common::{BIN, Proc};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn cpns(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "cpns {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{Proc, cpns, run, s};
 
 /// `cpns pn ... --json` on the entity whose store is `store`: its answer.
 fn pn_json(store: &Path, args: &[&str]) -> serde_json::Value {

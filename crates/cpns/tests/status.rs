@@ -6,8 +6,8 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,25 +17,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{BIN, Proc};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn cpns(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "cpns {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{Proc, cpns, run, s};
 
 /// `cpns ... --json`: the one JSON answer.
 fn cpns_json(args: &[&str]) -> Value {

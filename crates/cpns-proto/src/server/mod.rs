@@ -596,7 +596,6 @@ enum Parked {
     CapsPersist {
         req_msg: u64,
         to: Address,
-        entity: EntityId,
     },
     StatusPersist {
         req_msg: u64,
@@ -910,12 +909,12 @@ impl ServerSession {
                 pn_id,
             } => self.pn_release_persisted(req_msg, request_id, pn_id, result),
             Parked::RemovalPersist(r) => self.removal_persisted(*r, result),
-            Parked::CapsPersist {
-                req_msg,
-                to,
-                entity,
-            } => self.caps_persisted(req_msg, to, entity, result),
-            Parked::StatusPersist { req_msg, to } => self.status_persisted(req_msg, to, result),
+            Parked::CapsPersist { req_msg, to } => {
+                self.report_stored(req_msg, to, cpns_wire::DeviceCapabilitiesConfirm {}, result)
+            }
+            Parked::StatusPersist { req_msg, to } => {
+                self.report_stored(req_msg, to, cpns_wire::StatusAck {}, result)
+            }
             Parked::SubscribePersist {
                 req_msg,
                 subscriber,

@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cpns_wire::{
-    Address, DeviceCapabilities, DeviceCapabilitiesConfirm, EntityId, Envelope, ErrorCode, Status,
-    StatusAck, StatusAnswer, StatusEntry, StatusNotification, StatusQuery, StatusReport,
-    StatusSubscribe, StatusSubscribed, StatusUnsubscribe,
+    Address, DeviceCapabilities, EntityId, Envelope, ErrorCode, Status, StatusAck, StatusAnswer,
+    StatusEntry, StatusNotification, StatusQuery, StatusReport, StatusSubscribe, StatusSubscribed,
+    StatusUnsubscribe,
 };
 
 use super::connect::Gw;
@@ -450,18 +450,11 @@ impl ServerSession {
                 caps,
             } => {
                 let effect = ServerEffect::EntityReport {
-                    id: entity.clone(),
+                    id: entity,
                     capabilities: Some(caps),
                     status: None,
                 };
-                self.persist(
-                    Parked::CapsPersist {
-                        req_msg,
-                        to,
-                        entity,
-                    },
-                    effect,
-                );
+                self.persist(Parked::CapsPersist { req_msg, to }, effect);
             }
             NeedsServed::Report {
                 req_msg,
@@ -600,35 +593,17 @@ impl ServerSession {
         }
     }
 
-    pub(super) fn caps_persisted(
+    /// A capabilities or status report, stored: `ok` to `to`, or why not.
+    pub(super) fn report_stored(
         &mut self,
         req_msg: u64,
         to: Address,
-        entity: EntityId,
+        ok: impl Into<cpns_wire::Body>,
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
             Ok(_) => {
-                self.respond(req_msg, to, DeviceCapabilitiesConfirm {});
-            }
-            Err(StoreFailure::NotFound(_)) => self.respond_error(
-                req_msg,
-                ErrorCode::NotFound,
-                format!("{entity} is not enrolled"),
-            ),
-            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
-        }
-    }
-
-    pub(super) fn status_persisted(
-        &mut self,
-        req_msg: u64,
-        to: Address,
-        result: Result<Persisted, StoreFailure>,
-    ) {
-        match result {
-            Ok(_) => {
-                self.respond(req_msg, to.clone(), StatusAck {});
+                self.respond(req_msg, to, ok);
             }
             Err(StoreFailure::NotFound(what)) => self.respond_error(
                 req_msg,
