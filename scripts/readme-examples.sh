@@ -173,6 +173,14 @@ expectations() {
         "cpns pn show "*)
             echo '^PN [0-9a-f]{32} at home-gw: (phone, watch|watch, phone)$'
             ;;
+        "cpns status show --data-dir "*)
+            echo '^home-gw: online since [0-9:]{8}Z$'
+            echo '^phone: (online|offline) since [0-9:]{8}Z'
+            echo '^watch: (online|offline) since [0-9:]{8}Z'
+            ;;
+        "cpns caps show home-gw --data-dir "*)
+            echo '^home-gw: home-hub, mains, on wlan,ethernet,bluetooth, software cpns/[0-9.]+, PN GW capable$'
+            ;;
         *) return 1 ;;
     esac
 }
