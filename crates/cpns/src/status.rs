@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -1029,13 +1029,8 @@ async fn usage_record(handle: &PneHandle, store: &SqliteStore, r: &Value) -> Val
         return control::error("a use ends after it starts");
     }
     let caps = handle.capabilities(None).await.ok();
-    let id = {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        // Unique per device: the time in ns, mixed with the record's own fields.
-        (nanos as u64) ^ (start_s.rotate_left(17)) ^ (service.len() as u64)
-    } & (i64::MAX as u64);
+    // A random id: the server counts a record once per device and id (a retried send).
+    let id = cpns_crypto::MachineRng::os().u64() & (i64::MAX as u64);
     let record = UsageRecord {
         id,
         service: service.to_owned(),
