@@ -218,52 +218,38 @@ impl PneHandle {
     /// 000 §6.6.5.1: asks the PN GW to release a PN the PNE is a member of; `Ok` once the PN is
     /// gone from the server, the PN GW and this PNE.
     pub async fn release(&self, pn_id: PnId) -> Result<PnId, NodeError> {
-        self.ask(|tx| Command::Release(pn_id, tx)).await
+        self.call(|tx| Command::Release(pn_id, tx)).await
     }
 
     /// 000 §6.6.3.1.1: asks the PN GW to take this PNE out of a PN; `Ok` once it is out of the
     /// server's inventory, the PN GW's and its own.
     pub async fn leave(&self, pn_id: PnId) -> Result<PnId, NodeError> {
-        self.ask(|tx| Command::Leave(pn_id, tx)).await
+        self.call(|tx| Command::Leave(pn_id, tx)).await
     }
 
     /// 000 §6.6.2.2: asks to join a PN the PN GW serves; `Ok` once the server authenticated
     /// this PNE and it is a member everywhere, holding the PN's new group key.
     pub async fn join(&self, pn_id: PnId) -> Result<PnId, NodeError> {
-        self.ask(|tx| Command::Join(pn_id, tx)).await
+        self.call(|tx| Command::Join(pn_id, tx)).await
     }
 
     /// 000 §6.6.2.1.2: asks the PN GW to invite `invitee` into a PN this PNE is a member of;
     /// `Ok(true)` once it joined, `Ok(false)` if it declined.
     pub async fn invite(&self, pn_id: PnId, invitee: EntityId) -> Result<bool, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Invite(pn_id, invitee, tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PNE"))?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PNE"))?
-            .map_err(NodeError::Rejected)
+        self.call(|tx| Command::Invite(pn_id, invitee, tx)).await
     }
 
     /// 004 §5.5.10: asks the PN GW to expel `pne` from a PN this PNE is a member of; `Ok` once
     /// the server agreed and the PN GW removed it (the server lets only a member of the PN
     /// GW's own user ask).
     pub async fn expel(&self, pn_id: PnId, pne: EntityId) -> Result<PnId, NodeError> {
-        self.ask(|tx| Command::Expel(pn_id, pne, tx)).await
+        self.call(|tx| Command::Expel(pn_id, pne, tx)).await
     }
 
     /// 004 §5.5.10: reads a PN's inventory (its own from its PN GW, another of its user's from
     /// the server, end to end), or with `None` every PN of its user.
     pub async fn query(&self, pn_id: Option<PnId>) -> Result<Vec<PnInventory>, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Query(pn_id, tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PNE"))?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PNE"))?
-            .map_err(NodeError::Rejected)
+        self.call(|tx| Command::Query(pn_id, tx)).await
     }
 
     /// The device's capabilities; with `set`, changed first (reported to the server at once,
@@ -295,17 +281,6 @@ impl PneHandle {
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, ErrorBody>>) -> Command,
     ) -> Result<T, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(command(tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PNE"))?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PNE"))?
-            .map_err(NodeError::Rejected)
-    }
-
-    async fn ask(&self, command: impl FnOnce(Reply) -> Command) -> Result<PnId, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(command(tx))

@@ -84,6 +84,8 @@ pub const MAX_SERVICE: usize = 128;
 pub const MAX_NETWORKS: usize = 16;
 /// Oldest use a server takes, seconds before now.
 pub const MAX_AGE_S: u64 = 30 * 86_400;
+/// Largest record id and volume a server keeps.
+pub const MAX_STORED: u64 = i64::MAX as u64;
 /// How far in the future a use may end (clocks differ), seconds.
 pub const CLOCK_SKEW_S: u64 = 300;
 
@@ -152,6 +154,10 @@ pub fn check_report(report: &UsageReport, now_s: u64) -> Result<(), String> {
         }
         if r.battery_start.is_some_and(|b| b > 100) || r.battery_end.is_some_and(|b| b > 100) {
             return bad("a battery level is 0 to 100".into());
+        }
+        // The store keeps them as signed 64-bit numbers.
+        if r.id > MAX_STORED || r.bytes > MAX_STORED {
+            return bad(format!("an id and a volume are at most {MAX_STORED}"));
         }
     }
     Ok(())
@@ -265,6 +271,7 @@ mod tests {
                 "networks",
             ),
             (&|r: &mut UsageRecord| r.battery_end = Some(101), "battery"),
+            (&|r: &mut UsageRecord| r.bytes = u64::MAX, "at most"),
             (
                 &|r: &mut UsageRecord| r.battery_start = Some(101),
                 "battery",
@@ -298,6 +305,12 @@ mod tests {
         );
         assert_eq!(with(&|r| r.battery_end = Some(100)), Ok(()));
         assert_eq!(with(&|r| r.battery_start = Some(100)), Ok(()));
+        assert_eq!(
+            with(&|r| (r.id, r.bytes) = (MAX_STORED, MAX_STORED)),
+            Ok(())
+        );
+        let err = with(&|r| r.id = MAX_STORED + 1).unwrap_err();
+        assert!(err.contains("an id and a volume are at most"), "{err}");
         let full = UsageReport {
             records: (0..MAX_RECORDS as u64).map(|i| rec(i, "g")).collect(),
         };

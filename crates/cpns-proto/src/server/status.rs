@@ -218,6 +218,24 @@ pub(super) enum StatusRead {
     },
 }
 
+impl StatusRead {
+    /// The request's message, who asks, and the entities it names.
+    fn parts(&self) -> (u64, &EntityId, &[EntityId]) {
+        match self {
+            StatusRead::Query {
+                req_msg,
+                asker,
+                query,
+            } => (*req_msg, asker, &query.entities),
+            StatusRead::Subscribe {
+                req_msg,
+                subscriber,
+                req,
+            } => (*req_msg, subscriber, &req.entities),
+        }
+    }
+}
+
 impl ServerSession {
     /// What the session knows of the devices it reports for, made when first needed.
     pub(super) fn reporting(&mut self) -> &mut Reporting {
@@ -470,40 +488,20 @@ impl ServerSession {
                 req_msg,
                 asker,
                 query,
-            } => {
-                let request = LoadRequest {
-                    statuses: std::iter::once(asker.clone())
-                        .chain(query.entities.iter().cloned())
-                        .collect(),
-                    owner_statuses: query.entities.is_empty().then(|| asker.clone()),
-                    ..LoadRequest::default()
-                };
-                let read = StatusRead::Query {
-                    req_msg,
-                    asker,
-                    query,
-                };
-                self.load(Parked::StatusRead(Box::new(read)), request);
-            }
+            } => self.read_statuses(StatusRead::Query {
+                req_msg,
+                asker,
+                query,
+            }),
             NeedsServed::Subscribe {
                 req_msg,
                 subscriber,
                 req,
-            } => {
-                let request = LoadRequest {
-                    statuses: std::iter::once(subscriber.clone())
-                        .chain(req.entities.iter().cloned())
-                        .collect(),
-                    subscription_count: Some(subscriber.clone()),
-                    ..LoadRequest::default()
-                };
-                let read = StatusRead::Subscribe {
-                    req_msg,
-                    subscriber,
-                    req,
-                };
-                self.load(Parked::StatusRead(Box::new(read)), request);
-            }
+            } => self.read_statuses(StatusRead::Subscribe {
+                req_msg,
+                subscriber,
+                req,
+            }),
             NeedsServed::Unsubscribe {
                 req_msg,
                 subscriber,
@@ -516,20 +514,27 @@ impl ServerSession {
         }
     }
 
+    /// Loads what a query or a subscription reads: the asker (its user), what it names, and
+    /// for a query of no entity every device of its user, for a subscription its count.
+    fn read_statuses(&mut self, read: StatusRead) {
+        let (_, asker, named) = read.parts();
+        let request = LoadRequest {
+            statuses: std::iter::once(asker.clone())
+                .chain(named.iter().cloned())
+                .collect(),
+            owner_statuses: matches!(&read, StatusRead::Query { .. } if named.is_empty())
+                .then(|| asker.clone()),
+            subscription_count: matches!(&read, StatusRead::Subscribe { .. })
+                .then(|| asker.clone()),
+            ..LoadRequest::default()
+        };
+        self.load(Parked::StatusRead(Box::new(read)), request);
+    }
+
     /// The statuses a query or a subscription reads: who asks (its user) and what it names.
     pub(super) fn status_read(&mut self, read: StatusRead, loaded: Loaded) {
-        let (req_msg, asker, named) = match &read {
-            StatusRead::Query {
-                req_msg,
-                asker,
-                query,
-            } => (*req_msg, asker.clone(), query.entities.clone()),
-            StatusRead::Subscribe {
-                req_msg,
-                subscriber,
-                req,
-            } => (*req_msg, subscriber.clone(), req.entities.clone()),
-        };
+        let (req_msg, asker, named) = read.parts();
+        let (asker, named) = (asker.clone(), named.to_vec());
         let Some(owner) = loaded
             .statuses
             .iter()

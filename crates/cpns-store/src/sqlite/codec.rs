@@ -124,6 +124,31 @@ pub(super) fn epoch_of(group: Option<&crate::GroupEpoch>) -> Result<Option<i64>>
         .transpose()
 }
 
+/// What follows the `SELECT` of entities aliased `e` to keep those among the ids bound as one
+/// JSON array, in the order of their first mention ([`by_ids`]).
+macro_rules! in_order_of_ids {
+    () => {
+        " JOIN (SELECT value, MIN(key) AS pos FROM json_each(?) GROUP BY value) AS j \
+         ON j.value = e.id ORDER BY j.pos"
+    };
+}
+pub(super) use in_order_of_ids;
+
+/// The rows of `sql` (a `SELECT` of entities `e` ending with [`in_order_of_ids!`]) for the
+/// enrolled entities among `ids`, in the order of `ids`, in one query.
+pub(super) fn by_ids<T>(
+    conn: &Connection,
+    sql: &str,
+    ids: &[cpns_wire::EntityId],
+    decode: impl FnMut(&Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = json_string_array(ids.iter().map(cpns_wire::EntityId::as_str));
+    all(conn, sql, [list], decode)
+}
+
 /// A JSON array of strings, for binding a list to one `json_each(?)` parameter.
 pub(super) fn json_string_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = String::from("[");

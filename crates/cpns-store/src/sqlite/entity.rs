@@ -96,18 +96,10 @@ pub(super) fn entity(conn: &Connection, id: &EntityId) -> Result<Option<EntityRe
 /// The enrolled entities among `ids`, in the order of their first mention in `ids`, in one
 /// query (the ids travel as one JSON array bound to `json_each`).
 pub(super) fn entities(conn: &Connection, ids: &[EntityId]) -> Result<Vec<EntityRecord>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list = codec::json_string_array(ids.iter().map(EntityId::as_str));
-    codec::all(
+    codec::by_ids(
         conn,
-        concat!(
-            select_entity!(),
-            " JOIN (SELECT value, MIN(key) AS pos FROM json_each(?) GROUP BY value) AS j \
-             ON j.value = e.id ORDER BY j.pos"
-        ),
-        [list],
+        concat!(select_entity!(), codec::in_order_of_ids!()),
+        ids,
         decode_entity,
     )
 }

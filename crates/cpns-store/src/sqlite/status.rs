@@ -148,18 +148,10 @@ pub(super) fn offline_reported_by(
 
 /// The status records of the enrolled entities among `ids`, in the order of `ids`.
 pub(super) fn statuses(conn: &Connection, ids: &[EntityId]) -> Result<Vec<StatusRecord>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let list = codec::json_string_array(ids.iter().map(EntityId::as_str));
-    codec::all(
+    codec::by_ids(
         conn,
-        concat!(
-            select_status!(),
-            " JOIN (SELECT value, MIN(key) AS pos FROM json_each(?) GROUP BY value) AS j \
-             ON j.value = e.id ORDER BY j.pos"
-        ),
-        [list],
+        concat!(select_status!(), codec::in_order_of_ids!()),
+        ids,
         decode_status,
     )
 }
