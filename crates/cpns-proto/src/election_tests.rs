@@ -350,6 +350,7 @@ fn the_peers_requests_are_answered_and_unexpected_ones_refused() {
         cpns_wire::PnReleaseRequest {
             request_id: cpns_wire::RequestId(1),
             pn_id: cpns_wire::PnId::from_bytes([1; 16]),
+            asked_by: None,
         },
     );
     let mut note = from_b(

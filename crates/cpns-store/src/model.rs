@@ -110,7 +110,9 @@ pub struct PnMember {
     /// Whether the member was authenticated by hash_PNE (000 §6.6.1.1 step 11). Members added by a
     /// PN update before registration (003 §1.4.2 step 4) start unauthenticated.
     pub authenticated: bool,
-    /// Device capabilities reported at set-up (CBOR), if any.
+    /// Device capabilities (CBOR), if any. Written: those it joined with; read: those of
+    /// record, the latest the device reported ([`crate::Store::record_capabilities`]) if it
+    /// did, else those it joined with.
     pub capabilities: Option<Vec<u8>>,
     /// SK_PNE sealed under the server master key, for the PNE<->server secure session.
     pub sealed_session_key: Option<Vec<u8>>,

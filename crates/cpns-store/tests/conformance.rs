@@ -58,6 +58,7 @@ conformance!(
     pns_of_gateway,
     pns_of_owner,
     member_owner_round_trips,
+    members_read_with_their_capabilities_of_record,
     departures_are_kept_until_the_pne_is_back,
     all_pns_in_creation_order,
     cpns_ids,

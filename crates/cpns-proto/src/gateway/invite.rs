@@ -11,7 +11,9 @@
 //!    passes; a member that asked is answered then (§6.6.2.1.2 step 6).
 //!
 //! An invitee that is a member already, or not connected, is refused at once; one invitation
-//! per (PN, invitee) at a time, so a retried invite adds the PNE once.
+//! per (PN, invitee) at a time, so a retried invite adds the PNE once. The join of an invitee
+//! a member asked for names that member to the server, which refuses it unless the member is
+//! an entity of the PN's owner; the invitation then ends with that refusal.
 
 use std::time::Instant;
 
@@ -202,6 +204,30 @@ impl Gateway {
                 };
                 self.send_pan_response(*link, *pan_msg, answer);
             }
+        }
+    }
+
+    /// The member whose invitation `pne` accepted and is joining `pn_id` on, if a member asked
+    /// for it (§6.6.2.1.2): named to the server, which decides whether that member may invite.
+    pub(super) fn invited_by(&self, pn_id: &PnId, pne: &EntityId) -> Option<EntityId> {
+        self.invites
+            .iter()
+            .find(|i| i.pn_id == *pn_id && i.invitee == *pne && i.msg.is_none())
+            .and_then(|i| match &i.asker {
+                Asker::Pne { pne, .. } => Some(pne.clone()),
+                Asker::Owner => None,
+            })
+    }
+
+    /// The server refused the join of an invitee that accepted: its invitations into `pn_id`
+    /// end with that refusal.
+    pub(super) fn invitee_refused(&mut self, pn_id: PnId, pne: &EntityId, e: ErrorBody) {
+        let (refused, keep) = std::mem::take(&mut self.invites)
+            .into_iter()
+            .partition(|i| i.pn_id == pn_id && &i.invitee == pne && i.msg.is_none());
+        self.invites = keep;
+        for i in refused {
+            self.invite_ended(i, Some(Failure::Refused(e.clone())));
         }
     }
 

@@ -1,14 +1,17 @@
 //! Leave (000 §6.6.3.1.1) and expulsion (§6.6.3.2) at the PN GW, with the PN's next group key
 //! epoch (docs/pn-lifecycle.md, "One model for every membership change", "Group key epochs"):
 //!
-//! 1. Asked: a member PNE on its proven link asks to leave (step 1); the owner expels a member,
-//!    who is told first (§6.6.3.2 step 1). One change per PN at a time.
+//! 1. Asked: a member PNE on its proven link asks to leave (step 1); the owner, or a member of
+//!    the PN's owner, expels a member. One change per PN at a time.
 //! 2. Agreed: PNE Request (Leave) or PN Update Request to the server (step 2), which removes the
 //!    member and answers with the new epoch and each remaining member's sealed copy of its
 //!    group key (step 4). `not_found` for the member means it is out there already.
 //! 3. Stored: the member and its LocalEUKey leave the local inventory in one write (step 5).
-//! 4. Told: the leaver gets PNE Response (Leave) (step 6); every remaining member on a proven
-//!    link gets PN Update Notification with its own copy, which this PN GW cannot open.
+//! 4. Told: the leaver gets PNE Response (Leave) (step 6), an expelled PNE PNE Notification
+//!    (Expel) (§6.6.3.2 step 1, sent only now: told before the server agreed, it would forget a
+//!    PN that both inventories still list it in, should the server refuse); every remaining
+//!    member on a proven link gets PN Update Notification with its own copy, which this PN GW
+//!    cannot open.
 
 use std::time::Instant;
 
@@ -66,8 +69,9 @@ impl Changing {
 }
 
 impl Gateway {
-    /// 000 §6.6.3.2: the PN GW's owner expels `pne` from `pn_id`. The PNE is told at once (step
-    /// 1); the result comes as [`GatewayEvent::MemberRemoved`] or
+    /// 000 §6.6.3.2: the PN GW's owner expels `pne` from `pn_id`. The PNE is told (step 1) once
+    /// the server agreed and the change is stored, so a refusal leaves it a member everywhere;
+    /// the result comes as [`GatewayEvent::MemberRemoved`] or
     /// [`GatewayEvent::MembershipChangeFailed`]. A request refused at once (unknown PN, not a
     /// member, a change of the PN already running, no session with the server) is the `Err`,
     /// with nothing changed and no one told.
@@ -79,10 +83,9 @@ impl Gateway {
             ));
         }
         self.check_change(&pn_id, &pne)?;
-        // Step 1: the PNE hears it first, on its proven link.
-        if let Some(link) = self.proven_link_of(&pne) {
-            self.send_pan_notify(link, PneExpelNotification { pn_id });
-        }
+        // Step 1's PNE Notification (Expel) waits until the change is stored (step 5): a PNE
+        // told before the server agreed would forget a PN it is still a member of, should the
+        // server refuse or not answer.
         let req = PnUpdateRequest {
             request_id: RequestId(self.rng.u64()),
             pn_id,
@@ -309,14 +312,14 @@ impl Gateway {
         // Dropping the removed member's LocalEUKey zeroizes it.
         pn.keys.remove(&change.pne);
         let inventory = pn.state.inventory.clone();
+        if !change.left()
+            && let Some(target) = self.proven_link_of(&change.pne)
+        {
+            // §6.6.3.2 step 1, told once the server agreed and the change is stored.
+            let pn_id = change.pn_id;
+            self.send_pan_notify(target, PneExpelNotification { pn_id });
+        }
         if let Asker::Pne { link, pan_msg, .. } = &change.asker {
-            if !change.left() {
-                // Expelled at a member's request: told now that the server agreed.
-                if let Some(target) = self.proven_link_of(&change.pne) {
-                    let pn_id = change.pn_id;
-                    self.send_pan_notify(target, PneExpelNotification { pn_id });
-                }
-            }
             let answer = PneLeaveResponse {
                 pn_id: change.pn_id,
                 inventory: None,

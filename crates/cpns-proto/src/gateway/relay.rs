@@ -145,6 +145,9 @@ impl Gateway {
                 }
             },
         };
+        // An invitee joining at a member's request (000 §6.6.2.1.2): the server decides
+        // whether that member may invite.
+        let asked_by = self.invited_by(&pn_id, &m.pne_id);
         let update = PnUpdateRequest {
             request_id: RequestId(self.rng.u64()),
             pn_id,
@@ -153,7 +156,7 @@ impl Gateway {
                 capabilities: m.capabilities.clone(),
             }],
             remove: Vec::new(),
-            asked_by: None,
+            asked_by,
         };
         let Some(msg) = self.send_wan_request(update) else {
             return self.reject_pan(
@@ -489,6 +492,7 @@ impl Gateway {
                 ),
             );
             self.send_pan_response(p.link, p.pan_msg, err);
+            self.invitee_refused(p.pn_id, &p.req.pne_id, e);
         }
     }
 

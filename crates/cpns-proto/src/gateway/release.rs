@@ -4,8 +4,9 @@
 //!
 //! 1. Asked: the PN must be in the local inventory; a PNE must have proven on its link that it
 //!    is a member of it (§6.6.5.1 step 1). One release per PN at a time.
-//! 2. Agreed: PN Release Request to the server (§6.6.5 step 1, §6.6.5.1 step 2). The server is
-//!    the authority: it refusing ends the flow with no change. It answering `not_found` means
+//! 2. Agreed: PN Release Request to the server (§6.6.5 step 1, §6.6.5.1 step 2), naming the
+//!    member that asked. The server is the authority (only an entity of the PN's owner releases
+//!    it): it refusing ends the flow with no change. It answering `not_found` means
 //!    the PN is gone there already (an earlier attempt whose answer was lost), so the PN GW
 //!    follows it.
 //! 3. Stored: the PN, its members and their LocalEUKeys leave the local store in one write
@@ -105,9 +106,15 @@ impl Gateway {
                 "the PN GW has no connection to the CPNS Server; try again once it has",
             ));
         }
+        // §6.6.5.1 step 2: the server decides whether the member that asked may.
+        let asked_by = match &asker {
+            Asker::Pne { pne, .. } => Some(pne.clone()),
+            Asker::Owner => None,
+        };
         let req = PnReleaseRequest {
             request_id: RequestId(self.rng.u64()),
             pn_id,
+            asked_by,
         };
         let Some(msg) = self.send_wan_request(req) else {
             return Err(ErrorBody::new(

@@ -141,6 +141,15 @@ impl Gateway {
             let reason = retry_in("capabilities updates", wait);
             return self.reject_pan(link, env, ErrorCode::RateLimited, &reason);
         }
+        // The local inventory answers with a member's capabilities of record (004 §5.5.10):
+        // the latest it reported, not those it joined with. Kept in memory; the next write of
+        // the PN stores them.
+        for pn in self.pns.values_mut() {
+            let members = pn.state.inventory.members.iter_mut();
+            for member in members.filter(|x| x.pne_id == pne) {
+                member.capabilities = Some(m.capabilities.clone());
+            }
+        }
         let update = DeviceCapabilitiesUpdate {
             capabilities: m.capabilities,
             entity: Some(pne.clone()),

@@ -35,7 +35,13 @@ impl PneSession {
             return Err(ProtoError::WrongState("the PN is being released already"));
         }
         let request_id = RequestId(self.rng.u64());
-        let msg = self.ask_gateway(now, pn_id, PnReleaseRequest { request_id, pn_id })?;
+        // The link names the asker; the PN GW names it to the server.
+        let req = PnReleaseRequest {
+            request_id,
+            pn_id,
+            asked_by: None,
+        };
+        let msg = self.ask_gateway(now, pn_id, req)?;
         let deadline = now + self.cfg.timeouts.flow * 2;
         self.releases.insert(msg, (pn_id, deadline));
         Ok(request_id)

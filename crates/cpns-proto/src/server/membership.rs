@@ -306,3 +306,28 @@ impl ServerSession {
         });
     }
 }
+
+/// Who may change a PN through its PN GW (docs/pn-lifecycle.md, "Who may change a PN"): a
+/// member PNE of the PN's owner may release it, invite into it and expel from it; a member of
+/// another user (a multi-user PN, 001) may only read its inventory and leave. `Err` is the
+/// reason `asker` may not `what`.
+pub(super) fn may_change(
+    pn: &KnownPn,
+    asker: &EntityId,
+    loaded: &Loaded,
+    what: &str,
+) -> Result<(), String> {
+    let owners = loaded
+        .entities
+        .iter()
+        .any(|e| &e.id == asker && e.role.is_pne() && e.owner == pn.owner);
+    let member = pn.inventory.members.iter().any(|m| &m.pne_id == asker);
+    match (member, owners) {
+        (false, _) => Err(format!("{asker} is not a member of the PN")),
+        (true, false) => Err(format!(
+            "{asker} is not an entity of the PN's owner: only the owner's members may {what}; \
+             another user's member may read the PN and leave it"
+        )),
+        (true, true) => Ok(()),
+    }
+}

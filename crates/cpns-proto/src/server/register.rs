@@ -478,18 +478,13 @@ impl ServerSession {
         let Some((gw, pn)) = self.own_pn(req_msg, &mut loaded) else {
             return;
         };
-        // 004 §5.5.10: a member PNE may ask its PN GW to change the PN's members, if it is an
-        // entity of the PN GW's own user (another user's member may not expel anyone).
-        if let Some(asker) = &req.asked_by {
-            let own_pne = loaded
-                .entities
-                .iter()
-                .any(|e| &e.id == asker && e.role.is_pne() && e.owner == gw.owner);
-            let member = pn.inventory.members.iter().any(|m| &m.pne_id == asker);
-            if !own_pne || !member {
-                let reason = "only a member PNE of the PN GW's user may ask to change its members";
-                return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
-            }
+        // 004 §5.5.10: a member PNE may ask its PN GW to invite or expel, if it is an entity of
+        // the PN's owner (another user's member may not).
+        if let Some(asker) = &req.asked_by
+            && let Err(reason) =
+                super::membership::may_change(&pn, asker, &loaded, "change its members")
+        {
+            return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
         }
         for m in &req.add {
             let ok = loaded

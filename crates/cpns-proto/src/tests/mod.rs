@@ -25,6 +25,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod authority;
 mod bad_input;
 mod connect;
 mod connection_setup;

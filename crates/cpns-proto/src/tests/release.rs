@@ -20,6 +20,7 @@ fn release(msg: u64, from: Address, request: u64, pn: PnId) -> Envelope {
         PnReleaseRequest {
             request_id: RequestId(request),
             pn_id: pn,
+            asked_by: None,
         },
     )
 }

@@ -181,6 +181,7 @@ fn raw_release(h: &mut Harness, i: usize, pn: PnId) -> cpns_wire::Body {
         PnReleaseRequest {
             request_id: RequestId(5),
             pn_id: pn,
+            asked_by: None,
         },
     );
     h.deliver_direct(Party::Pne(i), Party::Gw, &plain(&env))

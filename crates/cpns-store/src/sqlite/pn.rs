@@ -24,6 +24,11 @@ use crate::{
 const PN_COLUMNS: &str =
     "pn_id, gateway, owner, state, created_at, epoch, sealed_group_key, expires_at, max_members";
 
+/// A member's capabilities of record (004 §5.5.1, §5.5.10): those its device last reported
+/// (the entity's row, as `cpns_store::Store::record_capabilities` keeps them), else those it
+/// joined the PN with. Selected from `pn_members AS m LEFT JOIN entities AS e`.
+const CAPABILITIES: &str = "COALESCE(e.capabilities, m.capabilities) AS capabilities";
+
 fn decode_pn(row: &Row<'_>) -> Result<PnRecord> {
     Ok(PnRecord {
         pn_id: codec::pn_id(row, "pn_id")?,
@@ -403,8 +408,11 @@ pub(super) fn pn(conn: &Connection, id: &PnId) -> Result<Option<PnRecord>> {
     };
     record.members = codec::all(
         conn,
-        "SELECT pne_id, initiator, authenticated, capabilities, sealed_session_key, joined_at, \
-         contents, owner FROM pn_members WHERE pn_seq = ? ORDER BY position",
+        &format!(
+            "SELECT m.pne_id, m.initiator, m.authenticated, {CAPABILITIES}, \
+             m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pn_members AS m \
+             LEFT JOIN entities AS e ON e.id = m.pne_id WHERE m.pn_seq = ? ORDER BY m.position"
+        ),
         [seq],
         decode_member,
     )?;
@@ -443,9 +451,10 @@ fn pns_where(conn: &Connection, column: Column, value: &str) -> Result<Vec<PnRec
     let members = codec::members_by_pn(
         conn,
         &format!(
-            "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
+            "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, {CAPABILITIES}, \
              m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pns AS p \
-             JOIN pn_members AS m ON m.pn_seq = p.seq WHERE p.{column} = ? \
+             JOIN pn_members AS m ON m.pn_seq = p.seq \
+             LEFT JOIN entities AS e ON e.id = m.pne_id WHERE p.{column} = ? \
              ORDER BY m.pn_seq, m.position"
         ),
         [value],
@@ -464,9 +473,12 @@ pub(super) fn all_pns(conn: &Connection) -> Result<Vec<PnRecord>> {
     )?;
     let members = codec::members_by_pn(
         conn,
-        "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, m.capabilities, \
-         m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pn_members AS m \
-         JOIN pns AS p ON p.seq = m.pn_seq ORDER BY m.pn_seq, m.position",
+        &format!(
+            "SELECT p.pn_id, m.pne_id, m.initiator, m.authenticated, {CAPABILITIES}, \
+             m.sealed_session_key, m.joined_at, m.contents, m.owner FROM pn_members AS m \
+             JOIN pns AS p ON p.seq = m.pn_seq LEFT JOIN entities AS e ON e.id = m.pne_id \
+             ORDER BY m.pn_seq, m.position"
+        ),
         [],
         decode_member,
     )?;

@@ -618,6 +618,28 @@ pub async fn pns_of_owner<S: Store>(s: &S) {
     assert_eq!(s.pns_of_owner(&uid("carol")).await.unwrap(), vec![]);
 }
 
+/// Every read of a PN gives each member's capabilities of record (004 §5.5.1, §5.5.10): those
+/// its device reported last, if it did, else those it joined with.
+pub async fn members_read_with_their_capabilities_of_record<S: Store>(s: &S) {
+    enroll(s, &["pne-1", "pne-2"]).await;
+    let p = pn(4, "gw-1", &["pne-1", "pne-2"]);
+    s.register_pn(&p).await.unwrap();
+    let reported = vec![0xa1, 0x00, 0x07];
+    s.record_capabilities(&eid("pne-2"), &reported, cpns_store::Attributes::default())
+        .await
+        .unwrap();
+    let mut want = p.clone();
+    want.members[1].capabilities = Some(reported);
+    assert_ne!(want, p);
+    assert_eq!(s.pn(&pid(4)).await.unwrap(), Some(want.clone()));
+    assert_eq!(
+        s.pns_of_gateway(&eid("gw-1")).await.unwrap(),
+        [want.clone()]
+    );
+    assert_eq!(s.pns_of_owner(&uid("alice")).await.unwrap(), [want.clone()]);
+    assert_eq!(s.all_pns().await.unwrap(), [want]);
+}
+
 /// `all_pns` lists every PN in creation order; a retried registration keeps its place.
 pub async fn all_pns_in_creation_order<S: Store>(s: &S) {
     assert_eq!(s.all_pns().await.unwrap(), vec![]);

@@ -723,6 +723,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             PnReleaseRequest {
                 request_id: RequestId(u64::MAX),
                 pn_id: pn(7),
+                asked_by: Some(eid("phone")),
             }
             .into(),
         ),

@@ -22,6 +22,7 @@ fn release(pn: PnId) -> PnReleaseRequest {
     PnReleaseRequest {
         request_id: RequestId(77),
         pn_id: pn,
+        asked_by: None,
     }
 }
 
