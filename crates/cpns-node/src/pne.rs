@@ -2,18 +2,25 @@
 //! local PN inventory in a [`Store`], and a short script of what the PNE should do (discover,
 //! set up a PN, wait to be invited, register, release). [`run`] does the script and returns;
 //! [`serve`] then stays, reconnecting with backoff, and takes commands.
+//!
+//! The driver makes no protocol decision: every step and every command is a command of the
+//! machine, which returns its [`CommandId`] and ends in one [`PneEvent::Completed`]; the driver
+//! keeps one map from id to whoever waits ([`Link::waiters`]), carries out the store work the
+//! machine asks for, and reports events. The connection set-up after each (re)connection is the
+//! machine's `rejoin` command.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cpns_crypto::{MasterKey, open_group_key_at_rest, seal_group_key_at_rest};
-use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
+use cpns_proto::pne::{Outcome, PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
 use cpns_proto::usage::{Preference, Preferences};
-use cpns_proto::{Flow, LocalPnState, OwnKeys, PanSecurity, StoreFailure};
+use cpns_proto::{CommandError, CommandId, Completed, Flow, LocalPnState, OwnKeys, StoreFailure};
 use cpns_store::{GroupEpoch, LocalPn, LocalSession, Store};
 use cpns_wire::{
     CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, DeviceCapabilities, EntityId,
     ErrorBody, ErrorCode, PnId, PnInventory, SetupType, Status, StatusEntry, StatusNotification,
-    StatusPolicy, USAGE_SERVICE, UsageAccepted,
+    StatusPolicy,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -58,16 +65,33 @@ pub struct PneReport {
 }
 
 impl PneReport {
-    /// Whether a step failed.
+    /// The flows that failed, its commands' and its own, each as a line.
     pub fn failures(&self) -> Vec<String> {
         self.events
             .iter()
             .filter_map(|e| match e {
-                PneEvent::FlowFailed { flow, reason } => Some(format!("{flow}: {reason}")),
+                PneEvent::FlowFailed { flow, reason }
+                | PneEvent::Completed(Completed {
+                    flow,
+                    result: Err(reason),
+                    ..
+                }) => Some(format!("{flow}: {reason}")),
                 PneEvent::PnRefused { reason, .. } => Some(reason.to_string()),
                 _ => None,
             })
             .collect()
+    }
+
+    /// The PN this PNE joined first, by its own set-up or join, or by an invitation.
+    pub fn joined(&self) -> Option<&PnInventory> {
+        self.events.iter().find_map(|e| match e {
+            PneEvent::PnJoined { inventory, .. }
+            | PneEvent::Completed(Completed {
+                result: Ok(Outcome::PnJoined { inventory, .. }),
+                ..
+            }) => Some(inventory),
+            _ => None,
+        })
     }
 }
 
@@ -82,26 +106,18 @@ pub async fn run<S: Store>(
     trace: TraceSink,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<PneReport, NodeError> {
-    let mut link = Link::open(cfg, store, gw_addr, events, trace).await?;
-    let mut steps = steps.into_iter();
-    let mut current: Option<PneStep> = None;
+    let mut link = Link::open(cfg, store, gw_addr, events, trace, Preference::Server).await?;
+    let mut steps = Steps::new(steps);
     loop {
-        // Carry out the outputs; see whether the current step ended.
-        for e in link.drain().await? {
-            if current.as_ref().is_some_and(|s| step_ends(s, &e)) {
-                current = None;
-            }
-        }
-        if link.discovered && current.is_none() {
-            match steps.next() {
-                None => {
+        link.drain().await?;
+        if link.discovered {
+            match steps.next(&mut link)? {
+                // What the step queued goes out first.
+                StepsDone::Started => continue,
+                StepsDone::Running => {}
+                StepsDone::Done => {
                     link.conn.close().await;
                     return Ok(link.report);
-                }
-                Some(step) => {
-                    link.start(&step)?;
-                    current = Some(step);
-                    continue;
                 }
             }
         }
@@ -112,34 +128,50 @@ pub async fn run<S: Store>(
     }
 }
 
-/// How a command's answer is given.
-type Reply = oneshot::Sender<Result<PnId, ErrorBody>>;
+/// Whom a command's completion is for.
+enum Waiter {
+    /// A caller of the [`PneHandle`].
+    Caller(Reply),
+    /// A subscription's caller, whose notifications then go to `notes`.
+    Subscriber(Reply, mpsc::Sender<StatusNotification>),
+    /// A step of the script.
+    Step,
+}
 
-/// The one PN change a command asked the PN GW for, waiting for its end.
-type Asking = (PnId, Flow, Reply);
+/// Where a command's outcome goes.
+type Reply = oneshot::Sender<Result<Outcome, ErrorBody>>;
+
+/// A command of the machine, as the [`PneHandle`] asks it.
+#[derive(Debug)]
+enum Ask {
+    Release(PnId),
+    Leave(PnId),
+    Join(PnId),
+    Invite(PnId, EntityId),
+    Expel(PnId, EntityId),
+    Query(Option<PnId>),
+    SetCapabilities(Box<DeviceCapabilities>),
+    SetStatus(Status, Option<String>),
+    QueryStatus(Vec<EntityId>),
+    Subscribe(
+        Vec<EntityId>,
+        StatusPolicy,
+        mpsc::Sender<StatusNotification>,
+    ),
+    SecureCall(&'static str, Vec<u8>),
+    SendUsage(Preferences),
+}
 
 /// Commands to a PNE that [`serve`] runs.
 #[derive(Debug)]
 enum Command {
+    /// The PNs it belongs to, as it holds them.
     Inventory(oneshot::Sender<Vec<PnInventory>>),
-    Release(PnId, Reply),
-    Leave(PnId, Reply),
-    Join(PnId, Reply),
-    Invite(PnId, EntityId, oneshot::Sender<Result<bool, ErrorBody>>),
-    Query(Option<PnId>, QueryReply),
-    Expel(PnId, EntityId, Reply),
-    /// The device's capabilities, set first if given (004 §5.5.1).
-    Caps(Option<Box<DeviceCapabilities>>, CapsReply),
-    /// A status request (004 §5.5.3).
-    Status(StatusAsk, oneshot::Sender<Result<StatusReply, ErrorBody>>),
-    /// Send the usage records the preferences allow now (004 §5.5.4).
-    SendUsage(Preferences, oneshot::Sender<Result<UsageSent, ErrorBody>>),
-    /// This PNE's user's charging records since a time (CPNS-4).
-    Charging(u64, oneshot::Sender<Result<Vec<ChargingRecord>, ErrorBody>>),
+    /// The device's capabilities, as it holds them.
+    Capabilities(oneshot::Sender<DeviceCapabilities>),
+    /// A command of the machine.
+    Machine(Ask, Reply),
 }
-
-/// Where the answer to a capabilities command goes.
-type CapsReply = oneshot::Sender<Result<DeviceCapabilities, ErrorBody>>;
 
 /// A status request of a running PNE.
 #[derive(Debug)]
@@ -185,19 +217,6 @@ pub struct UsageSent {
     pub withheld: u32,
 }
 
-/// A secure call a command waits for.
-enum SecureAsk {
-    Usage {
-        ids: Vec<u64>,
-        withheld: u32,
-        reply: oneshot::Sender<Result<UsageSent, ErrorBody>>,
-    },
-    Charging(oneshot::Sender<Result<Vec<ChargingRecord>, ErrorBody>>),
-}
-
-/// Where the answer to an inventory query goes.
-type QueryReply = oneshot::Sender<Result<Vec<PnInventory>, ErrorBody>>;
-
 /// Acts on a PNE that [`serve`] runs.
 #[derive(Clone, Debug)]
 pub struct PneHandle {
@@ -207,49 +226,50 @@ pub struct PneHandle {
 impl PneHandle {
     /// The PNs the PNE belongs to.
     pub async fn inventory(&self) -> Result<Vec<PnInventory>, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Inventory(tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PNE"))?;
-        rx.await.map_err(|_| NodeError::Stopped("PNE"))
+        self.ask(Command::Inventory).await
     }
 
     /// 000 §6.6.5.1: asks the PN GW to release a PN the PNE is a member of; `Ok` once the PN is
     /// gone from the server, the PN GW and this PNE.
     pub async fn release(&self, pn_id: PnId) -> Result<PnId, NodeError> {
-        self.call(|tx| Command::Release(pn_id, tx)).await
+        self.run(Ask::Release(pn_id)).await.map(|_| pn_id)
     }
 
     /// 000 §6.6.3.1.1: asks the PN GW to take this PNE out of a PN; `Ok` once it is out of the
     /// server's inventory, the PN GW's and its own.
     pub async fn leave(&self, pn_id: PnId) -> Result<PnId, NodeError> {
-        self.call(|tx| Command::Leave(pn_id, tx)).await
+        self.run(Ask::Leave(pn_id)).await.map(|_| pn_id)
     }
 
     /// 000 §6.6.2.2: asks to join a PN the PN GW serves; `Ok` once the server authenticated
     /// this PNE and it is a member everywhere, holding the PN's new group key.
     pub async fn join(&self, pn_id: PnId) -> Result<PnId, NodeError> {
-        self.call(|tx| Command::Join(pn_id, tx)).await
+        self.run(Ask::Join(pn_id)).await.map(|_| pn_id)
     }
 
     /// 000 §6.6.2.1.2: asks the PN GW to invite `invitee` into a PN this PNE is a member of;
     /// `Ok(true)` once it joined, `Ok(false)` if it declined.
     pub async fn invite(&self, pn_id: PnId, invitee: EntityId) -> Result<bool, NodeError> {
-        self.call(|tx| Command::Invite(pn_id, invitee, tx)).await
+        match self.run(Ask::Invite(pn_id, invitee)).await? {
+            Outcome::InviteAnswered { accepted, .. } => Ok(accepted),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// 004 §5.5.10: asks the PN GW to expel `pne` from a PN this PNE is a member of; `Ok` once
-    /// the server agreed and the PN GW removed it (the server lets only a member of the PN
-    /// GW's own user ask).
+    /// the server agreed and the PN GW removed it (the server lets only a member of the PN's
+    /// owner ask).
     pub async fn expel(&self, pn_id: PnId, pne: EntityId) -> Result<PnId, NodeError> {
-        self.call(|tx| Command::Expel(pn_id, pne, tx)).await
+        self.run(Ask::Expel(pn_id, pne)).await.map(|_| pn_id)
     }
 
     /// 004 §5.5.10: reads a PN's inventory (its own from its PN GW, another of its user's from
     /// the server, end to end), or with `None` every PN of its user.
     pub async fn query(&self, pn_id: Option<PnId>) -> Result<Vec<PnInventory>, NodeError> {
-        self.call(|tx| Command::Query(pn_id, tx)).await
+        match self.run(Ask::Query(pn_id)).await? {
+            Outcome::Inventory(pns) => Ok(pns),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// The device's capabilities; with `set`, changed first (reported to the server at once,
@@ -258,38 +278,104 @@ impl PneHandle {
         &self,
         set: Option<DeviceCapabilities>,
     ) -> Result<DeviceCapabilities, NodeError> {
-        self.call(|tx| Command::Caps(set.map(Box::new), tx)).await
+        if let Some(caps) = set {
+            self.run(Ask::SetCapabilities(Box::new(caps))).await?;
+        }
+        self.ask(Command::Capabilities).await
     }
 
     /// A status request: set this PNE's own status, query, or subscribe (004 §5.5.3).
     pub async fn status(&self, ask: StatusAsk) -> Result<StatusReply, NodeError> {
-        self.call(|tx| Command::Status(ask, tx)).await
+        let ask = match ask {
+            StatusAsk::Set(status, label) => Ask::SetStatus(status, label),
+            StatusAsk::Query(entities) => Ask::QueryStatus(entities),
+            StatusAsk::Subscribe(entities, policy, notes) => {
+                Ask::Subscribe(entities, policy, notes)
+            }
+        };
+        match self.run(ask).await? {
+            Outcome::StatusReported => Ok(StatusReply::Reported),
+            Outcome::Statuses(entries) => Ok(StatusReply::Entries(entries)),
+            Outcome::Subscribed {
+                subscription,
+                entries,
+            } => Ok(StatusReply::Subscribed {
+                subscription,
+                entries,
+            }),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Sends the usage records `prefs` allow (004 §5.5.4), end to end; private ones are
     /// marked withheld and never sent. Needs the secure session a registration gives.
     pub async fn send_usage(&self, prefs: Preferences) -> Result<UsageSent, NodeError> {
-        self.call(|tx| Command::SendUsage(prefs, tx)).await
+        match self.run(Ask::SendUsage(prefs)).await? {
+            Outcome::UsageSent {
+                ids,
+                stored,
+                duplicates,
+                charged,
+                withheld,
+            } => Ok(UsageSent {
+                sent: if ids.is_empty() {
+                    0
+                } else {
+                    stored + duplicates
+                },
+                duplicates,
+                charged,
+                withheld: u32::try_from(withheld.len()).unwrap_or(u32::MAX),
+            }),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// This PNE's user's charging records of uses since `since_s` (CPNS-4), end to end.
     pub async fn charging(&self, since_s: u64) -> Result<Vec<ChargingRecord>, NodeError> {
-        self.call(|tx| Command::Charging(since_s, tx)).await
+        let query = ChargingQuery {
+            since_s: Some(since_s),
+        };
+        let payload = minicbor::to_vec(&query).unwrap_or_default();
+        match self.run(Ask::SecureCall(CHARGING_SERVICE, payload)).await? {
+            Outcome::SecureAnswer { payload, .. } => minicbor::decode::<ChargingList>(&payload)
+                .map(|l| l.records)
+                .map_err(|_| {
+                    NodeError::Rejected(ErrorBody::new(
+                        ErrorCode::Internal,
+                        "the server's answer did not decode",
+                    ))
+                }),
+            other => Err(unexpected(&other)),
+        }
     }
 
-    async fn call<T>(
+    /// Runs a command of the machine; its outcome, or why it did not succeed.
+    async fn run(&self, ask: Ask) -> Result<Outcome, NodeError> {
+        self.ask(|reply| Command::Machine(ask, reply))
+            .await?
+            .map_err(NodeError::Rejected)
+    }
+
+    async fn ask<T>(
         &self,
-        command: impl FnOnce(oneshot::Sender<Result<T, ErrorBody>>) -> Command,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(command(tx))
             .await
             .map_err(|_| NodeError::Stopped("PNE"))?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PNE"))?
-            .map_err(NodeError::Rejected)
+        rx.await.map_err(|_| NodeError::Stopped("PNE"))
     }
+}
+
+/// An outcome another command has: a driver that mixed up its waiters.
+fn unexpected(o: &Outcome) -> NodeError {
+    NodeError::Rejected(ErrorBody::new(
+        ErrorCode::Internal,
+        format!("an unexpected outcome: {o:?}"),
+    ))
 }
 
 /// Settings of a long-running PNE ([`serve`]).
@@ -301,10 +387,7 @@ pub struct ServeConfig {
     pub reconnect_initial: Duration,
     /// Longest delay between reconnections.
     pub reconnect_max: Duration,
-    /// How often the usage records the preferences allow are sent (004 §5.5.4), when the PNE
-    /// holds a secure session; `None`: only when asked.
-    pub usage_every: Option<Duration>,
-    /// The reporting preference of a service with none of its own.
+    /// The reporting preference of a service with none of its own (004 §5.5.4).
     pub usage_default: Preference,
 }
 
@@ -315,17 +398,16 @@ impl ServeConfig {
             gateway,
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(15),
-            usage_every: None,
             usage_default: Preference::Server,
         }
     }
 }
 
 /// Runs a PNE that stays (docs/pn-lifecycle.md, "Long-running entities"): it runs `steps` once,
-/// then stays connected to its PN GW, proves itself with a LocalEUKey of a PN it shares with
-/// it (so the PN GW can tell it what changes), keeps its local inventory current, and acts on
-/// the commands of its [`PneHandle`]. A lost link is opened again with backoff. Ends at `stop`,
-/// or with an error when a step fails.
+/// then stays connected to its PN GW, runs the machine's connection set-up (`rejoin`: proof,
+/// key pulls, confirmations, a capabilities report) after each connection, keeps its local
+/// inventory current, and acts on the commands of its [`PneHandle`]. A lost link is opened
+/// again with backoff. Ends at `stop`, or with an error when a step fails.
 pub fn serve<S: Store + Clone>(
     cfg: PneConfig,
     serve: ServeConfig,
@@ -362,17 +444,18 @@ async fn serve_loop<S: Store + Clone>(
     let mut steps = Some(steps);
     loop {
         let opened = tokio::select! {
-            l = Link::open(cfg.clone(), store.clone(), &serve.gateway, events.clone(), trace.clone()) => l,
+            l = Link::open(cfg.clone(), store.clone(), &serve.gateway, events.clone(), trace.clone(), serve.usage_default) => l,
             _ = &mut stop => return Ok(()),
         };
         let lost = match opened {
             Ok(mut link) => {
                 let steps = steps.take().unwrap_or_default();
                 let stayed = link
-                    .stay(steps, &serve, &mut backoff, &mut commands, &mut stop)
+                    .stay(steps, &mut backoff, &mut commands, &mut stop)
                     .await;
                 // What the device is now outlives the link.
                 cfg.capabilities = link.session.capabilities().clone();
+                link.abandon_waiters();
                 match stayed {
                     Ok(()) => return Ok(()),
                     Err(e @ NodeError::Ended(_)) if link.steps_failed => return Err(e),
@@ -404,31 +487,10 @@ async fn offline<S: Store>(store: &S, caps: &DeviceCapabilities, c: Command) {
             let pns = store.local_pns().await.unwrap_or_default();
             let _ = reply.send(pns.iter().map(|p| local_pn_state(p).inventory).collect());
         }
-        Command::Release(_, reply)
-        | Command::Leave(_, reply)
-        | Command::Join(_, reply)
-        | Command::Expel(_, _, reply) => {
-            let _ = reply.send(Err(no_link()));
+        Command::Capabilities(reply) => {
+            let _ = reply.send(caps.clone());
         }
-        Command::Invite(_, _, reply) => {
-            let _ = reply.send(Err(no_link()));
-        }
-        Command::Query(_, reply) => {
-            let _ = reply.send(Err(no_link()));
-        }
-        Command::Caps(None, reply) => {
-            let _ = reply.send(Ok(caps.clone()));
-        }
-        Command::Caps(Some(_), reply) => {
-            let _ = reply.send(Err(no_link()));
-        }
-        Command::Status(_, reply) => {
-            let _ = reply.send(Err(no_link()));
-        }
-        Command::SendUsage(_, reply) => {
-            let _ = reply.send(Err(no_link()));
-        }
-        Command::Charging(_, reply) => {
+        Command::Machine(_, reply) => {
             let _ = reply.send(Err(no_link()));
         }
     }
@@ -451,20 +513,61 @@ pub async fn usage_prefs<S: Store>(
     Ok(prefs)
 }
 
-/// Why a secure call could not start: most often, no secure session yet.
-fn no_session(e: &cpns_proto::ProtoError) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::WrongState,
-        format!("{e}: this PNE has no secure session with the server; run it with --register"),
-    )
-}
-
 /// Why a command that needs the PN GW fails while the PNE reconnects.
 fn no_link() -> ErrorBody {
     ErrorBody::new(
         ErrorCode::Busy,
         "the PNE has no link to its PN GW; it is reconnecting, try again shortly",
     )
+}
+
+/// How far the script of steps has got.
+struct Steps {
+    left: std::vec::IntoIter<PneStep>,
+    /// The step running: its command, or `None` for [`PneStep::AwaitInvitation`].
+    current: Option<Option<CommandId>>,
+}
+
+/// Where the script is.
+enum StepsDone {
+    /// A step started now: what it queued is to be sent.
+    Started,
+    /// A step runs.
+    Running,
+    /// Every step ended.
+    Done,
+}
+
+impl Steps {
+    fn new(steps: Vec<PneStep>) -> Self {
+        Self {
+            left: steps.into_iter(),
+            current: None,
+        }
+    }
+
+    /// Starts the next step once the current one ended; `Err` when a step failed.
+    fn next<S: Store>(&mut self, link: &mut Link<S>) -> Result<StepsDone, NodeError> {
+        if let Some(current) = self.current {
+            match link.step_ended(current) {
+                None => return Ok(StepsDone::Running),
+                Some(Ok(())) => self.current = None,
+                Some(Err(why)) => {
+                    link.steps_failed = true;
+                    return Err(NodeError::Ended(why));
+                }
+            }
+        }
+        let Some(step) = self.left.next() else {
+            return Ok(StepsDone::Done);
+        };
+        let started = link.start(&step).map_err(|e| {
+            link.steps_failed = true;
+            NodeError::Rejected(e.to_error())
+        })?;
+        self.current = Some(started);
+        Ok(StepsDone::Started)
+    }
 }
 
 /// One PAN link to the PN GW and the machine on it.
@@ -477,6 +580,16 @@ struct Link<S> {
     events: Option<mpsc::Sender<PneEvent>>,
     trace: TraceSink,
     report: PneReport,
+    /// The preference of a service with none of its own, for the PNE's own usage reports.
+    usage_default: Preference,
+    /// Whom each command's completion is for.
+    waiters: BTreeMap<CommandId, Waiter>,
+    /// The steps' completions, until the script looks at them.
+    step_ends: BTreeMap<CommandId, Result<(), String>>,
+    /// How the invitation a [`PneStep::AwaitInvitation`] waits for ended, once it did.
+    invitation: Option<Result<(), String>>,
+    /// Where each subscription's notifications go.
+    watchers: BTreeMap<u64, mpsc::Sender<StatusNotification>>,
     discovered: bool,
     /// Set when a step failed: a long-running PNE stops rather than retry it.
     steps_failed: bool,
@@ -490,6 +603,7 @@ impl<S: Store> Link<S> {
         gw_addr: &str,
         events: Option<mpsc::Sender<PneEvent>>,
         trace: TraceSink,
+        usage_default: Preference,
     ) -> Result<Self, NodeError> {
         let mut session = PneSession::new(cfg.clone(), cpns_crypto::MachineRng::os());
         let stored = store.local_pns().await?;
@@ -517,7 +631,11 @@ impl<S: Store> Link<S> {
         stream.set_nodelay(true).map_err(connect)?;
         // The PN GW is the peer this PNE chose to connect to: its frames get the full limit.
         let conn = FramedConn::new(stream, cfg.max_frame, DEFAULT_MAX_QUEUED);
-        session.start_discovery(Instant::now());
+        let discovery = session
+            .start_discovery(Instant::now())
+            .map_err(|e| NodeError::Rejected(e.to_error()))?;
+        let mut waiters = BTreeMap::new();
+        waiters.insert(discovery, Waiter::Step);
         Ok(Self {
             session,
             conn,
@@ -527,14 +645,18 @@ impl<S: Store> Link<S> {
             events,
             trace,
             report: PneReport::default(),
+            usage_default,
+            waiters,
+            step_ends: BTreeMap::new(),
+            invitation: None,
+            watchers: BTreeMap::new(),
             discovered: false,
             steps_failed: false,
         })
     }
 
-    /// Carries out the machine's outputs; the events among them, in order.
-    async fn drain(&mut self) -> Result<Vec<PneEvent>, NodeError> {
-        let mut happened = Vec::new();
+    /// Carries out the machine's outputs.
+    async fn drain(&mut self) -> Result<(), NodeError> {
         let me = self.cfg.id.to_string();
         while let Some(out) = self.session.poll_output() {
             match out {
@@ -570,20 +692,6 @@ impl<S: Store> Link<S> {
                         .map_err(|e| store_failure(&e));
                     self.session.handle_persisted(token, result)?;
                 }
-                PneOutput::Event(e) => {
-                    // The driver reports events (the CLI prints them); the Debug form is for debugging.
-                    debug!(event = ?e, "pne");
-                    if let Some(tx) = &self.events
-                        && tx.try_send(e.clone()).is_err()
-                    {
-                        debug!("PNE event dropped: the consumer is not keeping up");
-                    }
-                    if matches!(e, PneEvent::Discovered { .. }) {
-                        self.discovered = true;
-                    }
-                    self.report.events.push(e.clone());
-                    happened.push(e);
-                }
                 PneOutput::PersistSession { session: s } => {
                     let sealed =
                         sealed_sk(&self.storage_key, &s.pn_id, &self.cfg.id, &s.session_key)
@@ -600,33 +708,199 @@ impl<S: Store> Link<S> {
                     };
                     self.store.save_local_session(&record).await?;
                 }
+                PneOutput::LoadUsage { token } => {
+                    let loaded = self.unsent_usage().await;
+                    self.session
+                        .handle_usage_loaded(Instant::now(), token, loaded)?;
+                }
+                PneOutput::MarkUsage { ids } => {
+                    // Not marked: sent again next time, and the server keeps each once.
+                    if let Err(e) = self.store.mark_local_usage_sent(&ids).await {
+                        warn!(error = %e, "usage records could not be marked done");
+                    }
+                }
+                PneOutput::Event(e) => self.on_event(e),
                 PneOutput::Close { reason } => {
                     self.conn.close().await;
                     return Err(NodeError::Ended(reason));
                 }
             }
         }
-        Ok(happened)
+        Ok(())
     }
 
-    /// Starts a step.
-    fn start(&mut self, step: &PneStep) -> Result<(), NodeError> {
+    /// Reports an event, and hands a completion to whoever waits for it.
+    fn on_event(&mut self, e: PneEvent) {
+        // The driver reports events (the CLI prints them); the Debug form is for debugging.
+        debug!(event = ?e, "pne");
+        if let Some(tx) = &self.events
+            && tx.try_send(e.clone()).is_err()
+        {
+            debug!("PNE event dropped: the consumer is not keeping up");
+        }
+        self.report.events.push(e.clone());
+        match e {
+            PneEvent::Completed(c) => self.completed(c),
+            PneEvent::StatusNotified(n) => self.notify(n),
+            PneEvent::PnJoined { .. } => self.invitation = Some(Ok(())),
+            PneEvent::InvitationDeclined(pn) => {
+                self.invitation = Some(Err(format!("declined the invitation to PN {pn}")));
+            }
+            PneEvent::PnRefused { reason, .. } => self.invitation = Some(Err(reason.to_string())),
+            PneEvent::FlowFailed {
+                flow: flow @ (Flow::PnEstablishment | Flow::PneRegistration),
+                reason,
+            } => self.invitation = Some(Err(format!("{flow}: {reason}"))),
+            PneEvent::FlowFailed { .. }
+            | PneEvent::PanAuthenticated(_)
+            | PneEvent::Registered { .. }
+            | PneEvent::PnReleased(_)
+            | PneEvent::Expelled(_)
+            | PneEvent::PnUpdated { .. }
+            | PneEvent::MembershipConfirmed { .. }
+            | PneEvent::CapabilitiesReported
+            | PneEvent::UsageSent { .. } => {}
+        }
+    }
+
+    /// Hands a command's completion to its waiter.
+    fn completed(&mut self, c: Completed<Outcome>) {
+        if let Ok(Outcome::Discovered { .. }) = &c.result {
+            self.discovered = true;
+        }
+        match self.waiters.remove(&c.id) {
+            Some(Waiter::Caller(reply)) => {
+                let _ = reply.send(c.result.map_err(|f| f.to_error()));
+            }
+            Some(Waiter::Subscriber(reply, notes)) => {
+                if let Ok(Outcome::Subscribed { subscription, .. }) = &c.result {
+                    self.watchers.insert(*subscription, notes);
+                }
+                let _ = reply.send(c.result.map_err(|f| f.to_error()));
+            }
+            Some(Waiter::Step) => {
+                let ended = c.result.map(drop).map_err(|f| format!("{}: {f}", c.flow));
+                self.step_ends.insert(c.id, ended);
+            }
+            // The PNE's own turns (the connection set-up, the usage cadence) and commands whose
+            // caller went away: nothing waits.
+            None => {}
+        }
+    }
+
+    /// Hands a notification to its subscriber; a subscriber gone ends its subscription.
+    fn notify(&mut self, n: StatusNotification) {
+        let id = n.subscription;
+        let gone = match self.watchers.get(&id) {
+            // A subscriber that does not read misses notifications, never blocks this PNE.
+            Some(tx) => matches!(tx.try_send(n), Err(mpsc::error::TrySendError::Closed(_))),
+            None => true,
+        };
+        if gone {
+            self.watchers.remove(&id);
+            self.session.unsubscribe_status(Instant::now(), id);
+        }
+    }
+
+    /// How step `current` ended, once it did.
+    fn step_ended(&mut self, current: Option<CommandId>) -> Option<Result<(), String>> {
+        match current {
+            Some(id) => self.step_ends.remove(&id),
+            None => self.invitation.take(),
+        }
+    }
+
+    /// Starts a step: its command, or `None` for [`PneStep::AwaitInvitation`].
+    fn start(&mut self, step: &PneStep) -> Result<Option<CommandId>, CommandError> {
         let now = Instant::now();
         let s = &mut self.session;
-        match step {
-            PneStep::Setup(t) => s.start_setup(now, t.clone()).map(drop),
-            PneStep::AwaitInvitation => Ok(()),
+        let id = match step {
+            PneStep::Setup(t) => s.start_setup(now, t.clone())?,
+            PneStep::AwaitInvitation => {
+                self.invitation = None;
+                return Ok(None);
+            }
             PneStep::Register(pn) => {
                 let pn = pn.or_else(|| s.inventory().first().map(|i| i.pn_id));
-                s.start_registration(now, pn).map(drop)
+                s.start_registration(now, pn)?
             }
             PneStep::SecureCall { service, payload } => {
-                s.secure_call(now, service, payload.clone()).map(drop)
+                s.secure_call(now, service, payload.clone())?
             }
-            PneStep::Release(pn) => s.release_pn(now, *pn).map(drop),
-            PneStep::Leave(pn) => s.leave_pn(now, *pn).map(drop),
-        }?;
-        Ok(())
+            PneStep::Release(pn) => s.release_pn(now, *pn)?,
+            PneStep::Leave(pn) => s.leave_pn(now, *pn)?,
+        };
+        self.waiters.insert(id, Waiter::Step);
+        Ok(Some(id))
+    }
+
+    /// Starts a command of the [`PneHandle`]; a refusal is answered at once.
+    async fn start_ask(&mut self, ask: Ask, reply: Reply) {
+        let now = Instant::now();
+        let s = &mut self.session;
+        let mut notes = None;
+        let started = match ask {
+            Ask::Release(pn) => s.release_pn(now, pn),
+            Ask::Leave(pn) => s.leave_pn(now, pn),
+            Ask::Join(pn) => s.join_pn(now, pn),
+            Ask::Invite(pn, invitee) => s.invite_pne(now, pn, invitee),
+            Ask::Expel(pn, pne) => s.expel_pne(now, pn, pne),
+            Ask::Query(pn) => s.query_inventory(now, pn),
+            Ask::SetCapabilities(caps) => s.set_capabilities(now, *caps),
+            Ask::SetStatus(status, label) => s.set_status(now, status, label),
+            Ask::QueryStatus(entities) => Ok(s.query_status(now, entities)),
+            Ask::Subscribe(entities, policy, tx) => {
+                notes = Some(tx);
+                Ok(s.subscribe_status(now, entities, policy))
+            }
+            Ask::SecureCall(service, payload) => s.secure_call(now, service, payload),
+            Ask::SendUsage(prefs) => match self.store.unsent_local_usage(256).await {
+                Ok(unsent) => {
+                    let records: Vec<_> = unsent.into_iter().map(|u| u.record).collect();
+                    self.session.send_usage(now, &records, &prefs)
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(ErrorBody::new(ErrorCode::Internal, e.to_string())));
+                    return;
+                }
+            },
+        };
+        match started {
+            Ok(id) => {
+                let waiter = match notes {
+                    Some(notes) => Waiter::Subscriber(reply, notes),
+                    None => Waiter::Caller(reply),
+                };
+                self.waiters.insert(id, waiter);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_error()));
+            }
+        }
+    }
+
+    /// The link is gone: whoever waits is told so (the commands ended with it).
+    fn abandon_waiters(&mut self) {
+        for (_, waiter) in std::mem::take(&mut self.waiters) {
+            if let Waiter::Caller(reply) | Waiter::Subscriber(reply, _) = waiter {
+                let _ = reply.send(Err(no_link()));
+            }
+        }
+    }
+
+    /// The records not sent yet and the reporting preferences, for the PNE's own report.
+    async fn unsent_usage(
+        &mut self,
+    ) -> Result<(Vec<cpns_wire::UsageRecord>, Preferences), StoreFailure> {
+        let unsent = self
+            .store
+            .unsent_local_usage(256)
+            .await
+            .map_err(|e| store_failure(&e))?;
+        let prefs = usage_prefs(&self.store, self.usage_default)
+            .await
+            .map_err(|e| store_failure(&e))?;
+        Ok((unsent.into_iter().map(|u| u.record).collect(), prefs))
     }
 
     /// Waits for the next frame or deadline and hands it to the machine.
@@ -636,202 +910,63 @@ impl<S: Store> Link<S> {
             .poll_timeout()
             .map(tokio::time::Instant::from_std);
         tokio::select! {
-            frame = self.conn.next_frame() => match frame {
-                Ok(frame) => match self.session.handle_frame(Instant::now(), &frame) {
-                    Ok(()) => {}
-                    Err(e @ cpns_proto::ProtoError::UnsupportedVersion { .. }) => {
-                        debug!(error = %e, "dropped a frame of another protocol version");
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                Err(FrameError::Closed) => return Err(NodeError::Closed("the PN GW")),
-                Err(e) => return Err(e.into()),
-            },
+            frame = self.conn.next_frame() => self.on_frame(frame)?,
             () = sleep_until(deadline) => self.session.handle_timeout(Instant::now()),
         }
         Ok(())
     }
 
-    /// Runs `steps`, then stays on the link serving commands until `stop` (`Ok`) or the link
-    /// is lost (`Err`).
+    fn on_frame(&mut self, frame: Result<bytes::BytesMut, FrameError>) -> Result<(), NodeError> {
+        match frame {
+            Ok(frame) => match self.session.handle_frame(Instant::now(), &frame) {
+                Ok(()) => Ok(()),
+                Err(e @ cpns_proto::ProtoError::UnsupportedVersion { .. }) => {
+                    debug!(error = %e, "dropped a frame of another protocol version");
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            },
+            Err(FrameError::Closed) => Err(NodeError::Closed("the PN GW")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `steps`, then the connection set-up, then stays on the link serving commands
+    /// until `stop` (`Ok`) or the link is lost (`Err`).
     async fn stay(
         &mut self,
         steps: Vec<PneStep>,
-        serve: &ServeConfig,
         backoff: &mut Backoff,
         commands: &mut mpsc::Receiver<Command>,
         stop: &mut oneshot::Receiver<()>,
     ) -> Result<(), NodeError> {
-        let mut steps = steps.into_iter();
-        let mut current: Option<PneStep> = None;
-        let mut proving = false;
-        // Set when the proof is over (or there is none to give): the key pulls may go.
-        let mut pulling = false;
-        let mut pulled = false;
-        // The one PN change this PNE asked its PN GW for, waiting for its end.
-        let mut asking: Option<Asking> = None;
-        // The one invitation this PNE asked for, waiting for its answer.
-        let mut inviting: Option<(PnId, oneshot::Sender<Result<bool, ErrorBody>>)> = None;
-        // The one inventory query this PNE asked for.
-        let mut querying: Option<QueryReply> = None;
-        // The one status request, and the one secure call, a command waits for.
-        let mut status_asking: Option<(
-            StatusAsk,
-            oneshot::Sender<Result<StatusReply, ErrorBody>>,
-        )> = None;
-        let mut secure_asking: Option<SecureAsk> = None;
-        // Where each subscription's notifications go.
-        let mut watchers: std::collections::BTreeMap<u64, mpsc::Sender<StatusNotification>> =
-            std::collections::BTreeMap::new();
-        let mut reported_caps = false;
-        let mut next_usage = serve
-            .usage_every
-            .map(|every| tokio::time::Instant::now() + every);
+        let mut steps = Steps::new(steps);
+        let mut steps_done = false;
+        let mut rejoined = false;
         loop {
-            for e in self.drain().await? {
-                self.on_status_event(&e, &mut status_asking, &mut watchers);
-                self.on_secure_event(&e, &mut secure_asking).await;
-                if let PneEvent::Discovered { .. } = e {
-                    backoff.reset();
-                }
-                if let PneEvent::FlowFailed {
-                    flow: Flow::PanAuthentication,
-                    ..
-                } = e
-                {
-                    pulling = true;
-                }
-                if current.as_ref().is_some_and(|s| step_ends(s, &e)) {
-                    current = None;
-                    if let PneEvent::FlowFailed { flow, reason } = &e {
-                        self.steps_failed = true;
-                        return Err(NodeError::Ended(format!("{flow}: {reason}")));
+            self.drain().await?;
+            if self.discovered {
+                backoff.reset();
+                if !steps_done {
+                    match steps.next(self)? {
+                        StepsDone::Started => continue,
+                        StepsDone::Running => {}
+                        StepsDone::Done => steps_done = true,
                     }
                 }
-                let done = match &e {
-                    PneEvent::PnReleased { pn_id, by_me: true } => Some((*pn_id, Flow::PnRelease)),
-                    PneEvent::PnLeft(pn_id) | PneEvent::MemberExpelled { pn_id, .. } => {
-                        Some((*pn_id, Flow::MembershipChange))
+                if steps_done && !rejoined {
+                    rejoined = true;
+                    // 002 §B.1.1.3 steps 18-26, the machine's: nothing waits for its end.
+                    if let Err(e) = self.session.rejoin(Instant::now()) {
+                        warn!(error = %e, "no connection set-up in the PNs");
                     }
-                    PneEvent::PnJoined { inventory, .. } => {
-                        Some((inventory.pn_id, Flow::PneRegistration))
-                    }
-                    _ => None,
-                };
-                // The PN went another way meanwhile (released, or this PNE expelled, told by
-                // its PN GW or at its pull): a release or a leave asked of it is done too,
-                // since this PNE is out of it either way.
-                let gone = match &e {
-                    PneEvent::PnReleased { pn_id, .. } | PneEvent::Expelled(pn_id) => Some(*pn_id),
-                    _ => None,
-                };
-                if let Some(pn_id) = gone
-                    && asking.as_ref().is_some_and(|(p, f, _)| {
-                        *p == pn_id && matches!(f, Flow::PnRelease | Flow::MembershipChange)
-                    })
-                    && let Some((_, _, reply)) = asking.take()
-                {
-                    let _ = reply.send(Ok(pn_id));
-                }
-                if let Some((pn_id, flow)) = done
-                    && asking
-                        .as_ref()
-                        .is_some_and(|(p, f, _)| *p == pn_id && *f == flow)
-                    && let Some((_, _, reply)) = asking.take()
-                {
-                    let _ = reply.send(Ok(pn_id));
-                }
-                if let PneEvent::FlowFailed { flow, reason } = &e
-                    && asking.as_ref().is_some_and(|(_, f, _)| f == flow)
-                    && let Some((_, _, reply)) = asking.take()
-                {
-                    let _ = reply.send(Err(reason.to_error()));
-                }
-                match &e {
-                    PneEvent::InventoryRead { pns } => {
-                        if let Some(reply) = querying.take() {
-                            let _ = reply.send(Ok(pns.clone()));
-                        }
-                    }
-                    PneEvent::FlowFailed {
-                        flow: Flow::InventoryQuery,
-                        reason,
-                    } => {
-                        if let Some(reply) = querying.take() {
-                            let _ = reply.send(Err(reason.to_error()));
-                        }
-                    }
-                    _ => {}
-                }
-                match &e {
-                    PneEvent::InviteAnswered { pn_id, accepted }
-                        if inviting.as_ref().is_some_and(|(p, _)| p == pn_id) =>
-                    {
-                        if let Some((_, reply)) = inviting.take() {
-                            let _ = reply.send(Ok(*accepted));
-                        }
-                    }
-                    PneEvent::FlowFailed {
-                        flow: Flow::MembershipChange,
-                        reason,
-                    } => {
-                        if let Some((_, reply)) = inviting.take() {
-                            let _ = reply.send(Err(reason.to_error()));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if !self.discovered {
-                // Wait for discovery.
-            } else if current.is_none()
-                && let Some(step) = steps.next()
-            {
-                self.start(&step)?;
-                current = Some(step);
-                continue;
-            } else if current.is_none() && !proving {
-                // Prove itself to the PN GW, so the PN GW tells it what changes and takes its
-                // confirmations; then the connection set-up in each of its PNs there (002
-                // §B.1.1.3 steps 22-26): catch up with the epochs it missed while away.
-                proving = true;
-                if let Some(pn) = self.provable_pn() {
-                    self.session.start_pan_auth(Instant::now(), pn)?;
                     continue;
                 }
-                // Nothing to prove (a sealed or trusted link): the pulls go at once.
-                pulling = true;
-                continue;
-            } else if proving && !pulled && (pulling || self.session.link_sealed()) {
-                pulled = true;
-                let now = Instant::now();
-                for pn in self.pns_here() {
-                    self.session.request_group_key(now, pn)?;
-                }
-                continue;
-            } else if pulled && !reported_caps && !self.pns_here().is_empty() {
-                // Proven to a PN GW of its PNs: the server gets what the device is now
-                // (004 §5.5.1), also what changed while it was away.
-                reported_caps = true;
-                self.session.report_capabilities(Instant::now());
-                continue;
             }
             tokio::select! {
-                r = self.next() => r?,
-                () = crate::server::sleep_until(next_usage) => {
-                    next_usage = serve.usage_every.map(|every| tokio::time::Instant::now() + every);
-                    // When nothing else waits for the secure session, and there is one.
-                    if secure_asking.is_none() && self.session.cpns_id().is_some() {
-                        match usage_prefs(&self.store, serve.usage_default).await {
-                            Ok(prefs) => {
-                                // Nobody waits for this answer; the records are marked sent when
-                                // the server acknowledges them.
-                                let (reply, _) = oneshot::channel();
-                                secure_asking = self.start_usage(&prefs, reply).await;
-                            }
-                            Err(e) => warn!(error = %e, "usage preferences unreadable; not sent"),
-                        }
-                    }
+                frame = self.conn.next_frame() => self.on_frame(frame)?,
+                () = sleep_until(self.session.poll_timeout().map(tokio::time::Instant::from_std)) => {
+                    self.session.handle_timeout(Instant::now());
                 }
                 c = commands.recv() => match c {
                     None => return Ok(()),
@@ -839,111 +974,10 @@ impl<S: Store> Link<S> {
                         let pns = self.session.inventory().into_iter().cloned().collect();
                         let _ = reply.send(pns);
                     }
-                    Some(Command::Release(pn, reply)) => {
-                        self.ask(&mut asking, (pn, Flow::PnRelease), reply, |s, now| s.release_pn(now, pn));
+                    Some(Command::Capabilities(reply)) => {
+                        let _ = reply.send(self.session.capabilities().clone());
                     }
-                    Some(Command::Leave(pn, reply)) => {
-                        self.ask(&mut asking, (pn, Flow::MembershipChange), reply, |s, now| s.leave_pn(now, pn));
-                    }
-                    Some(Command::Join(pn, reply)) => {
-                        self.ask(&mut asking, (pn, Flow::PneRegistration), reply, |s, now| s.join_pn(now, pn));
-                    }
-                    Some(Command::Expel(pn, pne, reply)) => {
-                        self.ask(&mut asking, (pn, Flow::MembershipChange), reply, |s, now| s.expel_pne(now, pn, pne));
-                    }
-                    Some(Command::Query(pn, reply)) => {
-                        let started = if querying.is_some() {
-                            Err(ErrorBody::new(ErrorCode::Conflict, "an inventory query of this PNE waits for its answer"))
-                        } else {
-                            self.session
-                                .query_inventory(Instant::now(), pn)
-                                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
-                        };
-                        match started {
-                            Ok(()) => querying = Some(reply),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        }
-                    }
-                    Some(Command::Caps(set, reply)) => {
-                        let answer = match set {
-                            None => Ok(self.session.capabilities().clone()),
-                            Some(caps) => self
-                                .session
-                                .set_capabilities(Instant::now(), *caps)
-                                .map(|()| self.session.capabilities().clone())
-                                .map_err(|why| ErrorBody::new(ErrorCode::BadRequest, why)),
-                        };
-                        let _ = reply.send(answer);
-                    }
-                    Some(Command::Status(ask, reply)) => {
-                        if status_asking.is_some() {
-                            let e = ErrorBody::new(ErrorCode::Conflict, "a status request of this PNE waits for its answer");
-                            let _ = reply.send(Err(e));
-                            continue;
-                        }
-                        let now = Instant::now();
-                        let started = match &ask {
-                            StatusAsk::Set(status, label) => self
-                                .session
-                                .set_status(now, *status, label.clone())
-                                .map(|_| ())
-                                .map_err(|why| ErrorBody::new(ErrorCode::BadRequest, why)),
-                            StatusAsk::Query(entities) => {
-                                self.session.query_status(now, entities.clone());
-                                Ok(())
-                            }
-                            StatusAsk::Subscribe(entities, policy, _) => {
-                                self.session.subscribe_status(now, entities.clone(), policy.clone());
-                                Ok(())
-                            }
-                        };
-                        match started {
-                            Ok(()) => status_asking = Some((ask, reply)),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        }
-                    }
-                    Some(Command::SendUsage(prefs, reply)) => {
-                        if secure_asking.is_some() {
-                            let e = ErrorBody::new(ErrorCode::Conflict, "a secure call of this PNE waits for its answer");
-                            let _ = reply.send(Err(e));
-                            continue;
-                        }
-                        secure_asking = self.start_usage(&prefs, reply).await;
-                    }
-                    Some(Command::Charging(since, reply)) => {
-                        if secure_asking.is_some() {
-                            let e = ErrorBody::new(ErrorCode::Conflict, "a secure call of this PNE waits for its answer");
-                            let _ = reply.send(Err(e));
-                            continue;
-                        }
-                        let query = ChargingQuery { since_s: Some(since) };
-                        let payload = minicbor::to_vec(&query).unwrap_or_default();
-                        match self.session.secure_call(Instant::now(), CHARGING_SERVICE, payload) {
-                            Ok(_) => secure_asking = Some(SecureAsk::Charging(reply)),
-                            Err(e) => {
-                                let _ = reply.send(Err(no_session(&e)));
-                            }
-                        }
-                    }
-                    Some(Command::Invite(pn, invitee, reply)) => {
-                        let started = if inviting.is_some() {
-                            Err(ErrorBody::new(ErrorCode::Conflict, "an invitation of this PNE waits for its answer"))
-                        } else {
-                            self.session
-                                .invite_pne(Instant::now(), pn, invitee)
-                                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
-                        };
-                        match started {
-                            Ok(_) => inviting = Some((pn, reply)),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        }
-                    }
+                    Some(Command::Machine(ask, reply)) => self.start_ask(ask, reply).await,
                 },
                 _ = &mut *stop => {
                     self.conn.close().await;
@@ -951,215 +985,6 @@ impl<S: Store> Link<S> {
                 }
             }
         }
-    }
-
-    /// Answers the status command waiting, and hands notifications to their subscribers.
-    fn on_status_event(
-        &mut self,
-        e: &PneEvent,
-        asking: &mut Option<(StatusAsk, oneshot::Sender<Result<StatusReply, ErrorBody>>)>,
-        watchers: &mut std::collections::BTreeMap<u64, mpsc::Sender<StatusNotification>>,
-    ) {
-        if let PneEvent::StatusNotified(n) = e {
-            let id = n.subscription;
-            let gone = match watchers.get(&id) {
-                // A subscriber that does not read misses notifications, never blocks this PNE.
-                Some(tx) => matches!(
-                    tx.try_send(n.clone()),
-                    Err(mpsc::error::TrySendError::Closed(_))
-                ),
-                None => true,
-            };
-            if gone {
-                watchers.remove(&id);
-                self.session.unsubscribe_status(Instant::now(), id);
-            }
-            return;
-        }
-        let answer = match e {
-            PneEvent::StatusReported => Ok(StatusReply::Reported),
-            PneEvent::StatusAnswered { entries } => Ok(StatusReply::Entries(entries.clone())),
-            PneEvent::Subscribed {
-                subscription,
-                entries,
-            } => Ok(StatusReply::Subscribed {
-                subscription: *subscription,
-                entries: entries.clone(),
-            }),
-            PneEvent::FlowFailed {
-                flow: Flow::StatusManagement,
-                reason,
-            } => Err(reason.to_error()),
-            _ => return,
-        };
-        let Some((ask, reply)) = asking.take() else {
-            return;
-        };
-        if let (StatusAsk::Subscribe(_, _, tx), Ok(StatusReply::Subscribed { subscription, .. })) =
-            (&ask, &answer)
-        {
-            watchers.insert(*subscription, tx.clone());
-        }
-        let _ = reply.send(answer);
-    }
-
-    /// Sends what the preferences allow of the unsent usage records, end to end; private ones
-    /// are marked done at once and never sent (004 §5.5.4.2).
-    async fn start_usage(
-        &mut self,
-        prefs: &Preferences,
-        reply: oneshot::Sender<Result<UsageSent, ErrorBody>>,
-    ) -> Option<SecureAsk> {
-        let internal =
-            |e: cpns_store::StoreError| ErrorBody::new(ErrorCode::Internal, e.to_string());
-        let unsent = match self.store.unsent_local_usage(256).await {
-            Ok(u) => u,
-            Err(e) => {
-                let _ = reply.send(Err(internal(e)));
-                return None;
-            }
-        };
-        let records: Vec<_> = unsent.into_iter().map(|u| u.record).collect();
-        let out = cpns_proto::usage::outgoing(&records, prefs);
-        let withheld = u32::try_from(out.withheld.len()).unwrap_or(u32::MAX);
-        if let Err(e) = self.store.mark_local_usage_sent(&out.withheld).await {
-            let _ = reply.send(Err(internal(e)));
-            return None;
-        }
-        if out.report.records.is_empty() {
-            let _ = reply.send(Ok(UsageSent {
-                withheld,
-                ..UsageSent::default()
-            }));
-            return None;
-        }
-        let ids = out.report.records.iter().map(|r| r.id).collect();
-        let payload = minicbor::to_vec(&out.report).unwrap_or_default();
-        match self
-            .session
-            .secure_call(Instant::now(), USAGE_SERVICE, payload)
-        {
-            Ok(_) => Some(SecureAsk::Usage {
-                ids,
-                withheld,
-                reply,
-            }),
-            Err(e) => {
-                let _ = reply.send(Err(no_session(&e)));
-                None
-            }
-        }
-    }
-
-    /// Answers the secure call a command waits for.
-    async fn on_secure_event(&mut self, e: &PneEvent, asking: &mut Option<SecureAsk>) {
-        let got = match e {
-            PneEvent::SecureAnswer {
-                service, payload, ..
-            } if service == USAGE_SERVICE || service == CHARGING_SERVICE => Ok(payload),
-            PneEvent::FlowFailed {
-                flow: Flow::SecureCall,
-                reason,
-            } => Err(reason.to_error()),
-            _ => return,
-        };
-        match (asking.take(), got) {
-            (
-                Some(SecureAsk::Usage {
-                    ids,
-                    withheld,
-                    reply,
-                }),
-                Ok(payload),
-            ) => {
-                let answer = match minicbor::decode::<UsageAccepted>(payload) {
-                    Ok(a) => match self.store.mark_local_usage_sent(&ids).await {
-                        Ok(()) => Ok(UsageSent {
-                            sent: a.stored + a.duplicates,
-                            duplicates: a.duplicates,
-                            charged: a.charged,
-                            withheld,
-                        }),
-                        Err(e) => Err(ErrorBody::new(ErrorCode::Internal, e.to_string())),
-                    },
-                    Err(_) => Err(ErrorBody::new(
-                        ErrorCode::Internal,
-                        "the server's answer did not decode",
-                    )),
-                };
-                let _ = reply.send(answer);
-            }
-            (Some(SecureAsk::Charging(reply)), Ok(payload)) => {
-                let answer = minicbor::decode::<ChargingList>(payload)
-                    .map(|l| l.records)
-                    .map_err(|_| {
-                        ErrorBody::new(ErrorCode::Internal, "the server's answer did not decode")
-                    });
-                let _ = reply.send(answer);
-            }
-            (Some(SecureAsk::Usage { reply, .. }), Err(e)) => {
-                let _ = reply.send(Err(e));
-            }
-            (Some(SecureAsk::Charging(reply)), Err(e)) => {
-                let _ = reply.send(Err(e));
-            }
-            (None, _) => {}
-        }
-    }
-
-    /// Starts the change of `pn` a command asked for, unless one is waiting already.
-    fn ask(
-        &mut self,
-        asking: &mut Option<Asking>,
-        (pn, flow): (PnId, Flow),
-        reply: Reply,
-        start: impl FnOnce(
-            &mut PneSession,
-            Instant,
-        ) -> Result<cpns_wire::RequestId, cpns_proto::ProtoError>,
-    ) {
-        let started = if asking.is_some() {
-            Err(ErrorBody::new(
-                ErrorCode::Conflict,
-                "this PNE is waiting for its PN GW's answer to an earlier request",
-            ))
-        } else {
-            start(&mut self.session, Instant::now())
-                .map_err(|e| ErrorBody::new(e.code(), e.to_string()))
-        };
-        match started {
-            Ok(_) => *asking = Some((pn, flow, reply)),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-        }
-    }
-
-    /// The PNs this PNE belongs to whose PN GW is the one on this link.
-    fn pns_here(&self) -> Vec<PnId> {
-        let Some(gw) = self.session.gateway() else {
-            return Vec::new();
-        };
-        self.session
-            .inventory()
-            .into_iter()
-            .filter(|i| &i.gateway == gw)
-            .map(|i| i.pn_id)
-            .collect()
-    }
-
-    /// A PN whose PN GW is the one on this link and whose LocalEUKey this PNE holds, when the
-    /// link is not sealed yet on an insecure PAN.
-    fn provable_pn(&self) -> Option<PnId> {
-        if self.cfg.security != PanSecurity::Cpns || self.session.link_sealed() {
-            return None;
-        }
-        let gw = self.session.gateway()?;
-        self.session
-            .inventory()
-            .into_iter()
-            .find(|i| &i.gateway == gw && self.session.holds_local_key(&i.pn_id))
-            .map(|i| i.pn_id)
     }
 }
 
@@ -1214,25 +1039,4 @@ fn pne_state(
         state.own = Some(OwnKeys { session_key, group });
     }
     Ok(state)
-}
-
-/// Whether `e` ends `step`.
-fn step_ends(step: &PneStep, e: &PneEvent) -> bool {
-    // Status management runs beside the steps: its failures are its own.
-    if let PneEvent::FlowFailed { flow, .. } = e {
-        return *flow != Flow::StatusManagement;
-    }
-    matches!(
-        (step, e),
-        (
-            PneStep::Setup(_) | PneStep::AwaitInvitation,
-            PneEvent::PnJoined { .. } | PneEvent::PnRefused { .. }
-        ) | (PneStep::AwaitInvitation, PneEvent::InvitationDeclined(_))
-            | (PneStep::Register(_), PneEvent::Registered { .. })
-            | (PneStep::SecureCall { .. }, PneEvent::SecureAnswer { .. })
-            | (
-                PneStep::Release(_),
-                PneEvent::PnReleased { by_me: true, .. }
-            )
-    )
 }

@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 
 use common::{Harness, joined, pne_config, run_pne, spawn_pne};
 use cpns_node::pne::PneStep;
+use cpns_proto::Completed;
 use cpns_proto::gateway::GatewayEvent;
-use cpns_proto::pne::PneEvent;
+use cpns_proto::pne::{Outcome, PneEvent};
 use cpns_store::{EntityKind, PnState, SqliteStore, Store};
 use cpns_wire::{EntityId, PnId, PnInventory, SetupType};
 
@@ -23,7 +24,11 @@ fn members(inv: &PnInventory) -> BTreeSet<EntityId> {
 
 fn registered_in(events: &[PneEvent]) -> Option<PnId> {
     events.iter().find_map(|e| match e {
-        PneEvent::Registered { pn_id, .. } => Some(*pn_id),
+        PneEvent::Registered { pn_id, .. }
+        | PneEvent::Completed(Completed {
+            result: Ok(Outcome::Registered { pn_id, .. }),
+            ..
+        }) => Some(*pn_id),
         _ => None,
     })
 }
@@ -169,10 +174,13 @@ async fn established_pn_survives_server_and_gateway_restart() {
     )
     .await;
     assert!(
-        report
-            .events
-            .iter()
-            .any(|e| matches!(e, PneEvent::Discovered { pns, .. } if pns == &[pn])),
+        report.events.iter().any(|e| matches!(
+            e,
+            PneEvent::Completed(Completed {
+                result: Ok(Outcome::Discovered { pns, .. }),
+                ..
+            }) if pns == &[pn]
+        )),
         "the restarted PN GW did not announce its PN: {:?}",
         report.events
     );
@@ -248,7 +256,10 @@ async fn established_pn_survives_server_and_gateway_restart() {
     )
     .await;
     let answer = report.events.iter().find_map(|e| match e {
-        PneEvent::SecureAnswer { payload, .. } => Some(payload.clone()),
+        PneEvent::Completed(Completed {
+            result: Ok(Outcome::SecureAnswer { payload, .. }),
+            ..
+        }) => Some(payload.clone()),
         _ => None,
     });
     assert_eq!(answer.as_deref(), Some(&b"hello over the PN GW"[..]));

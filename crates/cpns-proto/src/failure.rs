@@ -37,6 +37,9 @@ pub enum Flow {
     InventoryQuery,
     /// A capabilities or status report, query or subscription (004 §5.5.1, §5.5.3).
     StatusManagement,
+    /// A PNE's connection set-up in its PNs after a (re)connection: proof, key pulls,
+    /// confirmations, a capabilities report (002 §B.1.1.3 steps 18-26).
+    ConnectionSetup,
 }
 
 impl fmt::Display for Flow {
@@ -55,6 +58,7 @@ impl fmt::Display for Flow {
             Flow::MembershipChange => "membership change",
             Flow::InventoryQuery => "inventory query",
             Flow::StatusManagement => "status management",
+            Flow::ConnectionSetup => "connection set-up",
         })
     }
 }

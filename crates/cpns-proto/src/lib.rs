@@ -8,18 +8,20 @@
 //! ```text
 //! loop {
 //!     feed one input:   handle_*_frame(now, bytes) | handle_loaded(..) | handle_persisted(..)
-//!                       | handle_timeout(now) | a start_* command
+//!                       | handle_timeout(now) | a command (returns its CommandId)
 //!     drain outputs:    while let Some(out) = machine.poll_output() { carry it out }
 //!     sleep until:      machine.poll_timeout(), or the next input
 //! }
 //! ```
 //!
 //! Outputs are frames to send, store work to do (load records, persist an effect) and events to
-//! report. A machine asking for store work parks the flow until the driver answers with the
-//! token it was given, so a response is sent only after its effect is durable (DESIGN §5).
+//! report; every command ends in exactly one completion event carrying its id ([`command`]). A
+//! machine asking for store work parks the flow until the driver answers with the token it was
+//! given, so a response is sent only after its effect is durable (DESIGN §5).
 
 #![warn(missing_docs)]
 
+pub mod command;
 pub mod election;
 pub mod error;
 pub mod failure;
@@ -35,6 +37,7 @@ mod util;
 #[cfg(test)]
 mod tests;
 
+pub use command::{CommandError, CommandId, Completed};
 pub use error::{ProtoError, StoreFailure};
 pub use failure::{Failure, Flow};
 pub use link::{LinkCodec, PanSecurity};

@@ -288,6 +288,7 @@ fn pne_config(cred: &DeviceCredential, device_type: &str, has_ui: bool) -> PneCo
         heartbeat: Some(cpns_proto::pne::HEARTBEAT),
         dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
         battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
+        usage_every: None,
     }
 }
 
@@ -441,7 +442,11 @@ async fn stay(
     // Linked once it found its PN GW; its set-up in its PNs goes on as it may.
     let found = async {
         while let Some(e) = events.recv().await {
-            if let cpns_proto::pne::PneEvent::Discovered { .. } = e {
+            if let cpns_proto::pne::PneEvent::Completed(cpns_proto::Completed {
+                result: Ok(cpns_proto::pne::Outcome::Discovered { .. }),
+                ..
+            }) = e
+            {
                 return Ok(());
             }
         }

@@ -16,15 +16,17 @@
 //! `describe_*` function per event enum; the line and the JSON object are both rendered from
 //! that description. A change of the proto event enums is therefore adapted to in those three
 //! `match`es. Reasons are taken with `to_string()`, so they may be `String`s or any type with
-//! `Display`. The enums are `#[non_exhaustive]`: a variant this version does not know is shown
-//! as an `unknown` event, never as Rust `Debug` output.
+//! `Display`. The matches name every variant (the enums are the workspace's own, not
+//! `#[non_exhaustive]`): an event added to the machines does not build until it is described
+//! here, so none is ever shown as Rust `Debug` output or as "unknown".
 
 use std::io::Write;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use cpns_proto::gateway::GatewayEvent;
-use cpns_proto::pne::PneEvent;
+use cpns_proto::pne::{Gone, Outcome, PneEvent};
 use cpns_proto::server::ServerEvent;
+use cpns_proto::{CommandId, Completed};
 use cpns_wire::{EntityId, PnId, PnInventory};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -105,10 +107,8 @@ struct Field {
 /// An event described once, rendered as a line or as JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Described {
-    /// snake_case name, `unknown` for a variant this version does not describe.
+    /// snake_case name.
     name: &'static str,
-    /// For an unknown variant: the enum it came from, for the line.
-    unknown_of: Option<&'static str>,
     fields: Vec<Field>,
 }
 
@@ -116,15 +116,6 @@ impl Described {
     fn new(name: &'static str) -> Self {
         Self {
             name,
-            unknown_of: None,
-            fields: Vec::new(),
-        }
-    }
-
-    fn unknown(of: &'static str) -> Self {
-        Self {
-            name: "unknown",
-            unknown_of: Some(of),
             fields: Vec::new(),
         }
     }
@@ -136,6 +127,12 @@ impl Described {
 
     fn text(self, key: &'static str, value: impl ToString) -> Self {
         self.field(key, key, Value::Text(value.to_string()))
+    }
+
+    /// The command an event completes: in the JSON only (`"command": 3`), where a client
+    /// matches it to what it asked; a line leaves it out.
+    fn command(self, id: CommandId) -> Self {
+        self.field("command", "", Value::Number(id.0))
     }
 
     fn pn(self, key: &'static str, pn: PnId) -> Self {
@@ -282,7 +279,10 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             .pn("pn_id", *pn_id)
             .text("reason", reason),
         GatewayEvent::StatusNotified(n) => notified(n),
-        _ => Described::unknown("PN GW"),
+        GatewayEvent::Subscribed {
+            subscription,
+            entries,
+        } => subscribed(*subscription, entries),
     }
 }
 
@@ -311,27 +311,17 @@ fn entry_word(e: &cpns_wire::StatusEntry) -> String {
     }
 }
 
-/// Describes an event of a PNE.
+/// Describes an event of a PNE. A command's completion reads as what it did, with the
+/// command's id in the JSON (`command`); a failed one as `flow failed`.
 pub(crate) fn describe_pne(e: &PneEvent) -> Described {
     match e {
-        PneEvent::Discovered {
-            gateway,
-            zone_support,
-            pns,
-        } => Described::new("discovered")
-            .text("gateway", gateway)
-            .field("zone_support", "zone_support", Value::Bool(*zone_support))
-            .field("pns", "pns", Value::Pns(pns.clone())),
+        PneEvent::Completed(c) => describe_completed(c),
         PneEvent::InvitationDeclined(pn) => Described::new("invitation_declined").pn("pn_id", *pn),
         PneEvent::PanAuthenticated(pn) => Described::new("pan_authenticated").pn("pn_id", *pn),
         PneEvent::PnJoined {
             inventory,
             initiator,
-        } => Described::new("pn_joined").inventory(inventory).field(
-            "initiator",
-            "initiator",
-            Value::Bool(*initiator),
-        ),
+        } => joined(inventory, *initiator),
         PneEvent::PnRefused { pn_id, reason } => Described::new("pn_refused")
             .pn("pn_id", *pn_id)
             .text("reason", reason),
@@ -339,36 +329,8 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             cpns_id,
             pn_id,
             lifetime_s,
-        } => Described::new("registered")
-            .text("cpns_id", cpns_id)
-            .pn("pn_id", *pn_id)
-            .field(
-                "lifetime_s",
-                "lifetime_s",
-                Value::Number((*lifetime_s).into()),
-            ),
-        PneEvent::SecureAnswer {
-            request_id,
-            service,
-            payload,
-        } => {
-            let d = Described::new("secure_answer")
-                .text("request_id", request_id)
-                .text("service", service);
-            // The echo service answers text; the others CBOR, which their own commands read.
-            if service == cpns_wire::ECHO_SERVICE {
-                d.text("payload", String::from_utf8_lossy(payload))
-            } else {
-                d.field("bytes", "bytes", Value::Number(payload.len() as u64))
-            }
-        }
-        PneEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
-            .text("flow", flow)
-            .text("reason", reason),
-        PneEvent::PnLeft(pn) => Described::new("pn_left").pn("pn_id", *pn),
-        PneEvent::InviteAnswered { pn_id, accepted } => Described::new("invite_answered")
-            .pn("pn_id", *pn_id)
-            .field("accepted", "accepted", Value::Bool(*accepted)),
+        } => registered(cpns_id, *pn_id, *lifetime_s),
+        PneEvent::FlowFailed { flow, reason } => failed(*flow, reason),
         PneEvent::Expelled(pn) => Described::new("expelled").pn("pn_id", *pn),
         PneEvent::PnUpdated {
             inventory,
@@ -378,42 +340,159 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .inventory(inventory)
             .field("epoch", "epoch", Value::Number(*epoch))
             .field("has_key", "has_key", Value::Bool(*has_key)),
-        PneEvent::MemberExpelled { pn_id, pne } => Described::new("member_expelled")
-            .pn("pn_id", *pn_id)
-            .text("pne", pne),
-        PneEvent::InventoryRead { pns } => {
-            let ids = pns.iter().map(|p| p.pn_id.to_string()).collect();
-            Described::new("inventory_read").field("pns", "pns", Value::List(ids))
-        }
         PneEvent::MembershipConfirmed { pn_id, epoch } => Described::new("membership_confirmed")
             .pn("pn_id", *pn_id)
             .field("epoch", "epoch", Value::Number(*epoch)),
-        PneEvent::PnReleased { pn_id, by_me } => Described::new("pn_released")
-            .pn("pn_id", *pn_id)
-            .field("by_me", "by_me", Value::Bool(*by_me)),
+        PneEvent::PnReleased(pn_id) => released(*pn_id, false),
         PneEvent::CapabilitiesReported => Described::new("capabilities_reported"),
-        PneEvent::StatusReported => Described::new("status_reported"),
-        PneEvent::StatusAnswered { entries } => Described::new("status_answered").field(
-            "entries",
-            "entries",
-            Value::List(entries.iter().map(entry_word).collect()),
-        ),
-        PneEvent::Subscribed {
-            subscription,
-            entries,
-        } => Described::new("subscribed")
-            .field("subscription", "subscription", Value::Number(*subscription))
-            .field(
+        PneEvent::StatusNotified(n) => notified(n),
+        PneEvent::UsageSent {
+            sent,
+            duplicates,
+            charged,
+            withheld,
+        } => usage_sent(*sent, *duplicates, *charged, *withheld),
+    }
+}
+
+/// Describes a PNE command's completion.
+fn describe_completed(c: &Completed<Outcome>) -> Described {
+    let d = match &c.result {
+        Err(reason) => failed(c.flow, reason),
+        Ok(o) => match o {
+            Outcome::Discovered {
+                gateway,
+                zone_support,
+                pns,
+            } => Described::new("discovered")
+                .text("gateway", gateway)
+                .field("zone_support", "zone_support", Value::Bool(*zone_support))
+                .field("pns", "pns", Value::Pns(pns.clone())),
+            Outcome::PanAuthenticated(pn) => Described::new("pan_authenticated").pn("pn_id", *pn),
+            Outcome::PnJoined {
+                inventory,
+                initiator,
+            } => joined(inventory, *initiator),
+            Outcome::Registered {
+                cpns_id,
+                pn_id,
+                lifetime_s,
+            } => registered(cpns_id, *pn_id, *lifetime_s),
+            Outcome::SecureAnswer { service, payload } => {
+                let d = Described::new("secure_answer").text("service", service);
+                // The echo service answers text; the others CBOR, which their own commands read.
+                if service == cpns_wire::ECHO_SERVICE {
+                    d.text("payload", String::from_utf8_lossy(payload))
+                } else {
+                    d.field("bytes", "bytes", Value::Number(payload.len() as u64))
+                }
+            }
+            Outcome::PnGone { pn_id, why } => match why {
+                Gone::Released { by_me } => released(*pn_id, *by_me),
+                Gone::Left => Described::new("pn_left").pn("pn_id", *pn_id),
+                Gone::Expelled => Described::new("expelled").pn("pn_id", *pn_id),
+            },
+            Outcome::InviteAnswered { pn_id, accepted } => Described::new("invite_answered")
+                .pn("pn_id", *pn_id)
+                .field("accepted", "accepted", Value::Bool(*accepted)),
+            Outcome::MemberExpelled { pn_id, pne } => Described::new("member_expelled")
+                .pn("pn_id", *pn_id)
+                .text("pne", pne),
+            Outcome::Inventory(pns) => {
+                let ids = pns.iter().map(|p| p.pn_id.to_string()).collect();
+                Described::new("inventory_read").field("pns", "pns", Value::List(ids))
+            }
+            Outcome::Capabilities { reported: true } => Described::new("capabilities_reported"),
+            Outcome::Capabilities { reported: false } => Described::new("capabilities_kept"),
+            Outcome::StatusReported => Described::new("status_reported"),
+            Outcome::Statuses(entries) => Described::new("status_answered").field(
                 "entries",
                 "entries",
                 Value::List(entries.iter().map(entry_word).collect()),
             ),
-        PneEvent::Unsubscribed(id) => {
-            Described::new("unsubscribed").field("subscription", "subscription", Value::Number(*id))
-        }
-        PneEvent::StatusNotified(n) => notified(n),
-        _ => Described::unknown("PNE"),
-    }
+            Outcome::Subscribed {
+                subscription,
+                entries,
+            } => subscribed(*subscription, entries),
+            Outcome::Unsubscribed(id) => Described::new("unsubscribed").field(
+                "subscription",
+                "subscription",
+                Value::Number(*id),
+            ),
+            Outcome::GroupKey {
+                pn_id,
+                epoch,
+                has_key,
+            } => Described::new("group_key_pulled")
+                .pn("pn_id", *pn_id)
+                .field("epoch", "epoch", Value::Number(*epoch))
+                .field("has_key", "has_key", Value::Bool(*has_key)),
+            Outcome::Rejoined { pns } => {
+                Described::new("rejoined").field("pns", "pns", Value::Pns(pns.clone()))
+            }
+            Outcome::UsageSent {
+                ids,
+                duplicates,
+                charged,
+                withheld,
+                ..
+            } => {
+                let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                usage_sent(
+                    count(ids.len()),
+                    *duplicates,
+                    *charged,
+                    count(withheld.len()),
+                )
+            }
+        },
+    };
+    d.command(c.id)
+}
+
+fn usage_sent(sent: u32, duplicates: u32, charged: u32, withheld: u32) -> Described {
+    Described::new("usage_sent")
+        .field("sent", "sent", Value::Number(sent.into()))
+        .field("duplicates", "duplicates", Value::Number(duplicates.into()))
+        .field("charged", "charged", Value::Number(charged.into()))
+        .field("withheld", "withheld", Value::Number(withheld.into()))
+}
+
+fn subscribed(subscription: u64, entries: &[cpns_wire::StatusEntry]) -> Described {
+    Described::new("subscribed")
+        .field("subscription", "subscription", Value::Number(subscription))
+        .field(
+            "entries",
+            "entries",
+            Value::List(entries.iter().map(entry_word).collect()),
+        )
+}
+
+fn joined(inventory: &PnInventory, initiator: bool) -> Described {
+    Described::new("pn_joined").inventory(inventory).field(
+        "initiator",
+        "initiator",
+        Value::Bool(initiator),
+    )
+}
+
+fn registered(cpns_id: &cpns_wire::CpnsId, pn_id: PnId, lifetime_s: u32) -> Described {
+    Described::new("registered")
+        .text("cpns_id", cpns_id)
+        .pn("pn_id", pn_id)
+        .field("lifetime_s", "lifetime_s", Value::Number(lifetime_s.into()))
+}
+
+fn released(pn_id: PnId, by_me: bool) -> Described {
+    Described::new("pn_released")
+        .pn("pn_id", pn_id)
+        .field("by_me", "by_me", Value::Bool(by_me))
+}
+
+fn failed(flow: cpns_proto::Flow, reason: &cpns_proto::Failure) -> Described {
+    Described::new("flow_failed")
+        .text("flow", flow)
+        .text("reason", reason)
 }
 
 /// Describes an event of a CPNS Server session.
@@ -423,6 +502,11 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
             Described::new("gateway_authenticated").text("gateway", gw)
         }
         ServerEvent::GatewayReady(gw) => Described::new("gateway_ready").text("gateway", gw),
+        ServerEvent::InventoryReconciled { confirmed, removed } => {
+            Described::new("inventory_reconciled")
+                .field("confirmed", "confirmed", Value::Pns(confirmed.clone()))
+                .field("removed", "removed", Value::Pns(removed.clone()))
+        }
         ServerEvent::PnRegistered { pn_id, members } => {
             Described::new("pn_registered").pn("pn_id", *pn_id).field(
                 "members",
@@ -455,7 +539,6 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
         ServerEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
             .text("flow", flow)
             .text("reason", reason),
-        _ => Described::unknown("server"),
     }
 }
 
@@ -523,15 +606,9 @@ pub(crate) fn server_json(ts: &DateTime<FixedOffset>, e: &ServerEvent) -> String
 /// `HH:MM:SS name with spaces  label=value …`.
 pub(crate) fn line(ts: &DateTime<FixedOffset>, d: &Described) -> String {
     let mut out = ts.format("%H:%M:%S ").to_string();
-    match d.unknown_of {
-        Some(of) => {
-            out.push_str("unknown ");
-            out.push_str(of);
-            out.push_str(" event (not described by this version of cpns)");
-        }
-        None => out.push_str(&d.name.replace('_', " ")),
-    }
-    for (i, f) in d.fields.iter().enumerate() {
+    out.push_str(&d.name.replace('_', " "));
+    let shown = d.fields.iter().filter(|f| !f.label.is_empty());
+    for (i, f) in shown.enumerate() {
         out.push_str(if i == 0 { "  " } else { " " });
         out.push_str(f.label);
         out.push('=');

@@ -5,13 +5,13 @@
 
 use chrono::{DateTime, FixedOffset};
 use cpns_proto::gateway::{GatewayEvent, LinkId};
-use cpns_proto::pne::PneEvent;
+use cpns_proto::pne::{Gone, Outcome, PneEvent};
 use cpns_proto::server::ServerEvent;
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
 use serde_json::{Value, json};
 
 use super::*;
-use cpns_proto::{Failure, Flow};
+use cpns_proto::{CommandId, Completed, Failure, Flow};
 
 fn ts() -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339("2025-06-01T14:02:11.042+02:00").unwrap()
@@ -285,25 +285,80 @@ fn gateway_events() {
 fn pne_events() {
     let cases: Vec<(PneEvent, &str, &str, Value)> = vec![
         (
-            PneEvent::Discovered {
-                gateway: id("home-gw"),
-                zone_support: false,
-                pns: vec![pn(), pn2()],
-            },
+            done(
+                1,
+                Flow::EntityDiscovery,
+                Outcome::Discovered {
+                    gateway: id("home-gw"),
+                    zone_support: false,
+                    pns: vec![pn(), pn2()],
+                },
+            ),
             "14:02:11 discovered  gateway=home-gw zone_support=no pns=3f2a…c1,abab…ab",
             "discovered",
             json!({"gateway": "home-gw", "zone_support": false,
-                   "pns": [PN_HEX, "abababababababababababababababab"]}),
+                   "pns": [PN_HEX, "abababababababababababababababab"], "command": 1}),
         ),
         (
-            PneEvent::Discovered {
-                gateway: id("home-gw"),
-                zone_support: true,
-                pns: Vec::new(),
-            },
+            done(
+                2,
+                Flow::EntityDiscovery,
+                Outcome::Discovered {
+                    gateway: id("home-gw"),
+                    zone_support: true,
+                    pns: Vec::new(),
+                },
+            ),
             "14:02:11 discovered  gateway=home-gw zone_support=yes pns=none",
             "discovered",
-            json!({"gateway": "home-gw", "zone_support": true, "pns": []}),
+            json!({"gateway": "home-gw", "zone_support": true, "pns": [], "command": 2}),
+        ),
+        (
+            done(
+                3,
+                Flow::PnEstablishment,
+                Outcome::PnJoined {
+                    inventory: inventory(),
+                    initiator: true,
+                },
+            ),
+            "14:02:11 pn joined  pn=3f2a…c1 gateway=home-gw members=phone,watch initiator=yes",
+            "pn_joined",
+            json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"],
+                   "initiator": true, "command": 3}),
+        ),
+        (
+            PneEvent::Completed(Completed {
+                id: CommandId(4),
+                flow: Flow::PnRelease,
+                result: Err(Failure::TimedOut),
+            }),
+            r#"14:02:11 flow failed  flow="PN release" reason="timed out""#,
+            "flow_failed",
+            json!({"flow": "PN release", "reason": "timed out", "command": 4}),
+        ),
+        (
+            done(
+                5,
+                Flow::SecureCall,
+                Outcome::SecureAnswer {
+                    service: cpns_wire::ECHO_SERVICE.into(),
+                    payload: b"hello".to_vec(),
+                },
+            ),
+            "14:02:11 secure answer  service=cpns.echo payload=hello",
+            "secure_answer",
+            json!({"service": "cpns.echo", "payload": "hello", "command": 5}),
+        ),
+        (
+            done(
+                6,
+                Flow::ConnectionSetup,
+                Outcome::Rejoined { pns: vec![pn()] },
+            ),
+            "14:02:11 rejoined  pns=3f2a…c1",
+            "rejoined",
+            json!({"pns": [PN_HEX], "command": 6}),
         ),
         (
             PneEvent::InvitationDeclined(pn()),
@@ -356,19 +411,43 @@ fn pne_events() {
             json!({"flow": "PN establishment", "reason": "timed out"}),
         ),
         (
-            PneEvent::InviteAnswered {
-                pn_id: pn(),
-                accepted: true,
-            },
+            done(
+                7,
+                Flow::MembershipChange,
+                Outcome::InviteAnswered {
+                    pn_id: pn(),
+                    accepted: true,
+                },
+            ),
             "14:02:11 invite answered  pn=3f2a…c1 accepted=yes",
             "invite_answered",
-            json!({"pn_id": PN_HEX, "accepted": true}),
+            json!({"pn_id": PN_HEX, "accepted": true, "command": 7}),
         ),
         (
-            PneEvent::PnLeft(pn()),
+            done(
+                8,
+                Flow::MembershipChange,
+                Outcome::PnGone {
+                    pn_id: pn(),
+                    why: Gone::Left,
+                },
+            ),
             "14:02:11 pn left  pn=3f2a…c1",
             "pn_left",
-            json!({"pn_id": PN_HEX}),
+            json!({"pn_id": PN_HEX, "command": 8}),
+        ),
+        (
+            done(
+                9,
+                Flow::PnRelease,
+                Outcome::PnGone {
+                    pn_id: pn(),
+                    why: Gone::Released { by_me: true },
+                },
+            ),
+            "14:02:11 pn released  pn=3f2a…c1 by_me=yes",
+            "pn_released",
+            json!({"pn_id": PN_HEX, "by_me": true, "command": 9}),
         ),
         (
             PneEvent::Expelled(pn()),
@@ -387,19 +466,23 @@ fn pne_events() {
             json!({"pn_id": PN_HEX, "gateway": "home-gw", "members": ["phone", "watch"], "epoch": 2, "has_key": true}),
         ),
         (
-            PneEvent::MemberExpelled {
-                pn_id: pn(),
-                pne: id("tv"),
-            },
+            done(
+                10,
+                Flow::MembershipChange,
+                Outcome::MemberExpelled {
+                    pn_id: pn(),
+                    pne: id("tv"),
+                },
+            ),
             "14:02:11 member expelled  pn=3f2a…c1 pne=tv",
             "member_expelled",
-            json!({"pn_id": PN_HEX, "pne": "tv"}),
+            json!({"pn_id": PN_HEX, "pne": "tv", "command": 10}),
         ),
         (
-            PneEvent::InventoryRead { pns: vec![] },
+            done(11, Flow::InventoryQuery, Outcome::Inventory(vec![])),
             "14:02:11 inventory read  pns=none",
             "inventory_read",
-            json!({"pns": []}),
+            json!({"pns": [], "command": 11}),
         ),
         (
             PneEvent::MembershipConfirmed {
@@ -411,10 +494,18 @@ fn pne_events() {
             json!({"pn_id": PN_HEX, "epoch": 4}),
         ),
         (
-            PneEvent::PnReleased {
-                pn_id: pn(),
-                by_me: false,
+            PneEvent::UsageSent {
+                sent: 3,
+                duplicates: 1,
+                charged: 2,
+                withheld: 4,
             },
+            "14:02:11 usage sent  sent=3 duplicates=1 charged=2 withheld=4",
+            "usage_sent",
+            json!({"sent": 3, "duplicates": 1, "charged": 2, "withheld": 4}),
+        ),
+        (
+            PneEvent::PnReleased(pn()),
             "14:02:11 pn released  pn=3f2a…c1 by_me=no",
             "pn_released",
             json!({"pn_id": PN_HEX, "by_me": false}),
@@ -590,18 +681,13 @@ fn run_events() {
     }
 }
 
-#[test]
-fn an_unknown_variant_has_a_plain_line_and_json() {
-    for of in ["PN GW", "PNE", "server"] {
-        let d = Described::unknown(of);
-        let text = line(&ts(), &d);
-        assert_eq!(
-            text,
-            format!("14:02:11 unknown {of} event (not described by this version of cpns)")
-        );
-        let v = parsed(&json(&ts(), Role::Pne, &d), "pne", "unknown");
-        assert_eq!(fields(&v), json!({}));
-    }
+/// A PNE command's completion, succeeded.
+fn done(id: u64, flow: Flow, outcome: Outcome) -> PneEvent {
+    PneEvent::Completed(Completed {
+        id: CommandId(id),
+        flow,
+        result: Ok(outcome),
+    })
 }
 
 #[test]

@@ -429,6 +429,7 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         heartbeat: Some(Duration::from_secs(a.heartbeat_s)),
         dynamic_interval: Duration::from_secs(a.dynamic_interval_s),
         battery_alert: Some(a.battery_alert),
+        usage_every: (a.usage_every_s > 0).then(|| Duration::from_secs(a.usage_every_s)),
     };
     let mut steps = Vec::new();
     if let Some(s) = &a.setup {
@@ -500,7 +501,6 @@ async fn pne_stay(
     let shutdown = shutdown_signal()?;
     let (stop_tx, stop) = oneshot::channel();
     let mut serve_cfg = pne::ServeConfig::new(a.gateway.clone());
-    serve_cfg.usage_every = (a.usage_every_s > 0).then(|| Duration::from_secs(a.usage_every_s));
     serve_cfg.usage_default = a.usage_default;
     let (handle, mut task) = pne::serve(
         cfg,

@@ -534,7 +534,8 @@ async fn a_staying_pne_sends_allowed_usage_on_its_own() {
         "--store",
         s(&db),
     ]);
-    phone.expect_event_where("secure_answer", |v| v["service"] == "cpns.usage");
+    // Sent by the PNE itself (004 §5.5.4), acknowledged by the server.
+    phone.expect_event_where("usage_sent", |v| v["sent"] == 1);
     let st = w.server_store().await;
     let all = st.usage_summary(None, false).await.unwrap();
     st.close().await;

@@ -21,7 +21,7 @@ use cpns_node::pne::{self, PneReport, PneStep};
 use cpns_node::server::{ServerNode, ServerNodeConfig};
 use cpns_node::server_store::unix_millis;
 use cpns_proto::gateway::{GatewayConfig, GatewayEvent};
-use cpns_proto::pne::{PneConfig, PneEvent};
+use cpns_proto::pne::PneConfig;
 use cpns_proto::server::ServerEvent;
 use cpns_proto::{PanSecurity, Timeouts};
 use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
@@ -349,6 +349,7 @@ pub fn pne_config(pne: &Device, has_ui: bool) -> PneConfig {
         heartbeat: Some(cpns_proto::pne::HEARTBEAT),
         dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
         battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
+        usage_every: None,
     }
 }
 
@@ -387,12 +388,8 @@ pub fn spawn_pne(
 /// The inventory of the PN a PNE joined, from its report.
 pub fn joined(report: &PneReport) -> cpns_wire::PnInventory {
     report
-        .events
-        .iter()
-        .find_map(|e| match e {
-            PneEvent::PnJoined { inventory, .. } => Some(inventory.clone()),
-            _ => None,
-        })
+        .joined()
+        .cloned()
         .unwrap_or_else(|| panic!("the PNE joined no PN: {:?}", report.events))
 }
 

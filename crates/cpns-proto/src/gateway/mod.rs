@@ -108,7 +108,6 @@ pub struct LinkId(pub u64);
 
 /// Something the PN GW wants the driver or the operator to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum GatewayEvent {
     /// The WAN session is set up and reported (002 §B.1.1.2 step 17).
     WanReady,

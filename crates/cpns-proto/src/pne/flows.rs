@@ -15,9 +15,9 @@ use cpns_wire::{
     SetupType,
 };
 
-use super::{MemberOf, PneEvent, PneSession};
+use super::{MemberOf, Outcome, PneEvent, PneSession};
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
-use crate::{Failure, Flow, LocalPnState, ProtoError};
+use crate::{CommandError, CommandId, Failure, Flow, LocalPnState};
 
 /// The PNE's own PN Setup Request, waiting for its PN (step 1).
 #[derive(Debug)]
@@ -26,6 +26,7 @@ struct OwnSetup {
     request_id: RequestId,
     rand_pne: Rand,
     deadline: Instant,
+    cmd: CommandId,
 }
 
 /// A PN this PNE is joining: waiting for authentication and then for the server's hash.
@@ -35,6 +36,8 @@ struct Joining {
     initiator: bool,
     phase: JoinPhase,
     deadline: Instant,
+    /// The `start_setup` command of an initiator; `None` for an invitation.
+    cmd: Option<CommandId>,
 }
 
 /// Where joining a PN stands, with what only that phase has.
@@ -59,6 +62,11 @@ struct Registering {
     rand_pne: Rand,
     phase: RegistrationPhase,
     deadline: Instant,
+    /// The command that asked for it; `None` for a join after an invitation.
+    cmd: Option<CommandId>,
+    /// Whether it is a join (000 §6.6.2.2): done once the PN it makes this PNE a member of is
+    /// stored, not at the registration's answer.
+    joins: bool,
 }
 
 /// Where a registration stands, with what only that phase has.
@@ -104,12 +112,17 @@ impl PneSession {
         self.cfg.timeouts.invite * 2 + self.cfg.timeouts.flow * 2
     }
 
-    /// 000 §6.6.1.1 step 1: ask the PN GW for a PN of the given type.
-    pub fn start_setup(&mut self, now: Instant, setup: SetupType) -> Result<RequestId, ProtoError> {
+    /// 000 §6.6.1.1 step 1: ask the PN GW for a PN of the given type. Completes with
+    /// [`Outcome::PnJoined`] once the server is authenticated and the PN stored (step 15).
+    pub fn start_setup(
+        &mut self,
+        now: Instant,
+        setup: SetupType,
+    ) -> Result<CommandId, CommandError> {
         if self.flows.setup.is_some() {
-            return Err(ProtoError::WrongState(
-                "a PN set-up of this PNE is in progress",
-            ));
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::PnEstablishment,
+            });
         }
         let rand_pne = self.rng.rand();
         let request_id = RequestId(self.rng.u64());
@@ -122,13 +135,15 @@ impl PneSession {
         };
         let msg = self.send_request(req);
         let deadline = now + self.establishment_wait();
+        let cmd = self.commands.next();
         self.flows.setup = Some(OwnSetup {
             msg,
             request_id,
             rand_pne,
             deadline,
+            cmd,
         });
-        Ok(request_id)
+        Ok(cmd)
     }
 
     /// 000 §6.6.1.1 step 3 / §6.6.1.2 steps 3-4: accept or decline an invitation.
@@ -169,6 +184,7 @@ impl PneSession {
                 initiator: false,
                 phase: JoinPhase::AwaitAuth,
                 deadline,
+                cmd: None,
             },
         );
     }
@@ -195,6 +211,7 @@ impl PneSession {
                 initiator: true,
                 phase: JoinPhase::AwaitAuth,
                 deadline: s.deadline,
+                cmd: Some(s.cmd),
             };
             self.flows.joining.insert(m.pn_id, joining);
         }
@@ -263,7 +280,7 @@ impl PneSession {
                 if !self.codec.rx_sealed() && self.cfg.security == crate::PanSecurity::Cpns =>
             {
                 if self
-                    .begin_pan_auth(now, m.pn_id, local, Some(resp))
+                    .begin_pan_auth(now, m.pn_id, local, Some(resp), None)
                     .is_err()
                 {
                     self.abandon(env, m.pn_id, Failure::LinkBusy);
@@ -274,43 +291,30 @@ impl PneSession {
     }
 
     fn abandon(&mut self, env: &Envelope, pn_id: PnId, reason: Failure) {
-        if self
-            .flows
-            .joining
-            .remove(&pn_id)
-            .is_some_and(|j| j.initiator)
-        {
-            self.flows.setup = None;
-        }
-        self.reject(env, ErrorCode::Unauthenticated, &reason.to_string());
-        self.event(PneEvent::FlowFailed {
-            flow: Flow::PnEstablishment,
-            reason,
+        let cmd = self.flows.joining.remove(&pn_id).and_then(|j| {
+            if j.initiator {
+                self.flows.setup = None;
+            }
+            j.cmd
         });
+        self.reject(env, ErrorCode::Unauthenticated, &reason.to_string());
+        self.fail(cmd, Flow::PnEstablishment, reason);
     }
 
     /// 000 §6.6.1.1 step 14: the initiator's PN Setup Response.
     pub(super) fn on_setup_response(&mut self, env: &Envelope, m: PnSetupResponse) {
-        if self
-            .flows
-            .setup
-            .as_ref()
-            .is_none_or(|s| Some(s.msg) != env.in_reply_to)
-        {
+        let Some(setup) = self.flows.setup.take_if(|s| Some(s.msg) == env.in_reply_to) else {
             return;
-        }
-        self.flows.setup = None;
+        };
         match (m.accept, m.inventory, m.hash_server) {
             (true, Some(inventory), Some(h)) => {
                 let group = m.epoch.zip(m.sealed_key);
-                self.finish(m.pn_id, inventory, h, group);
+                self.finish(m.pn_id, inventory, h, group, Some(setup.cmd));
             }
             _ => {
                 self.flows.joining.remove(&m.pn_id);
-                self.event(PneEvent::FlowFailed {
-                    flow: Flow::PnEstablishment,
-                    reason: Failure::NotEstablished(None),
-                });
+                let reason = Failure::NotEstablished(None);
+                self.fail(Some(setup.cmd), Flow::PnEstablishment, reason);
             }
         }
     }
@@ -323,14 +327,20 @@ impl PneSession {
         match (m.inventory, m.hash_server) {
             (Some(inventory), Some(h)) => {
                 let group = m.epoch.zip(m.sealed_key);
-                self.finish(m.pn_id, inventory, h, group);
+                self.finish(m.pn_id, inventory, h, group, None);
             }
             _ => {
-                self.flows.joining.remove(&m.pn_id);
-                self.event(PneEvent::FlowFailed {
-                    flow: Flow::PnEstablishment,
-                    reason: Failure::NotEstablished(m.reason),
+                let cmd = self.flows.joining.remove(&m.pn_id).and_then(|j| {
+                    if j.initiator {
+                        self.flows.setup = None;
+                    }
+                    j.cmd
                 });
+                self.fail(
+                    cmd,
+                    Flow::PnEstablishment,
+                    Failure::NotEstablished(m.reason),
+                );
             }
         }
     }
@@ -341,19 +351,34 @@ impl PneSession {
     /// With the server authenticated, this PNE's copy of the PN's first group key is opened
     /// under its SK_PNE (docs/security.md §4.10): kept if it opens, reported if not (the PN is
     /// kept either way: its inventory is the server's, by hash_server).
+    ///
+    /// `setup` is the initiator's command when its own PN Setup Response brought the PN: it
+    /// ends even if no establishment of that PN was under way here.
     fn finish(
         &mut self,
         pn_id: PnId,
         inventory: PnInventory,
         claimed: HashBytes,
         group: Option<(u64, Vec<u8>)>,
+        setup: Option<CommandId>,
     ) {
         let Some(j) = self.flows.joining.remove(&pn_id) else {
+            if let Some(id) = setup {
+                let reason = Failure::PnBeforeAuthentication;
+                self.complete(id, Flow::PnEstablishment, Err(reason));
+            }
             return;
         };
+        if j.initiator {
+            // The set-up ends here, whichever answer brought the PN.
+            self.flows.setup = None;
+        }
+        let refused = |s: &mut Self, reason: Failure| match j.cmd {
+            Some(id) => s.complete(id, Flow::PnEstablishment, Err(reason)),
+            None => s.event(PneEvent::PnRefused { pn_id, reason }),
+        };
         let JoinPhase::Authenticated { keys, wrapped } = j.phase else {
-            let reason = Failure::PnBeforeAuthentication;
-            return self.event(PneEvent::PnRefused { pn_id, reason });
+            return refused(self, Failure::PnBeforeAuthentication);
         };
         let (keys, hash_pne) = *keys;
         let outcome = ServerOutcome::Established {
@@ -365,8 +390,7 @@ impl PneSession {
             || inventory.pn_id != pn_id
         {
             // 000 §6.6.1.1 step 15: the PN is not stored.
-            let reason = Failure::ServerNotAuthenticated;
-            return self.event(PneEvent::PnRefused { pn_id, reason });
+            return refused(self, Failure::ServerNotAuthenticated);
         }
         let local = match &wrapped {
             Some(w) => self.unwrap_stored_key(&pn_id, &inventory.gateway, w).ok(),
@@ -416,6 +440,7 @@ impl PneSession {
             super::Parked::Joined {
                 pn_id,
                 initiator: j.initiator,
+                cmd: j.cmd,
             },
         );
         self.out
@@ -423,13 +448,29 @@ impl PneSession {
     }
 
     /// 003 §1.4.1 step 1: ask to be registered, in `pn_id` if the PNE is a member of it.
+    /// Completes with [`Outcome::Registered`].
     pub fn start_registration(
         &mut self,
         now: Instant,
         pn_id: Option<PnId>,
-    ) -> Result<RequestId, ProtoError> {
+    ) -> Result<CommandId, CommandError> {
+        let id = self.commands.next();
+        self.register(now, pn_id, Some(id), false)?;
+        Ok(id)
+    }
+
+    /// A registration for command `cmd` (or for this PNE itself), joining `pn_id` if `joins`.
+    pub(super) fn register(
+        &mut self,
+        now: Instant,
+        pn_id: Option<PnId>,
+        cmd: Option<CommandId>,
+        joins: bool,
+    ) -> Result<(), CommandError> {
         if self.flows.registration.is_some() {
-            return Err(ProtoError::WrongState("a registration is in progress"));
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::PneRegistration,
+            });
         }
         let rand_pne = self.rng.rand();
         let request_id = RequestId(self.rng.u64());
@@ -448,8 +489,10 @@ impl PneSession {
             rand_pne,
             phase: RegistrationPhase::AwaitAuth,
             deadline,
+            cmd,
+            joins,
         });
-        Ok(request_id)
+        Ok(())
     }
 
     /// The server's challenge for the registration, relayed by the PN GW.
@@ -498,24 +541,16 @@ impl PneSession {
         {
             return;
         }
-        let Some(Registering {
-            request_id,
-            phase: RegistrationPhase::Authenticated(authenticated),
-            ..
-        }) = self.flows.registration.take()
-        else {
-            return self.event(PneEvent::FlowFailed {
-                flow: Flow::PneRegistration,
-                reason: Failure::AnswerBeforeAuthentication,
-            });
+        let Some(r) = self.flows.registration.take() else {
+            return;
+        };
+        let (request_id, cmd, joins) = (r.request_id, r.cmd, r.joins);
+        let RegistrationPhase::Authenticated(authenticated) = r.phase else {
+            let reason = Failure::AnswerBeforeAuthentication;
+            return self.fail(cmd, Flow::PneRegistration, reason);
         };
         let (pn_id, keys, hash_pne) = *authenticated;
-        let fail = |s: &mut Self, reason: Failure| {
-            s.event(PneEvent::FlowFailed {
-                flow: Flow::PneRegistration,
-                reason,
-            });
-        };
+        let fail = |s: &mut Self, reason: Failure| s.fail(cmd, Flow::PneRegistration, reason);
         // hash_server covers the CPNS ID (and the PN, through the transcript).
         let outcome = ServerOutcome::Registered {
             cpns_id: m.cpns_id.as_str(),
@@ -545,15 +580,6 @@ impl PneSession {
         }
         // The server now keeps this SK_PNE for the PNE's membership: group keys come under it.
         self.set_own_session_key(pn_id, keys.session_key());
-        // 000 §6.6.2.2: a registration that made this PNE a member brings the PN, as the server
-        // records it, and its group key, under the grant's seal.
-        if let (Some(inventory), Some(epoch), Some(gk)) = (
-            grant.inventory.clone(),
-            grant.epoch,
-            grant.group_key.as_deref(),
-        ) {
-            self.joined_by_registration(pn_id, inventory, epoch, gk, keys.session_key());
-        }
         // 003 §1.4.1 step 4: the PNE keeps its CPNS ID and SK_PNE for the secure session.
         self.session_established(super::SecureSession {
             cpns_id: grant.cpns_id.clone(),
@@ -561,11 +587,44 @@ impl PneSession {
             session_key: keys.session_key().clone(),
             lifetime_s: grant.lifetime_s,
         });
-        self.event(PneEvent::Registered {
-            cpns_id: grant.cpns_id,
-            pn_id,
-            lifetime_s: grant.lifetime_s,
-        });
+        let (cpns_id, lifetime_s) = (grant.cpns_id.clone(), grant.lifetime_s);
+        match (cmd, joins) {
+            (Some(id), false) => {
+                let registered = Outcome::Registered {
+                    cpns_id,
+                    pn_id,
+                    lifetime_s,
+                };
+                self.complete(id, Flow::PneRegistration, Ok(registered));
+            }
+            _ => self.event(PneEvent::Registered {
+                cpns_id,
+                pn_id,
+                lifetime_s,
+            }),
+        }
+        // 000 §6.6.2.2: a registration that made this PNE a member brings the PN, as the server
+        // records it, and its group key, under the grant's seal; a join ends once it is stored.
+        let join_cmd = cmd.filter(|_| joins);
+        match (grant.inventory, grant.epoch, grant.group_key.as_deref()) {
+            (Some(inventory), Some(epoch), Some(gk)) => {
+                self.joined_by_registration(
+                    pn_id,
+                    inventory,
+                    epoch,
+                    gk,
+                    keys.session_key(),
+                    join_cmd,
+                );
+            }
+            _ if joins => {
+                let reason = Failure::NotEstablished(Some(
+                    "registered, but the server did not make this PNE a member of the PN".into(),
+                ));
+                self.fail(join_cmd, Flow::PneRegistration, reason);
+            }
+            _ => {}
+        }
     }
 
     /// An error answering one of the PNE's requests ends its flow.
@@ -581,57 +640,42 @@ impl PneSession {
         {
             return;
         }
-        let flow = if self.flows.setup.as_ref().is_some_and(|s| s.msg == reply_to) {
-            self.flows.setup = None;
-            Flow::PnEstablishment
-        } else if self
-            .flows
-            .registration
-            .as_ref()
-            .is_some_and(|r| r.msg == reply_to)
-        {
-            self.flows.registration = None;
-            Flow::PneRegistration
-        } else if self.pan.as_ref().is_some_and(|p| p.init_msg == reply_to) {
-            self.pan = None;
-            Flow::PanAuthentication
-        } else if self.discovery.is_some_and(|(m, _)| m == reply_to) {
-            self.discovery = None;
-            Flow::EntityDiscovery
+        let (cmd, flow) = if let Some(s) = self.flows.setup.take_if(|s| s.msg == reply_to) {
+            (Some(s.cmd), Flow::PnEstablishment)
+        } else if let Some(r) = self.flows.registration.take_if(|r| r.msg == reply_to) {
+            (r.cmd, Flow::PneRegistration)
+        } else if let Some(p) = self.pan.take_if(|p| p.init_msg == reply_to) {
+            (p.cmd, Flow::PanAuthentication)
+        } else if let Some((_, _, cmd)) = self.discovery.take_if(|(m, _, _)| *m == reply_to) {
+            (cmd, Flow::EntityDiscovery)
         } else {
             return;
         };
-        self.event(PneEvent::FlowFailed {
-            flow,
-            reason: Failure::Refused(e),
-        });
+        self.fail(cmd, flow, Failure::Refused(e));
     }
 
+    /// Ends the flows whose deadline passed, each once: an initiator's set-up and the joining
+    /// it became share their command; the invitations joining at once are told as one.
     pub(super) fn flow_timeouts(&mut self, now: Instant) {
-        let mut failed = Vec::new();
-        if self.flows.setup.as_ref().is_some_and(|s| s.deadline <= now) {
-            self.flows.setup = None;
-            failed.push(Flow::PnEstablishment);
+        let mut failed: Vec<(Option<CommandId>, Flow)> = Vec::new();
+        if let Some(s) = self.flows.setup.take_if(|s| s.deadline <= now) {
+            failed.push((Some(s.cmd), Flow::PnEstablishment));
         }
-        if self
-            .flows
-            .registration
-            .as_ref()
-            .is_some_and(|r| r.deadline <= now)
-        {
-            self.flows.registration = None;
-            failed.push(Flow::PneRegistration);
+        if let Some(r) = self.flows.registration.take_if(|r| r.deadline <= now) {
+            failed.push((r.cmd, Flow::PneRegistration));
         }
-        let before = self.flows.joining.len();
-        self.flows.joining.retain(|_, j| j.deadline > now);
-        if self.flows.joining.len() < before && !failed.contains(&Flow::PnEstablishment) {
-            failed.push(Flow::PnEstablishment);
+        let late = crate::util::take_expired(&mut self.flows.joining, now, |j| j.deadline);
+        for (_, j) in late {
+            if j.initiator {
+                self.flows.setup = None;
+            }
+            let ended = (j.cmd, Flow::PnEstablishment);
+            if !failed.contains(&ended) {
+                failed.push(ended);
+            }
         }
-        for flow in failed {
-            self.event(PneEvent::FlowFailed {
-                flow,
-                reason: Failure::TimedOut,
-            });
+        for (cmd, flow) in failed {
+            self.fail(cmd, flow, Failure::TimedOut);
         }
     }
 }

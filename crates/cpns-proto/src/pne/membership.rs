@@ -16,8 +16,9 @@ use cpns_wire::{
     PneInviteResponse, PneLeaveRequest, PneLeaveResponse, RequestId,
 };
 
-use super::{Gone, Parked, PneEvent, PneOutput, PneSession, release};
-use crate::{Failure, Flow, OwnKeys, PanSecurity, ProtoError};
+use super::outcome::Waiting;
+use super::{Gone, Outcome, Parked, PneEvent, PneOutput, PneSession};
+use crate::{CommandError, CommandId, Failure, Flow, OwnKeys, PanSecurity};
 
 impl PneSession {
     /// This PNE's SK_PNE for `pn`, if it belongs to it and holds one.
@@ -50,7 +51,8 @@ impl PneSession {
     }
 
     /// 000 §6.6.2.2 steps 4-6: this PNE joined `pn_id` by registering in it; the server's
-    /// sealed grant gave the PN's inventory and its new epoch's group key.
+    /// sealed grant gave the PN's inventory and its new epoch's group key. `cmd`: the
+    /// `join_pn` command, which ends once the PN is stored.
     pub(super) fn joined_by_registration(
         &mut self,
         pn_id: PnId,
@@ -58,6 +60,7 @@ impl PneSession {
         epoch: u64,
         gk: &[u8],
         sk: &SessionKey,
+        cmd: Option<CommandId>,
     ) {
         let me = self.cfg.id.clone();
         let bytes: Option<[u8; 32]> = gk.try_into().ok();
@@ -65,10 +68,11 @@ impl PneSession {
             bytes,
             inventory.pn_id == pn_id && inventory.members.iter().any(|m| m.pne_id == me),
         ) else {
-            return self.event(PneEvent::FlowFailed {
-                flow: Flow::MembershipChange,
-                reason: Failure::GrantMalformed,
-            });
+            let flow = match cmd {
+                Some(_) => Flow::PneRegistration,
+                None => Flow::MembershipChange,
+            };
+            return self.fail(cmd, flow, Failure::GrantMalformed);
         };
         let own = OwnKeys {
             session_key: sk.clone(),
@@ -93,6 +97,7 @@ impl PneSession {
             Parked::Joined {
                 pn_id,
                 initiator: false,
+                cmd,
             },
         );
         self.out.push_back(PneOutput::Persist { token, pn: state });
@@ -110,39 +115,37 @@ impl PneSession {
     /// The local store answered the write of an updated PN.
     pub(super) fn updated(&mut self, _pn: PnId, result: Result<(), crate::StoreFailure>) {
         if let Err(e) = result {
-            self.event(PneEvent::FlowFailed {
-                flow: Flow::MembershipChange,
-                reason: Failure::Store(e),
-            });
+            self.fail(None, Flow::MembershipChange, Failure::Store(e));
         }
     }
 
     /// 000 §6.6.2.2 step 1: asks to join `pn_id`, one of the PNs the PN GW serves (as its
     /// discovery answer listed them), by registering in it (003 §1.4.2): the server
-    /// authenticates this PNE before it enters the PN. The result comes as
-    /// [`PneEvent::PnJoined`] or a failed [`Flow::PneRegistration`].
-    pub fn join_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
+    /// authenticates this PNE before it enters the PN. Completes with [`Outcome::PnJoined`]
+    /// once the PN is stored.
+    pub fn join_pn(&mut self, now: Instant, pn_id: PnId) -> Result<CommandId, CommandError> {
         if self.pns.contains_key(&pn_id) {
-            return Err(ProtoError::WrongState(
-                "this PNE is a member of that PN already",
-            ));
+            return Err(CommandError::AlreadyMember {
+                pn_id,
+                pne: self.cfg.id.clone(),
+            });
         }
-        self.start_registration(now, Some(pn_id))
+        let id = self.commands.next();
+        self.register(now, Some(pn_id), Some(id), true)?;
+        Ok(id)
     }
 
     /// 000 §6.6.3.1.1 step 1: asks the PN GW to take this PNE out of `pn_id`. On an insecure
     /// PAN whose link is not sealed yet, the PNE first proves itself with the PN's LocalEUKey.
-    /// The result comes as [`PneEvent::PnLeft`] or a failed [`Flow::MembershipChange`].
-    pub fn leave_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
+    /// Completes with [`Outcome::PnGone`] once the PN left the local store.
+    pub fn leave_pn(&mut self, now: Instant, pn_id: PnId) -> Result<CommandId, CommandError> {
         if !self.pns.contains_key(&pn_id) {
-            return Err(ProtoError::WrongState(
-                "this PNE is not a member of that PN",
-            ));
+            return Err(CommandError::NotAMember(pn_id));
         }
-        if self.leaves.values().any(|(p, _)| *p == pn_id) {
-            return Err(ProtoError::WrongState(
-                "this PNE is leaving that PN already",
-            ));
+        if self.leaves.values().any(|w| w.pn_id == pn_id) {
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::MembershipChange,
+            });
         }
         let request_id = RequestId(self.rng.u64());
         let req = PneLeaveRequest {
@@ -151,33 +154,31 @@ impl PneSession {
             pne: self.cfg.id.clone(),
         };
         let msg = self.ask_gateway(now, pn_id, req)?;
-        let deadline = now + self.cfg.timeouts.flow * 2;
-        self.leaves.insert(msg, (pn_id, deadline));
-        Ok(request_id)
+        let id = self.commands.next();
+        let waiting = self.waiting(now, pn_id, 2, Some(id));
+        self.leaves.insert(msg, waiting);
+        Ok(id)
     }
 
     /// 004 §5.5.10: asks the PN GW to expel `pne` from `pn_id`, a PN this PNE is a member of.
-    /// The server lets only a member of the PN GW's own user ask. The result comes as
-    /// [`PneEvent::MemberExpelled`] (then the PN Update Notification with the new epoch), or
-    /// a failed [`Flow::MembershipChange`].
+    /// The server lets only a member of the PN's owner ask. Completes with
+    /// [`Outcome::MemberExpelled`] (the PN Update Notification with the new epoch follows).
     pub fn expel_pne(
         &mut self,
         now: Instant,
         pn_id: PnId,
         pne: EntityId,
-    ) -> Result<RequestId, ProtoError> {
+    ) -> Result<CommandId, CommandError> {
         let Some(p) = self.pns.get(&pn_id) else {
-            return Err(ProtoError::WrongState(
-                "this PNE is not a member of that PN",
-            ));
+            return Err(CommandError::NotAMember(pn_id));
         };
         if pne == self.cfg.id {
-            return Err(ProtoError::WrongState(
+            return Err(CommandError::NotAllowed(
                 "a PNE does not expel itself: it leaves",
             ));
         }
         if !p.state.inventory.members.iter().any(|m| m.pne_id == pne) {
-            return Err(ProtoError::WrongState("that PNE is not a member of the PN"));
+            return Err(CommandError::NotAMemberOf { pn_id, pne });
         }
         let request_id = RequestId(self.rng.u64());
         let req = PneLeaveRequest {
@@ -186,9 +187,25 @@ impl PneSession {
             pne: pne.clone(),
         };
         let msg = self.ask_gateway(now, pn_id, req)?;
-        let deadline = now + self.cfg.timeouts.flow * 2;
-        self.expels.insert(msg, (pn_id, pne, deadline));
-        Ok(request_id)
+        let id = self.commands.next();
+        let waiting = self.waiting(now, pn_id, 2, Some(id));
+        self.expels.insert(msg, (waiting, pne));
+        Ok(id)
+    }
+
+    /// A wait about `pn_id` of `flows` flow timeouts, for command `cmd`.
+    pub(super) fn waiting(
+        &self,
+        now: Instant,
+        pn_id: PnId,
+        flows: u32,
+        cmd: Option<CommandId>,
+    ) -> Waiting {
+        Waiting {
+            pn_id,
+            deadline: now + self.cfg.timeouts.flow * flows,
+            cmd,
+        }
     }
 
     /// Sends a request about `pn_id` to the PN GW; on an insecure PAN whose link is not sealed
@@ -199,13 +216,13 @@ impl PneSession {
         now: Instant,
         pn_id: PnId,
         body: impl Into<cpns_wire::Body>,
-    ) -> Result<u64, ProtoError> {
+    ) -> Result<u64, CommandError> {
         let local = self.pns.get(&pn_id).and_then(|p| p.local.clone());
         let env = Envelope::request(self.ids.next(), self.me(), self.peer(), body);
         let must_seal = self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed();
         match local {
             Some(local) if must_seal && self.pan.is_none() => {
-                self.begin_pan_auth(now, pn_id, local, Some(env.clone()))?;
+                self.begin_pan_auth(now, pn_id, local, Some(env.clone()), None)?;
             }
             _ => self.transmit(&env),
         }
@@ -213,18 +230,27 @@ impl PneSession {
     }
 
     /// 000 §6.6.2.1.2 step 1: asks the PN GW to invite `invitee` into `pn_id`, which this PNE
-    /// is a member of. The answer comes as [`PneEvent::InviteAnswered`] once the invitee joined
-    /// or declined, or as a failed [`Flow::MembershipChange`].
+    /// is a member of. Completes with [`Outcome::InviteAnswered`] once the invitee joined or
+    /// declined.
     pub fn invite_pne(
         &mut self,
         now: Instant,
         pn_id: PnId,
         invitee: EntityId,
-    ) -> Result<RequestId, ProtoError> {
-        if !self.pns.contains_key(&pn_id) {
-            return Err(ProtoError::WrongState(
-                "this PNE is not a member of that PN",
-            ));
+    ) -> Result<CommandId, CommandError> {
+        let Some(p) = self.pns.get(&pn_id) else {
+            return Err(CommandError::NotAMember(pn_id));
+        };
+        if p.state
+            .inventory
+            .members
+            .iter()
+            .any(|m| m.pne_id == invitee)
+        {
+            return Err(CommandError::AlreadyMember {
+                pn_id,
+                pne: invitee,
+            });
         }
         let request_id = RequestId(self.rng.u64());
         let req = PneInviteRequest {
@@ -233,10 +259,12 @@ impl PneSession {
             invitee: Some(invitee),
         };
         let msg = self.ask_gateway(now, pn_id, req)?;
+        let id = self.commands.next();
         // The invitee's answer and its join.
-        let deadline = now + self.cfg.timeouts.invite + self.cfg.timeouts.flow * 3;
-        self.invites.insert(msg, (pn_id, deadline));
-        Ok(request_id)
+        let mut waiting = self.waiting(now, pn_id, 3, Some(id));
+        waiting.deadline += self.cfg.timeouts.invite;
+        self.invites.insert(msg, waiting);
+        Ok(id)
     }
 
     /// An invitation from the PN GW (§6.6.2.1.1 step 1, §6.6.2.1.2 step 2): declined, or
@@ -261,89 +289,102 @@ impl PneSession {
         if !accepted {
             return self.event(PneEvent::InvitationDeclined(m.pn_id));
         }
-        if let Err(e) = self.join_pn(now, m.pn_id) {
-            self.event(PneEvent::FlowFailed {
-                flow: Flow::PneRegistration,
-                reason: Failure::Refused(cpns_wire::ErrorBody::new(e.code(), e.to_string())),
-            });
+        if let Err(e) = self.register(now, Some(m.pn_id), None, true) {
+            self.fail(None, Flow::PneRegistration, Failure::Refused(e.to_error()));
         }
     }
 
     /// §6.6.2.1.2 step 6: the PN GW's answer to this PNE's invitation.
     pub(super) fn on_invite_response(&mut self, env: &Envelope, m: PneInviteResponse) {
-        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.invites.remove(&r)) else {
+        let Some(w) = env.in_reply_to.and_then(|r| self.invites.remove(&r)) else {
             return;
         };
-        self.event(PneEvent::InviteAnswered {
-            pn_id,
-            accepted: m.accepted && m.pn_id == pn_id,
-        });
+        let answered = Outcome::InviteAnswered {
+            pn_id: w.pn_id,
+            accepted: m.accepted && m.pn_id == w.pn_id,
+        };
+        self.end(w.cmd, Flow::MembershipChange, Ok(answered));
     }
 
     /// §6.6.3.1.1 step 6: the PN GW took this PNE out.
     pub(super) fn on_leave_response(&mut self, env: &Envelope, m: PneLeaveResponse) {
-        if let Some((pn_id, pne, _)) = env.in_reply_to.and_then(|r| self.expels.remove(&r)) {
-            if m.pn_id == pn_id {
-                self.event(PneEvent::MemberExpelled { pn_id, pne });
-            }
-            return;
+        if let Some((w, pne)) = env.in_reply_to.and_then(|r| self.expels.remove(&r)) {
+            let result = if m.pn_id == w.pn_id {
+                Ok(Outcome::MemberExpelled {
+                    pn_id: w.pn_id,
+                    pne,
+                })
+            } else {
+                Err(other_pn())
+            };
+            return self.end(w.cmd, Flow::MembershipChange, result);
         }
-        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.leaves.remove(&r)) else {
+        let Some(w) = env.in_reply_to.and_then(|r| self.leaves.remove(&r)) else {
             return self.reject(env, ErrorCode::WrongState, "no leave in progress");
         };
-        if m.pn_id != pn_id {
-            let e =
-                cpns_wire::ErrorBody::new(ErrorCode::Internal, "the PN GW answered for another PN");
-            return self.event(PneEvent::FlowFailed {
-                flow: Flow::MembershipChange,
-                reason: Failure::Refused(e),
-            });
+        if m.pn_id != w.pn_id {
+            return self.end(w.cmd, Flow::MembershipChange, Err(other_pn()));
+        }
+        // Back in `leaves` until the PN is forgotten, which ends it.
+        let pn_id = w.pn_id;
+        if let Some(reply_to) = env.in_reply_to {
+            self.leaves.insert(reply_to, w);
         }
         self.forget(pn_id, Gone::Left);
     }
 
-    /// The PN GW refused a leave or an invitation: true if `reply_to` was one.
-    pub(super) fn leave_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
-        if self.leaves.remove(&reply_to).is_none()
-            && self.invites.remove(&reply_to).is_none()
-            && self.key_pulls.remove(&reply_to).is_none()
-            && self.confirms.remove(&reply_to).is_none()
-            && self.expels.remove(&reply_to).is_none()
-        {
-            return false;
+    /// Ends a request of this module: its command's completion; for one the PNE made by
+    /// itself, a failure as [`PneEvent::FlowFailed`] (a success is told by what it did).
+    pub(super) fn end(
+        &mut self,
+        cmd: Option<CommandId>,
+        flow: Flow,
+        result: Result<Outcome, Failure>,
+    ) {
+        match (cmd, result) {
+            (Some(id), result) => self.complete(id, flow, result),
+            (None, Err(reason)) => self.fail(None, flow, reason),
+            (None, Ok(_)) => {}
         }
-        self.event(PneEvent::FlowFailed {
-            flow: Flow::MembershipChange,
-            reason: Failure::Refused(e.clone()),
-        });
+    }
+
+    /// The PN GW refused a leave, an expulsion, an invitation, a key pull or a confirmation:
+    /// true if `reply_to` was one.
+    pub(super) fn leave_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
+        let waiting = self
+            .leaves
+            .remove(&reply_to)
+            .or_else(|| self.invites.remove(&reply_to))
+            .or_else(|| self.key_pulls.remove(&reply_to))
+            .or_else(|| self.confirms.remove(&reply_to))
+            .or_else(|| self.expels.remove(&reply_to).map(|(w, _)| w));
+        let Some(w) = waiting else {
+            return false;
+        };
+        self.end(
+            w.cmd,
+            Flow::MembershipChange,
+            Err(Failure::Refused(e.clone())),
+        );
         true
     }
 
-    /// Leaves, invitations and key pulls whose deadline passed fail.
+    /// Leaves, expulsions, invitations, key pulls and confirmations whose deadline passed fail.
     pub(super) fn leave_timeouts(&mut self, now: Instant) {
-        let mut late = crate::util::take_expired(&mut self.leaves, now, |(_, d)| *d);
-        late.extend(crate::util::take_expired(
-            &mut self.invites,
-            now,
-            |(_, d)| *d,
-        ));
-        late.extend(crate::util::take_expired(
-            &mut self.key_pulls,
-            now,
-            |(_, d)| *d,
-        ));
-        late.extend(crate::util::take_expired(
-            &mut self.confirms,
-            now,
-            |(_, d)| *d,
-        ));
-        let expels = crate::util::take_expired(&mut self.expels, now, |(_, _, d)| *d);
-        late.extend(expels.into_iter().map(|(m, (p, _, d))| (m, (p, d))));
-        for _ in late {
-            self.event(PneEvent::FlowFailed {
-                flow: Flow::MembershipChange,
-                reason: Failure::TimedOut,
-            });
+        let by = |w: &Waiting| w.deadline;
+        let mut late = crate::util::take_expired(&mut self.leaves, now, by);
+        late.extend(crate::util::take_expired(&mut self.invites, now, by));
+        late.extend(crate::util::take_expired(&mut self.key_pulls, now, by));
+        late.extend(crate::util::take_expired(&mut self.confirms, now, by));
+        let expels = crate::util::take_expired(&mut self.expels, now, |(w, _)| w.deadline);
+        late.extend(expels.into_iter().map(|(m, (w, _))| (m, w)));
+        let mut own_told = false;
+        for (_, w) in late {
+            // The PNE's own requests that ran out at once are told once.
+            if w.cmd.is_none() && std::mem::replace(&mut own_told, true) {
+                continue;
+            }
+            self.end(w.cmd, Flow::MembershipChange, Err(Failure::TimedOut));
         }
     }
 
@@ -375,24 +416,28 @@ impl PneSession {
     }
 
     /// 002 §B.1.1.3 step 22: asks the server, through the PN GW, for this PNE's copy of
-    /// `pn_id`'s current group key (after missing updates while away). The result comes as
-    /// [`PneEvent::PnUpdated`] or a failed [`Flow::MembershipChange`].
+    /// `pn_id`'s current group key (after missing updates while away). Completes with
+    /// [`Outcome::GroupKey`] (then a confirmation to the PN GW, step 25).
     pub fn request_group_key(
         &mut self,
         now: Instant,
         pn_id: PnId,
-    ) -> Result<RequestId, ProtoError> {
+    ) -> Result<CommandId, CommandError> {
         if !self.pns.contains_key(&pn_id) {
-            return Err(ProtoError::WrongState(
-                "this PNE is not a member of that PN",
-            ));
+            return Err(CommandError::NotAMember(pn_id));
         }
+        let id = self.commands.next();
+        self.pull_group_key(now, pn_id, Some(id));
+        Ok(id)
+    }
+
+    /// Step 22 for command `cmd`, or for the PNE itself (the catching up after a reconnection).
+    pub(super) fn pull_group_key(&mut self, now: Instant, pn_id: PnId, cmd: Option<CommandId>) {
         let request_id = RequestId(self.rng.u64());
         let req = GroupKeyRequest { request_id, pn_id };
         let msg = self.send_request_to(cpns_wire::Address::Server, req);
-        self.key_pulls
-            .insert(msg, (pn_id, now + self.cfg.timeouts.flow * 2));
-        Ok(request_id)
+        let waiting = self.waiting(now, pn_id, 2, cmd);
+        self.key_pulls.insert(msg, waiting);
     }
 
     /// Step 23: the server's answer; believed only if its copy opens.
@@ -402,14 +447,27 @@ impl PneSession {
         env: &Envelope,
         m: GroupKeyResponse,
     ) {
-        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.key_pulls.remove(&r)) else {
+        let Some(w) = env.in_reply_to.and_then(|r| self.key_pulls.remove(&r)) else {
             return;
         };
+        let pn_id = w.pn_id;
         if m.inventory.pn_id != pn_id {
+            let e = cpns_wire::ErrorBody::new(
+                ErrorCode::Internal,
+                "the answer names another PN than the one asked for",
+            );
+            self.end(w.cmd, Flow::MembershipChange, Err(Failure::Refused(e)));
             return;
         }
         let epoch = m.epoch;
         self.apply_epoch(m.inventory, epoch, Some(m.sealed_key), false);
+        let has_key = self.group_key_of(&pn_id).is_some_and(|(e, _)| e == epoch);
+        let got = Outcome::GroupKey {
+            pn_id,
+            epoch,
+            has_key,
+        };
+        self.end(w.cmd, Flow::MembershipChange, Ok(got));
         self.confirm_membership(now, pn_id, epoch);
     }
 
@@ -417,9 +475,10 @@ impl PneSession {
     /// only as the answer to this PNE's own pull for that PN, and only if it opens under the
     /// SK_PNE this PNE held there; then the PN is forgotten, as if it had been told at the time.
     pub(super) fn on_membership_ended(&mut self, env: &Envelope, m: cpns_wire::MembershipEnded) {
-        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.key_pulls.remove(&r)) else {
+        let Some(w) = env.in_reply_to.and_then(|r| self.key_pulls.remove(&r)) else {
             return;
         };
+        let pn_id = w.pn_id;
         let Some(own) = self.pns.get(&pn_id).and_then(|p| p.state.own.as_ref()) else {
             return;
         };
@@ -434,13 +493,24 @@ impl PneSession {
             )
             .is_ok();
         if !opened {
-            return self.event(PneEvent::FlowFailed {
-                flow: Flow::MembershipChange,
-                reason: Failure::AnswerDidNotOpen,
-            });
+            self.end(
+                w.cmd,
+                Flow::MembershipChange,
+                Err(Failure::AnswerDidNotOpen),
+            );
+            return;
+        }
+        // A pull this PNE asked for by command ends: the PN is gone, as the word says.
+        if let Some(id) = w.cmd {
+            let e = cpns_wire::ErrorBody::new(
+                ErrorCode::NotFound,
+                "this PNE's membership of the PN ended while it was away",
+            );
+            self.complete(id, Flow::MembershipChange, Err(Failure::Refused(e)));
         }
         // The word may overtake the PN GW's answer to this PNE's own release or leave.
-        let asked = |m: &release::PendingReleases| m.values().any(|(p, _)| *p == pn_id);
+        let asked =
+            |m: &std::collections::BTreeMap<u64, Waiting>| m.values().any(|w| w.pn_id == pn_id);
         let why = match m.reason {
             cpns_wire::EndReason::Released => Gone::Released {
                 by_me: asked(&self.releases),
@@ -469,22 +539,22 @@ impl PneSession {
             return;
         }
         let msg = self.send_request_to(Address::Entity(gw), MembershipConfirm { pn_id, epoch });
-        self.confirms
-            .insert(msg, (pn_id, now + self.cfg.timeouts.flow));
+        let waiting = self.waiting(now, pn_id, 1, None);
+        self.confirms.insert(msg, waiting);
     }
 
     /// Step 26: the PN GW confirmed the connection set-up in the PN.
     pub(super) fn on_membership_confirmed(&mut self, env: &Envelope, m: MembershipConfirmed) {
-        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.confirms.remove(&r)) else {
+        let Some(w) = env.in_reply_to.and_then(|r| self.confirms.remove(&r)) else {
             return;
         };
-        if m.pn_id != pn_id || !self.sent_by_pns_gateway(env, &pn_id) {
-            return;
+        let pn_id = w.pn_id;
+        if m.pn_id == pn_id && self.sent_by_pns_gateway(env, &pn_id) {
+            self.event(PneEvent::MembershipConfirmed {
+                pn_id,
+                epoch: m.epoch,
+            });
         }
-        self.event(PneEvent::MembershipConfirmed {
-            pn_id,
-            epoch: m.epoch,
-        });
     }
 
     /// Takes a PN's new member list and epoch, with this PNE's copy of its key.
@@ -539,10 +609,8 @@ impl PneSession {
         };
         if gk.is_none() && !from_gateway {
             if let Some(e) = failed {
-                self.event(PneEvent::FlowFailed {
-                    flow: Flow::MembershipChange,
-                    reason: Failure::GroupKeyDidNotOpen(e.to_string()),
-                });
+                let reason = Failure::GroupKeyDidNotOpen(e.to_string());
+                self.fail(None, Flow::MembershipChange, reason);
             }
             return;
         }
@@ -555,10 +623,8 @@ impl PneSession {
         }
         self.store_updated(pn_id);
         if let Some(e) = failed {
-            self.event(PneEvent::FlowFailed {
-                flow: Flow::MembershipChange,
-                reason: Failure::GroupKeyDidNotOpen(e.to_string()),
-            });
+            let reason = Failure::GroupKeyDidNotOpen(e.to_string());
+            self.fail(None, Flow::MembershipChange, reason);
         }
         self.event(PneEvent::PnUpdated {
             inventory,
@@ -566,6 +632,14 @@ impl PneSession {
             has_key,
         });
     }
+}
+
+/// A PN GW answering for another PN than the one asked about.
+fn other_pn() -> Failure {
+    Failure::Refused(cpns_wire::ErrorBody::new(
+        ErrorCode::Internal,
+        "the PN GW answered for another PN",
+    ))
 }
 
 #[cfg(test)]
@@ -594,6 +668,7 @@ mod tests {
             heartbeat: None,
             dynamic_interval: crate::pne::DYNAMIC_INTERVAL,
             battery_alert: Some(crate::pne::BATTERY_ALERT),
+            usage_every: None,
         };
         PneSession::new(cfg, MachineRng::from_seed_u64(1))
     }
@@ -637,12 +712,19 @@ mod tests {
         ];
         for (inv, gk) in bad {
             let mut s = session();
-            s.joined_by_registration(pn, inv, 1, &gk, &sk);
+            s.joined_by_registration(pn, inv, 1, &gk, &sk, None);
             assert!(!stored(&mut s));
             assert!(s.group_key_of(&pn).is_none());
         }
         let mut s = session();
-        s.joined_by_registration(pn, inventory(pn, &["pne-2", "pne-1"]), 4, &[7; 32], &sk);
+        s.joined_by_registration(
+            pn,
+            inventory(pn, &["pne-2", "pne-1"]),
+            4,
+            &[7; 32],
+            &sk,
+            None,
+        );
         assert!(stored(&mut s));
         let (epoch, gk) = s.group_key_of(&pn).expect("kept");
         assert_eq!(epoch, 4);

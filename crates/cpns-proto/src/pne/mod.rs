@@ -7,10 +7,15 @@
 
 mod flows;
 mod membership;
+mod outcome;
+mod rejoin;
 mod release;
 mod secure;
 mod status;
+mod usage;
 
+pub use outcome::{Gone, Outcome};
+pub use rejoin::Phase as RejoinPhase;
 pub use secure::SecureSession;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -23,9 +28,14 @@ use cpns_wire::{
     PanAuthChallenge, PanAuthConfirm, PanAuthInit, PnId, PnInventory,
 };
 
+use crate::command::CommandIds;
 use crate::link::{LinkCodec, PanSecurity};
 use crate::util::{MsgIds, Tokens, hash_of, hash_wire, rand_of, rand_wire};
-use crate::{LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
+use crate::{
+    CommandError, CommandId, Completed, Failure, Flow, LocalPnState, ProtoError, Timeouts, Token,
+    TraceRecord,
+};
+use outcome::Waiting;
 
 /// Settings of a PNE.
 #[derive(Clone, Debug)]
@@ -56,6 +66,9 @@ pub struct PneConfig {
     pub dynamic_interval: std::time::Duration,
     /// The battery level below which a change is reported at once (a threshold crossed).
     pub battery_alert: Option<u8>,
+    /// How often the PNE sends the usage records its preferences allow by itself, while it
+    /// holds a secure session (004 §5.5.4); `None`: only on a `send_usage` command.
+    pub usage_every: Option<std::time::Duration>,
 }
 
 /// The default [`PneConfig::heartbeat`].
@@ -73,38 +86,34 @@ impl PneConfig {
     }
 }
 
-/// Something the PNE wants its driver or user to know.
+/// Something the PNE wants its driver or user to know: the end of a command
+/// ([`PneEvent::Completed`]), or what happened without one (an invitation, a PN GW's word, the
+/// flows of the catching up after a reconnection).
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum PneEvent {
-    /// A PN GW answered discovery (000 §6.4 step 2).
-    Discovered {
-        /// Its entity id.
-        gateway: EntityId,
-        /// Whether it is a zone-based PN GW.
-        zone_support: bool,
-        /// The PNs it serves.
-        pns: Vec<PnId>,
-    },
+    /// A command ended (exactly once per command).
+    Completed(Completed<Outcome>),
     /// The PNE declined an invitation.
     InvitationDeclined(PnId),
-    /// PN GW authentication succeeded; the link is sealed.
+    /// PN GW authentication this PNE started itself succeeded; the link is sealed.
     PanAuthenticated(PnId),
-    /// The PNE authenticated the server and stored the PN (000 §6.6.1.1 steps 14-15).
+    /// The PNE authenticated the server and stored a PN it was invited to (000 §6.6.1.1
+    /// steps 14-15, §6.6.1.2 steps 15-16, §6.6.2.1).
     PnJoined {
         /// The PN inventory.
         inventory: PnInventory,
         /// Whether this PNE initiated it.
         initiator: bool,
     },
-    /// The server's hash did not verify: the PN was not stored (000 §6.6.1.1 step 15).
+    /// The server's hash did not verify: the PN it was invited to was not stored (000
+    /// §6.6.1.1 step 15).
     PnRefused {
         /// The PN.
         pn_id: PnId,
         /// Why.
         reason: crate::Failure,
     },
-    /// The PNE is registered and shares a session with the server (003 §1.4.1 step 4).
+    /// The PNE registered by itself, joining a PN it was invited to (003 §1.4.2).
     Registered {
         /// Its CPNS ID.
         cpns_id: CpnsId,
@@ -113,33 +122,9 @@ pub enum PneEvent {
         /// Session lifetime, in seconds.
         lifetime_s: u32,
     },
-    /// The server answered a secure call (003 §1.4.1 step 4), opened under SK_PNE.
-    SecureAnswer {
-        /// The call's request id.
-        request_id: cpns_wire::RequestId,
-        /// The service that answered.
-        service: String,
-        /// Its answer.
-        payload: Vec<u8>,
-    },
-    /// A PN this PNE belonged to was released and left its local store with its LocalEUKey
-    /// (000 §6.6.5, §6.6.5.1).
-    PnReleased {
-        /// The PN.
-        pn_id: PnId,
-        /// Whether this PNE asked for it (else its PN GW told it).
-        by_me: bool,
-    },
-    /// The PN GW answered this PNE's invitation of another PNE (000 §6.6.2.1.2 step 6): the
-    /// invitee joined, or declined.
-    InviteAnswered {
-        /// The PN.
-        pn_id: PnId,
-        /// Whether the invitee accepted and joined.
-        accepted: bool,
-    },
-    /// This PNE left a PN, which left its local store (000 §6.6.3.1.1 step 6).
-    PnLeft(PnId),
+    /// Its PN GW told it a PN this PNE belonged to was released; the PN left its local store
+    /// with its LocalEUKey (000 §6.6.5 steps 3-4, §6.6.5.1 step 6).
+    PnReleased(PnId),
     /// The PN GW expelled this PNE from a PN, which left its local store (000 §6.6.3.2 step 1).
     Expelled(PnId),
     /// The PN GW told this PNE a PN's new member list and group key epoch (000 §6.6.2.1.1 step 5).
@@ -159,40 +144,23 @@ pub enum PneEvent {
         /// The epoch it holds.
         epoch: u64,
     },
-    /// The PN GW expelled a member at this PNE's request (004 §5.5.10).
-    MemberExpelled {
-        /// The PN.
-        pn_id: PnId,
-        /// The PNE expelled.
-        pne: EntityId,
-    },
-    /// A PN inventory read (004 §5.5.10): from the PN GW for a PN of it this PNE is in, else
-    /// from the server, end to end.
-    InventoryRead {
-        /// The PNs read, in creation order.
-        pns: Vec<PnInventory>,
-    },
-    /// The PN GW confirmed this PNE's capabilities report (004 §5.5.1).
+    /// The PN GW confirmed a capabilities report the PNE made by itself (004 §5.5.1): a
+    /// coalesced change, or the report after a reconnection.
     CapabilitiesReported,
-    /// The server recorded this PNE's own status (004 §5.5.3).
-    StatusReported,
-    /// The server answered a status query.
-    StatusAnswered {
-        /// The entities, as recorded.
-        entries: Vec<cpns_wire::StatusEntry>,
-    },
-    /// The server kept a subscription of this PNE.
-    Subscribed {
-        /// Its id.
-        subscription: u64,
-        /// The watched entities now.
-        entries: Vec<cpns_wire::StatusEntry>,
-    },
-    /// The server ended a subscription of this PNE.
-    Unsubscribed(u64),
     /// A notification of one of this PNE's subscriptions.
     StatusNotified(cpns_wire::StatusNotification),
-    /// A flow ended without success.
+    /// The server acknowledged a usage report the PNE sent by itself (004 §5.5.4).
+    UsageSent {
+        /// Records sent and acknowledged.
+        sent: u32,
+        /// Of those, records the server had already (a retry).
+        duplicates: u32,
+        /// Charging records the server made.
+        charged: u32,
+        /// Records of private services, never sent.
+        withheld: u32,
+    },
+    /// A flow the PNE started by itself ended without success.
     FlowFailed {
         /// Which flow.
         flow: crate::Flow,
@@ -234,6 +202,19 @@ pub enum PneOutput {
         /// The PN.
         pn_id: PnId,
     },
+    /// Load the device's usage records not sent yet and its reporting preferences, and
+    /// answer with [`PneSession::handle_usage_loaded`] (the PNE's own turn, 004 §5.5.4).
+    LoadUsage {
+        /// Token to answer with.
+        token: Token,
+    },
+    /// Mark these usage records done in the device's store: sent and acknowledged, or of a
+    /// private service and never to be sent. Nothing waits for the answer: a record not marked
+    /// goes again, and the server keeps each once (by its id).
+    MarkUsage {
+        /// The records' ids.
+        ids: Vec<u64>,
+    },
     /// Something happened.
     Event(PneEvent),
     /// Close the link.
@@ -252,6 +233,8 @@ struct PanPending {
     /// Sent once the link is sealed: the Authentication Response that waited for it.
     then: Option<Envelope>,
     deadline: Instant,
+    /// The `start_pan_auth` command, if one started it.
+    cmd: Option<CommandId>,
 }
 
 impl core::fmt::Debug for PanPending {
@@ -272,23 +255,16 @@ struct MemberOf {
 /// Work parked until the driver reports a local store write.
 #[derive(Debug)]
 enum Parked {
-    /// A PN joined, stored (000 §6.6.1.1 step 15).
-    Joined { pn_id: PnId, initiator: bool },
+    /// A PN joined, stored (000 §6.6.1.1 step 15); the command that asked for it, if any.
+    Joined {
+        pn_id: PnId,
+        initiator: bool,
+        cmd: Option<CommandId>,
+    },
     /// A PN this PNE is out of, removed.
     Forgotten { pn_id: PnId, why: Gone },
     /// A PN whose inventory or keys changed, stored again.
     Updated(PnId),
-}
-
-/// Why a PNE is out of a PN.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Gone {
-    /// The PN was released (000 §6.6.5); `by_me` if this PNE asked.
-    Released { by_me: bool },
-    /// This PNE left it (000 §6.6.3.1.1).
-    Left,
-    /// Its PN GW expelled this PNE (000 §6.6.3.2).
-    Expelled,
 }
 
 /// The PNE machine.
@@ -302,19 +278,28 @@ pub struct PneSession {
     rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
-    discovery: Option<(u64, Instant)>,
+    commands: CommandIds,
+    /// Discovery in progress: its message id, deadline and command.
+    discovery: Option<(u64, Instant, Option<CommandId>)>,
     pan: Option<PanPending>,
     flows: flows::Flows,
     pns: BTreeMap<PnId, MemberOf>,
     parked: BTreeMap<Token, Parked>,
-    releases: release::PendingReleases,
-    leaves: release::PendingReleases,
-    invites: release::PendingReleases,
-    key_pulls: release::PendingReleases,
+    /// Requests about one PN waiting for the PN GW, by message id.
+    releases: BTreeMap<u64, Waiting>,
+    leaves: BTreeMap<u64, Waiting>,
+    invites: BTreeMap<u64, Waiting>,
+    key_pulls: BTreeMap<u64, Waiting>,
     /// Membership confirmations waiting for the PN GW (002 §B.1.1.3 steps 25-26).
-    confirms: release::PendingReleases,
-    /// Expulsions this PNE asked for, by message id: the PN, the PNE and the deadline.
-    expels: BTreeMap<u64, (PnId, EntityId, Instant)>,
+    confirms: BTreeMap<u64, Waiting>,
+    /// Expulsions this PNE asked for, by message id, with the PNE expelled.
+    expels: BTreeMap<u64, (Waiting, EntityId)>,
+    /// The catching up after a (re)connection, while it runs.
+    rejoin: Option<rejoin::Rejoin>,
+    /// Usage reporting (004 §5.5.4).
+    usage: usage::UsageReporting,
+    /// The time of the latest input, for the flows that input moves on.
+    now: Option<Instant>,
     /// Inventory queries waiting for the PN GW (004 §5.5.10).
     inventory_queries: secure::PendingQueries,
     cpns_id: Option<CpnsId>,
@@ -337,6 +322,7 @@ impl PneSession {
             rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
+            commands: CommandIds::default(),
             discovery: None,
             pan: None,
             flows: flows::Flows::default(),
@@ -348,6 +334,9 @@ impl PneSession {
             key_pulls: BTreeMap::new(),
             confirms: BTreeMap::new(),
             expels: BTreeMap::new(),
+            rejoin: None,
+            usage: usage::UsageReporting::default(),
+            now: None,
             inventory_queries: BTreeMap::new(),
             cpns_id: None,
             session: None,
@@ -412,30 +401,42 @@ impl PneSession {
         self.codec.fully_sealed()
     }
 
-    /// 000 §6.4 step 1: Entity Discovery Request to the device on the link.
-    pub fn start_discovery(&mut self, now: Instant) {
+    /// 000 §6.4 step 1: Entity Discovery Request to the device on the link. Completes with
+    /// [`Outcome::Discovered`], or [`Failure::NoAnswer`] at its deadline.
+    pub fn start_discovery(&mut self, now: Instant) -> Result<CommandId, CommandError> {
+        if self.discovery.is_some() {
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::EntityDiscovery,
+            });
+        }
         self.link_in_use(now);
         let req = EntityDiscoveryRequest {
             entity_id: self.cfg.id.clone(),
             mode: Mode::Pne,
         };
         let msg = self.send_request(req);
-        self.discovery = Some((msg, now + self.cfg.timeouts.flow));
+        let id = self.commands.next();
+        self.discovery = Some((msg, now + self.cfg.timeouts.flow, Some(id)));
+        Ok(id)
     }
 
     /// Seals a new link to the PN GW of a PN this PNE belongs to, with its stored LocalEUKey
-    /// (PN GW authentication, as after 000 §6.6.1.1 step 6).
-    pub fn start_pan_auth(&mut self, now: Instant, pn_id: PnId) -> Result<(), ProtoError> {
+    /// (PN GW authentication, as after 000 §6.6.1.1 step 6). Completes with
+    /// [`Outcome::PanAuthenticated`]; a proof that does not verify also closes the link.
+    pub fn start_pan_auth(&mut self, now: Instant, pn_id: PnId) -> Result<CommandId, CommandError> {
         let local = self.pns.get(&pn_id).and_then(|p| p.local.clone());
         let Some(local) = local else {
-            return Err(ProtoError::WrongState("no LocalEUKey for this PN"));
+            return Err(CommandError::NoLocalKey(pn_id));
         };
-        self.begin_pan_auth(now, pn_id, local, None)
+        let id = self.commands.next();
+        self.begin_pan_auth(now, pn_id, local, None, Some(id))?;
+        Ok(id)
     }
 
     /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the link must
     /// be closed.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+        self.now = Some(now);
         self.link_in_use(now);
         let env = match self.codec.decode(frame) {
             Ok(env) => env,
@@ -445,7 +446,9 @@ impl PneSession {
                 return Ok(());
             }
         };
-        self.on_envelope(now, env)
+        let taken = self.on_envelope(now, env);
+        self.rejoin_step();
+        taken
     }
 
     /// Answers a [`PneOutput::Persist`].
@@ -454,75 +457,103 @@ impl PneSession {
         token: Token,
         result: Result<(), crate::StoreFailure>,
     ) -> Result<(), ProtoError> {
-        let (pn_id, initiator) = match self.parked.remove(&token) {
+        let (pn_id, initiator, cmd) = match self.parked.remove(&token) {
             None => return Err(ProtoError::UnknownToken),
             Some(Parked::Forgotten { pn_id, why }) => {
                 self.forgotten(pn_id, why, result);
+                self.rejoin_step();
                 return Ok(());
             }
             Some(Parked::Updated(pn_id)) => {
                 self.updated(pn_id, result);
                 return Ok(());
             }
-            Some(Parked::Joined { pn_id, initiator }) => (pn_id, initiator),
+            Some(Parked::Joined {
+                pn_id,
+                initiator,
+                cmd,
+            }) => (pn_id, initiator, cmd),
+        };
+        self.joined(pn_id, initiator, cmd, result);
+        self.rejoin_step();
+        Ok(())
+    }
+
+    /// The local store answered the write of a PN joined.
+    fn joined(
+        &mut self,
+        pn_id: PnId,
+        initiator: bool,
+        cmd: Option<CommandId>,
+        result: Result<(), crate::StoreFailure>,
+    ) {
+        // An initiator's set-up, or a join by registration (000 §6.6.2.2).
+        let flow = match (initiator, cmd) {
+            (false, Some(_)) => Flow::PneRegistration,
+            _ => Flow::PnEstablishment,
         };
         match result {
             Ok(()) => {
-                if let Some(p) = self.pns.get(&pn_id) {
-                    let inventory = p.state.inventory.clone();
-                    self.event(PneEvent::PnJoined {
+                let Some(inventory) = self.pns.get(&pn_id).map(|p| p.state.inventory.clone())
+                else {
+                    return;
+                };
+                match cmd {
+                    Some(id) => {
+                        let joined = Outcome::PnJoined {
+                            inventory,
+                            initiator,
+                        };
+                        self.complete(id, flow, Ok(joined));
+                    }
+                    None => self.event(PneEvent::PnJoined {
                         inventory,
                         initiator,
-                    });
+                    }),
                 }
             }
             Err(e) => {
                 self.pns.remove(&pn_id);
-                self.event(PneEvent::FlowFailed {
-                    flow: crate::Flow::PnEstablishment,
-                    reason: crate::Failure::Store(e),
-                });
+                self.fail(cmd, flow, Failure::Store(e));
             }
         }
-        Ok(())
     }
 
     /// Ends every wait whose deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.discovery.is_some_and(|(_, d)| d <= now) {
-            self.discovery = None;
-            self.event(PneEvent::FlowFailed {
-                flow: crate::Flow::EntityDiscovery,
-                reason: crate::Failure::NoAnswer,
-            });
+        self.now = Some(now);
+        if let Some((_, _, cmd)) = self.discovery.take_if(|(_, d, _)| *d <= now) {
+            self.fail(cmd, Flow::EntityDiscovery, Failure::NoAnswer);
         }
-        if self.pan.as_ref().is_some_and(|p| p.deadline <= now) {
-            self.pan = None;
-            self.fail_link(crate::Failure::TimedOut);
+        if let Some(p) = self.pan.take_if(|p| p.deadline <= now) {
+            self.fail_link(p.cmd, Failure::TimedOut);
         }
         self.flow_timeouts(now);
         self.secure_timeouts(now);
         self.release_timeouts(now);
         self.leave_timeouts(now);
         self.status_timeouts(now);
+        self.usage_timeouts(now);
+        self.rejoin_step();
     }
 
     /// The earliest deadline, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let d = self.discovery.map(|(_, d)| d);
+        let d = self.discovery.map(|(_, d, _)| d);
         let p = self.pan.as_ref().map(|p| p.deadline);
         d.into_iter()
             .chain(p)
             .chain(self.flows.deadlines())
             .chain(secure::deadlines(&self.secure_calls))
-            .chain(self.releases.values().map(|(_, d)| *d))
-            .chain(self.leaves.values().map(|(_, d)| *d))
-            .chain(self.invites.values().map(|(_, d)| *d))
-            .chain(self.key_pulls.values().map(|(_, d)| *d))
-            .chain(self.confirms.values().map(|(_, d)| *d))
-            .chain(self.expels.values().map(|(_, _, d)| *d))
-            .chain(self.inventory_queries.values().copied())
+            .chain(self.releases.values().map(|w| w.deadline))
+            .chain(self.leaves.values().map(|w| w.deadline))
+            .chain(self.invites.values().map(|w| w.deadline))
+            .chain(self.key_pulls.values().map(|w| w.deadline))
+            .chain(self.confirms.values().map(|w| w.deadline))
+            .chain(self.expels.values().map(|(w, _)| w.deadline))
+            .chain(self.inventory_queries.values().map(|(d, _)| *d))
             .chain(self.status_deadlines())
+            .chain(self.usage_deadline())
             .min()
     }
 
@@ -558,17 +589,20 @@ impl PneSession {
             Body::EntityDiscoveryResponse(m)
                 if self
                     .discovery
-                    .is_some_and(|(msg, _)| Some(msg) == env.in_reply_to) =>
+                    .is_some_and(|(msg, _, _)| Some(msg) == env.in_reply_to) =>
             {
-                self.discovery = None;
+                let cmd = self.discovery.take().and_then(|(_, _, cmd)| cmd);
                 if m.mode == Mode::Gateway {
                     self.gateway = Some(m.entity_id.clone());
                 }
-                self.event(PneEvent::Discovered {
+                let found = Outcome::Discovered {
                     gateway: m.entity_id,
                     zone_support: m.zone_support,
                     pns: m.pns,
-                });
+                };
+                if let Some(id) = cmd {
+                    self.complete(id, Flow::EntityDiscovery, Ok(found));
+                }
             }
             Body::PanAuthChallenge(m) => self.on_pan_challenge(&env, m)?,
             Body::PnSetupRequest(m) => self.on_invitation(now, &env, m),
@@ -619,9 +653,10 @@ impl PneSession {
         pn_id: PnId,
         local: LocalEuKey,
         then: Option<Envelope>,
-    ) -> Result<(), ProtoError> {
+        cmd: Option<CommandId>,
+    ) -> Result<(), CommandError> {
         if self.pan.is_some() || self.codec.rx_sealed() {
-            return Err(ProtoError::WrongState("the link is sealed or being sealed"));
+            return Err(CommandError::LinkBusy);
         }
         let rand_pne = self.rng.rand();
         let init = PanAuthInit {
@@ -638,6 +673,7 @@ impl PneSession {
             rand_pne,
             then,
             deadline,
+            cmd,
         });
         Ok(())
     }
@@ -664,7 +700,7 @@ impl PneSession {
             },
         );
         if keys.verify_gw_proof(&hash_of(&m.proof)).is_err() {
-            self.fail_link(crate::Failure::ProofMismatch);
+            self.fail_link(p.cmd, Failure::ProofMismatch);
             return Ok(());
         }
         self.proven_gateway = Some(gw);
@@ -675,7 +711,14 @@ impl PneSession {
             proof: hash_wire(&proof),
         });
         self.codec.seal_tx(sealer);
-        self.event(PneEvent::PanAuthenticated(p.pn_id));
+        match p.cmd {
+            Some(id) => self.complete(
+                id,
+                Flow::PanAuthentication,
+                Ok(Outcome::PanAuthenticated(p.pn_id)),
+            ),
+            None => self.event(PneEvent::PanAuthenticated(p.pn_id)),
+        }
         if let Some(then) = p.then {
             self.transmit(&then);
         }
@@ -730,6 +773,20 @@ impl PneSession {
         self.out.push_back(PneOutput::Event(e));
     }
 
+    /// Ends command `id`'s flow.
+    fn complete(&mut self, id: CommandId, flow: Flow, result: Result<Outcome, Failure>) {
+        self.event(PneEvent::Completed(Completed { id, flow, result }));
+    }
+
+    /// Ends a flow that failed: its command's completion, or for a flow this PNE started by
+    /// itself, [`PneEvent::FlowFailed`].
+    fn fail(&mut self, cmd: Option<CommandId>, flow: Flow, reason: Failure) {
+        match cmd {
+            Some(id) => self.complete(id, flow, Err(reason)),
+            None => self.event(PneEvent::FlowFailed { flow, reason }),
+        }
+    }
+
     fn transmit(&mut self, env: &Envelope) {
         let trace = TraceRecord {
             from: env.from.to_string(),
@@ -776,13 +833,10 @@ impl PneSession {
         }
     }
 
-    fn fail_link(&mut self, reason: crate::Failure) {
+    fn fail_link(&mut self, cmd: Option<CommandId>, reason: Failure) {
         self.out.push_back(PneOutput::Close {
             reason: format!("PN GW authentication failed: {reason}"),
         });
-        self.event(PneEvent::FlowFailed {
-            flow: crate::Flow::PanAuthentication,
-            reason,
-        });
+        self.fail(cmd, Flow::PanAuthentication, reason);
     }
 }

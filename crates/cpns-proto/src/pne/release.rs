@@ -6,33 +6,29 @@
 //! proved itself on (PN GW authentication with a LocalEUKey it was given for this PNE, or a
 //! trusted bearer): anyone else on the PAN could otherwise make a PNE drop its PN.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_wire::{
-    Address, Envelope, ErrorCode, PnId, PnReleaseNotification, PnReleaseRequest, PnReleaseResponse,
-    RequestId,
+    Address, Envelope, ErrorBody, ErrorCode, PnId, PnReleaseNotification, PnReleaseRequest,
+    PnReleaseResponse, RequestId,
 };
 
-use super::{Gone, Parked, PneEvent, PneOutput, PneSession};
-use crate::{Failure, Flow, PanSecurity, ProtoError};
-
-/// Release requests waiting for the PN GW's answer, by message id: the PN and the deadline.
-pub(super) type PendingReleases = BTreeMap<u64, (PnId, Instant)>;
+use super::{Gone, Outcome, Parked, PneEvent, PneOutput, PneSession};
+use crate::{CommandError, CommandId, Failure, Flow, PanSecurity};
 
 impl PneSession {
     /// §6.6.5.1 step 1: asks the PN GW to release `pn_id`, which this PNE is a member of. On
     /// an insecure PAN whose link is not sealed yet, the PNE first proves itself with the PN's
-    /// LocalEUKey. The result comes as [`PneEvent::PnReleased`] or a failed
-    /// [`Flow::PnRelease`].
-    pub fn release_pn(&mut self, now: Instant, pn_id: PnId) -> Result<RequestId, ProtoError> {
+    /// LocalEUKey. Completes with [`Outcome::PnGone`] once the PN left the local store (the
+    /// server's word that it is gone may come first: the PNE is out either way).
+    pub fn release_pn(&mut self, now: Instant, pn_id: PnId) -> Result<CommandId, CommandError> {
         if !self.pns.contains_key(&pn_id) {
-            return Err(ProtoError::WrongState(
-                "this PNE is not a member of that PN",
-            ));
+            return Err(CommandError::NotAMember(pn_id));
         }
-        if self.releases.values().any(|(p, _)| *p == pn_id) {
-            return Err(ProtoError::WrongState("the PN is being released already"));
+        if self.releases.values().any(|w| w.pn_id == pn_id) {
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::PnRelease,
+            });
         }
         let request_id = RequestId(self.rng.u64());
         // The link names the asker; the PN GW names it to the server.
@@ -42,24 +38,27 @@ impl PneSession {
             asked_by: None,
         };
         let msg = self.ask_gateway(now, pn_id, req)?;
-        let deadline = now + self.cfg.timeouts.flow * 2;
-        self.releases.insert(msg, (pn_id, deadline));
-        Ok(request_id)
+        let id = self.commands.next();
+        let waiting = self.waiting(now, pn_id, 2, Some(id));
+        self.releases.insert(msg, waiting);
+        Ok(id)
     }
 
-    /// §6.6.5.1 step 5: the PN GW released the PN this PNE asked it to.
+    /// §6.6.5.1 step 5: the PN GW released the PN this PNE asked it to. The request stays
+    /// waiting until the PN left the local store, which ends it.
     pub(super) fn on_release_response(&mut self, env: &Envelope, m: PnReleaseResponse) {
-        let Some((pn_id, _)) = env.in_reply_to.and_then(|r| self.releases.remove(&r)) else {
+        let Some(reply_to) = env.in_reply_to else {
+            return;
+        };
+        let Some(pn_id) = self.releases.get(&reply_to).map(|w| w.pn_id) else {
             return self.reject(env, ErrorCode::WrongState, "no PN release in progress");
         };
         if m.pn_id != pn_id {
-            return self.event(PneEvent::FlowFailed {
-                flow: Flow::PnRelease,
-                reason: Failure::Refused(cpns_wire::ErrorBody::new(
-                    ErrorCode::Internal,
-                    "the PN GW released another PN",
-                )),
-            });
+            let e = ErrorBody::new(ErrorCode::Internal, "the PN GW released another PN");
+            if let Some(w) = self.releases.remove(&reply_to) {
+                self.end(w.cmd, Flow::PnRelease, Err(Failure::Refused(e)));
+            }
+            return;
         }
         self.forget(pn_id, Gone::Released { by_me: true });
     }
@@ -88,9 +87,17 @@ impl PneSession {
         }
     }
 
-    /// Removes a PN this PNE is out of from the local store, then from memory.
+    /// Removes a PN this PNE is out of from the local store, then from memory (once, however
+    /// many words say it is gone).
     pub(super) fn forget(&mut self, pn_id: PnId, why: Gone) {
         if !self.pns.contains_key(&pn_id) {
+            return;
+        }
+        let forgetting = self
+            .parked
+            .values()
+            .any(|p| matches!(p, Parked::Forgotten { pn_id: p, .. } if *p == pn_id));
+        if forgetting {
             return;
         }
         let token = self.tokens.next();
@@ -98,51 +105,95 @@ impl PneSession {
         self.out.push_back(PneOutput::Forget { token, pn_id });
     }
 
-    /// The local store answered a [`PneOutput::Forget`].
+    /// The local store answered a [`PneOutput::Forget`]: every request about the PN ends. A
+    /// release or leave of this PNE is done, whatever took it out; anything else asked of the
+    /// PN fails, there being no PN. The PN GW's word that took it out is told as an event.
     pub(super) fn forgotten(
         &mut self,
         pn_id: PnId,
         why: Gone,
         result: Result<(), crate::StoreFailure>,
     ) {
+        let of_pn = |m: &mut std::collections::BTreeMap<u64, super::Waiting>| {
+            let ids: Vec<u64> = m
+                .iter()
+                .filter(|(_, w)| w.pn_id == pn_id)
+                .map(|(k, _)| *k)
+                .collect();
+            ids.into_iter()
+                .filter_map(|k| m.remove(&k))
+                .collect::<Vec<_>>()
+        };
+        let outs: Vec<(super::Waiting, Flow)> = of_pn(&mut self.releases)
+            .into_iter()
+            .map(|w| (w, Flow::PnRelease))
+            .chain(
+                of_pn(&mut self.leaves)
+                    .into_iter()
+                    .map(|w| (w, Flow::MembershipChange)),
+            )
+            .collect();
         match result {
             Ok(()) => {
                 // Dropping the entry zeroizes its LocalEUKey, SK_PNE and group key.
                 self.pns.remove(&pn_id);
-                self.event(match why {
-                    Gone::Released { by_me } => PneEvent::PnReleased { pn_id, by_me },
-                    Gone::Left => PneEvent::PnLeft(pn_id),
-                    Gone::Expelled => PneEvent::Expelled(pn_id),
-                });
+                for (w, flow) in outs {
+                    self.end(w.cmd, flow, Ok(Outcome::PnGone { pn_id, why }));
+                }
+                let others: Vec<super::Waiting> = of_pn(&mut self.invites)
+                    .into_iter()
+                    .chain(of_pn(&mut self.key_pulls))
+                    .chain(of_pn(&mut self.confirms))
+                    .chain({
+                        let ids: Vec<u64> = self
+                            .expels
+                            .iter()
+                            .filter(|(_, (w, _))| w.pn_id == pn_id)
+                            .map(|(k, _)| *k)
+                            .collect();
+                        ids.into_iter()
+                            .filter_map(|k| self.expels.remove(&k).map(|(w, _)| w))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                for w in others {
+                    let e = ErrorBody::new(ErrorCode::NotFound, "this PNE is out of the PN now");
+                    self.end(w.cmd, Flow::MembershipChange, Err(Failure::Refused(e)));
+                }
+                match why {
+                    Gone::Released { by_me: false } => self.event(PneEvent::PnReleased(pn_id)),
+                    Gone::Expelled => self.event(PneEvent::Expelled(pn_id)),
+                    Gone::Released { by_me: true } | Gone::Left => {}
+                }
             }
-            Err(e) => self.event(PneEvent::FlowFailed {
-                flow: match why {
+            Err(e) => {
+                let flow = match why {
                     Gone::Released { .. } => Flow::PnRelease,
                     Gone::Left | Gone::Expelled => Flow::MembershipChange,
-                },
-                reason: Failure::Store(e),
-            }),
+                };
+                if outs.is_empty() {
+                    self.fail(None, flow, Failure::Store(e));
+                } else {
+                    for (w, flow) in outs {
+                        self.end(w.cmd, flow, Err(Failure::Store(e.clone())));
+                    }
+                }
+            }
         }
     }
 
     /// The PN GW refused a release: true if `reply_to` was one.
-    pub(super) fn release_refused(&mut self, reply_to: u64, e: &cpns_wire::ErrorBody) -> bool {
-        if self.releases.remove(&reply_to).is_none() {
+    pub(super) fn release_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
+        let Some(w) = self.releases.remove(&reply_to) else {
             return false;
-        }
-        self.event(PneEvent::FlowFailed {
-            flow: Flow::PnRelease,
-            reason: Failure::Refused(e.clone()),
-        });
+        };
+        self.end(w.cmd, Flow::PnRelease, Err(Failure::Refused(e.clone())));
         true
     }
 
     pub(super) fn release_timeouts(&mut self, now: Instant) {
-        for _ in crate::util::take_expired(&mut self.releases, now, |(_, d)| *d) {
-            self.event(PneEvent::FlowFailed {
-                flow: Flow::PnRelease,
-                reason: Failure::TimedOut,
-            });
+        for (_, w) in crate::util::take_expired(&mut self.releases, now, |w| w.deadline) {
+            self.end(w.cmd, Flow::PnRelease, Err(Failure::TimedOut));
         }
     }
 }

@@ -14,8 +14,8 @@ use cpns_wire::{
     RequestId, SecureCall, SecureRequest, SecureResponse,
 };
 
-use super::{PneEvent, PneOutput, PneSession};
-use crate::{Failure, Flow, ProtoError};
+use super::{Outcome, PneOutput, PneSession};
+use crate::{CommandError, CommandId, Failure, Flow};
 
 /// What a registered PNE keeps of its secure session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,8 +38,12 @@ pub(super) struct PendingCall {
     /// The PN whose SK_PNE sealed the call, and that key: the answer opens under it.
     pn_id: PnId,
     key: SessionKey,
-    /// The flow a failure ends ([`Flow::SecureCall`], or [`Flow::InventoryQuery`]).
+    /// The flow it runs ([`Flow::SecureCall`], or [`Flow::InventoryQuery`]).
     flow: Flow,
+    /// The command that made it; `None` for a call the PNE made itself.
+    cmd: Option<CommandId>,
+    /// Whether it carries a usage report (004 §5.5.4), whose answer is the usage module's.
+    pub(super) usage: bool,
 }
 
 /// Secure calls in progress, by request id.
@@ -49,8 +53,9 @@ pub(super) fn deadlines(calls: &PendingCalls) -> impl Iterator<Item = Instant> +
     calls.values().map(|c| c.deadline)
 }
 
-/// Local inventory queries waiting for the PN GW, by message id, with their deadlines.
-pub(super) type PendingQueries = BTreeMap<u64, Instant>;
+/// Local inventory queries waiting for the PN GW, by message id, with their deadlines and
+/// commands.
+pub(super) type PendingQueries = BTreeMap<u64, (Instant, CommandId)>;
 
 impl PneSession {
     /// The secure session, once registered (or restored).
@@ -74,18 +79,21 @@ impl PneSession {
     }
 
     /// Calls `service` on the server with `payload`, sealed end to end under SK_PNE.
+    /// Completes with [`Outcome::SecureAnswer`].
     pub fn secure_call(
         &mut self,
         now: Instant,
         service: &str,
         payload: Vec<u8>,
-    ) -> Result<RequestId, ProtoError> {
-        self.call(now, service, payload, Flow::SecureCall)
+    ) -> Result<CommandId, CommandError> {
+        let id = self.commands.next();
+        self.call(now, service, payload, Flow::SecureCall, Some(id))?;
+        Ok(id)
     }
 
     /// The key a secure call is sealed under: this PNE's SK_PNE in a PN of the PN GW on the
     /// link (the server checks the PN is served there), else its registration's.
-    fn call_keys(&self) -> Option<(PnId, SessionKey)> {
+    pub(super) fn call_keys(&self) -> Option<(PnId, SessionKey)> {
         let here = self.gateway.as_ref().and_then(|gw| {
             self.pns
                 .values()
@@ -101,17 +109,16 @@ impl PneSession {
         })
     }
 
-    fn call(
+    pub(super) fn call(
         &mut self,
         now: Instant,
         service: &str,
         payload: Vec<u8>,
         flow: Flow,
-    ) -> Result<RequestId, ProtoError> {
+        cmd: Option<CommandId>,
+    ) -> Result<RequestId, CommandError> {
         let Some((pn_id, key)) = self.call_keys() else {
-            return Err(ProtoError::WrongState(
-                "no secure session: the PNE must register first (003 §1.4)",
-            ));
+            return Err(CommandError::NoSecureSession);
         };
         let request_id = RequestId(self.rng.u64());
         let call = SecureCall {
@@ -144,6 +151,8 @@ impl PneSession {
             pn_id,
             key,
             flow,
+            cmd,
+            usage: false,
         };
         self.secure_calls.insert(request_id, call);
         Ok(request_id)
@@ -152,23 +161,34 @@ impl PneSession {
     /// 004 §5.5.10: reads a PN's inventory, or every PN this PNE may read. A PN of the PN GW
     /// on the link that this PNE is a member of is read from that PN GW, once it proved
     /// itself; any other from the server, end to end over the secure session (a remote PN of
-    /// the same user). The answer comes as [`PneEvent::InventoryRead`], or a failed
-    /// [`Flow::InventoryQuery`].
-    pub fn query_inventory(&mut self, now: Instant, pn_id: Option<PnId>) -> Result<(), ProtoError> {
+    /// the same user). Completes with [`Outcome::Inventory`].
+    pub fn query_inventory(
+        &mut self,
+        now: Instant,
+        pn_id: Option<PnId>,
+    ) -> Result<CommandId, CommandError> {
         let local = pn_id
             .and_then(|p| self.pns.get(&p))
             .map(|p| p.state.inventory.gateway.clone());
         match local {
             Some(gw) if self.gateway.as_ref() == Some(&gw) && self.gateway_proven(&gw) => {
                 let msg = self.send_request_to(Address::Entity(gw), InventoryQuery { pn_id });
+                let id = self.commands.next();
                 self.inventory_queries
-                    .insert(msg, now + self.cfg.timeouts.flow);
-                Ok(())
+                    .insert(msg, (now + self.cfg.timeouts.flow, id));
+                Ok(id)
             }
             _ => {
                 let payload = minicbor::to_vec(InventoryQuery { pn_id }).unwrap_or_default();
-                self.call(now, INVENTORY_SERVICE, payload, Flow::InventoryQuery)
-                    .map(drop)
+                let id = self.commands.next();
+                self.call(
+                    now,
+                    INVENTORY_SERVICE,
+                    payload,
+                    Flow::InventoryQuery,
+                    Some(id),
+                )?;
+                Ok(id)
             }
         }
     }
@@ -182,21 +202,21 @@ impl PneSession {
             (Address::Entity(from), Some(gw)) => from == gw && self.gateway_proven(gw),
             _ => false,
         };
-        if !from_gw || self.inventory_queries.remove(&reply_to).is_none() {
+        if !from_gw {
             return;
         }
-        self.event(PneEvent::InventoryRead { pns: m.pns });
+        let Some((_, id)) = self.inventory_queries.remove(&reply_to) else {
+            return;
+        };
+        self.complete(id, Flow::InventoryQuery, Ok(Outcome::Inventory(m.pns)));
     }
 
     /// The PN GW refused a local inventory query: true if `reply_to` was one.
     pub(super) fn inventory_query_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
-        if self.inventory_queries.remove(&reply_to).is_none() {
+        let Some((_, id)) = self.inventory_queries.remove(&reply_to) else {
             return false;
-        }
-        self.event(PneEvent::FlowFailed {
-            flow: Flow::InventoryQuery,
-            reason: Failure::Refused(e.clone()),
-        });
+        };
+        self.complete(id, Flow::InventoryQuery, Err(Failure::Refused(e.clone())));
         true
     }
 
@@ -221,29 +241,35 @@ impl PneSession {
         let answer = opened
             .ok()
             .and_then(|plain| minicbor::decode::<SecureCall>(&plain).ok());
-        let event = match (answer, call.flow) {
+        if call.usage {
+            let payload = answer
+                .filter(|a| a.service == cpns_wire::USAGE_SERVICE)
+                .map(|a| a.payload)
+                .ok_or(Failure::AnswerDidNotOpen);
+            return self.usage_answered(call.cmd, payload);
+        }
+        let result = match (answer, call.flow) {
             (Some(a), Flow::InventoryQuery) => {
                 match minicbor::decode::<InventoryAnswer>(&a.payload) {
-                    Ok(read) if a.service == INVENTORY_SERVICE => {
-                        PneEvent::InventoryRead { pns: read.pns }
-                    }
-                    _ => PneEvent::FlowFailed {
-                        flow: Flow::InventoryQuery,
-                        reason: Failure::AnswerDidNotOpen,
-                    },
+                    Ok(read) if a.service == INVENTORY_SERVICE => Ok(Outcome::Inventory(read.pns)),
+                    _ => Err(Failure::AnswerDidNotOpen),
                 }
             }
-            (Some(a), _) => PneEvent::SecureAnswer {
-                request_id: m.request_id,
+            (Some(a), _) => Ok(Outcome::SecureAnswer {
                 service: a.service,
                 payload: a.payload,
-            },
-            (None, flow) => PneEvent::FlowFailed {
-                flow,
-                reason: Failure::AnswerDidNotOpen,
-            },
+            }),
+            (None, _) => Err(Failure::AnswerDidNotOpen),
         };
-        self.event(event);
+        self.secure_answered(&call, result);
+    }
+
+    /// Ends a secure call: its command, the usage report it carried, or the PNE's own call.
+    fn secure_answered(&mut self, call: &PendingCall, result: Result<Outcome, Failure>) {
+        if call.usage {
+            return self.usage_answered(call.cmd, result.map(|_| Vec::new()));
+        }
+        self.end(call.cmd, call.flow, result);
     }
 
     /// An error answering a secure call ends it; true if it was one.
@@ -259,25 +285,19 @@ impl PneSession {
         let Some(call) = self.secure_calls.remove(&id) else {
             return false;
         };
-        self.event(PneEvent::FlowFailed {
-            flow: call.flow,
-            reason: Failure::Refused(e.clone()),
-        });
+        let reason = Failure::Refused(e.clone());
+        self.secure_answered(&call, Err(reason));
         true
     }
 
     pub(super) fn secure_timeouts(&mut self, now: Instant) {
         let late = crate::util::take_expired(&mut self.secure_calls, now, |c| c.deadline);
-        let queries = crate::util::take_expired(&mut self.inventory_queries, now, |d| *d);
-        let flows = late
-            .into_iter()
-            .map(|(_, c)| c.flow)
-            .chain(queries.into_iter().map(|_| Flow::InventoryQuery));
-        for flow in flows {
-            self.event(PneEvent::FlowFailed {
-                flow,
-                reason: Failure::TimedOut,
-            });
+        for (_, c) in late {
+            self.secure_answered(&c, Err(Failure::TimedOut));
+        }
+        let queries = crate::util::take_expired(&mut self.inventory_queries, now, |(d, _)| *d);
+        for (_, (_, id)) in queries {
+            self.complete(id, Flow::InventoryQuery, Err(Failure::TimedOut));
         }
     }
 }

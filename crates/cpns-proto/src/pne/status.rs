@@ -13,8 +13,8 @@ use cpns_wire::{
     StatusQuery, StatusReport, StatusSubscribe, StatusUnsubscribe,
 };
 
-use super::{PneEvent, PneSession};
-use crate::{Failure, Flow};
+use super::{Outcome, PneEvent, PneSession};
+use crate::{CommandError, CommandId, Failure, Flow};
 
 /// What a request of this module waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,26 +34,31 @@ pub(super) struct Reporting {
     sent: Option<(DeviceCapabilities, Instant)>,
     /// When the coalesced dynamic report is due.
     due: Option<Instant>,
-    /// Requests waiting for their answer, by message id, with their deadline.
-    waits: BTreeMap<u64, (Asked, Instant)>,
+    /// Requests waiting for their answer, by message id, with their deadline and command
+    /// (`None` for a report the PNE made by itself).
+    waits: BTreeMap<u64, (Asked, Instant, Option<CommandId>)>,
 }
 
 impl PneSession {
     /// Starts the heartbeat clock once the link is in use.
     pub(super) fn link_in_use(&mut self, now: Instant) {
+        self.usage_clock(now);
         if self.reporting.next_heartbeat.is_none() {
             self.reporting.next_heartbeat = self.cfg.heartbeat.map(|every| now + every);
         }
     }
 
     /// The device's capabilities changed: reported now, or coalesced (see the module docs).
-    /// Refused, and nothing changes, if they are over their bounds.
+    /// Refused, and nothing changes, if they are over their bounds. Completes with
+    /// [`Outcome::Capabilities`]: once the PN GW confirmed the report carrying them, or at once
+    /// when they go with a later report.
     pub fn set_capabilities(
         &mut self,
         now: Instant,
         caps: DeviceCapabilities,
-    ) -> Result<(), String> {
-        caps.check()?;
+    ) -> Result<CommandId, CommandError> {
+        caps.check().map_err(CommandError::InvalidCapabilities)?;
+        let id = self.commands.next();
         self.cfg.capabilities = caps;
         let at_once = match &self.reporting.sent {
             None => true,
@@ -71,12 +76,15 @@ impl PneSession {
         if unchanged {
             self.reporting.due = None;
         } else if at_once {
-            self.report_capabilities(now);
+            self.send_capabilities(now, Some(id));
+            return Ok(id);
         } else if self.reporting.due.is_none() {
             let at = self.reporting.sent.as_ref().map_or(now, |(_, at)| *at);
             self.reporting.due = Some(at + self.cfg.dynamic_interval);
         }
-        Ok(())
+        let kept = Outcome::Capabilities { reported: false };
+        self.complete(id, Flow::StatusManagement, Ok(kept));
+        Ok(id)
     }
 
     /// Whether the battery went below the alert level since `sent` (a threshold crossed is
@@ -90,8 +98,13 @@ impl PneSession {
         was && now
     }
 
-    /// Sends the current capabilities to the PN GW.
-    pub fn report_capabilities(&mut self, now: Instant) {
+    /// Sends the current capabilities to the PN GW, by itself.
+    pub(super) fn report_capabilities(&mut self, now: Instant) {
+        self.send_capabilities(now, None);
+    }
+
+    /// Sends the current capabilities to the PN GW, for command `cmd` or by itself.
+    fn send_capabilities(&mut self, now: Instant, cmd: Option<CommandId>) {
         self.link_in_use(now);
         let update = DeviceCapabilitiesUpdate {
             capabilities: self.cfg.capabilities.clone(),
@@ -100,24 +113,26 @@ impl PneSession {
         let msg = self.send_request(update);
         self.reporting.sent = Some((self.cfg.capabilities.clone(), now));
         self.reporting.due = None;
-        self.wait(now, msg, Asked::Capabilities);
+        self.wait(now, msg, Asked::Capabilities, cmd);
     }
 
-    /// Sets this PNE's own status (busy, online, or a custom one with `label`).
+    /// Sets this PNE's own status (busy, online, or a custom one with `label`). Completes with
+    /// [`Outcome::StatusReported`] once the server recorded it.
     pub fn set_status(
         &mut self,
         now: Instant,
         status: Status,
         label: Option<String>,
-    ) -> Result<u64, String> {
+    ) -> Result<CommandId, CommandError> {
+        let invalid = |why: &str| Err(CommandError::InvalidStatus(why.into()));
         match (status, &label) {
-            (Status::Offline, _) => return Err("a PNE that speaks is not offline".into()),
-            (Status::Custom, None) => return Err("a custom status has a label".into()),
+            (Status::Offline, _) => return invalid("a PNE that speaks is not offline"),
+            (Status::Custom, None) => return invalid("a custom status has a label"),
             (Status::Custom, Some(l)) if l.is_empty() || l.len() > 64 => {
-                return Err("a custom status's label is 1 to 64 bytes".into());
+                return invalid("a custom status's label is 1 to 64 bytes");
             }
             (s, Some(_)) if s != Status::Custom => {
-                return Err("only a custom status has a label".into());
+                return invalid("only a custom status has a label");
             }
             _ => {}
         }
@@ -127,25 +142,26 @@ impl PneSession {
         let msg = self.send_request(StatusReport {
             entries: vec![entry],
         });
-        self.wait(now, msg, Asked::Status);
-        Ok(msg)
+        Ok(self.wait_command(now, msg, Asked::Status))
     }
 
     /// Asks the server for the status of `entities` (none: every device of this PNE's user).
-    pub fn query_status(&mut self, now: Instant, entities: Vec<EntityId>) -> u64 {
+    /// Completes with [`Outcome::Statuses`].
+    pub fn query_status(&mut self, now: Instant, entities: Vec<EntityId>) -> CommandId {
         self.link_in_use(now);
         let msg = self.send_request_to(Address::Server, StatusQuery { entities });
-        self.wait(now, msg, Asked::Query);
-        msg
+        self.wait_command(now, msg, Asked::Query)
     }
 
     /// Subscribes to the status of `entities` (none: every device of this PNE's user).
+    /// Completes with [`Outcome::Subscribed`]; the notifications come as
+    /// [`PneEvent::StatusNotified`].
     pub fn subscribe_status(
         &mut self,
         now: Instant,
         entities: Vec<EntityId>,
         policy: StatusPolicy,
-    ) -> u64 {
+    ) -> CommandId {
         self.link_in_use(now);
         let req = StatusSubscribe {
             request_id: RequestId(self.rng.u64()),
@@ -153,66 +169,71 @@ impl PneSession {
             policy,
         };
         let msg = self.send_request_to(Address::Server, req);
-        self.wait(now, msg, Asked::Subscribe);
-        msg
+        self.wait_command(now, msg, Asked::Subscribe)
     }
 
-    /// Ends a subscription.
-    pub fn unsubscribe_status(&mut self, now: Instant, subscription: u64) -> u64 {
+    /// Ends a subscription. Completes with [`Outcome::Unsubscribed`].
+    pub fn unsubscribe_status(&mut self, now: Instant, subscription: u64) -> CommandId {
         self.link_in_use(now);
         let msg = self.send_request_to(Address::Server, StatusUnsubscribe { subscription });
-        self.wait(now, msg, Asked::Unsubscribe(subscription));
-        msg
+        self.wait_command(now, msg, Asked::Unsubscribe(subscription))
     }
 
-    fn wait(&mut self, now: Instant, msg: u64, asked: Asked) {
+    fn wait(&mut self, now: Instant, msg: u64, asked: Asked, cmd: Option<CommandId>) {
         let deadline = now + self.cfg.timeouts.flow;
-        self.reporting.waits.insert(msg, (asked, deadline));
+        self.reporting.waits.insert(msg, (asked, deadline, cmd));
+    }
+
+    /// Waits for `msg`'s answer as a new command's flow; the command's id.
+    fn wait_command(&mut self, now: Instant, msg: u64, asked: Asked) -> CommandId {
+        let id = self.commands.next();
+        self.wait(now, msg, asked, Some(id));
+        id
     }
 
     /// An answer to one of this module's requests; false if it answers none.
     pub(super) fn on_status_answer(&mut self, env: &Envelope) -> bool {
-        let Some((asked, _)) = env
+        let Some((asked, _, cmd)) = env
             .in_reply_to
             .and_then(|r| self.reporting.waits.remove(&r))
         else {
             return false;
         };
-        let event = match (&env.body, asked) {
+        let result = match (&env.body, asked) {
             (cpns_wire::Body::DeviceCapabilitiesConfirm(_), Asked::Capabilities) => {
-                PneEvent::CapabilitiesReported
+                Ok(Outcome::Capabilities { reported: true })
             }
-            (cpns_wire::Body::StatusAck(_), Asked::Status) => PneEvent::StatusReported,
-            (cpns_wire::Body::StatusAnswer(a), Asked::Query) => PneEvent::StatusAnswered {
-                entries: a.entries.clone(),
-            },
-            (cpns_wire::Body::StatusSubscribed(s), Asked::Subscribe) => PneEvent::Subscribed {
+            (cpns_wire::Body::StatusAck(_), Asked::Status) => Ok(Outcome::StatusReported),
+            (cpns_wire::Body::StatusAnswer(a), Asked::Query) => {
+                Ok(Outcome::Statuses(a.entries.clone()))
+            }
+            (cpns_wire::Body::StatusSubscribed(s), Asked::Subscribe) => Ok(Outcome::Subscribed {
                 subscription: s.subscription,
                 entries: s.entries.clone(),
-            },
-            (cpns_wire::Body::StatusAck(_), Asked::Unsubscribe(id)) => PneEvent::Unsubscribed(id),
-            _ => PneEvent::FlowFailed {
-                flow: Flow::StatusManagement,
-                reason: Failure::Unexpected(env.body.name()),
-            },
+            }),
+            (cpns_wire::Body::StatusAck(_), Asked::Unsubscribe(id)) => {
+                Ok(Outcome::Unsubscribed(id))
+            }
+            _ => Err(Failure::Unexpected(env.body.name())),
         };
-        self.event(event);
+        match (cmd, result) {
+            (Some(id), result) => self.complete(id, Flow::StatusManagement, result),
+            (None, Ok(_)) => self.event(PneEvent::CapabilitiesReported),
+            (None, Err(reason)) => self.fail(None, Flow::StatusManagement, reason),
+        }
         true
     }
 
     /// An error answering one of this module's requests; false if it answers none.
     pub(super) fn status_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
-        let Some((asked, _)) = self.reporting.waits.remove(&reply_to) else {
+        let Some((asked, _, cmd)) = self.reporting.waits.remove(&reply_to) else {
             return false;
         };
         if asked == Asked::Capabilities {
             // Not taken: the next change reports again.
             self.reporting.sent = None;
         }
-        self.event(PneEvent::FlowFailed {
-            flow: Flow::StatusManagement,
-            reason: Failure::Refused(e.clone()),
-        });
+        self.fail(cmd, Flow::StatusManagement, Failure::Refused(e.clone()));
         true
     }
 
@@ -247,20 +268,18 @@ impl PneSession {
         if self.reporting.due.is_some_and(|d| d <= now) {
             self.report_capabilities(now);
         }
-        let late: Vec<u64> = self
-            .reporting
-            .waits
-            .iter()
-            .filter(|(_, (_, d))| *d <= now)
-            .map(|(m, _)| *m)
-            .collect();
-        for msg in late {
-            self.reporting.waits.remove(&msg);
-            self.event(PneEvent::FlowFailed {
-                flow: Flow::StatusManagement,
-                reason: Failure::TimedOut,
-            });
+        let late = crate::util::take_expired(&mut self.reporting.waits, now, |(_, d, _)| *d);
+        for (_, (_, _, cmd)) in late {
+            self.fail(cmd, Flow::StatusManagement, Failure::TimedOut);
         }
+    }
+
+    /// Whether a capabilities report the PNE made by itself waits for its answer.
+    pub(super) fn own_report_waiting(&self) -> bool {
+        self.reporting
+            .waits
+            .values()
+            .any(|(a, _, cmd)| *a == Asked::Capabilities && cmd.is_none())
     }
 
     /// The earliest deadline of this module.
@@ -269,6 +288,6 @@ impl PneSession {
             .next_heartbeat
             .into_iter()
             .chain(self.reporting.due)
-            .chain(self.reporting.waits.values().map(|(_, d)| *d))
+            .chain(self.reporting.waits.values().map(|(_, d, _)| *d))
     }
 }

@@ -426,7 +426,6 @@ pub enum Persisted {
 
 /// Something the session wants the driver or the operator to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum ServerEvent {
     /// The PN GW proved its EUKey (002 §B.1.1.2 step 10).
     GatewayAuthenticated(EntityId),

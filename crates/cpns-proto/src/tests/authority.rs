@@ -16,7 +16,7 @@ use super::harness::{Action, FLOW, Harness, Party, pne_id};
 use super::store::PneSpec;
 use crate::Failure;
 use crate::gateway::GatewayEvent;
-use crate::pne::PneEvent;
+use crate::pne::{Gone, Outcome, PneEvent};
 
 fn mallory() -> UserId {
     UserId::new("mallory").unwrap()
@@ -86,9 +86,9 @@ fn another_users_member_may_not_release_the_pn() {
         [Some(pne_id(1)), Some(pne_id(2))]
     );
     assert!(!h.store.pns.contains_key(&pn));
-    assert!(h.pne_events(2).contains(&&PneEvent::PnReleased {
+    assert!(h.pne_outcomes(2).contains(&&Outcome::PnGone {
         pn_id: pn,
-        by_me: true
+        why: Gone::Released { by_me: true }
     }));
 }
 
@@ -108,7 +108,7 @@ fn another_users_member_may_not_invite() {
         "{:?}",
         h.pne_events(1)
     );
-    assert!(!h.pne_events(1).contains(&&PneEvent::InviteAnswered {
+    assert!(!h.pne_outcomes(1).contains(&&Outcome::InviteAnswered {
         pn_id: pn,
         accepted: true
     }));
@@ -128,7 +128,7 @@ fn another_users_member_may_not_invite() {
         asked_by_of(&h, "PnUpdateRequest").last(),
         Some(&Some(pne_id(2)))
     );
-    assert!(h.pne_events(2).contains(&&PneEvent::InviteAnswered {
+    assert!(h.pne_outcomes(2).contains(&&Outcome::InviteAnswered {
         pn_id: pn,
         accepted: true
     }));
@@ -162,14 +162,20 @@ fn another_users_member_may_read_and_leave_but_not_expel() {
     h.pnes[1].query_inventory(now, Some(pn)).unwrap();
     h.pump();
     let read = h.pne_events(1).into_iter().find_map(|e| match e {
-        PneEvent::InventoryRead { pns } => Some(pns.clone()),
+        PneEvent::Completed(crate::Completed {
+            result: Ok(Outcome::Inventory(pns)),
+            ..
+        }) => Some(pns.clone()),
         _ => None,
     });
     assert_eq!(read.unwrap()[0].pn_id, pn);
 
     h.pnes[1].leave_pn(now, pn).unwrap();
     h.pump();
-    assert!(h.pne_events(1).contains(&&PneEvent::PnLeft(pn)));
+    assert!(h.pne_outcomes(1).contains(&&Outcome::PnGone {
+        pn_id: pn,
+        why: Gone::Left
+    }));
     assert_eq!(h.members(pn), [pne_id(0), pne_id(2)]);
 }
 
@@ -239,11 +245,17 @@ fn the_local_inventory_answer_gives_capabilities_of_record() {
     let now = h.now();
     h.pnes[2].set_capabilities(now, now_caps.clone()).unwrap();
     h.pump();
-    assert!(h.pne_events(2).contains(&&PneEvent::CapabilitiesReported));
+    assert!(
+        h.pne_outcomes(2)
+            .contains(&&crate::pne::Outcome::Capabilities { reported: true })
+    );
     h.pnes[0].query_inventory(now, Some(pn)).unwrap();
     h.pump();
     let read = h.pne_events(0).into_iter().find_map(|e| match e {
-        PneEvent::InventoryRead { pns } => Some(pns.clone()),
+        PneEvent::Completed(crate::Completed {
+            result: Ok(Outcome::Inventory(pns)),
+            ..
+        }) => Some(pns.clone()),
         _ => None,
     });
     let inventory = &read.unwrap()[0];

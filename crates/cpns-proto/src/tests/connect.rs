@@ -6,7 +6,7 @@ use cpns_wire::{Address, Body, ErrorCode, Mode, Status};
 use super::harness::{Action, FLOW, Harness, Party, id, pne_id};
 use super::store::PneSpec;
 use crate::gateway::{GatewayEvent, LinkId};
-use crate::pne::PneEvent;
+use crate::pne::{Outcome, PneEvent};
 use crate::server::ServerEvent;
 
 #[test]
@@ -146,15 +146,19 @@ fn pne_discovers_the_gateway() {
     let mut h = Harness::new(&[PneSpec::cpns()]);
     h.connect_gw();
     let now = h.now();
-    h.pnes[0].start_discovery(now);
+    let asked = h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     assert_eq!(
         h.pne_events(0),
-        [&PneEvent::Discovered {
-            gateway: id("gw-1"),
-            zone_support: false,
-            pns: Vec::new(),
-        }]
+        [&PneEvent::Completed(crate::Completed {
+            id: asked,
+            flow: crate::Flow::EntityDiscovery,
+            result: Ok(Outcome::Discovered {
+                gateway: id("gw-1"),
+                zone_support: false,
+                pns: Vec::new(),
+            }),
+        })]
     );
     assert_eq!(h.pnes[0].gateway(), Some(&id("gw-1")));
     assert!(h.gw_events().contains(&&GatewayEvent::PneDiscovered {
@@ -204,10 +208,13 @@ fn discovery_lists_the_pns_served() {
     h.setup(0, cpns_wire::SetupType::OneToOne);
     let pn = h.joined(0).unwrap().pn_id;
     let now = h.now();
-    h.pnes[1].start_discovery(now);
+    h.pnes[1].start_discovery(now).unwrap();
     h.pump();
     let pns = h.pne_events(1).into_iter().rev().find_map(|e| match e {
-        PneEvent::Discovered { pns, .. } => Some(pns.clone()),
+        PneEvent::Completed(crate::Completed {
+            result: Ok(Outcome::Discovered { pns, .. }),
+            ..
+        }) => Some(pns.clone()),
         _ => None,
     });
     assert_eq!(pns, Some(vec![pn]));
@@ -237,11 +244,11 @@ fn an_unanswered_discovery_fails_at_its_deadline() {
         }
     });
     let now = h.now();
-    h.pnes[0].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     assert_eq!(h.pnes[0].poll_timeout(), Some(now + FLOW));
     let failed = |h: &Harness| {
-        h.pne_events(0).iter().any(|e| {
+        h.pne_failed_flows(0).iter().any(|e| {
             matches!(
                 e,
                 crate::pne::PneEvent::FlowFailed {

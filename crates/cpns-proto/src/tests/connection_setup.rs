@@ -9,7 +9,7 @@ use cpns_wire::{Address, Body, EntityId, Envelope, ErrorCode, MembershipConfirm,
 use super::harness::{Action, FLOW, Harness, Party, plain, pne_id, rewrite};
 use super::store::PneSpec;
 use crate::gateway::{GatewayEvent, LinkId};
-use crate::pne::PneEvent;
+use crate::pne::{Gone, Outcome, PneEvent};
 use crate::{Failure, Flow};
 
 /// `specs.len()` PNEs, all members of one PN set up by PNE 0.
@@ -269,7 +269,7 @@ fn an_unanswered_confirmation_times_out() {
     h.advance(FLOW / 2 + Duration::from_secs(1));
     h.pump();
     assert!(h.pne_failures(1).contains(&Failure::TimedOut));
-    assert!(h.pne_events(1).iter().any(|e| matches!(
+    assert!(h.pne_failed_flows(1).iter().any(|e| matches!(
         e,
         PneEvent::FlowFailed {
             flow: Flow::MembershipChange,
@@ -350,10 +350,7 @@ fn a_member_away_when_its_membership_ended_learns_it_at_its_next_pull() {
         assert!(h.pnes[3].inventory().is_empty(), "release: {release}");
         assert!(!h.store.pne_local[3].contains_key(&pn));
         let told = if release {
-            PneEvent::PnReleased {
-                pn_id: pn,
-                by_me: false,
-            }
+            PneEvent::PnReleased(pn)
         } else {
             PneEvent::Expelled(pn)
         };
@@ -402,8 +399,8 @@ fn an_end_of_membership_overtaking_its_own_release_is_its_own() {
     h.pnes[1].request_group_key(now, pn).unwrap();
     h.pump();
     assert!(h.pnes[1].inventory().is_empty());
-    assert!(h.pne_events(1).contains(&&PneEvent::PnReleased {
+    assert!(h.pne_outcomes(1).contains(&&Outcome::PnGone {
         pn_id: pn,
-        by_me: true
+        why: Gone::Released { by_me: true }
     }));
 }

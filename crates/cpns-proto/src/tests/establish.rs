@@ -89,9 +89,10 @@ fn pne_initiated(specs: &[PneSpec], setup: SetupType, members: &[usize]) -> (Har
     let inv = h.joined(0).expect("the initiator joined");
     assert_eq!(h.members(inv.pn_id), ids(members));
     assert_eq!(inv.gateway, id("gw-1"));
-    assert!(h.pne_events(0).contains(&&PneEvent::PnJoined {
+    // The initiator's set-up completed with the PN; the invitees were told.
+    assert!(h.pne_outcomes(0).contains(&&crate::pne::Outcome::PnJoined {
         inventory: inv.clone(),
-        initiator: true,
+        initiator: true
     }));
     for &i in &members[1..] {
         assert!(h.pne_events(i).contains(&&PneEvent::PnJoined {
@@ -298,19 +299,24 @@ fn restored_gateway_reseals_a_new_link_with_the_stored_local_eukey() {
     assert!(!h.pnes[0].link_sealed());
     let before = h.traces.len();
     let now = h.now();
-    for i in 0..2 {
-        h.pnes[i].start_pan_auth(now, inv.pn_id).unwrap();
-    }
+    let proofs: Vec<_> = (0..2)
+        .map(|i| h.pnes[i].start_pan_auth(now, inv.pn_id).unwrap())
+        .collect();
     h.pump();
     assert!(h.errors.is_empty(), "{:?}", h.errors);
-    for i in 0..2 {
+    for (i, proof) in proofs.into_iter().enumerate() {
         assert!(h.pnes[i].link_sealed());
-        let auths = h
+        // Once at establishment, by the PNE itself; once after the restart, by command.
+        let own = h
             .pne_events(i)
             .iter()
             .filter(|e| **e == &PneEvent::PanAuthenticated(inv.pn_id))
             .count();
-        assert_eq!(auths, 2, "once at establishment, once after the restart");
+        assert_eq!(own, 1, "at establishment");
+        assert_eq!(
+            h.outcome(i, proof),
+            &crate::pne::Outcome::PanAuthenticated(inv.pn_id)
+        );
     }
     let after: Vec<_> = h.traces[before..]
         .iter()
@@ -319,7 +325,7 @@ fn restored_gateway_reseals_a_new_link_with_the_stored_local_eukey() {
     assert_eq!(after.iter().filter(|m| **m == "PanAuthConfirm").count(), 2);
     // Whatever travels next on the new link is sealed both ways.
     let mark = h.pan_traces(0).len();
-    h.pnes[0].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     let next = &h.pan_traces(0)[mark..];
     assert_eq!(next.len(), 2);

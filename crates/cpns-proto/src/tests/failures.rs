@@ -163,13 +163,7 @@ fn pne_that_cannot_verify_hash_server_refuses_the_pn_and_stores_nothing() {
     h.setup(0, SetupType::All);
     for i in 0..2 {
         assert!(
-            matches!(
-                h.pne_events(i).last(),
-                Some(PneEvent::PnRefused {
-                    reason: Failure::ServerNotAuthenticated,
-                    ..
-                })
-            ),
+            matches!(h.refused_pn(i), Some(Failure::ServerNotAuthenticated)),
             "pne {i}: {:?}",
             h.pne_events(i)
         );
@@ -233,13 +227,7 @@ fn pne_refuses_an_inventory_altered_by_the_relaying_gateway() {
         assert!(established(&h), "{what}");
         for i in 0..2 {
             assert!(
-                matches!(
-                    h.pne_events(i).last(),
-                    Some(PneEvent::PnRefused {
-                        reason: Failure::ServerNotAuthenticated,
-                        ..
-                    })
-                ),
+                matches!(h.refused_pn(i), Some(Failure::ServerNotAuthenticated)),
                 "{what}, pne {i}: {:?}",
                 h.pne_events(i)
             );
@@ -290,8 +278,8 @@ fn tampered_verdict_is_refused_on_a_sealed_link_too() {
     h.setup(0, SetupType::OneToOne);
     assert!(h.pnes[0].link_sealed());
     assert!(matches!(
-        h.pne_events(0).last(),
-        Some(PneEvent::PnRefused { .. })
+        h.refused_pn(0),
+        Some(Failure::ServerNotAuthenticated)
     ));
     assert!(h.pnes[0].inventory().is_empty() && h.store.pne_local[0].is_empty());
 }

@@ -118,6 +118,8 @@ pub(super) struct Harness {
     pub dropped: Vec<Flight>,
     pub traces: Vec<(Party, Party, TraceRecord)>,
     pub events: Vec<Ev>,
+    /// Where the machines' latest restart is in `events`.
+    pub restarted_at: usize,
     pub errors: Vec<(Party, ProtoError)>,
     /// Closes asked for: who, which link (for PAN), why.
     pub closes: Vec<(Party, Option<usize>, String)>,
@@ -268,6 +270,7 @@ impl Harness {
                 id: pne_id(spec.impersonates.unwrap_or(i)),
                 eukey: EuKey::random(rng.get()),
                 capabilities: caps("phone", spec.has_ui),
+                usage_every: None,
                 contents: Vec::new(),
                 security: spec.security,
                 accept_invitations: spec.accept,
@@ -318,6 +321,7 @@ impl Harness {
             dropped: Vec::new(),
             traces: Vec::new(),
             events: Vec::new(),
+            restarted_at: 0,
             errors: Vec::new(),
             closes: Vec::new(),
             closed_at: BTreeMap::new(),
@@ -387,7 +391,7 @@ impl Harness {
     pub fn discover_all(&mut self) {
         let now = self.now();
         for p in &mut self.pnes {
-            p.start_discovery(now);
+            p.start_discovery(now).unwrap();
         }
         self.pump();
     }
@@ -626,6 +630,22 @@ impl Harness {
             PneOutput::PersistSession { session } => {
                 self.store.pne_sessions.insert(i, session);
             }
+            PneOutput::LoadUsage { token } => {
+                let loaded = if self.store.fail_pne {
+                    Err(crate::StoreFailure::Failed("disk full".into()))
+                } else {
+                    Ok(self.store.pne_usage.get(&i).cloned().unwrap_or_default())
+                };
+                let now = self.now();
+                if let Err(e) = self.pnes[i].handle_usage_loaded(now, token, loaded) {
+                    self.errors.push((Party::Pne(i), e));
+                }
+            }
+            PneOutput::MarkUsage { ids } => {
+                if let Some((records, _)) = self.store.pne_usage.get_mut(&i) {
+                    records.retain(|r| !ids.contains(&r.id));
+                }
+            }
             PneOutput::Event(e) => self.events.push(Ev::Pne(i, e)),
             PneOutput::Close { reason } => self.close(Party::Pne(i), None, reason),
         }
@@ -635,6 +655,8 @@ impl Harness {
     /// links (same security as before), and connects the PN GW again.
     pub fn restart_from_stores(&mut self, specs: &[PneSpec]) {
         let now = self.now();
+        // The new machines count their commands from 1 again.
+        self.restarted_at = self.events.len();
         self.queue.clear();
         self.closed_at.clear();
         self.server = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());

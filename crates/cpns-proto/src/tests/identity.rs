@@ -75,8 +75,8 @@ fn an_unproven_initiator_gets_no_pn_in_its_name() {
     h.connect_gw();
     let now = h.now();
     h.gw.link_closed(now, LinkId(2));
-    h.pnes[0].start_discovery(now);
-    h.pnes[1].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
+    h.pnes[1].start_discovery(now).unwrap();
     h.pump();
     let before = h.snapshot();
     h.setup(0, SetupType::All);
@@ -109,13 +109,13 @@ fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
     let mut h = Harness::new(&specs);
     h.connect_gw();
     let now = h.now();
-    h.pnes[0].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     h.setup(0, SetupType::OneToOne);
     let pn = h.joined(0).expect("pne-1 has a PN and a LocalEUKey").pn_id;
     // pne-1's link drops; the attacker claims the free id.
     h.gw.link_closed(now, LinkId(0));
-    h.pnes[1].start_discovery(now);
+    h.pnes[1].start_discovery(now).unwrap();
     h.pump();
     assert!(errors_to(&h, 1).is_empty(), "a free id can be claimed");
     // pne-1 comes back on a new link: its plain claim is refused, its proof is not.
@@ -128,7 +128,7 @@ fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
         .unwrap();
     h.pnes[0] = back;
     let before = h.delivered(Party::Gw, Party::Pne(0)).len();
-    h.pnes[0].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     let answers = &h.delivered(Party::Gw, Party::Pne(0))[before..];
     assert_eq!(
@@ -314,7 +314,7 @@ fn a_link_proving_a_held_id_may_retry_the_proof_but_do_nothing_else() {
     let mut h = Harness::new(&specs);
     h.connect_gw();
     let now = h.now();
-    h.pnes[0].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     h.setup(0, SetupType::OneToOne);
     let pn = h.joined(0).unwrap().pn_id;

@@ -10,7 +10,7 @@ use cpns_wire::{
 
 use super::harness::{Action, FLOW, Harness, Party, plain, pne_id};
 use super::store::PneSpec;
-use crate::pne::PneEvent;
+use crate::pne::{Outcome, PneEvent};
 use crate::{Failure, Flow};
 
 /// Three PNs at one PN GW, all of alice's: A = {PNE 0, PNE 1}, B = {PNE 2}, C = {PNE 3}, with
@@ -31,20 +31,23 @@ fn three_pns() -> (Harness, [PnId; 3]) {
 /// What PNE `i` read last.
 fn read(h: &Harness, i: usize) -> Option<Vec<PnInventory>> {
     h.pne_events(i).into_iter().rev().find_map(|e| match e {
-        PneEvent::InventoryRead { pns } => Some(pns.clone()),
+        PneEvent::Completed(crate::Completed {
+            result: Ok(Outcome::Inventory(pns)),
+            ..
+        }) => Some(pns.clone()),
         _ => None,
     })
 }
 
 /// The failures of PNE `i`'s inventory queries.
 fn refused(h: &Harness, i: usize) -> Vec<Failure> {
-    h.pne_events(i)
+    h.pne_failed_flows(i)
         .into_iter()
         .filter_map(|e| match e {
             PneEvent::FlowFailed {
                 flow: Flow::InventoryQuery,
                 reason,
-            } => Some(reason.clone()),
+            } => Some(reason),
             _ => None,
         })
         .collect()

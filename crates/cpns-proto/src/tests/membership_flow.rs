@@ -14,7 +14,7 @@ use cpns_wire::{
 use super::harness::{Action, FLOW, Harness, INVITE, Party, id, plain, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
-use crate::pne::PneEvent;
+use crate::pne::{Gone, Outcome, PneEvent};
 use crate::{Failure, Flow};
 
 /// Four PNEs on an insecure PAN, all members of one PN set up by PNE 0 (links sealed).
@@ -199,7 +199,10 @@ fn a_member_leaves_and_the_others_move_to_the_next_epoch() {
     let now = h.now();
     h.pnes[2].leave_pn(now, pn).unwrap();
     h.pump();
-    assert!(h.pne_events(2).contains(&&PneEvent::PnLeft(pn)));
+    assert!(h.pne_outcomes(2).contains(&&Outcome::PnGone {
+        pn_id: pn,
+        why: Gone::Left
+    }));
     assert_eq!(
         removed(&h),
         vec![(
@@ -228,7 +231,10 @@ fn a_leave_on_a_new_link_proves_the_member_first() {
     h.pnes[1].leave_pn(now, pn).unwrap();
     h.pump();
     assert!(
-        h.pne_events(1).contains(&&PneEvent::PnLeft(pn)),
+        h.pne_outcomes(1).contains(&&Outcome::PnGone {
+            pn_id: pn,
+            why: Gone::Left
+        }),
         "{:?}",
         h.events
     );
@@ -482,7 +488,7 @@ fn a_pne_believes_only_its_proven_gateway_and_only_newer_epochs_it_can_open() {
     .unwrap();
     assert_eq!(updated(&h, 0).last(), Some(&(4, false)));
     assert_eq!(h.pnes[0].group_key_of(&pn).unwrap().0, epoch);
-    assert!(h.pne_events(0).iter().any(|e| matches!(
+    assert!(h.pne_failed_flows(0).iter().any(|e| matches!(
         e,
         PneEvent::FlowFailed {
             flow: Flow::MembershipChange,
@@ -673,7 +679,7 @@ fn a_pne_whose_store_fails_on_an_update_says_so() {
     expel(&mut h, pn, 3).unwrap();
     for i in 0..3 {
         assert!(
-            h.pne_events(i).iter().any(|e| matches!(
+            h.pne_failed_flows(i).iter().any(|e| matches!(
                 e,
                 PneEvent::FlowFailed {
                     flow: Flow::MembershipChange,
@@ -709,7 +715,7 @@ fn a_pnes_leave_and_release_time_out_when_the_gateway_is_silent() {
     h.advance(Duration::from_millis(2));
     assert_eq!(h.pne_failures(1), vec![Failure::TimedOut]);
     assert_eq!(h.pne_failures(2), vec![Failure::TimedOut]);
-    assert!(h.pne_events(1).iter().any(|e| matches!(
+    assert!(h.pne_failed_flows(1).iter().any(|e| matches!(
         e,
         PneEvent::FlowFailed {
             flow: Flow::MembershipChange,
@@ -801,7 +807,7 @@ fn a_member_invites_a_pne_and_is_answered_once_it_joined() {
     let now = h.now();
     h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
     h.pump();
-    assert!(h.pne_events(1).contains(&&PneEvent::InviteAnswered {
+    assert!(h.pne_outcomes(1).contains(&&Outcome::InviteAnswered {
         pn_id: pn,
         accepted: true
     }));
@@ -809,10 +815,17 @@ fn a_member_invites_a_pne_and_is_answered_once_it_joined() {
     for i in [0, 1, 2] {
         assert_eq!(updated(&h, i), vec![(2, true)], "PNE {i}");
     }
-    // The same invitation again: a member already.
-    h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
+    // The same invitation again: a member already, refused at once with nothing sent.
+    let sent = h.log.len();
+    assert_eq!(
+        h.pnes[1].invite_pne(now, pn, pne_id(3)),
+        Err(crate::CommandError::AlreadyMember {
+            pn_id: pn,
+            pne: pne_id(3)
+        })
+    );
     h.pump();
-    assert!(h.pne_refused(1, ErrorCode::Conflict));
+    assert_eq!(h.log.len(), sent);
 }
 
 #[test]
@@ -821,7 +834,7 @@ fn a_member_is_told_when_its_invitee_declines() {
     let now = h.now();
     h.pnes[2].invite_pne(now, pn, pne_id(3)).unwrap();
     h.pump();
-    assert!(h.pne_events(2).contains(&&PneEvent::InviteAnswered {
+    assert!(h.pne_outcomes(2).contains(&&Outcome::InviteAnswered {
         pn_id: pn,
         accepted: false
     }));
@@ -1256,7 +1269,7 @@ fn a_member_asks_its_pn_gw_to_expel_another() {
     let now = h.now();
     h.pnes[1].expel_pne(now, pn, pne_id(2)).unwrap();
     h.pump();
-    assert!(h.pne_events(1).contains(&&PneEvent::MemberExpelled {
+    assert!(h.pne_outcomes(1).contains(&&Outcome::MemberExpelled {
         pn_id: pn,
         pne: pne_id(2)
     }));

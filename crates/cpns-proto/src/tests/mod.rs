@@ -27,6 +27,7 @@
 
 mod authority;
 mod bad_input;
+mod commands;
 mod connect;
 mod connection_setup;
 mod establish;
@@ -43,6 +44,7 @@ mod pn_limits;
 mod pne_flows;
 mod queries;
 mod register;
+mod rejoin;
 mod relay;
 mod release;
 mod release_flow;

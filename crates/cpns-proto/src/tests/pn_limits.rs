@@ -108,10 +108,7 @@ fn a_pn_is_released_when_its_lifetime_ends() {
     assert!(h.gw.inventory().is_empty());
     for i in 0..2 {
         assert!(h.pnes[i].inventory().is_empty(), "PNE {i}");
-        assert!(h.pne_events(i).contains(&&PneEvent::PnReleased {
-            pn_id: pn,
-            by_me: false
-        }));
+        assert!(h.pne_events(i).contains(&&PneEvent::PnReleased(pn)));
     }
     assert!(h.gw_events().iter().any(|e| matches!(
         e,
@@ -259,8 +256,8 @@ fn a_full_pn_takes_none_by_update_and_its_members_register() {
     h.register(1, Some(pn));
     assert!(h.pne_failures(1).is_empty(), "{:?}", h.pne_failures(1));
     assert!(
-        h.pne_events(1)
+        h.pne_outcomes(1)
             .iter()
-            .any(|e| matches!(e, PneEvent::Registered { .. }))
+            .any(|e| matches!(e, crate::pne::Outcome::Registered { .. }))
     );
 }

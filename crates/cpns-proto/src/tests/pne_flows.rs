@@ -11,9 +11,7 @@ use crate::pne::PneEvent;
 use crate::{Failure, Flow};
 
 fn failed(h: &Harness, i: usize, flow: Flow) -> usize {
-    h.pne_events(i)
-        .iter()
-        .filter(|e| matches!(e, PneEvent::FlowFailed { flow: f, reason: Failure::TimedOut } if *f == flow))
+    h.pne_failed_flows(i).iter().filter(|e| matches!(e, PneEvent::FlowFailed { flow: f, reason: Failure::TimedOut } if *f == flow))
         .count()
 }
 
@@ -90,7 +88,7 @@ fn an_error_answering_discovery_ends_it_and_a_stray_error_nothing() {
     let mut h = Harness::new(&[PneSpec::cpns()]);
     h.connect_gw();
     let now = h.now();
-    h.pnes[0].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
     // Answer the discovery request (message 1 of the PNE) with an error, by hand.
     let refusal = Envelope::response(
         900,
@@ -103,7 +101,7 @@ fn an_error_answering_discovery_ends_it_and_a_stray_error_nothing() {
     h.deliver_direct(Party::Gw, Party::Pne(0), &plain(&refusal))
         .unwrap();
     let refused = |h: &Harness, flow: Flow| {
-        h.pne_events(0).iter().any(|e| {
+        h.pne_failed_flows(0).iter().any(|e| {
             matches!(e, PneEvent::FlowFailed { flow: f, reason: Failure::Refused(err) } if *f == flow && err.code == ErrorCode::Busy)
         })
     };
@@ -142,7 +140,11 @@ fn a_second_pn_on_an_already_sealed_link_needs_no_new_pan_authentication() {
         .iter()
         .rev()
         .find_map(|e| match e {
-            PneEvent::PnJoined { inventory, .. } => Some(inventory.pn_id),
+            PneEvent::PnJoined { inventory, .. }
+            | PneEvent::Completed(crate::Completed {
+                result: Ok(crate::pne::Outcome::PnJoined { inventory, .. }),
+                ..
+            }) => Some(inventory.pn_id),
             _ => None,
         })
         .unwrap();

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use cpns_wire::{CpnsId, EntityId, Envelope, PnId, PnInventory};
 
 use super::harness::{Ev, Flight, Harness, Party};
+use crate::CommandId;
 use crate::gateway::GatewayEvent;
-use crate::pne::PneEvent;
+use crate::pne::{Outcome, PneEvent};
 use crate::server::ServerEvent;
 use crate::{LocalPnState, TraceRecord};
 
@@ -73,22 +74,99 @@ impl Harness {
     /// The inventory of the PN PNE `i` joined, if it joined one.
     pub fn joined(&self, i: usize) -> Option<PnInventory> {
         self.pne_events(i).into_iter().find_map(|e| match e {
-            PneEvent::PnJoined { inventory, .. } => Some(inventory.clone()),
+            PneEvent::PnJoined { inventory, .. }
+            | PneEvent::Completed(crate::Completed {
+                result: Ok(Outcome::PnJoined { inventory, .. }),
+                ..
+            }) => Some(inventory.clone()),
             _ => None,
         })
     }
 
-    /// The reasons of PNE `i`'s failed flows.
+    /// The reasons of PNE `i`'s failed flows, its commands' and its own.
     pub fn pne_failures(&self, i: usize) -> Vec<crate::Failure> {
         self.pne_events(i)
             .into_iter()
             .filter_map(|e| match e {
-                PneEvent::FlowFailed { reason, .. } | PneEvent::PnRefused { reason, .. } => {
-                    Some(reason.clone())
-                }
+                PneEvent::FlowFailed { reason, .. }
+                | PneEvent::PnRefused { reason, .. }
+                | PneEvent::Completed(crate::Completed {
+                    result: Err(reason),
+                    ..
+                }) => Some(reason.clone()),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Every flow of PNE `i` that failed, its commands' (their completions) and its own, as
+    /// [`PneEvent::FlowFailed`], in order.
+    pub fn pne_failed_flows(&self, i: usize) -> Vec<PneEvent> {
+        self.pne_events(i)
+            .into_iter()
+            .filter_map(|e| match e {
+                PneEvent::FlowFailed { .. } => Some(e.clone()),
+                PneEvent::Completed(crate::Completed {
+                    flow,
+                    result: Err(reason),
+                    ..
+                }) => Some(PneEvent::FlowFailed {
+                    flow: *flow,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Why PNE `i` refused the PN its last event is about: an invitee's
+    /// [`PneEvent::PnRefused`], or the initiator's set-up that completed with the refusal.
+    pub fn refused_pn(&self, i: usize) -> Option<&crate::Failure> {
+        match self.pne_events(i).last()? {
+            PneEvent::PnRefused { reason, .. }
+            | PneEvent::Completed(crate::Completed {
+                flow: crate::Flow::PnEstablishment,
+                result: Err(reason),
+                ..
+            }) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The outcomes of PNE `i`'s commands that succeeded, in order.
+    pub fn pne_outcomes(&self, i: usize) -> Vec<&Outcome> {
+        self.pne_events(i)
+            .into_iter()
+            .filter_map(|e| match e {
+                PneEvent::Completed(crate::Completed { result: Ok(o), .. }) => Some(o),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The completion of PNE `i`'s command `id` (of its machine since the latest restart):
+    /// `None` while it runs. Panics if it completed twice.
+    pub fn completion(&self, i: usize, id: CommandId) -> Option<&crate::Completed<Outcome>> {
+        let ends: Vec<_> = self.events[self.restarted_at..]
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Pne(j, PneEvent::Completed(c)) if *j == i && c.id == id => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            ends.len() <= 1,
+            "command {id} of PNE {i} completed twice: {ends:?}"
+        );
+        ends.into_iter().next()
+    }
+
+    /// The outcome of PNE `i`'s command `id`, which must have succeeded.
+    pub fn outcome(&self, i: usize, id: CommandId) -> &Outcome {
+        match self.completion(i, id) {
+            Some(crate::Completed { result: Ok(o), .. }) => o,
+            other => panic!("command {id} of PNE {i}: {other:?}"),
+        }
     }
 
     /// Whether a flow of PNE `i` failed because its peer answered with an error of `code`.

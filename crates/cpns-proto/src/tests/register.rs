@@ -11,7 +11,7 @@ use cpns_wire::{
 use super::harness::{Harness, Party, id, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
-use crate::pne::PneEvent;
+use crate::pne::Outcome;
 use crate::server::ServerEvent;
 
 fn cpns(n: u32) -> CpnsId {
@@ -55,12 +55,12 @@ fn member_pne_registers_and_opens_its_grant() {
         ]
     );
     assert!(h.pan_traces(0)[pan_before..].iter().all(|r| r.sealed));
-    let registered = PneEvent::Registered {
+    let registered = Outcome::Registered {
         cpns_id: cpns(1),
         pn_id: pn,
         lifetime_s: 86_400,
     };
-    assert!(h.pne_events(0).contains(&&registered));
+    assert!(h.pne_outcomes(0).contains(&&registered));
     assert_eq!(h.pnes[0].cpns_id(), Some(&cpns(1)));
     assert!(h.server_events().contains(&&ServerEvent::PneRegistered {
         pne_id: pne_id(0),
@@ -121,12 +121,12 @@ fn non_member_is_added_by_pn_update_then_registered() {
     assert_eq!(&h.store.gw_local[&pn].inventory, record);
     // The member's LocalEUKey copy survived the local update.
     assert_eq!(h.store.gw_local[&pn].wrapped_keys.len(), 1);
-    let registered = PneEvent::Registered {
+    let registered = Outcome::Registered {
         cpns_id: cpns(1),
         pn_id: pn,
         lifetime_s: 86_400,
     };
-    assert!(h.pne_events(1).contains(&&registered));
+    assert!(h.pne_outcomes(1).contains(&&registered));
     assert_eq!(h.store.cpns_ids.get(&pne_id(1)), Some(&cpns(1)));
     assert!(h.store.session_keys.contains_key(&(pn, pne_id(1))));
 }

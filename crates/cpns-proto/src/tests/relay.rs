@@ -107,7 +107,7 @@ fn a_lost_wan_ends_relayed_requests_and_forming_pns_with_busy() {
             ..
         }
     )));
-    assert!(h.pne_events(1).iter().any(|e| matches!(
+    assert!(h.pne_failed_flows(1).iter().any(|e| matches!(
         e,
         crate::pne::PneEvent::FlowFailed {
             flow: Flow::PnEstablishment,

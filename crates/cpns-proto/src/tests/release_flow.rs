@@ -13,7 +13,7 @@ use cpns_wire::{
 use super::harness::{Action, FLOW, Harness, Party, id, plain, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
-use crate::pne::PneEvent;
+use crate::pne::{Gone, Outcome, PneEvent};
 use crate::{Failure, Flow};
 
 /// Three PNEs on an insecure PAN in one PN set up by PNE 0 (their links sealed with their
@@ -47,7 +47,15 @@ fn gw_release_failure(h: &Harness) -> Option<Failure> {
 /// How PNE `i` learnt of a release: `Some(true)` it asked, `Some(false)` it was told.
 fn pne_released(h: &Harness, i: usize, pn: PnId) -> Option<bool> {
     h.pne_events(i).into_iter().find_map(|e| match e {
-        PneEvent::PnReleased { pn_id, by_me } if *pn_id == pn => Some(*by_me),
+        PneEvent::PnReleased(pn_id) if *pn_id == pn => Some(false),
+        PneEvent::Completed(crate::Completed {
+            result:
+                Ok(Outcome::PnGone {
+                    pn_id,
+                    why: Gone::Released { by_me },
+                }),
+            ..
+        }) if *pn_id == pn => Some(*by_me),
         _ => None,
     })
 }
@@ -240,7 +248,7 @@ fn the_servers_refusal_keeps_the_pn_and_no_one_is_told() {
     );
     // The asking PNE reads the server's reason.
     assert!(h.pne_refused(0, ErrorCode::Forbidden));
-    assert!(h.pne_events(0).iter().any(|e| matches!(
+    assert!(h.pne_failed_flows(0).iter().any(|e| matches!(
         e,
         PneEvent::FlowFailed {
             flow: Flow::PnRelease,

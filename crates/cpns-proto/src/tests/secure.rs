@@ -7,7 +7,7 @@ use cpns_wire::{Body, ECHO_SERVICE, ErrorCode, PnId, SetupType};
 
 use super::harness::{Action, Harness, Party, pne_id, rewrite};
 use super::store::PneSpec;
-use crate::pne::PneEvent;
+use crate::pne::{Outcome, PneEvent};
 
 const SECRET: &[u8] = b"the PN GW must not read this";
 
@@ -25,9 +25,10 @@ fn answers(h: &Harness, i: usize) -> Vec<Vec<u8>> {
     h.pne_events(i)
         .into_iter()
         .filter_map(|e| match e {
-            PneEvent::SecureAnswer {
-                service, payload, ..
-            } if service == ECHO_SERVICE => Some(payload.clone()),
+            PneEvent::Completed(crate::Completed {
+                result: Ok(Outcome::SecureAnswer { service, payload }),
+                ..
+            }) if service == ECHO_SERVICE => Some(payload.clone()),
             _ => None,
         })
         .collect()
@@ -68,12 +69,19 @@ fn registration_keeps_the_session_and_an_echo_goes_end_to_end() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(up.request_id, id);
+    // The call completed by its id, once.
+    assert_eq!(
+        h.outcome(0, id),
+        &Outcome::SecureAnswer {
+            service: ECHO_SERVICE.into(),
+            payload: SECRET.to_vec()
+        }
+    );
     let me = pne_id(0);
     let binding = SecureBinding {
         pn_id: pn.as_bytes(),
         pne_id: me.as_str(),
-        request_id: id.0,
+        request_id: up.request_id.0,
     };
     let gw_key = cpns_crypto::SessionKey::from_bytes(*h.gw_cfg.eukey.expose_secret());
     assert!(open_secure_message(&gw_key, E2eDirection::PneToServer, &binding, &up.sealed).is_err());
@@ -97,7 +105,7 @@ fn a_restored_session_works_after_a_restart() {
     h.pnes[0].restore_session(kept.clone());
     assert_eq!(h.pnes[0].cpns_id(), Some(&kept.cpns_id));
     let now = h.now();
-    h.pnes[0].start_discovery(now);
+    h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     h.pnes[0]
         .secure_call(now, ECHO_SERVICE, b"again".to_vec())
@@ -213,7 +221,7 @@ fn a_secure_call_the_server_never_answers_times_out_at_its_deadline() {
     assert_eq!(h.pnes[0].poll_timeout(), Some(now + super::harness::FLOW));
     h.advance(super::harness::FLOW - std::time::Duration::from_millis(1));
     let failed = |h: &Harness| {
-        h.pne_events(0).iter().any(|e| {
+        h.pne_failed_flows(0).iter().any(|e| {
             matches!(
                 e,
                 PneEvent::FlowFailed {

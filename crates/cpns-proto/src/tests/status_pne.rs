@@ -12,7 +12,7 @@ use cpns_wire::{
 
 use super::harness::{Harness, Party, pne_id};
 use super::store::PneSpec;
-use crate::pne::PneEvent;
+use crate::pne::{Outcome, PneEvent};
 
 fn household(heartbeats: bool) -> Harness {
     let specs = [PneSpec::trusted(), PneSpec::trusted()];
@@ -70,7 +70,10 @@ fn static_changes_go_at_once_dynamic_ones_at_most_once_an_interval_with_the_late
     set(&mut h, 0, caps(80, &["maps/1"]));
     assert_eq!(reports(&h, 0), 1, "the first report goes at once");
     assert_eq!(recorded_battery(&h, 0), Some(80));
-    assert!(h.pne_events(0).contains(&&PneEvent::CapabilitiesReported));
+    assert!(
+        h.pne_outcomes(0)
+            .contains(&&crate::pne::Outcome::Capabilities { reported: true })
+    );
     // Dynamic only: held back, the latest kept.
     h.advance(Duration::from_secs(5));
     set(&mut h, 0, caps(70, &["maps/1"]));
@@ -118,6 +121,7 @@ fn capabilities_over_their_bounds_are_refused_on_the_device() {
         h.pnes[0]
             .set_capabilities(now, big)
             .unwrap_err()
+            .to_string()
             .contains("running")
     );
     assert_eq!(reports(&h, 0), 0);
@@ -131,7 +135,7 @@ fn a_pne_sets_its_own_status_and_bad_ones_never_leave() {
         .set_status(now, Status::Custom, Some("driving".into()))
         .unwrap();
     h.pump();
-    assert!(h.pne_events(0).contains(&&PneEvent::StatusReported));
+    assert!(h.pne_outcomes(0).contains(&&Outcome::StatusReported));
     let (s, _) = h.store.statuses[&pne_id(0)].clone();
     assert_eq!(
         (s.status, s.label.as_deref()),
@@ -238,7 +242,10 @@ fn a_pne_asks_and_subscribes_through_its_pn_gw() {
     h.pnes[1].query_status(now, vec![pne_id(0)]);
     h.pump();
     let answered = h.pne_events(1).into_iter().find_map(|e| match e {
-        PneEvent::StatusAnswered { entries } => Some(entries.clone()),
+        PneEvent::Completed(crate::Completed {
+            result: Ok(Outcome::Statuses(entries)),
+            ..
+        }) => Some(entries.clone()),
         _ => None,
     });
     assert_eq!(answered.unwrap()[0].status, Status::Online);
@@ -255,14 +262,17 @@ fn a_pne_asks_and_subscribes_through_its_pn_gw() {
         .pne_events(1)
         .into_iter()
         .find_map(|e| match e {
-            PneEvent::Subscribed { subscription, .. } => Some(*subscription),
+            PneEvent::Completed(crate::Completed {
+                result: Ok(Outcome::Subscribed { subscription, .. }),
+                ..
+            }) => Some(*subscription),
             _ => None,
         })
         .unwrap();
     assert_eq!(h.store.subscriptions[&id].subscriber, pne_id(1));
     h.pnes[1].unsubscribe_status(now, id);
     h.pump();
-    assert!(h.pne_events(1).contains(&&PneEvent::Unsubscribed(id)));
+    assert!(h.pne_outcomes(1).contains(&&Outcome::Unsubscribed(id)));
     // Its own subscription only; another's is not found, reported as a failed flow.
     h.pnes[0].unsubscribe_status(now, 999);
     h.pump();

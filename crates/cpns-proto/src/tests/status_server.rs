@@ -16,7 +16,7 @@ use cpns_wire::{
 
 use super::harness::{Harness, Party, WALL_AT_BASE, id, plain, pne_id};
 use super::store::PneSpec;
-use crate::pne::PneEvent;
+use crate::pne::{Outcome, PneEvent};
 use crate::server::{EntityRole, KnownEntity, ServerConfig};
 
 /// A ready harness where PNE 0 established a PN with PNE 1, and bob's watch is enrolled.
@@ -548,11 +548,14 @@ fn usage(id: u64, service: &str, bytes: u64) -> UsageRecord {
 
 fn answer_of(h: &Harness, service: &str) -> Option<Vec<u8>> {
     h.pne_events(0).into_iter().rev().find_map(|e| match e {
-        PneEvent::SecureAnswer {
-            service: s,
-            payload,
+        PneEvent::Completed(crate::Completed {
+            result:
+                Ok(Outcome::SecureAnswer {
+                    service: s,
+                    payload,
+                }),
             ..
-        } if s == service => Some(payload.clone()),
+        }) if s == service => Some(payload.clone()),
         _ => None,
     })
 }

@@ -43,6 +43,8 @@ pub(super) struct Store {
     pub fail_pne: bool,
     /// Secure sessions the PNEs kept (PneOutput::PersistSession), by PNE index.
     pub pne_sessions: BTreeMap<usize, crate::pne::SecureSession>,
+    /// Each PNE's usage records not marked done yet, and its reporting preferences.
+    pub pne_usage: BTreeMap<usize, (Vec<cpns_wire::UsageRecord>, crate::usage::Preferences)>,
     /// How many loads the server asked for.
     pub loads: std::cell::Cell<usize>,
     /// Kept answers of mutating requests, by (sender, request id).

@@ -215,12 +215,14 @@ impl SimGateway {
                 heartbeat: Some(cpns_proto::pne::HEARTBEAT),
                 dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
                 battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
+                usage_every: None,
             };
             let link = self.next_link;
             self.next_link += 1;
             self.gw.link_opened(LinkId(link), PanSecurity::Cpns);
             let mut pne = PneSession::new(cfg, self.rng.fork());
-            pne.start_discovery(now);
+            pne.start_discovery(now)
+                .map_err(|_| ProtoError::WrongState("discovery could not start"))?;
             self.pnes.insert(link, pne);
             links.push(link);
         }
@@ -230,7 +232,9 @@ impl SimGateway {
             .pnes
             .get_mut(&links[0])
             .ok_or(ProtoError::WrongState("the initiating PNE's link closed"))?;
-        first.start_setup(now, SetupType::Invite(vec![invited]))?;
+        first
+            .start_setup(now, SetupType::Invite(vec![invited]))
+            .map_err(|_| ProtoError::WrongState("the set-up could not start"))?;
         self.pump(now);
         Ok(())
     }
@@ -294,10 +298,16 @@ impl SimGateway {
                             self.pnes.remove(&link);
                             self.gw.link_closed(now, LinkId(link));
                         }
-                        PneOutput::Event(PneEvent::PnRefused { .. }) if self.outcome.is_none() => {
+                        PneOutput::Event(
+                            PneEvent::PnRefused { .. }
+                            | PneEvent::Completed(cpns_proto::Completed { result: Err(_), .. }),
+                        ) if self.outcome.is_none() => {
                             self.outcome = Some(Outcome::Failed("a PNE was refused".into()));
                         }
-                        PneOutput::PersistSession { .. } | PneOutput::Event(_) => {}
+                        PneOutput::PersistSession { .. }
+                        | PneOutput::LoadUsage { .. }
+                        | PneOutput::MarkUsage { .. }
+                        | PneOutput::Event(_) => {}
                     }
                 }
             }

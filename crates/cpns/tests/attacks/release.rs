@@ -52,6 +52,9 @@ async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
     watch
         .expect_where("pn_joined", |v| v["pn_id"] == pn_hex)
         .await;
+    // Both end their connection set-up (its capabilities report reaches the server).
+    phone.expect("rejoined").await;
+    watch.expect("rejoined").await;
     wan_barrier(&pan, "home-gw", 1).await;
     let server_before = dump(&w.server_db()).await;
     let gw_before = dump(&w.local_db("home-gw")).await;

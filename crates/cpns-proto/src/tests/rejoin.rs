@@ -1,0 +1,207 @@
+//! A PNE's connection set-up after a reconnection, as the machine's `rejoin` command (002
+//! §B.1.1.3 steps 18-26): proof with a LocalEUKey, a key pull per PN with its confirmation, a
+//! capabilities report, in that order, completing once by its id. A link lost in the middle of
+//! any phase leaves nothing half done: the next connection's set-up catches up in full. Runs
+//! replay exactly from their seed.
+
+use std::time::Duration;
+
+use cpns_wire::{PnId, SetupType};
+
+use super::harness::{Action, FLOW, Harness, pne_id};
+use super::store::PneSpec;
+use crate::Flow;
+use crate::gateway::LinkId;
+use crate::pne::{Outcome, PneEvent, RejoinPhase};
+
+/// Four PNEs on an insecure PAN in one PN; PNE 3 is away while PNE 2 is expelled (epoch 2),
+/// then every machine comes back on new links (nothing sealed yet) and discovers its PN GW.
+fn away_then_back(seed: u64) -> (Harness, PnId) {
+    let specs = [PneSpec::cpns(); 4];
+    let mut h = Harness::with_seed(&specs, seed);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).expect("the PN was established").pn_id;
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(3));
+    h.gw.expel(now, pn, pne_id(2)).unwrap();
+    h.pump();
+    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 1);
+    h.restart_from_stores(&specs);
+    h.discover_all();
+    assert!(!h.pnes[3].link_sealed());
+    (h, pn)
+}
+
+/// The events of PNE `i` since the machines' restart.
+fn since_restart(h: &Harness, i: usize) -> Vec<&PneEvent> {
+    h.events[h.restarted_at..]
+        .iter()
+        .filter_map(|e| match e {
+            super::harness::Ev::Pne(j, e) if *j == i => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What the set-up did, in order, named by step.
+fn steps_of(h: &Harness, i: usize) -> Vec<&'static str> {
+    since_restart(h, i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::PanAuthenticated(_) => Some("proved"),
+            PneEvent::PnUpdated { .. } => Some("pulled"),
+            PneEvent::MembershipConfirmed { .. } => Some("confirmed"),
+            PneEvent::CapabilitiesReported => Some("reported"),
+            PneEvent::Completed(c) if c.flow == Flow::ConnectionSetup => Some("rejoined"),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_set_up_proves_pulls_confirms_reports_and_completes_once() {
+    let (mut h, pn) = away_then_back(7);
+    let now = h.now();
+    let id = h.pnes[3].rejoin(now).unwrap();
+    assert_eq!(h.pnes[3].rejoin_phase(), Some(RejoinPhase::Proving));
+    h.pump();
+    assert_eq!(h.pnes[3].rejoin_phase(), None);
+    assert_eq!(h.outcome(3, id), &Outcome::Rejoined { pns: vec![pn] });
+    assert_eq!(
+        steps_of(&h, 3),
+        ["proved", "pulled", "confirmed", "reported", "rejoined"]
+    );
+    // It caught up: the current epoch's key, as the others hold it, and the PN GW knows.
+    let (epoch, key) = h.pnes[3].group_key_of(&pn).unwrap();
+    assert_eq!(epoch, 2);
+    assert!(key == h.store.epochs[&pn].1);
+    assert!(h.gw.confirmed_members(&pn).unwrap().contains(&pne_id(3)));
+    // A second set-up on the same link runs again (nothing to prove: the link is sealed).
+    let again = h.pnes[3].rejoin(now).unwrap();
+    assert_eq!(h.pnes[3].rejoin_phase(), Some(RejoinPhase::Pulling));
+    h.pump();
+    assert_eq!(h.outcome(3, again), &Outcome::Rejoined { pns: vec![pn] });
+}
+
+#[test]
+fn one_set_up_at_a_time_and_only_after_discovery() {
+    let (mut h, _) = away_then_back(8);
+    let now = h.now();
+    h.pnes[3].rejoin(now).unwrap();
+    assert_eq!(
+        h.pnes[3].rejoin(now),
+        Err(crate::CommandError::ChangeRunning {
+            flow: Flow::ConnectionSetup
+        })
+    );
+    let mut fresh = Harness::new(&[PneSpec::cpns()]);
+    let now = fresh.now();
+    assert!(matches!(
+        fresh.pnes[0].rejoin(now),
+        Err(crate::CommandError::NotAllowed(_))
+    ));
+    fresh.pump();
+    assert!(fresh.pne_events(0).is_empty());
+}
+
+/// A PNE in no PN of this PN GW has nothing to prove, pull or report: it completes at once.
+#[test]
+fn a_pne_in_no_pn_here_completes_at_once() {
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    let now = h.now();
+    let sent = h.log.len();
+    let id = h.pnes[0].rejoin(now).unwrap();
+    h.pump();
+    assert_eq!(h.outcome(0, id), &Outcome::Rejoined { pns: vec![] });
+    assert_eq!(h.log.len(), sent, "nothing was sent");
+}
+
+/// The message of each phase is lost with its link; the machine is gone with the link and its
+/// command never completes (the driver answers its caller). On the next link, the set-up
+/// catches up in full.
+#[test]
+fn a_link_lost_in_any_phase_is_caught_up_on_the_next() {
+    for (phase, message) in [
+        ("proving", "PanAuthInit"),
+        ("pulling", "GroupKeyRequest"),
+        ("confirming", "MembershipConfirm"),
+        ("reporting", "DeviceCapabilitiesUpdate"),
+    ] {
+        let (mut h, pn) = away_then_back(11);
+        h.set_hook(move |f| {
+            if f.message == message && f.from == super::harness::Party::Pne(3) {
+                Action::Drop
+            } else {
+                Action::Deliver
+            }
+        });
+        let now = h.now();
+        let lost = h.pnes[3].rejoin(now).unwrap();
+        h.pump();
+        assert!(h.completion(3, lost).is_none(), "{phase}: still waiting");
+        // The link is lost: every machine comes back on new links.
+        h.clear_hook();
+        h.restart_from_stores(&[PneSpec::cpns(); 4]);
+        h.discover_all();
+        let now = h.now();
+        let id = h.pnes[3].rejoin(now).unwrap();
+        h.pump();
+        assert_eq!(
+            h.outcome(3, id),
+            &Outcome::Rejoined { pns: vec![pn] },
+            "{phase}"
+        );
+        assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2, "{phase}");
+        assert!(
+            h.gw.confirmed_members(&pn).unwrap().contains(&pne_id(3)),
+            "{phase}"
+        );
+        assert!(h.errors.is_empty(), "{phase}: {:?}", h.errors);
+    }
+}
+
+/// A pull the server never gets (the PN GW relays it into a void) ends at a deadline; the
+/// set-up moves on and completes, what failed told as an event.
+#[test]
+fn an_unanswered_pull_times_out_and_the_set_up_still_completes() {
+    let (mut h, pn) = away_then_back(12);
+    h.set_hook(|f| {
+        if f.message == "GroupKeyRequest" && f.to == super::harness::Party::Server {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    let id = h.pnes[3].rejoin(now).unwrap();
+    h.pump();
+    assert!(h.completion(3, id).is_none());
+    assert_eq!(h.pnes[3].rejoin_phase(), Some(RejoinPhase::Pulling));
+    h.advance(FLOW * 2 + Duration::from_secs(1));
+    assert_eq!(h.outcome(3, id), &Outcome::Rejoined { pns: vec![pn] });
+    assert!(h.closes.is_empty(), "{:?}", h.closes);
+    assert!(h.pne_failed_flows(3).iter().any(|e| matches!(
+        e,
+        PneEvent::FlowFailed {
+            flow: Flow::MembershipChange,
+            ..
+        }
+    )));
+    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 1, "not caught up");
+}
+
+/// The same seed gives the same run, frame for frame.
+#[test]
+fn a_set_up_replays_from_its_seed() {
+    let run = |seed| {
+        let (mut h, _) = away_then_back(seed);
+        let now = h.now();
+        h.pnes[3].rejoin(now).unwrap();
+        h.pump();
+        h.log.iter().map(|f| f.body.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(21), run(21));
+    assert_ne!(run(21), run(22));
+}
