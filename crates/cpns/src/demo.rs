@@ -17,9 +17,9 @@ use cpns_node::gateway::{self, GatewayNodeConfig};
 use cpns_node::pne::{self, PneReport, PneStep};
 use cpns_node::server::{ServerNode, ServerNodeConfig};
 use cpns_node::{DeviceCredential, TraceEvent, trace};
+use cpns_proto::PanSecurity;
 use cpns_proto::gateway::{EstablishTargets, GatewayConfig, GatewayEvent};
 use cpns_proto::pne::PneConfig;
-use cpns_proto::{PanSecurity, Timeouts};
 use cpns_store::SqliteStore;
 use cpns_wire::SetupType;
 use tokio::net::TcpListener;
@@ -91,21 +91,9 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     // The PN GW, on an insecure PAN (LocalEUKey and sealed frames where a PNE has a UI).
     let gw_store = SqliteStore::open(&root.join("home-gw.db")).await?;
     let proto = GatewayConfig {
-        limits: Default::default(),
-        confirm_others: false,
-        pn_lifetime_s: None,
-        pn_max_members: None,
-        heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
-        pan_offline_after: Some(cpns_proto::gateway::PAN_OFFLINE_AFTER),
-        report_presence: true,
-        pne_limits: cpns_proto::gateway::PneReportLimits::default(),
-        id: gw.entity_id.clone(),
-        eukey: gw.eukey.clone(),
         capabilities: defaults("home-hub", true, true),
         subscription: Some(format!("user:{USER}")),
-        zone_support: false,
-        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
-        timeouts: Timeouts::default(),
+        ..GatewayConfig::new(gw.entity_id.clone(), gw.eukey.clone())
     };
     let mut cfg = GatewayNodeConfig::new(&gw, proto, server_addr.to_string());
     cfg.pan_security = PanSecurity::Cpns;
@@ -276,19 +264,8 @@ fn spawn_pne(
 
 fn pne_config(cred: &DeviceCredential, device_type: &str, has_ui: bool) -> PneConfig {
     PneConfig {
-        id: cred.entity_id.clone(),
-        eukey: cred.eukey.clone(),
         capabilities: defaults(device_type, has_ui, false),
-        contents: Vec::new(),
-        security: PanSecurity::Cpns,
-        accept_invitations: true,
-        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
-        timeouts: Timeouts::default(),
-        home_gateway: None,
-        heartbeat: Some(cpns_proto::pne::HEARTBEAT),
-        dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
-        battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
-        usage_every: None,
+        ..PneConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     }
 }
 

@@ -11,9 +11,9 @@ use cpns_node::gateway::{self, GatewayNodeConfig};
 use cpns_node::pne::{self, PneStep};
 use cpns_node::server::{ServerNode, ServerNodeConfig};
 use cpns_node::{DeviceCredential, DeviceKind};
+use cpns_proto::PanSecurity;
 use cpns_proto::gateway::{EstablishTargets, GatewayConfig, GatewayEvent};
 use cpns_proto::pne::PneConfig;
-use cpns_proto::{PanSecurity, Timeouts};
 use cpns_store::SqliteStore;
 use cpns_wire::{EntityId, SetupType};
 use tokio::net::TcpListener;
@@ -230,21 +230,13 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("open {}", a.store.display()))?;
     let proto = GatewayConfig {
-        limits: Default::default(),
         confirm_others: a.confirm_others,
         pn_lifetime_s: a.pn_lifetime_s,
         pn_max_members: a.pn_max_members,
-        heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
         pan_offline_after: Some(Duration::from_secs(a.pan_offline_after_s)),
-        report_presence: true,
-        pne_limits: cpns_proto::gateway::PneReportLimits::default(),
-        id: cred.entity_id.clone(),
-        eukey: cred.eukey.clone(),
         capabilities,
         subscription: Some(format!("user:{}", cred.owner)),
-        zone_support: false,
-        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
-        timeouts: Timeouts::default(),
+        ..GatewayConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     };
     let mut cfg = GatewayNodeConfig::new(&cred, proto, a.server.clone());
     cfg.pan_security = pan_security(&a.pan_security)?;
@@ -417,19 +409,15 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("open {}", a.store.display()))?;
     let cfg = PneConfig {
-        id: cred.entity_id.clone(),
-        eukey: cred.eukey.clone(),
         capabilities,
-        contents: Vec::new(),
         security: pan_security(&a.pan_security)?,
         accept_invitations: !a.decline,
-        max_frame: cpns_wire::DEFAULT_MAX_FRAME,
-        timeouts: Timeouts::default(),
         home_gateway: a.home_gateway.clone(),
         heartbeat: Some(Duration::from_secs(a.heartbeat_s)),
         dynamic_interval: Duration::from_secs(a.dynamic_interval_s),
         battery_alert: Some(a.battery_alert),
         usage_every: (a.usage_every_s > 0).then(|| Duration::from_secs(a.usage_every_s)),
+        ..PneConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     };
     let mut steps = Vec::new();
     if let Some(s) = &a.setup {

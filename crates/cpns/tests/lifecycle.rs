@@ -8,14 +8,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cpns_store::{SqliteStore, Store};
 use cpns_wire::PnId;
 
 mod common;
 
-use common::{Proc, cpns, run, s};
+use common::{Proc, Stores, World, cpns, members, names, run, s};
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
 
 /// `cpns pn ... --json` on the entity whose store is `store`: its answer.
 fn pn_json(store: &Path, args: &[&str]) -> serde_json::Value {
@@ -27,287 +31,78 @@ fn pn_json(store: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("cpns {all:?}: {text:?}: {e}"))
 }
 
-/// The members of each PN a store holds locally, by PN.
-async fn local(store: &Path) -> Pns {
-    let st = SqliteStore::open(store).await.unwrap();
-    let pns = st.local_pns().await.unwrap();
-    st.close().await;
-    pns.iter()
-        .map(|pn| {
-            let members = pn.members.iter().map(|m| m.pne_id.to_string()).collect();
-            (pn.pn_id.to_string(), members)
-        })
-        .collect()
+/// A server and the PN GW `home-gw` running, and PNEs `pnes` enrolled, all of alice.
+fn world(pnes: &[&str]) -> World {
+    World::builder().gateway("home-gw").pnes(pnes).start()
 }
 
-/// The members of each PN in the server's store, by PN.
-async fn at_server(db: &Path) -> Pns {
-    let st = SqliteStore::open(db).await.unwrap();
-    let pns = st.all_pns().await.unwrap();
-    st.close().await;
-    pns.iter()
-        .map(|pn| {
-            let members = pn.members.iter().map(|m| m.pne_id.to_string()).collect();
-            (pn.pn_id.to_string(), members)
-        })
-        .collect()
+/// [`world`] of `phone`, `watch` and `tv`, and bob's PNE `bobs-tv`: another user's PNE on the
+/// same PAN.
+fn with_bobs_tv() -> World {
+    World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "watch", "tv"])
+        .user("bob")
+        .pne("bobs-tv")
+        .start()
 }
 
-/// The strings of a JSON array, sorted.
-fn names(v: &serde_json::Value) -> Vec<String> {
-    let mut out: Vec<String> = v
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    out.sort_unstable();
-    out
-}
-
-/// PNs by id, each with its members' ids.
-type Pns = BTreeSet<(String, BTreeSet<String>)>;
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-/// `cpns gateway --json` as home-gw, listening for PNEs on `pan`; once its WAN session is up,
-/// the process and its PAN address.
-fn gateway(p: &dyn Fn(&str) -> PathBuf, server: &str, pan: &str, extra: &[&str]) -> (Proc, String) {
-    let cred = p("home-gw.cred.json");
-    let store = p("gw.db");
-    let mut args = vec![
-        "gateway",
-        "--json",
-        "--credential",
-        s(&cred),
-        "--server",
-        server,
-        "--pan-listen",
-        pan,
-        "--store",
-        s(&store),
-    ];
-    args.extend(extra);
-    let mut gw = Proc::spawn("gateway", &args);
-    let pan = gw.expect_event("pan_listening")["addr"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    gw.expect_event("wan_ready");
-    (gw, pan)
-}
-
-/// A server, a PN GW and long-running PNEs of one user, on loopback.
-struct World {
-    tmp: tempfile::TempDir,
-    server: Proc,
-    server_addr: String,
-    gw: Proc,
-    pan: String,
-}
-
-impl World {
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
+/// PNEs `members` (waiting for an invitation) and `outsider` (declining) are known to the
+/// PN GW; then `initiator` asks for a PN with all of them. Every PNE stays (`--stay`). Returns
+/// the PNEs, initiator first, and the PN.
+fn established(
+    w: &mut World,
+    initiator: &'static str,
+    members: &[&'static str],
+    outsider: &'static str,
+) -> (Vec<(&'static str, Proc)>, PnId) {
+    let mut pnes = Vec::new();
+    for id in members {
+        let p = w.pne(id).stay().await_invitation().spawn();
+        w.gw()
+            .expect_event_where("pne_discovered", |v| v["pne"] == *id);
+        pnes.push((*id, p));
     }
-
-    /// `cpns enroll` of `id` (a `kind`) for `user`, its credential written to `out`.
-    fn enroll(&self, user: &str, kind: &str, id: &str, out: &Path) {
-        let data = self.path("server");
-        cpns(&[
-            "enroll",
-            "--data-dir",
-            s(&data),
-            "--user",
-            user,
-            "--kind",
-            kind,
-            "--id",
-            id,
-            "--out",
-            s(out),
-        ]);
-    }
-
-    fn start(pnes: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = |n: &str| -> PathBuf { tmp.path().join(n) };
-        let data = p("server");
-        cpns(&["init", "--data-dir", s(&data)]);
-        let mut ids = vec![("gateway", "home-gw")];
-        ids.extend(pnes.iter().map(|id| ("pne", *id)));
-        for (kind, id) in ids {
-            let out = p(&format!("{id}.cred.json"));
-            cpns(&[
-                "enroll",
-                "--data-dir",
-                s(&data),
-                "--user",
-                "alice",
-                "--kind",
-                kind,
-                "--id",
-                id,
-                "--out",
-                s(&out),
-            ]);
-        }
-        let mut server = Proc::spawn(
-            "server",
-            &[
-                "server",
-                "--json",
-                "--data-dir",
-                s(&data),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-        );
-        let server_addr = server.listening();
-        let (gw, pan) = gateway(&p, &server_addr, "127.0.0.1:0", &[]);
-        Self {
-            tmp,
-            server,
-            server_addr,
-            gw,
-            pan,
+    let p = w.pne(outsider).stay().decline().spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == outsider);
+    pnes.push((outsider, p));
+    let p = w.pne(initiator).stay().setup("all").spawn();
+    pnes.insert(0, (initiator, p));
+    let est = w.gw().expect_event("pn_established");
+    let pn: PnId = est["pn_id"].as_str().unwrap().parse().unwrap();
+    for (id, p) in &mut pnes {
+        if *id != outsider {
+            p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
         }
     }
-
-    /// Stops the PN GW (SIGKILL) and starts it again on the same PAN address and store.
-    fn restart_gateway(&mut self) {
-        self.restart_gateway_with(&[]);
-    }
-
-    /// [`World::restart_gateway`] with `extra` arguments.
-    fn restart_gateway_with(&mut self, extra: &[&str]) {
-        self.gw.child.kill().unwrap();
-        self.gw.child.wait().unwrap();
-        let p = |n: &str| -> PathBuf { self.tmp.path().join(n) };
-        let (gw, _) = gateway(&p, &self.server_addr, &self.pan, extra);
-        self.gw = gw;
-    }
-
-    /// `cpns pne --stay --json` with `extra` steps; returns once its control socket is up.
-    fn pne(&self, id: &'static str, extra: &[&str]) -> Proc {
-        let cred = self.path(&format!("{id}.cred.json"));
-        let store = self.path(&format!("{id}.db"));
-        let mut args = vec![
-            "pne",
-            "--stay",
-            "--json",
-            "--gateway",
-            &self.pan,
-            "--credential",
-            s(&cred),
-            "--store",
-            s(&store),
-        ];
-        args.extend(extra);
-        let mut p = Proc::spawn("pne", &args);
-        p.expect_event("control_listening");
-        p
-    }
-
-    /// PNEs `members` (waiting for an invitation) and `outsider` (declining) are known to the
-    /// PN GW; then `initiator` asks for a PN with all of them. Returns the PNEs, initiator
-    /// first, and the PN.
-    fn established(
-        &mut self,
-        initiator: &'static str,
-        members: &[&'static str],
-        outsider: &'static str,
-    ) -> (Vec<(&'static str, Proc)>, PnId) {
-        let mut pnes = Vec::new();
-        for id in members {
-            let p = self.pne(id, &["--await-invitation"]);
-            self.gw
-                .expect_event_where("pne_discovered", |v| v["pne"] == *id);
-            pnes.push((*id, p));
-        }
-        let p = self.pne(outsider, &["--decline"]);
-        self.gw
-            .expect_event_where("pne_discovered", |v| v["pne"] == outsider);
-        pnes.push((outsider, p));
-        let p = self.pne(initiator, &["--setup", "all"]);
-        pnes.insert(0, (initiator, p));
-        let est = self.gw.expect_event("pn_established");
-        let pn: PnId = est["pn_id"].as_str().unwrap().parse().unwrap();
-        for (id, p) in &mut pnes {
-            if *id != outsider {
-                p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
-            }
-        }
-        (pnes, pn)
-    }
-
-    /// Every store: the server's, the PN GW's and each PNE's.
-    async fn stores(&self, pnes: &[&str]) -> Stores {
-        let mut by_pne = Vec::new();
-        for id in pnes {
-            by_pne.push((id.to_string(), local(&self.path(&format!("{id}.db"))).await));
-        }
-        Stores {
-            server: at_server(&self.path("server").join("cpns.db")).await,
-            gw: local(&self.path("gw.db")).await,
-            pnes: by_pne,
-        }
-    }
+    (pnes, pn)
 }
 
-#[derive(Debug)]
-struct Stores {
-    server: Pns,
-    gw: Pns,
-    pnes: Vec<(String, Pns)>,
-}
-
-impl Stores {
-    /// The server and the PN GW agree, and each PNE holds exactly the PNs it is a member of.
-    fn agree(&self) {
-        assert_eq!(self.server, self.gw, "server and PN GW differ: {self:?}");
-        for (pne, held) in &self.pnes {
-            let member_of: BTreeSet<_> = self
-                .gw
-                .iter()
-                .filter(|(_, m)| m.contains(pne))
-                .cloned()
-                .collect();
-            assert_eq!(held, &member_of, "{pne} holds other PNs than it belongs to");
-        }
-    }
-}
-
-/// Lines the PNE printed: waits for its `pn_released` event, or checks there is none by
-/// asking it (its answer comes after what it printed before).
+/// Lines the PNE printed: waits for its `pn_released` event.
 fn told(p: &mut Proc, pn: PnId) -> serde_json::Value {
     p.expect_event_where("pn_released", |v| v["pn_id"] == pn.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
-    let mut w = World::start(&["phone", "watch", "tablet"]);
-    let (mut pnes, pn) = w.established("phone", &["watch"], "tablet");
+    let mut w = world(&["phone", "watch", "tablet"]);
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch"], "tablet");
     let all = ["phone", "watch", "tablet"];
-    let before = w.stores(&all).await;
+    let before = w.stores().await;
     before.agree();
-    assert_eq!(
-        before.gw,
-        BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
-    );
+    assert_eq!(before.at("home-gw"), members(&[(pn, &["phone", "watch"])]));
 
     // `members` names one PN, on the PN GW as on a member; an unknown PN is not found.
-    for store in ["gw.db", "watch.db"] {
-        let shown = pn_json(&w.path(store), &["members", &pn.to_string()]);
+    for id in ["home-gw", "watch"] {
+        let shown = pn_json(&w.store(id), &["members", &pn.to_string()]);
         assert_eq!(
             names(&shown["pns"][0]["members"]),
             ["phone", "watch"],
-            "{store}"
+            "{id}"
         );
     }
-    let unknown = pn_json(&w.path("gw.db"), &["members", &"0".repeat(32)]);
+    let unknown = pn_json(&w.store("home-gw"), &["members", &"0".repeat(32)]);
     assert_eq!(unknown["ok"], false);
     assert!(
         unknown["error"].as_str().unwrap().starts_with("not_found"),
@@ -315,20 +110,19 @@ async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
     );
 
     // The tablet is no member: its own request goes nowhere and changes nothing.
-    let refused = pn_json(&w.path("tablet.db"), &["release", &pn.to_string()]);
+    let refused = pn_json(&w.store("tablet"), &["release", &pn.to_string()]);
     assert_eq!(refused["ok"], false, "{refused}");
     assert!(
         refused["error"].as_str().unwrap().contains("not a member"),
         "{refused}"
     );
 
-    let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    let answer = pn_json(&w.store("home-gw"), &["release", &pn.to_string()]);
     assert_eq!(answer["ok"], true, "{answer}");
-    let notified: BTreeSet<String> = names(&answer["notified"]).into_iter().collect();
-    assert_eq!(notified, set(&["phone", "watch"]));
-    let event = w.gw.expect_event("pn_released");
+    assert_eq!(names(&answer["notified"]), ["phone", "watch"]);
+    let event = w.gw().expect_event("pn_released");
     assert_eq!(event["by"], "owner");
-    w.server
+    w.server()
         .expect_event_where("pn_released", |v| v["pn_id"] == pn.to_string());
     for (id, p) in &mut pnes {
         if *id != "tablet" {
@@ -337,10 +131,10 @@ async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
     }
     // Every PNE answers `show` from its own inventory: empty for all.
     for id in all {
-        let shown = pn_json(&w.path(&format!("{id}.db")), &["show"]);
+        let shown = pn_json(&w.store(id), &["show"]);
         assert_eq!(shown["pns"], serde_json::json!([]), "{id}: {shown}");
     }
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
     assert!(after.server.is_empty(), "{after:?}");
     // The tablet printed no release: nothing was sent to it.
@@ -352,7 +146,7 @@ async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
             .all(|l| !l.contains("pn_released"))
     );
     // A second release of the PN: a clear error, nothing changed.
-    let again = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    let again = pn_json(&w.store("home-gw"), &["release", &pn.to_string()]);
     assert_eq!(again["ok"], false);
     assert!(
         again["error"].as_str().unwrap().starts_with("not_found"),
@@ -362,10 +156,9 @@ async fn the_pn_gws_owner_releases_a_pn_and_its_members_are_told() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_pne_releases_its_pn_and_the_others_are_told() {
-    let mut w = World::start(&["phone", "watch", "tablet", "tv"]);
-    let (mut pnes, pn) = w.established("phone", &["watch", "tablet"], "tv");
-    let all = ["phone", "watch", "tablet", "tv"];
-    w.stores(&all).await.agree();
+    let mut w = world(&["phone", "watch", "tablet", "tv"]);
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch", "tablet"], "tv");
+    w.stores().await.agree();
 
     // The watch asks its PN GW (§6.6.5.1 step 1); the CLI prints one line.
     let line = cpns(&[
@@ -373,13 +166,12 @@ async fn a_member_pne_releases_its_pn_and_the_others_are_told() {
         "release",
         &pn.to_string(),
         "--store",
-        s(&w.path("watch.db")),
+        s(&w.store("watch")),
     ]);
     assert_eq!(line, format!("PN {pn} released\n"));
-    let event = w.gw.expect_event("pn_released");
+    let event = w.gw().expect_event("pn_released");
     assert_eq!(event["by"], "watch");
-    let notified: BTreeSet<String> = names(&event["notified"]).into_iter().collect();
-    assert_eq!(notified, set(&["phone", "tablet"]));
+    assert_eq!(names(&event["notified"]), ["phone", "tablet"]);
     for (id, p) in &mut pnes {
         match *id {
             "watch" => assert_eq!(told(p, pn)["by_me"], true),
@@ -387,36 +179,40 @@ async fn a_member_pne_releases_its_pn_and_the_others_are_told() {
             _ => assert_eq!(told(p, pn)["by_me"], false, "{id}"),
         }
     }
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
-    assert!(after.gw.is_empty(), "{after:?}");
+    assert!(after.at("home-gw").is_empty(), "{after:?}");
     let (_, tv) = pnes.iter_mut().find(|(id, _)| *id == "tv").unwrap();
     assert!(tv.lines_so_far().iter().all(|l| !l.contains("pn_released")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pne_that_lost_its_gateway_reconnects_proves_itself_and_is_told() {
-    let mut w = World::start(&["phone", "watch", "tv"]);
-    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
+    let mut w = world(&["phone", "watch", "tv"]);
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch"], "tv");
     // The PN GW goes away: the PNEs lose their links and reconnect with backoff to the new
     // process, which reloads the PN from its store.
-    w.restart_gateway();
+    w.restart_gateway(&[]);
     // Each member proves itself on its new link with the PN's LocalEUKey (PN GW
     // authentication), so the PN GW will tell it what changes.
     // In whatever order they come.
     let mut proven = BTreeSet::new();
     while proven.len() < 2 {
-        let e =
-            w.gw.expect_event_where("pan_authenticated", |v| v["pn_id"] == pn.to_string());
+        let e = w
+            .gw()
+            .expect_event_where("pan_authenticated", |v| v["pn_id"] == pn.to_string());
         proven.insert(e["pne"].as_str().unwrap().to_string());
     }
-    assert_eq!(proven, set(&["phone", "watch"]));
+    assert_eq!(
+        proven,
+        BTreeSet::from(["phone".to_string(), "watch".to_string()])
+    );
     for (id, p) in &mut pnes {
         if *id != "tv" {
             p.expect_event_where("pan_authenticated", |v| v["pn_id"] == pn.to_string());
         }
     }
-    let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    let answer = pn_json(&w.store("home-gw"), &["release", &pn.to_string()]);
     assert_eq!(answer["ok"], true, "{answer}");
     let notified = names(&answer["notified"]);
     assert_eq!(notified, ["phone", "watch"]);
@@ -425,18 +221,16 @@ async fn a_pne_that_lost_its_gateway_reconnects_proves_itself_and_is_told() {
             assert_eq!(told(p, pn)["by_me"], false, "{id}");
         }
     }
-    let after = w.stores(&["phone", "watch", "tv"]).await;
+    let after = w.stores().await;
     after.agree();
     assert!(after.server.is_empty());
 }
 
 /// The group key a PNE keeps for `pn`, opened with its own storage key from its credential.
 async fn pne_group_key(w: &World, id: &str, pn: PnId) -> Option<(u64, cpns_crypto::GroupKey)> {
-    let cred = cpns_node::DeviceCredential::read(&w.path(&format!("{id}.cred.json"))).unwrap();
+    let cred = cpns_node::DeviceCredential::read(&w.cred(id)).unwrap();
     let storage = cpns_crypto::device_storage_key(&cred.eukey);
-    let st = SqliteStore::open(&w.path(&format!("{id}.db")))
-        .await
-        .unwrap();
+    let st = SqliteStore::open(&w.store(id)).await.unwrap();
     let pns = st.local_pns().await.unwrap();
     st.close().await;
     let g = pns.iter().find(|p| p.pn_id == pn)?.group.clone()?;
@@ -447,11 +241,9 @@ async fn pne_group_key(w: &World, id: &str, pn: PnId) -> Option<(u64, cpns_crypt
 
 /// The group key the server keeps for `pn`, opened with its master key.
 async fn server_group_key(w: &World, pn: PnId) -> (u64, cpns_crypto::GroupKey) {
-    let hex = std::fs::read_to_string(w.path("server").join("master.key")).unwrap();
+    let hex = std::fs::read_to_string(w.data_dir().join("master.key")).unwrap();
     let master = cpns_crypto::MasterKey::from_hex(hex.trim()).unwrap();
-    let st = SqliteStore::open(&w.path("server").join("cpns.db"))
-        .await
-        .unwrap();
+    let st = SqliteStore::open(&w.server_db()).await.unwrap();
     let g = st.pn(&pn).await.unwrap().unwrap().group.unwrap();
     st.close().await;
     let gk = cpns_crypto::open_group_key_at_rest(&master, pn.as_bytes(), g.epoch, &g.sealed_key)
@@ -461,10 +253,9 @@ async fn server_group_key(w: &World, pn: PnId) -> (u64, cpns_crypto::GroupKey) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() {
-    let mut w = World::start(&["phone", "watch", "tablet", "tv"]);
-    let (mut pnes, pn) = w.established("phone", &["watch", "tablet"], "tv");
-    let all = ["phone", "watch", "tablet", "tv"];
-    w.stores(&all).await.agree();
+    let mut w = world(&["phone", "watch", "tablet", "tv"]);
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch", "tablet"], "tv");
+    w.stores().await.agree();
     // The establishment gave the PN its first group key: every member holds the server's.
     let (epoch, gk1) = server_group_key(&w, pn).await;
     assert_eq!(epoch, 1);
@@ -479,7 +270,7 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
         &pn.to_string(),
         "tablet",
         "--store",
-        s(&w.path("gw.db")),
+        s(&w.store("home-gw")),
     ]);
     assert!(
         line.starts_with(&format!(
@@ -487,7 +278,7 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
         )),
         "{line}"
     );
-    let event = w.gw.expect_event("member_expelled");
+    let event = w.gw().expect_event("member_expelled");
     assert_eq!(event["pne"], "tablet");
     assert_eq!(event["epoch"], 2);
     let told = names(&event["notified"]);
@@ -505,12 +296,9 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
             }
         }
     }
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
-    assert_eq!(
-        after.gw,
-        BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
-    );
+    assert_eq!(after.at("home-gw"), members(&[(pn, &["phone", "watch"])]));
 
     // The server, the phone and the watch hold the same epoch-2 key; the tablet holds none.
     let (epoch, gk) = server_group_key(&w, pn).await;
@@ -539,17 +327,17 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
         "leave",
         &pn.to_string(),
         "--store",
-        s(&w.path("watch.db")),
+        s(&w.store("watch")),
     ]);
     assert_eq!(line, format!("left PN {pn}\n"));
-    let event = w.gw.expect_event("member_left");
+    let event = w.gw().expect_event("member_left");
     assert_eq!(event["pne"], "watch");
     assert_eq!(event["epoch"], 3);
     assert_eq!(event["notified"], serde_json::json!(["phone"]));
     let (_, phone) = pnes.iter_mut().find(|(id, _)| *id == "phone").unwrap();
     let u = phone.expect_event_where("pn_updated", |v| v["epoch"] == 3);
     assert_eq!(u["members"], serde_json::json!(["phone"]));
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
     let (epoch, gk2) = server_group_key(&w, pn).await;
     assert_eq!(epoch, 3);
@@ -561,37 +349,28 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     assert!(cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 3, &sealed).is_err());
 
     // Refusals at the control socket: a non-member leaving, expelling a non-member.
-    let refused = pn_json(&w.path("tv.db"), &["leave", &pn.to_string()]);
+    let refused = pn_json(&w.store("tv"), &["leave", &pn.to_string()]);
     assert_eq!(refused["ok"], false);
-    let refused = pn_json(&w.path("gw.db"), &["expel", &pn.to_string(), "tv"]);
+    let refused = pn_json(&w.store("home-gw"), &["expel", &pn.to_string(), "tv"]);
     assert_eq!(refused["ok"], false);
     assert!(
         refused["error"].as_str().unwrap().starts_with("not_found"),
         "{refused}"
     );
-    w.stores(&all).await.agree();
+    w.stores().await.agree();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
-    let mut w = World::start(&["phone", "watch", "tv"]);
-    // Another user's PNE, on the same PAN.
-    let bob = w.path("bobs-tv.cred.json");
-    w.enroll("bob", "pne", "bobs-tv", &bob);
-    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
+    let mut w = with_bobs_tv();
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch"], "tv");
     let all = ["phone", "watch", "tv"];
-    w.stores(&all).await.agree();
+    w.stores().await.agree();
 
     // The tv asks to join the PN its PN GW serves (000 §6.6.2.2).
-    let line = cpns(&[
-        "pn",
-        "join",
-        &pn.to_string(),
-        "--store",
-        s(&w.path("tv.db")),
-    ]);
+    let line = cpns(&["pn", "join", &pn.to_string(), "--store", s(&w.store("tv"))]);
     assert_eq!(line, format!("joined PN {pn}\n"));
-    let event = w.gw.expect_event("member_joined");
+    let event = w.gw().expect_event("member_joined");
     assert_eq!(event["pne"], "tv");
     assert_eq!(event["epoch"], 2);
     let told = names(&event["notified"]);
@@ -604,11 +383,11 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
             assert_eq!(u["has_key"], true, "{id}");
         }
     }
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
     assert_eq!(
-        after.gw,
-        BTreeSet::from([(pn.to_string(), set(&["phone", "watch", "tv"]))])
+        after.at("home-gw"),
+        members(&[(pn, &["phone", "watch", "tv"])])
     );
     let (_, gk) = server_group_key(&w, pn).await;
     for id in all {
@@ -618,7 +397,7 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     }
 
     // Joining again: already a member, nothing changes.
-    let again = pn_json(&w.path("tv.db"), &["join", &pn.to_string()]);
+    let again = pn_json(&w.store("tv"), &["join", &pn.to_string()]);
     assert_eq!(again["ok"], false);
     assert!(
         again["error"].as_str().unwrap().contains("already"),
@@ -626,61 +405,47 @@ async fn a_pne_joins_a_pn_and_every_member_holds_the_new_group_key() {
     );
 
     // Bob's PNE cannot join alice's PN: refused, every store unchanged.
-    let before = w.stores(&all).await;
-    let mut args = vec![
-        "pne",
-        "--stay",
-        "--json",
-        "--gateway",
-        &w.pan,
-        "--credential",
-        s(&bob),
-        "--store",
-    ];
-    let bob_store = w.path("bobs-tv.db");
-    args.push(s(&bob_store));
-    let mut intruder = Proc::spawn("pne", &args);
-    intruder.expect_event("control_listening");
+    let before = w.stores().await;
+    let mut intruder = w.pne("bobs-tv").stay().spawn();
     intruder.expect_event("discovered");
+    let bob_store = w.store("bobs-tv");
     let refused = pn_json(&bob_store, &["join", &pn.to_string()]);
     assert_eq!(refused["ok"], false, "{refused}");
     assert!(
         refused["error"].as_str().unwrap().starts_with("forbidden"),
         "{refused}"
     );
-    let after = w.stores(&all).await;
-    assert_eq!(after.server, before.server);
-    assert_eq!(after.gw, before.gw);
-    assert!(local(&bob_store).await.is_empty());
+    let after = w.stores().await;
+    assert_eq!(after.at_server(), before.at_server());
+    assert_eq!(after.at("home-gw"), before.at("home-gw"));
+    assert!(after.at("bobs-tv").is_empty());
     assert_eq!(server_group_key(&w, pn).await.0, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
-    let mut w = World::start(&["phone", "watch", "tv", "tablet", "speaker"]);
+    let mut w = world(&["phone", "watch", "tv", "tablet", "speaker"]);
     let mut pnes = Vec::new();
-    let mut watch = w.pne("watch", &["--await-invitation"]);
-    w.gw.expect_event_where("pne_discovered", |v| v["pne"] == "watch");
+    let mut watch = w.pne("watch").stay().await_invitation().spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "watch");
     // Connected, no members: the tv and the tablet accept invitations, the speaker declines.
-    for (id, extra) in [
-        ("tv", &[][..]),
-        ("tablet", &[][..]),
-        ("speaker", &["--decline"][..]),
-    ] {
-        let p = w.pne(id, extra);
-        w.gw.expect_event_where("pne_discovered", |v| v["pne"] == id);
+    for (id, decline) in [("tv", false), ("tablet", false), ("speaker", true)] {
+        let p = w.pne(id).stay();
+        let p = if decline { p.decline() } else { p }.spawn();
+        w.gw()
+            .expect_event_where("pne_discovered", |v| v["pne"] == id);
         pnes.push((id, p));
     }
-    let mut phone = w.pne("phone", &["--setup", "watch"]);
-    let pn: PnId = w.gw.expect_event("pn_established")["pn_id"]
+    let mut phone = w.pne("phone").stay().setup("watch").spawn();
+    let pn: PnId = w.gw().expect_event("pn_established")["pn_id"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
     phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
     watch.expect_event_where("pn_joined", |v| v["pn_id"] == pn.to_string());
-    let all = ["phone", "watch", "tv", "tablet", "speaker"];
-    w.stores(&all).await.agree();
+    w.stores().await.agree();
 
     // 000 §6.6.2.1.1: the PN GW's owner invites the tv, which joins.
     let line = cpns(&[
@@ -689,20 +454,22 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
         &pn.to_string(),
         "tv",
         "--store",
-        s(&w.path("gw.db")),
+        s(&w.store("home-gw")),
     ]);
     assert_eq!(line, format!("tv joined PN {pn}\n"));
-    let joined =
-        w.gw.expect_event_where("member_joined", |v| v["pne"] == "tv");
+    let joined = w
+        .gw()
+        .expect_event_where("member_joined", |v| v["pne"] == "tv");
     assert_eq!(joined["epoch"], 2);
     for p in [&mut phone, &mut watch] {
         p.expect_event_where("pn_updated", |v| v["epoch"] == 2 && v["has_key"] == true);
     }
     // 000 §6.6.2.1.2: the watch asks its PN GW to invite the tablet, which joins.
-    let answer = pn_json(&w.path("watch.db"), &["invite", &pn.to_string(), "tablet"]);
+    let answer = pn_json(&w.store("watch"), &["invite", &pn.to_string(), "tablet"]);
     assert_eq!(answer["accepted"], true, "{answer}");
-    let joined =
-        w.gw.expect_event_where("member_joined", |v| v["pne"] == "tablet");
+    let joined = w
+        .gw()
+        .expect_event_where("member_joined", |v| v["pne"] == "tablet");
     assert_eq!(joined["epoch"], 3);
     let told = names(&joined["notified"]);
     // The tv joined without a LocalEUKey: its link was proven by its registration, and the
@@ -713,18 +480,18 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
         p.expect_event_where("pn_updated", |v| v["epoch"] == 3 && v["has_key"] == true);
     }
     // The speaker declines: nothing changes.
-    let before = w.stores(&all).await;
-    let answer = pn_json(&w.path("gw.db"), &["invite", &pn.to_string(), "speaker"]);
+    let before = w.stores().await;
+    let answer = pn_json(&w.store("home-gw"), &["invite", &pn.to_string(), "speaker"]);
     assert_eq!(answer["accepted"], false, "{answer}");
-    w.gw.expect_event_where("invite_ended", |v| {
+    w.gw().expect_event_where("invite_ended", |v| {
         v["invitee"] == "speaker" && v["reason"] == "declined"
     });
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
-    assert_eq!(after.server, before.server);
+    assert_eq!(after.at_server(), before.at_server());
     assert_eq!(
-        after.gw,
-        BTreeSet::from([(pn.to_string(), set(&["phone", "watch", "tv", "tablet"]))])
+        after.at("home-gw"),
+        members(&[(pn, &["phone", "watch", "tv", "tablet"])])
     );
     // Every member holds the server's key of epoch 3.
     let (epoch, gk) = server_group_key(&w, pn).await;
@@ -734,7 +501,7 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
     }
     assert!(pne_group_key(&w, "speaker", pn).await.is_none());
     // Inviting a member again is refused with a clear error.
-    let again = pn_json(&w.path("gw.db"), &["invite", &pn.to_string(), "tv"]);
+    let again = pn_json(&w.store("home-gw"), &["invite", &pn.to_string(), "tv"]);
     assert_eq!(again["ok"], false);
     assert!(
         again["error"].as_str().unwrap().starts_with("conflict"),
@@ -744,17 +511,17 @@ async fn invitations_by_the_pn_gw_and_by_a_member_end_in_joins_or_declines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_away_during_a_change_pulls_the_new_key_when_it_is_back() {
-    let mut w = World::start(&["phone", "watch", "tablet", "tv"]);
-    let (mut pnes, pn) = w.established("phone", &["watch", "tablet"], "tv");
+    let mut w = world(&["phone", "watch", "tablet", "tv"]);
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch", "tablet"], "tv");
     // The tablet goes away (its process killed); the watch is expelled meanwhile.
     let at = pnes.iter().position(|(id, _)| *id == "tablet").unwrap();
     drop(pnes.remove(at));
-    let answer = pn_json(&w.path("gw.db"), &["expel", &pn.to_string(), "watch"]);
+    let answer = pn_json(&w.store("home-gw"), &["expel", &pn.to_string(), "watch"]);
     assert_eq!(answer["epoch"], 2, "{answer}");
     assert_eq!(names(&answer["notified"]), ["phone"]);
     assert_eq!(pne_group_key(&w, "tablet", pn).await.unwrap().0, 1);
     // Back, it asks the server for its copy (002 §B.1.1.3 step 22) and holds epoch 2.
-    let mut tablet = w.pne("tablet", &[]);
+    let mut tablet = w.pne("tablet").stay().spawn();
     let u = tablet.expect_event_where("pn_updated", |v| v["epoch"] == 2);
     assert_eq!(u["has_key"], true);
     assert_eq!(names(&u["members"]), ["phone", "tablet"]);
@@ -770,25 +537,25 @@ async fn a_member_away_during_a_change_pulls_the_new_key_when_it_is_back() {
     );
     // (The tablet confirmed epoch 1 when it first joined: that earlier event may still be
     // unread, so wait for the confirmation of epoch 2 itself.)
-    let g = w.gw.expect_event_where("member_confirmed", |v| {
+    let g = w.gw().expect_event_where("member_confirmed", |v| {
         v["pne"] == "tablet" && v["epoch"] == 2
     });
     assert_eq!(g["pn_id"], pn.to_string());
-    let members = pn_json(&w.path("gw.db"), &["members", &pn.to_string()]);
-    assert_eq!(members["pns"][0]["epoch"], 2, "{members}");
-    assert_eq!(names(&members["pns"][0]["confirmed"]), ["phone", "tablet"]);
+    let shown = pn_json(&w.store("home-gw"), &["members", &pn.to_string()]);
+    assert_eq!(shown["pns"][0]["epoch"], 2, "{shown}");
+    assert_eq!(names(&shown["pns"][0]["confirmed"]), ["phone", "tablet"]);
     let text = cpns(&[
         "pn",
         "members",
         &pn.to_string(),
         "--store",
-        s(&w.path("gw.db")),
+        s(&w.store("home-gw")),
     ]);
     assert!(
         text.contains("group key epoch 2, confirmed by: phone, tablet"),
         "{text}"
     );
-    w.stores(&["phone", "watch", "tablet", "tv"]).await.agree();
+    w.stores().await.agree();
 }
 
 /// 004 §5.5.10: a member reads its own PN from its PN GW, another PN of its user from the
@@ -796,21 +563,18 @@ async fn a_member_away_during_a_change_pulls_the_new_key_when_it_is_back() {
 /// No store changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pne_reads_its_own_pn_and_its_users_other_pns() {
-    let mut w = World::start(&["phone", "watch", "tv"]);
-    let bob = w.path("bobs-tv.cred.json");
-    w.enroll("bob", "pne", "bobs-tv", &bob);
-    let (mut pnes, a) = w.established("phone", &["watch"], "tv");
+    let mut w = with_bobs_tv();
+    let (mut pnes, a) = established(&mut w, "phone", &["watch"], "tv");
     // The tv, which declined, sets up a PN of its own: B.
     let at = pnes.iter().position(|(id, _)| *id == "tv").unwrap();
     drop(pnes.remove(at));
-    let mut tv = w.pne("tv", &["--setup", "1-1"]);
+    let mut tv = w.pne("tv").stay().setup("1-1").spawn();
     let joined = tv.expect_event("pn_joined");
     let b: PnId = joined["pn_id"].as_str().unwrap().parse().unwrap();
-    let all = ["phone", "watch", "tv"];
-    let before = w.stores(&all).await;
+    let before = w.stores().await;
     before.agree();
 
-    let watch = w.path("watch.db");
+    let watch = w.store("watch");
     let own = pn_json(&watch, &["query", &a.to_string()]);
     assert_eq!(own["pns"].as_array().unwrap().len(), 1, "{own}");
     assert_eq!(names(&own["pns"][0]["members"]), ["phone", "watch"]);
@@ -829,30 +593,16 @@ async fn a_pne_reads_its_own_pn_and_its_users_other_pns() {
     assert_eq!(text, format!("PN {b} at home-gw: tv\n"));
 
     // Bob's PNE belongs to no PN and holds no session: it reads nothing.
-    let bob_store = w.path("bobs-tv.db");
-    let mut intruder = Proc::spawn(
-        "pne",
-        &[
-            "pne",
-            "--stay",
-            "--json",
-            "--gateway",
-            &w.pan,
-            "--credential",
-            s(&bob),
-            "--store",
-            s(&bob_store),
-        ],
-    );
-    intruder.expect_event("control_listening");
+    let bob_store = w.store("bobs-tv");
+    let mut intruder = w.pne("bobs-tv").stay().spawn();
     intruder.expect_event("discovered");
     for args in [vec!["query", &a.to_string()[..]], vec!["query"]] {
         let refused = pn_json(&bob_store, &args);
         assert_eq!(refused["ok"], false, "{refused}");
     }
-    let after = w.stores(&all).await;
-    assert_eq!(after.server, before.server);
-    assert_eq!(after.gw, before.gw);
+    let after = w.stores().await;
+    assert_eq!(after.at_server(), before.at_server());
+    assert_eq!(after.at("home-gw"), before.at("home-gw"));
 }
 
 /// 004 §5.5.10: a member asks its PN GW to expel another (`cpns pn expel` on the PNE). The
@@ -860,20 +610,19 @@ async fn a_pne_reads_its_own_pn_and_its_users_other_pns() {
 /// PN, the others hold the new epoch's key, and every store agrees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_asks_its_pn_gw_to_expel_another() {
-    let mut w = World::start(&["phone", "watch", "tv", "tablet"]);
-    let (mut pnes, pn) = w.established("phone", &["watch", "tv"], "tablet");
-    let all = ["phone", "watch", "tv", "tablet"];
-    w.stores(&all).await.agree();
+    let mut w = world(&["phone", "watch", "tv", "tablet"]);
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch", "tv"], "tablet");
+    w.stores().await.agree();
     let line = cpns(&[
         "pn",
         "expel",
         &pn.to_string(),
         "tv",
         "--store",
-        s(&w.path("watch.db")),
+        s(&w.store("watch")),
     ]);
     assert_eq!(line, format!("tv expelled from PN {pn}\n"));
-    let event = w.gw.expect_event("member_expelled");
+    let event = w.gw().expect_event("member_expelled");
     assert_eq!(event["pne"], "tv");
     assert_eq!(event["epoch"], 2);
     assert_eq!(names(&event["notified"]), ["phone", "watch"]);
@@ -889,14 +638,11 @@ async fn a_member_asks_its_pn_gw_to_expel_another() {
             _ => {}
         }
     }
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
-    assert_eq!(
-        after.gw,
-        BTreeSet::from([(pn.to_string(), set(&["phone", "watch"]))])
-    );
+    assert_eq!(after.at("home-gw"), members(&[(pn, &["phone", "watch"])]));
     // Expelling it again: not a member any more.
-    let again = pn_json(&w.path("watch.db"), &["expel", &pn.to_string(), "tv"]);
+    let again = pn_json(&w.store("watch"), &["expel", &pn.to_string(), "tv"]);
     assert_eq!(again["ok"], false, "{again}");
 }
 
@@ -920,76 +666,43 @@ async fn multi_user(
     serde_json::Value,
     Vec<cpns_store::PnRecord>,
 ) {
-    let mut w = World::start(&["phone"]);
-    w.enroll("bob", "gateway", "bob-gw", &w.path("bob-gw.cred.json"));
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pne("phone")
+        .user("bob")
+        .gateway("bob-gw")
+        .start();
     match home {
-        Home::Runs(answer) => w.restart_gateway_with(&["--confirm-others", answer]),
-        Home::Down => {
-            w.gw.child.kill().unwrap();
-            w.gw.child.wait().unwrap();
-        }
+        Home::Runs(answer) => w.restart_gateway(&["--confirm-others", answer]),
+        Home::Down => w.stop_gateway(),
     }
-    let mut bob = Proc::spawn(
-        "gateway",
-        &[
-            "gateway",
-            "--json",
-            "--credential",
-            s(&w.path("bob-gw.cred.json")),
-            "--server",
-            &w.server_addr,
-            "--pan-listen",
-            "127.0.0.1:0",
-            "--store",
-            s(&w.path("bob-gw.db")),
-            "--establish",
-            "phone",
-        ],
-    );
-    let bob_pan = bob.expect_event("pan_listening")["addr"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    bob.expect_event("wan_ready");
-    let mut phone = Proc::spawn(
-        "pne",
-        &[
-            "pne",
-            "--stay",
-            "--json",
-            "--gateway",
-            &bob_pan,
-            "--credential",
-            s(&w.path("phone.cred.json")),
-            "--store",
-            s(&w.path("phone.db")),
-            "--await-invitation",
-            "--home-gateway",
-            named,
-        ],
-    );
+    let (mut bob, bob_pan) = w.start_gateway("bob-gw", &["--establish", "phone"]);
+    let mut phone = w
+        .pne("phone")
+        .at(&bob_pan)
+        .stay()
+        .await_invitation()
+        .home_gateway(named)
+        .spawn();
     let outcome = bob.expect_any(&["pn_established", "establishment_failed"]);
     let told = phone.expect_any(&["pn_joined", "pn_refused", "flow_failed"]);
     if let Home::Runs(answer) = home
         && named == "home-gw"
     {
-        let asked = w.gw.expect_event("pne_confirm_asked");
+        let asked = w.gw().expect_event("pne_confirm_asked");
         assert_eq!(asked["pne"], "phone");
         assert_eq!(asked["requesting_gw"], "bob-gw");
         assert_eq!(asked["confirmed"], answer == "yes");
     }
-    let st = SqliteStore::open(&w.path("server").join("cpns.db"))
-        .await
-        .unwrap();
-    let pns = st.all_pns().await.unwrap();
-    st.close().await;
     // Bob's PN GW holds what the server holds, and alice's PN GW and the phone's own store
     // agree with it too (the phone holds a PN only if it is in one).
-    let server = at_server(&w.path("server").join("cpns.db")).await;
-    assert_eq!(local(&w.path("bob-gw.db")).await, server);
-    assert!(local(&w.path("gw.db")).await.is_empty());
-    assert_eq!(local(&w.path("phone.db")).await, server);
-    (outcome, told, pns)
+    let stores = w.stores().await;
+    stores.agree();
+    let server = stores.at_server();
+    assert_eq!(stores.at("bob-gw"), server);
+    assert!(stores.at("home-gw").is_empty());
+    assert_eq!(stores.at("phone"), server);
+    (outcome, told, stores.server)
 }
 
 /// 001 §5.2.1.1 end to end: alice's home PN GW confirms her phone in bob's PN; the server
@@ -1035,13 +748,14 @@ async fn a_pne_of_another_user_not_confirmed_changes_nothing() {
 /// GW connected to the server, and the phone follows it as a PNE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_elect_a_pn_gw_and_take_their_roles() {
-    let w = World::start(&[]);
-    for id in ["hub", "phone"] {
-        w.enroll("alice", "both", id, &w.path(&format!("{id}.cred.json")));
-    }
+    let w = World::builder()
+        .gateway("home-gw")
+        .device("both", "hub")
+        .device("both", "phone")
+        .start();
     let device = |id: &str, pair: &[&str], caps: &[&str]| {
-        let cred = w.path(&format!("{id}.cred.json"));
-        let store = w.path(&format!("{id}.db"));
+        let cred = w.cred(id);
+        let store = w.store(id);
         let mut args = vec![
             "elect",
             "--json",
@@ -1050,7 +764,7 @@ async fn two_devices_elect_a_pn_gw_and_take_their_roles() {
             "--store",
             s(&store),
             "--server",
-            &w.server_addr,
+            w.server_addr(),
         ];
         args.extend(pair);
         args.extend(caps);
@@ -1094,7 +808,7 @@ async fn two_devices_elect_a_pn_gw_and_take_their_roles() {
     hub.expect_event("wan_ready");
     let found = phone.expect_event("discovered");
     assert_eq!(found["gateway"], "hub");
-    let shown = pn_json(&w.path("hub.db"), &["show"]);
+    let shown = pn_json(&w.store("hub"), &["show"]);
     assert_eq!(shown["ok"], true, "{shown}");
 }
 
@@ -1103,12 +817,14 @@ async fn two_devices_elect_a_pn_gw_and_take_their_roles() {
 /// is told, and every store forgets it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pn_expires_and_a_full_pn_refuses_a_member() {
-    let mut w = World::start(&["phone", "watch", "tv"]);
-    w.restart_gateway_with(&["--pn-lifetime-s", "3", "--pn-max-members", "2"]);
-    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
-    let all = ["phone", "watch", "tv"];
-    w.stores(&all).await.agree();
-    let refused = pn_json(&w.path("tv.db"), &["join", &pn.to_string()]);
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "watch", "tv"])
+        .gateway_args(&["--pn-lifetime-s", "3", "--pn-max-members", "2"])
+        .start();
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch"], "tv");
+    w.stores().await.agree();
+    let refused = pn_json(&w.store("tv"), &["join", &pn.to_string()]);
     assert_eq!(refused["ok"], false, "{refused}");
     let why = refused["error"].as_str().unwrap();
     assert!(
@@ -1116,18 +832,21 @@ async fn a_pn_expires_and_a_full_pn_refuses_a_member() {
         "{why}"
     );
     // The lifetime ends: released, and both members told.
-    let expired = w.gw.expect_event("pn_expired");
+    let expired = w.gw().expect_event("pn_expired");
     assert_eq!(expired["pn_id"], pn.to_string());
-    let released = w.gw.expect_event("pn_released");
+    let released = w.gw().expect_event("pn_released");
     assert_eq!(names(&released["notified"]), ["phone", "watch"]);
     for (id, p) in &mut pnes {
         if *id != "tv" {
             told(p, pn);
         }
     }
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
-    assert!(after.server.is_empty() && after.gw.is_empty(), "{after:?}");
+    assert!(
+        after.server.is_empty() && after.at("home-gw").is_empty(),
+        "{after:?}"
+    );
 }
 
 /// `cpns demo`, the README's first command: it ends well, its diagram shows the lifecycle's
@@ -1165,20 +884,22 @@ async fn the_demo_runs_the_whole_lifecycle() {
     ] {
         assert!(text.contains(step), "no step {step:?}:\n{text}");
     }
-    let server = at_server(&tmp.path().join("server").join("cpns.db")).await;
+    let gw = [("home-gw".to_string(), tmp.path().join("home-gw.db"))];
+    let stores = Stores::read(&tmp.path().join("server").join("cpns.db"), &gw).await;
+    let server = stores.at_server();
     assert_eq!(server.len(), 1, "{server:?}");
     let (_, members) = server.iter().next().unwrap();
     assert_eq!(members, &set(&["phone", "watch", "tv"]));
-    assert_eq!(local(&tmp.path().join("home-gw.db")).await, server);
+    assert_eq!(stores.at("home-gw"), server);
 }
 
 /// `cpns elect` with a PN GW's credential says what to run instead, and a `--peer` that never
 /// answers ends at `--timeout-s` with a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elect_refuses_what_it_cannot_do() {
-    let w = World::start(&[]);
-    let cred = w.path("home-gw.cred.json");
-    let store = w.path("x.db");
+    let w = World::builder().gateway("home-gw").pne("lonely").start();
+    let cred = w.cred("home-gw");
+    let store = w.store("x");
     let out = run(&[
         "elect",
         "--credential",
@@ -1191,7 +912,6 @@ async fn elect_refuses_what_it_cannot_do() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("run `cpns gateway`"), "{err}");
-    w.enroll("alice", "pne", "lonely", &w.path("lonely.cred.json"));
     // Nothing listens there: a port just freed.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1201,7 +921,7 @@ async fn elect_refuses_what_it_cannot_do() {
     let out = run(&[
         "elect",
         "--credential",
-        s(&w.path("lonely.cred.json")),
+        s(&w.cred("lonely")),
         "--store",
         s(&store),
         "--peer",
@@ -1218,19 +938,18 @@ async fn elect_refuses_what_it_cannot_do() {
 /// sealed for it, through its PN GW; it forgets the PN and every store agrees again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_away_when_its_pn_is_released_forgets_it_when_back() {
-    let mut w = World::start(&["phone", "watch", "tv"]);
-    let (mut pnes, pn) = w.established("phone", &["watch"], "tv");
+    let mut w = world(&["phone", "watch", "tv"]);
+    let (mut pnes, pn) = established(&mut w, "phone", &["watch"], "tv");
     let at = pnes.iter().position(|(id, _)| *id == "watch").unwrap();
     drop(pnes.remove(at));
-    let answer = pn_json(&w.path("gw.db"), &["release", &pn.to_string()]);
+    let answer = pn_json(&w.store("home-gw"), &["release", &pn.to_string()]);
     assert_eq!(names(&answer["notified"]), ["phone"], "{answer}");
     // Away, the watch still holds it.
-    assert!(!local(&w.path("watch.db")).await.is_empty());
-    let mut watch = w.pne("watch", &[]);
+    assert!(!w.stores().await.at("watch").is_empty());
+    let mut watch = w.pne("watch").stay().spawn();
     let gone = watch.expect_event_where("pn_released", |v| v["pn_id"] == pn.to_string());
     assert_eq!(gone["by_me"], false);
-    let all = ["phone", "watch", "tv"];
-    let after = w.stores(&all).await;
+    let after = w.stores().await;
     after.agree();
     assert!(after.server.is_empty());
 }

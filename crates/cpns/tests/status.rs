@@ -6,8 +6,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +15,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Proc, cpns, run, s};
+use common::{Proc, World, cpns, run, s};
 
 /// `cpns ... --json`: the one JSON answer.
 fn cpns_json(args: &[&str]) -> Value {
@@ -34,146 +32,59 @@ fn now_s() -> u64 {
         .as_secs()
 }
 
-/// A server, a PN GW and PNEs of alice on loopback; the PNEs join one PN.
-struct World {
-    tmp: tempfile::TempDir,
-    _server: Proc,
-    gw: Proc,
-    pan: String,
+/// A server (with `server_args`) and the PN GW `home-gw` (with `gateway_args`) running, and
+/// the PNEs `phone` and `tablet` enrolled, all of alice.
+fn world(server_args: &[&str], gateway_args: &[&str]) -> World {
+    World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tablet"])
+        .server_args(server_args)
+        .gateway_args(gateway_args)
+        .start()
 }
 
-impl World {
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
+/// `tablet` waits to be invited, `phone` (reaching the PN GW at `phone_pan`, if given) asks for
+/// a PN with every PNE and registers; both stay, reporting dynamic capabilities at most once a
+/// second. Once both joined and were reported online, the two PNEs.
+fn household(w: &mut World, phone_pan: Option<&str>, extra: &[&str]) -> (Proc, Proc) {
+    let often = ["--dynamic-interval-s", "1"];
+    let mut tablet = w
+        .pne("tablet")
+        .stay()
+        .args(&often)
+        .await_invitation()
+        .spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "tablet");
+    let pan = phone_pan.map_or_else(|| w.pan().to_string(), str::to_string);
+    let mut phone = w
+        .pne("phone")
+        .at(&pan)
+        .stay()
+        .args(&often)
+        .setup("all")
+        .register()
+        .args(extra)
+        .spawn();
+    phone.expect_event("registered");
+    tablet.expect_event("pn_joined");
+    // Proven to its PN GW, each reports what it is (so a test's own reports come after).
+    phone.expect_event("capabilities_reported");
+    tablet.expect_event("capabilities_reported");
+    (phone, tablet)
+}
 
-    fn data(&self) -> PathBuf {
-        self.path("server")
-    }
+/// A subscriber on the server's control socket (an external application).
+fn subscribe(w: &World, args: &[&str]) -> Proc {
+    let data = w.data_dir();
+    let mut all = vec!["status", "subscribe", "--json", "--data-dir", s(&data)];
+    all.extend(args);
+    Proc::spawn("status", &all)
+}
 
-    /// Server flags `server_extra`, PN GW flags `gw_extra`.
-    fn start(pnes: &[&str], server_extra: &[&str], gw_extra: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = |n: &str| -> PathBuf { tmp.path().join(n) };
-        let data = p("server");
-        cpns(&["init", "--data-dir", s(&data)]);
-        let mut ids = vec![("gateway", "home-gw")];
-        ids.extend(pnes.iter().map(|id| ("pne", *id)));
-        for (kind, id) in ids {
-            let out = p(&format!("{id}.cred.json"));
-            cpns(&[
-                "enroll",
-                "--data-dir",
-                s(&data),
-                "--user",
-                "alice",
-                "--kind",
-                kind,
-                "--id",
-                id,
-                "--out",
-                s(&out),
-            ]);
-        }
-        let mut args = vec![
-            "server",
-            "--json",
-            "--data-dir",
-            s(&data),
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend(server_extra);
-        let mut server = Proc::spawn("server", &args);
-        let server_addr = server.listening();
-        server.expect_event("control_listening");
-        let cred = p("home-gw.cred.json");
-        let store = p("gw.db");
-        let mut args = vec![
-            "gateway",
-            "--json",
-            "--credential",
-            s(&cred),
-            "--server",
-            &server_addr,
-            "--pan-listen",
-            "127.0.0.1:0",
-            "--store",
-            s(&store),
-        ];
-        args.extend(gw_extra);
-        let mut gw = Proc::spawn("gateway", &args);
-        let pan = gw.expect_event("pan_listening")["addr"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        gw.expect_event("wan_ready");
-        Self {
-            tmp,
-            _server: server,
-            gw,
-            pan,
-        }
-    }
-
-    /// `cpns pne --stay --json` reaching its PN GW at `pan`, with `extra`.
-    fn pne_at(&self, id: &str, pan: &str, extra: &[&str]) -> Proc {
-        let cred = self.path(&format!("{id}.cred.json"));
-        let store = self.path(&format!("{id}.db"));
-        let mut args = vec![
-            "pne",
-            "--stay",
-            "--json",
-            "--gateway",
-            pan,
-            "--credential",
-            s(&cred),
-            "--store",
-            s(&store),
-            "--dynamic-interval-s",
-            "1",
-        ];
-        args.extend(extra);
-        let mut p = Proc::spawn("pne", &args);
-        p.expect_event("control_listening");
-        p
-    }
-
-    /// `tablet` waits to be invited, `phone` asks for a PN with every PNE and registers; both
-    /// joined, both reported online.
-    fn household(&mut self, phone_pan: Option<&str>, extra: &[&str]) -> (Proc, Proc) {
-        let pan = self.pan.clone();
-        let mut tablet = self.pne_at("tablet", &pan, &["--await-invitation"]);
-        self.gw
-            .expect_event_where("pne_discovered", |v| v["pne"] == "tablet");
-        let mut args = vec!["--setup", "all", "--register"];
-        args.extend(extra);
-        let mut phone = self.pne_at("phone", phone_pan.unwrap_or(&pan), &args);
-        phone.expect_event("registered");
-        tablet.expect_event("pn_joined");
-        // Proven to its PN GW, each reports what it is (so a test's own reports come after).
-        phone.expect_event("capabilities_reported");
-        tablet.expect_event("capabilities_reported");
-        (phone, tablet)
-    }
-
-    fn store(&self, id: &str) -> PathBuf {
-        self.path(&format!("{id}.db"))
-    }
-
-    /// A subscriber on the server's control socket (an external application).
-    fn subscribe(&self, args: &[&str]) -> Proc {
-        let data = self.data();
-        let mut all = vec!["status", "subscribe", "--json", "--data-dir", s(&data)];
-        all.extend(args);
-        Proc::spawn("status", &all)
-    }
-
-    async fn server_store(&self) -> SqliteStore {
-        SqliteStore::open(&self.data().join("cpns.db"))
-            .await
-            .unwrap()
-    }
+/// The server's store, open.
+async fn server_store(w: &World) -> SqliteStore {
+    SqliteStore::open(&w.server_db()).await.unwrap()
 }
 
 fn eid(s: &str) -> EntityId {
@@ -197,8 +108,8 @@ fn entry<'a>(n: &'a Value, id: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capability_change_reaches_the_server_which_also_asks_the_pne_through_its_pn_gw() {
-    let mut w = World::start(&["phone", "tablet"], &[], &[]);
-    let (mut phone, _tablet) = w.household(None, &[]);
+    let mut w = world(&[], &[]);
+    let (mut phone, _tablet) = household(&mut w, None, &[]);
     let phone_db = w.store("phone");
     cpns(&[
         "caps",
@@ -214,7 +125,7 @@ async fn a_capability_change_reaches_the_server_which_also_asks_the_pne_through_
     ]);
     // Confirmed by the PN GW only once the server stored it.
     phone.expect_event("capabilities_reported");
-    let st = w.server_store().await;
+    let st = server_store(&w).await;
     let rec = st.entity(&eid("phone")).await.unwrap().unwrap();
     let caps = cpns_node::server_store::caps_of(rec.capabilities.as_deref()).unwrap();
     assert_eq!(caps.software, ["maps/4", "game/2"]);
@@ -225,14 +136,14 @@ async fn a_capability_change_reaches_the_server_which_also_asks_the_pne_through_
     assert_eq!(status.status, Status::Online);
     st.close().await;
     // As recorded, and asked of the PNE now through its PN GW.
-    let data = w.data();
+    let data = w.data_dir();
     let recorded = cpns_json(&["caps", "show", "phone", "--data-dir", s(&data)]);
     assert_eq!(recorded["capabilities"]["battery_pct"], 64);
     let live = cpns_json(&["caps", "show", "phone", "--live", "--data-dir", s(&data)]);
     assert_eq!(live["live"], true);
     assert_eq!(live["capabilities"]["software"][1], "game/2");
     // The PN GW answers for itself, with what it was just given.
-    let gw_db = w.path("gw.db");
+    let gw_db = w.store("home-gw");
     cpns(&["caps", "set", "--store", s(&gw_db), "--software", "hub/2"]);
     let gw = cpns_json(&["caps", "show", "home-gw", "--live", "--data-dir", s(&data)]);
     assert_eq!(gw["capabilities"]["device_type"], "home-hub");
@@ -247,31 +158,23 @@ async fn a_capability_change_reaches_the_server_which_also_asks_the_pne_through_
 async fn a_killed_pne_and_a_hung_one_turn_offline_and_a_subscriber_is_told_within_the_bound() {
     let bound = 3;
     let b = bound.to_string();
-    let mut w = World::start(&["phone", "tablet"], &[], &["--pan-offline-after-s", &b]);
+    let mut w = world(&[], &["--pan-offline-after-s", &b]);
     // Heartbeats well within the bound keep the quiet PNEs.
-    let (mut phone, mut tablet) = w.household(None, &["--heartbeat-s", "1"]);
-    let sub = w.subscribe(&["phone", "tablet"]);
+    let (mut phone, mut tablet) = household(&mut w, None, &["--heartbeat-s", "1"]);
+    let sub = subscribe(&w, &["phone", "tablet"]);
     let first = next(&sub);
     assert_eq!(entry(&first, "phone")["status"], "online");
     assert_eq!(entry(&first, "tablet")["status"], "online");
     // Killed: its link closes, the PN GW says so at once.
-    tablet.child.kill().unwrap();
-    tablet.child.wait().unwrap();
+    tablet.kill();
     let n = next(&sub);
     assert_eq!(
         (n["reason"].as_str(), entry(&n, "tablet")["status"].as_str()),
         (Some("change"), Some("offline"))
     );
     // Hung (stopped, its socket still open): silent past the bound, then offline.
-    let pid = phone.child.id().to_string();
     let stopped = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    phone.signal("STOP");
     let n = next(&sub);
     let waited = stopped.elapsed();
     assert_eq!(entry(&n, "phone")["status"], "offline");
@@ -279,9 +182,9 @@ async fn a_killed_pne_and_a_hung_one_turn_offline_and_a_subscriber_is_told_withi
         waited <= Duration::from_secs(bound + 5),
         "told after {waited:?}, bound {bound} s"
     );
-    let _ = Command::new("kill").args(["-CONT", &pid]).status();
+    phone.signal("CONT");
     phone.expect_any(&["flow_failed", "discovered"]);
-    let st = w.server_store().await;
+    let st = server_store(&w).await;
     let recs = st.statuses(&[eid("phone"), eid("tablet")]).await.unwrap();
     st.close().await;
     assert!(recs.iter().all(|r| r.reported_by == Some(eid("home-gw"))));
@@ -289,22 +192,22 @@ async fn a_killed_pne_and_a_hung_one_turn_offline_and_a_subscriber_is_told_withi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_policy_fires_once_per_crossing_not_on_every_report() {
-    let mut w = World::start(&["phone", "tablet"], &[], &[]);
-    let (mut phone, _tablet) = w.household(None, &[]);
+    let mut w = world(&[], &[]);
+    let (mut phone, _tablet) = household(&mut w, None, &[]);
     let phone_db = w.store("phone");
     let set = |pct: &str| {
         cpns(&["caps", "set", "--store", s(&phone_db), "--battery", pct]);
     };
     set("50");
     phone.expect_event("capabilities_reported");
-    let sub = w.subscribe(&["phone", "--below", "battery=10"]);
+    let sub = subscribe(&w, &["phone", "--below", "battery=10"]);
     assert_eq!(entry(&next(&sub), "phone")["battery_pct"], 50);
     // Each report below reaches the server (the PNE confirms each), but only crossings fire.
     for pct in ["9", "8", "7", "30", "5"] {
         set(pct);
         phone.expect_event("capabilities_reported");
     }
-    let st = w.server_store().await;
+    let st = server_store(&w).await;
     let rec = &st.statuses(&[eid("phone")]).await.unwrap()[0];
     st.close().await;
     assert_eq!(
@@ -359,10 +262,10 @@ fn tap(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_of_a_private_service_never_leaves_the_device_and_allowed_usage_is_charged_to_its_owner()
  {
-    let mut w = World::start(&["phone", "tablet"], &["--chargeable", "game=3"], &[]);
-    let pan = w.pan.clone();
+    let mut w = world(&["--chargeable", "game=3"], &[]);
+    let pan = w.pan().to_string();
     let (phone_pan, wire) = tap(pan);
-    let (_phone, _tablet) = w.household(Some(&phone_pan), &["--pan-security", "cpns"]);
+    let (_phone, _tablet) = household(&mut w, Some(&phone_pan), &["--pan-security", "cpns"]);
     let db = w.store("phone");
     let db = s(&db);
     cpns(&[
@@ -419,7 +322,7 @@ async fn usage_of_a_private_service_never_leaves_the_device_and_allowed_usage_is
             .windows(b"ultraviolet".len())
             .any(|w| w == b"ultraviolet")
     );
-    let st = w.server_store().await;
+    let st = server_store(&w).await;
     let all = st.usage_summary(None, false).await.unwrap();
     let services: Vec<&str> = all.iter().map(|r| r.service.as_str()).collect();
     assert_eq!(services, ["game", "maps"]);
@@ -448,7 +351,7 @@ async fn usage_of_a_private_service_never_leaves_the_device_and_allowed_usage_is
     assert_eq!(local, ["game", "maps", "ultraviolet-video"]);
 
     // Charging: 3 units per started MB of game, 2.5 MB: 9 units, to alice, listable by her.
-    let data = w.data();
+    let data = w.data_dir();
     let listed = cpns_json(&[
         "charging",
         "list",
@@ -471,8 +374,8 @@ async fn usage_of_a_private_service_never_leaves_the_device_and_allowed_usage_is
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_frequent_reports_from_one_device_are_refused_while_the_others_go_on() {
-    let mut w = World::start(&["phone", "tablet"], &[], &[]);
-    let (_phone, _tablet) = w.household(None, &[]);
+    let mut w = world(&[], &[]);
+    let (_phone, _tablet) = household(&mut w, None, &[]);
     let phone = w.store("phone");
     let tablet = w.store("tablet");
     let mut refused = None;
@@ -490,7 +393,7 @@ async fn too_frequent_reports_from_one_device_are_refused_while_the_others_go_on
     );
     // The other device is not held back.
     cpns(&["status", "set", "custom:reading", "--store", s(&tablet)]);
-    let st = w.server_store().await;
+    let st = server_store(&w).await;
     let recs = st.statuses(&[eid("phone"), eid("tablet")]).await.unwrap();
     st.close().await;
     assert_eq!(recs[0].status, Status::Busy);
@@ -516,8 +419,8 @@ async fn too_frequent_reports_from_one_device_are_refused_while_the_others_go_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staying_pne_sends_allowed_usage_on_its_own() {
-    let mut w = World::start(&["phone", "tablet"], &[], &[]);
-    let (mut phone, _tablet) = w.household(None, &["--usage-every-s", "1"]);
+    let mut w = world(&[], &[]);
+    let (mut phone, _tablet) = household(&mut w, None, &["--usage-every-s", "1"]);
     let db = w.store("phone");
     let (start, end) = ((now_s() - 300).to_string(), (now_s() - 30).to_string());
     cpns(&[
@@ -536,7 +439,7 @@ async fn a_staying_pne_sends_allowed_usage_on_its_own() {
     ]);
     // Sent by the PNE itself (004 §5.5.4), acknowledged by the server.
     phone.expect_event_where("usage_sent", |v| v["sent"] == 1);
-    let st = w.server_store().await;
+    let st = server_store(&w).await;
     let all = st.usage_summary(None, false).await.unwrap();
     st.close().await;
     assert_eq!(all.len(), 1);

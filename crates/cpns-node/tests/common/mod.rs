@@ -20,10 +20,10 @@ use cpns_node::pki::{self, Pki};
 use cpns_node::pne::{self, PneReport, PneStep};
 use cpns_node::server::{ServerNode, ServerNodeConfig};
 use cpns_node::server_store::unix_millis;
+use cpns_proto::PanSecurity;
 use cpns_proto::gateway::{GatewayConfig, GatewayEvent};
 use cpns_proto::pne::PneConfig;
 use cpns_proto::server::ServerEvent;
-use cpns_proto::{PanSecurity, Timeouts};
 use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
 use cpns_wire::codec::{FrameKind, LEN_PREFIX, split_frame};
 use cpns_wire::{
@@ -171,21 +171,9 @@ impl Harness {
         store: SqliteStore,
     ) -> RunningGateway {
         let proto = GatewayConfig {
-            limits: Default::default(),
-            confirm_others: false,
-            pn_lifetime_s: None,
-            pn_max_members: None,
-            heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
-            pan_offline_after: Some(cpns_proto::gateway::PAN_OFFLINE_AFTER),
-            report_presence: true,
-            pne_limits: cpns_proto::gateway::PneReportLimits::default(),
-            id: gw.id.clone(),
-            eukey: eukey.clone(),
             capabilities: capabilities("home-hub", true, true),
             subscription: Some(format!("user:{USER}")),
-            zone_support: false,
-            max_frame: DEFAULT_MAX_FRAME,
-            timeouts: Timeouts::default(),
+            ..GatewayConfig::new(gw.id.clone(), eukey.clone())
         };
         let cfg = GatewayNodeConfig {
             proto,
@@ -337,19 +325,8 @@ pub fn capabilities(device_type: &str, has_ui: bool, gateway_capable: bool) -> D
 /// Settings of a PNE on an insecure PAN; with `has_ui` it asks for a LocalEUKey.
 pub fn pne_config(pne: &Device, has_ui: bool) -> PneConfig {
     PneConfig {
-        id: pne.id.clone(),
-        eukey: pne.eukey.clone(),
         capabilities: capabilities(if has_ui { "phone" } else { "watch" }, has_ui, false),
-        contents: Vec::new(),
-        security: PanSecurity::Cpns,
-        accept_invitations: true,
-        max_frame: DEFAULT_MAX_FRAME,
-        timeouts: Timeouts::default(),
-        home_gateway: None,
-        heartbeat: Some(cpns_proto::pne::HEARTBEAT),
-        dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
-        battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
-        usage_every: None,
+        ..PneConfig::new(pne.id.clone(), pne.eukey.clone())
     }
 }
 

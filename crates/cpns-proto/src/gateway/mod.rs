@@ -36,7 +36,19 @@ use crate::{LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
 
 pub use establish::{EstablishTargets, MAX_JOIN_INFO};
 
-/// Settings of a PN GW.
+/// Settings of a PN GW. [`GatewayConfig::new`] gives the defaults; set the fields that differ
+/// with struct update syntax:
+///
+/// ```
+/// # use cpns_crypto::EuKey;
+/// # use cpns_proto::gateway::GatewayConfig;
+/// # let (id, eukey) = ("gw-1".parse().unwrap(), EuKey::from_bytes([1; 32]));
+/// let cfg = GatewayConfig {
+///     confirm_others: true,
+///     ..GatewayConfig::new(id, eukey)
+/// };
+/// assert_eq!(cfg.pn_lifetime_s, None);
+/// ```
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// The PN GW's entity id.
@@ -82,6 +94,36 @@ pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 pub const PAN_OFFLINE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub use status::PneReportLimits;
+
+impl GatewayConfig {
+    /// The settings of PN GW `id` with its EUKey, and for everything else the defaults: device
+    /// capabilities [`DeviceCapabilities::default`] (a driver sets its device's), no
+    /// subscription information, not zone-based, frames up to
+    /// [`DEFAULT_MAX_FRAME`](cpns_wire::DEFAULT_MAX_FRAME), [`Timeouts::default`],
+    /// [`GatewayLimits::default`], not confirming its PNEs in other users' PNs, PNs with no
+    /// lifetime and no member limit, a Heartbeat every [`HEARTBEAT`], PAN links silent for
+    /// [`PAN_OFFLINE_AFTER`] closed, its PNEs' presence reported, and
+    /// [`PneReportLimits::default`].
+    pub fn new(id: EntityId, eukey: EuKey) -> Self {
+        Self {
+            id,
+            eukey,
+            capabilities: DeviceCapabilities::default(),
+            subscription: None,
+            zone_support: false,
+            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+            timeouts: Timeouts::default(),
+            limits: GatewayLimits::default(),
+            confirm_others: false,
+            pn_lifetime_s: None,
+            pn_max_members: None,
+            heartbeat: Some(HEARTBEAT),
+            pan_offline_after: Some(PAN_OFFLINE_AFTER),
+            report_presence: true,
+            pne_limits: PneReportLimits::default(),
+        }
+    }
+}
 
 /// How many flows a PN GW runs at once (issue 6, "Bounded resources"): beyond them a new request
 /// is answered `busy`.

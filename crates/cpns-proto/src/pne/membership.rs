@@ -656,19 +656,9 @@ mod tests {
 
     fn session() -> PneSession {
         let cfg = PneConfig {
-            id: id("pne-1"),
-            eukey: EuKey::from_bytes([1; 32]),
-            capabilities: Default::default(),
-            contents: Vec::new(),
             security: PanSecurity::Trusted,
-            accept_invitations: true,
-            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
-            timeouts: Default::default(),
-            home_gateway: None,
             heartbeat: None,
-            dynamic_interval: crate::pne::DYNAMIC_INTERVAL,
-            battery_alert: Some(crate::pne::BATTERY_ALERT),
-            usage_every: None,
+            ..PneConfig::new(id("pne-1"), EuKey::from_bytes([1; 32]))
         };
         PneSession::new(cfg, MachineRng::from_seed_u64(1))
     }

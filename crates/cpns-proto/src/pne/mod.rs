@@ -37,7 +37,19 @@ use crate::{
 };
 use outcome::Waiting;
 
-/// Settings of a PNE.
+/// Settings of a PNE. [`PneConfig::new`] gives the defaults; set the fields that differ with
+/// struct update syntax:
+///
+/// ```
+/// # use cpns_crypto::EuKey;
+/// # use cpns_proto::pne::PneConfig;
+/// # let (id, eukey) = ("phone".parse().unwrap(), EuKey::from_bytes([1; 32]));
+/// let cfg = PneConfig {
+///     accept_invitations: false,
+///     ..PneConfig::new(id, eukey)
+/// };
+/// assert!(cfg.heartbeat.is_some());
+/// ```
 #[derive(Clone, Debug)]
 pub struct PneConfig {
     /// The PNE's entity id.
@@ -79,6 +91,31 @@ pub const DYNAMIC_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 pub const BATTERY_ALERT: u8 = 10;
 
 impl PneConfig {
+    /// The settings of PNE `id` with its EUKey, and for everything else the defaults: device
+    /// capabilities [`DeviceCapabilities::default`] (a driver sets its device's), no contents,
+    /// an insecure PAN ([`PanSecurity::Cpns`]: LocalEUKey and sealed frames), accepting
+    /// invitations, frames up to [`DEFAULT_MAX_FRAME`](cpns_wire::DEFAULT_MAX_FRAME),
+    /// [`Timeouts::default`], no home PN GW named, a Heartbeat every [`HEARTBEAT`], dynamic
+    /// capabilities reported at most every [`DYNAMIC_INTERVAL`], and a battery below
+    /// [`BATTERY_ALERT`] % reported at once; usage sent only when asked.
+    pub fn new(id: EntityId, eukey: EuKey) -> Self {
+        Self {
+            id,
+            eukey,
+            capabilities: DeviceCapabilities::default(),
+            contents: Vec::new(),
+            security: PanSecurity::Cpns,
+            accept_invitations: true,
+            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
+            timeouts: Timeouts::default(),
+            home_gateway: None,
+            heartbeat: Some(HEARTBEAT),
+            dynamic_interval: DYNAMIC_INTERVAL,
+            battery_alert: Some(BATTERY_ALERT),
+            usage_every: None,
+        }
+    }
+
     /// Whether the PNE asks for a LocalEUKey: it has enough UI and its PAN is not secure enough
     /// (000 §6.6.1.1 step 1).
     pub fn wants_local_key(&self) -> bool {

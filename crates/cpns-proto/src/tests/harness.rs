@@ -229,9 +229,6 @@ impl Harness {
         let mut store = Store::default();
         let gw_cfg = GatewayConfig {
             limits,
-            confirm_others: false,
-            pn_lifetime_s: None,
-            pn_max_members: None,
             // Silence and heartbeats have tests of their own (status_server.rs); the
             // others jump the clock far ahead.
             heartbeat: None,
@@ -239,9 +236,6 @@ impl Harness {
             // Presence reports have tests of their own (status_gateway.rs); the others
             // read the WAN exchange message by message.
             report_presence: false,
-            pne_limits: crate::gateway::PneReportLimits::default(),
-            id: id("gw-1"),
-            eukey: EuKey::random(rng.get()),
             capabilities: DeviceCapabilities {
                 gateway_capable: true,
                 cpu_class: None,
@@ -249,9 +243,8 @@ impl Harness {
                 ..caps("home-hub", false)
             },
             subscription: Some("family-plan".into()),
-            zone_support: false,
-            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts,
+            ..GatewayConfig::new(id("gw-1"), EuKey::random(rng.get()))
         };
         store.entities.insert(
             gw_cfg.id.clone(),
@@ -266,20 +259,14 @@ impl Harness {
         gw.set_wall_clock(base, WALL_AT_BASE);
         let mut pne_cfgs = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
+            let id = pne_id(spec.impersonates.unwrap_or(i));
             let cfg = PneConfig {
-                id: pne_id(spec.impersonates.unwrap_or(i)),
-                eukey: EuKey::random(rng.get()),
                 capabilities: caps("phone", spec.has_ui),
-                usage_every: None,
-                contents: Vec::new(),
                 security: spec.security,
                 accept_invitations: spec.accept,
-                max_frame: cpns_wire::DEFAULT_MAX_FRAME,
                 timeouts,
-                home_gateway: None,
                 heartbeat: None,
-                dynamic_interval: crate::pne::DYNAMIC_INTERVAL,
-                battery_alert: Some(crate::pne::BATTERY_ALERT),
+                ..PneConfig::new(id, EuKey::random(rng.get()))
             };
             let server_copy = if spec.wrong_key {
                 EuKey::random(rng.get())

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cpns_crypto::{EuKey, MachineRng};
-use cpns_proto::gateway::{
-    Gateway, GatewayConfig, GatewayEvent, GatewayLimits, GatewayOutput, LinkId,
-};
+use cpns_proto::gateway::{Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId};
 use cpns_proto::link::frame_body;
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
 use cpns_proto::{PanSecurity, ProtoError, Timeouts};
@@ -91,21 +89,12 @@ impl SimGateway {
     /// The PN GW of `household`, not connected.
     pub fn new(household: Household, mut rng: MachineRng) -> Self {
         let cfg = GatewayConfig {
-            limits: GatewayLimits::default(),
-            confirm_others: false,
-            pn_lifetime_s: None,
-            pn_max_members: None,
-            heartbeat: Some(cpns_proto::gateway::HEARTBEAT),
-            pan_offline_after: Some(cpns_proto::gateway::PAN_OFFLINE_AFTER),
-            report_presence: true,
-            pne_limits: cpns_proto::gateway::PneReportLimits::default(),
-            id: household.gateway.id.clone(),
-            eukey: household.gateway.eukey.clone(),
             capabilities: caps("home-hub", true),
-            subscription: None,
-            zone_support: false,
-            max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts: TIMEOUTS,
+            ..GatewayConfig::new(
+                household.gateway.id.clone(),
+                household.gateway.eukey.clone(),
+            )
         };
         Self {
             gw: Gateway::new(cfg, rng.fork()),
@@ -203,19 +192,9 @@ impl SimGateway {
         let mut links = Vec::new();
         for dev in self.household.pnes.clone() {
             let cfg = PneConfig {
-                id: dev.id.clone(),
-                eukey: dev.eukey.clone(),
                 capabilities: caps("phone", false),
-                contents: Vec::new(),
-                security: PanSecurity::Cpns,
-                accept_invitations: true,
-                max_frame: cpns_wire::DEFAULT_MAX_FRAME,
                 timeouts: TIMEOUTS,
-                home_gateway: None,
-                heartbeat: Some(cpns_proto::pne::HEARTBEAT),
-                dynamic_interval: cpns_proto::pne::DYNAMIC_INTERVAL,
-                battery_alert: Some(cpns_proto::pne::BATTERY_ALERT),
-                usage_every: None,
+                ..PneConfig::new(dev.id.clone(), dev.eukey.clone())
             };
             let link = self.next_link;
             self.next_link += 1;

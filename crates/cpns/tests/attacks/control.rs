@@ -10,7 +10,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use crate::harness::{BIN, World, members, within};
+use crate::common::{BIN, names, s};
+use crate::harness::{within, world};
 
 async fn cpns(args: &[&str]) -> Output {
     within(
@@ -48,8 +49,8 @@ async fn raw(socket: &std::path::Path, bytes: &[u8]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
-    let w = World::new(&[("gateway", "home-gw"), ("pne", "phone"), ("pne", "tv")]);
-    let store = w.local_db("home-gw");
+    let mut w = world(&["phone", "tv"]).enrolled();
+    let store = w.store("home-gw");
     let store_arg = store.to_string_lossy().into_owned();
     let socket = std::path::PathBuf::from(format!("{store_arg}.sock"));
 
@@ -62,8 +63,9 @@ async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
         stderr(&none)
     );
 
-    let (_server, addr) = w.server("127.0.0.1:0").await;
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
+    w.start();
+    let addr = w.server_addr().to_string();
+    let gw = w.gw();
     let announced = gw.seen("control_listening");
     assert_eq!(announced.len(), 1, "{:?}", gw.seen);
     assert_eq!(announced[0]["path"], socket.to_string_lossy().as_ref());
@@ -74,18 +76,21 @@ async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
     assert!(empty.status.success(), "{}", stderr(&empty));
     assert_eq!(stdout(&empty), "no PNs\n");
 
-    let mut phone = w.pne("phone", &pan, &["--setup", "1-1"]);
-    let joined = phone.expect("pn_joined").await;
-    phone.succeeds().await;
-    gw.expect_where("pn_established", |v| v["pn_id"] == joined["pn_id"])
-        .await;
+    let mut phone = w.pne("phone").setup("1-1").spawn();
+    let joined = phone.expect_event("pn_joined");
+    phone.succeeds();
+    w.gw()
+        .expect_event_where("pn_established", |v| v["pn_id"] == joined["pn_id"]);
     let pn_id = joined["pn_id"].as_str().unwrap();
 
     let shown = cpns(&["pn", "show", "--control", &socket.to_string_lossy()]).await;
     assert!(shown.status.success(), "{}", stderr(&shown));
     assert_eq!(
         stdout(&shown),
-        format!("PN {pn_id} at home-gw: {}\n", members(&joined).join(", "))
+        format!(
+            "PN {pn_id} at home-gw: {}\n",
+            names(&joined["members"]).join(", ")
+        )
     );
     let json = cpns(&["pn", "show", "--store", &store_arg, "--json"]).await;
     let answer: Value = serde_json::from_str(stdout(&json).trim()).unwrap();
@@ -131,7 +136,7 @@ async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
     let second = cpns(&[
         "gateway",
         "--credential",
-        &w.path("home-gw.cred.json"),
+        s(&w.cred("home-gw")),
         "--server",
         &addr,
         "--pan-listen",
@@ -150,9 +155,9 @@ async fn pn_show_reads_the_running_gateway_and_bad_requests_change_nothing() {
     assert_eq!(stdout(&again), stdout(&shown));
 
     // The PNE that was not in the PN is still served by the PN GW after all this.
-    let mut tv = w.pne("tv", &pan, &["--setup", "1-1", "--no-ui"]);
-    tv.expect("pn_joined").await;
-    tv.succeeds().await;
+    let mut tv = w.pne("tv").setup("1-1").no_ui().spawn();
+    tv.expect_event("pn_joined");
+    tv.succeeds();
     let both = cpns(&["pn", "show", "--store", &store_arg]).await;
     assert_eq!(stdout(&both).lines().count(), 2, "{}", stdout(&both));
 }

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
-use crate::harness::{RawLink, World, assert_bounded, closed, discovery, members, within};
+use crate::common::names;
+use crate::harness::{Memory, RawLink, assert_bounded, closed, discovery, within, world};
 
 /// Connections trickling a frame into each listener.
 const TRICKLING: usize = 300;
@@ -103,15 +104,10 @@ async fn trickle(l: Listener, ready: mpsc::Sender<()>, mut stop: watch::Receiver
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_and_trickled_frames_leave_memory_bounded_and_peers_served() {
-    let w = World::new(&[
-        ("gateway", "home-gw"),
-        ("gateway", "office-gw"),
-        ("pne", "phone"),
-    ]);
-    let (mut server, addr) = w.server("127.0.0.1:0").await;
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
-    let server_before = server.memory();
-    let gw_before = gw.memory();
+    let mut w = world(&["phone"]).gateway("office-gw").start();
+    let (pan, addr) = (w.pan().to_string(), w.server_addr().to_string());
+    let server_before = Memory::of(w.server().pid());
+    let gw_before = Memory::of(w.gw().pid());
     let tls = TlsConnector::from(cpns_node::pki::client_config(&w.ca_pem()).unwrap());
     let targets = [
         Listener::Pan(pan.clone()),
@@ -154,18 +150,18 @@ async fn huge_and_trickled_frames_leave_memory_bounded_and_peers_served() {
     println!("attack landed in {:?}", started.elapsed());
 
     // While the trickling goes on: a second PN GW sets up its session, a PNE establishes a PN.
-    let (office, _) = w.gateway("office-gw", &addr, &[]).await;
-    let mut phone = w.pne("phone", &pan, &["--setup", "1-1"]);
-    let joined = phone.expect("pn_joined").await;
-    assert_eq!(members(&joined), ["phone"]);
-    phone.succeeds().await;
-    gw.expect_where("pn_established", |v| v["pn_id"] == joined["pn_id"])
-        .await;
+    let (office, _) = w.start_gateway("office-gw", &[]);
+    let mut phone = w.pne("phone").setup("1-1").spawn();
+    let joined = phone.expect_event("pn_joined");
+    assert_eq!(names(&joined["members"]), ["phone"]);
+    phone.succeeds();
+    w.gw()
+        .expect_event_where("pn_established", |v| v["pn_id"] == joined["pn_id"]);
     println!("legitimate peers served after {:?}", started.elapsed());
 
-    assert!(server.alive() && gw.alive());
-    assert_bounded("server", server_before, server.memory());
-    assert_bounded("PN GW", gw_before, gw.memory());
+    assert!(w.server().alive() && w.gw().alive());
+    assert_bounded("server", server_before, Memory::of(w.server().pid()));
+    assert_bounded("PN GW", gw_before, Memory::of(w.gw().pid()));
     let _ = stop.send(true);
     within("the attacking connections to stop", async {
         while let Some(r) = attackers.join_next().await {
@@ -173,6 +169,7 @@ async fn huge_and_trickled_frames_leave_memory_bounded_and_peers_served() {
         }
     })
     .await;
+    let gw = w.gw();
     assert!(
         gw.seen("wan_failed").is_empty(),
         "the PN GW lost its session: {:?}",
@@ -185,8 +182,6 @@ async fn huge_and_trickled_frames_leave_memory_bounded_and_peers_served() {
 async fn idle_links_beyond_the_limit_do_not_keep_a_pne_out() {
     const IDLE: usize = 50;
     const SLOTS: usize = 8;
-    let w = World::new(&[("gateway", "home-gw"), ("pne", "phone")]);
-    let (_server, addr) = w.server("127.0.0.1:0").await;
     let limits = [
         "--max-links",
         "8",
@@ -195,7 +190,8 @@ async fn idle_links_beyond_the_limit_do_not_keep_a_pne_out() {
         "--unproven-lifetime-ms",
         "6000",
     ];
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &limits).await;
+    let mut w = world(&["phone"]).gateway_args(&limits).start();
+    let pan = w.pan().to_string();
 
     let mut idle = Vec::new();
     for _ in 0..IDLE {
@@ -207,11 +203,11 @@ async fn idle_links_beyond_the_limit_do_not_keep_a_pne_out() {
     }
 
     // Every unproven slot is held by a live idle link: the PNE gets in by evicting the oldest.
-    let mut phone = w.pne("phone", &pan, &["--setup", "1-1"]);
-    let joined = phone.expect("pn_joined").await;
-    assert_eq!(members(&joined), ["phone"]);
-    gw.expect_where("pn_established", |v| v["pn_id"] == joined["pn_id"])
-        .await;
+    let mut phone = w.pne("phone").setup("1-1").spawn();
+    let joined = phone.expect_event("pn_joined");
+    assert_eq!(names(&joined["members"]), ["phone"]);
+    w.gw()
+        .expect_event_where("pn_established", |v| v["pn_id"] == joined["pn_id"]);
     let mut buf = [0u8; 1];
     for (i, s) in idle[IDLE - SLOTS + 1..].iter().enumerate() {
         assert!(
@@ -225,13 +221,13 @@ async fn idle_links_beyond_the_limit_do_not_keep_a_pne_out() {
         closed(&mut idle[IDLE - SLOTS]),
     )
     .await;
-    phone.succeeds().await;
+    phone.succeeds();
 
     // The idle links left are closed once unproven for --unproven-lifetime-ms.
     for s in &mut idle[IDLE - SLOTS + 1..] {
         within("an unproven link to reach its lifetime", closed(s)).await;
     }
-    assert!(gw.alive());
+    assert!(w.gw().alive());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,10 +236,9 @@ async fn a_link_that_floods_and_never_reads_is_cut_off() {
     const BATCH: usize = 1_000;
     /// The most requests sent before the link must have been cut off.
     const MOST: usize = 400_000;
-    let w = World::new(&[("gateway", "home-gw"), ("pne", "phone")]);
-    let (_server, addr) = w.server("127.0.0.1:0").await;
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
-    let before = gw.memory();
+    let mut w = world(&["phone"]).start();
+    let pan = w.pan().to_string();
+    let before = Memory::of(w.gw().pid());
 
     // A small receive buffer, never read: the PN GW's answers pile up on its side.
     let socket = TcpSocket::new_v4().unwrap();
@@ -269,13 +264,13 @@ async fn a_link_that_floods_and_never_reads_is_cut_off() {
     println!("flooding link: {sent} discovery requests written, cut off: {cut}");
     assert!(cut, "{sent} requests and the link is still open");
 
-    assert!(gw.alive());
-    assert_bounded("PN GW", before, gw.memory());
-    let mut phone = w.pne("phone", &pan, &["--setup", "1-1"]);
-    let joined = phone.expect("pn_joined").await;
-    assert_eq!(members(&joined), ["phone"]);
-    phone.succeeds().await;
-    gw.expect_where("pn_established", |v| v["pn_id"] == joined["pn_id"])
-        .await;
+    assert!(w.gw().alive());
+    assert_bounded("PN GW", before, Memory::of(w.gw().pid()));
+    let mut phone = w.pne("phone").setup("1-1").spawn();
+    let joined = phone.expect_event("pn_joined");
+    assert_eq!(names(&joined["members"]), ["phone"]);
+    phone.succeeds();
+    let gw = w.gw();
+    gw.expect_event_where("pn_established", |v| v["pn_id"] == joined["pn_id"]);
     assert!(gw.seen("wan_failed").is_empty());
 }

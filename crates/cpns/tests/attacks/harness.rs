@@ -1,17 +1,14 @@
-//! The harness of the attack tests: the built `cpns` binary run as separate processes (server,
-//! PN GWs, PNEs) printing JSON events, their memory read from `/proc/<pid>/status`, SQLite
-//! files dumped cell by cell, and raw PAN links speaking plain CBOR frames by hand.
+//! The harness of the attack tests, beside the process world they share with the other process
+//! tests ([`crate::common`]): processes' memory read from `/proc/<pid>/status`, SQLite files
+//! dumped cell by cell, and raw PAN links speaking plain CBOR frames by hand.
 //!
 //! Nothing here sleeps to synchronise: every wait is on a process's event line, a socket read or
 //! a task, under [`WAIT`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use cpns_wire::codec::{FrameKind, LEN_PREFIX, split_frame};
 use cpns_wire::{
@@ -20,20 +17,22 @@ use cpns_wire::{
     decode_envelope, encode_plain_frame,
 };
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_cpns");
+pub use crate::common::WAIT;
+use crate::common::WorldBuilder;
 
-/// The longest any single wait of a test may last.
-pub const WAIT: Duration = Duration::from_secs(30);
-
-/// The user owning every enrolled device.
-pub const USER: &str = "alice";
+/// The world of an attack: the PN GW `home-gw` and `pnes`, of alice, the processes logging
+/// (stderr) at error level only to keep floods quiet (`CPNS_TEST_LOG=debug` to see why a link
+/// was cut off).
+pub fn world(pnes: &[&str]) -> WorldBuilder {
+    crate::common::World::builder()
+        .gateway("home-gw")
+        .pnes(pnes)
+        .log("error")
+}
 
 /// Runs `f`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
@@ -46,125 +45,6 @@ pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
 /// A parsed id.
 pub fn id(s: &str) -> EntityId {
     EntityId::from_str(s).unwrap()
-}
-
-// ---- processes ----
-
-/// A running `cpns` process whose stdout carries one JSON event per line.
-pub struct Proc {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    /// Its role in the JSON events (`server`, `gateway`, `pne`) and a name for messages.
-    role: &'static str,
-    name: String,
-    /// Every event read so far, in order.
-    pub seen: Vec<Value>,
-}
-
-impl Proc {
-    /// Starts `cpns args...`; logs (stderr) only at error level, to keep floods quiet, unless
-    /// `ATTACKS_LOG` says otherwise (e.g. `ATTACKS_LOG=debug` to see why a link was cut off).
-    pub fn spawn(role: &'static str, name: &str, args: &[String]) -> Self {
-        let log = std::env::var("ATTACKS_LOG").unwrap_or_else(|_| "error".into());
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("CPNS_LOG", log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            role,
-            name: name.to_string(),
-            seen: Vec::new(),
-        }
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Its memory now.
-    pub fn memory(&self) -> Memory {
-        Memory::of(self.pid())
-    }
-
-    /// Kills the process with SIGKILL (no clean-up of any kind) and reaps it.
-    pub fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Waits for the JSON event `event` for which `f` holds, and returns it.
-    pub async fn expect_where(&mut self, event: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let what = format!("{}: event {event:?}", self.name);
-        within(&what, async {
-            loop {
-                let Some(line) = self.lines.recv().await else {
-                    panic!(
-                        "{}: exited before {event:?} (seen: {:?})",
-                        self.name, self.seen
-                    )
-                };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("{}: not JSON: {line:?}: {e}", self.name));
-                assert_eq!(v["role"], self.role, "{}: {line}", self.name);
-                self.seen.push(v.clone());
-                if v["event"] == event && f(&v) {
-                    return v;
-                }
-            }
-        })
-        .await
-    }
-
-    /// Waits for the JSON event `event`.
-    pub async fn expect(&mut self, event: &str) -> Value {
-        self.expect_where(event, |_| true).await
-    }
-
-    /// The events named `event` read so far.
-    pub fn seen(&self, event: &str) -> Vec<&Value> {
-        self.seen.iter().filter(|v| v["event"] == event).collect()
-    }
-
-    /// Waits for the process to exit successfully.
-    pub async fn succeeds(mut self) {
-        let name = self.name.clone();
-        let status = within(
-            &format!("{name} to finish"),
-            tokio::task::spawn_blocking(move || self.child.wait()),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-        assert!(status.success(), "{name} failed: {status}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status`.
@@ -215,173 +95,6 @@ pub fn assert_bounded(who: &str, before: Memory, after: Memory) {
         growth < MAX_GROWTH_KIB,
         "{who}: resident memory grew by {growth} KiB under attack (bound {MAX_GROWTH_KIB} KiB)"
     );
-}
-
-// ---- a data directory and the processes around it ----
-
-/// A temporary directory with a server data directory (`cpns init`) and enrolled devices.
-pub struct World {
-    tmp: tempfile::TempDir,
-}
-
-fn run_ok(args: &[&str]) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "cpns {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|a| a.to_string()).collect()
-}
-
-impl World {
-    /// `cpns init`, then `cpns enroll` for each `(kind, id)`, all of user [`USER`].
-    pub fn new(devices: &[(&str, &str)]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let w = Self { tmp };
-        run_ok(&["init", "--data-dir", &w.path("server")]);
-        for (kind, dev) in devices {
-            let cred = w.cred(dev);
-            run_ok(&[
-                "enroll",
-                "--data-dir",
-                &w.path("server"),
-                "--user",
-                USER,
-                "--kind",
-                kind,
-                "--id",
-                dev,
-                "--out",
-                &cred,
-            ]);
-        }
-        w
-    }
-
-    /// `cpns enroll` of one more device, of another user.
-    pub fn enroll(&self, user: &str, kind: &str, dev: &str) {
-        let cred = self.cred(dev);
-        run_ok(&[
-            "enroll",
-            "--data-dir",
-            &self.path("server"),
-            "--user",
-            user,
-            "--kind",
-            kind,
-            "--id",
-            dev,
-            "--out",
-            &cred,
-        ]);
-    }
-
-    /// A path inside the directory.
-    pub fn path(&self, name: &str) -> String {
-        self.file(name).to_str().unwrap().to_string()
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    fn cred(&self, dev: &str) -> String {
-        self.path(&format!("{dev}.cred.json"))
-    }
-
-    /// The server's SQLite file.
-    pub fn server_db(&self) -> PathBuf {
-        self.file("server").join("cpns.db")
-    }
-
-    /// A device's local SQLite file.
-    pub fn local_db(&self, dev: &str) -> PathBuf {
-        self.file(&format!("{dev}.db"))
-    }
-
-    /// The CA certificate the server's certificate chains to.
-    pub fn ca_pem(&self) -> String {
-        std::fs::read_to_string(self.file("server").join("ca.pem")).unwrap()
-    }
-
-    /// Starts `cpns server --json` on `listen` and waits until it listens; returns its address.
-    pub async fn server(&self, listen: &str) -> (Proc, String) {
-        let args = strings(&[
-            "server",
-            "--json",
-            "--data-dir",
-            &self.path("server"),
-            "--listen",
-            listen,
-        ]);
-        let mut p = Proc::spawn("server", "server", &args);
-        let addr = p.expect("listening").await["addr"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        (p, addr)
-    }
-
-    /// Starts `cpns gateway --json` as `dev` with `extra` flags, and waits for its PAN listener
-    /// and its WAN session; returns its PAN address.
-    pub async fn gateway(&self, dev: &str, server: &str, extra: &[&str]) -> (Proc, String) {
-        let mut args = strings(&[
-            "gateway",
-            "--json",
-            "--credential",
-            &self.cred(dev),
-            "--server",
-            server,
-            "--pan-listen",
-            "127.0.0.1:0",
-            "--store",
-            &self.local_db(dev).to_string_lossy(),
-        ]);
-        args.extend(strings(extra));
-        let mut p = Proc::spawn("gateway", dev, &args);
-        let pan = p.expect("pan_listening").await["addr"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        p.expect("wan_ready").await;
-        (p, pan)
-    }
-
-    /// Starts `cpns pne --json` as `dev` against the PN GW at `pan`, with `extra` flags.
-    pub fn pne(&self, dev: &str, pan: &str, extra: &[&str]) -> Proc {
-        let mut args = strings(&[
-            "pne",
-            "--json",
-            "--credential",
-            &self.cred(dev),
-            "--gateway",
-            pan,
-            "--store",
-            &self.local_db(dev).to_string_lossy(),
-            "--timeout-s",
-            "50",
-            "--device-type",
-            dev,
-        ]);
-        args.extend(strings(extra));
-        Proc::spawn("pne", dev, &args)
-    }
-}
-
-/// The members of a JSON `pn_established` / `pn_joined` event.
-pub fn members(v: &Value) -> Vec<String> {
-    let mut m: Vec<String> = v["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap().to_string())
-        .collect();
-    m.sort();
-    m
 }
 
 // ---- SQLite files, cell by cell ----

@@ -12,9 +12,10 @@ use cpns_wire::{
 };
 use tokio::io::AsyncWriteExt;
 
+use crate::common::names;
 use crate::harness::{
-    Frame, RawLink, Tables, World, closed, discovery, dump, members, quoted_pn, read_frame,
-    setup_request, wan_barrier, within,
+    Frame, RawLink, Tables, closed, discovery, dump, quoted_pn, read_frame, setup_request,
+    wan_barrier, within, world,
 };
 
 /// PN Setup Requests (and a registration every tenth) the attacker floods.
@@ -30,27 +31,21 @@ const REFUSALS: [ErrorCode; 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
-    let w = World::new(&[
-        ("gateway", "home-gw"),
-        ("pne", "phone"),
-        ("pne", "tablet"),
-        ("pne", "tv"),
-    ]);
-    let (_server, addr) = w.server("127.0.0.1:0").await;
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
+    let mut w = world(&["phone", "tablet", "tv"]).start();
+    let pan = w.pan().to_string();
 
     // The victim: the phone (with a UI, so holding a LocalEUKey) set up a PN and stays
     // connected, waiting to be invited.
-    let mut phone = w.pne("phone", &pan, &["--setup", "1-1", "--await-invitation"]);
-    let victim_pn = phone.expect("pn_joined").await["pn_id"]
+    let mut phone = w.pne("phone").setup("1-1").await_invitation().spawn();
+    let victim_pn = phone.expect_event("pn_joined")["pn_id"]
         .as_str()
         .unwrap()
         .to_string();
-    gw.expect_where("pn_established", |v| v["pn_id"] == victim_pn)
-        .await;
+    w.gw()
+        .expect_event_where("pn_established", |v| v["pn_id"] == victim_pn);
     wan_barrier(&pan, "home-gw", 1).await;
     let server_before = dump(&w.server_db()).await;
-    let gw_before = dump(&w.local_db("home-gw")).await;
+    let gw_before = dump(&w.store("home-gw")).await;
 
     // The attacker names the phone: discovery and registration are refused, nothing is routed.
     let mut att = RawLink::connect(&pan, "phone", "home-gw").await;
@@ -61,9 +56,9 @@ async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
     assert_eq!(att.answer(msg).await, Ok(Some(ErrorCode::Forbidden)));
 
     // A real establishment runs beside the flood: the tablet invites the tv.
-    let mut tv = w.pne("tv", &pan, &["--await-invitation", "--no-ui"]);
-    tv.expect("discovered").await;
-    let mut tablet = w.pne("tablet", &pan, &["--setup", "tv"]);
+    let mut tv = w.pne("tv").await_invitation().no_ui().spawn();
+    tv.expect_event("discovered");
+    let mut tablet = w.pne("tablet").setup("tv").spawn();
 
     // The flood: PN Setup Requests (and registrations) in the phone's name, answers read as
     // they come. Each is refused.
@@ -114,11 +109,11 @@ async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
         "cut off after {answered} answers although it read them"
     );
 
-    let legit = tablet.expect("pn_joined").await;
-    assert_eq!(members(&legit), ["tablet", "tv"]);
+    let legit = tablet.expect_event("pn_joined");
+    assert_eq!(names(&legit["members"]), ["tablet", "tv"]);
     let legit_pn = legit["pn_id"].as_str().unwrap().to_string();
-    tablet.succeeds().await;
-    tv.succeeds().await;
+    tablet.succeeds();
+    tv.succeeds();
 
     // Trying to prove the id without the LocalEUKey: a PN it does not have, then the phone's PN
     // with a proof that cannot verify. Refused; the link is closed.
@@ -146,25 +141,25 @@ async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
     })
     .await;
     within("the PN GW to close the link", closed(&mut att.rd)).await;
-    gw.expect_where("link_rejected", |v| {
+    w.gw().expect_event_where("link_rejected", |v| {
         v["reason"]
             .as_str()
             .unwrap()
             .contains("proof did not verify")
-    })
-    .await;
+    });
 
     // The real phone kept its route: it is invited to a new PN, joins, and is done.
-    let mut tablet = w.pne("tablet", &pan, &["--setup", "phone"]);
-    let second = tablet.expect("pn_joined").await;
-    assert_eq!(members(&second), ["phone", "tablet"]);
+    let mut tablet = w.pne("tablet").setup("phone").spawn();
+    let second = tablet.expect_event("pn_joined");
+    assert_eq!(names(&second["members"]), ["phone", "tablet"]);
     let second_pn = second["pn_id"].as_str().unwrap().to_string();
-    let joined = phone.expect("pn_joined").await;
+    let joined = phone.expect_event("pn_joined");
     assert_eq!(joined["pn_id"], second["pn_id"]);
-    tablet.succeeds().await;
-    phone.succeeds().await;
+    tablet.succeeds();
+    phone.succeeds();
     assert_eq!(
-        gw.seen("pne_discovered")
+        w.gw()
+            .seen("pne_discovered")
             .iter()
             .filter(|v| v["pne"] == "phone")
             .count(),
@@ -172,7 +167,8 @@ async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
         "only the real phone's link was ever routed as the phone"
     );
     assert_eq!(
-        gw.seen("link_proven")
+        w.gw()
+            .seen("link_proven")
             .iter()
             .filter(|v| v["pne"] == "phone")
             .count(),
@@ -184,7 +180,7 @@ async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
     wan_barrier(&pan, "home-gw", 2).await;
     let legit: BTreeSet<String> = [&legit_pn, &second_pn].map(|p| quoted_pn(p)).into();
     let server_after = dump(&w.server_db()).await;
-    let gw_after = dump(&w.local_db("home-gw")).await;
+    let gw_after = dump(&w.store("home-gw")).await;
     unchanged_but_for(&server_before, &server_after, &legit, "home-gw");
     unchanged_but_for(&gw_before, &gw_after, &legit, "home-gw");
     assert_eq!(

@@ -20,10 +20,12 @@
 //!   the two inventories agree.
 //!
 //! Each scenario is one `#[test]` with its own data directory and ports; nothing sleeps to
-//! synchronise (waits are on event lines, socket reads and tasks, under [`harness::WAIT`]).
+//! synchronise (waits are on event lines, socket reads and tasks, under [`common::WAIT`]).
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../common/mod.rs"]
+mod common;
 mod control;
 mod floods;
 mod harness;

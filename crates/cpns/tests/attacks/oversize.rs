@@ -6,21 +6,18 @@ use cpns_node::frames::PRE_AUTH_MAX_FRAME;
 use cpns_wire::{DEFAULT_MAX_FRAME, ErrorCode};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{
-    Proc, RawLink, World, closed, discovery, members, setup_request_of_size, within,
-};
+use crate::common::{World, names};
+use crate::harness::{RawLink, closed, discovery, setup_request_of_size, within, world};
 
 /// A PNE establishes a PN through the PN GW, which must not have lost its WAN session since it
 /// started: a lost session shows as `wan_failed` before the PN is established.
-async fn served_without_losing_the_wan(w: &World, gw: &mut Proc, pan: &str, extra: &[&str]) {
-    let mut args = vec!["--setup", "1-1"];
-    args.extend(extra);
-    let mut phone = w.pne("phone", pan, &args);
-    let joined = phone.expect("pn_joined").await;
-    assert_eq!(members(&joined), ["phone"]);
-    phone.succeeds().await;
-    gw.expect_where("pn_established", |v| v["pn_id"] == joined["pn_id"])
-        .await;
+fn served_without_losing_the_wan(w: &mut World, extra: &[&str]) {
+    let mut phone = w.pne("phone").setup("1-1").args(extra).spawn();
+    let joined = phone.expect_event("pn_joined");
+    assert_eq!(names(&joined["members"]), ["phone"]);
+    phone.succeeds();
+    let gw = w.gw();
+    gw.expect_event_where("pn_established", |v| v["pn_id"] == joined["pn_id"]);
     assert!(
         gw.seen("wan_failed").is_empty(),
         "the PN GW lost its WAN session: {:?}",
@@ -31,9 +28,8 @@ async fn served_without_losing_the_wan(w: &World, gw: &mut Proc, pan: &str, extr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setup_request_at_the_unproven_frame_limit_keeps_the_wan_session() {
-    let w = World::new(&[("gateway", "home-gw"), ("pne", "phone")]);
-    let (_server, addr) = w.server("127.0.0.1:0").await;
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
+    let mut w = world(&["phone"]).start();
+    let pan = w.pan().to_string();
 
     // Exactly the limit of an unproven link, in the name of an id nobody enrolled: relayed to
     // the server, which refuses the PN. The answer comes back over the same WAN session.
@@ -53,26 +49,25 @@ async fn a_setup_request_at_the_unproven_frame_limit_keeps_the_wan_session() {
         "an over-limit frame was answered"
     );
 
-    served_without_losing_the_wan(&w, &mut gw, &pan, &[]).await;
+    served_without_losing_the_wan(&mut w, &[]);
 }
 
 // The join information is refused at the PAN (more than the PN GW relays), and whatever the PN
 // GW builds for the WAN stays within the server's announced limit: the WAN session survives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setup_request_near_the_frame_maximum_from_a_proven_link_keeps_the_wan_session() {
-    let w = World::new(&[("gateway", "home-gw"), ("pne", "phone")]);
-    let (_server, addr) = w.server("127.0.0.1:0").await;
     // On a trusted PAN the bearer's pairing is the proof: a link is proven once it names
     // itself, and may then send frames up to the full limit.
     let trusted = ["--pan-security", "trusted"];
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &trusted).await;
+    let mut w = world(&["phone"]).gateway_args(&trusted).start();
+    let pan = w.pan().to_string();
 
     let mut att = RawLink::connect(&pan, "mallory", "home-gw").await;
     let me = att.me.clone();
     let msg = att.send(discovery(&me)).await;
     assert_eq!(att.answer(msg).await, Ok(None));
-    gw.expect_where("link_proven", |v| v["pne"] == "mallory")
-        .await;
+    w.gw()
+        .expect_event_where("link_proven", |v| v["pne"] == "mallory");
 
     // The largest PN Setup Request the link may send: the PN Registration Request it leads to
     // carries the same join information, and more.
@@ -87,5 +82,5 @@ async fn a_setup_request_near_the_frame_maximum_from_a_proven_link_keeps_the_wan
     drop(att.wr);
     within("the attacker's link to end", closed(&mut att.rd)).await;
 
-    served_without_losing_the_wan(&w, &mut gw, &pan, &trusted).await;
+    served_without_losing_the_wan(&mut w, &trusted);
 }

@@ -8,7 +8,8 @@
 
 use cpns_wire::{ErrorCode, InventoryQuery, PnId, PnReleaseRequest, PneLeaveRequest, RequestId};
 
-use crate::harness::{RawLink, World, discovery, dump, quoted_pn, wan_barrier};
+use crate::common::cpns;
+use crate::harness::{RawLink, discovery, dump, quoted_pn, wan_barrier, world};
 
 fn leave(pn: PnId, pne: &str) -> PneLeaveRequest {
     PneLeaveRequest {
@@ -28,36 +29,29 @@ fn release(pn: PnId) -> PnReleaseRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
-    let w = World::new(&[
-        ("gateway", "home-gw"),
-        ("pne", "phone"),
-        ("pne", "watch"),
-        ("pne", "tv"),
-    ]);
-    w.enroll("bob", "pne", "bobs-phone");
-    let (_server, addr) = w.server("127.0.0.1:0").await;
-    let (mut gw, pan) = w.gateway("home-gw", &addr, &[]).await;
-    let mut watch = w.pne("watch", &pan, &["--await-invitation", "--stay"]);
-    gw.expect_where("pne_discovered", |v| v["pne"] == "watch")
-        .await;
-    let mut phone = w.pne("phone", &pan, &["--setup", "all", "--stay"]);
-    let pn_hex = gw.expect("pn_established").await["pn_id"]
+    let mut w = world(&["phone", "watch", "tv"])
+        .user("bob")
+        .pne("bobs-phone")
+        .start();
+    let pan = w.pan().to_string();
+    let mut watch = w.pne("watch").await_invitation().stay().spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "watch");
+    let mut phone = w.pne("phone").setup("all").stay().spawn();
+    let pn_hex = w.gw().expect_event("pn_established")["pn_id"]
         .as_str()
         .unwrap()
         .to_string();
     let pn: PnId = pn_hex.parse().unwrap();
-    phone
-        .expect_where("pn_joined", |v| v["pn_id"] == pn_hex)
-        .await;
-    watch
-        .expect_where("pn_joined", |v| v["pn_id"] == pn_hex)
-        .await;
-    // Both end their connection set-up (its capabilities report reaches the server).
-    phone.expect("rejoined").await;
-    watch.expect("rejoined").await;
+    phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn_hex);
+    watch.expect_event_where("pn_joined", |v| v["pn_id"] == pn_hex);
+    // Staying, each then runs its connection set-up (proof, key pull, capabilities report);
+    // once both ended, nothing more of theirs is on its way to either store.
+    phone.expect_event("rejoined");
+    watch.expect_event("rejoined");
     wan_barrier(&pan, "home-gw", 1).await;
     let server_before = dump(&w.server_db()).await;
-    let gw_before = dump(&w.local_db("home-gw")).await;
+    let gw_before = dump(&w.store("home-gw")).await;
 
     // A non-member of the same user and another user's PNE, on links that proved nothing.
     for who in ["tv", "bobs-phone"] {
@@ -115,38 +109,31 @@ async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
     // Nothing reached the server.
     wan_barrier(&pan, "home-gw", 2).await;
     assert_eq!(dump(&w.server_db()).await, server_before);
-    assert_eq!(dump(&w.local_db("home-gw")).await, gw_before);
-    assert!(gw.seen("pn_released").is_empty());
-    assert!(gw.seen("member_left").is_empty());
+    assert_eq!(dump(&w.store("home-gw")).await, gw_before);
+    assert!(w.gw().seen("pn_released").is_empty());
+    assert!(w.gw().seen("member_left").is_empty());
 
     // The owner may: the PN goes, and both members are told.
-    let out = std::process::Command::new(crate::harness::BIN)
-        .args(["pn", "release", &pn_hex, "--store"])
-        .arg(w.local_db("home-gw"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
+    let gw_store = w.store("home-gw");
+    let line = cpns(&[
+        "pn",
+        "release",
+        &pn_hex,
+        "--store",
+        gw_store.to_str().unwrap(),
+    ]);
     assert!(
         line.starts_with(&format!("PN {pn_hex} released; told: ")),
         "{line}"
     );
-    phone
-        .expect_where("pn_released", |v| v["pn_id"] == pn_hex)
-        .await;
-    watch
-        .expect_where("pn_released", |v| v["pn_id"] == pn_hex)
-        .await;
+    phone.expect_event_where("pn_released", |v| v["pn_id"] == pn_hex);
+    watch.expect_event_where("pn_released", |v| v["pn_id"] == pn_hex);
     // Gone from both stores, every row of it (both held it before).
     let quoted = quoted_pn(&pn_hex);
     for before in [&server_before, &gw_before] {
         assert!(before.values().flatten().any(|r| r.contains(&quoted)));
     }
-    for db in [w.server_db(), w.local_db("home-gw")] {
+    for db in [w.server_db(), gw_store] {
         let after = dump(&db).await;
         // Only the server's word for members away at the time is left: one `departed` row per
         // member that held an SK_PNE, each saying the PN was released.
