@@ -85,9 +85,9 @@ pub fn write_new(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Makes a server data directory in `dir` (the files `cpns init` makes, less the CA's key) and enrolls `n` PN GWs of user
-/// [`BENCH_USER`] in bulk (concurrent enrolments the store commits in groups), the first
-/// `with_pnes` of them with their two PNEs.
+/// Makes a server data directory in `dir` (the files `cpns init` makes, less the CA's key) and
+/// enrolls `n` PN GWs of user [`BENCH_USER`] in bulk (concurrent enrolments the store commits in
+/// groups), the first `with_pnes` of them with their two PNEs.
 pub async fn prepare(
     dir: &Path,
     n: usize,
