@@ -184,8 +184,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     /// Writes out as much of what is queued as the stream takes now, without waiting for it to
     /// take more; the rest goes out as [`FramedConn::next_frame`] or [`FramedConn::flush`] runs.
     /// A driver calls this before it awaits its store, so that an answer already made is not
-    /// held back by the work that follows it (`cpns bench`: the answer to a PN registration
-    /// waited for the commit of its kept copy).
+    /// held back by the work that follows it (`cpns-bench establish`: the answer to a PN
+    /// registration waited for the commit of its kept copy).
     pub fn write_now(&mut self) -> Result<(), FrameError> {
         if self.write.is_empty() {
             return Ok(());

@@ -3,7 +3,6 @@
 //! the whole system on loopback (`cpns demo`).
 
 mod admin;
-mod bench;
 mod capabilities;
 mod demo;
 mod elect;
@@ -53,26 +52,6 @@ enum Command {
     Charging(status::ChargingArgs),
     /// Run server, PN GW and three PNEs on loopback and print the flows and the inventory.
     Demo(demo::DemoArgs),
-    /// Measure the server from outside (set-ups, establishments, memory per session) beside
-    /// Mosquitto and in-memory ceilings, and print the figures with their ratios.
-    Bench(bench::BenchArgs),
-    /// Measure one status change fanned out to many subscribers (p50/p99 delivery latency).
-    BenchFanout(bench::fanout::FanoutArgs),
-    /// Hold subscribed PN GW sessions for `cpns bench-fanout` (started by it).
-    #[command(hide = true)]
-    BenchSubscribe(bench::fanout::SubscribeArgs),
-    /// Hold plain TCP connections for `cpns bench-fanout --floor` (started by it).
-    #[command(hide = true)]
-    BenchSubscribeRaw(bench::fanout::RawSubscribeArgs),
-    /// Hold idle PN GW sessions for `cpns bench` (started by it).
-    #[command(hide = true)]
-    BenchHold(bench::HouseholdsArgs),
-    /// Make a data directory with bench households enrolled (used by tests).
-    #[command(hide = true)]
-    BenchPrepare(bench::PrepareArgs),
-    /// Run establishments on bench households until stopped (used by tests).
-    #[command(hide = true)]
-    BenchLoad(bench::HouseholdsArgs),
 }
 
 /// The default data directory of the server.
@@ -92,12 +71,6 @@ fn main() -> std::process::ExitCode {
                 | Command::Status(_)
                 | Command::Usage(_)
                 | Command::Charging(_)
-                | Command::Bench(_)
-                | Command::BenchHold(_)
-                | Command::BenchFanout(_)
-                | Command::BenchSubscribe(_)
-                | Command::BenchSubscribeRaw(_)
-                | Command::BenchLoad(_)
         ) {
             "warn"
         } else {
@@ -131,13 +104,6 @@ fn main() -> std::process::ExitCode {
             Command::Elect(a) => elect::elect(a).await,
             Command::Inventory(a) => admin::inventory(a).await,
             Command::Demo(a) => demo::demo(a).await,
-            Command::Bench(a) => bench::bench(a).await,
-            Command::BenchHold(a) => bench::hold(a).await,
-            Command::BenchFanout(a) => bench::fanout::fanout(a).await,
-            Command::BenchSubscribe(a) => bench::fanout::subscribe(a).await,
-            Command::BenchSubscribeRaw(a) => bench::fanout::subscribe_raw(a).await,
-            Command::BenchPrepare(a) => bench::prepare(a).await,
-            Command::BenchLoad(a) => bench::load(a).await,
             Command::Pn(a) => pn::pn(a).await,
             Command::Caps(a) => status::caps(a).await,
             Command::Status(a) => status::status(a).await,

@@ -1,9 +1,9 @@
 //! WAL checkpoints off the writer's path. SQLite checkpoints by default inside the commit that
 //! takes the WAL past 1,000 pages, on the committing connection: here the writer thread, so
 //! every write queued behind that commit waited for the checkpoint's page copies and fsyncs
-//! (`cpns bench`: 9 % of the server's CPU, and its p99). Instead a thread of its own runs a
-//! `PASSIVE` checkpoint every [`INTERVAL`] on its own connection: it copies what no reader still
-//! needs and never blocks the writer or the readers. The writer keeps a far larger automatic
+//! (`cpns-bench establish`: 9 % of the server's CPU, and its p99). Instead a thread of its own
+//! runs a `PASSIVE` checkpoint every [`INTERVAL`] on its own connection: it copies what no reader
+//! still needs and never blocks the writer or the readers. The writer keeps a far larger automatic
 //! threshold ([`WRITER_AUTOCHECKPOINT`]) only as a backstop, so the WAL stays bounded even if
 //! this thread cannot keep up. Checkpoints copy committed frames only: what is acknowledged and
 //! durable stays so.
@@ -21,11 +21,11 @@ use crate::Result;
 use crate::StoreError;
 use crate::error::DatabaseError;
 
-/// How often the checkpointer looks at the WAL. Measured with `cpns bench` (BENCHMARKS.md): a
-/// checkpoint's fsyncs stall the writer's appends to the WAL for as long as they take, so small
-/// frequent checkpoints keep the latency tail short (establishments' p99 at half / a quarter of
-/// the top rate: 66 / 28 ms with a 1 s interval, 14 / 13 ms with 100 ms, 16 / 6 ms with 25 ms),
-/// at no measurable CPU cost; a tick with nothing to copy does no I/O.
+/// How often the checkpointer looks at the WAL. Measured with `cpns-bench establish`
+/// (BENCHMARKS.md): a checkpoint's fsyncs stall the writer's appends to the WAL for as long as
+/// they take, so small frequent checkpoints keep the latency tail short (establishments' p99 at
+/// half / a quarter of the top rate: 66 / 28 ms with a 1 s interval, 14 / 13 ms with 100 ms,
+/// 16 / 6 ms with 25 ms), at no measurable CPU cost; a tick with nothing to copy does no I/O.
 pub(super) const INTERVAL: Duration = Duration::from_millis(25);
 
 /// The writer's own automatic checkpoint threshold, in pages: a backstop only.

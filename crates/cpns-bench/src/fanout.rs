@@ -1,6 +1,6 @@
-//! `cpns bench-fanout`: one status change fanned out to many subscribers (docs/device-status.md,
+//! `cpns-bench fanout`: one status change fanned out to many subscribers (docs/device-status.md,
 //! "Fan-out"; BENCHMARKS.md). The CPNS Server runs as its own process; N PN GW sessions, held by
-//! helper processes (`cpns bench-subscribe`), each subscribe to one entity's status; a
+//! helper processes (`cpns-bench subscribe`), each subscribe to one entity's status; a
 //! publisher PN GW changes its own status, one change at a time, and every subscriber's
 //! notification is timed from the publisher's send to its arrival at the subscriber's process,
 //! both read on the machine's wall clock (one clock: all processes run on this machine). The
@@ -20,9 +20,11 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::net;
-use super::stats::Latencies;
+use crate::households::HouseholdsArgs;
+use crate::net::{self, CpnsBin};
+use crate::stats::Latencies;
 
+/// The settings of `cpns-bench fanout`.
 #[derive(Args, Debug)]
 pub(crate) struct FanoutArgs {
     /// Subscribers: PN GW sessions each subscribed to the publisher's status (a process here
@@ -43,9 +45,11 @@ pub(crate) struct FanoutArgs {
     /// no protocol, no store).
     #[arg(long)]
     pub floor: bool,
+    #[command(flatten)]
+    pub cpns: CpnsBin,
 }
 
-/// `cpns bench-subscribe-raw` (hidden): `count` plain TCP connections to `addr`, every 64-byte
+/// `cpns-bench subscribe-raw` (hidden): `count` plain TCP connections to `addr`, every 64-byte
 /// frame read printed as `n fanout-<index> <unix ns>`.
 #[derive(Args, Debug)]
 pub(crate) struct RawSubscribeArgs {
@@ -57,7 +61,7 @@ pub(crate) struct RawSubscribeArgs {
     pub count: usize,
 }
 
-/// `cpns bench-subscribe-raw`.
+/// `cpns-bench subscribe-raw`.
 pub(crate) async fn subscribe_raw(a: RawSubscribeArgs) -> anyhow::Result<()> {
     use tokio::io::AsyncReadExt;
     let (tx, mut lines) = mpsc::channel::<String>(4096);
@@ -115,12 +119,12 @@ async fn print_batches(lines: &mut mpsc::Receiver<String>) {
     }
 }
 
-/// `cpns bench-subscribe` (hidden): households `from..to` subscribe to `watch` and print every
+/// `cpns-bench subscribe` (hidden): households `from..to` subscribe to `watch` and print every
 /// notification as `n <label> <unix ns>`.
 #[derive(Args, Debug)]
 pub(crate) struct SubscribeArgs {
     #[command(flatten)]
-    pub households: super::HouseholdsArgs,
+    pub households: HouseholdsArgs,
     /// The entity watched.
     #[arg(long)]
     pub watch: cpns_wire::EntityId,
@@ -135,7 +139,7 @@ fn unix_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// `cpns bench-subscribe`.
+/// `cpns-bench subscribe`.
 pub(crate) async fn subscribe(a: SubscribeArgs) -> anyhow::Result<()> {
     let h = &a.households;
     let (ca, households) = net::read_households(&h.data_dir, h.from..h.to)?;
@@ -335,7 +339,7 @@ fn report(subscribers: usize, changes: usize, mut l: Latencies, slowest: Duratio
     }
 }
 
-/// `cpns bench-fanout`.
+/// `cpns-bench fanout`.
 pub(crate) async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     if a.subscribers == 0 || a.helpers == 0 || a.changes == 0 {
         bail!("--subscribers, --helpers and --changes are at least 1");
@@ -343,8 +347,9 @@ pub(crate) async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     if a.subscribers > 19_000 {
         bail!("at most 19,000 subscribers: a process here may hold ~20,000 open files");
     }
-    let exe = std::env::current_exe()?;
-    let cpns = cpns_fanout(&a, &exe).await?;
+    let server_bin = a.cpns.resolve()?;
+    let exe = std::env::current_exe().context("locate the cpns-bench binary")?;
+    let cpns = cpns_fanout(&a, &server_bin, &exe).await?;
     let floor = if a.floor {
         Some(floor_fanout(&a, &exe).await?)
     } else {
@@ -378,13 +383,18 @@ pub(crate) async fn fanout(a: FanoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The CPNS run: the server, the subscribers' PN GW sessions, the publisher's changes.
-async fn cpns_fanout(a: &FanoutArgs, exe: &std::path::Path) -> anyhow::Result<FanoutReport> {
+/// The CPNS run: the server (`server_bin`), the subscribers' PN GW sessions (held by `exe`'s
+/// helper processes), the publisher's changes.
+async fn cpns_fanout(
+    a: &FanoutArgs,
+    server_bin: &std::path::Path,
+    exe: &std::path::Path,
+) -> anyhow::Result<FanoutReport> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("data");
     eprintln!("enrolling {} PN GWs…", a.subscribers + 1);
     net::prepare(&dir, a.subscribers + 1, 0, 1, &|_| {}).await?;
-    let server = net::ServerProcess::start(exe, &dir, a.subscribers + 16).await?;
+    let server = net::ServerProcess::start(server_bin, &dir, a.subscribers + 16).await?;
     // Household 0 publishes; the others subscribe to it.
     let (ca, publisher) = net::read_households(&dir, 0..1)?;
     let watch = publisher[0].gateway.id.clone();
@@ -395,7 +405,7 @@ async fn cpns_fanout(a: &FanoutArgs, exe: &std::path::Path) -> anyhow::Result<Fa
         let to = (1 + (k + 1) * per).min(total + 1);
         (from < to).then(|| {
             vec![
-                "bench-subscribe".to_string(),
+                "subscribe".to_string(),
                 "--data-dir".into(),
                 dir.display().to_string(),
                 "--server".into(),
@@ -464,7 +474,7 @@ async fn floor_fanout(a: &FanoutArgs, exe: &std::path::Path) -> anyhow::Result<F
         let count = per.min(total.saturating_sub(k * per));
         (count > 0).then(|| {
             vec![
-                "bench-subscribe-raw".to_string(),
+                "subscribe-raw".to_string(),
                 "--addr".into(),
                 addr.clone(),
                 "--count".into(),

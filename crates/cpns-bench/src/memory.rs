@@ -1,7 +1,7 @@
-//! The ceiling of `cpns bench`: the same establishment the networked bench runs (two PNEs,
-//! LocalEUKey, PNE-initiated), driven entirely in memory through the machines — PNEs, PN GW and
-//! a CPNS Server session — with a map for a store, on one thread. No TLS, no socket, no SQL, no
-//! sealing at rest: what is left is the protocol's own cost, the most a server could do.
+//! The ceiling of `cpns-bench establish`: the same establishment the networked bench runs (two
+//! PNEs, LocalEUKey, PNE-initiated), driven entirely in memory through the machines — PNEs, PN GW
+//! and a CPNS Server session — with a map for a store, on one thread. No TLS, no socket, no SQL,
+//! no sealing at rest: what is left is the protocol's own cost, the most a server could do.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -15,8 +15,8 @@ use cpns_proto::server::{
 };
 use cpns_wire::{CpnsId, EntityId, Envelope, InventoryMember, PnId, PnInventory, UserId};
 
-use super::sim::{Household, Outcome, SimGateway};
-use super::stats::{Latencies, Rate};
+use crate::sim::{Household, Outcome, SimGateway};
+use crate::stats::{Latencies, Rate};
 
 /// What the server keeps, in maps: only what the establishment reads and writes.
 #[derive(Default)]
@@ -296,7 +296,7 @@ mod tests {
     use cpns_crypto::EuKey;
 
     use super::*;
-    use crate::bench::sim::Device;
+    use crate::sim::Device;
 
     pub(crate) fn households(n: usize, rng: &mut MachineRng) -> Vec<Household> {
         let dev = |id: String, rng: &mut MachineRng| Device {

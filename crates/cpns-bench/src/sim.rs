@@ -3,7 +3,7 @@
 //! insecure (`cpns`) PAN, so every establishment assigns LocalEUKeys (000 §6.6.1.1 steps 1-15);
 //! its WAN side is left to the caller: frames out in [`SimGateway::take_wan`], frames in through
 //! [`SimGateway::handle_wan_frame`]. The networked bench puts TLS to the real server there; the
-//! in-memory ceiling ([`crate::bench::memory`]) puts a `ServerSession` there.
+//! in-memory ceiling ([`crate::memory`]) puts a `ServerSession` there.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

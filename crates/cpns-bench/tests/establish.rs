@@ -1,26 +1,32 @@
-//! `cpns bench` as a user runs it, made small: every figure of the table is measured (Mosquitto
-//! when it is installed), the JSON holds them, and the store's PN count equals the
-//! establishments acknowledged (the bench itself fails otherwise).
+//! `cpns-bench establish` as a user runs it, made small: every figure of the table is measured
+//! (Mosquitto when it is installed), the JSON holds them, and the store's PN count equals the
+//! establishments acknowledged (the bench itself fails otherwise); bad settings and a missing
+//! `cpns` binary are refused with a clear error. Also `cpns-bench fanout`, made small, with its
+//! helper processes.
 
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cpns");
+mod common;
+
+use common::{BENCH, bench, cpns_bin};
 
 #[test]
 fn a_small_bench_measures_every_figure_and_counts_what_it_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let keep = tmp.path().join("bench");
-    let out = Command::new(BIN)
-        .args(["bench", "--json", "--secs", "0.3", "--concurrency", "2"])
+    let out = Command::new(BENCH)
+        .args(["establish", "--json", "--secs", "0.3", "--concurrency", "2"])
         .args(["--idle-sessions", "40", "--keep", keep.to_str().unwrap()])
+        .arg("--cpns-bin")
+        .arg(cpns_bin())
         .env("CPNS_LOG", "error")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "cpns bench failed: {}",
+        "cpns-bench establish failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -69,7 +75,7 @@ fn bad_bench_settings_are_refused_with_a_clear_error() {
         (vec!["--concurrency", "0"], "above zero"),
         (vec!["--idle-sessions", "25000"], "at most 19000"),
     ] {
-        let out = Command::new(BIN).arg("bench").args(&args).output().unwrap();
+        let out = bench(&[&["establish"], &args[..]].concat());
         assert!(!out.status.success(), "{args:?} accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
@@ -79,10 +85,7 @@ fn bad_bench_settings_are_refused_with_a_clear_error() {
     let dir = tmp.path().to_str().unwrap();
     let made = prepare(dir, "1");
     assert!(made.status.success());
-    let out = Command::new(BIN)
-        .args(["bench", "--keep", dir])
-        .output()
-        .unwrap();
+    let out = bench(&["establish", "--keep", dir]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already holds a data directory"), "{err}");
@@ -91,18 +94,68 @@ fn bad_bench_settings_are_refused_with_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("must not exceed --gateways"));
 }
 
-/// `cpns bench-prepare` of one PN GW with `pnes` of them given PNEs, in `dir`.
+/// `cpns-bench prepare` of one PN GW with `pnes` of them given PNEs, in `dir`.
 fn prepare(dir: &str, pnes: &str) -> std::process::Output {
-    Command::new(BIN)
-        .args([
-            "bench-prepare",
-            "--data-dir",
-            dir,
-            "--gateways",
-            "1",
-            "--with-pnes",
-            pnes,
-        ])
+    bench(&[
+        "prepare",
+        "--data-dir",
+        dir,
+        "--gateways",
+        "1",
+        "--with-pnes",
+        pnes,
+    ])
+}
+
+#[test]
+fn a_missing_cpns_binary_is_named_with_how_to_build_it() {
+    let out = bench(&["establish", "--cpns-bin", "/nonexistent/cpns"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cpns-bin /nonexistent/cpns: no such file"),
+        "{err}"
+    );
+
+    // By default the bench looks beside itself: a cpns-bench alone in a directory says so.
+    let alone = tempfile::tempdir_in(std::path::Path::new(BENCH).parent().unwrap()).unwrap();
+    let copy = alone.path().join("cpns-bench");
+    std::fs::hard_link(BENCH, &copy)
+        .or_else(|_| std::fs::copy(BENCH, &copy).map(drop))
+        .unwrap();
+    for sub in ["establish", "fanout"] {
+        let out = Command::new(&copy)
+            .arg(sub)
+            .env_remove("CPNS_BIN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no cpns binary at"), "{sub}: {err}");
+        assert!(
+            err.contains("cargo build --release -p cpns"),
+            "{sub}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_small_fanout_reaches_every_subscriber_and_the_floor_too() {
+    let out = Command::new(BENCH)
+        .args(["fanout", "--json", "--subscribers", "6", "--changes", "2"])
+        .args(["--helpers", "2", "--floor", "--cpns-bin"])
+        .arg(cpns_bin())
+        .env("CPNS_LOG", "error")
         .output()
-        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cpns-bench fanout failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for run in ["cpns", "floor"] {
+        assert_eq!(v[run]["delivered"], 12, "{run}: {}", v[run]);
+        assert!(v[run]["p99_ms"].as_f64().unwrap() > 0.0, "{run}");
+    }
 }

@@ -1,5 +1,5 @@
-//! `cpns bench`: the server's costs measured from outside, side by side with Mosquitto and with
-//! the ceilings of the same work done in memory, so that every figure is also a ratio
+//! `cpns-bench establish`: the server's costs measured from outside, side by side with Mosquitto
+//! and with the ceilings of the same work done in memory, so that every figure is also a ratio
 //! (BENCHMARKS.md).
 //!
 //! One run, in order: a data directory with PN GWs and PNEs enrolled in bulk; the CPNS Server as
@@ -9,14 +9,6 @@
 //! store counted against the establishments acknowledged; the same establishment in memory
 //! (the ceiling); an in-process rustls handshake ceiling; Mosquitto's TLS CONNECT rate; and,
 //! on a fresh server, its memory per idle PN GW session while other processes hold many.
-
-pub mod baseline;
-pub mod fanout;
-pub mod memory;
-mod mqtt;
-pub mod net;
-pub mod sim;
-pub mod stats;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -35,12 +27,15 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::task::JoinSet;
 
-use net::{Connected, ServerProcess};
-use sim::Household;
-use stats::{CpuTime, Latencies, Rate, rss_bytes};
+use crate::households::HouseholdsArgs;
+use crate::net::{self, Connected, CpnsBin, ServerProcess};
+use crate::sim::Household;
+use crate::stats::{CpuTime, Latencies, Rate, rss_bytes};
+use crate::{baseline, memory};
 
+/// The settings of `cpns-bench establish`.
 #[derive(Args, Debug)]
-pub(crate) struct BenchArgs {
+pub(crate) struct EstablishArgs {
     /// Seconds each rate is measured for.
     #[arg(long, default_value_t = 5.0)]
     pub secs: f64,
@@ -60,81 +55,8 @@ pub(crate) struct BenchArgs {
     /// Print the figures as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Run the server of another `cpns` build (to compare builds in one run's conditions);
-    /// default: this binary.
-    #[arg(long)]
-    pub server_bin: Option<PathBuf>,
-}
-
-/// The bench households a helper process drives (`cpns bench-hold`, `cpns bench-load`, both
-/// hidden): households `from..to` of the bench's data directory, against the server at
-/// `server`.
-#[derive(Args, Debug)]
-pub(crate) struct HouseholdsArgs {
-    /// The bench's data directory.
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// The server's address.
-    #[arg(long)]
-    pub server: String,
-    /// First household.
-    #[arg(long)]
-    pub from: usize,
-    /// One past the last household.
-    #[arg(long)]
-    pub to: usize,
-}
-
-/// `cpns bench-prepare` (hidden): a bench data directory with households enrolled.
-#[derive(Args, Debug)]
-pub(crate) struct PrepareArgs {
-    /// The data directory to make.
-    #[arg(long)]
-    pub data_dir: PathBuf,
-    /// PN GWs to enroll.
-    #[arg(long)]
-    pub gateways: usize,
-    /// How many of them get two PNEs.
-    #[arg(long)]
-    pub with_pnes: usize,
-}
-
-/// `cpns bench-prepare`.
-pub(crate) async fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
-    if a.with_pnes > a.gateways {
-        bail!("--with-pnes must not exceed --gateways");
-    }
-    net::prepare(&a.data_dir, a.gateways, a.with_pnes, 1, &|_| {}).await?;
-    println!(
-        "prepared {}: {} PN GWs, {} with PNEs",
-        a.data_dir.display(),
-        a.gateways,
-        a.with_pnes
-    );
-    Ok(())
-}
-
-/// `cpns bench-load`: establishments on the households, one after another on each, until
-/// stopped; `established <PN id>` printed after each acknowledged one.
-pub(crate) async fn load(a: HouseholdsArgs) -> anyhow::Result<()> {
-    let (ca, households) = net::read_households(&a.data_dir, a.from..a.to)?;
-    let tls = net::client_tls(&ca)?;
-    let mut tasks = JoinSet::new();
-    for (t, h) in households.into_iter().enumerate() {
-        let (addr, tls) = (a.server.clone(), tls.clone());
-        tasks.spawn(async move {
-            let mut c = net::connect(&addr, &tls, h, MachineRng::from_seed_u64(t as u64)).await?;
-            loop {
-                let pn = c.establish().await?;
-                println!("established {pn}");
-            }
-        });
-    }
-    // Runs until a session fails (the server went away) or the process is stopped.
-    match tasks.join_next().await {
-        Some(done) => done?,
-        None => Ok(()),
-    }
+    #[command(flatten)]
+    pub cpns: CpnsBin,
 }
 
 /// Set-ups in flight at once while idle sessions are being opened, per holding process.
@@ -235,8 +157,8 @@ fn timed_bar(secs: f64, what: &str) -> ProgressBar {
     pb
 }
 
-/// `cpns bench`.
-pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+/// `cpns-bench establish`.
+pub(crate) async fn establish(a: EstablishArgs) -> anyhow::Result<()> {
     if a.concurrency == 0 || a.secs <= 0.0 {
         bail!("--concurrency and --secs must be above zero");
     }
@@ -259,6 +181,8 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
             temp.path().join("data")
         }
     };
+    // The server to measure, found before anything is enrolled.
+    let server_bin = a.cpns.resolve()?;
     let secs = Duration::from_secs_f64(a.secs);
     // Set-ups cycle over up to SETUP_POOL PN GWs; a small run enrolls fewer.
     let gateways = a
@@ -274,10 +198,6 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let tls = net::client_tls(&prepared.ca_pem)?;
     let households = Arc::new(prepared.households);
 
-    let server_bin = match &a.server_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().context("locate the cpns binary")?,
-    };
     let server = ServerProcess::start(&server_bin, &dir, a.idle_sessions + 1_000).await?;
     let setups = measure_setups(&server, &tls, &households, a.concurrency, secs).await?;
     let (establishments, half, quarter, acknowledged) =
@@ -358,7 +278,7 @@ pub(crate) async fn bench(a: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn net_db(dir: &std::path::Path) -> PathBuf {
-    crate::admin::DataDir(dir.to_path_buf()).db()
+    dir.join(net::DB_FILE)
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -516,7 +436,7 @@ async fn establish_loop(
 }
 
 /// A fresh server's memory per idle PN GW session: RSS before, then with `sessions` sessions
-/// held by `cpns bench-hold` processes (several: each process may hold ~20,000 files).
+/// held by `cpns-bench hold` processes (several: each process may hold ~20,000 files).
 async fn measure_idle(
     server_bin: &std::path::Path,
     dir: &std::path::Path,
@@ -532,7 +452,7 @@ async fn measure_idle(
     while from < sessions {
         let to = (from + HOLD_PER_PROCESS).min(sessions);
         let mut child = Command::new(&exe)
-            .arg("bench-hold")
+            .arg("hold")
             .arg("--data-dir")
             .arg(dir)
             .args(["--server", &server.addr])
@@ -543,7 +463,7 @@ async fn measure_idle(
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .context("start cpns bench-hold")?;
+            .context("start cpns-bench hold")?;
         let stdout = child.stdout.take().context("holder stdout")?;
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -600,7 +520,7 @@ async fn measure_idle(
     })
 }
 
-/// `cpns bench-hold`: connects households `from..to` and holds their sessions until stdin
+/// `cpns-bench hold`: connects households `from..to` and holds their sessions until stdin
 /// closes, printing `held N` as they come up.
 pub(crate) async fn hold(a: HouseholdsArgs) -> anyhow::Result<()> {
     let (ca, households) = net::read_households(&a.data_dir, a.from..a.to)?;

@@ -1,4 +1,4 @@
-//! What every measurement of `cpns bench` reports: a rate, latency percentiles and, where a
+//! What every measurement of `cpns-bench` reports: a rate, latency percentiles and, where a
 //! process was watched, its CPU time per operation (from `/proc`).
 
 use std::time::Duration;

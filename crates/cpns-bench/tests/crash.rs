@@ -1,5 +1,5 @@
 //! Durability under write load (issue "Performance", acceptance): the CPNS Server runs as its
-//! own process while eight simulated PN GWs (`cpns bench-load`) establish PNs on it as fast as
+//! own process while eight simulated PN GWs (`cpns-bench load`) establish PNs on it as fast as
 //! they can; the server is killed with SIGKILL in the middle, started again on the same data
 //! directory, and stopped. Every establishment acknowledged before the kill must be in the store
 //! with both its members, and no PN in the store may be half written.
@@ -14,13 +14,14 @@ use cpns_store::{SqliteStore, Store};
 
 mod common;
 
-use common::{BIN, Proc};
+use common::{BENCH, Proc, cpns_bin};
 
 /// Acknowledged establishments to wait for before the kill.
 const ACKS_BEFORE_KILL: usize = 300;
 
 fn server(dir: &Path) -> Proc {
     Proc::spawn(
+        cpns_bin(),
         "server",
         &[
             "server",
@@ -38,8 +39,8 @@ async fn every_establishment_acknowledged_before_a_kill_9_is_in_the_store_whole(
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let d = dir.to_str().unwrap();
-    let out = Command::new(BIN)
-        .args(["bench-prepare", "--data-dir", d, "--gateways", "8"])
+    let out = Command::new(BENCH)
+        .args(["prepare", "--data-dir", d, "--gateways", "8"])
         .args(["--with-pnes", "8"])
         .output()
         .unwrap();
@@ -52,9 +53,10 @@ async fn every_establishment_acknowledged_before_a_kill_9_is_in_the_store_whole(
     let mut srv = server(&dir);
     let addr = srv.listening();
     let load = Proc::spawn(
+        Path::new(BENCH),
         "load",
         &[
-            "bench-load",
+            "load",
             "--data-dir",
             d,
             "--server",

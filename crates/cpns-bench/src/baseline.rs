@@ -1,7 +1,7 @@
-//! The two baselines `cpns bench` sets the CPNS Server's TLS session set-up rate beside, both
-//! measured in the same run: Mosquitto accepting MQTT connections over TLS 1.3 with the same
-//! kind of certificate, and the ceiling of the handshake itself, both ends in memory on one
-//! thread with the project's crypto provider.
+//! The two baselines `cpns-bench establish` sets the CPNS Server's TLS session set-up rate
+//! beside, both measured in the same run: Mosquitto accepting MQTT connections over TLS 1.3 with
+//! the same kind of certificate, and the ceiling of the handshake itself, both ends in memory on
+//! one thread with the project's crypto provider.
 //!
 //! Both measure full handshakes (key exchange, certificate, signature): the client
 //! configuration is the project's own with session resumption turned off, and every session is
@@ -28,8 +28,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
-use super::mqtt;
-use super::stats::{CpuTime, Latencies, Rate};
+use crate::mqtt;
+use crate::stats::{CpuTime, Latencies, Rate};
 
 /// How long the clients run before measuring, so that caches and the broker are warm.
 const WARM_UP: Duration = Duration::from_millis(500);
@@ -67,7 +67,7 @@ fn mosquitto_binary() -> Option<PathBuf> {
         .find(|bin| bin.is_file())
 }
 
-/// Whether a mosquitto binary is available, so that `cpns bench` can skip the Mosquitto
+/// Whether a mosquitto binary is available, so that `cpns-bench establish` can skip the Mosquitto
 /// baseline with a hint instead of failing.
 pub fn mosquitto_available() -> bool {
     mosquitto_binary().is_some()
@@ -223,7 +223,7 @@ impl Mosquitto {
 /// warnings logged (to a file), so that no per-connection log line is part of the cost.
 fn mosquitto_conf(port: u16, ca: &Path, cert: &Path, key: &Path, log: &Path) -> String {
     format!(
-        "# Written by `cpns bench` for its Mosquitto baseline.\n\
+        "# Written by `cpns-bench establish` for its Mosquitto baseline.\n\
          # Started by root, mosquitto would switch to its own user before reading the key,\n\
          # which is mode 0600; run by anyone else, this line has no effect.\n\
          user root\n\
@@ -260,7 +260,7 @@ fn write_fresh(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    crate::admin::write_new(path, text, secret)
+    crate::net::write_new(path, text, secret)
 }
 
 /// What each benchmark client needs to open an MQTT session with the broker.
@@ -517,7 +517,7 @@ mod tests {
     }
 
     /// Measures both baselines at full length and prints their figures:
-    /// `cargo test --release -p cpns --bin cpns bench::baseline -- --ignored --nocapture`.
+    /// `cargo test --release -p cpns-bench baseline -- --ignored --nocapture`.
     #[tokio::test(flavor = "multi_thread")]
     #[ignore = "takes about ten seconds; run by hand to see the figures"]
     async fn print_baseline_figures() {

@@ -1,9 +1,9 @@
-//! The networked half of `cpns bench`: a server data directory with households enrolled in bulk,
-//! the CPNS Server as a process of its own, and simulated PN GWs ([`SimGateway`]) that connect to
-//! it over TCP and TLS 1.3 exactly as a PN GW does (002 §B.1.1.2 steps 8-17), then run PN
-//! establishments on their in-memory PANs.
+//! The networked half of the benches: a server data directory with households enrolled in bulk,
+//! the CPNS Server as a process of its own (`cpns server`, from the `cpns` binary [`CpnsBin`]
+//! finds), and simulated PN GWs ([`SimGateway`]) that connect to it over TCP and TLS 1.3 exactly
+//! as a PN GW does (002 §B.1.1.2 steps 8-17), then run PN establishments on their in-memory PANs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,11 +24,13 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use zeroize::Zeroizing;
 
-use super::sim::{Device, Household, Outcome, SimGateway};
-use crate::admin::{DataDir, write_new};
+use crate::sim::{Device, Household, Outcome, SimGateway};
 
 /// The user every bench device belongs to.
 pub const BENCH_USER: &str = "bench";
+
+/// The server's database in its data directory (as `cpns init` names it).
+pub const DB_FILE: &str = "cpns.db";
 
 /// How long one set-up or establishment may take before the bench gives up on it.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,9 +70,24 @@ fn device_of(entry: &(String, String)) -> anyhow::Result<Device> {
     })
 }
 
-/// Makes a server data directory in `dir` (as `cpns init` does) and enrolls `n` PN GWs of user
-/// [`BENCH_USER`] in bulk (concurrent enrolments the store commits in groups), the first
-/// `with_pnes` of them with their two PNEs.
+/// Writes a new file with mode 0600 (secrets) or 0644, as `cpns init` writes its own (a copy of
+/// the `cpns` binary's: the bench makes its data directories without it).
+pub fn write_new(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, if secret { 0o600 } else { 0o644 });
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Makes a server data directory in `dir` (the files `cpns init` makes, less the CA's key) and
+/// enrolls `n` PN GWs of user [`BENCH_USER`] in bulk (concurrent enrolments the store commits in
+/// groups), the first `with_pnes` of them with their two PNEs.
 pub async fn prepare(
     dir: &Path,
     n: usize,
@@ -79,14 +96,14 @@ pub async fn prepare(
     progress: &dyn Fn(usize),
 ) -> anyhow::Result<Prepared> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let data = DataDir(dir.to_path_buf());
+    let data = |name: &str| dir.join(name);
     let pki = pki::generate(&["127.0.0.1".into(), "localhost".into()])?;
-    write_new(&data.file("ca.pem"), &pki.ca_cert_pem, false)?;
-    write_new(&data.file("server.pem"), &pki.server_cert_pem, false)?;
-    write_new(&data.file("server.key"), &pki.server_key_pem, true)?;
+    write_new(&data("ca.pem"), &pki.ca_cert_pem, false)?;
+    write_new(&data("server.pem"), &pki.server_cert_pem, false)?;
+    write_new(&data("server.key"), &pki.server_key_pem, true)?;
     let master = MasterKey::generate()?;
-    write_new(&data.file("master.key"), &master.to_hex(), true)?;
-    let store = SqliteStore::open(&data.db()).await?;
+    write_new(&data("master.key"), &master.to_hex(), true)?;
+    let store = SqliteStore::open(&data(DB_FILE)).await?;
     let user = UserId::new(BENCH_USER)?;
     store.ensure_user(&user).await?;
 
@@ -157,7 +174,7 @@ pub async fn prepare(
             .collect(),
     };
     write_new(
-        &data.file("bench-households.json"),
+        &data("bench-households.json"),
         &Zeroizing::new(serde_json::to_string(&file)?),
         true,
     )?;
@@ -194,6 +211,39 @@ pub fn read_households(
         out.push(Household { gateway, pnes });
     }
     Ok((file.ca_pem, out))
+}
+
+/// Which `cpns` binary runs the CPNS Server a bench measures.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CpnsBin {
+    /// The `cpns` binary whose `cpns server` is measured (another build's, to compare builds in
+    /// one run's conditions; it must take `--offline-after-s`). Default: the `cpns` next to this
+    /// `cpns-bench` (`cargo build --release -p cpns -p cpns-bench` puts them side by side).
+    #[arg(long, env = "CPNS_BIN", alias = "server-bin")]
+    pub cpns_bin: Option<PathBuf>,
+}
+
+impl CpnsBin {
+    /// The binary named, or the `cpns` beside this executable; an error saying how to get one
+    /// if there is none.
+    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.cpns_bin {
+            if !p.is_file() {
+                bail!("--cpns-bin {}: no such file", p.display());
+            }
+            return Ok(p.clone());
+        }
+        let me = std::env::current_exe().context("locate the cpns-bench binary")?;
+        let cpns = me.with_file_name(format!("cpns{}", std::env::consts::EXE_SUFFIX));
+        if !cpns.is_file() {
+            bail!(
+                "no cpns binary at {}: build it beside cpns-bench with `cargo build --release -p \
+                 cpns` (the same profile as this cpns-bench), or name one with --cpns-bin",
+                cpns.display()
+            );
+        }
+        Ok(cpns)
+    }
 }
 
 /// The CPNS Server, running as a process of its own on a free loopback port.
