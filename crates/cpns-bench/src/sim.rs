@@ -120,7 +120,8 @@ impl SimGateway {
             bound: None,
             period_s: None,
         };
-        self.gw.subscribe_status(vec![entity], policy);
+        // Without a session there is nothing to subscribe on: `subscribed` stays `None`.
+        let _ = self.gw.subscribe_status(now, vec![entity], policy);
         self.pump(now);
     }
 
@@ -131,7 +132,9 @@ impl SimGateway {
 
     /// Reports this PN GW's own custom status `label`.
     pub fn set_status(&mut self, now: Instant, label: String) {
-        self.gw.set_status(cpns_wire::Status::Custom, Some(label));
+        let _ = self
+            .gw
+            .set_status(now, cpns_wire::Status::Custom, Some(label));
         self.pump(now);
     }
 
@@ -309,7 +312,11 @@ impl SimGateway {
             GatewayEvent::EstablishmentFailed { reason, .. } => {
                 self.outcome = Some(Outcome::Failed(reason.to_string()));
             }
-            GatewayEvent::Subscribed { subscription, .. } => self.subscribed = Some(subscription),
+            GatewayEvent::Subscribed { subscription, .. }
+            | GatewayEvent::Completed(cpns_proto::Completed {
+                result: Ok(cpns_proto::gateway::Outcome::Subscribed { subscription, .. }),
+                ..
+            }) => self.subscribed = Some(subscription),
             GatewayEvent::StatusNotified(n) => {
                 let at = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

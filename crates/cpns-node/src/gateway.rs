@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use cpns_proto::gateway::{
-    EstablishTargets, Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId,
+    EstablishTargets, Establishing, Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId,
+    Outcome,
 };
-use cpns_proto::{LocalPnState, PanSecurity, ProtoError, StoreFailure, Token};
+use cpns_proto::{CommandId, LocalPnState, PanSecurity, ProtoError, StoreFailure, Token};
 use cpns_store::{LocalMember, LocalPn, Store};
 use cpns_wire::{EntityId, ErrorBody, ErrorCode, PnId, PnInventory};
 use rustls_pki_types::ServerName;
@@ -101,16 +102,27 @@ enum Input {
     WanUp(Box<TlsStream<TcpStream>>, [u8; 32]),
     WanDown(String),
     Persisted(Token, Result<(), StoreFailure>),
-    Establish(EstablishTargets, oneshot::Sender<Result<PnId, ProtoError>>),
+    Establish(
+        EstablishTargets,
+        oneshot::Sender<Result<Establishing, ErrorBody>>,
+    ),
     Inventory(oneshot::Sender<Vec<PnInventory>>),
     Confirmations(PnId, oneshot::Sender<Option<Confirmations>>),
-    Release(PnId, oneshot::Sender<Result<Released, ErrorBody>>),
-    Expel(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
-    Invite(PnId, EntityId, oneshot::Sender<Result<Released, ErrorBody>>),
-    Caps(
-        Option<Box<cpns_wire::DeviceCapabilities>>,
-        oneshot::Sender<Result<cpns_wire::DeviceCapabilities, String>>,
-    ),
+    Capabilities(oneshot::Sender<cpns_wire::DeviceCapabilities>),
+    /// A command of the machine; its completion goes to the reply.
+    Command(Ask, Reply),
+}
+
+/// Where a command's outcome goes.
+type Reply = oneshot::Sender<Result<Outcome, ErrorBody>>;
+
+/// A command of the machine, as the [`GatewayHandle`] asks it.
+#[derive(Debug)]
+enum Ask {
+    Release(PnId),
+    Expel(PnId, EntityId),
+    Invite(PnId, EntityId),
+    SetCapabilities(Box<cpns_wire::DeviceCapabilities>),
 }
 
 /// What [`GatewayHandle::release`] or [`GatewayHandle::expel`] did.
@@ -149,76 +161,78 @@ impl core::fmt::Debug for Input {
             Input::Establish(..) => "Establish",
             Input::Inventory(_) => "Inventory",
             Input::Confirmations(..) => "Confirmations",
-            Input::Release(..) => "Release",
-            Input::Expel(..) => "Expel",
-            Input::Invite(..) => "Invite",
-            Input::Caps(..) => "Caps",
+            Input::Capabilities(_) => "Capabilities",
+            Input::Command(..) => "Command",
         })
     }
 }
 
 impl GatewayHandle {
-    /// 000 §6.6.1.2: start a PN GW-initiated establishment.
-    pub async fn establish(&self, targets: EstablishTargets) -> Result<PnId, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        let stopped = |_| NodeError::Stopped("PN GW");
-        self.tx
-            .send(Input::Establish(targets, tx))
-            .await
-            .map_err(stopped)?;
-        Ok(rx.await.map_err(|_| NodeError::Stopped("PN GW"))??)
+    /// 000 §6.6.1.2: starts a PN GW-initiated establishment: the command and the PN's id, at
+    /// once; its completion is the PN GW's [`GatewayEvent::Completed`] event.
+    pub async fn establish(&self, targets: EstablishTargets) -> Result<Establishing, NodeError> {
+        self.ask(|tx| Input::Establish(targets, tx))
+            .await?
+            .map_err(NodeError::Rejected)
     }
 
     /// 000 §6.6.5: releases one of the PN GW's PNs, on the server and locally, and tells its
     /// members. An `Err(NodeError::Rejected)` carries the reason the PN was kept.
     pub async fn release(&self, pn_id: PnId) -> Result<Released, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        let stopped = |_| NodeError::Stopped("PN GW");
-        self.tx
-            .send(Input::Release(pn_id, tx))
-            .await
-            .map_err(stopped)?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PN GW"))?
-            .map_err(NodeError::Rejected)
+        match self.run(Ask::Release(pn_id)).await? {
+            Outcome::Released { pn_id, notified } => Ok(Released {
+                pn_id,
+                notified,
+                epoch: None,
+            }),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// 000 §6.6.3.2: expels `pne` from one of the PN GW's PNs; the PN moves to its next group
     /// key epoch, handed to the remaining members. An `Err(NodeError::Rejected)` carries the
     /// reason the member was kept.
     pub async fn expel(&self, pn_id: PnId, pne: EntityId) -> Result<Released, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Input::Expel(pn_id, pne, tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PN GW"))?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PN GW"))?
-            .map_err(NodeError::Rejected)
+        match self.run(Ask::Expel(pn_id, pne)).await? {
+            Outcome::Expelled {
+                pn_id,
+                epoch,
+                notified,
+                ..
+            } => Ok(Released {
+                pn_id,
+                notified,
+                epoch,
+            }),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// 000 §6.6.2.1.1: invites `pne` into one of the PN GW's PNs; `Ok` once it accepted and
     /// joined (the server authenticated it and every member got the new epoch's key). An
     /// `Err(NodeError::Rejected)` says why it is not a member: declined, not connected, ...
     pub async fn invite(&self, pn_id: PnId, pne: EntityId) -> Result<Released, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Input::Invite(pn_id, pne, tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PN GW"))?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PN GW"))?
-            .map_err(NodeError::Rejected)
+        match self.run(Ask::Invite(pn_id, pne)).await? {
+            Outcome::Invited {
+                pn_id,
+                joined: true,
+                ..
+            } => Ok(Released {
+                pn_id,
+                notified: Vec::new(),
+                epoch: None,
+            }),
+            Outcome::Invited { joined: false, .. } => Err(NodeError::Rejected(ErrorBody::new(
+                ErrorCode::Declined,
+                "the PNE declined",
+            ))),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// The PN GW's local PN inventory.
     pub async fn inventory(&self) -> Result<Vec<PnInventory>, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Input::Inventory(tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PN GW"))?;
-        rx.await.map_err(|_| NodeError::Stopped("PN GW"))
+        self.ask(Input::Inventory).await
     }
 
     /// The PN GW's own capabilities; with `set`, changed first and reported to the server
@@ -227,28 +241,44 @@ impl GatewayHandle {
         &self,
         set: Option<cpns_wire::DeviceCapabilities>,
     ) -> Result<cpns_wire::DeviceCapabilities, NodeError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Input::Caps(set.map(Box::new), tx))
-            .await
-            .map_err(|_| NodeError::Stopped("PN GW"))?;
-        rx.await
-            .map_err(|_| NodeError::Stopped("PN GW"))?
-            .map_err(|why| {
-                NodeError::Rejected(ErrorBody::new(cpns_wire::ErrorCode::BadRequest, why))
-            })
+        if let Some(caps) = set {
+            self.run(Ask::SetCapabilities(Box::new(caps))).await?;
+        }
+        self.ask(Input::Capabilities).await
     }
 
     /// Which members of `pn_id` confirmed its current group key epoch; `None` for a PN this
     /// PN GW does not serve.
     pub async fn confirmations(&self, pn_id: PnId) -> Result<Option<Confirmations>, NodeError> {
+        self.ask(|tx| Input::Confirmations(pn_id, tx)).await
+    }
+
+    /// Runs a command of the machine; its outcome, or why it did not succeed.
+    async fn run(&self, ask: Ask) -> Result<Outcome, NodeError> {
+        self.ask(|tx| Input::Command(ask, tx))
+            .await?
+            .map_err(NodeError::Rejected)
+    }
+
+    async fn ask<T>(
+        &self,
+        input: impl FnOnce(oneshot::Sender<T>) -> Input,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(Input::Confirmations(pn_id, tx))
+            .send(input(tx))
             .await
             .map_err(|_| NodeError::Stopped("PN GW"))?;
         rx.await.map_err(|_| NodeError::Stopped("PN GW"))
     }
+}
+
+/// An outcome of another command: a driver that mixed up its waiters.
+fn unexpected(o: &Outcome) -> NodeError {
+    NodeError::Rejected(ErrorBody::new(
+        ErrorCode::Internal,
+        format!("an unexpected outcome: {o:?}"),
+    ))
 }
 
 /// A local PN as the store keeps it, without a PNE's own keys ([`crate::pne`] adds them).
@@ -376,9 +406,7 @@ pub async fn start<S: Store + Clone>(
             links: BTreeMap::new(),
             peers: BTreeMap::new(),
             store_jobs,
-            releasing: BTreeMap::new(),
-            expelling: BTreeMap::new(),
-            inviting: BTreeMap::new(),
+            waiters: BTreeMap::new(),
             events,
             trace,
             me,
@@ -479,12 +507,8 @@ struct Actor {
     links: BTreeMap<LinkId, mpsc::Sender<LinkCmd>>,
     peers: BTreeMap<LinkId, EntityId>,
     store_jobs: mpsc::Sender<(Token, StoreJob)>,
-    /// Owners' release requests waiting for their result, by PN.
-    releasing: BTreeMap<PnId, oneshot::Sender<Result<Released, ErrorBody>>>,
-    /// Owners' expulsions waiting for their result, by PN (one change per PN at a time).
-    expelling: BTreeMap<PnId, oneshot::Sender<Result<Released, ErrorBody>>>,
-    /// Owners' invitations waiting for their result, by PN and invitee.
-    inviting: BTreeMap<(PnId, EntityId), oneshot::Sender<Result<Released, ErrorBody>>>,
+    /// Whom each command's completion is for.
+    waiters: BTreeMap<CommandId, Reply>,
     events: mpsc::Sender<GatewayEvent>,
     trace: TraceSink,
     me: EntityId,
@@ -547,20 +571,31 @@ impl Actor {
                 }
             }
             Input::Establish(targets, reply) => {
-                let _ = reply.send(self.machine.start_establishment(now, targets));
+                let started = self.machine.start_establishment(now, targets);
+                let _ = reply.send(started.map_err(|e| e.to_error()));
             }
             Input::Inventory(reply) => {
                 let _ = reply.send(self.machine.inventory().into_iter().cloned().collect());
             }
-            Input::Caps(set, reply) => {
-                let answer = match set {
-                    None => Ok(self.machine.capabilities().clone()),
-                    Some(c) => self
-                        .machine
-                        .set_capabilities(*c)
-                        .map(|()| self.machine.capabilities().clone()),
+            Input::Capabilities(reply) => {
+                let _ = reply.send(self.machine.capabilities().clone());
+            }
+            Input::Command(ask, reply) => {
+                let m = &mut self.machine;
+                let started = match ask {
+                    Ask::Release(pn_id) => m.release_pn(now, pn_id),
+                    Ask::Expel(pn_id, pne) => m.expel(now, pn_id, pne),
+                    Ask::Invite(pn_id, pne) => m.invite(now, pn_id, pne),
+                    Ask::SetCapabilities(caps) => m.set_capabilities(now, *caps),
                 };
-                let _ = reply.send(answer);
+                match started {
+                    Ok(id) => {
+                        self.waiters.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_error()));
+                    }
+                }
             }
             Input::Confirmations(pn_id, reply) => {
                 let answer = self
@@ -574,32 +609,6 @@ impl Actor {
                     });
                 let _ = reply.send(answer);
             }
-            Input::Release(pn_id, reply) => match self.machine.release_pn(now, pn_id) {
-                Ok(()) => {
-                    self.releasing.insert(pn_id, reply);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
-            Input::Invite(pn_id, pne, reply) => {
-                match self.machine.invite(now, pn_id, pne.clone()) {
-                    Ok(()) => {
-                        self.inviting.insert((pn_id, pne), reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            Input::Expel(pn_id, pne, reply) => match self.machine.expel(now, pn_id, pne) {
-                Ok(()) => {
-                    self.expelling.insert(pn_id, reply);
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-            },
         }
     }
 
@@ -742,70 +751,11 @@ impl Actor {
                             }
                         }
                         GatewayEvent::WanReady => self.backoff.reset(),
-                        GatewayEvent::PnReleased {
-                            pn_id,
-                            by: None,
-                            notified,
-                        } => {
-                            if let Some(reply) = self.releasing.remove(pn_id) {
-                                let released = Released {
-                                    pn_id: *pn_id,
-                                    notified: notified.clone(),
-                                    epoch: None,
-                                };
-                                let _ = reply.send(Ok(released));
-                            }
-                        }
-                        GatewayEvent::ReleaseFailed { pn_id, reason } => {
-                            if let Some(reply) = self.releasing.remove(pn_id) {
-                                let _ = reply.send(Err(reason.to_error()));
-                            }
-                        }
-                        GatewayEvent::MemberRemoved {
-                            pn_id,
-                            left: false,
-                            epoch,
-                            notified,
-                            ..
-                        } => {
-                            if let Some(reply) = self.expelling.remove(pn_id) {
-                                let _ = reply.send(Ok(Released {
-                                    pn_id: *pn_id,
-                                    notified: notified.clone(),
-                                    epoch: *epoch,
-                                }));
-                            }
-                        }
-                        GatewayEvent::MemberJoined {
-                            pn_id,
-                            pne,
-                            epoch,
-                            notified,
-                        } => {
-                            if let Some(reply) = self.inviting.remove(&(*pn_id, pne.clone())) {
-                                let _ = reply.send(Ok(Released {
-                                    pn_id: *pn_id,
-                                    notified: notified.clone(),
-                                    epoch: *epoch,
-                                }));
-                            }
-                        }
-                        GatewayEvent::InviteEnded {
-                            pn_id,
-                            invitee,
-                            reason,
-                        } => {
-                            if let Some(reply) = self.inviting.remove(&(*pn_id, invitee.clone())) {
-                                let e = reason.as_ref().map_or_else(
-                                    || ErrorBody::new(ErrorCode::Declined, "the PNE declined"),
-                                    cpns_proto::Failure::to_error,
-                                );
-                                let _ = reply.send(Err(e));
-                            }
-                        }
-                        GatewayEvent::MembershipChangeFailed { pn_id, reason, .. } => {
-                            if let Some(reply) = self.expelling.remove(pn_id) {
-                                let _ = reply.send(Err(reason.to_error()));
+                        GatewayEvent::Completed(c) => {
+                            // Commands started by the driver itself (an establishment on a
+                            // flag) have no waiter: their completion is only told.
+                            if let Some(reply) = self.waiters.remove(&c.id) {
+                                let _ = reply.send(c.result.clone().map_err(|f| f.to_error()));
                             }
                         }
                         _ => {}

@@ -23,10 +23,10 @@
 use std::io::Write;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
-use cpns_proto::gateway::GatewayEvent;
+use cpns_proto::gateway::{GatewayEvent, Outcome as GwOutcome};
 use cpns_proto::pne::{Gone, Outcome, PneEvent};
 use cpns_proto::server::ServerEvent;
-use cpns_proto::{CommandId, Completed};
+use cpns_proto::{CommandId, Completed, Flow};
 use cpns_wire::{EntityId, PnId, PnInventory};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -172,15 +172,14 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
         GatewayEvent::PanAuthenticated { pne, pn_id } => Described::new("pan_authenticated")
             .text("pne", pne)
             .pn("pn_id", *pn_id),
+        GatewayEvent::Completed(c) => describe_gateway_completed(c),
         GatewayEvent::PnEstablished {
             inventory,
             initiator,
         } => {
             // A PN without an initiating PNE was initiated by the PN GW itself (§6.6.1.2).
             let initiator = initiator.as_ref().unwrap_or(&inventory.gateway);
-            Described::new("pn_established")
-                .inventory(inventory)
-                .text("initiator", initiator)
+            established(inventory, initiator)
         }
         GatewayEvent::EstablishmentFailed { pn_id, reason } => {
             Described::new("establishment_failed")
@@ -197,34 +196,18 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             pn_id,
             by,
             notified,
-        } => {
-            let notified = notified.iter().map(ToString::to_string).collect();
-            Described::new("pn_released")
-                .pn("pn_id", *pn_id)
-                .text("by", by.as_ref().map_or("owner", |p| p.as_str()))
-                .field("notified", "notified", Value::List(notified))
-        }
+        } => gw_released(
+            *pn_id,
+            by.as_ref().map_or("owner", |p| p.as_str()),
+            notified,
+        ),
         GatewayEvent::MemberRemoved {
             pn_id,
             pne,
             left,
             epoch,
             notified,
-        } => {
-            let notified = notified.iter().map(ToString::to_string).collect();
-            let d = Described::new(if *left {
-                "member_left"
-            } else {
-                "member_expelled"
-            })
-            .pn("pn_id", *pn_id)
-            .text("pne", pne);
-            let d = match epoch {
-                Some(e) => d.field("epoch", "epoch", Value::Number(*e)),
-                None => d,
-            };
-            d.field("notified", "notified", Value::List(notified))
-        }
+        } => member_removed(*pn_id, pne, *left, *epoch, notified),
         GatewayEvent::MemberJoined {
             pn_id,
             pne,
@@ -353,6 +336,89 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             withheld,
         } => usage_sent(*sent, *duplicates, *charged, *withheld),
     }
+}
+
+/// Describes a command of the PN GW's owner that ended: as the event the PN GW would tell of
+/// the same change, with the command's id in the JSON.
+fn describe_gateway_completed(c: &Completed<GwOutcome>) -> Described {
+    let d = match &c.result {
+        Err(reason) => match c.flow {
+            Flow::PnEstablishment => Described::new("establishment_failed").text("reason", reason),
+            Flow::PnRelease => Described::new("release_failed").text("reason", reason),
+            _ => failed(c.flow, reason),
+        },
+        Ok(o) => match o {
+            GwOutcome::Established { inventory } => established(inventory, &inventory.gateway),
+            GwOutcome::Released { pn_id, notified } => gw_released(*pn_id, "owner", notified),
+            GwOutcome::Expelled {
+                pn_id,
+                pne,
+                epoch,
+                notified,
+            } => member_removed(*pn_id, pne, false, *epoch, notified),
+            GwOutcome::Invited {
+                pn_id,
+                pne,
+                joined: true,
+            } => Described::new("invited")
+                .pn("pn_id", *pn_id)
+                .text("invitee", pne)
+                .field("joined", "joined", Value::Bool(true)),
+            // As a member's invitation that ended without a join is told.
+            GwOutcome::Invited {
+                pn_id,
+                pne,
+                joined: false,
+            } => Described::new("invite_ended")
+                .pn("pn_id", *pn_id)
+                .text("invitee", pne)
+                .text("reason", "declined"),
+            GwOutcome::Capabilities { reported: true } => Described::new("capabilities_reported"),
+            GwOutcome::Capabilities { reported: false } => Described::new("capabilities_kept"),
+            GwOutcome::StatusReported => Described::new("status_reported"),
+            GwOutcome::Subscribed {
+                subscription,
+                entries,
+            } => subscribed(*subscription, entries),
+        },
+    };
+    d.command(c.id)
+}
+
+fn established(inventory: &PnInventory, initiator: &EntityId) -> Described {
+    Described::new("pn_established")
+        .inventory(inventory)
+        .text("initiator", initiator)
+}
+
+fn gw_released(pn_id: PnId, by: &str, notified: &[EntityId]) -> Described {
+    let notified = notified.iter().map(ToString::to_string).collect();
+    Described::new("pn_released")
+        .pn("pn_id", pn_id)
+        .text("by", by)
+        .field("notified", "notified", Value::List(notified))
+}
+
+fn member_removed(
+    pn_id: PnId,
+    pne: &EntityId,
+    left: bool,
+    epoch: Option<u64>,
+    notified: &[EntityId],
+) -> Described {
+    let notified = notified.iter().map(ToString::to_string).collect();
+    let d = Described::new(if left {
+        "member_left"
+    } else {
+        "member_expelled"
+    })
+    .pn("pn_id", pn_id)
+    .text("pne", pne);
+    let d = match epoch {
+        Some(e) => d.field("epoch", "epoch", Value::Number(e)),
+        None => d,
+    };
+    d.field("notified", "notified", Value::List(notified))
 }
 
 /// Describes a PNE command's completion.

@@ -265,6 +265,43 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "pne": "watch", "reason": "the connection to the CPNS Server closed"}),
         ),
         (
+            GatewayEvent::Completed(Completed {
+                id: CommandId(3),
+                flow: Flow::PnRelease,
+                result: Ok(cpns_proto::gateway::Outcome::Released {
+                    pn_id: pn(),
+                    notified: vec![id("phone")],
+                }),
+            }),
+            "14:02:11 pn released  pn=3f2a…c1 by=owner notified=phone",
+            "pn_released",
+            json!({"pn_id": PN_HEX, "by": "owner", "notified": ["phone"], "command": 3}),
+        ),
+        (
+            GatewayEvent::Completed(Completed {
+                id: CommandId(4),
+                flow: Flow::MembershipChange,
+                result: Ok(cpns_proto::gateway::Outcome::Invited {
+                    pn_id: pn(),
+                    pne: id("tv"),
+                    joined: true,
+                }),
+            }),
+            "14:02:11 invited  pn=3f2a…c1 invitee=tv joined=yes",
+            "invited",
+            json!({"pn_id": PN_HEX, "invitee": "tv", "joined": true, "command": 4}),
+        ),
+        (
+            GatewayEvent::Completed(Completed {
+                id: CommandId(5),
+                flow: Flow::PnEstablishment,
+                result: Err(Failure::NoPneAccepted),
+            }),
+            r#"14:02:11 establishment failed  reason="no PNE accepted the invitation""#,
+            "establishment_failed",
+            json!({"reason": "no PNE accepted the invitation", "command": 5}),
+        ),
+        (
             GatewayEvent::ReleaseFailed {
                 pn_id: pn(),
                 reason: Failure::TimedOut,

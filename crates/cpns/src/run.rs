@@ -296,7 +296,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
                 if ready && known >= a.after_pnes
                     && let Some(t) = targets.take() {
                         match handle.establish(t).await {
-                            Ok(pn) => printer.run(&RunEvent::Establishing(pn)),
+                            Ok(started) => printer.run(&RunEvent::Establishing(started.pn_id)),
                             Err(e) => printer.run(&RunEvent::EstablishFailed(e.to_string())),
                         }
                     }

@@ -953,3 +953,82 @@ async fn a_member_away_when_its_pn_is_released_forgets_it_when_back() {
     after.agree();
     assert!(after.server.is_empty());
 }
+
+/// Who may change a PN, across processes (docs/pn-lifecycle.md, "Who may change a PN"):
+/// alice's phone, a member of bob's PN once her home PN GW confirmed it (001), asks bob's PN
+/// GW to release the PN, to invite bob's radio and to expel bob's tv. The server refuses all
+/// three (`forbidden`): every store is as it was, the radio is not in the PN and the tv is
+/// told nothing. The phone may leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_member_may_leave_but_not_release_invite_or_expel() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pne("phone")
+        .user("bob")
+        .gateway("bob-gw")
+        .pnes(&["bobs-tv", "bobs-radio"])
+        .start();
+    w.restart_gateway(&["--confirm-others", "yes"]);
+    let (mut bob, bob_pan) = w.start_gateway(
+        "bob-gw",
+        &["--establish", "phone,bobs-tv", "--after-pnes", "2"],
+    );
+    let mut tv = w
+        .pne("bobs-tv")
+        .at(&bob_pan)
+        .stay()
+        .await_invitation()
+        .spawn();
+    let mut phone = w
+        .pne("phone")
+        .at(&bob_pan)
+        .stay()
+        .await_invitation()
+        .home_gateway("home-gw")
+        .spawn();
+    let est = bob.expect_event("pn_established");
+    let pn = est["pn_id"].as_str().unwrap().to_string();
+    for p in [&mut phone, &mut tv] {
+        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn);
+        p.expect_event("rejoined");
+    }
+    let mut radio = w.pne("bobs-radio").at(&bob_pan).stay().spawn();
+    bob.expect_event_where("pne_discovered", |v| v["pne"] == "bobs-radio");
+    radio.expect_event("rejoined");
+    let before = w.stores().await;
+    before.agree();
+    assert_eq!(
+        before.at_server().into_values().next().unwrap(),
+        set(&["phone", "bobs-tv"])
+    );
+
+    for (asked, args) in [
+        ("release", vec!["release", pn.as_str()]),
+        ("invite", vec!["invite", pn.as_str(), "bobs-radio"]),
+        ("expel", vec!["expel", pn.as_str(), "bobs-tv"]),
+    ] {
+        let answer = pn_json(&w.store("phone"), &args);
+        assert_eq!(answer["ok"], false, "{asked}: {answer}");
+        let why = answer["error"].as_str().unwrap_or_default();
+        assert!(why.starts_with("forbidden"), "{asked}: {answer}");
+    }
+    let after = w.stores().await;
+    assert!(after.server == before.server, "the server's store changed");
+    assert!(after.local == before.local, "a device's store changed");
+    assert!(tv.seen("expelled").is_empty());
+    assert!(radio.seen("pn_joined").is_empty());
+    assert!(bob.seen("member_expelled").is_empty() && bob.seen("pn_released").is_empty());
+
+    // It may leave: out of the server's inventory, bob's PN GW's and its own.
+    let answer = pn_json(&w.store("phone"), &["leave", pn.as_str()]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    phone.expect_event_where("pn_left", |v| v["pn_id"] == pn);
+    bob.expect_event_where("member_left", |v| v["pne"] == "phone");
+    let stores = w.stores().await;
+    stores.agree();
+    assert_eq!(
+        stores.at_server().into_values().next().unwrap(),
+        set(&["bobs-tv"])
+    );
+    assert!(stores.at("phone").is_empty());
+}

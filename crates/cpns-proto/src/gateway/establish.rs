@@ -19,8 +19,8 @@ use cpns_wire::{
     WrappedLocalKeys,
 };
 
-use super::{Gateway, GatewayEvent, LinkId, LocalPn, LocalPnState, Parked};
-use crate::{Failure, ProtoError};
+use super::{Gateway, GatewayEvent, LinkId, LocalPn, LocalPnState, Outcome, Parked};
+use crate::{CommandError, CommandId, Failure, Flow};
 
 /// Most bytes of one PNE's join information (its capabilities and contents, 000 §6.6.1.1
 /// step 1) the PN GW takes: it copies them into the PN Registration Request it relays.
@@ -96,6 +96,17 @@ pub(super) struct Forming {
     joins: Vec<(LinkId, JoinInfo)>,
     request_id: RequestId,
     deadline: Instant,
+    /// The owner's `start_establishment` command, if the PN GW's owner asked for it.
+    cmd: Option<CommandId>,
+}
+
+/// A PN GW-initiated establishment that started: its command, and the PN's id, chosen at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Establishing {
+    /// The command; it completes with [`Outcome::Established`].
+    pub id: CommandId,
+    /// The PN being established.
+    pub pn_id: PnId,
 }
 
 impl Forming {
@@ -139,14 +150,15 @@ impl Forming {
 }
 
 impl Gateway {
-    /// 000 §6.6.1.2 steps 1-2: the PN GW starts a PN with the PNEs it reaches.
+    /// 000 §6.6.1.2 steps 1-2: the PN GW starts a PN with the PNEs it reaches. Completes with
+    /// [`Outcome::Established`] once the PN is registered and stored (step 13).
     pub fn start_establishment(
         &mut self,
         now: Instant,
         targets: EstablishTargets,
-    ) -> Result<PnId, ProtoError> {
+    ) -> Result<Establishing, CommandError> {
         if !self.wan_ready() {
-            return Err(ProtoError::WrongState("no connection to the CPNS Server"));
+            return Err(CommandError::NoServerSession);
         }
         let pnes = match targets {
             EstablishTargets::All => {
@@ -157,16 +169,15 @@ impl Gateway {
             EstablishTargets::Invite(list) => list,
         };
         if pnes.is_empty() {
-            return Err(ProtoError::WrongState("no PNE to invite"));
+            return Err(CommandError::NotAllowed("no PNE to invite"));
         }
         if self.flows_in_progress() >= self.cfg.limits.flows {
-            return Err(ProtoError::WrongState(
-                "the PN GW is running as many flows as it takes",
-            ));
+            return Err(CommandError::Busy);
         }
         let pn_id = PnId::from_bytes(self.rng.array());
-        self.begin(now, pn_id, None, &pnes);
-        Ok(pn_id)
+        let id = self.commands.next();
+        self.begin(now, pn_id, None, &pnes, Some(id));
+        Ok(Establishing { id, pn_id })
     }
 
     /// 000 §6.6.1.1 step 1: a PNE asks for a PN; step 2: the PN GW invites the others.
@@ -253,7 +264,7 @@ impl Gateway {
             setup_msg: env.msg_id,
             request_id: m.request_id,
         };
-        self.begin(now, pn_id, Some((initiator, join)), &pnes);
+        self.begin(now, pn_id, Some((initiator, join)), &pnes, None);
     }
 
     fn begin(
@@ -262,6 +273,7 @@ impl Gateway {
         pn_id: PnId,
         initiator: Option<(Initiator, JoinInfo)>,
         pnes: &[EntityId],
+        cmd: Option<CommandId>,
     ) {
         let mut forming = Forming {
             pn_id,
@@ -272,6 +284,7 @@ impl Gateway {
             joins: Vec::new(),
             request_id: RequestId(self.rng.u64()),
             deadline: now + self.cfg.timeouts.invite,
+            cmd,
         };
         let mut invited = BTreeMap::new();
         let initiator_id = initiator.as_ref().map(|(i, _)| i.pne.clone());
@@ -696,6 +709,7 @@ impl Gateway {
         // The server holds the PN pending until this report confirms it is stored here.
         self.report_stored(pn_id);
         let initiator = f.initiator.as_ref().map(|i| i.pne.clone());
+        let cmd = f.cmd;
         for (link, join) in &f.joins {
             let v = verdict.verdicts.iter().find(|v| v.pne_id == join.pne_id);
             let hash_server = v.and_then(|v| v.hash_server);
@@ -750,10 +764,18 @@ impl Gateway {
                 }
             }
         }
-        self.event(GatewayEvent::PnEstablished {
-            inventory: verdict.inventory,
-            initiator,
-        });
+        match cmd {
+            Some(id) => {
+                let established = Outcome::Established {
+                    inventory: verdict.inventory,
+                };
+                self.complete(id, Flow::PnEstablishment, Ok(established));
+            }
+            None => self.event(GatewayEvent::PnEstablished {
+                inventory: verdict.inventory,
+                initiator,
+            }),
+        }
     }
 
     /// Ends a PN being formed, telling every PNE involved why.
@@ -779,10 +801,13 @@ impl Gateway {
                 self.send_pan_notify(*link, notify);
             }
         }
-        self.event(GatewayEvent::EstablishmentFailed {
-            pn_id,
-            reason: failure,
-        });
+        match f.cmd {
+            Some(id) => self.complete(id, Flow::PnEstablishment, Err(failure)),
+            None => self.event(GatewayEvent::EstablishmentFailed {
+                pn_id,
+                reason: failure,
+            }),
+        }
     }
 
     /// An error from the server answering the PN Registration Request.

@@ -69,7 +69,8 @@ impl Gateway {
                 }
                 self.event(GatewayEvent::PnExpired { pn_id });
             }
-            let next = if self.releases.running(&pn_id) || self.release_pn(now, pn_id).is_err() {
+            let next = if self.releases.running(&pn_id) || self.release_expired(now, pn_id).is_err()
+            {
                 now + retry
             } else {
                 // The release's own deadline ends it either way; look again after it.

@@ -22,8 +22,8 @@ use cpns_wire::{
 };
 
 use super::pn_flows::Asker;
-use super::{Gateway, GatewayEvent, LinkId};
-use crate::Failure;
+use super::{Gateway, GatewayEvent, LinkId, Outcome};
+use crate::{CommandError, CommandId, Failure, Flow};
 
 /// An invitation waiting for the invitee's answer, then for it to join.
 #[derive(Debug)]
@@ -38,22 +38,21 @@ pub(crate) struct Invite {
 }
 
 impl Gateway {
-    /// 000 §6.6.2.1.1 step 1: the PN GW's owner invites `invitee` into `pn_id`. The result
-    /// comes as [`GatewayEvent::MemberJoined`] or [`GatewayEvent::InviteEnded`]; a request
-    /// refused at once is the `Err`, with nothing sent.
+    /// 000 §6.6.2.1.1 step 1: the PN GW's owner invites `invitee` into `pn_id`. Completes
+    /// with [`Outcome::Invited`] once it joined or declined; a request refused at once is the
+    /// `Err`, with nothing sent.
     pub fn invite(
         &mut self,
         now: Instant,
         pn_id: PnId,
         invitee: EntityId,
-    ) -> Result<(), ErrorBody> {
+    ) -> Result<CommandId, CommandError> {
         if self.flows_in_progress() >= self.cfg.limits.flows {
-            return Err(ErrorBody::new(
-                ErrorCode::Busy,
-                "the PN GW is running as many flows as it takes; try again later",
-            ));
+            return Err(CommandError::Busy);
         }
-        self.begin_invite(now, pn_id, invitee, Asker::Owner)
+        let id = self.commands.next();
+        self.begin_invite(now, pn_id, invitee, Asker::Owner(Some(id)))?;
+        Ok(id)
     }
 
     /// §6.6.2.1.2 step 1: a member asks its PN GW to invite another PNE.
@@ -78,7 +77,7 @@ impl Gateway {
         };
         let result = self.begin_invite(now, m.pn_id, invitee, asker);
         if let Err(e) = result {
-            self.send_pan_response(link, env.msg_id, e);
+            self.send_pan_response(link, env.msg_id, e.to_error());
         }
     }
 
@@ -88,12 +87,9 @@ impl Gateway {
         pn_id: PnId,
         invitee: EntityId,
         asker: Asker,
-    ) -> Result<(), ErrorBody> {
+    ) -> Result<(), CommandError> {
         let Some(pn) = self.pns.get(&pn_id) else {
-            return Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("this PN GW serves no PN {pn_id}"),
-            ));
+            return Err(CommandError::UnknownPn(pn_id));
         };
         if pn
             .state
@@ -102,32 +98,25 @@ impl Gateway {
             .iter()
             .any(|m| m.pne_id == invitee)
         {
-            return Err(ErrorBody::new(
-                ErrorCode::Conflict,
-                format!("{invitee} is a member of the PN already"),
-            ));
+            return Err(CommandError::AlreadyMember {
+                pn_id,
+                pne: invitee,
+            });
         }
         if self
             .invites
             .iter()
             .any(|i| i.pn_id == pn_id && i.invitee == invitee)
         {
-            return Err(ErrorBody::new(
-                ErrorCode::Conflict,
-                format!("{invitee} is being invited into the PN already"),
-            ));
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::MembershipChange,
+            });
         }
         let Some(&link) = self.routes.get(&invitee) else {
-            return Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("{invitee} is not connected to this PN GW"),
-            ));
+            return Err(CommandError::NotConnected(invitee));
         };
         if !self.wan_ready() {
-            return Err(ErrorBody::new(
-                ErrorCode::Busy,
-                "the PN GW has no connection to the CPNS Server; try again once it has",
-            ));
+            return Err(CommandError::NoServerSession);
         }
         let req = PneInviteRequest {
             request_id: RequestId(self.rng.u64()),
@@ -197,12 +186,23 @@ impl Gateway {
             done
         };
         for i in done {
-            if let Asker::Pne { link, pan_msg, .. } = &i.asker {
-                let answer = PneInviteResponse {
-                    pn_id,
-                    accepted: true,
-                };
-                self.send_pan_response(*link, *pan_msg, answer);
+            match &i.asker {
+                Asker::Pne { link, pan_msg, .. } => {
+                    let answer = PneInviteResponse {
+                        pn_id,
+                        accepted: true,
+                    };
+                    self.send_pan_response(*link, *pan_msg, answer);
+                }
+                Asker::Owner(Some(id)) => {
+                    let joined = Outcome::Invited {
+                        pn_id,
+                        pne: pne.clone(),
+                        joined: true,
+                    };
+                    self.complete(*id, Flow::MembershipChange, Ok(joined));
+                }
+                Asker::Owner(None) => {}
             }
         }
     }
@@ -215,7 +215,7 @@ impl Gateway {
             .find(|i| i.pn_id == *pn_id && i.invitee == *pne && i.msg.is_none())
             .and_then(|i| match &i.asker {
                 Asker::Pne { pne, .. } => Some(pne.clone()),
-                Asker::Owner => None,
+                Asker::Owner(_) => None,
             })
     }
 
@@ -233,6 +233,17 @@ impl Gateway {
 
     /// The invitee declined (`reason` `None`) or the invitation failed.
     fn invite_ended(&mut self, i: Invite, reason: Option<Failure>) {
+        if let Asker::Owner(Some(id)) = i.asker {
+            let result = match reason {
+                None => Ok(Outcome::Invited {
+                    pn_id: i.pn_id,
+                    pne: i.invitee,
+                    joined: false,
+                }),
+                Some(f) => Err(f),
+            };
+            return self.complete(id, Flow::MembershipChange, result);
+        }
         if let Asker::Pne { link, pan_msg, .. } = &i.asker {
             match &reason {
                 None => {

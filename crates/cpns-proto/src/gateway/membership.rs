@@ -22,8 +22,8 @@ use cpns_wire::{
 };
 
 use super::pn_flows::{Asker, PnFlow, PnFlows};
-use super::{Gateway, GatewayEvent, LinkId, Parked};
-use crate::Failure;
+use super::{Gateway, GatewayEvent, LinkId, Outcome, Parked};
+use crate::{CommandError, CommandId, Failure, Flow};
 
 /// A member leaving or being expelled, waiting for the server or the local store.
 #[derive(Debug)]
@@ -70,17 +70,18 @@ impl Changing {
 
 impl Gateway {
     /// 000 §6.6.3.2: the PN GW's owner expels `pne` from `pn_id`. The PNE is told (step 1) once
-    /// the server agreed and the change is stored, so a refusal leaves it a member everywhere;
-    /// the result comes as [`GatewayEvent::MemberRemoved`] or
-    /// [`GatewayEvent::MembershipChangeFailed`]. A request refused at once (unknown PN, not a
+    /// the server agreed and the change is stored, so a refusal leaves it a member everywhere.
+    /// Completes with [`Outcome::Expelled`]. A request refused at once (unknown PN, not a
     /// member, a change of the PN already running, no session with the server) is the `Err`,
     /// with nothing changed and no one told.
-    pub fn expel(&mut self, now: Instant, pn_id: PnId, pne: EntityId) -> Result<(), ErrorBody> {
+    pub fn expel(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        pne: EntityId,
+    ) -> Result<CommandId, CommandError> {
         if self.flows_in_progress() >= self.cfg.limits.flows {
-            return Err(ErrorBody::new(
-                ErrorCode::Busy,
-                "the PN GW is running as many flows as it takes; try again later",
-            ));
+            return Err(CommandError::Busy);
         }
         self.check_change(&pn_id, &pne)?;
         // Step 1's PNE Notification (Expel) waits until the change is stored (step 5): a PNE
@@ -93,7 +94,9 @@ impl Gateway {
             remove: vec![pne.clone()],
             asked_by: None,
         };
-        self.ask_server(now, req, pn_id, pne, Asker::Owner)
+        let id = self.commands.next();
+        self.ask_server(now, req, pn_id, pne, Asker::Owner(Some(id)))?;
+        Ok(id)
     }
 
     /// §6.6.3.1.1 step 1: a member asks to leave, or (naming another member, 004 §5.5.10) asks
@@ -117,10 +120,14 @@ impl Gateway {
         if asker != m.pne {
             return self.on_member_expel_request(now, link, env, asker, m);
         }
-        let refusal = self.check_change(&m.pn_id, &m.pne).err().or_else(|| {
-            self.over_limit(link)
-                .map(|r| ErrorBody::new(ErrorCode::Busy, r))
-        });
+        let refusal = self
+            .check_change(&m.pn_id, &m.pne)
+            .err()
+            .map(|e| e.to_error())
+            .or_else(|| {
+                self.over_limit(link)
+                    .map(|r| ErrorBody::new(ErrorCode::Busy, r))
+            });
         if let Some(e) = refusal {
             return self.send_pan_response(link, env.msg_id, e);
         }
@@ -134,7 +141,7 @@ impl Gateway {
             ..m.clone()
         };
         if let Err(e) = self.ask_server(now, req, m.pn_id, m.pne, asker) {
-            self.send_pan_response(link, env.msg_id, e);
+            self.send_pan_response(link, env.msg_id, e.to_error());
         }
     }
 
@@ -149,7 +156,10 @@ impl Gateway {
         m: PneLeaveRequest,
     ) {
         let refusal = match self.member_asking(link, &m.pn_id, "ask to expel a member") {
-            Ok(_) => self.check_change(&m.pn_id, &m.pne).err(),
+            Ok(_) => self
+                .check_change(&m.pn_id, &m.pne)
+                .err()
+                .map(|e| e.to_error()),
             Err(e) => Some(e),
         };
         if let Some(e) = refusal {
@@ -168,35 +178,28 @@ impl Gateway {
             pne: asker,
         };
         if let Err(e) = self.ask_server(now, req, m.pn_id, m.pne, by) {
-            self.send_pan_response(link, env.msg_id, e);
+            self.send_pan_response(link, env.msg_id, e.to_error());
         }
     }
 
     /// The checks both changes make before anything is sent.
-    fn check_change(&self, pn_id: &PnId, pne: &EntityId) -> Result<(), ErrorBody> {
+    fn check_change(&self, pn_id: &PnId, pne: &EntityId) -> Result<(), CommandError> {
         let Some(pn) = self.pns.get(pn_id) else {
-            return Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("this PN GW serves no PN {pn_id}"),
-            ));
+            return Err(CommandError::UnknownPn(*pn_id));
         };
         if !pn.state.inventory.members.iter().any(|m| &m.pne_id == pne) {
-            return Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("{pne} is not a member of the PN"),
-            ));
+            return Err(CommandError::NotAMemberOf {
+                pn_id: *pn_id,
+                pne: pne.clone(),
+            });
         }
         if self.changes.running(pn_id) || self.releases.running(pn_id) {
-            return Err(ErrorBody::new(
-                ErrorCode::Conflict,
-                "the PN's membership is being changed already; try again once that is done",
-            ));
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::MembershipChange,
+            });
         }
         if !self.wan_ready() {
-            return Err(ErrorBody::new(
-                ErrorCode::Busy,
-                "the PN GW has no connection to the CPNS Server; try again once it has",
-            ));
+            return Err(CommandError::NoServerSession);
         }
         Ok(())
     }
@@ -213,12 +216,9 @@ impl Gateway {
         pn_id: PnId,
         pne: EntityId,
         asker: Asker,
-    ) -> Result<(), ErrorBody> {
+    ) -> Result<(), CommandError> {
         let Some(msg) = self.send_wan_request(body) else {
-            return Err(ErrorBody::new(
-                ErrorCode::BadRequest,
-                "the request is larger than the CPNS Server accepts",
-            ));
+            return Err(CommandError::TooLarge);
         };
         let deadline = now + self.cfg.timeouts.flow;
         self.changes.by_msg.insert(
@@ -336,6 +336,15 @@ impl Gateway {
             }
             None => Vec::new(),
         };
+        if let Asker::Owner(Some(id)) = change.asker {
+            let expelled = Outcome::Expelled {
+                pn_id: change.pn_id,
+                pne: change.pne,
+                epoch,
+                notified,
+            };
+            return self.complete(id, Flow::MembershipChange, Ok(expelled));
+        }
         self.event(GatewayEvent::MemberRemoved {
             pn_id: change.pn_id,
             pne: change.pne.clone(),
@@ -376,8 +385,14 @@ impl Gateway {
     }
 
     fn change_failed(&mut self, change: Changing, reason: Failure) {
-        if let Asker::Pne { link, pan_msg, .. } = &change.asker {
-            self.send_pan_response(*link, *pan_msg, reason.to_error());
+        match &change.asker {
+            Asker::Pne { link, pan_msg, .. } => {
+                self.send_pan_response(*link, *pan_msg, reason.to_error());
+            }
+            Asker::Owner(Some(id)) => {
+                return self.complete(*id, Flow::MembershipChange, Err(reason));
+            }
+            Asker::Owner(None) => {}
         }
         self.event(GatewayEvent::MembershipChangeFailed {
             pn_id: change.pn_id,

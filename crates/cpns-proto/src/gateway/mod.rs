@@ -13,6 +13,7 @@ mod establish;
 mod expiry;
 mod invite;
 mod membership;
+mod outcome;
 mod pan;
 mod pn_flows;
 mod relay;
@@ -30,11 +31,13 @@ use cpns_wire::{
     PnId, PnInventory,
 };
 
+use crate::command::CommandIds;
 use crate::link::{LinkCodec, PanSecurity};
 use crate::util::{MsgIds, Tokens};
-use crate::{LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
+use crate::{Completed, LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
 
-pub use establish::{EstablishTargets, MAX_JOIN_INFO};
+pub use establish::{EstablishTargets, Establishing, MAX_JOIN_INFO};
+pub use outcome::Outcome;
 
 /// Settings of a PN GW. [`GatewayConfig::new`] gives the defaults; set the fields that differ
 /// with struct update syntax:
@@ -151,11 +154,15 @@ pub struct LinkId(pub u64);
 /// Something the PN GW wants the driver or the operator to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GatewayEvent {
+    /// A command of the PN GW's owner ended (exactly once per command). What the PN GW does
+    /// for its PNEs, or by itself, is told by the other events.
+    Completed(Completed<Outcome>),
     /// The WAN session is set up and reported (002 §B.1.1.2 step 17).
     WanReady,
     /// A status notification for one of this PN GW's own subscriptions (004 §5.5.3.2).
     StatusNotified(cpns_wire::StatusNotification),
-    /// The server kept a subscription of this PN GW, with the watched entities now.
+    /// The server kept a subscription of this PN GW made before a reconnection, with the
+    /// watched entities now.
     Subscribed {
         /// Its id.
         subscription: u64,
@@ -442,6 +449,9 @@ pub struct Gateway {
     rng: MachineRng,
     ids: MsgIds,
     tokens: Tokens,
+    commands: CommandIds,
+    /// The owner's requests to the server waiting for their answer.
+    owner_waits: outcome::OwnerWaits,
     parked: BTreeMap<Token, Parked>,
     out: VecDeque<GatewayOutput>,
 }
@@ -480,6 +490,8 @@ impl Gateway {
             rng,
             ids: MsgIds::default(),
             tokens: Tokens::default(),
+            commands: CommandIds::default(),
+            owner_waits: BTreeMap::new(),
             parked: BTreeMap::new(),
             out: VecDeque::new(),
         }
@@ -626,6 +638,7 @@ impl Gateway {
         self.release_timeouts(now);
         self.change_timeouts(now);
         self.invite_timeouts(now);
+        self.owner_timeouts(now);
         self.expiry_timeouts(now);
         self.silence_timeouts(now);
         self.sync_presence();
@@ -645,6 +658,7 @@ impl Gateway {
             .chain(self.releases.deadlines())
             .chain(self.changes.deadlines())
             .chain(self.invite_deadlines())
+            .chain(self.owner_deadlines())
             .chain(self.expiry_deadlines())
             .min()
     }
@@ -809,10 +823,13 @@ impl Gateway {
             Body::PneConfirmRequest(m) => self.on_pne_confirm_request(&env, m),
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(GatewayEvent::StatusNotified(n)),
+            Body::StatusSubscribed(_) | Body::StatusAck(_) | Body::DeviceCapabilitiesConfirm(_)
+                if self.on_owner_answer(&env) => {}
             Body::StatusSubscribed(m) => self.event(GatewayEvent::Subscribed {
                 subscription: m.subscription,
                 entries: m.entries,
             }),
+            Body::ErrorBody(_) if self.on_owner_answer(&env) => {}
             Body::ErrorBody(e) => self.on_wan_error(now, &env, e),
             // Confirms (device capabilities, connection set-up) need no action.
             _ if env.kind == MsgKind::Request => {

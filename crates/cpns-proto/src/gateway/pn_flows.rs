@@ -50,8 +50,9 @@ impl Gateway {
 /// Who asked for a change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Asker {
-    /// The PN GW's owner, through its driver.
-    Owner,
+    /// The PN GW's owner, through its driver (its command), or the PN GW by itself (`None`:
+    /// a PN whose lifetime ended).
+    Owner(Option<crate::CommandId>),
     /// A member PNE on a link: it is answered on that link.
     Pne {
         link: LinkId,
@@ -167,7 +168,7 @@ mod tests {
         };
         let mut f = PnFlows::default();
         f.by_msg.insert(9, F(a, pne, now));
-        f.by_msg.insert(10, F(b, Asker::Owner, now));
+        f.by_msg.insert(10, F(b, Asker::Owner(None), now));
         assert_eq!(
             (f.len(), f.of_link(LinkId(3)), f.of_link(LinkId(4))),
             (2, 1, 0)

@@ -24,8 +24,8 @@ use cpns_wire::{
 };
 
 use super::pn_flows::{Asker, PnFlow, PnFlows};
-use super::{Gateway, GatewayEvent, GatewayOutput, LinkId, Parked};
-use crate::Failure;
+use super::{Gateway, GatewayEvent, GatewayOutput, LinkId, Outcome, Parked};
+use crate::{CommandError, CommandId, Failure, Flow};
 
 /// A release waiting for the server (step 2) or the local store (step 3).
 #[derive(Debug)]
@@ -51,18 +51,25 @@ impl PnFlow for Releasing {
 pub(super) type Releases = PnFlows<Releasing>;
 
 impl Gateway {
-    /// 000 §6.6.5 step 1: the PN GW's owner releases `pn_id`. The result comes as
-    /// [`GatewayEvent::PnReleased`] or [`GatewayEvent::ReleaseFailed`]; a request refused at
-    /// once (unknown PN, a release of it already running, no session with the server) is the
-    /// `Err`, with nothing changed.
-    pub fn release_pn(&mut self, now: Instant, pn_id: PnId) -> Result<(), ErrorBody> {
+    /// 000 §6.6.5 step 1: the PN GW's owner releases `pn_id`. Completes with
+    /// [`Outcome::Released`]; a request refused at once (unknown PN, a release of it already
+    /// running, no session with the server) is the `Err`, with nothing changed.
+    pub fn release_pn(&mut self, now: Instant, pn_id: PnId) -> Result<CommandId, CommandError> {
         if self.flows_in_progress() >= self.cfg.limits.flows {
-            return Err(ErrorBody::new(
-                ErrorCode::Busy,
-                "the PN GW is running as many flows as it takes; try again later",
-            ));
+            return Err(CommandError::Busy);
         }
-        self.begin_release(now, pn_id, Asker::Owner)
+        let id = self.commands.next();
+        self.begin_release(now, pn_id, Asker::Owner(Some(id)))?;
+        Ok(id)
+    }
+
+    /// A PN whose lifetime ended: the PN GW releases it by itself, as its owner would.
+    pub(super) fn release_expired(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+    ) -> Result<(), CommandError> {
+        self.begin_release(now, pn_id, Asker::Owner(None))
     }
 
     /// §6.6.5.1 step 1: a PNE asks its PN GW to release a PN it is a member of.
@@ -83,33 +90,31 @@ impl Gateway {
             pne,
         };
         if let Err(e) = self.begin_release(now, m.pn_id, asker) {
-            self.send_pan_response(link, env.msg_id, e);
+            self.send_pan_response(link, env.msg_id, e.to_error());
         }
     }
 
-    fn begin_release(&mut self, now: Instant, pn_id: PnId, asker: Asker) -> Result<(), ErrorBody> {
+    fn begin_release(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        asker: Asker,
+    ) -> Result<(), CommandError> {
         if !self.pns.contains_key(&pn_id) {
-            return Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("this PN GW serves no PN {pn_id}"),
-            ));
+            return Err(CommandError::UnknownPn(pn_id));
         }
         if self.releases.running(&pn_id) || self.changes.running(&pn_id) {
-            return Err(ErrorBody::new(
-                ErrorCode::Conflict,
-                "the PN is being released already",
-            ));
+            return Err(CommandError::ChangeRunning {
+                flow: Flow::PnRelease,
+            });
         }
         if !self.wan_ready() {
-            return Err(ErrorBody::new(
-                ErrorCode::Busy,
-                "the PN GW has no connection to the CPNS Server; try again once it has",
-            ));
+            return Err(CommandError::NoServerSession);
         }
         // §6.6.5.1 step 2: the server decides whether the member that asked may.
         let asked_by = match &asker {
             Asker::Pne { pne, .. } => Some(pne.clone()),
-            Asker::Owner => None,
+            Asker::Owner(_) => None,
         };
         let req = PnReleaseRequest {
             request_id: RequestId(self.rng.u64()),
@@ -117,10 +122,7 @@ impl Gateway {
             asked_by,
         };
         let Some(msg) = self.send_wan_request(req) else {
-            return Err(ErrorBody::new(
-                ErrorCode::BadRequest,
-                "the request is larger than the CPNS Server accepts",
-            ));
+            return Err(CommandError::TooLarge);
         };
         let deadline = now + self.cfg.timeouts.flow;
         self.releases.by_msg.insert(
@@ -186,7 +188,7 @@ impl Gateway {
                 self.send_pan_response(*link, *pan_msg, answer);
                 Some(pne.clone())
             }
-            Asker::Owner => None,
+            Asker::Owner(_) => None,
         };
         let mut notified = Vec::new();
         for member in &pn.state.inventory.members {
@@ -202,6 +204,13 @@ impl Gateway {
             self.send_pan_notify(link, PnReleaseNotification { pn_id: r.pn_id });
             notified.push(member.pne_id.clone());
         }
+        if let Asker::Owner(Some(id)) = r.asker {
+            let released = Outcome::Released {
+                pn_id: r.pn_id,
+                notified,
+            };
+            return self.complete(id, Flow::PnRelease, Ok(released));
+        }
         self.event(GatewayEvent::PnReleased {
             pn_id: r.pn_id,
             by: asker_pne,
@@ -210,9 +219,13 @@ impl Gateway {
     }
 
     fn release_failed(&mut self, r: Releasing, reason: Failure) {
-        if let Asker::Pne { link, pan_msg, .. } = &r.asker {
-            let e = reason.to_error();
-            self.send_pan_response(*link, *pan_msg, e);
+        match &r.asker {
+            Asker::Pne { link, pan_msg, .. } => {
+                let e = reason.to_error();
+                self.send_pan_response(*link, *pan_msg, e);
+            }
+            Asker::Owner(Some(id)) => return self.complete(*id, Flow::PnRelease, Err(reason)),
+            Asker::Owner(None) => {}
         }
         self.event(GatewayEvent::ReleaseFailed {
             pn_id: r.pn_id,

@@ -20,8 +20,10 @@ use cpns_wire::{
     Envelope, ErrorCode, Status, StatusEntry, StatusReport,
 };
 
-use super::{Gateway, LinkId};
+use super::outcome::Asked;
+use super::{Gateway, LinkId, Outcome};
 use crate::rate::{TokenBucket, retry_in};
+use crate::{CommandError, CommandId, Flow};
 
 /// Per-PNE bounds of what a PN GW relays for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -224,50 +226,80 @@ impl Gateway {
     }
 
     /// The PN GW's own capabilities changed (`cpns caps set` on a running PN GW): reported to
-    /// the server at once (004 §5.5.1).
-    pub fn set_capabilities(&mut self, caps: DeviceCapabilities) -> Result<(), String> {
-        caps.check()?;
+    /// the server at once (004 §5.5.1). Completes with [`Outcome::Capabilities`]: once the
+    /// server confirmed them, or at once without a WAN session (the next connection set-up
+    /// reports them, 002 §B.1.1.2 step 12).
+    pub fn set_capabilities(
+        &mut self,
+        now: Instant,
+        caps: DeviceCapabilities,
+    ) -> Result<CommandId, CommandError> {
+        caps.check().map_err(CommandError::InvalidCapabilities)?;
         self.cfg.capabilities = caps.clone();
-        if self.wan_ready() {
-            let update = DeviceCapabilitiesUpdate {
-                capabilities: caps,
-                entity: None,
-            };
-            self.send_wan_request(update);
+        let id = self.commands.next();
+        let update = DeviceCapabilitiesUpdate {
+            capabilities: caps,
+            entity: None,
+        };
+        match self
+            .wan_ready()
+            .then(|| self.send_wan_request(update))
+            .flatten()
+        {
+            Some(msg) => self.wait_owner(now, msg, Asked::Capabilities, id),
+            None => {
+                let kept = Outcome::Capabilities { reported: false };
+                self.complete(id, Flow::StatusManagement, Ok(kept));
+            }
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Subscribes this PN GW itself to the status of `entities` (none: every device of its
-    /// user), 004 §5.5.3.2; the answer comes as [`super::GatewayEvent::Subscribed`] and the
-    /// notifications as [`super::GatewayEvent::StatusNotified`]. `None` without a WAN session.
+    /// user), 004 §5.5.3.2. Completes with [`Outcome::Subscribed`]; the notifications come as
+    /// [`super::GatewayEvent::StatusNotified`].
     pub fn subscribe_status(
         &mut self,
+        now: Instant,
         entities: Vec<EntityId>,
         policy: cpns_wire::StatusPolicy,
-    ) -> Option<u64> {
+    ) -> Result<CommandId, CommandError> {
         if !self.wan_ready() {
-            return None;
+            return Err(CommandError::NoServerSession);
         }
         let req = cpns_wire::StatusSubscribe {
             request_id: cpns_wire::RequestId(self.rng.u64()),
             entities,
             policy,
         };
-        self.send_wan_request(req)
+        let msg = self.send_wan_request(req).ok_or(CommandError::TooLarge)?;
+        let id = self.commands.next();
+        self.wait_owner(now, msg, Asked::Subscribe, id);
+        Ok(id)
     }
 
     /// Reports this PN GW's own status (busy, online, or custom with `label`) to the server.
-    /// `None` without a WAN session.
-    pub fn set_status(&mut self, status: Status, label: Option<String>) -> Option<u64> {
+    /// Completes with [`Outcome::StatusReported`].
+    pub fn set_status(
+        &mut self,
+        now: Instant,
+        status: Status,
+        label: Option<String>,
+    ) -> Result<CommandId, CommandError> {
         if !self.wan_ready() {
-            return None;
+            return Err(CommandError::NoServerSession);
         }
         let mut entry = StatusEntry::new(self.cfg.id.clone(), status);
         entry.label = label;
-        self.send_wan_request(StatusReport {
+        let report = StatusReport {
             entries: vec![entry],
-        })
+        };
+        let msg = self
+            .send_wan_request(report)
+            .ok_or(CommandError::TooLarge)?;
+        let id = self.commands.next();
+        self.wait_owner(now, msg, Asked::Status, id);
+        Ok(id)
     }
 
     /// Reports what changed of the PNEs' presence since the last sync: a member PNE on a

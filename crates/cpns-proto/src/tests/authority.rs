@@ -201,15 +201,10 @@ fn an_expulsion_the_server_refuses_or_never_answers_leaves_the_pne_a_member() {
         }
         let before = h.snapshot();
         let now = h.now();
-        h.gw.expel(now, pn, pne_id(2)).unwrap();
+        let id = h.gw.expel(now, pn, pne_id(2)).unwrap();
         h.pump();
         h.advance(FLOW + Duration::from_secs(1));
-        let failed = h.gw_events().into_iter().find_map(|e| match e {
-            GatewayEvent::MembershipChangeFailed { pne, reason, .. } if *pne == pne_id(2) => {
-                Some(reason.clone())
-            }
-            _ => None,
-        });
+        let failed = h.gw_completion(id).and_then(|c| c.result.clone().err());
         match (case, failed) {
             ("refused", Some(Failure::Refused(e))) => assert_eq!(e.code, ErrorCode::Forbidden),
             ("silent", Some(Failure::TimedOut)) => {}

@@ -227,7 +227,8 @@ fn gw_initiated(
 ) -> (Harness, PnId) {
     let mut h = Harness::ready(specs);
     let now = h.now();
-    let pn = h.gw.start_establishment(now, targets).unwrap();
+    let started = h.gw.start_establishment(now, targets).unwrap();
+    let pn = started.pn_id;
     h.pump();
     assert!(h.errors.is_empty(), "{:?}", h.errors);
     assert_eq!(h.members(pn), ids(members));
@@ -243,10 +244,11 @@ fn gw_initiated(
             .any(|r| r.message == "PnEstablishmentNotify");
         assert!(notified, "pne {i} was not notified (steps 15-16)");
     }
-    assert!(h.gw_events().contains(&&GatewayEvent::PnEstablished {
-        inventory: inv,
-        initiator: None,
-    }));
+    // The owner's command completed with the PN, by its id.
+    assert_eq!(
+        h.gw_outcome(started.id),
+        &crate::gateway::Outcome::Established { inventory: inv }
+    );
     (h, pn)
 }
 

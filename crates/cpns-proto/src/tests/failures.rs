@@ -133,15 +133,13 @@ fn declining_pne_is_left_out() {
 fn gateway_initiated_pn_that_everyone_declines_is_not_registered() {
     let mut h = Harness::ready(&[PneSpec::trusted().declining()]);
     let now = h.now();
-    let pn =
+    let started =
         h.gw.start_establishment(now, EstablishTargets::All)
             .unwrap();
     h.pump();
     assert!(!h.wan_messages().contains(&"PnRegistrationRequest"));
-    assert!(h.gw_events().contains(&&GatewayEvent::EstablishmentFailed {
-        pn_id: pn,
-        reason: Failure::NoPneAccepted,
-    }));
+    assert_eq!(h.gw_failure(started.id), &Failure::NoPneAccepted);
+    assert!(h.members_or_none(started.pn_id).is_none());
     assert!(h.store.pns.is_empty());
 }
 

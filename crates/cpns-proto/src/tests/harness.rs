@@ -120,6 +120,8 @@ pub(super) struct Harness {
     pub events: Vec<Ev>,
     /// Where the machines' latest restart is in `events`.
     pub restarted_at: usize,
+    /// The owner's invitations the PN GW took, by command, with their invitee.
+    pub owner_invites: Vec<(crate::CommandId, EntityId)>,
     pub errors: Vec<(Party, ProtoError)>,
     /// Closes asked for: who, which link (for PAN), why.
     pub closes: Vec<(Party, Option<usize>, String)>,
@@ -309,6 +311,7 @@ impl Harness {
             traces: Vec::new(),
             events: Vec::new(),
             restarted_at: 0,
+            owner_invites: Vec::new(),
             errors: Vec::new(),
             closes: Vec::new(),
             closed_at: BTreeMap::new(),

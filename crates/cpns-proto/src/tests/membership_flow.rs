@@ -71,14 +71,31 @@ fn removed(h: &Harness) -> Vec<(EntityId, bool, Option<u64>, Vec<EntityId>)> {
                 notified,
                 ..
             } => Some((pne.clone(), *left, *epoch, notified.clone())),
+            // The owner's expulsion, completed.
+            GatewayEvent::Completed(crate::Completed {
+                result:
+                    Ok(crate::gateway::Outcome::Expelled {
+                        pne,
+                        epoch,
+                        notified,
+                        ..
+                    }),
+                ..
+            }) => Some((pne.clone(), false, *epoch, notified.clone())),
             _ => None,
         })
         .collect()
 }
 
+/// Why a leave or an expulsion failed, a member's or the owner's.
 fn change_failure(h: &Harness) -> Option<Failure> {
     h.gw_events().into_iter().find_map(|e| match e {
-        GatewayEvent::MembershipChangeFailed { reason, .. } => Some(reason.clone()),
+        GatewayEvent::MembershipChangeFailed { reason, .. }
+        | GatewayEvent::Completed(crate::Completed {
+            flow: Flow::MembershipChange,
+            result: Err(reason),
+            ..
+        }) => Some(reason.clone()),
         _ => None,
     })
 }
@@ -87,7 +104,7 @@ fn expel(h: &mut Harness, pn: PnId, i: usize) -> Result<(), cpns_wire::ErrorBody
     let now = h.now();
     let r = h.gw.expel(now, pn, pne_id(i));
     h.pump();
-    r
+    r.map(drop).map_err(|e| e.to_error())
 }
 
 fn updated(h: &Harness, i: usize) -> Vec<(u64, bool)> {
@@ -295,13 +312,13 @@ fn leaves_in_another_name_or_of_a_non_member_are_refused_with_no_change() {
     // The owner expelling a non-member, or from an unknown PN: refused at once.
     let now = h.now();
     assert_eq!(
-        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code,
+        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code(),
         ErrorCode::NotFound
     );
     assert_eq!(
         h.gw.expel(now, PnId::from_bytes([9; 16]), pne_id(1))
             .unwrap_err()
-            .code,
+            .code(),
         ErrorCode::NotFound
     );
     h.pump();
@@ -327,11 +344,11 @@ fn a_timeout_keeps_the_member_a_second_change_waits_and_a_retry_finishes() {
     assert_eq!(h.gw.poll_timeout(), Some(now + FLOW));
     // One change per PN at a time: another expulsion, a leave and a release wait their turn.
     assert_eq!(
-        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code,
+        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code(),
         ErrorCode::Conflict
     );
     assert_eq!(
-        h.gw.release_pn(now, pn).unwrap_err().code,
+        h.gw.release_pn(now, pn).unwrap_err().code(),
         ErrorCode::Conflict
     );
     h.advance(FLOW + Duration::from_millis(1));
@@ -389,7 +406,7 @@ fn the_servers_refusal_a_lost_session_and_a_failing_store_keep_the_member() {
     assert_eq!(change_failure(&h), Some(Failure::WanLost));
     assert!(h.pne_refused(1, ErrorCode::Busy));
     assert_eq!(
-        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code,
+        h.gw.expel(now, pn, pne_id(2)).unwrap_err().code(),
         ErrorCode::Busy
     );
 
@@ -745,13 +762,39 @@ fn with_pn_and_outsider(outsider: PneSpec) -> (Harness, PnId) {
     (h, pn)
 }
 
+/// The invitations that ended without their invitee joining: a member's, told as events, and
+/// the owner's, whose commands `owner` are (the invitee of each, by command).
 fn invite_ended(h: &Harness) -> Vec<(EntityId, Option<Failure>)> {
+    invite_ended_of(h, &h.owner_invites)
+}
+
+/// The PN GW's owner invites `pne` into `pn`; the command is kept for [`invite_ended`].
+fn owner_invite(h: &mut Harness, pn: PnId, pne: EntityId) {
+    let now = h.now();
+    let id = h.gw.invite(now, pn, pne.clone()).unwrap();
+    h.owner_invites.push((id, pne));
+}
+
+fn invite_ended_of(
+    h: &Harness,
+    owner: &[(crate::CommandId, EntityId)],
+) -> Vec<(EntityId, Option<Failure>)> {
     h.gw_events()
         .into_iter()
         .filter_map(|e| match e {
             GatewayEvent::InviteEnded {
                 invitee, reason, ..
             } => Some((invitee.clone(), reason.clone())),
+            GatewayEvent::Completed(c) => {
+                let (_, invitee) = owner.iter().find(|(id, _)| *id == c.id)?;
+                match &c.result {
+                    Ok(crate::gateway::Outcome::Invited { joined: false, .. }) => {
+                        Some((invitee.clone(), None))
+                    }
+                    Err(f) => Some((invitee.clone(), Some(f.clone()))),
+                    Ok(_) => None,
+                }
+            }
             _ => None,
         })
         .collect()
@@ -763,7 +806,7 @@ fn invite_ended(h: &Harness) -> Vec<(EntityId, Option<Failure>)> {
 fn the_pn_gw_invites_a_pne_which_joins() {
     let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns());
     let now = h.now();
-    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    owner_invite(&mut h, pn, pne_id(3));
     h.pump();
     assert_eq!(members(&h, pn).len(), 4, "{:?}", h.events);
     assert_eq!(
@@ -779,7 +822,7 @@ fn the_pn_gw_invites_a_pne_which_joins() {
     // Inviting it again: a member already, nothing sent.
     let sent = h.log.len();
     assert_eq!(
-        h.gw.invite(now, pn, pne_id(3)).unwrap_err().code,
+        h.gw.invite(now, pn, pne_id(3)).unwrap_err().code(),
         ErrorCode::Conflict
     );
     h.pump();
@@ -790,8 +833,7 @@ fn the_pn_gw_invites_a_pne_which_joins() {
 fn an_invitee_that_declines_changes_nothing() {
     let (mut h, pn) = with_pn_and_outsider(PneSpec::cpns().declining());
     let before = h.snapshot();
-    let now = h.now();
-    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    owner_invite(&mut h, pn, pne_id(3));
     h.pump();
     assert_eq!(invite_ended(&h), vec![(pne_id(3), None)]);
     assert!(h.pne_events(3).contains(&&PneEvent::InvitationDeclined(pn)));
@@ -847,11 +889,11 @@ fn invitations_that_may_not_be_are_refused_at_once() {
     let now = h.now();
     let unknown = PnId::from_bytes([9; 16]);
     assert_eq!(
-        h.gw.invite(now, unknown, pne_id(3)).unwrap_err().code,
+        h.gw.invite(now, unknown, pne_id(3)).unwrap_err().code(),
         ErrorCode::NotFound
     );
     assert_eq!(
-        h.gw.invite(now, pn, id("pne-9")).unwrap_err().code,
+        h.gw.invite(now, pn, id("pne-9")).unwrap_err().code(),
         ErrorCode::NotFound
     );
     // The invitee never answers: a second invitation waits; the first times out.
@@ -862,9 +904,9 @@ fn invitations_that_may_not_be_are_refused_at_once() {
             Action::Deliver
         }
     });
-    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    owner_invite(&mut h, pn, pne_id(3));
     assert_eq!(
-        h.gw.invite(now, pn, pne_id(3)).unwrap_err().code,
+        h.gw.invite(now, pn, pne_id(3)).unwrap_err().code(),
         ErrorCode::Conflict
     );
     h.pump();
@@ -925,9 +967,9 @@ fn with_two_outsiders() -> (Harness, PnId) {
 fn invitations_run_side_by_side_and_end_one_by_one() {
     let (mut h, pn) = with_two_outsiders();
     let now = h.now();
-    h.gw.invite(now, pn, pne_id(4)).unwrap();
+    owner_invite(&mut h, pn, pne_id(4));
     assert_eq!(h.gw.poll_timeout(), Some(now + INVITE + FLOW * 2));
-    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    owner_invite(&mut h, pn, pne_id(3));
     h.pump();
     assert_eq!(members(&h, pn).len(), 4, "PNE 3 joined");
     assert!(invite_ended(&h).is_empty());
@@ -961,7 +1003,7 @@ fn last_invitation_to(h: &Harness, i: usize) -> u64 {
 fn an_invitation_ends_with_its_invitees_link_or_error_only() {
     let (mut h, pn) = with_two_outsiders();
     let now = h.now();
-    h.gw.invite(now, pn, pne_id(4)).unwrap();
+    owner_invite(&mut h, pn, pne_id(4));
     h.pump();
     let invite_msg = last_invitation_to(&h, 4);
     let answer_from = |i: usize, reply_to: u64, accepted: bool, pn_id: PnId| {
@@ -1008,7 +1050,7 @@ fn an_invitation_ends_with_its_invitees_link_or_error_only() {
     .unwrap();
     assert_eq!(invite_ended(&h), vec![(pne_id(4), None)]);
     // Again, and this time PNE 4 answers with an error.
-    h.gw.invite(now, pn, pne_id(4)).unwrap();
+    owner_invite(&mut h, pn, pne_id(4));
     h.pump();
     let invite_msg = last_invitation_to(&h, 4);
     let error = plain(&Envelope::response(
@@ -1024,8 +1066,8 @@ fn an_invitation_ends_with_its_invitees_link_or_error_only() {
         Some((p, Some(Failure::Refused(e)))) if *p == pne_id(4) && e.code == ErrorCode::Conflict
     ));
     // A third time; PNE 3 is invited too; PNE 4's link closes: only its invitation ends.
-    h.gw.invite(now, pn, pne_id(4)).unwrap();
-    h.gw.invite(now, pn, pne_id(3)).unwrap();
+    owner_invite(&mut h, pn, pne_id(4));
+    owner_invite(&mut h, pn, pne_id(3));
     h.set_hook(|f| {
         if f.from == Party::Pne(4) || f.from == Party::Pne(3) {
             Action::Drop

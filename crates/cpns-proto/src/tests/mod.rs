@@ -32,6 +32,7 @@ mod connect;
 mod connection_setup;
 mod establish;
 mod failures;
+mod gateway_commands;
 mod harness;
 mod identity;
 mod inventory;

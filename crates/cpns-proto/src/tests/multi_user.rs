@@ -62,7 +62,8 @@ fn establish(h: &mut Harness) -> PnId {
     let now = h.now();
     let pn =
         h.gw.start_establishment(now, EstablishTargets::All)
-            .unwrap();
+            .unwrap()
+            .pn_id;
     h.pump();
     pn
 }
@@ -313,10 +314,10 @@ fn a_pn_with_a_failed_authentication_and_a_refusal_fails_unauthenticated() {
     home_says(&mut h, false);
     let _ = establish(&mut h);
     assert!(h.store.pns.is_empty());
-    let failed = h.gw_events().into_iter().find_map(|e| match e {
-        GatewayEvent::EstablishmentFailed { reason, .. } => Some(reason.clone()),
-        _ => None,
-    });
+    let failed = h
+        .gw_completions()
+        .into_iter()
+        .find_map(|c| c.result.clone().err());
     assert!(
         matches!(&failed, Some(crate::Failure::Refused(e)) if e.code == ErrorCode::Unauthenticated),
         "{failed:?}"

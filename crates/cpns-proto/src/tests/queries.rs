@@ -133,6 +133,53 @@ impl Harness {
         }
     }
 
+    /// The completion of the PN GW's command `id` (of its machine since the latest restart):
+    /// `None` while it runs. Panics if it completed twice.
+    pub fn gw_completion(
+        &self,
+        id: CommandId,
+    ) -> Option<&crate::Completed<crate::gateway::Outcome>> {
+        let ends: Vec<_> = self.events[self.restarted_at..]
+            .iter()
+            .filter_map(|e| match e {
+                Ev::Gw(GatewayEvent::Completed(c)) if c.id == id => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            ends.len() <= 1,
+            "PN GW command {id} completed twice: {ends:?}"
+        );
+        ends.into_iter().next()
+    }
+
+    /// The completions of the PN GW's commands, in order.
+    pub fn gw_completions(&self) -> Vec<&crate::Completed<crate::gateway::Outcome>> {
+        self.gw_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                GatewayEvent::Completed(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The outcome of the PN GW's command `id`, which must have succeeded.
+    pub fn gw_outcome(&self, id: CommandId) -> &crate::gateway::Outcome {
+        match self.gw_completion(id) {
+            Some(crate::Completed { result: Ok(o), .. }) => o,
+            other => panic!("PN GW command {id}: {other:?}"),
+        }
+    }
+
+    /// The failure of the PN GW's command `id`, which must have failed.
+    pub fn gw_failure(&self, id: CommandId) -> &crate::Failure {
+        match self.gw_completion(id) {
+            Some(crate::Completed { result: Err(f), .. }) => f,
+            other => panic!("PN GW command {id}: {other:?}"),
+        }
+    }
+
     /// The outcomes of PNE `i`'s commands that succeeded, in order.
     pub fn pne_outcomes(&self, i: usize) -> Vec<&Outcome> {
         self.pne_events(i)

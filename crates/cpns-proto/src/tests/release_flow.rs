@@ -27,19 +27,31 @@ fn with_pn(spec: PneSpec) -> (Harness, PnId) {
     (h, inv.pn_id)
 }
 
+/// The releases the PN GW carried out: who asked (`None`: its owner, whose command completed)
+/// and the members told.
 fn gw_released(h: &Harness) -> Vec<(Option<cpns_wire::EntityId>, Vec<cpns_wire::EntityId>)> {
     h.gw_events()
         .into_iter()
         .filter_map(|e| match e {
             GatewayEvent::PnReleased { by, notified, .. } => Some((by.clone(), notified.clone())),
+            GatewayEvent::Completed(crate::Completed {
+                result: Ok(crate::gateway::Outcome::Released { notified, .. }),
+                ..
+            }) => Some((None, notified.clone())),
             _ => None,
         })
         .collect()
 }
 
+/// Why a release failed, a member's or the owner's.
 fn gw_release_failure(h: &Harness) -> Option<Failure> {
     h.gw_events().into_iter().find_map(|e| match e {
-        GatewayEvent::ReleaseFailed { reason, .. } => Some(reason.clone()),
+        GatewayEvent::ReleaseFailed { reason, .. }
+        | GatewayEvent::Completed(crate::Completed {
+            flow: crate::Flow::PnRelease,
+            result: Err(reason),
+            ..
+        }) => Some(reason.clone()),
         _ => None,
     })
 }
@@ -97,7 +109,7 @@ fn release_by_owner(h: &mut Harness, pn: PnId) -> Result<(), cpns_wire::ErrorBod
     let now = h.now();
     let r = h.gw.release_pn(now, pn);
     h.pump();
-    r
+    r.map(drop).map_err(|e| e.to_error())
 }
 
 fn release_by_pne(h: &mut Harness, i: usize, pn: PnId) {
@@ -284,7 +296,7 @@ fn a_timeout_keeps_the_pn_and_a_retry_releases_it() {
     assert_eq!(h.gw.poll_timeout(), Some(now + FLOW));
     // A second release of the same PN is a conflict.
     assert_eq!(
-        h.gw.release_pn(now, pn).unwrap_err().code,
+        h.gw.release_pn(now, pn).unwrap_err().code(),
         ErrorCode::Conflict
     );
     assert_eq!(h.gw.flows_in_progress(), 1);
@@ -332,11 +344,14 @@ fn a_lost_server_session_fails_the_release_and_none_starts_without_one() {
     h.gw.wan_closed(now);
     h.pump();
     assert_eq!(gw_release_failure(&h), Some(Failure::WanLost));
-    assert_eq!(h.gw.release_pn(now, pn).unwrap_err().code, ErrorCode::Busy);
+    assert_eq!(
+        h.gw.release_pn(now, pn).unwrap_err().code(),
+        ErrorCode::Busy
+    );
     assert_eq!(
         h.gw.release_pn(now, PnId::from_bytes([7; 16]))
             .unwrap_err()
-            .code,
+            .code(),
         ErrorCode::NotFound
     );
     kept_everywhere(&h, pn);

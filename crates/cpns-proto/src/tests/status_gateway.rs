@@ -263,16 +263,16 @@ fn a_pn_gw_subscribes_for_itself_and_sets_its_own_status() {
         bound: None,
         period_s: None,
     };
-    assert!(h.gw.subscribe_status(vec![pne_id(0)], policy).is_some());
+    let now = h.now();
+    let asked = h.gw.subscribe_status(now, vec![pne_id(0)], policy).unwrap();
     h.pump();
-    let subscribed = h.gw_events().into_iter().find_map(|e| match e {
-        crate::gateway::GatewayEvent::Subscribed {
+    let (id, entries) = match h.gw_outcome(asked) {
+        crate::gateway::Outcome::Subscribed {
             subscription,
             entries,
-        } => Some((*subscription, entries.clone())),
-        _ => None,
-    });
-    let (id, entries) = subscribed.expect("the server kept the PN GW's subscription");
+        } => (*subscription, entries.clone()),
+        other => panic!("{other:?}"),
+    };
     assert_eq!(entries[0].status, Status::Online);
     assert_eq!(h.store.subscriptions[&id].subscriber, id_of_gw());
     // Its notifications reach it as events.
@@ -289,12 +289,35 @@ fn a_pn_gw_subscribes_for_itself_and_sets_its_own_status() {
             .contains(&&crate::gateway::GatewayEvent::StatusNotified(n))
     );
     // Its own status.
-    assert!(h.gw.set_status(Status::Busy, None).is_some());
+    let busy = h.gw.set_status(now, Status::Busy, None).unwrap();
     h.pump();
+    assert_eq!(h.gw_outcome(busy), &crate::gateway::Outcome::StatusReported);
     assert_eq!(h.store.statuses[&id_of_gw()].0.status, Status::Busy);
+    // One the server never answers ends at its deadline; one in flight when the session
+    // ends, with it.
+    h.set_hook(|f| {
+        if f.message == "StatusReport" {
+            super::harness::Action::Drop
+        } else {
+            super::harness::Action::Deliver
+        }
+    });
+    let late = h.gw.set_status(now, Status::Busy, None).unwrap();
+    h.pump();
+    assert!(h.gw_completion(late).is_none());
+    h.advance(super::harness::FLOW);
+    assert_eq!(h.gw_failure(late), &crate::Failure::TimedOut);
+    let now = h.now();
+    let cut = h.gw.set_status(now, Status::Busy, None).unwrap();
+    h.pump();
+    h.gw.wan_closed(now);
+    h.pump();
+    assert_eq!(h.gw_failure(cut), &crate::Failure::WanLost);
     // Without a WAN session, neither goes anywhere.
-    h.gw.wan_closed(h.now());
-    assert!(h.gw.set_status(Status::Online, None).is_none());
+    assert_eq!(
+        h.gw.set_status(now, Status::Online, None),
+        Err(crate::CommandError::NoServerSession)
+    );
 }
 
 fn id_of_gw() -> cpns_wire::EntityId {
