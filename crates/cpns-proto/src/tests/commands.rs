@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use cpns_wire::{EntityId, ErrorCode, PnId, SetupType, Status};
 
-use super::harness::{Action, FLOW, Harness, pne_id};
+use super::harness::{FLOW, Harness, pne_id};
 use super::store::PneSpec;
 use crate::pne::{Gone, Outcome};
 use crate::{CommandError, Failure, Flow};
 
 /// PNEs 0-2 in one PN on an insecure PAN (links sealed); PNE 3 accepts invitations and PNE 4
 /// declines them, both connected and no member.
-fn with_pn_and_outsiders() -> (Harness, PnId) {
+pub(super) fn with_pn_and_outsiders() -> (Harness, PnId) {
     let specs = [
         PneSpec::cpns(),
         PneSpec::cpns(),
@@ -97,13 +97,7 @@ fn a_command_whose_flow_fails_completes_with_the_failure() {
     assert!(h.pnes[1].holds_local_key(&pn));
     // One that is never answered ends at its deadline, and only then.
     h.store.pn_gateway.insert(pn, super::harness::id("gw-1"));
-    h.set_hook(|f| {
-        if f.message == "PneLeaveRequest" {
-            Action::Drop
-        } else {
-            Action::Deliver
-        }
-    });
+    h.drop_message("PneLeaveRequest");
     let now = h.now();
     let late = h.pnes[1].leave_pn(now, pn).unwrap();
     h.pump();
@@ -182,13 +176,7 @@ fn a_command_refused_at_once_sends_nothing_and_says_why() {
 #[test]
 fn a_leave_overtaken_by_a_release_completes_with_the_release() {
     let (mut h, pn) = with_pn_and_outsiders();
-    h.set_hook(|f| {
-        if f.message == "PneLeaveRequest" {
-            Action::Drop
-        } else {
-            Action::Deliver
-        }
-    });
+    h.drop_message("PneLeaveRequest");
     let now = h.now();
     let leave = h.pnes[1].leave_pn(now, pn).unwrap();
     h.pump();

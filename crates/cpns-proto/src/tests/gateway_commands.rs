@@ -5,27 +5,13 @@
 
 use std::time::Duration;
 
-use cpns_wire::{ErrorCode, PnId, SetupType, Status};
+use cpns_wire::{ErrorCode, PnId, Status};
 
-use super::harness::{Action, FLOW, Harness, pne_id};
+use super::commands::with_pn_and_outsiders;
+use super::harness::{FLOW, Harness, pne_id};
 use super::store::PneSpec;
 use crate::gateway::{EstablishTargets, GatewayEvent, Outcome};
 use crate::{CommandError, Failure, Flow};
-
-/// PNEs 0-2 in one PN on an insecure PAN; PNE 3 accepts invitations, PNE 4 declines them.
-fn with_pn_and_outsiders() -> (Harness, PnId) {
-    let specs = [
-        PneSpec::cpns(),
-        PneSpec::cpns(),
-        PneSpec::cpns(),
-        PneSpec::cpns(),
-        PneSpec::cpns().declining(),
-    ];
-    let mut h = Harness::ready(&specs);
-    h.setup(0, SetupType::Invite(vec![pne_id(1), pne_id(2)]));
-    let pn = h.joined(0).unwrap().pn_id;
-    (h, pn)
-}
 
 #[test]
 fn two_owner_invitations_into_one_pn_at_once_each_complete_by_their_id() {
@@ -107,13 +93,7 @@ fn an_owners_command_whose_flow_fails_completes_with_the_failure() {
     assert!(matches!(&c.result, Err(Failure::Refused(e)) if e.code == ErrorCode::Forbidden));
     // One never answered ends at its deadline, and only then.
     h.store.pn_gateway.insert(pn, super::harness::id("gw-1"));
-    h.set_hook(|f| {
-        if f.message == "PnUpdateRequest" {
-            Action::Drop
-        } else {
-            Action::Deliver
-        }
-    });
+    h.drop_message("PnUpdateRequest");
     let now = h.now();
     let expel = h.gw.expel(now, pn, pne_id(1)).unwrap();
     h.pump();

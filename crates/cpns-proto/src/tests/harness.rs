@@ -354,6 +354,17 @@ impl Harness {
         self.hook = Some(Box::new(hook));
     }
 
+    /// Drops every frame carrying `message`, wherever it goes (a peer that never answers).
+    pub fn drop_message(&mut self, message: &'static str) {
+        self.set_hook(move |f| {
+            if f.message == message {
+                Action::Drop
+            } else {
+                Action::Deliver
+            }
+        });
+    }
+
     pub fn clear_hook(&mut self) {
         self.hook = None;
     }
