@@ -227,3 +227,23 @@ fn on_change() -> cpns_wire::StatusPolicy {
         period_s: None,
     }
 }
+
+/// An expulsion a member asked for, still waiting when the PN is released: it ends too, the
+/// PN being gone, and a PN it did not name is left alone.
+#[test]
+fn an_expulsion_waiting_when_the_pn_goes_ends_with_it() {
+    // A trusted bearer: a request lost on the PAN breaks no sealed link.
+    let mut h = Harness::ready(&[PneSpec::trusted(); 3]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.drop_message("PneLeaveRequest");
+    let now = h.now();
+    let expel = h.pnes[1].expel_pne(now, pn, pne_id(2)).unwrap();
+    h.pump();
+    assert!(h.completion(1, expel).is_none());
+    h.clear_hook();
+    h.gw.release_pn(now, pn).unwrap();
+    h.pump();
+    let c = h.completion(1, expel).expect("ended with its PN");
+    assert!(matches!(&c.result, Err(Failure::Refused(e)) if e.code == ErrorCode::NotFound));
+}

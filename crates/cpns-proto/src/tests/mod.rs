@@ -57,4 +57,5 @@ mod status_gateway;
 mod status_pne;
 mod status_server;
 mod store;
+mod usage_pne;
 mod vectors;

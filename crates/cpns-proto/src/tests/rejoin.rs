@@ -17,7 +17,11 @@ use crate::pne::{Outcome, PneEvent, RejoinPhase};
 /// Four PNEs on an insecure PAN in one PN; PNE 3 is away while PNE 2 is expelled (epoch 2),
 /// then every machine comes back on new links (nothing sealed yet) and discovers its PN GW.
 fn away_then_back(seed: u64) -> (Harness, PnId) {
-    let specs = [PneSpec::cpns(); 4];
+    away_then_back_with(seed, [PneSpec::cpns(); 4])
+}
+
+/// [`away_then_back`] with these PNEs.
+fn away_then_back_with(seed: u64, specs: [PneSpec; 4]) -> (Harness, PnId) {
     let mut h = Harness::with_seed(&specs, seed);
     h.connect_gw();
     h.discover_all();
@@ -30,7 +34,6 @@ fn away_then_back(seed: u64) -> (Harness, PnId) {
     assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 1);
     h.restart_from_stores(&specs);
     h.discover_all();
-    assert!(!h.pnes[3].link_sealed());
     (h, pn)
 }
 
@@ -204,4 +207,34 @@ fn a_set_up_replays_from_its_seed() {
     };
     assert_eq!(run(21), run(21));
     assert_ne!(run(21), run(22));
+}
+
+/// Nothing to prove: on a trusted bearer the link needs no proof, and a PNE without a UI holds
+/// no LocalEUKey to prove with on an insecure PAN. Its set-up starts at the pulls and still
+/// catches up.
+#[test]
+fn with_nothing_to_prove_the_set_up_starts_at_the_pulls() {
+    for (case, spec) in [
+        ("trusted bearer", PneSpec::trusted()),
+        ("no LocalEUKey", PneSpec::cpns().no_ui()),
+    ] {
+        let specs = [PneSpec::cpns(), PneSpec::cpns(), PneSpec::cpns(), spec];
+        let (mut h, pn) = away_then_back_with(13, specs);
+        assert!(!h.pnes[3].holds_local_key(&pn) || case == "trusted bearer");
+        let now = h.now();
+        let id = h.pnes[3].rejoin(now).unwrap();
+        assert_eq!(
+            h.pnes[3].rejoin_phase(),
+            Some(RejoinPhase::Pulling),
+            "{case}"
+        );
+        h.pump();
+        assert_eq!(
+            h.outcome(3, id),
+            &Outcome::Rejoined { pns: vec![pn] },
+            "{case}"
+        );
+        assert!(!steps_of(&h, 3).contains(&"proved"), "{case}");
+        assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2, "{case}");
+    }
 }

@@ -302,10 +302,15 @@ fn a_pn_gw_subscribes_for_itself_and_sets_its_own_status() {
             super::harness::Action::Deliver
         }
     });
+    let now = h.now();
     let late = h.gw.set_status(now, Status::Busy, None).unwrap();
     h.pump();
     assert!(h.gw_completion(late).is_none());
-    h.advance(super::harness::FLOW);
+    // The driver is told to wake at its deadline, and it ends then, not before.
+    assert_eq!(h.gw.poll_timeout(), Some(now + super::harness::FLOW));
+    h.advance(super::harness::FLOW - std::time::Duration::from_millis(1));
+    assert!(h.gw_completion(late).is_none());
+    h.advance(std::time::Duration::from_millis(1));
     assert_eq!(h.gw_failure(late), &crate::Failure::TimedOut);
     let now = h.now();
     let cut = h.gw.set_status(now, Status::Busy, None).unwrap();
