@@ -632,6 +632,7 @@ impl Harness {
                 self.store.pne_sessions.insert(i, session);
             }
             PneOutput::LoadUsage { token } => {
+                *self.store.usage_loads.entry(i).or_default() += 1;
                 let loaded = if self.store.fail_pne {
                     Err(crate::StoreFailure::Failed("disk full".into()))
                 } else {

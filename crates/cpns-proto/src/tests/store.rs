@@ -45,6 +45,8 @@ pub(super) struct Store {
     pub pne_sessions: BTreeMap<usize, crate::pne::SecureSession>,
     /// Each PNE's usage records not marked done yet, and its reporting preferences.
     pub pne_usage: BTreeMap<usize, (Vec<cpns_wire::UsageRecord>, crate::usage::Preferences)>,
+    /// How many times each PNE asked its store for its usage records.
+    pub usage_loads: BTreeMap<usize, usize>,
     /// How many loads the server asked for.
     pub loads: std::cell::Cell<usize>,
     /// Kept answers of mutating requests, by (sender, request id).

@@ -202,8 +202,22 @@ fn its_own_turns_come_every_interval_with_a_session_only() {
     h.advance(Duration::from_millis(1));
     assert_eq!(unsent(&h), Vec::<u64>::new());
     assert_eq!(at_server(&h).len(), 3);
-    // PNE 1 holds no session: its turns load nothing (its store was never asked).
-    assert!(!h.store.pne_usage.contains_key(&1));
+    assert_eq!(h.store.usage_loads.get(&0), Some(&2));
+}
+
+/// Without a secure session of its own (never registered), a PNE's turns ask its store for
+/// nothing.
+#[test]
+fn a_pne_without_a_session_has_no_turns() {
+    let specs = [PneSpec::cpns(), PneSpec::trusted()];
+    let mut h = Harness::new(&specs);
+    h.pne_cfgs[1].usage_every = Some(EVERY);
+    h.restart_from_stores(&specs);
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    assert!(h.pnes[1].secure_session().is_none());
+    h.advance(EVERY * 3);
+    assert_eq!(h.store.usage_loads.get(&1), None);
 }
 
 #[test]
@@ -255,6 +269,7 @@ fn a_turn_while_a_command_report_waits_is_skipped() {
             .count()
     };
     assert_eq!(requests(&h), 1, "the turn sent nothing of its own");
+    assert_eq!(h.store.usage_loads.get(&0), None, "nor asked its store");
     assert!(
         h.completion(0, id).is_none(),
         "the command's report still waits"
