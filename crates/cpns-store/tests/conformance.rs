@@ -118,8 +118,5 @@ async fn reopening_is_idempotent_and_bad_paths_fail() {
     let err = SqliteStore::open(&dir.path().join("missing/cpns.db"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, cpns_store::StoreError::Database(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, cpns_store::StoreError::Failed(_)), "{err:?}");
 }

@@ -64,10 +64,10 @@ pub(super) fn members_by_pn<T>(
 pub(super) fn pn_id(row: &Row<'_>, column: &str) -> Result<PnId> {
     let bytes: Vec<u8> = row.get(column)?;
     let arr: [u8; 16] = bytes.as_slice().try_into().map_err(|_| {
-        StoreError::Corrupt(format!(
-            "{column} holds {} bytes, a PN id is 16",
-            bytes.len()
-        ))
+        StoreError::corrupt(
+            column,
+            format!("holds {} bytes, a PN id is 16", bytes.len()),
+        )
     })?;
     Ok(PnId::from_bytes(arr))
 }
@@ -86,14 +86,13 @@ pub(super) fn opt_id<T: FromStr<Err = IdError>>(row: &Row<'_>, column: &str) -> 
 
 fn parse_id<T: FromStr<Err = IdError>>(column: &str, text: &str) -> Result<T> {
     text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
+        .map_err(|e| StoreError::corrupt(column, format!("{text:?}: {e}")))
 }
 
 /// Reads a stored enumeration name from `column` of `row` with `parse`.
 pub(super) fn name<T>(row: &Row<'_>, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let text: String = row.get(column)?;
-    parse(&text)
-        .ok_or_else(|| StoreError::Corrupt(format!("{column} holds unknown value {text:?}")))
+    parse(&text).ok_or_else(|| StoreError::corrupt(column, format!("holds unknown value {text:?}")))
 }
 
 /// Reads a group key epoch from the `epoch` and `sealed_group_key` columns: both NULL (no
@@ -105,11 +104,12 @@ pub(super) fn group(row: &Row<'_>) -> Result<Option<crate::GroupEpoch>> {
         (None, None) => Ok(None),
         (Some(e), Some(sealed_key)) => Ok(Some(crate::GroupEpoch {
             epoch: u64::try_from(e)
-                .map_err(|_| StoreError::Corrupt(format!("epoch {e} is negative")))?,
+                .map_err(|_| StoreError::corrupt("epoch", format!("{e} is negative")))?,
             sealed_key,
         })),
-        _ => Err(StoreError::Corrupt(
-            "epoch and sealed_group_key are not set together".into(),
+        _ => Err(StoreError::corrupt(
+            "epoch, sealed_group_key",
+            "not set together",
         )),
     }
 }
@@ -119,7 +119,7 @@ pub(super) fn epoch_of(group: Option<&crate::GroupEpoch>) -> Result<Option<i64>>
     group
         .map(|g| {
             i64::try_from(g.epoch)
-                .map_err(|_| StoreError::Conflict(format!("epoch {} is too large", g.epoch)))
+                .map_err(|_| StoreError::conflict(format!("epoch {} is too large", g.epoch)))
         })
         .transpose()
 }
@@ -193,7 +193,7 @@ mod tests {
         let err =
             optional(&conn, "SELECT x'0102' AS pn_id", [], |r| pn_id(r, "pn_id")).unwrap_err();
         assert!(
-            matches!(err, StoreError::Corrupt(ref m) if m.contains("holds 2 bytes")),
+            matches!(err, StoreError::Corrupt { ref why, .. } if why.contains("holds 2 bytes")),
             "{err:?}"
         );
     }

@@ -50,7 +50,7 @@ pub(super) fn insert_entity(conn: &Connection, e: &EntityRecord) -> Result<()> {
         |_| Ok(()),
     )?;
     if owner_known.is_none() {
-        return Err(StoreError::NotFound(format!("user {}", e.owner)));
+        return Err(StoreError::not_found(format!("user {}", e.owner)));
     }
     let taken = codec::optional(
         conn,
@@ -59,7 +59,7 @@ pub(super) fn insert_entity(conn: &Connection, e: &EntityRecord) -> Result<()> {
         |_| Ok(()),
     )?;
     if taken.is_some() {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::conflict(format!(
             "entity {} is already enrolled",
             e.id
         )));
@@ -118,7 +118,7 @@ pub(super) fn update_entity_report(
         params![capabilities, status, id.as_str()],
     )?;
     if changed == 0 {
-        return Err(StoreError::NotFound(format!("entity {id}")));
+        return Err(StoreError::not_found(format!("entity {id}")));
     }
     Ok(())
 }
@@ -134,7 +134,7 @@ pub(super) fn allocate_cpns_id(conn: &Connection, pne: &EntityId) -> Result<Cpns
         [pne.as_str()],
         |row| codec::opt_id(row, "cpns_id"),
     )?
-    .ok_or_else(|| StoreError::NotFound(format!("entity {pne}")))?;
+    .ok_or_else(|| StoreError::not_found(format!("entity {pne}")))?;
     if let Some(id) = stored {
         return Ok(id);
     }
@@ -142,7 +142,7 @@ pub(super) fn allocate_cpns_id(conn: &Connection, pne: &EntityId) -> Result<Cpns
         .prepare_cached("UPDATE cpns_id_seq SET last = last + 1 WHERE id = 1 RETURNING last")?
         .query_row([], |row| row.get(0))?;
     let id = CpnsId::new(format!("cpns-{n:06}"))
-        .map_err(|e| StoreError::Corrupt(format!("cpns_id_seq.last {n}: {e}")))?;
+        .map_err(|e| StoreError::corrupt("cpns_id_seq.last", format!("{n}: {e}")))?;
     codec::exec(
         conn,
         "UPDATE entities SET cpns_id = ? WHERE id = ?",

@@ -68,7 +68,7 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
     )?;
     let seq = match known {
         Some((_, gw)) if gw != pn.gateway.as_str() => {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "PN {} is registered by gateway {gw}, not {}",
                 pn.pn_id, pn.gateway
             )));
@@ -208,7 +208,7 @@ fn require_pn(conn: &Connection, pn: &PnId) -> Result<i64> {
         [pn.as_bytes().as_slice()],
         |row| Ok(row.get(0)?),
     )?
-    .ok_or_else(|| StoreError::NotFound(format!("PN {pn}")))
+    .ok_or_else(|| StoreError::not_found(format!("PN {pn}")))
 }
 
 /// The upsert of [`upsert_member`] into the PN whose `seq` is `pn_seq`.
@@ -384,7 +384,7 @@ pub(super) fn release_pn(conn: &Connection, gw: &EntityId, pn: &PnId) -> Result<
     )?;
     match known {
         None => Ok(false),
-        Some((_, owner)) if owner != gw.as_str() => Err(StoreError::Conflict(format!(
+        Some((_, owner)) if owner != gw.as_str() => Err(StoreError::conflict(format!(
             "PN {pn} is registered by gateway {owner}, not {gw}"
         ))),
         Some((seq, _)) => {

@@ -20,7 +20,7 @@ fn decode_status(row: &Row<'_>) -> Result<StatusRecord> {
     let status = match code {
         None => Status::Offline,
         Some(c) => Status::from_code(
-            u32::try_from(c).map_err(|_| StoreError::Corrupt(format!("status {c}")))?,
+            u32::try_from(c).map_err(|_| StoreError::corrupt("status_code", format!("{c}")))?,
         ),
     };
     Ok(StatusRecord {
@@ -41,7 +41,7 @@ fn decode_status(row: &Row<'_>) -> Result<StatusRecord> {
 /// An optional unsigned column that must fit `T`.
 fn small<T: TryFrom<i64>>(row: &Row<'_>, column: &str) -> Result<Option<T>> {
     let v: Option<i64> = row.get(column)?;
-    v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}"))))
+    v.map(|v| T::try_from(v).map_err(|_| StoreError::corrupt(column, format!("holds {v}"))))
         .transpose()
 }
 
@@ -52,7 +52,7 @@ fn require_entity(conn: &Connection, id: &EntityId) -> Result<()> {
         [id.as_str()],
         |_| Ok(()),
     )?;
-    known.ok_or_else(|| StoreError::NotFound(format!("entity {id}")))
+    known.ok_or_else(|| StoreError::not_found(format!("entity {id}")))
 }
 
 /// Records each change, keeping the attributes; [`StoreError::NotFound`] (and nothing
@@ -75,7 +75,7 @@ pub(super) fn record_statuses(
             ],
         )?;
         if changed == 0 {
-            return Err(StoreError::NotFound(format!("entity {}", c.entity)));
+            return Err(StoreError::not_found(format!("entity {}", c.entity)));
         }
     }
     let ids: Vec<EntityId> = changes.iter().map(|c| c.entity.clone()).collect();
@@ -102,11 +102,11 @@ pub(super) fn record_capabilities(
         ],
     )?;
     if changed == 0 {
-        return Err(StoreError::NotFound(format!("entity {id}")));
+        return Err(StoreError::not_found(format!("entity {id}")));
     }
     statuses(conn, std::slice::from_ref(id))?
         .pop()
-        .ok_or_else(|| StoreError::NotFound(format!("entity {id}")))
+        .ok_or_else(|| StoreError::not_found(format!("entity {id}")))
 }
 
 /// Which of `candidates` are members of a PN `gateway` serves.
@@ -182,7 +182,8 @@ fn decode_subscription(row: &Row<'_>) -> Result<SubscriptionRecord> {
     let id: i64 = row.get("id")?;
     let request_id: i64 = row.get("request_id")?;
     Ok(SubscriptionRecord {
-        id: u64::try_from(id).map_err(|_| StoreError::Corrupt(format!("subscription {id}")))?,
+        id: u64::try_from(id)
+            .map_err(|_| StoreError::corrupt("status_subscriptions.id", format!("{id}")))?,
         subscriber: codec::id(row, "subscriber")?,
         owner: codec::id(row, "owner")?,
         request_id: request_id as u64,
@@ -190,12 +191,13 @@ fn decode_subscription(row: &Row<'_>) -> Result<SubscriptionRecord> {
             .split(' ')
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse()
-                    .map_err(|e| StoreError::Corrupt(format!("watched entity {s:?}: {e}")))
+                s.parse().map_err(|e| {
+                    StoreError::corrupt("status_subscriptions.entities", format!("{s:?}: {e}"))
+                })
             })
             .collect::<Result<_>>()?,
         policy: minicbor::decode::<StatusPolicy>(&policy)
-            .map_err(|e| StoreError::Corrupt(format!("subscription policy: {e}")))?,
+            .map_err(|e| StoreError::corrupt("status_subscriptions.policy", e.to_string()))?,
         created_at: row.get("created_at")?,
     })
 }
@@ -217,7 +219,7 @@ pub(super) fn add_subscription(
         .collect::<Vec<_>>()
         .join(" ");
     let policy = minicbor::to_vec(&s.policy)
-        .map_err(|e| StoreError::Conflict(format!("policy does not encode: {e}")))?;
+        .map_err(|e| StoreError::conflict(format!("policy does not encode: {e}")))?;
     codec::exec(
         conn,
         "INSERT INTO status_subscriptions \
@@ -239,7 +241,7 @@ pub(super) fn add_subscription(
         params![s.subscriber.as_str(), s.request_id as i64],
         decode_subscription,
     )?
-    .ok_or_else(|| StoreError::Corrupt("a subscription just kept is gone".into()))
+    .ok_or_else(|| StoreError::not_found("the subscription just kept"))
 }
 
 /// Removes `subscriber`'s subscription `id`; false if it has none such.

@@ -71,10 +71,13 @@ async fn unknown_pn_state_is_corrupt() {
     .unwrap();
     let err = store.pn(&PnId::from_bytes([1; 16])).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt(ref m) if m.contains("bogus")),
+        matches!(err, StoreError::Corrupt { ref why, .. } if why.contains("bogus")),
         "{err:?}"
     );
-    assert!(matches!(store.all_pns().await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.all_pns().await,
+        Err(StoreError::Corrupt { .. })
+    ));
     // The healthy PN still reads.
     assert!(
         store
@@ -96,17 +99,17 @@ async fn bad_stored_ids_are_corrupt() {
     .await
     .unwrap();
     let err = store.entity(&eid("pne-1")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     raw(&store, "UPDATE entities SET kind = 'pne'")
         .await
         .unwrap();
     let err = store.entities(&[eid("pne-1")]).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt(ref m) if m.contains("cpns_id")),
+        matches!(err, StoreError::Corrupt { ref column, .. } if column == "cpns_id"),
         "{err:?}"
     );
     let err = store.allocate_cpns_id(&eid("pne-1")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -134,7 +137,7 @@ async fn bad_member_rows_are_corrupt() {
         .await
         .unwrap();
     let err = store.local_pns().await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
 /// journal mode, foreign keys, synchronous, query_only and busy timeout of a connection.
@@ -178,7 +181,7 @@ async fn closed_store_fails_cleanly() {
     let (_dir, store) = fresh().await;
     store.close().await;
     let err = store.all_pns().await.unwrap_err();
-    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Failed(_)), "{err:?}");
 }
 
 /// The store checks owners and PNs before it writes, so the API never trips a foreign key; the
@@ -195,14 +198,14 @@ async fn constraint_violations_map_to_not_found_and_conflict() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, StoreError::NotFound(ref m) if m.contains("FOREIGN KEY")),
+        matches!(err, StoreError::NotFound { ref what } if what.contains("FOREIGN KEY")),
         "{err:?}"
     );
     let err = raw(&store, "INSERT INTO users (id) VALUES ('bob'), ('bob')")
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("UNIQUE")),
+        matches!(err, StoreError::Conflict { ref what } if what.contains("UNIQUE")),
         "{err:?}"
     );
     // Neither failed write left anything behind.
@@ -485,7 +488,7 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     // Removing a PN removes its members with it.
     assert!(
         store

@@ -9,17 +9,17 @@ use crate::{LocalUsage, Result, StoreError, UsageRow, UsageStored, UsageSummary}
 
 /// A stored u64 (SQLite integers are i64): values above `i64::MAX` are refused, not wrapped.
 fn int(what: &str, v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Conflict(format!("{what} {v} is too large")))
+    i64::try_from(v).map_err(|_| StoreError::conflict(format!("{what} {v} is too large")))
 }
 
 fn uint(row: &Row<'_>, column: &str) -> Result<u64> {
     let v: i64 = row.get(column)?;
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}")))
+    u64::try_from(v).map_err(|_| StoreError::corrupt(column, format!("holds {v}")))
 }
 
 fn opt_small<T: TryFrom<i64>>(row: &Row<'_>, column: &str) -> Result<Option<T>> {
     let v: Option<i64> = row.get(column)?;
-    v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}"))))
+    v.map(|v| T::try_from(v).map_err(|_| StoreError::corrupt(column, format!("holds {v}"))))
         .transpose()
 }
 
@@ -29,7 +29,7 @@ fn networks_text(networks: &[String]) -> String {
 
 fn networks_of(row: &Row<'_>) -> Result<Vec<String>> {
     let text: String = row.get("networks")?;
-    parse_string_array(&text).ok_or_else(|| StoreError::Corrupt(format!("networks {text:?}")))
+    parse_string_array(&text).ok_or_else(|| StoreError::corrupt("networks", format!("{text:?}")))
 }
 
 /// Reads back what [`codec::json_string_array`] wrote (strings without escapes other than
@@ -194,7 +194,7 @@ pub(super) fn save_local_usage(conn: &Connection, r: &UsageRecord) -> Result<()>
         |_| Ok(()),
     )?;
     if taken.is_some() {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::conflict(format!(
             "usage record {} exists",
             r.id
         )));

@@ -124,7 +124,7 @@ pub async fn duplicate_entity_conflicts<S: Store>(s: &S) {
     let mut again = entity("pne-1", "alice");
     again.sealed_eukey = b"other".to_vec();
     let err = s.insert_entity(&again).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(
         s.entity(&eid("pne-1")).await.unwrap(),
         Some(entity("pne-1", "alice"))
@@ -137,7 +137,7 @@ pub async fn entity_needs_owner<S: Store>(s: &S) {
         .insert_entity(&entity("pne-1", "ghost"))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.entity(&eid("pne-1")).await.unwrap(), None);
 }
 
@@ -174,7 +174,7 @@ pub async fn entity_reports<S: Store>(s: &S) {
         .update_entity_report(&eid("ghost"), None, Some("online"))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 /// A registered PN reads back with its members in order.
@@ -213,7 +213,7 @@ pub async fn other_gateway_conflicts<S: Store>(s: &S) {
     let first = pn(1, "gw-1", &["pne-1"]);
     s.register_pn(&first).await.unwrap();
     let err = s.register_pn(&pn(1, "gw-2", &["pne-9"])).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(first));
 }
 
@@ -223,7 +223,7 @@ pub async fn failed_registration_is_atomic<S: Store>(s: &S) {
         .register_pn(&pn(1, "gw-1", &["pne-1", "pne-1"]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(1)).await.unwrap(), None);
     assert_eq!(s.all_pns().await.unwrap(), vec![]);
 
@@ -233,7 +233,7 @@ pub async fn failed_registration_is_atomic<S: Store>(s: &S) {
         .register_pn(&pn(2, "gw-1", &["pne-3", "pne-3"]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(2)).await.unwrap(), Some(good));
 }
 
@@ -307,7 +307,7 @@ pub async fn upsert_member_needs_pn<S: Store>(s: &S) {
         .upsert_member(&pid(7), &member("pne-1", true))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
 }
 
@@ -430,7 +430,7 @@ pub async fn update_members_needs_pn<S: Store>(s: &S) {
         .update_members(&pid(7), &[member("pne-1", true)], &[eid("pne-2")], None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
     assert_eq!(s.all_pns().await.unwrap(), vec![]);
     // Also when there is nothing to add, so no write of a member could fail on its own.
@@ -439,7 +439,7 @@ pub async fn update_members_needs_pn<S: Store>(s: &S) {
             .update_members(&pid(7), &[], remove, None)
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     }
 }
 
@@ -503,7 +503,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
         .register_pne(&pid(7), &member("pne-1", false), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
     assert_eq!(
         s.entity(&eid("pne-1")).await.unwrap().unwrap().cpns_id,
@@ -515,7 +515,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
         .register_pne(&pid(1), &member("ghost", false), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
 
     // The failed calls allocated nothing: the next allocation gets the first number.
@@ -669,7 +669,7 @@ pub async fn cpns_ids<S: Store>(s: &S) {
         Some(first)
     );
     let err = s.allocate_cpns_id(&eid("ghost")).await.unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 /// The local inventory stores, replaces (keeping the first-stored order), lists and removes.
@@ -880,7 +880,7 @@ pub async fn release_pn_removes_the_gateways_pn_only<S: Store>(s: &S) {
     }
     let err = s.release_pn(&eid("gw-1"), &pid(3)).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("gw-2")),
+        matches!(err, StoreError::Conflict { ref what } if what.contains("gw-2")),
         "{err:?}"
     );
     assert!(s.release_pn(&eid("gw-1"), &pid(2)).await.unwrap());

@@ -121,7 +121,7 @@ pub async fn a_status_of_an_unknown_entity_records_nothing<S: Store>(s: &S) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::NotFound(ref m) if m.contains("ghost")),
+        matches!(err, StoreError::NotFound { ref what } if what.contains("ghost")),
         "{err:?}"
     );
     let phone = &s.statuses(&[eid("phone")]).await.unwrap()[0];
@@ -134,7 +134,7 @@ pub async fn a_status_of_an_unknown_entity_records_nothing<S: Store>(s: &S) {
         .record_capabilities(&eid("ghost"), &[0xa0], Attributes::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 pub async fn a_gateways_end_turns_what_it_reported_offline<S: Store>(s: &S) {
@@ -223,7 +223,7 @@ pub async fn subscriptions_are_kept_once_per_request<S: Store>(s: &S) {
         .add_subscription(&subscription("ghost", 1, &[]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 fn record(
@@ -371,7 +371,7 @@ pub async fn a_pne_keeps_its_usage_until_it_is_sent<S: Store>(s: &S) {
     s.save_local_usage(&a).await.unwrap();
     s.save_local_usage(&b).await.unwrap();
     let err = s.save_local_usage(&a).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     let unsent = s.unsent_local_usage(10).await.unwrap();
     assert_eq!(
         unsent.iter().map(|u| u.record.clone()).collect::<Vec<_>>(),
