@@ -9,7 +9,7 @@ use cpns_crypto::{MasterKey, open_group_key_at_rest, seal_group_key_at_rest};
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
 use cpns_proto::usage::{Preference, Preferences};
 use cpns_proto::{Flow, LocalPnState, OwnKeys, PanSecurity, StoreFailure};
-use cpns_store::{GroupEpoch, LocalPn, LocalSession, Store};
+use cpns_store::{DeviceStore, GroupEpoch, LocalPn, LocalSession};
 use cpns_wire::{
     CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, DeviceCapabilities, EntityId,
     ErrorBody, ErrorCode, PnId, PnInventory, SetupType, Status, StatusEntry, StatusNotification,
@@ -73,7 +73,7 @@ impl PneReport {
 
 /// Runs a PNE against the PN GW at `gw_addr`: discovery, then `steps` in order. Returns when
 /// every step has ended (or at `stop`, or when the link closes).
-pub async fn run<S: Store>(
+pub async fn run<S: DeviceStore>(
     cfg: PneConfig,
     store: S,
     gw_addr: &str,
@@ -326,7 +326,7 @@ impl ServeConfig {
 /// it (so the PN GW can tell it what changes), keeps its local inventory current, and acts on
 /// the commands of its [`PneHandle`]. A lost link is opened again with backoff. Ends at `stop`,
 /// or with an error when a step fails.
-pub fn serve<S: Store + Clone>(
+pub fn serve<S: DeviceStore + Clone>(
     cfg: PneConfig,
     serve: ServeConfig,
     store: S,
@@ -343,7 +343,7 @@ pub fn serve<S: Store + Clone>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_loop<S: Store + Clone>(
+async fn serve_loop<S: DeviceStore + Clone>(
     cfg: PneConfig,
     serve: ServeConfig,
     store: S,
@@ -398,7 +398,7 @@ async fn serve_loop<S: Store + Clone>(
 }
 
 /// Answers a command while there is no link to the PN GW.
-async fn offline<S: Store>(store: &S, caps: &DeviceCapabilities, c: Command) {
+async fn offline<S: DeviceStore>(store: &S, caps: &DeviceCapabilities, c: Command) {
     match c {
         Command::Inventory(reply) => {
             let pns = store.local_pns().await.unwrap_or_default();
@@ -435,7 +435,7 @@ async fn offline<S: Store>(store: &S, caps: &DeviceCapabilities, c: Command) {
 }
 
 /// The reporting preferences kept in a PNE's store, `default` for services with none.
-pub async fn usage_prefs<S: Store>(
+pub async fn usage_prefs<S: DeviceStore>(
     store: &S,
     default: Preference,
 ) -> Result<Preferences, cpns_store::StoreError> {
@@ -443,11 +443,7 @@ pub async fn usage_prefs<S: Store>(
         default,
         ..Preferences::default()
     };
-    for (service, p) in store.usage_prefs().await? {
-        if let Some(p) = Preference::parse(&p) {
-            prefs.services.insert(service, p);
-        }
-    }
+    prefs.services.extend(store.usage_prefs().await?);
     Ok(prefs)
 }
 
@@ -482,7 +478,7 @@ struct Link<S> {
     steps_failed: bool,
 }
 
-impl<S: Store> Link<S> {
+impl<S: DeviceStore> Link<S> {
     /// Reloads the local inventory and secure session, connects, and starts discovery.
     async fn open(
         cfg: PneConfig,

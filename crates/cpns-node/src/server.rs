@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cpns_crypto::MasterKey;
 use cpns_proto::ProtoError;
 use cpns_proto::server::{ServerConfig, ServerEvent, ServerOutput, ServerSession};
-use cpns_store::Store;
+use cpns_store::ServerStore;
 use cpns_wire::{EntityId, ErrorBody, ErrorCode, PneConfirmRequest, PneConfirmResponse};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -257,7 +257,7 @@ impl<S> core::fmt::Debug for ServerNode<S> {
     }
 }
 
-impl<S: Store + Clone> ServerNode<S> {
+impl<S: ServerStore + Clone> ServerNode<S> {
     /// A server with its store, master key and TLS certificate (PEM).
     pub fn new(
         cfg: ServerNodeConfig,
@@ -753,7 +753,7 @@ pub struct ServerHandle<S> {
     wait: Duration,
 }
 
-impl<S: Store + Clone> ServerHandle<S> {
+impl<S: ServerStore + Clone> ServerHandle<S> {
     /// The status hub.
     pub fn hub(&self) -> &Arc<StatusHub> {
         &self.hub
@@ -852,7 +852,7 @@ fn reach_of(
     }
 }
 
-impl<S: Store + Clone> ServerNode<S> {
+impl<S: ServerStore + Clone> ServerNode<S> {
     /// Attaches the entities this session reaches (its PN GW, PNEs it reported online or that
     /// subscribed through it) that hold subscriptions to its mailbox, made when first needed;
     /// detaches those it no longer reaches.

@@ -15,11 +15,11 @@ use cpns_proto::server::{
     EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect,
 };
 use cpns_proto::status::{EntityState, Policy, Subscription, Watched};
-use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, Store};
+use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, ServerStore};
 
 use crate::error::{NodeError, store_failure};
 use crate::status_hub::{StatusHub, Subscriber};
-use cpns_wire::{DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
+use cpns_wire::{EntityId, InventoryMember, PnId, PnInventory};
 
 /// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
 const ANSWERS_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
@@ -29,11 +29,6 @@ pub fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Capabilities as the store keeps them (CBOR).
-pub fn caps_bytes(c: &DeviceCapabilities) -> Vec<u8> {
-    minicbor::to_vec(c).unwrap_or_default()
 }
 
 /// A status record as the status machinery reads it.
@@ -53,34 +48,6 @@ pub fn state_of(
     })
 }
 
-/// Capabilities from the store.
-pub fn caps_of(b: Option<&[u8]>) -> Option<DeviceCapabilities> {
-    b.and_then(|b| minicbor::decode(b).ok())
-}
-
-/// Contents as the store keeps them (CBOR); none for an empty list.
-pub fn contents_bytes(c: &[cpns_wire::ContentItem]) -> Option<Vec<u8>> {
-    (!c.is_empty()).then(|| minicbor::to_vec(c).unwrap_or_default())
-}
-
-/// A member of a PN inventory from what a store keeps of it.
-pub fn inventory_member(
-    pne_id: &EntityId,
-    capabilities: Option<&[u8]>,
-    contents: Option<&[u8]>,
-) -> InventoryMember {
-    InventoryMember {
-        pne_id: pne_id.clone(),
-        capabilities: caps_of(capabilities),
-        contents: contents_of(contents),
-    }
-}
-
-/// Contents from the store; none when absent or unreadable.
-pub fn contents_of(b: Option<&[u8]>) -> Vec<cpns_wire::ContentItem> {
-    b.and_then(|b| minicbor::decode(b).ok()).unwrap_or_default()
-}
-
 /// A PN of the store as a PN inventory.
 pub fn inventory_of(pn: &PnRecord) -> PnInventory {
     PnInventory {
@@ -89,7 +56,11 @@ pub fn inventory_of(pn: &PnRecord) -> PnInventory {
         members: pn
             .members
             .iter()
-            .map(|m| inventory_member(&m.pne_id, m.capabilities.as_deref(), m.contents.as_deref()))
+            .map(|m| InventoryMember {
+                pne_id: m.pne_id.clone(),
+                capabilities: m.capabilities.clone(),
+                contents: m.contents.clone(),
+            })
             .collect(),
     }
 }
@@ -188,7 +159,7 @@ fn expired(rec: &PnRecord) -> bool {
     rec.expires_at.is_some_and(|at| at <= unix_millis())
 }
 
-pub(crate) async fn load<S: Store>(
+pub(crate) async fn load<S: ServerStore>(
     store: &S,
     master: &MasterKey,
     keys: &KeyCache,
@@ -305,7 +276,7 @@ pub(crate) async fn load<S: Store>(
 }
 
 /// The status side of a load (docs/device-status.md).
-async fn load_status<S: Store>(
+async fn load_status<S: ServerStore>(
     store: &S,
     req: &LoadRequest,
     loaded: &mut Loaded,
@@ -393,7 +364,7 @@ fn sealed_group(
         .transpose()
 }
 
-pub(crate) async fn persist<S: Store>(
+pub(crate) async fn persist<S: ServerStore>(
     store: &S,
     master: &MasterKey,
     hub: &StatusHub,
@@ -407,25 +378,11 @@ pub(crate) async fn persist<S: Store>(
             capabilities,
             status,
         } => {
-            if let Some(caps) = capabilities {
-                let attributes = cpns_store::Attributes::of(&caps);
-                let rec = store
-                    .record_capabilities(&id, &caps_bytes(&caps), attributes)
-                    .await
-                    .map_err(err)?;
-                publish(hub, [rec]);
-            }
-            if let Some(status) = status {
-                let change = cpns_store::StatusChange {
-                    entity: id,
-                    status,
-                    label: None,
-                    since: now,
-                    reported_by: None,
-                };
-                let recs = store.record_statuses(&[change]).await.map_err(err)?;
-                publish(hub, recs);
-            }
+            let rec = store
+                .record_report(&id, capabilities.as_deref(), status.map(|s| (s, now)))
+                .await
+                .map_err(err)?;
+            publish(hub, [rec]);
             Ok(Persisted::Done)
         }
         ServerEffect::RecordStatuses { changes } => {
@@ -463,12 +420,17 @@ pub(crate) async fn persist<S: Store>(
                 })
                 .await
                 .map_err(err)?;
-            let watched = watched_of(kept.entities, kept.owner);
-            let states = watched_states(store, &watched).await.map_err(err)?;
+            let sub = kept.subscription;
+            let watched = watched_of(sub.entities, sub.owner);
+            let states = kept
+                .states
+                .into_iter()
+                .filter_map(|r| state_of(r, None))
+                .collect();
             let entries = hub.subscribe(
                 std::time::Instant::now(),
                 Subscription {
-                    id: kept.id,
+                    id: sub.id,
                     subscriber: Subscriber::Entity(subscriber),
                     watched,
                     policy: checked,
@@ -476,7 +438,7 @@ pub(crate) async fn persist<S: Store>(
                 states,
             );
             Ok(Persisted::Subscribed {
-                id: kept.id,
+                id: sub.id,
                 entries,
             })
         }
@@ -542,8 +504,8 @@ pub(crate) async fn persist<S: Store>(
                     pne_id: m.pne_id,
                     initiator: m.initiator,
                     authenticated: true,
-                    capabilities: Some(caps_bytes(&m.capabilities)),
-                    contents: contents_bytes(&m.contents),
+                    capabilities: Some(m.capabilities),
+                    contents: m.contents,
                     joined_at: now,
                     owner: m.owner,
                 });
@@ -578,9 +540,9 @@ pub(crate) async fn persist<S: Store>(
                     pne_id: m.pne_id,
                     initiator: false,
                     authenticated: false,
-                    capabilities: m.capabilities.as_ref().map(caps_bytes),
+                    capabilities: m.capabilities,
                     sealed_session_key: None,
-                    contents: None,
+                    contents: Vec::new(),
                     joined_at: now,
                     owner: None,
                 })
@@ -647,20 +609,15 @@ pub(crate) async fn persist<S: Store>(
             group,
         } => {
             let group = sealed_group(master, &pn_id, group)?;
-            let existing = store.pn(&pn_id).await.map_err(err)?;
-            let known = existing
-                .as_ref()
-                .and_then(|p| p.members.iter().find(|m| m.pne_id == pne_id));
+            // An existing member keeps its initiator flag, its joining time and, with none
+            // given, its capabilities: the store's upsert never downgrades (decision 12).
             let member = PnMember {
                 sealed_session_key: Some(sealed_sk(master, &pn_id, &pne_id, &session_key)?),
-                initiator: known.is_some_and(|m| m.initiator),
-                capabilities: capabilities
-                    .as_deref()
-                    .map(caps_bytes)
-                    .or_else(|| known.and_then(|m| m.capabilities.clone())),
-                joined_at: known.map_or(now, |m| m.joined_at),
+                initiator: false,
+                capabilities: capabilities.map(|c| *c),
+                joined_at: now,
                 owner: None,
-                contents: None,
+                contents: Vec::new(),
                 authenticated: true,
                 pne_id,
             };
@@ -686,7 +643,7 @@ pub fn watched_of(entities: Vec<EntityId>, owner: cpns_wire::UserId) -> Watched 
 }
 
 /// The status records of what `watched` covers, as the hub reads them.
-pub async fn watched_states<S: Store>(
+pub async fn watched_states<S: ServerStore>(
     store: &S,
     watched: &Watched,
 ) -> Result<Vec<EntityState>, cpns_store::StoreError> {
@@ -739,7 +696,6 @@ mod tests {
                 sealed_eukey: seal_at_rest(master, &at_rest_eukey_aad(id), key.expose_secret())
                     .unwrap(),
                 capabilities: None,
-                status: None,
                 cpns_id: None,
                 enrolled_at: 0,
             })
@@ -808,7 +764,7 @@ mod tests {
             owner: None,
             pne_id: gw("a"),
             initiator: true,
-            capabilities: DeviceCapabilities::default(),
+            capabilities: cpns_wire::DeviceCapabilities::default(),
             contents: Vec::new(),
             session_key: cpns_crypto::SessionKey::from_bytes([1; 32]),
         };

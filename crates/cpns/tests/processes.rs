@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cpns_store::{SqliteStore, Store};
+use cpns_store::{DeviceStore, ServerStore, SqliteStore};
 
 mod common;
 

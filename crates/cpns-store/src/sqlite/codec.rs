@@ -5,7 +5,7 @@
 use core::str::FromStr;
 use std::collections::HashMap;
 
-use cpns_wire::{IdError, PnId};
+use cpns_wire::{ContentItem, DeviceCapabilities, IdError, PnId};
 use rusqlite::{Connection, Params, Row};
 
 use crate::{Result, StoreError};
@@ -93,6 +93,48 @@ fn parse_id<T: FromStr<Err = IdError>>(column: &str, text: &str) -> Result<T> {
 pub(super) fn name<T>(row: &Row<'_>, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let text: String = row.get(column)?;
     parse(&text).ok_or_else(|| StoreError::corrupt(column, format!("holds unknown value {text:?}")))
+}
+
+/// Device capabilities as a column keeps them: the CBOR of `cpns_wire::DeviceCapabilities`.
+pub(super) fn capabilities_blob(c: Option<&DeviceCapabilities>) -> Option<Vec<u8>> {
+    c.map(cbor)
+}
+
+/// Reads device capabilities (CBOR) from `column` of `row`, if set.
+pub(super) fn capabilities(row: &Row<'_>, column: &str) -> Result<Option<DeviceCapabilities>> {
+    let bytes: Option<Vec<u8>> = row.get(column)?;
+    bytes.map(|b| decode_cbor(column, &b)).transpose()
+}
+
+/// Announced contents as a column keeps them: the CBOR array of `cpns_wire::ContentItem`, NULL
+/// for none.
+pub(super) fn contents_blob(c: &[ContentItem]) -> Option<Vec<u8>> {
+    (!c.is_empty()).then(|| cbor(c))
+}
+
+/// Reads announced contents (CBOR) from `column` of `row`; none when NULL.
+pub(super) fn contents(row: &Row<'_>, column: &str) -> Result<Vec<ContentItem>> {
+    let bytes: Option<Vec<u8>> = row.get(column)?;
+    Ok(bytes
+        .map(|b| decode_cbor(column, &b))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// The CBOR of `value` (writing to memory cannot fail).
+pub(super) fn cbor<T: minicbor::Encode<()> + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // A `Vec` writer is infallible, and the store's types encode without a context.
+    let _ = minicbor::encode(value, &mut out);
+    out
+}
+
+/// Decodes the CBOR `bytes` of `column`; [`StoreError::Corrupt`] if they do not decode.
+pub(super) fn decode_cbor<T>(column: &str, bytes: &[u8]) -> Result<T>
+where
+    T: for<'b> minicbor::Decode<'b, ()>,
+{
+    minicbor::decode(bytes).map_err(|e| StoreError::corrupt(column, format!("CBOR: {e}")))
 }
 
 /// Reads a group key epoch from the `epoch` and `sealed_group_key` columns: both NULL (no
@@ -184,6 +226,60 @@ mod tests {
         assert_eq!(
             json_string_array(["a b", "\u{1f}é"]),
             "[\"a b\",\"\\u001fé\"]"
+        );
+    }
+
+    #[test]
+    fn typed_columns_keep_the_cbor_of_their_type() {
+        let caps = DeviceCapabilities {
+            device_type: "phone".into(),
+            battery_pct: Some(40),
+            ..DeviceCapabilities::default()
+        };
+        // The bytes earlier builds wrote (`minicbor::to_vec`), so existing databases read.
+        assert_eq!(
+            capabilities_blob(Some(&caps)),
+            Some(minicbor::to_vec(&caps).unwrap())
+        );
+        assert_eq!(capabilities_blob(None), None);
+        let items = vec![ContentItem {
+            name: "a.mp3".into(),
+            media_type: "audio/mpeg".into(),
+        }];
+        assert_eq!(
+            contents_blob(&items),
+            Some(minicbor::to_vec(&items).unwrap())
+        );
+        assert_eq!(contents_blob(&[]), None);
+        let conn = Connection::open_in_memory().unwrap();
+        let read = optional(
+            &conn,
+            "SELECT ? AS caps, ? AS contents, NULL AS none",
+            rusqlite::params![capabilities_blob(Some(&caps)), contents_blob(&items)],
+            |r| {
+                Ok((
+                    capabilities(r, "caps")?,
+                    contents(r, "contents")?,
+                    capabilities(r, "none")?,
+                    contents(r, "none")?,
+                ))
+            },
+        )
+        .unwrap();
+        assert_eq!(read, Some((Some(caps), items, None, Vec::new())));
+        // Bytes that are not their type's CBOR are a corrupt column, named.
+        let err = optional(&conn, "SELECT x'ff00' AS caps", [], |r| {
+            capabilities(r, "caps")
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { ref column, ref why } if column == "caps" && why.starts_with("CBOR")),
+            "{err:?}"
+        );
+        let err = optional(&conn, "SELECT x'ff00' AS c", [], |r| contents(r, "c")).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { ref column, .. } if column == "c"),
+            "{err:?}"
         );
     }
 

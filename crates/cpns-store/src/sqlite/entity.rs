@@ -12,8 +12,8 @@ use crate::{EntityKind, EntityRecord, Result, StoreError};
 /// The `SELECT` of a whole entity row, aliased `e`, for [`decode_entity`].
 macro_rules! select_entity {
     () => {
-        "SELECT e.id, e.kind, e.owner, e.sealed_eukey, e.capabilities, e.status, e.cpns_id, \
-         e.enrolled_at FROM entities AS e"
+        "SELECT e.id, e.kind, e.owner, e.sealed_eukey, e.capabilities, e.cpns_id, e.enrolled_at \
+         FROM entities AS e"
     };
 }
 
@@ -23,8 +23,7 @@ fn decode_entity(row: &Row<'_>) -> Result<EntityRecord> {
         kind: codec::name(row, "kind", EntityKind::parse)?,
         owner: codec::id(row, "owner")?,
         sealed_eukey: row.get("sealed_eukey")?,
-        capabilities: row.get("capabilities")?,
-        status: row.get("status")?,
+        capabilities: codec::capabilities(row, "capabilities")?,
         cpns_id: codec::opt_id(row, "cpns_id")?,
         enrolled_at: row.get("enrolled_at")?,
     })
@@ -67,15 +66,14 @@ pub(super) fn insert_entity(conn: &Connection, e: &EntityRecord) -> Result<()> {
     codec::exec(
         conn,
         "INSERT INTO entities \
-         (id, kind, owner, sealed_eukey, capabilities, status, cpns_id, enrolled_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         (id, kind, owner, sealed_eukey, capabilities, cpns_id, enrolled_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
         params![
             e.id.as_str(),
             e.kind.as_str(),
             e.owner.as_str(),
             e.sealed_eukey,
-            e.capabilities,
-            e.status,
+            codec::capabilities_blob(e.capabilities.as_ref()),
             e.cpns_id.as_ref().map(CpnsId::as_str),
             e.enrolled_at,
         ],
@@ -102,25 +100,6 @@ pub(super) fn entities(conn: &Connection, ids: &[EntityId]) -> Result<Vec<Entity
         ids,
         decode_entity,
     )
-}
-
-/// Records what an entity reported; `None` leaves a field as it was.
-pub(super) fn update_entity_report(
-    conn: &Connection,
-    id: &EntityId,
-    capabilities: Option<&[u8]>,
-    status: Option<&str>,
-) -> Result<()> {
-    let changed = codec::exec(
-        conn,
-        "UPDATE entities SET capabilities = COALESCE(?, capabilities), \
-         status = COALESCE(?, status) WHERE id = ?",
-        params![capabilities, status, id.as_str()],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::not_found(format!("entity {id}")));
-    }
-    Ok(())
 }
 
 /// The CPNS ID of `pne` (003 §1.4.1 step 3): the one it has, or the next number of

@@ -6,7 +6,7 @@ use cpns_wire::{EntityId, PnId, UserId};
 use tempfile::TempDir;
 
 use super::{Durability, SqliteStore};
-use crate::{EntityKind, EntityRecord, PnRecord, PnState, Store, StoreError};
+use crate::{DeviceStore, EntityKind, EntityRecord, PnRecord, PnState, ServerStore, StoreError};
 
 /// Runs raw SQL on the writer connection, behind the store's back (as one write of its own).
 async fn raw(store: &SqliteStore, sql: &'static str) -> crate::Result<usize> {
@@ -50,7 +50,6 @@ async fn enroll(store: &SqliteStore, id: &str) {
             owner,
             sealed_eukey: vec![1, 2, 3],
             capabilities: None,
-            status: None,
             cpns_id: None,
             enrolled_at: 7,
         })
@@ -124,7 +123,7 @@ async fn bad_member_rows_are_corrupt() {
                 capabilities: None,
                 sealed_local_key: None,
                 route: None,
-                contents: None,
+                contents: Vec::new(),
             }],
             stored_at: 5,
             sealed_session_key: None,
@@ -315,7 +314,7 @@ async fn an_old_sqlx_database_opens_with_its_data() {
         let pn = store.pn(&PnId::from_bytes([7; 16])).await.unwrap().unwrap();
         let members: Vec<&str> = pn.members.iter().map(|m| m.pne_id.as_str()).collect();
         assert_eq!(members, ["pne-1", "pne-2"]);
-        assert_eq!(pn.members[0].contents, None);
+        assert!(pn.members[0].contents.is_empty());
         // 0004's table is there.
         let session = crate::LocalSession {
             cpns_id: cpns_wire::CpnsId::new("cpns-000001").unwrap(),
@@ -413,7 +412,21 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
     for (_, _, sql) in old_migrations(4) {
         conn.execute_batch(sql).unwrap();
     }
-    conn.execute_batch(
+    // Capabilities and contents as earlier builds wrote them: their types' CBOR.
+    let caps = cpns_wire::DeviceCapabilities {
+        device_type: "phone".into(),
+        ..cpns_wire::DeviceCapabilities::default()
+    };
+    let items = vec![cpns_wire::ContentItem {
+        name: "song".into(),
+        media_type: "audio/mpeg".into(),
+    }];
+    let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (caps_hex, items_hex) = (
+        hex(minicbor::to_vec(&caps).unwrap()),
+        hex(minicbor::to_vec(&items).unwrap()),
+    );
+    conn.execute_batch(&format!(
         "PRAGMA user_version = 4;
          INSERT INTO users (id) VALUES ('alice');
          INSERT INTO pns (pn_id, gateway, owner, state, created_at, seq) VALUES
@@ -422,12 +435,13 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
              (x'05050505050505050505050505050505', 'gw-b', 'alice', 'active', 7, 3);
          INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, joined_at,
                                  sealed_session_key, capabilities, contents) VALUES
-             (x'09090909090909090909090909090909', 'pne-z', 0, 1, 1, 8, x'aa', x'a1', x'c1'),
+             (x'09090909090909090909090909090909', 'pne-z', 0, 1, 1, 8, x'aa', x'{caps_hex}',
+              x'{items_hex}'),
              (x'09090909090909090909090909090909', 'pne-a', 1, 0, 0, 9, NULL, NULL, NULL),
              (x'05050505050505050505050505050505', 'pne-m', 0, 1, 1, 10, x'bb', NULL, NULL);
          INSERT INTO replays (sender, request_id, answer, created_at) VALUES
              ('gw-b', -3, x'0102', 11);",
-    )
+    ))
     .unwrap();
     drop(conn);
 
@@ -447,10 +461,10 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
         (
             z.joined_at,
             z.sealed_session_key.as_deref(),
-            z.capabilities.as_deref(),
-            z.contents.as_deref()
+            z.capabilities.as_ref(),
+            &z.contents
         ),
-        (8, Some(&[0xaa][..]), Some(&[0xa1][..]), Some(&[0xc1][..]))
+        (8, Some(&[0xaa][..]), Some(&caps), &items)
     );
     assert_eq!(first.state, PnState::Active);
     assert_eq!(first.created_at, 5);

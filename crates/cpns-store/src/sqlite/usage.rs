@@ -1,7 +1,7 @@
 //! Usage statistics and charging records (tables `usage_records`, `charging_records` on the
 //! server; `local_usage`, `usage_prefs` on a PNE; 004 §5.5.4, docs/device-status.md).
 
-use cpns_wire::{Audience, ChargingRecord, Status, UsageRecord, UserId};
+use cpns_wire::{Audience, ChargingRecord, Preference, Status, UsageRecord, UserId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec;
@@ -276,28 +276,36 @@ pub(super) fn local_usage_summary(conn: &Connection) -> Result<Vec<UsageSummary>
     )
 }
 
-/// Sets (or with `None` clears) the reporting preference of `service`.
-pub(super) fn set_usage_pref(conn: &Connection, service: &str, pref: Option<&str>) -> Result<()> {
+/// Sets (or with `None` clears) the reporting preference of `service`, kept by its name.
+pub(super) fn set_usage_pref(
+    conn: &Connection,
+    service: &str,
+    pref: Option<Preference>,
+) -> Result<()> {
     match pref {
         Some(p) => codec::exec(
             conn,
             "INSERT INTO usage_prefs (service, preference) VALUES (?1, ?2) \
              ON CONFLICT (service) DO UPDATE SET preference = ?2",
-            params![service, p],
+            params![service, p.name()],
         )?,
         None => codec::exec(conn, "DELETE FROM usage_prefs WHERE service = ?", [service])?,
     };
     Ok(())
 }
 
-/// Every reporting preference, by service.
-pub(super) fn usage_prefs(conn: &Connection) -> Result<Vec<(String, String)>> {
-    codec::all(
+/// Every reporting preference, by service; a name this build does not know is left out.
+pub(super) fn usage_prefs(conn: &Connection) -> Result<Vec<(String, Preference)>> {
+    let rows: Vec<(String, String)> = codec::all(
         conn,
         "SELECT service, preference FROM usage_prefs ORDER BY service",
         [],
         |row| Ok((row.get("service")?, row.get("preference")?)),
-    )
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(service, name)| Some((service, Preference::parse(&name)?)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::readers::MAX_IDLE;
 use super::tests::fresh;
 use super::writer::MAX_BATCH;
 use super::{SqliteStore, pn};
-use crate::{PnMember, PnRecord, PnState, Result, Store, StoreError};
+use crate::{PnMember, PnRecord, PnState, Result, ServerStore, StoreError};
 
 fn pid(n: u32) -> PnId {
     let mut b = [0x5a; 16];
@@ -42,7 +42,7 @@ fn record(n: u32, gateway: &str, members: &[&str]) -> PnRecord {
                 authenticated: true,
                 capabilities: None,
                 sealed_session_key: Some(m.as_bytes().to_vec()),
-                contents: None,
+                contents: Vec::new(),
                 joined_at: i64::from(n),
                 owner: None,
             })
