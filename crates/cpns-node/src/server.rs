@@ -679,15 +679,19 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     }
                     conn.queue(&frame)?;
                 }
-                ServerOutput::Load { token, request } => {
+                ServerOutput::Load { token, load } => {
                     conn.write_now()?;
                     let loaded = Box::pin(server_store::load(
                         &self.store,
                         &self.master,
                         &self.keys,
-                        &request,
+                        &load,
                     ))
-                    .await?;
+                    .await;
+                    // A failed read ends the flow that asked, not the session.
+                    if let Err(e) = &loaded {
+                        warn!(error = %e, load = load.name(), "load failed");
+                    }
                     session.handle_loaded(Instant::now(), token, loaded)?;
                 }
                 ServerOutput::Persist { token, effect } => {

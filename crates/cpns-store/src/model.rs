@@ -399,3 +399,58 @@ pub struct LocalUsage {
     /// Whether the server acknowledged it.
     pub sent: bool,
 }
+
+/// What a flow that registers or changes a PN reads, in one snapshot
+/// ([`crate::ServerStore::pn_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PnView {
+    /// The PN, if the inventory holds it.
+    pub pn: Option<PnRecord>,
+    /// The answer kept for the sender's request, if asked for and kept.
+    pub answer: Option<Vec<u8>>,
+    /// The enrolled entities among those asked for, in the order of their first mention.
+    pub entities: Vec<EntityRecord>,
+}
+
+/// What a member's request about its PN reads, in one snapshot
+/// ([`crate::ServerStore::member_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberView {
+    /// The PN, if the inventory holds it.
+    pub pn: Option<PnRecord>,
+    /// If the PNE is no member of it: the membership it had there that ended, if kept.
+    pub departed: Option<Departed>,
+}
+
+/// What a PNE's inventory query reads, in one snapshot
+/// ([`crate::ServerStore::inventory_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryView {
+    /// The asker's user; `None` if it is not enrolled.
+    pub owner: Option<UserId>,
+    /// The PN named, if held; without one, every PN of the asker's user, in creation order.
+    pub pns: Vec<PnRecord>,
+}
+
+/// The users a usage report is charged by, in one snapshot
+/// ([`crate::ServerStore::usage_owners`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owners {
+    /// The reporting entity's user; `None` if it is not enrolled.
+    pub entity: Option<UserId>,
+    /// The owner of the PN it reports in, if the inventory holds the PN.
+    pub pn: Option<UserId>,
+}
+
+/// What a status query or subscription reads, in one snapshot
+/// ([`crate::ServerStore::status_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusView {
+    /// The records of the asker and of the entities named that are enrolled, in the order of
+    /// their first mention (the asker first).
+    pub statuses: Vec<StatusRecord>,
+    /// If asked for: every device of the asker's user, by id.
+    pub of_user: Vec<StatusRecord>,
+    /// If asked for: how many subscriptions the asker holds.
+    pub subscriptions: usize,
+}

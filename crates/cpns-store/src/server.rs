@@ -10,12 +10,14 @@ use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 #[cfg(doc)]
 use crate::StoreError;
 use crate::{
-    Departed, EntityRecord, GroupEpoch, PnMember, PnRecord, Reconciled, Result, StatusChange,
-    StatusRecord, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
+    Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
+    PnView, Reconciled, Result, StatusChange, StatusRecord, StatusView, Subscribed,
+    SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
 };
 
 /// The CPNS Server's state of record. Every write is one transaction; every read that takes
-/// several queries sees one snapshot.
+/// several queries sees one snapshot: the last methods ([`ServerStore::pn_view`] and after)
+/// give each of the server's flows what it reads, in one snapshot.
 pub trait ServerStore: Send + Sync + 'static {
     /// Adds a user; does nothing if it exists.
     fn ensure_user(&self, user: &UserId) -> impl Future<Output = Result<()>> + Send;
@@ -245,4 +247,60 @@ pub trait ServerStore: Send + Sync + 'static {
         user: &UserId,
         since_s: u64,
     ) -> impl Future<Output = Result<Vec<cpns_wire::ChargingRecord>>> + Send;
+
+    /// What a flow that registers or changes PN `pn` reads, in one snapshot (000 §6.6.1.1 step
+    /// 5, §6.6.2, §6.6.3, §6.6.5; 003 §1.4.1): the PN with its members, the answer kept for
+    /// `answer_of` (sender, request id) as [`ServerStore::answer_of`] reads it, and the
+    /// enrolled entities among `entities` as [`ServerStore::entities`] reads them.
+    fn pn_view(
+        &self,
+        pn: &PnId,
+        answer_of: Option<(&str, u64)>,
+        entities: &[EntityId],
+    ) -> impl Future<Output = Result<PnView>> + Send;
+
+    /// What member `pne`'s request about PN `pn` reads, in one snapshot (002 §B.1.1.3 step
+    /// 22): the PN with its members and, if `pne` is not one of them, its membership there
+    /// that ended, as [`ServerStore::departed`] reads it.
+    fn member_view(
+        &self,
+        pn: &PnId,
+        pne: &EntityId,
+    ) -> impl Future<Output = Result<MemberView>> + Send;
+
+    /// What `asker`'s inventory query reads, in one snapshot (004 §5.5.10): its user, and PN
+    /// `pn` if given, else every PN of that user (none if `asker` is not enrolled).
+    fn inventory_view(
+        &self,
+        asker: &EntityId,
+        pn: Option<&PnId>,
+    ) -> impl Future<Output = Result<InventoryView>> + Send;
+
+    /// The user of `entity` and the owner of PN `pn`, in one snapshot (004 §5.5.4: whom a
+    /// usage report is charged to).
+    fn usage_owners(
+        &self,
+        entity: &EntityId,
+        pn: &PnId,
+    ) -> impl Future<Output = Result<Owners>> + Send;
+
+    /// The charging records of the user owning `entity`, as
+    /// [`ServerStore::charging_records`] reads them, in one snapshot; none if `entity` is not
+    /// enrolled.
+    fn charging_records_of(
+        &self,
+        entity: &EntityId,
+        since_s: u64,
+    ) -> impl Future<Output = Result<Vec<cpns_wire::ChargingRecord>>> + Send;
+
+    /// What `asker`'s status query or subscription reads, in one snapshot (004 §5.5.3.2): the
+    /// status records of `asker` and of `named`; with `of_user`, of every device of `asker`'s
+    /// user; with `subscriptions`, how many subscriptions `asker` holds.
+    fn status_view(
+        &self,
+        asker: &EntityId,
+        named: &[EntityId],
+        of_user: bool,
+        subscriptions: bool,
+    ) -> impl Future<Output = Result<StatusView>> + Send;
 }

@@ -75,6 +75,12 @@ mod server {
     subscriptions_are_kept_once_per_request,
     usage_is_stored_once_and_charged_to_the_consumer,
     served_by_names_the_members_of_the_gateways_pns,
+        pn_view_reads_a_pn_with_its_answer_and_entities,
+        member_view_gives_an_ended_membership_to_a_non_member,
+        inventory_view_reads_the_askers_pns,
+        usage_owners_name_the_reporters_and_the_pns_users,
+        charging_records_of_an_entity_are_its_users,
+        status_view_reads_what_a_query_names,
     );
 }
 

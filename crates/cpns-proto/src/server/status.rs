@@ -19,7 +19,7 @@ use cpns_wire::{
 };
 
 use super::connect::Gw;
-use super::{LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerSession};
+use super::{Load, Parked, Persisted, ServerEffect, ServerSession, StatusesLoaded};
 use crate::StoreFailure;
 use crate::rate::{TokenBucket, retry_in};
 use crate::status::{EntityState, MAX_WATCHED, Policy};
@@ -175,7 +175,8 @@ pub(super) enum NeedsServed {
 }
 
 impl NeedsServed {
-    fn req_msg(&self) -> u64 {
+    /// The request it answers.
+    pub(super) fn req_msg(&self) -> u64 {
         match self {
             NeedsServed::Caps { req_msg, .. }
             | NeedsServed::Report { req_msg, .. }
@@ -219,6 +220,11 @@ pub(super) enum StatusRead {
 }
 
 impl StatusRead {
+    /// The request it answers.
+    pub(super) fn req_msg(&self) -> u64 {
+        self.parts().0
+    }
+
     /// The request's message, who asks, and the entities it names.
     fn parts(&self) -> (u64, &EntityId, &[EntityId]) {
         match self {
@@ -434,23 +440,23 @@ impl ServerSession {
         if unknown.is_empty() {
             return self.served_known(w);
         }
-        let request = LoadRequest {
-            served_by: Some((gw.id.clone(), unknown)),
-            ..LoadRequest::default()
+        let load = Load::Served {
+            gateway: gw.id.clone(),
+            candidates: unknown,
         };
-        self.load(Parked::ServedLoad(Box::new(w)), request);
+        self.load(Parked::ServedLoad(Box::new(w)), load);
     }
 
     /// The store's answer on which PNEs are served.
-    pub(super) fn served_loaded(&mut self, w: NeedsServed, loaded: Loaded) {
+    pub(super) fn served_loaded(&mut self, w: NeedsServed, served: Vec<EntityId>) {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
             return;
         };
         let r = self.reporting();
-        if r.served.len() + loaded.served.len() > MAX_TRACKED {
+        if r.served.len() + served.len() > MAX_TRACKED {
             r.served.clear();
         }
-        r.served.extend(loaded.served);
+        r.served.extend(served);
         let stranger = w.pnes(&gw).into_iter().find(|p| !self.served(p));
         if let Some(p) = stranger {
             let reason = format!("{p} is not a member of a PN of this PN GW");
@@ -518,21 +524,17 @@ impl ServerSession {
     /// for a query of no entity every device of its user, for a subscription its count.
     fn read_statuses(&mut self, read: StatusRead) {
         let (_, asker, named) = read.parts();
-        let request = LoadRequest {
-            statuses: std::iter::once(asker.clone())
-                .chain(named.iter().cloned())
-                .collect(),
-            owner_statuses: matches!(&read, StatusRead::Query { .. } if named.is_empty())
-                .then(|| asker.clone()),
-            subscription_count: matches!(&read, StatusRead::Subscribe { .. })
-                .then(|| asker.clone()),
-            ..LoadRequest::default()
+        let load = Load::Statuses {
+            asker: asker.clone(),
+            named: named.to_vec(),
+            whole_user: matches!(&read, StatusRead::Query { .. } if named.is_empty()),
+            subscriptions: matches!(&read, StatusRead::Subscribe { .. }),
         };
-        self.load(Parked::StatusRead(Box::new(read)), request);
+        self.load(Parked::StatusRead(Box::new(read)), load);
     }
 
     /// The statuses a query or a subscription reads: who asks (its user) and what it names.
-    pub(super) fn status_read(&mut self, read: StatusRead, loaded: Loaded) {
+    pub(super) fn status_read(&mut self, read: StatusRead, loaded: StatusesLoaded) {
         let (req_msg, asker, named) = read.parts();
         let (asker, named) = (asker.clone(), named.to_vec());
         let Some(owner) = loaded

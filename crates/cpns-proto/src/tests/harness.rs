@@ -406,6 +406,22 @@ impl Harness {
         self.pump();
     }
 
+    /// Answers the server's held load `i` (of [`Store::held`]) with `answer`, or from the
+    /// store if `None`; pumps.
+    pub fn answer_held(
+        &mut self,
+        i: usize,
+        answer: Option<Result<crate::server::Loaded, crate::StoreFailure>>,
+    ) {
+        let (token, load) = self.store.held.remove(i);
+        let loaded = answer.unwrap_or_else(|| self.store.load(&load));
+        let now = self.now();
+        if let Err(e) = self.server.handle_loaded(now, token, loaded) {
+            self.errors.push((Party::Server, e));
+        }
+        self.pump();
+    }
+
     /// Queues a frame body as if `from` had sent it to `to`.
     pub fn inject(&mut self, from: Party, to: Party, body: Vec<u8>) {
         self.seq += 1;
@@ -525,8 +541,11 @@ impl Harness {
             ServerOutput::Transmit { frame, trace } => {
                 self.send(Party::Server, Party::Gw, &frame, trace)
             }
-            ServerOutput::Load { token, request } => {
-                let loaded = self.store.load(&request);
+            ServerOutput::Load { token, load } if self.store.hold_loads => {
+                self.store.held.push((token, load));
+            }
+            ServerOutput::Load { token, load } => {
+                let loaded = self.store.load(&load);
                 if let Err(e) = self.server.handle_loaded(now, token, loaded) {
                     self.errors.push((Party::Server, e));
                 }

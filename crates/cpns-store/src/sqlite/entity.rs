@@ -102,6 +102,16 @@ pub(super) fn entities(conn: &Connection, ids: &[EntityId]) -> Result<Vec<Entity
     )
 }
 
+/// The user owning entity `id`, if it is enrolled.
+pub(super) fn owner_of(conn: &Connection, id: &EntityId) -> Result<Option<UserId>> {
+    codec::optional(
+        conn,
+        "SELECT owner FROM entities WHERE id = ?",
+        [id.as_str()],
+        |row| codec::id(row, "owner"),
+    )
+}
+
 /// The CPNS ID of `pne` (003 §1.4.1 step 3): the one it has, or the next number of
 /// `cpns_id_seq`, formatted `cpns-000001`. Numbers are never reused: the allocation commits with
 /// the caller's write or, if that fails, rolls back with it. [`StoreError::NotFound`] if `pne`

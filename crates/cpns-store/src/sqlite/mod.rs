@@ -37,6 +37,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 mod usage;
+mod views;
 mod writer;
 #[cfg(test)]
 mod writer_tests;

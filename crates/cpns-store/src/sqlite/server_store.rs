@@ -4,11 +4,11 @@
 
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 
-use super::{SqliteStore, entity, pn, replay, status, usage};
+use super::{SqliteStore, entity, pn, replay, status, usage, views};
 use crate::{
-    Departed, EntityRecord, GroupEpoch, PnMember, PnRecord, Reconciled, Result, ServerStore,
-    StatusChange, StatusRecord, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored,
-    UsageSummary,
+    Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
+    PnView, Reconciled, Result, ServerStore, StatusChange, StatusRecord, StatusView, Subscribed,
+    SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
 };
 
 impl ServerStore for SqliteStore {
@@ -229,5 +229,56 @@ impl ServerStore for SqliteStore {
         self.inner
             .readers
             .read(|c| usage::charging_records(c, user, since_s))
+    }
+
+    async fn pn_view(
+        &self,
+        id: &PnId,
+        answer_of: Option<(&str, u64)>,
+        entities: &[EntityId],
+    ) -> Result<PnView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::pn_view(c, id, answer_of, entities))
+    }
+
+    async fn member_view(&self, id: &PnId, pne: &EntityId) -> Result<MemberView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::member_view(c, id, pne))
+    }
+
+    async fn inventory_view(&self, asker: &EntityId, id: Option<&PnId>) -> Result<InventoryView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::inventory_view(c, asker, id))
+    }
+
+    async fn usage_owners(&self, entity: &EntityId, id: &PnId) -> Result<Owners> {
+        self.inner
+            .readers
+            .read(|c| views::usage_owners(c, entity, id))
+    }
+
+    async fn charging_records_of(
+        &self,
+        entity: &EntityId,
+        since_s: u64,
+    ) -> Result<Vec<cpns_wire::ChargingRecord>> {
+        self.inner
+            .readers
+            .snapshot(|c| views::charging_records_of(c, entity, since_s))
+    }
+
+    async fn status_view(
+        &self,
+        asker: &EntityId,
+        named: &[EntityId],
+        of_user: bool,
+        subscriptions: bool,
+    ) -> Result<StatusView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::status_view(c, asker, named, of_user, subscriptions))
     }
 }

@@ -6,10 +6,12 @@
 
 pub mod device;
 mod status_usage;
+mod views;
 
 use std::sync::Arc;
 
 pub use status_usage::*;
+pub use views::*;
 
 use cpns_store::{
     Departed, Departure, EntityKind, EntityRecord, GroupEpoch, PnMember, PnRecord, PnState,
@@ -202,7 +204,10 @@ pub async fn entity_reports<S: ServerStore>(s: &S) {
     assert_eq!(rec.attributes, cpns_store::Attributes::of(&low));
     // Neither: the record as it is.
     assert_eq!(s.record_report(&id, None, None).await.unwrap(), rec);
-    assert_eq!(s.statuses(std::slice::from_ref(&id)).await.unwrap(), vec![rec]);
+    assert_eq!(
+        s.statuses(std::slice::from_ref(&id)).await.unwrap(),
+        vec![rec]
+    );
     let err = s
         .record_report(&eid("ghost"), Some(&low), Some((Status::Online, 5)))
         .await

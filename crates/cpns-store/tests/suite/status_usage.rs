@@ -12,7 +12,7 @@ use cpns_wire::{
 
 use super::{eid, entity, pid, uid};
 
-async fn household<S: ServerStore>(s: &S) {
+pub(super) async fn household<S: ServerStore>(s: &S) {
     for user in ["alice", "bob"] {
         s.ensure_user(&uid(user)).await.unwrap();
     }
@@ -26,7 +26,7 @@ async fn household<S: ServerStore>(s: &S) {
     }
 }
 
-fn change(id: &str, status: Status, since: i64, by: Option<&str>) -> StatusChange {
+pub(super) fn change(id: &str, status: Status, since: i64, by: Option<&str>) -> StatusChange {
     StatusChange {
         entity: eid(id),
         status,
@@ -183,7 +183,11 @@ pub async fn a_gateways_end_turns_what_it_reported_offline<S: ServerStore>(s: &S
     );
 }
 
-fn subscription(subscriber: &str, request_id: u64, watched: &[&str]) -> SubscriptionRecord {
+pub(super) fn subscription(
+    subscriber: &str,
+    request_id: u64,
+    watched: &[&str],
+) -> SubscriptionRecord {
     SubscriptionRecord {
         id: 0,
         subscriber: eid(subscriber),
@@ -288,7 +292,7 @@ pub(super) fn record(
     }
 }
 
-fn row(
+pub(super) fn row(
     entity: &str,
     owner: &str,
     pn_owner: Option<&str>,
