@@ -16,11 +16,11 @@ use cpns_proto::server::{
     EntityRole, GroupKeyLoaded, InventoryLoaded, KnownEntity, KnownPn, Load, Loaded, Persisted,
     PnLoaded, ServerEffect, SessionLoaded, StatusesLoaded, UsageOwners,
 };
-use cpns_proto::status::{EntityState, Policy, Subscription, Watched};
+use cpns_proto::status::{EntityState, Watched};
 use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, ServerStore};
 
 use crate::error::{NodeError, store_failure};
-use crate::status_hub::{StatusHub, Subscriber};
+use crate::status_hub::StatusHub;
 use cpns_wire::{EntityId, InventoryMember, PnId, PnInventory};
 
 /// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
@@ -419,10 +419,11 @@ fn sealed_group(
         .transpose()
 }
 
+/// Makes `effect` durable in one store call (one transaction), sealing the keys it carries
+/// under the master key; what the store holds now, for the machine.
 pub(crate) async fn persist<S: ServerStore>(
     store: &S,
     master: &MasterKey,
-    hub: &StatusHub,
     effect: ServerEffect,
 ) -> Result<Persisted, StoreFailure> {
     let now = unix_millis();
@@ -437,8 +438,7 @@ pub(crate) async fn persist<S: ServerStore>(
                 .record_report(&id, capabilities.as_deref(), status.map(|s| (s, now)))
                 .await
                 .map_err(err)?;
-            publish(hub, [rec]);
-            Ok(Persisted::Done)
+            Ok(Persisted::Recorded(states_of([rec])))
         }
         ServerEffect::RecordStatuses { changes } => {
             let changes: Vec<_> = changes
@@ -452,8 +452,7 @@ pub(crate) async fn persist<S: ServerStore>(
                 })
                 .collect();
             let recs = store.record_statuses(&changes).await.map_err(err)?;
-            publish(hub, recs);
-            Ok(Persisted::Done)
+            Ok(Persisted::Recorded(states_of(recs)))
         }
         ServerEffect::AddSubscription {
             subscriber,
@@ -462,39 +461,24 @@ pub(crate) async fn persist<S: ServerStore>(
             entities,
             policy,
         } => {
-            let checked = Policy::check(&policy).map_err(StoreFailure::Failed)?;
             let kept = store
                 .add_subscription(&cpns_store::SubscriptionRecord {
                     id: 0,
-                    subscriber: subscriber.clone(),
-                    owner: owner.clone(),
+                    subscriber,
+                    owner,
                     request_id: request_id.0,
-                    entities: entities.clone(),
+                    entities,
                     policy,
                     created_at: now,
                 })
                 .await
                 .map_err(err)?;
             let sub = kept.subscription;
-            let watched = watched_of(sub.entities, sub.owner);
-            let states = kept
-                .states
-                .into_iter()
-                .filter_map(|r| state_of(r, None))
-                .collect();
-            let entries = hub.subscribe(
-                std::time::Instant::now(),
-                Subscription {
-                    id: sub.id,
-                    subscriber: Subscriber::Entity(subscriber),
-                    watched,
-                    policy: checked,
-                },
-                states,
-            );
             Ok(Persisted::Subscribed {
                 id: sub.id,
-                entries,
+                watched: watched_of(sub.entities, sub.owner),
+                policy: sub.policy,
+                states: states_of(kept.states),
             })
         }
         ServerEffect::RemoveSubscription { subscriber, id } => {
@@ -502,7 +486,6 @@ pub(crate) async fn persist<S: ServerStore>(
                 .remove_subscription(&subscriber, id)
                 .await
                 .map_err(err)?;
-            hub.unsubscribe(&Subscriber::Entity(subscriber), id);
             Ok(Persisted::Removed(removed))
         }
         ServerEffect::StoreUsage {
@@ -709,12 +692,19 @@ pub async fn watched_states<S: ServerStore>(
     Ok(recs.into_iter().filter_map(|r| state_of(r, None)).collect())
 }
 
-/// Hands records the store holds now to the hub.
+/// Status records as the status machinery reads them.
+pub fn states_of(records: impl IntoIterator<Item = cpns_store::StatusRecord>) -> Vec<EntityState> {
+    records
+        .into_iter()
+        .filter_map(|r| state_of(r, None))
+        .collect()
+}
+
+/// Hands records the store holds now to the hub (those the server's own end of a session
+/// changed; what a session's effects change, its machine publishes).
 pub fn publish(hub: &StatusHub, records: impl IntoIterator<Item = cpns_store::StatusRecord>) {
-    for r in records {
-        if let Some(state) = state_of(r, None) {
-            hub.publish(state);
-        }
+    for state in states_of(records) {
+        hub.publish(state);
     }
 }
 
@@ -845,17 +835,13 @@ mod tests {
             lifetime_s: None,
             max_members: None,
         };
-        persist(&store, &master, &StatusHub::default(), register)
-            .await
-            .unwrap();
+        persist(&store, &master, register).await.unwrap();
         assert_eq!(store.pn(&pn).await.unwrap().unwrap().members.len(), 1);
         let theirs = ServerEffect::ReleasePn {
             gateway: gw("gw-2"),
             pn_id: pn,
         };
-        let err = persist(&store, &master, &StatusHub::default(), theirs)
-            .await
-            .unwrap_err();
+        let err = persist(&store, &master, theirs).await.unwrap_err();
         assert!(matches!(err, StoreFailure::Conflict(_)), "{err:?}");
         assert!(store.pn(&pn).await.unwrap().is_some());
         for _ in 0..2 {
@@ -864,9 +850,7 @@ mod tests {
                 pn_id: pn,
             };
             assert_eq!(
-                persist(&store, &master, &StatusHub::default(), release)
-                    .await
-                    .unwrap(),
+                persist(&store, &master, release).await.unwrap(),
                 Persisted::Done
             );
             assert_eq!(store.pn(&pn).await.unwrap(), None);

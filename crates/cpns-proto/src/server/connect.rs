@@ -11,7 +11,8 @@ use cpns_wire::{
 };
 
 use super::{
-    KnownEntity, Load, Parked, Persisted, ServerEffect, ServerEvent, ServerOutput, ServerSession,
+    KnownEntity, Load, Parked, Persisted, Publish, ServerEffect, ServerEvent, ServerOutput,
+    ServerSession,
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, rand_of, rand_wire};
@@ -327,6 +328,12 @@ impl ServerSession {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
             return;
         };
+        // Its record as now goes to the status hub before anyone is answered.
+        let result = result.map(|p| {
+            if let Persisted::Recorded(states) = p {
+                self.publish(Publish::Changed(states));
+            }
+        });
         match (result, req) {
             (Ok(_), Some(req)) => {
                 // Step 13: confirmation; step 14: Status Management update request.

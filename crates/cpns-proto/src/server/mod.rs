@@ -187,7 +187,9 @@ pub struct NewGroupEpoch {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ServerEffect {
-    /// Capabilities and/or status reported by an entity (002 §B.1.1.2 steps 12-17).
+    /// Capabilities and/or status reported by an entity of itself (002 §B.1.1.2 steps 12-17,
+    /// 004 §5.5.1), stamped with the time by the driver. The driver answers
+    /// [`Persisted::Recorded`] with its record as now.
     EntityReport {
         /// The entity.
         id: EntityId,
@@ -284,14 +286,14 @@ pub enum ServerEffect {
         /// When the PNE joins the PN by this registration: the PN's next group key epoch.
         group: Option<NewGroupEpoch>,
     },
-    /// Record statuses (004 §5.5.3), stamped with the time by the driver, which hands the
-    /// records as now to the status hub.
+    /// Record statuses (004 §5.5.3), stamped with the time by the driver, which answers
+    /// [`Persisted::Recorded`] with the records as now.
     RecordStatuses {
         /// The changes.
         changes: Vec<NewStatus>,
     },
     /// Keep a status subscription (a retry finds the one kept). The driver answers with
-    /// [`Persisted::Subscribed`], after giving it to the status hub.
+    /// [`Persisted::Subscribed`].
     AddSubscription {
         /// The subscriber.
         subscriber: EntityId,
@@ -329,6 +331,7 @@ pub enum ServerEffect {
 
 /// What the driver reports back for a persisted effect.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Persisted {
     /// The effect is durable.
     Done,
@@ -341,17 +344,59 @@ pub enum Persisted {
         /// PNs removed from the inventory.
         removed: Vec<PnId>,
     },
-    /// The subscription is kept under this id; the watched entities now.
+    /// The report or statuses are recorded; the records of the entities concerned as the store
+    /// holds them now (with their attributes and times).
+    Recorded(Vec<crate::status::EntityState>),
+    /// The subscription is kept (the one kept first, for a retry) with the records of what it
+    /// watches as of the same transaction.
     Subscribed {
         /// Its id.
         id: u64,
-        /// The snapshot.
-        entries: Vec<cpns_wire::StatusEntry>,
+        /// What it watches, as kept.
+        watched: crate::status::Watched,
+        /// Its policy, as kept.
+        policy: cpns_wire::StatusPolicy,
+        /// The records of the enrolled entities it watches.
+        states: Vec<crate::status::EntityState>,
     },
     /// Whether a subscription was removed.
     Removed(bool),
     /// What storing usage did.
     Usage(cpns_wire::UsageAccepted),
+}
+
+/// What the server's status hub must do once an effect is stored (docs/device-status.md,
+/// "Fan-out"): the machine says it, so the driver only carries it out, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Publish {
+    /// These records, as the store now holds them, changed: notify the subscriptions they
+    /// concern (004 §5.5.3.2).
+    Changed(Vec<crate::status::EntityState>),
+    /// A subscription is kept: hold it, knowing first the records of what it watches as of
+    /// its write.
+    Subscribed {
+        /// The subscription, its subscriber named by entity.
+        subscription: crate::status::Subscription<EntityId>,
+        /// The records it starts from.
+        states: Vec<crate::status::EntityState>,
+    },
+    /// `subscriber`'s subscription `id` is removed.
+    Unsubscribed {
+        /// The subscriber.
+        subscriber: EntityId,
+        /// The subscription.
+        id: u64,
+    },
+    /// This session now reaches `entity` (a PNE its PN GW reported online, one that subscribed
+    /// through it), or no longer does (reported offline): deliver `entity`'s notifications on
+    /// this session, or stop.
+    Reach {
+        /// The entity.
+        entity: EntityId,
+        /// Whether this session reaches it now.
+        here: bool,
+    },
 }
 
 /// Something the session wants the driver or the operator to know.
@@ -444,6 +489,8 @@ pub enum ServerOutput {
     },
     /// Something happened.
     Event(ServerEvent),
+    /// Tell the status hub, after the store work it follows (see [`Publish`]).
+    Publish(Publish),
     /// Ask another PN GW's session (001 §5.2.1.1 step 8): deliver `request` to the session of
     /// `gateway` with [`ServerSession::confirm_for_other`], and its answer back here with
     /// [`ServerSession::handle_gateway_answer`] (an error if that PN GW has no session).
@@ -531,6 +578,8 @@ enum Parked {
     StatusPersist {
         req_msg: u64,
         to: Address,
+        /// Whom the session reaches, or no longer, once recorded.
+        reach: Vec<(EntityId, bool)>,
     },
     SubscribePersist {
         req_msg: u64,
@@ -538,7 +587,8 @@ enum Parked {
     },
     UnsubscribePersist {
         req_msg: u64,
-        to: Address,
+        subscriber: EntityId,
+        id: u64,
     },
     UsageLoad(Box<secure::UsageLoad>),
     UsagePersist(Box<secure::Call>),
@@ -908,18 +958,21 @@ impl ServerSession {
             } => self.pn_release_persisted(req_msg, request_id, pn_id, result),
             Parked::RemovalPersist(r) => self.removal_persisted(*r, result),
             Parked::CapsPersist { req_msg, to } => {
-                self.report_stored(req_msg, to, cpns_wire::DeviceCapabilitiesConfirm {}, result)
+                let ok = cpns_wire::DeviceCapabilitiesConfirm {};
+                self.report_stored(req_msg, to, ok, Vec::new(), result)
             }
-            Parked::StatusPersist { req_msg, to } => {
-                self.report_stored(req_msg, to, cpns_wire::StatusAck {}, result)
+            Parked::StatusPersist { req_msg, to, reach } => {
+                self.report_stored(req_msg, to, cpns_wire::StatusAck {}, reach, result)
             }
             Parked::SubscribePersist {
                 req_msg,
                 subscriber,
             } => self.subscribe_persisted(req_msg, subscriber, result),
-            Parked::UnsubscribePersist { req_msg, to } => {
-                self.unsubscribe_persisted(req_msg, to, result)
-            }
+            Parked::UnsubscribePersist {
+                req_msg,
+                subscriber,
+                id,
+            } => self.unsubscribe_persisted(req_msg, subscriber, id, result),
             Parked::UsagePersist(c) => self.usage_persisted(*c, result),
             other => {
                 self.parked.insert(token, other);
@@ -1014,6 +1067,10 @@ impl ServerSession {
 
     fn event(&mut self, e: ServerEvent) {
         self.out.push_back(ServerOutput::Event(e));
+    }
+
+    fn publish(&mut self, p: Publish) {
+        self.out.push_back(ServerOutput::Publish(p));
     }
 
     fn transmit(&mut self, env: Envelope) {

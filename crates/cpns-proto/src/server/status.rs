@@ -19,7 +19,7 @@ use cpns_wire::{
 };
 
 use super::connect::Gw;
-use super::{Load, Parked, Persisted, ServerEffect, ServerSession, StatusesLoaded};
+use super::{Load, Parked, Persisted, Publish, ServerEffect, ServerSession, StatusesLoaded};
 use crate::StoreFailure;
 use crate::rate::{TokenBucket, retry_in};
 use crate::status::{EntityState, MAX_WATCHED, Policy};
@@ -485,8 +485,16 @@ impl ServerSession {
                 to,
                 changes,
             } => {
+                // The PNEs reported online are reached through this session from now on;
+                // those reported offline no longer are (the PN GW itself is reached anyway).
+                let gw = self.conn.gateway().map(|g| g.id.clone());
+                let reach = changes
+                    .iter()
+                    .filter(|c| Some(&c.entity) != gw.as_ref())
+                    .map(|c| (c.entity.clone(), c.status != Status::Offline))
+                    .collect();
                 self.persist(
-                    Parked::StatusPersist { req_msg, to },
+                    Parked::StatusPersist { req_msg, to, reach },
                     ServerEffect::RecordStatuses { changes },
                 );
             }
@@ -513,9 +521,12 @@ impl ServerSession {
                 subscriber,
                 id,
             } => {
-                let to = Address::Entity(subscriber.clone());
-                let effect = ServerEffect::RemoveSubscription { subscriber, id };
-                self.persist(Parked::UnsubscribePersist { req_msg, to }, effect);
+                let parked = Parked::UnsubscribePersist {
+                    req_msg,
+                    subscriber: subscriber.clone(),
+                    id,
+                };
+                self.persist(parked, ServerEffect::RemoveSubscription { subscriber, id });
             }
         }
     }
@@ -600,16 +611,25 @@ impl ServerSession {
         }
     }
 
-    /// A capabilities or status report, stored: `ok` to `to`, or why not.
+    /// A capabilities or status report, stored: the records as now go to the status hub, the
+    /// session reaches (or no longer reaches) whom the report says, and `ok` goes to `to`; or
+    /// why not.
     pub(super) fn report_stored(
         &mut self,
         req_msg: u64,
         to: Address,
         ok: impl Into<cpns_wire::Body>,
+        reach: Vec<(EntityId, bool)>,
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
-            Ok(_) => {
+            Ok(p) => {
+                if let Persisted::Recorded(states) = p {
+                    self.publish(Publish::Changed(states));
+                }
+                for (entity, here) in reach {
+                    self.publish(Publish::Reach { entity, here });
+                }
                 self.respond(req_msg, to, ok);
             }
             Err(StoreFailure::NotFound(what)) => self.respond_error(
@@ -621,6 +641,9 @@ impl ServerSession {
         }
     }
 
+    /// 004 §5.5.3.2: the subscription is kept. The hub holds it from the records it was kept
+    /// with, the session reaches its subscriber, and the subscriber gets its id and the
+    /// snapshot of what it watches.
     pub(super) fn subscribe_persisted(
         &mut self,
         req_msg: u64,
@@ -628,7 +651,36 @@ impl ServerSession {
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
-            Ok(Persisted::Subscribed { id, entries }) => {
+            Ok(Persisted::Subscribed {
+                id,
+                watched,
+                policy,
+                states,
+            }) => {
+                // Checked when it was first kept; a policy this version cannot check is the
+                // store's to explain.
+                let policy = match Policy::check(&policy) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        let reason = format!("the kept subscription's policy: {why}");
+                        return self.respond_error(req_msg, ErrorCode::Internal, reason);
+                    }
+                };
+                let entries = crate::status::snapshot(&watched, &states);
+                let subscription = crate::status::Subscription {
+                    id,
+                    subscriber: subscriber.clone(),
+                    watched,
+                    policy,
+                };
+                self.publish(Publish::Subscribed {
+                    subscription,
+                    states,
+                });
+                self.publish(Publish::Reach {
+                    entity: subscriber.clone(),
+                    here: true,
+                });
                 self.respond(
                     req_msg,
                     Address::Entity(subscriber),
@@ -643,17 +695,24 @@ impl ServerSession {
         }
     }
 
+    /// The subscription is removed from the store; the hub drops it too.
     pub(super) fn unsubscribe_persisted(
         &mut self,
         req_msg: u64,
-        to: Address,
+        subscriber: EntityId,
+        id: u64,
         result: Result<Persisted, StoreFailure>,
     ) {
+        let to = Address::Entity(subscriber.clone());
         match result {
-            Ok(Persisted::Removed(true)) => {
-                self.respond(req_msg, to.clone(), StatusAck {});
+            Ok(p) => {
+                self.publish(Publish::Unsubscribed { subscriber, id });
+                if p == Persisted::Removed(true) {
+                    self.respond(req_msg, to, StatusAck {});
+                } else {
+                    self.respond_error(req_msg, ErrorCode::NotFound, "no such subscription");
+                }
             }
-            Ok(_) => self.respond_error(req_msg, ErrorCode::NotFound, "no such subscription"),
             Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
         }
     }

@@ -118,6 +118,8 @@ pub(super) struct Harness {
     pub dropped: Vec<Flight>,
     pub traces: Vec<(Party, Party, TraceRecord)>,
     pub events: Vec<Ev>,
+    /// What the server told its status hub, in order.
+    pub published: Vec<crate::server::Publish>,
     pub errors: Vec<(Party, ProtoError)>,
     /// Closes asked for: who, which link (for PAN), why.
     pub closes: Vec<(Party, Option<usize>, String)>,
@@ -318,6 +320,7 @@ impl Harness {
             dropped: Vec::new(),
             traces: Vec::new(),
             events: Vec::new(),
+            published: Vec::new(),
             errors: Vec::new(),
             closes: Vec::new(),
             closed_at: BTreeMap::new(),
@@ -557,6 +560,7 @@ impl Harness {
                 }
             }
             ServerOutput::Event(e) => self.events.push(Ev::Server(e)),
+            ServerOutput::Publish(p) => self.published.push(p),
             ServerOutput::Close { reason } => self.close(Party::Server, None, reason),
             ServerOutput::AskGateway {
                 gateway,

@@ -315,21 +315,23 @@ impl Store {
                     return Err(crate::StoreFailure::NotFound(c.entity.to_string()));
                 }
                 self.clock_ms += 1;
+                let mut now = Vec::new();
                 for c in changes {
                     let mut state = self.status_of(&c.entity).expect("enrolled");
                     state.status = c.status;
                     state.label = c.label;
                     state.since_ms = Some(self.clock_ms);
+                    now.push(state.clone());
                     self.statuses.insert(c.entity, (state, c.reported_by));
                 }
-                Ok(Persisted::Done)
+                Ok(Persisted::Recorded(now))
             }
             ServerEffect::AddSubscription {
                 subscriber,
+                owner,
                 request_id,
                 entities,
                 policy,
-                ..
             } => {
                 let kept = self
                     .subscriptions
@@ -337,20 +339,37 @@ impl Store {
                     .find(|(_, s)| s.subscriber == subscriber && s.request_id == request_id)
                     .map(|(id, _)| *id);
                 let id = kept.unwrap_or_else(|| self.subscriptions.len() as u64 + 1);
-                let snapshot = entities
-                    .iter()
-                    .filter_map(|e| self.status_of(e))
-                    .map(|s| s.entry())
-                    .collect();
-                self.subscriptions.entry(id).or_insert(Subscription {
-                    subscriber,
-                    request_id,
-                    entities,
-                    policy,
-                });
+                let kept = self
+                    .subscriptions
+                    .entry(id)
+                    .or_insert(Subscription {
+                        subscriber,
+                        request_id,
+                        entities,
+                        policy,
+                    })
+                    .clone();
+                let (watched, states) = if kept.entities.is_empty() {
+                    let states = self
+                        .entities
+                        .values()
+                        .filter(|e| e.owner == owner)
+                        .filter_map(|e| self.status_of(&e.id))
+                        .collect();
+                    (crate::status::Watched::User(owner), states)
+                } else {
+                    let states = kept
+                        .entities
+                        .iter()
+                        .filter_map(|e| self.status_of(e))
+                        .collect();
+                    (crate::status::Watched::Entities(kept.entities), states)
+                };
                 Ok(Persisted::Subscribed {
                     id,
-                    entries: snapshot,
+                    watched,
+                    policy: kept.policy,
+                    states,
                 })
             }
             ServerEffect::RemoveSubscription { subscriber, id } => {
@@ -406,10 +425,23 @@ impl Store {
                 capabilities,
                 status,
             } => {
-                let r = self.reports.entry(id).or_default();
+                let r = self.reports.entry(id.clone()).or_default();
                 r.0 = capabilities.map(|c| *c).or(r.0.take());
                 r.1 = status.or(r.1);
-                Ok(Persisted::Done)
+                let (caps, status) = r.clone();
+                // Its record as now: the status it reported, the attributes it carries.
+                let mut state = self
+                    .status_of(&id)
+                    .ok_or_else(|| crate::StoreFailure::NotFound(id.to_string()))?;
+                if let Some(s) = status {
+                    state.status = s;
+                }
+                if let Some(c) = caps {
+                    state.battery_pct = c.battery_pct;
+                    state.battery_minutes = c.battery_minutes;
+                    state.free_memory_mb = c.free_memory_mb;
+                }
+                Ok(Persisted::Recorded(vec![state]))
             }
             ServerEffect::RegisterPn {
                 pn_id,

@@ -240,7 +240,9 @@ impl Pair {
                         );
                         self.server.handle_gateway_answer(ask, Err(e));
                     }
+                    // No status hub in the ceiling run: nobody subscribes.
                     ServerOutput::Event(_)
+                    | ServerOutput::Publish(_)
                     | ServerOutput::Close { .. }
                     | ServerOutput::GatewayAnswer { .. }
                     | ServerOutput::CapabilitiesAnswered { .. } => {}
