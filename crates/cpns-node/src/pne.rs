@@ -1,5 +1,5 @@
 //! The PNE runtime: one PAN connection to a PN GW (CPNS-6) driving a [`PneSession`], the PNE's
-//! local PN inventory in a [`Store`], and a short script of what the PNE should do (discover,
+//! local PN inventory in a [`DeviceStore`], and a short script of what the PNE should do (discover,
 //! set up a PN, wait to be invited, register, release). [`run`] does the script and returns;
 //! [`serve`] then stays, reconnecting with backoff, and takes commands.
 

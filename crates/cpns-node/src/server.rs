@@ -1,5 +1,5 @@
 //! The CPNS Server runtime: a TLS 1.3 listener for PN GW sessions (CPNS-2/7), one task per
-//! session driving a [`ServerSession`], the state of record in a [`Store`].
+//! session driving a [`ServerSession`], the state of record in a [`ServerStore`].
 //!
 //! Shape after mini-redis: the accept loop takes a permit from a semaphore before accepting, so
 //! at most `max_sessions` sessions run; a watch channel tells every session to stop; `run`

@@ -229,7 +229,7 @@ pub enum ServerEffect {
         group: Option<NewGroupEpoch>,
     },
     /// 002 §B.1.1.2 step 17: the PN list the PN GW reported decides which of its PNs exist
-    /// (`cpns_store::Store::reconcile_gateway_pns`). The driver answers with
+    /// (`cpns_store::ServerStore::reconcile_gateway_pns`). The driver answers with
     /// [`Persisted::Reconciled`].
     ReconcilePns {
         /// The PN GW.
@@ -240,7 +240,7 @@ pub enum ServerEffect {
         drop_unlisted_pending: bool,
     },
     /// A partial status report: PNs the PN GW stored since its last report are confirmed
-    /// (`cpns_store::Store::confirm_pns`); nothing is removed. The driver answers with
+    /// (`cpns_store::ServerStore::confirm_pns`); nothing is removed. The driver answers with
     /// [`Persisted::Reconciled`] (its `removed` empty).
     ConfirmPns {
         /// The PN GW.
@@ -259,14 +259,14 @@ pub enum ServerEffect {
         answer: Box<Envelope>,
     },
     /// Release a PN of this PN GW with its members, in any state (000 §6.6.5 step 2;
-    /// `cpns_store::Store::release_pn`).
+    /// `cpns_store::ServerStore::release_pn`).
     ReleasePn {
         /// The PN GW that asked (the PN's own: checked before).
         gateway: EntityId,
         /// The PN.
         pn_id: PnId,
     },
-    /// Remove a PN the PN GW never confirmed (`cpns_store::Store::remove_pending_pn`).
+    /// Remove a PN the PN GW never confirmed (`cpns_store::ServerStore::remove_pending_pn`).
     DropPendingPn {
         /// The PN.
         pn_id: PnId,
