@@ -1,9 +1,9 @@
 //! How the server's machine reaches the state of record: each [`Load`] and each [`ServerEffect`]
 //! turned into one [`ServerStore`] call — one read snapshot per load, one transaction per
-//! effect (DESIGN §5). EUKeys and session keys
-//! are sealed at rest under the server's master key, bound to what they belong to by the
-//! associated data of docs/security.md §4.7 (`cpns_crypto::at_rest_eukey_aad`,
-//! `cpns_crypto::at_rest_session_key_aad`).
+//! effect (DESIGN §5). EUKeys and session keys are sealed at rest under the server's master
+//! key, bound to what they belong to by the associated data of docs/security.md §4.7
+//! (`cpns_crypto::at_rest_eukey_aad`, `cpns_crypto::at_rest_session_key_aad`). What fails — a
+//! read, a seal that does not open — is the [`StoreFailure`] the machine ends one flow with.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -557,21 +557,7 @@ pub(crate) async fn persist<S: ServerStore>(
             remove,
             group,
         } => {
-            let group = group
-                .map(|g| {
-                    let sealed_key = cpns_crypto::seal_group_key_at_rest(
-                        master,
-                        pn_id.as_bytes(),
-                        g.epoch,
-                        &g.key,
-                    )
-                    .map_err(|e| StoreFailure::Sealed(e.to_string()))?;
-                    Ok::<_, StoreFailure>(GroupEpoch {
-                        epoch: g.epoch,
-                        sealed_key,
-                    })
-                })
-                .transpose()?;
+            let group = sealed_group(master, &pn_id, group)?;
             let add: Vec<PnMember> = add
                 .into_iter()
                 .map(|m| PnMember {

@@ -111,6 +111,36 @@ async fn bad_stored_ids_are_corrupt() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
+/// A preference this build does not know (a newer build's) reads as none, not as an error;
+/// the known ones still read. Typed columns that do not decode are corrupt, named.
+#[tokio::test]
+async fn unknown_preferences_are_left_out_and_bad_capabilities_are_corrupt() {
+    let (_dir, store) = fresh().await;
+    store
+        .set_usage_pref("game", Some(cpns_wire::Preference::Shared))
+        .await
+        .unwrap();
+    raw(
+        &store,
+        "INSERT INTO usage_prefs (service, preference) VALUES ('video', 'public')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.usage_prefs().await.unwrap(),
+        vec![("game".to_owned(), cpns_wire::Preference::Shared)]
+    );
+    enroll(&store, "pne-1").await;
+    raw(&store, "UPDATE entities SET capabilities = x'ff'")
+        .await
+        .unwrap();
+    let err = store.entity(&eid("pne-1")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { ref column, .. } if column == "capabilities"),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn bad_member_rows_are_corrupt() {
     let (_dir, store) = fresh().await;
