@@ -863,3 +863,53 @@ fn subscriptions_are_published_as_kept_and_removed() {
         }]
     );
 }
+
+/// Which PNEs a session knows to be served is bounded (MAX_TRACKED, 4096): knowledge that
+/// would grow past the bound is dropped, then read again when next needed; up to the bound it
+/// is kept and not read again.
+#[test]
+fn what_a_session_knows_of_served_pnes_is_bounded() {
+    let (mut h, _) = with_pn();
+    let mut msg = 9_900;
+    // Reports `pne` from the PN GW; the server's read of who is served, if it asked one.
+    let mut report_of = |h: &mut Harness, pne: EntityId| -> Option<crate::server::Load> {
+        msg += 1;
+        h.store.hold_loads = true;
+        let env = Envelope::request(
+            msg,
+            gw(),
+            Address::Server,
+            report(vec![entry(pne, Status::Busy)]),
+        );
+        h.deliver_direct(Party::Gw, Party::Server, &plain(&env))
+            .unwrap();
+        h.store.hold_loads = false;
+        h.store.held.first().map(|(_, l)| l.clone())
+    };
+    let served = |h: &mut Harness, ids: Vec<EntityId>| {
+        h.answer_held(0, Some(Ok(crate::server::Loaded::Served(ids))));
+        assert!(h.store.held.is_empty());
+    };
+    let fakes = |n: usize, tag: &str| -> Vec<EntityId> {
+        (0..n).map(|i| id(&format!("{tag}-{i}"))).collect()
+    };
+    assert!(report_of(&mut h, pne_id(0)).is_some(), "read once");
+    served(&mut h, vec![pne_id(0)]);
+    assert!(report_of(&mut h, pne_id(0)).is_none(), "then known");
+    // Up to the bound: 1 known + 4095 new = 4096, all kept.
+    assert!(report_of(&mut h, pne_id(1)).is_some());
+    let mut up_to = vec![pne_id(1)];
+    up_to.extend(fakes(4094, "a"));
+    served(&mut h, up_to);
+    assert!(
+        report_of(&mut h, pne_id(0)).is_none(),
+        "still known at the bound"
+    );
+    // One more would pass it: what was known is dropped and read again when named.
+    assert!(report_of(&mut h, id("pne-x")).is_some());
+    served(&mut h, vec![id("pne-x")]);
+    assert!(
+        report_of(&mut h, pne_id(0)).is_some(),
+        "read again past the bound"
+    );
+}
