@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use cpns_crypto::MachineRng;
-use cpns_store::{SqliteStore, Store};
+use cpns_store::{ServerStore, SqliteStore};
 use cpns_wire::UserId;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;

@@ -10,8 +10,8 @@ use cpns_crypto::MachineRng;
 use cpns_proto::StoreFailure;
 use cpns_proto::link::frame_body;
 use cpns_proto::server::{
-    EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerConfig, ServerEffect,
-    ServerOutput, ServerSession,
+    EntityRole, KnownEntity, KnownPn, Load, Loaded, Persisted, PnLoaded, ServerConfig,
+    ServerEffect, ServerOutput, ServerSession, SessionLoaded, StatusesLoaded,
 };
 use cpns_wire::{CpnsId, EntityId, Envelope, InventoryMember, PnId, PnInventory, UserId};
 
@@ -60,33 +60,50 @@ impl MemoryStore {
         self.pns.len()
     }
 
-    fn load(&self, req: &LoadRequest) -> Loaded {
-        Loaded {
-            entities: req
-                .entities
-                .iter()
-                .filter_map(|e| self.entities.get(e).cloned())
-                .collect(),
-            pn: req.pn.and_then(|p| self.pns.get(&p).cloned()),
-            replay: req
-                .replay
-                .as_ref()
-                .and_then(|(s, id)| self.answers.get(&(s.to_string(), id.0)).cloned()),
+    /// Answers what the establishment reads; every other load reads as empty, as a store
+    /// holding nothing of it would.
+    fn load(&self, load: &Load) -> Result<Loaded, StoreFailure> {
+        Ok(match load {
+            Load::Gateway { id } => Loaded::Gateway(self.entities.get(id).cloned()),
+            Load::Pn {
+                pn,
+                replay,
+                entities,
+                ..
+            } => Loaded::Pn(Box::new(PnLoaded {
+                pn: self.pns.get(pn).cloned(),
+                replay: replay
+                    .as_ref()
+                    .and_then(|(s, id)| self.answers.get(&(s.to_string(), id.0)).cloned()),
+                entities: entities
+                    .iter()
+                    .filter_map(|e| self.entities.get(e).cloned())
+                    .collect(),
+                member_keys: Vec::new(),
+            })),
             // Presence reports: which PNEs are members of the PN GW's PNs.
-            served: req
-                .served_by
-                .as_ref()
-                .map(|(gw, candidates)| {
-                    let members = self.served.get(gw);
+            Load::Served {
+                gateway,
+                candidates,
+            } => {
+                let members = self.served.get(gateway);
+                Loaded::Served(
                     candidates
                         .iter()
                         .filter(|c| members.is_some_and(|m| m.contains(*c)))
                         .cloned()
-                        .collect()
-                })
-                .unwrap_or_default(),
-            ..Loaded::default()
-        }
+                        .collect(),
+                )
+            }
+            Load::Session { .. } => Loaded::Session(SessionLoaded::default()),
+            Load::Statuses { .. } => Loaded::Statuses(StatusesLoaded::default()),
+            other => {
+                return Err(StoreFailure::Failed(format!(
+                    "the bench store reads no {} load",
+                    other.name()
+                )));
+            }
+        })
     }
 
     fn apply(&mut self, effect: ServerEffect) -> Result<Persisted, StoreFailure> {
@@ -206,8 +223,8 @@ impl Pair {
                 moved = true;
                 match out {
                     ServerOutput::Transmit { frame, .. } => down.push(frame),
-                    ServerOutput::Load { token, request } => {
-                        let loaded = store.load(&request);
+                    ServerOutput::Load { token, load } => {
+                        let loaded = store.load(&load);
                         let _ = self.server.handle_loaded(now, token, loaded);
                     }
                     ServerOutput::Persist { token, effect } => {
@@ -223,7 +240,9 @@ impl Pair {
                         );
                         self.server.handle_gateway_answer(ask, Err(e));
                     }
+                    // No status hub in the ceiling run: nobody subscribes.
                     ServerOutput::Event(_)
+                    | ServerOutput::Publish(_)
                     | ServerOutput::Close { .. }
                     | ServerOutput::GatewayAnswer { .. }
                     | ServerOutput::CapabilitiesAnswered { .. } => {}

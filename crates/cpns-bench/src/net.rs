@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use cpns_crypto::{EuKey, MachineRng, MasterKey, at_rest_eukey_aad, seal_at_rest};
 use cpns_node::frames::{FrameError, FramedConn};
 use cpns_node::pki;
-use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
+use cpns_store::{EntityKind, EntityRecord, ServerStore, SqliteStore};
 use cpns_wire::{EntityId, PnId, UserId};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
@@ -135,7 +135,6 @@ pub async fn prepare(
                 dev.eukey.expose_secret(),
             )?,
             capabilities: None,
-            status: None,
             cpns_id: None,
             enrolled_at: now,
         })

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use cpns_store::{SqliteStore, Store};
+use cpns_store::{ServerStore, SqliteStore};
 
 mod common;
 

@@ -61,11 +61,14 @@ pub enum NodeError {
     Stopped(&'static str),
 }
 
-/// How a machine is told that its store work failed.
+/// How a machine is told that its store work failed: the one place a [`StoreError`] becomes a
+/// [`StoreFailure`] (a missing record, a conflict and an overloaded store keep their kind;
+/// anything else — a corrupt column, a failed database — is a failure, with its message).
 pub fn store_failure(e: &StoreError) -> StoreFailure {
     match e {
-        StoreError::Conflict(m) => StoreFailure::Conflict(m.clone()),
-        StoreError::NotFound(m) => StoreFailure::NotFound(m.clone()),
+        StoreError::Conflict { what } => StoreFailure::Conflict(what.clone()),
+        StoreError::NotFound { what } => StoreFailure::NotFound(what.clone()),
+        StoreError::Overloaded => StoreFailure::Overloaded,
         other => StoreFailure::Failed(other.to_string()),
     }
 }
@@ -77,16 +80,20 @@ mod tests {
     #[test]
     fn store_errors_keep_their_kind_for_the_machine() {
         assert_eq!(
-            store_failure(&StoreError::Conflict("pn".into())),
+            store_failure(&StoreError::conflict("pn")),
             StoreFailure::Conflict("pn".into())
         );
         assert_eq!(
-            store_failure(&StoreError::NotFound("pn".into())),
+            store_failure(&StoreError::not_found("pn")),
             StoreFailure::NotFound("pn".into())
         );
         assert_eq!(
-            store_failure(&StoreError::Corrupt("row 3".into())),
-            StoreFailure::Failed("corrupt row: row 3".into())
+            store_failure(&StoreError::Overloaded),
+            StoreFailure::Overloaded
+        );
+        assert_eq!(
+            store_failure(&StoreError::corrupt("pns.state", "row 3")),
+            StoreFailure::Failed("corrupt pns.state: row 3".into())
         );
     }
 }

@@ -19,8 +19,8 @@ use cpns_proto::gateway::{
     Outcome,
 };
 use cpns_proto::{CommandId, LocalPnState, PanSecurity, ProtoError, StoreFailure, Token};
-use cpns_store::{LocalMember, LocalPn, Store};
-use cpns_wire::{EntityId, ErrorBody, ErrorCode, PnId, PnInventory};
+use cpns_store::{DeviceStore, LocalMember, LocalPn};
+use cpns_wire::{EntityId, ErrorBody, ErrorCode, InventoryMember, PnId, PnInventory};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +35,7 @@ use crate::error::{NodeError, store_failure};
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::pan_link::{LinkCmd, LinkEvent, LinkLimits};
 use crate::server::sleep_until;
-use crate::server_store::{caps_bytes, inventory_member, unix_millis};
+use crate::server_store::unix_millis;
 use crate::trace::{TraceSink, report};
 use crate::{DeviceCredential, pki};
 
@@ -292,14 +292,14 @@ pub fn local_pn_record(state: &LocalPnState) -> LocalPn {
             .iter()
             .map(|m| LocalMember {
                 pne_id: m.pne_id.clone(),
-                capabilities: m.capabilities.as_ref().map(caps_bytes),
+                capabilities: m.capabilities.clone(),
                 sealed_local_key: state
                     .wrapped_keys
                     .iter()
                     .find(|(p, _)| *p == m.pne_id)
                     .map(|(_, k)| k.clone()),
                 route: Some("pan".into()),
-                contents: crate::server_store::contents_bytes(&m.contents),
+                contents: m.contents.clone(),
             })
             .collect(),
         stored_at: unix_millis(),
@@ -318,8 +318,10 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
             members: pn
                 .members
                 .iter()
-                .map(|m| {
-                    inventory_member(&m.pne_id, m.capabilities.as_deref(), m.contents.as_deref())
+                .map(|m| InventoryMember {
+                    pne_id: m.pne_id.clone(),
+                    capabilities: m.capabilities.clone(),
+                    contents: m.contents.clone(),
                 })
                 .collect(),
         },
@@ -337,7 +339,7 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
 /// the session drops), serves PNEs on `pan_listener`. Events go to `events` (bounded). The
 /// returned task ends when `stop` fires, or with an error when the server refuses this PN GW's
 /// credential (retrying would not help).
-pub async fn start<S: Store + Clone>(
+pub async fn start<S: DeviceStore + Clone>(
     cfg: GatewayNodeConfig,
     store: S,
     pan_listener: TcpListener,
@@ -469,7 +471,7 @@ enum StoreJob {
 }
 
 /// Runs local store writes beside the loop, in order, and reports each back as an input.
-fn spawn_store_worker<S: Store>(
+fn spawn_store_worker<S: DeviceStore>(
     store: S,
     inbox: mpsc::Sender<Input>,
     shutdown: CancellationToken,

@@ -1,5 +1,5 @@
 //! The PNE runtime: one PAN connection to a PN GW (CPNS-6) driving a [`PneSession`], the PNE's
-//! local PN inventory in a [`Store`], and a short script of what the PNE should do (discover,
+//! local PN inventory in a [`DeviceStore`], and a short script of what the PNE should do (discover,
 //! set up a PN, wait to be invited, register, release). [`run`] does the script and returns;
 //! [`serve`] then stays, reconnecting with backoff, and takes commands.
 //!
@@ -16,7 +16,7 @@ use cpns_crypto::{MasterKey, open_group_key_at_rest, seal_group_key_at_rest};
 use cpns_proto::pne::{Outcome, PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
 use cpns_proto::usage::{Preference, Preferences};
 use cpns_proto::{CommandError, CommandId, Completed, Flow, LocalPnState, OwnKeys, StoreFailure};
-use cpns_store::{GroupEpoch, LocalPn, LocalSession, Store};
+use cpns_store::{DeviceStore, GroupEpoch, LocalPn, LocalSession};
 use cpns_wire::{
     CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, DeviceCapabilities, EntityId,
     ErrorBody, ErrorCode, PnId, PnInventory, SetupType, Status, StatusEntry, StatusNotification,
@@ -97,7 +97,7 @@ impl PneReport {
 
 /// Runs a PNE against the PN GW at `gw_addr`: discovery, then `steps` in order. Returns when
 /// every step has ended (or at `stop`, or when the link closes).
-pub async fn run<S: Store>(
+pub async fn run<S: DeviceStore>(
     cfg: PneConfig,
     store: S,
     gw_addr: &str,
@@ -408,7 +408,7 @@ impl ServeConfig {
 /// key pulls, confirmations, a capabilities report) after each connection, keeps its local
 /// inventory current, and acts on the commands of its [`PneHandle`]. A lost link is opened
 /// again with backoff. Ends at `stop`, or with an error when a step fails.
-pub fn serve<S: Store + Clone>(
+pub fn serve<S: DeviceStore + Clone>(
     cfg: PneConfig,
     serve: ServeConfig,
     store: S,
@@ -425,7 +425,7 @@ pub fn serve<S: Store + Clone>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve_loop<S: Store + Clone>(
+async fn serve_loop<S: DeviceStore + Clone>(
     cfg: PneConfig,
     serve: ServeConfig,
     store: S,
@@ -481,7 +481,7 @@ async fn serve_loop<S: Store + Clone>(
 }
 
 /// Answers a command while there is no link to the PN GW.
-async fn offline<S: Store>(store: &S, caps: &DeviceCapabilities, c: Command) {
+async fn offline<S: DeviceStore>(store: &S, caps: &DeviceCapabilities, c: Command) {
     match c {
         Command::Inventory(reply) => {
             let pns = store.local_pns().await.unwrap_or_default();
@@ -497,7 +497,7 @@ async fn offline<S: Store>(store: &S, caps: &DeviceCapabilities, c: Command) {
 }
 
 /// The reporting preferences kept in a PNE's store, `default` for services with none.
-pub async fn usage_prefs<S: Store>(
+pub async fn usage_prefs<S: DeviceStore>(
     store: &S,
     default: Preference,
 ) -> Result<Preferences, cpns_store::StoreError> {
@@ -505,11 +505,7 @@ pub async fn usage_prefs<S: Store>(
         default,
         ..Preferences::default()
     };
-    for (service, p) in store.usage_prefs().await? {
-        if let Some(p) = Preference::parse(&p) {
-            prefs.services.insert(service, p);
-        }
-    }
+    prefs.services.extend(store.usage_prefs().await?);
     Ok(prefs)
 }
 
@@ -547,7 +543,7 @@ impl Steps {
     }
 
     /// Starts the next step once the current one ended; `Err` when a step failed.
-    fn next<S: Store>(&mut self, link: &mut Link<S>) -> Result<StepsDone, NodeError> {
+    fn next<S: DeviceStore>(&mut self, link: &mut Link<S>) -> Result<StepsDone, NodeError> {
         if let Some(current) = self.current {
             match link.step_ended(current) {
                 None => return Ok(StepsDone::Running),
@@ -595,7 +591,7 @@ struct Link<S> {
     steps_failed: bool,
 }
 
-impl<S: Store> Link<S> {
+impl<S: DeviceStore> Link<S> {
     /// Reloads the local inventory and secure session, connects, and starts discovery.
     async fn open(
         cfg: PneConfig,

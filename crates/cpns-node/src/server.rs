@@ -1,5 +1,5 @@
 //! The CPNS Server runtime: a TLS 1.3 listener for PN GW sessions (CPNS-2/7), one task per
-//! session driving a [`ServerSession`], the state of record in a [`Store`].
+//! session driving a [`ServerSession`], the state of record in a [`ServerStore`].
 //!
 //! Shape after mini-redis: the accept loop takes a permit from a semaphore before accepting, so
 //! at most `max_sessions` sessions run; a watch channel tells every session to stop; `run`
@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use cpns_crypto::MasterKey;
 use cpns_proto::ProtoError;
-use cpns_proto::server::{ServerConfig, ServerEvent, ServerOutput, ServerSession};
-use cpns_store::Store;
+use cpns_proto::server::{Publish, ServerConfig, ServerEvent, ServerOutput, ServerSession};
+use cpns_proto::status::Subscription;
+use cpns_store::ServerStore;
 use cpns_wire::{EntityId, ErrorBody, ErrorCode, PneConfirmRequest, PneConfirmResponse};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -257,7 +258,7 @@ impl<S> core::fmt::Debug for ServerNode<S> {
     }
 }
 
-impl<S: Store + Clone> ServerNode<S> {
+impl<S: ServerStore + Clone> ServerNode<S> {
     /// A server with its store, master key and TLS certificate (PEM).
     pub fn new(
         cfg: ServerNodeConfig,
@@ -679,35 +680,31 @@ impl<S: Store + Clone> ServerNode<S> {
                     }
                     conn.queue(&frame)?;
                 }
-                ServerOutput::Load { token, request } => {
+                ServerOutput::Load { token, load } => {
                     conn.write_now()?;
                     let loaded = Box::pin(server_store::load(
                         &self.store,
                         &self.master,
                         &self.keys,
-                        &request,
+                        &load,
                     ))
-                    .await?;
+                    .await;
+                    // A failed read ends the flow that asked, not the session.
+                    if let Err(e) = &loaded {
+                        warn!(error = %e, load = load.name(), "load failed");
+                    }
                     session.handle_loaded(Instant::now(), token, loaded)?;
                 }
                 ServerOutput::Persist { token, effect } => {
                     conn.write_now()?;
-                    let reach = reach_of(&effect, end.gateway.as_ref());
-                    let result = Box::pin(server_store::persist(
-                        &self.store,
-                        &self.master,
-                        &self.hub,
-                        effect,
-                    ))
-                    .await;
-                    if result.is_ok() {
-                        self.reach(end, reach);
-                    }
+                    let result =
+                        Box::pin(server_store::persist(&self.store, &self.master, effect)).await;
                     if let Err(e) = &result {
                         warn!(error = %e, "persist failed");
                     }
                     session.handle_persisted(Instant::now(), token, result)?;
                 }
+                ServerOutput::Publish(p) => self.publish(end, p),
                 ServerOutput::Event(e) => {
                     debug!(event = ?e, "server");
                     if let Some(tx) = &self.events
@@ -753,7 +750,7 @@ pub struct ServerHandle<S> {
     wait: Duration,
 }
 
-impl<S: Store + Clone> ServerHandle<S> {
+impl<S: ServerStore + Clone> ServerHandle<S> {
     /// The status hub.
     pub fn hub(&self) -> &Arc<StatusHub> {
         &self.hub
@@ -833,26 +830,37 @@ impl<S: Store + Clone> ServerHandle<S> {
     }
 }
 
-/// Who a persisted effect says this session now reaches, or no longer does: PNEs its PN GW
-/// reported online or offline, PNEs that subscribed through it.
-fn reach_of(
-    effect: &cpns_proto::server::ServerEffect,
-    gw: Option<&EntityId>,
-) -> Vec<(EntityId, bool)> {
-    use cpns_proto::server::ServerEffect;
-    let Some(gw) = gw else { return Vec::new() };
-    match effect {
-        ServerEffect::RecordStatuses { changes } => changes
-            .iter()
-            .filter(|c| &c.entity != gw)
-            .map(|c| (c.entity.clone(), c.status != cpns_wire::Status::Offline))
-            .collect(),
-        ServerEffect::AddSubscription { subscriber, .. } => vec![(subscriber.clone(), true)],
-        _ => Vec::new(),
+impl<S: ServerStore + Clone> ServerNode<S> {
+    /// Carries out what the session's machine says the status hub must do, once the effect it
+    /// follows is stored (docs/device-status.md, "Fan-out").
+    fn publish(&self, end: &mut SessionEnd, p: Publish) {
+        match p {
+            Publish::Changed(states) => {
+                for state in states {
+                    self.hub.publish(state);
+                }
+            }
+            Publish::Subscribed {
+                subscription,
+                states,
+            } => {
+                let subscription = Subscription {
+                    id: subscription.id,
+                    subscriber: Subscriber::Entity(subscription.subscriber),
+                    watched: subscription.watched,
+                    policy: subscription.policy,
+                };
+                // The snapshot was made by the machine from the same records.
+                let _ = self.hub.subscribe(Instant::now(), subscription, states);
+            }
+            Publish::Unsubscribed { subscriber, id } => {
+                self.hub.unsubscribe(&Subscriber::Entity(subscriber), id);
+            }
+            Publish::Reach { entity, here } => self.reach(end, vec![(entity, here)]),
+            other => debug!(publish = ?other, "a publish this server does not know"),
+        }
     }
-}
 
-impl<S: Store + Clone> ServerNode<S> {
     /// Attaches the entities this session reaches (its PN GW, PNEs it reported online or that
     /// subscribed through it) that hold subscriptions to its mailbox, made when first needed;
     /// detaches those it no longer reaches.

@@ -1,8 +1,9 @@
-//! How the server's machine reaches the state of record: [`LoadRequest`]s and [`ServerEffect`]s
-//! turned into [`Store`] calls, one transaction per effect (DESIGN §5). EUKeys and session keys
-//! are sealed at rest under the server's master key, bound to what they belong to by the
-//! associated data of docs/security.md §4.7 (`cpns_crypto::at_rest_eukey_aad`,
-//! `cpns_crypto::at_rest_session_key_aad`).
+//! How the server's machine reaches the state of record: each [`Load`] and each [`ServerEffect`]
+//! turned into one [`ServerStore`] call — one read snapshot per load, one transaction per
+//! effect (DESIGN §5). EUKeys and session keys are sealed at rest under the server's master
+//! key, bound to what they belong to by the associated data of docs/security.md §4.7
+//! (`cpns_crypto::at_rest_eukey_aad`, `cpns_crypto::at_rest_session_key_aad`). What fails — a
+//! read, a seal that does not open — is the [`StoreFailure`] the machine ends one flow with.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,14 +13,15 @@ use cpns_crypto::{
 };
 use cpns_proto::StoreFailure;
 use cpns_proto::server::{
-    EntityRole, KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect,
+    EntityRole, GroupKeyLoaded, InventoryLoaded, KnownEntity, KnownPn, Load, Loaded, Persisted,
+    PnLoaded, ServerEffect, SessionLoaded, StatusesLoaded, UsageOwners,
 };
-use cpns_proto::status::{EntityState, Policy, Subscription, Watched};
-use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, Store};
+use cpns_proto::status::{EntityState, Watched};
+use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, ServerStore};
 
 use crate::error::{NodeError, store_failure};
-use crate::status_hub::{StatusHub, Subscriber};
-use cpns_wire::{DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory};
+use crate::status_hub::StatusHub;
+use cpns_wire::{EntityId, InventoryMember, PnId, PnInventory};
 
 /// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
 const ANSWERS_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
@@ -29,11 +31,6 @@ pub fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Capabilities as the store keeps them (CBOR).
-pub fn caps_bytes(c: &DeviceCapabilities) -> Vec<u8> {
-    minicbor::to_vec(c).unwrap_or_default()
 }
 
 /// A status record as the status machinery reads it.
@@ -53,34 +50,6 @@ pub fn state_of(
     })
 }
 
-/// Capabilities from the store.
-pub fn caps_of(b: Option<&[u8]>) -> Option<DeviceCapabilities> {
-    b.and_then(|b| minicbor::decode(b).ok())
-}
-
-/// Contents as the store keeps them (CBOR); none for an empty list.
-pub fn contents_bytes(c: &[cpns_wire::ContentItem]) -> Option<Vec<u8>> {
-    (!c.is_empty()).then(|| minicbor::to_vec(c).unwrap_or_default())
-}
-
-/// A member of a PN inventory from what a store keeps of it.
-pub fn inventory_member(
-    pne_id: &EntityId,
-    capabilities: Option<&[u8]>,
-    contents: Option<&[u8]>,
-) -> InventoryMember {
-    InventoryMember {
-        pne_id: pne_id.clone(),
-        capabilities: caps_of(capabilities),
-        contents: contents_of(contents),
-    }
-}
-
-/// Contents from the store; none when absent or unreadable.
-pub fn contents_of(b: Option<&[u8]>) -> Vec<cpns_wire::ContentItem> {
-    b.and_then(|b| minicbor::decode(b).ok()).unwrap_or_default()
-}
-
 /// A PN of the store as a PN inventory.
 pub fn inventory_of(pn: &PnRecord) -> PnInventory {
     PnInventory {
@@ -89,7 +58,11 @@ pub fn inventory_of(pn: &PnRecord) -> PnInventory {
         members: pn
             .members
             .iter()
-            .map(|m| inventory_member(&m.pne_id, m.capabilities.as_deref(), m.contents.as_deref()))
+            .map(|m| InventoryMember {
+                pne_id: m.pne_id.clone(),
+                capabilities: m.capabilities.clone(),
+                contents: m.contents.clone(),
+            })
             .collect(),
     }
 }
@@ -158,11 +131,17 @@ impl KeyCache {
     }
 }
 
-/// One enrolled entity with its EUKey opened from the at-rest seal under the master key.
-fn open_entity(master: &MasterKey, e: cpns_store::EntityRecord) -> Result<KnownEntity, NodeError> {
-    let sealed = |reason: String| NodeError::Sealed {
-        what: format!("the EUKey of {} (under the master key)", e.id),
-        reason,
+/// One enrolled entity with its EUKey opened from the at-rest seal under the master key; a
+/// seal that does not open is [`StoreFailure::Sealed`].
+fn open_entity(
+    master: &MasterKey,
+    e: cpns_store::EntityRecord,
+) -> Result<KnownEntity, StoreFailure> {
+    let sealed = |reason: String| {
+        StoreFailure::Sealed(format!(
+            "the EUKey of {} (under the master key): {reason}",
+            e.id
+        ))
     };
     let plain = open_at_rest(master, &at_rest_eukey_aad(e.id.as_str()), &e.sealed_eukey)
         .map_err(|err| sealed(err.to_string()))?;
@@ -188,158 +167,205 @@ fn expired(rec: &PnRecord) -> bool {
     rec.expires_at.is_some_and(|at| at <= unix_millis())
 }
 
-pub(crate) async fn load<S: Store>(
+/// A PN of the store as the machine reads it.
+fn known_pn(rec: &PnRecord) -> KnownPn {
+    KnownPn {
+        max_members: rec.max_members,
+        expired: expired(rec),
+        gateway: rec.gateway.clone(),
+        owner: rec.owner.clone(),
+        inventory: inventory_of(rec),
+        epoch: rec.group.as_ref().map_or(0, |g| g.epoch),
+    }
+}
+
+/// The SK_PNE of `pne` in `rec`, opened, if it is a member with one.
+fn member_key(
+    master: &MasterKey,
+    rec: &PnRecord,
+    pne: &EntityId,
+) -> Result<Option<SessionKey>, StoreFailure> {
+    rec.members
+        .iter()
+        .find(|m| &m.pne_id == pne)
+        .and_then(|m| m.sealed_session_key.as_deref())
+        .map(|sealed| open_sk(master, &rec.pn_id, pne, sealed).map_err(sealed_failure))
+        .transpose()
+}
+
+/// A secret that did not open, as the machine is told.
+fn sealed_failure(e: NodeError) -> StoreFailure {
+    match e {
+        NodeError::Sealed { what, reason } => StoreFailure::Sealed(format!("{what}: {reason}")),
+        other => StoreFailure::Failed(other.to_string()),
+    }
+}
+
+/// Reads what `load` names, in one store call (one snapshot), and opens the keys it holds
+/// under the master key. A read that fails, or a key that does not open, is the
+/// [`StoreFailure`] the machine ends the asking flow with.
+pub(crate) async fn load<S: ServerStore>(
     store: &S,
     master: &MasterKey,
     keys: &KeyCache,
-    req: &LoadRequest,
-) -> Result<Loaded, NodeError> {
-    let mut loaded = Loaded::default();
-    // Cached entities first; the rest in one query, then in the order asked for.
-    let mut missing = Vec::new();
-    let mut found = Vec::with_capacity(req.entities.len());
-    for id in &req.entities {
-        match keys.get(id) {
-            Some(e) => found.push(e),
-            None => missing.push(id.clone()),
-        }
-    }
-    if !missing.is_empty() {
-        for e in store.entities(&missing).await? {
-            let e = open_entity(master, e)?;
-            keys.put(&e);
-            found.push(e);
-        }
-    }
-    for id in &req.entities {
-        if let Some(at) = found.iter().position(|e| &e.id == id) {
-            loaded.entities.push(found.swap_remove(at));
-        }
-    }
-    if let Some((sender, request_id)) = &req.replay
-        && let Some(bytes) = store.answer_of(&sender.to_string(), request_id.0).await?
-    {
-        // A kept answer that no longer decodes (a future format) is as good as none.
-        loaded.replay = cpns_wire::decode_envelope(&bytes).ok();
-    }
-    if let Some(pn) = &req.pn
-        && let Some(rec) = store.pn(pn).await?
-    {
-        if let Some((session_pn, pne)) = &req.session
-            && session_pn == pn
-            && let Some(sealed) = rec
-                .members
-                .iter()
-                .find(|m| &m.pne_id == pne)
-                .and_then(|m| m.sealed_session_key.as_deref())
-        {
-            loaded.session_key = Some(open_sk(master, pn, pne, sealed)?);
-        }
-        if req.group_key
-            && let Some(g) = &rec.group
-        {
-            let gk =
-                cpns_crypto::open_group_key_at_rest(master, pn.as_bytes(), g.epoch, &g.sealed_key)
-                    .map_err(|e| NodeError::Sealed {
-                        what: format!("the group key of PN {pn}"),
-                        reason: e.to_string(),
-                    })?;
-            loaded.group = Some((g.epoch, gk));
-        }
-        if req.member_keys {
-            for m in &rec.members {
-                if let Some(sealed) = m.sealed_session_key.as_deref() {
-                    let sk = open_sk(master, pn, &m.pne_id, sealed)?;
-                    loaded.member_keys.push((m.pne_id.clone(), sk));
+    load: &Load,
+) -> Result<Loaded, StoreFailure> {
+    let err = |e: cpns_store::StoreError| store_failure(&e);
+    Ok(match load {
+        // 002 §B.1.1.2 step 8: a PN GW is loaded once per session, never kept.
+        Load::Gateway { id } => Loaded::Gateway(
+            store
+                .entity(id)
+                .await
+                .map_err(err)?
+                .map(|e| open_entity(master, e))
+                .transpose()?,
+        ),
+        Load::Pn {
+            pn,
+            replay,
+            entities,
+            member_keys,
+        } => {
+            // Cached entities first; the rest read with the PN, then in the order asked for.
+            let mut missing = Vec::new();
+            let mut found = Vec::with_capacity(entities.len());
+            for id in entities {
+                match keys.get(id) {
+                    Some(e) => found.push(e),
+                    None => missing.push(id.clone()),
                 }
             }
+            let sender = replay.as_ref().map(|(s, id)| (s.to_string(), id.0));
+            let view = store
+                .pn_view(
+                    pn,
+                    sender.as_ref().map(|(s, id)| (s.as_str(), *id)),
+                    &missing,
+                )
+                .await
+                .map_err(err)?;
+            for e in view.entities {
+                let e = open_entity(master, e)?;
+                keys.put(&e);
+                found.push(e);
+            }
+            let mut loaded = PnLoaded::default();
+            for id in entities {
+                if let Some(at) = found.iter().position(|e| &e.id == id) {
+                    loaded.entities.push(found.swap_remove(at));
+                }
+            }
+            // A kept answer that no longer decodes (a future format) is as good as none.
+            loaded.replay = view
+                .answer
+                .and_then(|bytes| cpns_wire::decode_envelope(&bytes).ok());
+            if let Some(rec) = &view.pn {
+                if *member_keys {
+                    for m in &rec.members {
+                        if let Some(sk) = member_key(master, rec, &m.pne_id)? {
+                            loaded.member_keys.push((m.pne_id.clone(), sk));
+                        }
+                    }
+                }
+                loaded.pn = Some(known_pn(rec));
+            }
+            Loaded::Pn(Box::new(loaded))
         }
-        loaded.pn = Some(KnownPn {
-            max_members: rec.max_members,
-            expired: expired(&rec),
-            gateway: rec.gateway.clone(),
-            owner: rec.owner.clone(),
-            inventory: inventory_of(&rec),
-            epoch: rec.group.as_ref().map_or(0, |g| g.epoch),
-        });
-    }
-    // A PNE that is no member of that PN (any more): its membership that ended, if kept.
-    if req.departed
-        && let Some((pn, pne)) = &req.session
-        && !loaded
-            .pn
-            .as_ref()
-            .is_some_and(|p| p.inventory.members.iter().any(|m| &m.pne_id == pne))
-        && let Some(d) = store.departed(pn, pne).await?
-    {
-        let sk = open_sk(master, pn, pne, &d.sealed_session_key)?;
-        let why = match d.why {
-            cpns_store::Departure::Removed => cpns_wire::EndReason::Removed,
-            cpns_store::Departure::Released => cpns_wire::EndReason::Released,
-        };
-        loaded.departed = Some((sk, why));
-    }
-    if let Some(entity) = &req.owner_pns {
-        let owner = match loaded.entities.iter().find(|e| &e.id == entity) {
-            Some(e) => Some(e.owner.clone()),
-            None => store.entity(entity).await?.map(|e| e.owner),
-        };
-        if let Some(owner) = owner {
-            loaded.owner_pns = store
-                .pns_of_owner(&owner)
-                .await?
-                .iter()
-                .map(|rec| KnownPn {
-                    max_members: rec.max_members,
-                    expired: expired(rec),
-                    gateway: rec.gateway.clone(),
-                    owner: rec.owner.clone(),
-                    inventory: inventory_of(rec),
-                    epoch: rec.group.as_ref().map_or(0, |g| g.epoch),
-                })
-                .collect();
+        Load::Session { pn, pne } => {
+            let rec = store.pn(pn).await.map_err(err)?;
+            let session_key = match &rec {
+                Some(rec) => member_key(master, rec, pne)?,
+                None => None,
+            };
+            Loaded::Session(SessionLoaded {
+                gateway: rec.map(|r| r.gateway),
+                session_key,
+            })
         }
-    }
-    load_status(store, req, &mut loaded).await?;
-    Ok(loaded)
-}
-
-/// The status side of a load (docs/device-status.md).
-async fn load_status<S: Store>(
-    store: &S,
-    req: &LoadRequest,
-    loaded: &mut Loaded,
-) -> Result<(), NodeError> {
-    if !req.statuses.is_empty() {
-        loaded.statuses = store
-            .statuses(&req.statuses)
-            .await?
-            .into_iter()
-            .filter_map(|r| state_of(r, None))
-            .collect();
-    }
-    if let Some(entity) = &req.owner_statuses
-        && let Some(e) = store.entity(entity).await?
-    {
-        loaded.owner_statuses = store
-            .statuses_of_owner(&e.owner)
-            .await?
-            .into_iter()
-            .filter_map(|r| state_of(r, None))
-            .collect();
-    }
-    if let Some((gw, candidates)) = &req.served_by {
-        loaded.served = store.served_by(gw, candidates).await?;
-    }
-    if let Some(who) = &req.subscription_count {
-        loaded.subscriptions = store.subscription_count(who).await?;
-    }
-    if let Some((entity, since)) = &req.charging_of
-        && let Some(e) = store.entity(entity).await?
-    {
-        loaded.charging = store.charging_records(&e.owner, *since).await?;
-    }
-    Ok(())
+        Load::GroupKey { pn, pne } => {
+            let view = store.member_view(pn, pne).await.map_err(err)?;
+            let mut loaded = GroupKeyLoaded::default();
+            if let Some(rec) = &view.pn {
+                loaded.session_key = member_key(master, rec, pne)?;
+                if let Some(g) = &rec.group {
+                    let gk = cpns_crypto::open_group_key_at_rest(
+                        master,
+                        pn.as_bytes(),
+                        g.epoch,
+                        &g.sealed_key,
+                    )
+                    .map_err(|e| StoreFailure::Sealed(format!("the group key of PN {pn}: {e}")))?;
+                    loaded.group = Some((g.epoch, gk));
+                }
+                loaded.pn = Some(known_pn(rec));
+            }
+            // A PNE that is no member of that PN (any more): its membership that ended.
+            if let Some(d) = view.departed {
+                let sk = open_sk(master, pn, pne, &d.sealed_session_key).map_err(sealed_failure)?;
+                let why = match d.why {
+                    cpns_store::Departure::Removed => cpns_wire::EndReason::Removed,
+                    cpns_store::Departure::Released => cpns_wire::EndReason::Released,
+                };
+                loaded.departed = Some((sk, why));
+            }
+            Loaded::GroupKey(Box::new(loaded))
+        }
+        Load::Inventory { asker, pn } => {
+            let view = store
+                .inventory_view(asker, pn.as_ref())
+                .await
+                .map_err(err)?;
+            Loaded::Inventory(InventoryLoaded {
+                asker_owner: view.owner,
+                pns: view.pns.iter().map(known_pn).collect(),
+            })
+        }
+        Load::UsageOwners { pne, pn } => {
+            let owners = store.usage_owners(pne, pn).await.map_err(err)?;
+            Loaded::UsageOwners(UsageOwners {
+                owner: owners.entity,
+                pn_owner: owners.pn,
+            })
+        }
+        Load::Charging { pne, since_s } => Loaded::Charging(
+            store
+                .charging_records_of(pne, *since_s)
+                .await
+                .map_err(err)?,
+        ),
+        Load::Served {
+            gateway,
+            candidates,
+        } => Loaded::Served(store.served_by(gateway, candidates).await.map_err(err)?),
+        Load::Statuses {
+            asker,
+            named,
+            whole_user,
+            subscriptions,
+        } => {
+            let view = store
+                .status_view(asker, named, *whole_user, *subscriptions)
+                .await
+                .map_err(err)?;
+            let states = |recs: Vec<cpns_store::StatusRecord>| {
+                recs.into_iter()
+                    .filter_map(|r| state_of(r, None))
+                    .collect::<Vec<_>>()
+            };
+            Loaded::Statuses(StatusesLoaded {
+                statuses: states(view.statuses),
+                owner_statuses: states(view.of_user),
+                subscriptions: view.subscriptions,
+            })
+        }
+        other => {
+            return Err(StoreFailure::Failed(format!(
+                "a {} load this server does not know",
+                other.name()
+            )));
+        }
+    })
 }
 
 /// Opens an SK_PNE sealed at rest (docs/security.md §4.7) under `master`: the server's master
@@ -393,10 +419,11 @@ fn sealed_group(
         .transpose()
 }
 
-pub(crate) async fn persist<S: Store>(
+/// Makes `effect` durable in one store call (one transaction), sealing the keys it carries
+/// under the master key; what the store holds now, for the machine.
+pub(crate) async fn persist<S: ServerStore>(
     store: &S,
     master: &MasterKey,
-    hub: &StatusHub,
     effect: ServerEffect,
 ) -> Result<Persisted, StoreFailure> {
     let now = unix_millis();
@@ -407,26 +434,11 @@ pub(crate) async fn persist<S: Store>(
             capabilities,
             status,
         } => {
-            if let Some(caps) = capabilities {
-                let attributes = cpns_store::Attributes::of(&caps);
-                let rec = store
-                    .record_capabilities(&id, &caps_bytes(&caps), attributes)
-                    .await
-                    .map_err(err)?;
-                publish(hub, [rec]);
-            }
-            if let Some(status) = status {
-                let change = cpns_store::StatusChange {
-                    entity: id,
-                    status,
-                    label: None,
-                    since: now,
-                    reported_by: None,
-                };
-                let recs = store.record_statuses(&[change]).await.map_err(err)?;
-                publish(hub, recs);
-            }
-            Ok(Persisted::Done)
+            let rec = store
+                .record_report(&id, capabilities.as_deref(), status.map(|s| (s, now)))
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Recorded(states_of([rec])))
         }
         ServerEffect::RecordStatuses { changes } => {
             let changes: Vec<_> = changes
@@ -440,8 +452,7 @@ pub(crate) async fn persist<S: Store>(
                 })
                 .collect();
             let recs = store.record_statuses(&changes).await.map_err(err)?;
-            publish(hub, recs);
-            Ok(Persisted::Done)
+            Ok(Persisted::Recorded(states_of(recs)))
         }
         ServerEffect::AddSubscription {
             subscriber,
@@ -450,34 +461,24 @@ pub(crate) async fn persist<S: Store>(
             entities,
             policy,
         } => {
-            let checked = Policy::check(&policy).map_err(StoreFailure::Failed)?;
             let kept = store
                 .add_subscription(&cpns_store::SubscriptionRecord {
                     id: 0,
-                    subscriber: subscriber.clone(),
-                    owner: owner.clone(),
+                    subscriber,
+                    owner,
                     request_id: request_id.0,
-                    entities: entities.clone(),
+                    entities,
                     policy,
                     created_at: now,
                 })
                 .await
                 .map_err(err)?;
-            let watched = watched_of(kept.entities, kept.owner);
-            let states = watched_states(store, &watched).await.map_err(err)?;
-            let entries = hub.subscribe(
-                std::time::Instant::now(),
-                Subscription {
-                    id: kept.id,
-                    subscriber: Subscriber::Entity(subscriber),
-                    watched,
-                    policy: checked,
-                },
-                states,
-            );
+            let sub = kept.subscription;
             Ok(Persisted::Subscribed {
-                id: kept.id,
-                entries,
+                id: sub.id,
+                watched: watched_of(sub.entities, sub.owner),
+                policy: sub.policy,
+                states: states_of(kept.states),
             })
         }
         ServerEffect::RemoveSubscription { subscriber, id } => {
@@ -485,7 +486,6 @@ pub(crate) async fn persist<S: Store>(
                 .remove_subscription(&subscriber, id)
                 .await
                 .map_err(err)?;
-            hub.unsubscribe(&Subscriber::Entity(subscriber), id);
             Ok(Persisted::Removed(removed))
         }
         ServerEffect::StoreUsage {
@@ -542,8 +542,8 @@ pub(crate) async fn persist<S: Store>(
                     pne_id: m.pne_id,
                     initiator: m.initiator,
                     authenticated: true,
-                    capabilities: Some(caps_bytes(&m.capabilities)),
-                    contents: contents_bytes(&m.contents),
+                    capabilities: Some(m.capabilities),
+                    contents: m.contents,
                     joined_at: now,
                     owner: m.owner,
                 });
@@ -557,30 +557,16 @@ pub(crate) async fn persist<S: Store>(
             remove,
             group,
         } => {
-            let group = group
-                .map(|g| {
-                    let sealed_key = cpns_crypto::seal_group_key_at_rest(
-                        master,
-                        pn_id.as_bytes(),
-                        g.epoch,
-                        &g.key,
-                    )
-                    .map_err(|e| StoreFailure::Sealed(e.to_string()))?;
-                    Ok::<_, StoreFailure>(GroupEpoch {
-                        epoch: g.epoch,
-                        sealed_key,
-                    })
-                })
-                .transpose()?;
+            let group = sealed_group(master, &pn_id, group)?;
             let add: Vec<PnMember> = add
                 .into_iter()
                 .map(|m| PnMember {
                     pne_id: m.pne_id,
                     initiator: false,
                     authenticated: false,
-                    capabilities: m.capabilities.as_ref().map(caps_bytes),
+                    capabilities: m.capabilities,
                     sealed_session_key: None,
-                    contents: None,
+                    contents: Vec::new(),
                     joined_at: now,
                     owner: None,
                 })
@@ -647,20 +633,15 @@ pub(crate) async fn persist<S: Store>(
             group,
         } => {
             let group = sealed_group(master, &pn_id, group)?;
-            let existing = store.pn(&pn_id).await.map_err(err)?;
-            let known = existing
-                .as_ref()
-                .and_then(|p| p.members.iter().find(|m| m.pne_id == pne_id));
+            // An existing member keeps its initiator flag, its joining time and, with none
+            // given, its capabilities: the store's upsert never downgrades (decision 12).
             let member = PnMember {
                 sealed_session_key: Some(sealed_sk(master, &pn_id, &pne_id, &session_key)?),
-                initiator: known.is_some_and(|m| m.initiator),
-                capabilities: capabilities
-                    .as_deref()
-                    .map(caps_bytes)
-                    .or_else(|| known.and_then(|m| m.capabilities.clone())),
-                joined_at: known.map_or(now, |m| m.joined_at),
+                initiator: false,
+                capabilities: capabilities.map(|c| *c),
+                joined_at: now,
                 owner: None,
-                contents: None,
+                contents: Vec::new(),
                 authenticated: true,
                 pne_id,
             };
@@ -686,7 +667,7 @@ pub fn watched_of(entities: Vec<EntityId>, owner: cpns_wire::UserId) -> Watched 
 }
 
 /// The status records of what `watched` covers, as the hub reads them.
-pub async fn watched_states<S: Store>(
+pub async fn watched_states<S: ServerStore>(
     store: &S,
     watched: &Watched,
 ) -> Result<Vec<EntityState>, cpns_store::StoreError> {
@@ -697,12 +678,19 @@ pub async fn watched_states<S: Store>(
     Ok(recs.into_iter().filter_map(|r| state_of(r, None)).collect())
 }
 
-/// Hands records the store holds now to the hub.
+/// Status records as the status machinery reads them.
+pub fn states_of(records: impl IntoIterator<Item = cpns_store::StatusRecord>) -> Vec<EntityState> {
+    records
+        .into_iter()
+        .filter_map(|r| state_of(r, None))
+        .collect()
+}
+
+/// Hands records the store holds now to the hub (those the server's own end of a session
+/// changed; what a session's effects change, its machine publishes).
 pub fn publish(hub: &StatusHub, records: impl IntoIterator<Item = cpns_store::StatusRecord>) {
-    for r in records {
-        if let Some(state) = state_of(r, None) {
-            hub.publish(state);
-        }
+    for state in states_of(records) {
+        hub.publish(state);
     }
 }
 
@@ -739,7 +727,6 @@ mod tests {
                 sealed_eukey: seal_at_rest(master, &at_rest_eukey_aad(id), key.expose_secret())
                     .unwrap(),
                 capabilities: None,
-                status: None,
                 cpns_id: None,
                 enrolled_at: 0,
             })
@@ -748,15 +735,26 @@ mod tests {
         key
     }
 
-    fn ask(ids: &[&str]) -> LoadRequest {
-        LoadRequest {
+    /// A PN load naming `ids` (the PN itself is not in the store).
+    fn ask(ids: &[&str]) -> Load {
+        Load::Pn {
+            pn: PnId::from_bytes([9; 16]),
+            replay: None,
             entities: ids.iter().map(|i| EntityId::new(*i).unwrap()).collect(),
-            ..LoadRequest::default()
+            member_keys: false,
         }
     }
 
-    fn names(l: &Loaded) -> Vec<String> {
-        l.entities.iter().map(|e| e.id.to_string()).collect()
+    /// The entities of a PN load's answer.
+    fn found(l: Result<Loaded, StoreFailure>) -> Vec<KnownEntity> {
+        match l.unwrap() {
+            Loaded::Pn(p) => p.entities,
+            other => panic!("a {} answer", other.name()),
+        }
+    }
+
+    fn names(l: &[KnownEntity]) -> Vec<String> {
+        l.iter().map(|e| e.id.to_string()).collect()
     }
 
     #[tokio::test]
@@ -765,29 +763,31 @@ mod tests {
         let master = MasterKey::generate().unwrap();
         let (store, keys) = enrolled(dir.path(), &master, &["a", "b", "c"]).await;
         let cache = KeyCache::new(10);
-        let first = load(&store, &master, &cache, &ask(&["b"])).await.unwrap();
+        let first = found(load(&store, &master, &cache, &ask(&["b"])).await);
         assert_eq!(names(&first), ["b"]);
-        assert!(first.entities[0].eukey == keys[1]);
+        assert!(first[0].eukey == keys[1]);
         assert_eq!(cache.len(), 1);
         // Mixed: b from the cache, a and c from the store; the order is the request's, each
         // entity once, an unknown id left out and not cached.
-        let mixed = load(
-            &store,
-            &master,
-            &cache,
-            &ask(&["c", "b", "nobody", "a", "c"]),
-        )
-        .await
-        .unwrap();
+        let mixed = found(
+            load(
+                &store,
+                &master,
+                &cache,
+                &ask(&["c", "b", "nobody", "a", "c"]),
+            )
+            .await,
+        );
         assert_eq!(names(&mixed), ["c", "b", "a"]);
-        assert!(mixed.entities[2].eukey == keys[0]);
+        assert!(mixed[2].eukey == keys[0]);
         assert_eq!(cache.len(), 3);
-        // Served from the cache: the store is no longer needed for them.
-        store.close().await;
-        let cached = load(&store, &master, &cache, &ask(&["a", "b"]))
-            .await
-            .unwrap();
+        // Served from the cache: not opened again (under another master key, the store's
+        // seals would not open).
+        let other = MasterKey::generate().unwrap();
+        let cached = found(load(&store, &other, &cache, &ask(&["a", "b"])).await);
         assert_eq!(names(&cached), ["a", "b"]);
+        assert!(cached[0].eukey == keys[0]);
+        store.close().await;
         assert!(
             load(&store, &master, &cache, &ask(&["nobody"]))
                 .await
@@ -808,7 +808,7 @@ mod tests {
             owner: None,
             pne_id: gw("a"),
             initiator: true,
-            capabilities: DeviceCapabilities::default(),
+            capabilities: cpns_wire::DeviceCapabilities::default(),
             contents: Vec::new(),
             session_key: cpns_crypto::SessionKey::from_bytes([1; 32]),
         };
@@ -821,17 +821,13 @@ mod tests {
             lifetime_s: None,
             max_members: None,
         };
-        persist(&store, &master, &StatusHub::default(), register)
-            .await
-            .unwrap();
+        persist(&store, &master, register).await.unwrap();
         assert_eq!(store.pn(&pn).await.unwrap().unwrap().members.len(), 1);
         let theirs = ServerEffect::ReleasePn {
             gateway: gw("gw-2"),
             pn_id: pn,
         };
-        let err = persist(&store, &master, &StatusHub::default(), theirs)
-            .await
-            .unwrap_err();
+        let err = persist(&store, &master, theirs).await.unwrap_err();
         assert!(matches!(err, StoreFailure::Conflict(_)), "{err:?}");
         assert!(store.pn(&pn).await.unwrap().is_some());
         for _ in 0..2 {
@@ -840,9 +836,7 @@ mod tests {
                 pn_id: pn,
             };
             assert_eq!(
-                persist(&store, &master, &StatusHub::default(), release)
-                    .await
-                    .unwrap(),
+                persist(&store, &master, release).await.unwrap(),
                 Persisted::Done
             );
             assert_eq!(store.pn(&pn).await.unwrap(), None);
@@ -856,13 +850,20 @@ mod tests {
         let (store, _) = enrolled(dir.path(), &master, &["a"]).await;
         let key = enroll(&store, &master, "gw", EntityKind::Gateway).await;
         let cache = KeyCache::new(10);
-        let loaded = load(&store, &master, &cache, &ask(&["gw", "a"]))
-            .await
-            .unwrap();
+        let loaded = found(load(&store, &master, &cache, &ask(&["gw", "a"])).await);
         assert_eq!(names(&loaded), ["gw", "a"]);
-        assert!(loaded.entities[0].eukey == key);
-        assert_eq!(loaded.entities[0].role, EntityRole::Gateway);
+        assert!(loaded[0].eukey == key);
+        assert_eq!(loaded[0].role, EntityRole::Gateway);
         assert_eq!(cache.len(), 1, "only the PNE is kept");
+        // At connection set-up: read and opened, never kept.
+        let gw = Load::Gateway {
+            id: EntityId::new("gw").unwrap(),
+        };
+        let Ok(Loaded::Gateway(Some(e))) = load(&store, &master, &cache, &gw).await else {
+            panic!("the PN GW is enrolled");
+        };
+        assert!(e.eukey == key);
+        assert_eq!(cache.len(), 1);
     }
 
     #[tokio::test]
@@ -882,6 +883,9 @@ mod tests {
         let err = load(&store, &other, &KeyCache::new(4), &ask(&["a"]))
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("EUKey of a"), "{err}");
+        assert!(
+            matches!(err, StoreFailure::Sealed(ref m) if m.contains("EUKey of a")),
+            "{err}"
+        );
     }
 }

@@ -17,7 +17,7 @@ use common::{
 use cpns_node::pne::PneStep;
 use cpns_proto::gateway::GatewayEvent;
 use cpns_proto::server::ServerEvent;
-use cpns_store::{EntityKind, Store};
+use cpns_store::{EntityKind, ServerStore};
 use cpns_wire::{
     Address, Body, ConnectionSetupRequest, EntityDiscoveryRequest, EntityId, Envelope, ErrorCode,
     GatewayInfo, Mode, PnId, PnRegistrationRequest, PnSetupRequest, RandBytes, RequestId,

@@ -15,7 +15,7 @@ use cpns_node::pne::PneStep;
 use cpns_proto::Completed;
 use cpns_proto::gateway::GatewayEvent;
 use cpns_proto::pne::{Outcome, PneEvent};
-use cpns_store::{EntityKind, PnState, SqliteStore, Store};
+use cpns_store::{DeviceStore, EntityKind, PnState, ServerStore, SqliteStore};
 use cpns_wire::{EntityId, PnId, PnInventory, SetupType};
 
 fn members(inv: &PnInventory) -> BTreeSet<EntityId> {
@@ -107,7 +107,7 @@ async fn established_pn_survives_server_and_gateway_restart() {
     let stored: BTreeSet<EntityId> = rec.members.iter().map(|m| m.pne_id.clone()).collect();
     assert_eq!(stored, expected);
     for m in &rec.members {
-        let contents = cpns_node::server_store::contents_of(m.contents.as_deref());
+        let contents = m.contents.clone();
         let announced = if m.pne_id == phone.id {
             songs.clone()
         } else {
@@ -128,7 +128,7 @@ async fn established_pn_survives_server_and_gateway_restart() {
         local[0].members.iter().map(|m| m.pne_id.clone()).collect();
     assert_eq!(local_members, expected);
     for m in &local[0].members {
-        let contents = cpns_node::server_store::contents_of(m.contents.as_deref());
+        let contents = m.contents.clone();
         let announced = if m.pne_id == phone.id {
             songs.clone()
         } else {

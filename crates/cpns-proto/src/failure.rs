@@ -11,6 +11,8 @@ use crate::StoreFailure;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Flow {
+    /// A PN GW's connection set-up with the server (002 §B.1.1.2 steps 8-11).
+    ConnectionSetup,
     /// CPNS entity discovery (000 §6.4).
     EntityDiscovery,
     /// PN GW authentication with LocalEUKey on an insecure PAN.
@@ -35,16 +37,19 @@ pub enum Flow {
     MembershipChange,
     /// A read of a PN's inventory (004 §5.5.10).
     InventoryQuery,
+    /// A member's request for its copy of its PN's group key (002 §B.1.1.3 steps 22-23).
+    GroupKey,
     /// A capabilities or status report, query or subscription (004 §5.5.1, §5.5.3).
     StatusManagement,
     /// A PNE's connection set-up in its PNs after a (re)connection: proof, key pulls,
     /// confirmations, a capabilities report (002 §B.1.1.3 steps 18-26).
-    ConnectionSetup,
+    PnConnectionSetup,
 }
 
 impl fmt::Display for Flow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Flow::ConnectionSetup => "connection set-up",
             Flow::EntityDiscovery => "entity discovery",
             Flow::PanAuthentication => "PN GW authentication",
             Flow::PnEstablishment => "PN establishment",
@@ -57,8 +62,9 @@ impl fmt::Display for Flow {
             Flow::PnRelease => "PN release",
             Flow::MembershipChange => "membership change",
             Flow::InventoryQuery => "inventory query",
+            Flow::GroupKey => "group key request",
             Flow::StatusManagement => "status management",
-            Flow::ConnectionSetup => "connection set-up",
+            Flow::PnConnectionSetup => "connection set-up in the PNs",
         })
     }
 }

@@ -70,6 +70,28 @@ impl EntityState {
     }
 }
 
+/// The entries a new subscription's subscriber starts from (004 §5.5.3.2), from the records of
+/// the store as the subscription was kept: the entities it names, in their order, or every
+/// device of its user, by id — as [`StatusBook::entries`] gives them once the book knows
+/// those records.
+pub fn snapshot(watched: &Watched, states: &[EntityState]) -> Vec<StatusEntry> {
+    match watched {
+        Watched::Entities(ids) => ids
+            .iter()
+            .filter_map(|id| states.iter().find(|s| &s.entity == id))
+            .map(EntityState::entry)
+            .collect(),
+        Watched::User(user) => states
+            .iter()
+            .filter(|s| &s.owner == user)
+            .map(|s| (&s.entity, s))
+            .collect::<BTreeMap<_, _>>()
+            .into_values()
+            .map(EntityState::entry)
+            .collect(),
+    }
+}
+
 /// A checked policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {

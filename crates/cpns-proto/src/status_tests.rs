@@ -461,3 +461,45 @@ fn removing_one_subscription_leaves_the_others_crossings_as_they_were() {
     book.remove(2);
     assert_eq!((book.len(), book.is_empty()), (0, true));
 }
+
+/// A subscriber's snapshot, made from the store's records as the subscription is kept, is what
+/// the book gives once it knows them: the entities named in their order (a name twice, twice;
+/// one not enrolled, not at all), or every device of the user by id, no other user's.
+#[test]
+fn a_snapshot_is_what_the_book_gives_for_the_same_records() {
+    let records = vec![
+        state("tv", "alice", Status::Busy, Some(50)),
+        state("phone", "alice", Status::Online, Some(20)),
+        state("watch", "bob", Status::Offline, None),
+    ];
+    let cases = [
+        Watched::Entities(vec![eid("tv"), eid("ghost"), eid("phone"), eid("tv")]),
+        Watched::Entities(vec![eid("watch")]),
+        Watched::Entities(Vec::new()),
+        Watched::User(UserId::new("alice").unwrap()),
+        Watched::User(UserId::new("carol").unwrap()),
+    ];
+    for (id, watched) in (1..).zip(cases) {
+        let mut book = StatusBook::new();
+        book.add_with(
+            t0(),
+            sub(id, watched.clone(), Policy::OnChange),
+            records.clone(),
+        );
+        assert_eq!(
+            snapshot(&watched, &records),
+            book.entries(&watched),
+            "{watched:?}"
+        );
+    }
+    let named = snapshot(
+        &Watched::Entities(vec![eid("tv"), eid("ghost"), eid("tv")]),
+        &records,
+    );
+    let ids: Vec<&str> = named.iter().map(|e| e.entity.as_str()).collect();
+    assert_eq!(ids, ["tv", "tv"]);
+    let alice = snapshot(&Watched::User(UserId::new("alice").unwrap()), &records);
+    let ids: Vec<&str> = alice.iter().map(|e| e.entity.as_str()).collect();
+    assert_eq!(ids, ["phone", "tv"]);
+    assert_eq!(alice[1].battery_pct, Some(50));
+}

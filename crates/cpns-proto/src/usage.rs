@@ -6,46 +6,9 @@ use std::collections::BTreeMap;
 
 use cpns_wire::{Audience, UsageRecord, UsageReport};
 
-/// A user's reporting preference for one service (004 §5.5.4.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Preference {
-    /// Never leaves the device.
-    Private,
-    /// Reported to the CPNS server only.
-    Server,
-    /// Reported to the server, which may give it to external applications.
-    Shared,
-}
-
-impl Preference {
-    /// The stored and typed name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Preference::Private => "private",
-            Preference::Server => "server",
-            Preference::Shared => "shared",
-        }
-    }
-
-    /// The preference named `s`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "private" => Some(Preference::Private),
-            "server" => Some(Preference::Server),
-            "shared" => Some(Preference::Shared),
-            _ => None,
-        }
-    }
-
-    /// To whom a record may go; `None`: nowhere.
-    pub fn audience(self) -> Option<Audience> {
-        match self {
-            Preference::Private => None,
-            Preference::Server => Some(Audience::Server),
-            Preference::Shared => Some(Audience::Shared),
-        }
-    }
-}
+/// A user's reporting preference for one service (004 §5.5.4.2), as the PNE's store keeps
+/// it.
+pub use cpns_wire::Preference;
 
 /// A PNE's preferences: one per service, and a default for the others.
 #[derive(Clone, Debug, PartialEq, Eq)]

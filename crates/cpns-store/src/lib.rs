@@ -1,310 +1,32 @@
-//! Storage for CPNS: the server's state of record (users, enrolled entities, the PN inventory)
-//! and the local PN inventory a PN GW or PNE keeps (DESIGN §5).
+//! Storage for CPNS, in two contracts: the CPNS Server's state of record ([`ServerStore`]:
+//! users, enrolled entities, the PN inventory, group key epochs, kept answers, statuses,
+//! subscriptions, usage and charging records) and the local state a PN GW or a PNE keeps of
+//! itself ([`DeviceStore`]: its local PNs, its secure session, its usage records and reporting
+//! preferences) (DESIGN §5). A server and a device never share a database; each user of the
+//! store names the contract it needs.
 //!
-//! [`Store`] is one trait for every backend; [`SqliteStore`] is the embedded default: SQLite in
+//! Values cross both traits as their types (capabilities, contents, statuses, preferences);
+//! failures as a [`StoreError`] with a typed reason. [`SqliteStore`] implements both: SQLite in
 //! WAL mode through rusqlite, migrations at open, one writer thread that commits the writes of
-//! many flows together (group commit) and answers each only once it is committed, and reads
-//! on the calling thread. Every method that changes state is atomic (all of it or none of it
-//! lands) and is idempotent where the protocol retries.
+//! many flows together (group commit) and answers each only once it is committed, and reads on
+//! the calling thread. Every method that changes state is one transaction (all of it or none of
+//! it lands) and is idempotent where the protocol retries; every read that takes several
+//! queries runs in one read transaction, so it sees one snapshot.
 
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod device;
 mod error;
 pub mod model;
+mod server;
 mod sqlite;
 
+pub use device::DeviceStore;
 pub use error::{DatabaseError, StoreError};
 pub use model::*;
+pub use server::ServerStore;
 pub use sqlite::{Durability, SqliteStore};
-
-use core::future::Future;
-
-use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 
 /// Result of the store.
 pub type Result<T, E = StoreError> = core::result::Result<T, E>;
-
-/// The CPNS store. Server methods keep the inventory of record; `local_*` methods keep a
-/// device's (PN GW's or PNE's) own local PN inventory.
-pub trait Store: Send + Sync + 'static {
-    /// Adds a user; does nothing if it exists.
-    fn ensure_user(&self, user: &UserId) -> impl Future<Output = Result<()>> + Send;
-
-    /// Enrolls an entity. Fails with [`StoreError::Conflict`] if the id is taken and with
-    /// [`StoreError::NotFound`] if its owner is not a user.
-    fn insert_entity(&self, entity: &EntityRecord) -> impl Future<Output = Result<()>> + Send;
-
-    /// Looks up one entity.
-    fn entity(&self, id: &EntityId) -> impl Future<Output = Result<Option<EntityRecord>>> + Send;
-
-    /// Looks up several entities in one query; absent ids are left out of the result, the others
-    /// come in the order of their first mention in `ids`.
-    fn entities(&self, ids: &[EntityId]) -> impl Future<Output = Result<Vec<EntityRecord>>> + Send;
-
-    /// Records capabilities and/or status reported by an entity (002 §B.1.1.2 steps 12-17); `None`
-    /// leaves a field as it was. [`StoreError::NotFound`] if the entity is not enrolled.
-    fn update_entity_report(
-        &self,
-        id: &EntityId,
-        capabilities: Option<&[u8]>,
-        status: Option<&str>,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Registers a PN with its members in one transaction (000 §6.6.1.1 step 11). Registering a
-    /// PN id that exists with the same gateway replaces its member list (a retried
-    /// registration: owner, state and members are replaced, `created_at` and the PN's place in
-    /// creation order are kept); with another gateway it is a [`StoreError::Conflict`].
-    fn register_pn(&self, pn: &PnRecord) -> impl Future<Output = Result<()>> + Send;
-
-    /// Adds or updates one member of an existing PN (003 §1.4.2 step 4, 000 §6.6.2).
-    /// [`StoreError::NotFound`] if the PN does not exist. A new member goes after the existing
-    /// ones. An existing member keeps its `joined_at` and position and is never downgraded
-    /// (issue 6, "Identity on the PAN"): `authenticated` and `initiator` only go from false to
-    /// true, and a `None` capabilities or session key keeps the stored one; given values
-    /// replace stored ones.
-    fn upsert_member(
-        &self,
-        pn: &PnId,
-        member: &PnMember,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Changes the member list of an existing PN in one transaction (000 §6.6.2, 003 §1.4.2
-    /// step 4): first removes the members in `remove` (ids that are not members are ignored),
-    /// then adds or updates each of `add` as [`Store::upsert_member`] does (a new member goes
-    /// after the existing ones; an existing one keeps its `joined_at` and position and is never
-    /// downgraded). A PNE both
-    /// removed and added is therefore re-added at the end. With `group`, the PN moves to that
-    /// group key epoch in the same transaction (docs/pn-lifecycle.md, "Group key epochs").
-    /// [`StoreError::NotFound`] if the PN does not exist; on any error nothing changes.
-    fn update_members(
-        &self,
-        pn: &PnId,
-        add: &[PnMember],
-        remove: &[EntityId],
-        group: Option<&GroupEpoch>,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Registers a PNE with a PN in one transaction (003 §1.4.1 step 3): allocates the PNE's
-    /// CPNS ID as [`Store::allocate_cpns_id`] does (returning the one it already has, if any)
-    /// and adds or updates `member` as [`Store::upsert_member`] does, so the CPNS ID and the
-    /// member's session key land together or not at all. [`StoreError::NotFound`] if the PN
-    /// does not exist or `member.pne_id` is not an enrolled entity; on any error nothing
-    /// changes and no CPNS ID number is used up. With `group`, the PN moves to that group key
-    /// epoch in the same transaction (a PNE that joins by registering, 000 §6.6.2.2).
-    fn register_pne(
-        &self,
-        pn: &PnId,
-        member: &PnMember,
-        group: Option<&GroupEpoch>,
-    ) -> impl Future<Output = Result<CpnsId>> + Send;
-
-    /// 002 §B.1.1.2 step 17: brings the inventory in line with the PN list a PN GW reports.
-    /// In one transaction: listed pending PNs of `gw` become active; active PNs of `gw` that are
-    /// not listed are removed with their members; unlisted pending PNs are removed only when
-    /// `drop_unlisted_pending` (no registration of this PN GW can still be in flight). Listed
-    /// PNs that are unknown or belong to another gateway change nothing and are reported.
-    fn reconcile_gateway_pns(
-        &self,
-        gw: &EntityId,
-        listed: &[PnId],
-        drop_unlisted_pending: bool,
-    ) -> impl Future<Output = Result<Reconciled>> + Send;
-
-    /// Confirms PNs a PN GW reports it has stored since its last report (a partial status
-    /// report, docs/ARCHITECTURE.md decision 8): each listed PN of `gw` that is pending becomes
-    /// active; nothing is removed. Returns the PNs confirmed, in the order listed. PNs that are
-    /// unknown, of another gateway or already active change nothing. Costs one lookup per
-    /// listed PN, whatever the number of PNs `gw` holds.
-    fn confirm_pns(
-        &self,
-        gw: &EntityId,
-        pns: &[PnId],
-    ) -> impl Future<Output = Result<Vec<PnId>>> + Send;
-
-    /// Removes a PN that is still pending (its PN GW never confirmed it), with its members;
-    /// true if it was there and pending. An active PN is left alone.
-    fn remove_pending_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
-
-    /// Releases PN `pn` of PN GW `gw` (000 §6.6.5 step 2): removes it with its members, in any
-    /// state. True if it was there; false if there is no such PN (already released: a retry).
-    /// [`StoreError::Conflict`] if the PN belongs to another PN GW, which is left alone.
-    fn release_pn(&self, gw: &EntityId, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
-
-    /// One PN with its members.
-    fn pn(&self, id: &PnId) -> impl Future<Output = Result<Option<PnRecord>>> + Send;
-
-    /// All PNs served by a gateway, in creation order.
-    fn pns_of_gateway(&self, gw: &EntityId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
-
-    /// The membership of `pne` in `pn` that ended (it left or was removed, or the PN was
-    /// released), if the server keeps it: the SK_PNE it held, to tell it so.
-    fn departed(
-        &self,
-        pn: &PnId,
-        pne: &EntityId,
-    ) -> impl Future<Output = Result<Option<Departed>>> + Send;
-
-    /// All PNs of a user (served by its PN GWs), in creation order.
-    fn pns_of_owner(&self, owner: &UserId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
-
-    /// All PNs, in creation order.
-    fn all_pns(&self) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
-
-    /// Allocates the CPNS ID of a PNE (003 §1.4.1 step 3), or returns the one it already has.
-    /// Ids are distinct and never reused. [`StoreError::NotFound`] if the entity is not enrolled.
-    fn allocate_cpns_id(&self, pne: &EntityId) -> impl Future<Output = Result<CpnsId>> + Send;
-
-    /// Keeps the answer to a mutating request of `sender` (DESIGN §3 idempotency, §5), so that a
-    /// retry with the same request id, after a reconnect or a restart, gets the same answer.
-    /// Replaces an earlier answer of the same key; in the same transaction drops every record
-    /// older than `keep_ms` before `now`.
-    fn remember_answer(
-        &self,
-        sender: &str,
-        request_id: u64,
-        answer: &[u8],
-        now: UnixMillis,
-        keep_ms: i64,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// The answer kept for `sender`'s request `request_id`, if any.
-    fn answer_of(
-        &self,
-        sender: &str,
-        request_id: u64,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
-
-    /// Stores (or replaces) a PN in the device's local inventory, in one transaction.
-    fn save_local_pn(&self, pn: &LocalPn) -> impl Future<Output = Result<()>> + Send;
-
-    /// Keeps a PNE's secure session, replacing the one kept before.
-    fn save_local_session(&self, session: &LocalSession)
-    -> impl Future<Output = Result<()>> + Send;
-
-    /// The PNE's secure session, if it kept one.
-    fn local_session(&self) -> impl Future<Output = Result<Option<LocalSession>>> + Send;
-
-    /// The device's local PNs, in the order first stored.
-    fn local_pns(&self) -> impl Future<Output = Result<Vec<LocalPn>>> + Send;
-
-    /// Removes a PN from the device's local inventory; true if it was there.
-    fn remove_local_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
-
-    /// Records status changes in one transaction, keeping each entity's attributes
-    /// (004 §5.5.3); the records as now, in the order of `changes`. [`StoreError::NotFound`],
-    /// and nothing recorded, if one is not enrolled.
-    fn record_statuses(
-        &self,
-        changes: &[StatusChange],
-    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
-
-    /// Records an entity's capabilities (CBOR of `cpns_wire::DeviceCapabilities`) and the
-    /// attributes they carry, keeping its status (004 §5.5.1); its status record as now.
-    /// [`StoreError::NotFound`] if it is not enrolled.
-    fn record_capabilities(
-        &self,
-        id: &EntityId,
-        capabilities: &[u8],
-        attributes: Attributes,
-    ) -> impl Future<Output = Result<StatusRecord>> + Send;
-
-    /// Which of `candidates` are members of a PN `gateway` serves.
-    fn served_by(
-        &self,
-        gateway: &EntityId,
-        candidates: &[EntityId],
-    ) -> impl Future<Output = Result<Vec<EntityId>>> + Send;
-
-    /// Turns `gateway` and every entity its session reported offline as of `at`, in one
-    /// transaction; the records that changed (a session that ended: docs/device-status.md).
-    fn offline_reported_by(
-        &self,
-        gateway: &EntityId,
-        at: UnixMillis,
-    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
-
-    /// The status records of the enrolled entities among `ids`, in the order of `ids`.
-    fn statuses(&self, ids: &[EntityId]) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
-
-    /// The status records of every entity of `owner`, by id.
-    fn statuses_of_owner(
-        &self,
-        owner: &UserId,
-    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
-
-    /// Every entity's status record, by id.
-    fn all_statuses(&self) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
-
-    /// Keeps a status subscription (its `id` is ignored) and returns it with its id; a retry
-    /// (same subscriber and request id) returns the one kept first, unchanged.
-    fn add_subscription(
-        &self,
-        subscription: &SubscriptionRecord,
-    ) -> impl Future<Output = Result<SubscriptionRecord>> + Send;
-
-    /// Removes `subscriber`'s subscription `id`; false if it has none such.
-    fn remove_subscription(
-        &self,
-        subscriber: &EntityId,
-        id: u64,
-    ) -> impl Future<Output = Result<bool>> + Send;
-
-    /// How many status subscriptions `subscriber` holds.
-    fn subscription_count(
-        &self,
-        subscriber: &EntityId,
-    ) -> impl Future<Output = Result<usize>> + Send;
-
-    /// Every status subscription, oldest first.
-    fn subscriptions(&self) -> impl Future<Output = Result<Vec<SubscriptionRecord>>> + Send;
-
-    /// Stores usage records with the charging records they make, in one transaction; a
-    /// record stored before (same entity and record id) is a duplicate and charges nothing
-    /// again (004 §5.5.4).
-    fn store_usage(&self, rows: &[UsageRow]) -> impl Future<Output = Result<UsageStored>> + Send;
-
-    /// Usage per user and service, of `user` or of every user; with `shared_only`, only what
-    /// the users let go to external applications.
-    fn usage_summary(
-        &self,
-        user: Option<&UserId>,
-        shared_only: bool,
-    ) -> impl Future<Output = Result<Vec<UsageSummary>>> + Send;
-
-    /// The charging records of `user` for uses started at or after `since_s`, oldest first.
-    fn charging_records(
-        &self,
-        user: &UserId,
-        since_s: u64,
-    ) -> impl Future<Output = Result<Vec<cpns_wire::ChargingRecord>>> + Send;
-
-    /// Keeps a usage record the PNE collected, unsent. [`StoreError::Conflict`] if its id is
-    /// kept already.
-    fn save_local_usage(
-        &self,
-        record: &cpns_wire::UsageRecord,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// The PNE's unsent usage records, oldest first, at most `limit`.
-    fn unsent_local_usage(
-        &self,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<LocalUsage>>> + Send;
-
-    /// Marks the PNE's records sent.
-    fn mark_local_usage_sent(&self, ids: &[u64]) -> impl Future<Output = Result<()>> + Send;
-
-    /// The PNE's own usage per service, every record counted.
-    fn local_usage_summary(&self) -> impl Future<Output = Result<Vec<UsageSummary>>> + Send;
-
-    /// Sets, or with `None` clears, the reporting preference of a service.
-    fn set_usage_pref(
-        &self,
-        service: &str,
-        preference: Option<&str>,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Every reporting preference, by service.
-    fn usage_prefs(&self) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
-}

@@ -1,10 +1,12 @@
 //! The records the store keeps: users, enrolled entities, the server's PN inventory of record,
 //! and the local PN inventory a PN GW or PNE keeps for itself (000 §6.6.1.1 step 13, step 15).
 //!
-//! Secrets never appear here in the clear: EUKeys, session keys and LocalEUKeys are sealed by the
-//! caller (cpns-crypto's at-rest sealing) before they reach the store.
+//! Values cross the store's traits as their types (capabilities, contents, statuses, usage
+//! preferences); each backend encodes them as it keeps them. Secrets never appear here in the
+//! clear: EUKeys, session keys and LocalEUKeys are sealed by the caller (cpns-crypto's at-rest
+//! sealing) before they reach the store.
 
-use cpns_wire::{CpnsId, EntityId, PnId, UserId};
+use cpns_wire::{ContentItem, CpnsId, DeviceCapabilities, EntityId, PnId, UserId};
 
 /// Milliseconds since the Unix epoch, as stored.
 pub type UnixMillis = i64;
@@ -57,10 +59,9 @@ pub struct EntityRecord {
     pub owner: UserId,
     /// The EUKey, sealed under the server master key with the entity id as associated data.
     pub sealed_eukey: Vec<u8>,
-    /// Last reported device capabilities (CBOR of `cpns_wire::DeviceCapabilities`), if any.
-    pub capabilities: Option<Vec<u8>>,
-    /// Last reported status (e.g. `online`), if any.
-    pub status: Option<String>,
+    /// Last reported device capabilities, if any (its status of record is a
+    /// [`StatusRecord`]).
+    pub capabilities: Option<DeviceCapabilities>,
     /// CPNS ID allocated at PNE registration (003 §1.4.1 step 3), if any.
     pub cpns_id: Option<CpnsId>,
     /// When the entity was enrolled.
@@ -110,15 +111,15 @@ pub struct PnMember {
     /// Whether the member was authenticated by hash_PNE (000 §6.6.1.1 step 11). Members added by a
     /// PN update before registration (003 §1.4.2 step 4) start unauthenticated.
     pub authenticated: bool,
-    /// Device capabilities (CBOR), if any. Written: those it joined with; read: those of
-    /// record, the latest the device reported ([`crate::Store::record_capabilities`]) if it
-    /// did, else those it joined with.
-    pub capabilities: Option<Vec<u8>>,
+    /// Device capabilities, if any. Written: those it joined with; read: those of record, the
+    /// latest the device reported ([`crate::ServerStore::record_report`]) if it did, else those
+    /// it joined with.
+    pub capabilities: Option<DeviceCapabilities>,
     /// SK_PNE sealed under the server master key, for the PNE<->server secure session.
     pub sealed_session_key: Option<Vec<u8>>,
-    /// Contents the PNE announced (000 §6.6.1.1 step 1), as CBOR, if any. Like capabilities,
-    /// `None` in an upsert keeps the stored value.
-    pub contents: Option<Vec<u8>>,
+    /// Contents the PNE announced (000 §6.6.1.1 step 1). Like capabilities, none in an upsert
+    /// keeps the stored ones.
+    pub contents: Vec<ContentItem>,
     /// When the member joined.
     pub joined_at: UnixMillis,
     /// The member's own user when it is not the PN owner's (a multi-user PN, 001 §5.2.1.1
@@ -213,14 +214,14 @@ pub struct Reconciled {
 pub struct LocalMember {
     /// PNE ID of the member.
     pub pne_id: EntityId,
-    /// The member's device capabilities as CBOR, as the PN inventory holds them.
-    pub capabilities: Option<Vec<u8>>,
+    /// The member's device capabilities, as the PN inventory holds them.
+    pub capabilities: Option<DeviceCapabilities>,
     /// LocalEUKey shared with this PNE, sealed under the device's own storage key, if assigned.
     pub sealed_local_key: Option<Vec<u8>>,
     /// Route to the PNE in the PAN (e.g. its PAN session address), as the routing table holds it.
     pub route: Option<String>,
-    /// Contents the PNE announced, as CBOR, if any.
-    pub contents: Option<Vec<u8>>,
+    /// Contents the PNE announced.
+    pub contents: Vec<ContentItem>,
 }
 
 /// A PNE's secure session with the server, as it keeps it (003 §1.4.1 step 4).
@@ -314,6 +315,17 @@ impl Attributes {
     }
 }
 
+/// A status subscription as kept, with the states of what it watches as of the same
+/// transaction (the subscriber's snapshot, 004 §5.5.3.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The subscription kept (the one kept first, for a retry).
+    pub subscription: SubscriptionRecord,
+    /// The status records of the enrolled entities it watches: in the order it names them, or
+    /// every device of its user by id.
+    pub states: Vec<StatusRecord>,
+}
+
 /// A status subscription of an entity (table `status_subscriptions`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionRecord {
@@ -386,4 +398,59 @@ pub struct LocalUsage {
     pub record: cpns_wire::UsageRecord,
     /// Whether the server acknowledged it.
     pub sent: bool,
+}
+
+/// What a flow that registers or changes a PN reads, in one snapshot
+/// ([`crate::ServerStore::pn_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PnView {
+    /// The PN, if the inventory holds it.
+    pub pn: Option<PnRecord>,
+    /// The answer kept for the sender's request, if asked for and kept.
+    pub answer: Option<Vec<u8>>,
+    /// The enrolled entities among those asked for, in the order of their first mention.
+    pub entities: Vec<EntityRecord>,
+}
+
+/// What a member's request about its PN reads, in one snapshot
+/// ([`crate::ServerStore::member_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberView {
+    /// The PN, if the inventory holds it.
+    pub pn: Option<PnRecord>,
+    /// If the PNE is no member of it: the membership it had there that ended, if kept.
+    pub departed: Option<Departed>,
+}
+
+/// What a PNE's inventory query reads, in one snapshot
+/// ([`crate::ServerStore::inventory_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InventoryView {
+    /// The asker's user; `None` if it is not enrolled.
+    pub owner: Option<UserId>,
+    /// The PN named, if held; without one, every PN of the asker's user, in creation order.
+    pub pns: Vec<PnRecord>,
+}
+
+/// The users a usage report is charged by, in one snapshot
+/// ([`crate::ServerStore::usage_owners`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owners {
+    /// The reporting entity's user; `None` if it is not enrolled.
+    pub entity: Option<UserId>,
+    /// The owner of the PN it reports in, if the inventory holds the PN.
+    pub pn: Option<UserId>,
+}
+
+/// What a status query or subscription reads, in one snapshot
+/// ([`crate::ServerStore::status_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusView {
+    /// The records of the asker and of the entities named that are enrolled, in the order of
+    /// their first mention (the asker first).
+    pub statuses: Vec<StatusRecord>,
+    /// If asked for: every device of the asker's user, by id.
+    pub of_user: Vec<StatusRecord>,
+    /// If asked for: how many subscriptions the asker holds.
+    pub subscriptions: usize,
 }

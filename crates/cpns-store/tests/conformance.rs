@@ -1,6 +1,8 @@
-//! Runs the [`Store`](cpns_store::Store) conformance suite (`tests/suite`) against
-//! [`SqliteStore`], each case on a new database file in its own temporary directory, plus the
-//! SQLite durability checks: what was written survives closing, or just dropping, the store.
+//! Runs the conformance suite (`tests/suite`) against [`SqliteStore`]: the cases of
+//! [`ServerStore`](cpns_store::ServerStore) and those of
+//! [`DeviceStore`](cpns_store::DeviceStore), each on a new database file in its own temporary
+//! directory, plus the SQLite durability checks: what was written survives closing, or just
+//! dropping, the store.
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,18 +22,24 @@ async fn fresh() -> (TempDir, SqliteStore) {
     (dir, store)
 }
 
+/// One test per case of the suite module `$m`, each on a fresh store.
 macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {$(
+    ($m:path => $($case:ident),* $(,)?) => {$(
         #[tokio::test]
         async fn $case() {
+            use $m as cases;
             let (_dir, store) = fresh().await;
-            suite::$case(&store).await;
+            cases::$case(&store).await;
             store.close().await;
         }
     )*};
 }
 
-conformance!(
+/// The server's store of record.
+mod server {
+    use super::*;
+
+    conformance!(crate::suite =>
     entity_round_trip,
     duplicate_entity_conflicts,
     entity_needs_owner,
@@ -49,7 +57,6 @@ conformance!(
     remove_pending_pn_only_when_pending,
     release_pn_removes_the_gateways_pn_only,
     answers_are_kept_for_retries,
-    local_session_is_kept_and_replaced,
     update_members_removes_then_upserts,
     update_members_needs_pn,
     group_epochs_move_with_membership,
@@ -62,15 +69,33 @@ conformance!(
     departures_are_kept_until_the_pne_is_back,
     all_pns_in_creation_order,
     cpns_ids,
-    local_inventory,
     statuses_are_recorded_with_their_attributes,
     a_status_of_an_unknown_entity_records_nothing,
     a_gateways_end_turns_what_it_reported_offline,
     subscriptions_are_kept_once_per_request,
     usage_is_stored_once_and_charged_to_the_consumer,
-    a_pne_keeps_its_usage_until_it_is_sent,
     served_by_names_the_members_of_the_gateways_pns,
-);
+        pn_view_reads_a_pn_with_its_answer_and_entities,
+        member_view_gives_an_ended_membership_to_a_non_member,
+        inventory_view_reads_the_askers_pns,
+        usage_owners_name_the_reporters_and_the_pns_users,
+        charging_records_of_an_entity_are_its_users,
+        status_view_reads_what_a_query_names,
+    );
+}
+
+/// A device's own store.
+mod device {
+    use super::*;
+
+    conformance!(crate::suite::device =>
+        local_inventory,
+        local_pns_keep_their_session_key_and_epoch,
+        local_session_is_kept_and_replaced,
+        a_pne_keeps_its_usage_until_it_is_sent,
+        usage_preferences_are_kept_per_service,
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes() {
@@ -82,6 +107,7 @@ async fn concurrent_writes() {
 async fn reopen_check(path: &Path) {
     let store = SqliteStore::open(path).await.unwrap();
     suite::durable_check(&store).await;
+    suite::device::durable_check(&store).await;
     store.close().await;
 }
 
@@ -91,6 +117,7 @@ async fn survives_close_and_reopen() {
     let path = dir.path().join("cpns.db");
     let store = SqliteStore::open(&path).await.unwrap();
     suite::durable_write(&store).await;
+    suite::device::durable_write(&store).await;
     store.close().await;
     reopen_check(&path).await;
 }
@@ -103,6 +130,7 @@ async fn survives_drop_without_close() {
         .await
         .unwrap();
     suite::durable_write(&store).await;
+    suite::device::durable_write(&store).await;
     drop(store);
     reopen_check(&path).await;
 }
@@ -118,8 +146,5 @@ async fn reopening_is_idempotent_and_bad_paths_fail() {
     let err = SqliteStore::open(&dir.path().join("missing/cpns.db"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, cpns_store::StoreError::Database(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, cpns_store::StoreError::Failed(_)), "{err:?}");
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cpns_store::{Durability, PnMember, PnRecord, PnState, SqliteStore, Store};
+use cpns_store::{Durability, PnMember, PnRecord, PnState, ServerStore, SqliteStore};
 use cpns_wire::{EntityId, PnId, UserId};
 
 /// Set in the child: the database file it writes to.
@@ -40,7 +40,7 @@ fn registration(task: u32, i: u32) -> PnRecord {
         authenticated: true,
         capabilities: None,
         sealed_session_key: Some(vec![0x5e; 48]),
-        contents: None,
+        contents: Vec::new(),
         joined_at: i64::from(i),
         owner: None,
     };

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use cpns_crypto::{EuKey, MasterKey, at_rest_eukey_aad, seal_at_rest};
-use cpns_node::server_store::{caps_of, unix_millis};
+use cpns_node::server_store::unix_millis;
 use cpns_node::{DeviceCredential, DeviceKind, pki};
-use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
+use cpns_store::{DeviceStore, EntityKind, EntityRecord, ServerStore, SqliteStore};
 use cpns_wire::{EntityId, UserId};
 
 /// Files of a server data directory.
@@ -162,7 +162,6 @@ pub(crate) async fn enroll_device(
             eukey.expose_secret(),
         )?,
         capabilities: None,
-        status: None,
         cpns_id: None,
         enrolled_at: unix_millis(),
     };
@@ -224,8 +223,10 @@ pub(crate) async fn server_inventory_text(db: &Path) -> anyhow::Result<String> {
             let cpns_id = entity
                 .and_then(|e| e.cpns_id)
                 .map_or_else(|| "-".to_string(), |c| c.to_string());
-            let device =
-                caps_of(m.capabilities.as_deref()).map_or_else(|| "?".into(), |c| c.device_type);
+            let device = m
+                .capabilities
+                .as_ref()
+                .map_or_else(|| "?".into(), |c| c.device_type.clone());
             out.push_str(&format!(
                 "  PNE {:<12} {:<10} {}{}  cpns-id {}\n",
                 m.pne_id.as_str(),
@@ -238,7 +239,7 @@ pub(crate) async fn server_inventory_text(db: &Path) -> anyhow::Result<String> {
                 if m.initiator { ", initiator" } else { "" },
                 cpns_id,
             ));
-            out.push_str(&contents_line(m.contents.as_deref()));
+            out.push_str(&contents_line(&m.contents));
         }
     }
     store.close().await;
@@ -261,7 +262,7 @@ pub(crate) async fn local_inventory_text(path: &Path) -> anyhow::Result<String> 
                 "-"
             };
             out.push_str(&format!("  PNE {:<12} {key}\n", m.pne_id.as_str()));
-            out.push_str(&contents_line(m.contents.as_deref()));
+            out.push_str(&contents_line(&m.contents));
         }
     }
     store.close().await;
@@ -269,8 +270,7 @@ pub(crate) async fn local_inventory_text(path: &Path) -> anyhow::Result<String> 
 }
 
 /// The contents a member announced (000 §6.6.1.1 step 1), as an indented line; empty if none.
-fn contents_line(stored: Option<&[u8]>) -> String {
-    let items = cpns_node::server_store::contents_of(stored);
+fn contents_line(items: &[cpns_wire::ContentItem]) -> String {
     if items.is_empty() {
         return String::new();
     }
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn contents_are_listed_under_their_member() {
-        assert_eq!(contents_line(None), "");
+        assert_eq!(contents_line(&[]), "");
         let items = vec![
             cpns_wire::ContentItem {
                 name: "holiday.mp3".into(),
@@ -298,12 +298,9 @@ mod tests {
                 media_type: "image/jpeg".into(),
             },
         ];
-        let stored = cpns_node::server_store::contents_bytes(&items);
         assert_eq!(
-            contents_line(stored.as_deref()),
+            contents_line(&items),
             "      contents: holiday.mp3 (audio/mpeg), beach.jpg (image/jpeg)\n"
         );
-        assert_eq!(cpns_node::server_store::contents_bytes(&[]), None);
-        assert_eq!(contents_line(Some(b"not cbor")), "");
     }
 }

@@ -390,7 +390,7 @@ fn pne_events() {
         (
             done(
                 6,
-                Flow::ConnectionSetup,
+                Flow::PnConnectionSetup,
                 Outcome::Rejoined { pns: vec![pn()] },
             ),
             "14:02:11 rejoined  pns=3f2a…c1",

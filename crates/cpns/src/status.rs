@@ -20,7 +20,7 @@ use cpns_node::server::ServerHandle;
 use cpns_node::status_hub::{Mailbox, Subscriber};
 use cpns_proto::status::{Policy, Subscription};
 use cpns_proto::usage::Preference;
-use cpns_store::{SqliteStore, StatusRecord, Store};
+use cpns_store::{DeviceStore, ServerStore, SqliteStore, StatusRecord};
 use cpns_wire::{
     Attribute, Audience, ChargingRecord, Crossing, DeviceCapabilities, EntityId, PolicyKind,
     Status, StatusEntry, StatusNotification, StatusPolicy, UsageRecord, UserId,
@@ -109,7 +109,7 @@ pub(crate) async fn caps(a: CapsArgs) -> anyhow::Result<()> {
                 let Some(rec) = rec else {
                     bail!("no entity {entity} is enrolled");
                 };
-                match cpns_node::server_store::caps_of(rec.capabilities.as_deref()) {
+                match rec.capabilities {
                     Some(c) => {
                         json!({ "ok": true, "entity": entity.as_str(), "capabilities": caps_json(&c) })
                     }
@@ -768,7 +768,7 @@ pub(crate) async fn answer_server(h: ServerHandle<SqliteStore>, request: Value) 
                 };
             }
             match store.entity(&entity).await {
-                Ok(Some(rec)) => match cpns_node::server_store::caps_of(rec.capabilities.as_deref()) {
+                Ok(Some(rec)) => match rec.capabilities {
                     Some(c) => json!({ "ok": true, "entity": entity.as_str(), "capabilities": caps_json(&c) }).into(),
                     None => control::error(format!("not_found: {entity} has reported no capabilities")).into(),
                 },
@@ -968,7 +968,7 @@ pub(crate) async fn answer_pne(
             Ok(p) => json!({
                 "ok": true,
                 "default": usage_default.name(),
-                "services": p.into_iter().map(|(s, v)| json!({ "service": s, "preference": v })).collect::<Vec<_>>(),
+                "services": p.into_iter().map(|(s, v)| json!({ "service": s, "preference": v.name() })).collect::<Vec<_>>(),
             })
             .into(),
             Err(e) => control::error(e).into(),
@@ -980,12 +980,12 @@ pub(crate) async fn answer_pne(
             let pref = match request["preference"].as_str() {
                 None | Some("default") => None,
                 Some(p) => match Preference::parse(p) {
-                    Some(p) => Some(p.name()),
+                    Some(p) => Some(p),
                     None => return Some(control::error(format!("`{p}`: private, server, shared or default")).into()),
                 },
             };
             match store.set_usage_pref(service, pref).await {
-                Ok(()) => json!({ "ok": true, "service": service, "preference": pref.unwrap_or("default") }).into(),
+                Ok(()) => json!({ "ok": true, "service": service, "preference": pref.map_or("default", Preference::name) }).into(),
                 Err(e) => control::error(e).into(),
             }
         }

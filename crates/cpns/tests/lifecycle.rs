@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use cpns_store::{SqliteStore, Store};
+use cpns_store::{DeviceStore, ServerStore, SqliteStore};
 use cpns_wire::PnId;
 
 mod common;

@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cpns_store::{SqliteStore, Store};
+use cpns_store::{ServerStore, SqliteStore};
 use cpns_wire::{EntityId, Status, UserId};
 use serde_json::Value;
 
@@ -127,7 +127,7 @@ async fn a_capability_change_reaches_the_server_which_also_asks_the_pne_through_
     phone.expect_event("capabilities_reported");
     let st = server_store(&w).await;
     let rec = st.entity(&eid("phone")).await.unwrap().unwrap();
-    let caps = cpns_node::server_store::caps_of(rec.capabilities.as_deref()).unwrap();
+    let caps = rec.capabilities.unwrap();
     assert_eq!(caps.software, ["maps/4", "game/2"]);
     assert_eq!(caps.battery_pct, Some(64));
     assert_eq!(caps.running, ["maps"]);

@@ -24,7 +24,7 @@ use cpns_proto::PanSecurity;
 use cpns_proto::gateway::{GatewayConfig, GatewayEvent};
 use cpns_proto::pne::PneConfig;
 use cpns_proto::server::ServerEvent;
-use cpns_store::{EntityKind, EntityRecord, SqliteStore, Store};
+use cpns_store::{EntityKind, EntityRecord, ServerStore, SqliteStore};
 use cpns_wire::codec::{FrameKind, LEN_PREFIX, split_frame};
 use cpns_wire::{
     Address, DEFAULT_MAX_FRAME, DeviceCapabilities, EntityId, Envelope, UserId, decode_envelope,
@@ -122,7 +122,6 @@ impl Harness {
             )
             .unwrap(),
             capabilities: None,
-            status: None,
             cpns_id: None,
             enrolled_at: unix_millis(),
         };

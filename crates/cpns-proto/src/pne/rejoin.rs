@@ -47,7 +47,7 @@ impl PneSession {
     pub fn rejoin(&mut self, now: Instant) -> Result<CommandId, CommandError> {
         if self.rejoin.is_some() {
             return Err(CommandError::ChangeRunning {
-                flow: Flow::ConnectionSetup,
+                flow: Flow::PnConnectionSetup,
             });
         }
         if self.gateway.is_none() {
@@ -110,7 +110,7 @@ impl PneSession {
                         return;
                     };
                     let done = Outcome::Rejoined { pns: r.pns };
-                    self.complete(r.cmd, Flow::ConnectionSetup, Ok(done));
+                    self.complete(r.cmd, Flow::PnConnectionSetup, Ok(done));
                     return;
                 }
                 _ => return,

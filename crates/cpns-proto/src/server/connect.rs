@@ -11,7 +11,8 @@ use cpns_wire::{
 };
 
 use super::{
-    LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerOutput, ServerSession,
+    KnownEntity, Load, Parked, Persisted, Publish, ServerEffect, ServerEvent, ServerOutput,
+    ServerSession,
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, rand_of, rand_wire};
@@ -83,16 +84,15 @@ impl ServerSession {
                 self.conn = Conn::Loading {
                     deadline: *deadline,
                 };
-                let request = LoadRequest {
-                    entities: vec![req.gw_id.clone()],
-                    ..LoadRequest::default()
+                let load = Load::Gateway {
+                    id: req.gw_id.clone(),
                 };
                 self.load(
                     Parked::SetupLoad(SetupLoad {
                         req_msg: env.msg_id,
                         req,
                     }),
-                    request,
+                    load,
                 );
             }
             (Conn::AwaitAuth { challenge_msg, .. }, Body::AuthResponse(resp))
@@ -108,11 +108,17 @@ impl ServerSession {
         }
     }
 
-    pub(super) fn setup_loaded(&mut self, _now: Instant, p: SetupLoad, mut loaded: Loaded) {
+    /// Step 9: challenge an enrolled PN GW; refuse anyone else.
+    pub(super) fn setup_loaded(
+        &mut self,
+        _now: Instant,
+        p: SetupLoad,
+        loaded: Option<KnownEntity>,
+    ) {
         let Conn::Loading { deadline } = self.conn else {
             return;
         };
-        let gw = match loaded.take_entity(&p.req.gw_id) {
+        let gw = match loaded.filter(|e| e.id == p.req.gw_id) {
             Some(e) if e.role.is_gateway() => Gw {
                 id: e.id,
                 owner: e.owner,
@@ -139,6 +145,21 @@ impl ServerSession {
             setup_msg: p.req_msg,
             deadline,
         };
+    }
+
+    /// The PN GW's record could not be read (or its EUKey opened): the set-up is answered
+    /// `internal` and may be asked again on this connection, within the set-up deadline. The
+    /// PN GW is not refused: nothing says it is not who it claims.
+    pub(super) fn setup_load_failed(&mut self, p: SetupLoad, e: StoreFailure) {
+        if let Conn::Loading { deadline } = self.conn {
+            self.conn = Conn::AwaitSetup { deadline };
+        }
+        self.load_failed(
+            p.req_msg,
+            Address::Entity(p.req.gw_id),
+            Flow::ConnectionSetup,
+            e,
+        );
     }
 
     /// Step 10: verify the PN GW's response; step 11: confirm the connection.
@@ -307,6 +328,12 @@ impl ServerSession {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
             return;
         };
+        // Its record as now goes to the status hub before anyone is answered.
+        let result = result.map(|p| {
+            if let Persisted::Recorded(states) = p {
+                self.publish(Publish::Changed(states));
+            }
+        });
         match (result, req) {
             (Ok(_), Some(req)) => {
                 // Step 13: confirmation; step 14: Status Management update request.

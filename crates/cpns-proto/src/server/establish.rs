@@ -21,7 +21,7 @@ use cpns_wire::{
 
 use super::connect::Gw;
 use super::{
-    LoadRequest, Loaded, Parked, Persisted, RegisteredMember, ServerEffect, ServerEvent,
+    KnownEntity, Load, Parked, Persisted, PnLoaded, RegisteredMember, ServerEffect, ServerEvent,
     ServerOutput, ServerSession,
 };
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
@@ -153,18 +153,18 @@ impl ServerSession {
         ids.extend(req.pnes.iter().filter_map(|p| p.home_gateway.clone()));
         ids.sort();
         ids.dedup();
-        let request = LoadRequest {
-            entities: ids,
-            pn: Some(req.pn_id),
+        let load = Load::Pn {
+            pn: req.pn_id,
             replay: Some((env.from.clone(), req.request_id)),
-            ..LoadRequest::default()
+            entities: ids,
+            member_keys: false,
         };
         self.load(
             Parked::PnRegistrationLoad {
                 req_msg: env.msg_id,
                 req,
             },
-            request,
+            load,
         );
     }
 
@@ -175,7 +175,7 @@ impl ServerSession {
         now: Instant,
         req_msg: u64,
         req: PnRegistrationRequest,
-        mut loaded: Loaded,
+        mut loaded: PnLoaded,
     ) {
         let Some(gw) = self.conn.gateway().cloned() else {
             return;
@@ -205,7 +205,7 @@ impl ServerSession {
             let foreign = if entity.owner == gw.owner {
                 None
             } else {
-                match foreign_member(&loaded, &entity.owner, join.home_gateway.as_ref()) {
+                match foreign_member(&loaded.entities, &entity.owner, join.home_gateway.as_ref()) {
                     Ok(home) => Some((entity.owner.clone(), home)),
                     Err(e) => {
                         refused.push((join.pne_id, Some(e)));
@@ -694,7 +694,7 @@ fn leave_out(c: &mut Confirming, at: usize, why: ErrorBody) {
 /// 001 §5.2.1.1 steps 2-3: another user's PNE takes part only through its home PN GW, which
 /// must be an enrolled PN GW of that same user. The home PN GW, or why not.
 fn foreign_member(
-    loaded: &Loaded,
+    loaded: &[KnownEntity],
     owner: &UserId,
     home: Option<&EntityId>,
 ) -> Result<EntityId, ErrorBody> {
@@ -705,7 +705,6 @@ fn foreign_member(
         ));
     };
     let ok = loaded
-        .entities
         .iter()
         .any(|e| &e.id == home && e.role.is_gateway() && &e.owner == owner);
     if !ok {

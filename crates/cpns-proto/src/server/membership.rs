@@ -14,8 +14,8 @@ use cpns_wire::{
 
 use super::connect::Gw;
 use super::{
-    KnownPn, LoadRequest, Loaded, NewGroupEpoch, Parked, Persisted, ServerEffect, ServerEvent,
-    ServerSession,
+    GroupKeyLoaded, KnownEntity, KnownPn, Load, NewGroupEpoch, Parked, Persisted, PnLoaded,
+    ServerEffect, ServerEvent, ServerSession,
 };
 use crate::StoreFailure;
 
@@ -43,7 +43,7 @@ pub(super) struct Removal {
 impl ServerSession {
     /// 000 §6.6.3.1.1 step 2: the PN GW relays a member's leave.
     pub(super) fn on_pne_leave(&mut self, gw: &Gw, env: &Envelope, req: PneLeaveRequest) {
-        let Some(request) = self.pn_change_request(gw, env, req.request_id, req.pn_id, true) else {
+        let Some(load) = self.pn_change_request(gw, env, req.request_id, req.pn_id, true) else {
             return;
         };
         self.load(
@@ -51,7 +51,7 @@ impl ServerSession {
                 req_msg: env.msg_id,
                 req,
             },
-            request,
+            load,
         );
     }
 
@@ -64,15 +64,12 @@ impl ServerSession {
         if !self.admit(env) {
             return;
         }
-        let request = LoadRequest {
-            pn: Some(req.pn_id),
-            session: Some((req.pn_id, pne.clone())),
-            group_key: true,
-            departed: true,
-            ..LoadRequest::default()
+        let load = Load::GroupKey {
+            pn: req.pn_id,
+            pne: pne.clone(),
         };
         let req_msg = env.msg_id;
-        self.load(Parked::GroupKeyLoad { req_msg, pne, req }, request);
+        self.load(Parked::GroupKeyLoad { req_msg, pne, req }, load);
     }
 
     /// Step 23: the PN is this PN GW's, the PNE a member with an SK_PNE, the PN has a group
@@ -82,7 +79,7 @@ impl ServerSession {
         req_msg: u64,
         pne: &EntityId,
         req: GroupKeyRequest,
-        mut loaded: Loaded,
+        mut loaded: GroupKeyLoaded,
     ) {
         let to = Address::Entity(pne.clone());
         let refuse = |s: &mut Self, code, reason: &str| {
@@ -154,7 +151,7 @@ impl ServerSession {
         request_id: cpns_wire::RequestId,
         pn_id: PnId,
         member_keys: bool,
-    ) -> Option<LoadRequest> {
+    ) -> Option<Load> {
         if self.replay(&env.from, request_id, env) {
             return None;
         }
@@ -170,11 +167,11 @@ impl ServerSession {
         if !self.admit(env) {
             return None;
         }
-        Some(LoadRequest {
-            pn: Some(pn_id),
+        Some(Load::Pn {
+            pn: pn_id,
             replay: Some((env.from.clone(), request_id)),
+            entities: Vec::new(),
             member_keys,
-            ..LoadRequest::default()
         })
     }
 
@@ -183,7 +180,7 @@ impl ServerSession {
         &mut self,
         req_msg: u64,
         req: PneLeaveRequest,
-        mut loaded: Loaded,
+        mut loaded: PnLoaded,
     ) {
         let Some((_, pn)) = self.own_pn(req_msg, &mut loaded) else {
             return;
@@ -314,11 +311,10 @@ impl ServerSession {
 pub(super) fn may_change(
     pn: &KnownPn,
     asker: &EntityId,
-    loaded: &Loaded,
+    loaded: &[KnownEntity],
     what: &str,
 ) -> Result<(), String> {
     let owners = loaded
-        .entities
         .iter()
         .any(|e| &e.id == asker && e.role.is_pne() && e.owner == pn.owner);
     let member = pn.inventory.members.iter().any(|m| &m.pne_id == asker);

@@ -10,6 +10,7 @@ mod budget;
 mod confirm;
 mod connect;
 mod establish;
+mod load;
 mod membership;
 mod register;
 mod release;
@@ -31,6 +32,10 @@ use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
 pub use budget::FlowBudget;
+pub use load::{
+    GroupKeyLoaded, InventoryLoaded, Load, Loaded, PnLoaded, SessionLoaded, StatusesLoaded,
+    UsageOwners,
+};
 pub use status::{MAX_ENTRIES, MAX_LABEL, MAX_SUBSCRIPTIONS, NewStatus, ReportLimits};
 
 use connect::Conn;
@@ -151,81 +156,6 @@ impl KnownPn {
     }
 }
 
-/// What the machine asks the driver to load; [`Default`] loads nothing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LoadRequest {
-    /// Entities to load; unknown ones are left out of the answer.
-    pub entities: Vec<EntityId>,
-    /// A PN to load.
-    pub pn: Option<PnId>,
-    /// The kept answer of this sender's request id, if any (a retry after a reconnect or a
-    /// restart; DESIGN §3 idempotency).
-    pub replay: Option<(Address, RequestId)>,
-    /// The SK_PNE the server keeps for this member of this PN (its secure session).
-    pub session: Option<(PnId, EntityId)>,
-    /// The SK_PNE of every member of `pn` that has one (to seal a new group key to each).
-    pub member_keys: bool,
-    /// The PN's current group key, opened (to seal it again for a member that asks).
-    pub group_key: bool,
-    /// Every PN of the user owning this entity (004 §5.5.10: a PNE reads its user's PNs).
-    pub owner_pns: Option<EntityId>,
-    /// With `session`: if that PNE is not a member of that PN (any more), the membership it
-    /// had there that ended, if the server keeps it.
-    pub departed: bool,
-    /// The status records of these entities (unknown ones left out).
-    pub statuses: Vec<EntityId>,
-    /// The status records of every device of the user owning this entity.
-    pub owner_statuses: Option<EntityId>,
-    /// Which of these PNEs are members of a PN of this PN GW.
-    pub served_by: Option<(EntityId, Vec<EntityId>)>,
-    /// How many status subscriptions this entity holds.
-    pub subscription_count: Option<EntityId>,
-    /// The charging records of the user owning this entity, of uses started at or after the
-    /// time given (seconds since the Unix epoch).
-    pub charging_of: Option<(EntityId, u64)>,
-}
-
-/// The driver's answer to a [`LoadRequest`].
-#[derive(Clone, Debug, Default)]
-pub struct Loaded {
-    /// The entities found.
-    pub entities: Vec<KnownEntity>,
-    /// The PN, if asked for and found.
-    pub pn: Option<KnownPn>,
-    /// The kept answer, if asked for and found.
-    pub replay: Option<Envelope>,
-    /// The member's SK_PNE, if asked for and the member has one.
-    pub session_key: Option<SessionKey>,
-    /// With [`LoadRequest::member_keys`]: each member's SK_PNE for the PN, for those that have
-    /// one.
-    pub member_keys: Vec<(EntityId, SessionKey)>,
-    /// With [`LoadRequest::group_key`]: the PN's current epoch and group key, if it has one.
-    pub group: Option<(u64, cpns_crypto::GroupKey)>,
-    /// With [`LoadRequest::owner_pns`]: that user's PNs, in creation order (none for an
-    /// entity not enrolled).
-    pub owner_pns: Vec<KnownPn>,
-    /// With [`LoadRequest::departed`]: the SK_PNE the PNE held in the PN, and why its
-    /// membership ended.
-    pub departed: Option<(SessionKey, cpns_wire::EndReason)>,
-    /// With [`LoadRequest::statuses`]: the records found.
-    pub statuses: Vec<crate::status::EntityState>,
-    /// With [`LoadRequest::owner_statuses`]: every device of that user.
-    pub owner_statuses: Vec<crate::status::EntityState>,
-    /// With [`LoadRequest::served_by`]: those served.
-    pub served: Vec<EntityId>,
-    /// With [`LoadRequest::subscription_count`]: the count.
-    pub subscriptions: usize,
-    /// With [`LoadRequest::charging_of`]: the records, oldest first.
-    pub charging: Vec<cpns_wire::ChargingRecord>,
-}
-
-impl Loaded {
-    fn take_entity(&mut self, id: &EntityId) -> Option<KnownEntity> {
-        let i = self.entities.iter().position(|e| &e.id == id)?;
-        Some(self.entities.swap_remove(i))
-    }
-}
-
 /// A member of a PN being registered, with the SK_PNE the server derived for it.
 #[derive(Clone, Debug)]
 pub struct RegisteredMember {
@@ -257,7 +187,9 @@ pub struct NewGroupEpoch {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ServerEffect {
-    /// Capabilities and/or status reported by an entity (002 §B.1.1.2 steps 12-17).
+    /// Capabilities and/or status reported by an entity of itself (002 §B.1.1.2 steps 12-17,
+    /// 004 §5.5.1), stamped with the time by the driver. The driver answers
+    /// [`Persisted::Recorded`] with its record as now.
     EntityReport {
         /// The entity.
         id: EntityId,
@@ -297,7 +229,7 @@ pub enum ServerEffect {
         group: Option<NewGroupEpoch>,
     },
     /// 002 §B.1.1.2 step 17: the PN list the PN GW reported decides which of its PNs exist
-    /// (`cpns_store::Store::reconcile_gateway_pns`). The driver answers with
+    /// (`cpns_store::ServerStore::reconcile_gateway_pns`). The driver answers with
     /// [`Persisted::Reconciled`].
     ReconcilePns {
         /// The PN GW.
@@ -308,7 +240,7 @@ pub enum ServerEffect {
         drop_unlisted_pending: bool,
     },
     /// A partial status report: PNs the PN GW stored since its last report are confirmed
-    /// (`cpns_store::Store::confirm_pns`); nothing is removed. The driver answers with
+    /// (`cpns_store::ServerStore::confirm_pns`); nothing is removed. The driver answers with
     /// [`Persisted::Reconciled`] (its `removed` empty).
     ConfirmPns {
         /// The PN GW.
@@ -327,14 +259,14 @@ pub enum ServerEffect {
         answer: Box<Envelope>,
     },
     /// Release a PN of this PN GW with its members, in any state (000 §6.6.5 step 2;
-    /// `cpns_store::Store::release_pn`).
+    /// `cpns_store::ServerStore::release_pn`).
     ReleasePn {
         /// The PN GW that asked (the PN's own: checked before).
         gateway: EntityId,
         /// The PN.
         pn_id: PnId,
     },
-    /// Remove a PN the PN GW never confirmed (`cpns_store::Store::remove_pending_pn`).
+    /// Remove a PN the PN GW never confirmed (`cpns_store::ServerStore::remove_pending_pn`).
     DropPendingPn {
         /// The PN.
         pn_id: PnId,
@@ -354,14 +286,14 @@ pub enum ServerEffect {
         /// When the PNE joins the PN by this registration: the PN's next group key epoch.
         group: Option<NewGroupEpoch>,
     },
-    /// Record statuses (004 §5.5.3), stamped with the time by the driver, which hands the
-    /// records as now to the status hub.
+    /// Record statuses (004 §5.5.3), stamped with the time by the driver, which answers
+    /// [`Persisted::Recorded`] with the records as now.
     RecordStatuses {
         /// The changes.
         changes: Vec<NewStatus>,
     },
     /// Keep a status subscription (a retry finds the one kept). The driver answers with
-    /// [`Persisted::Subscribed`], after giving it to the status hub.
+    /// [`Persisted::Subscribed`].
     AddSubscription {
         /// The subscriber.
         subscriber: EntityId,
@@ -399,6 +331,7 @@ pub enum ServerEffect {
 
 /// What the driver reports back for a persisted effect.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Persisted {
     /// The effect is durable.
     Done,
@@ -411,17 +344,59 @@ pub enum Persisted {
         /// PNs removed from the inventory.
         removed: Vec<PnId>,
     },
-    /// The subscription is kept under this id; the watched entities now.
+    /// The report or statuses are recorded; the records of the entities concerned as the store
+    /// holds them now (with their attributes and times).
+    Recorded(Vec<crate::status::EntityState>),
+    /// The subscription is kept (the one kept first, for a retry) with the records of what it
+    /// watches as of the same transaction.
     Subscribed {
         /// Its id.
         id: u64,
-        /// The snapshot.
-        entries: Vec<cpns_wire::StatusEntry>,
+        /// What it watches, as kept.
+        watched: crate::status::Watched,
+        /// Its policy, as kept.
+        policy: cpns_wire::StatusPolicy,
+        /// The records of the enrolled entities it watches.
+        states: Vec<crate::status::EntityState>,
     },
     /// Whether a subscription was removed.
     Removed(bool),
     /// What storing usage did.
     Usage(cpns_wire::UsageAccepted),
+}
+
+/// What the server's status hub must do once an effect is stored (docs/device-status.md,
+/// "Fan-out"): the machine says it, so the driver only carries it out, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Publish {
+    /// These records, as the store now holds them, changed: notify the subscriptions they
+    /// concern (004 §5.5.3.2).
+    Changed(Vec<crate::status::EntityState>),
+    /// A subscription is kept: hold it, knowing first the records of what it watches as of
+    /// its write.
+    Subscribed {
+        /// The subscription, its subscriber named by entity.
+        subscription: crate::status::Subscription<EntityId>,
+        /// The records it starts from.
+        states: Vec<crate::status::EntityState>,
+    },
+    /// `subscriber`'s subscription `id` is removed.
+    Unsubscribed {
+        /// The subscriber.
+        subscriber: EntityId,
+        /// The subscription.
+        id: u64,
+    },
+    /// This session now reaches `entity` (a PNE its PN GW reported online, one that subscribed
+    /// through it), or no longer does (reported offline): deliver `entity`'s notifications on
+    /// this session, or stop.
+    Reach {
+        /// The entity.
+        entity: EntityId,
+        /// Whether this session reaches it now.
+        here: bool,
+    },
 }
 
 /// Something the session wants the driver or the operator to know.
@@ -496,12 +471,13 @@ pub enum ServerOutput {
         /// What it is, for traces.
         trace: TraceRecord,
     },
-    /// Load records and answer with [`ServerSession::handle_loaded`].
+    /// Read what `load` names, in one snapshot of the store, and answer with
+    /// [`ServerSession::handle_loaded`].
     Load {
         /// Token to answer with.
         token: Token,
-        /// What to load.
-        request: LoadRequest,
+        /// What to read.
+        load: Load,
     },
     /// Persist an effect in one transaction and answer with [`ServerSession::handle_persisted`].
     Persist {
@@ -512,6 +488,8 @@ pub enum ServerOutput {
     },
     /// Something happened.
     Event(ServerEvent),
+    /// Tell the status hub, after the store work it follows (see [`Publish`]).
+    Publish(Publish),
     /// Ask another PN GW's session (001 §5.2.1.1 step 8): deliver `request` to the session of
     /// `gateway` with [`ServerSession::confirm_for_other`], and its answer back here with
     /// [`ServerSession::handle_gateway_answer`] (an error if that PN GW has no session).
@@ -599,6 +577,8 @@ enum Parked {
     StatusPersist {
         req_msg: u64,
         to: Address,
+        /// Whom the session reaches, or no longer, once recorded.
+        reach: Vec<(EntityId, bool)>,
     },
     SubscribePersist {
         req_msg: u64,
@@ -606,7 +586,8 @@ enum Parked {
     },
     UnsubscribePersist {
         req_msg: u64,
-        to: Address,
+        subscriber: EntityId,
+        id: u64,
     },
     UsageLoad(Box<secure::UsageLoad>),
     UsagePersist(Box<secure::Call>),
@@ -843,31 +824,87 @@ impl ServerSession {
         }
     }
 
-    /// Answers a [`ServerOutput::Load`].
+    /// Answers a [`ServerOutput::Load`] with what the driver read, or why it could not (a read
+    /// error, a stored key that does not open). A failed load ends only the flow that asked:
+    /// its request is answered `internal` and [`ServerEvent::FlowFailed`] says why; the session
+    /// and its other flows go on. An answer of another kind than the load asked for fails the
+    /// flow the same way.
     pub fn handle_loaded(
         &mut self,
         now: Instant,
         token: Token,
-        loaded: Loaded,
+        loaded: Result<Loaded, StoreFailure>,
     ) -> Result<(), ProtoError> {
+        use crate::Flow;
+        let peer = Address::Server;
         match self.parked.remove(&token).ok_or(ProtoError::UnknownToken)? {
-            Parked::SetupLoad(p) => self.setup_loaded(now, p, loaded),
-            Parked::PnRegistrationLoad { req_msg, req } => {
-                self.pn_registration_loaded(now, req_msg, req, loaded)
-            }
-            Parked::PneRegistrationLoad(p) => self.pne_registration_loaded(now, p, loaded),
-            Parked::SecureLoad(p) => self.secure_loaded(now, p, loaded),
-            Parked::InventoryLoad(p) => self.inventory_loaded(p, loaded),
-            Parked::UpdateLoad { req_msg, req } => self.pn_update_loaded(now, req_msg, req, loaded),
-            Parked::ReleaseLoad { req_msg, req } => self.pn_release_loaded(req_msg, req, loaded),
-            Parked::LeaveLoad { req_msg, req } => self.pne_leave_loaded(req_msg, req, loaded),
-            Parked::GroupKeyLoad { req_msg, pne, req } => {
-                self.group_key_loaded(req_msg, &pne, req, loaded);
-            }
-            Parked::ServedLoad(w) => self.served_loaded(*w, loaded),
-            Parked::StatusRead(r) => self.status_read(*r, loaded),
-            Parked::UsageLoad(u) => self.usage_loaded(*u, loaded),
-            Parked::ChargingLoad(c) => self.charging_loaded(*c, loaded),
+            Parked::SetupLoad(p) => match load::gateway(loaded) {
+                Ok(gw) => self.setup_loaded(now, p, gw),
+                Err(e) => self.setup_load_failed(p, e),
+            },
+            Parked::PnRegistrationLoad { req_msg, req } => match load::pn(loaded) {
+                Ok(l) => self.pn_registration_loaded(now, req_msg, req, l),
+                Err(e) => self.load_failed(req_msg, peer, Flow::PnEstablishment, e),
+            },
+            Parked::PneRegistrationLoad(p) => match load::pn(loaded) {
+                Ok(l) => self.pne_registration_loaded(now, p, l),
+                Err(e) => {
+                    let (req_msg, to) = p.asker();
+                    self.load_failed(req_msg, to, Flow::PneRegistration, e);
+                }
+            },
+            Parked::SecureLoad(p) => match load::session(loaded) {
+                Ok(l) => self.secure_loaded(now, p, l),
+                Err(e) => {
+                    let (req_msg, to) = p.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::InventoryLoad(p) => match load::inventory(loaded) {
+                Ok(l) => self.inventory_loaded(p, l),
+                Err(e) => {
+                    let (req_msg, to) = p.asker();
+                    self.load_failed(req_msg, to, Flow::InventoryQuery, e);
+                }
+            },
+            Parked::UpdateLoad { req_msg, req } => match load::pn(loaded) {
+                Ok(l) => self.pn_update_loaded(now, req_msg, req, l),
+                Err(e) => self.load_failed(req_msg, peer, Flow::MembershipChange, e),
+            },
+            Parked::ReleaseLoad { req_msg, req } => match load::pn(loaded) {
+                Ok(l) => self.pn_release_loaded(req_msg, req, l),
+                Err(e) => self.load_failed(req_msg, peer, Flow::PnRelease, e),
+            },
+            Parked::LeaveLoad { req_msg, req } => match load::pn(loaded) {
+                Ok(l) => self.pne_leave_loaded(req_msg, req, l),
+                Err(e) => self.load_failed(req_msg, peer, Flow::MembershipChange, e),
+            },
+            Parked::GroupKeyLoad { req_msg, pne, req } => match load::group_key(loaded) {
+                Ok(l) => self.group_key_loaded(req_msg, &pne, req, l),
+                Err(e) => self.load_failed(req_msg, Address::Entity(pne), Flow::GroupKey, e),
+            },
+            Parked::ServedLoad(w) => match load::served(loaded) {
+                Ok(l) => self.served_loaded(*w, l),
+                Err(e) => self.load_failed(w.req_msg(), peer, Flow::StatusManagement, e),
+            },
+            Parked::StatusRead(r) => match load::statuses(loaded) {
+                Ok(l) => self.status_read(*r, l),
+                Err(e) => self.load_failed(r.req_msg(), peer, Flow::StatusManagement, e),
+            },
+            Parked::UsageLoad(u) => match load::usage_owners(loaded) {
+                Ok(l) => self.usage_loaded(*u, l),
+                Err(e) => {
+                    let (req_msg, to) = u.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::ChargingLoad(c) => match load::charging(loaded) {
+                Ok(l) => self.charging_loaded(*c, l),
+                Err(e) => {
+                    let (req_msg, to) = c.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -875,6 +912,17 @@ impl ServerSession {
         }
         self.release_ended_flows();
         Ok(())
+    }
+
+    /// A load failed: the flow that asked ends, its request `req_msg` answered `internal` to
+    /// `to` (the PN GW for [`Address::Server`]), and the operator told why.
+    fn load_failed(&mut self, req_msg: u64, to: Address, flow: crate::Flow, e: StoreFailure) {
+        let answer = ErrorBody::new(ErrorCode::Internal, format!("store: {e}"));
+        self.respond(req_msg, to, answer);
+        self.event(ServerEvent::FlowFailed {
+            flow,
+            reason: crate::Failure::Store(e),
+        });
     }
 
     /// Answers a [`ServerOutput::Persist`]; `Err` carries why the store failed.
@@ -909,18 +957,21 @@ impl ServerSession {
             } => self.pn_release_persisted(req_msg, request_id, pn_id, result),
             Parked::RemovalPersist(r) => self.removal_persisted(*r, result),
             Parked::CapsPersist { req_msg, to } => {
-                self.report_stored(req_msg, to, cpns_wire::DeviceCapabilitiesConfirm {}, result)
+                let ok = cpns_wire::DeviceCapabilitiesConfirm {};
+                self.report_stored(req_msg, to, ok, Vec::new(), result)
             }
-            Parked::StatusPersist { req_msg, to } => {
-                self.report_stored(req_msg, to, cpns_wire::StatusAck {}, result)
+            Parked::StatusPersist { req_msg, to, reach } => {
+                self.report_stored(req_msg, to, cpns_wire::StatusAck {}, reach, result)
             }
             Parked::SubscribePersist {
                 req_msg,
                 subscriber,
             } => self.subscribe_persisted(req_msg, subscriber, result),
-            Parked::UnsubscribePersist { req_msg, to } => {
-                self.unsubscribe_persisted(req_msg, to, result)
-            }
+            Parked::UnsubscribePersist {
+                req_msg,
+                subscriber,
+                id,
+            } => self.unsubscribe_persisted(req_msg, subscriber, id, result),
             Parked::UsagePersist(c) => self.usage_persisted(*c, result),
             other => {
                 self.parked.insert(token, other);
@@ -1003,9 +1054,9 @@ impl ServerSession {
         token
     }
 
-    fn load(&mut self, parked: Parked, request: LoadRequest) {
+    fn load(&mut self, parked: Parked, load: Load) {
         let token = self.park(parked);
-        self.out.push_back(ServerOutput::Load { token, request });
+        self.out.push_back(ServerOutput::Load { token, load });
     }
 
     fn persist(&mut self, parked: Parked, effect: ServerEffect) {
@@ -1015,6 +1066,10 @@ impl ServerSession {
 
     fn event(&mut self, e: ServerEvent) {
         self.out.push_back(ServerOutput::Event(e));
+    }
+
+    fn publish(&mut self, p: Publish) {
+        self.out.push_back(ServerOutput::Publish(p));
     }
 
     fn transmit(&mut self, env: Envelope) {
@@ -1089,7 +1144,7 @@ impl ServerSession {
     /// The loaded PN and the connected PN GW, when the PN is that PN GW's own. Otherwise
     /// answers `req_msg` itself — the kept answer of a retry, `not_found` or `forbidden` — and
     /// gives `None`.
-    fn own_pn(&mut self, req_msg: u64, loaded: &mut Loaded) -> Option<(connect::Gw, KnownPn)> {
+    fn own_pn(&mut self, req_msg: u64, loaded: &mut PnLoaded) -> Option<(connect::Gw, KnownPn)> {
         let gw = self.conn.gateway().cloned()?;
         if self.replay_loaded(loaded, req_msg) {
             return None;
@@ -1107,7 +1162,7 @@ impl ServerSession {
     }
 
     /// Re-sends a kept answer the store returned for a retried request; true if there was one.
-    fn replay_loaded(&mut self, loaded: &mut Loaded, req_msg: u64) -> bool {
+    fn replay_loaded(&mut self, loaded: &mut PnLoaded, req_msg: u64) -> bool {
         let Some(mut again) = loaded.replay.take() else {
             return false;
         };

@@ -24,7 +24,7 @@ use cpns_wire::{
 
 use super::connect::Gw;
 use super::{
-    LoadRequest, Loaded, NewGroupEpoch, Parked, Persisted, ServerEffect, ServerEvent, ServerSession,
+    Load, NewGroupEpoch, Parked, Persisted, PnLoaded, ServerEffect, ServerEvent, ServerSession,
 };
 use crate::StoreFailure;
 use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
@@ -42,6 +42,13 @@ pub(super) struct PendingMember {
 pub(super) struct RegLoad {
     req_msg: u64,
     req: PneRegistrationRequest,
+}
+
+impl RegLoad {
+    /// The request and the PNE it answers.
+    pub(super) fn asker(&self) -> (u64, Address) {
+        (self.req_msg, Address::Entity(self.req.pne_id.clone()))
+    }
 }
 
 /// One PNE registration in progress.
@@ -124,25 +131,29 @@ impl ServerSession {
         if !self.admit(env) {
             return;
         }
-        let request = LoadRequest {
-            entities: vec![req.pne_id.clone()],
-            pn: Some(pn_id),
+        let load = Load::Pn {
+            pn: pn_id,
             replay: Some((env.from.clone(), req.request_id)),
+            entities: vec![req.pne_id.clone()],
             // A joining PNE moves the PN to its next group key epoch, sealed to every member.
             member_keys: true,
-            ..LoadRequest::default()
         };
         self.load(
             Parked::PneRegistrationLoad(RegLoad {
                 req_msg: env.msg_id,
                 req,
             }),
-            request,
+            load,
         );
     }
 
     /// Checks membership, then challenges the PNE through the PN GW.
-    pub(super) fn pne_registration_loaded(&mut self, now: Instant, p: RegLoad, mut loaded: Loaded) {
+    pub(super) fn pne_registration_loaded(
+        &mut self,
+        now: Instant,
+        p: RegLoad,
+        mut loaded: PnLoaded,
+    ) {
         let Some(gw) = self.conn.gateway().cloned() else {
             return;
         };
@@ -451,20 +462,19 @@ impl ServerSession {
         if !self.admit(env) {
             return;
         }
-        let request = LoadRequest {
-            entities: ids,
-            pn: Some(req.pn_id),
+        let load = Load::Pn {
+            pn: req.pn_id,
             replay: Some((env.from.clone(), req.request_id)),
+            entities: ids,
             // Removing members moves the PN to a new group key epoch, sealed to the others.
             member_keys: !req.remove.is_empty(),
-            ..LoadRequest::default()
         };
         self.load(
             Parked::UpdateLoad {
                 req_msg: env.msg_id,
                 req,
             },
-            request,
+            load,
         );
     }
 
@@ -473,7 +483,7 @@ impl ServerSession {
         now: Instant,
         req_msg: u64,
         req: PnUpdateRequest,
-        mut loaded: Loaded,
+        mut loaded: PnLoaded,
     ) {
         let Some((gw, pn)) = self.own_pn(req_msg, &mut loaded) else {
             return;
@@ -482,7 +492,7 @@ impl ServerSession {
         // the PN's owner (another user's member may not).
         if let Some(asker) = &req.asked_by
             && let Err(reason) =
-                super::membership::may_change(&pn, asker, &loaded, "change its members")
+                super::membership::may_change(&pn, asker, &loaded.entities, "change its members")
         {
             return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
         }

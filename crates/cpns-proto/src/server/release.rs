@@ -6,25 +6,27 @@ use cpns_wire::{Envelope, ErrorCode, PnId, PnReleaseRequest, PnReleaseResponse, 
 
 use super::connect::Gw;
 use super::membership::may_change;
-use super::{Loaded, Parked, Persisted, ServerEffect, ServerEvent, ServerSession};
+use super::{Load, Parked, Persisted, PnLoaded, ServerEffect, ServerEvent, ServerSession};
 use crate::StoreFailure;
 
 impl ServerSession {
     /// 000 §6.6.5 step 1: PN Release Request from the PN GW.
     pub(super) fn on_pn_release(&mut self, gw: &Gw, env: &Envelope, req: PnReleaseRequest) {
         // A PNE asks its PN GW (§6.6.5.1 step 1), which asks in its own name (step 2).
-        let Some(mut request) = self.pn_change_request(gw, env, req.request_id, req.pn_id, false)
+        let Some(mut load) = self.pn_change_request(gw, env, req.request_id, req.pn_id, false)
         else {
             return;
         };
         // The member that asked, to check it may (§6.6.5.1 step 2).
-        request.entities.extend(req.asked_by.clone());
+        if let Load::Pn { entities, .. } = &mut load {
+            entities.extend(req.asked_by.clone());
+        }
         self.load(
             Parked::ReleaseLoad {
                 req_msg: env.msg_id,
                 req,
             },
-            request,
+            load,
         );
     }
 
@@ -34,13 +36,13 @@ impl ServerSession {
         &mut self,
         req_msg: u64,
         req: PnReleaseRequest,
-        mut loaded: Loaded,
+        mut loaded: PnLoaded,
     ) {
         let Some((gw, pn)) = self.own_pn(req_msg, &mut loaded) else {
             return;
         };
         if let Some(asker) = &req.asked_by
-            && let Err(reason) = may_change(&pn, asker, &loaded, "release it")
+            && let Err(reason) = may_change(&pn, asker, &loaded.entities, "release it")
         {
             return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
         }

@@ -16,7 +16,9 @@ use std::time::Instant;
 use cpns_wire::{CHARGING_SERVICE, ChargingList, ChargingQuery, USAGE_SERVICE, UsageReport};
 
 use super::connect::Gw;
-use super::{LoadRequest, Loaded, Parked, ServerEffect, ServerSession};
+use super::{
+    InventoryLoaded, Load, Parked, ServerEffect, ServerSession, SessionLoaded, UsageOwners,
+};
 
 /// A secure request waiting for its member's SK_PNE.
 #[derive(Debug)]
@@ -24,6 +26,13 @@ pub(super) struct SecureLoad {
     req_msg: u64,
     pne: EntityId,
     req: SecureRequest,
+}
+
+impl SecureLoad {
+    /// The request and the PNE it answers.
+    pub(super) fn asker(&self) -> (u64, Address) {
+        (self.req_msg, Address::Entity(self.pne.clone()))
+    }
 }
 
 impl ServerSession {
@@ -39,21 +48,20 @@ impl ServerSession {
         if !self.admit(env) {
             return;
         }
-        let request = LoadRequest {
-            pn: Some(req.pn_id),
-            session: Some((req.pn_id, pne.clone())),
-            ..LoadRequest::default()
+        let load = Load::Session {
+            pn: req.pn_id,
+            pne: pne.clone(),
         };
-        let load = SecureLoad {
+        let parked = SecureLoad {
             req_msg: env.msg_id,
             pne,
             req,
         };
-        self.load(Parked::SecureLoad(load), request);
+        self.load(Parked::SecureLoad(parked), load);
     }
 
     /// Opens the request under the member's SK_PNE, calls the service, seals the answer.
-    pub(super) fn secure_loaded(&mut self, now: Instant, p: SecureLoad, mut loaded: Loaded) {
+    pub(super) fn secure_loaded(&mut self, now: Instant, p: SecureLoad, loaded: SessionLoaded) {
         let Some(gw) = self.conn.gateway().cloned() else {
             return;
         };
@@ -65,8 +73,8 @@ impl ServerSession {
                 cpns_wire::ErrorBody::new(code, reason),
             );
         };
-        let served_here = loaded.pn.as_ref().is_some_and(|pn| pn.gateway == gw.id);
-        let (Some(sk), true) = (loaded.session_key.take(), served_here) else {
+        let served_here = loaded.gateway.as_ref() == Some(&gw.id);
+        let (Some(sk), true) = (loaded.session_key, served_here) else {
             return refuse(
                 self,
                 ErrorCode::Unauthenticated,
@@ -143,40 +151,39 @@ impl ServerSession {
             self.respond(c.req_msg, Address::Entity(c.pne.clone()), e);
             return;
         };
-        let request = LoadRequest {
-            entities: vec![c.pne.clone()],
+        let load = Load::Inventory {
+            asker: c.pne.clone(),
             pn: query.pn_id,
-            owner_pns: query.pn_id.is_none().then(|| c.pne.clone()),
-            ..LoadRequest::default()
         };
         self.load(
             Parked::InventoryLoad(InventoryLoad { call: c, query }),
-            request,
+            load,
         );
     }
 
     /// Answers the query with what the asker may read: a PN it is a member of or its own
     /// user's (else `forbidden`), or every PN of its user.
-    pub(super) fn inventory_loaded(&mut self, p: InventoryLoad, mut loaded: Loaded) {
+    pub(super) fn inventory_loaded(&mut self, p: InventoryLoad, loaded: InventoryLoaded) {
         let InventoryLoad { call, query } = p;
         let refuse = |s: &mut Self, code, reason: String| {
             let to = Address::Entity(call.pne.clone());
             s.respond(call.req_msg, to, ErrorBody::new(code, reason));
         };
-        let Some(asker) = loaded.take_entity(&call.pne) else {
+        let Some(asker_owner) = loaded.asker_owner else {
             return refuse(
                 self,
                 ErrorCode::Forbidden,
                 "the asker is not enrolled".into(),
             );
         };
+        let mut pns = loaded.pns;
         let pns = match query.pn_id {
-            None => loaded.owner_pns.into_iter().map(|p| p.inventory).collect(),
-            Some(pn_id) => match loaded.pn.take() {
+            None => pns.into_iter().map(|p| p.inventory).collect(),
+            Some(pn_id) => match pns.pop() {
                 None => return refuse(self, ErrorCode::NotFound, format!("no PN {pn_id}")),
                 Some(pn) => {
                     let member = pn.inventory.members.iter().any(|m| m.pne_id == call.pne);
-                    if !member && pn.owner != asker.owner {
+                    if !member && pn.owner != asker_owner {
                         return refuse(
                             self,
                             ErrorCode::Forbidden,
@@ -204,6 +211,13 @@ pub(super) struct Call {
     pn_id: PnId,
     request_id: RequestId,
     sk: SessionKey,
+}
+
+impl Call {
+    /// The request and the PNE it answers.
+    pub(super) fn asker(&self) -> (u64, Address) {
+        (self.req_msg, Address::Entity(self.pne.clone()))
+    }
 }
 
 /// A usage report waiting for its PNE's user and its PN's owner.
@@ -252,29 +266,28 @@ impl ServerSession {
                 crate::rate::retry_in("usage reports", wait),
             );
         }
-        let request = LoadRequest {
-            statuses: vec![c.pne.clone()],
-            pn: Some(c.pn_id),
-            ..LoadRequest::default()
+        let load = Load::UsageOwners {
+            pne: c.pne.clone(),
+            pn: c.pn_id,
         };
         self.load(
             Parked::UsageLoad(Box::new(UsageLoad { call: c, report })),
-            request,
+            load,
         );
     }
 
     /// Attributes the records: to the PNE's own user, naming the PN's owner when another user's
     /// (001 §5.2.1.1: a PNE of another user is charged to its owner), with units for the
     /// chargeable ones.
-    pub(super) fn usage_loaded(&mut self, u: UsageLoad, mut loaded: Loaded) {
+    pub(super) fn usage_loaded(&mut self, u: UsageLoad, loaded: UsageOwners) {
         let UsageLoad { call, report } = u;
-        let Some(owner) = loaded.statuses.pop().map(|s| s.owner) else {
+        let Some(owner) = loaded.owner else {
             let to = Address::Entity(call.pne.clone());
             let e = ErrorBody::new(ErrorCode::Forbidden, "the reporter is not enrolled");
             self.respond(call.req_msg, to, e);
             return;
         };
-        let pn_owner = loaded.pn.take().map(|pn| pn.owner).filter(|o| *o != owner);
+        let pn_owner = loaded.pn_owner.filter(|o| *o != owner);
         let records = report
             .records
             .into_iter()
@@ -333,17 +346,16 @@ impl ServerSession {
             self.respond(c.req_msg, Address::Entity(c.pne.clone()), e);
             return;
         };
-        let request = LoadRequest {
-            charging_of: Some((c.pne.clone(), query.since_s.unwrap_or(0))),
-            ..LoadRequest::default()
+        let load = Load::Charging {
+            pne: c.pne.clone(),
+            since_s: query.since_s.unwrap_or(0),
         };
-        self.load(Parked::ChargingLoad(Box::new(c)), request);
+        self.load(Parked::ChargingLoad(Box::new(c)), load);
     }
 
-    pub(super) fn charging_loaded(&mut self, c: Call, loaded: Loaded) {
-        let list = ChargingList {
-            records: loaded.charging,
-        };
+    /// The user's charging records, sealed back to the PNE.
+    pub(super) fn charging_loaded(&mut self, c: Call, records: Vec<cpns_wire::ChargingRecord>) {
+        let list = ChargingList { records };
         let answer = SecureCall {
             service: CHARGING_SERVICE.into(),
             payload: minicbor::to_vec(&list).unwrap_or_default(),
@@ -357,4 +369,18 @@ impl ServerSession {
 pub(super) struct InventoryLoad {
     call: Call,
     query: InventoryQuery,
+}
+
+impl InventoryLoad {
+    /// The request and the PNE it answers.
+    pub(super) fn asker(&self) -> (u64, Address) {
+        self.call.asker()
+    }
+}
+
+impl UsageLoad {
+    /// The request and the PNE it answers.
+    pub(super) fn asker(&self) -> (u64, Address) {
+        self.call.asker()
+    }
 }

@@ -19,7 +19,7 @@ use cpns_wire::{
 };
 
 use super::connect::Gw;
-use super::{LoadRequest, Loaded, Parked, Persisted, ServerEffect, ServerSession};
+use super::{Load, Parked, Persisted, Publish, ServerEffect, ServerSession, StatusesLoaded};
 use crate::StoreFailure;
 use crate::rate::{TokenBucket, retry_in};
 use crate::status::{EntityState, MAX_WATCHED, Policy};
@@ -175,7 +175,8 @@ pub(super) enum NeedsServed {
 }
 
 impl NeedsServed {
-    fn req_msg(&self) -> u64 {
+    /// The request it answers.
+    pub(super) fn req_msg(&self) -> u64 {
         match self {
             NeedsServed::Caps { req_msg, .. }
             | NeedsServed::Report { req_msg, .. }
@@ -219,6 +220,11 @@ pub(super) enum StatusRead {
 }
 
 impl StatusRead {
+    /// The request it answers.
+    pub(super) fn req_msg(&self) -> u64 {
+        self.parts().0
+    }
+
     /// The request's message, who asks, and the entities it names.
     fn parts(&self) -> (u64, &EntityId, &[EntityId]) {
         match self {
@@ -434,23 +440,23 @@ impl ServerSession {
         if unknown.is_empty() {
             return self.served_known(w);
         }
-        let request = LoadRequest {
-            served_by: Some((gw.id.clone(), unknown)),
-            ..LoadRequest::default()
+        let load = Load::Served {
+            gateway: gw.id.clone(),
+            candidates: unknown,
         };
-        self.load(Parked::ServedLoad(Box::new(w)), request);
+        self.load(Parked::ServedLoad(Box::new(w)), load);
     }
 
     /// The store's answer on which PNEs are served.
-    pub(super) fn served_loaded(&mut self, w: NeedsServed, loaded: Loaded) {
+    pub(super) fn served_loaded(&mut self, w: NeedsServed, served: Vec<EntityId>) {
         let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
             return;
         };
         let r = self.reporting();
-        if r.served.len() + loaded.served.len() > MAX_TRACKED {
+        if r.served.len() + served.len() > MAX_TRACKED {
             r.served.clear();
         }
-        r.served.extend(loaded.served);
+        r.served.extend(served);
         let stranger = w.pnes(&gw).into_iter().find(|p| !self.served(p));
         if let Some(p) = stranger {
             let reason = format!("{p} is not a member of a PN of this PN GW");
@@ -479,8 +485,16 @@ impl ServerSession {
                 to,
                 changes,
             } => {
+                // The PNEs reported online are reached through this session from now on;
+                // those reported offline no longer are (the PN GW itself is reached anyway).
+                let gw = self.conn.gateway().map(|g| g.id.clone());
+                let reach = changes
+                    .iter()
+                    .filter(|c| Some(&c.entity) != gw.as_ref())
+                    .map(|c| (c.entity.clone(), c.status != Status::Offline))
+                    .collect();
                 self.persist(
-                    Parked::StatusPersist { req_msg, to },
+                    Parked::StatusPersist { req_msg, to, reach },
                     ServerEffect::RecordStatuses { changes },
                 );
             }
@@ -507,9 +521,12 @@ impl ServerSession {
                 subscriber,
                 id,
             } => {
-                let to = Address::Entity(subscriber.clone());
-                let effect = ServerEffect::RemoveSubscription { subscriber, id };
-                self.persist(Parked::UnsubscribePersist { req_msg, to }, effect);
+                let parked = Parked::UnsubscribePersist {
+                    req_msg,
+                    subscriber: subscriber.clone(),
+                    id,
+                };
+                self.persist(parked, ServerEffect::RemoveSubscription { subscriber, id });
             }
         }
     }
@@ -518,21 +535,17 @@ impl ServerSession {
     /// for a query of no entity every device of its user, for a subscription its count.
     fn read_statuses(&mut self, read: StatusRead) {
         let (_, asker, named) = read.parts();
-        let request = LoadRequest {
-            statuses: std::iter::once(asker.clone())
-                .chain(named.iter().cloned())
-                .collect(),
-            owner_statuses: matches!(&read, StatusRead::Query { .. } if named.is_empty())
-                .then(|| asker.clone()),
-            subscription_count: matches!(&read, StatusRead::Subscribe { .. })
-                .then(|| asker.clone()),
-            ..LoadRequest::default()
+        let load = Load::Statuses {
+            asker: asker.clone(),
+            named: named.to_vec(),
+            whole_user: matches!(&read, StatusRead::Query { .. } if named.is_empty()),
+            subscriptions: matches!(&read, StatusRead::Subscribe { .. }),
         };
-        self.load(Parked::StatusRead(Box::new(read)), request);
+        self.load(Parked::StatusRead(Box::new(read)), load);
     }
 
     /// The statuses a query or a subscription reads: who asks (its user) and what it names.
-    pub(super) fn status_read(&mut self, read: StatusRead, loaded: Loaded) {
+    pub(super) fn status_read(&mut self, read: StatusRead, loaded: StatusesLoaded) {
         let (req_msg, asker, named) = read.parts();
         let (asker, named) = (asker.clone(), named.to_vec());
         let Some(owner) = loaded
@@ -598,16 +611,25 @@ impl ServerSession {
         }
     }
 
-    /// A capabilities or status report, stored: `ok` to `to`, or why not.
+    /// A capabilities or status report, stored: the records as now go to the status hub, the
+    /// session reaches (or no longer reaches) whom the report says, and `ok` goes to `to`; or
+    /// why not.
     pub(super) fn report_stored(
         &mut self,
         req_msg: u64,
         to: Address,
         ok: impl Into<cpns_wire::Body>,
+        reach: Vec<(EntityId, bool)>,
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
-            Ok(_) => {
+            Ok(p) => {
+                if let Persisted::Recorded(states) = p {
+                    self.publish(Publish::Changed(states));
+                }
+                for (entity, here) in reach {
+                    self.publish(Publish::Reach { entity, here });
+                }
                 self.respond(req_msg, to, ok);
             }
             Err(StoreFailure::NotFound(what)) => self.respond_error(
@@ -619,6 +641,9 @@ impl ServerSession {
         }
     }
 
+    /// 004 §5.5.3.2: the subscription is kept. The hub holds it from the records it was kept
+    /// with, the session reaches its subscriber, and the subscriber gets its id and the
+    /// snapshot of what it watches.
     pub(super) fn subscribe_persisted(
         &mut self,
         req_msg: u64,
@@ -626,7 +651,36 @@ impl ServerSession {
         result: Result<Persisted, StoreFailure>,
     ) {
         match result {
-            Ok(Persisted::Subscribed { id, entries }) => {
+            Ok(Persisted::Subscribed {
+                id,
+                watched,
+                policy,
+                states,
+            }) => {
+                // Checked when it was first kept; a policy this version cannot check is the
+                // store's to explain.
+                let policy = match Policy::check(&policy) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        let reason = format!("the kept subscription's policy: {why}");
+                        return self.respond_error(req_msg, ErrorCode::Internal, reason);
+                    }
+                };
+                let entries = crate::status::snapshot(&watched, &states);
+                let subscription = crate::status::Subscription {
+                    id,
+                    subscriber: subscriber.clone(),
+                    watched,
+                    policy,
+                };
+                self.publish(Publish::Subscribed {
+                    subscription,
+                    states,
+                });
+                self.publish(Publish::Reach {
+                    entity: subscriber.clone(),
+                    here: true,
+                });
                 self.respond(
                     req_msg,
                     Address::Entity(subscriber),
@@ -641,17 +695,24 @@ impl ServerSession {
         }
     }
 
+    /// The subscription is removed from the store; the hub drops it too.
     pub(super) fn unsubscribe_persisted(
         &mut self,
         req_msg: u64,
-        to: Address,
+        subscriber: EntityId,
+        id: u64,
         result: Result<Persisted, StoreFailure>,
     ) {
+        let to = Address::Entity(subscriber.clone());
         match result {
-            Ok(Persisted::Removed(true)) => {
-                self.respond(req_msg, to.clone(), StatusAck {});
+            Ok(p) => {
+                self.publish(Publish::Unsubscribed { subscriber, id });
+                if p == Persisted::Removed(true) {
+                    self.respond(req_msg, to, StatusAck {});
+                } else {
+                    self.respond_error(req_msg, ErrorCode::NotFound, "no such subscription");
+                }
             }
-            Ok(_) => self.respond_error(req_msg, ErrorCode::NotFound, "no such subscription"),
             Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
         }
     }

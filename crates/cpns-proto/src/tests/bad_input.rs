@@ -332,7 +332,8 @@ fn unknown_tokens_and_links_are_errors() {
     let now = h.now();
     let t = Token(4_711);
     assert_eq!(
-        h.server.handle_loaded(now, t, Default::default()),
+        h.server
+            .handle_loaded(now, t, Ok(crate::server::Loaded::Served(Vec::new()))),
         Err(ProtoError::UnknownToken)
     );
     assert_eq!(

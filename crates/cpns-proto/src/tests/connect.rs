@@ -503,3 +503,38 @@ fn a_partial_report_removes_nothing_a_full_one_does() {
     h.pump();
     assert!(!h.store.pns.contains_key(&pn), "the full list wins");
 }
+
+/// A later status report that changes the PN GW's status is recorded (and published), but
+/// does not announce the PN GW ready again: only the session's first report does.
+#[test]
+fn a_changed_status_later_is_recorded_without_a_second_ready() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    let from = h.published.len();
+    let report = cpns_wire::StatusUpdateResponse {
+        status: cpns_wire::Status::Busy,
+        pns: Vec::new(),
+        partial: true,
+    };
+    let env = cpns_wire::Envelope::notify(
+        9_700,
+        Address::Entity(h.gw_cfg.id.clone()),
+        Address::Server,
+        report,
+    );
+    h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(&env))
+        .unwrap();
+    let recorded = h.published[from..].iter().any(|p| {
+        matches!(p, crate::server::Publish::Changed(s) if s[0].status == cpns_wire::Status::Busy)
+    });
+    assert!(recorded, "{:?}", &h.published[from..]);
+    assert_eq!(
+        h.store.reports[&h.gw_cfg.id].1,
+        Some(cpns_wire::Status::Busy)
+    );
+    let ready = h
+        .server_events()
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::GatewayReady(_)))
+        .count();
+    assert_eq!(ready, 1);
+}

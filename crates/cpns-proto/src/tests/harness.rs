@@ -122,6 +122,8 @@ pub(super) struct Harness {
     pub restarted_at: usize,
     /// The owner's invitations the PN GW took, by command, with their invitee.
     pub owner_invites: Vec<(crate::CommandId, EntityId)>,
+    /// What the server told its status hub, in order.
+    pub published: Vec<crate::server::Publish>,
     pub errors: Vec<(Party, ProtoError)>,
     /// Closes asked for: who, which link (for PAN), why.
     pub closes: Vec<(Party, Option<usize>, String)>,
@@ -312,6 +314,7 @@ impl Harness {
             events: Vec::new(),
             restarted_at: 0,
             owner_invites: Vec::new(),
+            published: Vec::new(),
             errors: Vec::new(),
             closes: Vec::new(),
             closed_at: BTreeMap::new(),
@@ -408,6 +411,22 @@ impl Harness {
     pub fn register(&mut self, i: usize, pn: Option<cpns_wire::PnId>) {
         let now = self.now();
         self.pnes[i].start_registration(now, pn).unwrap();
+        self.pump();
+    }
+
+    /// Answers the server's held load `i` (of [`Store::held`]) with `answer`, or from the
+    /// store if `None`; pumps.
+    pub fn answer_held(
+        &mut self,
+        i: usize,
+        answer: Option<Result<crate::server::Loaded, crate::StoreFailure>>,
+    ) {
+        let (token, load) = self.store.held.remove(i);
+        let loaded = answer.unwrap_or_else(|| self.store.load(&load));
+        let now = self.now();
+        if let Err(e) = self.server.handle_loaded(now, token, loaded) {
+            self.errors.push((Party::Server, e));
+        }
         self.pump();
     }
 
@@ -530,8 +549,11 @@ impl Harness {
             ServerOutput::Transmit { frame, trace } => {
                 self.send(Party::Server, Party::Gw, &frame, trace)
             }
-            ServerOutput::Load { token, request } => {
-                let loaded = self.store.load(&request);
+            ServerOutput::Load { token, load } if self.store.hold_loads => {
+                self.store.held.push((token, load));
+            }
+            ServerOutput::Load { token, load } => {
+                let loaded = self.store.load(&load);
                 if let Err(e) = self.server.handle_loaded(now, token, loaded) {
                     self.errors.push((Party::Server, e));
                 }
@@ -543,6 +565,7 @@ impl Harness {
                 }
             }
             ServerOutput::Event(e) => self.events.push(Ev::Server(e)),
+            ServerOutput::Publish(p) => self.published.push(p),
             ServerOutput::Close { reason } => self.close(Party::Server, None, reason),
             ServerOutput::AskGateway {
                 gateway,

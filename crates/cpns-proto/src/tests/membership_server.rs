@@ -277,3 +277,50 @@ fn an_expulsion_asked_by_a_non_member_or_another_users_pne_is_refused() {
     send(&mut h, 9_710, gw(), req);
     assert!(matches!(answer(&h, 9_710), Body::PnUpdateResponse(_)));
 }
+
+/// 002 §B.1.1.3 steps 22-23 at the server: a member's request for its PN's group key is
+/// answered with the current epoch and a copy that opens under its SK_PNE; a PNE that is no
+/// member is `forbidden`; for a PN the store says another PN GW serves, it is `not_found` at
+/// this one.
+#[test]
+fn a_member_gets_its_pns_group_key_only_from_the_pns_own_pn_gw() {
+    let (mut h, pn) = with_pn();
+    // Expel PNE 2: the PN moves to a new epoch with a group key.
+    expel(&mut h, 9500, 50, pn, pne_id(2));
+    assert!(matches!(answer(&h, 9500), Body::PnUpdateResponse(_)));
+    let (epoch, key) = h.store.epochs[&pn].clone();
+    let ask = |request| cpns_wire::GroupKeyRequest {
+        request_id: RequestId(request),
+        pn_id: pn,
+    };
+    send(&mut h, 9501, Address::Entity(pne_id(1)), ask(1));
+    let Body::GroupKeyResponse(got) = answer(&h, 9501) else {
+        panic!("{:?}", answer(&h, 9501));
+    };
+    assert_eq!(got.epoch, epoch);
+    let members: Vec<EntityId> = got
+        .inventory
+        .members
+        .iter()
+        .map(|m| m.pne_id.clone())
+        .collect();
+    assert_eq!(members, [pne_id(0), pne_id(1)]);
+    let digest = cpns_crypto::inventory_digest(&crate::util::inventory_cbor(&got.inventory));
+    let me = pne_id(1);
+    let binding = GroupKeyBinding {
+        pn_id: pn.as_bytes(),
+        epoch,
+        pne_id: me.as_str(),
+        inventory_digest: &digest,
+    };
+    let sk = &h.store.session_keys[&(pn, me.clone())];
+    let opened = open_group_key(sk, &binding, &got.sealed_key).unwrap();
+    assert_eq!(opened.expose_secret(), key.expose_secret());
+    // A PNE that never was a member gets nothing, not even a reason about keys.
+    send(&mut h, 9503, Address::Entity(id("stranger")), ask(3));
+    assert_eq!(refused(&h, 9503), ErrorCode::Forbidden);
+    // Another PN GW's PN, as far as the store knows.
+    h.store.pn_gateway.insert(pn, id("gw-9"));
+    send(&mut h, 9502, Address::Entity(pne_id(1)), ask(2));
+    assert_eq!(refused(&h, 9502), ErrorCode::NotFound);
+}

@@ -7,6 +7,8 @@
 //! - `establish`: PN establishment, PNE- and PN GW-initiated (000 §6.6.1), and restore.
 //! - `register`: PNE registration, member and non-member cases (003 §1.4).
 //! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
+//! - `load_failures`: a failed read (or a key that does not open) ends only the flow that
+//!   asked; the session and concurrent flows go on.
 //! - `secure`: the secure PNE<->server session after registration (003 §1.4.1 step 4).
 //! - `server_input`: what the server checks in a connected PN GW's requests.
 //! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
@@ -37,6 +39,7 @@ mod harness;
 mod identity;
 mod inventory;
 mod limits;
+mod load_failures;
 mod membership_flow;
 mod membership_server;
 mod multi_user;

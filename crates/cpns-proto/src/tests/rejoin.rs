@@ -57,7 +57,7 @@ fn steps_of(h: &Harness, i: usize) -> Vec<&'static str> {
             PneEvent::PnUpdated { .. } => Some("pulled"),
             PneEvent::MembershipConfirmed { .. } => Some("confirmed"),
             PneEvent::CapabilitiesReported => Some("reported"),
-            PneEvent::Completed(c) if c.flow == Flow::ConnectionSetup => Some("rejoined"),
+            PneEvent::Completed(c) if c.flow == Flow::PnConnectionSetup => Some("rejoined"),
             _ => None,
         })
         .collect()
@@ -96,7 +96,7 @@ fn one_set_up_at_a_time_and_only_after_discovery() {
     assert_eq!(
         h.pnes[3].rejoin(now),
         Err(crate::CommandError::ChangeRunning {
-            flow: Flow::ConnectionSetup
+            flow: Flow::PnConnectionSetup
         })
     );
     let mut fresh = Harness::new(&[PneSpec::cpns()]);

@@ -684,3 +684,235 @@ fn another_users_pne_consuming_in_a_pn_is_charged_to_its_own_user() {
     assert_eq!(list.records.len(), 1);
     assert_eq!(list.records[0].user, bob);
 }
+
+// ---- what the machine tells the status hub (docs/device-status.md, "Fan-out") ----
+
+use crate::server::Publish;
+
+/// What the server published since `from`.
+fn published_since(h: &Harness, from: usize) -> Vec<Publish> {
+    h.published[from..].to_vec()
+}
+
+/// A recorded report goes to the hub as the store holds it now, then the session reaches the
+/// PNEs reported online and no longer those reported offline; the PN GW itself is reached
+/// anyway and never named. A capabilities update publishes the record with its attributes.
+#[test]
+fn recorded_reports_are_published_with_whom_the_session_reaches() {
+    let (mut h, _) = with_pn();
+    let from = h.published.len();
+    let b = ask(
+        &mut h,
+        9801,
+        gw(),
+        report(vec![
+            entry(id("gw-1"), Status::Online),
+            entry(pne_id(0), Status::Busy),
+            entry(pne_id(1), Status::Offline),
+        ]),
+    );
+    assert!(matches!(b, Body::StatusAck(_)), "{b:?}");
+    let records: Vec<_> = [id("gw-1"), pne_id(0), pne_id(1)]
+        .iter()
+        .map(|e| h.store.statuses[e].0.clone())
+        .collect();
+    assert_eq!(
+        published_since(&h, from),
+        [
+            Publish::Changed(records),
+            Publish::Reach {
+                entity: pne_id(0),
+                here: true
+            },
+            Publish::Reach {
+                entity: pne_id(1),
+                here: false
+            },
+        ]
+    );
+    let from = h.published.len();
+    let b = ask(
+        &mut h,
+        9802,
+        gw(),
+        caps_update(Some(pne_id(0)), caps_of("tablet")),
+    );
+    assert!(matches!(b, Body::DeviceCapabilitiesConfirm(_)), "{b:?}");
+    let got = published_since(&h, from);
+    let [Publish::Changed(states)] = got.as_slice() else {
+        panic!("{got:?}");
+    };
+    assert_eq!(states.len(), 1);
+    assert_eq!(
+        (&states[0].entity, states[0].status, states[0].battery_pct),
+        (&pne_id(0), Status::Busy, Some(42))
+    );
+}
+
+/// The PN GW's own status, recorded at connection set-up (002 §B.1.1.2 step 17), is
+/// published; a failed write publishes nothing and is answered as failed.
+#[test]
+fn only_what_is_stored_is_published() {
+    let (mut h, _) = with_pn();
+    let own = h.published.iter().any(|p| {
+        matches!(p, Publish::Changed(s) if s.len() == 1 && s[0].entity == id("gw-1") && s[0].status == Status::Online)
+    });
+    assert!(own, "{:?}", h.published);
+    let from = h.published.len();
+    h.store.fail_server = true;
+    let b = ask(
+        &mut h,
+        9811,
+        gw(),
+        report(vec![entry(pne_id(0), Status::Busy)]),
+    );
+    assert_eq!(refusal(&b).map(|r| r.0), Some(ErrorCode::Internal));
+    let b = ask(
+        &mut h,
+        9812,
+        gw(),
+        subscribe(1, vec![pne_id(0)], below_10()),
+    );
+    assert_eq!(refusal(&b).map(|r| r.0), Some(ErrorCode::Internal));
+    assert!(published_since(&h, from).is_empty(), "{:?}", h.published);
+}
+
+/// A kept subscription goes to the hub with the records it was kept with, the session reaches
+/// its subscriber, and the snapshot the subscriber gets is made of those records; removing it
+/// tells the hub too.
+#[test]
+fn subscriptions_are_published_as_kept_and_removed() {
+    let (mut h, _) = with_pn();
+    ask(
+        &mut h,
+        9820,
+        gw(),
+        report(vec![entry(pne_id(0), Status::Busy)]),
+    );
+    let from = h.published.len();
+    let watched = vec![pne_id(1), pne_id(0)];
+    let b = ask(
+        &mut h,
+        9821,
+        Address::Entity(pne_id(1)),
+        subscribe(5, watched.clone(), below_10()),
+    );
+    let Body::StatusSubscribed(answer) = b else {
+        panic!("{b:?}");
+    };
+    let got = published_since(&h, from);
+    let [
+        Publish::Subscribed {
+            subscription,
+            states,
+        },
+        Publish::Reach { entity, here: true },
+    ] = got.as_slice()
+    else {
+        panic!("{got:?}");
+    };
+    assert_eq!(entity, &pne_id(1));
+    assert_eq!(subscription.id, answer.subscription);
+    assert_eq!(subscription.subscriber, pne_id(1));
+    assert_eq!(
+        subscription.watched,
+        crate::status::Watched::Entities(watched)
+    );
+    assert_eq!(
+        subscription.policy,
+        crate::status::Policy::check(&below_10()).unwrap()
+    );
+    let want: Vec<_> = [pne_id(1), pne_id(0)]
+        .iter()
+        .map(|e| h.store.status_of(e).unwrap())
+        .collect();
+    assert_eq!(states, &want);
+    let entries: Vec<_> = want.iter().map(|s| s.entry()).collect();
+    assert_eq!(answer.entries, entries, "the snapshot is the records kept");
+    assert_eq!(answer.entries[1].status, Status::Busy);
+
+    // A subscription of every device of the user: watched as the user, every device by id.
+    let from = h.published.len();
+    let b = ask(&mut h, 9822, gw(), subscribe(6, Vec::new(), below_10()));
+    let Body::StatusSubscribed(all) = b else {
+        panic!("{b:?}");
+    };
+    let got = published_since(&h, from);
+    let Publish::Subscribed { subscription, .. } = &got[0] else {
+        panic!("{got:?}");
+    };
+    assert_eq!(
+        subscription.watched,
+        crate::status::Watched::User(UserId::new("alice").unwrap())
+    );
+    let ids: Vec<&str> = all.entries.iter().map(|e| e.entity.as_str()).collect();
+    assert_eq!(ids, ["gw-1", "pne-1", "pne-2"]);
+
+    let from = h.published.len();
+    let b = ask(
+        &mut h,
+        9823,
+        Address::Entity(pne_id(1)),
+        StatusUnsubscribe {
+            subscription: answer.subscription,
+        },
+    );
+    assert!(matches!(b, Body::StatusAck(_)), "{b:?}");
+    assert_eq!(
+        published_since(&h, from),
+        [Publish::Unsubscribed {
+            subscriber: pne_id(1),
+            id: answer.subscription
+        }]
+    );
+}
+
+/// Which PNEs a session knows to be served is bounded (MAX_TRACKED, 4096): knowledge that
+/// would grow past the bound is dropped, then read again when next needed; up to the bound it
+/// is kept and not read again.
+#[test]
+fn what_a_session_knows_of_served_pnes_is_bounded() {
+    let (mut h, _) = with_pn();
+    let mut msg = 9_900;
+    // Reports `pne` from the PN GW; the server's read of who is served, if it asked one.
+    let mut report_of = |h: &mut Harness, pne: EntityId| -> Option<crate::server::Load> {
+        msg += 1;
+        h.store.hold_loads = true;
+        let env = Envelope::request(
+            msg,
+            gw(),
+            Address::Server,
+            report(vec![entry(pne, Status::Busy)]),
+        );
+        h.deliver_direct(Party::Gw, Party::Server, &plain(&env))
+            .unwrap();
+        h.store.hold_loads = false;
+        h.store.held.first().map(|(_, l)| l.clone())
+    };
+    let served = |h: &mut Harness, ids: Vec<EntityId>| {
+        h.answer_held(0, Some(Ok(crate::server::Loaded::Served(ids))));
+        assert!(h.store.held.is_empty());
+    };
+    let fakes = |n: usize, tag: &str| -> Vec<EntityId> {
+        (0..n).map(|i| id(&format!("{tag}-{i}"))).collect()
+    };
+    assert!(report_of(&mut h, pne_id(0)).is_some(), "read once");
+    served(&mut h, vec![pne_id(0)]);
+    assert!(report_of(&mut h, pne_id(0)).is_none(), "then known");
+    // Up to the bound: 1 known + 4095 new = 4096, all kept.
+    assert!(report_of(&mut h, pne_id(1)).is_some());
+    let mut up_to = vec![pne_id(1)];
+    up_to.extend(fakes(4094, "a"));
+    served(&mut h, up_to);
+    assert!(
+        report_of(&mut h, pne_id(0)).is_none(),
+        "still known at the bound"
+    );
+    // One more would pass it: what was known is dropped and read again when named.
+    assert!(report_of(&mut h, id("pne-x")).is_some());
+    served(&mut h, vec![id("pne-x")]);
+    assert!(
+        report_of(&mut h, pne_id(0)).is_some(),
+        "read again past the bound"
+    );
+}

@@ -1,14 +1,17 @@
 //! The harness's test store: the CPNS Server's state of record (entities with EUKeys, PNs, the
 //! CPNS ID counter `cpns-000001`, ...) answering the server's `Load`/`Persist`, and the local PN
 //! inventories the PN GW and the PNEs persist. A fake, kept simple; faults are switched on by
-//! hand. [`PneSpec`] says how each PNE is enrolled and set up.
+//! hand (a failed persist, a failed load), and loads can be held to answer them later. [`PneSpec`] says how each PNE is enrolled and set up.
 
 use std::collections::BTreeMap;
 
 use cpns_crypto::SessionKey;
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory, Status};
 
-use crate::server::{KnownEntity, KnownPn, LoadRequest, Loaded, Persisted, ServerEffect};
+use crate::server::{
+    GroupKeyLoaded, InventoryLoaded, KnownEntity, KnownPn, Load, Loaded, Persisted, PnLoaded,
+    ServerEffect, SessionLoaded, StatusesLoaded, UsageOwners,
+};
 use crate::{LocalPnState, PanSecurity};
 
 /// The tiny store: the server's state of record and every device's local PN inventory.
@@ -49,6 +52,13 @@ pub(super) struct Store {
     pub usage_loads: BTreeMap<usize, usize>,
     /// How many loads the server asked for.
     pub loads: std::cell::Cell<usize>,
+    /// Fails the loads it gives a failure for (a read error, a key that does not open).
+    pub fail_load: Option<fn(&Load) -> Option<crate::StoreFailure>>,
+    /// While set, the harness holds the server's loads in [`Store::held`] instead of answering
+    /// them at once (to answer them later, in any order: flows in progress together).
+    pub hold_loads: bool,
+    /// Loads held, with the token to answer them with.
+    pub held: Vec<(crate::Token, Load)>,
     /// Kept answers of mutating requests, by (sender, request id).
     pub answers: BTreeMap<(String, u64), cpns_wire::Envelope>,
     /// How many effects the server persisted, by kind (to see that a replay changed nothing).
@@ -129,143 +139,155 @@ impl Store {
         })
     }
 
-    pub(super) fn load(&self, req: &LoadRequest) -> Loaded {
+    /// A PN of the inventory as the server's machine reads it.
+    fn known_pn(&self, p: &PnId) -> Option<KnownPn> {
+        let gateway = self.pn_gateway.get(p)?;
+        Some(KnownPn {
+            max_members: self.max_members.get(p).copied(),
+            expired: self.expired.contains(p),
+            gateway: gateway.clone(),
+            owner: self.owner_of(gateway),
+            inventory: self.pns.get(p)?.clone(),
+            epoch: self.epochs.get(p).map_or(0, |(e, _)| *e),
+        })
+    }
+
+    /// Answers the server's load, or fails it as [`Store::fail_load`] says.
+    pub(super) fn load(&self, load: &Load) -> Result<Loaded, crate::StoreFailure> {
         self.loads.set(self.loads.get() + 1);
+        if let Some(failure) = self.fail_load.and_then(|f| f(load)) {
+            return Err(failure);
+        }
         let owner_of_entity = |e: &EntityId| self.entities.get(e).map(|k| k.owner.clone());
-        Loaded {
-            statuses: req
-                .statuses
-                .iter()
-                .filter_map(|e| self.status_of(e))
-                .collect(),
-            owner_statuses: req
-                .owner_statuses
-                .as_ref()
-                .and_then(owner_of_entity)
-                .map(|owner| {
-                    self.entities
-                        .values()
-                        .filter(|e| e.owner == owner)
-                        .filter_map(|e| self.status_of(&e.id))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            served: req
-                .served_by
-                .as_ref()
-                .map(|(gw, candidates)| {
-                    candidates
+        let member_of = |p: &PnId, pne: &EntityId| {
+            self.pns
+                .get(p)
+                .is_some_and(|i| i.members.iter().any(|m| &m.pne_id == pne))
+        };
+        Ok(match load {
+            Load::Gateway { id } => Loaded::Gateway(self.entities.get(id).cloned()),
+            Load::Pn {
+                pn,
+                replay,
+                entities,
+                member_keys,
+            } => Loaded::Pn(Box::new(PnLoaded {
+                pn: self.known_pn(pn),
+                replay: replay.as_ref().and_then(|(sender, id)| {
+                    self.answers.get(&(sender.to_string(), id.0)).cloned()
+                }),
+                entities: entities
+                    .iter()
+                    .filter_map(|e| self.entities.get(e).cloned())
+                    .collect(),
+                member_keys: if *member_keys {
+                    self.session_keys
                         .iter()
-                        .filter(|c| {
-                            self.pns.iter().any(|(p, inv)| {
-                                self.pn_gateway.get(p) == Some(gw)
-                                    && inv.members.iter().any(|m| &m.pne_id == *c)
-                            })
-                        })
-                        .cloned()
+                        .filter(|((p, _), _)| p == pn)
+                        .map(|((_, pne), sk)| (pne.clone(), sk.clone()))
                         .collect()
-                })
-                .unwrap_or_default(),
-            subscriptions: req.subscription_count.as_ref().map_or(0, |who| {
-                self.subscriptions
-                    .values()
-                    .filter(|s| &s.subscriber == who)
-                    .count()
+                } else {
+                    Vec::new()
+                },
+            })),
+            Load::Session { pn, pne } => Loaded::Session(SessionLoaded {
+                gateway: self.pn_gateway.get(pn).cloned(),
+                session_key: self.session_keys.get(&(*pn, pne.clone())).cloned(),
             }),
-            charging: req
-                .charging_of
-                .as_ref()
-                .and_then(|(e, since)| Some((owner_of_entity(e)?, *since)))
-                .map(|(owner, since)| {
-                    self.usage
+            Load::GroupKey { pn, pne } => Loaded::GroupKey(Box::new(GroupKeyLoaded {
+                pn: self.known_pn(pn),
+                session_key: self.session_keys.get(&(*pn, pne.clone())).cloned(),
+                group: self.epochs.get(pn).cloned(),
+                departed: (!member_of(pn, pne))
+                    .then(|| self.departed.get(&(*pn, pne.clone())).cloned())
+                    .flatten(),
+            })),
+            Load::Inventory { asker, pn } => {
+                let asker_owner = owner_of_entity(asker);
+                let pns = match (pn, &asker_owner) {
+                    (Some(p), _) => self.known_pn(p).into_iter().collect(),
+                    (None, Some(owner)) => self
+                        .pn_gateway
                         .iter()
-                        .filter(|(_, u)| u.owner == owner && u.record.start_s >= since)
-                        .filter_map(|((entity, _), u)| {
-                            Some(cpns_wire::ChargingRecord {
-                                user: u.owner.clone(),
-                                entity: entity.clone(),
-                                pn_id: Some(u.pn_id),
-                                pn_owner: u.pn_owner.clone(),
-                                service: u.record.service.clone(),
-                                start_s: u.record.start_s,
-                                end_s: u.record.end_s,
-                                bytes: u.record.bytes,
-                                units: u.units?,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            session_key: req
-                .session
-                .as_ref()
-                .and_then(|k| self.session_keys.get(k).cloned()),
-            replay: req
-                .replay
-                .as_ref()
-                .and_then(|(sender, id)| self.answers.get(&(sender.to_string(), id.0)).cloned()),
-            entities: req
-                .entities
-                .iter()
-                .filter_map(|e| self.entities.get(e).cloned())
-                .collect(),
-            pn: req.pn.and_then(|p| {
-                let gateway = self.pn_gateway.get(&p)?;
-                Some(KnownPn {
-                    max_members: self.max_members.get(&p).copied(),
-                    expired: self.expired.contains(&p),
-                    gateway: gateway.clone(),
-                    owner: self.owner_of(gateway),
-                    inventory: self.pns.get(&p)?.clone(),
-                    epoch: self.epochs.get(&p).map_or(0, |(e, _)| *e),
-                })
+                        .filter(|(_, gw)| self.entities.get(*gw).is_some_and(|g| &g.owner == owner))
+                        .filter_map(|(p, _)| self.known_pn(p))
+                        .collect(),
+                    (None, None) => Vec::new(),
+                };
+                Loaded::Inventory(InventoryLoaded { asker_owner, pns })
+            }
+            Load::UsageOwners { pne, pn } => Loaded::UsageOwners(UsageOwners {
+                owner: self.status_of(pne).map(|s| s.owner),
+                pn_owner: self.known_pn(pn).map(|p| p.owner),
             }),
-            departed: req
-                .session
-                .as_ref()
-                .filter(|_| req.departed)
-                .filter(|(p, pne)| {
-                    !self
-                        .pns
-                        .get(p)
-                        .is_some_and(|i| i.members.iter().any(|m| &m.pne_id == pne))
-                })
-                .and_then(|k| self.departed.get(k).cloned()),
-            owner_pns: req
-                .owner_pns
-                .as_ref()
-                .and_then(|e| self.entities.get(e))
-                .map(|e| {
-                    let mine = self.pn_gateway.iter().filter(|(_, gw)| {
-                        self.entities.get(*gw).is_some_and(|g| g.owner == e.owner)
-                    });
-                    mine.filter_map(|(p, gw)| {
-                        Some(KnownPn {
-                            max_members: self.max_members.get(p).copied(),
-                            expired: self.expired.contains(p),
-                            gateway: gw.clone(),
-                            owner: e.owner.clone(),
-                            inventory: self.pns.get(p)?.clone(),
-                            epoch: self.epochs.get(p).map_or(0, |(e, _)| *e),
+            Load::Charging { pne, since_s } => Loaded::Charging(
+                owner_of_entity(pne)
+                    .map(|owner| {
+                        self.usage
+                            .iter()
+                            .filter(|(_, u)| u.owner == owner && u.record.start_s >= *since_s)
+                            .filter_map(|((entity, _), u)| {
+                                Some(cpns_wire::ChargingRecord {
+                                    user: u.owner.clone(),
+                                    entity: entity.clone(),
+                                    pn_id: Some(u.pn_id),
+                                    pn_owner: u.pn_owner.clone(),
+                                    service: u.record.service.clone(),
+                                    start_s: u.record.start_s,
+                                    end_s: u.record.end_s,
+                                    bytes: u.record.bytes,
+                                    units: u.units?,
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            Load::Served {
+                gateway,
+                candidates,
+            } => Loaded::Served(
+                candidates
+                    .iter()
+                    .filter(|c| {
+                        self.pns.iter().any(|(p, inv)| {
+                            self.pn_gateway.get(p) == Some(gateway)
+                                && inv.members.iter().any(|m| &m.pne_id == *c)
                         })
                     })
-                    .collect()
-                })
-                .unwrap_or_default(),
-            group: req
-                .pn
-                .filter(|_| req.group_key)
-                .and_then(|pn| self.epochs.get(&pn).cloned()),
-            member_keys: match req.pn {
-                Some(pn) if req.member_keys => self
-                    .session_keys
-                    .iter()
-                    .filter(|((p, _), _)| *p == pn)
-                    .map(|((_, pne), sk)| (pne.clone(), sk.clone()))
+                    .cloned()
                     .collect(),
-                _ => Vec::new(),
-            },
-        }
+            ),
+            Load::Statuses {
+                asker,
+                named,
+                whole_user,
+                subscriptions,
+            } => Loaded::Statuses(StatusesLoaded {
+                statuses: std::iter::once(asker)
+                    .chain(named)
+                    .filter_map(|e| self.status_of(e))
+                    .collect(),
+                owner_statuses: owner_of_entity(asker)
+                    .filter(|_| *whole_user)
+                    .map(|owner| {
+                        self.entities
+                            .values()
+                            .filter(|e| e.owner == owner)
+                            .filter_map(|e| self.status_of(&e.id))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                subscriptions: if *subscriptions {
+                    self.subscriptions
+                        .values()
+                        .filter(|s| &s.subscriber == asker)
+                        .count()
+                } else {
+                    0
+                },
+            }),
+        })
     }
 
     pub(super) fn apply(&mut self, effect: ServerEffect) -> Result<Persisted, crate::StoreFailure> {
@@ -297,21 +319,23 @@ impl Store {
                     return Err(crate::StoreFailure::NotFound(c.entity.to_string()));
                 }
                 self.clock_ms += 1;
+                let mut now = Vec::new();
                 for c in changes {
                     let mut state = self.status_of(&c.entity).expect("enrolled");
                     state.status = c.status;
                     state.label = c.label;
                     state.since_ms = Some(self.clock_ms);
+                    now.push(state.clone());
                     self.statuses.insert(c.entity, (state, c.reported_by));
                 }
-                Ok(Persisted::Done)
+                Ok(Persisted::Recorded(now))
             }
             ServerEffect::AddSubscription {
                 subscriber,
+                owner,
                 request_id,
                 entities,
                 policy,
-                ..
             } => {
                 let kept = self
                     .subscriptions
@@ -319,20 +343,37 @@ impl Store {
                     .find(|(_, s)| s.subscriber == subscriber && s.request_id == request_id)
                     .map(|(id, _)| *id);
                 let id = kept.unwrap_or_else(|| self.subscriptions.len() as u64 + 1);
-                let snapshot = entities
-                    .iter()
-                    .filter_map(|e| self.status_of(e))
-                    .map(|s| s.entry())
-                    .collect();
-                self.subscriptions.entry(id).or_insert(Subscription {
-                    subscriber,
-                    request_id,
-                    entities,
-                    policy,
-                });
+                let kept = self
+                    .subscriptions
+                    .entry(id)
+                    .or_insert(Subscription {
+                        subscriber,
+                        request_id,
+                        entities,
+                        policy,
+                    })
+                    .clone();
+                let (watched, states) = if kept.entities.is_empty() {
+                    let states = self
+                        .entities
+                        .values()
+                        .filter(|e| e.owner == owner)
+                        .filter_map(|e| self.status_of(&e.id))
+                        .collect();
+                    (crate::status::Watched::User(owner), states)
+                } else {
+                    let states = kept
+                        .entities
+                        .iter()
+                        .filter_map(|e| self.status_of(e))
+                        .collect();
+                    (crate::status::Watched::Entities(kept.entities), states)
+                };
                 Ok(Persisted::Subscribed {
                     id,
-                    entries: snapshot,
+                    watched,
+                    policy: kept.policy,
+                    states,
                 })
             }
             ServerEffect::RemoveSubscription { subscriber, id } => {
@@ -388,10 +429,23 @@ impl Store {
                 capabilities,
                 status,
             } => {
-                let r = self.reports.entry(id).or_default();
+                let r = self.reports.entry(id.clone()).or_default();
                 r.0 = capabilities.map(|c| *c).or(r.0.take());
                 r.1 = status.or(r.1);
-                Ok(Persisted::Done)
+                let (caps, status) = r.clone();
+                // Its record as now: the status it reported, the attributes it carries.
+                let mut state = self
+                    .status_of(&id)
+                    .ok_or_else(|| crate::StoreFailure::NotFound(id.to_string()))?;
+                if let Some(s) = status {
+                    state.status = s;
+                }
+                if let Some(c) = caps {
+                    state.battery_pct = c.battery_pct;
+                    state.battery_minutes = c.battery_minutes;
+                    state.free_memory_mb = c.free_memory_mb;
+                }
+                Ok(Persisted::Recorded(vec![state]))
             }
             ServerEffect::RegisterPn {
                 pn_id,

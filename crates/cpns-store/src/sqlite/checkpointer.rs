@@ -85,7 +85,7 @@ impl Checkpointer {
                 }
             })
             .map_err(|e| {
-                StoreError::Database(DatabaseError::message(format!(
+                StoreError::Failed(DatabaseError::message(format!(
                     "cannot start the checkpoint thread: {e}"
                 )))
             })?;

@@ -5,7 +5,7 @@
 use core::str::FromStr;
 use std::collections::HashMap;
 
-use cpns_wire::{IdError, PnId};
+use cpns_wire::{ContentItem, DeviceCapabilities, IdError, PnId};
 use rusqlite::{Connection, Params, Row};
 
 use crate::{Result, StoreError};
@@ -64,10 +64,10 @@ pub(super) fn members_by_pn<T>(
 pub(super) fn pn_id(row: &Row<'_>, column: &str) -> Result<PnId> {
     let bytes: Vec<u8> = row.get(column)?;
     let arr: [u8; 16] = bytes.as_slice().try_into().map_err(|_| {
-        StoreError::Corrupt(format!(
-            "{column} holds {} bytes, a PN id is 16",
-            bytes.len()
-        ))
+        StoreError::corrupt(
+            column,
+            format!("holds {} bytes, a PN id is 16", bytes.len()),
+        )
     })?;
     Ok(PnId::from_bytes(arr))
 }
@@ -86,14 +86,55 @@ pub(super) fn opt_id<T: FromStr<Err = IdError>>(row: &Row<'_>, column: &str) -> 
 
 fn parse_id<T: FromStr<Err = IdError>>(column: &str, text: &str) -> Result<T> {
     text.parse()
-        .map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
+        .map_err(|e| StoreError::corrupt(column, format!("{text:?}: {e}")))
 }
 
 /// Reads a stored enumeration name from `column` of `row` with `parse`.
 pub(super) fn name<T>(row: &Row<'_>, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let text: String = row.get(column)?;
-    parse(&text)
-        .ok_or_else(|| StoreError::Corrupt(format!("{column} holds unknown value {text:?}")))
+    parse(&text).ok_or_else(|| StoreError::corrupt(column, format!("holds unknown value {text:?}")))
+}
+
+/// Device capabilities as a column keeps them: the CBOR of `cpns_wire::DeviceCapabilities`.
+pub(super) fn capabilities_blob(c: Option<&DeviceCapabilities>) -> Option<Vec<u8>> {
+    c.map(cbor)
+}
+
+/// Reads device capabilities (CBOR) from `column` of `row`, if set.
+pub(super) fn capabilities(row: &Row<'_>, column: &str) -> Result<Option<DeviceCapabilities>> {
+    let bytes: Option<Vec<u8>> = row.get(column)?;
+    bytes.map(|b| decode_cbor(column, &b)).transpose()
+}
+
+/// Announced contents as a column keeps them: the CBOR array of `cpns_wire::ContentItem`, NULL
+/// for none.
+pub(super) fn contents_blob(c: &[ContentItem]) -> Option<Vec<u8>> {
+    (!c.is_empty()).then(|| cbor(c))
+}
+
+/// Reads announced contents (CBOR) from `column` of `row`; none when NULL.
+pub(super) fn contents(row: &Row<'_>, column: &str) -> Result<Vec<ContentItem>> {
+    let bytes: Option<Vec<u8>> = row.get(column)?;
+    Ok(bytes
+        .map(|b| decode_cbor(column, &b))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// The CBOR of `value` (writing to memory cannot fail).
+pub(super) fn cbor<T: minicbor::Encode<()> + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // A `Vec` writer is infallible, and the store's types encode without a context.
+    let _ = minicbor::encode(value, &mut out);
+    out
+}
+
+/// Decodes the CBOR `bytes` of `column`; [`StoreError::Corrupt`] if they do not decode.
+pub(super) fn decode_cbor<T>(column: &str, bytes: &[u8]) -> Result<T>
+where
+    T: for<'b> minicbor::Decode<'b, ()>,
+{
+    minicbor::decode(bytes).map_err(|e| StoreError::corrupt(column, format!("CBOR: {e}")))
 }
 
 /// Reads a group key epoch from the `epoch` and `sealed_group_key` columns: both NULL (no
@@ -105,11 +146,12 @@ pub(super) fn group(row: &Row<'_>) -> Result<Option<crate::GroupEpoch>> {
         (None, None) => Ok(None),
         (Some(e), Some(sealed_key)) => Ok(Some(crate::GroupEpoch {
             epoch: u64::try_from(e)
-                .map_err(|_| StoreError::Corrupt(format!("epoch {e} is negative")))?,
+                .map_err(|_| StoreError::corrupt("epoch", format!("{e} is negative")))?,
             sealed_key,
         })),
-        _ => Err(StoreError::Corrupt(
-            "epoch and sealed_group_key are not set together".into(),
+        _ => Err(StoreError::corrupt(
+            "epoch, sealed_group_key",
+            "not set together",
         )),
     }
 }
@@ -119,7 +161,7 @@ pub(super) fn epoch_of(group: Option<&crate::GroupEpoch>) -> Result<Option<i64>>
     group
         .map(|g| {
             i64::try_from(g.epoch)
-                .map_err(|_| StoreError::Conflict(format!("epoch {} is too large", g.epoch)))
+                .map_err(|_| StoreError::conflict(format!("epoch {} is too large", g.epoch)))
         })
         .transpose()
 }
@@ -188,12 +230,66 @@ mod tests {
     }
 
     #[test]
+    fn typed_columns_keep_the_cbor_of_their_type() {
+        let caps = DeviceCapabilities {
+            device_type: "phone".into(),
+            battery_pct: Some(40),
+            ..DeviceCapabilities::default()
+        };
+        // The bytes earlier builds wrote (`minicbor::to_vec`), so existing databases read.
+        assert_eq!(
+            capabilities_blob(Some(&caps)),
+            Some(minicbor::to_vec(&caps).unwrap())
+        );
+        assert_eq!(capabilities_blob(None), None);
+        let items = vec![ContentItem {
+            name: "a.mp3".into(),
+            media_type: "audio/mpeg".into(),
+        }];
+        assert_eq!(
+            contents_blob(&items),
+            Some(minicbor::to_vec(&items).unwrap())
+        );
+        assert_eq!(contents_blob(&[]), None);
+        let conn = Connection::open_in_memory().unwrap();
+        let read = optional(
+            &conn,
+            "SELECT ? AS caps, ? AS contents, NULL AS none",
+            rusqlite::params![capabilities_blob(Some(&caps)), contents_blob(&items)],
+            |r| {
+                Ok((
+                    capabilities(r, "caps")?,
+                    contents(r, "contents")?,
+                    capabilities(r, "none")?,
+                    contents(r, "none")?,
+                ))
+            },
+        )
+        .unwrap();
+        assert_eq!(read, Some((Some(caps), items, None, Vec::new())));
+        // Bytes that are not their type's CBOR are a corrupt column, named.
+        let err = optional(&conn, "SELECT x'ff00' AS caps", [], |r| {
+            capabilities(r, "caps")
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { ref column, ref why } if column == "caps" && why.starts_with("CBOR")),
+            "{err:?}"
+        );
+        let err = optional(&conn, "SELECT x'ff00' AS c", [], |r| contents(r, "c")).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { ref column, .. } if column == "c"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn short_pn_ids_are_corrupt() {
         let conn = Connection::open_in_memory().unwrap();
         let err =
             optional(&conn, "SELECT x'0102' AS pn_id", [], |r| pn_id(r, "pn_id")).unwrap_err();
         assert!(
-            matches!(err, StoreError::Corrupt(ref m) if m.contains("holds 2 bytes")),
+            matches!(err, StoreError::Corrupt { ref why, .. } if why.contains("holds 2 bytes")),
             "{err:?}"
         );
     }

@@ -12,8 +12,8 @@ use crate::{EntityKind, EntityRecord, Result, StoreError};
 /// The `SELECT` of a whole entity row, aliased `e`, for [`decode_entity`].
 macro_rules! select_entity {
     () => {
-        "SELECT e.id, e.kind, e.owner, e.sealed_eukey, e.capabilities, e.status, e.cpns_id, \
-         e.enrolled_at FROM entities AS e"
+        "SELECT e.id, e.kind, e.owner, e.sealed_eukey, e.capabilities, e.cpns_id, e.enrolled_at \
+         FROM entities AS e"
     };
 }
 
@@ -23,8 +23,7 @@ fn decode_entity(row: &Row<'_>) -> Result<EntityRecord> {
         kind: codec::name(row, "kind", EntityKind::parse)?,
         owner: codec::id(row, "owner")?,
         sealed_eukey: row.get("sealed_eukey")?,
-        capabilities: row.get("capabilities")?,
-        status: row.get("status")?,
+        capabilities: codec::capabilities(row, "capabilities")?,
         cpns_id: codec::opt_id(row, "cpns_id")?,
         enrolled_at: row.get("enrolled_at")?,
     })
@@ -50,7 +49,7 @@ pub(super) fn insert_entity(conn: &Connection, e: &EntityRecord) -> Result<()> {
         |_| Ok(()),
     )?;
     if owner_known.is_none() {
-        return Err(StoreError::NotFound(format!("user {}", e.owner)));
+        return Err(StoreError::not_found(format!("user {}", e.owner)));
     }
     let taken = codec::optional(
         conn,
@@ -59,7 +58,7 @@ pub(super) fn insert_entity(conn: &Connection, e: &EntityRecord) -> Result<()> {
         |_| Ok(()),
     )?;
     if taken.is_some() {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::conflict(format!(
             "entity {} is already enrolled",
             e.id
         )));
@@ -67,15 +66,14 @@ pub(super) fn insert_entity(conn: &Connection, e: &EntityRecord) -> Result<()> {
     codec::exec(
         conn,
         "INSERT INTO entities \
-         (id, kind, owner, sealed_eukey, capabilities, status, cpns_id, enrolled_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         (id, kind, owner, sealed_eukey, capabilities, cpns_id, enrolled_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
         params![
             e.id.as_str(),
             e.kind.as_str(),
             e.owner.as_str(),
             e.sealed_eukey,
-            e.capabilities,
-            e.status,
+            codec::capabilities_blob(e.capabilities.as_ref()),
             e.cpns_id.as_ref().map(CpnsId::as_str),
             e.enrolled_at,
         ],
@@ -104,23 +102,14 @@ pub(super) fn entities(conn: &Connection, ids: &[EntityId]) -> Result<Vec<Entity
     )
 }
 
-/// Records what an entity reported; `None` leaves a field as it was.
-pub(super) fn update_entity_report(
-    conn: &Connection,
-    id: &EntityId,
-    capabilities: Option<&[u8]>,
-    status: Option<&str>,
-) -> Result<()> {
-    let changed = codec::exec(
+/// The user owning entity `id`, if it is enrolled.
+pub(super) fn owner_of(conn: &Connection, id: &EntityId) -> Result<Option<UserId>> {
+    codec::optional(
         conn,
-        "UPDATE entities SET capabilities = COALESCE(?, capabilities), \
-         status = COALESCE(?, status) WHERE id = ?",
-        params![capabilities, status, id.as_str()],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::NotFound(format!("entity {id}")));
-    }
-    Ok(())
+        "SELECT owner FROM entities WHERE id = ?",
+        [id.as_str()],
+        |row| codec::id(row, "owner"),
+    )
 }
 
 /// The CPNS ID of `pne` (003 §1.4.1 step 3): the one it has, or the next number of
@@ -134,7 +123,7 @@ pub(super) fn allocate_cpns_id(conn: &Connection, pne: &EntityId) -> Result<Cpns
         [pne.as_str()],
         |row| codec::opt_id(row, "cpns_id"),
     )?
-    .ok_or_else(|| StoreError::NotFound(format!("entity {pne}")))?;
+    .ok_or_else(|| StoreError::not_found(format!("entity {pne}")))?;
     if let Some(id) = stored {
         return Ok(id);
     }
@@ -142,7 +131,7 @@ pub(super) fn allocate_cpns_id(conn: &Connection, pne: &EntityId) -> Result<Cpns
         .prepare_cached("UPDATE cpns_id_seq SET last = last + 1 WHERE id = 1 RETURNING last")?
         .query_row([], |row| row.get(0))?;
     let id = CpnsId::new(format!("cpns-{n:06}"))
-        .map_err(|e| StoreError::Corrupt(format!("cpns_id_seq.last {n}: {e}")))?;
+        .map_err(|e| StoreError::corrupt("cpns_id_seq.last", format!("{n}: {e}")))?;
     codec::exec(
         conn,
         "UPDATE entities SET cpns_id = ? WHERE id = ?",

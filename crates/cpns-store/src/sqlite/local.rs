@@ -43,10 +43,10 @@ pub(super) fn save_local_pn(conn: &Connection, pn: &LocalPn) -> Result<()> {
                 id,
                 m.pne_id.as_str(),
                 position,
-                m.capabilities,
+                codec::capabilities_blob(m.capabilities.as_ref()),
                 m.sealed_local_key,
                 m.route,
-                m.contents,
+                codec::contents_blob(&m.contents),
             ],
         )?;
     }
@@ -56,10 +56,10 @@ pub(super) fn save_local_pn(conn: &Connection, pn: &LocalPn) -> Result<()> {
 fn decode_member(row: &Row<'_>) -> Result<LocalMember> {
     Ok(LocalMember {
         pne_id: codec::id(row, "pne_id")?,
-        capabilities: row.get("capabilities")?,
+        capabilities: codec::capabilities(row, "capabilities")?,
         sealed_local_key: row.get("sealed_local_key")?,
         route: row.get("route")?,
-        contents: row.get("contents")?,
+        contents: codec::contents(row, "contents")?,
     })
 }
 

@@ -1,4 +1,6 @@
-//! The embedded SQLite backend of [`Store`] (DESIGN §5): one database file in WAL mode, reached
+//! The embedded SQLite backend of [`ServerStore`](crate::ServerStore) and
+//! [`DeviceStore`](crate::DeviceStore) (DESIGN §5; their implementations are in `server_store`
+//! and `device_store`): one database file in WAL mode, reached
 //! through rusqlite (SQLite compiled in), with the migrations of `migrations/sqlite` applied at
 //! open (`migrate`).
 //!
@@ -23,16 +25,19 @@
 
 mod checkpointer;
 mod codec;
+mod device_store;
 mod entity;
 mod local;
 mod migrate;
 mod pn;
 mod readers;
 mod replay;
+mod server_store;
 mod status;
 #[cfg(test)]
 mod tests;
 mod usage;
+mod views;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -42,16 +47,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 use rusqlite::{Connection, OpenFlags};
 
 use self::readers::Readers;
 use self::writer::Writer;
-use crate::{
-    Attributes, Departed, EntityRecord, GroupEpoch, LocalPn, LocalSession, LocalUsage, PnMember,
-    PnRecord, Reconciled, Result, StatusChange, StatusRecord, Store, SubscriptionRecord,
-    UnixMillis, UsageRow, UsageStored, UsageSummary,
-};
+use crate::Result;
 
 /// How long a connection waits for a lock another connection (or process) holds before failing
 /// with "database is locked".
@@ -225,303 +225,13 @@ impl SqliteStore {
         &self.inner.readers
     }
 
+    /// Runs `work` in the writer's next batch, inside its own savepoint: one transaction of
+    /// its own as far as the caller can tell.
     async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.inner.writer.run(work).await
-    }
-}
-
-impl Store for SqliteStore {
-    async fn ensure_user(&self, user: &UserId) -> Result<()> {
-        let user = user.clone();
-        self.write(move |c| entity::ensure_user(c, &user)).await
-    }
-
-    async fn insert_entity(&self, e: &EntityRecord) -> Result<()> {
-        let e = e.clone();
-        self.write(move |c| entity::insert_entity(c, &e)).await
-    }
-
-    async fn entity(&self, id: &EntityId) -> Result<Option<EntityRecord>> {
-        self.inner.readers.read(|c| entity::entity(c, id))
-    }
-
-    async fn entities(&self, ids: &[EntityId]) -> Result<Vec<EntityRecord>> {
-        self.inner.readers.read(|c| entity::entities(c, ids))
-    }
-
-    async fn update_entity_report(
-        &self,
-        id: &EntityId,
-        capabilities: Option<&[u8]>,
-        status: Option<&str>,
-    ) -> Result<()> {
-        let id = id.clone();
-        let capabilities = capabilities.map(<[u8]>::to_vec);
-        let status = status.map(str::to_owned);
-        self.write(move |c| {
-            entity::update_entity_report(c, &id, capabilities.as_deref(), status.as_deref())
-        })
-        .await
-    }
-
-    async fn register_pn(&self, p: &PnRecord) -> Result<()> {
-        let p = p.clone();
-        self.write(move |c| pn::register_pn(c, &p)).await
-    }
-
-    async fn upsert_member(&self, p: &PnId, member: &PnMember) -> Result<()> {
-        let (p, member) = (*p, member.clone());
-        self.write(move |c| pn::upsert_member(c, &p, &member)).await
-    }
-
-    async fn update_members(
-        &self,
-        p: &PnId,
-        add: &[PnMember],
-        remove: &[EntityId],
-        group: Option<&GroupEpoch>,
-    ) -> Result<()> {
-        let (p, add, remove, group) = (*p, add.to_vec(), remove.to_vec(), group.cloned());
-        self.write(move |c| pn::update_members(c, &p, &add, &remove, group.as_ref()))
-            .await
-    }
-
-    async fn register_pne(
-        &self,
-        p: &PnId,
-        member: &PnMember,
-        group: Option<&GroupEpoch>,
-    ) -> Result<CpnsId> {
-        let group = group.cloned();
-        let (p, member) = (*p, member.clone());
-        self.write(move |c| pn::register_pne(c, &p, &member, group.as_ref()))
-            .await
-    }
-
-    async fn reconcile_gateway_pns(
-        &self,
-        gw: &EntityId,
-        listed: &[PnId],
-        drop_unlisted_pending: bool,
-    ) -> Result<Reconciled> {
-        let (gw, listed) = (gw.clone(), listed.to_vec());
-        self.write(move |c| pn::reconcile_gateway_pns(c, &gw, &listed, drop_unlisted_pending))
-            .await
-    }
-
-    async fn confirm_pns(&self, gw: &EntityId, pns: &[PnId]) -> Result<Vec<PnId>> {
-        let (gw, pns) = (gw.clone(), pns.to_vec());
-        self.write(move |c| pn::confirm_pns(c, &gw, &pns)).await
-    }
-
-    async fn remove_pending_pn(&self, p: &PnId) -> Result<bool> {
-        let p = *p;
-        self.write(move |c| pn::remove_pending_pn(c, &p)).await
-    }
-
-    async fn release_pn(&self, gw: &EntityId, p: &PnId) -> Result<bool> {
-        let (gw, p) = (gw.clone(), *p);
-        self.write(move |c| pn::release_pn(c, &gw, &p)).await
-    }
-
-    async fn pn(&self, id: &PnId) -> Result<Option<PnRecord>> {
-        self.inner.readers.snapshot(|c| pn::pn(c, id))
-    }
-
-    async fn pns_of_gateway(&self, gw: &EntityId) -> Result<Vec<PnRecord>> {
-        self.inner.readers.snapshot(|c| pn::pns_of_gateway(c, gw))
-    }
-
-    async fn departed(&self, pn: &PnId, pne: &EntityId) -> Result<Option<Departed>> {
-        self.inner.readers.read(|c| pn::departed(c, pn, pne))
-    }
-
-    async fn pns_of_owner(&self, owner: &UserId) -> Result<Vec<PnRecord>> {
-        self.inner.readers.snapshot(|c| pn::pns_of_owner(c, owner))
-    }
-
-    async fn all_pns(&self) -> Result<Vec<PnRecord>> {
-        self.inner.readers.snapshot(pn::all_pns)
-    }
-
-    async fn allocate_cpns_id(&self, pne: &EntityId) -> Result<CpnsId> {
-        let pne = pne.clone();
-        self.write(move |c| entity::allocate_cpns_id(c, &pne)).await
-    }
-
-    async fn remember_answer(
-        &self,
-        sender: &str,
-        request_id: u64,
-        answer: &[u8],
-        now: UnixMillis,
-        keep_ms: i64,
-    ) -> Result<()> {
-        let (sender, answer) = (sender.to_owned(), answer.to_vec());
-        self.write(move |c| replay::remember_answer(c, &sender, request_id, &answer, now, keep_ms))
-            .await
-    }
-
-    async fn answer_of(&self, sender: &str, request_id: u64) -> Result<Option<Vec<u8>>> {
-        self.inner
-            .readers
-            .read(|c| replay::answer_of(c, sender, request_id))
-    }
-
-    async fn save_local_pn(&self, p: &LocalPn) -> Result<()> {
-        let p = p.clone();
-        self.write(move |c| local::save_local_pn(c, &p)).await
-    }
-
-    async fn save_local_session(&self, session: &LocalSession) -> Result<()> {
-        let session = session.clone();
-        self.write(move |c| local::save_local_session(c, &session))
-            .await
-    }
-
-    async fn local_session(&self) -> Result<Option<LocalSession>> {
-        self.inner.readers.read(local::local_session)
-    }
-
-    async fn local_pns(&self) -> Result<Vec<LocalPn>> {
-        self.inner.readers.snapshot(local::local_pns)
-    }
-
-    async fn remove_local_pn(&self, p: &PnId) -> Result<bool> {
-        let p = *p;
-        self.write(move |c| local::remove_local_pn(c, &p)).await
-    }
-
-    async fn record_statuses(&self, changes: &[StatusChange]) -> Result<Vec<StatusRecord>> {
-        let changes = changes.to_vec();
-        self.write(move |c| status::record_statuses(c, &changes))
-            .await
-    }
-
-    async fn record_capabilities(
-        &self,
-        id: &EntityId,
-        capabilities: &[u8],
-        attributes: Attributes,
-    ) -> Result<StatusRecord> {
-        let (id, caps) = (id.clone(), capabilities.to_vec());
-        self.write(move |c| status::record_capabilities(c, &id, &caps, attributes))
-            .await
-    }
-
-    async fn offline_reported_by(
-        &self,
-        gateway: &EntityId,
-        at: UnixMillis,
-    ) -> Result<Vec<StatusRecord>> {
-        let gateway = gateway.clone();
-        self.write(move |c| status::offline_reported_by(c, &gateway, at))
-            .await
-    }
-
-    async fn served_by(
-        &self,
-        gateway: &EntityId,
-        candidates: &[EntityId],
-    ) -> Result<Vec<EntityId>> {
-        self.inner
-            .readers
-            .read(|c| status::served_by(c, gateway, candidates))
-    }
-
-    async fn statuses(&self, ids: &[EntityId]) -> Result<Vec<StatusRecord>> {
-        self.inner.readers.read(|c| status::statuses(c, ids))
-    }
-
-    async fn statuses_of_owner(&self, owner: &UserId) -> Result<Vec<StatusRecord>> {
-        self.inner
-            .readers
-            .read(|c| status::statuses_of_owner(c, owner))
-    }
-
-    async fn all_statuses(&self) -> Result<Vec<StatusRecord>> {
-        self.inner.readers.read(status::all_statuses)
-    }
-
-    async fn add_subscription(&self, s: &SubscriptionRecord) -> Result<SubscriptionRecord> {
-        let s = s.clone();
-        self.write(move |c| status::add_subscription(c, &s)).await
-    }
-
-    async fn remove_subscription(&self, subscriber: &EntityId, id: u64) -> Result<bool> {
-        let subscriber = subscriber.clone();
-        self.write(move |c| status::remove_subscription(c, &subscriber, id))
-            .await
-    }
-
-    async fn subscription_count(&self, subscriber: &EntityId) -> Result<usize> {
-        self.inner
-            .readers
-            .read(|c| status::subscription_count(c, subscriber))
-    }
-
-    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
-        self.inner.readers.read(status::subscriptions)
-    }
-
-    async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {
-        let rows = rows.to_vec();
-        self.write(move |c| usage::store_usage(c, &rows)).await
-    }
-
-    async fn usage_summary(
-        &self,
-        user: Option<&UserId>,
-        shared_only: bool,
-    ) -> Result<Vec<UsageSummary>> {
-        self.inner
-            .readers
-            .read(|c| usage::usage_summary(c, user, shared_only))
-    }
-
-    async fn charging_records(
-        &self,
-        user: &UserId,
-        since_s: u64,
-    ) -> Result<Vec<cpns_wire::ChargingRecord>> {
-        self.inner
-            .readers
-            .read(|c| usage::charging_records(c, user, since_s))
-    }
-
-    async fn save_local_usage(&self, record: &cpns_wire::UsageRecord) -> Result<()> {
-        let record = record.clone();
-        self.write(move |c| usage::save_local_usage(c, &record))
-            .await
-    }
-
-    async fn unsent_local_usage(&self, limit: u32) -> Result<Vec<LocalUsage>> {
-        self.inner
-            .readers
-            .read(|c| usage::unsent_local_usage(c, limit))
-    }
-
-    async fn mark_local_usage_sent(&self, ids: &[u64]) -> Result<()> {
-        let ids = ids.to_vec();
-        self.write(move |c| usage::mark_local_usage_sent(c, &ids))
-            .await
-    }
-
-    async fn local_usage_summary(&self) -> Result<Vec<UsageSummary>> {
-        self.inner.readers.read(usage::local_usage_summary)
-    }
-
-    async fn set_usage_pref(&self, service: &str, preference: Option<&str>) -> Result<()> {
-        let (service, pref) = (service.to_owned(), preference.map(str::to_owned));
-        self.write(move |c| usage::set_usage_pref(c, &service, pref.as_deref()))
-            .await
-    }
-
-    async fn usage_prefs(&self) -> Result<Vec<(String, String)>> {
-        self.inner.readers.read(usage::usage_prefs)
     }
 }

@@ -25,7 +25,7 @@ const PN_COLUMNS: &str =
     "pn_id, gateway, owner, state, created_at, epoch, sealed_group_key, expires_at, max_members";
 
 /// A member's capabilities of record (004 §5.5.1, §5.5.10): those its device last reported
-/// (the entity's row, as `cpns_store::Store::record_capabilities` keeps them), else those it
+/// (the entity's row, as `cpns_store::ServerStore::record_report` keeps them), else those it
 /// joined the PN with. Selected from `pn_members AS m LEFT JOIN entities AS e`.
 const CAPABILITIES: &str = "COALESCE(e.capabilities, m.capabilities) AS capabilities";
 
@@ -48,8 +48,8 @@ fn decode_member(row: &Row<'_>) -> Result<PnMember> {
         pne_id: codec::id(row, "pne_id")?,
         initiator: row.get("initiator")?,
         authenticated: row.get("authenticated")?,
-        capabilities: row.get("capabilities")?,
-        contents: row.get("contents")?,
+        capabilities: codec::capabilities(row, "capabilities")?,
+        contents: codec::contents(row, "contents")?,
         sealed_session_key: row.get("sealed_session_key")?,
         joined_at: row.get("joined_at")?,
         owner: codec::opt_id(row, "owner")?,
@@ -68,7 +68,7 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
     )?;
     let seq = match known {
         Some((_, gw)) if gw != pn.gateway.as_str() => {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::conflict(format!(
                 "PN {} is registered by gateway {gw}, not {}",
                 pn.pn_id, pn.gateway
             )));
@@ -124,10 +124,10 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
                 position,
                 m.initiator,
                 m.authenticated,
-                m.capabilities,
+                codec::capabilities_blob(m.capabilities.as_ref()),
                 m.sealed_session_key,
                 m.joined_at,
-                m.contents,
+                codec::contents_blob(&m.contents),
                 m.owner.as_ref().map(|o| o.as_str()),
             ],
         )?;
@@ -136,7 +136,7 @@ pub(super) fn register_pn(conn: &Connection, pn: &PnRecord) -> Result<()> {
 }
 
 /// Adds `m` to PN `pn` after its current members, or updates the member in place as
-/// [`Store::upsert_member`](crate::Store::upsert_member) says (never a downgrade).
+/// [`ServerStore::upsert_member`](crate::ServerStore::upsert_member) says (never a downgrade).
 pub(super) fn upsert_member(conn: &Connection, pn: &PnId, m: &PnMember) -> Result<()> {
     let seq = require_pn(conn, pn)?;
     upsert_member_in(conn, seq, m)
@@ -208,7 +208,7 @@ fn require_pn(conn: &Connection, pn: &PnId) -> Result<i64> {
         [pn.as_bytes().as_slice()],
         |row| Ok(row.get(0)?),
     )?
-    .ok_or_else(|| StoreError::NotFound(format!("PN {pn}")))
+    .ok_or_else(|| StoreError::not_found(format!("PN {pn}")))
 }
 
 /// The upsert of [`upsert_member`] into the PN whose `seq` is `pn_seq`.
@@ -238,10 +238,10 @@ fn upsert_member_in(conn: &Connection, pn_seq: i64, m: &PnMember) -> Result<()> 
             m.pne_id.as_str(),
             m.initiator,
             m.authenticated,
-            m.capabilities,
+            codec::capabilities_blob(m.capabilities.as_ref()),
             m.sealed_session_key,
             m.joined_at,
-            m.contents,
+            codec::contents_blob(&m.contents),
             m.owner.as_ref().map(|o| o.as_str()),
         ],
     )?;
@@ -374,7 +374,7 @@ pub(super) fn remove_pending_pn(conn: &Connection, pn: &PnId) -> Result<bool> {
 }
 
 /// Releases PN `pn` of `gw` with its members (000 §6.6.5 step 2); see
-/// [`Store::release_pn`](crate::Store::release_pn).
+/// [`ServerStore::release_pn`](crate::ServerStore::release_pn).
 pub(super) fn release_pn(conn: &Connection, gw: &EntityId, pn: &PnId) -> Result<bool> {
     let known: Option<(i64, String)> = codec::optional(
         conn,
@@ -384,7 +384,7 @@ pub(super) fn release_pn(conn: &Connection, gw: &EntityId, pn: &PnId) -> Result<
     )?;
     match known {
         None => Ok(false),
-        Some((_, owner)) if owner != gw.as_str() => Err(StoreError::Conflict(format!(
+        Some((_, owner)) if owner != gw.as_str() => Err(StoreError::conflict(format!(
             "PN {pn} is registered by gateway {owner}, not {gw}"
         ))),
         Some((seq, _)) => {

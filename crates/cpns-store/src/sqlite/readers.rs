@@ -70,7 +70,7 @@ impl Readers {
     pub(super) fn take(&self) -> Result<Connection> {
         let pooled = match lock(&self.idle).as_mut() {
             Some(idle) => idle.pop(),
-            None => return Err(StoreError::Database(DatabaseError::closed())),
+            None => return Err(StoreError::Failed(DatabaseError::closed())),
         };
         match pooled {
             Some(conn) => Ok(conn),

@@ -1,11 +1,13 @@
 //! Status of record (columns of `entities`) and status subscriptions (table
 //! `status_subscriptions`); 004 §5.5.3, docs/device-status.md.
 
-use cpns_wire::{EntityId, Status, StatusPolicy, UserId};
+use cpns_wire::{DeviceCapabilities, EntityId, Status, StatusPolicy, UserId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec;
-use crate::{Attributes, Result, StatusChange, StatusRecord, StoreError, SubscriptionRecord};
+use crate::{
+    Attributes, Result, StatusChange, StatusRecord, StoreError, Subscribed, SubscriptionRecord,
+};
 
 /// The `SELECT` of an enrolled entity's status, aliased `e`.
 macro_rules! select_status {
@@ -20,7 +22,7 @@ fn decode_status(row: &Row<'_>) -> Result<StatusRecord> {
     let status = match code {
         None => Status::Offline,
         Some(c) => Status::from_code(
-            u32::try_from(c).map_err(|_| StoreError::Corrupt(format!("status {c}")))?,
+            u32::try_from(c).map_err(|_| StoreError::corrupt("status_code", format!("{c}")))?,
         ),
     };
     Ok(StatusRecord {
@@ -41,7 +43,7 @@ fn decode_status(row: &Row<'_>) -> Result<StatusRecord> {
 /// An optional unsigned column that must fit `T`.
 fn small<T: TryFrom<i64>>(row: &Row<'_>, column: &str) -> Result<Option<T>> {
     let v: Option<i64> = row.get(column)?;
-    v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}"))))
+    v.map(|v| T::try_from(v).map_err(|_| StoreError::corrupt(column, format!("holds {v}"))))
         .transpose()
 }
 
@@ -52,7 +54,7 @@ fn require_entity(conn: &Connection, id: &EntityId) -> Result<()> {
         [id.as_str()],
         |_| Ok(()),
     )?;
-    known.ok_or_else(|| StoreError::NotFound(format!("entity {id}")))
+    known.ok_or_else(|| StoreError::not_found(format!("entity {id}")))
 }
 
 /// Records each change, keeping the attributes; [`StoreError::NotFound`] (and nothing
@@ -62,51 +64,70 @@ pub(super) fn record_statuses(
     changes: &[StatusChange],
 ) -> Result<Vec<StatusRecord>> {
     for c in changes {
-        let changed = codec::exec(
-            conn,
-            "UPDATE entities SET status_code = ?, label = ?, status_since = ?, reported_by = ? \
-             WHERE id = ?",
-            params![
-                c.status.code(),
-                c.label,
-                c.since,
-                c.reported_by.as_ref().map(EntityId::as_str),
-                c.entity.as_str()
-            ],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(format!("entity {}", c.entity)));
+        if set_status(conn, c)? == 0 {
+            return Err(StoreError::not_found(format!("entity {}", c.entity)));
         }
     }
     let ids: Vec<EntityId> = changes.iter().map(|c| c.entity.clone()).collect();
     statuses(conn, &ids)
 }
 
-/// Records an entity's capabilities with the attributes they carry, keeping its status.
-pub(super) fn record_capabilities(
+/// Writes one status change into its entity's row; how many rows it changed (0: not
+/// enrolled).
+fn set_status(conn: &Connection, c: &StatusChange) -> Result<usize> {
+    codec::exec(
+        conn,
+        "UPDATE entities SET status_code = ?, label = ?, status_since = ?, reported_by = ? \
+         WHERE id = ?",
+        params![
+            c.status.code(),
+            c.label,
+            c.since,
+            c.reported_by.as_ref().map(EntityId::as_str),
+            c.entity.as_str()
+        ],
+    )
+}
+
+/// Records what `id` reported of itself in one write: its capabilities with the attributes
+/// they carry (004 §5.5.1), and/or its own status at the time given (004 §5.5.3: no label, no
+/// PN GW reporting it); its status record as now. [`StoreError::NotFound`] if it is not
+/// enrolled.
+pub(super) fn record_report(
     conn: &Connection,
     id: &EntityId,
-    capabilities: &[u8],
-    a: Attributes,
+    capabilities: Option<&DeviceCapabilities>,
+    status: Option<(Status, i64)>,
 ) -> Result<StatusRecord> {
-    let changed = codec::exec(
-        conn,
-        "UPDATE entities SET capabilities = ?, battery_pct = ?, battery_minutes = ?, \
-         free_memory_mb = ? WHERE id = ?",
-        params![
-            capabilities,
-            a.battery_pct,
-            a.battery_minutes,
-            a.free_memory_mb,
-            id.as_str()
-        ],
-    )?;
-    if changed == 0 {
-        return Err(StoreError::NotFound(format!("entity {id}")));
+    require_entity(conn, id)?;
+    if let Some(caps) = capabilities {
+        let a = Attributes::of(caps);
+        codec::exec(
+            conn,
+            "UPDATE entities SET capabilities = ?, battery_pct = ?, battery_minutes = ?, \
+             free_memory_mb = ? WHERE id = ?",
+            params![
+                codec::capabilities_blob(Some(caps)),
+                a.battery_pct,
+                a.battery_minutes,
+                a.free_memory_mb,
+                id.as_str()
+            ],
+        )?;
+    }
+    if let Some((status, since)) = status {
+        let change = StatusChange {
+            entity: id.clone(),
+            status,
+            label: None,
+            since,
+            reported_by: None,
+        };
+        set_status(conn, &change)?;
     }
     statuses(conn, std::slice::from_ref(id))?
         .pop()
-        .ok_or_else(|| StoreError::NotFound(format!("entity {id}")))
+        .ok_or_else(|| StoreError::not_found(format!("entity {id}")))
 }
 
 /// Which of `candidates` are members of a PN `gateway` serves.
@@ -182,7 +203,8 @@ fn decode_subscription(row: &Row<'_>) -> Result<SubscriptionRecord> {
     let id: i64 = row.get("id")?;
     let request_id: i64 = row.get("request_id")?;
     Ok(SubscriptionRecord {
-        id: u64::try_from(id).map_err(|_| StoreError::Corrupt(format!("subscription {id}")))?,
+        id: u64::try_from(id)
+            .map_err(|_| StoreError::corrupt("status_subscriptions.id", format!("{id}")))?,
         subscriber: codec::id(row, "subscriber")?,
         owner: codec::id(row, "owner")?,
         request_id: request_id as u64,
@@ -190,12 +212,13 @@ fn decode_subscription(row: &Row<'_>) -> Result<SubscriptionRecord> {
             .split(' ')
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse()
-                    .map_err(|e| StoreError::Corrupt(format!("watched entity {s:?}: {e}")))
+                s.parse().map_err(|e| {
+                    StoreError::corrupt("status_subscriptions.entities", format!("{s:?}: {e}"))
+                })
             })
             .collect::<Result<_>>()?,
         policy: minicbor::decode::<StatusPolicy>(&policy)
-            .map_err(|e| StoreError::Corrupt(format!("subscription policy: {e}")))?,
+            .map_err(|e| StoreError::corrupt("status_subscriptions.policy", e.to_string()))?,
         created_at: row.get("created_at")?,
     })
 }
@@ -203,12 +226,10 @@ fn decode_subscription(row: &Row<'_>) -> Result<SubscriptionRecord> {
 const SELECT_SUBSCRIPTION: &str = "SELECT id, subscriber, owner, request_id, entities, policy, \
      created_at FROM status_subscriptions";
 
-/// Keeps `s` (its `id` is ignored) and returns it with its id; a retry (same subscriber and
-/// request id) returns the subscription kept the first time, unchanged.
-pub(super) fn add_subscription(
-    conn: &Connection,
-    s: &SubscriptionRecord,
-) -> Result<SubscriptionRecord> {
+/// Keeps `s` (its `id` is ignored) and returns it with its id and the status records of what
+/// it watches, in one write; a retry (same subscriber and request id) returns the subscription
+/// kept the first time, unchanged.
+pub(super) fn add_subscription(conn: &Connection, s: &SubscriptionRecord) -> Result<Subscribed> {
     require_entity(conn, &s.subscriber)?;
     let entities = s
         .entities
@@ -217,7 +238,7 @@ pub(super) fn add_subscription(
         .collect::<Vec<_>>()
         .join(" ");
     let policy = minicbor::to_vec(&s.policy)
-        .map_err(|e| StoreError::Conflict(format!("policy does not encode: {e}")))?;
+        .map_err(|e| StoreError::conflict(format!("policy does not encode: {e}")))?;
     codec::exec(
         conn,
         "INSERT INTO status_subscriptions \
@@ -233,13 +254,22 @@ pub(super) fn add_subscription(
         ],
     )?;
     let sql = format!("{SELECT_SUBSCRIPTION} WHERE subscriber = ? AND request_id = ?");
-    codec::optional(
+    let subscription = codec::optional(
         conn,
         &sql,
         params![s.subscriber.as_str(), s.request_id as i64],
         decode_subscription,
     )?
-    .ok_or_else(|| StoreError::Corrupt("a subscription just kept is gone".into()))
+    .ok_or_else(|| StoreError::not_found("the subscription just kept"))?;
+    let states = if subscription.entities.is_empty() {
+        statuses_of_owner(conn, &subscription.owner)?
+    } else {
+        statuses(conn, &subscription.entities)?
+    };
+    Ok(Subscribed {
+        subscription,
+        states,
+    })
 }
 
 /// Removes `subscriber`'s subscription `id`; false if it has none such.

@@ -6,7 +6,7 @@ use cpns_wire::{EntityId, PnId, UserId};
 use tempfile::TempDir;
 
 use super::{Durability, SqliteStore};
-use crate::{EntityKind, EntityRecord, PnRecord, PnState, Store, StoreError};
+use crate::{DeviceStore, EntityKind, EntityRecord, PnRecord, PnState, ServerStore, StoreError};
 
 /// Runs raw SQL on the writer connection, behind the store's back (as one write of its own).
 async fn raw(store: &SqliteStore, sql: &'static str) -> crate::Result<usize> {
@@ -50,7 +50,6 @@ async fn enroll(store: &SqliteStore, id: &str) {
             owner,
             sealed_eukey: vec![1, 2, 3],
             capabilities: None,
-            status: None,
             cpns_id: None,
             enrolled_at: 7,
         })
@@ -71,10 +70,13 @@ async fn unknown_pn_state_is_corrupt() {
     .unwrap();
     let err = store.pn(&PnId::from_bytes([1; 16])).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt(ref m) if m.contains("bogus")),
+        matches!(err, StoreError::Corrupt { ref why, .. } if why.contains("bogus")),
         "{err:?}"
     );
-    assert!(matches!(store.all_pns().await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(
+        store.all_pns().await,
+        Err(StoreError::Corrupt { .. })
+    ));
     // The healthy PN still reads.
     assert!(
         store
@@ -96,17 +98,47 @@ async fn bad_stored_ids_are_corrupt() {
     .await
     .unwrap();
     let err = store.entity(&eid("pne-1")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     raw(&store, "UPDATE entities SET kind = 'pne'")
         .await
         .unwrap();
     let err = store.entities(&[eid("pne-1")]).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Corrupt(ref m) if m.contains("cpns_id")),
+        matches!(err, StoreError::Corrupt { ref column, .. } if column == "cpns_id"),
         "{err:?}"
     );
     let err = store.allocate_cpns_id(&eid("pne-1")).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}
+
+/// A preference this build does not know (a newer build's) reads as none, not as an error;
+/// the known ones still read. Typed columns that do not decode are corrupt, named.
+#[tokio::test]
+async fn unknown_preferences_are_left_out_and_bad_capabilities_are_corrupt() {
+    let (_dir, store) = fresh().await;
+    store
+        .set_usage_pref("game", Some(cpns_wire::Preference::Shared))
+        .await
+        .unwrap();
+    raw(
+        &store,
+        "INSERT INTO usage_prefs (service, preference) VALUES ('video', 'public')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.usage_prefs().await.unwrap(),
+        vec![("game".to_owned(), cpns_wire::Preference::Shared)]
+    );
+    enroll(&store, "pne-1").await;
+    raw(&store, "UPDATE entities SET capabilities = x'ff'")
+        .await
+        .unwrap();
+    let err = store.entity(&eid("pne-1")).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { ref column, .. } if column == "capabilities"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -121,7 +153,7 @@ async fn bad_member_rows_are_corrupt() {
                 capabilities: None,
                 sealed_local_key: None,
                 route: None,
-                contents: None,
+                contents: Vec::new(),
             }],
             stored_at: 5,
             sealed_session_key: None,
@@ -134,7 +166,7 @@ async fn bad_member_rows_are_corrupt() {
         .await
         .unwrap();
     let err = store.local_pns().await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
 /// journal mode, foreign keys, synchronous, query_only and busy timeout of a connection.
@@ -178,7 +210,7 @@ async fn closed_store_fails_cleanly() {
     let (_dir, store) = fresh().await;
     store.close().await;
     let err = store.all_pns().await.unwrap_err();
-    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Failed(_)), "{err:?}");
 }
 
 /// The store checks owners and PNs before it writes, so the API never trips a foreign key; the
@@ -195,14 +227,14 @@ async fn constraint_violations_map_to_not_found_and_conflict() {
     .await
     .unwrap_err();
     assert!(
-        matches!(err, StoreError::NotFound(ref m) if m.contains("FOREIGN KEY")),
+        matches!(err, StoreError::NotFound { ref what } if what.contains("FOREIGN KEY")),
         "{err:?}"
     );
     let err = raw(&store, "INSERT INTO users (id) VALUES ('bob'), ('bob')")
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("UNIQUE")),
+        matches!(err, StoreError::Conflict { ref what } if what.contains("UNIQUE")),
         "{err:?}"
     );
     // Neither failed write left anything behind.
@@ -312,7 +344,7 @@ async fn an_old_sqlx_database_opens_with_its_data() {
         let pn = store.pn(&PnId::from_bytes([7; 16])).await.unwrap().unwrap();
         let members: Vec<&str> = pn.members.iter().map(|m| m.pne_id.as_str()).collect();
         assert_eq!(members, ["pne-1", "pne-2"]);
-        assert_eq!(pn.members[0].contents, None);
+        assert!(pn.members[0].contents.is_empty());
         // 0004's table is there.
         let session = crate::LocalSession {
             cpns_id: cpns_wire::CpnsId::new("cpns-000001").unwrap(),
@@ -410,7 +442,21 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
     for (_, _, sql) in old_migrations(4) {
         conn.execute_batch(sql).unwrap();
     }
-    conn.execute_batch(
+    // Capabilities and contents as earlier builds wrote them: their types' CBOR.
+    let caps = cpns_wire::DeviceCapabilities {
+        device_type: "phone".into(),
+        ..cpns_wire::DeviceCapabilities::default()
+    };
+    let items = vec![cpns_wire::ContentItem {
+        name: "song".into(),
+        media_type: "audio/mpeg".into(),
+    }];
+    let hex = |b: Vec<u8>| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (caps_hex, items_hex) = (
+        hex(minicbor::to_vec(&caps).unwrap()),
+        hex(minicbor::to_vec(&items).unwrap()),
+    );
+    conn.execute_batch(&format!(
         "PRAGMA user_version = 4;
          INSERT INTO users (id) VALUES ('alice');
          INSERT INTO pns (pn_id, gateway, owner, state, created_at, seq) VALUES
@@ -419,12 +465,13 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
              (x'05050505050505050505050505050505', 'gw-b', 'alice', 'active', 7, 3);
          INSERT INTO pn_members (pn_id, pne_id, position, initiator, authenticated, joined_at,
                                  sealed_session_key, capabilities, contents) VALUES
-             (x'09090909090909090909090909090909', 'pne-z', 0, 1, 1, 8, x'aa', x'a1', x'c1'),
+             (x'09090909090909090909090909090909', 'pne-z', 0, 1, 1, 8, x'aa', x'{caps_hex}',
+              x'{items_hex}'),
              (x'09090909090909090909090909090909', 'pne-a', 1, 0, 0, 9, NULL, NULL, NULL),
              (x'05050505050505050505050505050505', 'pne-m', 0, 1, 1, 10, x'bb', NULL, NULL);
          INSERT INTO replays (sender, request_id, answer, created_at) VALUES
              ('gw-b', -3, x'0102', 11);",
-    )
+    ))
     .unwrap();
     drop(conn);
 
@@ -444,10 +491,10 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
         (
             z.joined_at,
             z.sealed_session_key.as_deref(),
-            z.capabilities.as_deref(),
-            z.contents.as_deref()
+            z.capabilities.as_ref(),
+            &z.contents
         ),
-        (8, Some(&[0xaa][..]), Some(&[0xa1][..]), Some(&[0xc1][..]))
+        (8, Some(&[0xaa][..]), Some(&caps), &items)
     );
     assert_eq!(first.state, PnState::Active);
     assert_eq!(first.created_at, 5);
@@ -485,7 +532,7 @@ async fn schema_4_data_survives_the_clustered_rebuild() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     // Removing a PN removes its members with it.
     assert!(
         store

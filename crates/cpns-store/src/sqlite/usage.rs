@@ -1,7 +1,7 @@
 //! Usage statistics and charging records (tables `usage_records`, `charging_records` on the
 //! server; `local_usage`, `usage_prefs` on a PNE; 004 §5.5.4, docs/device-status.md).
 
-use cpns_wire::{Audience, ChargingRecord, Status, UsageRecord, UserId};
+use cpns_wire::{Audience, ChargingRecord, Preference, Status, UsageRecord, UserId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec;
@@ -9,17 +9,17 @@ use crate::{LocalUsage, Result, StoreError, UsageRow, UsageStored, UsageSummary}
 
 /// A stored u64 (SQLite integers are i64): values above `i64::MAX` are refused, not wrapped.
 fn int(what: &str, v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Conflict(format!("{what} {v} is too large")))
+    i64::try_from(v).map_err(|_| StoreError::conflict(format!("{what} {v} is too large")))
 }
 
 fn uint(row: &Row<'_>, column: &str) -> Result<u64> {
     let v: i64 = row.get(column)?;
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}")))
+    u64::try_from(v).map_err(|_| StoreError::corrupt(column, format!("holds {v}")))
 }
 
 fn opt_small<T: TryFrom<i64>>(row: &Row<'_>, column: &str) -> Result<Option<T>> {
     let v: Option<i64> = row.get(column)?;
-    v.map(|v| T::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v}"))))
+    v.map(|v| T::try_from(v).map_err(|_| StoreError::corrupt(column, format!("holds {v}"))))
         .transpose()
 }
 
@@ -29,7 +29,7 @@ fn networks_text(networks: &[String]) -> String {
 
 fn networks_of(row: &Row<'_>) -> Result<Vec<String>> {
     let text: String = row.get("networks")?;
-    parse_string_array(&text).ok_or_else(|| StoreError::Corrupt(format!("networks {text:?}")))
+    parse_string_array(&text).ok_or_else(|| StoreError::corrupt("networks", format!("{text:?}")))
 }
 
 /// Reads back what [`codec::json_string_array`] wrote (strings without escapes other than
@@ -194,7 +194,7 @@ pub(super) fn save_local_usage(conn: &Connection, r: &UsageRecord) -> Result<()>
         |_| Ok(()),
     )?;
     if taken.is_some() {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::conflict(format!(
             "usage record {} exists",
             r.id
         )));
@@ -276,28 +276,36 @@ pub(super) fn local_usage_summary(conn: &Connection) -> Result<Vec<UsageSummary>
     )
 }
 
-/// Sets (or with `None` clears) the reporting preference of `service`.
-pub(super) fn set_usage_pref(conn: &Connection, service: &str, pref: Option<&str>) -> Result<()> {
+/// Sets (or with `None` clears) the reporting preference of `service`, kept by its name.
+pub(super) fn set_usage_pref(
+    conn: &Connection,
+    service: &str,
+    pref: Option<Preference>,
+) -> Result<()> {
     match pref {
         Some(p) => codec::exec(
             conn,
             "INSERT INTO usage_prefs (service, preference) VALUES (?1, ?2) \
              ON CONFLICT (service) DO UPDATE SET preference = ?2",
-            params![service, p],
+            params![service, p.name()],
         )?,
         None => codec::exec(conn, "DELETE FROM usage_prefs WHERE service = ?", [service])?,
     };
     Ok(())
 }
 
-/// Every reporting preference, by service.
-pub(super) fn usage_prefs(conn: &Connection) -> Result<Vec<(String, String)>> {
-    codec::all(
+/// Every reporting preference, by service; a name this build does not know is left out.
+pub(super) fn usage_prefs(conn: &Connection) -> Result<Vec<(String, Preference)>> {
+    let rows: Vec<(String, String)> = codec::all(
         conn,
         "SELECT service, preference FROM usage_prefs ORDER BY service",
         [],
         |row| Ok((row.get("service")?, row.get("preference")?)),
-    )
+    )?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(service, name)| Some((service, Preference::parse(&name)?)))
+        .collect())
 }
 
 #[cfg(test)]

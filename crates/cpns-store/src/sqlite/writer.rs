@@ -60,7 +60,7 @@ where
         };
         // A panicking job must not take the writer, and every write after it, down with it.
         let result = panic::catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
-            Err(StoreError::Database(DatabaseError::message(
+            Err(StoreError::Failed(DatabaseError::message(
                 "the write panicked and was rolled back",
             )))
         });
@@ -73,8 +73,8 @@ where
         let answer = match (self.result, batch) {
             (Some(Err(own)), _) => Err(own),
             (Some(Ok(value)), Ok(())) => Ok(value),
-            (_, Err(e)) => Err(StoreError::Database(e.clone())),
-            (None, Ok(())) => Err(StoreError::Database(DatabaseError::message(
+            (_, Err(e)) => Err(StoreError::Failed(e.clone())),
+            (None, Ok(())) => Err(StoreError::Failed(DatabaseError::message(
                 "the write was not run",
             ))),
         };
@@ -137,7 +137,7 @@ impl Writer {
                 }
             })
             .map_err(|e| {
-                StoreError::Database(DatabaseError::message(format!(
+                StoreError::Failed(DatabaseError::message(format!(
                     "cannot start the writer thread: {e}"
                 )))
             })?;
@@ -145,7 +145,7 @@ impl Writer {
         // panicked instead, the sender is dropped unanswered.
         ready
             .await
-            .unwrap_or_else(|_| Err(StoreError::Database(DatabaseError::closed())))?;
+            .unwrap_or_else(|_| Err(StoreError::Failed(DatabaseError::closed())))?;
         Ok(Writer {
             running: Mutex::new(Some(Running {
                 jobs,
@@ -165,7 +165,7 @@ impl Writer {
         let answer = self.submit(work).await?;
         answer
             .await
-            .unwrap_or_else(|_| Err(StoreError::Database(DatabaseError::closed())))
+            .unwrap_or_else(|_| Err(StoreError::Failed(DatabaseError::closed())))
     }
 
     /// Queues `work` for the writer (waiting for room in the queue) and returns where its
@@ -178,7 +178,7 @@ impl Writer {
         let jobs = lock(&self.running)
             .as_ref()
             .map(|r| r.jobs.clone())
-            .ok_or_else(|| StoreError::Database(DatabaseError::closed()))?;
+            .ok_or_else(|| StoreError::Failed(DatabaseError::closed()))?;
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Write {
             work: Some(work),
@@ -187,7 +187,7 @@ impl Writer {
         });
         jobs.send(job)
             .await
-            .map_err(|_| StoreError::Database(DatabaseError::closed()))?;
+            .map_err(|_| StoreError::Failed(DatabaseError::closed()))?;
         Ok(answer)
     }
 

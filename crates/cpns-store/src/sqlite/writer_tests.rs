@@ -19,7 +19,7 @@ use super::readers::MAX_IDLE;
 use super::tests::fresh;
 use super::writer::MAX_BATCH;
 use super::{SqliteStore, pn};
-use crate::{PnMember, PnRecord, PnState, Result, Store, StoreError};
+use crate::{PnMember, PnRecord, PnState, Result, ServerStore, StoreError};
 
 fn pid(n: u32) -> PnId {
     let mut b = [0x5a; 16];
@@ -42,7 +42,7 @@ fn record(n: u32, gateway: &str, members: &[&str]) -> PnRecord {
                 authenticated: true,
                 capabilities: None,
                 sealed_session_key: Some(m.as_bytes().to_vec()),
-                contents: None,
+                contents: Vec::new(),
                 joined_at: i64::from(n),
                 owner: None,
             })
@@ -164,17 +164,17 @@ async fn a_failing_write_changes_nothing_and_its_batch_commits() {
     answer(ok_before).await.unwrap();
     let err = answer(other_gateway).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("gw-1")),
+        matches!(err, StoreError::Conflict { ref what } if what.contains("gw-1")),
         "{err:?}"
     );
     let err = answer(half_done).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("UNIQUE")),
+        matches!(err, StoreError::Conflict { ref what } if what.contains("UNIQUE")),
         "{err:?}"
     );
     let err = answer(panics).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Database(ref e) if e.to_string().contains("panicked")),
+        matches!(err, StoreError::Failed(ref e) if e.to_string().contains("panicked")),
         "{err:?}"
     );
     answer(ok_after).await.unwrap();
@@ -245,7 +245,7 @@ async fn a_failed_commit_fails_every_write_of_its_batch() {
     for a in [innocent, orphan] {
         let err = answer(a).await.unwrap_err();
         assert!(
-            matches!(err, StoreError::Database(ref e) if e.to_string().contains("FOREIGN KEY")),
+            matches!(err, StoreError::Failed(ref e) if e.to_string().contains("FOREIGN KEY")),
             "{err:?}"
         );
     }
@@ -275,7 +275,7 @@ async fn a_write_whose_failure_ends_the_transaction_fails_the_batch() {
         .writer()
         .submit(|c| -> Result<()> {
             c.execute_batch("ROLLBACK")?;
-            Err(StoreError::Corrupt("stand-in".into()))
+            Err(StoreError::corrupt("stand-in", "stand-in"))
         })
         .await
         .unwrap();
@@ -283,11 +283,11 @@ async fn a_write_whose_failure_ends_the_transaction_fails_the_batch() {
     release.send(()).unwrap();
     answer(held).await.unwrap();
     let err = answer(ends).await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     for a in [first, last] {
         let err = answer(a).await.unwrap_err();
         assert!(
-            matches!(err, StoreError::Database(ref e) if e.to_string().contains("rolled back")),
+            matches!(err, StoreError::Failed(ref e) if e.to_string().contains("rolled back")),
             "{err:?}"
         );
     }
@@ -329,7 +329,7 @@ async fn close_drains_the_queue_closes_the_file_and_fails_later_calls() {
                 .unwrap_err();
             for err in [write, read, one, user] {
                 assert!(
-                    matches!(err, StoreError::Database(ref e) if e.to_string().contains("closed")),
+                    matches!(err, StoreError::Failed(ref e) if e.to_string().contains("closed")),
                     "{err:?}"
                 );
             }
@@ -367,13 +367,13 @@ async fn the_pool_keeps_few_clean_connections() {
     let err = readers
         .read(|c| Ok(c.execute("INSERT INTO users (id) VALUES ('bob')", [])?))
         .unwrap_err();
-    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Failed(_)), "{err:?}");
     // Once closed, nothing is kept or handed out.
     let conn = readers.take().unwrap();
     store.close().await;
     readers.give_back(conn);
     assert_eq!(readers.idle(), 0);
-    assert!(matches!(readers.take(), Err(StoreError::Database(_))));
+    assert!(matches!(readers.take(), Err(StoreError::Failed(_))));
 }
 
 #[tokio::test]

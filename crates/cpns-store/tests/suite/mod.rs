@@ -1,18 +1,23 @@
-//! The backend-neutral conformance suite of [`Store`]: each case takes a fresh, empty store and
-//! checks one documented behaviour. A backend's test file runs every case against a new
+//! The backend-neutral conformance suite, split as the store's contracts are: the cases of
+//! [`ServerStore`] (this module and `status_usage`) and those of
+//! [`DeviceStore`](cpns_store::DeviceStore) (`device`). Each case takes a fresh, empty store
+//! and checks one documented behaviour. A backend's test file runs every case against a new
 //! database (see `tests/conformance.rs` for SQLite); a PostgreSQL runner reuses this module.
 
+pub mod device;
 mod status_usage;
+mod views;
 
 use std::sync::Arc;
 
 pub use status_usage::*;
+pub use views::*;
 
 use cpns_store::{
-    Departed, Departure, EntityKind, EntityRecord, GroupEpoch, LocalMember, LocalPn, LocalSession,
-    PnMember, PnRecord, PnState, Store, StoreError,
+    Departed, Departure, EntityKind, EntityRecord, GroupEpoch, PnMember, PnRecord, PnState,
+    ServerStore, StoreError,
 };
-use cpns_wire::{CpnsId, EntityId, PnId, UserId};
+use cpns_wire::{ContentItem, CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 
 fn eid(s: &str) -> EntityId {
     EntityId::new(s).unwrap()
@@ -28,6 +33,23 @@ fn pid(n: u8) -> PnId {
     PnId::from_bytes(b)
 }
 
+/// Capabilities of a device of this type.
+fn caps(device_type: &str) -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: device_type.into(),
+        networks: vec!["wlan".into()],
+        ..DeviceCapabilities::default()
+    }
+}
+
+/// One announced content item named `name`.
+fn contents(name: &str) -> Vec<ContentItem> {
+    vec![ContentItem {
+        name: name.into(),
+        media_type: "text/plain".into(),
+    }]
+}
+
 fn entity(id: &str, owner: &str) -> EntityRecord {
     EntityRecord {
         id: eid(id),
@@ -35,7 +57,6 @@ fn entity(id: &str, owner: &str) -> EntityRecord {
         owner: uid(owner),
         sealed_eukey: format!("sealed:{id}").into_bytes(),
         capabilities: None,
-        status: None,
         cpns_id: None,
         enrolled_at: 1_700_000_000_000,
     }
@@ -46,11 +67,11 @@ fn member(id: &str, initiator: bool) -> PnMember {
         pne_id: eid(id),
         initiator,
         authenticated: true,
-        capabilities: Some(vec![0xa1, 0x01, 0x02]),
+        capabilities: Some(caps(&format!("device of {id}"))),
         sealed_session_key: Some(format!("sk:{id}").into_bytes()),
         joined_at: 1_700_000_000_100,
         owner: None,
-        contents: Some(format!("contents:{id}").into_bytes()),
+        contents: contents(&format!("contents:{id}")),
     }
 }
 
@@ -72,28 +93,7 @@ fn pn(n: u8, gateway: &str, members: &[&str]) -> PnRecord {
     }
 }
 
-fn local(n: u8, members: &[(&str, Option<&str>)]) -> LocalPn {
-    LocalPn {
-        pn_id: pid(n),
-        gateway: eid("gw-1"),
-        members: members
-            .iter()
-            .map(|(id, route)| LocalMember {
-                pne_id: eid(id),
-                capabilities: route.map(|r| r.as_bytes().to_vec()),
-                sealed_local_key: Some(format!("lk:{id}").into_bytes()),
-                route: route.map(str::to_owned),
-                contents: route.map(|r| format!("contents:{r}").into_bytes()),
-            })
-            .collect(),
-        stored_at: 1_700_000_000_000 + i64::from(n),
-        sealed_session_key: None,
-        group: None,
-        expires_at: None,
-    }
-}
-
-async fn enroll<S: Store>(s: &S, ids: &[&str]) {
+async fn enroll<S: ServerStore>(s: &S, ids: &[&str]) {
     s.ensure_user(&uid("alice")).await.unwrap();
     for id in ids {
         s.insert_entity(&entity(id, "alice")).await.unwrap();
@@ -105,13 +105,16 @@ fn ids(pns: &[PnRecord]) -> Vec<PnId> {
 }
 
 /// An enrolled entity reads back exactly; `ensure_user` is idempotent; absent ids read `None`.
-pub async fn entity_round_trip<S: Store>(s: &S) {
+pub async fn entity_round_trip<S: ServerStore>(s: &S) {
     s.ensure_user(&uid("alice")).await.unwrap();
     s.ensure_user(&uid("alice")).await.unwrap();
     let mut e = entity("pne-1", "alice");
     e.kind = EntityKind::Gateway;
-    e.capabilities = Some(vec![1, 2, 3]);
-    e.status = Some("online".into());
+    e.capabilities = Some(DeviceCapabilities {
+        battery_pct: Some(30),
+        gateway_capable: true,
+        ..caps("hub")
+    });
     e.cpns_id = Some(CpnsId::new("cpns-external-7").unwrap());
     s.insert_entity(&e).await.unwrap();
     assert_eq!(s.entity(&e.id).await.unwrap(), Some(e));
@@ -119,12 +122,12 @@ pub async fn entity_round_trip<S: Store>(s: &S) {
 }
 
 /// Enrolling a taken id is a conflict and leaves the first record alone.
-pub async fn duplicate_entity_conflicts<S: Store>(s: &S) {
+pub async fn duplicate_entity_conflicts<S: ServerStore>(s: &S) {
     enroll(s, &["pne-1"]).await;
     let mut again = entity("pne-1", "alice");
     again.sealed_eukey = b"other".to_vec();
     let err = s.insert_entity(&again).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(
         s.entity(&eid("pne-1")).await.unwrap(),
         Some(entity("pne-1", "alice"))
@@ -132,17 +135,17 @@ pub async fn duplicate_entity_conflicts<S: Store>(s: &S) {
 }
 
 /// An entity's owner must be a user.
-pub async fn entity_needs_owner<S: Store>(s: &S) {
+pub async fn entity_needs_owner<S: ServerStore>(s: &S) {
     let err = s
         .insert_entity(&entity("pne-1", "ghost"))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.entity(&eid("pne-1")).await.unwrap(), None);
 }
 
 /// `entities` leaves absent ids out and keeps the order of first mention.
-pub async fn entities_skip_absent_ids<S: Store>(s: &S) {
+pub async fn entities_skip_absent_ids<S: ServerStore>(s: &S) {
     enroll(s, &["a", "b", "c"]).await;
     let got = s
         .entities(&[eid("c"), eid("x"), eid("a"), eid("c")])
@@ -155,30 +158,79 @@ pub async fn entities_skip_absent_ids<S: Store>(s: &S) {
     assert_eq!(s.entities(&many).await.unwrap(), vec![]);
 }
 
-/// Reports update what they carry and leave the rest; an unknown entity is not found.
-pub async fn entity_reports<S: Store>(s: &S) {
-    enroll(s, &["pne-1"]).await;
-    let id = eid("pne-1");
-    s.update_entity_report(&id, Some(&[9, 9]), None)
+/// A report records what it carries in one write and keeps the rest (004 §5.5.1, §5.5.3): its
+/// capabilities with their attributes, its own status (no label, no reporting PN GW); the
+/// record comes back as now. An unknown entity is not found and nothing is recorded.
+pub async fn entity_reports<S: ServerStore>(s: &S) {
+    enroll(s, &["gw-1"]).await;
+    let id = eid("gw-1");
+    let full = DeviceCapabilities {
+        battery_pct: Some(80),
+        battery_minutes: Some(300),
+        free_memory_mb: Some(512),
+        ..caps("hub")
+    };
+    let rec = s.record_report(&id, Some(&full), None).await.unwrap();
+    assert_eq!((rec.status, rec.since), (Status::Offline, None));
+    assert_eq!(rec.attributes, cpns_store::Attributes::of(&full));
+    assert_eq!(
+        s.entity(&id).await.unwrap().unwrap().capabilities,
+        Some(full.clone())
+    );
+    // A PN GW reported it with a label before; its own status clears both.
+    let mut away = change("gw-1", Status::Custom, 10);
+    away.label = Some("away".into());
+    away.reported_by = Some(eid("gw-2"));
+    s.record_statuses(&[away]).await.unwrap();
+    let rec = s
+        .record_report(&id, None, Some((Status::Online, 42)))
         .await
         .unwrap();
-    s.update_entity_report(&id, None, Some("online"))
+    assert_eq!(
+        (rec.status, rec.since, rec.label, rec.reported_by),
+        (Status::Online, Some(42), None, None)
+    );
+    assert_eq!(rec.attributes.battery_pct, Some(80), "capabilities kept");
+    // Both at once, in one write.
+    let low = DeviceCapabilities {
+        battery_pct: Some(20),
+        ..caps("hub")
+    };
+    let rec = s
+        .record_report(&id, Some(&low), Some((Status::Busy, 50)))
         .await
         .unwrap();
-    let e = s.entity(&id).await.unwrap().unwrap();
-    assert_eq!(e.capabilities, Some(vec![9, 9]));
-    assert_eq!(e.status.as_deref(), Some("online"));
-    s.update_entity_report(&id, None, None).await.unwrap();
-    assert_eq!(s.entity(&id).await.unwrap(), Some(e));
+    assert_eq!((rec.status, rec.since), (Status::Busy, Some(50)));
+    assert_eq!(rec.attributes, cpns_store::Attributes::of(&low));
+    // Neither: the record as it is.
+    assert_eq!(s.record_report(&id, None, None).await.unwrap(), rec);
+    assert_eq!(
+        s.statuses(std::slice::from_ref(&id)).await.unwrap(),
+        vec![rec]
+    );
     let err = s
-        .update_entity_report(&eid("ghost"), None, Some("online"))
+        .record_report(&eid("ghost"), Some(&low), Some((Status::Online, 5)))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(
+        matches!(err, StoreError::NotFound { ref what } if what.contains("ghost")),
+        "{err:?}"
+    );
+    assert!(s.entity(&eid("ghost")).await.unwrap().is_none());
+}
+
+fn change(id: &str, status: Status, since: i64) -> cpns_store::StatusChange {
+    cpns_store::StatusChange {
+        entity: eid(id),
+        status,
+        label: None,
+        since,
+        reported_by: None,
+    }
 }
 
 /// A registered PN reads back with its members in order.
-pub async fn pn_round_trip<S: Store>(s: &S) {
+pub async fn pn_round_trip<S: ServerStore>(s: &S) {
     let mut p = pn(1, "gw-1", &["pne-3", "pne-1", "pne-2"]);
     p.members[1].authenticated = false;
     p.members[1].capabilities = None;
@@ -190,7 +242,7 @@ pub async fn pn_round_trip<S: Store>(s: &S) {
 
 /// A retried registration by the same gateway replaces owner, state and members and keeps
 /// `created_at`.
-pub async fn reregister_replaces_members<S: Store>(s: &S) {
+pub async fn reregister_replaces_members<S: ServerStore>(s: &S) {
     let first = pn(1, "gw-1", &["pne-1", "pne-2"]);
     s.register_pn(&first).await.unwrap();
     let mut retry = pn(1, "gw-1", &["pne-2", "pne-4"]);
@@ -209,21 +261,21 @@ pub async fn reregister_replaces_members<S: Store>(s: &S) {
 }
 
 /// Registering a PN id another gateway holds is a conflict and changes nothing.
-pub async fn other_gateway_conflicts<S: Store>(s: &S) {
+pub async fn other_gateway_conflicts<S: ServerStore>(s: &S) {
     let first = pn(1, "gw-1", &["pne-1"]);
     s.register_pn(&first).await.unwrap();
     let err = s.register_pn(&pn(1, "gw-2", &["pne-9"])).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(first));
 }
 
 /// A registration that fails half-way (a member listed twice) leaves no trace.
-pub async fn failed_registration_is_atomic<S: Store>(s: &S) {
+pub async fn failed_registration_is_atomic<S: ServerStore>(s: &S) {
     let err = s
         .register_pn(&pn(1, "gw-1", &["pne-1", "pne-1"]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(1)).await.unwrap(), None);
     assert_eq!(s.all_pns().await.unwrap(), vec![]);
 
@@ -233,12 +285,12 @@ pub async fn failed_registration_is_atomic<S: Store>(s: &S) {
         .register_pn(&pn(2, "gw-1", &["pne-3", "pne-3"]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(2)).await.unwrap(), Some(good));
 }
 
 /// `upsert_member` appends a new member and updates an existing one in place.
-pub async fn upsert_member_adds_and_updates<S: Store>(s: &S) {
+pub async fn upsert_member_adds_and_updates<S: ServerStore>(s: &S) {
     let mut p = pn(1, "gw-1", &["pne-1", "pne-2"]);
     s.register_pn(&p).await.unwrap();
 
@@ -250,7 +302,7 @@ pub async fn upsert_member_adds_and_updates<S: Store>(s: &S) {
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p.clone()));
 
     let mut update = member("pne-1", false);
-    update.capabilities = Some(vec![0xa0]);
+    update.capabilities = Some(caps("updated"));
     update.sealed_session_key = Some(b"new-sk".to_vec());
     update.joined_at = 5;
     s.upsert_member(&pid(1), &update).await.unwrap();
@@ -274,7 +326,7 @@ pub async fn upsert_member_adds_and_updates<S: Store>(s: &S) {
 
 /// No write turns an authenticated member with a session key into an unauthenticated one, drops
 /// its key or capabilities, or clears its initiator flag.
-pub async fn members_are_never_downgraded<S: Store>(s: &S) {
+pub async fn members_are_never_downgraded<S: ServerStore>(s: &S) {
     let p = pn(1, "gw-1", &["pne-1", "pne-2"]);
     s.register_pn(&p).await.unwrap();
     let mut initiator = member("pne-1", true);
@@ -292,7 +344,7 @@ pub async fn members_are_never_downgraded<S: Store>(s: &S) {
         sealed_session_key: None,
         joined_at: 9,
         owner: None,
-        contents: None,
+        contents: Vec::new(),
     };
     s.upsert_member(&pid(1), &weak("pne-1")).await.unwrap();
     s.update_members(&pid(1), &[weak("pne-1"), weak("pne-2")], &[], None)
@@ -302,18 +354,18 @@ pub async fn members_are_never_downgraded<S: Store>(s: &S) {
 }
 
 /// `upsert_member` on an unknown PN is not found and creates nothing.
-pub async fn upsert_member_needs_pn<S: Store>(s: &S) {
+pub async fn upsert_member_needs_pn<S: ServerStore>(s: &S) {
     let err = s
         .upsert_member(&pid(7), &member("pne-1", true))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
 }
 
 /// `update_members` removes (ignoring absent ids), then upserts: new members go at the end,
 /// existing ones keep `joined_at` and position; remove and add work in one call.
-pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
+pub async fn update_members_removes_then_upserts<S: ServerStore>(s: &S) {
     let mut p = pn(1, "gw-1", &["pne-1", "pne-2", "pne-3"]);
     s.register_pn(&p).await.unwrap();
 
@@ -370,9 +422,8 @@ pub async fn update_members_removes_then_upserts<S: Store>(s: &S) {
 }
 
 /// A PN's group key epoch: stored with the PN, moved by `update_members` with the membership
-/// change in one write, left alone without one, and kept with a device's own PN together with
-/// its sealed SK_PNE (schema 6).
-pub async fn group_epochs_move_with_membership<S: Store>(s: &S) {
+/// change in one write, and left alone without one (schema 6).
+pub async fn group_epochs_move_with_membership<S: ServerStore>(s: &S) {
     let epoch = |n: u64| GroupEpoch {
         epoch: n,
         sealed_key: format!("gk-{n}").into_bytes(),
@@ -408,29 +459,15 @@ pub async fn group_epochs_move_with_membership<S: Store>(s: &S) {
     // A PN without a group key reads as none.
     s.register_pn(&pn(2, "gw-1", &["pne-1"])).await.unwrap();
     assert_eq!(s.pn(&pid(2)).await.unwrap().unwrap().group, None);
-
-    // A device's own PN keeps its SK_PNE and epoch, replaced as a whole.
-    let mut l = local(1, &[("pne-1", Some("pan:1"))]);
-    l.sealed_session_key = Some(b"sk".to_vec());
-    l.group = Some(epoch(3));
-    s.save_local_pn(&l).await.unwrap();
-    assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);
-    l.group = Some(epoch(4));
-    s.save_local_pn(&l).await.unwrap();
-    assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);
-    l.group = None;
-    l.sealed_session_key = None;
-    s.save_local_pn(&l).await.unwrap();
-    assert_eq!(s.local_pns().await.unwrap(), vec![l]);
 }
 
 /// `update_members` on an unknown PN is not found and creates nothing.
-pub async fn update_members_needs_pn<S: Store>(s: &S) {
+pub async fn update_members_needs_pn<S: ServerStore>(s: &S) {
     let err = s
         .update_members(&pid(7), &[member("pne-1", true)], &[eid("pne-2")], None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
     assert_eq!(s.all_pns().await.unwrap(), vec![]);
     // Also when there is nothing to add, so no write of a member could fail on its own.
@@ -439,13 +476,13 @@ pub async fn update_members_needs_pn<S: Store>(s: &S) {
             .update_members(&pid(7), &[], remove, None)
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     }
 }
 
 /// `register_pne` allocates the PNE's CPNS ID and upserts the member together; a retry
 /// returns the same CPNS ID and updates the member in place.
-pub async fn register_pne_allocates_and_upserts<S: Store>(s: &S) {
+pub async fn register_pne_allocates_and_upserts<S: ServerStore>(s: &S) {
     enroll(s, &["pne-1", "pne-2", "pne-3"]).await;
     let mut p = pn(1, "gw-1", &["pne-1"]);
     s.register_pn(&p).await.unwrap();
@@ -493,7 +530,7 @@ pub async fn register_pne_allocates_and_upserts<S: Store>(s: &S) {
 
 /// `register_pne` with an unknown PN or an unenrolled PNE is not found and changes nothing:
 /// no member is added and no CPNS ID number is used up.
-pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
+pub async fn register_pne_needs_pn_and_entity<S: ServerStore>(s: &S) {
     enroll(s, &["pne-1", "pne-2"]).await;
     let p = pn(1, "gw-1", &[]);
     s.register_pn(&p).await.unwrap();
@@ -503,7 +540,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
         .register_pne(&pid(7), &member("pne-1", false), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(7)).await.unwrap(), None);
     assert_eq!(
         s.entity(&eid("pne-1")).await.unwrap().unwrap().cpns_id,
@@ -515,7 +552,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
         .register_pne(&pid(1), &member("ghost", false), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
 
     // The failed calls allocated nothing: the next allocation gets the first number.
@@ -533,7 +570,7 @@ pub async fn register_pne_needs_pn_and_entity<S: Store>(s: &S) {
 }
 
 /// `pns_of_gateway` lists that gateway's PNs, with members, in creation order.
-pub async fn pns_of_gateway<S: Store>(s: &S) {
+pub async fn pns_of_gateway<S: ServerStore>(s: &S) {
     let a = pn(3, "gw-1", &["pne-1", "pne-2"]);
     let b = pn(2, "gw-2", &["pne-5"]);
     let c = pn(1, "gw-1", &[]);
@@ -547,7 +584,7 @@ pub async fn pns_of_gateway<S: Store>(s: &S) {
 
 /// A member of another user's PN keeps its own user (001 §5.2.1.1 step 10) through
 /// registration and reads; an upsert without one keeps it.
-pub async fn member_owner_round_trips<S: Store>(s: &S) {
+pub async fn member_owner_round_trips<S: ServerStore>(s: &S) {
     let mut p = pn(4, "gw-1", &["pne-1", "pne-2"]);
     p.members[1].owner = Some(uid("bob"));
     s.register_pn(&p).await.unwrap();
@@ -565,7 +602,7 @@ pub async fn member_owner_round_trips<S: Store>(s: &S) {
 
 /// A member removed, or every member of a released PN, is kept as departed with the SK_PNE it
 /// held (not one without an SK_PNE); entering the PN again forgets that.
-pub async fn departures_are_kept_until_the_pne_is_back<S: Store>(s: &S) {
+pub async fn departures_are_kept_until_the_pne_is_back<S: ServerStore>(s: &S) {
     let mut p = pn(5, "gw-1", &["pne-1", "pne-2", "pne-3"]);
     p.members[0].sealed_session_key = Some(vec![1; 60]);
     p.members[1].sealed_session_key = Some(vec![2; 60]);
@@ -603,7 +640,7 @@ pub async fn departures_are_kept_until_the_pne_is_back<S: Store>(s: &S) {
 }
 
 /// `pns_of_owner` lists a user's PNs, with members, in creation order, and no one else's.
-pub async fn pns_of_owner<S: Store>(s: &S) {
+pub async fn pns_of_owner<S: ServerStore>(s: &S) {
     let a = pn(3, "gw-1", &["pne-1", "pne-2"]);
     let b = PnRecord {
         owner: uid("bob"),
@@ -620,12 +657,12 @@ pub async fn pns_of_owner<S: Store>(s: &S) {
 
 /// Every read of a PN gives each member's capabilities of record (004 §5.5.1, §5.5.10): those
 /// its device reported last, if it did, else those it joined with.
-pub async fn members_read_with_their_capabilities_of_record<S: Store>(s: &S) {
+pub async fn members_read_with_their_capabilities_of_record<S: ServerStore>(s: &S) {
     enroll(s, &["pne-1", "pne-2"]).await;
     let p = pn(4, "gw-1", &["pne-1", "pne-2"]);
     s.register_pn(&p).await.unwrap();
-    let reported = vec![0xa1, 0x00, 0x07];
-    s.record_capabilities(&eid("pne-2"), &reported, cpns_store::Attributes::default())
+    let reported = caps("reported");
+    s.record_report(&eid("pne-2"), Some(&reported), None)
         .await
         .unwrap();
     let mut want = p.clone();
@@ -641,7 +678,7 @@ pub async fn members_read_with_their_capabilities_of_record<S: Store>(s: &S) {
 }
 
 /// `all_pns` lists every PN in creation order; a retried registration keeps its place.
-pub async fn all_pns_in_creation_order<S: Store>(s: &S) {
+pub async fn all_pns_in_creation_order<S: ServerStore>(s: &S) {
     assert_eq!(s.all_pns().await.unwrap(), vec![]);
     for (n, gw) in [(5, "gw-1"), (1, "gw-2"), (9, "gw-1"), (3, "gw-3")] {
         s.register_pn(&pn(n, gw, &["pne-1", &format!("pne-x{n}")]))
@@ -657,7 +694,7 @@ pub async fn all_pns_in_creation_order<S: Store>(s: &S) {
 }
 
 /// CPNS ids are allocated in sequence, once per PNE, and stored on the entity.
-pub async fn cpns_ids<S: Store>(s: &S) {
+pub async fn cpns_ids<S: ServerStore>(s: &S) {
     enroll(s, &["pne-1", "pne-2"]).await;
     let first = s.allocate_cpns_id(&eid("pne-1")).await.unwrap();
     assert_eq!(first.as_str(), "cpns-000001");
@@ -669,57 +706,26 @@ pub async fn cpns_ids<S: Store>(s: &S) {
         Some(first)
     );
     let err = s.allocate_cpns_id(&eid("ghost")).await.unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
-}
-
-/// The local inventory stores, replaces (keeping the first-stored order), lists and removes.
-pub async fn local_inventory<S: Store>(s: &S) {
-    assert_eq!(s.local_pns().await.unwrap(), vec![]);
-    let a = local(4, &[("pne-2", Some("pan:2")), ("pne-1", None)]);
-    let b = local(2, &[("pne-9", Some("pan:9"))]);
-    s.save_local_pn(&a).await.unwrap();
-    s.save_local_pn(&b).await.unwrap();
-    assert_eq!(s.local_pns().await.unwrap(), vec![a.clone(), b.clone()]);
-
-    let mut a2 = local(4, &[("pne-1", Some("pan:1b"))]);
-    a2.stored_at += 50;
-    s.save_local_pn(&a2).await.unwrap();
-    assert_eq!(s.local_pns().await.unwrap(), vec![a2.clone(), b.clone()]);
-
-    assert!(s.remove_local_pn(&pid(2)).await.unwrap());
-    assert!(!s.remove_local_pn(&pid(2)).await.unwrap());
-    assert_eq!(s.local_pns().await.unwrap(), vec![a2.clone()]);
-
-    // Saving a removed PN again starts it afresh, after the others.
-    let b2 = local(2, &[]);
-    s.save_local_pn(&b2).await.unwrap();
-    assert_eq!(s.local_pns().await.unwrap(), vec![a2, b2]);
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 /// Writes one of everything, for [`durable_check`] to find after the store is reopened.
-pub async fn durable_write<S: Store>(s: &S) {
+pub async fn durable_write<S: ServerStore>(s: &S) {
     enroll(s, &["pne-1"]).await;
     s.allocate_cpns_id(&eid("pne-1")).await.unwrap();
     s.register_pn(&pn(1, "gw-1", &["pne-1"])).await.unwrap();
     s.upsert_member(&pid(1), &member("pne-2", false))
         .await
         .unwrap();
-    s.save_local_pn(&local(1, &[("pne-1", Some("pan:1"))]))
-        .await
-        .unwrap();
 }
 
 /// Checks that everything [`durable_write`] wrote is there.
-pub async fn durable_check<S: Store>(s: &S) {
+pub async fn durable_check<S: ServerStore>(s: &S) {
     let e = s.entity(&eid("pne-1")).await.unwrap().unwrap();
     assert_eq!(e.cpns_id.as_ref().map(CpnsId::as_str), Some("cpns-000001"));
     let mut expected = pn(1, "gw-1", &["pne-1"]);
     expected.members.push(member("pne-2", false));
     assert_eq!(s.all_pns().await.unwrap(), vec![expected]);
-    assert_eq!(
-        s.local_pns().await.unwrap(),
-        vec![local(1, &[("pne-1", Some("pan:1"))])]
-    );
     // The CPNS id sequence survived too: the next PNE gets the next number.
     s.insert_entity(&entity("pne-2", "alice")).await.unwrap();
     assert_eq!(
@@ -730,7 +736,7 @@ pub async fn durable_check<S: Store>(s: &S) {
 
 /// 50 concurrent registrations and 40 concurrent CPNS id allocations on one store all land,
 /// and allocation stays one id per PNE.
-pub async fn concurrent_writes<S: Store>(s: Arc<S>) {
+pub async fn concurrent_writes<S: ServerStore>(s: Arc<S>) {
     let pnes: Vec<String> = (0..20).map(|i| format!("pne-{i}")).collect();
     enroll(&*s, &pnes.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let mut tasks = Vec::new();
@@ -781,7 +787,7 @@ pub async fn concurrent_writes<S: Store>(s: Arc<S>) {
 /// 002 §B.1.1.2 step 17: a PN GW's PN list confirms its pending PNs and removes the PNs it no
 /// longer holds; unlisted pending PNs go only when no registration can be in flight; other
 /// gateways' PNs and unknown ids change nothing.
-pub async fn reconcile_follows_the_gateway_list<S: Store>(s: &S) {
+pub async fn reconcile_follows_the_gateway_list<S: ServerStore>(s: &S) {
     let mut pending = pn(1, "gw-1", &["pne-1"]);
     pending.state = PnState::Pending;
     let active = pn(2, "gw-1", &["pne-2"]);
@@ -830,7 +836,7 @@ pub async fn reconcile_follows_the_gateway_list<S: Store>(s: &S) {
 
 /// A partial report confirms the listed pending PNs of its gateway and nothing else: no PN is
 /// removed, other gateways' PNs and unknown ids stay as they were, a PN listed twice counts once.
-pub async fn confirm_pns_activates_listed_pending_pns_only<S: Store>(s: &S) {
+pub async fn confirm_pns_activates_listed_pending_pns_only<S: ServerStore>(s: &S) {
     let mut pending = pn(1, "gw-1", &["pne-1"]);
     pending.state = PnState::Pending;
     let mut unlisted = pn(2, "gw-1", &["pne-2"]);
@@ -870,7 +876,7 @@ pub async fn confirm_pns_activates_listed_pending_pns_only<S: Store>(s: &S) {
 
 /// `release_pn` removes its PN GW's PN in any state, members included, refuses another PN
 /// GW's, and says false for a PN that is not there (a retried release).
-pub async fn release_pn_removes_the_gateways_pn_only<S: Store>(s: &S) {
+pub async fn release_pn_removes_the_gateways_pn_only<S: ServerStore>(s: &S) {
     let mut pending = pn(1, "gw-1", &["pne-1"]);
     pending.state = PnState::Pending;
     let active = pn(2, "gw-1", &["pne-2", "pne-3"]);
@@ -880,7 +886,7 @@ pub async fn release_pn_removes_the_gateways_pn_only<S: Store>(s: &S) {
     }
     let err = s.release_pn(&eid("gw-1"), &pid(3)).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("gw-2")),
+        matches!(err, StoreError::Conflict { ref what } if what.contains("gw-2")),
         "{err:?}"
     );
     assert!(s.release_pn(&eid("gw-1"), &pid(2)).await.unwrap());
@@ -894,7 +900,7 @@ pub async fn release_pn_removes_the_gateways_pn_only<S: Store>(s: &S) {
 }
 
 /// `remove_pending_pn` removes only a pending PN, members included.
-pub async fn remove_pending_pn_only_when_pending<S: Store>(s: &S) {
+pub async fn remove_pending_pn_only_when_pending<S: ServerStore>(s: &S) {
     let mut pending = pn(1, "gw-1", &["pne-1", "pne-2"]);
     pending.state = PnState::Pending;
     let active = pn(2, "gw-1", &["pne-3"]);
@@ -913,7 +919,7 @@ pub async fn remove_pending_pn_only_when_pending<S: Store>(s: &S) {
 
 /// Kept answers: found by (sender, request id) only, replaced by a newer answer, dropped once
 /// older than the keeping time; the full 64 bits of the request id count.
-pub async fn answers_are_kept_for_retries<S: Store>(s: &S) {
+pub async fn answers_are_kept_for_retries<S: ServerStore>(s: &S) {
     let big = u64::MAX - 1;
     s.remember_answer("gw-1", 7, b"first", 1_000, 10_000)
         .await
@@ -955,27 +961,4 @@ pub async fn answers_are_kept_for_retries<S: Store>(s: &S) {
         s.answer_of("gw-1", 7).await.unwrap().as_deref(),
         Some(&b"second"[..])
     );
-}
-
-/// A PNE keeps one secure session: none at first, then the one saved, replaced by a newer one.
-pub async fn local_session_is_kept_and_replaced<S: Store>(s: &S) {
-    assert_eq!(s.local_session().await.unwrap(), None);
-    let first = LocalSession {
-        cpns_id: CpnsId::new("cpns-000001").unwrap(),
-        pn_id: pid(1),
-        sealed_session_key: b"sealed-1".to_vec(),
-        lifetime_s: 86_400,
-        stored_at: 10,
-    };
-    s.save_local_session(&first).await.unwrap();
-    assert_eq!(s.local_session().await.unwrap(), Some(first));
-    let second = LocalSession {
-        cpns_id: CpnsId::new("cpns-000002").unwrap(),
-        pn_id: pid(2),
-        sealed_session_key: b"sealed-2".to_vec(),
-        lifetime_s: 60,
-        stored_at: 20,
-    };
-    s.save_local_session(&second).await.unwrap();
-    assert_eq!(s.local_session().await.unwrap(), Some(second));
 }

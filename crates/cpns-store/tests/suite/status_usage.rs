@@ -1,14 +1,18 @@
-//! Conformance cases of status, subscriptions, usage and charging (docs/device-status.md).
+//! Conformance cases of [`ServerStore`]'s status, subscriptions, usage and charging
+//! (docs/device-status.md).
 
 use cpns_store::{
-    Attributes, StatusChange, Store, StoreError, SubscriptionRecord, UsageRow, UsageStored,
+    Attributes, ServerStore, StatusChange, StoreError, SubscriptionRecord, UsageRow, UsageStored,
     UsageSummary,
 };
-use cpns_wire::{Attribute, Audience, Crossing, PolicyKind, Status, StatusPolicy, UsageRecord};
+use cpns_wire::{
+    Attribute, Audience, Crossing, DeviceCapabilities, PolicyKind, Status, StatusPolicy,
+    UsageRecord,
+};
 
 use super::{eid, entity, pid, uid};
 
-async fn household<S: Store>(s: &S) {
+pub(super) async fn household<S: ServerStore>(s: &S) {
     for user in ["alice", "bob"] {
         s.ensure_user(&uid(user)).await.unwrap();
     }
@@ -22,7 +26,7 @@ async fn household<S: Store>(s: &S) {
     }
 }
 
-fn change(id: &str, status: Status, since: i64, by: Option<&str>) -> StatusChange {
+pub(super) fn change(id: &str, status: Status, since: i64, by: Option<&str>) -> StatusChange {
     StatusChange {
         entity: eid(id),
         status,
@@ -32,7 +36,7 @@ fn change(id: &str, status: Status, since: i64, by: Option<&str>) -> StatusChang
     }
 }
 
-pub async fn statuses_are_recorded_with_their_attributes<S: Store>(s: &S) {
+pub async fn statuses_are_recorded_with_their_attributes<S: ServerStore>(s: &S) {
     household(s).await;
     // Never reported: offline, with no time.
     let never = s.statuses(&[eid("phone")]).await.unwrap();
@@ -42,14 +46,18 @@ pub async fn statuses_are_recorded_with_their_attributes<S: Store>(s: &S) {
         (None, Some(uid("alice")))
     );
 
-    let caps = vec![0xa0];
+    let caps = DeviceCapabilities {
+        battery_pct: Some(40),
+        battery_minutes: Some(90),
+        ..super::caps("phone")
+    };
     let attrs = Attributes {
         battery_pct: Some(40),
         battery_minutes: Some(90),
         free_memory_mb: None,
     };
     let recorded = s
-        .record_capabilities(&eid("phone"), &caps, attrs)
+        .record_report(&eid("phone"), Some(&caps), None)
         .await
         .unwrap();
     assert_eq!(
@@ -90,7 +98,11 @@ pub async fn statuses_are_recorded_with_their_attributes<S: Store>(s: &S) {
         battery_pct: Some(9),
         ..Attributes::default()
     };
-    s.record_capabilities(&eid("phone"), &[0xa1], fewer)
+    let low = DeviceCapabilities {
+        battery_pct: Some(9),
+        ..super::caps("phone")
+    };
+    s.record_report(&eid("phone"), Some(&low), None)
         .await
         .unwrap();
     let now = &s.statuses(&[eid("phone")]).await.unwrap()[0];
@@ -111,7 +123,7 @@ pub async fn statuses_are_recorded_with_their_attributes<S: Store>(s: &S) {
     assert_eq!(s.all_statuses().await.unwrap().len(), 4);
 }
 
-pub async fn a_status_of_an_unknown_entity_records_nothing<S: Store>(s: &S) {
+pub async fn a_status_of_an_unknown_entity_records_nothing<S: ServerStore>(s: &S) {
     household(s).await;
     let err = s
         .record_statuses(&[
@@ -121,7 +133,7 @@ pub async fn a_status_of_an_unknown_entity_records_nothing<S: Store>(s: &S) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::NotFound(ref m) if m.contains("ghost")),
+        matches!(err, StoreError::NotFound { ref what } if what.contains("ghost")),
         "{err:?}"
     );
     let phone = &s.statuses(&[eid("phone")]).await.unwrap()[0];
@@ -131,13 +143,13 @@ pub async fn a_status_of_an_unknown_entity_records_nothing<S: Store>(s: &S) {
         "all or nothing"
     );
     let err = s
-        .record_capabilities(&eid("ghost"), &[0xa0], Attributes::default())
+        .record_report(&eid("ghost"), Some(&super::caps("x")), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
-pub async fn a_gateways_end_turns_what_it_reported_offline<S: Store>(s: &S) {
+pub async fn a_gateways_end_turns_what_it_reported_offline<S: ServerStore>(s: &S) {
     household(s).await;
     s.record_statuses(&[
         change("gw", Status::Online, 1, None),
@@ -171,7 +183,11 @@ pub async fn a_gateways_end_turns_what_it_reported_offline<S: Store>(s: &S) {
     );
 }
 
-fn subscription(subscriber: &str, request_id: u64, watched: &[&str]) -> SubscriptionRecord {
+pub(super) fn subscription(
+    subscriber: &str,
+    request_id: u64,
+    watched: &[&str],
+) -> SubscriptionRecord {
     SubscriptionRecord {
         id: 0,
         subscriber: eid(subscriber),
@@ -189,24 +205,52 @@ fn subscription(subscriber: &str, request_id: u64, watched: &[&str]) -> Subscrip
     }
 }
 
-pub async fn subscriptions_are_kept_once_per_request<S: Store>(s: &S) {
+pub async fn subscriptions_are_kept_once_per_request<S: ServerStore>(s: &S) {
     household(s).await;
-    let a = s
-        .add_subscription(&subscription("gw", 1, &["phone", "tv"]))
+    s.record_statuses(&[change("tv", Status::Busy, 4, Some("gw"))])
         .await
         .unwrap();
+    // Kept with the states of what it watches, as of the same write, in the order named; an
+    // entity named twice or not enrolled is given once or not at all.
+    let kept = s
+        .add_subscription(&subscription("gw", 1, &["tv", "phone", "tv", "ghost"]))
+        .await
+        .unwrap();
+    let a = kept.subscription;
     assert_ne!(a.id, 0);
-    assert_eq!(a.entities, vec![eid("phone"), eid("tv")]);
+    assert_eq!(
+        a.entities,
+        vec![eid("tv"), eid("phone"), eid("tv"), eid("ghost")]
+    );
+    assert_eq!(
+        kept.states,
+        s.statuses(&[eid("tv"), eid("phone")]).await.unwrap()
+    );
+    assert_eq!(
+        (kept.states[0].status, kept.states[1].status),
+        (Status::Busy, Status::Offline)
+    );
     let mut retry = subscription("gw", 1, &[]);
     retry.created_at = 99;
     let again = s.add_subscription(&retry).await.unwrap();
-    assert_eq!(again, a, "a retry gets the first one, unchanged");
-    let b = s
+    assert_eq!(
+        again.subscription, a,
+        "a retry gets the first one, unchanged"
+    );
+    assert_eq!(again.states, kept.states, "and what it watches");
+    let every = s
         .add_subscription(&subscription("phone", 1, &[]))
         .await
         .unwrap();
+    let b = every.subscription;
     assert_ne!(b.id, a.id);
     assert!(b.entities.is_empty(), "empty: every device of the owner");
+    assert_eq!(
+        every.states,
+        s.statuses_of_owner(&uid("alice")).await.unwrap(),
+        "every device of its user, by id"
+    );
+    assert_eq!(every.states.len(), 3);
     assert_eq!(s.subscriptions().await.unwrap(), vec![a.clone(), b.clone()]);
     assert_eq!(s.subscription_count(&eid("gw")).await.unwrap(), 1);
     assert_eq!(s.subscription_count(&eid("tv")).await.unwrap(), 0);
@@ -223,10 +267,10 @@ pub async fn subscriptions_are_kept_once_per_request<S: Store>(s: &S) {
         .add_subscription(&subscription("ghost", 1, &[]))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
-fn record(
+pub(super) fn record(
     id: u64,
     service: &str,
     start: u64,
@@ -248,7 +292,7 @@ fn record(
     }
 }
 
-fn row(
+pub(super) fn row(
     entity: &str,
     owner: &str,
     pn_owner: Option<&str>,
@@ -266,7 +310,7 @@ fn row(
     }
 }
 
-pub async fn usage_is_stored_once_and_charged_to_the_consumer<S: Store>(s: &S) {
+pub async fn usage_is_stored_once_and_charged_to_the_consumer<S: ServerStore>(s: &S) {
     household(s).await;
     let batch = [
         row(
@@ -365,58 +409,7 @@ pub async fn usage_is_stored_once_and_charged_to_the_consumer<S: Store>(s: &S) {
     );
 }
 
-pub async fn a_pne_keeps_its_usage_until_it_is_sent<S: Store>(s: &S) {
-    let a = record(7, "game", 100, 60, 1_000, Audience::Server);
-    let b = record(9, "video", 200, 30, 5_000, Audience::Server);
-    s.save_local_usage(&a).await.unwrap();
-    s.save_local_usage(&b).await.unwrap();
-    let err = s.save_local_usage(&a).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    let unsent = s.unsent_local_usage(10).await.unwrap();
-    assert_eq!(
-        unsent.iter().map(|u| u.record.clone()).collect::<Vec<_>>(),
-        vec![a.clone(), b.clone()]
-    );
-    assert!(unsent.iter().all(|u| !u.sent));
-    assert_eq!(
-        s.unsent_local_usage(1).await.unwrap().len(),
-        1,
-        "the limit holds"
-    );
-    s.mark_local_usage_sent(&[7, 12345]).await.unwrap();
-    let unsent = s.unsent_local_usage(10).await.unwrap();
-    assert_eq!(unsent.len(), 1);
-    assert_eq!(unsent[0].record.id, 9);
-    // The device's own summary counts every record, sent or not.
-    let summary = s.local_usage_summary().await.unwrap();
-    assert_eq!(summary.len(), 2);
-    assert_eq!(
-        (
-            summary[0].service.as_str(),
-            summary[0].seconds,
-            summary[0].user.clone()
-        ),
-        ("game", 60, None)
-    );
-
-    s.set_usage_pref("video", Some("private")).await.unwrap();
-    s.set_usage_pref("game", Some("server")).await.unwrap();
-    s.set_usage_pref("game", Some("shared")).await.unwrap();
-    assert_eq!(
-        s.usage_prefs().await.unwrap(),
-        vec![
-            ("game".into(), "shared".into()),
-            ("video".into(), "private".into())
-        ]
-    );
-    s.set_usage_pref("video", None).await.unwrap();
-    assert_eq!(
-        s.usage_prefs().await.unwrap(),
-        vec![("game".into(), "shared".into())]
-    );
-}
-
-pub async fn served_by_names_the_members_of_the_gateways_pns<S: Store>(s: &S) {
+pub async fn served_by_names_the_members_of_the_gateways_pns<S: ServerStore>(s: &S) {
     household(s).await;
     s.insert_entity(&entity("gw2", "bob")).await.unwrap();
     s.register_pn(&super::pn(1, "gw", &["phone", "watch"]))

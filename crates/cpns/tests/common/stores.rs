@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-use cpns_store::{LocalPn, PnRecord, SqliteStore, Store};
+use cpns_store::{DeviceStore, LocalPn, PnRecord, ServerStore, SqliteStore};
 
 /// PNs by id (hex), each with its members' ids: what a test expects of an inventory.
 pub type Members = BTreeMap<String, BTreeSet<String>>;

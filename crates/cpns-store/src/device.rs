@@ -1,0 +1,59 @@
+//! The store of a device (a PN GW or a PNE): its own local PN inventory (000 §6.6.1.1 steps
+//! 13-15), a PNE's secure session with the server (003 §1.4.1 step 4), and a PNE's usage
+//! records and reporting preferences (004 §5.5.4.2). Nothing here is the server's: a device's
+//! database holds only what it keeps of itself.
+
+use core::future::Future;
+
+use cpns_wire::{PnId, Preference, UsageRecord};
+
+use crate::{LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
+
+/// What a PN GW or a PNE keeps of itself, across restarts.
+pub trait DeviceStore: Send + Sync + 'static {
+    /// Stores (or replaces) a PN in the device's local inventory, in one transaction
+    /// (000 §6.6.1.1 steps 13-15).
+    fn save_local_pn(&self, pn: &LocalPn) -> impl Future<Output = Result<()>> + Send;
+
+    /// The device's local PNs, in the order first stored.
+    fn local_pns(&self) -> impl Future<Output = Result<Vec<LocalPn>>> + Send;
+
+    /// Removes a PN from the device's local inventory; true if it was there.
+    fn remove_local_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Keeps a PNE's secure session (003 §1.4.1 step 4), replacing the one kept before.
+    fn save_local_session(&self, session: &LocalSession)
+    -> impl Future<Output = Result<()>> + Send;
+
+    /// The PNE's secure session, if it kept one.
+    fn local_session(&self) -> impl Future<Output = Result<Option<LocalSession>>> + Send;
+
+    /// Keeps a usage record the PNE collected, unsent (004 §5.5.4.2).
+    /// [`StoreError::Conflict`](crate::StoreError) if its id is kept already.
+    fn save_local_usage(&self, record: &UsageRecord) -> impl Future<Output = Result<()>> + Send;
+
+    /// The PNE's unsent usage records, oldest first, at most `limit`.
+    fn unsent_local_usage(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<LocalUsage>>> + Send;
+
+    /// Marks the PNE's records sent (acknowledged, or never to be sent); unknown ids are
+    /// ignored.
+    fn mark_local_usage_sent(&self, ids: &[u64]) -> impl Future<Output = Result<()>> + Send;
+
+    /// The PNE's own usage per service, every record counted.
+    fn local_usage_summary(&self) -> impl Future<Output = Result<Vec<UsageSummary>>> + Send;
+
+    /// Sets, or with `None` clears, the user's reporting preference of a service
+    /// (004 §5.5.4.2).
+    fn set_usage_pref(
+        &self,
+        service: &str,
+        preference: Option<Preference>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every reporting preference, by service. A stored preference this build does not know (a
+    /// newer build's) is left out, as if the service had none.
+    fn usage_prefs(&self) -> impl Future<Output = Result<Vec<(String, Preference)>>> + Send;
+}

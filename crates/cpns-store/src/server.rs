@@ -1,0 +1,306 @@
+//! The CPNS Server's store of record (DESIGN §5): users and enrolled entities, the PN inventory
+//! with its members, group key epochs and ended memberships, kept answers of mutating requests,
+//! statuses of record, subscriptions, usage and charging records. The server's machine reaches
+//! it through the node's adapter (`cpns_node::server_store`), one transaction per effect.
+
+use core::future::Future;
+
+use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
+
+#[cfg(doc)]
+use crate::StoreError;
+use crate::{
+    Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
+    PnView, Reconciled, Result, StatusChange, StatusRecord, StatusView, Subscribed,
+    SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
+};
+
+/// The CPNS Server's state of record. Every write is one transaction; every read that takes
+/// several queries sees one snapshot: the last methods ([`ServerStore::pn_view`] and after)
+/// give each of the server's flows what it reads, in one snapshot.
+pub trait ServerStore: Send + Sync + 'static {
+    /// Adds a user; does nothing if it exists.
+    fn ensure_user(&self, user: &UserId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Enrolls an entity. Fails with [`StoreError::Conflict`] if the id is taken and with
+    /// [`StoreError::NotFound`] if its owner is not a user.
+    fn insert_entity(&self, entity: &EntityRecord) -> impl Future<Output = Result<()>> + Send;
+
+    /// Looks up one entity.
+    fn entity(&self, id: &EntityId) -> impl Future<Output = Result<Option<EntityRecord>>> + Send;
+
+    /// Looks up several entities in one query; absent ids are left out of the result, the others
+    /// come in the order of their first mention in `ids`.
+    fn entities(&self, ids: &[EntityId]) -> impl Future<Output = Result<Vec<EntityRecord>>> + Send;
+
+    /// Records what an entity reported of itself in one transaction (002 §B.1.1.2 steps
+    /// 12-17, 004 §5.5.1, §5.5.3): its capabilities with the attributes they carry, and/or its
+    /// status as of `status.1` (no label, reported by no PN GW); `None` keeps what is recorded.
+    /// Its status record as now. [`StoreError::NotFound`] if it is not enrolled.
+    fn record_report(
+        &self,
+        id: &EntityId,
+        capabilities: Option<&DeviceCapabilities>,
+        status: Option<(Status, UnixMillis)>,
+    ) -> impl Future<Output = Result<StatusRecord>> + Send;
+
+    /// Registers a PN with its members in one transaction (000 §6.6.1.1 step 11). Registering a
+    /// PN id that exists with the same gateway replaces its member list (a retried
+    /// registration: owner, state and members are replaced, `created_at` and the PN's place in
+    /// creation order are kept); with another gateway it is a [`StoreError::Conflict`].
+    fn register_pn(&self, pn: &PnRecord) -> impl Future<Output = Result<()>> + Send;
+
+    /// Adds or updates one member of an existing PN (003 §1.4.2 step 4, 000 §6.6.2).
+    /// [`StoreError::NotFound`] if the PN does not exist. A new member goes after the existing
+    /// ones. An existing member keeps its `joined_at` and position and is never downgraded
+    /// (issue 6, "Identity on the PAN"): `authenticated` and `initiator` only go from false to
+    /// true, and a `None` capabilities or session key keeps the stored one; given values
+    /// replace stored ones.
+    fn upsert_member(
+        &self,
+        pn: &PnId,
+        member: &PnMember,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Changes the member list of an existing PN in one transaction (000 §6.6.2, 003 §1.4.2
+    /// step 4): first removes the members in `remove` (ids that are not members are ignored),
+    /// then adds or updates each of `add` as [`ServerStore::upsert_member`] does (a new member goes
+    /// after the existing ones; an existing one keeps its `joined_at` and position and is never
+    /// downgraded). A PNE both
+    /// removed and added is therefore re-added at the end. With `group`, the PN moves to that
+    /// group key epoch in the same transaction (docs/pn-lifecycle.md, "Group key epochs").
+    /// [`StoreError::NotFound`] if the PN does not exist; on any error nothing changes.
+    fn update_members(
+        &self,
+        pn: &PnId,
+        add: &[PnMember],
+        remove: &[EntityId],
+        group: Option<&GroupEpoch>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Registers a PNE with a PN in one transaction (003 §1.4.1 step 3): allocates the PNE's
+    /// CPNS ID as [`ServerStore::allocate_cpns_id`] does (returning the one it already has, if any)
+    /// and adds or updates `member` as [`ServerStore::upsert_member`] does, so the CPNS ID and the
+    /// member's session key land together or not at all. [`StoreError::NotFound`] if the PN
+    /// does not exist or `member.pne_id` is not an enrolled entity; on any error nothing
+    /// changes and no CPNS ID number is used up. With `group`, the PN moves to that group key
+    /// epoch in the same transaction (a PNE that joins by registering, 000 §6.6.2.2).
+    fn register_pne(
+        &self,
+        pn: &PnId,
+        member: &PnMember,
+        group: Option<&GroupEpoch>,
+    ) -> impl Future<Output = Result<CpnsId>> + Send;
+
+    /// 002 §B.1.1.2 step 17: brings the inventory in line with the PN list a PN GW reports.
+    /// In one transaction: listed pending PNs of `gw` become active; active PNs of `gw` that are
+    /// not listed are removed with their members; unlisted pending PNs are removed only when
+    /// `drop_unlisted_pending` (no registration of this PN GW can still be in flight). Listed
+    /// PNs that are unknown or belong to another gateway change nothing and are reported.
+    fn reconcile_gateway_pns(
+        &self,
+        gw: &EntityId,
+        listed: &[PnId],
+        drop_unlisted_pending: bool,
+    ) -> impl Future<Output = Result<Reconciled>> + Send;
+
+    /// Confirms PNs a PN GW reports it has stored since its last report (a partial status
+    /// report, docs/ARCHITECTURE.md decision 8): each listed PN of `gw` that is pending becomes
+    /// active; nothing is removed. Returns the PNs confirmed, in the order listed. PNs that are
+    /// unknown, of another gateway or already active change nothing. Costs one lookup per
+    /// listed PN, whatever the number of PNs `gw` holds.
+    fn confirm_pns(
+        &self,
+        gw: &EntityId,
+        pns: &[PnId],
+    ) -> impl Future<Output = Result<Vec<PnId>>> + Send;
+
+    /// Removes a PN that is still pending (its PN GW never confirmed it), with its members;
+    /// true if it was there and pending. An active PN is left alone.
+    fn remove_pending_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Releases PN `pn` of PN GW `gw` (000 §6.6.5 step 2): removes it with its members, in any
+    /// state. True if it was there; false if there is no such PN (already released: a retry).
+    /// [`StoreError::Conflict`] if the PN belongs to another PN GW, which is left alone.
+    fn release_pn(&self, gw: &EntityId, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// One PN with its members.
+    fn pn(&self, id: &PnId) -> impl Future<Output = Result<Option<PnRecord>>> + Send;
+
+    /// All PNs served by a gateway, in creation order.
+    fn pns_of_gateway(&self, gw: &EntityId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
+
+    /// The membership of `pne` in `pn` that ended (it left or was removed, or the PN was
+    /// released), if the server keeps it: the SK_PNE it held, to tell it so.
+    fn departed(
+        &self,
+        pn: &PnId,
+        pne: &EntityId,
+    ) -> impl Future<Output = Result<Option<Departed>>> + Send;
+
+    /// All PNs of a user (served by its PN GWs), in creation order.
+    fn pns_of_owner(&self, owner: &UserId) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
+
+    /// All PNs, in creation order.
+    fn all_pns(&self) -> impl Future<Output = Result<Vec<PnRecord>>> + Send;
+
+    /// Allocates the CPNS ID of a PNE (003 §1.4.1 step 3), or returns the one it already has.
+    /// Ids are distinct and never reused. [`StoreError::NotFound`] if the entity is not enrolled.
+    fn allocate_cpns_id(&self, pne: &EntityId) -> impl Future<Output = Result<CpnsId>> + Send;
+
+    /// Keeps the answer to a mutating request of `sender` (DESIGN §3 idempotency, §5), so that a
+    /// retry with the same request id, after a reconnect or a restart, gets the same answer.
+    /// Replaces an earlier answer of the same key; in the same transaction drops every record
+    /// older than `keep_ms` before `now`.
+    fn remember_answer(
+        &self,
+        sender: &str,
+        request_id: u64,
+        answer: &[u8],
+        now: UnixMillis,
+        keep_ms: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The answer kept for `sender`'s request `request_id`, if any.
+    fn answer_of(
+        &self,
+        sender: &str,
+        request_id: u64,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Records status changes in one transaction, keeping each entity's attributes
+    /// (004 §5.5.3); the records as now, in the order of `changes`. [`StoreError::NotFound`],
+    /// and nothing recorded, if one is not enrolled.
+    fn record_statuses(
+        &self,
+        changes: &[StatusChange],
+    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// Which of `candidates` are members of a PN `gateway` serves.
+    fn served_by(
+        &self,
+        gateway: &EntityId,
+        candidates: &[EntityId],
+    ) -> impl Future<Output = Result<Vec<EntityId>>> + Send;
+
+    /// Turns `gateway` and every entity its session reported offline as of `at`, in one
+    /// transaction; the records that changed (a session that ended: docs/device-status.md).
+    fn offline_reported_by(
+        &self,
+        gateway: &EntityId,
+        at: UnixMillis,
+    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// The status records of the enrolled entities among `ids`, in the order of `ids`.
+    fn statuses(&self, ids: &[EntityId]) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// The status records of every entity of `owner`, by id.
+    fn statuses_of_owner(
+        &self,
+        owner: &UserId,
+    ) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// Every entity's status record, by id.
+    fn all_statuses(&self) -> impl Future<Output = Result<Vec<StatusRecord>>> + Send;
+
+    /// Keeps a status subscription (its `id` is ignored) and returns it with its id, and the
+    /// status records of what it watches, in one transaction (004 §5.5.3.2: the snapshot the
+    /// subscriber starts from). A retry (same subscriber and request id) returns the one kept
+    /// first, unchanged. [`StoreError::NotFound`] if the subscriber is not enrolled.
+    fn add_subscription(
+        &self,
+        subscription: &SubscriptionRecord,
+    ) -> impl Future<Output = Result<Subscribed>> + Send;
+
+    /// Removes `subscriber`'s subscription `id`; false if it has none such.
+    fn remove_subscription(
+        &self,
+        subscriber: &EntityId,
+        id: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// How many status subscriptions `subscriber` holds.
+    fn subscription_count(
+        &self,
+        subscriber: &EntityId,
+    ) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Every status subscription, oldest first.
+    fn subscriptions(&self) -> impl Future<Output = Result<Vec<SubscriptionRecord>>> + Send;
+
+    /// Stores usage records with the charging records they make, in one transaction; a
+    /// record stored before (same entity and record id) is a duplicate and charges nothing
+    /// again (004 §5.5.4).
+    fn store_usage(&self, rows: &[UsageRow]) -> impl Future<Output = Result<UsageStored>> + Send;
+
+    /// Usage per user and service, of `user` or of every user; with `shared_only`, only what
+    /// the users let go to external applications.
+    fn usage_summary(
+        &self,
+        user: Option<&UserId>,
+        shared_only: bool,
+    ) -> impl Future<Output = Result<Vec<UsageSummary>>> + Send;
+
+    /// The charging records of `user` for uses started at or after `since_s`, oldest first.
+    fn charging_records(
+        &self,
+        user: &UserId,
+        since_s: u64,
+    ) -> impl Future<Output = Result<Vec<cpns_wire::ChargingRecord>>> + Send;
+
+    /// What a flow that registers or changes PN `pn` reads, in one snapshot (000 §6.6.1.1 step
+    /// 5, §6.6.2, §6.6.3, §6.6.5; 003 §1.4.1): the PN with its members, the answer kept for
+    /// `answer_of` (sender, request id) as [`ServerStore::answer_of`] reads it, and the
+    /// enrolled entities among `entities` as [`ServerStore::entities`] reads them.
+    fn pn_view(
+        &self,
+        pn: &PnId,
+        answer_of: Option<(&str, u64)>,
+        entities: &[EntityId],
+    ) -> impl Future<Output = Result<PnView>> + Send;
+
+    /// What member `pne`'s request about PN `pn` reads, in one snapshot (002 §B.1.1.3 step
+    /// 22): the PN with its members and, if `pne` is not one of them, its membership there
+    /// that ended, as [`ServerStore::departed`] reads it.
+    fn member_view(
+        &self,
+        pn: &PnId,
+        pne: &EntityId,
+    ) -> impl Future<Output = Result<MemberView>> + Send;
+
+    /// What `asker`'s inventory query reads, in one snapshot (004 §5.5.10): its user, and PN
+    /// `pn` if given, else every PN of that user (none if `asker` is not enrolled).
+    fn inventory_view(
+        &self,
+        asker: &EntityId,
+        pn: Option<&PnId>,
+    ) -> impl Future<Output = Result<InventoryView>> + Send;
+
+    /// The user of `entity` and the owner of PN `pn`, in one snapshot (004 §5.5.4: whom a
+    /// usage report is charged to).
+    fn usage_owners(
+        &self,
+        entity: &EntityId,
+        pn: &PnId,
+    ) -> impl Future<Output = Result<Owners>> + Send;
+
+    /// The charging records of the user owning `entity`, as
+    /// [`ServerStore::charging_records`] reads them, in one snapshot; none if `entity` is not
+    /// enrolled.
+    fn charging_records_of(
+        &self,
+        entity: &EntityId,
+        since_s: u64,
+    ) -> impl Future<Output = Result<Vec<cpns_wire::ChargingRecord>>> + Send;
+
+    /// What `asker`'s status query or subscription reads, in one snapshot (004 §5.5.3.2): the
+    /// status records of `asker` and of `named`; with `of_user`, of every device of `asker`'s
+    /// user; with `subscriptions`, how many subscriptions `asker` holds.
+    fn status_view(
+        &self,
+        asker: &EntityId,
+        named: &[EntityId],
+        of_user: bool,
+        subscriptions: bool,
+    ) -> impl Future<Output = Result<StatusView>> + Send;
+}

@@ -1,0 +1,67 @@
+//! [`DeviceStore`] on SQLite: a PN GW's or a PNE's own tables (`local_pns`, `local_members`,
+//! `local_session`, `local_usage`, `usage_prefs`). Writes go through the writer, one
+//! transaction each; reads run on a read connection, a read of several queries in one read
+//! transaction.
+
+use cpns_wire::{PnId, Preference};
+
+use super::{SqliteStore, local, usage};
+use crate::{DeviceStore, LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
+
+impl DeviceStore for SqliteStore {
+    async fn save_local_pn(&self, p: &LocalPn) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| local::save_local_pn(c, &p)).await
+    }
+
+    async fn save_local_session(&self, session: &LocalSession) -> Result<()> {
+        let session = session.clone();
+        self.write(move |c| local::save_local_session(c, &session))
+            .await
+    }
+
+    async fn local_session(&self) -> Result<Option<LocalSession>> {
+        self.inner.readers.read(local::local_session)
+    }
+
+    async fn local_pns(&self) -> Result<Vec<LocalPn>> {
+        self.inner.readers.snapshot(local::local_pns)
+    }
+
+    async fn remove_local_pn(&self, p: &PnId) -> Result<bool> {
+        let p = *p;
+        self.write(move |c| local::remove_local_pn(c, &p)).await
+    }
+
+    async fn save_local_usage(&self, record: &cpns_wire::UsageRecord) -> Result<()> {
+        let record = record.clone();
+        self.write(move |c| usage::save_local_usage(c, &record))
+            .await
+    }
+
+    async fn unsent_local_usage(&self, limit: u32) -> Result<Vec<LocalUsage>> {
+        self.inner
+            .readers
+            .read(|c| usage::unsent_local_usage(c, limit))
+    }
+
+    async fn mark_local_usage_sent(&self, ids: &[u64]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.write(move |c| usage::mark_local_usage_sent(c, &ids))
+            .await
+    }
+
+    async fn local_usage_summary(&self) -> Result<Vec<UsageSummary>> {
+        self.inner.readers.read(usage::local_usage_summary)
+    }
+
+    async fn set_usage_pref(&self, service: &str, preference: Option<Preference>) -> Result<()> {
+        let service = service.to_owned();
+        self.write(move |c| usage::set_usage_pref(c, &service, preference))
+            .await
+    }
+
+    async fn usage_prefs(&self) -> Result<Vec<(String, Preference)>> {
+        self.inner.readers.read(usage::usage_prefs)
+    }
+}

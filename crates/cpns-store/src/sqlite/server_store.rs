@@ -1,0 +1,284 @@
+//! [`ServerStore`] on SQLite: the CPNS Server's tables. Each write is one job of the writer,
+//! committed with the batch it shares and answered once committed; each read runs on a read
+//! connection, a read of several queries in one read transaction (`Readers::snapshot`).
+
+use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
+
+use super::{SqliteStore, entity, pn, replay, status, usage, views};
+use crate::{
+    Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
+    PnView, Reconciled, Result, ServerStore, StatusChange, StatusRecord, StatusView, Subscribed,
+    SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
+};
+
+impl ServerStore for SqliteStore {
+    async fn ensure_user(&self, user: &UserId) -> Result<()> {
+        let user = user.clone();
+        self.write(move |c| entity::ensure_user(c, &user)).await
+    }
+
+    async fn insert_entity(&self, e: &EntityRecord) -> Result<()> {
+        let e = e.clone();
+        self.write(move |c| entity::insert_entity(c, &e)).await
+    }
+
+    async fn entity(&self, id: &EntityId) -> Result<Option<EntityRecord>> {
+        self.inner.readers.read(|c| entity::entity(c, id))
+    }
+
+    async fn entities(&self, ids: &[EntityId]) -> Result<Vec<EntityRecord>> {
+        self.inner.readers.read(|c| entity::entities(c, ids))
+    }
+
+    async fn record_report(
+        &self,
+        id: &EntityId,
+        capabilities: Option<&DeviceCapabilities>,
+        status: Option<(Status, UnixMillis)>,
+    ) -> Result<StatusRecord> {
+        let (id, caps) = (id.clone(), capabilities.cloned());
+        self.write(move |c| status::record_report(c, &id, caps.as_ref(), status))
+            .await
+    }
+
+    async fn register_pn(&self, p: &PnRecord) -> Result<()> {
+        let p = p.clone();
+        self.write(move |c| pn::register_pn(c, &p)).await
+    }
+
+    async fn upsert_member(&self, p: &PnId, member: &PnMember) -> Result<()> {
+        let (p, member) = (*p, member.clone());
+        self.write(move |c| pn::upsert_member(c, &p, &member)).await
+    }
+
+    async fn update_members(
+        &self,
+        p: &PnId,
+        add: &[PnMember],
+        remove: &[EntityId],
+        group: Option<&GroupEpoch>,
+    ) -> Result<()> {
+        let (p, add, remove, group) = (*p, add.to_vec(), remove.to_vec(), group.cloned());
+        self.write(move |c| pn::update_members(c, &p, &add, &remove, group.as_ref()))
+            .await
+    }
+
+    async fn register_pne(
+        &self,
+        p: &PnId,
+        member: &PnMember,
+        group: Option<&GroupEpoch>,
+    ) -> Result<CpnsId> {
+        let group = group.cloned();
+        let (p, member) = (*p, member.clone());
+        self.write(move |c| pn::register_pne(c, &p, &member, group.as_ref()))
+            .await
+    }
+
+    async fn reconcile_gateway_pns(
+        &self,
+        gw: &EntityId,
+        listed: &[PnId],
+        drop_unlisted_pending: bool,
+    ) -> Result<Reconciled> {
+        let (gw, listed) = (gw.clone(), listed.to_vec());
+        self.write(move |c| pn::reconcile_gateway_pns(c, &gw, &listed, drop_unlisted_pending))
+            .await
+    }
+
+    async fn confirm_pns(&self, gw: &EntityId, pns: &[PnId]) -> Result<Vec<PnId>> {
+        let (gw, pns) = (gw.clone(), pns.to_vec());
+        self.write(move |c| pn::confirm_pns(c, &gw, &pns)).await
+    }
+
+    async fn remove_pending_pn(&self, p: &PnId) -> Result<bool> {
+        let p = *p;
+        self.write(move |c| pn::remove_pending_pn(c, &p)).await
+    }
+
+    async fn release_pn(&self, gw: &EntityId, p: &PnId) -> Result<bool> {
+        let (gw, p) = (gw.clone(), *p);
+        self.write(move |c| pn::release_pn(c, &gw, &p)).await
+    }
+
+    async fn pn(&self, id: &PnId) -> Result<Option<PnRecord>> {
+        self.inner.readers.snapshot(|c| pn::pn(c, id))
+    }
+
+    async fn pns_of_gateway(&self, gw: &EntityId) -> Result<Vec<PnRecord>> {
+        self.inner.readers.snapshot(|c| pn::pns_of_gateway(c, gw))
+    }
+
+    async fn departed(&self, pn: &PnId, pne: &EntityId) -> Result<Option<Departed>> {
+        self.inner.readers.read(|c| pn::departed(c, pn, pne))
+    }
+
+    async fn pns_of_owner(&self, owner: &UserId) -> Result<Vec<PnRecord>> {
+        self.inner.readers.snapshot(|c| pn::pns_of_owner(c, owner))
+    }
+
+    async fn all_pns(&self) -> Result<Vec<PnRecord>> {
+        self.inner.readers.snapshot(pn::all_pns)
+    }
+
+    async fn allocate_cpns_id(&self, pne: &EntityId) -> Result<CpnsId> {
+        let pne = pne.clone();
+        self.write(move |c| entity::allocate_cpns_id(c, &pne)).await
+    }
+
+    async fn remember_answer(
+        &self,
+        sender: &str,
+        request_id: u64,
+        answer: &[u8],
+        now: UnixMillis,
+        keep_ms: i64,
+    ) -> Result<()> {
+        let (sender, answer) = (sender.to_owned(), answer.to_vec());
+        self.write(move |c| replay::remember_answer(c, &sender, request_id, &answer, now, keep_ms))
+            .await
+    }
+
+    async fn answer_of(&self, sender: &str, request_id: u64) -> Result<Option<Vec<u8>>> {
+        self.inner
+            .readers
+            .read(|c| replay::answer_of(c, sender, request_id))
+    }
+
+    async fn record_statuses(&self, changes: &[StatusChange]) -> Result<Vec<StatusRecord>> {
+        let changes = changes.to_vec();
+        self.write(move |c| status::record_statuses(c, &changes))
+            .await
+    }
+
+    async fn offline_reported_by(
+        &self,
+        gateway: &EntityId,
+        at: UnixMillis,
+    ) -> Result<Vec<StatusRecord>> {
+        let gateway = gateway.clone();
+        self.write(move |c| status::offline_reported_by(c, &gateway, at))
+            .await
+    }
+
+    async fn served_by(
+        &self,
+        gateway: &EntityId,
+        candidates: &[EntityId],
+    ) -> Result<Vec<EntityId>> {
+        self.inner
+            .readers
+            .read(|c| status::served_by(c, gateway, candidates))
+    }
+
+    async fn statuses(&self, ids: &[EntityId]) -> Result<Vec<StatusRecord>> {
+        self.inner.readers.read(|c| status::statuses(c, ids))
+    }
+
+    async fn statuses_of_owner(&self, owner: &UserId) -> Result<Vec<StatusRecord>> {
+        self.inner
+            .readers
+            .read(|c| status::statuses_of_owner(c, owner))
+    }
+
+    async fn all_statuses(&self) -> Result<Vec<StatusRecord>> {
+        self.inner.readers.read(status::all_statuses)
+    }
+
+    async fn add_subscription(&self, s: &SubscriptionRecord) -> Result<Subscribed> {
+        let s = s.clone();
+        self.write(move |c| status::add_subscription(c, &s)).await
+    }
+
+    async fn remove_subscription(&self, subscriber: &EntityId, id: u64) -> Result<bool> {
+        let subscriber = subscriber.clone();
+        self.write(move |c| status::remove_subscription(c, &subscriber, id))
+            .await
+    }
+
+    async fn subscription_count(&self, subscriber: &EntityId) -> Result<usize> {
+        self.inner
+            .readers
+            .read(|c| status::subscription_count(c, subscriber))
+    }
+
+    async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
+        self.inner.readers.read(status::subscriptions)
+    }
+
+    async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {
+        let rows = rows.to_vec();
+        self.write(move |c| usage::store_usage(c, &rows)).await
+    }
+
+    async fn usage_summary(
+        &self,
+        user: Option<&UserId>,
+        shared_only: bool,
+    ) -> Result<Vec<UsageSummary>> {
+        self.inner
+            .readers
+            .read(|c| usage::usage_summary(c, user, shared_only))
+    }
+
+    async fn charging_records(
+        &self,
+        user: &UserId,
+        since_s: u64,
+    ) -> Result<Vec<cpns_wire::ChargingRecord>> {
+        self.inner
+            .readers
+            .read(|c| usage::charging_records(c, user, since_s))
+    }
+
+    async fn pn_view(
+        &self,
+        id: &PnId,
+        answer_of: Option<(&str, u64)>,
+        entities: &[EntityId],
+    ) -> Result<PnView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::pn_view(c, id, answer_of, entities))
+    }
+
+    async fn member_view(&self, id: &PnId, pne: &EntityId) -> Result<MemberView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::member_view(c, id, pne))
+    }
+
+    async fn inventory_view(&self, asker: &EntityId, id: Option<&PnId>) -> Result<InventoryView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::inventory_view(c, asker, id))
+    }
+
+    async fn usage_owners(&self, entity: &EntityId, id: &PnId) -> Result<Owners> {
+        self.inner
+            .readers
+            .read(|c| views::usage_owners(c, entity, id))
+    }
+
+    async fn charging_records_of(
+        &self,
+        entity: &EntityId,
+        since_s: u64,
+    ) -> Result<Vec<cpns_wire::ChargingRecord>> {
+        self.inner
+            .readers
+            .snapshot(|c| views::charging_records_of(c, entity, since_s))
+    }
+
+    async fn status_view(
+        &self,
+        asker: &EntityId,
+        named: &[EntityId],
+        of_user: bool,
+        subscriptions: bool,
+    ) -> Result<StatusView> {
+        self.inner
+            .readers
+            .snapshot(|c| views::status_view(c, asker, named, of_user, subscriptions))
+    }
+}

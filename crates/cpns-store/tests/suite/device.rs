@@ -1,0 +1,177 @@
+//! Conformance cases of [`DeviceStore`]: a PN GW's or a PNE's own local PNs, its secure
+//! session, its usage records and reporting preferences.
+
+use cpns_store::{DeviceStore, GroupEpoch, LocalMember, LocalPn, LocalSession, StoreError};
+use cpns_wire::{Audience, CpnsId, Preference};
+
+use super::status_usage::record;
+use super::{caps, contents, eid, pid};
+
+fn local(n: u8, members: &[(&str, Option<&str>)]) -> LocalPn {
+    LocalPn {
+        pn_id: pid(n),
+        gateway: eid("gw-1"),
+        members: members
+            .iter()
+            .map(|(id, route)| LocalMember {
+                pne_id: eid(id),
+                capabilities: route.map(caps),
+                sealed_local_key: Some(format!("lk:{id}").into_bytes()),
+                route: route.map(str::to_owned),
+                contents: route
+                    .map(|r| contents(&format!("contents:{r}")))
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        stored_at: 1_700_000_000_000 + i64::from(n),
+        sealed_session_key: None,
+        group: None,
+        expires_at: None,
+    }
+}
+
+/// The local inventory stores, replaces (keeping the first-stored order), lists and removes.
+pub async fn local_inventory<S: DeviceStore>(s: &S) {
+    assert_eq!(s.local_pns().await.unwrap(), vec![]);
+    let a = local(4, &[("pne-2", Some("pan:2")), ("pne-1", None)]);
+    let b = local(2, &[("pne-9", Some("pan:9"))]);
+    s.save_local_pn(&a).await.unwrap();
+    s.save_local_pn(&b).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![a.clone(), b.clone()]);
+
+    let mut a2 = local(4, &[("pne-1", Some("pan:1b"))]);
+    a2.stored_at += 50;
+    s.save_local_pn(&a2).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![a2.clone(), b.clone()]);
+
+    assert!(s.remove_local_pn(&pid(2)).await.unwrap());
+    assert!(!s.remove_local_pn(&pid(2)).await.unwrap());
+    assert_eq!(s.local_pns().await.unwrap(), vec![a2.clone()]);
+
+    // Saving a removed PN again starts it afresh, after the others.
+    let b2 = local(2, &[]);
+    s.save_local_pn(&b2).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![a2, b2]);
+}
+
+/// A device's own PN keeps its sealed SK_PNE and its group key epoch, replaced as a whole
+/// with the PN (schema 6).
+pub async fn local_pns_keep_their_session_key_and_epoch<S: DeviceStore>(s: &S) {
+    let epoch = |n: u64| GroupEpoch {
+        epoch: n,
+        sealed_key: format!("gk-{n}").into_bytes(),
+    };
+    let mut l = local(1, &[("pne-1", Some("pan:1"))]);
+    l.sealed_session_key = Some(b"sk".to_vec());
+    l.group = Some(epoch(3));
+    s.save_local_pn(&l).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);
+    l.group = Some(epoch(4));
+    s.save_local_pn(&l).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);
+    l.group = None;
+    l.sealed_session_key = None;
+    s.save_local_pn(&l).await.unwrap();
+    assert_eq!(s.local_pns().await.unwrap(), vec![l]);
+}
+
+/// A PNE keeps one secure session: none at first, then the one saved, replaced by a newer one.
+pub async fn local_session_is_kept_and_replaced<S: DeviceStore>(s: &S) {
+    assert_eq!(s.local_session().await.unwrap(), None);
+    let first = LocalSession {
+        cpns_id: CpnsId::new("cpns-000001").unwrap(),
+        pn_id: pid(1),
+        sealed_session_key: b"sealed-1".to_vec(),
+        lifetime_s: 86_400,
+        stored_at: 10,
+    };
+    s.save_local_session(&first).await.unwrap();
+    assert_eq!(s.local_session().await.unwrap(), Some(first));
+    let second = LocalSession {
+        cpns_id: CpnsId::new("cpns-000002").unwrap(),
+        pn_id: pid(2),
+        sealed_session_key: b"sealed-2".to_vec(),
+        lifetime_s: 60,
+        stored_at: 20,
+    };
+    s.save_local_session(&second).await.unwrap();
+    assert_eq!(s.local_session().await.unwrap(), Some(second));
+}
+
+/// What [`durable_check`] finds after the store is reopened.
+pub async fn durable_write<S: DeviceStore>(s: &S) {
+    s.save_local_pn(&local(1, &[("pne-1", Some("pan:1"))]))
+        .await
+        .unwrap();
+}
+
+/// Checks that what [`durable_write`] wrote is there.
+pub async fn durable_check<S: DeviceStore>(s: &S) {
+    assert_eq!(
+        s.local_pns().await.unwrap(),
+        vec![local(1, &[("pne-1", Some("pan:1"))])]
+    );
+}
+
+pub async fn a_pne_keeps_its_usage_until_it_is_sent<S: DeviceStore>(s: &S) {
+    let a = record(7, "game", 100, 60, 1_000, Audience::Server);
+    let b = record(9, "video", 200, 30, 5_000, Audience::Server);
+    s.save_local_usage(&a).await.unwrap();
+    s.save_local_usage(&b).await.unwrap();
+    let err = s.save_local_usage(&a).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    let unsent = s.unsent_local_usage(10).await.unwrap();
+    assert_eq!(
+        unsent.iter().map(|u| u.record.clone()).collect::<Vec<_>>(),
+        vec![a.clone(), b.clone()]
+    );
+    assert!(unsent.iter().all(|u| !u.sent));
+    assert_eq!(
+        s.unsent_local_usage(1).await.unwrap().len(),
+        1,
+        "the limit holds"
+    );
+    s.mark_local_usage_sent(&[7, 12345]).await.unwrap();
+    let unsent = s.unsent_local_usage(10).await.unwrap();
+    assert_eq!(unsent.len(), 1);
+    assert_eq!(unsent[0].record.id, 9);
+    // The device's own summary counts every record, sent or not.
+    let summary = s.local_usage_summary().await.unwrap();
+    assert_eq!(summary.len(), 2);
+    assert_eq!(
+        (
+            summary[0].service.as_str(),
+            summary[0].seconds,
+            summary[0].user.clone()
+        ),
+        ("game", 60, None)
+    );
+}
+
+/// A user's reporting preference per service is set, replaced, listed by service and cleared
+/// (004 §5.5.4.2).
+pub async fn usage_preferences_are_kept_per_service<S: DeviceStore>(s: &S) {
+    assert_eq!(s.usage_prefs().await.unwrap(), vec![]);
+    s.set_usage_pref("video", Some(Preference::Private))
+        .await
+        .unwrap();
+    s.set_usage_pref("game", Some(Preference::Server))
+        .await
+        .unwrap();
+    s.set_usage_pref("game", Some(Preference::Shared))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.usage_prefs().await.unwrap(),
+        vec![
+            ("game".into(), Preference::Shared),
+            ("video".into(), Preference::Private)
+        ]
+    );
+    s.set_usage_pref("video", None).await.unwrap();
+    s.set_usage_pref("never-set", None).await.unwrap();
+    assert_eq!(
+        s.usage_prefs().await.unwrap(),
+        vec![("game".into(), Preference::Shared)]
+    );
+}
