@@ -115,7 +115,8 @@ pub async fn run<S: DeviceStore>(
                 // What the step queued goes out first.
                 StepsDone::Started => continue,
                 StepsDone::Running => {}
-                StepsDone::Done => {
+                // A step that failed ends the script; the report tells how.
+                StepsDone::Done | StepsDone::Failed(_) => {
                     link.conn.close().await;
                     return Ok(link.report);
                 }
@@ -532,6 +533,8 @@ enum StepsDone {
     Running,
     /// Every step ended.
     Done,
+    /// A step failed, for this reason; the steps after it do not run.
+    Failed(String),
 }
 
 impl Steps {
@@ -550,7 +553,7 @@ impl Steps {
                 Some(Ok(())) => self.current = None,
                 Some(Err(why)) => {
                     link.steps_failed = true;
-                    return Err(NodeError::Ended(why));
+                    return Ok(StepsDone::Failed(why));
                 }
             }
         }
@@ -948,6 +951,8 @@ impl<S: DeviceStore> Link<S> {
                         StepsDone::Started => continue,
                         StepsDone::Running => {}
                         StepsDone::Done => steps_done = true,
+                        // A long-running PNE stops rather than retry a step that failed.
+                        StepsDone::Failed(why) => return Err(NodeError::Ended(why)),
                     }
                 }
                 if steps_done && !rejoined {
