@@ -39,7 +39,8 @@ enum Command {
     Elect(elect::ElectArgs),
     /// Print the PN inventory: the server's (from its data directory) or a device's local one.
     Inventory(admin::InventoryArgs),
-    /// Act on a running PN GW through its control socket (`show`).
+    /// Act on a running PN GW or PNE through its control socket (show, invite, expel, release,
+    /// join, leave, query)
     Pn(pn::PnArgs),
     /// Device capabilities (004 §5.5.1): show an entity's, live or as recorded; set a running
     /// PNE's.

@@ -31,16 +31,17 @@ pub(crate) struct PnArgs {
 pub(crate) enum PnVerb {
     /// The PNs the entity holds, with their members.
     Show,
-    /// Release a PN (000 §6.6.5): on a PN GW, one of its PNs; on a PNE, one it is a member of
-    /// (§6.6.5.1). The PN leaves the server, the PN GW and every member, which are told.
+    /// Release a PN (000 §6.6.5): on a PN GW, one of its PNs; on a PNE of the PN's owner, one
+    /// it is a member of (§6.6.5.1). The PN leaves the server, the PN GW and every member,
+    /// which are told.
     Release {
         /// The PN's id (32 hex digits, as `cpns pn show` prints it).
         pn: PnId,
     },
-    /// Expel a member from a PN (000 §6.6.3.2): on a PN GW, from one of its PNs (the member is
-    /// told first); on a PNE of the PN GW's user, from a PN it is a member of (004 §5.5.10:
-    /// its PN GW expels once the server agreed). The PN moves to a new group key epoch that
-    /// only the remaining members get.
+    /// Expel a member from a PN (000 §6.6.3.2): on a PN GW, from one of its PNs; on a PNE of
+    /// the PN's owner, from a PN it is a member of (004 §5.5.10). The member is told once the
+    /// server agreed and the change is stored. The PN moves to a new group key epoch that only
+    /// the remaining members get.
     Expel {
         /// The PN's id.
         pn: PnId,
@@ -59,8 +60,9 @@ pub(crate) enum PnVerb {
         /// The PN's id.
         pn: PnId,
     },
-    /// Invite a PNE into a PN (000 §6.6.2.1): on a PN GW, into one of its PNs; on a PNE, into
-    /// one it is a member of (its PN GW invites). The invitee joins if it accepts.
+    /// Invite a PNE into a PN (000 §6.6.2.1): on a PN GW, into one of its PNs; on a PNE of the
+    /// PN's owner, into one it is a member of (its PN GW invites). The invitee joins if it
+    /// accepts.
     Invite {
         /// The PN's id.
         pn: PnId,
