@@ -1,6 +1,6 @@
 //! Secrets at rest: EUKeys and session keys sealed under the CPNS Server's MasterKey.
 //!
-//! DESIGN §4-5: the server store keeps each entity's EUKey (and any persisted session key)
+//! docs/design.md §4-5: the server store keeps each entity's EUKey (and any persisted session key)
 //! "encrypted at rest under a server master key". The store passes a row-identifying `aad`
 //! transcript ([`crate::at_rest_eukey_aad`] for an EUKey, [`crate::at_rest_session_key_aad`] for
 //! an SK_PNE), so a sealed value copied into another row or column does not open

@@ -1,6 +1,6 @@
 //! End-to-end sealing between a PNE and the CPNS Server under direction keys derived from SK_PNE.
 //!
-//! DESIGN §4: "payloads the GW must not read (key deliveries, chargeable content) are sealed under
+//! docs/design.md §4: "payloads the GW must not read (key deliveries, chargeable content) are sealed under
 //! SK_PNE". The PN GW relays these boxes but holds only its own EUKey and the LocalEUKeys, none of
 //! which derives SK_PNE (000 §6.6.1.1 step 12: "the same session key … if CPNS Server and PNE have
 //! the same EUKey"), so it can neither read nor alter them. Each direction has its own key, so a

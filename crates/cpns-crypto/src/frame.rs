@@ -1,6 +1,6 @@
 //! Sealed PAN frames: per-direction ChaCha20-Poly1305 with counter nonces and strict ordering.
 //!
-//! DESIGN §4: on a PAN in `cpns` security mode, after PN GW authentication ([`crate::pan`]) every
+//! docs/design.md §4: on a PAN in `cpns` security mode, after PN GW authentication ([`crate::pan`]) every
 //! frame is AEAD-sealed "with per-direction keys and counters (replays and reordering rejected)".
 //! Each direction has its own key, so the two sides' counters never share a nonce space. A record
 //! is (docs/security.md §4.5):
@@ -44,7 +44,7 @@ fn cipher_from(mut key: [u8; 32]) -> ChaCha20Poly1305 {
     c
 }
 
-/// Seals outgoing PAN frames for one direction (DESIGN §4, PAN security mode `cpns`).
+/// Seals outgoing PAN frames for one direction (docs/design.md §4, PAN security mode `cpns`).
 ///
 /// The cipher's key copy is zeroized on drop.
 pub struct FrameSealer {

@@ -1,4 +1,4 @@
-//! cpns-crypto: the security binding of CPNS (DESIGN §4), as plain functions and types.
+//! cpns-crypto: the security binding of CPNS (docs/design.md §4), as plain functions and types.
 //!
 //! This crate holds every key and every cryptographic computation of the CPNS flows, and nothing
 //! else: no I/O, no clock, no protocol state. The protocol crate calls it at the spec steps that
@@ -12,7 +12,7 @@
 //! | PNE <-> server mutual auth, SK_PNE (000 §6.6.1.1 steps 8-15; 003 §1.4) | [`pne_auth`](PneAuthKeys) | EUKey_PNE → SK_PNE, K_confirm |
 //! | LocalEUKey delivery (000 §6.6.1.1 steps 5-7) | [`wrap_local_eukey`] | EUKey_r → KEK_r |
 //! | GW auth on the WAN, TLS-bound (002 §B.1.1.2 steps 8-11) | [`gw_auth_response`] | EUKey_GW → K_gw |
-//! | PN GW auth on an insecure PAN, sealed frames (DESIGN §4) | [`PanKeys`], [`FrameSealer`] | LocalEUKey → K_confirm, K_gw→pne, K_pne→gw |
+//! | PN GW auth on an insecure PAN, sealed frames (docs/design.md §4) | [`PanKeys`], [`FrameSealer`] | LocalEUKey → K_confirm, K_gw→pne, K_pne→gw |
 //! | PNE <-> server end-to-end payloads | [`seal_e2e`] | SK_PNE → K_dir |
 //! | the registration grant (003 §1.4.1 steps 3-4) | [`seal_registration_grant`] | SK_PNE → K_dir(server→PNE) |
 //! | secrets at rest in the server store | [`seal_at_rest`] | MasterKey → K_rest |

@@ -2,7 +2,7 @@
 //!
 //! 000 §6.6.1.1 steps 6-7: "if PAN between PNE and PN GW does not provide sufficient security
 //! mechanism …, PNE and PN GW perform mutual authentication and session key sharing by using
-//! LocalEUKey" ("PN GW Authentication"). DESIGN §4 fixes how: the same challenge-response pattern
+//! LocalEUKey" ("PN GW Authentication"). docs/design.md §4 fixes how: the same challenge-response pattern
 //! as PNE <-> server, keyed by the LocalEUKey both sides just unwrapped. The PNE sends rand_PNE,
 //! the GW answers rand_GW and its proof, the PNE checks it and answers its own proof, which covers
 //! the GW's; from then on both sides seal every frame ([`crate::frame`]) with one key per

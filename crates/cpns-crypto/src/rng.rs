@@ -1,4 +1,4 @@
-//! The randomness given to a protocol machine (DESIGN §2, sans-IO): every rand_X, key, nonce and
+//! The randomness given to a protocol machine (docs/design.md §2, sans-IO): every rand_X, key, nonce and
 //! request id a machine makes comes from the [`MachineRng`] it was built with, never from the
 //! operating system directly. Runtimes give each machine [`MachineRng::os`]; tests give
 //! [`MachineRng::seeded`], so a run (and any failure a simulation finds) replays exactly from

@@ -8,7 +8,7 @@
 //! one at a time.
 //!
 //! The socket still faces whatever runs as that user, so it is bounded like every listener
-//! (DESIGN §3): a request line is at most [`MAX_REQUEST`] bytes (a longer one is answered with
+//! (docs/design.md §3): a request line is at most [`MAX_REQUEST`] bytes (a longer one is answered with
 //! an error and the connection closed), at most [`MAX_CONNECTIONS`] connections are served at
 //! once (more wait in the socket's backlog until one ends), and a connection idle for [`IDLE`]
 //! is closed.

@@ -1,4 +1,4 @@
-//! Device credential files written by `cpns enroll` (DESIGN §4): the device's entity id, owner
+//! Device credential files written by `cpns enroll` (docs/design.md §4): the device's entity id, owner
 //! and EUKey, plus the CA certificate a PN GW needs to trust the server. Written with mode 0600;
 //! the EUKey never appears in `Debug` output.
 

@@ -1,4 +1,4 @@
-//! One framed connection (DESIGN §3): length-prefixed frames read in place, and whole frames
+//! One framed connection (docs/design.md §3): length-prefixed frames read in place, and whole frames
 //! written through a bounded output buffer, all in the connection's own task.
 //!
 //! Every listener faces an attacker, so each connection is bounded on both sides:

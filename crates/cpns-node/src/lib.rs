@@ -1,6 +1,6 @@
 //! Tokio drivers of the CPNS protocol machines: the three runtimes (CPNS Server, PN GW, PNE) over
 //! real TCP and TLS, the server's state of record in a [`cpns_store::ServerStore`] and each
-//! device's own in a [`cpns_store::DeviceStore`] (DESIGN §2).
+//! device's own in a [`cpns_store::DeviceStore`] (docs/design.md §2).
 //!
 //! Each runtime is thin: it reads length-prefixed frames from sockets, feeds them with the time
 //! to its `cpns-proto` machine, and carries out what the machine asks (send, load, persist,

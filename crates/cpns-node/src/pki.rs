@@ -1,4 +1,4 @@
-//! The WAN's TLS 1.3 set-up (DESIGN §4): a CA made by `cpns init`, a server certificate it
+//! The WAN's TLS 1.3 set-up (docs/design.md §4): a CA made by `cpns init`, a server certificate it
 //! signs, rustls configurations for both ends, and the RFC 5705 exporter that binds the PN GW's
 //! EUKey challenge-response to the TLS session (002 §B.1.1.2 steps 9-10).
 
@@ -68,7 +68,7 @@ pub fn generate(names: &[String]) -> Result<Pki, PkiError> {
     })
 }
 
-/// The one crypto provider of the process (DESIGN §9: exactly one, chosen explicitly): ring,
+/// The one crypto provider of the process (docs/design.md §9: exactly one, chosen explicitly): ring,
 /// with TLS13_AES_128_GCM_SHA256 preferred. Measured (docs/ARCHITECTURE.md decision 21): the
 /// SHA-256 key schedule makes a full handshake 10-20 % cheaper than ring's default
 /// TLS13_AES_256_GCM_SHA384, and aws-lc-rs was no faster than ring with the same suite.

@@ -1,6 +1,6 @@
 //! How the server's machine reaches the state of record: each [`Load`] and each [`ServerEffect`]
 //! turned into one [`ServerStore`] call — one read snapshot per load, one transaction per
-//! effect (DESIGN §5). EUKeys and session keys are sealed at rest under the server's master
+//! effect (docs/design.md §5). EUKeys and session keys are sealed at rest under the server's master
 //! key, bound to what they belong to by the associated data of docs/security.md §4.7
 //! (`cpns_crypto::at_rest_eukey_aad`, `cpns_crypto::at_rest_session_key_aad`). What fails — a
 //! read, a seal that does not open — is the [`StoreFailure`] the machine ends one flow with.
@@ -23,7 +23,7 @@ use crate::error::{NodeError, store_failure};
 use crate::status_hub::StatusHub;
 use cpns_wire::{EntityId, InventoryMember, PnId, PnInventory};
 
-/// How long kept answers of mutating requests stay (DESIGN §3): far longer than any retry.
+/// How long kept answers of mutating requests stay (docs/design.md §3): far longer than any retry.
 const ANSWERS_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Milliseconds since the Unix epoch.

@@ -1,7 +1,7 @@
 //! Bad input on real sockets: what the CPNS Server's TLS listener and the PN GW's PAN listener do
 //! with bytes that are not TLS, not frames, frames of unknown types, requests out of order and
 //! impostors, and proof that none of it disturbs a healthy PN GW and PNE establishing a PN at
-//! the same time (DESIGN §3: oversize input refused before it is buffered; STYLE habit 5: peer
+//! the same time (docs/design.md §3: oversize input refused before it is buffered; STYLE habit 5: peer
 //! input never panics).
 
 #![allow(clippy::unwrap_used)]

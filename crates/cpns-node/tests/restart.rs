@@ -1,7 +1,7 @@
 //! Durability across restarts: a PN established before the CPNS Server and the PN GW stop is in
 //! both SQLite files afterwards (the server's inventory of record with authenticated members, the
 //! PN GW's local inventory with wrapped LocalEUKeys), a restarted PN GW reloads it, and its PNEs
-//! register in it (000 §6.6.1.1 steps 11-15, 003 §1.4.1; DESIGN §5: nothing acknowledged is
+//! register in it (000 §6.6.1.1 steps 11-15, 003 §1.4.1; docs/design.md §5: nothing acknowledged is
 //! lost).
 
 #![allow(clippy::unwrap_used)]

@@ -29,7 +29,7 @@ pub enum Flow {
     StatusUpdate,
     /// Bringing the inventory in line with the PN GW's PN list (002 §B.1.1.2 step 17).
     InventoryReconciliation,
-    /// Keeping an answer for retries (DESIGN §3).
+    /// Keeping an answer for retries (docs/design.md §3).
     KeepingAnswer,
     /// PN release (000 §6.6.5, §6.6.5.1).
     PnRelease,

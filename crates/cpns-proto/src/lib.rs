@@ -17,7 +17,7 @@
 //! Outputs are frames to send, store work to do (load records, persist an effect) and events to
 //! report; every command ends in exactly one completion event carrying its id ([`command`]). A
 //! machine asking for store work parks the flow until the driver answers with the token it was
-//! given, so a response is sent only after its effect is durable (DESIGN §5).
+//! given, so a response is sent only after its effect is durable (docs/design.md §5).
 
 #![warn(missing_docs)]
 

@@ -1,6 +1,6 @@
 //! Framing of one session, and PAN link security: before PN GW authentication every frame is
 //! plain; after it, every frame is AEAD-sealed with per-direction keys and sequence numbers, so
-//! tampered, replayed and reordered frames are rejected (DESIGN §4, docs/security.md).
+//! tampered, replayed and reordered frames are rejected (docs/design.md §4, docs/security.md).
 //!
 //! The switch is deterministic on both ends of an in-order stream (docs/security.md §4.4): the
 //! PN GW seals everything it sends after its `PanAuthChallenge` and requires sealed frames after

@@ -2,7 +2,7 @@
 //! users, enrolled entities, the PN inventory, group key epochs, kept answers, statuses,
 //! subscriptions, usage and charging records) and the local state a PN GW or a PNE keeps of
 //! itself ([`DeviceStore`]: its local PNs, its secure session, its usage records and reporting
-//! preferences) (DESIGN §5). A server and a device never share a database; each user of the
+//! preferences) (docs/design.md §5). A server and a device never share a database; each user of the
 //! store names the contract it needs.
 //!
 //! Values cross both traits as their types (capabilities, contents, statuses, preferences);

@@ -1,4 +1,4 @@
-//! The CPNS Server's store of record (DESIGN §5): users and enrolled entities, the PN inventory
+//! The CPNS Server's store of record (docs/design.md §5): users and enrolled entities, the PN inventory
 //! with its members, group key epochs and ended memberships, kept answers of mutating requests,
 //! statuses of record, subscriptions, usage and charging records. The server's machine reaches
 //! it through the node's adapter (`cpns_node::server_store`), one transaction per effect.
@@ -148,7 +148,7 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Ids are distinct and never reused. [`StoreError::NotFound`] if the entity is not enrolled.
     fn allocate_cpns_id(&self, pne: &EntityId) -> impl Future<Output = Result<CpnsId>> + Send;
 
-    /// Keeps the answer to a mutating request of `sender` (DESIGN §3 idempotency, §5), so that a
+    /// Keeps the answer to a mutating request of `sender` (docs/design.md §3 idempotency, §5), so that a
     /// retry with the same request id, after a reconnect or a restart, gets the same answer.
     /// Replaces an earlier answer of the same key; in the same transaction drops every record
     /// older than `keep_ms` before `now`.

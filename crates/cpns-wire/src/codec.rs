@@ -1,11 +1,11 @@
-//! Session framing and envelope encoding (DESIGN §3): every frame is a big-endian `u32` length,
+//! Session framing and envelope encoding (docs/design.md §3): every frame is a big-endian `u32` length,
 //! then one frame-kind byte, then the payload: a CBOR [`Envelope`] for [`FrameKind::Plain`], or
 //! an AEAD record whose plaintext is a CBOR envelope for [`FrameKind::Sealed`] (PAN frames after
 //! PN GW authentication, docs/security.md).
 
 use crate::envelope::{Envelope, PROTOCOL_VERSION};
 
-/// Default largest frame, in bytes (DESIGN §3).
+/// Default largest frame, in bytes (docs/design.md §3).
 pub const DEFAULT_MAX_FRAME: u32 = 1 << 20;
 
 /// Bytes of the length prefix.

@@ -1,4 +1,4 @@
-//! The envelope every message travels in (DESIGN §3): version, per-session message id, the id it
+//! The envelope every message travels in (docs/design.md §3): version, per-session message id, the id it
 //! answers, its kind, sender and addressee, and the body.
 
 use minicbor::decode::Error as DecodeError;

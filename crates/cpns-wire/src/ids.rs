@@ -198,7 +198,7 @@ impl<'b, C> Decode<'b, C> for PnId {
     }
 }
 
-/// A request id chosen by the sender of a request (DESIGN §3); a mutating request is idempotent
+/// A request id chosen by the sender of a request (docs/design.md §3); a mutating request is idempotent
 /// on (sender, request id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
 #[cbor(transparent)]

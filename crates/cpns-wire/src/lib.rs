@@ -1,4 +1,4 @@
-//! The CPNS wire: identifiers, every message, the envelope and the frame codec (DESIGN §3).
+//! The CPNS wire: identifiers, every message, the envelope and the frame codec (docs/design.md §3).
 //!
 //! No tokio, no I/O: this crate turns typed messages into length-prefixed CBOR frames and back.
 //! Messages are CBOR maps with stable integer keys, so fields can be renamed in Rust without

@@ -1,4 +1,4 @@
-//! Checks docs/wire.cddl against the code (DESIGN §3): the encoding of a sample of every message
+//! Checks docs/wire.cddl against the code (docs/design.md §3): the encoding of a sample of every message
 //! type validates, every type code in `Body::CATALOGUE` has a sample, and broken encodings do not
 //! validate, so the validator really checks.
 //!

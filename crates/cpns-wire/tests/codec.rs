@@ -1,4 +1,4 @@
-//! Frame codec and envelope decoding (DESIGN §3): every message round-trips through a plain
+//! Frame codec and envelope decoding (docs/design.md §3): every message round-trips through a plain
 //! frame; bad frames and bad CBOR give the documented [`WireError`], never a panic; unknown
 //! message types, map keys and enum values are tolerated for forward compatibility.
 

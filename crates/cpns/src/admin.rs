@@ -1,5 +1,5 @@
 //! `cpns init`, `cpns enroll` and `cpns inventory`: the server's data directory, device
-//! enrollment (DESIGN §4: EUKey per device, sealed at rest under the master key) and the PN
+//! enrollment (docs/design.md §4: EUKey per device, sealed at rest under the master key) and the PN
 //! inventory read from a store.
 
 use std::io::Write;

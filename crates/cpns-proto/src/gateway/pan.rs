@@ -1,6 +1,6 @@
 //! The PN GW's side of a PAN link: CPNS entity discovery (000 §6.4) and PN GW authentication
 //! with LocalEUKey on an insecure PAN (000 §6.6.1.1 steps 6-7, "PN GW Authentication"), after
-//! which every frame of the link is sealed (DESIGN §4).
+//! which every frame of the link is sealed (docs/design.md §4).
 
 use cpns_crypto::{AuthHash, FrameOpener, PanAuthInput, PanKeys};
 use cpns_wire::{

@@ -32,7 +32,7 @@ pub enum Load {
     Pn {
         /// The PN (absent from the answer if the inventory has no such PN).
         pn: PnId,
-        /// The sender and request id whose kept answer to read (DESIGN §3 idempotency).
+        /// The sender and request id whose kept answer to read (docs/design.md §3 idempotency).
         replay: Option<(Address, RequestId)>,
         /// Entities to read; unknown ones are left out of the answer.
         entities: Vec<EntityId>,

@@ -249,7 +249,7 @@ pub enum ServerEffect {
         pns: Vec<PnId>,
     },
     /// Keep the answer to a mutating request, so a retry with the same request id gets it again
-    /// after a reconnect or a restart (DESIGN §3, §5).
+    /// after a reconnect or a restart (docs/design.md §3, §5).
     RememberAnswer {
         /// Who asked.
         sender: Address,
@@ -594,7 +594,7 @@ enum Parked {
     ChargingLoad(Box<secure::Call>),
 }
 
-/// Responses kept for retried requests (DESIGN §3: idempotent on (sender, request id)).
+/// Responses kept for retried requests (docs/design.md §3: idempotent on (sender, request id)).
 const REPLAY_CACHE: usize = 256;
 
 impl Drop for ServerSession {

@@ -5,7 +5,7 @@
 //! establishment (purpose `Registration`, fresh `rand_server`, so an old response cannot be
 //! replayed), allocates the CPNS ID and keeps SK_PNE, and answers with `hash_server` (covering
 //! the CPNS ID) and a grant sealed end to end under the server → PNE key derived from SK_PNE,
-//! which the relaying PN GW can neither read nor alter (DESIGN §4, docs/security.md §4.6).
+//! which the relaying PN GW can neither read nor alter (docs/design.md §4, docs/security.md §4.6).
 //!
 //! The PN of the transcript is the PN the PNE registers in: one it is a member of, or for a
 //! non-member (003 §1.4.2) the PN it joins, as the PN GW named it in the forwarded request.

@@ -1,4 +1,4 @@
-//! Bad input at machine level (DESIGN §3): garbage, truncated frames, unknown message types,
+//! Bad input at machine level (docs/design.md §3): garbage, truncated frames, unknown message types,
 //! valid messages in the wrong state or from the wrong sender. Each gets an error answer or an
 //! `Err`, never a panic, and another party's flow goes on undisturbed.
 

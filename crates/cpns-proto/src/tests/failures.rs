@@ -470,7 +470,7 @@ fn pne_store_failure_forgets_the_pn() {
     assert!(h.pnes[0].inventory().is_empty() && h.joined(0).is_none());
 }
 
-/// DESIGN §3: a retried PN Registration Request (same request id) after the server restarted
+/// docs/design.md §3: a retried PN Registration Request (same request id) after the server restarted
 /// gets the kept answer from the store, and nothing is registered twice.
 #[test]
 fn a_retry_after_a_restart_gets_the_kept_answer() {

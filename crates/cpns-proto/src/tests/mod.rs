@@ -1,5 +1,5 @@
 //! In-memory tests of the three machines together: one CPNS Server session, one PN GW and a few
-//! PNEs, driven by a shared harness with a fake clock and an in-memory test store (DESIGN §10).
+//! PNEs, driven by a shared harness with a fake clock and an in-memory test store (docs/design.md §10).
 //!
 //! - [`harness`]: the parties, the clock, the pump, frame interception; `store`: the test
 //!   store; `queries`: what tests ask the harness.
@@ -11,7 +11,7 @@
 //!   asked; the session and concurrent flows go on.
 //! - `secure`: the secure PNE<->server session after registration (003 §1.4.1 step 4).
 //! - `server_input`: what the server checks in a connected PN GW's requests.
-//! - `security`: negative tests of the WAN-side keys and hashes of DESIGN §4.
+//! - `security`: negative tests of the WAN-side keys and hashes of docs/design.md §4.
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
 //! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.

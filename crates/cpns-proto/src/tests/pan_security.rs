@@ -1,4 +1,4 @@
-//! Negative security tests of the PAN side (DESIGN §4): PN GW authentication proofs, sealed
+//! Negative security tests of the PAN side (docs/design.md §4): PN GW authentication proofs, sealed
 //! frames (tampered, replayed, downgraded to plain), and the end-to-end registration grant that
 //! the relaying PN GW must not be able to open.
 

@@ -1,4 +1,4 @@
-//! Determinism (DESIGN §2): the machines draw every random value from the generator they are
+//! Determinism (docs/design.md §2): the machines draw every random value from the generator they are
 //! given and take time as an argument, so a whole run replays frame for frame from its seed.
 
 use cpns_wire::SetupType;

@@ -1,4 +1,4 @@
-//! Negative security tests of the WAN-side keys and hashes (DESIGN §4): the PN GW's EUKey and
+//! Negative security tests of the WAN-side keys and hashes (docs/design.md §4): the PN GW's EUKey and
 //! its binding to the TLS session, hash_PNE (tampered, replayed), both wrapped LocalEUKey
 //! copies, and PNE registration. Each asserts the rejection and that no inventory changed.
 

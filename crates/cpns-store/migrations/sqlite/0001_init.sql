@@ -1,5 +1,5 @@
 -- The CPNS store, SQLite schema 1: the server's inventory of record (users, enrolled entities,
--- PNs and their members, CPNS id allocation) and a device's local PN inventory (DESIGN §5).
+-- PNs and their members, CPNS id allocation) and a device's local PN inventory (docs/design.md §5).
 --
 -- Tables are STRICT so a column only ever holds its declared type. Enumerations (entity kind,
 -- PN state) are deliberately not CHECK-constrained: a later version may add values without

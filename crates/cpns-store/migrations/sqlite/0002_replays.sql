@@ -1,5 +1,5 @@
 -- Answers to mutating requests, kept so that a retry of the same (sender, request id) gets the
--- same answer after a reconnect or a restart (DESIGN §3 idempotency, §5). `request_id` holds the
+-- same answer after a reconnect or a restart (docs/design.md §3 idempotency, §5). `request_id` holds the
 -- 64-bit request id's bits as a signed integer.
 CREATE TABLE replays (
     sender     TEXT    NOT NULL,

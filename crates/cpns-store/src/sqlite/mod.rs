@@ -1,5 +1,5 @@
 //! The embedded SQLite backend of [`ServerStore`](crate::ServerStore) and
-//! [`DeviceStore`](crate::DeviceStore) (DESIGN §5; their implementations are in `server_store`
+//! [`DeviceStore`](crate::DeviceStore) (docs/design.md §5; their implementations are in `server_store`
 //! and `device_store`): one database file in WAL mode, reached
 //! through rusqlite (SQLite compiled in), with the migrations of `migrations/sqlite` applied at
 //! open (`migrate`).

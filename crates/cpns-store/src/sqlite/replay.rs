@@ -1,4 +1,4 @@
-//! Kept answers of mutating requests (table `replays`; DESIGN §3 idempotency, §5).
+//! Kept answers of mutating requests (table `replays`; docs/design.md §3 idempotency, §5).
 
 use rusqlite::{Connection, params};
 

@@ -1,4 +1,4 @@
-//! Fuzzes the receive path of a session (DESIGN §3): length prefix, frame kind, envelope.
+//! Fuzzes the receive path of a session (docs/design.md §3): length prefix, frame kind, envelope.
 //! Nothing may panic; an envelope that decodes must re-encode to bytes that decode to the same
 //! envelope.
 

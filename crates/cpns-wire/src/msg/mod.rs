@@ -34,7 +34,7 @@ pub use status::*;
 pub use usage::*;
 
 wire_enum!(
-    /// Stable error codes of an [`ErrorBody`] (DESIGN §3).
+    /// Stable error codes of an [`ErrorBody`] (docs/design.md §3).
     ErrorCode {
         /// The request is malformed or lacks a required field.
         BadRequest = 1,
@@ -87,7 +87,7 @@ impl ErrorCode {
     }
 }
 
-/// An error response (DESIGN §3).
+/// An error response (docs/design.md §3).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct ErrorBody {
