@@ -183,3 +183,16 @@ fn the_owners_capabilities_complete_once_the_server_confirmed_them() {
         &Outcome::Capabilities { reported: false }
     );
 }
+
+/// The server refuses an owner's request: its command ends with the refusal, at once.
+#[test]
+fn an_owners_request_the_server_refuses_completes_with_the_refusal() {
+    let (mut h, _) = with_pn_and_outsiders();
+    let now = h.now();
+    let id = h.gw.set_status(now, Status::Custom, None).unwrap();
+    h.pump();
+    match h.gw_failure(id) {
+        Failure::Refused(e) => assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+}
