@@ -6,6 +6,8 @@
 //! - `connect`: PN GW connection set-up (002 §B.1.1.2) and entity discovery (000 §6.4).
 //! - `establish`: PN establishment, PNE- and PN GW-initiated (000 §6.6.1), and restore.
 //! - `register`: PNE registration, member and non-member cases (003 §1.4).
+//! - `invitations`: invitations held for the PNE's application (policy `ask`), answered or
+//!   declined at their deadline.
 //! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
 //! - `secure`: the secure PNE<->server session after registration (003 §1.4.1 step 4).
 //! - `server_input`: what the server checks in a connected PN GW's requests.
@@ -36,6 +38,7 @@ mod gateway_commands;
 mod harness;
 mod identity;
 mod inventory;
+mod invitations;
 mod limits;
 mod membership_flow;
 mod membership_server;
