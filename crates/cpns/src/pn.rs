@@ -105,7 +105,7 @@ pub(crate) enum PnVerb {
         /// The PN's id, as the `invited` event names it.
         pn: PnId,
         /// `accept` or `decline`.
-        #[arg(value_parser = accept_or_decline)]
+        #[arg(value_parser = accept_or_decline, action = clap::ArgAction::Set)]
         answer: bool,
     },
     /// On a PNE: follow what happens (PN changes, invitations, group keys, status

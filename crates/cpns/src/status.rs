@@ -5,22 +5,21 @@
 //! (docs/control-api.md), or read the server's store of record directly (`--data-dir`) for
 //! what it holds without the server running. Either way the answer is a `cpns_control` type,
 //! printed as a readable line or (`--json`) as the answer line.
+//!
+//! This file holds where they act ([`Target`]) and `cpns status`; `cpns caps` is in
+//! `caps_cmd.rs`, `cpns usage` and `cpns charging` in `usage.rs`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use cpns_control::{
-    Capabilities, Charge, Entry, Event, Line, OwnStatus, Policy, PolicyAttribute,
-    Preference as ApiPreference, Request, Response,
-};
+use cpns_control::{Entry, Event, Line, OwnStatus, Policy, PolicyAttribute, Request, Response};
 use cpns_node::control;
 use cpns_node::control::server::record_entry;
 use cpns_store::{SqliteStore, Store};
 use cpns_wire::{EntityId, UserId};
 
 use crate::admin::DataDir;
-use crate::capabilities::CapabilityArgs;
 
 /// Where a command acts.
 #[derive(Args, Clone, Debug, Default)]
@@ -41,7 +40,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// The control socket to ask.
-    fn socket(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn socket(&self) -> anyhow::Result<PathBuf> {
         match (&self.control, &self.store, &self.data_dir) {
             (Some(c), _, _) => Ok(c.clone()),
             (None, Some(s), _) => Ok(control::socket_path(s)),
@@ -59,7 +58,7 @@ pub(crate) fn server_socket(dir: &Path) -> PathBuf {
 }
 
 /// Asks the entity's control socket; a refusal is an error.
-async fn ask(t: &Target, request: Request) -> anyhow::Result<Response> {
+pub(crate) async fn ask(t: &Target, request: Request) -> anyhow::Result<Response> {
     let path = t.socket()?;
     match control::call(&path, &request).await? {
         Ok(r) => Ok(r),
@@ -68,11 +67,11 @@ async fn ask(t: &Target, request: Request) -> anyhow::Result<Response> {
 }
 
 /// Prints an answer as its JSON line.
-fn print_json(r: &Response) {
+pub(crate) fn print_json(r: &Response) {
     println!("{}", cpns_control::encode_answer(&Ok(r.clone())));
 }
 
-async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
+pub(crate) async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
     let dir = DataDir(dir.to_owned());
     SqliteStore::open(&dir.db())
         .await
@@ -80,141 +79,9 @@ async fn open_store(dir: &Path) -> anyhow::Result<SqliteStore> {
 }
 
 /// An answer of an unexpected kind: an entity that mixed up its answers.
-fn unexpected(r: &Response) -> anyhow::Error {
+pub(crate) fn unexpected(r: &Response) -> anyhow::Error {
     anyhow::anyhow!("an unexpected answer: {}", r.verb())
 }
-
-// ---------------------------------------------------------------------------------------
-// cpns caps
-// ---------------------------------------------------------------------------------------
-
-#[derive(Args, Debug)]
-pub(crate) struct CapsArgs {
-    #[command(subcommand)]
-    pub verb: CapsVerb,
-    #[command(flatten)]
-    pub target: Target,
-}
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum CapsVerb {
-    /// An entity's capabilities: on the server, as last reported (or asked of the device now
-    /// with --live, through its PN GW); on a running PNE, its own.
-    Show {
-        /// The entity (with --data-dir).
-        entity: Option<EntityId>,
-        /// Ask the device now, through its PN GW (004 §5.5.1, query by id).
-        #[arg(long)]
-        live: bool,
-    },
-    /// Change a running PNE's capabilities: reported at once, or coalesced when only dynamic
-    /// values (battery, free memory, networks, running applications) changed.
-    Set {
-        #[command(flatten)]
-        caps: Box<CapabilityArgs>,
-    },
-}
-
-/// `cpns caps ...`.
-pub(crate) async fn caps(a: CapsArgs) -> anyhow::Result<()> {
-    let t = &a.target;
-    let answer = match &a.verb {
-        CapsVerb::Show { entity, live } => match (&t.data_dir, entity) {
-            (Some(dir), Some(entity)) if !live => {
-                let store = open_store(dir).await?;
-                let rec = store.entity(entity).await?;
-                store.close().await;
-                let Some(rec) = rec else {
-                    bail!("no entity {entity} is enrolled");
-                };
-                match cpns_node::server_store::caps_of(rec.capabilities.as_deref()) {
-                    Some(c) => Response::Caps {
-                        entity: entity.clone(),
-                        live: false,
-                        capabilities: Capabilities::from(&c),
-                    },
-                    None => bail!("{entity} has reported no capabilities yet"),
-                }
-            }
-            (Some(_), None) => bail!("say which entity: cpns caps show ENTITY --data-dir DIR"),
-            _ => {
-                let request = Request::Caps {
-                    entity: entity.clone(),
-                    live: *live,
-                };
-                ask(t, request).await?
-            }
-        },
-        CapsVerb::Set { caps } => {
-            let base = match ask(
-                t,
-                Request::Caps {
-                    entity: None,
-                    live: false,
-                },
-            )
-            .await?
-            {
-                Response::Caps { capabilities, .. } => capabilities
-                    .to_device()
-                    .map_err(|why| anyhow::anyhow!("the entity's capabilities: {why}"))?,
-                other => return Err(unexpected(&other)),
-            };
-            let caps = caps.resolve(base)?;
-            let capabilities = Box::new(Capabilities::from(&caps));
-            ask(t, Request::CapsSet { capabilities }).await?
-        }
-    };
-    if t.json {
-        print_json(&answer);
-        return Ok(());
-    }
-    match &answer {
-        Response::Caps {
-            entity,
-            capabilities,
-            ..
-        }
-        | Response::CapsSet {
-            entity,
-            capabilities,
-        } => println!("{entity}: {}", caps_line(capabilities)),
-        other => return Err(unexpected(other)),
-    }
-    Ok(())
-}
-
-/// One readable line of capabilities.
-fn caps_line(c: &Capabilities) -> String {
-    let mut parts = vec![c.device_type.clone().unwrap_or_else(|| "?".into())];
-    match c.battery_pct {
-        Some(b) => parts.push(format!("battery {b}%")),
-        None => parts.push("mains".into()),
-    }
-    let join = |v: &Option<Vec<String>>| -> Option<String> {
-        v.as_ref().filter(|v| !v.is_empty()).map(|v| v.join(","))
-    };
-    if let Some(n) = join(&c.networks) {
-        parts.push(format!("on {n}"));
-    }
-    if let Some(s) = join(&c.software) {
-        parts.push(format!("software {s}"));
-    }
-    if let Some(r) = join(&c.running) {
-        parts.push(format!("running {r}"));
-    }
-    if let Some(m) = c.free_memory_mb {
-        parts.push(format!("{m} MiB free"));
-    }
-    if c.gateway_capable == Some(true) {
-        parts.push("PN GW capable".into());
-    }
-    parts.join(", ")
-}
-
-// ---------------------------------------------------------------------------------------
-// cpns status
-// ---------------------------------------------------------------------------------------
 
 #[derive(Args, Debug)]
 pub(crate) struct StatusArgs {
@@ -537,267 +404,4 @@ fn notification_line(e: &Event) -> String {
 fn clock(ms: u64) -> String {
     let s = ms / 1000;
     format!("{:02}:{:02}:{:02}Z", (s / 3600) % 24, (s / 60) % 60, s % 60)
-}
-
-// ---------------------------------------------------------------------------------------
-// cpns usage, cpns charging
-// ---------------------------------------------------------------------------------------
-
-#[derive(Args, Debug)]
-pub(crate) struct UsageArgs {
-    #[command(subcommand)]
-    pub verb: UsageVerb,
-    #[command(flatten)]
-    pub target: Target,
-}
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum UsageVerb {
-    /// A running PNE's reporting preferences; with SERVICE and PREFERENCE, set one:
-    /// `private` (never leaves the device), `server` (the CPNS server only), `shared` (the
-    /// server and the external applications it serves) or `default`.
-    Prefs {
-        /// The service.
-        service: Option<String>,
-        /// Its preference.
-        preference: Option<String>,
-    },
-    /// Report a use of a service to a running PNE (an application on the device does this),
-    /// and/or send what the preferences allow now (--send).
-    Report {
-        /// The service used.
-        #[arg(long, requires_all = ["start", "end"])]
-        service: Option<String>,
-        /// Its start, seconds since the Unix epoch.
-        #[arg(long)]
-        start: Option<u64>,
-        /// Its end.
-        #[arg(long)]
-        end: Option<u64>,
-        /// Bytes moved.
-        #[arg(long, default_value_t = 0)]
-        bytes: u64,
-        /// Send the unsent records the preferences allow now.
-        #[arg(long)]
-        send: bool,
-    },
-    /// Usage per service: a PNE's own (every record, private ones too), or on the server per
-    /// user and service (--data-dir, optionally --user).
-    Summary {
-        /// One user's (with --data-dir).
-        #[arg(long)]
-        user: Option<UserId>,
-    },
-}
-
-/// `cpns usage ...`.
-pub(crate) async fn usage(a: UsageArgs) -> anyhow::Result<()> {
-    let t = &a.target;
-    match a.verb {
-        UsageVerb::Prefs {
-            service,
-            preference,
-        } => {
-            let request = match (service, &preference) {
-                (Some(service), Some(p)) => Request::UsagePrefSet {
-                    service,
-                    preference: preference_named(p)?,
-                },
-                (None, None) => Request::UsagePrefs {},
-                _ => bail!("give a SERVICE and its PREFERENCE, or neither to list them"),
-            };
-            let answer = ask(t, request).await?;
-            if t.json {
-                print_json(&answer);
-                return Ok(());
-            }
-            match &answer {
-                Response::UsagePrefSet {
-                    service,
-                    preference,
-                } => println!("{service}: {}", preference_name(*preference)),
-                Response::UsagePrefs { default, services } => {
-                    println!("default: {}", preference_name(*default));
-                    for s in services {
-                        println!("{}: {}", s.service, preference_name(s.preference));
-                    }
-                }
-                other => return Err(unexpected(other)),
-            }
-        }
-        UsageVerb::Report {
-            service,
-            start,
-            end,
-            bytes,
-            send,
-        } => {
-            if service.is_none() && !send {
-                bail!("give a use (--service --start --end [--bytes]) and/or --send");
-            }
-            if let (Some(service), Some(start_s), Some(end_s)) = (&service, start, end) {
-                let r = Request::UsageRecord {
-                    service: service.clone(),
-                    start_s,
-                    end_s,
-                    bytes,
-                    battery_start: None,
-                };
-                let answer = ask(t, r).await?;
-                if t.json {
-                    print_json(&answer);
-                } else {
-                    println!(
-                        "recorded a use of {service} ({} s, {bytes} bytes)",
-                        end_s.saturating_sub(start_s)
-                    );
-                }
-            }
-            if send {
-                let answer = ask(t, Request::UsageSend {}).await?;
-                if t.json {
-                    print_json(&answer);
-                } else if let Response::UsageSend {
-                    sent,
-                    charged,
-                    withheld,
-                    ..
-                } = answer
-                {
-                    println!(
-                        "sent {sent} usage records ({charged} charged); {withheld} private \
-                         ones stay on the device"
-                    );
-                } else {
-                    return Err(unexpected(&answer));
-                }
-            }
-        }
-        UsageVerb::Summary { user } => {
-            let answer = match &t.data_dir {
-                Some(dir) => {
-                    let store = open_store(dir).await?;
-                    let rows = store.usage_summary(user.as_ref(), false).await?;
-                    store.close().await;
-                    Response::UsageSummary {
-                        summary: rows
-                            .iter()
-                            .map(cpns_node::control::pne::usage_row)
-                            .collect(),
-                    }
-                }
-                _ => ask(t, Request::UsageSummary {}).await?,
-            };
-            let Response::UsageSummary { summary } = &answer else {
-                return Err(unexpected(&answer));
-            };
-            if t.json {
-                print_json(&answer);
-            } else if summary.is_empty() {
-                println!("no usage recorded");
-            } else {
-                for r in summary {
-                    let who = r
-                        .user
-                        .as_ref()
-                        .map(|u| format!("{u}: "))
-                        .unwrap_or_default();
-                    println!(
-                        "{who}{}: {} uses, {} s, {} bytes",
-                        r.service, r.uses, r.seconds, r.bytes
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `private`, `server`, `shared` or `default`.
-fn preference_named(s: &str) -> anyhow::Result<ApiPreference> {
-    Ok(match s {
-        "private" => ApiPreference::Private,
-        "server" => ApiPreference::Server,
-        "shared" => ApiPreference::Shared,
-        "default" => ApiPreference::Default,
-        other => bail!("`{other}`: private, server, shared or default"),
-    })
-}
-
-fn preference_name(p: ApiPreference) -> &'static str {
-    match p {
-        ApiPreference::Private => "private",
-        ApiPreference::Server => "server",
-        ApiPreference::Shared => "shared",
-        ApiPreference::Default => "default",
-    }
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct ChargingArgs {
-    #[command(subcommand)]
-    pub verb: ChargingVerb,
-    #[command(flatten)]
-    pub target: Target,
-}
-
-#[derive(Subcommand, Debug)]
-pub(crate) enum ChargingVerb {
-    /// A user's charging records: on the server (--data-dir --user), or a running PNE's own
-    /// user's (--store), asked of the server end to end.
-    List {
-        /// The user (with --data-dir).
-        #[arg(long)]
-        user: Option<UserId>,
-        /// Only uses started at or after this time, seconds since the Unix epoch.
-        #[arg(long, default_value_t = 0)]
-        since: u64,
-    },
-}
-
-/// `cpns charging list`.
-pub(crate) async fn charging(a: ChargingArgs) -> anyhow::Result<()> {
-    let t = &a.target;
-    let ChargingVerb::List { user, since } = a.verb;
-    let answer = match (&t.data_dir, &user) {
-        (Some(dir), Some(user)) => {
-            let store = open_store(dir).await?;
-            let rows = store.charging_records(user, since).await?;
-            store.close().await;
-            Response::Charging {
-                records: rows.iter().map(Charge::from).collect(),
-            }
-        }
-        (Some(_), None) => {
-            bail!("say whose: cpns charging list --user USER --data-dir DIR")
-        }
-        _ => {
-            let request = Request::Charging {
-                user,
-                since_s: since,
-            };
-            ask(t, request).await?
-        }
-    };
-    let Response::Charging { records } = &answer else {
-        return Err(unexpected(&answer));
-    };
-    if t.json {
-        print_json(&answer);
-        return Ok(());
-    }
-    if records.is_empty() {
-        println!("no charging records");
-    }
-    for r in records {
-        let in_pn = match &r.pn_owner {
-            Some(o) => format!(" in {o}'s PN"),
-            None => String::new(),
-        };
-        println!(
-            "{}: {} by {}{in_pn}, {} bytes, {} units",
-            r.user, r.service, r.entity, r.bytes, r.units
-        );
-    }
-    Ok(())
 }

@@ -379,3 +379,89 @@ async fn another_unix_user_is_refused_by_the_pnes_socket() {
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(answer["verb"], "show");
 }
+
+/// `cpns pn` is a client of the same verbs: a PN set up and a registration on a running PNE,
+/// a PN GW-initiated establishment waited for, the invitation a PNE holds for its application
+/// answered (once: a second answer finds nothing), and the PNE's events followed meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_sets_up_registers_establishes_and_answers() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv", "watch"])
+        .start();
+    let mut pnes = Vec::new();
+    for id in ["phone", "tv", "watch"] {
+        let run = w.pne(id).stay();
+        let run = if id == "watch" {
+            run.args(&["--invitations", "ask", "--ask-within-s", "50"])
+        } else {
+            run
+        };
+        let mut p = run.spawn();
+        p.expect_event("discovered");
+        w.gw()
+            .expect_event_where("pne_discovered", |v| v["pne"] == id);
+        pnes.push(p);
+    }
+    let store = |id: &str| w.store(id).to_string_lossy().into_owned();
+    let (phone, gw, watch) = (store("phone"), store("home-gw"), store("watch"));
+
+    let set_up = common::cpns(&["pn", "setup", "tv", "--store", &phone]);
+    let pn = set_up
+        .strip_prefix("set up PN ")
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{set_up}"))
+        .to_string();
+    assert_eq!(set_up, format!("set up PN {pn} at home-gw: phone, tv\n"));
+    let registered = common::cpns(&["pn", "register", "--store", &phone]);
+    assert!(
+        registered.starts_with("registered as cpns-") && registered.contains(&pn),
+        "{registered}"
+    );
+
+    // The watch's application follows it; the PN GW establishes a PN with it, which it holds.
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut events = Proc::start(
+        "pne",
+        "events",
+        &args(&["pn", "events", "--store", &watch]),
+        "warn",
+    );
+    events.expect_line("following");
+    let mut establishing = Proc::start(
+        "gateway",
+        "establish",
+        &args(&["pn", "establish", "watch", "--wait", "--store", &gw]),
+        "warn",
+    );
+    let started = establishing.expect_line("establishing PN ");
+    let other = started["establishing PN ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    events.expect_line(&format!("invited to PN {other} by home-gw"));
+    let answered = common::cpns(&["pn", "answer", &other, "accept", "--store", &watch]);
+    assert_eq!(answered, format!("accepted the invitation to PN {other}\n"));
+    events.expect_line(&format!("joined PN {other} at home-gw: watch"));
+    let ended = establishing.expect_line("pn_establishment");
+    assert!(
+        ended.ends_with(&format!("ended: PN {other} at home-gw: watch")),
+        "{ended}"
+    );
+    establishing.succeeds();
+    let again = common::run(&["pn", "answer", &other, "accept", "--store", &watch]);
+    assert!(!again.status.success());
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(why.contains("refused: not_found: "), "{why}");
+
+    let stores = w.stores().await;
+    stores.agree();
+    assert_eq!(
+        stores.at_server(),
+        common::members(&[
+            (pn.as_str(), &["phone", "tv"][..]),
+            (other.as_str(), &["watch"][..]),
+        ])
+    );
+}
