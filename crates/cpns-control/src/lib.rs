@@ -5,9 +5,12 @@
 //!
 //! A crate of its own, and small (serde and `cpns-wire` only): the daemons (`cpns-node`) and
 //! every client (the `cpns` CLI, a Rust application on the device) share these types without
-//! depending on each other, so a verb is named and shaped in one place. The socket's I/O and the
-//! handlers that answer each role's verbs are the daemons' (`cpns_node::control`); the JSON form
-//! of every verb, with an example, is docs/control-api.md.
+//! depending on each other, so a verb is named and shaped in one place; a module of
+//! `cpns-node` would have made every client link the runtimes, tokio and the store. (Named
+//! `control` after the sockets it types: `cpns-api` is DESIGN's name for the network binding
+//! of CPNS-4 to come.) The socket's I/O and the handlers that answer each role's verbs are the
+//! daemons' (`cpns_node::control`); the JSON form of every verb, with an example, is
+//! docs/control-api.md.
 //!
 //! Each line carries the version of the API, `"v": 1`. A request is a [`Request`] tagged by its
 //! `verb`; the answer is `"ok": true` and a [`Response`] tagged by the same verb, or `"ok":

@@ -49,6 +49,8 @@ pub const MAX_CONNECTIONS: usize = 8;
 pub const IDLE: Duration = Duration::from_secs(30);
 /// Most bytes of an oversized request read and thrown away after refusing it.
 const DISCARD_LIMIT: u64 = 1 << 20;
+/// How long a refused stranger (another Unix user) may go on sending before it is closed.
+const STRANGER_LINGER: Duration = Duration::from_secs(1);
 
 /// A verb's answer: one line, or a first line and then one event line per event until either
 /// side ends it (a subscription, an event stream).
@@ -265,7 +267,8 @@ where
         debug!(reason = %refused.reason, "control connection refused");
         let (read, mut write) = stream.into_split();
         write_line(&mut write, &encode_answer(&Err(refused))).await?;
-        return close_after(read, write).await;
+        // Briefly: a stranger does not get to hold a connection slot.
+        return close_after(read, write, STRANGER_LINGER).await;
     }
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -278,7 +281,7 @@ where
                 let reason = format!("a request is at most {MAX_REQUEST} bytes");
                 let refused = ApiError::bad_request(reason);
                 write_line(&mut write, &encode_answer(&Err(refused))).await?;
-                return close_after(read, write).await;
+                return close_after(read, write, IDLE).await;
             }
             Ok(Ok(Line::Whole(line))) => line,
         };
@@ -342,16 +345,16 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> io::Result
 }
 
 /// Ends our side after a last answer, then lets the peer finish sending (a bounded amount, for
-/// a bounded time) before closing: closing with bytes unread would reset the connection and
+/// at most `linger`) before closing: closing with bytes unread would reset the connection and
 /// could lose the answer.
-async fn close_after<R, W>(read: R, mut write: W) -> io::Result<()>
+async fn close_after<R, W>(read: R, mut write: W, linger: Duration) -> io::Result<()>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWriteExt + Unpin,
 {
     write.shutdown().await?;
     let (mut rest, mut sink) = (read.take(DISCARD_LIMIT), tokio::io::sink());
-    let _ = tokio::time::timeout(IDLE, tokio::io::copy(&mut rest, &mut sink)).await;
+    let _ = tokio::time::timeout(linger, tokio::io::copy(&mut rest, &mut sink)).await;
     Ok(())
 }
 

@@ -6,8 +6,9 @@
 //! The driver makes no protocol decision: every step and every command is a command of the
 //! machine, which returns its [`CommandId`] and ends in one [`PneEvent::Completed`]; the driver
 //! keeps one map from id to whoever waits ([`Link::waiters`]), carries out the store work the
-//! machine asks for, and reports events. The connection set-up after each (re)connection is the
-//! machine's `rejoin` command.
+//! machine asks for, and reports events: to its consumer, and to every follower of a running
+//! PNE ([`PneHandle::events`], the `events` stream of its control socket). The connection set-up
+//! after each (re)connection is the machine's `rejoin` command.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -186,6 +186,19 @@ async fn a_peer_of_another_unix_user_is_refused_and_closed() {
     assert_eq!(refused.code, ErrorCode::Forbidden);
 }
 
+/// After its last answer the entity lets a silent peer that keeps its side open linger no
+/// longer than it was given (a refused stranger: [`STRANGER_LINGER`], not the idle bound), so
+/// such a peer does not hold a connection slot.
+#[tokio::test]
+async fn a_closing_connection_lingers_no_longer_than_given() {
+    assert!(STRANGER_LINGER < IDLE / 10);
+    let (ours, _theirs) = UnixStream::pair().unwrap();
+    let (read, write) = ours.into_split();
+    let linger = Duration::from_millis(100);
+    let closed = tokio::time::timeout(IDLE / 3, close_after(read, write, linger)).await;
+    assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
+}
+
 /// Asks on an open connection and reads the answer.
 async fn ask(s: &mut UnixStream) -> serde_json::Value {
     s.write_all(SHOW).await.unwrap();
