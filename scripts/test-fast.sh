@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # package/test-target
 SLOW=(
     # The `cpns` binary run as separate server, PN GW and PNE processes (tests/common).
-    cpns/attacks cpns/bench cpns/crash cpns/lifecycle cpns/processes cpns/status
+    cpns/attacks cpns/bench cpns/control_api cpns/crash cpns/lifecycle cpns/processes cpns/status
     # docs/wire.cddl checked against a sample of every message: minutes in a debug build.
     cpns-wire/cddl
 )

@@ -1,27 +1,41 @@
-//! The local control socket of a running entity (a PN GW or a PNE daemon): the way `cpns pn ...`
-//! acts on it (issue "A PN that lives", "Long-running entities").
+//! The local control socket of a running entity (a PN GW, a PNE daemon, the server): the
+//! typed control API of `cpns-control` (docs/control-api.md), served here, with one handler
+//! per role ([`pne`], [`gateway`], [`server`]). On a PNE it is CPNS-5, the local API of the
+//! applications on the device (004 §5.3.2.5).
 //!
-//! A Unix socket beside the entity's store, mode 0600: only the user the entity runs as may
-//! connect, so a request needs no credential of its own. The protocol is one JSON object per
-//! line each way: a request names its `verb`; the answer has `"ok": true` and the verb's
-//! fields, or `"ok": false` and an `error` in words. A connection may send several requests,
-//! one at a time.
+//! A Unix socket beside the entity's store, mode 0600, and more: every connection's peer
+//! credentials (`SO_PEERCRED`) are checked, and a process of any other Unix user than the one
+//! the entity runs as is refused (`forbidden`) and the connection closed, whatever the file's
+//! mode or the directory's. So a request needs no credential of its own. The protocol is one
+//! JSON object per line each way (`cpns_control::decode_request`, `encode_answer`): a request
+//! names its version and `verb`, the answer has `"ok": true` and the verb's fields, or `"ok":
+//! false` and an `error` with a typed `code` and a `reason`. A connection may send several
+//! requests, one at a time; a streaming verb's answer is followed by event lines until either
+//! side closes.
 //!
 //! The socket still faces whatever runs as that user, so it is bounded like every listener
 //! (docs/design.md §3): a request line is at most [`MAX_REQUEST`] bytes (a longer one is answered with
 //! an error and the connection closed), at most [`MAX_CONNECTIONS`] connections are served at
 //! once (more wait in the socket's backlog until one ends), and a connection idle for [`IDLE`]
-//! is closed.
-//! A malformed request is answered with an error and disturbs nothing else.
+//! is closed. A malformed request is answered with an error and disturbs nothing else.
+
+pub mod events;
+pub mod gateway;
+pub mod pne;
+pub mod server;
 
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use cpns_control::{
+    ApiError, Event, Line as ApiLine, Request, Response, decode_line, decode_request,
+    encode_answer, encode_event, encode_request,
+};
+use cpns_wire::ErrorCode;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
@@ -35,20 +49,28 @@ pub const MAX_CONNECTIONS: usize = 8;
 pub const IDLE: Duration = Duration::from_secs(30);
 /// Most bytes of an oversized request read and thrown away after refusing it.
 const DISCARD_LIMIT: u64 = 1 << 20;
+/// How long a refused stranger (another Unix user) may go on sending before it is closed.
+const STRANGER_LINGER: Duration = Duration::from_secs(1);
 
-/// A verb's answer: one line, or a first line and then one line per event until either side
-/// ends it (a subscription, docs/device-status.md).
+/// A verb's answer: one line, or a first line and then one event line per event until either
+/// side ends it (a subscription, an event stream).
 #[derive(Debug)]
 pub enum Answer {
     /// One answer line.
-    One(Value),
-    /// A first line, then every value the receiver gives; the connection ends with it.
-    Stream(Value, tokio::sync::mpsc::Receiver<Value>),
+    One(Result<Response, ApiError>),
+    /// A first line, then every event the receiver gives; the connection ends with it.
+    Stream(Response, tokio::sync::mpsc::Receiver<Event>),
 }
 
-impl From<Value> for Answer {
-    fn from(v: Value) -> Self {
-        Answer::One(v)
+impl From<Result<Response, ApiError>> for Answer {
+    fn from(r: Result<Response, ApiError>) -> Self {
+        Answer::One(r)
+    }
+}
+
+impl From<ApiError> for Answer {
+    fn from(e: ApiError) -> Self {
+        Answer::One(Err(e))
     }
 }
 
@@ -81,9 +103,14 @@ pub enum ControlError {
         /// What failed.
         source: io::Error,
     },
-    /// The entity's answer was not a JSON object on one line.
-    #[error("control socket {0}: the answer is not a JSON object")]
-    BadAnswer(PathBuf),
+    /// The entity's answer was not a line of this version of the API.
+    #[error("control socket {path}: not an answer of this version of the control API: {why}")]
+    BadAnswer {
+        /// The socket's path.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// The control socket's path for an entity whose store is `store`: the same path with `.sock`
@@ -99,6 +126,8 @@ pub fn socket_path(store: &Path) -> PathBuf {
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// The Unix user this entity runs as: the only one served.
+    owner: u32,
 }
 
 impl ControlSocket {
@@ -130,10 +159,27 @@ impl ControlSocket {
         // Before the first accept: a peer connecting in between would still have to get past
         // the data directory's own permissions.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+        // The socket file was made by this process: its owner is the user it runs as (the
+        // effective uid), read without a system call of our own.
+        let owner = std::fs::metadata(path).map_err(io_err)?.uid();
         Ok(ControlSocket {
             listener,
             path: path.to_owned(),
+            owner,
         })
+    }
+
+    /// The Unix user (uid) served: the one this entity runs as.
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Serves another user than the one this process runs as (the tests' way to be a
+    /// stranger without a second account).
+    #[cfg(test)]
+    fn serving(mut self, owner: u32) -> Self {
+        self.owner = owner;
+        self
     }
 
     /// The socket's path.
@@ -141,12 +187,13 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Serves connections until `stop` turns true or its sender is dropped: each request line
-    /// is parsed and given to `handle`, whose answer is written back as one line. Connections
-    /// being served when it stops finish their current request on their own.
+    /// Serves connections until `stop` turns true or its sender is dropped: a peer of another
+    /// Unix user is refused and closed; each request line of the owner's is decoded and given
+    /// to `handle`, whose answer is written back as one line (and, for a stream, its events).
+    /// Connections being served when it stops finish their current request on their own.
     pub async fn serve<H, F, A>(self, handle: H, mut stop: watch::Receiver<bool>)
     where
-        H: Fn(Value) -> F + Clone + Send + 'static,
+        H: Fn(Request) -> F + Clone + Send + 'static,
         F: Future<Output = A> + Send,
         A: Into<Answer>,
     {
@@ -169,8 +216,9 @@ impl ControlSocket {
                 accepted = self.listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let handle = handle.clone();
+                    let owner = self.owner;
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, handle).await {
+                        if let Err(e) = serve_connection(stream, owner, handle).await {
                             debug!(error = %e, "control connection ended");
                         }
                         drop(slot);
@@ -190,17 +238,38 @@ impl Drop for ControlSocket {
     }
 }
 
-/// An error answer.
-pub fn error(reason: impl std::fmt::Display) -> Value {
-    json!({ "ok": false, "error": reason.to_string() })
+/// Whom a connection comes from, if not the owner: why it is refused.
+fn refusal(stream: &UnixStream, owner: u32) -> Option<ApiError> {
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == owner => None,
+        Ok(cred) => Some(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "this socket serves only the Unix user its entity runs as (uid {owner}), \
+                 not uid {}",
+                cred.uid()
+            ),
+        )),
+        Err(e) => Some(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the peer's credentials cannot be read ({e}): refused"),
+        )),
+    }
 }
 
-async fn serve_connection<H, F, A>(stream: UnixStream, handle: H) -> io::Result<()>
+async fn serve_connection<H, F, A>(stream: UnixStream, owner: u32, handle: H) -> io::Result<()>
 where
-    H: Fn(Value) -> F,
+    H: Fn(Request) -> F,
     F: Future<Output = A>,
     A: Into<Answer>,
 {
+    if let Some(refused) = refusal(&stream, owner) {
+        debug!(reason = %refused.reason, "control connection refused");
+        let (read, mut write) = stream.into_split();
+        write_line(&mut write, &encode_answer(&Err(refused))).await?;
+        // Briefly: a stranger does not get to hold a connection slot.
+        return close_after(read, write, STRANGER_LINGER).await;
+    }
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     loop {
@@ -210,33 +279,27 @@ where
             Ok(Ok(Line::End)) => return Ok(()),
             Ok(Ok(Line::TooLong)) => {
                 let reason = format!("a request is at most {MAX_REQUEST} bytes");
-                write_answer(&mut write, &error(reason)).await?;
-                // Closing with the rest of the line unread would reset the connection and
-                // could lose the answer: end our side, then let the peer finish sending (a
-                // bounded amount, for a bounded time) before closing.
-                write.shutdown().await?;
-                let (mut rest, mut sink) = (read.take(DISCARD_LIMIT), tokio::io::sink());
-                let _ = tokio::time::timeout(IDLE, tokio::io::copy(&mut rest, &mut sink)).await;
-                return Ok(());
+                let refused = ApiError::bad_request(reason);
+                write_line(&mut write, &encode_answer(&Err(refused))).await?;
+                return close_after(read, write, IDLE).await;
             }
             Ok(Ok(Line::Whole(line))) => line,
         };
-        let answer: Answer = match serde_json::from_slice::<Value>(&line) {
-            Ok(request) if request.is_object() => handle(request).await.into(),
-            Ok(_) => error("a request is a JSON object with a \"verb\"").into(),
-            Err(e) => error(format!("not a JSON request: {e}")).into(),
+        let answer: Answer = match decode_request(&line) {
+            Ok(request) => handle(request).await.into(),
+            Err(e) => e.into(),
         };
         match answer {
-            Answer::One(v) => write_answer(&mut write, &v).await?,
+            Answer::One(a) => write_line(&mut write, &encode_answer(&a)).await?,
             Answer::Stream(first, mut rx) => {
-                write_answer(&mut write, &first).await?;
+                write_line(&mut write, &encode_answer(&Ok(first))).await?;
                 // Until the source ends or the peer goes: anything it sends, or its close,
                 // ends the stream (a subscriber that wants out just hangs up).
                 let mut probe = [0u8; 1];
                 loop {
                     tokio::select! {
-                        v = rx.recv() => match v {
-                            Some(v) => write_answer(&mut write, &v).await?,
+                        e = rx.recv() => match e {
+                            Some(e) => write_line(&mut write, &encode_event(&e)).await?,
                             None => return Ok(()),
                         },
                         _ = read.read(&mut probe) => return Ok(()),
@@ -281,18 +344,34 @@ async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> io::Result
     }
 }
 
-async fn write_answer<W: AsyncWriteExt + Unpin>(w: &mut W, answer: &Value) -> io::Result<()> {
-    let mut bytes = serde_json::to_vec(answer).map_err(io::Error::other)?;
+/// Ends our side after a last answer, then lets the peer finish sending (a bounded amount, for
+/// at most `linger`) before closing: closing with bytes unread would reset the connection and
+/// could lose the answer.
+async fn close_after<R, W>(read: R, mut write: W, linger: Duration) -> io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWriteExt + Unpin,
+{
+    write.shutdown().await?;
+    let (mut rest, mut sink) = (read.take(DISCARD_LIMIT), tokio::io::sink());
+    let _ = tokio::time::timeout(linger, tokio::io::copy(&mut rest, &mut sink)).await;
+    Ok(())
+}
+
+async fn write_line<W: AsyncWriteExt + Unpin>(w: &mut W, line: &str) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(line.len() + 1);
+    bytes.extend_from_slice(line.as_bytes());
     bytes.push(b'\n');
     w.write_all(&bytes).await
 }
 
 /// Sends `request` to the entity whose control socket is `path` and calls `each` with every
-/// line it answers, until the entity ends the stream or `each` returns false.
+/// line it answers (its answer, then a stream's events), until the entity ends the stream or
+/// `each` returns false.
 pub async fn stream(
     path: &Path,
-    request: &Value,
-    mut each: impl FnMut(Value) -> bool,
+    request: &Request,
+    mut each: impl FnMut(ApiLine) -> bool,
 ) -> Result<(), ControlError> {
     let io_err = |source| ControlError::Io {
         path: path.to_owned(),
@@ -305,30 +384,55 @@ pub async fn stream(
             source,
         })?;
     let (read, mut write) = stream.into_split();
-    write_answer(&mut write, request).await.map_err(io_err)?;
+    write_line(&mut write, &encode_request(request))
+        .await
+        .map_err(io_err)?;
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await.map_err(io_err)? {
-        match serde_json::from_str::<Value>(&line) {
-            Ok(v) if v.is_object() => {
-                if !each(v) {
-                    return Ok(());
-                }
-            }
-            _ => return Err(ControlError::BadAnswer(path.to_owned())),
+        let line = decode_line(line.as_bytes()).map_err(|why| ControlError::BadAnswer {
+            path: path.to_owned(),
+            why,
+        })?;
+        if !each(line) {
+            return Ok(());
         }
     }
     Ok(())
 }
 
-/// Sends `request` to the entity whose control socket is `path` and returns its answer.
-pub async fn request(path: &Path, request: &Value) -> Result<Value, ControlError> {
+/// Sends `request` to the entity whose control socket is `path` and returns its answer: the
+/// verb's response, or the entity's typed refusal.
+pub async fn call(
+    path: &Path,
+    request: &Request,
+) -> Result<Result<Response, ApiError>, ControlError> {
     let mut first = None;
-    stream(path, request, |v| {
-        first = Some(v);
+    stream(path, request, |line| {
+        first = Some(line);
         false
     })
     .await?;
-    first.ok_or_else(|| ControlError::BadAnswer(path.to_owned()))
+    match first {
+        Some(ApiLine::Answer(a)) => Ok(a),
+        Some(ApiLine::Event(e)) => Err(ControlError::BadAnswer {
+            path: path.to_owned(),
+            why: format!("an event ({}) before the answer", e.name()),
+        }),
+        None => Err(ControlError::BadAnswer {
+            path: path.to_owned(),
+            why: "the entity closed without answering".into(),
+        }),
+    }
+}
+
+/// A [`crate::NodeError`] as the control API tells it: the code a refusal carries, `busy` for
+/// an entity that stopped, `internal` for the rest.
+pub fn api_error(e: crate::NodeError) -> ApiError {
+    match e {
+        crate::NodeError::Rejected(body) | crate::NodeError::Refused(body) => body.into(),
+        crate::NodeError::Stopped(_) => ApiError::new(ErrorCode::Busy, e.to_string()),
+        other => ApiError::internal(other),
+    }
 }
 
 #[cfg(test)]

@@ -102,9 +102,12 @@ enum Input {
     WanUp(Box<TlsStream<TcpStream>>, [u8; 32]),
     WanDown(String),
     Persisted(Token, Result<(), StoreFailure>),
+    /// An establishment: the command and PN at once to the first, the completion to the
+    /// second (a dropped receiver: nobody waits).
     Establish(
         EstablishTargets,
         oneshot::Sender<Result<Establishing, ErrorBody>>,
+        Reply,
     ),
     Inventory(oneshot::Sender<Vec<PnInventory>>),
     Confirmations(PnId, oneshot::Sender<Option<Confirmations>>),
@@ -150,6 +153,29 @@ pub struct Confirmations {
 #[derive(Clone, Debug)]
 pub struct GatewayHandle {
     tx: mpsc::Sender<Input>,
+    id: EntityId,
+}
+
+/// A PN GW-initiated establishment started ([`GatewayHandle::establish`]): its command and
+/// PN at once, and its end by [`Establishment::completed`].
+#[derive(Debug)]
+pub struct Establishment {
+    /// The command; its completion is also the PN GW's `GatewayEvent::Completed`.
+    pub id: CommandId,
+    /// The PN being established.
+    pub pn_id: PnId,
+    done: oneshot::Receiver<Result<Outcome, ErrorBody>>,
+}
+
+impl Establishment {
+    /// Waits for the establishment to end: the PN as stored, or why it was not established.
+    pub async fn completed(self) -> Result<PnInventory, NodeError> {
+        match self.done.await.map_err(|_| NodeError::Stopped("PN GW"))? {
+            Ok(Outcome::Established { inventory }) => Ok(inventory),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(NodeError::Rejected(e)),
+        }
+    }
 }
 
 impl core::fmt::Debug for Input {
@@ -168,12 +194,25 @@ impl core::fmt::Debug for Input {
 }
 
 impl GatewayHandle {
+    /// The PN GW's entity id.
+    pub fn id(&self) -> &EntityId {
+        &self.id
+    }
+
     /// 000 §6.6.1.2: starts a PN GW-initiated establishment: the command and the PN's id, at
-    /// once; its completion is the PN GW's [`GatewayEvent::Completed`] event.
-    pub async fn establish(&self, targets: EstablishTargets) -> Result<Establishing, NodeError> {
-        self.ask(|tx| Input::Establish(targets, tx))
+    /// once; its end comes by [`Establishment::completed`] (and as the PN GW's
+    /// [`GatewayEvent::Completed`] event).
+    pub async fn establish(&self, targets: EstablishTargets) -> Result<Establishment, NodeError> {
+        let (done_tx, done) = oneshot::channel();
+        let started = self
+            .ask(|tx| Input::Establish(targets, tx, done_tx))
             .await?
-            .map_err(NodeError::Rejected)
+            .map_err(NodeError::Rejected)?;
+        Ok(Establishment {
+            id: started.id,
+            pn_id: started.pn_id,
+            done,
+        })
     }
 
     /// 000 §6.6.5: releases one of the PN GW's PNs, on the server and locally, and tells its
@@ -389,8 +428,8 @@ pub async fn start<S: DeviceStore + Clone>(
     };
     connect.spawn(Duration::ZERO);
 
-    let handle = GatewayHandle { tx };
     let me = cfg.proto.id.clone();
+    let handle = GatewayHandle { tx, id: me.clone() };
     let backoff = Backoff::new(
         cfg.reconnect_initial,
         cfg.reconnect_max,
@@ -572,8 +611,12 @@ impl Actor {
                     warn!(error = %e, "store answer for an unknown flow");
                 }
             }
-            Input::Establish(targets, reply) => {
+            Input::Establish(targets, reply, done) => {
                 let started = self.machine.start_establishment(now, targets);
+                if let Ok(e) = &started {
+                    // Before anything else runs: the completion cannot come first.
+                    self.waiters.insert(e.id, done);
+                }
                 let _ = reply.send(started.map_err(|e| e.to_error()));
             }
             Input::Inventory(reply) => {
@@ -754,8 +797,8 @@ impl Actor {
                         }
                         GatewayEvent::WanReady => self.backoff.reset(),
                         GatewayEvent::Completed(c) => {
-                            // Commands started by the driver itself (an establishment on a
-                            // flag) have no waiter: their completion is only told.
+                            // A waiter that went away (an establishment nobody waits for)
+                            // takes nothing: the completion is still told.
                             if let Some(reply) = self.waiters.remove(&c.id) {
                                 let _ = reply.send(c.result.clone().map_err(|f| f.to_error()));
                             }

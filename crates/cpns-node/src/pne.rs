@@ -6,8 +6,9 @@
 //! The driver makes no protocol decision: every step and every command is a command of the
 //! machine, which returns its [`CommandId`] and ends in one [`PneEvent::Completed`]; the driver
 //! keeps one map from id to whoever waits ([`Link::waiters`]), carries out the store work the
-//! machine asks for, and reports events. The connection set-up after each (re)connection is the
-//! machine's `rejoin` command.
+//! machine asks for, and reports events: to its consumer, and to every follower of a running
+//! PNE ([`PneHandle::events`], the `events` stream of its control socket). The connection set-up
+//! after each (re)connection is the machine's `rejoin` command.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,12 +19,12 @@ use cpns_proto::usage::{Preference, Preferences};
 use cpns_proto::{CommandError, CommandId, Completed, Flow, LocalPnState, OwnKeys, StoreFailure};
 use cpns_store::{DeviceStore, GroupEpoch, LocalPn, LocalSession};
 use cpns_wire::{
-    CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, DeviceCapabilities, EntityId,
-    ErrorBody, ErrorCode, PnId, PnInventory, SetupType, Status, StatusEntry, StatusNotification,
-    StatusPolicy,
+    CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, CpnsId, DeviceCapabilities,
+    EntityId, ErrorBody, ErrorCode, PnId, PnInventory, SetupType, Status, StatusEntry,
+    StatusNotification, StatusPolicy,
 };
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
@@ -106,7 +107,11 @@ pub async fn run<S: DeviceStore>(
     trace: TraceSink,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<PneReport, NodeError> {
-    let mut link = Link::open(cfg, store, gw_addr, events, trace, Preference::Server).await?;
+    let outlets = Outlets {
+        events,
+        fanout: None,
+    };
+    let mut link = Link::open(cfg, store, gw_addr, outlets, trace, Preference::Server).await?;
     let mut steps = Steps::new(steps);
     loop {
         link.drain().await?;
@@ -145,6 +150,9 @@ type Reply = oneshot::Sender<Result<Outcome, ErrorBody>>;
 /// A command of the machine, as the [`PneHandle`] asks it.
 #[derive(Debug)]
 enum Ask {
+    Setup(SetupType),
+    Register(Option<PnId>),
+    AnswerInvitation(PnId, bool),
     Release(PnId),
     Leave(PnId),
     Join(PnId),
@@ -218,13 +226,76 @@ pub struct UsageSent {
     pub withheld: u32,
 }
 
+/// What a registration gave (003 §1.4.1 step 4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The CPNS ID.
+    pub cpns_id: CpnsId,
+    /// The PN registered in.
+    pub pn_id: PnId,
+    /// The secure session's lifetime, seconds.
+    pub lifetime_s: u32,
+}
+
+/// Events kept for a follower that reads slowly before it misses some ([`PneHandle::events`]).
+pub const EVENT_FOLLOWER_CAPACITY: usize = 256;
+
 /// Acts on a PNE that [`serve`] runs.
 #[derive(Clone, Debug)]
 pub struct PneHandle {
     tx: mpsc::Sender<Command>,
+    id: EntityId,
+    fanout: broadcast::Sender<PneEvent>,
 }
 
 impl PneHandle {
+    /// The PNE's entity id.
+    pub fn id(&self) -> &EntityId {
+        &self.id
+    }
+
+    /// Follows the PNE: every event of its machine from now on, across reconnections, until
+    /// the receiver is dropped. A follower more than [`EVENT_FOLLOWER_CAPACITY`] events behind
+    /// misses the oldest and is told how many (`RecvError::Lagged`); it never slows the PNE.
+    pub fn events(&self) -> broadcast::Receiver<PneEvent> {
+        self.fanout.subscribe()
+    }
+
+    /// 000 §6.6.1.1: asks the PN GW for a PN of this type; `Ok` once the server is
+    /// authenticated and the PN stored (step 15).
+    pub async fn setup(&self, setup: SetupType) -> Result<PnInventory, NodeError> {
+        match self.run(Ask::Setup(setup)).await? {
+            Outcome::PnJoined { inventory, .. } => Ok(inventory),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// 003 §1.4: registers with the server, in `pn_id` (none: the first PN it is a member of,
+    /// or none at all).
+    pub async fn register(&self, pn_id: Option<PnId>) -> Result<Registration, NodeError> {
+        match self.run(Ask::Register(pn_id)).await? {
+            Outcome::Registered {
+                cpns_id,
+                pn_id,
+                lifetime_s,
+            } => Ok(Registration {
+                cpns_id,
+                pn_id,
+                lifetime_s,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Answers an invitation held for the application (`InvitationPolicy::Ask`): accepted (the
+    /// join follows as the PNE's own flow, told by its events) or declined.
+    pub async fn answer_invitation(&self, pn_id: PnId, accept: bool) -> Result<bool, NodeError> {
+        match self.run(Ask::AnswerInvitation(pn_id, accept)).await? {
+            Outcome::InvitationAnswered { accepted, .. } => Ok(accepted),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// The PNs the PNE belongs to.
     pub async fn inventory(&self) -> Result<Vec<PnInventory>, NodeError> {
         self.ask(Command::Inventory).await
@@ -419,10 +490,28 @@ pub fn serve<S: DeviceStore + Clone>(
     stop: oneshot::Receiver<()>,
 ) -> (PneHandle, tokio::task::JoinHandle<Result<(), NodeError>>) {
     let (tx, commands) = mpsc::channel(16);
+    let (fanout, _) = broadcast::channel(EVENT_FOLLOWER_CAPACITY);
+    let handle = PneHandle {
+        tx,
+        id: cfg.id.clone(),
+        fanout: fanout.clone(),
+    };
+    let outlets = Outlets {
+        events,
+        fanout: Some(fanout),
+    };
     let task = tokio::spawn(serve_loop(
-        cfg, serve, store, steps, events, trace, commands, stop,
+        cfg, serve, store, steps, outlets, trace, commands, stop,
     ));
-    (PneHandle { tx }, task)
+    (handle, task)
+}
+
+/// Where a PNE's events go: the driver's consumer (bounded; what it cannot take is dropped),
+/// and its followers ([`PneHandle::events`]).
+#[derive(Clone, Debug, Default)]
+struct Outlets {
+    events: Option<mpsc::Sender<PneEvent>>,
+    fanout: Option<broadcast::Sender<PneEvent>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -431,7 +520,7 @@ async fn serve_loop<S: DeviceStore + Clone>(
     serve: ServeConfig,
     store: S,
     steps: Vec<PneStep>,
-    events: Option<mpsc::Sender<PneEvent>>,
+    outlets: Outlets,
     trace: TraceSink,
     mut commands: mpsc::Receiver<Command>,
     mut stop: oneshot::Receiver<()>,
@@ -445,7 +534,7 @@ async fn serve_loop<S: DeviceStore + Clone>(
     let mut steps = Some(steps);
     loop {
         let opened = tokio::select! {
-            l = Link::open(cfg.clone(), store.clone(), &serve.gateway, events.clone(), trace.clone(), serve.usage_default) => l,
+            l = Link::open(cfg.clone(), store.clone(), &serve.gateway, outlets.clone(), trace.clone(), serve.usage_default) => l,
             _ = &mut stop => return Ok(()),
         };
         let lost = match opened {
@@ -576,7 +665,7 @@ struct Link<S> {
     store: S,
     cfg: PneConfig,
     storage_key: MasterKey,
-    events: Option<mpsc::Sender<PneEvent>>,
+    outlets: Outlets,
     trace: TraceSink,
     report: PneReport,
     /// The preference of a service with none of its own, for the PNE's own usage reports.
@@ -600,7 +689,7 @@ impl<S: DeviceStore> Link<S> {
         cfg: PneConfig,
         store: S,
         gw_addr: &str,
-        events: Option<mpsc::Sender<PneEvent>>,
+        outlets: Outlets,
         trace: TraceSink,
         usage_default: Preference,
     ) -> Result<Self, NodeError> {
@@ -641,7 +730,7 @@ impl<S: DeviceStore> Link<S> {
             store,
             cfg,
             storage_key,
-            events,
+            outlets,
             trace,
             report: PneReport::default(),
             usage_default,
@@ -732,10 +821,14 @@ impl<S: DeviceStore> Link<S> {
     fn on_event(&mut self, e: PneEvent) {
         // The driver reports events (the CLI prints them); the Debug form is for debugging.
         debug!(event = ?e, "pne");
-        if let Some(tx) = &self.events
+        if let Some(tx) = &self.outlets.events
             && tx.try_send(e.clone()).is_err()
         {
             debug!("PNE event dropped: the consumer is not keeping up");
+        }
+        if let Some(fanout) = &self.outlets.fanout {
+            // No follower is not an error: nobody listens now.
+            let _ = fanout.send(e.clone());
         }
         self.report.events.push(e.clone());
         match e {
@@ -751,6 +844,7 @@ impl<S: DeviceStore> Link<S> {
                 reason,
             } => self.invitation = Some(Err(format!("{flow}: {reason}"))),
             PneEvent::FlowFailed { .. }
+            | PneEvent::Invited { .. }
             | PneEvent::PanAuthenticated(_)
             | PneEvent::Registered { .. }
             | PneEvent::PnReleased(_)
@@ -839,6 +933,12 @@ impl<S: DeviceStore> Link<S> {
         let s = &mut self.session;
         let mut notes = None;
         let started = match ask {
+            Ask::Setup(setup) => s.start_setup(now, setup),
+            Ask::Register(pn) => {
+                let pn = pn.or_else(|| s.inventory().first().map(|i| i.pn_id));
+                s.start_registration(now, pn)
+            }
+            Ask::AnswerInvitation(pn, accept) => s.answer_invitation(now, pn, accept),
             Ask::Release(pn) => s.release_pn(now, pn),
             Ask::Leave(pn) => s.leave_pn(now, pn),
             Ask::Join(pn) => s.join_pn(now, pn),

@@ -74,6 +74,9 @@ pub enum CommandError {
     /// The PNE the command names has no link to this PN GW.
     #[error("{0} is not connected to this PN GW")]
     NotConnected(EntityId),
+    /// No invitation to this PN waits for an answer.
+    #[error("no invitation to PN {0} waits for an answer")]
+    NoInvitation(PnId),
     /// The PN GW has no session with the CPNS Server.
     #[error("no connection to the CPNS Server; try again once there is one")]
     NoServerSession,
@@ -112,6 +115,7 @@ impl CommandError {
             | CommandError::NotAMember(_)
             | CommandError::NotAMemberOf { .. }
             | CommandError::NotConnected(_)
+            | CommandError::NoInvitation(_)
             | CommandError::NoLocalKey(_) => ErrorCode::NotFound,
             CommandError::AlreadyMember { .. } | CommandError::ChangeRunning { .. } => {
                 ErrorCode::Conflict
@@ -172,6 +176,7 @@ mod tests {
             ),
             (CommandError::NotConnected(pne.clone()), ErrorCode::NotFound),
             (CommandError::NoLocalKey(pn), ErrorCode::NotFound),
+            (CommandError::NoInvitation(pn), ErrorCode::NotFound),
             (
                 CommandError::AlreadyMember {
                     pn_id: pn,

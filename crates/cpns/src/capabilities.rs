@@ -1,8 +1,10 @@
 //! The device capabilities (004 §5.5.1.2) a PNE or PN GW reports, set on the command line:
 //! defaults for the role, then a JSON file (`--capabilities FILE`), then one flag per field.
 //!
-//! The file is a JSON object whose keys are the fields of [`DeviceCapabilities`]; every key is
-//! optional, unknown keys are errors (a misspelt key should not go unnoticed):
+//! The file is the JSON of `cpns_control::Capabilities`, the one mapping the control sockets
+//! use too (docs/control-api.md, "Capabilities"): a JSON object whose keys are the fields of
+//! [`DeviceCapabilities`]; every key is optional and keeps the default when left out, unknown
+//! keys are errors (a misspelt key should not go unnoticed):
 //!
 //! ```json
 //! {
@@ -13,29 +15,31 @@
 //!   "battery_pct": 80,
 //!   "gateway_capable": false,
 //!   "cpu_class": 1,
-//!   "memory_class": 1
+//!   "memory_class": 1,
+//!   "screen": {"width": 454, "height": 454}
 //! }
 //! ```
 //!
 //! `battery_pct` is 0 to 100, or `null` (like leaving it out) for a mains-powered device;
-//! `cpu_class` and `memory_class` are 0 (least) to 3, for PN GW election (002 §B.1.1.1). The
-//! wire type has no serde derives on purpose (the wire crate is CBOR only), so the file is read
-//! into [`CapabilitiesFile`] and merged into it.
+//! `cpu_class` and `memory_class` are 0 (least) to 3, for PN GW election (002 §B.1.1.1). Every
+//! field also has a flag; the keys of a newer version (`unknown`) only the file and the
+//! sockets carry.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use cpns_wire::DeviceCapabilities;
-use serde::{Deserialize, Deserializer};
+use cpns_control::{Capabilities, ScreenSize};
+use cpns_wire::{DeviceCapabilities, Screen};
 
 /// Capability flags shared by `cpns pne` and `cpns gateway`.
 #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
 #[command(next_help_heading = "Device capabilities")]
 pub(crate) struct CapabilityArgs {
-    /// Read the capabilities from this JSON file (keys: device_type, has_ui, networks,
-    /// software, battery_pct, gateway_capable, cpu_class, memory_class; see the README); the
-    /// flags below override it.
+    /// Read the capabilities from this JSON file (a key per field: device_type, has_ui,
+    /// networks, software, battery_pct, gateway_capable, cpu_class, memory_class, screen,
+    /// battery_mah, processor, memory_mb, chipsets, drivers, free_memory_mb, battery_minutes,
+    /// running, active_drivers; docs/control-api.md); the flags below override it.
     #[arg(long, value_name = "FILE")]
     pub capabilities: Option<PathBuf>,
     /// Device type, e.g. phone, watch, tv, home-hub [default: phone for a PNE, home-hub for a
@@ -78,6 +82,27 @@ pub(crate) struct CapabilityArgs {
     /// Applications running now, comma separated (dynamic).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub running: Option<Vec<String>>,
+    /// Screen size in pixels, WIDTHxHEIGHT.
+    #[arg(long, value_name = "WxH", value_parser = screen_flag)]
+    pub screen: Option<ScreenSize>,
+    /// Battery size, mAh.
+    #[arg(long, value_name = "MAH")]
+    pub battery_mah: Option<u32>,
+    /// Processor type, e.g. "arm64 cortex-a78" (empty: none).
+    #[arg(long, value_name = "TEXT")]
+    pub processor: Option<String>,
+    /// Memory size, MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory_mb: Option<u32>,
+    /// Chipsets (main, accelerator, network), comma separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub chipsets: Option<Vec<String>>,
+    /// Installed drivers as name/version, comma separated.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub drivers: Option<Vec<String>>,
+    /// Drivers active now, comma separated (dynamic).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub active_drivers: Option<Vec<String>>,
 }
 
 /// The value of `--battery`: a percentage, or none for a mains-powered device.
@@ -94,130 +119,23 @@ fn battery_flag(s: &str) -> Result<Battery, String> {
     }
 }
 
-/// The capabilities file: every field of [`DeviceCapabilities`], each optional.
-#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a JSON object of device capabilities"
-)]
-pub(crate) struct CapabilitiesFile {
-    /// Device type.
-    #[serde(default, deserialize_with = "device_type")]
-    pub device_type: Option<String>,
-    /// Whether the device has a UI.
-    pub has_ui: Option<bool>,
-    /// Networks the device is attached to.
-    pub networks: Option<Vec<String>>,
-    /// Software of note.
-    pub software: Option<Vec<String>>,
-    /// Remaining battery, percent; `null` or absent when mains powered.
-    #[serde(default, deserialize_with = "percent")]
-    pub battery_pct: Option<u8>,
-    /// Whether the device can take the PN GW role.
-    pub gateway_capable: Option<bool>,
-    /// Processing power class, 0-3.
-    #[serde(default, deserialize_with = "class")]
-    pub cpu_class: Option<u8>,
-    /// Memory class, 0-3.
-    #[serde(default, deserialize_with = "class")]
-    pub memory_class: Option<u8>,
+fn screen_flag(s: &str) -> Result<ScreenSize, String> {
+    let bad = || format!("`{s}` is not a screen size WIDTHxHEIGHT, e.g. 1920x1080");
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    Ok(ScreenSize {
+        width: w.parse().map_err(|_| bad())?,
+        height: h.parse().map_err(|_| bad())?,
+    })
 }
 
-fn class<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    match Option::<u64>::deserialize(d)? {
-        Some(c) if c > 3 => Err(serde::de::Error::custom(format!(
-            "a class is 0 to 3, not {c}"
-        ))),
-        Some(c) => Ok(u8::try_from(c).ok()),
-        None => Ok(None),
-    }
-}
-
-fn device_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let t = Option::<String>::deserialize(d)?;
-    if t.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        return Err(serde::de::Error::custom("device_type must not be empty"));
-    }
-    Ok(t)
-}
-
-fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
-    match Option::<u64>::deserialize(d)? {
-        Some(p) if p > 100 => Err(serde::de::Error::custom(format!(
-            "battery_pct must be 0 to 100, not {p}"
-        ))),
-        Some(p) => Ok(u8::try_from(p).ok()),
-        None => Ok(None),
-    }
-}
-
-impl CapabilitiesFile {
-    /// Reads and checks a capabilities file. Errors name the file and, for bad content, the
-    /// line: `capabilities file x.json: line 3: unknown field "foo"; expected one of …`.
-    pub(crate) fn read(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("capabilities file {}", path.display()))?;
-        Self::parse(&text).map_err(|e| anyhow::anyhow!("capabilities file {}: {e}", path.display()))
-    }
-
-    /// Parses the text of a capabilities file; the error says where and what.
-    pub(crate) fn parse(text: &str) -> Result<Self, String> {
-        // serde would also take the fields as an array, in order; only an object is meant.
-        let body = text.trim_start();
-        if body.is_empty() {
-            return Err("the file is empty; expected a JSON object of device capabilities".into());
-        }
-        if !body.starts_with('{') {
-            let line = 1 + text.len() - body.len();
-            let line = text.get(..line).map_or(1, |t| t.lines().count().max(1));
-            return Err(format!(
-                "line {line}: expected a JSON object of device capabilities"
-            ));
-        }
-        serde_json::from_str(text).map_err(|e| {
-            // serde_json ends its message with " at line L column C" and quotes names with
-            // backticks; put the line first and use plain quotes.
-            let full = e.to_string();
-            let position = format!(" at line {} column {}", e.line(), e.column());
-            let msg = full
-                .strip_suffix(&position)
-                .unwrap_or(&full)
-                .replace('`', "\"")
-                .replace(", expected", "; expected");
-            if e.line() == 0 {
-                msg
-            } else {
-                format!("line {}: {msg}", e.line())
-            }
-        })
-    }
-
-    fn apply(self, c: &mut DeviceCapabilities) {
-        if let Some(t) = self.device_type {
-            c.device_type = t;
-        }
-        if let Some(ui) = self.has_ui {
-            c.has_ui = ui;
-        }
-        if let Some(n) = self.networks {
-            c.networks = n;
-        }
-        if let Some(s) = self.software {
-            c.software = s;
-        }
-        if self.battery_pct.is_some() {
-            c.battery_pct = self.battery_pct;
-        }
-        if let Some(g) = self.gateway_capable {
-            c.gateway_capable = g;
-        }
-        if self.cpu_class.is_some() {
-            c.cpu_class = self.cpu_class;
-        }
-        if self.memory_class.is_some() {
-            c.memory_class = self.memory_class;
-        }
-    }
+/// Reads and checks a capabilities file (the JSON of `cpns_control::Capabilities`). Errors
+/// name the file and, for bad content, the line:
+/// `capabilities file x.json: line 3: unknown field "foo"; expected one of …`.
+pub(crate) fn read_file(path: &Path) -> anyhow::Result<Capabilities> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("capabilities file {}", path.display()))?;
+    Capabilities::parse(&text)
+        .map_err(|e| anyhow::anyhow!("capabilities file {}: {e}", path.display()))
 }
 
 /// What a device reports when nothing is set: a `device_type` with or without UI, on WLAN and
@@ -253,7 +171,9 @@ impl CapabilityArgs {
     pub(crate) fn resolve(&self, base: DeviceCapabilities) -> anyhow::Result<DeviceCapabilities> {
         let mut c = base;
         if let Some(path) = &self.capabilities {
-            CapabilitiesFile::read(path)?.apply(&mut c);
+            read_file(path)?
+                .apply(&mut c)
+                .map_err(|e| anyhow::anyhow!("capabilities file {}: {e}", path.display()))?;
         }
         if let Some(t) = &self.device_type {
             if t.trim().is_empty() {
@@ -296,6 +216,30 @@ impl CapabilityArgs {
         }
         if let Some(r) = &self.running {
             c.running = items(r);
+        }
+        if let Some(s) = self.screen {
+            c.screen = Some(Screen {
+                width: s.width,
+                height: s.height,
+            });
+        }
+        if self.battery_mah.is_some() {
+            c.battery_mah = self.battery_mah;
+        }
+        if let Some(p) = &self.processor {
+            c.processor = Some(p.clone()).filter(|p| !p.trim().is_empty());
+        }
+        if self.memory_mb.is_some() {
+            c.memory_mb = self.memory_mb;
+        }
+        if let Some(l) = &self.chipsets {
+            c.chipsets = items(l);
+        }
+        if let Some(l) = &self.drivers {
+            c.drivers = items(l);
+        }
+        if let Some(l) = &self.active_drivers {
+            c.active_drivers = items(l);
         }
         c.check()
             .map_err(|why| anyhow::anyhow!("capabilities: {why}"))?;

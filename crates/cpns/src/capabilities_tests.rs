@@ -134,6 +134,94 @@ fn the_file_overrides_defaults_and_flags_override_the_file() {
     );
 }
 
+/// Every field of the wire's capabilities has a flag (the keys of a newer version, `unknown`,
+/// come only from the file), and the file takes every field too.
+#[test]
+fn flags_and_file_cover_every_field() {
+    let full = DeviceCapabilities {
+        device_type: "tv".into(),
+        has_ui: true,
+        networks: vec!["wlan".into()],
+        software: vec!["player/3".into()],
+        battery_pct: Some(55),
+        gateway_capable: true,
+        cpu_class: Some(3),
+        memory_class: Some(2),
+        screen: Some(cpns_wire::Screen {
+            width: 1920,
+            height: 1080,
+        }),
+        battery_mah: Some(4000),
+        processor: Some("arm64 cortex-a78".into()),
+        memory_mb: Some(8192),
+        chipsets: vec!["soc-1".into(), "npu-2".into()],
+        drivers: vec!["hdmi/2".into()],
+        free_memory_mb: Some(512),
+        battery_minutes: Some(90),
+        running: vec!["player".into()],
+        active_drivers: vec!["hdmi".into()],
+        unknown: Default::default(),
+    };
+    let by_flags = args(&[
+        "--device-type",
+        "tv",
+        "--ui",
+        "--networks",
+        "wlan",
+        "--software",
+        "player/3",
+        "--battery",
+        "55",
+        "--gateway-capable",
+        "--cpu-class",
+        "3",
+        "--memory-class",
+        "2",
+        "--screen",
+        "1920x1080",
+        "--battery-mah",
+        "4000",
+        "--processor",
+        "arm64 cortex-a78",
+        "--memory-mb",
+        "8192",
+        "--chipsets",
+        "soc-1,npu-2",
+        "--drivers",
+        "hdmi/2",
+        "--free-memory-mb",
+        "512",
+        "--battery-minutes",
+        "90",
+        "--running",
+        "player",
+        "--active-drivers",
+        "hdmi",
+    ])
+    .resolve(pne_defaults())
+    .unwrap();
+    assert_eq!(by_flags, full);
+    // The file: the one mapping's JSON of the same capabilities, plus a key of a newer version.
+    let mut with_unknown = full.clone();
+    with_unknown.unknown.insert(40, vec![0x18, 0x2a]);
+    let text = serde_json::to_string(&cpns_control::Capabilities::from(&with_unknown)).unwrap();
+    for key in cpns_control::CAPABILITY_KEYS {
+        assert!(
+            text.contains(&format!("\"{key}\"")),
+            "{key} missing from {text}"
+        );
+    }
+    let f = file(&text);
+    let by_file = args(&["--capabilities", f.path().to_str().unwrap()])
+        .resolve(pne_defaults())
+        .unwrap();
+    assert_eq!(by_file, with_unknown);
+    assert!(matches!(
+        Cmd::try_parse_from(["cmd", "--screen", "wide"]),
+        Err(e) if e.to_string().contains("is not a screen size")
+    ));
+}
+
 #[test]
 fn a_partial_file_keeps_the_other_defaults() {
     let f = file(r#"{"battery_pct": 41}"#);
@@ -173,11 +261,21 @@ fn resolve_error(text: &str) -> String {
 
 #[test]
 fn bad_files_say_where_and_what() {
+    // Every key the one mapping knows, in the order of the wire map.
+    let known: Vec<String> = cpns_control::CAPABILITY_KEYS
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect();
     assert_eq!(
         resolve_error("{\n  \"device_type\": \"watch\",\n  \"foo\": 1\n}"),
-        "line 3: unknown field \"foo\"; expected one of \"device_type\", \"has_ui\", \
-         \"networks\", \"software\", \"battery_pct\", \"gateway_capable\", \"cpu_class\", \
-         \"memory_class\""
+        format!(
+            "line 3: unknown field \"foo\"; expected one of {}",
+            known.join(", ")
+        )
+    );
+    assert_eq!(
+        resolve_error("{\"unknown\": {\"40\": \"zz\"}}"),
+        "unknown key 40: not hex (Invalid character 'z' at position 0)"
     );
     assert_eq!(
         resolve_error("{\"memory_class\": 4}"),

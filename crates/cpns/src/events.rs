@@ -300,6 +300,9 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
     match e {
         PneEvent::Completed(c) => describe_completed(c),
         PneEvent::InvitationDeclined(pn) => Described::new("invitation_declined").pn("pn_id", *pn),
+        PneEvent::Invited { pn_id, from, .. } => Described::new("invited")
+            .pn("pn_id", *pn_id)
+            .text("from", from),
         PneEvent::PanAuthenticated(pn) => Described::new("pan_authenticated").pn("pn_id", *pn),
         PneEvent::PnJoined {
             inventory,
@@ -495,6 +498,11 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                 .field("has_key", "has_key", Value::Bool(*has_key)),
             Outcome::Rejoined { pns } => {
                 Described::new("rejoined").field("pns", "pns", Value::Pns(pns.clone()))
+            }
+            Outcome::InvitationAnswered { pn_id, accepted } => {
+                Described::new("invitation_answered")
+                    .pn("pn_id", *pn_id)
+                    .field("accepted", "accepted", Value::Bool(*accepted))
             }
             Outcome::UsageSent {
                 ids,

@@ -404,6 +404,29 @@ fn pne_events() {
             json!({"pn_id": PN_HEX}),
         ),
         (
+            PneEvent::Invited {
+                pn_id: pn(),
+                from: id("phone"),
+                deadline: std::time::Instant::now(),
+            },
+            "14:02:11 invited  pn=3f2a…c1 from=phone",
+            "invited",
+            json!({"pn_id": PN_HEX, "from": "phone"}),
+        ),
+        (
+            done(
+                7,
+                Flow::PnEstablishment,
+                Outcome::InvitationAnswered {
+                    pn_id: pn(),
+                    accepted: true,
+                },
+            ),
+            "14:02:11 invitation answered  pn=3f2a…c1 accepted=yes",
+            "invitation_answered",
+            json!({"pn_id": PN_HEX, "accepted": true, "command": 7}),
+        ),
+        (
             PneEvent::PanAuthenticated(pn()),
             "14:02:11 pan authenticated  pn=3f2a…c1",
             "pan_authenticated",

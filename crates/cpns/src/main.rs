@@ -4,12 +4,14 @@
 
 mod admin;
 mod capabilities;
+mod caps_cmd;
 mod demo;
 mod elect;
 mod events;
 mod pn;
 mod run;
 mod status;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -44,13 +46,13 @@ enum Command {
     Pn(pn::PnArgs),
     /// Device capabilities (004 §5.5.1): show an entity's, live or as recorded; set a running
     /// PNE's.
-    Caps(status::CapsArgs),
+    Caps(caps_cmd::CapsArgs),
     /// Status (004 §5.5.3): show, set a PNE's own, subscribe, or watch a user's devices live.
     Status(status::StatusArgs),
     /// Usage statistics (004 §5.5.4): reporting preferences, reports, summaries.
-    Usage(status::UsageArgs),
+    Usage(usage::UsageArgs),
     /// Charging records (CPNS-4) of a user.
-    Charging(status::ChargingArgs),
+    Charging(usage::ChargingArgs),
     /// Run server, PN GW and three PNEs on loopback and print the flows and the inventory.
     Demo(demo::DemoArgs),
 }
@@ -106,10 +108,10 @@ fn main() -> std::process::ExitCode {
             Command::Inventory(a) => admin::inventory(a).await,
             Command::Demo(a) => demo::demo(a).await,
             Command::Pn(a) => pn::pn(a).await,
-            Command::Caps(a) => status::caps(a).await,
+            Command::Caps(a) => caps_cmd::caps(a).await,
             Command::Status(a) => status::status(a).await,
-            Command::Usage(a) => status::usage(a).await,
-            Command::Charging(a) => status::charging(a).await,
+            Command::Usage(a) => usage::usage(a).await,
+            Command::Charging(a) => usage::charging(a).await,
         }
     });
     match result {
@@ -118,5 +120,17 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's arguments are declared consistently (clap checks them only when a
+    /// subcommand is used, so this checks them all).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

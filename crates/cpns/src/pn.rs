@@ -1,16 +1,15 @@
 //! `cpns pn ...`: acts on a running PN GW or PNE (`cpns gateway`, `cpns pne --stay`) through
-//! its control socket (`cpns_node::control`) and prints its answer, one readable line per PN,
-//! or the answer as JSON with `--json`.
+//! its control socket (the typed API of `cpns_control`, served by `cpns_node::control`;
+//! docs/control-api.md) and prints its answer, one readable line per PN, or the answer line as
+//! it came with `--json`.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use cpns_control::{ApiError, Event, Line, Outcome, Pn, Request, Response, Targets};
 use cpns_node::control;
-use cpns_node::gateway::GatewayHandle;
-use cpns_node::pne::PneHandle;
-use cpns_wire::{EntityId, PnId, PnInventory};
-use serde_json::{Value, json};
+use cpns_wire::{EntityId, PnId};
 
 #[derive(Args, Debug)]
 pub(crate) struct PnArgs {
@@ -22,7 +21,7 @@ pub(crate) struct PnArgs {
     /// The control socket itself (instead of --store).
     #[arg(long, global = true, conflicts_with = "store")]
     pub control: Option<PathBuf>,
-    /// Print the entity's answer as one JSON object.
+    /// Print the entity's answer (and a stream's events) as JSON lines, as they came.
     #[arg(long, global = true)]
     pub json: bool,
 }
@@ -80,6 +79,56 @@ pub(crate) enum PnVerb {
         /// The PN's id; none: every PN of the PNE's user.
         pn: Option<PnId>,
     },
+    /// On a PNE: ask its PN GW for a PN (000 §6.6.1.1): `1-1`, `all`, or a comma list of PNEs
+    /// to invite; done once the PN is stored.
+    Setup {
+        /// `1-1`, `all` or `watch,tv`.
+        #[arg(value_parser = targets)]
+        with: Targets,
+    },
+    /// On a PNE: register with the server (003 §1.4), in a PN it is a member of (none: its
+    /// first).
+    Register {
+        /// The PN's id.
+        pn: Option<PnId>,
+    },
+    /// On a PN GW: establish a PN with `all` its PNEs or a comma list (000 §6.6.1.2).
+    Establish {
+        /// `all` or `watch,tv`.
+        #[arg(value_parser = targets)]
+        with: Targets,
+        /// Wait until the establishment ended.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// On a PNE that asks its application (`cpns pne --invitations ask`): accept or decline
+    /// an invitation it holds.
+    Answer {
+        /// The PN's id, as the `invited` event names it.
+        pn: PnId,
+        /// `accept` or `decline`.
+        #[arg(value_parser = accept_or_decline, action = clap::ArgAction::Set)]
+        answer: bool,
+    },
+    /// On a PNE: follow what happens (PN changes, invitations, group keys, status
+    /// notifications, command completions), one line each, until stopped.
+    Events {
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+fn targets(s: &str) -> Result<Targets, String> {
+    Targets::parse(s)
+}
+
+fn accept_or_decline(s: &str) -> Result<bool, String> {
+    match s {
+        "accept" => Ok(true),
+        "decline" => Ok(false),
+        other => Err(format!("`{other}`: say accept or decline")),
+    }
 }
 
 /// `cpns pn ...`.
@@ -90,327 +139,259 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
         (None, None) => bail!("say which entity: --store <its store> or --control <its socket>"),
     };
     let request = match &a.verb {
-        PnVerb::Show => json!({ "verb": "show" }),
-        PnVerb::Release { pn } => json!({ "verb": "release", "pn_id": pn.to_string() }),
-        PnVerb::Expel { pn, pne } => {
-            json!({ "verb": "expel", "pn_id": pn.to_string(), "pne": pne.as_str() })
-        }
-        PnVerb::Leave { pn } => json!({ "verb": "leave", "pn_id": pn.to_string() }),
-        PnVerb::Join { pn } => json!({ "verb": "join", "pn_id": pn.to_string() }),
-        PnVerb::Invite { pn, pne } => {
-            json!({ "verb": "invite", "pn_id": pn.to_string(), "pne": pne.as_str() })
-        }
-        PnVerb::Members { pn } => json!({ "verb": "members", "pn_id": pn.to_string() }),
-        PnVerb::Query { pn: Some(pn) } => json!({ "verb": "query", "pn_id": pn.to_string() }),
-        PnVerb::Query { pn: None } => json!({ "verb": "query" }),
+        PnVerb::Show => Request::Show {},
+        PnVerb::Release { pn } => Request::Release { pn_id: *pn },
+        PnVerb::Expel { pn, pne } => Request::Expel {
+            pn_id: *pn,
+            pne: pne.clone(),
+        },
+        PnVerb::Leave { pn } => Request::Leave { pn_id: *pn },
+        PnVerb::Join { pn } => Request::Join { pn_id: *pn },
+        PnVerb::Invite { pn, pne } => Request::Invite {
+            pn_id: *pn,
+            pne: pne.clone(),
+        },
+        PnVerb::Members { pn } => Request::Members { pn_id: *pn },
+        PnVerb::Query { pn } => Request::Query { pn_id: *pn },
+        PnVerb::Setup { with } => Request::Setup { with: with.clone() },
+        PnVerb::Register { pn } => Request::Register { pn_id: *pn },
+        PnVerb::Establish { with, wait } => Request::Establish {
+            with: with.clone(),
+            wait: *wait,
+        },
+        PnVerb::Answer { pn, answer } => Request::AnswerInvitation {
+            pn_id: *pn,
+            accept: *answer,
+        },
+        PnVerb::Events { .. } => Request::Events {},
     };
-    let answer = control::request(&path, &request).await?;
-    if a.json {
-        println!("{answer}");
-    }
-    if answer["ok"] != true {
-        let reason = answer["error"].as_str().unwrap_or("no reason given");
-        bail!("the entity refused: {reason}");
-    }
-    if !a.json {
-        match a.verb {
-            PnVerb::Show | PnVerb::Members { .. } | PnVerb::Query { .. } => print_pns(&answer),
-            PnVerb::Release { pn } => print_released(pn, &answer),
-            PnVerb::Expel { pn, pne } => print_expelled(pn, &pne, &answer),
-            PnVerb::Leave { pn } => println!("left PN {pn}"),
-            PnVerb::Join { pn } => println!("joined PN {pn}"),
-            PnVerb::Invite { pn, pne } => match answer["accepted"].as_bool() {
-                Some(false) => println!("{pne} declined to join PN {pn}"),
-                _ => println!("{pne} joined PN {pn}"),
-            },
+    let limit = match a.verb {
+        PnVerb::Events { count } => count,
+        _ => None,
+    };
+    // Events follow the answer of these; the others end with it.
+    let streams = matches!(
+        request,
+        Request::Events {} | Request::Establish { wait: true, .. }
+    );
+    let json = a.json;
+    let mut refused: Option<ApiError> = None;
+    let mut seen = 0u64;
+    control::stream(&path, &request, |line| {
+        if json {
+            println!("{}", encode(&line));
         }
+        match line {
+            Line::Answer(Err(e)) => {
+                refused = Some(e);
+                false
+            }
+            Line::Answer(Ok(r)) => {
+                if !json {
+                    print_answer(&r);
+                }
+                streams && limit != Some(0)
+            }
+            Line::Event(e) => {
+                if !json {
+                    print_event(&e);
+                }
+                seen += 1;
+                limit.is_none_or(|n| seen < n)
+            }
+        }
+    })
+    .await?;
+    if let Some(e) = refused {
+        bail!("the entity refused: {e}");
     }
     Ok(())
 }
 
-/// `<PNE> expelled from PN <id>`, and on a PN GW the new epoch and who was told.
-fn print_expelled(pn: PnId, pne: &EntityId, answer: &Value) {
-    if answer.get("expelled").is_some() {
-        // A PNE's answer: its PN GW did it; the epoch comes by PN Update Notification.
-        return println!("{pne} expelled from PN {pn}");
+/// A line as the entity wrote it.
+pub(crate) fn encode(line: &Line) -> String {
+    match line {
+        Line::Answer(a) => cpns_control::encode_answer(a),
+        Line::Event(e) => cpns_control::encode_event(e),
     }
-    let told: Vec<&str> = answer["notified"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let told = if told.is_empty() {
+}
+
+fn names(ids: &[EntityId]) -> String {
+    ids.iter()
+        .map(EntityId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `told: phone, watch`, or that nobody was.
+fn told(notified: &[EntityId]) -> String {
+    if notified.is_empty() {
         "no member was connected to be told".to_string()
     } else {
-        format!("told: {}", told.join(", "))
-    };
-    match answer["epoch"].as_u64() {
-        Some(epoch) => println!("{pne} expelled from PN {pn}; group key epoch {epoch}; {told}"),
-        None => println!("{pne} expelled from PN {pn} (the server had removed it already)"),
+        format!("told: {}", names(notified))
     }
 }
 
-/// `PN <id> released`, and who was told.
-fn print_released(pn: PnId, answer: &Value) {
-    match answer["notified"].as_array() {
-        Some(told) => {
-            let told: Vec<&str> = told.iter().filter_map(Value::as_str).collect();
-            let told = if told.is_empty() {
-                "no member was connected to be told".to_string()
-            } else {
-                format!("told: {}", told.join(", "))
-            };
-            println!("PN {pn} released; {told}");
+/// One readable answer.
+fn print_answer(r: &Response) {
+    match r {
+        Response::Show { pns } | Response::Members { pns } | Response::Query { pns } => {
+            print_pns(pns)
         }
-        None => println!("PN {pn} released"),
+        Response::Setup { pn } => println!("set up {}", pn_line(pn)),
+        Response::Register {
+            cpns_id,
+            pn_id,
+            lifetime_s,
+        } => println!("registered as {cpns_id} in PN {pn_id} (a session of {lifetime_s} s)"),
+        Response::Release {
+            pn_id,
+            notified: Some(n),
+        } => println!("PN {pn_id} released; {}", told(n)),
+        Response::Release { pn_id, .. } => println!("PN {pn_id} released"),
+        Response::Expel {
+            pn_id,
+            pne,
+            notified: Some(n),
+            epoch: Some(epoch),
+        } => println!(
+            "{pne} expelled from PN {pn_id}; group key epoch {epoch}; {}",
+            told(n)
+        ),
+        Response::Expel {
+            pn_id,
+            pne,
+            notified: Some(_),
+            epoch: None,
+        } => println!("{pne} expelled from PN {pn_id} (the server had removed it already)"),
+        // A PNE's answer: its PN GW did it; the epoch comes by PN Update Notification.
+        Response::Expel { pn_id, pne, .. } => println!("{pne} expelled from PN {pn_id}"),
+        Response::Leave { pn_id } => println!("left PN {pn_id}"),
+        Response::Join { pn_id } => println!("joined PN {pn_id}"),
+        Response::Invite {
+            pn_id,
+            pne,
+            accepted: true,
+        } => println!("{pne} joined PN {pn_id}"),
+        Response::Invite { pn_id, pne, .. } => println!("{pne} declined to join PN {pn_id}"),
+        Response::Establish { command, pn_id } => {
+            println!("establishing PN {pn_id} (command {command})")
+        }
+        Response::AnswerInvitation {
+            pn_id,
+            accepted: true,
+        } => println!("accepted the invitation to PN {pn_id}"),
+        Response::AnswerInvitation { pn_id, .. } => {
+            println!("declined the invitation to PN {pn_id}")
+        }
+        Response::Events {} => println!("following; Ctrl-C to stop"),
+        // Verbs `cpns pn` does not send: the line as it came.
+        other @ (Response::Hello { .. }
+        | Response::Caps { .. }
+        | Response::CapsSet { .. }
+        | Response::Status { .. }
+        | Response::StatusSet {}
+        | Response::Subscribe { .. }
+        | Response::UsageRecord { .. }
+        | Response::UsagePrefs { .. }
+        | Response::UsagePrefSet { .. }
+        | Response::UsageSummary { .. }
+        | Response::UsageSend { .. }
+        | Response::Usage { .. }
+        | Response::Charging { .. }) => {
+            println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
+        }
     }
 }
 
-/// One line per PN: its id, its PN GW and its members.
-fn print_pns(answer: &Value) {
-    let pns = answer["pns"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
+/// One readable event.
+fn print_event(e: &Event) {
+    match e {
+        Event::PnJoined { pn, .. } => println!("joined {}", pn_line(pn)),
+        Event::PnUpdated { pn, epoch, .. } => {
+            println!("updated {}; group key epoch {epoch}", pn_line(pn))
+        }
+        Event::PnReleased { pn_id, .. } => println!("PN {pn_id} released"),
+        Event::PnExpelled { pn_id } => println!("expelled from PN {pn_id}"),
+        Event::PnLeft { pn_id } => println!("left PN {pn_id}"),
+        Event::Invited {
+            pn_id,
+            from,
+            within_ms,
+        } => println!(
+            "invited to PN {pn_id} by {from}: answer within {} s \
+             (cpns pn answer {pn_id} accept|decline)",
+            within_ms / 1000
+        ),
+        Event::InvitationDeclined { pn_id } => println!("declined the invitation to PN {pn_id}"),
+        Event::Completed {
+            command,
+            flow,
+            outcome: Some(Outcome::Established { pn }),
+            ..
+        } => println!("{flow} (command {command}) ended: {}", pn_line(pn)),
+        Event::Completed {
+            command,
+            flow,
+            error: Some(e),
+            ..
+        } => println!("{flow} (command {command}) failed: {e}"),
+        Event::Completed { command, flow, .. } => println!("{flow} (command {command}) ended"),
+        Event::GroupKey {
+            pn_id,
+            epoch,
+            has_key,
+        } => println!(
+            "PN {pn_id}: group key epoch {epoch}{}",
+            if *has_key { ", held" } else { ", not held" }
+        ),
+        Event::Registered { cpns_id, pn_id, .. } => {
+            println!("registered as {cpns_id} in PN {pn_id}")
+        }
+        Event::PnRefused { pn_id, error } => println!("PN {pn_id} refused: {error}"),
+        Event::FlowFailed { flow, error } => println!("{flow} failed: {error}"),
+        Event::Lagged { missed } => println!("({missed} events missed: this reader fell behind)"),
+        // The rest, as the line came.
+        other @ (Event::PanAuthenticated { .. }
+        | Event::CapabilitiesReported {}
+        | Event::UsageSent { .. }
+        | Event::Status { .. }) => println!("{}", cpns_control::encode_event(other)),
+    }
+}
+
+/// `PN <id> at <PN GW>: <members>`.
+fn pn_line(pn: &Pn) -> String {
+    let members = if pn.members.is_empty() {
+        "no members".to_string()
+    } else {
+        names(&pn.members)
+    };
+    format!("PN {} at {}: {members}", pn.pn_id, pn.gateway)
+}
+
+/// One line per PN: its id, its PN GW and its members; on a PN GW's `members`, who holds
+/// its current group key.
+fn print_pns(pns: &[Pn]) {
     if pns.is_empty() {
         println!("no PNs");
     }
     for pn in pns {
-        let members: Vec<&str> = pn["members"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        println!(
-            "PN {} at {}: {}{}",
-            pn["pn_id"].as_str().unwrap_or("?"),
-            pn["gateway"].as_str().unwrap_or("?"),
-            if members.is_empty() {
-                "no members".to_string()
-            } else {
-                members.join(", ")
-            },
-            key_holders(pn)
-        );
+        println!("{}{}", pn_line(pn), key_holders(pn));
     }
 }
 
 /// On a PN GW's `members`: the current epoch and who confirmed holding its key.
-fn key_holders(pn: &Value) -> String {
-    let Some(confirmed) = pn["confirmed"].as_array() else {
+fn key_holders(pn: &Pn) -> String {
+    let Some(confirmed) = &pn.confirmed else {
         return String::new();
     };
-    let confirmed: Vec<&str> = confirmed.iter().filter_map(Value::as_str).collect();
     let who = if confirmed.is_empty() {
         "none yet".to_string()
     } else {
-        confirmed.join(", ")
+        names(confirmed)
     };
-    match pn["epoch"].as_u64() {
+    match pn.epoch {
         Some(epoch) => format!("; group key epoch {epoch}, confirmed by: {who}"),
         None => "; group key epoch not known yet (no member pulled it since the start)".into(),
-    }
-}
-
-/// The PNs of an inventory as the control socket answers them.
-fn pns_json(pns: &[PnInventory]) -> Value {
-    let pns: Vec<Value> = pns
-        .iter()
-        .map(|inv| {
-            json!({
-                "pn_id": inv.pn_id.to_string(),
-                "gateway": inv.gateway.as_str(),
-                "members": inv.members.iter().map(|m| m.pne_id.as_str()).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({ "ok": true, "pns": pns })
-}
-
-/// The PN a request names in `pn_id`.
-fn pn_of(request: &Value) -> Result<PnId, Value> {
-    let Some(text) = request["pn_id"].as_str() else {
-        let verb = request["verb"].as_str().unwrap_or("request");
-        return Err(control::error(format!("a {verb} needs a \"pn_id\"")));
-    };
-    text.parse()
-        .map_err(|e| control::error(format!("pn_id: {e}")))
-}
-
-/// The PNE a request names in `pne`.
-fn pne_of(request: &Value) -> Result<EntityId, Value> {
-    let Some(text) = request["pne"].as_str() else {
-        let verb = request["verb"].as_str().unwrap_or("request");
-        return Err(control::error(format!("an {verb} needs a \"pne\"")));
-    };
-    text.parse()
-        .map_err(|e| control::error(format!("pne: {e}")))
-}
-
-/// The one PN `pn` of an inventory, as `show` answers it.
-fn members_json(pns: &[PnInventory], pn: PnId) -> Value {
-    let one: Vec<PnInventory> = pns.iter().filter(|i| i.pn_id == pn).cloned().collect();
-    if one.is_empty() {
-        return control::error(format!("not_found: no PN {pn} here"));
-    }
-    pns_json(&one)
-}
-
-const GATEWAY_VERBS: &str = "known: show, members, invite, expel, release, caps, caps_set";
-const PNE_VERBS: &str = "known: show, members, query, invite, expel, join, leave, release, \
-     caps, caps_set, status, status_set, subscribe, usage_record, usage_prefs, usage_pref_set, \
-     usage_summary, usage_send, charging";
-
-/// `show` (every PN) or `members` (the one PN the request names) from an entity's inventory.
-fn inventory_answer(
-    verb: &str,
-    request: &Value,
-    inventory: Result<Vec<PnInventory>, cpns_node::NodeError>,
-) -> Value {
-    let pns = match inventory {
-        Ok(pns) => pns,
-        Err(e) => return control::error(e),
-    };
-    if verb == "show" {
-        return pns_json(&pns);
-    }
-    match pn_of(request) {
-        Ok(pn) => members_json(&pns, pn),
-        Err(answer) => answer,
-    }
-}
-
-/// A release's or an expulsion's answer.
-fn released_json(r: Result<cpns_node::gateway::Released, cpns_node::NodeError>) -> Value {
-    match r {
-        Ok(r) => {
-            let mut answer = json!({
-                "ok": true,
-                "pn_id": r.pn_id.to_string(),
-                "notified": r.notified.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
-            });
-            if let Some(epoch) = r.epoch {
-                answer["epoch"] = json!(epoch);
-            }
-            answer
-        }
-        Err(e) => control::error(e),
-    }
-}
-
-/// Answers a control request on a running PN GW.
-pub(crate) async fn answer_gateway(handle: GatewayHandle, request: Value) -> Value {
-    match request["verb"].as_str() {
-        Some("show") => inventory_answer("show", &request, handle.inventory().await),
-        Some("members") => {
-            let mut answer = inventory_answer("members", &request, handle.inventory().await);
-            if let (Ok(pn), Some(entry)) = (pn_of(&request), answer["pns"].get_mut(0)) {
-                match handle.confirmations(pn).await {
-                    Ok(Some(c)) => {
-                        entry["epoch"] = json!(c.epoch);
-                        let confirmed: Vec<&str> = c.confirmed.iter().map(|p| p.as_str()).collect();
-                        entry["confirmed"] = json!(confirmed);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return control::error(e),
-                }
-            }
-            answer
-        }
-        Some("release") => match pn_of(&request) {
-            Ok(pn) => released_json(handle.release(pn).await),
-            Err(answer) => answer,
-        },
-        Some("expel") => match (pn_of(&request), pne_of(&request)) {
-            (Ok(pn), Ok(pne)) => released_json(handle.expel(pn, pne).await),
-            (Err(answer), _) | (_, Err(answer)) => answer,
-        },
-        Some("invite") => match (pn_of(&request), pne_of(&request)) {
-            (Ok(pn), Ok(pne)) => match handle.invite(pn, pne).await {
-                Ok(r) => {
-                    let mut answer = released_json(Ok(r));
-                    answer["accepted"] = json!(true);
-                    answer
-                }
-                Err(cpns_node::NodeError::Rejected(e))
-                    if e.code == cpns_wire::ErrorCode::Declined =>
-                {
-                    json!({ "ok": true, "pn_id": pn.to_string(), "accepted": false })
-                }
-                Err(e) => control::error(e),
-            },
-            (Err(answer), _) | (_, Err(answer)) => answer,
-        },
-        Some("caps") => match handle.capabilities(None).await {
-            Ok(c) => json!({ "ok": true, "capabilities": crate::status::caps_json(&c) }),
-            Err(e) => control::error(e),
-        },
-        Some("caps_set") => match crate::status::caps_from_json(&request["capabilities"]) {
-            Ok(c) => match handle.capabilities(Some(c)).await {
-                Ok(c) => json!({ "ok": true, "capabilities": crate::status::caps_json(&c) }),
-                Err(e) => control::error(e),
-            },
-            Err(e) => control::error(e),
-        },
-        Some(other) => control::error(format!("unknown verb `{other}`; {GATEWAY_VERBS}")),
-        None => control::error("a request needs a \"verb\""),
-    }
-}
-
-/// Answers a control request on a running PNE.
-pub(crate) async fn answer_pne(handle: PneHandle, request: Value) -> Value {
-    match request["verb"].as_str() {
-        Some(verb @ ("show" | "members")) => {
-            inventory_answer(verb, &request, handle.inventory().await)
-        }
-        Some("expel") => match (pn_of(&request), pne_of(&request)) {
-            (Ok(pn), Ok(pne)) => match handle.expel(pn, pne.clone()).await {
-                Ok(pn) => json!({ "ok": true, "pn_id": pn.to_string(), "expelled": pne.as_str() }),
-                Err(e) => control::error(e),
-            },
-            (Err(answer), _) | (_, Err(answer)) => answer,
-        },
-        Some("query") => {
-            let pn = match request.get("pn_id") {
-                None | Some(Value::Null) => None,
-                Some(_) => match pn_of(&request) {
-                    Ok(pn) => Some(pn),
-                    Err(answer) => return answer,
-                },
-            };
-            match handle.query(pn).await {
-                Ok(pns) => pns_json(&pns),
-                Err(e) => control::error(e),
-            }
-        }
-        Some(verb @ ("release" | "leave" | "join")) => match pn_of(&request) {
-            Ok(pn) => {
-                let done = match verb {
-                    "release" => handle.release(pn).await,
-                    "leave" => handle.leave(pn).await,
-                    _ => handle.join(pn).await,
-                };
-                match done {
-                    Ok(pn) => json!({ "ok": true, "pn_id": pn.to_string() }),
-                    Err(e) => control::error(e),
-                }
-            }
-            Err(answer) => answer,
-        },
-        Some("invite") => match (pn_of(&request), pne_of(&request)) {
-            (Ok(pn), Ok(pne)) => match handle.invite(pn, pne).await {
-                Ok(accepted) => {
-                    json!({ "ok": true, "pn_id": pn.to_string(), "accepted": accepted })
-                }
-                Err(e) => control::error(e),
-            },
-            (Err(answer), _) | (_, Err(answer)) => answer,
-        },
-        Some(other) => control::error(format!("unknown verb `{other}`; {PNE_VERBS}")),
-        None => control::error("a request needs a \"verb\""),
     }
 }

@@ -13,7 +13,7 @@ use cpns_node::server::{ServerNode, ServerNodeConfig};
 use cpns_node::{DeviceCredential, DeviceKind};
 use cpns_proto::PanSecurity;
 use cpns_proto::gateway::{EstablishTargets, GatewayConfig, GatewayEvent};
-use cpns_proto::pne::PneConfig;
+use cpns_proto::pne::{InvitationPolicy, PneConfig};
 use cpns_store::SqliteStore;
 use cpns_wire::{EntityId, SetupType};
 use tokio::net::TcpListener;
@@ -115,10 +115,13 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
     printer.run(&RunEvent::ControlListening(
         control.path().display().to_string(),
     ));
-    let handle = node.handle();
+    let api = cpns_node::control::server::ServerApi::new(node.handle());
     let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
     let control_task = tokio::spawn(control.serve(
-        move |request| crate::status::answer_server(handle.clone(), request),
+        move |request| {
+            let api = api.clone();
+            async move { api.answer(request).await }
+        },
         control_stopped,
     ));
     let printing = tokio::spawn(async move {
@@ -274,9 +277,12 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?;
     let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
-    let control_handle = handle.clone();
+    let api = cpns_node::control::gateway::GatewayApi::new(handle.clone());
     let control_task = tokio::spawn(control.serve(
-        move |request| crate::pn::answer_gateway(control_handle.clone(), request),
+        move |request| {
+            let api = api.clone();
+            async move { api.answer(request).await }
+        },
         control_stopped,
     ));
     let mut known = 0usize;
@@ -334,9 +340,18 @@ pub(crate) struct PneArgs {
     /// Wait to be invited to a PN (000 §6.6.1.2) and join it.
     #[arg(long)]
     pub await_invitation: bool,
-    /// Decline invitations.
-    #[arg(long)]
+    /// How to answer invitations to PNs (000 §6.6.1.1 step 3, §6.6.2.1): `accept`,
+    /// `decline`, or `ask` the application on the device (with --stay: an `invited` event on
+    /// the control socket, answered with `answer_invitation` or `cpns pn answer`; unanswered
+    /// within --ask-within-s, declined).
+    #[arg(long, value_name = "accept|decline|ask", default_value = "accept", value_parser = invitations)]
+    pub invitations: Invitations,
+    /// Decline invitations (`--invitations decline`).
+    #[arg(long, conflicts_with = "invitations")]
     pub decline: bool,
+    /// With `--invitations ask`: how long the application has to answer, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = cpns_proto::pne::ASK_WITHIN.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub ask_within_s: u64,
     /// This PNE's own user's PN GW (its entity id): named when it takes part in another user's
     /// PN, so the server asks that PN GW to confirm it and its charging (001 §5.2.1.1).
     #[arg(long, value_name = "PN_GW_ID")]
@@ -411,7 +426,13 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
     let cfg = PneConfig {
         capabilities,
         security: pan_security(&a.pan_security)?,
-        accept_invitations: !a.decline,
+        invitations: match (a.decline, a.invitations) {
+            (true, _) | (false, Invitations::Decline) => InvitationPolicy::Decline,
+            (false, Invitations::Accept) => InvitationPolicy::Accept,
+            (false, Invitations::Ask) => InvitationPolicy::Ask {
+                within: Duration::from_secs(a.ask_within_s),
+            },
+        },
         home_gateway: a.home_gateway.clone(),
         heartbeat: Some(Duration::from_secs(a.heartbeat_s)),
         dynamic_interval: Duration::from_secs(a.dynamic_interval_s),
@@ -500,17 +521,11 @@ async fn pne_stay(
         stop,
     );
     let (control_stop, control_stopped) = tokio::sync::watch::channel(false);
-    let control_store = store.clone();
-    let usage_default = a.usage_default;
+    let api = cpns_node::control::pne::PneApi::new(handle, store.clone(), a.usage_default);
     let control_task = tokio::spawn(control.serve(
         move |request| {
-            let (handle, store) = (handle.clone(), control_store.clone());
-            async move {
-                match crate::status::answer_pne(&handle, &store, usage_default, &request).await {
-                    Some(answer) => answer,
-                    None => crate::pn::answer_pne(handle, request).await.into(),
-                }
-            }
+            let api = api.clone();
+            async move { api.answer(request).await }
         },
         control_stopped,
     ));
@@ -526,6 +541,27 @@ async fn pne_stay(
     let _ = printing.await;
     store.close().await;
     r.context("the PNE task")?.map_err(anyhow::Error::msg)
+}
+
+/// The answer to invitations `cpns pne --invitations` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Invitations {
+    /// `accept`.
+    Accept,
+    /// `decline`.
+    Decline,
+    /// `ask`.
+    Ask,
+}
+
+/// `accept`, `decline` or `ask`.
+fn invitations(s: &str) -> Result<Invitations, String> {
+    match s {
+        "accept" => Ok(Invitations::Accept),
+        "decline" => Ok(Invitations::Decline),
+        "ask" => Ok(Invitations::Ask),
+        other => Err(format!("`{other}`: accept, decline or ask")),
+    }
 }
 
 /// `private`, `server` or `shared`.

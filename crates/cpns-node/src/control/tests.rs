@@ -1,13 +1,24 @@
+//! The socket: typed lines in order, typed refusals of what is not a request, bounds on lines
+//! and connections, streams, stale sockets, and strangers (another Unix user) refused.
+
 use super::*;
 
+use cpns_control::Role;
 use tokio::io::AsyncReadExt;
 
-/// A handler that echoes the verb, or refuses an unknown one.
-async fn echo(request: Value) -> Value {
-    match request.get("verb").and_then(Value::as_str) {
-        Some("echo") => json!({ "ok": true, "got": request }),
-        Some(other) => error(format!("unknown verb `{other}`")),
-        None => error("no verb"),
+/// A handler that answers `show` with no PNs, streams two events on `events`, and refuses the
+/// rest as a PN GW would.
+async fn stub(request: Request) -> Answer {
+    match request {
+        Request::Show {} => Answer::One(Ok(Response::Show { pns: Vec::new() })),
+        Request::Events {} => {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            for missed in [1, 2] {
+                tx.send(Event::Lagged { missed }).await.unwrap();
+            }
+            Answer::Stream(Response::Events {}, rx)
+        }
+        other => Role::Gateway.refusal(&other).into(),
     }
 }
 
@@ -17,12 +28,12 @@ async fn served() -> (tempfile::TempDir, PathBuf, watch::Sender<bool>) {
     let path = socket_path(&dir.path().join("gw.db"));
     let socket = ControlSocket::bind(&path).await.unwrap();
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(socket.serve(echo, stopped));
+    tokio::spawn(socket.serve(stub, stopped));
     (dir, path, stop)
 }
 
-/// Sends raw bytes on a new connection and reads every answer line until the entity closes.
-async fn raw(path: &Path, bytes: &[u8]) -> Vec<Value> {
+/// Sends raw bytes on a new connection and reads every line until the entity closes.
+async fn raw(path: &Path, bytes: &[u8]) -> Vec<serde_json::Value> {
     let mut s = UnixStream::connect(path).await.unwrap();
     s.write_all(bytes).await.unwrap();
     s.shutdown().await.unwrap();
@@ -32,6 +43,14 @@ async fn raw(path: &Path, bytes: &[u8]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The code of an error answer.
+fn code(v: &serde_json::Value) -> &str {
+    assert_eq!(v["ok"], false, "{v}");
+    v["error"]["code"].as_str().unwrap()
+}
+
+const SHOW: &[u8] = b"{\"v\":1,\"verb\":\"show\"}\n";
 
 #[test]
 fn the_socket_sits_beside_the_store() {
@@ -46,28 +65,80 @@ async fn requests_are_answered_in_order_and_bad_ones_disturb_nothing() {
     let (_dir, path, _stop) = served().await;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let answers = raw(
-        &path,
-        b"{\"verb\":\"echo\",\"n\":1}\nnot json\n[1]\n{\"verb\":\"nope\"}\n{\"verb\":\"echo\",\"n\":2}\n",
-    )
-    .await;
-    assert_eq!(answers.len(), 5, "{answers:?}");
-    assert_eq!(answers[0]["got"]["n"], 1);
+    let lines: &[&[u8]] = &[
+        SHOW,
+        b"not json\n",
+        b"[1]\n",
+        b"{\"verb\":\"show\"}\n",
+        b"{\"v\":2,\"verb\":\"show\"}\n",
+        b"{\"v\":1}\n",
+        b"{\"v\":1,\"verb\":\"nope\"}\n",
+        b"{\"v\":1,\"verb\":\"members\"}\n",
+        b"{\"v\":1,\"verb\":\"members\",\"pn_id\":\"zz\"}\n",
+        b"{\"v\":1,\"verb\":\"show\",\"pn_id\":\"00\"}\n",
+        b"{\"v\":1,\"verb\":\"join\",\"pn_id\":\"00000000000000000000000000000000\"}\n",
+        SHOW,
+    ];
+    let answers = raw(&path, &lines.concat()).await;
+    assert_eq!(answers.len(), lines.len(), "{answers:?}");
+    assert_eq!(
+        answers[0],
+        serde_json::json!({"v":1,"ok":true,"verb":"show","pns":[]})
+    );
+    let codes: Vec<&str> = answers[1..11].iter().map(code).collect();
+    assert_eq!(
+        codes,
+        [
+            "bad_request",         // not JSON
+            "bad_request",         // not an object
+            "bad_request",         // no version
+            "unsupported_version", // another version
+            "bad_request",         // no verb
+            "unsupported_message", // a verb no version knows
+            "bad_request",         // a field missing
+            "bad_request",         // a malformed PN id
+            "bad_request",         // a field the verb does not take
+            "unsupported_message", // a verb of another role
+        ]
+    );
     assert!(
-        answers[1]["error"]
+        answers[10]["error"]["reason"]
             .as_str()
             .unwrap()
-            .starts_with("not a JSON request")
+            .starts_with("`join` is not a verb of a PN GW"),
+        "{}",
+        answers[10]
     );
-    assert_eq!(
-        answers[2]["error"],
-        "a request is a JSON object with a \"verb\""
-    );
-    assert_eq!(answers[3]["error"], "unknown verb `nope`");
-    assert_eq!(answers[4]["got"]["n"], 2);
+    assert_eq!(answers[11]["ok"], true);
     // The client function.
-    let answer = request(&path, &json!({ "verb": "echo" })).await.unwrap();
-    assert_eq!(answer["ok"], true);
+    let answer = call(&path, &Request::Show {}).await.unwrap();
+    assert_eq!(answer, Ok(Response::Show { pns: Vec::new() }));
+    let refused = call(&path, &Request::UsageSend {}).await.unwrap();
+    assert_eq!(refused.unwrap_err().code, ErrorCode::UnsupportedMessage);
+}
+
+#[tokio::test]
+async fn a_stream_is_the_answer_then_its_events_until_it_ends() {
+    let (_dir, path, _stop) = served().await;
+    let lines = raw(&path, b"{\"v\":1,\"verb\":\"events\"}\n").await;
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"v":1,"ok":true,"verb":"events"}),
+            serde_json::json!({"v":1,"event":"lagged","missed":1}),
+            serde_json::json!({"v":1,"event":"lagged","missed":2}),
+        ]
+    );
+    let mut seen = Vec::new();
+    stream(&path, &Request::Events {}, |line| {
+        seen.push(line);
+        true
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0], ApiLine::Answer(Ok(Response::Events {})));
+    assert_eq!(seen[2], ApiLine::Event(Event::Lagged { missed: 2 }));
 }
 
 #[tokio::test]
@@ -76,26 +147,61 @@ async fn an_oversized_request_is_refused_and_the_connection_closed() {
     // Far more than the bound: the refusal still arrives (the rest is read and thrown away, so
     // the connection is not reset under the answer).
     let mut big = vec![b' '; 64 * MAX_REQUEST];
-    big.extend_from_slice(b"\n{\"verb\":\"echo\"}\n");
+    big.extend_from_slice(b"\n");
+    big.extend_from_slice(SHOW);
     let answers = raw(&path, &big).await;
     assert_eq!(answers.len(), 1, "nothing after the refusal: {answers:?}");
+    assert_eq!(code(&answers[0]), "bad_request");
     assert_eq!(
-        answers[0]["error"],
+        answers[0]["error"]["reason"],
         format!("a request is at most {MAX_REQUEST} bytes")
     );
     // The bound is the documented 16 KiB (docs/security.md), and exactly the bound is taken.
     assert_eq!(MAX_REQUEST, 16 * 1024);
-    let mut just = b"{\"verb\":\"echo\"}".to_vec();
+    let mut just = SHOW.strip_suffix(b"\n").unwrap().to_vec();
     just.resize(MAX_REQUEST, b' ');
     just.push(b'\n');
     assert_eq!(raw(&path, &just).await[0]["ok"], true);
     // Others are served all along.
-    assert_eq!(raw(&path, b"{\"verb\":\"echo\"}\n").await[0]["ok"], true);
+    assert_eq!(raw(&path, SHOW).await[0]["ok"], true);
+}
+
+/// A socket serving another Unix user than this process's: this test process is a stranger
+/// to it, refused with `forbidden` before anything it sends is read, and closed.
+#[tokio::test]
+async fn a_peer_of_another_unix_user_is_refused_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pne.db.sock");
+    let socket = ControlSocket::bind(&path).await.unwrap();
+    let me = socket.owner();
+    assert_eq!(me, std::fs::metadata(dir.path()).unwrap().uid());
+    let (_stop, stopped) = watch::channel(false);
+    tokio::spawn(socket.serving(me + 1).serve(stub, stopped));
+    let answers = raw(&path, SHOW).await;
+    assert_eq!(answers.len(), 1, "only the refusal: {answers:?}");
+    assert_eq!(code(&answers[0]), "forbidden");
+    let reason = answers[0]["error"]["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("not uid {me}")), "{reason}");
+    let refused = call(&path, &Request::Show {}).await.unwrap().unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+}
+
+/// After its last answer the entity lets a silent peer that keeps its side open linger no
+/// longer than it was given (a refused stranger: [`STRANGER_LINGER`], not the idle bound), so
+/// such a peer does not hold a connection slot.
+#[tokio::test]
+async fn a_closing_connection_lingers_no_longer_than_given() {
+    assert!(STRANGER_LINGER < IDLE / 10);
+    let (ours, _theirs) = UnixStream::pair().unwrap();
+    let (read, write) = ours.into_split();
+    let linger = Duration::from_millis(100);
+    let closed = tokio::time::timeout(IDLE / 3, close_after(read, write, linger)).await;
+    assert!(matches!(closed, Ok(Ok(()))), "{closed:?}");
 }
 
 /// Asks on an open connection and reads the answer.
-async fn ask(s: &mut UnixStream) -> Value {
-    s.write_all(b"{\"verb\":\"echo\"}\n").await.unwrap();
+async fn ask(s: &mut UnixStream) -> serde_json::Value {
+    s.write_all(SHOW).await.unwrap();
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).await.unwrap();
     serde_json::from_str(&line).unwrap()
@@ -112,7 +218,7 @@ async fn connections_beyond_the_bound_wait_for_a_slot() {
     }
     // One more connects (the backlog takes it) but is not served while all slots are held.
     let mut waiting = UnixStream::connect(&path).await.unwrap();
-    waiting.write_all(b"{\"verb\":\"echo\"}\n").await.unwrap();
+    waiting.write_all(SHOW).await.unwrap();
     let mut line = String::new();
     let mut reader = BufReader::new(&mut waiting);
     let unserved = tokio::time::timeout(Duration::from_millis(200), reader.read_line(&mut line));
@@ -120,7 +226,7 @@ async fn connections_beyond_the_bound_wait_for_a_slot() {
     // A served connection ends: the waiting one is served.
     drop(held.pop());
     reader.read_line(&mut line).await.unwrap();
-    let answer: Value = serde_json::from_str(&line).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(answer["ok"], true);
 }
 
@@ -173,26 +279,31 @@ async fn a_socket_with_a_full_backlog_is_not_taken_over() {
     drop(listener);
 }
 
-/// An answer that is not a JSON object on one line (something else listening there) is an
-/// error, not an answer.
+/// An answer that is not a line of this version of the API (something else listening there)
+/// is an error, not an answer.
 #[tokio::test]
-async fn an_answer_that_is_not_an_object_is_refused() {
+async fn an_answer_that_is_not_one_of_this_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("odd.sock");
     let listener = UnixListener::bind(&path).unwrap();
+    let replies: [&[u8]; 5] = [
+        b"[1]\n",
+        b"garbage\n",
+        b"",
+        b"{\"ok\":true,\"verb\":\"show\",\"pns\":[]}\n",
+        b"{\"v\":1,\"ok\":true,\"verb\":\"show\"}\n",
+    ];
     let server = tokio::spawn(async move {
-        for reply in [&b"[1]\n"[..], b"garbage\n", b""] {
+        for reply in replies {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut line = String::new();
             BufReader::new(&mut s).read_line(&mut line).await.unwrap();
             s.write_all(reply).await.unwrap();
         }
     });
-    for _ in 0..3 {
-        let err = request(&path, &json!({ "verb": "show" }))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ControlError::BadAnswer(_)), "{err}");
+    for _ in replies {
+        let err = call(&path, &Request::Show {}).await.unwrap_err();
+        assert!(matches!(err, ControlError::BadAnswer { .. }), "{err}");
     }
     server.await.unwrap();
 }
@@ -200,7 +311,7 @@ async fn an_answer_that_is_not_an_object_is_refused() {
 #[tokio::test]
 async fn asking_an_entity_that_is_not_running_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let err = request(&dir.path().join("gw.db.sock"), &json!({ "verb": "show" }))
+    let err = call(&dir.path().join("gw.db.sock"), &Request::Show {})
         .await
         .unwrap_err();
     assert!(matches!(err, ControlError::NotRunning { .. }), "{err}");
@@ -213,7 +324,7 @@ async fn stopping_ends_the_accept_loop() {
     let path = dir.path().join("s.sock");
     let socket = ControlSocket::bind(&path).await.unwrap();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(socket.serve(echo, stopped));
+    let task = tokio::spawn(socket.serve(stub, stopped));
     stop.send(true).unwrap();
     task.await.unwrap();
     assert!(!path.exists());
@@ -225,10 +336,10 @@ async fn dropping_the_stop_sender_ends_the_accept_loop_too() {
     let path = dir.path().join("s.sock");
     let socket = ControlSocket::bind(&path).await.unwrap();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(socket.serve(echo, stopped));
+    let task = tokio::spawn(socket.serve(stub, stopped));
     // A value that is not `true` does not stop it.
     stop.send(false).unwrap();
-    assert_eq!(raw(&path, b"{\"verb\":\"echo\"}\n").await[0]["ok"], true);
+    assert_eq!(raw(&path, SHOW).await[0]["ok"], true);
     drop(stop);
     task.await.unwrap();
     assert!(!path.exists());

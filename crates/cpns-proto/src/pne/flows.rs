@@ -108,6 +108,11 @@ impl PneSession {
         }
     }
 
+    /// Whether a registration runs (one at a time).
+    pub(super) fn registering(&self) -> bool {
+        self.flows.registration.is_some()
+    }
+
     fn establishment_wait(&self) -> std::time::Duration {
         self.cfg.timeouts.invite * 2 + self.cfg.timeouts.flow * 2
     }
@@ -146,24 +151,36 @@ impl PneSession {
         Ok(cmd)
     }
 
-    /// 000 §6.6.1.1 step 3 / §6.6.1.2 steps 3-4: accept or decline an invitation.
+    /// 000 §6.6.1.1 steps 2-3 / §6.6.1.2 steps 3-4: an invitation to a PN being set up,
+    /// accepted or declined as the PNE's [`InvitationPolicy`](super::InvitationPolicy) says,
+    /// or held for its application.
     pub(super) fn on_invitation(&mut self, now: Instant, env: &Envelope, m: PnSetupRequest) {
         let Some(pn_id) = m.pn_id else {
             return self.reject(env, ErrorCode::BadRequest, "an invitation names its PN");
         };
-        if !self.cfg.accept_invitations {
-            let resp = PnSetupResponse {
-                pn_id,
-                accept: false,
-                join: None,
-                inventory: None,
-                hash_server: None,
-                epoch: None,
-                sealed_key: None,
-            };
-            self.send_response(env.msg_id, resp);
-            return self.event(PneEvent::InvitationDeclined(pn_id));
-        }
+        let from = m.initiator.unwrap_or_else(|| self.gateway_for(env));
+        let invitation = super::invitation::Invitation::Setup { msg: env.msg_id };
+        self.invited(now, pn_id, from, invitation);
+    }
+
+    /// 000 §6.6.1.1 step 3: declines the invitation to a PN being set up.
+    pub(super) fn decline_setup(&mut self, msg: u64, pn_id: PnId) {
+        let resp = PnSetupResponse {
+            pn_id,
+            accept: false,
+            join: None,
+            inventory: None,
+            hash_server: None,
+            epoch: None,
+            sealed_key: None,
+        };
+        self.send_response(msg, resp);
+        self.event(PneEvent::InvitationDeclined(pn_id));
+    }
+
+    /// 000 §6.6.1.1 step 3: accepts the invitation to a PN being set up, with this PNE's
+    /// join information, and waits for the server's Authentication Request (step 6).
+    pub(super) fn accept_setup(&mut self, now: Instant, msg: u64, pn_id: PnId) {
         let rand_pne = self.rng.rand();
         let join = self.join_info(&rand_pne);
         let resp = PnSetupResponse {
@@ -175,7 +192,7 @@ impl PneSession {
             epoch: None,
             sealed_key: None,
         };
-        self.send_response(env.msg_id, resp);
+        self.send_response(msg, resp);
         let deadline = now + self.establishment_wait();
         self.flows.joining.insert(
             pn_id,

@@ -267,8 +267,8 @@ impl PneSession {
         Ok(id)
     }
 
-    /// An invitation from the PN GW (§6.6.2.1.1 step 1, §6.6.2.1.2 step 2): declined, or
-    /// accepted and followed by a join (§6.6.2.2), so the server authenticates this PNE.
+    /// An invitation into an existing PN from the PN GW (§6.6.2.1.1 step 1, §6.6.2.1.2 step
+    /// 2), answered as the PNE's invitation policy says, or held for its application.
     pub(super) fn on_invite(&mut self, now: Instant, env: &Envelope, m: PneInviteRequest) {
         if m.invitee.is_some() {
             return self.reject(
@@ -280,16 +280,20 @@ impl PneSession {
         if self.pns.contains_key(&m.pn_id) {
             return self.reject(env, ErrorCode::Conflict, "a member of that PN already");
         }
-        let accepted = self.cfg.accept_invitations;
-        let answer = PneInviteResponse {
-            pn_id: m.pn_id,
-            accepted,
-        };
-        self.send_response(env.msg_id, answer);
+        let from = self.gateway_for(env);
+        let invitation = super::invitation::Invitation::Existing { msg: env.msg_id };
+        self.invited(now, m.pn_id, from, invitation);
+    }
+
+    /// §6.6.2.1.1 step 2: answers the invitation into an existing PN; an acceptance joins it
+    /// (§6.6.2.2: the server authenticates this PNE by its registration).
+    pub(super) fn answer_invite(&mut self, now: Instant, msg: u64, pn_id: PnId, accepted: bool) {
+        let answer = PneInviteResponse { pn_id, accepted };
+        self.send_response(msg, answer);
         if !accepted {
-            return self.event(PneEvent::InvitationDeclined(m.pn_id));
+            return self.event(PneEvent::InvitationDeclined(pn_id));
         }
-        if let Err(e) = self.register(now, Some(m.pn_id), None, true) {
+        if let Err(e) = self.register(now, Some(pn_id), None, true) {
             self.fail(None, Flow::PneRegistration, Failure::Refused(e.to_error()));
         }
     }

@@ -6,6 +6,7 @@
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
 mod flows;
+mod invitation;
 mod membership;
 mod outcome;
 mod rejoin;
@@ -42,10 +43,10 @@ use outcome::Waiting;
 ///
 /// ```
 /// # use cpns_crypto::EuKey;
-/// # use cpns_proto::pne::PneConfig;
+/// # use cpns_proto::pne::{InvitationPolicy, PneConfig};
 /// # let (id, eukey) = ("phone".parse().unwrap(), EuKey::from_bytes([1; 32]));
 /// let cfg = PneConfig {
-///     accept_invitations: false,
+///     invitations: InvitationPolicy::Decline,
 ///     ..PneConfig::new(id, eukey)
 /// };
 /// assert!(cfg.heartbeat.is_some());
@@ -62,8 +63,8 @@ pub struct PneConfig {
     pub contents: Vec<ContentItem>,
     /// The security of its PAN link.
     pub security: PanSecurity,
-    /// Whether it accepts invitations to PNs (000 §6.6.1.1 step 3).
-    pub accept_invitations: bool,
+    /// How it answers invitations to PNs (000 §6.6.1.1 step 3, §6.6.2.1.1 step 2).
+    pub invitations: InvitationPolicy,
     /// Largest frame accepted.
     pub max_frame: u32,
     /// Flow timeouts.
@@ -82,6 +83,27 @@ pub struct PneConfig {
     /// holds a secure session (004 §5.5.4); `None`: only on a `send_usage` command.
     pub usage_every: Option<std::time::Duration>,
 }
+
+/// How a PNE answers an invitation to a PN: one being set up (PN Setup Request, 000 §6.6.1.1
+/// steps 2-3, §6.6.1.2 steps 3-4) or an existing one (PNE Invite Request, §6.6.2.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvitationPolicy {
+    /// Accept every invitation (the default).
+    Accept,
+    /// Decline every invitation.
+    Decline,
+    /// Tell the application on the device ([`PneEvent::Invited`]) and hold the request until
+    /// it answers ([`PneSession::answer_invitation`]) or `within` passes, then decline.
+    Ask {
+        /// How long the application has to answer.
+        within: std::time::Duration,
+    },
+}
+
+/// The default time an application has to answer an invitation ([`InvitationPolicy::Ask`]):
+/// less than a PN GW's default wait for invited PNEs ([`Timeouts::invite`], 10 s), so an
+/// answer given in time still counts.
+pub const ASK_WITHIN: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// The default [`PneConfig::heartbeat`].
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -105,7 +127,7 @@ impl PneConfig {
             capabilities: DeviceCapabilities::default(),
             contents: Vec::new(),
             security: PanSecurity::Cpns,
-            accept_invitations: true,
+            invitations: InvitationPolicy::Accept,
             max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts: Timeouts::default(),
             home_gateway: None,
@@ -130,8 +152,19 @@ impl PneConfig {
 pub enum PneEvent {
     /// A command ended (exactly once per command).
     Completed(Completed<Outcome>),
-    /// The PNE declined an invitation.
+    /// The PNE declined an invitation (by its policy, its application's answer, or because
+    /// the application did not answer in time).
     InvitationDeclined(PnId),
+    /// An invitation waits for the application's answer ([`InvitationPolicy::Ask`]):
+    /// [`PneSession::answer_invitation`] before `deadline`, or it is declined.
+    Invited {
+        /// The PN.
+        pn_id: PnId,
+        /// Who invites: the PNE that asked for the PN being set up, else the PN GW.
+        from: EntityId,
+        /// When it is declined if not answered.
+        deadline: Instant,
+    },
     /// PN GW authentication this PNE started itself succeeded; the link is sealed.
     PanAuthenticated(PnId),
     /// The PNE authenticated the server and stored a PN it was invited to (000 §6.6.1.1
@@ -344,6 +377,8 @@ pub struct PneSession {
     secure_calls: secure::PendingCalls,
     /// Capabilities and status reporting, heartbeats.
     reporting: status::Reporting,
+    /// Invitations held for the application ([`InvitationPolicy::Ask`]).
+    held: invitation::HeldInvitations,
     out: VecDeque<PneOutput>,
 }
 
@@ -379,6 +414,7 @@ impl PneSession {
             session: None,
             secure_calls: secure::PendingCalls::new(),
             reporting: status::Reporting::default(),
+            held: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -571,6 +607,7 @@ impl PneSession {
         self.leave_timeouts(now);
         self.status_timeouts(now);
         self.usage_timeouts(now);
+        self.invitation_timeouts(now);
         self.rejoin_step();
     }
 
@@ -591,6 +628,7 @@ impl PneSession {
             .chain(self.inventory_queries.values().map(|(d, _)| *d))
             .chain(self.status_deadlines())
             .chain(self.usage_deadline())
+            .chain(self.invitation_deadline())
             .min()
     }
 

@@ -119,6 +119,15 @@ pub enum Outcome {
         /// The PNs.
         pns: Vec<PnId>,
     },
+    /// `answer_invitation`: the application's answer to an invitation held for it was sent;
+    /// an acceptance goes on as the PNE's own flow (its join is told by
+    /// [`super::PneEvent::PnJoined`]).
+    InvitationAnswered {
+        /// The PN.
+        pn_id: PnId,
+        /// Whether it was accepted.
+        accepted: bool,
+    },
     /// `send_usage`: the server acknowledged the usage records sent (004 §5.5.4).
     UsageSent {
         /// The ids of the records sent and acknowledged (the driver marks them sent).

@@ -267,7 +267,7 @@ impl Harness {
             let cfg = PneConfig {
                 capabilities: caps("phone", spec.has_ui),
                 security: spec.security,
-                accept_invitations: spec.accept,
+                invitations: spec.invitations,
                 timeouts,
                 heartbeat: None,
                 ..PneConfig::new(id, EuKey::random(rng.get()))

@@ -6,6 +6,8 @@
 //! - `connect`: PN GW connection set-up (002 §B.1.1.2) and entity discovery (000 §6.4).
 //! - `establish`: PN establishment, PNE- and PN GW-initiated (000 §6.6.1), and restore.
 //! - `register`: PNE registration, member and non-member cases (003 §1.4).
+//! - `invitations`: invitations held for the PNE's application (policy `ask`), answered or
+//!   declined at their deadline.
 //! - `failures`: partial authentication, declines, tampered hash_server, timeouts, store faults.
 //! - `load_failures`: a failed read (or a key that does not open) ends only the flow that
 //!   asked; the session and concurrent flows go on.
@@ -38,6 +40,7 @@ mod gateway_commands;
 mod harness;
 mod identity;
 mod inventory;
+mod invitations;
 mod limits;
 mod load_failures;
 mod membership_flow;

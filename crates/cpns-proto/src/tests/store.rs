@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use cpns_crypto::SessionKey;
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, PnInventory, Status};
 
+use crate::pne::InvitationPolicy;
 use crate::server::{
     GroupKeyLoaded, InventoryLoaded, KnownEntity, KnownPn, Load, Loaded, Persisted, PnLoaded,
     ServerEffect, SessionLoaded, StatusesLoaded, UsageOwners,
@@ -616,7 +617,7 @@ impl Store {
 pub(super) struct PneSpec {
     pub security: PanSecurity,
     pub has_ui: bool,
-    pub accept: bool,
+    pub invitations: InvitationPolicy,
     /// The PNE holds another EUKey than the server's record of it.
     pub wrong_key: bool,
     /// Not a PNE at all: an attacker on the PAN claiming to be PNE `i`, without its EUKey.
@@ -628,7 +629,7 @@ impl PneSpec {
         Self {
             security: PanSecurity::Cpns,
             has_ui: true,
-            accept: true,
+            invitations: InvitationPolicy::Accept,
             wrong_key: false,
             impersonates: None,
         }
@@ -641,7 +642,14 @@ impl PneSpec {
     }
     pub fn declining(self) -> Self {
         Self {
-            accept: false,
+            invitations: InvitationPolicy::Decline,
+            ..self
+        }
+    }
+    /// Holds invitations for its application, which has `within` to answer.
+    pub fn asking(self, within: std::time::Duration) -> Self {
+        Self {
+            invitations: InvitationPolicy::Ask { within },
             ..self
         }
     }

@@ -1,0 +1,339 @@
+//! What an entity tells a client that follows it: one [`Event`] per line, tagged by its
+//! `event`, after the first answer of a streaming verb (`events` and `subscribe` on a PNE,
+//! `subscribe` on the server, `establish` with `wait` on a PN GW).
+
+use cpns_wire::{CpnsId, EntityId, PnId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::response::Pn;
+use crate::status::Entry;
+
+/// Something that happened, tagged by its `event`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// The PNE is a member of a PN now, stored (000 §6.6.1.1 step 15, §6.6.2.2), whoever
+    /// asked for it.
+    PnJoined {
+        /// The PN as stored.
+        pn: Pn,
+        /// Whether this PNE initiated it.
+        initiator: bool,
+    },
+    /// The PN's members or group key epoch changed (000 §6.6.2.1.1 step 5).
+    PnUpdated {
+        /// The PN now.
+        pn: Pn,
+        /// Its group key epoch.
+        epoch: u64,
+        /// Whether this PNE holds that epoch's key.
+        has_key: bool,
+    },
+    /// The PN was released (000 §6.6.5) and left the PNE's store.
+    PnReleased {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Whether this PNE asked for it.
+        by_me: bool,
+    },
+    /// The PNE was expelled from the PN (000 §6.6.3.2).
+    PnExpelled {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// The PNE left the PN (000 §6.6.3.1.1).
+    PnLeft {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// A PN the PNE was invited to was not stored: the server did not authenticate (000
+    /// §6.6.1.1 step 15).
+    PnRefused {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Why.
+        error: ApiError,
+    },
+    /// An invitation waits for the application's `answer_invitation` (policy `ask`); left
+    /// unanswered it is declined.
+    Invited {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Who invites: the PNE that asked for the PN, or the PN GW.
+        #[serde(with = "crate::text")]
+        from: EntityId,
+        /// Milliseconds left to answer.
+        within_ms: u64,
+    },
+    /// The PNE declined an invitation (by its policy, its application, or at the deadline).
+    InvitationDeclined {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// The PNE holds a PN's group key of this epoch, and its PN GW knows (002 §B.1.1.3
+    /// steps 22-26).
+    GroupKey {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The epoch.
+        epoch: u64,
+        /// Whether the PNE holds that epoch's key.
+        has_key: bool,
+    },
+    /// The PNE registered by itself, joining a PN it was invited to (003 §1.4.2).
+    Registered {
+        /// The CPNS ID.
+        #[serde(with = "crate::text")]
+        cpns_id: CpnsId,
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Session lifetime, seconds.
+        lifetime_s: u32,
+    },
+    /// The link to the PN GW is sealed, proven with the PN's LocalEUKey.
+    PanAuthenticated {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// A capabilities report the PNE made by itself was confirmed.
+    CapabilitiesReported {},
+    /// A usage report the PNE sent by itself was acknowledged.
+    UsageSent {
+        /// Records sent and acknowledged.
+        sent: u32,
+        /// Of those, records the server had already.
+        duplicates: u32,
+        /// Charging records made.
+        charged: u32,
+        /// Records of private services, never sent.
+        withheld: u32,
+    },
+    /// A status notification of a subscription (004 §5.5.3.2).
+    Status {
+        /// The subscription.
+        subscription: u64,
+        /// Why: `change`, `threshold` or `periodic`.
+        reason: String,
+        /// The entities concerned, as now.
+        entries: Vec<Entry>,
+        /// Notifications dropped while this reader fell behind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lagged: Option<u32>,
+    },
+    /// A command ended (exactly once per command): its outcome or its error.
+    Completed {
+        /// The command.
+        command: u64,
+        /// The flow it ran, e.g. `pn_release`.
+        flow: String,
+        /// What it achieved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<Outcome>,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ApiError>,
+    },
+    /// A flow the entity started by itself failed.
+    FlowFailed {
+        /// The flow.
+        flow: String,
+        /// Why.
+        error: ApiError,
+    },
+    /// This reader fell behind: so many events were dropped before the next.
+    Lagged {
+        /// Events missed.
+        missed: u64,
+    },
+}
+
+impl Event {
+    /// The event's name, as written on the socket.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::PnJoined { .. } => "pn_joined",
+            Event::PnUpdated { .. } => "pn_updated",
+            Event::PnReleased { .. } => "pn_released",
+            Event::PnExpelled { .. } => "pn_expelled",
+            Event::PnLeft { .. } => "pn_left",
+            Event::PnRefused { .. } => "pn_refused",
+            Event::Invited { .. } => "invited",
+            Event::InvitationDeclined { .. } => "invitation_declined",
+            Event::GroupKey { .. } => "group_key",
+            Event::Registered { .. } => "registered",
+            Event::PanAuthenticated { .. } => "pan_authenticated",
+            Event::CapabilitiesReported {} => "capabilities_reported",
+            Event::UsageSent { .. } => "usage_sent",
+            Event::Status { .. } => "status",
+            Event::Completed { .. } => "completed",
+            Event::FlowFailed { .. } => "flow_failed",
+            Event::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+/// Why a PNE is out of a PN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gone {
+    /// Released.
+    Released,
+    /// It left.
+    Left,
+    /// It was expelled.
+    Expelled,
+}
+
+/// What a command achieved, tagged by its `kind`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// The device on the link answered discovery (000 §6.4 step 2).
+    Discovered {
+        /// It.
+        #[serde(with = "crate::text")]
+        gateway: EntityId,
+        /// Whether it is a zone-based PN GW.
+        zone_support: bool,
+        /// The PNs it serves.
+        #[serde(with = "crate::text::list")]
+        pns: Vec<PnId>,
+    },
+    /// The link is sealed.
+    PanAuthenticated {
+        /// The PN whose LocalEUKey proved the PN GW.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// A PN stored, set up or joined.
+    PnJoined {
+        /// The PN.
+        pn: Pn,
+        /// Whether this PNE initiated it.
+        initiator: bool,
+    },
+    /// Registered.
+    Registered {
+        /// The CPNS ID.
+        #[serde(with = "crate::text")]
+        cpns_id: CpnsId,
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Session lifetime, seconds.
+        lifetime_s: u32,
+    },
+    /// The server's answer on the secure session.
+    SecureAnswer {
+        /// The service.
+        service: String,
+        /// Its answer, hex.
+        payload_hex: String,
+    },
+    /// The PN left the PNE's store.
+    PnGone {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Why.
+        why: Gone,
+        /// With `released`: whether this PNE asked.
+        by_me: bool,
+    },
+    /// An invitation this PNE asked for was answered.
+    InviteAnswered {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Whether the invitee joined.
+        accepted: bool,
+    },
+    /// The member was expelled.
+    MemberExpelled {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The member.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+    },
+    /// PNs read.
+    Inventory {
+        /// The PNs.
+        pns: Vec<Pn>,
+    },
+    /// The capabilities are the device's now.
+    Capabilities {
+        /// Whether a report carrying them was confirmed (else they go with the next).
+        reported: bool,
+    },
+    /// The server recorded the status.
+    StatusReported {},
+    /// Status entries.
+    Statuses {
+        /// The entries.
+        entries: Vec<Entry>,
+    },
+    /// A subscription is kept.
+    Subscribed {
+        /// It.
+        subscription: u64,
+        /// The watched entities now.
+        entries: Vec<Entry>,
+    },
+    /// A subscription ended.
+    Unsubscribed {
+        /// It.
+        subscription: u64,
+    },
+    /// A group key pull was answered.
+    GroupKey {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The epoch.
+        epoch: u64,
+        /// Whether the PNE holds its key.
+        has_key: bool,
+    },
+    /// The connection set-up after a (re)connection ended.
+    Rejoined {
+        /// The PNs of this PN GW the PNE is a member of.
+        #[serde(with = "crate::text::list")]
+        pns: Vec<PnId>,
+    },
+    /// Usage records were sent.
+    UsageSent {
+        /// Records sent and acknowledged.
+        sent: u32,
+        /// Of those, records the server had already.
+        duplicates: u32,
+        /// Charging records made.
+        charged: u32,
+        /// Records of private services, never sent.
+        withheld: u32,
+    },
+    /// An invitation held for the application was answered.
+    InvitationAnswered {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Whether it was accepted.
+        accepted: bool,
+    },
+    /// A PN GW-initiated establishment ended with the PN stored.
+    Established {
+        /// The PN.
+        pn: Pn,
+    },
+}

@@ -1,0 +1,372 @@
+//! What a client asks: one [`Request`] per line, tagged by its `verb`. Which role serves which
+//! verb is [`crate::Role::verbs`]; docs/control-api.md has every verb with an example.
+
+use cpns_wire::{EntityId, PnId, SetupType, UserId};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::caps::Capabilities;
+use crate::status::{OwnStatus, Policy, Preference};
+
+/// A request, tagged by its `verb`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Every role: who answers, and what it serves.
+    Hello {},
+    /// PNE, PN GW: the PNs the entity holds.
+    Show {},
+    /// PNE, PN GW: one PN it holds; on a PN GW with who confirmed its group key.
+    Members {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// PNE: a PN's inventory from its PN GW or the server (004 §5.5.10); none: every PN of
+    /// its user.
+    Query {
+        /// The PN.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        pn_id: Option<PnId>,
+    },
+    /// PNE: ask its PN GW for a PN (000 §6.6.1.1); answered once the PN is stored.
+    Setup {
+        /// `"1-1"`, `"all"`, or the PNEs to invite.
+        with: Targets,
+    },
+    /// PNE: register with the server (003 §1.4), in a PN it is a member of (none: its
+    /// first).
+    Register {
+        /// The PN.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        pn_id: Option<PnId>,
+    },
+    /// PNE: join a PN its PN GW serves (000 §6.6.2.2).
+    Join {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// PNE: leave a PN (000 §6.6.3.1.1).
+    Leave {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// PNE, PN GW: release a PN (000 §6.6.5, §6.6.5.1).
+    Release {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// PNE, PN GW: invite a PNE into a PN (000 §6.6.2.1).
+    Invite {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The PNE.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+    },
+    /// PNE, PN GW: expel a member (000 §6.6.3.2, 004 §5.5.10).
+    Expel {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The member.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+    },
+    /// PN GW: start a PN GW-initiated establishment (000 §6.6.1.2); answered at once with
+    /// the command and the PN; with `wait`, a `completed` event follows when it ends.
+    Establish {
+        /// `"all"`, or the PNEs to invite.
+        with: Targets,
+        /// Keep the connection until the establishment ends.
+        #[serde(default, skip_serializing_if = "is_false")]
+        wait: bool,
+    },
+    /// PNE: the application's answer to an invitation held for it (policy `ask`).
+    AnswerInvitation {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Whether to join.
+        accept: bool,
+    },
+    /// PNE: follow what happens, as `event` lines, until either side closes.
+    Events {},
+    /// Every role: capabilities: on a PNE or PN GW its own; on the server an entity's as
+    /// recorded, or asked of the device now (`live`).
+    Caps {
+        /// The entity (server).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        entity: Option<EntityId>,
+        /// Ask the device now (server).
+        #[serde(default, skip_serializing_if = "is_false")]
+        live: bool,
+    },
+    /// PNE, PN GW: replace its own capabilities (a whole set; reported, 004 §5.5.1).
+    CapsSet {
+        /// The capabilities (boxed: the largest field of any request).
+        capabilities: Box<Capabilities>,
+    },
+    /// PNE, server: the status of entities (none: every device of the user).
+    Status {
+        /// The entities.
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            with = "crate::text::list"
+        )]
+        entities: Vec<EntityId>,
+        /// Every device of this user (server).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        user: Option<UserId>,
+    },
+    /// PNE: set its own status (004 §5.5.3).
+    StatusSet {
+        /// The status.
+        status: OwnStatus,
+        /// With `custom`: its label.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
+    },
+    /// PNE, server: subscribe to status notifications, streamed as `status` events.
+    Subscribe {
+        /// The entities watched.
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            with = "crate::text::list"
+        )]
+        entities: Vec<EntityId>,
+        /// Every device of this user (server; a PNE watches its own user's with none).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        user: Option<UserId>,
+        /// When to notify (default: on every change).
+        #[serde(default, skip_serializing_if = "on_change")]
+        policy: Policy,
+    },
+    /// PNE: an application reports one use of a service (kept on the device, unsent).
+    UsageRecord {
+        /// The service.
+        service: String,
+        /// Start, seconds since the Unix epoch.
+        start_s: u64,
+        /// End.
+        end_s: u64,
+        /// Bytes moved.
+        #[serde(default)]
+        bytes: u64,
+        /// Battery at the start, percent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        battery_start: Option<u8>,
+    },
+    /// PNE: its usage reporting preferences.
+    UsagePrefs {},
+    /// PNE: set one service's preference (`default`: back to the device's default).
+    UsagePrefSet {
+        /// The service.
+        service: String,
+        /// The preference.
+        preference: Preference,
+    },
+    /// PNE: its own usage per service.
+    UsageSummary {},
+    /// PNE: send the usage records the preferences allow now (004 §5.5.4).
+    UsageSend {},
+    /// Server: usage per user and service, what its users shared.
+    Usage {
+        /// One user's.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        user: Option<UserId>,
+    },
+    /// PNE, server: charging records (CPNS-4): on a PNE its own user's, asked of the server.
+    Charging {
+        /// The user (server).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        user: Option<UserId>,
+        /// Uses started at or after, seconds since the Unix epoch.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        since_s: u64,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn on_change(p: &Policy) -> bool {
+    *p == Policy::OnChange
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Every verb, as written on the socket.
+pub const VERBS: [&str; 26] = [
+    "hello",
+    "show",
+    "members",
+    "query",
+    "setup",
+    "register",
+    "join",
+    "leave",
+    "release",
+    "invite",
+    "expel",
+    "establish",
+    "answer_invitation",
+    "events",
+    "caps",
+    "caps_set",
+    "status",
+    "status_set",
+    "subscribe",
+    "usage_record",
+    "usage_prefs",
+    "usage_pref_set",
+    "usage_summary",
+    "usage_send",
+    "usage",
+    "charging",
+];
+
+impl Request {
+    /// The verb, as written on the socket.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Hello {} => "hello",
+            Request::Show {} => "show",
+            Request::Members { .. } => "members",
+            Request::Query { .. } => "query",
+            Request::Setup { .. } => "setup",
+            Request::Register { .. } => "register",
+            Request::Join { .. } => "join",
+            Request::Leave { .. } => "leave",
+            Request::Release { .. } => "release",
+            Request::Invite { .. } => "invite",
+            Request::Expel { .. } => "expel",
+            Request::Establish { .. } => "establish",
+            Request::AnswerInvitation { .. } => "answer_invitation",
+            Request::Events {} => "events",
+            Request::Caps { .. } => "caps",
+            Request::CapsSet { .. } => "caps_set",
+            Request::Status { .. } => "status",
+            Request::StatusSet { .. } => "status_set",
+            Request::Subscribe { .. } => "subscribe",
+            Request::UsageRecord { .. } => "usage_record",
+            Request::UsagePrefs {} => "usage_prefs",
+            Request::UsagePrefSet { .. } => "usage_pref_set",
+            Request::UsageSummary {} => "usage_summary",
+            Request::UsageSend {} => "usage_send",
+            Request::Usage { .. } => "usage",
+            Request::Charging { .. } => "charging",
+        }
+    }
+}
+
+/// Whom a set-up or an establishment is with: `"1-1"` (a PNE's set-up only: it and its PN
+/// GW), `"all"` (every PNE its PN GW knows), or a list of PNEs to invite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// `"1-1"`.
+    OneToOne,
+    /// `"all"`.
+    All,
+    /// These PNEs.
+    List(Vec<EntityId>),
+}
+
+impl Targets {
+    /// Parses the command line's form: `1-1`, `all`, or a comma list of PNEs.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "1-1" => Targets::OneToOne,
+            "all" => Targets::All,
+            list => Targets::List(
+                list.split(',')
+                    .map(|p| p.trim().parse().map_err(|e| format!("`{p}`: {e}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    /// As the wire's set-up type (000 §6.6.1.1 step 1).
+    pub fn setup_type(&self) -> SetupType {
+        match self {
+            Targets::OneToOne => SetupType::OneToOne,
+            Targets::All => SetupType::All,
+            Targets::List(pnes) => SetupType::Invite(pnes.clone()),
+        }
+    }
+}
+
+impl Serialize for Targets {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Targets::OneToOne => s.serialize_str("1-1"),
+            Targets::All => s.serialize_str("all"),
+            Targets::List(pnes) => crate::text::list::serialize(pnes, s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Targets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Form::deserialize(d)
+            .map_err(|_| D::Error::custom("expected \"1-1\", \"all\" or a list of PNEs"))?
+        {
+            Form::Word(w) if w == "1-1" => Ok(Targets::OneToOne),
+            Form::Word(w) if w == "all" => Ok(Targets::All),
+            Form::Word(w) => Err(D::Error::custom(format!(
+                "`{w}`: expected \"1-1\", \"all\" or a list of PNEs"
+            ))),
+            Form::List(pnes) => pnes
+                .iter()
+                .map(|p| {
+                    p.parse()
+                        .map_err(|e| D::Error::custom(format!("`{p}`: {e}")))
+                })
+                .collect::<Result<_, _>>()
+                .map(Targets::List),
+        }
+    }
+}

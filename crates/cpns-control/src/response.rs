@@ -1,0 +1,286 @@
+//! What an entity answers: one [`Response`] per request, tagged by the request's `verb`, or an
+//! [`ApiError`](crate::ApiError) (written by [`crate::encode_answer`]).
+
+use cpns_wire::{CpnsId, EntityId, PnId, PnInventory};
+use serde::{Deserialize, Serialize};
+
+use crate::Role;
+use crate::caps::Capabilities;
+use crate::status::{Charge, Entry, Preference, ServicePreference, UsageRow};
+
+/// An answer, tagged by the `verb` it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Response {
+    /// Who answers, and what it serves.
+    Hello {
+        /// Its role.
+        role: Role,
+        /// Its entity id (none: the server).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        entity: Option<EntityId>,
+        /// The versions of this API it speaks.
+        versions: Vec<u32>,
+        /// The verbs it serves.
+        verbs: Vec<String>,
+    },
+    /// The PNs the entity holds.
+    Show {
+        /// The PNs.
+        pns: Vec<Pn>,
+    },
+    /// One PN the entity holds.
+    Members {
+        /// The PN (one).
+        pns: Vec<Pn>,
+    },
+    /// PNs as their PN GW or the server hold them.
+    Query {
+        /// The PNs.
+        pns: Vec<Pn>,
+    },
+    /// The PN set up, as stored.
+    Setup {
+        /// The PN.
+        pn: Pn,
+    },
+    /// Registered (003 §1.4.1 step 4).
+    Register {
+        /// The CPNS ID.
+        #[serde(with = "crate::text")]
+        cpns_id: CpnsId,
+        /// The PN registered in.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The secure session's lifetime, seconds.
+        lifetime_s: u32,
+    },
+    /// Joined.
+    Join {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// Left.
+    Leave {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// Released everywhere.
+    Release {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// On a PN GW: the members told.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt_list"
+        )]
+        notified: Option<Vec<EntityId>>,
+    },
+    /// The invitee answered: joined, or declined.
+    Invite {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The invitee.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+        /// Whether it joined.
+        accepted: bool,
+    },
+    /// The member is out.
+    Expel {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The member expelled.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+        /// On a PN GW: the remaining members told.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt_list"
+        )]
+        notified: Option<Vec<EntityId>>,
+        /// On a PN GW: the PN's new group key epoch (none if the server had removed the
+        /// member already).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
+    },
+    /// The establishment started.
+    Establish {
+        /// Its command; the `completed` event of a `wait` carries it.
+        command: u64,
+        /// The PN being established.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
+    /// The invitation was answered.
+    AnswerInvitation {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Whether it was accepted.
+        accepted: bool,
+    },
+    /// Events follow, one per line.
+    Events {},
+    /// Capabilities.
+    Caps {
+        /// Whose.
+        #[serde(with = "crate::text")]
+        entity: EntityId,
+        /// Whether the device was asked now.
+        live: bool,
+        /// The capabilities.
+        capabilities: Capabilities,
+    },
+    /// The capabilities now.
+    CapsSet {
+        /// Whose.
+        #[serde(with = "crate::text")]
+        entity: EntityId,
+        /// The capabilities.
+        capabilities: Capabilities,
+    },
+    /// Status entries.
+    Status {
+        /// The entries.
+        entries: Vec<Entry>,
+    },
+    /// The server recorded the status.
+    StatusSet {},
+    /// Subscribed; `status` events follow.
+    Subscribe {
+        /// The subscription.
+        subscription: u64,
+        /// The watched entities now.
+        entries: Vec<Entry>,
+    },
+    /// The use was recorded.
+    UsageRecord {
+        /// The record's id.
+        record_id: u64,
+    },
+    /// The usage reporting preferences.
+    UsagePrefs {
+        /// The default.
+        default: Preference,
+        /// Services with their own.
+        services: Vec<ServicePreference>,
+    },
+    /// A service's preference is set.
+    UsagePrefSet {
+        /// The service.
+        service: String,
+        /// Its preference now.
+        preference: Preference,
+    },
+    /// Usage per service.
+    UsageSummary {
+        /// The rows.
+        summary: Vec<UsageRow>,
+    },
+    /// What sending did.
+    UsageSend {
+        /// Records sent and acknowledged.
+        sent: u32,
+        /// Of those, records the server had already.
+        duplicates: u32,
+        /// Charging records the server made.
+        charged: u32,
+        /// Records of private services, kept on the device.
+        withheld: u32,
+    },
+    /// Usage per user and service, what users shared.
+    Usage {
+        /// Always true: only shared records are counted.
+        shared_only: bool,
+        /// The rows.
+        summary: Vec<UsageRow>,
+    },
+    /// Charging records.
+    Charging {
+        /// The records.
+        records: Vec<Charge>,
+    },
+}
+
+impl Response {
+    /// The verb it answers.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Response::Hello { .. } => "hello",
+            Response::Show { .. } => "show",
+            Response::Members { .. } => "members",
+            Response::Query { .. } => "query",
+            Response::Setup { .. } => "setup",
+            Response::Register { .. } => "register",
+            Response::Join { .. } => "join",
+            Response::Leave { .. } => "leave",
+            Response::Release { .. } => "release",
+            Response::Invite { .. } => "invite",
+            Response::Expel { .. } => "expel",
+            Response::Establish { .. } => "establish",
+            Response::AnswerInvitation { .. } => "answer_invitation",
+            Response::Events {} => "events",
+            Response::Caps { .. } => "caps",
+            Response::CapsSet { .. } => "caps_set",
+            Response::Status { .. } => "status",
+            Response::StatusSet {} => "status_set",
+            Response::Subscribe { .. } => "subscribe",
+            Response::UsageRecord { .. } => "usage_record",
+            Response::UsagePrefs { .. } => "usage_prefs",
+            Response::UsagePrefSet { .. } => "usage_pref_set",
+            Response::UsageSummary { .. } => "usage_summary",
+            Response::UsageSend { .. } => "usage_send",
+            Response::Usage { .. } => "usage",
+            Response::Charging { .. } => "charging",
+        }
+    }
+}
+
+/// A PN as an entity holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pn {
+    /// The PN.
+    #[serde(with = "crate::text")]
+    pub pn_id: PnId,
+    /// Its PN GW.
+    #[serde(with = "crate::text")]
+    pub gateway: EntityId,
+    /// Its members, in order.
+    #[serde(with = "crate::text::list")]
+    pub members: Vec<EntityId>,
+    /// On a PN GW's `members`: the current group key epoch, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// On a PN GW's `members`: the members that confirmed holding that epoch's key.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::text::opt_list"
+    )]
+    pub confirmed: Option<Vec<EntityId>>,
+}
+
+impl From<&PnInventory> for Pn {
+    fn from(inv: &PnInventory) -> Self {
+        Self {
+            pn_id: inv.pn_id,
+            gateway: inv.gateway.clone(),
+            members: inv.members.iter().map(|m| m.pne_id.clone()).collect(),
+            epoch: None,
+            confirmed: None,
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The PNE's verbs on its control socket: CPNS-5, the local API of the applications on the
+//! device (004 §5.3.2.5; docs/control-api.md, "PNE"). PN management (set up, register, join,
+//! leave, release, invite, expel, read), the answer to an invitation held for the application,
+//! a stream of what happens, device capabilities, status, usage and charging. Each verb is a
+//! command of the running PNE ([`PneHandle`]); the store serves the device's own usage records
+//! and preferences.
+
+use cpns_control::{
+    ApiError, Capabilities, Charge, Entry, Event, Pn, Preference as ApiPreference, Request,
+    Response, Role, ServicePreference, UsageRow, VERSION,
+};
+use cpns_proto::usage::Preference;
+use cpns_store::DeviceStore;
+use cpns_wire::{Audience, ErrorCode, PnId, Status, UsageRecord};
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Answer, api_error};
+use crate::pne::{PneHandle, StatusAsk, StatusReply};
+
+/// Events buffered on their way to one follower's connection.
+const FOLLOWER_QUEUE: usize = 64;
+
+/// Answers the control verbs of a running PNE.
+#[derive(Clone, Debug)]
+pub struct PneApi<S> {
+    handle: PneHandle,
+    store: S,
+    usage_default: Preference,
+}
+
+impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
+    /// The verbs of the PNE `handle` runs, with its store and the usage reporting preference
+    /// of a service with none of its own.
+    pub fn new(handle: PneHandle, store: S, usage_default: Preference) -> Self {
+        Self {
+            handle,
+            store,
+            usage_default,
+        }
+    }
+
+    /// Answers one request.
+    pub async fn answer(&self, request: Request) -> Answer {
+        match self.respond(request).await {
+            Ok(Reply::One(r)) => Answer::One(Ok(r)),
+            Ok(Reply::Stream(first, rx)) => Answer::Stream(first, rx),
+            Err(e) => Answer::One(Err(e)),
+        }
+    }
+
+    async fn respond(&self, request: Request) -> Result<Reply, ApiError> {
+        let h = &self.handle;
+        let one = |r: Response| Ok(Reply::One(r));
+        match request {
+            Request::Hello {} => one(hello(Role::Pne, Some(h.id().clone()))),
+            Request::Show {} => one(Response::Show {
+                pns: pns(&h.inventory().await.map_err(api_error)?),
+            }),
+            Request::Members { pn_id } => {
+                let held = h.inventory().await.map_err(api_error)?;
+                one(Response::Members {
+                    pns: vec![one_pn(&held, pn_id)?],
+                })
+            }
+            Request::Query { pn_id } => one(Response::Query {
+                pns: pns(&h.query(pn_id).await.map_err(api_error)?),
+            }),
+            Request::Setup { with } => {
+                let inventory = h.setup(with.setup_type()).await.map_err(api_error)?;
+                one(Response::Setup {
+                    pn: (&inventory).into(),
+                })
+            }
+            Request::Register { pn_id } => {
+                let r = h.register(pn_id).await.map_err(api_error)?;
+                one(Response::Register {
+                    cpns_id: r.cpns_id,
+                    pn_id: r.pn_id,
+                    lifetime_s: r.lifetime_s,
+                })
+            }
+            Request::Join { pn_id } => {
+                let pn_id = h.join(pn_id).await.map_err(api_error)?;
+                one(Response::Join { pn_id })
+            }
+            Request::Leave { pn_id } => {
+                let pn_id = h.leave(pn_id).await.map_err(api_error)?;
+                one(Response::Leave { pn_id })
+            }
+            Request::Release { pn_id } => {
+                let pn_id = h.release(pn_id).await.map_err(api_error)?;
+                one(Response::Release {
+                    pn_id,
+                    notified: None,
+                })
+            }
+            Request::Invite { pn_id, pne } => {
+                let accepted = h.invite(pn_id, pne.clone()).await.map_err(api_error)?;
+                one(Response::Invite {
+                    pn_id,
+                    pne,
+                    accepted,
+                })
+            }
+            Request::Expel { pn_id, pne } => {
+                let pn_id = h.expel(pn_id, pne.clone()).await.map_err(api_error)?;
+                one(Response::Expel {
+                    pn_id,
+                    pne,
+                    notified: None,
+                    epoch: None,
+                })
+            }
+            Request::AnswerInvitation { pn_id, accept } => {
+                let accepted = h
+                    .answer_invitation(pn_id, accept)
+                    .await
+                    .map_err(api_error)?;
+                one(Response::AnswerInvitation { pn_id, accepted })
+            }
+            Request::Events {} => Ok(Reply::Stream(Response::Events {}, follow(h.events()))),
+            Request::Caps { entity, live } => {
+                if entity.as_ref().is_some_and(|e| e != h.id()) || live {
+                    return Err(ApiError::bad_request(
+                        "a PNE answers with its own capabilities: name no entity, ask no live",
+                    ));
+                }
+                let c = h.capabilities(None).await.map_err(api_error)?;
+                one(Response::Caps {
+                    entity: h.id().clone(),
+                    live: false,
+                    capabilities: Capabilities::from(&c),
+                })
+            }
+            Request::CapsSet { capabilities } => {
+                let c = capabilities.to_device().map_err(ApiError::bad_request)?;
+                let c = h.capabilities(Some(c)).await.map_err(api_error)?;
+                one(Response::CapsSet {
+                    entity: h.id().clone(),
+                    capabilities: Capabilities::from(&c),
+                })
+            }
+            Request::Status { entities, user } => {
+                no_user(user.is_some())?;
+                match h.status(StatusAsk::Query(entities)).await {
+                    Ok(StatusReply::Entries(e)) => one(Response::Status {
+                        entries: e.iter().map(Entry::from).collect(),
+                    }),
+                    Ok(other) => Err(ApiError::internal(format!(
+                        "an unexpected answer: {other:?}"
+                    ))),
+                    Err(e) => Err(api_error(e)),
+                }
+            }
+            Request::StatusSet { status, label } => {
+                let status = Status::from(status);
+                match (status, &label) {
+                    (Status::Custom, None) => {
+                        return Err(ApiError::bad_request("a custom status has a \"label\""));
+                    }
+                    (Status::Custom, Some(_)) | (_, None) => {}
+                    (_, Some(_)) => {
+                        return Err(ApiError::bad_request("only a custom status has a label"));
+                    }
+                }
+                h.status(StatusAsk::Set(status, label))
+                    .await
+                    .map_err(api_error)?;
+                one(Response::StatusSet {})
+            }
+            Request::Subscribe {
+                entities,
+                user,
+                policy,
+            } => {
+                no_user(user.is_some())?;
+                let policy = policy.to_wire().map_err(ApiError::bad_request)?;
+                cpns_proto::status::Policy::check(&policy).map_err(ApiError::bad_request)?;
+                let (tx, mut notes) = mpsc::channel(FOLLOWER_QUEUE);
+                match h.status(StatusAsk::Subscribe(entities, policy, tx)).await {
+                    Ok(StatusReply::Subscribed {
+                        subscription,
+                        entries,
+                    }) => {
+                        let (out, rx) = mpsc::channel(FOLLOWER_QUEUE);
+                        tokio::spawn(async move {
+                            while let Some(n) = notes.recv().await {
+                                if out.send(super::events::status(&n)).await.is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        let first = Response::Subscribe {
+                            subscription,
+                            entries: entries.iter().map(Entry::from).collect(),
+                        };
+                        Ok(Reply::Stream(first, rx))
+                    }
+                    Ok(other) => Err(ApiError::internal(format!(
+                        "an unexpected answer: {other:?}"
+                    ))),
+                    Err(e) => Err(api_error(e)),
+                }
+            }
+            Request::UsageRecord {
+                service,
+                start_s,
+                end_s,
+                bytes,
+                battery_start,
+            } => self
+                .usage_record(service, start_s, end_s, bytes, battery_start)
+                .await
+                .map(Reply::One),
+            Request::UsagePrefs {} => {
+                let prefs = self.store.usage_prefs().await.map_err(ApiError::internal)?;
+                one(Response::UsagePrefs {
+                    default: api_preference(self.usage_default),
+                    services: prefs
+                        .into_iter()
+                        .map(|(service, p)| ServicePreference {
+                            service,
+                            preference: api_preference(p),
+                        })
+                        .collect(),
+                })
+            }
+            Request::UsagePrefSet {
+                service,
+                preference,
+            } => {
+                let stored = match preference {
+                    ApiPreference::Private => Some(Preference::Private),
+                    ApiPreference::Server => Some(Preference::Server),
+                    ApiPreference::Shared => Some(Preference::Shared),
+                    ApiPreference::Default => None,
+                };
+                check_service(&service)?;
+                self.store
+                    .set_usage_pref(&service, stored)
+                    .await
+                    .map_err(ApiError::internal)?;
+                one(Response::UsagePrefSet {
+                    service,
+                    preference,
+                })
+            }
+            Request::UsageSummary {} => {
+                let rows = self
+                    .store
+                    .local_usage_summary()
+                    .await
+                    .map_err(ApiError::internal)?;
+                one(Response::UsageSummary {
+                    summary: rows.iter().map(usage_row).collect(),
+                })
+            }
+            Request::UsageSend {} => {
+                let prefs = crate::pne::usage_prefs(&self.store, self.usage_default)
+                    .await
+                    .map_err(ApiError::internal)?;
+                let s = h.send_usage(prefs).await.map_err(api_error)?;
+                one(Response::UsageSend {
+                    sent: s.sent,
+                    duplicates: s.duplicates,
+                    charged: s.charged,
+                    withheld: s.withheld,
+                })
+            }
+            Request::Charging { user, since_s } => {
+                no_user(user.is_some())?;
+                let rows = h.charging(since_s).await.map_err(api_error)?;
+                one(Response::Charging {
+                    records: rows.iter().map(Charge::from).collect(),
+                })
+            }
+            r @ (Request::Establish { .. } | Request::Usage { .. }) => Err(Role::Pne.refusal(&r)),
+        }
+    }
+
+    /// An application on the device reports one use of a service (CPNS-5): kept with the
+    /// device's status and battery, unsent.
+    async fn usage_record(
+        &self,
+        service: String,
+        start_s: u64,
+        end_s: u64,
+        bytes: u64,
+        battery_start: Option<u8>,
+    ) -> Result<Response, ApiError> {
+        check_service(&service)?;
+        if end_s < start_s {
+            return Err(ApiError::bad_request("a use ends after it starts"));
+        }
+        let caps = self.handle.capabilities(None).await.ok();
+        // A random id: the server counts a record once per device and id (a retried send).
+        let id = cpns_crypto::MachineRng::os().u64() & (i64::MAX as u64);
+        let record = UsageRecord {
+            id,
+            service,
+            start_s,
+            end_s,
+            bytes,
+            audience: Audience::Server,
+            status: Some(Status::Online),
+            battery_start,
+            battery_end: caps.as_ref().and_then(|c| c.battery_pct),
+            networks: caps.map(|c| c.networks).unwrap_or_default(),
+        };
+        self.store
+            .save_local_usage(&record)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Response::UsageRecord {
+            record_id: record.id,
+        })
+    }
+}
+
+/// One answer, or a first answer and the events that follow it.
+enum Reply {
+    One(Response),
+    Stream(Response, mpsc::Receiver<Event>),
+}
+
+/// A service name as a usage record or preference takes it.
+fn check_service(service: &str) -> Result<(), ApiError> {
+    if service.is_empty() || service.len() > cpns_proto::usage::MAX_SERVICE {
+        return Err(ApiError::bad_request("a service name is 1 to 128 bytes"));
+    }
+    Ok(())
+}
+
+fn no_user(named: bool) -> Result<(), ApiError> {
+    if named {
+        return Err(ApiError::bad_request(
+            "a PNE answers for its own user: name no \"user\"",
+        ));
+    }
+    Ok(())
+}
+
+/// `hello`'s answer for `role`.
+pub(crate) fn hello(role: Role, entity: Option<cpns_wire::EntityId>) -> Response {
+    Response::Hello {
+        role,
+        entity,
+        versions: vec![VERSION],
+        verbs: role.verbs().iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+/// The PNs of an inventory as the API tells them.
+pub(crate) fn pns(inventory: &[cpns_wire::PnInventory]) -> Vec<Pn> {
+    inventory.iter().map(Pn::from).collect()
+}
+
+/// The one PN `pn_id` of an inventory: `not_found` if it is not there.
+pub(crate) fn one_pn(inventory: &[cpns_wire::PnInventory], pn_id: PnId) -> Result<Pn, ApiError> {
+    inventory
+        .iter()
+        .find(|i| i.pn_id == pn_id)
+        .map(Pn::from)
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no PN {pn_id} here")))
+}
+
+/// A usage summary row as the API tells it.
+pub fn usage_row(r: &cpns_store::UsageSummary) -> UsageRow {
+    UsageRow {
+        user: r.user.clone(),
+        service: r.service.clone(),
+        uses: r.uses,
+        seconds: r.seconds,
+        bytes: r.bytes,
+    }
+}
+
+fn api_preference(p: Preference) -> ApiPreference {
+    match p {
+        Preference::Private => ApiPreference::Private,
+        Preference::Server => ApiPreference::Server,
+        Preference::Shared => ApiPreference::Shared,
+    }
+}
+
+/// The events of a PNE from now on, as the control API's, until the follower's connection
+/// goes (its receiver dropped) or the PNE stops. A follower that falls behind is told how many
+/// events it missed.
+fn follow(mut events: broadcast::Receiver<cpns_proto::pne::PneEvent>) -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel(FOLLOWER_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let told = match events.recv().await {
+                Ok(e) => super::events::pne_events(&e, std::time::Instant::now()),
+                Err(broadcast::error::RecvError::Lagged(missed)) => vec![Event::Lagged { missed }],
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            for e in told {
+                if tx.send(e).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
