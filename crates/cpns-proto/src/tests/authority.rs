@@ -262,3 +262,60 @@ fn the_local_inventory_answer_gives_capabilities_of_record() {
     assert_eq!(member.capabilities.as_ref(), Some(&now_caps));
     assert_ne!(member.capabilities.as_ref(), Some(&joined_with));
 }
+
+/// Five PNEs on an insecure PAN, all alice's: 0-2 in one PN, 3 and 4 connected and accepting
+/// invitations.
+fn with_two_outsiders() -> (Harness, PnId) {
+    let mut h = Harness::ready(&[PneSpec::cpns(); 5]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1), pne_id(2)]));
+    let pn = h.joined(0).unwrap().pn_id;
+    (h, pn)
+}
+
+/// The `asked_by` of the PN Update Request that adds `pne`.
+fn join_named(h: &Harness, pne: &EntityId) -> Option<EntityId> {
+    h.delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PnUpdateRequest(r) if r.add.iter().any(|m| &m.pne_id == pne) => Some(r.asked_by),
+            _ => None,
+        })
+        .expect("the join was asked of the server")
+}
+
+/// Invitations in flight at once into one PN: each invitee's join names whoever invited that
+/// invitee, and no one else.
+#[test]
+fn each_join_names_its_own_inviter() {
+    let (mut h, pn) = with_two_outsiders();
+    let now = h.now();
+    h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
+    let owner = h.gw.invite(now, pn, pne_id(4)).unwrap();
+    h.pump();
+    assert_eq!(join_named(&h, &pne_id(3)), Some(pne_id(1)));
+    assert_eq!(join_named(&h, &pne_id(4)), None);
+    assert!(matches!(
+        h.gw_outcome(owner),
+        crate::gateway::Outcome::Invited { joined: true, .. }
+    ));
+    assert_eq!(h.members(pn).len(), 5);
+}
+
+/// Another user's member's invitee is refused at its join; an invitation of the owner into the
+/// same PN at the same time goes on and its invitee joins.
+#[test]
+fn a_refused_join_ends_only_its_own_invitation() {
+    let (mut h, pn) = with_two_outsiders();
+    h.store.entities.get_mut(&pne_id(1)).unwrap().owner = mallory();
+    let now = h.now();
+    h.pnes[1].invite_pne(now, pn, pne_id(3)).unwrap();
+    let owner = h.gw.invite(now, pn, pne_id(4)).unwrap();
+    h.pump();
+    assert!(h.pne_refused(1, ErrorCode::Forbidden));
+    assert!(matches!(
+        h.gw_outcome(owner),
+        crate::gateway::Outcome::Invited { joined: true, .. }
+    ));
+    assert!(h.members(pn).contains(&pne_id(4)));
+    assert!(!h.members(pn).contains(&pne_id(3)));
+}

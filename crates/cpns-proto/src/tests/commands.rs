@@ -247,3 +247,18 @@ fn an_expulsion_waiting_when_the_pn_goes_ends_with_it() {
     let c = h.completion(1, expel).expect("ended with its PN");
     assert!(matches!(&c.result, Err(Failure::Refused(e)) if e.code == ErrorCode::NotFound));
 }
+
+/// A join completes as a registration's flow, with the PN, not as this PNE's own set-up.
+#[test]
+fn a_join_completes_with_the_pn_as_a_registration() {
+    let (mut h, pn) = with_pn_and_outsiders();
+    let now = h.now();
+    let id = h.pnes[3].join_pn(now, pn).unwrap();
+    h.pump();
+    let c = h.completion(3, id).expect("it completed");
+    assert_eq!(c.flow, Flow::PneRegistration);
+    assert!(matches!(
+        &c.result,
+        Ok(Outcome::PnJoined { inventory, initiator: false }) if inventory.pn_id == pn
+    ));
+}
