@@ -11,7 +11,6 @@
 //! on a fresh server, its memory per idle PN GW session while other processes hold many.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +23,6 @@ use cpns_wire::UserId;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio::task::JoinSet;
 
 use crate::households::HouseholdsArgs;
@@ -451,23 +449,22 @@ async fn measure_idle(
     let mut from = 0;
     while from < sessions {
         let to = (from + HOLD_PER_PROCESS).min(sessions);
-        let mut child = Command::new(&exe)
-            .arg("hold")
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--server", &server.addr])
-            .args(["--from", &from.to_string(), "--to", &to.to_string()])
-            .env("CPNS_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("start cpns-bench hold")?;
-        let stdout = child.stdout.take().context("holder stdout")?;
+        let (from_arg, to_arg) = (from.to_string(), to.to_string());
+        // The data directory stays an OsStr: a path need not be UTF-8.
+        let args: [&std::ffi::OsStr; 9] = [
+            "hold".as_ref(),
+            "--data-dir".as_ref(),
+            dir.as_os_str(),
+            "--server".as_ref(),
+            server.addr.as_ref(),
+            "--from".as_ref(),
+            from_arg.as_ref(),
+            "--to".as_ref(),
+            to_arg.as_ref(),
+        ];
+        let (child, mut lines) = net::spawn_helper(&exe, &args)?;
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
             let mut last = 0usize;
             while let Ok(Some(line)) = lines.next_line().await {
                 // Counts from several tasks may print out of order: only growth counts.

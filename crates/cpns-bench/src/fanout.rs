@@ -6,7 +6,6 @@
 //! both read on the machine's wall clock (one clock: all processes run on this machine). The
 //! figures are p50, p99 and the largest delivery latency over every (change, subscriber) pair.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +15,6 @@ use clap::Args;
 use cpns_crypto::MachineRng;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -242,19 +240,9 @@ impl Helpers {
         let mut children = Vec::new();
         for k in 0..helpers {
             let Some(args) = args(k) else { break };
-            let mut child = Command::new(exe)
-                .args(&args)
-                .env("CPNS_LOG", "warn")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .kill_on_drop(true)
-                .spawn()
-                .context("start a bench helper")?;
-            let out = child.stdout.take().context("helper stdout")?;
+            let (child, mut l) = net::spawn_helper(exe, &args)?;
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut l = BufReader::new(out).lines();
                 while let Ok(Some(line)) = l.next_line().await {
                     if tx.send(line).await.is_err() {
                         return;

@@ -476,3 +476,25 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// Starts this binary again as a helper process running `args` (a `hold` or `subscribe` share of
+/// the load), quiet but for warnings, killed when dropped; returns it with its stdout as lines.
+pub fn spawn_helper<S: AsRef<std::ffi::OsStr>>(
+    exe: &Path,
+    args: &[S],
+) -> anyhow::Result<(
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+)> {
+    let mut child = tokio::process::Command::new(exe)
+        .args(args)
+        .env("CPNS_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start a bench helper process")?;
+    let stdout = child.stdout.take().context("a bench helper's stdout")?;
+    Ok((child, BufReader::new(stdout).lines()))
+}
