@@ -123,7 +123,7 @@ pub async fn prepare(
             }
         })
         .collect();
-    let now = cpns_node::server_store::unix_millis();
+    let now = cpns_node::clock::unix_millis();
     let record = |dev: &Device, kind| -> anyhow::Result<EntityRecord> {
         Ok(EntityRecord {
             id: dev.id.clone(),

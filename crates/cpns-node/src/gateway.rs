@@ -31,11 +31,10 @@ use tracing::{debug, info, warn};
 
 use crate::admission::Admission;
 use crate::backoff::Backoff;
+use crate::clock::{sleep_until, unix_millis};
 use crate::error::{NodeError, store_failure};
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::pan_link::{LinkCmd, LinkEvent, LinkLimits};
-use crate::server::sleep_until;
-use crate::server_store::unix_millis;
 use crate::trace::{TraceSink, report};
 use crate::{DeviceCredential, pki};
 
@@ -395,7 +394,7 @@ pub async fn start<S: DeviceStore + Clone>(
     let mut machine = Gateway::new(cfg.proto.clone(), cpns_crypto::MachineRng::os());
     // PN lifetimes are kept as Unix times: the machine learns the wall clock before it reloads
     // them.
-    machine.set_wall_clock(Instant::now(), crate::server_store::unix_millis());
+    machine.set_wall_clock(Instant::now(), unix_millis());
     let stored = store.local_pns().await?;
     machine.restore(stored.iter().map(local_pn_state).collect())?;
     info!(pns = stored.len(), "local PN inventory reloaded");

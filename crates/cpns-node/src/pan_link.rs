@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::admission::{Admission, Authenticated, Unauthenticated};
+use crate::clock::{cancelled, sleep_until};
 use crate::frames::{FrameError, FramedConn, PRE_AUTH_MAX_FRAME};
-use crate::server::{cancelled, sleep_until};
 
 /// Frames the event loop may have waiting for one link's task before the link is cut off.
 pub(crate) const LINK_COMMANDS: usize = 64;

@@ -28,11 +28,11 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::backoff::Backoff;
+use crate::clock::{sleep_until, unix_millis};
 use crate::error::{NodeError, store_failure};
 use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
 use crate::gateway::{local_pn_record, local_pn_state};
-use crate::server::sleep_until;
-use crate::server_store::{open_sk, sealed_sk, unix_millis};
+use crate::server_store::{open_sk, sealed_sk};
 use crate::trace::{TraceSink, report};
 
 /// One step of what a PNE does once connected.

@@ -5,8 +5,6 @@
 //! (`cpns_crypto::at_rest_eukey_aad`, `cpns_crypto::at_rest_session_key_aad`). What fails — a
 //! read, a seal that does not open — is the [`StoreFailure`] the machine ends one flow with.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use cpns_crypto::{
     EuKey, MasterKey, SessionKey, at_rest_eukey_aad, at_rest_session_key_aad, open_at_rest,
     seal_at_rest,
@@ -19,19 +17,13 @@ use cpns_proto::server::{
 use cpns_proto::status::{EntityState, Watched};
 use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, ServerStore};
 
+use crate::clock::unix_millis;
 use crate::error::{NodeError, store_failure};
 use crate::status_hub::StatusHub;
 use cpns_wire::{EntityId, InventoryMember, PnId, PnInventory};
 
 /// How long kept answers of mutating requests stay (docs/design.md §3): far longer than any retry.
 const ANSWERS_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// A status record as the status machinery reads it.
 pub fn state_of(

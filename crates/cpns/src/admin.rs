@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use cpns_crypto::{EuKey, MasterKey, at_rest_eukey_aad, seal_at_rest};
-use cpns_node::server_store::unix_millis;
+use cpns_node::clock::unix_millis;
 use cpns_node::{DeviceCredential, DeviceKind, pki};
 use cpns_store::{DeviceStore, EntityKind, EntityRecord, ServerStore, SqliteStore};
 use cpns_wire::{EntityId, UserId};

@@ -15,11 +15,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cpns_crypto::{EuKey, MasterKey, at_rest_eukey_aad, seal_at_rest};
+use cpns_node::clock::unix_millis;
 use cpns_node::gateway::{self, GatewayHandle, GatewayNodeConfig};
 use cpns_node::pki::{self, Pki};
 use cpns_node::pne::{self, PneReport, PneStep};
 use cpns_node::server::{ServerNode, ServerNodeConfig};
-use cpns_node::server_store::unix_millis;
 use cpns_proto::PanSecurity;
 use cpns_proto::gateway::{GatewayConfig, GatewayEvent};
 use cpns_proto::pne::PneConfig;

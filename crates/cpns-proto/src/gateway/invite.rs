@@ -6,7 +6,7 @@
 //!    accepts joins the PN as 000 §6.6.2.2 has it (a registration in the PN, 003 §1.4.2), so the
 //!    server authenticates it before it enters the inventory: that join is the PN Update
 //!    Request and Response of steps 3-4 / 4-5, and its PN Update Notifications are step 5 /
-//!    steps 7-8 ([`super::relay`]).
+//!    steps 7-8 ([`super::register`]).
 //! 3. The invitation ends when the invitee is a member, declines, or the flow's deadline
 //!    passes; a member that asked is answered then (§6.6.2.1.2 step 6).
 //!

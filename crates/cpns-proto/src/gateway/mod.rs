@@ -9,6 +9,7 @@
 //! [`GatewayOutput`]s. Local PN inventory changes come out as [`GatewayOutput::Persist`]; the
 //! step that depends on them continues only when the driver reports them durable.
 
+mod connect;
 mod establish;
 mod expiry;
 mod invite;
@@ -16,11 +17,11 @@ mod membership;
 mod outcome;
 mod pan;
 mod pn_flows;
+mod register;
+mod rejoin;
 mod relay;
 mod release;
-mod setup;
 mod status;
-mod wan;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -424,7 +425,7 @@ impl LocalPn {
 #[derive(Debug)]
 pub struct Gateway {
     cfg: GatewayConfig,
-    wan: wan::Wan,
+    wan: connect::Wan,
     wan_codec: LinkCodec,
     links: BTreeMap<LinkId, Link>,
     /// The routing table: which link reaches which PNE.
@@ -460,7 +461,7 @@ pub struct Gateway {
 #[derive(Debug)]
 enum Parked {
     Establishment(PnId),
-    MemberAdded(Box<relay::JoinStored>),
+    MemberAdded(Box<register::JoinStored>),
     Released(Box<release::Releasing>),
     MemberRemoved(Box<membership::Agreed>),
 }
@@ -472,7 +473,7 @@ impl Gateway {
         let cfg_max = cfg.max_frame;
         Self {
             cfg,
-            wan: wan::Wan::Down,
+            wan: connect::Wan::Down,
             wan_codec,
             links: BTreeMap::new(),
             routes: BTreeMap::new(),
@@ -525,7 +526,7 @@ impl Gateway {
 
     /// Whether the WAN session is set up.
     pub fn wan_ready(&self) -> bool {
-        matches!(self.wan, wan::Wan::Ready)
+        matches!(self.wan, connect::Wan::Ready)
     }
 
     /// A new PAN link with a PNE.

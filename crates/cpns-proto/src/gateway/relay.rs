@@ -1,22 +1,17 @@
-//! PNE registration through the PN GW (003 §1.4.1, §1.4.2) and the relay of PNE<->server
-//! traffic by the routing table.
-//!
-//! A member PNE's PNE Registration Request is forwarded as is (§1.4.1 step 3); membership is
-//! looked up in the local inventory, never inferred from the request. A PNE that is not a member
-//! is first proposed to the server with a PN Update Request, then its request is forwarded on
-//! its behalf (§1.4.2 steps 4-5); it enters the server's inventory and the local one only once
-//! the server authenticated it, so a failed or timed-out registration changes neither. Requests and responses
-//! crossing the PN GW keep their meaning but get the message ids of the session they travel
-//! on; the relay maps them back. Sealed payloads (the registration grant) pass through unread.
+//! The relay of PNE<->server traffic by the routing table (003 §1.4.1 step 3 and step 4, 002
+//! §B.1.1.3 step 22): requests and responses crossing the PN GW keep their meaning but get the
+//! message ids of the session they travel on, and the relay maps them back. Sealed payloads (a
+//! Secure Request, a registration grant, a PN Key Response) pass through unread. Registration
+//! itself is [`super::register`].
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_wire::{
-    Address, Body, EntityId, Envelope, ErrorBody, ErrorCode, InventoryMember, MsgKind, NewMember,
-    PnId, PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest, RequestId,
+    Address, Body, EntityId, Envelope, ErrorBody, ErrorCode, InventoryMember, MsgKind, PnId,
 };
 
+use super::register::{JoinStored, PendingRegistration};
 use super::{Gateway, GatewayEvent, LinkId, Parked};
 
 /// A PNE request forwarded to the server, awaiting the server's answer.
@@ -29,35 +24,6 @@ struct Up {
     deadline: Instant,
 }
 
-/// A joining PNE's registration answer, waiting for the local inventory to store the member.
-#[derive(Debug)]
-pub(crate) struct JoinStored {
-    pn_id: PnId,
-    pne: EntityId,
-    link: LinkId,
-    answer: Envelope,
-    /// The PN's new group key epoch and the other members' copies (000 §6.6.2.2).
-    epoch: Option<u64>,
-    keys: Vec<cpns_wire::SealedGroupKey>,
-}
-
-impl JoinStored {
-    /// The joining PNE.
-    pub(crate) fn pne(&self) -> &EntityId {
-        &self.pne
-    }
-}
-
-/// A non-member's registration waiting for its PN update (003 §1.4.2 step 4).
-#[derive(Debug)]
-pub(crate) struct PendingRegistration {
-    link: LinkId,
-    pan_msg: u64,
-    req: PneRegistrationRequest,
-    pn_id: PnId,
-    deadline: Instant,
-}
-
 /// Correlation of relayed messages.
 #[derive(Debug, Default)]
 pub(super) struct Relays {
@@ -66,7 +32,7 @@ pub(super) struct Relays {
     /// (link, PAN msg id) of a forwarded server request → the server's msg id.
     down: BTreeMap<(LinkId, u64), u64>,
     /// WAN msg id of a PN Update Request → the registration waiting for it.
-    updates: BTreeMap<u64, PendingRegistration>,
+    pub(super) updates: BTreeMap<u64, PendingRegistration>,
 }
 
 impl Relays {
@@ -96,87 +62,6 @@ impl Relays {
 }
 
 impl Gateway {
-    /// 003 §1.4.1 steps 1-3 / §1.4.2 steps 2-4: a PNE asks to be registered.
-    pub(super) fn on_pne_registration(
-        &mut self,
-        now: Instant,
-        link: LinkId,
-        env: &Envelope,
-        m: PneRegistrationRequest,
-    ) {
-        if !self.admit_pne_request(link, env, &m.pne_id) {
-            return;
-        }
-        // Step 2: is the PNE a member of an established PN? Looked up, not inferred: a PNE
-        // naming no PN registers in the first PN it belongs to.
-        let is_member = |gw: &Self, pn: &PnId| {
-            gw.pns.get(pn).is_some_and(|p| {
-                p.state
-                    .inventory
-                    .members
-                    .iter()
-                    .any(|x| x.pne_id == m.pne_id)
-            })
-        };
-        let member_of = match m.pn_id {
-            Some(pn) => is_member(self, &pn).then_some(pn),
-            None => self.pns.keys().find(|pn| is_member(self, pn)).copied(),
-        };
-        if let Some(pn_id) = member_of {
-            // §1.4.1 step 3: forward to the server.
-            let req = PneRegistrationRequest {
-                pn_id: Some(pn_id),
-                ..m
-            };
-            return self.forward_up(now, link, env.msg_id, &req.pne_id.clone(), req, None);
-        }
-        // §1.4.2 step 4: add it to the PN first.
-        let pn_id = match m.pn_id.filter(|pn| self.pns.contains_key(pn)) {
-            Some(pn) => pn,
-            None => match self.pns.keys().min() {
-                Some(pn) => *pn,
-                None => {
-                    return self.reject_pan(
-                        link,
-                        env,
-                        ErrorCode::NotFound,
-                        "the PN GW serves no PN yet; establish one first",
-                    );
-                }
-            },
-        };
-        // An invitee joining at a member's request (000 §6.6.2.1.2): the server decides
-        // whether that member may invite.
-        let asked_by = self.invited_by(&pn_id, &m.pne_id);
-        let update = PnUpdateRequest {
-            request_id: RequestId(self.rng.u64()),
-            pn_id,
-            add: vec![NewMember {
-                pne_id: m.pne_id.clone(),
-                capabilities: m.capabilities.clone(),
-            }],
-            remove: Vec::new(),
-            asked_by,
-        };
-        let Some(msg) = self.send_wan_request(update) else {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::BadRequest,
-                "the request is larger than the CPNS Server accepts",
-            );
-        };
-        let deadline = now + self.cfg.timeouts.flow;
-        let pending = PendingRegistration {
-            link,
-            pan_msg: env.msg_id,
-            req: m,
-            pn_id,
-            deadline,
-        };
-        self.relays.updates.insert(msg, pending);
-    }
-
     /// A PNE's request for the server that the PN GW relays as it is, unable to open what it
     /// carries: a Secure Request (003 §1.4.1 step 4), sealed end to end, or a PN Key Request
     /// (002 §B.1.1.3 step 22), whose answer is sealed for the PNE alone.
@@ -202,7 +87,12 @@ impl Gateway {
 
     /// Whether a request `pne` sends on `link` for the server may go on: the link speaks as
     /// that PNE, the WAN is up, and the flow limits allow it. Refused requests are answered.
-    fn admit_pne_request(&mut self, link: LinkId, env: &Envelope, pne: &EntityId) -> bool {
+    pub(super) fn admit_pne_request(
+        &mut self,
+        link: LinkId,
+        env: &Envelope,
+        pne: &EntityId,
+    ) -> bool {
         let refusal = if !self.identify(link, pne) {
             Some((ErrorCode::Forbidden, "a PNE speaks only for itself"))
         } else if !self.wan_ready() {
@@ -223,72 +113,7 @@ impl Gateway {
     }
 
     /// §1.4.2 step 4 (answer) → 5: the server proposes the PNE as a member; register it on its
-    /// behalf. The local inventory changes only once the server authenticated it.
-    pub(super) fn on_update_response(
-        &mut self,
-        now: Instant,
-        env: &Envelope,
-        _m: PnUpdateResponse,
-    ) {
-        let Some(p) = env.in_reply_to.and_then(|r| self.relays.updates.remove(&r)) else {
-            return;
-        };
-        let member = InventoryMember {
-            pne_id: p.req.pne_id.clone(),
-            capabilities: p.req.capabilities.clone(),
-            contents: Vec::new(),
-        };
-        let req = PneRegistrationRequest {
-            pn_id: Some(p.pn_id),
-            ..p.req
-        };
-        let pne = req.pne_id.clone();
-        self.forward_up(now, p.link, p.pan_msg, &pne, req, Some((p.pn_id, member)));
-    }
-
-    /// §1.4.2 step 5 (end): the joining PNE is stored locally; now it gets its answer.
-    pub(super) fn member_add_persisted(
-        &mut self,
-        _now: Instant,
-        j: JoinStored,
-        result: Result<(), crate::StoreFailure>,
-    ) {
-        match result {
-            Ok(()) => {
-                self.report_stored(j.pn_id);
-                self.transmit_pan(j.link, &j.answer);
-                // 000 §6.6.2.2: the others learn of the new member and get the new epoch's key.
-                let notified = match (j.epoch, self.pns.get(&j.pn_id)) {
-                    (Some(epoch), Some(pn)) => {
-                        let mut inventory = pn.state.inventory.clone();
-                        inventory.members.retain(|m| m.pne_id != j.pne);
-                        let others: Vec<EntityId> =
-                            inventory.members.iter().map(|m| m.pne_id.clone()).collect();
-                        let full = pn.state.inventory.clone();
-                        self.notify_members_of(&full, &others, epoch, &j.keys)
-                    }
-                    _ => Vec::new(),
-                };
-                self.invitee_joined(j.pn_id, &j.pne);
-                self.event(GatewayEvent::MemberJoined {
-                    pn_id: j.pn_id,
-                    pne: j.pne,
-                    epoch: j.epoch,
-                    notified,
-                });
-            }
-            Err(e) => {
-                let err = ErrorBody::new(
-                    ErrorCode::Internal,
-                    format!("the local PN inventory could not be stored: {e}"),
-                );
-                let reply_to = j.answer.in_reply_to.unwrap_or(0);
-                self.send_pan_response(j.link, reply_to, err);
-            }
-        }
-    }
-
-    fn forward_up(
+    pub(super) fn forward_up(
         &mut self,
         now: Instant,
         link: LinkId,

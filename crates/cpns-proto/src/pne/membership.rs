@@ -281,7 +281,7 @@ impl PneSession {
             return self.reject(env, ErrorCode::Conflict, "a member of that PN already");
         }
         let from = self.gateway_for(env);
-        let invitation = super::invitation::Invitation::Existing { msg: env.msg_id };
+        let invitation = super::invite::Invitation::Existing { msg: env.msg_id };
         self.invited(now, m.pn_id, from, invitation);
     }
 

@@ -5,10 +5,11 @@
 //! The PNE keeps what it learns only once it has authenticated the server: a PN whose
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
-mod flows;
-mod invitation;
+mod establish;
+mod invite;
 mod membership;
 mod outcome;
+mod register;
 mod rejoin;
 mod release;
 mod secure;
@@ -352,7 +353,7 @@ pub struct PneSession {
     /// Discovery in progress: its message id, deadline and command.
     discovery: Option<(u64, Instant, Option<CommandId>)>,
     pan: Option<PanPending>,
-    flows: flows::Flows,
+    flows: establish::Flows,
     pns: BTreeMap<PnId, MemberOf>,
     parked: BTreeMap<Token, Parked>,
     /// Requests about one PN waiting for the PN GW, by message id.
@@ -378,7 +379,7 @@ pub struct PneSession {
     /// Capabilities and status reporting, heartbeats.
     reporting: status::Reporting,
     /// Invitations held for the application ([`InvitationPolicy::Ask`]).
-    held: invitation::HeldInvitations,
+    held: invite::HeldInvitations,
     out: VecDeque<PneOutput>,
 }
 
@@ -397,7 +398,7 @@ impl PneSession {
             commands: CommandIds::default(),
             discovery: None,
             pan: None,
-            flows: flows::Flows::default(),
+            flows: establish::Flows::default(),
             pns: BTreeMap::new(),
             parked: BTreeMap::new(),
             releases: BTreeMap::new(),

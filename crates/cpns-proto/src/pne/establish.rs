@@ -1,21 +1,23 @@
-//! The PNE's flows: PN establishment as initiator (000 §6.6.1.1 steps 1, 6-8, 14) or invitee
-//! (steps 2-3, 7, 9, 15; §6.6.1.2 steps 3-4, 7-10, 15-16) and PNE registration (003 §1.4.1).
+//! PN establishment at the PNE, as initiator (000 §6.6.1.1 steps 1, 6-8, 14) or invitee
+//! (steps 2-3, 7, 9, 15; §6.6.1.2 steps 3-4, 7-10, 15-16), and the bookkeeping of the PNE's
+//! flows with the server ([`Flows`]: its own set-up, the PNs it is joining, its registration,
+//! [`super::register`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cpns_crypto::{
-    AuthHash, AuthPurpose, GrantBinding, LocalEuKey, PneAuthInput, PneAuthKeys, Rand,
-    ServerOutcome, open_registration_grant, stored_wrapped_key,
+    AuthHash, AuthPurpose, LocalEuKey, PneAuthInput, PneAuthKeys, Rand, ServerOutcome,
+    stored_wrapped_key,
 };
 use cpns_wire::{
     AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, Envelope, ErrorBody, ErrorCode,
     HashBytes, JoinInfo, PnEstablishmentNotify, PnId, PnInventory, PnSetupRequest, PnSetupResponse,
-    PneHash, PneRegistrationRequest, PneRegistrationResponse, RegistrationGrant, RequestId,
-    SetupType,
+    PneHash, RequestId, SetupType,
 };
 
-use super::{MemberOf, Outcome, PneEvent, PneSession};
+use super::register::Registering;
+use super::{MemberOf, PneEvent, PneSession};
 use crate::util::{hash_of, hash_wire, inventory_cbor, rand_of, rand_wire};
 use crate::{CommandError, CommandId, Failure, Flow, LocalPnState};
 
@@ -54,36 +56,12 @@ enum JoinPhase {
     },
 }
 
-/// A PNE registration in progress.
-#[derive(Debug)]
-struct Registering {
-    msg: u64,
-    request_id: RequestId,
-    rand_pne: Rand,
-    phase: RegistrationPhase,
-    deadline: Instant,
-    /// The command that asked for it; `None` for a join after an invitation.
-    cmd: Option<CommandId>,
-    /// Whether it is a join (000 §6.6.2.2): done once the PN it makes this PNE a member of is
-    /// stored, not at the registration's answer.
-    joins: bool,
-}
-
-/// Where a registration stands, with what only that phase has.
-#[derive(Debug)]
-enum RegistrationPhase {
-    /// Asked; waiting for the server's challenge.
-    AwaitAuth,
-    /// Answered the challenge for this PN; waiting for the answer with hash_server.
-    Authenticated(Box<(PnId, PneAuthKeys, AuthHash)>),
-}
-
 /// Flows in progress.
 #[derive(Debug, Default)]
 pub(super) struct Flows {
     setup: Option<OwnSetup>,
     joining: BTreeMap<PnId, Joining>,
-    registration: Option<Registering>,
+    pub(super) registration: Option<Registering>,
 }
 
 impl Flows {
@@ -159,7 +137,7 @@ impl PneSession {
             return self.reject(env, ErrorCode::BadRequest, "an invitation names its PN");
         };
         let from = m.initiator.unwrap_or_else(|| self.gateway_for(env));
-        let invitation = super::invitation::Invitation::Setup { msg: env.msg_id };
+        let invitation = super::invite::Invitation::Setup { msg: env.msg_id };
         self.invited(now, pn_id, from, invitation);
     }
 
@@ -462,186 +440,6 @@ impl PneSession {
         );
         self.out
             .push_back(super::PneOutput::Persist { token, pn: state });
-    }
-
-    /// 003 §1.4.1 step 1: ask to be registered, in `pn_id` if the PNE is a member of it.
-    /// Completes with [`Outcome::Registered`].
-    pub fn start_registration(
-        &mut self,
-        now: Instant,
-        pn_id: Option<PnId>,
-    ) -> Result<CommandId, CommandError> {
-        let id = self.commands.next();
-        self.register(now, pn_id, Some(id), false)?;
-        Ok(id)
-    }
-
-    /// A registration for command `cmd` (or for this PNE itself), joining `pn_id` if `joins`.
-    pub(super) fn register(
-        &mut self,
-        now: Instant,
-        pn_id: Option<PnId>,
-        cmd: Option<CommandId>,
-        joins: bool,
-    ) -> Result<(), CommandError> {
-        if self.flows.registration.is_some() {
-            return Err(CommandError::ChangeRunning {
-                flow: Flow::PneRegistration,
-            });
-        }
-        let rand_pne = self.rng.rand();
-        let request_id = RequestId(self.rng.u64());
-        let req = PneRegistrationRequest {
-            request_id,
-            pne_id: self.cfg.id.clone(),
-            pn_id,
-            rand_pne: rand_wire(&rand_pne),
-            capabilities: Some(self.cfg.capabilities.clone()),
-        };
-        let msg = self.send_request_to(cpns_wire::Address::Server, req);
-        let deadline = now + self.cfg.timeouts.flow * 3;
-        self.flows.registration = Some(Registering {
-            msg,
-            request_id,
-            rand_pne,
-            phase: RegistrationPhase::AwaitAuth,
-            deadline,
-            cmd,
-            joins,
-        });
-        Ok(())
-    }
-
-    /// The server's challenge for the registration, relayed by the PN GW.
-    fn on_registration_auth(&mut self, env: &Envelope, m: AuthenticationRequest) {
-        let Some(r) = self
-            .flows
-            .registration
-            .as_mut()
-            .filter(|r| matches!(r.phase, RegistrationPhase::AwaitAuth))
-        else {
-            return self.reject(env, ErrorCode::WrongState, "no registration in progress");
-        };
-        let keys = PneAuthKeys::derive(
-            &self.cfg.eukey,
-            &PneAuthInput {
-                purpose: AuthPurpose::Registration,
-                pn_id: m.pn_id.as_bytes(),
-                pne_id: self.cfg.id.as_str(),
-                rand_pne: &r.rand_pne,
-                rand_server: &rand_of(&m.rand_server),
-            },
-        );
-        let hash = keys.hash_pne();
-        r.phase = RegistrationPhase::Authenticated(Box::new((m.pn_id, keys, hash)));
-        let resp = AuthenticationResponse {
-            pn_id: m.pn_id,
-            hashes: vec![PneHash {
-                pne_id: self.cfg.id.clone(),
-                hash: hash_wire(&hash),
-            }],
-            purpose: AuthPurposeCode::Registration,
-            request_id: m.request_id,
-        };
-        let resp = self.response(env.msg_id, env.from.clone(), resp);
-        self.transmit(&resp);
-    }
-
-    /// 003 §1.4.1 step 4: authenticate the server (hash_server covers the CPNS ID), open the grant
-    /// sealed under K_dir(server → PNE) of SK_PNE and bound to this PN, PNE, request and CPNS ID.
-    pub(super) fn on_registration_response(&mut self, env: &Envelope, m: PneRegistrationResponse) {
-        if self
-            .flows
-            .registration
-            .as_ref()
-            .is_none_or(|r| Some(r.msg) != env.in_reply_to)
-        {
-            return;
-        }
-        let Some(r) = self.flows.registration.take() else {
-            return;
-        };
-        let (request_id, cmd, joins) = (r.request_id, r.cmd, r.joins);
-        let RegistrationPhase::Authenticated(authenticated) = r.phase else {
-            let reason = Failure::AnswerBeforeAuthentication;
-            return self.fail(cmd, Flow::PneRegistration, reason);
-        };
-        let (pn_id, keys, hash_pne) = *authenticated;
-        let fail = |s: &mut Self, reason: Failure| s.fail(cmd, Flow::PneRegistration, reason);
-        // hash_server covers the CPNS ID (and the PN, through the transcript).
-        let outcome = ServerOutcome::Registered {
-            cpns_id: m.cpns_id.as_str(),
-        };
-        if m.pn_id != pn_id
-            || keys
-                .verify_hash_server(&hash_pne, &outcome, &hash_of(&m.hash_server))
-                .is_err()
-        {
-            return fail(self, Failure::ServerNotAuthenticated);
-        }
-        let binding = GrantBinding {
-            pn_id: pn_id.as_bytes(),
-            pne_id: self.cfg.id.as_str(),
-            request_id: request_id.0,
-            cpns_id: m.cpns_id.as_str(),
-        };
-        let Ok(plain) = open_registration_grant(keys.session_key(), &binding, &m.sealed_grant)
-        else {
-            return fail(self, Failure::GrantDidNotOpen);
-        };
-        let Ok(grant) = minicbor::decode::<RegistrationGrant>(&plain) else {
-            return fail(self, Failure::GrantMalformed);
-        };
-        if grant.cpns_id != m.cpns_id {
-            return fail(self, Failure::GrantMismatch);
-        }
-        // The server now keeps this SK_PNE for the PNE's membership: group keys come under it.
-        self.set_own_session_key(pn_id, keys.session_key());
-        // 003 §1.4.1 step 4: the PNE keeps its CPNS ID and SK_PNE for the secure session.
-        self.session_established(super::SecureSession {
-            cpns_id: grant.cpns_id.clone(),
-            pn_id,
-            session_key: keys.session_key().clone(),
-            lifetime_s: grant.lifetime_s,
-        });
-        let (cpns_id, lifetime_s) = (grant.cpns_id.clone(), grant.lifetime_s);
-        match (cmd, joins) {
-            (Some(id), false) => {
-                let registered = Outcome::Registered {
-                    cpns_id,
-                    pn_id,
-                    lifetime_s,
-                };
-                self.complete(id, Flow::PneRegistration, Ok(registered));
-            }
-            _ => self.event(PneEvent::Registered {
-                cpns_id,
-                pn_id,
-                lifetime_s,
-            }),
-        }
-        // 000 §6.6.2.2: a registration that made this PNE a member brings the PN, as the server
-        // records it, and its group key, under the grant's seal; a join ends once it is stored.
-        let join_cmd = cmd.filter(|_| joins);
-        match (grant.inventory, grant.epoch, grant.group_key.as_deref()) {
-            (Some(inventory), Some(epoch), Some(gk)) => {
-                self.joined_by_registration(
-                    pn_id,
-                    inventory,
-                    epoch,
-                    gk,
-                    keys.session_key(),
-                    join_cmd,
-                );
-            }
-            _ if joins => {
-                let reason = Failure::NotEstablished(Some(
-                    "registered, but the server did not make this PNE a member of the PN".into(),
-                ));
-                self.fail(join_cmd, Flow::PneRegistration, reason);
-            }
-            _ => {}
-        }
     }
 
     /// An error answering one of the PNE's requests ends its flow.

@@ -1,0 +1,280 @@
+//! How sessions signal and write to each other: one watch channel (stop, or look for mail) and
+//! a mailroom of letters by PN GW, held only while mail waits. A PNE Confirm for another PN
+//! GW's PNE (001 §5.2.1.1 step 8) and a capabilities query by id (004 §5.5.1) go to the session
+//! of the PN GW that can answer, and the answer comes back the same way.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cpns_proto::server::ServerSession;
+use cpns_store::ServerStore;
+use cpns_wire::{EntityId, ErrorBody, ErrorCode, PneConfirmRequest, PneConfirmResponse};
+use tokio::sync::{oneshot, watch};
+
+use super::ServerNode;
+
+/// How sessions signal and write to each other.
+pub(super) struct Office {
+    /// Tells every session to stop, or to look for mail.
+    pub(super) signal: watch::Sender<Signal>,
+    pub(super) mailroom: Mutex<Mailroom>,
+}
+
+impl Office {
+    pub(super) fn room(&self) -> MutexGuard<'_, Mailroom> {
+        self.mailroom.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every session to look for mail.
+    pub(super) fn ring(&self) {
+        self.signal.send_modify(|s| s.mail = s.mail.wrapping_add(1));
+    }
+
+    /// Posts the answer to question `ask` for the session of `to`.
+    fn answer(
+        &self,
+        to: &EntityId,
+        ask: u64,
+        answer: Result<PneConfirmResponse, ErrorBody>,
+        until: Instant,
+    ) {
+        let now = Instant::now();
+        let letter = PeerMsg::Answer { ask, answer };
+        if self.room().post(now, to, until, letter).is_ok() {
+            self.ring();
+        }
+    }
+}
+
+/// What the server tells its sessions through one watch channel (so an idle session holds
+/// nothing more than the receiver it has anyway): stop, or look for mail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Signal {
+    /// Every session ends.
+    pub(super) stop: bool,
+    /// Bumped whenever a session has mail (001 §5.2.1.1: a PNE Confirm or its answer).
+    mail: u64,
+}
+
+/// Questions and answers between PN GW sessions (001 §5.2.1.1 step 8: PNE Confirm to the
+/// PNE's home PN GW, over that PN GW's own session), by the PN GW whose session takes them.
+/// Held only while mail waits: an idle session costs nothing here.
+#[derive(Default)]
+pub(super) struct Mailroom {
+    boxes: HashMap<EntityId, VecDeque<Letter>>,
+    /// Letters waiting in all boxes.
+    letters: usize,
+    /// Where each home session's answer goes, by the number it was given, until when.
+    pub(super) replies: HashMap<
+        u64,
+        (
+            Instant,
+            oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>,
+        ),
+    >,
+    /// Where each Capabilities Query's answer goes, by the number it was given, until when.
+    pub(super) caps_replies: HashMap<u64, (Instant, CapsReply)>,
+    next: u64,
+}
+
+/// Where the answer to a Capabilities Query goes.
+type CapsReply = oneshot::Sender<Result<cpns_wire::DeviceCapabilities, ErrorBody>>;
+
+/// Most letters waiting at once; beyond, a question is refused busy.
+const MAILROOM_LIMIT: usize = 1024;
+
+/// One message for a session, and when it is no longer worth delivering.
+struct Letter {
+    id: u64,
+    until: Instant,
+    msg: PeerMsg,
+}
+
+/// How long a live session may take to pick up its mail: a question still in the box after it
+/// went to a PN GW with no session, which is answered so at once.
+pub(super) const PICKUP: Duration = Duration::from_secs(2);
+
+/// What one session hands another.
+pub(super) enum PeerMsg {
+    /// A question for this session's PN GW, and where its answer goes.
+    Ask {
+        request: PneConfirmRequest,
+        reply: oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>,
+    },
+    /// The answer to a question this session asked.
+    Answer {
+        ask: u64,
+        answer: Result<PneConfirmResponse, ErrorBody>,
+    },
+    /// Ask this session's PN GW for an entity's capabilities (004 §5.5.1: query by id).
+    CapsAsk { entity: EntityId, reply: CapsReply },
+}
+
+impl Mailroom {
+    /// Drops letters past their time (an answer's sender then reports the question unanswered).
+    fn sweep(&mut self, now: Instant) {
+        let mut kept = 0;
+        self.boxes.retain(|_, b| {
+            b.retain(|l| l.until > now);
+            kept += b.len();
+            !b.is_empty()
+        });
+        self.letters = kept;
+        self.replies
+            .retain(|_, (until, r)| *until > now && !r.is_closed());
+        self.caps_replies
+            .retain(|_, (until, r)| *until > now && !r.is_closed());
+    }
+
+    /// Posts `msg` for the session of `to`; its letter id, or the message back when the
+    /// mailroom is full.
+    pub(super) fn post(
+        &mut self,
+        now: Instant,
+        to: &EntityId,
+        until: Instant,
+        msg: PeerMsg,
+    ) -> Result<u64, PeerMsg> {
+        self.sweep(now);
+        if self.letters >= MAILROOM_LIMIT {
+            return Err(msg);
+        }
+        self.letters += 1;
+        self.next += 1;
+        let id = self.next;
+        self.boxes
+            .entry(to.clone())
+            .or_default()
+            .push_back(Letter { id, until, msg });
+        Ok(id)
+    }
+
+    /// Takes back letter `id` from `to`'s box if no session took it; true if it was there.
+    pub(super) fn withdraw(&mut self, to: &EntityId, id: u64) -> bool {
+        let Some(b) = self.boxes.get_mut(to) else {
+            return false;
+        };
+        let before = b.len();
+        b.retain(|l| l.id != id);
+        let withdrawn = b.len() < before;
+        if b.is_empty() {
+            self.boxes.remove(to);
+        }
+        if withdrawn {
+            self.letters = self.letters.saturating_sub(1);
+        }
+        withdrawn
+    }
+
+    fn take(&mut self, gw: &EntityId) -> VecDeque<Letter> {
+        let letters = self.boxes.remove(gw).unwrap_or_default();
+        self.letters = self.letters.saturating_sub(letters.len());
+        letters
+    }
+}
+
+impl<S: ServerStore + Clone> ServerNode<S> {
+    pub(super) fn room(&self) -> MutexGuard<'_, Mailroom> {
+        self.office.room()
+    }
+
+    /// 001 §5.2.1.1 step 8: posts `request` for the session of `gateway`; its answer comes back
+    /// as mail to this session. A full mailroom is answered at once (`busy`); a PN GW with no
+    /// session never takes the letter, and the asking establishment's own deadline answers.
+    pub(super) fn ask_peer(
+        &self,
+        session: &mut ServerSession,
+        gateway: EntityId,
+        ask: u64,
+        request: PneConfirmRequest,
+    ) {
+        let Some(me) = session.gateway().cloned() else {
+            return;
+        };
+        let now = Instant::now();
+        let until = now + self.cfg.proto.timeouts.flow / 2;
+        let (reply, answer) = oneshot::channel();
+        let posted = self
+            .room()
+            .post(now, &gateway, until, PeerMsg::Ask { request, reply });
+        let Ok(letter) = posted else {
+            let e = ErrorBody::new(
+                ErrorCode::Busy,
+                "the CPNS Server has too many questions between PN GWs open",
+            );
+            return session.handle_gateway_answer(ask, Err(e));
+        };
+        self.office.ring();
+        // The answer, or its absence once the letter or the home session is gone, comes back
+        // as mail; the establishment's own deadline bounds the wait.
+        let office = self.office.clone();
+        tokio::spawn(async move {
+            let mut answer = answer;
+            let got = tokio::select! {
+                a = &mut answer => Some(a),
+                () = tokio::time::sleep(PICKUP) => None,
+            };
+            let got = match got {
+                Some(a) => a.ok(),
+                // Not picked up: no session of that PN GW here.
+                None if office.room().withdraw(&gateway, letter) => {
+                    let e = ErrorBody::new(
+                        ErrorCode::Timeout,
+                        format!("its home PN GW {gateway} is not connected to the CPNS Server"),
+                    );
+                    Some(Err(e))
+                }
+                None => {
+                    let wait = until.saturating_duration_since(Instant::now());
+                    tokio::time::timeout(wait, answer)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+            };
+            let answer = got.unwrap_or_else(|| {
+                Err(ErrorBody::new(
+                    ErrorCode::Timeout,
+                    format!("its home PN GW {gateway} did not answer in time"),
+                ))
+            });
+            office.answer(&me, ask, answer, until);
+        });
+    }
+
+    /// Mail for this session's PN GW: questions go to its machine, answers to the flows that
+    /// asked.
+    pub(super) fn deliver_mail(&self, session: &mut ServerSession) {
+        let Some(gw) = session.gateway().cloned() else {
+            return;
+        };
+        let letters = self.room().take(&gw);
+        let now = Instant::now();
+        for letter in letters {
+            match letter.msg {
+                PeerMsg::Ask { request, reply } => {
+                    let id = {
+                        let mut room = self.room();
+                        room.next += 1;
+                        let id = room.next;
+                        room.replies.insert(id, (letter.until, reply));
+                        id
+                    };
+                    session.confirm_for_other(now, id, request);
+                }
+                PeerMsg::Answer { ask, answer } => session.handle_gateway_answer(ask, answer),
+                PeerMsg::CapsAsk { entity, reply } => {
+                    let id = {
+                        let mut room = self.room();
+                        room.next += 1;
+                        let id = room.next;
+                        room.caps_replies.insert(id, (letter.until, reply));
+                        id
+                    };
+                    session.ask_capabilities(now, entity, id);
+                }
+            }
+        }
+    }
+}

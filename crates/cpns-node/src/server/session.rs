@@ -1,0 +1,262 @@
+//! One PN GW session: the [`ServerSession`] machine's loop over its connection. Frames,
+//! deadlines, mail from other sessions and the status hub's notifications go in; what the
+//! machine outputs is carried out here — frames queued, loads and effects on the store of
+//! record (a failed one ends only the flow that asked), what the status hub must publish,
+//! events to whoever runs the server.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cpns_proto::ProtoError;
+use cpns_proto::server::{Publish, ServerOutput, ServerSession};
+use cpns_proto::status::Subscription;
+use cpns_store::ServerStore;
+use cpns_wire::EntityId;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{ServerNode, SessionEnd, Signal};
+use crate::admission::{Authenticated, Unauthenticated};
+use crate::clock::{cancelled, sleep_until};
+use crate::error::NodeError;
+use crate::frames::{FrameError, FramedConn};
+use crate::status_hub::{MAILBOX_LIMIT, Mailbox, Subscriber};
+use crate::trace::report;
+use crate::{clock, server_store};
+
+impl<S: ServerStore + Clone> ServerNode<S> {
+    /// The session machine over an established connection.
+    pub(super) async fn run_session<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut conn: Box<FramedConn<T>>,
+        exporter: [u8; 32],
+        slot: Unauthenticated,
+        mut stop: watch::Receiver<Signal>,
+        end: &mut SessionEnd,
+    ) -> Result<(), NodeError> {
+        let mut session = ServerSession::new(
+            std::sync::Arc::clone(&self.proto),
+            exporter,
+            Instant::now(),
+            cpns_crypto::MachineRng::os(),
+        );
+        session.set_wall_clock(Instant::now(), clock::unix_millis());
+        let mut slot = Slot::Unauthenticated(slot);
+        loop {
+            if !Box::pin(self.drain(&mut session, &mut conn, end)).await? {
+                conn.close().await;
+                return Ok(());
+            }
+            if let Slot::Unauthenticated(_) = &slot
+                && let Some(gw) = session.gateway().cloned()
+            {
+                let Slot::Unauthenticated(s) = std::mem::replace(&mut slot, Slot::Gone) else {
+                    return Err(NodeError::Ended("session slot lost".into()));
+                };
+                let Some(authed) = s.authenticate() else {
+                    warn!(%gw, "refusing an authenticated PN GW: every session slot is taken");
+                    return Err(NodeError::Ended("every session slot is taken".into()));
+                };
+                info!(%gw, "PN GW session authenticated");
+                slot = Slot::Authenticated(authed);
+                end.gateway = Some(gw.clone());
+                // A mailbox only for a session with someone to notify (an idle session's
+                // memory, ARCHITECTURE decision 22).
+                self.reach(end, vec![(gw, true)]);
+                conn.set_max_frame(self.cfg.proto.max_frame);
+            }
+            let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+            let evicted = match &slot {
+                Slot::Unauthenticated(s) => Some(s.evicted().clone()),
+                _ => None,
+            };
+            let mailbox = end.mailbox.clone();
+            tokio::select! {
+                frame = conn.next_frame() => match frame {
+                    Ok(frame) => {
+                        let handled = session.handle_frame(Instant::now(), &frame);
+                        if let Err(e @ ProtoError::UnsupportedVersion { .. }) = &handled {
+                            debug!(error = %e, "dropped a frame of another protocol version");
+                        } else if let Err(e) = handled {
+                            warn!(error = %e, "closing session: undecodable frame");
+                            return Err(e.into());
+                        }
+                    }
+                    Err(FrameError::Closed) => return Ok(()),
+                    Err(e @ (FrameError::Io(_) | FrameError::Truncated)) => {
+                        debug!(error = %e, "connection lost");
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "closing session");
+                        return Err(e.into());
+                    }
+                },
+                () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+                Some(notes) = take_mail(mailbox) => {
+                    for n in notes {
+                        if let Subscriber::Entity(to) = n.to {
+                            session.notify(to, n.notification);
+                        }
+                    }
+                }
+                () = cancelled(evicted) => {
+                    return Err(NodeError::Ended(
+                        "evicted: a newer connection needed the slot".into(),
+                    ));
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() || stop.borrow().stop {
+                        return Ok(());
+                    }
+                    self.deliver_mail(&mut session);
+                }
+            }
+        }
+    }
+
+    /// Carries out everything the session asks; false once it asked to close.
+    async fn drain<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        session: &mut ServerSession,
+        conn: &mut FramedConn<T>,
+        end: &mut SessionEnd,
+    ) -> Result<bool, NodeError> {
+        while let Some(out) = session.poll_output() {
+            match out {
+                ServerOutput::Transmit { frame, trace } => {
+                    if self.trace.is_some() {
+                        let peer = session
+                            .gateway()
+                            .map_or_else(|| "gateway".to_string(), |g| g.to_string());
+                        report(&self.trace, "server", &peer, &trace);
+                    }
+                    conn.queue(&frame)?;
+                }
+                ServerOutput::Load { token, load } => {
+                    conn.write_now()?;
+                    let loaded = Box::pin(server_store::load(
+                        &self.store,
+                        &self.master,
+                        &self.keys,
+                        &load,
+                    ))
+                    .await;
+                    // A failed read ends the flow that asked, not the session.
+                    if let Err(e) = &loaded {
+                        warn!(error = %e, load = load.name(), "load failed");
+                    }
+                    session.handle_loaded(Instant::now(), token, loaded)?;
+                }
+                ServerOutput::Persist { token, effect } => {
+                    conn.write_now()?;
+                    let result =
+                        Box::pin(server_store::persist(&self.store, &self.master, effect)).await;
+                    if let Err(e) = &result {
+                        warn!(error = %e, "persist failed");
+                    }
+                    session.handle_persisted(Instant::now(), token, result)?;
+                }
+                ServerOutput::Publish(p) => self.publish(end, p),
+                ServerOutput::Event(e) => {
+                    debug!(event = ?e, "server");
+                    if let Some(tx) = &self.events
+                        && tx.try_send(e).is_err()
+                    {
+                        debug!("server event dropped: the consumer is not keeping up");
+                    }
+                }
+                ServerOutput::AskGateway {
+                    gateway,
+                    ask,
+                    request,
+                } => self.ask_peer(session, gateway, ask, request),
+                ServerOutput::GatewayAnswer { ask, answer } => {
+                    let reply = self.room().replies.remove(&ask);
+                    if let Some((_, reply)) = reply {
+                        let _ = reply.send(answer);
+                    }
+                }
+                ServerOutput::CapabilitiesAnswered { ask, result } => {
+                    let reply = self.room().caps_replies.remove(&ask);
+                    if let Some((_, reply)) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
+                ServerOutput::Close { reason } => {
+                    debug!(%reason, "closing session");
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Carries out what the session's machine says the status hub must do, once the effect it
+    /// follows is stored (docs/device-status.md, "Fan-out").
+    fn publish(&self, end: &mut SessionEnd, p: Publish) {
+        match p {
+            Publish::Changed(states) => {
+                for state in states {
+                    self.hub.publish(state);
+                }
+            }
+            Publish::Subscribed {
+                subscription,
+                states,
+            } => {
+                let subscription = Subscription {
+                    id: subscription.id,
+                    subscriber: Subscriber::Entity(subscription.subscriber),
+                    watched: subscription.watched,
+                    policy: subscription.policy,
+                };
+                // The snapshot was made by the machine from the same records.
+                let _ = self.hub.subscribe(Instant::now(), subscription, states);
+            }
+            Publish::Unsubscribed { subscriber, id } => {
+                self.hub.unsubscribe(&Subscriber::Entity(subscriber), id);
+            }
+            Publish::Reach { entity, here } => self.reach(end, vec![(entity, here)]),
+            other => debug!(publish = ?other, "a publish this server does not know"),
+        }
+    }
+
+    /// Attaches the entities this session reaches (its PN GW, PNEs it reported online or that
+    /// subscribed through it) that hold subscriptions to its mailbox, made when first needed;
+    /// detaches those it no longer reaches.
+    fn reach(&self, end: &mut SessionEnd, reach: Vec<(EntityId, bool)>) {
+        for (entity, here) in reach {
+            let who = Subscriber::Entity(entity.clone());
+            if here {
+                if self.hub.count_of(&who) == 0 {
+                    continue;
+                }
+                let mailbox = end
+                    .mailbox
+                    .get_or_insert_with(|| Mailbox::new(MAILBOX_LIMIT));
+                self.hub.attach(who, mailbox);
+                end.attached.insert(entity);
+            } else if let Some(mailbox) = &end.mailbox {
+                self.hub.detach(&who, mailbox);
+                end.attached.remove(&entity);
+            }
+        }
+    }
+}
+
+/// The notifications waiting in `mailbox`; never without one.
+async fn take_mail(mailbox: Option<Arc<Mailbox>>) -> Option<Vec<crate::status_hub::Pending>> {
+    match mailbox {
+        Some(m) => m.take().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The connection slot a session holds (kept for its `Drop`, which gives the slot back).
+pub(super) enum Slot {
+    Unauthenticated(Unauthenticated),
+    Authenticated(#[allow(dead_code)] Authenticated),
+    Gone,
+}
