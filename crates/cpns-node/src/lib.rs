@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod backoff;
+pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod credentials;

@@ -10,12 +10,12 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Harness, joined, pne_config, run_pne, spawn_pne};
+use common::{Harness, Home, joined, pne_config, run_pne, spawn_pne};
 use cpns_node::pne::PneStep;
 use cpns_proto::Completed;
 use cpns_proto::gateway::GatewayEvent;
 use cpns_proto::pne::{Outcome, PneEvent};
-use cpns_store::{DeviceStore, EntityKind, PnState, ServerStore, SqliteStore};
+use cpns_store::{DeviceStore, PnState, ServerStore, SqliteStore};
 use cpns_wire::{EntityId, PnId, PnInventory, SetupType};
 
 fn members(inv: &PnInventory) -> BTreeSet<EntityId> {
@@ -36,17 +36,15 @@ fn registered_in(events: &[PneEvent]) -> Option<PnId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn established_pn_survives_server_and_gateway_restart() {
     let h = Harness::new().await;
-    let gw = h.enroll(EntityKind::Gateway, "home-gw").await;
-    let phone = h.enroll(EntityKind::Pne, "phone").await;
-    let watch = h.enroll(EntityKind::Pne, "watch").await;
-
     // ---- (a) establish a PN: the phone (with a UI: LocalEUKey) invites the watch ----
-    let server = h.start_server().await;
-    let gw_store = h.local_store(&gw.id).await;
-    let mut g = h
-        .start_gateway(&gw, &gw.eukey, server.addr, gw_store.clone())
-        .await;
-    g.wait_ready().await;
+    let Home {
+        gw,
+        phone,
+        watch,
+        server,
+        gw_store,
+        running: mut g,
+    } = h.home().await;
     let watch_run = spawn_pne(
         pne_config(&watch, false),
         h.local_store(&watch.id).await,

@@ -8,11 +8,11 @@
 
 mod common;
 
-use common::{Device, Harness, RunningGateway, RunningServer, pne_config, run_pne, within};
+use common::{Device, Harness, Home, RunningGateway, RunningServer, pne_config, run_pne, within};
 use cpns_node::pne::{self, PneReport, PneStep};
 use cpns_proto::server::ServerEvent;
 use cpns_proto::{Failure, Flow, StoreFailure};
-use cpns_store::{EntityKind, PnMember, ServerStore, SqliteStore};
+use cpns_store::{PnMember, ServerStore, SqliteStore};
 use cpns_wire::{ECHO_SERVICE, PnId, SetupType};
 use tokio::sync::oneshot;
 
@@ -33,15 +33,14 @@ struct World {
 impl World {
     async fn new() -> Self {
         let h = Harness::new().await;
-        let gw = h.enroll(EntityKind::Gateway, "home-gw").await;
-        let phone = h.enroll(EntityKind::Pne, "phone").await;
-        let watch = h.enroll(EntityKind::Pne, "watch").await;
-        let server = h.start_server().await;
-        let gw_store = h.local_store(&gw.id).await;
-        let mut g = h
-            .start_gateway(&gw, &gw.eukey, server.addr, gw_store.clone())
-            .await;
-        g.wait_ready().await;
+        let Home {
+            gw: _,
+            phone,
+            watch,
+            server,
+            gw_store,
+            running: g,
+        } = h.home().await;
         let mut pns = Vec::new();
         for d in [&phone, &watch] {
             let store = h.local_store(&d.id).await;

@@ -64,40 +64,22 @@ pub(crate) fn default_data_dir() -> PathBuf {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CPNS_LOG").unwrap_or_else(|_| {
-        let default = if matches!(
-            cli.command,
-            Command::Demo(_)
-                | Command::Inventory(_)
-                | Command::Pn(_)
-                | Command::Caps(_)
-                | Command::Status(_)
-                | Command::Usage(_)
-                | Command::Charging(_)
-        ) {
-            "warn"
-        } else {
-            "info"
-        };
-        tracing_subscriber::EnvFilter::new(default)
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours for a terminal only: logs redirected to a file stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    // Commands that print for a person keep the log to warnings; daemons say what they do.
+    let default_log = if matches!(
+        cli.command,
+        Command::Demo(_)
+            | Command::Inventory(_)
+            | Command::Pn(_)
+            | Command::Caps(_)
+            | Command::Status(_)
+            | Command::Usage(_)
+            | Command::Charging(_)
+    ) {
+        "warn"
+    } else {
+        "info"
     };
-    let result = rt.block_on(async {
+    cpns_node::cli::run(default_log, async {
         match cli.command {
             Command::Init(a) => admin::init(a).await,
             Command::Enroll(a) => admin::enroll(a).await,
@@ -113,14 +95,7 @@ fn main() -> std::process::ExitCode {
             Command::Usage(a) => usage::usage(a).await,
             Command::Charging(a) => usage::charging(a).await,
         }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 #[cfg(test)]

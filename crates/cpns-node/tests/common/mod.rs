@@ -62,6 +62,18 @@ pub struct Device {
 }
 
 /// A server data directory: PKI, master key and the server store.
+/// What [`Harness::home`] starts.
+pub struct Home {
+    pub gw: Device,
+    pub phone: Device,
+    pub watch: Device,
+    pub server: RunningServer,
+    /// The PN GW's local store.
+    pub gw_store: SqliteStore,
+    /// The PN GW.
+    pub running: RunningGateway,
+}
+
 pub struct Harness {
     /// Holds every database file; removed on drop.
     pub dir: tempfile::TempDir,
@@ -200,6 +212,28 @@ impl Harness {
             events,
             stop,
             task,
+        }
+    }
+
+    /// A home: a PN GW `home-gw` and two PNEs, `phone` and `watch`, enrolled; the server
+    /// running; the PN GW running on its own local store and connected.
+    pub async fn home(&self) -> Home {
+        let gw = self.enroll(EntityKind::Gateway, "home-gw").await;
+        let phone = self.enroll(EntityKind::Pne, "phone").await;
+        let watch = self.enroll(EntityKind::Pne, "watch").await;
+        let server = self.start_server().await;
+        let gw_store = self.local_store(&gw.id).await;
+        let mut running = self
+            .start_gateway(&gw, &gw.eukey, server.addr, gw_store.clone())
+            .await;
+        running.wait_ready().await;
+        Home {
+            gw,
+            phone,
+            watch,
+            server,
+            gw_store,
+            running,
         }
     }
 

@@ -261,15 +261,15 @@ impl PneSession {
             }),
             (None, _) => Err(Failure::AnswerDidNotOpen),
         };
-        self.secure_answered(&call, result);
+        self.end(call.cmd, call.flow, result);
     }
 
-    /// Ends a secure call: its command, the usage report it carried, or the PNE's own call.
-    fn secure_answered(&mut self, call: &PendingCall, result: Result<Outcome, Failure>) {
+    /// Ends a secure call that failed: the usage report it carried, or its command.
+    fn secure_failed(&mut self, call: &PendingCall, reason: Failure) {
         if call.usage {
-            return self.usage_answered(call.cmd, result.map(|_| Vec::new()));
+            return self.usage_answered(call.cmd, Err(reason));
         }
-        self.end(call.cmd, call.flow, result);
+        self.end(call.cmd, call.flow, Err(reason));
     }
 
     /// An error answering a secure call ends it; true if it was one.
@@ -286,14 +286,14 @@ impl PneSession {
             return false;
         };
         let reason = Failure::Refused(e.clone());
-        self.secure_answered(&call, Err(reason));
+        self.secure_failed(&call, reason);
         true
     }
 
     pub(super) fn secure_timeouts(&mut self, now: Instant) {
         let late = crate::util::take_expired(&mut self.secure_calls, now, |c| c.deadline);
         for (_, c) in late {
-            self.secure_answered(&c, Err(Failure::TimedOut));
+            self.secure_failed(&c, Failure::TimedOut);
         }
         let queries = crate::util::take_expired(&mut self.inventory_queries, now, |(d, _)| *d);
         for (_, (_, id)) in queries {
