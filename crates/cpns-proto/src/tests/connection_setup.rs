@@ -90,9 +90,17 @@ fn a_member_back_after_a_change_confirms_the_epoch_it_pulled() {
     let now = h.now();
     h.pnes[3].start_pan_auth(now, pn).unwrap();
     h.pump();
-    h.pnes[3].request_group_key(now, pn).unwrap();
+    let pulled = h.pnes[3].request_group_key(now, pn).unwrap();
     h.pump();
     assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2);
+    assert_eq!(
+        h.outcome(3, pulled),
+        &crate::pne::Outcome::GroupKey {
+            pn_id: pn,
+            epoch: 2,
+            has_key: true
+        }
+    );
     assert_eq!(confirms_sent(&h, 3), 1);
     assert_eq!(confirmed_at(&h, 3), [(pn, 2)]);
     assert_eq!(gw_confirmed(&h)[2..], [(pne_id(3), 2)]);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cpns_wire::{PnId, SetupType};
 
-use super::harness::{Action, FLOW, Harness, pne_id};
+use super::harness::{Action, FLOW, Harness, Party, pne_id};
 use super::store::PneSpec;
 use crate::Flow;
 use crate::gateway::LinkId;
@@ -237,4 +237,32 @@ fn with_nothing_to_prove_the_set_up_starts_at_the_pulls() {
         assert!(!steps_of(&h, 3).contains(&"proved"), "{case}");
         assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2, "{case}");
     }
+}
+
+/// The set-up waits for its own capabilities report only: a report the application asked for
+/// (`set_capabilities`) that is still unanswered does not hold it.
+#[test]
+fn the_set_up_waits_for_its_own_report_not_an_applications() {
+    let (mut h, pn) = away_then_back(13);
+    // The PNE's first capabilities report to its PN GW (the application's) is lost.
+    let mut lost = false;
+    h.set_hook(move |f| {
+        if f.message == "DeviceCapabilitiesUpdate" && f.from == Party::Pne(3) && !lost {
+            lost = true;
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    let mut caps = h.pne_cfgs[3].capabilities.clone();
+    caps.software.push("app/2".into());
+    let asked = h.pnes[3].set_capabilities(now, caps).unwrap();
+    let id = h.pnes[3].rejoin(now).unwrap();
+    h.pump();
+    assert!(
+        h.completion(3, asked).is_none(),
+        "the application's report is lost"
+    );
+    assert_eq!(h.outcome(3, id), &Outcome::Rejoined { pns: vec![pn] });
 }

@@ -10,7 +10,7 @@ use cpns_wire::{
     StatusNotification,
 };
 
-use super::harness::{Harness, Party, pne_id};
+use super::harness::{FLOW, Harness, Party, pne_id};
 use super::store::PneSpec;
 use crate::pne::{Outcome, PneEvent};
 
@@ -149,6 +149,32 @@ fn a_pne_sets_its_own_status_and_bad_ones_never_leave() {
     ] {
         assert!(h.pnes[0].set_status(now, status, label).is_err());
     }
+    // The longest label a custom status takes is 64 bytes.
+    let id = h.pnes[0]
+        .set_status(now, Status::Custom, Some("x".repeat(64)))
+        .unwrap();
+    h.pump();
+    assert!(h.completion(0, id).is_some_and(|c| c.result.is_ok()));
+}
+
+/// A status request the server never answers is the PNE's next deadline, one flow timeout
+/// away: its driver wakes for it then (not at once, not never), and it ends timed out.
+#[test]
+fn an_unanswered_status_request_is_the_pnes_next_deadline() {
+    let mut h = household(false);
+    h.drop_message("StatusReport");
+    let now = h.now();
+    assert_eq!(h.pnes[0].poll_timeout(), None, "nothing else waits");
+    let id = h.pnes[0].set_status(now, Status::Busy, None).unwrap();
+    h.pump();
+    assert_eq!(h.pnes[0].poll_timeout(), Some(now + FLOW));
+    h.advance(FLOW - Duration::from_millis(1));
+    assert!(h.completion(0, id).is_none());
+    h.advance(Duration::from_millis(1));
+    assert_eq!(
+        h.completion(0, id).map(|c| &c.result),
+        Some(&Err(crate::Failure::TimedOut))
+    );
 }
 
 #[test]
