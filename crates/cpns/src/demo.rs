@@ -1,6 +1,6 @@
 //! `cpns demo`: the whole system on one machine, over real loopback sockets, TLS and SQLite
 //! files in a temporary data directory: init and enroll, a CPNS Server, a PN GW on an insecure
-//! PAN and three PNEs; then discovery, a PNE-initiated establishment with LocalEUKey (000
+//! PAN and four PNEs (and a device that may serve either role); then discovery, a PNE-initiated establishment with LocalEUKey (000
 //! §6.6.1.1), a PN GW-initiated establishment (§6.6.1.2) and a PNE registration (003 §1.4.1).
 //! Then the PN lives (docs/pn-lifecycle.md): two devices elect a PN GW (002 §B.1.1.1), the PN GW
 //! invites a PNE into the phone's PN (000 §6.6.2.1.1), the TV joins it (§6.6.2.2), the PN GW

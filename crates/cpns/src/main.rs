@@ -41,8 +41,8 @@ enum Command {
     Elect(elect::ElectArgs),
     /// Print the PN inventory: the server's (from its data directory) or a device's local one.
     Inventory(admin::InventoryArgs),
-    /// Act on a running PN GW or PNE through its control socket (show, invite, expel, release,
-    /// join, leave, query)
+    /// Act on a running PN GW or PNE through its control socket: its PNs and members, set-up,
+    /// registration, invitations, joins, leaves, expulsions, releases, establishment, events
     Pn(pn::PnArgs),
     /// Device capabilities (004 §5.5.1): show an entity's, live or as recorded; set a running
     /// PNE's.
@@ -53,7 +53,7 @@ enum Command {
     Usage(usage::UsageArgs),
     /// Charging records (CPNS-4) of a user.
     Charging(usage::ChargingArgs),
-    /// Run server, PN GW and three PNEs on loopback and print the flows and the inventory.
+    /// Run a CPNS Server, a PN GW and four PNEs on loopback and print the flows and the inventory
     Demo(demo::DemoArgs),
 }
 
