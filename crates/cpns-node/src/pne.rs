@@ -913,10 +913,7 @@ impl<S: DeviceStore> Link<S> {
                 self.invitation = None;
                 return Ok(None);
             }
-            PneStep::Register(pn) => {
-                let pn = pn.or_else(|| s.inventory().first().map(|i| i.pn_id));
-                s.start_registration(now, pn)?
-            }
+            PneStep::Register(pn) => s.start_registration(now, *pn)?,
             PneStep::SecureCall { service, payload } => {
                 s.secure_call(now, service, payload.clone())?
             }
@@ -934,10 +931,7 @@ impl<S: DeviceStore> Link<S> {
         let mut notes = None;
         let started = match ask {
             Ask::Setup(setup) => s.start_setup(now, setup),
-            Ask::Register(pn) => {
-                let pn = pn.or_else(|| s.inventory().first().map(|i| i.pn_id));
-                s.start_registration(now, pn)
-            }
+            Ask::Register(pn) => s.start_registration(now, pn),
             Ask::AnswerInvitation(pn, accept) => s.answer_invitation(now, pn, accept),
             Ask::Release(pn) => s.release_pn(now, pn),
             Ask::Leave(pn) => s.leave_pn(now, pn),

@@ -351,12 +351,6 @@ pub(crate) async fn load<S: ServerStore>(
                 subscriptions: view.subscriptions,
             })
         }
-        other => {
-            return Err(StoreFailure::Failed(format!(
-                "a {} load this server does not know",
-                other.name()
-            )));
-        }
     })
 }
 
@@ -643,9 +637,6 @@ pub(crate) async fn persist<S: ServerStore>(
                 .map_err(err)?;
             Ok(Persisted::CpnsId(id))
         }
-        _ => Err(StoreFailure::Failed(
-            "an effect this server does not know".into(),
-        )),
     }
 }
 

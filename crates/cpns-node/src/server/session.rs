@@ -219,7 +219,6 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 self.hub.unsubscribe(&Subscriber::Entity(subscriber), id);
             }
             Publish::Reach { entity, here } => self.reach(end, vec![(entity, here)]),
-            other => debug!(publish = ?other, "a publish this server does not know"),
         }
     }
 

@@ -17,7 +17,6 @@ use crate::status::EntityState;
 /// What a flow asks the driver to read, in one snapshot; answered with the [`Loaded`] variant
 /// of the same name.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Load {
     /// 002 §B.1.1.2 step 8: the enrolled entity asking to connect as a PN GW, with its EUKey
     /// opened. Answer: [`Loaded::Gateway`].
@@ -106,7 +105,6 @@ pub enum Load {
 
 /// The driver's answer to a [`Load`]: the variant of the same name.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub enum Loaded {
     /// The entity, if enrolled.
     Gateway(Option<KnownEntity>),

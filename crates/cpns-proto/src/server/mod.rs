@@ -185,7 +185,6 @@ pub struct NewGroupEpoch {
 
 /// A change of the state of record the driver must make durable, in one transaction.
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub enum ServerEffect {
     /// Capabilities and/or status reported by an entity of itself (002 §B.1.1.2 steps 12-17,
     /// 004 §5.5.1), stamped with the time by the driver. The driver answers
@@ -331,7 +330,6 @@ pub enum ServerEffect {
 
 /// What the driver reports back for a persisted effect.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Persisted {
     /// The effect is durable.
     Done,
@@ -368,7 +366,6 @@ pub enum Persisted {
 /// What the server's status hub must do once an effect is stored (docs/device-status.md,
 /// "Fan-out"): the machine says it, so the driver only carries it out, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Publish {
     /// These records, as the store now holds them, changed: notify the subscriptions they
     /// concern (004 §5.5.3.2).

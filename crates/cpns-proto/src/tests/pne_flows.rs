@@ -151,3 +151,19 @@ fn a_second_pn_on_an_already_sealed_link_needs_no_new_pan_authentication() {
     assert_ne!(first, second, "a second PN was established");
     assert_eq!(inits(&h), 1, "on the link sealed before");
 }
+
+/// A registration that names no PN is made in a PN the PNE is a member of: its PN GW looks the
+/// membership up (003 §1.4.1 step 2), so neither the PNE nor its driver has to choose one.
+#[test]
+fn a_registration_naming_no_pn_is_made_in_the_pnes_first_pn() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    let now = h.now();
+    let id = h.pnes[0].start_registration(now, None).unwrap();
+    h.pump();
+    assert!(matches!(
+        h.outcome(0, id),
+        crate::pne::Outcome::Registered { pn_id, .. } if *pn_id == pn
+    ));
+}
