@@ -127,7 +127,7 @@ fn every_verb_of_every_role_has_an_example() {
             .filter(|ex| matches!(decode_line(ex.lines[1].as_bytes()), Ok(Line::Answer(Ok(_)))))
             .map(|ex| decode_request(ex.lines[0].as_bytes()).unwrap().verb())
             .collect();
-        let verbs: BTreeSet<&str> = role.verbs().iter().copied().collect();
+        let verbs: BTreeSet<&str> = role.verbs().collect();
         assert_eq!(shown, verbs, "{}: verbs without an example", role.name());
         let refusals = all
             .iter()

@@ -1,4 +1,4 @@
-//! An error answer: a typed [`ErrorCode`] of the wire's registry (DESIGN §3), written by its
+//! An error answer: a typed [`ErrorCode`] of the wire's registry (docs/design.md §3), written by its
 //! name (`"code":"forbidden"`), and a reason in words. A client decides on the code; the reason
 //! is for people and may change between versions.
 

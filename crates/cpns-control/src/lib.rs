@@ -7,8 +7,8 @@
 //! every client (the `cpns` CLI, a Rust application on the device) share these types without
 //! depending on each other, so a verb is named and shaped in one place; a module of
 //! `cpns-node` would have made every client link the runtimes, tokio and the store. (Named
-//! `control` after the sockets it types: `cpns-api` is DESIGN's name for the network binding
-//! of CPNS-4 to come.) The socket's I/O and the handlers that answer each role's verbs are the
+//! `control` after the sockets it types: `cpns-api` is docs/design.md's name (§2) for the
+//! network binding of CPNS-4 to come.) The socket's I/O and the handlers that answer each role's verbs are the
 //! daemons' (`cpns_node::control`); the JSON form of every verb, with an example, is
 //! docs/control-api.md.
 //!
@@ -28,7 +28,7 @@ mod text;
 pub use caps::{Capabilities, KEYS as CAPABILITY_KEYS, ScreenSize};
 pub use error::{ApiError, CODES, code_named};
 pub use event::{Event, Gone, Outcome};
-pub use request::{Request, Targets, VERBS};
+pub use request::{Request, Served, Targets, VERB_TABLE, VERBS};
 pub use response::{Pn, Response};
 pub use status::{
     Charge, Entry, OwnStatus, Policy, PolicyAttribute, Preference, ServicePreference, UsageRow,
@@ -55,53 +55,21 @@ pub enum Role {
 }
 
 impl Role {
-    /// The verbs this role serves.
-    pub fn verbs(self) -> &'static [&'static str] {
-        match self {
-            Role::Pne => &[
-                "hello",
-                "show",
-                "members",
-                "query",
-                "setup",
-                "register",
-                "join",
-                "leave",
-                "release",
-                "invite",
-                "expel",
-                "answer_invitation",
-                "events",
-                "caps",
-                "caps_set",
-                "status",
-                "status_set",
-                "subscribe",
-                "usage_record",
-                "usage_prefs",
-                "usage_pref_set",
-                "usage_summary",
-                "usage_send",
-                "charging",
-            ],
-            Role::Gateway => &[
-                "hello",
-                "show",
-                "members",
-                "release",
-                "invite",
-                "expel",
-                "establish",
-                "caps",
-                "caps_set",
-            ],
-            Role::Server => &["hello", "caps", "status", "subscribe", "usage", "charging"],
-        }
+    /// The verbs this role serves, in the order of [`VERBS`].
+    pub fn verbs(self) -> impl Iterator<Item = &'static str> {
+        request::VERB_TABLE
+            .iter()
+            .filter(move |(_, served)| match self {
+                Role::Pne => served.pne,
+                Role::Gateway => served.gateway,
+                Role::Server => served.server,
+            })
+            .map(|(verb, _)| *verb)
     }
 
     /// Whether this role serves `request`.
     pub fn serves(self, request: &Request) -> bool {
-        self.verbs().contains(&request.verb())
+        self.verbs().any(|v| v == request.verb())
     }
 
     /// Its name for people: `PNE`, `PN GW`, `CPNS Server`.
@@ -121,7 +89,7 @@ impl Role {
                 "`{}` is not a verb of a {}; it serves: {}",
                 request.verb(),
                 self.name(),
-                self.verbs().join(", ")
+                self.verbs().collect::<Vec<_>>().join(", ")
             ),
         )
     }

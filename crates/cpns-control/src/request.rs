@@ -233,35 +233,72 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Every verb, as written on the socket.
-pub const VERBS: [&str; 26] = [
-    "hello",
-    "show",
-    "members",
-    "query",
-    "setup",
-    "register",
-    "join",
-    "leave",
-    "release",
-    "invite",
-    "expel",
-    "establish",
-    "answer_invitation",
-    "events",
-    "caps",
-    "caps_set",
-    "status",
-    "status_set",
-    "subscribe",
-    "usage_record",
-    "usage_prefs",
-    "usage_pref_set",
-    "usage_summary",
-    "usage_send",
-    "usage",
-    "charging",
+/// Which roles serve a verb.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    /// A PNE (CPNS-5).
+    pub pne: bool,
+    /// A PN GW (its owner's).
+    pub gateway: bool,
+    /// The CPNS Server (CPNS-4, local).
+    pub server: bool,
+}
+
+const fn served(pne: bool, gateway: bool, server: bool) -> Served {
+    Served {
+        pne,
+        gateway,
+        server,
+    }
+}
+const ALL: Served = served(true, true, true);
+const PNE: Served = served(true, false, false);
+const GW: Served = served(false, true, false);
+const SERVER: Served = served(false, false, true);
+const PNE_GW: Served = served(true, true, false);
+const PNE_SERVER: Served = served(true, false, true);
+
+/// Every verb, as written on the socket, and the roles that serve it: the one table that
+/// [`VERBS`] and [`crate::Role::verbs`] read.
+pub const VERB_TABLE: [(&str, Served); 26] = [
+    ("hello", ALL),
+    ("show", PNE_GW),
+    ("members", PNE_GW),
+    ("query", PNE),
+    ("setup", PNE),
+    ("register", PNE),
+    ("join", PNE),
+    ("leave", PNE),
+    ("release", PNE_GW),
+    ("invite", PNE_GW),
+    ("expel", PNE_GW),
+    ("establish", GW),
+    ("answer_invitation", PNE),
+    ("events", PNE),
+    ("caps", ALL),
+    ("caps_set", PNE_GW),
+    ("status", PNE_SERVER),
+    ("status_set", PNE),
+    ("subscribe", PNE_SERVER),
+    ("usage_record", PNE),
+    ("usage_prefs", PNE),
+    ("usage_pref_set", PNE),
+    ("usage_summary", PNE),
+    ("usage_send", PNE),
+    ("usage", SERVER),
+    ("charging", PNE_SERVER),
 ];
+
+/// Every verb, as written on the socket.
+pub const VERBS: [&str; 26] = {
+    let mut verbs = [""; 26];
+    let mut i = 0;
+    while i < verbs.len() {
+        verbs[i] = VERB_TABLE[i].0;
+        i += 1;
+    }
+    verbs
+};
 
 impl Request {
     /// The verb, as written on the socket.

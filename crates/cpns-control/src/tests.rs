@@ -116,10 +116,10 @@ fn every_verb_is_served_by_a_role_and_each_role_says_which() {
     let mut served = BTreeSet::new();
     for role in [Role::Pne, Role::Gateway, Role::Server] {
         for verb in role.verbs() {
-            assert!(VERBS.contains(verb), "{verb}");
-            served.insert(*verb);
+            assert!(VERBS.contains(&verb), "{verb}");
+            served.insert(verb);
         }
-        assert!(role.verbs().contains(&"hello"));
+        assert!(role.verbs().any(|v| v == "hello"));
     }
     assert_eq!(served, VERBS.into_iter().collect());
     let refused = Role::Server.refusal(&Request::Show {});

@@ -23,7 +23,7 @@ pub(crate) struct CapsArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum CapsVerb {
     /// An entity's capabilities: on the server, as last reported (or asked of the device now
-    /// with --live, through its PN GW); on a running PNE, its own.
+    /// with --live, through its PN GW); on a running PNE or PN GW, its own.
     Show {
         /// The entity (with --data-dir).
         entity: Option<EntityId>,
@@ -31,8 +31,8 @@ pub(crate) enum CapsVerb {
         #[arg(long)]
         live: bool,
     },
-    /// Change a running PNE's capabilities: reported at once, or coalesced when only dynamic
-    /// values (battery, free memory, networks, running applications) changed.
+    /// Change a running PNE's or PN GW's capabilities: reported at once, or coalesced when only
+    /// dynamic values (battery, free memory, networks, running applications) changed.
     Set {
         #[command(flatten)]
         caps: Box<CapabilityArgs>,

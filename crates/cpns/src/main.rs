@@ -35,7 +35,7 @@ enum Command {
     Server(run::ServerArgs),
     /// Run a PN GW: connect to the server, serve PNEs on the PAN listener.
     Gateway(run::GatewayArgs),
-    /// Run a PNE: connect to the PN GW, then set up, join or register.
+    /// Run a PNE: connect to the PN GW, then set up a PN, await an invitation or register.
     Pne(run::PneArgs),
     /// Elect a PN GW with another device (002 §B.1.1.1), then run as the PN GW or as its PNE.
     Elect(elect::ElectArgs),
@@ -45,7 +45,7 @@ enum Command {
     /// registration, invitations, joins, leaves, expulsions, releases, establishment, events
     Pn(pn::PnArgs),
     /// Device capabilities (004 §5.5.1): show an entity's, live or as recorded; set a running
-    /// PNE's.
+    /// PNE's or PN GW's own
     Caps(caps_cmd::CapsArgs),
     /// Status (004 §5.5.3): show, set a PNE's own, subscribe, or watch a user's devices live.
     Status(status::StatusArgs),
@@ -53,7 +53,8 @@ enum Command {
     Usage(usage::UsageArgs),
     /// Charging records (CPNS-4) of a user.
     Charging(usage::ChargingArgs),
-    /// Run a CPNS Server, a PN GW and four PNEs on loopback and print the flows and the inventory
+    /// Run a CPNS Server, a PN GW and four PNEs on loopback: establishments, registration, an
+    /// election and a PN's lifecycle; print the flows and the inventory
     Demo(demo::DemoArgs),
 }
 

@@ -27,7 +27,8 @@ pub(crate) struct Target {
     /// The server's data directory (its store of record; its control socket `server.sock`).
     #[arg(long, global = true, conflicts_with_all = ["store", "control"])]
     pub data_dir: Option<PathBuf>,
-    /// A running PNE's store; its control socket is that path with `.sock` added.
+    /// The store of a running PNE (for `caps`, or PN GW); its control socket is that path
+    /// with `.sock` added.
     #[arg(long, global = true, conflicts_with = "control")]
     pub store: Option<PathBuf>,
     /// A control socket itself.

@@ -346,7 +346,7 @@ pub(crate) fn hello(role: Role, entity: Option<cpns_wire::EntityId>) -> Response
         role,
         entity,
         versions: vec![VERSION],
-        verbs: role.verbs().iter().map(|v| v.to_string()).collect(),
+        verbs: role.verbs().map(str::to_string).collect(),
     }
 }
 
