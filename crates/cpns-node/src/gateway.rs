@@ -20,7 +20,7 @@ use cpns_proto::gateway::{
 };
 use cpns_proto::{CommandId, LocalPnState, PanSecurity, ProtoError, StoreFailure, Token};
 use cpns_store::{DeviceStore, LocalMember, LocalPn};
-use cpns_wire::{EntityId, ErrorBody, ErrorCode, InventoryMember, PnId, PnInventory};
+use cpns_wire::{EntityId, ErrorBody, ErrorCode, PnId, PnInventory};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -353,15 +353,7 @@ pub fn local_pn_state(pn: &LocalPn) -> LocalPnState {
         inventory: PnInventory {
             pn_id: pn.pn_id,
             gateway: pn.gateway.clone(),
-            members: pn
-                .members
-                .iter()
-                .map(|m| InventoryMember {
-                    pne_id: m.pne_id.clone(),
-                    capabilities: m.capabilities.clone(),
-                    contents: m.contents.clone(),
-                })
-                .collect(),
+            members: pn.members.iter().map(|m| m.inventory_member()).collect(),
         },
         wrapped_keys: pn
             .members

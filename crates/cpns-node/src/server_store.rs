@@ -20,7 +20,7 @@ use cpns_store::{EntityKind, GroupEpoch, PnMember, PnRecord, PnState, ServerStor
 use crate::clock::unix_millis;
 use crate::error::{NodeError, store_failure};
 use crate::status_hub::StatusHub;
-use cpns_wire::{EntityId, InventoryMember, PnId, PnInventory};
+use cpns_wire::{EntityId, PnId, PnInventory};
 
 /// How long kept answers of mutating requests stay (docs/design.md §3): far longer than any retry.
 const ANSWERS_KEPT_MS: i64 = 24 * 60 * 60 * 1000;
@@ -47,15 +47,7 @@ pub fn inventory_of(pn: &PnRecord) -> PnInventory {
     PnInventory {
         pn_id: pn.pn_id,
         gateway: pn.gateway.clone(),
-        members: pn
-            .members
-            .iter()
-            .map(|m| InventoryMember {
-                pne_id: m.pne_id.clone(),
-                capabilities: m.capabilities.clone(),
-                contents: m.contents.clone(),
-            })
-            .collect(),
+        members: pn.members.iter().map(|m| m.inventory_member()).collect(),
     }
 }
 

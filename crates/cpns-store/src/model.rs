@@ -6,7 +6,7 @@
 //! clear: EUKeys, session keys and LocalEUKeys are sealed by the caller (cpns-crypto's at-rest
 //! sealing) before they reach the store.
 
-use cpns_wire::{ContentItem, CpnsId, DeviceCapabilities, EntityId, PnId, UserId};
+use cpns_wire::{ContentItem, CpnsId, DeviceCapabilities, EntityId, InventoryMember, PnId, UserId};
 
 /// Milliseconds since the Unix epoch, as stored.
 pub type UnixMillis = i64;
@@ -209,6 +209,17 @@ pub struct Reconciled {
     pub unknown: Vec<PnId>,
 }
 
+impl PnMember {
+    /// As a PN inventory lists it (000 §6.6.1.1 step 12).
+    pub fn inventory_member(&self) -> InventoryMember {
+        InventoryMember {
+            pne_id: self.pne_id.clone(),
+            capabilities: self.capabilities.clone(),
+            contents: self.contents.clone(),
+        }
+    }
+}
+
 /// One member as the PN GW keeps it locally, with its LocalEUKey and route.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalMember {
@@ -222,6 +233,17 @@ pub struct LocalMember {
     pub route: Option<String>,
     /// Contents the PNE announced.
     pub contents: Vec<ContentItem>,
+}
+
+impl LocalMember {
+    /// As a PN inventory lists it.
+    pub fn inventory_member(&self) -> InventoryMember {
+        InventoryMember {
+            pne_id: self.pne_id.clone(),
+            capabilities: self.capabilities.clone(),
+            contents: self.contents.clone(),
+        }
+    }
 }
 
 /// A PNE's secure session with the server, as it keeps it (003 §1.4.1 step 4).
