@@ -150,6 +150,25 @@ impl Mailroom {
         Ok(id)
     }
 
+    /// Keeps where the answer to a question this session's PN GW takes goes, until `until`;
+    /// the number the answer will come back with.
+    fn await_reply(
+        &mut self,
+        until: Instant,
+        reply: oneshot::Sender<Result<PneConfirmResponse, ErrorBody>>,
+    ) -> u64 {
+        self.next += 1;
+        self.replies.insert(self.next, (until, reply));
+        self.next
+    }
+
+    /// [`Mailroom::await_reply`] for a Capabilities Query.
+    fn await_caps_reply(&mut self, until: Instant, reply: CapsReply) -> u64 {
+        self.next += 1;
+        self.caps_replies.insert(self.next, (until, reply));
+        self.next
+    }
+
     /// Takes back letter `id` from `to`'s box if no session took it; true if it was there.
     pub(super) fn withdraw(&mut self, to: &EntityId, id: u64) -> bool {
         let Some(b) = self.boxes.get_mut(to) else {
@@ -254,24 +273,12 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         for letter in letters {
             match letter.msg {
                 PeerMsg::Ask { request, reply } => {
-                    let id = {
-                        let mut room = self.room();
-                        room.next += 1;
-                        let id = room.next;
-                        room.replies.insert(id, (letter.until, reply));
-                        id
-                    };
+                    let id = self.room().await_reply(letter.until, reply);
                     session.confirm_for_other(now, id, request);
                 }
                 PeerMsg::Answer { ask, answer } => session.handle_gateway_answer(ask, answer),
                 PeerMsg::CapsAsk { entity, reply } => {
-                    let id = {
-                        let mut room = self.room();
-                        room.next += 1;
-                        let id = room.next;
-                        room.caps_replies.insert(id, (letter.until, reply));
-                        id
-                    };
+                    let id = self.room().await_caps_reply(letter.until, reply);
                     session.ask_capabilities(now, entity, id);
                 }
             }
