@@ -46,6 +46,16 @@ pub enum StoreError {
     /// Bringing the schema up to date failed, or the database was made by a newer build.
     #[error("migration failed: {0}")]
     Migration(#[source] DatabaseError),
+    /// A store's file or directory could not be made its owner's only (docs/security.md §4.9.1).
+    #[error(
+        "{path} cannot be made readable by its owner only ({why}); as its owner, run `chmod go-rwx {path}`"
+    )]
+    NotPrivate {
+        /// The file or directory.
+        path: String,
+        /// Why: the error of the attempt.
+        why: String,
+    },
 }
 
 impl StoreError {

@@ -19,6 +19,7 @@
 mod device;
 mod error;
 pub mod model;
+pub mod private;
 mod server;
 mod sqlite;
 

@@ -28,6 +28,15 @@ impl DataDir {
         std::fs::read_to_string(&p)
             .with_context(|| format!("{} (run `cpns init` first?)", p.display()))
     }
+    /// Makes the data directory and its keys their owner's only (0700, 0600), saying what it
+    /// narrowed (docs/security.md §4.9.1); its store is made so when it is opened.
+    pub(crate) fn make_private(&self) -> anyhow::Result<()> {
+        cpns_store::private::private_dir(&self.0)?;
+        for key in ["master.key", "ca.key", "server.key"] {
+            cpns_store::private::private_file(&self.file(key))?;
+        }
+        Ok(())
+    }
     pub(crate) fn master_key(&self) -> anyhow::Result<MasterKey> {
         let text = zeroize::Zeroizing::new(self.read("master.key")?);
         MasterKey::from_hex(text.trim()).map_err(|e| anyhow::anyhow!("master.key: {e}"))
@@ -65,6 +74,7 @@ pub(crate) async fn init(a: InitArgs) -> anyhow::Result<()> {
         bail!("{} is already initialised", dir.0.display());
     }
     std::fs::create_dir_all(&dir.0).with_context(|| format!("create {}", dir.0.display()))?;
+    dir.make_private()?;
     let pki = pki::generate(&a.names)?;
     write_new(&dir.file("ca.pem"), &pki.ca_cert_pem, false)?;
     write_new(&dir.file("ca.key"), &pki.ca_key_pem, true)?;

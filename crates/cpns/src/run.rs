@@ -83,6 +83,7 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 /// `cpns server`.
 pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let dir = DataDir(a.data_dir);
+    dir.make_private()?;
     let store = SqliteStore::open(&dir.db())
         .await
         .with_context(|| format!("open {}", dir.db().display()))?;

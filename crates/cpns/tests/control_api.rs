@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +17,7 @@ use serde_json::Value;
 
 mod common;
 
+use common::unix_user::{OTHER_USER, ensure_other_user, running_as_root};
 use common::{Proc, WAIT, World, s};
 
 /// The repository's root.
@@ -283,16 +284,6 @@ async fn the_python_application_accepts_an_invitation_its_pne_holds() {
     );
 }
 
-/// The user a test runs another process as.
-const OTHER_USER: &str = "cpns-other";
-
-/// Whether this process runs as root (a file it makes is root's).
-fn running_as_root(dir: &Path) -> bool {
-    let probe = dir.join("whoami");
-    std::fs::write(&probe, b"").unwrap();
-    std::fs::metadata(&probe).unwrap().uid() == 0
-}
-
 /// Sends `line` to `socket` as `user` (with `runuser` and `socat`) and returns what came back
 /// and the exit status's success.
 fn as_user(user: &str, socket: &str, line: &str) -> (String, bool) {
@@ -336,20 +327,7 @@ async fn another_unix_user_is_refused_by_the_pnes_socket() {
         eprintln!("skipped: run as root to test a second Unix user against the PNE's socket");
         return;
     }
-    let known = Command::new("id").arg(OTHER_USER).output().unwrap();
-    if !known.status.success() {
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                OTHER_USER,
-            ])
-            .status()
-            .unwrap();
-        assert!(made.success(), "useradd {OTHER_USER}");
-    }
+    ensure_other_user();
     let mut phone = w.pne("phone").stay().spawn();
     phone.expect_event("discovered");
     let socket = format!("{}.sock", s(&w.store("phone")));

@@ -59,7 +59,7 @@ impl Gateway {
             return;
         }
         // Step 2: is the PNE a member of an established PN? Looked up, not inferred: a PNE
-        // naming no PN registers in the first PN it belongs to.
+        // naming no PN registers in the PN with the lowest PN ID of those it belongs to.
         let is_member = |gw: &Self, pn: &PnId| {
             gw.pns.get(pn).is_some_and(|p| {
                 p.state
@@ -82,8 +82,14 @@ impl Gateway {
             return self.forward_up(now, link, env.msg_id, &req.pne_id.clone(), req, None);
         }
         // §1.4.2 step 4: add it to the PN first.
-        let pn_id = match m.pn_id.filter(|pn| self.pns.contains_key(pn)) {
-            Some(pn) => pn,
+        // §1.4.2: a non-member joins the PN it names, or, naming none, the PN with the lowest
+        // PN ID this PN GW serves (docs/security.md §4.1); a PN it does not serve is no PN.
+        let pn_id = match m.pn_id {
+            Some(pn) if self.pns.contains_key(&pn) => pn,
+            Some(pn) => {
+                let reason = format!("no PN {pn} at this PN GW");
+                return self.reject_pan(link, env, ErrorCode::NotFound, &reason);
+            }
             None => match self.pns.keys().min() {
                 Some(pn) => *pn,
                 None => {

@@ -220,3 +220,43 @@ fn pne_registers_over_a_link_resealed_after_gateway_restart() {
     assert!(after.iter().all(|r| r.sealed));
     assert_eq!(h.server.gateway(), Some(&id("gw-1")));
 }
+
+/// 003 §1.4.2: a non-member joins the PN it names; one naming a PN its PN GW does not serve is
+/// refused `not_found` at the PN GW, and joins no other PN in its place.
+#[test]
+fn a_non_member_naming_a_pn_its_gw_does_not_serve_is_refused() {
+    let (mut h, pn) = with_pn(&[PneSpec::cpns(), PneSpec::trusted()], SetupType::OneToOne);
+    let wan_before = h.wan_messages().len();
+    let elsewhere = PnId::from_bytes([0xee; 16]);
+    h.register(1, Some(elsewhere));
+    assert!(h.pne_refused(1, ErrorCode::NotFound));
+    assert_eq!(
+        h.wan_messages().len(),
+        wan_before,
+        "nothing reached the server"
+    );
+    assert_eq!(h.members(pn), [pne_id(0)]);
+    assert!(h.store.cpns_ids.is_empty());
+}
+
+/// 003 §1.4.2, docs/security.md §4.1: a non-member naming no PN joins the PN with the lowest
+/// PN ID its PN GW serves.
+#[test]
+fn a_non_member_naming_no_pn_joins_the_lowest_pn_id() {
+    let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted(), PneSpec::trusted()]);
+    h.setup(0, SetupType::OneToOne);
+    h.setup(1, SetupType::OneToOne);
+    let a = h.joined(0).unwrap().pn_id;
+    let b = h.joined(1).unwrap().pn_id;
+    assert_ne!(a, b);
+    h.register(2, None);
+    let lowest = a.min(b);
+    let highest = a.max(b);
+    assert!(h.members(lowest).contains(&pne_id(2)));
+    assert!(!h.members(highest).contains(&pne_id(2)));
+    assert!(
+        h.pne_outcomes(2)
+            .iter()
+            .any(|o| matches!(o, Outcome::Registered { pn_id, .. } if *pn_id == lowest))
+    );
+}

@@ -164,6 +164,8 @@ impl SqliteStore {
     /// if the database was made by a newer build. Connections use WAL, enforce foreign keys
     /// and wait up to 5 s for a lock.
     pub async fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore> {
+        // Its owner's only, before SQLite makes a file (crate::private).
+        crate::private::private_database(path)?;
         let path = path.to_path_buf();
         let writer_path = path.clone();
         let writer = Writer::start(move || {

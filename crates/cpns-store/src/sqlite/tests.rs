@@ -593,3 +593,27 @@ async fn the_answer_purge_is_bounded_per_write_and_catches_up() {
         Some(&b"new"[..])
     );
 }
+
+/// A store is its owner's only (crate::private): the database, and the WAL and shared-memory
+/// files SQLite makes beside it while it is open, are mode 0600 whatever the umask; a database
+/// left open to others is narrowed when it is opened again.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_and_its_wal_are_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (dir, store) = fresh().await;
+    enroll(&store, "gw-1").await;
+    let db = store.path().to_path_buf();
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+    store.close().await;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = SqliteStore::open(&db).await.unwrap();
+    assert_eq!(mode(&db), 0o600);
+    assert!(store.entity(&eid("gw-1")).await.unwrap().is_some());
+    store.close().await;
+    drop(dir);
+}

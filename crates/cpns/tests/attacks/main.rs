@@ -16,6 +16,8 @@
 //! - [`release`]: raw links naming a member, a non-member and another user's PNE ask to
 //!   release a PN or take a member out of it: `forbidden`, both SQLite inventories unchanged
 //!   cell for cell; the owner's release then works.
+//! - [`at_rest`]: another Unix user of the machine reads no store and cannot list the server's
+//!   data directory (modes 0600 and 0700 whatever the umask).
 //! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
 //!   the two inventories agree.
 //!
@@ -24,6 +26,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[cfg(unix)]
+mod at_rest;
 #[path = "../common/mod.rs"]
 mod common;
 mod control;

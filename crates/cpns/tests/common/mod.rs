@@ -7,6 +7,8 @@
 
 pub mod proc;
 pub mod stores;
+#[cfg(unix)]
+pub mod unix_user;
 pub mod world;
 
 pub use proc::{BIN, Proc, WAIT, cpns, names, run, s, text};
