@@ -80,9 +80,31 @@ impl Gateway {
                 "a request for the server names its PNE",
             );
         };
+        let body = body.into();
+        // What the server answers in a PNE's name (the status of its user's devices, their
+        // changes, a subscription kept in its name) goes only to a link that proved that PNE.
+        // A Secure Request opens only under the PNE's SK_PNE and its answer is sealed to it; a
+        // key pull's copy too (the pull of a member without a proof of its own, until every
+        // member's link is sealed).
+        let needs_proof = !matches!(body, Body::SecureRequest(_) | Body::GroupKeyRequest(_));
+        if needs_proof && !self.link_proved(link, &pne) {
+            return self.reject_pan(
+                link,
+                env,
+                ErrorCode::Forbidden,
+                "prove who you are first (PN GW authentication, or a registration on this link)",
+            );
+        }
         if self.admit_pne_request(link, env, &pne) {
             self.forward_up(now, link, env.msg_id, &pne, body, None);
         }
+    }
+
+    /// Whether `link` proved it is `pne`.
+    fn link_proved(&self, link: LinkId, pne: &EntityId) -> bool {
+        self.links
+            .get(&link)
+            .is_some_and(|l| l.proven && l.peer.as_ref() == Some(pne))
     }
 
     /// Whether a request `pne` sends on `link` for the server may go on: the link speaks as

@@ -449,3 +449,56 @@ fn after_set_up_an_unexpected_request_from_the_server_is_refused_and_anything_el
     assert!(h.queue.is_empty(), "a notification is not answered");
     assert!(h.gw.wan_ready());
 }
+
+/// Nothing goes to the server in a PNE's name from a link that has not proved that PNE: a link
+/// claiming the id of a member that is away asks for the user's statuses and subscribes, and is
+/// refused `forbidden` with nothing sent on the WAN; the member itself, proven, is answered.
+#[test]
+fn a_claimed_id_gets_no_status_and_no_subscription() {
+    let specs = [
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns().impersonating(1),
+    ];
+    let mut h = Harness::new(&specs);
+    h.connect_gw();
+    let now = h.now();
+    h.pnes[0].start_discovery(now).unwrap();
+    h.pnes[1].start_discovery(now).unwrap();
+    h.pump();
+    h.setup(0, SetupType::All);
+    assert!(h.joined(1).is_some());
+    // pne-1 goes away; the attacker claims its free id.
+    let now = h.now();
+    h.gw.link_closed(now, LinkId(1));
+    h.pnes[2].start_discovery(now).unwrap();
+    h.pump();
+    let wan_before = h.wan_messages().len();
+    let now = h.now();
+    let query = h.pnes[2].query_status(now, Vec::new());
+    let on_change = cpns_wire::StatusPolicy {
+        kind: cpns_wire::PolicyKind::OnChange,
+        attribute: None,
+        crossing: None,
+        bound: None,
+        period_s: None,
+    };
+    let subscribe = h.pnes[2].subscribe_status(now, Vec::new(), on_change);
+    h.pump();
+    for id in [query, subscribe] {
+        assert!(
+            matches!(&h.completion(2, id).unwrap().result,
+                Err(Failure::Refused(e)) if e.code == ErrorCode::Forbidden),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        h.wan_messages().len(),
+        wan_before,
+        "nothing reached the server"
+    );
+    // The initiator, proven on its link, is answered.
+    let own = h.pnes[0].query_status(now, Vec::new());
+    h.pump();
+    assert!(h.completion(0, own).unwrap().result.is_ok());
+}
