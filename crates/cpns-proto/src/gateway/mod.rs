@@ -1075,6 +1075,14 @@ impl Gateway {
         }
     }
 
+    /// Whether a live link other than a claim holds `pne`'s route: one that proved it.
+    fn held_by_proof(&self, pne: &EntityId) -> bool {
+        self.routes
+            .get(pne)
+            .and_then(|l| self.links.get(l))
+            .is_some_and(|l| l.proven && l.peer.as_ref() == Some(pne))
+    }
+
     /// Names the PNE on a link for a proof of its identity (PN GW authentication), even when
     /// another link holds the route: the proof, once it checks, takes the route.
     fn claim_for_proof(&mut self, link: LinkId, pne: &EntityId) -> bool {

@@ -44,7 +44,13 @@ impl Gateway {
         env: &Envelope,
         m: EntityDiscoveryRequest,
     ) {
-        if m.mode == Mode::Pne && !self.identify(link, &m.entity_id) {
+        // A PNE named by a link that only claims it may still come and prove itself: it is
+        // answered, and may then only prove the id (PN GW authentication), which takes the
+        // route from the claim. A PNE held by a link that proved it is refused.
+        if m.mode == Mode::Pne
+            && !self.identify(link, &m.entity_id)
+            && (self.held_by_proof(&m.entity_id) || !self.claim_for_proof(link, &m.entity_id))
+        {
             return self.reject_pan(
                 link,
                 env,

@@ -33,20 +33,19 @@ fn a_claim_never_takes_the_route_of_a_live_link() {
         PneSpec::cpns().impersonating(0),
     ];
     let mut h = Harness::ready(&specs);
-    assert_eq!(errors_to(&h, 2), [ErrorCode::Forbidden]);
+    // Its discovery is answered (pne-1's link has proved nothing either, and a device that can
+    // prove pne-1 may come on this link): it may now only try to prove the id.
+    assert_eq!(errors_to(&h, 2), []);
     let before = h.snapshot();
     // Its set-up in pne-1's name is refused before anything starts.
     let now = h.now();
     h.pnes[2].start_setup(now, SetupType::All).unwrap();
     h.pump();
-    assert_eq!(
-        errors_to(&h, 2),
-        [ErrorCode::Forbidden, ErrorCode::Forbidden]
-    );
+    assert_eq!(errors_to(&h, 2), [ErrorCode::Conflict]);
     assert!(!h.wan_messages().contains(&"PnRegistrationRequest"));
     // ...and so is its registration.
     h.register(2, None);
-    assert_eq!(errors_to(&h, 2).len(), 3);
+    assert_eq!(errors_to(&h, 2).len(), 2);
     assert_eq!(h.snapshot(), before);
     // The real pne-1 is still reached: its own PN with pne-2 completes, without the attacker.
     h.setup(0, SetupType::All);
@@ -118,7 +117,8 @@ fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
     h.pnes[1].start_discovery(now).unwrap();
     h.pump();
     assert!(errors_to(&h, 1).is_empty(), "a free id can be claimed");
-    // pne-1 comes back on a new link: its plain claim is refused, its proof is not.
+    // pne-1 comes back on a new link: its discovery is answered (the id is only claimed), and
+    // its proof takes the id from the claim.
     h.gw.link_opened(LinkId(0), crate::PanSecurity::Cpns);
     let mut back = PneSession::new(
         h.pne_cfgs[0].clone(),
@@ -131,9 +131,10 @@ fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
     h.pnes[0].start_discovery(now).unwrap();
     h.pump();
     let answers = &h.delivered(Party::Gw, Party::Pne(0))[before..];
-    assert_eq!(
-        answers[0].error().map(|e| e.code),
-        Some(ErrorCode::Forbidden)
+    assert!(
+        matches!(answers[0].body, Body::EntityDiscoveryResponse(_)),
+        "{:?}",
+        answers[0].body
     );
     h.pnes[0].start_pan_auth(now, pn).unwrap();
     h.pump();
@@ -501,4 +502,29 @@ fn a_claimed_id_gets_no_status_and_no_subscription() {
     let own = h.pnes[0].query_status(now, Vec::new());
     h.pump();
     assert!(h.completion(0, own).unwrap().result.is_ok());
+}
+
+/// A PNE held by a link that proved it is not answered to another link naming it: the proven
+/// device keeps its id, and the claimant learns nothing (not even the PNs served).
+#[test]
+fn an_id_held_by_a_proof_is_refused_to_a_claim() {
+    let specs = [PneSpec::cpns(), PneSpec::cpns().impersonating(0)];
+    let mut h = Harness::new(&specs);
+    h.connect_gw();
+    let now = h.now();
+    h.pnes[0].start_discovery(now).unwrap();
+    h.pump();
+    h.setup(0, SetupType::OneToOne);
+    assert!(
+        h.joined(0).is_some(),
+        "pne-1 proved itself in its establishment"
+    );
+    h.pnes[1].start_discovery(now).unwrap();
+    h.pump();
+    assert_eq!(errors_to(&h, 1), [ErrorCode::Forbidden]);
+    assert!(
+        h.delivered(Party::Gw, Party::Pne(1))
+            .iter()
+            .all(|e| !matches!(e.body, Body::EntityDiscoveryResponse(_)))
+    );
 }

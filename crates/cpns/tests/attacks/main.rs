@@ -18,6 +18,8 @@
 //!   cell for cell; the owner's release then works.
 //! - [`at_rest`]: another Unix user of the machine reads no store and cannot list the server's
 //!   data directory (modes 0600 and 0700 whatever the umask).
+//! - [`squatter`]: a raw link takes an away member's id; the member comes back, proves itself
+//!   and takes the id; the squatter's link is closed.
 //! - [`unproven`]: a raw link naming a PNE that is not linked asks for the user's statuses and
 //!   subscribes: refused, the server's store unchanged.
 //! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
@@ -39,4 +41,5 @@ mod identity;
 mod oversize;
 mod reconnect;
 mod release;
+mod squatter;
 mod unproven;
