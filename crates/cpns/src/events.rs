@@ -201,6 +201,8 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
             by.as_ref().map_or("owner", |p| p.as_str()),
             notified,
         ),
+        // Its last member is out, so the PN went with it (at the server too).
+        GatewayEvent::PnEmptied { pn_id } => Described::new("pn_emptied").pn("pn_id", *pn_id),
         GatewayEvent::MemberRemoved {
             pn_id,
             pne,

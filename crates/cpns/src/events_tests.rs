@@ -183,6 +183,12 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "by": "watch", "notified": []}),
         ),
         (
+            GatewayEvent::PnEmptied { pn_id: pn() },
+            "14:02:11 pn emptied  pn=3f2a…c1",
+            "pn_emptied",
+            json!({"pn_id": PN_HEX}),
+        ),
+        (
             GatewayEvent::MemberRemoved {
                 pn_id: pn(),
                 pne: id("watch"),

@@ -1003,3 +1003,27 @@ async fn another_users_member_may_leave_but_not_release_invite_or_expel() {
     );
     assert!(stores.at("phone").is_empty());
 }
+
+/// A PN is a PN GW with at least one PNE: the only member of a 1-1 PN leaves, and the PN goes
+/// with it at the server and at its PN GW (docs/pn-lifecycle.md, "A PN without members").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_member_leaving_takes_the_pn_with_it() {
+    let mut w = world(&["phone"]);
+    let mut phone = w.pne("phone").setup("1-1").stay().spawn();
+    let pn = w.gw().expect_event("pn_established")["pn_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    phone.expect_event("rejoined");
+    let answer = pn_json(&w.store("phone"), &["leave", pn.as_str()]);
+    assert_eq!(answer["ok"], true, "{answer}");
+    w.gw()
+        .expect_event_where("member_left", |v| v["pne"] == "phone");
+    w.gw()
+        .expect_event_where("pn_emptied", |v| v["pn_id"] == pn);
+    let stores = w.stores().await;
+    stores.agree();
+    assert!(stores.at_server().is_empty(), "{stores:?}");
+    assert!(stores.at("home-gw").is_empty());
+    assert!(stores.at("phone").is_empty());
+}

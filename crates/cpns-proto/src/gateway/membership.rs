@@ -284,12 +284,24 @@ impl Gateway {
         }
         state.inventory.members.retain(|m| m.pne_id != change.pne);
         state.wrapped_keys.retain(|(p, _)| *p != change.pne);
+        let emptied = state.inventory.members.is_empty();
+        let pn_id = change.pn_id;
         let agreed = Agreed {
             change,
             epoch,
             keys,
             state: state.clone(),
         };
+        if emptied {
+            // Its last member is out: the server released the PN with the change, and so does
+            // this PN GW (docs/pn-lifecycle.md, "A PN without members").
+            let token = self.tokens.next();
+            self.parked
+                .insert(token, Parked::MemberRemoved(Box::new(agreed)));
+            self.out
+                .push_back(super::GatewayOutput::Forget { token, pn_id });
+            return;
+        }
         self.persist(Parked::MemberRemoved(Box::new(agreed)), state);
     }
 
@@ -305,13 +317,24 @@ impl Gateway {
         if let Err(e) = result {
             return self.change_failed(change, Failure::Store(e));
         }
-        let Some(pn) = self.pns.get_mut(&change.pn_id) else {
-            return;
+        let emptied = state.inventory.members.is_empty();
+        let inventory = if emptied {
+            // Dropping the PN drops (and zeroizes) every LocalEUKey it held.
+            let Some(pn) = self.pns.remove(&change.pn_id) else {
+                return;
+            };
+            let mut inventory = pn.state.inventory;
+            inventory.members.clear();
+            inventory
+        } else {
+            let Some(pn) = self.pns.get_mut(&change.pn_id) else {
+                return;
+            };
+            pn.state = state;
+            // Dropping the removed member's LocalEUKey zeroizes it.
+            pn.keys.remove(&change.pne);
+            pn.state.inventory.clone()
         };
-        pn.state = state;
-        // Dropping the removed member's LocalEUKey zeroizes it.
-        pn.keys.remove(&change.pne);
-        let inventory = pn.state.inventory.clone();
         if !change.left()
             && let Some(target) = self.proven_link_of(&change.pne)
         {
@@ -336,22 +359,27 @@ impl Gateway {
             }
             None => Vec::new(),
         };
+        let pn_id = change.pn_id;
         if let Asker::Owner(Some(id)) = change.asker {
             let expelled = Outcome::Expelled {
-                pn_id: change.pn_id,
+                pn_id,
                 pne: change.pne,
                 epoch,
                 notified,
             };
-            return self.complete(id, Flow::MembershipChange, Ok(expelled));
+            self.complete(id, Flow::MembershipChange, Ok(expelled));
+        } else {
+            self.event(GatewayEvent::MemberRemoved {
+                pn_id,
+                pne: change.pne.clone(),
+                left: change.left(),
+                epoch,
+                notified,
+            });
         }
-        self.event(GatewayEvent::MemberRemoved {
-            pn_id: change.pn_id,
-            pne: change.pne.clone(),
-            left: change.left(),
-            epoch,
-            notified,
-        });
+        if emptied {
+            self.event(GatewayEvent::PnEmptied { pn_id });
+        }
     }
 
     /// PN Update Notification with `inventory` to each of `members` on a proven link, each with

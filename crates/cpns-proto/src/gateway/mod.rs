@@ -238,6 +238,12 @@ pub enum GatewayEvent {
         /// The members told by PN Release Notification (the asker is answered instead).
         notified: Vec<EntityId>,
     },
+    /// The change that took a PN's last member out released the PN, at the server and here
+    /// (docs/pn-lifecycle.md, "A PN without members"); told after that change's own event.
+    PnEmptied {
+        /// The PN.
+        pn_id: PnId,
+    },
     /// A member left (000 §6.6.3.1.1) or was expelled (§6.6.3.2): it is out of the server's
     /// inventory and the local one, with its LocalEUKey.
     MemberRemoved {

@@ -214,11 +214,20 @@ impl ServerSession {
         let mut inventory = pn.inventory;
         inventory.members.retain(|m| !removed.contains(&m.pne_id));
         let keys = self.seal_to_members(&inventory, epoch, &key, &member_keys, None);
-        let effect = ServerEffect::UpdateMembers {
-            pn_id,
-            add: Vec::new(),
-            remove: removed.clone(),
-            group: Some(NewGroupEpoch { epoch, key }),
+        // A PN is a PN GW with at least one authenticated PNE (000 §6.6.1.1 step 12): the change
+        // that takes its last member out releases it, in the same transaction
+        // (docs/pn-lifecycle.md, "A PN without members"). Its PN GW does the same on the answer.
+        let effect = match (inventory.members.is_empty(), self.conn.gateway()) {
+            (true, Some(gw)) => ServerEffect::ReleasePn {
+                gateway: gw.id.clone(),
+                pn_id,
+            },
+            _ => ServerEffect::UpdateMembers {
+                pn_id,
+                add: Vec::new(),
+                remove: removed.clone(),
+                group: Some(NewGroupEpoch { epoch, key }),
+            },
         };
         let removal = Removal {
             req_msg,
@@ -275,6 +284,7 @@ impl ServerSession {
         // Who this PN GW serves changed: read it again when next needed.
         self.reporting().forget_served();
         let pn_id = r.inventory.pn_id;
+        let emptied = r.inventory.members.is_empty();
         let gw = self.peer();
         let env = match r.asked {
             Asked::Update => {
@@ -301,6 +311,9 @@ impl ServerSession {
             removed: r.removed,
             epoch: r.epoch,
         });
+        if emptied && let Some(gateway) = self.conn.gateway().map(|g| g.id.clone()) {
+            self.event(ServerEvent::PnReleased { pn_id, gateway });
+        }
     }
 }
 

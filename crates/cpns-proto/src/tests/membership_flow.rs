@@ -1406,3 +1406,63 @@ fn an_unanswered_expulsion_request_times_out() {
     assert!(h.pne_failures(1).contains(&Failure::TimedOut));
     assert_eq!(members(&h, pn).len(), 3);
 }
+
+/// A PN is a PN GW with at least one authenticated PNE (000 §6.6.1.1 step 12): the change that
+/// takes its last member out releases it, at the server and at its PN GW, in the same step
+/// (docs/pn-lifecycle.md, "A PN without members"). Here three members leave and the owner
+/// expels the last one.
+#[test]
+fn the_change_that_takes_the_last_member_out_releases_the_pn() {
+    let (mut h, pn) = with_pn();
+    for i in [1, 2, 3] {
+        let now = h.now();
+        h.pnes[i].leave_pn(now, pn).unwrap();
+        h.pump();
+        assert!(h.store.pns.contains_key(&pn), "members are left after {i}");
+    }
+    assert!(
+        !h.gw_events()
+            .iter()
+            .any(|e| matches!(e, GatewayEvent::PnEmptied { .. }))
+    );
+    expel(&mut h, pn, 0).unwrap();
+    // Gone everywhere: the server's inventory, the PN GW's memory and store, the last member.
+    assert!(!h.store.pns.contains_key(&pn));
+    assert!(!h.store.gw_local.contains_key(&pn));
+    assert!(h.gw.inventory().iter().all(|i| i.pn_id != pn));
+    assert!(!h.store.pne_local[0].contains_key(&pn));
+    assert!(
+        h.gw_events()
+            .contains(&&GatewayEvent::PnEmptied { pn_id: pn })
+    );
+    assert!(h.server_events().iter().any(|e| matches!(
+        e,
+        crate::server::ServerEvent::PnReleased { pn_id, .. } if *pn_id == pn
+    )));
+    // A release asked for afterwards finds no PN.
+    let now = h.now();
+    assert!(h.gw.release_pn(now, pn).is_err());
+}
+
+/// The only member of a 1-1 PN leaves: the PN goes with it, and the member is answered as for
+/// any leave.
+#[test]
+fn the_only_member_leaving_releases_the_pn() {
+    let mut h = Harness::ready(&[PneSpec::cpns()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    let now = h.now();
+    h.pnes[0].leave_pn(now, pn).unwrap();
+    h.pump();
+    assert!(h.pne_outcomes(0).contains(&&Outcome::PnGone {
+        pn_id: pn,
+        why: Gone::Left
+    }));
+    assert!(!h.store.pns.contains_key(&pn));
+    assert!(!h.store.gw_local.contains_key(&pn));
+    assert!(!h.store.pne_local[0].contains_key(&pn));
+    assert!(
+        h.gw_events()
+            .contains(&&GatewayEvent::PnEmptied { pn_id: pn })
+    );
+}

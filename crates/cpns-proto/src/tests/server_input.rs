@@ -315,7 +315,8 @@ fn a_pn_update_adds_only_the_gateway_users_pnes_and_removes_for_real() {
         refusal(&h, foreign.msg_id).map(|r| r.0),
         Some(ErrorCode::Forbidden)
     );
-    // Removing pne-1: the answer's inventory and the record no longer list it.
+    // Removing pne-1, its only member: the answer's inventory no longer lists it, and the PN,
+    // with no member left, is released with it (docs/pn-lifecycle.md, "A PN without members").
     let removal = pn_update(pn, 9, vec![], vec![pne_id(0)]);
     send(&mut h, &removal);
     let answer = h
@@ -329,7 +330,11 @@ fn a_pn_update_adds_only_the_gateway_users_pnes_and_removes_for_real() {
         })
         .expect("answered");
     assert!(answer.inventory.members.is_empty());
-    assert!(h.store.pns[&pn].members.is_empty());
+    assert!(!h.store.pns.contains_key(&pn), "released");
+    assert!(h.server_events().iter().any(|e| matches!(
+        e,
+        crate::server::ServerEvent::PnReleased { pn_id, .. } if *pn_id == pn
+    )));
 }
 
 #[test]
