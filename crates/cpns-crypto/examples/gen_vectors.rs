@@ -593,6 +593,86 @@ fn at_rest(sk_pne: &SessionKey) -> Value {
     })
 }
 
+/// A PN's group key of one epoch and its four boxes (docs/security.md §4.10): the member's copy
+/// under K_dir(server → PNE) of the SK_PNE of `pne_auth[0]`, bound to the inventory of that
+/// vector; group content under K_gc; the GK at rest under K_rest of the `at_rest` master key;
+/// and the server's word that the membership ended, once per reason.
+fn group(sk_pne: &SessionKey) -> Value {
+    let epoch = 1u64;
+    let gk = GroupKey::from_bytes(pattern(0x08));
+    let master = MasterKey::from_bytes(pattern(0xe0));
+    let digest = inventory_digest(&cbor(&inventory()));
+    let binding = GroupKeyBinding {
+        pn_id: &PN_ID,
+        epoch,
+        pne_id: PNE_ID,
+        inventory_digest: &digest,
+    };
+    let s2p = E2eDirection::ServerToPne;
+    let s2p_info = v::transcript(labels::E2E_KEY, &[&[s2p.code()]]);
+    let copy_nonce = pattern::<12>(0x18);
+    let content = b"family photo";
+    let content_nonce = pattern::<12>(0x28);
+    let rest_nonce = pattern::<12>(0x38);
+    let epoch_fields: [&[u8]; 2] = [&PN_ID, &epoch.to_be_bytes()];
+    let ended: Vec<Value> = [
+        ("removed", 1u8, pattern::<12>(0x48)),
+        ("released", 2, pattern(0x58)),
+    ]
+    .iter()
+    .map(|(name, why, nonce)| {
+        json!({
+            "reason": name,
+            "reason_code": hx([*why]),
+            "key": hx(v::e2e_key(sk_pne, s2p)),
+            "aad": hx(v::membership_ended_aad(&PN_ID, PNE_ID, *why)),
+            "plaintext": hx([*why]),
+            "nonce": hx(nonce),
+            "sealed": hx(seal_membership_ended_with_nonce(sk_pne, &PN_ID, PNE_ID, *why, *nonce)),
+        })
+    })
+    .collect();
+    json!({
+        "inputs": {
+            "sk_pne": sk_pne.to_hex().as_str(),
+            "pn_id": hx(PN_ID),
+            "pne_id": PNE_ID,
+            "epoch": epoch,
+            "epoch_u64be": hx(epoch.to_be_bytes()),
+            "inventory_digest": hx(digest),
+            "gk": gk.to_hex().as_str(),
+            "master_key": master.to_hex().as_str(),
+        },
+        "copy": {
+            "direction_code": hx([s2p.code()]),
+            "key_info": hx(&s2p_info),
+            "key": hx(v::e2e_key(sk_pne, s2p)),
+            "aad": hx(v::group_key_aad(&binding)),
+            "plaintext": gk.to_hex().as_str(),
+            "nonce": hx(copy_nonce),
+            "sealed": hx(seal_group_key_with_nonce(sk_pne, &binding, &gk, copy_nonce)),
+        },
+        "content": {
+            "prk": hx(v::hkdf_prk(None, gk.expose_secret())),
+            "key_info": hx(v::transcript(labels::GROUP_CONTENT_KEY, &epoch_fields)),
+            "key": hx(v::group_content_key(&gk, &PN_ID, epoch)),
+            "aad": hx(v::group_content_aad(&PN_ID, epoch)),
+            "plaintext": hx(content),
+            "nonce": hx(content_nonce),
+            "sealed": hx(seal_group_content_with_nonce(&gk, &PN_ID, epoch, content, content_nonce)),
+        },
+        "at_rest": {
+            "key_info": hx(v::transcript(labels::AT_REST_KEY, &[])),
+            "key": hx(v::at_rest_key(&master)),
+            "aad": hx(v::group_key_at_rest_aad(&PN_ID, epoch)),
+            "plaintext": gk.to_hex().as_str(),
+            "nonce": hx(rest_nonce),
+            "sealed": hx(seal_group_key_at_rest_with_nonce(&master, &PN_ID, epoch, &gk, rest_nonce)),
+        },
+        "ended": ended,
+    })
+}
+
 fn main() {
     let establishment = pne_auth_case("establishment", AuthPurpose::Establishment);
     let registration = pne_auth_case("registration", AuthPurpose::Registration);
@@ -615,6 +695,7 @@ fn main() {
         "at_rest": at_rest(&establishment.sk),
         "secure_session": secure_session(&registration.sk),
         "device_storage": device_storage(&registration.sk),
+        "group": group(&establishment.sk),
     });
     println!(
         "{}",

@@ -15,12 +15,17 @@
 //! K_gc    = HKDF-SHA256(salt = none, IKM = GK, info = T("cpns/v1/group-content-key") ‖ T(PN ID) ‖ T(u64be(epoch)))
 //! content = nonce(12) ‖ ChaCha20-Poly1305(K_gc, nonce, T("cpns/v1/group-content") ‖ T(PN ID) ‖ T(u64be(epoch)), plaintext)
 //! at rest = nonce(12) ‖ ChaCha20-Poly1305(K_rest, nonce, T("cpns/v1/at-rest/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)), GK)
+//! ended   = nonce(12) ‖ ChaCha20-Poly1305(K_s2p(SK_PNE), nonce,
+//!               T("cpns/v1/membership-ended") ‖ T(PN ID) ‖ T(PNE ID) ‖ T(reason), reason)
 //! ```
+//! where `reason` is one byte, the `EndReason` code (1 removed, 2 released). Every box has a
+//! `*_with_nonce` twin for the test vectors (docs/security-vectors.json, `group`); the sealing
+//! functions draw the nonce and call it.
 
 use zeroize::Zeroizing;
 
 use crate::aead;
-use crate::e2e::{E2eDirection, open_e2e, seal_e2e};
+use crate::e2e::{E2eDirection, open_e2e, seal_e2e_with_nonce};
 use crate::error::CryptoError;
 use crate::kdf::{Transcript, derive_key};
 use crate::keys::{GroupKey, KEY_LEN, MasterKey, SessionKey};
@@ -41,7 +46,7 @@ pub struct GroupKeyBinding<'a> {
     pub inventory_digest: &'a [u8; 32],
 }
 
-fn copy_aad(b: &GroupKeyBinding<'_>) -> Vec<u8> {
+pub(crate) fn copy_aad(b: &GroupKeyBinding<'_>) -> Vec<u8> {
     let mut t = Transcript::new(labels::GROUP_KEY_AAD);
     t.push(b.pn_id)
         .push(&b.epoch.to_be_bytes())
@@ -70,14 +75,30 @@ pub fn seal_group_key<R: CryptoRng + ?Sized>(
     binding: &GroupKeyBinding<'_>,
     gk: &GroupKey,
 ) -> Vec<u8> {
-    seal_e2e(
-        rng,
+    seal_group_key_with_nonce(sk_pne, binding, gk, nonce_from(rng))
+}
+
+/// [`seal_group_key`] with a caller-chosen nonce; deterministic, for test vectors. A nonce must
+/// never repeat under one SK_PNE: production code calls [`seal_group_key`].
+pub fn seal_group_key_with_nonce(
+    sk_pne: &SessionKey,
+    binding: &GroupKeyBinding<'_>,
+    gk: &GroupKey,
+    nonce: [u8; aead::NONCE_LEN],
+) -> Vec<u8> {
+    seal_e2e_with_nonce(
         sk_pne,
         E2eDirection::ServerToPne,
         &copy_aad(binding),
         gk.expose_secret(),
+        nonce,
     )
-    .expect("a 32-byte plaintext is within the AEAD limit")
+}
+
+fn nonce_from<R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; aead::NONCE_LEN] {
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    nonce
 }
 
 /// The server's word, sealed under K_dir (server to PNE) of the SK_PNE a PNE held in `pn_id`,
@@ -91,14 +112,25 @@ pub fn seal_membership_ended<R: CryptoRng + ?Sized>(
     pne_id: &str,
     why: u8,
 ) -> Vec<u8> {
-    seal_e2e(
-        rng,
+    seal_membership_ended_with_nonce(sk_pne, pn_id, pne_id, why, nonce_from(rng))
+}
+
+/// [`seal_membership_ended`] with a caller-chosen nonce; deterministic, for test vectors. A nonce
+/// must never repeat under one SK_PNE: production code calls [`seal_membership_ended`].
+pub fn seal_membership_ended_with_nonce(
+    sk_pne: &SessionKey,
+    pn_id: &[u8; 16],
+    pne_id: &str,
+    why: u8,
+    nonce: [u8; aead::NONCE_LEN],
+) -> Vec<u8> {
+    seal_e2e_with_nonce(
         sk_pne,
         E2eDirection::ServerToPne,
         &ended_aad(pn_id, pne_id, why),
         &[why],
+        nonce,
     )
-    .expect("one byte is within the AEAD limit")
 }
 
 /// Checks [`seal_membership_ended`]'s box with the PNE's own SK_PNE for the PN.
@@ -124,7 +156,7 @@ pub fn open_membership_ended(
     Ok(())
 }
 
-fn ended_aad(pn_id: &[u8; 16], pne_id: &str, why: u8) -> Vec<u8> {
+pub(crate) fn ended_aad(pn_id: &[u8; 16], pne_id: &str, why: u8) -> Vec<u8> {
     let mut t = Transcript::new(labels::MEMBERSHIP_ENDED_AAD);
     t.push(pn_id).push(pne_id.as_bytes()).push(&[why]);
     t.as_bytes().to_vec()
@@ -149,7 +181,7 @@ pub fn open_group_key(
     key_of(&plain)
 }
 
-fn content_key(gk: &GroupKey, pn_id: &[u8; 16], epoch: u64) -> Zeroizing<[u8; KEY_LEN]> {
+pub(crate) fn content_key(gk: &GroupKey, pn_id: &[u8; 16], epoch: u64) -> Zeroizing<[u8; KEY_LEN]> {
     derive_key(
         gk.expose_secret(),
         &epoch_transcript(labels::GROUP_CONTENT_KEY, pn_id, epoch),
@@ -167,15 +199,52 @@ pub fn seal_group_content<R: CryptoRng + ?Sized>(
     epoch: u64,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let mut nonce = [0u8; aead::NONCE_LEN];
-    rng.fill_bytes(&mut nonce);
-    let aad = epoch_transcript(labels::GROUP_CONTENT_AAD, pn_id, epoch);
+    content_with_nonce(gk, pn_id, epoch, plaintext, nonce_from(rng))
+}
+
+/// [`seal_group_content`] with a caller-chosen nonce; deterministic, for test vectors. A nonce
+/// must never repeat under one epoch's GK: production code calls [`seal_group_content`].
+///
+/// # Panics
+/// If `plaintext` exceeds the ChaCha20-Poly1305 limit of 256 GiB.
+pub fn seal_group_content_with_nonce(
+    gk: &GroupKey,
+    pn_id: &[u8; 16],
+    epoch: u64,
+    plaintext: &[u8],
+    nonce: [u8; aead::NONCE_LEN],
+) -> Vec<u8> {
+    content_with_nonce(gk, pn_id, epoch, plaintext, nonce)
+        .expect("plaintext within the ChaCha20-Poly1305 length limit")
+}
+
+fn content_with_nonce(
+    gk: &GroupKey,
+    pn_id: &[u8; 16],
+    epoch: u64,
+    plaintext: &[u8],
+    nonce: [u8; aead::NONCE_LEN],
+) -> Result<Vec<u8>, CryptoError> {
     aead::seal_with_nonce(
         &content_key(gk, pn_id, epoch),
         nonce,
-        aad.as_bytes(),
+        &content_aad(pn_id, epoch),
         plaintext,
     )
+}
+
+/// The associated data of group content of `epoch`.
+pub(crate) fn content_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
+    epoch_transcript(labels::GROUP_CONTENT_AAD, pn_id, epoch)
+        .as_bytes()
+        .to_vec()
+}
+
+/// The associated data of a PN's group key of `epoch` sealed at rest.
+pub(crate) fn at_rest_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
+    epoch_transcript(labels::AT_REST_GROUP_KEY_AAD, pn_id, epoch)
+        .as_bytes()
+        .to_vec()
 }
 
 /// Opens group content of `epoch`.
@@ -189,8 +258,11 @@ pub fn open_group_content(
     epoch: u64,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    let aad = epoch_transcript(labels::GROUP_CONTENT_AAD, pn_id, epoch);
-    aead::open(&content_key(gk, pn_id, epoch), aad.as_bytes(), sealed)
+    aead::open(
+        &content_key(gk, pn_id, epoch),
+        &content_aad(pn_id, epoch),
+        sealed,
+    )
 }
 
 /// Seals a PN's group key at rest in the server store under K_rest of the master key.
@@ -203,8 +275,28 @@ pub fn seal_group_key_at_rest(
     epoch: u64,
     gk: &GroupKey,
 ) -> Result<Vec<u8>, CryptoError> {
-    let aad = epoch_transcript(labels::AT_REST_GROUP_KEY_AAD, pn_id, epoch);
-    crate::seal_at_rest(master, aad.as_bytes(), gk.expose_secret())
+    let nonce = crate::random_array()?;
+    Ok(seal_group_key_at_rest_with_nonce(
+        master, pn_id, epoch, gk, nonce,
+    ))
+}
+
+/// [`seal_group_key_at_rest`] with a caller-chosen nonce; deterministic, for test vectors. A
+/// nonce must never repeat under one master key: production code calls
+/// [`seal_group_key_at_rest`].
+pub fn seal_group_key_at_rest_with_nonce(
+    master: &MasterKey,
+    pn_id: &[u8; 16],
+    epoch: u64,
+    gk: &GroupKey,
+    nonce: [u8; aead::NONCE_LEN],
+) -> Vec<u8> {
+    crate::seal_at_rest_with_nonce(
+        master,
+        &at_rest_aad(pn_id, epoch),
+        gk.expose_secret(),
+        nonce,
+    )
 }
 
 /// Opens a PN's group key sealed at rest.
@@ -217,8 +309,7 @@ pub fn open_group_key_at_rest(
     epoch: u64,
     sealed: &[u8],
 ) -> Result<GroupKey, CryptoError> {
-    let aad = epoch_transcript(labels::AT_REST_GROUP_KEY_AAD, pn_id, epoch);
-    let plain = crate::open_at_rest(master, aad.as_bytes(), sealed)?;
+    let plain = crate::open_at_rest(master, &at_rest_aad(pn_id, epoch), sealed)?;
     key_of(&plain)
 }
 

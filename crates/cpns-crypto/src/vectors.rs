@@ -8,8 +8,8 @@
 
 use crate::kdf::{self, Transcript};
 use crate::{
-    AuthHash, E2eDirection, EuKey, KeyBinding, MasterKey, PanKeys, PneAuthKeys, Rand, Recipient,
-    ServerOutcome, SessionKey,
+    AuthHash, E2eDirection, EuKey, GroupKey, GroupKeyBinding, KeyBinding, MasterKey, PanKeys,
+    PneAuthKeys, Rand, Recipient, ServerOutcome, SessionKey,
 };
 
 /// Encodes a transcript: `label` then every field, each as u16 BE length ‖ bytes.
@@ -85,4 +85,29 @@ pub fn e2e_key(sk: &SessionKey, dir: E2eDirection) -> [u8; 32] {
 /// K_rest, the at-rest sealing key.
 pub fn at_rest_key(master: &MasterKey) -> [u8; 32] {
     *crate::at_rest::at_rest_key(master)
+}
+
+/// The associated data of a member's copy of a group key (docs/security.md §4.10).
+pub fn group_key_aad(binding: &GroupKeyBinding<'_>) -> Vec<u8> {
+    crate::group::copy_aad(binding)
+}
+
+/// K_gc, the group content key of one epoch, derived from its GK.
+pub fn group_content_key(gk: &GroupKey, pn_id: &[u8; 16], epoch: u64) -> [u8; 32] {
+    *crate::group::content_key(gk, pn_id, epoch)
+}
+
+/// The associated data of group content of one epoch.
+pub fn group_content_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
+    crate::group::content_aad(pn_id, epoch)
+}
+
+/// The associated data of a PN's group key sealed at rest.
+pub fn group_key_at_rest_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
+    crate::group::at_rest_aad(pn_id, epoch)
+}
+
+/// The associated data of the server's word that a membership ended (`why`: the reason code).
+pub fn membership_ended_aad(pn_id: &[u8; 16], pne_id: &str, why: u8) -> Vec<u8> {
+    crate::group::ended_aad(pn_id, pne_id, why)
 }

@@ -785,3 +785,409 @@ fn device_storage_vectors() {
     let other = device_storage_key(&EuKey::from_bytes([0xee; 32]));
     assert!(open_at_rest(&other, &aad, &hx(s, "sealed")).is_err());
 }
+
+// ---- docs/security.md §4.10: a PN's group key and its boxes ----
+
+/// The shared inputs of the `group` section.
+struct GroupInputs {
+    sk: SessionKey,
+    pn_id: [u8; 16],
+    pne_id: String,
+    epoch: u64,
+    digest: [u8; 32],
+    gk: GroupKey,
+    master: MasterKey,
+}
+
+fn group_inputs(d: &Value) -> GroupInputs {
+    let i = &d["group"]["inputs"];
+    // The copy is the one of the establishment: sealed under its SK_PNE, bound to its inventory.
+    assert_eq!(i["sk_pne"], d["pne_auth"][0]["outputs"]["sk_pne"]);
+    let inventory = &d["pne_auth"][0]["inputs"]["outcome"];
+    let digest: [u8; 32] = arr(i, "inventory_digest");
+    assert_eq!(digest, sha256(&hx(inventory, "inventory_cbor")));
+    // At rest under the server MasterKey of the `at_rest` vector.
+    assert_eq!(i["master_key"], d["at_rest"]["master_key"]);
+    let epoch = i["epoch"].as_u64().unwrap();
+    assert_eq!(hx(i, "epoch_u64be"), epoch.to_be_bytes());
+    GroupInputs {
+        sk: SessionKey::from_hex(text(i, "sk_pne")).unwrap(),
+        pn_id: arr(i, "pn_id"),
+        pne_id: text(i, "pne_id").to_owned(),
+        epoch,
+        digest,
+        gk: GroupKey::from_hex(text(i, "gk")).unwrap(),
+        master: MasterKey::from_hex(text(i, "master_key")).unwrap(),
+    }
+}
+
+/// Flipping any one byte of `sealed` makes `open` fail with a bad tag.
+fn every_flipped_byte_fails<T>(sealed: &[u8], open: impl Fn(&[u8]) -> Result<T, CryptoError>) {
+    for n in 0..sealed.len() {
+        let mut t = sealed.to_vec();
+        t[n] ^= 0x01;
+        assert_eq!(open(&t).err(), Some(CryptoError::BadTag), "byte {n}");
+    }
+    assert!(matches!(
+        open(&sealed[..27]).err(),
+        Some(CryptoError::Malformed(_))
+    ));
+}
+
+/// Independently: K_dir(server → PNE) of SK_PNE (docs/security.md §4.6), the key of the copy and
+/// of the `ended` box.
+fn k_s2p(sk: &SessionKey) -> [u8; 32] {
+    hkdf(None, sk.expose_secret(), &t("cpns/v1/e2e-key", &[&[0x01]]))
+}
+
+#[test]
+fn group_key_copy_vectors() {
+    let d = doc();
+    let g = group_inputs(&d);
+    let c = &d["group"]["copy"];
+    let binding = GroupKeyBinding {
+        pn_id: &g.pn_id,
+        epoch: g.epoch,
+        pne_id: &g.pne_id,
+        inventory_digest: &g.digest,
+    };
+    let nonce: [u8; 12] = arr(c, "nonce");
+    let sealed = hx(c, "sealed");
+    assert_eq!(hx(c, "plaintext"), g.gk.expose_secret());
+    // Through the crate.
+    assert_eq!(
+        v::e2e_key(&g.sk, E2eDirection::ServerToPne)[..],
+        hx(c, "key")
+    );
+    assert_eq!(v::group_key_aad(&binding), hx(c, "aad"));
+    assert_eq!(
+        seal_group_key_with_nonce(&g.sk, &binding, &g.gk, nonce),
+        sealed
+    );
+    let opened = open_group_key(&g.sk, &binding, &sealed).unwrap();
+    assert_eq!(opened.expose_secret(), g.gk.expose_secret());
+    // The sealing the server runs lays the box out the same way, under a drawn nonce.
+    let drawn = seal_group_key(MachineRng::from_seed_u64(1).get(), &g.sk, &binding, &g.gk);
+    let drawn_nonce: [u8; 12] = drawn[..12].try_into().unwrap();
+    assert_eq!(
+        seal_group_key_with_nonce(&g.sk, &binding, &g.gk, drawn_nonce),
+        drawn
+    );
+    // Independently, from docs/security.md §4.6 and §4.10.
+    assert_eq!(hx(c, "direction_code"), [0x01]);
+    let info = t("cpns/v1/e2e-key", &[&[0x01]]);
+    assert_eq!(hx(c, "key_info"), info);
+    let key = k_s2p(&g.sk);
+    assert_eq!(hx(c, "key"), key);
+    let aad = t(
+        "cpns/v1/group-key",
+        &[
+            &g.pn_id,
+            &g.epoch.to_be_bytes(),
+            g.pne_id.as_bytes(),
+            &g.digest,
+        ],
+    );
+    assert_eq!(hx(c, "aad"), aad);
+    assert_eq!(
+        sealed,
+        cat(&nonce, &chacha(&key, &nonce, &aad, g.gk.expose_secret()))
+    );
+    assert_eq!(
+        drawn,
+        cat(
+            &drawn_nonce,
+            &chacha(&key, &drawn_nonce, &aad, g.gk.expose_secret())
+        )
+    );
+    // It opens for nobody else: another SK_PNE (the registration's; the PN GW holds none),
+    // another epoch, PN, member or member list.
+    let other_sk = SessionKey::from_hex(text(&d["pne_auth"][1]["outputs"], "sk_pne")).unwrap();
+    let (other_pn, other_digest) = ([0u8; 16], sha256(b"another member list"));
+    for (sk, b) in [
+        (&other_sk, binding),
+        (
+            &g.sk,
+            GroupKeyBinding {
+                epoch: g.epoch + 1,
+                ..binding
+            },
+        ),
+        (
+            &g.sk,
+            GroupKeyBinding {
+                pn_id: &other_pn,
+                ..binding
+            },
+        ),
+        (
+            &g.sk,
+            GroupKeyBinding {
+                pne_id: "pne-2.alice@cpns.example",
+                ..binding
+            },
+        ),
+        (
+            &g.sk,
+            GroupKeyBinding {
+                inventory_digest: &other_digest,
+                ..binding
+            },
+        ),
+    ] {
+        assert_eq!(
+            open_group_key(sk, &b, &sealed).err(),
+            Some(CryptoError::BadTag)
+        );
+    }
+    // Nor reflected as a PNE → server box.
+    assert_eq!(
+        open_e2e(&g.sk, E2eDirection::PneToServer, &aad, &sealed),
+        Err(CryptoError::BadTag)
+    );
+    every_flipped_byte_fails(&sealed, |s| open_group_key(&g.sk, &binding, s));
+    // A box that opens but holds no 32-byte key is refused.
+    let short = cat(&nonce, &chacha(&key, &nonce, &aad, &[0x08; 31]));
+    assert!(matches!(
+        open_group_key(&g.sk, &binding, &short).err(),
+        Some(CryptoError::Malformed(_))
+    ));
+}
+
+#[test]
+fn group_content_vectors() {
+    let d = doc();
+    let g = group_inputs(&d);
+    let c = &d["group"]["content"];
+    let nonce: [u8; 12] = arr(c, "nonce");
+    let (plain, sealed) = (hx(c, "plaintext"), hx(c, "sealed"));
+    // Through the crate.
+    assert_eq!(
+        v::group_content_key(&g.gk, &g.pn_id, g.epoch)[..],
+        hx(c, "key")
+    );
+    assert_eq!(v::group_content_aad(&g.pn_id, g.epoch), hx(c, "aad"));
+    assert_eq!(v::hkdf_prk(None, g.gk.expose_secret())[..], hx(c, "prk"));
+    assert_eq!(
+        seal_group_content_with_nonce(&g.gk, &g.pn_id, g.epoch, &plain, nonce),
+        sealed
+    );
+    assert_eq!(
+        &open_group_content(&g.gk, &g.pn_id, g.epoch, &sealed).unwrap()[..],
+        &plain[..]
+    );
+    let drawn = seal_group_content(
+        MachineRng::from_seed_u64(2).get(),
+        &g.gk,
+        &g.pn_id,
+        g.epoch,
+        &plain,
+    )
+    .unwrap();
+    let drawn_nonce: [u8; 12] = drawn[..12].try_into().unwrap();
+    assert_eq!(
+        seal_group_content_with_nonce(&g.gk, &g.pn_id, g.epoch, &plain, drawn_nonce),
+        drawn
+    );
+    // Independently, from docs/security.md §4.10: K_gc = HKDF(salt absent, GK, info).
+    let epoch = g.epoch.to_be_bytes();
+    let info = t("cpns/v1/group-content-key", &[&g.pn_id, &epoch]);
+    assert_eq!(hx(c, "key_info"), info);
+    assert_eq!(hx(c, "prk"), hkdf_prk(None, g.gk.expose_secret()));
+    let key = hkdf(None, g.gk.expose_secret(), &info);
+    assert_eq!(hx(c, "key"), key);
+    let aad = t("cpns/v1/group-content", &[&g.pn_id, &epoch]);
+    assert_eq!(hx(c, "aad"), aad);
+    assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &plain)));
+    assert_eq!(
+        drawn,
+        cat(&drawn_nonce, &chacha(&key, &drawn_nonce, &aad, &plain))
+    );
+    // Not under another GK (a member that left holds only an earlier epoch's), nor as another
+    // epoch or PN.
+    let earlier = GroupKey::from_bytes([0xee; 32]);
+    for (gk, pn, epoch) in [
+        (&earlier, &g.pn_id, g.epoch),
+        (&g.gk, &g.pn_id, g.epoch + 1),
+        (&g.gk, &g.pn_id, g.epoch - 1),
+        (&g.gk, &[0u8; 16], g.epoch),
+    ] {
+        assert_eq!(
+            open_group_content(gk, pn, epoch, &sealed).err(),
+            Some(CryptoError::BadTag)
+        );
+    }
+    // The associated data binds the PN and epoch on its own, not only through K_gc: a box
+    // sealed under another PN's or epoch's K_gc, with this PN's and epoch's AAD, does not open as
+    // that PN or epoch.
+    for (pn, epoch) in [([0u8; 16], g.epoch), (g.pn_id, g.epoch + 1)] {
+        let info = t("cpns/v1/group-content-key", &[&pn, &epoch.to_be_bytes()]);
+        let their_key = hkdf(None, g.gk.expose_secret(), &info);
+        let moved = cat(&nonce, &chacha(&their_key, &nonce, &aad, &plain));
+        assert_eq!(
+            open_group_content(&g.gk, &pn, epoch, &moved).err(),
+            Some(CryptoError::BadTag)
+        );
+    }
+    every_flipped_byte_fails(&sealed, |s| open_group_content(&g.gk, &g.pn_id, g.epoch, s));
+}
+
+#[test]
+fn group_key_at_rest_vectors() {
+    let d = doc();
+    let g = group_inputs(&d);
+    let a = &d["group"]["at_rest"];
+    let nonce: [u8; 12] = arr(a, "nonce");
+    let sealed = hx(a, "sealed");
+    assert_eq!(hx(a, "plaintext"), g.gk.expose_secret());
+    // Through the crate.
+    assert_eq!(v::at_rest_key(&g.master)[..], hx(a, "key"));
+    assert_eq!(v::group_key_at_rest_aad(&g.pn_id, g.epoch), hx(a, "aad"));
+    assert_eq!(
+        seal_group_key_at_rest_with_nonce(&g.master, &g.pn_id, g.epoch, &g.gk, nonce),
+        sealed
+    );
+    let opened = open_group_key_at_rest(&g.master, &g.pn_id, g.epoch, &sealed).unwrap();
+    assert_eq!(opened.expose_secret(), g.gk.expose_secret());
+    // It is a plain §4.7 box: the generic at-rest API opens it with the same AAD.
+    assert_eq!(
+        &open_at_rest(&g.master, &hx(a, "aad"), &sealed).unwrap()[..],
+        g.gk.expose_secret()
+    );
+    let drawn = seal_group_key_at_rest(&g.master, &g.pn_id, g.epoch, &g.gk).unwrap();
+    let drawn_nonce: [u8; 12] = drawn[..12].try_into().unwrap();
+    assert_eq!(
+        seal_group_key_at_rest_with_nonce(&g.master, &g.pn_id, g.epoch, &g.gk, drawn_nonce),
+        drawn
+    );
+    // Independently, from docs/security.md §4.7 and §4.10.
+    let info = t("cpns/v1/at-rest-key", &[]);
+    assert_eq!(hx(a, "key_info"), info);
+    let key = hkdf(None, g.master.expose_secret(), &info);
+    assert_eq!(hx(a, "key"), key);
+    let aad = t(
+        "cpns/v1/at-rest/group-key",
+        &[&g.pn_id, &g.epoch.to_be_bytes()],
+    );
+    assert_eq!(hx(a, "aad"), aad);
+    assert_eq!(
+        sealed,
+        cat(&nonce, &chacha(&key, &nonce, &aad, g.gk.expose_secret()))
+    );
+    assert_eq!(
+        drawn,
+        cat(
+            &drawn_nonce,
+            &chacha(&key, &drawn_nonce, &aad, g.gk.expose_secret())
+        )
+    );
+    // Not under another master key, nor for another PN or epoch, nor in an SK_PNE row.
+    let other_master = MasterKey::from_bytes([0xee; 32]);
+    for (master, pn, epoch) in [
+        (&other_master, &g.pn_id, g.epoch),
+        (&g.master, &[0u8; 16], g.epoch),
+        (&g.master, &g.pn_id, g.epoch + 1),
+    ] {
+        assert_eq!(
+            open_group_key_at_rest(master, pn, epoch, &sealed).err(),
+            Some(CryptoError::BadTag)
+        );
+    }
+    assert_eq!(
+        open_at_rest(
+            &g.master,
+            &at_rest_session_key_aad(&g.pn_id, &g.pne_id),
+            &sealed
+        ),
+        Err(CryptoError::BadTag)
+    );
+    every_flipped_byte_fails(&sealed, |s| {
+        open_group_key_at_rest(&g.master, &g.pn_id, g.epoch, s)
+    });
+}
+
+#[test]
+fn membership_ended_vectors() {
+    let d = doc();
+    let g = group_inputs(&d);
+    let cases = d["group"]["ended"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    let key = k_s2p(&g.sk);
+    for (e, (name, reason)) in cases.iter().zip([
+        ("removed", cpns_wire::EndReason::Removed),
+        ("released", cpns_wire::EndReason::Released),
+    ]) {
+        // The reason is one byte, the wire's EndReason code.
+        assert_eq!(text(e, "reason"), name);
+        let why = u8::try_from(reason.code()).unwrap();
+        assert_eq!(hx(e, "reason_code"), [why]);
+        assert_eq!(hx(e, "plaintext"), [why]);
+        let nonce: [u8; 12] = arr(e, "nonce");
+        let sealed = hx(e, "sealed");
+        // Through the crate.
+        assert_eq!(
+            v::e2e_key(&g.sk, E2eDirection::ServerToPne)[..],
+            hx(e, "key")
+        );
+        assert_eq!(
+            v::membership_ended_aad(&g.pn_id, &g.pne_id, why),
+            hx(e, "aad")
+        );
+        assert_eq!(
+            seal_membership_ended_with_nonce(&g.sk, &g.pn_id, &g.pne_id, why, nonce),
+            sealed
+        );
+        assert_eq!(
+            open_membership_ended(&g.sk, &g.pn_id, &g.pne_id, why, &sealed),
+            Ok(())
+        );
+        let drawn = seal_membership_ended(
+            MachineRng::from_seed_u64(3).get(),
+            &g.sk,
+            &g.pn_id,
+            &g.pne_id,
+            why,
+        );
+        let drawn_nonce: [u8; 12] = drawn[..12].try_into().unwrap();
+        assert_eq!(
+            seal_membership_ended_with_nonce(&g.sk, &g.pn_id, &g.pne_id, why, drawn_nonce),
+            drawn
+        );
+        // Independently, from docs/security.md §4.6 and §4.10.
+        assert_eq!(hx(e, "key"), key);
+        let aad = t(
+            "cpns/v1/membership-ended",
+            &[&g.pn_id, g.pne_id.as_bytes(), &[why]],
+        );
+        assert_eq!(hx(e, "aad"), aad);
+        assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &[why])));
+        assert_eq!(
+            drawn,
+            cat(&drawn_nonce, &chacha(&key, &drawn_nonce, &aad, &[why]))
+        );
+        // Only that PNE, for that PN and that reason, under the SK_PNE it held.
+        let other_sk = SessionKey::from_hex(text(&d["pne_auth"][1]["outputs"], "sk_pne")).unwrap();
+        let other_why = 3 - why;
+        for (sk, pn, pne, w) in [
+            (&other_sk, &g.pn_id, g.pne_id.as_str(), why),
+            (&g.sk, &[0u8; 16], g.pne_id.as_str(), why),
+            (&g.sk, &g.pn_id, "pne-2.alice@cpns.example", why),
+            (&g.sk, &g.pn_id, g.pne_id.as_str(), other_why),
+        ] {
+            assert_eq!(
+                open_membership_ended(sk, pn, pne, w, &sealed),
+                Err(CryptoError::BadTag)
+            );
+        }
+        every_flipped_byte_fails(&sealed, |s| {
+            open_membership_ended(&g.sk, &g.pn_id, &g.pne_id, why, s)
+        });
+        // A box whose associated data names this reason but whose plaintext names the other is
+        // refused.
+        let mismatched = cat(&nonce, &chacha(&key, &nonce, &aad, &[other_why]));
+        assert!(matches!(
+            open_membership_ended(&g.sk, &g.pn_id, &g.pne_id, why, &mismatched),
+            Err(CryptoError::Malformed(_))
+        ));
+    }
+}

@@ -180,6 +180,19 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_open_to_others_is_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("master.key");
+        std::fs::write(&key, b"00").unwrap();
+        set(&key, 0o640);
+        let narrowed = private_file(&key).unwrap().unwrap();
+        assert_eq!(narrowed.was, 0o640);
+        assert_eq!(mode(&key), FILE_MODE);
+        assert_eq!(private_file(&key).unwrap(), None);
+        assert_eq!(private_file(&dir.path().join("missing.key")).unwrap(), None);
+    }
+
+    #[test]
     fn a_directory_open_to_others_is_narrowed() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("srv");
