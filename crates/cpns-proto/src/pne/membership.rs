@@ -288,6 +288,9 @@ impl PneSession {
     /// §6.6.2.1.1 step 2: answers the invitation into an existing PN; an acceptance joins it
     /// (§6.6.2.2: the server authenticates this PNE by its registration).
     pub(super) fn answer_invite(&mut self, now: Instant, msg: u64, pn_id: PnId, accepted: bool) {
+        // Joining registers (000 §6.6.2.2), one registration at a time: a PNE registering now
+        // cannot join, so it declines rather than leave the invitation waiting for its end.
+        let accepted = accepted && !self.registering();
         let answer = PneInviteResponse { pn_id, accepted };
         self.send_response(msg, answer);
         if !accepted {

@@ -179,3 +179,30 @@ fn accept_and_decline_answer_at_once_as_before() {
     assert!(invited(&h, 1).is_empty() && invited(&h, 2).is_empty());
     assert_eq!(declined(&h, 2), [pn]);
 }
+
+/// A PNE that accepts invitations but is registering now cannot join (joining registers, 000
+/// §6.6.2.2): it declines at once, so the invitation ends with the answer instead of waiting
+/// for a join that never comes.
+#[test]
+fn a_pne_registering_declines_an_invitation_it_cannot_join_now() {
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::cpns()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    // PNE 1 asks to be registered in the PN; the server never hears of it.
+    h.drop_message("PnUpdateRequest");
+    let now = h.now();
+    h.pnes[1].start_registration(now, Some(pn)).unwrap();
+    h.pump();
+    h.clear_hook();
+    let id = h.gw.invite(now, pn, pne_id(1)).unwrap();
+    h.pump();
+    assert_eq!(declined(&h, 1), [pn]);
+    assert_eq!(
+        h.gw_outcome(id),
+        &crate::gateway::Outcome::Invited {
+            pn_id: pn,
+            pne: pne_id(1),
+            joined: false
+        }
+    );
+}
