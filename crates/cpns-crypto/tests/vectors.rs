@@ -82,6 +82,18 @@ fn chacha(key: &[u8], nonce: &[u8], aad: &[u8], pt: &[u8]) -> Vec<u8> {
         .unwrap()
 }
 
+/// Each `(nonce, sealed)` is `nonce ‖ ChaCha20-Poly1305(key, nonce, aad, plain)`.
+fn assert_sealed_under<const N: usize>(
+    key: &[u8],
+    aad: &[u8],
+    plain: &[u8],
+    boxes: [(&[u8], &[u8]); N],
+) {
+    for (nonce, sealed) in boxes {
+        assert_eq!(sealed, cat(nonce, &chacha(key, nonce, aad, plain)));
+    }
+}
+
 fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
     [a, b].concat()
 }
@@ -889,16 +901,11 @@ fn group_key_copy_vectors() {
         ],
     );
     assert_eq!(hx(c, "aad"), aad);
-    assert_eq!(
-        sealed,
-        cat(&nonce, &chacha(&key, &nonce, &aad, g.gk.expose_secret()))
-    );
-    assert_eq!(
-        drawn,
-        cat(
-            &drawn_nonce,
-            &chacha(&key, &drawn_nonce, &aad, g.gk.expose_secret())
-        )
+    assert_sealed_under(
+        &key,
+        &aad,
+        g.gk.expose_secret(),
+        [(&nonce, &sealed), (&drawn_nonce, &drawn)],
     );
     // It opens for nobody else: another SK_PNE (the registration's; the PN GW holds none),
     // another epoch, PN, member or member list.
@@ -1070,16 +1077,11 @@ fn group_key_at_rest_vectors() {
         &[&g.pn_id, &g.epoch.to_be_bytes()],
     );
     assert_eq!(hx(a, "aad"), aad);
-    assert_eq!(
-        sealed,
-        cat(&nonce, &chacha(&key, &nonce, &aad, g.gk.expose_secret()))
-    );
-    assert_eq!(
-        drawn,
-        cat(
-            &drawn_nonce,
-            &chacha(&key, &drawn_nonce, &aad, g.gk.expose_secret())
-        )
+    assert_sealed_under(
+        &key,
+        &aad,
+        g.gk.expose_secret(),
+        [(&nonce, &sealed), (&drawn_nonce, &drawn)],
     );
     // Not under another master key, nor for another PN or epoch, nor in an SK_PNE row.
     let other_master = MasterKey::from_bytes([0xee; 32]);

@@ -5,8 +5,8 @@
 //! only once authenticated.
 
 use cpns_wire::{
-    Address, Body, Envelope, ErrorCode, NewMember, PnSetupRequest, PnUpdateRequest, RequestId,
-    SetupType,
+    Address, Body, Envelope, ErrorCode, NewMember, PnId, PnSetupRequest, PnUpdateRequest,
+    RequestId, SetupType,
 };
 
 use super::harness::{Action, FLOW, Harness, Party, plain, pne_id};
@@ -101,9 +101,9 @@ fn an_unproven_initiator_gets_no_pn_in_its_name() {
     assert!(h.store.session_keys.is_empty());
 }
 
-#[test]
-fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
-    // PNE 0 is pne-1 on an insecure PAN; PNE 1 is an attacker that will claim pne-1.
+/// PNE 0 is pne-1 on an insecure PAN with a 1-1 PN (and so a LocalEUKey and a proven link);
+/// PNE 1 is an attacker that will claim pne-1.
+fn pne_1_and_its_impersonator() -> (Harness, PnId) {
     let specs = [PneSpec::cpns(), PneSpec::cpns().impersonating(0)];
     let mut h = Harness::new(&specs);
     h.connect_gw();
@@ -112,6 +112,13 @@ fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
     h.pump();
     h.setup(0, SetupType::OneToOne);
     let pn = h.joined(0).expect("pne-1 has a PN and a LocalEUKey").pn_id;
+    (h, pn)
+}
+
+#[test]
+fn a_proof_takes_the_route_from_a_claim_and_closes_it() {
+    let (mut h, pn) = pne_1_and_its_impersonator();
+    let now = h.now();
     // pne-1's link drops; the attacker claims the free id.
     h.gw.link_closed(now, LinkId(0));
     h.pnes[1].start_discovery(now).unwrap();
@@ -508,17 +515,8 @@ fn a_claimed_id_gets_no_status_and_no_subscription() {
 /// device keeps its id, and the claimant learns nothing (not even the PNs served).
 #[test]
 fn an_id_held_by_a_proof_is_refused_to_a_claim() {
-    let specs = [PneSpec::cpns(), PneSpec::cpns().impersonating(0)];
-    let mut h = Harness::new(&specs);
-    h.connect_gw();
+    let (mut h, _) = pne_1_and_its_impersonator();
     let now = h.now();
-    h.pnes[0].start_discovery(now).unwrap();
-    h.pump();
-    h.setup(0, SetupType::OneToOne);
-    assert!(
-        h.joined(0).is_some(),
-        "pne-1 proved itself in its establishment"
-    );
     h.pnes[1].start_discovery(now).unwrap();
     h.pump();
     assert_eq!(errors_to(&h, 1), [ErrorCode::Forbidden]);
