@@ -73,7 +73,14 @@ pub(crate) async fn init(a: InitArgs) -> anyhow::Result<()> {
     if dir.file("master.key").exists() {
         bail!("{} is already initialised", dir.0.display());
     }
-    std::fs::create_dir_all(&dir.0).with_context(|| format!("create {}", dir.0.display()))?;
+    let mut mkdir = std::fs::DirBuilder::new();
+    mkdir.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut mkdir, cpns_store::private::DIR_MODE);
+    mkdir
+        .create(&dir.0)
+        .with_context(|| format!("create {}", dir.0.display()))?;
+    // A directory that was there already is narrowed, said in a warning.
     dir.make_private()?;
     let pki = pki::generate(&a.names)?;
     write_new(&dir.file("ca.pem"), &pki.ca_cert_pem, false)?;

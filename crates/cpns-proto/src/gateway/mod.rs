@@ -1020,10 +1020,19 @@ impl Gateway {
         self.transmit_pan(link, &env);
     }
 
-    /// Answers a bad PAN request with an error; other bad messages are dropped.
+    /// Answers a bad PAN request with an error; other bad messages are dropped. The answer is
+    /// addressed to whoever the request named as its sender, on the link it came on: a link
+    /// that names nobody yet (a refused discovery) still gets a refusal its PNE takes as its own.
     fn reject_pan(&mut self, link: LinkId, env: &Envelope, code: ErrorCode, reason: &str) {
         if env.kind == MsgKind::Request {
-            self.send_pan_response(link, env.msg_id, ErrorBody::new(code, reason));
+            let answer = Envelope::response(
+                self.ids.next(),
+                env.msg_id,
+                self.me(),
+                env.from.clone(),
+                ErrorBody::new(code, reason),
+            );
+            self.transmit_pan(link, &answer);
         }
     }
 

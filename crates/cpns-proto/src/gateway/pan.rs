@@ -47,16 +47,22 @@ impl Gateway {
         // A PNE named by a link that only claims it may still come and prove itself: it is
         // answered, and may then only prove the id (PN GW authentication), which takes the
         // route from the claim. A PNE held by a link that proved it is refused.
-        if m.mode == Mode::Pne
-            && !self.identify(link, &m.entity_id)
-            && (self.held_by_proof(&m.entity_id) || !self.claim_for_proof(link, &m.entity_id))
-        {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Forbidden,
-                "the link already belongs to another PNE",
-            );
+        if m.mode == Mode::Pne && !self.identify(link, &m.entity_id) {
+            if self.held_by_proof(&m.entity_id) {
+                let reason = format!(
+                    "{} is connected already, on a link that proved it",
+                    m.entity_id
+                );
+                return self.reject_pan(link, env, ErrorCode::Forbidden, &reason);
+            }
+            if !self.claim_for_proof(link, &m.entity_id) {
+                return self.reject_pan(
+                    link,
+                    env,
+                    ErrorCode::Forbidden,
+                    "the link already belongs to another PNE",
+                );
+            }
         }
         let mut pns: Vec<PnId> = self.pns.keys().copied().collect();
         pns.sort();

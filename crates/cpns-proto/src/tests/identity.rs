@@ -526,3 +526,23 @@ fn an_id_held_by_a_proof_is_refused_to_a_claim() {
             .all(|e| !matches!(e.body, Body::EntityDiscoveryResponse(_)))
     );
 }
+
+/// A second device with a proven member's id (a copy of its credential) is refused at
+/// discovery, and told so at once: the refusal is addressed to the id it named, although its
+/// link names nobody, so its discovery ends refused rather than unanswered at its deadline.
+#[test]
+fn a_refused_discovery_is_told_to_the_pne_that_asked() {
+    let (mut h, _) = pne_1_and_its_impersonator();
+    let now = h.now();
+    // PNE 1 becomes a second pne-1 (the same configuration), on its own link.
+    h.pnes[1] = PneSession::new(
+        h.pne_cfgs[0].clone(),
+        cpns_crypto::MachineRng::from_seed_u64(9),
+    );
+    let asked = h.pnes[1].start_discovery(now).unwrap();
+    h.pump();
+    assert!(matches!(
+        &h.completion(1, asked).expect("the refusal ends the discovery").result,
+        Err(Failure::Refused(e)) if e.code == ErrorCode::Forbidden
+    ));
+}
