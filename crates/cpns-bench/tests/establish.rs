@@ -10,26 +10,23 @@ use std::process::Command;
 
 mod common;
 
-use common::{BENCH, bench, cpns_bin};
+use common::{BENCH, bench, bench_json};
 
 #[test]
 fn a_small_bench_measures_every_figure_and_counts_what_it_stored() {
     let tmp = tempfile::tempdir().unwrap();
     let keep = tmp.path().join("bench");
-    let out = Command::new(BENCH)
-        .args(["establish", "--json", "--secs", "0.3", "--concurrency", "2"])
-        .args(["--idle-sessions", "40", "--keep", keep.to_str().unwrap()])
-        .arg("--cpns-bin")
-        .arg(cpns_bin())
-        .env("CPNS_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cpns-bench establish failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = bench_json(&[
+        "establish",
+        "--secs",
+        "0.3",
+        "--concurrency",
+        "2",
+        "--idle-sessions",
+        "40",
+        "--keep",
+        keep.to_str().unwrap(),
+    ]);
     for rate in [
         "setups",
         "establishments",
@@ -141,19 +138,16 @@ fn a_missing_cpns_binary_is_named_with_how_to_build_it() {
 
 #[test]
 fn a_small_fanout_reaches_every_subscriber_and_the_floor_too() {
-    let out = Command::new(BENCH)
-        .args(["fanout", "--json", "--subscribers", "6", "--changes", "2"])
-        .args(["--helpers", "2", "--floor", "--cpns-bin"])
-        .arg(cpns_bin())
-        .env("CPNS_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cpns-bench fanout failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = bench_json(&[
+        "fanout",
+        "--subscribers",
+        "6",
+        "--changes",
+        "2",
+        "--helpers",
+        "2",
+        "--floor",
+    ]);
     for run in ["cpns", "floor"] {
         assert_eq!(v[run]["delivered"], 12, "{run}: {}", v[run]);
         assert!(v[run]["p99_ms"].as_f64().unwrap() > 0.0, "{run}");

@@ -60,6 +60,26 @@ pub fn cpns_bin() -> &'static Path {
     })
 }
 
+/// `cpns-bench args... --json --cpns-bin <this build's cpns>`, run to its end: its JSON
+/// figures. Fails the test with the bench's error output if it failed.
+pub fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BENCH)
+        .args(args)
+        .arg("--json")
+        .arg("--cpns-bin")
+        .arg(cpns_bin())
+        .env("CPNS_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cpns-bench {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `cpns-bench args...`, run to its end.
 pub fn bench(args: &[&str]) -> std::process::Output {
     Command::new(BENCH)
