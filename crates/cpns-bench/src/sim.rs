@@ -250,7 +250,10 @@ impl SimGateway {
                             let _ = p.handle_frame(now, body);
                         }
                     }
-                    GatewayOutput::Persist { token, .. } | GatewayOutput::Forget { token, .. } => {
+                    GatewayOutput::Persist { token, .. }
+                    | GatewayOutput::Forget { token, .. }
+                    | GatewayOutput::KeepDeparted { token, .. }
+                    | GatewayOutput::DropDeparted { token, .. } => {
                         let _ = self.gw.handle_persisted(now, token, Ok(()));
                     }
                     GatewayOutput::CloseLink { link, .. } => {

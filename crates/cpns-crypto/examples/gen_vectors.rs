@@ -353,6 +353,7 @@ fn pan(establishment: &PneAuthCase, registration: &PneAuthCase, grant_box: &[u8]
                 pn_id: Some(pn),
                 rand_pne: RandBytes(pattern(0x10)),
                 capabilities: None,
+                local_key: false,
             },
         ),
     ];

@@ -19,7 +19,7 @@ use cpns_proto::gateway::{
     Outcome,
 };
 use cpns_proto::{CommandId, LocalPnState, PanSecurity, ProtoError, StoreFailure, Token};
-use cpns_store::{DeviceStore, LocalMember, LocalPn};
+use cpns_store::{DepartedKey, DeviceStore, LocalMember, LocalPn};
 use cpns_wire::{EntityId, ErrorBody, ErrorCode, PnId, PnInventory};
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
@@ -389,7 +389,19 @@ pub async fn start<S: DeviceStore + Clone>(
     machine.set_wall_clock(Instant::now(), unix_millis());
     let stored = store.local_pns().await?;
     machine.restore(stored.iter().map(local_pn_state).collect())?;
-    info!(pns = stored.len(), "local PN inventory reloaded");
+    let departed = store.departed().await?;
+    let kept = departed.len();
+    machine.restore_departed(
+        departed
+            .into_iter()
+            .map(|d| (d.pn_id, d.pne_id, d.sealed_local_key))
+            .collect(),
+    )?;
+    info!(
+        pns = stored.len(),
+        departed = kept,
+        "local PN inventory reloaded"
+    );
     let connector = TlsConnector::from(pki::client_config(&cfg.ca_cert_pem)?);
     let server_name = ServerName::try_from(cfg.server_name.clone())
         .map_err(|e| NodeError::Tls(format!("server name {:?}: {e}", cfg.server_name)))?;
@@ -498,6 +510,8 @@ impl Connect {
 enum StoreJob {
     Save(LocalPnState),
     Forget(PnId),
+    KeepDeparted(DepartedKey),
+    DropDeparted(PnId, EntityId),
 }
 
 /// Runs local store writes beside the loop, in order, and reports each back as an input.
@@ -518,6 +532,8 @@ fn spawn_store_worker<S: DeviceStore>(
                 StoreJob::Save(pn) => store.save_local_pn(&local_pn_record(&pn)).await,
                 // A PN already gone is what was asked for.
                 StoreJob::Forget(pn) => store.remove_local_pn(&pn).await.map(drop),
+                StoreJob::KeepDeparted(key) => store.save_departed(&key).await,
+                StoreJob::DropDeparted(pn, pne) => store.remove_departed(&pn, &pne).await.map(drop),
             }
             .map_err(|e| store_failure(&e));
             if inbox.send(Input::Persisted(token, result)).await.is_err() {
@@ -769,6 +785,23 @@ impl Actor {
                 }
                 GatewayOutput::CloseWan { reason } => self.wan_gone(&reason),
                 GatewayOutput::Persist { token, pn } => self.store(token, StoreJob::Save(pn)),
+                GatewayOutput::KeepDeparted {
+                    token,
+                    pn_id,
+                    pne,
+                    stored,
+                } => {
+                    let key = DepartedKey {
+                        pn_id,
+                        pne_id: pne,
+                        sealed_local_key: stored,
+                        departed_at: unix_millis(),
+                    };
+                    self.store(token, StoreJob::KeepDeparted(key));
+                }
+                GatewayOutput::DropDeparted { token, pn_id, pne } => {
+                    self.store(token, StoreJob::DropDeparted(pn_id, pne));
+                }
                 GatewayOutput::Forget { token, pn_id } => {
                     self.store(token, StoreJob::Forget(pn_id));
                 }

@@ -5,9 +5,9 @@
 
 use core::future::Future;
 
-use cpns_wire::{PnId, Preference, UsageRecord};
+use cpns_wire::{EntityId, PnId, Preference, UsageRecord};
 
-use crate::{LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
+use crate::{DepartedKey, LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
 
 /// What a PN GW or a PNE keeps of itself, across restarts.
 pub trait DeviceStore: Send + Sync + 'static {
@@ -20,6 +20,20 @@ pub trait DeviceStore: Send + Sync + 'static {
 
     /// Removes a PN from the device's local inventory; true if it was there.
     fn remove_local_pn(&self, pn: &PnId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Keeps a PN GW's copy of a departed member's LocalEUKey, replacing one kept for the same
+    /// PN and PNE.
+    fn save_departed(&self, key: &DepartedKey) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the departed key of (`pn`, `pne`); true if it was there.
+    fn remove_departed(
+        &self,
+        pn: &PnId,
+        pne: &EntityId,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every departed key kept, oldest first.
+    fn departed(&self) -> impl Future<Output = Result<Vec<DepartedKey>>> + Send;
 
     /// Keeps a PNE's secure session (003 §1.4.1 step 4), replacing the one kept before.
     fn save_local_session(&self, session: &LocalSession)

@@ -261,6 +261,20 @@ pub struct LocalSession {
     pub stored_at: UnixMillis,
 }
 
+/// A PN GW's LocalEUKey copy of a member whose membership ended while it was away (table
+/// `local_departed`): kept so the PNE can prove itself and hear the server's word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepartedKey {
+    /// The PN the PNE was a member of.
+    pub pn_id: PnId,
+    /// The PNE.
+    pub pne_id: EntityId,
+    /// The PN GW's copy in its stored form, rand_server ‖ wrapped (docs/security.md §4.2).
+    pub sealed_local_key: Vec<u8>,
+    /// When the membership ended, Unix milliseconds.
+    pub departed_at: i64,
+}
+
 /// A PN as a PN GW or PNE stores it locally (000 §6.6.1.1 steps 13-15).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalPn {

@@ -495,6 +495,7 @@ fn absent_and_null_optional_fields_read_as_absent() {
             pn_id: None,
             rand_pne: RandBytes([1; 16]),
             capabilities: None,
+            local_key: false,
         })
     );
     // Fields with a default may be left out: EntityDiscoveryResponse without zone_support, pns.

@@ -260,6 +260,12 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
                 .text("pne", pne)
                 .text("reason", reason)
         }
+        GatewayEvent::DepartedKeyNotStored { pn_id, pne, reason } => {
+            Described::new("departed_key_not_stored")
+                .pn("pn_id", *pn_id)
+                .text("pne", pne)
+                .text("reason", reason)
+        }
         GatewayEvent::ReleaseFailed { pn_id, reason } => Described::new("release_failed")
             .pn("pn_id", *pn_id)
             .text("reason", reason),

@@ -183,6 +183,16 @@ fn gateway_events() {
             json!({"pn_id": PN_HEX, "by": "watch", "notified": []}),
         ),
         (
+            GatewayEvent::DepartedKeyNotStored {
+                pn_id: pn(),
+                pne: id("watch"),
+                reason: cpns_proto::StoreFailure::Failed("disk full".into()),
+            },
+            r#"14:02:11 departed key not stored  pn=3f2a…c1 pne=watch reason="the store failed: disk full""#,
+            "departed_key_not_stored",
+            json!({"pn_id": PN_HEX, "pne": "watch", "reason": "the store failed: disk full"}),
+        ),
+        (
             GatewayEvent::PnEmptied { pn_id: pn() },
             "14:02:11 pn emptied  pn=3f2a…c1",
             "pn_emptied",

@@ -78,13 +78,17 @@ async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
         assert_eq!(pn.gateway.as_str(), "home-gw");
         assert!(pn.members.iter().all(|m| m.authenticated), "{stores:?}");
     }
-    // The phone holds its LocalEUKey for each PN; the watch (no UI) holds none.
-    for (id, has_key) in [("phone", true), ("watch", false)] {
+    // Every member on the insecure PAN holds its LocalEUKey for each PN, the watch (no UI)
+    // too (docs/security.md §4.2).
+    for id in ["phone", "watch"] {
         let pns = &stores.local[id];
         assert_eq!(pns.len(), 2, "{id}");
         for pn in pns {
-            let key = pn.members.iter().any(|m| m.sealed_local_key.is_some());
-            assert_eq!(key, has_key, "{id}: {pn:?}");
+            let key = pn
+                .members
+                .iter()
+                .any(|m| m.pne_id.as_str() == id && m.sealed_local_key.is_some());
+            assert!(key, "{id}: {pn:?}");
         }
     }
 }

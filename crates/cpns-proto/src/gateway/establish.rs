@@ -385,7 +385,22 @@ impl Gateway {
                 capabilities: self.cfg.capabilities.clone(),
                 subscription: self.cfg.subscription.clone(),
             },
-            pnes: f.joins.iter().map(|(_, j)| j.clone()).collect(),
+            // Every member on an insecure PAN seals its link (docs/security.md §4.2): the
+            // PN GW asks the key for a PNE on a `cpns` link even if it did not.
+            pnes: f
+                .joins
+                .iter()
+                .map(|(link, j)| {
+                    let cpns = self
+                        .links
+                        .get(link)
+                        .is_some_and(|l| l.security == crate::PanSecurity::Cpns);
+                    JoinInfo {
+                        local_key: j.local_key || cpns,
+                        ..j.clone()
+                    }
+                })
+                .collect(),
             initiator: f.initiator.as_ref().map(|i| i.pne.clone()),
             lifetime_s: self.cfg.pn_lifetime_s,
             max_members: self.cfg.pn_max_members,
@@ -540,14 +555,11 @@ impl Gateway {
             .get_mut(&m.pn_id)
             .and_then(|f| match &mut f.stage {
                 Stage::Authenticating {
-                    pending,
-                    hashes,
-                    keys,
-                    ..
-                } => Some((pending, hashes, keys)),
+                    pending, hashes, ..
+                } => Some((pending, hashes)),
                 _ => None,
             });
-        let Some((pending, hashes, keys)) = authenticating else {
+        let Some((pending, hashes)) = authenticating else {
             return self.reject_pan(
                 link,
                 env,
@@ -564,8 +576,9 @@ impl Gateway {
             );
         }
         pending.remove(&pne);
-        // With a LocalEUKey on an insecure PAN, PN GW authentication must come first.
-        if !keys.local.contains_key(&pne) || secure {
+        // On an insecure PAN, PN GW authentication must come first: a hash that reaches the PN
+        // GW plain there is dropped (the PNE is left out), with a LocalEUKey or without.
+        if secure {
             hashes.extend(m.hashes.into_iter().filter(|h| h.pne_id == pne));
         }
         if pending.is_empty() {
@@ -716,8 +729,10 @@ impl Gateway {
             // Its copy of the PN's first group key, which this PN GW cannot open.
             let sealed_key = v.and_then(|v| v.sealed_key.clone());
             let epoch = sealed_key.as_ref().and(verdict.epoch);
-            // The server authenticated the hash this link relayed: the link is the PNE.
+            // The server authenticated the hash this link relayed, sealed (or on a trusted
+            // bearer): the link is the PNE.
             if v.is_some_and(|v| v.authenticated)
+                && self.link_secure(*link)
                 && self.links.get(link).and_then(|l| l.peer.as_ref()) == Some(&join.pne_id)
             {
                 self.prove(*link);

@@ -318,29 +318,40 @@ impl Gateway {
             return self.change_failed(change, Failure::Store(e));
         }
         let emptied = state.inventory.members.is_empty();
-        let inventory = if emptied {
+        let (inventory, key, stored) = if emptied {
             // Dropping the PN drops (and zeroizes) every LocalEUKey it held.
-            let Some(pn) = self.pns.remove(&change.pn_id) else {
+            let Some(mut pn) = self.pns.remove(&change.pn_id) else {
                 return;
             };
+            let key = pn.keys.remove(&change.pne);
+            let stored = stored_copy(&pn.state, &change.pne);
             let mut inventory = pn.state.inventory;
             inventory.members.clear();
-            inventory
+            (inventory, key, stored)
         } else {
             let Some(pn) = self.pns.get_mut(&change.pn_id) else {
                 return;
             };
+            let stored = stored_copy(&pn.state, &change.pne);
             pn.state = state;
             // Dropping the removed member's LocalEUKey zeroizes it.
-            pn.keys.remove(&change.pne);
-            pn.state.inventory.clone()
+            let key = pn.keys.remove(&change.pne);
+            (pn.state.inventory.clone(), key, stored)
         };
-        if !change.left()
-            && let Some(target) = self.proven_link_of(&change.pne)
-        {
-            // §6.6.3.2 step 1, told once the server agreed and the change is stored.
-            let pn_id = change.pn_id;
-            self.send_pan_notify(target, PneExpelNotification { pn_id });
+        if !change.left() {
+            match self.proven_link_of(&change.pne) {
+                // §6.6.3.2 step 1, told once the server agreed and the change is stored.
+                Some(target) => {
+                    let pn_id = change.pn_id;
+                    self.send_pan_notify(target, PneExpelNotification { pn_id });
+                }
+                // Away: its key is kept so it can prove itself and hear the server's word.
+                None => {
+                    if let (Some(key), Some(stored)) = (key, stored) {
+                        self.keep_departed(change.pn_id, change.pne.clone(), key, stored);
+                    }
+                }
+            }
         }
         if let Asker::Pne { link, pan_msg, .. } = &change.asker {
             let answer = PneLeaveResponse {
@@ -440,4 +451,13 @@ impl Gateway {
             self.change_failed(c, Failure::WanLost);
         }
     }
+}
+
+/// The stored form of `pne`'s LocalEUKey copy in `state`, if it holds one.
+fn stored_copy(state: &crate::LocalPnState, pne: &EntityId) -> Option<Vec<u8>> {
+    state
+        .wrapped_keys
+        .iter()
+        .find(|(p, _)| p == pne)
+        .map(|(_, s)| s.clone())
 }

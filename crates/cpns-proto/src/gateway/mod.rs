@@ -10,6 +10,7 @@
 //! step that depends on them continues only when the driver reports them durable.
 
 mod connect;
+mod departed;
 mod establish;
 mod expiry;
 mod invite;
@@ -331,6 +332,16 @@ pub enum GatewayEvent {
         /// Why.
         reason: String,
     },
+    /// The key of a member that left while away could not be stored: it is kept until the PN
+    /// GW restarts.
+    DepartedKeyNotStored {
+        /// The PN.
+        pn_id: PnId,
+        /// The PNE.
+        pne: EntityId,
+        /// Why.
+        reason: crate::StoreFailure,
+    },
 }
 
 /// What the driver must do next.
@@ -373,6 +384,28 @@ pub enum GatewayOutput {
         /// The PN.
         pn: LocalPnState,
     },
+    /// Keep a departed member's LocalEUKey copy (its stored form, docs/security.md §4.2),
+    /// replacing one of the same PN and PNE, and answer with [`Gateway::handle_persisted`]
+    /// (see [`Gateway::restore_departed`]).
+    KeepDeparted {
+        /// Token to answer with.
+        token: Token,
+        /// The PN the PNE was a member of.
+        pn_id: PnId,
+        /// The PNE.
+        pne: EntityId,
+        /// The copy, rand_server ‖ wrapped.
+        stored: Vec<u8>,
+    },
+    /// Remove a departed member's key, and answer with [`Gateway::handle_persisted`].
+    DropDeparted {
+        /// Token to answer with.
+        token: Token,
+        /// The PN.
+        pn_id: PnId,
+        /// The PNE.
+        pne: EntityId,
+    },
     /// Remove a PN from the local inventory, with its members and their LocalEUKeys, in one
     /// transaction, and answer with [`Gateway::handle_persisted`].
     Forget {
@@ -393,11 +426,14 @@ struct Link {
     /// The PNE on the link, once it named itself.
     peer: Option<EntityId>,
     /// Whether the link proved it is `peer` (docs/ARCHITECTURE.md, "Identity on the PAN"): by
-    /// PN GW authentication with its LocalEUKey, by the server authenticating the PNE's hash
-    /// relayed on this link, or because the bearer itself is trusted.
+    /// PN GW authentication with a LocalEUKey of the PNE (after which the link is sealed), or
+    /// because the bearer itself is trusted. A registration relayed on the link proves nothing
+    /// by itself: on a `cpns` PAN its answer to the server's challenge travels only sealed.
     proven: bool,
     /// PN GW authentication in progress on this link (challenge sent).
     pan_auth: Option<pan::PendingPanAuth>,
+    /// The LocalEUKey the server issued to the PNE on this link in the registration it runs.
+    reg_key: Option<register::RegKey>,
 }
 
 /// An established PN, in memory.
@@ -443,6 +479,8 @@ pub struct Gateway {
     /// PNs gone since are dropped when due.
     expiries: std::collections::BTreeSet<(Instant, PnId)>,
     forming: BTreeMap<PnId, establish::Forming>,
+    /// Keys of members whose membership ended while they were away.
+    departed: departed::Departed,
     relays: relay::Relays,
     releases: release::Releases,
     changes: membership::Changes,
@@ -470,6 +508,7 @@ enum Parked {
     MemberAdded(Box<register::JoinStored>),
     Released(Box<release::Releasing>),
     MemberRemoved(Box<membership::Agreed>),
+    Departed(PnId, EntityId),
 }
 
 impl Gateway {
@@ -487,6 +526,7 @@ impl Gateway {
             wall: None,
             expiries: std::collections::BTreeSet::new(),
             forming: BTreeMap::new(),
+            departed: departed::Departed::default(),
             relays: relay::Relays::default(),
             releases: release::Releases::default(),
             changes: membership::Changes::default(),
@@ -546,6 +586,7 @@ impl Gateway {
                 peer: None,
                 proven: false,
                 pan_auth: None,
+                reg_key: None,
             },
         );
     }
@@ -631,6 +672,7 @@ impl Gateway {
             }
             Parked::Released(r) => self.release_stored(*r, result),
             Parked::MemberRemoved(a) => self.change_stored(*a, result),
+            Parked::Departed(pn_id, pne) => self.departed_stored(pn_id, pne, result),
         }
         self.sync_presence();
         Ok(())
@@ -876,20 +918,7 @@ impl Gateway {
     ) -> Result<BTreeMap<EntityId, LocalEuKey>, ProtoError> {
         let mut keys = BTreeMap::new();
         for (pne, stored) in &state.wrapped_keys {
-            // Stored as rand_server ‖ wrapped copy (docs/security.md §4.2).
-            let (rand_server, wrapped) = cpns_crypto::split_stored_wrapped_key(stored)?;
-            let binding = cpns_crypto::KeyBinding {
-                pn_id: state.inventory.pn_id.as_bytes(),
-                pne_id: pne.as_str(),
-                gw_id: self.cfg.id.as_str(),
-                rand_server: &rand_server,
-            };
-            let key = cpns_crypto::unwrap_local_eukey(
-                &self.cfg.eukey,
-                cpns_crypto::Recipient::Gateway,
-                &binding,
-                wrapped,
-            )?;
+            let key = self.unwrap_stored(&state.inventory.pn_id, pne, stored)?;
             keys.insert(pne.clone(), key);
         }
         Ok(keys)

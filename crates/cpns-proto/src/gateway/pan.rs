@@ -104,15 +104,21 @@ impl Gateway {
                 "the link already belongs to another PNE",
             );
         }
+        // The key a registration on this link just issued comes first: the PNE proves itself
+        // with it (docs/security.md §4.2); then the PN's, one being formed, a departed one.
         let local = self
-            .pns
-            .get(&m.pn_id)
-            .and_then(|pn| pn.keys.get(&m.pne_id))
+            .links
+            .get(&link)
+            .and_then(|l| l.reg_key.as_ref())
+            .and_then(|k| k.for_member(&m.pn_id, &m.pne_id))
+            .or_else(|| self.pns.get(&m.pn_id).and_then(|pn| pn.keys.get(&m.pne_id)))
             .or_else(|| {
                 self.forming
                     .get(&m.pn_id)
                     .and_then(|f| f.local_key(&m.pne_id))
-            });
+            })
+            // A member that left while away proves itself with the key it held.
+            .or_else(|| self.departed.key(&m.pn_id, &m.pne_id));
         let Some(local) = local else {
             return self.reject_pan(
                 link,

@@ -10,12 +10,41 @@
 
 use std::time::Instant;
 
+use cpns_crypto::{KeyBinding, LocalEuKey, Recipient, stored_wrapped_key, unwrap_local_eukey};
 use cpns_wire::{
-    EntityId, Envelope, ErrorBody, ErrorCode, InventoryMember, NewMember, PnId, PnUpdateRequest,
-    PnUpdateResponse, PneRegistrationRequest, RequestId,
+    AuthenticationRequest, EntityId, Envelope, ErrorBody, ErrorCode, InventoryMember, NewMember,
+    PnId, PnUpdateRequest, PnUpdateResponse, PneRegistrationRequest, RequestId, WrappedLocalKeys,
 };
 
 use super::{Gateway, GatewayEvent, LinkId};
+
+/// A LocalEUKey the server issued in a registration (docs/security.md §4.2), held with the link
+/// that runs it: the PNE proves itself with it (PN GW authentication, which seals the link)
+/// before it answers the server's challenge, and the PN GW keeps it with the member once the
+/// server authenticated the PNE.
+pub(crate) struct RegKey {
+    pn_id: PnId,
+    pne: EntityId,
+    key: LocalEuKey,
+    /// Its stored form, rand_server ‖ wrapped.
+    stored: Vec<u8>,
+}
+
+impl RegKey {
+    /// The key, if it was issued for (`pn_id`, `pne`).
+    pub(super) fn for_member(&self, pn_id: &PnId, pne: &EntityId) -> Option<&LocalEuKey> {
+        (self.pn_id == *pn_id && self.pne == *pne).then_some(&self.key)
+    }
+}
+
+impl core::fmt::Debug for RegKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RegKey")
+            .field("pn_id", &self.pn_id)
+            .field("pne", &self.pne)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A joining PNE's registration answer, waiting for the local inventory to store the member.
 #[derive(Debug)]
@@ -27,6 +56,9 @@ pub(crate) struct JoinStored {
     /// The PN's new group key epoch and the other members' copies (000 §6.6.2.2).
     pub(super) epoch: Option<u64>,
     pub(super) keys: Vec<cpns_wire::SealedGroupKey>,
+    /// Whether the registration made the PNE a member; else it was a member already and only
+    /// its new LocalEUKey was stored.
+    pub(super) joined: bool,
 }
 
 impl JoinStored {
@@ -165,6 +197,7 @@ impl Gateway {
         result: Result<(), crate::StoreFailure>,
     ) {
         match result {
+            Ok(()) if !j.joined => self.transmit_pan(j.link, &j.answer),
             Ok(()) => {
                 self.report_stored(j.pn_id);
                 self.transmit_pan(j.link, &j.answer);
@@ -181,6 +214,8 @@ impl Gateway {
                     _ => Vec::new(),
                 };
                 self.invitee_joined(j.pn_id, &j.pne);
+                // A member again: a key kept from an earlier membership is no longer needed.
+                self.drop_departed(j.pn_id, &j.pne);
                 self.event(GatewayEvent::MemberJoined {
                     pn_id: j.pn_id,
                     pne: j.pne,
@@ -197,5 +232,70 @@ impl Gateway {
                 self.send_pan_response(j.link, reply_to, err);
             }
         }
+    }
+
+    /// 003 §1.4.1 step 3, relayed down: the server's challenge to a registering PNE. A
+    /// LocalEUKey it carries (docs/security.md §4.2) is unwrapped and held with the link for
+    /// the PNE's proof; the PNE gets only its own copy. False, with the server answered, when
+    /// the PN GW's copy does not unwrap.
+    pub(super) fn take_registration_key(
+        &mut self,
+        link: LinkId,
+        pne: &EntityId,
+        m: &mut AuthenticationRequest,
+    ) -> Result<(), ErrorBody> {
+        let Some(w) = m.local_keys.iter().find(|w| &w.pne_id == pne) else {
+            m.local_keys.clear();
+            return Ok(());
+        };
+        let rand_server = crate::util::rand_of(&m.rand_server);
+        let binding = KeyBinding {
+            pn_id: m.pn_id.as_bytes(),
+            pne_id: pne.as_str(),
+            gw_id: self.cfg.id.as_str(),
+            rand_server: &rand_server,
+        };
+        let key = unwrap_local_eukey(&self.cfg.eukey, Recipient::Gateway, &binding, &w.for_gw)
+            .map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::Unauthenticated,
+                    format!("the PN GW's LocalEUKey copy for {pne} did not unwrap: {e}"),
+                )
+            })?;
+        let reg_key = RegKey {
+            pn_id: m.pn_id,
+            pne: pne.clone(),
+            key,
+            stored: stored_wrapped_key(&rand_server, &w.for_gw),
+        };
+        let mine = WrappedLocalKeys {
+            pne_id: pne.clone(),
+            for_pne: w.for_pne.clone(),
+            for_gw: Vec::new(),
+        };
+        m.local_keys = vec![mine];
+        if let Some(l) = self.links.get_mut(&link) {
+            l.reg_key = Some(reg_key);
+        }
+        Ok(())
+    }
+
+    /// The registration on `link` succeeded: the member's new LocalEUKey, if it was issued
+    /// one, joins the PN's keys (the stored copy replaces an older one).
+    pub(super) fn keep_registration_key(&mut self, link: LinkId, pn_id: &PnId) -> bool {
+        let Some(k) = self
+            .links
+            .get_mut(&link)
+            .and_then(|l| l.reg_key.take_if(|k| k.pn_id == *pn_id))
+        else {
+            return false;
+        };
+        let Some(pn) = self.pns.get_mut(pn_id) else {
+            return false;
+        };
+        pn.state.wrapped_keys.retain(|(p, _)| *p != k.pne);
+        pn.state.wrapped_keys.push((k.pne.clone(), k.stored));
+        pn.keys.insert(k.pne, k.key);
+        true
     }
 }

@@ -61,10 +61,15 @@ impl Relays {
     }
 }
 
+/// The answer to a PNE that asks for something in its name on a link that has not proved it.
+pub(super) const PROVE_FIRST: &str =
+    "prove who you are first (PN GW authentication with a LocalEUKey of this PNE)";
+
 impl Gateway {
-    /// A PNE's request for the server that the PN GW relays as it is, unable to open what it
-    /// carries: a Secure Request (003 §1.4.1 step 4), sealed end to end, or a PN Key Request
-    /// (002 §B.1.1.3 step 22), whose answer is sealed for the PNE alone.
+    /// A PNE's request for the server that the PN GW relays as it is, on a link that proved
+    /// the PNE: a Secure Request (003 §1.4.1 step 4), sealed end to end, a PN Key Request (002
+    /// §B.1.1.3 step 22), whose answer is sealed for the PNE alone, a status query or
+    /// subscription (004 §5.5.3).
     pub(super) fn on_pne_request_for_server(
         &mut self,
         now: Instant,
@@ -80,28 +85,19 @@ impl Gateway {
                 "a request for the server names its PNE",
             );
         };
-        let body = body.into();
-        // What the server answers in a PNE's name (the status of its user's devices, their
-        // changes, a subscription kept in its name) goes only to a link that proved that PNE.
-        // A Secure Request opens only under the PNE's SK_PNE and its answer is sealed to it; a
-        // key pull's copy too (the pull of a member without a proof of its own, until every
-        // member's link is sealed).
-        let needs_proof = !matches!(body, Body::SecureRequest(_) | Body::GroupKeyRequest(_));
-        if needs_proof && !self.link_proved(link, &pne) {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Forbidden,
-                "prove who you are first (PN GW authentication, or a registration on this link)",
-            );
+        // Nothing is relayed in a PNE's name from a link that has not proved that PNE, whatever
+        // it carries (docs/security.md §6, "Identity on the PAN"): only a registration, which
+        // is how a PNE comes to prove itself, goes up from an unproven link.
+        if !self.link_proved(link, &pne) {
+            return self.reject_pan(link, env, ErrorCode::Forbidden, PROVE_FIRST);
         }
         if self.admit_pne_request(link, env, &pne) {
-            self.forward_up(now, link, env.msg_id, &pne, body, None);
+            self.forward_up(now, link, env.msg_id, &pne, body.into(), None);
         }
     }
 
     /// Whether `link` proved it is `pne`.
-    fn link_proved(&self, link: LinkId, pne: &EntityId) -> bool {
+    pub(super) fn link_proved(&self, link: LinkId, pne: &EntityId) -> bool {
         self.links
             .get(&link)
             .is_some_and(|l| l.proven && l.peer.as_ref() == Some(pne))
@@ -194,6 +190,10 @@ impl Gateway {
                 let mut epoch = None;
                 let mut keys = Vec::new();
                 let mut server_inventory = None;
+                if let Body::MembershipEnded(m) = &env.body {
+                    // The departed member hears the server's word: its kept key goes.
+                    self.drop_departed(m.pn_id, &pne);
+                }
                 if let Body::GroupKeyResponse(r) = &env.body {
                     // Step 24: the membership and key go on to the PNE; the epoch is the one
                     // it will confirm (step 25).
@@ -217,25 +217,39 @@ impl Gateway {
                     ..env
                 };
                 if let Some(cpns_id) = registered {
-                    // The server authenticated the PNE by what this link relayed.
-                    self.prove(link);
+                    // The server authenticated the PNE by what this link relayed, which came
+                    // only from a link that proved the PNE: a kept answer re-sent for a retry
+                    // reaches no other link, and it changes nothing here.
+                    if !self.link_proved(link, &pne) {
+                        let e = ErrorBody::new(ErrorCode::Forbidden, PROVE_FIRST);
+                        return self.send_pan_response(link, up.pan_msg, e);
+                    }
                     self.event(GatewayEvent::PneRegistered {
                         pne: pne.clone(),
                         cpns_id,
                     });
+                    let pn_id = match &answer.body {
+                        Body::PneRegistrationResponse(r) => r.pn_id,
+                        _ => return,
+                    };
+                    let rekeyed = self.keep_registration_key(link, &pn_id);
                     // §1.4.2 step 5: an authenticated joining PNE enters the local inventory
-                    // before it is told.
-                    if let Some((pn_id, member)) = up.joining
+                    // before it is told; a member's new LocalEUKey is stored first too.
+                    let joining = up.joining.filter(|(p, _)| *p == pn_id);
+                    if (joining.is_some() || rekeyed)
                         && let Some(pn) = self.pns.get_mut(&pn_id)
                     {
-                        match server_inventory.filter(|i| i.pn_id == pn_id) {
-                            Some(inventory) => pn.state.inventory = inventory,
-                            None => {
-                                pn.state
-                                    .inventory
-                                    .members
-                                    .retain(|m| m.pne_id != member.pne_id);
-                                pn.state.inventory.members.push(member);
+                        let joined = joining.is_some();
+                        if let Some((_, member)) = joining {
+                            match server_inventory.filter(|i| i.pn_id == pn_id) {
+                                Some(inventory) => pn.state.inventory = inventory,
+                                None => {
+                                    pn.state
+                                        .inventory
+                                        .members
+                                        .retain(|m| m.pne_id != member.pne_id);
+                                    pn.state.inventory.members.push(member);
+                                }
                             }
                         }
                         let state = pn.state.clone();
@@ -246,6 +260,7 @@ impl Gateway {
                             answer,
                             epoch,
                             keys,
+                            joined,
                         };
                         return self.persist(Parked::MemberAdded(Box::new(stored)), state);
                     }
@@ -253,6 +268,20 @@ impl Gateway {
                 answer
             }
             MsgKind::Request => {
+                let mut env = env;
+                if let Body::AuthenticationRequest(m) = &mut env.body {
+                    // A registration's challenge goes to the link that asked, proven or not
+                    // (it is how a PNE comes to prove itself), with the PNE's LocalEUKey copy.
+                    if let Err(e) = self.take_registration_key(link, &pne, m) {
+                        return self.send_wan_response(env.msg_id, e);
+                    }
+                } else if !self.link_proved(link, &pne) {
+                    let e = ErrorBody::new(
+                        ErrorCode::NotFound,
+                        format!("no link that proved it is {pne}"),
+                    );
+                    return self.send_wan_response(env.msg_id, e);
+                }
                 self.relays.down.insert((link, msg_id), env.msg_id);
                 Envelope {
                     msg_id,
@@ -260,6 +289,8 @@ impl Gateway {
                     ..env
                 }
             }
+            // What the server tells a PNE reaches only a link that proved it.
+            _ if !self.link_proved(link, &pne) => return,
             _ => Envelope {
                 msg_id,
                 in_reply_to: None,
@@ -269,8 +300,16 @@ impl Gateway {
         self.transmit_pan(link, &relayed);
     }
 
-    /// A PNE's answer to a relayed server request: relay it to the server.
+    /// A PNE's answer to a relayed server request: relay it to the server, from a link that
+    /// proved the PNE (a registering PNE proves itself before it answers the challenge).
     pub(super) fn relay_up_response(&mut self, _now: Instant, link: LinkId, env: &Envelope) {
+        let proved = match &env.from {
+            Address::Entity(pne) => self.link_proved(link, pne),
+            Address::Server => false,
+        };
+        if !proved {
+            return self.reject_pan(link, env, ErrorCode::Forbidden, PROVE_FIRST);
+        }
         let Some(server_msg) = env
             .in_reply_to
             .and_then(|r| self.relays.down.remove(&(link, r)))

@@ -204,6 +204,10 @@ impl Gateway {
             self.send_pan_notify(link, PnReleaseNotification { pn_id: r.pn_id });
             notified.push(member.pne_id.clone());
         }
+        // Members away keep a way to prove themselves and hear the server's word.
+        let mut told = notified.clone();
+        told.extend(asker_pne.clone());
+        self.keep_untold(r.pn_id, pn.keys, &pn.state.wrapped_keys, &told);
         if let Asker::Owner(Some(id)) = r.asker {
             let released = Outcome::Released {
                 pn_id: r.pn_id,

@@ -193,7 +193,7 @@ impl PneSession {
         m: AuthenticationRequest,
     ) {
         if m.purpose == AuthPurposeCode::Registration {
-            return self.on_registration_auth(env, m);
+            return self.on_registration_auth(now, env, m);
         }
         let own = self
             .flows
@@ -275,7 +275,7 @@ impl PneSession {
                 if !self.codec.rx_sealed() && self.cfg.security == crate::PanSecurity::Cpns =>
             {
                 if self
-                    .begin_pan_auth(now, m.pn_id, local, Some(resp), None)
+                    .begin_pan_auth(now, m.pn_id, local, vec![resp], None)
                     .is_err()
                 {
                     self.abandon(env, m.pn_id, Failure::LinkBusy);

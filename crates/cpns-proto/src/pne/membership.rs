@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use cpns_crypto::{GroupKey, GroupKeyBinding, SessionKey, open_group_key};
+use cpns_crypto::{GroupKey, GroupKeyBinding, LocalEuKey, SessionKey, open_group_key};
 use cpns_wire::{
     Address, EntityId, Envelope, ErrorCode, GroupKeyRequest, GroupKeyResponse, MembershipConfirm,
     MembershipConfirmed, PnId, PnUpdateNotification, PneExpelNotification, PneInviteRequest,
@@ -18,7 +18,18 @@ use cpns_wire::{
 
 use super::outcome::Waiting;
 use super::{Gone, Outcome, Parked, PneEvent, PneOutput, PneSession};
-use crate::{CommandError, CommandId, Failure, Flow, OwnKeys, PanSecurity};
+use crate::{CommandError, CommandId, Failure, Flow, OwnKeys};
+
+/// What a registration that made this PNE a member brought (003 §1.4.2; docs/security.md
+/// §4.6): the PN and its group key under the grant's seal, the SK_PNE of the registration and
+/// the LocalEUKey of its challenge.
+pub(super) struct Grant<'a> {
+    pub(super) inventory: cpns_wire::PnInventory,
+    pub(super) epoch: u64,
+    pub(super) group_key: &'a [u8],
+    pub(super) session_key: &'a SessionKey,
+    pub(super) local: Option<(LocalEuKey, Vec<u8>)>,
+}
 
 impl PneSession {
     /// This PNE's SK_PNE for `pn`, if it belongs to it and holds one.
@@ -50,18 +61,32 @@ impl PneSession {
         self.store_updated(pn);
     }
 
+    /// Keeps a LocalEUKey a registration in `pn` issued, in place of the one this PNE held.
+    pub(super) fn keep_local_key(&mut self, pn: PnId, key: LocalEuKey, stored: Vec<u8>) {
+        let me = self.cfg.id.clone();
+        if let Some(p) = self.pns.get_mut(&pn) {
+            p.state.wrapped_keys.retain(|(e, _)| *e != me);
+            p.state.wrapped_keys.push((me, stored));
+            p.local = Some(key);
+        }
+    }
+
     /// 000 §6.6.2.2 steps 4-6: this PNE joined `pn_id` by registering in it; the server's
-    /// sealed grant gave the PN's inventory and its new epoch's group key. `cmd`: the
-    /// `join_pn` command, which ends once the PN is stored.
+    /// sealed grant gave the PN's inventory and its new epoch's group key, and the challenge
+    /// its LocalEUKey. `cmd`: the `join_pn` command, which ends once the PN is stored.
     pub(super) fn joined_by_registration(
         &mut self,
         pn_id: PnId,
-        inventory: cpns_wire::PnInventory,
-        epoch: u64,
-        gk: &[u8],
-        sk: &SessionKey,
+        grant: Grant<'_>,
         cmd: Option<CommandId>,
     ) {
+        let Grant {
+            inventory,
+            epoch,
+            group_key: gk,
+            session_key: sk,
+            local,
+        } = grant;
         let me = self.cfg.id.clone();
         let bytes: Option<[u8; 32]> = gk.try_into().ok();
         let (Some(bytes), true) = (
@@ -78,9 +103,13 @@ impl PneSession {
             session_key: sk.clone(),
             group: Some((epoch, GroupKey::from_bytes(bytes))),
         };
+        let (local, wrapped_keys) = match local {
+            Some((key, stored)) => (Some(key), vec![(me, stored)]),
+            None => (None, Vec::new()),
+        };
         let state = crate::LocalPnState {
             inventory,
-            wrapped_keys: Vec::new(),
+            wrapped_keys,
             own: Some(own),
             expires_at: None,
         };
@@ -88,7 +117,7 @@ impl PneSession {
             pn_id,
             super::MemberOf {
                 state: state.clone(),
-                local: None,
+                local,
             },
         );
         let token = self.tokens.next();
@@ -210,23 +239,15 @@ impl PneSession {
 
     /// Sends a request about `pn_id` to the PN GW; on an insecure PAN whose link is not sealed
     /// yet, the PNE first proves itself with the PN's LocalEUKey (the request follows the
-    /// proof). Its message id.
+    /// proof, [`PneSession::send_proven`]). Its message id.
     pub(super) fn ask_gateway(
         &mut self,
         now: Instant,
         pn_id: PnId,
         body: impl Into<cpns_wire::Body>,
     ) -> Result<u64, CommandError> {
-        let local = self.pns.get(&pn_id).and_then(|p| p.local.clone());
-        let env = Envelope::request(self.ids.next(), self.me(), self.peer(), body);
-        let must_seal = self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed();
-        match local {
-            Some(local) if must_seal && self.pan.is_none() => {
-                self.begin_pan_auth(now, pn_id, local, Some(env.clone()), None)?;
-            }
-            _ => self.transmit(&env),
-        }
-        Ok(env.msg_id)
+        let to = self.peer();
+        Ok(self.send_proven(now, Some(pn_id), to, body))
     }
 
     /// 000 §6.6.2.1.2 step 1: asks the PN GW to invite `invitee` into `pn_id`, which this PNE
@@ -442,7 +463,7 @@ impl PneSession {
     pub(super) fn pull_group_key(&mut self, now: Instant, pn_id: PnId, cmd: Option<CommandId>) {
         let request_id = RequestId(self.rng.u64());
         let req = GroupKeyRequest { request_id, pn_id };
-        let msg = self.send_request_to(cpns_wire::Address::Server, req);
+        let msg = self.send_proven(now, Some(pn_id), cpns_wire::Address::Server, req);
         let waiting = self.waiting(now, pn_id, 2, cmd);
         self.key_pulls.insert(msg, waiting);
     }
@@ -663,7 +684,7 @@ mod tests {
 
     fn session() -> PneSession {
         let cfg = PneConfig {
-            security: PanSecurity::Trusted,
+            security: crate::PanSecurity::Trusted,
             heartbeat: None,
             ..PneConfig::new(id("pne-1"), EuKey::from_bytes([1; 32]))
         };
@@ -709,19 +730,26 @@ mod tests {
         ];
         for (inv, gk) in bad {
             let mut s = session();
-            s.joined_by_registration(pn, inv, 1, &gk, &sk, None);
+            let grant = Grant {
+                inventory: inv,
+                epoch: 1,
+                group_key: &gk,
+                session_key: &sk,
+                local: None,
+            };
+            s.joined_by_registration(pn, grant, None);
             assert!(!stored(&mut s));
             assert!(s.group_key_of(&pn).is_none());
         }
         let mut s = session();
-        s.joined_by_registration(
-            pn,
-            inventory(pn, &["pne-2", "pne-1"]),
-            4,
-            &[7; 32],
-            &sk,
-            None,
-        );
+        let grant = Grant {
+            inventory: inventory(pn, &["pne-2", "pne-1"]),
+            epoch: 4,
+            group_key: &[7; 32],
+            session_key: &sk,
+            local: None,
+        };
+        s.joined_by_registration(pn, grant, None);
         assert!(stored(&mut s));
         let (epoch, gk) = s.group_key_of(&pn).expect("kept");
         assert_eq!(epoch, 4);

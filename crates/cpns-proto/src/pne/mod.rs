@@ -139,10 +139,12 @@ impl PneConfig {
         }
     }
 
-    /// Whether the PNE asks for a LocalEUKey: it has enough UI and its PAN is not secure enough
-    /// (000 §6.6.1.1 step 1).
+    /// Whether the PNE asks for a LocalEUKey: its PAN does not protect CPNS messages (000
+    /// §6.6.1.1 step 1). The step asks it of a PNE "with enough UI"; here the key comes
+    /// wrapped under the PNE's EUKey (docs/security.md §4.2) and no person handles it, so every
+    /// PNE on a `cpns` PAN asks, with or without a UI, and every member's link is sealed.
     pub fn wants_local_key(&self) -> bool {
-        self.capabilities.has_ui && self.security == PanSecurity::Cpns
+        self.security == PanSecurity::Cpns
     }
 }
 
@@ -301,8 +303,9 @@ struct PanPending {
     pn_id: PnId,
     local: LocalEuKey,
     rand_pne: Rand,
-    /// Sent once the link is sealed: the Authentication Response that waited for it.
-    then: Option<Envelope>,
+    /// Sent once the link is sealed, in order: what waited for the proof (an Authentication
+    /// Response, requests in this PNE's name).
+    then: Vec<Envelope>,
     deadline: Instant,
     /// The `start_pan_auth` command, if one started it.
     cmd: Option<CommandId>,
@@ -503,7 +506,7 @@ impl PneSession {
             return Err(CommandError::NoLocalKey(pn_id));
         };
         let id = self.commands.next();
-        self.begin_pan_auth(now, pn_id, local, None, Some(id))?;
+        self.begin_pan_auth(now, pn_id, local, Vec::new(), Some(id))?;
         Ok(id)
     }
 
@@ -728,7 +731,7 @@ impl PneSession {
         now: Instant,
         pn_id: PnId,
         local: LocalEuKey,
-        then: Option<Envelope>,
+        then: Vec<Envelope>,
         cmd: Option<CommandId>,
     ) -> Result<(), CommandError> {
         if self.pan.is_some() || self.codec.rx_sealed() {
@@ -795,10 +798,58 @@ impl PneSession {
             ),
             None => self.event(PneEvent::PanAuthenticated(p.pn_id)),
         }
-        if let Some(then) = p.then {
-            self.transmit(&then);
+        for then in &p.then {
+            self.transmit(then);
         }
         Ok(())
+    }
+
+    /// Sends a request in this PNE's name, to the PN GW or (relayed) to the server. On an
+    /// insecure PAN whose link is not sealed yet it follows the PNE's proof (docs/security.md
+    /// §4.4; the PN GW relays nothing in a PNE's name from a link that has not proved it):
+    /// queued behind a PN GW authentication that runs, or sent after one started here with the
+    /// LocalEUKey of `pn_id`, else of any PN this PNE holds of the PN GW on the link. Without
+    /// such a key it goes as it is, and the PN GW refuses it. Its message id.
+    pub(super) fn send_proven(
+        &mut self,
+        now: Instant,
+        pn_id: Option<PnId>,
+        to: Address,
+        body: impl Into<Body>,
+    ) -> u64 {
+        let env = Envelope::request(self.ids.next(), self.me(), to, body);
+        if self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed() {
+            if let Some(p) = self.pan.as_mut() {
+                p.then.push(env.clone());
+                return env.msg_id;
+            }
+            if let Some((pn, local)) = self.proof_key(pn_id)
+                && self
+                    .begin_pan_auth(now, pn, local, vec![env.clone()], None)
+                    .is_ok()
+            {
+                return env.msg_id;
+            }
+        }
+        self.transmit(&env);
+        env.msg_id
+    }
+
+    /// A LocalEUKey to prove this PNE with on the link: `pn_id`'s, else that of any PN it holds
+    /// of the PN GW on the link.
+    pub(super) fn proof_key(&self, pn_id: Option<PnId>) -> Option<(PnId, LocalEuKey)> {
+        let held = |pn: &PnId| self.pns.get(pn).and_then(|p| p.local.clone());
+        if let Some(k) = pn_id.and_then(|pn| held(&pn)) {
+            return pn_id.map(|pn| (pn, k));
+        }
+        self.pns
+            .iter()
+            .filter(|(_, p)| {
+                self.gateway
+                    .as_ref()
+                    .is_none_or(|g| *g == p.state.inventory.gateway)
+            })
+            .find_map(|(pn, p)| p.local.clone().map(|k| (*pn, k)))
     }
 
     // ---- helpers ----

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use cpns_crypto::{
-    AuthHash, AuthPurpose, GrantBinding, PneAuthInput, PneAuthKeys, Rand, ServerOutcome,
-    open_registration_grant,
+    AuthHash, AuthPurpose, GrantBinding, LocalEuKey, PneAuthInput, PneAuthKeys, Rand,
+    ServerOutcome, open_registration_grant, stored_wrapped_key,
 };
 use cpns_wire::{
     AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, Envelope, ErrorCode, PnId,
@@ -16,7 +16,7 @@ use cpns_wire::{
 
 use super::{Outcome, PneEvent, PneSession};
 use crate::util::{hash_of, hash_wire, rand_of, rand_wire};
-use crate::{CommandError, CommandId, Failure, Flow};
+use crate::{CommandError, CommandId, Failure, Flow, PanSecurity};
 
 /// A PNE registration in progress.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ pub(super) struct Registering {
     /// Whether it is a join (000 §6.6.2.2): done once the PN it makes this PNE a member of is
     /// stored, not at the registration's answer.
     pub(super) joins: bool,
+    /// Whether it asked for a LocalEUKey (`local_key`): then the challenge must bring one.
+    pub(super) asked_key: bool,
 }
 
 /// Where a registration stands, with what only that phase has.
@@ -39,7 +41,18 @@ pub(super) enum RegistrationPhase {
     /// Asked; waiting for the server's challenge.
     AwaitAuth,
     /// Answered the challenge for this PN; waiting for the answer with hash_server.
-    Authenticated(Box<(PnId, PneAuthKeys, AuthHash)>),
+    Authenticated(Box<Answered>),
+}
+
+/// What a registration keeps once it answered the server's challenge.
+#[derive(Debug)]
+pub(super) struct Answered {
+    pn_id: PnId,
+    keys: PneAuthKeys,
+    hash_pne: AuthHash,
+    /// The LocalEUKey the challenge brought, and its stored form, kept once the server is
+    /// authenticated.
+    issued: Option<(LocalEuKey, Vec<u8>)>,
 }
 
 impl PneSession {
@@ -70,12 +83,21 @@ impl PneSession {
         }
         let rand_pne = self.rng.rand();
         let request_id = RequestId(self.rng.u64());
+        // On a `cpns` PAN every member seals its link (docs/security.md §4.2): a PNE that
+        // holds no LocalEUKey for the PN it registers in asks for one (naming none, it asks
+        // when it holds none of this PN GW's PNs: then it joins one).
+        let asked_key = self.cfg.security == PanSecurity::Cpns
+            && match pn_id {
+                Some(pn) => !self.holds_local_key(&pn),
+                None => self.proof_key(None).is_none(),
+            };
         let req = PneRegistrationRequest {
             request_id,
             pne_id: self.cfg.id.clone(),
             pn_id,
             rand_pne: rand_wire(&rand_pne),
             capabilities: Some(self.cfg.capabilities.clone()),
+            local_key: asked_key,
         };
         let msg = self.send_request_to(cpns_wire::Address::Server, req);
         let deadline = now + self.cfg.timeouts.flow * 3;
@@ -87,43 +109,104 @@ impl PneSession {
             deadline,
             cmd,
             joins,
+            asked_key,
         });
         Ok(())
     }
 
-    /// The server's challenge for the registration, relayed by the PN GW.
-    pub(super) fn on_registration_auth(&mut self, env: &Envelope, m: AuthenticationRequest) {
-        let Some(r) = self
+    /// The server's challenge for the registration, relayed by the PN GW. On a `cpns` PAN the
+    /// PNE first proves itself to the PN GW with the LocalEUKey the challenge brought (or the
+    /// one it holds for the PN), so its answer is the link's first sealed frame, as in an
+    /// establishment (docs/security.md §4.4).
+    pub(super) fn on_registration_auth(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        m: AuthenticationRequest,
+    ) {
+        let Some((rand_pne, asked_key)) = self
             .flows
             .registration
-            .as_mut()
+            .as_ref()
             .filter(|r| matches!(r.phase, RegistrationPhase::AwaitAuth))
+            .map(|r| (r.rand_pne, r.asked_key))
         else {
             return self.reject(env, ErrorCode::WrongState, "no registration in progress");
         };
+        let rand_server = rand_of(&m.rand_server);
+        let gw = self.gateway_for(env);
+        let copy = m.local_keys.iter().find(|w| w.pne_id == self.cfg.id);
+        let issued = match copy {
+            Some(w) => {
+                let stored = stored_wrapped_key(&rand_server, &w.for_pne);
+                match self.unwrap_stored_key(&m.pn_id, &gw, &stored) {
+                    Ok(k) => Some((k, stored)),
+                    Err(_) => return self.abandon_registration(env, Failure::LocalKeyDidNotUnwrap),
+                }
+            }
+            // Asked for a key and none came: a device on the path took it out.
+            None if asked_key => {
+                return self.abandon_registration(env, Failure::LocalKeyNotAssigned);
+            }
+            None => None,
+        };
+        let must_seal = self.cfg.security == PanSecurity::Cpns && !self.codec.rx_sealed();
+        let seal_with = match &issued {
+            Some((k, _)) => Some(k.clone()),
+            None => self.pns.get(&m.pn_id).and_then(|p| p.local.clone()),
+        };
+        if must_seal && seal_with.is_none() {
+            return self.abandon_registration(env, Failure::LocalKeyNotAssigned);
+        }
         let keys = PneAuthKeys::derive(
             &self.cfg.eukey,
             &PneAuthInput {
                 purpose: AuthPurpose::Registration,
                 pn_id: m.pn_id.as_bytes(),
                 pne_id: self.cfg.id.as_str(),
-                rand_pne: &r.rand_pne,
-                rand_server: &rand_of(&m.rand_server),
+                rand_pne: &rand_pne,
+                rand_server: &rand_server,
             },
         );
-        let hash = keys.hash_pne();
-        r.phase = RegistrationPhase::Authenticated(Box::new((m.pn_id, keys, hash)));
+        let hash_pne = keys.hash_pne();
         let resp = AuthenticationResponse {
             pn_id: m.pn_id,
             hashes: vec![PneHash {
                 pne_id: self.cfg.id.clone(),
-                hash: hash_wire(&hash),
+                hash: hash_wire(&hash_pne),
             }],
             purpose: AuthPurposeCode::Registration,
             request_id: m.request_id,
         };
+        if let Some(r) = self.flows.registration.as_mut() {
+            r.phase = RegistrationPhase::Authenticated(Box::new(Answered {
+                pn_id: m.pn_id,
+                keys,
+                hash_pne,
+                issued,
+            }));
+        }
         let resp = self.response(env.msg_id, env.from.clone(), resp);
-        self.transmit(&resp);
+        match seal_with.filter(|_| must_seal) {
+            Some(local) => {
+                if self
+                    .begin_pan_auth(now, m.pn_id, local, vec![resp], None)
+                    .is_err()
+                {
+                    self.abandon_registration(env, Failure::LinkBusy);
+                }
+            }
+            None => self.transmit(&resp),
+        }
+    }
+
+    /// The registration cannot answer the server's challenge: it ends, and the challenge is
+    /// refused.
+    fn abandon_registration(&mut self, env: &Envelope, reason: Failure) {
+        if let Some(r) = self.flows.registration.take() {
+            self.fail(r.cmd, Flow::PneRegistration, reason.clone());
+        }
+        self.reject(env, ErrorCode::Unauthenticated, &reason.to_string());
     }
 
     /// 003 §1.4.1 step 4: authenticate the server (hash_server covers the CPNS ID), open the grant
@@ -145,7 +228,12 @@ impl PneSession {
             let reason = Failure::AnswerBeforeAuthentication;
             return self.fail(cmd, Flow::PneRegistration, reason);
         };
-        let (pn_id, keys, hash_pne) = *authenticated;
+        let Answered {
+            pn_id,
+            keys,
+            hash_pne,
+            issued,
+        } = *authenticated;
         let fail = |s: &mut Self, reason: Failure| s.fail(cmd, Flow::PneRegistration, reason);
         // hash_server covers the CPNS ID (and the PN, through the transcript).
         let outcome = ServerOutcome::Registered {
@@ -174,7 +262,15 @@ impl PneSession {
         if grant.cpns_id != m.cpns_id {
             return fail(self, Failure::GrantMismatch);
         }
-        // The server now keeps this SK_PNE for the PNE's membership: group keys come under it.
+        // The server now keeps this SK_PNE for the PNE's membership: group keys come under it;
+        // a member's new LocalEUKey replaces its older one (a joiner's is stored with the PN).
+        let issued = match issued {
+            Some((key, stored)) if self.pns.contains_key(&pn_id) => {
+                self.keep_local_key(pn_id, key, stored);
+                None
+            }
+            other => other,
+        };
         self.set_own_session_key(pn_id, keys.session_key());
         // 003 §1.4.1 step 4: the PNE keeps its CPNS ID and SK_PNE for the secure session.
         self.session_established(super::SecureSession {
@@ -206,10 +302,13 @@ impl PneSession {
             (Some(inventory), Some(epoch), Some(gk)) => {
                 self.joined_by_registration(
                     pn_id,
-                    inventory,
-                    epoch,
-                    gk,
-                    keys.session_key(),
+                    super::membership::Grant {
+                        inventory,
+                        epoch,
+                        group_key: gk,
+                        session_key: keys.session_key(),
+                        local: issued,
+                    },
                     join_cmd,
                 );
             }

@@ -58,13 +58,18 @@ impl PneSession {
         self.now = Some(now);
         let cmd = self.commands.next();
         let pns = self.pns_here();
-        let proving = match self.provable_pn() {
-            Some(pn) => {
-                let local = self.pns.get(&pn).and_then(|p| p.local.clone());
-                local.is_some_and(|local| self.begin_pan_auth(now, pn, local, None, None).is_ok())
-            }
-            None => false,
-        };
+        // A proof already running (a request in this PNE's name started it) is the step's.
+        let proving = self.pan.is_some()
+            || match self.provable_pn() {
+                Some(pn) => {
+                    let local = self.pns.get(&pn).and_then(|p| p.local.clone());
+                    local.is_some_and(|local| {
+                        self.begin_pan_auth(now, pn, local, Vec::new(), None)
+                            .is_ok()
+                    })
+                }
+                None => false,
+            };
         self.rejoin = Some(Rejoin {
             cmd,
             phase: if proving {

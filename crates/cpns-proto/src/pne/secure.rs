@@ -143,7 +143,7 @@ impl PneSession {
             pn_id,
             sealed,
         };
-        let msg = self.send_request_to(Address::Server, req);
+        let msg = self.send_proven(now, Some(pn_id), Address::Server, req);
         let deadline = now + self.cfg.timeouts.flow;
         let call = PendingCall {
             msg,

@@ -110,7 +110,8 @@ impl PneSession {
             capabilities: self.cfg.capabilities.clone(),
             entity: None,
         };
-        let msg = self.send_request(update);
+        let to = self.peer();
+        let msg = self.send_proven(now, None, to, update);
         self.reporting.sent = Some((self.cfg.capabilities.clone(), now));
         self.reporting.due = None;
         self.wait(now, msg, Asked::Capabilities, cmd);
@@ -139,9 +140,11 @@ impl PneSession {
         self.link_in_use(now);
         let mut entry = StatusEntry::new(self.cfg.id.clone(), status);
         entry.label = label;
-        let msg = self.send_request(StatusReport {
+        let to = self.peer();
+        let report = StatusReport {
             entries: vec![entry],
-        });
+        };
+        let msg = self.send_proven(now, None, to, report);
         Ok(self.wait_command(now, msg, Asked::Status))
     }
 
@@ -149,7 +152,7 @@ impl PneSession {
     /// Completes with [`Outcome::Statuses`].
     pub fn query_status(&mut self, now: Instant, entities: Vec<EntityId>) -> CommandId {
         self.link_in_use(now);
-        let msg = self.send_request_to(Address::Server, StatusQuery { entities });
+        let msg = self.send_proven(now, None, Address::Server, StatusQuery { entities });
         self.wait_command(now, msg, Asked::Query)
     }
 
@@ -168,14 +171,19 @@ impl PneSession {
             entities,
             policy,
         };
-        let msg = self.send_request_to(Address::Server, req);
+        let msg = self.send_proven(now, None, Address::Server, req);
         self.wait_command(now, msg, Asked::Subscribe)
     }
 
     /// Ends a subscription. Completes with [`Outcome::Unsubscribed`].
     pub fn unsubscribe_status(&mut self, now: Instant, subscription: u64) -> CommandId {
         self.link_in_use(now);
-        let msg = self.send_request_to(Address::Server, StatusUnsubscribe { subscription });
+        let msg = self.send_proven(
+            now,
+            None,
+            Address::Server,
+            StatusUnsubscribe { subscription },
+        );
         self.wait_command(now, msg, Asked::Unsubscribe(subscription))
     }
 

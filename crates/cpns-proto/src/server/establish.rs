@@ -655,7 +655,9 @@ impl ServerSession {
 /// 000 §6.6.1.1 step 5: one LocalEUKey for (PN, PNE), wrapped once for the PNE and once for the
 /// PN GW, each under its own EUKey and bound to the PN, PNE and PN GW ids and to this
 /// establishment's `rand_server`, so a copy from an earlier establishment cannot be substituted.
-fn wrap_pair(
+/// A registration that asks for one (`local_key`) gets one the same way, bound to the
+/// registration's `rand_server` (docs/security.md §4.2).
+pub(super) fn wrap_pair(
     rng: &mut MachineRng,
     pne_eukey: &EuKey,
     gw_eukey: &EuKey,

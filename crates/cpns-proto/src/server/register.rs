@@ -207,10 +207,25 @@ impl ServerSession {
                 member_keys: std::mem::take(&mut loaded.member_keys),
             })
         });
+        // Every member on a `cpns` PAN seals its link (docs/security.md §4.2): a PNE that holds
+        // no LocalEUKey for the PN gets one, wrapped for it and for the PN GW as in step 5.
+        let local_keys = if req.local_key {
+            vec![super::establish::wrap_pair(
+                &mut self.rng,
+                &entity.eukey,
+                &gw.eukey,
+                &pn_id,
+                &req.pne_id,
+                &gw.id,
+                &rand_server,
+            )]
+        } else {
+            Vec::new()
+        };
         let auth = AuthenticationRequest {
             pn_id,
             rand_server: rand_wire(&rand_server),
-            local_keys: Vec::new(),
+            local_keys,
             purpose: AuthPurposeCode::Registration,
             pnes: vec![req.pne_id.clone()],
             request_id: Some(req.request_id),

@@ -304,6 +304,7 @@ fn misplaced_messages_at_the_pne_and_server_are_refused() {
         pn_id: Some(pn),
         rand_pne: RandBytes([0; 16]),
         capabilities: None,
+        local_key: false,
     };
     let env = Envelope::request(MSG + 3, pne(0), Address::Server, reg);
     assert_eq!(

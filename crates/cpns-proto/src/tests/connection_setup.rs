@@ -132,9 +132,8 @@ fn a_member_back_after_a_change_confirms_the_epoch_it_pulled() {
     assert_eq!(h.gw.confirmed_members(&PnId::from_bytes([9; 16])), None);
 }
 
-/// A PNE whose PN GW did not prove itself on the link pulls its key but does not confirm: the
-/// PN GW would take a confirmation only from a proven link. One forged on the unproven link is
-/// refused and recorded nowhere.
+/// A link that has not proved its PNE gets no confirmation recorded: one forged on it is
+/// refused; the PNE itself, asked to pull, proves itself first, then confirms.
 #[test]
 fn an_unproven_link_does_not_confirm() {
     let (mut h, pn) = with_pn(&[PneSpec::cpns(); 4]);
@@ -145,12 +144,6 @@ fn an_unproven_link_does_not_confirm() {
     h.restart_from_stores(&[PneSpec::cpns(); 4]);
     h.discover_all();
     let mark = gw_confirmed(&h).len();
-    let now = h.now();
-    h.pnes[3].request_group_key(now, pn).unwrap();
-    h.pump();
-    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2);
-    assert_eq!(confirms_sent(&h, 3), 0);
-    assert!(confirmed_at(&h, 3).is_empty());
     let forged = Envelope::request(
         9_500,
         Address::Entity(pne_id(3)),
@@ -165,7 +158,16 @@ fn an_unproven_link_does_not_confirm() {
     h.pump();
     assert_eq!(last_error_to(&h, 3), Some(ErrorCode::Forbidden));
     assert_eq!(gw_confirmed(&h).len(), mark);
-    assert_eq!(h.gw.confirmed_members(&pn), Some(vec![]));
+    assert!(h.gw.confirmed_members(&pn).unwrap_or_default().is_empty());
+    // The PNE's own pull: PN GW authentication first, then the pull and its confirmation,
+    // sealed.
+    let now = h.now();
+    h.pnes[3].request_group_key(now, pn).unwrap();
+    h.pump();
+    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2);
+    assert!(h.pnes[3].link_sealed());
+    assert_eq!(confirms_sent(&h, 3), 1);
+    assert_eq!(h.gw.confirmed_members(&pn), Some(vec![pne_id(3)]));
 }
 
 /// Rewrites PNE `i`'s MembershipConfirm on its (trusted, plain) link with `f`.
@@ -333,8 +335,31 @@ fn a_member_away_when_its_membership_ended_learns_it_at_its_next_pull() {
             h.store.pne_local[3].contains_key(&pn),
             "still held while away"
         );
+        // The PN GW keeps the away member's key (only its: the others were told), across its
+        // restart, so the member can prove itself and hear the server's word.
+        let kept: Vec<_> = h
+            .store
+            .gw_departed
+            .iter()
+            .map(|(p, e, _)| (*p, e.clone()))
+            .collect();
+        assert_eq!(kept, [(pn, pne_id(3))], "release: {release}");
         h.restart_from_stores(&[PneSpec::cpns(); 4]);
+        assert_eq!(h.gw.departed_count(), 1);
         h.discover_all();
+        // A key kept for a departed member proves who it is, and makes it a member of nothing.
+        let now = h.now();
+        let leave = h.pnes[3].leave_pn(now, pn).unwrap();
+        h.pump();
+        assert!(h.pnes[3].link_sealed(), "release: {release}");
+        assert!(
+            matches!(
+                h.completion(3, leave).map(|c| &c.result),
+                Some(Err(Failure::Refused(_)))
+            ),
+            "release: {release}"
+        );
+        assert!(h.pnes[3].inventory().iter().any(|i| i.pn_id == pn));
         // A tampered word first: kept.
         h.set_hook(|f| match f.env() {
             Some(e) if matches!(e.body, Body::MembershipEnded(_)) && f.to == Party::Gw => {
@@ -357,6 +382,9 @@ fn a_member_away_when_its_membership_ended_learns_it_at_its_next_pull() {
         h.pump();
         assert!(h.pnes[3].inventory().is_empty(), "release: {release}");
         assert!(!h.store.pne_local[3].contains_key(&pn));
+        // Heard: the kept key goes.
+        assert!(h.store.gw_departed.is_empty(), "release: {release}");
+        assert_eq!(h.gw.departed_count(), 0);
         let told = if release {
             PneEvent::PnReleased(pn)
         } else {

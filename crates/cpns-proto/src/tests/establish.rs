@@ -11,55 +11,6 @@ use crate::gateway::{EstablishTargets, GatewayEvent};
 use crate::pne::PneEvent;
 use crate::server::ServerEvent;
 
-/// PNE `i` holds a LocalEUKey of `pn`, authenticated the PN GW with it, and every PAN frame
-/// after its confirmation is sealed, on the trace and on the wire.
-fn assert_sealed_member(h: &Harness, pn: PnId, i: usize) {
-    assert!(h.pnes[i].link_sealed(), "pne {i} link not sealed");
-    let t = h.pan_traces(i);
-    let confirm = t
-        .iter()
-        .position(|r| r.message == "PanAuthConfirm")
-        .expect("PN GW authentication ran");
-    assert!(
-        !t[confirm].sealed,
-        "the confirmation itself travels before the switch"
-    );
-    assert!(t.len() > confirm + 1, "something travelled after PAN auth");
-    assert!(
-        t[confirm + 1..].iter().all(|r| r.sealed),
-        "plain after PAN auth: {t:?}"
-    );
-    // On the wire too: every frame of the link after the confirmation has the sealed kind.
-    let link: Vec<_> = h
-        .log
-        .iter()
-        .filter(|f| f.from == Party::Pne(i) || f.to == Party::Pne(i))
-        .collect();
-    let at = link
-        .iter()
-        .position(|f| f.message == "PanAuthConfirm")
-        .unwrap();
-    assert!(
-        link[at + 1..]
-            .iter()
-            .all(|f| f.body[0] == 1 && f.env().is_none())
-    );
-    let own = &h.store.pne_local[i][&pn].wrapped_keys;
-    assert_eq!(own.len(), 1);
-    assert_eq!(own[0].0, pne_id(i));
-    assert!(
-        h.store.gw_local[&pn]
-            .wrapped_keys
-            .iter()
-            .any(|(p, _)| *p == pne_id(i))
-    );
-    assert!(h.pne_events(i).contains(&&PneEvent::PanAuthenticated(pn)));
-    assert!(h.gw_events().contains(&&GatewayEvent::PanAuthenticated {
-        pne: pne_id(i),
-        pn_id: pn,
-    }));
-}
-
 /// PNE `i` is a member of `pn` without any LocalEUKey and its link stayed plain.
 fn assert_plain_member(h: &Harness, pn: PnId, i: usize) {
     assert!(!h.pnes[i].link_sealed());
@@ -119,7 +70,7 @@ fn pne_initiated(specs: &[PneSpec], setup: SetupType, members: &[usize]) -> (Har
 #[test]
 fn one_to_one_on_cpns_pan_assigns_local_eukey_and_seals_link() {
     let (h, inv) = pne_initiated(&[PneSpec::cpns()], SetupType::OneToOne, &[0]);
-    assert_sealed_member(&h, inv.pn_id, 0);
+    h.assert_sealed_member(inv.pn_id, 0);
     assert_eq!(
         h.wan_messages()[8..],
         [
@@ -157,10 +108,12 @@ fn one_to_one_on_trusted_pan_has_no_local_eukey() {
     assert!(auth.unwrap().local_keys.is_empty());
 }
 
+/// A PNE without a UI on an insecure PAN asks for a LocalEUKey too, and its link is sealed
+/// (docs/security.md §4.2): no member of a `cpns` PAN keeps a plain link.
 #[test]
-fn cpns_pan_without_ui_asks_no_local_eukey() {
+fn cpns_pan_without_ui_is_sealed_too() {
     let (h, inv) = pne_initiated(&[PneSpec::cpns().no_ui()], SetupType::OneToOne, &[0]);
-    assert_plain_member(&h, inv.pn_id, 0);
+    h.assert_sealed_member(inv.pn_id, 0);
 }
 
 #[test]
@@ -168,7 +121,7 @@ fn all_on_cpns_pans_seals_every_link() {
     let specs = [PneSpec::cpns(); 3];
     let (h, inv) = pne_initiated(&specs, SetupType::All, &[0, 1, 2]);
     for i in 0..3 {
-        assert_sealed_member(&h, inv.pn_id, i);
+        h.assert_sealed_member(inv.pn_id, i);
     }
     // The PN GW keeps one LocalEUKey copy per member.
     assert_eq!(h.store.gw_local[&inv.pn_id].wrapped_keys.len(), 3);
@@ -187,8 +140,8 @@ fn all_on_trusted_pans() {
 fn invite_list_on_cpns_pans_invites_only_those_named() {
     let specs = [PneSpec::cpns(); 3];
     let (h, inv) = pne_initiated(&specs, SetupType::Invite(vec![pne_id(1)]), &[0, 1]);
-    assert_sealed_member(&h, inv.pn_id, 0);
-    assert_sealed_member(&h, inv.pn_id, 1);
+    h.assert_sealed_member(inv.pn_id, 0);
+    h.assert_sealed_member(inv.pn_id, 1);
     // Step 2 names the PN and the initiator; PNE 3 was never asked.
     let invite = h
         .delivered(Party::Gw, Party::Pne(1))
@@ -256,7 +209,7 @@ fn gw_initiated(
 fn gateway_initiated_all_over_mixed_pans() {
     let specs = [PneSpec::cpns(), PneSpec::trusted()];
     let (h, pn) = gw_initiated(&specs, EstablishTargets::All, &[0, 1]);
-    assert_sealed_member(&h, pn, 0);
+    h.assert_sealed_member(pn, 0);
     assert_plain_member(&h, pn, 1);
 }
 
@@ -268,7 +221,7 @@ fn gateway_initiated_invite_list() {
         EstablishTargets::Invite(vec![pne_id(1), pne_id(2)]),
         &[1, 2],
     );
-    assert_sealed_member(&h, pn, 1);
+    h.assert_sealed_member(pn, 1);
     assert_plain_member(&h, pn, 2);
     assert!(h.pnes[0].inventory().is_empty());
     assert!(!h.pnes[0].link_sealed());

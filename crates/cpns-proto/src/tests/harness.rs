@@ -620,6 +620,32 @@ impl Harness {
                     self.errors.push((Party::Gw, e));
                 }
             }
+            GatewayOutput::KeepDeparted {
+                token,
+                pn_id,
+                pne,
+                stored,
+            } => {
+                let result = if self.store.fail_gw {
+                    Err(crate::StoreFailure::Failed("disk full".into()))
+                } else {
+                    let kept = &mut self.store.gw_departed;
+                    kept.retain(|(p, e, _)| (*p, e) != (pn_id, &pne));
+                    kept.push((pn_id, pne, stored));
+                    Ok(())
+                };
+                if let Err(e) = self.gw.handle_persisted(now, token, result) {
+                    self.errors.push((Party::Gw, e));
+                }
+            }
+            GatewayOutput::DropDeparted { token, pn_id, pne } => {
+                self.store
+                    .gw_departed
+                    .retain(|(p, e, _)| (*p, e) != (pn_id, &pne));
+                if let Err(e) = self.gw.handle_persisted(now, token, Ok(())) {
+                    self.errors.push((Party::Gw, e));
+                }
+            }
             GatewayOutput::Event(e) => self.events.push(Ev::Gw(e)),
         }
     }
@@ -690,6 +716,9 @@ impl Harness {
         self.gw.set_wall_clock(self.base, WALL_AT_BASE);
         self.gw
             .restore(self.store.gw_local.values().cloned().collect())
+            .unwrap();
+        self.gw
+            .restore_departed(self.store.gw_departed.clone())
             .unwrap();
         for (i, spec) in specs.iter().enumerate() {
             self.gw.link_opened(LinkId(i as u64), spec.security);

@@ -26,6 +26,7 @@ fn registration_request(i: usize, n: u64) -> Vec<u8> {
             pn_id: None,
             rand_pne: RandBytes([n as u8; 16]),
             capabilities: None,
+            local_key: false,
         },
     );
     plain(&env)
@@ -168,6 +169,7 @@ fn relayed_registration(i: usize, pn: cpns_wire::PnId, n: u64) -> Vec<u8> {
             pn_id: Some(pn),
             rand_pne: RandBytes([n as u8; 16]),
             capabilities: None,
+            local_key: false,
         },
     );
     plain(&env)

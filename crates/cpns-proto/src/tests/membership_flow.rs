@@ -15,7 +15,7 @@ use super::harness::{Action, FLOW, Harness, INVITE, Party, id, plain, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
 use crate::pne::{Gone, Outcome, PneEvent};
-use crate::{Failure, Flow};
+use crate::{Failure, Flow, PanSecurity};
 
 /// Four PNEs on an insecure PAN, all members of one PN set up by PNE 0 (links sealed).
 fn with_pn() -> (Harness, PnId) {
@@ -547,14 +547,22 @@ fn joined_events(h: &Harness) -> Vec<(EntityId, Option<u64>, Vec<EntityId>)> {
 
 /// 000 §6.6.2.2: a PNE that declined the PN joins it by registering in it; everyone moves to
 /// the next epoch, the joiner with its key from the server's sealed grant, the others by PN
-/// Update Notification; a retried join adds it once.
+/// Update Notification; a retried join adds it once. On an insecure PAN the joiner's
+/// registration brings it a LocalEUKey and its link is sealed before it answers the challenge
+/// (docs/security.md §4.2); on a trusted bearer it needs none.
 #[test]
 fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
+    for joiner in [PneSpec::cpns().no_ui(), PneSpec::trusted()] {
+        joins_and_shares_the_new_epochs_key(joiner);
+    }
+}
+
+fn joins_and_shares_the_new_epochs_key(joiner: PneSpec) {
     let specs = [
         PneSpec::cpns(),
         PneSpec::cpns(),
         PneSpec::cpns(),
-        PneSpec::cpns().declining(),
+        joiner.declining(),
     ];
     let mut h = Harness::ready(&specs);
     h.setup(0, SetupType::All);
@@ -588,18 +596,22 @@ fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
         h.store.gw_local[&pn].inventory.members,
         h.store.pns[&pn].members
     );
-    // The other members' copies went to them, not to the joiner (its link is plain: it holds
-    // no LocalEUKey, having declined the PN at first).
-    let answer = h
-        .delivered(Party::Gw, Party::Pne(3))
-        .into_iter()
-        .find_map(|e| match e.body {
-            cpns_wire::Body::PneRegistrationResponse(r) => Some(r),
-            _ => None,
-        })
-        .expect("the registration answer");
-    assert_eq!(answer.epoch, Some(2));
-    assert!(answer.keys.is_empty());
+    if joiner.security == PanSecurity::Cpns {
+        // Sealed from its answer to the server's challenge on, with the key stored at both ends.
+        h.assert_sealed_member(pn, 3);
+    } else {
+        // The other members' copies went to them, not to the joiner.
+        let answer = h
+            .delivered(Party::Gw, Party::Pne(3))
+            .into_iter()
+            .find_map(|e| match e.body {
+                cpns_wire::Body::PneRegistrationResponse(r) => Some(r),
+                _ => None,
+            })
+            .expect("the registration answer");
+        assert_eq!(answer.epoch, Some(2));
+        assert!(answer.keys.is_empty());
+    }
     let from_server = h
         .delivered(Party::Server, Party::Gw)
         .into_iter()
@@ -624,9 +636,7 @@ fn a_pne_joins_and_every_member_shares_the_new_epochs_key() {
     assert_eq!(h.store.epochs[&pn].0, 2);
     assert_eq!(members(&h, pn).len(), 4);
     assert_eq!(joined_events(&h).len(), 1);
-    // The joiner holds no LocalEUKey, so its PN GW never proved itself to it on this insecure
-    // PAN; the next epoch's update still counts, because its copy (naming the new member list)
-    // opens under the joiner's SK_PNE: the server's word, whoever relayed it.
+    // The next epoch's update reaches the joiner too.
     expel(&mut h, pn, 1).unwrap();
     let (epoch, key) = h.pnes[3].group_key_of(&pn).expect("epoch 3");
     assert_eq!(epoch, 3);
@@ -1216,9 +1226,12 @@ fn a_member_that_missed_an_epoch_pulls_its_key() {
     h.pnes[3].request_group_key(now, pn).unwrap();
     h.pump();
     assert_eq!(updated(&h, 3).len(), 1);
-    // PNE 2, expelled, is no member: it cannot even ask; forged in its name, the server
-    // answers only that its membership ended, sealed for PNE 2 alone (no key, no list).
+    // PNE 2, expelled while its link was up (told, so its key went), is no member: it cannot
+    // even ask; a pull forged in its name on a link that proved nothing is refused by the PN GW
+    // and never reaches the server.
     assert!(h.pnes[2].request_group_key(now, pn).is_err());
+    assert_eq!(h.gw.departed_count(), 0);
+    let to_server = h.wan_messages().len();
     let env = Envelope::request(
         9_400,
         Address::Entity(pne_id(2)),
@@ -1231,21 +1244,17 @@ fn a_member_that_missed_an_epoch_pulls_its_key() {
     h.deliver_direct(Party::Pne(2), Party::Gw, &plain(&env))
         .unwrap();
     h.pump();
-    let answer = h
-        .delivered(Party::Server, Party::Gw)
+    assert_eq!(h.wan_messages().len(), to_server);
+    let refusal = h
+        .delivered(Party::Gw, Party::Pne(2))
         .into_iter()
         .rev()
-        .find(|e| e.to == Address::Entity(pne_id(2)))
-        .expect("answered");
-    let cpns_wire::Body::MembershipEnded(ended) = answer.body else {
-        panic!("not the end of a membership: {answer:?}");
-    };
-    assert_eq!(ended.reason, cpns_wire::EndReason::Removed);
-    let (sk, _) = &h.store.departed[&(pn, pne_id(2))];
-    assert!(
-        cpns_crypto::open_membership_ended(sk, pn.as_bytes(), pne_id(2).as_str(), 1, &ended.sealed)
-            .is_ok()
-    );
+        .find_map(|e| match e.body {
+            cpns_wire::Body::ErrorBody(b) if e.in_reply_to == Some(9_400) => Some(b),
+            _ => None,
+        })
+        .expect("refused");
+    assert_eq!(refusal.code, ErrorCode::Forbidden);
 }
 
 /// A key answer whose copy does not open is not taken.

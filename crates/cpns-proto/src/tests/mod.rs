@@ -16,6 +16,8 @@
 //! - `security`: negative tests of the WAN-side keys and hashes of docs/design.md §4.
 //! - `pan_security`: negative tests of PAN authentication, sealed frames, the sealed grant.
 //! - `identity`: claims, proofs and routes on the PAN; membership looked up, never downgraded.
+//! - `sealed_members`: every member's link sealed, joiners too; nothing relayed in a PNE's
+//!   name, or told to it, on a link that has not proved it.
 //! - `limits`: one set-up per PNE, flows per link and per PN GW, `busy` beyond them.
 //! - `relay`: the PN GW relay: deadlines, lost WAN, closed links, refusals, message ids.
 //! - `pne_flows`: the PNE's own deadlines and refusals; a second PN on a sealed link.
@@ -56,6 +58,7 @@ mod relay;
 mod release;
 mod release_flow;
 mod replay;
+mod sealed_members;
 mod secure;
 mod security;
 mod server_input;

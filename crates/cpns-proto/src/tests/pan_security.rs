@@ -137,6 +137,7 @@ fn plain_frame_on_a_sealed_link_is_rejected() {
         pn_id: Some(pn),
         rand_pne: cpns_wire::RandBytes([1; 16]),
         capabilities: None,
+        local_key: false,
     };
     let env = Envelope::request(900, Address::Entity(pne_id(0)), Address::Server, req);
     let r = h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&env));

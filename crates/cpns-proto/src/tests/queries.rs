@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use cpns_wire::{CpnsId, EntityId, Envelope, PnId, PnInventory};
 
-use super::harness::{Ev, Flight, Harness, Party};
+use super::harness::{Ev, Flight, Harness, Party, pne_id};
 use crate::CommandId;
 use crate::gateway::GatewayEvent;
 use crate::pne::{Outcome, PneEvent};
@@ -221,6 +221,58 @@ impl Harness {
         self.pne_failures(i)
             .iter()
             .any(|f| matches!(f, crate::Failure::Refused(e) if e.code == code))
+    }
+
+    /// PNE `i` holds a LocalEUKey of `pn`, authenticated the PN GW with it, and every PAN frame
+    /// after its confirmation is sealed, on the trace and on the wire.
+    pub fn assert_sealed_member(&self, pn: PnId, i: usize) {
+        assert!(self.pnes[i].link_sealed(), "pne {i} link not sealed");
+        let t = self.pan_traces(i);
+        let confirm = t
+            .iter()
+            .position(|r| r.message == "PanAuthConfirm")
+            .expect("PN GW authentication ran");
+        assert!(
+            !t[confirm].sealed,
+            "the confirmation itself travels before the switch"
+        );
+        assert!(t.len() > confirm + 1, "something travelled after PAN auth");
+        assert!(
+            t[confirm + 1..].iter().all(|r| r.sealed),
+            "plain after PAN auth: {t:?}"
+        );
+        // On the wire too: every frame of the link after the confirmation has the sealed kind.
+        let link: Vec<_> = self
+            .log
+            .iter()
+            .filter(|f| f.from == Party::Pne(i) || f.to == Party::Pne(i))
+            .collect();
+        let at = link
+            .iter()
+            .position(|f| f.message == "PanAuthConfirm")
+            .unwrap();
+        assert!(
+            link[at + 1..]
+                .iter()
+                .all(|f| f.body[0] == 1 && f.env().is_none())
+        );
+        let own = &self.store.pne_local[i][&pn].wrapped_keys;
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].0, pne_id(i));
+        assert!(
+            self.store.gw_local[&pn]
+                .wrapped_keys
+                .iter()
+                .any(|(p, _)| *p == pne_id(i))
+        );
+        assert!(
+            self.pne_events(i)
+                .contains(&&PneEvent::PanAuthenticated(pn))
+        );
+        assert!(self.gw_events().contains(&&GatewayEvent::PanAuthenticated {
+            pne: pne_id(i),
+            pn_id: pn,
+        }));
     }
 
     /// Envelopes delivered from `from` to `to` (plain frames only).

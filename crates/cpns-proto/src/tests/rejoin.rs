@@ -209,34 +209,47 @@ fn a_set_up_replays_from_its_seed() {
     assert_ne!(run(21), run(22));
 }
 
-/// Nothing to prove: on a trusted bearer the link needs no proof, and a PNE without a UI holds
-/// no LocalEUKey to prove with on an insecure PAN. Its set-up starts at the pulls and still
-/// catches up.
+/// Nothing to prove: on a trusted bearer the link needs no proof. Its set-up starts at the
+/// pulls and still catches up. (On an insecure PAN every member holds a LocalEUKey and proves
+/// itself first, a PNE without a UI too.)
 #[test]
 fn with_nothing_to_prove_the_set_up_starts_at_the_pulls() {
-    for (case, spec) in [
-        ("trusted bearer", PneSpec::trusted()),
-        ("no LocalEUKey", PneSpec::cpns().no_ui()),
-    ] {
-        let specs = [PneSpec::cpns(), PneSpec::cpns(), PneSpec::cpns(), spec];
-        let (mut h, pn) = away_then_back_with(13, specs);
-        assert!(!h.pnes[3].holds_local_key(&pn) || case == "trusted bearer");
-        let now = h.now();
-        let id = h.pnes[3].rejoin(now).unwrap();
-        assert_eq!(
-            h.pnes[3].rejoin_phase(),
-            Some(RejoinPhase::Pulling),
-            "{case}"
-        );
-        h.pump();
-        assert_eq!(
-            h.outcome(3, id),
-            &Outcome::Rejoined { pns: vec![pn] },
-            "{case}"
-        );
-        assert!(!steps_of(&h, 3).contains(&"proved"), "{case}");
-        assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2, "{case}");
-    }
+    let specs = [
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::trusted(),
+    ];
+    let (mut h, pn) = away_then_back_with(13, specs);
+    let now = h.now();
+    let id = h.pnes[3].rejoin(now).unwrap();
+    assert_eq!(h.pnes[3].rejoin_phase(), Some(RejoinPhase::Pulling));
+    h.pump();
+    assert_eq!(h.outcome(3, id), &Outcome::Rejoined { pns: vec![pn] });
+    assert!(!steps_of(&h, 3).contains(&"proved"));
+    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2);
+}
+
+/// A PNE without a UI on an insecure PAN holds a LocalEUKey like any member, and its set-up
+/// proves it first.
+#[test]
+fn a_pne_without_a_ui_proves_itself_first() {
+    let specs = [
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns().no_ui(),
+    ];
+    let (mut h, pn) = away_then_back_with(13, specs);
+    assert!(h.pnes[3].holds_local_key(&pn));
+    let now = h.now();
+    let id = h.pnes[3].rejoin(now).unwrap();
+    assert_eq!(h.pnes[3].rejoin_phase(), Some(RejoinPhase::Proving));
+    h.pump();
+    assert_eq!(h.outcome(3, id), &Outcome::Rejoined { pns: vec![pn] });
+    assert!(steps_of(&h, 3).contains(&"proved"));
+    assert!(h.pnes[3].link_sealed());
+    assert_eq!(h.pnes[3].group_key_of(&pn).unwrap().0, 2);
 }
 
 /// The set-up waits for its own capabilities report only: a report the application asked for
@@ -244,10 +257,11 @@ fn with_nothing_to_prove_the_set_up_starts_at_the_pulls() {
 #[test]
 fn the_set_up_waits_for_its_own_report_not_an_applications() {
     let (mut h, pn) = away_then_back(13);
-    // The PNE's first capabilities report to its PN GW (the application's) is lost.
+    // The PNE's first capabilities report (the application's) is lost on its way to the
+    // server (on the sealed PAN link a lost frame would end the link).
     let mut lost = false;
     h.set_hook(move |f| {
-        if f.message == "DeviceCapabilitiesUpdate" && f.from == Party::Pne(3) && !lost {
+        if f.message == "DeviceCapabilitiesUpdate" && f.to == Party::Server && !lost {
             lost = true;
             Action::Drop
         } else {

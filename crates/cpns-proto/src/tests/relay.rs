@@ -41,6 +41,7 @@ fn registration(i: usize, n: u64) -> Envelope {
             pn_id: None,
             rand_pne: RandBytes([9; 16]),
             capabilities: None,
+            local_key: false,
         },
     )
 }

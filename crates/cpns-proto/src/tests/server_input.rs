@@ -230,6 +230,7 @@ fn pne_registration(pn: PnId, pne: EntityId, request: u64) -> Envelope {
             pn_id: Some(pn),
             rand_pne: RandBytes([5; 16]),
             capabilities: None,
+            local_key: false,
         },
     )
 }

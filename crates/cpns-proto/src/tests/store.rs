@@ -40,6 +40,8 @@ pub(super) struct Store {
     pub lifetimes: BTreeMap<PnId, u32>,
     next_cpns: u32,
     pub gw_local: BTreeMap<PnId, LocalPnState>,
+    /// The PN GW's departed members' keys, in the order kept.
+    pub gw_departed: Vec<(PnId, EntityId, Vec<u8>)>,
     pub pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
     /// Make the next persists of the server, the PN GW or the PNEs fail.
     pub fail_server: bool,

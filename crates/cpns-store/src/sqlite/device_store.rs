@@ -1,12 +1,12 @@
 //! [`DeviceStore`] on SQLite: a PN GW's or a PNE's own tables (`local_pns`, `local_members`,
-//! `local_session`, `local_usage`, `usage_prefs`). Writes go through the writer, one
+//! `local_session`, `local_departed`, `local_usage`, `usage_prefs`). Writes go through the writer, one
 //! transaction each; reads run on a read connection, a read of several queries in one read
 //! transaction.
 
-use cpns_wire::{PnId, Preference};
+use cpns_wire::{EntityId, PnId, Preference};
 
 use super::{SqliteStore, local, usage};
-use crate::{DeviceStore, LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
+use crate::{DepartedKey, DeviceStore, LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
 
 impl DeviceStore for SqliteStore {
     async fn save_local_pn(&self, p: &LocalPn) -> Result<()> {
@@ -31,6 +31,21 @@ impl DeviceStore for SqliteStore {
     async fn remove_local_pn(&self, p: &PnId) -> Result<bool> {
         let p = *p;
         self.write(move |c| local::remove_local_pn(c, &p)).await
+    }
+
+    async fn save_departed(&self, key: &DepartedKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |c| local::save_departed(c, &key)).await
+    }
+
+    async fn remove_departed(&self, pn: &PnId, pne: &EntityId) -> Result<bool> {
+        let (pn, pne) = (*pn, pne.clone());
+        self.write(move |c| local::remove_departed(c, &pn, &pne))
+            .await
+    }
+
+    async fn departed(&self) -> Result<Vec<DepartedKey>> {
+        self.inner.readers.read(local::departed)
     }
 
     async fn save_local_usage(&self, record: &cpns_wire::UsageRecord) -> Result<()> {

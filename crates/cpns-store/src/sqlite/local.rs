@@ -2,11 +2,11 @@
 //! 000 §6.6.1.1 steps 13-15, 003 §1.4.1 step 4): what a PN GW or PNE keeps about the PNs it
 //! belongs to.
 
-use cpns_wire::PnId;
+use cpns_wire::{EntityId, PnId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec;
-use crate::{LocalMember, LocalPn, LocalSession, Result};
+use crate::{DepartedKey, LocalMember, LocalPn, LocalSession, Result};
 
 /// Stores `pn`, or replaces it and its whole member list; a replaced PN keeps its place in the
 /// order first stored.
@@ -137,6 +137,52 @@ pub(super) fn local_session(conn: &Connection) -> Result<Option<LocalSession>> {
                 sealed_session_key: row.get("sealed_session_key")?,
                 lifetime_s: row.get("lifetime_s")?,
                 stored_at: row.get("stored_at")?,
+            })
+        },
+    )
+}
+
+/// Keeps a departed member's key, replacing one of the same PN and PNE.
+pub(super) fn save_departed(conn: &Connection, k: &DepartedKey) -> Result<()> {
+    codec::exec(
+        conn,
+        "INSERT INTO local_departed (pn_id, pne_id, sealed_local_key, departed_at) \
+         VALUES (?, ?, ?, ?) \
+         ON CONFLICT (pn_id, pne_id) DO UPDATE SET \
+         sealed_local_key = excluded.sealed_local_key, departed_at = excluded.departed_at",
+        params![
+            k.pn_id.as_bytes().as_slice(),
+            k.pne_id.as_str(),
+            k.sealed_local_key,
+            k.departed_at,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes the departed key of (`pn`, `pne`); true if it was there.
+pub(super) fn remove_departed(conn: &Connection, pn: &PnId, pne: &EntityId) -> Result<bool> {
+    let removed = codec::exec(
+        conn,
+        "DELETE FROM local_departed WHERE pn_id = ? AND pne_id = ?",
+        params![pn.as_bytes().as_slice(), pne.as_str()],
+    )?;
+    Ok(removed > 0)
+}
+
+/// Every departed key, oldest first.
+pub(super) fn departed(conn: &Connection) -> Result<Vec<DepartedKey>> {
+    codec::all(
+        conn,
+        "SELECT pn_id, pne_id, sealed_local_key, departed_at FROM local_departed \
+         ORDER BY departed_at, pn_id, pne_id",
+        [],
+        |row| {
+            Ok(DepartedKey {
+                pn_id: codec::pn_id(row, "pn_id")?,
+                pne_id: codec::id(row, "pne_id")?,
+                sealed_local_key: row.get("sealed_local_key")?,
+                departed_at: row.get("departed_at")?,
             })
         },
     )

@@ -76,6 +76,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "status and usage",
         sql: include_str!("../../migrations/sqlite/0011_status_and_usage.sql"),
     },
+    Migration {
+        version: 12,
+        name: "local departed",
+        sql: include_str!("../../migrations/sqlite/0012_local_departed.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -1,7 +1,9 @@
 //! Conformance cases of [`DeviceStore`]: a PN GW's or a PNE's own local PNs, its secure
 //! session, its usage records and reporting preferences.
 
-use cpns_store::{DeviceStore, GroupEpoch, LocalMember, LocalPn, LocalSession, StoreError};
+use cpns_store::{
+    DepartedKey, DeviceStore, GroupEpoch, LocalMember, LocalPn, LocalSession, StoreError,
+};
 use cpns_wire::{Audience, CpnsId, Preference};
 
 use super::status_usage::record;
@@ -99,6 +101,45 @@ pub async fn local_session_is_kept_and_replaced<S: DeviceStore>(s: &S) {
 }
 
 /// What [`durable_check`] finds after the store is reopened.
+/// A PN GW's departed keys: kept per (PN, PNE), a second one replacing the first, listed
+/// oldest first, removed one at a time, and independent of the PN's own rows (a released PN's
+/// keys outlive it).
+pub async fn departed_keys_are_kept_replaced_and_removed<S: DeviceStore>(s: &S) {
+    let key = |pn: u8, pne: &str, byte: u8, at: i64| DepartedKey {
+        pn_id: pid(pn),
+        pne_id: eid(pne),
+        sealed_local_key: vec![byte; 76],
+        departed_at: at,
+    };
+    assert!(s.departed().await.unwrap().is_empty());
+    s.save_local_pn(&local(1, &[("pne-1", None)]))
+        .await
+        .unwrap();
+    s.save_departed(&key(1, "pne-2", 1, 30)).await.unwrap();
+    s.save_departed(&key(2, "pne-2", 2, 10)).await.unwrap();
+    s.save_departed(&key(1, "pne-3", 3, 20)).await.unwrap();
+    // The same (PN, PNE) again replaces its row.
+    s.save_departed(&key(1, "pne-2", 4, 40)).await.unwrap();
+    assert_eq!(
+        s.departed().await.unwrap(),
+        [
+            key(2, "pne-2", 2, 10),
+            key(1, "pne-3", 3, 20),
+            key(1, "pne-2", 4, 40)
+        ]
+    );
+    // Removing the PN keeps the keys of its departed members.
+    assert!(s.remove_local_pn(&pid(1)).await.unwrap());
+    assert_eq!(s.departed().await.unwrap().len(), 3);
+    assert!(s.remove_departed(&pid(1), &eid("pne-2")).await.unwrap());
+    assert!(!s.remove_departed(&pid(1), &eid("pne-2")).await.unwrap());
+    assert!(!s.remove_departed(&pid(3), &eid("pne-3")).await.unwrap());
+    assert_eq!(
+        s.departed().await.unwrap(),
+        [key(2, "pne-2", 2, 10), key(1, "pne-3", 3, 20)]
+    );
+}
+
 pub async fn durable_write<S: DeviceStore>(s: &S) {
     s.save_local_pn(&local(1, &[("pne-1", Some("pan:1"))]))
         .await

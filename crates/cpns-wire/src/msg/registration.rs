@@ -26,6 +26,13 @@ pub struct PneRegistrationRequest {
     /// The PNE's device capabilities, used when the PN GW adds it to a PN.
     #[n(4)]
     pub capabilities: Option<DeviceCapabilities>,
+    /// Asks for a LocalEUKey for (PN, PNE), as a join information's `local_key` does (000
+    /// §6.6.1.1 step 1): a PNE on a `cpns` PAN that holds none for the PN it registers in. The
+    /// server sends the wrapped copies in its Authentication Request (docs/security.md §4.2).
+    /// Absent when false, so a request that asks for none encodes as before.
+    #[n(5)]
+    #[cbor(default, skip_if = "core::ops::Not::not")]
+    pub local_key: bool,
 }
 
 /// PNE Registration Response, CPNS Server to PN GW to PNE (003 §1.4.1 steps 3-4).

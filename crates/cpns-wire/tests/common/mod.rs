@@ -453,6 +453,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 pn_id: Some(pn(7)),
                 rand_pne: RandBytes([0x88; 16]),
                 capabilities: Some(caps_full()),
+                local_key: false,
             }
             .into(),
         ),
@@ -464,6 +465,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 pn_id: None,
                 rand_pne: RandBytes([0x88; 16]),
                 capabilities: None,
+                local_key: false,
             }
             .into(),
         ),

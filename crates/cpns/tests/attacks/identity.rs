@@ -203,6 +203,7 @@ fn registration(pne: &cpns_wire::EntityId, request: u64) -> PneRegistrationReque
         pn_id: None,
         rand_pne: RandBytes([5; 16]),
         capabilities: None,
+        local_key: false,
     }
 }
 

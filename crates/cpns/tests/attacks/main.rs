@@ -22,6 +22,9 @@
 //!   and takes the id; the squatter's link is closed.
 //! - [`unproven`]: a raw link naming a PNE that is not linked asks for the user's statuses and
 //!   subscribes: refused, the server's store unchanged.
+//! - [`injected`]: a man in the middle on the PAN appends plain frames in the name of a member
+//!   without a UI that joined by registering: its link is sealed, the PN GW refuses them at
+//!   the frame, and nothing reaches the server.
 //! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
 //!   the two inventories agree.
 //!
@@ -38,6 +41,7 @@ mod control;
 mod floods;
 mod harness;
 mod identity;
+mod injected;
 mod oversize;
 mod reconnect;
 mod release;

@@ -347,7 +347,7 @@ impl PneRun<'_> {
         self.flag(&["--decline"])
     }
 
-    /// `--no-ui`: a device without a UI, which asks for no LocalEUKey.
+    /// `--no-ui`: a device without a UI (on an insecure PAN it holds a LocalEUKey all the same).
     pub fn no_ui(self) -> Self {
         self.flag(&["--no-ui"])
     }

@@ -1,0 +1,275 @@
+//! Every member's PAN link is sealed (docs/security.md §4.2, §4.4): a PNE that joins by
+//! registration, with or without a UI, gets a LocalEUKey in the server's challenge and proves
+//! itself with it before it answers; frames injected in its name are refused; the PN GW
+//! relays nothing in a PNE's name, and tells it nothing, from a link that has not proved it;
+//! a member that was away when its membership ended keeps a way to prove itself and hear it.
+
+use cpns_wire::{
+    Address, AuthPurposeCode, AuthenticationResponse, Body, CapabilitiesQuery, Envelope, ErrorCode,
+    PnId, SetupType, StatusEntry, StatusReport,
+};
+
+use super::harness::{Action, Harness, Party, plain, pne_id, rewrite};
+use super::store::PneSpec;
+use crate::{Failure, ProtoError};
+
+/// Three members over `cpns` links, and PNE 3, without a UI, which declined the PN at first.
+fn with_a_declined_pne() -> (Harness, PnId) {
+    let specs = [
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns().no_ui().declining(),
+    ];
+    let mut h = Harness::ready(&specs);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert_eq!(h.members(pn).len(), 3);
+    (h, pn)
+}
+
+fn error_to(h: &Harness, i: usize, reply_to: u64) -> Option<ErrorCode> {
+    h.delivered(Party::Gw, Party::Pne(i))
+        .into_iter()
+        .find(|e| e.in_reply_to == Some(reply_to))
+        .and_then(|e| e.error().map(|e| e.code))
+}
+
+/// A joiner without a UI asks for a LocalEUKey, proves itself with the one the challenge
+/// brought and answers sealed; both ends keep the key; a frame injected plain in its name on
+/// its link is refused and reaches nothing.
+#[test]
+fn a_joiner_without_a_ui_is_sealed_and_frames_injected_in_its_name_are_refused() {
+    let (mut h, pn) = with_a_declined_pne();
+    h.register(3, Some(pn));
+    assert_eq!(h.members(pn).len(), 4);
+    h.assert_sealed_member(pn, 3);
+    assert!(h.pnes[3].holds_local_key(&pn));
+    // The registration asked for the key, and its answer to the challenge was sealed.
+    let asked = h
+        .delivered(Party::Pne(3), Party::Gw)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PneRegistrationRequest(r) => Some(r.local_key),
+            _ => None,
+        });
+    assert_eq!(asked, Some(true));
+    let answered_sealed = h
+        .pan_traces(3)
+        .iter()
+        .filter(|r| r.message == "AuthenticationResponse")
+        .all(|r| r.sealed);
+    assert!(answered_sealed);
+    let before = h.snapshot();
+    let to_server = h.wan_messages().len();
+    let forged = Envelope::request(
+        9_700,
+        Address::Entity(pne_id(3)),
+        Address::Server,
+        StatusReport {
+            entries: vec![StatusEntry::new(pne_id(3), cpns_wire::Status::Busy)],
+        },
+    );
+    let r = h.deliver_direct(Party::Pne(3), Party::Gw, &plain(&forged));
+    assert_eq!(r, Err(ProtoError::PlainOnSealedLink));
+    h.pump();
+    assert_eq!(h.wan_messages().len(), to_server);
+    assert_eq!(h.snapshot(), before);
+}
+
+/// A device on the path that takes the LocalEUKey out of the server's challenge makes the
+/// registration fail at the PNE (it asked for one), and the PNE joins nothing.
+#[test]
+fn a_challenge_without_the_key_asked_for_is_refused() {
+    let (mut h, pn) = with_a_declined_pne();
+    h.set_hook(|f| match f.env() {
+        Some(e) if f.to == Party::Pne(3) && matches!(e.body, Body::AuthenticationRequest(_)) => {
+            Action::Replace(rewrite(&f.body, |env| {
+                if let Body::AuthenticationRequest(a) = &mut env.body {
+                    a.local_keys.clear();
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    h.register(3, Some(pn));
+    assert!(h.pne_failures(3).contains(&Failure::LocalKeyNotAssigned));
+    assert_eq!(h.members(pn).len(), 3);
+    assert!(!h.store.effects.contains_key("register_pne"));
+    assert!(h.pnes[3].inventory().is_empty());
+}
+
+/// A copy of the key altered on the way does not unwrap: the PNE refuses the challenge.
+#[test]
+fn a_challenge_whose_key_was_altered_is_refused() {
+    let (mut h, pn) = with_a_declined_pne();
+    h.set_hook(|f| match f.env() {
+        Some(e) if f.to == Party::Pne(3) && matches!(e.body, Body::AuthenticationRequest(_)) => {
+            Action::Replace(rewrite(&f.body, |env| {
+                if let Body::AuthenticationRequest(a) = &mut env.body {
+                    a.local_keys[0].for_pne[20] ^= 1;
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    h.register(3, Some(pn));
+    assert!(h.pne_failures(3).contains(&Failure::LocalKeyDidNotUnwrap));
+    assert_eq!(h.members(pn).len(), 3);
+    assert!(!h.store.effects.contains_key("register_pne"));
+}
+
+/// The PN GW's own copy altered on the WAN does not unwrap: the PN GW answers the server's
+/// challenge with an error, and nothing reaches the PNE or changes.
+#[test]
+fn a_gateway_copy_that_does_not_unwrap_ends_the_registration() {
+    let (mut h, pn) = with_a_declined_pne();
+    h.set_hook(|f| match f.env() {
+        Some(e) if f.to == Party::Gw && matches!(e.body, Body::AuthenticationRequest(_)) => {
+            Action::Replace(rewrite(&f.body, |env| {
+                if let Body::AuthenticationRequest(a) = &mut env.body {
+                    for w in &mut a.local_keys {
+                        w.for_gw[30] ^= 1;
+                    }
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    let before = h.pan_traces(3).len();
+    h.register(3, Some(pn));
+    let after: Vec<_> = h.pan_traces(3)[before..]
+        .iter()
+        .map(|r| r.message)
+        .collect();
+    assert!(!after.contains(&"AuthenticationRequest"), "{after:?}");
+    assert!(!h.store.effects.contains_key("register_pne"));
+    assert_eq!(h.members(pn).len(), 3);
+    assert!(!h.pne_failures(3).is_empty());
+}
+
+/// An answer to a relayed server request, from a link that proved nothing (a plain link on an
+/// insecure PAN), is dropped and never reaches the server; a request of any kind is refused.
+#[test]
+fn an_unproven_link_answers_and_asks_nothing_in_a_pnes_name() {
+    let mut h = Harness::ready(&[PneSpec::cpns(); 2]);
+    let to_server = h.wan_messages().len();
+    let answer = Envelope::response(
+        9_800,
+        4,
+        Address::Entity(pne_id(0)),
+        Address::Server,
+        AuthenticationResponse {
+            pn_id: PnId::from_bytes([1; 16]),
+            hashes: Vec::new(),
+            purpose: AuthPurposeCode::Registration,
+            request_id: None,
+        },
+    );
+    h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&answer))
+        .unwrap();
+    for (msg, body) in [
+        (
+            9_801,
+            Body::GroupKeyRequest(cpns_wire::GroupKeyRequest {
+                request_id: cpns_wire::RequestId(1),
+                pn_id: PnId::from_bytes([1; 16]),
+            }),
+        ),
+        (
+            9_802,
+            Body::SecureRequest(cpns_wire::SecureRequest {
+                request_id: cpns_wire::RequestId(2),
+                pn_id: PnId::from_bytes([1; 16]),
+                sealed: vec![0; 40],
+            }),
+        ),
+    ] {
+        let env = Envelope::request(msg, Address::Entity(pne_id(0)), Address::Server, body);
+        h.deliver_direct(Party::Pne(0), Party::Gw, &plain(&env))
+            .unwrap();
+    }
+    h.pump();
+    assert_eq!(h.wan_messages().len(), to_server);
+    // The answer is dropped (a response is not answered); the requests are refused.
+    assert_eq!(error_to(&h, 0, 9_800), None);
+    for msg in [9_801, 9_802] {
+        assert_eq!(error_to(&h, 0, msg), Some(ErrorCode::Forbidden), "{msg}");
+    }
+}
+
+/// What the server sends a PNE reaches only a link that proved it: a request for a PNE whose
+/// link proved nothing is answered `not_found` to the server and nothing goes on the link.
+#[test]
+fn a_server_request_for_an_unproven_link_goes_nowhere() {
+    let (mut h, _) = with_a_declined_pne();
+    // PNE 3 named itself on its link (discovery) but never proved anything.
+    let on_link = h.pan_traces(3).len();
+    let query = Envelope::request(
+        77_000,
+        Address::Server,
+        Address::Entity(pne_id(3)),
+        CapabilitiesQuery { entity: pne_id(3) },
+    );
+    h.inject(Party::Server, Party::Gw, plain(&query));
+    h.pump();
+    assert_eq!(h.pan_traces(3).len(), on_link);
+    let answer = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .find(|e| e.in_reply_to == Some(77_000))
+        .expect("answered");
+    assert_eq!(answer.error().map(|e| e.code), Some(ErrorCode::NotFound));
+    // A proven member gets it.
+    let query = Envelope::request(
+        77_001,
+        Address::Server,
+        Address::Entity(pne_id(1)),
+        CapabilitiesQuery { entity: pne_id(1) },
+    );
+    h.inject(Party::Server, Party::Gw, plain(&query));
+    h.pump();
+    assert!(
+        h.pan_traces(1)
+            .iter()
+            .any(|r| r.message == "CapabilitiesQuery" && r.sealed)
+    );
+}
+
+/// A PNE on an insecure PAN whose join information asks for no LocalEUKey (another
+/// implementation, or a device on the path that cleared the flag) gets one anyway: the PN GW
+/// asks it for every PNE on a `cpns` link, and the PNE's link is sealed.
+#[test]
+fn the_gateway_asks_a_key_for_every_pne_on_an_insecure_pan() {
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::cpns()]);
+    h.set_hook(|f| match f.env() {
+        Some(e)
+            if f.to == Party::Gw
+                && matches!(e.body, Body::PnSetupRequest(_) | Body::PnSetupResponse(_)) =>
+        {
+            Action::Replace(rewrite(&f.body, |env| {
+                let join = match &mut env.body {
+                    Body::PnSetupRequest(r) => r.join.as_mut(),
+                    Body::PnSetupResponse(r) => r.join.as_mut(),
+                    _ => None,
+                };
+                if let Some(j) = join {
+                    j.local_key = false;
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    let asked = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::PnRegistrationRequest(r) => Some(r.pnes.iter().all(|j| j.local_key)),
+            _ => None,
+        });
+    assert_eq!(asked, Some(true));
+    h.assert_sealed_member(pn, 0);
+    h.assert_sealed_member(pn, 1);
+}
