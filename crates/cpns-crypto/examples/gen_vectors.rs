@@ -428,19 +428,30 @@ fn pan(establishment: &PneAuthCase, registration: &PneAuthCase, grant_box: &[u8]
 }
 
 fn e2e(sk: &SessionKey) -> Value {
+    let (s2p, p2s) = (E2eDirection::ServerToPne, E2eDirection::PneToServer);
     let cases: Vec<Value> = [
-        (E2eDirection::ServerToPne, "server_to_pne", 1u8),
-        (E2eDirection::PneToServer, "pne_to_server", 2u8),
+        (s2p, "server_to_pne", E2eKind::Grant, "grant"),
+        (s2p, "server_to_pne", E2eKind::Secure, "secure"),
+        (p2s, "pne_to_server", E2eKind::Secure, "secure"),
+        (s2p, "server_to_pne", E2eKind::GroupKey, "group_key"),
+        (
+            s2p,
+            "server_to_pne",
+            E2eKind::MembershipEnded,
+            "membership_ended",
+        ),
     ]
     .iter()
-    .map(|(dir, name, code)| {
+    .map(|(dir, name, kind, kind_name)| {
         json!({
             "direction": name,
-            "direction_code": hx([*code]),
+            "direction_code": hx([dir.code()]),
+            "kind": kind_name,
+            "kind_code": hx([kind.code()]),
             "sk_pne": sk.to_hex().as_str(),
             "prk": hx(v::hkdf_prk(None, sk.expose_secret())),
-            "key_info": hx(v::transcript(labels::E2E_KEY, &[&[*code]])),
-            "key": hx(v::e2e_key(sk, *dir)),
+            "key_info": hx(v::transcript(labels::E2E_KEY, &[&[dir.code()], &[kind.code()]])),
+            "key": hx(v::e2e_key(sk, *dir, *kind)),
         })
     })
     .collect();
@@ -484,8 +495,12 @@ fn registration_grant(sk: &SessionKey) -> (Value, Vec<u8>) {
             "grant_diagnostic": diag(&grant_cbor),
             "grant_cbor": hx(&grant_cbor),
             "direction_code": hx([E2eDirection::ServerToPne.code()]),
-            "key_info": hx(v::transcript(labels::E2E_KEY, &[&[E2eDirection::ServerToPne.code()]])),
-            "key": hx(v::e2e_key(sk, E2eDirection::ServerToPne)),
+            "kind_code": hx([E2eKind::Grant.code()]),
+            "key_info": hx(v::transcript(
+                labels::E2E_KEY,
+                &[&[E2eDirection::ServerToPne.code()], &[E2eKind::Grant.code()]],
+            )),
+            "key": hx(v::e2e_key(sk, E2eDirection::ServerToPne, E2eKind::Grant)),
             "aad": hx(registration_grant_aad(&binding)),
             "nonce": hx(nonce),
         },
@@ -515,7 +530,7 @@ fn secure_session(sk: &SessionKey) -> Value {
     .map(|(dir, nonce)| {
         json!({
             "direction_code": hx([dir.code()]),
-            "key": hx(v::e2e_key(sk, *dir)),
+            "key": hx(v::e2e_key(sk, *dir, E2eKind::Secure)),
             "aad": hx(secure_message_aad(*dir, &binding)),
             "nonce": hx(nonce),
             "sealed": hx(seal_secure_message_with_nonce(sk, *dir, &binding, &call_cbor, *nonce)),
@@ -594,10 +609,11 @@ fn at_rest(sk_pne: &SessionKey) -> Value {
     })
 }
 
-/// A PN's group key of one epoch and its four boxes (docs/security.md §4.10): the member's copy
-/// under K_dir(server → PNE) of the SK_PNE of `pne_auth[0]`, bound to the inventory of that
-/// vector; group content under K_gc; the GK at rest under K_rest of the `at_rest` master key;
-/// and the server's word that the membership ended, once per reason.
+/// A PN's group key of one epoch and its boxes (docs/security.md §4.10): the member's copy
+/// under K(server → PNE, group key) of the SK_PNE of `pne_auth[0]`, bound to the inventory of
+/// that vector, pushed and answering a pull; group content under K_gc; the GK at rest under
+/// K_rest of the `at_rest` master key; and the server's word that the membership ended,
+/// answering the same pull, once per reason.
 fn group(sk_pne: &SessionKey) -> Value {
     let epoch = 1u64;
     let gk = GroupKey::from_bytes(pattern(0x08));
@@ -608,9 +624,20 @@ fn group(sk_pne: &SessionKey) -> Value {
         epoch,
         pne_id: PNE_ID,
         inventory_digest: &digest,
+        pull: None,
     };
+    // The pull a copy or the ended word answers (docs/security.md §4.10).
+    let request_id = 0x0102_0304_0506_0708_u64;
+    let pulled = GroupKeyBinding {
+        pull: Some(request_id),
+        ..binding
+    };
+    let pulled_nonce = pattern::<12>(0x68);
     let s2p = E2eDirection::ServerToPne;
-    let s2p_info = v::transcript(labels::E2E_KEY, &[&[s2p.code()]]);
+    let s2p_info = v::transcript(
+        labels::E2E_KEY,
+        &[&[s2p.code()], &[E2eKind::GroupKey.code()]],
+    );
     let copy_nonce = pattern::<12>(0x18);
     let content = b"family photo";
     let content_nonce = pattern::<12>(0x28);
@@ -622,14 +649,21 @@ fn group(sk_pne: &SessionKey) -> Value {
     ]
     .iter()
     .map(|(name, why, nonce)| {
+        let b = EndedBinding {
+            pn_id: &PN_ID,
+            pne_id: PNE_ID,
+            request_id,
+            why: *why,
+        };
         json!({
             "reason": name,
             "reason_code": hx([*why]),
-            "key": hx(v::e2e_key(sk_pne, s2p)),
-            "aad": hx(v::membership_ended_aad(&PN_ID, PNE_ID, *why)),
+            "kind_code": hx([E2eKind::MembershipEnded.code()]),
+            "key": hx(v::e2e_key(sk_pne, s2p, E2eKind::MembershipEnded)),
+            "aad": hx(v::membership_ended_aad(&b)),
             "plaintext": hx([*why]),
             "nonce": hx(nonce),
-            "sealed": hx(seal_membership_ended_with_nonce(sk_pne, &PN_ID, PNE_ID, *why, *nonce)),
+            "sealed": hx(seal_membership_ended_with_nonce(sk_pne, &b, *nonce)),
         })
     })
     .collect();
@@ -643,15 +677,23 @@ fn group(sk_pne: &SessionKey) -> Value {
             "inventory_digest": hx(digest),
             "gk": gk.to_hex().as_str(),
             "master_key": master.to_hex().as_str(),
+            "request_id": request_id,
+            "request_id_u64be": hx(request_id.to_be_bytes()),
         },
         "copy": {
             "direction_code": hx([s2p.code()]),
+            "kind_code": hx([E2eKind::GroupKey.code()]),
             "key_info": hx(&s2p_info),
-            "key": hx(v::e2e_key(sk_pne, s2p)),
+            "key": hx(v::e2e_key(sk_pne, s2p, E2eKind::GroupKey)),
             "aad": hx(v::group_key_aad(&binding)),
             "plaintext": gk.to_hex().as_str(),
             "nonce": hx(copy_nonce),
             "sealed": hx(seal_group_key_with_nonce(sk_pne, &binding, &gk, copy_nonce)),
+        },
+        "pulled_copy": {
+            "aad": hx(v::group_key_aad(&pulled)),
+            "nonce": hx(pulled_nonce),
+            "sealed": hx(seal_group_key_with_nonce(sk_pne, &pulled, &gk, pulled_nonce)),
         },
         "content": {
             "prk": hx(v::hkdf_prk(None, gk.expose_secret())),
@@ -683,8 +725,9 @@ fn main() {
         .map(|l| (l.to_string(), Value::String(hx(l.as_bytes()))))
         .collect();
     let doc = json!({
-        "about": "CPNS v1 key schedule test vectors; see docs/security.md. All byte strings are lowercase hex; ids are UTF-8 strings; *_diagnostic values are CBOR diagnostic notation (RFC 8949 §8) of the hex next to them. Generated by crates/cpns-crypto/examples/gen_vectors.rs and checked by crates/cpns-crypto/tests/vectors.rs.",
+        "about": "CPNS key schedule test vectors (labels cpns/v1, protocol version 2); see docs/security.md. All byte strings are lowercase hex; ids are UTF-8 strings; *_diagnostic values are CBOR diagnostic notation (RFC 8949 §8) of the hex next to them. Generated by crates/cpns-crypto/examples/gen_vectors.rs and checked by crates/cpns-crypto/tests/vectors.rs.",
         "version": "cpns/v1",
+        "protocol_version": cpns_wire::PROTOCOL_VERSION,
         "encoding": "T(x) = len(x) as u16 big-endian || x (len >= 65535: ffff || u64 BE); a *_info / *_message / aad value is the concatenation of T() of the label and each field; HKDF and HMAC are SHA-256; AEAD is ChaCha20-Poly1305 (RFC 8439)",
         "labels": labels,
         "pne_auth": [establishment.value, registration.value],

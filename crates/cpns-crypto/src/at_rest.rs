@@ -141,7 +141,7 @@ mod tests {
         assert_ne!(*at_rest_key(&master()), *master().expose_secret());
         // The same bytes used as an SK_PNE give a different key: labels separate the uses.
         let sk = crate::SessionKey::from_bytes(*master().expose_secret());
-        let e2e = crate::e2e::e2e_key(&sk, crate::E2eDirection::ServerToPne);
+        let e2e = crate::e2e::e2e_key(&sk, crate::E2eDirection::ServerToPne, crate::E2eKind::Grant);
         assert_ne!(*at_rest_key(&master()), *e2e);
     }
 }

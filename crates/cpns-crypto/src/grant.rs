@@ -6,7 +6,7 @@
 //! the direction key derived from it, and its associated data names the PN, the PNE, the request
 //! and the CPNS ID:
 //! ```text
-//! K_s2p  = HKDF-SHA256(salt = none, IKM = SK_PNE, info = T("cpns/v1/e2e-key") ‖ T(01))
+//! K_s2p  = HKDF-SHA256(salt = none, IKM = SK_PNE, info = T("cpns/v1/e2e-key") ‖ T(01) ‖ T(01))
 //! aad    = T("cpns/v1/registration-grant") ‖ T(PN ID) ‖ T(PNE ID) ‖ T(u64be(request id)) ‖ T(CPNS ID)
 //! sealed = nonce(12, random) ‖ ChaCha20-Poly1305(K_s2p, nonce, aad, CBOR(RegistrationGrant))
 //! ```
@@ -14,7 +14,10 @@
 //! `registration-grant`); this crate treats it as bytes.
 
 use crate::aad::{GrantBinding, registration_grant_aad};
-use crate::e2e::{E2eDirection, open_e2e, seal_e2e, seal_e2e_with_nonce};
+use crate::e2e::{E2eDirection, E2eKind, open_e2e, seal_e2e, seal_e2e_with_nonce};
+
+/// The grant's key: server to PNE, kind grant.
+const GRANT: (E2eDirection, E2eKind) = (E2eDirection::ServerToPne, E2eKind::Grant);
 use crate::error::CryptoError;
 use crate::keys::SessionKey;
 use crate::rng::CryptoRng;
@@ -34,7 +37,7 @@ pub fn seal_registration_grant<R: CryptoRng + ?Sized>(
     seal_e2e(
         rng,
         sk_pne,
-        E2eDirection::ServerToPne,
+        GRANT,
         &registration_grant_aad(binding),
         grant_cbor,
     )
@@ -49,7 +52,7 @@ pub fn seal_registration_grant_with_nonce(
 ) -> Vec<u8> {
     seal_e2e_with_nonce(
         sk_pne,
-        E2eDirection::ServerToPne,
+        GRANT,
         &registration_grant_aad(binding),
         grant_cbor,
         nonce,
@@ -67,12 +70,7 @@ pub fn open_registration_grant(
     binding: &GrantBinding<'_>,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    open_e2e(
-        sk_pne,
-        E2eDirection::ServerToPne,
-        &registration_grant_aad(binding),
-        sealed,
-    )
+    open_e2e(sk_pne, GRANT, &registration_grant_aad(binding), sealed)
 }
 
 #[cfg(test)]
@@ -145,13 +143,20 @@ mod tests {
             open_registration_grant(&other, &binding(), &s),
             Err(CryptoError::BadTag)
         );
-        // Sealed under SK_PNE itself or the PNE → server key, it does not open either.
+        // Sealed under SK_PNE itself, the PNE → server key or another kind's key, it does not
+        // open either.
         let aad = registration_grant_aad(&binding());
-        let up = seal_e2e_with_nonce(&sk(), E2eDirection::PneToServer, &aad, b"grant", [1; 12]);
-        assert_eq!(
-            open_registration_grant(&sk(), &binding(), &up),
-            Err(CryptoError::BadTag)
-        );
+        for use_ in [
+            (E2eDirection::PneToServer, E2eKind::Grant),
+            (E2eDirection::ServerToPne, E2eKind::Secure),
+            (E2eDirection::ServerToPne, E2eKind::GroupKey),
+        ] {
+            let up = seal_e2e_with_nonce(&sk(), use_, &aad, b"grant", [1; 12]);
+            assert_eq!(
+                open_registration_grant(&sk(), &binding(), &up),
+                Err(CryptoError::BadTag)
+            );
+        }
         let raw =
             crate::aead::seal_with_nonce(sk().expose_secret(), [1; 12], &aad, b"grant").unwrap();
         assert_eq!(

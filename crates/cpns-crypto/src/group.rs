@@ -9,23 +9,32 @@
 //! sealed after its departure. A copy also names the PN's member list of its epoch, so a PNE
 //! that opens it knows the list it came with is the server's, whoever relayed it:
 //! ```text
-//! copy    = nonce(12) ‖ ChaCha20-Poly1305(K_s2p(SK_PNE), nonce,
+//! copy    = nonce(12) ‖ ChaCha20-Poly1305(K(server → PNE, group key), nonce,
 //!               T("cpns/v1/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)) ‖ T(PNE ID)
-//!               ‖ T(SHA-256(CBOR(inventory))), GK)
+//!               ‖ T(SHA-256(CBOR(inventory))) [‖ T(u64be(request id))], GK)
 //! K_gc    = HKDF-SHA256(salt = none, IKM = GK, info = T("cpns/v1/group-content-key") ‖ T(PN ID) ‖ T(u64be(epoch)))
 //! content = nonce(12) ‖ ChaCha20-Poly1305(K_gc, nonce, T("cpns/v1/group-content") ‖ T(PN ID) ‖ T(u64be(epoch)), plaintext)
 //! at rest = nonce(12) ‖ ChaCha20-Poly1305(K_rest, nonce, T("cpns/v1/at-rest/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)), GK)
-//! ended   = nonce(12) ‖ ChaCha20-Poly1305(K_s2p(SK_PNE), nonce,
-//!               T("cpns/v1/membership-ended") ‖ T(PN ID) ‖ T(PNE ID) ‖ T(reason), reason)
+//! ended   = nonce(12) ‖ ChaCha20-Poly1305(K(server → PNE, membership ended), nonce,
+//!               T("cpns/v1/membership-ended") ‖ T(PN ID) ‖ T(PNE ID) ‖ T(u64be(request id))
+//!               ‖ T(reason), reason)
 //! ```
-//! where `reason` is one byte, the `EndReason` code (1 removed, 2 released). Every box has a
+//! where `reason` is one byte, the `EndReason` code (1 removed, 2 released), and `request id`
+//! the one of the PN Key Request the box answers: a copy answering a pull names it (a copy
+//! pushed in an update names none), so a relay cannot answer a pull with an older recorded
+//! answer (protocol version 2). Every box has a
 //! `*_with_nonce` twin for the test vectors (docs/security-vectors.json, `group`); the sealing
 //! functions draw the nonce and call it.
 
 use zeroize::Zeroizing;
 
 use crate::aead;
-use crate::e2e::{E2eDirection, open_e2e, seal_e2e_with_nonce};
+use crate::e2e::{E2eDirection, E2eKind, open_e2e, seal_e2e_with_nonce};
+
+/// A copy's key: server to PNE, kind group key.
+const COPY: (E2eDirection, E2eKind) = (E2eDirection::ServerToPne, E2eKind::GroupKey);
+/// The membership-ended word's key.
+const ENDED: (E2eDirection, E2eKind) = (E2eDirection::ServerToPne, E2eKind::MembershipEnded);
 use crate::error::CryptoError;
 use crate::kdf::{Transcript, derive_key};
 use crate::keys::{GroupKey, KEY_LEN, MasterKey, SessionKey};
@@ -44,6 +53,9 @@ pub struct GroupKeyBinding<'a> {
     /// SHA-256 of the canonical CBOR of the PN's inventory of that epoch
     /// ([`crate::inventory_digest`]).
     pub inventory_digest: &'a [u8; 32],
+    /// The request id of the PN Key Request the copy answers; `None` for a copy pushed in an
+    /// update or an establishment.
+    pub pull: Option<u64>,
 }
 
 pub(crate) fn copy_aad(b: &GroupKeyBinding<'_>) -> Vec<u8> {
@@ -52,6 +64,9 @@ pub(crate) fn copy_aad(b: &GroupKeyBinding<'_>) -> Vec<u8> {
         .push(&b.epoch.to_be_bytes())
         .push(b.pne_id.as_bytes())
         .push(b.inventory_digest);
+    if let Some(request) = b.pull {
+        t.push(&request.to_be_bytes());
+    }
     t.as_bytes().to_vec()
 }
 
@@ -86,13 +101,7 @@ pub fn seal_group_key_with_nonce(
     gk: &GroupKey,
     nonce: [u8; aead::NONCE_LEN],
 ) -> Vec<u8> {
-    seal_e2e_with_nonce(
-        sk_pne,
-        E2eDirection::ServerToPne,
-        &copy_aad(binding),
-        gk.expose_secret(),
-        nonce,
-    )
+    seal_e2e_with_nonce(sk_pne, COPY, &copy_aad(binding), gk.expose_secret(), nonce)
 }
 
 fn nonce_from<R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; aead::NONCE_LEN] {
@@ -101,64 +110,64 @@ fn nonce_from<R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; aead::NONCE_LEN] {
     nonce
 }
 
-/// The server's word, sealed under K_dir (server to PNE) of the SK_PNE a PNE held in `pn_id`,
-/// that its membership ended (`why`: the PN released, or the PNE removed) while it was away:
-/// only that PNE opens it, for that PN and that reason, so nobody else can make it forget a
-/// PN.
+/// What the server's word that a membership ended belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct EndedBinding<'a> {
+    /// The PN, 16 bytes.
+    pub pn_id: &'a [u8; 16],
+    /// The PNE whose membership ended.
+    pub pne_id: &'a str,
+    /// The request id of the PN Key Request it answers.
+    pub request_id: u64,
+    /// Why, the `EndReason` code (1 removed, 2 released).
+    pub why: u8,
+}
+
+/// The server's word, sealed under the membership-ended key (server to PNE) of the SK_PNE a
+/// PNE held in the PN, that its membership ended while it was away, answering its PN Key
+/// Request: only that PNE opens it, for that PN, request and reason, so nobody else can make it
+/// forget a PN, nor replay an older answer.
 pub fn seal_membership_ended<R: CryptoRng + ?Sized>(
     rng: &mut R,
     sk_pne: &SessionKey,
-    pn_id: &[u8; 16],
-    pne_id: &str,
-    why: u8,
+    b: &EndedBinding<'_>,
 ) -> Vec<u8> {
-    seal_membership_ended_with_nonce(sk_pne, pn_id, pne_id, why, nonce_from(rng))
+    seal_membership_ended_with_nonce(sk_pne, b, nonce_from(rng))
 }
 
 /// [`seal_membership_ended`] with a caller-chosen nonce; deterministic, for test vectors. A nonce
 /// must never repeat under one SK_PNE: production code calls [`seal_membership_ended`].
 pub fn seal_membership_ended_with_nonce(
     sk_pne: &SessionKey,
-    pn_id: &[u8; 16],
-    pne_id: &str,
-    why: u8,
+    b: &EndedBinding<'_>,
     nonce: [u8; aead::NONCE_LEN],
 ) -> Vec<u8> {
-    seal_e2e_with_nonce(
-        sk_pne,
-        E2eDirection::ServerToPne,
-        &ended_aad(pn_id, pne_id, why),
-        &[why],
-        nonce,
-    )
+    seal_e2e_with_nonce(sk_pne, ENDED, &ended_aad(b), &[b.why], nonce)
 }
 
 /// Checks [`seal_membership_ended`]'s box with the PNE's own SK_PNE for the PN.
 ///
 /// # Errors
-/// [`CryptoError::BadTag`] under another key, for another PN, PNE or reason, or tampered.
+/// [`CryptoError::BadTag`] under another key, for another PN, PNE, request or reason, or
+/// tampered.
 pub fn open_membership_ended(
     sk_pne: &SessionKey,
-    pn_id: &[u8; 16],
-    pne_id: &str,
-    why: u8,
+    b: &EndedBinding<'_>,
     sealed: &[u8],
 ) -> Result<(), CryptoError> {
-    let plain = open_e2e(
-        sk_pne,
-        E2eDirection::ServerToPne,
-        &ended_aad(pn_id, pne_id, why),
-        sealed,
-    )?;
-    if plain.as_slice() != [why] {
+    let plain = open_e2e(sk_pne, ENDED, &ended_aad(b), sealed)?;
+    if plain.as_slice() != [b.why] {
         return Err(CryptoError::Malformed("the box names another reason"));
     }
     Ok(())
 }
 
-pub(crate) fn ended_aad(pn_id: &[u8; 16], pne_id: &str, why: u8) -> Vec<u8> {
+pub(crate) fn ended_aad(b: &EndedBinding<'_>) -> Vec<u8> {
     let mut t = Transcript::new(labels::MEMBERSHIP_ENDED_AAD);
-    t.push(pn_id).push(pne_id.as_bytes()).push(&[why]);
+    t.push(b.pn_id)
+        .push(b.pne_id.as_bytes())
+        .push(&b.request_id.to_be_bytes())
+        .push(&[b.why]);
     t.as_bytes().to_vec()
 }
 
@@ -172,12 +181,7 @@ pub fn open_group_key(
     binding: &GroupKeyBinding<'_>,
     sealed: &[u8],
 ) -> Result<GroupKey, CryptoError> {
-    let plain = open_e2e(
-        sk_pne,
-        E2eDirection::ServerToPne,
-        &copy_aad(binding),
-        sealed,
-    )?;
+    let plain = open_e2e(sk_pne, COPY, &copy_aad(binding), sealed)?;
     key_of(&plain)
 }
 
@@ -330,21 +334,35 @@ mod tests {
 
     const INVENTORY: [u8; 32] = [0x71; 32];
 
-    /// The end of a membership opens only for its PNE, PN and reason, under its SK_PNE, and
-    /// not once tampered.
+    fn ended(pne: &str, request_id: u64, why: u8) -> EndedBinding<'_> {
+        EndedBinding {
+            pn_id: &PN,
+            pne_id: pne,
+            request_id,
+            why,
+        }
+    }
+
+    /// The end of a membership opens only for its PNE, PN, request and reason, under its
+    /// SK_PNE, and not once tampered: an answer to an earlier pull does not answer this one.
     #[test]
-    fn a_membership_ended_box_opens_for_its_pne_pn_and_reason_only() {
+    fn a_membership_ended_box_opens_for_its_pne_pn_request_and_reason_only() {
         let mut rng = MachineRng::from_seed_u64(5);
-        let sealed = seal_membership_ended(rng.get(), &sk(1), &PN, "tv", 2);
-        assert!(open_membership_ended(&sk(1), &PN, "tv", 2, &sealed).is_ok());
-        assert!(open_membership_ended(&sk(2), &PN, "tv", 2, &sealed).is_err());
-        assert!(open_membership_ended(&sk(1), &[0x62; 16], "tv", 2, &sealed).is_err());
-        assert!(open_membership_ended(&sk(1), &PN, "phone", 2, &sealed).is_err());
-        assert!(open_membership_ended(&sk(1), &PN, "tv", 1, &sealed).is_err());
+        let sealed = seal_membership_ended(rng.get(), &sk(1), &ended("tv", 7, 2));
+        assert!(open_membership_ended(&sk(1), &ended("tv", 7, 2), &sealed).is_ok());
+        assert!(open_membership_ended(&sk(2), &ended("tv", 7, 2), &sealed).is_err());
+        let other_pn = EndedBinding {
+            pn_id: &[0x62; 16],
+            ..ended("tv", 7, 2)
+        };
+        assert!(open_membership_ended(&sk(1), &other_pn, &sealed).is_err());
+        assert!(open_membership_ended(&sk(1), &ended("phone", 7, 2), &sealed).is_err());
+        assert!(open_membership_ended(&sk(1), &ended("tv", 8, 2), &sealed).is_err());
+        assert!(open_membership_ended(&sk(1), &ended("tv", 7, 1), &sealed).is_err());
         let mut tampered = sealed.clone();
         tampered[14] ^= 1;
-        assert!(open_membership_ended(&sk(1), &PN, "tv", 2, &tampered).is_err());
-        assert!(open_membership_ended(&sk(1), &PN, "tv", 2, &sealed[..10]).is_err());
+        assert!(open_membership_ended(&sk(1), &ended("tv", 7, 2), &tampered).is_err());
+        assert!(open_membership_ended(&sk(1), &ended("tv", 7, 2), &sealed[..10]).is_err());
     }
 
     fn binding(epoch: u64, pne: &str) -> GroupKeyBinding<'_> {
@@ -353,6 +371,7 @@ mod tests {
             epoch,
             pne_id: pne,
             inventory_digest: &INVENTORY,
+            pull: None,
         }
     }
 
@@ -391,6 +410,14 @@ mod tests {
                 },
             ),
             (sk(2), binding(3, "pne-1")),
+            // A pushed copy is no answer to a pull, and one pull's answer not another's.
+            (
+                sk(1),
+                GroupKeyBinding {
+                    pull: Some(5),
+                    ..binding(3, "pne-1")
+                },
+            ),
         ];
         for (key, b) in cases {
             assert_eq!(
@@ -407,6 +434,22 @@ mod tests {
             open_group_key(&sk(1), &binding(3, "pne-1"), &sealed[..10]),
             Err(CryptoError::Malformed(_))
         ));
+        let pulled = GroupKeyBinding {
+            pull: Some(5),
+            ..binding(3, "pne-1")
+        };
+        let answer = seal_group_key(rng.get(), &sk(1), &pulled, &gk(9));
+        assert!(open_group_key(&sk(1), &pulled, &answer).unwrap() == gk(9));
+        for other in [None, Some(6)] {
+            let b = GroupKeyBinding {
+                pull: other,
+                ..pulled
+            };
+            assert_eq!(
+                open_group_key(&sk(1), &b, &answer).err(),
+                Some(CryptoError::BadTag)
+            );
+        }
     }
 
     /// Content sealed under epoch 2's key does not open with epoch 1's (a member that left

@@ -85,14 +85,14 @@ pub use aad::{
     registration_grant_aad,
 };
 pub use at_rest::{open_at_rest, seal_at_rest, seal_at_rest_with_nonce};
-pub use e2e::{E2eDirection, open_e2e, seal_e2e, seal_e2e_with_nonce};
+pub use e2e::{E2eDirection, E2eKind, open_e2e, seal_e2e, seal_e2e_with_nonce};
 pub use error::CryptoError;
 pub use frame::{FrameOpener, FrameSealer, SEAL_OVERHEAD};
 pub use grant::{
     open_registration_grant, seal_registration_grant, seal_registration_grant_with_nonce,
 };
 pub use group::{
-    GroupKeyBinding, open_group_content, open_group_key, open_group_key_at_rest,
+    EndedBinding, GroupKeyBinding, open_group_content, open_group_key, open_group_key_at_rest,
     open_membership_ended, seal_group_content, seal_group_content_with_nonce, seal_group_key,
     seal_group_key_at_rest, seal_group_key_at_rest_with_nonce, seal_group_key_with_nonce,
     seal_membership_ended, seal_membership_ended_with_nonce,

@@ -17,7 +17,7 @@
 //! and then the same at-rest box as the server's ([`crate::seal_at_rest`], K_device as its
 //! master key).
 
-use crate::e2e::{E2eDirection, open_e2e, seal_e2e, seal_e2e_with_nonce};
+use crate::e2e::{E2eDirection, E2eKind, open_e2e, seal_e2e, seal_e2e_with_nonce};
 use crate::error::CryptoError;
 use crate::kdf::{Transcript, derive_key};
 use crate::keys::{EuKey, MasterKey, SessionKey};
@@ -60,7 +60,7 @@ pub fn seal_secure_message<R: CryptoRng + ?Sized>(
     seal_e2e(
         rng,
         sk_pne,
-        dir,
+        (dir, E2eKind::Secure),
         &secure_message_aad(dir, binding),
         plaintext,
     )
@@ -76,7 +76,7 @@ pub fn seal_secure_message_with_nonce(
 ) -> Vec<u8> {
     seal_e2e_with_nonce(
         sk_pne,
-        dir,
+        (dir, E2eKind::Secure),
         &secure_message_aad(dir, binding),
         plaintext,
         nonce,
@@ -94,7 +94,12 @@ pub fn open_secure_message(
     binding: &SecureBinding<'_>,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    open_e2e(sk_pne, dir, &secure_message_aad(dir, binding), sealed)
+    open_e2e(
+        sk_pne,
+        (dir, E2eKind::Secure),
+        &secure_message_aad(dir, binding),
+        sealed,
+    )
 }
 
 /// K_device: the key a device seals its own secrets at rest under, derived from its EUKey.

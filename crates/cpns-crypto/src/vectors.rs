@@ -77,9 +77,9 @@ pub fn pan_keys(keys: &PanKeys) -> [[u8; 32]; 3] {
     [*c, *g, *p]
 }
 
-/// K_dir, an end-to-end direction key.
-pub fn e2e_key(sk: &SessionKey, dir: E2eDirection) -> [u8; 32] {
-    *crate::e2e::e2e_key(sk, dir)
+/// K_dir,kind, the end-to-end key of one direction and kind.
+pub fn e2e_key(sk: &SessionKey, dir: E2eDirection, kind: crate::E2eKind) -> [u8; 32] {
+    *crate::e2e::e2e_key(sk, dir, kind)
 }
 
 /// K_rest, the at-rest sealing key.
@@ -108,6 +108,6 @@ pub fn group_key_at_rest_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
 }
 
 /// The associated data of the server's word that a membership ended (`why`: the reason code).
-pub fn membership_ended_aad(pn_id: &[u8; 16], pne_id: &str, why: u8) -> Vec<u8> {
-    crate::group::ended_aad(pn_id, pne_id, why)
+pub fn membership_ended_aad(b: &crate::EndedBinding<'_>) -> Vec<u8> {
+    crate::group::ended_aad(b)
 }

@@ -123,6 +123,11 @@ where
 #[test]
 fn labels_match() {
     let d = doc();
+    // The vectors are those of the protocol version this build speaks.
+    assert_eq!(
+        d["protocol_version"].as_u64(),
+        Some(u64::from(cpns_wire::PROTOCOL_VERSION))
+    );
     let map = d["labels"].as_object().unwrap();
     assert_eq!(map.len(), labels::ALL.len());
     for l in labels::ALL {
@@ -533,9 +538,12 @@ fn pan_vectors() {
 fn e2e_vectors() {
     let d = doc();
     let cases = d["e2e"].as_array().unwrap();
-    assert_eq!(cases.len(), 2);
+    // One key per direction and kind (docs/security.md §4.6): the grant, a copy and the ended
+    // word go server to PNE only, secure messages both ways.
+    assert_eq!(cases.len(), 5);
+    let mut keys = Vec::new();
     for c in cases {
-        // The direction keys are derived from the SK_PNE of the establishment vector.
+        // The keys are derived from the SK_PNE of the establishment vector.
         assert_eq!(c["sk_pne"], d["pne_auth"][0]["outputs"]["sk_pne"]);
         let sk = SessionKey::from_hex(text(c, "sk_pne")).unwrap();
         let dir = match text(c, "direction") {
@@ -543,14 +551,29 @@ fn e2e_vectors() {
             "pne_to_server" => E2eDirection::PneToServer,
             other => panic!("unknown direction {other}"),
         };
+        let kind = match text(c, "kind") {
+            "grant" => E2eKind::Grant,
+            "secure" => E2eKind::Secure,
+            "group_key" => E2eKind::GroupKey,
+            "membership_ended" => E2eKind::MembershipEnded,
+            other => panic!("unknown kind {other}"),
+        };
         // Through the crate.
         assert_eq!(hx(c, "direction_code"), [dir.code()]);
-        assert_eq!(v::e2e_key(&sk, dir)[..], hx(c, "key"));
+        assert_eq!(hx(c, "kind_code"), [kind.code()]);
+        assert_eq!(v::e2e_key(&sk, dir, kind)[..], hx(c, "key"));
         // Independently, from docs/security.md §4.6.
-        let info = t(labels::E2E_KEY, &[&[dir.code()]]);
+        let info = t(labels::E2E_KEY, &[&[dir.code()], &[kind.code()]]);
         assert_eq!(hx(c, "key_info"), info);
         assert_eq!(hx(c, "prk"), hkdf_prk(None, sk.expose_secret()));
         assert_eq!(hx(c, "key"), hkdf(None, sk.expose_secret(), &info));
+        keys.push(hx(c, "key"));
+    }
+    // No two uses share a key.
+    for (i, a) in keys.iter().enumerate() {
+        for b in &keys[i + 1..] {
+            assert_ne!(a, b);
+        }
     }
 }
 
@@ -587,7 +610,10 @@ fn registration_grant_vectors() {
     let sealed = hx(o, "sealed_grant");
     // Through the crate.
     assert_eq!(registration_grant_aad(&binding), hx(m, "aad"));
-    assert_eq!(v::e2e_key(&sk, E2eDirection::ServerToPne)[..], hx(m, "key"));
+    assert_eq!(
+        v::e2e_key(&sk, E2eDirection::ServerToPne, E2eKind::Grant)[..],
+        hx(m, "key")
+    );
     assert_eq!(
         seal_registration_grant_with_nonce(&sk, &binding, &grant_cbor, nonce),
         sealed
@@ -621,9 +647,10 @@ fn registration_grant_vectors() {
             Err(CryptoError::BadTag)
         );
     }
-    // Independently, from docs/security.md §4.6: K_dir(server → PNE), then the box.
+    // Independently, from docs/security.md §4.6: K(server → PNE, grant), then the box.
     assert_eq!(hx(m, "direction_code"), [0x01]);
-    let info = t(labels::E2E_KEY, &[&[0x01]]);
+    assert_eq!(hx(m, "kind_code"), [0x01]);
+    let info = t(labels::E2E_KEY, &[&[0x01], &[0x01]]);
     assert_eq!(hx(m, "key_info"), info);
     let key = hkdf(None, sk.expose_secret(), &info);
     assert_eq!(hx(m, "key"), key);
@@ -742,7 +769,7 @@ fn secure_session_vectors() {
         let key = hkdf(
             None,
             sk.expose_secret(),
-            &t(labels::E2E_KEY, &[&[dir.code()]]),
+            &t(labels::E2E_KEY, &[&[dir.code()], &[0x02]]),
         );
         assert_eq!(hx(m, "key"), key);
         let aad = t(
@@ -809,6 +836,8 @@ struct GroupInputs {
     digest: [u8; 32],
     gk: GroupKey,
     master: MasterKey,
+    /// The PN Key Request a pulled copy and the ended word answer.
+    request_id: u64,
 }
 
 fn group_inputs(d: &Value) -> GroupInputs {
@@ -822,7 +851,10 @@ fn group_inputs(d: &Value) -> GroupInputs {
     assert_eq!(i["master_key"], d["at_rest"]["master_key"]);
     let epoch = i["epoch"].as_u64().unwrap();
     assert_eq!(hx(i, "epoch_u64be"), epoch.to_be_bytes());
+    let request_id = i["request_id"].as_u64().unwrap();
+    assert_eq!(hx(i, "request_id_u64be"), request_id.to_be_bytes());
     GroupInputs {
+        request_id,
         sk: SessionKey::from_hex(text(i, "sk_pne")).unwrap(),
         pn_id: arr(i, "pn_id"),
         pne_id: text(i, "pne_id").to_owned(),
@@ -846,10 +878,14 @@ fn every_flipped_byte_fails<T>(sealed: &[u8], open: impl Fn(&[u8]) -> Result<T, 
     ));
 }
 
-/// Independently: K_dir(server → PNE) of SK_PNE (docs/security.md §4.6), the key of the copy and
-/// of the `ended` box.
-fn k_s2p(sk: &SessionKey) -> [u8; 32] {
-    hkdf(None, sk.expose_secret(), &t("cpns/v1/e2e-key", &[&[0x01]]))
+/// Independently: K(server → PNE, `kind`) of SK_PNE (docs/security.md §4.6), the key of the
+/// copy and of the `ended` box.
+fn k_s2p(sk: &SessionKey, kind: u8) -> [u8; 32] {
+    hkdf(
+        None,
+        sk.expose_secret(),
+        &t("cpns/v1/e2e-key", &[&[0x01], &[kind]]),
+    )
 }
 
 #[test]
@@ -862,13 +898,14 @@ fn group_key_copy_vectors() {
         epoch: g.epoch,
         pne_id: &g.pne_id,
         inventory_digest: &g.digest,
+        pull: None,
     };
     let nonce: [u8; 12] = arr(c, "nonce");
     let sealed = hx(c, "sealed");
     assert_eq!(hx(c, "plaintext"), g.gk.expose_secret());
     // Through the crate.
     assert_eq!(
-        v::e2e_key(&g.sk, E2eDirection::ServerToPne)[..],
+        v::e2e_key(&g.sk, E2eDirection::ServerToPne, E2eKind::GroupKey)[..],
         hx(c, "key")
     );
     assert_eq!(v::group_key_aad(&binding), hx(c, "aad"));
@@ -887,9 +924,10 @@ fn group_key_copy_vectors() {
     );
     // Independently, from docs/security.md §4.6 and §4.10.
     assert_eq!(hx(c, "direction_code"), [0x01]);
-    let info = t("cpns/v1/e2e-key", &[&[0x01]]);
+    assert_eq!(hx(c, "kind_code"), [0x03]);
+    let info = t("cpns/v1/e2e-key", &[&[0x01], &[0x03]]);
     assert_eq!(hx(c, "key_info"), info);
-    let key = k_s2p(&g.sk);
+    let key = k_s2p(&g.sk, 0x03);
     assert_eq!(hx(c, "key"), key);
     let aad = t(
         "cpns/v1/group-key",
@@ -947,11 +985,17 @@ fn group_key_copy_vectors() {
             Some(CryptoError::BadTag)
         );
     }
-    // Nor reflected as a PNE → server box.
-    assert_eq!(
-        open_e2e(&g.sk, E2eDirection::PneToServer, &aad, &sealed),
-        Err(CryptoError::BadTag)
-    );
+    // Nor reflected as a PNE → server box, nor opened as another kind's.
+    for use_ in [
+        (E2eDirection::PneToServer, E2eKind::GroupKey),
+        (E2eDirection::ServerToPne, E2eKind::Secure),
+        (E2eDirection::ServerToPne, E2eKind::MembershipEnded),
+    ] {
+        assert_eq!(
+            open_e2e(&g.sk, use_, &aad, &sealed),
+            Err(CryptoError::BadTag)
+        );
+    }
     every_flipped_byte_fails(&sealed, |s| open_group_key(&g.sk, &binding, s));
     // A box that opens but holds no 32-byte key is refused.
     let short = cat(&nonce, &chacha(&key, &nonce, &aad, &[0x08; 31]));
@@ -959,6 +1003,54 @@ fn group_key_copy_vectors() {
         open_group_key(&g.sk, &binding, &short).err(),
         Some(CryptoError::Malformed(_))
     ));
+    // The copy answering a pull names the pull's request id last: it opens for that pull only,
+    // and the pushed copy answers no pull.
+    let p = &d["group"]["pulled_copy"];
+    let pulled = GroupKeyBinding {
+        pull: Some(g.request_id),
+        ..binding
+    };
+    let (p_nonce, p_sealed): ([u8; 12], _) = (arr(p, "nonce"), hx(p, "sealed"));
+    let p_aad = t(
+        "cpns/v1/group-key",
+        &[
+            &g.pn_id,
+            &g.epoch.to_be_bytes(),
+            g.pne_id.as_bytes(),
+            &g.digest,
+            &g.request_id.to_be_bytes(),
+        ],
+    );
+    assert_eq!(hx(p, "aad"), p_aad);
+    assert_eq!(v::group_key_aad(&pulled), p_aad);
+    assert_eq!(
+        p_sealed,
+        cat(
+            &p_nonce,
+            &chacha(&key, &p_nonce, &p_aad, g.gk.expose_secret())
+        )
+    );
+    assert_eq!(
+        seal_group_key_with_nonce(&g.sk, &pulled, &g.gk, p_nonce),
+        p_sealed
+    );
+    let opened = open_group_key(&g.sk, &pulled, &p_sealed).unwrap();
+    assert_eq!(opened.expose_secret(), g.gk.expose_secret());
+    for other in [None, Some(g.request_id + 1)] {
+        let b = GroupKeyBinding {
+            pull: other,
+            ..binding
+        };
+        assert_eq!(
+            open_group_key(&g.sk, &b, &p_sealed).err(),
+            Some(CryptoError::BadTag)
+        );
+    }
+    assert_eq!(
+        open_group_key(&g.sk, &pulled, &sealed).err(),
+        Some(CryptoError::BadTag)
+    );
+    every_flipped_byte_fails(&p_sealed, |s| open_group_key(&g.sk, &pulled, s));
 }
 
 #[test]
@@ -1114,7 +1206,7 @@ fn membership_ended_vectors() {
     let g = group_inputs(&d);
     let cases = d["group"]["ended"].as_array().unwrap();
     assert_eq!(cases.len(), 2);
-    let key = k_s2p(&g.sk);
+    let key = k_s2p(&g.sk, 0x04);
     for (e, (name, reason)) in cases.iter().zip([
         ("removed", cpns_wire::EndReason::Removed),
         ("released", cpns_wire::EndReason::Released),
@@ -1126,40 +1218,37 @@ fn membership_ended_vectors() {
         assert_eq!(hx(e, "plaintext"), [why]);
         let nonce: [u8; 12] = arr(e, "nonce");
         let sealed = hx(e, "sealed");
+        let b = EndedBinding {
+            pn_id: &g.pn_id,
+            pne_id: &g.pne_id,
+            request_id: g.request_id,
+            why,
+        };
         // Through the crate.
         assert_eq!(
-            v::e2e_key(&g.sk, E2eDirection::ServerToPne)[..],
+            v::e2e_key(&g.sk, E2eDirection::ServerToPne, E2eKind::MembershipEnded)[..],
             hx(e, "key")
         );
-        assert_eq!(
-            v::membership_ended_aad(&g.pn_id, &g.pne_id, why),
-            hx(e, "aad")
-        );
-        assert_eq!(
-            seal_membership_ended_with_nonce(&g.sk, &g.pn_id, &g.pne_id, why, nonce),
-            sealed
-        );
-        assert_eq!(
-            open_membership_ended(&g.sk, &g.pn_id, &g.pne_id, why, &sealed),
-            Ok(())
-        );
-        let drawn = seal_membership_ended(
-            MachineRng::from_seed_u64(3).get(),
-            &g.sk,
-            &g.pn_id,
-            &g.pne_id,
-            why,
-        );
+        assert_eq!(v::membership_ended_aad(&b), hx(e, "aad"));
+        assert_eq!(seal_membership_ended_with_nonce(&g.sk, &b, nonce), sealed);
+        assert_eq!(open_membership_ended(&g.sk, &b, &sealed), Ok(()));
+        let drawn = seal_membership_ended(MachineRng::from_seed_u64(3).get(), &g.sk, &b);
         let drawn_nonce: [u8; 12] = drawn[..12].try_into().unwrap();
         assert_eq!(
-            seal_membership_ended_with_nonce(&g.sk, &g.pn_id, &g.pne_id, why, drawn_nonce),
+            seal_membership_ended_with_nonce(&g.sk, &b, drawn_nonce),
             drawn
         );
         // Independently, from docs/security.md §4.6 and §4.10.
+        assert_eq!(hx(e, "kind_code"), [0x04]);
         assert_eq!(hx(e, "key"), key);
         let aad = t(
             "cpns/v1/membership-ended",
-            &[&g.pn_id, g.pne_id.as_bytes(), &[why]],
+            &[
+                &g.pn_id,
+                g.pne_id.as_bytes(),
+                &g.request_id.to_be_bytes(),
+                &[why],
+            ],
         );
         assert_eq!(hx(e, "aad"), aad);
         assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &[why])));
@@ -1167,28 +1256,52 @@ fn membership_ended_vectors() {
             drawn,
             cat(&drawn_nonce, &chacha(&key, &drawn_nonce, &aad, &[why]))
         );
-        // Only that PNE, for that PN and that reason, under the SK_PNE it held.
+        // Only that PNE, for that PN, pull and reason, under the SK_PNE it held.
         let other_sk = SessionKey::from_hex(text(&d["pne_auth"][1]["outputs"], "sk_pne")).unwrap();
         let other_why = 3 - why;
-        for (sk, pn, pne, w) in [
-            (&other_sk, &g.pn_id, g.pne_id.as_str(), why),
-            (&g.sk, &[0u8; 16], g.pne_id.as_str(), why),
-            (&g.sk, &g.pn_id, "pne-2.alice@cpns.example", why),
-            (&g.sk, &g.pn_id, g.pne_id.as_str(), other_why),
+        let other_pn = [0u8; 16];
+        for (sk, other) in [
+            (&other_sk, b),
+            (
+                &g.sk,
+                EndedBinding {
+                    pn_id: &other_pn,
+                    ..b
+                },
+            ),
+            (
+                &g.sk,
+                EndedBinding {
+                    pne_id: "pne-2.alice@cpns.example",
+                    ..b
+                },
+            ),
+            (
+                &g.sk,
+                EndedBinding {
+                    request_id: g.request_id + 1,
+                    ..b
+                },
+            ),
+            (
+                &g.sk,
+                EndedBinding {
+                    why: other_why,
+                    ..b
+                },
+            ),
         ] {
             assert_eq!(
-                open_membership_ended(sk, pn, pne, w, &sealed),
+                open_membership_ended(sk, &other, &sealed),
                 Err(CryptoError::BadTag)
             );
         }
-        every_flipped_byte_fails(&sealed, |s| {
-            open_membership_ended(&g.sk, &g.pn_id, &g.pne_id, why, s)
-        });
+        every_flipped_byte_fails(&sealed, |s| open_membership_ended(&g.sk, &b, s));
         // A box whose associated data names this reason but whose plaintext names the other is
         // refused.
         let mismatched = cat(&nonce, &chacha(&key, &nonce, &aad, &[other_why]));
         assert!(matches!(
-            open_membership_ended(&g.sk, &g.pn_id, &g.pne_id, why, &mismatched),
+            open_membership_ended(&g.sk, &b, &mismatched),
             Err(CryptoError::Malformed(_))
         ));
     }

@@ -133,6 +133,16 @@ pub enum Failure {
     TooLarge,
     /// This PNE's copy of a group key did not open under its SK_PNE (docs/security.md §4.10).
     GroupKeyDidNotOpen(String),
+    /// A PN Key Request of this PNE got no answer of the server's for it: none in time, one
+    /// that is not the server's answer to this pull (an older one replayed, or altered), or
+    /// one naming an epoch older than one this PNE holds or saw announced. Something between
+    /// it and the server may keep it behind (docs/security.md §4.10).
+    KeptBehind {
+        /// The PN.
+        pn_id: cpns_wire::PnId,
+        /// What the pull got.
+        why: String,
+    },
     /// The peer answered with a message the flow does not expect (its name).
     Unexpected(&'static str),
 }
@@ -215,6 +225,11 @@ impl fmt::Display for Failure {
             Failure::GroupKeyDidNotOpen(why) => {
                 write!(f, "this PNE's copy of the group key did not open: {why}")
             }
+            Failure::KeptBehind { pn_id, why } => write!(
+                f,
+                "possibly kept behind in PN {pn_id}: {why}; the PN GW on this link may be \
+                 holding this PNE back"
+            ),
         }
     }
 }

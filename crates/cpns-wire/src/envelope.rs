@@ -8,7 +8,7 @@ use crate::ids::EntityId;
 use crate::msg::{Body, ErrorBody, common::wire_enum};
 
 /// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 wire_enum!(
     /// Whether a message asks, answers or informs.

@@ -14,6 +14,9 @@ use std::collections::BTreeSet;
 use common::{cbor, raw_envelope, samples};
 use cpns_wire::Body;
 
+/// The protocol version this build speaks, as the raw encoders write it.
+const CURRENT: u64 = cpns_wire::PROTOCOL_VERSION as u64;
+
 const CDDL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/wire.cddl"));
 
 fn validate(bytes: &[u8]) -> Result<(), String> {
@@ -101,7 +104,7 @@ fn every_type_code_is_in_the_cddl() {
 
 /// `AuthChallenge { rand_server }` (type 21) with the rand written by `rand`.
 fn auth_challenge(rand: impl FnOnce(&mut minicbor::Encoder<Vec<u8>>)) -> Vec<u8> {
-    raw_envelope(1, &[], |e| {
+    raw_envelope(CURRENT, &[], |e| {
         e.array(2)
             .unwrap()
             .u32(21)
@@ -149,19 +152,19 @@ fn broken_encodings_do_not_validate() {
         ("hash of 31 bytes", short_hash),
         (
             "required key missing",
-            raw_envelope(1, &[], |e| {
+            raw_envelope(CURRENT, &[], |e| {
                 e.array(2).unwrap().u32(21).unwrap().map(0).unwrap();
             }),
         ),
         (
             "unknown type code",
-            raw_envelope(1, &[], |e| {
+            raw_envelope(CURRENT, &[], |e| {
                 e.array(2).unwrap().u32(9999).unwrap().map(0).unwrap();
             }),
         ),
         (
             "body is not a 2-array",
-            raw_envelope(1, &[], |e| {
+            raw_envelope(CURRENT, &[], |e| {
                 e.array(1).unwrap().u32(26).unwrap();
             }),
         ),
@@ -173,7 +176,7 @@ fn broken_encodings_do_not_validate() {
         ),
         (
             "empty entity id",
-            raw_envelope(1, &[], |e| {
+            raw_envelope(CURRENT, &[], |e| {
                 e.array(2).unwrap().u32(10).unwrap();
                 e.map(2).unwrap().u8(0).unwrap().str("").unwrap();
                 e.u8(1).unwrap().u8(1).unwrap();
@@ -181,7 +184,7 @@ fn broken_encodings_do_not_validate() {
         ),
         (
             "entity id of 129 bytes",
-            raw_envelope(1, &[], |e| {
+            raw_envelope(CURRENT, &[], |e| {
                 e.array(2).unwrap().u32(10).unwrap();
                 e.map(2)
                     .unwrap()
@@ -194,7 +197,7 @@ fn broken_encodings_do_not_validate() {
         ),
         (
             "negative enum value",
-            raw_envelope(1, &[], |e| {
+            raw_envelope(CURRENT, &[], |e| {
                 e.array(2).unwrap().u32(10).unwrap();
                 e.map(2).unwrap().u8(0).unwrap().str("pne").unwrap();
                 e.u8(1).unwrap().i8(-1).unwrap();
@@ -202,7 +205,7 @@ fn broken_encodings_do_not_validate() {
         ),
         (
             "battery beyond u8",
-            raw_envelope(1, &[], |e| {
+            raw_envelope(CURRENT, &[], |e| {
                 e.array(2)
                     .unwrap()
                     .u32(24)

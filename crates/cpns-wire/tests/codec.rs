@@ -10,6 +10,9 @@ use common::{cbor, eid, frame, pn, raw_envelope, samples};
 use cpns_wire::codec::{LEN_PREFIX, frame_len, split_frame};
 use cpns_wire::*;
 
+/// The protocol version this build speaks, as the raw encoders write it.
+const CURRENT: u64 = cpns_wire::PROTOCOL_VERSION as u64;
+
 /// Receives one whole frame as a reader would: length prefix checked against `max`, then kind
 /// byte, then envelope.
 fn receive(bytes: &[u8], max: u32) -> Result<Envelope, WireError> {
@@ -181,14 +184,14 @@ fn oversize_length_prefix_is_rejected_before_buffering() {
 fn huge_announced_lengths_inside_cbor_do_not_allocate() {
     // An array announcing 2^64-1 PN ids, a byte string announcing 4 GiB, a map announcing 2^32
     // entries: each fails at once on the missing data.
-    let huge_array = raw_envelope(1, &[], |e| {
+    let huge_array = raw_envelope(CURRENT, &[], |e| {
         e.array(2).unwrap().u32(11).unwrap().map(3).unwrap();
         e.u8(0).unwrap().u8(2).unwrap();
         e.u8(1).unwrap().str("gw-1").unwrap();
         e.u8(3).unwrap().array(u64::MAX).unwrap();
     });
     assert_malformed(&huge_array, "huge array");
-    let mut huge_bytes = raw_envelope(1, &[], |e| {
+    let mut huge_bytes = raw_envelope(CURRENT, &[], |e| {
         e.array(2)
             .unwrap()
             .u32(21)
@@ -200,7 +203,7 @@ fn huge_announced_lengths_inside_cbor_do_not_allocate() {
     });
     huge_bytes.extend_from_slice(&[0x5a, 0xff, 0xff, 0xff, 0xff]);
     assert_malformed(&huge_bytes, "huge byte string");
-    let huge_map = raw_envelope(1, &[], |e| {
+    let huge_map = raw_envelope(CURRENT, &[], |e| {
         e.array(2)
             .unwrap()
             .u32(26)
@@ -245,11 +248,15 @@ fn unsupported_versions_are_rejected() {
     let status = |e: &mut minicbor::Encoder<Vec<u8>>| {
         e.array(2).unwrap().u32(26).unwrap().map(0).unwrap();
     };
-    assert!(decode_envelope(&raw_envelope(1, &[], status)).is_ok());
-    assert_eq!(
-        decode_envelope(&raw_envelope(2, &[], status)),
-        Err(WireError::UnsupportedVersion(2))
-    );
+    assert!(decode_envelope(&raw_envelope(CURRENT, &[], status)).is_ok());
+    // Version 1, before docs/security.md §4.2, §4.6 and §4.10 changed, and the next one.
+    assert_eq!(CURRENT, 2);
+    for other in [1, CURRENT + 1] {
+        assert_eq!(
+            decode_envelope(&raw_envelope(other, &[], status)),
+            Err(WireError::UnsupportedVersion(other as u16))
+        );
+    }
     assert_eq!(
         decode_envelope(&raw_envelope(0, &[], status)),
         Err(WireError::UnsupportedVersion(0))
@@ -288,7 +295,7 @@ fn garbage_is_malformed() {
 fn bad_values_are_malformed() {
     let discovery = |id: &str| {
         let id = id.to_owned();
-        raw_envelope(1, &[], move |e| {
+        raw_envelope(CURRENT, &[], move |e| {
             e.array(2).unwrap().u32(10).unwrap();
             e.map(2).unwrap().u8(0).unwrap().str(&id).unwrap();
             e.u8(1).unwrap().u8(1).unwrap();
@@ -302,7 +309,7 @@ fn bad_values_are_malformed() {
     assert!(decode_envelope(&discovery(&"a".repeat(128))).is_ok());
 
     let challenge = |n: usize| {
-        raw_envelope(1, &[], move |e| {
+        raw_envelope(CURRENT, &[], move |e| {
             e.array(2).unwrap().u32(21).unwrap().map(1).unwrap();
             e.u8(0).unwrap().bytes(&vec![0; n]).unwrap();
         })
@@ -313,13 +320,13 @@ fn bad_values_are_malformed() {
 
     // A required key missing, a body that is not a 2-array, a known code with a null message.
     assert_malformed(
-        &raw_envelope(1, &[], |e| {
+        &raw_envelope(CURRENT, &[], |e| {
             e.array(2).unwrap().u32(21).unwrap().map(0).unwrap();
         }),
         "missing rand_server",
     );
     assert_malformed(
-        &raw_envelope(1, &[], |e| {
+        &raw_envelope(CURRENT, &[], |e| {
             e.array(3)
                 .unwrap()
                 .u32(26)
@@ -332,7 +339,7 @@ fn bad_values_are_malformed() {
         "3-array body",
     );
     assert_malformed(
-        &raw_envelope(1, &[], |e| {
+        &raw_envelope(CURRENT, &[], |e| {
             e.array(2).unwrap().u32(26).unwrap().null().unwrap();
         }),
         "null message",
@@ -351,7 +358,7 @@ fn bad_values_are_malformed() {
     assert_malformed(&bytes, "address 1");
     // A message type code beyond u32.
     assert_malformed(
-        &raw_envelope(1, &[], |e| {
+        &raw_envelope(CURRENT, &[], |e| {
             e.array(2).unwrap().u64(1 << 40).unwrap().map(0).unwrap();
         }),
         "type code beyond u32",
@@ -398,7 +405,7 @@ fn unknown_message_types_decode_as_unknown() {
     ];
     for (i, shape) in shapes.iter().enumerate() {
         let code = 60_000 + i as u32;
-        let bytes = raw_envelope(1, &[], |e| {
+        let bytes = raw_envelope(CURRENT, &[], |e| {
             e.array(2).unwrap().u32(code).unwrap();
             shape(e);
         });
@@ -410,7 +417,7 @@ fn unknown_message_types_decode_as_unknown() {
         assert_eq!(decode_envelope(&cbor(&env)).unwrap(), env);
     }
     // Trailing bytes are still caught after a skipped message.
-    let mut bytes = raw_envelope(1, &[], |e| {
+    let mut bytes = raw_envelope(CURRENT, &[], |e| {
         e.array(2).unwrap().u32(60_000).unwrap().map(0).unwrap();
     });
     bytes.push(0);
@@ -423,11 +430,11 @@ fn unknown_map_keys_are_skipped() {
     let status = |e: &mut minicbor::Encoder<Vec<u8>>| {
         e.array(2).unwrap().u32(26).unwrap().map(0).unwrap();
     };
-    let env = decode_envelope(&raw_envelope(1, &[7, 99, 1 << 40], status)).unwrap();
+    let env = decode_envelope(&raw_envelope(CURRENT, &[7, 99, 1 << 40], status)).unwrap();
     assert_eq!(env.body, Body::StatusUpdateRequest(StatusUpdateRequest {}));
 
     // Unknown keys in a message and in a nested struct, with nested values.
-    let bytes = raw_envelope(1, &[], |e| {
+    let bytes = raw_envelope(CURRENT, &[], |e| {
         e.array(2).unwrap().u32(24).unwrap().map(2).unwrap();
         e.u8(77)
             .unwrap()
@@ -477,7 +484,7 @@ fn unknown_map_keys_are_skipped() {
 #[test]
 fn absent_and_null_optional_fields_read_as_absent() {
     // `in_reply_to` absent; `pn_id` and `capabilities` of a PneRegistrationRequest as null.
-    let bytes = raw_envelope(1, &[], |e| {
+    let bytes = raw_envelope(CURRENT, &[], |e| {
         e.array(2).unwrap().u32(50).unwrap().map(5).unwrap();
         e.u8(0).unwrap().u64(3).unwrap();
         e.u8(1).unwrap().str("tv").unwrap();
@@ -499,7 +506,7 @@ fn absent_and_null_optional_fields_read_as_absent() {
         })
     );
     // Fields with a default may be left out: EntityDiscoveryResponse without zone_support, pns.
-    let bytes = raw_envelope(1, &[], |e| {
+    let bytes = raw_envelope(CURRENT, &[], |e| {
         e.array(2).unwrap().u32(11).unwrap().map(2).unwrap();
         e.u8(0).unwrap().u8(2).unwrap();
         e.u8(1).unwrap().str("gw-1").unwrap();
@@ -570,7 +577,7 @@ fn deep_nesting_in_skipped_values_does_not_overflow_the_stack() {
     // 200 000 nested arrays (definite and indefinite) under an unknown key are skipped
     // iteratively.
     for open in [0x81u8, 0x9f] {
-        let bytes = raw_envelope(1, &[], |e| {
+        let bytes = raw_envelope(CURRENT, &[], |e| {
             e.array(2).unwrap().u32(60_001).unwrap();
         });
         let mut deep = bytes.clone();
@@ -581,7 +588,7 @@ fn deep_nesting_in_skipped_values_does_not_overflow_the_stack() {
         }
         assert_eq!(decode_envelope(&deep).unwrap().body, Body::Unknown(60_001));
         // The same nesting where a known message is expected is a clean error.
-        let mut bad = raw_envelope(1, &[], |e| {
+        let mut bad = raw_envelope(CURRENT, &[], |e| {
             e.array(2).unwrap().u32(26).unwrap();
         });
         bad.extend(std::iter::repeat_n(open, 200_000));

@@ -401,6 +401,7 @@ impl PneSession {
                 epoch,
                 pne_id: self.cfg.id.as_str(),
                 inventory_digest: &digest,
+                pull: None,
             };
             match cpns_crypto::open_group_key(keys.session_key(), &binding, &sealed) {
                 Ok(gk) => Some((epoch, gk)),

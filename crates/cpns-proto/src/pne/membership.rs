@@ -234,6 +234,7 @@ impl PneSession {
             pn_id,
             deadline: now + self.cfg.timeouts.flow * flows,
             cmd,
+            request_id: None,
         }
     }
 
@@ -402,7 +403,14 @@ impl PneSession {
         let by = |w: &Waiting| w.deadline;
         let mut late = crate::util::take_expired(&mut self.leaves, now, by);
         late.extend(crate::util::take_expired(&mut self.invites, now, by));
-        late.extend(crate::util::take_expired(&mut self.key_pulls, now, by));
+        // A key pull without an answer: this PNE may be kept behind, and says so.
+        for (_, w) in crate::util::take_expired(&mut self.key_pulls, now, by) {
+            let why = Failure::KeptBehind {
+                pn_id: w.pn_id,
+                why: "its key pull got no answer in time".into(),
+            };
+            self.end(w.cmd, Flow::MembershipChange, Err(why));
+        }
         late.extend(crate::util::take_expired(&mut self.confirms, now, by));
         let expels = crate::util::take_expired(&mut self.expels, now, |(w, _)| w.deadline);
         late.extend(expels.into_iter().map(|(m, (w, _))| (m, w)));
@@ -437,7 +445,8 @@ impl PneSession {
         let from_gateway = self.sent_by_pns_gateway(env, &m.inventory.pn_id);
         let (pn_id, epoch) = (m.inventory.pn_id, m.epoch);
         let before = self.group_key_of(&pn_id).map(|(e, _)| e);
-        self.apply_epoch(m.inventory, m.epoch, m.sealed_key, from_gateway);
+        let sealed = m.sealed_key.map(|k| (k, None));
+        self.apply_epoch(m.inventory, m.epoch, sealed, from_gateway);
         if before != self.group_key_of(&pn_id).map(|(e, _)| e) {
             self.confirm_membership(now, pn_id, epoch);
         }
@@ -464,7 +473,10 @@ impl PneSession {
         let request_id = RequestId(self.rng.u64());
         let req = GroupKeyRequest { request_id, pn_id };
         let msg = self.send_proven(now, Some(pn_id), cpns_wire::Address::Server, req);
-        let waiting = self.waiting(now, pn_id, 2, cmd);
+        let waiting = Waiting {
+            request_id: Some(request_id.0),
+            ..self.waiting(now, pn_id, 2, cmd)
+        };
         self.key_pulls.insert(msg, waiting);
     }
 
@@ -488,7 +500,31 @@ impl PneSession {
             return;
         }
         let epoch = m.epoch;
-        self.apply_epoch(m.inventory, epoch, Some(m.sealed_key), false);
+        let behind = |why: String| Failure::KeptBehind { pn_id, why };
+        // The copy names this pull: an older answer recorded and replayed does not open.
+        let Some(request_id) = w.request_id.filter(|r| *r == m.request_id.0) else {
+            let why = "the answer to its key pull names another pull".to_string();
+            self.end(w.cmd, Flow::MembershipChange, Err(behind(why)));
+            return;
+        };
+        let opened = self.apply_epoch(
+            m.inventory,
+            epoch,
+            Some((m.sealed_key, Some(request_id))),
+            false,
+        );
+        if opened == Some(false) {
+            let why = "the answer to its key pull is not the server's answer to it".to_string();
+            self.end(w.cmd, Flow::MembershipChange, Err(behind(why)));
+            return;
+        }
+        // Answered with an epoch older than one this PNE holds or saw announced: the server
+        // names the current one, so something on the way holds this PNE behind.
+        if let Some(known) = self.known_epoch(&pn_id).filter(|k| epoch < *k) {
+            let why = format!("its key pull was answered with epoch {epoch}, epoch {known} exists");
+            self.end(w.cmd, Flow::MembershipChange, Err(behind(why)));
+            return;
+        }
         let has_key = self.group_key_of(&pn_id).is_some_and(|(e, _)| e == epoch);
         let got = Outcome::GroupKey {
             pn_id,
@@ -511,15 +547,15 @@ impl PneSession {
             return;
         };
         let code = u8::try_from(m.reason.code()).unwrap_or(u8::MAX);
+        let binding = cpns_crypto::EndedBinding {
+            pn_id: pn_id.as_bytes(),
+            pne_id: self.cfg.id.as_str(),
+            request_id: w.request_id.unwrap_or_default(),
+            why: code,
+        };
         let opened = m.pn_id == pn_id
-            && cpns_crypto::open_membership_ended(
-                &own.session_key,
-                pn_id.as_bytes(),
-                self.cfg.id.as_str(),
-                code,
-                &m.sealed,
-            )
-            .is_ok();
+            && w.request_id.is_some()
+            && cpns_crypto::open_membership_ended(&own.session_key, &binding, &m.sealed).is_ok();
         if !opened {
             self.end(
                 w.cmd,
@@ -592,32 +628,30 @@ impl PneSession {
     /// even from a PN GW that has not proved itself on this link (a member that joined without
     /// a LocalEUKey). Without such a copy, only the PN's own proven PN GW (`from_gateway`) is
     /// believed. An epoch not newer than the one held, or a list without this PNE, is ignored.
+    ///
+    /// `sealed_key`: the copy, and the request id of the pull it answers (`None` for a copy
+    /// pushed in an update). Whether a copy given opened; `None` when none was tried.
     fn apply_epoch(
         &mut self,
         inventory: cpns_wire::PnInventory,
         epoch: u64,
-        sealed_key: Option<Vec<u8>>,
+        sealed_key: Option<(Vec<u8>, Option<u64>)>,
         from_gateway: bool,
-    ) {
+    ) -> Option<bool> {
         let pn_id = inventory.pn_id;
         let me = self.cfg.id.clone();
         if !inventory.members.iter().any(|x| x.pne_id == me) {
             // An update that leaves this PNE out is no way to expel it.
-            return;
+            return None;
         }
-        let Some(p) = self.pns.get(&pn_id) else {
-            return;
-        };
+        let p = self.pns.get(&pn_id)?;
         let held = p
             .state
             .own
             .as_ref()
             .and_then(|o| o.group.as_ref().map(|(e, _)| *e));
-        if held.is_some_and(|e| epoch <= e) {
-            return;
-        }
         let opened = match (&sealed_key, &p.state.own) {
-            (Some(sealed), Some(own)) => {
+            (Some((sealed, pull)), Some(own)) => {
                 let digest =
                     cpns_crypto::inventory_digest(&crate::util::inventory_cbor(&inventory));
                 let binding = GroupKeyBinding {
@@ -625,11 +659,20 @@ impl PneSession {
                     epoch,
                     pne_id: me.as_str(),
                     inventory_digest: &digest,
+                    pull: *pull,
                 };
                 Some(open_group_key(&own.session_key, &binding, sealed))
             }
             _ => None,
         };
+        let result = opened.as_ref().map(Result::is_ok);
+        // An epoch announced, even one this PNE cannot open, is one it knows exists.
+        if from_gateway || result == Some(true) {
+            self.saw_announced(pn_id, epoch);
+        }
+        if held.is_some_and(|e| epoch <= e) {
+            return result;
+        }
         let (gk, failed) = match opened {
             Some(Ok(gk)) => (Some(gk), None),
             Some(Err(e)) => (None, Some(e)),
@@ -640,7 +683,7 @@ impl PneSession {
                 let reason = Failure::GroupKeyDidNotOpen(e.to_string());
                 self.fail(None, Flow::MembershipChange, reason);
             }
-            return;
+            return result;
         }
         let has_key = gk.is_some();
         if let Some(p) = self.pns.get_mut(&pn_id) {
@@ -659,6 +702,19 @@ impl PneSession {
             epoch,
             has_key,
         });
+        result
+    }
+
+    /// Notes that epoch `epoch` of `pn_id` exists (announced by the PN GW, or a copy opened).
+    fn saw_announced(&mut self, pn_id: PnId, epoch: u64) {
+        let seen = self.announced.entry(pn_id).or_insert(epoch);
+        *seen = (*seen).max(epoch);
+    }
+
+    /// The newest epoch of `pn_id` this PNE holds a key of or saw announced.
+    fn known_epoch(&self, pn_id: &PnId) -> Option<u64> {
+        let held = self.group_key_of(pn_id).map(|(e, _)| e);
+        held.max(self.announced.get(pn_id).copied())
     }
 }
 

@@ -364,6 +364,9 @@ pub struct PneSession {
     leaves: BTreeMap<u64, Waiting>,
     invites: BTreeMap<u64, Waiting>,
     key_pulls: BTreeMap<u64, Waiting>,
+    /// The newest epoch of each PN this PNE saw announced (a PN Update Notification of its
+    /// proven PN GW, or a copy that opened), to notice a pull answered with an older one.
+    announced: BTreeMap<PnId, u64>,
     /// Membership confirmations waiting for the PN GW (002 §B.1.1.3 steps 25-26).
     confirms: BTreeMap<u64, Waiting>,
     /// Expulsions this PNE asked for, by message id, with the PNE expelled.
@@ -408,6 +411,7 @@ impl PneSession {
             leaves: BTreeMap::new(),
             invites: BTreeMap::new(),
             key_pulls: BTreeMap::new(),
+            announced: BTreeMap::new(),
             confirms: BTreeMap::new(),
             expels: BTreeMap::new(),
             rejoin: None,

@@ -152,4 +152,6 @@ pub(super) struct Waiting {
     pub(super) deadline: Instant,
     /// The command that started it; `None` for a request the machine made itself.
     pub(super) cmd: Option<CommandId>,
+    /// A PN Key Request's request id, which its answer's box names (docs/security.md §4.10).
+    pub(super) request_id: Option<u64>,
 }

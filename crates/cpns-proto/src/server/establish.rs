@@ -487,6 +487,7 @@ impl ServerSession {
                     epoch: 1,
                     pne_id: v.pne_id.as_str(),
                     inventory_digest: &digest,
+                    pull: None,
                 };
                 v.sealed_key = Some(cpns_crypto::seal_group_key(
                     self.rng.get(),

@@ -94,13 +94,13 @@ impl ServerSession {
         // so it forgets the PN (docs/pn-lifecycle.md, "Membership that ended while away").
         if !member && let Some((sk, why)) = loaded.departed.take() {
             let code = u8::try_from(why.code()).unwrap_or(u8::MAX);
-            let sealed = cpns_crypto::seal_membership_ended(
-                self.rng.get(),
-                &sk,
-                req.pn_id.as_bytes(),
-                pne.as_str(),
-                code,
-            );
+            let binding = cpns_crypto::EndedBinding {
+                pn_id: req.pn_id.as_bytes(),
+                pne_id: pne.as_str(),
+                request_id: req.request_id.0,
+                why: code,
+            };
+            let sealed = cpns_crypto::seal_membership_ended(self.rng.get(), &sk, &binding);
             let ended = cpns_wire::MembershipEnded {
                 pn_id: req.pn_id,
                 reason: why,
@@ -127,9 +127,18 @@ impl ServerSession {
                 "no group key for this PNE yet: the server holds no SK_PNE for it or the PN has no key",
             );
         };
-        let keys = self.seal_to_members(&pn.inventory, epoch, &key, &[(pne.clone(), sk)], None);
-        let Some(copy) = keys.into_iter().next() else {
-            return refuse(self, ErrorCode::Internal, "the copy could not be sealed");
+        // The copy names this pull (docs/security.md §4.10): no older answer answers it.
+        let digest = cpns_crypto::inventory_digest(&crate::util::inventory_cbor(&pn.inventory));
+        let binding = GroupKeyBinding {
+            pn_id: pn.inventory.pn_id.as_bytes(),
+            epoch,
+            pne_id: pne.as_str(),
+            inventory_digest: &digest,
+            pull: Some(req.request_id.0),
+        };
+        let copy = SealedGroupKey {
+            pne_id: pne.clone(),
+            sealed: seal_group_key(self.rng.get(), &sk, &binding, &key),
         };
         let answer = GroupKeyResponse {
             request_id: req.request_id,
@@ -263,6 +272,7 @@ impl ServerSession {
                     epoch,
                     pne_id: m.pne_id.as_str(),
                     inventory_digest: &digest,
+                    pull: None,
                 };
                 Some(SealedGroupKey {
                     pne_id: m.pne_id.clone(),

@@ -4,8 +4,8 @@
 
 use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationRequest, AuthenticationResponse, Body, EntityId,
-    Envelope, ErrorBody, ErrorCode, PnId, PnSetupRequest, RandBytes, RequestId, SetupType,
-    decode_envelope,
+    Envelope, ErrorBody, ErrorCode, PROTOCOL_VERSION, PnId, PnSetupRequest, RandBytes, RequestId,
+    SetupType, decode_envelope,
 };
 
 use super::harness::{Harness, Party, id, plain, pne_id};
@@ -380,38 +380,47 @@ fn every_truncation_and_bit_flip_of_real_frames_is_handled_without_panic() {
 }
 
 /// A request in protocol version 2 from `from` to `to`.
-fn future_request(from: Address, to: Address) -> Envelope {
+/// A request of protocol `version`, not this build's.
+fn request_of(version: u16, from: Address, to: Address) -> Envelope {
     let mut env = Envelope::request(MSG, from, to, cpns_wire::StatusUpdateRequest {});
-    env.version = 2;
+    env.version = version;
     env
 }
 
 #[test]
 fn every_machine_answers_another_protocol_version_and_goes_on() {
     let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
-    let cases = [
-        (
-            Party::Gw,
-            Party::Server,
-            future_request(gw(), Address::Server),
-        ),
-        (
-            Party::Server,
-            Party::Gw,
-            future_request(Address::Server, gw()),
-        ),
-        (Party::Pne(0), Party::Gw, future_request(pne(0), gw())),
-        (Party::Gw, Party::Pne(1), future_request(gw(), pne(1))),
-    ];
-    for (from, to, env) in cases {
-        let e = answer(&mut h, from, to, &env).expect("answered");
-        assert_eq!(e.code, ErrorCode::UnsupportedVersion, "{from:?} -> {to:?}");
-        assert!(
-            e.reason.contains("version 2 is not supported"),
-            "{}",
-            e.reason
-        );
-        assert!(e.reason.contains("speaks version 1"));
+    // An older peer (version 1, before the changes of docs/security.md §4.2, §4.6 and §4.10)
+    // and a newer one.
+    for version in [1, PROTOCOL_VERSION + 1] {
+        let cases = [
+            (
+                Party::Gw,
+                Party::Server,
+                request_of(version, gw(), Address::Server),
+            ),
+            (
+                Party::Server,
+                Party::Gw,
+                request_of(version, Address::Server, gw()),
+            ),
+            (Party::Pne(0), Party::Gw, request_of(version, pne(0), gw())),
+            (Party::Gw, Party::Pne(1), request_of(version, gw(), pne(1))),
+        ];
+        for (from, to, env) in cases {
+            let e = answer(&mut h, from, to, &env).expect("answered");
+            assert_eq!(e.code, ErrorCode::UnsupportedVersion, "{from:?} -> {to:?}");
+            assert!(
+                e.reason
+                    .contains(&format!("version {version} is not supported")),
+                "{}",
+                e.reason
+            );
+            assert!(
+                e.reason
+                    .contains(&format!("speaks version {PROTOCOL_VERSION}"))
+            );
+        }
     }
     assert!(h.closes.is_empty(), "nothing was closed: {:?}", h.closes);
     assert!(h.errors.is_empty(), "{:?}", h.errors);
@@ -424,12 +433,12 @@ fn every_machine_answers_another_protocol_version_and_goes_on() {
         Address::Server,
         ErrorBody::new(ErrorCode::Busy, "x"),
     );
-    resp.version = 2;
+    resp.version = 1;
     let r = h.deliver_direct(Party::Gw, Party::Server, &plain(&resp));
     assert!(matches!(
         r,
         Err(ProtoError::UnsupportedVersion {
-            version: 2,
+            version: 1,
             request: None
         })
     ));

@@ -1288,7 +1288,8 @@ fn a_pulled_key_that_does_not_open_is_not_taken() {
     );
 }
 
-/// A pull the server never answers fails at twice the flow timeout, not before.
+/// A pull the server never answers fails at twice the flow timeout, not before, and the PNE
+/// says it may be kept behind.
 #[test]
 fn a_pull_with_no_answer_times_out() {
     let (mut h, pn) = with_pn();
@@ -1299,7 +1300,83 @@ fn a_pull_with_no_answer_times_out() {
     h.advance(FLOW * 2 - Duration::from_millis(1));
     assert!(h.pne_failures(1).is_empty());
     h.advance(Duration::from_millis(1));
-    assert_eq!(h.pne_failures(1), vec![Failure::TimedOut]);
+    assert_eq!(
+        h.pne_failures(1),
+        vec![Failure::KeptBehind {
+            pn_id: pn,
+            why: "its key pull got no answer in time".into()
+        }]
+    );
+}
+
+/// A relay that keeps a member behind: it drops the PN Update Notification of a new epoch and
+/// answers the member's pull with the answer to an earlier pull, recorded. The answer names
+/// another pull and its copy opens for that pull only: the PNE takes nothing and says it may
+/// be kept behind; the server's own answer is taken.
+#[test]
+fn a_replayed_older_pull_answer_is_refused_and_the_pne_says_it_is_kept_behind() {
+    // On a trusted bearer (frames plain), so the relay can drop one and rewrite another.
+    let (mut h, pn) = three_members();
+    // An answer at epoch 1, recorded on the WAN.
+    let now = h.now();
+    h.pnes[2].request_group_key(now, pn).unwrap();
+    h.pump();
+    let recorded = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .rev()
+        .find_map(|e| match e.body {
+            cpns_wire::Body::GroupKeyResponse(r) if e.to == Address::Entity(pne_id(2)) => Some(r),
+            _ => None,
+        })
+        .expect("a recorded answer");
+    assert_eq!(recorded.epoch, 1);
+    // Epoch 2; PNE 2's notification is dropped.
+    h.set_hook(|f| {
+        if f.to == Party::Pne(2) && f.message == "PnUpdateNotification" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    expel(&mut h, pn, 1).unwrap();
+    assert_eq!(h.pnes[2].group_key_of(&pn).unwrap().0, 1);
+    // Its next pull is answered with the recorded answer, as is and with the request id of
+    // this pull written in.
+    for rewrite_id in [false, true] {
+        let old = recorded.clone();
+        h.set_hook(move |f| match f.env() {
+            Some(e)
+                if f.to == Party::Gw && matches!(e.body, cpns_wire::Body::GroupKeyResponse(_)) =>
+            {
+                let old = old.clone();
+                Action::Replace(super::harness::rewrite(&f.body, move |env| {
+                    if let cpns_wire::Body::GroupKeyResponse(r) = &mut env.body {
+                        let request_id = r.request_id;
+                        *r = old.clone();
+                        if rewrite_id {
+                            r.request_id = request_id;
+                        }
+                    }
+                }))
+            }
+            _ => Action::Deliver,
+        });
+        let now = h.now();
+        let pull = h.pnes[2].request_group_key(now, pn).unwrap();
+        h.pump();
+        assert_eq!(h.pnes[2].group_key_of(&pn).unwrap().0, 1, "{rewrite_id}");
+        match h.completion(2, pull).map(|c| &c.result) {
+            Some(Err(Failure::KeptBehind { pn_id, .. })) => assert_eq!(*pn_id, pn),
+            other => panic!("{rewrite_id}: {other:?}"),
+        }
+    }
+    // The server's own answer is taken.
+    h.clear_hook();
+    let now = h.now();
+    h.pnes[2].request_group_key(now, pn).unwrap();
+    h.pump();
+    assert_eq!(h.pnes[2].group_key_of(&pn).unwrap().0, 2);
 }
 
 /// Three members on a trusted bearer (every link proven), all alice's.

@@ -91,6 +91,7 @@ fn copies_open_for_the_members_only(
             epoch,
             pne_id: k.pne_id.as_str(),
             inventory_digest: &digest,
+            pull: None,
         };
         let sk = &h.store.session_keys[&(pn, k.pne_id.clone())];
         assert!(open_group_key(sk, &binding, &k.sealed).unwrap() == *gk);
@@ -312,10 +313,16 @@ fn a_member_gets_its_pns_group_key_only_from_the_pns_own_pn_gw() {
         epoch,
         pne_id: me.as_str(),
         inventory_digest: &digest,
+        pull: Some(got.request_id.0),
     };
     let sk = &h.store.session_keys[&(pn, me.clone())];
     let opened = open_group_key(sk, &binding, &got.sealed_key).unwrap();
     assert_eq!(opened.expose_secret(), key.expose_secret());
+    // The copy answers this pull only: as a pushed copy, or another pull's, it does not open.
+    for pull in [None, Some(got.request_id.0 + 1)] {
+        let other = GroupKeyBinding { pull, ..binding };
+        assert!(open_group_key(sk, &other, &got.sealed_key).is_err());
+    }
     // A PNE that never was a member gets nothing, not even a reason about keys.
     send(&mut h, 9503, Address::Entity(id("stranger")), ask(3));
     assert_eq!(refused(&h, 9503), ErrorCode::Forbidden);
