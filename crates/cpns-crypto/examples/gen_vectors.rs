@@ -12,9 +12,9 @@ use cpns_crypto::vectors as v;
 use cpns_crypto::*;
 use cpns_wire::{
     Address, AuthPurposeCode, AuthenticationResponse, ContentItem, CpnsId, DeviceCapabilities,
-    EntityId, Envelope, HashBytes, InventoryMember, PnId, PnInventory, PnSetupResponse, PneHash,
-    PneRegistrationRequest, PneRegistrationResponse, RandBytes, RegistrationGrant, RequestId,
-    SecureCall,
+    EntityId, Envelope, HashBytes, InventoryMember, JoinInfo, PnId, PnInventory, PnSetupResponse,
+    PneHash, PneRegistrationRequest, PneRegistrationResponse, RandBytes, RegistrationGrant,
+    RequestId, SecureCall,
 };
 use serde_json::{Value, json};
 
@@ -49,6 +49,16 @@ const REGISTRATION_REQUEST_ID: u64 = 0x0001_0203_0405_0607;
 
 /// The PN inventory of the establishment vector: what the server sends in the PN Registration
 /// Response and the PNE stores.
+/// The capabilities of PNE 1 in every vector.
+fn capabilities() -> DeviceCapabilities {
+    DeviceCapabilities {
+        device_type: "phone".into(),
+        has_ui: true,
+        networks: vec!["wlan".into()],
+        ..DeviceCapabilities::default()
+    }
+}
+
 fn inventory() -> PnInventory {
     PnInventory {
         pn_id: PnId::from_bytes(PN_ID),
@@ -56,12 +66,7 @@ fn inventory() -> PnInventory {
         members: vec![
             InventoryMember {
                 pne_id: eid(PNE_ID),
-                capabilities: Some(DeviceCapabilities {
-                    device_type: "phone".into(),
-                    has_ui: true,
-                    networks: vec!["wlan".into()],
-                    ..DeviceCapabilities::default()
-                }),
+                capabilities: Some(capabilities()),
                 contents: Vec::new(),
             },
             InventoryMember {
@@ -91,12 +96,40 @@ fn pne_auth_case(name: &str, purpose: AuthPurpose) -> PneAuthCase {
     let eukey = EuKey::from_bytes(pattern(0x00));
     let rand_pne = Rand(pattern(0x10));
     let rand_server = Rand(pattern(0x20));
+    // What the PNE said before sealing (docs/security.md §4.1): its join information in an
+    // establishment, its PNE Registration Request without `pn_id` in a registration.
+    let (statement_cbor, statement_kind) = match purpose {
+        AuthPurpose::Establishment => (
+            cbor(&JoinInfo {
+                pne_id: eid(PNE_ID),
+                capabilities: capabilities(),
+                contents: Vec::new(),
+                rand_pne: RandBytes(rand_pne.0),
+                local_key: true,
+                home_gateway: None,
+            }),
+            "join_info",
+        ),
+        AuthPurpose::Registration => (
+            cbor(&PneRegistrationRequest {
+                request_id: RequestId(0x1122_3344_5566_7788),
+                pne_id: eid(PNE_ID),
+                pn_id: None,
+                rand_pne: RandBytes(rand_pne.0),
+                capabilities: Some(capabilities()),
+                local_key: true,
+            }),
+            "pne_registration_request",
+        ),
+    };
+    let statement = statement_digest(&statement_cbor);
     let input = PneAuthInput {
         purpose,
         pn_id: &PN_ID,
         pne_id: PNE_ID,
         rand_pne: &rand_pne,
         rand_server: &rand_server,
+        statement: &statement,
     };
     let keys = PneAuthKeys::derive(&eukey, &input);
     let mut salt = rand_pne.0.to_vec();
@@ -131,12 +164,13 @@ fn pne_auth_case(name: &str, purpose: AuthPurpose) -> PneAuthCase {
         ),
     };
     let hash_server = keys.hash_server(&hash_pne, &outcome);
-    let hash_fields: [&[u8]; 5] = [
+    let hash_fields: [&[u8]; 6] = [
         &code,
         &rand_pne.0,
         &rand_server.0,
         PNE_ID.as_bytes(),
         &PN_ID,
+        &statement,
     ];
     let hash_pne_msg = v::transcript(labels::HASH_PNE, &hash_fields);
     let hash_server_msg = v::hash_server_transcript(&keys, &hash_pne, &outcome);
@@ -157,6 +191,12 @@ fn pne_auth_case(name: &str, purpose: AuthPurpose) -> PneAuthCase {
             "pne_id": PNE_ID,
             "rand_pne": hx(rand_pne.0),
             "rand_server": hx(rand_server.0),
+            "statement": {
+                "kind": statement_kind,
+                "cbor": hx(&statement_cbor),
+                "diagnostic": diag(&statement_cbor),
+                "digest": hx(statement),
+            },
             "outcome": outcome_json,
         },
         "intermediates": {

@@ -37,10 +37,12 @@
 //! // Steps 6-7: each recipient unwraps its own copy.
 //! assert_eq!(unwrap_local_eukey(&eukey_gw, Recipient::Gateway, &binding, &for_gw)?, local);
 //! assert_eq!(unwrap_local_eukey(&eukey_pne, Recipient::Pne, &binding, &for_pne)?, local);
-//! // Steps 8-15: mutual authentication and SK_PNE.
+//! // Steps 8-15: mutual authentication and SK_PNE, bound to what the PNE said (its join
+//! // information's canonical CBOR, as both sides encode it).
+//! let said = statement_digest(b"\xa1\x00...");
 //! let input = PneAuthInput {
 //!     purpose: AuthPurpose::Establishment, pn_id: &pn_id, pne_id: "pne-1",
-//!     rand_pne: &rand_pne, rand_server: &rand_server,
+//!     rand_pne: &rand_pne, rand_server: &rand_server, statement: &said,
 //! };
 //! let pne = PneAuthKeys::derive(&eukey_pne, &input);
 //! let server = PneAuthKeys::derive(&eukey_pne, &input); // the server's stored copy of EUKey_PNE
@@ -111,6 +113,7 @@ pub use local_key::{
 pub use pan::{PanAuthInput, PanKeys};
 pub use pne_auth::{
     AuthPurpose, PneAuthInput, PneAuthKeys, ServerOutcome, VERDICT_AUTHENTICATED, inventory_digest,
+    statement_digest,
 };
 pub use rng::{CryptoRng, MachineRng, Rng};
 pub use secure::{

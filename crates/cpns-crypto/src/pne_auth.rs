@@ -13,12 +13,16 @@
 //! ctx       = T(purpose) ‖ T(PNE ID) ‖ T(PN ID)
 //! SK_PNE    = HKDF-Expand(PRK, T("cpns/v1/sk-pne") ‖ ctx, 32)
 //! K_confirm = HKDF-Expand(PRK, T("cpns/v1/pne-confirm") ‖ ctx, 32)
-//! hash_PNE    = HMAC(K_confirm, T("cpns/v1/hash-pne") ‖ T(purpose) ‖ T(rand_PNE) ‖ T(rand_server) ‖ T(PNE ID) ‖ T(PN ID))
+//! hash_PNE    = HMAC(K_confirm, T("cpns/v1/hash-pne") ‖ T(purpose) ‖ T(rand_PNE) ‖ T(rand_server) ‖ T(PNE ID) ‖ T(PN ID) ‖ T(statement))
 //! hash_server = HMAC(K_confirm, T("cpns/v1/hash-server") ‖ …same fields… ‖ T(hash_PNE)
 //!                               ‖ T(verdict = 01) ‖ T(outcome))
 //! outcome     = SHA-256(canonical CBOR of the PN inventory)   establishment (purpose 01)
 //!             = CPNS ID                                        registration  (purpose 02)
 //! ```
+//! `statement` is the SHA-256 of what the PNE said before any of this could be sealed (its join
+//! information, or its PNE Registration Request), as both sides encode it ([`statement_digest`]):
+//! a device on the path that changes it (a LocalEUKey asked for, capabilities, contents, a home PN
+//! GW) makes the proof fail (protocol version 2; docs/security.md §4.1).
 //! The outcome is what the PNE acts on once it accepts hash_server: the inventory it stores, or
 //! the CPNS ID it is known by. Both reach it through the PN GW, so the server's hash covers them
 //! and a relaying PN GW cannot alter them ([`ServerOutcome`]).
@@ -81,6 +85,14 @@ pub fn inventory_digest(inventory_cbor: &[u8]) -> [u8; 32] {
     Sha256::digest(inventory_cbor).into()
 }
 
+/// SHA-256 of the canonical CBOR of what a PNE said before it could seal anything: its
+/// `join-info` in an establishment, its PNE Registration Request without `pn_id` in a
+/// registration (docs/security.md §4.1, "What the PNE said"). The `statement` of
+/// [`PneAuthInput`].
+pub fn statement_digest(statement_cbor: &[u8]) -> [u8; 32] {
+    Sha256::digest(statement_cbor).into()
+}
+
 /// Which flow the PNE authentication belongs to; bound into every key and hash so that an
 /// exchange from one flow cannot be replayed into the other.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -114,6 +126,8 @@ pub struct PneAuthInput<'a> {
     pub rand_pne: &'a Rand,
     /// rand_server, chosen by the CPNS Server (step 5).
     pub rand_server: &'a Rand,
+    /// What the PNE said before sealing, as [`statement_digest`] hashes it.
+    pub statement: &'a [u8; 32],
 }
 
 impl PneAuthInput<'_> {
@@ -126,14 +140,16 @@ impl PneAuthInput<'_> {
         t
     }
 
-    /// `T(purpose) ‖ T(rand_PNE) ‖ T(rand_server) ‖ T(PNE ID) ‖ T(PN ID)`: the hash context.
+    /// `T(purpose) ‖ T(rand_PNE) ‖ T(rand_server) ‖ T(PNE ID) ‖ T(PN ID) ‖ T(statement)`: the
+    /// hash context.
     fn hash_context(&self) -> Transcript {
         let mut t = Transcript::fields();
         t.push(&[self.purpose.code()])
             .push(&self.rand_pne.0)
             .push(&self.rand_server.0)
             .push(self.pne_id.as_bytes())
-            .push(self.pn_id);
+            .push(self.pn_id)
+            .push(self.statement);
         t
     }
 }
@@ -269,6 +285,8 @@ mod tests {
     const R_PNE: Rand = Rand([1; 16]);
     const R_SRV: Rand = Rand([2; 16]);
 
+    const SAID: [u8; 32] = [0x3c; 32];
+
     fn input<'a>(pne_id: &'a str, rand_server: &'a Rand) -> PneAuthInput<'a> {
         PneAuthInput {
             purpose: AuthPurpose::Establishment,
@@ -276,6 +294,7 @@ mod tests {
             pne_id,
             rand_pne: &R_PNE,
             rand_server,
+            statement: &SAID,
         }
     }
 
@@ -443,6 +462,33 @@ mod tests {
                 Err(CryptoError::BadHash)
             );
         }
+    }
+
+    /// What the PNE said before sealing is in the proof, not in the keys: a statement changed
+    /// on the way (a LocalEUKey request cleared, capabilities altered) fails hash_PNE and
+    /// hash_server, while SK_PNE stays the same.
+    #[test]
+    fn the_statement_binds_the_hashes_not_the_keys() {
+        let base = PneAuthKeys::derive(&eukey(7), &input("pne-1", &R_SRV));
+        let altered = [0x3d; 32];
+        let other = PneAuthKeys::derive(
+            &eukey(7),
+            &PneAuthInput {
+                statement: &altered,
+                ..input("pne-1", &R_SRV)
+            },
+        );
+        assert_eq!(other.session_key(), base.session_key());
+        assert_eq!(
+            other.verify_hash_pne(&base.hash_pne()),
+            Err(CryptoError::BadHash)
+        );
+        let h = base.hash_pne();
+        assert_eq!(
+            base.verify_hash_server(&h, &member(), &other.hash_server(&h, &member())),
+            Err(CryptoError::BadHash)
+        );
+        assert_eq!(statement_digest(b"said"), inventory_digest(b"said"));
     }
 
     #[test]

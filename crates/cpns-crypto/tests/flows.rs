@@ -32,6 +32,8 @@ const PN_ID: [u8; 16] = [0x42; 16];
 const GW: &str = "gw@alice";
 const PNES: [&str; 2] = ["pne-1@alice", "pne-2@alice"];
 
+/// What each PNE said before sealing, as its digest (docs/security.md §4.1).
+const SAID: [u8; 32] = [0x5a; 32];
 #[test]
 fn pn_establishment_with_two_pnes_and_pan_sessions() {
     let gw_eukey = EuKey::generate().unwrap();
@@ -126,6 +128,7 @@ fn pn_establishment_with_two_pnes_and_pan_sessions() {
             pne_id: id,
             rand_pne: &rand_pne[n],
             rand_server: &rand_server,
+            statement: &SAID,
         };
         let pne_auth = PneAuthKeys::derive(&pne_eukeys[n], &input);
         let hash_pne = pne_auth.hash_pne();
@@ -190,6 +193,7 @@ fn pne_from_one_pn_cannot_answer_for_another_pne() {
         pne_id: id,
         rand_pne: &rp,
         rand_server: &rs,
+        statement: &SAID,
     };
     let h1 = PneAuthKeys::derive(&keys[0], &input(PNES[0])).hash_pne();
     let server_for_2 = PneAuthKeys::derive(&keys[1], &input(PNES[1]));

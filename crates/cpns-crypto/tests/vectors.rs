@@ -155,6 +155,26 @@ fn pne_auth_vectors() {
         let code = hx(i, "purpose_code");
         assert_eq!(code, [purpose.code()]);
 
+        // What the PNE said, re-encoded canonically: its join information or its registration
+        // request without pn_id, with the vector's rand_PNE.
+        let st = &i["statement"];
+        let statement: [u8; 32] = arr(st, "digest");
+        let st_cbor = hx(st, "cbor");
+        assert_eq!(sha256(&st_cbor), statement);
+        assert_eq!(statement_digest(&st_cbor), statement);
+        match (purpose, text(st, "kind")) {
+            (AuthPurpose::Establishment, "join_info") => {
+                let (j, _): (cpns_wire::JoinInfo, _) = canonical(st, "cbor", "diagnostic");
+                assert_eq!((j.pne_id.as_str(), j.rand_pne.0), (pne_id, rand_pne.0));
+            }
+            (AuthPurpose::Registration, "pne_registration_request") => {
+                let (r, _): (cpns_wire::PneRegistrationRequest, _) =
+                    canonical(st, "cbor", "diagnostic");
+                assert_eq!((r.pne_id.as_str(), r.rand_pne.0), (pne_id, rand_pne.0));
+                assert_eq!(r.pn_id, None);
+            }
+            other => panic!("unexpected statement {other:?}"),
+        }
         // Through the crate.
         let input = PneAuthInput {
             purpose,
@@ -162,6 +182,7 @@ fn pne_auth_vectors() {
             pne_id,
             rand_pne: &rand_pne,
             rand_server: &rand_server,
+            statement: &statement,
         };
         let keys = PneAuthKeys::derive(&eukey, &input);
         let hash_pne = AuthHash(arr(o, "hash_pne"));
@@ -219,12 +240,13 @@ fn pne_auth_vectors() {
         let confirm = hkdf(Some(&salt), eukey.expose_secret(), &confirm_info);
         assert_eq!(hx(o, "sk_pne"), sk);
         assert_eq!(hx(m, "confirm_key"), confirm);
-        let fields: [&[u8]; 5] = [
+        let fields: [&[u8]; 6] = [
             &code,
             &rand_pne.0,
             &rand_server.0,
             pne_id.as_bytes(),
             &pn_id,
+            &statement,
         ];
         let hp_msg = t(labels::HASH_PNE, &fields);
         assert_eq!(hx(m, "hash_pne_message"), hp_msg);

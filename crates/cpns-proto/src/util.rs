@@ -66,6 +66,23 @@ pub(crate) fn take_expired<K: Ord + Clone, V>(
         .collect()
 }
 
+/// The digest of what a PNE said in its join information (docs/security.md §4.1, "What the PNE
+/// said"): SHA-256 of its CBOR as this version encodes it, which both the PNE and the server
+/// compute, so a change on the way fails the proof.
+pub(crate) fn join_statement(join: &cpns_wire::JoinInfo) -> [u8; 32] {
+    cpns_crypto::statement_digest(&minicbor::to_vec(join).unwrap_or_default())
+}
+
+/// The digest of what a PNE said in its PNE Registration Request, without `pn_id`, which the
+/// PN GW fills in for a PNE that named none (docs/security.md §4.1).
+pub(crate) fn registration_statement(req: &cpns_wire::PneRegistrationRequest) -> [u8; 32] {
+    let said = cpns_wire::PneRegistrationRequest {
+        pn_id: None,
+        ..req.clone()
+    };
+    cpns_crypto::statement_digest(&minicbor::to_vec(&said).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

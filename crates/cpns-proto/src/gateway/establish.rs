@@ -385,22 +385,8 @@ impl Gateway {
                 capabilities: self.cfg.capabilities.clone(),
                 subscription: self.cfg.subscription.clone(),
             },
-            // Every member on an insecure PAN seals its link (docs/security.md §4.2): the
-            // PN GW asks the key for a PNE on a `cpns` link even if it did not.
-            pnes: f
-                .joins
-                .iter()
-                .map(|(link, j)| {
-                    let cpns = self
-                        .links
-                        .get(link)
-                        .is_some_and(|l| l.security == crate::PanSecurity::Cpns);
-                    JoinInfo {
-                        local_key: j.local_key || cpns,
-                        ..j.clone()
-                    }
-                })
-                .collect(),
+            // As the PNEs said it: their proofs cover it (docs/security.md §4.1).
+            pnes: f.joins.iter().map(|(_, j)| j.clone()).collect(),
             initiator: f.initiator.as_ref().map(|i| i.pne.clone()),
             lifetime_s: self.cfg.pn_lifetime_s,
             max_members: self.cfg.pn_max_members,

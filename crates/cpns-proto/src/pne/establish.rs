@@ -27,6 +27,8 @@ struct OwnSetup {
     msg: u64,
     request_id: RequestId,
     rand_pne: Rand,
+    /// The digest of the join information it sent (docs/security.md §4.1).
+    said: [u8; 32],
     deadline: Instant,
     cmd: CommandId,
 }
@@ -35,6 +37,8 @@ struct OwnSetup {
 #[derive(Debug)]
 struct Joining {
     rand_pne: Rand,
+    /// The digest of the join information it sent, which its proof covers.
+    said: [u8; 32],
     initiator: bool,
     phase: JoinPhase,
     deadline: Instant,
@@ -109,10 +113,12 @@ impl PneSession {
         }
         let rand_pne = self.rng.rand();
         let request_id = RequestId(self.rng.u64());
+        let join = self.join_info(&rand_pne);
+        let said = crate::util::join_statement(&join);
         let req = PnSetupRequest {
             request_id,
             setup: Some(setup),
-            join: Some(self.join_info(&rand_pne)),
+            join: Some(join),
             pn_id: None,
             initiator: None,
         };
@@ -123,6 +129,7 @@ impl PneSession {
             msg,
             request_id,
             rand_pne,
+            said,
             deadline,
             cmd,
         });
@@ -161,6 +168,7 @@ impl PneSession {
     pub(super) fn accept_setup(&mut self, now: Instant, msg: u64, pn_id: PnId) {
         let rand_pne = self.rng.rand();
         let join = self.join_info(&rand_pne);
+        let said = crate::util::join_statement(&join);
         let resp = PnSetupResponse {
             pn_id,
             accept: true,
@@ -176,6 +184,7 @@ impl PneSession {
             pn_id,
             Joining {
                 rand_pne,
+                said,
                 initiator: false,
                 phase: JoinPhase::AwaitAuth,
                 deadline,
@@ -203,6 +212,7 @@ impl PneSession {
         if let Some(s) = own {
             let joining = Joining {
                 rand_pne: s.rand_pne,
+                said: s.said,
                 initiator: true,
                 phase: JoinPhase::AwaitAuth,
                 deadline: s.deadline,
@@ -222,7 +232,7 @@ impl PneSession {
                 "this PNE is not joining this PN",
             );
         };
-        let rand_pne = j.rand_pne;
+        let (rand_pne, said) = (j.rand_pne, j.said);
         let gw = self.gateway_for(env);
         let rand_server = rand_of(&m.rand_server);
         // Step 7: the copy is bound to this establishment's rand_server; it is kept with it.
@@ -250,6 +260,7 @@ impl PneSession {
                 pne_id: self.cfg.id.as_str(),
                 rand_pne: &rand_pne,
                 rand_server: &rand_server,
+                statement: &said,
             },
         );
         let hash = keys.hash_pne();

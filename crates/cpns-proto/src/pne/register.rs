@@ -24,6 +24,8 @@ pub(super) struct Registering {
     pub(super) msg: u64,
     pub(super) request_id: RequestId,
     pub(super) rand_pne: Rand,
+    /// The digest of the request it sent, which its proof covers (docs/security.md §4.1).
+    pub(super) said: [u8; 32],
     pub(super) phase: RegistrationPhase,
     pub(super) deadline: Instant,
     /// The command that asked for it; `None` for a join after an invitation.
@@ -99,12 +101,14 @@ impl PneSession {
             capabilities: Some(self.cfg.capabilities.clone()),
             local_key: asked_key,
         };
+        let said = crate::util::registration_statement(&req);
         let msg = self.send_request_to(cpns_wire::Address::Server, req);
         let deadline = now + self.cfg.timeouts.flow * 3;
         self.flows.registration = Some(Registering {
             msg,
             request_id,
             rand_pne,
+            said,
             phase: RegistrationPhase::AwaitAuth,
             deadline,
             cmd,
@@ -124,12 +128,12 @@ impl PneSession {
         env: &Envelope,
         m: AuthenticationRequest,
     ) {
-        let Some((rand_pne, asked_key)) = self
+        let Some((rand_pne, said, asked_key)) = self
             .flows
             .registration
             .as_ref()
             .filter(|r| matches!(r.phase, RegistrationPhase::AwaitAuth))
-            .map(|r| (r.rand_pne, r.asked_key))
+            .map(|r| (r.rand_pne, r.said, r.asked_key))
         else {
             return self.reject(env, ErrorCode::WrongState, "no registration in progress");
         };
@@ -166,6 +170,7 @@ impl PneSession {
                 pne_id: self.cfg.id.as_str(),
                 rand_pne: &rand_pne,
                 rand_server: &rand_server,
+                statement: &said,
             },
         );
         let hash_pne = keys.hash_pne();

@@ -302,6 +302,8 @@ impl ServerSession {
                     pne_id: c.join.pne_id.as_str(),
                     rand_pne: &rand_of(&c.join.rand_pne),
                     rand_server: &flow.rand_server,
+                    // What it said in its join information, as it reached the server.
+                    statement: &crate::util::join_statement(&c.join),
                 },
             );
             let hash_pne = resp

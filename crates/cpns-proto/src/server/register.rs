@@ -59,6 +59,8 @@ pub(super) struct Registration {
     eukey: EuKey,
     rand_pne: Rand,
     rand_server: Rand,
+    /// The digest of the request as it reached the server, which the PNE's proof covers.
+    said: [u8; 32],
     /// When the PNE joins the PN by this registration (a pending member): the PN's next group
     /// key epoch and what to seal it to.
     joining: Option<Box<Joining>>,
@@ -237,6 +239,7 @@ impl ServerSession {
             eukey: entity.eukey,
             rand_pne: rand_of(&req.rand_pne),
             rand_server,
+            said: crate::util::registration_statement(&req),
             joining,
             phase: RegistrationPhase::AwaitAuth { auth_msg },
             deadline: now + self.cfg.timeouts.flow,
@@ -270,6 +273,7 @@ impl ServerSession {
                 pne_id: key.0.as_str(),
                 rand_pne: &flow.rand_pne,
                 rand_server: &flow.rand_server,
+                statement: &flow.said,
             },
         );
         let hash_pne = resp

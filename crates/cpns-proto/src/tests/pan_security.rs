@@ -230,12 +230,14 @@ fn gateway_cannot_open_the_registration_grant_but_the_pne_can() {
         cpns_crypto::Rand(rand_pne.0),
         cpns_crypto::Rand(rand_server.0),
     );
+    // SK_PNE does not depend on what the PNE said (only the hashes do).
     let input = PneAuthInput {
         purpose: AuthPurpose::Registration,
         pn_id: pn.as_bytes(),
         pne_id: pne.as_str(),
         rand_pne: &rand_pne,
         rand_server: &rand_server,
+        statement: &[0; 32],
     };
     let binding = GrantBinding {
         pn_id: pn.as_bytes(),
@@ -300,7 +302,9 @@ fn hash_pne_over_an_unsealed_link_is_not_relayed() {
     let Body::AuthenticationRequest(auth) = &relayed.body else {
         unreachable!()
     };
-    let (pne, rand_pne) = (pne_id(0), cpns_crypto::Rand(join.unwrap().rand_pne.0));
+    let join = join.unwrap();
+    let (pne, rand_pne) = (pne_id(0), cpns_crypto::Rand(join.rand_pne.0));
+    let said = crate::util::join_statement(&join);
     let rand_server = cpns_crypto::Rand(auth.rand_server.0);
     let keys = PneAuthKeys::derive(
         &h.pne_cfgs[0].eukey,
@@ -310,6 +314,7 @@ fn hash_pne_over_an_unsealed_link_is_not_relayed() {
             pne_id: pne.as_str(),
             rand_pne: &rand_pne,
             rand_server: &rand_server,
+            statement: &said,
         },
     );
     let resp = cpns_wire::AuthenticationResponse {

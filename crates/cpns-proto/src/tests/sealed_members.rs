@@ -5,8 +5,8 @@
 //! a member that was away when its membership ended keeps a way to prove itself and hear it.
 
 use cpns_wire::{
-    Address, AuthPurposeCode, AuthenticationResponse, Body, CapabilitiesQuery, Envelope, ErrorCode,
-    PnId, SetupType, StatusEntry, StatusReport,
+    Address, AuthPurposeCode, AuthenticationResponse, Body, CapabilitiesQuery, DeviceCapabilities,
+    Envelope, ErrorCode, PnId, SetupType, StatusEntry, StatusReport,
 };
 
 use super::harness::{Action, Harness, Party, plain, pne_id, rewrite};
@@ -236,40 +236,80 @@ fn a_server_request_for_an_unproven_link_goes_nowhere() {
     );
 }
 
-/// A PNE on an insecure PAN whose join information asks for no LocalEUKey (another
-/// implementation, or a device on the path that cleared the flag) gets one anyway: the PN GW
-/// asks it for every PNE on a `cpns` link, and the PNE's link is sealed.
-#[test]
-fn the_gateway_asks_a_key_for_every_pne_on_an_insecure_pan() {
-    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::cpns()]);
-    h.set_hook(|f| match f.env() {
-        Some(e)
-            if f.to == Party::Gw
-                && matches!(e.body, Body::PnSetupRequest(_) | Body::PnSetupResponse(_)) =>
-        {
-            Action::Replace(rewrite(&f.body, |env| {
-                let join = match &mut env.body {
-                    Body::PnSetupRequest(r) => r.join.as_mut(),
-                    Body::PnSetupResponse(r) => r.join.as_mut(),
-                    _ => None,
-                };
-                if let Some(j) = join {
-                    j.local_key = false;
+/// Rewrites, on their way to the PN GW, the join information of PNE `i` (in a PN Setup
+/// Request or Response) and its PNE Registration Requests.
+fn alter_what_pne_says(
+    h: &mut Harness,
+    i: usize,
+    f: impl Fn(&mut DeviceCapabilities, &mut bool) + Clone + 'static,
+) {
+    h.set_hook(move |fl| match fl.env() {
+        Some(_) if fl.from == Party::Pne(i) && fl.to == Party::Gw => {
+            let f = f.clone();
+            Action::Replace(rewrite(&fl.body, move |env| match &mut env.body {
+                Body::PnSetupRequest(r) => {
+                    if let Some(j) = r.join.as_mut() {
+                        f(&mut j.capabilities, &mut j.local_key);
+                    }
                 }
+                Body::PnSetupResponse(r) => {
+                    if let Some(j) = r.join.as_mut() {
+                        f(&mut j.capabilities, &mut j.local_key);
+                    }
+                }
+                Body::PneRegistrationRequest(r) => {
+                    let mut caps = r.capabilities.clone().unwrap_or_default();
+                    f(&mut caps, &mut r.local_key);
+                    r.capabilities = Some(caps);
+                }
+                _ => {}
             }))
         }
         _ => Action::Deliver,
     });
-    h.setup(0, SetupType::All);
-    let pn = h.joined(0).unwrap().pn_id;
-    let asked = h
-        .delivered(Party::Gw, Party::Server)
-        .into_iter()
-        .find_map(|e| match e.body {
-            Body::PnRegistrationRequest(r) => Some(r.pnes.iter().all(|j| j.local_key)),
-            _ => None,
+}
+
+/// What a PNE says before its link is sealed is in its proof (docs/security.md §4.1): join
+/// information whose capabilities were changed on the way fails at the server, and the PNE is
+/// left out; one whose LocalEUKey request was cleared brings no key, and the PNE, which asked,
+/// refuses to go on (the downgrade check).
+#[test]
+fn an_altered_join_information_fails_the_proof() {
+    for clear_key in [false, true] {
+        let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::cpns()]);
+        alter_what_pne_says(&mut h, 1, move |caps, local_key| {
+            if clear_key {
+                *local_key = false;
+            } else {
+                caps.device_type = "forged".into();
+            }
         });
-    assert_eq!(asked, Some(true));
-    h.assert_sealed_member(pn, 0);
-    h.assert_sealed_member(pn, 1);
+        h.setup(0, SetupType::All);
+        let pn = h.joined(0).unwrap().pn_id;
+        assert_eq!(h.members(pn), [pne_id(0)], "clear_key: {clear_key}");
+        assert!(h.pnes[1].inventory().is_empty());
+        if clear_key {
+            assert!(h.pne_failures(1).contains(&Failure::LocalKeyNotAssigned));
+            assert!(!h.pnes[1].link_sealed());
+        } else {
+            // Its proof reached the server sealed, and did not verify there.
+            assert!(h.server_events().iter().any(|e| matches!(
+                e,
+                crate::server::ServerEvent::AuthenticationFailed { entity, .. } if *entity == pne_id(1)
+            )));
+        }
+    }
+}
+
+/// The same for a registration: a request whose capabilities changed on the way fails the
+/// proof at the server; the PNE joins nothing and the server stores nothing.
+#[test]
+fn an_altered_registration_request_fails_the_proof() {
+    let (mut h, pn) = with_a_declined_pne();
+    alter_what_pne_says(&mut h, 3, |caps, _| caps.device_type = "forged".into());
+    h.register(3, Some(pn));
+    assert_eq!(h.members(pn).len(), 3);
+    assert!(!h.store.effects.contains_key("register_pne"));
+    assert!(h.pnes[3].inventory().is_empty());
+    assert!(!h.pne_failures(3).is_empty());
 }
