@@ -313,3 +313,63 @@ fn an_altered_registration_request_fails_the_proof() {
     assert!(h.pnes[3].inventory().is_empty());
     assert!(!h.pne_failures(3).is_empty());
 }
+
+/// A newer peer's capability key (one this version does not know) is kept whole: it travels in
+/// the join information, is stored and handed on as it came, and the PN's inventory hash covers
+/// it (wire.md, "Canonical PN inventory"), so the PN verifies at every member; the same key
+/// altered on the way to a member makes that member refuse the PN.
+#[test]
+fn a_newer_peers_capability_key_is_kept_whole_and_covered() {
+    for tamper in [false, true] {
+        let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
+        let now = h.now();
+        let mut caps = h.pnes[1].capabilities().clone();
+        // Key 60, a text string "v3", as a newer PNE would send it.
+        caps.unknown.insert(60, vec![0x62, b'v', b'3']);
+        h.pnes[1].set_capabilities(now, caps).unwrap();
+        h.pump();
+        if tamper {
+            // On the way to PNE 0 (the initiator), the newer key's value is changed.
+            h.set_hook(|f| match f.env() {
+                Some(e) if f.to == Party::Pne(0) && matches!(e.body, Body::PnSetupResponse(_)) => {
+                    Action::Replace(rewrite(&f.body, |env| {
+                        if let Body::PnSetupResponse(r) = &mut env.body
+                            && let Some(inv) = r.inventory.as_mut()
+                        {
+                            for m in &mut inv.members {
+                                if let Some(c) = m.capabilities.as_mut() {
+                                    c.unknown.insert(60, vec![0x62, b'v', b'4']);
+                                }
+                            }
+                        }
+                    }))
+                }
+                _ => Action::Deliver,
+            });
+        }
+        h.setup(0, SetupType::All);
+        if tamper {
+            assert!(h.pnes[0].inventory().is_empty());
+            assert!(h.pne_failures(0).contains(&Failure::ServerNotAuthenticated));
+            continue;
+        }
+        let inv = h
+            .joined(0)
+            .expect("the PN verifies with the newer key in it");
+        assert_eq!(h.assert_agree(inv.pn_id), inv);
+        let held = inv
+            .members
+            .iter()
+            .find(|m| m.pne_id == pne_id(1))
+            .and_then(|m| m.capabilities.as_ref())
+            .map(|c| c.unknown.get(&60).cloned());
+        assert_eq!(held, Some(Some(vec![0x62, b'v', b'3'])));
+        assert_eq!(
+            h.store.pns[&inv.pn_id].members[1]
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.unknown.get(&60).cloned()),
+            Some(vec![0x62, b'v', b'3'])
+        );
+    }
+}
