@@ -37,7 +37,8 @@ impl Gateway {
         self.send_pan_request(link, req);
     }
 
-    /// 000 §6.4 step 2: answer with the mode, the entity id, zone support and the PNs served.
+    /// 000 §6.4 step 2: answer with the mode, the entity id, zone support, and, to a link that
+    /// proved its PNE, the PNs that PNE is a member of here.
     pub(super) fn on_discovery_request(
         &mut self,
         link: LinkId,
@@ -64,8 +65,24 @@ impl Gateway {
                 );
             }
         }
-        let mut pns: Vec<PnId> = self.pns.keys().copied().collect();
-        pns.sort();
+        // Less said to strangers (docs/security.md §4.4, "What a PNE learns before its
+        // proof"): a link that has not proved its PNE learns no PN id; one that has learns the
+        // PNs that PNE is a member of. (000 §6.4 asks only for the mode and the entity id.)
+        let pns: Vec<PnId> = match self.links.get(&link).filter(|l| l.proven) {
+            Some(l) => self
+                .pns
+                .iter()
+                .filter(|(_, pn)| {
+                    pn.state
+                        .inventory
+                        .members
+                        .iter()
+                        .any(|m| Some(&m.pne_id) == l.peer.as_ref())
+                })
+                .map(|(id, _)| *id)
+                .collect(),
+            None => Vec::new(),
+        };
         let resp = EntityDiscoveryResponse {
             mode: Mode::Gateway,
             entity_id: self.cfg.id.clone(),

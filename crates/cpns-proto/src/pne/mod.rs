@@ -659,8 +659,22 @@ impl PneSession {
                 if m.mode == Mode::Gateway && self.gateway.is_none() {
                     self.gateway = Some(m.entity_id);
                 }
-                let mut pns: Vec<PnId> = self.pns.keys().copied().collect();
-                pns.sort();
+                // Its PNs only to a PN GW it may believe (one that proved itself on this link,
+                // or any on a trusted bearer), and only those of that PN GW: a device that only
+                // claims to be a PN GW learns no PN id (docs/security.md §4.4).
+                let believed = match (self.cfg.security, &self.gateway) {
+                    (PanSecurity::Trusted, Some(gw)) => Some(gw),
+                    (PanSecurity::Cpns, Some(gw)) if self.proven_gateway.as_ref() == Some(gw) => {
+                        Some(gw)
+                    }
+                    _ => None,
+                };
+                let pns: Vec<PnId> = self
+                    .pns
+                    .iter()
+                    .filter(|(_, p)| Some(&p.state.inventory.gateway) == believed)
+                    .map(|(id, _)| *id)
+                    .collect();
                 let resp = EntityDiscoveryResponse {
                     mode: Mode::Pne,
                     entity_id: self.cfg.id.clone(),

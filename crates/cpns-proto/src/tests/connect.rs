@@ -202,34 +202,55 @@ fn gateway_discovers_a_pne_on_a_fresh_link() {
     assert!(h.errors.is_empty());
 }
 
+/// Less said to strangers (docs/security.md §4.4): a discovery answer names a PN only to a
+/// link that proved its PNE, and then only the PNs that PNE is a member of; a PNE names its PNs
+/// only to a PN GW it may believe, and only that PN GW's.
 #[test]
-fn discovery_lists_the_pns_served() {
+fn discovery_names_pns_only_after_a_proof() {
+    // On a trusted bearer every link is proven: the member hears its PN, the other PNE none.
     let mut h = Harness::ready(&[PneSpec::trusted(), PneSpec::trusted()]);
     h.setup(0, cpns_wire::SetupType::OneToOne);
     let pn = h.joined(0).unwrap().pn_id;
-    let now = h.now();
-    h.pnes[1].start_discovery(now).unwrap();
-    h.pump();
-    let pns = h.pne_events(1).into_iter().rev().find_map(|e| match e {
-        PneEvent::Completed(crate::Completed {
-            result: Ok(Outcome::Discovered { pns, .. }),
-            ..
-        }) => Some(pns.clone()),
-        _ => None,
-    });
-    assert_eq!(pns, Some(vec![pn]));
-    // A PNE asked by the PN GW lists the PNs it belongs to.
-    h.gw.discover(LinkId(0));
-    h.pump();
-    let listed = h
-        .delivered(Party::Pne(0), Party::Gw)
-        .into_iter()
-        .rev()
-        .find_map(|e| match e.body {
-            Body::EntityDiscoveryResponse(r) if e.to == Address::Entity(id("gw-1")) => Some(r.pns),
+    let discovered = |h: &mut Harness, i: usize| {
+        let now = h.now();
+        h.pnes[i].start_discovery(now).unwrap();
+        h.pump();
+        h.pne_events(i).into_iter().rev().find_map(|e| match e {
+            PneEvent::Completed(crate::Completed {
+                result: Ok(Outcome::Discovered { pns, .. }),
+                ..
+            }) => Some(pns.clone()),
             _ => None,
-        });
-    assert_eq!(listed, Some(vec![pn]));
+        })
+    };
+    assert_eq!(discovered(&mut h, 0), Some(vec![pn]));
+    assert_eq!(discovered(&mut h, 1), Some(vec![]));
+    // A PNE asked by its PN GW lists the PNs it belongs to.
+    let listed = |h: &mut Harness, link: u64, i: usize| {
+        h.gw.discover(LinkId(link));
+        h.pump();
+        h.delivered(Party::Pne(i), Party::Gw)
+            .into_iter()
+            .rev()
+            .find_map(|e| match e.body {
+                Body::EntityDiscoveryResponse(r) => Some(r.pns),
+                _ => None,
+            })
+    };
+    assert_eq!(listed(&mut h, 0, 0), Some(vec![pn]));
+    // On an insecure PAN, after a restart: before its proof a member hears no PN, and names
+    // none to a PN GW that has not proved itself; after it, both do.
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::cpns()]);
+    h.setup(0, cpns_wire::SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.restart_from_stores(&[PneSpec::cpns(), PneSpec::cpns()]);
+    assert_eq!(discovered(&mut h, 1), Some(vec![]));
+    assert_eq!(listed(&mut h, 1, 1), Some(vec![]));
+    let now = h.now();
+    h.pnes[1].start_pan_auth(now, pn).unwrap();
+    h.pump();
+    assert!(h.pnes[1].link_sealed());
+    assert_eq!(discovered(&mut h, 1), Some(vec![pn]));
 }
 
 #[test]

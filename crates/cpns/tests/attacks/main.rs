@@ -20,8 +20,9 @@
 //!   data directory (modes 0600 and 0700 whatever the umask).
 //! - [`squatter`]: a raw link takes an away member's id; the member comes back, proves itself
 //!   and takes the id; the squatter's link is closed.
-//! - [`unproven`]: a raw link naming a PNE that is not linked asks for the user's statuses and
-//!   subscribes: refused, the server's store unchanged.
+//! - [`unproven`]: a raw link naming a PNE that is not linked is told no PN id at discovery,
+//!   and asks for the user's statuses, subscribes, pulls the PN's key and makes a secure call:
+//!   refused, the server's store unchanged.
 //! - [`injected`]: a man in the middle on the PAN appends plain frames in the name of a member
 //!   without a UI that joined by registering: its link is sealed, the PN GW refuses them at
 //!   the frame, and nothing reaches the server.

@@ -1,16 +1,18 @@
 //! (A) Nothing is relayed to the server in a PNE's name from a link that has not proved that
 //! PNE (docs/security.md §6): a raw PAN link naming a member that is not linked (the watch, gone
-//! since its PN GW restarted) asks for the status of every device of the user, subscribes to
-//! their changes and unsubscribes.
+//! since its PN GW restarted) discovers the PN GW, asks for the status of every device of the
+//! user, subscribes to their changes and unsubscribes, pulls the PN's group key and makes a
+//! secure call. Its discovery answer names no PN.
 //! Each is refused `forbidden` at the PN GW; the server's store is unchanged cell for cell (no
 //! subscription kept in that PNE's name), while a proven PNE's own query is answered.
 
 use cpns_wire::{
-    ErrorCode, PolicyKind, RequestId, StatusPolicy, StatusQuery, StatusSubscribe, StatusUnsubscribe,
+    Body, ErrorCode, GroupKeyRequest, PolicyKind, RequestId, SecureRequest, StatusPolicy,
+    StatusQuery, StatusSubscribe, StatusUnsubscribe,
 };
 
 use crate::common::cpns;
-use crate::harness::{RawLink, discovery, dump, wan_barrier, world};
+use crate::harness::{Frame, RawLink, discovery, dump, wan_barrier, within, world};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unproven_link_gets_no_status_and_keeps_no_subscription_in_a_pnes_name() {
@@ -29,12 +31,27 @@ async fn an_unproven_link_gets_no_status_and_keeps_no_subscription_in_a_pnes_nam
     let pan = w.pan().to_string();
     wan_barrier(&pan, "home-gw", 1).await;
     let server_before = dump(&w.server_db()).await;
+    let pn = w.stores().await.server[0].pn_id;
 
     // A raw link names the watch, a member that is not linked.
     let mut att = RawLink::connect(&pan, "watch", "home-gw").await;
     let me = att.me.clone();
     let msg = att.send(discovery(&me)).await;
-    assert_eq!(att.answer(msg).await, Ok(None), "discovery");
+    // Answered, and told no PN id: the watch's PN is named only to a link that proved it.
+    let answer = within("the discovery answer", async {
+        loop {
+            match att.recv().await {
+                Some(Frame::Plain(env)) if env.in_reply_to == Some(msg) => return *env,
+                Some(_) => {}
+                None => panic!("the link closed"),
+            }
+        }
+    })
+    .await;
+    let Body::EntityDiscoveryResponse(found) = answer.body else {
+        panic!("not a discovery answer: {answer:?}");
+    };
+    assert!(found.pns.is_empty(), "{:?}", found.pns);
     let on_change = StatusPolicy {
         kind: PolicyKind::OnChange,
         attribute: None,
@@ -59,6 +76,26 @@ async fn an_unproven_link_gets_no_status_and_keeps_no_subscription_in_a_pnes_nam
         (
             "status unsubscribe",
             att.send(StatusUnsubscribe { subscription: 1 }).await,
+        ),
+        // The PN id is known to whoever saw it once (here, from the store): a key pull in the
+        // watch's name would be answered with the PN's members in the clear, and a secure call
+        // run in its name; neither goes up.
+        (
+            "key pull",
+            att.send(GroupKeyRequest {
+                request_id: RequestId(6),
+                pn_id: pn,
+            })
+            .await,
+        ),
+        (
+            "secure request",
+            att.send(SecureRequest {
+                request_id: RequestId(7),
+                pn_id: pn,
+                sealed: vec![0; 64],
+            })
+            .await,
         ),
     ];
     for (what, msg) in asks {
