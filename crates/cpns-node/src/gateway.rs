@@ -344,6 +344,7 @@ pub fn local_pn_record(state: &LocalPnState) -> LocalPn {
         sealed_session_key: None,
         group: None,
         expires_at: state.expires_at,
+        secure_seq: 0,
     }
 }
 

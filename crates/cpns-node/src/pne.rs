@@ -1094,6 +1094,7 @@ fn pne_record(
     if let Some(own) = &state.own {
         let pn = &state.inventory.pn_id;
         record.sealed_session_key = Some(sealed_sk(storage_key, pn, me, &own.session_key)?);
+        record.secure_seq = own.secure_seq;
         record.group = own
             .group
             .as_ref()
@@ -1131,7 +1132,11 @@ fn pne_state(
                     })
             })
             .transpose()?;
-        state.own = Some(OwnKeys { session_key, group });
+        state.own = Some(OwnKeys {
+            session_key,
+            group,
+            secure_seq: pn.secure_seq,
+        });
     }
     Ok(state)
 }

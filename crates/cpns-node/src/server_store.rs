@@ -262,9 +262,17 @@ pub(crate) async fn load<S: ServerStore>(
                 Some(rec) => member_key(master, rec, pne)?,
                 None => None,
             };
+            let window = match session_key {
+                Some(_) => store.secure_window(pn, pne).await.map_err(err)?,
+                None => (0, 0),
+            };
             Loaded::Session(SessionLoaded {
                 gateway: rec.map(|r| r.gateway),
                 session_key,
+                window: cpns_proto::server::window::ReplayWindow {
+                    top: window.0,
+                    seen: window.1,
+                },
             })
         }
         Load::GroupKey { pn, pne } => {
@@ -576,6 +584,11 @@ pub(crate) async fn persist<S: ServerStore>(
                 removed: Vec::new(),
             })
         }
+        ServerEffect::SecureWindow { pn_id, pne, window } => store
+            .set_secure_window(&pn_id, &pne, (window.top, window.seen))
+            .await
+            .map(|()| Persisted::Done)
+            .map_err(err),
         ServerEffect::RememberAnswer {
             sender,
             request_id,

@@ -110,4 +110,7 @@ pub struct OwnKeys {
     pub session_key: cpns_crypto::SessionKey,
     /// The PN's current group key epoch and key, once the PNE was given one.
     pub group: Option<(u64, cpns_crypto::GroupKey)>,
+    /// The last number this PNE gave a Secure Request under this SK_PNE (docs/security.md
+    /// §4.8): the next is one more, and it is stored before the request goes.
+    pub secure_seq: u64,
 }

@@ -293,6 +293,9 @@ pub struct LocalPn {
     pub group: Option<GroupEpoch>,
     /// On a PN GW: when the PN's lifetime ends and the PN GW releases it, if it has one.
     pub expires_at: Option<UnixMillis>,
+    /// On a PNE: the last number it gave a Secure Request under its SK_PNE of this PN
+    /// (docs/security.md §4.8); 0 on a PN GW.
+    pub secure_seq: u64,
 }
 
 /// An entity's status of record (004 §5.5.3; status columns of `entities`).

@@ -161,6 +161,25 @@ pub trait ServerStore: Send + Sync + 'static {
         keep_ms: i64,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// The replay window of `pne`'s secure session in `pn` (docs/security.md §4.8): the
+    /// highest Secure Request number taken and the map of the 64 ending at it; `(0, 0)` for a
+    /// member that made no call since its SK_PNE was set, or no member.
+    fn secure_window(
+        &self,
+        pn: &PnId,
+        pne: &EntityId,
+    ) -> impl Future<Output = Result<(u64, u64)>> + Send;
+
+    /// Keeps the replay window of `pne`'s secure session in `pn`. A new SK_PNE for the member
+    /// (`upsert_member`, `register_pne` with a session key) starts it again at `(0, 0)`.
+    /// [`StoreError::NotFound`](crate::StoreError) if `pne` is no member of `pn`.
+    fn set_secure_window(
+        &self,
+        pn: &PnId,
+        pne: &EntityId,
+        window: (u64, u64),
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// The answer kept for `sender`'s request `request_id`, if any.
     fn answer_of(
         &self,

@@ -50,6 +50,7 @@ mod server {
     other_gateway_conflicts,
     failed_registration_is_atomic,
     upsert_member_adds_and_updates,
+    secure_windows_are_kept_and_start_again_with_a_new_session_key,
     upsert_member_needs_pn,
     members_are_never_downgraded,
     reconcile_follows_the_gateway_list,

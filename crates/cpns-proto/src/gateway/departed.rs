@@ -248,6 +248,36 @@ mod tests {
         assert!(gw.poll_output().is_none());
     }
 
+    /// A write of a departed key that fails is told; `Debug` says how many are kept, no key.
+    #[test]
+    fn a_failed_write_is_told_and_debug_shows_no_key() {
+        let mut gw = gateway();
+        let pn = PnId::from_bytes([3; 16]);
+        gw.keep_departed(pn, pne(1), LocalEuKey::from_bytes([4; 32]), vec![5; 76]);
+        let token = match gw.poll_output() {
+            Some(GatewayOutput::KeepDeparted { token, .. }) => token,
+            other => panic!("{other:?}"),
+        };
+        #[allow(clippy::disallowed_methods)] // only handed back to the machine
+        let now = std::time::Instant::now();
+        let failure = crate::StoreFailure::Failed("disk full".into());
+        gw.handle_persisted(now, token, Err(failure.clone()))
+            .unwrap();
+        let told = std::iter::from_fn(|| gw.poll_output()).any(|o| {
+            matches!(
+                o,
+                GatewayOutput::Event(crate::gateway::GatewayEvent::DepartedKeyNotStored {
+                    pn_id, ref pne, ref reason
+                }) if pn_id == pn && *pne == super::tests::pne(1) && *reason == failure
+            )
+        });
+        assert!(told);
+        // Kept in memory all the same.
+        assert_eq!(gw.departed_count(), 1);
+        let shown = format!("{:?}", gw.departed);
+        assert!(shown.contains("kept: 1"), "{shown}");
+    }
+
     /// A stored copy that does not unwrap for its PN and PNE is refused at restore.
     #[test]
     fn a_copy_that_does_not_unwrap_is_refused_at_restore() {

@@ -299,3 +299,47 @@ impl Gateway {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use cpns_crypto::LocalEuKey;
+    use cpns_wire::{EntityId, PnId};
+
+    use super::RegKey;
+
+    fn reg_key() -> RegKey {
+        RegKey {
+            pn_id: PnId::from_bytes([1; 16]),
+            pne: EntityId::new("watch").unwrap(),
+            key: LocalEuKey::from_bytes([0x5e; 32]),
+            stored: vec![0x5e; 76],
+        }
+    }
+
+    /// A key a registration issued proves only the PNE it was issued to, in its PN.
+    #[test]
+    fn a_registration_key_is_for_its_pn_and_pne_only() {
+        let k = reg_key();
+        let (pn, other_pn) = (PnId::from_bytes([1; 16]), PnId::from_bytes([2; 16]));
+        let (pne, other) = (
+            EntityId::new("watch").unwrap(),
+            EntityId::new("phone").unwrap(),
+        );
+        assert!(k.for_member(&pn, &pne).is_some());
+        assert!(k.for_member(&other_pn, &pne).is_none());
+        assert!(k.for_member(&pn, &other).is_none());
+        assert!(k.for_member(&other_pn, &other).is_none());
+    }
+
+    /// Its `Debug` names the PN and the PNE, never the key.
+    #[test]
+    fn a_registration_key_debug_shows_no_key() {
+        let shown = format!("{:?}", reg_key());
+        assert!(shown.starts_with("RegKey"), "{shown}");
+        assert!(shown.contains("watch"), "{shown}");
+        assert!(!shown.contains("94"), "{shown}"); // 0x5e
+        assert!(!shown.to_lowercase().contains("5e5e"), "{shown}");
+    }
+}

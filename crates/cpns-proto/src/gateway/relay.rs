@@ -241,15 +241,14 @@ impl Gateway {
                     {
                         let joined = joining.is_some();
                         if let Some((_, member)) = joining {
+                            // The server's member list of the PN when it has one (it does
+                            // for a join), else the member added to the local one.
                             match server_inventory.filter(|i| i.pn_id == pn_id) {
                                 Some(inventory) => pn.state.inventory = inventory,
-                                None => {
-                                    pn.state
-                                        .inventory
-                                        .members
-                                        .retain(|m| m.pne_id != member.pne_id);
+                                None if !pn.state.inventory.members.contains(&member) => {
                                     pn.state.inventory.members.push(member);
                                 }
+                                None => {}
                             }
                         }
                         let state = pn.state.clone();

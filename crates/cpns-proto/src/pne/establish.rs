@@ -429,6 +429,7 @@ impl PneSession {
             inventory,
             wrapped_keys,
             own: Some(crate::OwnKeys {
+                secure_seq: 0,
                 session_key: keys.session_key().clone(),
                 group,
             }),

@@ -50,11 +50,18 @@ impl PneSession {
             return;
         };
         match &mut p.state.own {
-            Some(own) => own.session_key = sk.clone(),
+            // A new SK_PNE numbers its secure requests from 1 again.
+            Some(own) => {
+                if own.session_key != *sk {
+                    own.secure_seq = 0;
+                }
+                own.session_key = sk.clone();
+            }
             None => {
                 p.state.own = Some(OwnKeys {
                     session_key: sk.clone(),
                     group: None,
+                    secure_seq: 0,
                 });
             }
         }
@@ -100,6 +107,7 @@ impl PneSession {
             return self.fail(cmd, flow, Failure::GrantMalformed);
         };
         let own = OwnKeys {
+            secure_seq: 0,
             session_key: sk.clone(),
             group: Some((epoch, GroupKey::from_bytes(bytes))),
         };

@@ -339,6 +339,8 @@ enum Parked {
     Forgotten { pn_id: PnId, why: Gone },
     /// A PN whose inventory or keys changed, stored again.
     Updated(PnId),
+    /// A secure request whose number is being stored before it goes (docs/security.md §4.8).
+    Numbered(Box<cpns_wire::SecureRequest>),
 }
 
 /// The PNE machine.
@@ -547,6 +549,10 @@ impl PneSession {
             }
             Some(Parked::Updated(pn_id)) => {
                 self.updated(pn_id, result);
+                return Ok(());
+            }
+            Some(Parked::Numbered(req)) => {
+                self.numbered(*req, result);
                 return Ok(());
             }
             Some(Parked::Joined {

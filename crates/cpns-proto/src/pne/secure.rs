@@ -33,7 +33,8 @@ pub struct SecureSession {
 /// A secure call waiting for its answer.
 #[derive(Debug)]
 pub(super) struct PendingCall {
-    msg: u64,
+    /// Its message id, once sent (a numbered request waits for its number to be stored).
+    msg: Option<u64>,
     deadline: Instant,
     /// The PN whose SK_PNE sealed the call, and that key: the answer opens under it.
     pn_id: PnId,
@@ -120,7 +121,14 @@ impl PneSession {
         let Some((pn_id, key)) = self.call_keys() else {
             return Err(CommandError::NoSecureSession);
         };
-        let request_id = RequestId(self.rng.u64());
+        // Numbered 1, 2, 3, … under this SK_PNE (docs/security.md §4.8); the number is stored
+        // before the request goes, so no number is ever given twice.
+        let numbered = self.next_secure_number(&pn_id, &key);
+        let request_id = RequestId(match numbered {
+            Some(n) => n,
+            None => self.rng.u64(),
+        });
+        self.now = Some(now);
         let call = SecureCall {
             service: service.into(),
             payload,
@@ -143,7 +151,19 @@ impl PneSession {
             pn_id,
             sealed,
         };
-        let msg = self.send_proven(now, Some(pn_id), Address::Server, req);
+        let msg = match numbered {
+            Some(_) => {
+                let token = self.tokens.next();
+                let state = self.pns.get(&pn_id).map(|p| p.state.clone());
+                if let Some(state) = state {
+                    self.parked
+                        .insert(token, super::Parked::Numbered(Box::new(req)));
+                    self.out.push_back(PneOutput::Persist { token, pn: state });
+                }
+                None
+            }
+            None => Some(self.send_proven(now, Some(pn_id), Address::Server, req)),
+        };
         let deadline = now + self.cfg.timeouts.flow;
         let call = PendingCall {
             msg,
@@ -225,7 +245,7 @@ impl PneSession {
         let ours = self
             .secure_calls
             .get(&m.request_id)
-            .is_some_and(|c| Some(c.msg) == env.in_reply_to);
+            .is_some_and(|c| c.msg.is_some() && c.msg == env.in_reply_to);
         if !ours {
             return;
         }
@@ -272,12 +292,46 @@ impl PneSession {
         self.end(call.cmd, call.flow, Err(reason));
     }
 
+    /// The next number of a secure request sealed under `key`, this PNE's SK_PNE of `pn_id`,
+    /// taken in its keys (which the caller then stores); `None` for a key not kept with a PN.
+    fn next_secure_number(&mut self, pn_id: &PnId, key: &SessionKey) -> Option<u64> {
+        let own = self.pns.get_mut(pn_id)?.state.own.as_mut()?;
+        if own.session_key != *key {
+            return None;
+        }
+        own.secure_seq = own.secure_seq.checked_add(1)?;
+        Some(own.secure_seq)
+    }
+
+    /// The number of a secure request is stored: it goes (000's relay; docs/security.md §4.8),
+    /// or, if the store failed, the call ends without going.
+    pub(super) fn numbered(&mut self, req: SecureRequest, result: Result<(), crate::StoreFailure>) {
+        let request_id = req.request_id;
+        if let Err(e) = result {
+            if let Some(call) = self.secure_calls.remove(&request_id) {
+                self.secure_failed(&call, Failure::Store(e));
+            }
+            return;
+        }
+        if !self.secure_calls.contains_key(&request_id) {
+            return; // ended meanwhile (its deadline)
+        }
+        let Some(now) = self.now else {
+            return;
+        };
+        let pn_id = req.pn_id;
+        let msg = self.send_proven(now, Some(pn_id), Address::Server, req);
+        if let Some(call) = self.secure_calls.get_mut(&request_id) {
+            call.msg = Some(msg);
+        }
+    }
+
     /// An error answering a secure call ends it; true if it was one.
     pub(super) fn secure_call_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
         let Some(id) = self
             .secure_calls
             .iter()
-            .find(|(_, c)| c.msg == reply_to)
+            .find(|(_, c)| c.msg == Some(reply_to))
             .map(|(id, _)| *id)
         else {
             return false;

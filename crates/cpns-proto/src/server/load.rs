@@ -154,6 +154,8 @@ pub struct SessionLoaded {
     pub gateway: Option<EntityId>,
     /// The member's SK_PNE, if it is a member with one.
     pub session_key: Option<SessionKey>,
+    /// The replay window kept with that SK_PNE (docs/security.md §4.8).
+    pub window: super::window::ReplayWindow,
 }
 
 /// The answer to [`Load::GroupKey`].

@@ -16,6 +16,7 @@ mod register;
 mod release;
 mod secure;
 mod status;
+pub mod window;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -246,6 +247,17 @@ pub enum ServerEffect {
         gateway: EntityId,
         /// The PNs it reported stored.
         pns: Vec<PnId>,
+    },
+    /// Keep a member's secure session replay window: the number a Secure Request carried is
+    /// taken, and is run only once this is durable (docs/security.md §4.8;
+    /// `cpns_store::ServerStore::set_secure_window`). The driver answers [`Persisted::Done`].
+    SecureWindow {
+        /// The PN whose SK_PNE sealed the request.
+        pn_id: PnId,
+        /// The member.
+        pne: EntityId,
+        /// The window with the number taken.
+        window: window::ReplayWindow,
     },
     /// Keep the answer to a mutating request, so a retry with the same request id gets it again
     /// after a reconnect or a restart (docs/design.md §3, §5).
@@ -534,6 +546,7 @@ enum Parked {
     DropPending(PnId),
     Remembered,
     SecureLoad(secure::SecureLoad),
+    SecureTaken(Box<secure::Taken>),
     InventoryLoad(secure::InventoryLoad),
     PnRegistrationLoad {
         req_msg: u64,
@@ -628,6 +641,9 @@ pub struct ServerSession {
     /// (003 §1.4.2 steps 4-5; docs/ARCHITECTURE.md, "Identity on the PAN").
     pending_members: BTreeMap<(PnId, EntityId), register::PendingMember>,
     answered: VecDeque<((Address, RequestId), Envelope)>,
+    /// The replay windows of the secure sessions of this PN GW's members that called, as taken
+    /// (docs/security.md §4.8); loaded with the member's SK_PNE the first time.
+    windows: BTreeMap<(PnId, EntityId), window::ReplayWindow>,
     /// PNE Confirm Requests other sessions asked this session's PN GW, by message id
     /// (001 §5.2.1.1 steps 8-9).
     asked: BTreeMap<u64, confirm::Asked>,
@@ -673,6 +689,7 @@ impl ServerSession {
             reported: false,
             last_status: None,
             answered: VecDeque::new(),
+            windows: BTreeMap::new(),
             asked: BTreeMap::new(),
             held: 0,
             reporting: None,
@@ -934,6 +951,7 @@ impl ServerSession {
                 self.report_persisted(req, first_status, result)
             }
             Parked::Reconcile => self.reconcile_persisted(result),
+            Parked::SecureTaken(t) => self.secure_taken(now, *t, result),
             Parked::Remembered => {
                 if let Err(e) = result {
                     self.event(ServerEvent::FlowFailed {
@@ -1136,6 +1154,15 @@ impl ServerSession {
             answer: Box::new(env),
         };
         self.persist(Parked::Remembered, effect);
+    }
+
+    /// Keeps an answer for retries in this session's memory only (a secure answer: its number
+    /// is taken, durably, before it runs; docs/security.md §4.8).
+    fn keep_answer(&mut self, sender: Address, request_id: RequestId, env: Envelope) {
+        if self.answered.len() == REPLAY_CACHE {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(((sender, request_id), env));
     }
 
     /// The loaded PN and the connected PN GW, when the PN is that PN GW's own. Otherwise

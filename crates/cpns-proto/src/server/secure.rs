@@ -1,7 +1,10 @@
 //! The server's side of the secure PNE<->server session (003 §1.4.1 step 4): a Secure Request
 //! relayed by the PN GW is opened under the SK_PNE the server kept for that member at
 //! registration, the service is called, and its answer is sealed back (docs/security.md §4.8).
-//! A request that does not open is answered `unauthenticated` without saying more.
+//! A request that does not open is answered `unauthenticated` without saying more. Each
+//! request's number (its request id) runs at most once ([`super::window`]): it is taken, and
+//! the taking stored, before the service runs; a retry of a number taken gets the answer kept
+//! in this session's memory, or, once that is gone, `conflict`.
 
 use cpns_crypto::{
     E2eDirection, SecureBinding, SessionKey, open_secure_message, seal_secure_message,
@@ -16,6 +19,7 @@ use std::time::Instant;
 use cpns_wire::{CHARGING_SERVICE, ChargingList, ChargingQuery, USAGE_SERVICE, UsageReport};
 
 use super::connect::Gw;
+use super::window::Verdict;
 use super::{
     InventoryLoaded, Load, Parked, ServerEffect, ServerSession, SessionLoaded, UsageOwners,
 };
@@ -45,6 +49,10 @@ impl ServerSession {
                 "a secure request comes from a PNE",
             );
         };
+        // A retry of a number answered in this session: the same answer, not a second run.
+        if self.replay(&env.from, req.request_id, env) {
+            return;
+        }
         if !self.admit(env) {
             return;
         }
@@ -61,7 +69,7 @@ impl ServerSession {
     }
 
     /// Opens the request under the member's SK_PNE, calls the service, seals the answer.
-    pub(super) fn secure_loaded(&mut self, now: Instant, p: SecureLoad, loaded: SessionLoaded) {
+    pub(super) fn secure_loaded(&mut self, _now: Instant, p: SecureLoad, loaded: SessionLoaded) {
         let Some(gw) = self.conn.gateway().cloned() else {
             return;
         };
@@ -96,19 +104,76 @@ impl ServerSession {
                 "the request did not open under the secure session",
             );
         };
-        let call_of = Call {
-            req_msg: p.req_msg,
-            pne: p.pne,
-            pn_id: p.req.pn_id,
-            request_id: p.req.request_id,
-            sk,
+        // Each number once (docs/security.md §4.8): checked only now that the request opened,
+        // so nobody but the PNE moves its window.
+        let key = (p.req.pn_id, p.pne.clone());
+        let window = self.windows.entry(key.clone()).or_insert(loaded.window);
+        let n = p.req.request_id.0;
+        match window.check(n) {
+            Verdict::Fresh => {}
+            Verdict::Zero => {
+                return refuse(
+                    self,
+                    ErrorCode::BadRequest,
+                    "secure requests are numbered from 1 (docs/security.md §4.8)",
+                );
+            }
+            Verdict::Taken | Verdict::TooOld => {
+                let reason = format!(
+                    "secure request {n} was taken already (a replay, or a retry whose answer \
+                     is gone): make a new call"
+                );
+                return refuse(self, ErrorCode::Conflict, &reason);
+            }
+        }
+        window.take(n);
+        let window = *window;
+        let taken = Taken {
+            call: Call {
+                req_msg: p.req_msg,
+                pne: p.pne,
+                pn_id: p.req.pn_id,
+                request_id: p.req.request_id,
+                sk,
+            },
+            request: call,
         };
+        let effect = ServerEffect::SecureWindow {
+            pn_id: key.0,
+            pne: key.1,
+            window,
+        };
+        self.persist(Parked::SecureTaken(Box::new(taken)), effect);
+    }
+
+    /// The number is taken durably: the service runs (a store failure ends the call, its
+    /// number spent).
+    pub(super) fn secure_taken(
+        &mut self,
+        now: Instant,
+        t: Taken,
+        result: Result<super::Persisted, crate::StoreFailure>,
+    ) {
+        let Taken {
+            call: call_of,
+            request: call,
+        } = t;
+        if let Err(e) = result {
+            let (req_msg, to) = call_of.asker();
+            let e = ErrorBody::new(ErrorCode::Internal, format!("store: {e}"));
+            self.respond(req_msg, to, e);
+            return;
+        }
         match call.service.as_str() {
             ECHO_SERVICE => self.answer_call(&call_of, call),
             INVENTORY_SERVICE => self.inventory_call(call_of, &call.payload),
             USAGE_SERVICE => self.usage_call(now, call_of, &call.payload),
             CHARGING_SERVICE => self.charging_call(call_of, &call.payload),
-            _ => refuse(self, ErrorCode::NotFound, "no such service"),
+            _ => {
+                let (req_msg, to) = call_of.asker();
+                let e = ErrorBody::new(ErrorCode::NotFound, "no such service");
+                self.respond(req_msg, to, e);
+            }
         }
     }
 
@@ -134,7 +199,8 @@ impl ServerSession {
                     request_id: c.request_id,
                     sealed,
                 };
-                self.respond(c.req_msg, to, resp);
+                let sent = self.respond(c.req_msg, to.clone(), resp);
+                self.keep_answer(to, c.request_id, sent);
             }
             Err(_) => {
                 let e = ErrorBody::new(ErrorCode::Internal, "the answer could not be sealed");
@@ -201,6 +267,13 @@ impl ServerSession {
         };
         self.answer_call(&call, answer);
     }
+}
+
+/// A secure request whose number is being taken, waiting for the store.
+#[derive(Debug)]
+pub(super) struct Taken {
+    call: Call,
+    request: SecureCall,
 }
 
 /// An opened secure call: whom to answer, and the key and binding to seal the answer with.

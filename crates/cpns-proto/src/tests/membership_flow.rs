@@ -1552,3 +1552,45 @@ fn the_only_member_leaving_releases_the_pn() {
             .contains(&&GatewayEvent::PnEmptied { pn_id: pn })
     );
 }
+
+/// An epoch its proven PN GW announced, even without a copy it can open, is one the PNE knows
+/// exists: a pull answered with an older one says it may be kept behind. A word from a device
+/// that has not proved it is the PN GW announces nothing.
+#[test]
+fn a_pull_answered_older_than_an_announced_epoch_says_so() {
+    let (mut h, pn) = three_members();
+    let inventory = h.store.pns[&pn].clone();
+    // From a device that only claims to be the PN GW: not taken, nothing announced.
+    h.deliver_direct(
+        Party::Gw,
+        Party::Pne(2),
+        &update_note(2, "gw-9", inventory.clone(), 9, Some(vec![1; 60])),
+    )
+    .unwrap();
+    h.pump();
+    let now = h.now();
+    let pull = h.pnes[2].request_group_key(now, pn).unwrap();
+    h.pump();
+    assert!(matches!(
+        h.completion(2, pull).map(|c| &c.result),
+        Some(Ok(Outcome::GroupKey { epoch: 1, .. }))
+    ));
+    // From its proven PN GW, epoch 9 without a copy: announced.
+    h.deliver_direct(
+        Party::Gw,
+        Party::Pne(2),
+        &update_note(2, "gw-1", inventory, 9, None),
+    )
+    .unwrap();
+    h.pump();
+    let now = h.now();
+    let pull = h.pnes[2].request_group_key(now, pn).unwrap();
+    h.pump();
+    match h.completion(2, pull).map(|c| &c.result) {
+        Some(Err(Failure::KeptBehind { pn_id, why })) => {
+            assert_eq!(*pn_id, pn);
+            assert!(why.contains("epoch 1") && why.contains("epoch 9"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

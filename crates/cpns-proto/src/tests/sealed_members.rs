@@ -373,3 +373,99 @@ fn a_newer_peers_capability_key_is_kept_whole_and_covered() {
         );
     }
 }
+
+/// A PNE that holds a LocalEUKey and comes back on a trusted bearer (the bearer is the proof)
+/// sends in its name at once, without PN GW authentication.
+#[test]
+fn on_a_trusted_bearer_a_member_with_a_key_sends_without_a_proof() {
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::cpns()]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert!(h.pnes[1].holds_local_key(&pn));
+    h.pne_cfgs[1].security = crate::PanSecurity::Trusted;
+    h.restart_from_stores(&[PneSpec::cpns(), PneSpec::trusted()]);
+    h.discover_all();
+    let before = h.pan_traces(1).len();
+    let now = h.now();
+    let pull = h.pnes[1].request_group_key(now, pn).unwrap();
+    h.pump();
+    let after: Vec<_> = h.pan_traces(1)[before..]
+        .iter()
+        .map(|r| r.message)
+        .collect();
+    assert!(!after.contains(&"PanAuthInit"), "{after:?}");
+    assert!(matches!(
+        h.completion(1, pull).map(|c| &c.result),
+        Some(Ok(crate::pne::Outcome::GroupKey { .. }))
+    ));
+}
+
+/// A member that holds no LocalEUKey for its PN (it joined over a trusted bearer) and comes
+/// back on an insecure PAN asks for one when it registers in the PN: it proves itself with it,
+/// and both ends keep exactly that one copy.
+#[test]
+fn a_member_without_a_key_gets_one_when_it_registers_on_an_insecure_pan() {
+    let mut h = Harness::ready(&[PneSpec::cpns(), PneSpec::trusted()]);
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert!(!h.pnes[1].holds_local_key(&pn));
+    h.pne_cfgs[1].security = crate::PanSecurity::Cpns;
+    h.restart_from_stores(&[PneSpec::cpns(), PneSpec::cpns()]);
+    h.discover_all();
+    h.register(1, Some(pn));
+    assert!(h.pnes[1].holds_local_key(&pn));
+    assert!(h.pnes[1].link_sealed());
+    let own = &h.store.pne_local[1][&pn].wrapped_keys;
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0].0, pne_id(1));
+    let at_gw: Vec<_> = h.store.gw_local[&pn]
+        .wrapped_keys
+        .iter()
+        .filter(|(p, _)| *p == pne_id(1))
+        .collect();
+    assert_eq!(at_gw.len(), 1);
+    // The copy it keeps opens on its next link.
+    h.restart_from_stores(&[PneSpec::cpns(), PneSpec::cpns()]);
+    h.discover_all();
+    let now = h.now();
+    h.pnes[1].start_pan_auth(now, pn).unwrap();
+    h.pump();
+    assert!(h.pnes[1].link_sealed());
+}
+
+/// What the server tells a PNE (a notification) reaches no link that has not proved it.
+#[test]
+fn a_notification_for_an_unproven_link_is_not_delivered() {
+    let (mut h, pn) = with_a_declined_pne();
+    let on_link = h.pan_traces(3).len();
+    let note = Envelope::notify(
+        77_100,
+        Address::Server,
+        Address::Entity(pne_id(3)),
+        cpns_wire::PnUpdateNotification {
+            inventory: cpns_wire::PnInventory {
+                pn_id: pn,
+                gateway: h.gw_cfg.id.clone(),
+                members: Vec::new(),
+            },
+            epoch: 9,
+            sealed_key: None,
+        },
+    );
+    h.inject(Party::Server, Party::Gw, plain(&note));
+    h.pump();
+    assert_eq!(h.pan_traces(3).len(), on_link);
+    // A proven member gets one.
+    let to_member = Envelope {
+        to: Address::Entity(pne_id(1)),
+        msg_id: 77_101,
+        ..note
+    };
+    h.inject(Party::Server, Party::Gw, plain(&to_member));
+    h.pump();
+    assert!(
+        h.pan_traces(1)
+            .iter()
+            .any(|r| r.message == "PnUpdateNotification" && r.sealed)
+    );
+}

@@ -236,3 +236,126 @@ fn a_secure_call_the_server_never_answers_times_out_at_its_deadline() {
     assert!(failed(&h));
     assert_eq!(h.pnes[0].poll_timeout(), None);
 }
+
+/// The Secure Requests of one SK_PNE as the PN GW relayed them to the server, in order.
+fn secure_requests_up(h: &Harness) -> Vec<cpns_wire::SecureRequest> {
+    h.delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::SecureRequest(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Each call once (docs/security.md §4.8): a PNE numbers its Secure Requests 1, 2, 3 under
+/// its SK_PNE and stores the number before the request goes, so the numbering goes on after a
+/// restart; a new SK_PNE (a registration) numbers from 1 again.
+#[test]
+fn secure_requests_are_numbered_and_the_number_survives_a_restart() {
+    let (mut h, pn) = registered();
+    for _ in 0..3 {
+        let now = h.now();
+        h.pnes[0]
+            .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+            .unwrap();
+        h.pump();
+    }
+    let numbers: Vec<u64> = secure_requests_up(&h)
+        .iter()
+        .map(|r| r.request_id.0)
+        .collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(
+        h.store.pne_local[0][&pn].own.as_ref().unwrap().secure_seq,
+        3
+    );
+    assert_eq!(answers(&h, 0).len(), 3);
+    h.restart_from_stores(&[PneSpec::cpns(), PneSpec::trusted()]);
+    h.discover_all();
+    let now = h.now();
+    h.pnes[0].rejoin(now).unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    assert_eq!(
+        secure_requests_up(&h).last().map(|r| r.request_id.0),
+        Some(4)
+    );
+    assert_eq!(answers(&h, 0).len(), 4, "answered after the restart");
+    // A registration replaces the SK_PNE: the numbering starts again, and so does the
+    // server's window.
+    h.register(0, Some(pn));
+    let now = h.now();
+    h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    assert_eq!(
+        secure_requests_up(&h).last().map(|r| r.request_id.0),
+        Some(1)
+    );
+    assert_eq!(answers(&h, 0).len(), 5);
+}
+
+/// A relaying PN GW replays a Secure Request it relayed: in the same server session it gets
+/// the answer kept for that number again (a retry after a lost answer is answered, once: the
+/// service does not run again); after the server restarted, the number is refused `conflict`.
+/// Requests that overtook each other are each taken.
+#[test]
+fn a_replayed_secure_request_is_refused_and_a_retry_is_answered_once() {
+    let (mut h, _pn) = registered();
+    let now = h.now();
+    h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    let recorded = h
+        .log
+        .iter()
+        .rev()
+        .find(|f| f.to == Party::Server && f.message == "SecureRequest")
+        .map(|f| f.body.clone())
+        .unwrap();
+    let taken = h.store.effects.get("secure_window").copied();
+    assert_eq!(taken, Some(1));
+    let answered_before = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .filter(|e| matches!(e.body, Body::SecureResponse(_)))
+        .count();
+    // The same request again, in the same session: the kept answer, the number not taken
+    // twice.
+    h.inject(Party::Gw, Party::Server, recorded.clone());
+    h.pump();
+    let responses: Vec<_> = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::SecureResponse(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(responses.len(), answered_before + 1);
+    assert_eq!(
+        responses[responses.len() - 1].sealed,
+        responses[responses.len() - 2].sealed,
+        "the same answer, kept"
+    );
+    assert_eq!(h.store.effects.get("secure_window").copied(), taken);
+    // After a restart the kept answer is gone, the window is not: refused.
+    h.restart_from_stores(&[PneSpec::cpns(), PneSpec::trusted()]);
+    h.inject(Party::Gw, Party::Server, recorded);
+    h.pump();
+    let refusal = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .rev()
+        .find_map(|e| e.error().cloned())
+        .expect("refused");
+    assert_eq!(refusal.code, ErrorCode::Conflict, "{}", refusal.reason);
+    assert_eq!(h.store.effects.get("secure_window").copied(), taken);
+}

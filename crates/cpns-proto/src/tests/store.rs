@@ -26,6 +26,9 @@ pub(super) struct Store {
     pub reports: BTreeMap<EntityId, (Option<DeviceCapabilities>, Option<Status>)>,
     pub cpns_ids: BTreeMap<EntityId, CpnsId>,
     pub session_keys: BTreeMap<(PnId, EntityId), SessionKey>,
+    /// Each member's secure session replay window, kept with its SK_PNE (a new one starts it
+    /// again).
+    pub windows: BTreeMap<(PnId, EntityId), crate::server::window::ReplayWindow>,
     /// Each PN's current group key epoch and key (a real store seals the key at rest).
     pub epochs: BTreeMap<PnId, (u64, cpns_crypto::GroupKey)>,
     /// Memberships that ended, with the SK_PNE held and why.
@@ -196,6 +199,11 @@ impl Store {
             Load::Session { pn, pne } => Loaded::Session(SessionLoaded {
                 gateway: self.pn_gateway.get(pn).cloned(),
                 session_key: self.session_keys.get(&(*pn, pne.clone())).cloned(),
+                window: self
+                    .windows
+                    .get(&(*pn, pne.clone()))
+                    .copied()
+                    .unwrap_or_default(),
             }),
             Load::GroupKey { pn, pne } => Loaded::GroupKey(Box::new(GroupKeyLoaded {
                 pn: self.known_pn(pn),
@@ -311,9 +319,17 @@ impl Store {
             ServerEffect::AddSubscription { .. } => "add_subscription",
             ServerEffect::RemoveSubscription { .. } => "remove_subscription",
             ServerEffect::StoreUsage { .. } => "store_usage",
+            ServerEffect::SecureWindow { .. } => "secure_window",
         };
         *self.effects.entry(kind).or_default() += 1;
         match effect {
+            ServerEffect::SecureWindow { pn_id, pne, window } => {
+                if !self.session_keys.contains_key(&(pn_id, pne.clone())) {
+                    return Err(crate::StoreFailure::NotFound(pne.to_string()));
+                }
+                self.windows.insert((pn_id, pne), window);
+                Ok(Persisted::Done)
+            }
             ServerEffect::RecordStatuses { changes } => {
                 if let Some(c) = changes
                     .iter()
@@ -486,6 +502,7 @@ impl Store {
                     });
                     self.member_owners
                         .insert((pn_id, m.pne_id.clone()), m.owner);
+                    self.windows.remove(&(pn_id, m.pne_id.clone()));
                     self.session_keys.insert((pn_id, m.pne_id), m.session_key);
                 }
                 self.pns.insert(pn_id, inv);
@@ -607,6 +624,7 @@ impl Store {
                 self.next_cpns += 1;
                 let cpns = CpnsId::new(format!("cpns-{:06}", self.next_cpns)).unwrap();
                 self.cpns_ids.insert(pne_id.clone(), cpns.clone());
+                self.windows.remove(&(pn_id, pne_id.clone()));
                 self.session_keys.insert((pn_id, pne_id), session_key);
                 Ok(Persisted::CpnsId(cpns))
             }

@@ -16,12 +16,12 @@ pub(super) fn save_local_pn(conn: &Connection, pn: &LocalPn) -> Result<()> {
         conn,
         "INSERT INTO local_pns \
          (pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key, expires_at, \
-         seq) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM local_pns)) \
+         secure_seq, seq) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM local_pns)) \
          ON CONFLICT (pn_id) DO UPDATE SET gateway = excluded.gateway, \
          stored_at = excluded.stored_at, sealed_session_key = excluded.sealed_session_key, \
          epoch = excluded.epoch, sealed_group_key = excluded.sealed_group_key, \
-         expires_at = excluded.expires_at",
+         expires_at = excluded.expires_at, secure_seq = excluded.secure_seq",
         params![
             id,
             pn.gateway.as_str(),
@@ -30,6 +30,7 @@ pub(super) fn save_local_pn(conn: &Connection, pn: &LocalPn) -> Result<()> {
             codec::epoch_of(pn.group.as_ref())?,
             pn.group.as_ref().map(|g| &g.sealed_key),
             pn.expires_at,
+            pn.secure_seq.cast_signed(),
         ],
     )?;
     codec::exec(conn, "DELETE FROM local_members WHERE pn_id = ?", [id])?;
@@ -76,7 +77,7 @@ pub(super) fn local_pns(conn: &Connection) -> Result<Vec<LocalPn>> {
     codec::all(
         conn,
         "SELECT pn_id, gateway, stored_at, sealed_session_key, epoch, sealed_group_key, \
-         expires_at FROM local_pns ORDER BY seq",
+         expires_at, secure_seq FROM local_pns ORDER BY seq",
         [],
         |row| {
             let pn_id = codec::pn_id(row, "pn_id")?;
@@ -88,6 +89,7 @@ pub(super) fn local_pns(conn: &Connection) -> Result<Vec<LocalPn>> {
                 sealed_session_key: row.get("sealed_session_key")?,
                 group: codec::group(row)?,
                 expires_at: row.get("expires_at")?,
+                secure_seq: row.get::<_, i64>("secure_seq")?.cast_unsigned(),
             })
         },
     )

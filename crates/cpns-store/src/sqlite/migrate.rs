@@ -81,6 +81,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "local departed",
         sql: include_str!("../../migrations/sqlite/0012_local_departed.sql"),
     },
+    Migration {
+        version: 13,
+        name: "secure numbers",
+        sql: include_str!("../../migrations/sqlite/0013_secure_numbers.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

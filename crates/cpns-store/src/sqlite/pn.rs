@@ -232,6 +232,10 @@ fn upsert_member_in(conn: &Connection, pn_seq: i64, m: &PnMember) -> Result<()> 
          capabilities = COALESCE(excluded.capabilities, pn_members.capabilities), \
          contents = COALESCE(excluded.contents, pn_members.contents), \
          sealed_session_key = COALESCE(excluded.sealed_session_key, pn_members.sealed_session_key), \
+         secure_top = CASE WHEN excluded.sealed_session_key IS NULL \
+         THEN pn_members.secure_top ELSE 0 END, \
+         secure_seen = CASE WHEN excluded.sealed_session_key IS NULL \
+         THEN pn_members.secure_seen ELSE 0 END, \
          owner = COALESCE(excluded.owner, pn_members.owner)",
         params![
             pn_seq,
@@ -491,4 +495,47 @@ fn join(mut pns: Vec<PnRecord>, mut members: HashMap<PnId, Vec<PnMember>>) -> Ve
         record.members = members.remove(&record.pn_id).unwrap_or_default();
     }
     pns
+}
+
+/// The replay window of a member's secure session, `(0, 0)` if none.
+pub(super) fn secure_window(conn: &Connection, pn: &PnId, pne: &EntityId) -> Result<(u64, u64)> {
+    let window = codec::optional(
+        conn,
+        "SELECT m.secure_top, m.secure_seen FROM pn_members AS m \
+         JOIN pns AS p ON p.seq = m.pn_seq WHERE p.pn_id = ? AND m.pne_id = ?",
+        params![pn.as_bytes().as_slice(), pne.as_str()],
+        |row| {
+            Ok((
+                row.get::<_, i64>("secure_top")?.cast_unsigned(),
+                row.get::<_, i64>("secure_seen")?.cast_unsigned(),
+            ))
+        },
+    )?;
+    Ok(window.unwrap_or((0, 0)))
+}
+
+/// Keeps a member's secure session window; `NotFound` for no such member.
+pub(super) fn set_secure_window(
+    conn: &Connection,
+    pn: &PnId,
+    pne: &EntityId,
+    (top, seen): (u64, u64),
+) -> Result<()> {
+    let changed = codec::exec(
+        conn,
+        "UPDATE pn_members SET secure_top = ?, secure_seen = ? \
+         WHERE pne_id = ? AND pn_seq = (SELECT seq FROM pns WHERE pn_id = ?)",
+        params![
+            top.cast_signed(),
+            seen.cast_signed(),
+            pne.as_str(),
+            pn.as_bytes().as_slice()
+        ],
+    )?;
+    if changed == 0 {
+        return Err(crate::StoreError::not_found(format!(
+            "{pne} as a member of PN {pn}"
+        )));
+    }
+    Ok(())
 }

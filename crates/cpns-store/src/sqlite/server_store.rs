@@ -126,6 +126,19 @@ impl ServerStore for SqliteStore {
         self.write(move |c| entity::allocate_cpns_id(c, &pne)).await
     }
 
+    async fn secure_window(&self, pn: &PnId, pne: &EntityId) -> Result<(u64, u64)> {
+        let (pn, pne) = (*pn, pne.clone());
+        self.inner
+            .readers
+            .read(move |c| pn::secure_window(c, &pn, &pne))
+    }
+
+    async fn set_secure_window(&self, pn: &PnId, pne: &EntityId, window: (u64, u64)) -> Result<()> {
+        let (pn, pne) = (*pn, pne.clone());
+        self.write(move |c| pn::set_secure_window(c, &pn, &pne, window))
+            .await
+    }
+
     async fn remember_answer(
         &self,
         sender: &str,

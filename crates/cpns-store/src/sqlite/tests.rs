@@ -159,6 +159,7 @@ async fn bad_member_rows_are_corrupt() {
             sealed_session_key: None,
             group: None,
             expires_at: None,
+            secure_seq: 0,
         })
         .await
         .unwrap();

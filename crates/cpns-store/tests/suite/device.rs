@@ -29,6 +29,7 @@ fn local(n: u8, members: &[(&str, Option<&str>)]) -> LocalPn {
         sealed_session_key: None,
         group: None,
         expires_at: None,
+        secure_seq: 0,
     }
 }
 
@@ -66,8 +67,11 @@ pub async fn local_pns_keep_their_session_key_and_epoch<S: DeviceStore>(s: &S) {
     let mut l = local(1, &[("pne-1", Some("pan:1"))]);
     l.sealed_session_key = Some(b"sk".to_vec());
     l.group = Some(epoch(3));
+    // The last secure request number, whole u64 (docs/security.md §4.8; schema 13).
+    l.secure_seq = u64::MAX - 1;
     s.save_local_pn(&l).await.unwrap();
     assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);
+    l.secure_seq = 7;
     l.group = Some(epoch(4));
     s.save_local_pn(&l).await.unwrap();
     assert_eq!(s.local_pns().await.unwrap(), vec![l.clone()]);

@@ -324,6 +324,64 @@ pub async fn upsert_member_adds_and_updates<S: ServerStore>(s: &S) {
     assert_eq!(s.pn(&pid(1)).await.unwrap(), Some(p));
 }
 
+/// A member's secure session window (docs/security.md §4.8; schema 13): none at first, kept
+/// whole (u64), kept by a write that brings no session key, started again by one that brings
+/// a new one (a registration); a window for a non-member is not found.
+pub async fn secure_windows_are_kept_and_start_again_with_a_new_session_key<S: ServerStore>(s: &S) {
+    enroll(s, &["pne-1", "pne-2"]).await;
+    s.register_pn(&pn(1, "gw-1", &["pne-1", "pne-2"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.secure_window(&pid(1), &eid("pne-1")).await.unwrap(),
+        (0, 0)
+    );
+    s.set_secure_window(&pid(1), &eid("pne-1"), (u64::MAX, 0b1011))
+        .await
+        .unwrap();
+    s.set_secure_window(&pid(1), &eid("pne-2"), (3, 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.secure_window(&pid(1), &eid("pne-1")).await.unwrap(),
+        (u64::MAX, 0b1011)
+    );
+    // Capabilities without a key keep it.
+    let mut caps_only = member("pne-1", false);
+    caps_only.sealed_session_key = None;
+    caps_only.capabilities = Some(caps("newer"));
+    s.upsert_member(&pid(1), &caps_only).await.unwrap();
+    assert_eq!(
+        s.secure_window(&pid(1), &eid("pne-1")).await.unwrap(),
+        (u64::MAX, 0b1011)
+    );
+    // A registration's new SK_PNE starts it again; the other member's is untouched.
+    let mut again = member("pne-1", false);
+    again.sealed_session_key = Some(b"sk-new".to_vec());
+    s.register_pne(&pid(1), &again, None).await.unwrap();
+    assert_eq!(
+        s.secure_window(&pid(1), &eid("pne-1")).await.unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        s.secure_window(&pid(1), &eid("pne-2")).await.unwrap(),
+        (3, 1)
+    );
+    // No member, no PN: nothing kept.
+    assert!(matches!(
+        s.set_secure_window(&pid(1), &eid("pne-9"), (1, 1)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.set_secure_window(&pid(2), &eid("pne-1"), (1, 1)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        s.secure_window(&pid(2), &eid("pne-1")).await.unwrap(),
+        (0, 0)
+    );
+}
+
 /// No write turns an authenticated member with a session key into an unauthenticated one, drops
 /// its key or capabilities, or clears its initiator flag.
 pub async fn members_are_never_downgraded<S: ServerStore>(s: &S) {
