@@ -424,6 +424,13 @@ fn a_member_without_a_key_gets_one_when_it_registers_on_an_insecure_pan() {
         .filter(|(p, _)| *p == pne_id(1))
         .collect();
     assert_eq!(at_gw.len(), 1);
+    // The other member's copy stays.
+    assert!(
+        h.store.gw_local[&pn]
+            .wrapped_keys
+            .iter()
+            .any(|(p, _)| *p == pne_id(0))
+    );
     // The copy it keeps opens on its next link.
     h.restart_from_stores(&[PneSpec::cpns(), PneSpec::cpns()]);
     h.discover_all();
@@ -468,4 +475,35 @@ fn a_notification_for_an_unproven_link_is_not_delivered() {
             .iter()
             .any(|r| r.message == "PnUpdateNotification" && r.sealed)
     );
+}
+
+/// A member whose link is sealed already (with the key of its first PN) and that joins a second
+/// PN asks for that PN's key: a challenge without it is refused, though the link needs no new
+/// proof, and the PNE joins nothing (the downgrade check, docs/security.md §4.1).
+#[test]
+fn a_second_pn_without_its_key_is_refused_on_a_sealed_link() {
+    let mut h = Harness::ready(&[PneSpec::cpns(); 3]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    let a = h.joined(0).unwrap().pn_id;
+    h.setup(2, SetupType::OneToOne);
+    let b = h.joined(2).unwrap().pn_id;
+    assert!(h.pnes[1].link_sealed());
+    // Sealed frames cannot be rewritten on the way: the key is taken out where the PN GW
+    // gets the challenge, on the WAN (the PN GW's own copy with it).
+    h.set_hook(|f| match f.env() {
+        Some(e) if f.to == Party::Gw && matches!(e.body, Body::AuthenticationRequest(_)) => {
+            Action::Replace(rewrite(&f.body, |env| {
+                if let Body::AuthenticationRequest(a) = &mut env.body {
+                    a.local_keys.clear();
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    let now = h.now();
+    h.pnes[1].join_pn(now, b).unwrap();
+    h.pump();
+    assert!(h.pne_failures(1).contains(&Failure::LocalKeyNotAssigned));
+    assert_eq!(h.members(b), [pne_id(2)]);
+    assert!(h.pnes[1].inventory().iter().all(|i| i.pn_id == a));
 }
