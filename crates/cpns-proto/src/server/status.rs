@@ -13,9 +13,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cpns_wire::{
-    Address, DeviceCapabilities, EntityId, Envelope, ErrorCode, Status, StatusAck, StatusAnswer,
-    StatusEntry, StatusNotification, StatusQuery, StatusReport, StatusSubscribe, StatusSubscribed,
-    StatusUnsubscribe,
+    Address, DeviceCapabilities, EntityId, Envelope, ErrorBody, ErrorCode, Status, StatusAck,
+    StatusAnswer, StatusEntry, StatusNotification, StatusQuery, StatusReport, StatusSubscribe,
+    StatusSubscribed, StatusUnsubscribe,
 };
 
 use super::connect::Gw;
@@ -554,17 +554,20 @@ impl ServerSession {
             .find(|s| s.entity == asker)
             .map(|s| s.owner.clone())
         else {
-            return self.respond_error(req_msg, ErrorCode::Forbidden, "the asker is not enrolled");
+            let e = ErrorBody::new(ErrorCode::Forbidden, "the asker is not enrolled");
+            return self.answer_error_to(req_msg, &asker, e);
         };
         let found = |id: &EntityId| loaded.statuses.iter().find(|s| &s.entity == id);
         for id in &named {
             match found(id) {
                 None => {
-                    return self.respond_error(req_msg, ErrorCode::NotFound, format!("no {id}"));
+                    let e = ErrorBody::new(ErrorCode::NotFound, format!("no {id}"));
+                    return self.answer_error_to(req_msg, &asker, e);
                 }
                 Some(s) if s.owner != owner => {
                     let reason = format!("{id} is another user's device");
-                    return self.respond_error(req_msg, ErrorCode::Forbidden, reason);
+                    let e = ErrorBody::new(ErrorCode::Forbidden, reason);
+                    return self.answer_error_to(req_msg, &asker, e);
                 }
                 Some(_) => {}
             }
@@ -590,7 +593,8 @@ impl ServerSession {
                 if loaded.subscriptions >= MAX_SUBSCRIPTIONS {
                     let reason =
                         format!("{asker} holds {MAX_SUBSCRIPTIONS} subscriptions, the most it may");
-                    return self.respond_error(req_msg, ErrorCode::Busy, reason);
+                    let e = ErrorBody::new(ErrorCode::Busy, reason);
+                    return self.answer_error_to(req_msg, &asker, e);
                 }
                 let req = *req;
                 let effect = ServerEffect::AddSubscription {
@@ -663,7 +667,8 @@ impl ServerSession {
                     Ok(p) => p,
                     Err(why) => {
                         let reason = format!("the kept subscription's policy: {why}");
-                        return self.respond_error(req_msg, ErrorCode::Internal, reason);
+                        let e = ErrorBody::new(ErrorCode::Internal, reason);
+                        return self.answer_error_to(req_msg, &subscriber, e);
                     }
                 };
                 let entries = crate::status::snapshot(&watched, &states);
@@ -690,9 +695,21 @@ impl ServerSession {
                     },
                 );
             }
-            Ok(_) => self.respond_error(req_msg, ErrorCode::Internal, "the store said nothing"),
-            Err(e) => self.respond_error(req_msg, ErrorCode::Internal, format!("store: {e}")),
+            Ok(_) => {
+                let e = ErrorBody::new(ErrorCode::Internal, "the store said nothing");
+                self.answer_error_to(req_msg, &subscriber, e);
+            }
+            Err(e) => {
+                let e = ErrorBody::new(ErrorCode::Internal, format!("store: {e}"));
+                self.answer_error_to(req_msg, &subscriber, e);
+            }
         }
+    }
+
+    /// Answers a request of `asker` (a PNE relayed by its PN GW, or the PN GW itself) with an
+    /// error addressed to it, as its answer would be.
+    fn answer_error_to(&mut self, req_msg: u64, asker: &EntityId, e: ErrorBody) {
+        self.respond(req_msg, Address::Entity(asker.clone()), e);
     }
 
     /// The subscription is removed from the store; the hub drops it too.

@@ -306,6 +306,21 @@ fn queries_answer_the_record_of_the_askers_own_devices_only() {
         refusal(&ask(&mut h, 9505, gw(), q)).unwrap().0,
         ErrorCode::NotFound
     );
+    // A PNE's refused query is answered to that PNE, as its answer would be (the PN GW relays
+    // it by its addressee).
+    let q = StatusQuery {
+        entities: vec![id("bob-watch")],
+    };
+    let body = ask(&mut h, 9507, Address::Entity(pne_id(0)), q);
+    assert_eq!(refusal(&body).unwrap().0, ErrorCode::Forbidden);
+    let to = h
+        .queue
+        .iter()
+        .filter(|f| f.from == Party::Server)
+        .filter_map(|f| f.env())
+        .find(|e| e.in_reply_to == Some(9507))
+        .map(|e| e.to);
+    assert_eq!(to, Some(Address::Entity(pne_id(0))));
     // A PNE of no PN of this PN GW may not ask through it.
     let q = StatusQuery::default();
     let from = Address::Entity(id("bob-watch"));
