@@ -254,18 +254,8 @@ fn secure_requests_up(h: &Harness) -> Vec<cpns_wire::SecureRequest> {
 #[test]
 fn secure_requests_are_numbered_and_the_number_survives_a_restart() {
     let (mut h, pn) = registered();
-    for _ in 0..3 {
-        let now = h.now();
-        h.pnes[0]
-            .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
-            .unwrap();
-        h.pump();
-    }
-    let numbers: Vec<u64> = secure_requests_up(&h)
-        .iter()
-        .map(|r| r.request_id.0)
-        .collect();
-    assert_eq!(numbers, [1, 2, 3]);
+    let numbers: Vec<_> = (0..3).map(|_| echo_number(&mut h)).collect();
+    assert_eq!(numbers, [Some(1), Some(2), Some(3)]);
     assert_eq!(
         h.store.pne_local[0][&pn].own.as_ref().unwrap().secure_seq,
         3
@@ -276,29 +266,23 @@ fn secure_requests_are_numbered_and_the_number_survives_a_restart() {
     let now = h.now();
     h.pnes[0].rejoin(now).unwrap();
     h.pump();
-    let now = h.now();
-    h.pnes[0]
-        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
-        .unwrap();
-    h.pump();
-    assert_eq!(
-        secure_requests_up(&h).last().map(|r| r.request_id.0),
-        Some(4)
-    );
+    assert_eq!(echo_number(&mut h), Some(4));
     assert_eq!(answers(&h, 0).len(), 4, "answered after the restart");
     // A registration replaces the SK_PNE: the numbering starts again, and so does the
     // server's window.
     h.register(0, Some(pn));
+    assert_eq!(echo_number(&mut h), Some(1));
+    assert_eq!(answers(&h, 0).len(), 5);
+}
+
+/// PNE 0 calls the echo service; the number its request carried up to the server.
+fn echo_number(h: &mut Harness) -> Option<u64> {
     let now = h.now();
     h.pnes[0]
         .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
         .unwrap();
     h.pump();
-    assert_eq!(
-        secure_requests_up(&h).last().map(|r| r.request_id.0),
-        Some(1)
-    );
-    assert_eq!(answers(&h, 0).len(), 5);
+    secure_requests_up(h).last().map(|r| r.request_id.0)
 }
 
 /// A relaying PN GW replays a Secure Request it relayed: in the same server session it gets
