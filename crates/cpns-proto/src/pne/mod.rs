@@ -665,22 +665,7 @@ impl PneSession {
                 if m.mode == Mode::Gateway && self.gateway.is_none() {
                     self.gateway = Some(m.entity_id);
                 }
-                // Its PNs only to a PN GW it may believe (one that proved itself on this link,
-                // or any on a trusted bearer), and only those of that PN GW: a device that only
-                // claims to be a PN GW learns no PN id (docs/security.md §4.4).
-                let believed = match (self.cfg.security, &self.gateway) {
-                    (PanSecurity::Trusted, Some(gw)) => Some(gw),
-                    (PanSecurity::Cpns, Some(gw)) if self.proven_gateway.as_ref() == Some(gw) => {
-                        Some(gw)
-                    }
-                    _ => None,
-                };
-                let pns: Vec<PnId> = self
-                    .pns
-                    .iter()
-                    .filter(|(_, p)| Some(&p.state.inventory.gateway) == believed)
-                    .map(|(id, _)| *id)
-                    .collect();
+                let pns = self.pns_told_to_gateway();
                 let resp = EntityDiscoveryResponse {
                     mode: Mode::Pne,
                     entity_id: self.cfg.id.clone(),
@@ -876,6 +861,22 @@ impl PneSession {
             .find_map(|(pn, p)| p.local.clone().map(|k| (*pn, k)))
     }
 
+    /// The PNs this PNE names in its discovery answer: only to a PN GW it may believe (one
+    /// that proved itself on this link, or the one on a trusted bearer), and only that PN GW's,
+    /// so a device that only claims to be a PN GW learns no PN id (docs/security.md §4.4).
+    fn pns_told_to_gateway(&self) -> Vec<PnId> {
+        let believed = match (self.cfg.security, &self.gateway) {
+            (PanSecurity::Trusted, Some(gw)) => Some(gw),
+            (PanSecurity::Cpns, Some(gw)) if self.proven_gateway.as_ref() == Some(gw) => Some(gw),
+            _ => None,
+        };
+        self.pns
+            .iter()
+            .filter(|(_, p)| Some(&p.state.inventory.gateway) == believed)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     // ---- helpers ----
 
     /// Unwraps the PNE's copy of a LocalEUKey in its stored form, rand_server ‖ wrapped
@@ -989,5 +990,62 @@ impl PneSession {
             reason: format!("PN GW authentication failed: {reason}"),
         });
         self.fail(cmd, Flow::PanAuthentication, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cpns_crypto::{EuKey, MachineRng};
+    use cpns_wire::{EntityId, PnId, PnInventory};
+
+    use crate::pne::{PneConfig, PneSession};
+    use crate::{LocalPnState, PanSecurity};
+
+    fn id(s: &str) -> EntityId {
+        EntityId::new(s).expect("a valid id")
+    }
+
+    fn pn_of(gw: &str, n: u8) -> LocalPnState {
+        LocalPnState {
+            inventory: PnInventory {
+                pn_id: PnId::from_bytes([n; 16]),
+                gateway: id(gw),
+                members: Vec::new(),
+            },
+            wrapped_keys: Vec::new(),
+            own: None,
+            expires_at: None,
+        }
+    }
+
+    /// A PNE names its PNs only to a PN GW it may believe, and only that PN GW's: on an
+    /// insecure PAN the one that proved itself on the link, on a trusted bearer the one there.
+    #[test]
+    fn a_pne_names_its_pns_only_to_a_gateway_it_may_believe() {
+        for security in [PanSecurity::Cpns, PanSecurity::Trusted] {
+            let cfg = PneConfig {
+                security,
+                heartbeat: None,
+                ..PneConfig::new(id("pne-1"), EuKey::from_bytes([1; 32]))
+            };
+            let mut s = PneSession::new(cfg, MachineRng::from_seed_u64(1));
+            s.restore(vec![pn_of("gw-1", 1), pn_of("gw-2", 2)])
+                .expect("plain PNs restore");
+            assert!(s.pns_told_to_gateway().is_empty(), "no PN GW yet");
+            s.gateway = Some(id("gw-1"));
+            let told = s.pns_told_to_gateway();
+            match security {
+                PanSecurity::Trusted => assert_eq!(told, [PnId::from_bytes([1; 16])]),
+                PanSecurity::Cpns => assert!(told.is_empty(), "not proven"),
+            }
+            s.proven_gateway = Some(id("gw-2"));
+            let told = s.pns_told_to_gateway();
+            match security {
+                PanSecurity::Trusted => assert_eq!(told, [PnId::from_bytes([1; 16])]),
+                PanSecurity::Cpns => assert!(told.is_empty(), "another PN GW proved itself"),
+            }
+            s.proven_gateway = Some(id("gw-1"));
+            assert_eq!(s.pns_told_to_gateway(), [PnId::from_bytes([1; 16])]);
+        }
     }
 }

@@ -304,8 +304,18 @@ fn a_replayed_secure_request_is_refused_and_a_retry_is_answered_once() {
         .find(|f| f.to == Party::Server && f.message == "SecureRequest")
         .map(|f| f.body.clone())
         .unwrap();
+    let first_answer = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .find_map(|e| match e.body {
+            Body::SecureResponse(r) => Some(r.sealed),
+            _ => None,
+        })
+        .unwrap();
+    // A second call after it: the first's answer is still kept.
+    assert_eq!(echo_number(&mut h), Some(2));
     let taken = h.store.effects.get("secure_window").copied();
-    assert_eq!(taken, Some(1));
+    assert_eq!(taken, Some(2));
     let answered_before = h
         .delivered(Party::Server, Party::Gw)
         .into_iter()
@@ -326,7 +336,7 @@ fn a_replayed_secure_request_is_refused_and_a_retry_is_answered_once() {
     assert_eq!(responses.len(), answered_before + 1);
     assert_eq!(
         responses[responses.len() - 1].sealed,
-        responses[responses.len() - 2].sealed,
+        first_answer,
         "the same answer, kept"
     );
     assert_eq!(h.store.effects.get("secure_window").copied(), taken);
