@@ -415,6 +415,13 @@ fn a_member_without_a_key_gets_one_when_it_registers_on_an_insecure_pan() {
     h.register(1, Some(pn));
     assert!(h.pnes[1].holds_local_key(&pn));
     assert!(h.pnes[1].link_sealed());
+    // A member already: its new key is stored, nobody is told of a join.
+    assert!(
+        !h.gw_events()
+            .iter()
+            .any(|e| matches!(e, crate::gateway::GatewayEvent::MemberJoined { .. }))
+    );
+    assert_eq!(h.members(pn), [pne_id(0), pne_id(1)]);
     let own = &h.store.pne_local[1][&pn].wrapped_keys;
     assert_eq!(own.len(), 1, "{own:?}");
     assert_eq!(own[0].0, pne_id(1));
