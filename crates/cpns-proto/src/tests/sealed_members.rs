@@ -514,3 +514,28 @@ fn a_second_pn_without_its_key_is_refused_on_a_sealed_link() {
     assert_eq!(h.members(b), [pne_id(2)]);
     assert!(h.pnes[1].inventory().iter().all(|i| i.pn_id == a));
 }
+
+/// A join's answer that brings no member list (an older or a sparing server): the PN GW adds
+/// the joiner to its own list, once.
+#[test]
+fn a_join_answer_without_the_member_list_adds_the_joiner_once() {
+    let (mut h, pn) = with_a_declined_pne();
+    h.set_hook(|f| match f.env() {
+        Some(e) if f.to == Party::Gw && matches!(e.body, Body::PneRegistrationResponse(_)) => {
+            Action::Replace(rewrite(&f.body, |env| {
+                if let Body::PneRegistrationResponse(r) = &mut env.body {
+                    r.inventory = None;
+                }
+            }))
+        }
+        _ => Action::Deliver,
+    });
+    h.register(3, Some(pn));
+    let local: Vec<_> = h.store.gw_local[&pn]
+        .inventory
+        .members
+        .iter()
+        .map(|m| m.pne_id.clone())
+        .collect();
+    assert_eq!(local, [pne_id(0), pne_id(1), pne_id(2), pne_id(3)]);
+}
