@@ -353,3 +353,41 @@ fn a_replayed_secure_request_is_refused_and_a_retry_is_answered_once() {
     assert_eq!(refusal.code, ErrorCode::Conflict, "{}", refusal.reason);
     assert_eq!(h.store.effects.get("secure_window").copied(), taken);
 }
+
+/// An answer is taken only as the answer to the message that asked: the server's own answer
+/// to a call, handed over as the answer to another message, completes nothing.
+#[test]
+fn a_secure_answer_to_another_message_is_not_taken() {
+    // On a trusted bearer, so the answer can be handed over plain.
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    h.setup(0, SetupType::OneToOne);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.register(0, Some(pn));
+    let held = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let keep = held.clone();
+    h.set_hook(move |f| {
+        if f.message == "SecureResponse" && f.to == Party::Pne(0) {
+            *keep.borrow_mut() = f.env();
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let now = h.now();
+    let id = h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    let answer = held.borrow().clone().expect("the answer, held back");
+    let elsewhere = cpns_wire::Envelope {
+        in_reply_to: answer.in_reply_to.map(|m| m + 1_000),
+        ..answer.clone()
+    };
+    let _ = h.deliver_direct(Party::Gw, Party::Pne(0), &super::harness::plain(&elsewhere));
+    h.pump();
+    assert!(h.completion(0, id).is_none());
+    // The same answer as the answer it is: taken.
+    let _ = h.deliver_direct(Party::Gw, Party::Pne(0), &super::harness::plain(&answer));
+    h.pump();
+    assert!(h.completion(0, id).is_some_and(|c| c.result.is_ok()));
+}
