@@ -591,8 +591,6 @@ impl ServerSession {
             return;
         };
         let answer = *answer;
-        // Its members' new SK_PNEs number their secure requests from 1 (docs/security.md §4.8).
-        self.windows.retain(|(p, _), _| *p != pn);
         match result {
             Ok(_) => {
                 let members = answer

@@ -642,8 +642,10 @@ pub struct ServerSession {
     pending_members: BTreeMap<(PnId, EntityId), register::PendingMember>,
     answered: VecDeque<((Address, RequestId), Envelope)>,
     /// The replay windows of the secure sessions of this PN GW's members that called, as taken
-    /// (docs/security.md §4.8); loaded with the member's SK_PNE the first time.
-    windows: BTreeMap<(PnId, EntityId), window::ReplayWindow>,
+    /// (docs/security.md §4.8), each with the SK_PNE it belongs to: loaded with the member's
+    /// SK_PNE the first time, and again once the store holds another SK_PNE (a registration
+    /// or an establishment started a new window).
+    windows: BTreeMap<(PnId, EntityId), (cpns_crypto::SessionKey, window::ReplayWindow)>,
     /// PNE Confirm Requests other sessions asked this session's PN GW, by message id
     /// (001 §5.2.1.1 steps 8-9).
     asked: BTreeMap<u64, confirm::Asked>,

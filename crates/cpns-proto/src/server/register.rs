@@ -335,8 +335,6 @@ impl ServerSession {
         };
         let (keys, hash_pne) = *authenticated;
         let (pne_id, request_id) = key;
-        // The new SK_PNE numbers its secure requests from 1 (docs/security.md §4.8).
-        self.windows.remove(&(flow.pn_id, pne_id.clone()));
         let pending = self.pending_members.remove(&(flow.pn_id, pne_id.clone()));
         let to = Address::Entity(pne_id.clone());
         let cpns_id = match result {

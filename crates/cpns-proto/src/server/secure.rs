@@ -107,7 +107,14 @@ impl ServerSession {
         // Each number once (docs/security.md §4.8): checked only now that the request opened,
         // so nobody but the PNE moves its window.
         let key = (p.req.pn_id, p.pne.clone());
-        let window = self.windows.entry(key.clone()).or_insert(loaded.window);
+        let kept = self
+            .windows
+            .entry(key.clone())
+            .or_insert_with(|| (sk.clone(), loaded.window));
+        if kept.0 != sk {
+            *kept = (sk.clone(), loaded.window);
+        }
+        let window = &mut kept.1;
         let n = p.req.request_id.0;
         match window.check(n) {
             Verdict::Fresh => {}
