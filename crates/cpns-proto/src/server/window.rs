@@ -96,10 +96,14 @@ mod tests {
         assert_eq!((w.top, w.seen), (70 + WIDTH, 1));
         assert_eq!(w.check(70 + 1), Verdict::Fresh);
         assert_eq!(w.check(70), Verdict::TooOld);
-        // Taking a number older than the window changes nothing.
+        // Taking a number older than the window changes nothing, right at its edge too.
         let before = w;
         w.take(3);
         assert_eq!(w, before);
+        w.take(w.top - WIDTH);
+        assert_eq!(w, before);
+        w.take(w.top - WIDTH + 1);
+        assert_eq!(w.seen, 1 | 1 << 63);
         // The highest number: no overflow.
         w.take(u64::MAX);
         assert_eq!(w.check(u64::MAX), Verdict::Taken);
