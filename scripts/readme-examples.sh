@@ -168,7 +168,8 @@ expectations() {
         "cpns inventory --local "*)
             echo '^PN [0-9a-f]{32}  gateway home-gw$'
             echo '^  PNE phone +LocalEUKey$'
-            echo '^  PNE watch +-$'
+            # Without a UI, the watch holds a LocalEUKey too (docs/security.md §4.2).
+            echo '^  PNE watch +LocalEUKey$'
             ;;
         "cpns pn show "*)
             echo '^PN [0-9a-f]{32} at home-gw: (phone, watch|watch, phone)$'
