@@ -138,25 +138,6 @@ impl Gateway {
             self.event(GatewayEvent::DepartedKeyNotStored { pn_id, pne, reason });
         }
     }
-
-    /// The members of a PN that leave it now with their keys (a release, an expulsion) and
-    /// that no proven link of theirs will tell: their keys are kept.
-    pub(super) fn keep_untold(
-        &mut self,
-        pn_id: PnId,
-        keys: BTreeMap<EntityId, LocalEuKey>,
-        stored: &[(EntityId, Vec<u8>)],
-        told: &[EntityId],
-    ) {
-        for (pne, key) in keys {
-            if told.contains(&pne) {
-                continue;
-            }
-            if let Some((_, s)) = stored.iter().find(|(p, _)| *p == pne) {
-                self.keep_departed(pn_id, pne, key, s.clone());
-            }
-        }
-    }
 }
 
 impl Gateway {

@@ -204,7 +204,7 @@ impl Gateway {
         Ok(())
     }
 
-    fn proven_link_of(&self, pne: &EntityId) -> Option<LinkId> {
+    pub(super) fn proven_link_of(&self, pne: &EntityId) -> Option<LinkId> {
         let link = *self.routes.get(pne)?;
         self.links.get(&link).filter(|l| l.proven).map(|_| link)
     }
@@ -286,6 +286,18 @@ impl Gateway {
         state.wrapped_keys.retain(|(p, _)| *p != change.pne);
         let emptied = state.inventory.members.is_empty();
         let pn_id = change.pn_id;
+        // An expelled member away keeps a way to prove itself and hear the server's word; its
+        // key is written before the change, so a change done never lost it (the store writes in
+        // order).
+        if !change.left()
+            && self.proven_link_of(&change.pne).is_none()
+            && let (Some(key), Some(stored)) = (
+                pn.keys.get(&change.pne).cloned(),
+                stored_copy(&pn.state, &change.pne),
+            )
+        {
+            self.keep_departed(pn_id, change.pne.clone(), key, stored);
+        }
         let agreed = Agreed {
             change,
             epoch,
@@ -318,40 +330,29 @@ impl Gateway {
             return self.change_failed(change, Failure::Store(e));
         }
         let emptied = state.inventory.members.is_empty();
-        let (inventory, key, stored) = if emptied {
+        let inventory = if emptied {
             // Dropping the PN drops (and zeroizes) every LocalEUKey it held.
-            let Some(mut pn) = self.pns.remove(&change.pn_id) else {
+            let Some(pn) = self.pns.remove(&change.pn_id) else {
                 return;
             };
-            let key = pn.keys.remove(&change.pne);
-            let stored = stored_copy(&pn.state, &change.pne);
             let mut inventory = pn.state.inventory;
             inventory.members.clear();
-            (inventory, key, stored)
+            inventory
         } else {
             let Some(pn) = self.pns.get_mut(&change.pn_id) else {
                 return;
             };
-            let stored = stored_copy(&pn.state, &change.pne);
             pn.state = state;
             // Dropping the removed member's LocalEUKey zeroizes it.
-            let key = pn.keys.remove(&change.pne);
-            (pn.state.inventory.clone(), key, stored)
+            pn.keys.remove(&change.pne);
+            pn.state.inventory.clone()
         };
-        if !change.left() {
-            match self.proven_link_of(&change.pne) {
-                // §6.6.3.2 step 1, told once the server agreed and the change is stored.
-                Some(target) => {
-                    let pn_id = change.pn_id;
-                    self.send_pan_notify(target, PneExpelNotification { pn_id });
-                }
-                // Away: its key is kept so it can prove itself and hear the server's word.
-                None => {
-                    if let (Some(key), Some(stored)) = (key, stored) {
-                        self.keep_departed(change.pn_id, change.pne.clone(), key, stored);
-                    }
-                }
-            }
+        if !change.left()
+            && let Some(target) = self.proven_link_of(&change.pne)
+        {
+            // §6.6.3.2 step 1, told once the server agreed and the change is stored.
+            let pn_id = change.pn_id;
+            self.send_pan_notify(target, PneExpelNotification { pn_id });
         }
         if let Asker::Pne { link, pan_msg, .. } = &change.asker {
             let answer = PneLeaveResponse {

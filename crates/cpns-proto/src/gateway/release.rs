@@ -165,6 +165,10 @@ impl Gateway {
     }
 
     fn forget_locally(&mut self, r: Releasing) {
+        // Members away keep a way to prove themselves and hear the server's word; their keys
+        // are written before the PN goes, so a release done is never one whose away members
+        // lost them (the store writes in order).
+        self.keep_away_members(&r);
         let token = self.tokens.next();
         let pn_id = r.pn_id;
         self.parked.insert(token, Parked::Released(Box::new(r)));
@@ -204,10 +208,6 @@ impl Gateway {
             self.send_pan_notify(link, PnReleaseNotification { pn_id: r.pn_id });
             notified.push(member.pne_id.clone());
         }
-        // Members away keep a way to prove themselves and hear the server's word.
-        let mut told = notified.clone();
-        told.extend(asker_pne.clone());
-        self.keep_untold(r.pn_id, pn.keys, &pn.state.wrapped_keys, &told);
         if let Asker::Owner(Some(id)) = r.asker {
             let released = Outcome::Released {
                 pn_id: r.pn_id,
@@ -220,6 +220,29 @@ impl Gateway {
             by: asker_pne,
             notified,
         });
+    }
+
+    /// The keys of the PN's members that no proven link would tell of the release.
+    fn keep_away_members(&mut self, r: &Releasing) {
+        let Some(pn) = self.pns.get(&r.pn_id) else {
+            return;
+        };
+        let asker = match &r.asker {
+            Asker::Pne { pne, .. } => Some(pne.clone()),
+            Asker::Owner(_) => None,
+        };
+        let away: Vec<(cpns_wire::EntityId, cpns_crypto::LocalEuKey)> = pn
+            .keys
+            .iter()
+            .filter(|(pne, _)| Some(*pne) != asker.as_ref() && self.proven_link_of(pne).is_none())
+            .map(|(pne, k)| (pne.clone(), k.clone()))
+            .collect();
+        let stored = pn.state.wrapped_keys.clone();
+        for (pne, key) in away {
+            if let Some((_, s)) = stored.iter().find(|(p, _)| *p == pne) {
+                self.keep_departed(r.pn_id, pne, key, s.clone());
+            }
+        }
     }
 
     fn release_failed(&mut self, r: Releasing, reason: Failure) {

@@ -325,12 +325,19 @@ fn a_member_away_when_its_membership_ended_learns_it_at_its_next_pull() {
         let (mut h, pn) = with_pn(&[PneSpec::cpns(); 4]);
         let now = h.now();
         h.gw.link_closed(now, LinkId(3));
+        let writes = h.store.gw_writes.len();
         if release {
             h.gw.release_pn(now, pn).unwrap();
         } else {
             h.gw.expel(now, pn, pne_id(3)).unwrap();
         }
         h.pump();
+        // The away member's key is written before the change, so a change done never lost it.
+        let order = &h.store.gw_writes[writes..];
+        let change = if release { "forget" } else { "save" };
+        let kept_at = order.iter().position(|w| *w == "keep_departed");
+        let change_at = order.iter().position(|w| *w == change);
+        assert!(kept_at.is_some() && kept_at < change_at, "{order:?}");
         assert!(
             h.store.pne_local[3].contains_key(&pn),
             "still held while away"

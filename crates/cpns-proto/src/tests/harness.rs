@@ -599,6 +599,7 @@ impl Harness {
             }
             GatewayOutput::CloseWan { reason } => self.close(Party::Gw, None, reason),
             GatewayOutput::Persist { token, pn } => {
+                self.store.gw_writes.push("save");
                 let result = if self.store.fail_gw {
                     Err(crate::StoreFailure::Failed("disk full".into()))
                 } else {
@@ -610,6 +611,7 @@ impl Harness {
                 }
             }
             GatewayOutput::Forget { token, pn_id } => {
+                self.store.gw_writes.push("forget");
                 let result = if self.store.fail_gw {
                     Err(crate::StoreFailure::Failed("disk full".into()))
                 } else {
@@ -626,6 +628,7 @@ impl Harness {
                 pne,
                 stored,
             } => {
+                self.store.gw_writes.push("keep_departed");
                 let result = if self.store.fail_gw {
                     Err(crate::StoreFailure::Failed("disk full".into()))
                 } else {
@@ -639,6 +642,7 @@ impl Harness {
                 }
             }
             GatewayOutput::DropDeparted { token, pn_id, pne } => {
+                self.store.gw_writes.push("drop_departed");
                 self.store
                     .gw_departed
                     .retain(|(p, e, _)| (*p, e) != (pn_id, &pne));

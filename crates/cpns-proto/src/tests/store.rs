@@ -45,6 +45,9 @@ pub(super) struct Store {
     pub gw_local: BTreeMap<PnId, LocalPnState>,
     /// The PN GW's departed members' keys, in the order kept.
     pub gw_departed: Vec<(PnId, EntityId, Vec<u8>)>,
+    /// The PN GW's store writes, in the order made: `save`, `forget`, `keep_departed`,
+    /// `drop_departed`.
+    pub gw_writes: Vec<&'static str>,
     pub pne_local: Vec<BTreeMap<PnId, LocalPnState>>,
     /// Make the next persists of the server, the PN GW or the PNEs fail.
     pub fail_server: bool,
