@@ -108,7 +108,8 @@ pub use keys::{
 };
 pub use local_key::{
     KeyBinding, Recipient, STORED_WRAPPED_KEY_LEN, WRAPPED_KEY_LEN, split_stored_wrapped_key,
-    stored_wrapped_key, unwrap_local_eukey, wrap_local_eukey, wrap_local_eukey_with_nonce,
+    stored_wrapped_key, unwrap_local_eukey, unwrap_stored_local_eukey, wrap_local_eukey,
+    wrap_local_eukey_with_nonce,
 };
 pub use pan::{PanAuthInput, PanKeys};
 pub use pne_auth::{

@@ -161,6 +161,29 @@ pub fn unwrap_local_eukey(
     Ok(LocalEuKey::from_bytes(*bytes))
 }
 
+/// Unwraps a copy in its stored form, `rand_server ‖ wrapped` ([`stored_wrapped_key`]), for
+/// `recipient` with its EUKey and the PN, PNE and PN GW ids it is bound to (docs/security.md
+/// §4.2, "Stored form").
+///
+/// # Errors
+/// [`CryptoError::Malformed`] for a stored value of another length than 76 bytes;
+/// [`CryptoError::BadTag`] as [`unwrap_local_eukey`].
+pub fn unwrap_stored_local_eukey(
+    recipient_eukey: &EuKey,
+    recipient: Recipient,
+    (pn_id, pne_id, gw_id): (&[u8; 16], &str, &str),
+    stored: &[u8],
+) -> Result<LocalEuKey, CryptoError> {
+    let (rand_server, wrapped) = split_stored_wrapped_key(stored)?;
+    let binding = KeyBinding {
+        pn_id,
+        pne_id,
+        gw_id,
+        rand_server: &rand_server,
+    };
+    unwrap_local_eukey(recipient_eukey, recipient, &binding, wrapped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +366,38 @@ mod tests {
         let k = EuKey::from_bytes([5; 32]);
         assert_ne!(*kek(&k, Recipient::Pne), *kek(&k, Recipient::Gateway));
         assert_ne!(*kek(&k, Recipient::Pne), *k.expose_secret());
+    }
+
+    /// A stored copy unwraps for its recipient, PN, PNE and PN GW only; its rand_server is the
+    /// one it was made with; any other length is malformed.
+    #[test]
+    fn a_stored_copy_unwraps_only_as_it_was_bound() {
+        let (pne_key, gw_key, local) = setup();
+        let stored = stored_wrapped_key(&RAND_SERVER, &wrap(&gw_key, Recipient::Gateway, &local));
+        let ids = (&PN, "pne-1", "gw-1");
+        let got = unwrap_stored_local_eukey(&gw_key, Recipient::Gateway, ids, &stored).unwrap();
+        assert_eq!(got, local);
+        for (key, r, ids) in [
+            (&pne_key, Recipient::Gateway, ids),
+            (&gw_key, Recipient::Pne, ids),
+            (&gw_key, Recipient::Gateway, (&[0x12; 16], "pne-1", "gw-1")),
+            (&gw_key, Recipient::Gateway, (&PN, "pne-2", "gw-1")),
+            (&gw_key, Recipient::Gateway, (&PN, "pne-1", "gw-2")),
+        ] {
+            assert_eq!(
+                unwrap_stored_local_eukey(key, r, ids, &stored),
+                Err(CryptoError::BadTag)
+            );
+        }
+        let mut other_rand = stored.clone();
+        other_rand[0] ^= 1;
+        assert_eq!(
+            unwrap_stored_local_eukey(&gw_key, Recipient::Gateway, ids, &other_rand),
+            Err(CryptoError::BadTag)
+        );
+        assert!(matches!(
+            unwrap_stored_local_eukey(&gw_key, Recipient::Gateway, ids, &stored[1..]),
+            Err(CryptoError::Malformed(_))
+        ));
     }
 }

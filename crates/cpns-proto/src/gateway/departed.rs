@@ -149,18 +149,11 @@ impl Gateway {
         pne: &EntityId,
         stored: &[u8],
     ) -> Result<LocalEuKey, ProtoError> {
-        let (rand_server, wrapped) = cpns_crypto::split_stored_wrapped_key(stored)?;
-        let binding = cpns_crypto::KeyBinding {
-            pn_id: pn_id.as_bytes(),
-            pne_id: pne.as_str(),
-            gw_id: self.cfg.id.as_str(),
-            rand_server: &rand_server,
-        };
-        Ok(cpns_crypto::unwrap_local_eukey(
+        Ok(cpns_crypto::unwrap_stored_local_eukey(
             &self.cfg.eukey,
             cpns_crypto::Recipient::Gateway,
-            &binding,
-            wrapped,
+            (pn_id.as_bytes(), pne.as_str(), self.cfg.id.as_str()),
+            stored,
         )?)
     }
 }

@@ -887,18 +887,11 @@ impl PneSession {
         gw: &EntityId,
         stored: &[u8],
     ) -> Result<LocalEuKey, ProtoError> {
-        let (rand_server, wrapped) = cpns_crypto::split_stored_wrapped_key(stored)?;
-        let binding = cpns_crypto::KeyBinding {
-            pn_id: pn_id.as_bytes(),
-            pne_id: self.cfg.id.as_str(),
-            gw_id: gw.as_str(),
-            rand_server: &rand_server,
-        };
-        Ok(cpns_crypto::unwrap_local_eukey(
+        Ok(cpns_crypto::unwrap_stored_local_eukey(
             &self.cfg.eukey,
             Recipient::Pne,
-            &binding,
-            wrapped,
+            (pn_id.as_bytes(), self.cfg.id.as_str(), gw.as_str()),
+            stored,
         )?)
     }
 

@@ -135,8 +135,10 @@ impl PneSession {
             .collect();
         match result {
             Ok(()) => {
-                // Dropping the entry zeroizes its LocalEUKey, SK_PNE and group key.
+                // Dropping the entry zeroizes its LocalEUKey, SK_PNE and group key; the epochs
+                // it saw announced go with it.
                 self.pns.remove(&pn_id);
+                self.announced.remove(&pn_id);
                 for (w, flow) in outs {
                     self.end(w.cmd, flow, Ok(Outcome::PnGone { pn_id, why }));
                 }
