@@ -391,3 +391,26 @@ fn a_secure_answer_to_another_message_is_not_taken() {
     h.pump();
     assert!(h.completion(0, id).is_some_and(|c| c.result.is_ok()));
 }
+
+/// A number the server could not store as taken is not run: the call is answered `internal`,
+/// its number spent, and the next call runs.
+#[test]
+fn a_number_not_stored_is_not_run() {
+    let (mut h, _pn) = registered();
+    h.store.fail_server = true;
+    let now = h.now();
+    let id = h.pnes[0]
+        .secure_call(now, ECHO_SERVICE, SECRET.to_vec())
+        .unwrap();
+    h.pump();
+    h.store.fail_server = false;
+    match h.completion(0, id).map(|c| &c.result) {
+        Some(Err(crate::Failure::Refused(e))) => {
+            assert_eq!(e.code, ErrorCode::Internal, "{}", e.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(answers(&h, 0).is_empty());
+    assert_eq!(echo_number(&mut h), Some(2));
+    assert_eq!(answers(&h, 0).len(), 1);
+}
