@@ -42,6 +42,8 @@ const PN_ID: [u8; 16] = [
 const PNE_ID: &str = "pne-1.alice@cpns.example";
 const PNE2_ID: &str = "pne-2.alice@cpns.example";
 const GW_ID: &str = "gw-1.alice@cpns.example";
+/// The user owning PNE 1.
+const OWNER: &str = "alice";
 const CPNS_ID: &str = "cpns-000001";
 /// The request id of the PN establishment (PnSetupRequest) and of the PNE registration.
 const SETUP_REQUEST_ID: u64 = 0x0011_2233_4455_6677;
@@ -649,6 +651,67 @@ fn at_rest(sk_pne: &SessionKey) -> Value {
     })
 }
 
+/// The server's certification key (from the `at_rest` master key), the signing key of PNE 1
+/// (from its EUKey of `pne_auth`) and the server's certificate of it (docs/security.md §4.11).
+fn signing() -> Value {
+    let master = MasterKey::from_bytes(pattern(0xe0));
+    let eukey = EuKey::from_bytes(pattern(0x00));
+    let ca = CertificationKey::from_master(&master);
+    let member = MemberSigningKey::derive(&eukey, PNE_ID);
+    let cert = ca.certify(PNE_ID, OWNER, &member.public());
+    json!({
+        "inputs": {
+            "master_key": master.to_hex().as_str(),
+            "eukey": eukey.to_hex().as_str(),
+            "pne_id": PNE_ID,
+            "owner": OWNER,
+        },
+        "certification_seed_info": hx(v::transcript(labels::CERTIFICATION_KEY, &[])),
+        "certification_seed": hx(v::certification_seed(&master)),
+        "authority_key": ca.public().to_hex(),
+        "member_seed_info": hx(v::transcript(labels::MEMBER_SIGNING_KEY, &[PNE_ID.as_bytes()])),
+        "member_seed": hx(v::member_signing_seed(&eukey, PNE_ID)),
+        "member_key": hx(member.public().0),
+        "certificate_message": hx(v::member_certificate_message(PNE_ID, OWNER, &member.public())),
+        "certificate_signature": hx(cert.signature),
+    })
+}
+
+/// Group content of `epoch`, signed by PNE 1 (the `signing` vector) and sealed under K_gc.
+fn group_content(gk: &GroupKey, epoch: u64) -> Value {
+    let member = MemberSigningKey::derive(&EuKey::from_bytes(pattern(0x00)), PNE_ID);
+    let plaintext = b"family photo";
+    let nonce = pattern::<12>(0x28);
+    let content_id = 0x1112_1314_1516_1718_u64;
+    let b = ContentBinding {
+        pn_id: &PN_ID,
+        epoch,
+        sender: PNE_ID,
+        content_id,
+    };
+    let epoch_fields: [&[u8]; 2] = [&PN_ID, &epoch.to_be_bytes()];
+    let sealed = seal_group_content_with_nonce(gk, &member, &b, plaintext, nonce)
+        .expect("a short plaintext seals");
+    let key = v::group_content_key(gk, &PN_ID, epoch);
+    let aad = v::group_content_aad(&b);
+    let inner = v::open_raw(&key, &aad, &sealed).expect("the box opens");
+    json!({
+        "prk": hx(v::hkdf_prk(None, gk.expose_secret())),
+        "key_info": hx(v::transcript(labels::GROUP_CONTENT_KEY, &epoch_fields)),
+        "key": hx(key),
+        "sender": PNE_ID,
+        "content_id": content_id,
+        "content_id_u64be": hx(content_id.to_be_bytes()),
+        "aad": hx(aad),
+        "plaintext": hx(plaintext),
+        "signed_message": hx(v::group_content_signed(&b, plaintext)),
+        "signature": hx(&inner[..SIGNATURE_LEN]),
+        "inner": hx(&inner[..]),
+        "nonce": hx(nonce),
+        "sealed": hx(sealed),
+    })
+}
+
 /// A PN's group key of one epoch and its boxes (docs/security.md §4.10): the member's copy
 /// under K(server → PNE, group key) of the SK_PNE of `pne_auth[0]`, bound to the inventory of
 /// that vector, pushed and answering a pull; group content under K_gc; the GK at rest under
@@ -679,10 +742,8 @@ fn group(sk_pne: &SessionKey) -> Value {
         &[&[s2p.code()], &[E2eKind::GroupKey.code()]],
     );
     let copy_nonce = pattern::<12>(0x18);
-    let content = b"family photo";
-    let content_nonce = pattern::<12>(0x28);
+    let content = group_content(&gk, epoch);
     let rest_nonce = pattern::<12>(0x38);
-    let epoch_fields: [&[u8]; 2] = [&PN_ID, &epoch.to_be_bytes()];
     let ended: Vec<Value> = [
         ("removed", 1u8, pattern::<12>(0x48)),
         ("released", 2, pattern(0x58)),
@@ -735,15 +796,7 @@ fn group(sk_pne: &SessionKey) -> Value {
             "nonce": hx(pulled_nonce),
             "sealed": hx(seal_group_key_with_nonce(sk_pne, &pulled, &gk, pulled_nonce)),
         },
-        "content": {
-            "prk": hx(v::hkdf_prk(None, gk.expose_secret())),
-            "key_info": hx(v::transcript(labels::GROUP_CONTENT_KEY, &epoch_fields)),
-            "key": hx(v::group_content_key(&gk, &PN_ID, epoch)),
-            "aad": hx(v::group_content_aad(&PN_ID, epoch)),
-            "plaintext": hx(content),
-            "nonce": hx(content_nonce),
-            "sealed": hx(seal_group_content_with_nonce(&gk, &PN_ID, epoch, content, content_nonce)),
-        },
+        "content": content,
         "at_rest": {
             "key_info": hx(v::transcript(labels::AT_REST_KEY, &[])),
             "key": hx(v::at_rest_key(&master)),
@@ -768,7 +821,7 @@ fn main() {
         "about": "CPNS key schedule test vectors (labels cpns/v1, protocol version 2); see docs/security.md. All byte strings are lowercase hex; ids are UTF-8 strings; *_diagnostic values are CBOR diagnostic notation (RFC 8949 §8) of the hex next to them. Generated by crates/cpns-crypto/examples/gen_vectors.rs and checked by crates/cpns-crypto/tests/vectors.rs.",
         "version": "cpns/v1",
         "protocol_version": cpns_wire::PROTOCOL_VERSION,
-        "encoding": "T(x) = len(x) as u16 big-endian || x (len >= 65535: ffff || u64 BE); a *_info / *_message / aad value is the concatenation of T() of the label and each field; HKDF and HMAC are SHA-256; AEAD is ChaCha20-Poly1305 (RFC 8439)",
+        "encoding": "T(x) = len(x) as u16 big-endian || x (len >= 65535: ffff || u64 BE); a *_info / *_message / aad value is the concatenation of T() of the label and each field; HKDF and HMAC are SHA-256; AEAD is ChaCha20-Poly1305 (RFC 8439); signatures are Ed25519 (RFC 8032) from 32-byte seeds",
         "labels": labels,
         "pne_auth": [establishment.value, registration.value],
         "local_eukey_wrap": local_eukey_wrap(),
@@ -780,6 +833,7 @@ fn main() {
         "secure_session": secure_session(&registration.sk),
         "device_storage": device_storage(&registration.sk),
         "group": group(&establishment.sk),
+        "signing": signing(),
     });
     println!(
         "{}",

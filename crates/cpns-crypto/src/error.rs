@@ -31,6 +31,10 @@ pub enum CryptoError {
     /// Input has the wrong shape (length) to be parsed at all; the text says what was expected.
     #[error("malformed input: {0}")]
     Malformed(&'static str),
+    /// An Ed25519 signature did not verify: a certificate another authority signed or altered,
+    /// or group content its named sender did not sign.
+    #[error("signature check failed (another signer, or altered data)")]
+    BadSignature,
     /// A frame sealer has used every sequence number; the session must be re-keyed.
     #[error("frame sequence numbers exhausted; the session must be re-keyed")]
     SequenceExhausted,

@@ -13,7 +13,7 @@
 //!               T("cpns/v1/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)) ‖ T(PNE ID)
 //!               ‖ T(SHA-256(CBOR(inventory))) [‖ T(u64be(request id))], GK)
 //! K_gc    = HKDF-SHA256(salt = none, IKM = GK, info = T("cpns/v1/group-content-key") ‖ T(PN ID) ‖ T(u64be(epoch)))
-//! content = nonce(12) ‖ ChaCha20-Poly1305(K_gc, nonce, T("cpns/v1/group-content") ‖ T(PN ID) ‖ T(u64be(epoch)), plaintext)
+//! content = signed and sealed under K_gc, with its sender and content id (`crate::sign`)
 //! at rest = nonce(12) ‖ ChaCha20-Poly1305(K_rest, nonce, T("cpns/v1/at-rest/group-key") ‖ T(PN ID) ‖ T(u64be(epoch)), GK)
 //! ended   = nonce(12) ‖ ChaCha20-Poly1305(K(server → PNE, membership ended), nonce,
 //!               T("cpns/v1/membership-ended") ‖ T(PN ID) ‖ T(PNE ID) ‖ T(u64be(request id))
@@ -192,81 +192,11 @@ pub(crate) fn content_key(gk: &GroupKey, pn_id: &[u8; 16], epoch: u64) -> Zeroiz
     )
 }
 
-/// Seals group content of `epoch` under the content key derived from that epoch's GK.
-///
-/// # Errors
-/// [`CryptoError::Malformed`] for a plaintext beyond the ChaCha20-Poly1305 limit.
-pub fn seal_group_content<R: CryptoRng + ?Sized>(
-    rng: &mut R,
-    gk: &GroupKey,
-    pn_id: &[u8; 16],
-    epoch: u64,
-    plaintext: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    content_with_nonce(gk, pn_id, epoch, plaintext, nonce_from(rng))
-}
-
-/// [`seal_group_content`] with a caller-chosen nonce; deterministic, for test vectors. A nonce
-/// must never repeat under one epoch's GK: production code calls [`seal_group_content`].
-///
-/// # Panics
-/// If `plaintext` exceeds the ChaCha20-Poly1305 limit of 256 GiB.
-pub fn seal_group_content_with_nonce(
-    gk: &GroupKey,
-    pn_id: &[u8; 16],
-    epoch: u64,
-    plaintext: &[u8],
-    nonce: [u8; aead::NONCE_LEN],
-) -> Vec<u8> {
-    content_with_nonce(gk, pn_id, epoch, plaintext, nonce)
-        .expect("plaintext within the ChaCha20-Poly1305 length limit")
-}
-
-fn content_with_nonce(
-    gk: &GroupKey,
-    pn_id: &[u8; 16],
-    epoch: u64,
-    plaintext: &[u8],
-    nonce: [u8; aead::NONCE_LEN],
-) -> Result<Vec<u8>, CryptoError> {
-    aead::seal_with_nonce(
-        &content_key(gk, pn_id, epoch),
-        nonce,
-        &content_aad(pn_id, epoch),
-        plaintext,
-    )
-}
-
-/// The associated data of group content of `epoch`.
-pub(crate) fn content_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
-    epoch_transcript(labels::GROUP_CONTENT_AAD, pn_id, epoch)
-        .as_bytes()
-        .to_vec()
-}
-
 /// The associated data of a PN's group key of `epoch` sealed at rest.
 pub(crate) fn at_rest_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
     epoch_transcript(labels::AT_REST_GROUP_KEY_AAD, pn_id, epoch)
         .as_bytes()
         .to_vec()
-}
-
-/// Opens group content of `epoch`.
-///
-/// # Errors
-/// [`CryptoError::BadTag`] under another epoch's GK (a member that left), another PN or epoch,
-/// or a tampered byte.
-pub fn open_group_content(
-    gk: &GroupKey,
-    pn_id: &[u8; 16],
-    epoch: u64,
-    sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    aead::open(
-        &content_key(gk, pn_id, epoch),
-        &content_aad(pn_id, epoch),
-        sealed,
-    )
 }
 
 /// Seals a PN's group key at rest in the server store under K_rest of the master key.
@@ -450,24 +380,6 @@ mod tests {
                 Some(CryptoError::BadTag)
             );
         }
-    }
-
-    /// Content sealed under epoch 2's key does not open with epoch 1's (a member that left
-    /// holds only that), nor as another epoch or PN.
-    #[test]
-    fn content_opens_only_under_its_epochs_key() {
-        let mut rng = MachineRng::from_seed_u64(3);
-        let sealed = seal_group_content(rng.get(), &gk(2), &PN, 2, b"photo").unwrap();
-        assert_eq!(
-            &open_group_content(&gk(2), &PN, 2, &sealed).unwrap()[..],
-            b"photo"
-        );
-        assert!(open_group_content(&gk(1), &PN, 2, &sealed).is_err());
-        assert!(open_group_content(&gk(2), &PN, 1, &sealed).is_err());
-        assert!(open_group_content(&gk(2), &[0x62; 16], 2, &sealed).is_err());
-        let mut t = sealed.clone();
-        t[20] ^= 1;
-        assert!(open_group_content(&gk(2), &PN, 2, &t).is_err());
     }
 
     #[test]

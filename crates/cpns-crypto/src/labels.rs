@@ -70,8 +70,17 @@ pub const AT_REST_GROUP_KEY_AAD: &str = "cpns/v1/at-rest/group-key";
 /// (docs/security.md §4.10).
 pub const MEMBERSHIP_ENDED_AAD: &str = "cpns/v1/membership-ended";
 
+/// HKDF info of the server's certification key, from its master key (docs/security.md §4.11).
+pub const CERTIFICATION_KEY: &str = "cpns/v1/certification-key";
+/// HKDF info of a member's signing key, from its EUKey (docs/security.md §4.11).
+pub const MEMBER_SIGNING_KEY: &str = "cpns/v1/member-signing-key";
+/// What the server signs to certify a member's signing key (docs/security.md §4.11).
+pub const MEMBER_CERTIFICATE: &str = "cpns/v1/member-certificate";
+/// What a member signs of the group content it sends (docs/security.md §4.11).
+pub const GROUP_CONTENT_SIGNATURE: &str = "cpns/v1/group-content-signature";
+
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 30] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -98,6 +107,10 @@ pub const ALL: [&str; 26] = [
     GROUP_CONTENT_AAD,
     AT_REST_GROUP_KEY_AAD,
     MEMBERSHIP_ENDED_AAD,
+    CERTIFICATION_KEY,
+    MEMBER_SIGNING_KEY,
+    MEMBER_CERTIFICATE,
+    GROUP_CONTENT_SIGNATURE,
 ];
 
 #[cfg(test)]

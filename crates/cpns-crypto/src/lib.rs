@@ -4,7 +4,7 @@
 //! else: no I/O, no clock, no protocol state. The protocol crate calls it at the spec steps that
 //! name a key or a hash; the exact byte layouts are specified in docs/security.md and pinned by
 //! docs/security-vectors.json. Primitives all come from RustCrypto: HKDF-SHA256 and HMAC-SHA256
-//! for derivation and authentication, ChaCha20-Poly1305 for every AEAD, `getrandom` for keys and
+//! for derivation and authentication, ChaCha20-Poly1305 for every AEAD, Ed25519 (`ed25519-dalek`) for the signatures of group content, `getrandom` for keys and
 //! nonces (through the [`MachineRng`] each protocol machine is given), `subtle` for constant-time comparison, `zeroize` for wiping.
 //!
 //! | flow (spec) | module | keys |
@@ -16,6 +16,7 @@
 //! | PNE <-> server end-to-end payloads | [`seal_e2e`] | SK_PNE → K_dir |
 //! | the registration grant (003 §1.4.1 steps 3-4) | [`seal_registration_grant`] | SK_PNE → K_dir(server→PNE) |
 //! | secrets at rest in the server store | [`seal_at_rest`] | MasterKey → K_rest |
+//! | group content: who sent it (docs/security.md §4.11) | [`seal_group_content`], [`MemberCertificate`] | MasterKey → CA, EUKey_PNE → sk_m; GK → K_gc |
 //!
 //! Every AEAD's associated data is a length-prefixed transcript with its own label, built here
 //! ([`pan_frame_aad`], [`registration_grant_aad`], [`at_rest_eukey_aad`],
@@ -79,6 +80,7 @@ mod pan;
 mod pne_auth;
 mod rng;
 mod secure;
+mod sign;
 #[doc(hidden)]
 pub mod vectors;
 
@@ -94,10 +96,9 @@ pub use grant::{
     open_registration_grant, seal_registration_grant, seal_registration_grant_with_nonce,
 };
 pub use group::{
-    EndedBinding, GroupKeyBinding, open_group_content, open_group_key, open_group_key_at_rest,
-    open_membership_ended, seal_group_content, seal_group_content_with_nonce, seal_group_key,
-    seal_group_key_at_rest, seal_group_key_at_rest_with_nonce, seal_group_key_with_nonce,
-    seal_membership_ended, seal_membership_ended_with_nonce,
+    EndedBinding, GroupKeyBinding, open_group_key, open_group_key_at_rest, open_membership_ended,
+    seal_group_key, seal_group_key_at_rest, seal_group_key_at_rest_with_nonce,
+    seal_group_key_with_nonce, seal_membership_ended, seal_membership_ended_with_nonce,
 };
 pub use gw_auth::{
     TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN, gw_auth_response, verify_gw_auth_response,
@@ -120,4 +121,9 @@ pub use rng::{CryptoRng, MachineRng, Rng};
 pub use secure::{
     SecureBinding, device_storage_key, open_secure_message, seal_secure_message,
     seal_secure_message_with_nonce, secure_message_aad,
+};
+pub use sign::{
+    AuthorityKey, CertificationKey, Certified, ContentBinding, MemberCertificate, MemberKey,
+    MemberSigningKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, open_group_content, seal_group_content,
+    seal_group_content_with_nonce,
 };

@@ -97,9 +97,34 @@ pub fn group_content_key(gk: &GroupKey, pn_id: &[u8; 16], epoch: u64) -> [u8; 32
     *crate::group::content_key(gk, pn_id, epoch)
 }
 
-/// The associated data of group content of one epoch.
-pub fn group_content_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
-    crate::group::content_aad(pn_id, epoch)
+/// The associated data of group content.
+pub fn group_content_aad(b: &crate::ContentBinding<'_>) -> Vec<u8> {
+    crate::sign::content_aad(b)
+}
+
+/// What a member signs of the group content it sends.
+pub fn group_content_signed(b: &crate::ContentBinding<'_>, plaintext: &[u8]) -> Vec<u8> {
+    crate::sign::signed_message(b, plaintext)
+}
+
+/// The seed of the server's certification key.
+pub fn certification_seed(master: &MasterKey) -> [u8; 32] {
+    *crate::kdf::derive_key(
+        master.expose_secret(),
+        &Transcript::new(crate::labels::CERTIFICATION_KEY),
+    )
+}
+
+/// The seed of a member's signing key.
+pub fn member_signing_seed(eukey: &crate::EuKey, pne_id: &str) -> [u8; 32] {
+    let mut t = Transcript::new(crate::labels::MEMBER_SIGNING_KEY);
+    t.push(pne_id.as_bytes());
+    *crate::kdf::derive_key(eukey.expose_secret(), &t)
+}
+
+/// What the server signs to certify a member's key.
+pub fn member_certificate_message(pne_id: &str, owner: &str, key: &crate::MemberKey) -> Vec<u8> {
+    crate::sign::certificate_message(pne_id, owner, key)
 }
 
 /// The associated data of a PN's group key sealed at rest.
@@ -110,4 +135,12 @@ pub fn group_key_at_rest_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
 /// The associated data of the server's word that a membership ended (`why`: the reason code).
 pub fn membership_ended_aad(b: &crate::EndedBinding<'_>) -> Vec<u8> {
     crate::group::ended_aad(b)
+}
+
+/// Opens a ChaCha20-Poly1305 box `nonce ‖ ciphertext` under `key`: the inner bytes of a vector.
+///
+/// # Errors
+/// As the crate's AEAD.
+pub fn open_raw(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, crate::CryptoError> {
+    crate::aead::open(key, aad, sealed).map(|z| z.to_vec())
 }

@@ -1075,11 +1075,149 @@ fn group_key_copy_vectors() {
     every_flipped_byte_fails(&p_sealed, |s| open_group_key(&g.sk, &pulled, s));
 }
 
+/// Ed25519 with ring, an implementation the crate does not use: the public key of a seed, and
+/// a signature (deterministic, RFC 8032), so every signature vector is re-derived independently.
+fn ring_sign(seed: &[u8], message: &[u8]) -> ([u8; 32], [u8; 64]) {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed).unwrap();
+    let public = pair.public_key().as_ref().try_into().unwrap();
+    let sig = pair.sign(message).as_ref().try_into().unwrap();
+    (public, sig)
+}
+
+fn ring_verifies(public: &[u8], message: &[u8], sig: &[u8]) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+        .verify(message, sig)
+        .is_ok()
+}
+
+struct Signer {
+    member: MemberSigningKey,
+    cert: MemberCertificate,
+    authority: AuthorityKey,
+}
+
+fn signer(d: &Value) -> Signer {
+    let s = &d["signing"];
+    let i = &s["inputs"];
+    // PNE 1 of `pne_auth`, certified by the server of `at_rest`.
+    assert_eq!(i["eukey"], d["pne_auth"][0]["inputs"]["eukey_pne"]);
+    assert_eq!(i["pne_id"], d["pne_auth"][0]["inputs"]["pne_id"]);
+    assert_eq!(i["master_key"], d["at_rest"]["master_key"]);
+    let eukey = EuKey::from_hex(text(i, "eukey")).unwrap();
+    let member = MemberSigningKey::derive(&eukey, text(i, "pne_id"));
+    let cert = MemberCertificate {
+        pne_id: text(i, "pne_id").into(),
+        owner: text(i, "owner").into(),
+        key: MemberKey(arr(s, "member_key")),
+        signature: arr(s, "certificate_signature"),
+    };
+    Signer {
+        member,
+        cert,
+        authority: AuthorityKey(arr(s, "authority_key")),
+    }
+}
+
+#[test]
+fn signing_vectors() {
+    let d = doc();
+    let s = &d["signing"];
+    let i = &s["inputs"];
+    let master = MasterKey::from_hex(text(i, "master_key")).unwrap();
+    let eukey = EuKey::from_hex(text(i, "eukey")).unwrap();
+    let (pne, owner) = (text(i, "pne_id"), text(i, "owner"));
+    // Through the crate.
+    let ca = CertificationKey::from_master(&master);
+    assert_eq!(ca.public().0[..], hx(s, "authority_key"));
+    assert_eq!(
+        v::certification_seed(&master)[..],
+        hx(s, "certification_seed")
+    );
+    let member = MemberSigningKey::derive(&eukey, pne);
+    assert_eq!(member.public().0[..], hx(s, "member_key"));
+    assert_eq!(
+        v::member_signing_seed(&eukey, pne)[..],
+        hx(s, "member_seed")
+    );
+    let cert = ca.certify(pne, owner, &member.public());
+    assert_eq!(cert.signature[..], hx(s, "certificate_signature"));
+    assert_eq!(
+        v::member_certificate_message(pne, owner, &member.public()),
+        hx(s, "certificate_message")
+    );
+    let certified = signer(&d).cert.verify(&ca.public()).unwrap();
+    assert_eq!((certified.pne_id(), certified.owner()), (pne, owner));
+    // Independently, from docs/security.md §4.11: the seeds by HKDF, the keys and signatures
+    // by another Ed25519.
+    let ca_info = t("cpns/v1/certification-key", &[]);
+    assert_eq!(hx(s, "certification_seed_info"), ca_info);
+    let ca_seed = hkdf(None, master.expose_secret(), &ca_info);
+    assert_eq!(hx(s, "certification_seed"), ca_seed);
+    let m_info = t("cpns/v1/member-signing-key", &[pne.as_bytes()]);
+    assert_eq!(hx(s, "member_seed_info"), m_info);
+    let m_seed = hkdf(None, eukey.expose_secret(), &m_info);
+    assert_eq!(hx(s, "member_seed"), m_seed);
+    let message = t(
+        "cpns/v1/member-certificate",
+        &[pne.as_bytes(), owner.as_bytes(), &hx(s, "member_key")],
+    );
+    assert_eq!(hx(s, "certificate_message"), message);
+    let (ca_public, cert_sig) = ring_sign(&ca_seed, &message);
+    assert_eq!(hx(s, "authority_key"), ca_public);
+    assert_eq!(hx(s, "certificate_signature"), cert_sig);
+    assert_eq!(hx(s, "member_key"), ring_sign(&m_seed, b"").0);
+    // Negative: another authority, or a certificate with any field changed, fails.
+    let other = CertificationKey::from_master(&MasterKey::from_bytes([0xee; 32])).public();
+    assert_eq!(
+        signer(&d).cert.verify(&other).err(),
+        Some(CryptoError::BadSignature)
+    );
+    let mut c = signer(&d).cert;
+    c.pne_id = "pne-2.alice@cpns.example".into();
+    assert_eq!(
+        c.verify(&ca.public()).err(),
+        Some(CryptoError::BadSignature)
+    );
+    let mut c = signer(&d).cert;
+    c.owner = "bob".into();
+    assert_eq!(
+        c.verify(&ca.public()).err(),
+        Some(CryptoError::BadSignature)
+    );
+    let mut c = signer(&d).cert;
+    c.key = MemberSigningKey::derive(&eukey, "pne-2.alice@cpns.example").public();
+    assert_eq!(
+        c.verify(&ca.public()).err(),
+        Some(CryptoError::BadSignature)
+    );
+    for n in 0..SIGNATURE_LEN {
+        let mut c = signer(&d).cert;
+        c.signature[n] ^= 1;
+        assert_eq!(
+            c.verify(&ca.public()).err(),
+            Some(CryptoError::BadSignature),
+            "{n}"
+        );
+    }
+}
+
 #[test]
 fn group_content_vectors() {
     let d = doc();
     let g = group_inputs(&d);
+    let sg = signer(&d);
+    let sender = sg.cert.verify(&sg.authority).unwrap();
     let c = &d["group"]["content"];
+    assert_eq!(text(c, "sender"), g.pne_id);
+    let content_id = c["content_id"].as_u64().unwrap();
+    assert_eq!(hx(c, "content_id_u64be"), content_id.to_be_bytes());
+    let b = ContentBinding {
+        pn_id: &g.pn_id,
+        epoch: g.epoch,
+        sender: &g.pne_id,
+        content_id,
+    };
     let nonce: [u8; 12] = arr(c, "nonce");
     let (plain, sealed) = (hx(c, "plaintext"), hx(c, "sealed"));
     // Through the crate.
@@ -1087,70 +1225,150 @@ fn group_content_vectors() {
         v::group_content_key(&g.gk, &g.pn_id, g.epoch)[..],
         hx(c, "key")
     );
-    assert_eq!(v::group_content_aad(&g.pn_id, g.epoch), hx(c, "aad"));
+    assert_eq!(v::group_content_aad(&b), hx(c, "aad"));
+    assert_eq!(v::group_content_signed(&b, &plain), hx(c, "signed_message"));
     assert_eq!(v::hkdf_prk(None, g.gk.expose_secret())[..], hx(c, "prk"));
     assert_eq!(
-        seal_group_content_with_nonce(&g.gk, &g.pn_id, g.epoch, &plain, nonce),
+        seal_group_content_with_nonce(&g.gk, &sg.member, &b, &plain, nonce).unwrap(),
         sealed
     );
     assert_eq!(
-        &open_group_content(&g.gk, &g.pn_id, g.epoch, &sealed).unwrap()[..],
+        &open_group_content(&g.gk, &sender, &b, &sealed).unwrap()[..],
         &plain[..]
     );
     let drawn = seal_group_content(
         MachineRng::from_seed_u64(2).get(),
         &g.gk,
-        &g.pn_id,
-        g.epoch,
+        &sg.member,
+        &b,
         &plain,
     )
     .unwrap();
     let drawn_nonce: [u8; 12] = drawn[..12].try_into().unwrap();
     assert_eq!(
-        seal_group_content_with_nonce(&g.gk, &g.pn_id, g.epoch, &plain, drawn_nonce),
+        seal_group_content_with_nonce(&g.gk, &sg.member, &b, &plain, drawn_nonce).unwrap(),
         drawn
     );
-    // Independently, from docs/security.md §4.10: K_gc = HKDF(salt absent, GK, info).
+    // Independently, from docs/security.md §4.10 and §4.11: K_gc = HKDF(salt absent, GK,
+    // info); the inner bytes are the sender's Ed25519 signature of the signed message, then the
+    // plaintext.
     let epoch = g.epoch.to_be_bytes();
+    let id = content_id.to_be_bytes();
     let info = t("cpns/v1/group-content-key", &[&g.pn_id, &epoch]);
     assert_eq!(hx(c, "key_info"), info);
     assert_eq!(hx(c, "prk"), hkdf_prk(None, g.gk.expose_secret()));
     let key = hkdf(None, g.gk.expose_secret(), &info);
     assert_eq!(hx(c, "key"), key);
-    let aad = t("cpns/v1/group-content", &[&g.pn_id, &epoch]);
+    let fields: [&[u8]; 4] = [&g.pn_id, &epoch, g.pne_id.as_bytes(), &id];
+    let aad = t("cpns/v1/group-content", &fields);
     assert_eq!(hx(c, "aad"), aad);
-    assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &plain)));
+    let signed = t(
+        "cpns/v1/group-content-signature",
+        &[&g.pn_id, &epoch, g.pne_id.as_bytes(), &id, &plain],
+    );
+    assert_eq!(hx(c, "signed_message"), signed);
+    let m_seed = hx(&d["signing"], "member_seed");
+    let (public, sig) = ring_sign(&m_seed, &signed);
+    assert_eq!(public[..], sg.cert.key.0);
+    assert_eq!(hx(c, "signature"), sig);
+    let inner = cat(&sig, &plain);
+    assert_eq!(hx(c, "inner"), inner);
+    assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &inner)));
+    let drawn_inner = cat(&sig, &plain);
     assert_eq!(
         drawn,
-        cat(&drawn_nonce, &chacha(&key, &drawn_nonce, &aad, &plain))
+        cat(
+            &drawn_nonce,
+            &chacha(&key, &drawn_nonce, &aad, &drawn_inner)
+        )
     );
     // Not under another GK (a member that left holds only an earlier epoch's), nor as another
-    // epoch or PN.
+    // epoch, PN, sender or content id.
     let earlier = GroupKey::from_bytes([0xee; 32]);
-    for (gk, pn, epoch) in [
-        (&earlier, &g.pn_id, g.epoch),
-        (&g.gk, &g.pn_id, g.epoch + 1),
-        (&g.gk, &g.pn_id, g.epoch - 1),
-        (&g.gk, &[0u8; 16], g.epoch),
+    assert_eq!(
+        open_group_content(&earlier, &sender, &b, &sealed).err(),
+        Some(CryptoError::BadTag)
+    );
+    let other_pn = [0u8; 16];
+    for other in [
+        ContentBinding {
+            epoch: g.epoch + 1,
+            ..b
+        },
+        ContentBinding {
+            epoch: g.epoch - 1,
+            ..b
+        },
+        ContentBinding {
+            pn_id: &other_pn,
+            ..b
+        },
+        ContentBinding {
+            content_id: content_id + 1,
+            ..b
+        },
+        ContentBinding {
+            sender: "pne-2.alice@cpns.example",
+            ..b
+        },
     ] {
         assert_eq!(
-            open_group_content(gk, pn, epoch, &sealed).err(),
+            open_group_content(&g.gk, &sender, &other, &sealed).err(),
             Some(CryptoError::BadTag)
         );
     }
-    // The associated data binds the PN and epoch on its own, not only through K_gc: a box
-    // sealed under another PN's or epoch's K_gc, with this PN's and epoch's AAD, does not open as
-    // that PN or epoch.
+    // The associated data binds the PN and epoch on its own, not only through K_gc.
     for (pn, epoch) in [([0u8; 16], g.epoch), (g.pn_id, g.epoch + 1)] {
         let info = t("cpns/v1/group-content-key", &[&pn, &epoch.to_be_bytes()]);
         let their_key = hkdf(None, g.gk.expose_secret(), &info);
-        let moved = cat(&nonce, &chacha(&their_key, &nonce, &aad, &plain));
+        let moved = cat(&nonce, &chacha(&their_key, &nonce, &aad, &inner));
+        let their = ContentBinding {
+            pn_id: &pn,
+            epoch,
+            ..b
+        };
         assert_eq!(
-            open_group_content(&g.gk, &pn, epoch, &moved).err(),
+            open_group_content(&g.gk, &sender, &their, &moved).err(),
             Some(CryptoError::BadTag)
         );
     }
-    every_flipped_byte_fails(&sealed, |s| open_group_content(&g.gk, &g.pn_id, g.epoch, s));
+    every_flipped_byte_fails(&sealed, |s| open_group_content(&g.gk, &sender, &b, s));
+    // Who sent it. PNE 2, a member holding GK, seals its own words naming PNE 1: the box opens,
+    // the signature is not PNE 1's. A signature of other words, or another signer's, or PNE 1's
+    // certificate under a binding naming PNE 2, fails too; ring agrees on each.
+    let pne2 = "pne-2.alice@cpns.example";
+    let pne2_seed = hkdf(
+        None,
+        &[0x42; 32],
+        &t("cpns/v1/member-signing-key", &[pne2.as_bytes()]),
+    );
+    let (_, forged_sig) = ring_sign(&pne2_seed, &signed);
+    let forged = cat(
+        &nonce,
+        &chacha(&key, &nonce, &aad, &cat(&forged_sig, &plain)),
+    );
+    assert_eq!(
+        open_group_content(&g.gk, &sender, &b, &forged).err(),
+        Some(CryptoError::BadSignature)
+    );
+    assert!(!ring_verifies(&sg.cert.key.0, &signed, &forged_sig));
+    let (_, other_words) = ring_sign(&m_seed, &t("cpns/v1/group-content-signature", &[b"x"]));
+    let moved = cat(
+        &nonce,
+        &chacha(&key, &nonce, &aad, &cat(&other_words, &plain)),
+    );
+    assert_eq!(
+        open_group_content(&g.gk, &sender, &b, &moved).err(),
+        Some(CryptoError::BadSignature)
+    );
+    let as_pne2 = ContentBinding { sender: pne2, ..b };
+    let aad2 = v::group_content_aad(&as_pne2);
+    let relabelled = cat(&nonce, &chacha(&key, &nonce, &aad2, &inner));
+    assert_eq!(
+        open_group_content(&g.gk, &sender, &as_pne2, &relabelled).err(),
+        Some(CryptoError::BadSignature)
+    );
+    assert!(ring_verifies(&sg.cert.key.0, &signed, &sig));
 }
 
 #[test]
