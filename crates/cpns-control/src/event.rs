@@ -2,7 +2,7 @@
 //! `event`, after the first answer of a streaming verb (`events` and `subscribe` on a PNE,
 //! `subscribe` on the server, `establish` with `wait` on a PN GW).
 
-use cpns_wire::{CpnsId, EntityId, PnId};
+use cpns_wire::{CpnsId, EntityId, PnId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -130,6 +130,38 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lagged: Option<u32>,
     },
+    /// Another member of a PN sent content, and it checked out: the server certified its
+    /// signing key, it signed the content, it is a member, and the content is new
+    /// (docs/security.md §4.11).
+    Content {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The group key epoch it was sealed under.
+        epoch: u64,
+        /// The member that sent it.
+        #[serde(with = "crate::text")]
+        from: EntityId,
+        /// Its user.
+        #[serde(with = "crate::text")]
+        owner: UserId,
+        /// The content, when it is UTF-8 text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The content as hex.
+        hex: String,
+    },
+    /// Content relayed to this PNE was refused, and why.
+    ContentRefused {
+        /// The PN it named.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The sender it named.
+        #[serde(with = "crate::text")]
+        from: EntityId,
+        /// Why.
+        error: ApiError,
+    },
     /// A command ended (exactly once per command): its outcome or its error.
     Completed {
         /// The command.
@@ -175,6 +207,8 @@ impl Event {
             Event::CapabilitiesReported {} => "capabilities_reported",
             Event::UsageSent { .. } => "usage_sent",
             Event::Status { .. } => "status",
+            Event::Content { .. } => "content",
+            Event::ContentRefused { .. } => "content_refused",
             Event::Completed { .. } => "completed",
             Event::FlowFailed { .. } => "flow_failed",
             Event::Lagged { .. } => "lagged",
@@ -330,6 +364,14 @@ pub enum Outcome {
         pn_id: PnId,
         /// Whether it was accepted.
         accepted: bool,
+    },
+    /// Content was relayed by the PN GW.
+    ContentSent {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Members it was relayed to.
+        delivered: u32,
     },
     /// A PN GW-initiated establishment ended with the PN stored.
     Established {

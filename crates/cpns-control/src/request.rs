@@ -206,6 +206,19 @@ pub enum Request {
         )]
         user: Option<UserId>,
     },
+    /// PNE: send content to the other members of a PN, signed by this PNE and sealed under the
+    /// PN's group key (docs/security.md §4.11): `text`, or bytes as `hex`.
+    Send {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The content as UTF-8 text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The content as hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hex: Option<String>,
+    },
     /// PNE, server: charging records (CPNS-4): on a PNE its own user's, asked of the server.
     Charging {
         /// The user (server).
@@ -260,7 +273,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 26] = [
+pub const VERB_TABLE: [(&str, Served); 27] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -287,11 +300,12 @@ pub const VERB_TABLE: [(&str, Served); 26] = [
     ("usage_send", PNE),
     ("usage", SERVER),
     ("charging", PNE_SERVER),
+    ("send", PNE),
 ];
 
 /// Every verb, as written on the socket.
-pub const VERBS: [&str; 26] = {
-    let mut verbs = [""; 26];
+pub const VERBS: [&str; 27] = {
+    let mut verbs = [""; 27];
     let mut i = 0;
     while i < verbs.len() {
         verbs[i] = VERB_TABLE[i].0;
@@ -301,6 +315,18 @@ pub const VERBS: [&str; 26] = {
 };
 
 impl Request {
+    /// The content of a `send`: its `text` or its `hex`, exactly one.
+    ///
+    /// # Errors
+    /// The words for the asker when neither, both, or bad hex is given.
+    pub fn content(text: Option<&str>, hex: Option<&str>) -> Result<Vec<u8>, String> {
+        match (text, hex) {
+            (Some(t), None) => Ok(t.as_bytes().to_vec()),
+            (None, Some(h)) => hex::decode(h).map_err(|e| format!("`hex` is not hex: {e}")),
+            _ => Err("give the content as `text` or as `hex`, one of them".into()),
+        }
+    }
+
     /// The verb, as written on the socket.
     pub fn verb(&self) -> &'static str {
         match self {
@@ -330,6 +356,7 @@ impl Request {
             Request::UsageSend {} => "usage_send",
             Request::Usage { .. } => "usage",
             Request::Charging { .. } => "charging",
+            Request::Send { .. } => "send",
         }
     }
 }

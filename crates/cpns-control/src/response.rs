@@ -212,6 +212,14 @@ pub enum Response {
         /// The records.
         records: Vec<Charge>,
     },
+    /// Content sent: the PN GW relayed it.
+    Send {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// Members linked to the PN GW it was relayed to.
+        delivered: u32,
+    },
 }
 
 impl Response {
@@ -244,6 +252,7 @@ impl Response {
             Response::UsageSend { .. } => "usage_send",
             Response::Usage { .. } => "usage",
             Response::Charging { .. } => "charging",
+            Response::Send { .. } => "send",
         }
     }
 }

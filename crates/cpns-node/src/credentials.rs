@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use cpns_crypto::EuKey;
+use cpns_crypto::{AuthorityKey, EuKey, SIGNATURE_LEN};
 use cpns_wire::{EntityId, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +50,13 @@ struct File {
     owner: String,
     eukey: String,
     ca_cert_pem: String,
+    /// The server's certification key (docs/security.md §4.11), hex; absent in a credential
+    /// written before group content was signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authority_key: Option<String>,
+    /// The server's signature certifying the device's signing key, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    member_certificate: Option<String>,
 }
 
 /// A device's credential.
@@ -65,6 +72,33 @@ pub struct DeviceCredential {
     pub eukey: EuKey,
     /// The CA certificate (PEM) that signs the server's certificate.
     pub ca_cert_pem: String,
+    /// The server's certification key and its signature of this device's signing key
+    /// (docs/security.md §4.11): what a PNE signs group content and checks other members' with.
+    /// `None` in a credential written before group content was signed: enroll the device again.
+    pub certified: Option<Certified>,
+}
+
+/// The server's certificate of a device's signing key, as its credential holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certified {
+    /// The server's certification key.
+    pub authority: AuthorityKey,
+    /// Its signature of the device's signing key.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl DeviceCredential {
+    /// What a PNE with this credential signs and checks group content with.
+    pub fn signing(&self) -> Option<cpns_proto::pne::Signing> {
+        let c = self.certified.as_ref()?;
+        Some(cpns_proto::pne::Signing::new(
+            self.entity_id.clone(),
+            self.owner.clone(),
+            &self.eukey,
+            c.signature,
+            c.authority,
+        ))
+    }
 }
 
 impl core::fmt::Debug for DeviceCredential {
@@ -90,6 +124,8 @@ impl DeviceCredential {
             owner: self.owner.to_string(),
             eukey: self.eukey.to_hex().to_string(),
             ca_cert_pem: self.ca_cert_pem.clone(),
+            authority_key: self.certified.as_ref().map(|c| c.authority.to_hex()),
+            member_certificate: self.certified.as_ref().map(|c| hex::encode(c.signature)),
         };
         let text = zeroize::Zeroizing::new(serde_json::to_string_pretty(&file).unwrap_or_default());
         drop(zeroize::Zeroizing::new(file.eukey));
@@ -116,6 +152,22 @@ impl DeviceCredential {
             reason,
         };
         let file: File = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let certified = match (&file.authority_key, &file.member_certificate) {
+            (Some(key), Some(sig)) => Some(Certified {
+                authority: AuthorityKey::from_hex(key)
+                    .map_err(|e| invalid(format!("authority_key: {e}")))?,
+                signature: hex::decode(sig)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| invalid("member_certificate: not 64 bytes of hex".into()))?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "authority_key and member_certificate go together".into(),
+                ));
+            }
+        };
         let eukey = EuKey::from_hex(&file.eukey).map_err(|e| invalid(format!("eukey: {e}")));
         drop(zeroize::Zeroizing::new(file.eukey));
         Ok(Self {
@@ -130,6 +182,7 @@ impl DeviceCredential {
                 .map_err(|e| invalid(format!("owner: {e}")))?,
             eukey: eukey?,
             ca_cert_pem: file.ca_cert_pem,
+            certified,
         })
     }
 }

@@ -169,6 +169,7 @@ enum Ask {
     ),
     SecureCall(&'static str, Vec<u8>),
     SendUsage(Preferences),
+    SendContent(PnId, Vec<u8>),
 }
 
 /// Commands to a PNE that [`serve`] runs.
@@ -399,6 +400,16 @@ impl PneHandle {
                 charged,
                 withheld: u32::try_from(withheld.len()).unwrap_or(u32::MAX),
             }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends `content` to the other members of a PN linked to its PN GW, signed by this PNE
+    /// and sealed under the PN's group key (docs/security.md §4.11); `Ok` with how many members
+    /// the PN GW relayed it to.
+    pub async fn send_content(&self, pn_id: PnId, content: Vec<u8>) -> Result<u32, NodeError> {
+        match self.run(Ask::SendContent(pn_id, content)).await? {
+            Outcome::ContentSent { delivered, .. } => Ok(delivered),
             other => Err(unexpected(&other)),
         }
     }
@@ -852,7 +863,9 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::PnUpdated { .. }
             | PneEvent::MembershipConfirmed { .. }
             | PneEvent::CapabilitiesReported
-            | PneEvent::UsageSent { .. } => {}
+            | PneEvent::UsageSent { .. }
+            | PneEvent::GroupContent { .. }
+            | PneEvent::ContentRefused { .. } => {}
         }
     }
 
@@ -947,6 +960,7 @@ impl<S: DeviceStore> Link<S> {
                 Ok(s.subscribe_status(now, entities, policy))
             }
             Ask::SecureCall(service, payload) => s.secure_call(now, service, payload),
+            Ask::SendContent(pn, content) => s.send_group_content(now, pn, content),
             Ask::SendUsage(prefs) => match self.store.unsent_local_usage(256).await {
                 Ok(unsent) => {
                     let records: Vec<_> = unsent.into_iter().map(|u| u.record).collect();

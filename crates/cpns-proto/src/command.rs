@@ -86,6 +86,17 @@ pub enum CommandError {
     /// The PNE holds no LocalEUKey for the PN, so it cannot prove itself with one.
     #[error("no LocalEUKey for PN {0}")]
     NoLocalKey(PnId),
+    /// The device's credential holds no member certificate (docs/security.md §4.11).
+    #[error(
+        "this device's credential holds no member certificate: enroll it again to send group content"
+    )]
+    NoCertificate,
+    /// This PNE holds no group key of the PN yet.
+    #[error("no group key of PN {0} yet: wait for the connection set-up in the PN")]
+    NoGroupKey(PnId),
+    /// The PN's PN GW is not on the link, or has not proved itself on it.
+    #[error("PN GW {0} is not on the link or has not proved itself; connect to it first")]
+    GatewayNotLinked(EntityId),
     /// The link is sealed already, or being sealed.
     #[error("the link is sealed or being sealed")]
     LinkBusy,
@@ -120,7 +131,11 @@ impl CommandError {
             CommandError::AlreadyMember { .. } | CommandError::ChangeRunning { .. } => {
                 ErrorCode::Conflict
             }
-            CommandError::NoSecureSession | CommandError::LinkBusy => ErrorCode::WrongState,
+            CommandError::NoSecureSession
+            | CommandError::LinkBusy
+            | CommandError::NoCertificate
+            | CommandError::NoGroupKey(_)
+            | CommandError::GatewayNotLinked(_) => ErrorCode::WrongState,
             CommandError::TooLarge
             | CommandError::InvalidCapabilities(_)
             | CommandError::InvalidStatus(_)
@@ -192,6 +207,12 @@ mod tests {
             ),
             (CommandError::NoSecureSession, ErrorCode::WrongState),
             (CommandError::LinkBusy, ErrorCode::WrongState),
+            (CommandError::NoCertificate, ErrorCode::WrongState),
+            (CommandError::NoGroupKey(pn), ErrorCode::WrongState),
+            (
+                CommandError::GatewayNotLinked(pne.clone()),
+                ErrorCode::WrongState,
+            ),
             (CommandError::TooLarge, ErrorCode::BadRequest),
             (
                 CommandError::InvalidCapabilities("x".into()),

@@ -44,6 +44,8 @@ pub enum Flow {
     /// A PNE's connection set-up in its PNs after a (re)connection: proof, key pulls,
     /// confirmations, a capabilities report (002 §B.1.1.3 steps 18-26).
     PnConnectionSetup,
+    /// Group content sent to a PN's members (docs/security.md §4.11).
+    GroupContent,
 }
 
 impl fmt::Display for Flow {
@@ -65,6 +67,7 @@ impl fmt::Display for Flow {
             Flow::GroupKey => "group key request",
             Flow::StatusManagement => "status management",
             Flow::PnConnectionSetup => "connection set-up in the PNs",
+            Flow::GroupContent => "group content",
         })
     }
 }
@@ -143,13 +146,17 @@ pub enum Failure {
         /// What the pull got.
         why: String,
     },
+    /// Group content relayed to this PNE failed a check (docs/security.md §4.11): the words
+    /// say which.
+    ContentRefused(String),
     /// The peer answered with a message the flow does not expect (its name).
     Unexpected(&'static str),
 }
 
 impl Failure {
     /// The failure as the error answer its asker reads: a peer's refusal as it came, a
-    /// timeout as `timeout`, a lost server session as `busy`, anything else as `internal`.
+    /// timeout as `timeout`, a lost server session as `busy`, content that failed its checks
+    /// as `unauthenticated`, anything else as `internal`.
     pub fn to_error(&self) -> ErrorBody {
         use cpns_wire::ErrorCode;
         match self {
@@ -159,6 +166,9 @@ impl Failure {
                 ErrorCode::Busy,
                 "the PN GW lost its connection to the CPNS Server",
             ),
+            Failure::ContentRefused(_) => {
+                ErrorBody::new(ErrorCode::Unauthenticated, self.to_string())
+            }
             other => ErrorBody::new(ErrorCode::Internal, other.to_string()),
         }
     }
@@ -221,6 +231,7 @@ impl fmt::Display for Failure {
             Failure::TooLarge => {
                 f.write_str("the PN's set-up information is larger than the CPNS Server accepts")
             }
+            Failure::ContentRefused(why) => write!(f, "content refused: {why}"),
             Failure::Unexpected(what) => write!(f, "an unexpected answer: {what}"),
             Failure::GroupKeyDidNotOpen(why) => {
                 write!(f, "this PNE's copy of the group key did not open: {why}")

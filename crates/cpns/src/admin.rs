@@ -187,12 +187,20 @@ pub(crate) async fn enroll_device(
         .await
         .with_context(|| format!("enroll {id}"))?;
     store.close().await;
+    // The server certifies the device's signing key (docs/security.md §4.11).
+    let ca_key = cpns_crypto::CertificationKey::from_master(&master);
+    let member = cpns_crypto::MemberSigningKey::derive(&eukey, id.as_str());
+    let cert = ca_key.certify(id.as_str(), user.as_str(), &member.public());
     Ok(DeviceCredential {
         entity_id: id,
         kind: dkind,
         owner: user,
         eukey,
         ca_cert_pem: ca,
+        certified: Some(cpns_node::credentials::Certified {
+            authority: ca_key.public(),
+            signature: cert.signature,
+        }),
     })
 }
 

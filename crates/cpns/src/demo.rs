@@ -265,6 +265,7 @@ fn spawn_pne(
 fn pne_config(cred: &DeviceCredential, device_type: &str, has_ui: bool) -> PneConfig {
     PneConfig {
         capabilities: defaults(device_type, has_ui, false),
+        signing: cred.signing(),
         ..PneConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     }
 }

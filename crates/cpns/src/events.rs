@@ -166,6 +166,18 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
         GatewayEvent::LinkProven { link, pne } => Described::new("link_proven")
             .text("link", link.0)
             .text("pne", pne.as_str()),
+        GatewayEvent::ContentRelayed {
+            pn_id,
+            from,
+            delivered,
+        } => Described::new("content_relayed")
+            .pn("pn_id", *pn_id)
+            .text("from", from)
+            .field(
+                "delivered",
+                "delivered",
+                Value::Number(u64::from(*delivered)),
+            ),
         GatewayEvent::PneDiscovered { link, pne } => Described::new("pne_discovered")
             .text("pne", pne)
             .field("link", "link", Value::Number(link.0)),
@@ -325,6 +337,33 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             lifetime_s,
         } => registered(cpns_id, *pn_id, *lifetime_s),
         PneEvent::FlowFailed { flow, reason } => failed(*flow, reason),
+        PneEvent::GroupContent {
+            pn_id,
+            epoch,
+            from,
+            owner,
+            content,
+        } => {
+            let d = Described::new("content")
+                .pn("pn_id", *pn_id)
+                .text("from", from)
+                .text("owner", owner)
+                .field("epoch", "", Value::Number(*epoch))
+                .field("hex", "", Value::Text(hex::encode(content)));
+            // A line shows short text as it is (escaped), anything else by its size.
+            match std::str::from_utf8(content) {
+                Ok(t) if t.chars().count() <= SHOWN_TEXT => d.text("text", t),
+                _ => d.field("bytes", "bytes", Value::Number(content.len() as u64)),
+            }
+        }
+        PneEvent::ContentRefused {
+            pn_id,
+            from,
+            reason,
+        } => Described::new("content_refused")
+            .pn("pn_id", *pn_id)
+            .text("from", from)
+            .text("reason", reason),
         PneEvent::Expelled(pn) => Described::new("expelled").pn("pn_id", *pn),
         PneEvent::PnUpdated {
             inventory,
@@ -432,6 +471,9 @@ fn member_removed(
     d.field("notified", "notified", Value::List(notified))
 }
 
+/// The longest content text a line shows; longer content is shown by its size.
+const SHOWN_TEXT: usize = 200;
+
 /// Describes a PNE command's completion.
 fn describe_completed(c: &Completed<Outcome>) -> Described {
     let d = match &c.result {
@@ -475,6 +517,13 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
             Outcome::MemberExpelled { pn_id, pne } => Described::new("member_expelled")
                 .pn("pn_id", *pn_id)
                 .text("pne", pne),
+            Outcome::ContentSent { pn_id, delivered } => {
+                Described::new("content_sent").pn("pn_id", *pn_id).field(
+                    "delivered",
+                    "delivered",
+                    Value::Number(u64::from(*delivered)),
+                )
+            }
             Outcome::Inventory(pns) => {
                 let ids = pns.iter().map(|p| p.pn_id.to_string()).collect();
                 Described::new("inventory_read").field("pns", "pns", Value::List(ids))

@@ -110,8 +110,22 @@ pub(crate) enum PnVerb {
         #[arg(value_parser = accept_or_decline, action = clap::ArgAction::Set)]
         answer: bool,
     },
-    /// On a PNE: follow what happens (PN changes, invitations, group keys, status
-    /// notifications, command completions), one line each, until stopped.
+    /// On a PNE: send content to the other members of a PN linked to its PN GW, signed by this
+    /// PNE and sealed under the PN's group key (docs/security.md §4.11); each member that
+    /// checks it tells a `content` event (`cpns pn events`).
+    Send {
+        /// The PN's id.
+        pn: PnId,
+        /// The content, as text.
+        #[arg(required_unless_present = "hex", conflicts_with = "hex")]
+        text: Option<String>,
+        /// The content as hex bytes, instead of text.
+        #[arg(long)]
+        hex: Option<String>,
+    },
+    /// On a PNE: follow what happens (PN changes, invitations, group keys, content from
+    /// other members, status notifications, command completions), one line each, until
+    /// stopped.
     Events {
         /// Stop after this many events.
         #[arg(long)]
@@ -162,6 +176,11 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
         PnVerb::Answer { pn, answer } => Request::AnswerInvitation {
             pn_id: *pn,
             accept: *answer,
+        },
+        PnVerb::Send { pn, text, hex } => Request::Send {
+            pn_id: *pn,
+            text: text.clone(),
+            hex: hex.clone(),
         },
         PnVerb::Events { .. } => Request::Events {},
     };
@@ -285,6 +304,11 @@ fn print_answer(r: &Response) {
             println!("declined the invitation to PN {pn_id}")
         }
         Response::Events {} => println!("following; Ctrl-C to stop"),
+        Response::Send { pn_id, delivered } => match delivered {
+            0 => println!("sent to PN {pn_id}; no other member is connected to its PN GW now"),
+            1 => println!("sent to PN {pn_id}; relayed to 1 member"),
+            n => println!("sent to PN {pn_id}; relayed to {n} members"),
+        },
         // Verbs `cpns pn` does not send: the line as it came.
         other @ (Response::Hello { .. }
         | Response::Caps { .. }
@@ -351,6 +375,24 @@ fn print_event(e: &Event) {
         Event::PnRefused { pn_id, error } => println!("PN {pn_id} refused: {error}"),
         Event::FlowFailed { flow, error } => println!("{flow} failed: {error}"),
         Event::Lagged { missed } => println!("({missed} events missed: this reader fell behind)"),
+        Event::Content {
+            pn_id,
+            from,
+            owner,
+            text,
+            hex,
+            ..
+        } => match text {
+            // Another member's words: shown escaped, so they cannot steer the terminal.
+            Some(t) => println!("PN {pn_id}: {from} ({owner}) says: {}", t.escape_debug()),
+            None => println!(
+                "PN {pn_id}: {from} ({owner}) sent {} bytes: {hex}",
+                hex.len() / 2
+            ),
+        },
+        Event::ContentRefused { pn_id, from, error } => {
+            println!("PN {pn_id}: content naming {from} refused: {error}")
+        }
         // The rest, as the line came.
         other @ (Event::PanAuthenticated { .. }
         | Event::CapabilitiesReported {}

@@ -439,6 +439,7 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         dynamic_interval: Duration::from_secs(a.dynamic_interval_s),
         battery_alert: Some(a.battery_alert),
         usage_every: (a.usage_every_s > 0).then(|| Duration::from_secs(a.usage_every_s)),
+        signing: cred.signing(),
         ..PneConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     };
     let mut steps = Vec::new();

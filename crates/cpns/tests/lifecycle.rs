@@ -303,17 +303,23 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
         assert!(k == gk, "{id} holds another key");
     }
     assert!(pne_group_key(&w, "tablet", pn).await.is_none());
-    // Content sealed under the new epoch opens for the members, and not with anything the
-    // tablet kept (nothing of the PN).
-    let mut rng = cpns_crypto::MachineRng::from_seed_u64(1);
-    let sealed =
-        cpns_crypto::seal_group_content(rng.get(), &gk, pn.as_bytes(), 2, b"holiday video")
-            .unwrap();
-    let (_, watch_key) = pne_group_key(&w, "watch", pn).await.unwrap();
-    assert_eq!(
-        &cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 2, &sealed).unwrap()[..],
-        b"holiday video"
-    );
+    // Content the phone sends under the new epoch reaches the watch, signed by the phone and
+    // sealed under epoch 2; the tablet, out, is sent nothing.
+    let line = cpns(&[
+        "pn",
+        "send",
+        &pn.to_string(),
+        "holiday video",
+        "--store",
+        s(&w.store("phone")),
+    ]);
+    assert_eq!(line, format!("sent to PN {pn}; relayed to 1 member\n"));
+    let (_, watch) = pnes.iter_mut().find(|(id, _)| *id == "watch").unwrap();
+    let c = watch.expect_event_where("content", |v| v["pn_id"] == pn.to_string());
+    assert_eq!(c["from"], "phone");
+    assert_eq!(c["text"], "holiday video");
+    assert_eq!(c["epoch"], 2);
+    assert_eq!(c["hex"], hex::encode("holiday video"));
 
     // The watch leaves; the phone alone gets epoch 3.
     let line = cpns(&[
@@ -337,10 +343,19 @@ async fn an_expelled_member_is_told_and_only_the_others_get_the_new_group_key() 
     assert_eq!(epoch, 3);
     assert!(pne_group_key(&w, "phone", pn).await.unwrap().1 == gk2);
     assert!(pne_group_key(&w, "watch", pn).await.is_none());
-    // Epoch 3 content does not open with the epoch-2 key the watch once held.
-    let sealed =
-        cpns_crypto::seal_group_content(rng.get(), &gk2, pn.as_bytes(), 3, b"later").unwrap();
-    assert!(cpns_crypto::open_group_content(&watch_key, pn.as_bytes(), 3, &sealed).is_err());
+    // The phone's content now goes to nobody: the watch, out, is sent nothing.
+    let line = cpns(&[
+        "pn",
+        "send",
+        &pn.to_string(),
+        "later",
+        "--store",
+        s(&w.store("phone")),
+    ]);
+    assert_eq!(
+        line,
+        format!("sent to PN {pn}; no other member is connected to its PN GW now\n")
+    );
 
     // Refusals at the control socket: a non-member leaving, expelling a non-member.
     let refused = pn_json(&w.store("tv"), &["leave", &pn.to_string()]);

@@ -29,6 +29,7 @@ pub fn flow_name(f: Flow) -> &'static str {
         Flow::InventoryQuery => "inventory_query",
         Flow::StatusManagement => "status_management",
         Flow::ConnectionSetup => "connection_setup",
+        Flow::GroupContent => "group_content",
         // `Flow` is `#[non_exhaustive]`: a flow added later is named here when it is.
         _ => "other",
     }
@@ -111,6 +112,29 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             charged: *charged,
             withheld: *withheld,
         }],
+        PneEvent::GroupContent {
+            pn_id,
+            epoch,
+            from,
+            owner,
+            content,
+        } => vec![Event::Content {
+            pn_id: *pn_id,
+            epoch: *epoch,
+            from: from.clone(),
+            owner: owner.clone(),
+            text: String::from_utf8(content.clone()).ok(),
+            hex: hex::encode(content),
+        }],
+        PneEvent::ContentRefused {
+            pn_id,
+            from,
+            reason,
+        } => vec![Event::ContentRefused {
+            pn_id: *pn_id,
+            from: from.clone(),
+            error: failure(reason),
+        }],
         PneEvent::FlowFailed { flow, reason } => vec![Event::FlowFailed {
             flow: flow_name(*flow).into(),
             error: failure(reason),
@@ -188,6 +212,7 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::Unsubscribed(_)
         | Outcome::Rejoined { .. }
         | Outcome::UsageSent { .. }
+        | Outcome::ContentSent { .. }
         | Outcome::InvitationAnswered { .. } => None,
     }
 }
@@ -290,6 +315,10 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
         Outcome::InvitationAnswered { pn_id, accepted } => ApiOutcome::InvitationAnswered {
             pn_id: *pn_id,
             accepted: *accepted,
+        },
+        Outcome::ContentSent { pn_id, delivered } => ApiOutcome::ContentSent {
+            pn_id: *pn_id,
+            delivered: *delivered,
         },
     }
 }

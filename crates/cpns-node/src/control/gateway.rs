@@ -113,7 +113,8 @@ impl GatewayApi {
             | Request::UsageSummary {}
             | Request::UsageSend {}
             | Request::Usage { .. }
-            | Request::Charging { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::Charging { .. }
+            | Request::Send { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

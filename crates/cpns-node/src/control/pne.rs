@@ -274,6 +274,12 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     records: rows.iter().map(Charge::from).collect(),
                 })
             }
+            Request::Send { pn_id, text, hex } => {
+                let content = Request::content(text.as_deref(), hex.as_deref())
+                    .map_err(ApiError::bad_request)?;
+                let delivered = h.send_content(pn_id, content).await.map_err(api_error)?;
+                one(Response::Send { pn_id, delivered })
+            }
             r @ (Request::Establish { .. } | Request::Usage { .. }) => Err(Role::Pne.refusal(&r)),
         }
     }

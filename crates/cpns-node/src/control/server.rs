@@ -143,7 +143,8 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::UsagePrefs {}
             | Request::UsagePrefSet { .. }
             | Request::UsageSummary {}
-            | Request::UsageSend {}) => Err(Role::Server.refusal(&r)),
+            | Request::UsageSend {}
+            | Request::Send { .. }) => Err(Role::Server.refusal(&r)),
         };
         answered.into()
     }

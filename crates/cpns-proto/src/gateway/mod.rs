@@ -10,6 +10,7 @@
 //! step that depends on them continues only when the driver reports them durable.
 
 mod connect;
+mod content;
 mod departed;
 mod establish;
 mod expiry;
@@ -38,6 +39,7 @@ use crate::link::{LinkCodec, PanSecurity};
 use crate::util::{MsgIds, Tokens};
 use crate::{Completed, LocalPnState, ProtoError, Timeouts, Token, TraceRecord};
 
+pub use content::{CONTENT_BURST, CONTENT_EVERY};
 pub use establish::{EstablishTargets, Establishing, MAX_JOIN_INFO};
 pub use outcome::Outcome;
 
@@ -193,6 +195,16 @@ pub enum GatewayEvent {
         link: LinkId,
         /// The PNE.
         pne: EntityId,
+    },
+    /// A member's group content was relayed to the other members linked to this PN GW
+    /// (docs/security.md §4.11).
+    ContentRelayed {
+        /// The PN.
+        pn_id: PnId,
+        /// The member that sent it.
+        from: EntityId,
+        /// Members it was relayed to.
+        delivered: u32,
     },
     /// A PNE made itself known on a link (000 §6.4).
     PneDiscovered {
@@ -434,6 +446,8 @@ struct Link {
     pan_auth: Option<pan::PendingPanAuth>,
     /// The LocalEUKey the server issued to the PNE on this link in the registration it runs.
     reg_key: Option<register::RegKey>,
+    /// How much group content the link may still send (docs/security.md §4.11).
+    content: Option<crate::rate::TokenBucket>,
 }
 
 /// An established PN, in memory.
@@ -587,6 +601,7 @@ impl Gateway {
                 proven: false,
                 pan_auth: None,
                 reg_key: None,
+                content: None,
             },
         );
     }
@@ -806,6 +821,7 @@ impl Gateway {
             Body::GroupKeyRequest(m) => self.on_pne_request_for_server(now, link, &env, m),
             Body::MembershipConfirm(m) => self.on_membership_confirm(link, &env, m),
             Body::InventoryQuery(m) => self.on_inventory_query(link, &env, m),
+            Body::GroupContent(m) => self.on_group_content(now, link, &env, m),
             Body::DeviceCapabilitiesUpdate(m) => self.on_pne_capabilities(now, link, &env, m),
             Body::StatusReport(m) => self.on_pne_status_report(now, link, &env, m),
             Body::StatusQuery(m) => self.on_pne_request_for_server(now, link, &env, m),

@@ -21,6 +21,20 @@ impl Gateway {
         pn_id: &PnId,
         what: &str,
     ) -> Result<EntityId, ErrorBody> {
+        let pne = self.proven_member_of(link, pn_id, what)?;
+        if let Some(r) = self.over_limit(link) {
+            return Err(ErrorBody::new(ErrorCode::Busy, r));
+        }
+        Ok(pne)
+    }
+
+    /// The member of `pn_id` the link proved it is; else the refusal to `what`.
+    pub(super) fn proven_member_of(
+        &self,
+        link: LinkId,
+        pn_id: &PnId,
+        what: &str,
+    ) -> Result<EntityId, ErrorBody> {
         let proven = self.links.get(&link).filter(|l| l.proven);
         let Some(pne) = proven.and_then(|l| l.peer.clone()) else {
             return Err(ErrorBody::new(
@@ -39,9 +53,6 @@ impl Gateway {
                 ErrorCode::Forbidden,
                 format!("only a member may {what}"),
             ));
-        }
-        if let Some(r) = self.over_limit(link) {
-            return Err(ErrorBody::new(ErrorCode::Busy, r));
         }
         Ok(pne)
     }

@@ -463,6 +463,7 @@ impl PneSession {
         if self.status_refused(reply_to, &e)
             || self.secure_call_refused(reply_to, &e)
             || self.inventory_query_refused(reply_to, &e)
+            || self.content_send_refused(reply_to, &e)
             || self.release_refused(reply_to, &e)
             || self.leave_refused(reply_to, &e)
         {

@@ -5,6 +5,7 @@
 //! The PNE keeps what it learns only once it has authenticated the server: a PN whose
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
+mod content;
 mod establish;
 mod invite;
 mod membership;
@@ -16,6 +17,7 @@ mod secure;
 mod status;
 mod usage;
 
+pub use content::{MAX_GROUP_CONTENT, Signing};
 pub use outcome::{Gone, Outcome};
 pub use rejoin::Phase as RejoinPhase;
 pub use secure::SecureSession;
@@ -78,6 +80,9 @@ pub struct PneConfig {
     /// At most one report of dynamic capabilities (battery, free memory, networks, running
     /// applications) per this interval, with the latest values (docs/device-status.md).
     pub dynamic_interval: std::time::Duration,
+    /// Its member certificate and the server's certification key, to sign group content and
+    /// check other members' (docs/security.md §4.11); `None`: it can do neither.
+    pub signing: Option<content::Signing>,
     /// The battery level below which a change is reported at once (a threshold crossed).
     pub battery_alert: Option<u8>,
     /// How often the PNE sends the usage records its preferences allow by itself, while it
@@ -136,6 +141,7 @@ impl PneConfig {
             dynamic_interval: DYNAMIC_INTERVAL,
             battery_alert: Some(BATTERY_ALERT),
             usage_every: None,
+            signing: None,
         }
     }
 
@@ -232,6 +238,30 @@ pub enum PneEvent {
         charged: u32,
         /// Records of private services, never sent.
         withheld: u32,
+    },
+    /// Another member of a PN sent content, and every check passed (docs/security.md §4.11):
+    /// its certificate is the server's, it is a member, the content opened under the epoch's
+    /// group key, it signed it, and it was not seen before.
+    GroupContent {
+        /// The PN.
+        pn_id: PnId,
+        /// The group key epoch it was sealed under.
+        epoch: u64,
+        /// The member that signed it.
+        from: EntityId,
+        /// Its user, as its certificate names it.
+        owner: cpns_wire::UserId,
+        /// The content.
+        content: Vec<u8>,
+    },
+    /// Group content relayed to this PNE was refused: the check that failed.
+    ContentRefused {
+        /// The PN it named.
+        pn_id: PnId,
+        /// The sender it named.
+        from: EntityId,
+        /// Why ([`crate::Failure::ContentRefused`]).
+        reason: crate::Failure,
     },
     /// A flow the PNE started by itself ended without success.
     FlowFailed {
@@ -388,6 +418,12 @@ pub struct PneSession {
     reporting: status::Reporting,
     /// Invitations held for the application ([`InvitationPolicy::Ask`]).
     held: invite::HeldInvitations,
+    /// Its signing key for group content, derived from its EUKey (docs/security.md §4.11).
+    signer: cpns_crypto::MemberSigningKey,
+    /// Group content sent, waiting for the PN GW's answer.
+    content_sends: content::PendingSends,
+    /// Group content received, to refuse a replay.
+    content_seen: content::Seen,
     out: VecDeque<PneOutput>,
 }
 
@@ -395,7 +431,11 @@ impl PneSession {
     /// A PNE on a fresh link, drawing every random value from `rng`.
     pub fn new(cfg: PneConfig, rng: MachineRng) -> Self {
         let codec = LinkCodec::new(cfg.max_frame);
+        let signer = cpns_crypto::MemberSigningKey::derive(&cfg.eukey, cfg.id.as_str());
         Self {
+            signer,
+            content_sends: BTreeMap::new(),
+            content_seen: content::Seen::default(),
             cfg,
             codec,
             gateway: None,
@@ -621,6 +661,7 @@ impl PneSession {
         self.leave_timeouts(now);
         self.status_timeouts(now);
         self.usage_timeouts(now);
+        self.content_timeouts(now);
         self.invitation_timeouts(now);
         self.rejoin_step();
     }
@@ -640,6 +681,7 @@ impl PneSession {
             .chain(self.confirms.values().map(|w| w.deadline))
             .chain(self.expels.values().map(|(w, _)| w.deadline))
             .chain(self.inventory_queries.values().map(|(d, _)| *d))
+            .chain(self.content_sends.values().map(|(d, _, _)| *d))
             .chain(self.status_deadlines())
             .chain(self.usage_deadline())
             .chain(self.invitation_deadline())
@@ -718,6 +760,8 @@ impl PneSession {
             }
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(PneEvent::StatusNotified(n)),
+            Body::GroupContent(m) if env.kind == MsgKind::Notify => self.on_group_content(m),
+            Body::GroupContentSent(m) => self.on_content_sent(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,

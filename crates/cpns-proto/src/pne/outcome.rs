@@ -83,6 +83,13 @@ pub enum Outcome {
     },
     /// `query_inventory`: the PNs read, in creation order (004 §5.5.10).
     Inventory(Vec<PnInventory>),
+    /// `send_group_content`: the PN GW relayed the content (docs/security.md §4.11).
+    ContentSent {
+        /// The PN.
+        pn_id: PnId,
+        /// Members linked to the PN GW that were sent it.
+        delivered: u32,
+    },
     /// `set_capabilities`: the capabilities are the PNE's now; `reported` if its PN GW
     /// confirmed a report carrying them, else they go with the next report (coalesced).
     Capabilities {

@@ -139,6 +139,7 @@ impl PneSession {
                 // it saw announced go with it.
                 self.pns.remove(&pn_id);
                 self.announced.remove(&pn_id);
+                self.content_seen.forget(&pn_id);
                 for (w, flow) in outs {
                     self.end(w.cmd, flow, Ok(Outcome::PnGone { pn_id, why }));
                 }

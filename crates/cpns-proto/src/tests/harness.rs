@@ -178,6 +178,11 @@ fn caps(device: &str, has_ui: bool) -> DeviceCapabilities {
     }
 }
 
+/// The server's certification key in the harness (docs/security.md §4.11).
+pub(super) fn certification_key() -> cpns_crypto::CertificationKey {
+    cpns_crypto::CertificationKey::from_master(&cpns_crypto::MasterKey::from_bytes([0x4d; 32]))
+}
+
 impl Harness {
     /// The parties, with the PN GW and every PNE enrolled for user `alice`; nothing connected.
     pub fn new(specs: &[PneSpec]) -> Self {
@@ -262,15 +267,28 @@ impl Harness {
         let mut gw = Gateway::new(gw_cfg.clone(), rng.fork());
         gw.set_wall_clock(base, WALL_AT_BASE);
         let mut pne_cfgs = Vec::new();
+        let ca = certification_key();
         for (i, spec) in specs.iter().enumerate() {
             let id = pne_id(spec.impersonates.unwrap_or(i));
+            let eukey = EuKey::random(rng.get());
+            // Every PNE is certified by the server, as `cpns enroll` does (security.md §4.11).
+            let member = cpns_crypto::MemberSigningKey::derive(&eukey, id.as_str());
+            let cert = ca.certify(id.as_str(), owner.as_str(), &member.public());
+            let signing = crate::pne::Signing::new(
+                id.clone(),
+                owner.clone(),
+                &eukey,
+                cert.signature,
+                ca.public(),
+            );
             let cfg = PneConfig {
                 capabilities: caps("phone", spec.has_ui),
                 security: spec.security,
                 invitations: spec.invitations,
                 timeouts,
                 heartbeat: None,
-                ..PneConfig::new(id, EuKey::random(rng.get()))
+                signing: Some(signing),
+                ..PneConfig::new(id, eukey)
             };
             let server_copy = if spec.wrong_key {
                 EuKey::random(rng.get())

@@ -5,13 +5,15 @@
 
 use std::time::Duration;
 
-use cpns_crypto::{MachineRng, open_group_content, seal_group_content};
+use cpns_crypto::{
+    ContentBinding, MachineRng, MemberSigningKey, open_group_content, seal_group_content,
+};
 use cpns_wire::{
     Address, EntityId, Envelope, ErrorCode, PnId, PnInventory, PnUpdateNotification,
     PneLeaveRequest, RequestId, SetupType,
 };
 
-use super::harness::{Action, FLOW, Harness, INVITE, Party, id, plain, pne_id};
+use super::harness::{Action, FLOW, Harness, INVITE, Party, certification_key, id, plain, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
 use crate::pne::{Gone, Outcome, PneEvent};
@@ -139,11 +141,23 @@ fn an_expelled_pne_cannot_open_what_is_sealed_after_its_expulsion() {
         assert!(h.pnes[i].group_key_of(&pn).unwrap().1 == gk2, "PNE {i}");
     }
     let mut rng = MachineRng::from_seed_u64(7);
-    let sealed = seal_group_content(rng.get(), &gk2, pn.as_bytes(), 3, b"family photo").unwrap();
+    let signer = MemberSigningKey::derive(&h.pne_cfgs[0].eukey, "pne-1");
+    let sender = certification_key()
+        .certify("pne-1", "alice", &signer.public())
+        .verify(&certification_key().public())
+        .unwrap();
+    let binding = |epoch| ContentBinding {
+        pn_id: pn.as_bytes(),
+        epoch,
+        sender: "pne-1",
+        content_id: 1,
+    };
+    let sealed =
+        seal_group_content(rng.get(), &gk2, &signer, &binding(3), b"family photo").unwrap();
     for i in [0, 1] {
         let (epoch, gk) = h.pnes[i].group_key_of(&pn).unwrap();
         assert_eq!(
-            &open_group_content(&gk, pn.as_bytes(), epoch, &sealed).unwrap()[..],
+            &open_group_content(&gk, &sender, &binding(epoch), &sealed).unwrap()[..],
             b"family photo"
         );
     }
@@ -152,7 +166,7 @@ fn an_expelled_pne_cannot_open_what_is_sealed_after_its_expulsion() {
     assert!(h.pnes[3].group_key_of(&pn).is_none());
     for old in [&gk0, &gk1] {
         for epoch in 1..=3 {
-            assert!(open_group_content(old, pn.as_bytes(), epoch, &sealed).is_err());
+            assert!(open_group_content(old, &sender, &binding(epoch), &sealed).is_err());
         }
     }
     // Nor can it open its former fellow members' copies of epoch 3 with its SK_PNE: every

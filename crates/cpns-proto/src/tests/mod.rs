@@ -39,6 +39,7 @@ mod connection_setup;
 mod establish;
 mod failures;
 mod gateway_commands;
+mod group_content;
 mod harness;
 mod identity;
 mod inventory;

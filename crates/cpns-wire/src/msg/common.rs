@@ -57,6 +57,16 @@ byte_array!(
     HashBytes,
     32
 );
+byte_array!(
+    /// An Ed25519 public key on the wire (a member's signing key, docs/security.md §4.11).
+    PublicKeyBytes,
+    32
+);
+byte_array!(
+    /// An Ed25519 signature on the wire (a member certificate, docs/security.md §4.11).
+    SignatureBytes,
+    64
+);
 
 /// Declares a C-like wire enum whose unknown values survive decoding as `Unknown(n)`.
 macro_rules! wire_enum {

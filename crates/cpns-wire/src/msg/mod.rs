@@ -7,6 +7,7 @@
 pub mod capabilities;
 pub mod common;
 pub mod connection;
+pub mod content;
 pub mod discovery;
 pub mod establishment;
 pub mod membership;
@@ -23,6 +24,7 @@ use minicbor::{Decode, Decoder, Encode, Encoder};
 pub use capabilities::*;
 pub use common::*;
 pub use connection::*;
+pub use content::*;
 pub use discovery::*;
 pub use establishment::*;
 pub use membership::*;
@@ -269,4 +271,8 @@ bodies! {
     98 => StatusSubscribed,
     99 => StatusUnsubscribe,
     100 => StatusNotification,
+    // Group content, signed by its sender and sealed under the PN's group key
+    // (docs/security.md §4.11).
+    110 => GroupContent,
+    111 => GroupContentSent,
 }

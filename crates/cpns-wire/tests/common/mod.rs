@@ -841,6 +841,31 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "group content",
+            GroupContent {
+                pn_id: pn(0x61),
+                epoch: 3,
+                sender: eid("phone-1"),
+                content_id: u64::MAX,
+                sealed: vec![0x5a; 12 + 64 + 5 + 16],
+                certificate: MemberCertificate {
+                    pne_id: eid("phone-1"),
+                    owner: "alice".parse().unwrap(),
+                    key: PublicKeyBytes([0x11; 32]),
+                    signature: SignatureBytes([0x22; 64]),
+                },
+            }
+            .into(),
+        ),
+        (
+            "group content sent",
+            GroupContentSent {
+                pn_id: pn(0x61),
+                delivered: 2,
+            }
+            .into(),
+        ),
+        (
             "status notification min",
             StatusNotification {
                 subscription: 7,

@@ -1,0 +1,270 @@
+//! Group content at the PNE (docs/security.md §4.11): a member signs what it says with its own
+//! key, seals it under its PN's group key of the epoch it holds, and sends it to its PN GW,
+//! which relays it to the other members linked to it. A member that receives it believes it
+//! only once the server's certificate of the sender's key verifies, the sender is a member of
+//! the PN, the box opens under the epoch's key and the signature is the sender's, and it has
+//! not seen that content before.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use cpns_crypto::{AuthorityKey, ContentBinding, MemberKey};
+use cpns_wire::{
+    Address, EntityId, Envelope, ErrorBody, GroupContent, GroupContentSent, MemberCertificate,
+    PnId, PublicKeyBytes, SignatureBytes, UserId,
+};
+
+use super::{Outcome, PneEvent, PneSession};
+use crate::{CommandError, CommandId, Failure, Flow};
+
+/// The largest content one Group Content carries, in bytes (the frame holds the rest).
+pub const MAX_GROUP_CONTENT: usize = 256 * 1024;
+
+/// Content ids remembered per PN to refuse a replay: the oldest is forgotten first.
+const SEEN_PER_PN: usize = 4096;
+
+/// What a PNE needs to sign group content and check another member's: its certificate and the
+/// key of the authority that certifies members, both from its credential (docs/security.md
+/// §4.11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signing {
+    /// The server's certificate of this PNE's signing key.
+    pub certificate: MemberCertificate,
+    /// The server's certification key, which every member certificate must verify under.
+    pub authority: AuthorityKey,
+}
+
+impl Signing {
+    /// What PNE `pne_id` of `owner` holding `eukey` signs with, given the server's signature of
+    /// its key and the server's certification key (both from its credential file).
+    pub fn new(
+        pne_id: EntityId,
+        owner: UserId,
+        eukey: &cpns_crypto::EuKey,
+        signature: [u8; cpns_crypto::SIGNATURE_LEN],
+        authority: AuthorityKey,
+    ) -> Self {
+        let key = cpns_crypto::MemberSigningKey::derive(eukey, pne_id.as_str()).public();
+        Self {
+            certificate: MemberCertificate {
+                pne_id,
+                owner,
+                key: PublicKeyBytes(key.0),
+                signature: SignatureBytes(signature),
+            },
+            authority,
+        }
+    }
+
+    /// The certificate as the crypto checks it.
+    fn crypto(cert: &MemberCertificate) -> cpns_crypto::MemberCertificate {
+        cpns_crypto::MemberCertificate {
+            pne_id: cert.pne_id.to_string(),
+            owner: cert.owner.to_string(),
+            key: MemberKey(cert.key.0),
+            signature: cert.signature.0,
+        }
+    }
+}
+
+/// Group content sends waiting for the PN GW's answer, by message id.
+pub(super) type PendingSends = BTreeMap<u64, (Instant, CommandId, PnId)>;
+
+/// A sender and its content id.
+type SeenId = (EntityId, u64);
+
+/// The content ids seen, per PN: in arrival order (to forget the oldest) and as a set.
+#[derive(Debug, Default)]
+pub(super) struct Seen(BTreeMap<PnId, (VecDeque<SeenId>, BTreeSet<SeenId>)>);
+
+impl Seen {
+    /// Records `(sender, id)` in `pn_id`; false if it was seen already.
+    fn first_time(&mut self, pn_id: PnId, sender: &EntityId, id: u64) -> bool {
+        let (order, set) = self.0.entry(pn_id).or_default();
+        let key = (sender.clone(), id);
+        if !set.insert(key.clone()) {
+            return false;
+        }
+        order.push_back(key);
+        if order.len() > SEEN_PER_PN
+            && let Some(old) = order.pop_front()
+        {
+            set.remove(&old);
+        }
+        true
+    }
+
+    pub(super) fn forget(&mut self, pn_id: &PnId) {
+        self.0.remove(pn_id);
+    }
+}
+
+impl PneSession {
+    /// Sends `content` to the other members of `pn_id` linked to its PN GW: signed by this PNE
+    /// and sealed under the PN's group key of the epoch it holds (docs/security.md §4.11).
+    /// Completes with [`Outcome::ContentSent`] once the PN GW relayed it.
+    pub fn send_group_content(
+        &mut self,
+        now: Instant,
+        pn_id: PnId,
+        content: Vec<u8>,
+    ) -> Result<CommandId, CommandError> {
+        let Some(signing) = self.cfg.signing.clone() else {
+            return Err(CommandError::NoCertificate);
+        };
+        let Some(pn) = self.pns.get(&pn_id) else {
+            return Err(CommandError::NotAMember(pn_id));
+        };
+        let Some((epoch, gk)) = pn.state.own.as_ref().and_then(|o| o.group.clone()) else {
+            return Err(CommandError::NoGroupKey(pn_id));
+        };
+        let gw = pn.state.inventory.gateway.clone();
+        if self.gateway.as_ref() != Some(&gw) || !self.gateway_proven(&gw) {
+            return Err(CommandError::GatewayNotLinked(gw));
+        }
+        let limit = MAX_GROUP_CONTENT.min((self.cfg.max_frame as usize).saturating_sub(1024));
+        if content.len() > limit {
+            return Err(CommandError::TooLarge);
+        }
+        let content_id = self.rng.u64();
+        let binding = ContentBinding {
+            pn_id: pn_id.as_bytes(),
+            epoch,
+            sender: self.cfg.id.as_str(),
+            content_id,
+        };
+        let sealed =
+            cpns_crypto::seal_group_content(self.rng.get(), &gk, &self.signer, &binding, &content)?;
+        let msg = self.send_request_to(
+            Address::Entity(gw),
+            GroupContent {
+                pn_id,
+                epoch,
+                sender: self.cfg.id.clone(),
+                content_id,
+                sealed,
+                certificate: signing.certificate,
+            },
+        );
+        let id = self.commands.next();
+        self.content_sends
+            .insert(msg, (now + self.cfg.timeouts.flow, id, pn_id));
+        Ok(id)
+    }
+
+    /// The PN GW's answer to a send.
+    pub(super) fn on_content_sent(&mut self, env: &Envelope, m: GroupContentSent) {
+        let Some(reply_to) = env.in_reply_to else {
+            return;
+        };
+        let ours = self
+            .content_sends
+            .get(&reply_to)
+            .is_some_and(|(_, _, pn)| *pn == m.pn_id && self.sent_by_pns_gateway(env, pn));
+        if !ours {
+            return;
+        }
+        if let Some((_, id, pn_id)) = self.content_sends.remove(&reply_to) {
+            let sent = Outcome::ContentSent {
+                pn_id,
+                delivered: m.delivered,
+            };
+            self.complete(id, Flow::GroupContent, Ok(sent));
+        }
+    }
+
+    /// The PN GW refused a send: true if `reply_to` was one.
+    pub(super) fn content_send_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
+        let Some((_, id, _)) = self.content_sends.remove(&reply_to) else {
+            return false;
+        };
+        self.complete(id, Flow::GroupContent, Err(Failure::Refused(e.clone())));
+        true
+    }
+
+    pub(super) fn content_timeouts(&mut self, now: Instant) {
+        let late = crate::util::take_expired(&mut self.content_sends, now, |(d, _, _)| *d);
+        for (_, (_, id, _)) in late {
+            self.complete(id, Flow::GroupContent, Err(Failure::TimedOut));
+        }
+    }
+
+    /// Content another member sent, relayed by the PN GW: told as
+    /// [`PneEvent::GroupContent`] once every check passed, else as
+    /// [`PneEvent::ContentRefused`] with the check that failed.
+    pub(super) fn on_group_content(&mut self, m: GroupContent) {
+        match self.accept_content(&m) {
+            Ok((owner, content)) => self.event(PneEvent::GroupContent {
+                pn_id: m.pn_id,
+                epoch: m.epoch,
+                from: m.sender,
+                owner,
+                content,
+            }),
+            Err(why) => self.event(PneEvent::ContentRefused {
+                pn_id: m.pn_id,
+                from: m.sender,
+                reason: Failure::ContentRefused(why),
+            }),
+        }
+    }
+
+    fn accept_content(&mut self, m: &GroupContent) -> Result<(UserId, Vec<u8>), String> {
+        let Some(signing) = self.cfg.signing.as_ref() else {
+            return Err("this PNE has no authority key to check who sent it".into());
+        };
+        let Some(pn) = self.pns.get(&m.pn_id) else {
+            return Err("this PNE is not a member of the PN".into());
+        };
+        if m.sender == self.cfg.id {
+            return Err("it names this PNE as its sender".into());
+        }
+        if !pn
+            .state
+            .inventory
+            .members
+            .iter()
+            .any(|x| x.pne_id == m.sender)
+        {
+            return Err("its sender is not a member of the PN".into());
+        }
+        let Some((epoch, gk)) = pn.state.own.as_ref().and_then(|o| o.group.as_ref()) else {
+            return Err("this PNE holds no group key of the PN yet".into());
+        };
+        if *epoch != m.epoch {
+            return Err(format!(
+                "it is sealed under epoch {}, and this PNE holds epoch {epoch}",
+                m.epoch
+            ));
+        }
+        if m.certificate.pne_id != m.sender {
+            return Err("its certificate is another member's".into());
+        }
+        let certified = Signing::crypto(&m.certificate)
+            .verify(&signing.authority)
+            .map_err(|_| "its certificate is not the server's".to_string())?;
+        let binding = ContentBinding {
+            pn_id: m.pn_id.as_bytes(),
+            epoch: m.epoch,
+            sender: m.sender.as_str(),
+            content_id: m.content_id,
+        };
+        let plain =
+            cpns_crypto::open_group_content(gk, &certified, &binding, &m.sealed).map_err(|e| {
+                match e {
+                    cpns_crypto::CryptoError::BadSignature => {
+                        "its sender did not sign it (content passed off as another member's)"
+                            .to_string()
+                    }
+                    _ => "it does not open under the PN's group key".to_string(),
+                }
+            })?;
+        if !self
+            .content_seen
+            .first_time(m.pn_id, &m.sender, m.content_id)
+        {
+            return Err("it was received before (a replay)".into());
+        }
+        Ok((m.certificate.owner.clone(), plain.to_vec()))
+    }
+}
