@@ -186,3 +186,86 @@ impl DeviceCredential {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn credential(certified: Option<Certified>) -> DeviceCredential {
+        DeviceCredential {
+            entity_id: "phone".parse().unwrap(),
+            kind: DeviceKind::Pne,
+            owner: "alice".parse().unwrap(),
+            eukey: EuKey::from_bytes([3; 32]),
+            ca_cert_pem: "pem".into(),
+            certified,
+        }
+    }
+
+    fn certified() -> Certified {
+        let ca = cpns_crypto::CertificationKey::from_master(&cpns_crypto::MasterKey::from_bytes(
+            [9; 32],
+        ));
+        let key = cpns_crypto::MemberSigningKey::derive(&EuKey::from_bytes([3; 32]), "phone");
+        Certified {
+            authority: ca.public(),
+            signature: ca.certify("phone", "alice", &key.public()).signature,
+        }
+    }
+
+    #[test]
+    fn a_certificate_is_written_and_read_back_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.cred.json");
+        credential(Some(certified())).write_new(&path).unwrap();
+        let back = DeviceCredential::read(&path).unwrap();
+        assert_eq!(back.certified, Some(certified()));
+        let signing = back.signing().unwrap();
+        assert_eq!(signing.certificate.pne_id.as_str(), "phone");
+        let crypto = cpns_crypto::MemberCertificate {
+            pne_id: "phone".into(),
+            owner: "alice".into(),
+            key: cpns_crypto::MemberKey(signing.certificate.key.0),
+            signature: signing.certificate.signature.0,
+        };
+        assert!(crypto.verify(&signing.authority).is_ok());
+    }
+
+    /// A credential from before signed group content reads, without a certificate; one with
+    /// half of it, or a bad one, is refused with the field named.
+    #[test]
+    fn an_older_credential_reads_and_a_broken_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.cred.json");
+        credential(None).write_new(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("authority_key"), "{text}");
+        let old = DeviceCredential::read(&path).unwrap();
+        assert!(old.certified.is_none() && old.signing().is_none());
+        let good = credential(Some(certified()));
+        let full = dir.path().join("full.cred.json");
+        good.write_new(&full).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&full).unwrap()).unwrap();
+        let cases = [
+            ("member_certificate", serde_json::Value::Null, "go together"),
+            ("member_certificate", "abcd".into(), "member_certificate"),
+            ("authority_key", "zz".into(), "authority_key"),
+        ];
+        for (n, (field, value, says)) in cases.into_iter().enumerate() {
+            let mut j = json.clone();
+            match value {
+                serde_json::Value::Null => {
+                    j.as_object_mut().unwrap().remove(field);
+                }
+                v => j[field] = v,
+            }
+            let p = dir.path().join(format!("bad{n}.cred.json"));
+            std::fs::write(&p, j.to_string()).unwrap();
+            let e = DeviceCredential::read(&p).unwrap_err().to_string();
+            assert!(e.contains(says), "{field}: {e}");
+        }
+    }
+}

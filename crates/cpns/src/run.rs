@@ -420,6 +420,13 @@ pub(crate) fn setup_type(s: &str) -> anyhow::Result<SetupType> {
 /// `cpns pne`.
 pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
     let cred = read_credential(&a.credential, DeviceKind::Pne)?;
+    if cred.certified.is_none() {
+        eprintln!(
+            "note: {} holds no member certificate (written before group content was signed): \
+             this PNE can neither send nor read group content; enroll the device again to",
+            a.credential.display()
+        );
+    }
     let capabilities = a.caps.resolve(defaults("phone", true, false))?;
     let store = SqliteStore::open(&a.store)
         .await
