@@ -423,7 +423,7 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
     if cred.certified.is_none() {
         eprintln!(
             "note: {} holds no member certificate (written before group content was signed): \
-             this PNE can neither send nor read group content; enroll the device again to",
+             this PNE can neither send nor read group content until the device is enrolled again",
             a.credential.display()
         );
     }

@@ -26,6 +26,9 @@
 //! - [`injected`]: a man in the middle on the PAN appends plain frames in the name of a member
 //!   without a UI that joined by registering: its link is sealed, the PN GW refuses them at
 //!   the frame, and nothing reaches the server.
+//! - [`content`]: on a trusted PAN, a man in the middle colluding with a member forges group
+//!   content in another member's name, replays, reattributes and alters it: the member it is
+//!   relayed to refuses each with its reason and tells only the genuine content.
 //! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
 //!   the two inventories agree.
 //!
@@ -38,6 +41,7 @@
 mod at_rest;
 #[path = "../common/mod.rs"]
 mod common;
+mod content;
 mod control;
 mod floods;
 mod harness;
