@@ -29,6 +29,10 @@
 //! - [`content`]: on a trusted PAN, a man in the middle colluding with a member forges group
 //!   content in another member's name, replays, reattributes and alters it: the member it is
 //!   relayed to refuses each with its reason and tells only the genuine content.
+//! - [`relayed`]: on a trusted PAN, a man in the middle replays a Secure Request after the
+//!   server restarted (refused `conflict`, the replay window unchanged) and answers a PNE's key
+//!   pull with an older recorded answer while hiding the newer epoch (the PNE takes nothing
+//!   and says it may be kept behind).
 //! - [`reconnect`]: the server killed (SIGKILL) and restarted: the PN GW reconnects by itself and
 //!   the two inventories agree.
 //!
@@ -49,6 +53,7 @@ mod identity;
 mod injected;
 mod oversize;
 mod reconnect;
+mod relayed;
 mod release;
 mod squatter;
 mod unproven;
