@@ -383,9 +383,13 @@ mod tests {
             phone.public(),
             MemberSigningKey::derive(&eukey(1), "tv").public()
         );
-        // Nothing secret in what Debug prints.
-        let shown = format!("{:?} {:?}", ca(), phone);
+        // Nothing secret in what Debug prints: the public halves, as hex.
+        let shown = format!("{:?} {:?} {:?}", ca(), phone, phone.public());
         assert!(shown.contains(&ca().public().to_hex()), "{shown}");
+        let member_hex = crate::ct_hex::encode_key(&phone.public().0);
+        assert_eq!(shown.matches(member_hex.as_str()).count(), 2, "{shown}");
+        let seed = crate::ct_hex::encode_key(&phone.0.to_bytes());
+        assert!(!shown.contains(seed.as_str()), "{shown}");
     }
 
     #[test]
@@ -485,6 +489,17 @@ mod tests {
             open_group_content(&gk(2), &tv, &binding("tv", 1), &short),
             Err(CryptoError::Malformed(_))
         ));
+    }
+
+    /// Empty content is content: the box holds the signature alone, and opens.
+    #[test]
+    fn empty_content_is_signed_and_opens() {
+        let mut rng = MachineRng::from_seed_u64(6);
+        let (sk, phone) = member(1, "phone");
+        let sealed = seal_group_content(rng.get(), &gk(2), &sk, &binding("phone", 3), b"").unwrap();
+        assert_eq!(sealed.len(), aead::NONCE_LEN + SIGNATURE_LEN + 16);
+        let opened = open_group_content(&gk(2), &phone, &binding("phone", 3), &sealed).unwrap();
+        assert!(opened.is_empty());
     }
 
     #[test]

@@ -543,6 +543,9 @@ async fn serve_loop<S: DeviceStore + Clone>(
         cpns_crypto::MachineRng::os(),
     );
     let mut steps = Some(steps);
+    // PNs whose key a PN GW did not prove it holds: not tried again on the next links
+    // (docs/security.md §4.4, "Not provable here").
+    let mut unprovable = std::collections::BTreeSet::new();
     loop {
         let opened = tokio::select! {
             l = Link::open(cfg.clone(), store.clone(), &serve.gateway, outlets.clone(), trace.clone(), serve.usage_default) => l,
@@ -550,12 +553,15 @@ async fn serve_loop<S: DeviceStore + Clone>(
         };
         let lost = match opened {
             Ok(mut link) => {
+                link.session.skip_proofs(&unprovable);
                 let steps = steps.take().unwrap_or_default();
                 let stayed = link
                     .stay(steps, &mut backoff, &mut commands, &mut stop)
                     .await;
-                // What the device is now outlives the link.
+                // What the device is now outlives the link, and so does what its PN GW
+                // could not prove.
                 cfg.capabilities = link.session.capabilities().clone();
+                unprovable = link.session.unprovable().clone();
                 link.abandon_waiters();
                 match stayed {
                     Ok(()) => return Ok(()),

@@ -146,6 +146,10 @@ pub enum Failure {
         /// What the pull got.
         why: String,
     },
+    /// The PN GW on the link did not prove it holds this PNE's LocalEUKey for the PN: it lost
+    /// the key (the PN may be gone), answered with a decoy, or is not the PN GW it claims
+    /// (docs/security.md §4.4, "Not provable here").
+    GatewayNotProven(cpns_wire::PnId),
     /// Group content relayed to this PNE failed a check (docs/security.md §4.11): the words
     /// say which.
     ContentRefused(String),
@@ -232,6 +236,12 @@ impl fmt::Display for Failure {
                 f.write_str("the PN's set-up information is larger than the CPNS Server accepts")
             }
             Failure::ContentRefused(why) => write!(f, "content refused: {why}"),
+            Failure::GatewayNotProven(pn) => write!(
+                f,
+                "the PN GW did not prove it holds this PNE's LocalEUKey for PN {pn}: it lost the \
+                 key (the PN may be gone) or is not the PN GW it claims; this PNE does not try \
+                 that key on it again (register in the PN again, or leave it)"
+            ),
             Failure::Unexpected(what) => write!(f, "an unexpected answer: {what}"),
             Failure::GroupKeyDidNotOpen(why) => {
                 write!(f, "this PNE's copy of the group key did not open: {why}")

@@ -2,7 +2,7 @@
 //! with LocalEUKey on an insecure PAN (000 §6.6.1.1 steps 6-7, "PN GW Authentication"), after
 //! which every frame of the link is sealed (docs/design.md §4).
 
-use cpns_crypto::{AuthHash, FrameOpener, PanAuthInput, PanKeys};
+use cpns_crypto::{AuthHash, FrameOpener, LocalEuKey, PanAuthInput, PanKeys};
 use cpns_wire::{
     EntityDiscoveryRequest, EntityDiscoveryResponse, Envelope, ErrorCode, Mode, PanAuthChallenge,
     PanAuthConfirm, PanAuthInit, PnId,
@@ -136,13 +136,17 @@ impl Gateway {
             })
             // A member that left while away proves itself with the key it held.
             .or_else(|| self.departed.key(&m.pn_id, &m.pne_id));
-        let Some(local) = local else {
-            return self.reject_pan(
-                link,
-                env,
-                ErrorCode::Unauthenticated,
-                "no LocalEUKey for this PNE in this PN",
-            );
+        // Less said to strangers (docs/security.md §4.4): a pair the PN GW holds no key for is
+        // answered like any other, with a challenge under a decoy key drawn now that no PNE can
+        // verify, so the answer does not tell who holds a key in which PN. The exchange then
+        // fails at the PNE's check of gw_proof, or here at pne_proof, as with a wrong key.
+        let decoy;
+        let local = match local {
+            Some(k) => k,
+            None => {
+                decoy = LocalEuKey::random(self.rng.get());
+                &decoy
+            }
         };
         let rand_gw = self.rng.rand();
         let keys = PanKeys::derive(

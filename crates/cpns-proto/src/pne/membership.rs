@@ -76,6 +76,7 @@ impl PneSession {
             p.state.wrapped_keys.push((me, stored));
             p.local = Some(key);
         }
+        self.unprovable.remove(&pn);
     }
 
     /// 000 §6.6.2.2 steps 4-6: this PNE joined `pn_id` by registering in it; the server's

@@ -424,6 +424,9 @@ pub struct PneSession {
     content_sends: content::PendingSends,
     /// Group content received, to refuse a replay.
     content_seen: content::Seen,
+    /// PNs whose LocalEUKey the PN GW on the link did not prove it holds (docs/security.md
+    /// §4.4, "Not provable here"): not tried again by the PNE itself until a new key comes.
+    unprovable: std::collections::BTreeSet<PnId>,
     out: VecDeque<PneOutput>,
 }
 
@@ -436,6 +439,7 @@ impl PneSession {
             signer,
             content_sends: BTreeMap::new(),
             content_seen: content::Seen::default(),
+            unprovable: std::collections::BTreeSet::new(),
             cfg,
             codec,
             gateway: None,
@@ -832,7 +836,11 @@ impl PneSession {
             },
         );
         if keys.verify_gw_proof(&hash_of(&m.proof)).is_err() {
-            self.fail_link(p.cmd, Failure::ProofMismatch);
+            // The PN GW holds no such key (it lost it, or answered with a decoy), or it is not
+            // the PN GW it claims: this PN's key is not tried on it again by the PNE itself, so
+            // a reconnection does not run into the same wall (docs/security.md §4.4).
+            self.unprovable.insert(p.pn_id);
+            self.fail_link(p.cmd, Failure::GatewayNotProven(p.pn_id));
             return Ok(());
         }
         self.proven_gateway = Some(gw);
@@ -891,7 +899,12 @@ impl PneSession {
     /// A LocalEUKey to prove this PNE with on the link: `pn_id`'s, else that of any PN it holds
     /// of the PN GW on the link.
     pub(super) fn proof_key(&self, pn_id: Option<PnId>) -> Option<(PnId, LocalEuKey)> {
-        let held = |pn: &PnId| self.pns.get(pn).and_then(|p| p.local.clone());
+        let held = |pn: &PnId| {
+            if self.unprovable.contains(pn) {
+                return None;
+            }
+            self.pns.get(pn).and_then(|p| p.local.clone())
+        };
         if let Some(k) = pn_id.and_then(|pn| held(&pn)) {
             return pn_id.map(|pn| (pn, k));
         }
@@ -902,7 +915,20 @@ impl PneSession {
                     .as_ref()
                     .is_none_or(|g| *g == p.state.inventory.gateway)
             })
+            .filter(|(pn, _)| !self.unprovable.contains(*pn))
             .find_map(|(pn, p)| p.local.clone().map(|k| (*pn, k)))
+    }
+
+    /// The PNs whose LocalEUKey a PN GW did not prove it holds: the driver hands them to the
+    /// machine of its next link ([`PneSession::skip_proofs`]).
+    pub fn unprovable(&self) -> &std::collections::BTreeSet<PnId> {
+        &self.unprovable
+    }
+
+    /// PNs not to prove this PNE with by itself (a PN GW of an earlier link did not prove it
+    /// holds their key); a key a registration gives later is tried again.
+    pub fn skip_proofs(&mut self, pns: &std::collections::BTreeSet<PnId>) {
+        self.unprovable.extend(pns.iter().copied());
     }
 
     /// The PNs this PNE names in its discovery answer: only to a PN GW it may believe (one

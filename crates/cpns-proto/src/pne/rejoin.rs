@@ -166,7 +166,11 @@ impl PneSession {
         let gw = self.gateway.as_ref()?;
         self.pns
             .values()
-            .find(|p| &p.state.inventory.gateway == gw && p.local.is_some())
+            .find(|p| {
+                &p.state.inventory.gateway == gw
+                    && p.local.is_some()
+                    && !self.unprovable.contains(&p.state.inventory.pn_id)
+            })
             .map(|p| p.state.inventory.pn_id)
     }
 }

@@ -410,6 +410,23 @@ impl Harness {
         self.connect_gw();
     }
 
+    /// PNE `i` back on a new link (the old one closed): a new machine restored from its store,
+    /// set up by `prepare` before it runs, and frames flow on the hop again.
+    pub fn relink(&mut self, i: usize, seed: u64, prepare: impl FnOnce(&mut PneSession)) {
+        let now = self.now();
+        self.gw.link_closed(now, LinkId(i as u64));
+        self.gw
+            .link_opened(LinkId(i as u64), self.pne_cfgs[i].security);
+        let mut back = PneSession::new(self.pne_cfgs[i].clone(), MachineRng::from_seed_u64(seed));
+        back.restore(self.store.pne_local[i].values().cloned().collect())
+            .unwrap();
+        prepare(&mut back);
+        self.pnes[i] = back;
+        self.queue
+            .retain(|f| f.from != Party::Pne(i) && f.to != Party::Pne(i));
+        self.closed_at.remove(&(Party::Gw, Party::Pne(i)));
+    }
+
     pub fn discover_all(&mut self) {
         let now = self.now();
         for p in &mut self.pnes {

@@ -315,8 +315,17 @@ fn answered(h: &Harness, i: usize, msg: u64) -> Vec<ErrorCode> {
         .collect()
 }
 
+/// The frames the PN GW sent on link `i` after the first `from` of them: (sealed, message).
+fn sent_on(h: &Harness, i: usize) -> Vec<(bool, &'static str)> {
+    h.queue
+        .iter()
+        .filter(|f| f.from == Party::Gw && f.to == Party::Pne(i))
+        .map(|f| (f.sealed, f.message))
+        .collect()
+}
+
 #[test]
-fn a_link_proving_a_held_id_may_retry_the_proof_but_do_nothing_else() {
+fn a_link_proving_a_held_id_is_answered_as_any_other_and_may_do_nothing_else() {
     // pne-1 holds its route on link 0; link 1 tries to prove it is pne-1.
     let specs = [PneSpec::trusted(), PneSpec::cpns()];
     let mut h = Harness::new(&specs);
@@ -326,19 +335,25 @@ fn a_link_proving_a_held_id_may_retry_the_proof_but_do_nothing_else() {
     h.pump();
     h.setup(0, SetupType::OneToOne);
     let pn = h.joined(0).unwrap().pn_id;
-    // Link 1 has named nobody yet.
+    let wan_before = h.wan_messages().len();
+    // Link 1 has named nobody yet. pne-1 holds no LocalEUKey in this PN (its link is trusted),
+    // yet the try is answered with a challenge, as a key holder's would be (a decoy, docs/
+    // security.md §4.4): the answer does not tell whether pne-1 holds a key here.
     h.deliver_direct(Party::Pne(1), Party::Gw, &pan_auth_init(0, pn, 1))
         .unwrap();
-    // Allowed to try (pne-1 has no LocalEUKey in this PN: unauthenticated, not forbidden)...
-    assert_eq!(answered(&h, 1, 801), [ErrorCode::Unauthenticated]);
-    // ...and to try again under the same name...
-    h.deliver_direct(Party::Pne(1), Party::Gw, &pan_auth_init(0, pn, 2))
-        .unwrap();
-    assert_eq!(answered(&h, 1, 802), [ErrorCode::Unauthenticated]);
-    // ...but not under another name, and nothing else while pne-1's route is held elsewhere.
-    h.deliver_direct(Party::Pne(1), Party::Gw, &pan_auth_init(1, pn, 3))
-        .unwrap();
-    assert_eq!(answered(&h, 1, 803), [ErrorCode::Forbidden]);
+    assert_eq!(answered(&h, 1, 801), []);
+    let challenge = h
+        .queue
+        .iter()
+        .filter(|f| f.from == Party::Gw && f.to == Party::Pne(1))
+        .find_map(|f| f.env())
+        .expect("a plain answer");
+    assert!(
+        matches!(challenge.body, cpns_wire::Body::PanAuthChallenge(_)),
+        "{challenge:?}"
+    );
+    // Nothing else in pne-1's name while its route is held elsewhere: a set-up is refused (the
+    // answer goes sealed under the decoy, so this link cannot read it) and reaches no server.
     let setup = Envelope::request(
         804,
         Address::Entity(pne_id(0)),
@@ -353,7 +368,46 @@ fn a_link_proving_a_held_id_may_retry_the_proof_but_do_nothing_else() {
     );
     h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&setup))
         .unwrap();
-    assert_eq!(answered(&h, 1, 804), [ErrorCode::Conflict]);
+    assert_eq!(
+        sent_on(&h, 1),
+        [(false, "PanAuthChallenge"), (true, "ErrorBody")]
+    );
+    h.queue.retain(|f| f.to != Party::Pne(1));
+    h.pump();
+    assert_eq!(
+        h.wan_messages().len(),
+        wan_before,
+        "nothing reached the server"
+    );
+    // Its proof (it holds no key to make one) fails: the PN GW closes link 1, and pne-1 keeps
+    // its route on link 0.
+    let confirm = plain(&Envelope::notify(
+        805,
+        Address::Entity(pne_id(0)),
+        Address::Entity(crate::tests::harness::id("gw-1")),
+        cpns_wire::PanAuthConfirm {
+            proof: cpns_wire::HashBytes([7; 32]),
+        },
+    ));
+    h.deliver_direct(Party::Pne(1), Party::Gw, &confirm)
+        .unwrap();
+    assert!(
+        h.closes
+            .iter()
+            .any(|(p, link, _)| *p == Party::Gw && *link == Some(1)),
+        "{:?}",
+        h.closes
+    );
+    let ask = Envelope::request(
+        66,
+        Address::Server,
+        Address::Entity(pne_id(0)),
+        cpns_wire::StatusUpdateRequest {},
+    );
+    h.queue.clear();
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&ask))
+        .unwrap();
+    assert!(h.queue.iter().any(|f| f.to == Party::Pne(0)));
 }
 
 #[test]
@@ -545,4 +599,45 @@ fn a_refused_discovery_is_told_to_the_pne_that_asked() {
         &h.completion(1, asked).expect("the refusal ends the discovery").result,
         Err(Failure::Refused(e)) if e.code == ErrorCode::Forbidden
     ));
+}
+
+/// Less said to strangers (docs/security.md §4.4): a PanAuthInit naming a member that holds a
+/// LocalEUKey in the PN, and one naming a PNE that holds none (not even enrolled), are answered
+/// alike, with a challenge of the same size; neither link can tell which is which.
+#[test]
+fn pan_auth_init_is_answered_alike_whether_or_not_the_pn_gw_holds_a_key() {
+    let specs = [
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+        PneSpec::cpns(),
+    ];
+    let mut h = Harness::new(&specs);
+    h.connect_gw();
+    for i in [0, 1] {
+        let now = h.now();
+        h.pnes[i].start_discovery(now).unwrap();
+    }
+    h.pump();
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert!(h.members(pn).contains(&pne_id(1)));
+    // Link 2 names pne-2, a member holding a key; link 3 names pne-9, nobody's.
+    h.queue.clear();
+    h.deliver_direct(Party::Pne(2), Party::Gw, &pan_auth_init(1, pn, 1))
+        .unwrap();
+    h.deliver_direct(Party::Pne(3), Party::Gw, &pan_auth_init(8, pn, 2))
+        .unwrap();
+    let answers: Vec<(usize, &'static str, usize)> = [2, 3]
+        .into_iter()
+        .flat_map(|i| {
+            h.queue
+                .iter()
+                .filter(move |f| f.from == Party::Gw && f.to == Party::Pne(i))
+                .map(move |f| (i, f.message, f.body.len()))
+        })
+        .collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers.iter().all(|(_, m, _)| *m == "PanAuthChallenge"));
+    assert_eq!(answers[0].2, answers[1].2, "{answers:?}");
 }

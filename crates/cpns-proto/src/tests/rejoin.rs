@@ -10,9 +10,9 @@ use cpns_wire::{PnId, SetupType};
 
 use super::harness::{Action, FLOW, Harness, Party, pne_id};
 use super::store::PneSpec;
-use crate::Flow;
 use crate::gateway::LinkId;
 use crate::pne::{Outcome, PneEvent, RejoinPhase};
+use crate::{Failure, Flow};
 
 /// Four PNEs on an insecure PAN in one PN; PNE 3 is away while PNE 2 is expelled (epoch 2),
 /// then every machine comes back on new links (nothing sealed yet) and discovers its PN GW.
@@ -279,4 +279,77 @@ fn the_set_up_waits_for_its_own_report_not_an_applications() {
         "the application's report is lost"
     );
     assert_eq!(h.outcome(3, id), &Outcome::Rejoined { pns: vec![pn] });
+}
+
+/// The PN GW lost PNE 1's LocalEUKey (its store came back without it). Its answer to the PNE's
+/// proof is a decoy, as for any pair it holds no key for: the PNE's check of gw_proof fails, it
+/// closes the link, and marks the PN not provable here. Back on a new link with that mark (the
+/// driver carries it), it does not try the key again: no PanAuthInit, and the set-up completes
+/// with its pull refused (the link proved nothing) instead of closing the link again.
+#[test]
+fn a_pn_gw_that_lost_the_key_is_not_tried_again_and_the_set_up_completes() {
+    let specs = [PneSpec::cpns(); 4];
+    let mut h = Harness::with_seed(&specs, 11);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).expect("the PN was established").pn_id;
+    // The PN GW's store loses PNE 1's key copy.
+    h.store
+        .gw_local
+        .get_mut(&pn)
+        .unwrap()
+        .wrapped_keys
+        .retain(|(p, _)| *p != pne_id(1));
+    h.restart_from_stores(&specs);
+    h.discover_all();
+    let now = h.now();
+    h.pnes[1].rejoin(now).unwrap();
+    h.pump();
+    let told = since_restart(&h, 1);
+    assert!(
+        told.iter().any(|e| matches!(
+            e,
+            PneEvent::FlowFailed {
+                flow: Flow::PanAuthentication,
+                reason: Failure::GatewayNotProven(p),
+            } if *p == pn
+        )),
+        "{told:?}"
+    );
+    assert!(h.closes.iter().any(|(p, _, _)| *p == Party::Pne(1)));
+    assert_eq!(h.pnes[1].unprovable().iter().collect::<Vec<_>>(), [&pn]);
+    // The next link: a new machine given the mark.
+    let marks = h.pnes[1].unprovable().clone();
+    h.relink(1, 12, |back| back.skip_proofs(&marks));
+    // Its commands count from 1 again: read its events from here.
+    h.restarted_at = h.events.len();
+    let inits_before = h
+        .log
+        .iter()
+        .filter(|f| f.from == Party::Pne(1) && f.message == "PanAuthInit")
+        .count();
+    let closes_before = h.closes.len();
+    let now = h.now();
+    h.pnes[1].start_discovery(now).unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[1].rejoin(now).unwrap();
+    h.pump();
+    let inits_after = h
+        .log
+        .iter()
+        .filter(|f| f.from == Party::Pne(1) && f.message == "PanAuthInit")
+        .count();
+    assert_eq!(inits_after, inits_before, "the key was not tried again");
+    assert_eq!(h.closes.len(), closes_before, "no link closed");
+    assert_eq!(steps_of(&h, 1).last(), Some(&"rejoined"));
+    assert!(!steps_of(&h, 1).contains(&"proved"));
+    // The other members proved themselves as ever.
+    for i in [0, 2, 3] {
+        let now = h.now();
+        h.pnes[i].rejoin(now).unwrap();
+    }
+    h.pump();
+    assert!(since_restart(&h, 2).contains(&&PneEvent::PanAuthenticated(pn)));
 }

@@ -77,16 +77,21 @@ impl Relay {
                 let (mut from_gw, mut to_gw_w) = gw.into_split();
                 let (up_tx, mut up_rx) = mpsc::unbounded_channel::<Vec<u8>>();
                 *inject.lock().unwrap() = Some(up_tx.clone());
-                let seen_up = seen_tx.clone();
-                // Device → PN GW, and what the test writes there.
+                let (seen_up, mine) = (seen_tx.clone(), inject.clone());
+                // Device → PN GW, and what the test writes there. When the device goes, so
+                // does this connection to the PN GW (every sender gone, the writer ends).
                 tokio::spawn(async move {
                     while let Some(frame) = read_whole(&mut from_dev).await {
                         if let Some(env) = plain(&frame) {
                             let _ = seen_up.send((Dir::ToGw, env, frame.clone()));
                         }
                         if up_tx.send(frame).is_err() {
-                            return;
+                            break;
                         }
+                    }
+                    let mut slot = mine.lock().unwrap();
+                    if slot.as_ref().is_some_and(|s| s.same_channel(&up_tx)) {
+                        *slot = None;
                     }
                 });
                 tokio::spawn(async move {
