@@ -5,6 +5,9 @@
 //! - a Secure Request recorded and sent again after the server restarted (its kept answers
 //!   gone, its replay window not): refused `conflict`, the service does not run again, the
 //!   window in the server's store unchanged (item 5);
+//! - a PN Setup Request whose join information (sent plain, before the link is sealed) the
+//!   relay alters on a `cpns` PAN: the server's proof check fails, no PN is made, the forged
+//!   capabilities are recorded nowhere (item 3);
 //! - a PN Key Response recorded at epoch 1 and given, with the PN Update Notification of epoch
 //!   2 dropped, as the answer to the next pull: the PNE takes nothing and says it may be kept
 //!   behind (item 1).
@@ -38,6 +41,22 @@ struct Relay {
     seen: mpsc::UnboundedReceiver<(Dir, Envelope, Vec<u8>)>,
     to_gw: Arc<Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>>,
     rewrite: Arc<Mutex<Option<Rewrite>>>,
+    rewrite_up: Arc<Mutex<Option<Rewrite>>>,
+}
+
+/// A plain frame through `rules`: as it came, rewritten, or dropped (`None`).
+fn through(
+    rules: &Mutex<Option<Rewrite>>,
+    frame: Vec<u8>,
+    env: Option<&Envelope>,
+) -> Option<Vec<u8>> {
+    let Some(env) = env else {
+        return Some(frame);
+    };
+    match rules.lock().unwrap().as_mut().and_then(|rule| rule(env)) {
+        None => Some(frame),
+        Some(replaced) => replaced.as_ref().map(frame_of),
+    }
 }
 
 async fn read_whole(r: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {
@@ -69,7 +88,9 @@ impl Relay {
         let (seen_tx, seen) = mpsc::unbounded_channel();
         let to_gw: Arc<Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>> = Arc::default();
         let rewrite: Arc<Mutex<Option<Rewrite>>> = Arc::default();
+        let rewrite_up: Arc<Mutex<Option<Rewrite>>> = Arc::default();
         let (gw_pan, inject, rules) = (gw_pan.to_string(), to_gw.clone(), rewrite.clone());
+        let rules_up = rewrite_up.clone();
         tokio::spawn(async move {
             while let Ok((device, _)) = listener.accept().await {
                 let gw = TcpStream::connect(&gw_pan).await.unwrap();
@@ -77,15 +98,19 @@ impl Relay {
                 let (mut from_gw, mut to_gw_w) = gw.into_split();
                 let (up_tx, mut up_rx) = mpsc::unbounded_channel::<Vec<u8>>();
                 *inject.lock().unwrap() = Some(up_tx.clone());
-                let (seen_up, mine) = (seen_tx.clone(), inject.clone());
+                let (seen_up, mine, up_rules) = (seen_tx.clone(), inject.clone(), rules_up.clone());
                 // Device → PN GW, and what the test writes there. When the device goes, so
                 // does this connection to the PN GW (every sender gone, the writer ends).
                 tokio::spawn(async move {
                     while let Some(frame) = read_whole(&mut from_dev).await {
-                        if let Some(env) = plain(&frame) {
-                            let _ = seen_up.send((Dir::ToGw, env, frame.clone()));
+                        let env = plain(&frame);
+                        if let Some(env) = &env {
+                            let _ = seen_up.send((Dir::ToGw, env.clone(), frame.clone()));
                         }
-                        if up_tx.send(frame).is_err() {
+                        let Some(out) = through(&up_rules, frame, env.as_ref()) else {
+                            continue;
+                        };
+                        if up_tx.send(out).is_err() {
                             break;
                         }
                     }
@@ -105,15 +130,11 @@ impl Relay {
                 let (seen_down, rules) = (seen_tx.clone(), rules.clone());
                 tokio::spawn(async move {
                     while let Some(frame) = read_whole(&mut from_gw).await {
-                        let mut out = Some(frame.clone());
-                        if let Some(env) = plain(&frame) {
-                            let _ = seen_down.send((Dir::ToDevice, env.clone(), frame));
-                            if let Some(rule) = rules.lock().unwrap().as_mut()
-                                && let Some(replaced) = rule(&env)
-                            {
-                                out = replaced.as_ref().map(frame_of);
-                            }
+                        let env = plain(&frame);
+                        if let Some(env) = &env {
+                            let _ = seen_down.send((Dir::ToDevice, env.clone(), frame.clone()));
                         }
+                        let out = through(&rules, frame, env.as_ref());
                         if let Some(f) = out
                             && to_dev.write_all(&f).await.is_err()
                         {
@@ -128,6 +149,7 @@ impl Relay {
             seen,
             to_gw,
             rewrite,
+            rewrite_up,
         }
     }
 
@@ -159,6 +181,13 @@ impl Relay {
         rule: impl FnMut(&Envelope) -> Option<Option<Envelope>> + Send + 'static,
     ) {
         *self.rewrite.lock().unwrap() = Some(Box::new(rule));
+    }
+
+    fn set_rewrite_up(
+        &self,
+        rule: impl FnMut(&Envelope) -> Option<Option<Envelope>> + Send + 'static,
+    ) {
+        *self.rewrite_up.lock().unwrap() = Some(Box::new(rule));
     }
 }
 
@@ -273,5 +302,42 @@ async fn an_old_key_answer_given_for_a_new_pull_is_refused_and_the_pne_says_it_i
     assert!(
         behind["reason"].as_str().unwrap().contains(&pn.to_string()),
         "{behind}"
+    );
+}
+
+/// Item 3 at the socket, on a `cpns` PAN: the phone's PN Setup Request travels plain (the link
+/// is sealed only once the server's Authentication Request brings the LocalEUKey), and the
+/// relay changes its join information (the device type) on the way. hash_PNE covers what the
+/// phone said, so the server does not authenticate it: no PN is made, and "forged" is recorded
+/// nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_information_altered_on_the_pan_fails_the_proof() {
+    let mut w = world(&["phone"]).start();
+    let relay = Relay::start(w.pan()).await;
+    relay.set_rewrite_up(|e| match &e.body {
+        Body::PnSetupRequest(m) if m.join.is_some() => {
+            let mut m = m.clone();
+            if let Some(j) = m.join.as_mut() {
+                j.capabilities.device_type = "forged".into();
+            }
+            Some(Some(Envelope {
+                body: Body::PnSetupRequest(m),
+                ..e.clone()
+            }))
+        }
+        _ => None,
+    });
+    let mut phone = w.pne("phone").setup("1-1").at(&relay.addr).spawn();
+    let failed = w
+        .gw()
+        .expect_any(&["establishment_failed", "pn_established"]);
+    assert_eq!(failed["event"], "establishment_failed", "{failed}");
+    phone.expect_any(&["flow_failed", "pn_refused"]);
+    let stores = w.stores().await;
+    assert!(stores.server.is_empty(), "{stores:?}");
+    let db = crate::harness::dump(&w.server_db()).await;
+    assert!(
+        db.values().flatten().all(|row| !row.contains("forged")),
+        "the forged capabilities are stored: {db:?}"
     );
 }
