@@ -8,6 +8,7 @@
 //! subcommands). Figures, the machine and the commands: BENCHMARKS.md.
 
 mod baseline;
+mod content;
 mod establish;
 mod fanout;
 mod households;
@@ -32,6 +33,9 @@ enum Command {
     /// Measure the server from outside (session set-ups, PN establishments, memory per idle
     /// session) beside Mosquitto and in-memory ceilings, and print the figures with their ratios.
     Establish(establish::EstablishArgs),
+    /// Measure group content through the machines beside the crypto alone and the box alone
+    /// (in memory, one thread).
+    Content(content::ContentArgs),
     /// Measure one status change fanned out to many subscribers (p50/p99 delivery latency).
     Fanout(fanout::FanoutArgs),
     /// Make a server data directory with bench households (a PN GW, maybe two PNEs) enrolled.
@@ -56,6 +60,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Establish(a) => establish::establish(a).await,
             Command::Fanout(a) => fanout::fanout(a).await,
+            Command::Content(a) => content::content(a).await,
             Command::Prepare(a) => households::prepare(a).await,
             Command::Load(a) => households::load(a).await,
             Command::Hold(a) => establish::hold(a).await,

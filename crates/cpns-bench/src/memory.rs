@@ -201,15 +201,15 @@ impl MemoryStore {
 }
 
 /// One PN GW's session with the server, both ends in memory.
-struct Pair {
-    sim: SimGateway,
-    server: ServerSession,
+pub(crate) struct Pair {
+    pub(crate) sim: SimGateway,
+    pub(crate) server: ServerSession,
 }
 
 impl Pair {
     /// Moves frames both ways, answering the server's loads and persists from `store` at once,
     /// until both ends are quiet.
-    fn pump(&mut self, now: Instant, store: &mut MemoryStore) {
+    pub(crate) fn pump(&mut self, now: Instant, store: &mut MemoryStore) {
         loop {
             let up = self.sim.take_wan();
             let mut moved = !up.is_empty();

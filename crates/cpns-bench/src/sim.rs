@@ -83,6 +83,13 @@ pub struct SimGateway {
     subscribed: Option<u64>,
     /// Status notifications received, with when (Unix ns), not yet taken.
     notes: Vec<(cpns_wire::StatusNotification, u128)>,
+    /// Each PNE's member certificate, when the bench sends group content.
+    signing: Vec<Option<cpns_proto::pne::Signing>>,
+    /// The links of the last establishment, the initiator's first.
+    links: Vec<u64>,
+    /// Group content the PNEs took (every check passed), and refused.
+    content_taken: u64,
+    content_refused: u64,
 }
 
 impl SimGateway {
@@ -108,7 +115,57 @@ impl SimGateway {
             failure: None,
             subscribed: None,
             notes: Vec::new(),
+            signing: Vec::new(),
+            links: Vec::new(),
+            content_taken: 0,
+            content_refused: 0,
         }
+    }
+
+    /// Gives the PNEs member certificates of `ca` (as `cpns enroll` does), so they sign and
+    /// check group content (docs/security.md §4.11).
+    pub fn with_signing(
+        mut self,
+        ca: &cpns_crypto::CertificationKey,
+        owner: &cpns_wire::UserId,
+    ) -> Self {
+        self.signing = self
+            .household
+            .pnes
+            .iter()
+            .map(|d| {
+                let key = cpns_crypto::MemberSigningKey::derive(&d.eukey, d.id.as_str());
+                let cert = ca.certify(d.id.as_str(), owner.as_str(), &key.public());
+                Some(cpns_proto::pne::Signing::new(
+                    d.id.clone(),
+                    owner.clone(),
+                    &d.eukey,
+                    cert.signature,
+                    ca.public(),
+                ))
+            })
+            .collect();
+        self
+    }
+
+    /// The initiating PNE of the last establishment sends `content` to its PN (the other PNE);
+    /// the content the PNEs took and refused so far.
+    pub fn send_content(
+        &mut self,
+        now: Instant,
+        pn: PnId,
+        content: Vec<u8>,
+    ) -> Result<(u64, u64), ProtoError> {
+        let first = self
+            .links
+            .first()
+            .and_then(|l| self.pnes.get_mut(l))
+            .ok_or(ProtoError::WrongState("no PNE to send from"))?;
+        first
+            .send_group_content(now, pn, content)
+            .map_err(|_| ProtoError::WrongState("the send was refused"))?;
+        self.pump(now);
+        Ok((self.content_taken, self.content_refused))
     }
 
     /// Subscribes this PN GW to `entity`'s status changes (004 §5.5.3.2).
@@ -193,10 +250,11 @@ impl SimGateway {
         self.end_links(now);
         self.outcome = None;
         let mut links = Vec::new();
-        for dev in self.household.pnes.clone() {
+        for (i, dev) in self.household.pnes.clone().into_iter().enumerate() {
             let cfg = PneConfig {
                 capabilities: caps("phone", false),
                 timeouts: TIMEOUTS,
+                signing: self.signing.get(i).cloned().flatten(),
                 ..PneConfig::new(dev.id.clone(), dev.eukey.clone())
             };
             let link = self.next_link;
@@ -209,6 +267,7 @@ impl SimGateway {
             links.push(link);
         }
         self.pump(now);
+        self.links = links.clone();
         let invited = self.household.pnes[1].id.clone();
         let first = self
             .pnes
@@ -288,6 +347,12 @@ impl SimGateway {
                             | PneEvent::Completed(cpns_proto::Completed { result: Err(_), .. }),
                         ) if self.outcome.is_none() => {
                             self.outcome = Some(Outcome::Failed("a PNE was refused".into()));
+                        }
+                        PneOutput::Event(PneEvent::GroupContent { .. }) => {
+                            self.content_taken += 1;
+                        }
+                        PneOutput::Event(PneEvent::ContentRefused { .. }) => {
+                            self.content_refused += 1;
                         }
                         PneOutput::PersistSession { .. }
                         | PneOutput::LoadUsage { .. }
