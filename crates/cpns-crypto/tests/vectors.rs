@@ -1273,6 +1273,8 @@ fn group_content_vectors() {
     assert_eq!(hx(c, "signature"), sig);
     let inner = cat(&sig, &plain);
     assert_eq!(hx(c, "inner"), inner);
+    assert_eq!(v::open_raw(&arr(c, "key"), &aad, &sealed).unwrap(), inner);
+    assert!(v::open_raw(&[0; 32], &aad, &sealed).is_err());
     assert_eq!(sealed, cat(&nonce, &chacha(&key, &nonce, &aad, &inner)));
     let drawn_inner = cat(&sig, &plain);
     assert_eq!(

@@ -208,6 +208,74 @@ fn content_signed_by_one_member_cannot_be_passed_off_as_anothers() {
     assert!(h.errors.is_empty(), "{:?}", h.errors);
 }
 
+/// The PN GW relays content only as its sender names itself, in the message and in the
+/// certificate beside it; a PNE takes Group Content only as the PN GW's notification.
+#[test]
+fn content_names_its_sender_twice_and_comes_to_a_pne_only_as_a_notification() {
+    let (mut h, pn) = with_pn(PneSpec::trusted());
+    send(&mut h, 0, pn, b"hello");
+    let genuine = relayed_to(&h, 2).pop().expect("relayed");
+    // PNE 1 names itself as sender, with PNE 0's certificate.
+    let borrowed = GroupContent {
+        sender: pne_id(1),
+        ..genuine.clone()
+    };
+    let ask = Envelope::request(
+        9300,
+        Address::Entity(pne_id(1)),
+        Address::Entity(id("gw-1")),
+        borrowed,
+    );
+    h.inject(Party::Pne(1), Party::Gw, plain(&ask));
+    h.pump();
+    let answer = h
+        .delivered(Party::Gw, Party::Pne(1))
+        .into_iter()
+        .find(|e| e.in_reply_to == Some(9300))
+        .expect("answered");
+    assert!(
+        matches!(&answer.body, Body::ErrorBody(e) if e.code == ErrorCode::Forbidden),
+        "{answer:?}"
+    );
+    assert_eq!(relayed_to(&h, 2).len(), 1, "nothing more relayed");
+    // Group Content to a PNE as a request (not the PN GW's notification): refused, not taken.
+    let as_request = Envelope::request(
+        9301,
+        Address::Entity(id("gw-1")),
+        Address::Entity(pne_id(2)),
+        GroupContent {
+            content_id: genuine.content_id ^ 7,
+            ..genuine
+        },
+    );
+    h.inject(Party::Gw, Party::Pne(2), plain(&as_request));
+    h.pump();
+    assert_eq!(received(&h, 2).len(), 1, "only the relayed one was taken");
+    let refusal = h
+        .delivered(Party::Pne(2), Party::Gw)
+        .into_iter()
+        .find(|e| e.in_reply_to == Some(9301))
+        .expect("answered");
+    assert!(
+        matches!(&refusal.body, Body::ErrorBody(e) if e.code == ErrorCode::WrongState),
+        "{refusal:?}"
+    );
+}
+
+/// Content as large as a Group Content carries (256 KiB, docs/security.md §4.11) goes through
+/// and is taken whole.
+#[test]
+fn the_largest_content_goes_through() {
+    let (mut h, pn) = with_pn(PneSpec::cpns());
+    let big = vec![0xa5; 256 * 1024];
+    let id = send(&mut h, 0, pn, &big);
+    assert!(matches!(
+        h.outcome(0, id),
+        Outcome::ContentSent { delivered: 2, .. }
+    ));
+    assert_eq!(received(&h, 1), [("pne-1".to_string(), big)]);
+}
+
 #[test]
 fn content_relayed_twice_is_taken_once() {
     let (mut h, pn) = with_pn(PneSpec::trusted());
