@@ -268,3 +268,42 @@ impl PneSession {
         Ok((m.certificate.owner.clone(), plain.to_vec()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn pne(s: &str) -> EntityId {
+        EntityId::new(s).unwrap()
+    }
+
+    /// The last SEEN_PER_PN ids of a PN are remembered; the one before them is forgotten
+    /// first; another PN's are apart, and a forgotten PN's go.
+    #[test]
+    fn the_newest_ids_are_remembered_per_pn() {
+        let (a, b) = (PnId::from_bytes([1; 16]), PnId::from_bytes([2; 16]));
+        let mut seen = Seen::default();
+        let tv = pne("tv");
+        for id in 0..SEEN_PER_PN as u64 {
+            assert!(seen.first_time(a, &tv, id));
+        }
+        // All SEEN_PER_PN are remembered, the oldest too.
+        assert!(!seen.first_time(a, &tv, 0));
+        assert!(!seen.first_time(a, &tv, SEEN_PER_PN as u64 - 1));
+        // One more: the oldest is forgotten, the next oldest not.
+        assert!(seen.first_time(a, &tv, SEEN_PER_PN as u64));
+        assert!(!seen.first_time(a, &tv, 1));
+        assert!(seen.first_time(a, &tv, 0), "forgotten");
+        // The same id from another sender, or in another PN, is another content.
+        assert!(seen.first_time(a, &pne("phone"), 5));
+        assert!(seen.first_time(b, &tv, 5));
+        seen.forget(&a);
+        assert!(
+            seen.first_time(a, &tv, 5),
+            "a forgotten PN's ids go with it"
+        );
+        assert!(!seen.first_time(b, &tv, 5));
+    }
+}

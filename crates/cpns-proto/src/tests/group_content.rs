@@ -461,3 +461,33 @@ fn an_unproven_link_relays_no_content() {
     );
     assert!(relayed_to(&h, 0).is_empty());
 }
+
+/// A PN GW that has not proved itself on the link (a new link, before PAN authentication) is
+/// sent no content; one that takes it and never answers lets the send end at its deadline, not
+/// before.
+#[test]
+fn a_send_needs_a_proven_pn_gw_and_ends_at_its_deadline() {
+    let (mut h, pn) = with_pn(PneSpec::cpns());
+    // PNE 0 back on a new link: it discovered the PN GW, which has proved nothing yet.
+    h.relink(0, 21, |_| {});
+    let now = h.now();
+    h.pnes[0].start_discovery(now).unwrap();
+    h.pump();
+    assert!(!h.pnes[0].link_sealed());
+    let now = h.now();
+    assert_eq!(
+        h.pnes[0].send_group_content(now, pn, b"x".to_vec()),
+        Err(CommandError::GatewayNotLinked(id("gw-1")))
+    );
+    // PNE 1 sends; the PN GW's answer is lost.
+    h.drop_message("GroupContentSent");
+    let sent = send(&mut h, 1, pn, b"lost answer");
+    assert!(h.completion(1, sent).is_none());
+    h.advance(super::harness::FLOW - std::time::Duration::from_secs(1));
+    assert!(h.completion(1, sent).is_none(), "not before its deadline");
+    h.advance(std::time::Duration::from_secs(2));
+    assert!(matches!(
+        h.completion(1, sent).map(|c| &c.result),
+        Some(Err(Failure::TimedOut))
+    ));
+}
