@@ -491,3 +491,42 @@ fn a_send_needs_a_proven_pn_gw_and_ends_at_its_deadline() {
         Some(Err(Failure::TimedOut))
     ));
 }
+
+/// The PN GW's answer ends a send only if it names the PN sent to (and comes from that PN's
+/// proven PN GW): an answer to the same message naming another PN is not taken.
+#[test]
+fn a_send_ends_only_with_the_answer_for_its_pn() {
+    let (mut h, pn) = with_pn(PneSpec::trusted());
+    h.drop_message("GroupContentSent");
+    let sent = send(&mut h, 1, pn, b"hello");
+    let asked = h
+        .delivered(Party::Pne(1), Party::Gw)
+        .into_iter()
+        .rfind(|e| matches!(e.body, Body::GroupContent(_)))
+        .expect("sent");
+    let answer = |pn_id| {
+        plain(&Envelope::response(
+            9400 + u64::from(pn_id == pn),
+            asked.msg_id,
+            Address::Entity(id("gw-1")),
+            Address::Entity(pne_id(1)),
+            cpns_wire::GroupContentSent {
+                pn_id,
+                delivered: 2,
+            },
+        ))
+    };
+    h.clear_hook();
+    h.inject(Party::Gw, Party::Pne(1), answer(PnId::from_bytes([9; 16])));
+    h.pump();
+    assert!(h.completion(1, sent).is_none(), "another PN's answer");
+    h.inject(Party::Gw, Party::Pne(1), answer(pn));
+    h.pump();
+    assert_eq!(
+        h.outcome(1, sent),
+        &Outcome::ContentSent {
+            pn_id: pn,
+            delivered: 2
+        }
+    );
+}
