@@ -18,12 +18,12 @@ use cpns_wire::{
     Address, Body, EntityId, Envelope, FrameKind, GroupContent, PnId, decode_envelope,
     encode_plain_frame,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::common::World;
-use crate::harness::{id, within, world};
+use crate::harness::{id, read_whole, within, world};
 
 /// A PAN relay in the middle: whole frames both ways; it hands the test every plain frame the
 /// PN GW sends the device, and writes the test's frames towards the device between them.
@@ -31,15 +31,6 @@ struct Mitm {
     addr: String,
     to_device: mpsc::Sender<Vec<u8>>,
     seen: mpsc::Receiver<Envelope>,
-}
-
-async fn read_whole(r: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await.ok()?;
-    let mut frame = len.to_vec();
-    frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
-    r.read_exact(&mut frame[4..]).await.ok()?;
-    Some(frame)
 }
 
 impl Mitm {

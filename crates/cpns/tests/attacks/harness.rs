@@ -236,6 +236,16 @@ impl RawLink {
     }
 }
 
+/// Reads one whole frame, its length prefix included; `None` if the stream ends or fails first.
+pub async fn read_whole<R: AsyncRead + Unpin>(r: &mut R) -> Option<Vec<u8>> {
+    let mut len = [0u8; LEN_PREFIX];
+    r.read_exact(&mut len).await.ok()?;
+    let mut frame = len.to_vec();
+    frame.resize(LEN_PREFIX + u32::from_be_bytes(len) as usize, 0);
+    r.read_exact(&mut frame[LEN_PREFIX..]).await.ok()?;
+    Some(frame)
+}
+
 /// Reads one frame; `None` if the stream ends or fails first.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Option<Frame> {
     let mut prefix = [0u8; LEN_PREFIX];

@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use cpns_wire::codec::split_frame;
 use cpns_wire::{Body, Envelope, FrameKind, PnId, decode_envelope, encode_plain_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::common::{World, cpns, s};
-use crate::harness::{within, world};
+use crate::harness::{read_whole, within, world};
 
 /// Which way a frame went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,15 +57,6 @@ fn through(
         None => Some(frame),
         Some(replaced) => replaced.as_ref().map(frame_of),
     }
-}
-
-async fn read_whole(r: &mut (impl AsyncReadExt + Unpin)) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await.ok()?;
-    let mut frame = len.to_vec();
-    frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
-    r.read_exact(&mut frame[4..]).await.ok()?;
-    Some(frame)
 }
 
 fn plain(frame: &[u8]) -> Option<Envelope> {
