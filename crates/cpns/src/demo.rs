@@ -347,7 +347,7 @@ async fn lifecycle(
         handles.push(h);
         stops.push(stop);
     }
-    let [_phone_h, tv_h, _speaker_h] = &handles[..] else {
+    let [phone_h, tv_h, _speaker_h] = &handles[..] else {
         bail!("three PNEs stay");
     };
     let r = gw
@@ -362,6 +362,40 @@ async fn lifecycle(
     tv_h.join(home).await.map_err(anyhow::Error::msg)?;
     lived.push(format!(
         "join: the tv joined PN {} by itself",
+        crate::events::short_pn(&home)
+    ));
+    // Group content (docs/security.md §4.11): the phone signs and seals it under the PN's
+    // group key; the PN GW relays what it cannot read; the tv takes it once it checked who
+    // sent it.
+    let mut tv_events = tv_h.events();
+    let words = "dinner is ready";
+    let delivered = phone_h
+        .send_content(home, words.as_bytes().to_vec())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let took = async {
+        loop {
+            match tv_events.recv().await {
+                Ok(cpns_proto::pne::PneEvent::GroupContent { from, content, .. })
+                    if content == words.as_bytes() =>
+                {
+                    return Ok(from);
+                }
+                Ok(cpns_proto::pne::PneEvent::ContentRefused { reason, .. }) => {
+                    bail!("the tv refused the phone's content: {reason}")
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("the tv stopped: {e}"),
+            }
+        }
+    };
+    let from = tokio::time::timeout(Duration::from_secs(10), took)
+        .await
+        .context("the tv did not take the phone's content")??;
+    lived.push(format!(
+        "content: the phone said \"{words}\" to PN {}, signed and sealed under its group key; \
+         the PN GW, which cannot read it, relayed it to {delivered} member(s); the tv checked \
+         the signature and took it as {from}'s",
         crate::events::short_pn(&home)
     ));
     let r = gw

@@ -838,7 +838,7 @@ async fn a_pn_expires_and_a_full_pn_refuses_a_member() {
 }
 
 /// `cpns demo`, the README's first command: it ends well, its diagram shows the lifecycle's
-/// messages, one line per lifecycle step, and its stores hold what those steps left: the
+/// messages (group content too), one line per lifecycle step, and its stores hold what those steps left: the
 /// phone's PN with the watch and the TV, without the expelled speaker, and no released PN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_the_whole_lifecycle() {
@@ -857,6 +857,8 @@ async fn the_demo_runs_the_whole_lifecycle() {
         "MembershipConfirmed",
         "PneExpelNotification",
         "PnReleaseNotification",
+        "GroupContent [sealed]",
+        "GroupContentSent [sealed]",
     ] {
         assert!(
             text.contains(message),
@@ -867,6 +869,8 @@ async fn the_demo_runs_the_whole_lifecycle() {
         "election: hub",
         "invite: ",
         "join: the tv",
+        "content: the phone said \"dinner is ready\"",
+        "took it as phone's",
         "expel: ",
         "release: ",
     ] {
