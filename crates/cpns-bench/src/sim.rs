@@ -94,10 +94,24 @@ pub struct SimGateway {
 
 impl SimGateway {
     /// The PN GW of `household`, not connected.
-    pub fn new(household: Household, mut rng: MachineRng) -> Self {
+    pub fn new(household: Household, rng: MachineRng) -> Self {
+        Self::with_limits(
+            household,
+            rng,
+            cpns_proto::gateway::GatewayLimits::default(),
+        )
+    }
+
+    /// [`SimGateway::new`] with the PN GW's limits given.
+    pub fn with_limits(
+        household: Household,
+        mut rng: MachineRng,
+        limits: cpns_proto::gateway::GatewayLimits,
+    ) -> Self {
         let cfg = GatewayConfig {
             capabilities: caps("home-hub", true),
             timeouts: TIMEOUTS,
+            limits,
             ..GatewayConfig::new(
                 household.gateway.id.clone(),
                 household.gateway.eukey.clone(),

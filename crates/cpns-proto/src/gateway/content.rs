@@ -11,9 +11,9 @@ use cpns_wire::{Envelope, ErrorBody, ErrorCode, GroupContent, GroupContentSent, 
 use super::{Gateway, GatewayEvent, LinkId};
 use crate::rate::TokenBucket;
 
-/// Group Contents one link may send at once.
+/// Group Contents one link may send at once, by default ([`super::GatewayLimits`]).
 pub const CONTENT_BURST: u32 = 32;
-/// And then one per this interval.
+/// And then one per this interval, by default.
 pub const CONTENT_EVERY: Duration = Duration::from_millis(100);
 
 impl Gateway {
@@ -77,9 +77,10 @@ impl Gateway {
         let Some(l) = self.links.get_mut(&link) else {
             return Err(ErrorBody::new(ErrorCode::NotFound, "no such link"));
         };
+        let (burst, every) = (self.cfg.limits.content_burst, self.cfg.limits.content_every);
         let bucket = l
             .content
-            .get_or_insert_with(|| TokenBucket::new(now, CONTENT_BURST, CONTENT_EVERY));
+            .get_or_insert_with(|| TokenBucket::new(now, burst, every));
         bucket.take(now).map_err(|wait| {
             ErrorBody::new(
                 ErrorCode::Busy,

@@ -140,6 +140,10 @@ pub struct GatewayLimits {
     pub flows: usize,
     /// Flows in progress started from one PAN link.
     pub flows_per_link: usize,
+    /// Group Contents one link may send at once (docs/security.md §4.11)...
+    pub content_burst: u32,
+    /// ...and then one per this interval.
+    pub content_every: std::time::Duration,
 }
 
 impl Default for GatewayLimits {
@@ -147,6 +151,8 @@ impl Default for GatewayLimits {
         Self {
             flows: 256,
             flows_per_link: 4,
+            content_burst: content::CONTENT_BURST,
+            content_every: content::CONTENT_EVERY,
         }
     }
 }

@@ -73,6 +73,36 @@ pub(super) type PendingSends = BTreeMap<u64, (Instant, CommandId, PnId)>;
 /// A sender and its content id.
 type SeenId = (EntityId, u64);
 
+/// Certificates that verified, by sender, so each is checked once, not with every message
+/// (an Ed25519 verification each). At most this many are kept; past it the cache starts again.
+const CERTIFIED_KEPT: usize = 1024;
+
+/// Senders whose certificate verified: the certificate as it came, and what it certified.
+#[derive(Debug, Default)]
+pub(super) struct CertCache(BTreeMap<EntityId, (MemberCertificate, cpns_crypto::Certified)>);
+
+impl CertCache {
+    /// `cert` verified under `authority`, from the cache if this very certificate did before.
+    fn verify(
+        &mut self,
+        cert: &MemberCertificate,
+        authority: &AuthorityKey,
+    ) -> Result<cpns_crypto::Certified, cpns_crypto::CryptoError> {
+        if let Some((kept, certified)) = self.0.get(&cert.pne_id)
+            && kept == cert
+        {
+            return Ok(certified.clone());
+        }
+        let certified = Signing::crypto(cert).verify(authority)?;
+        if self.0.len() >= CERTIFIED_KEPT {
+            self.0.clear();
+        }
+        self.0
+            .insert(cert.pne_id.clone(), (cert.clone(), certified.clone()));
+        Ok(certified)
+    }
+}
+
 /// The content ids seen, per PN: in arrival order (to forget the oldest) and as a set.
 #[derive(Debug, Default)]
 pub(super) struct Seen(BTreeMap<PnId, (VecDeque<SeenId>, BTreeSet<SeenId>)>);
@@ -240,8 +270,10 @@ impl PneSession {
         if m.certificate.pne_id != m.sender {
             return Err("its certificate is another member's".into());
         }
-        let certified = Signing::crypto(&m.certificate)
-            .verify(&signing.authority)
+        let authority = signing.authority;
+        let certified = self
+            .certified
+            .verify(&m.certificate, &authority)
             .map_err(|_| "its certificate is not the server's".to_string())?;
         let binding = ContentBinding {
             pn_id: m.pn_id.as_bytes(),
@@ -277,6 +309,50 @@ mod tests {
 
     fn pne(s: &str) -> EntityId {
         EntityId::new(s).unwrap()
+    }
+
+    fn certificate(ca: &cpns_crypto::CertificationKey, id: &str) -> MemberCertificate {
+        let eukey = cpns_crypto::EuKey::from_bytes([7; 32]);
+        let owner: UserId = "alice".parse().unwrap();
+        let key = cpns_crypto::MemberSigningKey::derive(&eukey, id).public();
+        let sig = ca.certify(id, owner.as_str(), &key).signature;
+        Signing::new(pne(id), owner, &eukey, sig, ca.public()).certificate
+    }
+
+    /// A certificate that verified is taken from the cache only as the very same certificate:
+    /// another one for the same sender is checked (and refused if bad), and the cache is
+    /// bounded.
+    #[test]
+    fn a_cached_certificate_serves_only_itself() {
+        let ca = cpns_crypto::CertificationKey::from_master(&cpns_crypto::MasterKey::from_bytes(
+            [3; 32],
+        ));
+        let mut cache = CertCache::default();
+        let good = certificate(&ca, "tv");
+        assert_eq!(cache.verify(&good, &ca.public()).unwrap().pne_id(), "tv");
+        let mut forged = good.clone();
+        forged.signature.0[0] ^= 1;
+        assert!(cache.verify(&forged, &ca.public()).is_err());
+        let mut other_key = good.clone();
+        other_key.key = PublicKeyBytes([9; 32]);
+        assert!(cache.verify(&other_key, &ca.public()).is_err());
+        assert!(cache.verify(&good, &ca.public()).is_ok());
+        // Under another authority, even a cached certificate's sender... is checked anew.
+        let other = cpns_crypto::CertificationKey::from_master(
+            &cpns_crypto::MasterKey::from_bytes([4; 32]),
+        );
+        let theirs = certificate(&other, "tv");
+        assert!(cache.verify(&theirs, &ca.public()).is_err());
+        // Full: the next new certificate starts the cache again.
+        let entry = cache.0.get(&pne("tv")).cloned().unwrap();
+        for n in 0..CERTIFIED_KEPT - 1 {
+            cache.0.insert(pne(&format!("pne-{n}")), entry.clone());
+        }
+        assert_eq!(cache.0.len(), CERTIFIED_KEPT);
+        cache
+            .verify(&certificate(&ca, "watch"), &ca.public())
+            .unwrap();
+        assert_eq!(cache.0.len(), 1);
     }
 
     /// The last SEEN_PER_PN ids of a PN are remembered; the one before them is forgotten

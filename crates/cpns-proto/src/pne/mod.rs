@@ -424,6 +424,8 @@ pub struct PneSession {
     content_sends: content::PendingSends,
     /// Group content received, to refuse a replay.
     content_seen: content::Seen,
+    /// Senders' certificates that verified (docs/security.md §4.11).
+    certified: content::CertCache,
     /// PNs whose LocalEUKey the PN GW on the link did not prove it holds (docs/security.md
     /// §4.4, "Not provable here"): not tried again by the PNE itself until a new key comes.
     unprovable: std::collections::BTreeSet<PnId>,
@@ -439,6 +441,7 @@ impl PneSession {
             signer,
             content_sends: BTreeMap::new(),
             content_seen: content::Seen::default(),
+            certified: content::CertCache::default(),
             unprovable: std::collections::BTreeSet::new(),
             cfg,
             codec,

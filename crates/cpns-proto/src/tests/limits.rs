@@ -85,6 +85,7 @@ fn a_link_runs_at_most_its_share_of_flows() {
     let limits = GatewayLimits {
         flows: 100,
         flows_per_link: 3,
+        ..crate::gateway::GatewayLimits::default()
     };
     let mut h = Harness::with_limits(&[PneSpec::trusted(), PneSpec::trusted()], limits);
     h.connect_gw();
@@ -116,6 +117,7 @@ fn the_gateway_runs_at_most_its_flows_and_says_it_is_busy() {
     let limits = GatewayLimits {
         flows: 2,
         flows_per_link: 4,
+        ..crate::gateway::GatewayLimits::default()
     };
     let specs = [PneSpec::trusted(), PneSpec::trusted(), PneSpec::trusted()];
     let mut h = Harness::with_limits(&specs, limits);
@@ -374,6 +376,7 @@ fn a_set_up_counts_against_the_link_that_asked_for_it() {
     let limits = GatewayLimits {
         flows: 100,
         flows_per_link: 1,
+        ..crate::gateway::GatewayLimits::default()
     };
     let specs = [PneSpec::trusted(), PneSpec::trusted()];
     let mut h = Harness::with_limits(&specs, limits);

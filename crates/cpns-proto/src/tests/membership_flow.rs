@@ -1120,6 +1120,7 @@ fn a_members_invitations_are_bounded_and_time_out() {
     let limits = crate::gateway::GatewayLimits {
         flows: 16,
         flows_per_link: 1,
+        ..crate::gateway::GatewayLimits::default()
     };
     let mut h = Harness::with_limits(&[PneSpec::cpns(); 5], limits);
     h.connect_gw();

@@ -310,6 +310,7 @@ fn a_pending_join_counts_against_its_link_and_times_out_at_its_deadline() {
     let limits = crate::gateway::GatewayLimits {
         flows: 100,
         flows_per_link: 2,
+        ..crate::gateway::GatewayLimits::default()
     };
     let specs = [PneSpec::trusted(), PneSpec::trusted()];
     let mut h = Harness::with_limits(&specs, limits);

@@ -448,6 +448,7 @@ fn a_pnes_release_counts_against_its_links_flow_limit() {
     let limits = crate::gateway::GatewayLimits {
         flows: 16,
         flows_per_link: 1,
+        ..crate::gateway::GatewayLimits::default()
     };
     let specs = [PneSpec::trusted(), PneSpec::trusted()];
     let mut h = Harness::with_limits(&specs, limits);
