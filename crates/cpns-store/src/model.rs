@@ -493,3 +493,71 @@ pub struct StatusView {
     /// If asked for: how many subscriptions the asker holds.
     pub subscriptions: usize,
 }
+
+/// Who may see a service of the directory (docs/services.md, "Scope").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceScope {
+    /// The members of one PN.
+    Pn(PnId),
+    /// Every device of the offerer's user.
+    User,
+    /// The members of a service group.
+    Group(String),
+    /// Every authenticated device.
+    Public,
+}
+
+/// A service in the directory (table `services`; 004 §5.5.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// Its id in the directory, given by the store (kept across updates).
+    pub dir_id: u64,
+    /// The entity that published it.
+    pub offerer: EntityId,
+    /// The offerer's user.
+    pub owner: UserId,
+    /// The offerer's id for it.
+    pub service_id: String,
+    /// Its type, e.g. `media.renderer`.
+    pub service_type: String,
+    /// Its keywords, normalised (`cpns_service::normalised_keywords`).
+    pub keywords: Vec<String>,
+    /// Who may see it.
+    pub scope: ServiceScope,
+    /// The canonical JSON of its description.
+    pub description: Vec<u8>,
+    /// When it was last published.
+    pub updated_at: UnixMillis,
+    /// When its lease ends.
+    pub expires_at: UnixMillis,
+}
+
+/// Who looks at the directory: what decides which entries it may see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceViewer {
+    /// Its user: sees that user's `User`-scoped entries.
+    pub user: UserId,
+    /// The PNs it is a member of: sees their `Pn`-scoped entries.
+    pub pns: Vec<PnId>,
+    /// The service groups it is a member of.
+    pub groups: Vec<String>,
+}
+
+/// A directory search (004 §5.5.5, "discover").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceQuery {
+    /// Normalised keywords; none: any entry.
+    pub keywords: Vec<String>,
+    /// Every keyword must match (else any one).
+    pub all: bool,
+    /// Only this type.
+    pub service_type: Option<String>,
+    /// Who asks.
+    pub viewer: ServiceViewer,
+    /// Entries whose lease ended by now are not shown.
+    pub now: UnixMillis,
+    /// At most this many, by directory id from `after` on (paging).
+    pub limit: u32,
+    /// Only entries with a greater directory id.
+    pub after: u64,
+}

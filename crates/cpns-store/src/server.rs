@@ -11,8 +11,9 @@ use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 use crate::StoreError;
 use crate::{
     Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
-    PnView, Reconciled, Result, StatusChange, StatusRecord, StatusView, Subscribed,
-    SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
+    PnView, Reconciled, Result, ServiceEntry, ServiceQuery, ServiceViewer, StatusChange,
+    StatusRecord, StatusView, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored,
+    UsageSummary,
 };
 
 /// The CPNS Server's state of record. Every write is one transaction; every read that takes
@@ -246,6 +247,33 @@ pub trait ServerStore: Send + Sync + 'static {
 
     /// Every status subscription, oldest first.
     fn subscriptions(&self) -> impl Future<Output = Result<Vec<SubscriptionRecord>>> + Send;
+
+    /// Publishes a service (its `dir_id` is ignored), or updates the one its offerer published
+    /// with the same `service_id` (keeping its directory id); returns the directory id.
+    /// [`StoreError::NotFound`] if the offerer is not enrolled.
+    fn publish_service(&self, entry: &ServiceEntry) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Takes an offerer's service out of the directory; whether it was there.
+    fn unpublish_service(
+        &self,
+        offerer: &EntityId,
+        service_id: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The entries `query.viewer` may see that match `query`, by directory id, whose lease has
+    /// not ended.
+    fn discover_services(
+        &self,
+        query: &ServiceQuery,
+    ) -> impl Future<Output = Result<Vec<ServiceEntry>>> + Send;
+
+    /// One entry, if `viewer` may see it and its lease has not ended by `now`.
+    fn service(
+        &self,
+        dir_id: u64,
+        viewer: &ServiceViewer,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Option<ServiceEntry>>> + Send;
 
     /// Stores usage records with the charging records they make, in one transaction; a
     /// record stored before (same entity and record id) is a duplicate and charges nothing

@@ -82,6 +82,9 @@ mod server {
         usage_owners_name_the_reporters_and_the_pns_users,
         charging_records_of_an_entity_are_its_users,
         status_view_reads_what_a_query_names,
+        services_publish_update_and_unpublish,
+        services_are_found_by_keywords_type_and_page,
+        services_are_shown_by_scope_and_lease,
     );
 }
 

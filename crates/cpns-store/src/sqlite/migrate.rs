@@ -86,6 +86,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "secure numbers",
         sql: include_str!("../../migrations/sqlite/0013_secure_numbers.sql"),
     },
+    Migration {
+        version: 14,
+        name: "services",
+        sql: include_str!("../../migrations/sqlite/0014_services.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

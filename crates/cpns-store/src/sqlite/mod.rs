@@ -33,6 +33,7 @@ mod pn;
 mod readers;
 mod replay;
 mod server_store;
+mod services;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 
-use super::{SqliteStore, entity, pn, replay, status, usage, views};
+use super::{SqliteStore, entity, pn, replay, services, status, usage, views};
 use crate::{
     Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
     PnView, Reconciled, Result, ServerStore, StatusChange, StatusRecord, StatusView, Subscribed,
@@ -217,6 +217,35 @@ impl ServerStore for SqliteStore {
 
     async fn subscriptions(&self) -> Result<Vec<SubscriptionRecord>> {
         self.inner.readers.read(status::subscriptions)
+    }
+
+    async fn publish_service(&self, entry: &crate::ServiceEntry) -> Result<u64> {
+        let entry = entry.clone();
+        self.write(move |c| services::publish(c, &entry)).await
+    }
+
+    async fn unpublish_service(&self, offerer: &EntityId, service_id: &str) -> Result<bool> {
+        let (offerer, service_id) = (offerer.clone(), service_id.to_string());
+        self.write(move |c| services::unpublish(c, &offerer, &service_id))
+            .await
+    }
+
+    async fn discover_services(
+        &self,
+        query: &crate::ServiceQuery,
+    ) -> Result<Vec<crate::ServiceEntry>> {
+        self.inner.readers.read(|c| services::discover(c, query))
+    }
+
+    async fn service(
+        &self,
+        dir_id: u64,
+        viewer: &crate::ServiceViewer,
+        now: crate::UnixMillis,
+    ) -> Result<Option<crate::ServiceEntry>> {
+        self.inner
+            .readers
+            .read(|c| services::one(c, dir_id, viewer, now))
     }
 
     async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {

@@ -5,11 +5,13 @@
 //! database (see `tests/conformance.rs` for SQLite); a PostgreSQL runner reuses this module.
 
 pub mod device;
+mod services;
 mod status_usage;
 mod views;
 
 use std::sync::Arc;
 
+pub use services::*;
 pub use status_usage::*;
 pub use views::*;
 

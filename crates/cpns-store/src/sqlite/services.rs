@@ -1,0 +1,179 @@
+//! The service directory (table `services`, its FTS5 index `services_fts`; migration 14,
+//! docs/services.md). Visibility is decided in the query itself, so an entry a viewer may not
+//! see never leaves the store for it.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, Row, params, params_from_iter};
+
+use super::codec;
+use crate::{
+    Result, ServiceEntry, ServiceQuery, ServiceScope, ServiceViewer, StoreError, UnixMillis,
+};
+
+const SELECT: &str = "SELECT dir_id, offerer, owner, service_id, service_type, scope_kind, \
+                      scope_pn, scope_group, keywords, description, updated_at, expires_at \
+                      FROM services";
+
+fn scope_columns(scope: &ServiceScope) -> (i64, Option<Vec<u8>>, Option<String>) {
+    match scope {
+        ServiceScope::Pn(pn) => (1, Some(pn.as_bytes().to_vec()), None),
+        ServiceScope::User => (2, None, None),
+        ServiceScope::Group(g) => (3, None, Some(g.clone())),
+        ServiceScope::Public => (4, None, None),
+    }
+}
+
+fn decode(row: &Row<'_>) -> Result<ServiceEntry> {
+    let kind: i64 = row.get("scope_kind")?;
+    let scope = match kind {
+        1 => ServiceScope::Pn(codec::pn_id(row, "scope_pn")?),
+        2 => ServiceScope::User,
+        3 => ServiceScope::Group(row.get("scope_group")?),
+        4 => ServiceScope::Public,
+        other => {
+            return Err(StoreError::corrupt(
+                "scope_kind",
+                format!("{other} is no scope"),
+            ));
+        }
+    };
+    let keywords: String = row.get("keywords")?;
+    let dir_id: i64 = row.get("dir_id")?;
+    Ok(ServiceEntry {
+        dir_id: u64::try_from(dir_id).map_err(|_| StoreError::corrupt("dir_id", "negative"))?,
+        offerer: codec::id(row, "offerer")?,
+        owner: codec::id(row, "owner")?,
+        service_id: row.get("service_id")?,
+        service_type: row.get("service_type")?,
+        keywords: keywords.split(' ').map(str::to_string).collect(),
+        scope,
+        description: row.get("description")?,
+        updated_at: row.get("updated_at")?,
+        expires_at: row.get("expires_at")?,
+    })
+}
+
+pub(super) fn publish(conn: &Connection, e: &ServiceEntry) -> Result<u64> {
+    let known = codec::optional(
+        conn,
+        "SELECT 1 FROM entities WHERE id = ?",
+        [e.offerer.as_str()],
+        |_| Ok(()),
+    )?;
+    known.ok_or_else(|| StoreError::not_found(format!("entity {}", e.offerer)))?;
+    if e.keywords.is_empty() || e.keywords.iter().any(|k| k.is_empty() || k.contains(' ')) {
+        return Err(StoreError::conflict(
+            "a service's keywords are one word each, at least one",
+        ));
+    }
+    let (kind, pn, group) = scope_columns(&e.scope);
+    let dir_id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO services (offerer, owner, service_id, service_type, scope_kind, \
+             scope_pn, scope_group, keywords, description, created_at, updated_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (offerer, service_id) DO UPDATE SET \
+             owner = excluded.owner, service_type = excluded.service_type, \
+             scope_kind = excluded.scope_kind, scope_pn = excluded.scope_pn, \
+             scope_group = excluded.scope_group, keywords = excluded.keywords, \
+             description = excluded.description, updated_at = excluded.updated_at, \
+             expires_at = excluded.expires_at \
+             RETURNING dir_id",
+        )?
+        .query_row(
+            params![
+                e.offerer.as_str(),
+                e.owner.as_str(),
+                e.service_id,
+                e.service_type,
+                kind,
+                pn,
+                group,
+                e.keywords.join(" "),
+                e.description,
+                e.updated_at,
+                e.updated_at,
+                e.expires_at
+            ],
+            |r| r.get(0),
+        )?;
+    u64::try_from(dir_id).map_err(|_| StoreError::corrupt("dir_id", "negative"))
+}
+
+pub(super) fn unpublish(
+    conn: &Connection,
+    offerer: &cpns_wire::EntityId,
+    service_id: &str,
+) -> Result<bool> {
+    let n = codec::exec(
+        conn,
+        "DELETE FROM services WHERE offerer = ? AND service_id = ?",
+        params![offerer.as_str(), service_id],
+    )?;
+    Ok(n > 0)
+}
+
+/// The visibility predicate and its parameters: public, the viewer's user's, its PNs', its
+/// groups'; and not expired.
+fn visible(viewer: &ServiceViewer, now: UnixMillis, sql: &mut String, args: &mut Vec<Value>) {
+    sql.push_str(" (scope_kind = 4 OR (scope_kind = 2 AND owner = ?)");
+    args.push(Value::Text(viewer.user.to_string()));
+    if !viewer.pns.is_empty() {
+        sql.push_str(" OR (scope_kind = 1 AND scope_pn IN (");
+        sql.push_str(&vec!["?"; viewer.pns.len()].join(", "));
+        sql.push_str("))");
+        args.extend(
+            viewer
+                .pns
+                .iter()
+                .map(|p| Value::Blob(p.as_bytes().to_vec())),
+        );
+    }
+    if !viewer.groups.is_empty() {
+        sql.push_str(" OR (scope_kind = 3 AND scope_group IN (");
+        sql.push_str(&vec!["?"; viewer.groups.len()].join(", "));
+        sql.push_str("))");
+        args.extend(viewer.groups.iter().map(|g| Value::Text(g.clone())));
+    }
+    sql.push_str(") AND expires_at > ?");
+    args.push(Value::Integer(now));
+}
+
+/// An FTS5 query matching `keywords` (all of them, or any), each quoted as a string, so no
+/// keyword is read as FTS5 syntax.
+fn match_expression(keywords: &[String], all: bool) -> String {
+    keywords
+        .iter()
+        .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(if all { " AND " } else { " OR " })
+}
+
+pub(super) fn discover(conn: &Connection, q: &ServiceQuery) -> Result<Vec<ServiceEntry>> {
+    let mut sql = format!("{SELECT} WHERE dir_id > ? AND");
+    let mut args: Vec<Value> = vec![Value::Integer(i64::try_from(q.after).unwrap_or(i64::MAX))];
+    visible(&q.viewer, q.now, &mut sql, &mut args);
+    if let Some(t) = &q.service_type {
+        sql.push_str(" AND service_type = ?");
+        args.push(Value::Text(t.clone()));
+    }
+    if !q.keywords.is_empty() {
+        sql.push_str(" AND dir_id IN (SELECT rowid FROM services_fts WHERE services_fts MATCH ?)");
+        args.push(Value::Text(match_expression(&q.keywords, q.all)));
+    }
+    sql.push_str(" ORDER BY dir_id LIMIT ?");
+    args.push(Value::Integer(i64::from(q.limit)));
+    codec::all(conn, &sql, params_from_iter(args), decode)
+}
+
+pub(super) fn one(
+    conn: &Connection,
+    dir_id: u64,
+    viewer: &ServiceViewer,
+    now: UnixMillis,
+) -> Result<Option<ServiceEntry>> {
+    let mut sql = format!("{SELECT} WHERE dir_id = ? AND");
+    let mut args = vec![Value::Integer(i64::try_from(dir_id).unwrap_or(-1))];
+    visible(viewer, now, &mut sql, &mut args);
+    codec::optional(conn, &sql, params_from_iter(args), decode)
+}

@@ -1,0 +1,250 @@
+//! The service directory (004 §5.5.5; docs/services.md): publish and update by (offerer,
+//! service id), unpublish, discover by keywords (all or any), type and scope, retrieve, leases.
+
+use cpns_store::{ServiceEntry, ServiceQuery, ServiceScope, ServiceViewer};
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn entry(
+    offerer: &str,
+    owner: &str,
+    id: &str,
+    keywords: &[&str],
+    scope: ServiceScope,
+) -> ServiceEntry {
+    ServiceEntry {
+        dir_id: 0,
+        offerer: eid(offerer),
+        owner: uid(owner),
+        service_id: id.into(),
+        service_type: "media.renderer".into(),
+        keywords: keywords.iter().map(|k| k.to_string()).collect(),
+        scope,
+        description: format!("{{\"service_id\":\"{id}\"}}").into_bytes(),
+        updated_at: NOW,
+        expires_at: NOW + 3_600_000,
+    }
+}
+
+fn viewer(user: &str, pns: &[PnId]) -> ServiceViewer {
+    ServiceViewer {
+        user: uid(user),
+        pns: pns.to_vec(),
+        groups: Vec::new(),
+    }
+}
+
+fn query(v: ServiceViewer, keywords: &[&str], all: bool) -> ServiceQuery {
+    ServiceQuery {
+        keywords: keywords.iter().map(|k| k.to_string()).collect(),
+        all,
+        service_type: None,
+        viewer: v,
+        now: NOW,
+        limit: 100,
+        after: 0,
+    }
+}
+
+async fn found<S: ServerStore>(s: &S, q: &ServiceQuery) -> Vec<String> {
+    s.discover_services(q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{}/{}", e.offerer, e.service_id))
+        .collect()
+}
+
+async fn world<S: ServerStore>(s: &S) {
+    enroll(s, &["tv", "phone"]).await;
+    s.ensure_user(&uid("bob")).await.unwrap();
+    s.insert_entity(&entity("bobs-tv", "bob")).await.unwrap();
+}
+
+/// A publish reads back whole; a second publish of the same service updates it under the same
+/// directory id; an unpublish takes it out once; an offerer not enrolled publishes nothing.
+pub async fn services_publish_update_and_unpublish<S: ServerStore>(s: &S) {
+    world(s).await;
+    let e = entry(
+        "tv",
+        "alice",
+        "renderer",
+        &["video", "renderer"],
+        ServiceScope::User,
+    );
+    let id = s.publish_service(&e).await.unwrap();
+    let got = s
+        .service(id, &viewer("alice", &[]), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        ServiceEntry {
+            dir_id: id,
+            ..e.clone()
+        }
+    );
+    let updated = ServiceEntry {
+        keywords: vec!["film".into()],
+        updated_at: NOW + 10,
+        expires_at: NOW + 7_200_000,
+        ..e.clone()
+    };
+    assert_eq!(
+        s.publish_service(&updated).await.unwrap(),
+        id,
+        "the same entry"
+    );
+    let q = query(viewer("alice", &[]), &["video"], true);
+    assert!(found(s, &q).await.is_empty(), "the old keyword is gone");
+    let q = query(viewer("alice", &[]), &["film"], true);
+    assert_eq!(found(s, &q).await, ["tv/renderer"]);
+    let got = s
+        .service(id, &viewer("alice", &[]), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.expires_at, NOW + 7_200_000);
+    assert!(s.unpublish_service(&eid("tv"), "renderer").await.unwrap());
+    assert!(!s.unpublish_service(&eid("tv"), "renderer").await.unwrap());
+    assert!(
+        s.service(id, &viewer("alice", &[]), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(found(s, &q).await.is_empty());
+    let stranger = entry("nobody", "alice", "x", &["x"], ServiceScope::Public);
+    assert!(matches!(
+        s.publish_service(&stranger).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let wordless = entry("tv", "alice", "y", &[], ServiceScope::Public);
+    assert!(s.publish_service(&wordless).await.is_err());
+}
+
+/// Keywords match all or any, quoted so none is read as search syntax; the type narrows; paging
+/// goes by directory id.
+pub async fn services_are_found_by_keywords_type_and_page<S: ServerStore>(s: &S) {
+    world(s).await;
+    for (id, words) in [
+        ("a", &["video", "renderer"][..]),
+        ("b", &["video", "camera"]),
+        ("c", &["audio", "renderer"]),
+    ] {
+        s.publish_service(&entry("tv", "alice", id, words, ServiceScope::Public))
+            .await
+            .unwrap();
+    }
+    let alice = || viewer("alice", &[]);
+    assert_eq!(
+        found(s, &query(alice(), &["video"], true)).await,
+        ["tv/a", "tv/b"]
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["video", "renderer"], true)).await,
+        ["tv/a"]
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["video", "renderer"], false)).await,
+        ["tv/a", "tv/b", "tv/c"]
+    );
+    assert_eq!(found(s, &query(alice(), &[], true)).await.len(), 3);
+    // Words that are FTS5 syntax are only words: operators, a prefix star, a quote and a
+    // phrase match nothing; punctuation around a word is not syntax (the tokenizer drops it).
+    for odd in ["AND", "NOT", "vid*", "video OR audio", "\"", "("] {
+        let got = s.discover_services(&query(alice(), &[odd], true)).await;
+        assert!(got.is_ok_and(|g| g.is_empty()), "{odd}");
+    }
+    assert_eq!(
+        found(s, &query(alice(), &["renderer)"], true)).await,
+        found(s, &query(alice(), &["renderer"], true)).await
+    );
+    let mut typed = query(alice(), &["renderer"], false);
+    typed.service_type = Some("media.camera".into());
+    assert!(found(s, &typed).await.is_empty());
+    typed.service_type = Some("media.renderer".into());
+    assert_eq!(found(s, &typed).await.len(), 2);
+    let mut page = query(alice(), &[], true);
+    page.limit = 2;
+    let first = s.discover_services(&page).await.unwrap();
+    assert_eq!(first.len(), 2);
+    page.after = first[1].dir_id;
+    let rest = s.discover_services(&page).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(rest[0].dir_id > first[1].dir_id);
+}
+
+/// A viewer sees public entries, its own user's, its PNs' and its groups', never another
+/// user's user- or PN-scoped ones; an entry whose lease ended is shown to nobody.
+pub async fn services_are_shown_by_scope_and_lease<S: ServerStore>(s: &S) {
+    world(s).await;
+    let home = pid(1);
+    let scopes = [
+        ("pub", ServiceScope::Public),
+        ("mine", ServiceScope::User),
+        ("pn", ServiceScope::Pn(home)),
+        ("grp", ServiceScope::Group("family".into())),
+    ];
+    for (id, scope) in scopes {
+        s.publish_service(&entry("tv", "alice", id, &["video"], scope))
+            .await
+            .unwrap();
+    }
+    let mut ended = entry("phone", "alice", "old", &["video"], ServiceScope::Public);
+    ended.expires_at = NOW;
+    let ended_id = s.publish_service(&ended).await.unwrap();
+    let see = |v| query(v, &["video"], true);
+    assert_eq!(
+        found(s, &see(viewer("alice", &[]))).await,
+        ["tv/pub", "tv/mine"]
+    );
+    assert_eq!(
+        found(s, &see(viewer("alice", &[home]))).await,
+        ["tv/pub", "tv/mine", "tv/pn"]
+    );
+    let mut family = viewer("alice", &[]);
+    family.groups = vec!["family".into()];
+    assert_eq!(
+        found(s, &see(family)).await,
+        ["tv/pub", "tv/mine", "tv/grp"]
+    );
+    // Bob sees only the public one, even naming alice's PN as his.
+    assert_eq!(found(s, &see(viewer("bob", &[]))).await, ["tv/pub"]);
+    let mut bob = viewer("bob", &[pid(2)]);
+    bob.groups = vec!["other".into()];
+    assert_eq!(found(s, &see(bob)).await, ["tv/pub"]);
+    let all = s
+        .discover_services(&see(viewer("alice", &[home])))
+        .await
+        .unwrap();
+    let mine = all.iter().find(|e| e.service_id == "mine").unwrap().dir_id;
+    assert!(
+        s.service(mine, &viewer("bob", &[]), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.service(mine, &viewer("alice", &[]), NOW)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The lease: ended at NOW, so not shown at NOW; shown a moment before.
+    assert!(
+        s.service(ended_id, &viewer("alice", &[]), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.service(ended_id, &viewer("alice", &[]), NOW - 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
