@@ -15,6 +15,7 @@ pub mod pan;
 pub mod registration;
 pub mod release;
 pub mod secure;
+pub mod service;
 pub mod status;
 pub mod usage;
 
@@ -32,6 +33,7 @@ pub use pan::*;
 pub use registration::*;
 pub use release::*;
 pub use secure::*;
+pub use service::*;
 pub use status::*;
 pub use usage::*;
 
@@ -275,4 +277,14 @@ bodies! {
     // (docs/security.md §4.11).
     110 => GroupContent,
     111 => GroupContentSent,
+    // Service publication and discovery at the server's directory, 004 §5.5.5
+    // (docs/services.md).
+    120 => ServicePublish,
+    121 => ServicePublished,
+    122 => ServiceUnpublish,
+    123 => ServiceUnpublished,
+    124 => ServiceDiscover,
+    125 => ServiceFound,
+    126 => ServiceRetrieve,
+    127 => ServiceDescriptionAnswer,
 }

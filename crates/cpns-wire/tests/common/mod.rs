@@ -858,6 +858,83 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "service publish",
+            ServicePublish {
+                request_id: RequestId(5),
+                description: br#"{"service_id":"renderer"}"#.to_vec(),
+            }
+            .into(),
+        ),
+        (
+            "service published",
+            ServicePublished {
+                dir_id: 7,
+                expires_at_ms: 1_800_000_000_000,
+            }
+            .into(),
+        ),
+        (
+            "service unpublish",
+            ServiceUnpublish {
+                request_id: RequestId(6),
+                service_id: "renderer".into(),
+            }
+            .into(),
+        ),
+        (
+            "service unpublished",
+            ServiceUnpublished { removed: true }.into(),
+        ),
+        (
+            "service discover full",
+            ServiceDiscover {
+                keywords: vec!["video".into(), "renderer".into()],
+                all: true,
+                service_type: Some("media.renderer".into()),
+                fits_me: true,
+                after: 7,
+            }
+            .into(),
+        ),
+        (
+            "service discover min",
+            ServiceDiscover {
+                keywords: Vec::new(),
+                all: false,
+                service_type: None,
+                fits_me: false,
+                after: 0,
+            }
+            .into(),
+        ),
+        (
+            "service found",
+            ServiceFound {
+                entries: vec![ServiceSummary {
+                    dir_id: 7,
+                    offerer: eid("tv-1"),
+                    owner: "alice".parse().unwrap(),
+                    service_id: "renderer".into(),
+                    service_type: "media.renderer".into(),
+                    name: "Living room TV".into(),
+                    keywords: vec!["video".into()],
+                }],
+                more: true,
+            }
+            .into(),
+        ),
+        ("service retrieve", ServiceRetrieve { dir_id: 7 }.into()),
+        (
+            "service description",
+            ServiceDescriptionAnswer {
+                dir_id: 7,
+                offerer: eid("tv-1"),
+                description: br#"{"service_id":"renderer"}"#.to_vec(),
+                expires_at_ms: 1_800_000_000_000,
+            }
+            .into(),
+        ),
+        (
             "group content sent",
             GroupContentSent {
                 pn_id: pn(0x61),

@@ -1,0 +1,149 @@
+//! Service publication and discovery through the CPNS Server's directory (004 §5.5.5,
+//! appendix E.1-E.2; docs/services.md). A PNE's request reaches the server relayed by its PN GW
+//! from a link that proved the PNE, so the server knows who publishes and who asks; a
+//! description travels as the JSON document of `cpns_service` (media type
+//! `application/vnd.cpns.service+json`), the directory's answers as CBOR.
+
+use minicbor::{Decode, Encode};
+
+use crate::ids::{EntityId, RequestId, UserId};
+
+/// Service Publish: a PNE publishes (or updates, by its `service_id`) a description, as itself.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServicePublish {
+    /// Chosen by the PNE; a retry with the same id gets the same answer.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// The description, JSON (`cpns_service::parse`).
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub description: Vec<u8>,
+}
+
+/// Service Published: the entry is in the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServicePublished {
+    /// Its directory id.
+    #[n(0)]
+    pub dir_id: u64,
+    /// When its lease ends unless published again (Unix milliseconds).
+    #[n(1)]
+    pub expires_at_ms: u64,
+}
+
+/// Service Unpublish: a PNE takes one of its own services out of the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceUnpublish {
+    /// Chosen by the PNE.
+    #[n(0)]
+    pub request_id: RequestId,
+    /// Its id for the service.
+    #[n(1)]
+    pub service_id: String,
+}
+
+/// Service Unpublished.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceUnpublished {
+    /// Whether it was in the directory.
+    #[n(0)]
+    pub removed: bool,
+}
+
+/// Service Discover: the entries the asking PNE may see that match.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceDiscover {
+    /// Keywords; none: any entry.
+    #[n(0)]
+    #[cbor(default)]
+    pub keywords: Vec<String>,
+    /// Every keyword must match (else any one).
+    #[n(1)]
+    pub all: bool,
+    /// Only this type.
+    #[n(2)]
+    pub service_type: Option<String>,
+    /// Only services the asking device can consume (its capabilities of record).
+    #[n(3)]
+    #[cbor(default)]
+    pub fits_me: bool,
+    /// Entries after this directory id (paging; 0: from the start).
+    #[n(4)]
+    #[cbor(default)]
+    pub after: u64,
+}
+
+/// One entry as discovery lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceSummary {
+    /// Its directory id.
+    #[n(0)]
+    pub dir_id: u64,
+    /// Who offers it.
+    #[n(1)]
+    pub offerer: EntityId,
+    /// The offerer's user.
+    #[n(2)]
+    pub owner: UserId,
+    /// The offerer's id for it.
+    #[n(3)]
+    pub service_id: String,
+    /// Its type.
+    #[n(4)]
+    pub service_type: String,
+    /// Its name.
+    #[n(5)]
+    pub name: String,
+    /// Its keywords.
+    #[n(6)]
+    #[cbor(default)]
+    pub keywords: Vec<String>,
+}
+
+/// Service Found: the answer to a discovery, by directory id.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceFound {
+    /// The entries.
+    #[n(0)]
+    #[cbor(default)]
+    pub entries: Vec<ServiceSummary>,
+    /// Whether more follow: ask again with `after` the last directory id.
+    #[n(1)]
+    #[cbor(default)]
+    pub more: bool,
+}
+
+/// Service Retrieve: one whole description.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceRetrieve {
+    /// Its directory id.
+    #[n(0)]
+    pub dir_id: u64,
+}
+
+/// Service Description: the answer to a retrieval.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceDescriptionAnswer {
+    /// Its directory id.
+    #[n(0)]
+    pub dir_id: u64,
+    /// Who offers it.
+    #[n(1)]
+    pub offerer: EntityId,
+    /// The description, JSON.
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub description: Vec<u8>,
+    /// When its lease ends (Unix milliseconds).
+    #[n(3)]
+    pub expires_at_ms: u64,
+}
