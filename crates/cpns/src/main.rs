@@ -10,6 +10,7 @@ mod elect;
 mod events;
 mod pn;
 mod run;
+mod service;
 mod status;
 mod usage;
 
@@ -53,6 +54,8 @@ enum Command {
     Usage(usage::UsageArgs),
     /// Charging records (CPNS-4) of a user.
     Charging(usage::ChargingArgs),
+    /// Service descriptions (docs/services.md): check a description file.
+    Service(service::ServiceArgs),
     /// Run a CPNS Server, a PN GW and four PNEs on loopback: establishments, registration, an
     /// election and a PN's lifecycle; print the flows and the inventory
     Demo(demo::DemoArgs),
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
             | Command::Status(_)
             | Command::Usage(_)
             | Command::Charging(_)
+            | Command::Service(_)
     ) {
         "warn"
     } else {
@@ -95,6 +99,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(a) => status::status(a).await,
             Command::Usage(a) => usage::usage(a).await,
             Command::Charging(a) => usage::charging(a).await,
+            Command::Service(a) => service::service(a).await,
         }
     })
 }

@@ -92,3 +92,47 @@ async fn server_gateway_and_pnes_as_processes_establish_pns_both_ways() {
         }
     }
 }
+
+/// `cpns service check`: a description file reads as the directory will read it, or the command
+/// says what to fix and fails; `--json` prints it as kept (keywords normalised).
+#[test]
+fn a_service_description_is_checked_before_it_is_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("tv.json");
+    std::fs::write(
+        &good,
+        r#"{"service_id":"tv-renderer","name":"Living room TV","type":"media.renderer",
+            "version":"1.0","keywords":["Video","renderer"],"scope":{"kind":"user"},
+            "delivery":["push"],"lease_s":3600}"#,
+    )
+    .unwrap();
+    let line = common::cpns(&["service", "check", common::s(&good)]);
+    assert_eq!(
+        line,
+        "ok: service tv-renderer (media.renderer, version 1.0): \"Living room TV\"; keywords \
+         video, renderer; seen by every device of its user; delivery push; lease 3600 s\n"
+    );
+    let kept: serde_json::Value = serde_json::from_str(&common::cpns(&[
+        "service",
+        "check",
+        "--json",
+        common::s(&good),
+    ]))
+    .unwrap();
+    assert_eq!(kept["keywords"], serde_json::json!(["video", "renderer"]));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"service_id":"x","name":"n","type":"t","version":"1","keywords":["two words"],
+            "scope":{"kind":"user"},"delivery":["push"],"lease_s":30}"#,
+    )
+    .unwrap();
+    let out = common::run(&["service", "check", common::s(&bad)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a service description"), "{err}");
+    assert!(err.contains("keywords: a keyword is one word"), "{err}");
+    let missing = common::run(&["service", "check", "/nonexistent/x.json"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/x.json"));
+}
