@@ -9,6 +9,7 @@
 mod budget;
 mod confirm;
 mod connect;
+pub mod directory;
 mod establish;
 mod load;
 mod membership;

@@ -1,0 +1,240 @@
+//! What the server decides about the service directory (004 §5.5.5; docs/services.md), before
+//! and after the store: whether a PNE may publish a description and what is kept of it, what a
+//! discovery asks, how an entry is summarised, and which entries a device can consume. Pure
+//! functions: the session's flow (to come) reads the store and persists around them.
+
+use cpns_service::{Scope, ServiceDescription};
+use cpns_wire::{
+    DeviceCapabilities, EntityId, ErrorBody, ErrorCode, PnId, ServiceDiscover, ServiceSummary,
+    UserId,
+};
+
+/// At most this many keywords in a discovery.
+pub const MAX_ASKED_KEYWORDS: usize = 8;
+
+/// Who may see an entry, as kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirScope {
+    /// The members of one PN.
+    Pn(PnId),
+    /// Every device of the offerer's user.
+    User,
+    /// The members of a service group.
+    Group(String),
+    /// Every authenticated device.
+    Public,
+}
+
+/// A publish the server takes: what the directory keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Publish {
+    /// The offerer's id for the service.
+    pub service_id: String,
+    /// Its type.
+    pub service_type: String,
+    /// Its keywords, normalised.
+    pub keywords: Vec<String>,
+    /// Who may see it.
+    pub scope: DirScope,
+    /// The description as kept: its canonical JSON.
+    pub description: Vec<u8>,
+    /// When its lease ends (Unix milliseconds).
+    pub expires_at_ms: i64,
+}
+
+/// A PNE member of `member_of` publishes `description` at `now_ms` (Unix milliseconds): what the
+/// directory keeps, or the refusal to answer it with. A PNE publishes in a PN only as one of
+/// its members; there are no service groups to publish in yet, so a group scope names none.
+///
+/// # Errors
+/// `bad_request` with the description's fault; `forbidden` for a PN it is not a member of;
+/// `not_found` for a service group.
+pub fn publish(description: &[u8], member_of: &[PnId], now_ms: i64) -> Result<Publish, ErrorBody> {
+    let d = cpns_service::parse(description)
+        .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))?;
+    let scope = match &d.scope {
+        Scope::Pn { pn_id } if member_of.contains(pn_id) => DirScope::Pn(*pn_id),
+        Scope::Pn { pn_id } => {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("only a member of PN {pn_id} publishes in it"),
+            ));
+        }
+        Scope::User => DirScope::User,
+        Scope::Group { group_id } => {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no service group {group_id}"),
+            ));
+        }
+        Scope::Public => DirScope::Public,
+    };
+    Ok(Publish {
+        expires_at_ms: now_ms.saturating_add(i64::from(d.lease_s) * 1000),
+        description: d.to_json(),
+        service_id: d.service_id,
+        service_type: d.service_type,
+        keywords: d.keywords,
+        scope,
+    })
+}
+
+/// The keywords a discovery asks for, normalised (none: any entry).
+///
+/// # Errors
+/// `bad_request`: a keyword that is no keyword, or more than [`MAX_ASKED_KEYWORDS`].
+pub fn asked_keywords(m: &ServiceDiscover) -> Result<Vec<String>, ErrorBody> {
+    if m.keywords.is_empty() {
+        return Ok(Vec::new());
+    }
+    if m.keywords.len() > MAX_ASKED_KEYWORDS {
+        return Err(ErrorBody::new(
+            ErrorCode::BadRequest,
+            format!("a discovery asks for at most {MAX_ASKED_KEYWORDS} keywords"),
+        ));
+    }
+    cpns_service::normalised_keywords(&m.keywords)
+        .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// A kept entry as discovery lists it; `None` if what is kept is not a description (a store
+/// the server did not write).
+pub fn summary(
+    dir_id: u64,
+    offerer: &EntityId,
+    owner: &UserId,
+    kept: &[u8],
+) -> Option<(ServiceSummary, ServiceDescription)> {
+    let d = cpns_service::parse(kept).ok()?;
+    let s = ServiceSummary {
+        dir_id,
+        offerer: offerer.clone(),
+        owner: owner.clone(),
+        service_id: d.service_id.clone(),
+        service_type: d.service_type.clone(),
+        name: d.name.clone(),
+        keywords: d.keywords.clone(),
+    };
+    Some((s, d))
+}
+
+/// Whether a device with `caps` can consume the service `d` describes (`fits_me`).
+pub fn fits(d: &ServiceDescription, caps: &DeviceCapabilities) -> bool {
+    d.requires.fits(caps)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    fn doc(scope: &str) -> Vec<u8> {
+        format!(
+            r#"{{"service_id":"renderer","name":"TV","type":"media.renderer","version":"1",
+                "keywords":["Video"],"scope":{scope},"delivery":["push"],"lease_s":60,
+                "requires":{{"has_ui":true}}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn pn(b: u8) -> PnId {
+        PnId::from_bytes([b; 16])
+    }
+
+    #[test]
+    fn a_member_publishes_in_its_pn_and_anyone_for_its_user_or_everyone() {
+        let home = pn(1);
+        let scope = format!(r#"{{"kind":"pn","pn_id":"{home}"}}"#);
+        let p = publish(&doc(&scope), &[pn(2), home], NOW).unwrap();
+        assert_eq!(p.scope, DirScope::Pn(home));
+        assert_eq!(p.keywords, ["video"]);
+        assert_eq!(p.expires_at_ms, NOW + 60_000);
+        assert_eq!(
+            (p.service_id.as_str(), p.service_type.as_str()),
+            ("renderer", "media.renderer")
+        );
+        // What is kept is the description, normalised, and reads back.
+        assert_eq!(
+            cpns_service::parse(&p.description).unwrap().keywords,
+            ["video"]
+        );
+        let e = publish(&doc(&scope), &[pn(2)], NOW).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        assert!(e.reason.contains(&home.to_string()), "{}", e.reason);
+        assert_eq!(
+            publish(&doc(r#"{"kind":"user"}"#), &[], NOW).unwrap().scope,
+            DirScope::User
+        );
+        assert_eq!(
+            publish(&doc(r#"{"kind":"public"}"#), &[], NOW)
+                .unwrap()
+                .scope,
+            DirScope::Public
+        );
+        let e = publish(&doc(r#"{"kind":"group","group_id":"family"}"#), &[], NOW).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        let e = publish(b"{}", &[], NOW).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(
+            e.reason.contains("not a service description"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
+    fn a_discovery_asks_for_a_few_keywords() {
+        let ask = |k: &[&str]| ServiceDiscover {
+            keywords: k.iter().map(|s| s.to_string()).collect(),
+            all: true,
+            service_type: None,
+            fits_me: false,
+            after: 0,
+        };
+        assert_eq!(asked_keywords(&ask(&[])).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            asked_keywords(&ask(&[" Video ", "video", "TV"])).unwrap(),
+            ["video", "tv"]
+        );
+        assert_eq!(
+            asked_keywords(&ask(&["two words"])).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        let nine: Vec<String> = (0..MAX_ASKED_KEYWORDS + 1)
+            .map(|i| format!("k{i}"))
+            .collect();
+        let refs: Vec<&str> = nine.iter().map(String::as_str).collect();
+        assert_eq!(
+            asked_keywords(&ask(&refs)).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        let eight = &refs[..MAX_ASKED_KEYWORDS];
+        assert_eq!(
+            asked_keywords(&ask(eight)).unwrap().len(),
+            MAX_ASKED_KEYWORDS
+        );
+    }
+
+    #[test]
+    fn an_entry_is_summarised_from_what_is_kept_and_filtered_by_what_the_device_can_do() {
+        let p = publish(&doc(r#"{"kind":"user"}"#), &[], NOW).unwrap();
+        let tv = EntityId::new("tv").unwrap();
+        let alice = UserId::new("alice").unwrap();
+        let (s, d) = summary(7, &tv, &alice, &p.description).unwrap();
+        assert_eq!(
+            (s.dir_id, s.name.as_str(), s.keywords.clone()),
+            (7, "TV", vec!["video".to_string()])
+        );
+        assert_eq!((&s.offerer, &s.owner), (&tv, &alice));
+        assert!(summary(7, &tv, &alice, b"garbage").is_none());
+        let with_ui = DeviceCapabilities {
+            has_ui: true,
+            ..DeviceCapabilities::default()
+        };
+        assert!(fits(&d, &with_ui));
+        assert!(!fits(&d, &DeviceCapabilities::default()));
+    }
+}
