@@ -273,3 +273,41 @@ fn the_published_schema_and_the_type_agree() {
         assert!(parse(&bad).is_err(), "{v}");
     }
 }
+
+/// Every field at its bound is taken (and a description of 16 KiB exactly); one past each is
+/// refused (`each_bad_field_is_refused_by_name`).
+#[test]
+fn every_field_at_its_bound_is_taken() {
+    let x = |n: usize| "x".repeat(n);
+    let list = |n: usize, len: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{i:02}{}", "y".repeat(len - 2))).collect()
+    };
+    let mut v = good();
+    v["service_id"] = json!(x(64));
+    v["name"] = json!(x(128));
+    v["type"] = json!(x(64));
+    v["version"] = json!(x(32));
+    v["summary"] = json!(x(256));
+    v["keywords"] = json!(list(32, 32));
+    v["scope"] = json!({"kind": "group", "group_id": x(64)});
+    v["requires"] = json!({"device_types": list(16, 64), "software": list(16, 64),
+        "networks": list(16, 64)});
+    v["lease_s"] = json!(60);
+    let d = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(d.keywords.len(), 32);
+    v["lease_s"] = json!(86_400);
+    let mut doc = serde_json::to_vec(&v).unwrap();
+    assert!(doc.len() < 16 * 1024, "{}", doc.len());
+    doc.resize(16 * 1024, b' ');
+    assert!(parse(&doc).is_ok(), "16 KiB exactly");
+    doc.push(b' ');
+    assert_eq!(parse(&doc), Err(DescriptionError::TooLarge(16 * 1024 + 1)));
+    // A keyword with a quote or a control character is refused as one with a space is.
+    for odd in ["a\"b", "a\u{1}b", "tab\there"] {
+        let e = parse(&with("keywords", json!([odd]))).unwrap_err();
+        assert!(
+            matches!(&e, DescriptionError::Bounds { field: "keywords", .. }),
+            "{odd:?}: {e}"
+        );
+    }
+}
