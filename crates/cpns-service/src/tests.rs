@@ -280,7 +280,9 @@ fn the_published_schema_and_the_type_agree() {
 fn every_field_at_its_bound_is_taken() {
     let x = |n: usize| "x".repeat(n);
     let list = |n: usize, len: usize| -> Vec<String> {
-        (0..n).map(|i| format!("{i:02}{}", "y".repeat(len - 2))).collect()
+        (0..n)
+            .map(|i| format!("{i:02}{}", "y".repeat(len - 2)))
+            .collect()
     };
     let mut v = good();
     v["service_id"] = json!(x(64));
@@ -306,7 +308,13 @@ fn every_field_at_its_bound_is_taken() {
     for odd in ["a\"b", "a\u{1}b", "tab\there"] {
         let e = parse(&with("keywords", json!([odd]))).unwrap_err();
         assert!(
-            matches!(&e, DescriptionError::Bounds { field: "keywords", .. }),
+            matches!(
+                &e,
+                DescriptionError::Bounds {
+                    field: "keywords",
+                    ..
+                }
+            ),
             "{odd:?}: {e}"
         );
     }
