@@ -1046,3 +1046,37 @@ async fn the_last_member_leaving_takes_the_pn_with_it() {
     assert!(stores.at("home-gw").is_empty());
     assert!(stores.at("phone").is_empty());
 }
+
+/// A PNE that is a member of no PN registers naming none (docs/security.md §4.1; issue E):
+/// it joins the PN with the lowest PN ID of those its PN GW serves, as the code and the
+/// docs say, whichever was set up first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_naming_no_pn_joins_the_lowest_pn_id() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv", "watch"])
+        .start();
+    let mut made = Vec::new();
+    for id in ["phone", "tv"] {
+        let mut p = w.pne(id).setup("1-1").spawn();
+        let joined = p.expect_event("pn_joined");
+        made.push(joined["pn_id"].as_str().unwrap().to_string());
+        p.succeeds();
+        w.gw()
+            .expect_event_where("pn_established", |v| v["pn_id"] == joined["pn_id"]);
+    }
+    assert_ne!(made[0], made[1]);
+    let lowest = made.iter().min().unwrap().clone();
+    let mut watch = w.pne("watch").register().spawn();
+    let registered = watch.expect_event("registered");
+    assert_eq!(registered["pn_id"], lowest, "{made:?}");
+    watch.succeeds();
+    // The server and the PN GW agree (the tv ran once and was not linked to be told).
+    let stores = w.stores().await;
+    assert_eq!(stores.at_server(), stores.at("home-gw"));
+    let at = stores.at_server();
+    let members_of = |pn: &str| at.iter().find(|(p, _)| **p == pn).unwrap().1.clone();
+    assert!(members_of(&lowest).contains("watch"));
+    let other = made.iter().find(|p| **p != lowest).unwrap();
+    assert!(!members_of(other).contains("watch"));
+}

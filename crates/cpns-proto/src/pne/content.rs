@@ -163,8 +163,13 @@ impl PneSession {
             sender: self.cfg.id.as_str(),
             content_id,
         };
-        let sealed =
-            cpns_crypto::seal_group_content(self.rng.get(), &gk, &self.signer, &binding, &content)?;
+        let sealed = cpns_crypto::seal_group_content(
+            self.rng.get(),
+            &gk,
+            self.signer.as_ref().ok_or(CommandError::NoCertificate)?,
+            &binding,
+            &content,
+        )?;
         let msg = self.send_request_to(
             Address::Entity(gw),
             GroupContent {

@@ -418,8 +418,9 @@ pub struct PneSession {
     reporting: status::Reporting,
     /// Invitations held for the application ([`InvitationPolicy::Ask`]).
     held: invite::HeldInvitations,
-    /// Its signing key for group content, derived from its EUKey (docs/security.md §4.11).
-    signer: cpns_crypto::MemberSigningKey,
+    /// Its signing key for group content, derived from its EUKey when it holds a certificate
+    /// (docs/security.md §4.11).
+    signer: Option<cpns_crypto::MemberSigningKey>,
     /// Group content sent, waiting for the PN GW's answer.
     content_sends: content::PendingSends,
     /// Group content received, to refuse a replay.
@@ -436,7 +437,10 @@ impl PneSession {
     /// A PNE on a fresh link, drawing every random value from `rng`.
     pub fn new(cfg: PneConfig, rng: MachineRng) -> Self {
         let codec = LinkCodec::new(cfg.max_frame);
-        let signer = cpns_crypto::MemberSigningKey::derive(&cfg.eukey, cfg.id.as_str());
+        let signer = cfg
+            .signing
+            .as_ref()
+            .map(|_| cpns_crypto::MemberSigningKey::derive(&cfg.eukey, cfg.id.as_str()));
         Self {
             signer,
             content_sends: BTreeMap::new(),
