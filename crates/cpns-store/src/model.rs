@@ -543,6 +543,66 @@ pub struct ServiceViewer {
     pub groups: Vec<String>,
 }
 
+/// What a directory request asks of the store besides its asker's view (004 §5.5.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirectoryAsk {
+    /// Only who the asker is (a publish).
+    Viewer,
+    /// The entries a discovery finds, as the asker sees them.
+    Discover(ServiceSearch),
+    /// One entry, if the asker may see it and its lease has not ended by `now`.
+    Retrieve {
+        /// Its directory id.
+        dir_id: u64,
+        /// Entries whose lease ended by now are not shown.
+        now: UnixMillis,
+    },
+}
+
+/// A discovery's terms, without its viewer (see [`ServiceQuery`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSearch {
+    /// Normalised keywords; none: any entry.
+    pub keywords: Vec<String>,
+    /// Every keyword must match (else any one).
+    pub all: bool,
+    /// Only this type.
+    pub service_type: Option<String>,
+    /// Entries whose lease ended by now are not shown.
+    pub now: UnixMillis,
+    /// At most this many, by directory id from `after` on (paging).
+    pub limit: u32,
+    /// Only entries with a greater directory id.
+    pub after: u64,
+}
+
+impl ServiceSearch {
+    /// The query of `viewer` with these terms.
+    pub fn as_viewer(&self, viewer: ServiceViewer) -> ServiceQuery {
+        ServiceQuery {
+            keywords: self.keywords.clone(),
+            all: self.all,
+            service_type: self.service_type.clone(),
+            viewer,
+            now: self.now,
+            limit: self.limit,
+            after: self.after,
+        }
+    }
+}
+
+/// What a directory request reads, in one snapshot ([`crate::ServerStore::directory_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryView {
+    /// The asker as a viewer: its user, the PNs it is an authenticated member of, its groups;
+    /// `None` if it is not enrolled.
+    pub viewer: Option<ServiceViewer>,
+    /// The asker's capabilities of record.
+    pub capabilities: Option<DeviceCapabilities>,
+    /// The entries asked for that the asker may see.
+    pub entries: Vec<ServiceEntry>,
+}
+
 /// A directory search (004 §5.5.5, "discover").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceQuery {

@@ -10,7 +10,7 @@ use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 #[cfg(doc)]
 use crate::StoreError;
 use crate::{
-    Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
+    Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
     PnView, Reconciled, Result, ServiceEntry, ServiceQuery, ServiceViewer, StatusChange,
     StatusRecord, StatusView, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored,
     UsageSummary,
@@ -274,6 +274,15 @@ pub trait ServerStore: Send + Sync + 'static {
         viewer: &ServiceViewer,
         now: UnixMillis,
     ) -> impl Future<Output = Result<Option<ServiceEntry>>> + Send;
+
+    /// What `asker`'s directory request reads, in one snapshot (004 §5.5.5): the asker as a
+    /// viewer (none if not enrolled), its capabilities of record, and what `ask` names as that
+    /// viewer sees it.
+    fn directory_view(
+        &self,
+        asker: &EntityId,
+        ask: &DirectoryAsk,
+    ) -> impl Future<Output = Result<DirectoryView>> + Send;
 
     /// Stores usage records with the charging records they make, in one transaction; a
     /// record stored before (same entity and record id) is a duplicate and charges nothing

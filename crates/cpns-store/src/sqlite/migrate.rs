@@ -91,6 +91,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "services",
         sql: include_str!("../../migrations/sqlite/0014_services.sql"),
     },
+    Migration {
+        version: 15,
+        name: "members by pne",
+        sql: include_str!("../../migrations/sqlite/0015_members_by_pne.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

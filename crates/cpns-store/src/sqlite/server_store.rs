@@ -248,6 +248,16 @@ impl ServerStore for SqliteStore {
             .read(|c| services::one(c, dir_id, viewer, now))
     }
 
+    async fn directory_view(
+        &self,
+        asker: &EntityId,
+        ask: &crate::DirectoryAsk,
+    ) -> Result<crate::DirectoryView> {
+        self.inner
+            .readers
+            .snapshot(|c| services::view(c, asker, ask))
+    }
+
     async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {
         let rows = rows.to_vec();
         self.write(move |c| usage::store_usage(c, &rows)).await

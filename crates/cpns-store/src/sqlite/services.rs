@@ -7,7 +7,7 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 
 use super::codec;
 use crate::{
-    Result, ServiceEntry, ServiceQuery, ServiceScope, ServiceViewer, StoreError, UnixMillis,
+    DirectoryAsk, DirectoryView, Result, ServiceEntry, ServiceQuery, ServiceScope, ServiceViewer, StoreError, UnixMillis,
 };
 
 const SELECT: &str = "SELECT dir_id, offerer, owner, service_id, service_type, scope_kind, \
@@ -137,6 +137,65 @@ fn visible(viewer: &ServiceViewer, now: UnixMillis, sql: &mut String, args: &mut
     }
     sql.push_str(") AND expires_at > ?");
     args.push(Value::Integer(now));
+    // An offerer the status hub recorded offline is gone: its entries wait for it (004 §5.5.5).
+    // One never reported is shown: nothing says it is gone.
+    sql.push_str(
+        " AND NOT EXISTS (SELECT 1 FROM entities AS o \
+         WHERE o.id = services.offerer AND o.status_code = ?)",
+    );
+    args.push(Value::Integer(i64::from(cpns_wire::Status::Offline.code())));
+}
+
+/// The asker as a viewer, with its capabilities of record; `None` if it is not enrolled.
+fn viewer_of(
+    conn: &Connection,
+    asker: &cpns_wire::EntityId,
+) -> Result<Option<(ServiceViewer, Option<cpns_wire::DeviceCapabilities>)>> {
+    let found = codec::optional(
+        conn,
+        "SELECT owner, capabilities FROM entities WHERE id = ?",
+        [asker.as_str()],
+        |row| Ok((codec::id(row, "owner")?, codec::capabilities(row, "capabilities")?)),
+    )?;
+    let Some((user, capabilities)) = found else {
+        return Ok(None);
+    };
+    let pns = codec::all(
+        conn,
+        "SELECT p.pn_id FROM pn_members AS m JOIN pns AS p ON p.seq = m.pn_seq \
+         WHERE m.pne_id = ? AND m.authenticated = 1 ORDER BY p.seq",
+        [asker.as_str()],
+        |row| codec::pn_id(row, "pn_id"),
+    )?;
+    let viewer = ServiceViewer {
+        user,
+        pns,
+        groups: Vec::new(),
+    };
+    Ok(Some((viewer, capabilities)))
+}
+
+/// What `asker`'s directory request reads (run inside one read transaction).
+pub(super) fn view(
+    conn: &Connection,
+    asker: &cpns_wire::EntityId,
+    ask: &DirectoryAsk,
+) -> Result<DirectoryView> {
+    let Some((viewer, capabilities)) = viewer_of(conn, asker)? else {
+        return Ok(DirectoryView::default());
+    };
+    let entries = match ask {
+        DirectoryAsk::Viewer => Vec::new(),
+        DirectoryAsk::Discover(search) => discover(conn, &search.as_viewer(viewer.clone()))?,
+        DirectoryAsk::Retrieve { dir_id, now } => {
+            one(conn, *dir_id, &viewer, *now)?.into_iter().collect()
+        }
+    };
+    Ok(DirectoryView {
+        viewer: Some(viewer),
+        capabilities,
+        entries,
+    })
 }
 
 /// An FTS5 query matching `keywords` (all of them, or any), each quoted as a string, so no

@@ -248,3 +248,90 @@ pub async fn services_are_shown_by_scope_and_lease<S: ServerStore>(s: &S) {
             .is_some()
     );
 }
+
+/// A directory request's view: the asker as a viewer (its user, the PNs it is an
+/// authenticated member of), its capabilities, and what it asked for as it may see it; an
+/// offerer recorded offline hides its entries until it is back; an asker not enrolled sees
+/// nothing.
+pub async fn directory_view_reads_the_asker_and_what_it_may_see<S: ServerStore>(s: &S) {
+    use cpns_store::{DirectoryAsk, ServiceSearch};
+
+    world(s).await;
+    let mut phone = entity("phone2", "alice");
+    phone.capabilities = Some(caps("phone"));
+    s.insert_entity(&phone).await.unwrap();
+    let mut home = pn(1, "gw-1", &["phone2", "tv"]);
+    home.members[1].authenticated = false;
+    s.register_pn(&home).await.unwrap();
+    s.register_pn(&pn(2, "gw-2", &["tv"])).await.unwrap();
+
+    let asks = DirectoryAsk::Viewer;
+    let v = s.directory_view(&eid("phone2"), &asks).await.unwrap();
+    assert_eq!(v.viewer, Some(viewer("alice", &[pid(1)])));
+    assert_eq!(v.capabilities, Some(caps("phone")));
+    assert!(v.entries.is_empty());
+    // tv is listed in PN 1 but not authenticated there: only PN 2 counts.
+    let v = s.directory_view(&eid("tv"), &asks).await.unwrap();
+    assert_eq!(v.viewer, Some(viewer("alice", &[pid(2)])));
+    assert_eq!(v.capabilities, None);
+    let v = s.directory_view(&eid("nobody"), &asks).await.unwrap();
+    assert_eq!(v, cpns_store::DirectoryView::default());
+
+    for (id, scope) in [
+        ("in-1", ServiceScope::Pn(pid(1))),
+        ("in-2", ServiceScope::Pn(pid(2))),
+        ("mine", ServiceScope::User),
+    ] {
+        s.publish_service(&entry("tv", "alice", id, &["video"], scope))
+            .await
+            .unwrap();
+    }
+    let search = ServiceSearch {
+        keywords: vec!["video".into()],
+        all: true,
+        service_type: None,
+        now: NOW,
+        limit: 10,
+        after: 0,
+    };
+    let names = |v: cpns_store::DirectoryView| {
+        v.entries
+            .into_iter()
+            .map(|e| e.service_id)
+            .collect::<Vec<_>>()
+    };
+    let discover = DirectoryAsk::Discover(search.clone());
+    let v = s.directory_view(&eid("phone2"), &discover).await.unwrap();
+    assert_eq!(names(v), ["in-1", "mine"]);
+    let v = s.directory_view(&eid("bobs-tv"), &discover).await.unwrap();
+    assert!(names(v).is_empty(), "bob sees none of alice's");
+    let v = s.directory_view(&eid("nobody"), &discover).await.unwrap();
+    assert!(v.entries.is_empty());
+    let in_2 = s
+        .discover_services(&search.as_viewer(viewer("alice", &[pid(2)])))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.service_id == "in-2")
+        .unwrap()
+        .dir_id;
+    let retrieve = |now| DirectoryAsk::Retrieve { dir_id: in_2, now };
+    let v = s.directory_view(&eid("phone2"), &retrieve(NOW)).await.unwrap();
+    assert!(v.entries.is_empty(), "PN 2 is not phone2's");
+    let v = s.directory_view(&eid("tv"), &retrieve(NOW)).await.unwrap();
+    assert_eq!(names(v), ["in-2"]);
+
+    // The offerer goes offline: its entries are hidden; back online, shown again.
+    s.record_report(&eid("tv"), None, Some((Status::Offline, NOW)))
+        .await
+        .unwrap();
+    let v = s.directory_view(&eid("phone2"), &discover).await.unwrap();
+    assert!(names(v).is_empty(), "offline offerer hidden");
+    let v = s.directory_view(&eid("tv"), &retrieve(NOW)).await.unwrap();
+    assert!(v.entries.is_empty());
+    s.record_report(&eid("tv"), None, Some((Status::Busy, NOW + 1)))
+        .await
+        .unwrap();
+    let v = s.directory_view(&eid("phone2"), &discover).await.unwrap();
+    assert_eq!(names(v), ["in-1", "mine"]);
+}
