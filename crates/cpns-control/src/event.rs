@@ -378,4 +378,28 @@ pub enum Outcome {
         /// The PN.
         pn: Pn,
     },
+    /// A service is in the directory (004 §5.5.5).
+    ServicePublished {
+        /// Its directory id.
+        dir_id: u64,
+        /// When its lease ends (Unix milliseconds).
+        expires_at_ms: u64,
+    },
+    /// A service was taken out of the directory, if it was there.
+    ServiceUnpublished {
+        /// Whether it was there.
+        removed: bool,
+    },
+    /// A discovery found these entries.
+    ServicesFound {
+        /// Their directory ids.
+        dir_ids: Vec<u64>,
+        /// Whether more follow.
+        more: bool,
+    },
+    /// A description was retrieved.
+    ServiceRetrieved {
+        /// Its directory id.
+        dir_id: u64,
+    },
 }

@@ -219,6 +219,42 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hex: Option<String>,
     },
+    /// PNE: publish a service description (004 §5.5.5; docs/services.md), or update the one
+    /// this PNE published with the same `service_id`, as this PNE.
+    ServicePublish {
+        /// The description (application/vnd.cpns.service+json, docs/service.schema.json).
+        description: serde_json::Value,
+    },
+    /// PNE: take one of its services out of the directory.
+    ServiceUnpublish {
+        /// Its id for the service.
+        service_id: String,
+    },
+    /// PNE: the directory's entries it may see that match: `keywords` (every one, or with
+    /// `any` any one), of `type`, only those it can consume (`fits_me`), after directory id
+    /// `after` (paging).
+    ServiceDiscover {
+        /// Keywords; none: any entry.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keywords: Vec<String>,
+        /// Any keyword matches (else every one must).
+        #[serde(default, skip_serializing_if = "is_false")]
+        any: bool,
+        /// Only this service type.
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        service_type: Option<String>,
+        /// Only services this device can consume, by its capabilities of record.
+        #[serde(default, skip_serializing_if = "is_false")]
+        fits_me: bool,
+        /// Entries after this directory id.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        after: u64,
+    },
+    /// PNE: one whole description from the directory.
+    ServiceRetrieve {
+        /// Its directory id.
+        dir_id: u64,
+    },
     /// PNE, server: charging records (CPNS-4): on a PNE its own user's, asked of the server.
     Charging {
         /// The user (server).
@@ -273,7 +309,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 27] = [
+pub const VERB_TABLE: [(&str, Served); 31] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -301,11 +337,15 @@ pub const VERB_TABLE: [(&str, Served); 27] = [
     ("usage", SERVER),
     ("charging", PNE_SERVER),
     ("send", PNE),
+    ("service_publish", PNE),
+    ("service_unpublish", PNE),
+    ("service_discover", PNE),
+    ("service_retrieve", PNE),
 ];
 
 /// Every verb, as written on the socket.
-pub const VERBS: [&str; 27] = {
-    let mut verbs = [""; 27];
+pub const VERBS: [&str; 31] = {
+    let mut verbs = [""; 31];
     let mut i = 0;
     while i < verbs.len() {
         verbs[i] = VERB_TABLE[i].0;
@@ -357,6 +397,10 @@ impl Request {
             Request::Usage { .. } => "usage",
             Request::Charging { .. } => "charging",
             Request::Send { .. } => "send",
+            Request::ServicePublish { .. } => "service_publish",
+            Request::ServiceUnpublish { .. } => "service_unpublish",
+            Request::ServiceDiscover { .. } => "service_discover",
+            Request::ServiceRetrieve { .. } => "service_retrieve",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What an entity answers: one [`Response`] per request, tagged by the request's `verb`, or an
 //! [`ApiError`](crate::ApiError) (written by [`crate::encode_answer`]).
 
-use cpns_wire::{CpnsId, EntityId, PnId, PnInventory};
+use cpns_wire::{CpnsId, EntityId, PnId, PnInventory, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Role;
@@ -220,6 +220,76 @@ pub enum Response {
         /// Members linked to the PN GW it was relayed to.
         delivered: u32,
     },
+    /// The service is in the directory.
+    ServicePublish {
+        /// Its directory id.
+        dir_id: u64,
+        /// When its lease ends unless published again (Unix milliseconds).
+        expires_at_ms: u64,
+    },
+    /// Whether the service was in the directory.
+    ServiceUnpublish {
+        /// The service.
+        service_id: String,
+        /// Whether it was there.
+        removed: bool,
+    },
+    /// The entries found, by directory id.
+    ServiceDiscover {
+        /// The entries.
+        entries: Vec<ServiceEntry>,
+        /// Whether more follow: ask again with `after` the last directory id.
+        more: bool,
+    },
+    /// One whole description.
+    ServiceRetrieve {
+        /// Its directory id.
+        dir_id: u64,
+        /// Who offers it.
+        #[serde(with = "crate::text")]
+        offerer: EntityId,
+        /// When its lease ends (Unix milliseconds).
+        expires_at_ms: u64,
+        /// The description, as the directory keeps it.
+        description: serde_json::Value,
+    },
+}
+
+/// A directory entry as discovery lists it (004 §5.5.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceEntry {
+    /// Its directory id.
+    pub dir_id: u64,
+    /// Who offers it.
+    #[serde(with = "crate::text")]
+    pub offerer: EntityId,
+    /// The offerer's user.
+    #[serde(with = "crate::text")]
+    pub owner: UserId,
+    /// The offerer's id for it.
+    pub service_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// Its name.
+    pub name: String,
+    /// Its keywords.
+    pub keywords: Vec<String>,
+}
+
+impl From<&cpns_wire::ServiceSummary> for ServiceEntry {
+    fn from(s: &cpns_wire::ServiceSummary) -> Self {
+        Self {
+            dir_id: s.dir_id,
+            offerer: s.offerer.clone(),
+            owner: s.owner.clone(),
+            service_id: s.service_id.clone(),
+            service_type: s.service_type.clone(),
+            name: s.name.clone(),
+            keywords: s.keywords.clone(),
+        }
+    }
 }
 
 impl Response {
@@ -253,6 +323,10 @@ impl Response {
             Response::Usage { .. } => "usage",
             Response::Charging { .. } => "charging",
             Response::Send { .. } => "send",
+            Response::ServicePublish { .. } => "service_publish",
+            Response::ServiceUnpublish { .. } => "service_unpublish",
+            Response::ServiceDiscover { .. } => "service_discover",
+            Response::ServiceRetrieve { .. } => "service_retrieve",
         }
     }
 }

@@ -100,6 +100,20 @@ fn every_request() -> Vec<Request> {
             text: Some("dinner".into()),
             hex: None,
         },
+        Request::ServicePublish {
+            description: serde_json::json!({"service_id": "album", "lease_s": 60}),
+        },
+        Request::ServiceUnpublish {
+            service_id: "album".into(),
+        },
+        Request::ServiceDiscover {
+            keywords: vec!["photo".into()],
+            any: true,
+            service_type: Some("media.album".into()),
+            fits_me: true,
+            after: 4,
+        },
+        Request::ServiceRetrieve { dir_id: 4 },
     ]
 }
 

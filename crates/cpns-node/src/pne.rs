@@ -170,6 +170,20 @@ enum Ask {
     SecureCall(&'static str, Vec<u8>),
     SendUsage(Preferences),
     SendContent(PnId, Vec<u8>),
+    Directory(DirectoryAsk),
+}
+
+/// A request of a running PNE to the service directory (004 §5.5.5).
+#[derive(Debug)]
+pub enum DirectoryAsk {
+    /// Publish (or update) a description, JSON.
+    Publish(Vec<u8>),
+    /// Take a service of this PNE's out.
+    Unpublish(String),
+    /// Discover.
+    Discover(cpns_wire::ServiceDiscover),
+    /// Retrieve one.
+    Retrieve(u64),
 }
 
 /// Commands to a PNE that [`serve`] runs.
@@ -414,6 +428,13 @@ impl PneHandle {
         }
     }
 
+    /// A request to the service directory (004 §5.5.5), end to end: its outcome
+    /// ([`Outcome::ServicePublished`], [`Outcome::ServiceUnpublished`],
+    /// [`Outcome::ServicesFound`] or [`Outcome::ServiceRetrieved`]).
+    pub async fn directory(&self, ask: DirectoryAsk) -> Result<Outcome, NodeError> {
+        self.run(Ask::Directory(ask)).await
+    }
+
     /// This PNE's user's charging records of uses since `since_s` (CPNS-4), end to end.
     pub async fn charging(&self, since_s: u64) -> Result<Vec<ChargingRecord>, NodeError> {
         let query = ChargingQuery {
@@ -454,7 +475,7 @@ impl PneHandle {
 }
 
 /// An outcome another command has: a driver that mixed up its waiters.
-fn unexpected(o: &Outcome) -> NodeError {
+pub(crate) fn unexpected(o: &Outcome) -> NodeError {
     NodeError::Rejected(ErrorBody::new(
         ErrorCode::Internal,
         format!("an unexpected outcome: {o:?}"),
@@ -967,6 +988,10 @@ impl<S: DeviceStore> Link<S> {
             }
             Ask::SecureCall(service, payload) => s.secure_call(now, service, payload),
             Ask::SendContent(pn, content) => s.send_group_content(now, pn, content),
+            Ask::Directory(DirectoryAsk::Publish(d)) => s.publish_service(now, d),
+            Ask::Directory(DirectoryAsk::Unpublish(id)) => s.unpublish_service(now, id),
+            Ask::Directory(DirectoryAsk::Discover(q)) => s.discover_services(now, q),
+            Ask::Directory(DirectoryAsk::Retrieve(id)) => s.retrieve_service(now, id),
             Ask::SendUsage(prefs) => match self.store.unsent_local_usage(256).await {
                 Ok(unsent) => {
                     let records: Vec<_> = unsent.into_iter().map(|u| u.record).collect();

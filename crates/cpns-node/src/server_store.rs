@@ -10,6 +10,7 @@ use cpns_crypto::{
     seal_at_rest,
 };
 use cpns_proto::StoreFailure;
+use cpns_proto::server::directory::{self, DirAsk, DirEntry, DirScope, DirViewer, DirectoryLoaded};
 use cpns_proto::server::{
     EntityRole, GroupKeyLoaded, InventoryLoaded, KnownEntity, KnownPn, Load, Loaded, Persisted,
     PnLoaded, ServerEffect, SessionLoaded, StatusesLoaded, UsageOwners,
@@ -351,7 +352,92 @@ pub(crate) async fn load<S: ServerStore>(
                 subscriptions: view.subscriptions,
             })
         }
+        Load::Directory { asker, ask } => {
+            let view = store
+                .directory_view(asker, &directory_ask(ask))
+                .await
+                .map_err(err)?;
+            Loaded::Directory(Box::new(directory_loaded(view)))
+        }
     })
+}
+
+/// A directory request's ask as the store takes it.
+fn directory_ask(ask: &DirAsk) -> cpns_store::DirectoryAsk {
+    match ask {
+        DirAsk::Offered { service_id } => cpns_store::DirectoryAsk::Offered {
+            service_id: service_id.clone(),
+        },
+        DirAsk::Discover {
+            keywords,
+            all,
+            service_type,
+            now_ms,
+            limit,
+            after,
+        } => cpns_store::DirectoryAsk::Discover(cpns_store::ServiceSearch {
+            keywords: keywords.clone(),
+            all: *all,
+            service_type: service_type.clone(),
+            now: *now_ms,
+            limit: *limit,
+            after: *after,
+        }),
+        DirAsk::Retrieve { dir_id, now_ms } => cpns_store::DirectoryAsk::Retrieve {
+            dir_id: *dir_id,
+            now: *now_ms,
+        },
+    }
+}
+
+/// A directory view as the machine reads it.
+fn directory_loaded(view: cpns_store::DirectoryView) -> DirectoryLoaded {
+    DirectoryLoaded {
+        viewer: view.viewer.map(|v| DirViewer {
+            owner: v.user,
+            pns: v.pns,
+            groups: v.groups,
+        }),
+        capabilities: view.capabilities,
+        entries: view
+            .entries
+            .into_iter()
+            .map(|e| DirEntry {
+                dir_id: e.dir_id,
+                offerer: e.offerer,
+                owner: e.owner,
+                description: e.description,
+                expires_at_ms: e.expires_at,
+            })
+            .collect(),
+        offered: view.offered,
+    }
+}
+
+/// What the directory keeps of a publish, as the store keeps it.
+fn service_entry(
+    offerer: EntityId,
+    owner: cpns_wire::UserId,
+    p: directory::Publish,
+    now_ms: i64,
+) -> cpns_store::ServiceEntry {
+    cpns_store::ServiceEntry {
+        dir_id: 0,
+        offerer,
+        owner,
+        service_id: p.service_id,
+        service_type: p.service_type,
+        keywords: p.keywords,
+        scope: match p.scope {
+            DirScope::Pn(pn) => cpns_store::ServiceScope::Pn(pn),
+            DirScope::User => cpns_store::ServiceScope::User,
+            DirScope::Group(g) => cpns_store::ServiceScope::Group(g),
+            DirScope::Public => cpns_store::ServiceScope::Public,
+        },
+        description: p.description,
+        updated_at: now_ms,
+        expires_at: p.expires_at_ms,
+    }
 }
 
 /// Opens an SK_PNE sealed at rest (docs/security.md §4.7) under `master`: the server's master
@@ -470,6 +556,26 @@ pub(crate) async fn persist<S: ServerStore>(
         ServerEffect::RemoveSubscription { subscriber, id } => {
             let removed = store
                 .remove_subscription(&subscriber, id)
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Removed(removed))
+        }
+        ServerEffect::PublishService {
+            offerer,
+            owner,
+            publish,
+            now_ms,
+        } => {
+            let entry = service_entry(offerer, owner, *publish, now_ms);
+            let dir_id = store.publish_service(&entry).await.map_err(err)?;
+            Ok(Persisted::Published(dir_id))
+        }
+        ServerEffect::UnpublishService {
+            offerer,
+            service_id,
+        } => {
+            let removed = store
+                .unpublish_service(&offerer, &service_id)
                 .await
                 .map_err(err)?;
             Ok(Persisted::Removed(removed))

@@ -109,6 +109,9 @@ pub enum CommandError {
     /// The status given cannot be reported.
     #[error("status: {0}")]
     InvalidStatus(String),
+    /// The service description given is not one (docs/services.md).
+    #[error("service description: {0}")]
+    InvalidDescription(String),
     /// The command asks for something the protocol does not allow (its words).
     #[error("{0}")]
     NotAllowed(&'static str),
@@ -139,6 +142,7 @@ impl CommandError {
             CommandError::TooLarge
             | CommandError::InvalidCapabilities(_)
             | CommandError::InvalidStatus(_)
+            | CommandError::InvalidDescription(_)
             | CommandError::NotAllowed(_) => ErrorCode::BadRequest,
             CommandError::Crypto(_) => ErrorCode::Internal,
         }

@@ -46,6 +46,8 @@ pub enum Flow {
     PnConnectionSetup,
     /// Group content sent to a PN's members (docs/security.md §4.11).
     GroupContent,
+    /// A request to the service directory (004 §5.5.5).
+    ServiceDirectory,
 }
 
 impl fmt::Display for Flow {
@@ -68,6 +70,7 @@ impl fmt::Display for Flow {
             Flow::StatusManagement => "status management",
             Flow::PnConnectionSetup => "connection set-up in the PNs",
             Flow::GroupContent => "group content",
+            Flow::ServiceDirectory => "service directory request",
         })
     }
 }

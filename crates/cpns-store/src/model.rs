@@ -546,8 +546,11 @@ pub struct ServiceViewer {
 /// What a directory request asks of the store besides its asker's view (004 §5.5.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirectoryAsk {
-    /// Only who the asker is (a publish).
-    Viewer,
+    /// Who the asker is and how many services it offers besides `service_id` (a publish).
+    Offered {
+        /// The service being published.
+        service_id: String,
+    },
     /// The entries a discovery finds, as the asker sees them.
     Discover(ServiceSearch),
     /// One entry, if the asker may see it and its lease has not ended by `now`.
@@ -601,6 +604,9 @@ pub struct DirectoryView {
     pub capabilities: Option<DeviceCapabilities>,
     /// The entries asked for that the asker may see.
     pub entries: Vec<ServiceEntry>,
+    /// With [`DirectoryAsk::Offered`]: how many entries the asker offers besides that one
+    /// (leases ended included, until purged).
+    pub offered: u32,
 }
 
 /// A directory search (004 §5.5.5, "discover").

@@ -10,10 +10,10 @@ use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 #[cfg(doc)]
 use crate::StoreError;
 use crate::{
-    Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
-    PnView, Reconciled, Result, ServiceEntry, ServiceQuery, ServiceViewer, StatusChange,
-    StatusRecord, StatusView, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored,
-    UsageSummary,
+    Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupEpoch, InventoryView, MemberView,
+    Owners, PnMember, PnRecord, PnView, Reconciled, Result, ServiceEntry, ServiceQuery,
+    ServiceViewer, StatusChange, StatusRecord, StatusView, Subscribed, SubscriptionRecord,
+    UnixMillis, UsageRow, UsageStored, UsageSummary,
 };
 
 /// The CPNS Server's state of record. Every write is one transaction; every read that takes

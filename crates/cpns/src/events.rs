@@ -524,6 +524,26 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                     Value::Number(u64::from(*delivered)),
                 )
             }
+            Outcome::ServicePublished(p) => Described::new("service_published")
+                .field("dir_id", "directory id", Value::Number(p.dir_id))
+                .field(
+                    "expires_at_ms",
+                    "lease ends (Unix ms)",
+                    Value::Number(p.expires_at_ms),
+                ),
+            Outcome::ServiceUnpublished { removed } => Described::new("service_unpublished").field(
+                "removed",
+                "removed",
+                Value::Bool(*removed),
+            ),
+            Outcome::ServicesFound(f) => Described::new("services_found").field(
+                "dir_ids",
+                "entries",
+                Value::List(f.entries.iter().map(|e| e.dir_id.to_string()).collect()),
+            ),
+            Outcome::ServiceRetrieved(d) => Described::new("service_retrieved")
+                .field("dir_id", "directory id", Value::Number(d.dir_id))
+                .text("offerer", &d.offerer),
             Outcome::Inventory(pns) => {
                 let ids = pns.iter().map(|p| p.pn_id.to_string()).collect();
                 Described::new("inventory_read").field("pns", "pns", Value::List(ids))

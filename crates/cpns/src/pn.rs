@@ -322,7 +322,11 @@ fn print_answer(r: &Response) {
         | Response::UsageSummary { .. }
         | Response::UsageSend { .. }
         | Response::Usage { .. }
-        | Response::Charging { .. }) => {
+        | Response::Charging { .. }
+        | Response::ServicePublish { .. }
+        | Response::ServiceUnpublish { .. }
+        | Response::ServiceDiscover { .. }
+        | Response::ServiceRetrieve { .. }) => {
             println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
         }
     }

@@ -1,17 +1,24 @@
-//! `cpns service …`: service descriptions (docs/services.md). `check` reads a description file
-//! as the directory will (`cpns_service::parse`) and says what it holds, or what to fix, so a
-//! description can be written and checked before any device publishes it.
+//! `cpns service …`: service descriptions and the directory (004 §5.5.5; docs/services.md).
+//! `check` reads a description file as the directory will (`cpns_service::parse`) and says what
+//! it holds, or what to fix, so a description can be written and checked before any device
+//! publishes it. `publish`, `unpublish`, `discover` and `retrieve` ask a running PNE (`cpns pne
+//! --stay`) through its control socket, which asks the server end to end.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use cpns_control::{Request, Response};
 use cpns_service::{Delivery, Scope};
+
+use crate::status::{Target, ask, print_json, unexpected};
 
 #[derive(Args, Debug)]
 pub(crate) struct ServiceArgs {
     #[command(subcommand)]
     pub verb: ServiceVerb,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 #[derive(Subcommand, Debug)]
@@ -25,11 +32,141 @@ pub(crate) enum ServiceVerb {
         #[arg(long)]
         json: bool,
     },
+    /// On a running PNE: publish the description in FILE as this PNE, or update the one it
+    /// published with the same service id (its lease starts again).
+    Publish {
+        /// The description file.
+        file: PathBuf,
+    },
+    /// On a running PNE: take one of its services out of the directory.
+    Unpublish {
+        /// The service id, as its description gives it.
+        service_id: String,
+    },
+    /// On a running PNE: the directory's entries it may see that have every KEYWORD (none:
+    /// any entry).
+    Discover {
+        /// Keywords.
+        keywords: Vec<String>,
+        /// Any one keyword is enough.
+        #[arg(long)]
+        any: bool,
+        /// Only this service type.
+        #[arg(long = "type")]
+        service_type: Option<String>,
+        /// Only services this device can consume (by its capabilities of record).
+        #[arg(long)]
+        fits_me: bool,
+        /// Entries after this directory id (the next page).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// On a running PNE: one whole description from the directory, as JSON.
+    Retrieve {
+        /// Its directory id, as `discover` lists it.
+        dir_id: u64,
+    },
 }
 
 /// `cpns service`.
 pub(crate) async fn service(a: ServiceArgs) -> anyhow::Result<()> {
+    let t = &a.target;
     match a.verb {
+        ServiceVerb::Publish { file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            // Checked here first, with the file named in what to fix.
+            let d = cpns_service::parse(&bytes)
+                .with_context(|| format!("{} is not a service description", file.display()))?;
+            let description = serde_json::from_slice(&bytes)?;
+            let answer = ask(t, Request::ServicePublish { description }).await?;
+            let Response::ServicePublish {
+                dir_id,
+                expires_at_ms,
+            } = &answer
+            else {
+                return Err(unexpected(&answer));
+            };
+            if t.json {
+                print_json(&answer);
+            } else {
+                println!(
+                    "published {} as directory entry {dir_id}; its lease ends in {} s unless \
+                     published again",
+                    d.service_id,
+                    seconds_until(*expires_at_ms)
+                );
+            }
+            Ok(())
+        }
+        ServiceVerb::Unpublish { service_id } => {
+            let answer = ask(t, Request::ServiceUnpublish { service_id }).await?;
+            match &answer {
+                _ if t.json => print_json(&answer),
+                Response::ServiceUnpublish {
+                    service_id,
+                    removed: true,
+                } => println!("unpublished {service_id}"),
+                Response::ServiceUnpublish { service_id, .. } => {
+                    println!("{service_id} was not in the directory")
+                }
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
+        ServiceVerb::Discover {
+            keywords,
+            any,
+            service_type,
+            fits_me,
+            after,
+        } => {
+            let request = Request::ServiceDiscover {
+                keywords,
+                any,
+                service_type,
+                fits_me,
+                after,
+            };
+            let answer = ask(t, request).await?;
+            let Response::ServiceDiscover { entries, more } = &answer else {
+                return Err(unexpected(&answer));
+            };
+            if t.json {
+                print_json(&answer);
+                return Ok(());
+            }
+            if entries.is_empty() {
+                println!("no service found");
+            }
+            for e in entries {
+                println!(
+                    "{}: {} \"{}\" ({}) offered by {} of {}; keywords {}",
+                    e.dir_id,
+                    e.service_id,
+                    e.name.escape_debug(),
+                    e.service_type,
+                    e.offerer,
+                    e.owner,
+                    e.keywords.join(", ")
+                );
+            }
+            if let (true, Some(last)) = (*more, entries.last()) {
+                println!("more follow: --after {}", last.dir_id);
+            }
+            Ok(())
+        }
+        ServiceVerb::Retrieve { dir_id } => {
+            let answer = ask(t, Request::ServiceRetrieve { dir_id }).await?;
+            let Response::ServiceRetrieve { description, .. } = &answer else {
+                return Err(unexpected(&answer));
+            };
+            if t.json {
+                print_json(&answer);
+            } else {
+                println!("{}", serde_json::to_string_pretty(description)?);
+            }
+            Ok(())
+        }
         ServiceVerb::Check { file, json } => {
             let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
             let d = cpns_service::parse(&bytes)
@@ -65,4 +202,12 @@ pub(crate) async fn service(a: ServiceArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whole seconds from now until `at_ms` (Unix milliseconds); 0 if past.
+fn seconds_until(at_ms: u64) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    at_ms.saturating_sub(now_ms).div_ceil(1000)
 }

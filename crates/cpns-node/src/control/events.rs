@@ -213,6 +213,10 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::Rejoined { .. }
         | Outcome::UsageSent { .. }
         | Outcome::ContentSent { .. }
+        | Outcome::ServicePublished(_)
+        | Outcome::ServiceUnpublished { .. }
+        | Outcome::ServicesFound(_)
+        | Outcome::ServiceRetrieved(_)
         | Outcome::InvitationAnswered { .. } => None,
     }
 }
@@ -320,5 +324,17 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             pn_id: *pn_id,
             delivered: *delivered,
         },
+        Outcome::ServicePublished(p) => ApiOutcome::ServicePublished {
+            dir_id: p.dir_id,
+            expires_at_ms: p.expires_at_ms,
+        },
+        Outcome::ServiceUnpublished { removed } => {
+            ApiOutcome::ServiceUnpublished { removed: *removed }
+        }
+        Outcome::ServicesFound(f) => ApiOutcome::ServicesFound {
+            dir_ids: f.entries.iter().map(|e| e.dir_id).collect(),
+            more: f.more,
+        },
+        Outcome::ServiceRetrieved(d) => ApiOutcome::ServiceRetrieved { dir_id: d.dir_id },
     }
 }

@@ -114,7 +114,11 @@ impl GatewayApi {
             | Request::UsageSend {}
             | Request::Usage { .. }
             | Request::Charging { .. }
-            | Request::Send { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::Send { .. }
+            | Request::ServicePublish { .. }
+            | Request::ServiceUnpublish { .. }
+            | Request::ServiceDiscover { .. }
+            | Request::ServiceRetrieve { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

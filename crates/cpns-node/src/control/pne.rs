@@ -1,21 +1,23 @@
 //! The PNE's verbs on its control socket: CPNS-5, the local API of the applications on the
 //! device (004 §5.3.2.5; docs/control-api.md, "PNE"). PN management (set up, register, join,
 //! leave, release, invite, expel, read), the answer to an invitation held for the application,
-//! a stream of what happens, device capabilities, status, usage and charging. Each verb is a
+//! a stream of what happens, device capabilities, status, usage and charging, and the service
+//! directory (publish, unpublish, discover, retrieve). Each verb is a
 //! command of the running PNE ([`PneHandle`]); the store serves the device's own usage records
 //! and preferences.
 
 use cpns_control::{
     ApiError, Capabilities, Charge, Entry, Event, Pn, Preference as ApiPreference, Request,
-    Response, Role, ServicePreference, UsageRow, VERSION,
+    Response, Role, ServiceEntry, ServicePreference, UsageRow, VERSION,
 };
+use cpns_proto::pne::Outcome;
 use cpns_proto::usage::Preference;
 use cpns_store::DeviceStore;
-use cpns_wire::{Audience, ErrorCode, PnId, Status, UsageRecord};
+use cpns_wire::{Audience, ErrorCode, PnId, ServiceDiscover, Status, UsageRecord};
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Answer, api_error};
-use crate::pne::{PneHandle, StatusAsk, StatusReply};
+use crate::pne::{DirectoryAsk, PneHandle, StatusAsk, StatusReply, unexpected};
 
 /// Events buffered on their way to one follower's connection.
 const FOLLOWER_QUEUE: usize = 64;
@@ -279,6 +281,69 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     .map_err(ApiError::bad_request)?;
                 let delivered = h.send_content(pn_id, content).await.map_err(api_error)?;
                 one(Response::Send { pn_id, delivered })
+            }
+            Request::ServicePublish { description } => {
+                let bytes = serde_json::to_vec(&description).map_err(ApiError::internal)?;
+                let published = match h.directory(DirectoryAsk::Publish(bytes)).await {
+                    Ok(Outcome::ServicePublished(p)) => p,
+                    Ok(other) => return Err(api_error(unexpected(&other))),
+                    Err(e) => return Err(api_error(e)),
+                };
+                one(Response::ServicePublish {
+                    dir_id: published.dir_id,
+                    expires_at_ms: published.expires_at_ms,
+                })
+            }
+            Request::ServiceUnpublish { service_id } => {
+                let ask = DirectoryAsk::Unpublish(service_id.clone());
+                match h.directory(ask).await.map_err(api_error)? {
+                    Outcome::ServiceUnpublished { removed } => one(Response::ServiceUnpublish {
+                        service_id,
+                        removed,
+                    }),
+                    other => Err(api_error(unexpected(&other))),
+                }
+            }
+            Request::ServiceDiscover {
+                keywords,
+                any,
+                service_type,
+                fits_me,
+                after,
+            } => {
+                let ask = DirectoryAsk::Discover(ServiceDiscover {
+                    keywords,
+                    all: !any,
+                    service_type,
+                    fits_me,
+                    after,
+                });
+                match h.directory(ask).await.map_err(api_error)? {
+                    Outcome::ServicesFound(f) => one(Response::ServiceDiscover {
+                        entries: f.entries.iter().map(ServiceEntry::from).collect(),
+                        more: f.more,
+                    }),
+                    other => Err(api_error(unexpected(&other))),
+                }
+            }
+            Request::ServiceRetrieve { dir_id } => {
+                match h
+                    .directory(DirectoryAsk::Retrieve(dir_id))
+                    .await
+                    .map_err(api_error)?
+                {
+                    Outcome::ServiceRetrieved(d) => {
+                        let description = serde_json::from_slice(&d.description)
+                            .map_err(|_| ApiError::internal("the description kept is no JSON"))?;
+                        one(Response::ServiceRetrieve {
+                            dir_id: d.dir_id,
+                            offerer: d.offerer,
+                            expires_at_ms: d.expires_at_ms,
+                            description,
+                        })
+                    }
+                    other => Err(api_error(unexpected(&other))),
+                }
             }
             r @ (Request::Establish { .. } | Request::Usage { .. }) => Err(Role::Pne.refusal(&r)),
         }

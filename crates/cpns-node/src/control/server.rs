@@ -144,7 +144,11 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::UsagePrefSet { .. }
             | Request::UsageSummary {}
             | Request::UsageSend {}
-            | Request::Send { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::Send { .. }
+            | Request::ServicePublish { .. }
+            | Request::ServiceUnpublish { .. }
+            | Request::ServiceDiscover { .. }
+            | Request::ServiceRetrieve { .. }) => Err(Role::Server.refusal(&r)),
         };
         answered.into()
     }

@@ -14,6 +14,7 @@ mod register;
 mod rejoin;
 mod release;
 mod secure;
+mod services;
 mod status;
 mod usage;
 

@@ -90,6 +90,17 @@ pub enum Outcome {
         /// Members linked to the PN GW that were sent it.
         delivered: u32,
     },
+    /// `publish_service`: the service is in the directory (004 §5.5.5).
+    ServicePublished(cpns_wire::ServicePublished),
+    /// `unpublish_service`: whether it was in the directory.
+    ServiceUnpublished {
+        /// Whether it was there.
+        removed: bool,
+    },
+    /// `discover_services`: the entries found.
+    ServicesFound(cpns_wire::ServiceFound),
+    /// `retrieve_service`: the whole description.
+    ServiceRetrieved(Box<cpns_wire::ServiceDescriptionAnswer>),
     /// `set_capabilities`: the capabilities are the PNE's now; `reported` if its PN GW
     /// confirmed a report carrying them, else they go with the next report (coalesced).
     Capabilities {

@@ -275,6 +275,7 @@ impl PneSession {
                     _ => Err(Failure::AnswerDidNotOpen),
                 }
             }
+            (Some(a), Flow::ServiceDirectory) => super::services::answered(a),
             (Some(a), _) => Ok(Outcome::SecureAnswer {
                 service: a.service,
                 payload: a.payload,

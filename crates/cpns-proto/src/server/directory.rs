@@ -1,7 +1,7 @@
 //! What the server decides about the service directory (004 §5.5.5; docs/services.md), before
 //! and after the store: whether a PNE may publish a description and what is kept of it, what a
 //! discovery asks, how an entry is summarised, and which entries a device can consume. Pure
-//! functions: the session's flow (to come) reads the store and persists around them.
+//! functions: the session's flow (`super::services`) reads the store and persists around them.
 
 use cpns_service::{Scope, ServiceDescription};
 use cpns_wire::{
@@ -42,16 +42,104 @@ pub struct Publish {
     pub expires_at_ms: i64,
 }
 
-/// A PNE member of `member_of` publishes `description` at `now_ms` (Unix milliseconds): what the
+/// Most services one offerer keeps in the directory: a PNE cannot fill the store.
+pub const MAX_OFFERED: u32 = 64;
+
+/// Most entries one discovery answer lists; more follow by paging.
+pub const PAGE: u32 = 50;
+
+/// What a directory request asks of the store besides the asker's view
+/// ([`super::Load::Directory`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirAsk {
+    /// How many services the asker offers besides `service_id` (a publish).
+    Offered {
+        /// The service published.
+        service_id: String,
+    },
+    /// The entries a discovery finds, as the asker may see them, by directory id.
+    Discover {
+        /// Normalised keywords; none: any entry.
+        keywords: Vec<String>,
+        /// Every keyword must match (else any one).
+        all: bool,
+        /// Only this type.
+        service_type: Option<String>,
+        /// Unix milliseconds: entries whose lease ended by then are not read.
+        now_ms: i64,
+        /// At most this many.
+        limit: u32,
+        /// Only entries with a greater directory id.
+        after: u64,
+    },
+    /// One entry, if the asker may see it.
+    Retrieve {
+        /// Its directory id.
+        dir_id: u64,
+        /// Unix milliseconds: an entry whose lease ended by then is not read.
+        now_ms: i64,
+    },
+}
+
+/// The asker as the directory sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirViewer {
+    /// Its user.
+    pub owner: UserId,
+    /// The PNs it is an authenticated member of.
+    pub pns: Vec<PnId>,
+    /// The service groups it is a member of.
+    pub groups: Vec<String>,
+}
+
+/// A directory entry as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Its directory id.
+    pub dir_id: u64,
+    /// Who offers it.
+    pub offerer: EntityId,
+    /// The offerer's user.
+    pub owner: UserId,
+    /// The description as kept (canonical JSON).
+    pub description: Vec<u8>,
+    /// When its lease ends (Unix milliseconds).
+    pub expires_at_ms: i64,
+}
+
+/// The answer to [`super::Load::Directory`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryLoaded {
+    /// The asker; `None` if it is not enrolled.
+    pub viewer: Option<DirViewer>,
+    /// Its capabilities of record.
+    pub capabilities: Option<DeviceCapabilities>,
+    /// What [`DirAsk`] named that the asker may see, by directory id.
+    pub entries: Vec<DirEntry>,
+    /// With [`DirAsk::Offered`]: how many services it offers besides that one.
+    pub offered: u32,
+}
+
+/// A description as the directory reads it.
+///
+/// # Errors
+/// `bad_request` with the description's fault.
+pub fn parse(description: &[u8]) -> Result<ServiceDescription, ErrorBody> {
+    cpns_service::parse(description)
+        .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+/// A PNE member of `member_of` publishes `d` at `now_ms` (Unix milliseconds): what the
 /// directory keeps, or the refusal to answer it with. A PNE publishes in a PN only as one of
 /// its members; there are no service groups to publish in yet, so a group scope names none.
 ///
 /// # Errors
-/// `bad_request` with the description's fault; `forbidden` for a PN it is not a member of;
-/// `not_found` for a service group.
-pub fn publish(description: &[u8], member_of: &[PnId], now_ms: i64) -> Result<Publish, ErrorBody> {
-    let d = cpns_service::parse(description)
-        .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))?;
+/// `forbidden` for a PN it is not a member of; `not_found` for a service group.
+pub fn publish(
+    d: ServiceDescription,
+    member_of: &[PnId],
+    now_ms: i64,
+) -> Result<Publish, ErrorBody> {
     let scope = match &d.scope {
         Scope::Pn { pn_id } if member_of.contains(pn_id) => DirScope::Pn(*pn_id),
         Scope::Pn { pn_id } => {
@@ -130,6 +218,10 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000_000;
+
+    fn publish(d: &[u8], member_of: &[PnId], now_ms: i64) -> Result<Publish, ErrorBody> {
+        super::publish(parse(d)?, member_of, now_ms)
+    }
 
     fn doc(scope: &str) -> Vec<u8> {
         format!(

@@ -101,6 +101,15 @@ pub enum Load {
         /// Whether to count the asker's subscriptions.
         subscriptions: bool,
     },
+    /// 004 §5.5.5: the asker of a directory request as a viewer (its user, the PNs it is an
+    /// authenticated member of), its capabilities of record, and what `ask` names as it may
+    /// see it. Answer: [`Loaded::Directory`].
+    Directory {
+        /// The asking PNE.
+        asker: EntityId,
+        /// What else to read.
+        ask: super::directory::DirAsk,
+    },
 }
 
 /// The driver's answer to a [`Load`]: the variant of the same name.
@@ -124,6 +133,8 @@ pub enum Loaded {
     Served(Vec<EntityId>),
     /// See [`StatusesLoaded`].
     Statuses(StatusesLoaded),
+    /// See [`super::directory::DirectoryLoaded`].
+    Directory(Box<super::directory::DirectoryLoaded>),
 }
 
 /// The answer to [`Load::Pn`].
@@ -215,6 +226,7 @@ impl Load {
             Load::Charging { .. } => "charging",
             Load::Served { .. } => "served",
             Load::Statuses { .. } => "statuses",
+            Load::Directory { .. } => "directory",
         }
     }
 }
@@ -232,6 +244,7 @@ impl Loaded {
             Loaded::Charging(_) => "charging",
             Loaded::Served(_) => "served",
             Loaded::Statuses(_) => "statuses",
+            Loaded::Directory(_) => "directory",
         }
     }
 }
@@ -296,6 +309,10 @@ expect!(
 expect!(
     /// The answer to [`Load::Statuses`].
     statuses, Statuses, StatusesLoaded, "statuses"
+);
+expect!(
+    /// The answer to [`Load::Directory`].
+    directory, Directory, super::directory::DirectoryLoaded, "directory", boxed
 );
 
 #[cfg(test)]

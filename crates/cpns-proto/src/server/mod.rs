@@ -16,6 +16,7 @@ mod membership;
 mod register;
 mod release;
 mod secure;
+mod services;
 mod status;
 pub mod window;
 
@@ -339,6 +340,27 @@ pub enum ServerEffect {
         /// The records, each with its units if chargeable.
         records: Vec<(cpns_wire::UsageRecord, Option<u64>)>,
     },
+    /// Publish a service, or update the one its offerer published with the same service id
+    /// (004 §5.5.5; `cpns_store::ServerStore::publish_service`); the driver answers
+    /// [`Persisted::Published`] with its directory id.
+    PublishService {
+        /// The offerer: the PNE whose secure call asked.
+        offerer: EntityId,
+        /// Its user.
+        owner: UserId,
+        /// What the directory keeps.
+        publish: Box<directory::Publish>,
+        /// Unix milliseconds of the publish.
+        now_ms: i64,
+    },
+    /// Take an offerer's service out of the directory; the driver answers
+    /// [`Persisted::Removed`].
+    UnpublishService {
+        /// The offerer: the PNE whose secure call asked.
+        offerer: EntityId,
+        /// Its id for the service.
+        service_id: String,
+    },
 }
 
 /// What the driver reports back for a persisted effect.
@@ -374,6 +396,8 @@ pub enum Persisted {
     Removed(bool),
     /// What storing usage did.
     Usage(cpns_wire::UsageAccepted),
+    /// The service is in the directory under this id.
+    Published(u64),
 }
 
 /// What the server's status hub must do once an effect is stored (docs/device-status.md,
@@ -603,6 +627,8 @@ enum Parked {
     UsageLoad(Box<secure::UsageLoad>),
     UsagePersist(Box<secure::Call>),
     ChargingLoad(Box<secure::Call>),
+    DirectoryLoad(Box<services::DirectoryLoad>),
+    DirectoryWrite(Box<services::DirectoryWrite>),
 }
 
 /// Responses kept for retried requests (docs/design.md §3: idempotent on (sender, request id)).
@@ -711,13 +737,17 @@ impl ServerSession {
 
     /// Unix seconds at `at`, by the wall clock given.
     fn unix_s(&self, at: Instant) -> Option<u64> {
+        u64::try_from(self.unix_ms(at)? / 1000).ok()
+    }
+
+    /// Unix milliseconds at `at`, by the wall clock given.
+    fn unix_ms(&self, at: Instant) -> Option<i64> {
         let (base, unix) = self.wall?;
-        let ms = if at >= base {
+        Some(if at >= base {
             unix.saturating_add(i64::try_from(at.duration_since(base).as_millis()).ok()?)
         } else {
             unix.saturating_sub(i64::try_from(base.duration_since(at).as_millis()).ok()?)
-        };
-        u64::try_from(ms / 1000).ok()
+        })
     }
 
     /// The authenticated PN GW, once connection set-up has authenticated it.
@@ -922,6 +952,13 @@ impl ServerSession {
                     self.load_failed(req_msg, to, Flow::SecureCall, e);
                 }
             },
+            Parked::DirectoryLoad(d) => match load::directory(loaded) {
+                Ok(l) => self.directory_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);
@@ -991,6 +1028,7 @@ impl ServerSession {
                 id,
             } => self.unsubscribe_persisted(req_msg, subscriber, id, result),
             Parked::UsagePersist(c) => self.usage_persisted(*c, result),
+            Parked::DirectoryWrite(w) => self.directory_written(*w, result),
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);

@@ -176,6 +176,9 @@ impl ServerSession {
             INVENTORY_SERVICE => self.inventory_call(call_of, &call.payload),
             USAGE_SERVICE => self.usage_call(now, call_of, &call.payload),
             CHARGING_SERVICE => self.charging_call(call_of, &call.payload),
+            s if super::services::is_directory(s) => {
+                self.directory_call(now, call_of, s, &call.payload);
+            }
             _ => {
                 let (req_msg, to) = call_of.asker();
                 let e = ErrorBody::new(ErrorCode::NotFound, "no such service");
@@ -185,7 +188,7 @@ impl ServerSession {
     }
 
     /// Seals `answer` for the call's PNE and sends it.
-    fn answer_call(&mut self, c: &Call, answer: SecureCall) {
+    pub(super) fn answer_call(&mut self, c: &Call, answer: SecureCall) {
         let to = Address::Entity(c.pne.clone());
         let binding = SecureBinding {
             pn_id: c.pn_id.as_bytes(),
@@ -287,7 +290,7 @@ pub(super) struct Taken {
 #[derive(Debug)]
 pub(super) struct Call {
     req_msg: u64,
-    pne: EntityId,
+    pub(super) pne: EntityId,
     pn_id: PnId,
     request_id: RequestId,
     sk: SessionKey,

@@ -49,6 +49,10 @@ pub struct ReportLimits {
     pub usage_burst: u32,
     /// Usage reports: one more every.
     pub usage_every: Duration,
+    /// Directory requests (publish, unpublish, discover, retrieve; 004 §5.5.5): burst.
+    pub directory_burst: u32,
+    /// Directory requests: one more every.
+    pub directory_every: Duration,
 }
 
 impl Default for ReportLimits {
@@ -60,6 +64,8 @@ impl Default for ReportLimits {
             status_every: Duration::from_millis(500),
             usage_burst: 10,
             usage_every: Duration::from_secs(6),
+            directory_burst: 20,
+            directory_every: Duration::from_millis(100),
         }
     }
 }
@@ -88,6 +94,8 @@ pub(super) struct Reporting {
     status: std::collections::BTreeMap<EntityId, TokenBucket>,
     /// Rate buckets of usage reports, by PNE.
     usage: std::collections::BTreeMap<EntityId, TokenBucket>,
+    /// Rate buckets of directory requests, by PNE.
+    directory: std::collections::BTreeMap<EntityId, TokenBucket>,
 }
 
 impl Reporting {
@@ -97,6 +105,7 @@ impl Reporting {
             && self.caps.is_empty()
             && self.status.is_empty()
             && self.usage.is_empty()
+            && self.directory.is_empty()
     }
 
     /// Takes a usage report token of `pne`.
@@ -112,6 +121,22 @@ impl Reporting {
             pne,
             limits.usage_burst,
             limits.usage_every,
+        )
+    }
+
+    /// Takes a directory request token of `pne`.
+    pub(super) fn take_directory(
+        &mut self,
+        now: Instant,
+        pne: &EntityId,
+        limits: ReportLimits,
+    ) -> Result<(), Duration> {
+        take(
+            &mut self.directory,
+            now,
+            pne,
+            limits.directory_burst,
+            limits.directory_every,
         )
     }
 

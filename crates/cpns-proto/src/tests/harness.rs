@@ -105,7 +105,7 @@ pub(super) fn pne_id(i: usize) -> EntityId {
 
 /// The three parties, the clock and the store.
 pub(super) struct Harness {
-    base: Instant,
+    pub base: Instant,
     offset: Duration,
     pub server: ServerSession,
     pub gw: Gateway,

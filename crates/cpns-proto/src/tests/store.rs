@@ -82,6 +82,15 @@ pub(super) struct Store {
     pub usage: BTreeMap<(EntityId, u64), UsageKept>,
     /// The clock the test store stamps statuses with, ms.
     pub clock_ms: u64,
+    /// The service directory, by directory id: offerer, its user, what is kept.
+    pub services: BTreeMap<
+        u64,
+        (
+            EntityId,
+            cpns_wire::UserId,
+            crate::server::directory::Publish,
+        ),
+    >,
 }
 
 /// A status subscription the test store keeps.
@@ -159,6 +168,107 @@ impl Store {
             inventory: self.pns.get(p)?.clone(),
             epoch: self.epochs.get(p).map_or(0, |(e, _)| *e),
         })
+    }
+
+    /// A directory request's view, as the real store's (`cpns_store::ServerStore::directory_view`):
+    /// visibility by scope, lease, and an offerer recorded offline.
+    fn directory(
+        &self,
+        asker: &EntityId,
+        ask: &crate::server::directory::DirAsk,
+    ) -> crate::server::directory::DirectoryLoaded {
+        use crate::server::directory::{DirAsk, DirEntry, DirScope, DirViewer, DirectoryLoaded};
+        let Some(known) = self.entities.get(asker) else {
+            return DirectoryLoaded::default();
+        };
+        let viewer = DirViewer {
+            owner: known.owner.clone(),
+            pns: self
+                .pns
+                .iter()
+                .filter(|(_, i)| i.members.iter().any(|m| &m.pne_id == asker))
+                .map(|(p, _)| *p)
+                .collect(),
+            groups: Vec::new(),
+        };
+        let visible = |(offerer, owner, p): &(
+            EntityId,
+            cpns_wire::UserId,
+            crate::server::directory::Publish,
+        ),
+                       now_ms: i64| {
+            let offline = self
+                .statuses
+                .get(offerer)
+                .is_some_and(|(s, _)| s.status == Status::Offline);
+            let scoped = match &p.scope {
+                DirScope::Public => true,
+                DirScope::User => *owner == viewer.owner,
+                DirScope::Pn(pn) => viewer.pns.contains(pn),
+                DirScope::Group(g) => viewer.groups.contains(g),
+            };
+            scoped && !offline && p.expires_at_ms > now_ms
+        };
+        let entry = |id: u64,
+                     (offerer, owner, p): &(
+            EntityId,
+            cpns_wire::UserId,
+            crate::server::directory::Publish,
+        )| DirEntry {
+            dir_id: id,
+            offerer: offerer.clone(),
+            owner: owner.clone(),
+            description: p.description.clone(),
+            expires_at_ms: p.expires_at_ms,
+        };
+        let mut offered = 0;
+        let entries = match ask {
+            DirAsk::Offered { service_id } => {
+                offered = self
+                    .services
+                    .values()
+                    .filter(|(o, _, p)| o == asker && &p.service_id != service_id)
+                    .count() as u32;
+                Vec::new()
+            }
+            DirAsk::Discover {
+                keywords,
+                all,
+                service_type,
+                now_ms,
+                limit,
+                after,
+            } => self
+                .services
+                .range(after + 1..)
+                .filter(|(_, e)| visible(e, *now_ms))
+                .filter(|(_, (_, _, p))| service_type.as_ref().is_none_or(|t| *t == p.service_type))
+                .filter(|(_, (_, _, p))| {
+                    let has = |k: &String| p.keywords.contains(k);
+                    keywords.is_empty()
+                        || if *all {
+                            keywords.iter().all(has)
+                        } else {
+                            keywords.iter().any(has)
+                        }
+                })
+                .take(*limit as usize)
+                .map(|(id, e)| entry(*id, e))
+                .collect(),
+            DirAsk::Retrieve { dir_id, now_ms } => self
+                .services
+                .get(dir_id)
+                .filter(|e| visible(e, *now_ms))
+                .map(|e| entry(*dir_id, e))
+                .into_iter()
+                .collect(),
+        };
+        DirectoryLoaded {
+            viewer: Some(viewer),
+            capabilities: self.reports.get(asker).and_then(|(c, _)| c.clone()),
+            entries,
+            offered,
+        }
     }
 
     /// Answers the server's load, or fails it as [`Store::fail_load`] says.
@@ -272,6 +382,9 @@ impl Store {
                     .cloned()
                     .collect(),
             ),
+            Load::Directory { asker, ask } => {
+                Loaded::Directory(Box::new(self.directory(asker, ask)))
+            }
             Load::Statuses {
                 asker,
                 named,
@@ -323,9 +436,36 @@ impl Store {
             ServerEffect::RemoveSubscription { .. } => "remove_subscription",
             ServerEffect::StoreUsage { .. } => "store_usage",
             ServerEffect::SecureWindow { .. } => "secure_window",
+            ServerEffect::PublishService { .. } => "publish_service",
+            ServerEffect::UnpublishService { .. } => "unpublish_service",
         };
         *self.effects.entry(kind).or_default() += 1;
         match effect {
+            ServerEffect::PublishService {
+                offerer,
+                owner,
+                publish,
+                now_ms: _,
+            } => {
+                let kept = self
+                    .services
+                    .iter()
+                    .find(|(_, (o, _, p))| *o == offerer && p.service_id == publish.service_id)
+                    .map(|(id, _)| *id);
+                let dir_id =
+                    kept.unwrap_or_else(|| self.services.keys().last().map_or(1, |l| l + 1));
+                self.services.insert(dir_id, (offerer, owner, *publish));
+                Ok(Persisted::Published(dir_id))
+            }
+            ServerEffect::UnpublishService {
+                offerer,
+                service_id,
+            } => {
+                let before = self.services.len();
+                self.services
+                    .retain(|_, (o, _, p)| !(*o == offerer && p.service_id == service_id));
+                Ok(Persisted::Removed(self.services.len() < before))
+            }
             ServerEffect::SecureWindow { pn_id, pne, window } => {
                 if !self.session_keys.contains_key(&(pn_id, pne.clone())) {
                     return Err(crate::StoreFailure::NotFound(pne.to_string()));

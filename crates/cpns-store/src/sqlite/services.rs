@@ -7,7 +7,8 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 
 use super::codec;
 use crate::{
-    DirectoryAsk, DirectoryView, Result, ServiceEntry, ServiceQuery, ServiceScope, ServiceViewer, StoreError, UnixMillis,
+    DirectoryAsk, DirectoryView, Result, ServiceEntry, ServiceQuery, ServiceScope, ServiceViewer,
+    StoreError, UnixMillis,
 };
 
 const SELECT: &str = "SELECT dir_id, offerer, owner, service_id, service_type, scope_kind, \
@@ -155,7 +156,12 @@ fn viewer_of(
         conn,
         "SELECT owner, capabilities FROM entities WHERE id = ?",
         [asker.as_str()],
-        |row| Ok((codec::id(row, "owner")?, codec::capabilities(row, "capabilities")?)),
+        |row| {
+            Ok((
+                codec::id(row, "owner")?,
+                codec::capabilities(row, "capabilities")?,
+            ))
+        },
     )?;
     let Some((user, capabilities)) = found else {
         return Ok(None);
@@ -184,8 +190,17 @@ pub(super) fn view(
     let Some((viewer, capabilities)) = viewer_of(conn, asker)? else {
         return Ok(DirectoryView::default());
     };
+    let mut offered = 0;
     let entries = match ask {
-        DirectoryAsk::Viewer => Vec::new(),
+        DirectoryAsk::Offered { service_id } => {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM services WHERE offerer = ? AND service_id <> ?",
+                )?
+                .query_row(params![asker.as_str(), service_id], |r| r.get(0))?;
+            offered = u32::try_from(n).unwrap_or(u32::MAX);
+            Vec::new()
+        }
         DirectoryAsk::Discover(search) => discover(conn, &search.as_viewer(viewer.clone()))?,
         DirectoryAsk::Retrieve { dir_id, now } => {
             one(conn, *dir_id, &viewer, *now)?.into_iter().collect()
@@ -195,6 +210,7 @@ pub(super) fn view(
         viewer: Some(viewer),
         capabilities,
         entries,
+        offered,
     })
 }
 

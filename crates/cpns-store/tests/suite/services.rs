@@ -265,7 +265,9 @@ pub async fn directory_view_reads_the_asker_and_what_it_may_see<S: ServerStore>(
     s.register_pn(&home).await.unwrap();
     s.register_pn(&pn(2, "gw-2", &["tv"])).await.unwrap();
 
-    let asks = DirectoryAsk::Viewer;
+    let asks = DirectoryAsk::Offered {
+        service_id: "in-1".into(),
+    };
     let v = s.directory_view(&eid("phone2"), &asks).await.unwrap();
     assert_eq!(v.viewer, Some(viewer("alice", &[pid(1)])));
     assert_eq!(v.capabilities, Some(caps("phone")));
@@ -303,6 +305,11 @@ pub async fn directory_view_reads_the_asker_and_what_it_may_see<S: ServerStore>(
     let discover = DirectoryAsk::Discover(search.clone());
     let v = s.directory_view(&eid("phone2"), &discover).await.unwrap();
     assert_eq!(names(v), ["in-1", "mine"]);
+    // What tv offers besides the one it publishes again.
+    let v = s.directory_view(&eid("tv"), &asks).await.unwrap();
+    assert_eq!(v.offered, 2);
+    let v = s.directory_view(&eid("phone2"), &asks).await.unwrap();
+    assert_eq!(v.offered, 0);
     let v = s.directory_view(&eid("bobs-tv"), &discover).await.unwrap();
     assert!(names(v).is_empty(), "bob sees none of alice's");
     let v = s.directory_view(&eid("nobody"), &discover).await.unwrap();
@@ -316,7 +323,10 @@ pub async fn directory_view_reads_the_asker_and_what_it_may_see<S: ServerStore>(
         .unwrap()
         .dir_id;
     let retrieve = |now| DirectoryAsk::Retrieve { dir_id: in_2, now };
-    let v = s.directory_view(&eid("phone2"), &retrieve(NOW)).await.unwrap();
+    let v = s
+        .directory_view(&eid("phone2"), &retrieve(NOW))
+        .await
+        .unwrap();
     assert!(v.entries.is_empty(), "PN 2 is not phone2's");
     let v = s.directory_view(&eid("tv"), &retrieve(NOW)).await.unwrap();
     assert_eq!(names(v), ["in-2"]);

@@ -6,17 +6,30 @@
 
 use minicbor::{Decode, Encode};
 
-use crate::ids::{EntityId, RequestId, UserId};
+/// The secure call that publishes: payload [`ServicePublish`], answer [`ServicePublished`].
+/// Each directory request travels as a secure call, sealed end to end under the PNE's SK_PNE
+/// (docs/security.md §4.8): the PN GW relays what it cannot read, and the server knows the
+/// asker by the key the call opened under.
+pub const SERVICE_PUBLISH: &str = "cpns.service.publish";
+/// The secure call that unpublishes: payload [`ServiceUnpublish`], answer
+/// [`ServiceUnpublished`].
+pub const SERVICE_UNPUBLISH: &str = "cpns.service.unpublish";
+/// The secure call that discovers: payload [`ServiceDiscover`], answer [`ServiceFound`].
+pub const SERVICE_DISCOVER: &str = "cpns.service.discover";
+/// The secure call that retrieves: payload [`ServiceRetrieve`], answer
+/// [`ServiceDescriptionAnswer`].
+pub const SERVICE_RETRIEVE: &str = "cpns.service.retrieve";
 
-/// Service Publish: a PNE publishes (or updates, by its `service_id`) a description, as itself.
+use crate::ids::{EntityId, UserId};
+
+/// Service Publish: a PNE publishes (or updates, by its `service_id`) a description, as itself
+/// (the PNE whose SK_PNE the call opened under). A retry of the call (its secure request id)
+/// gets the same answer.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct ServicePublish {
-    /// Chosen by the PNE; a retry with the same id gets the same answer.
-    #[n(0)]
-    pub request_id: RequestId,
     /// The description, JSON (`cpns_service::parse`).
-    #[n(1)]
+    #[n(0)]
     #[cbor(with = "minicbor::bytes")]
     pub description: Vec<u8>,
 }
@@ -37,11 +50,8 @@ pub struct ServicePublished {
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[cbor(map)]
 pub struct ServiceUnpublish {
-    /// Chosen by the PNE.
-    #[n(0)]
-    pub request_id: RequestId,
     /// Its id for the service.
-    #[n(1)]
+    #[n(0)]
     pub service_id: String,
 }
 

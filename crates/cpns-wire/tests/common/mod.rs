@@ -860,7 +860,6 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
         (
             "service publish",
             ServicePublish {
-                request_id: RequestId(5),
                 description: br#"{"service_id":"renderer"}"#.to_vec(),
             }
             .into(),
@@ -876,7 +875,6 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
         (
             "service unpublish",
             ServiceUnpublish {
-                request_id: RequestId(6),
                 service_id: "renderer".into(),
             }
             .into(),
