@@ -579,6 +579,19 @@ fn secure_session(sk: &SessionKey) -> Value {
         })
     })
     .collect();
+    // A notice the server pushes (a service match), under its own key and associated data.
+    let notice_id = 0x0000_0191_0000_0001_u64;
+    let notice_binding = NoticeBinding {
+        pn_id: &PN_ID,
+        pne_id: PNE_ID,
+        notice_id,
+    };
+    let notice_call = SecureCall {
+        service: "cpns.service.match".into(),
+        payload: b"match".to_vec(),
+    };
+    let notice_cbor = cbor(&notice_call);
+    let nonce = pattern::<12>(0xd0);
     json!({
         "sk_pne": sk.to_hex().as_str(),
         "pn_id": hx(PN_ID),
@@ -587,6 +600,16 @@ fn secure_session(sk: &SessionKey) -> Value {
         "call_diagnostic": diag(&call_cbor),
         "call_cbor": hx(&call_cbor),
         "messages": cases,
+        "notice": {
+            "notice_id": notice_id,
+            "kind_code": hx([E2eKind::Notice.code()]),
+            "key": hx(v::e2e_key(sk, E2eDirection::ServerToPne, E2eKind::Notice)),
+            "aad": hx(secure_notice_aad(&notice_binding)),
+            "call_diagnostic": diag(&notice_cbor),
+            "call_cbor": hx(&notice_cbor),
+            "nonce": hx(nonce),
+            "sealed": hx(seal_secure_notice_with_nonce(sk, &notice_binding, &notice_cbor, nonce)),
+        },
     })
 }
 

@@ -53,6 +53,9 @@ pub enum E2eKind {
     GroupKey,
     /// The server's word that a membership ended. Encoded as `0x04`.
     MembershipEnded,
+    /// A notice the server pushes to a PNE on its own (a service match; docs/security.md
+    /// §4.8). Encoded as `0x05`.
+    Notice,
 }
 
 impl E2eKind {
@@ -63,6 +66,7 @@ impl E2eKind {
             E2eKind::Secure => 0x02,
             E2eKind::GroupKey => 0x03,
             E2eKind::MembershipEnded => 0x04,
+            E2eKind::Notice => 0x05,
         }
     }
 }

@@ -55,6 +55,8 @@ pub const AT_REST_SK_PNE_AAD: &str = "cpns/v1/at-rest/sk-pne";
 
 /// AEAD associated data of a secure PNE<->server message (docs/security.md §4.8).
 pub const SECURE_MESSAGE_AAD: &str = "cpns/v1/secure-message";
+/// Associated data of a secure notice, server to PNE (docs/security.md §4.8).
+pub const SECURE_NOTICE_AAD: &str = "cpns/v1/secure-notice";
 /// HKDF info of a device's own storage key, from its EUKey (docs/security.md §4.9).
 pub const DEVICE_STORAGE_KEY: &str = "cpns/v1/device-storage-key";
 
@@ -80,7 +82,7 @@ pub const MEMBER_CERTIFICATE: &str = "cpns/v1/member-certificate";
 pub const GROUP_CONTENT_SIGNATURE: &str = "cpns/v1/group-content-signature";
 
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 30] = [
+pub const ALL: [&str; 31] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -101,6 +103,7 @@ pub const ALL: [&str; 30] = [
     AT_REST_EUKEY_AAD,
     AT_REST_SK_PNE_AAD,
     SECURE_MESSAGE_AAD,
+    SECURE_NOTICE_AAD,
     DEVICE_STORAGE_KEY,
     GROUP_KEY_AAD,
     GROUP_CONTENT_KEY,

@@ -119,8 +119,9 @@ pub use pne_auth::{
 };
 pub use rng::{CryptoRng, MachineRng, Rng};
 pub use secure::{
-    SecureBinding, device_storage_key, open_secure_message, seal_secure_message,
-    seal_secure_message_with_nonce, secure_message_aad,
+    NoticeBinding, SecureBinding, device_storage_key, open_secure_message, open_secure_notice,
+    seal_secure_message, seal_secure_message_with_nonce, seal_secure_notice,
+    seal_secure_notice_with_nonce, secure_message_aad, secure_notice_aad,
 };
 pub use sign::{
     AuthorityKey, CertificationKey, Certified, ContentBinding, MemberCertificate, MemberKey,

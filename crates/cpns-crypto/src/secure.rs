@@ -102,6 +102,73 @@ pub fn open_secure_message(
     )
 }
 
+/// What a secure notice belongs to; authenticated as its associated data.
+#[derive(Clone, Copy, Debug)]
+pub struct NoticeBinding<'a> {
+    /// The PN whose SK_PNE seals it, 16 bytes.
+    pub pn_id: &'a [u8; 16],
+    /// The PNE it is for.
+    pub pne_id: &'a str,
+    /// Its number: each notice to a PNE has a greater one than the last.
+    pub notice_id: u64,
+}
+
+/// The associated data of a secure notice.
+pub fn secure_notice_aad(b: &NoticeBinding<'_>) -> Vec<u8> {
+    let mut t = Transcript::new(labels::SECURE_NOTICE_AAD);
+    t.push(b.pn_id)
+        .push(b.pne_id.as_bytes())
+        .push(&b.notice_id.to_be_bytes());
+    t.as_bytes().to_vec()
+}
+
+/// The key a notice is sealed under: server to PNE, of its own kind, so a notice never opens
+/// as an answer, nor an answer as a notice.
+const NOTICE: (E2eDirection, E2eKind) = (E2eDirection::ServerToPne, E2eKind::Notice);
+
+/// Seals a secure notice (the CBOR of a `SecureCall`) the server pushes to a PNE.
+///
+/// # Errors
+/// [`CryptoError::Malformed`] for a plaintext beyond the ChaCha20-Poly1305 limit.
+pub fn seal_secure_notice<R: CryptoRng + ?Sized>(
+    rng: &mut R,
+    sk_pne: &SessionKey,
+    binding: &NoticeBinding<'_>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    seal_e2e(rng, sk_pne, NOTICE, &secure_notice_aad(binding), plaintext)
+}
+
+/// Seals with a caller-chosen nonce; deterministic, for test vectors only.
+pub fn seal_secure_notice_with_nonce(
+    sk_pne: &SessionKey,
+    binding: &NoticeBinding<'_>,
+    plaintext: &[u8],
+    nonce: [u8; 12],
+) -> Vec<u8> {
+    seal_e2e_with_nonce(
+        sk_pne,
+        NOTICE,
+        &secure_notice_aad(binding),
+        plaintext,
+        nonce,
+    )
+}
+
+/// Opens a secure notice.
+///
+/// # Errors
+/// [`CryptoError::Malformed`] for fewer than 28 bytes; [`CryptoError::BadTag`] on another SK_PNE,
+/// another PN, PNE or notice number, a secure message passed off as a notice, or a tampered
+/// byte.
+pub fn open_secure_notice(
+    sk_pne: &SessionKey,
+    binding: &NoticeBinding<'_>,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    open_e2e(sk_pne, NOTICE, &secure_notice_aad(binding), sealed)
+}
+
 /// K_device: the key a device seals its own secrets at rest under, derived from its EUKey.
 pub fn device_storage_key(eukey: &EuKey) -> MasterKey {
     let k = derive_key(
@@ -123,6 +190,45 @@ mod tests {
             pn_id: &PN,
             pne_id: pne,
             request_id,
+        }
+    }
+
+    #[test]
+    fn a_notice_opens_only_where_it_belongs_and_never_as_an_answer() {
+        let sk = SessionKey::from_bytes([0x51; 32]);
+        let mut rng = MachineRng::from_seed_u64(2);
+        let n = |pne, notice_id| NoticeBinding {
+            pn_id: &PN,
+            pne_id: pne,
+            notice_id,
+        };
+        let sealed = seal_secure_notice(rng.get(), &sk, &n("phone", 5), b"match").unwrap();
+        assert_eq!(
+            &open_secure_notice(&sk, &n("phone", 5), &sealed).unwrap()[..],
+            b"match"
+        );
+        let other = SessionKey::from_bytes([0x52; 32]);
+        assert!(open_secure_notice(&other, &n("phone", 5), &sealed).is_err());
+        assert!(open_secure_notice(&sk, &n("tv", 5), &sealed).is_err());
+        assert!(open_secure_notice(&sk, &n("phone", 6), &sealed).is_err());
+        let other_pn = [8u8; 16];
+        let moved = NoticeBinding {
+            pn_id: &other_pn,
+            ..n("phone", 5)
+        };
+        assert!(open_secure_notice(&sk, &moved, &sealed).is_err());
+        // Not an answer: same key material, same numbers, another kind.
+        let down = E2eDirection::ServerToPne;
+        assert!(open_secure_message(&sk, down, &b("phone", 5), &sealed).is_err());
+        let answer = seal_secure_message(rng.get(), &sk, down, &b("phone", 5), b"x").unwrap();
+        assert!(open_secure_notice(&sk, &n("phone", 5), &answer).is_err());
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 1;
+            assert!(
+                open_secure_notice(&sk, &n("phone", 5), &t).is_err(),
+                "byte {i}"
+            );
         }
     }
 

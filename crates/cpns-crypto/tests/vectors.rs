@@ -815,6 +815,61 @@ fn secure_session_vectors() {
             Err(CryptoError::BadTag)
         );
     }
+    // A notice: server to PNE, kind 0x05, its own associated data.
+    let n = &s["notice"];
+    let notice_id = n["notice_id"].as_u64().unwrap();
+    let nb = NoticeBinding {
+        pn_id: &pn_id,
+        pne_id: text(s, "pne_id"),
+        notice_id,
+    };
+    let (notice, notice_cbor): (cpns_wire::SecureCall, _) =
+        canonical(n, "call_cbor", "call_diagnostic");
+    assert_eq!(notice.service, "cpns.service.match");
+    let nonce: [u8; 12] = arr(n, "nonce");
+    let sealed = hx(n, "sealed");
+    assert_eq!(secure_notice_aad(&nb), hx(n, "aad"));
+    assert_eq!(
+        seal_secure_notice_with_nonce(&sk, &nb, &notice_cbor, nonce),
+        sealed
+    );
+    assert_eq!(
+        &open_secure_notice(&sk, &nb, &sealed).unwrap()[..],
+        &notice_cbor[..]
+    );
+    assert_eq!(hx(n, "kind_code"), [0x05]);
+    let key = hkdf(
+        None,
+        sk.expose_secret(),
+        &t(labels::E2E_KEY, &[&[0x01], &[0x05]]),
+    );
+    assert_eq!(hx(n, "key"), key);
+    let aad = t(
+        labels::SECURE_NOTICE_AAD,
+        &[&pn_id, nb.pne_id.as_bytes(), &notice_id.to_be_bytes()],
+    );
+    assert_eq!(hx(n, "aad"), aad);
+    assert_eq!(
+        sealed,
+        cat(&nonce, &chacha(&key, &nonce, &aad, &notice_cbor))
+    );
+    // Another number, or read as an answer to a request of that number, does not open.
+    let later = NoticeBinding {
+        notice_id: notice_id + 1,
+        ..nb
+    };
+    assert_eq!(
+        open_secure_notice(&sk, &later, &sealed),
+        Err(CryptoError::BadTag)
+    );
+    let as_answer = SecureBinding {
+        request_id: notice_id,
+        ..binding
+    };
+    assert_eq!(
+        open_secure_message(&sk, E2eDirection::ServerToPne, &as_answer, &sealed),
+        Err(CryptoError::BadTag)
+    );
 }
 
 #[test]

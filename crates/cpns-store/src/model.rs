@@ -546,6 +546,8 @@ pub struct ServiceViewer {
 /// What a directory request asks of the store besides its asker's view (004 §5.5.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirectoryAsk {
+    /// Who the asker is and how many watches it keeps (a watch).
+    Watching,
     /// Who the asker is and how many services it offers besides `service_id` (a publish).
     Offered {
         /// The service being published.
@@ -560,6 +562,42 @@ pub enum DirectoryAsk {
         /// Entries whose lease ended by now are not shown.
         now: UnixMillis,
     },
+}
+
+/// A service watch (table `service_watches`; 004 §5.5.5 "advertise").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchRecord {
+    /// Its id, given by the store.
+    pub watch_id: u64,
+    /// The watching PNE.
+    pub watcher: EntityId,
+    /// Its user.
+    pub owner: UserId,
+    /// The PN whose SK_PNE sealed the watch, and seals its matches.
+    pub pn_id: PnId,
+    /// Normalised keywords; none: every entry.
+    pub keywords: Vec<String>,
+    /// Every keyword must match (else any one).
+    pub all: bool,
+    /// Only this type.
+    pub service_type: Option<String>,
+    /// When it was made.
+    pub created_at: UnixMillis,
+}
+
+/// A watch that an entry's keywords may match, with what telling its watcher needs
+/// ([`crate::ServerStore::watch_candidates`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchCandidate {
+    /// The watch.
+    pub watch: WatchRecord,
+    /// The PN GW serving the watch's PN: the matches go through it.
+    pub gateway: EntityId,
+    /// The watcher's SK_PNE in the watch's PN, sealed at rest.
+    pub sealed_session_key: Vec<u8>,
+    /// The PNs the watcher is an authenticated member of (what it may see of PN-scoped
+    /// entries).
+    pub pns: Vec<PnId>,
 }
 
 /// A discovery's terms, without its viewer (see [`ServiceQuery`]).
@@ -607,6 +645,8 @@ pub struct DirectoryView {
     /// With [`DirectoryAsk::Offered`]: how many entries the asker offers besides that one
     /// (leases ended included, until purged).
     pub offered: u32,
+    /// With [`DirectoryAsk::Watching`]: how many watches the asker keeps.
+    pub watches: u32,
 }
 
 /// A directory search (004 §5.5.5, "discover").

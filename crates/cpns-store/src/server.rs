@@ -13,7 +13,7 @@ use crate::{
     Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupEpoch, InventoryView, MemberView,
     Owners, PnMember, PnRecord, PnView, Reconciled, Result, ServiceEntry, ServiceQuery,
     ServiceViewer, StatusChange, StatusRecord, StatusView, Subscribed, SubscriptionRecord,
-    UnixMillis, UsageRow, UsageStored, UsageSummary,
+    UnixMillis, UsageRow, UsageStored, UsageSummary, WatchCandidate, WatchRecord,
 };
 
 /// The CPNS Server's state of record. Every write is one transaction; every read that takes
@@ -283,6 +283,28 @@ pub trait ServerStore: Send + Sync + 'static {
         asker: &EntityId,
         ask: &DirectoryAsk,
     ) -> impl Future<Output = Result<DirectoryView>> + Send;
+
+    /// Keeps a service watch (its `watch_id` is ignored); returns its id.
+    /// [`StoreError::NotFound`] if the watcher is not enrolled.
+    fn add_watch(&self, watch: &WatchRecord) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Ends `watcher`'s watch `watch_id`; whether it was kept.
+    fn remove_watch(
+        &self,
+        watcher: &EntityId,
+        watch_id: u64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The watches, other than `offerer`'s, that an entry with `keywords` may match: those with
+    /// one of these keywords, and those of every entry; each with its watcher's key in the
+    /// watch's PN (a watch whose watcher is no longer an authenticated member there is left
+    /// out), by watch id, at most `limit`. Which of them match is the caller's to decide.
+    fn watch_candidates(
+        &self,
+        keywords: &[String],
+        offerer: &EntityId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<WatchCandidate>>> + Send;
 
     /// Stores usage records with the charging records they make, in one transaction; a
     /// record stored before (same entity and record id) is a duplicate and charges nothing

@@ -96,6 +96,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "members by pne",
         sql: include_str!("../../migrations/sqlite/0015_members_by_pne.sql"),
     },
+    Migration {
+        version: 16,
+        name: "service watches",
+        sql: include_str!("../../migrations/sqlite/0016_service_watches.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

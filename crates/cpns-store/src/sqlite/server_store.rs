@@ -258,6 +258,28 @@ impl ServerStore for SqliteStore {
             .snapshot(|c| services::view(c, asker, ask))
     }
 
+    async fn add_watch(&self, watch: &crate::WatchRecord) -> Result<u64> {
+        let watch = watch.clone();
+        self.write(move |c| services::add_watch(c, &watch)).await
+    }
+
+    async fn remove_watch(&self, watcher: &EntityId, watch_id: u64) -> Result<bool> {
+        let watcher = watcher.clone();
+        self.write(move |c| services::remove_watch(c, &watcher, watch_id))
+            .await
+    }
+
+    async fn watch_candidates(
+        &self,
+        keywords: &[String],
+        offerer: &EntityId,
+        limit: u32,
+    ) -> Result<Vec<crate::WatchCandidate>> {
+        self.inner
+            .readers
+            .snapshot(|c| services::watch_candidates(c, keywords, offerer, limit))
+    }
+
     async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {
         let rows = rows.to_vec();
         self.write(move |c| usage::store_usage(c, &rows)).await

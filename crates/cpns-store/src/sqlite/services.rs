@@ -8,7 +8,7 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 use super::codec;
 use crate::{
     DirectoryAsk, DirectoryView, Result, ServiceEntry, ServiceQuery, ServiceScope, ServiceViewer,
-    StoreError, UnixMillis,
+    StoreError, UnixMillis, WatchCandidate, WatchRecord,
 };
 
 const SELECT: &str = "SELECT dir_id, offerer, owner, service_id, service_type, scope_kind, \
@@ -191,7 +191,12 @@ pub(super) fn view(
         return Ok(DirectoryView::default());
     };
     let mut offered = 0;
+    let mut watches = 0;
     let entries = match ask {
+        DirectoryAsk::Watching => {
+            watches = watch_count(conn, asker)?;
+            Vec::new()
+        }
         DirectoryAsk::Offered { service_id } => {
             let n: i64 = conn
                 .prepare_cached(
@@ -211,6 +216,7 @@ pub(super) fn view(
         capabilities,
         entries,
         offered,
+        watches,
     })
 }
 
@@ -251,4 +257,139 @@ pub(super) fn one(
     let mut args = vec![Value::Integer(i64::try_from(dir_id).unwrap_or(-1))];
     visible(viewer, now, &mut sql, &mut args);
     codec::optional(conn, &sql, params_from_iter(args), decode)
+}
+
+pub(super) fn add_watch(conn: &Connection, w: &WatchRecord) -> Result<u64> {
+    let known = codec::optional(
+        conn,
+        "SELECT 1 FROM entities WHERE id = ?",
+        [w.watcher.as_str()],
+        |_| Ok(()),
+    )?;
+    known.ok_or_else(|| StoreError::not_found(format!("entity {}", w.watcher)))?;
+    if w.keywords.iter().any(|k| k.is_empty() || k.contains(' ')) {
+        return Err(StoreError::conflict("a watch's keywords are one word each"));
+    }
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO service_watches (watcher, owner, pn_id, keywords, all_keywords, \
+             service_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING watch_id",
+        )?
+        .query_row(
+            params![
+                w.watcher.as_str(),
+                w.owner.as_str(),
+                w.pn_id.as_bytes().as_slice(),
+                w.keywords.join(" "),
+                i64::from(w.all),
+                w.service_type,
+                w.created_at
+            ],
+            |r| r.get(0),
+        )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO service_watch_keywords (keyword, watch_id) VALUES (?, ?)",
+    )?;
+    for k in &w.keywords {
+        insert.execute(params![k, id])?;
+    }
+    u64::try_from(id).map_err(|_| StoreError::corrupt("watch_id", "negative"))
+}
+
+pub(super) fn remove_watch(
+    conn: &Connection,
+    watcher: &cpns_wire::EntityId,
+    watch_id: u64,
+) -> Result<bool> {
+    let Ok(id) = i64::try_from(watch_id) else {
+        return Ok(false);
+    };
+    let n = codec::exec(
+        conn,
+        "DELETE FROM service_watches WHERE watch_id = ? AND watcher = ?",
+        params![id, watcher.as_str()],
+    )?;
+    if n > 0 {
+        codec::exec(
+            conn,
+            "DELETE FROM service_watch_keywords WHERE watch_id = ?",
+            [id],
+        )?;
+    }
+    Ok(n > 0)
+}
+
+/// How many watches `watcher` keeps.
+fn watch_count(conn: &Connection, watcher: &cpns_wire::EntityId) -> Result<u32> {
+    let n: i64 = conn
+        .prepare_cached("SELECT count(*) FROM service_watches WHERE watcher = ?")?
+        .query_row([watcher.as_str()], |r| r.get(0))?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+pub(super) fn watch_candidates(
+    conn: &Connection,
+    keywords: &[String],
+    offerer: &cpns_wire::EntityId,
+    limit: u32,
+) -> Result<Vec<WatchCandidate>> {
+    let mut sql = String::from(
+        "SELECT w.watch_id, w.watcher, w.owner, w.pn_id, w.keywords, w.all_keywords, \
+         w.service_type, w.created_at, p.gateway, m.sealed_session_key \
+         FROM service_watches AS w \
+         JOIN pns AS p ON p.pn_id = w.pn_id \
+         JOIN pn_members AS m ON m.pn_seq = p.seq AND m.pne_id = w.watcher \
+         WHERE m.authenticated = 1 AND m.sealed_session_key IS NOT NULL AND w.watcher <> ? \
+         AND (w.keywords = ''",
+    );
+    let mut args: Vec<Value> = vec![Value::Text(offerer.to_string())];
+    if !keywords.is_empty() {
+        sql.push_str(
+            " OR w.watch_id IN (SELECT watch_id FROM service_watch_keywords WHERE keyword IN (",
+        );
+        sql.push_str(&vec!["?"; keywords.len()].join(", "));
+        sql.push_str("))");
+        args.extend(keywords.iter().map(|k| Value::Text(k.clone())));
+    }
+    sql.push_str(") ORDER BY w.watch_id LIMIT ?");
+    args.push(Value::Integer(i64::from(limit)));
+    let mut found = codec::all(conn, &sql, params_from_iter(args), |row| {
+        let keywords: String = row.get("keywords")?;
+        let id: i64 = row.get("watch_id")?;
+        let all: i64 = row.get("all_keywords")?;
+        Ok(WatchCandidate {
+            watch: WatchRecord {
+                watch_id: u64::try_from(id)
+                    .map_err(|_| StoreError::corrupt("watch_id", "negative"))?,
+                watcher: codec::id(row, "watcher")?,
+                owner: codec::id(row, "owner")?,
+                pn_id: codec::pn_id(row, "pn_id")?,
+                keywords: keywords
+                    .split(' ')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                all: all != 0,
+                service_type: row.get("service_type")?,
+                created_at: row.get("created_at")?,
+            },
+            gateway: codec::id(row, "gateway")?,
+            sealed_session_key: row.get("sealed_session_key")?,
+            pns: Vec::new(),
+        })
+    })?;
+    // The PNs each watcher is an authenticated member of.
+    let mut pns_of = conn.prepare_cached(
+        "SELECT p.pn_id FROM pn_members AS m JOIN pns AS p ON p.seq = m.pn_seq \
+         WHERE m.pne_id = ? AND m.authenticated = 1 ORDER BY p.seq",
+    )?;
+    for c in &mut found {
+        let rows = pns_of.query_map([c.watch.watcher.as_str()], |row| {
+            Ok(codec::pn_id(row, "pn_id"))
+        })?;
+        for pn in rows {
+            c.pns.push(pn??);
+        }
+    }
+    Ok(found)
 }

@@ -345,3 +345,97 @@ pub async fn directory_view_reads_the_asker_and_what_it_may_see<S: ServerStore>(
     let v = s.directory_view(&eid("phone2"), &discover).await.unwrap();
     assert_eq!(names(v), ["in-1", "mine"]);
 }
+
+fn watch(watcher: &str, pn: PnId, keywords: &[&str]) -> cpns_store::WatchRecord {
+    cpns_store::WatchRecord {
+        watch_id: 0,
+        watcher: eid(watcher),
+        owner: uid("alice"),
+        pn_id: pn,
+        keywords: keywords.iter().map(|k| k.to_string()).collect(),
+        all: true,
+        service_type: Some("media.renderer".into()),
+        created_at: NOW,
+    }
+}
+
+/// A watch reads back as a candidate of an entry sharing a keyword (or of every entry, with
+/// none), with its watcher's key and PNs; never of its own entries, nor once its watcher left
+/// the watch's PN; it ends once, and only by its watcher.
+pub async fn watches_are_candidates_of_entries_that_may_match<S: ServerStore>(s: &S) {
+    use cpns_store::DirectoryAsk;
+
+    world(s).await;
+    let home = pn(1, "gw-1", &["phone", "tv"]);
+    s.register_pn(&home).await.unwrap();
+    s.register_pn(&pn(2, "gw-2", &["phone"])).await.unwrap();
+    let video = s
+        .add_watch(&watch("phone", pid(1), &["video", "tv"]))
+        .await
+        .unwrap();
+    let any = s.add_watch(&watch("phone", pid(2), &[])).await.unwrap();
+    let tvs = s.add_watch(&watch("tv", pid(1), &["video"])).await.unwrap();
+    assert!(video < any && any < tvs);
+    let ids = |c: Vec<cpns_store::WatchCandidate>| {
+        c.into_iter().map(|c| c.watch.watch_id).collect::<Vec<_>>()
+    };
+    let words = |w: &[&str]| w.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    // tv publishes "video": phone's two watches, not tv's own.
+    let c = s
+        .watch_candidates(&words(&["video"]), &eid("tv"), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(c.clone()), [video, any]);
+    let first = &c[0];
+    assert_eq!(
+        first.watch,
+        cpns_store::WatchRecord {
+            watch_id: video,
+            ..watch("phone", pid(1), &["video", "tv"])
+        }
+    );
+    assert_eq!(first.gateway, eid("gw-1"));
+    assert_eq!(first.sealed_session_key, b"sk:phone".to_vec());
+    assert_eq!(first.pns, [pid(1), pid(2)]);
+    assert_eq!(c[1].gateway, eid("gw-2"));
+    // A keyword no watch has: only the watch of every entry. A limit holds.
+    let c = s
+        .watch_candidates(&words(&["audio"]), &eid("tv"), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(c), [any]);
+    let c = s
+        .watch_candidates(&words(&["video", "tv"]), &eid("bobs-tv"), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(c), [video, any]);
+    // Counted for its watcher.
+    let v = s
+        .directory_view(&eid("phone"), &DirectoryAsk::Watching)
+        .await
+        .unwrap();
+    assert_eq!(v.watches, 2);
+    // phone leaves PN 1: its watch there has no key any more.
+    s.update_members(&pid(1), &[], &[eid("phone")], None)
+        .await
+        .unwrap();
+    let c = s
+        .watch_candidates(&words(&["video"]), &eid("bobs-tv"), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(c), [any, tvs]);
+    // Only its watcher ends a watch, once.
+    assert!(!s.remove_watch(&eid("tv"), any).await.unwrap());
+    assert!(s.remove_watch(&eid("phone"), any).await.unwrap());
+    assert!(!s.remove_watch(&eid("phone"), any).await.unwrap());
+    let c = s
+        .watch_candidates(&words(&["video"]), &eid("bobs-tv"), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(c), [tvs]);
+    // A watcher not enrolled keeps nothing.
+    assert!(matches!(
+        s.add_watch(&watch("nobody", pid(1), &["x"])).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}

@@ -233,6 +233,7 @@ bodies! {
     // The secure PNE<->server session set up by registration, 003 §1.4.1 step 4.
     60 => SecureRequest,
     61 => SecureResponse,
+    62 => SecureNotice,
     // Invite, leave and expulsion, with group key epochs, 000 §6.6.2-6.6.3
     // (docs/pn-lifecycle.md).
     70 => PneInviteRequest,
@@ -287,4 +288,10 @@ bodies! {
     125 => ServiceFound,
     126 => ServiceRetrieve,
     127 => ServiceDescriptionAnswer,
+    128 => ServiceWatch,
+    129 => ServiceWatching,
+    // Service watches: their ends, and the matches they bring (docs/services.md).
+    130 => ServiceUnwatch,
+    131 => ServiceUnwatched,
+    132 => ServiceMatch,
 }

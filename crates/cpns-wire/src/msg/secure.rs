@@ -37,6 +37,24 @@ pub struct SecureResponse {
     pub sealed: Vec<u8>,
 }
 
+/// Secure Notice, CPNS Server to PNE through the PN GW, on the server's own initiative (a
+/// service match): a [`SecureCall`] sealed under the notice key of SK_PNE
+/// (docs/security.md §4.8, "Notices"). Sent as a notify.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct SecureNotice {
+    /// The PN whose SK_PNE seals it.
+    #[n(0)]
+    pub pn_id: PnId,
+    /// Its number, greater than the last notice's to this PNE; bound into the seal.
+    #[n(1)]
+    pub notice_id: u64,
+    /// The [`SecureCall`], sealed.
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed: Vec<u8>,
+}
+
 /// What a [`SecureRequest`] or [`SecureResponse`] carries under its seal: a call of a server
 /// service, or its answer. Never sent in the clear.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]

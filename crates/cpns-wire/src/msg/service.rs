@@ -19,6 +19,13 @@ pub const SERVICE_DISCOVER: &str = "cpns.service.discover";
 /// The secure call that retrieves: payload [`ServiceRetrieve`], answer
 /// [`ServiceDescriptionAnswer`].
 pub const SERVICE_RETRIEVE: &str = "cpns.service.retrieve";
+/// The secure call that watches: payload [`ServiceWatch`], answer [`ServiceWatching`].
+pub const SERVICE_WATCH: &str = "cpns.service.watch";
+/// The secure call that ends a watch: payload [`ServiceUnwatch`], answer
+/// [`ServiceUnwatched`].
+pub const SERVICE_UNWATCH: &str = "cpns.service.unwatch";
+/// The secure notice that tells a watcher of a match: payload [`ServiceMatch`].
+pub const SERVICE_MATCH: &str = "cpns.service.match";
 
 use crate::ids::{EntityId, UserId};
 
@@ -156,4 +163,62 @@ pub struct ServiceDescriptionAnswer {
     /// When its lease ends (Unix milliseconds).
     #[n(3)]
     pub expires_at_ms: u64,
+}
+
+/// Service Watch: tell this PNE of every entry published from now on that it may see and that
+/// matches (004 §5.5.5 "advertise"), by [`ServiceMatch`] notices, until it unwatches or leaves
+/// the PN its call was sealed in.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceWatch {
+    /// Keywords; none: any entry.
+    #[n(0)]
+    #[cbor(default)]
+    pub keywords: Vec<String>,
+    /// Every keyword must match (else any one).
+    #[n(1)]
+    pub all: bool,
+    /// Only this type.
+    #[n(2)]
+    pub service_type: Option<String>,
+}
+
+/// Service Watching: the watch is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceWatching {
+    /// Its id, for the matches it brings and to unwatch.
+    #[n(0)]
+    pub watch_id: u64,
+}
+
+/// Service Unwatch: end one of this PNE's watches.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceUnwatch {
+    /// The watch.
+    #[n(0)]
+    pub watch_id: u64,
+}
+
+/// Service Unwatched.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceUnwatched {
+    /// Whether it was kept.
+    #[n(0)]
+    pub removed: bool,
+}
+
+/// Service Match: an entry published (or updated) that a watch of this PNE matches; the payload
+/// of a [`crate::SecureNotice`].
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ServiceMatch {
+    /// The watch.
+    #[n(0)]
+    pub watch_id: u64,
+    /// The entry.
+    #[n(1)]
+    pub entry: ServiceSummary,
 }

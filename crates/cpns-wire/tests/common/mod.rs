@@ -721,6 +721,15 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "secure notice",
+            SecureNotice {
+                pn_id: pn(0x62),
+                notice_id: 1_843_200_000_000_001,
+                sealed: vec![0xca, 0xfe],
+            }
+            .into(),
+        ),
+        (
             "pn release request",
             PnReleaseRequest {
                 request_id: RequestId(u64::MAX),
@@ -929,6 +938,37 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 offerer: eid("tv-1"),
                 description: br#"{"service_id":"renderer"}"#.to_vec(),
                 expires_at_ms: 1_800_000_000_000,
+            }
+            .into(),
+        ),
+        (
+            "service watch",
+            ServiceWatch {
+                keywords: vec!["video".into()],
+                all: true,
+                service_type: Some("media.renderer".into()),
+            }
+            .into(),
+        ),
+        ("service watching", ServiceWatching { watch_id: 3 }.into()),
+        ("service unwatch", ServiceUnwatch { watch_id: 3 }.into()),
+        (
+            "service unwatched",
+            ServiceUnwatched { removed: true }.into(),
+        ),
+        (
+            "service match",
+            ServiceMatch {
+                watch_id: 3,
+                entry: ServiceSummary {
+                    dir_id: 8,
+                    offerer: eid("tv-1"),
+                    owner: "alice".parse().unwrap(),
+                    service_id: "renderer".into(),
+                    service_type: "media.renderer".into(),
+                    name: "Living room TV".into(),
+                    keywords: vec!["video".into()],
+                },
             }
             .into(),
         ),
