@@ -240,8 +240,9 @@ impl Pair {
                         );
                         self.server.handle_gateway_answer(ask, Err(e));
                     }
-                    // No status hub in the ceiling run: nobody subscribes.
+                    // No status hub in the ceiling run: nobody subscribes, nobody watches.
                     ServerOutput::Event(_)
+                    | ServerOutput::Notice { .. }
                     | ServerOutput::Publish(_)
                     | ServerOutput::Close { .. }
                     | ServerOutput::GatewayAnswer { .. }

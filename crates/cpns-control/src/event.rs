@@ -151,6 +151,14 @@ pub enum Event {
         /// The content as hex.
         hex: String,
     },
+    /// A new directory entry matches one of this PNE's service watches (004 §5.5.5), as the
+    /// server told it end to end.
+    ServiceMatch {
+        /// The watch.
+        watch_id: u64,
+        /// The entry.
+        entry: crate::ServiceEntry,
+    },
     /// Content relayed to this PNE was refused, and why.
     ContentRefused {
         /// The PN it named.
@@ -209,6 +217,7 @@ impl Event {
             Event::Status { .. } => "status",
             Event::Content { .. } => "content",
             Event::ContentRefused { .. } => "content_refused",
+            Event::ServiceMatch { .. } => "service_match",
             Event::Completed { .. } => "completed",
             Event::FlowFailed { .. } => "flow_failed",
             Event::Lagged { .. } => "lagged",
@@ -401,5 +410,15 @@ pub enum Outcome {
     ServiceRetrieved {
         /// Its directory id.
         dir_id: u64,
+    },
+    /// A watch is kept.
+    ServiceWatching {
+        /// Its id.
+        watch_id: u64,
+    },
+    /// A watch ended, if it was kept.
+    ServiceUnwatched {
+        /// Whether it was.
+        removed: bool,
     },
 }

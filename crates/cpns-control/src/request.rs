@@ -250,6 +250,25 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "is_zero")]
         after: u64,
     },
+    /// PNE: watch the directory: every entry published from now on that this PNE may see and
+    /// that has every keyword (with `any`, one of them; none: any entry), of `type`, is told
+    /// as a `service_match` event.
+    ServiceWatch {
+        /// Keywords; none: any entry.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keywords: Vec<String>,
+        /// Any keyword matches (else every one must).
+        #[serde(default, skip_serializing_if = "is_false")]
+        any: bool,
+        /// Only this service type.
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        service_type: Option<String>,
+    },
+    /// PNE: end one of its watches.
+    ServiceUnwatch {
+        /// The watch.
+        watch_id: u64,
+    },
     /// PNE: one whole description from the directory.
     ServiceRetrieve {
         /// Its directory id.
@@ -309,7 +328,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 31] = [
+pub const VERB_TABLE: [(&str, Served); 33] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -341,11 +360,13 @@ pub const VERB_TABLE: [(&str, Served); 31] = [
     ("service_unpublish", PNE),
     ("service_discover", PNE),
     ("service_retrieve", PNE),
+    ("service_watch", PNE),
+    ("service_unwatch", PNE),
 ];
 
 /// Every verb, as written on the socket.
-pub const VERBS: [&str; 31] = {
-    let mut verbs = [""; 31];
+pub const VERBS: [&str; 33] = {
+    let mut verbs = [""; 33];
     let mut i = 0;
     while i < verbs.len() {
         verbs[i] = VERB_TABLE[i].0;
@@ -401,6 +422,8 @@ impl Request {
             Request::ServiceUnpublish { .. } => "service_unpublish",
             Request::ServiceDiscover { .. } => "service_discover",
             Request::ServiceRetrieve { .. } => "service_retrieve",
+            Request::ServiceWatch { .. } => "service_watch",
+            Request::ServiceUnwatch { .. } => "service_unwatch",
         }
     }
 }

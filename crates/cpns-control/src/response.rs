@@ -253,9 +253,21 @@ pub enum Response {
         /// The description, as the directory keeps it.
         description: serde_json::Value,
     },
+    /// The watch is kept: its matches come as `service_match` events.
+    ServiceWatch {
+        /// Its id.
+        watch_id: u64,
+    },
+    /// Whether the watch was kept.
+    ServiceUnwatch {
+        /// The watch.
+        watch_id: u64,
+        /// Whether it was kept.
+        removed: bool,
+    },
 }
 
-/// A directory entry as discovery lists it (004 §5.5.5).
+/// A directory entry as discovery lists it (004 §5.5.5), or a watch's match tells it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceEntry {
@@ -327,6 +339,8 @@ impl Response {
             Response::ServiceUnpublish { .. } => "service_unpublish",
             Response::ServiceDiscover { .. } => "service_discover",
             Response::ServiceRetrieve { .. } => "service_retrieve",
+            Response::ServiceWatch { .. } => "service_watch",
+            Response::ServiceUnwatch { .. } => "service_unwatch",
         }
     }
 }

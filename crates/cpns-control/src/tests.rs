@@ -114,6 +114,12 @@ fn every_request() -> Vec<Request> {
             after: 4,
         },
         Request::ServiceRetrieve { dir_id: 4 },
+        Request::ServiceWatch {
+            keywords: vec!["photo".into()],
+            any: false,
+            service_type: None,
+        },
+        Request::ServiceUnwatch { watch_id: 2 },
     ]
 }
 

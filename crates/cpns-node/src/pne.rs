@@ -184,6 +184,10 @@ pub enum DirectoryAsk {
     Discover(cpns_wire::ServiceDiscover),
     /// Retrieve one.
     Retrieve(u64),
+    /// Watch.
+    Watch(cpns_wire::ServiceWatch),
+    /// End a watch.
+    Unwatch(u64),
 }
 
 /// Commands to a PNE that [`serve`] runs.
@@ -892,7 +896,8 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::CapabilitiesReported
             | PneEvent::UsageSent { .. }
             | PneEvent::GroupContent { .. }
-            | PneEvent::ContentRefused { .. } => {}
+            | PneEvent::ContentRefused { .. }
+            | PneEvent::ServiceMatched(_) => {}
         }
     }
 
@@ -992,6 +997,8 @@ impl<S: DeviceStore> Link<S> {
             Ask::Directory(DirectoryAsk::Unpublish(id)) => s.unpublish_service(now, id),
             Ask::Directory(DirectoryAsk::Discover(q)) => s.discover_services(now, q),
             Ask::Directory(DirectoryAsk::Retrieve(id)) => s.retrieve_service(now, id),
+            Ask::Directory(DirectoryAsk::Watch(w)) => s.watch_services(now, w),
+            Ask::Directory(DirectoryAsk::Unwatch(id)) => s.unwatch_services(now, id),
             Ask::SendUsage(prefs) => match self.store.unsent_local_usage(256).await {
                 Ok(unsent) => {
                     let records: Vec<_> = unsent.into_iter().map(|u| u.record).collect();

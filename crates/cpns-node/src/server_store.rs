@@ -365,6 +365,7 @@ pub(crate) async fn load<S: ServerStore>(
 /// A directory request's ask as the store takes it.
 fn directory_ask(ask: &DirAsk) -> cpns_store::DirectoryAsk {
     match ask {
+        DirAsk::Watching => cpns_store::DirectoryAsk::Watching,
         DirAsk::Offered { service_id } => cpns_store::DirectoryAsk::Offered {
             service_id: service_id.clone(),
         },
@@ -411,6 +412,7 @@ fn directory_loaded(view: cpns_store::DirectoryView) -> DirectoryLoaded {
             })
             .collect(),
         offered: view.offered,
+        watches: view.watches,
     }
 }
 
@@ -568,7 +570,56 @@ pub(crate) async fn persist<S: ServerStore>(
         } => {
             let entry = service_entry(offerer, owner, *publish, now_ms);
             let dir_id = store.publish_service(&entry).await.map_err(err)?;
-            Ok(Persisted::Published(dir_id))
+            // Read after the write: a watch made meanwhile may be told, or not.
+            let candidates = store
+                .watch_candidates(&entry.keywords, &entry.offerer, directory::MAX_TOLD)
+                .await
+                .map_err(err)?;
+            let mut watchers = Vec::with_capacity(candidates.len());
+            for c in candidates {
+                let w = c.watch;
+                let session_key = open_sk(master, &w.pn_id, &w.watcher, &c.sealed_session_key)
+                    .map_err(sealed_failure)?;
+                watchers.push(directory::Watcher {
+                    watch_id: w.watch_id,
+                    watcher: w.watcher,
+                    owner: w.owner,
+                    pn_id: w.pn_id,
+                    session_key,
+                    gateway: c.gateway,
+                    keywords: w.keywords,
+                    all: w.all,
+                    service_type: w.service_type,
+                    pns: c.pns,
+                });
+            }
+            Ok(Persisted::Published { dir_id, watchers })
+        }
+        ServerEffect::AddWatch {
+            watcher,
+            owner,
+            pn_id,
+            keywords,
+            all,
+            service_type,
+            now_ms,
+        } => {
+            let watch = cpns_store::WatchRecord {
+                watch_id: 0,
+                watcher,
+                owner,
+                pn_id,
+                keywords,
+                all,
+                service_type,
+                created_at: now_ms,
+            };
+            let id = store.add_watch(&watch).await.map_err(err)?;
+            Ok(Persisted::Watch(id))
+        }
+        ServerEffect::RemoveWatch { watcher, watch_id } => {
+            let removed = store.remove_watch(&watcher, watch_id).await.map_err(err)?;
+            Ok(Persisted::Removed(removed))
         }
         ServerEffect::UnpublishService {
             offerer,

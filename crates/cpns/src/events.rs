@@ -337,6 +337,11 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             lifetime_s,
         } => registered(cpns_id, *pn_id, *lifetime_s),
         PneEvent::FlowFailed { flow, reason } => failed(*flow, reason),
+        PneEvent::ServiceMatched(m) => Described::new("service_match")
+            .field("watch_id", "watch", Value::Number(m.watch_id))
+            .field("dir_id", "directory entry", Value::Number(m.entry.dir_id))
+            .text("service_id", &m.entry.service_id)
+            .text("offerer", &m.entry.offerer),
         PneEvent::GroupContent {
             pn_id,
             epoch,
@@ -540,6 +545,16 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                 "dir_ids",
                 "entries",
                 Value::List(f.entries.iter().map(|e| e.dir_id.to_string()).collect()),
+            ),
+            Outcome::ServiceWatching { watch_id } => Described::new("service_watching").field(
+                "watch_id",
+                "watch",
+                Value::Number(*watch_id),
+            ),
+            Outcome::ServiceUnwatched { removed } => Described::new("service_unwatched").field(
+                "removed",
+                "removed",
+                Value::Bool(*removed),
             ),
             Outcome::ServiceRetrieved(d) => Described::new("service_retrieved")
                 .field("dir_id", "directory id", Value::Number(d.dir_id))

@@ -326,7 +326,9 @@ fn print_answer(r: &Response) {
         | Response::ServicePublish { .. }
         | Response::ServiceUnpublish { .. }
         | Response::ServiceDiscover { .. }
-        | Response::ServiceRetrieve { .. }) => {
+        | Response::ServiceRetrieve { .. }
+        | Response::ServiceWatch { .. }
+        | Response::ServiceUnwatch { .. }) => {
             println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
         }
     }
@@ -397,6 +399,15 @@ fn print_event(e: &Event) {
         Event::ContentRefused { pn_id, from, error } => {
             println!("PN {pn_id}: content naming {from} refused: {error}")
         }
+        Event::ServiceMatch { watch_id, entry } => println!(
+            "watch {watch_id}: {} \"{}\" ({}) offered by {} of {}, directory entry {}",
+            entry.service_id,
+            entry.name.escape_debug(),
+            entry.service_type,
+            entry.offerer,
+            entry.owner,
+            entry.dir_id
+        ),
         // The rest, as the line came.
         other @ (Event::PanAuthenticated { .. }
         | Event::CapabilitiesReported {}

@@ -61,6 +61,30 @@ pub(crate) enum ServiceVerb {
         #[arg(long, default_value_t = 0)]
         after: u64,
     },
+    /// On a running PNE: watch the directory for entries published from now on that it may
+    /// see and that have every KEYWORD (none: any entry). Prints the watch's id; with
+    /// --follow, then each match as it comes (`cpns pn events` shows them too).
+    Watch {
+        /// Keywords.
+        keywords: Vec<String>,
+        /// Any one keyword is enough.
+        #[arg(long)]
+        any: bool,
+        /// Only this service type.
+        #[arg(long = "type")]
+        service_type: Option<String>,
+        /// Follow the matches until stopped.
+        #[arg(long)]
+        follow: bool,
+        /// With --follow: stop after this many matches.
+        #[arg(long, requires = "follow")]
+        count: Option<u64>,
+    },
+    /// On a running PNE: end one of its watches.
+    Unwatch {
+        /// The watch's id, as `watch` printed it.
+        watch_id: u64,
+    },
     /// On a running PNE: one whole description from the directory, as JSON.
     Retrieve {
         /// Its directory id, as `discover` lists it.
@@ -155,6 +179,32 @@ pub(crate) async fn service(a: ServiceArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ServiceVerb::Watch {
+            keywords,
+            any,
+            service_type,
+            follow,
+            count,
+        } => {
+            let request = Request::ServiceWatch {
+                keywords,
+                any,
+                service_type,
+            };
+            watch(t, request, follow, count).await
+        }
+        ServiceVerb::Unwatch { watch_id } => {
+            let answer = ask(t, Request::ServiceUnwatch { watch_id }).await?;
+            match &answer {
+                _ if t.json => print_json(&answer),
+                Response::ServiceUnwatch { removed: true, .. } => {
+                    println!("watch {watch_id} ended")
+                }
+                Response::ServiceUnwatch { .. } => println!("no watch {watch_id} of this PNE"),
+                other => return Err(unexpected(other)),
+            }
+            Ok(())
+        }
         ServiceVerb::Retrieve { dir_id } => {
             let answer = ask(t, Request::ServiceRetrieve { dir_id }).await?;
             let Response::ServiceRetrieve { description, .. } = &answer else {
@@ -210,4 +260,77 @@ fn seconds_until(at_ms: u64) -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     at_ms.saturating_sub(now_ms).div_ceil(1000)
+}
+
+/// `cpns service watch`: with `follow`, the PNE's events are followed from before the watch is
+/// made, so no match of it is missed, and each match of it is printed.
+async fn watch(
+    t: &Target,
+    request: Request,
+    follow: bool,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    use cpns_control::{Event, Line};
+
+    let path = t.socket()?;
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let follower = follow.then(|| {
+        let path = path.clone();
+        tokio::spawn(async move {
+            cpns_node::control::stream(&path, &Request::Events {}, |line| tx.send(line).is_ok())
+                .await
+        })
+    });
+    if follow {
+        match lines.recv().await {
+            Some(Line::Answer(Ok(_))) => {}
+            Some(Line::Answer(Err(e))) => anyhow::bail!("refused: {e}"),
+            _ => anyhow::bail!("the PNE did not let its events be followed"),
+        }
+    }
+    let answer = ask(t, request).await?;
+    let Response::ServiceWatch { watch_id } = &answer else {
+        return Err(unexpected(&answer));
+    };
+    let watch_id = *watch_id;
+    if t.json {
+        print_json(&answer);
+    } else {
+        println!("watching (watch {watch_id}); `cpns service unwatch {watch_id}` ends it");
+    }
+    let Some(follower) = follower else {
+        return Ok(());
+    };
+    let mut seen = 0u64;
+    while count.is_none_or(|n| seen < n) {
+        let Some(line) = lines.recv().await else {
+            break;
+        };
+        let Line::Event(e) = &line else {
+            continue;
+        };
+        let Event::ServiceMatch { watch_id: w, entry } = e else {
+            continue;
+        };
+        if *w != watch_id {
+            continue;
+        }
+        seen += 1;
+        if t.json {
+            println!("{}", cpns_control::encode_event(e));
+        } else {
+            println!(
+                "{}: {} \"{}\" ({}) offered by {} of {}; keywords {}",
+                entry.dir_id,
+                entry.service_id,
+                entry.name.escape_debug(),
+                entry.service_type,
+                entry.offerer,
+                entry.owner,
+                entry.keywords.join(", ")
+            );
+        }
+    }
+    follower.abort();
+    Ok(())
 }

@@ -101,6 +101,10 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
         }],
         PneEvent::CapabilitiesReported => vec![Event::CapabilitiesReported {}],
         PneEvent::StatusNotified(n) => vec![status(n)],
+        PneEvent::ServiceMatched(m) => vec![Event::ServiceMatch {
+            watch_id: m.watch_id,
+            entry: cpns_control::ServiceEntry::from(&m.entry),
+        }],
         PneEvent::UsageSent {
             sent,
             duplicates,
@@ -217,6 +221,8 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::ServiceUnpublished { .. }
         | Outcome::ServicesFound(_)
         | Outcome::ServiceRetrieved(_)
+        | Outcome::ServiceWatching { .. }
+        | Outcome::ServiceUnwatched { .. }
         | Outcome::InvitationAnswered { .. } => None,
     }
 }
@@ -336,5 +342,9 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             more: f.more,
         },
         Outcome::ServiceRetrieved(d) => ApiOutcome::ServiceRetrieved { dir_id: d.dir_id },
+        Outcome::ServiceWatching { watch_id } => ApiOutcome::ServiceWatching {
+            watch_id: *watch_id,
+        },
+        Outcome::ServiceUnwatched { removed } => ApiOutcome::ServiceUnwatched { removed: *removed },
     }
 }

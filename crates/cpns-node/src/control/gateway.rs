@@ -118,7 +118,9 @@ impl GatewayApi {
             | Request::ServicePublish { .. }
             | Request::ServiceUnpublish { .. }
             | Request::ServiceDiscover { .. }
-            | Request::ServiceRetrieve { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::ServiceRetrieve { .. }
+            | Request::ServiceWatch { .. }
+            | Request::ServiceUnwatch { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

@@ -345,6 +345,35 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     other => Err(api_error(unexpected(&other))),
                 }
             }
+            Request::ServiceWatch {
+                keywords,
+                any,
+                service_type,
+            } => {
+                let ask = DirectoryAsk::Watch(cpns_wire::ServiceWatch {
+                    keywords,
+                    all: !any,
+                    service_type,
+                });
+                match h.directory(ask).await.map_err(api_error)? {
+                    Outcome::ServiceWatching { watch_id } => {
+                        one(Response::ServiceWatch { watch_id })
+                    }
+                    other => Err(api_error(unexpected(&other))),
+                }
+            }
+            Request::ServiceUnwatch { watch_id } => {
+                match h
+                    .directory(DirectoryAsk::Unwatch(watch_id))
+                    .await
+                    .map_err(api_error)?
+                {
+                    Outcome::ServiceUnwatched { removed } => {
+                        one(Response::ServiceUnwatch { watch_id, removed })
+                    }
+                    other => Err(api_error(unexpected(&other))),
+                }
+            }
             r @ (Request::Establish { .. } | Request::Usage { .. }) => Err(Role::Pne.refusal(&r)),
         }
     }

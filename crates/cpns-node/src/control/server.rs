@@ -148,7 +148,9 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::ServicePublish { .. }
             | Request::ServiceUnpublish { .. }
             | Request::ServiceDiscover { .. }
-            | Request::ServiceRetrieve { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::ServiceRetrieve { .. }
+            | Request::ServiceWatch { .. }
+            | Request::ServiceUnwatch { .. }) => Err(Role::Server.refusal(&r)),
         };
         answered.into()
     }

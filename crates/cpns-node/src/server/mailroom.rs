@@ -109,6 +109,11 @@ pub(super) enum PeerMsg {
     },
     /// Ask this session's PN GW for an entity's capabilities (004 §5.5.1: query by id).
     CapsAsk { entity: EntityId, reply: CapsReply },
+    /// A secure notice for a PNE behind this session's PN GW (a service match).
+    Notice {
+        to: EntityId,
+        notice: cpns_wire::SecureNotice,
+    },
 }
 
 impl Mailroom {
@@ -262,6 +267,24 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         });
     }
 
+    /// A secure notice for `to`, through the session of `gateway` (this one's or another's):
+    /// posted, and dropped unsaid if no session of that PN GW takes it soon (a full mailroom,
+    /// or none connected; docs/services.md, "Watches").
+    pub(super) fn post_notice(
+        &self,
+        gateway: &EntityId,
+        to: EntityId,
+        notice: cpns_wire::SecureNotice,
+    ) {
+        let now = Instant::now();
+        let posted = self
+            .room()
+            .post(now, gateway, now + PICKUP, PeerMsg::Notice { to, notice });
+        if posted.is_ok() {
+            self.office.ring();
+        }
+    }
+
     /// Mail for this session's PN GW: questions go to its machine, answers to the flows that
     /// asked.
     pub(super) fn deliver_mail(&self, session: &mut ServerSession) {
@@ -281,6 +304,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     let id = self.room().await_caps_reply(letter.until, reply);
                     session.ask_capabilities(now, entity, id);
                 }
+                PeerMsg::Notice { to, notice } => session.send_notice(to, notice),
             }
         }
     }

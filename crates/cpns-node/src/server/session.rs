@@ -184,6 +184,11 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                         let _ = reply.send(result);
                     }
                 }
+                ServerOutput::Notice {
+                    gateway,
+                    to,
+                    notice,
+                } => self.post_notice(&gateway, to, notice),
                 ServerOutput::Close { reason } => {
                     debug!(%reason, "closing session");
                     return Ok(false);

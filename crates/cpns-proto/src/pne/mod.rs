@@ -229,6 +229,9 @@ pub enum PneEvent {
     CapabilitiesReported,
     /// A notification of one of this PNE's subscriptions.
     StatusNotified(cpns_wire::StatusNotification),
+    /// A new directory entry matches one of this PNE's service watches (004 §5.5.5), told by
+    /// the server end to end.
+    ServiceMatched(cpns_wire::ServiceMatch),
     /// The server acknowledged a usage report the PNE sent by itself (004 §5.5.4).
     UsageSent {
         /// Records sent and acknowledged.
@@ -415,6 +418,9 @@ pub struct PneSession {
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
+    /// The number of the last secure notice taken, by the PN whose SK_PNE sealed it
+    /// (docs/security.md §4.8, "Notices").
+    notices: BTreeMap<PnId, u64>,
     /// Capabilities and status reporting, heartbeats.
     reporting: status::Reporting,
     /// Invitations held for the application ([`InvitationPolicy::Ask`]).
@@ -475,6 +481,7 @@ impl PneSession {
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
+            notices: BTreeMap::new(),
             reporting: status::Reporting::default(),
             held: BTreeMap::new(),
             out: VecDeque::new(),
@@ -772,6 +779,7 @@ impl PneSession {
             }
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(PneEvent::StatusNotified(n)),
+            Body::SecureNotice(m) if env.kind == MsgKind::Notify => self.on_secure_notice(&env, m),
             Body::GroupContent(m) if env.kind == MsgKind::Notify => self.on_group_content(m),
             Body::GroupContentSent(m) => self.on_content_sent(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),

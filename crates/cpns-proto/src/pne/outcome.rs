@@ -99,6 +99,16 @@ pub enum Outcome {
     },
     /// `discover_services`: the entries found.
     ServicesFound(cpns_wire::ServiceFound),
+    /// `watch_services`: the watch is kept.
+    ServiceWatching {
+        /// Its id.
+        watch_id: u64,
+    },
+    /// `unwatch_services`: whether the watch was kept.
+    ServiceUnwatched {
+        /// Whether it was.
+        removed: bool,
+    },
     /// `retrieve_service`: the whole description.
     ServiceRetrieved(Box<cpns_wire::ServiceDescriptionAnswer>),
     /// `set_capabilities`: the capabilities are the PNE's now; `reported` if its PN GW

@@ -5,13 +5,16 @@
 
 use std::time::Instant;
 
+use cpns_crypto::{NoticeBinding, open_secure_notice};
 use cpns_wire::{
-    SERVICE_DISCOVER, SERVICE_PUBLISH, SERVICE_RETRIEVE, SERVICE_UNPUBLISH, SecureCall,
-    ServiceDescriptionAnswer, ServiceDiscover, ServiceFound, ServicePublish, ServicePublished,
-    ServiceRetrieve, ServiceUnpublish, ServiceUnpublished,
+    Address, Envelope, SERVICE_DISCOVER, SERVICE_MATCH, SERVICE_PUBLISH, SERVICE_RETRIEVE,
+    SERVICE_UNPUBLISH, SERVICE_UNWATCH, SERVICE_WATCH, SecureCall, SecureNotice,
+    ServiceDescriptionAnswer, ServiceDiscover, ServiceFound, ServiceMatch, ServicePublish,
+    ServicePublished, ServiceRetrieve, ServiceUnpublish, ServiceUnpublished, ServiceUnwatch,
+    ServiceUnwatched, ServiceWatch, ServiceWatching,
 };
 
-use super::{Outcome, PneSession};
+use super::{Outcome, PneEvent, PneSession};
 use crate::{CommandError, CommandId, Failure, Flow};
 
 impl PneSession {
@@ -61,6 +64,72 @@ impl PneSession {
         self.directory_call(now, SERVICE_RETRIEVE, &ServiceRetrieve { dir_id })
     }
 
+    /// Watches the directory: every entry published from now on that this PNE may see and that
+    /// matches is told as [`PneEvent::ServiceMatched`], until it unwatches (or leaves the PN the
+    /// call is sealed in). Completes with [`Outcome::ServiceWatching`].
+    pub fn watch_services(
+        &mut self,
+        now: Instant,
+        watch: ServiceWatch,
+    ) -> Result<CommandId, CommandError> {
+        self.directory_call(now, SERVICE_WATCH, &watch)
+    }
+
+    /// Ends one of this PNE's watches. Completes with [`Outcome::ServiceUnwatched`].
+    pub fn unwatch_services(
+        &mut self,
+        now: Instant,
+        watch_id: u64,
+    ) -> Result<CommandId, CommandError> {
+        self.directory_call(now, SERVICE_UNWATCH, &ServiceUnwatch { watch_id })
+    }
+
+    /// A secure notice from the server (docs/security.md §4.8, "Notices"): opened under this
+    /// PNE's SK_PNE of the PN it names, taken only with a number greater than the last one's
+    /// under that PN, and told if it is a service match. Anything else is dropped unsaid: a
+    /// notice has no answer.
+    pub(super) fn on_secure_notice(&mut self, env: &Envelope, m: SecureNotice) {
+        if env.from != Address::Server {
+            return;
+        }
+        let own = self
+            .pns
+            .get(&m.pn_id)
+            .and_then(|p| p.state.own.as_ref())
+            .map(|o| o.session_key.clone());
+        let registered = self
+            .session
+            .as_ref()
+            .filter(|s| s.pn_id == m.pn_id)
+            .map(|s| s.session_key.clone());
+        let Some(key) = own.or(registered) else {
+            return;
+        };
+        if self
+            .notices
+            .get(&m.pn_id)
+            .is_some_and(|last| m.notice_id <= *last)
+        {
+            return;
+        }
+        let binding = NoticeBinding {
+            pn_id: m.pn_id.as_bytes(),
+            pne_id: self.cfg.id.as_str(),
+            notice_id: m.notice_id,
+        };
+        let Ok(plain) = open_secure_notice(&key, &binding, &m.sealed) else {
+            return;
+        };
+        self.notices.insert(m.pn_id, m.notice_id);
+        let call = minicbor::decode::<SecureCall>(&plain).ok();
+        let matched = call
+            .filter(|c| c.service == SERVICE_MATCH)
+            .and_then(|c| minicbor::decode::<ServiceMatch>(&c.payload).ok());
+        if let Some(matched) = matched {
+            self.event(PneEvent::ServiceMatched(matched));
+        }
+    }
+
     fn directory_call<T: minicbor::Encode<()>>(
         &mut self,
         now: Instant,
@@ -90,6 +159,14 @@ pub(super) fn answered(a: SecureCall) -> Result<Outcome, Failure> {
             .map_err(bad),
         SERVICE_RETRIEVE => minicbor::decode::<ServiceDescriptionAnswer>(&a.payload)
             .map(|d| Outcome::ServiceRetrieved(Box::new(d)))
+            .map_err(bad),
+        SERVICE_WATCH => minicbor::decode::<ServiceWatching>(&a.payload)
+            .map(|w| Outcome::ServiceWatching {
+                watch_id: w.watch_id,
+            })
+            .map_err(bad),
+        SERVICE_UNWATCH => minicbor::decode::<ServiceUnwatched>(&a.payload)
+            .map(|u| Outcome::ServiceUnwatched { removed: u.removed })
             .map_err(bad),
         _ => Err(Failure::AnswerDidNotOpen),
     }

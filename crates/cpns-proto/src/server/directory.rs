@@ -4,10 +4,7 @@
 //! functions: the session's flow (`super::services`) reads the store and persists around them.
 
 use cpns_service::{Scope, ServiceDescription};
-use cpns_wire::{
-    DeviceCapabilities, EntityId, ErrorBody, ErrorCode, PnId, ServiceDiscover, ServiceSummary,
-    UserId,
-};
+use cpns_wire::{DeviceCapabilities, EntityId, ErrorBody, ErrorCode, PnId, ServiceSummary, UserId};
 
 /// At most this many keywords in a discovery.
 pub const MAX_ASKED_KEYWORDS: usize = 8;
@@ -45,6 +42,13 @@ pub struct Publish {
 /// Most services one offerer keeps in the directory: a PNE cannot fill the store.
 pub const MAX_OFFERED: u32 = 64;
 
+/// Most watches one PNE keeps.
+pub const MAX_WATCHES: u32 = 16;
+
+/// Most watchers one publish tells (by watch id): a keyword many watch cannot make a publish
+/// unbounded work.
+pub const MAX_TOLD: u32 = 1024;
+
 /// Most entries one discovery answer lists; more follow by paging.
 pub const PAGE: u32 = 50;
 
@@ -52,6 +56,8 @@ pub const PAGE: u32 = 50;
 /// ([`super::Load::Directory`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DirAsk {
+    /// How many watches the asker keeps (a watch).
+    Watching,
     /// How many services the asker offers besides `service_id` (a publish).
     Offered {
         /// The service published.
@@ -118,6 +124,55 @@ pub struct DirectoryLoaded {
     pub entries: Vec<DirEntry>,
     /// With [`DirAsk::Offered`]: how many services it offers besides that one.
     pub offered: u32,
+    /// With [`DirAsk::Watching`]: how many watches it keeps.
+    pub watches: u32,
+}
+
+/// A watch a publish may match, with what telling its watcher needs (the driver reads it
+/// after storing the publish; `cpns_store::ServerStore::watch_candidates`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watcher {
+    /// The watch.
+    pub watch_id: u64,
+    /// The watching PNE.
+    pub watcher: EntityId,
+    /// Its user.
+    pub owner: UserId,
+    /// The PN whose SK_PNE seals the match.
+    pub pn_id: PnId,
+    /// The watcher's SK_PNE there.
+    pub session_key: cpns_crypto::SessionKey,
+    /// The PN GW serving that PN.
+    pub gateway: EntityId,
+    /// Normalised keywords; none: every entry.
+    pub keywords: Vec<String>,
+    /// Every keyword must match.
+    pub all: bool,
+    /// Only this type.
+    pub service_type: Option<String>,
+    /// The PNs the watcher is an authenticated member of.
+    pub pns: Vec<PnId>,
+}
+
+/// Whether `w` is told of the entry `p` that `owner`'s device published: it matches the
+/// watch's terms, and the watcher may see it (the scope, as discovery decides it).
+pub fn watch_sees(w: &Watcher, p: &Publish, owner: &UserId) -> bool {
+    let has = |k: &String| p.keywords.contains(k);
+    let words = w.keywords.is_empty()
+        || if w.all {
+            w.keywords.iter().all(has)
+        } else {
+            w.keywords.iter().any(has)
+        };
+    let typed = w.service_type.as_ref().is_none_or(|t| *t == p.service_type);
+    let visible = match &p.scope {
+        DirScope::Public => true,
+        DirScope::User => w.owner == *owner,
+        DirScope::Pn(pn) => w.pns.contains(pn),
+        // No service groups yet (docs/services.md): nobody is a member of one.
+        DirScope::Group(_) => false,
+    };
+    words && typed && visible
 }
 
 /// A description as the directory reads it.
@@ -167,21 +222,21 @@ pub fn publish(
     })
 }
 
-/// The keywords a discovery asks for, normalised (none: any entry).
+/// The keywords a discovery or a watch asks for, normalised (none: any entry).
 ///
 /// # Errors
 /// `bad_request`: a keyword that is no keyword, or more than [`MAX_ASKED_KEYWORDS`].
-pub fn asked_keywords(m: &ServiceDiscover) -> Result<Vec<String>, ErrorBody> {
-    if m.keywords.is_empty() {
+pub fn asked_keywords(keywords: &[String]) -> Result<Vec<String>, ErrorBody> {
+    if keywords.is_empty() {
         return Ok(Vec::new());
     }
-    if m.keywords.len() > MAX_ASKED_KEYWORDS {
+    if keywords.len() > MAX_ASKED_KEYWORDS {
         return Err(ErrorBody::new(
             ErrorCode::BadRequest,
             format!("a discovery asks for at most {MAX_ASKED_KEYWORDS} keywords"),
         ));
     }
-    cpns_service::normalised_keywords(&m.keywords)
+    cpns_service::normalised_keywords(keywords)
         .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))
 }
 
@@ -279,13 +334,7 @@ mod tests {
 
     #[test]
     fn a_discovery_asks_for_a_few_keywords() {
-        let ask = |k: &[&str]| ServiceDiscover {
-            keywords: k.iter().map(|s| s.to_string()).collect(),
-            all: true,
-            service_type: None,
-            fits_me: false,
-            after: 0,
-        };
+        let ask = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(asked_keywords(&ask(&[])).unwrap(), Vec::<String>::new());
         assert_eq!(
             asked_keywords(&ask(&[" Video ", "video", "TV"])).unwrap(),

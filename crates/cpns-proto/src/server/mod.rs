@@ -13,6 +13,7 @@ pub mod directory;
 mod establish;
 mod load;
 mod membership;
+mod notices;
 mod register;
 mod release;
 mod secure;
@@ -39,6 +40,7 @@ pub use load::{
     GroupKeyLoaded, InventoryLoaded, Load, Loaded, PnLoaded, SessionLoaded, StatusesLoaded,
     UsageOwners,
 };
+pub use notices::NoticeClock;
 pub use status::{MAX_ENTRIES, MAX_LABEL, MAX_SUBSCRIPTIONS, NewStatus, ReportLimits};
 
 use connect::Conn;
@@ -71,6 +73,8 @@ pub struct ServerConfig {
     /// Chargeable services and their units per started MB (docs/device-status.md, "Charging
     /// records"); a service not listed is not charged.
     pub tariff: BTreeMap<String, u64>,
+    /// The numbers of secure notices, shared by every session of this server (by cloning).
+    pub notices: NoticeClock,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +90,7 @@ impl Default for ServerConfig {
             report_limits: ReportLimits::default(),
             offline_after: Some(std::time::Duration::from_secs(30)),
             tariff: BTreeMap::new(),
+            notices: NoticeClock::default(),
         }
     }
 }
@@ -342,7 +347,9 @@ pub enum ServerEffect {
     },
     /// Publish a service, or update the one its offerer published with the same service id
     /// (004 §5.5.5; `cpns_store::ServerStore::publish_service`); the driver answers
-    /// [`Persisted::Published`] with its directory id.
+    /// [`Persisted::Published`] with its directory id and the watches it may match
+    /// (`cpns_store::ServerStore::watch_candidates`, at most [`directory::MAX_TOLD`]), each with
+    /// its watcher's SK_PNE opened.
     PublishService {
         /// The offerer: the PNE whose secure call asked.
         offerer: EntityId,
@@ -352,6 +359,31 @@ pub enum ServerEffect {
         publish: Box<directory::Publish>,
         /// Unix milliseconds of the publish.
         now_ms: i64,
+    },
+    /// Keep a service watch (`cpns_store::ServerStore::add_watch`); the driver answers
+    /// [`Persisted::Watch`] with its id.
+    AddWatch {
+        /// The watching PNE.
+        watcher: EntityId,
+        /// Its user.
+        owner: UserId,
+        /// The PN whose SK_PNE sealed the watch (and will seal its matches).
+        pn_id: PnId,
+        /// Normalised keywords; none: every entry.
+        keywords: Vec<String>,
+        /// Every keyword must match.
+        all: bool,
+        /// Only this type.
+        service_type: Option<String>,
+        /// Unix milliseconds.
+        now_ms: i64,
+    },
+    /// End a watcher's watch; the driver answers [`Persisted::Removed`].
+    RemoveWatch {
+        /// The watching PNE.
+        watcher: EntityId,
+        /// The watch.
+        watch_id: u64,
     },
     /// Take an offerer's service out of the directory; the driver answers
     /// [`Persisted::Removed`].
@@ -396,8 +428,15 @@ pub enum Persisted {
     Removed(bool),
     /// What storing usage did.
     Usage(cpns_wire::UsageAccepted),
-    /// The service is in the directory under this id.
-    Published(u64),
+    /// The service is in the directory.
+    Published {
+        /// Its directory id.
+        dir_id: u64,
+        /// The watches it may match.
+        watchers: Vec<directory::Watcher>,
+    },
+    /// The watch is kept under this id.
+    Watch(u64),
 }
 
 /// What the server's status hub must do once an effect is stored (docs/device-status.md,
@@ -549,6 +588,17 @@ pub enum ServerOutput {
         ask: u64,
         /// The capabilities, or why there are none.
         result: Result<DeviceCapabilities, ErrorBody>,
+    },
+    /// Deliver a secure notice to `to` through the session of PN GW `gateway` (this one's or
+    /// another's), with [`ServerSession::send_notice`]; dropped if that PN GW has no session
+    /// (a notice is not kept for later: docs/services.md, "Watches").
+    Notice {
+        /// The PN GW to relay it.
+        gateway: EntityId,
+        /// The PNE it is for.
+        to: EntityId,
+        /// The notice.
+        notice: cpns_wire::SecureNotice,
     },
     /// End the session after sending what was queued.
     Close {

@@ -291,7 +291,7 @@ pub(super) struct Taken {
 pub(super) struct Call {
     req_msg: u64,
     pub(super) pne: EntityId,
-    pn_id: PnId,
+    pub(super) pn_id: PnId,
     request_id: RequestId,
     sk: SessionKey,
 }

@@ -7,10 +7,13 @@
 
 use std::time::Instant;
 
+use cpns_crypto::{NoticeBinding, seal_secure_notice};
 use cpns_wire::{
-    Address, ErrorBody, ErrorCode, SERVICE_DISCOVER, SERVICE_PUBLISH, SERVICE_RETRIEVE,
-    SERVICE_UNPUBLISH, SecureCall, ServiceDescriptionAnswer, ServiceDiscover, ServiceFound,
-    ServicePublish, ServicePublished, ServiceRetrieve, ServiceUnpublish, ServiceUnpublished,
+    Address, ErrorBody, ErrorCode, SERVICE_DISCOVER, SERVICE_MATCH, SERVICE_PUBLISH,
+    SERVICE_RETRIEVE, SERVICE_UNPUBLISH, SERVICE_UNWATCH, SERVICE_WATCH, SecureCall, SecureNotice,
+    ServiceDescriptionAnswer, ServiceDiscover, ServiceFound, ServiceMatch, ServicePublish,
+    ServicePublished, ServiceRetrieve, ServiceUnpublish, ServiceUnpublished, ServiceUnwatch,
+    ServiceUnwatched, ServiceWatch, ServiceWatching, UserId,
 };
 
 use super::directory::{self, DirAsk, DirectoryLoaded};
@@ -24,6 +27,8 @@ pub(super) fn is_directory(service: &str) -> bool {
         SERVICE_UNPUBLISH,
         SERVICE_DISCOVER,
         SERVICE_RETRIEVE,
+        SERVICE_WATCH,
+        SERVICE_UNWATCH,
     ]
     .contains(&service)
 }
@@ -34,6 +39,7 @@ pub(super) enum DirOp {
     Publish(Box<cpns_service::ServiceDescription>),
     Discover { fits_me: bool },
     Retrieve,
+    Watch(ServiceWatch),
 }
 
 /// A directory request waiting for the asker's view.
@@ -55,8 +61,21 @@ impl DirectoryLoad {
 #[derive(Debug)]
 pub(super) struct DirectoryWrite {
     call: Call,
-    /// For a publish: when its lease ends.
-    expires_at_ms: Option<i64>,
+    what: Written,
+}
+
+/// What a directory change was.
+#[derive(Debug)]
+enum Written {
+    /// A publish: what is kept, by whose user, when.
+    Publish {
+        publish: Box<directory::Publish>,
+        owner: UserId,
+        now_ms: i64,
+    },
+    Unpublish,
+    Watch,
+    Unwatch,
 }
 
 impl ServerSession {
@@ -106,15 +125,39 @@ impl ServerSession {
                 };
                 let write = DirectoryWrite {
                     call: c,
-                    expires_at_ms: None,
+                    what: Written::Unpublish,
                 };
                 return self.persist(Parked::DirectoryWrite(Box::new(write)), effect);
+            }
+            SERVICE_UNWATCH => {
+                let Ok(m) = minicbor::decode::<ServiceUnwatch>(payload) else {
+                    return refuse(self, &c, ErrorCode::BadRequest, undecodable());
+                };
+                let effect = ServerEffect::RemoveWatch {
+                    watcher: c.pne.clone(),
+                    watch_id: m.watch_id,
+                };
+                let write = DirectoryWrite {
+                    call: c,
+                    what: Written::Unwatch,
+                };
+                return self.persist(Parked::DirectoryWrite(Box::new(write)), effect);
+            }
+            SERVICE_WATCH => {
+                let Ok(mut m) = minicbor::decode::<ServiceWatch>(payload) else {
+                    return refuse(self, &c, ErrorCode::BadRequest, undecodable());
+                };
+                m.keywords = match directory::asked_keywords(&m.keywords) {
+                    Ok(k) => k,
+                    Err(e) => return refuse(self, &c, e.code, e.reason),
+                };
+                (DirOp::Watch(m), DirAsk::Watching)
             }
             SERVICE_DISCOVER => {
                 let Ok(m) = minicbor::decode::<ServiceDiscover>(payload) else {
                     return refuse(self, &c, ErrorCode::BadRequest, undecodable());
                 };
-                let keywords = match directory::asked_keywords(&m) {
+                let keywords = match directory::asked_keywords(&m.keywords) {
                     Ok(k) => k,
                     Err(e) => return refuse(self, &c, e.code, e.reason),
                 };
@@ -172,16 +215,41 @@ impl ServerSession {
                     Ok(p) => p,
                     Err(e) => return self.refuse_call(&call, e.code, &e.reason),
                 };
-                let expires_at_ms = Some(publish.expires_at_ms);
+                let publish = Box::new(publish);
                 let effect = ServerEffect::PublishService {
                     offerer: call.pne.clone(),
+                    owner: viewer.owner.clone(),
+                    publish: publish.clone(),
+                    now_ms,
+                };
+                let what = Written::Publish {
+                    publish,
                     owner: viewer.owner,
-                    publish: Box::new(publish),
+                    now_ms,
+                };
+                let write = DirectoryWrite { call, what };
+                self.persist(Parked::DirectoryWrite(Box::new(write)), effect);
+            }
+            DirOp::Watch(w) => {
+                if loaded.watches >= directory::MAX_WATCHES {
+                    let why = format!(
+                        "a PNE keeps at most {} watches: unwatch one first",
+                        directory::MAX_WATCHES
+                    );
+                    return self.refuse_call(&call, ErrorCode::Forbidden, &why);
+                }
+                let effect = ServerEffect::AddWatch {
+                    watcher: call.pne.clone(),
+                    owner: viewer.owner,
+                    pn_id: call.pn_id,
+                    keywords: w.keywords,
+                    all: w.all,
+                    service_type: w.service_type,
                     now_ms,
                 };
                 let write = DirectoryWrite {
                     call,
-                    expires_at_ms,
+                    what: Written::Watch,
                 };
                 self.persist(Parked::DirectoryWrite(Box::new(write)), effect);
             }
@@ -221,25 +289,91 @@ impl ServerSession {
         }
     }
 
-    /// A directory change is stored (or not).
+    /// A directory change is stored (or not); a publish tells the watchers it matches.
     pub(super) fn directory_written(
         &mut self,
         w: DirectoryWrite,
         result: Result<Persisted, crate::StoreFailure>,
     ) {
-        match (result, w.expires_at_ms) {
-            (Ok(Persisted::Published(dir_id)), Some(expires_at_ms)) => {
+        let DirectoryWrite { call, what } = w;
+        match (result, what) {
+            (
+                Ok(Persisted::Published { dir_id, watchers }),
+                Written::Publish {
+                    publish,
+                    owner,
+                    now_ms,
+                },
+            ) => {
                 let answer = ServicePublished {
                     dir_id,
-                    expires_at_ms: u64::try_from(expires_at_ms).unwrap_or(0),
+                    expires_at_ms: u64::try_from(publish.expires_at_ms).unwrap_or(0),
                 };
-                self.answer_directory(&w.call, SERVICE_PUBLISH, &answer);
+                self.answer_directory(&call, SERVICE_PUBLISH, &answer);
+                self.tell_watchers(&call, dir_id, &publish, &owner, now_ms, &watchers);
             }
-            (Ok(Persisted::Removed(removed)), None) => {
-                self.answer_directory(&w.call, SERVICE_UNPUBLISH, &ServiceUnpublished { removed });
+            (Ok(Persisted::Removed(removed)), Written::Unpublish) => {
+                self.answer_directory(&call, SERVICE_UNPUBLISH, &ServiceUnpublished { removed });
             }
-            (Err(e), _) => self.refuse_call(&w.call, ErrorCode::Internal, &format!("store: {e}")),
-            (Ok(_), _) => self.refuse_call(&w.call, ErrorCode::Internal, "the store said nothing"),
+            (Ok(Persisted::Removed(removed)), Written::Unwatch) => {
+                self.answer_directory(&call, SERVICE_UNWATCH, &ServiceUnwatched { removed });
+            }
+            (Ok(Persisted::Watch(watch_id)), Written::Watch) => {
+                self.answer_directory(&call, SERVICE_WATCH, &ServiceWatching { watch_id });
+            }
+            (Err(e), _) => self.refuse_call(&call, ErrorCode::Internal, &format!("store: {e}")),
+            (Ok(_), _) => self.refuse_call(&call, ErrorCode::Internal, "the store said nothing"),
+        }
+    }
+
+    /// 004 §5.5.5 "advertise": each watcher the new entry matches and that may see it is told,
+    /// by a notice sealed to it under its SK_PNE, through the PN GW of its watch's PN.
+    fn tell_watchers(
+        &mut self,
+        call: &Call,
+        dir_id: u64,
+        publish: &directory::Publish,
+        owner: &UserId,
+        now_ms: i64,
+        watchers: &[directory::Watcher],
+    ) {
+        let Some(entry) =
+            directory::summary(dir_id, &call.pne, owner, &publish.description).map(|(s, _)| s)
+        else {
+            return;
+        };
+        for w in watchers
+            .iter()
+            .filter(|w| w.watcher != call.pne && directory::watch_sees(w, publish, owner))
+        {
+            let m = ServiceMatch {
+                watch_id: w.watch_id,
+                entry: entry.clone(),
+            };
+            let plain = SecureCall {
+                service: SERVICE_MATCH.into(),
+                payload: minicbor::to_vec(&m).unwrap_or_default(),
+            };
+            let notice_id = self.cfg.notices.next(now_ms);
+            let binding = NoticeBinding {
+                pn_id: w.pn_id.as_bytes(),
+                pne_id: w.watcher.as_str(),
+                notice_id,
+            };
+            let plain = minicbor::to_vec(&plain).unwrap_or_default();
+            let Ok(sealed) = seal_secure_notice(self.rng.get(), &w.session_key, &binding, &plain)
+            else {
+                continue;
+            };
+            self.out.push_back(super::ServerOutput::Notice {
+                gateway: w.gateway.clone(),
+                to: w.watcher.clone(),
+                notice: SecureNotice {
+                    pn_id: w.pn_id,
+                    notice_id,
+                    sealed,
+                },
+            });
         }
     }
 

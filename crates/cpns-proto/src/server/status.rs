@@ -759,6 +759,21 @@ impl ServerSession {
         }
     }
 
+    /// A secure notice for `to`, a PNE behind this session's PN GW
+    /// ([`super::ServerOutput::Notice`]).
+    pub fn send_notice(&mut self, to: EntityId, notice: cpns_wire::SecureNotice) {
+        if self.conn.gateway().is_none() {
+            return;
+        }
+        let id = self.ids.next();
+        self.transmit(Envelope::notify(
+            id,
+            Address::Server,
+            Address::Entity(to),
+            notice,
+        ));
+    }
+
     /// A notification the hub has for `to`: the PN GW itself or a PNE behind it.
     pub fn notify(&mut self, to: EntityId, n: StatusNotification) {
         if self.conn.gateway().is_none() {

@@ -141,6 +141,8 @@ pub(super) struct Harness {
     pub asked: Vec<(EntityId, cpns_wire::PneConfirmRequest)>,
     /// What the server's own PN GW answered to questions of other sessions.
     /// Answers to the server's Capabilities Queries, by ask.
+    /// Secure notices the server asked to deliver: through which PN GW, to whom.
+    pub notices: Vec<(EntityId, EntityId)>,
     pub capabilities_answers: Vec<(
         u64,
         Result<cpns_wire::DeviceCapabilities, cpns_wire::ErrorBody>,
@@ -342,6 +344,7 @@ impl Harness {
             asked: Vec::new(),
             gateway_answers: Vec::new(),
             capabilities_answers: Vec::new(),
+            notices: Vec::new(),
             rng,
             server_cfg,
         }
@@ -616,6 +619,17 @@ impl Harness {
             ServerOutput::GatewayAnswer { ask, answer } => self.gateway_answers.push((ask, answer)),
             ServerOutput::CapabilitiesAnswered { ask, result } => {
                 self.capabilities_answers.push((ask, result))
+            }
+            ServerOutput::Notice {
+                gateway,
+                to,
+                notice,
+            } => {
+                // One PN GW here: a notice for another's PNE has no session to go to.
+                self.notices.push((gateway.clone(), to.clone()));
+                if Some(&gateway) == self.server.gateway() {
+                    self.server.send_notice(to, notice);
+                }
             }
         }
     }

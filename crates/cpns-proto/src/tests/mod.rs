@@ -70,3 +70,4 @@ mod status_server;
 mod store;
 mod usage_pne;
 mod vectors;
+mod watches;

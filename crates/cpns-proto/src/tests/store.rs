@@ -82,6 +82,8 @@ pub(super) struct Store {
     pub usage: BTreeMap<(EntityId, u64), UsageKept>,
     /// The clock the test store stamps statuses with, ms.
     pub clock_ms: u64,
+    /// Service watches by id: the watch as kept.
+    pub watches: BTreeMap<u64, Watch>,
     /// The service directory, by directory id: offerer, its user, what is kept.
     pub services: BTreeMap<
         u64,
@@ -100,6 +102,17 @@ pub(super) struct Subscription {
     pub request_id: cpns_wire::RequestId,
     pub entities: Vec<EntityId>,
     pub policy: cpns_wire::StatusPolicy,
+}
+
+/// A service watch the test store keeps.
+#[derive(Clone, Debug)]
+pub(super) struct Watch {
+    pub watcher: EntityId,
+    pub owner: cpns_wire::UserId,
+    pub pn_id: PnId,
+    pub keywords: Vec<String>,
+    pub all: bool,
+    pub service_type: Option<String>,
 }
 
 /// A usage record the test store keeps.
@@ -222,7 +235,16 @@ impl Store {
             expires_at_ms: p.expires_at_ms,
         };
         let mut offered = 0;
+        let mut watches = 0;
         let entries = match ask {
+            DirAsk::Watching => {
+                watches = self
+                    .watches
+                    .values()
+                    .filter(|w| &w.watcher == asker)
+                    .count() as u32;
+                Vec::new()
+            }
             DirAsk::Offered { service_id } => {
                 offered = self
                     .services
@@ -268,7 +290,47 @@ impl Store {
             capabilities: self.reports.get(asker).and_then(|(c, _)| c.clone()),
             entries,
             offered,
+            watches,
         }
+    }
+
+    /// The watches a publish of `offerer` with `keywords` may match, as the real store's
+    /// `watch_candidates`: each with its watcher's key in the watch's PN and its PNs.
+    fn watchers(
+        &self,
+        keywords: &[String],
+        offerer: &EntityId,
+    ) -> Vec<crate::server::directory::Watcher> {
+        self.watches
+            .iter()
+            .filter(|(_, w)| &w.watcher != offerer)
+            .filter(|(_, w)| {
+                w.keywords.is_empty() || w.keywords.iter().any(|k| keywords.contains(k))
+            })
+            .filter_map(|(id, w)| {
+                let session_key = self
+                    .session_keys
+                    .get(&(w.pn_id, w.watcher.clone()))?
+                    .clone();
+                Some(crate::server::directory::Watcher {
+                    watch_id: *id,
+                    watcher: w.watcher.clone(),
+                    owner: w.owner.clone(),
+                    pn_id: w.pn_id,
+                    session_key,
+                    gateway: self.pn_gateway.get(&w.pn_id)?.clone(),
+                    keywords: w.keywords.clone(),
+                    all: w.all,
+                    service_type: w.service_type.clone(),
+                    pns: self
+                        .pns
+                        .iter()
+                        .filter(|(_, i)| i.members.iter().any(|m| m.pne_id == w.watcher))
+                        .map(|(p, _)| *p)
+                        .collect(),
+                })
+            })
+            .collect()
     }
 
     /// Answers the server's load, or fails it as [`Store::fail_load`] says.
@@ -438,6 +500,8 @@ impl Store {
             ServerEffect::SecureWindow { .. } => "secure_window",
             ServerEffect::PublishService { .. } => "publish_service",
             ServerEffect::UnpublishService { .. } => "unpublish_service",
+            ServerEffect::AddWatch { .. } => "add_watch",
+            ServerEffect::RemoveWatch { .. } => "remove_watch",
         };
         *self.effects.entry(kind).or_default() += 1;
         match effect {
@@ -454,8 +518,40 @@ impl Store {
                     .map(|(id, _)| *id);
                 let dir_id =
                     kept.unwrap_or_else(|| self.services.keys().last().map_or(1, |l| l + 1));
+                let watchers = self.watchers(&publish.keywords, &offerer);
                 self.services.insert(dir_id, (offerer, owner, *publish));
-                Ok(Persisted::Published(dir_id))
+                Ok(Persisted::Published { dir_id, watchers })
+            }
+            ServerEffect::AddWatch {
+                watcher,
+                owner,
+                pn_id,
+                keywords,
+                all,
+                service_type,
+                now_ms: _,
+            } => {
+                let id = self.watches.keys().last().map_or(1, |l| l + 1);
+                let w = Watch {
+                    watcher,
+                    owner,
+                    pn_id,
+                    keywords,
+                    all,
+                    service_type,
+                };
+                self.watches.insert(id, w);
+                Ok(Persisted::Watch(id))
+            }
+            ServerEffect::RemoveWatch { watcher, watch_id } => {
+                let mine = self
+                    .watches
+                    .get(&watch_id)
+                    .is_some_and(|w| w.watcher == watcher);
+                if mine {
+                    self.watches.remove(&watch_id);
+                }
+                Ok(Persisted::Removed(mine))
             }
             ServerEffect::UnpublishService {
                 offerer,
