@@ -40,7 +40,7 @@ pub const MAX_KEYWORDS: usize = 32;
 /// A keyword is 1 to this many characters once normalised.
 pub const MAX_KEYWORD_LEN: usize = 32;
 /// Shortest and longest lease, in seconds.
-pub const LEASE_S: std::ops::RangeInclusive<u32> = 60..=86_400;
+pub const LEASE_S: std::ops::RangeInclusive<u32> = 5..=86_400;
 
 /// Why a description was refused: the words say what to fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

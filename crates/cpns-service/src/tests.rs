@@ -47,7 +47,7 @@ fn a_good_description_reads_with_its_keywords_normalised_and_writes_back() {
     assert_eq!(parse(&d.to_json()).unwrap(), d);
     // The least a description needs.
     let least = json!({"service_id": "s", "name": "n", "type": "t", "version": "1",
-        "keywords": ["k"], "scope": {"kind": "public"}, "delivery": ["pull"], "lease_s": 60});
+        "keywords": ["k"], "scope": {"kind": "public"}, "delivery": ["pull"], "lease_s": 5});
     let d = parse(&serde_json::to_vec(&least).unwrap()).unwrap();
     assert_eq!(d.requires, Requirements::default());
     assert!(d.hosting.is_none());
@@ -83,7 +83,7 @@ fn each_bad_field_is_refused_by_name() {
         ),
         (with("delivery", json!([])), "delivery"),
         (with("delivery", json!(["push", "push"])), "delivery"),
-        (with("lease_s", json!(59)), "lease_s"),
+        (with("lease_s", json!(4)), "lease_s"),
         (with("lease_s", json!(86_401)), "lease_s"),
         (
             with("requires", json!({"software": vec!["s"; 17]})),
@@ -265,7 +265,7 @@ fn the_published_schema_and_the_type_agree() {
         with("colour", json!("blue")),
         with("scope", json!({"kind": "planet"})),
         with("delivery", json!(["push", "push"])),
-        with("lease_s", json!(59)),
+        with("lease_s", json!(4)),
         with("service_id", json!("Has Space")),
     ] {
         let v: Value = serde_json::from_slice(&bad).unwrap();
@@ -294,7 +294,7 @@ fn every_field_at_its_bound_is_taken() {
     v["scope"] = json!({"kind": "group", "group_id": x(64)});
     v["requires"] = json!({"device_types": list(16, 64), "software": list(16, 64),
         "networks": list(16, 64)});
-    v["lease_s"] = json!(60);
+    v["lease_s"] = json!(5);
     let d = parse(&serde_json::to_vec(&v).unwrap()).unwrap();
     assert_eq!(d.keywords.len(), 32);
     v["lease_s"] = json!(86_400);
