@@ -9,6 +9,7 @@
 
 mod baseline;
 mod content;
+mod directory;
 mod establish;
 mod fanout;
 mod households;
@@ -36,6 +37,8 @@ enum Command {
     /// Measure group content through the machines beside the crypto alone and the box alone
     /// (in memory, one thread).
     Content(content::ContentArgs),
+    /// Measure discovery at the server over a large directory (p50/p99 per discovery).
+    Directory(directory::DirectoryArgs),
     /// Measure one status change fanned out to many subscribers (p50/p99 delivery latency).
     Fanout(fanout::FanoutArgs),
     /// Make a server data directory with bench households (a PN GW, maybe two PNEs) enrolled.
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
             Command::Establish(a) => establish::establish(a).await,
             Command::Fanout(a) => fanout::fanout(a).await,
             Command::Content(a) => content::content(a).await,
+            Command::Directory(a) => directory::directory(a).await,
             Command::Prepare(a) => households::prepare(a).await,
             Command::Load(a) => households::load(a).await,
             Command::Hold(a) => establish::hold(a).await,

@@ -101,6 +101,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "service watches",
         sql: include_str!("../../migrations/sqlite/0016_service_watches.sql"),
     },
+    Migration {
+        version: 17,
+        name: "visible in index",
+        sql: include_str!("../../migrations/sqlite/0017_visible_in_index.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

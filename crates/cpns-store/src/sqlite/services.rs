@@ -11,9 +11,9 @@ use crate::{
     StoreError, UnixMillis, WatchCandidate, WatchRecord,
 };
 
-const SELECT: &str = "SELECT dir_id, offerer, owner, service_id, service_type, scope_kind, \
-                      scope_pn, scope_group, keywords, description, updated_at, expires_at \
-                      FROM services";
+const COLUMNS: &str = "s.dir_id, s.offerer, s.owner, s.service_id, s.service_type, \
+                       s.scope_kind, s.scope_pn, s.scope_group, s.keywords, s.description, \
+                       s.updated_at, s.expires_at";
 
 fn scope_columns(scope: &ServiceScope) -> (i64, Option<Vec<u8>>, Option<String>) {
     match scope {
@@ -114,13 +114,13 @@ pub(super) fn unpublish(
     Ok(n > 0)
 }
 
-/// The visibility predicate and its parameters: public, the viewer's user's, its PNs', its
-/// groups'; and not expired.
+/// The visibility predicate on the row `s` and its parameters: public, the viewer's user's, its
+/// PNs', its groups'; not expired; its offerer not recorded offline.
 fn visible(viewer: &ServiceViewer, now: UnixMillis, sql: &mut String, args: &mut Vec<Value>) {
-    sql.push_str(" (scope_kind = 4 OR (scope_kind = 2 AND owner = ?)");
+    sql.push_str(" (s.scope_kind = 4 OR (s.scope_kind = 2 AND s.owner = ?)");
     args.push(Value::Text(viewer.user.to_string()));
     if !viewer.pns.is_empty() {
-        sql.push_str(" OR (scope_kind = 1 AND scope_pn IN (");
+        sql.push_str(" OR (s.scope_kind = 1 AND s.scope_pn IN (");
         sql.push_str(&vec!["?"; viewer.pns.len()].join(", "));
         sql.push_str("))");
         args.extend(
@@ -131,20 +131,44 @@ fn visible(viewer: &ServiceViewer, now: UnixMillis, sql: &mut String, args: &mut
         );
     }
     if !viewer.groups.is_empty() {
-        sql.push_str(" OR (scope_kind = 3 AND scope_group IN (");
+        sql.push_str(" OR (s.scope_kind = 3 AND s.scope_group IN (");
         sql.push_str(&vec!["?"; viewer.groups.len()].join(", "));
         sql.push_str("))");
         args.extend(viewer.groups.iter().map(|g| Value::Text(g.clone())));
     }
-    sql.push_str(") AND expires_at > ?");
+    sql.push_str(") AND s.expires_at > ?");
     args.push(Value::Integer(now));
     // An offerer the status hub recorded offline is gone: its entries wait for it (004 §5.5.5).
     // One never reported is shown: nothing says it is gone.
     sql.push_str(
         " AND NOT EXISTS (SELECT 1 FROM entities AS o \
-         WHERE o.id = services.offerer AND o.status_code = ?)",
+         WHERE o.id = s.offerer AND o.status_code = ?)",
     );
     args.push(Value::Integer(i64::from(cpns_wire::Status::Offline.code())));
+}
+
+/// The `vis` tokens of what `viewer` may see (migration 17): each an exact name of a scope.
+fn vis_tokens(viewer: &ServiceViewer) -> Vec<String> {
+    let mut tokens = vec![
+        "pub".to_string(),
+        format!("u{}", hex(viewer.user.as_str().as_bytes())),
+    ];
+    tokens.extend(viewer.pns.iter().map(|p| format!("p{}", hex(p.as_bytes()))));
+    tokens.extend(
+        viewer
+            .groups
+            .iter()
+            .map(|g| format!("g{}", hex(g.as_bytes()))),
+    );
+    tokens
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// The asker as a viewer, with its capabilities of record; `None` if it is not enrolled.
@@ -220,29 +244,43 @@ pub(super) fn view(
     })
 }
 
-/// An FTS5 query matching `keywords` (all of them, or any), each quoted as a string, so no
-/// keyword is read as FTS5 syntax.
-fn match_expression(keywords: &[String], all: bool) -> String {
-    keywords
+/// Terms quoted as FTS5 strings, so none is read as FTS5 syntax, joined by `op`.
+fn quoted(terms: &[String], op: &str) -> String {
+    terms
         .iter()
         .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
         .collect::<Vec<_>>()
-        .join(if all { " AND " } else { " OR " })
+        .join(op)
 }
 
+/// The FTS5 query of a discovery: its keywords (all of them, or any) in the `keywords` column,
+/// and one of the viewer's scopes in the `vis` column.
+fn match_expression(q: &ServiceQuery) -> String {
+    let vis = format!("vis : ({})", quoted(&vis_tokens(&q.viewer), " OR "));
+    if q.keywords.is_empty() {
+        return vis;
+    }
+    let op = if q.all { " AND " } else { " OR " };
+    format!("keywords : ({}) AND {vis}", quoted(&q.keywords, op))
+}
+
+/// The index is read in directory-id order and stops at the page: each row it gives is checked
+/// against the same visibility on the table, and the type.
 pub(super) fn discover(conn: &Connection, q: &ServiceQuery) -> Result<Vec<ServiceEntry>> {
-    let mut sql = format!("{SELECT} WHERE dir_id > ? AND");
-    let mut args: Vec<Value> = vec![Value::Integer(i64::try_from(q.after).unwrap_or(i64::MAX))];
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM services_fts AS f JOIN services AS s ON s.dir_id = f.rowid \
+         WHERE services_fts MATCH ? AND f.rowid > ? AND"
+    );
+    let mut args: Vec<Value> = vec![
+        Value::Text(match_expression(q)),
+        Value::Integer(i64::try_from(q.after).unwrap_or(i64::MAX)),
+    ];
     visible(&q.viewer, q.now, &mut sql, &mut args);
     if let Some(t) = &q.service_type {
-        sql.push_str(" AND service_type = ?");
+        sql.push_str(" AND s.service_type = ?");
         args.push(Value::Text(t.clone()));
     }
-    if !q.keywords.is_empty() {
-        sql.push_str(" AND dir_id IN (SELECT rowid FROM services_fts WHERE services_fts MATCH ?)");
-        args.push(Value::Text(match_expression(&q.keywords, q.all)));
-    }
-    sql.push_str(" ORDER BY dir_id LIMIT ?");
+    sql.push_str(" ORDER BY f.rowid LIMIT ?");
     args.push(Value::Integer(i64::from(q.limit)));
     codec::all(conn, &sql, params_from_iter(args), decode)
 }
@@ -253,7 +291,7 @@ pub(super) fn one(
     viewer: &ServiceViewer,
     now: UnixMillis,
 ) -> Result<Option<ServiceEntry>> {
-    let mut sql = format!("{SELECT} WHERE dir_id = ? AND");
+    let mut sql = format!("SELECT {COLUMNS} FROM services AS s WHERE s.dir_id = ? AND");
     let mut args = vec![Value::Integer(i64::try_from(dir_id).unwrap_or(-1))];
     visible(viewer, now, &mut sql, &mut args);
     codec::optional(conn, &sql, params_from_iter(args), decode)
