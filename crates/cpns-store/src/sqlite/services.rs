@@ -147,19 +147,12 @@ fn visible(viewer: &ServiceViewer, now: UnixMillis, sql: &mut String, args: &mut
     args.push(Value::Integer(i64::from(cpns_wire::Status::Offline.code())));
 }
 
-/// The `vis` tokens of what `viewer` may see (migration 17): each an exact name of a scope.
-fn vis_tokens(viewer: &ServiceViewer) -> Vec<String> {
-    let mut tokens = vec![
-        "pub".to_string(),
-        format!("u{}", hex(viewer.user.as_str().as_bytes())),
-    ];
+/// The `scoped` tokens of the user-, PN- and group-scoped entries `viewer` may see (migration
+/// 17): each the exact name of a scope.
+fn scope_tokens(viewer: &ServiceViewer) -> Vec<String> {
+    let mut tokens = vec![format!("u{}", hex(viewer.user.as_str().as_bytes()))];
     tokens.extend(viewer.pns.iter().map(|p| format!("p{}", hex(p.as_bytes()))));
-    tokens.extend(
-        viewer
-            .groups
-            .iter()
-            .map(|g| format!("g{}", hex(g.as_bytes()))),
-    );
+    tokens.extend(viewer.groups.iter().map(|g| format!("g{}", hex(g.as_bytes()))));
     tokens
 }
 
@@ -253,15 +246,16 @@ fn quoted(terms: &[String], op: &str) -> String {
         .join(op)
 }
 
-/// The FTS5 query of a discovery: its keywords (all of them, or any) in the `keywords` column,
-/// and one of the viewer's scopes in the `vis` column.
+/// The FTS5 query of a discovery (migration 17): its keywords (all of them, or any) in an entry
+/// of one of the viewer's scopes, or in a public entry; without keywords, any entry of those.
 fn match_expression(q: &ServiceQuery) -> String {
-    let vis = format!("vis : ({})", quoted(&vis_tokens(&q.viewer), " OR "));
+    let scoped = format!("scoped : ({})", quoted(&scope_tokens(&q.viewer), " OR "));
     if q.keywords.is_empty() {
-        return vis;
+        return format!("{scoped} OR public_mark : \"pub\"");
     }
     let op = if q.all { " AND " } else { " OR " };
-    format!("keywords : ({}) AND {vis}", quoted(&q.keywords, op))
+    let words = quoted(&q.keywords, op);
+    format!("(keywords : ({words}) AND {scoped}) OR public_keywords : ({words})")
 }
 
 /// The index is read in directory-id order and stops at the page: each row it gives is checked
