@@ -30,6 +30,9 @@ pub enum IdError {
     /// A PN id is not 32 hexadecimal digits.
     #[error("a PN id is 32 hexadecimal digits")]
     BadPnId,
+    /// Not 32 hexadecimal digits.
+    #[error("a group id is 32 hexadecimal digits")]
+    BadGroupId,
 }
 
 fn check_id(s: &str) -> Result<(), IdError> {
@@ -194,6 +197,77 @@ impl<'b, C> Decode<'b, C> for PnId {
         let arr: [u8; 16] = b
             .try_into()
             .map_err(|_| DecodeError::message("a PN id is 16 bytes").at(p))?;
+        Ok(Self(arr))
+    }
+}
+
+/// A service group id (004 §5.5.9): 128 random bits chosen by the CPNS Server, written as 32
+/// lowercase hexadecimal digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupId([u8; 16]);
+
+impl GroupId {
+    /// Wraps raw id bytes.
+    pub const fn from_bytes(b: [u8; 16]) -> Self {
+        Self(b)
+    }
+
+    /// The raw id bytes, as bound into keys and transcripts.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupId({self})")
+    }
+}
+
+impl FromStr for GroupId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let s = s.as_bytes();
+        if s.len() != 32 {
+            return Err(IdError::BadGroupId);
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in s.chunks_exact(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16).ok_or(IdError::BadGroupId)?;
+            let lo = (pair[1] as char).to_digit(16).ok_or(IdError::BadGroupId)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Ok(Self(out))
+    }
+}
+
+impl<C> Encode<C> for GroupId {
+    fn encode<W: minicbor::encode::Write>(
+        &self,
+        e: &mut Encoder<W>,
+        _: &mut C,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        e.bytes(&self.0)?;
+        Ok(())
+    }
+}
+
+impl<'b, C> Decode<'b, C> for GroupId {
+    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
+        let p = d.position();
+        let b = d.bytes()?;
+        let arr: [u8; 16] = b
+            .try_into()
+            .map_err(|_| DecodeError::message("a group id is 16 bytes").at(p))?;
         Ok(Self(arr))
     }
 }

@@ -152,7 +152,12 @@ fn visible(viewer: &ServiceViewer, now: UnixMillis, sql: &mut String, args: &mut
 fn scope_tokens(viewer: &ServiceViewer) -> Vec<String> {
     let mut tokens = vec![format!("u{}", hex(viewer.user.as_str().as_bytes()))];
     tokens.extend(viewer.pns.iter().map(|p| format!("p{}", hex(p.as_bytes()))));
-    tokens.extend(viewer.groups.iter().map(|g| format!("g{}", hex(g.as_bytes()))));
+    tokens.extend(
+        viewer
+            .groups
+            .iter()
+            .map(|g| format!("g{}", hex(g.as_bytes()))),
+    );
     tokens
 }
 

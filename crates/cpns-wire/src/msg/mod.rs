@@ -10,6 +10,7 @@ pub mod connection;
 pub mod content;
 pub mod discovery;
 pub mod establishment;
+pub mod group;
 pub mod membership;
 pub mod pan;
 pub mod registration;
@@ -28,6 +29,7 @@ pub use connection::*;
 pub use content::*;
 pub use discovery::*;
 pub use establishment::*;
+pub use group::*;
 pub use membership::*;
 pub use pan::*;
 pub use registration::*;
@@ -294,4 +296,17 @@ bodies! {
     130 => ServiceUnwatch,
     131 => ServiceUnwatched,
     132 => ServiceMatch,
+    // Service groups, 004 §5.5.9, §5.5.7.2: the payloads of secure calls and notices
+    // (docs/services.md, "Service groups").
+    140 => GroupCreate,
+    141 => GroupRef,
+    142 => GroupInvite,
+    143 => GroupAnswer,
+    144 => GroupExpel,
+    145 => GroupDone,
+    146 => GroupKeyCopy,
+    147 => GroupMembers,
+    148 => GroupInvitation,
+    149 => GroupEnded,
+    150 => GroupContentBox,
 }

@@ -16,6 +16,10 @@ pub fn pn(b: u8) -> PnId {
     PnId::from_bytes([b; 16])
 }
 
+pub fn gid(b: u8) -> GroupId {
+    GroupId::from_bytes([b; 16])
+}
+
 fn caps_full() -> DeviceCapabilities {
     DeviceCapabilities {
         device_type: "handset".into(),
@@ -857,6 +861,121 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 sender: eid("phone-1"),
                 content_id: u64::MAX,
                 sealed: vec![0x5a; 12 + 64 + 5 + 16],
+                certificate: MemberCertificate {
+                    pne_id: eid("phone-1"),
+                    owner: "alice".parse().unwrap(),
+                    key: PublicKeyBytes([0x11; 32]),
+                    signature: SignatureBytes([0x22; 64]),
+                },
+            }
+            .into(),
+        ),
+        (
+            "group create",
+            GroupCreate {
+                name: "Holiday album".into(),
+                open_to_user: true,
+            }
+            .into(),
+        ),
+        (
+            "group ref",
+            GroupRef {
+                group_id: gid(0x71),
+            }
+            .into(),
+        ),
+        (
+            "group invite",
+            GroupInvite {
+                group_id: gid(0x71),
+                invitee: eid("tablet-1"),
+            }
+            .into(),
+        ),
+        (
+            "group answer",
+            GroupAnswer {
+                group_id: gid(0x71),
+                accept: true,
+            }
+            .into(),
+        ),
+        (
+            "group expel",
+            GroupExpel {
+                group_id: gid(0x71),
+                member: eid("tablet-1"),
+            }
+            .into(),
+        ),
+        (
+            "group done",
+            GroupDone {
+                group_id: gid(0x71),
+                epoch: 4,
+                delivered: 2,
+            }
+            .into(),
+        ),
+        (
+            "group key copy",
+            GroupKeyCopy {
+                group_id: gid(0x71),
+                name: "Holiday album".into(),
+                epoch: 4,
+                key: KeyBytes([0x33; 32]),
+            }
+            .into(),
+        ),
+        (
+            "group members",
+            GroupMembers {
+                group_id: gid(0x71),
+                name: "Holiday album".into(),
+                epoch: 4,
+                members: vec![
+                    GroupMember {
+                        entity: eid("phone-1"),
+                        owner: "alice".parse().unwrap(),
+                        is_owner: true,
+                    },
+                    GroupMember {
+                        entity: eid("tablet-9"),
+                        owner: "bob".parse().unwrap(),
+                        is_owner: false,
+                    },
+                ],
+            }
+            .into(),
+        ),
+        (
+            "group invitation",
+            GroupInvitation {
+                group_id: gid(0x71),
+                name: "Holiday album".into(),
+                inviter: eid("phone-1"),
+                owner: "alice".parse().unwrap(),
+                expires_at_ms: 1_800_000_060_000,
+            }
+            .into(),
+        ),
+        (
+            "group ended",
+            GroupEnded {
+                group_id: gid(0x71),
+                why: GroupEndReason::Expelled,
+            }
+            .into(),
+        ),
+        (
+            "group content box",
+            GroupContentBox {
+                group_id: gid(0x71),
+                epoch: 4,
+                sender: eid("phone-1"),
+                content_id: 9,
+                sealed: vec![0x5b; 12 + 64 + 3 + 16],
                 certificate: MemberCertificate {
                     pne_id: eid("phone-1"),
                     owner: "alice".parse().unwrap(),
