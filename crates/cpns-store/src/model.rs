@@ -564,6 +564,81 @@ pub enum DirectoryAsk {
     },
 }
 
+/// A service group as the store keeps it (table `service_groups`; 004 §5.5.9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// Its id, chosen by the server.
+    pub group_id: cpns_wire::GroupId,
+    /// For people.
+    pub name: String,
+    /// The owning user: its creator's.
+    pub owner: UserId,
+    /// The PNE that made it, its owning member.
+    pub creator: EntityId,
+    /// Any device of the owner's user may join without an invitation.
+    pub open_to_user: bool,
+    /// The current key epoch, from 1.
+    pub epoch: u64,
+    /// That epoch's key, sealed at rest under the master key.
+    pub sealed_key: Vec<u8>,
+    /// When it was made.
+    pub created_at: UnixMillis,
+}
+
+/// A member of a service group (table `service_group_members`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMemberRecord {
+    /// The PNE.
+    pub entity: EntityId,
+    /// Its user.
+    pub owner: UserId,
+    /// The PN whose SK_PNE seals what it is pushed.
+    pub pn_id: PnId,
+    /// When it joined.
+    pub joined_at: UnixMillis,
+}
+
+/// A member as a group flow reads it: with what pushing to it needs, if it still has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMemberView {
+    /// The member.
+    pub member: GroupMemberRecord,
+    /// Its SK_PNE in `member.pn_id`, sealed at rest; `None` once it is no longer an
+    /// authenticated member of that PN.
+    pub sealed_session_key: Option<Vec<u8>>,
+    /// The PN GW serving that PN, if the PN exists.
+    pub gateway: Option<EntityId>,
+}
+
+/// What a group flow reads, in one snapshot ([`crate::ServerStore::group_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupView {
+    /// The group, if it exists.
+    pub group: Option<GroupRecord>,
+    /// Its members, the creator first, then by when they joined.
+    pub members: Vec<GroupMemberView>,
+    /// The asker's invitation to it, if one holds: the inviter and until when.
+    pub invitation: Option<(EntityId, UnixMillis)>,
+    /// The asker's user, if it is enrolled.
+    pub asker_owner: Option<UserId>,
+}
+
+/// A change of a group's members, with its next epoch ([`crate::ServerStore::change_group`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupChange {
+    /// The group.
+    pub group_id: cpns_wire::GroupId,
+    /// The epoch the change moves from: the write fails with a conflict if the group is no
+    /// longer there (another change came first).
+    pub from_epoch: u64,
+    /// The new epoch's key, sealed at rest.
+    pub sealed_key: Vec<u8>,
+    /// A member that joins (its invitation, if any, is used up).
+    pub add: Option<GroupMemberRecord>,
+    /// Members that leave or are expelled.
+    pub remove: Vec<EntityId>,
+}
+
 /// A service watch (table `service_watches`; 004 §5.5.5 "advertise").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchRecord {

@@ -10,10 +10,11 @@ use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 #[cfg(doc)]
 use crate::StoreError;
 use crate::{
-    Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupEpoch, InventoryView, MemberView,
-    Owners, PnMember, PnRecord, PnView, Reconciled, Result, ServiceEntry, ServiceQuery,
-    ServiceViewer, StatusChange, StatusRecord, StatusView, Subscribed, SubscriptionRecord,
-    UnixMillis, UsageRow, UsageStored, UsageSummary, WatchCandidate, WatchRecord,
+    Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupChange, GroupEpoch,
+    GroupMemberRecord, GroupRecord, GroupView, InventoryView, MemberView, Owners, PnMember,
+    PnRecord, PnView, Reconciled, Result, ServiceEntry, ServiceQuery, ServiceViewer, StatusChange,
+    StatusRecord, StatusView, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored,
+    UsageSummary, WatchCandidate, WatchRecord,
 };
 
 /// The CPNS Server's state of record. Every write is one transaction; every read that takes
@@ -305,6 +306,52 @@ pub trait ServerStore: Send + Sync + 'static {
         offerer: &EntityId,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<WatchCandidate>>> + Send;
+
+    /// Makes a service group with its creator as its first member (004 §5.5.9).
+    /// [`StoreError::Conflict`] if the id is taken; [`StoreError::NotFound`] if the creator is not
+    /// enrolled.
+    fn create_group(
+        &self,
+        group: &GroupRecord,
+        creator: &GroupMemberRecord,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// What a request of `asker` about group `group_id` reads, in one snapshot: the group, its
+    /// members with their keys and PN GWs, `asker`'s invitation if one holds at `now`, and
+    /// `asker`'s user.
+    fn group_view(
+        &self,
+        group_id: &cpns_wire::GroupId,
+        asker: &EntityId,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<GroupView>> + Send;
+
+    /// Changes a group's members and moves it to the next epoch, in one transaction.
+    /// [`StoreError::Conflict`] if it is not at `change.from_epoch` (or gone).
+    fn change_group(&self, change: &GroupChange) -> impl Future<Output = Result<()>> + Send;
+
+    /// Keeps an invitation of `invitee` to a group until `expires_at` (another replaces it).
+    /// [`StoreError::NotFound`] if the group does not exist.
+    fn invite_to_group(
+        &self,
+        group_id: &cpns_wire::GroupId,
+        invitee: &EntityId,
+        inviter: &EntityId,
+        expires_at: UnixMillis,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Drops `invitee`'s invitation to a group (a decline); whether there was one.
+    fn drop_invitation(
+        &self,
+        group_id: &cpns_wire::GroupId,
+        invitee: &EntityId,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Deletes a group, its members, invitations and key; whether it existed.
+    fn delete_group(
+        &self,
+        group_id: &cpns_wire::GroupId,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Stores usage records with the charging records they make, in one transaction; a
     /// record stored before (same entity and record id) is a duplicate and charges nothing

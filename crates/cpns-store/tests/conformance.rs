@@ -87,6 +87,7 @@ mod server {
         services_are_shown_by_scope_and_lease,
         directory_view_reads_the_asker_and_what_it_may_see,
         watches_are_candidates_of_entries_that_may_match,
+        groups_are_made_changed_one_epoch_at_a_time_and_deleted,
     );
 }
 

@@ -106,6 +106,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "visible in index",
         sql: include_str!("../../migrations/sqlite/0017_visible_in_index.sql"),
     },
+    Migration {
+        version: 18,
+        name: "service groups",
+        sql: include_str!("../../migrations/sqlite/0018_service_groups.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -27,6 +27,7 @@ mod checkpointer;
 mod codec;
 mod device_store;
 mod entity;
+mod groups;
 mod local;
 mod migrate;
 mod pn;

@@ -4,7 +4,7 @@
 
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 
-use super::{SqliteStore, entity, pn, replay, services, status, usage, views};
+use super::{SqliteStore, entity, groups, pn, replay, services, status, usage, views};
 use crate::{
     Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
     PnView, Reconciled, Result, ServerStore, StatusChange, StatusRecord, StatusView, Subscribed,
@@ -278,6 +278,59 @@ impl ServerStore for SqliteStore {
         self.inner
             .readers
             .snapshot(|c| services::watch_candidates(c, keywords, offerer, limit))
+    }
+
+    async fn create_group(
+        &self,
+        group: &crate::GroupRecord,
+        creator: &crate::GroupMemberRecord,
+    ) -> Result<()> {
+        let (group, creator) = (group.clone(), creator.clone());
+        self.write(move |c| groups::create(c, &group, &creator))
+            .await
+    }
+
+    async fn group_view(
+        &self,
+        group_id: &cpns_wire::GroupId,
+        asker: &EntityId,
+        now: crate::UnixMillis,
+    ) -> Result<crate::GroupView> {
+        self.inner
+            .readers
+            .snapshot(|c| groups::view(c, group_id, asker, now))
+    }
+
+    async fn change_group(&self, change: &crate::GroupChange) -> Result<()> {
+        let change = change.clone();
+        self.write(move |c| groups::change(c, &change)).await
+    }
+
+    async fn invite_to_group(
+        &self,
+        group_id: &cpns_wire::GroupId,
+        invitee: &EntityId,
+        inviter: &EntityId,
+        expires_at: crate::UnixMillis,
+    ) -> Result<()> {
+        let (g, invitee, inviter) = (*group_id, invitee.clone(), inviter.clone());
+        self.write(move |c| groups::invite(c, &g, &invitee, &inviter, expires_at))
+            .await
+    }
+
+    async fn drop_invitation(
+        &self,
+        group_id: &cpns_wire::GroupId,
+        invitee: &EntityId,
+    ) -> Result<bool> {
+        let (g, invitee) = (*group_id, invitee.clone());
+        self.write(move |c| groups::drop_invitation(c, &g, &invitee))
+            .await
+    }
+
+    async fn delete_group(&self, group_id: &cpns_wire::GroupId) -> Result<bool> {
+        let g = *group_id;
+        self.write(move |c| groups::delete(c, &g)).await
     }
 
     async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {

@@ -195,11 +195,11 @@ fn viewer_of(
         [asker.as_str()],
         |row| codec::pn_id(row, "pn_id"),
     )?;
-    let viewer = ServiceViewer {
-        user,
-        pns,
-        groups: Vec::new(),
-    };
+    let groups = super::groups::groups_of(conn, asker)?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let viewer = ServiceViewer { user, pns, groups };
     Ok(Some((viewer, capabilities)))
 }
 

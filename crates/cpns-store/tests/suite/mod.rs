@@ -5,12 +5,14 @@
 //! database (see `tests/conformance.rs` for SQLite); a PostgreSQL runner reuses this module.
 
 pub mod device;
+mod groups;
 mod services;
 mod status_usage;
 mod views;
 
 use std::sync::Arc;
 
+pub use groups::*;
 pub use services::*;
 pub use status_usage::*;
 pub use views::*;

@@ -1,0 +1,164 @@
+//! Service groups (004 §5.5.9; docs/services.md, "Service groups"): made with their creator as
+//! first member, read in one snapshot with each member's key and PN GW, changed one epoch at a
+//! time and only from the epoch read, invitations that expire and are used up, deletion of
+//! everything, and the groups a viewer of the directory is a member of.
+
+use cpns_store::{GroupChange, GroupMemberRecord, GroupRecord};
+use cpns_wire::GroupId;
+
+use super::*;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn gid(b: u8) -> GroupId {
+    GroupId::from_bytes([b; 16])
+}
+
+fn group(creator: &str) -> GroupRecord {
+    GroupRecord {
+        group_id: gid(1),
+        name: "album".into(),
+        owner: uid("alice"),
+        creator: eid(creator),
+        open_to_user: false,
+        epoch: 1,
+        sealed_key: b"key-1".to_vec(),
+        created_at: NOW,
+    }
+}
+
+fn member(id: &str, pn: PnId, at: i64) -> GroupMemberRecord {
+    GroupMemberRecord {
+        entity: eid(id),
+        owner: uid("alice"),
+        pn_id: pn,
+        joined_at: at,
+    }
+}
+
+pub async fn groups_are_made_changed_one_epoch_at_a_time_and_deleted<S: ServerStore>(s: &S) {
+    enroll(s, &["phone", "tv", "watch"]).await;
+    s.register_pn(&pn(1, "gw-1", &["phone", "tv"]))
+        .await
+        .unwrap();
+    s.create_group(&group("phone"), &member("phone", pid(1), NOW))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_group(&group("phone"), &member("phone", pid(1), NOW))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let v = s.group_view(&gid(1), &eid("tv"), NOW).await.unwrap();
+    assert_eq!(v.group, Some(group("phone")));
+    assert_eq!(v.asker_owner, Some(uid("alice")));
+    assert_eq!(v.invitation, None);
+    assert_eq!(v.members.len(), 1);
+    assert_eq!(v.members[0].member, member("phone", pid(1), NOW));
+    assert_eq!(v.members[0].sealed_session_key, Some(b"sk:phone".to_vec()));
+    assert_eq!(v.members[0].gateway, Some(eid("gw-1")));
+
+    // An invitation holds until it expires, and joining uses it up.
+    s.invite_to_group(&gid(1), &eid("tv"), &eid("phone"), NOW + 60_000)
+        .await
+        .unwrap();
+    let v = s.group_view(&gid(1), &eid("tv"), NOW).await.unwrap();
+    assert_eq!(v.invitation, Some((eid("phone"), NOW + 60_000)));
+    let later = s
+        .group_view(&gid(1), &eid("tv"), NOW + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(later.invitation, None, "expired");
+    let join = GroupChange {
+        group_id: gid(1),
+        from_epoch: 1,
+        sealed_key: b"key-2".to_vec(),
+        add: Some(member("tv", pid(1), NOW + 1)),
+        remove: Vec::new(),
+    };
+    s.change_group(&join).await.unwrap();
+    // The same change again is from an epoch the group left: refused, nothing changed.
+    assert!(matches!(
+        s.change_group(&join).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let v = s.group_view(&gid(1), &eid("tv"), NOW).await.unwrap();
+    let g = v.group.unwrap();
+    assert_eq!((g.epoch, g.sealed_key.as_slice()), (2, &b"key-2"[..]));
+    let ids: Vec<_> = v.members.iter().map(|m| m.member.entity.clone()).collect();
+    assert_eq!(ids, [eid("phone"), eid("tv")]);
+    assert_eq!(v.invitation, None, "used up");
+
+    // A member whose PN membership ended keeps its row, without a key to push to.
+    s.update_members(&pid(1), &[], &[eid("tv")], None)
+        .await
+        .unwrap();
+    let v = s.group_view(&gid(1), &eid("phone"), NOW).await.unwrap();
+    assert_eq!(v.members[1].sealed_session_key, None);
+
+    // The directory shows the group's entries to its members only.
+    s.publish_service(&ServiceEntryBuilder::group_entry(
+        "watch",
+        &gid(1).to_string(),
+    ))
+    .await
+    .unwrap();
+    let groups_of = |v: cpns_store::DirectoryView| v.viewer.unwrap().groups;
+    let asks = cpns_store::DirectoryAsk::Watching;
+    assert_eq!(
+        groups_of(s.directory_view(&eid("phone"), &asks).await.unwrap()),
+        [gid(1).to_string()]
+    );
+    assert!(groups_of(s.directory_view(&eid("watch"), &asks).await.unwrap()).is_empty());
+
+    // Removal, then deletion of everything.
+    let expel = GroupChange {
+        group_id: gid(1),
+        from_epoch: 2,
+        sealed_key: b"key-3".to_vec(),
+        add: None,
+        remove: vec![eid("tv")],
+    };
+    s.change_group(&expel).await.unwrap();
+    let v = s.group_view(&gid(1), &eid("phone"), NOW).await.unwrap();
+    assert_eq!(v.members.len(), 1);
+    s.invite_to_group(&gid(1), &eid("watch"), &eid("phone"), NOW + 60_000)
+        .await
+        .unwrap();
+    assert!(s.drop_invitation(&gid(1), &eid("watch")).await.unwrap());
+    assert!(!s.drop_invitation(&gid(1), &eid("watch")).await.unwrap());
+    assert!(s.delete_group(&gid(1)).await.unwrap());
+    assert!(!s.delete_group(&gid(1)).await.unwrap());
+    let v = s.group_view(&gid(1), &eid("phone"), NOW).await.unwrap();
+    assert_eq!((v.group, v.members.len()), (None, 0));
+    assert!(groups_of(s.directory_view(&eid("phone"), &asks).await.unwrap()).is_empty());
+    assert!(matches!(
+        s.invite_to_group(&gid(1), &eid("watch"), &eid("phone"), NOW)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.change_group(&expel).await,
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+/// A directory entry of a group, for the test above.
+struct ServiceEntryBuilder;
+
+impl ServiceEntryBuilder {
+    fn group_entry(offerer: &str, group: &str) -> cpns_store::ServiceEntry {
+        cpns_store::ServiceEntry {
+            dir_id: 0,
+            offerer: eid(offerer),
+            owner: uid("alice"),
+            service_id: "shared".into(),
+            service_type: "media.album".into(),
+            keywords: vec!["photo".into()],
+            scope: cpns_store::ServiceScope::Group(group.into()),
+            description: b"{}".to_vec(),
+            updated_at: NOW,
+            expires_at: NOW + 3_600_000,
+        }
+    }
+}
