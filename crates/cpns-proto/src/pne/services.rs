@@ -85,24 +85,21 @@ impl PneSession {
     }
 
     /// A secure notice from the server (docs/security.md §4.8, "Notices"): opened under this
-    /// PNE's SK_PNE of the PN it names, taken only with a number greater than the last one's
+    /// PNE's SK_PNE of the PN it names (a PN it holds), taken only with a number greater than the last one's
     /// under that PN, and told if it is a service match. Anything else is dropped unsaid: a
     /// notice has no answer.
     pub(super) fn on_secure_notice(&mut self, env: &Envelope, m: SecureNotice) {
         if env.from != Address::Server {
             return;
         }
-        let own = self
+        // The member's SK_PNE of that PN (a registration there keeps it in the PN's state too);
+        // a PN this PNE left names no key, and its notices are not taken.
+        let Some(key) = self
             .pns
             .get(&m.pn_id)
             .and_then(|p| p.state.own.as_ref())
-            .map(|o| o.session_key.clone());
-        let registered = self
-            .session
-            .as_ref()
-            .filter(|s| s.pn_id == m.pn_id)
-            .map(|s| s.session_key.clone());
-        let Some(key) = own.or(registered) else {
+            .map(|o| o.session_key.clone())
+        else {
             return;
         };
         if self

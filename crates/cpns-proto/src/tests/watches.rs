@@ -269,3 +269,65 @@ fn a_pne_keeps_a_bounded_number_of_watches_of_a_few_keywords() {
         crate::server::directory::MAX_WATCHES as usize
     );
 }
+
+#[test]
+fn a_pne_takes_no_notice_of_a_pn_it_left() {
+    let (mut h, pn) = world();
+    let sk = h.store.session_keys[&(pn, pne_id(1))].clone();
+    let notice = |id: u64| {
+        let call = cpns_wire::SecureCall {
+            service: cpns_wire::SERVICE_MATCH.into(),
+            payload: minicbor::to_vec(ServiceMatch {
+                watch_id: 1,
+                entry: cpns_wire::ServiceSummary {
+                    dir_id: 1,
+                    offerer: pne_id(0),
+                    owner: UserId::new("alice").unwrap(),
+                    service_id: "tv".into(),
+                    service_type: "media.renderer".into(),
+                    name: "TV".into(),
+                    keywords: vec!["video".into()],
+                },
+            })
+            .unwrap(),
+        };
+        let me = pne_id(1);
+        let binding = cpns_crypto::NoticeBinding {
+            pn_id: pn.as_bytes(),
+            pne_id: me.as_str(),
+            notice_id: id,
+        };
+        let mut rng = cpns_crypto::MachineRng::from_seed_u64(id);
+        let sealed = cpns_crypto::seal_secure_notice(
+            rng.get(),
+            &sk,
+            &binding,
+            &minicbor::to_vec(&call).unwrap(),
+        )
+        .unwrap();
+        let env = cpns_wire::Envelope::notify(
+            900 + id,
+            cpns_wire::Address::Server,
+            cpns_wire::Address::Entity(pne_id(1)),
+            SecureNotice {
+                pn_id: pn,
+                notice_id: id,
+                sealed,
+            },
+        );
+        super::harness::plain(&env)
+    };
+    // A member takes it (the server's seal, made here with the member's key).
+    h.inject(Party::Gw, Party::Pne(1), notice(10));
+    h.pump();
+    assert_eq!(matches(&h, 1).len(), 1);
+    // Once out of the PN, a notice of that PN is not taken, though it opens under the key the
+    // PNE registered with there.
+    let now = h.now();
+    h.pnes[1].leave_pn(now, pn).unwrap();
+    h.pump();
+    assert!(h.pnes[1].inventory().iter().all(|i| i.pn_id != pn));
+    h.inject(Party::Gw, Party::Pne(1), notice(11));
+    h.pump();
+    assert_eq!(matches(&h, 1).len(), 1);
+}
