@@ -366,3 +366,17 @@ fn an_offerer_keeps_a_bounded_number_of_services() {
     assert!(matches!(h.outcome(0, id), Outcome::ServicePublished(_)));
     assert_eq!(h.store.services.len(), max as usize);
 }
+
+#[test]
+fn a_service_of_no_name_the_server_knows_is_not_found() {
+    let (mut h, _) = world();
+    let now = h.now();
+    let payload = minicbor::to_vec(cpns_wire::ServiceRetrieve { dir_id: 1 }).unwrap();
+    let id = h.pnes[0]
+        .secure_call(now, "cpns.service.nonsense", payload)
+        .unwrap();
+    h.pump();
+    let (code, reason) = refused(&h, 0, id);
+    assert_eq!(code, ErrorCode::NotFound);
+    assert_eq!(reason, "no such service");
+}
