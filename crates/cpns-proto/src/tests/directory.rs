@@ -380,3 +380,47 @@ fn a_service_of_no_name_the_server_knows_is_not_found() {
     assert_eq!(code, ErrorCode::NotFound);
     assert_eq!(reason, "no such service");
 }
+
+#[test]
+fn a_discovery_answers_a_page_at_a_time() {
+    let mut cfg = ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    let (mut h, _) = world_with(cfg);
+    let page = crate::server::directory::PAGE;
+    for n in 0..=page {
+        let doc = String::from_utf8(renderer(USER, 600))
+            .unwrap()
+            .replace("\"renderer\",\"name\"", &format!("\"s{n}\",\"name\""));
+        publish(&mut h, 0, doc.into_bytes());
+    }
+    let ask = |h: &mut Harness, after: u64| {
+        let now = h.now();
+        let mut d = discover(&["video"]);
+        d.after = after;
+        let id = h.pnes[1].discover_services(now, d).unwrap();
+        h.pump();
+        match h.outcome(1, id) {
+            Outcome::ServicesFound(f) => f.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = ask(&mut h, 0);
+    assert_eq!(first.entries.len(), page as usize);
+    assert!(first.more, "one more follows");
+    let last = first.entries.last().unwrap().dir_id;
+    let rest = ask(&mut h, last);
+    assert_eq!(rest.entries.len(), 1);
+    assert!(!rest.more);
+    assert!(rest.entries[0].dir_id > last);
+    // Exactly a page: nothing more.
+    let now = h.now();
+    let id = h.pnes[0].unpublish_service(now, "s0".into()).unwrap();
+    h.pump();
+    assert_eq!(
+        h.outcome(0, id),
+        &Outcome::ServiceUnpublished { removed: true }
+    );
+    let whole = ask(&mut h, 0);
+    assert_eq!(whole.entries.len(), page as usize);
+    assert!(!whole.more);
+}
