@@ -740,6 +740,11 @@ fn group_content(gk: &GroupKey, epoch: u64) -> Value {
 /// that vector, pushed and answering a pull; group content under K_gc; the GK at rest under
 /// K_rest of the `at_rest` master key; and the server's word that the membership ended,
 /// answering the same pull, once per reason.
+/// The service group of the vectors.
+const SERVICE_GROUP_ID: [u8; 16] = [
+    0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x7b, 0x7c, 0x7d, 0x7e, 0x7f,
+];
+
 fn group(sk_pne: &SessionKey) -> Value {
     let epoch = 1u64;
     let gk = GroupKey::from_bytes(pattern(0x08));
@@ -827,6 +832,19 @@ fn group(sk_pne: &SessionKey) -> Value {
             "plaintext": gk.to_hex().as_str(),
             "nonce": hx(rest_nonce),
             "sealed": hx(seal_group_key_at_rest_with_nonce(&master, &PN_ID, epoch, &gk, rest_nonce)),
+        },
+        // A service group's key at rest: its own label; the group id stands where the PN id is.
+        "service_group_at_rest": {
+            "group_id": hx(SERVICE_GROUP_ID),
+            "aad": hx(v::service_group_key_at_rest_aad(&SERVICE_GROUP_ID, epoch)),
+            "nonce": hx(pattern::<12>(0xe8)),
+            "sealed": hx(seal_service_group_key_at_rest_with_nonce(
+                &master,
+                &SERVICE_GROUP_ID,
+                epoch,
+                &gk,
+                pattern::<12>(0xe8),
+            )),
         },
         "ended": ended,
     })

@@ -247,10 +247,92 @@ pub fn open_group_key_at_rest(
     key_of(&plain)
 }
 
+/// The associated data of a service group's key of `epoch` sealed at rest: its own label, so
+/// a service group's key never opens as a PN's, nor a PN's as a group's, whatever the ids.
+pub(crate) fn service_group_at_rest_aad(group_id: &[u8; 16], epoch: u64) -> Vec<u8> {
+    epoch_transcript(labels::AT_REST_SERVICE_GROUP_KEY_AAD, group_id, epoch)
+        .as_bytes()
+        .to_vec()
+}
+
+/// Seals a service group's key of `epoch` at rest in the server store (004 §5.5.7.2).
+///
+/// # Errors
+/// [`CryptoError::Rng`] when the OS generator is unavailable for the nonce.
+pub fn seal_service_group_key_at_rest(
+    master: &MasterKey,
+    group_id: &[u8; 16],
+    epoch: u64,
+    gk: &GroupKey,
+) -> Result<Vec<u8>, CryptoError> {
+    let nonce = crate::random_array()?;
+    Ok(seal_service_group_key_at_rest_with_nonce(
+        master, group_id, epoch, gk, nonce,
+    ))
+}
+
+/// [`seal_service_group_key_at_rest`] with a caller-chosen nonce; deterministic, for test
+/// vectors only.
+pub fn seal_service_group_key_at_rest_with_nonce(
+    master: &MasterKey,
+    group_id: &[u8; 16],
+    epoch: u64,
+    gk: &GroupKey,
+    nonce: [u8; aead::NONCE_LEN],
+) -> Vec<u8> {
+    crate::seal_at_rest_with_nonce(
+        master,
+        &service_group_at_rest_aad(group_id, epoch),
+        gk.expose_secret(),
+        nonce,
+    )
+}
+
+/// Opens a service group's key sealed at rest.
+///
+/// # Errors
+/// [`CryptoError::BadTag`] under another master key, for another group or epoch, for a PN's
+/// key, or tampered.
+pub fn open_service_group_key_at_rest(
+    master: &MasterKey,
+    group_id: &[u8; 16],
+    epoch: u64,
+    sealed: &[u8],
+) -> Result<GroupKey, CryptoError> {
+    let plain = crate::open_at_rest(master, &service_group_at_rest_aad(group_id, epoch), sealed)?;
+    key_of(&plain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::MachineRng;
+
+    #[test]
+    fn a_service_group_key_at_rest_opens_only_as_itself() {
+        let master = MasterKey::from_bytes([0x41; 32]);
+        let gk = GroupKey::from_bytes([0x42; 32]);
+        let id = [0x61; 16];
+        let sealed = seal_service_group_key_at_rest(&master, &id, 3, &gk).unwrap();
+        let opened = open_service_group_key_at_rest(&master, &id, 3, &sealed).unwrap();
+        assert_eq!(opened.expose_secret(), gk.expose_secret());
+        let other = MasterKey::from_bytes([0x43; 32]);
+        assert!(open_service_group_key_at_rest(&other, &id, 3, &sealed).is_err());
+        assert!(open_service_group_key_at_rest(&master, &[0x62; 16], 3, &sealed).is_err());
+        assert!(open_service_group_key_at_rest(&master, &id, 4, &sealed).is_err());
+        // Not a PN's key of the same id and epoch, either way.
+        assert!(open_group_key_at_rest(&master, &id, 3, &sealed).is_err());
+        let pns = seal_group_key_at_rest(&master, &id, 3, &gk).unwrap();
+        assert!(open_service_group_key_at_rest(&master, &id, 3, &pns).is_err());
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 1;
+            assert!(
+                open_service_group_key_at_rest(&master, &id, 3, &t).is_err(),
+                "{i}"
+            );
+        }
+    }
 
     const PN: [u8; 16] = [0x61; 16];
 

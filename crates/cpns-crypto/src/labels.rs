@@ -68,6 +68,8 @@ pub const GROUP_CONTENT_KEY: &str = "cpns/v1/group-content-key";
 pub const GROUP_CONTENT_AAD: &str = "cpns/v1/group-content";
 /// AEAD associated data of a PN's group key sealed at rest (docs/security.md §4.10).
 pub const AT_REST_GROUP_KEY_AAD: &str = "cpns/v1/at-rest/group-key";
+/// Associated data of a service group's key sealed at rest (docs/security.md §4.10).
+pub const AT_REST_SERVICE_GROUP_KEY_AAD: &str = "cpns/v1/at-rest/service-group-key";
 /// AEAD associated data of the server's word that a PNE is no longer a member of a PN
 /// (docs/security.md §4.10).
 pub const MEMBERSHIP_ENDED_AAD: &str = "cpns/v1/membership-ended";
@@ -82,7 +84,7 @@ pub const MEMBER_CERTIFICATE: &str = "cpns/v1/member-certificate";
 pub const GROUP_CONTENT_SIGNATURE: &str = "cpns/v1/group-content-signature";
 
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 31] = [
+pub const ALL: [&str; 32] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -109,6 +111,7 @@ pub const ALL: [&str; 31] = [
     GROUP_CONTENT_KEY,
     GROUP_CONTENT_AAD,
     AT_REST_GROUP_KEY_AAD,
+    AT_REST_SERVICE_GROUP_KEY_AAD,
     MEMBERSHIP_ENDED_AAD,
     CERTIFICATION_KEY,
     MEMBER_SIGNING_KEY,

@@ -97,8 +97,10 @@ pub use grant::{
 };
 pub use group::{
     EndedBinding, GroupKeyBinding, open_group_key, open_group_key_at_rest, open_membership_ended,
-    seal_group_key, seal_group_key_at_rest, seal_group_key_at_rest_with_nonce,
-    seal_group_key_with_nonce, seal_membership_ended, seal_membership_ended_with_nonce,
+    open_service_group_key_at_rest, seal_group_key, seal_group_key_at_rest,
+    seal_group_key_at_rest_with_nonce, seal_group_key_with_nonce, seal_membership_ended,
+    seal_membership_ended_with_nonce, seal_service_group_key_at_rest,
+    seal_service_group_key_at_rest_with_nonce,
 };
 pub use gw_auth::{
     TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN, gw_auth_response, verify_gw_auth_response,

@@ -132,6 +132,11 @@ pub fn group_key_at_rest_aad(pn_id: &[u8; 16], epoch: u64) -> Vec<u8> {
     crate::group::at_rest_aad(pn_id, epoch)
 }
 
+/// The associated data of a service group's key of `epoch` sealed at rest.
+pub fn service_group_key_at_rest_aad(group_id: &[u8; 16], epoch: u64) -> Vec<u8> {
+    crate::group::service_group_at_rest_aad(group_id, epoch)
+}
+
 /// The associated data of the server's word that a membership ended (`why`: the reason code).
 pub fn membership_ended_aad(b: &crate::EndedBinding<'_>) -> Vec<u8> {
     crate::group::ended_aad(b)

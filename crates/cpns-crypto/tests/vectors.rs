@@ -1429,6 +1429,52 @@ fn group_content_vectors() {
 }
 
 #[test]
+fn service_group_key_at_rest_vectors() {
+    let d = doc();
+    let g = group_inputs(&d);
+    let a = &d["group"]["service_group_at_rest"];
+    let id: [u8; 16] = arr(a, "group_id");
+    let nonce: [u8; 12] = arr(a, "nonce");
+    let sealed = hx(a, "sealed");
+    assert_eq!(v::service_group_key_at_rest_aad(&id, g.epoch), hx(a, "aad"));
+    assert_eq!(
+        seal_service_group_key_at_rest_with_nonce(&g.master, &id, g.epoch, &g.gk, nonce),
+        sealed
+    );
+    let opened = open_service_group_key_at_rest(&g.master, &id, g.epoch, &sealed).unwrap();
+    assert_eq!(opened.expose_secret(), g.gk.expose_secret());
+    // Independently, from docs/security.md §4.7 and §4.10.
+    let key = hkdf(
+        None,
+        g.master.expose_secret(),
+        &t("cpns/v1/at-rest-key", &[]),
+    );
+    let aad = t(
+        "cpns/v1/at-rest/service-group-key",
+        &[&id, &g.epoch.to_be_bytes()],
+    );
+    assert_eq!(hx(a, "aad"), aad);
+    assert_eq!(
+        sealed,
+        cat(&nonce, &chacha(&key, &nonce, &aad, g.gk.expose_secret()))
+    );
+    // Not another group's or epoch's, nor a PN's key of the same id.
+    let other = [0u8; 16];
+    assert_eq!(
+        open_service_group_key_at_rest(&g.master, &other, g.epoch, &sealed).err(),
+        Some(CryptoError::BadTag)
+    );
+    assert_eq!(
+        open_service_group_key_at_rest(&g.master, &id, g.epoch + 1, &sealed).err(),
+        Some(CryptoError::BadTag)
+    );
+    assert_eq!(
+        open_group_key_at_rest(&g.master, &id, g.epoch, &sealed).err(),
+        Some(CryptoError::BadTag)
+    );
+}
+
+#[test]
 fn group_key_at_rest_vectors() {
     let d = doc();
     let g = group_inputs(&d);
