@@ -621,6 +621,27 @@ pub struct GroupView {
     pub invitation: Option<(EntityId, UnixMillis)>,
     /// The asker's user, if it is enrolled.
     pub asker_owner: Option<UserId>,
+    /// How many groups the asker is a member of.
+    pub asker_groups: u32,
+    /// The other entity the request names (an invitee), where pushing to it goes, if it can be
+    /// reached: enrolled, and an authenticated member of a PN with a key.
+    pub also: Option<Reach>,
+}
+
+/// Where pushing to a PNE goes: its first PN (by creation) where it is an authenticated member
+/// with an SK_PNE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reach {
+    /// The PNE.
+    pub entity: EntityId,
+    /// Its user.
+    pub owner: UserId,
+    /// That PN.
+    pub pn_id: PnId,
+    /// The PN GW serving it.
+    pub gateway: EntityId,
+    /// Its SK_PNE there, sealed at rest.
+    pub sealed_session_key: Vec<u8>,
 }
 
 /// A change of a group's members, with its next epoch ([`crate::ServerStore::change_group`]).

@@ -317,12 +317,13 @@ pub trait ServerStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<()>> + Send;
 
     /// What a request of `asker` about group `group_id` reads, in one snapshot: the group, its
-    /// members with their keys and PN GWs, `asker`'s invitation if one holds at `now`, and
-    /// `asker`'s user.
+    /// members with their keys and PN GWs, `asker`'s invitation if one holds at `now`, `asker`'s
+    /// user and how many groups it is in, and where pushing to `also` goes.
     fn group_view(
         &self,
         group_id: &cpns_wire::GroupId,
         asker: &EntityId,
+        also: Option<&EntityId>,
         now: UnixMillis,
     ) -> impl Future<Output = Result<GroupView>> + Send;
 

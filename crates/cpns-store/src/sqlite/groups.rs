@@ -8,8 +8,8 @@ use rusqlite::{Connection, Row, params};
 
 use super::codec;
 use crate::{
-    GroupChange, GroupMemberRecord, GroupMemberView, GroupRecord, GroupView, Result, StoreError,
-    UnixMillis,
+    GroupChange, GroupMemberRecord, GroupMemberView, GroupRecord, GroupView, Reach, Result,
+    StoreError, UnixMillis,
 };
 
 fn group_id(row: &Row<'_>, column: &str) -> Result<GroupId> {
@@ -88,6 +88,7 @@ pub(super) fn view(
     conn: &Connection,
     g: &GroupId,
     asker: &EntityId,
+    also: Option<&EntityId>,
     now: UnixMillis,
 ) -> Result<GroupView> {
     let id = g.as_bytes().as_slice();
@@ -147,12 +148,43 @@ pub(super) fn view(
         |row| Ok((codec::id(row, "inviter")?, row.get("expires_at")?)),
     )?;
     let asker_owner = super::entity::owner_of(conn, asker)?;
+    let asker_groups: i64 = conn
+        .prepare_cached("SELECT count(*) FROM service_group_members WHERE entity = ?")?
+        .query_row([asker.as_str()], |r| r.get(0))?;
+    let also = match also {
+        Some(e) => reach(conn, e)?,
+        None => None,
+    };
     Ok(GroupView {
         group,
         members,
         invitation,
         asker_owner,
+        asker_groups: u32::try_from(asker_groups).unwrap_or(u32::MAX),
+        also,
     })
+}
+
+/// Where pushing to `entity` goes: its first PN where it is an authenticated member with a key.
+fn reach(conn: &Connection, entity: &EntityId) -> Result<Option<Reach>> {
+    codec::optional(
+        conn,
+        "SELECT e.owner, p.pn_id, p.gateway, m.sealed_session_key \
+         FROM pn_members AS m JOIN pns AS p ON p.seq = m.pn_seq \
+         JOIN entities AS e ON e.id = m.pne_id \
+         WHERE m.pne_id = ? AND m.authenticated = 1 AND m.sealed_session_key IS NOT NULL \
+         ORDER BY p.seq LIMIT 1",
+        [entity.as_str()],
+        |row| {
+            Ok(Reach {
+                entity: entity.clone(),
+                owner: codec::id(row, "owner")?,
+                pn_id: codec::pn_id(row, "pn_id")?,
+                gateway: codec::id(row, "gateway")?,
+                sealed_session_key: row.get("sealed_session_key")?,
+            })
+        },
+    )
 }
 
 pub(super) fn change(conn: &Connection, c: &GroupChange) -> Result<()> {

@@ -294,11 +294,12 @@ impl ServerStore for SqliteStore {
         &self,
         group_id: &cpns_wire::GroupId,
         asker: &EntityId,
+        also: Option<&EntityId>,
         now: crate::UnixMillis,
     ) -> Result<crate::GroupView> {
         self.inner
             .readers
-            .snapshot(|c| groups::view(c, group_id, asker, now))
+            .snapshot(|c| groups::view(c, group_id, asker, also, now))
     }
 
     async fn change_group(&self, change: &crate::GroupChange) -> Result<()> {

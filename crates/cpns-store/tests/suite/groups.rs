@@ -49,7 +49,7 @@ pub async fn groups_are_made_changed_one_epoch_at_a_time_and_deleted<S: ServerSt
             .await,
         Err(StoreError::Conflict { .. })
     ));
-    let v = s.group_view(&gid(1), &eid("tv"), NOW).await.unwrap();
+    let v = s.group_view(&gid(1), &eid("tv"), None, NOW).await.unwrap();
     assert_eq!(v.group, Some(group("phone")));
     assert_eq!(v.asker_owner, Some(uid("alice")));
     assert_eq!(v.invitation, None);
@@ -57,15 +57,33 @@ pub async fn groups_are_made_changed_one_epoch_at_a_time_and_deleted<S: ServerSt
     assert_eq!(v.members[0].member, member("phone", pid(1), NOW));
     assert_eq!(v.members[0].sealed_session_key, Some(b"sk:phone".to_vec()));
     assert_eq!(v.members[0].gateway, Some(eid("gw-1")));
+    assert_eq!(v.asker_groups, 0);
+    // Where pushing to another entity goes: its PN with a key, or nowhere.
+    let v = s
+        .group_view(&gid(1), &eid("phone"), Some(&eid("tv")), NOW)
+        .await
+        .unwrap();
+    assert_eq!(v.asker_groups, 1);
+    let reach = v.also.unwrap();
+    assert_eq!(
+        (reach.entity, reach.owner, reach.pn_id, reach.gateway),
+        (eid("tv"), uid("alice"), pid(1), eid("gw-1"))
+    );
+    assert_eq!(reach.sealed_session_key, b"sk:tv".to_vec());
+    let v = s
+        .group_view(&gid(1), &eid("phone"), Some(&eid("watch")), NOW)
+        .await
+        .unwrap();
+    assert_eq!(v.also, None, "in no PN");
 
     // An invitation holds until it expires, and joining uses it up.
     s.invite_to_group(&gid(1), &eid("tv"), &eid("phone"), NOW + 60_000)
         .await
         .unwrap();
-    let v = s.group_view(&gid(1), &eid("tv"), NOW).await.unwrap();
+    let v = s.group_view(&gid(1), &eid("tv"), None, NOW).await.unwrap();
     assert_eq!(v.invitation, Some((eid("phone"), NOW + 60_000)));
     let later = s
-        .group_view(&gid(1), &eid("tv"), NOW + 60_000)
+        .group_view(&gid(1), &eid("tv"), None, NOW + 60_000)
         .await
         .unwrap();
     assert_eq!(later.invitation, None, "expired");
@@ -82,7 +100,7 @@ pub async fn groups_are_made_changed_one_epoch_at_a_time_and_deleted<S: ServerSt
         s.change_group(&join).await,
         Err(StoreError::Conflict { .. })
     ));
-    let v = s.group_view(&gid(1), &eid("tv"), NOW).await.unwrap();
+    let v = s.group_view(&gid(1), &eid("tv"), None, NOW).await.unwrap();
     let g = v.group.unwrap();
     assert_eq!((g.epoch, g.sealed_key.as_slice()), (2, &b"key-2"[..]));
     let ids: Vec<_> = v.members.iter().map(|m| m.member.entity.clone()).collect();
@@ -93,7 +111,10 @@ pub async fn groups_are_made_changed_one_epoch_at_a_time_and_deleted<S: ServerSt
     s.update_members(&pid(1), &[], &[eid("tv")], None)
         .await
         .unwrap();
-    let v = s.group_view(&gid(1), &eid("phone"), NOW).await.unwrap();
+    let v = s
+        .group_view(&gid(1), &eid("phone"), None, NOW)
+        .await
+        .unwrap();
     assert_eq!(v.members[1].sealed_session_key, None);
 
     // The directory shows the group's entries to its members only.
@@ -120,7 +141,10 @@ pub async fn groups_are_made_changed_one_epoch_at_a_time_and_deleted<S: ServerSt
         remove: vec![eid("tv")],
     };
     s.change_group(&expel).await.unwrap();
-    let v = s.group_view(&gid(1), &eid("phone"), NOW).await.unwrap();
+    let v = s
+        .group_view(&gid(1), &eid("phone"), None, NOW)
+        .await
+        .unwrap();
     assert_eq!(v.members.len(), 1);
     s.invite_to_group(&gid(1), &eid("watch"), &eid("phone"), NOW + 60_000)
         .await
@@ -129,7 +153,10 @@ pub async fn groups_are_made_changed_one_epoch_at_a_time_and_deleted<S: ServerSt
     assert!(!s.drop_invitation(&gid(1), &eid("watch")).await.unwrap());
     assert!(s.delete_group(&gid(1)).await.unwrap());
     assert!(!s.delete_group(&gid(1)).await.unwrap());
-    let v = s.group_view(&gid(1), &eid("phone"), NOW).await.unwrap();
+    let v = s
+        .group_view(&gid(1), &eid("phone"), None, NOW)
+        .await
+        .unwrap();
     assert_eq!((v.group, v.members.len()), (None, 0));
     assert!(groups_of(s.directory_view(&eid("phone"), &asks).await.unwrap()).is_empty());
     assert!(matches!(
