@@ -11,6 +11,7 @@ use cpns_crypto::{
 };
 use cpns_proto::StoreFailure;
 use cpns_proto::server::directory::{self, DirAsk, DirEntry, DirScope, DirViewer, DirectoryLoaded};
+use cpns_proto::server::groups::{GroupInfo, GroupLoaded, MemberInfo, Reach};
 use cpns_proto::server::{
     EntityRole, GroupKeyLoaded, InventoryLoaded, KnownEntity, KnownPn, Load, Loaded, Persisted,
     PnLoaded, ServerEffect, SessionLoaded, StatusesLoaded, UsageOwners,
@@ -352,6 +353,18 @@ pub(crate) async fn load<S: ServerStore>(
                 subscriptions: view.subscriptions,
             })
         }
+        Load::Group {
+            group,
+            asker,
+            also,
+            now_ms,
+        } => {
+            let view = store
+                .group_view(group, asker, also.as_ref(), *now_ms)
+                .await
+                .map_err(err)?;
+            Loaded::Group(Box::new(group_loaded(master, group, view)?))
+        }
         Load::Directory { asker, ask } => {
             let view = store
                 .directory_view(asker, &directory_ask(ask))
@@ -360,6 +373,92 @@ pub(crate) async fn load<S: ServerStore>(
             Loaded::Directory(Box::new(directory_loaded(view)))
         }
     })
+}
+
+/// A group's view as the machine reads it: its key and each member's SK_PNE opened.
+fn group_loaded(
+    master: &MasterKey,
+    id: &cpns_wire::GroupId,
+    view: cpns_store::GroupView,
+) -> Result<GroupLoaded, StoreFailure> {
+    let group = view
+        .group
+        .map(|g| {
+            let key = cpns_crypto::open_service_group_key_at_rest(
+                master,
+                id.as_bytes(),
+                g.epoch,
+                &g.sealed_key,
+            )
+            .map_err(|e| StoreFailure::Sealed(format!("the key of group {id}: {e}")))?;
+            Ok::<_, StoreFailure>(GroupInfo {
+                name: g.name,
+                owner: g.owner,
+                creator: g.creator,
+                open_to_user: g.open_to_user,
+                epoch: g.epoch,
+                key,
+            })
+        })
+        .transpose()?;
+    let reach =
+        |entity: &EntityId, owner, pn: PnId, gateway: Option<EntityId>, sealed: Option<Vec<u8>>| {
+            let (Some(gateway), Some(sealed)) = (gateway, sealed) else {
+                return Ok(None);
+            };
+            let session_key = open_sk(master, &pn, entity, &sealed).map_err(sealed_failure)?;
+            Ok::<_, StoreFailure>(Some(Reach {
+                entity: entity.clone(),
+                owner,
+                pn_id: pn,
+                session_key,
+                gateway,
+            }))
+        };
+    let mut members = Vec::with_capacity(view.members.len());
+    for m in view.members {
+        let r = reach(
+            &m.member.entity,
+            m.member.owner.clone(),
+            m.member.pn_id,
+            m.gateway,
+            m.sealed_session_key,
+        )?;
+        members.push(MemberInfo {
+            entity: m.member.entity,
+            owner: m.member.owner,
+            reach: r,
+        });
+    }
+    let also = match view.also {
+        Some(a) => reach(
+            &a.entity,
+            a.owner.clone(),
+            a.pn_id,
+            Some(a.gateway),
+            Some(a.sealed_session_key),
+        )?,
+        None => None,
+    };
+    Ok(GroupLoaded {
+        group,
+        members,
+        invitation: view.invitation.map(|(by, _)| by),
+        asker_owner: view.asker_owner,
+        asker_groups: view.asker_groups,
+        also,
+    })
+}
+
+/// A service group's key sealed at rest for `epoch`.
+fn sealed_group_key(
+    master: &MasterKey,
+    id: &cpns_wire::GroupId,
+    epoch: u64,
+    key: &cpns_crypto::GroupKey,
+) -> Result<Vec<u8>, StoreFailure> {
+    cpns_crypto::seal_service_group_key_at_rest(master, id.as_bytes(), epoch, key)
+        .map_err(|e| StoreFailure::Sealed(e.to_string()))
 }
 
 /// A directory request's ask as the store takes it.
@@ -594,6 +693,78 @@ pub(crate) async fn persist<S: ServerStore>(
                 });
             }
             Ok(Persisted::Published { dir_id, watchers })
+        }
+        ServerEffect::CreateGroup {
+            group,
+            name,
+            owner,
+            creator,
+            creator_pn,
+            open_to_user,
+            key,
+            now_ms,
+        } => {
+            let record = cpns_store::GroupRecord {
+                group_id: group,
+                name,
+                owner: owner.clone(),
+                creator: creator.clone(),
+                open_to_user,
+                epoch: 1,
+                sealed_key: sealed_group_key(master, &group, 1, &key)?,
+                created_at: now_ms,
+            };
+            let first = cpns_store::GroupMemberRecord {
+                entity: creator,
+                owner,
+                pn_id: creator_pn,
+                joined_at: now_ms,
+            };
+            store.create_group(&record, &first).await.map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::ChangeGroup {
+            group,
+            from_epoch,
+            key,
+            add,
+            remove,
+            now_ms,
+        } => {
+            let change = cpns_store::GroupChange {
+                group_id: group,
+                from_epoch,
+                sealed_key: sealed_group_key(master, &group, from_epoch + 1, &key)?,
+                add: add.map(|(entity, owner, pn_id)| cpns_store::GroupMemberRecord {
+                    entity,
+                    owner,
+                    pn_id,
+                    joined_at: now_ms,
+                }),
+                remove,
+            };
+            store.change_group(&change).await.map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::InviteToGroup {
+            group,
+            invitee,
+            inviter,
+            expires_at_ms,
+        } => {
+            store
+                .invite_to_group(&group, &invitee, &inviter, expires_at_ms)
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::DropInvitation { group, invitee } => {
+            let dropped = store.drop_invitation(&group, &invitee).await.map_err(err)?;
+            Ok(Persisted::Removed(dropped))
+        }
+        ServerEffect::DeleteGroup { group } => {
+            let deleted = store.delete_group(&group).await.map_err(err)?;
+            Ok(Persisted::Removed(deleted))
         }
         ServerEffect::AddWatch {
             watcher,

@@ -101,6 +101,19 @@ pub enum Load {
         /// Whether to count the asker's subscriptions.
         subscriptions: bool,
     },
+    /// 004 §5.5.9: a service group with its members (each with where pushes to it go) and key
+    /// opened, the asker's invitation holding at `now_ms`, its user and how many groups it is
+    /// in, and where pushes to `also` go. Answer: [`Loaded::Group`].
+    Group {
+        /// The group.
+        group: cpns_wire::GroupId,
+        /// The asking PNE.
+        asker: EntityId,
+        /// Another PNE the request names (an invitee).
+        also: Option<EntityId>,
+        /// Unix milliseconds.
+        now_ms: i64,
+    },
     /// 004 §5.5.5: the asker of a directory request as a viewer (its user, the PNs it is an
     /// authenticated member of), its capabilities of record, and what `ask` names as it may
     /// see it. Answer: [`Loaded::Directory`].
@@ -135,6 +148,8 @@ pub enum Loaded {
     Statuses(StatusesLoaded),
     /// See [`super::directory::DirectoryLoaded`].
     Directory(Box<super::directory::DirectoryLoaded>),
+    /// See [`super::groups::GroupLoaded`].
+    Group(Box<super::groups::GroupLoaded>),
 }
 
 /// The answer to [`Load::Pn`].
@@ -227,6 +242,7 @@ impl Load {
             Load::Served { .. } => "served",
             Load::Statuses { .. } => "statuses",
             Load::Directory { .. } => "directory",
+            Load::Group { .. } => "group",
         }
     }
 }
@@ -245,6 +261,7 @@ impl Loaded {
             Loaded::Served(_) => "served",
             Loaded::Statuses(_) => "statuses",
             Loaded::Directory(_) => "directory",
+            Loaded::Group(_) => "group",
         }
     }
 }
@@ -309,6 +326,10 @@ expect!(
 expect!(
     /// The answer to [`Load::Statuses`].
     statuses, Statuses, StatusesLoaded, "statuses"
+);
+expect!(
+    /// The answer to [`Load::Group`].
+    group, Group, super::groups::GroupLoaded, "group", boxed
 );
 expect!(
     /// The answer to [`Load::Directory`].

@@ -11,6 +11,7 @@ mod confirm;
 mod connect;
 pub mod directory;
 mod establish;
+pub mod groups;
 mod load;
 mod membership;
 mod notices;
@@ -385,6 +386,68 @@ pub enum ServerEffect {
         /// The watch.
         watch_id: u64,
     },
+    /// Make a service group with its creator as first member, at epoch 1
+    /// (`cpns_store::ServerStore::create_group`; the driver seals the key at rest). The driver
+    /// answers [`Persisted::Done`].
+    CreateGroup {
+        /// The group.
+        group: cpns_wire::GroupId,
+        /// Its name.
+        name: String,
+        /// The owning user.
+        owner: UserId,
+        /// Its creator, the owning member.
+        creator: EntityId,
+        /// The PN whose SK_PNE seals what the creator is pushed.
+        creator_pn: PnId,
+        /// Open to the owner's devices.
+        open_to_user: bool,
+        /// Epoch 1's key.
+        key: cpns_crypto::GroupKey,
+        /// Unix milliseconds.
+        now_ms: i64,
+    },
+    /// Change a group's members and move it from `from_epoch` to the next with `key`
+    /// (`cpns_store::ServerStore::change_group`; a conflict if another change came first). The
+    /// driver answers [`Persisted::Done`].
+    ChangeGroup {
+        /// The group.
+        group: cpns_wire::GroupId,
+        /// The epoch read.
+        from_epoch: u64,
+        /// The next epoch's key.
+        key: cpns_crypto::GroupKey,
+        /// A member that joins: the PNE, its user, the PN of its request.
+        add: Option<(EntityId, UserId, PnId)>,
+        /// Members that leave or are expelled.
+        remove: Vec<EntityId>,
+        /// Unix milliseconds.
+        now_ms: i64,
+    },
+    /// Keep an invitation; the driver answers [`Persisted::Done`].
+    InviteToGroup {
+        /// The group.
+        group: cpns_wire::GroupId,
+        /// The invitee.
+        invitee: EntityId,
+        /// Who invited.
+        inviter: EntityId,
+        /// Until when (Unix milliseconds).
+        expires_at_ms: i64,
+    },
+    /// Drop an invitation (a decline); the driver answers [`Persisted::Removed`].
+    DropInvitation {
+        /// The group.
+        group: cpns_wire::GroupId,
+        /// The invitee.
+        invitee: EntityId,
+    },
+    /// Delete a group with its members, invitations and key; the driver answers
+    /// [`Persisted::Removed`].
+    DeleteGroup {
+        /// The group.
+        group: cpns_wire::GroupId,
+    },
     /// Take an offerer's service out of the directory; the driver answers
     /// [`Persisted::Removed`].
     UnpublishService {
@@ -677,6 +740,9 @@ enum Parked {
     UsageLoad(Box<secure::UsageLoad>),
     UsagePersist(Box<secure::Call>),
     ChargingLoad(Box<secure::Call>),
+    GroupLoad(Box<groups::GroupLoad>),
+    GroupWrite(Box<(groups::GroupWrite, groups::Pushes)>),
+    GroupDelete(Box<(groups::GroupWrite, Vec<groups::Reach>)>),
     DirectoryLoad(Box<services::DirectoryLoad>),
     DirectoryWrite(Box<services::DirectoryWrite>),
 }
@@ -1002,6 +1068,13 @@ impl ServerSession {
                     self.load_failed(req_msg, to, Flow::SecureCall, e);
                 }
             },
+            Parked::GroupLoad(g) => match load::group(loaded) {
+                Ok(l) => self.group_loaded(*g, l),
+                Err(e) => {
+                    let (req_msg, to) = g.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
             Parked::DirectoryLoad(d) => match load::directory(loaded) {
                 Ok(l) => self.directory_loaded(*d, l),
                 Err(e) => {
@@ -1079,6 +1152,14 @@ impl ServerSession {
             } => self.unsubscribe_persisted(req_msg, subscriber, id, result),
             Parked::UsagePersist(c) => self.usage_persisted(*c, result),
             Parked::DirectoryWrite(w) => self.directory_written(*w, result),
+            Parked::GroupWrite(w) => {
+                let (w, pushes) = *w;
+                self.group_written(w, pushes, result);
+            }
+            Parked::GroupDelete(d) => {
+                let (w, ends) = *d;
+                self.group_deleted(w, ends, result);
+            }
             other => {
                 self.parked.insert(token, other);
                 return Err(ProtoError::UnknownToken);

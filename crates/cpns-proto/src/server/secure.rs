@@ -179,6 +179,7 @@ impl ServerSession {
             s if super::services::is_directory(s) => {
                 self.directory_call(now, call_of, s, &call.payload);
             }
+            s if super::groups::is_group(s) => self.group_call(now, call_of, s, &call.payload),
             _ => {
                 let (req_msg, to) = call_of.asker();
                 let e = ErrorBody::new(ErrorCode::NotFound, "no such service");

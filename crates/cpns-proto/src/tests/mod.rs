@@ -41,6 +41,7 @@ mod establish;
 mod failures;
 mod gateway_commands;
 mod group_content;
+mod groups;
 mod harness;
 mod identity;
 mod inventory;

@@ -82,6 +82,10 @@ pub(super) struct Store {
     pub usage: BTreeMap<(EntityId, u64), UsageKept>,
     /// The clock the test store stamps statuses with, ms.
     pub clock_ms: u64,
+    /// Service groups: the group, its members (PNE, user, PN) in the order they joined, and
+    /// invitations (group, invitee) with their inviter and deadline.
+    pub groups: BTreeMap<cpns_wire::GroupId, SGroup>,
+    pub group_invites: BTreeMap<(cpns_wire::GroupId, EntityId), (EntityId, i64)>,
     /// Service watches by id: the watch as kept.
     pub watches: BTreeMap<u64, Watch>,
     /// The service directory, by directory id: offerer, its user, what is kept.
@@ -102,6 +106,18 @@ pub(super) struct Subscription {
     pub request_id: cpns_wire::RequestId,
     pub entities: Vec<EntityId>,
     pub policy: cpns_wire::StatusPolicy,
+}
+
+/// A service group the test store keeps.
+#[derive(Clone, Debug)]
+pub(super) struct SGroup {
+    pub name: String,
+    pub owner: cpns_wire::UserId,
+    pub creator: EntityId,
+    pub open_to_user: bool,
+    pub epoch: u64,
+    pub key: cpns_crypto::GroupKey,
+    pub members: Vec<(EntityId, cpns_wire::UserId, PnId)>,
 }
 
 /// A service watch the test store keeps.
@@ -333,6 +349,70 @@ impl Store {
             .collect()
     }
 
+    /// Where pushes to `pne` in `pn` go, if it holds a key there.
+    fn reach_in(&self, pne: &EntityId, pn: PnId) -> Option<crate::server::groups::Reach> {
+        Some(crate::server::groups::Reach {
+            entity: pne.clone(),
+            owner: self.entities.get(pne)?.owner.clone(),
+            pn_id: pn,
+            session_key: self.session_keys.get(&(pn, pne.clone()))?.clone(),
+            gateway: self.pn_gateway.get(&pn)?.clone(),
+        })
+    }
+
+    /// A group request's view, as the real store's `group_view`.
+    fn group(
+        &self,
+        id: &cpns_wire::GroupId,
+        asker: &EntityId,
+        also: Option<&EntityId>,
+        now_ms: i64,
+    ) -> crate::server::groups::GroupLoaded {
+        use crate::server::groups::{GroupInfo, GroupLoaded, MemberInfo};
+        let g = self.groups.get(id);
+        GroupLoaded {
+            group: g.map(|g| GroupInfo {
+                name: g.name.clone(),
+                owner: g.owner.clone(),
+                creator: g.creator.clone(),
+                open_to_user: g.open_to_user,
+                epoch: g.epoch,
+                key: g.key.clone(),
+            }),
+            members: g
+                .map(|g| {
+                    g.members
+                        .iter()
+                        .map(|(e, o, pn)| MemberInfo {
+                            entity: e.clone(),
+                            owner: o.clone(),
+                            reach: self.reach_in(e, *pn),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            invitation: self
+                .group_invites
+                .get(&(*id, asker.clone()))
+                .filter(|(_, until)| *until > now_ms)
+                .map(|(by, _)| by.clone()),
+            asker_owner: self.entities.get(asker).map(|e| e.owner.clone()),
+            asker_groups: self
+                .groups
+                .values()
+                .filter(|g| g.members.iter().any(|(e, _, _)| e == asker))
+                .count() as u32,
+            also: also.and_then(|e| {
+                let pn = self
+                    .pns
+                    .iter()
+                    .find(|(p, _)| self.session_keys.contains_key(&(**p, e.clone())))
+                    .map(|(p, _)| *p)?;
+                self.reach_in(e, pn)
+            }),
+        }
+    }
+
     /// Answers the server's load, or fails it as [`Store::fail_load`] says.
     pub(super) fn load(&self, load: &Load) -> Result<Loaded, crate::StoreFailure> {
         self.loads.set(self.loads.get() + 1);
@@ -444,6 +524,12 @@ impl Store {
                     .cloned()
                     .collect(),
             ),
+            Load::Group {
+                group,
+                asker,
+                also,
+                now_ms,
+            } => Loaded::Group(Box::new(self.group(group, asker, also.as_ref(), *now_ms))),
             Load::Directory { asker, ask } => {
                 Loaded::Directory(Box::new(self.directory(asker, ask)))
             }
@@ -501,6 +587,11 @@ impl Store {
             ServerEffect::PublishService { .. } => "publish_service",
             ServerEffect::UnpublishService { .. } => "unpublish_service",
             ServerEffect::AddWatch { .. } => "add_watch",
+            ServerEffect::CreateGroup { .. } => "create_group",
+            ServerEffect::ChangeGroup { .. } => "change_group",
+            ServerEffect::InviteToGroup { .. } => "invite_to_group",
+            ServerEffect::DropInvitation { .. } => "drop_invitation",
+            ServerEffect::DeleteGroup { .. } => "delete_group",
             ServerEffect::RemoveWatch { .. } => "remove_watch",
         };
         *self.effects.entry(kind).or_default() += 1;
@@ -521,6 +612,74 @@ impl Store {
                 let watchers = self.watchers(&publish.keywords, &offerer);
                 self.services.insert(dir_id, (offerer, owner, *publish));
                 Ok(Persisted::Published { dir_id, watchers })
+            }
+            ServerEffect::CreateGroup {
+                group,
+                name,
+                owner,
+                creator,
+                creator_pn,
+                open_to_user,
+                key,
+                now_ms: _,
+            } => {
+                let g = SGroup {
+                    name,
+                    owner: owner.clone(),
+                    creator: creator.clone(),
+                    open_to_user,
+                    epoch: 1,
+                    key,
+                    members: vec![(creator, owner, creator_pn)],
+                };
+                self.groups.insert(group, g);
+                Ok(Persisted::Done)
+            }
+            ServerEffect::ChangeGroup {
+                group,
+                from_epoch,
+                key,
+                add,
+                remove,
+                now_ms: _,
+            } => {
+                let Some(g) = self
+                    .groups
+                    .get_mut(&group)
+                    .filter(|g| g.epoch == from_epoch)
+                else {
+                    return Err(crate::StoreFailure::Conflict(format!(
+                        "group {group} is not at epoch {from_epoch}"
+                    )));
+                };
+                g.epoch += 1;
+                g.key = key;
+                g.members.retain(|(e, _, _)| !remove.contains(e));
+                if let Some((e, o, pn)) = add {
+                    self.group_invites.remove(&(group, e.clone()));
+                    g.members.push((e, o, pn));
+                }
+                Ok(Persisted::Done)
+            }
+            ServerEffect::InviteToGroup {
+                group,
+                invitee,
+                inviter,
+                expires_at_ms,
+            } => {
+                if !self.groups.contains_key(&group) {
+                    return Err(crate::StoreFailure::NotFound(group.to_string()));
+                }
+                self.group_invites
+                    .insert((group, invitee), (inviter, expires_at_ms));
+                Ok(Persisted::Done)
+            }
+            ServerEffect::DropInvitation { group, invitee } => Ok(Persisted::Removed(
+                self.group_invites.remove(&(group, invitee)).is_some(),
+            )),
+            ServerEffect::DeleteGroup { group } => {
+                self.group_invites.retain(|(g, _), _| *g != group);
+                Ok(Persisted::Removed(self.groups.remove(&group).is_some()))
             }
             ServerEffect::AddWatch {
                 watcher,

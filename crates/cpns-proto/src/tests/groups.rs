@@ -1,0 +1,424 @@
+//! Service groups at the server (004 §5.5.9, §5.5.7.2; docs/services.md, "Service groups"):
+//! made, joined by invitation (the invitee's consent) or, open to the owner's devices, by
+//! asking; each change a new epoch whose key is pushed, sealed, to the members that remain or
+//! join and never to one that left; pulled by a member; content relayed to the others; every
+//! act of another's authority refused. The PNEs here speak through raw secure calls (the typed
+//! commands are the PNE's to come); pushes are read by opening the notices delivered to them.
+
+use cpns_crypto::{NoticeBinding, open_secure_notice};
+use cpns_wire::{
+    Body, ErrorBody, ErrorCode, GROUP_ANSWER, GROUP_CONTENT, GROUP_CREATE, GROUP_DELETE,
+    GROUP_ENDED, GROUP_EXPEL, GROUP_INVITE, GROUP_INVITED, GROUP_JOIN, GROUP_KEY, GROUP_KEY_PUSH,
+    GROUP_LEAVE, GROUP_MEMBERS, GROUP_SEND, GroupAnswer, GroupContentBox, GroupCreate, GroupDone,
+    GroupEndReason, GroupEnded, GroupExpel, GroupId, GroupInvitation, GroupInvite, GroupKeyCopy,
+    GroupMembers, GroupRef, MemberCertificate, PublicKeyBytes, SecureCall, SetupType,
+    SignatureBytes, UserId,
+};
+
+use super::harness::{Harness, Party, pne_id};
+use super::store::PneSpec;
+use crate::Failure;
+use crate::pne::Outcome;
+
+/// PNEs 0, 1 and 2 are members of one PN, each with its SK_PNE there.
+fn world() -> Harness {
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    let specs = [PneSpec::trusted(), PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::with_server(&specs, cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    h.register(0, Some(pn));
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    h
+}
+
+/// PNE `i` calls `service` with `payload`: the answer's payload, or the refusal.
+fn call<T: minicbor::Encode<()>>(
+    h: &mut Harness,
+    i: usize,
+    service: &str,
+    payload: &T,
+) -> Result<Vec<u8>, ErrorBody> {
+    let now = h.now();
+    let id = h.pnes[i]
+        .secure_call(now, service, minicbor::to_vec(payload).unwrap())
+        .unwrap();
+    h.pump();
+    match h.completion(i, id).map(|c| c.result.clone()) {
+        Some(Ok(Outcome::SecureAnswer {
+            service: s,
+            payload,
+        })) => {
+            assert_eq!(s, service);
+            Ok(payload)
+        }
+        Some(Err(Failure::Refused(e))) => Err(e),
+        other => panic!("{service}: {other:?}"),
+    }
+}
+
+fn decode<T: for<'b> minicbor::Decode<'b, ()>>(b: Vec<u8>) -> T {
+    minicbor::decode(&b).unwrap()
+}
+
+/// The notices delivered to PNE `i`, opened under its SK_PNE of the PN each names.
+fn pushed(h: &Harness, i: usize) -> Vec<SecureCall> {
+    let me = pne_id(i);
+    h.log
+        .iter()
+        .filter(|f| f.to == Party::Pne(i))
+        .filter_map(|f| match f.env()?.body {
+            Body::SecureNotice(n) => Some(n),
+            _ => None,
+        })
+        .filter_map(|n| {
+            let sk = h.store.session_keys.get(&(n.pn_id, me.clone()))?;
+            let b = NoticeBinding {
+                pn_id: n.pn_id.as_bytes(),
+                pne_id: me.as_str(),
+                notice_id: n.notice_id,
+            };
+            let plain = open_secure_notice(sk, &b, &n.sealed).ok()?;
+            minicbor::decode(&plain).ok()
+        })
+        .collect()
+}
+
+/// The pushes of `service` PNE `i` got, decoded.
+fn pushes<T: for<'b> minicbor::Decode<'b, ()>>(h: &Harness, i: usize, service: &str) -> Vec<T> {
+    pushed(h, i)
+        .into_iter()
+        .filter(|c| c.service == service)
+        .map(|c| decode(c.payload))
+        .collect()
+}
+
+fn create(h: &mut Harness, i: usize, open_to_user: bool) -> GroupId {
+    let made = GroupCreate {
+        name: "Holiday album".into(),
+        open_to_user,
+    };
+    let copy: GroupKeyCopy = decode(call(h, i, GROUP_CREATE, &made).unwrap());
+    assert_eq!((copy.epoch, copy.name.as_str()), (1, "Holiday album"));
+    copy.group_id
+}
+
+/// PNE 0 makes a group and invites PNE `i`, which accepts: its copy.
+fn joined(h: &mut Harness, g: GroupId, i: usize) -> GroupKeyCopy {
+    let invite = GroupInvite {
+        group_id: g,
+        invitee: pne_id(i),
+    };
+    let _: GroupDone = decode(call(h, 0, GROUP_INVITE, &invite).unwrap());
+    let answer = GroupAnswer {
+        group_id: g,
+        accept: true,
+    };
+    decode(call(h, i, GROUP_ANSWER, &answer).unwrap())
+}
+
+fn members(h: &mut Harness, i: usize, g: GroupId) -> Vec<String> {
+    let m: GroupMembers = decode(call(h, i, GROUP_MEMBERS, &GroupRef { group_id: g }).unwrap());
+    m.members.iter().map(|m| m.entity.to_string()).collect()
+}
+
+fn code(r: Result<Vec<u8>, ErrorBody>) -> ErrorCode {
+    r.unwrap_err().code
+}
+
+#[test]
+fn an_invitation_accepted_moves_the_group_to_a_new_key_pushed_to_the_members() {
+    let mut h = world();
+    let g = create(&mut h, 0, false);
+    let invite = GroupInvite {
+        group_id: g,
+        invitee: pne_id(1),
+    };
+    let _: GroupDone = decode(call(&mut h, 0, GROUP_INVITE, &invite).unwrap());
+    let told: Vec<GroupInvitation> = pushes(&h, 1, GROUP_INVITED);
+    assert_eq!(told.len(), 1);
+    assert_eq!((told[0].group_id, &told[0].inviter), (g, &pne_id(0)));
+    assert_eq!(told[0].owner, UserId::new("alice").unwrap());
+    // Not a member until it consents.
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_KEY, &GroupRef { group_id: g })),
+        ErrorCode::Forbidden
+    );
+    let answer = GroupAnswer {
+        group_id: g,
+        accept: true,
+    };
+    let mine: GroupKeyCopy = decode(call(&mut h, 1, GROUP_ANSWER, &answer).unwrap());
+    assert_eq!(mine.epoch, 2);
+    assert_eq!(mine.key.0, *h.store.groups[&g].key.expose_secret());
+    // The owner got the new key pushed; the joiner got it in its answer, not twice.
+    let owner: Vec<GroupKeyCopy> = pushes(&h, 0, GROUP_KEY_PUSH);
+    assert_eq!(owner.len(), 1);
+    assert_eq!((owner[0].epoch, &owner[0].key), (2, &mine.key));
+    assert!(pushes::<GroupKeyCopy>(&h, 1, GROUP_KEY_PUSH).is_empty());
+    assert_eq!(
+        members(&mut h, 1, g),
+        [pne_id(0).to_string(), pne_id(1).to_string()]
+    );
+    // A pull gives the same.
+    let pulled: GroupKeyCopy =
+        decode(call(&mut h, 1, GROUP_KEY, &GroupRef { group_id: g }).unwrap());
+    assert_eq!((pulled.epoch, &pulled.key), (2, &mine.key));
+    // The invitation is used up.
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_ANSWER, &answer)),
+        ErrorCode::Conflict
+    );
+    // Nothing of the key crossed the PN GW in the clear.
+    assert!(
+        h.log
+            .iter()
+            .all(|f| !f.body.windows(32).any(|w| w == mine.key.0.as_slice())),
+        "a group key crossed the PN GW in the clear"
+    );
+}
+
+#[test]
+fn an_expelled_member_gets_no_later_key_and_is_told() {
+    let mut h = world();
+    let g = create(&mut h, 0, false);
+    joined(&mut h, g, 1);
+    let two = joined(&mut h, g, 2);
+    assert_eq!(two.epoch, 3);
+    let expel = GroupExpel {
+        group_id: g,
+        member: pne_id(1),
+    };
+    let done: GroupDone = decode(call(&mut h, 0, GROUP_EXPEL, &expel).unwrap());
+    assert_eq!(done.epoch, 4);
+    let ended: Vec<GroupEnded> = pushes(&h, 1, GROUP_ENDED);
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].why, GroupEndReason::Expelled);
+    let epochs = |h: &Harness, i| -> Vec<u64> {
+        pushes::<GroupKeyCopy>(h, i, GROUP_KEY_PUSH)
+            .iter()
+            .map(|c| c.epoch)
+            .collect()
+    };
+    assert_eq!(epochs(&h, 2), [4], "the one that stays");
+    assert_eq!(epochs(&h, 1), [3], "the expelled one got 3, never 4");
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_KEY, &GroupRef { group_id: g })),
+        ErrorCode::Forbidden
+    );
+    let now4 = h.store.groups[&g].key.expose_secret().to_vec();
+    assert!(
+        pushed(&h, 1)
+            .iter()
+            .all(|c| !c.payload.windows(32).any(|w| w == now4.as_slice())),
+        "the expelled member holds no copy of the new key"
+    );
+    // A member leaving moves it again; the owner is told the next key.
+    let _: GroupDone = decode(call(&mut h, 2, GROUP_LEAVE, &GroupRef { group_id: g }).unwrap());
+    assert_eq!(epochs(&h, 0).last(), Some(&5));
+    assert_eq!(members(&mut h, 0, g), [pne_id(0).to_string()]);
+}
+
+#[test]
+fn content_goes_to_the_other_members_from_a_member_in_its_own_name_at_the_current_epoch() {
+    let mut h = world();
+    let g = create(&mut h, 0, false);
+    let copy = joined(&mut h, g, 1);
+    let content = |sender: usize, epoch: u64| GroupContentBox {
+        group_id: g,
+        epoch,
+        sender: pne_id(sender),
+        content_id: 7,
+        sealed: vec![0x5c; 100],
+        certificate: MemberCertificate {
+            pne_id: pne_id(sender),
+            owner: UserId::new("alice").unwrap(),
+            key: PublicKeyBytes([1; 32]),
+            signature: SignatureBytes([2; 64]),
+        },
+    };
+    let done: GroupDone = decode(call(&mut h, 1, GROUP_SEND, &content(1, copy.epoch)).unwrap());
+    assert_eq!(done.delivered, 1);
+    let got: Vec<GroupContentBox> = pushes(&h, 0, GROUP_CONTENT);
+    assert_eq!(got, [content(1, copy.epoch)]);
+    assert!(
+        pushes::<GroupContentBox>(&h, 1, GROUP_CONTENT).is_empty(),
+        "not to itself"
+    );
+    // In another's name, at an old epoch, from a non-member, too large: refused, nothing sent.
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_SEND, &content(0, copy.epoch))),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_SEND, &content(1, 1))),
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        code(call(&mut h, 2, GROUP_SEND, &content(2, copy.epoch))),
+        ErrorCode::Forbidden
+    );
+    let mut big = content(1, copy.epoch);
+    big.sealed = vec![0; crate::server::groups::MAX_CONTENT + 1];
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_SEND, &big)),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(pushes::<GroupContentBox>(&h, 0, GROUP_CONTENT).len(), 1);
+}
+
+#[test]
+fn only_the_owner_invites_expels_and_deletes_and_a_non_member_changes_nothing() {
+    let mut h = world();
+    let g = create(&mut h, 0, false);
+    joined(&mut h, g, 1);
+    let before = h.store.groups[&g].epoch;
+    let invite = GroupInvite {
+        group_id: g,
+        invitee: pne_id(2),
+    };
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_INVITE, &invite)),
+        ErrorCode::Forbidden
+    );
+    let expel = GroupExpel {
+        group_id: g,
+        member: pne_id(0),
+    };
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_EXPEL, &expel)),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(call(&mut h, 0, GROUP_EXPEL, &expel)),
+        ErrorCode::Conflict,
+        "the owner"
+    );
+    let stranger = GroupExpel {
+        group_id: g,
+        member: pne_id(2),
+    };
+    assert_eq!(
+        code(call(&mut h, 0, GROUP_EXPEL, &stranger)),
+        ErrorCode::NotFound
+    );
+    let r = GroupRef { group_id: g };
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_DELETE, &r)),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(code(call(&mut h, 0, GROUP_LEAVE, &r)), ErrorCode::Conflict);
+    assert_eq!(code(call(&mut h, 2, GROUP_LEAVE, &r)), ErrorCode::NotFound);
+    assert_eq!(
+        code(call(&mut h, 2, GROUP_MEMBERS, &r)),
+        ErrorCode::Forbidden
+    );
+    // Not open: asking to join is refused; an answer without an invitation too.
+    assert_eq!(code(call(&mut h, 2, GROUP_JOIN, &r)), ErrorCode::Forbidden);
+    let answer = GroupAnswer {
+        group_id: g,
+        accept: true,
+    };
+    assert_eq!(
+        code(call(&mut h, 2, GROUP_ANSWER, &answer)),
+        ErrorCode::NotFound
+    );
+    assert_eq!(h.store.groups[&g].epoch, before, "nothing changed");
+    assert_eq!(h.store.groups[&g].members.len(), 2);
+    // No such group.
+    let none = GroupRef {
+        group_id: GroupId::from_bytes([9; 16]),
+    };
+    assert_eq!(code(call(&mut h, 0, GROUP_KEY, &none)), ErrorCode::NotFound);
+}
+
+#[test]
+fn a_decline_drops_the_invitation_and_an_open_group_takes_its_owners_devices() {
+    let mut h = world();
+    let g = create(&mut h, 0, false);
+    let invite = GroupInvite {
+        group_id: g,
+        invitee: pne_id(1),
+    };
+    let _: GroupDone = decode(call(&mut h, 0, GROUP_INVITE, &invite).unwrap());
+    let no = GroupAnswer {
+        group_id: g,
+        accept: false,
+    };
+    let _: GroupDone = decode(call(&mut h, 1, GROUP_ANSWER, &no).unwrap());
+    assert!(h.store.group_invites.is_empty());
+    let yes = GroupAnswer {
+        group_id: g,
+        accept: true,
+    };
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_ANSWER, &yes)),
+        ErrorCode::NotFound
+    );
+    // An open group: a device of the owner's user joins by asking; another user's does not.
+    let open = create(&mut h, 0, true);
+    let copy: GroupKeyCopy =
+        decode(call(&mut h, 1, GROUP_JOIN, &GroupRef { group_id: open }).unwrap());
+    assert_eq!(copy.epoch, 2);
+    h.store.entities.get_mut(&pne_id(2)).unwrap().owner = UserId::new("carol").unwrap();
+    assert_eq!(
+        code(call(&mut h, 2, GROUP_JOIN, &GroupRef { group_id: open })),
+        ErrorCode::Forbidden
+    );
+}
+
+#[test]
+fn a_deleted_group_tells_its_members_and_is_gone() {
+    let mut h = world();
+    let g = create(&mut h, 0, false);
+    joined(&mut h, g, 1);
+    let r = GroupRef { group_id: g };
+    let done: GroupDone = decode(call(&mut h, 0, GROUP_DELETE, &r).unwrap());
+    assert_eq!(done.epoch, 0);
+    let ended: Vec<GroupEnded> = pushes(&h, 1, GROUP_ENDED);
+    assert_eq!(ended[0].why, GroupEndReason::Deleted);
+    assert!(h.store.groups.is_empty());
+    assert_eq!(code(call(&mut h, 1, GROUP_KEY, &r)), ErrorCode::NotFound);
+}
+
+#[test]
+fn bad_group_requests_are_refused_with_their_reason() {
+    let mut h = world();
+    for name in ["", &"n".repeat(65), "line\nbreak"] {
+        let made = GroupCreate {
+            name: name.into(),
+            open_to_user: false,
+        };
+        assert_eq!(
+            code(call(&mut h, 0, GROUP_CREATE, &made)),
+            ErrorCode::BadRequest
+        );
+    }
+    let e = call(
+        &mut h,
+        0,
+        GROUP_INVITE,
+        &GroupRef {
+            group_id: GroupId::from_bytes([1; 16]),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(e.reason.contains("did not decode"), "{}", e.reason);
+    assert!(h.store.groups.is_empty());
+    // A PNE is in a bounded number of groups.
+    for _ in 0..crate::server::groups::MAX_GROUPS {
+        create(&mut h, 1, false);
+    }
+    let made = GroupCreate {
+        name: "one more".into(),
+        open_to_user: false,
+    };
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_CREATE, &made)),
+        ErrorCode::Forbidden
+    );
+}
