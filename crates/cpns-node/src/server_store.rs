@@ -690,6 +690,7 @@ pub(crate) async fn persist<S: ServerStore>(
                     all: w.all,
                     service_type: w.service_type,
                     pns: c.pns,
+                    groups: c.groups,
                 });
             }
             Ok(Persisted::Published { dir_id, watchers })

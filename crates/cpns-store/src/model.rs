@@ -694,6 +694,8 @@ pub struct WatchCandidate {
     /// The PNs the watcher is an authenticated member of (what it may see of PN-scoped
     /// entries).
     pub pns: Vec<PnId>,
+    /// The service groups it is a member of, as their ids' text.
+    pub groups: Vec<String>,
 }
 
 /// A discovery's terms, without its viewer (see [`ServiceQuery`]).

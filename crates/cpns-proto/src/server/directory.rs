@@ -152,6 +152,8 @@ pub struct Watcher {
     pub service_type: Option<String>,
     /// The PNs the watcher is an authenticated member of.
     pub pns: Vec<PnId>,
+    /// The service groups it is a member of.
+    pub groups: Vec<String>,
 }
 
 /// Whether `w` is told of the entry `p` that `owner`'s device published: it matches the
@@ -169,8 +171,7 @@ pub fn watch_sees(w: &Watcher, p: &Publish, owner: &UserId) -> bool {
         DirScope::Public => true,
         DirScope::User => w.owner == *owner,
         DirScope::Pn(pn) => w.pns.contains(pn),
-        // No service groups yet (docs/services.md): nobody is a member of one.
-        DirScope::Group(_) => false,
+        DirScope::Group(g) => w.groups.contains(g),
     };
     words && typed && visible
 }
@@ -184,15 +185,16 @@ pub fn parse(description: &[u8]) -> Result<ServiceDescription, ErrorBody> {
         .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e.to_string()))
 }
 
-/// A PNE member of `member_of` publishes `d` at `now_ms` (Unix milliseconds): what the
-/// directory keeps, or the refusal to answer it with. A PNE publishes in a PN only as one of
-/// its members; there are no service groups to publish in yet, so a group scope names none.
+/// A PNE member of the PNs `member_of` and of the service groups `groups` publishes `d` at
+/// `now_ms` (Unix milliseconds): what the directory keeps, or the refusal to answer it with. A PNE
+/// publishes in a PN or a group only as one of its members.
 ///
 /// # Errors
-/// `forbidden` for a PN it is not a member of; `not_found` for a service group.
+/// `forbidden` for a PN or a group it is not a member of.
 pub fn publish(
     d: ServiceDescription,
     member_of: &[PnId],
+    groups: &[String],
     now_ms: i64,
 ) -> Result<Publish, ErrorBody> {
     let scope = match &d.scope {
@@ -205,10 +207,19 @@ pub fn publish(
         }
         Scope::User => DirScope::User,
         Scope::Group { group_id } => {
-            return Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!("no service group {group_id}"),
-            ));
+            // Kept as the group id's canonical text, as viewers' groups are named.
+            let canonical = group_id
+                .parse::<cpns_wire::GroupId>()
+                .ok()
+                .map(|g| g.to_string())
+                .filter(|g| groups.contains(g));
+            let Some(g) = canonical else {
+                return Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!("only a member of service group {group_id} publishes in it"),
+                ));
+            };
+            DirScope::Group(g)
         }
         Scope::Public => DirScope::Public,
     };
@@ -275,7 +286,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000_000;
 
     fn publish(d: &[u8], member_of: &[PnId], now_ms: i64) -> Result<Publish, ErrorBody> {
-        super::publish(parse(d)?, member_of, now_ms)
+        super::publish(parse(d)?, member_of, &[], now_ms)
     }
 
     fn doc(scope: &str) -> Vec<u8> {
@@ -322,7 +333,15 @@ mod tests {
             DirScope::Public
         );
         let e = publish(&doc(r#"{"kind":"group","group_id":"family"}"#), &[], NOW).unwrap_err();
-        assert_eq!(e.code, ErrorCode::NotFound);
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        // A member of the group publishes in it, the id kept canonical.
+        let g = "0A".repeat(16);
+        let scope = format!(r#"{{"kind":"group","group_id":"{g}"}}"#);
+        let mine = vec!["0a".repeat(16)];
+        let p = super::publish(parse(&doc(&scope)).unwrap(), &[], &mine, NOW).unwrap();
+        assert_eq!(p.scope, DirScope::Group("0a".repeat(16)));
+        let e = super::publish(parse(&doc(&scope)).unwrap(), &[], &[], NOW).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Forbidden);
         let e = publish(b"{}", &[], NOW).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(

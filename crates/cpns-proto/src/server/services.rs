@@ -211,7 +211,7 @@ impl ServerSession {
                     );
                     return self.refuse_call(&call, ErrorCode::Forbidden, &why);
                 }
-                let publish = match directory::publish(*d, &viewer.pns, now_ms) {
+                let publish = match directory::publish(*d, &viewer.pns, &viewer.groups, now_ms) {
                     Ok(p) => p,
                     Err(e) => return self.refuse_call(&call, e.code, &e.reason),
                 };

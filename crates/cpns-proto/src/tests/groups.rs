@@ -422,3 +422,71 @@ fn bad_group_requests_are_refused_with_their_reason() {
         ErrorCode::Forbidden
     );
 }
+
+#[test]
+fn a_groups_entry_in_the_directory_is_its_members_only() {
+    let mut h = world();
+    let g = create(&mut h, 0, false);
+    joined(&mut h, g, 1);
+    let now = h.now();
+    let w = h.pnes[1]
+        .watch_services(
+            now,
+            cpns_wire::ServiceWatch {
+                keywords: vec!["photo".into()],
+                all: true,
+                service_type: None,
+            },
+        )
+        .unwrap();
+    h.pump();
+    assert!(matches!(h.outcome(1, w), Outcome::ServiceWatching { .. }));
+    let doc = |scope_group: &str| {
+        format!(
+            r#"{{"service_id":"album","name":"Album","type":"media.album","version":"1",
+                "keywords":["photo"],"scope":{{"kind":"group","group_id":"{scope_group}"}},
+                "delivery":["pull"],"lease_s":600}}"#
+        )
+        .into_bytes()
+    };
+    // Not a member of that group: refused.
+    let now = h.now();
+    let id = h.pnes[2].publish_service(now, doc(&g.to_string())).unwrap();
+    h.pump();
+    assert!(matches!(
+        h.completion(2, id).map(|c| &c.result),
+        Some(Err(Failure::Refused(e))) if e.code == ErrorCode::Forbidden
+    ));
+    // A member publishes; the other member finds it and was told; a non-member sees nothing.
+    let id = h.pnes[0].publish_service(now, doc(&g.to_string())).unwrap();
+    h.pump();
+    assert!(matches!(h.outcome(0, id), Outcome::ServicePublished(_)));
+    let found = |h: &mut Harness, i: usize| {
+        let now = h.now();
+        let id = h.pnes[i]
+            .discover_services(
+                now,
+                cpns_wire::ServiceDiscover {
+                    keywords: vec!["photo".into()],
+                    all: true,
+                    service_type: None,
+                    fits_me: false,
+                    after: 0,
+                },
+            )
+            .unwrap();
+        h.pump();
+        match h.outcome(i, id) {
+            Outcome::ServicesFound(f) => f.entries.len(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(found(&mut h, 1), 1);
+    assert_eq!(found(&mut h, 2), 0);
+    let told = h
+        .pne_events(1)
+        .into_iter()
+        .filter(|e| matches!(e, crate::pne::PneEvent::ServiceMatched(_)))
+        .count();
+    assert_eq!(told, 1);
+}

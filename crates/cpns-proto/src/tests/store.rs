@@ -218,7 +218,12 @@ impl Store {
                 .filter(|(_, i)| i.members.iter().any(|m| &m.pne_id == asker))
                 .map(|(p, _)| *p)
                 .collect(),
-            groups: Vec::new(),
+            groups: self
+                .groups
+                .iter()
+                .filter(|(_, g)| g.members.iter().any(|(e, _, _)| e == asker))
+                .map(|(id, _)| id.to_string())
+                .collect(),
         };
         let visible = |(offerer, owner, p): &(
             EntityId,
@@ -343,6 +348,12 @@ impl Store {
                         .iter()
                         .filter(|(_, i)| i.members.iter().any(|m| m.pne_id == w.watcher))
                         .map(|(p, _)| *p)
+                        .collect(),
+                    groups: self
+                        .groups
+                        .iter()
+                        .filter(|(_, g)| g.members.iter().any(|(e, _, _)| *e == w.watcher))
+                        .map(|(id, _)| id.to_string())
                         .collect(),
                 })
             })

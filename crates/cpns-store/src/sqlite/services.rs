@@ -413,6 +413,7 @@ pub(super) fn watch_candidates(
             gateway: codec::id(row, "gateway")?,
             sealed_session_key: row.get("sealed_session_key")?,
             pns: Vec::new(),
+            groups: Vec::new(),
         })
     })?;
     // The PNs each watcher is an authenticated member of.
@@ -427,6 +428,10 @@ pub(super) fn watch_candidates(
         for pn in rows {
             c.pns.push(pn??);
         }
+        c.groups = super::groups::groups_of(conn, &c.watch.watcher)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     }
     Ok(found)
 }
