@@ -142,6 +142,13 @@ fn an_invitation_accepted_moves_the_group_to_a_new_key_pushed_to_the_members() {
     assert_eq!(told.len(), 1);
     assert_eq!((told[0].group_id, &told[0].inviter), (g, &pne_id(0)));
     assert_eq!(told[0].owner, UserId::new("alice").unwrap());
+    // It holds five minutes from now.
+    let now_ms = super::harness::WALL_AT_BASE
+        + i64::try_from(h.now().duration_since(h.base).as_millis()).unwrap();
+    assert_eq!(
+        told[0].expires_at_ms,
+        u64::try_from(now_ms + 5 * 60 * 1000).unwrap()
+    );
     // Not a member until it consents.
     assert_eq!(
         code(call(&mut h, 1, GROUP_KEY, &GroupRef { group_id: g })),
