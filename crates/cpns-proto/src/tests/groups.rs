@@ -170,6 +170,11 @@ fn an_invitation_accepted_moves_the_group_to_a_new_key_pushed_to_the_members() {
         members(&mut h, 1, g),
         [pne_id(0).to_string(), pne_id(1).to_string()]
     );
+    let listed: GroupMembers =
+        decode(call(&mut h, 1, GROUP_MEMBERS, &GroupRef { group_id: g }).unwrap());
+    let owners: Vec<bool> = listed.members.iter().map(|m| m.is_owner).collect();
+    assert_eq!(owners, [true, false], "the owner first, and only it");
+    assert_eq!((listed.epoch, listed.name.as_str()), (2, "Holiday album"));
     // A pull gives the same.
     let pulled: GroupKeyCopy =
         decode(call(&mut h, 1, GROUP_KEY, &GroupRef { group_id: g }).unwrap());
@@ -258,6 +263,13 @@ fn content_goes_to_the_other_members_from_a_member_in_its_own_name_at_the_curren
     // In another's name, at an old epoch, from a non-member, too large: refused, nothing sent.
     assert_eq!(
         code(call(&mut h, 1, GROUP_SEND, &content(0, copy.epoch))),
+        ErrorCode::Forbidden
+    );
+    // Its own name on the box, another's certificate in it: refused too.
+    let mut passed_off = content(1, copy.epoch);
+    passed_off.certificate.pne_id = pne_id(0);
+    assert_eq!(
+        code(call(&mut h, 1, GROUP_SEND, &passed_off)),
         ErrorCode::Forbidden
     );
     assert_eq!(
