@@ -281,12 +281,16 @@ fn content_goes_to_the_other_members_from_a_member_in_its_own_name_at_the_curren
         ErrorCode::Forbidden
     );
     let mut big = content(1, copy.epoch);
-    big.sealed = vec![0; crate::server::groups::MAX_CONTENT + 1];
+    big.sealed = vec![0; 256 * 1024 + 1];
     assert_eq!(
         code(call(&mut h, 1, GROUP_SEND, &big)),
         ErrorCode::BadRequest
     );
     assert_eq!(pushes::<GroupContentBox>(&h, 0, GROUP_CONTENT).len(), 1);
+    // 256 KiB is still content.
+    big.sealed.pop();
+    let done: GroupDone = decode(call(&mut h, 1, GROUP_SEND, &big).unwrap());
+    assert_eq!(done.delivered, 1);
 }
 
 #[test]
