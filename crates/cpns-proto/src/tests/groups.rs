@@ -420,6 +420,14 @@ fn bad_group_requests_are_refused_with_their_reason() {
             ErrorCode::BadRequest
         );
     }
+    // 64 characters (not bytes) are still a name.
+    let longest = GroupCreate {
+        name: "é".repeat(64),
+        open_to_user: false,
+    };
+    let copy: GroupKeyCopy = decode(call(&mut h, 0, GROUP_CREATE, &longest).unwrap());
+    assert_eq!(copy.name.chars().count(), 64);
+    h.store.groups.clear();
     let e = call(
         &mut h,
         0,
