@@ -130,147 +130,97 @@ string_id!(
     CpnsId
 );
 
-/// A Personal Network id: 128 random bits chosen by the PN GW (000 §6.6.1.1 step 2), written as
-/// 32 lowercase hexadecimal digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PnId([u8; 16]);
+/// Declares a 128-bit id written as 32 lowercase hexadecimal digits, a CBOR byte string of 16 on
+/// the wire.
+macro_rules! hex_id {
+    ($(#[$doc:meta])* $name:ident, $err:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name([u8; 16]);
 
-impl PnId {
-    /// Wraps raw id bytes.
-    pub const fn from_bytes(b: [u8; 16]) -> Self {
-        Self(b)
-    }
+        impl $name {
+            /// Wraps raw id bytes.
+            pub const fn from_bytes(b: [u8; 16]) -> Self {
+                Self(b)
+            }
 
-    /// The raw id bytes, as bound into keys and transcripts.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for PnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+            /// The raw id bytes, as bound into keys and transcripts.
+            pub const fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
         }
-        Ok(())
-    }
-}
 
-impl fmt::Debug for PnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PnId({self})")
-    }
-}
-
-impl FromStr for PnId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        let s = s.as_bytes();
-        if s.len() != 32 {
-            return Err(IdError::BadPnId);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for b in self.0 {
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
         }
-        let mut out = [0u8; 16];
-        for (i, pair) in s.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16).ok_or(IdError::BadPnId)?;
-            let lo = (pair[1] as char).to_digit(16).ok_or(IdError::BadPnId)?;
-            out[i] = (hi * 16 + lo) as u8;
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
         }
-        Ok(Self(out))
-    }
-}
 
-impl<C> Encode<C> for PnId {
-    fn encode<W: minicbor::encode::Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), minicbor::encode::Error<W::Error>> {
-        e.bytes(&self.0)?;
-        Ok(())
-    }
-}
-
-impl<'b, C> Decode<'b, C> for PnId {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
-        let p = d.position();
-        let b = d.bytes()?;
-        let arr: [u8; 16] = b
-            .try_into()
-            .map_err(|_| DecodeError::message("a PN id is 16 bytes").at(p))?;
-        Ok(Self(arr))
-    }
-}
-
-/// A service group id (004 §5.5.9): 128 random bits chosen by the CPNS Server, written as 32
-/// lowercase hexadecimal digits.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GroupId([u8; 16]);
-
-impl GroupId {
-    /// Wraps raw id bytes.
-    pub const fn from_bytes(b: [u8; 16]) -> Self {
-        Self(b)
-    }
-
-    /// The raw id bytes, as bound into keys and transcripts.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-}
-
-impl fmt::Display for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                let s = s.as_bytes();
+                if s.len() != 32 {
+                    return Err(IdError::$err);
+                }
+                let mut out = [0u8; 16];
+                for (i, pair) in s.chunks_exact(2).enumerate() {
+                    let hi = (pair[0] as char).to_digit(16).ok_or(IdError::$err)?;
+                    let lo = (pair[1] as char).to_digit(16).ok_or(IdError::$err)?;
+                    out[i] = (hi * 16 + lo) as u8;
+                }
+                Ok(Self(out))
+            }
         }
-        Ok(())
-    }
-}
 
-impl fmt::Debug for GroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GroupId({self})")
-    }
-}
-
-impl FromStr for GroupId {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
-        let s = s.as_bytes();
-        if s.len() != 32 {
-            return Err(IdError::BadGroupId);
+        impl<C> Encode<C> for $name {
+            fn encode<W: minicbor::encode::Write>(
+                &self,
+                e: &mut Encoder<W>,
+                _: &mut C,
+            ) -> Result<(), minicbor::encode::Error<W::Error>> {
+                e.bytes(&self.0)?;
+                Ok(())
+            }
         }
-        let mut out = [0u8; 16];
-        for (i, pair) in s.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16).ok_or(IdError::BadGroupId)?;
-            let lo = (pair[1] as char).to_digit(16).ok_or(IdError::BadGroupId)?;
-            out[i] = (hi * 16 + lo) as u8;
+
+        impl<'b, C> Decode<'b, C> for $name {
+            fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
+                let p = d.position();
+                let b = d.bytes()?;
+                let arr: [u8; 16] = b
+                    .try_into()
+                    .map_err(|_| DecodeError::message(concat!("a ", $what, " is 16 bytes")).at(p))?;
+                Ok(Self(arr))
+            }
         }
-        Ok(Self(out))
-    }
+    };
 }
 
-impl<C> Encode<C> for GroupId {
-    fn encode<W: minicbor::encode::Write>(
-        &self,
-        e: &mut Encoder<W>,
-        _: &mut C,
-    ) -> Result<(), minicbor::encode::Error<W::Error>> {
-        e.bytes(&self.0)?;
-        Ok(())
-    }
-}
+hex_id!(
+    /// A Personal Network id: 128 random bits chosen by the PN GW (000 §6.6.1.1 step 2), written
+    /// as 32 lowercase hexadecimal digits.
+    PnId,
+    BadPnId,
+    "PN id"
+);
 
-impl<'b, C> Decode<'b, C> for GroupId {
-    fn decode(d: &mut Decoder<'b>, _: &mut C) -> Result<Self, DecodeError> {
-        let p = d.position();
-        let b = d.bytes()?;
-        let arr: [u8; 16] = b
-            .try_into()
-            .map_err(|_| DecodeError::message("a group id is 16 bytes").at(p))?;
-        Ok(Self(arr))
-    }
-}
+hex_id!(
+    /// A service group id (004 §5.5.9): 128 random bits chosen by the CPNS Server, written as 32
+    /// lowercase hexadecimal digits.
+    GroupId,
+    BadGroupId,
+    "group id"
+);
 
 /// A request id chosen by the sender of a request (docs/design.md §3); a mutating request is idempotent
 /// on (sender, request id).
