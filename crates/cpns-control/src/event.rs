@@ -2,7 +2,7 @@
 //! `event`, after the first answer of a streaming verb (`events` and `subscribe` on a PNE,
 //! `subscribe` on the server, `establish` with `wait` on a PN GW).
 
-use cpns_wire::{CpnsId, EntityId, PnId, UserId};
+use cpns_wire::{CpnsId, EntityId, GroupId, PnId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -159,6 +159,38 @@ pub enum Event {
         /// The entry.
         entry: crate::ServiceEntry,
     },
+    /// This PNE is invited into a service group (004 §5.5.9): its application answers.
+    ServiceGroupInvited {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// Its name.
+        name: String,
+        /// Who invited.
+        #[serde(with = "crate::text")]
+        inviter: EntityId,
+        /// The group's owner (a user).
+        #[serde(with = "crate::text")]
+        owner: UserId,
+        /// Until when the invitation holds (Unix milliseconds).
+        expires_at_ms: u64,
+    },
+    /// A service group moved to a new epoch, whose key this PNE now holds (004 §5.5.7.2).
+    ServiceGroupKey {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The epoch.
+        epoch: u64,
+    },
+    /// This PNE's membership of a service group ended by another's act.
+    ServiceGroupEnded {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// `deleted` or `expelled`.
+        why: String,
+    },
     /// Content relayed to this PNE was refused, and why.
     ContentRefused {
         /// The PN it named.
@@ -218,6 +250,9 @@ impl Event {
             Event::Content { .. } => "content",
             Event::ContentRefused { .. } => "content_refused",
             Event::ServiceMatch { .. } => "service_match",
+            Event::ServiceGroupInvited { .. } => "service_group_invited",
+            Event::ServiceGroupKey { .. } => "service_group_key",
+            Event::ServiceGroupEnded { .. } => "service_group_ended",
             Event::Completed { .. } => "completed",
             Event::FlowFailed { .. } => "flow_failed",
             Event::Lagged { .. } => "lagged",
@@ -420,5 +455,30 @@ pub enum Outcome {
     ServiceUnwatched {
         /// Whether it was.
         removed: bool,
+    },
+    /// A service group request gave this PNE a key (create, accept, join, pull).
+    ServiceGroupKey {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The epoch whose key is held.
+        epoch: u64,
+    },
+    /// A service group request was done (invite, decline, leave, expel, delete).
+    ServiceGroupDone {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// Its epoch now (0: deleted).
+        epoch: u64,
+    },
+    /// A service group's members were read.
+    ServiceGroupMembers {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// Its members, the owner first.
+        #[serde(with = "crate::text::list")]
+        members: Vec<EntityId>,
     },
 }

@@ -897,7 +897,10 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::UsageSent { .. }
             | PneEvent::GroupContent { .. }
             | PneEvent::ContentRefused { .. }
-            | PneEvent::ServiceMatched(_) => {}
+            | PneEvent::ServiceMatched(_)
+            | PneEvent::ServiceGroupKey { .. }
+            | PneEvent::ServiceGroupInvited(_)
+            | PneEvent::ServiceGroupEnded { .. } => {}
         }
     }
 

@@ -48,6 +48,8 @@ pub enum Flow {
     GroupContent,
     /// A request to the service directory (004 §5.5.5).
     ServiceDirectory,
+    /// A service group request (004 §5.5.9).
+    ServiceGroup,
 }
 
 impl fmt::Display for Flow {
@@ -71,6 +73,7 @@ impl fmt::Display for Flow {
             Flow::PnConnectionSetup => "connection set-up in the PNs",
             Flow::GroupContent => "group content",
             Flow::ServiceDirectory => "service directory request",
+            Flow::ServiceGroup => "service group request",
         })
     }
 }

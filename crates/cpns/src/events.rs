@@ -337,6 +337,22 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             lifetime_s,
         } => registered(cpns_id, *pn_id, *lifetime_s),
         PneEvent::FlowFailed { flow, reason } => failed(*flow, reason),
+        PneEvent::ServiceGroupKey { group_id, epoch } => Described::new("service_group_key")
+            .text("group_id", group_id)
+            .field("epoch", "epoch", Value::Number(*epoch)),
+        PneEvent::ServiceGroupInvited(m) => Described::new("service_group_invited")
+            .text("group_id", m.group_id)
+            .text("name", &m.name)
+            .text("inviter", &m.inviter),
+        PneEvent::ServiceGroupEnded { group_id, why } => Described::new("service_group_ended")
+            .text("group_id", group_id)
+            .text(
+                "why",
+                match why {
+                    cpns_wire::GroupEndReason::Deleted => "deleted",
+                    cpns_wire::GroupEndReason::Expelled => "expelled",
+                },
+            ),
         PneEvent::ServiceMatched(m) => Described::new("service_match")
             .field("watch_id", "watch", Value::Number(m.watch_id))
             .field("dir_id", "directory entry", Value::Number(m.entry.dir_id))
@@ -556,6 +572,19 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                 "removed",
                 Value::Bool(*removed),
             ),
+            Outcome::ServiceGroupKey { group_id, epoch } => Described::new("service_group_key")
+                .text("group_id", group_id)
+                .field("epoch", "epoch", Value::Number(*epoch)),
+            Outcome::ServiceGroupDone { group_id, epoch } => Described::new("service_group_done")
+                .text("group_id", group_id)
+                .field("epoch", "epoch", Value::Number(*epoch)),
+            Outcome::ServiceGroupMembers(m) => Described::new("service_group_members")
+                .text("group_id", m.group_id)
+                .field(
+                    "members",
+                    "members",
+                    Value::List(m.members.iter().map(|x| x.entity.to_string()).collect()),
+                ),
             Outcome::ServiceRetrieved(d) => Described::new("service_retrieved")
                 .field("dir_id", "directory id", Value::Number(d.dir_id))
                 .text("offerer", &d.offerer),

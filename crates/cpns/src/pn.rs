@@ -399,6 +399,22 @@ fn print_event(e: &Event) {
         Event::ContentRefused { pn_id, from, error } => {
             println!("PN {pn_id}: content naming {from} refused: {error}")
         }
+        Event::ServiceGroupInvited {
+            group_id,
+            name,
+            inviter,
+            owner,
+            ..
+        } => println!(
+            "invited by {inviter} into service group {group_id} \"{}\" of {owner}",
+            name.escape_debug()
+        ),
+        Event::ServiceGroupKey { group_id, epoch } => {
+            println!("service group {group_id}: key of epoch {epoch} held")
+        }
+        Event::ServiceGroupEnded { group_id, why } => {
+            println!("service group {group_id}: membership ended ({why})")
+        }
         Event::ServiceMatch { watch_id, entry } => println!(
             "watch {watch_id}: {} \"{}\" ({}) offered by {} of {}, directory entry {}",
             entry.service_id,

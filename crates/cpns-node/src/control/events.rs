@@ -105,6 +105,25 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             watch_id: m.watch_id,
             entry: cpns_control::ServiceEntry::from(&m.entry),
         }],
+        PneEvent::ServiceGroupInvited(m) => vec![Event::ServiceGroupInvited {
+            group_id: m.group_id,
+            name: m.name.clone(),
+            inviter: m.inviter.clone(),
+            owner: m.owner.clone(),
+            expires_at_ms: m.expires_at_ms,
+        }],
+        PneEvent::ServiceGroupKey { group_id, epoch } => vec![Event::ServiceGroupKey {
+            group_id: *group_id,
+            epoch: *epoch,
+        }],
+        PneEvent::ServiceGroupEnded { group_id, why } => vec![Event::ServiceGroupEnded {
+            group_id: *group_id,
+            why: match why {
+                cpns_wire::GroupEndReason::Deleted => "deleted",
+                cpns_wire::GroupEndReason::Expelled => "expelled",
+            }
+            .into(),
+        }],
         PneEvent::UsageSent {
             sent,
             duplicates,
@@ -223,6 +242,9 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::ServiceRetrieved(_)
         | Outcome::ServiceWatching { .. }
         | Outcome::ServiceUnwatched { .. }
+        | Outcome::ServiceGroupKey { .. }
+        | Outcome::ServiceGroupDone { .. }
+        | Outcome::ServiceGroupMembers(_)
         | Outcome::InvitationAnswered { .. } => None,
     }
 }
@@ -346,5 +368,17 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             watch_id: *watch_id,
         },
         Outcome::ServiceUnwatched { removed } => ApiOutcome::ServiceUnwatched { removed: *removed },
+        Outcome::ServiceGroupKey { group_id, epoch } => ApiOutcome::ServiceGroupKey {
+            group_id: *group_id,
+            epoch: *epoch,
+        },
+        Outcome::ServiceGroupDone { group_id, epoch } => ApiOutcome::ServiceGroupDone {
+            group_id: *group_id,
+            epoch: *epoch,
+        },
+        Outcome::ServiceGroupMembers(m) => ApiOutcome::ServiceGroupMembers {
+            group_id: m.group_id,
+            members: m.members.iter().map(|x| x.entity.clone()).collect(),
+        },
     }
 }

@@ -7,6 +7,7 @@
 
 mod content;
 mod establish;
+mod groups;
 mod invite;
 mod membership;
 mod outcome;
@@ -232,6 +233,22 @@ pub enum PneEvent {
     /// A new directory entry matches one of this PNE's service watches (004 §5.5.5), told by
     /// the server end to end.
     ServiceMatched(cpns_wire::ServiceMatch),
+    /// A service group moved to a new epoch, whose key this PNE now holds (004 §5.5.7.2).
+    ServiceGroupKey {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// The epoch.
+        epoch: u64,
+    },
+    /// This PNE is invited into a service group: `answer_group` says yes or no.
+    ServiceGroupInvited(cpns_wire::GroupInvitation),
+    /// This PNE's membership of a service group ended by another's act; its key is forgotten.
+    ServiceGroupEnded {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// Why.
+        why: cpns_wire::GroupEndReason,
+    },
     /// The server acknowledged a usage report the PNE sent by itself (004 §5.5.4).
     UsageSent {
         /// Records sent and acknowledged.
@@ -418,6 +435,8 @@ pub struct PneSession {
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
+    /// The keys of this PNE's service groups (in memory: after a restart, pulled again).
+    groups: groups::HeldGroups,
     /// The number of the last secure notice taken, by the PN whose SK_PNE sealed it
     /// (docs/security.md §4.8, "Notices").
     notices: BTreeMap<PnId, u64>,
@@ -482,6 +501,7 @@ impl PneSession {
             session: None,
             secure_calls: secure::PendingCalls::new(),
             notices: BTreeMap::new(),
+            groups: BTreeMap::new(),
             reporting: status::Reporting::default(),
             held: BTreeMap::new(),
             out: VecDeque::new(),

@@ -109,6 +109,24 @@ pub enum Outcome {
         /// Whether it was.
         removed: bool,
     },
+    /// A service group request that gave this PNE a key (create, answer yes, join, pull): the
+    /// key of `epoch` is kept.
+    ServiceGroupKey {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// The epoch whose key is held.
+        epoch: u64,
+    },
+    /// A service group request done (invite, answer no, leave, expel, delete): the group's
+    /// epoch now (0: deleted).
+    ServiceGroupDone {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// `group_members`: the members.
+    ServiceGroupMembers(Box<cpns_wire::GroupMembers>),
     /// `retrieve_service`: the whole description.
     ServiceRetrieved(Box<cpns_wire::ServiceDescriptionAnswer>),
     /// `set_capabilities`: the capabilities are the PNE's now; `reported` if its PN GW

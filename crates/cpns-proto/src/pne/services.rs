@@ -118,11 +118,13 @@ impl PneSession {
             return;
         };
         self.notices.insert(m.pn_id, m.notice_id);
-        let call = minicbor::decode::<SecureCall>(&plain).ok();
-        let matched = call
-            .filter(|c| c.service == SERVICE_MATCH)
-            .and_then(|c| minicbor::decode::<ServiceMatch>(&c.payload).ok());
-        if let Some(matched) = matched {
+        let Ok(call) = minicbor::decode::<SecureCall>(&plain) else {
+            return;
+        };
+        if call.service != SERVICE_MATCH {
+            return self.on_group_notice(call);
+        }
+        if let Ok(matched) = minicbor::decode::<ServiceMatch>(&call.payload) {
             self.event(PneEvent::ServiceMatched(matched));
         }
     }

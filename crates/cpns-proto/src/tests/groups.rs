@@ -521,3 +521,106 @@ fn a_groups_entry_in_the_directory_is_its_members_only() {
         .count();
     assert_eq!(told, 1);
 }
+
+/// The PNE's typed commands: what each PNE holds of a group's key, and what it is told.
+fn held(h: &Harness, i: usize, g: GroupId) -> Option<(u64, [u8; 32])> {
+    h.pnes[i]
+        .groups()
+        .find(|(id, _)| **id == g)
+        .map(|(_, k)| (k.epoch, *k.key.expose_secret()))
+}
+
+fn done(h: &mut Harness, i: usize, id: crate::CommandId) -> &Outcome {
+    h.pump();
+    h.outcome(i, id)
+}
+
+#[test]
+fn a_group_of_three_through_the_pnes_commands_with_an_expulsion_and_a_pull() {
+    let mut h = world();
+    let now = h.now();
+    let id = h.pnes[0].create_group(now, "Album".into(), false).unwrap();
+    let Outcome::ServiceGroupKey { group_id: g, epoch } = done(&mut h, 0, id).clone() else {
+        panic!()
+    };
+    assert_eq!(epoch, 1);
+    for i in [1, 2] {
+        let now = h.now();
+        let id = h.pnes[0].invite_to_group(now, g, pne_id(i)).unwrap();
+        assert!(matches!(
+            done(&mut h, 0, id),
+            Outcome::ServiceGroupDone { .. }
+        ));
+        let invited = h
+            .pne_events(i)
+            .into_iter()
+            .any(|e| matches!(e, crate::pne::PneEvent::ServiceGroupInvited(m) if m.group_id == g));
+        assert!(invited, "PNE {i} was told of its invitation");
+        let now = h.now();
+        let id = h.pnes[i].answer_group(now, g, true).unwrap();
+        assert!(matches!(
+            done(&mut h, i, id),
+            Outcome::ServiceGroupKey { .. }
+        ));
+    }
+    // All three hold epoch 3's key, the server's.
+    let server = (3, *h.store.groups[&g].key.expose_secret());
+    for i in 0..3 {
+        assert_eq!(held(&h, i, g), Some(server), "PNE {i}");
+    }
+    // PNE 1 is away: its notices are lost. PNE 2 is expelled.
+    h.drop_message("SecureNotice");
+    let now = h.now();
+    let id = h.pnes[0].expel_from_group(now, g, pne_id(2)).unwrap();
+    assert!(matches!(
+        done(&mut h, 0, id),
+        Outcome::ServiceGroupDone { epoch: 4, .. }
+    ));
+    h.clear_hook();
+    let four = (4, *h.store.groups[&g].key.expose_secret());
+    assert_eq!(held(&h, 1, g).map(|k| k.0), Some(3), "away, still at 3");
+    // The expelled one holds at most the old key, never the new.
+    assert_ne!(held(&h, 2, g), Some(four));
+    // Back, PNE 1 pulls the key.
+    let now = h.now();
+    let id = h.pnes[1].pull_service_group_key(now, g).unwrap();
+    assert!(matches!(
+        done(&mut h, 1, id),
+        Outcome::ServiceGroupKey { epoch: 4, .. }
+    ));
+    assert_eq!(held(&h, 1, g), Some(four));
+    // The owner got epoch 4 pushed (its notices were lost too: it pulls as well).
+    let now = h.now();
+    let id = h.pnes[0].pull_service_group_key(now, g).unwrap();
+    done(&mut h, 0, id);
+    assert_eq!(held(&h, 0, g), Some(four));
+    // The expelled PNE cannot pull it.
+    let now = h.now();
+    let id = h.pnes[2].pull_service_group_key(now, g).unwrap();
+    h.pump();
+    assert!(matches!(
+        h.completion(2, id).map(|c| &c.result),
+        Some(Err(Failure::Refused(e))) if e.code == ErrorCode::Forbidden
+    ));
+    // Told when not away: PNE 1 leaves, the owner is pushed epoch 5 and told.
+    let now = h.now();
+    let id = h.pnes[1].leave_group(now, g).unwrap();
+    assert!(matches!(
+        done(&mut h, 1, id),
+        Outcome::ServiceGroupDone { epoch: 5, .. }
+    ));
+    assert_eq!(held(&h, 1, g), None, "a group left is forgotten");
+    assert_eq!(held(&h, 0, g).map(|k| k.0), Some(5));
+    let told = h.pne_events(0).into_iter().any(|e| {
+        matches!(e, crate::pne::PneEvent::ServiceGroupKey { group_id, epoch: 5 } if *group_id == g)
+    });
+    assert!(told);
+    // Deleted: the owner forgets it; a member would be told.
+    let now = h.now();
+    let id = h.pnes[0].delete_group(now, g).unwrap();
+    assert!(matches!(
+        done(&mut h, 0, id),
+        Outcome::ServiceGroupDone { epoch: 0, .. }
+    ));
+    assert_eq!(held(&h, 0, g), None);
+}

@@ -1,0 +1,221 @@
+//! The PNE's side of service groups (004 §5.5.9, §5.5.7.2; docs/services.md, "Service
+//! groups"): its requests, each a secure call to the server ([`super::secure`]); the keys of its
+//! groups, as its answers and the server's pushes give them; and the pushes (a new epoch's key,
+//! an invitation, the end of a membership) told as events. A key is taken only from a payload
+//! sealed end to end to this PNE, and only if its epoch is newer than the one held.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cpns_crypto::GroupKey;
+use cpns_wire::{
+    EntityId, GROUP_ANSWER, GROUP_CREATE, GROUP_DELETE, GROUP_ENDED, GROUP_EXPEL, GROUP_INVITE,
+    GROUP_INVITED, GROUP_JOIN, GROUP_KEY, GROUP_KEY_PUSH, GROUP_LEAVE, GROUP_MEMBERS, GroupAnswer,
+    GroupCreate, GroupDone, GroupEnded, GroupExpel, GroupId, GroupInvitation, GroupInvite,
+    GroupKeyCopy, GroupMembers, GroupRef, SecureCall,
+};
+
+use super::{Outcome, PneEvent, PneSession};
+use crate::{CommandError, CommandId, Failure, Flow};
+
+/// A group's key as this PNE holds it.
+#[derive(Clone, Debug)]
+pub struct HeldGroup {
+    /// The group's name.
+    pub name: String,
+    /// The epoch held.
+    pub epoch: u64,
+    /// Its key.
+    pub key: GroupKey,
+}
+
+/// The keys of this PNE's groups.
+pub(super) type HeldGroups = BTreeMap<GroupId, HeldGroup>;
+
+impl PneSession {
+    /// Makes a service group with this PNE as its owning member. Completes with
+    /// [`Outcome::ServiceGroupKey`] (epoch 1), the key kept.
+    pub fn create_group(
+        &mut self,
+        now: Instant,
+        name: String,
+        open_to_user: bool,
+    ) -> Result<CommandId, CommandError> {
+        let m = GroupCreate { name, open_to_user };
+        self.group_call(now, GROUP_CREATE, &m)
+    }
+
+    /// Invites a PNE into a group this PNE owns. Completes with [`Outcome::ServiceGroupDone`].
+    pub fn invite_to_group(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+        invitee: EntityId,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_INVITE, &GroupInvite { group_id, invitee })
+    }
+
+    /// Answers an invitation (the consent, or a refusal). Completes with [`Outcome::ServiceGroupKey`]
+    /// once a member, or [`Outcome::ServiceGroupDone`] for a refusal.
+    pub fn answer_group(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+        accept: bool,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_ANSWER, &GroupAnswer { group_id, accept })
+    }
+
+    /// Joins a group open to its owner's devices. Completes with [`Outcome::ServiceGroupKey`].
+    pub fn join_group(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_JOIN, &GroupRef { group_id })
+    }
+
+    /// Leaves a group; its key is forgotten. Completes with [`Outcome::ServiceGroupDone`].
+    pub fn leave_group(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_LEAVE, &GroupRef { group_id })
+    }
+
+    /// Expels a member of a group this PNE owns. Completes with [`Outcome::ServiceGroupDone`].
+    pub fn expel_from_group(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+        member: EntityId,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_EXPEL, &GroupExpel { group_id, member })
+    }
+
+    /// Deletes a group this PNE owns; its key is forgotten. Completes with
+    /// [`Outcome::ServiceGroupDone`].
+    pub fn delete_group(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_DELETE, &GroupRef { group_id })
+    }
+
+    /// Pulls a group's current key (a member away during a change). Completes with
+    /// [`Outcome::ServiceGroupKey`], the key kept.
+    pub fn pull_service_group_key(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_KEY, &GroupRef { group_id })
+    }
+
+    /// Reads a group's members. Completes with [`Outcome::ServiceGroupMembers`].
+    pub fn group_members(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+    ) -> Result<CommandId, CommandError> {
+        self.group_call(now, GROUP_MEMBERS, &GroupRef { group_id })
+    }
+
+    /// The groups whose key this PNE holds, with their epochs.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupId, &HeldGroup)> {
+        self.groups.iter()
+    }
+
+    fn group_call<T: minicbor::Encode<()>>(
+        &mut self,
+        now: Instant,
+        service: &str,
+        payload: &T,
+    ) -> Result<CommandId, CommandError> {
+        let payload = minicbor::to_vec(payload).unwrap_or_default();
+        let id = self.commands.next();
+        self.call(now, service, payload, Flow::ServiceGroup, Some(id))?;
+        Ok(id)
+    }
+
+    /// The server's answer to a group call: a key is kept, a group left or deleted forgotten.
+    pub(super) fn group_answered(&mut self, a: SecureCall) -> Result<Outcome, Failure> {
+        let bad = |_| Failure::AnswerDidNotOpen;
+        let key_answer = matches!(
+            a.service.as_str(),
+            GROUP_CREATE | GROUP_JOIN | GROUP_KEY | GROUP_ANSWER
+        );
+        if key_answer && let Ok(copy) = minicbor::decode::<GroupKeyCopy>(&a.payload) {
+            let epoch = copy.epoch;
+            let group_id = copy.group_id;
+            self.keep_group_key(copy);
+            return Ok(Outcome::ServiceGroupKey { group_id, epoch });
+        }
+        match a.service.as_str() {
+            GROUP_MEMBERS => minicbor::decode::<GroupMembers>(&a.payload)
+                .map(|m| Outcome::ServiceGroupMembers(Box::new(m)))
+                .map_err(bad),
+            GROUP_INVITE | GROUP_ANSWER | GROUP_LEAVE | GROUP_EXPEL | GROUP_DELETE => {
+                let done = minicbor::decode::<GroupDone>(&a.payload).map_err(bad)?;
+                if matches!(a.service.as_str(), GROUP_LEAVE | GROUP_DELETE) {
+                    self.groups.remove(&done.group_id);
+                }
+                Ok(Outcome::ServiceGroupDone {
+                    group_id: done.group_id,
+                    epoch: done.epoch,
+                })
+            }
+            _ => Err(Failure::AnswerDidNotOpen),
+        }
+    }
+
+    /// Keeps a group's key if its epoch is newer than the one held; whether it was.
+    fn keep_group_key(&mut self, copy: GroupKeyCopy) -> bool {
+        if self
+            .groups
+            .get(&copy.group_id)
+            .is_some_and(|held| held.epoch >= copy.epoch)
+        {
+            return false;
+        }
+        let held = HeldGroup {
+            name: copy.name.clone(),
+            epoch: copy.epoch,
+            key: GroupKey::from_bytes(copy.key.0),
+        };
+        self.groups.insert(copy.group_id, held);
+        true
+    }
+
+    /// A group push, opened: told as an event (a key only when it is newer).
+    pub(super) fn on_group_notice(&mut self, call: SecureCall) {
+        match call.service.as_str() {
+            GROUP_KEY_PUSH => {
+                let Ok(copy) = minicbor::decode::<GroupKeyCopy>(&call.payload) else {
+                    return;
+                };
+                let (group_id, epoch) = (copy.group_id, copy.epoch);
+                if self.keep_group_key(copy) {
+                    self.event(PneEvent::ServiceGroupKey { group_id, epoch });
+                }
+            }
+            GROUP_INVITED => {
+                if let Ok(m) = minicbor::decode::<GroupInvitation>(&call.payload) {
+                    self.event(PneEvent::ServiceGroupInvited(m));
+                }
+            }
+            GROUP_ENDED => {
+                if let Ok(m) = minicbor::decode::<GroupEnded>(&call.payload) {
+                    self.groups.remove(&m.group_id);
+                    self.event(PneEvent::ServiceGroupEnded {
+                        group_id: m.group_id,
+                        why: m.why,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
