@@ -624,3 +624,38 @@ fn a_group_of_three_through_the_pnes_commands_with_an_expulsion_and_a_pull() {
     ));
     assert_eq!(held(&h, 0, g), None);
 }
+
+#[test]
+fn a_pne_reads_its_groups_members_and_forgets_a_group_it_was_expelled_from() {
+    let mut h = world();
+    let now = h.now();
+    let id = h.pnes[0].create_group(now, "Album".into(), false).unwrap();
+    let Outcome::ServiceGroupKey { group_id: g, .. } = done(&mut h, 0, id).clone() else {
+        panic!()
+    };
+    let now = h.now();
+    let id = h.pnes[0].invite_to_group(now, g, pne_id(1)).unwrap();
+    done(&mut h, 0, id);
+    let now = h.now();
+    let id = h.pnes[1].answer_group(now, g, true).unwrap();
+    done(&mut h, 1, id);
+    let now = h.now();
+    let id = h.pnes[1].group_members(now, g).unwrap();
+    let Outcome::ServiceGroupMembers(m) = done(&mut h, 1, id).clone() else {
+        panic!()
+    };
+    let ids: Vec<_> = m.members.iter().map(|x| x.entity.clone()).collect();
+    assert_eq!(ids, [pne_id(0), pne_id(1)]);
+    assert_eq!(m.epoch, 2);
+    // Expelled while connected: told, and the key is forgotten.
+    assert!(held(&h, 1, g).is_some());
+    let now = h.now();
+    let id = h.pnes[0].expel_from_group(now, g, pne_id(1)).unwrap();
+    done(&mut h, 0, id);
+    let told = h.pne_events(1).into_iter().any(|e| {
+        matches!(e, crate::pne::PneEvent::ServiceGroupEnded { group_id, why }
+            if *group_id == g && *why == cpns_wire::GroupEndReason::Expelled)
+    });
+    assert!(told);
+    assert_eq!(held(&h, 1, g), None);
+}
