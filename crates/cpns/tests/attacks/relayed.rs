@@ -11,6 +11,9 @@
 //! - a PN Key Response recorded at epoch 1 and given, with the PN Update Notification of epoch
 //!   2 dropped, as the answer to the next pull: the PNE takes nothing and says it may be kept
 //!   behind (item 1).
+//! - a Secure Notice of a service match recorded and given again in place of a later one
+//!   (docs/security.md §4.8, "Notices"): the PNE tells nothing of it, and the next real match
+//!   is told.
 
 use std::sync::{Arc, Mutex};
 
@@ -331,4 +334,72 @@ async fn a_join_information_altered_on_the_pan_fails_the_proof() {
         db.values().flatten().all(|row| !row.contains("forged")),
         "the forged capabilities are stored: {db:?}"
     );
+}
+
+/// A relaying PN GW replays a service match to the watcher in place of a newer notice: the PNE
+/// takes no notice whose number is not greater than the last one's, so nothing is told twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_match_replayed_by_the_relay_is_not_told_again() {
+    let w = world(&["phone", "tv"]).gateway_args(&TRUSTED).start();
+    let mut relay = Relay::start(w.pan()).await;
+    let mut phone = w
+        .pne("phone")
+        .setup("1-1")
+        .register()
+        .stay()
+        .at(&relay.addr.clone())
+        .args(&TRUSTED)
+        .spawn();
+    phone.expect_event("registered");
+    let mut tv = w
+        .pne("tv")
+        .setup("1-1")
+        .register()
+        .stay()
+        .args(&TRUSTED)
+        .spawn();
+    tv.expect_event("registered");
+    let phone_db = w.store("phone");
+    let watching = cpns(&["service", "watch", "video", "--store", s(&phone_db)]);
+    assert!(watching.starts_with("watching (watch "), "{watching}");
+    let publish = |id: &str| {
+        let path = w.path(&format!("{id}.json"));
+        let doc = format!(
+            r#"{{"service_id":"{id}","name":"{id}","type":"media.renderer","version":"1",
+                "keywords":["video"],"scope":{{"kind":"user"}},"delivery":["push"],
+                "lease_s":600}}"#
+        );
+        std::fs::write(&path, doc).unwrap();
+        cpns(&["service", "publish", s(&path), "--store", s(&w.store("tv"))]);
+    };
+    publish("first");
+    let (old, _) = relay
+        .next(Dir::ToDevice, |e| matches!(e.body, Body::SecureNotice(_)))
+        .await;
+    phone.expect_event_where("service_match", |v| v["service_id"] == "first");
+    // The next notice is replaced by the recorded one.
+    let old_body = old.body.clone();
+    relay.set_rewrite(move |e| match &e.body {
+        Body::SecureNotice(_) => Some(Some(Envelope {
+            body: old_body.clone(),
+            ..e.clone()
+        })),
+        _ => None,
+    });
+    publish("second");
+    let (replayed, _) = relay
+        .next(Dir::ToDevice, |e| matches!(e.body, Body::SecureNotice(_)))
+        .await;
+    assert!(matches!(replayed.body, Body::SecureNotice(_)));
+    // Then the relay lets notices through again: the third is told, and nothing between.
+    relay.set_rewrite(|_| None);
+    publish("third");
+    phone.expect_event_where("service_match", |v| v["service_id"] == "third");
+    let told: Vec<_> = phone
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "service_match")
+        .map(|v| v["service_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(told, ["first", "third"]);
 }
