@@ -735,7 +735,7 @@ pub(crate) async fn persist<S: ServerStore>(
             let change = cpns_store::GroupChange {
                 group_id: group,
                 from_epoch,
-                sealed_key: sealed_group_key(master, &group, from_epoch + 1, &key)?,
+                sealed_key: sealed_group_key(master, &group, from_epoch.saturating_add(1), &key)?,
                 add: add.map(|(entity, owner, pn_id)| cpns_store::GroupMemberRecord {
                     entity,
                     owner,

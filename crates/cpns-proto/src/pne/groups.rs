@@ -134,10 +134,7 @@ impl PneSession {
         service: &str,
         payload: &T,
     ) -> Result<CommandId, CommandError> {
-        let payload = minicbor::to_vec(payload).unwrap_or_default();
-        let id = self.commands.next();
-        self.call(now, service, payload, Flow::ServiceGroup, Some(id))?;
-        Ok(id)
+        self.typed_call(now, service, payload, Flow::ServiceGroup)
     }
 
     /// The server's answer to a group call: a key is kept, a group left or deleted forgotten.

@@ -135,9 +135,21 @@ impl PneSession {
         service: &str,
         payload: &T,
     ) -> Result<CommandId, CommandError> {
+        self.typed_call(now, service, payload, Flow::ServiceDirectory)
+    }
+
+    /// A secure call of `service` with `payload`, as a command of `flow` (the directory's, the
+    /// groups'): its answer is read by that flow.
+    pub(super) fn typed_call<T: minicbor::Encode<()>>(
+        &mut self,
+        now: Instant,
+        service: &str,
+        payload: &T,
+        flow: Flow,
+    ) -> Result<CommandId, CommandError> {
         let payload = minicbor::to_vec(payload).unwrap_or_default();
         let id = self.commands.next();
-        self.call(now, service, payload, Flow::ServiceDirectory, Some(id))?;
+        self.call(now, service, payload, flow, Some(id))?;
         Ok(id)
     }
 }

@@ -176,12 +176,12 @@ impl ServerSession {
     /// A group request, opened and its number taken.
     pub(super) fn group_call(&mut self, now: Instant, c: Call, service: &str, payload: &[u8]) {
         let Some(now_ms) = self.unix_ms(now) else {
-            return self.refuse_group(&c, ErrorCode::Internal, "the server has no wall clock");
+            return self.refuse_call(&c, ErrorCode::Internal, "the server has no wall clock");
         };
         let limits = self.cfg.report_limits;
         if let Err(wait) = self.reporting().take_directory(now, &c.pne, limits) {
             let why = crate::rate::retry_in("group requests", wait);
-            return self.refuse_group(&c, ErrorCode::RateLimited, &why);
+            return self.refuse_call(&c, ErrorCode::RateLimited, &why);
         }
         let bad = || format!("the {service} request did not decode");
         let decoded = match service {
@@ -209,18 +209,18 @@ impl ServerSession {
             }),
         };
         let Ok((group_id, op)) = decoded else {
-            return self.refuse_group(&c, ErrorCode::BadRequest, &bad());
+            return self.refuse_call(&c, ErrorCode::BadRequest, &bad());
         };
         if let GroupOp::Create(m) = &op
             && let Err(why) = check_name(&m.name)
         {
-            return self.refuse_group(&c, ErrorCode::BadRequest, &why);
+            return self.refuse_call(&c, ErrorCode::BadRequest, &why);
         }
         if let GroupOp::Send(b) = &op
             && b.sealed.len() > MAX_CONTENT
         {
             let why = format!("group content is at most {} KiB", MAX_CONTENT / 1024);
-            return self.refuse_group(&c, ErrorCode::BadRequest, &why);
+            return self.refuse_call(&c, ErrorCode::BadRequest, &why);
         }
         let also = match &op {
             GroupOp::Invite(e) => Some(e.clone()),
@@ -250,12 +250,12 @@ impl ServerSession {
             now_ms,
         } = p;
         let Some(owner) = l.asker_owner.clone() else {
-            return self.refuse_group(&call, ErrorCode::Forbidden, "the asker is not enrolled");
+            return self.refuse_call(&call, ErrorCode::Forbidden, "the asker is not enrolled");
         };
         if let GroupOp::Create(m) = op {
             if l.asker_groups >= MAX_GROUPS {
                 let why = format!("a PNE is in at most {MAX_GROUPS} groups: leave one first");
-                return self.refuse_group(&call, ErrorCode::Forbidden, &why);
+                return self.refuse_call(&call, ErrorCode::Forbidden, &why);
             }
             let key = GroupKey::random(self.rng.get());
             let effect = ServerEffect::CreateGroup {
@@ -283,7 +283,7 @@ impl ServerSession {
         }
         let Some(g) = l.group.clone() else {
             let why = format!("no group {group_id}");
-            return self.refuse_group(&call, ErrorCode::NotFound, &why);
+            return self.refuse_call(&call, ErrorCode::NotFound, &why);
         };
         let me = l.members.iter().find(|m| m.entity == call.pne);
         let is_owner = g.creator == call.pne;
@@ -298,11 +298,11 @@ impl ServerSession {
         match op {
             GroupOp::Create(_) => {}
             GroupOp::Key | GroupOp::Members | GroupOp::Send(_) if me.is_none() => {
-                self.refuse_group(&call, ErrorCode::Forbidden, "only a member of the group")
+                self.refuse_call(&call, ErrorCode::Forbidden, "only a member of the group")
             }
             GroupOp::Key => {
                 let copy = key_copy(group_id, &g.name, g.epoch, &g.key);
-                self.answer_group(&call, GROUP_KEY, &copy);
+                self.answer_service(&call, GROUP_KEY, &copy);
             }
             GroupOp::Members => {
                 let members = GroupMembers {
@@ -319,19 +319,19 @@ impl ServerSession {
                         })
                         .collect(),
                 };
-                self.answer_group(&call, GROUP_MEMBERS, &members);
+                self.answer_service(&call, GROUP_MEMBERS, &members);
             }
             GroupOp::Send(b) => {
                 if b.sender != call.pne || b.certificate.pne_id != call.pne {
                     let why = "a PNE sends group content only as itself";
-                    return self.refuse_group(&call, ErrorCode::Forbidden, why);
+                    return self.refuse_call(&call, ErrorCode::Forbidden, why);
                 }
                 if b.epoch != g.epoch {
                     let why = format!(
                         "the group is at epoch {}, not {}: pull its key and seal again",
                         g.epoch, b.epoch
                     );
-                    return self.refuse_group(&call, ErrorCode::Conflict, &why);
+                    return self.refuse_call(&call, ErrorCode::Conflict, &why);
                 }
                 let to = others(&[&call.pne]);
                 let delivered = u32::try_from(to.len()).unwrap_or(u32::MAX);
@@ -343,23 +343,19 @@ impl ServerSession {
                     epoch: g.epoch,
                     delivered,
                 };
-                self.answer_group(&call, GROUP_SEND, &answer);
+                self.answer_service(&call, GROUP_SEND, &answer);
             }
             GroupOp::Invite(invitee) => {
                 if !is_owner {
-                    return self.refuse_group(
-                        &call,
-                        ErrorCode::Forbidden,
-                        "only its owner invites",
-                    );
+                    return self.refuse_call(&call, ErrorCode::Forbidden, "only its owner invites");
                 }
                 if l.members.iter().any(|m| m.entity == invitee) {
                     let why = format!("{invitee} is a member already");
-                    return self.refuse_group(&call, ErrorCode::Conflict, &why);
+                    return self.refuse_call(&call, ErrorCode::Conflict, &why);
                 }
                 let Some(reach) = l.also.clone().filter(|r| r.entity == invitee) else {
                     let why = format!("{invitee} cannot be reached: it is in no PN with a key");
-                    return self.refuse_group(&call, ErrorCode::NotFound, &why);
+                    return self.refuse_call(&call, ErrorCode::NotFound, &why);
                 };
                 let expires = now_ms.saturating_add(INVITATION_MS);
                 let invitation = GroupInvitation {
@@ -392,7 +388,7 @@ impl ServerSession {
             GroupOp::Answer(false) => {
                 if l.invitation.is_none() {
                     let why = format!("no invitation to group {group_id} holds");
-                    return self.refuse_group(&call, ErrorCode::NotFound, &why);
+                    return self.refuse_call(&call, ErrorCode::NotFound, &why);
                 }
                 let effect = ServerEffect::DropInvitation {
                     group: group_id,
@@ -413,7 +409,7 @@ impl ServerSession {
             }
             GroupOp::Answer(true) | GroupOp::Join => {
                 if me.is_some() {
-                    return self.refuse_group(&call, ErrorCode::Conflict, "a member already");
+                    return self.refuse_call(&call, ErrorCode::Conflict, "a member already");
                 }
                 let invited = l.invitation.is_some();
                 let open = g.open_to_user && owner == g.owner;
@@ -429,18 +425,18 @@ impl ServerSession {
                     } else {
                         ErrorCode::Forbidden
                     };
-                    return self.refuse_group(&call, code, &why);
+                    return self.refuse_call(&call, code, &why);
                 }
                 if l.asker_groups >= MAX_GROUPS {
                     let why = format!("a PNE is in at most {MAX_GROUPS} groups: leave one first");
-                    return self.refuse_group(&call, ErrorCode::Forbidden, &why);
+                    return self.refuse_call(&call, ErrorCode::Forbidden, &why);
                 }
                 if l.members.len() >= MAX_MEMBERS {
                     let why = format!("group {group_id} has its most members, {MAX_MEMBERS}");
-                    return self.refuse_group(&call, ErrorCode::Forbidden, &why);
+                    return self.refuse_call(&call, ErrorCode::Forbidden, &why);
                 }
                 let key = GroupKey::random(self.rng.get());
-                let epoch = g.epoch + 1;
+                let epoch = g.epoch.saturating_add(1);
                 let effect = ServerEffect::ChangeGroup {
                     group: group_id,
                     from_epoch: g.epoch,
@@ -495,7 +491,7 @@ impl ServerSession {
                     _ => None,
                 };
                 if let Some((code, why)) = refusal {
-                    return self.refuse_group(&call, code, &why);
+                    return self.refuse_call(&call, code, &why);
                 }
                 let Some(gone) = leaving else {
                     // A deletion: every other member is told, then the group is no more.
@@ -517,7 +513,7 @@ impl ServerSession {
                     return self.persist(Parked::GroupDelete(Box::new((write, ends))), effect);
                 };
                 let key = GroupKey::random(self.rng.get());
-                let epoch = g.epoch + 1;
+                let epoch = g.epoch.saturating_add(1);
                 let expelled = matches!(op, GroupOp::Expel(_));
                 let ended = l
                     .members
@@ -563,13 +559,13 @@ impl ServerSession {
         match result {
             Ok(Persisted::Done | Persisted::Removed(_)) => {}
             Ok(_) => {
-                return self.refuse_group(&w.call, ErrorCode::Internal, "the store said nothing");
+                return self.refuse_call(&w.call, ErrorCode::Internal, "the store said nothing");
             }
             Err(crate::StoreFailure::Conflict(why)) => {
-                return self.refuse_group(&w.call, ErrorCode::Conflict, &why);
+                return self.refuse_call(&w.call, ErrorCode::Conflict, &why);
             }
             Err(e) => {
-                return self.refuse_group(&w.call, ErrorCode::Internal, &format!("store: {e}"));
+                return self.refuse_call(&w.call, ErrorCode::Internal, &format!("store: {e}"));
             }
         }
         if let Some((epoch, key, to)) = &pushes.key {
@@ -591,7 +587,7 @@ impl ServerSession {
         match w.then {
             Then::AnswerKey { epoch, key } => {
                 let copy = key_copy(w.group_id, &w.name, epoch, &key);
-                self.answer_group(&w.call, service, &copy);
+                self.answer_service(&w.call, service, &copy);
             }
             Then::Done { epoch } => {
                 let done = GroupDone {
@@ -599,7 +595,7 @@ impl ServerSession {
                     epoch,
                     delivered: 0,
                 };
-                self.answer_group(&w.call, service, &done);
+                self.answer_service(&w.call, service, &done);
             }
         }
     }
@@ -625,18 +621,19 @@ impl ServerSession {
                     epoch: 0,
                     delivered: 0,
                 };
-                self.answer_group(&w.call, GROUP_DELETE, &done);
+                self.answer_service(&w.call, GROUP_DELETE, &done);
             }
             Ok(_) => {
                 let why = format!("no group {}", w.group_id);
-                self.refuse_group(&w.call, ErrorCode::NotFound, &why);
+                self.refuse_call(&w.call, ErrorCode::NotFound, &why);
             }
-            Err(e) => self.refuse_group(&w.call, ErrorCode::Internal, &format!("store: {e}")),
+            Err(e) => self.refuse_call(&w.call, ErrorCode::Internal, &format!("store: {e}")),
         }
     }
 
-    /// Seals `payload` as the notice `service` to the member `r` reaches, through its PN GW.
-    fn push<T: minicbor::Encode<()>>(
+    /// Seals `payload` as the notice `service` to the PNE `r` reaches, through its PN GW
+    /// (docs/security.md §4.8, "Notices"): group pushes and service matches alike.
+    pub(super) fn push<T: minicbor::Encode<()>>(
         &mut self,
         r: &Reach,
         service: &str,
@@ -667,20 +664,6 @@ impl ServerSession {
                 sealed,
             },
         });
-    }
-
-    /// Seals `answer` as the answer of the group call `service`.
-    fn answer_group<T: minicbor::Encode<()>>(&mut self, c: &Call, service: &str, answer: &T) {
-        let answer = SecureCall {
-            service: service.into(),
-            payload: minicbor::to_vec(answer).unwrap_or_default(),
-        };
-        self.answer_call(c, answer);
-    }
-
-    fn refuse_group(&mut self, c: &Call, code: ErrorCode, reason: &str) {
-        let (req_msg, to) = c.asker();
-        self.respond(req_msg, to, cpns_wire::ErrorBody::new(code, reason));
     }
 }
 

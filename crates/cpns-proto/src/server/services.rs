@@ -7,16 +7,16 @@
 
 use std::time::Instant;
 
-use cpns_crypto::{NoticeBinding, seal_secure_notice};
 use cpns_wire::{
     Address, ErrorBody, ErrorCode, SERVICE_DISCOVER, SERVICE_MATCH, SERVICE_PUBLISH,
-    SERVICE_RETRIEVE, SERVICE_UNPUBLISH, SERVICE_UNWATCH, SERVICE_WATCH, SecureCall, SecureNotice,
+    SERVICE_RETRIEVE, SERVICE_UNPUBLISH, SERVICE_UNWATCH, SERVICE_WATCH, SecureCall,
     ServiceDescriptionAnswer, ServiceDiscover, ServiceFound, ServiceMatch, ServicePublish,
     ServicePublished, ServiceRetrieve, ServiceUnpublish, ServiceUnpublished, ServiceUnwatch,
     ServiceUnwatched, ServiceWatch, ServiceWatching, UserId,
 };
 
 use super::directory::{self, DirAsk, DirectoryLoaded};
+use super::groups::Reach;
 use super::secure::Call;
 use super::{Load, Parked, Persisted, ServerEffect, ServerSession};
 
@@ -268,7 +268,7 @@ impl ServerSession {
                     .map(|(s, _)| s)
                     .collect();
                 let found = ServiceFound { entries, more };
-                self.answer_directory(&call, SERVICE_DISCOVER, &found);
+                self.answer_service(&call, SERVICE_DISCOVER, &found);
             }
             DirOp::Retrieve => match loaded.entries.into_iter().next() {
                 Some(e) => {
@@ -278,7 +278,7 @@ impl ServerSession {
                         description: e.description,
                         expires_at_ms: u64::try_from(e.expires_at_ms).unwrap_or(0),
                     };
-                    self.answer_directory(&call, SERVICE_RETRIEVE, &answer);
+                    self.answer_service(&call, SERVICE_RETRIEVE, &answer);
                 }
                 None => self.refuse_call(
                     &call,
@@ -309,17 +309,17 @@ impl ServerSession {
                     dir_id,
                     expires_at_ms: u64::try_from(publish.expires_at_ms).unwrap_or(0),
                 };
-                self.answer_directory(&call, SERVICE_PUBLISH, &answer);
+                self.answer_service(&call, SERVICE_PUBLISH, &answer);
                 self.tell_watchers(&call, dir_id, &publish, &owner, now_ms, &watchers);
             }
             (Ok(Persisted::Removed(removed)), Written::Unpublish) => {
-                self.answer_directory(&call, SERVICE_UNPUBLISH, &ServiceUnpublished { removed });
+                self.answer_service(&call, SERVICE_UNPUBLISH, &ServiceUnpublished { removed });
             }
             (Ok(Persisted::Removed(removed)), Written::Unwatch) => {
-                self.answer_directory(&call, SERVICE_UNWATCH, &ServiceUnwatched { removed });
+                self.answer_service(&call, SERVICE_UNWATCH, &ServiceUnwatched { removed });
             }
             (Ok(Persisted::Watch(watch_id)), Written::Watch) => {
-                self.answer_directory(&call, SERVICE_WATCH, &ServiceWatching { watch_id });
+                self.answer_service(&call, SERVICE_WATCH, &ServiceWatching { watch_id });
             }
             (Err(e), _) => self.refuse_call(&call, ErrorCode::Internal, &format!("store: {e}")),
             (Ok(_), _) => self.refuse_call(&call, ErrorCode::Internal, "the store said nothing"),
@@ -350,35 +350,24 @@ impl ServerSession {
                 watch_id: w.watch_id,
                 entry: entry.clone(),
             };
-            let plain = SecureCall {
-                service: SERVICE_MATCH.into(),
-                payload: minicbor::to_vec(&m).unwrap_or_default(),
-            };
-            let notice_id = self.cfg.notices.next(now_ms);
-            let binding = NoticeBinding {
-                pn_id: w.pn_id.as_bytes(),
-                pne_id: w.watcher.as_str(),
-                notice_id,
-            };
-            let plain = minicbor::to_vec(&plain).unwrap_or_default();
-            let Ok(sealed) = seal_secure_notice(self.rng.get(), &w.session_key, &binding, &plain)
-            else {
-                continue;
-            };
-            self.out.push_back(super::ServerOutput::Notice {
+            let to = Reach {
+                entity: w.watcher.clone(),
+                owner: w.owner.clone(),
+                pn_id: w.pn_id,
+                session_key: w.session_key.clone(),
                 gateway: w.gateway.clone(),
-                to: w.watcher.clone(),
-                notice: SecureNotice {
-                    pn_id: w.pn_id,
-                    notice_id,
-                    sealed,
-                },
-            });
+            };
+            self.push(&to, SERVICE_MATCH, &m, now_ms);
         }
     }
 
-    /// Seals `answer` as the answer of the directory call `service`.
-    fn answer_directory<T: minicbor::Encode<()>>(&mut self, c: &Call, service: &str, answer: &T) {
+    /// Seals `answer` as the answer of the directory or group call `service`.
+    pub(super) fn answer_service<T: minicbor::Encode<()>>(
+        &mut self,
+        c: &Call,
+        service: &str,
+        answer: &T,
+    ) {
         let answer = SecureCall {
             service: service.into(),
             payload: minicbor::to_vec(answer).unwrap_or_default(),
@@ -387,7 +376,7 @@ impl ServerSession {
     }
 
     /// Answers a call with an error (in the clear, as every refusal of a secure call).
-    fn refuse_call(&mut self, c: &Call, code: ErrorCode, reason: &str) {
+    pub(super) fn refuse_call(&mut self, c: &Call, code: ErrorCode, reason: &str) {
         let (req_msg, to) = c.asker();
         self.respond(req_msg, to, ErrorBody::new(code, reason));
     }
