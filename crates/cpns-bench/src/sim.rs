@@ -352,6 +352,7 @@ impl SimGateway {
                                 let _ = p.handle_persisted(token, Ok(()));
                             }
                         }
+                        PneOutput::KeepGroup { .. } | PneOutput::ForgetGroup { .. } => {}
                         PneOutput::Close { .. } => {
                             self.pnes.remove(&link);
                             self.gw.link_closed(now, LinkId(link));

@@ -191,6 +191,38 @@ pub enum Event {
         /// `deleted` or `expelled`.
         why: String,
     },
+    /// Another member of a service group sent content, and it checked out: the server certified
+    /// its signing key, it signed the content, the content opened under the group's key of the
+    /// epoch held, and it is new (docs/security.md §4.11).
+    ServiceGroupContent {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The epoch it was sealed under.
+        epoch: u64,
+        /// The member that sent it.
+        #[serde(with = "crate::text")]
+        from: EntityId,
+        /// Its user.
+        #[serde(with = "crate::text")]
+        owner: UserId,
+        /// The content, when it is UTF-8 text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The content as hex.
+        hex: String,
+    },
+    /// Service group content pushed to this PNE was refused, and why.
+    ServiceGroupContentRefused {
+        /// The group it named.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The sender it named.
+        #[serde(with = "crate::text")]
+        from: EntityId,
+        /// Why.
+        error: ApiError,
+    },
     /// Content relayed to this PNE was refused, and why.
     ContentRefused {
         /// The PN it named.
@@ -253,6 +285,8 @@ impl Event {
             Event::ServiceGroupInvited { .. } => "service_group_invited",
             Event::ServiceGroupKey { .. } => "service_group_key",
             Event::ServiceGroupEnded { .. } => "service_group_ended",
+            Event::ServiceGroupContent { .. } => "service_group_content",
+            Event::ServiceGroupContentRefused { .. } => "service_group_content_refused",
             Event::Completed { .. } => "completed",
             Event::FlowFailed { .. } => "flow_failed",
             Event::Lagged { .. } => "lagged",
@@ -471,6 +505,16 @@ pub enum Outcome {
         group_id: GroupId,
         /// Its epoch now (0: deleted).
         epoch: u64,
+    },
+    /// Content was sent to a service group's other members.
+    ServiceGroupSent {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The epoch it was sealed under.
+        epoch: u64,
+        /// Other members it was pushed to.
+        delivered: u32,
     },
     /// A service group's members were read.
     ServiceGroupMembers {

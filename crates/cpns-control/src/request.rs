@@ -1,7 +1,7 @@
 //! What a client asks: one [`Request`] per line, tagged by its `verb`. Which role serves which
 //! verb is [`crate::Role::verbs`]; docs/control-api.md has every verb with an example.
 
-use cpns_wire::{EntityId, PnId, SetupType, UserId};
+use cpns_wire::{EntityId, GroupId, PnId, SetupType, UserId};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -274,6 +274,86 @@ pub enum Request {
         /// Its directory id.
         dir_id: u64,
     },
+    /// PNE: make a service group (004 §5.5.9) with this PNE as its owning member; with
+    /// `open_to_user`, the other devices of its user may join without an invitation.
+    GroupCreate {
+        /// Its name, 1 to 64 characters.
+        name: String,
+        /// Whether the user's other devices may join.
+        #[serde(default, skip_serializing_if = "is_false")]
+        open_to_user: bool,
+    },
+    /// PNE: invite a PNE (of any user) into a group this PNE owns.
+    GroupInvite {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The PNE invited.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+    },
+    /// PNE: answer an invitation into a group: `accept` is the consent.
+    GroupAnswer {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// Yes or no.
+        accept: bool,
+    },
+    /// PNE: join a group open to its user's devices.
+    GroupJoin {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+    },
+    /// PNE: leave a group (its owner deletes it instead).
+    GroupLeave {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+    },
+    /// PNE: expel a member from a group this PNE owns.
+    GroupExpel {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The member.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+    },
+    /// PNE: delete a group this PNE owns.
+    GroupDelete {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+    },
+    /// PNE: pull a group's current key from the server (after being away during a change).
+    GroupKey {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+    },
+    /// PNE: a group's members, as the server has them.
+    GroupMembers {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+    },
+    /// PNE: the groups whose key this PNE holds.
+    Groups {},
+    /// PNE: send content to a group's other members, signed by this PNE and sealed under the
+    /// group's key (docs/security.md §4.11): `text`, or bytes as `hex`.
+    GroupSend {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The content as UTF-8 text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The content as hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hex: Option<String>,
+    },
     /// PNE, server: charging records (CPNS-4): on a PNE its own user's, asked of the server.
     Charging {
         /// The user (server).
@@ -328,7 +408,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 33] = [
+pub const VERB_TABLE: [(&str, Served); 44] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -362,11 +442,22 @@ pub const VERB_TABLE: [(&str, Served); 33] = [
     ("service_retrieve", PNE),
     ("service_watch", PNE),
     ("service_unwatch", PNE),
+    ("group_create", PNE),
+    ("group_invite", PNE),
+    ("group_answer", PNE),
+    ("group_join", PNE),
+    ("group_leave", PNE),
+    ("group_expel", PNE),
+    ("group_delete", PNE),
+    ("group_key", PNE),
+    ("group_members", PNE),
+    ("groups", PNE),
+    ("group_send", PNE),
 ];
 
 /// Every verb, as written on the socket.
-pub const VERBS: [&str; 33] = {
-    let mut verbs = [""; 33];
+pub const VERBS: [&str; 44] = {
+    let mut verbs = [""; 44];
     let mut i = 0;
     while i < verbs.len() {
         verbs[i] = VERB_TABLE[i].0;
@@ -424,6 +515,17 @@ impl Request {
             Request::ServiceRetrieve { .. } => "service_retrieve",
             Request::ServiceWatch { .. } => "service_watch",
             Request::ServiceUnwatch { .. } => "service_unwatch",
+            Request::GroupCreate { .. } => "group_create",
+            Request::GroupInvite { .. } => "group_invite",
+            Request::GroupAnswer { .. } => "group_answer",
+            Request::GroupJoin { .. } => "group_join",
+            Request::GroupLeave { .. } => "group_leave",
+            Request::GroupExpel { .. } => "group_expel",
+            Request::GroupDelete { .. } => "group_delete",
+            Request::GroupKey { .. } => "group_key",
+            Request::GroupMembers { .. } => "group_members",
+            Request::Groups {} => "groups",
+            Request::GroupSend { .. } => "group_send",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What an entity answers: one [`Response`] per request, tagged by the request's `verb`, or an
 //! [`ApiError`](crate::ApiError) (written by [`crate::encode_answer`]).
 
-use cpns_wire::{CpnsId, EntityId, PnId, PnInventory, UserId};
+use cpns_wire::{CpnsId, EntityId, GroupId, PnId, PnInventory, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::Role;
@@ -265,6 +265,131 @@ pub enum Response {
         /// Whether it was kept.
         removed: bool,
     },
+    /// The group is made, at epoch 1, its key held.
+    GroupCreate {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The epoch whose key is held.
+        epoch: u64,
+    },
+    /// The invitation is sent; it holds for 5 minutes.
+    GroupInvite {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The PNE invited.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+    },
+    /// The invitation is answered: with a yes, the key of `epoch` is held.
+    GroupAnswer {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// Whether this PNE is a member now.
+        accepted: bool,
+        /// The group's epoch now.
+        epoch: u64,
+    },
+    /// This PNE is a member, the key of `epoch` held.
+    GroupJoin {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The epoch whose key is held.
+        epoch: u64,
+    },
+    /// This PNE left; its key of the group is forgotten.
+    GroupLeave {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+    },
+    /// The member is expelled; the group moved to `epoch`.
+    GroupExpel {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The member expelled.
+        #[serde(with = "crate::text")]
+        pne: EntityId,
+        /// The group's epoch now.
+        epoch: u64,
+    },
+    /// The group is deleted.
+    GroupDelete {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+    },
+    /// The group's current key is held.
+    GroupKey {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// A group's members, the owner first.
+    GroupMembers {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// Its name.
+        name: String,
+        /// Its epoch.
+        epoch: u64,
+        /// Its members.
+        members: Vec<GroupMember>,
+    },
+    /// The groups whose key this PNE holds.
+    Groups {
+        /// The groups.
+        groups: Vec<HeldGroup>,
+    },
+    /// The content is sent: the server pushed it to `delivered` other members.
+    GroupSend {
+        /// The group.
+        #[serde(with = "crate::text")]
+        group_id: GroupId,
+        /// The epoch it was sealed under.
+        epoch: u64,
+        /// Other members it was pushed to.
+        delivered: u32,
+    },
+}
+
+/// A member of a service group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMember {
+    /// The PNE.
+    #[serde(with = "crate::text")]
+    pub pne: EntityId,
+    /// Its user.
+    #[serde(with = "crate::text")]
+    pub owner: UserId,
+    /// Whether it owns the group.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub is_owner: bool,
+}
+
+/// A service group whose key a PNE holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldGroup {
+    /// The group.
+    #[serde(with = "crate::text")]
+    pub group_id: GroupId,
+    /// Its name.
+    pub name: String,
+    /// The epoch whose key is held.
+    pub epoch: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A directory entry as discovery lists it (004 §5.5.5), or a watch's match tells it.
@@ -341,6 +466,17 @@ impl Response {
             Response::ServiceRetrieve { .. } => "service_retrieve",
             Response::ServiceWatch { .. } => "service_watch",
             Response::ServiceUnwatch { .. } => "service_unwatch",
+            Response::GroupCreate { .. } => "group_create",
+            Response::GroupInvite { .. } => "group_invite",
+            Response::GroupAnswer { .. } => "group_answer",
+            Response::GroupJoin { .. } => "group_join",
+            Response::GroupLeave { .. } => "group_leave",
+            Response::GroupExpel { .. } => "group_expel",
+            Response::GroupDelete { .. } => "group_delete",
+            Response::GroupKey { .. } => "group_key",
+            Response::GroupMembers { .. } => "group_members",
+            Response::Groups { .. } => "groups",
+            Response::GroupSend { .. } => "group_send",
         }
     }
 }

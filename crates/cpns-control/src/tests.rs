@@ -14,6 +14,10 @@ fn pn() -> PnId {
     "3f2a8e0d5b7c4a19b6e2d0f1a9c3e7c1".parse().unwrap()
 }
 
+fn group() -> cpns_wire::GroupId {
+    "5d0c1e2f3a4b5c6d7e8f90a1b2c3d4e5".parse().unwrap()
+}
+
 fn id(s: &str) -> EntityId {
     s.parse().unwrap()
 }
@@ -120,6 +124,33 @@ fn every_request() -> Vec<Request> {
             service_type: None,
         },
         Request::ServiceUnwatch { watch_id: 2 },
+        Request::GroupCreate {
+            name: "Album".into(),
+            open_to_user: true,
+        },
+        Request::GroupInvite {
+            group_id: group(),
+            pne: EntityId::new("tv").unwrap(),
+        },
+        Request::GroupAnswer {
+            group_id: group(),
+            accept: false,
+        },
+        Request::GroupJoin { group_id: group() },
+        Request::GroupLeave { group_id: group() },
+        Request::GroupExpel {
+            group_id: group(),
+            pne: EntityId::new("tv").unwrap(),
+        },
+        Request::GroupDelete { group_id: group() },
+        Request::GroupKey { group_id: group() },
+        Request::GroupMembers { group_id: group() },
+        Request::Groups {},
+        Request::GroupSend {
+            group_id: group(),
+            text: None,
+            hex: Some("00ff".into()),
+        },
     ]
 }
 

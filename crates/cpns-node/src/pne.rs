@@ -13,14 +13,19 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cpns_crypto::{MasterKey, open_group_key_at_rest, seal_group_key_at_rest};
-use cpns_proto::pne::{Outcome, PneConfig, PneEvent, PneOutput, PneSession, SecureSession};
+use cpns_crypto::{
+    MasterKey, open_group_key_at_rest, open_service_group_key_at_rest, seal_group_key_at_rest,
+    seal_service_group_key_at_rest,
+};
+use cpns_proto::pne::{
+    HeldGroup, Outcome, PneConfig, PneEvent, PneOutput, PneSession, SecureSession,
+};
 use cpns_proto::usage::{Preference, Preferences};
 use cpns_proto::{CommandError, CommandId, Completed, Flow, LocalPnState, OwnKeys, StoreFailure};
-use cpns_store::{DeviceStore, GroupEpoch, LocalPn, LocalSession};
+use cpns_store::{DeviceStore, GroupEpoch, LocalPn, LocalServiceGroup, LocalSession};
 use cpns_wire::{
     CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, CpnsId, DeviceCapabilities,
-    EntityId, ErrorBody, ErrorCode, PnId, PnInventory, SetupType, Status, StatusEntry,
+    EntityId, ErrorBody, ErrorCode, GroupId, PnId, PnInventory, SetupType, Status, StatusEntry,
     StatusNotification, StatusPolicy,
 };
 use tokio::net::TcpStream;
@@ -171,6 +176,32 @@ enum Ask {
     SendUsage(Preferences),
     SendContent(PnId, Vec<u8>),
     Directory(DirectoryAsk),
+    Group(GroupAsk),
+}
+
+/// A service group request of a running PNE (004 §5.5.9, §5.5.7.2), end to end.
+#[derive(Debug)]
+pub enum GroupAsk {
+    /// Make a group, named, open to the user's devices or not.
+    Create(String, bool),
+    /// Invite a PNE into a group this PNE owns.
+    Invite(GroupId, EntityId),
+    /// Answer an invitation.
+    Answer(GroupId, bool),
+    /// Join a group open to the user's devices.
+    Join(GroupId),
+    /// Leave.
+    Leave(GroupId),
+    /// Expel a member.
+    Expel(GroupId, EntityId),
+    /// Delete a group this PNE owns.
+    Delete(GroupId),
+    /// Pull the current key.
+    Key(GroupId),
+    /// The members.
+    Members(GroupId),
+    /// Send content to the other members.
+    Send(GroupId, Vec<u8>),
 }
 
 /// A request of a running PNE to the service directory (004 §5.5.5).
@@ -197,6 +228,8 @@ enum Command {
     Inventory(oneshot::Sender<Vec<PnInventory>>),
     /// The device's capabilities, as it holds them.
     Capabilities(oneshot::Sender<DeviceCapabilities>),
+    /// The service groups whose key it holds: id, name, epoch.
+    Groups(oneshot::Sender<Vec<(GroupId, String, u64)>>),
     /// A command of the machine.
     Machine(Ask, Reply),
 }
@@ -439,6 +472,18 @@ impl PneHandle {
         self.run(Ask::Directory(ask)).await
     }
 
+    /// A service group request (004 §5.5.9), end to end: its outcome
+    /// ([`Outcome::ServiceGroupKey`], [`Outcome::ServiceGroupDone`],
+    /// [`Outcome::ServiceGroupMembers`] or [`Outcome::ServiceGroupSent`]).
+    pub async fn group(&self, ask: GroupAsk) -> Result<Outcome, NodeError> {
+        self.run(Ask::Group(ask)).await
+    }
+
+    /// The service groups whose key this PNE holds (id, name, epoch), with or without a link.
+    pub async fn groups(&self) -> Result<Vec<(GroupId, String, u64)>, NodeError> {
+        self.ask(Command::Groups).await
+    }
+
     /// This PNE's user's charging records of uses since `since_s` (CPNS-4), end to end.
     pub async fn charging(&self, since_s: u64) -> Result<Vec<ChargingRecord>, NodeError> {
         let query = ChargingQuery {
@@ -622,6 +667,15 @@ async fn offline<S: DeviceStore>(store: &S, caps: &DeviceCapabilities, c: Comman
         Command::Capabilities(reply) => {
             let _ = reply.send(caps.clone());
         }
+        Command::Groups(reply) => {
+            let groups = store.local_groups().await.unwrap_or_default();
+            let _ = reply.send(
+                groups
+                    .into_iter()
+                    .map(|g| (g.group_id, g.name, g.epoch))
+                    .collect(),
+            );
+        }
         Command::Machine(_, reply) => {
             let _ = reply.send(Err(no_link()));
         }
@@ -743,6 +797,7 @@ impl<S: DeviceStore> Link<S> {
             .map(|p| pne_state(p, &storage_key, &cfg.id))
             .collect::<Result<_, _>>()?;
         session.restore(states)?;
+        session.restore_groups(kept_groups(&store, &storage_key).await?);
         if let Some(kept) = store.local_session().await? {
             let session_key =
                 open_sk(&storage_key, &kept.pn_id, &cfg.id, &kept.sealed_session_key)?;
@@ -849,6 +904,21 @@ impl<S: DeviceStore> Link<S> {
                         warn!(error = %e, "usage records could not be marked done");
                     }
                 }
+                PneOutput::KeepGroup { group_id, group } => {
+                    // Not kept: the key is held in memory still, and pulled again after a
+                    // restart.
+                    let kept = keep_group(&self.store, &self.storage_key, group_id, &group);
+                    if let Err(e) = kept.await {
+                        warn!(group = %group_id, error = %e, "a service group key could not be kept");
+                    }
+                }
+                PneOutput::ForgetGroup { group_id } => {
+                    // Not removed: the server gives no later key, and a left group's stale key
+                    // opens nothing new.
+                    if let Err(e) = self.store.remove_local_group(&group_id).await {
+                        warn!(group = %group_id, error = %e, "a service group key could not be removed");
+                    }
+                }
                 PneOutput::Event(e) => self.on_event(e),
                 PneOutput::Close { reason } => {
                     self.conn.close().await;
@@ -900,7 +970,9 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::ServiceMatched(_)
             | PneEvent::ServiceGroupKey { .. }
             | PneEvent::ServiceGroupInvited(_)
-            | PneEvent::ServiceGroupEnded { .. } => {}
+            | PneEvent::ServiceGroupEnded { .. }
+            | PneEvent::ServiceGroupContent { .. }
+            | PneEvent::ServiceGroupContentRefused { .. } => {}
         }
     }
 
@@ -1002,6 +1074,16 @@ impl<S: DeviceStore> Link<S> {
             Ask::Directory(DirectoryAsk::Retrieve(id)) => s.retrieve_service(now, id),
             Ask::Directory(DirectoryAsk::Watch(w)) => s.watch_services(now, w),
             Ask::Directory(DirectoryAsk::Unwatch(id)) => s.unwatch_services(now, id),
+            Ask::Group(GroupAsk::Create(name, open)) => s.create_group(now, name, open),
+            Ask::Group(GroupAsk::Invite(g, pne)) => s.invite_to_group(now, g, pne),
+            Ask::Group(GroupAsk::Answer(g, accept)) => s.answer_group(now, g, accept),
+            Ask::Group(GroupAsk::Join(g)) => s.join_group(now, g),
+            Ask::Group(GroupAsk::Leave(g)) => s.leave_group(now, g),
+            Ask::Group(GroupAsk::Expel(g, pne)) => s.expel_from_group(now, g, pne),
+            Ask::Group(GroupAsk::Delete(g)) => s.delete_group(now, g),
+            Ask::Group(GroupAsk::Key(g)) => s.pull_service_group_key(now, g),
+            Ask::Group(GroupAsk::Members(g)) => s.group_members(now, g),
+            Ask::Group(GroupAsk::Send(g, content)) => s.send_to_group(now, g, &content),
             Ask::SendUsage(prefs) => match self.store.unsent_local_usage(256).await {
                 Ok(unsent) => {
                     let records: Vec<_> = unsent.into_iter().map(|u| u.record).collect();
@@ -1127,6 +1209,14 @@ impl<S: DeviceStore> Link<S> {
                     Some(Command::Capabilities(reply)) => {
                         let _ = reply.send(self.session.capabilities().clone());
                     }
+                    Some(Command::Groups(reply)) => {
+                        let groups = self
+                            .session
+                            .groups()
+                            .map(|(id, g)| (*id, g.name.clone(), g.epoch))
+                            .collect();
+                        let _ = reply.send(groups);
+                    }
                     Some(Command::Machine(ask, reply)) => self.start_ask(ask, reply).await,
                 },
                 _ = &mut *stop => {
@@ -1136,6 +1226,60 @@ impl<S: DeviceStore> Link<S> {
             }
         }
     }
+}
+
+/// Keeps a service group's key in the store, sealed under the device's storage key.
+async fn keep_group<S: DeviceStore>(
+    store: &S,
+    storage_key: &MasterKey,
+    group_id: GroupId,
+    group: &HeldGroup,
+) -> Result<(), NodeError> {
+    let sealed =
+        seal_service_group_key_at_rest(storage_key, group_id.as_bytes(), group.epoch, &group.key)
+            .map_err(|e| NodeError::Sealed {
+            what: format!("the key of service group {group_id}"),
+            reason: e.to_string(),
+        })?;
+    let record = LocalServiceGroup {
+        group_id,
+        name: group.name.clone(),
+        epoch: group.epoch,
+        sealed_key: sealed,
+        stored_at: unix_millis(),
+    };
+    store.save_local_group(&record).await?;
+    Ok(())
+}
+
+/// The service group keys the store kept, opened with the device's storage key.
+async fn kept_groups<S: DeviceStore>(
+    store: &S,
+    storage_key: &MasterKey,
+) -> Result<Vec<(GroupId, HeldGroup)>, NodeError> {
+    store
+        .local_groups()
+        .await?
+        .into_iter()
+        .map(|g| {
+            let key = open_service_group_key_at_rest(
+                storage_key,
+                g.group_id.as_bytes(),
+                g.epoch,
+                &g.sealed_key,
+            )
+            .map_err(|e| NodeError::Sealed {
+                what: format!("the key of service group {}", g.group_id),
+                reason: e.to_string(),
+            })?;
+            let held = HeldGroup {
+                name: g.name,
+                epoch: g.epoch,
+                key,
+            };
+            Ok((g.group_id, held))
+        })
+        .collect()
 }
 
 /// A PNE's local PN as the store keeps it: its own SK_PNE and group key sealed under the

@@ -94,6 +94,9 @@ pub enum CommandError {
     /// This PNE holds no group key of the PN yet.
     #[error("no group key of PN {0} yet: wait for the connection set-up in the PN")]
     NoGroupKey(PnId),
+    /// This PNE holds no key of the service group (004 §5.5.7.2).
+    #[error("no key of service group {0} here: join the group, or pull its key")]
+    NoServiceGroupKey(cpns_wire::GroupId),
     /// The PN's PN GW is not on the link, or has not proved itself on it.
     #[error("PN GW {0} is not on the link or has not proved itself; connect to it first")]
     GatewayNotLinked(EntityId),
@@ -138,6 +141,7 @@ impl CommandError {
             | CommandError::LinkBusy
             | CommandError::NoCertificate
             | CommandError::NoGroupKey(_)
+            | CommandError::NoServiceGroupKey(_)
             | CommandError::GatewayNotLinked(_) => ErrorCode::WrongState,
             CommandError::TooLarge
             | CommandError::InvalidCapabilities(_)
@@ -213,6 +217,10 @@ mod tests {
             (CommandError::LinkBusy, ErrorCode::WrongState),
             (CommandError::NoCertificate, ErrorCode::WrongState),
             (CommandError::NoGroupKey(pn), ErrorCode::WrongState),
+            (
+                CommandError::NoServiceGroupKey(cpns_wire::GroupId::from_bytes([2; 16])),
+                ErrorCode::WrongState,
+            ),
             (
                 CommandError::GatewayNotLinked(pne.clone()),
                 ErrorCode::WrongState,

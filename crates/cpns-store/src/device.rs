@@ -5,9 +5,11 @@
 
 use core::future::Future;
 
-use cpns_wire::{EntityId, PnId, Preference, UsageRecord};
+use cpns_wire::{EntityId, GroupId, PnId, Preference, UsageRecord};
 
-use crate::{DepartedKey, LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
+use crate::{
+    DepartedKey, LocalPn, LocalServiceGroup, LocalSession, LocalUsage, Result, UsageSummary,
+};
 
 /// What a PN GW or a PNE keeps of itself, across restarts.
 pub trait DeviceStore: Send + Sync + 'static {
@@ -41,6 +43,18 @@ pub trait DeviceStore: Send + Sync + 'static {
 
     /// The PNE's secure session, if it kept one.
     fn local_session(&self) -> impl Future<Output = Result<Option<LocalSession>>> + Send;
+
+    /// Keeps a PNE's key of a service group, replacing the one kept for the group.
+    fn save_local_group(
+        &self,
+        group: &LocalServiceGroup,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the key kept for a service group; true if one was.
+    fn remove_local_group(&self, group: &GroupId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every service group key kept, in the order of the group ids.
+    fn local_groups(&self) -> impl Future<Output = Result<Vec<LocalServiceGroup>>> + Send;
 
     /// Keeps a usage record the PNE collected, unsent (004 §5.5.4.2).
     /// [`StoreError::Conflict`](crate::StoreError) if its id is kept already.

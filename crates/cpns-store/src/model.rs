@@ -261,6 +261,21 @@ pub struct LocalSession {
     pub stored_at: UnixMillis,
 }
 
+/// A PNE's key of a service group it is a member of (table `local_service_groups`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalServiceGroup {
+    /// The group.
+    pub group_id: cpns_wire::GroupId,
+    /// Its name.
+    pub name: String,
+    /// The epoch of the key kept.
+    pub epoch: u64,
+    /// That epoch's key, sealed under the device's storage key (docs/security.md §4.10).
+    pub sealed_key: Vec<u8>,
+    /// When it was stored.
+    pub stored_at: UnixMillis,
+}
+
 /// A PN GW's LocalEUKey copy of a member whose membership ended while it was away (table
 /// `local_departed`): kept so the PNE can prove itself and hear the server's word.
 #[derive(Clone, Debug, PartialEq, Eq)]

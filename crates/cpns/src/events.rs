@@ -377,6 +377,32 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
                 _ => d.field("bytes", "bytes", Value::Number(content.len() as u64)),
             }
         }
+        PneEvent::ServiceGroupContent {
+            group_id,
+            epoch,
+            from,
+            owner,
+            content,
+        } => {
+            let d = Described::new("service_group_content")
+                .text("group_id", group_id)
+                .text("from", from)
+                .text("owner", owner)
+                .field("epoch", "", Value::Number(*epoch))
+                .field("hex", "", Value::Text(hex::encode(content)));
+            match std::str::from_utf8(content) {
+                Ok(t) if t.chars().count() <= SHOWN_TEXT => d.text("text", t),
+                _ => d.field("bytes", "bytes", Value::Number(content.len() as u64)),
+            }
+        }
+        PneEvent::ServiceGroupContentRefused {
+            group_id,
+            from,
+            reason,
+        } => Described::new("service_group_content_refused")
+            .text("group_id", group_id)
+            .text("from", from)
+            .text("reason", reason),
         PneEvent::ContentRefused {
             pn_id,
             from,
@@ -578,6 +604,18 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
             Outcome::ServiceGroupDone { group_id, epoch } => Described::new("service_group_done")
                 .text("group_id", group_id)
                 .field("epoch", "epoch", Value::Number(*epoch)),
+            Outcome::ServiceGroupSent {
+                group_id,
+                epoch,
+                delivered,
+            } => Described::new("service_group_sent")
+                .text("group_id", group_id)
+                .field("epoch", "epoch", Value::Number(*epoch))
+                .field(
+                    "delivered",
+                    "delivered",
+                    Value::Number(u64::from(*delivered)),
+                ),
             Outcome::ServiceGroupMembers(m) => Described::new("service_group_members")
                 .text("group_id", m.group_id)
                 .field(

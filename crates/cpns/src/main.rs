@@ -8,6 +8,7 @@ mod caps_cmd;
 mod demo;
 mod elect;
 mod events;
+mod group;
 mod pn;
 mod run;
 mod service;
@@ -56,6 +57,9 @@ enum Command {
     Charging(usage::ChargingArgs),
     /// Service descriptions (docs/services.md): check a description file.
     Service(service::ServiceArgs),
+    /// Service groups (004 §5.5.9) on a running PNE: make, invite, answer, join, leave, expel,
+    /// delete, pull the key, list members, send content sealed under the group's key
+    Group(group::GroupArgs),
     /// Run a CPNS Server, a PN GW and four PNEs on loopback: establishments, registration, an
     /// election and a PN's lifecycle; print the flows and the inventory
     Demo(demo::DemoArgs),
@@ -79,6 +83,7 @@ fn main() -> std::process::ExitCode {
             | Command::Usage(_)
             | Command::Charging(_)
             | Command::Service(_)
+            | Command::Group(_)
     ) {
         "warn"
     } else {
@@ -100,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Command::Usage(a) => usage::usage(a).await,
             Command::Charging(a) => usage::charging(a).await,
             Command::Service(a) => service::service(a).await,
+            Command::Group(a) => group::group(a).await,
         }
     })
 }

@@ -328,7 +328,18 @@ fn print_answer(r: &Response) {
         | Response::ServiceDiscover { .. }
         | Response::ServiceRetrieve { .. }
         | Response::ServiceWatch { .. }
-        | Response::ServiceUnwatch { .. }) => {
+        | Response::ServiceUnwatch { .. }
+        | Response::GroupCreate { .. }
+        | Response::GroupInvite { .. }
+        | Response::GroupAnswer { .. }
+        | Response::GroupJoin { .. }
+        | Response::GroupLeave { .. }
+        | Response::GroupExpel { .. }
+        | Response::GroupDelete { .. }
+        | Response::GroupKey { .. }
+        | Response::GroupMembers { .. }
+        | Response::Groups { .. }
+        | Response::GroupSend { .. }) => {
             println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
         }
     }
@@ -415,6 +426,29 @@ fn print_event(e: &Event) {
         Event::ServiceGroupEnded { group_id, why } => {
             println!("service group {group_id}: membership ended ({why})")
         }
+        Event::ServiceGroupContent {
+            group_id,
+            from,
+            owner,
+            text,
+            hex,
+            ..
+        } => match text {
+            // Another member's words: shown escaped, so they cannot steer the terminal.
+            Some(t) => println!(
+                "service group {group_id}: {from} ({owner}) says: {}",
+                t.escape_debug()
+            ),
+            None => println!(
+                "service group {group_id}: {from} ({owner}) sent {} bytes: {hex}",
+                hex.len() / 2
+            ),
+        },
+        Event::ServiceGroupContentRefused {
+            group_id,
+            from,
+            error,
+        } => println!("service group {group_id}: content naming {from} refused: {error}"),
         Event::ServiceMatch { watch_id, entry } => println!(
             "watch {watch_id}: {} \"{}\" ({}) offered by {} of {}, directory entry {}",
             entry.service_id,

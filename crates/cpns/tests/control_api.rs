@@ -209,7 +209,14 @@ async fn the_documented_examples_run_against_running_entities() {
     // link no LocalEUKey proved, and a PNE takes a notice of expulsion only from a PN GW its
     // link proved (cpns-proto, pne/release.rs `sent_by_pns_gateway`): its own store is not
     // checked for that PN.
-    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids.len(), 3, "two PNs and a service group: {ids:?}");
+    // The service group was deleted: neither the phone nor the tv holds its key any more.
+    for pne in ["phone", "tv"] {
+        let socket = PathBuf::from(format!("{}.sock", s(&w.store(pne))));
+        let held = exchange(&socket, r#"{"v":1,"verb":"groups"}"#, 1);
+        let held: Value = serde_json::from_str(&held[0]).unwrap();
+        assert_eq!(held["groups"], serde_json::json!([]), "{pne}: {held}");
+    }
     let a = ids["3f2a8e0d5b7c4a19b6e2d0f1a9c3e7c1"].clone();
     let b = ids["9b1c44e07f2d4a6c8e5b3a1d0f9e8c7b"].clone();
     let [_, tv, speaker, _] = &mut pnes[..] else {

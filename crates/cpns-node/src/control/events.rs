@@ -149,6 +149,29 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             text: String::from_utf8(content.clone()).ok(),
             hex: hex::encode(content),
         }],
+        PneEvent::ServiceGroupContent {
+            group_id,
+            epoch,
+            from,
+            owner,
+            content,
+        } => vec![Event::ServiceGroupContent {
+            group_id: *group_id,
+            epoch: *epoch,
+            from: from.clone(),
+            owner: owner.clone(),
+            text: String::from_utf8(content.clone()).ok(),
+            hex: hex::encode(content),
+        }],
+        PneEvent::ServiceGroupContentRefused {
+            group_id,
+            from,
+            reason,
+        } => vec![Event::ServiceGroupContentRefused {
+            group_id: *group_id,
+            from: from.clone(),
+            error: failure(reason),
+        }],
         PneEvent::ContentRefused {
             pn_id,
             from,
@@ -245,6 +268,7 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::ServiceGroupKey { .. }
         | Outcome::ServiceGroupDone { .. }
         | Outcome::ServiceGroupMembers(_)
+        | Outcome::ServiceGroupSent { .. }
         | Outcome::InvitationAnswered { .. } => None,
     }
 }
@@ -375,6 +399,15 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
         Outcome::ServiceGroupDone { group_id, epoch } => ApiOutcome::ServiceGroupDone {
             group_id: *group_id,
             epoch: *epoch,
+        },
+        Outcome::ServiceGroupSent {
+            group_id,
+            epoch,
+            delivered,
+        } => ApiOutcome::ServiceGroupSent {
+            group_id: *group_id,
+            epoch: *epoch,
+            delivered: *delivered,
         },
         Outcome::ServiceGroupMembers(m) => ApiOutcome::ServiceGroupMembers {
             group_id: m.group_id,

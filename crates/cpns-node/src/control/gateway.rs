@@ -120,7 +120,18 @@ impl GatewayApi {
             | Request::ServiceDiscover { .. }
             | Request::ServiceRetrieve { .. }
             | Request::ServiceWatch { .. }
-            | Request::ServiceUnwatch { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::ServiceUnwatch { .. }
+            | Request::GroupCreate { .. }
+            | Request::GroupInvite { .. }
+            | Request::GroupAnswer { .. }
+            | Request::GroupJoin { .. }
+            | Request::GroupLeave { .. }
+            | Request::GroupExpel { .. }
+            | Request::GroupDelete { .. }
+            | Request::GroupKey { .. }
+            | Request::GroupMembers { .. }
+            | Request::Groups {}
+            | Request::GroupSend { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

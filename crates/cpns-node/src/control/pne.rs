@@ -2,13 +2,14 @@
 //! device (004 §5.3.2.5; docs/control-api.md, "PNE"). PN management (set up, register, join,
 //! leave, release, invite, expel, read), the answer to an invitation held for the application,
 //! a stream of what happens, device capabilities, status, usage and charging, and the service
-//! directory (publish, unpublish, discover, retrieve). Each verb is a
+//! directory (publish, unpublish, discover, retrieve, watch) and service groups. Each verb is a
 //! command of the running PNE ([`PneHandle`]); the store serves the device's own usage records
 //! and preferences.
 
 use cpns_control::{
-    ApiError, Capabilities, Charge, Entry, Event, Pn, Preference as ApiPreference, Request,
-    Response, Role, ServiceEntry, ServicePreference, UsageRow, VERSION,
+    ApiError, Capabilities, Charge, Entry, Event, GroupMember, HeldGroup, Pn,
+    Preference as ApiPreference, Request, Response, Role, ServiceEntry, ServicePreference,
+    UsageRow, VERSION,
 };
 use cpns_proto::pne::Outcome;
 use cpns_proto::usage::Preference;
@@ -17,7 +18,7 @@ use cpns_wire::{Audience, ErrorCode, PnId, ServiceDiscover, Status, UsageRecord}
 use tokio::sync::{broadcast, mpsc};
 
 use super::{Answer, api_error};
-use crate::pne::{DirectoryAsk, PneHandle, StatusAsk, StatusReply, unexpected};
+use crate::pne::{DirectoryAsk, GroupAsk, PneHandle, StatusAsk, StatusReply, unexpected};
 
 /// Events buffered on their way to one follower's connection.
 const FOLLOWER_QUEUE: usize = 64;
@@ -374,8 +375,131 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     other => Err(api_error(unexpected(&other))),
                 }
             }
+            Request::Groups {} => one(Response::Groups {
+                groups: h
+                    .groups()
+                    .await
+                    .map_err(api_error)?
+                    .into_iter()
+                    .map(|(group_id, name, epoch)| HeldGroup {
+                        group_id,
+                        name,
+                        epoch,
+                    })
+                    .collect(),
+            }),
+            r @ (Request::GroupCreate { .. }
+            | Request::GroupInvite { .. }
+            | Request::GroupAnswer { .. }
+            | Request::GroupJoin { .. }
+            | Request::GroupLeave { .. }
+            | Request::GroupExpel { .. }
+            | Request::GroupDelete { .. }
+            | Request::GroupKey { .. }
+            | Request::GroupMembers { .. }
+            | Request::GroupSend { .. }) => self.group(r).await.map(Reply::One),
             r @ (Request::Establish { .. } | Request::Usage { .. }) => Err(Role::Pne.refusal(&r)),
         }
+    }
+
+    /// A service group verb (004 §5.5.9, §5.5.7.2; docs/services.md, "Service groups"), asked
+    /// of the server end to end.
+    async fn group(&self, request: Request) -> Result<Response, ApiError> {
+        let ask = match &request {
+            Request::GroupCreate { name, open_to_user } => {
+                GroupAsk::Create(name.clone(), *open_to_user)
+            }
+            Request::GroupInvite { group_id, pne } => GroupAsk::Invite(*group_id, pne.clone()),
+            Request::GroupAnswer { group_id, accept } => GroupAsk::Answer(*group_id, *accept),
+            Request::GroupJoin { group_id } => GroupAsk::Join(*group_id),
+            Request::GroupLeave { group_id } => GroupAsk::Leave(*group_id),
+            Request::GroupExpel { group_id, pne } => GroupAsk::Expel(*group_id, pne.clone()),
+            Request::GroupDelete { group_id } => GroupAsk::Delete(*group_id),
+            Request::GroupKey { group_id } => GroupAsk::Key(*group_id),
+            Request::GroupMembers { group_id } => GroupAsk::Members(*group_id),
+            Request::GroupSend {
+                group_id,
+                text,
+                hex,
+            } => {
+                let content = Request::content(text.as_deref(), hex.as_deref())
+                    .map_err(ApiError::bad_request)?;
+                GroupAsk::Send(*group_id, content)
+            }
+            other => return Err(Role::Pne.refusal(other)),
+        };
+        let outcome = self.handle.group(ask).await.map_err(api_error)?;
+        let response = match (request, outcome) {
+            (Request::GroupCreate { .. }, Outcome::ServiceGroupKey { group_id, epoch }) => {
+                Response::GroupCreate { group_id, epoch }
+            }
+            (Request::GroupInvite { pne, .. }, Outcome::ServiceGroupDone { group_id, .. }) => {
+                Response::GroupInvite { group_id, pne }
+            }
+            (Request::GroupAnswer { .. }, Outcome::ServiceGroupKey { group_id, epoch }) => {
+                Response::GroupAnswer {
+                    group_id,
+                    accepted: true,
+                    epoch,
+                }
+            }
+            (Request::GroupAnswer { .. }, Outcome::ServiceGroupDone { group_id, epoch }) => {
+                Response::GroupAnswer {
+                    group_id,
+                    accepted: false,
+                    epoch,
+                }
+            }
+            (Request::GroupJoin { .. }, Outcome::ServiceGroupKey { group_id, epoch }) => {
+                Response::GroupJoin { group_id, epoch }
+            }
+            (Request::GroupLeave { .. }, Outcome::ServiceGroupDone { group_id, .. }) => {
+                Response::GroupLeave { group_id }
+            }
+            (Request::GroupExpel { pne, .. }, Outcome::ServiceGroupDone { group_id, epoch }) => {
+                Response::GroupExpel {
+                    group_id,
+                    pne,
+                    epoch,
+                }
+            }
+            (Request::GroupDelete { .. }, Outcome::ServiceGroupDone { group_id, .. }) => {
+                Response::GroupDelete { group_id }
+            }
+            (Request::GroupKey { .. }, Outcome::ServiceGroupKey { group_id, epoch }) => {
+                Response::GroupKey { group_id, epoch }
+            }
+            (Request::GroupMembers { .. }, Outcome::ServiceGroupMembers(m)) => {
+                Response::GroupMembers {
+                    group_id: m.group_id,
+                    name: m.name,
+                    epoch: m.epoch,
+                    members: m
+                        .members
+                        .into_iter()
+                        .map(|x| GroupMember {
+                            pne: x.entity,
+                            owner: x.owner,
+                            is_owner: x.is_owner,
+                        })
+                        .collect(),
+                }
+            }
+            (
+                Request::GroupSend { .. },
+                Outcome::ServiceGroupSent {
+                    group_id,
+                    epoch,
+                    delivered,
+                },
+            ) => Response::GroupSend {
+                group_id,
+                epoch,
+                delivered,
+            },
+            (_, other) => return Err(api_error(unexpected(&other))),
+        };
+        Ok(response)
     }
 
     /// An application on the device reports one use of a service (CPNS-5): kept with the

@@ -150,7 +150,18 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::ServiceDiscover { .. }
             | Request::ServiceRetrieve { .. }
             | Request::ServiceWatch { .. }
-            | Request::ServiceUnwatch { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::ServiceUnwatch { .. }
+            | Request::GroupCreate { .. }
+            | Request::GroupInvite { .. }
+            | Request::GroupAnswer { .. }
+            | Request::GroupJoin { .. }
+            | Request::GroupLeave { .. }
+            | Request::GroupExpel { .. }
+            | Request::GroupDelete { .. }
+            | Request::GroupKey { .. }
+            | Request::GroupMembers { .. }
+            | Request::Groups {}
+            | Request::GroupSend { .. }) => Err(Role::Server.refusal(&r)),
         };
         answered.into()
     }

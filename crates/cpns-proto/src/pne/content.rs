@@ -103,13 +103,20 @@ impl CertCache {
     }
 }
 
-/// The content ids seen, per PN: in arrival order (to forget the oldest) and as a set.
-#[derive(Debug, Default)]
-pub(super) struct Seen(BTreeMap<PnId, (VecDeque<SeenId>, BTreeSet<SeenId>)>);
+/// The content ids seen, per PN (or per service group): in arrival order (to forget the
+/// oldest) and as a set.
+#[derive(Debug)]
+pub(super) struct Seen<K = PnId>(BTreeMap<K, (VecDeque<SeenId>, BTreeSet<SeenId>)>);
 
-impl Seen {
+impl<K> Default for Seen<K> {
+    fn default() -> Self {
+        Self(BTreeMap::new())
+    }
+}
+
+impl<K: Ord> Seen<K> {
     /// Records `(sender, id)` in `pn_id`; false if it was seen already.
-    fn first_time(&mut self, pn_id: PnId, sender: &EntityId, id: u64) -> bool {
+    pub(super) fn first_time(&mut self, pn_id: K, sender: &EntityId, id: u64) -> bool {
         let (order, set) = self.0.entry(pn_id).or_default();
         let key = (sender.clone(), id);
         if !set.insert(key.clone()) {
@@ -124,7 +131,7 @@ impl Seen {
         true
     }
 
-    pub(super) fn forget(&mut self, pn_id: &PnId) {
+    pub(super) fn forget(&mut self, pn_id: &K) {
         self.0.remove(pn_id);
     }
 }
@@ -272,38 +279,55 @@ impl PneSession {
                 m.epoch
             ));
         }
-        if m.certificate.pne_id != m.sender {
-            return Err("its certificate is another member's".into());
-        }
-        let authority = signing.authority;
-        let certified = self
-            .certified
-            .verify(&m.certificate, &authority)
-            .map_err(|_| "its certificate is not the server's".to_string())?;
         let binding = ContentBinding {
             pn_id: m.pn_id.as_bytes(),
             epoch: m.epoch,
             sender: m.sender.as_str(),
             content_id: m.content_id,
         };
-        let plain =
-            cpns_crypto::open_group_content(gk, &certified, &binding, &m.sealed).map_err(|e| {
-                match e {
-                    cpns_crypto::CryptoError::BadSignature => {
-                        "its sender did not sign it (content passed off as another member's)"
-                            .to_string()
-                    }
-                    _ => "it does not open under the PN's group key".to_string(),
-                }
-            })?;
+        let plain = open_member_content(
+            &mut self.certified,
+            &signing.authority,
+            gk,
+            &binding,
+            &m.certificate,
+            &m.sealed,
+        )?;
         if !self
             .content_seen
             .first_time(m.pn_id, &m.sender, m.content_id)
         {
             return Err("it was received before (a replay)".into());
         }
-        Ok((m.certificate.owner.clone(), plain.to_vec()))
+        Ok((m.certificate.owner.clone(), plain))
     }
+}
+
+/// The checks a member's content passes once its group (a PN, a service group) and epoch are
+/// the receiver's: the certificate names the sender and is the server's, the box opens under
+/// `key`, and the sender signed it. The content, or the check that failed.
+pub(super) fn open_member_content(
+    certified: &mut CertCache,
+    authority: &AuthorityKey,
+    key: &cpns_crypto::GroupKey,
+    binding: &ContentBinding<'_>,
+    certificate: &MemberCertificate,
+    sealed: &[u8],
+) -> Result<Vec<u8>, String> {
+    if certificate.pne_id.as_str() != binding.sender {
+        return Err("its certificate is another member's".into());
+    }
+    let certified = certified
+        .verify(certificate, authority)
+        .map_err(|_| "its certificate is not the server's".to_string())?;
+    let plain =
+        cpns_crypto::open_group_content(key, &certified, binding, sealed).map_err(|e| match e {
+            cpns_crypto::CryptoError::BadSignature => {
+                "its sender did not sign it (content passed off as another member's)".to_string()
+            }
+            _ => "it does not open under the group's key".to_string(),
+        })?;
+    Ok(plain.to_vec())
 }
 
 #[cfg(test)]

@@ -7,16 +7,22 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use cpns_crypto::GroupKey;
+use cpns_crypto::{ContentBinding, GroupKey};
 use cpns_wire::{
-    EntityId, GROUP_ANSWER, GROUP_CREATE, GROUP_DELETE, GROUP_ENDED, GROUP_EXPEL, GROUP_INVITE,
-    GROUP_INVITED, GROUP_JOIN, GROUP_KEY, GROUP_KEY_PUSH, GROUP_LEAVE, GROUP_MEMBERS, GroupAnswer,
-    GroupCreate, GroupDone, GroupEnded, GroupExpel, GroupId, GroupInvitation, GroupInvite,
-    GroupKeyCopy, GroupMembers, GroupRef, SecureCall,
+    EntityId, GROUP_ANSWER, GROUP_CONTENT, GROUP_CREATE, GROUP_DELETE, GROUP_ENDED, GROUP_EXPEL,
+    GROUP_INVITE, GROUP_INVITED, GROUP_JOIN, GROUP_KEY, GROUP_KEY_PUSH, GROUP_LEAVE, GROUP_MEMBERS,
+    GROUP_SEND, GroupAnswer, GroupContentBox, GroupCreate, GroupDone, GroupEnded, GroupExpel,
+    GroupId, GroupInvitation, GroupInvite, GroupKeyCopy, GroupMembers, GroupRef, SecureCall,
+    UserId,
 };
 
-use super::{Outcome, PneEvent, PneSession};
+use super::content::open_member_content;
+use super::{Outcome, PneEvent, PneOutput, PneSession};
 use crate::{CommandError, CommandId, Failure, Flow};
+
+/// The largest content one send to a service group carries: the sealed box (its signature,
+/// nonce and tag added) stays within the 256 KiB the server relays.
+pub const MAX_SERVICE_GROUP_CONTENT: usize = 256 * 1024 - 256;
 
 /// A group's key as this PNE holds it.
 #[derive(Clone, Debug)]
@@ -123,6 +129,59 @@ impl PneSession {
         self.group_call(now, GROUP_MEMBERS, &GroupRef { group_id })
     }
 
+    /// Sends `content` to the other members of a service group: signed by this PNE and sealed
+    /// under the group's key of the epoch it holds (docs/security.md §4.11, the group id in the
+    /// binding's place of a PN's), so the PN GWs and the server relay what they cannot read.
+    /// Completes with [`Outcome::ServiceGroupSent`]; a group that moved to a newer epoch
+    /// refuses it (`conflict`): pull the key and send again.
+    pub fn send_to_group(
+        &mut self,
+        now: Instant,
+        group_id: GroupId,
+        content: &[u8],
+    ) -> Result<CommandId, CommandError> {
+        let Some(signing) = self.cfg.signing.clone() else {
+            return Err(CommandError::NoCertificate);
+        };
+        let Some(signer) = self.signer.as_ref() else {
+            return Err(CommandError::NoCertificate);
+        };
+        let Some(held) = self.groups.get(&group_id) else {
+            return Err(CommandError::NoServiceGroupKey(group_id));
+        };
+        let limit =
+            MAX_SERVICE_GROUP_CONTENT.min((self.cfg.max_frame as usize).saturating_sub(2048));
+        if content.len() > limit {
+            return Err(CommandError::TooLarge);
+        }
+        let content_id = self.rng.u64();
+        let binding = ContentBinding {
+            pn_id: group_id.as_bytes(),
+            epoch: held.epoch,
+            sender: self.cfg.id.as_str(),
+            content_id,
+        };
+        let sealed =
+            cpns_crypto::seal_group_content(self.rng.get(), &held.key, signer, &binding, content)?;
+        let b = GroupContentBox {
+            group_id,
+            epoch: held.epoch,
+            sender: self.cfg.id.clone(),
+            content_id,
+            sealed,
+            certificate: signing.certificate,
+        };
+        self.group_call(now, GROUP_SEND, &b)
+    }
+
+    /// Takes the service group keys the device's store kept (before any link): each is
+    /// held as if pulled, so content of the group opens before the server is asked again.
+    pub fn restore_groups(&mut self, kept: impl IntoIterator<Item = (GroupId, HeldGroup)>) {
+        for (group_id, held) in kept {
+            self.groups.insert(group_id, held);
+        }
+    }
+
     /// The groups whose key this PNE holds, with their epochs.
     pub fn groups(&self) -> impl Iterator<Item = (&GroupId, &HeldGroup)> {
         self.groups.iter()
@@ -151,13 +210,20 @@ impl PneSession {
             return Ok(Outcome::ServiceGroupKey { group_id, epoch });
         }
         match a.service.as_str() {
+            GROUP_SEND => minicbor::decode::<GroupDone>(&a.payload)
+                .map(|d| Outcome::ServiceGroupSent {
+                    group_id: d.group_id,
+                    epoch: d.epoch,
+                    delivered: d.delivered,
+                })
+                .map_err(bad),
             GROUP_MEMBERS => minicbor::decode::<GroupMembers>(&a.payload)
                 .map(|m| Outcome::ServiceGroupMembers(Box::new(m)))
                 .map_err(bad),
             GROUP_INVITE | GROUP_ANSWER | GROUP_LEAVE | GROUP_EXPEL | GROUP_DELETE => {
                 let done = minicbor::decode::<GroupDone>(&a.payload).map_err(bad)?;
                 if matches!(a.service.as_str(), GROUP_LEAVE | GROUP_DELETE) {
-                    self.groups.remove(&done.group_id);
+                    self.forget_group(&done.group_id);
                 }
                 Ok(Outcome::ServiceGroupDone {
                     group_id: done.group_id,
@@ -182,6 +248,10 @@ impl PneSession {
             epoch: copy.epoch,
             key: GroupKey::from_bytes(copy.key.0),
         };
+        self.out.push_back(PneOutput::KeepGroup {
+            group_id: copy.group_id,
+            group: held.clone(),
+        });
         self.groups.insert(copy.group_id, held);
         true
     }
@@ -203,9 +273,14 @@ impl PneSession {
                     self.event(PneEvent::ServiceGroupInvited(m));
                 }
             }
+            GROUP_CONTENT => {
+                if let Ok(m) = minicbor::decode::<GroupContentBox>(&call.payload) {
+                    self.on_service_group_content(m);
+                }
+            }
             GROUP_ENDED => {
                 if let Ok(m) = minicbor::decode::<GroupEnded>(&call.payload) {
-                    self.groups.remove(&m.group_id);
+                    self.forget_group(&m.group_id);
                     self.event(PneEvent::ServiceGroupEnded {
                         group_id: m.group_id,
                         why: m.why,
@@ -214,5 +289,76 @@ impl PneSession {
             }
             _ => {}
         }
+    }
+
+    /// A group this PNE is no longer in: its key and the content ids seen go.
+    fn forget_group(&mut self, group_id: &GroupId) {
+        if self.groups.remove(group_id).is_some() {
+            self.out.push_back(PneOutput::ForgetGroup {
+                group_id: *group_id,
+            });
+        }
+        self.group_content_seen.forget(group_id);
+    }
+
+    /// Content another member sent, pushed by the server: told as
+    /// [`PneEvent::ServiceGroupContent`] once every check passed, else as
+    /// [`PneEvent::ServiceGroupContentRefused`] with the check that failed.
+    fn on_service_group_content(&mut self, m: GroupContentBox) {
+        let (group_id, from) = (m.group_id, m.sender.clone());
+        let event = match self.accept_group_content(&m) {
+            Ok((owner, content)) => PneEvent::ServiceGroupContent {
+                group_id,
+                epoch: m.epoch,
+                from,
+                owner,
+                content,
+            },
+            Err(why) => PneEvent::ServiceGroupContentRefused {
+                group_id,
+                from,
+                reason: Failure::ContentRefused(why),
+            },
+        };
+        self.event(event);
+    }
+
+    fn accept_group_content(&mut self, m: &GroupContentBox) -> Result<(UserId, Vec<u8>), String> {
+        let Some(signing) = self.cfg.signing.as_ref() else {
+            return Err("this PNE has no authority key to check who sent it".into());
+        };
+        if m.sender == self.cfg.id {
+            return Err("it names this PNE as its sender".into());
+        }
+        let Some(held) = self.groups.get(&m.group_id) else {
+            return Err("this PNE holds no key of the group".into());
+        };
+        if held.epoch != m.epoch {
+            return Err(format!(
+                "it is sealed under epoch {}, and this PNE holds epoch {}",
+                m.epoch, held.epoch
+            ));
+        }
+        let binding = ContentBinding {
+            pn_id: m.group_id.as_bytes(),
+            epoch: m.epoch,
+            sender: m.sender.as_str(),
+            content_id: m.content_id,
+        };
+        let plain = open_member_content(
+            &mut self.certified,
+            &signing.authority,
+            &held.key,
+            &binding,
+            &m.certificate,
+            &m.sealed,
+        )?;
+        if !self
+            .group_content_seen
+            .first_time(m.group_id, &m.sender, m.content_id)
+        {
+            return Err("it was received before (a replay)".into());
+        }
+        Ok((m.certificate.owner.clone(), plain))
     }
 }

@@ -20,6 +20,7 @@ mod status;
 mod usage;
 
 pub use content::{MAX_GROUP_CONTENT, Signing};
+pub use groups::{HeldGroup, MAX_SERVICE_GROUP_CONTENT};
 pub use outcome::{Gone, Outcome};
 pub use rejoin::Phase as RejoinPhase;
 pub use secure::SecureSession;
@@ -249,6 +250,31 @@ pub enum PneEvent {
         /// Why.
         why: cpns_wire::GroupEndReason,
     },
+    /// Another member of a service group sent content, and every check passed: its
+    /// certificate is the server's and names it, the content opened under the group's key of
+    /// the epoch this PNE holds, it signed it, and it was not seen before (docs/security.md
+    /// §4.11).
+    ServiceGroupContent {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// The epoch it was sealed under.
+        epoch: u64,
+        /// The member that signed it.
+        from: EntityId,
+        /// Its user, as its certificate names it.
+        owner: cpns_wire::UserId,
+        /// The content.
+        content: Vec<u8>,
+    },
+    /// Service group content pushed to this PNE was refused: the check that failed.
+    ServiceGroupContentRefused {
+        /// The group it named.
+        group_id: cpns_wire::GroupId,
+        /// The sender it named.
+        from: EntityId,
+        /// Why ([`crate::Failure::ContentRefused`]).
+        reason: crate::Failure,
+    },
     /// The server acknowledged a usage report the PNE sent by itself (004 §5.5.4).
     UsageSent {
         /// Records sent and acknowledged.
@@ -338,6 +364,20 @@ pub enum PneOutput {
     MarkUsage {
         /// The records' ids.
         ids: Vec<u64>,
+    },
+    /// Keep this service group's key in the device's store, sealed under its storage key
+    /// (docs/security.md §4.10), replacing the one kept. Nothing waits for the answer: a key
+    /// not kept is pulled again after a restart.
+    KeepGroup {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// Its key and epoch.
+        group: HeldGroup,
+    },
+    /// Remove this service group's key from the device's store (left, expelled, deleted).
+    ForgetGroup {
+        /// The group.
+        group_id: cpns_wire::GroupId,
     },
     /// Something happened.
     Event(PneEvent),
@@ -451,6 +491,8 @@ pub struct PneSession {
     content_sends: content::PendingSends,
     /// Group content received, to refuse a replay.
     content_seen: content::Seen,
+    /// Content ids of service group content seen, per group.
+    group_content_seen: content::Seen<cpns_wire::GroupId>,
     /// Senders' certificates that verified (docs/security.md §4.11).
     certified: content::CertCache,
     /// PNs whose LocalEUKey the PN GW on the link did not prove it holds (docs/security.md
@@ -471,6 +513,7 @@ impl PneSession {
             signer,
             content_sends: BTreeMap::new(),
             content_seen: content::Seen::default(),
+            group_content_seen: content::Seen::default(),
             certified: content::CertCache::default(),
             unprovable: std::collections::BTreeSet::new(),
             cfg,

@@ -125,6 +125,16 @@ pub enum Outcome {
         /// Its epoch.
         epoch: u64,
     },
+    /// `send_to_group`: the server took the content at `epoch` and pushed it to `delivered`
+    /// other members.
+    ServiceGroupSent {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// The epoch it was sealed under.
+        epoch: u64,
+        /// Members it was pushed to.
+        delivered: u32,
+    },
     /// `group_members`: the members.
     ServiceGroupMembers(Box<cpns_wire::GroupMembers>),
     /// `retrieve_service`: the whole description.

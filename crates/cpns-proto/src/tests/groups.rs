@@ -659,3 +659,290 @@ fn a_pne_reads_its_groups_members_and_forgets_a_group_it_was_expelled_from() {
     assert!(told);
     assert_eq!(held(&h, 1, g), None);
 }
+
+/// PNE 0 makes a group, and PNEs 1 and 2 join it by invitation, through the typed commands:
+/// the group, at epoch 3.
+fn group_of_three(h: &mut Harness) -> GroupId {
+    let now = h.now();
+    let id = h.pnes[0].create_group(now, "Album".into(), false).unwrap();
+    let Outcome::ServiceGroupKey { group_id: g, .. } = done(h, 0, id).clone() else {
+        panic!()
+    };
+    for i in [1, 2] {
+        let now = h.now();
+        let id = h.pnes[0].invite_to_group(now, g, pne_id(i)).unwrap();
+        done(h, 0, id);
+        let now = h.now();
+        let id = h.pnes[i].answer_group(now, g, true).unwrap();
+        done(h, i, id);
+    }
+    assert_eq!(held(h, 0, g).map(|k| k.0), Some(3));
+    g
+}
+
+/// PNE `i` sends `text` to group `g`: how many members the server pushed it to.
+fn send(h: &mut Harness, i: usize, g: GroupId, text: &str) -> Result<u32, Failure> {
+    let now = h.now();
+    let id = h.pnes[i].send_to_group(now, g, text.as_bytes()).unwrap();
+    h.pump();
+    match h.completion(i, id).map(|c| c.result.clone()) {
+        Some(Ok(Outcome::ServiceGroupSent {
+            group_id,
+            delivered,
+            ..
+        })) => {
+            assert_eq!(group_id, g);
+            Ok(delivered)
+        }
+        Some(Err(f)) => Err(f),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// What PNE `i` was told of group content: each opened content as (sender, text), each
+/// refusal as its reason.
+fn told_content(h: &Harness, i: usize) -> (Vec<(String, String)>, Vec<String>) {
+    let (mut opened, mut refused) = (Vec::new(), Vec::new());
+    for e in h.pne_events(i) {
+        match e {
+            crate::pne::PneEvent::ServiceGroupContent { from, content, .. } => opened.push((
+                from.to_string(),
+                String::from_utf8(content.clone()).unwrap(),
+            )),
+            crate::pne::PneEvent::ServiceGroupContentRefused { reason, .. } => {
+                refused.push(reason.to_string())
+            }
+            _ => {}
+        }
+    }
+    (opened, refused)
+}
+
+#[test]
+fn members_open_what_another_sealed_and_an_expelled_member_cannot_open_the_next_item() {
+    let mut h = world();
+    let g = group_of_three(&mut h);
+    assert_eq!(send(&mut h, 1, g, "first photo"), Ok(2));
+    for i in [0, 2] {
+        let (opened, refused) = told_content(&h, i);
+        assert_eq!(opened, [(pne_id(1).to_string(), "first photo".to_string())]);
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+    assert!(told_content(&h, 1).0.is_empty(), "not to itself");
+    // Neither the PN GW nor the server read it: no frame carries it in the clear.
+    assert!(
+        h.log
+            .iter()
+            .all(|f| !f.body.windows(11).any(|w| w == b"first photo")),
+        "group content crossed in the clear"
+    );
+    // PNE 2 is expelled; the next item is not pushed to it, and the key it held (epoch 3)
+    // does not open it.
+    let old = held(&h, 2, g).unwrap();
+    let now = h.now();
+    let id = h.pnes[0].expel_from_group(now, g, pne_id(2)).unwrap();
+    done(&mut h, 0, id);
+    assert_eq!(send(&mut h, 0, g, "second photo"), Ok(1));
+    assert_eq!(
+        told_content(&h, 1).0.last(),
+        Some(&(pne_id(0).to_string(), "second photo".to_string()))
+    );
+    assert_eq!(told_content(&h, 2).0.len(), 1, "only the first item");
+    let next: GroupContentBox = pushes(&h, 1, GROUP_CONTENT).pop().unwrap();
+    assert_eq!(next.epoch, 4);
+    let signing = h.pne_cfgs[0].signing.clone().unwrap();
+    let cert = cpns_crypto::MemberCertificate {
+        pne_id: next.certificate.pne_id.to_string(),
+        owner: next.certificate.owner.to_string(),
+        key: cpns_crypto::MemberKey(next.certificate.key.0),
+        signature: next.certificate.signature.0,
+    }
+    .verify(&signing.authority)
+    .unwrap();
+    let binding = cpns_crypto::ContentBinding {
+        pn_id: g.as_bytes(),
+        epoch: next.epoch,
+        sender: next.sender.as_str(),
+        content_id: next.content_id,
+    };
+    let old_key = cpns_crypto::GroupKey::from_bytes(old.1);
+    assert!(cpns_crypto::open_group_content(&old_key, &cert, &binding, &next.sealed).is_err());
+    let binding3 = cpns_crypto::ContentBinding {
+        epoch: 3,
+        ..binding
+    };
+    assert!(cpns_crypto::open_group_content(&old_key, &cert, &binding3, &next.sealed).is_err());
+    // The one that holds epoch 4 opens it.
+    let four = cpns_crypto::GroupKey::from_bytes(*h.store.groups[&g].key.expose_secret());
+    let plain = cpns_crypto::open_group_content(&four, &cert, &binding, &next.sealed).unwrap();
+    assert_eq!(plain.as_slice(), b"second photo");
+    // The expelled PNE holds no key to send with.
+    let now = h.now();
+    assert!(matches!(
+        h.pnes[2].send_to_group(now, g, b"x"),
+        Err(crate::CommandError::NoServiceGroupKey(id)) if id == g
+    ));
+}
+
+#[test]
+fn a_member_away_during_a_change_refuses_content_of_the_newer_epoch_until_it_pulls_the_key() {
+    let mut h = world();
+    let g = group_of_three(&mut h);
+    // PNE 1 is away while PNE 2 is expelled: it misses epoch 4's key.
+    h.set_hook(|f| {
+        if f.to == Party::Pne(1) && f.message == "SecureNotice" {
+            super::harness::Action::Drop
+        } else {
+            super::harness::Action::Deliver
+        }
+    });
+    let now = h.now();
+    let id = h.pnes[0].expel_from_group(now, g, pne_id(2)).unwrap();
+    done(&mut h, 0, id);
+    h.clear_hook();
+    assert_eq!(send(&mut h, 0, g, "after the change"), Ok(1));
+    let (opened, refused) = told_content(&h, 1);
+    assert!(opened.is_empty());
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].contains("sealed under epoch 4, and this PNE holds epoch 3"),
+        "{}",
+        refused[0]
+    );
+    // Back, it pulls the key, and the next item opens.
+    let now = h.now();
+    let id = h.pnes[1].pull_service_group_key(now, g).unwrap();
+    done(&mut h, 1, id);
+    assert_eq!(send(&mut h, 0, g, "once more"), Ok(1));
+    assert_eq!(
+        told_content(&h, 1).0,
+        [(pne_id(0).to_string(), "once more".to_string())]
+    );
+    // A sender at an old epoch is refused by the server, with what to do.
+    h.pnes[1].restore_groups([(
+        g,
+        crate::pne::HeldGroup {
+            name: "Album".into(),
+            epoch: 3,
+            key: cpns_crypto::GroupKey::from_bytes([7; 32]),
+        },
+    )]);
+    match send(&mut h, 1, g, "stale") {
+        Err(Failure::Refused(e)) => {
+            assert_eq!(e.code, ErrorCode::Conflict);
+            assert!(e.reason.contains("pull its key"), "{}", e.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A box PNE `i` seals itself, as `send_to_group` would, with `edit` applied before it goes
+/// out as a raw secure call: what the server answered.
+fn crafted(
+    h: &mut Harness,
+    i: usize,
+    g: GroupId,
+    content_id: u64,
+    edit: impl FnOnce(&mut GroupContentBox),
+) -> Result<Vec<u8>, ErrorBody> {
+    let (epoch, key) = held(h, i, g).unwrap();
+    let me = pne_id(i);
+    let cfg = &h.pne_cfgs[i];
+    let signer = cpns_crypto::MemberSigningKey::derive(&cfg.eukey, me.as_str());
+    let binding = cpns_crypto::ContentBinding {
+        pn_id: g.as_bytes(),
+        epoch,
+        sender: me.as_str(),
+        content_id,
+    };
+    let sealed = cpns_crypto::seal_group_content_with_nonce(
+        &cpns_crypto::GroupKey::from_bytes(key),
+        &signer,
+        &binding,
+        b"crafted",
+        [content_id as u8; 12],
+    )
+    .unwrap();
+    let mut b = GroupContentBox {
+        group_id: g,
+        epoch,
+        sender: me,
+        content_id,
+        sealed,
+        certificate: cfg.signing.clone().unwrap().certificate,
+    };
+    edit(&mut b);
+    call(h, i, GROUP_SEND, &b)
+}
+
+#[test]
+fn content_that_fails_a_check_is_refused_with_its_reason_and_a_replay_is_told_once() {
+    let mut h = world();
+    let g = group_of_three(&mut h);
+    // A box as the PNE seals it opens; the same box again is a replay.
+    crafted(&mut h, 1, g, 1, |_| {}).unwrap();
+    crafted(&mut h, 1, g, 1, |_| {}).unwrap();
+    // Tampered in flight (or by its sender): does not open.
+    crafted(&mut h, 1, g, 2, |b| b.sealed[30] ^= 1).unwrap();
+    // A certificate the server did not sign.
+    crafted(&mut h, 1, g, 3, |b| b.certificate.signature.0[0] ^= 1).unwrap();
+    // Sealed and signed by PNE 1 under another's id: the server refuses it, as another's name.
+    let e = crafted(&mut h, 1, g, 4, |b| b.sender = pne_id(0)).unwrap_err();
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    // Its content id changed after signing: it no longer opens (the id is bound).
+    crafted(&mut h, 1, g, 5, |b| b.content_id = 55).unwrap();
+    let (opened, refused) = told_content(&h, 0);
+    assert_eq!(opened, [(pne_id(1).to_string(), "crafted".to_string())]);
+    let wanted = [
+        "it was received before (a replay)",
+        "it does not open under the group's key",
+        "its certificate is not the server's",
+        "it does not open under the group's key",
+    ];
+    assert_eq!(refused.len(), wanted.len(), "{refused:?}");
+    for (got, want) in refused.iter().zip(wanted) {
+        assert!(got.contains(want), "{got} (wanted {want})");
+    }
+}
+
+#[test]
+fn a_pnes_group_keys_are_kept_in_its_store_and_forgotten_with_the_group() {
+    let mut h = world();
+    let g = group_of_three(&mut h);
+    let kept = |h: &Harness, i: usize| {
+        h.store
+            .pne_groups
+            .get(&i)
+            .and_then(|k| k.get(&g))
+            .map(|k| (k.epoch, *k.key.expose_secret()))
+    };
+    for i in 0..3 {
+        assert_eq!(kept(&h, i), held(&h, i, g), "PNE {i}");
+    }
+    let now = h.now();
+    let id = h.pnes[0].expel_from_group(now, g, pne_id(2)).unwrap();
+    done(&mut h, 0, id);
+    assert_eq!(kept(&h, 0).map(|k| k.0), Some(4));
+    assert_eq!(kept(&h, 2), None, "forgotten with the expulsion");
+    // A restarted PNE takes what its store kept and opens content at once.
+    let mut again = crate::pne::PneSession::new(
+        h.pne_cfgs[1].clone(),
+        cpns_crypto::MachineRng::seeded([5; 32]),
+    );
+    again.restore_groups(h.store.pne_groups[&1].clone());
+    assert_eq!(
+        again
+            .groups()
+            .map(|(id, k)| (*id, k.epoch))
+            .collect::<Vec<_>>(),
+        [(g, 4)]
+    );
+    let now = h.now();
+    let id = h.pnes[1].leave_group(now, g).unwrap();
+    done(&mut h, 1, id);
+    assert_eq!(kept(&h, 1), None);
+    let now = h.now();
+    let id = h.pnes[0].delete_group(now, g).unwrap();
+    done(&mut h, 0, id);
+    assert!(h.store.pne_groups.values().all(|k| k.is_empty()));
+}

@@ -750,6 +750,18 @@ impl Harness {
                     records.retain(|r| !ids.contains(&r.id));
                 }
             }
+            PneOutput::KeepGroup { group_id, group } => {
+                self.store
+                    .pne_groups
+                    .entry(i)
+                    .or_default()
+                    .insert(group_id, group);
+            }
+            PneOutput::ForgetGroup { group_id } => {
+                if let Some(kept) = self.store.pne_groups.get_mut(&i) {
+                    kept.remove(&group_id);
+                }
+            }
             PneOutput::Event(e) => self.events.push(Ev::Pne(i, e)),
             PneOutput::Close { reason } => self.close(Party::Pne(i), None, reason),
         }
@@ -778,6 +790,7 @@ impl Harness {
             let mut p = PneSession::new(self.pne_cfgs[i].clone(), self.rng.fork());
             p.restore(self.store.pne_local[i].values().cloned().collect())
                 .unwrap();
+            p.restore_groups(self.store.pne_groups.get(&i).cloned().unwrap_or_default());
             self.pnes[i] = p;
         }
         self.connect_gw();

@@ -55,6 +55,8 @@ pub(super) struct Store {
     pub fail_pne: bool,
     /// Secure sessions the PNEs kept (PneOutput::PersistSession), by PNE index.
     pub pne_sessions: BTreeMap<usize, crate::pne::SecureSession>,
+    /// Each PNE's kept service group keys, as `KeepGroup` and `ForgetGroup` left them.
+    pub pne_groups: BTreeMap<usize, BTreeMap<cpns_wire::GroupId, crate::pne::HeldGroup>>,
     /// Each PNE's usage records not marked done yet, and its reporting preferences.
     pub pne_usage: BTreeMap<usize, (Vec<cpns_wire::UsageRecord>, crate::usage::Preferences)>,
     /// How many times each PNE asked its store for its usage records.

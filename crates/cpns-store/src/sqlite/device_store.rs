@@ -1,12 +1,15 @@
 //! [`DeviceStore`] on SQLite: a PN GW's or a PNE's own tables (`local_pns`, `local_members`,
-//! `local_session`, `local_departed`, `local_usage`, `usage_prefs`). Writes go through the writer, one
+//! `local_session`, `local_departed`, `local_service_groups`, `local_usage`, `usage_prefs`). Writes go through the writer, one
 //! transaction each; reads run on a read connection, a read of several queries in one read
 //! transaction.
 
-use cpns_wire::{EntityId, PnId, Preference};
+use cpns_wire::{EntityId, GroupId, PnId, Preference};
 
 use super::{SqliteStore, local, usage};
-use crate::{DepartedKey, DeviceStore, LocalPn, LocalSession, LocalUsage, Result, UsageSummary};
+use crate::{
+    DepartedKey, DeviceStore, LocalPn, LocalServiceGroup, LocalSession, LocalUsage, Result,
+    UsageSummary,
+};
 
 impl DeviceStore for SqliteStore {
     async fn save_local_pn(&self, p: &LocalPn) -> Result<()> {
@@ -46,6 +49,22 @@ impl DeviceStore for SqliteStore {
 
     async fn departed(&self) -> Result<Vec<DepartedKey>> {
         self.inner.readers.read(local::departed)
+    }
+
+    async fn save_local_group(&self, group: &LocalServiceGroup) -> Result<()> {
+        let group = group.clone();
+        self.write(move |c| local::save_local_group(c, &group))
+            .await
+    }
+
+    async fn remove_local_group(&self, group: &GroupId) -> Result<bool> {
+        let group = *group;
+        self.write(move |c| local::remove_local_group(c, &group))
+            .await
+    }
+
+    async fn local_groups(&self) -> Result<Vec<LocalServiceGroup>> {
+        self.inner.readers.read(local::local_groups)
     }
 
     async fn save_local_usage(&self, record: &cpns_wire::UsageRecord) -> Result<()> {

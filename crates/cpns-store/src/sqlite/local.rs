@@ -1,12 +1,14 @@
 //! A device's own local PN inventory (tables `local_pns`, `local_members`, `local_session`;
 //! 000 §6.6.1.1 steps 13-15, 003 §1.4.1 step 4): what a PN GW or PNE keeps about the PNs it
-//! belongs to.
+//! belongs to; and a PNE's keys of its service groups (`local_service_groups`).
 
-use cpns_wire::{EntityId, PnId};
+use cpns_wire::{EntityId, GroupId, PnId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec;
-use crate::{DepartedKey, LocalMember, LocalPn, LocalSession, Result};
+use crate::{
+    DepartedKey, LocalMember, LocalPn, LocalServiceGroup, LocalSession, Result, StoreError,
+};
 
 /// Stores `pn`, or replaces it and its whole member list; a replaced PN keeps its place in the
 /// order first stored.
@@ -185,6 +187,62 @@ pub(super) fn departed(conn: &Connection) -> Result<Vec<DepartedKey>> {
                 pne_id: codec::id(row, "pne_id")?,
                 sealed_local_key: row.get("sealed_local_key")?,
                 departed_at: row.get("departed_at")?,
+            })
+        },
+    )
+}
+
+/// Keeps a service group's key, replacing the one kept for the group.
+pub(super) fn save_local_group(conn: &Connection, g: &LocalServiceGroup) -> Result<()> {
+    let epoch = i64::try_from(g.epoch)
+        .map_err(|_| StoreError::conflict(format!("epoch {} is too large", g.epoch)))?;
+    codec::exec(
+        conn,
+        "INSERT INTO local_service_groups (group_id, name, epoch, sealed_key, stored_at) \
+         VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (group_id) DO UPDATE SET name = excluded.name, epoch = excluded.epoch, \
+         sealed_key = excluded.sealed_key, stored_at = excluded.stored_at",
+        params![
+            g.group_id.as_bytes().as_slice(),
+            g.name,
+            epoch,
+            g.sealed_key,
+            g.stored_at,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes a service group's key; true if one was kept.
+pub(super) fn remove_local_group(conn: &Connection, g: &GroupId) -> Result<bool> {
+    let removed = codec::exec(
+        conn,
+        "DELETE FROM local_service_groups WHERE group_id = ?",
+        params![g.as_bytes().as_slice()],
+    )?;
+    Ok(removed > 0)
+}
+
+/// Every service group key kept, by group id.
+pub(super) fn local_groups(conn: &Connection) -> Result<Vec<LocalServiceGroup>> {
+    codec::all(
+        conn,
+        "SELECT group_id, name, epoch, sealed_key, stored_at FROM local_service_groups \
+         ORDER BY group_id",
+        [],
+        |row| {
+            let id: Vec<u8> = row.get("group_id")?;
+            let id: [u8; 16] = id
+                .try_into()
+                .map_err(|_| StoreError::corrupt("group_id", "not 16 bytes"))?;
+            let epoch: i64 = row.get("epoch")?;
+            Ok(LocalServiceGroup {
+                group_id: GroupId::from_bytes(id),
+                name: row.get("name")?,
+                epoch: u64::try_from(epoch)
+                    .map_err(|_| StoreError::corrupt("epoch", "negative"))?,
+                sealed_key: row.get("sealed_key")?,
+                stored_at: row.get("stored_at")?,
             })
         },
     )

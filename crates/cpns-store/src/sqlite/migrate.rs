@@ -111,6 +111,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "service groups",
         sql: include_str!("../../migrations/sqlite/0018_service_groups.sql"),
     },
+    Migration {
+        version: 19,
+        name: "local service groups",
+        sql: include_str!("../../migrations/sqlite/0019_local_service_groups.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -2,9 +2,10 @@
 //! session, its usage records and reporting preferences.
 
 use cpns_store::{
-    DepartedKey, DeviceStore, GroupEpoch, LocalMember, LocalPn, LocalSession, StoreError,
+    DepartedKey, DeviceStore, GroupEpoch, LocalMember, LocalPn, LocalServiceGroup, LocalSession,
+    StoreError,
 };
-use cpns_wire::{Audience, CpnsId, Preference};
+use cpns_wire::{Audience, CpnsId, GroupId, Preference};
 
 use super::status_usage::record;
 use super::{caps, contents, eid, pid};
@@ -142,6 +143,44 @@ pub async fn departed_keys_are_kept_replaced_and_removed<S: DeviceStore>(s: &S) 
         s.departed().await.unwrap(),
         [key(2, "pne-2", 2, 10), key(1, "pne-3", 3, 20)]
     );
+}
+
+/// A PNE's service group keys: one per group, a newer one replacing it (name and all), listed
+/// by group id, removed one at a time, and apart from its PNs' rows.
+pub async fn service_group_keys_are_kept_replaced_and_removed<S: DeviceStore>(s: &S) {
+    let gid = |n: u8| GroupId::from_bytes([n; 16]);
+    let group = |n: u8, name: &str, epoch: u64| LocalServiceGroup {
+        group_id: gid(n),
+        name: name.into(),
+        epoch,
+        sealed_key: vec![n.wrapping_add(epoch as u8); 72],
+        stored_at: 1_700_000_000_000 + epoch as i64,
+    };
+    assert!(s.local_groups().await.unwrap().is_empty());
+    s.save_local_group(&group(2, "album", 1)).await.unwrap();
+    s.save_local_group(&group(1, "family", 3)).await.unwrap();
+    s.save_local_group(&group(2, "album 2", 4)).await.unwrap();
+    assert_eq!(
+        s.local_groups().await.unwrap(),
+        [group(1, "family", 3), group(2, "album 2", 4)]
+    );
+    // A PN's removal leaves the groups alone.
+    s.save_local_pn(&local(1, &[("pne-1", None)]))
+        .await
+        .unwrap();
+    assert!(s.remove_local_pn(&pid(1)).await.unwrap());
+    assert_eq!(s.local_groups().await.unwrap().len(), 2);
+    assert!(s.remove_local_group(&gid(1)).await.unwrap());
+    assert!(!s.remove_local_group(&gid(1)).await.unwrap());
+    assert!(!s.remove_local_group(&gid(9)).await.unwrap());
+    assert_eq!(s.local_groups().await.unwrap(), [group(2, "album 2", 4)]);
+    // An epoch past what SQLite holds is refused, and nothing changes.
+    let e = s
+        .save_local_group(&group(2, "album", u64::MAX))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict { .. }), "{e}");
+    assert_eq!(s.local_groups().await.unwrap(), [group(2, "album 2", 4)]);
 }
 
 pub async fn durable_write<S: DeviceStore>(s: &S) {
