@@ -251,3 +251,216 @@ async fn a_service_is_published_watched_discovered_and_kept_to_its_scope() {
     assert_eq!(view.watches, 0);
     store.close().await;
 }
+
+/// `cpns group ARGS --store <id's store> --json`, which must succeed: its answer.
+fn group(w: &World, id: &str, args: &[&str]) -> Value {
+    let store = w.store(id);
+    let mut all = vec!["group"];
+    all.extend(args);
+    all.extend(["--store", s(&store), "--json"]);
+    let out = cpns(&all);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out:?}: {e}"))
+}
+
+/// The group keys a device's store keeps: (group id, epoch).
+async fn kept_groups(w: &World, id: &str) -> Vec<(String, u64)> {
+    use cpns_store::DeviceStore;
+    let store = SqliteStore::open(&w.store(id)).await.unwrap();
+    let kept = store.local_groups().await.unwrap();
+    store.close().await;
+    kept.into_iter()
+        .map(|g| (g.group_id.to_string(), g.epoch))
+        .collect()
+}
+
+/// The texts of the service group content `p` was told of so far.
+fn contents(p: &Proc) -> Vec<String> {
+    p.seen("service_group_content")
+        .iter()
+        .map(|v| common::text(&v["text"]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_group_spans_two_pns_and_two_users_and_its_key_follows_its_members() {
+    let w = World::builder()
+        .gateway("home-gw")
+        .gateway("office-gw")
+        .pnes(&["phone", "tv"])
+        .user("bob")
+        .gateway("bob-gw")
+        .pne("bobs-phone")
+        .start();
+    let (_office, office_pan) = w.start_gateway("office-gw", &[]);
+    let (_bob_gw, bob_pan) = w.start_gateway("bob-gw", &[]);
+    let mut phone = w.pne("phone").stay().setup("1-1").register().spawn();
+    phone.expect_event("registered");
+    let mut tv = w
+        .pne("tv")
+        .at(&office_pan)
+        .stay()
+        .setup("1-1")
+        .register()
+        .spawn();
+    tv.expect_event("registered");
+    let mut bob = w
+        .pne("bobs-phone")
+        .at(&bob_pan)
+        .stay()
+        .setup("1-1")
+        .register()
+        .spawn();
+    bob.expect_event("registered");
+
+    // alice's phone makes the group and invites her TV (at another PN GW, in another PN) and
+    // bob's phone; each is told, and consents.
+    let made = group(&w, "phone", &["create", "Holiday album"]);
+    let g = common::text(&made["group_id"]);
+    assert_eq!(made["epoch"], 1);
+    for (p, id) in [(&mut tv, "tv"), (&mut bob, "bobs-phone")] {
+        group(&w, "phone", &["invite", &g, id]);
+        let invited = p.expect_event_where("service_group_invited", |v| v["group_id"] == g);
+        assert_eq!(invited["inviter"], "phone");
+        let answer = group(&w, id, &["accept", &g]);
+        assert_eq!(answer["accepted"], true, "{answer}");
+    }
+    // Push: each acceptance moved the group on, and the members already in were pushed the
+    // new key (the phone epochs 2 and 3, the TV epoch 3).
+    phone.expect_event_where("service_group_key", |v| {
+        v["group_id"] == g && v["epoch"] == 3
+    });
+    tv.expect_event_where("service_group_key", |v| {
+        v["group_id"] == g && v["epoch"] == 3
+    });
+    let members = group(&w, "bobs-phone", &["members", &g]);
+    let listed: Vec<(String, String)> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (common::text(&m["pne"]), common::text(&m["owner"])))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("phone".to_string(), "alice".to_string()),
+            ("tv".into(), "alice".into()),
+            ("bobs-phone".into(), "bob".into())
+        ]
+    );
+
+    // Content sealed by the phone opens at the TV and at bob's phone.
+    let sent = group(&w, "phone", &["send", &g, "photo 1"]);
+    assert_eq!(
+        (sent["epoch"].as_u64(), sent["delivered"].as_u64()),
+        (Some(3), Some(2))
+    );
+    for p in [&mut tv, &mut bob] {
+        let got = p.expect_event_where("service_group_content", |v| v["group_id"] == g);
+        assert_eq!(
+            (common::text(&got["text"]), common::text(&got["from"])),
+            ("photo 1".into(), "phone".into())
+        );
+        assert_eq!(got["owner"], "alice");
+    }
+
+    // The TV is away (killed) while bob is expelled: epoch 4, which bob never gets.
+    tv.kill();
+    let expelled = group(&w, "phone", &["expel", &g, "bobs-phone"]);
+    assert_eq!(expelled["epoch"], 4);
+    let ended = bob.expect_event_where("service_group_ended", |v| v["group_id"] == g);
+    assert_eq!(ended["why"], "expelled");
+    phone.expect_event_where("service_group_key", |v| {
+        v["group_id"] == g && v["epoch"] == 4
+    });
+    group(&w, "phone", &["send", &g, "photo 2"]);
+    // Bob's PNE forgot the key, cannot pull it, and is not sent the next item: a later notice
+    // to it (a new invitation) arrives with no content before it.
+    assert_eq!(
+        group(&w, "bobs-phone", &["list"])["groups"],
+        serde_json::json!([])
+    );
+    assert!(kept_groups(&w, "bobs-phone").await.is_empty());
+    let bob_db = w.store("bobs-phone");
+    let out = run(&["group", "key", &g, "--store", s(&bob_db)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("forbidden"), "{err}");
+    group(&w, "phone", &["invite", &g, "bobs-phone"]);
+    bob.expect_event_where("service_group_invited", |v| v["group_id"] == g);
+    assert_eq!(
+        contents(&bob),
+        ["photo 1"],
+        "the expelled member got nothing after"
+    );
+
+    // The TV comes back with the key its store kept (epoch 3): content of epoch 4 is refused
+    // with the reason, until it pulls the key back.
+    let mut tv = w.pne("tv").at(&office_pan).stay().spawn();
+    tv.expect_event("discovered");
+    assert_eq!(kept_groups(&w, "tv").await, [(g.clone(), 3)]);
+    let held = group(&w, "tv", &["list"]);
+    assert_eq!(held["groups"][0]["epoch"], 3, "{held}");
+    // Its link is up once a call of its own goes through: the pull is retried until it does.
+    let pulled = until_ok(|| {
+        let tv_db = w.store("tv");
+        let out = run(&["group", "members", &g, "--json", "--store", s(&tv_db)]);
+        out.status.success()
+    });
+    assert!(pulled);
+    group(&w, "phone", &["send", &g, "photo 2b"]);
+    let refused = tv.expect_event_where("service_group_content_refused", |v| v["group_id"] == g);
+    let why = common::text(&refused["reason"]);
+    assert!(
+        why.contains("sealed under epoch 4, and this PNE holds epoch 3"),
+        "{why}"
+    );
+    let key = group(&w, "tv", &["key", &g]);
+    assert_eq!(key["epoch"], 4);
+    assert_eq!(kept_groups(&w, "tv").await, [(g.clone(), 4)]);
+    group(&w, "phone", &["send", &g, "photo 3"]);
+    let got = tv.expect_event_where("service_group_content", |v| v["group_id"] == g);
+    assert_eq!(common::text(&got["text"]), "photo 3");
+
+    // Every store agrees: the server's group (phone and TV at epoch 4, bob invited again), the
+    // members' kept keys; then the owner deletes it, and it is gone everywhere.
+    w.stores().await.agree();
+    let server = SqliteStore::open(&w.server_db()).await.unwrap();
+    let gid: cpns_wire::GroupId = g.parse().unwrap();
+    let view = server
+        .group_view(&gid, &EntityId::new("phone").unwrap(), None, 0)
+        .await
+        .unwrap();
+    let group_row = view.group.as_ref().unwrap();
+    assert_eq!(group_row.epoch, 4);
+    let on_server: Vec<String> = view
+        .members
+        .iter()
+        .map(|m| m.member.entity.to_string())
+        .collect();
+    assert_eq!(on_server, ["phone", "tv"]);
+    assert_eq!(kept_groups(&w, "phone").await, [(g.clone(), 4)]);
+    group(&w, "phone", &["delete", &g]);
+    let ended = tv.expect_event_where("service_group_ended", |v| v["group_id"] == g);
+    assert_eq!(ended["why"], "deleted");
+    let view = server
+        .group_view(&gid, &EntityId::new("phone").unwrap(), None, 0)
+        .await
+        .unwrap();
+    assert!(view.group.is_none());
+    server.close().await;
+    for id in ["phone", "tv", "bobs-phone"] {
+        assert!(kept_groups(&w, id).await.is_empty(), "{id}");
+    }
+}
+
+/// Tries `f` until it holds, for at most 30 s; whether it did.
+fn until_ok(f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
