@@ -274,16 +274,24 @@ pub enum Request {
         /// Its directory id.
         dir_id: u64,
     },
-    /// PNE: make a service group (004 §5.5.9) with this PNE as its owning member; with
-    /// `open_to_user`, the other devices of its user may join without an invitation.
+    /// PNE, PN GW: make a service group (004 §5.5.9); with `open_to_user`, the other devices of
+    /// its user may join without an invitation. A PNE is its owning member; a PN GW names the
+    /// PNE of its owner that is (`owning`).
     GroupCreate {
         /// Its name, 1 to 64 characters.
         name: String,
         /// Whether the user's other devices may join.
         #[serde(default, skip_serializing_if = "is_false")]
         open_to_user: bool,
+        /// PN GW: the owning PNE, a device of its owner.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        owning: Option<EntityId>,
     },
-    /// PNE: invite a PNE (of any user) into a group this PNE owns.
+    /// PNE, PN GW: invite a PNE (of any user) into a group this PNE (this PN GW's user) owns.
     GroupInvite {
         /// The group.
         #[serde(with = "crate::text")]
@@ -312,7 +320,7 @@ pub enum Request {
         #[serde(with = "crate::text")]
         group_id: GroupId,
     },
-    /// PNE: expel a member from a group this PNE owns.
+    /// PNE, PN GW: expel a member from a group this PNE (this PN GW's user) owns.
     GroupExpel {
         /// The group.
         #[serde(with = "crate::text")]
@@ -321,7 +329,7 @@ pub enum Request {
         #[serde(with = "crate::text")]
         pne: EntityId,
     },
-    /// PNE: delete a group this PNE owns.
+    /// PNE, PN GW: delete a group this PNE (this PN GW's user) owns.
     GroupDelete {
         /// The group.
         #[serde(with = "crate::text")]
@@ -333,7 +341,8 @@ pub enum Request {
         #[serde(with = "crate::text")]
         group_id: GroupId,
     },
-    /// PNE: a group's members, as the server has them.
+    /// PNE, PN GW: a group's members, as the server has them (asked by a member, or by the
+    /// PN GW of the group owner's user).
     GroupMembers {
         /// The group.
         #[serde(with = "crate::text")]
@@ -442,15 +451,15 @@ pub const VERB_TABLE: [(&str, Served); 44] = [
     ("service_retrieve", PNE),
     ("service_watch", PNE),
     ("service_unwatch", PNE),
-    ("group_create", PNE),
-    ("group_invite", PNE),
+    ("group_create", PNE_GW),
+    ("group_invite", PNE_GW),
     ("group_answer", PNE),
     ("group_join", PNE),
     ("group_leave", PNE),
-    ("group_expel", PNE),
-    ("group_delete", PNE),
+    ("group_expel", PNE_GW),
+    ("group_delete", PNE_GW),
     ("group_key", PNE),
-    ("group_members", PNE),
+    ("group_members", PNE_GW),
     ("groups", PNE),
     ("group_send", PNE),
 ];

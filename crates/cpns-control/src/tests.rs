@@ -127,6 +127,7 @@ fn every_request() -> Vec<Request> {
         Request::GroupCreate {
             name: "Album".into(),
             open_to_user: true,
+            owning: Some(EntityId::new("phone").unwrap()),
         },
         Request::GroupInvite {
             group_id: group(),

@@ -125,6 +125,22 @@ enum Ask {
     Expel(PnId, EntityId),
     Invite(PnId, EntityId),
     SetCapabilities(Box<cpns_wire::DeviceCapabilities>),
+    Group(GatewayGroupAsk),
+}
+
+/// A service group request of the PN GW's owner (004 §5.5.9), of the groups its user owns.
+#[derive(Debug)]
+pub enum GatewayGroupAsk {
+    /// Make a group, named, open to the user's devices or not, owned by this PNE of the user.
+    Create(String, bool, EntityId),
+    /// Invite a PNE.
+    Invite(cpns_wire::GroupId, EntityId),
+    /// Expel a member.
+    Expel(cpns_wire::GroupId, EntityId),
+    /// Delete the group.
+    Delete(cpns_wire::GroupId),
+    /// The members.
+    Members(cpns_wire::GroupId),
 }
 
 /// What [`GatewayHandle::release`] or [`GatewayHandle::expel`] did.
@@ -266,6 +282,12 @@ impl GatewayHandle {
             ))),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// A service group request of the PN GW's owner: its outcome ([`Outcome::GroupDone`] or
+    /// [`Outcome::GroupMembers`]), or why the server refused it.
+    pub async fn group(&self, ask: GatewayGroupAsk) -> Result<Outcome, NodeError> {
+        self.run(Ask::Group(ask)).await
     }
 
     /// The PN GW's local PN inventory.
@@ -640,6 +662,13 @@ impl Actor {
                     Ask::Expel(pn_id, pne) => m.expel(now, pn_id, pne),
                     Ask::Invite(pn_id, pne) => m.invite(now, pn_id, pne),
                     Ask::SetCapabilities(caps) => m.set_capabilities(now, *caps),
+                    Ask::Group(GatewayGroupAsk::Create(name, open, owning)) => {
+                        m.create_group(now, name, open, owning)
+                    }
+                    Ask::Group(GatewayGroupAsk::Invite(g, pne)) => m.invite_to_group(now, g, pne),
+                    Ask::Group(GatewayGroupAsk::Expel(g, pne)) => m.expel_from_group(now, g, pne),
+                    Ask::Group(GatewayGroupAsk::Delete(g)) => m.delete_group(now, g),
+                    Ask::Group(GatewayGroupAsk::Members(g)) => m.group_members(now, g),
                 };
                 match started {
                     Ok(id) => {

@@ -477,6 +477,16 @@ fn describe_gateway_completed(c: &Completed<GwOutcome>) -> Described {
                 subscription,
                 entries,
             } => subscribed(*subscription, entries),
+            GwOutcome::GroupDone { group_id, epoch } => Described::new("service_group_done")
+                .text("group_id", group_id)
+                .field("epoch", "epoch", Value::Number(*epoch)),
+            GwOutcome::GroupMembers(m) => Described::new("service_group_members")
+                .text("group_id", m.group_id)
+                .field(
+                    "members",
+                    "members",
+                    Value::List(m.members.iter().map(|x| x.entity.to_string()).collect()),
+                ),
         },
     };
     d.command(c.id)

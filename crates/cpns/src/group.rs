@@ -2,7 +2,9 @@
 //! a running PNE (`cpns pne --stay`), through its control socket: make, invite, answer, join,
 //! leave, expel, delete; pull the key; list the members and the groups held; send content
 //! sealed under the group's key. Each asks the server end to end; what other members send
-//! arrives as `service_group_content` events (`cpns pn events`).
+//! arrives as `service_group_content` events (`cpns pn events`). On a running PN GW (its
+//! owner's socket, `--store` its store): make a group for a device of its owner, invite,
+//! expel, delete and list the members of its owner's groups.
 
 use std::path::PathBuf;
 
@@ -23,15 +25,19 @@ pub(crate) struct GroupArgs {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum GroupVerb {
-    /// Make a service group with this PNE as its owning member.
+    /// Make a service group: on a PNE, with itself as its owning member; on a PN GW (its
+    /// owner's), for a device of its owner named with --owning.
     Create {
         /// Its name (1 to 64 characters).
         name: String,
-        /// The other devices of this PNE's user may join without an invitation.
+        /// The other devices of the owner's user may join without an invitation.
         #[arg(long)]
         open: bool,
+        /// On a PN GW: the PNE of its owner that owns the group (and is pushed its key).
+        #[arg(long)]
+        owning: Option<EntityId>,
     },
-    /// Invite a PNE (of any user) into a group this PNE owns.
+    /// Invite a PNE (of any user) into a group this PNE (or this PN GW's owner) owns.
     Invite {
         /// The group.
         group: GroupId,
@@ -58,14 +64,14 @@ pub(crate) enum GroupVerb {
         /// The group.
         group: GroupId,
     },
-    /// Expel a member from a group this PNE owns.
+    /// Expel a member from a group this PNE (or this PN GW's owner) owns.
     Expel {
         /// The group.
         group: GroupId,
         /// The member.
         pne: EntityId,
     },
-    /// Delete a group this PNE owns.
+    /// Delete a group this PNE (or this PN GW's owner) owns.
     Delete {
         /// The group.
         group: GroupId,
@@ -103,9 +109,10 @@ pub(crate) enum GroupVerb {
 pub(crate) async fn group(a: GroupArgs) -> anyhow::Result<()> {
     let t = &a.target;
     let request = match a.verb {
-        GroupVerb::Create { name, open } => Request::GroupCreate {
+        GroupVerb::Create { name, open, owning } => Request::GroupCreate {
             name,
             open_to_user: open,
+            owning,
         },
         GroupVerb::Invite { group, pne } => Request::GroupInvite {
             group_id: group,

@@ -209,9 +209,9 @@ async fn the_documented_examples_run_against_running_entities() {
     // link no LocalEUKey proved, and a PNE takes a notice of expulsion only from a PN GW its
     // link proved (cpns-proto, pne/release.rs `sent_by_pns_gateway`): its own store is not
     // checked for that PN.
-    assert_eq!(ids.len(), 3, "two PNs and a service group: {ids:?}");
-    // The service group was deleted: neither the phone nor the tv holds its key any more.
-    for pne in ["phone", "tv"] {
+    assert_eq!(ids.len(), 4, "two PNs and two service groups: {ids:?}");
+    // The service groups were deleted: no device holds a key of one any more.
+    for pne in ["phone", "tv", "speaker"] {
         let socket = PathBuf::from(format!("{}.sock", s(&w.store(pne))));
         let held = exchange(&socket, r#"{"v":1,"verb":"groups"}"#, 1);
         let held: Value = serde_json::from_str(&held[0]).unwrap();

@@ -5,13 +5,14 @@
 
 use cpns_control::{ApiError, Capabilities, Event, Outcome, Request, Response, Role, Targets};
 use cpns_proto::gateway::EstablishTargets;
+use cpns_proto::gateway::Outcome as GwOutcome;
 use cpns_wire::ErrorCode;
 use tokio::sync::mpsc;
 
 use super::pne::{hello, one_pn, pns};
 use super::{Answer, api_error};
 use crate::NodeError;
-use crate::gateway::GatewayHandle;
+use crate::gateway::{GatewayGroupAsk, GatewayHandle};
 
 /// Answers the control verbs of a running PN GW.
 #[derive(Clone, Debug)]
@@ -70,6 +71,11 @@ impl GatewayApi {
                 Err(e) => Err(api_error(e)),
             },
             Request::Establish { with, wait } => return self.establish(with, wait).await,
+            r @ (Request::GroupCreate { .. }
+            | Request::GroupInvite { .. }
+            | Request::GroupExpel { .. }
+            | Request::GroupDelete { .. }
+            | Request::GroupMembers { .. }) => self.group(r).await,
             Request::Caps { entity, live } => {
                 if entity.as_ref().is_some_and(|e| e != h.id()) || live {
                     return ApiError::bad_request(
@@ -121,19 +127,77 @@ impl GatewayApi {
             | Request::ServiceRetrieve { .. }
             | Request::ServiceWatch { .. }
             | Request::ServiceUnwatch { .. }
-            | Request::GroupCreate { .. }
-            | Request::GroupInvite { .. }
             | Request::GroupAnswer { .. }
             | Request::GroupJoin { .. }
             | Request::GroupLeave { .. }
-            | Request::GroupExpel { .. }
-            | Request::GroupDelete { .. }
             | Request::GroupKey { .. }
-            | Request::GroupMembers { .. }
             | Request::Groups {}
             | Request::GroupSend { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
+    }
+
+    /// A service group verb of the owner (004 §5.5.9), of the groups its user owns.
+    async fn group(&self, request: Request) -> Result<Response, ApiError> {
+        let ask = match &request {
+            Request::GroupCreate {
+                name,
+                open_to_user,
+                owning,
+            } => {
+                let Some(owning) = owning.clone() else {
+                    return Err(ApiError::bad_request(
+                        "a PN GW makes a group for a device of its owner: name it as `owning`",
+                    ));
+                };
+                GatewayGroupAsk::Create(name.clone(), *open_to_user, owning)
+            }
+            Request::GroupInvite { group_id, pne } => {
+                GatewayGroupAsk::Invite(*group_id, pne.clone())
+            }
+            Request::GroupExpel { group_id, pne } => GatewayGroupAsk::Expel(*group_id, pne.clone()),
+            Request::GroupDelete { group_id } => GatewayGroupAsk::Delete(*group_id),
+            Request::GroupMembers { group_id } => GatewayGroupAsk::Members(*group_id),
+            other => return Err(Role::Gateway.refusal(other)),
+        };
+        let outcome = self.handle.group(ask).await.map_err(api_error)?;
+        Ok(match (request, outcome) {
+            (Request::GroupCreate { .. }, GwOutcome::GroupDone { group_id, epoch }) => {
+                Response::GroupCreate { group_id, epoch }
+            }
+            (Request::GroupInvite { pne, .. }, GwOutcome::GroupDone { group_id, .. }) => {
+                Response::GroupInvite { group_id, pne }
+            }
+            (Request::GroupExpel { pne, .. }, GwOutcome::GroupDone { group_id, epoch }) => {
+                Response::GroupExpel {
+                    group_id,
+                    pne,
+                    epoch,
+                }
+            }
+            (Request::GroupDelete { .. }, GwOutcome::GroupDone { group_id, .. }) => {
+                Response::GroupDelete { group_id }
+            }
+            (Request::GroupMembers { .. }, GwOutcome::GroupMembers(m)) => Response::GroupMembers {
+                group_id: m.group_id,
+                name: m.name,
+                epoch: m.epoch,
+                members: m
+                    .members
+                    .into_iter()
+                    .map(|x| cpns_control::GroupMember {
+                        pne: x.entity,
+                        owner: x.owner,
+                        is_owner: x.is_owner,
+                    })
+                    .collect(),
+            },
+            _ => {
+                return Err(ApiError::internal(
+                    "the PN GW's machine ended a group request with another outcome",
+                ));
+            }
+        })
     }
 
     /// One PN, with its current group key epoch and who confirmed holding it.

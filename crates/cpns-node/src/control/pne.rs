@@ -406,7 +406,16 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
     /// of the server end to end.
     async fn group(&self, request: Request) -> Result<Response, ApiError> {
         let ask = match &request {
-            Request::GroupCreate { name, open_to_user } => {
+            Request::GroupCreate {
+                name,
+                open_to_user,
+                owning,
+            } => {
+                if owning.as_ref().is_some_and(|o| o != self.handle.id()) {
+                    return Err(ApiError::bad_request(
+                        "a PNE owns the groups it makes: leave out `owning`",
+                    ));
+                }
                 GroupAsk::Create(name.clone(), *open_to_user)
             }
             Request::GroupInvite { group_id, pne } => GroupAsk::Invite(*group_id, pne.clone()),

@@ -14,6 +14,7 @@ mod content;
 mod departed;
 mod establish;
 mod expiry;
+mod groups;
 mod invite;
 mod membership;
 mod outcome;
@@ -894,7 +895,10 @@ impl Gateway {
             Body::PneConfirmRequest(m) => self.on_pne_confirm_request(&env, m),
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(GatewayEvent::StatusNotified(n)),
-            Body::StatusSubscribed(_) | Body::StatusAck(_) | Body::DeviceCapabilitiesConfirm(_)
+            Body::StatusSubscribed(_)
+            | Body::StatusAck(_)
+            | Body::DeviceCapabilitiesConfirm(_)
+            | Body::GatewayGroupResponse(_)
                 if self.on_owner_answer(&env) => {}
             Body::StatusSubscribed(m) => self.event(GatewayEvent::Subscribed {
                 subscription: m.subscription,

@@ -55,6 +55,16 @@ pub enum Outcome {
     },
     /// `set_status`: the server recorded the status (004 §5.5.3).
     StatusReported,
+    /// A service group request (create, invite, expel, delete): the group and its epoch now
+    /// (0: deleted).
+    GroupDone {
+        /// The group.
+        group_id: cpns_wire::GroupId,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// `group_members`: the members, the owner first.
+    GroupMembers(Box<cpns_wire::GroupMembers>),
     /// `subscribe_status`: the server keeps the subscription.
     Subscribed {
         /// Its id.
@@ -70,6 +80,18 @@ pub(super) enum Asked {
     Capabilities,
     Status,
     Subscribe,
+    /// A service group request (`groups.rs`).
+    Group,
+}
+
+impl Asked {
+    /// The flow a request of this kind is.
+    fn flow(self) -> Flow {
+        match self {
+            Asked::Group => Flow::ServiceGroup,
+            _ => Flow::StatusManagement,
+        }
+    }
 }
 
 /// The owner's requests to the server waiting for their answer, by WAN message id.
@@ -105,29 +127,46 @@ impl Gateway {
                 subscription: s.subscription,
                 entries: s.entries.clone(),
             }),
+            (cpns_wire::Body::GatewayGroupResponse(r), Asked::Group) => group_outcome(r),
             (cpns_wire::Body::ErrorBody(e), _) => Err(Failure::Refused(e.clone())),
             (body, _) => Err(Failure::Unexpected(body.name())),
         };
-        self.complete(id, Flow::StatusManagement, result);
+        self.complete(id, asked.flow(), result);
         true
     }
 
     /// The owner's requests whose answer did not come in time, or whose session ended.
     pub(super) fn owner_timeouts(&mut self, now: Instant) {
         let late = crate::util::take_expired(&mut self.owner_waits, now, |(_, _, d)| *d);
-        for (_, (_, id, _)) in late {
-            self.complete(id, Flow::StatusManagement, Err(Failure::TimedOut));
+        for (_, (asked, id, _)) in late {
+            self.complete(id, asked.flow(), Err(Failure::TimedOut));
         }
     }
 
     /// The WAN session ended: the owner's requests on it end too.
     pub(super) fn owner_wan_lost(&mut self) {
-        for (_, (_, id, _)) in std::mem::take(&mut self.owner_waits) {
-            self.complete(id, Flow::StatusManagement, Err(Failure::WanLost));
+        for (_, (asked, id, _)) in std::mem::take(&mut self.owner_waits) {
+            self.complete(id, asked.flow(), Err(Failure::WanLost));
         }
     }
 
     pub(super) fn owner_deadlines(&self) -> impl Iterator<Item = Instant> + '_ {
         self.owner_waits.values().map(|(_, _, d)| *d)
     }
+}
+
+/// A Gateway Group Response as the outcome of the request it answers.
+fn group_outcome(r: &cpns_wire::GatewayGroupResponse) -> Result<Outcome, Failure> {
+    let unexpected = |_| Failure::Unexpected("GatewayGroupResponse");
+    if r.service == cpns_wire::GROUP_MEMBERS {
+        return minicbor::decode::<cpns_wire::GroupMembers>(&r.payload)
+            .map(|m| Outcome::GroupMembers(Box::new(m)))
+            .map_err(unexpected);
+    }
+    minicbor::decode::<cpns_wire::GroupDone>(&r.payload)
+        .map(|d| Outcome::GroupDone {
+            group_id: d.group_id,
+            epoch: d.epoch,
+        })
+        .map_err(unexpected)
 }

@@ -47,7 +47,11 @@ impl PneSession {
         name: String,
         open_to_user: bool,
     ) -> Result<CommandId, CommandError> {
-        let m = GroupCreate { name, open_to_user };
+        let m = GroupCreate {
+            name,
+            open_to_user,
+            owning: None,
+        };
         self.group_call(now, GROUP_CREATE, &m)
     }
 

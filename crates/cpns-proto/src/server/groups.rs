@@ -12,13 +12,15 @@ use std::time::Instant;
 
 use cpns_crypto::{GroupKey, NoticeBinding, SessionKey, seal_secure_notice};
 use cpns_wire::{
-    EntityId, ErrorCode, GROUP_ANSWER, GROUP_CONTENT, GROUP_CREATE, GROUP_DELETE, GROUP_ENDED,
-    GROUP_EXPEL, GROUP_INVITE, GROUP_INVITED, GROUP_JOIN, GROUP_KEY, GROUP_KEY_PUSH, GROUP_LEAVE,
-    GROUP_MEMBERS, GROUP_SEND, GroupAnswer, GroupContentBox, GroupCreate, GroupDone,
-    GroupEndReason, GroupEnded, GroupExpel, GroupId, GroupInvitation, GroupInvite, GroupKeyCopy,
-    GroupMember, GroupMembers, GroupRef, KeyBytes, PnId, SecureCall, SecureNotice, UserId,
+    Address, EntityId, Envelope, ErrorCode, GROUP_ANSWER, GROUP_CONTENT, GROUP_CREATE,
+    GROUP_DELETE, GROUP_ENDED, GROUP_EXPEL, GROUP_INVITE, GROUP_INVITED, GROUP_JOIN, GROUP_KEY,
+    GROUP_KEY_PUSH, GROUP_LEAVE, GROUP_MEMBERS, GROUP_SEND, GatewayGroupRequest, GroupAnswer,
+    GroupContentBox, GroupCreate, GroupDone, GroupEndReason, GroupEnded, GroupExpel, GroupId,
+    GroupInvitation, GroupInvite, GroupKeyCopy, GroupMember, GroupMembers, GroupRef, KeyBytes,
+    PnId, SecureCall, SecureNotice, UserId,
 };
 
+use super::connect::Gw;
 use super::secure::Call;
 use super::{Load, Parked, Persisted, ServerEffect, ServerSession};
 
@@ -173,6 +175,37 @@ pub(super) struct Pushes {
 }
 
 impl ServerSession {
+    /// A PN GW asks for its owner (004 §5.5.9: "enables PNE and PN GW to request"): only the
+    /// PN GW itself, in its session's budget, each request id answered once (a retry gets the
+    /// same answer).
+    pub(super) fn on_gateway_group(
+        &mut self,
+        now: Instant,
+        gw: &Gw,
+        env: &Envelope,
+        m: GatewayGroupRequest,
+    ) {
+        if self.replay(&env.from, m.request_id, env) {
+            return;
+        }
+        if env.from != Address::Entity(gw.id.clone()) {
+            return self.reject(
+                env,
+                ErrorCode::Forbidden,
+                "only the PN GW asks for its owner",
+            );
+        }
+        if !is_group(&m.service) {
+            let why = format!("{} is not a group service", m.service.escape_debug());
+            return self.reject(env, ErrorCode::NotFound, &why);
+        }
+        if !self.admit(env) {
+            return;
+        }
+        let call = Call::gateway(env.msg_id, gw.id.clone(), gw.owner.clone(), m.request_id);
+        self.group_call(now, call, &m.service, &m.payload);
+    }
+
     /// A group request, opened and its number taken.
     pub(super) fn group_call(&mut self, now: Instant, c: Call, service: &str, payload: &[u8]) {
         let Some(now_ms) = self.unix_ms(now) else {
@@ -216,6 +249,37 @@ impl ServerSession {
         {
             return self.refuse_call(&c, ErrorCode::BadRequest, &why);
         }
+        // A PN GW asks for its owner what a group's owner may; joining, leaving and answering
+        // are a member's own acts, and keys and content are the members' only.
+        let by_gateway = c.gateway_owner().is_some();
+        if by_gateway
+            && !matches!(
+                op,
+                GroupOp::Create(_)
+                    | GroupOp::Invite(_)
+                    | GroupOp::Expel(_)
+                    | GroupOp::Delete
+                    | GroupOp::Members
+            )
+        {
+            let why = "a PN GW asks to create, invite, expel, delete or list members; the rest \
+                       is a member's own to ask";
+            return self.refuse_call(&c, ErrorCode::Forbidden, why);
+        }
+        let owning = match &op {
+            GroupOp::Create(m) => match (&m.owning, by_gateway) {
+                (None, true) => {
+                    let why = "a PN GW names the PNE of its user that owns the group (`owning`)";
+                    return self.refuse_call(&c, ErrorCode::BadRequest, why);
+                }
+                (Some(o), false) if *o != c.pne => {
+                    let why = "a PNE makes a group it owns itself";
+                    return self.refuse_call(&c, ErrorCode::Forbidden, why);
+                }
+                (o, _) => o.clone(),
+            },
+            _ => None,
+        };
         if let GroupOp::Send(b) = &op
             && b.sealed.len() > MAX_CONTENT
         {
@@ -224,11 +288,16 @@ impl ServerSession {
         }
         let also = match &op {
             GroupOp::Invite(e) => Some(e.clone()),
-            _ => None,
+            _ => owning.clone().filter(|_| by_gateway),
+        };
+        // A PN GW's creation is read as its owning PNE's: its user, its groups, its reach.
+        let asker = match (&owning, by_gateway) {
+            (Some(o), true) => o.clone(),
+            _ => c.pne.clone(),
         };
         let load = Load::Group {
             group: group_id,
-            asker: c.pne.clone(),
+            asker,
             also,
             now_ms,
         };
@@ -252,20 +321,49 @@ impl ServerSession {
         let Some(owner) = l.asker_owner.clone() else {
             return self.refuse_call(&call, ErrorCode::Forbidden, "the asker is not enrolled");
         };
+        let gateway_owner = call.gateway_owner().cloned();
         if let GroupOp::Create(m) = op {
             if l.asker_groups >= MAX_GROUPS {
                 let why = format!("a PNE is in at most {MAX_GROUPS} groups: leave one first");
                 return self.refuse_call(&call, ErrorCode::Forbidden, &why);
             }
             let key = GroupKey::random(self.rng.get());
+            // A PNE makes a group it owns, answered with its key; a PN GW makes one for a PNE
+            // of its own user, which is pushed the key, and is answered without it.
+            let (creator, creator_pn, then, pushes) = match (gateway_owner, m.owning) {
+                (Some(gw_owner), Some(owning)) => {
+                    if gw_owner != owner {
+                        let why = format!("{owning} is not a device of this PN GW's owner");
+                        return self.refuse_call(&call, ErrorCode::Forbidden, &why);
+                    }
+                    let Some(reach) = l.also.clone().filter(|r| r.entity == owning) else {
+                        let why = format!("{owning} cannot be reached: it is in no PN with a key");
+                        return self.refuse_call(&call, ErrorCode::NotFound, &why);
+                    };
+                    let pushes = Pushes {
+                        key: Some((1, key.clone(), vec![reach.clone()])),
+                        ..Pushes::default()
+                    };
+                    (owning, reach.pn_id, Then::Done { epoch: 1 }, pushes)
+                }
+                _ => (
+                    call.pne.clone(),
+                    call.pn_id,
+                    Then::AnswerKey {
+                        epoch: 1,
+                        key: key.clone(),
+                    },
+                    Pushes::default(),
+                ),
+            };
             let effect = ServerEffect::CreateGroup {
                 group: group_id,
                 name: m.name.clone(),
                 owner,
-                creator: call.pne.clone(),
-                creator_pn: call.pn_id,
+                creator,
+                creator_pn,
                 open_to_user: m.open_to_user,
-                key: key.clone(),
+                key,
                 now_ms,
             };
             let write = GroupWrite {
@@ -274,19 +372,20 @@ impl ServerSession {
                 group_id,
                 name: m.name,
                 now_ms,
-                then: Then::AnswerKey { epoch: 1, key },
+                then,
             };
-            return self.persist(
-                Parked::GroupWrite(Box::new((write, Pushes::default()))),
-                effect,
-            );
+            return self.persist(Parked::GroupWrite(Box::new((write, pushes))), effect);
         }
         let Some(g) = l.group.clone() else {
             let why = format!("no group {group_id}");
             return self.refuse_call(&call, ErrorCode::NotFound, &why);
         };
         let me = l.members.iter().find(|m| m.entity == call.pne);
-        let is_owner = g.creator == call.pne;
+        // The owning member, or a PN GW asking for the user that owns the group.
+        let is_owner = match &gateway_owner {
+            Some(u) => *u == g.owner,
+            None => g.creator == call.pne,
+        };
         let others = |except: &[&EntityId]| -> Vec<Reach> {
             l.members
                 .iter()
@@ -297,7 +396,14 @@ impl ServerSession {
         let done = |epoch| Then::Done { epoch };
         match op {
             GroupOp::Create(_) => {}
-            GroupOp::Key | GroupOp::Members | GroupOp::Send(_) if me.is_none() => {
+            GroupOp::Members if gateway_owner.is_some() && !is_owner => self.refuse_call(
+                &call,
+                ErrorCode::Forbidden,
+                "only the PN GW of the group owner's user",
+            ),
+            GroupOp::Key | GroupOp::Members | GroupOp::Send(_)
+                if me.is_none() && gateway_owner.is_none() =>
+            {
                 self.refuse_call(&call, ErrorCode::Forbidden, "only a member of the group")
             }
             GroupOp::Key => {
@@ -496,6 +602,13 @@ impl ServerSession {
                 let Some(gone) = leaving else {
                     // A deletion: every other member is told, then the group is no more.
                     let effect = ServerEffect::DeleteGroup { group: group_id };
+                    // Every member but the one that asked (a PN GW asking is none of them).
+                    let ends: Vec<Reach> = l
+                        .members
+                        .iter()
+                        .filter(|m| m.entity != call.pne)
+                        .filter_map(|m| m.reach.clone())
+                        .collect();
                     let write = GroupWrite {
                         call,
                         service: GROUP_DELETE,
@@ -504,12 +617,6 @@ impl ServerSession {
                         now_ms,
                         then: done(0),
                     };
-                    let ends: Vec<Reach> = l
-                        .members
-                        .iter()
-                        .filter(|m| m.entity != g.creator)
-                        .filter_map(|m| m.reach.clone())
-                        .collect();
                     return self.persist(Parked::GroupDelete(Box::new((write, ends))), effect);
                 };
                 let key = GroupKey::random(self.rng.get());

@@ -784,6 +784,10 @@ pub struct ServerSession {
     /// (003 §1.4.2 steps 4-5; docs/ARCHITECTURE.md, "Identity on the PAN").
     pending_members: BTreeMap<(PnId, EntityId), register::PendingMember>,
     answered: VecDeque<((Address, RequestId), Envelope)>,
+    /// Answers to secure calls, kept for a retry in this session: by the request itself (its
+    /// PNE, PN, number and sealed tag), since numbers run per SK_PNE and a PNE has one in each
+    /// of its PNs, and a new one after registering again.
+    secure_answered: VecDeque<(secure::Retry, Envelope)>,
     /// The replay windows of the secure sessions of this PN GW's members that called, as taken
     /// (docs/security.md §4.8), each with the SK_PNE it belongs to: loaded with the member's
     /// SK_PNE the first time, and again once the store holds another SK_PNE (a registration
@@ -834,6 +838,7 @@ impl ServerSession {
             reported: false,
             last_status: None,
             answered: VecDeque::new(),
+            secure_answered: VecDeque::new(),
             windows: BTreeMap::new(),
             asked: BTreeMap::new(),
             held: 0,
@@ -976,6 +981,7 @@ impl ServerSession {
             Body::PnUpdateRequest(m) => self.on_pn_update(&gw, &env, m),
             Body::PnReleaseRequest(m) => self.on_pn_release(&gw, &env, m),
             Body::PneLeaveRequest(m) => self.on_pne_leave(&gw, &env, m),
+            Body::GatewayGroupRequest(m) => self.on_gateway_group(now, &gw, &env, m),
             Body::GroupKeyRequest(m) => self.on_group_key_request(&env, m),
             Body::PneConfirmResponse(m) => self.on_confirm_response(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
@@ -1328,13 +1334,25 @@ impl ServerSession {
         self.persist(Parked::Remembered, effect);
     }
 
-    /// Keeps an answer for retries in this session's memory only (a secure answer: its number
-    /// is taken, durably, before it runs; docs/security.md §4.8).
-    fn keep_answer(&mut self, sender: Address, request_id: RequestId, env: Envelope) {
-        if self.answered.len() == REPLAY_CACHE {
-            self.answered.pop_front();
+    /// Keeps a secure call's answer for a retry of the very same request, in this session's
+    /// memory only (its number is taken, durably, before it runs; docs/security.md §4.8).
+    fn keep_answer(&mut self, retry: secure::Retry, env: Envelope) {
+        if self.secure_answered.len() == REPLAY_CACHE {
+            self.secure_answered.pop_front();
         }
-        self.answered.push_back(((sender, request_id), env));
+        self.secure_answered.push_back((retry, env));
+    }
+
+    /// A retry of a secure request answered in this session: the same answer sent again.
+    fn replay_secure(&mut self, retry: &secure::Retry, env: &Envelope) -> bool {
+        let Some((_, prev)) = self.secure_answered.iter().find(|(r, _)| r == retry) else {
+            return false;
+        };
+        let mut again = prev.clone();
+        again.msg_id = self.ids.next();
+        again.in_reply_to = Some(env.msg_id);
+        self.transmit(again);
+        true
     }
 
     /// The loaded PN and the connected PN GW, when the PN is that PN GW's own. Otherwise

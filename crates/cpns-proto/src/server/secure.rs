@@ -24,6 +24,31 @@ use super::{
     InventoryLoaded, Load, Parked, ServerEffect, ServerSession, SessionLoaded, UsageOwners,
 };
 
+/// What makes a secure request the same one again (a retry): its PNE, its PN, its number and
+/// the tag of its sealed call. Numbers run per SK_PNE, so the same number in another PN, or
+/// under a new SK_PNE of the same PN, is another request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Retry {
+    pne: EntityId,
+    pn_id: PnId,
+    request_id: RequestId,
+    tag: [u8; 16],
+}
+
+impl Retry {
+    pub(super) fn of(pne: &EntityId, req: &SecureRequest) -> Self {
+        let mut tag = [0u8; 16];
+        let n = req.sealed.len().min(16);
+        tag[..n].copy_from_slice(&req.sealed[req.sealed.len() - n..]);
+        Self {
+            pne: pne.clone(),
+            pn_id: req.pn_id,
+            request_id: req.request_id,
+            tag,
+        }
+    }
+}
+
 /// A secure request waiting for its member's SK_PNE.
 #[derive(Debug)]
 pub(super) struct SecureLoad {
@@ -49,8 +74,8 @@ impl ServerSession {
                 "a secure request comes from a PNE",
             );
         };
-        // A retry of a number answered in this session: the same answer, not a second run.
-        if self.replay(&env.from, req.request_id, env) {
+        // A retry of a request answered in this session: the same answer, not a second run.
+        if self.replay_secure(&Retry::of(&pne, &req), env) {
             return;
         }
         if !self.admit(env) {
@@ -135,13 +160,17 @@ impl ServerSession {
         }
         window.take(n);
         let window = *window;
+        let retry = Retry::of(&p.pne, &p.req);
         let taken = Taken {
             call: Call {
                 req_msg: p.req_msg,
                 pne: p.pne,
                 pn_id: p.req.pn_id,
-                request_id: p.req.request_id,
-                sk,
+                by: By::Pne {
+                    request_id: p.req.request_id,
+                    sk,
+                    retry,
+                },
             },
             request: call,
         };
@@ -190,28 +219,43 @@ impl ServerSession {
 
     /// Seals `answer` for the call's PNE and sends it.
     pub(super) fn answer_call(&mut self, c: &Call, answer: SecureCall) {
+        let (request_id, sk, retry) = match &c.by {
+            By::Pne {
+                request_id,
+                sk,
+                retry,
+            } => (*request_id, sk, retry.clone()),
+            By::Gateway { request_id, .. } => {
+                // Nothing a PN GW is answered holds a key: it goes on its own session.
+                let resp = cpns_wire::GatewayGroupResponse {
+                    request_id: *request_id,
+                    service: answer.service,
+                    payload: answer.payload,
+                };
+                let sent = self.respond(c.req_msg, Address::Server, resp);
+                self.remember(Address::Entity(c.pne.clone()), *request_id, sent);
+                return;
+            }
+        };
         let to = Address::Entity(c.pne.clone());
         let binding = SecureBinding {
             pn_id: c.pn_id.as_bytes(),
             pne_id: c.pne.as_str(),
-            request_id: c.request_id.0,
+            request_id: request_id.0,
         };
         let plain = minicbor::to_vec(&answer).unwrap_or_default();
         let sealed = seal_secure_message(
             self.rng.get(),
-            &c.sk,
+            sk,
             E2eDirection::ServerToPne,
             &binding,
             &plain,
         );
         match sealed {
             Ok(sealed) => {
-                let resp = SecureResponse {
-                    request_id: c.request_id,
-                    sealed,
-                };
-                let sent = self.respond(c.req_msg, to.clone(), resp);
-                self.keep_answer(to, c.request_id, sent);
+                let resp = SecureResponse { request_id, sealed };
+                let sent = self.respond(c.req_msg, to, resp);
+                self.keep_answer(retry, sent);
             }
             Err(_) => {
                 let e = ErrorBody::new(ErrorCode::Internal, "the answer could not be sealed");
@@ -287,20 +331,64 @@ pub(super) struct Taken {
     request: SecureCall,
 }
 
-/// An opened secure call: whom to answer, and the key and binding to seal the answer with.
+/// An opened secure call, or a PN GW's request for its owner: whom to answer, and how.
 #[derive(Debug)]
 pub(super) struct Call {
     req_msg: u64,
+    /// The asker: the PNE whose SK_PNE the call opened under, or the PN GW itself.
     pub(super) pne: EntityId,
+    /// The PN the call was sealed in (a PN GW's request: none, all zero).
     pub(super) pn_id: PnId,
-    request_id: RequestId,
-    sk: SessionKey,
+    by: By,
+}
+
+/// How a call came, so how it is answered.
+#[derive(Debug)]
+enum By {
+    /// A PNE's secure call: the answer is sealed under its SK_PNE, bound to its number, and
+    /// kept for a retry of the same request.
+    Pne {
+        request_id: RequestId,
+        sk: SessionKey,
+        retry: Retry,
+    },
+    /// A PN GW asking for its owner (`GatewayGroupRequest`): answered on its session.
+    Gateway {
+        request_id: RequestId,
+        owner: cpns_wire::UserId,
+    },
 }
 
 impl Call {
-    /// The request and the PNE it answers.
+    /// The request and whom its answer goes to.
     pub(super) fn asker(&self) -> (u64, Address) {
-        (self.req_msg, Address::Entity(self.pne.clone()))
+        match self.by {
+            By::Pne { .. } => (self.req_msg, Address::Entity(self.pne.clone())),
+            By::Gateway { .. } => (self.req_msg, Address::Server),
+        }
+    }
+
+    /// A PN GW's request for its owner `owner`, `gw` asking.
+    pub(super) fn gateway(
+        req_msg: u64,
+        gw: EntityId,
+        owner: cpns_wire::UserId,
+        request_id: RequestId,
+    ) -> Self {
+        Self {
+            req_msg,
+            pne: gw,
+            pn_id: PnId::from_bytes([0; 16]),
+            by: By::Gateway { request_id, owner },
+        }
+    }
+
+    /// When a PN GW asks (not a PNE): the user it asks for, its owner.
+    pub(super) fn gateway_owner(&self) -> Option<&cpns_wire::UserId> {
+        match &self.by {
+            By::Gateway { owner, .. } => Some(owner),
+            By::Pne { .. } => None,
+        }
     }
 }
 

@@ -100,6 +100,7 @@ fn create(h: &mut Harness, i: usize, open_to_user: bool) -> GroupId {
     let made = GroupCreate {
         name: "Holiday album".into(),
         open_to_user,
+        owning: None,
     };
     let copy: GroupKeyCopy = decode(call(h, i, GROUP_CREATE, &made).unwrap());
     assert_eq!((copy.epoch, copy.name.as_str()), (1, "Holiday album"));
@@ -414,6 +415,7 @@ fn bad_group_requests_are_refused_with_their_reason() {
         let made = GroupCreate {
             name: name.into(),
             open_to_user: false,
+            owning: None,
         };
         assert_eq!(
             code(call(&mut h, 0, GROUP_CREATE, &made)),
@@ -424,6 +426,7 @@ fn bad_group_requests_are_refused_with_their_reason() {
     let longest = GroupCreate {
         name: "é".repeat(64),
         open_to_user: false,
+        owning: None,
     };
     let copy: GroupKeyCopy = decode(call(&mut h, 0, GROUP_CREATE, &longest).unwrap());
     assert_eq!(copy.name.chars().count(), 64);
@@ -447,6 +450,7 @@ fn bad_group_requests_are_refused_with_their_reason() {
     let made = GroupCreate {
         name: "one more".into(),
         open_to_user: false,
+        owning: None,
     };
     assert_eq!(
         code(call(&mut h, 1, GROUP_CREATE, &made)),
@@ -945,4 +949,243 @@ fn a_pnes_group_keys_are_kept_in_its_store_and_forgotten_with_the_group() {
     let id = h.pnes[0].delete_group(now, g).unwrap();
     done(&mut h, 0, id);
     assert!(h.store.pne_groups.values().all(|k| k.is_empty()));
+}
+
+/// Hands `env` to the server as the PN GW's session sent it: the server's answer.
+fn server_reply(h: &mut Harness, env: &cpns_wire::Envelope) -> cpns_wire::Body {
+    h.deliver_direct(Party::Gw, Party::Server, &super::harness::plain(env))
+        .unwrap();
+    let answer = h.server_answer(env.msg_id);
+    h.pump();
+    answer
+}
+
+/// What the PN GW's owner's group command `id` ended with.
+fn gw_done(h: &mut Harness, id: crate::CommandId) -> Result<crate::gateway::Outcome, Failure> {
+    h.pump();
+    h.gw_completion(id).unwrap().result.clone()
+}
+
+#[test]
+fn the_pn_gws_owner_makes_a_group_for_its_device_invites_expels_lists_and_deletes() {
+    let mut h = world();
+    let now = h.now();
+    let id =
+        h.gw.create_group(now, "Family".into(), false, pne_id(0))
+            .unwrap();
+    let Ok(crate::gateway::Outcome::GroupDone { group_id: g, epoch }) = gw_done(&mut h, id) else {
+        panic!()
+    };
+    assert_eq!(epoch, 1);
+    // The owning PNE was pushed the key; the PN GW never saw it.
+    assert_eq!(held(&h, 0, g).map(|k| k.0), Some(1));
+    let key = *h.store.groups[&g].key.expose_secret();
+    assert_eq!(held(&h, 0, g).map(|k| k.1), Some(key));
+    assert!(
+        h.log
+            .iter()
+            .filter(|f| f.to == Party::Gw || f.from == Party::Gw)
+            .filter(|f| f.message == "GatewayGroupResponse")
+            .all(|f| !f.body.windows(32).any(|w| w == key.as_slice())),
+        "a group key reached the PN GW"
+    );
+    assert_eq!(h.store.groups[&g].creator, pne_id(0));
+    // It invites PNE 1, which consents; it expels it again; it lists the members.
+    let now = h.now();
+    let id = h.gw.invite_to_group(now, g, pne_id(1)).unwrap();
+    assert!(gw_done(&mut h, id).is_ok());
+    let invited = h.pne_events(1).into_iter().any(|e| {
+        matches!(e, crate::pne::PneEvent::ServiceGroupInvited(m)
+            if m.group_id == g && m.inviter == h.gw_cfg.id)
+    });
+    assert!(invited);
+    let now = h.now();
+    let id = h.pnes[1].answer_group(now, g, true).unwrap();
+    done(&mut h, 1, id);
+    let now = h.now();
+    let id = h.gw.group_members(now, g).unwrap();
+    let Ok(crate::gateway::Outcome::GroupMembers(m)) = gw_done(&mut h, id) else {
+        panic!()
+    };
+    let listed: Vec<_> = m.members.iter().map(|x| x.entity.clone()).collect();
+    assert_eq!(listed, [pne_id(0), pne_id(1)]);
+    let now = h.now();
+    let id = h.gw.expel_from_group(now, g, pne_id(1)).unwrap();
+    assert_eq!(
+        gw_done(&mut h, id),
+        Ok(crate::gateway::Outcome::GroupDone {
+            group_id: g,
+            epoch: 3
+        })
+    );
+    assert_eq!(held(&h, 1, g), None, "the expelled member forgot it");
+    assert_eq!(held(&h, 0, g).map(|k| k.0), Some(3), "pushed to the owner");
+    // Deleted: the owning PNE, which did not ask, is told too.
+    let now = h.now();
+    let id = h.gw.delete_group(now, g).unwrap();
+    assert!(gw_done(&mut h, id).is_ok());
+    assert!(h.store.groups.is_empty());
+    assert_eq!(held(&h, 0, g), None);
+    let told = h.pne_events(0).into_iter().any(|e| {
+        matches!(e, crate::pne::PneEvent::ServiceGroupEnded { group_id, why }
+            if *group_id == g && *why == cpns_wire::GroupEndReason::Deleted)
+    });
+    assert!(told);
+}
+
+#[test]
+fn the_pn_gw_asks_only_for_its_owners_groups_and_devices_and_never_as_a_member() {
+    let mut h = world();
+    let refused = |h: &mut Harness, id| match gw_done(h, id) {
+        Err(Failure::Refused(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    // Not for another user's PNE.
+    h.store.entities.get_mut(&pne_id(2)).unwrap().owner = UserId::new("carol").unwrap();
+    let now = h.now();
+    let id =
+        h.gw.create_group(now, "Family".into(), false, pne_id(2))
+            .unwrap();
+    let e = refused(&mut h, id);
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    assert!(
+        e.reason.contains("not a device of this PN GW's owner"),
+        "{}",
+        e.reason
+    );
+    assert!(h.store.groups.is_empty());
+    // Carol's PNE makes its own group: alice's PN GW neither invites, expels, lists nor
+    // deletes in it.
+    let carols = create(&mut h, 2, false);
+    for ask in 0..4 {
+        let now = h.now();
+        let id = match ask {
+            0 => h.gw.invite_to_group(now, carols, pne_id(0)),
+            1 => h.gw.expel_from_group(now, carols, pne_id(2)),
+            2 => h.gw.group_members(now, carols),
+            _ => h.gw.delete_group(now, carols),
+        }
+        .unwrap();
+        assert_eq!(refused(&mut h, id).code, ErrorCode::Forbidden, "ask {ask}");
+    }
+    assert_eq!(h.store.groups[&carols].epoch, 1);
+    assert!(h.store.group_invites.is_empty());
+    // What is a member's own to ask, a PN GW may not; a creation names its owning PNE; a PNE
+    // makes only a group it owns itself.
+    let gw = h.gw_cfg.id.clone();
+    for (n, (service, payload)) in [
+        (
+            GROUP_JOIN,
+            minicbor::to_vec(GroupRef { group_id: carols }).unwrap(),
+        ),
+        (
+            GROUP_LEAVE,
+            minicbor::to_vec(GroupRef { group_id: carols }).unwrap(),
+        ),
+        (
+            GROUP_KEY,
+            minicbor::to_vec(GroupRef { group_id: carols }).unwrap(),
+        ),
+        (
+            GROUP_ANSWER,
+            minicbor::to_vec(GroupAnswer {
+                group_id: carols,
+                accept: true,
+            })
+            .unwrap(),
+        ),
+        (
+            GROUP_CREATE,
+            minicbor::to_vec(GroupCreate {
+                name: "x".into(),
+                open_to_user: false,
+                owning: None,
+            })
+            .unwrap(),
+        ),
+        ("cpns.echo", vec![]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = n as u64;
+        let req = cpns_wire::GatewayGroupRequest {
+            request_id: cpns_wire::RequestId(500 + n),
+            service: service.into(),
+            payload,
+        };
+        let env = cpns_wire::Envelope::request(
+            900 + n,
+            cpns_wire::Address::Entity(gw.clone()),
+            cpns_wire::Address::Server,
+            req,
+        );
+        let answer = server_reply(&mut h, &env);
+        let cpns_wire::Body::ErrorBody(e) = answer else {
+            panic!("{service}: {answer:?}")
+        };
+        let want = match service {
+            GROUP_CREATE => ErrorCode::BadRequest,
+            "cpns.echo" => ErrorCode::NotFound,
+            _ => ErrorCode::Forbidden,
+        };
+        assert_eq!(e.code, want, "{service}: {}", e.reason);
+    }
+    let made = GroupCreate {
+        name: "x".into(),
+        open_to_user: false,
+        owning: Some(pne_id(1)),
+    };
+    assert_eq!(
+        code(call(&mut h, 0, GROUP_CREATE, &made)),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(h.store.groups.len(), 1);
+}
+
+#[test]
+fn a_pn_gws_group_request_sent_again_is_answered_again_and_done_once() {
+    let mut h = world();
+    let now = h.now();
+    let id =
+        h.gw.create_group(now, "Family".into(), false, pne_id(0))
+            .unwrap();
+    assert!(gw_done(&mut h, id).is_ok());
+    let sent = h
+        .log
+        .iter()
+        .find(|f| f.message == "GatewayGroupRequest")
+        .unwrap()
+        .body
+        .clone();
+    let answers = |h: &Harness| {
+        h.log
+            .iter()
+            .filter(|f| f.message == "GatewayGroupResponse")
+            .count()
+    };
+    let before = answers(&h);
+    h.inject(Party::Gw, Party::Server, sent);
+    h.pump();
+    assert_eq!(answers(&h), before + 1, "answered again");
+    assert_eq!(h.store.groups.len(), 1, "made once");
+    // From the PN GW's session, but in a PNE's name: refused.
+    let req = cpns_wire::GatewayGroupRequest {
+        request_id: cpns_wire::RequestId(77),
+        service: GROUP_MEMBERS.into(),
+        payload: minicbor::to_vec(GroupRef {
+            group_id: *h.store.groups.keys().next().unwrap(),
+        })
+        .unwrap(),
+    };
+    let env = cpns_wire::Envelope::request(
+        991,
+        cpns_wire::Address::Entity(pne_id(0)),
+        cpns_wire::Address::Server,
+        req,
+    );
+    let cpns_wire::Body::ErrorBody(e) = server_reply(&mut h, &env) else {
+        panic!()
+    };
+    assert_eq!(e.code, ErrorCode::Forbidden);
 }

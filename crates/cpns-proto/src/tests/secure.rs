@@ -414,3 +414,61 @@ fn a_number_not_stored_is_not_run() {
     assert_eq!(echo_number(&mut h), Some(2));
     assert_eq!(answers(&h, 0).len(), 1);
 }
+
+/// Numbers run per SK_PNE: a PNE whose PN was released calls under its next PN's key from 1
+/// again, in the same server session, and is answered under that key (not given the answer
+/// kept for number 1 of the PN before, which would not open).
+#[test]
+fn the_same_number_under_another_pns_key_is_another_request() {
+    let mut h = Harness::ready(&[PneSpec::trusted()]);
+    let echo = |h: &mut Harness, text: &[u8]| {
+        let now = h.now();
+        let id = h.pnes[0]
+            .secure_call(now, ECHO_SERVICE, text.to_vec())
+            .unwrap();
+        h.pump();
+        h.completion(0, id).map(|c| c.result.clone())
+    };
+    h.setup(0, SetupType::OneToOne);
+    let first = h.joined(0).unwrap().pn_id;
+    assert!(matches!(
+        echo(&mut h, b"in the first PN"),
+        Some(Ok(Outcome::SecureAnswer { ref payload, .. })) if payload == b"in the first PN"
+    ));
+    let now = h.now();
+    let id = h.pnes[0].release_pn(now, first).unwrap();
+    h.pump();
+    assert!(h.completion(0, id).is_some_and(|c| c.result.is_ok()));
+    h.setup(0, SetupType::OneToOne);
+    let held: Vec<PnId> = h.pnes[0].inventory().iter().map(|i| i.pn_id).collect();
+    let [second] = held[..] else {
+        panic!("{held:?}")
+    };
+    assert_ne!(first, second);
+    let numbers: Vec<(PnId, u64)> = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::SecureRequest(r) => Some((r.pn_id, r.request_id.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(numbers, [(first, 1)]);
+    assert!(matches!(
+        echo(&mut h, b"in the second PN"),
+        Some(Ok(Outcome::SecureAnswer { ref payload, .. })) if payload == b"in the second PN"
+    ));
+    let last = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::SecureRequest(r) => Some((r.pn_id, r.request_id.0)),
+            _ => None,
+        })
+        .next_back();
+    assert_eq!(
+        last,
+        Some((second, 1)),
+        "number 1 again, under the new PN's key"
+    );
+}

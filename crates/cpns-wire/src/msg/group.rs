@@ -91,6 +91,10 @@ pub struct GroupCreate {
     #[n(1)]
     #[cbor(default)]
     pub open_to_user: bool,
+    /// When a PN GW asks for its owner: the PNE of that user that owns the group, its owning
+    /// member (pushed the first key). Absent when a PNE asks: it owns the group itself.
+    #[n(2)]
+    pub owning: Option<EntityId>,
 }
 
 /// Names a group.
@@ -250,6 +254,43 @@ pub struct GroupEnded {
     /// Why.
     #[n(1)]
     pub why: GroupEndReason,
+}
+
+/// Gateway Group Request: a PN GW asks, for its owner, what the owner of a service group may
+/// (004 §5.5.9: "enables PNE and PN GW to request"): `create` (for a PNE of its user, named in
+/// [`GroupCreate::owning`]), `invite`, `expel`, `delete`, `members`, of groups its user owns.
+/// Not sealed end to end: the PN GW's own authenticated session carries it, and nothing it asks
+/// or is answered holds a key.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct GatewayGroupRequest {
+    /// Chosen by the PN GW; a retry carries the same one.
+    #[n(0)]
+    pub request_id: crate::RequestId,
+    /// The group service (`cpns.group.create`, …).
+    #[n(1)]
+    pub service: String,
+    /// Its payload, as a PNE's secure call of the same service carries it.
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// Gateway Group Response: the server's answer to a [`GatewayGroupRequest`] (a
+/// [`GroupDone`] or [`GroupMembers`], encoded).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct GatewayGroupResponse {
+    /// The request's id.
+    #[n(0)]
+    pub request_id: crate::RequestId,
+    /// The service answered.
+    #[n(1)]
+    pub service: String,
+    /// The answer.
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub payload: Vec<u8>,
 }
 
 /// Content for a group's members: sealed under the group key of `epoch` and signed by its

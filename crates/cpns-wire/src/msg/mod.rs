@@ -309,4 +309,7 @@ bodies! {
     148 => GroupInvitation,
     149 => GroupEnded,
     150 => GroupContentBox,
+    // A PN GW asking for its owner (004 §5.5.9).
+    151 => GatewayGroupRequest,
+    152 => GatewayGroupResponse,
 }

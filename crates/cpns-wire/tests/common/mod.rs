@@ -875,6 +875,16 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             GroupCreate {
                 name: "Holiday album".into(),
                 open_to_user: true,
+                owning: None,
+            }
+            .into(),
+        ),
+        (
+            "group create for a PN GW's owner",
+            GroupCreate {
+                name: "Holiday album".into(),
+                open_to_user: false,
+                owning: Some(eid("phone-1")),
             }
             .into(),
         ),
@@ -982,6 +992,24 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                     key: PublicKeyBytes([0x11; 32]),
                     signature: SignatureBytes([0x22; 64]),
                 },
+            }
+            .into(),
+        ),
+        (
+            "gateway group request",
+            GatewayGroupRequest {
+                request_id: RequestId(0x6d),
+                service: "cpns.group.expel".into(),
+                payload: vec![0xa2, 0x00, 0x50],
+            }
+            .into(),
+        ),
+        (
+            "gateway group response",
+            GatewayGroupResponse {
+                request_id: RequestId(0x6d),
+                service: "cpns.group.expel".into(),
+                payload: vec![0xa2, 0x01, 0x05],
             }
             .into(),
         ),
