@@ -352,7 +352,13 @@ impl SimGateway {
                                 let _ = p.handle_persisted(token, Ok(()));
                             }
                         }
-                        PneOutput::KeepGroup { .. } | PneOutput::ForgetGroup { .. } => {}
+                        PneOutput::KeepGroup { .. }
+                        | PneOutput::ForgetGroup { .. }
+                        | PneOutput::ReadChunk { .. }
+                        | PneOutput::OpenReceive { .. }
+                        | PneOutput::WriteChunk { .. }
+                        | PneOutput::FinishReceive { .. }
+                        | PneOutput::DiscardReceive { .. } => {}
                         PneOutput::Close { .. } => {
                             self.pnes.remove(&link);
                             self.gw.link_closed(now, LinkId(link));

@@ -2,7 +2,7 @@
 //! `event`, after the first answer of a streaming verb (`events` and `subscribe` on a PNE,
 //! `subscribe` on the server, `establish` with `wait` on a PN GW).
 
-use cpns_wire::{CpnsId, EntityId, GroupId, PnId, UserId};
+use cpns_wire::{CpnsId, DeliveryId, EntityId, GroupId, PnId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -223,6 +223,60 @@ pub enum Event {
         /// Why.
         error: ApiError,
     },
+    /// A delivery is offered to this PNE (004 §5.5.8): accepted or declined by its
+    /// `--deliveries` policy.
+    DeliveryOffered {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: DeliveryId,
+        /// Its source.
+        #[serde(with = "crate::text")]
+        source: EntityId,
+        /// The source's user.
+        #[serde(with = "crate::text")]
+        owner: UserId,
+        /// The service it is delivered as.
+        service_id: String,
+        /// The content's name.
+        name: String,
+        /// Its media type.
+        media_type: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Every byte of a delivery arrived here, its SHA-256 the one offered: kept in the inbox.
+    DeliveryReceived {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: DeliveryId,
+        /// Its source.
+        #[serde(with = "crate::text")]
+        from: EntityId,
+        /// The content's name.
+        name: String,
+        /// Bytes received.
+        bytes: u64,
+    },
+    /// Every target of a delivery this PNE sends has every byte.
+    DeliverySent {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: DeliveryId,
+    },
+    /// A target's part of a delivery ended otherwise: `declined`, `hash_mismatch` or `failed`.
+    DeliveryEnded {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: DeliveryId,
+        /// The target.
+        #[serde(with = "crate::text")]
+        target: EntityId,
+        /// How.
+        result: String,
+        /// Why, when the target said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// Content relayed to this PNE was refused, and why.
     ContentRefused {
         /// The PN it named.
@@ -286,6 +340,10 @@ impl Event {
             Event::ServiceGroupKey { .. } => "service_group_key",
             Event::ServiceGroupEnded { .. } => "service_group_ended",
             Event::ServiceGroupContent { .. } => "service_group_content",
+            Event::DeliveryOffered { .. } => "delivery_offered",
+            Event::DeliveryReceived { .. } => "delivery_received",
+            Event::DeliverySent { .. } => "delivery_sent",
+            Event::DeliveryEnded { .. } => "delivery_ended",
             Event::ServiceGroupContentRefused { .. } => "service_group_content_refused",
             Event::Completed { .. } => "completed",
             Event::FlowFailed { .. } => "flow_failed",
@@ -505,6 +563,18 @@ pub enum Outcome {
         group_id: GroupId,
         /// Its epoch now (0: deleted).
         epoch: u64,
+    },
+    /// A delivery session was set up (004 §5.5.8).
+    DeliveryGranted {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: DeliveryId,
+    },
+    /// The server recorded the end of a delivery this PNE received.
+    DeliveryRecorded {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: DeliveryId,
     },
     /// Content was sent to a service group's other members.
     ServiceGroupSent {

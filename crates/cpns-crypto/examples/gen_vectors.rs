@@ -850,6 +850,38 @@ fn group(sk_pne: &SessionKey) -> Value {
     })
 }
 
+/// A delivery session's chunks (docs/security.md §4.12): the chunk key, one chunk of the common
+/// part and one of a target's specific part.
+fn delivery() -> Value {
+    let key = DeliveryKey::from_bytes(pattern::<32>(0x71));
+    let session: [u8; 16] = pattern::<16>(0x91);
+    let sealer = ChunkSealer::new(&key, &session);
+    let chunk = |part: &str, offset: u64, nonce: u8| {
+        let b = ChunkBinding {
+            session: &session,
+            part,
+            offset,
+            total: 1_048_576,
+        };
+        let plain = b"sixteen bytes of";
+        json!({
+            "part": part,
+            "offset": offset,
+            "total": 1_048_576,
+            "aad": hx(v::delivery_chunk_aad(&b)),
+            "nonce": hx(pattern::<12>(nonce)),
+            "plaintext": hx(plain),
+            "sealed": hx(sealer.seal_with_nonce(&b, plain, pattern::<12>(nonce)).expect("seals")),
+        })
+    };
+    json!({
+        "delivery_key": hx(key.expose_secret()),
+        "session": hx(session),
+        "chunk_key": hx(v::delivery_chunk_key(&key, &session)),
+        "chunks": [chunk("", 65_536, 0xc1), chunk("tv-1", 0, 0xc2)],
+    })
+}
+
 fn main() {
     let establishment = pne_auth_case("establishment", AuthPurpose::Establishment);
     let registration = pne_auth_case("registration", AuthPurpose::Registration);
@@ -874,6 +906,7 @@ fn main() {
         "secure_session": secure_session(&registration.sk),
         "device_storage": device_storage(&registration.sk),
         "group": group(&establishment.sk),
+        "delivery": delivery(),
         "signing": signing(),
     });
     println!(

@@ -129,6 +129,13 @@ secret_key!(
 );
 
 secret_key!(
+    /// A delivery session's key (004 §5.5.8; docs/security.md §4.12): drawn by the server for
+    /// one session and given to its source and each target, sealed end to end; its chunks are
+    /// sealed under a key derived from it.
+    DeliveryKey
+);
+
+secret_key!(
     /// The CPNS Server's master key, under which EUKeys and session keys are sealed at rest in
     /// the server store (docs/design.md §4, §5).
     MasterKey

@@ -82,9 +82,13 @@ pub const MEMBER_SIGNING_KEY: &str = "cpns/v1/member-signing-key";
 pub const MEMBER_CERTIFICATE: &str = "cpns/v1/member-certificate";
 /// What a member signs of the group content it sends (docs/security.md §4.11).
 pub const GROUP_CONTENT_SIGNATURE: &str = "cpns/v1/group-content-signature";
+/// HKDF info of a delivery session's chunk key, from its DeliveryKey (docs/security.md §4.12).
+pub const DELIVERY_CHUNK_KEY: &str = "cpns/v1/delivery-chunk-key";
+/// AEAD associated data of a delivery chunk (docs/security.md §4.12).
+pub const DELIVERY_CHUNK_AAD: &str = "cpns/v1/delivery-chunk";
 
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 32] = [
+pub const ALL: [&str; 34] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -117,6 +121,8 @@ pub const ALL: [&str; 32] = [
     MEMBER_SIGNING_KEY,
     MEMBER_CERTIFICATE,
     GROUP_CONTENT_SIGNATURE,
+    DELIVERY_CHUNK_KEY,
+    DELIVERY_CHUNK_AAD,
 ];
 
 #[cfg(test)]

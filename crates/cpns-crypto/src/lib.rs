@@ -66,6 +66,7 @@ mod aad;
 mod aead;
 mod at_rest;
 mod ct_hex;
+mod delivery;
 mod e2e;
 mod error;
 mod frame;
@@ -89,6 +90,7 @@ pub use aad::{
     registration_grant_aad,
 };
 pub use at_rest::{open_at_rest, seal_at_rest, seal_at_rest_with_nonce};
+pub use delivery::{CHUNK_OVERHEAD, ChunkBinding, ChunkSealer};
 pub use e2e::{E2eDirection, E2eKind, open_e2e, seal_e2e, seal_e2e_with_nonce};
 pub use error::CryptoError;
 pub use frame::{FrameOpener, FrameSealer, SEAL_OVERHEAD};
@@ -106,8 +108,8 @@ pub use gw_auth::{
     TLS_EXPORTER_LABEL, TLS_EXPORTER_LEN, gw_auth_response, verify_gw_auth_response,
 };
 pub use keys::{
-    AuthHash, EuKey, GroupKey, KEY_LEN, LocalEuKey, MasterKey, RAND_LEN, Rand, SessionKey, ct_eq,
-    random_array,
+    AuthHash, DeliveryKey, EuKey, GroupKey, KEY_LEN, LocalEuKey, MasterKey, RAND_LEN, Rand,
+    SessionKey, ct_eq, random_array,
 };
 pub use local_key::{
     KeyBinding, Recipient, STORED_WRAPPED_KEY_LEN, WRAPPED_KEY_LEN, split_stored_wrapped_key,

@@ -137,6 +137,18 @@ pub fn service_group_key_at_rest_aad(group_id: &[u8; 16], epoch: u64) -> Vec<u8>
     crate::group::service_group_at_rest_aad(group_id, epoch)
 }
 
+/// A delivery session's chunk key, from its DeliveryKey and id (docs/security.md §4.12).
+pub fn delivery_chunk_key(key: &crate::DeliveryKey, session: &[u8; 16]) -> [u8; 32] {
+    let mut t = Transcript::new(crate::labels::DELIVERY_CHUNK_KEY);
+    t.push(session);
+    *crate::kdf::derive_key(key.expose_secret(), &t)
+}
+
+/// The associated data of a delivery chunk.
+pub fn delivery_chunk_aad(b: &crate::ChunkBinding<'_>) -> Vec<u8> {
+    crate::delivery::chunk_aad(b)
+}
+
 /// The associated data of the server's word that a membership ended (`why`: the reason code).
 pub fn membership_ended_aad(b: &crate::EndedBinding<'_>) -> Vec<u8> {
     crate::group::ended_aad(b)

@@ -1649,3 +1649,83 @@ fn membership_ended_vectors() {
         ));
     }
 }
+
+#[test]
+fn delivery_chunk_vectors() {
+    let d = doc();
+    let a = &d["delivery"];
+    let key = DeliveryKey::from_bytes(arr(a, "delivery_key"));
+    let session: [u8; 16] = arr(a, "session");
+    // The chunk key, through the crate and from docs/security.md §4.12.
+    assert_eq!(
+        v::delivery_chunk_key(&key, &session)[..],
+        hx(a, "chunk_key")
+    );
+    let chunk_key = hkdf(
+        None,
+        key.expose_secret(),
+        &t("cpns/v1/delivery-chunk-key", &[&session]),
+    );
+    assert_eq!(chunk_key[..], hx(a, "chunk_key"));
+    let sealer = ChunkSealer::new(&key, &session);
+    for c in a["chunks"].as_array().unwrap() {
+        let part = text(c, "part");
+        let offset = c["offset"].as_u64().unwrap();
+        let total = c["total"].as_u64().unwrap();
+        let nonce: [u8; 12] = arr(c, "nonce");
+        let b = ChunkBinding {
+            session: &session,
+            part: &part,
+            offset,
+            total,
+        };
+        let aad = t(
+            "cpns/v1/delivery-chunk",
+            &[
+                &session,
+                part.as_bytes(),
+                &offset.to_be_bytes(),
+                &total.to_be_bytes(),
+            ],
+        );
+        assert_eq!(v::delivery_chunk_aad(&b), aad);
+        assert_eq!(hx(c, "aad"), aad);
+        let plain = hx(c, "plaintext");
+        let sealed = hx(c, "sealed");
+        assert_eq!(sealer.seal_with_nonce(&b, &plain, nonce).unwrap(), sealed);
+        assert_eq!(
+            sealed,
+            cat(&nonce, &chacha(&chunk_key, &nonce, &aad, &plain))
+        );
+        assert_eq!(&sealer.open(&b, &sealed).unwrap()[..], &plain[..]);
+        // Not under another key or session, in another part, at another offset or total.
+        let other_key = ChunkSealer::new(&DeliveryKey::from_bytes([0; 32]), &session);
+        assert_eq!(other_key.open(&b, &sealed).err(), Some(CryptoError::BadTag));
+        let other_session = [0u8; 16];
+        let moved = ChunkSealer::new(&key, &other_session);
+        let b2 = ChunkBinding {
+            session: &other_session,
+            ..b
+        };
+        assert_eq!(moved.open(&b2, &sealed).err(), Some(CryptoError::BadTag));
+        for wrong in [
+            ChunkBinding {
+                part: "another",
+                ..b
+            },
+            ChunkBinding {
+                offset: offset + 1,
+                ..b
+            },
+            ChunkBinding {
+                total: total + 1,
+                ..b
+            },
+        ] {
+            assert_eq!(
+                sealer.open(&wrong, &sealed).err(),
+                Some(CryptoError::BadTag)
+            );
+        }
+    }
+}

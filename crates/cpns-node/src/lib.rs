@@ -12,6 +12,7 @@ pub mod admission;
 pub mod backoff;
 pub mod cli;
 pub mod clock;
+mod content_files;
 pub mod control;
 pub mod credentials;
 pub mod error;

@@ -115,6 +115,7 @@ pub async fn run<S: DeviceStore>(
     let outlets = Outlets {
         events,
         fanout: None,
+        inbox: None,
     };
     let mut link = Link::open(cfg, store, gw_addr, outlets, trace, Preference::Server).await?;
     let mut steps = Steps::new(steps);
@@ -177,6 +178,7 @@ enum Ask {
     SendContent(PnId, Vec<u8>),
     Directory(DirectoryAsk),
     Group(GroupAsk),
+    Deliver(Box<cpns_wire::DeliveryOffer>, std::path::PathBuf),
 }
 
 /// A service group request of a running PNE (004 §5.5.9, §5.5.7.2), end to end.
@@ -479,6 +481,17 @@ impl PneHandle {
         self.run(Ask::Group(ask)).await
     }
 
+    /// Offers the content of `path` as `offer` (004 §5.5.8): `Ok` with
+    /// [`Outcome::DeliveryGranted`] once the server set the session up; the content then moves
+    /// as the targets accept, told by the delivery events.
+    pub async fn deliver(
+        &self,
+        offer: cpns_wire::DeliveryOffer,
+        path: std::path::PathBuf,
+    ) -> Result<Outcome, NodeError> {
+        self.run(Ask::Deliver(Box::new(offer), path)).await
+    }
+
     /// The service groups whose key this PNE holds (id, name, epoch), with or without a link.
     pub async fn groups(&self) -> Result<Vec<(GroupId, String, u64)>, NodeError> {
         self.ask(Command::Groups).await
@@ -542,6 +555,9 @@ pub struct ServeConfig {
     pub reconnect_max: Duration,
     /// The reporting preference of a service with none of its own (004 §5.5.4).
     pub usage_default: Preference,
+    /// Where deliveries this PNE receives are kept (docs/services.md, "Delivery"); none: it
+    /// takes none.
+    pub inbox: Option<std::path::PathBuf>,
 }
 
 impl ServeConfig {
@@ -552,6 +568,7 @@ impl ServeConfig {
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(15),
             usage_default: Preference::Server,
+            inbox: None,
         }
     }
 }
@@ -580,6 +597,7 @@ pub fn serve<S: DeviceStore + Clone>(
     let outlets = Outlets {
         events,
         fanout: Some(fanout),
+        inbox: serve.inbox.clone(),
     };
     let task = tokio::spawn(serve_loop(
         cfg, serve, store, steps, outlets, trace, commands, stop,
@@ -593,6 +611,8 @@ pub fn serve<S: DeviceStore + Clone>(
 struct Outlets {
     events: Option<mpsc::Sender<PneEvent>>,
     fanout: Option<broadcast::Sender<PneEvent>>,
+    /// Where received deliveries are kept; none: this PNE takes none.
+    inbox: Option<std::path::PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -777,6 +797,10 @@ struct Link<S> {
     discovered: bool,
     /// Set when a step failed: a long-running PNE stops rather than retry it.
     steps_failed: bool,
+    /// The files of its deliveries.
+    files: crate::content_files::ContentFiles,
+    /// The file each delivery offer waiting for its grant sends.
+    offer_paths: BTreeMap<CommandId, std::path::PathBuf>,
 }
 
 impl<S: DeviceStore> Link<S> {
@@ -789,6 +813,7 @@ impl<S: DeviceStore> Link<S> {
         trace: TraceSink,
         usage_default: Preference,
     ) -> Result<Self, NodeError> {
+        let inbox = outlets.inbox.clone();
         let mut session = PneSession::new(cfg.clone(), cpns_crypto::MachineRng::os());
         let stored = store.local_pns().await?;
         let storage_key = cpns_crypto::device_storage_key(&cfg.eukey);
@@ -837,6 +862,8 @@ impl<S: DeviceStore> Link<S> {
             watchers: BTreeMap::new(),
             discovered: false,
             steps_failed: false,
+            files: crate::content_files::ContentFiles::new(inbox),
+            offer_paths: BTreeMap::new(),
         })
     }
 
@@ -904,6 +931,40 @@ impl<S: DeviceStore> Link<S> {
                         warn!(error = %e, "usage records could not be marked done");
                     }
                 }
+                PneOutput::ReadChunk {
+                    session,
+                    offset,
+                    len,
+                } => {
+                    let read = self.files.read(session, offset, len).await;
+                    self.session.handle_chunk_read(session, offset, read);
+                }
+                PneOutput::OpenReceive { session, name, .. } => {
+                    let opened = self.files.open_receive(session, name).await;
+                    self.session
+                        .handle_receive_opened(Instant::now(), session, opened);
+                }
+                PneOutput::WriteChunk {
+                    session,
+                    offset,
+                    bytes,
+                } => {
+                    let written = self.files.write(session, offset, &bytes).await;
+                    self.session
+                        .handle_chunk_written(Instant::now(), session, written);
+                }
+                PneOutput::FinishReceive { session, sha256 } => {
+                    let finished = self.files.finish(session, sha256).await;
+                    if let Ok(Some(path)) = &finished {
+                        tracing::info!(%session, path = %path.display(), "delivery kept");
+                    }
+                    self.session.handle_receive_finished(
+                        Instant::now(),
+                        session,
+                        finished.map(|kept| kept.is_some()),
+                    );
+                }
+                PneOutput::DiscardReceive { session } => self.files.discard(session).await,
                 PneOutput::KeepGroup { group_id, group } => {
                     // Not kept: the key is held in memory still, and pulled again after a
                     // restart.
@@ -972,7 +1033,11 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::ServiceGroupInvited(_)
             | PneEvent::ServiceGroupEnded { .. }
             | PneEvent::ServiceGroupContent { .. }
-            | PneEvent::ServiceGroupContentRefused { .. } => {}
+            | PneEvent::ServiceGroupContentRefused { .. }
+            | PneEvent::DeliveryOffered { .. }
+            | PneEvent::DeliveryReceived { .. }
+            | PneEvent::DeliverySent { .. }
+            | PneEvent::DeliveryEnded { .. } => {}
         }
     }
 
@@ -980,6 +1045,11 @@ impl<S: DeviceStore> Link<S> {
     fn completed(&mut self, c: Completed<Outcome>) {
         if let Ok(Outcome::Discovered { .. }) = &c.result {
             self.discovered = true;
+        }
+        if let Some(path) = self.offer_paths.remove(&c.id)
+            && let Ok(Outcome::DeliveryGranted { session, .. }) = &c.result
+        {
+            self.files.send_from(*session, path);
         }
         match self.waiters.remove(&c.id) {
             Some(Waiter::Caller(reply)) => {
@@ -1074,6 +1144,13 @@ impl<S: DeviceStore> Link<S> {
             Ask::Directory(DirectoryAsk::Retrieve(id)) => s.retrieve_service(now, id),
             Ask::Directory(DirectoryAsk::Watch(w)) => s.watch_services(now, w),
             Ask::Directory(DirectoryAsk::Unwatch(id)) => s.unwatch_services(now, id),
+            Ask::Deliver(offer, path) => {
+                let started = s.offer_delivery(now, &offer);
+                if let Ok(id) = &started {
+                    self.offer_paths.insert(*id, path);
+                }
+                started
+            }
             Ask::Group(GroupAsk::Create(name, open)) => s.create_group(now, name, open),
             Ask::Group(GroupAsk::Invite(g, pne)) => s.invite_to_group(now, g, pne),
             Ask::Group(GroupAsk::Answer(g, accept)) => s.answer_group(now, g, accept),

@@ -747,6 +747,49 @@ pub(crate) async fn persist<S: ServerStore>(
             store.change_group(&change).await.map_err(err)?;
             Ok(Persisted::Done)
         }
+        ServerEffect::OpenDelivery {
+            session,
+            service_id,
+            source,
+            pn_id,
+            name,
+            size,
+            targets,
+            now_ms,
+        } => {
+            let records: Vec<cpns_store::DeliveryRecord> = targets
+                .into_iter()
+                .map(|(target, charged)| cpns_store::DeliveryRecord {
+                    session,
+                    target,
+                    service_id: service_id.clone(),
+                    source: source.clone(),
+                    pn_id,
+                    charged,
+                    name: name.clone(),
+                    size,
+                    bytes: 0,
+                    started_at: now_ms,
+                    ended_at: None,
+                    result: None,
+                })
+                .collect();
+            store.open_delivery(&records).await.map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::CloseDelivery {
+            session,
+            target,
+            bytes,
+            result,
+            now_ms,
+        } => {
+            let closed = store
+                .close_delivery(&session, &target, bytes, result, now_ms)
+                .await
+                .map_err(err)?;
+            Ok(Persisted::Removed(closed))
+        }
         ServerEffect::InviteToGroup {
             group,
             invitee,

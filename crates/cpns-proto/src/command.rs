@@ -97,6 +97,12 @@ pub enum CommandError {
     /// This PNE holds no key of the service group (004 §5.5.7.2).
     #[error("no key of service group {0} here: join the group, or pull its key")]
     NoServiceGroupKey(cpns_wire::GroupId),
+    /// The delivery offer given is not one (docs/services.md, "Delivery").
+    #[error("delivery offer: {0}")]
+    InvalidDelivery(String),
+    /// No delivery offered to this PNE waits for an answer under this id.
+    #[error("no delivery {0} waits for an answer here")]
+    NoDelivery(cpns_wire::DeliveryId),
     /// The PN's PN GW is not on the link, or has not proved itself on it.
     #[error("PN GW {0} is not on the link or has not proved itself; connect to it first")]
     GatewayNotLinked(EntityId),
@@ -133,6 +139,7 @@ impl CommandError {
             | CommandError::NotAMemberOf { .. }
             | CommandError::NotConnected(_)
             | CommandError::NoInvitation(_)
+            | CommandError::NoDelivery(_)
             | CommandError::NoLocalKey(_) => ErrorCode::NotFound,
             CommandError::AlreadyMember { .. } | CommandError::ChangeRunning { .. } => {
                 ErrorCode::Conflict
@@ -147,6 +154,7 @@ impl CommandError {
             | CommandError::InvalidCapabilities(_)
             | CommandError::InvalidStatus(_)
             | CommandError::InvalidDescription(_)
+            | CommandError::InvalidDelivery(_)
             | CommandError::NotAllowed(_) => ErrorCode::BadRequest,
             CommandError::Crypto(_) => ErrorCode::Internal,
         }
@@ -235,6 +243,14 @@ mod tests {
                 ErrorCode::BadRequest,
             ),
             (CommandError::NotAllowed("x"), ErrorCode::BadRequest),
+            (
+                CommandError::InvalidDelivery("x".into()),
+                ErrorCode::BadRequest,
+            ),
+            (
+                CommandError::NoDelivery(cpns_wire::DeliveryId::from_bytes([3; 16])),
+                ErrorCode::NotFound,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(e.code(), code, "{e}");

@@ -50,6 +50,8 @@ pub enum Flow {
     ServiceDirectory,
     /// A service group request (004 §5.5.9).
     ServiceGroup,
+    /// A delivery session (004 §5.5.8).
+    Delivery,
 }
 
 impl fmt::Display for Flow {
@@ -74,6 +76,7 @@ impl fmt::Display for Flow {
             Flow::GroupContent => "group content",
             Flow::ServiceDirectory => "service directory request",
             Flow::ServiceGroup => "service group request",
+            Flow::Delivery => "delivery",
         })
     }
 }

@@ -261,6 +261,36 @@ pub struct LocalSession {
     pub stored_at: UnixMillis,
 }
 
+/// A delivery record (table `delivery_records`; 004 §5.5.8): one target's part of a delivery
+/// session, the operator's charging basis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// The session.
+    pub session: cpns_wire::DeliveryId,
+    /// The target.
+    pub target: EntityId,
+    /// The service it was delivered as.
+    pub service_id: String,
+    /// The source.
+    pub source: EntityId,
+    /// The PN whose PN GW relayed it.
+    pub pn_id: PnId,
+    /// The user charged: the target's.
+    pub charged: UserId,
+    /// The content's name.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Bytes the target said it received (0 while open).
+    pub bytes: u64,
+    /// When the session was set up.
+    pub started_at: UnixMillis,
+    /// When the target ended it, once it did.
+    pub ended_at: Option<UnixMillis>,
+    /// How it ended (`cpns_wire::DeliveryResult` code), once it did.
+    pub result: Option<u32>,
+}
+
 /// A PNE's key of a service group it is a member of (table `local_service_groups`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalServiceGroup {

@@ -10,7 +10,7 @@ use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 #[cfg(doc)]
 use crate::StoreError;
 use crate::{
-    Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupChange, GroupEpoch,
+    DeliveryRecord, Departed, DirectoryAsk, DirectoryView, EntityRecord, GroupChange, GroupEpoch,
     GroupMemberRecord, GroupRecord, GroupView, InventoryView, MemberView, Owners, PnMember,
     PnRecord, PnView, Reconciled, Result, ServiceEntry, ServiceQuery, ServiceViewer, StatusChange,
     StatusRecord, StatusView, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored,
@@ -353,6 +353,29 @@ pub trait ServerStore: Send + Sync + 'static {
         &self,
         group_id: &cpns_wire::GroupId,
     ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Opens a delivery session's records, one per target, in one transaction (004 §5.5.8).
+    /// [`StoreError::Conflict`] if the session has records already.
+    fn open_delivery(&self, records: &[DeliveryRecord]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Ends `target`'s part of `session`: the bytes it received and how it ended. False if it
+    /// has no open record (none, or ended already): nothing changes.
+    fn close_delivery(
+        &self,
+        session: &cpns_wire::DeliveryId,
+        target: &EntityId,
+        bytes: u64,
+        result: u32,
+        ended_at: UnixMillis,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Delivery records, oldest first: of one session, or of what one user was charged, or
+    /// every one.
+    fn deliveries(
+        &self,
+        session: Option<&cpns_wire::DeliveryId>,
+        charged: Option<&UserId>,
+    ) -> impl Future<Output = Result<Vec<DeliveryRecord>>> + Send;
 
     /// Stores usage records with the charging records they make, in one transaction; a
     /// record stored before (same entity and record id) is a duplicate and charges nothing

@@ -33,6 +33,9 @@ pub enum IdError {
     /// Not 32 hexadecimal digits.
     #[error("a group id is 32 hexadecimal digits")]
     BadGroupId,
+    /// Not 32 hexadecimal digits.
+    #[error("a delivery id is 32 hexadecimal digits")]
+    BadDeliveryId,
 }
 
 fn check_id(s: &str) -> Result<(), IdError> {
@@ -220,6 +223,14 @@ hex_id!(
     GroupId,
     BadGroupId,
     "group id"
+);
+
+hex_id!(
+    /// A delivery session id (004 §5.5.8): 128 random bits chosen by the CPNS Server, written as
+    /// 32 lowercase hexadecimal digits.
+    DeliveryId,
+    BadDeliveryId,
+    "delivery id"
 );
 
 /// A request id chosen by the sender of a request (docs/design.md §3); a mutating request is idempotent

@@ -166,6 +166,22 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
         GatewayEvent::LinkProven { link, pne } => Described::new("link_proven")
             .text("link", link.0)
             .text("pne", pne.as_str()),
+        GatewayEvent::DeliveryRelayed {
+            session,
+            source,
+            bytes,
+        } => Described::new("delivery_relayed")
+            .text("session", session)
+            .text("source", source)
+            .field("bytes", "bytes", Value::Number(*bytes)),
+        GatewayEvent::DeliveryRefused {
+            session,
+            from,
+            reason,
+        } => Described::new("delivery_refused")
+            .text("session", session)
+            .text("from", from)
+            .text("reason", reason),
         GatewayEvent::ContentRelayed {
             pn_id,
             from,
@@ -403,6 +419,50 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .text("group_id", group_id)
             .text("from", from)
             .text("reason", reason),
+        PneEvent::DeliveryOffered {
+            session,
+            source,
+            owner,
+            name,
+            size,
+            ..
+        } => Described::new("delivery_offered")
+            .text("session", session)
+            .text("source", source)
+            .text("owner", owner)
+            .text("name", name)
+            .field("size", "bytes", Value::Number(*size)),
+        PneEvent::DeliveryReceived {
+            session,
+            from,
+            name,
+            bytes,
+        } => Described::new("delivery_received")
+            .text("session", session)
+            .text("from", from)
+            .text("name", name)
+            .field("bytes", "bytes", Value::Number(*bytes)),
+        PneEvent::DeliverySent { session } => {
+            Described::new("delivery_sent").text("session", session)
+        }
+        PneEvent::DeliveryEnded {
+            session,
+            target,
+            result,
+            reason,
+        } => {
+            let d = Described::new("delivery_ended")
+                .text("session", session)
+                .text("target", target)
+                .text(
+                    "result",
+                    cpns_node::control::events::delivery_result(*result),
+                );
+            match reason {
+                Some(r) => d.text("reason", r),
+                None => d,
+            }
+        }
         PneEvent::ContentRefused {
             pn_id,
             from,
@@ -626,6 +686,12 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                     "delivered",
                     Value::Number(u64::from(*delivered)),
                 ),
+            Outcome::DeliveryGranted { session, pn_id } => Described::new("delivery_granted")
+                .text("session", session)
+                .pn("pn_id", *pn_id),
+            Outcome::DeliveryEnded { session, .. } => {
+                Described::new("delivery_recorded").text("session", session)
+            }
             Outcome::ServiceGroupMembers(m) => Described::new("service_group_members")
                 .text("group_id", m.group_id)
                 .field(

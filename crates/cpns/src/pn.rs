@@ -449,6 +449,38 @@ fn print_event(e: &Event) {
             from,
             error,
         } => println!("service group {group_id}: content naming {from} refused: {error}"),
+        Event::DeliveryOffered {
+            session,
+            source,
+            owner,
+            name,
+            size,
+            ..
+        } => println!(
+            "delivery {session} offered by {source} ({owner}): \"{}\", {size} bytes",
+            name.escape_debug()
+        ),
+        Event::DeliveryReceived {
+            session,
+            from,
+            name,
+            bytes,
+        } => println!(
+            "delivery {session} from {from} received: \"{}\", {bytes} bytes, its hash checked",
+            name.escape_debug()
+        ),
+        Event::DeliverySent { session } => {
+            println!("delivery {session}: every target has every byte")
+        }
+        Event::DeliveryEnded {
+            session,
+            target,
+            result,
+            reason,
+        } => match reason {
+            Some(r) => println!("delivery {session} at {target}: {result} ({r})"),
+            None => println!("delivery {session} at {target}: {result}"),
+        },
         Event::ServiceMatch { watch_id, entry } => println!(
             "watch {watch_id}: {} \"{}\" ({}) offered by {} of {}, directory entry {}",
             entry.service_id,

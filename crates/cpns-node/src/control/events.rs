@@ -172,6 +172,46 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             from: from.clone(),
             error: failure(reason),
         }],
+        PneEvent::DeliveryOffered {
+            session,
+            source,
+            owner,
+            service_id,
+            name,
+            media_type,
+            size,
+        } => vec![Event::DeliveryOffered {
+            session: *session,
+            source: source.clone(),
+            owner: owner.clone(),
+            service_id: service_id.clone(),
+            name: name.clone(),
+            media_type: media_type.clone(),
+            size: *size,
+        }],
+        PneEvent::DeliveryReceived {
+            session,
+            from,
+            name,
+            bytes,
+        } => vec![Event::DeliveryReceived {
+            session: *session,
+            from: from.clone(),
+            name: name.clone(),
+            bytes: *bytes,
+        }],
+        PneEvent::DeliverySent { session } => vec![Event::DeliverySent { session: *session }],
+        PneEvent::DeliveryEnded {
+            session,
+            target,
+            result,
+            reason,
+        } => vec![Event::DeliveryEnded {
+            session: *session,
+            target: target.clone(),
+            result: delivery_result(*result).into(),
+            reason: reason.clone(),
+        }],
         PneEvent::ContentRefused {
             pn_id,
             from,
@@ -269,6 +309,8 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::ServiceGroupDone { .. }
         | Outcome::ServiceGroupMembers(_)
         | Outcome::ServiceGroupSent { .. }
+        | Outcome::DeliveryGranted { .. }
+        | Outcome::DeliveryEnded { .. }
         | Outcome::InvitationAnswered { .. } => None,
     }
 }
@@ -409,9 +451,26 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             epoch: *epoch,
             delivered: *delivered,
         },
+        Outcome::DeliveryGranted { session, .. } => {
+            ApiOutcome::DeliveryGranted { session: *session }
+        }
+        Outcome::DeliveryEnded { session, .. } => {
+            ApiOutcome::DeliveryRecorded { session: *session }
+        }
         Outcome::ServiceGroupMembers(m) => ApiOutcome::ServiceGroupMembers {
             group_id: m.group_id,
             members: m.members.iter().map(|x| x.entity.clone()).collect(),
         },
+    }
+}
+
+/// A delivery's end as the API names it.
+pub fn delivery_result(r: cpns_wire::DeliveryResult) -> &'static str {
+    match r {
+        cpns_wire::DeliveryResult::Delivered => "delivered",
+        cpns_wire::DeliveryResult::Declined => "declined",
+        cpns_wire::DeliveryResult::HashMismatch => "hash_mismatch",
+        cpns_wire::DeliveryResult::Failed => "failed",
+        _ => "unknown",
     }
 }

@@ -11,6 +11,7 @@
 
 mod connect;
 mod content;
+mod delivery;
 mod departed;
 mod establish;
 mod expiry;
@@ -204,6 +205,25 @@ pub enum GatewayEvent {
         pne: EntityId,
     },
     /// A member's group content was relayed to the other members linked to this PN GW
+    /// A delivery session's every target ended: the route is gone (004 §5.5.8).
+    DeliveryRelayed {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// Its source.
+        source: EntityId,
+        /// Content bytes relayed to its targets, all together.
+        bytes: u64,
+    },
+    /// A delivery message was refused: its session unknown here, its sender not the one that
+    /// may send it, or out of the session's bounds.
+    DeliveryRefused {
+        /// The session it named.
+        session: cpns_wire::DeliveryId,
+        /// The PNE that sent it.
+        from: EntityId,
+        /// Why.
+        reason: String,
+    },
     /// (docs/security.md §4.11).
     ContentRelayed {
         /// The PN.
@@ -493,6 +513,8 @@ pub struct Gateway {
     links: BTreeMap<LinkId, Link>,
     /// The routing table: which link reaches which PNE.
     routes: BTreeMap<EntityId, LinkId>,
+    /// The delivery sessions it relays.
+    deliveries: delivery::Routes,
     pns: BTreeMap<PnId, LocalPn>,
     /// The wall clock at an instant, for PN lifetimes ([`Gateway::set_wall_clock`]).
     wall: Option<(Instant, i64)>,
@@ -543,6 +565,7 @@ impl Gateway {
             wan_codec,
             links: BTreeMap::new(),
             routes: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
             pns: BTreeMap::new(),
             wall: None,
             expiries: std::collections::BTreeSet::new(),
@@ -829,6 +852,11 @@ impl Gateway {
             Body::MembershipConfirm(m) => self.on_membership_confirm(link, &env, m),
             Body::InventoryQuery(m) => self.on_inventory_query(link, &env, m),
             Body::GroupContent(m) => self.on_group_content(now, link, &env, m),
+            Body::DeliveryChunk(m) if env.kind == MsgKind::Notify => {
+                self.on_delivery_chunk(link, m)
+            }
+            Body::DeliveryAck(m) if env.kind == MsgKind::Notify => self.on_delivery_ack(link, m),
+            Body::DeliveryDone(m) if env.kind == MsgKind::Notify => self.on_delivery_done(link, m),
             Body::DeviceCapabilitiesUpdate(m) => self.on_pne_capabilities(now, link, &env, m),
             Body::StatusReport(m) => self.on_pne_status_report(now, link, &env, m),
             Body::StatusQuery(m) => self.on_pne_request_for_server(now, link, &env, m),
@@ -895,6 +923,7 @@ impl Gateway {
             Body::PneConfirmRequest(m) => self.on_pne_confirm_request(&env, m),
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(GatewayEvent::StatusNotified(n)),
+            Body::DeliveryRoute(m) => self.on_delivery_route(&env, m),
             Body::StatusSubscribed(_)
             | Body::StatusAck(_)
             | Body::DeviceCapabilitiesConfirm(_)

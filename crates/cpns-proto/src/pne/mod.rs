@@ -6,6 +6,7 @@
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
 mod content;
+mod delivery;
 mod establish;
 mod groups;
 mod invite;
@@ -20,6 +21,7 @@ mod status;
 mod usage;
 
 pub use content::{MAX_GROUP_CONTENT, Signing};
+pub use delivery::MAX_RECEIVING;
 pub use groups::{HeldGroup, MAX_SERVICE_GROUP_CONTENT};
 pub use outcome::{Gone, Outcome};
 pub use rejoin::Phase as RejoinPhase;
@@ -71,6 +73,8 @@ pub struct PneConfig {
     pub security: PanSecurity,
     /// How it answers invitations to PNs (000 §6.6.1.1 step 3, §6.6.2.1.1 step 2).
     pub invitations: InvitationPolicy,
+    /// How it answers deliveries offered to it (004 §5.5.8).
+    pub deliveries: InvitationPolicy,
     /// Largest frame accepted.
     pub max_frame: u32,
     /// Flow timeouts.
@@ -137,6 +141,7 @@ impl PneConfig {
             contents: Vec::new(),
             security: PanSecurity::Cpns,
             invitations: InvitationPolicy::Accept,
+            deliveries: InvitationPolicy::Accept,
             max_frame: cpns_wire::DEFAULT_MAX_FRAME,
             timeouts: Timeouts::default(),
             home_gateway: None,
@@ -275,6 +280,52 @@ pub enum PneEvent {
         /// Why ([`crate::Failure::ContentRefused`]).
         reason: crate::Failure,
     },
+    /// A delivery is offered to this PNE (004 §5.5.8): accepted or declined by its policy, or
+    /// waiting for `answer_delivery`.
+    DeliveryOffered {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// Its source.
+        source: EntityId,
+        /// The source's user.
+        owner: cpns_wire::UserId,
+        /// The service it is delivered as.
+        service_id: String,
+        /// The content's name.
+        name: String,
+        /// Its media type.
+        media_type: String,
+        /// Its size.
+        size: u64,
+    },
+    /// Every byte of a delivery this PNE received arrived, its SHA-256 the one offered.
+    DeliveryReceived {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// Its source.
+        from: EntityId,
+        /// The content's name.
+        name: String,
+        /// Bytes received.
+        bytes: u64,
+    },
+    /// Every target of a delivery this PNE sends has every byte.
+    DeliverySent {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+    },
+    /// A target's part of a delivery ended otherwise (declined, a hash mismatch, a failure):
+    /// told to the target and, relayed by the PN GW, to the source.
+    DeliveryEnded {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The target.
+        target: EntityId,
+        /// How.
+        result: cpns_wire::DeliveryResult,
+        /// Why, when the target knows more.
+        reason: Option<String>,
+    },
     /// The server acknowledged a usage report the PNE sent by itself (004 §5.5.4).
     UsageSent {
         /// Records sent and acknowledged.
@@ -364,6 +415,51 @@ pub enum PneOutput {
     MarkUsage {
         /// The records' ids.
         ids: Vec<u64>,
+    },
+    /// Read `len` bytes at `offset` of what a delivery this PNE sends carries, and answer with
+    /// [`PneSession::handle_chunk_read`].
+    ReadChunk {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// Where.
+        offset: u64,
+        /// How much.
+        len: u64,
+    },
+    /// Open where a delivery this PNE accepted is kept (a new file, or a partial one of the
+    /// same session), and answer with [`PneSession::handle_receive_opened`] and how many bytes
+    /// it holds.
+    OpenReceive {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The content's size.
+        size: u64,
+        /// Its name, as the source gave it (not a path: the driver names the file).
+        name: String,
+    },
+    /// Write a chunk of a received delivery at `offset`, durably, and answer with
+    /// [`PneSession::handle_chunk_written`].
+    WriteChunk {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// Where.
+        offset: u64,
+        /// The content.
+        bytes: Vec<u8>,
+    },
+    /// Every byte of a received delivery is written: check its SHA-256 against `sha256`, keep
+    /// it if it matches, discard it if not, and answer with
+    /// [`PneSession::handle_receive_finished`].
+    FinishReceive {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The SHA-256 offered.
+        sha256: [u8; 32],
+    },
+    /// Discard what was kept of a received delivery that ended without its content.
+    DiscardReceive {
+        /// The session.
+        session: cpns_wire::DeliveryId,
     },
     /// Keep this service group's key in the device's store, sealed under its storage key
     /// (docs/security.md §4.10), replacing the one kept. Nothing waits for the answer: a key
@@ -493,6 +589,8 @@ pub struct PneSession {
     content_seen: content::Seen,
     /// Content ids of service group content seen, per group.
     group_content_seen: content::Seen<cpns_wire::GroupId>,
+    /// The delivery sessions it sends and receives.
+    deliveries: delivery::Deliveries,
     /// Senders' certificates that verified (docs/security.md §4.11).
     certified: content::CertCache,
     /// PNs whose LocalEUKey the PN GW on the link did not prove it holds (docs/security.md
@@ -514,6 +612,7 @@ impl PneSession {
             content_sends: BTreeMap::new(),
             content_seen: content::Seen::default(),
             group_content_seen: content::Seen::default(),
+            deliveries: delivery::Deliveries::default(),
             certified: content::CertCache::default(),
             unprovable: std::collections::BTreeSet::new(),
             cfg,
@@ -842,9 +941,16 @@ impl PneSession {
             }
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(PneEvent::StatusNotified(n)),
-            Body::SecureNotice(m) if env.kind == MsgKind::Notify => self.on_secure_notice(&env, m),
+            Body::SecureNotice(m) if env.kind == MsgKind::Notify => {
+                self.on_secure_notice(now, &env, m);
+            }
             Body::GroupContent(m) if env.kind == MsgKind::Notify => self.on_group_content(m),
             Body::GroupContentSent(m) => self.on_content_sent(&env, m),
+            Body::DeliveryChunk(m) if env.kind == MsgKind::Notify => {
+                self.on_delivery_chunk(now, &env, m);
+            }
+            Body::DeliveryAck(m) if env.kind == MsgKind::Notify => self.on_delivery_ack(&env, m),
+            Body::DeliveryDone(m) if env.kind == MsgKind::Notify => self.on_delivery_done(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,

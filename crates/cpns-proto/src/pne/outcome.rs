@@ -135,6 +135,21 @@ pub enum Outcome {
         /// Members it was pushed to.
         delivered: u32,
     },
+    /// `offer_delivery`: the server set the session up; the content moves as its targets
+    /// accept (004 §5.5.8).
+    DeliveryGranted {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The PN whose PN GW relays it.
+        pn_id: PnId,
+    },
+    /// The server recorded this PNE's end of a session it received.
+    DeliveryEnded {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// How it ended.
+        result: cpns_wire::DeliveryResult,
+    },
     /// `group_members`: the members.
     ServiceGroupMembers(Box<cpns_wire::GroupMembers>),
     /// `retrieve_service`: the whole description.

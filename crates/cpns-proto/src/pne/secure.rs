@@ -277,6 +277,7 @@ impl PneSession {
             }
             (Some(a), Flow::ServiceDirectory) => super::services::answered(a),
             (Some(a), Flow::ServiceGroup) => self.group_answered(a),
+            (Some(a), Flow::Delivery) => self.delivery_answered(a),
             (Some(a), _) => Ok(Outcome::SecureAnswer {
                 service: a.service,
                 payload: a.payload,

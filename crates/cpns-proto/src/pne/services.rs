@@ -88,7 +88,7 @@ impl PneSession {
     /// PNE's SK_PNE of the PN it names (a PN it holds), taken only with a number greater than the last one's
     /// under that PN, and told if it is a service match. Anything else is dropped unsaid: a
     /// notice has no answer.
-    pub(super) fn on_secure_notice(&mut self, env: &Envelope, m: SecureNotice) {
+    pub(super) fn on_secure_notice(&mut self, now: Instant, env: &Envelope, m: SecureNotice) {
         if env.from != Address::Server {
             return;
         }
@@ -121,6 +121,12 @@ impl PneSession {
         let Ok(call) = minicbor::decode::<SecureCall>(&plain) else {
             return;
         };
+        if call.service == cpns_wire::DELIVERY_OFFERED {
+            if let Ok(invite) = minicbor::decode::<cpns_wire::DeliveryInvite>(&call.payload) {
+                self.on_delivery_offered(now, invite);
+            }
+            return;
+        }
         if call.service != SERVICE_MATCH {
             return self.on_group_notice(call);
         }

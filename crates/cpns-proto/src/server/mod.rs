@@ -9,6 +9,7 @@
 mod budget;
 mod confirm;
 mod connect;
+pub mod delivery;
 pub mod directory;
 mod establish;
 pub mod groups;
@@ -424,6 +425,40 @@ pub enum ServerEffect {
         /// Unix milliseconds.
         now_ms: i64,
     },
+    /// Open a delivery session's records, one per target (004 §5.5.8); the driver answers
+    /// [`Persisted::Done`].
+    OpenDelivery {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The service it is delivered as.
+        service_id: String,
+        /// The source.
+        source: EntityId,
+        /// The PN whose PN GW relays it.
+        pn_id: PnId,
+        /// The content's name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The targets, each with the user charged (its own).
+        targets: Vec<(EntityId, UserId)>,
+        /// Unix milliseconds.
+        now_ms: i64,
+    },
+    /// End a target's open delivery record; the driver answers [`Persisted::Removed`] (false:
+    /// it had none open).
+    CloseDelivery {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The target.
+        target: EntityId,
+        /// Bytes it received.
+        bytes: u64,
+        /// How it ended (`cpns_wire::DeliveryResult` code).
+        result: u32,
+        /// Unix milliseconds.
+        now_ms: i64,
+    },
     /// Keep an invitation; the driver answers [`Persisted::Done`].
     InviteToGroup {
         /// The group.
@@ -741,6 +776,9 @@ enum Parked {
     UsagePersist(Box<secure::Call>),
     ChargingLoad(Box<secure::Call>),
     GroupLoad(Box<groups::GroupLoad>),
+    DeliveryLoad(Box<delivery::DeliveryLoad>),
+    DeliveryOpened(Box<delivery::DeliveryOpened>),
+    DeliveryClosed(Box<(secure::Call, cpns_wire::DeliveryDone)>),
     GroupWrite(Box<(groups::GroupWrite, groups::Pushes)>),
     GroupDelete(Box<(groups::GroupWrite, Vec<groups::Reach>)>),
     DirectoryLoad(Box<services::DirectoryLoad>),
@@ -1074,6 +1112,13 @@ impl ServerSession {
                     self.load_failed(req_msg, to, Flow::SecureCall, e);
                 }
             },
+            Parked::DeliveryLoad(d) => match load::pn(loaded) {
+                Ok(l) => self.delivery_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
             Parked::GroupLoad(g) => match load::group(loaded) {
                 Ok(l) => self.group_loaded(*g, l),
                 Err(e) => {
@@ -1161,6 +1206,11 @@ impl ServerSession {
             Parked::GroupWrite(w) => {
                 let (w, pushes) = *w;
                 self.group_written(w, pushes, result);
+            }
+            Parked::DeliveryOpened(o) => self.delivery_opened(*o, result),
+            Parked::DeliveryClosed(d) => {
+                let (c, done) = *d;
+                self.delivery_closed(c, done, result);
             }
             Parked::GroupDelete(d) => {
                 let (w, ends) = *d;

@@ -209,6 +209,9 @@ impl ServerSession {
                 self.directory_call(now, call_of, s, &call.payload);
             }
             s if super::groups::is_group(s) => self.group_call(now, call_of, s, &call.payload),
+            s if super::delivery::is_delivery(s) => {
+                self.delivery_call(now, call_of, s, &call.payload);
+            }
             _ => {
                 let (req_msg, to) = call_of.asker();
                 let e = ErrorBody::new(ErrorCode::NotFound, "no such service");

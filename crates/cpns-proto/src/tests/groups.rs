@@ -1189,3 +1189,53 @@ fn a_pn_gws_group_request_sent_again_is_answered_again_and_done_once() {
     };
     assert_eq!(e.code, ErrorCode::Forbidden);
 }
+
+#[test]
+fn a_pn_gws_group_request_is_a_service_group_flow_and_times_out_unanswered() {
+    let mut h = world();
+    let now = h.now();
+    let id =
+        h.gw.create_group(now, "Family".into(), false, pne_id(0))
+            .unwrap();
+    h.pump();
+    assert_eq!(h.gw_completion(id).unwrap().flow, crate::Flow::ServiceGroup);
+    // The server's answer is lost: the PN GW waits until its flow timeout, then gives up.
+    h.drop_message("GatewayGroupResponse");
+    let now = h.now();
+    let id =
+        h.gw.create_group(now, "Family 2".into(), false, pne_id(0))
+            .unwrap();
+    h.pump();
+    assert!(h.gw_completion(id).is_none());
+    let deadline =
+        h.gw.poll_timeout()
+            .expect("a deadline for the unanswered request");
+    assert!(deadline > h.now());
+    h.advance(deadline.duration_since(h.now()) + std::time::Duration::from_millis(1));
+    let c = h.gw_completion(id).unwrap();
+    assert_eq!(c.flow, crate::Flow::ServiceGroup);
+    assert_eq!(c.result, Err(Failure::TimedOut));
+}
+
+#[test]
+fn group_content_is_sent_up_to_its_bound_and_not_a_byte_more() {
+    let mut h = world();
+    let g = group_of_three(&mut h);
+    let max = crate::pne::MAX_SERVICE_GROUP_CONTENT;
+    assert_eq!(max, 256 * 1024 - 256);
+    let now = h.now();
+    assert!(matches!(
+        h.pnes[1].send_to_group(now, g, &vec![7; max + 1]),
+        Err(crate::CommandError::TooLarge)
+    ));
+    let id = h.pnes[1].send_to_group(now, g, &vec![7; max]).unwrap();
+    h.pump();
+    assert!(matches!(
+        h.outcome(1, id),
+        Outcome::ServiceGroupSent { delivered: 2, .. }
+    ));
+    let got = h.pne_events(0).into_iter().any(|e| {
+        matches!(e, crate::pne::PneEvent::ServiceGroupContent { content, .. } if content.len() == max)
+    });
+    assert!(got, "the largest content arrived whole");
+}

@@ -287,6 +287,7 @@ impl Harness {
                 capabilities: caps("phone", spec.has_ui),
                 security: spec.security,
                 invitations: spec.invitations,
+                deliveries: spec.deliveries,
                 timeouts,
                 heartbeat: None,
                 signing: Some(signing),
@@ -749,6 +750,60 @@ impl Harness {
                 if let Some((records, _)) = self.store.pne_usage.get_mut(&i) {
                     records.retain(|r| !ids.contains(&r.id));
                 }
+            }
+            PneOutput::ReadChunk {
+                session,
+                offset,
+                len,
+            } => {
+                let content = self.store.pne_outbox.get(&i).cloned().unwrap_or_default();
+                let read = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| content.get(o..(o + len as usize).min(content.len())))
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| "read past the end".to_string());
+                self.pnes[i].handle_chunk_read(session, offset, read);
+            }
+            PneOutput::OpenReceive { session, .. } => {
+                let now = self.now();
+                let kept = self.store.pne_inbox.entry((i, session)).or_default();
+                let have = kept.len() as u64;
+                self.pnes[i].handle_receive_opened(now, session, Ok(have));
+            }
+            PneOutput::WriteChunk {
+                session,
+                offset,
+                bytes,
+            } => {
+                let now = self.now();
+                let kept = self.store.pne_inbox.entry((i, session)).or_default();
+                let written = if kept.len() as u64 == offset {
+                    kept.extend_from_slice(&bytes);
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "a write at {offset}, the file holding {}",
+                        kept.len()
+                    ))
+                };
+                self.pnes[i].handle_chunk_written(now, session, written);
+            }
+            PneOutput::FinishReceive { session, sha256 } => {
+                use sha2::Digest;
+                let now = self.now();
+                let kept = self
+                    .store
+                    .pne_inbox
+                    .remove(&(i, session))
+                    .unwrap_or_default();
+                let matched = sha2::Sha256::digest(&kept).as_slice() == sha256.as_slice();
+                if matched {
+                    self.store.pne_received.insert((i, session), kept);
+                }
+                self.pnes[i].handle_receive_finished(now, session, Ok(matched));
+            }
+            PneOutput::DiscardReceive { session } => {
+                self.store.pne_inbox.remove(&(i, session));
             }
             PneOutput::KeepGroup { group_id, group } => {
                 self.store

@@ -55,6 +55,14 @@ pub(super) struct Store {
     pub fail_pne: bool,
     /// Secure sessions the PNEs kept (PneOutput::PersistSession), by PNE index.
     pub pne_sessions: BTreeMap<usize, crate::pne::SecureSession>,
+    /// What each PNE sends as a delivery's content (its driver's file).
+    pub pne_outbox: BTreeMap<usize, Vec<u8>>,
+    /// What each PNE received, by session: kept once its hash matched.
+    pub pne_inbox: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
+    /// Received content whose hash matched, by PNE and session.
+    pub pne_received: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
+    /// Delivery records, by session and target.
+    pub deliveries: BTreeMap<(cpns_wire::DeliveryId, EntityId), SDelivery>,
     /// Each PNE's kept service group keys, as `KeepGroup` and `ForgetGroup` left them.
     pub pne_groups: BTreeMap<usize, BTreeMap<cpns_wire::GroupId, crate::pne::HeldGroup>>,
     /// Each PNE's usage records not marked done yet, and its reporting preferences.
@@ -603,6 +611,8 @@ impl Store {
             ServerEffect::CreateGroup { .. } => "create_group",
             ServerEffect::ChangeGroup { .. } => "change_group",
             ServerEffect::InviteToGroup { .. } => "invite_to_group",
+            ServerEffect::OpenDelivery { .. } => "open_delivery",
+            ServerEffect::CloseDelivery { .. } => "close_delivery",
             ServerEffect::DropInvitation { .. } => "drop_invitation",
             ServerEffect::DeleteGroup { .. } => "delete_group",
             ServerEffect::RemoveWatch { .. } => "remove_watch",
@@ -673,6 +683,45 @@ impl Store {
                     g.members.push((e, o, pn));
                 }
                 Ok(Persisted::Done)
+            }
+            ServerEffect::OpenDelivery {
+                session,
+                service_id,
+                source,
+                targets,
+                size,
+                ..
+            } => {
+                if self.deliveries.keys().any(|(s, _)| *s == session) {
+                    return Err(crate::StoreFailure::Conflict(format!("{session} is open")));
+                }
+                for (t, charged) in targets {
+                    let row = SDelivery {
+                        service_id: service_id.clone(),
+                        source: source.clone(),
+                        charged,
+                        size,
+                        ended: None,
+                    };
+                    self.deliveries.insert((session, t), row);
+                }
+                Ok(Persisted::Done)
+            }
+            ServerEffect::CloseDelivery {
+                session,
+                target,
+                bytes,
+                result,
+                ..
+            } => {
+                let row = self
+                    .deliveries
+                    .get_mut(&(session, target))
+                    .filter(|r| r.ended.is_none());
+                Ok(Persisted::Removed(row.is_some_and(|r| {
+                    r.ended = Some((bytes, result));
+                    true
+                })))
             }
             ServerEffect::InviteToGroup {
                 group,
@@ -1049,6 +1098,8 @@ pub(super) struct PneSpec {
     pub security: PanSecurity,
     pub has_ui: bool,
     pub invitations: InvitationPolicy,
+    /// How it answers deliveries offered to it.
+    pub deliveries: InvitationPolicy,
     /// The PNE holds another EUKey than the server's record of it.
     pub wrong_key: bool,
     /// Not a PNE at all: an attacker on the PAN claiming to be PNE `i`, without its EUKey.
@@ -1061,6 +1112,7 @@ impl PneSpec {
             security: PanSecurity::Cpns,
             has_ui: true,
             invitations: InvitationPolicy::Accept,
+            deliveries: InvitationPolicy::Accept,
             wrong_key: false,
             impersonates: None,
         }
@@ -1102,4 +1154,15 @@ impl PneSpec {
             ..self
         }
     }
+}
+
+/// A delivery record as the double keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SDelivery {
+    pub service_id: String,
+    pub source: EntityId,
+    pub charged: cpns_wire::UserId,
+    pub size: u64,
+    /// Once ended: the bytes received and the result's code.
+    pub ended: Option<(u64, u32)>,
 }

@@ -116,6 +116,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "local service groups",
         sql: include_str!("../../migrations/sqlite/0019_local_service_groups.sql"),
     },
+    Migration {
+        version: 20,
+        name: "delivery records",
+        sql: include_str!("../../migrations/sqlite/0020_delivery_records.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

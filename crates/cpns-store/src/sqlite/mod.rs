@@ -25,6 +25,7 @@
 
 mod checkpointer;
 mod codec;
+mod deliveries;
 mod device_store;
 mod entity;
 mod groups;

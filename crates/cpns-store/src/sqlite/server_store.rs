@@ -4,11 +4,11 @@
 
 use cpns_wire::{CpnsId, DeviceCapabilities, EntityId, PnId, Status, UserId};
 
-use super::{SqliteStore, entity, groups, pn, replay, services, status, usage, views};
+use super::{SqliteStore, deliveries, entity, groups, pn, replay, services, status, usage, views};
 use crate::{
-    Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners, PnMember, PnRecord,
-    PnView, Reconciled, Result, ServerStore, StatusChange, StatusRecord, StatusView, Subscribed,
-    SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
+    DeliveryRecord, Departed, EntityRecord, GroupEpoch, InventoryView, MemberView, Owners,
+    PnMember, PnRecord, PnView, Reconciled, Result, ServerStore, StatusChange, StatusRecord,
+    StatusView, Subscribed, SubscriptionRecord, UnixMillis, UsageRow, UsageStored, UsageSummary,
 };
 
 impl ServerStore for SqliteStore {
@@ -332,6 +332,34 @@ impl ServerStore for SqliteStore {
     async fn delete_group(&self, group_id: &cpns_wire::GroupId) -> Result<bool> {
         let g = *group_id;
         self.write(move |c| groups::delete(c, &g)).await
+    }
+
+    async fn open_delivery(&self, records: &[DeliveryRecord]) -> Result<()> {
+        let records = records.to_vec();
+        self.write(move |c| deliveries::open(c, &records)).await
+    }
+
+    async fn close_delivery(
+        &self,
+        session: &cpns_wire::DeliveryId,
+        target: &EntityId,
+        bytes: u64,
+        result: u32,
+        ended_at: UnixMillis,
+    ) -> Result<bool> {
+        let (session, target) = (*session, target.clone());
+        self.write(move |c| deliveries::close(c, &session, &target, bytes, result, ended_at))
+            .await
+    }
+
+    async fn deliveries(
+        &self,
+        session: Option<&cpns_wire::DeliveryId>,
+        charged: Option<&UserId>,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.inner
+            .readers
+            .read(|c| deliveries::list(c, session, charged))
     }
 
     async fn store_usage(&self, rows: &[UsageRow]) -> Result<UsageStored> {

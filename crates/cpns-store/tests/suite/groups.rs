@@ -189,3 +189,68 @@ impl ServiceEntryBuilder {
         }
     }
 }
+
+/// Delivery records: a session's rows opened at once (once: again is a conflict, and nothing
+/// more is written), each target's closed once with what it received, read by session or by
+/// the user charged, oldest first.
+pub async fn delivery_records_open_once_close_once_and_read_by_user<S: ServerStore>(s: &S) {
+    use cpns_store::DeliveryRecord;
+    use cpns_wire::DeliveryId;
+    let session = |b: u8| DeliveryId::from_bytes([b; 16]);
+    let row = |sid: u8, target: &str, charged: &str, at: i64| DeliveryRecord {
+        session: session(sid),
+        target: eid(target),
+        service_id: "video".into(),
+        source: eid("phone"),
+        pn_id: pid(1),
+        charged: uid(charged),
+        name: "holiday.mp4".into(),
+        size: 10_000_000,
+        bytes: 0,
+        started_at: at,
+        ended_at: None,
+        result: None,
+    };
+    s.open_delivery(&[row(1, "tv", "alice", NOW), row(1, "tablet", "bob", NOW)])
+        .await
+        .unwrap();
+    s.open_delivery(&[row(2, "tv", "alice", NOW + 5)])
+        .await
+        .unwrap();
+    let e = s
+        .open_delivery(&[row(3, "tv", "alice", NOW), row(1, "tv", "alice", NOW)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, cpns_store::StoreError::Conflict { .. }), "{e}");
+    assert!(
+        s.deliveries(Some(&session(3)), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.close_delivery(&session(1), &eid("tv"), 10_000_000, 1, NOW + 9)
+            .await
+            .unwrap()
+    );
+    // Closed once: again, or for a target it does not have, changes nothing.
+    assert!(
+        !s.close_delivery(&session(1), &eid("tv"), 5, 4, NOW + 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.close_delivery(&session(1), &eid("watch"), 5, 4, NOW + 10)
+            .await
+            .unwrap()
+    );
+    let alice = s.deliveries(None, Some(&uid("alice"))).await.unwrap();
+    let mut closed = row(1, "tv", "alice", NOW);
+    closed.bytes = 10_000_000;
+    closed.ended_at = Some(NOW + 9);
+    closed.result = Some(1);
+    assert_eq!(alice, [closed.clone(), row(2, "tv", "alice", NOW + 5)]);
+    let one = s.deliveries(Some(&session(1)), None).await.unwrap();
+    assert_eq!(one, [row(1, "tablet", "bob", NOW), closed]);
+    assert_eq!(s.deliveries(None, None).await.unwrap().len(), 3);
+}

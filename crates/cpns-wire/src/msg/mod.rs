@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod common;
 pub mod connection;
 pub mod content;
+pub mod delivery;
 pub mod discovery;
 pub mod establishment;
 pub mod group;
@@ -27,6 +28,7 @@ pub use capabilities::*;
 pub use common::*;
 pub use connection::*;
 pub use content::*;
+pub use delivery::*;
 pub use discovery::*;
 pub use establishment::*;
 pub use group::*;
@@ -312,4 +314,12 @@ bodies! {
     // A PN GW asking for its owner (004 §5.5.9).
     151 => GatewayGroupRequest,
     152 => GatewayGroupResponse,
+    // Service and content delivery, 004 §5.5.8 (docs/services.md, "Delivery").
+    160 => DeliveryOffer,
+    161 => DeliveryGrant,
+    162 => DeliveryInvite,
+    163 => DeliveryRoute,
+    164 => DeliveryChunk,
+    165 => DeliveryAck,
+    166 => DeliveryDone,
 }

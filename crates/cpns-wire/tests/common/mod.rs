@@ -1014,6 +1014,87 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "delivery offer",
+            DeliveryOffer {
+                service_id: "video".into(),
+                targets: vec![eid("tv-1"), eid("tablet-1")],
+                name: "holiday.mp4".into(),
+                media_type: "video/mp4".into(),
+                size: 104_857_600,
+                sha256: HashBytes([0x44; 32]),
+            }
+            .into(),
+        ),
+        (
+            "delivery grant",
+            DeliveryGrant {
+                session: DeliveryId::from_bytes([0x81; 16]),
+                key: KeyBytes([0x55; 32]),
+                pn_id: pn(7),
+                chunk: 65_536,
+                window: 1_048_576,
+                size: 104_857_600,
+            }
+            .into(),
+        ),
+        (
+            "delivery invite",
+            DeliveryInvite {
+                session: DeliveryId::from_bytes([0x81; 16]),
+                source: eid("phone-1"),
+                owner: "alice".parse().unwrap(),
+                service_id: "video".into(),
+                name: "holiday.mp4".into(),
+                media_type: "video/mp4".into(),
+                size: 104_857_600,
+                sha256: HashBytes([0x44; 32]),
+                key: KeyBytes([0x55; 32]),
+                pn_id: pn(7),
+                chunk: 65_536,
+            }
+            .into(),
+        ),
+        (
+            "delivery route",
+            DeliveryRoute {
+                session: DeliveryId::from_bytes([0x81; 16]),
+                pn_id: pn(7),
+                source: eid("phone-1"),
+                targets: vec![eid("tv-1")],
+                size: 104_857_600,
+                chunk: 65_536,
+            }
+            .into(),
+        ),
+        (
+            "delivery chunk",
+            DeliveryChunk {
+                session: DeliveryId::from_bytes([0x81; 16]),
+                offset: 65_536,
+                sealed: vec![0x5c; 12 + 40 + 16],
+            }
+            .into(),
+        ),
+        (
+            "delivery ack",
+            DeliveryAck {
+                session: DeliveryId::from_bytes([0x81; 16]),
+                have: 131_072,
+                resume: true,
+            }
+            .into(),
+        ),
+        (
+            "delivery done",
+            DeliveryDone {
+                session: DeliveryId::from_bytes([0x81; 16]),
+                target: eid("tv-1"),
+                bytes: 104_857_600,
+                result: DeliveryResult::Delivered,
+            }
+            .into(),
+        ),
+        (
             "service publish",
             ServicePublish {
                 description: br#"{"service_id":"renderer"}"#.to_vec(),

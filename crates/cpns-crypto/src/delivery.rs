@@ -1,0 +1,165 @@
+//! Delivery sessions (004 §5.5.8; docs/security.md §4.12, docs/services.md, "Delivery"): the
+//! server draws a [`DeliveryKey`] for each session and gives it, sealed end to end, to the
+//! session's source and to each target. Content moves in chunks, each sealed under a key
+//! derived from the session key and the session id, with a random nonce in front and
+//! associated data naming the session, the part (the common part, or one target's specific
+//! part), the chunk's offset and the part's total size: a PN GW or the server relaying it can
+//! neither read it, alter it, nor pass it off at another offset, in another part or session.
+
+use zeroize::Zeroizing;
+
+use crate::kdf::{Transcript, derive_key};
+use crate::keys::DeliveryKey;
+use crate::{CryptoError, aead, labels};
+
+/// What a chunk belongs to: its associated data.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkBinding<'a> {
+    /// The session, 16 bytes.
+    pub session: &'a [u8; 16],
+    /// The part: empty for the common part, else the PNE whose specific part it is.
+    pub part: &'a str,
+    /// The chunk's first byte's offset in its part.
+    pub offset: u64,
+    /// The part's whole size, in bytes.
+    pub total: u64,
+}
+
+/// The bytes a sealed chunk adds to its content: nonce and tag.
+pub const CHUNK_OVERHEAD: usize = aead::BOX_OVERHEAD;
+
+/// Seals and opens the chunks of one session's part: its chunk key derived once.
+pub struct ChunkSealer {
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl core::fmt::Debug for ChunkSealer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ChunkSealer(<redacted>)")
+    }
+}
+
+/// `T("cpns/v1/delivery-chunk-key") ‖ T(session)`: the chunk key's HKDF info.
+fn key_info(session: &[u8; 16]) -> Transcript {
+    let mut t = Transcript::new(labels::DELIVERY_CHUNK_KEY);
+    t.push(session);
+    t
+}
+
+/// The associated data of a chunk.
+pub(crate) fn chunk_aad(b: &ChunkBinding<'_>) -> Vec<u8> {
+    let mut t = Transcript::new(labels::DELIVERY_CHUNK_AAD);
+    t.push(b.session)
+        .push(b.part.as_bytes())
+        .push(&b.offset.to_be_bytes())
+        .push(&b.total.to_be_bytes());
+    t.as_bytes().to_vec()
+}
+
+impl ChunkSealer {
+    /// The sealer of session `session`'s chunks under `key`.
+    pub fn new(key: &DeliveryKey, session: &[u8; 16]) -> Self {
+        Self {
+            key: derive_key(key.expose_secret(), &key_info(session)),
+        }
+    }
+
+    /// Seals one chunk under a fresh random nonce.
+    ///
+    /// # Errors
+    /// [`CryptoError::Rng`] when the OS generator is unavailable for the nonce.
+    pub fn seal<R: crate::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        b: &ChunkBinding<'_>,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        self.seal_with_nonce(b, plaintext, nonce)
+    }
+
+    /// [`ChunkSealer::seal`] with a caller-chosen nonce; deterministic, for test vectors.
+    ///
+    /// # Errors
+    /// [`CryptoError::Malformed`] on a chunk past the AEAD's limit.
+    pub fn seal_with_nonce(
+        &self,
+        b: &ChunkBinding<'_>,
+        plaintext: &[u8],
+        nonce: [u8; 12],
+    ) -> Result<Vec<u8>, CryptoError> {
+        aead::seal_with_nonce(&self.key, nonce, &chunk_aad(b), plaintext)
+    }
+
+    /// Opens one chunk.
+    ///
+    /// # Errors
+    /// [`CryptoError::BadTag`] under another key or session, for another part, offset or total,
+    /// or tampered; [`CryptoError::Malformed`] when too short.
+    pub fn open(
+        &self,
+        b: &ChunkBinding<'_>,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        aead::open(&self.key, &chunk_aad(b), sealed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A chunk opens only as itself: under its session's key and id, in its part, at its offset
+    /// of its total, every byte as sealed.
+    #[test]
+    fn a_chunk_opens_only_where_it_was_sealed() {
+        let key = DeliveryKey::from_bytes([1; 32]);
+        let session = [2; 16];
+        let b = ChunkBinding {
+            session: &session,
+            part: "",
+            offset: 65_536,
+            total: 1 << 20,
+        };
+        let sealer = ChunkSealer::new(&key, &session);
+        let sealed = sealer
+            .seal_with_nonce(&b, b"frame of video", [3; 12])
+            .unwrap();
+        assert_eq!(sealed.len(), 14 + CHUNK_OVERHEAD);
+        assert_eq!(&sealer.open(&b, &sealed).unwrap()[..], b"frame of video");
+        let other_key = ChunkSealer::new(&DeliveryKey::from_bytes([9; 32]), &session);
+        assert!(other_key.open(&b, &sealed).is_err());
+        let other_session = [4; 16];
+        let moved = ChunkSealer::new(&key, &other_session);
+        let b2 = ChunkBinding {
+            session: &other_session,
+            ..b
+        };
+        assert!(moved.open(&b2, &sealed).is_err());
+        for wrong in [
+            ChunkBinding { part: "tv", ..b },
+            ChunkBinding { offset: 0, ..b },
+            ChunkBinding {
+                total: 1 << 21,
+                ..b
+            },
+        ] {
+            assert!(sealer.open(&wrong, &sealed).is_err(), "{wrong:?}");
+        }
+        // The same session's chunks in another session's binding, keyed rightly, do not open.
+        let b3 = ChunkBinding {
+            session: &other_session,
+            ..b
+        };
+        assert!(sealer.open(&b3, &sealed).is_err());
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 1;
+            assert!(sealer.open(&b, &t).is_err(), "byte {i}");
+        }
+        assert!(format!("{sealer:?}").contains("redacted"));
+    }
+}

@@ -1,0 +1,256 @@
+//! Where a PNE's deliveries live on disk (004 §5.5.8; docs/services.md, "Delivery"): what it
+//! sends is read from the file its application named, a chunk at a time; what it receives is
+//! written to `<inbox>/<session>.part`, checked against the SHA-256 offered once every byte is
+//! there (read back a block at a time, never held whole), and then kept under its name (made
+//! safe as a file name) or discarded. The inbox is its user's only (mode 0700).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cpns_wire::DeliveryId;
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Block size of a hash check's reads.
+const HASH_BLOCK: usize = 256 * 1024;
+
+/// The files of a PNE's deliveries.
+#[derive(Debug, Default)]
+pub(crate) struct ContentFiles {
+    /// Where received content goes; none: this PNE takes no delivery.
+    inbox: Option<PathBuf>,
+    /// The file each session this PNE sends reads from.
+    sending: BTreeMap<DeliveryId, PathBuf>,
+    /// Each session received: its partial file and its name, and the open file.
+    receiving: BTreeMap<DeliveryId, (String, Option<tokio::fs::File>)>,
+}
+
+fn io(what: &str, path: &Path, e: &std::io::Error) -> String {
+    format!("{what} {}: {e}", path.display())
+}
+
+/// A name made safe as a file name in the inbox: no separator, no leading dot, no control
+/// character, at most 100 characters; `content` if nothing is left.
+pub(crate) fn safe_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | ':' | '\0') {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(100)
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.').trim().to_string();
+    if cleaned.is_empty() {
+        "content".into()
+    } else {
+        cleaned
+    }
+}
+
+impl ContentFiles {
+    /// The files of a PNE keeping received content in `inbox`.
+    pub(crate) fn new(inbox: Option<PathBuf>) -> Self {
+        Self {
+            inbox,
+            ..Self::default()
+        }
+    }
+
+    /// Session `session` sends the content of `path`.
+    pub(crate) fn send_from(&mut self, session: DeliveryId, path: PathBuf) {
+        self.sending.insert(session, path);
+    }
+
+    /// `len` bytes at `offset` of what `session` sends.
+    pub(crate) async fn read(
+        &self,
+        session: DeliveryId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, String> {
+        let Some(path) = self.sending.get(&session) else {
+            return Err("this PNE holds no file for the session".into());
+        };
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| io("open", path, &e))?;
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io("seek", path, &e))?;
+        let mut buf = vec![0; usize::try_from(len).map_err(|_| "a chunk too large")?];
+        f.read_exact(&mut buf)
+            .await
+            .map_err(|e| io("read", path, &e))?;
+        Ok(buf)
+    }
+
+    fn part(&self, session: DeliveryId) -> Result<PathBuf, String> {
+        let inbox = self
+            .inbox
+            .as_ref()
+            .ok_or("this PNE keeps no deliveries (it runs without --stay)")?;
+        Ok(inbox.join(format!("{session}.part")))
+    }
+
+    /// Opens (or goes on with) `session`'s partial file: the bytes it holds.
+    pub(crate) async fn open_receive(
+        &mut self,
+        session: DeliveryId,
+        name: String,
+    ) -> Result<u64, String> {
+        let part = self.part(session)?;
+        if let Some(dir) = part.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io("make", dir, &e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::Permissions::from_mode(0o700);
+                tokio::fs::set_permissions(dir, mode)
+                    .await
+                    .map_err(|e| io("restrict", dir, &e))?;
+            }
+        }
+        let f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&part)
+            .await
+            .map_err(|e| io("open", &part, &e))?;
+        let have = f.metadata().await.map_err(|e| io("read", &part, &e))?.len();
+        self.receiving.insert(session, (name, Some(f)));
+        Ok(have)
+    }
+
+    /// Writes a chunk of `session` at `offset`.
+    pub(crate) async fn write(
+        &mut self,
+        session: DeliveryId,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let part = self.part(session)?;
+        let Some((_, Some(f))) = self.receiving.get_mut(&session) else {
+            return Err("the session's file is not open".into());
+        };
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io("seek", &part, &e))?;
+        f.write_all(bytes)
+            .await
+            .map_err(|e| io("write", &part, &e))?;
+        Ok(())
+    }
+
+    /// Every byte of `session` is written: whether its SHA-256 is `sha256`; kept under its
+    /// name if so (the path), discarded if not.
+    pub(crate) async fn finish(
+        &mut self,
+        session: DeliveryId,
+        sha256: [u8; 32],
+    ) -> Result<Option<PathBuf>, String> {
+        let part = self.part(session)?;
+        let Some((name, f)) = self.receiving.remove(&session) else {
+            return Err("the session's file is not open".into());
+        };
+        if let Some(f) = f {
+            f.sync_all().await.map_err(|e| io("sync", &part, &e))?;
+        }
+        let mut f = tokio::fs::File::open(&part)
+            .await
+            .map_err(|e| io("open", &part, &e))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut block = vec![0; HASH_BLOCK];
+        loop {
+            let n = f
+                .read(&mut block)
+                .await
+                .map_err(|e| io("read", &part, &e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&block[..n]);
+        }
+        if hasher.finalize().as_slice() != sha256.as_slice() {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Ok(None);
+        }
+        let dir = part.parent().unwrap_or(Path::new("."));
+        let name = safe_name(&name);
+        let mut kept = dir.join(&name);
+        if tokio::fs::try_exists(&kept).await.unwrap_or(true) {
+            kept = dir.join(format!("{}-{name}", &session.to_string()[..8]));
+        }
+        tokio::fs::rename(&part, &kept)
+            .await
+            .map_err(|e| io("keep", &kept, &e))?;
+        Ok(Some(kept))
+    }
+
+    /// Discards what was kept of `session`.
+    pub(crate) async fn discard(&mut self, session: DeliveryId) {
+        self.receiving.remove(&session);
+        if let Ok(part) = self.part(session) {
+            let _ = tokio::fs::remove_file(part).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_name_from_a_source_stays_a_file_name_in_the_inbox() {
+        assert_eq!(safe_name("holiday.mp4"), "holiday.mp4");
+        assert_eq!(safe_name("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(safe_name(".hidden"), "hidden");
+        assert_eq!(safe_name("a\\b:c\nd"), "a_b_c_d");
+        assert_eq!(safe_name("..."), "content");
+        assert_eq!(safe_name(""), "content");
+        assert_eq!(safe_name(&"x".repeat(300)).len(), 100);
+    }
+
+    #[tokio::test]
+    async fn content_is_kept_only_with_the_hash_offered_and_resumes_from_what_is_written() {
+        let dir = std::env::temp_dir().join(format!("cpns-files-{}", std::process::id()));
+        let mut files = ContentFiles::new(Some(dir.join("inbox")));
+        let s = DeliveryId::from_bytes([1; 16]);
+        assert_eq!(files.open_receive(s, "a.bin".into()).await.unwrap(), 0);
+        files.write(s, 0, b"hello ").await.unwrap();
+        // Opened again (a link that dropped): it holds what was written.
+        assert_eq!(files.open_receive(s, "a.bin".into()).await.unwrap(), 6);
+        files.write(s, 6, b"world").await.unwrap();
+        let good: [u8; 32] = sha2::Sha256::digest(b"hello world").into();
+        let kept = files.finish(s, good).await.unwrap().unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
+        assert_eq!(kept.file_name().unwrap(), "a.bin");
+        // Another with a wrong hash is not kept, and its partial file is gone.
+        let t = DeliveryId::from_bytes([2; 16]);
+        files.open_receive(t, "a.bin".into()).await.unwrap();
+        files.write(t, 0, b"tampered").await.unwrap();
+        assert_eq!(files.finish(t, good).await.unwrap(), None);
+        assert!(!dir.join("inbox").join(format!("{t}.part")).exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("inbox"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        // A PNE without an inbox takes none.
+        let mut none = ContentFiles::new(None);
+        assert!(none.open_receive(s, "x".into()).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,220 @@
+//! Delivery at the PN GW (004 §5.5.8; docs/services.md, "Delivery"): the server tells it each
+//! session to relay (Delivery Route: its PN, its source, its targets, its size). A chunk is
+//! taken only from the session's source, proven on its link, within the content's size and the
+//! chunk size, and relayed as it came to every target linked now (the PN GW cannot read it: it
+//! holds no session key). Acknowledgements are taken only from the session's targets; the
+//! source is told the least of what every target has, which is the flow control (a source
+//! sends at most a window past it, so the PN GW holds no more than that per link) and, after a
+//! dropped link, the resumption. A target's end is relayed to the source; with every target's
+//! end the route is gone, told as [`GatewayEvent::DeliveryRelayed`] with the bytes relayed.
+
+use std::collections::BTreeMap;
+
+use cpns_wire::{
+    Address, DeliveryAck, DeliveryChunk, DeliveryDone, DeliveryId, DeliveryRoute, EntityId,
+    Envelope, PnId,
+};
+
+use super::{Gateway, GatewayEvent, LinkId};
+
+/// Sessions a PN GW relays at once; a route past them is refused.
+pub const MAX_ROUTES: usize = 256;
+/// The bytes a sealed chunk adds to its content.
+const OVERHEAD: u64 = cpns_crypto::CHUNK_OVERHEAD as u64;
+
+/// A session the PN GW relays.
+#[derive(Debug)]
+pub(crate) struct Route {
+    pn_id: PnId,
+    source: EntityId,
+    /// Each target not ended, with what it acknowledged (none before its first).
+    targets: BTreeMap<EntityId, Option<u64>>,
+    size: u64,
+    chunk: u64,
+    /// The least every target had when the source was last told.
+    told: Option<u64>,
+    /// Content bytes relayed to targets.
+    relayed: u64,
+}
+
+/// The sessions the PN GW relays.
+pub(super) type Routes = BTreeMap<DeliveryId, Route>;
+
+impl Gateway {
+    /// The server's route of a session to relay.
+    pub(super) fn on_delivery_route(&mut self, env: &Envelope, m: DeliveryRoute) {
+        if env.from != Address::Server || self.deliveries.contains_key(&m.session) {
+            return;
+        }
+        if self.deliveries.len() >= MAX_ROUTES || !self.pns.contains_key(&m.pn_id) {
+            return self.event(GatewayEvent::DeliveryRefused {
+                session: m.session,
+                from: m.source,
+                reason: "no room for another delivery, or a PN this PN GW does not serve".into(),
+            });
+        }
+        let route = Route {
+            pn_id: m.pn_id,
+            source: m.source,
+            targets: m.targets.into_iter().map(|t| (t, None)).collect(),
+            size: m.size,
+            chunk: u64::from(m.chunk),
+            told: None,
+            relayed: 0,
+        };
+        self.deliveries.insert(m.session, route);
+    }
+
+    /// The proven PNE on `link`, if it is a member of the session's PN: the sender.
+    fn delivery_sender(&self, link: LinkId, session: &DeliveryId) -> Option<(EntityId, PnId)> {
+        let route = self.deliveries.get(session)?;
+        let pne = self.proven_member_of(link, &route.pn_id, "deliver").ok()?;
+        Some((pne, route.pn_id))
+    }
+
+    fn delivery_refused(&mut self, session: DeliveryId, from: EntityId, reason: &str) {
+        self.event(GatewayEvent::DeliveryRefused {
+            session,
+            from,
+            reason: reason.into(),
+        });
+    }
+
+    /// A chunk from the source: relayed to every target linked now.
+    pub(super) fn on_delivery_chunk(&mut self, link: LinkId, m: DeliveryChunk) {
+        let Some((pne, _)) = self.delivery_sender(link, &m.session) else {
+            let from = self.link_peer(link);
+            return self.delivery_refused(
+                m.session,
+                from,
+                "no such session here, or not a proven member of its PN",
+            );
+        };
+        let Some(route) = self.deliveries.get(&m.session) else {
+            return;
+        };
+        let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
+        let why = if pne != route.source {
+            Some("only the session's source sends its chunks")
+        } else if m.sealed.len() as u64 > route.chunk + OVERHEAD || len == 0 {
+            Some("a chunk larger than the session's chunk size, or empty")
+        } else if m.offset.checked_add(len).is_none_or(|end| end > route.size) {
+            Some("a chunk past the content's size")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return self.delivery_refused(m.session, pne, why);
+        }
+        let to: Vec<LinkId> = route
+            .targets
+            .keys()
+            .filter_map(|t| self.proven_link_of(t))
+            .collect();
+        for l in &to {
+            self.send_pan_notify(*l, m.clone());
+        }
+        if let Some(route) = self.deliveries.get_mut(&m.session) {
+            route.relayed = route.relayed.saturating_add(len * to.len() as u64);
+        }
+    }
+
+    /// A target's acknowledgement: the source is told the least of every target's.
+    pub(super) fn on_delivery_ack(&mut self, link: LinkId, m: DeliveryAck) {
+        let Some((pne, _)) = self.delivery_sender(link, &m.session) else {
+            let from = self.link_peer(link);
+            return self.delivery_refused(
+                m.session,
+                from,
+                "no such session here, or not a proven member of its PN",
+            );
+        };
+        let Some(route) = self.deliveries.get_mut(&m.session) else {
+            return;
+        };
+        let (size, source) = (route.size, route.source.clone());
+        let Some(have) = route.targets.get_mut(&pne) else {
+            return self.delivery_refused(m.session, pne, "only a target acknowledges a session");
+        };
+        if m.have > size {
+            return self.delivery_refused(
+                m.session,
+                pne,
+                "an acknowledgement past the content's size",
+            );
+        }
+        *have = Some(m.have);
+        self.tell_source(m.session, m.resume, &source);
+    }
+
+    /// Tells the source the least every target has, once each acknowledged, when it moved or
+    /// a target starts again.
+    fn tell_source(&mut self, session: DeliveryId, resume: bool, source: &EntityId) {
+        let Some(route) = self.deliveries.get_mut(&session) else {
+            return;
+        };
+        let Some(least) = route
+            .targets
+            .values()
+            .copied()
+            .collect::<Option<Vec<u64>>>()
+        else {
+            return;
+        };
+        let Some(least) = least.into_iter().min() else {
+            return;
+        };
+        if route.told == Some(least) && !resume {
+            return;
+        }
+        route.told = Some(least);
+        if let Some(l) = self.proven_link_of(source) {
+            self.send_pan_notify(
+                l,
+                DeliveryAck {
+                    session,
+                    have: least,
+                    resume,
+                },
+            );
+        }
+    }
+
+    /// A target's end: relayed to the source; with every target's end, the route goes.
+    pub(super) fn on_delivery_done(&mut self, link: LinkId, m: DeliveryDone) {
+        let Some((pne, _)) = self.delivery_sender(link, &m.session) else {
+            return;
+        };
+        let Some(route) = self.deliveries.get_mut(&m.session) else {
+            return;
+        };
+        if m.target != pne || route.targets.remove(&pne).is_none() {
+            return self.delivery_refused(m.session, pne, "a target ends only its own part");
+        }
+        let source = route.source.clone();
+        let ended = route.targets.is_empty();
+        if let Some(l) = self.proven_link_of(&source) {
+            self.send_pan_notify(l, m.clone());
+        }
+        if ended {
+            if let Some(r) = self.deliveries.remove(&m.session) {
+                self.event(GatewayEvent::DeliveryRelayed {
+                    session: m.session,
+                    source: r.source,
+                    bytes: r.relayed,
+                });
+            }
+            return;
+        }
+        // The ones left may all be further now.
+        self.tell_source(m.session, false, &source);
+    }
+
+    /// The PNE a link speaks as, for an event.
+    fn link_peer(&self, link: LinkId) -> EntityId {
+        self.links
+            .get(&link)
+            .and_then(|l| l.peer.clone())
+            .unwrap_or_else(|| self.cfg.id.clone())
+    }
+}

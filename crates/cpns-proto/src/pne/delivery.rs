@@ -1,0 +1,573 @@
+//! Delivery at the PNE (004 §5.5.8; docs/services.md, "Delivery"), both ends.
+//!
+//! As a **source**: `offer_delivery` asks the server for a session (a secure call), completing
+//! with [`Outcome::DeliveryGranted`] and the session's key kept. Once every target has
+//! acknowledged (its acceptance), it asks the driver for the content a chunk at a time
+//! ([`PneOutput::ReadChunk`]), seals each under the session's key and sends it to its PN GW,
+//! never more than a window past what every target acknowledged; an acknowledgement that says
+//! `resume` sends again from what the targets have. Told as [`PneEvent::DeliverySent`] once
+//! every target has every byte, or [`PneEvent::DeliveryEnded`] with a target's end.
+//!
+//! As a **target**: the server's notice is told as [`PneEvent::DeliveryOffered`]; accepted (by
+//! policy, or `answer_delivery`), the driver opens where it keeps the content and says how much
+//! it has already ([`PneOutput::OpenReceive`]), and the PNE acknowledges that (`resume`). Each
+//! chunk from its PN GW must open under the session's key at the very offset expected; it goes
+//! to the driver to write ([`PneOutput::WriteChunk`]) and is acknowledged once written. With
+//! every byte, the driver checks the SHA-256 ([`PneOutput::FinishReceive`]), and the end is told
+//! to the server (`cpns.delivery.done`, its record), to the PN GW (for the source), and as
+//! [`PneEvent::DeliveryReceived`] or [`PneEvent::DeliveryEnded`]. A chunk that does not open (a
+//! PN GW that altered it) ends the session at once, refused.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cpns_crypto::{CHUNK_OVERHEAD, ChunkBinding, ChunkSealer, DeliveryKey};
+use cpns_wire::{
+    Address, DELIVERY_DONE, DELIVERY_OFFER, DeliveryAck, DeliveryChunk, DeliveryDone,
+    DeliveryGrant, DeliveryId, DeliveryInvite, DeliveryOffer, DeliveryResult, EntityId, Envelope,
+    PnId, SecureCall,
+};
+
+use super::{Outcome, PneEvent, PneOutput, PneSession};
+use crate::{CommandError, CommandId, Failure, Flow};
+
+/// A session this PNE sends.
+#[derive(Debug)]
+pub(super) struct Sending {
+    sealer: ChunkSealer,
+    pn_id: PnId,
+    size: u64,
+    chunk: u64,
+    window: u64,
+    /// The next offset to read and send.
+    next: u64,
+    /// What every target has, once each acknowledged.
+    acked: Option<u64>,
+    /// A read asked of the driver and not answered yet: its offset.
+    reading: Option<u64>,
+}
+
+/// A session this PNE receives.
+#[derive(Debug)]
+pub(super) struct Receiving {
+    invite: DeliveryInvite,
+    sealer: ChunkSealer,
+    state: Recv,
+    /// Bytes written from the start.
+    have: u64,
+    /// `have` when last acknowledged.
+    acked: u64,
+    /// A write asked of the driver and not answered: its offset and length.
+    writing: Option<(u64, u64)>,
+}
+
+/// Where a received session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Recv {
+    /// Told; waiting for the application's answer.
+    Offered,
+    /// Accepted; the driver is opening where it keeps the content.
+    Opening,
+    /// Taking chunks.
+    Taking,
+    /// Every byte written; the driver is checking its hash.
+    Checking,
+}
+
+/// The sessions this PNE sends and receives.
+#[derive(Debug, Default)]
+pub(super) struct Deliveries {
+    sending: BTreeMap<DeliveryId, Sending>,
+    receiving: BTreeMap<DeliveryId, Receiving>,
+}
+
+/// Sessions a PNE receives at once; an offer past them is declined.
+pub const MAX_RECEIVING: usize = 8;
+
+impl PneSession {
+    /// Offers `offer` to its targets (004 §5.5.8): completes with
+    /// [`Outcome::DeliveryGranted`] once the server set the session up; the content then moves
+    /// as the targets accept, read from the driver ([`PneOutput::ReadChunk`]).
+    pub fn offer_delivery(
+        &mut self,
+        now: Instant,
+        offer: &DeliveryOffer,
+    ) -> Result<CommandId, CommandError> {
+        if let Err(why) = crate::server::delivery::check_offer(offer, &self.cfg.id) {
+            return Err(CommandError::InvalidDelivery(why));
+        }
+        self.typed_call(now, DELIVERY_OFFER, offer, Flow::Delivery)
+    }
+
+    /// Accepts or declines a delivery offered to this PNE (its application's answer).
+    pub fn answer_delivery(
+        &mut self,
+        now: Instant,
+        session: DeliveryId,
+        accept: bool,
+    ) -> Result<(), CommandError> {
+        match self.deliveries.receiving.get(&session) {
+            Some(r) if r.state == Recv::Offered => {}
+            _ => return Err(CommandError::NoDelivery(session)),
+        }
+        if accept {
+            self.accept_delivery(session);
+        } else {
+            self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
+        }
+        Ok(())
+    }
+
+    /// The sessions this PNE sends and receives, by id.
+    pub fn delivery_sessions(&self) -> (Vec<DeliveryId>, Vec<DeliveryId>) {
+        (
+            self.deliveries.sending.keys().copied().collect(),
+            self.deliveries.receiving.keys().copied().collect(),
+        )
+    }
+
+    /// The server's answer to an offer: the session is kept, its key with it.
+    pub(super) fn delivery_answered(&mut self, a: SecureCall) -> Result<Outcome, Failure> {
+        if a.service == DELIVERY_DONE {
+            return minicbor::decode::<DeliveryDone>(&a.payload)
+                .map(|d| Outcome::DeliveryEnded {
+                    session: d.session,
+                    result: d.result,
+                })
+                .map_err(|_| Failure::AnswerDidNotOpen);
+        }
+        let g =
+            minicbor::decode::<DeliveryGrant>(&a.payload).map_err(|_| Failure::AnswerDidNotOpen)?;
+        let key = DeliveryKey::from_bytes(g.key.0);
+        let sending = Sending {
+            sealer: ChunkSealer::new(&key, g.session.as_bytes()),
+            pn_id: g.pn_id,
+            size: g.size,
+            chunk: u64::from(g.chunk.max(1)),
+            window: u64::from(g.window.max(g.chunk).max(1)),
+            next: 0,
+            acked: None,
+            reading: None,
+        };
+        self.deliveries.sending.insert(g.session, sending);
+        Ok(Outcome::DeliveryGranted {
+            session: g.session,
+            pn_id: g.pn_id,
+        })
+    }
+
+    /// The server's notice of a delivery for this PNE.
+    pub(super) fn on_delivery_offered(&mut self, now: Instant, invite: DeliveryInvite) {
+        let session = invite.session;
+        if self.deliveries.receiving.contains_key(&session) {
+            return;
+        }
+        let key = DeliveryKey::from_bytes(invite.key.0);
+        let r = Receiving {
+            sealer: ChunkSealer::new(&key, session.as_bytes()),
+            invite: invite.clone(),
+            state: Recv::Offered,
+            have: 0,
+            acked: 0,
+            writing: None,
+        };
+        let full = self.deliveries.receiving.len() >= MAX_RECEIVING;
+        self.deliveries.receiving.insert(session, r);
+        self.event(PneEvent::DeliveryOffered {
+            session,
+            source: invite.source,
+            owner: invite.owner,
+            service_id: invite.service_id,
+            name: invite.name,
+            media_type: invite.media_type,
+            size: invite.size,
+        });
+        if full {
+            return self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
+        }
+        match self.cfg.deliveries {
+            crate::pne::InvitationPolicy::Accept => self.accept_delivery(session),
+            crate::pne::InvitationPolicy::Decline => {
+                self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
+            }
+            crate::pne::InvitationPolicy::Ask { .. } => {}
+        }
+    }
+
+    fn accept_delivery(&mut self, session: DeliveryId) {
+        let Some(r) = self.deliveries.receiving.get_mut(&session) else {
+            return;
+        };
+        r.state = Recv::Opening;
+        let (size, name) = (r.invite.size, r.invite.name.clone());
+        self.out.push_back(PneOutput::OpenReceive {
+            session,
+            size,
+            name,
+        });
+    }
+
+    /// The driver opened where a received session's content is kept, holding `have` bytes of
+    /// it already (a resumed session), or could not.
+    pub fn handle_receive_opened(
+        &mut self,
+        now: Instant,
+        session: DeliveryId,
+        opened: Result<u64, String>,
+    ) {
+        let Some(r) = self.deliveries.receiving.get_mut(&session) else {
+            return;
+        };
+        if r.state != Recv::Opening {
+            return;
+        }
+        match opened {
+            Ok(have) if have <= r.invite.size => {
+                r.have = have;
+                r.acked = have;
+                r.state = Recv::Taking;
+                let pn = r.invite.pn_id;
+                let gw = self.pn_gateway(&pn);
+                let ack = DeliveryAck {
+                    session,
+                    have,
+                    resume: true,
+                };
+                if let Some(gw) = gw {
+                    self.send_notify_to(gw, ack);
+                }
+                self.after_write(session);
+            }
+            Ok(_) => {
+                let why = "more is kept than offered".to_string();
+                self.end_receiving(now, session, DeliveryResult::Failed, 0, Some(why));
+            }
+            Err(why) => self.end_receiving(now, session, DeliveryResult::Failed, 0, Some(why)),
+        }
+    }
+
+    /// A chunk its PN GW relayed.
+    pub(super) fn on_delivery_chunk(&mut self, now: Instant, env: &Envelope, m: DeliveryChunk) {
+        let Some(r) = self.deliveries.receiving.get(&m.session) else {
+            return;
+        };
+        if !self.sent_by_pns_gateway(env, &r.invite.pn_id) {
+            return;
+        }
+        if r.state != Recv::Taking || r.writing.is_some() {
+            return;
+        }
+        if m.offset != r.have {
+            // A chunk already written (a resend), or one past a gap: what it has is said again.
+            let ack = DeliveryAck {
+                session: m.session,
+                have: r.have,
+                resume: m.offset > r.have,
+            };
+            if let Some(gw) = self.pn_gateway(&r.invite.pn_id) {
+                self.send_notify_to(gw, ack);
+            }
+            return;
+        }
+        let b = ChunkBinding {
+            session: m.session.as_bytes(),
+            part: "",
+            offset: m.offset,
+            total: r.invite.size,
+        };
+        let too_big = m.sealed.len() > r.invite.chunk as usize + CHUNK_OVERHEAD;
+        let opened = if too_big {
+            None
+        } else {
+            r.sealer.open(&b, &m.sealed).ok()
+        };
+        let Some(plain) =
+            opened.filter(|p| !p.is_empty() && m.offset + p.len() as u64 <= r.invite.size)
+        else {
+            let why = format!(
+                "the chunk at {} did not open under the session's key: it was altered on the way",
+                m.offset
+            );
+            let have = r.have;
+            return self.end_receiving(now, m.session, DeliveryResult::Failed, have, Some(why));
+        };
+        let len = plain.len() as u64;
+        if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
+            r.writing = Some((m.offset, len));
+        }
+        self.out.push_back(PneOutput::WriteChunk {
+            session: m.session,
+            offset: m.offset,
+            bytes: plain.to_vec(),
+        });
+    }
+
+    /// The driver wrote a chunk, or could not.
+    pub fn handle_chunk_written(
+        &mut self,
+        now: Instant,
+        session: DeliveryId,
+        written: Result<(), String>,
+    ) {
+        let Some(r) = self.deliveries.receiving.get_mut(&session) else {
+            return;
+        };
+        let Some((offset, len)) = r.writing.take() else {
+            return;
+        };
+        if let Err(why) = written {
+            let have = r.have;
+            return self.end_receiving(now, session, DeliveryResult::Failed, have, Some(why));
+        }
+        r.have = offset + len;
+        self.after_write(session);
+    }
+
+    /// After a write: acknowledged every quarter window and at the end; every byte in, the
+    /// hash is checked.
+    fn after_write(&mut self, session: DeliveryId) {
+        let Some(r) = self.deliveries.receiving.get_mut(&session) else {
+            return;
+        };
+        let quarter = u64::from(r.invite.chunk) * 4;
+        let done = r.have == r.invite.size;
+        if done || r.have >= r.acked + quarter {
+            r.acked = r.have;
+            let ack = DeliveryAck {
+                session,
+                have: r.have,
+                resume: false,
+            };
+            let pn = r.invite.pn_id;
+            if done {
+                r.state = Recv::Checking;
+            }
+            let sha256 = r.invite.sha256;
+            if let Some(gw) = self.pn_gateway(&pn) {
+                self.send_notify_to(gw, ack);
+            }
+            if done {
+                self.out.push_back(PneOutput::FinishReceive {
+                    session,
+                    sha256: sha256.0,
+                });
+            }
+        }
+    }
+
+    /// The driver checked a received session's content: whether its SHA-256 is the one
+    /// offered (kept if so, discarded if not).
+    pub fn handle_receive_finished(
+        &mut self,
+        now: Instant,
+        session: DeliveryId,
+        matched: Result<bool, String>,
+    ) {
+        let Some(r) = self.deliveries.receiving.get(&session) else {
+            return;
+        };
+        if r.state != Recv::Checking {
+            return;
+        }
+        let have = r.have;
+        match matched {
+            Ok(true) => self.end_receiving(now, session, DeliveryResult::Delivered, have, None),
+            Ok(false) => self.end_receiving(
+                now,
+                session,
+                DeliveryResult::HashMismatch,
+                have,
+                Some("its SHA-256 is not the one offered; nothing was kept".into()),
+            ),
+            Err(why) => self.end_receiving(now, session, DeliveryResult::Failed, have, Some(why)),
+        }
+    }
+
+    /// Ends this PNE's part of a session it receives: the PN GW (for the source) and the
+    /// server (for the record) are told, and so is the application.
+    fn end_receiving(
+        &mut self,
+        now: Instant,
+        session: DeliveryId,
+        result: DeliveryResult,
+        bytes: u64,
+        why: Option<String>,
+    ) {
+        let Some(r) = self.deliveries.receiving.remove(&session) else {
+            return;
+        };
+        let done = DeliveryDone {
+            session,
+            target: self.cfg.id.clone(),
+            bytes,
+            result,
+        };
+        if let Some(gw) = self.pn_gateway(&r.invite.pn_id) {
+            self.send_notify_to(gw, done.clone());
+        }
+        // The record: a call of its own, whose completion nobody waits for (told as an event).
+        let payload = minicbor::to_vec(&done).unwrap_or_default();
+        let _ = self.call(now, DELIVERY_DONE, payload, Flow::Delivery, None);
+        if !matches!(
+            result,
+            DeliveryResult::Delivered | DeliveryResult::HashMismatch
+        ) {
+            self.out.push_back(PneOutput::DiscardReceive { session });
+        }
+        let event = match result {
+            DeliveryResult::Delivered => PneEvent::DeliveryReceived {
+                session,
+                from: r.invite.source,
+                name: r.invite.name,
+                bytes,
+            },
+            _ => PneEvent::DeliveryEnded {
+                session,
+                target: self.cfg.id.clone(),
+                result,
+                reason: why,
+            },
+        };
+        self.event(event);
+    }
+
+    /// An acknowledgement its PN GW relayed: the least of what every target has.
+    pub(super) fn on_delivery_ack(&mut self, env: &Envelope, m: DeliveryAck) {
+        let Some(s) = self.deliveries.sending.get(&m.session) else {
+            return;
+        };
+        if !self.sent_by_pns_gateway(env, &s.pn_id) {
+            return;
+        }
+        let s = self
+            .deliveries
+            .sending
+            .get_mut(&m.session)
+            .expect("checked above");
+        if m.have > s.size {
+            return;
+        }
+        let before = s.acked;
+        s.acked = Some(before.map_or(m.have, |a| a.max(m.have)));
+        if m.resume {
+            // A target starts again from what it has: so does the source.
+            s.acked = Some(m.have);
+            s.next = m.have;
+        }
+        if s.acked == Some(s.size) {
+            self.deliveries.sending.remove(&m.session);
+            return self.event(PneEvent::DeliverySent { session: m.session });
+        }
+        self.read_more(m.session);
+    }
+
+    /// A target's end, relayed by the PN GW.
+    pub(super) fn on_delivery_done(&mut self, env: &Envelope, m: DeliveryDone) {
+        let Some(s) = self.deliveries.sending.get(&m.session) else {
+            return;
+        };
+        if !self.sent_by_pns_gateway(env, &s.pn_id) {
+            return;
+        }
+        self.event(PneEvent::DeliveryEnded {
+            session: m.session,
+            target: m.target,
+            result: m.result,
+            reason: None,
+        });
+    }
+
+    /// Asks the driver for the next chunk, if the window has room and none is being read.
+    fn read_more(&mut self, session: DeliveryId) {
+        let Some(s) = self.deliveries.sending.get_mut(&session) else {
+            return;
+        };
+        let Some(acked) = s.acked else {
+            return;
+        };
+        if s.reading.is_some() || s.next >= s.size || s.next >= acked + s.window {
+            return;
+        }
+        let len = s.chunk.min(s.size - s.next);
+        s.reading = Some(s.next);
+        self.out.push_back(PneOutput::ReadChunk {
+            session,
+            offset: s.next,
+            len,
+        });
+    }
+
+    /// The driver read a chunk of a session this PNE sends, or could not (the session ends).
+    pub fn handle_chunk_read(
+        &mut self,
+        session: DeliveryId,
+        offset: u64,
+        read: Result<Vec<u8>, String>,
+    ) {
+        let Some(s) = self.deliveries.sending.get_mut(&session) else {
+            return;
+        };
+        if s.reading != Some(offset) {
+            return;
+        }
+        s.reading = None;
+        let bytes = match read {
+            Ok(b) if !b.is_empty() && offset + b.len() as u64 <= s.size => b,
+            Ok(_) => {
+                self.deliveries.sending.remove(&session);
+                let why = "the content is shorter than offered".to_string();
+                return self.sending_failed(session, why);
+            }
+            Err(why) => {
+                self.deliveries.sending.remove(&session);
+                return self.sending_failed(session, why);
+            }
+        };
+        let b = ChunkBinding {
+            session: session.as_bytes(),
+            part: "",
+            offset,
+            total: s.size,
+        };
+        let Ok(sealed) = s.sealer.seal(self.rng.get(), &b, &bytes) else {
+            self.deliveries.sending.remove(&session);
+            return self.sending_failed(session, "a chunk could not be sealed".into());
+        };
+        // Only the next in line goes: a resume may have moved `next` back meanwhile.
+        if offset == s.next {
+            s.next = offset + bytes.len() as u64;
+            let pn = s.pn_id;
+            if let Some(gw) = self.pn_gateway(&pn) {
+                self.send_notify_to(
+                    gw,
+                    DeliveryChunk {
+                        session,
+                        offset,
+                        sealed,
+                    },
+                );
+            }
+        }
+        self.read_more(session);
+    }
+
+    fn sending_failed(&mut self, session: DeliveryId, why: String) {
+        self.event(PneEvent::DeliveryEnded {
+            session,
+            target: self.cfg.id.clone(),
+            result: DeliveryResult::Failed,
+            reason: Some(why),
+        });
+    }
+
+    /// The PN GW of a PN this PNE holds, if it is the one on the link.
+    fn pn_gateway(&self, pn: &PnId) -> Option<EntityId> {
+        let gw = self.pns.get(pn)?.state.inventory.gateway.clone();
+        (self.gateway.as_ref() == Some(&gw)).then_some(gw)
+    }
+
+    fn send_notify_to(&mut self, to: EntityId, body: impl Into<cpns_wire::Body>) {
+        let env = Envelope::notify(self.ids.next(), self.me(), Address::Entity(to), body);
+        self.transmit(&env);
+    }
+}

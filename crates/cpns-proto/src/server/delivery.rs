@@ -1,0 +1,289 @@
+//! Delivery sessions at the server (004 §5.5.8; docs/services.md, "Delivery"): a source offers
+//! content to members of its PN (`cpns.delivery.offer`, a secure call); the server checks each
+//! target is a member of that PN with a secure session, draws the session's key, opens the
+//! delivery records (the operator's charging basis), tells the PN GW what to relay (Delivery
+//! Route, on its session), tells each target end to end (`cpns.delivery.offered`), and answers
+//! the source with the key. A target ends its part (`cpns.delivery.done`), which closes its
+//! record. The content never passes through here within a PN: the PN GW relays it, sealed under
+//! the session's key, unable to read it.
+
+use std::time::Instant;
+
+use cpns_crypto::DeliveryKey;
+use cpns_wire::{
+    DELIVERY_DONE, DELIVERY_OFFER, DELIVERY_OFFERED, DeliveryDone, DeliveryGrant, DeliveryId,
+    DeliveryInvite, DeliveryOffer, DeliveryRoute, EntityId, ErrorCode, KeyBytes, UserId,
+};
+
+use super::groups::Reach;
+use super::secure::Call;
+use super::{Load, Parked, Persisted, ServerEffect, ServerSession};
+
+/// Most targets of one session.
+pub const MAX_TARGETS: usize = 16;
+/// Largest content of one session, in bytes (64 GiB).
+pub const MAX_SIZE: u64 = 64 << 30;
+/// The largest chunk's content, in bytes.
+pub const CHUNK: u32 = 64 * 1024;
+/// How many bytes a source sends past what every target acknowledged.
+pub const WINDOW: u32 = 16 * CHUNK;
+
+/// Whether `service` is one of delivery's secure calls.
+pub(super) fn is_delivery(service: &str) -> bool {
+    [DELIVERY_OFFER, DELIVERY_DONE].contains(&service)
+}
+
+/// What is wrong with an offer, if anything.
+pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), String> {
+    let text = |what: &str, s: &str, max: usize| {
+        let n = s.chars().count();
+        if n == 0 || n > max || s.chars().any(char::is_control) {
+            return Err(format!(
+                "{what} is 1 to {max} characters, none a control character"
+            ));
+        }
+        Ok(())
+    };
+    text("a service id", &o.service_id, 64)?;
+    text("a content name", &o.name, 255)?;
+    text("a media type", &o.media_type, 127)?;
+    if o.targets.is_empty() || o.targets.len() > MAX_TARGETS {
+        return Err(format!("a delivery has 1 to {MAX_TARGETS} targets"));
+    }
+    if o.targets.contains(source) {
+        return Err("a source does not deliver to itself".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = o.targets.iter().find(|t| !seen.insert(*t)) {
+        return Err(format!("{twice} is named twice"));
+    }
+    if o.size == 0 || o.size > MAX_SIZE {
+        return Err(format!("content is 1 byte to {} GiB", MAX_SIZE >> 30));
+    }
+    Ok(())
+}
+
+/// An offer waiting for its PN.
+#[derive(Debug)]
+pub(super) struct DeliveryLoad {
+    call: Call,
+    offer: DeliveryOffer,
+    now_ms: i64,
+}
+
+impl DeliveryLoad {
+    pub(super) fn asker(&self) -> (u64, cpns_wire::Address) {
+        self.call.asker()
+    }
+}
+
+/// An offer whose records are being opened: what follows once they are.
+#[derive(Debug)]
+pub(super) struct DeliveryOpened {
+    call: Call,
+    now_ms: i64,
+    route: DeliveryRoute,
+    invites: Vec<(Reach, DeliveryInvite)>,
+    grant: DeliveryGrant,
+}
+
+impl ServerSession {
+    /// A delivery call, opened and its number taken.
+    pub(super) fn delivery_call(&mut self, now: Instant, c: Call, service: &str, payload: &[u8]) {
+        let Some(now_ms) = self.unix_ms(now) else {
+            return self.refuse_call(&c, ErrorCode::Internal, "the server has no wall clock");
+        };
+        let limits = self.cfg.report_limits;
+        if let Err(wait) = self.reporting().take_directory(now, &c.pne, limits) {
+            let why = crate::rate::retry_in("delivery requests", wait);
+            return self.refuse_call(&c, ErrorCode::RateLimited, &why);
+        }
+        if service == DELIVERY_DONE {
+            return self.delivery_done(c, payload, now_ms);
+        }
+        let Ok(offer) = minicbor::decode::<DeliveryOffer>(payload) else {
+            let why = "the delivery offer did not decode";
+            return self.refuse_call(&c, ErrorCode::BadRequest, why);
+        };
+        if let Err(why) = check_offer(&offer, &c.pne) {
+            return self.refuse_call(&c, ErrorCode::BadRequest, &why);
+        }
+        let mut entities = offer.targets.clone();
+        entities.push(c.pne.clone());
+        let load = Load::Pn {
+            pn: c.pn_id,
+            replay: None,
+            entities,
+            member_keys: true,
+        };
+        let parked = DeliveryLoad {
+            call: c,
+            offer,
+            now_ms,
+        };
+        self.load(Parked::DeliveryLoad(Box::new(parked)), load);
+    }
+
+    /// The source's PN is read: each target must be a member with a secure session key, and
+    /// this PN GW the PN's.
+    pub(super) fn delivery_loaded(&mut self, p: DeliveryLoad, mut l: super::PnLoaded) {
+        let DeliveryLoad {
+            call,
+            offer,
+            now_ms,
+        } = p;
+        let Some(gw) = self.conn.gateway().cloned() else {
+            return;
+        };
+        let Some(pn) = l.pn.take() else {
+            return self.refuse_call(&call, ErrorCode::NotFound, "the source's PN is gone");
+        };
+        if pn.gateway != gw.id {
+            let why = "the PN is served by another PN GW";
+            return self.refuse_call(&call, ErrorCode::Forbidden, why);
+        }
+        let Some(source_owner) = l.take_entity(&call.pne).map(|e| e.owner) else {
+            return self.refuse_call(&call, ErrorCode::Forbidden, "the source is not enrolled");
+        };
+        let session = DeliveryId::from_bytes(self.rng.array());
+        let key = DeliveryKey::random(self.rng.get());
+        let mut targets: Vec<(EntityId, UserId)> = Vec::new();
+        let mut invites = Vec::new();
+        for t in &offer.targets {
+            let member = pn.inventory.members.iter().any(|m| m.pne_id == *t);
+            let sk = l
+                .member_keys
+                .iter()
+                .find(|(e, _)| e == t)
+                .map(|(_, k)| k.clone());
+            let owner = l
+                .entities
+                .iter()
+                .find(|e| e.id == *t)
+                .map(|e| e.owner.clone());
+            let (true, Some(sk), Some(owner)) = (member, sk, owner) else {
+                let why = format!("{t} is not a member of this PN with a secure session");
+                return self.refuse_call(&call, ErrorCode::NotFound, &why);
+            };
+            let reach = Reach {
+                entity: t.clone(),
+                owner: owner.clone(),
+                pn_id: pn.inventory.pn_id,
+                session_key: sk,
+                gateway: gw.id.clone(),
+            };
+            let invite = DeliveryInvite {
+                session,
+                source: call.pne.clone(),
+                owner: source_owner.clone(),
+                service_id: offer.service_id.clone(),
+                name: offer.name.clone(),
+                media_type: offer.media_type.clone(),
+                size: offer.size,
+                sha256: offer.sha256,
+                key: KeyBytes(*key.expose_secret()),
+                pn_id: pn.inventory.pn_id,
+                chunk: CHUNK,
+            };
+            invites.push((reach, invite));
+            targets.push((t.clone(), owner));
+        }
+        let route = DeliveryRoute {
+            session,
+            pn_id: pn.inventory.pn_id,
+            source: call.pne.clone(),
+            targets: offer.targets.clone(),
+            size: offer.size,
+            chunk: CHUNK,
+        };
+        let grant = DeliveryGrant {
+            session,
+            key: KeyBytes(*key.expose_secret()),
+            pn_id: pn.inventory.pn_id,
+            chunk: CHUNK,
+            window: WINDOW,
+            size: offer.size,
+        };
+        let effect = ServerEffect::OpenDelivery {
+            session,
+            service_id: offer.service_id,
+            source: call.pne.clone(),
+            pn_id: pn.inventory.pn_id,
+            name: offer.name,
+            size: offer.size,
+            targets,
+            now_ms,
+        };
+        let opened = DeliveryOpened {
+            call,
+            now_ms,
+            route,
+            invites,
+            grant,
+        };
+        self.persist(Parked::DeliveryOpened(Box::new(opened)), effect);
+    }
+
+    /// The records are open: the PN GW learns the route first, then each target is told, then
+    /// the source is answered with the key.
+    pub(super) fn delivery_opened(
+        &mut self,
+        o: DeliveryOpened,
+        result: Result<Persisted, crate::StoreFailure>,
+    ) {
+        if let Err(e) = result {
+            return self.refuse_call(&o.call, ErrorCode::Internal, &format!("store: {e}"));
+        }
+        let env = cpns_wire::Envelope::notify(
+            self.ids.next(),
+            cpns_wire::Address::Server,
+            self.peer(),
+            o.route,
+        );
+        self.transmit(env);
+        for (reach, invite) in &o.invites {
+            self.push(reach, DELIVERY_OFFERED, invite, o.now_ms);
+        }
+        self.answer_service(&o.call, DELIVERY_OFFER, &o.grant);
+    }
+
+    /// A target ends its part: its record is closed once.
+    fn delivery_done(&mut self, c: Call, payload: &[u8], now_ms: i64) {
+        let Ok(done) = minicbor::decode::<DeliveryDone>(payload) else {
+            let why = "the delivery's end did not decode";
+            return self.refuse_call(&c, ErrorCode::BadRequest, why);
+        };
+        if done.target != c.pne {
+            let why = "a target ends only its own part of a delivery";
+            return self.refuse_call(&c, ErrorCode::Forbidden, why);
+        }
+        let effect = ServerEffect::CloseDelivery {
+            session: done.session,
+            target: done.target.clone(),
+            bytes: done.bytes,
+            result: done.result.code(),
+            now_ms,
+        };
+        self.persist(Parked::DeliveryClosed(Box::new((c, done))), effect);
+    }
+
+    /// A target's record is closed, or it had none open.
+    pub(super) fn delivery_closed(
+        &mut self,
+        c: Call,
+        done: DeliveryDone,
+        result: Result<Persisted, crate::StoreFailure>,
+    ) {
+        match result {
+            Ok(Persisted::Removed(true)) => self.answer_service(&c, DELIVERY_DONE, &done),
+            Ok(_) => {
+                let why = format!(
+                    "no open delivery {} for {}: ended already, or never its",
+                    done.session, done.target
+                );
+                self.refuse_call(&c, ErrorCode::NotFound, &why);
+            }
+            Err(e) => self.refuse_call(&c, ErrorCode::Internal, &format!("store: {e}")),
+        }
+    }
+}

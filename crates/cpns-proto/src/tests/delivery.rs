@@ -1,0 +1,520 @@
+//! Delivery (004 §5.5.8; docs/services.md, "Delivery"): a source offers content to members of
+//! its PN; the server sets the session up and records it; the PN GW relays the chunks, sealed
+//! under the session's key, to every target, and the least of their acknowledgements back; each
+//! target checks the hash, and its end closes its record. A PN GW that alters a chunk is caught,
+//! and every message out of its place is refused.
+
+use sha2::Digest;
+
+use cpns_wire::{
+    Address, Body, DELIVERY_DONE, DELIVERY_OFFER, DeliveryAck, DeliveryChunk, DeliveryDone,
+    DeliveryId, DeliveryOffer, DeliveryResult, EntityId, Envelope, ErrorCode, HashBytes, SetupType,
+};
+
+use super::harness::{Action, Harness, Party, plain, pne_id};
+use super::store::PneSpec;
+use crate::pne::{Outcome, PneEvent};
+use crate::{CommandError, Failure};
+
+/// PNEs 0, 1 and 2 are members of one PN, each with its SK_PNE there.
+fn world() -> Harness {
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    let specs = [PneSpec::trusted(), PneSpec::trusted(), PneSpec::trusted()];
+    let mut h = Harness::with_server(&specs, cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    h
+}
+
+/// `n` bytes that do not repeat in any short window.
+fn content(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
+    DeliveryOffer {
+        service_id: "video".into(),
+        targets: to.iter().map(|i| pne_id(*i)).collect(),
+        name: "holiday.mp4".into(),
+        media_type: "video/mp4".into(),
+        size: bytes.len() as u64,
+        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+    }
+}
+
+/// PNE 0 offers `bytes` to `to`: the session granted.
+fn push(h: &mut Harness, to: &[usize], bytes: &[u8]) -> DeliveryId {
+    h.store.pne_outbox.insert(0, bytes.to_vec());
+    let now = h.now();
+    let id = h.pnes[0].offer_delivery(now, &offer(to, bytes)).unwrap();
+    h.pump();
+    match h.outcome(0, id) {
+        Outcome::DeliveryGranted { session, .. } => *session,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn ended(h: &Harness, i: usize, session: DeliveryId) -> Vec<(EntityId, DeliveryResult)> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::DeliveryEnded {
+                session: s,
+                target,
+                result,
+                ..
+            } if *s == session => Some((target.clone(), *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(h: &Harness, session: DeliveryId) -> bool {
+    h.pne_events(0)
+        .into_iter()
+        .any(|e| matches!(e, PneEvent::DeliverySent { session: s } if *s == session))
+}
+
+#[test]
+fn a_push_reaches_every_target_in_chunks_sealed_end_to_end_and_is_recorded() {
+    let mut h = world();
+    let bytes = content(300_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+        let told = h.pne_events(i).into_iter().any(|e| {
+            matches!(e, PneEvent::DeliveryReceived { session: s, bytes: 300_000, from, .. }
+                if *s == session && *from == pne_id(0))
+        });
+        assert!(told, "PNE {i} was told");
+        let offered = h.pne_events(i).into_iter().any(|e| {
+            matches!(e, PneEvent::DeliveryOffered { session: s, size: 300_000, name, .. }
+                if *s == session && name == "holiday.mp4")
+        });
+        assert!(offered);
+        let record = &h.store.deliveries[&(session, pne_id(i))];
+        assert_eq!(
+            record.ended,
+            Some((300_000, DeliveryResult::Delivered.code()))
+        );
+        assert_eq!(record.charged.as_str(), "alice");
+        assert_eq!(record.service_id, "video");
+    }
+    assert!(sent(&h, session));
+    // In chunks of at most 64 KiB, each crossing the PN GW sealed: no frame holds a stretch of
+    // the content in the clear.
+    let chunks: Vec<DeliveryChunk> = h
+        .delivered(Party::Pne(0), Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryChunk(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chunks.len(), 300_000_usize.div_ceil(65_536));
+    assert!(chunks.iter().all(|c| c.sealed.len() <= 65_536 + 28));
+    for probe in [0, 100_000, 299_968] {
+        let stretch = &bytes[probe..probe + 32];
+        assert!(
+            h.log
+                .iter()
+                .all(|f| !f.body.windows(32).any(|w| w == stretch)),
+            "content at {probe} crossed in the clear"
+        );
+    }
+    // The PN GW relayed it twice (two targets), and forgot the route with both ends.
+    let relayed = h.gw_events().into_iter().any(|e| {
+        matches!(e, crate::gateway::GatewayEvent::DeliveryRelayed { session: s, bytes, .. }
+            if *s == session && *bytes == 600_000)
+    });
+    assert!(relayed);
+}
+
+#[test]
+fn the_source_never_sends_past_a_window_of_what_every_target_has() {
+    let mut h = world();
+    let bytes = content(3_000_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    assert!(sent(&h, session));
+    // In the order the frames went: each chunk the source sent lies within the window past the
+    // last acknowledgement it had been given.
+    let window = u64::from(crate::server::delivery::WINDOW);
+    let mut acked: Option<u64> = None;
+    let mut most_ahead = 0;
+    for f in &h.log {
+        let Some(env) = f.env() else { continue };
+        match (f.from, f.to, env.body) {
+            (Party::Gw, Party::Pne(0), Body::DeliveryAck(a)) if a.session == session => {
+                acked = Some(a.have);
+            }
+            (Party::Pne(0), Party::Gw, Body::DeliveryChunk(c)) if c.session == session => {
+                let a = acked.expect("nothing sent before every target accepted");
+                assert!(
+                    c.offset < a + window,
+                    "chunk at {} with {a} acknowledged",
+                    c.offset
+                );
+                most_ahead = most_ahead.max(c.offset + 65_536 - a);
+            }
+            _ => {}
+        }
+    }
+    assert!(most_ahead > window / 2, "the window was used: {most_ahead}");
+}
+
+#[test]
+fn a_pn_gw_that_alters_a_chunk_is_caught_and_the_other_target_still_gets_it_all() {
+    let mut h = world();
+    // The PN GW flips a bit of the third chunk it relays to PNE 1.
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == Party::Gw && f.to == Party::Pne(1) && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen == 3 {
+                return Action::Replace(super::harness::rewrite(&f.body, |env| {
+                    if let Body::DeliveryChunk(c) = &mut env.body {
+                        let n = c.sealed.len();
+                        c.sealed[n - 20] ^= 1;
+                    }
+                }));
+            }
+        }
+        Action::Deliver
+    });
+    let bytes = content(400_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    h.clear_hook();
+    let refused = h.pne_events(1).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session: s,
+            result: DeliveryResult::Failed,
+            reason: Some(r),
+            ..
+        } if *s == session => Some(r.clone()),
+        _ => None,
+    });
+    let refused = refused.expect("PNE 1 refused the session");
+    assert!(refused.contains("altered on the way"), "{refused}");
+    assert!(!h.store.pne_received.contains_key(&(1, session)));
+    assert!(!h.store.pne_inbox.contains_key(&(1, session)), "discarded");
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(1))].ended,
+        Some((2 * 65_536, DeliveryResult::Failed.code()))
+    );
+    assert_eq!(h.store.pne_received.get(&(2, session)), Some(&bytes));
+    assert_eq!(ended(&h, 0, session), [(pne_id(1), DeliveryResult::Failed)]);
+    assert!(
+        sent(&h, session),
+        "the source finished with the target left"
+    );
+}
+
+#[test]
+fn a_target_that_declines_gets_nothing_and_the_others_go_on() {
+    let declines = PneSpec {
+        deliveries: crate::pne::InvitationPolicy::Decline,
+        ..PneSpec::trusted()
+    };
+    let specs = [PneSpec::trusted(), PneSpec::trusted(), declines];
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    let mut h = Harness::with_server(&specs, cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let bytes = content(100_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+    assert!(!h.store.pne_received.contains_key(&(2, session)));
+    assert_eq!(
+        ended(&h, 0, session),
+        [(pne_id(2), DeliveryResult::Declined)]
+    );
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(2))].ended,
+        Some((0, DeliveryResult::Declined.code()))
+    );
+    assert!(sent(&h, session));
+}
+
+/// PNE `i` makes a raw secure call: the answer's payload, or the refusal.
+fn call(h: &mut Harness, i: usize, service: &str, payload: Vec<u8>) -> Result<Vec<u8>, ErrorCode> {
+    let now = h.now();
+    let id = h.pnes[i].secure_call(now, service, payload).unwrap();
+    h.pump();
+    match h.completion(i, id).map(|c| c.result.clone()) {
+        Some(Ok(Outcome::SecureAnswer { payload, .. })) => Ok(payload),
+        Some(Err(Failure::Refused(e))) => Err(e.code),
+        other => panic!("{service}: {other:?}"),
+    }
+}
+
+#[test]
+fn bad_offers_are_refused_with_their_reason_and_open_nothing() {
+    let mut h = world();
+    let bytes = content(1000);
+    let now = h.now();
+    for (bad, why) in [
+        (offer(&[0], &bytes), "itself"),
+        (offer(&[], &bytes), "targets"),
+        (offer(&[1], &[]), "1 byte"),
+        (offer(&[1, 1], &bytes), "twice"),
+    ] {
+        match h.pnes[0].offer_delivery(now, &bad) {
+            Err(CommandError::InvalidDelivery(r)) => assert!(r.contains(why), "{r}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // What the PNE would not send, the server refuses all the same.
+    let raw = |o: &DeliveryOffer| minicbor::to_vec(o).unwrap();
+    let mut many = offer(&[1], &bytes);
+    many.targets = (0..17)
+        .map(|n| EntityId::new(format!("t{n}")).unwrap())
+        .collect();
+    assert_eq!(
+        call(&mut h, 0, DELIVERY_OFFER, raw(&many)),
+        Err(ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        call(&mut h, 0, DELIVERY_OFFER, raw(&offer(&[0], &bytes))),
+        Err(ErrorCode::BadRequest)
+    );
+    assert_eq!(
+        call(&mut h, 0, DELIVERY_OFFER, vec![0xff, 0x00]),
+        Err(ErrorCode::BadRequest)
+    );
+    let mut stranger = offer(&[1], &bytes);
+    stranger.targets.push(EntityId::new("stranger").unwrap());
+    assert_eq!(
+        call(&mut h, 0, DELIVERY_OFFER, raw(&stranger)),
+        Err(ErrorCode::NotFound)
+    );
+    assert!(h.store.deliveries.is_empty(), "nothing opened");
+    assert!(
+        h.log.iter().all(|f| f.message != "DeliveryRoute"),
+        "the PN GW was told of nothing"
+    );
+}
+
+/// PNE 0 offers `bytes` to PNEs 1 and 2, whose acknowledgements are lost: the session waits
+/// with every target taking chunks and nothing sent yet.
+fn stalled(h: &mut Harness, bytes: &[u8]) -> DeliveryId {
+    h.drop_message("DeliveryAck");
+    push(h, &[1, 2], bytes)
+}
+
+/// A delivery message from PNE `i` to its PN GW, as its link carries it.
+fn from_pne(h: &mut Harness, i: usize, body: impl Into<Body>) {
+    let env = Envelope::notify(
+        9_000 + h.log.len() as u64,
+        Address::Entity(pne_id(i)),
+        Address::Entity(h.gw_cfg.id.clone()),
+        body,
+    );
+    h.inject(Party::Pne(i), Party::Gw, plain(&env));
+    h.pump();
+}
+
+fn refusals(h: &Harness) -> Vec<(String, String)> {
+    h.gw_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            crate::gateway::GatewayEvent::DeliveryRefused { from, reason, .. } => {
+                Some((from.to_string(), reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
+    let mut h = world();
+    let bytes = content(200_000);
+    let session = stalled(&mut h, &bytes);
+    let chunk = |offset: u64, len: usize| DeliveryChunk {
+        session,
+        offset,
+        sealed: vec![0x5a; len],
+    };
+    from_pne(&mut h, 2, chunk(0, 1000));
+    from_pne(&mut h, 0, chunk(199_990, 100));
+    from_pne(&mut h, 0, chunk(0, 65_536 + 29));
+    from_pne(
+        &mut h,
+        0,
+        DeliveryAck {
+            session,
+            have: 0,
+            resume: false,
+        },
+    );
+    from_pne(
+        &mut h,
+        1,
+        DeliveryAck {
+            session,
+            have: 200_001,
+            resume: false,
+        },
+    );
+    let other = DeliveryId::from_bytes([0xee; 16]);
+    from_pne(
+        &mut h,
+        0,
+        DeliveryChunk {
+            session: other,
+            offset: 0,
+            sealed: vec![1; 100],
+        },
+    );
+    from_pne(
+        &mut h,
+        1,
+        DeliveryDone {
+            session,
+            target: pne_id(2),
+            bytes: 0,
+            result: DeliveryResult::Declined,
+        },
+    );
+    let got = refusals(&h);
+    let want = [
+        (2, "only the session's source sends its chunks"),
+        (0, "past the content's size"),
+        (0, "larger than the session's chunk size"),
+        (0, "only a target acknowledges"),
+        (1, "past the content's size"),
+        (0, "no such session here"),
+        (1, "ends only its own part"),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for ((from, reason), (i, text)) in got.iter().zip(want) {
+        assert_eq!(*from, pne_id(i).to_string());
+        assert!(reason.contains(text), "{reason} (wanted {text})");
+    }
+    // Nothing was relayed to a target, and nobody's part ended.
+    for i in [1, 2] {
+        assert!(
+            h.delivered(Party::Gw, Party::Pne(i))
+                .iter()
+                .all(|e| !matches!(e.body, Body::DeliveryChunk(_) | Body::DeliveryDone(_))),
+            "PNE {i}"
+        );
+    }
+    assert!(
+        h.delivered(Party::Gw, Party::Pne(0))
+            .iter()
+            .all(|e| !matches!(e.body, Body::DeliveryDone(_)))
+    );
+}
+
+#[test]
+fn a_target_takes_a_chunk_only_at_its_place_and_ends_on_one_that_does_not_open() {
+    let mut h = world();
+    let bytes = content(200_000);
+    let session = stalled(&mut h, &bytes);
+    h.clear_hook();
+    let gw = h.gw_cfg.id.clone();
+    let to_pne1 = |h: &mut Harness, c: DeliveryChunk| {
+        let env = Envelope::notify(
+            9_500 + h.log.len() as u64,
+            Address::Entity(gw.clone()),
+            Address::Entity(pne_id(1)),
+            c,
+        );
+        h.inject(Party::Gw, Party::Pne(1), plain(&env));
+        h.pump();
+    };
+    // Out of place (a gap): it is told again what it has, and nothing is written.
+    to_pne1(
+        &mut h,
+        DeliveryChunk {
+            session,
+            offset: 65_536,
+            sealed: vec![1; 200],
+        },
+    );
+    let acks: Vec<DeliveryAck> = h
+        .delivered(Party::Pne(1), Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryAck(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        acks.last(),
+        Some(&DeliveryAck {
+            session,
+            have: 0,
+            resume: true
+        })
+    );
+    assert!(h.store.pne_inbox[&(1, session)].is_empty());
+    assert!(ended(&h, 1, session).is_empty(), "still taking chunks");
+    // At its place, but not opening under the session's key: the session ends, refused.
+    to_pne1(
+        &mut h,
+        DeliveryChunk {
+            session,
+            offset: 0,
+            sealed: vec![1; 200],
+        },
+    );
+    assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(1))].ended,
+        Some((0, DeliveryResult::Failed.code()))
+    );
+}
+
+#[test]
+fn a_target_ends_only_its_own_part_and_only_once() {
+    let mut h = world();
+    let bytes = content(10_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    let done = |target: usize| {
+        minicbor::to_vec(DeliveryDone {
+            session,
+            target: pne_id(target),
+            bytes: 1,
+            result: DeliveryResult::Failed,
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        call(&mut h, 1, DELIVERY_DONE, done(2)),
+        Err(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        call(&mut h, 1, DELIVERY_DONE, done(1)),
+        Err(ErrorCode::NotFound)
+    );
+    assert_eq!(
+        call(&mut h, 0, DELIVERY_DONE, done(0)),
+        Err(ErrorCode::NotFound)
+    );
+    // The records kept what the targets said first.
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.deliveries[&(session, pne_id(i))].ended,
+            Some((10_000, DeliveryResult::Delivered.code()))
+        );
+    }
+}

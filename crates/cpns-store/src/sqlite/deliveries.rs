@@ -1,0 +1,110 @@
+//! Delivery records (table `delivery_records`; 004 §5.5.8): one row per session and target,
+//! opened when the server sets the session up and closed when the target ends it.
+
+use cpns_wire::{DeliveryId, EntityId, UserId};
+use rusqlite::{Connection, Row, params};
+
+use super::codec;
+use crate::{DeliveryRecord, Result, StoreError, UnixMillis};
+
+fn to_i64(n: u64, what: &str) -> Result<i64> {
+    i64::try_from(n).map_err(|_| StoreError::conflict(format!("{what} {n} is too large")))
+}
+
+fn to_u64(row: &Row<'_>, column: &str) -> Result<u64> {
+    let n: i64 = row.get(column)?;
+    u64::try_from(n).map_err(|_| StoreError::corrupt(column, "negative"))
+}
+
+fn session_of(row: &Row<'_>) -> Result<DeliveryId> {
+    let b: Vec<u8> = row.get("session")?;
+    let arr: [u8; 16] = b
+        .try_into()
+        .map_err(|_| StoreError::corrupt("session", "not 16 bytes"))?;
+    Ok(DeliveryId::from_bytes(arr))
+}
+
+/// Opens a session's records, every target's, in the caller's transaction.
+pub(super) fn open(conn: &Connection, records: &[DeliveryRecord]) -> Result<()> {
+    for r in records {
+        codec::exec(
+            conn,
+            "INSERT INTO delivery_records (session, target, service_id, source, pn_id, charged, \
+             name, size, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params![
+                r.session.as_bytes().as_slice(),
+                r.target.as_str(),
+                r.service_id,
+                r.source.as_str(),
+                r.pn_id.as_bytes().as_slice(),
+                r.charged.as_str(),
+                r.name,
+                to_i64(r.size, "size")?,
+                r.started_at,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Ends a target's open record; false if it has none.
+pub(super) fn close(
+    conn: &Connection,
+    session: &DeliveryId,
+    target: &EntityId,
+    bytes: u64,
+    result: u32,
+    ended_at: UnixMillis,
+) -> Result<bool> {
+    let changed = codec::exec(
+        conn,
+        "UPDATE delivery_records SET bytes = ?, result = ?, ended_at = ? \
+         WHERE session = ? AND target = ? AND ended_at IS NULL",
+        params![
+            to_i64(bytes, "bytes")?,
+            i64::from(result),
+            ended_at,
+            session.as_bytes().as_slice(),
+            target.as_str(),
+        ],
+    )?;
+    Ok(changed > 0)
+}
+
+/// Records of a session, of a user charged, or all: oldest first.
+pub(super) fn list(
+    conn: &Connection,
+    session: Option<&DeliveryId>,
+    charged: Option<&UserId>,
+) -> Result<Vec<DeliveryRecord>> {
+    codec::all(
+        conn,
+        "SELECT session, target, service_id, source, pn_id, charged, name, size, bytes, \
+         started_at, ended_at, result FROM delivery_records \
+         WHERE (?1 IS NULL OR session = ?1) AND (?2 IS NULL OR charged = ?2) \
+         ORDER BY started_at, session, target",
+        params![
+            session.map(|s| s.as_bytes().to_vec()),
+            charged.map(UserId::as_str)
+        ],
+        |row| {
+            let result: Option<i64> = row.get("result")?;
+            Ok(DeliveryRecord {
+                session: session_of(row)?,
+                target: codec::id(row, "target")?,
+                service_id: row.get("service_id")?,
+                source: codec::id(row, "source")?,
+                pn_id: codec::pn_id(row, "pn_id")?,
+                charged: codec::id(row, "charged")?,
+                name: row.get("name")?,
+                size: to_u64(row, "size")?,
+                bytes: to_u64(row, "bytes")?,
+                started_at: row.get("started_at")?,
+                ended_at: row.get("ended_at")?,
+                result: result
+                    .map(|r| u32::try_from(r).map_err(|_| StoreError::corrupt("result", "range")))
+                    .transpose()?,
+            })
+        },
+    )
+}

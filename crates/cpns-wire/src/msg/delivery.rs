@@ -1,0 +1,207 @@
+//! Service and content delivery, 004 §5.5.8 (docs/services.md, "Delivery"). A delivery session
+//! is set up by a secure call of its source (`cpns.delivery.offer`): the server checks who may
+//! deliver to whom, draws the session's key, answers the source with it, tells each target
+//! end to end (`cpns.delivery.offered`), and tells the PN GW that serves source and targets
+//! what to relay (Delivery Route). The content then moves in chunks, each sealed under the
+//! session's key (docs/security.md §4.12), from the source through its PN GW to the targets,
+//! and cumulative acknowledgements flow back: they are the flow control (a source sends at most
+//! a window past what every target has) and the resumption (after a dropped link a target says
+//! again what it has). A target tells the server the end (`cpns.delivery.done`), which closes
+//! the session's delivery record.
+
+use minicbor::{Decode, Encode};
+
+use crate::ids::{DeliveryId, EntityId, PnId, UserId};
+use crate::msg::common::{HashBytes, wire_enum};
+use crate::msg::group::KeyBytes;
+
+/// The secure call a source offers a delivery with: payload [`DeliveryOffer`], answered
+/// [`DeliveryGrant`].
+pub const DELIVERY_OFFER: &str = "cpns.delivery.offer";
+/// The secure call a target ends its part with: payload [`DeliveryDone`], answered
+/// [`DeliveryDone`] as recorded.
+pub const DELIVERY_DONE: &str = "cpns.delivery.done";
+/// The notice telling a target of a delivery for it: payload [`DeliveryInvite`].
+pub const DELIVERY_OFFERED: &str = "cpns.delivery.offered";
+/// The notice telling a source a target's end: payload [`DeliveryDone`].
+pub const DELIVERY_ENDED: &str = "cpns.delivery.ended";
+
+/// Delivery Offer: what a source offers to push, and to whom.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryOffer {
+    /// The source's service it is delivered as (its `service_id`, for the records and charging).
+    #[n(0)]
+    pub service_id: String,
+    /// The targets: PNEs of a PN the source is a member of, at most 16.
+    #[n(1)]
+    pub targets: Vec<EntityId>,
+    /// The content's name, for people.
+    #[n(2)]
+    pub name: String,
+    /// Its media type.
+    #[n(3)]
+    pub media_type: String,
+    /// Its size in bytes.
+    #[n(4)]
+    pub size: u64,
+    /// Its SHA-256.
+    #[n(5)]
+    pub sha256: HashBytes,
+}
+
+/// Delivery Grant: the server's answer to an offer, inside the sealed answer to the source.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryGrant {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// Its key (docs/security.md §4.12).
+    #[n(1)]
+    pub key: KeyBytes,
+    /// The PN whose PN GW relays it.
+    #[n(2)]
+    pub pn_id: PnId,
+    /// The largest chunk's content, in bytes.
+    #[n(3)]
+    pub chunk: u32,
+    /// How many bytes a source sends past what every target acknowledged.
+    #[n(4)]
+    pub window: u32,
+    /// The content's size, as offered.
+    #[n(5)]
+    pub size: u64,
+}
+
+/// Delivery Invite: a notice to a target, sealed to it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryInvite {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// The source.
+    #[n(1)]
+    pub source: EntityId,
+    /// The source's user.
+    #[n(2)]
+    pub owner: UserId,
+    /// The service it is delivered as.
+    #[n(3)]
+    pub service_id: String,
+    /// The content's name.
+    #[n(4)]
+    pub name: String,
+    /// Its media type.
+    #[n(5)]
+    pub media_type: String,
+    /// Its size.
+    #[n(6)]
+    pub size: u64,
+    /// Its SHA-256, which the target checks once it has every byte.
+    #[n(7)]
+    pub sha256: HashBytes,
+    /// The session's key.
+    #[n(8)]
+    pub key: KeyBytes,
+    /// The PN whose PN GW relays it.
+    #[n(9)]
+    pub pn_id: PnId,
+    /// The largest chunk's content.
+    #[n(10)]
+    pub chunk: u32,
+}
+
+/// Delivery Route: the server tells the PN GW of a session it is to relay (on its own session;
+/// nothing in it is secret).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryRoute {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// The PN it is delivered in.
+    #[n(1)]
+    pub pn_id: PnId,
+    /// The source: the only sender of its chunks.
+    #[n(2)]
+    pub source: EntityId,
+    /// The targets: the only senders of its acknowledgements, and whom chunks go to.
+    #[n(3)]
+    pub targets: Vec<EntityId>,
+    /// The content's size: no chunk reaches past it.
+    #[n(4)]
+    pub size: u64,
+    /// The largest chunk's content.
+    #[n(5)]
+    pub chunk: u32,
+}
+
+/// Delivery Chunk: part of the content, sealed under the session's key; source to PN GW, PN GW
+/// to each target.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryChunk {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// Its first byte's offset.
+    #[n(1)]
+    pub offset: u64,
+    /// The content, sealed (docs/security.md §4.12).
+    #[n(2)]
+    #[cbor(with = "minicbor::bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// Delivery Ack: how many bytes from the start a target has, stored; target to PN GW, and PN
+/// GW to source as the least of every target's.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryAck {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// Bytes held from the start.
+    #[n(1)]
+    pub have: u64,
+    /// The first acknowledgement of a target's link (an acceptance, or after a dropped link):
+    /// the source sends again from `have`.
+    #[n(2)]
+    #[cbor(default)]
+    pub resume: bool,
+}
+
+wire_enum!(
+    /// How a target's part of a delivery ended.
+    DeliveryResult {
+        /// Every byte arrived and its SHA-256 is the one offered.
+        Delivered = 1,
+        /// The target declined it.
+        Declined = 2,
+        /// Every byte arrived, and its SHA-256 is not the one offered: nothing was kept.
+        HashMismatch = 3,
+        /// It stopped before the end (a store failure, the target or source gone).
+        Failed = 4,
+    }
+);
+
+/// Delivery Done: a target's end of a session (secure call to the server), and the server's
+/// word of it to the source (notice).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryDone {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// The target.
+    #[n(1)]
+    pub target: EntityId,
+    /// Bytes it received.
+    #[n(2)]
+    pub bytes: u64,
+    /// How it ended.
+    #[n(3)]
+    pub result: DeliveryResult,
+}
