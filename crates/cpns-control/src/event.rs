@@ -257,11 +257,15 @@ pub enum Event {
         /// Bytes received.
         bytes: u64,
     },
-    /// Every target of a delivery this PNE sends has every byte.
+    /// Every target of a delivery this PNE sends ended its part: `delivered` have every byte,
+    /// its hash checked (the others were told as `delivery_ended`).
     DeliverySent {
         /// The session.
         #[serde(with = "crate::text")]
         session: DeliveryId,
+        /// The targets that have it.
+        #[serde(with = "crate::text::list")]
+        delivered: Vec<EntityId>,
     },
     /// A target's part of a delivery ended otherwise: `declined`, `hash_mismatch` or `failed`.
     DeliveryEnded {

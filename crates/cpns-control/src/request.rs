@@ -363,6 +363,24 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hex: Option<String>,
     },
+    /// PNE: push the content of `file` (an absolute path) to PNEs of one of its PNs (004
+    /// §5.5.8): answered once the server set the session up; `delivery_*` events tell the rest.
+    Deliver {
+        /// The file, an absolute path.
+        file: String,
+        /// The targets, members of the PN this PNE's secure calls go through.
+        #[serde(with = "crate::text::list")]
+        to: Vec<EntityId>,
+        /// The service it is delivered as (default `content`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_id: Option<String>,
+        /// Its name for the targets (default: the file's name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// Its media type (default `application/octet-stream`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_type: Option<String>,
+    },
     /// PNE, server: charging records (CPNS-4): on a PNE its own user's, asked of the server.
     Charging {
         /// The user (server).
@@ -417,7 +435,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 44] = [
+pub const VERB_TABLE: [(&str, Served); 45] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -462,11 +480,12 @@ pub const VERB_TABLE: [(&str, Served); 44] = [
     ("group_members", PNE_GW),
     ("groups", PNE),
     ("group_send", PNE),
+    ("deliver", PNE),
 ];
 
 /// Every verb, as written on the socket.
-pub const VERBS: [&str; 44] = {
-    let mut verbs = [""; 44];
+pub const VERBS: [&str; 45] = {
+    let mut verbs = [""; 45];
     let mut i = 0;
     while i < verbs.len() {
         verbs[i] = VERB_TABLE[i].0;
@@ -535,6 +554,7 @@ impl Request {
             Request::GroupMembers { .. } => "group_members",
             Request::Groups {} => "groups",
             Request::GroupSend { .. } => "group_send",
+            Request::Deliver { .. } => "deliver",
         }
     }
 }

@@ -358,6 +358,16 @@ pub enum Response {
         /// Other members it was pushed to.
         delivered: u32,
     },
+    /// The delivery session is set up; its content moves as the targets accept.
+    Deliver {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: cpns_wire::DeliveryId,
+        /// The content's size, in bytes.
+        size: u64,
+        /// Its SHA-256, as offered (hex).
+        sha256: String,
+    },
 }
 
 /// A member of a service group.
@@ -477,6 +487,7 @@ impl Response {
             Response::GroupMembers { .. } => "group_members",
             Response::Groups { .. } => "groups",
             Response::GroupSend { .. } => "group_send",
+            Response::Deliver { .. } => "deliver",
         }
     }
 }

@@ -147,6 +147,13 @@ fn every_request() -> Vec<Request> {
         Request::GroupKey { group_id: group() },
         Request::GroupMembers { group_id: group() },
         Request::Groups {},
+        Request::Deliver {
+            file: "/home/alice/holiday.mp4".into(),
+            to: vec![EntityId::new("tv").unwrap()],
+            service_id: Some("video".into()),
+            name: None,
+            media_type: None,
+        },
         Request::GroupSend {
             group_id: group(),
             text: None,

@@ -1675,7 +1675,7 @@ fn delivery_chunk_vectors() {
         let nonce: [u8; 12] = arr(c, "nonce");
         let b = ChunkBinding {
             session: &session,
-            part: &part,
+            part,
             offset,
             total,
         };

@@ -936,6 +936,10 @@ impl<S: DeviceStore> Link<S> {
                     offset,
                     len,
                 } => {
+                    // What waits for the PN GW goes out first: the socket paces the reads.
+                    if self.conn.queued() > DEFAULT_MAX_QUEUED / 2 {
+                        self.conn.flush().await?;
+                    }
                     let read = self.files.read(session, offset, len).await;
                     self.session.handle_chunk_read(session, offset, read);
                 }

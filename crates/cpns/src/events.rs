@@ -442,9 +442,13 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .text("from", from)
             .text("name", name)
             .field("bytes", "bytes", Value::Number(*bytes)),
-        PneEvent::DeliverySent { session } => {
-            Described::new("delivery_sent").text("session", session)
-        }
+        PneEvent::DeliverySent { session, delivered } => Described::new("delivery_sent")
+            .text("session", session)
+            .field(
+                "delivered",
+                "delivered to",
+                Value::List(delivered.iter().map(ToString::to_string).collect()),
+            ),
         PneEvent::DeliveryEnded {
             session,
             target,

@@ -5,6 +5,7 @@
 mod admin;
 mod capabilities;
 mod caps_cmd;
+mod content;
 mod demo;
 mod elect;
 mod events;
@@ -60,6 +61,9 @@ enum Command {
     /// Service groups (004 §5.5.9) on a running PNE: make, invite, answer, join, leave, expel,
     /// delete, pull the key, list members, send content sealed under the group's key
     Group(group::GroupArgs),
+    /// Content delivery (004 §5.5.8) on a running PNE: push a file to PNEs of its PN, sealed
+    /// end to end through its PN GW
+    Content(content::ContentArgs),
     /// Run a CPNS Server, a PN GW and four PNEs on loopback: establishments, registration, an
     /// election and a PN's lifecycle; print the flows and the inventory
     Demo(demo::DemoArgs),
@@ -84,6 +88,7 @@ fn main() -> std::process::ExitCode {
             | Command::Charging(_)
             | Command::Service(_)
             | Command::Group(_)
+            | Command::Content(_)
     ) {
         "warn"
     } else {
@@ -106,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Charging(a) => usage::charging(a).await,
             Command::Service(a) => service::service(a).await,
             Command::Group(a) => group::group(a).await,
+            Command::Content(a) => content::content(a).await,
         }
     })
 }

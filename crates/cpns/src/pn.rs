@@ -339,7 +339,8 @@ fn print_answer(r: &Response) {
         | Response::GroupKey { .. }
         | Response::GroupMembers { .. }
         | Response::Groups { .. }
-        | Response::GroupSend { .. }) => {
+        | Response::GroupSend { .. }
+        | Response::Deliver { .. }) => {
             println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
         }
     }
@@ -469,9 +470,14 @@ fn print_event(e: &Event) {
             "delivery {session} from {from} received: \"{}\", {bytes} bytes, its hash checked",
             name.escape_debug()
         ),
-        Event::DeliverySent { session } => {
-            println!("delivery {session}: every target has every byte")
-        }
+        Event::DeliverySent { session, delivered } => println!(
+            "delivery {session}: done; delivered to {}",
+            if delivered.is_empty() {
+                "no target".to_string()
+            } else {
+                names(delivered)
+            }
+        ),
         Event::DeliveryEnded {
             session,
             target,

@@ -347,6 +347,14 @@ pub(crate) struct PneArgs {
     /// within --ask-within-s, declined).
     #[arg(long, value_name = "accept|decline|ask", default_value = "accept", value_parser = invitations)]
     pub invitations: Invitations,
+    /// How to answer deliveries offered to this PNE (004 §5.5.8): `accept` (kept in --inbox)
+    /// or `decline`.
+    #[arg(long, value_name = "accept|decline", default_value = "accept", value_parser = ["accept", "decline"])]
+    pub deliveries: String,
+    /// With --stay: where received deliveries are kept (mode 0700); default: the store's path
+    /// with `.inbox` added.
+    #[arg(long, requires = "stay")]
+    pub inbox: Option<PathBuf>,
     /// Decline invitations (`--invitations decline`).
     #[arg(long, conflicts_with = "invitations")]
     pub decline: bool,
@@ -441,6 +449,11 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
                 within: Duration::from_secs(a.ask_within_s),
             },
         },
+        deliveries: if a.deliveries == "decline" {
+            InvitationPolicy::Decline
+        } else {
+            InvitationPolicy::Accept
+        },
         home_gateway: a.home_gateway.clone(),
         heartbeat: Some(Duration::from_secs(a.heartbeat_s)),
         dynamic_interval: Duration::from_secs(a.dynamic_interval_s),
@@ -520,6 +533,11 @@ async fn pne_stay(
     let (stop_tx, stop) = oneshot::channel();
     let mut serve_cfg = pne::ServeConfig::new(a.gateway.clone());
     serve_cfg.usage_default = a.usage_default;
+    serve_cfg.inbox = Some(a.inbox.clone().unwrap_or_else(|| {
+        let mut p = a.store.clone().into_os_string();
+        p.push(".inbox");
+        PathBuf::from(p)
+    }));
     let (handle, mut task) = pne::serve(
         cfg,
         serve_cfg,

@@ -200,7 +200,10 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             name: name.clone(),
             bytes: *bytes,
         }],
-        PneEvent::DeliverySent { session } => vec![Event::DeliverySent { session: *session }],
+        PneEvent::DeliverySent { session, delivered } => vec![Event::DeliverySent {
+            session: *session,
+            delivered: delivered.clone(),
+        }],
         PneEvent::DeliveryEnded {
             session,
             target,

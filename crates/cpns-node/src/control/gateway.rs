@@ -132,7 +132,8 @@ impl GatewayApi {
             | Request::GroupLeave { .. }
             | Request::GroupKey { .. }
             | Request::Groups {}
-            | Request::GroupSend { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::GroupSend { .. }
+            | Request::Deliver { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

@@ -375,6 +375,13 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     other => Err(api_error(unexpected(&other))),
                 }
             }
+            Request::Deliver {
+                file,
+                to,
+                service_id,
+                name,
+                media_type,
+            } => one(self.deliver(file, to, service_id, name, media_type).await?),
             Request::Groups {} => one(Response::Groups {
                 groups: h
                     .groups()
@@ -399,6 +406,60 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             | Request::GroupMembers { .. }
             | Request::GroupSend { .. }) => self.group(r).await.map(Reply::One),
             r @ (Request::Establish { .. } | Request::Usage { .. }) => Err(Role::Pne.refusal(&r)),
+        }
+    }
+
+    /// Pushes the content of `file` (004 §5.5.8): its size and SHA-256 read here, a block at a
+    /// time, then offered; answered once the server set the session up.
+    async fn deliver(
+        &self,
+        file: String,
+        to: Vec<cpns_wire::EntityId>,
+        service_id: Option<String>,
+        name: Option<String>,
+        media_type: Option<String>,
+    ) -> Result<Response, ApiError> {
+        use sha2::Digest;
+        use tokio::io::AsyncReadExt;
+        let path = std::path::PathBuf::from(&file);
+        if !path.is_absolute() {
+            return Err(ApiError::bad_request(
+                "`file` is an absolute path (the PNE reads it, from its own directory)",
+            ));
+        }
+        let cannot = |e: std::io::Error| ApiError::bad_request(format!("{file}: {e}"));
+        let mut f = tokio::fs::File::open(&path).await.map_err(cannot)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut block = vec![0; 256 * 1024];
+        loop {
+            let n = f.read(&mut block).await.map_err(cannot)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&block[..n]);
+        }
+        let sha256: [u8; 32] = hasher.finalize().into();
+        let name = name.unwrap_or_else(|| {
+            path.file_name()
+                .map_or_else(|| "content".into(), |n| n.to_string_lossy().into_owned())
+        });
+        let offer = cpns_wire::DeliveryOffer {
+            service_id: service_id.unwrap_or_else(|| "content".into()),
+            targets: to,
+            name,
+            media_type: media_type.unwrap_or_else(|| "application/octet-stream".into()),
+            size,
+            sha256: cpns_wire::HashBytes(sha256),
+        };
+        match self.handle.deliver(offer, path).await.map_err(api_error)? {
+            Outcome::DeliveryGranted { session, .. } => Ok(Response::Deliver {
+                session,
+                size,
+                sha256: hex::encode(sha256),
+            }),
+            other => Err(api_error(unexpected(&other))),
         }
     }
 

@@ -161,7 +161,8 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::GroupKey { .. }
             | Request::GroupMembers { .. }
             | Request::Groups {}
-            | Request::GroupSend { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::GroupSend { .. }
+            | Request::Deliver { .. }) => Err(Role::Server.refusal(&r)),
         };
         answered.into()
     }

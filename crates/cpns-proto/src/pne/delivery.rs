@@ -5,8 +5,9 @@
 //! acknowledged (its acceptance), it asks the driver for the content a chunk at a time
 //! ([`PneOutput::ReadChunk`]), seals each under the session's key and sends it to its PN GW,
 //! never more than a window past what every target acknowledged; an acknowledgement that says
-//! `resume` sends again from what the targets have. Told as [`PneEvent::DeliverySent`] once
-//! every target has every byte, or [`PneEvent::DeliveryEnded`] with a target's end.
+//! `resume` sends again from what the targets have. A target's end other than having it is
+//! told as [`PneEvent::DeliveryEnded`]; with every target's end, [`PneEvent::DeliverySent`]
+//! names those that have it.
 //!
 //! As a **target**: the server's notice is told as [`PneEvent::DeliveryOffered`]; accepted (by
 //! policy, or `answer_delivery`), the driver opens where it keeps the content and says how much
@@ -45,6 +46,10 @@ pub(super) struct Sending {
     acked: Option<u64>,
     /// A read asked of the driver and not answered yet: its offset.
     reading: Option<u64>,
+    /// The targets whose part has not ended.
+    open: Vec<EntityId>,
+    /// The targets that have it, hash checked.
+    delivered: Vec<EntityId>,
 }
 
 /// A session this PNE receives.
@@ -148,6 +153,8 @@ impl PneSession {
             next: 0,
             acked: None,
             reading: None,
+            open: g.targets,
+            delivered: Vec::new(),
         };
         self.deliveries.sending.insert(g.session, sending);
         Ok(Outcome::DeliveryGranted {
@@ -323,15 +330,14 @@ impl PneSession {
         self.after_write(session);
     }
 
-    /// After a write: acknowledged every quarter window and at the end; every byte in, the
-    /// hash is checked.
+    /// After a write: acknowledged (every chunk, so a source's window never waits on a
+    /// partial one); every byte in, the hash is checked.
     fn after_write(&mut self, session: DeliveryId) {
         let Some(r) = self.deliveries.receiving.get_mut(&session) else {
             return;
         };
-        let quarter = u64::from(r.invite.chunk) * 4;
         let done = r.have == r.invite.size;
-        if done || r.have >= r.acked + quarter {
+        if done || r.have > r.acked {
             r.acked = r.have;
             let ack = DeliveryAck {
                 session,
@@ -454,14 +460,11 @@ impl PneSession {
             s.acked = Some(m.have);
             s.next = m.have;
         }
-        if s.acked == Some(s.size) {
-            self.deliveries.sending.remove(&m.session);
-            return self.event(PneEvent::DeliverySent { session: m.session });
-        }
         self.read_more(m.session);
     }
 
-    /// A target's end, relayed by the PN GW.
+    /// A target's end, relayed by the PN GW: told unless it has it; with every target's end,
+    /// the session is done.
     pub(super) fn on_delivery_done(&mut self, env: &Envelope, m: DeliveryDone) {
         let Some(s) = self.deliveries.sending.get(&m.session) else {
             return;
@@ -469,12 +472,36 @@ impl PneSession {
         if !self.sent_by_pns_gateway(env, &s.pn_id) {
             return;
         }
-        self.event(PneEvent::DeliveryEnded {
-            session: m.session,
-            target: m.target,
-            result: m.result,
-            reason: None,
-        });
+        let s = self
+            .deliveries
+            .sending
+            .get_mut(&m.session)
+            .expect("checked above");
+        let Some(i) = s.open.iter().position(|t| *t == m.target) else {
+            return;
+        };
+        s.open.swap_remove(i);
+        if m.result == DeliveryResult::Delivered {
+            s.delivered.push(m.target.clone());
+        } else {
+            self.event(PneEvent::DeliveryEnded {
+                session: m.session,
+                target: m.target,
+                result: m.result,
+                reason: None,
+            });
+        }
+        let done = self
+            .deliveries
+            .sending
+            .get(&m.session)
+            .is_some_and(|s| s.open.is_empty());
+        if done && let Some(s) = self.deliveries.sending.remove(&m.session) {
+            self.event(PneEvent::DeliverySent {
+                session: m.session,
+                delivered: s.delivered,
+            });
+        }
     }
 
     /// Asks the driver for the next chunk, if the window has room and none is being read.

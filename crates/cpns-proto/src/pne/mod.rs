@@ -309,10 +309,13 @@ pub enum PneEvent {
         /// Bytes received.
         bytes: u64,
     },
-    /// Every target of a delivery this PNE sends has every byte.
+    /// Every target of a delivery this PNE sends ended its part: those that have every byte,
+    /// its hash checked (the others were told as [`PneEvent::DeliveryEnded`]).
     DeliverySent {
         /// The session.
         session: cpns_wire::DeliveryId,
+        /// The targets that have it.
+        delivered: Vec<EntityId>,
     },
     /// A target's part of a delivery ended otherwise (declined, a hash mismatch, a failure):
     /// told to the target and, relayed by the PN GW, to the source.

@@ -25,8 +25,11 @@ pub const MAX_TARGETS: usize = 16;
 pub const MAX_SIZE: u64 = 64 << 30;
 /// The largest chunk's content, in bytes.
 pub const CHUNK: u32 = 64 * 1024;
-/// How many bytes a source sends past what every target acknowledged.
-pub const WINDOW: u32 = 16 * CHUNK;
+/// How many bytes a source sends past what every target acknowledged: three chunks, so that
+/// what a PN GW holds for a target link stays within the bound of what a peer may leave unread
+/// (256 KiB, `cpns_node::frames::DEFAULT_MAX_QUEUED`), since a relaying PN GW cuts off a link
+/// that does not read.
+pub const WINDOW: u32 = 3 * CHUNK;
 
 /// Whether `service` is one of delivery's secure calls.
 pub(super) fn is_delivery(service: &str) -> bool {
@@ -203,6 +206,7 @@ impl ServerSession {
             chunk: CHUNK,
             window: WINDOW,
             size: offer.size,
+            targets: offer.targets.clone(),
         };
         let effect = ServerEffect::OpenDelivery {
             session,

@@ -18,9 +18,13 @@ use crate::{CommandError, Failure};
 
 /// PNEs 0, 1 and 2 are members of one PN, each with its SK_PNE there.
 fn world() -> Harness {
+    world_with(PneSpec::trusted())
+}
+
+fn world_with(spec: PneSpec) -> Harness {
     let mut cfg = crate::server::ServerConfig::default();
     cfg.report_limits.directory_burst = 1000;
-    let specs = [PneSpec::trusted(), PneSpec::trusted(), PneSpec::trusted()];
+    let specs = [spec, spec, spec];
     let mut h = Harness::with_server(&specs, cfg);
     h.connect_gw();
     h.discover_all();
@@ -83,7 +87,7 @@ fn ended(h: &Harness, i: usize, session: DeliveryId) -> Vec<(EntityId, DeliveryR
 fn sent(h: &Harness, session: DeliveryId) -> bool {
     h.pne_events(0)
         .into_iter()
-        .any(|e| matches!(e, PneEvent::DeliverySent { session: s } if *s == session))
+        .any(|e| matches!(e, PneEvent::DeliverySent { session: s, .. } if *s == session))
 }
 
 #[test]
@@ -143,6 +147,21 @@ fn a_push_reaches_every_target_in_chunks_sealed_end_to_end_and_is_recorded() {
             if *s == session && *bytes == 600_000)
     });
     assert!(relayed);
+}
+
+#[test]
+fn a_push_goes_the_same_on_sealed_pan_links() {
+    let mut h = world_with(PneSpec::cpns());
+    let bytes = content(200_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+    }
+    assert!(sent(&h, session));
 }
 
 #[test]

@@ -72,6 +72,9 @@ pub struct DeliveryGrant {
     /// The content's size, as offered.
     #[n(5)]
     pub size: u64,
+    /// The targets, as offered.
+    #[n(6)]
+    pub targets: Vec<EntityId>,
 }
 
 /// Delivery Invite: a notice to a target, sealed to it.

@@ -1034,6 +1034,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 chunk: 65_536,
                 window: 1_048_576,
                 size: 104_857_600,
+                targets: vec![eid("tv-1")],
             }
             .into(),
         ),

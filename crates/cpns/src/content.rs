@@ -1,0 +1,157 @@
+//! `cpns content …`: service and content delivery (004 §5.5.8; docs/services.md, "Delivery") on
+//! a running PNE (`cpns pne --stay`), through its control socket. `push` offers a file to PNEs
+//! of its PN: the server sets the session up and the PNE sends the file in sealed chunks through
+//! its PN GW; with `--wait` it follows until every target has every byte (or a target's part
+//! ended otherwise). What a PNE receives is kept in its inbox (`cpns pne --inbox`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use cpns_control::{Event, Line, Request, Response};
+use cpns_wire::EntityId;
+
+use crate::status::{Target, ask, print_json, unexpected};
+
+#[derive(Args, Debug)]
+pub(crate) struct ContentArgs {
+    #[command(subcommand)]
+    pub verb: ContentVerb,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ContentVerb {
+    /// Push FILE to PNEs of the running PNE's PN, sealed end to end through its PN GW.
+    Push {
+        /// The file.
+        file: PathBuf,
+        /// The targets (a comma list of PNE ids).
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<EntityId>,
+        /// The service it is delivered as (for the records and charging).
+        #[arg(long, default_value = "content")]
+        service: String,
+        /// Its media type.
+        #[arg(long = "type", default_value = "application/octet-stream")]
+        media_type: String,
+        /// Its name for the targets (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow it until every target has every byte, or a target's part ended otherwise.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+/// `cpns content`.
+pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
+    let t = &a.target;
+    let ContentVerb::Push {
+        file,
+        to,
+        service,
+        media_type,
+        name,
+        wait,
+    } = a.verb;
+    let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
+    let targets = to.len();
+    let request = Request::Deliver {
+        file: file.to_string_lossy().into_owned(),
+        to,
+        service_id: Some(service),
+        name,
+        media_type: Some(media_type),
+    };
+    // With --wait, the events are followed from before the offer, so none of it is missed.
+    let path = t.socket()?;
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let follower = wait.then(|| {
+        let path = path.clone();
+        tokio::spawn(async move {
+            cpns_node::control::stream(&path, &Request::Events {}, |line| tx.send(line).is_ok())
+                .await
+        })
+    });
+    if wait {
+        match lines.recv().await {
+            Some(Line::Answer(Ok(_))) => {}
+            Some(Line::Answer(Err(e))) => anyhow::bail!("refused: {e}"),
+            _ => anyhow::bail!("the PNE did not let its events be followed"),
+        }
+    }
+    let answer = ask(t, request).await?;
+    let Response::Deliver { session, size, .. } = &answer else {
+        return Err(unexpected(&answer));
+    };
+    let session = *session;
+    if t.json {
+        print_json(&answer);
+    } else {
+        println!(
+            "delivery {session}: {} ({size} bytes) offered to {targets} target{}",
+            file.display(),
+            if targets == 1 { "" } else { "s" }
+        );
+    }
+    let Some(follower) = follower else {
+        return Ok(());
+    };
+    let mut failed = 0;
+    loop {
+        let Some(line) = lines.recv().await else {
+            break;
+        };
+        let Line::Event(e) = &line else { continue };
+        let ours = match e {
+            Event::DeliverySent { session: s, .. } | Event::DeliveryEnded { session: s, .. } => {
+                *s == session
+            }
+            _ => false,
+        };
+        if !ours {
+            continue;
+        }
+        if t.json {
+            println!("{}", cpns_control::encode_event(e));
+        }
+        match e {
+            Event::DeliverySent { delivered, .. } => {
+                if !t.json {
+                    let to: Vec<String> = delivered.iter().map(ToString::to_string).collect();
+                    println!(
+                        "delivery {session}: delivered to {} (its hash checked)",
+                        if to.is_empty() {
+                            "no target".into()
+                        } else {
+                            to.join(", ")
+                        }
+                    );
+                }
+                break;
+            }
+            Event::DeliveryEnded {
+                target,
+                result,
+                reason,
+                ..
+            } => {
+                failed += 1;
+                if !t.json {
+                    match reason {
+                        Some(r) => println!("delivery {session} at {target}: {result} ({r})"),
+                        None => println!("delivery {session} at {target}: {result}"),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    follower.abort();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {targets} targets did not get it");
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! Content delivery as separate `cpns` processes run it (004 §5.5.8; docs/services.md,
+//! "Delivery"): alice's phone pushes a file to her TV and tablet, members of its PN behind one
+//! PN GW, with `cpns content push`; each keeps it in its inbox with the hash checked, the PN GW
+//! relays it sealed, and the server's delivery records say what each target received. Bad
+//! pushes are refused with their reason and start nothing.
+
+#![allow(clippy::unwrap_used)]
+
+use cpns_store::{ServerStore, SqliteStore};
+use serde_json::Value;
+
+mod common;
+
+use common::{World, cpns, run, s, text};
+
+/// `n` bytes that do not repeat in any short window.
+fn content(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_pushed_to_two_members_arrives_whole_and_is_recorded() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv", "tablet"])
+        .start();
+    let mut members = Vec::new();
+    for id in ["tv", "tablet"] {
+        let p = w.pne(id).stay().await_invitation().spawn();
+        w.gw()
+            .expect_event_where("pne_discovered", |v| v["pne"] == id);
+        members.push(p);
+    }
+    let mut phone = w.pne("phone").stay().setup("all").spawn();
+    let est = w.gw().expect_event("pn_established");
+    let pn = text(&est["pn_id"]);
+    phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    for p in &mut members {
+        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    }
+
+    let bytes = content(5 * 1024 * 1024 + 123);
+    let file = w.path("holiday.mp4");
+    std::fs::write(&file, &bytes).unwrap();
+    let phone_db = w.store("phone");
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&file),
+        "--to",
+        "tv,tablet",
+        "--service",
+        "video",
+        "--type",
+        "video/mp4",
+        "--wait",
+        "--json",
+        "--store",
+        s(&phone_db),
+    ]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["verb"], "deliver", "{out}");
+    let session = text(&lines[0]["session"]);
+    assert_eq!(lines[0]["size"], bytes.len() as u64);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "delivery_sent", "{out}");
+    assert_eq!(last["delivered"].as_array().unwrap().len(), 2, "{out}");
+    phone.expect_event_where("delivery_sent", |v| v["session"] == session.as_str());
+
+    // Each target was offered it, received it whole, and keeps it in its inbox.
+    for (p, id) in members.iter_mut().zip(["tv", "tablet"]) {
+        let offered =
+            p.expect_event_where("delivery_offered", |v| v["session"] == session.as_str());
+        assert_eq!(
+            (text(&offered["source"]), text(&offered["name"])),
+            ("phone".into(), "holiday.mp4".into())
+        );
+        let got = p.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+        assert_eq!(got["bytes"], bytes.len() as u64);
+        let mut inbox = w.store(id).into_os_string();
+        inbox.push(".inbox");
+        let kept = std::path::PathBuf::from(inbox).join("holiday.mp4");
+        assert_eq!(std::fs::read(&kept).unwrap(), bytes, "{id}");
+    }
+    // The PN GW relayed it once per target, and could not read it.
+    let relayed = w
+        .gw()
+        .expect_event_where("delivery_relayed", |v| v["session"] == session.as_str());
+    assert_eq!(relayed["bytes"], 2 * bytes.len() as u64);
+
+    // The server's records: one per target, delivered, the bytes received, charged to alice.
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_eq!(r.session.to_string(), session);
+        assert_eq!(
+            (r.service_id.as_str(), r.source.as_str()),
+            ("video", "phone")
+        );
+        assert_eq!(r.bytes, bytes.len() as u64);
+        assert_eq!(r.result, Some(1), "delivered");
+        assert_eq!(r.charged.as_str(), "alice");
+        assert!(r.ended_at.is_some());
+    }
+    store.close().await;
+
+    // Bad pushes: a file that is not there, a target that is not a member. Nothing starts.
+    let missing = w.path("none.bin");
+    let out = run(&[
+        "content",
+        "push",
+        s(&missing),
+        "--to",
+        "tv",
+        "--store",
+        s(&phone_db),
+    ]);
+    assert!(!out.status.success());
+    let small = w.path("small.bin");
+    std::fs::write(&small, b"small").unwrap();
+    let out = run(&[
+        "content",
+        "push",
+        s(&small),
+        "--to",
+        "stranger",
+        "--store",
+        s(&phone_db),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not_found") && err.contains("stranger"),
+        "{err}"
+    );
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    assert_eq!(store.deliveries(None, None).await.unwrap().len(), 2);
+    store.close().await;
+}
