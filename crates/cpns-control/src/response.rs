@@ -385,6 +385,16 @@ pub struct GroupMember {
     pub is_owner: bool,
 }
 
+impl From<cpns_wire::GroupMember> for GroupMember {
+    fn from(m: cpns_wire::GroupMember) -> Self {
+        Self {
+            pne: m.entity,
+            owner: m.owner,
+            is_owner: m.is_owner,
+        }
+    }
+}
+
 /// A service group whose key a PNE holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

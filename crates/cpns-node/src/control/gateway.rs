@@ -183,15 +183,7 @@ impl GatewayApi {
                 group_id: m.group_id,
                 name: m.name,
                 epoch: m.epoch,
-                members: m
-                    .members
-                    .into_iter()
-                    .map(|x| cpns_control::GroupMember {
-                        pne: x.entity,
-                        owner: x.owner,
-                        is_owner: x.is_owner,
-                    })
-                    .collect(),
+                members: m.members.into_iter().map(Into::into).collect(),
             },
             _ => {
                 return Err(ApiError::internal(

@@ -7,9 +7,8 @@
 //! and preferences.
 
 use cpns_control::{
-    ApiError, Capabilities, Charge, Entry, Event, GroupMember, HeldGroup, Pn,
-    Preference as ApiPreference, Request, Response, Role, ServiceEntry, ServicePreference,
-    UsageRow, VERSION,
+    ApiError, Capabilities, Charge, Entry, Event, HeldGroup, Pn, Preference as ApiPreference,
+    Request, Response, Role, ServiceEntry, ServicePreference, UsageRow, VERSION,
 };
 use cpns_proto::pne::Outcome;
 use cpns_proto::usage::Preference;
@@ -544,15 +543,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     group_id: m.group_id,
                     name: m.name,
                     epoch: m.epoch,
-                    members: m
-                        .members
-                        .into_iter()
-                        .map(|x| GroupMember {
-                            pne: x.entity,
-                            owner: x.owner,
-                            is_owner: x.is_owner,
-                        })
-                        .collect(),
+                    members: m.members.into_iter().map(Into::into).collect(),
                 }
             }
             (

@@ -65,11 +65,19 @@ impl Gateway {
         self.deliveries.insert(m.session, route);
     }
 
-    /// The proven PNE on `link`, if it is a member of the session's PN: the sender.
-    fn delivery_sender(&self, link: LinkId, session: &DeliveryId) -> Option<(EntityId, PnId)> {
-        let route = self.deliveries.get(session)?;
-        let pne = self.proven_member_of(link, &route.pn_id, "deliver").ok()?;
-        Some((pne, route.pn_id))
+    /// The proven PNE on `link`, if the session is relayed here and it is a member of the
+    /// session's PN: the sender. Otherwise the refusal is told, and `None`.
+    fn delivery_sender(&mut self, link: LinkId, session: DeliveryId) -> Option<EntityId> {
+        let pne = self
+            .deliveries
+            .get(&session)
+            .and_then(|route| self.proven_member_of(link, &route.pn_id, "deliver").ok());
+        if pne.is_none() {
+            let from = self.link_peer(link);
+            let why = "no such session here, or not a proven member of its PN";
+            self.delivery_refused(session, from, why);
+        }
+        pne
     }
 
     fn delivery_refused(&mut self, session: DeliveryId, from: EntityId, reason: &str) {
@@ -82,13 +90,8 @@ impl Gateway {
 
     /// A chunk from the source: relayed to every target linked now.
     pub(super) fn on_delivery_chunk(&mut self, link: LinkId, m: DeliveryChunk) {
-        let Some((pne, _)) = self.delivery_sender(link, &m.session) else {
-            let from = self.link_peer(link);
-            return self.delivery_refused(
-                m.session,
-                from,
-                "no such session here, or not a proven member of its PN",
-            );
+        let Some(pne) = self.delivery_sender(link, m.session) else {
+            return;
         };
         let Some(route) = self.deliveries.get(&m.session) else {
             return;
@@ -121,13 +124,8 @@ impl Gateway {
 
     /// A target's acknowledgement: the source is told the least of every target's.
     pub(super) fn on_delivery_ack(&mut self, link: LinkId, m: DeliveryAck) {
-        let Some((pne, _)) = self.delivery_sender(link, &m.session) else {
-            let from = self.link_peer(link);
-            return self.delivery_refused(
-                m.session,
-                from,
-                "no such session here, or not a proven member of its PN",
-            );
+        let Some(pne) = self.delivery_sender(link, m.session) else {
+            return;
         };
         let Some(route) = self.deliveries.get_mut(&m.session) else {
             return;
@@ -182,7 +180,7 @@ impl Gateway {
 
     /// A target's end: relayed to the source; with every target's end, the route goes.
     pub(super) fn on_delivery_done(&mut self, link: LinkId, m: DeliveryDone) {
-        let Some((pne, _)) = self.delivery_sender(link, &m.session) else {
+        let Some(pne) = self.delivery_sender(link, m.session) else {
             return;
         };
         let Some(route) = self.deliveries.get_mut(&m.session) else {

@@ -439,17 +439,9 @@ impl PneSession {
 
     /// An acknowledgement its PN GW relayed: the least of what every target has.
     pub(super) fn on_delivery_ack(&mut self, env: &Envelope, m: DeliveryAck) {
-        let Some(s) = self.deliveries.sending.get(&m.session) else {
+        let Some(s) = self.relayed_sending(env, &m.session) else {
             return;
         };
-        if !self.sent_by_pns_gateway(env, &s.pn_id) {
-            return;
-        }
-        let s = self
-            .deliveries
-            .sending
-            .get_mut(&m.session)
-            .expect("checked above");
         if m.have > s.size {
             return;
         }
@@ -466,17 +458,9 @@ impl PneSession {
     /// A target's end, relayed by the PN GW: told unless it has it; with every target's end,
     /// the session is done.
     pub(super) fn on_delivery_done(&mut self, env: &Envelope, m: DeliveryDone) {
-        let Some(s) = self.deliveries.sending.get(&m.session) else {
+        let Some(s) = self.relayed_sending(env, &m.session) else {
             return;
         };
-        if !self.sent_by_pns_gateway(env, &s.pn_id) {
-            return;
-        }
-        let s = self
-            .deliveries
-            .sending
-            .get_mut(&m.session)
-            .expect("checked above");
         let Some(i) = s.open.iter().position(|t| *t == m.target) else {
             return;
         };
@@ -502,6 +486,15 @@ impl PneSession {
                 delivered: s.delivered,
             });
         }
+    }
+
+    /// A session this PNE sends, when `env` came from the PN GW of its PN (proven on the link).
+    fn relayed_sending(&mut self, env: &Envelope, session: &DeliveryId) -> Option<&mut Sending> {
+        let pn = self.deliveries.sending.get(session)?.pn_id;
+        if !self.sent_by_pns_gateway(env, &pn) {
+            return None;
+        }
+        self.deliveries.sending.get_mut(session)
     }
 
     /// Asks the driver for the next chunk, if the window has room and none is being read.
