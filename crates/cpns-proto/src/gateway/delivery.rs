@@ -46,11 +46,20 @@ impl Gateway {
         if env.from != Address::Server || self.deliveries.contains_key(&m.session) {
             return;
         }
-        if self.deliveries.len() >= MAX_ROUTES || !self.pns.contains_key(&m.pn_id) {
+        let why = if !self.pns.contains_key(&m.pn_id) {
+            Some("a PN this PN GW does not serve".to_string())
+        } else if self.deliveries.len() >= MAX_ROUTES {
+            Some(format!(
+                "no room for another delivery ({MAX_ROUTES} at once)"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = why {
             return self.event(GatewayEvent::DeliveryRefused {
                 session: m.session,
                 from: m.source,
-                reason: "no room for another delivery, or a PN this PN GW does not serve".into(),
+                reason,
             });
         }
         let route = Route {

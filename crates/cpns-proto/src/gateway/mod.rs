@@ -11,7 +11,7 @@
 
 mod connect;
 mod content;
-mod delivery;
+pub mod delivery;
 mod departed;
 mod establish;
 mod expiry;

@@ -537,3 +537,143 @@ fn a_target_ends_only_its_own_part_and_only_once() {
         );
     }
 }
+
+/// A Delivery Route as the WAN carries it to the PN GW, from `from`.
+fn route_from(h: &mut Harness, from: Address, route: cpns_wire::DeliveryRoute) {
+    let env = Envelope::notify(
+        9_900 + h.log.len() as u64,
+        from,
+        Address::Entity(h.gw_cfg.id.clone()),
+        route,
+    );
+    h.inject(Party::Server, Party::Gw, plain(&env));
+    h.pump();
+}
+
+#[test]
+fn a_pn_gw_takes_a_route_only_from_the_server_once_for_a_pn_it_serves() {
+    let mut h = world();
+    let bytes = content(100_000);
+    let session = stalled(&mut h, &bytes);
+    h.clear_hook();
+    let pn = h.joined(0).unwrap().pn_id;
+    let route = |session, pn_id, targets: Vec<EntityId>| cpns_wire::DeliveryRoute {
+        session,
+        pn_id,
+        source: pne_id(0),
+        targets,
+        size: 100_000,
+        chunk: 65_536,
+    };
+    // The same session again, naming PNE 2 alone: not taken (the route stays as it was), so
+    // an acknowledgement of PNE 2 alone moves nothing for the source.
+    route_from(&mut h, Address::Server, route(session, pn, vec![pne_id(2)]));
+    // A route that does not come from the server: not taken.
+    let forged = DeliveryId::from_bytes([0x77; 16]);
+    route_from(
+        &mut h,
+        Address::Entity(pne_id(1)),
+        route(forged, pn, vec![pne_id(2)]),
+    );
+    from_pne(
+        &mut h,
+        0,
+        DeliveryChunk {
+            session: forged,
+            offset: 0,
+            sealed: vec![1; 100],
+        },
+    );
+    assert!(
+        refusals(&h)
+            .iter()
+            .any(|(_, r)| r.contains("no such session here")),
+        "{:?}",
+        refusals(&h)
+    );
+    // A route for a PN this PN GW does not serve: refused.
+    let elsewhere = DeliveryId::from_bytes([0x78; 16]);
+    route_from(
+        &mut h,
+        Address::Server,
+        route(
+            elsewhere,
+            cpns_wire::PnId::from_bytes([0x55; 16]),
+            vec![pne_id(1)],
+        ),
+    );
+    assert!(h.gw_events().into_iter().any(|e| matches!(e,
+        crate::gateway::GatewayEvent::DeliveryRefused { session: s, reason, .. }
+            if *s == elsewhere && reason.contains("does not serve"))));
+    // A fresh route from the server for a PN it serves is taken: its source's chunks go.
+    let fresh = DeliveryId::from_bytes([0x79; 16]);
+    route_from(&mut h, Address::Server, route(fresh, pn, vec![pne_id(2)]));
+    from_pne(
+        &mut h,
+        0,
+        DeliveryChunk {
+            session: fresh,
+            offset: 0,
+            sealed: vec![1; 100],
+        },
+    );
+    assert!(
+        h.delivered(Party::Gw, Party::Pne(2))
+            .iter()
+            .any(|e| matches!(&e.body,
+        Body::DeliveryChunk(c) if c.session == fresh))
+    );
+    // The first session kept both its targets: PNE 2's acknowledgement alone tells the source
+    // nothing.
+    let told_before = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .filter(|e| matches!(&e.body, Body::DeliveryAck(a) if a.session == session))
+        .count();
+    from_pne(
+        &mut h,
+        2,
+        DeliveryAck {
+            session,
+            have: 0,
+            resume: true,
+        },
+    );
+    let told_after = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .filter(|e| matches!(&e.body, Body::DeliveryAck(a) if a.session == session))
+        .count();
+    assert_eq!(told_before, told_after, "PNE 1 has not acknowledged yet");
+}
+
+#[test]
+fn a_pn_gw_relays_a_bounded_number_of_sessions() {
+    let mut h = world();
+    let pn = h.joined(0).unwrap().pn_id;
+    for n in 0..=crate::gateway::delivery::MAX_ROUTES {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+        route_from(
+            &mut h,
+            Address::Server,
+            cpns_wire::DeliveryRoute {
+                session: DeliveryId::from_bytes(id),
+                pn_id: pn,
+                source: pne_id(0),
+                targets: vec![pne_id(1)],
+                size: 10,
+                chunk: 65_536,
+            },
+        );
+    }
+    let refused: Vec<_> = h
+        .gw_events()
+        .into_iter()
+        .filter(|e| {
+            matches!(e, crate::gateway::GatewayEvent::DeliveryRefused { reason, .. }
+            if reason.contains("no room"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "only the one past the bound");
+}
