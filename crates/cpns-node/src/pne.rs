@@ -636,6 +636,8 @@ async fn serve_loop<S: DeviceStore + Clone>(
     // PNs whose key a PN GW did not prove it holds: not tried again on the next links
     // (docs/security.md §4.4, "Not provable here").
     let mut unprovable = std::collections::BTreeSet::new();
+    // Delivery sessions and their files outlive a link: the next one resumes them.
+    let mut carried = None;
     loop {
         let opened = tokio::select! {
             l = Link::open(cfg.clone(), store.clone(), &serve.gateway, outlets.clone(), trace.clone(), serve.usage_default) => l,
@@ -644,6 +646,10 @@ async fn serve_loop<S: DeviceStore + Clone>(
         let lost = match opened {
             Ok(mut link) => {
                 link.session.skip_proofs(&unprovable);
+                if let Some((kept, files)) = carried.take() {
+                    link.session.restore_deliveries(kept);
+                    link.files = files;
+                }
                 let steps = steps.take().unwrap_or_default();
                 let stayed = link
                     .stay(steps, &mut backoff, &mut commands, &mut stop)
@@ -652,6 +658,10 @@ async fn serve_loop<S: DeviceStore + Clone>(
                 // could not prove.
                 cfg.capabilities = link.session.capabilities().clone();
                 unprovable = link.session.unprovable().clone();
+                carried = Some((
+                    link.session.take_deliveries(),
+                    std::mem::take(&mut link.files),
+                ));
                 link.abandon_waiters();
                 match stayed {
                     Ok(()) => return Ok(()),

@@ -86,6 +86,19 @@ pub(super) struct Deliveries {
     receiving: BTreeMap<DeliveryId, Receiving>,
 }
 
+/// The delivery sessions of a PNE whose link dropped, handed to its next link's machine
+/// ([`PneSession::take_deliveries`], [`PneSession::restore_deliveries`]): a target says again what
+/// it has once its connection set-up in the PN is done, and its source goes on from there.
+#[derive(Debug, Default)]
+pub struct KeptDeliveries(Deliveries);
+
+impl KeptDeliveries {
+    /// Whether no session is kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.sending.is_empty() && self.0.receiving.is_empty()
+    }
+}
+
 /// Sessions a PNE receives at once; an offer past them is declined.
 pub const MAX_RECEIVING: usize = 8;
 
@@ -121,6 +134,47 @@ impl PneSession {
             self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
         }
         Ok(())
+    }
+
+    /// Takes the delivery sessions out of this machine (its link dropped), for the next one.
+    pub fn take_deliveries(&mut self) -> KeptDeliveries {
+        let mut kept = std::mem::take(&mut self.deliveries);
+        // A read or write the driver was answering belongs to the link that is gone; a target
+        // that was opening or checking goes on where the driver left its file.
+        for s in kept.sending.values_mut() {
+            s.reading = None;
+        }
+        for r in kept.receiving.values_mut() {
+            r.writing = None;
+        }
+        KeptDeliveries(kept)
+    }
+
+    /// Takes the delivery sessions a previous link's machine kept.
+    pub fn restore_deliveries(&mut self, kept: KeptDeliveries) {
+        self.deliveries = kept.0;
+    }
+
+    /// After the connection set-up in its PNs: each session this PNE receives through the PN GW
+    /// on the link says again what it has (`resume`), so its source goes on from there.
+    pub(super) fn resume_deliveries(&mut self) {
+        let taking: Vec<(DeliveryId, u64, PnId)> = self
+            .deliveries
+            .receiving
+            .iter()
+            .filter(|(_, r)| r.state == Recv::Taking)
+            .map(|(id, r)| (*id, r.have, r.invite.pn_id))
+            .collect();
+        for (session, have, pn) in taking {
+            if let Some(gw) = self.pn_gateway(&pn) {
+                let ack = DeliveryAck {
+                    session,
+                    have,
+                    resume: true,
+                };
+                self.send_notify_to(gw, ack);
+            }
+        }
     }
 
     /// The sessions this PNE sends and receives, by id.

@@ -116,6 +116,7 @@ impl PneSession {
                     };
                     let done = Outcome::Rejoined { pns: r.pns };
                     self.complete(r.cmd, Flow::PnConnectionSetup, Ok(done));
+                    self.resume_deliveries();
                     return;
                 }
                 _ => return,

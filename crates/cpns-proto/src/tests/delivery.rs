@@ -677,3 +677,55 @@ fn a_pn_gw_relays_a_bounded_number_of_sessions() {
         .collect();
     assert_eq!(refused.len(), 1, "only the one past the bound");
 }
+
+#[test]
+fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
+    let mut h = world();
+    let bytes = content(600_000);
+    // The TV's link drops after its fourth chunk: what the PN GW sends it after that is lost.
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.to == Party::Pne(1) && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen > 4 {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
+    });
+    let session = push(&mut h, &[1, 2], &bytes);
+    let have = h.store.pne_inbox[&(1, session)].len();
+    assert_eq!(have, 4 * 65_536, "four chunks written before the drop");
+    assert!(!sent(&h, session), "not done: the TV is behind");
+    // A new link: the machine of the next link takes the sessions the old one kept.
+    h.clear_hook();
+    let kept = h.pnes[1].take_deliveries();
+    assert!(!kept.is_empty());
+    h.relink(1, 31, move |p| p.restore_deliveries(kept));
+    h.restarted_at = h.events.len();
+    let now = h.now();
+    h.pnes[1].start_discovery(now).unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[1].rejoin(now).unwrap();
+    h.pump();
+    // It said what it has; the source went on from there, and both targets have it whole.
+    let resumed = h
+        .delivered(Party::Pne(1), Party::Gw)
+        .into_iter()
+        .any(|e| matches!(e.body, Body::DeliveryAck(a) if a.resume && a.have == have as u64));
+    assert!(resumed);
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+    }
+    assert!(sent(&h, session));
+    // Nothing was written twice: the TV's writes ran from its offset on.
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(1))].ended,
+        Some((600_000, DeliveryResult::Delivered.code()))
+    );
+}
