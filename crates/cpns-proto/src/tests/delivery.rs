@@ -120,6 +120,17 @@ fn a_push_reaches_every_target_in_chunks_sealed_end_to_end_and_is_recorded() {
         assert_eq!(record.service_id, "video");
     }
     assert!(sent(&h, session));
+    assert!(refusals(&h).is_empty(), "{:?}", refusals(&h));
+    // The last acknowledgement of each target was of every byte, and reached the source.
+    let told: Vec<u64> = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryAck(a) if a.session == session => Some(a.have),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.last(), Some(&300_000));
     // In chunks of at most 64 KiB, each crossing the PN GW sealed: no frame holds a stretch of
     // the content in the clear.
     let chunks: Vec<DeliveryChunk> = h
