@@ -334,6 +334,7 @@ impl SimGateway {
                         self.gw.link_closed(now, link);
                     }
                     GatewayOutput::CloseWan { reason } => self.failure = Some(reason),
+                    GatewayOutput::KeepRoute(_) | GatewayOutput::ForgetRoute(_) => {}
                     GatewayOutput::Event(e) => self.gateway_event(e),
                 }
             }

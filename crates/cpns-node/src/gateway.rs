@@ -412,6 +412,7 @@ pub async fn start<S: DeviceStore + Clone>(
     machine.set_wall_clock(Instant::now(), unix_millis());
     let stored = store.local_pns().await?;
     machine.restore(stored.iter().map(local_pn_state).collect())?;
+    machine.restore_routes(store.local_routes().await?);
     let departed = store.departed().await?;
     let kept = departed.len();
     machine.restore_departed(
@@ -535,6 +536,9 @@ enum StoreJob {
     Forget(PnId),
     KeepDeparted(DepartedKey),
     DropDeparted(PnId, EntityId),
+    /// A delivery route: nothing waits for it (a failure is logged).
+    KeepRoute(cpns_wire::DeliveryRoute),
+    ForgetRoute(cpns_wire::DeliveryId),
 }
 
 /// Runs local store writes beside the loop, in order, and reports each back as an input.
@@ -542,8 +546,8 @@ fn spawn_store_worker<S: DeviceStore>(
     store: S,
     inbox: mpsc::Sender<Input>,
     shutdown: CancellationToken,
-) -> mpsc::Sender<(Token, StoreJob)> {
-    let (tx, mut jobs) = mpsc::channel::<(Token, StoreJob)>(STORE_QUEUE);
+) -> mpsc::Sender<(Option<Token>, StoreJob)> {
+    let (tx, mut jobs) = mpsc::channel::<(Option<Token>, StoreJob)>(STORE_QUEUE);
     tokio::spawn(async move {
         loop {
             let job = tokio::select! {
@@ -557,8 +561,16 @@ fn spawn_store_worker<S: DeviceStore>(
                 StoreJob::Forget(pn) => store.remove_local_pn(&pn).await.map(drop),
                 StoreJob::KeepDeparted(key) => store.save_departed(&key).await,
                 StoreJob::DropDeparted(pn, pne) => store.remove_departed(&pn, &pne).await.map(drop),
+                StoreJob::KeepRoute(r) => store.save_local_route(&r).await,
+                StoreJob::ForgetRoute(s) => store.remove_local_route(&s).await.map(drop),
             }
             .map_err(|e| store_failure(&e));
+            let Some(token) = token else {
+                if let Err(e) = result {
+                    warn!(error = %e, "a delivery route could not be kept");
+                }
+                continue;
+            };
             if inbox.send(Input::Persisted(token, result)).await.is_err() {
                 return;
             }
@@ -577,7 +589,7 @@ struct Actor {
     backoff: Backoff,
     links: BTreeMap<LinkId, mpsc::Sender<LinkCmd>>,
     peers: BTreeMap<LinkId, EntityId>,
-    store_jobs: mpsc::Sender<(Token, StoreJob)>,
+    store_jobs: mpsc::Sender<(Option<Token>, StoreJob)>,
     /// Whom each command's completion is for.
     waiters: BTreeMap<CommandId, Reply>,
     events: mpsc::Sender<GatewayEvent>,
@@ -765,7 +777,7 @@ impl Actor {
 
     /// Hands a write to the store worker; a full queue fails it at once as overloaded.
     fn store(&mut self, token: Token, job: StoreJob) {
-        if self.store_jobs.try_send((token, job)).is_err() {
+        if self.store_jobs.try_send((Some(token), job)).is_err() {
             let overloaded = Err(StoreFailure::Overloaded);
             let _ = self
                 .machine
@@ -834,6 +846,24 @@ impl Actor {
                 }
                 GatewayOutput::Forget { token, pn_id } => {
                     self.store(token, StoreJob::Forget(pn_id));
+                }
+                GatewayOutput::KeepRoute(r) => {
+                    if self
+                        .store_jobs
+                        .try_send((None, StoreJob::KeepRoute(r)))
+                        .is_err()
+                    {
+                        warn!("a delivery route was not kept: the local store is behind");
+                    }
+                }
+                GatewayOutput::ForgetRoute(s) => {
+                    if self
+                        .store_jobs
+                        .try_send((None, StoreJob::ForgetRoute(s)))
+                        .is_err()
+                    {
+                        warn!("a delivery route was not forgotten: the local store is behind");
+                    }
                 }
                 GatewayOutput::Event(e) => {
                     match &e {

@@ -56,6 +56,21 @@ pub trait DeviceStore: Send + Sync + 'static {
     /// Every service group key kept, in the order of the group ids.
     fn local_groups(&self) -> impl Future<Output = Result<Vec<LocalServiceGroup>>> + Send;
 
+    /// Keeps a PN GW's delivery route, replacing the one of the same session.
+    fn save_local_route(
+        &self,
+        route: &cpns_wire::DeliveryRoute,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes a delivery route; true if it was kept.
+    fn remove_local_route(
+        &self,
+        session: &cpns_wire::DeliveryId,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every delivery route kept, by session.
+    fn local_routes(&self) -> impl Future<Output = Result<Vec<cpns_wire::DeliveryRoute>>> + Send;
+
     /// Keeps a usage record the PNE collected, unsent (004 §5.5.4.2).
     /// [`StoreError::Conflict`](crate::StoreError) if its id is kept already.
     fn save_local_usage(&self, record: &UsageRecord) -> impl Future<Output = Result<()>> + Send;

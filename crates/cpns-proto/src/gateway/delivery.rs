@@ -15,7 +15,7 @@ use cpns_wire::{
     Envelope, PnId,
 };
 
-use super::{Gateway, GatewayEvent, LinkId};
+use super::{Gateway, GatewayEvent, GatewayOutput, LinkId};
 
 /// Sessions a PN GW relays at once; a route past them is refused.
 pub const MAX_ROUTES: usize = 256;
@@ -62,6 +62,11 @@ impl Gateway {
                 reason,
             });
         }
+        self.out.push_back(GatewayOutput::KeepRoute(m.clone()));
+        self.take_route(m);
+    }
+
+    fn take_route(&mut self, m: DeliveryRoute) {
         let route = Route {
             pn_id: m.pn_id,
             source: m.source,
@@ -72,6 +77,17 @@ impl Gateway {
             relayed: 0,
         };
         self.deliveries.insert(m.session, route);
+    }
+
+    /// Takes the routes the local store kept (before any link): a restarted PN GW relays
+    /// those sessions again as their PNEs resume them. Those past the bound, or of a PN it no
+    /// longer serves, are left out.
+    pub fn restore_routes(&mut self, kept: Vec<DeliveryRoute>) {
+        for m in kept {
+            if self.deliveries.len() < MAX_ROUTES && self.pns.contains_key(&m.pn_id) {
+                self.take_route(m);
+            }
+        }
     }
 
     /// The proven PNE on `link`, if the session is relayed here and it is a member of the
@@ -205,6 +221,7 @@ impl Gateway {
         }
         if ended {
             if let Some(r) = self.deliveries.remove(&m.session) {
+                self.out.push_back(GatewayOutput::ForgetRoute(m.session));
                 self.event(GatewayEvent::DeliveryRelayed {
                     session: m.session,
                     source: r.source,

@@ -436,6 +436,12 @@ pub enum GatewayOutput {
         /// The copy, rand_server ‖ wrapped.
         stored: Vec<u8>,
     },
+    /// Keep a delivery route in the local store (a restarted PN GW relays the session again;
+    /// [`Gateway::restore_routes`]). Nothing waits for the answer: a route not kept is only
+    /// lost with a restart.
+    KeepRoute(cpns_wire::DeliveryRoute),
+    /// Remove a delivery route from the local store: every target's part ended.
+    ForgetRoute(cpns_wire::DeliveryId),
     /// Remove a departed member's key, and answer with [`Gateway::handle_persisted`].
     DropDeparted {
         /// Token to answer with.

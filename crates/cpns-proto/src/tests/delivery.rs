@@ -740,3 +740,58 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
         Some((600_000, DeliveryResult::Delivered.code()))
     );
 }
+
+#[test]
+fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
+    let mut h = world();
+    let bytes = content(600_000);
+    // The PN GW stops relaying after its fourth chunk to each target (it dies).
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == Party::Gw && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen > 8 {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
+    });
+    let session = push(&mut h, &[1, 2], &bytes);
+    h.clear_hook();
+    assert!(!sent(&h, session));
+    assert!(
+        h.store.gw_routes.contains_key(&session),
+        "the route is kept"
+    );
+    // The PN GW restarts from its store; the PNEs, which stayed up, link again with the
+    // sessions they hold.
+    let kept: Vec<_> = (0..3).map(|i| h.pnes[i].take_deliveries()).collect();
+    h.restart_from_stores(&[PneSpec::trusted(); 3]);
+    for (i, k) in kept.into_iter().enumerate() {
+        h.pnes[i].restore_deliveries(k);
+    }
+    for i in 0..3 {
+        let now = h.now();
+        h.pnes[i].start_discovery(now).unwrap();
+        h.pump();
+        let now = h.now();
+        h.pnes[i].rejoin(now).unwrap();
+        h.pump();
+    }
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+        assert_eq!(
+            h.store.deliveries[&(session, pne_id(i))].ended,
+            Some((600_000, DeliveryResult::Delivered.code()))
+        );
+    }
+    assert!(sent(&h, session));
+    assert!(
+        h.store.gw_routes.is_empty(),
+        "forgotten once every target ended"
+    );
+}

@@ -700,6 +700,12 @@ impl Harness {
                     self.errors.push((Party::Gw, e));
                 }
             }
+            GatewayOutput::KeepRoute(r) => {
+                self.store.gw_routes.insert(r.session, r);
+            }
+            GatewayOutput::ForgetRoute(s) => {
+                self.store.gw_routes.remove(&s);
+            }
             GatewayOutput::Event(e) => self.events.push(Ev::Gw(e)),
         }
     }
@@ -840,6 +846,8 @@ impl Harness {
         self.gw
             .restore_departed(self.store.gw_departed.clone())
             .unwrap();
+        self.gw
+            .restore_routes(self.store.gw_routes.values().cloned().collect());
         for (i, spec) in specs.iter().enumerate() {
             self.gw.link_opened(LinkId(i as u64), spec.security);
             let mut p = PneSession::new(self.pne_cfgs[i].clone(), self.rng.fork());

@@ -61,6 +61,8 @@ pub(super) struct Store {
     pub pne_inbox: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
     /// Received content whose hash matched, by PNE and session.
     pub pne_received: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
+    /// The PN GW's kept delivery routes.
+    pub gw_routes: BTreeMap<cpns_wire::DeliveryId, cpns_wire::DeliveryRoute>,
     /// Delivery records, by session and target.
     pub deliveries: BTreeMap<(cpns_wire::DeliveryId, EntityId), SDelivery>,
     /// Each PNE's kept service group keys, as `KeepGroup` and `ForgetGroup` left them.

@@ -1,5 +1,6 @@
 //! Delivery records (table `delivery_records`; 004 §5.5.8): one row per session and target,
-//! opened when the server sets the session up and closed when the target ends it.
+//! opened when the server sets the session up and closed when the target ends it. And a PN
+//! GW's routes (`local_delivery_routes`): the sessions it relays.
 
 use cpns_wire::{DeliveryId, EntityId, UserId};
 use rusqlite::{Connection, Row, params};
@@ -104,6 +105,66 @@ pub(super) fn list(
                 result: result
                     .map(|r| u32::try_from(r).map_err(|_| StoreError::corrupt("result", "range")))
                     .transpose()?,
+            })
+        },
+    )
+}
+
+/// Keeps a PN GW's route, replacing the one of the same session.
+pub(super) fn save_route(conn: &Connection, r: &cpns_wire::DeliveryRoute) -> Result<()> {
+    let targets: Vec<&str> = r.targets.iter().map(EntityId::as_str).collect();
+    codec::exec(
+        conn,
+        "INSERT INTO local_delivery_routes (session, pn_id, source, targets, size, chunk) \
+         VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (session) DO UPDATE SET pn_id = excluded.pn_id, source = excluded.source, \
+         targets = excluded.targets, size = excluded.size, chunk = excluded.chunk",
+        params![
+            r.session.as_bytes().as_slice(),
+            r.pn_id.as_bytes().as_slice(),
+            r.source.as_str(),
+            targets.join(" "),
+            to_i64(r.size, "size")?,
+            i64::from(r.chunk),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes a route; true if it was kept.
+pub(super) fn remove_route(conn: &Connection, session: &DeliveryId) -> Result<bool> {
+    let n = codec::exec(
+        conn,
+        "DELETE FROM local_delivery_routes WHERE session = ?",
+        params![session.as_bytes().as_slice()],
+    )?;
+    Ok(n > 0)
+}
+
+/// Every route kept, by session.
+pub(super) fn routes(conn: &Connection) -> Result<Vec<cpns_wire::DeliveryRoute>> {
+    codec::all(
+        conn,
+        "SELECT session, pn_id, source, targets, size, chunk FROM local_delivery_routes \
+         ORDER BY session",
+        [],
+        |row| {
+            let targets: String = row.get("targets")?;
+            let chunk: i64 = row.get("chunk")?;
+            Ok(cpns_wire::DeliveryRoute {
+                session: session_of(row)?,
+                pn_id: codec::pn_id(row, "pn_id")?,
+                source: codec::id(row, "source")?,
+                targets: targets
+                    .split(' ')
+                    .filter(|t| !t.is_empty())
+                    .map(|t| {
+                        t.parse()
+                            .map_err(|_| StoreError::corrupt("targets", "not an entity id"))
+                    })
+                    .collect::<Result<_>>()?,
+                size: to_u64(row, "size")?,
+                chunk: u32::try_from(chunk).map_err(|_| StoreError::corrupt("chunk", "range"))?,
             })
         },
     )

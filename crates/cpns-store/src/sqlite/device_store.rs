@@ -5,7 +5,7 @@
 
 use cpns_wire::{EntityId, GroupId, PnId, Preference};
 
-use super::{SqliteStore, local, usage};
+use super::{SqliteStore, deliveries, local, usage};
 use crate::{
     DepartedKey, DeviceStore, LocalPn, LocalServiceGroup, LocalSession, LocalUsage, Result,
     UsageSummary,
@@ -65,6 +65,21 @@ impl DeviceStore for SqliteStore {
 
     async fn local_groups(&self) -> Result<Vec<LocalServiceGroup>> {
         self.inner.readers.read(local::local_groups)
+    }
+
+    async fn save_local_route(&self, route: &cpns_wire::DeliveryRoute) -> Result<()> {
+        let route = route.clone();
+        self.write(move |c| deliveries::save_route(c, &route)).await
+    }
+
+    async fn remove_local_route(&self, session: &cpns_wire::DeliveryId) -> Result<bool> {
+        let session = *session;
+        self.write(move |c| deliveries::remove_route(c, &session))
+            .await
+    }
+
+    async fn local_routes(&self) -> Result<Vec<cpns_wire::DeliveryRoute>> {
+        self.inner.readers.read(deliveries::routes)
     }
 
     async fn save_local_usage(&self, record: &cpns_wire::UsageRecord) -> Result<()> {

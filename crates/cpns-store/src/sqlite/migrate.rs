@@ -121,6 +121,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "delivery records",
         sql: include_str!("../../migrations/sqlite/0020_delivery_records.sql"),
     },
+    Migration {
+        version: 21,
+        name: "local delivery routes",
+        sql: include_str!("../../migrations/sqlite/0021_local_delivery_routes.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -183,6 +183,41 @@ pub async fn service_group_keys_are_kept_replaced_and_removed<S: DeviceStore>(s:
     assert_eq!(s.local_groups().await.unwrap(), [group(2, "album 2", 4)]);
 }
 
+/// A PN GW's delivery routes: kept per session (again: replaced), listed by session, removed
+/// one at a time.
+pub async fn delivery_routes_are_kept_replaced_and_removed<S: DeviceStore>(s: &S) {
+    use cpns_wire::{DeliveryId, DeliveryRoute};
+    let route = |b: u8, targets: &[&str]| DeliveryRoute {
+        session: DeliveryId::from_bytes([b; 16]),
+        pn_id: pid(1),
+        source: eid("phone"),
+        targets: targets.iter().map(|t| eid(t)).collect(),
+        size: 10_000_000 + u64::from(b),
+        chunk: 65_536,
+    };
+    assert!(s.local_routes().await.unwrap().is_empty());
+    s.save_local_route(&route(2, &["tv", "tablet"]))
+        .await
+        .unwrap();
+    s.save_local_route(&route(1, &["tv"])).await.unwrap();
+    s.save_local_route(&route(2, &["tablet"])).await.unwrap();
+    assert_eq!(
+        s.local_routes().await.unwrap(),
+        [route(1, &["tv"]), route(2, &["tablet"])]
+    );
+    assert!(
+        s.remove_local_route(&DeliveryId::from_bytes([1; 16]))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.remove_local_route(&DeliveryId::from_bytes([1; 16]))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.local_routes().await.unwrap(), [route(2, &["tablet"])]);
+}
+
 pub async fn durable_write<S: DeviceStore>(s: &S) {
     s.save_local_pn(&local(1, &[("pne-1", Some("pan:1"))]))
         .await
