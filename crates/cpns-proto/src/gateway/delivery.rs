@@ -203,6 +203,23 @@ impl Gateway {
         }
     }
 
+    /// A source's link is proven (again): what every target has is told it again, to resume
+    /// from (the targets may have said it while the source was away).
+    pub(super) fn delivery_source_linked(&mut self, pne: &EntityId) {
+        let sessions: Vec<DeliveryId> = self
+            .deliveries
+            .iter()
+            .filter(|(_, r)| r.source == *pne && r.told.is_some())
+            .map(|(s, _)| *s)
+            .collect();
+        for session in sessions {
+            if let Some(route) = self.deliveries.get_mut(&session) {
+                route.told = None;
+            }
+            self.tell_source(session, true, pne);
+        }
+    }
+
     /// A target's end: relayed to the source; with every target's end, the route goes.
     pub(super) fn on_delivery_done(&mut self, link: LinkId, m: DeliveryDone) {
         let Some(pne) = self.delivery_sender(link, m.session) else {

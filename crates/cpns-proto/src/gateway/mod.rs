@@ -1174,6 +1174,7 @@ impl Gateway {
                         link,
                         pne: pne.clone(),
                     });
+                    self.delivery_source_linked(pne);
                 }
                 true
             }
@@ -1222,6 +1223,7 @@ impl Gateway {
                 link,
                 pne: pne.clone(),
             });
+            self.delivery_source_linked(&pne);
         }
         if let Some(other) = self.routes.insert(pne.clone(), link)
             && other != link

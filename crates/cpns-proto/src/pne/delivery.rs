@@ -156,8 +156,20 @@ impl PneSession {
     }
 
     /// After the connection set-up in its PNs: each session this PNE receives through the PN GW
-    /// on the link says again what it has (`resume`), so its source goes on from there.
+    /// on the link says again what it has (`resume`), so its source goes on from there; each it
+    /// sends goes on from what its targets were last known to have.
     pub(super) fn resume_deliveries(&mut self) {
+        // What was in flight on the old link may be lost: from what every target was last
+        // known to have (a target that has more says so, and takes only what it lacks).
+        for s in self.deliveries.sending.values_mut() {
+            if let Some(acked) = s.acked {
+                s.next = acked;
+            }
+        }
+        let sending: Vec<DeliveryId> = self.deliveries.sending.keys().copied().collect();
+        for session in sending {
+            self.read_more(session);
+        }
         let taking: Vec<(DeliveryId, u64, PnId)> = self
             .deliveries
             .receiving
@@ -562,6 +574,14 @@ impl PneSession {
         if s.reading.is_some() || s.next >= s.size || s.next >= acked + s.window {
             return;
         }
+        // Not without a link to the PN GW: after the connection set-up it goes on.
+        let pn = s.pn_id;
+        if self.pn_gateway(&pn).is_none() {
+            return;
+        }
+        let Some(s) = self.deliveries.sending.get_mut(&session) else {
+            return;
+        };
         let len = s.chunk.min(s.size - s.next);
         s.reading = Some(s.next);
         self.out.push_back(PneOutput::ReadChunk {
@@ -607,20 +627,23 @@ impl PneSession {
             self.deliveries.sending.remove(&session);
             return self.sending_failed(session, "a chunk could not be sealed".into());
         };
-        // Only the next in line goes: a resume may have moved `next` back meanwhile.
-        if offset == s.next {
-            s.next = offset + bytes.len() as u64;
-            let pn = s.pn_id;
-            if let Some(gw) = self.pn_gateway(&pn) {
-                self.send_notify_to(
-                    gw,
-                    DeliveryChunk {
-                        session,
-                        offset,
-                        sealed,
-                    },
-                );
+        // Only the next in line goes, and only on a link to the PN GW: a resume may have moved
+        // `next` back meanwhile, and a chunk not sent is read again later.
+        let pn = s.pn_id;
+        if offset == s.next
+            && let Some(gw) = self.pn_gateway(&pn)
+        {
+            if let Some(s) = self.deliveries.sending.get_mut(&session) {
+                s.next = offset + bytes.len() as u64;
             }
+            self.send_notify_to(
+                gw,
+                DeliveryChunk {
+                    session,
+                    offset,
+                    sealed,
+                },
+            );
         }
         self.read_more(session);
     }

@@ -795,3 +795,43 @@ fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
         "forgotten once every target ended"
     );
 }
+
+#[test]
+fn a_source_that_links_again_after_its_targets_resumed_is_told_where_they_are() {
+    let mut h = world();
+    let bytes = content(600_000);
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == Party::Gw && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen > 8 {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
+    });
+    let session = push(&mut h, &[1, 2], &bytes);
+    h.clear_hook();
+    let kept: Vec<_> = (0..3).map(|i| h.pnes[i].take_deliveries()).collect();
+    h.restart_from_stores(&[PneSpec::trusted(); 3]);
+    for (i, k) in kept.into_iter().enumerate() {
+        h.pnes[i].restore_deliveries(k);
+    }
+    // The targets link again first; the source last.
+    for i in [1, 2, 0] {
+        let now = h.now();
+        h.pnes[i].start_discovery(now).unwrap();
+        h.pump();
+        let now = h.now();
+        h.pnes[i].rejoin(now).unwrap();
+        h.pump();
+    }
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+    }
+    assert!(sent(&h, session));
+}
