@@ -835,3 +835,58 @@ fn a_source_that_links_again_after_its_targets_resumed_is_told_where_they_are() 
     }
     assert!(sent(&h, session));
 }
+
+#[test]
+fn a_delivery_held_for_the_application_moves_only_once_it_is_accepted() {
+    let ask = PneSpec {
+        deliveries: crate::pne::InvitationPolicy::Ask {
+            within: std::time::Duration::from_secs(30),
+        },
+        ..PneSpec::trusted()
+    };
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    let mut h = Harness::with_server(&[PneSpec::trusted(), ask, ask], cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let bytes = content(200_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    // Held: told, nothing opened, nothing sent.
+    for i in [1, 2] {
+        assert_eq!(
+            h.pnes[i].delivery_sessions(),
+            (vec![], vec![session]),
+            "PNE {i}"
+        );
+    }
+    assert_eq!(h.pnes[0].delivery_sessions(), (vec![session], vec![]));
+    assert!(h.log.iter().all(|f| f.message != "DeliveryChunk"));
+    assert!(h.store.pne_inbox.is_empty());
+    // A session it was not offered, or an answer given twice, is refused.
+    let now = h.now();
+    let other = DeliveryId::from_bytes([0x42; 16]);
+    assert!(matches!(
+        h.pnes[1].answer_delivery(now, other, true),
+        Err(CommandError::NoDelivery(s)) if s == other
+    ));
+    // PNE 2 kept more than offered under this session's name: its acceptance fails, cleanly.
+    h.store.pne_inbox.insert((2, session), vec![0; 200_001]);
+    h.pnes[2].answer_delivery(now, session, true).unwrap();
+    h.pump();
+    assert_eq!(ended(&h, 2, session), [(pne_id(2), DeliveryResult::Failed)]);
+    assert!(!h.store.pne_inbox.contains_key(&(2, session)), "discarded");
+    // PNE 1 accepts: it all moves.
+    let now = h.now();
+    h.pnes[1].answer_delivery(now, session, true).unwrap();
+    assert!(matches!(
+        h.pnes[1].answer_delivery(now, session, true),
+        Err(CommandError::NoDelivery(_))
+    ));
+    h.pump();
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+    assert!(sent(&h, session));
+    for i in 0..3 {
+        assert_eq!(h.pnes[i].delivery_sessions(), (vec![], vec![]), "PNE {i}");
+    }
+}
