@@ -741,11 +741,11 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
     );
 }
 
-#[test]
-fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
-    let mut h = world();
+/// PNE 0 pushes 600 kB to PNEs 1 and 2, and the PN GW dies after relaying its fourth chunk to
+/// each; it restarts from its store, and the PNEs, which stayed up, link again with the
+/// sessions they hold, in `order`: the session and its content.
+fn pushed_through_a_restart(h: &mut Harness, order: [usize; 3]) -> (DeliveryId, Vec<u8>) {
     let bytes = content(600_000);
-    // The PN GW stops relaying after its fourth chunk to each target (it dies).
     let mut seen = 0;
     h.set_hook(move |f| {
         if f.from == Party::Gw && f.message == "DeliveryChunk" {
@@ -756,21 +756,19 @@ fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
         }
         Action::Deliver
     });
-    let session = push(&mut h, &[1, 2], &bytes);
+    let session = push(h, &[1, 2], &bytes);
     h.clear_hook();
-    assert!(!sent(&h, session));
+    assert!(!sent(h, session));
     assert!(
         h.store.gw_routes.contains_key(&session),
         "the route is kept"
     );
-    // The PN GW restarts from its store; the PNEs, which stayed up, link again with the
-    // sessions they hold.
     let kept: Vec<_> = (0..3).map(|i| h.pnes[i].take_deliveries()).collect();
     h.restart_from_stores(&[PneSpec::trusted(); 3]);
     for (i, k) in kept.into_iter().enumerate() {
         h.pnes[i].restore_deliveries(k);
     }
-    for i in 0..3 {
+    for i in order {
         let now = h.now();
         h.pnes[i].start_discovery(now).unwrap();
         h.pump();
@@ -778,6 +776,13 @@ fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
         h.pnes[i].rejoin(now).unwrap();
         h.pump();
     }
+    (session, bytes)
+}
+
+#[test]
+fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
+    let mut h = world();
+    let (session, bytes) = pushed_through_a_restart(&mut h, [0, 1, 2]);
     for i in [1, 2] {
         assert_eq!(
             h.store.pne_received.get(&(i, session)),
@@ -799,33 +804,8 @@ fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
 #[test]
 fn a_source_that_links_again_after_its_targets_resumed_is_told_where_they_are() {
     let mut h = world();
-    let bytes = content(600_000);
-    let mut seen = 0;
-    h.set_hook(move |f| {
-        if f.from == Party::Gw && f.message == "DeliveryChunk" {
-            seen += 1;
-            if seen > 8 {
-                return Action::Drop;
-            }
-        }
-        Action::Deliver
-    });
-    let session = push(&mut h, &[1, 2], &bytes);
-    h.clear_hook();
-    let kept: Vec<_> = (0..3).map(|i| h.pnes[i].take_deliveries()).collect();
-    h.restart_from_stores(&[PneSpec::trusted(); 3]);
-    for (i, k) in kept.into_iter().enumerate() {
-        h.pnes[i].restore_deliveries(k);
-    }
     // The targets link again first; the source last.
-    for i in [1, 2, 0] {
-        let now = h.now();
-        h.pnes[i].start_discovery(now).unwrap();
-        h.pump();
-        let now = h.now();
-        h.pnes[i].rejoin(now).unwrap();
-        h.pump();
-    }
+    let (session, bytes) = pushed_through_a_restart(&mut h, [1, 2, 0]);
     for i in [1, 2] {
         assert_eq!(
             h.store.pne_received.get(&(i, session)),
