@@ -19,8 +19,8 @@ const HASH_BLOCK: usize = 256 * 1024;
 pub(crate) struct ContentFiles {
     /// Where received content goes; none: this PNE takes no delivery.
     inbox: Option<PathBuf>,
-    /// The file each session this PNE sends reads from.
-    sending: BTreeMap<DeliveryId, PathBuf>,
+    /// The file each session this PNE sends reads from, opened at its first read and kept open.
+    sending: BTreeMap<DeliveryId, (PathBuf, Option<tokio::fs::File>)>,
     /// Each session received: its partial file and its name, and the open file.
     receiving: BTreeMap<DeliveryId, (String, Option<tokio::fs::File>)>,
 }
@@ -62,22 +62,28 @@ impl ContentFiles {
 
     /// Session `session` sends the content of `path`.
     pub(crate) fn send_from(&mut self, session: DeliveryId, path: PathBuf) {
-        self.sending.insert(session, path);
+        self.sending.insert(session, (path, None));
     }
 
     /// `len` bytes at `offset` of what `session` sends.
     pub(crate) async fn read(
-        &self,
+        &mut self,
         session: DeliveryId,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, String> {
-        let Some(path) = self.sending.get(&session) else {
+        let Some((path, open)) = self.sending.get_mut(&session) else {
             return Err("this PNE holds no file for the session".into());
         };
-        let mut f = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| io("open", path, &e))?;
+        if open.is_none() {
+            let f = tokio::fs::File::open(&*path)
+                .await
+                .map_err(|e| io("open", path, &e))?;
+            *open = Some(f);
+        }
+        let Some(f) = open.as_mut() else {
+            return Err("the session's file is not open".into());
+        };
         f.seek(std::io::SeekFrom::Start(offset))
             .await
             .map_err(|e| io("seek", path, &e))?;
@@ -217,6 +223,27 @@ mod tests {
         assert_eq!(safe_name("..."), "content");
         assert_eq!(safe_name(""), "content");
         assert_eq!(safe_name(&"x".repeat(300)).len(), 100);
+    }
+
+    #[tokio::test]
+    async fn a_sent_file_is_read_where_asked_from_one_open_handle() {
+        let dir = std::env::temp_dir().join(format!("cpns-send-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("film.bin");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let mut files = ContentFiles::new(None);
+        let s = DeliveryId::from_bytes([3; 16]);
+        assert!(
+            files.read(s, 0, 4).await.is_err(),
+            "no file for the session"
+        );
+        files.send_from(s, path.clone());
+        assert_eq!(files.read(s, 6, 4).await.unwrap(), b"6789");
+        // Kept open: the file's name may go, its content is still read.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(files.read(s, 0, 3).await.unwrap(), b"012");
+        assert!(files.read(s, 8, 4).await.is_err(), "past the end");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
