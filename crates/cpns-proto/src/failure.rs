@@ -164,6 +164,9 @@ pub enum Failure {
     ContentRefused(String),
     /// The peer answered with a message the flow does not expect (its name).
     Unexpected(&'static str),
+    /// A flow this entity starts by itself (no command asked for it) could not start; the
+    /// words are what a command would have been refused with.
+    NotStarted(crate::CommandError),
 }
 
 impl Failure {
@@ -252,6 +255,7 @@ impl fmt::Display for Failure {
                  that key on it again (register in the PN again, or leave it)"
             ),
             Failure::Unexpected(what) => write!(f, "an unexpected answer: {what}"),
+            Failure::NotStarted(why) => write!(f, "could not start: {why}"),
             Failure::GroupKeyDidNotOpen(why) => {
                 write!(f, "this PNE's copy of the group key did not open: {why}")
             }

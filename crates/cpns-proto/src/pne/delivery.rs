@@ -477,9 +477,12 @@ impl PneSession {
         if let Some(gw) = self.pn_gateway(&r.invite.pn_id) {
             self.send_notify_to(gw, done.clone());
         }
-        // The record: a call of its own, whose completion nobody waits for (told as an event).
+        // The record: a call of its own, whose completion nobody waits for. Its failure, to
+        // start as to end, is told as an event: the server's record of the session stays open.
         let payload = minicbor::to_vec(&done).unwrap_or_default();
-        let _ = self.call(now, DELIVERY_DONE, payload, Flow::Delivery, None);
+        if let Err(e) = self.call(now, DELIVERY_DONE, payload, Flow::Delivery, None) {
+            self.fail(None, Flow::Delivery, Failure::NotStarted(e));
+        }
         if !matches!(
             result,
             DeliveryResult::Delivered | DeliveryResult::HashMismatch

@@ -14,7 +14,7 @@ use cpns_wire::{
 use super::harness::{Action, Harness, Party, plain, pne_id};
 use super::store::PneSpec;
 use crate::pne::{Outcome, PneEvent};
-use crate::{CommandError, Failure};
+use crate::{CommandError, Failure, Flow};
 
 /// PNEs 0, 1 and 2 are members of one PN, each with its SK_PNE there.
 fn world() -> Harness {
@@ -869,4 +869,33 @@ fn a_delivery_held_for_the_application_moves_only_once_it_is_accepted() {
     for i in 0..3 {
         assert_eq!(h.pnes[i].delivery_sessions(), (vec![], vec![]), "PNE {i}");
     }
+}
+
+#[test]
+fn a_target_that_cannot_record_its_end_says_so_and_still_keeps_what_it_received() {
+    let mut h = world();
+    let pn = h.joined(0).unwrap().pn_id;
+    let bytes = content(100_000);
+    // The hash of what PNE 1 wrote is long in coming; PNE 1 leaves the PN meanwhile, and so
+    // holds no key to call the server under when its part ends.
+    h.store.held_finishes = Some(vec![]);
+    let session = push(&mut h, &[1], &bytes);
+    let held = h.store.held_finishes.take().unwrap();
+    assert_eq!(held.len(), 1, "PNE 1 wrote it all and asked for its hash");
+    let now = h.now();
+    h.pnes[1].leave_pn(now, pn).unwrap();
+    h.pump();
+    let (i, s, sha256) = held[0];
+    h.finish_receive(i, s, &sha256);
+    h.pump();
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+    assert!(h.pne_events(1).iter().any(|e| matches!(
+        e,
+        PneEvent::FlowFailed {
+            flow: Flow::Delivery,
+            reason: Failure::NotStarted(CommandError::NoSecureSession),
+        }
+    )));
+    // The server's record stays open: nobody told it the end.
+    assert_eq!(h.store.deliveries[&(session, pne_id(1))].ended, None);
 }

@@ -710,6 +710,22 @@ impl Harness {
         }
     }
 
+    /// PNE `i`'s FinishReceive: the kept content is checked against `sha256` and handed on.
+    pub fn finish_receive(&mut self, i: usize, session: cpns_wire::DeliveryId, sha256: &[u8]) {
+        use sha2::Digest;
+        let now = self.now();
+        let kept = self
+            .store
+            .pne_inbox
+            .remove(&(i, session))
+            .unwrap_or_default();
+        let matched = sha2::Sha256::digest(&kept).as_slice() == sha256;
+        if matched {
+            self.store.pne_received.insert((i, session), kept);
+        }
+        self.pnes[i].handle_receive_finished(now, session, Ok(matched));
+    }
+
     fn on_pne(&mut self, i: usize, o: PneOutput) {
         match o {
             PneOutput::Transmit { frame, trace } => {
@@ -794,20 +810,10 @@ impl Harness {
                 };
                 self.pnes[i].handle_chunk_written(now, session, written);
             }
-            PneOutput::FinishReceive { session, sha256 } => {
-                use sha2::Digest;
-                let now = self.now();
-                let kept = self
-                    .store
-                    .pne_inbox
-                    .remove(&(i, session))
-                    .unwrap_or_default();
-                let matched = sha2::Sha256::digest(&kept).as_slice() == sha256.as_slice();
-                if matched {
-                    self.store.pne_received.insert((i, session), kept);
-                }
-                self.pnes[i].handle_receive_finished(now, session, Ok(matched));
-            }
+            PneOutput::FinishReceive { session, sha256 } => match &mut self.store.held_finishes {
+                Some(held) => held.push((i, session, sha256)),
+                None => self.finish_receive(i, session, &sha256),
+            },
             PneOutput::DiscardReceive { session } => {
                 self.store.pne_inbox.remove(&(i, session));
             }

@@ -61,6 +61,9 @@ pub(super) struct Store {
     pub pne_inbox: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
     /// Received content whose hash matched, by PNE and session.
     pub pne_received: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
+    /// When set, a PNE's FinishReceive is held here (PNE, session, hash) until the test
+    /// finishes it, as a long hash of a large file would be.
+    pub held_finishes: Option<Vec<(usize, cpns_wire::DeliveryId, [u8; 32])>>,
     /// The PN GW's kept delivery routes.
     pub gw_routes: BTreeMap<cpns_wire::DeliveryId, cpns_wire::DeliveryRoute>,
     /// Delivery records, by session and target.
