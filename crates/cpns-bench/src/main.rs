@@ -9,6 +9,7 @@
 
 mod baseline;
 mod content;
+mod delivery;
 mod directory;
 mod establish;
 mod fanout;
@@ -37,6 +38,9 @@ enum Command {
     /// Measure group content through the machines beside the crypto alone and the box alone
     /// (in memory, one thread).
     Content(content::ContentArgs),
+    /// Measure content delivery through a PN GW (separate processes) beside plain TLS on
+    /// loopback, and the PN GW's and target's peak memory.
+    Delivery(delivery::DeliveryArgs),
     /// Measure discovery at the server over a large directory (p50/p99 per discovery).
     Directory(directory::DirectoryArgs),
     /// Measure one status change fanned out to many subscribers (p50/p99 delivery latency).
@@ -64,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Command::Establish(a) => establish::establish(a).await,
             Command::Fanout(a) => fanout::fanout(a).await,
             Command::Content(a) => content::content(a).await,
+            Command::Delivery(a) => delivery::delivery(a).await,
             Command::Directory(a) => directory::directory(a).await,
             Command::Prepare(a) => households::prepare(a).await,
             Command::Load(a) => households::load(a).await,

@@ -145,13 +145,23 @@ fn parse_stat(stat: &str) -> Option<CpuTime> {
 
 /// Resident memory of process `pid`, in bytes (`VmRSS` of `/proc/PID/status`).
 pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// The peak resident memory of process `pid` so far (VmHWM), in bytes.
+pub fn peak_rss_bytes(pid: u32) -> std::io::Result<u64> {
+    status_bytes(pid, "VmHWM")
+}
+
+/// A size field (`VmRSS`, `VmHWM`, …) of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> std::io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no VmRSS"))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("no {field}")))
 }
 
 #[cfg(test)]

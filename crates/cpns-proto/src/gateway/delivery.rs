@@ -79,6 +79,11 @@ impl Gateway {
         self.deliveries.insert(m.session, route);
     }
 
+    /// The delivery sessions this PN GW relays.
+    pub fn relayed_deliveries(&self) -> Vec<DeliveryId> {
+        self.deliveries.keys().copied().collect()
+    }
+
     /// Takes the routes the local store kept (before any link): a restarted PN GW relays
     /// those sessions again as their PNEs resume them. Those past the bound, or of a PN it no
     /// longer serves, are left out.

@@ -557,6 +557,25 @@ impl PneSession {
         }
     }
 
+    /// `plain` sealed as this PNE seals the chunk at `offset` of session `session` it sends:
+    /// what a source that breaks the rules could send (tests of the targets' checks).
+    #[cfg(test)]
+    pub(crate) fn seal_as_source(
+        &mut self,
+        session: DeliveryId,
+        offset: u64,
+        plain: &[u8],
+    ) -> Option<Vec<u8>> {
+        let s = self.deliveries.sending.get(&session)?;
+        let b = ChunkBinding {
+            session: session.as_bytes(),
+            part: "",
+            offset,
+            total: s.size,
+        };
+        s.sealer.seal(self.rng.get(), &b, plain).ok()
+    }
+
     /// A session this PNE sends, when `env` came from the PN GW of its PN (proven on the link).
     fn relayed_sending(&mut self, env: &Envelope, session: &DeliveryId) -> Option<&mut Sending> {
         let pn = self.deliveries.sending.get(session)?.pn_id;
@@ -608,11 +627,17 @@ impl PneSession {
             return;
         }
         s.reading = None;
+        // Exactly what was asked: the file is as long as offered (a read asks for no more).
+        let asked = s.chunk.min(s.size.saturating_sub(offset));
         let bytes = match read {
-            Ok(b) if !b.is_empty() && offset + b.len() as u64 <= s.size => b,
-            Ok(_) => {
+            Ok(b) if b.len() as u64 == asked => b,
+            Ok(b) => {
                 self.deliveries.sending.remove(&session);
-                let why = "the content is shorter than offered".to_string();
+                let why = format!(
+                    "the content is not as offered: {} bytes read at {offset} where {asked} were \
+                     asked (the file changed?)",
+                    b.len()
+                );
                 return self.sending_failed(session, why);
             }
             Err(why) => {

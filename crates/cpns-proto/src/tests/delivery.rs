@@ -742,9 +742,9 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
 }
 
 /// PNE 0 pushes 600 kB to PNEs 1 and 2, and the PN GW dies after relaying its fourth chunk to
-/// each; it restarts from its store, and the PNEs, which stayed up, link again with the
-/// sessions they hold, in `order`: the session and its content.
-fn pushed_through_a_restart(h: &mut Harness, order: [usize; 3]) -> (DeliveryId, Vec<u8>) {
+/// each; it restarts from its store, and the PNEs, which stayed up, hold their sessions for
+/// their next links: the session and its content.
+fn restarted_midway(h: &mut Harness) -> (DeliveryId, Vec<u8>) {
     let bytes = content(600_000);
     let mut seen = 0;
     h.set_hook(move |f| {
@@ -768,13 +768,24 @@ fn pushed_through_a_restart(h: &mut Harness, order: [usize; 3]) -> (DeliveryId, 
     for (i, k) in kept.into_iter().enumerate() {
         h.pnes[i].restore_deliveries(k);
     }
+    (session, bytes)
+}
+
+/// PNE `i` links again to the PN GW and catches up.
+fn link_again(h: &mut Harness, i: usize) {
+    let now = h.now();
+    h.pnes[i].start_discovery(now).unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[i].rejoin(now).unwrap();
+    h.pump();
+}
+
+/// [`restarted_midway`], then the PNEs link again in `order`.
+fn pushed_through_a_restart(h: &mut Harness, order: [usize; 3]) -> (DeliveryId, Vec<u8>) {
+    let (session, bytes) = restarted_midway(h);
     for i in order {
-        let now = h.now();
-        h.pnes[i].start_discovery(now).unwrap();
-        h.pump();
-        let now = h.now();
-        h.pnes[i].rejoin(now).unwrap();
-        h.pump();
+        link_again(h, i);
     }
     (session, bytes)
 }
@@ -898,4 +909,333 @@ fn a_target_that_cannot_record_its_end_says_so_and_still_keeps_what_it_received(
     )));
     // The server's record stays open: nobody told it the end.
     assert_eq!(h.store.deliveries[&(session, pne_id(1))].ended, None);
+}
+
+/// A chunk from the PN GW to PNE `to`, as its link carries it.
+fn chunk_to(h: &mut Harness, to: usize, c: DeliveryChunk) {
+    let env = Envelope::notify(
+        9_700 + h.log.len() as u64,
+        Address::Entity(h.gw_cfg.id.clone()),
+        Address::Entity(pne_id(to)),
+        c,
+    );
+    h.inject(Party::Gw, Party::Pne(to), plain(&env));
+    h.pump();
+}
+
+/// The acknowledgements PNE `i` sent its PN GW for `session`.
+fn acks_of(h: &Harness, i: usize, session: DeliveryId) -> Vec<DeliveryAck> {
+    h.delivered(Party::Pne(i), Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryAck(a) if a.session == session => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_target_refuses_a_chunk_larger_than_its_sessions_chunk_even_sealed_by_the_source() {
+    let mut h = world();
+    let session = stalled(&mut h, &content(300_000));
+    let have = h.store.pne_inbox[&(1, session)].len() as u64;
+    assert_eq!(
+        have, 0,
+        "the source waits for the targets' first word, lost"
+    );
+    // The source itself seals a chunk one byte over the session's chunk, at the target's
+    // place and within the content's size: the target ends the session on it.
+    let sealed = h.pnes[0]
+        .seal_as_source(session, have, &[7; 65_537])
+        .unwrap();
+    chunk_to(
+        &mut h,
+        1,
+        DeliveryChunk {
+            session,
+            offset: have,
+            sealed,
+        },
+    );
+    assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
+    assert_eq!(h.store.pne_inbox.get(&(1, session)), None, "discarded");
+    // One of the chunk's size is taken.
+    let sealed = h.pnes[0]
+        .seal_as_source(session, have, &[7; 65_536])
+        .unwrap();
+    chunk_to(
+        &mut h,
+        2,
+        DeliveryChunk {
+            session,
+            offset: have,
+            sealed,
+        },
+    );
+    assert_eq!(h.store.pne_inbox[&(2, session)].len() as u64, have + 65_536);
+    assert!(ended(&h, 2, session).is_empty());
+}
+
+#[test]
+fn a_target_refuses_a_chunk_running_past_the_contents_size_even_sealed_by_the_source() {
+    let mut h = world();
+    let session = stalled(&mut h, &content(200_000));
+    let have = h.store.pne_inbox[&(1, session)].len() as u64;
+    let left = 200_000 - have as usize;
+    // One byte past the end: refused.
+    let sealed = h.pnes[0]
+        .seal_as_source(session, have, &vec![7; left + 1])
+        .unwrap();
+    chunk_to(
+        &mut h,
+        1,
+        DeliveryChunk {
+            session,
+            offset: have,
+            sealed,
+        },
+    );
+    assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
+    // Empty: refused too (it would never end).
+    let sealed = h.pnes[0].seal_as_source(session, have, &[]).unwrap();
+    chunk_to(
+        &mut h,
+        2,
+        DeliveryChunk {
+            session,
+            offset: have,
+            sealed,
+        },
+    );
+    assert_eq!(ended(&h, 2, session), [(pne_id(2), DeliveryResult::Failed)]);
+}
+
+#[test]
+fn a_target_checking_its_hash_takes_no_more_chunks() {
+    let mut h = world();
+    let bytes = content(100_000);
+    h.store.held_finishes = Some(vec![]);
+    let session = push(&mut h, &[1], &bytes);
+    assert_eq!(h.store.held_finishes.as_ref().unwrap().len(), 1);
+    let acks = acks_of(&h, 1, session).len();
+    // The last chunk again, as the PN GW relayed it: nothing is written, nothing said.
+    let last = h
+        .delivered(Party::Gw, Party::Pne(1))
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryChunk(c) => Some(c),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    chunk_to(&mut h, 1, last);
+    assert_eq!(acks_of(&h, 1, session).len(), acks, "nothing said");
+    assert_eq!(h.store.pne_inbox[&(1, session)], bytes);
+    let (i, s, sha256) = h.store.held_finishes.take().unwrap()[0];
+    h.finish_receive(i, s, &sha256);
+    h.pump();
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+}
+
+#[test]
+fn a_target_acknowledges_each_chunk_once_and_the_source_names_who_has_it() {
+    let mut h = world();
+    let bytes = content(300_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    // The first says where it starts (nothing yet), then one per chunk written.
+    let want: Vec<u64> = (0..=4).map(|n| n * 65_536).chain([300_000]).collect();
+    for i in [1, 2] {
+        let haves: Vec<u64> = acks_of(&h, i, session).iter().map(|a| a.have).collect();
+        assert_eq!(haves, want, "PNE {i}");
+    }
+    let delivered = h.pne_events(0).into_iter().find_map(|e| match e {
+        PneEvent::DeliverySent {
+            session: s,
+            delivered,
+        } if *s == session => Some(delivered.clone()),
+        _ => None,
+    });
+    let mut delivered = delivered.unwrap();
+    delivered.sort();
+    assert_eq!(delivered, [pne_id(1), pne_id(2)]);
+    assert!(
+        h.pnes[0].take_deliveries().is_empty(),
+        "nothing left to keep"
+    );
+}
+
+/// An acknowledgement relayed to the source PNE 0 by its PN GW.
+fn ack_to_source(h: &mut Harness, a: DeliveryAck) {
+    let env = Envelope::notify(
+        9_800 + h.log.len() as u64,
+        Address::Entity(h.gw_cfg.id.clone()),
+        Address::Entity(pne_id(0)),
+        a,
+    );
+    h.inject(Party::Gw, Party::Pne(0), plain(&env));
+    h.pump();
+}
+
+fn chunks_from_source(h: &Harness, session: DeliveryId) -> Vec<u64> {
+    h.delivered(Party::Pne(0), Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryChunk(c) if c.session == session => Some(c.offset),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_source_takes_an_acknowledgement_of_every_byte_and_none_past_the_end() {
+    // Of every byte (a target that resumed with all of it): the source sends what it has not
+    // sent, which no longer waits on the window.
+    let mut h = world();
+    let session = stalled(&mut h, &content(200_000));
+    assert_eq!(chunks_from_source(&h, session), [0u64; 0]);
+    let last = |h: &mut Harness, have| {
+        ack_to_source(
+            h,
+            DeliveryAck {
+                session,
+                have,
+                resume: false,
+            },
+        );
+        chunks_from_source(h, session)
+    };
+    assert_eq!(last(&mut h, 200_000), [0, 65_536, 131_072, 196_608]);
+    // Past the end: ignored, nothing moves.
+    let mut h = world();
+    let session = stalled(&mut h, &content(200_000));
+    ack_to_source(
+        &mut h,
+        DeliveryAck {
+            session,
+            have: 200_001,
+            resume: false,
+        },
+    );
+    assert_eq!(chunks_from_source(&h, session), [0u64; 0]);
+}
+
+#[test]
+fn a_source_linking_again_is_told_where_its_targets_are_before_it_sends_again() {
+    let mut h = world();
+    let (session, bytes) = restarted_midway(&mut h);
+    link_again(&mut h, 1);
+    link_again(&mut h, 2);
+    let have = [1, 2].map(|i| h.store.pne_inbox[&(i, session)].len() as u64);
+    let least = have[0].min(have[1]);
+    assert!(least > 0);
+    let mark = h.log.len();
+    link_again(&mut h, 0);
+    let after: Vec<Envelope> = h.log[mark..]
+        .iter()
+        .filter(|f| {
+            (f.from, f.to) == (Party::Gw, Party::Pne(0))
+                || (f.from, f.to) == (Party::Pne(0), Party::Gw)
+        })
+        .filter_map(super::harness::Flight::env)
+        .collect();
+    let told = after.iter().position(|e| {
+        matches!(&e.body, Body::DeliveryAck(a) if a.session == session && a.resume && a.have == least)
+    });
+    let first_chunk = after
+        .iter()
+        .position(|e| matches!(&e.body, Body::DeliveryChunk(c) if c.session == session));
+    assert!(told.is_some(), "told where its targets are");
+    assert!(told < first_chunk, "before it sent anything again");
+    let resent: Vec<u64> = after
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::DeliveryChunk(c) if c.session == session => Some(c.offset),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        resent.iter().all(|o| *o >= least),
+        "nothing they have: {resent:?}"
+    );
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_pn_gw_takes_its_kept_routes_within_its_bound_and_only_of_its_pns() {
+    let mut h = world();
+    let pn = h.joined(0).unwrap().pn_id;
+    let route = |n: u64, pn_id| {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&n.to_be_bytes());
+        cpns_wire::DeliveryRoute {
+            session: DeliveryId::from_bytes(id),
+            pn_id,
+            source: pne_id(0),
+            targets: vec![pne_id(1)],
+            size: 10,
+            chunk: 65_536,
+        }
+    };
+    let max = crate::gateway::delivery::MAX_ROUTES as u64;
+    // First, one of a PN it does not serve (ids sort it first).
+    let stranger = route(0, cpns_wire::PnId::from_bytes([0xee; 16]));
+    h.store.gw_routes.insert(stranger.session, stranger.clone());
+    for n in 1..=max {
+        let r = route(n, pn);
+        h.store.gw_routes.insert(r.session, r);
+    }
+    h.restart_from_stores(&[PneSpec::trusted(); 3]);
+    let relayed = h.gw.relayed_deliveries();
+    assert_eq!(relayed.len(), crate::gateway::delivery::MAX_ROUTES);
+    assert!(!relayed.contains(&stranger.session));
+    // One past the bound is left out.
+    let mut h = world();
+    for n in 1..=max + 1 {
+        let r = route(n, pn);
+        h.store.gw_routes.insert(r.session, r);
+    }
+    h.restart_from_stores(&[PneSpec::trusted(); 3]);
+    let relayed = h.gw.relayed_deliveries();
+    assert_eq!(relayed.len(), crate::gateway::delivery::MAX_ROUTES);
+    assert!(!relayed.contains(&route(max + 1, pn).session));
+}
+
+#[test]
+fn a_source_whose_file_is_shorter_than_offered_ends_its_session_saying_so() {
+    let mut h = world();
+    let bytes = content(200_000);
+    // The file shrank after the offer: the second read comes back short.
+    h.store.pne_outbox.insert(0, bytes[..100_000].to_vec());
+    let now = h.now();
+    let id = h.pnes[0].offer_delivery(now, &offer(&[1], &bytes)).unwrap();
+    h.pump();
+    let Outcome::DeliveryGranted { session, .. } = *h.outcome(0, id) else {
+        panic!("granted")
+    };
+    assert_eq!(
+        chunks_from_source(&h, session),
+        [0],
+        "the short one did not go"
+    );
+    let why = h.pne_events(0).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session: s,
+            result: DeliveryResult::Failed,
+            reason: Some(why),
+            ..
+        } if *s == session => Some(why.clone()),
+        _ => None,
+    });
+    let why = why.unwrap();
+    assert!(
+        why.contains("34464 bytes read at 65536 where 65536 were asked"),
+        "{why}"
+    );
+    assert_eq!(h.pnes[0].delivery_sessions(), (vec![], vec![]));
 }

@@ -1,0 +1,512 @@
+//! `cpns-bench delivery`: what content delivery (004 §5.5.8; docs/services.md, "Delivery")
+//! moves through a PN GW, against plain TLS on loopback in the same run.
+//!
+//! The system runs as it does for a user: `cpns server`, `cpns gateway` and two `cpns pne
+//! --stay` (the source and the target), separate processes on loopback with SQLite stores, the
+//! PNEs on the PN GW's PAN. The source pushes a file of `--mib` MiB to the target with `cpns
+//! content push --wait` (sealed chunks, PNE → PN GW → PNE, flow control, the target writing its
+//! inbox and checking the hash at the end); the time is from the push to the source's
+//! `delivery_sent`, and the target's copy is checked byte for byte.
+//!
+//! Beside it, alternated round by round on the same machine: the same file sent over one TLS 1.3
+//! connection on loopback (the project's TLS configuration), read from disk in 64 KiB pieces and
+//! written to a file at the other end, both ends in this process. That is the ceiling a relay of
+//! two hops, with end-to-end sealing and an acknowledged window, is measured against.
+//!
+//! It also reports the peak memory (VmHWM) of the PN GW and the target, which must not grow with
+//! the file: the content is never held whole.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Args;
+use cpns_node::pki;
+use rustls_pki_types::ServerName;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::net::CpnsBin;
+
+/// How long starting a process, or one step of setting the PN up, may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The piece the TLS baseline reads and writes at a time (a delivery chunk's size).
+const PIECE: usize = 64 * 1024;
+
+/// `cpns-bench delivery`.
+#[derive(Args, Debug)]
+pub struct DeliveryArgs {
+    /// MiB of content per delivery.
+    #[arg(long, default_value_t = 100)]
+    pub mib: u64,
+    /// Rounds: each one delivery and one plain TLS transfer, alternated.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    #[command(flatten)]
+    pub bin: CpnsBin,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The figures of one run.
+#[derive(Debug, Serialize)]
+pub struct DeliveryFigures {
+    /// Bytes per transfer.
+    pub bytes: u64,
+    /// Each round's delivery, MiB/s (push to `delivery_sent`).
+    pub delivery_mib_s: Vec<f64>,
+    /// Each round's plain TLS transfer, MiB/s.
+    pub tls_mib_s: Vec<f64>,
+    /// Median delivery ÷ median TLS.
+    pub delivery_of_tls: f64,
+    /// The PN GW's peak resident memory over the run, MiB.
+    pub gateway_peak_mib: f64,
+    /// The target PNE's peak resident memory over the run, MiB.
+    pub target_peak_mib: f64,
+    /// The source PNE's peak resident memory over the run, MiB.
+    pub source_peak_mib: f64,
+}
+
+/// `cpns-bench delivery`.
+pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
+    ensure!(
+        a.mib > 0 && a.rounds > 0,
+        "--mib and --rounds must be at least 1"
+    );
+    let exe = a.bin.resolve()?;
+    let tmp = tempfile::Builder::new()
+        .prefix("cpns-bench-delivery-")
+        .tempdir()?;
+    let dir = tmp.path();
+    let bytes = a.mib * 1024 * 1024;
+    let file = dir.join("content.bin");
+    write_content(&file, bytes)?;
+    let sha = sha256_of(&file).await?;
+
+    let world = World::start(&exe, dir).await?;
+    let pki = pki::generate(&["127.0.0.1".into()])?;
+    let mut delivery = Vec::new();
+    let mut tls = Vec::new();
+    for round in 0..a.rounds {
+        if !a.json {
+            eprintln!(
+                "round {}/{}: a delivery of {} MiB",
+                round + 1,
+                a.rounds,
+                a.mib
+            );
+        }
+        let took = world.push(&exe, &file, round, &sha).await?;
+        delivery.push(mib_s(bytes, took));
+        if !a.json {
+            eprintln!("round {}/{}: plain TLS", round + 1, a.rounds);
+        }
+        let took = tls_transfer(&pki, &file, &dir.join("tls.out")).await?;
+        ensure!(
+            sha256_of(&dir.join("tls.out")).await? == sha,
+            "the TLS baseline's copy differs"
+        );
+        tls.push(mib_s(bytes, took));
+    }
+    let figures = DeliveryFigures {
+        bytes,
+        delivery_of_tls: median(&delivery) / median(&tls),
+        gateway_peak_mib: mib(crate::stats::peak_rss_bytes(world.gateway.pid)?),
+        target_peak_mib: mib(crate::stats::peak_rss_bytes(world.target.pid)?),
+        source_peak_mib: mib(crate::stats::peak_rss_bytes(world.source.pid)?),
+        delivery_mib_s: delivery,
+        tls_mib_s: tls,
+    };
+    world.stop().await;
+    if a.json {
+        println!("{}", serde_json::to_string(&figures)?);
+    } else {
+        print_figures(&figures);
+    }
+    Ok(())
+}
+
+fn print_figures(f: &DeliveryFigures) {
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "delivery through a PN GW: {} MiB/s (median {:.1})",
+        list(&f.delivery_mib_s),
+        median(&f.delivery_mib_s)
+    );
+    println!(
+        "plain TLS on loopback:    {} MiB/s (median {:.1})",
+        list(&f.tls_mib_s),
+        median(&f.tls_mib_s)
+    );
+    println!(
+        "delivery ÷ TLS: {:.2}; peak memory: PN GW {:.1} MiB, target {:.1} MiB, source {:.1} MiB \
+         ({} MiB delivered)",
+        f.delivery_of_tls,
+        f.gateway_peak_mib,
+        f.target_peak_mib,
+        f.source_peak_mib,
+        f.bytes / (1024 * 1024)
+    );
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn mib_s(bytes: u64, took: Duration) -> f64 {
+    mib(bytes) / took.as_secs_f64()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `bytes` of content that do not compress or repeat, written to `path`.
+fn write_content(path: &Path, bytes: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut left = bytes;
+    let mut piece = vec![0u8; PIECE];
+    while left > 0 {
+        for b in piece.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = usize::try_from(left.min(PIECE as u64))?;
+        out.write_all(&piece[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn sha256_of(path: &Path) -> anyhow::Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| path.display().to_string())?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// The file sent over one TLS 1.3 connection on loopback, read and written in [`PIECE`]s: the
+/// time from the connection to the last byte written at the other end.
+async fn tls_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::Result<Duration> {
+    let acceptor = TlsAcceptor::from(pki::server_config(
+        &pki.server_cert_pem,
+        &pki.server_key_pem,
+    )?);
+    let connector = TlsConnector::from(pki::client_config(&pki.ca_cert_pem)?);
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let addr = listener.local_addr()?;
+    let to = to.to_path_buf();
+    let receiver = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let mut tls = acceptor.accept(tcp).await?;
+        let mut out = tokio::fs::File::create(&to).await?;
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).await?;
+        }
+        out.flush().await?;
+        anyhow::Ok(())
+    });
+    let started = Instant::now();
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut tls = connector
+        .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), tcp)
+        .await?;
+    let mut file = tokio::fs::File::open(from).await?;
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        tls.write_all(&buf[..n]).await?;
+    }
+    tls.shutdown().await?;
+    receiver.await??;
+    Ok(started.elapsed())
+}
+
+/// A `cpns` process whose `--json` events are read.
+struct Proc {
+    child: Child,
+    pid: u32,
+    name: &'static str,
+    lines: Option<Lines<BufReader<ChildStdout>>>,
+}
+
+impl Proc {
+    fn spawn(exe: &Path, name: &'static str, args: &[&str]) -> anyhow::Result<Proc> {
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("CPNS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {} {}", exe.display(), args[0]))?;
+        let pid = child.id().context("it exited at once")?;
+        let out = child.stdout.take().context("its stdout")?;
+        Ok(Proc {
+            child,
+            pid,
+            name,
+            lines: Some(BufReader::new(out).lines()),
+        })
+    }
+
+    /// Waits for the event `name` for which `pick` holds.
+    async fn expect(
+        &mut self,
+        event: &str,
+        pick: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let name = self.name;
+        let lines = self.lines.as_mut().context("its events are drained")?;
+        let wait = async {
+            while let Some(line) = lines.next_line().await? {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if v["event"] == event && pick(&v) {
+                    return Ok(v);
+                }
+            }
+            bail!("{name} exited before {event} (its errors are above)")
+        };
+        tokio::time::timeout(STEP_TIMEOUT, wait)
+            .await
+            .with_context(|| format!("{name} did not tell {event} in time"))?
+    }
+
+    /// Reads its events from now on in a task of their own, so its pipe never fills.
+    fn drain(&mut self) {
+        if let Some(mut lines) = self.lines.take() {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        }
+    }
+}
+
+/// The running system: a server, a PN GW, and two PNEs in one PN.
+struct World {
+    dir: PathBuf,
+    server: Proc,
+    gateway: Proc,
+    target: Proc,
+    source: Proc,
+}
+
+impl World {
+    async fn start(exe: &Path, dir: &Path) -> anyhow::Result<World> {
+        let data = dir.join("server");
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        run(exe, &["init", "--data-dir", &s(&data)]).await?;
+        for (kind, id) in [("gateway", "gw"), ("pne", "source"), ("pne", "target")] {
+            let cred = s(&dir.join(format!("{id}.cred.json")));
+            run(
+                exe,
+                &[
+                    "enroll",
+                    "--data-dir",
+                    &s(&data),
+                    "--user",
+                    "bench",
+                    "--kind",
+                    kind,
+                    "--id",
+                    id,
+                    "--out",
+                    &cred,
+                ],
+            )
+            .await?;
+        }
+        let mut server = Proc::spawn(
+            exe,
+            "the server",
+            &[
+                "server",
+                "--json",
+                "--data-dir",
+                &s(&data),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        )?;
+        let addr = text(&server.expect("listening", |_| true).await?["addr"]);
+        let mut gateway = Proc::spawn(
+            exe,
+            "the PN GW",
+            &[
+                "gateway",
+                "--json",
+                "--credential",
+                &s(&dir.join("gw.cred.json")),
+                "--server",
+                &addr,
+                "--pan-listen",
+                "127.0.0.1:0",
+                "--store",
+                &s(&dir.join("gw.db")),
+            ],
+        )?;
+        let pan = text(&gateway.expect("pan_listening", |_| true).await?["addr"]);
+        gateway.expect("wan_ready", |_| true).await?;
+        let pne = |id: &str, role: &str| -> Vec<String> {
+            [
+                "pne",
+                "--json",
+                "--stay",
+                "--credential",
+                &s(&dir.join(format!("{id}.cred.json"))),
+                "--store",
+                &s(&dir.join(format!("{id}.db"))),
+                "--gateway",
+                &pan,
+                "--device-type",
+                id,
+            ]
+            .iter()
+            .map(ToString::to_string)
+            .chain(role.split(' ').map(ToString::to_string))
+            .collect()
+        };
+        let args = pne("target", "--await-invitation");
+        let mut target = Proc::spawn(exe, "the target PNE", &strs(&args))?;
+        gateway
+            .expect("pne_discovered", |v| v["pne"] == "target")
+            .await?;
+        let args = pne("source", "--setup all");
+        let mut source = Proc::spawn(exe, "the source PNE", &strs(&args))?;
+        let pn = text(&source.expect("pn_joined", |_| true).await?["pn_id"]);
+        target
+            .expect("pn_joined", |v| v["pn_id"] == pn.as_str())
+            .await?;
+        for p in [&mut server, &mut gateway, &mut target, &mut source] {
+            p.drain();
+        }
+        let world = World {
+            dir: dir.to_path_buf(),
+            server,
+            gateway,
+            target,
+            source,
+        };
+        Ok(world)
+    }
+
+    /// Round `round`'s push of `file` to the target: the time to `delivery_sent`, the target's
+    /// copy checked against `sha`.
+    async fn push(
+        &self,
+        exe: &Path,
+        file: &Path,
+        round: u32,
+        sha: &[u8; 32],
+    ) -> anyhow::Result<Duration> {
+        let name = format!("round-{round}.bin");
+        let started = Instant::now();
+        let out = run(
+            exe,
+            &[
+                "content",
+                "push",
+                &file.to_string_lossy(),
+                "--to",
+                "target",
+                "--name",
+                &name,
+                "--wait",
+                "--json",
+                "--store",
+                &self.dir.join("source.db").to_string_lossy(),
+            ],
+        )
+        .await?;
+        let took = started.elapsed();
+        let last: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+            .with_context(|| format!("cpns content push printed {out:?}"))?;
+        ensure!(
+            last["event"] == "delivery_sent" && last["delivered"][0] == "target",
+            "the delivery did not reach the target: {out}"
+        );
+        let kept = self.dir.join("target.db.inbox").join(&name);
+        ensure!(
+            sha256_of(&kept).await? == *sha,
+            "the target's copy differs from the file"
+        );
+        tokio::fs::remove_file(&kept).await?;
+        Ok(took)
+    }
+
+    async fn stop(mut self) {
+        for p in [
+            &mut self.source,
+            &mut self.target,
+            &mut self.gateway,
+            &mut self.server,
+        ] {
+            let _ = p.child.kill().await;
+        }
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+/// `cpns args…` run to its end: its stdout, or an error with its stderr.
+async fn run(exe: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(exe)
+        .args(args)
+        .env("CPNS_LOG", "warn")
+        .output()
+        .await
+        .with_context(|| format!("run cpns {}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "cpns {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
