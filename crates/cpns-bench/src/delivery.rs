@@ -10,7 +10,8 @@
 //!
 //! Beside it, alternated round by round on the same machine: the same file sent over one TLS 1.3
 //! connection on loopback (the project's TLS configuration), read from disk in 64 KiB pieces and
-//! written to a file at the other end, both ends in this process. That is the ceiling a relay of
+//! written to a file at the other end and synced (a target syncs what it received before it
+//! says it has it), both ends in this process. That is the ceiling a relay of
 //! two hops, with end-to-end sealing and an acknowledged window, is measured against.
 //!
 //! It also reports the peak memory (VmHWM) of the PN GW and the target, which must not grow with
@@ -237,7 +238,9 @@ async fn tls_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::Result<
             }
             out.write_all(&buf[..n]).await?;
         }
+        // Made durable, as a target makes what it received before it says so.
         out.flush().await?;
+        out.sync_all().await?;
         anyhow::Ok(())
     });
     let started = Instant::now();

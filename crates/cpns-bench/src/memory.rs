@@ -240,8 +240,11 @@ impl Pair {
                         );
                         self.server.handle_gateway_answer(ask, Err(e));
                     }
-                    // No status hub in the ceiling run: nobody subscribes, nobody watches.
+                    // No status hub in the ceiling run: nobody subscribes, nobody watches;
+                    // nothing is delivered from outside.
                     ServerOutput::Event(_)
+                    | ServerOutput::DeliveryStarted { .. }
+                    | ServerOutput::ReadContent { .. }
                     | ServerOutput::Notice { .. }
                     | ServerOutput::Publish(_)
                     | ServerOutput::Close { .. }

@@ -108,6 +108,7 @@ fn every_example_is_a_canonical_line_answering_its_request() {
                 Request::Events {}
                     | Request::Subscribe { .. }
                     | Request::Establish { wait: true, .. }
+                    | Request::Deliver { wait: true, .. }
             );
             assert!(
                 streams,

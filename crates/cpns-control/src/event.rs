@@ -256,6 +256,9 @@ pub enum Event {
         name: String,
         /// Bytes received.
         bytes: u64,
+        /// Bytes of the part for this PNE only, kept beside it as `<name>.specific` (0: none).
+        #[serde(default, skip_serializing_if = "crate::request::is_zero")]
+        specific: u64,
     },
     /// Every target of a delivery this PNE sends ended its part: `delivered` have every byte,
     /// its hash checked (the others were told as `delivery_ended`).

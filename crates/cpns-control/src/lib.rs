@@ -28,7 +28,7 @@ mod text;
 pub use caps::{Capabilities, KEYS as CAPABILITY_KEYS, ScreenSize};
 pub use error::{ApiError, CODES, code_named};
 pub use event::{Event, Gone, Outcome};
-pub use request::{Request, Served, Targets, VERB_TABLE, VERBS};
+pub use request::{Request, Served, SpecificFile, Targets, VERB_TABLE, VERBS};
 pub use response::{GroupMember, HeldGroup, Pn, Response, ServiceEntry};
 pub use status::{
     Charge, Entry, OwnStatus, Policy, PolicyAttribute, Preference, ServicePreference, UsageRow,

@@ -8,6 +8,17 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::caps::Capabilities;
 use crate::status::{OwnStatus, Policy, Preference};
 
+/// A part of a delivery for one target only: the file holding it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecificFile {
+    /// The target.
+    #[serde(with = "crate::text")]
+    pub to: EntityId,
+    /// The file, an absolute path.
+    pub file: String,
+}
+
 /// A request, tagged by its `verb`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
@@ -365,6 +376,10 @@ pub enum Request {
     },
     /// PNE: push the content of `file` (an absolute path) to PNEs of one of its PNs (004
     /// §5.5.8): answered once the server set the session up; `delivery_*` events tell the rest.
+    /// Server: deliver it as an external entity (`source`, default `operator`) to members of
+    /// PN `pn_id` (004 §5.5.8.1), its common part once over the PN GW's WAN session, with a part
+    /// of its own for some targets (`specific`); with `wait`, the answer is followed by the
+    /// `delivery_ended` and `delivery_sent` events of the session, and ends with it.
     Deliver {
         /// The file, an absolute path.
         file: String,
@@ -380,6 +395,26 @@ pub enum Request {
         /// Its media type (default `application/octet-stream`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_type: Option<String>,
+        /// Server: the PN whose members receive it.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        pn_id: Option<PnId>,
+        /// Server: the external entity it comes from (default `operator`).
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        source: Option<EntityId>,
+        /// Server: parts for one target only, each a file (an absolute path, at most 64 KiB).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        specific: Vec<SpecificFile>,
+        /// Server: follow the session to its end.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        wait: bool,
     },
     /// PNE, server: charging records (CPNS-4): on a PNE its own user's, asked of the server.
     Charging {
@@ -404,7 +439,7 @@ fn on_change(p: &Policy) -> bool {
     *p == Policy::OnChange
 }
 
-fn is_zero(n: &u64) -> bool {
+pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
@@ -480,7 +515,7 @@ pub const VERB_TABLE: [(&str, Served); 45] = [
     ("group_members", PNE_GW),
     ("groups", PNE),
     ("group_send", PNE),
-    ("deliver", PNE),
+    ("deliver", PNE_SERVER),
 ];
 
 /// Every verb, as written on the socket.

@@ -153,6 +153,10 @@ fn every_request() -> Vec<Request> {
             service_id: Some("video".into()),
             name: None,
             media_type: None,
+            pn_id: None,
+            source: None,
+            specific: vec![],
+            wait: false,
         },
         Request::GroupSend {
             group_id: group(),

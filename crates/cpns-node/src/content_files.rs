@@ -1,8 +1,9 @@
 //! Where a PNE's deliveries live on disk (004 §5.5.8; docs/services.md, "Delivery"): what it
 //! sends is read from the file its application named, a chunk at a time; what it receives is
-//! written to `<inbox>/<session>.part`, checked against the SHA-256 offered once every byte is
-//! there (read back a block at a time, never held whole), and then kept under its name (made
-//! safe as a file name) or discarded. The inbox is its user's only (mode 0700).
+//! written to `<inbox>/<session>.part`, hashed as it is written (what a resumed session held
+//! already is read back once, a block at a time, never held whole), checked against the SHA-256
+//! offered once every byte is there, and then kept under its name (made safe as a file name) or
+//! discarded. The inbox is its user's only (mode 0700).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,12 +22,55 @@ pub(crate) struct ContentFiles {
     inbox: Option<PathBuf>,
     /// The file each session this PNE sends reads from, opened at its first read and kept open.
     sending: BTreeMap<DeliveryId, (PathBuf, Option<tokio::fs::File>)>,
-    /// Each session received: its partial file and its name, and the open file.
-    receiving: BTreeMap<DeliveryId, (String, Option<tokio::fs::File>)>,
+    /// Each session received.
+    receiving: BTreeMap<DeliveryId, Part>,
+}
+
+/// A session being received: its name, its open partial file, and the hash of what it holds.
+#[derive(Debug)]
+struct Part {
+    name: String,
+    file: Option<tokio::fs::File>,
+    hash: sha2::Sha256,
+    /// The bytes from the start that `hash` covers.
+    hashed: u64,
+    /// Whether every byte written so far came in order after the last, so `hash` is of the
+    /// file; if not, the file is read back at the end.
+    in_order: bool,
 }
 
 fn io(what: &str, path: &Path, e: &std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
+}
+
+/// The size and SHA-256 of the file at `path`, read a block at a time (an offered file).
+pub(crate) async fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
+    let (hash, size) = hash_file(path, u64::MAX).await?;
+    Ok((size, hash.finalize().into()))
+}
+
+/// The hash of the first `len` bytes of `path` (all of it if shorter), read a block at a time,
+/// and how many bytes it covers.
+async fn hash_file(path: &Path, len: u64) -> Result<(sha2::Sha256, u64), String> {
+    let mut hash = sha2::Sha256::new();
+    if len == 0 {
+        return Ok((hash, 0));
+    }
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io("open", path, &e))?;
+    let mut f = f.take(len);
+    let mut block = vec![0; HASH_BLOCK];
+    let mut hashed = 0;
+    loop {
+        let n = f.read(&mut block).await.map_err(|e| io("read", path, &e))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&block[..n]);
+        hashed += n as u64;
+    }
+    Ok((hash, hashed))
 }
 
 /// A name made safe as a file name in the inbox: no separator, no leading dot, no control
@@ -63,6 +107,11 @@ impl ContentFiles {
     /// Session `session` sends the content of `path`.
     pub(crate) fn send_from(&mut self, session: DeliveryId, path: PathBuf) {
         self.sending.insert(session, (path, None));
+    }
+
+    /// Session `session` sends no more: its file is closed.
+    pub(crate) fn forget(&mut self, session: DeliveryId) {
+        self.sending.remove(&session);
     }
 
     /// `len` bytes at `offset` of what `session` sends.
@@ -109,6 +158,13 @@ impl ContentFiles {
         name: String,
     ) -> Result<u64, String> {
         let part = self.part(session)?;
+        // Opened again (its link dropped): what the old handle was writing lands first.
+        if let Some(Part {
+            file: Some(mut f), ..
+        }) = self.receiving.remove(&session)
+        {
+            f.flush().await.map_err(|e| io("write", &part, &e))?;
+        }
         if let Some(dir) = part.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -130,7 +186,20 @@ impl ContentFiles {
             .await
             .map_err(|e| io("open", &part, &e))?;
         let have = f.metadata().await.map_err(|e| io("read", &part, &e))?.len();
-        self.receiving.insert(session, (name, Some(f)));
+        let mut f = f;
+        f.seek(std::io::SeekFrom::Start(have))
+            .await
+            .map_err(|e| io("seek", &part, &e))?;
+        // What it holds already (a resumed session) is hashed once, now.
+        let (hash, hashed) = hash_file(&part, have).await?;
+        let held = Part {
+            name,
+            file: Some(f),
+            hash,
+            hashed,
+            in_order: true,
+        };
+        self.receiving.insert(session, held);
         Ok(have)
     }
 
@@ -142,48 +211,66 @@ impl ContentFiles {
         bytes: &[u8],
     ) -> Result<(), String> {
         let part = self.part(session)?;
-        let Some((_, Some(f))) = self.receiving.get_mut(&session) else {
+        let Some(Part {
+            file: Some(f),
+            hash,
+            hashed,
+            in_order,
+            ..
+        }) = self.receiving.get_mut(&session)
+        else {
             return Err("the session's file is not open".into());
         };
-        f.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(|e| io("seek", &part, &e))?;
+        if offset != *hashed {
+            *in_order = false;
+            f.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| io("seek", &part, &e))?;
+        }
         f.write_all(bytes)
             .await
             .map_err(|e| io("write", &part, &e))?;
+        if *in_order {
+            hash.update(bytes);
+            *hashed += bytes.len() as u64;
+        }
         Ok(())
     }
 
     /// Every byte of `session` is written: whether its SHA-256 is `sha256`; kept under its
-    /// name if so (the path), discarded if not.
+    /// name if so (the path), with the part for this PNE only (`specific`, if any) beside it
+    /// as `<name>.specific`; discarded if not.
     pub(crate) async fn finish(
         &mut self,
         session: DeliveryId,
         sha256: [u8; 32],
+        specific: &[u8],
     ) -> Result<Option<PathBuf>, String> {
         let part = self.part(session)?;
-        let Some((name, f)) = self.receiving.remove(&session) else {
+        let Some(held) = self.receiving.remove(&session) else {
             return Err("the session's file is not open".into());
         };
-        if let Some(f) = f {
-            f.sync_all().await.map_err(|e| io("sync", &part, &e))?;
-        }
-        let mut f = tokio::fs::File::open(&part)
-            .await
-            .map_err(|e| io("open", &part, &e))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut block = vec![0; HASH_BLOCK];
-        loop {
-            let n = f
-                .read(&mut block)
-                .await
-                .map_err(|e| io("read", &part, &e))?;
-            if n == 0 {
-                break;
+        let Part {
+            name,
+            file,
+            hash,
+            hashed,
+            in_order,
+        } = held;
+        let len = match file {
+            Some(mut f) => {
+                f.flush().await.map_err(|e| io("write", &part, &e))?;
+                f.sync_all().await.map_err(|e| io("sync", &part, &e))?;
+                f.metadata().await.map_err(|e| io("read", &part, &e))?.len()
             }
-            hasher.update(&block[..n]);
-        }
-        if hasher.finalize().as_slice() != sha256.as_slice() {
+            None => u64::MAX,
+        };
+        let digest = if in_order && hashed == len {
+            hash.finalize()
+        } else {
+            hash_file(&part, u64::MAX).await?.0.finalize()
+        };
+        if digest.as_slice() != sha256.as_slice() {
             let _ = tokio::fs::remove_file(&part).await;
             return Ok(None);
         }
@@ -196,6 +283,14 @@ impl ContentFiles {
         tokio::fs::rename(&part, &kept)
             .await
             .map_err(|e| io("keep", &kept, &e))?;
+        if !specific.is_empty() {
+            let mut beside = kept.clone().into_os_string();
+            beside.push(".specific");
+            let beside = PathBuf::from(beside);
+            tokio::fs::write(&beside, specific)
+                .await
+                .map_err(|e| io("keep", &beside, &e))?;
+        }
         Ok(Some(kept))
     }
 
@@ -257,14 +352,28 @@ mod tests {
         assert_eq!(files.open_receive(s, "a.bin".into()).await.unwrap(), 6);
         files.write(s, 6, b"world").await.unwrap();
         let good: [u8; 32] = sha2::Sha256::digest(b"hello world").into();
-        let kept = files.finish(s, good).await.unwrap().unwrap();
+        let kept = files.finish(s, good, &[]).await.unwrap().unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
         assert_eq!(kept.file_name().unwrap(), "a.bin");
+        // Written out of order (a chunk written again over itself): the hash is of the file,
+        // read back.
+        let u = DeliveryId::from_bytes([4; 16]);
+        files.open_receive(u, "b.bin".into()).await.unwrap();
+        files.write(u, 0, b"hello there").await.unwrap();
+        files.write(u, 6, b"world").await.unwrap();
+        let kept = files.finish(u, good, b"mine").await.unwrap().unwrap();
+        assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
+        assert_eq!(kept.file_name().unwrap(), "b.bin");
+        assert_eq!(
+            std::fs::read(dir.join("inbox/b.bin.specific")).unwrap(),
+            b"mine"
+        );
         // Another with a wrong hash is not kept, and its partial file is gone.
+
         let t = DeliveryId::from_bytes([2; 16]);
         files.open_receive(t, "a.bin".into()).await.unwrap();
         files.write(t, 0, b"tampered").await.unwrap();
-        assert_eq!(files.finish(t, good).await.unwrap(), None);
+        assert_eq!(files.finish(t, good, &[]).await.unwrap(), None);
         assert!(!dir.join("inbox").join(format!("{t}.part")).exists());
         #[cfg(unix)]
         {

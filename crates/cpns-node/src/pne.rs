@@ -967,8 +967,12 @@ impl<S: DeviceStore> Link<S> {
                     self.session
                         .handle_chunk_written(Instant::now(), session, written);
                 }
-                PneOutput::FinishReceive { session, sha256 } => {
-                    let finished = self.files.finish(session, sha256).await;
+                PneOutput::FinishReceive {
+                    session,
+                    sha256,
+                    specific,
+                } => {
+                    let finished = self.files.finish(session, sha256, &specific).await;
                     if let Ok(Some(path)) = &finished {
                         tracing::info!(%session, path = %path.display(), "delivery kept");
                     }

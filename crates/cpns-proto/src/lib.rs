@@ -30,6 +30,7 @@ pub mod link;
 pub mod pne;
 pub mod rate;
 pub mod server;
+mod source;
 pub mod status;
 pub mod usage;
 mod util;

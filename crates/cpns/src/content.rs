@@ -42,6 +42,16 @@ pub(crate) enum ContentVerb {
         /// Follow it until every target has every byte, or a target's part ended otherwise.
         #[arg(long)]
         wait: bool,
+        /// On the server (--data-dir): the PN whose members receive it, from outside the PN.
+        #[arg(long)]
+        pn: Option<cpns_wire::PnId>,
+        /// On the server: the external entity it comes from (default `operator`).
+        #[arg(long)]
+        source: Option<EntityId>,
+        /// On the server: a part for one target only, as TARGET=FILE (at most 64 KiB); again
+        /// for each such target.
+        #[arg(long, value_name = "TARGET=FILE")]
+        specific: Vec<String>,
     },
 }
 
@@ -55,34 +65,57 @@ pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
         media_type,
         name,
         wait,
+        pn,
+        source,
+        specific,
     } = a.verb;
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
     let targets = to.len();
+    let on_server = t.data_dir.is_some();
+    if !on_server && (pn.is_some() || source.is_some() || !specific.is_empty()) {
+        anyhow::bail!("--pn, --source and --specific are the server's: name it with --data-dir");
+    }
+    if on_server && pn.is_none() {
+        anyhow::bail!("on the server, say which PN's members receive it: --pn PN_ID");
+    }
+    let specific = specific
+        .iter()
+        .map(|s| specific_file(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let request = Request::Deliver {
         file: file.to_string_lossy().into_owned(),
         to,
         service_id: Some(service),
         name,
         media_type: Some(media_type),
+        pn_id: pn,
+        source,
+        specific,
+        wait: on_server && wait,
     };
-    // With --wait, the events are followed from before the offer, so none of it is missed.
+    // With --wait, the events are followed from before the offer, so none of it is missed: a
+    // PNE's from its event stream, the server's on the request's own answer.
     let path = t.socket()?;
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
     let follower = wait.then(|| {
         let path = path.clone();
+        let follow = if on_server {
+            request.clone()
+        } else {
+            Request::Events {}
+        };
         tokio::spawn(async move {
-            cpns_node::control::stream(&path, &Request::Events {}, |line| tx.send(line).is_ok())
-                .await
+            cpns_node::control::stream(&path, &follow, |line| tx.send(line).is_ok()).await
         })
     });
-    if wait {
-        match lines.recv().await {
-            Some(Line::Answer(Ok(_))) => {}
-            Some(Line::Answer(Err(e))) => anyhow::bail!("refused: {e}"),
-            _ => anyhow::bail!("the PNE did not let its events be followed"),
-        }
-    }
-    let answer = ask(t, request).await?;
+    let first = if wait { lines.recv().await } else { None };
+    let answer = match first {
+        None if !wait => ask(t, request).await?,
+        Some(Line::Answer(Ok(r))) if on_server => r,
+        Some(Line::Answer(Ok(_))) => ask(t, request).await?,
+        Some(Line::Answer(Err(e))) => anyhow::bail!("refused: {e}"),
+        _ => anyhow::bail!("the entity did not let the delivery be followed"),
+    };
     let Response::Deliver { session, size, .. } = &answer else {
         return Err(unexpected(&answer));
     };
@@ -154,4 +187,19 @@ pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
         anyhow::bail!("{failed} of {targets} targets did not get it");
     }
     Ok(())
+}
+
+/// A `--specific TARGET=FILE`: the target and the file as an absolute path.
+fn specific_file(s: &str) -> anyhow::Result<cpns_control::SpecificFile> {
+    let (to, file) = s
+        .split_once('=')
+        .with_context(|| format!("--specific {s}: say TARGET=FILE"))?;
+    let to = to
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--specific {s}: {e}"))?;
+    let file = std::fs::canonicalize(file).with_context(|| format!("--specific {s}"))?;
+    Ok(cpns_control::SpecificFile {
+        to,
+        file: file.to_string_lossy().into_owned(),
+    })
 }

@@ -437,11 +437,13 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             from,
             name,
             bytes,
+            specific,
         } => Described::new("delivery_received")
             .text("session", session)
             .text("from", from)
             .text("name", name)
-            .field("bytes", "bytes", Value::Number(*bytes)),
+            .field("bytes", "bytes", Value::Number(*bytes))
+            .field("specific", "bytes of its own", Value::Number(*specific)),
         PneEvent::DeliverySent { session, delivered } => Described::new("delivery_sent")
             .text("session", session)
             .field(
@@ -851,6 +853,27 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
         }
         ServerEvent::FlowFailed { flow, reason } => Described::new("flow_failed")
             .text("flow", flow)
+            .text("reason", reason),
+        ServerEvent::DeliveryEnded {
+            session,
+            target,
+            result,
+        } => Described::new("delivery_ended")
+            .text("session", session)
+            .text("target", target)
+            .text(
+                "result",
+                cpns_node::control::events::delivery_result(*result),
+            ),
+        ServerEvent::DeliverySent { session, delivered } => Described::new("delivery_sent")
+            .text("session", session)
+            .field(
+                "delivered",
+                "delivered to",
+                Value::List(delivered.iter().map(ToString::to_string).collect()),
+            ),
+        ServerEvent::DeliveryStopped { session, reason } => Described::new("delivery_stopped")
+            .text("session", session)
             .text("reason", reason),
     }
 }

@@ -466,9 +466,16 @@ fn print_event(e: &Event) {
             from,
             name,
             bytes,
+            specific,
         } => println!(
-            "delivery {session} from {from} received: \"{}\", {bytes} bytes, its hash checked",
-            name.escape_debug()
+            "delivery {session} from {from} received: \"{}\", {bytes} bytes, its hash \
+             checked{}",
+            name.escape_debug(),
+            if *specific > 0 {
+                format!(" (and {specific} bytes for this PNE only)")
+            } else {
+                String::new()
+            }
         ),
         Event::DeliverySent { session, delivered } => println!(
             "delivery {session}: done; delivered to {}",

@@ -269,3 +269,140 @@ async fn a_push_resumes_after_the_pn_gw_is_killed_midway_with_memory_bounded() {
     assert_eq!((records[0].bytes, records[0].result), (size, Some(1)));
     store.close().await;
 }
+
+/// Content from outside a PN (004 §5.5.8.1-2; docs/services.md, "Delivery from outside a PN"):
+/// the operator's service hands the server a file for the four devices of alice's PN, with a
+/// part of its own for two of them. Each device keeps the file, hash checked, and its own part
+/// beside it; the records say each target received it, from the external entity, charged to
+/// alice. Without a PN, or with a part for a device that is not a target, nothing starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_from_outside_reaches_every_member_with_its_own_part() {
+    let devices = ["tv", "tablet", "speaker", "frame"];
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv", "tablet", "speaker", "frame"])
+        .start();
+    let mut members = Vec::new();
+    for id in devices {
+        let p = w.pne(id).stay().await_invitation().spawn();
+        w.gw()
+            .expect_event_where("pne_discovered", |v| v["pne"] == id);
+        members.push(p);
+    }
+    let mut phone = w.pne("phone").stay().setup("all").spawn();
+    let est = w.gw().expect_event("pn_established");
+    let pn = text(&est["pn_id"]);
+    phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    for p in &mut members {
+        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    }
+
+    let bytes = content(300_000);
+    let film = w.path("film.mp4");
+    std::fs::write(&film, &bytes).unwrap();
+    let licence_tv = w.path("licence-tv.txt");
+    std::fs::write(&licence_tv, b"tv: until 2027-01-01").unwrap();
+    let licence_frame = w.path("licence-frame.txt");
+    std::fs::write(&licence_frame, b"frame: one showing").unwrap();
+    let data_dir = w.data_dir();
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&film),
+        "--data-dir",
+        s(&data_dir),
+        "--pn",
+        &pn,
+        "--source",
+        "vod-service",
+        "--to",
+        "tv,tablet,speaker,frame",
+        "--service",
+        "vod",
+        "--specific",
+        &format!("tv={}", s(&licence_tv)),
+        "--specific",
+        &format!("frame={}", s(&licence_frame)),
+        "--wait",
+        "--json",
+    ]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["verb"], "deliver", "{out}");
+    let session = text(&lines[0]["session"]);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "delivery_sent", "{out}");
+    assert_eq!(last["delivered"].as_array().unwrap().len(), 4, "{out}");
+
+    for (p, id) in members.iter_mut().zip(devices) {
+        let got = p.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+        assert_eq!(got["from"], "vod-service");
+        let mut inbox = w.store(id).into_os_string();
+        inbox.push(".inbox");
+        let inbox = std::path::PathBuf::from(inbox);
+        assert_eq!(
+            std::fs::read(inbox.join("film.mp4")).unwrap(),
+            bytes,
+            "{id}"
+        );
+        let own = std::fs::read(inbox.join("film.mp4.specific")).ok();
+        let want: Option<&[u8]> = match id {
+            "tv" => Some(b"tv: until 2027-01-01"),
+            "frame" => Some(b"frame: one showing"),
+            _ => None,
+        };
+        assert_eq!(own.as_deref(), want, "{id}");
+        assert_eq!(got["specific"], want.map_or(0, |w| w.len() as u64), "{id}");
+    }
+    w.server()
+        .expect_event_where("delivery_sent", |v| v["session"] == session.as_str());
+
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        assert_eq!(
+            (r.source.as_str(), r.service_id.as_str(), r.charged.as_str()),
+            ("vod-service", "vod", "alice")
+        );
+        assert_eq!((r.bytes, r.result), (300_000, Some(1)));
+    }
+    store.close().await;
+
+    // Refused, nothing started: no PN named; a part for a device that is not a target.
+    let out = run(&[
+        "content",
+        "push",
+        s(&film),
+        "--data-dir",
+        s(&data_dir),
+        "--to",
+        "tv",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pn"));
+    let out = run(&[
+        "content",
+        "push",
+        s(&film),
+        "--data-dir",
+        s(&data_dir),
+        "--pn",
+        &pn,
+        "--to",
+        "tv",
+        "--specific",
+        &format!("tablet={}", s(&licence_tv)),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad_request") && err.contains("tablet"),
+        "{err}"
+    );
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    assert_eq!(store.deliveries(None, None).await.unwrap().len(), 4);
+    store.close().await;
+}

@@ -194,11 +194,13 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             from,
             name,
             bytes,
+            specific,
         } => vec![Event::DeliveryReceived {
             session: *session,
             from: from.clone(),
             name: name.clone(),
             bytes: *bytes,
+            specific: *specific,
         }],
         PneEvent::DeliverySent { session, delivered } => vec![Event::DeliverySent {
             session: *session,

@@ -380,7 +380,17 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 service_id,
                 name,
                 media_type,
-            } => one(self.deliver(file, to, service_id, name, media_type).await?),
+                pn_id: None,
+                source: None,
+                specific,
+                wait: false,
+            } if specific.is_empty() => {
+                one(self.deliver(file, to, service_id, name, media_type).await?)
+            }
+            Request::Deliver { .. } => Err(ApiError::bad_request(
+                "on a PNE, deliver takes no pn_id, source, specific or wait (those are the \
+                 server's; follow a PNE's delivery with its events)",
+            )),
             Request::Groups {} => one(Response::Groups {
                 groups: h
                     .groups()
@@ -418,28 +428,15 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
         name: Option<String>,
         media_type: Option<String>,
     ) -> Result<Response, ApiError> {
-        use sha2::Digest;
-        use tokio::io::AsyncReadExt;
         let path = std::path::PathBuf::from(&file);
         if !path.is_absolute() {
             return Err(ApiError::bad_request(
                 "`file` is an absolute path (the PNE reads it, from its own directory)",
             ));
         }
-        let cannot = |e: std::io::Error| ApiError::bad_request(format!("{file}: {e}"));
-        let mut f = tokio::fs::File::open(&path).await.map_err(cannot)?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        let mut block = vec![0; 256 * 1024];
-        loop {
-            let n = f.read(&mut block).await.map_err(cannot)?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&block[..n]);
-        }
-        let sha256: [u8; 32] = hasher.finalize().into();
+        let (size, sha256) = crate::content_files::digest(&path)
+            .await
+            .map_err(ApiError::bad_request)?;
         let name = name.unwrap_or_else(|| {
             path.file_name()
                 .map_or_else(|| "content".into(), |n| n.to_string_lossy().into_owned())

@@ -16,7 +16,7 @@ use cpns_wire::{ErrorCode, StatusEntry};
 
 use super::pne::{hello, usage_row};
 use super::{Answer, api_error};
-use crate::server::ServerHandle;
+use crate::server::{DeliverFromOutside, ServerHandle};
 use crate::status_hub::{Mailbox, Subscriber};
 
 /// Numbers the external subscribers of one server.
@@ -161,8 +161,65 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::GroupKey { .. }
             | Request::GroupMembers { .. }
             | Request::Groups {}
-            | Request::GroupSend { .. }
-            | Request::Deliver { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::GroupSend { .. }) => Err(Role::Server.refusal(&r)),
+            Request::Deliver {
+                file,
+                to,
+                service_id,
+                name,
+                media_type,
+                pn_id,
+                source,
+                specific,
+                wait,
+            } => {
+                let Some(pn_id) = pn_id else {
+                    return ApiError::bad_request("deliver on the server names a \"pn_id\"").into();
+                };
+                let path = std::path::PathBuf::from(&file);
+                let absolute = path.is_absolute()
+                    && specific
+                        .iter()
+                        .all(|s| std::path::Path::new(&s.file).is_absolute());
+                if !absolute {
+                    return ApiError::bad_request(
+                        "each file is an absolute path (the server reads it, from its own \
+                         directory)",
+                    )
+                    .into();
+                }
+                let name = name.unwrap_or_else(|| {
+                    path.file_name()
+                        .map_or_else(|| "content".into(), |n| n.to_string_lossy().into_owned())
+                });
+                let d = DeliverFromOutside {
+                    file: path,
+                    source: source.unwrap_or_else(operator_source),
+                    pn_id,
+                    to,
+                    service_id: service_id.unwrap_or_else(|| "content".into()),
+                    name,
+                    media_type: media_type.unwrap_or_else(|| "application/octet-stream".into()),
+                    specific: specific
+                        .into_iter()
+                        .map(|s| (s.to, s.file.into()))
+                        .collect(),
+                };
+                return match h.deliver(d, wait).await {
+                    Ok(started) => {
+                        let first = Response::Deliver {
+                            session: started.session,
+                            size: started.size,
+                            sha256: hex::encode(started.sha256),
+                        };
+                        match started.events {
+                            Some(rx) => Answer::Stream(first, rx),
+                            None => Answer::One(Ok(first)),
+                        }
+                    }
+                    Err(e) => Answer::One(Err(ApiError::from(e))),
+                };
+            }
         };
         answered.into()
     }
@@ -250,4 +307,9 @@ pub fn record_entry(r: &StatusRecord) -> Entry {
         reported_by: r.reported_by.clone(),
         ..Entry::from(&entry)
     }
+}
+
+/// The external entity a delivery from outside comes from when the request names none.
+fn operator_source() -> cpns_wire::EntityId {
+    cpns_wire::EntityId::new("operator").unwrap_or_else(|_| unreachable!("a valid entity id"))
 }

@@ -3,11 +3,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
+use cpns_proto::server::ExternalDelivery;
 use cpns_store::ServerStore;
-use cpns_wire::{EntityId, ErrorBody, ErrorCode};
-use tokio::sync::oneshot;
+use cpns_wire::{
+    DeliveryId, DeliveryOffer, EntityId, ErrorBody, ErrorCode, HashBytes, MAX_SPECIFIC, PnId,
+    UserId,
+};
+use tokio::sync::{mpsc, oneshot};
 
 use super::mailroom::{Office, PICKUP, PeerMsg};
+use super::outbound::Follower;
 use crate::status_hub::StatusHub;
 
 /// Asks a running server's sessions on behalf of a local operator or application (CPNS-4 on
@@ -99,4 +106,144 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
             _ => Err(late()),
         }
     }
+}
+
+/// What a local application asks the server to deliver from outside a PN (docs/services.md,
+/// "Delivery from outside a PN").
+#[derive(Clone, Debug)]
+pub struct DeliverFromOutside {
+    /// The file, an absolute path.
+    pub file: PathBuf,
+    /// The external entity it comes from.
+    pub source: EntityId,
+    /// The PN whose members receive it.
+    pub pn_id: PnId,
+    /// The targets.
+    pub to: Vec<EntityId>,
+    /// The service it is delivered as.
+    pub service_id: String,
+    /// Its name for the targets.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Parts for one target only: the target and the file holding its part.
+    pub specific: Vec<(EntityId, PathBuf)>,
+}
+
+/// A delivery from outside, set up.
+#[derive(Debug)]
+pub struct DeliveryStarted {
+    /// The session.
+    pub session: DeliveryId,
+    /// The content's size.
+    pub size: u64,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// The session's events, if followed: its stream ends with the session.
+    pub events: Option<mpsc::Receiver<cpns_control::Event>>,
+}
+
+/// Events of one followed delivery buffered on their way to its follower.
+const FOLLOWER_QUEUE: usize = 64;
+
+impl<S: ServerStore + Clone> ServerHandle<S> {
+    /// Delivers `d` from outside (004 §5.5.8.1): the file's size and hash are taken, each
+    /// specific part read, and the session of the PN's PN GW sets it up and sends it. With
+    /// `follow`, the session's events come on [`DeliveryStarted::events`].
+    pub async fn deliver(
+        &self,
+        d: DeliverFromOutside,
+        follow: bool,
+    ) -> Result<DeliveryStarted, ErrorBody> {
+        let bad = |what: String| ErrorBody::new(ErrorCode::BadRequest, what);
+        let (size, sha256) = crate::content_files::digest(&d.file).await.map_err(bad)?;
+        let mut specific = Vec::new();
+        for (to, path) in &d.specific {
+            let len = tokio::fs::metadata(path)
+                .await
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?
+                .len();
+            if len > MAX_SPECIFIC as u64 {
+                return Err(bad(format!(
+                    "{}: a part for one target is at most {MAX_SPECIFIC} bytes",
+                    path.display()
+                )));
+            }
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            specific.push((to.clone(), bytes));
+        }
+        let pn = self
+            .store
+            .pn(&d.pn_id)
+            .await
+            .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?
+            .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("no PN {}", d.pn_id)))?;
+        let delivery = ExternalDelivery {
+            source: d.source.clone(),
+            owner: operator(),
+            pn_id: d.pn_id,
+            offer: DeliveryOffer {
+                service_id: d.service_id,
+                targets: d.to,
+                name: d.name,
+                media_type: d.media_type,
+                size,
+                sha256: HashBytes(sha256),
+            },
+            specific,
+        };
+        let (tx, rx) = mpsc::channel(FOLLOWER_QUEUE);
+        let follower = follow.then(|| Follower {
+            events: tx,
+            source: d.source,
+        });
+        let now = Instant::now();
+        let until = now + self.wait;
+        let (reply, answer) = oneshot::channel();
+        let letter = PeerMsg::Deliver {
+            delivery: Box::new(delivery),
+            file: d.file,
+            reply,
+            follower,
+        };
+        let gw = pn.gateway;
+        let Ok(id) = self.office.room().post(now, &gw, until, letter) else {
+            return Err(ErrorBody::new(
+                ErrorCode::Busy,
+                "the CPNS Server has too many questions for PN GWs open",
+            ));
+        };
+        self.office.ring();
+        let late = || ErrorBody::new(ErrorCode::Timeout, format!("{gw} did not answer in time"));
+        let mut answer = answer;
+        let session = match tokio::time::timeout(PICKUP, &mut answer).await {
+            Ok(got) => got.unwrap_or_else(|_| Err(late()))?,
+            Err(_) if self.office.room().withdraw(&gw, id) => {
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!("{gw}, the PN's PN GW, has no session with the CPNS Server"),
+                ));
+            }
+            Err(_) => {
+                let left = until.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, answer).await {
+                    Ok(Ok(result)) => result?,
+                    _ => return Err(late()),
+                }
+            }
+        };
+        Ok(DeliveryStarted {
+            session,
+            size,
+            sha256,
+            events: follow.then_some(rx),
+        })
+    }
+}
+
+/// The user an external entity delivers as: the operator.
+fn operator() -> UserId {
+    UserId::new("operator").unwrap_or_else(|_| unreachable!("a valid user id"))
 }

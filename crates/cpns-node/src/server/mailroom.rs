@@ -114,6 +114,14 @@ pub(super) enum PeerMsg {
         to: EntityId,
         notice: cpns_wire::SecureNotice,
     },
+    /// Deliver content from outside to members of a PN this session's PN GW serves (004
+    /// §5.5.8.1), read from `file`.
+    Deliver {
+        delivery: Box<cpns_proto::server::ExternalDelivery>,
+        file: std::path::PathBuf,
+        reply: super::outbound::StartReply,
+        follower: Option<super::outbound::Follower>,
+    },
 }
 
 impl Mailroom {
@@ -287,7 +295,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
 
     /// Mail for this session's PN GW: questions go to its machine, answers to the flows that
     /// asked.
-    pub(super) fn deliver_mail(&self, session: &mut ServerSession) {
+    pub(super) fn deliver_mail(&self, session: &mut ServerSession, end: &mut super::SessionEnd) {
         let Some(gw) = session.gateway().cloned() else {
             return;
         };
@@ -305,6 +313,15 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     session.ask_capabilities(now, entity, id);
                 }
                 PeerMsg::Notice { to, notice } => session.send_notice(to, notice),
+                PeerMsg::Deliver {
+                    delivery,
+                    file,
+                    reply,
+                    follower,
+                } => {
+                    let ask = end.outbound.ask(file, reply, follower);
+                    session.deliver(now, *delivery, ask);
+                }
             }
         }
     }

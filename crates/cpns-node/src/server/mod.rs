@@ -32,9 +32,10 @@ use crate::{pki, server_store};
 mod handle;
 mod listener;
 mod mailroom;
+mod outbound;
 mod session;
 
-pub use handle::ServerHandle;
+pub use handle::{DeliverFromOutside, DeliveryStarted, ServerHandle};
 pub(crate) use mailroom::Signal;
 use mailroom::{Mailroom, Office};
 
@@ -96,6 +97,8 @@ struct SessionEnd {
     gateway: Option<EntityId>,
     mailbox: Option<Arc<Mailbox>>,
     attached: std::collections::BTreeSet<EntityId>,
+    /// Deliveries from outside a PN this session sends.
+    outbound: outbound::Outbound,
 }
 
 impl<S> core::fmt::Debug for ServerNode<S> {

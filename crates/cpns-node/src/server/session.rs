@@ -110,7 +110,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     if changed.is_err() || stop.borrow().stop {
                         return Ok(());
                     }
-                    self.deliver_mail(&mut session);
+                    self.deliver_mail(&mut session, end);
                 }
             }
         }
@@ -159,7 +159,20 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     session.handle_persisted(Instant::now(), token, result)?;
                 }
                 ServerOutput::Publish(p) => self.publish(end, p),
+                ServerOutput::DeliveryStarted { ask, result } => {
+                    end.outbound.started(ask, result);
+                }
+                ServerOutput::ReadContent {
+                    session: id,
+                    offset,
+                    len,
+                } => {
+                    conn.write_now()?;
+                    let read = end.outbound.read(id, offset, len).await;
+                    session.handle_content_read(id, offset, read);
+                }
                 ServerOutput::Event(e) => {
+                    end.outbound.tell(&e);
                     debug!(event = ?e, "server");
                     if let Some(tx) = &self.events
                         && tx.try_send(e).is_err()

@@ -7,6 +7,11 @@
 //! sends at most a window past it, so the PN GW holds no more than that per link) and, after a
 //! dropped link, the resumption. A target's end is relayed to the source; with every target's
 //! end the route is gone, told as [`GatewayEvent::DeliveryRelayed`] with the bytes relayed.
+//!
+//! A session from outside the PN (`from_server`: an external entity sending through the server,
+//! docs/services.md, "Delivery from outside a PN") comes the same way, except that its chunks
+//! come on the WAN session, once for all its targets, and what they have and their ends go back
+//! there. Such a route is not kept: it ends with the WAN session, whose server side sends it.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +40,8 @@ pub(crate) struct Route {
     told: Option<u64>,
     /// Content bytes relayed to targets.
     relayed: u64,
+    /// The source sends through the server, on the WAN session.
+    from_server: bool,
 }
 
 /// The sessions the PN GW relays.
@@ -62,7 +69,9 @@ impl Gateway {
                 reason,
             });
         }
-        self.out.push_back(GatewayOutput::KeepRoute(m.clone()));
+        if !m.from_server {
+            self.out.push_back(GatewayOutput::KeepRoute(m.clone()));
+        }
         self.take_route(m);
     }
 
@@ -75,6 +84,7 @@ impl Gateway {
             chunk: u64::from(m.chunk),
             told: None,
             relayed: 0,
+            from_server: m.from_server,
         };
         self.deliveries.insert(m.session, route);
     }
@@ -89,7 +99,10 @@ impl Gateway {
     /// longer serves, are left out.
     pub fn restore_routes(&mut self, kept: Vec<DeliveryRoute>) {
         for m in kept {
-            if self.deliveries.len() < MAX_ROUTES && self.pns.contains_key(&m.pn_id) {
+            if !m.from_server
+                && self.deliveries.len() < MAX_ROUTES
+                && self.pns.contains_key(&m.pn_id)
+            {
                 self.take_route(m);
             }
         }
@@ -126,19 +139,42 @@ impl Gateway {
         let Some(route) = self.deliveries.get(&m.session) else {
             return;
         };
-        let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
-        let why = if pne != route.source {
+        let why = if route.from_server || pne != route.source {
             Some("only the session's source sends its chunks")
-        } else if m.sealed.len() as u64 > route.chunk + OVERHEAD || len == 0 {
-            Some("a chunk larger than the session's chunk size, or empty")
-        } else if m.offset.checked_add(len).is_none_or(|end| end > route.size) {
-            Some("a chunk past the content's size")
         } else {
-            None
+            chunk_fault(route, &m)
         };
         if let Some(why) = why {
             return self.delivery_refused(m.session, pne, why);
         }
+        self.relay_chunk(m);
+    }
+
+    /// A chunk of a session from outside the PN, from the server: relayed to every target
+    /// linked now.
+    pub(super) fn on_server_delivery_chunk(&mut self, m: DeliveryChunk) {
+        let Some(route) = self.deliveries.get(&m.session) else {
+            let why = "no such session here";
+            return self.delivery_refused(m.session, self.cfg.id.clone(), why);
+        };
+        let why = if route.from_server {
+            chunk_fault(route, &m)
+        } else {
+            Some("only the session's source sends its chunks")
+        };
+        if let Some(why) = why {
+            let source = route.source.clone();
+            return self.delivery_refused(m.session, source, why);
+        }
+        self.relay_chunk(m);
+    }
+
+    /// A chunk the session's source sent, checked: to every target linked now.
+    fn relay_chunk(&mut self, m: DeliveryChunk) {
+        let Some(route) = self.deliveries.get(&m.session) else {
+            return;
+        };
+        let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
         let to: Vec<LinkId> = route
             .targets
             .keys()
@@ -196,15 +232,15 @@ impl Gateway {
             return;
         }
         route.told = Some(least);
-        if let Some(l) = self.proven_link_of(source) {
-            self.send_pan_notify(
-                l,
-                DeliveryAck {
-                    session,
-                    have: least,
-                    resume,
-                },
-            );
+        let ack = DeliveryAck {
+            session,
+            have: least,
+            resume,
+        };
+        if route.from_server {
+            self.send_wan_notify(ack);
+        } else if let Some(l) = self.proven_link_of(source) {
+            self.send_pan_notify(l, ack);
         }
     }
 
@@ -214,7 +250,7 @@ impl Gateway {
         let sessions: Vec<DeliveryId> = self
             .deliveries
             .iter()
-            .filter(|(_, r)| r.source == *pne && r.told.is_some())
+            .filter(|(_, r)| !r.from_server && r.source == *pne && r.told.is_some())
             .map(|(s, _)| *s)
             .collect();
         for session in sessions {
@@ -238,7 +274,9 @@ impl Gateway {
         }
         let source = route.source.clone();
         let ended = route.targets.is_empty();
-        if let Some(l) = self.proven_link_of(&source) {
+        if route.from_server {
+            self.send_wan_notify(m.clone());
+        } else if let Some(l) = self.proven_link_of(&source) {
             self.send_pan_notify(l, m.clone());
         }
         if ended {
@@ -256,11 +294,44 @@ impl Gateway {
         self.tell_source(m.session, false, &source);
     }
 
+    /// The WAN session is lost: the sessions from outside the PN end with it (their source was
+    /// on it).
+    pub(super) fn delivery_wan_lost(&mut self) {
+        let gone: Vec<DeliveryId> = self
+            .deliveries
+            .iter()
+            .filter(|(_, r)| r.from_server)
+            .map(|(s, _)| *s)
+            .collect();
+        for session in gone {
+            if let Some(r) = self.deliveries.remove(&session) {
+                self.event(GatewayEvent::DeliveryRelayed {
+                    session,
+                    source: r.source,
+                    bytes: r.relayed,
+                });
+            }
+        }
+    }
+
     /// The PNE a link speaks as, for an event.
     fn link_peer(&self, link: LinkId) -> EntityId {
         self.links
             .get(&link)
             .and_then(|l| l.peer.clone())
             .unwrap_or_else(|| self.cfg.id.clone())
+    }
+}
+
+/// What is wrong with chunk `m` of `route`, if anything: larger than the session's chunk,
+/// empty, or past the content's size.
+fn chunk_fault(route: &Route, m: &DeliveryChunk) -> Option<&'static str> {
+    let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
+    if m.sealed.len() as u64 > route.chunk + OVERHEAD || len == 0 {
+        Some("a chunk larger than the session's chunk size, or empty")
+    } else if m.offset.checked_add(len).is_none_or(|end| end > route.size) {
+        Some("a chunk past the content's size")
+    } else {
+        None
     }
 }

@@ -930,6 +930,9 @@ impl Gateway {
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(GatewayEvent::StatusNotified(n)),
             Body::DeliveryRoute(m) => self.on_delivery_route(&env, m),
+            Body::DeliveryChunk(m) if env.kind == MsgKind::Notify => {
+                self.on_server_delivery_chunk(m)
+            }
             Body::StatusSubscribed(_)
             | Body::StatusAck(_)
             | Body::DeviceCapabilitiesConfirm(_)
@@ -1053,6 +1056,12 @@ impl Gateway {
 
     fn me(&self) -> Address {
         Address::Entity(self.cfg.id.clone())
+    }
+
+    /// Tells the server something (a notify on the WAN session).
+    fn send_wan_notify(&mut self, body: impl Into<Body>) {
+        let env = Envelope::notify(self.ids.next(), self.me(), Address::Server, body);
+        let _ = self.transmit_wan(&env);
     }
 
     /// Sends a request to the server: its message id, or `None` when it is too large to send.

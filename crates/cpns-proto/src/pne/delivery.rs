@@ -30,26 +30,14 @@ use cpns_wire::{
 };
 
 use super::{Outcome, PneEvent, PneOutput, PneSession};
+use crate::source::{Read, Source};
 use crate::{CommandError, CommandId, Failure, Flow};
 
-/// A session this PNE sends.
+/// A session this PNE sends: through the PN GW of its PN.
 #[derive(Debug)]
 pub(super) struct Sending {
-    sealer: ChunkSealer,
+    source: Source,
     pn_id: PnId,
-    size: u64,
-    chunk: u64,
-    window: u64,
-    /// The next offset to read and send.
-    next: u64,
-    /// What every target has, once each acknowledged.
-    acked: Option<u64>,
-    /// A read asked of the driver and not answered yet: its offset.
-    reading: Option<u64>,
-    /// The targets whose part has not ended.
-    open: Vec<EntityId>,
-    /// The targets that have it, hash checked.
-    delivered: Vec<EntityId>,
 }
 
 /// A session this PNE receives.
@@ -142,7 +130,7 @@ impl PneSession {
         // A read or write the driver was answering belongs to the link that is gone; a target
         // that was opening or checking goes on where the driver left its file.
         for s in kept.sending.values_mut() {
-            s.reading = None;
+            s.source.forget_read();
         }
         for r in kept.receiving.values_mut() {
             r.writing = None;
@@ -162,9 +150,7 @@ impl PneSession {
         // What was in flight on the old link may be lost: from what every target was last
         // known to have (a target that has more says so, and takes only what it lacks).
         for s in self.deliveries.sending.values_mut() {
-            if let Some(acked) = s.acked {
-                s.next = acked;
-            }
+            s.source.rewind();
         }
         let sending: Vec<DeliveryId> = self.deliveries.sending.keys().copied().collect();
         for session in sending {
@@ -211,16 +197,8 @@ impl PneSession {
             minicbor::decode::<DeliveryGrant>(&a.payload).map_err(|_| Failure::AnswerDidNotOpen)?;
         let key = DeliveryKey::from_bytes(g.key.0);
         let sending = Sending {
-            sealer: ChunkSealer::new(&key, g.session.as_bytes()),
+            source: Source::new(g.session, &key, g.size, g.chunk, g.window, g.targets),
             pn_id: g.pn_id,
-            size: g.size,
-            chunk: u64::from(g.chunk.max(1)),
-            window: u64::from(g.window.max(g.chunk).max(1)),
-            next: 0,
-            acked: None,
-            reading: None,
-            open: g.targets,
-            delivered: Vec::new(),
         };
         self.deliveries.sending.insert(g.session, sending);
         Ok(Outcome::DeliveryGranted {
@@ -415,6 +393,11 @@ impl PneSession {
                 r.state = Recv::Checking;
             }
             let sha256 = r.invite.sha256;
+            let specific = if done {
+                r.invite.specific.clone()
+            } else {
+                Vec::new()
+            };
             if let Some(gw) = self.pn_gateway(&pn) {
                 self.send_notify_to(gw, ack);
             }
@@ -422,6 +405,7 @@ impl PneSession {
                 self.out.push_back(PneOutput::FinishReceive {
                     session,
                     sha256: sha256.0,
+                    specific,
                 });
             }
         }
@@ -495,6 +479,7 @@ impl PneSession {
                 from: r.invite.source,
                 name: r.invite.name,
                 bytes,
+                specific: r.invite.specific.len() as u64,
             },
             _ => PneEvent::DeliveryEnded {
                 session,
@@ -511,16 +496,7 @@ impl PneSession {
         let Some(s) = self.relayed_sending(env, &m.session) else {
             return;
         };
-        if m.have > s.size {
-            return;
-        }
-        let before = s.acked;
-        s.acked = Some(before.map_or(m.have, |a| a.max(m.have)));
-        if m.resume {
-            // A target starts again from what it has: so does the source.
-            s.acked = Some(m.have);
-            s.next = m.have;
-        }
+        s.source.acknowledged(m.have, m.resume);
         self.read_more(m.session);
     }
 
@@ -530,13 +506,10 @@ impl PneSession {
         let Some(s) = self.relayed_sending(env, &m.session) else {
             return;
         };
-        let Some(i) = s.open.iter().position(|t| *t == m.target) else {
+        let Some(all) = s.source.ended(&m.target, m.result) else {
             return;
         };
-        s.open.swap_remove(i);
-        if m.result == DeliveryResult::Delivered {
-            s.delivered.push(m.target.clone());
-        } else {
+        if m.result != DeliveryResult::Delivered {
             self.event(PneEvent::DeliveryEnded {
                 session: m.session,
                 target: m.target,
@@ -544,15 +517,10 @@ impl PneSession {
                 reason: None,
             });
         }
-        let done = self
-            .deliveries
-            .sending
-            .get(&m.session)
-            .is_some_and(|s| s.open.is_empty());
-        if done && let Some(s) = self.deliveries.sending.remove(&m.session) {
+        if all && let Some(s) = self.deliveries.sending.remove(&m.session) {
             self.event(PneEvent::DeliverySent {
                 session: m.session,
-                delivered: s.delivered,
+                delivered: s.source.delivered(),
             });
         }
     }
@@ -567,13 +535,7 @@ impl PneSession {
         plain: &[u8],
     ) -> Option<Vec<u8>> {
         let s = self.deliveries.sending.get(&session)?;
-        let b = ChunkBinding {
-            session: session.as_bytes(),
-            part: "",
-            offset,
-            total: s.size,
-        };
-        s.sealer.seal(self.rng.get(), &b, plain).ok()
+        s.source.seal_any(self.rng.get(), offset, plain)
     }
 
     /// A session this PNE sends, when `env` came from the PN GW of its PN (proven on the link).
@@ -585,32 +547,25 @@ impl PneSession {
         self.deliveries.sending.get_mut(session)
     }
 
-    /// Asks the driver for the next chunk, if the window has room and none is being read.
+    /// Asks the driver for the next chunk, if the window has room and none is being read; not
+    /// without a link to the PN GW (after the connection set-up it goes on).
     fn read_more(&mut self, session: DeliveryId) {
-        let Some(s) = self.deliveries.sending.get_mut(&session) else {
+        let Some(pn) = self.deliveries.sending.get(&session).map(|s| s.pn_id) else {
             return;
         };
-        let Some(acked) = s.acked else {
-            return;
-        };
-        if s.reading.is_some() || s.next >= s.size || s.next >= acked + s.window {
-            return;
-        }
-        // Not without a link to the PN GW: after the connection set-up it goes on.
-        let pn = s.pn_id;
         if self.pn_gateway(&pn).is_none() {
             return;
         }
         let Some(s) = self.deliveries.sending.get_mut(&session) else {
             return;
         };
-        let len = s.chunk.min(s.size - s.next);
-        s.reading = Some(s.next);
-        self.out.push_back(PneOutput::ReadChunk {
-            session,
-            offset: s.next,
-            len,
-        });
+        if let Some((offset, len)) = s.source.next_read() {
+            self.out.push_back(PneOutput::ReadChunk {
+                session,
+                offset,
+                len,
+            });
+        }
     }
 
     /// The driver read a chunk of a session this PNE sends, or could not (the session ends).
@@ -623,55 +578,24 @@ impl PneSession {
         let Some(s) = self.deliveries.sending.get_mut(&session) else {
             return;
         };
-        if s.reading != Some(offset) {
-            return;
-        }
-        s.reading = None;
-        // Exactly what was asked: the file is as long as offered (a read asks for no more).
-        let asked = s.chunk.min(s.size.saturating_sub(offset));
-        let bytes = match read {
-            Ok(b) if b.len() as u64 == asked => b,
-            Ok(b) => {
-                self.deliveries.sending.remove(&session);
-                let why = format!(
-                    "the content is not as offered: {} bytes read at {offset} where {asked} were \
-                     asked (the file changed?)",
-                    b.len()
-                );
-                return self.sending_failed(session, why);
-            }
-            Err(why) => {
+        let len = read.as_ref().map_or(0, |b| b.len() as u64);
+        match s.source.read(self.rng.get(), offset, read) {
+            Read::Stale => return,
+            Read::Failed(why) => {
                 self.deliveries.sending.remove(&session);
                 return self.sending_failed(session, why);
             }
-        };
-        let b = ChunkBinding {
-            session: session.as_bytes(),
-            part: "",
-            offset,
-            total: s.size,
-        };
-        let Ok(sealed) = s.sealer.seal(self.rng.get(), &b, &bytes) else {
-            self.deliveries.sending.remove(&session);
-            return self.sending_failed(session, "a chunk could not be sealed".into());
-        };
-        // Only the next in line goes, and only on a link to the PN GW: a resume may have moved
-        // `next` back meanwhile, and a chunk not sent is read again later.
-        let pn = s.pn_id;
-        if offset == s.next
-            && let Some(gw) = self.pn_gateway(&pn)
-        {
-            if let Some(s) = self.deliveries.sending.get_mut(&session) {
-                s.next = offset + bytes.len() as u64;
+            // Only on a link to the PN GW: a chunk not sent is read again later.
+            Read::Sealed(Some(chunk)) => {
+                let pn = s.pn_id;
+                if let Some(gw) = self.pn_gateway(&pn) {
+                    if let Some(s) = self.deliveries.sending.get_mut(&session) {
+                        s.source.sent(&chunk, len);
+                    }
+                    self.send_notify_to(gw, chunk);
+                }
             }
-            self.send_notify_to(
-                gw,
-                DeliveryChunk {
-                    session,
-                    offset,
-                    sealed,
-                },
-            );
+            Read::Sealed(None) => {}
         }
         self.read_more(session);
     }

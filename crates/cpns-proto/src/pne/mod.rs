@@ -308,6 +308,8 @@ pub enum PneEvent {
         name: String,
         /// Bytes received.
         bytes: u64,
+        /// Bytes of the part for this PNE only (0: none).
+        specific: u64,
     },
     /// Every target of a delivery this PNE sends ended its part: those that have every byte,
     /// its hash checked (the others were told as [`PneEvent::DeliveryEnded`]).
@@ -458,6 +460,9 @@ pub enum PneOutput {
         session: cpns_wire::DeliveryId,
         /// The SHA-256 offered.
         sha256: [u8; 32],
+        /// The part of the delivery for this PNE only, kept beside the content if it is kept
+        /// (empty: none; docs/services.md, "Delivery from outside a PN").
+        specific: Vec<u8>,
     },
     /// Discard what was kept of a received delivery that ended without its content.
     DiscardReceive {

@@ -90,6 +90,38 @@ pub(super) struct DeliveryOpened {
     grant: DeliveryGrant,
 }
 
+/// A session set up, before its records are opened.
+pub(super) struct SetUp {
+    pub(super) session: DeliveryId,
+    pub(super) key: DeliveryKey,
+    pub(super) route: DeliveryRoute,
+    /// Each target reached, with its notice.
+    pub(super) invites: Vec<(Reach, DeliveryInvite)>,
+    /// Each target with the user charged (its own).
+    targets: Vec<(EntityId, UserId)>,
+}
+
+impl SetUp {
+    /// The records' opening, for `source` offering `offer`.
+    pub(super) fn effect(
+        &self,
+        source: &EntityId,
+        offer: DeliveryOffer,
+        now_ms: i64,
+    ) -> ServerEffect {
+        ServerEffect::OpenDelivery {
+            session: self.session,
+            service_id: offer.service_id,
+            source: source.clone(),
+            pn_id: self.route.pn_id,
+            name: offer.name,
+            size: offer.size,
+            targets: self.targets.clone(),
+            now_ms,
+        }
+    }
+}
+
 impl ServerSession {
     /// A delivery call, opened and its number taken.
     pub(super) fn delivery_call(&mut self, now: Instant, c: Call, service: &str, payload: &[u8]) {
@@ -135,19 +167,56 @@ impl ServerSession {
             offer,
             now_ms,
         } = p;
-        let Some(gw) = self.conn.gateway().cloned() else {
-            return;
-        };
-        let Some(pn) = l.pn.take() else {
-            return self.refuse_call(&call, ErrorCode::NotFound, "the source's PN is gone");
-        };
-        if pn.gateway != gw.id {
-            let why = "the PN is served by another PN GW";
-            return self.refuse_call(&call, ErrorCode::Forbidden, why);
-        }
         let Some(source_owner) = l.take_entity(&call.pne).map(|e| e.owner) else {
             return self.refuse_call(&call, ErrorCode::Forbidden, "the source is not enrolled");
         };
+        let set_up = match self.set_up(&call.pne, &source_owner, &offer, &[], false, &l) {
+            Ok(s) => s,
+            Err((code, why)) => return self.refuse_call(&call, code, &why),
+        };
+        let grant = DeliveryGrant {
+            session: set_up.session,
+            key: KeyBytes(*set_up.key.expose_secret()),
+            pn_id: set_up.route.pn_id,
+            chunk: CHUNK,
+            window: WINDOW,
+            size: offer.size,
+            targets: offer.targets.clone(),
+        };
+        let effect = set_up.effect(&call.pne, offer, now_ms);
+        let opened = DeliveryOpened {
+            call,
+            now_ms,
+            route: set_up.route,
+            invites: set_up.invites,
+            grant,
+        };
+        self.persist(Parked::DeliveryOpened(Box::new(opened)), effect);
+    }
+
+    /// A session of `source` (of user `owner`) offering `offer` in the PN `l` read, with
+    /// `specific` parts for some targets: each target must be a member with a secure session
+    /// key, and this session's PN GW the PN's. The refusal's code and words, if not.
+    pub(super) fn set_up(
+        &mut self,
+        source: &EntityId,
+        owner: &UserId,
+        offer: &DeliveryOffer,
+        specific: &[(EntityId, Vec<u8>)],
+        from_server: bool,
+        l: &super::PnLoaded,
+    ) -> Result<SetUp, (ErrorCode, String)> {
+        let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
+            return Err((ErrorCode::WrongState, "no PN GW on this session".into()));
+        };
+        let Some(pn) = &l.pn else {
+            return Err((ErrorCode::NotFound, "the PN is gone".into()));
+        };
+        if pn.gateway != gw {
+            let why = "the PN is served by another PN GW";
+            return Err((ErrorCode::Forbidden, why.into()));
+        }
+        let pn_id = pn.inventory.pn_id;
         let session = DeliveryId::from_bytes(self.rng.array());
         let key = DeliveryKey::random(self.rng.get());
         let mut targets: Vec<(EntityId, UserId)> = Vec::new();
@@ -159,73 +228,59 @@ impl ServerSession {
                 .iter()
                 .find(|(e, _)| e == t)
                 .map(|(_, k)| k.clone());
-            let owner = l
+            let target_owner = l
                 .entities
                 .iter()
                 .find(|e| e.id == *t)
                 .map(|e| e.owner.clone());
-            let (true, Some(sk), Some(owner)) = (member, sk, owner) else {
+            let (true, Some(sk), Some(target_owner)) = (member, sk, target_owner) else {
                 let why = format!("{t} is not a member of this PN with a secure session");
-                return self.refuse_call(&call, ErrorCode::NotFound, &why);
+                return Err((ErrorCode::NotFound, why));
             };
             let reach = Reach {
                 entity: t.clone(),
-                owner: owner.clone(),
-                pn_id: pn.inventory.pn_id,
+                owner: target_owner.clone(),
+                pn_id,
                 session_key: sk,
-                gateway: gw.id.clone(),
+                gateway: gw.clone(),
             };
             let invite = DeliveryInvite {
                 session,
-                source: call.pne.clone(),
-                owner: source_owner.clone(),
+                source: source.clone(),
+                owner: owner.clone(),
                 service_id: offer.service_id.clone(),
                 name: offer.name.clone(),
                 media_type: offer.media_type.clone(),
                 size: offer.size,
                 sha256: offer.sha256,
                 key: KeyBytes(*key.expose_secret()),
-                pn_id: pn.inventory.pn_id,
+                pn_id,
                 chunk: CHUNK,
+                specific: specific
+                    .iter()
+                    .find(|(e, _)| e == t)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
             };
             invites.push((reach, invite));
-            targets.push((t.clone(), owner));
+            targets.push((t.clone(), target_owner));
         }
         let route = DeliveryRoute {
             session,
-            pn_id: pn.inventory.pn_id,
-            source: call.pne.clone(),
+            pn_id,
+            source: source.clone(),
             targets: offer.targets.clone(),
             size: offer.size,
             chunk: CHUNK,
+            from_server,
         };
-        let grant = DeliveryGrant {
+        Ok(SetUp {
             session,
-            key: KeyBytes(*key.expose_secret()),
-            pn_id: pn.inventory.pn_id,
-            chunk: CHUNK,
-            window: WINDOW,
-            size: offer.size,
-            targets: offer.targets.clone(),
-        };
-        let effect = ServerEffect::OpenDelivery {
-            session,
-            service_id: offer.service_id,
-            source: call.pne.clone(),
-            pn_id: pn.inventory.pn_id,
-            name: offer.name,
-            size: offer.size,
-            targets,
-            now_ms,
-        };
-        let opened = DeliveryOpened {
-            call,
-            now_ms,
+            key,
             route,
             invites,
-            grant,
-        };
-        self.persist(Parked::DeliveryOpened(Box::new(opened)), effect);
+            targets,
+        })
     }
 
     /// The records are open: the PN GW learns the route first, then each target is told, then

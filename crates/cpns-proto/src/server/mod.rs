@@ -12,6 +12,7 @@ mod connect;
 pub mod delivery;
 pub mod directory;
 mod establish;
+mod external;
 pub mod groups;
 mod load;
 mod membership;
@@ -38,6 +39,7 @@ use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
 pub use budget::FlowBudget;
+pub use external::{ExternalDelivery, MAX_OUTBOUND};
 pub use load::{
     GroupKeyLoaded, InventoryLoaded, Load, Loaded, PnLoaded, SessionLoaded, StatusesLoaded,
     UsageOwners,
@@ -629,6 +631,30 @@ pub enum ServerEvent {
         /// Why.
         reason: crate::Failure,
     },
+    /// A target's part of a delivery from outside ended otherwise than delivered.
+    DeliveryEnded {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The target.
+        target: EntityId,
+        /// How.
+        result: cpns_wire::DeliveryResult,
+    },
+    /// Every target's part of a delivery from outside ended.
+    DeliverySent {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// The targets that have it, hash checked.
+        delivered: Vec<EntityId>,
+    },
+    /// A delivery from outside stopped before every target's end (its content could not be
+    /// read, or the connection ended).
+    DeliveryStopped {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the driver must do next.
@@ -679,6 +705,23 @@ pub enum ServerOutput {
         ask: u64,
         /// The PN GW's answer, or why there is none.
         answer: Result<cpns_wire::PneConfirmResponse, ErrorBody>,
+    },
+    /// The answer to [`ServerSession::deliver`]: the session set up, or why not.
+    DeliveryStarted {
+        /// The `ask` given.
+        ask: u64,
+        /// The session, or the refusal.
+        result: Result<cpns_wire::DeliveryId, ErrorBody>,
+    },
+    /// Read `len` bytes at `offset` of the content of external session `session`; answer with
+    /// [`ServerSession::handle_content_read`].
+    ReadContent {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// Where.
+        offset: u64,
+        /// How many bytes.
+        len: u64,
     },
     /// The answer to [`ServerSession::ask_capabilities`].
     CapabilitiesAnswered {
@@ -779,6 +822,8 @@ enum Parked {
     DeliveryLoad(Box<delivery::DeliveryLoad>),
     DeliveryOpened(Box<delivery::DeliveryOpened>),
     DeliveryClosed(Box<(secure::Call, cpns_wire::DeliveryDone)>),
+    ExternalLoad(Box<external::ExternalLoad>),
+    ExternalOpened(Box<external::ExternalOpened>),
     GroupWrite(Box<(groups::GroupWrite, groups::Pushes)>),
     GroupDelete(Box<(groups::GroupWrite, Vec<groups::Reach>)>),
     DirectoryLoad(Box<services::DirectoryLoad>),
@@ -844,6 +889,9 @@ pub struct ServerSession {
     caps_asks: BTreeMap<u64, (u64, Instant)>,
     /// The wall clock at an instant ([`ServerSession::set_wall_clock`]).
     wall: Option<(Instant, i64)>,
+    /// Deliveries from external entities this session sends (docs/services.md, "Delivery from
+    /// outside a PN").
+    outbound: BTreeMap<cpns_wire::DeliveryId, Box<crate::source::Source>>,
     out: VecDeque<ServerOutput>,
 }
 
@@ -884,6 +932,7 @@ impl ServerSession {
             last_heard: now,
             caps_asks: BTreeMap::new(),
             wall: None,
+            outbound: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -1021,6 +1070,8 @@ impl ServerSession {
             Body::PneLeaveRequest(m) => self.on_pne_leave(&gw, &env, m),
             Body::GatewayGroupRequest(m) => self.on_gateway_group(now, &gw, &env, m),
             Body::GroupKeyRequest(m) => self.on_group_key_request(&env, m),
+            Body::DeliveryAck(m) => self.on_outbound_ack(&env, m),
+            Body::DeliveryDone(m) => self.on_outbound_done(&env, m),
             Body::PneConfirmResponse(m) => self.on_confirm_response(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
@@ -1112,6 +1163,7 @@ impl ServerSession {
                     self.load_failed(req_msg, to, Flow::SecureCall, e);
                 }
             },
+            Parked::ExternalLoad(d) => self.external_loaded(*d, load::pn(loaded)),
             Parked::DeliveryLoad(d) => match load::pn(loaded) {
                 Ok(l) => self.delivery_loaded(*d, l),
                 Err(e) => {
@@ -1208,6 +1260,7 @@ impl ServerSession {
                 self.group_written(w, pushes, result);
             }
             Parked::DeliveryOpened(o) => self.delivery_opened(*o, result),
+            Parked::ExternalOpened(o) => self.external_opened(*o, result),
             Parked::DeliveryClosed(d) => {
                 let (c, done) = *d;
                 self.delivery_closed(c, done, result);

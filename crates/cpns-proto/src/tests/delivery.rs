@@ -575,6 +575,7 @@ fn a_pn_gw_takes_a_route_only_from_the_server_once_for_a_pn_it_serves() {
         targets,
         size: 100_000,
         chunk: 65_536,
+        from_server: false,
     };
     // The same session again, naming PNE 2 alone: not taken (the route stays as it was), so
     // an acknowledgement of PNE 2 alone moves nothing for the source.
@@ -675,6 +676,7 @@ fn a_pn_gw_relays_a_bounded_number_of_sessions() {
                 targets: vec![pne_id(1)],
                 size: 10,
                 chunk: 65_536,
+                from_server: false,
             },
         );
     }
@@ -1180,6 +1182,7 @@ fn a_restarted_pn_gw_takes_its_kept_routes_within_its_bound_and_only_of_its_pns(
             targets: vec![pne_id(1)],
             size: 10,
             chunk: 65_536,
+            from_server: false,
         }
     };
     let max = crate::gateway::delivery::MAX_ROUTES as u64;

@@ -147,6 +147,10 @@ pub(super) struct Harness {
         u64,
         Result<cpns_wire::DeviceCapabilities, cpns_wire::ErrorBody>,
     )>,
+    /// The server's answers to [`ServerSession::deliver`].
+    pub deliveries_started: Vec<(u64, Result<cpns_wire::DeliveryId, cpns_wire::ErrorBody>)>,
+    /// Reads of external content the server asked for.
+    pub server_reads: usize,
     pub gateway_answers: Vec<(
         u64,
         Result<cpns_wire::PneConfirmResponse, cpns_wire::ErrorBody>,
@@ -345,6 +349,8 @@ impl Harness {
             asked: Vec::new(),
             gateway_answers: Vec::new(),
             capabilities_answers: Vec::new(),
+            deliveries_started: Vec::new(),
+            server_reads: 0,
             notices: Vec::new(),
             rng,
             server_cfg,
@@ -621,6 +627,23 @@ impl Harness {
             ServerOutput::CapabilitiesAnswered { ask, result } => {
                 self.capabilities_answers.push((ask, result))
             }
+            ServerOutput::DeliveryStarted { ask, result } => {
+                self.deliveries_started.push((ask, result))
+            }
+            ServerOutput::ReadContent {
+                session,
+                offset,
+                len,
+            } => {
+                let content = &self.store.server_outbox;
+                let read = usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| content.get(o..(o + len as usize).min(content.len())))
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| "read past the end".to_string());
+                self.server_reads += 1;
+                self.server.handle_content_read(session, offset, read);
+            }
             ServerOutput::Notice {
                 gateway,
                 to,
@@ -810,10 +833,19 @@ impl Harness {
                 };
                 self.pnes[i].handle_chunk_written(now, session, written);
             }
-            PneOutput::FinishReceive { session, sha256 } => match &mut self.store.held_finishes {
-                Some(held) => held.push((i, session, sha256)),
-                None => self.finish_receive(i, session, &sha256),
-            },
+            PneOutput::FinishReceive {
+                session,
+                sha256,
+                specific,
+            } => {
+                if !specific.is_empty() {
+                    self.store.pne_specific.insert((i, session), specific);
+                }
+                match &mut self.store.held_finishes {
+                    Some(held) => held.push((i, session, sha256)),
+                    None => self.finish_receive(i, session, &sha256),
+                }
+            }
             PneOutput::DiscardReceive { session } => {
                 self.store.pne_inbox.remove(&(i, session));
             }

@@ -39,6 +39,7 @@ mod connection_setup;
 mod delivery;
 mod directory;
 mod establish;
+mod external;
 mod failures;
 mod gateway_commands;
 mod group_content;

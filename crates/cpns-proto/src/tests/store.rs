@@ -61,6 +61,11 @@ pub(super) struct Store {
     pub pne_inbox: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
     /// Received content whose hash matched, by PNE and session.
     pub pne_received: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
+    /// The part of a delivery for one PNE only, by PNE and session, as the PNE handed it on
+    /// with its content.
+    pub pne_specific: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
+    /// The content the server sends for an external entity.
+    pub server_outbox: Vec<u8>,
     /// When set, a PNE's FinishReceive is held here (PNE, session, hash) until the test
     /// finishes it, as a long hash of a large file would be.
     pub held_finishes: Option<Vec<(usize, cpns_wire::DeliveryId, [u8; 32])>>,

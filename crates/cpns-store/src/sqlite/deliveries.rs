@@ -165,6 +165,8 @@ pub(super) fn routes(conn: &Connection) -> Result<Vec<cpns_wire::DeliveryRoute>>
                     .collect::<Result<_>>()?,
                 size: to_u64(row, "size")?,
                 chunk: u32::try_from(chunk).map_err(|_| StoreError::corrupt("chunk", "range"))?,
+                // A route from the server ends with the WAN session: none is kept.
+                from_server: false,
             })
         },
     )

@@ -194,6 +194,7 @@ pub async fn delivery_routes_are_kept_replaced_and_removed<S: DeviceStore>(s: &S
         targets: targets.iter().map(|t| eid(t)).collect(),
         size: 10_000_000 + u64::from(b),
         chunk: 65_536,
+        from_server: false,
     };
     assert!(s.local_routes().await.unwrap().is_empty());
     s.save_local_route(&route(2, &["tv", "tablet"]))

@@ -114,7 +114,16 @@ pub struct DeliveryInvite {
     /// The largest chunk's content.
     #[n(10)]
     pub chunk: u32,
+    /// The part of the content for this target only (at most [`MAX_SPECIFIC`] bytes; empty:
+    /// none), which the chunks of the common part do not carry (004 §5.5.8.2, "common and
+    /// specific data"). It is sealed with the rest of the notice, to this target.
+    #[n(11)]
+    #[cbor(default, with = "minicbor::bytes")]
+    pub specific: Vec<u8>,
 }
+
+/// The largest part of a delivery for one target only.
+pub const MAX_SPECIFIC: usize = 64 * 1024;
 
 /// Delivery Route: the server tells the PN GW of a session it is to relay (on its own session;
 /// nothing in it is secret).
@@ -139,6 +148,12 @@ pub struct DeliveryRoute {
     /// The largest chunk's content.
     #[n(5)]
     pub chunk: u32,
+    /// The source is outside the PN, sending through the server (an external entity, 004
+    /// §5.5.8.1): its chunks come on the PN GW's WAN session, once for every target, and what
+    /// the targets have and their ends go back there.
+    #[n(6)]
+    #[cbor(default)]
+    pub from_server: bool,
 }
 
 /// Delivery Chunk: part of the content, sealed under the session's key; source to PN GW, PN GW

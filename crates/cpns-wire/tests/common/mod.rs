@@ -1052,6 +1052,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 key: KeyBytes([0x55; 32]),
                 pn_id: pn(7),
                 chunk: 65_536,
+                specific: b"licence: tv-1 until 2027-01-01".to_vec(),
             }
             .into(),
         ),
@@ -1064,6 +1065,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 targets: vec![eid("tv-1")],
                 size: 104_857_600,
                 chunk: 65_536,
+                from_server: true,
             }
             .into(),
         ),

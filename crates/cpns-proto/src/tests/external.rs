@@ -1,0 +1,371 @@
+//! Deliveries from outside a PN (004 §5.5.8.1, "Between CPNS Server and External entities";
+//! §5.5.8.2, "aggregation of common and specific data for multiple PNEs"): an external entity
+//! hands the server content for members of a PN; the common part crosses the WAN once and the
+//! PN GW gives it to every target, each target's own part comes sealed to it; what is wrong is
+//! refused with its reason and opens nothing.
+
+#![allow(clippy::unwrap_used)]
+
+use sha2::Digest;
+
+use cpns_wire::{
+    Address, Body, DeliveryAck, DeliveryChunk, DeliveryId, DeliveryOffer, DeliveryResult, EntityId,
+    Envelope, ErrorCode, HashBytes, PnId, SetupType,
+};
+
+use super::harness::{Harness, Party, plain, pne_id};
+use super::store::PneSpec;
+use crate::gateway::GatewayEvent;
+use crate::pne::PneEvent;
+use crate::server::{ExternalDelivery, MAX_OUTBOUND, ServerEvent};
+
+/// Eight PNEs, members of one PN behind one PN GW.
+const PNES: usize = 8;
+
+fn world() -> (Harness, PnId) {
+    world_with(&[PneSpec::trusted(); PNES])
+}
+
+fn world_with(specs: &[PneSpec]) -> (Harness, PnId) {
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    let mut h = Harness::with_server(specs, cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    let pn = h.joined(0).unwrap().pn_id;
+    assert_eq!(h.members(pn).len(), specs.len());
+    (h, pn)
+}
+
+/// `n` bytes that do not repeat in any short window.
+fn content(n: usize, seed: u32) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ seed;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn vod() -> EntityId {
+    "vod-service".parse().unwrap()
+}
+
+/// `bytes` from the external entity `vod-service` to `targets` of PN `pn`, with `specific`.
+fn delivery(
+    pn: PnId,
+    targets: &[usize],
+    bytes: &[u8],
+    specific: Vec<(EntityId, Vec<u8>)>,
+) -> ExternalDelivery {
+    ExternalDelivery {
+        source: vod(),
+        owner: "operator".parse().unwrap(),
+        pn_id: pn,
+        offer: DeliveryOffer {
+            service_id: "vod".into(),
+            targets: targets.iter().map(|i| pne_id(*i)).collect(),
+            name: "film.mp4".into(),
+            media_type: "video/mp4".into(),
+            size: bytes.len() as u64,
+            sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        },
+        specific,
+    }
+}
+
+/// The server delivers `d` (its content in the server's outbox): the answer to `ask`.
+fn deliver(h: &mut Harness, d: ExternalDelivery, ask: u64) -> Result<DeliveryId, ErrorCode> {
+    let now = h.now();
+    h.server.deliver(now, d, ask);
+    h.pump();
+    let (_, result) = h
+        .deliveries_started
+        .iter()
+        .find(|(a, _)| *a == ask)
+        .unwrap();
+    result.as_ref().map(|s| *s).map_err(|e| e.code)
+}
+
+fn server_chunks(h: &Harness, session: DeliveryId) -> Vec<u64> {
+    h.delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryChunk(c) if c.session == session => Some(c.offset),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn content_from_outside_crosses_the_wan_once_and_each_target_gets_its_own_part_too() {
+    let (mut h, pn) = world();
+    let bytes = content(300_000, 1);
+    h.store.server_outbox = bytes.clone();
+    let targets: Vec<usize> = (0..PNES).collect();
+    let parts: Vec<(EntityId, Vec<u8>)> = targets
+        .iter()
+        .map(|i| (pne_id(*i), content(1_000 + *i, 100 + *i as u32)))
+        .collect();
+    let session = deliver(&mut h, delivery(pn, &targets, &bytes, parts.clone()), 7).unwrap();
+
+    // Every target has the common part, hash checked, and its own part.
+    for (i, (_, part)) in parts.iter().enumerate() {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+        assert_eq!(
+            h.store.pne_specific.get(&(i, session)),
+            Some(part),
+            "PNE {i}"
+        );
+        let told = h.pne_events(i).into_iter().any(|e| {
+            matches!(e, PneEvent::DeliveryReceived { session: s, from, bytes: 300_000, specific, .. }
+                if *s == session && *from == vod() && *specific == part.len() as u64)
+        });
+        assert!(told, "PNE {i} was told");
+    }
+    // The WAN carried each chunk once; the PAN carried it to each target.
+    let wan = server_chunks(&h, session);
+    assert_eq!(wan, [0, 65_536, 131_072, 196_608, 262_144]);
+    assert_eq!(h.server_reads, 5, "the content was read once");
+    for i in 0..PNES {
+        let to_pne = h
+            .delivered(Party::Gw, Party::Pne(i))
+            .into_iter()
+            .filter(|e| matches!(&e.body, Body::DeliveryChunk(c) if c.session == session))
+            .count();
+        assert_eq!(to_pne, 5, "PNE {i}");
+    }
+    let relayed = h.gw_events().into_iter().any(|e| {
+        matches!(e, GatewayEvent::DeliveryRelayed { session: s, bytes, .. }
+            if *s == session && *bytes == 300_000 * PNES as u64)
+    });
+    assert!(relayed);
+    // Nothing of the content, nor of anyone's own part, crossed anywhere in the clear.
+    for probe in [&bytes[150_000..150_032], &parts[3].1[500..532]] {
+        assert!(
+            h.log
+                .iter()
+                .all(|f| !f.body.windows(32).any(|w| w == probe))
+        );
+    }
+    // The server was told every target has it, and each record is closed, charged to the
+    // target's user, with the external entity as its source.
+    let sent = h.server_events().into_iter().find_map(|e| match e {
+        ServerEvent::DeliverySent {
+            session: s,
+            delivered,
+        } if *s == session => Some(delivered.clone()),
+        _ => None,
+    });
+    let mut sent = sent.unwrap();
+    sent.sort();
+    assert_eq!(sent, (0..PNES).map(pne_id).collect::<Vec<_>>());
+    for i in 0..PNES {
+        let r = &h.store.deliveries[&(session, pne_id(i))];
+        assert_eq!(r.ended, Some((300_000, DeliveryResult::Delivered.code())));
+        assert_eq!((r.source.clone(), r.charged.as_str()), (vod(), "alice"));
+    }
+    // The PN GW kept no route of it (it ends with the WAN session).
+    assert!(!h.store.gw_routes.contains_key(&session));
+    assert!(h.gw.relayed_deliveries().is_empty());
+}
+
+#[test]
+fn a_target_that_declines_ends_its_part_and_the_others_still_get_it() {
+    let decline = PneSpec {
+        deliveries: crate::pne::InvitationPolicy::Decline,
+        ..PneSpec::trusted()
+    };
+    let mut specs = [PneSpec::trusted(); PNES];
+    specs[2] = decline;
+    let (mut h, pn) = world_with(&specs);
+    let bytes = content(150_000, 6);
+    h.store.server_outbox = bytes.clone();
+    let session = deliver(&mut h, delivery(pn, &[1, 2, 3], &bytes, vec![]), 1).unwrap();
+    for i in [1, 3] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+    }
+    assert!(!h.store.pne_received.contains_key(&(2, session)));
+    let events: Vec<&ServerEvent> = h.server_events();
+    assert!(events.iter().any(|e| matches!(e,
+        ServerEvent::DeliveryEnded { session: s, target, result: DeliveryResult::Declined }
+            if *s == session && *target == pne_id(2))));
+    let sent = events.iter().find_map(|e| match e {
+        ServerEvent::DeliverySent {
+            session: s,
+            delivered,
+        } if *s == session => Some(delivered.clone()),
+        _ => None,
+    });
+    let mut sent = sent.unwrap();
+    sent.sort();
+    assert_eq!(sent, [pne_id(1), pne_id(3)]);
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(2))].ended,
+        Some((0, DeliveryResult::Declined.code()))
+    );
+}
+
+#[test]
+fn what_is_wrong_is_refused_with_its_reason_and_opens_nothing() {
+    let (mut h, pn) = world();
+    let bytes = content(10_000, 2);
+    h.store.server_outbox = bytes.clone();
+    let big = vec![0u8; cpns_wire::MAX_SPECIFIC + 1];
+    let stranger: PnId = PnId::from_bytes([0xee; 16]);
+    let cases: Vec<(ExternalDelivery, ErrorCode)> = vec![
+        (
+            delivery(stranger, &[1], &bytes, vec![]),
+            ErrorCode::NotFound,
+        ),
+        (
+            delivery(pn, &[1], &bytes, vec![(pne_id(2), vec![1])]),
+            ErrorCode::BadRequest,
+        ),
+        (
+            delivery(
+                pn,
+                &[1],
+                &bytes,
+                vec![(pne_id(1), vec![1]), (pne_id(1), vec![2])],
+            ),
+            ErrorCode::BadRequest,
+        ),
+        (
+            delivery(pn, &[1], &bytes, vec![(pne_id(1), big)]),
+            ErrorCode::BadRequest,
+        ),
+        (delivery(pn, &[], &bytes, vec![]), ErrorCode::BadRequest),
+        (delivery(pn, &[1], &[], vec![]), ErrorCode::BadRequest),
+    ];
+    let mut not_member = delivery(pn, &[1], &bytes, vec![]);
+    not_member.offer.targets = vec!["stranger-tv".parse().unwrap()];
+    for (ask, (d, code)) in cases
+        .into_iter()
+        .chain([(not_member, ErrorCode::NotFound)])
+        .enumerate()
+    {
+        assert_eq!(deliver(&mut h, d, ask as u64), Err(code), "case {ask}");
+    }
+    assert!(h.store.deliveries.is_empty(), "no record opened");
+    assert!(h.gw.relayed_deliveries().is_empty(), "no route");
+    assert_eq!(h.server_reads, 0);
+    assert!(
+        h.log.iter().all(|f| f.message != "DeliveryRoute"),
+        "the PN GW was told of nothing"
+    );
+}
+
+#[test]
+fn a_pn_gw_takes_only_so_many_deliveries_from_outside_at_once() {
+    let (mut h, pn) = world();
+    let bytes = content(10_000, 3);
+    h.store.server_outbox = bytes.clone();
+    // The targets take nothing: their first word is lost, so every session stays open.
+    h.drop_message("DeliveryAck");
+    for ask in 0..MAX_OUTBOUND as u64 {
+        deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), ask).unwrap();
+    }
+    let past = MAX_OUTBOUND as u64;
+    assert_eq!(
+        deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), past),
+        Err(ErrorCode::Busy)
+    );
+    assert_eq!(h.store.deliveries.len(), MAX_OUTBOUND);
+}
+
+/// A chunk of `session` as a PNE's link carries it to the PN GW.
+fn chunk_from_pne(h: &mut Harness, i: usize, c: DeliveryChunk) {
+    let env = Envelope::notify(
+        9_900 + h.log.len() as u64,
+        Address::Entity(pne_id(i)),
+        Address::Entity(h.gw_cfg.id.clone()),
+        c,
+    );
+    h.inject(Party::Pne(i), Party::Gw, plain(&env));
+    h.pump();
+}
+
+#[test]
+fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_pnes() {
+    let (mut h, pn) = world();
+    let bytes = content(100_000, 4);
+    h.store.server_outbox = bytes.clone();
+    h.drop_message("DeliveryAck");
+    let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();
+    // A member of the PN sends a chunk in the session's name: refused, nothing relayed.
+    chunk_from_pne(
+        &mut h,
+        3,
+        DeliveryChunk {
+            session,
+            offset: 0,
+            sealed: vec![1; 100],
+        },
+    );
+    let refused = h.gw_events().into_iter().any(|e| {
+        matches!(e, GatewayEvent::DeliveryRefused { session: s, reason, .. }
+            if *s == session && reason.contains("only the session's source"))
+    });
+    assert!(refused);
+    assert!(
+        h.delivered(Party::Gw, Party::Pne(1))
+            .iter()
+            .all(|e| !matches!(e.body, Body::DeliveryChunk(_))),
+        "nothing relayed"
+    );
+    // An acknowledgement of what the server does not send: refused at the server.
+    h.clear_hook();
+    let other = DeliveryId::from_bytes([9; 16]);
+    let env = Envelope::request(
+        9_990,
+        Address::Entity(h.gw_cfg.id.clone()),
+        Address::Server,
+        DeliveryAck {
+            session: other,
+            have: 0,
+            resume: true,
+        },
+    );
+    h.inject(Party::Gw, Party::Server, plain(&env));
+    h.pump();
+    let answer = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .find(|e| e.in_reply_to == Some(9_990))
+        .map(|e| e.body);
+    assert!(matches!(answer, Some(Body::ErrorBody(e)) if e.code == ErrorCode::NotFound));
+}
+
+#[test]
+fn a_lost_wan_session_stops_the_delivery_at_both_ends() {
+    let (mut h, pn) = world();
+    let bytes = content(100_000, 5);
+    h.store.server_outbox = bytes.clone();
+    h.drop_message("DeliveryAck");
+    let session = deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
+    assert_eq!(h.gw.relayed_deliveries(), [session]);
+    h.server.end_deliveries();
+    let now = h.now();
+    h.gw.wan_closed(now);
+    h.pump();
+    let stopped = h
+        .server_events()
+        .into_iter()
+        .any(|e| matches!(e, ServerEvent::DeliveryStopped { session: s, .. } if *s == session));
+    assert!(stopped);
+    assert!(h.gw.relayed_deliveries().is_empty());
+}
