@@ -1242,3 +1242,58 @@ fn a_source_whose_file_is_shorter_than_offered_ends_its_session_saying_so() {
     );
     assert_eq!(h.pnes[0].delivery_sessions(), (vec![], vec![]));
 }
+
+#[test]
+fn an_offer_is_checked_at_each_bound() {
+    use crate::server::delivery::{MAX_SIZE, MAX_TARGETS, check_offer};
+    let source = pne_id(0);
+    let good = || offer(&[1], b"content");
+    let with = |f: &dyn Fn(&mut DeliveryOffer)| {
+        let mut o = good();
+        f(&mut o);
+        check_offer(&o, &source)
+    };
+    assert_eq!(check_offer(&good(), &source), Ok(()));
+    // Texts: 1 to their most characters, none a control character.
+    assert!(with(&|o| o.service_id = String::new()).is_err());
+    assert!(with(&|o| o.service_id = "s".repeat(64)).is_ok());
+    assert!(with(&|o| o.service_id = "s".repeat(65)).is_err());
+    assert!(with(&|o| o.service_id = "a\u{7}b".into()).is_err());
+    assert!(with(&|o| o.name = "n".repeat(255)).is_ok());
+    assert!(with(&|o| o.name = "n".repeat(256)).is_err());
+    assert!(with(&|o| o.media_type = "m".repeat(127)).is_ok());
+    assert!(with(&|o| o.media_type = "m".repeat(128)).is_err());
+    // Targets: 1 to 16, not the source, none twice.
+    let many = |n: usize| (1..=n).map(|i| pne_id(i + 2)).collect::<Vec<_>>();
+    assert!(with(&|o| o.targets = many(MAX_TARGETS)).is_ok());
+    assert!(with(&|o| o.targets = many(MAX_TARGETS + 1)).is_err());
+    assert!(with(&|o| o.targets = vec![]).is_err());
+    assert!(with(&|o| o.targets = vec![pne_id(1), pne_id(1)]).is_err());
+    assert!(with(&|o| o.targets = vec![pne_id(0)]).is_err());
+    // Size: 1 byte to 64 GiB.
+    assert!(with(&|o| o.size = 0).is_err());
+    assert!(with(&|o| o.size = 1).is_ok());
+    assert!(with(&|o| o.size = MAX_SIZE).is_ok());
+    assert!(with(&|o| o.size = MAX_SIZE + 1).is_err());
+}
+
+#[test]
+fn the_window_is_three_chunks_past_what_every_target_has() {
+    let mut h = world();
+    // Each target says where it starts; what it says after is lost.
+    h.set_hook(|f| {
+        if f.message == "DeliveryAck"
+            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
+            && a.have > 0
+        {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let session = push(&mut h, &[1, 2], &content(400_000));
+    assert_eq!(
+        chunks_from_source(&h, session),
+        [0, 65_536, 131_072],
+        "three chunks, then it waits"
+    );
+}
