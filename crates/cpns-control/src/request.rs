@@ -27,6 +27,8 @@ pub enum Request {
     Hello {},
     /// PNE, PN GW: the PNs the entity holds.
     Show {},
+    /// PN GW: what its WAN sessions with the server carried since it started.
+    Traffic {},
     /// PNE, PN GW: one PN it holds; on a PN GW with who confirmed its group key.
     Members {
         /// The PN.
@@ -470,7 +472,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 45] = [
+pub const VERB_TABLE: [(&str, Served); 46] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -516,11 +518,12 @@ pub const VERB_TABLE: [(&str, Served); 45] = [
     ("groups", PNE),
     ("group_send", PNE),
     ("deliver", PNE_SERVER),
+    ("traffic", GW),
 ];
 
 /// Every verb, as written on the socket.
-pub const VERBS: [&str; 45] = {
-    let mut verbs = [""; 45];
+pub const VERBS: [&str; VERB_TABLE.len()] = {
+    let mut verbs = [""; VERB_TABLE.len()];
     let mut i = 0;
     while i < verbs.len() {
         verbs[i] = VERB_TABLE[i].0;
@@ -590,6 +593,7 @@ impl Request {
             Request::Groups {} => "groups",
             Request::GroupSend { .. } => "group_send",
             Request::Deliver { .. } => "deliver",
+            Request::Traffic {} => "traffic",
         }
     }
 }

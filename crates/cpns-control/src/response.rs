@@ -358,6 +358,17 @@ pub enum Response {
         /// Other members it was pushed to.
         delivered: u32,
     },
+    /// What the PN GW's WAN sessions carried since it started (length prefixes included).
+    Traffic {
+        /// Frames received from the server.
+        wan_frames_in: u64,
+        /// Bytes received from the server.
+        wan_bytes_in: u64,
+        /// Frames sent to the server.
+        wan_frames_out: u64,
+        /// Bytes sent to the server.
+        wan_bytes_out: u64,
+    },
     /// The delivery session is set up; its content moves as the targets accept.
     Deliver {
         /// The session.
@@ -498,6 +509,7 @@ impl Response {
             Response::Groups { .. } => "groups",
             Response::GroupSend { .. } => "group_send",
             Response::Deliver { .. } => "deliver",
+            Response::Traffic { .. } => "traffic",
         }
     }
 }

@@ -158,6 +158,7 @@ fn every_request() -> Vec<Request> {
             specific: vec![],
             wait: false,
         },
+        Request::Traffic {},
         Request::GroupSend {
             group_id: group(),
             text: None,

@@ -111,6 +111,37 @@ impl FrameDecoder {
     }
 }
 
+/// What connections carried, in frames and bytes (length prefixes included), each way: kept
+/// across connections by whoever shares it (a PN GW's WAN sessions), read at any time.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Frames received.
+    pub frames_in: std::sync::atomic::AtomicU64,
+    /// Bytes received.
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    /// Frames queued to send.
+    pub frames_out: std::sync::atomic::AtomicU64,
+    /// Bytes queued to send.
+    pub bytes_out: std::sync::atomic::AtomicU64,
+}
+
+impl Traffic {
+    fn add(n: &std::sync::atomic::AtomicU64, by: usize) {
+        n.fetch_add(by as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The four counts now: frames and bytes in, frames and bytes out.
+    pub fn read(&self) -> [u64; 4] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            self.frames_in.load(Relaxed),
+            self.bytes_in.load(Relaxed),
+            self.frames_out.load(Relaxed),
+            self.bytes_out.load(Relaxed),
+        ]
+    }
+}
+
 /// A framed connection with a bounded output buffer.
 pub struct FramedConn<S> {
     stream: S,
@@ -118,6 +149,8 @@ pub struct FramedConn<S> {
     read: BytesMut,
     write: BytesMut,
     max_queued: usize,
+    /// Where what it carries is counted, if anywhere.
+    traffic: Option<std::sync::Arc<Traffic>>,
 }
 
 impl<S> core::fmt::Debug for FramedConn<S> {
@@ -139,7 +172,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
             read: BytesMut::new(),
             write: BytesMut::new(),
             max_queued,
+            traffic: None,
         }
+    }
+
+    /// Counts what the connection carries into `traffic` from now on.
+    #[must_use]
+    pub fn counting(mut self, traffic: std::sync::Arc<Traffic>) -> Self {
+        self.traffic = Some(traffic);
+        self
     }
 
     /// The largest frame accepted now.
@@ -172,6 +213,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
             return Err(FrameError::QueueFull(self.max_queued));
         }
         self.write.extend_from_slice(frame);
+        if let Some(t) = &self.traffic {
+            Traffic::add(&t.frames_out, 1);
+            Traffic::add(&t.bytes_out, frame.len());
+        }
         Ok(())
     }
 
@@ -230,6 +275,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
         }
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.read)? {
+                if let Some(t) = &self.traffic {
+                    Traffic::add(&t.frames_in, 1);
+                    Traffic::add(&t.bytes_in, LEN_PREFIX + frame.len());
+                }
                 if self.read.is_empty() {
                     // The frame keeps what it uses; nothing else is held between messages.
                     self.read = BytesMut::new();
@@ -347,6 +396,26 @@ mod tests {
         let mut conn = FramedConn::new(a, 100, 1000);
         conn.queue(&frame(b"lost")).unwrap();
         assert!(matches!(conn.write_now(), Err(FrameError::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn what_a_connection_carries_is_counted_both_ways_across_connections() {
+        let traffic = std::sync::Arc::new(Traffic::default());
+        for _ in 0..2 {
+            let (a, mut b) = tokio::io::duplex(256);
+            let mut conn = FramedConn::new(a, 100, 1000).counting(traffic.clone());
+            conn.queue(&frame(b"hello")).unwrap();
+            conn.flush().await.unwrap();
+            b.write_all(&frame(b"answer!")).await.unwrap();
+            assert_eq!(&conn.next_frame().await.unwrap()[..], b"answer!");
+        }
+        // Two connections: each a frame of 4 + 5 bytes out and of 4 + 7 bytes in.
+        assert_eq!(traffic.read(), [2, 22, 2, 18]);
+        // A connection not counting leaves it as it was.
+        let (a, _b) = tokio::io::duplex(256);
+        let mut quiet = FramedConn::new(a, 100, 1000);
+        quiet.queue(&frame(b"x")).unwrap();
+        assert_eq!(traffic.read(), [2, 22, 2, 18]);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 //! The local PN inventory is reloaded from the store at start.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -33,7 +34,7 @@ use crate::admission::Admission;
 use crate::backoff::Backoff;
 use crate::clock::{sleep_until, unix_millis};
 use crate::error::{NodeError, store_failure};
-use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn};
+use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn, Traffic};
 use crate::pan_link::{LinkCmd, LinkEvent, LinkLimits};
 use crate::trace::{TraceSink, report};
 use crate::{DeviceCredential, pki};
@@ -169,6 +170,8 @@ pub struct Confirmations {
 pub struct GatewayHandle {
     tx: mpsc::Sender<Input>,
     id: EntityId,
+    /// What its WAN sessions carried since it started.
+    wan_traffic: Arc<Traffic>,
 }
 
 /// A PN GW-initiated establishment started ([`GatewayHandle::establish`]): its command and
@@ -212,6 +215,11 @@ impl GatewayHandle {
     /// The PN GW's entity id.
     pub fn id(&self) -> &EntityId {
         &self.id
+    }
+
+    /// What its WAN sessions with the server carried since it started.
+    pub fn wan_traffic(&self) -> &Traffic {
+        &self.wan_traffic
     }
 
     /// 000 §6.6.1.2: starts a PN GW-initiated establishment: the command and the PN's id, at
@@ -456,7 +464,12 @@ pub async fn start<S: DeviceStore + Clone>(
     connect.spawn(Duration::ZERO);
 
     let me = cfg.proto.id.clone();
-    let handle = GatewayHandle { tx, id: me.clone() };
+    let wan_traffic = Arc::new(Traffic::default());
+    let handle = GatewayHandle {
+        tx,
+        id: me.clone(),
+        wan_traffic: Arc::clone(&wan_traffic),
+    };
     let backoff = Backoff::new(
         cfg.reconnect_initial,
         cfg.reconnect_max,
@@ -469,6 +482,7 @@ pub async fn start<S: DeviceStore + Clone>(
             max_frame: cfg.proto.max_frame,
             max_queued: cfg.max_queued,
             wan: None,
+            wan_traffic,
             connect,
             backoff,
             links: BTreeMap::new(),
@@ -585,6 +599,7 @@ struct Actor {
     max_frame: u32,
     max_queued: usize,
     wan: Option<FramedConn<TlsStream<TcpStream>>>,
+    wan_traffic: Arc<Traffic>,
     connect: Connect,
     backoff: Backoff,
     links: BTreeMap<LinkId, mpsc::Sender<LinkCmd>>,
@@ -636,7 +651,8 @@ impl Actor {
         match input {
             Input::WanUp(tls, exporter) => {
                 info!("connected to the CPNS Server");
-                self.wan = Some(FramedConn::new(*tls, self.max_frame, self.max_queued));
+                let conn = FramedConn::new(*tls, self.max_frame, self.max_queued);
+                self.wan = Some(conn.counting(Arc::clone(&self.wan_traffic)));
                 if let Err(e) = self.machine.wan_connected(now, exporter) {
                     self.wan_lost(&format!("connection set-up: {e}"));
                 }

@@ -30,6 +30,9 @@ pub(crate) struct PnArgs {
 pub(crate) enum PnVerb {
     /// The PNs the entity holds, with their members.
     Show,
+    /// On a PN GW: what its WAN sessions with the server carried since it started (frames and
+    /// bytes each way), e.g. to see content for several PNEs cross once.
+    Traffic,
     /// Release a PN (000 §6.6.5): on a PN GW, one of its PNs; on a PNE of the PN's owner, one
     /// it is a member of (§6.6.5.1). The PN leaves the server, the PN GW and every member,
     /// which are told.
@@ -154,6 +157,7 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
     };
     let request = match &a.verb {
         PnVerb::Show => Request::Show {},
+        PnVerb::Traffic => Request::Traffic {},
         PnVerb::Release { pn } => Request::Release { pn_id: *pn },
         PnVerb::Expel { pn, pne } => Request::Expel {
             pn_id: *pn,
@@ -258,6 +262,15 @@ fn print_answer(r: &Response) {
             print_pns(pns)
         }
         Response::Setup { pn } => println!("set up {}", pn_line(pn)),
+        Response::Traffic {
+            wan_frames_in,
+            wan_bytes_in,
+            wan_frames_out,
+            wan_bytes_out,
+        } => println!(
+            "WAN since start: {wan_bytes_in} bytes in ({wan_frames_in} frames), {wan_bytes_out} \
+             bytes out ({wan_frames_out} frames)"
+        ),
         Response::Register {
             cpns_id,
             pn_id,

@@ -305,6 +305,13 @@ async fn content_from_outside_reaches_every_member_with_its_own_part() {
     let licence_frame = w.path("licence-frame.txt");
     std::fs::write(&licence_frame, b"frame: one showing").unwrap();
     let data_dir = w.data_dir();
+    let gw_db = w.store("home-gw");
+    let wan_in = || {
+        let out = cpns(&["pn", "traffic", "--store", s(&gw_db), "--json"]);
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        v["wan_bytes_in"].as_u64().unwrap()
+    };
+    let before = wan_in();
     let out = cpns(&[
         "content",
         "push",
@@ -358,6 +365,13 @@ async fn content_from_outside_reaches_every_member_with_its_own_part() {
     }
     w.server()
         .expect_event_where("delivery_sent", |v| v["session"] == session.as_str());
+    // The content crossed the PN GW's WAN session once for the four devices: its chunks once
+    // (with their nonces, tags and envelopes), the invites, the acknowledgements' answers.
+    let crossed = wan_in() - before;
+    assert!(
+        (300_000..400_000).contains(&crossed),
+        "{crossed} bytes came over the WAN for 4 x 300 000"
+    );
 
     let store = SqliteStore::open(&w.server_db()).await.unwrap();
     let records = store.deliveries(None, None).await.unwrap();

@@ -31,6 +31,16 @@ impl GatewayApi {
         let h = &self.handle;
         let answered = match request {
             Request::Hello {} => Ok(hello(Role::Gateway, Some(h.id().clone()))),
+            Request::Traffic {} => {
+                let [wan_frames_in, wan_bytes_in, wan_frames_out, wan_bytes_out] =
+                    h.wan_traffic().read();
+                Ok(Response::Traffic {
+                    wan_frames_in,
+                    wan_bytes_in,
+                    wan_frames_out,
+                    wan_bytes_out,
+                })
+            }
             Request::Show {} => h
                 .inventory()
                 .await

@@ -414,7 +414,9 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             | Request::GroupKey { .. }
             | Request::GroupMembers { .. }
             | Request::GroupSend { .. }) => self.group(r).await.map(Reply::One),
-            r @ (Request::Establish { .. } | Request::Usage { .. }) => Err(Role::Pne.refusal(&r)),
+            r @ (Request::Establish { .. } | Request::Usage { .. } | Request::Traffic {}) => {
+                Err(Role::Pne.refusal(&r))
+            }
         }
     }
 

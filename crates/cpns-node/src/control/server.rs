@@ -125,6 +125,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                     .map_err(internal)
             }
             r @ (Request::Show {}
+            | Request::Traffic {}
             | Request::Members { .. }
             | Request::Query { .. }
             | Request::Setup { .. }
