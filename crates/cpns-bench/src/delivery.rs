@@ -49,6 +49,19 @@ pub struct DeliveryArgs {
     /// Rounds: each one delivery and one plain TLS transfer, alternated.
     #[arg(long, default_value_t = 3)]
     pub rounds: u32,
+    /// After the rounds, one more delivery with the PN GW killed (SIGKILL) a third of the way
+    /// and started again on its store: it must resume and end with the same hash, and the
+    /// peak memory of each process is reported.
+    #[arg(long)]
+    pub kill_gateway: bool,
+    /// After the rounds, deliver `--outside-mib` MiB from outside the PN (through the server)
+    /// to this many PNEs of the PN (more PNE processes join it), once to all of them and then
+    /// once to each, and count the bytes the PN GW's WAN session carried each way (0: not).
+    #[arg(long, default_value_t = 0)]
+    pub outside: usize,
+    /// MiB of the delivery from outside.
+    #[arg(long, default_value_t = 10)]
+    pub outside_mib: u64,
     #[command(flatten)]
     pub bin: CpnsBin,
     /// Print the figures as one JSON object.
@@ -73,6 +86,40 @@ pub struct DeliveryFigures {
     pub target_peak_mib: f64,
     /// The source PNE's peak resident memory over the run, MiB.
     pub source_peak_mib: f64,
+    /// With `--kill-gateway`: the delivery through a PN GW killed midway, resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub killed: Option<Killed>,
+    /// With `--outside`: the WAN bytes of a delivery from outside, aggregated and not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outside: Option<Outside>,
+}
+
+/// The bytes the PN GW's WAN session carried in for content from outside the PN.
+#[derive(Debug, Serialize)]
+pub struct Outside {
+    /// PNEs that received it.
+    pub targets: usize,
+    /// The content's size, bytes.
+    pub bytes: u64,
+    /// WAN bytes in for one delivery to every target (its common part once).
+    pub aggregated_wan_in: u64,
+    /// WAN bytes in for one delivery to each target in turn.
+    pub separate_wan_in: u64,
+    /// Seconds of the one delivery to every target.
+    pub aggregated_secs: f64,
+}
+
+/// The delivery through a PN GW killed a third of the way and started again.
+#[derive(Debug, Serialize)]
+pub struct Killed {
+    /// What the target held when the PN GW was killed, bytes.
+    pub at: u64,
+    /// Seconds from the push to `delivery_sent`, the restart included.
+    pub secs: f64,
+    /// Peak resident memory of the PN GW killed, MiB.
+    pub gateway_before_mib: f64,
+    /// Peak resident memory of the PN GW started again, MiB.
+    pub gateway_after_mib: f64,
 }
 
 /// `cpns-bench delivery`.
@@ -91,7 +138,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
     write_content(&file, bytes)?;
     let sha = sha256_of(&file).await?;
 
-    let world = World::start(&exe, dir).await?;
+    let world = World::start(&exe, dir, a.outside.saturating_sub(1)).await?;
     let pki = pki::generate(&["127.0.0.1".into()])?;
     let mut delivery = Vec::new();
     let mut tls = Vec::new();
@@ -116,8 +163,34 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
         );
         tls.push(mib_s(bytes, took));
     }
+    let mut world = world;
+    let killed = if a.kill_gateway {
+        if !a.json {
+            eprintln!("one more, the PN GW killed a third of the way");
+        }
+        Some(
+            world
+                .push_through_a_kill(&exe, &file, a.rounds, &sha)
+                .await?,
+        )
+    } else {
+        None
+    };
+    let outside = if a.outside > 0 {
+        if !a.json {
+            eprintln!(
+                "{} MiB from outside to {} PNEs, once to all, then once to each",
+                a.outside_mib, a.outside
+            );
+        }
+        Some(world.from_outside(&exe, a.outside_mib).await?)
+    } else {
+        None
+    };
     let figures = DeliveryFigures {
         bytes,
+        killed,
+        outside,
         delivery_of_tls: median(&delivery) / median(&tls),
         gateway_peak_mib: mib(crate::stats::peak_rss_bytes(world.gateway.pid)?),
         target_peak_mib: mib(crate::stats::peak_rss_bytes(world.target.pid)?),
@@ -151,6 +224,26 @@ fn print_figures(f: &DeliveryFigures) {
         list(&f.tls_mib_s),
         median(&f.tls_mib_s)
     );
+    if let Some(o) = &f.outside {
+        println!(
+            "from outside, {} bytes to {} PNEs: the WAN carried in {} bytes for one delivery to \
+             all ({:.2} times the content, {:.1} s), {} for one to each ({:.2} times)",
+            o.bytes,
+            o.targets,
+            o.aggregated_wan_in,
+            o.aggregated_wan_in as f64 / o.bytes as f64,
+            o.aggregated_secs,
+            o.separate_wan_in,
+            o.separate_wan_in as f64 / o.bytes as f64
+        );
+    }
+    if let Some(k) = &f.killed {
+        println!(
+            "the PN GW killed at {} of {} bytes: resumed, the hash checked, in {:.1} s; its peak \
+             memory {:.1} MiB before the kill, {:.1} MiB after",
+            k.at, f.bytes, k.secs, k.gateway_before_mib, k.gateway_after_mib
+        );
+    }
     println!(
         "delivery ÷ TLS: {:.2}; peak memory: PN GW {:.1} MiB, target {:.1} MiB, source {:.1} MiB \
          ({} MiB delivered)",
@@ -327,6 +420,14 @@ impl Proc {
 /// The running system: a server, a PN GW, and two PNEs in one PN.
 struct World {
     dir: PathBuf,
+    /// The PN.
+    pn: String,
+    /// The PNEs that receive: `target` first.
+    targets: Vec<String>,
+    /// The extra targets' processes.
+    extra: Vec<Proc>,
+    /// The PN GW's command line, its PAN address fixed (to start it again).
+    gateway_args: Vec<String>,
     server: Proc,
     gateway: Proc,
     target: Proc,
@@ -334,11 +435,16 @@ struct World {
 }
 
 impl World {
-    async fn start(exe: &Path, dir: &Path) -> anyhow::Result<World> {
+    async fn start(exe: &Path, dir: &Path, extra: usize) -> anyhow::Result<World> {
         let data = dir.join("server");
         let s = |p: &Path| p.to_string_lossy().into_owned();
         run(exe, &["init", "--data-dir", &s(&data)]).await?;
-        for (kind, id) in [("gateway", "gw"), ("pne", "source"), ("pne", "target")] {
+        let mut targets = vec!["target".to_string()];
+        targets.extend((2..=extra + 1).map(|i| format!("target-{i}")));
+        let mut devices = vec![("gateway", "gw".to_string()), ("pne", "source".to_string())];
+        devices.extend(targets.iter().map(|t| ("pne", t.clone())));
+        for (kind, id) in &devices {
+            let (kind, id) = (*kind, id.as_str());
             let cred = s(&dir.join(format!("{id}.cred.json")));
             run(
                 exe,
@@ -389,6 +495,21 @@ impl World {
         )?;
         let pan = text(&gateway.expect("pan_listening", |_| true).await?["addr"]);
         gateway.expect("wan_ready", |_| true).await?;
+        let gateway_args: Vec<String> = [
+            "gateway",
+            "--json",
+            "--credential",
+            &s(&dir.join("gw.cred.json")),
+            "--server",
+            &addr,
+            "--pan-listen",
+            &pan,
+            "--store",
+            &s(&dir.join("gw.db")),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
         let pne = |id: &str, role: &str| -> Vec<String> {
             [
                 "pne",
@@ -413,17 +534,33 @@ impl World {
         gateway
             .expect("pne_discovered", |v| v["pne"] == "target")
             .await?;
+        let mut others = Vec::new();
+        for t in &targets[1..] {
+            let args = pne(t, "--await-invitation");
+            others.push(Proc::spawn(exe, "a target PNE", &strs(&args))?);
+            gateway
+                .expect("pne_discovered", |v| v["pne"] == t.as_str())
+                .await?;
+        }
         let args = pne("source", "--setup all");
         let mut source = Proc::spawn(exe, "the source PNE", &strs(&args))?;
         let pn = text(&source.expect("pn_joined", |_| true).await?["pn_id"]);
         target
             .expect("pn_joined", |v| v["pn_id"] == pn.as_str())
             .await?;
+        for p in &mut others {
+            p.expect("pn_joined", |v| v["pn_id"] == pn.as_str()).await?;
+            p.drain();
+        }
         for p in [&mut server, &mut gateway, &mut target, &mut source] {
             p.drain();
         }
         let world = World {
             dir: dir.to_path_buf(),
+            pn,
+            targets,
+            extra: others,
+            gateway_args,
             server,
             gateway,
             target,
@@ -476,7 +613,180 @@ impl World {
         Ok(took)
     }
 
+    /// A push of `file` with the PN GW killed (SIGKILL) once the target holds a third of it,
+    /// and started again on its store and PAN address: the push must end, the target's copy
+    /// with the file's hash.
+    async fn push_through_a_kill(
+        &mut self,
+        exe: &Path,
+        file: &Path,
+        round: u32,
+        sha: &[u8; 32],
+    ) -> anyhow::Result<Killed> {
+        let name = format!("round-{round}.bin");
+        let size = tokio::fs::metadata(file).await?.len();
+        let started = Instant::now();
+        let push = Command::new(exe)
+            .args(["content", "push"])
+            .arg(file)
+            .args([
+                "--to", "target", "--name", &name, "--wait", "--json", "--store",
+            ])
+            .arg(self.dir.join("source.db"))
+            .env("CPNS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start cpns content push")?;
+        // The target's partial file grows as it writes: watched, not slept on blindly.
+        let inbox = self.dir.join("target.db.inbox");
+        let at = loop {
+            let mut held = 0;
+            if let Ok(mut entries) = tokio::fs::read_dir(&inbox).await {
+                while let Some(e) = entries.next_entry().await? {
+                    if e.file_name().to_string_lossy().ends_with(".part") {
+                        held = e.metadata().await?.len();
+                    }
+                }
+            }
+            if held >= size / 3 {
+                break held;
+            }
+            ensure!(
+                started.elapsed() < STEP_TIMEOUT * 4,
+                "the target did not reach a third of the content in time"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let gateway_before_mib = mib(crate::stats::peak_rss_bytes(self.gateway.pid)?);
+        self.gateway.child.kill().await?;
+        let args: Vec<&str> = self.gateway_args.iter().map(String::as_str).collect();
+        let mut gateway = Proc::spawn(exe, "the PN GW (again)", &args)?;
+        gateway.expect("wan_ready", |_| true).await?;
+        gateway.drain();
+        self.gateway = gateway;
+        let out = tokio::time::timeout(STEP_TIMEOUT * 10, push.wait_with_output())
+            .await
+            .context("the push did not end after the restart")??;
+        let secs = started.elapsed().as_secs_f64();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .with_context(|| format!("cpns content push printed {stdout:?}"))?;
+        ensure!(
+            last["event"] == "delivery_sent" && last["delivered"][0] == "target",
+            "the delivery did not resume to its end: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kept = inbox.join(&name);
+        ensure!(
+            sha256_of(&kept).await? == *sha,
+            "the target's copy differs from the file"
+        );
+        tokio::fs::remove_file(&kept).await?;
+        Ok(Killed {
+            at,
+            secs,
+            gateway_before_mib,
+            gateway_after_mib: mib(crate::stats::peak_rss_bytes(self.gateway.pid)?),
+        })
+    }
+
+    /// What the PN GW's WAN sessions carried in so far, bytes.
+    async fn wan_in(&self, exe: &Path) -> anyhow::Result<u64> {
+        let gw = self.dir.join("gw.db");
+        let out = run(
+            exe,
+            &["pn", "traffic", "--json", "--store", &gw.to_string_lossy()],
+        )
+        .await?;
+        let v: Value = serde_json::from_str(out.trim())?;
+        v["wan_bytes_in"]
+            .as_u64()
+            .context("the PN GW's traffic without wan_bytes_in")
+    }
+
+    /// `mib` MiB from outside the PN to every target: once to all, then once to each; the
+    /// WAN bytes in of each, every copy checked.
+    async fn from_outside(&self, exe: &Path, mib: u64) -> anyhow::Result<Outside> {
+        let file = self.dir.join("outside.bin");
+        write_content(&file, mib * 1024 * 1024)?;
+        let sha = sha256_of(&file).await?;
+        let data = self.dir.join("server").to_string_lossy().into_owned();
+        let push = |to: String, name: String| {
+            let file = file.to_string_lossy().into_owned();
+            let data = data.clone();
+            let pn = self.pn.clone();
+            async move {
+                let out = run(
+                    exe,
+                    &[
+                        "content",
+                        "push",
+                        &file,
+                        "--data-dir",
+                        &data,
+                        "--pn",
+                        &pn,
+                        "--to",
+                        &to,
+                        "--source",
+                        "bench-vod",
+                        "--name",
+                        &name,
+                        "--wait",
+                        "--json",
+                    ],
+                )
+                .await?;
+                let last: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+                    .with_context(|| format!("cpns content push printed {out:?}"))?;
+                ensure!(
+                    last["event"] == "delivery_sent",
+                    "the delivery from outside did not end delivered: {out}"
+                );
+                anyhow::Ok(())
+            }
+        };
+        let check = |name: &str| {
+            let paths: Vec<PathBuf> = self
+                .targets
+                .iter()
+                .map(|t| self.dir.join(format!("{t}.db.inbox")).join(name))
+                .collect();
+            async move {
+                for p in paths {
+                    ensure!(sha256_of(&p).await? == sha, "{} differs", p.display());
+                    tokio::fs::remove_file(&p).await?;
+                }
+                anyhow::Ok(())
+            }
+        };
+        let before = self.wan_in(exe).await?;
+        let started = Instant::now();
+        push(self.targets.join(","), "to-all.bin".into()).await?;
+        let aggregated_secs = started.elapsed().as_secs_f64();
+        let aggregated_wan_in = self.wan_in(exe).await? - before;
+        check("to-all.bin").await?;
+        let before = self.wan_in(exe).await?;
+        for t in &self.targets {
+            push(t.clone(), "to-each.bin".into()).await?;
+        }
+        let separate_wan_in = self.wan_in(exe).await? - before;
+        check("to-each.bin").await?;
+        Ok(Outside {
+            targets: self.targets.len(),
+            bytes: mib * 1024 * 1024,
+            aggregated_wan_in,
+            separate_wan_in,
+            aggregated_secs,
+        })
+    }
+
     async fn stop(mut self) {
+        for p in &mut self.extra {
+            let _ = p.child.kill().await;
+        }
         for p in [
             &mut self.source,
             &mut self.target,
