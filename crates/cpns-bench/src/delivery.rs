@@ -183,7 +183,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
                 a.outside_mib, a.outside
             );
         }
-        Some(world.from_outside(&exe, a.outside_mib).await?)
+        Some(world.deliver_from_outside(&exe, a.outside_mib).await?)
     } else {
         None
     };
@@ -708,7 +708,7 @@ impl World {
 
     /// `mib` MiB from outside the PN to every target: once to all, then once to each; the
     /// WAN bytes in of each, every copy checked.
-    async fn from_outside(&self, exe: &Path, mib: u64) -> anyhow::Result<Outside> {
+    async fn deliver_from_outside(&self, exe: &Path, mib: u64) -> anyhow::Result<Outside> {
         let file = self.dir.join("outside.bin");
         write_content(&file, mib * 1024 * 1024)?;
         let sha = sha256_of(&file).await?;

@@ -1209,23 +1209,16 @@ fn a_restarted_pn_gw_takes_its_kept_routes_within_its_bound_and_only_of_its_pns(
     assert!(!relayed.contains(&route(max + 1, pn).session));
 }
 
-#[test]
-fn a_source_whose_file_is_shorter_than_offered_ends_its_session_saying_so() {
-    let mut h = world();
-    let bytes = content(200_000);
-    // The file shrank after the offer: the second read comes back short.
-    h.store.pne_outbox.insert(0, bytes[..100_000].to_vec());
+/// PNE 0 offers `bytes` to PNE 1 with `outbox` as its file: the session and why its source
+/// ended it.
+fn source_failure(h: &mut Harness, bytes: &[u8], outbox: Vec<u8>) -> (DeliveryId, String) {
+    h.store.pne_outbox.insert(0, outbox);
     let now = h.now();
-    let id = h.pnes[0].offer_delivery(now, &offer(&[1], &bytes)).unwrap();
+    let id = h.pnes[0].offer_delivery(now, &offer(&[1], bytes)).unwrap();
     h.pump();
     let Outcome::DeliveryGranted { session, .. } = *h.outcome(0, id) else {
         panic!("granted")
     };
-    assert_eq!(
-        chunks_from_source(&h, session),
-        [0],
-        "the short one did not go"
-    );
     let why = h.pne_events(0).into_iter().find_map(|e| match e {
         PneEvent::DeliveryEnded {
             session: s,
@@ -1235,12 +1228,32 @@ fn a_source_whose_file_is_shorter_than_offered_ends_its_session_saying_so() {
         } if *s == session => Some(why.clone()),
         _ => None,
     });
-    let why = why.unwrap();
+    assert_eq!(h.pnes[0].delivery_sessions(), (vec![], vec![]));
+    (session, why.unwrap())
+}
+
+#[test]
+fn a_source_whose_file_is_shorter_than_offered_ends_its_session_saying_so() {
+    let mut h = world();
+    let bytes = content(200_000);
+    // The file shrank after the offer: the second read fails (as a read of an exact length
+    // does at the end of a file).
+    let (session, why) = source_failure(&mut h, &bytes, bytes[..100_000].to_vec());
+    assert_eq!(
+        chunks_from_source(&h, session),
+        [0],
+        "the short one did not go"
+    );
+    assert_eq!(why, "read past the end");
+    // A driver that answers with another length than asked: the source ends it, saying so.
+    let mut h = world();
+    h.store.read_fault = Some(1_000);
+    let (session, why) = source_failure(&mut h, &bytes, bytes.clone());
+    assert_eq!(chunks_from_source(&h, session), [0u64; 0]);
     assert!(
-        why.contains("34464 bytes read at 65536 where 65536 were asked"),
+        why.contains("1000 bytes read at 0 where 65536 were asked"),
         "{why}"
     );
-    assert_eq!(h.pnes[0].delivery_sessions(), (vec![], vec![]));
 }
 
 #[test]

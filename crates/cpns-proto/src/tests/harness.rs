@@ -638,7 +638,7 @@ impl Harness {
                 let content = &self.store.server_outbox;
                 let read = usize::try_from(offset)
                     .ok()
-                    .and_then(|o| content.get(o..(o + len as usize).min(content.len())))
+                    .and_then(|o| content.get(o..o + len as usize))
                     .map(<[u8]>::to_vec)
                     .ok_or_else(|| "read past the end".to_string());
                 self.server_reads += 1;
@@ -801,11 +801,18 @@ impl Harness {
                 offset,
                 len,
             } => {
+                // As a driver reads, exactly: what is short of `len` is an error.
                 let content = self.store.pne_outbox.get(&i).cloned().unwrap_or_default();
                 let read = usize::try_from(offset)
                     .ok()
-                    .and_then(|o| content.get(o..(o + len as usize).min(content.len())))
+                    .and_then(|o| content.get(o..o + len as usize))
                     .map(<[u8]>::to_vec)
+                    .map(|mut b| {
+                        if let Some(n) = self.store.read_fault {
+                            b.resize(n, 0);
+                        }
+                        b
+                    })
                     .ok_or_else(|| "read past the end".to_string());
                 self.pnes[i].handle_chunk_read(session, offset, read);
             }

@@ -66,6 +66,9 @@ pub(super) struct Store {
     pub pne_specific: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
     /// The content the server sends for an external entity.
     pub server_outbox: Vec<u8>,
+    /// When set, a PNE's reads come back this many bytes long whatever was asked (a driver
+    /// at fault).
+    pub read_fault: Option<usize>,
     /// When set, a PNE's FinishReceive is held here (PNE, session, hash) until the test
     /// finishes it, as a long hash of a large file would be.
     pub held_finishes: Option<Vec<(usize, cpns_wire::DeliveryId, [u8; 32])>>,
