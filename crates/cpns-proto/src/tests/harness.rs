@@ -566,19 +566,29 @@ impl Harness {
 
     /// Carries out every output of every machine, answering store work at once.
     fn drain(&mut self) {
+        // A machine that never stops asking (a read that asks for the next read, forever) is
+        // a failure, not a hang.
+        let mut outputs = 0u64;
+        let mut count = || {
+            outputs += 1;
+            assert!(outputs < 1_000_000, "the machines did not stop asking");
+        };
         loop {
             let mut busy = false;
             while let Some(o) = self.server.poll_output() {
                 busy = true;
+                count();
                 self.on_server(o);
             }
             while let Some(o) = self.gw.poll_output() {
                 busy = true;
+                count();
                 self.on_gw(o);
             }
             for i in 0..self.pnes.len() {
                 while let Some(o) = self.pnes[i].poll_output() {
                     busy = true;
+                    count();
                     self.on_pne(i, o);
                 }
             }
