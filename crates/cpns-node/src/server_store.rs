@@ -755,6 +755,7 @@ pub(crate) async fn persist<S: ServerStore>(
             name,
             size,
             targets,
+            per_mb,
             now_ms,
         } => {
             let records: Vec<cpns_store::DeliveryRecord> = targets
@@ -772,6 +773,7 @@ pub(crate) async fn persist<S: ServerStore>(
                     started_at: now_ms,
                     ended_at: None,
                     result: None,
+                    per_mb,
                 })
                 .collect();
             store.open_delivery(&records).await.map_err(err)?;

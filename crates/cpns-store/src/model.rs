@@ -289,6 +289,10 @@ pub struct DeliveryRecord {
     pub ended_at: Option<UnixMillis>,
     /// How it ended (`cpns_wire::DeliveryResult` code), once it did.
     pub result: Option<u32>,
+    /// The service's tariff when the session was set up, units per started MB; none: not
+    /// chargeable. A target's part that ends delivered is charged by it, in the same
+    /// transaction ([`crate::ServerStore::close_delivery`]).
+    pub per_mb: Option<u64>,
 }
 
 /// A PNE's key of a service group it is a member of (table `local_service_groups`).

@@ -359,7 +359,10 @@ pub trait ServerStore: Send + Sync + 'static {
     fn open_delivery(&self, records: &[DeliveryRecord]) -> impl Future<Output = Result<()>> + Send;
 
     /// Ends `target`'s part of `session`: the bytes it received and how it ended. False if it
-    /// has no open record (none, or ended already): nothing changes.
+    /// has no open record (none, or ended already): nothing changes. A part that ends
+    /// delivered (result 1) of a chargeable session (`per_mb`) writes its charging record in
+    /// the same transaction: to the user charged, with the PN's owner when that is another
+    /// user, `cpns_wire::charge_units(per_mb, bytes)` units.
     fn close_delivery(
         &self,
         session: &cpns_wire::DeliveryId,

@@ -89,6 +89,7 @@ mod server {
         watches_are_candidates_of_entries_that_may_match,
         groups_are_made_changed_one_epoch_at_a_time_and_deleted,
         delivery_records_open_once_close_once_and_read_by_user,
+        a_delivered_chargeable_part_is_charged_to_its_user,
     );
 }
 

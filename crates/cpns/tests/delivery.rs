@@ -420,3 +420,113 @@ async fn content_from_outside_reaches_every_member_with_its_own_part() {
     assert_eq!(store.deliveries(None, None).await.unwrap().len(), 4);
     store.close().await;
 }
+
+/// Charging from delivery (docs/services.md, "Charging from delivery"), with processes of two
+/// users: the server charges `video` 2 units per started MB. Alice's phone pushes 1.5 MB of
+/// video to her TV, which marks the service private (it reports none of its use), and to bob's
+/// tablet, a guest in alice's PN (bob's PN GW confirms it). Each is charged from the server's
+/// delivery records: alice for her TV, bob (his own user) for his tablet, naming alice as the
+/// PN's owner; neither device reported anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chargeable_delivery_is_charged_to_each_consuming_user_whatever_the_device_reports() {
+    let mut w = World::builder()
+        .server_args(&["--chargeable", "video=2"])
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .user("bob")
+        .gateway("bob-gw")
+        .pne("tablet")
+        .start();
+    let (_bob_gw, _bob_pan) = w.start_gateway("bob-gw", &["--confirm-others", "yes"]);
+    let mut tv = w.pne("tv").stay().await_invitation().spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "tv");
+    let mut tablet = w
+        .pne("tablet")
+        .stay()
+        .await_invitation()
+        .home_gateway("bob-gw")
+        .spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "tablet");
+    let mut phone = w.pne("phone").stay().setup("all").spawn();
+    let est = w.gw().expect_event("pn_established");
+    let pn = text(&est["pn_id"]);
+    for p in [&mut phone, &mut tv, &mut tablet] {
+        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    }
+    // The TV keeps its use of video to itself.
+    let tv_db = w.store("tv");
+    cpns(&["usage", "prefs", "video", "private", "--store", s(&tv_db)]);
+
+    let bytes = content(1_500_000);
+    let film = w.path("film.mp4");
+    std::fs::write(&film, &bytes).unwrap();
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&film),
+        "--to",
+        "tv,tablet",
+        "--service",
+        "video",
+        "--wait",
+        "--json",
+        "--store",
+        s(&w.store("phone")),
+    ]);
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "delivery_sent", "{out}");
+    assert_eq!(last["delivered"].as_array().unwrap().len(), 2, "{out}");
+
+    let data_dir = w.data_dir();
+    let charges = |user: &str| -> Vec<Value> {
+        let out = cpns(&[
+            "charging",
+            "list",
+            "--user",
+            user,
+            "--data-dir",
+            s(&data_dir),
+            "--json",
+        ]);
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        v["records"].as_array().unwrap().clone()
+    };
+    let alice = charges("alice");
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    assert_eq!(
+        (
+            &alice[0]["entity"],
+            &alice[0]["service"],
+            &alice[0]["bytes"],
+            &alice[0]["units"]
+        ),
+        (
+            &Value::from("tv"),
+            &Value::from("video"),
+            &Value::from(1_500_000),
+            &Value::from(4)
+        ),
+        "{alice:?}"
+    );
+    assert!(
+        alice[0].get("pn_owner").is_none_or(Value::is_null),
+        "{alice:?}"
+    );
+    let bob = charges("bob");
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert_eq!(
+        (&bob[0]["entity"], &bob[0]["units"], &bob[0]["pn_owner"]),
+        (
+            &Value::from("tablet"),
+            &Value::from(4),
+            &Value::from("alice")
+        ),
+        "{bob:?}"
+    );
+    // No device reported any use: the charges come from the server's delivery records.
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    assert!(store.usage_summary(None, false).await.unwrap().is_empty());
+    store.close().await;
+}

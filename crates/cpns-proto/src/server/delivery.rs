@@ -102,14 +102,17 @@ pub(super) struct SetUp {
 }
 
 impl SetUp {
-    /// The records' opening, for `source` offering `offer`.
+    /// The records' opening, for `source` offering `offer`, at the tariff `per_mb` of its
+    /// service.
     pub(super) fn effect(
         &self,
         source: &EntityId,
         offer: DeliveryOffer,
+        per_mb: Option<u64>,
         now_ms: i64,
     ) -> ServerEffect {
         ServerEffect::OpenDelivery {
+            per_mb,
             session: self.session,
             service_id: offer.service_id,
             source: source.clone(),
@@ -183,7 +186,8 @@ impl ServerSession {
             size: offer.size,
             targets: offer.targets.clone(),
         };
-        let effect = set_up.effect(&call.pne, offer, now_ms);
+        let per_mb = self.cfg.tariff.get(&offer.service_id).copied();
+        let effect = set_up.effect(&call.pne, offer, per_mb, now_ms);
         let opened = DeliveryOpened {
             call,
             now_ms,

@@ -153,7 +153,8 @@ impl ServerSession {
             WINDOW,
             d.offer.targets.clone(),
         );
-        let effect = set_up.effect(&d.source, d.offer, now_ms);
+        let per_mb = self.cfg.tariff.get(&d.offer.service_id).copied();
+        let effect = set_up.effect(&d.source, d.offer, per_mb, now_ms);
         let opened = ExternalOpened {
             ask,
             now_ms,

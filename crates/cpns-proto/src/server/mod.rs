@@ -444,6 +444,9 @@ pub enum ServerEffect {
         size: u64,
         /// The targets, each with the user charged (its own).
         targets: Vec<(EntityId, UserId)>,
+        /// The service's tariff now, units per started MB (none: not chargeable): a target's
+        /// part that ends delivered is charged by it.
+        per_mb: Option<u64>,
         /// Unix milliseconds.
         now_ms: i64,
     },

@@ -402,12 +402,6 @@ pub(super) struct UsageLoad {
     report: UsageReport,
 }
 
-/// Units charged for `bytes` of a service whose tariff is `per_mb` units per started MB (at
-/// least one MB is charged).
-pub(crate) fn units(per_mb: u64, bytes: u64) -> u64 {
-    per_mb.saturating_mul(bytes.div_ceil(1_000_000).max(1))
-}
-
 impl ServerSession {
     /// 004 §5.5.4: a PNE reports usage, as its user's preferences allowed, end to end. Checked
     /// and rate-limited before anything is read.
@@ -471,7 +465,7 @@ impl ServerSession {
                     .cfg
                     .tariff
                     .get(&r.service)
-                    .map(|per| units(*per, r.bytes));
+                    .map(|per| cpns_wire::charge_units(*per, r.bytes));
                 (r, charge)
             })
             .collect();

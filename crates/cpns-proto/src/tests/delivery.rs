@@ -1310,3 +1310,28 @@ fn the_window_is_three_chunks_past_what_every_target_has() {
         "three chunks, then it waits"
     );
 }
+
+#[test]
+fn a_session_is_recorded_at_its_services_tariff_whoever_sends_it() {
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    cfg.tariff.insert("video".into(), 2);
+    let specs = [PneSpec::trusted(); 3];
+    let mut h = Harness::with_server(&specs, cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let session = push(&mut h, &[1], &content(10_000));
+    assert_eq!(h.store.deliveries[&(session, pne_id(1))].per_mb, Some(2));
+    // Another service, no tariff: not chargeable.
+    h.store.pne_outbox.insert(0, content(10_000));
+    let mut free = offer(&[2], &content(10_000));
+    free.service_id = "photos".into();
+    let now = h.now();
+    let id = h.pnes[0].offer_delivery(now, &free).unwrap();
+    h.pump();
+    let Outcome::DeliveryGranted { session, .. } = *h.outcome(0, id) else {
+        panic!("granted")
+    };
+    assert_eq!(h.store.deliveries[&(session, pne_id(2))].per_mb, None);
+}

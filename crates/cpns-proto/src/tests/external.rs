@@ -29,6 +29,7 @@ fn world() -> (Harness, PnId) {
 fn world_with(specs: &[PneSpec]) -> (Harness, PnId) {
     let mut cfg = crate::server::ServerConfig::default();
     cfg.report_limits.directory_burst = 1000;
+    cfg.tariff.insert("vod".into(), 1);
     let mut h = Harness::with_server(specs, cfg);
     h.connect_gw();
     h.discover_all();
@@ -173,6 +174,7 @@ fn content_from_outside_crosses_the_wan_once_and_each_target_gets_its_own_part_t
         let r = &h.store.deliveries[&(session, pne_id(i))];
         assert_eq!(r.ended, Some((300_000, DeliveryResult::Delivered.code())));
         assert_eq!((r.source.clone(), r.charged.as_str()), (vod(), "alice"));
+        assert_eq!(r.per_mb, Some(1), "at the service's tariff");
     }
     // The PN GW kept no route of it (it ends with the WAN session).
     assert!(!h.store.gw_routes.contains_key(&session));

@@ -703,6 +703,7 @@ impl Store {
                 source,
                 targets,
                 size,
+                per_mb,
                 ..
             } => {
                 if self.deliveries.keys().any(|(s, _)| *s == session) {
@@ -714,6 +715,7 @@ impl Store {
                         source: source.clone(),
                         charged,
                         size,
+                        per_mb,
                         ended: None,
                     };
                     self.deliveries.insert((session, t), row);
@@ -1176,6 +1178,8 @@ pub struct SDelivery {
     pub source: EntityId,
     pub charged: cpns_wire::UserId,
     pub size: u64,
+    /// The tariff the session was set up at.
+    pub per_mb: Option<u64>,
     /// Once ended: the bytes received and the result's code.
     pub ended: Option<(u64, u32)>,
 }

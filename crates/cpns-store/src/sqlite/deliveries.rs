@@ -31,7 +31,7 @@ pub(super) fn open(conn: &Connection, records: &[DeliveryRecord]) -> Result<()> 
         codec::exec(
             conn,
             "INSERT INTO delivery_records (session, target, service_id, source, pn_id, charged, \
-             name, size, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             name, size, started_at, per_mb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 r.session.as_bytes().as_slice(),
                 r.target.as_str(),
@@ -42,13 +42,15 @@ pub(super) fn open(conn: &Connection, records: &[DeliveryRecord]) -> Result<()> 
                 r.name,
                 to_i64(r.size, "size")?,
                 r.started_at,
+                r.per_mb.map(|p| to_i64(p, "tariff")).transpose()?,
             ],
         )?;
     }
     Ok(())
 }
 
-/// Ends a target's open record; false if it has none.
+/// Ends a target's open record, charging it if it ended delivered and its session is
+/// chargeable; false if it has none.
 pub(super) fn close(
     conn: &Connection,
     session: &DeliveryId,
@@ -69,7 +71,66 @@ pub(super) fn close(
             target.as_str(),
         ],
     )?;
-    Ok(changed > 0)
+    if changed == 0 {
+        return Ok(false);
+    }
+    if result == DELIVERED {
+        charge(conn, session, target, bytes, ended_at)?;
+    }
+    Ok(true)
+}
+
+/// `cpns_wire::DeliveryResult::Delivered`'s code.
+const DELIVERED: u32 = 1;
+
+/// The charging record of a target's part that ended delivered, if its session is chargeable:
+/// to the user charged, naming the PN's owner when that is another user.
+fn charge(
+    conn: &Connection,
+    session: &DeliveryId,
+    target: &EntityId,
+    bytes: u64,
+    ended_at: UnixMillis,
+) -> Result<()> {
+    let found = codec::optional(
+        conn,
+        "SELECT d.charged, d.pn_id, d.service_id, d.started_at, d.per_mb, p.owner \
+         FROM delivery_records d LEFT JOIN pns p ON p.pn_id = d.pn_id \
+         WHERE d.session = ? AND d.target = ?",
+        params![session.as_bytes().as_slice(), target.as_str()],
+        |row| {
+            let per_mb: Option<i64> = row.get("per_mb")?;
+            let charged: String = row.get("charged")?;
+            let owner: Option<String> = row.get("owner")?;
+            let pn: Vec<u8> = row.get("pn_id")?;
+            let service: String = row.get("service_id")?;
+            let started_at: i64 = row.get("started_at")?;
+            Ok((per_mb, charged, owner, pn, service, started_at))
+        },
+    )?;
+    let Some((Some(per_mb), charged, owner, pn, service, started_at)) = found else {
+        return Ok(());
+    };
+    let per_mb = u64::try_from(per_mb).map_err(|_| StoreError::corrupt("per_mb", "negative"))?;
+    let pn_owner = owner.filter(|o| *o != charged);
+    codec::exec(
+        conn,
+        "INSERT INTO charging_records (user, entity_id, pn_id, pn_owner, service, start_s, \
+         end_s, bytes, units, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        params![
+            charged,
+            target.as_str(),
+            pn,
+            pn_owner,
+            service,
+            started_at.div_euclid(1000),
+            ended_at.div_euclid(1000),
+            to_i64(bytes, "bytes")?,
+            to_i64(cpns_wire::charge_units(per_mb, bytes), "units")?,
+            ended_at,
+        ],
+    )?;
+    Ok(())
 }
 
 /// Records of a session, of a user charged, or all: oldest first.
@@ -81,7 +142,7 @@ pub(super) fn list(
     codec::all(
         conn,
         "SELECT session, target, service_id, source, pn_id, charged, name, size, bytes, \
-         started_at, ended_at, result FROM delivery_records \
+         started_at, ended_at, result, per_mb FROM delivery_records \
          WHERE (?1 IS NULL OR session = ?1) AND (?2 IS NULL OR charged = ?2) \
          ORDER BY started_at, session, target",
         params![
@@ -105,6 +166,13 @@ pub(super) fn list(
                 result: result
                     .map(|r| u32::try_from(r).map_err(|_| StoreError::corrupt("result", "range")))
                     .transpose()?,
+                per_mb: {
+                    let p: Option<i64> = row.get("per_mb")?;
+                    p.map(|p| {
+                        u64::try_from(p).map_err(|_| StoreError::corrupt("per_mb", "negative"))
+                    })
+                    .transpose()?
+                },
             })
         },
     )

@@ -126,6 +126,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "local delivery routes",
         sql: include_str!("../../migrations/sqlite/0021_local_delivery_routes.sql"),
     },
+    Migration {
+        version: 22,
+        name: "delivery tariffs",
+        sql: include_str!("../../migrations/sqlite/0022_delivery_tariffs.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -210,6 +210,7 @@ pub async fn delivery_records_open_once_close_once_and_read_by_user<S: ServerSto
         started_at: at,
         ended_at: None,
         result: None,
+        per_mb: None,
     };
     s.open_delivery(&[row(1, "tv", "alice", NOW), row(1, "tablet", "bob", NOW)])
         .await
@@ -253,4 +254,104 @@ pub async fn delivery_records_open_once_close_once_and_read_by_user<S: ServerSto
     let one = s.deliveries(Some(&session(1)), None).await.unwrap();
     assert_eq!(one, [row(1, "tablet", "bob", NOW), closed]);
     assert_eq!(s.deliveries(None, None).await.unwrap().len(), 3);
+}
+
+/// A chargeable delivery (its record carries the tariff): a target's part that ends delivered
+/// is charged to the user charged, in the same transaction, with the PN's owner when that is
+/// another user (a guest); one that ends otherwise, or of a service without a tariff, is not;
+/// a record closed once is charged once.
+pub async fn a_delivered_chargeable_part_is_charged_to_its_user<S: ServerStore>(s: &S) {
+    use cpns_store::DeliveryRecord;
+    use cpns_wire::DeliveryId;
+    s.register_pn(&pn(1, "gw-1", &["phone", "tv", "tablet"]))
+        .await
+        .unwrap();
+    let session = |b: u8| DeliveryId::from_bytes([b; 16]);
+    let row = |sid: u8, target: &str, charged: &str, per_mb: Option<u64>| DeliveryRecord {
+        session: session(sid),
+        target: eid(target),
+        service_id: "video".into(),
+        source: eid("phone"),
+        pn_id: pid(1),
+        charged: uid(charged),
+        name: "film.mp4".into(),
+        size: 2_500_000,
+        bytes: 0,
+        started_at: NOW,
+        ended_at: None,
+        result: None,
+        per_mb,
+    };
+    s.open_delivery(&[
+        row(1, "tv", "alice", Some(3)),
+        row(1, "tablet", "bob", Some(3)),
+        row(1, "watch", "alice", Some(3)),
+    ])
+    .await
+    .unwrap();
+    s.open_delivery(&[row(2, "tv", "alice", None)])
+        .await
+        .unwrap();
+    // Delivered: charged; failed: not; delivered without a tariff: not.
+    assert!(
+        s.close_delivery(&session(1), &eid("tv"), 2_500_000, 1, NOW + 4_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.close_delivery(&session(1), &eid("tablet"), 2_500_000, 1, NOW + 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.close_delivery(&session(1), &eid("watch"), 1_000, 4, NOW + 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.close_delivery(&session(2), &eid("tv"), 2_500_000, 1, NOW + 6_000)
+            .await
+            .unwrap()
+    );
+    // Closed again: nothing more.
+    assert!(
+        !s.close_delivery(&session(1), &eid("tv"), 2_500_000, 1, NOW + 7_000)
+            .await
+            .unwrap()
+    );
+    let alice = s.charging_records(&uid("alice"), 0).await.unwrap();
+    assert_eq!(alice.len(), 1, "{alice:?}");
+    let r = &alice[0];
+    assert_eq!(
+        (
+            r.entity.as_str(),
+            r.service.as_str(),
+            r.bytes,
+            r.units,
+            r.pn_owner.clone()
+        ),
+        ("tv", "video", 2_500_000, 9, None)
+    );
+    assert_eq!(
+        (r.pn_id, r.start_s, r.end_s),
+        (
+            Some(pid(1)),
+            (NOW / 1000) as u64,
+            ((NOW + 4_000) / 1000) as u64
+        )
+    );
+    // The guest's own user pays, and the PN's owner is named.
+    let bob = s.charging_records(&uid("bob"), 0).await.unwrap();
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert_eq!(
+        (
+            bob[0].entity.as_str(),
+            bob[0].units,
+            bob[0].pn_owner.clone()
+        ),
+        ("tablet", 9, Some(uid("alice")))
+    );
+    // The tariff is on the record, as it was set up.
+    let one = s.deliveries(Some(&session(1)), None).await.unwrap();
+    assert!(one.iter().all(|r| r.per_mb == Some(3)));
 }

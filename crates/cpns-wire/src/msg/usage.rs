@@ -15,6 +15,12 @@ pub const USAGE_SERVICE: &str = "cpns.usage";
 /// [`ChargingQuery`], answer [`ChargingList`].
 pub const CHARGING_SERVICE: &str = "cpns.charging";
 
+/// Units charged for `bytes` of a service whose tariff is `per_mb` units per started MB (10^6
+/// bytes; at least one MB is charged): docs/device-status.md, "Charging".
+pub fn charge_units(per_mb: u64, bytes: u64) -> u64 {
+    per_mb.saturating_mul(bytes.div_ceil(1_000_000).max(1))
+}
+
 wire_enum!(
     /// To whom a reported record may go (the user's preference; `private` records never
     /// travel, so they have no value here).
