@@ -226,8 +226,9 @@ fn print_figures(f: &DeliveryFigures) {
     );
     if let Some(o) = &f.outside {
         println!(
-            "from outside, {} bytes to {} PNEs: the WAN carried in {} bytes for one delivery to \
-             all ({:.2} times the content, {:.1} s), {} for one to each ({:.2} times)",
+            "from outside, {} bytes to {} PNEs, and 1 KiB to each of its own: the WAN carried in \
+             {} bytes for one delivery to all ({:.2} times the content, {:.1} s), {} for one to \
+             each ({:.2} times)",
             o.bytes,
             o.targets,
             o.aggregated_wan_in,
@@ -712,33 +713,47 @@ impl World {
         let file = self.dir.join("outside.bin");
         write_content(&file, mib * 1024 * 1024)?;
         let sha = sha256_of(&file).await?;
+        // Each target's own part: 1 KiB naming it (a licence, a subtitle track).
+        let mut parts = Vec::new();
+        for t in &self.targets {
+            let part = self.dir.join(format!("{t}.part-of-its-own"));
+            let text = format!("for {t} only\n").repeat(1024 / (t.len() + 10) + 1);
+            tokio::fs::write(&part, &text.as_bytes()[..1024]).await?;
+            parts.push((t.clone(), part));
+        }
         let data = self.dir.join("server").to_string_lossy().into_owned();
-        let push = |to: String, name: String| {
+        let push = |to: Vec<String>, name: String| {
             let file = file.to_string_lossy().into_owned();
             let data = data.clone();
             let pn = self.pn.clone();
+            let mut args: Vec<String> = [
+                "content",
+                "push",
+                &file,
+                "--data-dir",
+                &data,
+                "--pn",
+                &pn,
+                "--to",
+                &to.join(","),
+                "--source",
+                "bench-vod",
+                "--name",
+                &name,
+                "--wait",
+                "--json",
+            ]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+            for (t, part) in &parts {
+                if to.contains(t) {
+                    args.push("--specific".into());
+                    args.push(format!("{t}={}", part.display()));
+                }
+            }
             async move {
-                let out = run(
-                    exe,
-                    &[
-                        "content",
-                        "push",
-                        &file,
-                        "--data-dir",
-                        &data,
-                        "--pn",
-                        &pn,
-                        "--to",
-                        &to,
-                        "--source",
-                        "bench-vod",
-                        "--name",
-                        &name,
-                        "--wait",
-                        "--json",
-                    ],
-                )
-                .await?;
+                let out = run(exe, &strs(&args)).await?;
                 let last: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
                     .with_context(|| format!("cpns content push printed {out:?}"))?;
                 ensure!(
@@ -754,23 +769,32 @@ impl World {
                 .iter()
                 .map(|t| self.dir.join(format!("{t}.db.inbox")).join(name))
                 .collect();
+            let parts = parts.clone();
             async move {
-                for p in paths {
+                for (p, (_, part)) in paths.into_iter().zip(parts) {
                     ensure!(sha256_of(&p).await? == sha, "{} differs", p.display());
+                    let mut own = p.clone().into_os_string();
+                    own.push(".specific");
+                    ensure!(
+                        tokio::fs::read(&own).await? == tokio::fs::read(&part).await?,
+                        "{} is not its own part",
+                        p.display()
+                    );
                     tokio::fs::remove_file(&p).await?;
+                    tokio::fs::remove_file(&own).await?;
                 }
                 anyhow::Ok(())
             }
         };
         let before = self.wan_in(exe).await?;
         let started = Instant::now();
-        push(self.targets.join(","), "to-all.bin".into()).await?;
+        push(self.targets.clone(), "to-all.bin".into()).await?;
         let aggregated_secs = started.elapsed().as_secs_f64();
         let aggregated_wan_in = self.wan_in(exe).await? - before;
         check("to-all.bin").await?;
         let before = self.wan_in(exe).await?;
         for t in &self.targets {
-            push(t.clone(), "to-each.bin".into()).await?;
+            push(vec![t.clone()], "to-each.bin".into()).await?;
         }
         let separate_wan_in = self.wan_in(exe).await? - before;
         check("to-each.bin").await?;
