@@ -5,8 +5,12 @@
 //! Then the PN lives (docs/pn-lifecycle.md): two devices elect a PN GW (002 §B.1.1.1), the PN GW
 //! invites a PNE into the phone's PN (000 §6.6.2.1.1), the TV joins it (§6.6.2.2), the PN GW
 //! expels the invitee (§6.6.3.2) and releases the TV's first PN (§6.6.5), each change moving
-//! the PN's group key epoch. It prints the messages actually exchanged as a sequence diagram,
-//! and the PN inventory.
+//! the PN's group key epoch. Before the expulsion, services (004 §5.5.5, §5.5.8, §5.5.9;
+//! docs/services.md): the TV publishes a video renderer, the phone discovers it by keyword and
+//! pushes a video to it in sealed chunks, and the phone, TV and speaker share an album in a
+//! service group until the speaker is expelled from it. It prints the messages actually
+//! exchanged as a sequence diagram (a delivery's chunks and acknowledgements folded), and the PN
+//! inventory.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -209,8 +213,30 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    // A delivery is many chunks and acknowledgements of one kind each way: the first two of
+    // each are drawn, and the rest counted.
+    let mut seen = std::collections::BTreeMap::new();
+    let mut folded = 0usize;
+    events.retain(|e| {
+        if !matches!(e.message.as_ref(), "DeliveryChunk" | "DeliveryAck") {
+            return true;
+        }
+        let n = seen
+            .entry((e.sender.clone(), e.receiver.clone(), e.message.to_string()))
+            .or_insert(0usize);
+        *n += 1;
+        let kept = *n <= 2;
+        folded += usize::from(!kept);
+        kept
+    });
     println!("Messages exchanged ([sealed] = AEAD-sealed on the PAN with keys from LocalEUKey):\n");
     println!("{}", trace::render_sequence(&participants, &events));
+    if folded > 0 {
+        println!(
+            "(of the delivery's chunks and acknowledgements, the first two of each way are drawn; \
+             {folded} more crossed)\n"
+        );
+    }
 
     println!("The PN lived:");
     for line in &lived {
@@ -398,6 +424,10 @@ async fn lifecycle(
          the signature and took it as {from}'s",
         crate::events::short_pn(&home)
     ));
+    let [_, _, speaker_h] = &handles[..] else {
+        bail!("three PNEs stay");
+    };
+    lived.extend(services(root, phone_h, tv_h, speaker_h).await?);
     let r = gw
         .expel(home, speaker.entity_id.clone())
         .await
@@ -429,6 +459,198 @@ fn names(ids: &[cpns_wire::EntityId]) -> String {
         .join(", ")
 }
 
+/// The services scene (004 §5.5.5, §5.5.8, §5.5.9; docs/services.md): the TV publishes a video
+/// renderer, the phone finds it by keyword and pushes a video to it in sealed chunks; the
+/// phone, the TV and the speaker share an album in a service group, the speaker is expelled
+/// and holds no key of the next photo. Returns one line per step.
+async fn services(
+    root: &std::path::Path,
+    phone: &pne::PneHandle,
+    tv: &pne::PneHandle,
+    speaker: &pne::PneHandle,
+) -> anyhow::Result<Vec<String>> {
+    use cpns_node::pne::{DirectoryAsk, GroupAsk};
+    use cpns_proto::pne::{Outcome, PneEvent};
+    let mut lines = Vec::new();
+    let err = anyhow::Error::msg;
+    let renderer = br#"{"service_id":"renderer","type":"media.renderer","name":"Living-room TV","version":"1","keywords":["video","renderer","tv"],"delivery":["push"],"scope":{"kind":"user"},"lease_s":3600}"#;
+    let Outcome::ServicePublished(cpns_wire::ServicePublished { dir_id, .. }) = tv
+        .directory(DirectoryAsk::Publish(renderer.to_vec()))
+        .await
+        .map_err(err)?
+    else {
+        bail!("the tv's service was not published");
+    };
+    let found = phone
+        .directory(DirectoryAsk::Discover(cpns_wire::ServiceDiscover {
+            keywords: vec!["renderer".into()],
+            all: false,
+            service_type: None,
+            fits_me: false,
+            after: 0,
+        }))
+        .await
+        .map_err(err)?;
+    let Outcome::ServicesFound(found) = found else {
+        bail!("the phone's discovery found nothing");
+    };
+    let Some(entry) = found.entries.iter().find(|e| e.dir_id == dir_id) else {
+        bail!("the phone did not find the tv's renderer");
+    };
+    lines.push(format!(
+        "publish, discover: the tv published \"{}\" ({}); the phone found it by the keyword \
+         \"renderer\", offered by {}",
+        entry.name, entry.service_type, entry.offerer
+    ));
+
+    // A video, pushed to what was found, in sealed chunks through the PN GW.
+    let video: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let path = root.join("holiday.mp4");
+    std::fs::write(&path, &video)?;
+    let offer = cpns_wire::DeliveryOffer {
+        service_id: "video".into(),
+        targets: vec![entry.offerer.clone()],
+        name: "holiday.mp4".into(),
+        media_type: "video/mp4".into(),
+        size: video.len() as u64,
+        sha256: cpns_wire::HashBytes(<sha2::Sha256 as sha2::Digest>::digest(&video).into()),
+    };
+    let mut tv_events = tv.events();
+    phone.deliver(offer, path).await.map_err(err)?;
+    let received = async {
+        loop {
+            match tv_events.recv().await {
+                Ok(PneEvent::DeliveryReceived { bytes, .. }) => return Ok(bytes),
+                Ok(PneEvent::DeliveryEnded { result, reason, .. }) => {
+                    bail!("the tv's part ended {result:?}: {reason:?}")
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("the tv stopped: {e}"),
+            }
+        }
+    };
+    let bytes = tokio::time::timeout(Duration::from_secs(30), received)
+        .await
+        .context("the tv did not receive the video")??;
+    lines.push(format!(
+        "deliver: the phone pushed holiday.mp4 ({bytes} bytes) to the tv in chunks of 64 KiB \
+         sealed end to end; the PN GW relayed what it cannot read; the tv checked its SHA-256 \
+         and kept it in {}",
+        root.join("tv.inbox").display()
+    ));
+
+    // A service group: an album the phone, the tv and the speaker share.
+    let Outcome::ServiceGroupKey { group_id, .. } = phone
+        .group(GroupAsk::Create("Holiday album".into(), false))
+        .await
+        .map_err(err)?
+    else {
+        bail!("the album was not made");
+    };
+    for member in [tv, speaker] {
+        let mut events = member.events();
+        phone
+            .group(GroupAsk::Invite(group_id, member.id().clone()))
+            .await
+            .map_err(err)?;
+        let invited = async {
+            loop {
+                match events.recv().await {
+                    Ok(PneEvent::ServiceGroupInvited(i)) if i.group_id == group_id => {
+                        return Ok(());
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => bail!("{} stopped: {e}", member.id()),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), invited)
+            .await
+            .context("an invitation did not arrive")??;
+        member
+            .group(GroupAsk::Answer(group_id, true))
+            .await
+            .map_err(err)?;
+    }
+    let send = |photo: &'static [u8]| async move {
+        match phone
+            .group(GroupAsk::Send(group_id, photo.to_vec()))
+            .await
+            .map_err(err)?
+        {
+            Outcome::ServiceGroupSent {
+                epoch, delivered, ..
+            } => Ok((epoch, delivered)),
+            other => bail!("the photo was not sent: {other:?}"),
+        }
+    };
+    // Each acceptance moved the album to a new epoch, whose key reaches the phone by push.
+    holds(phone, group_id, 3).await?;
+    let (epoch, delivered) = send(b"photo 1: the beach").await?;
+    lines.push(format!(
+        "group: the phone made the album {group_id}, the tv and the speaker accepted; photo 1 \
+         went sealed under its key of epoch {epoch} to {delivered} members"
+    ));
+    let Outcome::ServiceGroupDone { epoch: after, .. } = phone
+        .group(GroupAsk::Expel(group_id, speaker.id().clone()))
+        .await
+        .map_err(err)?
+    else {
+        bail!("the speaker was not expelled from the album");
+    };
+    holds(phone, group_id, after).await?;
+    let (epoch, delivered) = send(b"photo 2: the sunset").await?;
+    let kept = speaker.groups().await.map_err(err)?;
+    let holds = kept.iter().any(|(g, _, _)| *g == group_id);
+    if holds {
+        bail!("the speaker still holds the album's key");
+    }
+    lines.push(format!(
+        "expel from the group: the phone expelled the speaker (epoch {after}); photo 2 went \
+         under epoch {epoch} to {delivered} member; the speaker holds no key of the album and \
+         cannot open it"
+    ));
+    Ok(lines)
+}
+
+/// Waits until `member` holds the key of `group` at `epoch` or later (pushed to it, 004
+/// §5.5.9: a change of the group moves it to a new epoch).
+async fn holds(
+    member: &pne::PneHandle,
+    group: cpns_wire::GroupId,
+    epoch: u64,
+) -> anyhow::Result<()> {
+    use cpns_proto::pne::PneEvent;
+    let mut events = member.events();
+    let held = member.groups().await.map_err(anyhow::Error::msg)?;
+    if held.iter().any(|(g, _, e)| *g == group && *e >= epoch) {
+        return Ok(());
+    }
+    let pushed = async {
+        loop {
+            match events.recv().await {
+                Ok(PneEvent::ServiceGroupKey { group_id, epoch: e })
+                    if group_id == group && e >= epoch =>
+                {
+                    return Ok(());
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => bail!("{} stopped: {e}", member.id()),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), pushed)
+        .await
+        .with_context(|| {
+            format!(
+                "{} was not pushed the album's key of epoch {epoch}",
+                member.id()
+            )
+        })?
+}
+
 /// A PNE that stays linked (`cpns pne --stay`), until its stop is sent.
 async fn stay(
     root: &std::path::Path,
@@ -442,9 +664,12 @@ async fn stay(
     let store = SqliteStore::open(&root.join(format!("{}.db", cred.entity_id))).await?;
     let (events_tx, mut events) = mpsc::channel(64);
     let (stop_tx, stop) = oneshot::channel();
+    // What it receives is kept in its inbox (docs/services.md, "Delivery").
+    let mut serve = pne::ServeConfig::new(pan_addr.to_string());
+    serve.inbox = Some(root.join(format!("{}.inbox", cred.entity_id)));
     let (handle, _task) = pne::serve(
         cfg,
-        pne::ServeConfig::new(pan_addr.to_string()),
+        serve,
         store,
         Vec::new(),
         Some(events_tx),

@@ -859,6 +859,9 @@ async fn the_demo_runs_the_whole_lifecycle() {
         "PnReleaseNotification",
         "GroupContent [sealed]",
         "GroupContentSent [sealed]",
+        "DeliveryRoute",
+        "DeliveryChunk [sealed]",
+        "DeliveryDone [sealed]",
     ] {
         assert!(
             text.contains(message),
@@ -871,11 +874,22 @@ async fn the_demo_runs_the_whole_lifecycle() {
         "join: the tv",
         "content: the phone said \"dinner is ready\"",
         "took it as phone's",
+        "the phone found it by the keyword \"renderer\", offered by tv",
+        "deliver: the phone pushed holiday.mp4 (3145728 bytes) to the tv",
+        "the tv and the speaker accepted; photo 1 went",
+        "to 2 members",
+        "to 1 member; the speaker holds no key of the album",
         "expel: ",
         "release: ",
     ] {
         assert!(text.contains(step), "no step {step:?}:\n{text}");
     }
+    // The video is in the tv's inbox, whole.
+    let kept = std::fs::read(tmp.path().join("tv.inbox").join("holiday.mp4")).unwrap();
+    let sent = std::fs::read(tmp.path().join("holiday.mp4")).unwrap();
+    assert_eq!((kept.len(), kept == sent), (3 * 1024 * 1024, true));
+    // The diagram draws the first chunks and counts the rest.
+    assert!(text.contains("more crossed)"), "{text}");
     let gw = [("home-gw".to_string(), tmp.path().join("home-gw.db"))];
     let stores = Stores::read(&tmp.path().join("server").join("cpns.db"), &gw).await;
     let server = stores.at_server();
