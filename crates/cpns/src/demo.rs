@@ -218,7 +218,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let mut seen = std::collections::BTreeMap::new();
     let mut folded = 0usize;
     events.retain(|e| {
-        if !matches!(e.message.as_ref(), "DeliveryChunk" | "DeliveryAck") {
+        if !matches!(e.message, "DeliveryChunk" | "DeliveryAck") {
             return true;
         }
         let n = seen
