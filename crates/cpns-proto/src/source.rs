@@ -151,11 +151,6 @@ impl Source {
         self.reading = None;
     }
 
-    /// A read the driver was answering belongs to a link that is gone.
-    pub(crate) fn forget_read(&mut self) {
-        self.reading = None;
-    }
-
     /// Target `target`'s part ended with `result`: `None` if it is not one whose part is open,
     /// else whether every target's part has ended.
     pub(crate) fn ended(&mut self, target: &EntityId, result: DeliveryResult) -> Option<bool> {

@@ -127,11 +127,9 @@ impl PneSession {
     /// Takes the delivery sessions out of this machine (its link dropped), for the next one.
     pub fn take_deliveries(&mut self) -> KeptDeliveries {
         let mut kept = std::mem::take(&mut self.deliveries);
-        // A read or write the driver was answering belongs to the link that is gone; a target
-        // that was opening or checking goes on where the driver left its file.
-        for s in kept.sending.values_mut() {
-            s.source.forget_read();
-        }
+        // A write the driver was answering belongs to the link that is gone (a read too: the
+        // next link's machine rewinds each source, `resume_deliveries`); a target that was
+        // opening or checking goes on where the driver left its file.
         for r in kept.receiving.values_mut() {
             r.writing = None;
         }
