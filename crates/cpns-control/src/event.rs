@@ -577,6 +577,11 @@ pub enum Outcome {
         #[serde(with = "crate::text")]
         session: DeliveryId,
     },
+    /// The server kept the contents this PNE declared.
+    ContentsDeclared {
+        /// How many.
+        count: u32,
+    },
     /// The server recorded the end of a delivery this PNE received.
     DeliveryRecorded {
         /// The session.

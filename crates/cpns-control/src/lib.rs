@@ -29,7 +29,7 @@ pub use caps::{Capabilities, KEYS as CAPABILITY_KEYS, ScreenSize};
 pub use error::{ApiError, CODES, code_named};
 pub use event::{Event, Gone, Outcome};
 pub use request::{Request, Served, SpecificFile, Targets, VERB_TABLE, VERBS};
-pub use response::{GroupMember, HeldGroup, Pn, Response, ServiceEntry};
+pub use response::{Content, GroupMember, HeldGroup, Holding, Offered, Pn, Response, ServiceEntry};
 pub use status::{
     Charge, Entry, OwnStatus, Policy, PolicyAttribute, Preference, ServicePreference, UsageRow,
     status_name, status_named,

@@ -29,6 +29,13 @@ pub enum Request {
     Show {},
     /// PN GW: what its WAN sessions with the server carried since it started.
     Traffic {},
+    /// PNE: declare the contents it holds now (004 §5.5.10), replacing what it announced in
+    /// every PN it is a member of; `query` answers from the server list them.
+    ContentsSet {
+        /// The contents, at most 256.
+        #[serde(default)]
+        contents: Vec<crate::response::Content>,
+    },
     /// PNE, PN GW: one PN it holds; on a PN GW with who confirmed its group key.
     Members {
         /// The PN.
@@ -472,7 +479,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 46] = [
+pub const VERB_TABLE: [(&str, Served); 47] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -519,6 +526,7 @@ pub const VERB_TABLE: [(&str, Served); 46] = [
     ("group_send", PNE),
     ("deliver", PNE_SERVER),
     ("traffic", GW),
+    ("contents_set", PNE),
 ];
 
 /// Every verb, as written on the socket.
@@ -594,6 +602,7 @@ impl Request {
             Request::GroupSend { .. } => "group_send",
             Request::Deliver { .. } => "deliver",
             Request::Traffic {} => "traffic",
+            Request::ContentsSet { .. } => "contents_set",
         }
     }
 }

@@ -42,6 +42,15 @@ pub enum Response {
     Query {
         /// The PNs.
         pns: Vec<Pn>,
+        /// What their members hold and offer (004 §5.5.10), from the server: each member that
+        /// declared contents or offers services the asker may see.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        holdings: Vec<Holding>,
+    },
+    /// The contents declared, as the server kept them.
+    ContentsSet {
+        /// How many.
+        kept: u32,
     },
     /// The PN set up, as stored.
     Setup {
@@ -381,6 +390,46 @@ pub enum Response {
     },
 }
 
+/// A content a device holds (000 §6.6.1.1 step 1; 004 §5.5.10).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Content {
+    /// Its name.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+}
+
+/// A service a member offers in the directory, as an inventory shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offered {
+    /// Its directory id.
+    pub dir_id: u64,
+    /// The member's id for it.
+    pub service_id: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// What one member of a PN holds and offers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holding {
+    /// The member.
+    #[serde(with = "crate::text")]
+    pub pne: EntityId,
+    /// The contents it declared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contents: Vec<Content>,
+    /// The services it offers that the asker may see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Offered>,
+}
+
 /// A member of a service group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -510,6 +559,7 @@ impl Response {
             Response::GroupSend { .. } => "group_send",
             Response::Deliver { .. } => "deliver",
             Response::Traffic { .. } => "traffic",
+            Response::ContentsSet { .. } => "contents_set",
         }
     }
 }

@@ -159,6 +159,12 @@ fn every_request() -> Vec<Request> {
             wait: false,
         },
         Request::Traffic {},
+        Request::ContentsSet {
+            contents: vec![crate::Content {
+                name: "holiday.mp4".into(),
+                media_type: "video/mp4".into(),
+            }],
+        },
         Request::GroupSend {
             group_id: group(),
             text: None,

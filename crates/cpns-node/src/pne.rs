@@ -179,6 +179,8 @@ enum Ask {
     Directory(DirectoryAsk),
     Group(GroupAsk),
     Deliver(Box<cpns_wire::DeliveryOffer>, std::path::PathBuf),
+    /// Declare the contents held now.
+    Contents(Vec<cpns_wire::ContentItem>),
 }
 
 /// A service group request of a running PNE (004 §5.5.9, §5.5.7.2), end to end.
@@ -391,9 +393,12 @@ impl PneHandle {
 
     /// 004 §5.5.10: reads a PN's inventory (its own from its PN GW, another of its user's from
     /// the server, end to end), or with `None` every PN of its user.
-    pub async fn query(&self, pn_id: Option<PnId>) -> Result<Vec<PnInventory>, NodeError> {
+    pub async fn query(
+        &self,
+        pn_id: Option<PnId>,
+    ) -> Result<(Vec<PnInventory>, Vec<cpns_wire::MemberServices>), NodeError> {
         match self.run(Ask::Query(pn_id)).await? {
-            Outcome::Inventory(pns) => Ok(pns),
+            Outcome::Inventory { pns, services } => Ok((pns, services)),
             other => Err(unexpected(&other)),
         }
     }
@@ -490,6 +495,18 @@ impl PneHandle {
         path: std::path::PathBuf,
     ) -> Result<Outcome, NodeError> {
         self.run(Ask::Deliver(Box::new(offer), path)).await
+    }
+
+    /// Declares the contents this PNE holds now (004 §5.5.10), end to end: how many the server
+    /// kept.
+    pub async fn declare_contents(
+        &self,
+        contents: Vec<cpns_wire::ContentItem>,
+    ) -> Result<u32, NodeError> {
+        match self.run(Ask::Contents(contents)).await? {
+            Outcome::ContentsDeclared { count } => Ok(count),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// The service groups whose key this PNE holds (id, name, epoch), with or without a link.
@@ -1162,6 +1179,7 @@ impl<S: DeviceStore> Link<S> {
             Ask::Directory(DirectoryAsk::Retrieve(id)) => s.retrieve_service(now, id),
             Ask::Directory(DirectoryAsk::Watch(w)) => s.watch_services(now, w),
             Ask::Directory(DirectoryAsk::Unwatch(id)) => s.unwatch_services(now, id),
+            Ask::Contents(items) => s.declare_contents(now, items),
             Ask::Deliver(offer, path) => {
                 let started = s.offer_delivery(now, &offer);
                 if let Ok(id) = &started {

@@ -307,12 +307,27 @@ pub(crate) async fn load<S: ServerStore>(
         }
         Load::Inventory { asker, pn } => {
             let view = store
-                .inventory_view(asker, pn.as_ref())
+                .inventory_view(asker, pn.as_ref(), crate::clock::unix_millis())
                 .await
                 .map_err(err)?;
+            // What is kept is a description the server wrote; one that is not is left out.
+            let services = view
+                .services
+                .iter()
+                .filter_map(|e| {
+                    let (s, _) = cpns_proto::server::directory::summary(
+                        e.dir_id,
+                        &e.offerer,
+                        &e.owner,
+                        &e.description,
+                    )?;
+                    Some((e.offerer.clone(), s))
+                })
+                .collect();
             Loaded::Inventory(InventoryLoaded {
                 asker_owner: view.owner,
                 pns: view.pns.iter().map(known_pn).collect(),
+                services,
             })
         }
         Load::UsageOwners { pne, pn } => {
@@ -777,6 +792,10 @@ pub(crate) async fn persist<S: ServerStore>(
                 })
                 .collect();
             store.open_delivery(&records).await.map_err(err)?;
+            Ok(Persisted::Done)
+        }
+        ServerEffect::SetContents { pne, contents } => {
+            store.set_contents(&pne, &contents).await.map_err(err)?;
             Ok(Persisted::Done)
         }
         ServerEffect::CloseDelivery {

@@ -100,6 +100,9 @@ pub enum CommandError {
     /// The delivery offer given is not one (docs/services.md, "Delivery").
     #[error("delivery offer: {0}")]
     InvalidDelivery(String),
+    /// The contents declared are not a valid list (004 §5.5.10).
+    #[error("contents: {0}")]
+    InvalidContents(String),
     /// No delivery offered to this PNE waits for an answer under this id.
     #[error("no delivery {0} waits for an answer here")]
     NoDelivery(cpns_wire::DeliveryId),
@@ -155,6 +158,7 @@ impl CommandError {
             | CommandError::InvalidStatus(_)
             | CommandError::InvalidDescription(_)
             | CommandError::InvalidDelivery(_)
+            | CommandError::InvalidContents(_)
             | CommandError::NotAllowed(_) => ErrorCode::BadRequest,
             CommandError::Crypto(_) => ErrorCode::Internal,
         }

@@ -518,6 +518,9 @@ pub struct InventoryView {
     pub owner: Option<UserId>,
     /// The PN named, if held; without one, every PN of the asker's user, in creation order.
     pub pns: Vec<PnRecord>,
+    /// The directory entries the members of those PNs publish that the asker may see now (the
+    /// directory's own scope rules), by offerer.
+    pub services: Vec<ServiceEntry>,
 }
 
 /// The users a usage report is charged by, in one snapshot

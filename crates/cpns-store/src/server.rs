@@ -421,12 +421,22 @@ pub trait ServerStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<MemberView>> + Send;
 
     /// What `asker`'s inventory query reads, in one snapshot (004 §5.5.10): its user, and PN
-    /// `pn` if given, else every PN of that user (none if `asker` is not enrolled).
+    /// `pn` if given, else every PN of that user (none if `asker` is not enrolled), and the
+    /// directory entries of their members that `asker` may see at `now`.
     fn inventory_view(
         &self,
         asker: &EntityId,
         pn: Option<&PnId>,
+        now: UnixMillis,
     ) -> impl Future<Output = Result<InventoryView>> + Send;
+
+    /// `pne` declares the contents it holds now (004 §5.5.10): they replace what it announced
+    /// in every PN it is a member of. How many memberships changed.
+    fn set_contents(
+        &self,
+        pne: &EntityId,
+        contents: &[cpns_wire::ContentItem],
+    ) -> impl Future<Output = Result<u32>> + Send;
 
     /// The user of `entity` and the owner of PN `pn`, in one snapshot (004 §5.5.4: whom a
     /// usage report is charged to).

@@ -79,6 +79,7 @@ mod server {
         pn_view_reads_a_pn_with_its_answer_and_entities,
         member_view_gives_an_ended_membership_to_a_non_member,
         inventory_view_reads_the_askers_pns,
+        an_inventory_shows_what_members_offer_as_the_asker_may_see_it,
         usage_owners_name_the_reporters_and_the_pns_users,
         charging_records_of_an_entity_are_its_users,
         status_view_reads_what_a_query_names,

@@ -23,42 +23,82 @@ pub(crate) struct ContentArgs {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ContentVerb {
-    /// Push FILE to PNEs of the running PNE's PN, sealed end to end through its PN GW.
-    Push {
-        /// The file.
+    /// Declare the contents a running PNE holds now (004 §5.5.10), from FILE: a JSON list of
+    /// `{"name": …, "media_type": …}`, at most 256. They replace what it announced in every PN
+    /// it is a member of; `cpns pn query` lists them.
+    Declare {
+        /// The JSON file.
         file: PathBuf,
-        /// The targets (a comma list of PNE ids).
-        #[arg(long, value_delimiter = ',', required = true)]
-        to: Vec<EntityId>,
-        /// The service it is delivered as (for the records and charging).
-        #[arg(long, default_value = "content")]
-        service: String,
-        /// Its media type.
-        #[arg(long = "type", default_value = "application/octet-stream")]
-        media_type: String,
-        /// Its name for the targets (default: the file's name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Follow it until every target has every byte, or a target's part ended otherwise.
-        #[arg(long)]
-        wait: bool,
-        /// On the server (--data-dir): the PN whose members receive it, from outside the PN.
-        #[arg(long)]
-        pn: Option<cpns_wire::PnId>,
-        /// On the server: the external entity it comes from (default `operator`).
-        #[arg(long)]
-        source: Option<EntityId>,
-        /// On the server: a part for one target only, as TARGET=FILE (at most 64 KiB); again
-        /// for each such target.
-        #[arg(long, value_name = "TARGET=FILE")]
-        specific: Vec<String>,
     },
+    /// Push FILE to PNEs of the running PNE's PN, sealed end to end through its PN GW.
+    Push(PushArgs),
+}
+
+/// `cpns content push`.
+#[derive(Args, Debug)]
+pub(crate) struct PushArgs {
+    /// The file.
+    file: PathBuf,
+    /// The targets (a comma list of PNE ids).
+    #[arg(long, value_delimiter = ',', required = true)]
+    to: Vec<EntityId>,
+    /// The service it is delivered as (for the records and charging).
+    #[arg(long, default_value = "content")]
+    service: String,
+    /// Its media type.
+    #[arg(long = "type", default_value = "application/octet-stream")]
+    media_type: String,
+    /// Its name for the targets (default: the file's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Follow it until every target has every byte, or a target's part ended otherwise.
+    #[arg(long)]
+    wait: bool,
+    /// On the server (--data-dir): the PN whose members receive it, from outside the PN.
+    #[arg(long)]
+    pn: Option<cpns_wire::PnId>,
+    /// On the server: the external entity it comes from (default `operator`).
+    #[arg(long)]
+    source: Option<EntityId>,
+    /// On the server: a part for one target only, as TARGET=FILE (at most 64 KiB); again
+    /// for each such target.
+    #[arg(long, value_name = "TARGET=FILE")]
+    specific: Vec<String>,
 }
 
 /// `cpns content`.
 pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
     let t = &a.target;
-    let ContentVerb::Push {
+    match a.verb {
+        ContentVerb::Declare { file } => declare(t, &file).await,
+        ContentVerb::Push(p) => push(t, p).await,
+    }
+}
+
+/// `cpns content declare`.
+async fn declare(t: &Target, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+    let contents: Vec<cpns_control::Content> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: a JSON list of {{\"name\": …, \"media_type\": …}}",
+            file.display()
+        )
+    })?;
+    let answer = ask(t, Request::ContentsSet { contents }).await?;
+    let Response::ContentsSet { kept } = &answer else {
+        return Err(unexpected(&answer));
+    };
+    if t.json {
+        print_json(&answer);
+    } else {
+        println!("{kept} contents declared");
+    }
+    Ok(())
+}
+
+/// `cpns content push`.
+async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
+    let PushArgs {
         file,
         to,
         service,
@@ -68,7 +108,7 @@ pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
         pn,
         source,
         specific,
-    } = a.verb;
+    } = a;
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
     let targets = to.len();
     let on_server = t.data_dir.is_some();

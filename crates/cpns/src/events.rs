@@ -698,6 +698,11 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
             Outcome::DeliveryEnded { session, .. } => {
                 Described::new("delivery_recorded").text("session", session)
             }
+            Outcome::ContentsDeclared { count } => Described::new("contents_declared").field(
+                "count",
+                "contents",
+                Value::Number(u64::from(*count)),
+            ),
             Outcome::ServiceGroupMembers(m) => Described::new("service_group_members")
                 .text("group_id", m.group_id)
                 .field(
@@ -708,7 +713,7 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
             Outcome::ServiceRetrieved(d) => Described::new("service_retrieved")
                 .field("dir_id", "directory id", Value::Number(d.dir_id))
                 .text("offerer", &d.offerer),
-            Outcome::Inventory(pns) => {
+            Outcome::Inventory { pns, .. } => {
                 let ids = pns.iter().map(|p| p.pn_id.to_string()).collect();
                 Described::new("inventory_read").field("pns", "pns", Value::List(ids))
             }

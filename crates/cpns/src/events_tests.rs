@@ -555,7 +555,14 @@ fn pne_events() {
             json!({"pn_id": PN_HEX, "pne": "tv", "command": 10}),
         ),
         (
-            done(11, Flow::InventoryQuery, Outcome::Inventory(vec![])),
+            done(
+                11,
+                Flow::InventoryQuery,
+                Outcome::Inventory {
+                    pns: vec![],
+                    services: vec![],
+                },
+            ),
             "14:02:11 inventory read  pns=none",
             "inventory_read",
             json!({"pns": [], "command": 11}),

@@ -258,9 +258,37 @@ fn told(notified: &[EntityId]) -> String {
 /// One readable answer.
 fn print_answer(r: &Response) {
     match r {
-        Response::Show { pns } | Response::Members { pns } | Response::Query { pns } => {
-            print_pns(pns)
+        Response::Show { pns } | Response::Members { pns } => print_pns(pns),
+        Response::Query { pns, holdings } => {
+            print_pns(pns);
+            for h in holdings {
+                let contents: Vec<String> = h
+                    .contents
+                    .iter()
+                    .map(|c| format!("{} ({})", c.name, c.media_type))
+                    .collect();
+                let services: Vec<String> = h
+                    .services
+                    .iter()
+                    .map(|s| format!("{} \"{}\" ({})", s.service_id, s.name, s.service_type))
+                    .collect();
+                println!(
+                    "  {}: holds {}; offers {}",
+                    h.pne,
+                    if contents.is_empty() {
+                        "nothing declared".into()
+                    } else {
+                        contents.join(", ")
+                    },
+                    if services.is_empty() {
+                        "nothing it may see".into()
+                    } else {
+                        services.join(", ")
+                    }
+                );
+            }
         }
+        Response::ContentsSet { kept } => println!("{kept} contents declared"),
         Response::Setup { pn } => println!("set up {}", pn_line(pn)),
         Response::Traffic {
             wan_frames_in,

@@ -464,3 +464,82 @@ fn until_ok(f: impl Fn() -> bool) -> bool {
     }
     false
 }
+
+/// 004 §5.5.10 with separate processes: the TV declares what it holds (`cpns content declare`)
+/// and publishes a renderer; the phone's query of its user's PNs, answered by the server, lists
+/// both under the TV; a file that is not a contents list is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_shows_what_a_member_holds_and_offers() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .start();
+    let mut tv = w.pne("tv").stay().await_invitation().spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "tv");
+    let mut phone = w.pne("phone").stay().setup("all").spawn();
+    let pn = common::text(&w.gw().expect_event("pn_established")["pn_id"]);
+    for p in [&mut phone, &mut tv] {
+        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    }
+    let tv_db = w.store("tv");
+    let list = w.path("contents.json");
+    std::fs::write(
+        &list,
+        r#"[{"name":"holiday.mp4","media_type":"video/mp4"},{"name":"album.zip","media_type":"application/zip"}]"#,
+    )
+    .unwrap();
+    let out = cpns(&[
+        "content",
+        "declare",
+        s(&list),
+        "--store",
+        s(&tv_db),
+        "--json",
+    ]);
+    let kept: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(kept["kept"], 2, "{out}");
+    let doc = description(
+        &w,
+        "renderer",
+        r#""video""#,
+        r#"{"kind":"user"}"#,
+        3600,
+        "{}",
+    );
+    service(&w, "tv", &["publish", &doc]);
+    // Not a contents list: refused, with what it should be.
+    let bad = w.path("bad.json");
+    std::fs::write(&bad, r#"{"name":"x"}"#).unwrap();
+    let out = run(&["content", "declare", s(&bad), "--store", s(&tv_db)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a JSON list"));
+
+    let out = cpns(&["pn", "query", "--store", s(&w.store("phone")), "--json"]);
+    let read: Value = serde_json::from_str(out.trim()).unwrap();
+    let holdings = read["holdings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(holdings.len(), 1, "{out}");
+    let tv_holds = &holdings[0];
+    assert_eq!(tv_holds["pne"], "tv");
+    let names: Vec<&str> = tv_holds["contents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["holiday.mp4", "album.zip"]);
+    assert_eq!(tv_holds["services"][0]["service_id"], "renderer");
+    assert_eq!(tv_holds["services"][0]["type"], "media.renderer");
+    // The server's record holds them too.
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let rec = store.pn(&pn.parse().unwrap()).await.unwrap().unwrap();
+    let m = rec
+        .members
+        .iter()
+        .find(|m| m.pne_id.as_str() == "tv")
+        .unwrap();
+    assert_eq!(m.contents.len(), 2);
+    store.close().await;
+}

@@ -295,7 +295,7 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::SecureAnswer { .. }
         | Outcome::InviteAnswered { .. }
         | Outcome::MemberExpelled { .. }
-        | Outcome::Inventory(_)
+        | Outcome::Inventory { .. }
         | Outcome::Capabilities { .. }
         | Outcome::StatusReported
         | Outcome::Statuses(_)
@@ -316,6 +316,7 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::ServiceGroupSent { .. }
         | Outcome::DeliveryGranted { .. }
         | Outcome::DeliveryEnded { .. }
+        | Outcome::ContentsDeclared { .. }
         | Outcome::InvitationAnswered { .. } => None,
     }
 }
@@ -373,7 +374,7 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             pn_id: *pn_id,
             pne: pne.clone(),
         },
-        Outcome::Inventory(pns) => ApiOutcome::Inventory {
+        Outcome::Inventory { pns, .. } => ApiOutcome::Inventory {
             pns: pns.iter().map(Pn::from).collect(),
         },
         Outcome::Capabilities { reported } => ApiOutcome::Capabilities {
@@ -462,6 +463,7 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
         Outcome::DeliveryEnded { session, .. } => {
             ApiOutcome::DeliveryRecorded { session: *session }
         }
+        Outcome::ContentsDeclared { count } => ApiOutcome::ContentsDeclared { count: *count },
         Outcome::ServiceGroupMembers(m) => ApiOutcome::ServiceGroupMembers {
             group_id: m.group_id,
             members: m.members.iter().map(|x| x.entity.clone()).collect(),

@@ -114,6 +114,7 @@ impl GatewayApi {
                 Err(why) => Err(ApiError::bad_request(why)),
             },
             r @ (Request::Query { .. }
+            | Request::ContentsSet { .. }
             | Request::Setup { .. }
             | Request::Register { .. }
             | Request::Join { .. }

@@ -64,9 +64,24 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     pns: vec![one_pn(&held, pn_id)?],
                 })
             }
-            Request::Query { pn_id } => one(Response::Query {
-                pns: pns(&h.query(pn_id).await.map_err(api_error)?),
-            }),
+            Request::Query { pn_id } => {
+                let (read, services) = h.query(pn_id).await.map_err(api_error)?;
+                one(Response::Query {
+                    holdings: holdings(&read, &services),
+                    pns: pns(&read),
+                })
+            }
+            Request::ContentsSet { contents } => {
+                let items = contents
+                    .into_iter()
+                    .map(|c| cpns_wire::ContentItem {
+                        name: c.name,
+                        media_type: c.media_type,
+                    })
+                    .collect();
+                let kept = h.declare_contents(items).await.map_err(api_error)?;
+                one(Response::ContentsSet { kept })
+            }
             Request::Setup { with } => {
                 let inventory = h.setup(with.setup_type()).await.map_err(api_error)?;
                 one(Response::Setup {
@@ -687,4 +702,47 @@ fn follow(mut events: broadcast::Receiver<cpns_proto::pne::PneEvent>) -> mpsc::R
         }
     });
     rx
+}
+
+/// What the members of `pns` hold (the contents each announced or declared) and offer (the
+/// services the server listed): a member with neither is left out.
+fn holdings(
+    pns: &[cpns_wire::PnInventory],
+    services: &[cpns_wire::MemberServices],
+) -> Vec<cpns_control::Holding> {
+    let mut out: Vec<cpns_control::Holding> = Vec::new();
+    for m in pns.iter().flat_map(|p| p.members.iter()) {
+        if m.contents.is_empty() || out.iter().any(|h| h.pne == m.pne_id) {
+            continue;
+        }
+        out.push(cpns_control::Holding {
+            pne: m.pne_id.clone(),
+            contents: m
+                .contents
+                .iter()
+                .map(|c| cpns_control::Content {
+                    name: c.name.clone(),
+                    media_type: c.media_type.clone(),
+                })
+                .collect(),
+            services: Vec::new(),
+        });
+    }
+    for ms in services {
+        let offered = ms.services.iter().map(|s| cpns_control::Offered {
+            dir_id: s.dir_id,
+            service_id: s.service_id.clone(),
+            service_type: s.service_type.clone(),
+            name: s.name.clone(),
+        });
+        match out.iter_mut().find(|h| h.pne == ms.pne) {
+            Some(h) => h.services.extend(offered),
+            None => out.push(cpns_control::Holding {
+                pne: ms.pne.clone(),
+                contents: Vec::new(),
+                services: offered.collect(),
+            }),
+        }
+    }
+    out
 }

@@ -126,6 +126,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             }
             r @ (Request::Show {}
             | Request::Traffic {}
+            | Request::ContentsSet { .. }
             | Request::Members { .. }
             | Request::Query { .. }
             | Request::Setup { .. }

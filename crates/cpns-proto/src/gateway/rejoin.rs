@@ -92,7 +92,15 @@ impl Gateway {
             },
         };
         match answer {
-            Ok(pns) => self.send_pan_response(link, env.msg_id, InventoryAnswer { pns }),
+            // The local answer: members and what they announced; services are the server's.
+            Ok(pns) => self.send_pan_response(
+                link,
+                env.msg_id,
+                InventoryAnswer {
+                    pns,
+                    services: Vec::new(),
+                },
+            ),
             Err(e) => self.send_pan_response(link, env.msg_id, e),
         }
     }

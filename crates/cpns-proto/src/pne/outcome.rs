@@ -81,8 +81,19 @@ pub enum Outcome {
         /// The PNE expelled.
         pne: EntityId,
     },
-    /// `query_inventory`: the PNs read, in creation order (004 §5.5.10).
-    Inventory(Vec<PnInventory>),
+    /// `declare_contents`: the server kept the contents declared, this many.
+    ContentsDeclared {
+        /// How many.
+        count: u32,
+    },
+    /// `query_inventory`: the PNs read, in creation order (004 §5.5.10), and what their
+    /// members offer that this PNE may see (from the server; none from the PN GW).
+    Inventory {
+        /// The PNs.
+        pns: Vec<PnInventory>,
+        /// Each member's services in the directory.
+        services: Vec<cpns_wire::MemberServices>,
+    },
     /// `send_group_content`: the PN GW relayed the content (docs/security.md §4.11).
     ContentSent {
         /// The PN.

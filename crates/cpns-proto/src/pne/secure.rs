@@ -228,7 +228,11 @@ impl PneSession {
         let Some((_, id)) = self.inventory_queries.remove(&reply_to) else {
             return;
         };
-        self.complete(id, Flow::InventoryQuery, Ok(Outcome::Inventory(m.pns)));
+        let read = Outcome::Inventory {
+            pns: m.pns,
+            services: m.services,
+        };
+        self.complete(id, Flow::InventoryQuery, Ok(read));
     }
 
     /// The PN GW refused a local inventory query: true if `reply_to` was one.
@@ -271,13 +275,23 @@ impl PneSession {
         let result = match (answer, call.flow) {
             (Some(a), Flow::InventoryQuery) => {
                 match minicbor::decode::<InventoryAnswer>(&a.payload) {
-                    Ok(read) if a.service == INVENTORY_SERVICE => Ok(Outcome::Inventory(read.pns)),
+                    Ok(read) if a.service == INVENTORY_SERVICE => Ok(Outcome::Inventory {
+                        pns: read.pns,
+                        services: read.services,
+                    }),
                     _ => Err(Failure::AnswerDidNotOpen),
                 }
             }
             (Some(a), Flow::ServiceDirectory) => super::services::answered(a),
             (Some(a), Flow::ServiceGroup) => self.group_answered(a),
             (Some(a), Flow::Delivery) => self.delivery_answered(a),
+            (Some(a), _) if a.service == cpns_wire::CONTENTS_SERVICE => {
+                minicbor::decode::<cpns_wire::ContentsDeclare>(&a.payload)
+                    .map(|d| Outcome::ContentsDeclared {
+                        count: u32::try_from(d.items.len()).unwrap_or(u32::MAX),
+                    })
+                    .map_err(|_| Failure::AnswerDidNotOpen)
+            }
             (Some(a), _) => Ok(Outcome::SecureAnswer {
                 service: a.service,
                 payload: a.payload,

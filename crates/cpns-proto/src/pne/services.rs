@@ -146,6 +146,26 @@ impl PneSession {
 
     /// A secure call of `service` with `payload`, as a command of `flow` (the directory's, the
     /// groups'): its answer is read by that flow.
+    /// Declares the contents this PNE holds now (004 §5.5.10), replacing what it announced in
+    /// every PN it is a member of: [`Outcome::ContentsDeclared`] once the server kept them.
+    /// Checked here first (at most 256, each named with a media type, none twice).
+    pub fn declare_contents(
+        &mut self,
+        now: Instant,
+        contents: Vec<cpns_wire::ContentItem>,
+    ) -> Result<CommandId, CommandError> {
+        let declared = cpns_wire::ContentsDeclare { items: contents };
+        if let Err(why) = crate::server::check_contents(&declared) {
+            return Err(CommandError::InvalidContents(why));
+        }
+        self.typed_call(
+            now,
+            cpns_wire::CONTENTS_SERVICE,
+            &declared,
+            Flow::SecureCall,
+        )
+    }
+
     pub(super) fn typed_call<T: minicbor::Encode<()>>(
         &mut self,
         now: Instant,

@@ -206,6 +206,8 @@ pub struct InventoryLoaded {
     /// The PN named, if the inventory has it; without one, every PN of the asker's user, in
     /// creation order.
     pub pns: Vec<KnownPn>,
+    /// The directory entries their members publish that the asker may see, by offerer.
+    pub services: Vec<(EntityId, cpns_wire::ServiceSummary)>,
 }
 
 /// The answer to [`Load::UsageOwners`].

@@ -45,6 +45,7 @@ pub use load::{
     UsageOwners,
 };
 pub use notices::NoticeClock;
+pub use secure::check_contents;
 pub use status::{MAX_ENTRIES, MAX_LABEL, MAX_SUBSCRIPTIONS, NewStatus, ReportLimits};
 
 use connect::Conn;
@@ -450,6 +451,14 @@ pub enum ServerEffect {
         /// Unix milliseconds.
         now_ms: i64,
     },
+    /// Replace the contents `pne` announced, in every PN it is a member of (004 §5.5.10);
+    /// the driver answers [`Persisted::Done`].
+    SetContents {
+        /// The PNE.
+        pne: EntityId,
+        /// What it holds now.
+        contents: Vec<cpns_wire::ContentItem>,
+    },
     /// End a target's open delivery record; the driver answers [`Persisted::Removed`] (false:
     /// it had none open).
     CloseDelivery {
@@ -826,6 +835,7 @@ enum Parked {
     DeliveryOpened(Box<delivery::DeliveryOpened>),
     DeliveryClosed(Box<(secure::Call, cpns_wire::DeliveryDone)>),
     ExternalLoad(Box<external::ExternalLoad>),
+    ContentsWrite(Box<(secure::Call, cpns_wire::ContentsDeclare)>),
     ExternalOpened(Box<external::ExternalOpened>),
     GroupWrite(Box<(groups::GroupWrite, groups::Pushes)>),
     GroupDelete(Box<(groups::GroupWrite, Vec<groups::Reach>)>),
@@ -1264,6 +1274,10 @@ impl ServerSession {
             }
             Parked::DeliveryOpened(o) => self.delivery_opened(*o, result),
             Parked::ExternalOpened(o) => self.external_opened(*o, result),
+            Parked::ContentsWrite(w) => {
+                let (c, declared) = *w;
+                self.contents_written(c, declared, result);
+            }
             Parked::DeliveryClosed(d) => {
                 let (c, done) = *d;
                 self.delivery_closed(c, done, result);

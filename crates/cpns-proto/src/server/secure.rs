@@ -10,8 +10,9 @@ use cpns_crypto::{
     E2eDirection, SecureBinding, SessionKey, open_secure_message, seal_secure_message,
 };
 use cpns_wire::{
-    Address, ECHO_SERVICE, EntityId, Envelope, ErrorBody, ErrorCode, INVENTORY_SERVICE,
-    InventoryAnswer, InventoryQuery, PnId, RequestId, SecureCall, SecureRequest, SecureResponse,
+    Address, CONTENTS_SERVICE, ContentsDeclare, ECHO_SERVICE, EntityId, Envelope, ErrorBody,
+    ErrorCode, INVENTORY_SERVICE, InventoryAnswer, InventoryQuery, MemberServices, PnId, RequestId,
+    SecureCall, SecureRequest, SecureResponse,
 };
 
 use std::time::Instant;
@@ -203,6 +204,7 @@ impl ServerSession {
         match call.service.as_str() {
             ECHO_SERVICE => self.answer_call(&call_of, call),
             INVENTORY_SERVICE => self.inventory_call(call_of, &call.payload),
+            CONTENTS_SERVICE => self.contents_call(now, call_of, &call.payload),
             USAGE_SERVICE => self.usage_call(now, call_of, &call.payload),
             CHARGING_SERVICE => self.charging_call(call_of, &call.payload),
             s if super::services::is_directory(s) => {
@@ -285,6 +287,40 @@ impl ServerSession {
         );
     }
 
+    /// 004 §5.5.10: a PNE declares the contents it holds now; they replace what it announced in
+    /// every PN it is a member of. Checked and rate-limited before anything is written.
+    fn contents_call(&mut self, now: Instant, c: Call, payload: &[u8]) {
+        let Ok(declared) = minicbor::decode::<ContentsDeclare>(payload) else {
+            return self.refuse_call(&c, ErrorCode::BadRequest, "the contents did not decode");
+        };
+        if let Err(why) = check_contents(&declared) {
+            return self.refuse_call(&c, ErrorCode::BadRequest, &why);
+        }
+        let limits = self.cfg.report_limits;
+        if let Err(wait) = self.reporting().take_directory(now, &c.pne, limits) {
+            let why = crate::rate::retry_in("contents declarations", wait);
+            return self.refuse_call(&c, ErrorCode::RateLimited, &why);
+        }
+        let effect = ServerEffect::SetContents {
+            pne: c.pne.clone(),
+            contents: declared.items.clone(),
+        };
+        self.persist(Parked::ContentsWrite(Box::new((c, declared))), effect);
+    }
+
+    /// The contents are kept: the PNE is answered with them.
+    pub(super) fn contents_written(
+        &mut self,
+        c: Call,
+        declared: ContentsDeclare,
+        result: Result<super::Persisted, crate::StoreFailure>,
+    ) {
+        match result {
+            Ok(_) => self.answer_service(&c, CONTENTS_SERVICE, &declared),
+            Err(e) => self.refuse_call(&c, ErrorCode::Internal, &format!("store: {e}")),
+        }
+    }
+
     /// Answers the query with what the asker may read: a PN it is a member of or its own
     /// user's (else `forbidden`), or every PN of its user.
     pub(super) fn inventory_loaded(&mut self, p: InventoryLoad, loaded: InventoryLoaded) {
@@ -318,7 +354,25 @@ impl ServerSession {
                 }
             },
         };
-        let payload = minicbor::to_vec(InventoryAnswer { pns }).unwrap_or_default();
+        // Each member's services the asker may see (the store applied the directory's scope),
+        // for the members of the PNs answered.
+        let mut services: Vec<MemberServices> = Vec::new();
+        for (offerer, s) in loaded.services {
+            let member = pns
+                .iter()
+                .any(|p: &cpns_wire::PnInventory| p.members.iter().any(|m| m.pne_id == offerer));
+            if !member {
+                continue;
+            }
+            match services.iter_mut().find(|m| m.pne == offerer) {
+                Some(m) => m.services.push(s),
+                None => services.push(MemberServices {
+                    pne: offerer,
+                    services: vec![s],
+                }),
+            }
+        }
+        let payload = minicbor::to_vec(InventoryAnswer { pns, services }).unwrap_or_default();
         let answer = SecureCall {
             service: INVENTORY_SERVICE.into(),
             payload,
@@ -552,4 +606,34 @@ impl UsageLoad {
     pub(super) fn asker(&self) -> (u64, Address) {
         self.call.asker()
     }
+}
+
+/// What is wrong with a contents declaration, if anything: at most
+/// [`cpns_wire::MAX_CONTENTS`] items, each named (1 to 255 characters) with a media type (1 to
+/// 127), none a control character, no name twice.
+pub fn check_contents(d: &ContentsDeclare) -> Result<(), String> {
+    if d.items.len() > cpns_wire::MAX_CONTENTS {
+        return Err(format!(
+            "at most {} contents are declared",
+            cpns_wire::MAX_CONTENTS
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for i in &d.items {
+        for (what, text, max) in [
+            ("a name", &i.name, 255),
+            ("a media type", &i.media_type, 127),
+        ] {
+            let n = text.chars().count();
+            if n == 0 || n > max || text.chars().any(char::is_control) {
+                return Err(format!(
+                    "{what} is 1 to {max} characters, none a control character"
+                ));
+            }
+        }
+        if !names.insert(i.name.as_str()) {
+            return Err(format!("{} is declared twice", i.name));
+        }
+    }
+    Ok(())
 }

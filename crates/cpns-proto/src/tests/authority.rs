@@ -163,7 +163,7 @@ fn another_users_member_may_read_and_leave_but_not_expel() {
     h.pump();
     let read = h.pne_events(1).into_iter().find_map(|e| match e {
         PneEvent::Completed(crate::Completed {
-            result: Ok(Outcome::Inventory(pns)),
+            result: Ok(Outcome::Inventory { pns, .. }),
             ..
         }) => Some(pns.clone()),
         _ => None,
@@ -248,7 +248,7 @@ fn the_local_inventory_answer_gives_capabilities_of_record() {
     h.pump();
     let read = h.pne_events(0).into_iter().find_map(|e| match e {
         PneEvent::Completed(crate::Completed {
-            result: Ok(Outcome::Inventory(pns)),
+            result: Ok(Outcome::Inventory { pns, .. }),
             ..
         }) => Some(pns.clone()),
         _ => None,

@@ -66,7 +66,7 @@ fn two_inventory_reads_and_two_status_queries_at_once_complete_with_their_own_an
     h.pump();
     for id in [first, second] {
         match h.outcome(2, id) {
-            Outcome::Inventory(pns) => assert_eq!(pns[0].pn_id, pn),
+            Outcome::Inventory { pns, .. } => assert_eq!(pns[0].pn_id, pn),
             other => panic!("{other:?}"),
         }
     }

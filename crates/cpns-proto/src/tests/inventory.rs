@@ -32,7 +32,7 @@ fn three_pns() -> (Harness, [PnId; 3]) {
 fn read(h: &Harness, i: usize) -> Option<Vec<PnInventory>> {
     h.pne_events(i).into_iter().rev().find_map(|e| match e {
         PneEvent::Completed(crate::Completed {
-            result: Ok(Outcome::Inventory(pns)),
+            result: Ok(Outcome::Inventory { pns, .. }),
             ..
         }) => Some(pns.clone()),
         _ => None,
@@ -272,7 +272,10 @@ fn a_local_answer_is_believed_only_from_the_pn_gw_and_only_when_asked() {
         424_242,
         Address::Entity(h.gw_cfg.id.clone()),
         Address::Entity(pne_id(1)),
-        cpns_wire::InventoryAnswer { pns: vec![] },
+        cpns_wire::InventoryAnswer {
+            pns: vec![],
+            services: vec![],
+        },
     );
     h.deliver_direct(Party::Gw, Party::Pne(1), &plain(&unasked))
         .unwrap();
@@ -280,4 +283,109 @@ fn a_local_answer_is_believed_only_from_the_pn_gw_and_only_when_asked() {
     // Asked properly, it reads its PN.
     query(&mut h, 1, Some(pn));
     assert_eq!(read(&h, 1), Some(vec![h.store.pns[&pn].clone()]));
+}
+
+/// What PNE `i` read last, with what its members offer.
+fn read_with_services(
+    h: &Harness,
+    i: usize,
+) -> Option<(Vec<PnInventory>, Vec<cpns_wire::MemberServices>)> {
+    h.pne_events(i).into_iter().rev().find_map(|e| match e {
+        PneEvent::Completed(crate::Completed {
+            result: Ok(Outcome::Inventory { pns, services }),
+            ..
+        }) => Some((pns.clone(), services.clone())),
+        _ => None,
+    })
+}
+
+fn item(name: &str) -> cpns_wire::ContentItem {
+    cpns_wire::ContentItem {
+        name: name.into(),
+        media_type: "video/mp4".into(),
+    }
+}
+
+/// 004 §5.5.10: "the information of PNE(s) contains device capability and information of
+/// service / content". PNE 1 declares what it holds (replacing what it announced at set-up) and
+/// PNE 3 publishes a user-scoped service; PNE 0 reads its user's PNs from the server and sees
+/// both, each under its member.
+#[test]
+fn an_inventory_from_the_server_shows_what_members_hold_and_offer() {
+    let (mut h, pns) = three_pns();
+    let now = h.now();
+    let id = h.pnes[1]
+        .declare_contents(now, vec![item("holiday.mp4"), item("wedding.mp4")])
+        .unwrap();
+    h.pump();
+    assert_eq!(h.outcome(1, id), &Outcome::ContentsDeclared { count: 2 });
+    let doc = br#"{"service_id":"renderer","name":"Bedroom TV","type":"media.renderer","version":"1","keywords":["video"],"scope":{"kind":"user"},"delivery":["push"],"lease_s":3600}"#;
+    let now = h.now();
+    h.pnes[3].publish_service(now, doc.to_vec()).unwrap();
+    h.pump();
+    query(&mut h, 0, None);
+    let (read, services) = read_with_services(&h, 0).expect("read");
+    assert_eq!(read.len(), 3);
+    let pn_a = read.iter().find(|p| p.pn_id == pns[0]).unwrap();
+    let member = pn_a.members.iter().find(|m| m.pne_id == pne_id(1)).unwrap();
+    assert_eq!(member.contents, [item("holiday.mp4"), item("wedding.mp4")]);
+    assert_eq!(services.len(), 1, "{services:?}");
+    assert_eq!(services[0].pne, pne_id(3));
+    assert_eq!(
+        (
+            services[0].services[0].service_id.as_str(),
+            services[0].services[0].name.as_str()
+        ),
+        ("renderer", "Bedroom TV")
+    );
+    // The PN GW's local answer names members and what they announced; services are the
+    // server's.
+    query(&mut h, 0, Some(pns[0]));
+    let (_, local) = read_with_services(&h, 0).unwrap();
+    assert!(local.is_empty());
+}
+
+#[test]
+fn a_bad_contents_declaration_is_refused_with_its_reason_and_changes_nothing() {
+    let (mut h, pns) = three_pns();
+    let now = h.now();
+    let too_many: Vec<_> = (0..=cpns_wire::MAX_CONTENTS)
+        .map(|n| item(&format!("clip-{n}.mp4")))
+        .collect();
+    let bad = [
+        too_many,
+        vec![item("")],
+        vec![item(&"x".repeat(256))],
+        vec![item("a\u{1}b")],
+        vec![item("same"), item("same")],
+        vec![cpns_wire::ContentItem {
+            name: "ok".into(),
+            media_type: String::new(),
+        }],
+    ];
+    for contents in bad.clone() {
+        assert!(matches!(
+            h.pnes[1].declare_contents(now, contents),
+            Err(crate::CommandError::InvalidContents(_))
+        ));
+    }
+    // The same, crafted past the PNE's own checks: the server refuses each.
+    for contents in bad {
+        let payload = minicbor::to_vec(cpns_wire::ContentsDeclare { items: contents }).unwrap();
+        let now = h.now();
+        let id = h.pnes[1]
+            .secure_call(now, cpns_wire::CONTENTS_SERVICE, payload)
+            .unwrap();
+        h.pump();
+        assert!(
+            matches!(h.completion(1, id).map(|c| &c.result),
+                Some(Err(Failure::Refused(e))) if e.code == ErrorCode::BadRequest),
+            "{:?}",
+            h.completion(1, id)
+        );
+    }
+    query(&mut h, 0, None);
+    let read = read(&h, 0).unwrap();
+    let pn_a = read.iter().find(|p| p.pn_id == pns[0]).unwrap();
+    assert!(pn_a.members.iter().all(|m| m.contents.is_empty()));
 }

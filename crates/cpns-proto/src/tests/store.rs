@@ -514,7 +514,46 @@ impl Store {
                         .collect(),
                     (None, None) => Vec::new(),
                 };
-                Loaded::Inventory(InventoryLoaded { asker_owner, pns })
+                // Each member's entries the asker may see, by the directory's scope.
+                let members: Vec<&EntityId> = pns
+                    .iter()
+                    .flat_map(|p: &KnownPn| p.inventory.members.iter().map(|m| &m.pne_id))
+                    .collect();
+                let asker_pns: Vec<PnId> = self
+                    .pns
+                    .iter()
+                    .filter(|(_, inv)| inv.members.iter().any(|m| &m.pne_id == asker))
+                    .map(|(p, _)| *p)
+                    .collect();
+                let services = self
+                    .services
+                    .iter()
+                    .filter(|(_, (offerer, owner, publish))| {
+                        members.contains(&offerer)
+                            && match &publish.scope {
+                                crate::server::directory::DirScope::Public => true,
+                                crate::server::directory::DirScope::User => {
+                                    asker_owner.as_ref() == Some(owner)
+                                }
+                                crate::server::directory::DirScope::Pn(p) => asker_pns.contains(p),
+                                crate::server::directory::DirScope::Group(_) => false,
+                            }
+                    })
+                    .filter_map(|(id, (offerer, owner, publish))| {
+                        let (s, _) = crate::server::directory::summary(
+                            *id,
+                            offerer,
+                            owner,
+                            &publish.description,
+                        )?;
+                        Some((offerer.clone(), s))
+                    })
+                    .collect();
+                Loaded::Inventory(InventoryLoaded {
+                    asker_owner,
+                    pns,
+                    services,
+                })
             }
             Load::UsageOwners { pne, pn } => Loaded::UsageOwners(UsageOwners {
                 owner: self.status_of(pne).map(|s| s.owner),
@@ -626,6 +665,7 @@ impl Store {
             ServerEffect::InviteToGroup { .. } => "invite_to_group",
             ServerEffect::OpenDelivery { .. } => "open_delivery",
             ServerEffect::CloseDelivery { .. } => "close_delivery",
+            ServerEffect::SetContents { .. } => "set_contents",
             ServerEffect::DropInvitation { .. } => "drop_invitation",
             ServerEffect::DeleteGroup { .. } => "delete_group",
             ServerEffect::RemoveWatch { .. } => "remove_watch",
@@ -719,6 +759,14 @@ impl Store {
                         ended: None,
                     };
                     self.deliveries.insert((session, t), row);
+                }
+                Ok(Persisted::Done)
+            }
+            ServerEffect::SetContents { pne, contents } => {
+                for inv in self.pns.values_mut() {
+                    for m in inv.members.iter_mut().filter(|m| m.pne_id == pne) {
+                        m.contents = contents.clone();
+                    }
                 }
                 Ok(Persisted::Done)
             }

@@ -404,10 +404,32 @@ impl ServerStore for SqliteStore {
             .snapshot(|c| views::member_view(c, id, pne))
     }
 
-    async fn inventory_view(&self, asker: &EntityId, id: Option<&PnId>) -> Result<InventoryView> {
+    async fn set_contents(
+        &self,
+        pne: &EntityId,
+        contents: &[cpns_wire::ContentItem],
+    ) -> Result<u32> {
+        let (pne, blob) = (pne.clone(), super::codec::contents_blob(contents));
+        self.write(move |c| {
+            let n = super::codec::exec(
+                c,
+                "UPDATE pn_members SET contents = ? WHERE pne_id = ?",
+                rusqlite::params![blob, pne.as_str()],
+            )?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
+    async fn inventory_view(
+        &self,
+        asker: &EntityId,
+        id: Option<&PnId>,
+        now: UnixMillis,
+    ) -> Result<InventoryView> {
         self.inner
             .readers
-            .snapshot(|c| views::inventory_view(c, asker, id))
+            .snapshot(|c| views::inventory_view(c, asker, id, now))
     }
 
     async fn usage_owners(&self, entity: &EntityId, id: &PnId) -> Result<Owners> {

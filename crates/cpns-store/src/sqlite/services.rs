@@ -169,6 +169,32 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// The entries each of `offerers` publishes that `asker` may see now, by offerer (004 §5.5.10:
+/// what a PN inventory shows of its members' services); nothing if `asker` is not enrolled.
+pub(super) fn offered_to(
+    conn: &Connection,
+    asker: &cpns_wire::EntityId,
+    offerers: &[cpns_wire::EntityId],
+    now: UnixMillis,
+) -> Result<Vec<ServiceEntry>> {
+    let Some((viewer, _)) = viewer_of(conn, asker)? else {
+        return Ok(Vec::new());
+    };
+    if offerers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM services AS s WHERE s.offerer IN (");
+    sql.push_str(&vec!["?"; offerers.len()].join(", "));
+    sql.push_str(") AND");
+    let mut args: Vec<Value> = offerers
+        .iter()
+        .map(|o| Value::Text(o.to_string()))
+        .collect();
+    visible(&viewer, now, &mut sql, &mut args);
+    sql.push_str(" ORDER BY s.offerer, s.dir_id");
+    codec::all(conn, &sql, params_from_iter(args), decode)
+}
+
 /// The asker as a viewer, with its capabilities of record; `None` if it is not enrolled.
 fn viewer_of(
     conn: &Connection,

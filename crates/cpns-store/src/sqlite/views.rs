@@ -8,7 +8,7 @@ use cpns_wire::{ChargingRecord, EntityId, PnId};
 use rusqlite::{Connection, params};
 
 use super::{codec, entity, pn, replay, status, usage};
-use crate::{InventoryView, MemberView, Owners, PnView, Result, StatusView};
+use crate::{InventoryView, MemberView, Owners, PnView, Result, StatusView, UnixMillis};
 
 /// PN `id`, the answer kept for `answer_of` and the enrolled `entities`.
 pub(super) fn pn_view(
@@ -46,14 +46,26 @@ pub(super) fn inventory_view(
     conn: &Connection,
     asker: &EntityId,
     id: Option<&PnId>,
+    now: UnixMillis,
 ) -> Result<InventoryView> {
     let owner = entity::owner_of(conn, asker)?;
-    let pns = match (id, &owner) {
+    let pns: Vec<_> = match (id, &owner) {
         (Some(id), _) => pn::pn(conn, id)?.into_iter().collect(),
         (None, Some(owner)) => pn::pns_of_owner(conn, owner)?,
         (None, None) => Vec::new(),
     };
-    Ok(InventoryView { owner, pns })
+    let mut members: Vec<EntityId> = pns
+        .iter()
+        .flat_map(|p| p.members.iter().map(|m| m.pne_id.clone()))
+        .collect();
+    members.sort();
+    members.dedup();
+    let services = super::services::offered_to(conn, asker, &members, now)?;
+    Ok(InventoryView {
+        owner,
+        pns,
+        services,
+    })
 }
 
 /// The users of `entity` and of PN `id`, in one statement.

@@ -67,6 +67,8 @@ pub async fn member_view_gives_an_ended_membership_to_a_non_member<S: ServerStor
 
 /// An inventory query's read: the asker's user and the PN named, or every PN of its user;
 /// nothing for an asker not enrolled.
+const NOW: i64 = 1_800_000_000_000;
+
 pub async fn inventory_view_reads_the_askers_pns<S: ServerStore>(s: &S) {
     enroll(s, &["pne-1"]).await;
     let a = pn(1, "gw-1", &["pne-1"]);
@@ -78,23 +80,23 @@ pub async fn inventory_view_reads_the_askers_pns<S: ServerStore>(s: &S) {
     for p in [&a, &theirs, &b] {
         s.register_pn(p).await.unwrap();
     }
-    let all = s.inventory_view(&eid("pne-1"), None).await.unwrap();
+    let all = s.inventory_view(&eid("pne-1"), None, NOW).await.unwrap();
     assert_eq!(all.owner, Some(uid("alice")));
     assert_eq!(all.pns, vec![a.clone(), b]);
     let one = s
-        .inventory_view(&eid("pne-1"), Some(&pid(2)))
+        .inventory_view(&eid("pne-1"), Some(&pid(2)), NOW)
         .await
         .unwrap();
     assert_eq!((one.owner, one.pns), (Some(uid("alice")), vec![theirs]));
     let missing = s
-        .inventory_view(&eid("pne-1"), Some(&pid(7)))
+        .inventory_view(&eid("pne-1"), Some(&pid(7)), NOW)
         .await
         .unwrap();
     assert!(missing.pns.is_empty());
-    let stranger = s.inventory_view(&eid("ghost"), None).await.unwrap();
+    let stranger = s.inventory_view(&eid("ghost"), None, NOW).await.unwrap();
     assert_eq!((stranger.owner, stranger.pns), (None, vec![]));
     let stranger = s
-        .inventory_view(&eid("ghost"), Some(&pid(1)))
+        .inventory_view(&eid("ghost"), Some(&pid(1)), NOW)
         .await
         .unwrap();
     assert_eq!((stranger.owner, stranger.pns), (None, vec![a]));
@@ -202,4 +204,97 @@ pub async fn status_view_reads_what_a_query_names<S: ServerStore>(s: &S) {
         .unwrap();
     let users: Vec<&str> = v.of_user.iter().map(|r| r.entity.as_str()).collect();
     assert_eq!(users, ["gw-b", "watch"]);
+}
+
+/// What an inventory shows of its members' services: each member's directory entries the
+/// asker may see now (by offerer, then in publishing order), by the directory's own scope (its user's, its PNs', public; not expired);
+/// and a member's declared contents replace what it announced, in every PN it is in.
+pub async fn an_inventory_shows_what_members_offer_as_the_asker_may_see_it<S: ServerStore>(s: &S) {
+    use cpns_store::{ServiceEntry, ServiceScope};
+    enroll(s, &["pne-1", "pne-2"]).await;
+    s.ensure_user(&uid("bob")).await.unwrap();
+    s.insert_entity(&entity("pne-9", "bob")).await.unwrap();
+    let mut shared = pn(1, "gw-1", &["pne-1", "pne-2", "pne-9"]);
+    shared.members[2].owner = Some(uid("bob"));
+    s.register_pn(&shared).await.unwrap();
+    s.register_pn(&pn(2, "gw-1", &["pne-2"])).await.unwrap();
+    let entry = |offerer: &str, owner: &str, id: &str, scope, expires_at| ServiceEntry {
+        dir_id: 0,
+        offerer: eid(offerer),
+        owner: uid(owner),
+        service_id: id.into(),
+        service_type: "media.renderer".into(),
+        keywords: vec!["video".into()],
+        scope,
+        description: format!("{{\"service_id\":\"{id}\"}}").into_bytes(),
+        updated_at: NOW,
+        expires_at,
+    };
+    let later = NOW + 3_600_000;
+    for e in [
+        entry("pne-2", "alice", "tv", ServiceScope::User, later),
+        entry("pne-2", "alice", "old", ServiceScope::User, NOW - 1),
+        entry("pne-9", "bob", "bobs", ServiceScope::User, later),
+        entry("pne-9", "bob", "open", ServiceScope::Public, later),
+        entry("pne-9", "bob", "here", ServiceScope::Pn(pid(1)), later),
+        entry(
+            "pne-1",
+            "alice",
+            "elsewhere",
+            ServiceScope::Pn(pid(2)),
+            later,
+        ),
+    ] {
+        s.publish_service(&e).await.unwrap();
+    }
+    let seen = |v: &cpns_store::InventoryView| -> Vec<(String, String)> {
+        v.services
+            .iter()
+            .map(|e| (e.offerer.to_string(), e.service_id.clone()))
+            .collect()
+    };
+    let alice = s
+        .inventory_view(&eid("pne-1"), Some(&pid(1)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&alice),
+        [
+            ("pne-2".to_string(), "tv".to_string()),
+            ("pne-9".into(), "open".into()),
+            ("pne-9".into(), "here".into()),
+        ]
+    );
+    // Bob's guest sees its own user's entries, the PN's and the public one; not alice's
+    // user-scoped one, nor her PN-2-scoped one.
+    let bob = s
+        .inventory_view(&eid("pne-9"), Some(&pid(1)), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&bob),
+        [
+            ("pne-9".to_string(), "bobs".to_string()),
+            ("pne-9".into(), "open".into()),
+            ("pne-9".into(), "here".into()),
+        ]
+    );
+    // A stranger sees nothing.
+    let ghost = s
+        .inventory_view(&eid("ghost"), Some(&pid(1)), NOW)
+        .await
+        .unwrap();
+    assert!(ghost.services.is_empty());
+    // Declared contents replace the announced ones in both of pne-2's PNs.
+    let now_holds = vec![cpns_wire::ContentItem {
+        name: "holiday.mp4".into(),
+        media_type: "video/mp4".into(),
+    }];
+    assert_eq!(s.set_contents(&eid("pne-2"), &now_holds).await.unwrap(), 2);
+    for id in [1, 2] {
+        let p = s.pn(&pid(id)).await.unwrap().unwrap();
+        let m = p.members.iter().find(|m| m.pne_id == eid("pne-2")).unwrap();
+        assert_eq!(m.contents, now_holds, "PN {id}");
+    }
+    assert_eq!(s.set_contents(&eid("ghost"), &now_holds).await.unwrap(), 0);
 }

@@ -195,7 +195,45 @@ pub struct InventoryAnswer {
     /// The PNs, in creation order.
     #[n(0)]
     pub pns: Vec<PnInventory>,
+    /// What their members offer (004 §5.5.10: "information of service / content"; what they
+    /// hold is each member's `contents`): the directory's entries of each member that the
+    /// asker may see (004 §5.5.5 scope), a member offering none left out. (A PN GW's local
+    /// answer carries none.)
+    #[n(1)]
+    #[cbor(default)]
+    pub services: Vec<MemberServices>,
 }
+
+/// The services one member offers, as the asker may see them.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct MemberServices {
+    /// The member.
+    #[n(0)]
+    pub pne: EntityId,
+    /// Its entries in the directory.
+    #[n(1)]
+    #[cbor(default)]
+    pub services: Vec<crate::ServiceSummary>,
+}
+
+/// Contents Declare: the whole list of what a PNE holds now, replacing what it announced at
+/// set-up (000 §6.6.1.1 step 1) in every PN it is a member of (payload of the secure call
+/// [`CONTENTS_SERVICE`]; answered the same, as kept).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct ContentsDeclare {
+    /// The contents, at most [`MAX_CONTENTS`].
+    #[n(0)]
+    #[cbor(default)]
+    pub items: Vec<crate::ContentItem>,
+}
+
+/// The secure call a PNE declares its contents with (004 §5.5.10): payload
+/// [`ContentsDeclare`], answered the same, as kept.
+pub const CONTENTS_SERVICE: &str = "cpns.inventory.contents";
+/// Most contents one PNE declares.
+pub const MAX_CONTENTS: usize = 256;
 
 /// The server's secure service answering an [`InventoryQuery`] (004 §5.5.10): the payload is
 /// the CBOR query, the answer's payload the CBOR [`InventoryAnswer`].

@@ -322,4 +322,5 @@ bodies! {
     164 => DeliveryChunk,
     165 => DeliveryAck,
     166 => DeliveryDone,
+    167 => ContentsDeclare,
 }

@@ -612,6 +612,28 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "inventory answer",
             InventoryAnswer {
                 pns: vec![inventory_full()],
+                services: vec![MemberServices {
+                    pne: eid("tv-1"),
+                    services: vec![ServiceSummary {
+                        dir_id: 7,
+                        offerer: eid("tv-1"),
+                        owner: "alice".parse().unwrap(),
+                        service_id: "renderer".into(),
+                        service_type: "media.renderer".into(),
+                        name: "Living room TV".into(),
+                        keywords: vec!["video".into()],
+                    }],
+                }],
+            }
+            .into(),
+        ),
+        (
+            "contents declare",
+            ContentsDeclare {
+                items: vec![ContentItem {
+                    name: "holiday.mp4".into(),
+                    media_type: "video/mp4".into(),
+                }],
             }
             .into(),
         ),
