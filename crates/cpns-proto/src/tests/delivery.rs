@@ -716,6 +716,7 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
     assert!(!kept.is_empty());
     h.relink(1, 31, move |p| p.restore_deliveries(kept));
     h.restarted_at = h.events.len();
+    let mark = h.log.len();
     let now = h.now();
     h.pnes[1].start_discovery(now).unwrap();
     h.pump();
@@ -728,6 +729,12 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
         .into_iter()
         .any(|e| matches!(e.body, Body::DeliveryAck(a) if a.resume && a.have == have as u64));
     assert!(resumed);
+    // The PN GW tells the source where its targets are, and no one else: the target that
+    // linked again is told nothing of a session it does not send.
+    let told_target = h.log[mark..]
+        .iter()
+        .any(|f| (f.from, f.to) == (Party::Gw, Party::Pne(1)) && f.message == "DeliveryAck");
+    assert!(!told_target, "an acknowledgement to a target");
     for i in [1, 2] {
         assert_eq!(
             h.store.pne_received.get(&(i, session)),
