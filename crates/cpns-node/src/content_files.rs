@@ -43,6 +43,13 @@ fn io(what: &str, path: &Path, e: &std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
 
+/// The name a file is offered under when none is given: its file name (`content` if it has
+/// none).
+pub(crate) fn name_of(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "content".into(), |n| n.to_string_lossy().into_owned())
+}
+
 /// The size and SHA-256 of the file at `path`, read a block at a time (an offered file).
 pub(crate) async fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
     let (hash, size) = hash_file(path, u64::MAX).await?;

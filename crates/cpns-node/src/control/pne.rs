@@ -454,10 +454,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
         let (size, sha256) = crate::content_files::digest(&path)
             .await
             .map_err(ApiError::bad_request)?;
-        let name = name.unwrap_or_else(|| {
-            path.file_name()
-                .map_or_else(|| "content".into(), |n| n.to_string_lossy().into_owned())
-        });
+        let name = name.unwrap_or_else(|| crate::content_files::name_of(&path));
         let offer = cpns_wire::DeliveryOffer {
             service_id: service_id.unwrap_or_else(|| "content".into()),
             targets: to,

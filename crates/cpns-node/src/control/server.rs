@@ -190,10 +190,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                     )
                     .into();
                 }
-                let name = name.unwrap_or_else(|| {
-                    path.file_name()
-                        .map_or_else(|| "content".into(), |n| n.to_string_lossy().into_owned())
-                });
+                let name = name.unwrap_or_else(|| crate::content_files::name_of(&path));
                 let d = DeliverFromOutside {
                     file: path,
                     source: source.unwrap_or_else(operator_source),

@@ -35,7 +35,12 @@ fn world_with(spec: PneSpec) -> Harness {
 
 /// `n` bytes that do not repeat in any short window.
 fn content(n: usize) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9;
+    seeded_content(n, 0)
+}
+
+/// `n` bytes that do not repeat in any short window, different for each `seed`.
+pub(super) fn seeded_content(n: usize, seed: u32) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ seed;
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -349,7 +354,7 @@ fn stalled(h: &mut Harness, bytes: &[u8]) -> DeliveryId {
 }
 
 /// A delivery message from PNE `i` to its PN GW, as its link carries it.
-fn from_pne(h: &mut Harness, i: usize, body: impl Into<Body>) {
+pub(super) fn from_pne(h: &mut Harness, i: usize, body: impl Into<Body>) {
     let env = Envelope::notify(
         9_000 + h.log.len() as u64,
         Address::Entity(pne_id(i)),
@@ -932,6 +937,21 @@ fn chunk_to(h: &mut Harness, to: usize, c: DeliveryChunk) {
     h.pump();
 }
 
+/// `plain` sealed by the source PNE 0 as the chunk at `offset` of `session` (breaking what
+/// rules it likes), given by the PN GW to PNE `to`.
+fn forged(h: &mut Harness, to: usize, session: DeliveryId, offset: u64, plain: &[u8]) {
+    let sealed = h.pnes[0].seal_as_source(session, offset, plain).unwrap();
+    chunk_to(
+        h,
+        to,
+        DeliveryChunk {
+            session,
+            offset,
+            sealed,
+        },
+    );
+}
+
 /// The acknowledgements PNE `i` sent its PN GW for `session`.
 fn acks_of(h: &Harness, i: usize, session: DeliveryId) -> Vec<DeliveryAck> {
     h.delivered(Party::Pne(i), Party::Gw)
@@ -954,33 +974,11 @@ fn a_target_refuses_a_chunk_larger_than_its_sessions_chunk_even_sealed_by_the_so
     );
     // The source itself seals a chunk one byte over the session's chunk, at the target's
     // place and within the content's size: the target ends the session on it.
-    let sealed = h.pnes[0]
-        .seal_as_source(session, have, &[7; 65_537])
-        .unwrap();
-    chunk_to(
-        &mut h,
-        1,
-        DeliveryChunk {
-            session,
-            offset: have,
-            sealed,
-        },
-    );
+    forged(&mut h, 1, session, have, &[7; 65_537]);
     assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
     assert_eq!(h.store.pne_inbox.get(&(1, session)), None, "discarded");
     // One of the chunk's size is taken.
-    let sealed = h.pnes[0]
-        .seal_as_source(session, have, &[7; 65_536])
-        .unwrap();
-    chunk_to(
-        &mut h,
-        2,
-        DeliveryChunk {
-            session,
-            offset: have,
-            sealed,
-        },
-    );
+    forged(&mut h, 2, session, have, &[7; 65_536]);
     assert_eq!(h.store.pne_inbox[&(2, session)].len() as u64, have + 65_536);
     assert!(ended(&h, 2, session).is_empty());
 }
@@ -992,30 +990,10 @@ fn a_target_refuses_a_chunk_running_past_the_contents_size_even_sealed_by_the_so
     let have = h.store.pne_inbox[&(1, session)].len() as u64;
     let left = 200_000 - have as usize;
     // One byte past the end: refused.
-    let sealed = h.pnes[0]
-        .seal_as_source(session, have, &vec![7; left + 1])
-        .unwrap();
-    chunk_to(
-        &mut h,
-        1,
-        DeliveryChunk {
-            session,
-            offset: have,
-            sealed,
-        },
-    );
+    forged(&mut h, 1, session, have, &vec![7; left + 1]);
     assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
     // Empty: refused too (it would never end).
-    let sealed = h.pnes[0].seal_as_source(session, have, &[]).unwrap();
-    chunk_to(
-        &mut h,
-        2,
-        DeliveryChunk {
-            session,
-            offset: have,
-            sealed,
-        },
-    );
+    forged(&mut h, 2, session, have, &[]);
     assert_eq!(ended(&h, 2, session), [(pne_id(2), DeliveryResult::Failed)]);
 }
 

@@ -13,6 +13,7 @@ use cpns_wire::{
     Envelope, ErrorCode, HashBytes, PnId, SetupType,
 };
 
+use super::delivery::{from_pne, seeded_content as content};
 use super::harness::{Harness, Party, plain, pne_id};
 use super::store::PneSpec;
 use crate::gateway::GatewayEvent;
@@ -38,19 +39,6 @@ fn world_with(specs: &[PneSpec]) -> (Harness, PnId) {
     let pn = h.joined(0).unwrap().pn_id;
     assert_eq!(h.members(pn).len(), specs.len());
     (h, pn)
-}
-
-/// `n` bytes that do not repeat in any short window.
-fn content(n: usize, seed: u32) -> Vec<u8> {
-    let mut x: u32 = 0x9e37_79b9 ^ seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 fn vod() -> EntityId {
@@ -289,18 +277,6 @@ fn a_pn_gw_takes_only_so_many_deliveries_from_outside_at_once() {
     assert_eq!(h.store.deliveries.len(), MAX_OUTBOUND);
 }
 
-/// A chunk of `session` as a PNE's link carries it to the PN GW.
-fn chunk_from_pne(h: &mut Harness, i: usize, c: DeliveryChunk) {
-    let env = Envelope::notify(
-        9_900 + h.log.len() as u64,
-        Address::Entity(pne_id(i)),
-        Address::Entity(h.gw_cfg.id.clone()),
-        c,
-    );
-    h.inject(Party::Pne(i), Party::Gw, plain(&env));
-    h.pump();
-}
-
 #[test]
 fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_pnes() {
     let (mut h, pn) = world();
@@ -309,7 +285,7 @@ fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_p
     h.drop_message("DeliveryAck");
     let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();
     // A member of the PN sends a chunk in the session's name: refused, nothing relayed.
-    chunk_from_pne(
+    from_pne(
         &mut h,
         3,
         DeliveryChunk {
