@@ -109,6 +109,7 @@ fn every_example_is_a_canonical_line_answering_its_request() {
                     | Request::Subscribe { .. }
                     | Request::Establish { wait: true, .. }
                     | Request::Deliver { wait: true, .. }
+                    | Request::InventorySubscribe { .. }
             );
             assert!(
                 streams,

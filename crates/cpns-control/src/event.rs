@@ -315,6 +315,26 @@ pub enum Event {
         /// Why.
         error: ApiError,
     },
+    /// Something in a followed user's inventories changed (004 §5.5.10): `established`,
+    /// `joined`, `left`, `released` (of a PN), `contents`, `services` (of a member).
+    InventoryChanged {
+        /// The PN, if the change is one PN's.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        pn_id: Option<PnId>,
+        /// The member, if the change is one member's.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        pne: Option<EntityId>,
+        /// What changed.
+        change: String,
+    },
     /// This reader fell behind: so many events were dropped before the next.
     Lagged {
         /// Events missed.
@@ -352,6 +372,7 @@ impl Event {
             Event::DeliverySent { .. } => "delivery_sent",
             Event::DeliveryEnded { .. } => "delivery_ended",
             Event::ServiceGroupContentRefused { .. } => "service_group_content_refused",
+            Event::InventoryChanged { .. } => "inventory_changed",
             Event::Completed { .. } => "completed",
             Event::FlowFailed { .. } => "flow_failed",
             Event::Lagged { .. } => "lagged",

@@ -29,6 +29,14 @@ pub enum Request {
     Show {},
     /// PN GW: what its WAN sessions with the server carried since it started.
     Traffic {},
+    /// Server: follow what changes in a user's PN inventories (004 §5.5.10): PNs set up and
+    /// released, members joining and leaving, members declaring contents and publishing
+    /// services, as `inventory_changed` events until the connection ends.
+    InventorySubscribe {
+        /// The user.
+        #[serde(with = "crate::text")]
+        user: UserId,
+    },
     /// PNE: declare the contents it holds now (004 §5.5.10), replacing what it announced in
     /// every PN it is a member of; `query` answers from the server list them.
     ContentsSet {
@@ -479,7 +487,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 47] = [
+pub const VERB_TABLE: [(&str, Served); 48] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -527,6 +535,7 @@ pub const VERB_TABLE: [(&str, Served); 47] = [
     ("deliver", PNE_SERVER),
     ("traffic", GW),
     ("contents_set", PNE),
+    ("inventory_subscribe", SERVER),
 ];
 
 /// Every verb, as written on the socket.
@@ -603,6 +612,7 @@ impl Request {
             Request::Deliver { .. } => "deliver",
             Request::Traffic {} => "traffic",
             Request::ContentsSet { .. } => "contents_set",
+            Request::InventorySubscribe { .. } => "inventory_subscribe",
         }
     }
 }

@@ -47,6 +47,12 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         holdings: Vec<Holding>,
     },
+    /// The user's inventory changes follow, as `inventory_changed` events.
+    InventorySubscribe {
+        /// The user.
+        #[serde(with = "crate::text")]
+        user: cpns_wire::UserId,
+    },
     /// The contents declared, as the server kept them.
     ContentsSet {
         /// How many.
@@ -560,6 +566,7 @@ impl Response {
             Response::Deliver { .. } => "deliver",
             Response::Traffic { .. } => "traffic",
             Response::ContentsSet { .. } => "contents_set",
+            Response::InventorySubscribe { .. } => "inventory_subscribe",
         }
     }
 }

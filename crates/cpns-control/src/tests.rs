@@ -159,6 +159,9 @@ fn every_request() -> Vec<Request> {
             wait: false,
         },
         Request::Traffic {},
+        Request::InventorySubscribe {
+            user: cpns_wire::UserId::new("alice").unwrap(),
+        },
         Request::ContentsSet {
             contents: vec![crate::Content {
                 name: "holiday.mp4".into(),

@@ -877,6 +877,24 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
                 "delivered to",
                 Value::List(delivered.iter().map(ToString::to_string).collect()),
             ),
+        ServerEvent::InventoryChanged {
+            owner,
+            pn_id,
+            pne,
+            change,
+        } => {
+            let d = Described::new("inventory_changed")
+                .text("owner", owner)
+                .text("change", change.name());
+            let d = match pn_id {
+                Some(p) => d.pn("pn_id", *p),
+                None => d,
+            };
+            match pne {
+                Some(p) => d.text("pne", p),
+                None => d,
+            }
+        }
         ServerEvent::DeliveryStopped { session, reason } => Described::new("delivery_stopped")
             .text("session", session)
             .text("reason", reason),

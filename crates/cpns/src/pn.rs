@@ -21,6 +21,9 @@ pub(crate) struct PnArgs {
     /// The control socket itself (instead of --store).
     #[arg(long, global = true, conflicts_with = "store")]
     pub control: Option<PathBuf>,
+    /// A running server's data directory (its control socket `server.sock`), for `watch`.
+    #[arg(long, global = true, conflicts_with_all = ["store", "control"])]
+    pub data_dir: Option<PathBuf>,
     /// Print the entity's answer (and a stream's events) as JSON lines, as they came.
     #[arg(long, global = true)]
     pub json: bool,
@@ -30,6 +33,13 @@ pub(crate) struct PnArgs {
 pub(crate) enum PnVerb {
     /// The PNs the entity holds, with their members.
     Show,
+    /// On the server (--data-dir): follow what changes in USER's PN inventories (004
+    /// §5.5.10): PNs set up and released, members joining and leaving, members declaring
+    /// contents and publishing services; until interrupted.
+    Watch {
+        /// The user.
+        user: cpns_wire::UserId,
+    },
     /// On a PN GW: what its WAN sessions with the server carried since it started (frames and
     /// bytes each way), e.g. to see content for several PNEs cross once.
     Traffic,
@@ -150,14 +160,19 @@ fn accept_or_decline(s: &str) -> Result<bool, String> {
 
 /// `cpns pn ...`.
 pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
-    let path = match (&a.control, &a.store) {
-        (Some(c), _) => c.clone(),
-        (None, Some(s)) => control::socket_path(s),
-        (None, None) => bail!("say which entity: --store <its store> or --control <its socket>"),
+    let path = match (&a.control, &a.store, &a.data_dir) {
+        (Some(c), _, _) => c.clone(),
+        (None, Some(s), _) => control::socket_path(s),
+        (None, None, Some(d)) => crate::status::server_socket(d),
+        (None, None, None) => bail!(
+            "say which entity: --store <its store>, --control <its socket>, or --data-dir \
+             <a server's data dir>"
+        ),
     };
     let request = match &a.verb {
         PnVerb::Show => Request::Show {},
         PnVerb::Traffic => Request::Traffic {},
+        PnVerb::Watch { user } => Request::InventorySubscribe { user: user.clone() },
         PnVerb::Release { pn } => Request::Release { pn_id: *pn },
         PnVerb::Expel { pn, pne } => Request::Expel {
             pn_id: *pn,
@@ -195,7 +210,9 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
     // Events follow the answer of these; the others end with it.
     let streams = matches!(
         request,
-        Request::Events {} | Request::Establish { wait: true, .. }
+        Request::Events {}
+            | Request::Establish { wait: true, .. }
+            | Request::InventorySubscribe { .. }
     );
     let json = a.json;
     let mut refused: Option<ApiError> = None;
@@ -289,6 +306,9 @@ fn print_answer(r: &Response) {
             }
         }
         Response::ContentsSet { kept } => println!("{kept} contents declared"),
+        Response::InventorySubscribe { user } => {
+            println!("following the inventories of {user}'s PNs")
+        }
         Response::Setup { pn } => println!("set up {}", pn_line(pn)),
         Response::Traffic {
             wan_frames_in,
@@ -434,6 +454,11 @@ fn print_event(e: &Event) {
         Event::PnRefused { pn_id, error } => println!("PN {pn_id} refused: {error}"),
         Event::FlowFailed { flow, error } => println!("{flow} failed: {error}"),
         Event::Lagged { missed } => println!("({missed} events missed: this reader fell behind)"),
+        Event::InventoryChanged { pn_id, pne, change } => println!(
+            "inventory: {change}{}{}",
+            pn_id.map_or_else(String::new, |p| format!(" PN {p}")),
+            pne.as_ref().map_or_else(String::new, |p| format!(" {p}"))
+        ),
         Event::Content {
             pn_id,
             from,

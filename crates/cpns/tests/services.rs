@@ -482,6 +482,14 @@ async fn the_inventory_shows_what_a_member_holds_and_offers() {
     for p in [&mut phone, &mut tv] {
         p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
     }
+    // The operator's application follows alice's inventories, live.
+    let data_dir = w.data_dir();
+    let mut watch = Proc::spawn(
+        "pn",
+        &["pn", "watch", "alice", "--data-dir", s(&data_dir), "--json"],
+    );
+    let first: Value = serde_json::from_str(&watch.line()).unwrap();
+    assert_eq!(first["verb"], "inventory_subscribe", "{first}");
     let tv_db = w.store("tv");
     let list = w.path("contents.json");
     std::fs::write(
@@ -508,6 +516,18 @@ async fn the_inventory_shows_what_a_member_holds_and_offers() {
         "{}",
     );
     service(&w, "tv", &["publish", &doc]);
+    for change in ["contents", "services"] {
+        let told: Value = serde_json::from_str(&watch.line()).unwrap();
+        assert_eq!(
+            (&told["event"], &told["pne"], &told["change"]),
+            (
+                &Value::from("inventory_changed"),
+                &Value::from("tv"),
+                &Value::from(change)
+            ),
+            "{told}"
+        );
+    }
     // Not a contents list: refused, with what it should be.
     let bad = w.path("bad.json");
     std::fs::write(&bad, r#"{"name":"x"}"#).unwrap();

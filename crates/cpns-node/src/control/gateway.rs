@@ -115,6 +115,7 @@ impl GatewayApi {
             },
             r @ (Request::Query { .. }
             | Request::ContentsSet { .. }
+            | Request::InventorySubscribe { .. }
             | Request::Setup { .. }
             | Request::Register { .. }
             | Request::Join { .. }

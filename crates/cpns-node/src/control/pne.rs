@@ -429,9 +429,10 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             | Request::GroupKey { .. }
             | Request::GroupMembers { .. }
             | Request::GroupSend { .. }) => self.group(r).await.map(Reply::One),
-            r @ (Request::Establish { .. } | Request::Usage { .. } | Request::Traffic {}) => {
-                Err(Role::Pne.refusal(&r))
-            }
+            r @ (Request::Establish { .. }
+            | Request::Usage { .. }
+            | Request::Traffic {}
+            | Request::InventorySubscribe { .. }) => Err(Role::Pne.refusal(&r)),
         }
     }
 

@@ -164,6 +164,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::GroupMembers { .. }
             | Request::Groups {}
             | Request::GroupSend { .. }) => Err(Role::Server.refusal(&r)),
+            Request::InventorySubscribe { user } => return self.follow_inventory(user),
             Request::Deliver {
                 file,
                 to,
@@ -221,6 +222,37 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             }
         };
         answered.into()
+    }
+
+    /// A local application follows `user`'s inventory changes (004 §5.5.10): each one of the
+    /// user's PNs streams as an `inventory_changed` event until it hangs up; one that falls
+    /// behind is told how many it missed (`lagged`).
+    fn follow_inventory(&self, user: cpns_wire::UserId) -> Answer {
+        let mut changes = self.handle.inventory_changes();
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBER_QUEUE);
+        let first = Response::InventorySubscribe { user: user.clone() };
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let event = tokio::select! {
+                    () = tx.closed() => return,
+                    note = changes.recv() => match note {
+                        Ok(n) if n.owner == user => cpns_control::Event::InventoryChanged {
+                            pn_id: n.pn_id,
+                            pne: n.pne,
+                            change: n.change.name().into(),
+                        },
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(missed)) => cpns_control::Event::Lagged { missed },
+                        Err(RecvError::Closed) => return,
+                    },
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Answer::Stream(first, rx)
     }
 
     /// An external application subscribes: its notifications stream on its connection, from a

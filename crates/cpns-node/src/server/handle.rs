@@ -39,6 +39,11 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
         &self.store
     }
 
+    /// The inventory changes of every session from now on (004 §5.5.10).
+    pub fn inventory_changes(&self) -> tokio::sync::broadcast::Receiver<super::InventoryNote> {
+        self.office.inventory.subscribe()
+    }
+
     /// `entity`'s capabilities as its device holds them now (004 §5.5.1, query by id): asked
     /// of its PN GW's session, which answers for itself or relays the query to the PNE. A PNE
     /// is reached through the PN GW that reported it online; one that is not online, or whose

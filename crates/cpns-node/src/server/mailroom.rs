@@ -19,7 +19,26 @@ pub(super) struct Office {
     /// Tells every session to stop, or to look for mail.
     pub(super) signal: watch::Sender<Signal>,
     pub(super) mailroom: Mutex<Mailroom>,
+    /// What the sessions' inventories changed, for local applications that follow them
+    /// (`inventory_subscribe`): a subscriber that falls behind is told how much it missed.
+    pub(super) inventory: tokio::sync::broadcast::Sender<InventoryNote>,
 }
+
+/// One inventory change, as the sessions publish it to the server's subscribers.
+#[derive(Clone, Debug)]
+pub struct InventoryNote {
+    /// The PN's owner (its PN GW's user).
+    pub owner: cpns_wire::UserId,
+    /// The PN, if the change is one PN's.
+    pub pn_id: Option<cpns_wire::PnId>,
+    /// The member, if the change is one member's.
+    pub pne: Option<EntityId>,
+    /// What changed.
+    pub change: cpns_proto::server::InventoryChange,
+}
+
+/// Inventory changes buffered for the slowest subscriber.
+pub(super) const INVENTORY_FEED: usize = 256;
 
 impl Office {
     pub(super) fn room(&self) -> MutexGuard<'_, Mailroom> {

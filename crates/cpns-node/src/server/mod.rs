@@ -36,6 +36,7 @@ mod outbound;
 mod session;
 
 pub use handle::{DeliverFromOutside, DeliveryStarted, ServerHandle};
+pub use mailroom::InventoryNote;
 pub(crate) use mailroom::Signal;
 use mailroom::{Mailroom, Office};
 
@@ -131,6 +132,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
             office: Arc::new(Office {
                 signal: watch::Sender::new(Signal::default()),
                 mailroom: Mutex::new(Mailroom::default()),
+                inventory: tokio::sync::broadcast::channel(mailroom::INVENTORY_FEED).0,
             }),
             hub: StatusHub::new(),
             proto,

@@ -173,6 +173,21 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 }
                 ServerOutput::Event(e) => {
                     end.outbound.tell(&e);
+                    if let cpns_proto::server::ServerEvent::InventoryChanged {
+                        owner,
+                        pn_id,
+                        pne,
+                        change,
+                    } = &e
+                    {
+                        // Nobody following is no error.
+                        let _ = self.office.inventory.send(super::InventoryNote {
+                            owner: owner.clone(),
+                            pn_id: *pn_id,
+                            pne: pne.clone(),
+                            change: *change,
+                        });
+                    }
                     debug!(event = ?e, "server");
                     if let Some(tx) = &self.events
                         && tx.try_send(e).is_err()

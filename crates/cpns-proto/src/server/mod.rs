@@ -643,6 +643,19 @@ pub enum ServerEvent {
         /// Why.
         reason: crate::Failure,
     },
+    /// What an inventory shows changed (004 §5.5.10), for its owner's subscribers: a PN of the
+    /// PN GW of this session (`owner` its user) was set up, joined, left or released, or one
+    /// of its members changed what it holds or offers.
+    InventoryChanged {
+        /// The PN GW's user, the PN's owner.
+        owner: UserId,
+        /// The PN, if the change is one PN's.
+        pn_id: Option<PnId>,
+        /// The member, if the change is one member's.
+        pne: Option<EntityId>,
+        /// What changed.
+        change: InventoryChange,
+    },
     /// A target's part of a delivery from outside ended otherwise than delivered.
     DeliveryEnded {
         /// The session.
@@ -667,6 +680,37 @@ pub enum ServerEvent {
         /// Why.
         reason: String,
     },
+}
+
+/// What changed in an inventory ([`ServerEvent::InventoryChanged`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InventoryChange {
+    /// A PN was set up (000 §6.6.1).
+    Established,
+    /// A PNE joined a PN (003 §1.4.2).
+    Joined,
+    /// A member left or was expelled (000 §6.6.3).
+    Left,
+    /// A PN was released (000 §6.6.5).
+    Released,
+    /// A member declared what it holds (004 §5.5.10).
+    Contents,
+    /// A member published or took out a service (004 §5.5.5).
+    Services,
+}
+
+impl InventoryChange {
+    /// Its name in the control API and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            InventoryChange::Established => "established",
+            InventoryChange::Joined => "joined",
+            InventoryChange::Left => "left",
+            InventoryChange::Released => "released",
+            InventoryChange::Contents => "contents",
+            InventoryChange::Services => "services",
+        }
+    }
 }
 
 /// What the driver must do next.
@@ -1378,7 +1422,43 @@ impl ServerSession {
     }
 
     fn event(&mut self, e: ServerEvent) {
+        // The inventory changes these events are, for the PN owner's subscribers.
+        let changes: Vec<(PnId, Option<EntityId>, InventoryChange)> = match &e {
+            ServerEvent::PnRegistered { pn_id, .. } => {
+                vec![(*pn_id, None, InventoryChange::Established)]
+            }
+            ServerEvent::MembersRemoved { pn_id, removed, .. } => removed
+                .iter()
+                .map(|m| (*pn_id, Some(m.clone()), InventoryChange::Left))
+                .collect(),
+            ServerEvent::PnReleased { pn_id, .. } => {
+                vec![(*pn_id, None, InventoryChange::Released)]
+            }
+            _ => Vec::new(),
+        };
         self.out.push_back(ServerOutput::Event(e));
+        for (pn_id, pne, change) in changes {
+            self.inventory_changed(Some(pn_id), pne, change);
+        }
+    }
+
+    /// Tells the owner's subscribers that an inventory of this session's PN GW changed.
+    pub(super) fn inventory_changed(
+        &mut self,
+        pn_id: Option<PnId>,
+        pne: Option<EntityId>,
+        change: InventoryChange,
+    ) {
+        let Some(owner) = self.conn.gateway().map(|g| g.owner.clone()) else {
+            return;
+        };
+        self.out
+            .push_back(ServerOutput::Event(ServerEvent::InventoryChanged {
+                owner,
+                pn_id,
+                pne,
+                change,
+            }));
     }
 
     fn publish(&mut self, p: Publish) {

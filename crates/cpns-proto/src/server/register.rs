@@ -354,6 +354,7 @@ impl ServerSession {
         let session_id = RandBytes(self.rng.array());
         // A join: the PN as it now is, its new epoch's key for the joiner (under the grant's
         // seal) and for every other member with an SK_PNE (for the PN GW to hand on).
+        let joined = flow.joining.is_some();
         let (inventory, epoch, group_key, others) = match flow.joining.map(|j| *j) {
             Some(j) => {
                 let mut inventory = j.inventory;
@@ -421,6 +422,10 @@ impl ServerSession {
         };
         let env = self.respond(flow.req_msg, to.clone(), body);
         self.remember(to, request_id, env);
+        if joined {
+            let change = super::InventoryChange::Joined;
+            self.inventory_changed(Some(flow.pn_id), Some(pne_id.clone()), change);
+        }
         self.event(ServerEvent::PneRegistered { pne_id, cpns_id });
     }
 

@@ -316,7 +316,11 @@ impl ServerSession {
         result: Result<super::Persisted, crate::StoreFailure>,
     ) {
         match result {
-            Ok(_) => self.answer_service(&c, CONTENTS_SERVICE, &declared),
+            Ok(_) => {
+                let change = super::InventoryChange::Contents;
+                self.inventory_changed(None, Some(c.pne.clone()), change);
+                self.answer_service(&c, CONTENTS_SERVICE, &declared);
+            }
             Err(e) => self.refuse_call(&c, ErrorCode::Internal, &format!("store: {e}")),
         }
     }

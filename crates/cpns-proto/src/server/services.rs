@@ -311,9 +311,15 @@ impl ServerSession {
                 };
                 self.answer_service(&call, SERVICE_PUBLISH, &answer);
                 self.tell_watchers(&call, dir_id, &publish, &owner, now_ms, &watchers);
+                let change = super::InventoryChange::Services;
+                self.inventory_changed(None, Some(call.pne.clone()), change);
             }
             (Ok(Persisted::Removed(removed)), Written::Unpublish) => {
                 self.answer_service(&call, SERVICE_UNPUBLISH, &ServiceUnpublished { removed });
+                if removed {
+                    let change = super::InventoryChange::Services;
+                    self.inventory_changed(None, Some(call.pne.clone()), change);
+                }
             }
             (Ok(Persisted::Removed(removed)), Written::Unwatch) => {
                 self.answer_service(&call, SERVICE_UNWATCH, &ServiceUnwatched { removed });

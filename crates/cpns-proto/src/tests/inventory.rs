@@ -389,3 +389,89 @@ fn a_bad_contents_declaration_is_refused_with_its_reason_and_changes_nothing() {
     let pn_a = read.iter().find(|p| p.pn_id == pns[0]).unwrap();
     assert!(pn_a.members.iter().all(|m| m.contents.is_empty()));
 }
+
+/// The inventory changes the server tells its owner's followers of (004 §5.5.10), one per
+/// change: PNs set up, a member declaring contents or publishing, a member leaving.
+#[test]
+fn the_server_tells_each_inventory_change_with_its_owner() {
+    use crate::server::{InventoryChange, ServerEvent};
+    let (mut h, pns) = three_pns();
+    let changes = |h: &Harness| -> Vec<(
+        String,
+        Option<PnId>,
+        Option<cpns_wire::EntityId>,
+        InventoryChange,
+    )> {
+        h.server_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                ServerEvent::InventoryChanged {
+                    owner,
+                    pn_id,
+                    pne,
+                    change,
+                } => Some((owner.to_string(), *pn_id, pne.clone(), *change)),
+                _ => None,
+            })
+            .collect()
+    };
+    let set_up: Vec<_> = changes(&h)
+        .into_iter()
+        .filter(|c| c.3 == InventoryChange::Established)
+        .map(|c| (c.0, c.1))
+        .collect();
+    assert_eq!(
+        set_up,
+        pns.iter()
+            .map(|p| ("alice".to_string(), Some(*p)))
+            .collect::<Vec<_>>()
+    );
+    let before = changes(&h).len();
+    let now = h.now();
+    h.pnes[1]
+        .declare_contents(now, vec![item("holiday.mp4")])
+        .unwrap();
+    h.pump();
+    let doc = br#"{"service_id":"renderer","name":"TV","type":"media.renderer","version":"1","keywords":["video"],"scope":{"kind":"user"},"delivery":["push"],"lease_s":3600}"#;
+    let now = h.now();
+    h.pnes[3].publish_service(now, doc.to_vec()).unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[1].leave_pn(now, pns[0]).unwrap();
+    h.pump();
+    let after = changes(&h)[before..].to_vec();
+    assert_eq!(
+        after,
+        [
+            (
+                "alice".into(),
+                None,
+                Some(pne_id(1)),
+                InventoryChange::Contents
+            ),
+            (
+                "alice".into(),
+                None,
+                Some(pne_id(3)),
+                InventoryChange::Services
+            ),
+            (
+                "alice".into(),
+                Some(pns[0]),
+                Some(pne_id(1)),
+                InventoryChange::Left
+            ),
+        ]
+    );
+    // A declaration refused by the server changes nothing, and tells nothing.
+    let payload = minicbor::to_vec(cpns_wire::ContentsDeclare {
+        items: vec![item(""), item("x")],
+    })
+    .unwrap();
+    let now = h.now();
+    h.pnes[2]
+        .secure_call(now, cpns_wire::CONTENTS_SERVICE, payload)
+        .unwrap();
+    h.pump();
+    assert_eq!(changes(&h).len(), before + 3);
+}
