@@ -484,7 +484,7 @@ async fn the_inventory_shows_what_a_member_holds_and_offers() {
     }
     // The operator's application follows alice's inventories, live.
     let data_dir = w.data_dir();
-    let mut watch = Proc::spawn(
+    let watch = Proc::spawn(
         "pn",
         &["pn", "watch", "alice", "--data-dir", s(&data_dir), "--json"],
     );
