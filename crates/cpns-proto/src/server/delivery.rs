@@ -226,7 +226,7 @@ impl ServerSession {
         let mut targets: Vec<(EntityId, UserId)> = Vec::new();
         let mut invites = Vec::new();
         for t in &offer.targets {
-            let member = pn.inventory.members.iter().any(|m| m.pne_id == *t);
+            // Only a member's SK_PNE is loaded (`member_keys`): having one is being a member.
             let sk = l
                 .member_keys
                 .iter()
@@ -237,7 +237,7 @@ impl ServerSession {
                 .iter()
                 .find(|e| e.id == *t)
                 .map(|e| e.owner.clone());
-            let (true, Some(sk), Some(target_owner)) = (member, sk, target_owner) else {
+            let (Some(sk), Some(target_owner)) = (sk, target_owner) else {
                 let why = format!("{t} is not a member of this PN with a secure session");
                 return Err((ErrorCode::NotFound, why));
             };

@@ -278,6 +278,51 @@ fn a_pn_gw_takes_only_so_many_deliveries_from_outside_at_once() {
 }
 
 #[test]
+fn deliveries_from_outside_still_being_set_up_count_toward_the_bound() {
+    let (mut h, pn) = world();
+    let bytes = content(10_000, 5);
+    h.store.server_outbox = bytes.clone();
+    // Every set-up waits for the store: none is sending yet, all are taken.
+    h.store.hold_loads = true;
+    let now = h.now();
+    for ask in 0..MAX_OUTBOUND as u64 {
+        h.server
+            .deliver(now, delivery(pn, &[1], &bytes, vec![]), ask);
+    }
+    h.pump();
+    assert_eq!(h.store.held.len(), MAX_OUTBOUND);
+    assert!(h.deliveries_started.is_empty());
+    let past = MAX_OUTBOUND as u64;
+    h.server
+        .deliver(now, delivery(pn, &[1], &bytes, vec![]), past);
+    h.pump();
+    assert!(matches!(
+        &h.deliveries_started[..],
+        [(a, Err(e))] if *a == past && e.code == ErrorCode::Busy
+    ));
+    assert_eq!(
+        h.store.held.len(),
+        MAX_OUTBOUND,
+        "nothing more asked of the store"
+    );
+}
+
+#[test]
+fn a_part_of_its_own_is_taken_up_to_its_bound() {
+    let (mut h, pn) = world();
+    let bytes = content(10_000, 6);
+    h.store.server_outbox = bytes.clone();
+    let most = vec![7u8; cpns_wire::MAX_SPECIFIC];
+    let session = deliver(
+        &mut h,
+        delivery(pn, &[1], &bytes, vec![(pne_id(1), most.clone())]),
+        1,
+    )
+    .unwrap();
+    assert_eq!(h.store.pne_specific.get(&(1, session)), Some(&most));
+}
+
+#[test]
 fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_pnes() {
     let (mut h, pn) = world();
     let bytes = content(100_000, 4);
