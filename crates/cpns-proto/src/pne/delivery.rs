@@ -59,6 +59,10 @@ pub(super) struct Receiving {
 enum Recv {
     /// Told; waiting for the application's answer.
     Offered,
+    /// Accepted; waiting for the session this PNE takes now to be taken whole. One session
+    /// moves to a PNE at a time, so what its PN GW holds for its link stays within one window
+    /// (the link is cut past the bound it may leave unread).
+    Waiting,
     /// Accepted; the driver is opening where it keeps the content.
     Opening,
     /// Taking chunks.
@@ -244,9 +248,18 @@ impl PneSession {
     }
 
     fn accept_delivery(&mut self, session: DeliveryId) {
+        let busy = self
+            .deliveries
+            .receiving
+            .values()
+            .any(|r| matches!(r.state, Recv::Opening | Recv::Taking));
         let Some(r) = self.deliveries.receiving.get_mut(&session) else {
             return;
         };
+        if busy {
+            r.state = Recv::Waiting;
+            return;
+        }
         r.state = Recv::Opening;
         let (size, name) = (r.invite.size, r.invite.name.clone());
         self.out.push_back(PneOutput::OpenReceive {
@@ -254,6 +267,24 @@ impl PneSession {
             size,
             name,
         });
+    }
+
+    /// The next session waiting to move, if none moves now.
+    fn take_next_waiting(&mut self) {
+        let moving = self
+            .deliveries
+            .receiving
+            .values()
+            .any(|r| matches!(r.state, Recv::Opening | Recv::Taking));
+        let next = self
+            .deliveries
+            .receiving
+            .iter()
+            .find(|(_, r)| r.state == Recv::Waiting)
+            .map(|(s, _)| *s);
+        if let (false, Some(session)) = (moving, next) {
+            self.accept_delivery(session);
+        }
     }
 
     /// The driver opened where a received session's content is kept, holding `have` bytes of
@@ -406,6 +437,9 @@ impl PneSession {
                     specific,
                 });
             }
+            if done {
+                self.take_next_waiting();
+            }
         }
     }
 
@@ -450,6 +484,7 @@ impl PneSession {
         let Some(r) = self.deliveries.receiving.remove(&session) else {
             return;
         };
+        self.take_next_waiting();
         let done = DeliveryDone {
             session,
             target: self.cfg.id.clone(),

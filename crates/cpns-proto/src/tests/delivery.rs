@@ -1320,3 +1320,39 @@ fn a_session_is_recorded_at_its_services_tariff_whoever_sends_it() {
     };
     assert_eq!(h.store.deliveries[&(session, pne_id(2))].per_mb, None);
 }
+
+#[test]
+fn a_target_takes_one_session_at_a_time_so_its_link_holds_one_window() {
+    let mut h = world();
+    let a = content(300_000);
+    let b = seeded_content(200_000, 9);
+    // Two sessions offered to PNE 1 at once, by PNE 0 and PNE 2.
+    h.store.pne_outbox.insert(0, a.clone());
+    h.store.pne_outbox.insert(2, b.clone());
+    let now = h.now();
+    let first = h.pnes[0].offer_delivery(now, &offer(&[1], &a)).unwrap();
+    let mut second_offer = offer(&[1], &b);
+    second_offer.name = "second.mp4".into();
+    let second = h.pnes[2].offer_delivery(now, &second_offer).unwrap();
+    h.pump();
+    let session = |h: &Harness, i, id| match h.outcome(i, id) {
+        Outcome::DeliveryGranted { session, .. } => *session,
+        other => panic!("{other:?}"),
+    };
+    let (sa, sb) = (session(&h, 0, first), session(&h, 2, second));
+    // Both arrived whole.
+    assert_eq!(h.store.pne_received.get(&(1, sa)), Some(&a));
+    assert_eq!(h.store.pne_received.get(&(1, sb)), Some(&b));
+    // No chunk of one reached PNE 1 between two chunks of the other: one moved, then the
+    // other.
+    let order: Vec<DeliveryId> = h
+        .delivered(Party::Gw, Party::Pne(1))
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryChunk(c) => Some(c.session),
+            _ => None,
+        })
+        .collect();
+    let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "{order:?}");
+}
