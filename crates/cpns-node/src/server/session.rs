@@ -167,7 +167,13 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     offset,
                     len,
                 } => {
-                    conn.write_now()?;
+                    // What waits for the PN GW goes out first: its socket paces the reads, so
+                    // deliveries from outside never fill the queue a PN GW may leave unread.
+                    if conn.queued() > self.cfg.max_queued / 2 {
+                        conn.flush().await?;
+                    } else {
+                        conn.write_now()?;
+                    }
                     let read = end.outbound.read(id, offset, len).await;
                     session.handle_content_read(id, offset, read);
                 }
