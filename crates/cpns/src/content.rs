@@ -173,6 +173,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let mut failed = 0;
+    let mut sent = false;
     loop {
         let Some(line) = lines.recv().await else {
             break;
@@ -203,6 +204,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
                         }
                     );
                 }
+                sent = true;
                 break;
             }
             Event::DeliveryEnded {
@@ -223,6 +225,12 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         }
     }
     follower.abort();
+    if !sent {
+        anyhow::bail!(
+            "delivery {session}: the entity stopped telling its end before every target's part \
+             ended (it stopped, or its connection did); {failed} target part(s) ended otherwise"
+        );
+    }
     if failed > 0 {
         anyhow::bail!("{failed} of {targets} targets did not get it");
     }

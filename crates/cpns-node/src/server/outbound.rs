@@ -80,7 +80,24 @@ impl Outbound {
     ) -> Result<Vec<u8>, String> {
         self.files.read(session, offset, len).await
     }
+}
 
+impl Drop for Outbound {
+    /// The session ends (its connection is gone): whoever follows a delivery it sent is told
+    /// it stopped, not left with a stream that merely ends.
+    fn drop(&mut self) {
+        for (session, f) in self.followers.drain() {
+            let _ = f.events.try_send(Event::DeliveryEnded {
+                session,
+                target: f.source.clone(),
+                result: "failed".into(),
+                reason: Some("the PN GW's session with the server ended".into()),
+            });
+        }
+    }
+}
+
+impl Outbound {
     /// A delivery event of the session's machine, for whoever follows that session; the
     /// session's end ends the stream and closes its file.
     pub(super) fn tell(&mut self, e: &ServerEvent) {

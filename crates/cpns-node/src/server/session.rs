@@ -170,7 +170,14 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     // What waits for the PN GW goes out first: its socket paces the reads, so
                     // deliveries from outside never fill the queue a PN GW may leave unread.
                     if conn.queued() > self.cfg.max_queued / 2 {
-                        conn.flush().await?;
+                        // A PN GW that does not read within a flow's time is cut off: the
+                        // session does not wait on it for ever.
+                        let wait = self.cfg.proto.timeouts.flow;
+                        tokio::time::timeout(wait, conn.flush())
+                            .await
+                            .map_err(|_| {
+                                NodeError::Ended("the PN GW did not read what it was sent".into())
+                            })??;
                     } else {
                         conn.write_now()?;
                     }

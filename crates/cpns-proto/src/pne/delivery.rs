@@ -52,6 +52,12 @@ pub(super) struct Receiving {
     acked: u64,
     /// A write asked of the driver and not answered: its offset and length.
     writing: Option<(u64, u64)>,
+    /// Its place among the sessions offered here: those accepted and waiting move in this
+    /// order.
+    order: u64,
+    /// While it moves (opening or taking): when it ends, failed, if no chunk comes before
+    /// (its source or its PN GW gone, or two sessions waiting on each other at two targets).
+    idle_until: Option<Instant>,
 }
 
 /// Where a received session stands.
@@ -76,6 +82,8 @@ enum Recv {
 pub(super) struct Deliveries {
     sending: BTreeMap<DeliveryId, Sending>,
     receiving: BTreeMap<DeliveryId, Receiving>,
+    /// The order the next session offered here takes.
+    next_order: u64,
 }
 
 /// The delivery sessions of a PNE whose link dropped, handed to its next link's machine
@@ -165,7 +173,11 @@ impl PneSession {
             .filter(|(_, r)| r.state == Recv::Taking)
             .map(|(id, r)| (*id, r.have, r.invite.pn_id))
             .collect();
+        let idle = self.now.map(|n| n + self.cfg.timeouts.flow * 2);
         for (session, have, pn) in taking {
+            if let Some(r) = self.deliveries.receiving.get_mut(&session) {
+                r.idle_until = idle;
+            }
             if let Some(gw) = self.pn_gateway(&pn) {
                 let ack = DeliveryAck {
                     session,
@@ -223,7 +235,10 @@ impl PneSession {
             have: 0,
             acked: 0,
             writing: None,
+            order: self.deliveries.next_order,
+            idle_until: None,
         };
+        self.deliveries.next_order += 1;
         let full = self.deliveries.receiving.len() >= MAX_RECEIVING;
         self.deliveries.receiving.insert(session, r);
         self.event(PneEvent::DeliveryOffered {
@@ -261,12 +276,40 @@ impl PneSession {
             return;
         }
         r.state = Recv::Opening;
+        r.idle_until = self.now.map(|n| n + self.cfg.timeouts.flow * 2);
         let (size, name) = (r.invite.size, r.invite.name.clone());
         self.out.push_back(PneOutput::OpenReceive {
             session,
             size,
             name,
         });
+    }
+
+    /// When the first session moving here gives up waiting for a chunk.
+    pub(super) fn delivery_deadline(&self) -> Option<Instant> {
+        self.deliveries
+            .receiving
+            .values()
+            .filter_map(|r| r.idle_until)
+            .min()
+    }
+
+    /// Sessions that got no chunk in time end, failed: the next waiting one moves.
+    pub(super) fn delivery_timeouts(&mut self, now: Instant) {
+        let idle: Vec<(DeliveryId, u64)> = self
+            .deliveries
+            .receiving
+            .iter()
+            .filter(|(_, r)| r.idle_until.is_some_and(|d| d <= now))
+            .map(|(s, r)| (*s, r.have))
+            .collect();
+        for (session, have) in idle {
+            let why = format!(
+                "no chunk came for {} s: its source or PN GW stopped",
+                (self.cfg.timeouts.flow * 2).as_secs()
+            );
+            self.end_receiving(now, session, DeliveryResult::Failed, have, Some(why));
+        }
     }
 
     /// The next session waiting to move, if none moves now.
@@ -280,7 +323,8 @@ impl PneSession {
             .deliveries
             .receiving
             .iter()
-            .find(|(_, r)| r.state == Recv::Waiting)
+            .filter(|(_, r)| r.state == Recv::Waiting)
+            .min_by_key(|(_, r)| r.order)
             .map(|(s, _)| *s);
         if let (false, Some(session)) = (moving, next) {
             self.accept_delivery(session);
@@ -372,8 +416,10 @@ impl PneSession {
             return self.end_receiving(now, m.session, DeliveryResult::Failed, have, Some(why));
         };
         let len = plain.len() as u64;
+        let idle = now + self.cfg.timeouts.flow * 2;
         if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
             r.writing = Some((m.offset, len));
+            r.idle_until = Some(idle);
         }
         self.out.push_back(PneOutput::WriteChunk {
             session: m.session,
@@ -420,6 +466,7 @@ impl PneSession {
             let pn = r.invite.pn_id;
             if done {
                 r.state = Recv::Checking;
+                r.idle_until = None;
             }
             let sha256 = r.invite.sha256;
             let specific = if done {

@@ -852,6 +852,7 @@ impl PneSession {
         self.usage_timeouts(now);
         self.content_timeouts(now);
         self.invitation_timeouts(now);
+        self.delivery_timeouts(now);
         self.rejoin_step();
     }
 
@@ -874,6 +875,7 @@ impl PneSession {
             .chain(self.status_deadlines())
             .chain(self.usage_deadline())
             .chain(self.invitation_deadline())
+            .chain(self.delivery_deadline())
             .min()
     }
 

@@ -24,6 +24,9 @@ fn world() -> Harness {
 fn world_with(spec: PneSpec) -> Harness {
     let mut cfg = crate::server::ServerConfig::default();
     cfg.report_limits.directory_burst = 1000;
+    // No heartbeats here: the server does not end a silent PN GW's session (silence has tests
+    // of its own).
+    cfg.offline_after = None;
     let specs = [spec, spec, spec];
     let mut h = Harness::with_server(&specs, cfg);
     h.connect_gw();
@@ -1355,4 +1358,58 @@ fn a_target_takes_one_session_at_a_time_so_its_link_holds_one_window() {
         .collect();
     let switches = order.windows(2).filter(|w| w[0] != w[1]).count();
     assert_eq!(switches, 1, "{order:?}");
+}
+
+#[test]
+fn a_target_whose_chunks_stop_coming_ends_failed_and_the_next_session_moves() {
+    let mut h = world();
+    let a = content(300_000);
+    let b = seeded_content(100_000, 11);
+    // Session A's chunks never reach PNE 1 (its source or PN GW stopped); session B, offered
+    // to PNE 1 after it, waits behind A.
+    let mut first = None;
+    h.set_hook(move |f| {
+        if f.to == Party::Pne(1) && f.message == "DeliveryChunk" {
+            let s = f.env().and_then(|e| match e.body {
+                Body::DeliveryChunk(c) => Some(c.session),
+                _ => None,
+            });
+            if first.is_none() {
+                first = s;
+            }
+            if s == first {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
+    });
+    let sa = push(&mut h, &[1], &a);
+    h.store.pne_outbox.insert(2, b.clone());
+    let now = h.now();
+    let id = h.pnes[2].offer_delivery(now, &offer(&[1], &b)).unwrap();
+    h.pump();
+    let Outcome::DeliveryGranted { session: sb, .. } = *h.outcome(2, id) else {
+        panic!("granted")
+    };
+    assert!(
+        h.store.pne_received.get(&(1, sb)).is_none(),
+        "B waits behind A"
+    );
+    // Two flow timeouts without a chunk of A: A ends failed, saying why; B moves.
+    h.advance(std::time::Duration::from_secs(61));
+    let reason = h.pne_events(1).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session,
+            result: DeliveryResult::Failed,
+            reason: Some(r),
+            ..
+        } if *session == sa => Some(r.clone()),
+        _ => None,
+    });
+    assert!(reason.unwrap().contains("no chunk came for 60 s"));
+    assert_eq!(h.store.pne_received.get(&(1, sb)), Some(&b));
+    assert_eq!(
+        h.store.deliveries[&(sa, pne_id(1))].ended,
+        Some((0, DeliveryResult::Failed.code()))
+    );
 }

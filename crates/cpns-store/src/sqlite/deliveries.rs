@@ -75,7 +75,7 @@ pub(super) fn close(
         return Ok(false);
     }
     if result == DELIVERED {
-        charge(conn, session, target, bytes, ended_at)?;
+        charge(conn, session, target, ended_at)?;
     }
     Ok(true)
 }
@@ -84,17 +84,17 @@ pub(super) fn close(
 const DELIVERED: u32 = 1;
 
 /// The charging record of a target's part that ended delivered, if its session is chargeable:
-/// to the user charged, naming the PN's owner when that is another user.
+/// to the user charged, naming the PN's owner when that is another user, for the content's
+/// whole size.
 fn charge(
     conn: &Connection,
     session: &DeliveryId,
     target: &EntityId,
-    bytes: u64,
     ended_at: UnixMillis,
 ) -> Result<()> {
     let found = codec::optional(
         conn,
-        "SELECT d.charged, d.pn_id, d.service_id, d.started_at, d.per_mb, p.owner \
+        "SELECT d.charged, d.pn_id, d.service_id, d.started_at, d.per_mb, d.size, p.owner \
          FROM delivery_records d LEFT JOIN pns p ON p.pn_id = d.pn_id \
          WHERE d.session = ? AND d.target = ?",
         params![session.as_bytes().as_slice(), target.as_str()],
@@ -105,12 +105,16 @@ fn charge(
             let pn: Vec<u8> = row.get("pn_id")?;
             let service: String = row.get("service_id")?;
             let started_at: i64 = row.get("started_at")?;
-            Ok((per_mb, charged, owner, pn, service, started_at))
+            let size = to_u64(row, "size")?;
+            Ok((per_mb, charged, owner, pn, service, started_at, size))
         },
     )?;
-    let Some((Some(per_mb), charged, owner, pn, service, started_at)) = found else {
+    let Some((Some(per_mb), charged, owner, pn, service, started_at, size)) = found else {
         return Ok(());
     };
+    // Delivered is every byte, its hash checked: what is charged is the content's size, not
+    // what the charged device says it received.
+    let bytes = size;
     let per_mb = u64::try_from(per_mb).map_err(|_| StoreError::corrupt("per_mb", "negative"))?;
     let pn_owner = owner.filter(|o| *o != charged);
     codec::exec(
