@@ -1392,7 +1392,7 @@ fn a_target_whose_chunks_stop_coming_ends_failed_and_the_next_session_moves() {
         panic!("granted")
     };
     assert!(
-        h.store.pne_received.get(&(1, sb)).is_none(),
+        !h.store.pne_received.contains_key(&(1, sb)),
         "B waits behind A"
     );
     // Two flow timeouts without a chunk of A: A ends failed, saying why; B moves.
