@@ -283,20 +283,34 @@ impl ContentFiles {
         }
         let dir = part.parent().unwrap_or(Path::new("."));
         let name = safe_name(&name);
+        // Kept under its name, or its session's beside it: never over a file already there (a
+        // link fails where the name is taken, where a rename would replace it).
         let mut kept = dir.join(&name);
-        if tokio::fs::try_exists(&kept).await.unwrap_or(true) {
+        if tokio::fs::hard_link(&part, &kept).await.is_err() {
             kept = dir.join(format!("{}-{name}", &session.to_string()[..8]));
+            tokio::fs::hard_link(&part, &kept)
+                .await
+                .map_err(|e| io("keep", &kept, &e))?;
         }
-        tokio::fs::rename(&part, &kept)
-            .await
-            .map_err(|e| io("keep", &kept, &e))?;
+        let _ = tokio::fs::remove_file(&part).await;
         if !specific.is_empty() {
             let mut beside = kept.clone().into_os_string();
             beside.push(".specific");
             let beside = PathBuf::from(beside);
-            tokio::fs::write(&beside, specific)
-                .await
-                .map_err(|e| io("keep", &beside, &e))?;
+            // The content is kept whatever happens here: a part of its own that cannot be
+            // written (or whose name is taken) is said, not a failed delivery.
+            let written = async {
+                let mut f = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&beside)
+                    .await?;
+                f.write_all(specific).await?;
+                f.flush().await
+            };
+            if let Err(e) = written.await {
+                tracing::warn!(path = %beside.display(), error = %e, "a delivery's own part was not kept");
+            }
         }
         Ok(Some(kept))
     }
@@ -391,7 +405,19 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o700);
         }
+        // A name already taken in the inbox is not written over: it is kept beside, under its
+        // session's name.
+        std::fs::write(dir.join("inbox/c.bin"), b"mine").unwrap();
+        let v = DeliveryId::from_bytes([5; 16]);
+        files.open_receive(v, "c.bin".into()).await.unwrap();
+        files.write(v, 0, b"hello world").await.unwrap();
+        let kept = files.finish(v, good, b"own").await.unwrap().unwrap();
+        assert_ne!(kept, dir.join("inbox/c.bin"));
+        assert_eq!(std::fs::read(dir.join("inbox/c.bin")).unwrap(), b"mine");
+        assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
+        assert!(!dir.join("inbox").join(format!("{v}.part")).exists());
         // A PNE without an inbox takes none.
+
         let mut none = ContentFiles::new(None);
         assert!(none.open_receive(s, "x".into()).await.is_err());
         std::fs::remove_dir_all(&dir).unwrap();
