@@ -51,7 +51,20 @@ pub(crate) fn name_of(path: &Path) -> String {
 }
 
 /// The size and SHA-256 of the file at `path`, read a block at a time (an offered file).
+/// A file larger than a delivery takes is refused before it is read.
 pub(crate) async fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
+    let max = cpns_proto::server::delivery::MAX_SIZE;
+    let len = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| io("read", path, &e))?
+        .len();
+    if len > max {
+        return Err(format!(
+            "{}: {len} bytes, more than a delivery takes ({} GiB)",
+            path.display(),
+            max >> 30
+        ));
+    }
     let (hash, size) = hash_file(path, u64::MAX).await?;
     Ok((size, hash.finalize().into()))
 }
@@ -339,6 +352,26 @@ mod tests {
         assert_eq!(safe_name("..."), "content");
         assert_eq!(safe_name(""), "content");
         assert_eq!(safe_name(&"x".repeat(300)).len(), 100);
+    }
+
+    #[tokio::test]
+    async fn an_offered_file_is_measured_and_hashed_and_one_too_large_is_refused_unread() {
+        let dir = std::env::temp_dir().join(format!("cpns-digest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("small.bin");
+        std::fs::write(&path, b"hello").unwrap();
+        let (size, sha) = digest(&path).await.unwrap();
+        assert_eq!(size, 5);
+        assert_eq!(sha, <[u8; 32]>::from(sha2::Sha256::digest(b"hello")));
+        // Sparse: its length is past the bound without a byte written.
+        let big = dir.join("big.bin");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(cpns_proto::server::delivery::MAX_SIZE + 1)
+            .unwrap();
+        let why = digest(&big).await.unwrap_err();
+        assert!(why.contains("more than a delivery takes"), "{why}");
+        assert!(digest(&dir.join("none")).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
