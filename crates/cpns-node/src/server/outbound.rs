@@ -58,17 +58,25 @@ impl Outbound {
     }
 
     /// The answer to set-up `ask`: the asker is told; a session set up reads its file.
-    pub(super) fn started(&mut self, ask: u64, result: Result<DeliveryId, ErrorBody>) {
-        let Some(p) = self.pending.remove(&ask) else {
-            return;
-        };
-        if let Ok(session) = &result {
-            self.files.send_from(*session, p.file);
+    /// The session set up, if its asker still waits for it; one whose asker gave up (its
+    /// answer came too late) is to be abandoned: it is returned, and nothing of it is kept.
+    pub(super) fn started(
+        &mut self,
+        ask: u64,
+        result: Result<DeliveryId, ErrorBody>,
+    ) -> Option<DeliveryId> {
+        let p = self.pending.remove(&ask)?;
+        let session = result.as_ref().ok().copied();
+        if p.reply.send(result).is_err() {
+            return session;
+        }
+        if let Some(session) = session {
+            self.files.send_from(session, p.file);
             if let Some(f) = p.follower {
-                self.followers.insert(*session, f);
+                self.followers.insert(session, f);
             }
         }
-        let _ = p.reply.send(result);
+        None
     }
 
     /// `len` bytes at `offset` of what `session` sends.

@@ -160,7 +160,10 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 }
                 ServerOutput::Publish(p) => self.publish(end, p),
                 ServerOutput::DeliveryStarted { ask, result } => {
-                    end.outbound.started(ask, result);
+                    // Its asker was told it timed out: it does not go ahead behind its back.
+                    if let Some(late) = end.outbound.started(ask, result) {
+                        session.abandon_delivery(late);
+                    }
                 }
                 ServerOutput::ReadContent {
                     session: id,

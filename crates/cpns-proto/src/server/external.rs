@@ -269,6 +269,15 @@ impl ServerSession {
         self.reject(env, ErrorCode::NotFound, why);
     }
 
+    /// The driver abandons external session `session` (its asker gave up waiting for it): it
+    /// sends nothing more; its targets end it when no chunk comes.
+    pub fn abandon_delivery(&mut self, session: DeliveryId) {
+        if self.outbound.remove(&session).is_some() {
+            let reason = "its asker gave up waiting for its set-up".to_string();
+            self.event(ServerEvent::DeliveryStopped { session, reason });
+        }
+    }
+
     /// The connection ended (the driver says so before it drops the session, or the session
     /// closed itself): every external session sending on it stops.
     pub fn end_deliveries(&mut self) {

@@ -392,3 +392,38 @@ fn a_lost_wan_session_stops_the_delivery_at_both_ends() {
     assert!(stopped);
     assert!(h.gw.relayed_deliveries().is_empty());
 }
+
+#[test]
+fn an_abandoned_delivery_from_outside_sends_nothing_more() {
+    let (mut h, pn) = world();
+    let bytes = content(300_000, 7);
+    h.store.server_outbox = bytes.clone();
+    // The targets' first word is held back: the session is set up and has sent nothing.
+    h.drop_message("DeliveryAck");
+    let session = deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
+    h.clear_hook();
+    h.server.abandon_delivery(session);
+    h.pump();
+    assert!(h.server_events().into_iter().any(|e| matches!(e,
+        ServerEvent::DeliveryStopped { session: s, .. } if *s == session)));
+    // Its target says where it is: nothing is read, nothing sent.
+    let env = cpns_wire::Envelope::notify(
+        9_991,
+        Address::Entity(h.gw_cfg.id.clone()),
+        Address::Server,
+        DeliveryAck {
+            session,
+            have: 0,
+            resume: true,
+        },
+    );
+    h.inject(Party::Gw, Party::Server, plain(&env));
+    h.pump();
+    assert_eq!(h.server_reads, 0);
+    assert!(server_chunks(&h, session).is_empty());
+    // Abandoned twice: nothing more is said.
+    let stopped = h.server_events().len();
+    h.server.abandon_delivery(session);
+    h.pump();
+    assert_eq!(h.server_events().len(), stopped);
+}
