@@ -32,20 +32,7 @@ async fn a_file_pushed_to_two_members_arrives_whole_and_is_recorded() {
         .gateway("home-gw")
         .pnes(&["phone", "tv", "tablet"])
         .start();
-    let mut members = Vec::new();
-    for id in ["tv", "tablet"] {
-        let p = w.pne(id).stay().await_invitation().spawn();
-        w.gw()
-            .expect_event_where("pne_discovered", |v| v["pne"] == id);
-        members.push(p);
-    }
-    let mut phone = w.pne("phone").stay().setup("all").spawn();
-    let est = w.gw().expect_event("pn_established");
-    let pn = text(&est["pn_id"]);
-    phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
-    for p in &mut members {
-        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
-    }
+    let (mut phone, mut members, _pn) = w.pn_with("phone", &["tv", "tablet"]);
 
     let bytes = content(5 * 1024 * 1024 + 123);
     let file = w.path("holiday.mp4");
@@ -182,14 +169,8 @@ async fn a_push_resumes_after_the_pn_gw_is_killed_midway_with_memory_bounded() {
         .gateway("home-gw")
         .pnes(&["phone", "tv"])
         .start();
-    let mut tv = w.pne("tv").stay().await_invitation().spawn();
-    w.gw()
-        .expect_event_where("pne_discovered", |v| v["pne"] == "tv");
-    let mut phone = w.pne("phone").stay().setup("all").spawn();
-    let est = w.gw().expect_event("pn_established");
-    let pn = text(&est["pn_id"]);
-    phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
-    tv.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    let (phone, members, _pn) = w.pn_with("phone", &["tv"]);
+    let mut tv = members.into_iter().next().unwrap();
 
     // 24 MiB, each 64 KiB block different (a block out of place changes the hash). (The
     // 100 MiB of the acceptance run in release with `cpns-bench`; an unoptimised build moves
@@ -282,20 +263,7 @@ async fn content_from_outside_reaches_every_member_with_its_own_part() {
         .gateway("home-gw")
         .pnes(&["phone", "tv", "tablet", "speaker", "frame"])
         .start();
-    let mut members = Vec::new();
-    for id in devices {
-        let p = w.pne(id).stay().await_invitation().spawn();
-        w.gw()
-            .expect_event_where("pne_discovered", |v| v["pne"] == id);
-        members.push(p);
-    }
-    let mut phone = w.pne("phone").stay().setup("all").spawn();
-    let est = w.gw().expect_event("pn_established");
-    let pn = text(&est["pn_id"]);
-    phone.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
-    for p in &mut members {
-        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
-    }
+    let (_phone, mut members, pn) = w.pn_with("phone", &devices);
 
     let bytes = content(300_000);
     let film = w.path("film.mp4");

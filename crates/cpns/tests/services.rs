@@ -474,14 +474,7 @@ async fn the_inventory_shows_what_a_member_holds_and_offers() {
         .gateway("home-gw")
         .pnes(&["phone", "tv"])
         .start();
-    let mut tv = w.pne("tv").stay().await_invitation().spawn();
-    w.gw()
-        .expect_event_where("pne_discovered", |v| v["pne"] == "tv");
-    let mut phone = w.pne("phone").stay().setup("all").spawn();
-    let pn = common::text(&w.gw().expect_event("pn_established")["pn_id"]);
-    for p in [&mut phone, &mut tv] {
-        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
-    }
+    let (_phone, _tv, pn) = w.pn_with("phone", &["tv"]);
     // The operator's application follows alice's inventories, live.
     let data_dir = w.data_dir();
     let watch = Proc::spawn(

@@ -92,6 +92,17 @@ fn ended(h: &Harness, i: usize, session: DeliveryId) -> Vec<(EntityId, DeliveryR
         .collect()
 }
 
+/// Each of PNEs `targets` holds `bytes` as received in `session`, its hash checked.
+fn assert_received(h: &Harness, targets: &[usize], session: DeliveryId, bytes: &[u8]) {
+    for i in targets {
+        assert_eq!(
+            h.store.pne_received.get(&(*i, session)).map(Vec::as_slice),
+            Some(bytes),
+            "PNE {i}"
+        );
+    }
+}
+
 fn sent(h: &Harness, session: DeliveryId) -> bool {
     h.pne_events(0)
         .into_iter()
@@ -173,13 +184,7 @@ fn a_push_goes_the_same_on_sealed_pan_links() {
     let mut h = world_with(PneSpec::cpns());
     let bytes = content(200_000);
     let session = push(&mut h, &[1, 2], &bytes);
-    for i in [1, 2] {
-        assert_eq!(
-            h.store.pne_received.get(&(i, session)),
-            Some(&bytes),
-            "PNE {i}"
-        );
-    }
+    assert_received(&h, &[1, 2], session, &bytes);
     assert!(sent(&h, session));
 }
 
@@ -743,13 +748,7 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
         .iter()
         .any(|f| (f.from, f.to) == (Party::Gw, Party::Pne(1)) && f.message == "DeliveryAck");
     assert!(!told_target, "an acknowledgement to a target");
-    for i in [1, 2] {
-        assert_eq!(
-            h.store.pne_received.get(&(i, session)),
-            Some(&bytes),
-            "PNE {i}"
-        );
-    }
+    assert_received(&h, &[1, 2], session, &bytes);
     assert!(sent(&h, session));
     // Nothing was written twice: the TV's writes ran from its offset on.
     assert_eq!(
@@ -834,13 +833,7 @@ fn a_source_that_links_again_after_its_targets_resumed_is_told_where_they_are() 
     let mut h = world();
     // The targets link again first; the source last.
     let (session, bytes) = pushed_through_a_restart(&mut h, [1, 2, 0]);
-    for i in [1, 2] {
-        assert_eq!(
-            h.store.pne_received.get(&(i, session)),
-            Some(&bytes),
-            "PNE {i}"
-        );
-    }
+    assert_received(&h, &[1, 2], session, &bytes);
     assert!(sent(&h, session));
 }
 
@@ -1147,13 +1140,7 @@ fn a_source_linking_again_is_told_where_its_targets_are_before_it_sends_again() 
         resent.iter().all(|o| *o >= least),
         "nothing they have: {resent:?}"
     );
-    for i in [1, 2] {
-        assert_eq!(
-            h.store.pne_received.get(&(i, session)),
-            Some(&bytes),
-            "PNE {i}"
-        );
-    }
+    assert_received(&h, &[1, 2], session, &bytes);
 }
 
 #[test]

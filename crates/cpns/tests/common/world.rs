@@ -293,6 +293,26 @@ impl World {
         self.gw = Some(gw);
     }
 
+    /// A PN of `initiator` with `members` at the world's PN GW, every PNE staying: each member
+    /// waits to be invited (and is discovered), then the initiator asks for a PN with all;
+    /// once every one joined: the initiator, the members in order, and the PN's id.
+    pub fn pn_with(&mut self, initiator: &str, members: &[&str]) -> (Proc, Vec<Proc>, String) {
+        let mut joined = Vec::new();
+        for id in members {
+            let p = self.pne(id).stay().await_invitation().spawn();
+            self.gw()
+                .expect_event_where("pne_discovered", |v| v["pne"] == *id);
+            joined.push(p);
+        }
+        let mut first = self.pne(initiator).stay().setup("all").spawn();
+        let pn = text(&self.gw().expect_event("pn_established")["pn_id"]);
+        first.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+        for p in &mut joined {
+            p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+        }
+        (first, joined, pn)
+    }
+
     /// A PNE to start: `cpns pne --json` as `id`, reaching the world's PN GW.
     pub fn pne(&self, id: &str) -> PneRun<'_> {
         PneRun {
