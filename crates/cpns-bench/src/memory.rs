@@ -246,6 +246,8 @@ impl Pair {
                     | ServerOutput::DeliveryStarted { .. }
                     | ServerOutput::ReadContent { .. }
                     | ServerOutput::Notice { .. }
+                    | ServerOutput::Forward { .. }
+                    | ServerOutput::Relay { .. }
                     | ServerOutput::Publish(_)
                     | ServerOutput::Close { .. }
                     | ServerOutput::GatewayAnswer { .. }

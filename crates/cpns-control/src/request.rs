@@ -400,7 +400,7 @@ pub enum Request {
     Deliver {
         /// The file, an absolute path.
         file: String,
-        /// The targets, members of the PN this PNE's secure calls go through.
+        /// The targets, members of the PN this PNE's secure calls go through, or of `pn_id`.
         #[serde(with = "crate::text::list")]
         to: Vec<EntityId>,
         /// The service it is delivered as (default `content`).
@@ -412,7 +412,8 @@ pub enum Request {
         /// Its media type (default `application/octet-stream`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media_type: Option<String>,
-        /// Server: the PN whose members receive it.
+        /// The PN whose members receive it: on the server, required; on a PNE, another PN
+        /// than its own to forward to (docs/services.md, "Forwarding between PNs").
         #[serde(
             default,
             skip_serializing_if = "Option::is_none",

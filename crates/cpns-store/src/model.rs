@@ -273,7 +273,7 @@ pub struct DeliveryRecord {
     pub service_id: String,
     /// The source.
     pub source: EntityId,
-    /// The PN whose PN GW relayed it.
+    /// The targets' PN (whose PN GW relayed it to them; forwarded, not the source's).
     pub pn_id: PnId,
     /// The user charged: the target's.
     pub charged: UserId,

@@ -30,7 +30,8 @@ pub(crate) enum ContentVerb {
         /// The JSON file.
         file: PathBuf,
     },
-    /// Push FILE to PNEs of the running PNE's PN, sealed end to end through its PN GW.
+    /// Push FILE to PNEs of the running PNE's PN, or of another PN (--pn), sealed end to end
+    /// through the PN GWs.
     Push(PushArgs),
 }
 
@@ -54,7 +55,8 @@ pub(crate) struct PushArgs {
     /// Follow it until every target has every byte, or a target's part ended otherwise.
     #[arg(long)]
     wait: bool,
-    /// On the server (--data-dir): the PN whose members receive it, from outside the PN.
+    /// The PN whose members receive it: on the server (--data-dir), from outside the PN; on
+    /// a PNE, another PN (of its user, or holding its user's devices) to forward it to.
     #[arg(long)]
     pn: Option<cpns_wire::PnId>,
     /// On the server: the external entity it comes from (default `operator`).
@@ -112,8 +114,8 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
     let targets = to.len();
     let on_server = t.data_dir.is_some();
-    if !on_server && (pn.is_some() || source.is_some() || !specific.is_empty()) {
-        anyhow::bail!("--pn, --source and --specific are the server's: name it with --data-dir");
+    if !on_server && (source.is_some() || !specific.is_empty()) {
+        anyhow::bail!("--source and --specific are the server's: name it with --data-dir");
     }
     if on_server && pn.is_none() {
         anyhow::bail!("on the server, say which PN's members receive it: --pn PN_ID");

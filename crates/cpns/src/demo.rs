@@ -516,6 +516,7 @@ async fn services(
         media_type: "video/mp4".into(),
         size: video.len() as u64,
         sha256: cpns_wire::HashBytes(<sha2::Sha256 as sha2::Digest>::digest(&video).into()),
+        to_pn: None,
     };
     let mut tv_events = tv.events();
     phone.deliver(offer, path).await.map_err(err)?;

@@ -898,6 +898,9 @@ pub(crate) fn describe_server(e: &ServerEvent) -> Described {
         ServerEvent::DeliveryStopped { session, reason } => Described::new("delivery_stopped")
             .text("session", session)
             .text("reason", reason),
+        ServerEvent::DeliveryRefused { session, reason } => Described::new("delivery_refused")
+            .text("session", session)
+            .text("reason", reason),
     }
 }
 

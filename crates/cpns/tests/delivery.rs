@@ -498,3 +498,105 @@ async fn a_chargeable_delivery_is_charged_to_each_consuming_user_whatever_the_de
     assert!(store.usage_summary(None, false).await.unwrap().is_empty());
     store.close().await;
 }
+
+/// Forwarding between PNs through the server (docs/services.md, "Forwarding between PNs"):
+/// alice's phone, in her home PN, pushes a film to her car's screen, in the PN of her car's PN
+/// GW. The server's two sessions relay it, sealed under the session's key; the screen keeps it
+/// whole, and the server records it in the car's PN. A push to bob's PN, with bob's device, is
+/// refused and starts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_is_forwarded_to_a_member_of_another_pn_behind_another_pn_gw() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .gateway("car-gw")
+        .pne("screen")
+        .user("bob")
+        .gateway("bob-gw")
+        .pne("bob-tv")
+        .start();
+    let (mut car_gw, car_pan) = w.start_gateway("car-gw", &[]);
+    let mut screen = w.pne("screen").stay().at(&car_pan).setup("1-1").spawn();
+    let car_pn = text(&car_gw.expect_event("pn_established")["pn_id"]);
+    screen.expect_event_where("pn_joined", |v| v["pn_id"] == car_pn.as_str());
+    let (mut bob_gw, bob_pan) = w.start_gateway("bob-gw", &[]);
+    let mut bob_tv = w.pne("bob-tv").stay().at(&bob_pan).setup("1-1").spawn();
+    let bob_pn = text(&bob_gw.expect_event("pn_established")["pn_id"]);
+    bob_tv.expect_event_where("pn_joined", |v| v["pn_id"] == bob_pn.as_str());
+    let (mut phone, _members, home_pn) = w.pn_with("phone", &["tv"]);
+
+    let bytes = content(2 * 1024 * 1024 + 77);
+    let film = w.path("film.mp4");
+    std::fs::write(&film, &bytes).unwrap();
+    let phone_db = w.store("phone");
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&film),
+        "--to",
+        "screen",
+        "--pn",
+        &car_pn,
+        "--service",
+        "video",
+        "--wait",
+        "--json",
+        "--store",
+        s(&phone_db),
+    ]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let session = text(&lines[0]["session"]);
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "delivery_sent", "{out}");
+    assert_eq!(last["delivered"], serde_json::json!(["screen"]), "{out}");
+    phone.expect_event_where("delivery_sent", |v| v["session"] == session.as_str());
+    let got = screen.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+    assert_eq!(got["from"], "phone");
+    let mut inbox = w.store("screen").into_os_string();
+    inbox.push(".inbox");
+    let kept = std::path::PathBuf::from(inbox).join("film.mp4");
+    assert_eq!(std::fs::read(&kept).unwrap(), bytes);
+    // Each PN GW relayed it once, up from the phone and down to the screen.
+    for gw in [w.gw(), &mut car_gw] {
+        let relayed =
+            gw.expect_event_where("delivery_relayed", |v| v["session"] == session.as_str());
+        assert_eq!(relayed["bytes"], bytes.len() as u64);
+    }
+    // Recorded in the car's PN, delivered, charged to alice.
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(r.session.to_string(), session);
+    assert_eq!((r.target.as_str(), r.source.as_str()), ("screen", "phone"));
+    assert_eq!(r.pn_id.to_string(), car_pn);
+    assert_ne!(r.pn_id.to_string(), home_pn);
+    assert_eq!((r.result, r.bytes), (Some(1), bytes.len() as u64));
+    assert_eq!(r.charged.as_str(), "alice");
+    store.close().await;
+
+    // Bob's PN, bob's TV: refused, saying why, and nothing opened.
+    let out = run(&[
+        "content",
+        "push",
+        s(&film),
+        "--to",
+        "bob-tv",
+        "--pn",
+        &bob_pn,
+        "--store",
+        s(&phone_db),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("forbidden") && err.contains("forwarding"),
+        "{err}"
+    );
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    assert_eq!(store.deliveries(None, None).await.unwrap().len(), 1);
+    store.close().await;
+}

@@ -395,16 +395,22 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 service_id,
                 name,
                 media_type,
-                pn_id: None,
+                pn_id,
                 source: None,
                 specific,
                 wait: false,
             } if specific.is_empty() => {
-                one(self.deliver(file, to, service_id, name, media_type).await?)
+                let offer = Offered {
+                    service_id,
+                    name,
+                    media_type,
+                    to_pn: pn_id,
+                };
+                one(self.deliver(file, to, offer).await?)
             }
             Request::Deliver { .. } => Err(ApiError::bad_request(
-                "on a PNE, deliver takes no pn_id, source, specific or wait (those are the \
-                 server's; follow a PNE's delivery with its events)",
+                "on a PNE, deliver takes no source, specific or wait (those are the server's; \
+                 follow a PNE's delivery with its events)",
             )),
             Request::Groups {} => one(Response::Groups {
                 groups: h
@@ -442,9 +448,12 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
         &self,
         file: String,
         to: Vec<cpns_wire::EntityId>,
-        service_id: Option<String>,
-        name: Option<String>,
-        media_type: Option<String>,
+        Offered {
+            service_id,
+            name,
+            media_type,
+            to_pn,
+        }: Offered,
     ) -> Result<Response, ApiError> {
         let path = std::path::PathBuf::from(&file);
         if !path.is_absolute() {
@@ -463,6 +472,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             media_type: media_type.unwrap_or_else(|| "application/octet-stream".into()),
             size,
             sha256: cpns_wire::HashBytes(sha256),
+            to_pn,
         };
         match self.handle.deliver(offer, path).await.map_err(api_error)? {
             Outcome::DeliveryGranted { session, .. } => Ok(Response::Deliver {
@@ -743,4 +753,13 @@ fn holdings(
         }
     }
     out
+}
+
+/// What a PNE's `deliver` says of its offer beside the file and the targets.
+struct Offered {
+    service_id: Option<String>,
+    name: Option<String>,
+    media_type: Option<String>,
+    /// Another PN whose members receive it (forwarding).
+    to_pn: Option<cpns_wire::PnId>,
 }

@@ -196,6 +196,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 media_type: d.media_type,
                 size,
                 sha256: HashBytes(sha256),
+                to_pn: None,
             },
             specific,
         };

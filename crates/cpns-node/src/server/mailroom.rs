@@ -22,6 +22,9 @@ pub(super) struct Office {
     /// What the sessions' inventories changed, for local applications that follow them
     /// (`inventory_subscribe`): a subscriber that falls behind is told how much it missed.
     pub(super) inventory: tokio::sync::broadcast::Sender<InventoryNote>,
+    /// The relay inbox of each session taking part in a forwarded delivery, by its PN GW
+    /// (`relay.rs`).
+    pub(super) relays: Mutex<HashMap<EntityId, super::relay::Inbox>>,
 }
 
 /// One inventory change, as the sessions publish it to the server's subscribers.
@@ -43,6 +46,10 @@ pub(super) const INVENTORY_FEED: usize = 256;
 impl Office {
     pub(super) fn room(&self) -> MutexGuard<'_, Mailroom> {
         self.mailroom.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn relays(&self) -> MutexGuard<'_, HashMap<EntityId, super::relay::Inbox>> {
+        self.relays.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wakes every session to look for mail.
@@ -132,6 +139,12 @@ pub(super) enum PeerMsg {
     Notice {
         to: EntityId,
         notice: cpns_wire::SecureNotice,
+    },
+    /// A delivery forwarded between PNs to members of a PN this session's PN GW serves: its
+    /// route, from the session of the source's PN GW `from`.
+    Forward {
+        from: EntityId,
+        route: Box<cpns_wire::DeliveryRoute>,
     },
     /// Deliver content from outside to members of a PN this session's PN GW serves (004
     /// §5.5.8.1), read from `file`.
@@ -332,6 +345,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     session.ask_capabilities(now, entity, id);
                 }
                 PeerMsg::Notice { to, notice } => session.send_notice(to, notice),
+                PeerMsg::Forward { from, route } => self.forwarded_here(session, end, from, *route),
                 PeerMsg::Deliver {
                     delivery,
                     file,

@@ -33,6 +33,7 @@ mod handle;
 mod listener;
 mod mailroom;
 mod outbound;
+mod relay;
 mod session;
 
 pub use handle::{DeliverFromOutside, DeliveryStarted, ServerHandle};
@@ -100,6 +101,9 @@ struct SessionEnd {
     attached: std::collections::BTreeSet<EntityId>,
     /// Deliveries from outside a PN this session sends.
     outbound: outbound::Outbound,
+    /// Where other sessions hand this one what they relay of forwarded deliveries; made when
+    /// first needed.
+    relay: Option<Box<relay::RelayInbox>>,
 }
 
 impl<S> core::fmt::Debug for ServerNode<S> {
@@ -133,6 +137,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 signal: watch::Sender::new(Signal::default()),
                 mailroom: Mutex::new(Mailroom::default()),
                 inventory: tokio::sync::broadcast::channel(mailroom::INVENTORY_FEED).0,
+                relays: Mutex::default(),
             }),
             hub: StatusHub::new(),
             proto,

@@ -26,25 +26,41 @@ use crate::trace::report;
 use crate::{clock, server_store};
 
 impl<S: ServerStore + Clone> ServerNode<S> {
-    /// The session machine over an established connection.
+    /// The session machine over an established connection, until it or the server ends;
+    /// then every forward through it ends at its other session too.
     pub(super) async fn run_session<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        mut conn: Box<FramedConn<T>>,
+        conn: Box<FramedConn<T>>,
         exporter: [u8; 32],
         slot: Unauthenticated,
-        mut stop: watch::Receiver<Signal>,
+        stop: watch::Receiver<Signal>,
         end: &mut SessionEnd,
     ) -> Result<(), NodeError> {
-        let mut session = ServerSession::new(
+        // In a box of its own, made once: the session's future holds a pointer to it.
+        let mut session = Box::new(ServerSession::new(
             std::sync::Arc::clone(&self.proto),
             exporter,
             Instant::now(),
             cpns_crypto::MachineRng::os(),
-        );
+        ));
         session.set_wall_clock(Instant::now(), clock::unix_millis());
+        let result = self.session_loop(&mut session, conn, slot, stop, end).await;
+        self.end_relays(&mut session, end);
+        result
+    }
+
+    /// The session machine's loop, until its connection or the server ends.
+    async fn session_loop<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        session: &mut ServerSession,
+        mut conn: Box<FramedConn<T>>,
+        slot: Unauthenticated,
+        mut stop: watch::Receiver<Signal>,
+        end: &mut SessionEnd,
+    ) -> Result<(), NodeError> {
         let mut slot = Slot::Unauthenticated(slot);
         loop {
-            if !Box::pin(self.drain(&mut session, &mut conn, end)).await? {
+            if !Box::pin(self.drain(session, &mut conn, end)).await? {
                 conn.close().await;
                 return Ok(());
             }
@@ -101,6 +117,9 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                         }
                     }
                 }
+                Some((id, msg)) = super::relay::next_letter(&mut end.relay) => {
+                    session.relayed(id, msg);
+                }
                 () = cancelled(evicted) => {
                     return Err(NodeError::Ended(
                         "evicted: a newer connection needed the slot".into(),
@@ -110,7 +129,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     if changed.is_err() || stop.borrow().stop {
                         return Ok(());
                     }
-                    self.deliver_mail(&mut session, end);
+                    self.deliver_mail(session, end);
                 }
             }
         }
@@ -233,6 +252,14 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     to,
                     notice,
                 } => self.post_notice(&gateway, to, notice),
+                ServerOutput::Forward { gateway, route } => {
+                    self.forward(session, end, gateway, route)
+                }
+                ServerOutput::Relay {
+                    gateway,
+                    session: id,
+                    msg,
+                } => self.relay(session, &gateway, id, msg),
                 ServerOutput::Close { reason } => {
                     debug!(%reason, "closing session");
                     return Ok(false);

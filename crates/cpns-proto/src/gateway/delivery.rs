@@ -12,6 +12,14 @@
 //! docs/services.md, "Delivery from outside a PN") comes the same way, except that its chunks
 //! come on the WAN session, once for all its targets, and what they have and their ends go back
 //! there. Such a route is not kept: it ends with the WAN session, whose server side sends it.
+//!
+//! Forwarding between PNs (docs/services.md, "Forwarding between PNs"): a session whose targets
+//! are members of another PN this PN GW serves (`to_pn`) is relayed here as any other, its
+//! targets proven members of that PN; one whose targets are behind another PN GW (`to_server`)
+//! sends its source's chunks up the WAN session, once, and takes what the targets have and
+//! their ends from there; at that PN GW it is a session `from_server`. A route `to_server` is
+//! not kept either: its relay at the server ends with the WAN session, and the source is told
+//! each target's part failed.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +50,18 @@ pub(crate) struct Route {
     relayed: u64,
     /// The source sends through the server, on the WAN session.
     from_server: bool,
+    /// The PN the targets are members of: `pn_id`, or another this PN GW serves.
+    targets_pn: PnId,
+    /// The targets are behind another PN GW: chunks go up the WAN session, what they have
+    /// and their ends come down it.
+    to_server: bool,
+}
+
+/// Who sends a delivery message on a link: the session's source, or one of its targets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Source,
+    Target,
 }
 
 /// The sessions the PN GW relays.
@@ -53,8 +73,11 @@ impl Gateway {
         if env.from != Address::Server || self.deliveries.contains_key(&m.session) {
             return;
         }
-        let why = if !self.pns.contains_key(&m.pn_id) {
+        let served = |p: &PnId| self.pns.contains_key(p);
+        let why = if !served(&m.pn_id) || m.to_pn.as_ref().is_some_and(|p| !served(p)) {
             Some("a PN this PN GW does not serve".to_string())
+        } else if m.to_server && (m.from_server || m.to_pn.is_some()) {
+            Some("a route from and to the server at once, or to two places".to_string())
         } else if self.deliveries.len() >= MAX_ROUTES {
             Some(format!(
                 "no room for another delivery ({MAX_ROUTES} at once)"
@@ -69,7 +92,7 @@ impl Gateway {
                 reason,
             });
         }
-        if !m.from_server {
+        if !m.from_server && !m.to_server {
             self.out.push_back(GatewayOutput::KeepRoute(m.clone()));
         }
         self.take_route(m);
@@ -77,6 +100,8 @@ impl Gateway {
 
     fn take_route(&mut self, m: DeliveryRoute) {
         let route = Route {
+            targets_pn: m.to_pn.unwrap_or(m.pn_id),
+            to_server: m.to_server,
             pn_id: m.pn_id,
             source: m.source,
             targets: m.targets.into_iter().map(|t| (t, None)).collect(),
@@ -100,21 +125,34 @@ impl Gateway {
     pub fn restore_routes(&mut self, kept: Vec<DeliveryRoute>) {
         for m in kept {
             if !m.from_server
+                && !m.to_server
                 && self.deliveries.len() < MAX_ROUTES
                 && self.pns.contains_key(&m.pn_id)
+                && m.to_pn.is_none_or(|p| self.pns.contains_key(&p))
             {
                 self.take_route(m);
             }
         }
     }
 
-    /// The proven PNE on `link`, if the session is relayed here and it is a member of the
-    /// session's PN: the sender. Otherwise the refusal is told, and `None`.
-    fn delivery_sender(&mut self, link: LinkId, session: DeliveryId) -> Option<EntityId> {
-        let pne = self
-            .deliveries
-            .get(&session)
-            .and_then(|route| self.proven_member_of(link, &route.pn_id, "deliver").ok());
+    /// The proven PNE on `link`, if the session is relayed here and it is a member of the PN
+    /// of the session's side it speaks for (the source's, or the targets' here): the sender.
+    /// Otherwise the refusal is told, and `None`.
+    fn delivery_sender(
+        &mut self,
+        link: LinkId,
+        session: DeliveryId,
+        role: Role,
+    ) -> Option<EntityId> {
+        let pne = self.deliveries.get(&session).and_then(|route| {
+            let pn = match role {
+                Role::Source => &route.pn_id,
+                // The targets of a route to the server are not here.
+                Role::Target if route.to_server => return None,
+                Role::Target => &route.targets_pn,
+            };
+            self.proven_member_of(link, pn, "deliver").ok()
+        });
         if pne.is_none() {
             let from = self.link_peer(link);
             let why = "no such session here, or not a proven member of its PN";
@@ -133,7 +171,7 @@ impl Gateway {
 
     /// A chunk from the source: relayed to every target linked now.
     pub(super) fn on_delivery_chunk(&mut self, link: LinkId, m: DeliveryChunk) {
-        let Some(pne) = self.delivery_sender(link, m.session) else {
+        let Some(pne) = self.delivery_sender(link, m.session, Role::Source) else {
             return;
         };
         let Some(route) = self.deliveries.get(&m.session) else {
@@ -169,12 +207,20 @@ impl Gateway {
         self.relay_chunk(m);
     }
 
-    /// A chunk the session's source sent, checked: to every target linked now.
+    /// A chunk the session's source sent, checked: to every target linked now, or once up
+    /// the WAN session for targets behind another PN GW.
     fn relay_chunk(&mut self, m: DeliveryChunk) {
-        let Some(route) = self.deliveries.get(&m.session) else {
+        let Some(route) = self.deliveries.get_mut(&m.session) else {
             return;
         };
         let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
+        if route.to_server {
+            route.relayed = route.relayed.saturating_add(len);
+            return self.send_wan_notify(m);
+        }
+        let Some(route) = self.deliveries.get(&m.session) else {
+            return;
+        };
         let to: Vec<LinkId> = route
             .targets
             .keys()
@@ -190,7 +236,7 @@ impl Gateway {
 
     /// A target's acknowledgement: the source is told the least of every target's.
     pub(super) fn on_delivery_ack(&mut self, link: LinkId, m: DeliveryAck) {
-        let Some(pne) = self.delivery_sender(link, m.session) else {
+        let Some(pne) = self.delivery_sender(link, m.session, Role::Target) else {
             return;
         };
         let Some(route) = self.deliveries.get_mut(&m.session) else {
@@ -209,6 +255,58 @@ impl Gateway {
         }
         *have = Some(m.have);
         self.tell_source(m.session, m.resume, &source);
+    }
+
+    /// What the targets behind another PN GW have (the least of every one's, from the server)
+    /// of a session sent from here: the source is told.
+    pub(super) fn on_server_delivery_ack(&mut self, m: DeliveryAck) {
+        let Some(route) = self.deliveries.get_mut(&m.session) else {
+            let why = "no such session here";
+            return self.delivery_refused(m.session, self.cfg.id.clone(), why);
+        };
+        if !route.to_server || m.have > route.size {
+            let why = "an acknowledgement from the server of a session not sent to it, or past \
+                       the content's size";
+            return self.delivery_refused(m.session, self.cfg.id.clone(), why);
+        }
+        for have in route.targets.values_mut() {
+            *have = Some(m.have);
+        }
+        let source = route.source.clone();
+        self.tell_source(m.session, m.resume, &source);
+    }
+
+    /// The end of a target behind another PN GW, from the server: told to the source; with
+    /// every target's end, the route goes.
+    pub(super) fn on_server_delivery_done(&mut self, m: DeliveryDone) {
+        let Some(route) = self.deliveries.get_mut(&m.session) else {
+            let why = "no such session here";
+            return self.delivery_refused(m.session, self.cfg.id.clone(), why);
+        };
+        if !route.to_server || route.targets.remove(&m.target).is_none() {
+            let why = "the end, from the server, of a target not sent to it";
+            return self.delivery_refused(m.session, self.cfg.id.clone(), why);
+        }
+        let (source, ended) = (route.source.clone(), route.targets.is_empty());
+        if let Some(l) = self.proven_link_of(&source) {
+            self.send_pan_notify(l, m.clone());
+        }
+        if ended {
+            self.route_ended(m.session);
+        } else {
+            self.tell_source(m.session, false, &source);
+        }
+    }
+
+    /// Every target of a route not kept ended: it goes.
+    fn route_ended(&mut self, session: DeliveryId) {
+        if let Some(r) = self.deliveries.remove(&session) {
+            self.event(GatewayEvent::DeliveryRelayed {
+                session,
+                source: r.source,
+                bytes: r.relayed,
+            });
+        }
     }
 
     /// Tells the source the least every target has, once each acknowledged, when it moved or
@@ -263,7 +361,7 @@ impl Gateway {
 
     /// A target's end: relayed to the source; with every target's end, the route goes.
     pub(super) fn on_delivery_done(&mut self, link: LinkId, m: DeliveryDone) {
-        let Some(pne) = self.delivery_sender(link, m.session) else {
+        let Some(pne) = self.delivery_sender(link, m.session, Role::Target) else {
             return;
         };
         let Some(route) = self.deliveries.get_mut(&m.session) else {
@@ -295,22 +393,38 @@ impl Gateway {
     }
 
     /// The WAN session is lost: the sessions from outside the PN end with it (their source was
-    /// on it).
+    /// on it), and so do those sent to another PN GW (their relay was on it): the source of
+    /// each is told every target's part failed, at what it had.
     pub(super) fn delivery_wan_lost(&mut self) {
         let gone: Vec<DeliveryId> = self
             .deliveries
             .iter()
-            .filter(|(_, r)| r.from_server)
+            .filter(|(_, r)| r.from_server || r.to_server)
             .map(|(s, _)| *s)
             .collect();
         for session in gone {
-            if let Some(r) = self.deliveries.remove(&session) {
-                self.event(GatewayEvent::DeliveryRelayed {
-                    session,
-                    source: r.source,
-                    bytes: r.relayed,
-                });
+            let Some(r) = self.deliveries.get(&session) else {
+                continue;
+            };
+            if r.to_server {
+                let link = self.proven_link_of(&r.source);
+                let ends: Vec<DeliveryDone> = r
+                    .targets
+                    .iter()
+                    .map(|(target, have)| DeliveryDone {
+                        session,
+                        target: target.clone(),
+                        bytes: have.unwrap_or(0),
+                        result: cpns_wire::DeliveryResult::Failed,
+                    })
+                    .collect();
+                for done in ends {
+                    if let Some(l) = link {
+                        self.send_pan_notify(l, done);
+                    }
+                }
             }
+            self.route_ended(session);
         }
     }
 

@@ -933,6 +933,8 @@ impl Gateway {
             Body::DeliveryChunk(m) if env.kind == MsgKind::Notify => {
                 self.on_server_delivery_chunk(m)
             }
+            Body::DeliveryAck(m) if env.kind == MsgKind::Notify => self.on_server_delivery_ack(m),
+            Body::DeliveryDone(m) if env.kind == MsgKind::Notify => self.on_server_delivery_done(m),
             Body::StatusSubscribed(_)
             | Body::StatusAck(_)
             | Body::DeviceCapabilitiesConfirm(_)

@@ -80,25 +80,65 @@ impl DeliveryLoad {
     }
 }
 
+/// An offer to members of another PN, its source's PN read, waiting for the targets' PN.
+#[derive(Debug)]
+pub(super) struct ForwardLoad {
+    call: Call,
+    offer: DeliveryOffer,
+    now_ms: i64,
+    /// The source's user.
+    owner: UserId,
+}
+
+impl ForwardLoad {
+    pub(super) fn asker(&self) -> (u64, cpns_wire::Address) {
+        self.call.asker()
+    }
+}
+
 /// An offer whose records are being opened: what follows once they are.
 #[derive(Debug)]
 pub(super) struct DeliveryOpened {
     call: Call,
     now_ms: i64,
     route: DeliveryRoute,
+    /// The targets' PN GW and its route, when it is another PN GW (forwarding).
+    far: Option<(EntityId, DeliveryRoute)>,
     invites: Vec<(Reach, DeliveryInvite)>,
     grant: DeliveryGrant,
+}
+
+/// Where a session's targets are, as its set-up checks them.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Targets {
+    /// Members of the PN read, which this session's PN GW serves: the PN the source offers in,
+    /// or (`from_server`) the one an external entity delivers to.
+    Here {
+        /// The source sends through the server.
+        from_server: bool,
+    },
+    /// Members of the PN read, another than the source's (forwarding between PNs, docs/
+    /// services.md): served by this session's PN GW too, or by another.
+    Forwarded {
+        /// The source's PN, which this session's PN GW serves.
+        source_pn: cpns_wire::PnId,
+    },
 }
 
 /// A session set up, before its records are opened.
 pub(super) struct SetUp {
     pub(super) session: DeliveryId,
     pub(super) key: DeliveryKey,
+    /// What this session's PN GW relays.
     pub(super) route: DeliveryRoute,
+    /// The targets' PN GW and what it relays, when it is another (forwarding).
+    pub(super) far: Option<(EntityId, DeliveryRoute)>,
     /// Each target reached, with its notice.
     pub(super) invites: Vec<(Reach, DeliveryInvite)>,
     /// Each target with the user charged (its own).
     targets: Vec<(EntityId, UserId)>,
+    /// The targets' PN, which the records name.
+    pn_id: cpns_wire::PnId,
 }
 
 impl SetUp {
@@ -116,7 +156,7 @@ impl SetUp {
             session: self.session,
             service_id: offer.service_id,
             source: source.clone(),
-            pn_id: self.route.pn_id,
+            pn_id: self.pn_id,
             name: offer.name,
             size: offer.size,
             targets: self.targets.clone(),
@@ -173,7 +213,60 @@ impl ServerSession {
         let Some(source_owner) = l.take_entity(&call.pne).map(|e| e.owner) else {
             return self.refuse_call(&call, ErrorCode::Forbidden, "the source is not enrolled");
         };
-        let set_up = match self.set_up(&call.pne, &source_owner, &offer, &[], false, &l) {
+        if let Some(to_pn) = offer.to_pn.filter(|p| *p != call.pn_id) {
+            let load = Load::Pn {
+                pn: to_pn,
+                replay: None,
+                entities: offer.targets.clone(),
+                member_keys: true,
+            };
+            let parked = ForwardLoad {
+                call,
+                offer,
+                now_ms,
+                owner: source_owner,
+            };
+            return self.load(Parked::ForwardLoad(Box::new(parked)), load);
+        }
+        let here = Targets::Here { from_server: false };
+        self.offer_set_up(call, offer, now_ms, &source_owner, here, &l);
+    }
+
+    /// The targets' PN of an offer to members of another PN is read: they may be forwarded to
+    /// when that PN is the source's user's, or every target is one of its user's devices.
+    pub(super) fn forward_loaded(&mut self, p: ForwardLoad, l: super::PnLoaded) {
+        let ForwardLoad {
+            call,
+            offer,
+            now_ms,
+            owner,
+        } = p;
+        let Some(pn) = &l.pn else {
+            return self.refuse_call(&call, ErrorCode::NotFound, "no such PN to forward to");
+        };
+        let own = |t: &EntityId| l.entities.iter().any(|e| e.id == *t && e.owner == owner);
+        if pn.owner != owner && !offer.targets.iter().all(own) {
+            let why = "forwarding reaches another PN of the source's user, or the source's \
+                       user's own devices in another's PN";
+            return self.refuse_call(&call, ErrorCode::Forbidden, why);
+        }
+        let forwarded = Targets::Forwarded {
+            source_pn: call.pn_id,
+        };
+        self.offer_set_up(call, offer, now_ms, &owner, forwarded, &l);
+    }
+
+    /// Sets up a PNE's offer whose targets are members of the PN `l` read.
+    fn offer_set_up(
+        &mut self,
+        call: Call,
+        offer: DeliveryOffer,
+        now_ms: i64,
+        source_owner: &UserId,
+        targets: Targets,
+        l: &super::PnLoaded,
+    ) {
+        let set_up = match self.set_up(&call.pne, source_owner, &offer, &[], targets, l) {
             Ok(s) => s,
             Err((code, why)) => return self.refuse_call(&call, code, &why),
         };
@@ -192,34 +285,37 @@ impl ServerSession {
             call,
             now_ms,
             route: set_up.route,
+            far: set_up.far,
             invites: set_up.invites,
             grant,
         };
         self.persist(Parked::DeliveryOpened(Box::new(opened)), effect);
     }
 
-    /// A session of `source` (of user `owner`) offering `offer` in the PN `l` read, with
-    /// `specific` parts for some targets: each target must be a member with a secure session
-    /// key, and this session's PN GW the PN's. The refusal's code and words, if not.
+    /// A session of `source` (of user `owner`) offering `offer` to members of the PN `l` read,
+    /// with `specific` parts for some targets: each target must be a member with a secure
+    /// session key, and this session's PN GW the PN's, unless the targets are `Forwarded`.
+    /// The refusal's code and words, if not.
     pub(super) fn set_up(
         &mut self,
         source: &EntityId,
         owner: &UserId,
         offer: &DeliveryOffer,
         specific: &[(EntityId, Vec<u8>)],
-        from_server: bool,
+        where_: Targets,
         l: &super::PnLoaded,
     ) -> Result<SetUp, (ErrorCode, String)> {
-        let Some(gw) = self.conn.gateway().map(|g| g.id.clone()) else {
+        let Some(here) = self.conn.gateway().map(|g| g.id.clone()) else {
             return Err((ErrorCode::WrongState, "no PN GW on this session".into()));
         };
         let Some(pn) = &l.pn else {
             return Err((ErrorCode::NotFound, "the PN is gone".into()));
         };
-        if pn.gateway != gw {
+        if matches!(where_, Targets::Here { .. }) && pn.gateway != here {
             let why = "the PN is served by another PN GW";
             return Err((ErrorCode::Forbidden, why.into()));
         }
+        let gw = pn.gateway.clone();
         let pn_id = pn.inventory.pn_id;
         let session = DeliveryId::from_bytes(self.rng.array());
         let key = DeliveryKey::random(self.rng.get());
@@ -276,14 +372,47 @@ impl ServerSession {
             targets: offer.targets.clone(),
             size: offer.size,
             chunk: CHUNK,
-            from_server,
+            from_server: false,
+            to_pn: None,
+            to_server: false,
+        };
+        let (route, far) = match where_ {
+            Targets::Here { from_server } => (
+                DeliveryRoute {
+                    from_server,
+                    ..route
+                },
+                None,
+            ),
+            Targets::Forwarded { source_pn } if gw == here => (
+                DeliveryRoute {
+                    pn_id: source_pn,
+                    to_pn: Some(pn_id),
+                    ..route
+                },
+                None,
+            ),
+            Targets::Forwarded { source_pn } => {
+                let far = DeliveryRoute {
+                    from_server: true,
+                    ..route.clone()
+                };
+                let near = DeliveryRoute {
+                    pn_id: source_pn,
+                    to_server: true,
+                    ..route
+                };
+                (near, Some((gw, far)))
+            }
         };
         Ok(SetUp {
             session,
             key,
             route,
+            far,
             invites,
             targets,
+            pn_id,
         })
     }
 
@@ -296,6 +425,9 @@ impl ServerSession {
     ) {
         if let Err(e) = result {
             return self.refuse_call(&o.call, ErrorCode::Internal, &format!("store: {e}"));
+        }
+        if let Some((gateway, far)) = o.far {
+            self.forward_out(&o.route, gateway, far);
         }
         let env = cpns_wire::Envelope::notify(
             self.ids.next(),

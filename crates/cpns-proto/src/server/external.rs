@@ -135,7 +135,10 @@ impl ServerSession {
         let ExternalLoad { ask, d, now_ms } = p;
         let set_up = loaded
             .map_err(|e| (ErrorCode::Internal, format!("store: {e}")))
-            .and_then(|l| self.set_up(&d.source, &d.owner, &d.offer, &d.specific, true, &l));
+            .and_then(|l| {
+                let here = super::delivery::Targets::Here { from_server: true };
+                self.set_up(&d.source, &d.owner, &d.offer, &d.specific, here, &l)
+            });
         let set_up = match set_up {
             Ok(s) => s,
             Err((code, why)) => {
@@ -279,8 +282,10 @@ impl ServerSession {
     }
 
     /// The connection ended (the driver says so before it drops the session, or the session
-    /// closed itself): every external session sending on it stops.
+    /// closed itself): every external session sending on it stops, and every session
+    /// forwarded through it ends at its other side too.
     pub fn end_deliveries(&mut self) {
+        self.end_forwards();
         let sessions: Vec<DeliveryId> = self.outbound.keys().copied().collect();
         self.outbound.clear();
         for session in sessions {
@@ -289,7 +294,7 @@ impl ServerSession {
         }
     }
 
-    fn send_to_gateway(&mut self, body: impl Into<cpns_wire::Body>) {
+    pub(super) fn send_to_gateway(&mut self, body: impl Into<cpns_wire::Body>) {
         let env = Envelope::notify(self.ids.next(), Address::Server, self.peer(), body);
         self.transmit(env);
     }

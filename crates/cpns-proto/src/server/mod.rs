@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod directory;
 mod establish;
 mod external;
+mod forward;
 pub mod groups;
 mod load;
 mod membership;
@@ -40,6 +41,7 @@ use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
 pub use budget::FlowBudget;
 pub use external::{ExternalDelivery, MAX_OUTBOUND};
+pub use forward::{MAX_FORWARDS, Relayed};
 pub use load::{
     GroupKeyLoaded, InventoryLoaded, Load, Loaded, PnLoaded, SessionLoaded, StatusesLoaded,
     UsageOwners,
@@ -672,8 +674,16 @@ pub enum ServerEvent {
         /// The targets that have it, hash checked.
         delivered: Vec<EntityId>,
     },
-    /// A delivery from outside stopped before every target's end (its content could not be
-    /// read, or the connection ended).
+    /// A delivery message from the PN GW was refused: of no session it may send for, or out of
+    /// its bounds (docs/services.md, "Forwarding between PNs").
+    DeliveryRefused {
+        /// The session it named.
+        session: cpns_wire::DeliveryId,
+        /// Why.
+        reason: String,
+    },
+    /// A delivery from outside, or one forwarded between PNs through this session, stopped
+    /// before every target's end (its content could not be read, or a connection ended).
     DeliveryStopped {
         /// The session.
         session: cpns_wire::DeliveryId,
@@ -797,6 +807,26 @@ pub enum ServerOutput {
         /// The notice.
         notice: cpns_wire::SecureNotice,
     },
+    /// Hand the route of a session forwarded between PNs to the session of PN GW `gateway`
+    /// (the targets'), with [`ServerSession::forward_in`], before the notices to its targets;
+    /// if that PN GW has no session, say so here with [`ServerSession::forward_ended`].
+    Forward {
+        /// The targets' PN GW.
+        gateway: EntityId,
+        /// What it relays: a route `from_server`.
+        route: cpns_wire::DeliveryRoute,
+    },
+    /// Hand `msg` of forwarded session `session` to the other session relaying it, that of
+    /// PN GW `gateway`, with [`ServerSession::relayed`], in order; if it is gone (or cannot
+    /// take it), say so here with [`ServerSession::forward_ended`].
+    Relay {
+        /// The other side's PN GW.
+        gateway: EntityId,
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// What it is handed.
+        msg: Relayed,
+    },
     /// End the session after sending what was queued.
     Close {
         /// Why.
@@ -876,6 +906,7 @@ enum Parked {
     ChargingLoad(Box<secure::Call>),
     GroupLoad(Box<groups::GroupLoad>),
     DeliveryLoad(Box<delivery::DeliveryLoad>),
+    ForwardLoad(Box<delivery::ForwardLoad>),
     DeliveryOpened(Box<delivery::DeliveryOpened>),
     DeliveryClosed(Box<(secure::Call, cpns_wire::DeliveryDone)>),
     ExternalLoad(Box<external::ExternalLoad>),
@@ -949,6 +980,9 @@ pub struct ServerSession {
     /// Deliveries from external entities this session sends (docs/services.md, "Delivery from
     /// outside a PN").
     outbound: BTreeMap<cpns_wire::DeliveryId, Box<crate::source::Source>>,
+    /// Sessions forwarded between PNs that this session relays, at either end (docs/
+    /// services.md, "Forwarding between PNs").
+    forwards: forward::Forwards,
     out: VecDeque<ServerOutput>,
 }
 
@@ -990,6 +1024,7 @@ impl ServerSession {
             caps_asks: BTreeMap::new(),
             wall: None,
             outbound: BTreeMap::new(),
+            forwards: BTreeMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -1127,6 +1162,9 @@ impl ServerSession {
             Body::PneLeaveRequest(m) => self.on_pne_leave(&gw, &env, m),
             Body::GatewayGroupRequest(m) => self.on_gateway_group(now, &gw, &env, m),
             Body::GroupKeyRequest(m) => self.on_group_key_request(&env, m),
+            Body::DeliveryChunk(m) => self.on_forward_chunk(&env, m),
+            Body::DeliveryAck(m) if self.is_forward(&m.session) => self.on_forward_ack(&env, m),
+            Body::DeliveryDone(m) if self.is_forward(&m.session) => self.on_forward_done(&env, m),
             Body::DeliveryAck(m) => self.on_outbound_ack(&env, m),
             Body::DeliveryDone(m) => self.on_outbound_done(&env, m),
             Body::PneConfirmResponse(m) => self.on_confirm_response(&env, m),
@@ -1223,6 +1261,13 @@ impl ServerSession {
             Parked::ExternalLoad(d) => self.external_loaded(*d, load::pn(loaded)),
             Parked::DeliveryLoad(d) => match load::pn(loaded) {
                 Ok(l) => self.delivery_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::ForwardLoad(d) => match load::pn(loaded) {
+                Ok(l) => self.forward_loaded(*d, l),
                 Err(e) => {
                     let (req_msg, to) = d.asker();
                     self.load_failed(req_msg, to, Flow::SecureCall, e);

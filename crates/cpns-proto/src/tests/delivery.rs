@@ -62,6 +62,7 @@ fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         media_type: "video/mp4".into(),
         size: bytes.len() as u64,
         sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        to_pn: None,
     }
 }
 
@@ -589,6 +590,8 @@ fn a_pn_gw_takes_a_route_only_from_the_server_once_for_a_pn_it_serves() {
         size: 100_000,
         chunk: 65_536,
         from_server: false,
+        to_pn: None,
+        to_server: false,
     };
     // The same session again, naming PNE 2 alone: not taken (the route stays as it was), so
     // an acknowledgement of PNE 2 alone moves nothing for the source.
@@ -690,6 +693,8 @@ fn a_pn_gw_relays_a_bounded_number_of_sessions() {
                 size: 10,
                 chunk: 65_536,
                 from_server: false,
+                to_pn: None,
+                to_server: false,
             },
         );
     }
@@ -1158,6 +1163,8 @@ fn a_restarted_pn_gw_takes_its_kept_routes_within_its_bound_and_only_of_its_pns(
             size: 10,
             chunk: 65_536,
             from_server: false,
+            to_pn: None,
+            to_server: false,
         }
     };
     let max = crate::gateway::delivery::MAX_ROUTES as u64;

@@ -63,6 +63,7 @@ fn delivery(
             media_type: "video/mp4".into(),
             size: bytes.len() as u64,
             sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+            to_pn: None,
         },
         specific,
     }

@@ -39,6 +39,19 @@ pub(super) enum Party {
     Server,
     Gw,
     Pne(usize),
+    /// The second PN GW's session at the server ([`Harness::with_far`]).
+    FarServer,
+    /// The second PN GW.
+    FarGw,
+}
+
+/// A second PN GW, its session at the server, and the PNEs from `from` on behind it: two PNs
+/// behind two PN GWs, one server store (forwarding between PNs).
+pub(super) struct Far {
+    pub server: ServerSession,
+    pub gw: Gateway,
+    /// The first PNE behind it; every later one is too.
+    pub from: usize,
 }
 
 /// A frame in flight, without its length prefix.
@@ -109,6 +122,8 @@ pub(super) struct Harness {
     offset: Duration,
     pub server: ServerSession,
     pub gw: Gateway,
+    /// A second PN GW, if the harness has one.
+    pub far: Option<Box<Far>>,
     pub pnes: Vec<PneSession>,
     pub gw_cfg: GatewayConfig,
     pub pne_cfgs: Vec<PneConfig>,
@@ -205,6 +220,22 @@ impl Harness {
                 offline_after: None,
                 ..ServerConfig::default()
             },
+            None,
+        )
+    }
+
+    /// [`Harness::new`] with a second PN GW, `gw-2` of user `owner`, and the PNEs from `from`
+    /// on (of `owner` too) behind it; nothing connected.
+    pub fn with_far(specs: &[PneSpec], from: usize, owner: &str) -> Self {
+        Self::with_options(
+            specs,
+            1,
+            GatewayLimits::default(),
+            ServerConfig {
+                offline_after: None,
+                ..ServerConfig::default()
+            },
+            Some((from, UserId::new(owner).unwrap())),
         )
     }
 
@@ -218,12 +249,13 @@ impl Harness {
                 offline_after: None,
                 ..ServerConfig::default()
             },
+            None,
         )
     }
 
     /// [`Harness::new`] with the server's settings given (also after a restart).
     pub fn with_server(specs: &[PneSpec], server_cfg: ServerConfig) -> Self {
-        Self::with_options(specs, 1, GatewayLimits::default(), server_cfg)
+        Self::with_options(specs, 1, GatewayLimits::default(), server_cfg, None)
     }
 
     fn with_options(
@@ -231,6 +263,7 @@ impl Harness {
         seed: u64,
         limits: GatewayLimits,
         server_cfg: ServerConfig,
+        far: Option<(usize, UserId)>,
     ) -> Self {
         let mut rng = MachineRng::from_seed_u64(seed);
         // Only offsets from this base are ever compared; frames carry no time.
@@ -272,9 +305,34 @@ impl Harness {
         );
         let mut gw = Gateway::new(gw_cfg.clone(), rng.fork());
         gw.set_wall_clock(base, WALL_AT_BASE);
+        let mut far_gw = far.as_ref().map(|(_, far_owner)| {
+            let cfg = GatewayConfig {
+                id: id("gw-2"),
+                eukey: EuKey::random(rng.get()),
+                ..gw_cfg.clone()
+            };
+            store.entities.insert(
+                cfg.id.clone(),
+                KnownEntity {
+                    id: cfg.id.clone(),
+                    role: EntityRole::Gateway,
+                    owner: far_owner.clone(),
+                    eukey: cfg.eukey.clone(),
+                },
+            );
+            let mut g = Gateway::new(cfg.clone(), rng.fork());
+            g.set_wall_clock(base, WALL_AT_BASE);
+            g
+        });
+        let far_from = far.as_ref().map(|(f, _)| *f);
         let mut pne_cfgs = Vec::new();
         let ca = certification_key();
         for (i, spec) in specs.iter().enumerate() {
+            let behind_far = far_from.is_some_and(|f| i >= f);
+            let owner = match &far {
+                Some((_, far_owner)) if behind_far => far_owner.clone(),
+                _ => owner.clone(),
+            };
             let id = pne_id(spec.impersonates.unwrap_or(i));
             let eukey = EuKey::random(rng.get());
             // Every PNE is certified by the server, as `cpns enroll` does (security.md §4.11).
@@ -314,11 +372,19 @@ impl Harness {
                 );
             }
             store.pne_local.push(BTreeMap::new());
-            gw.link_opened(LinkId(i as u64), spec.security);
+            match (&mut far_gw, behind_far) {
+                (Some(g), true) => g.link_opened(LinkId(i as u64), spec.security),
+                _ => gw.link_opened(LinkId(i as u64), spec.security),
+            }
             pne_cfgs.push(cfg);
         }
         let mut server = ServerSession::new(server_cfg.clone(), EXPORTER, base, rng.fork());
         server.set_wall_clock(base, WALL_AT_BASE);
+        let far = far_gw.zip(far_from).map(|(gw, from)| {
+            let mut server = ServerSession::new(server_cfg.clone(), EXPORTER, base, rng.fork());
+            server.set_wall_clock(base, WALL_AT_BASE);
+            Box::new(Far { server, gw, from })
+        });
         let pnes = pne_cfgs
             .iter()
             .map(|c| PneSession::new(c.clone(), rng.fork()))
@@ -328,6 +394,7 @@ impl Harness {
             offset: Duration::ZERO,
             server,
             gw,
+            far,
             pnes,
             gw_cfg,
             pne_cfgs,
@@ -375,6 +442,10 @@ impl Harness {
         let now = self.now();
         self.server.handle_timeout(now);
         self.gw.handle_timeout(now);
+        if let Some(f) = &mut self.far {
+            f.server.handle_timeout(now);
+            f.gw.handle_timeout(now);
+        }
         for p in &mut self.pnes {
             p.handle_timeout(now);
         }
@@ -410,6 +481,45 @@ impl Harness {
             "connection set-up failed: {:?}",
             self.events
         );
+        if let Some(f) = &mut self.far {
+            f.gw.wan_connected(now, EXPORTER).unwrap();
+            self.pump();
+            let ready = self.far.as_ref().is_some_and(|f| f.gw.wan_ready());
+            assert!(ready, "connection set-up failed: {:?}", self.events);
+        }
+    }
+
+    /// The PN GW PNE `i` is linked to.
+    pub fn gw_of(&self, i: usize) -> Party {
+        match &self.far {
+            Some(f) if i >= f.from => Party::FarGw,
+            _ => Party::Gw,
+        }
+    }
+
+    fn gw_mut(&mut self, which: Party) -> &mut Gateway {
+        match (which, &mut self.far) {
+            (Party::FarGw, Some(f)) => &mut f.gw,
+            _ => &mut self.gw,
+        }
+    }
+
+    fn server_mut(&mut self, which: Party) -> &mut ServerSession {
+        match (which, &mut self.far) {
+            (Party::FarServer, Some(f)) => &mut f.server,
+            _ => &mut self.server,
+        }
+    }
+
+    /// The server session of PN GW `gateway`, if it has one here.
+    fn session_of(&self, gateway: &EntityId) -> Option<Party> {
+        if self.server.gateway() == Some(gateway) {
+            return Some(Party::Server);
+        }
+        match &self.far {
+            Some(f) if f.server.gateway() == Some(gateway) => Some(Party::FarServer),
+            _ => None,
+        }
     }
 
     /// After the PN GW's WAN session closed: a new server session, and connection set-up again.
@@ -424,9 +534,9 @@ impl Harness {
     /// set up by `prepare` before it runs, and frames flow on the hop again.
     pub fn relink(&mut self, i: usize, seed: u64, prepare: impl FnOnce(&mut PneSession)) {
         let now = self.now();
-        self.gw.link_closed(now, LinkId(i as u64));
-        self.gw
-            .link_opened(LinkId(i as u64), self.pne_cfgs[i].security);
+        let (gw, security) = (self.gw_of(i), self.pne_cfgs[i].security);
+        self.gw_mut(gw).link_closed(now, LinkId(i as u64));
+        self.gw_mut(gw).link_opened(LinkId(i as u64), security);
         let mut back = PneSession::new(self.pne_cfgs[i].clone(), MachineRng::from_seed_u64(seed));
         back.restore(self.store.pne_local[i].values().cloned().collect())
             .unwrap();
@@ -434,7 +544,7 @@ impl Harness {
         self.pnes[i] = back;
         self.queue
             .retain(|f| f.from != Party::Pne(i) && f.to != Party::Pne(i));
-        self.closed_at.remove(&(Party::Gw, Party::Pne(i)));
+        self.closed_at.remove(&(gw, Party::Pne(i)));
     }
 
     pub fn discover_all(&mut self) {
@@ -498,10 +608,18 @@ impl Harness {
         let now = self.now();
         let res = match (from, to) {
             (_, Party::Server) => self.server.handle_frame(now, body),
+            (_, Party::FarServer) => self.server_mut(Party::FarServer).handle_frame(now, body),
             (Party::Server, Party::Gw) => self.gw.handle_wan_frame(now, body),
+            (Party::FarServer, Party::FarGw) => {
+                self.gw_mut(Party::FarGw).handle_wan_frame(now, body)
+            }
             (Party::Pne(i), Party::Gw) => self.gw.handle_pan_frame(now, LinkId(i as u64), body),
+            (Party::Pne(i), Party::FarGw) => {
+                self.gw_mut(Party::FarGw)
+                    .handle_pan_frame(now, LinkId(i as u64), body)
+            }
             (_, Party::Pne(i)) => self.pnes[i].handle_frame(now, body),
-            (Party::Gw, Party::Gw) => Err(ProtoError::WrongState("no such hop")),
+            _ => Err(ProtoError::WrongState("no such hop")),
         };
         self.drain();
         res
@@ -558,7 +676,8 @@ impl Harness {
     fn close(&mut self, by: Party, link: Option<usize>, reason: String) {
         let hop = match (by, link) {
             (Party::Server, _) | (Party::Gw, None) => (Party::Gw, Party::Server),
-            (_, Some(i)) | (Party::Pne(i), None) => (Party::Gw, Party::Pne(i)),
+            (Party::FarServer, _) | (Party::FarGw, None) => (Party::FarGw, Party::FarServer),
+            (_, Some(i)) | (Party::Pne(i), None) => (self.gw_of(i), Party::Pne(i)),
         };
         self.closed_at.entry(hop).or_insert(self.seq);
         self.closes.push((by, link, reason));
@@ -575,15 +694,25 @@ impl Harness {
         };
         loop {
             let mut busy = false;
-            while let Some(o) = self.server.poll_output() {
-                busy = true;
-                count();
-                self.on_server(o);
+            for which in [Party::Server, Party::FarServer] {
+                if which == Party::FarServer && self.far.is_none() {
+                    continue;
+                }
+                while let Some(o) = self.server_mut(which).poll_output() {
+                    busy = true;
+                    count();
+                    self.on_server(which, o);
+                }
             }
-            while let Some(o) = self.gw.poll_output() {
-                busy = true;
-                count();
-                self.on_gw(o);
+            for which in [Party::Gw, Party::FarGw] {
+                if which == Party::FarGw && self.far.is_none() {
+                    continue;
+                }
+                while let Some(o) = self.gw_mut(which).poll_output() {
+                    busy = true;
+                    count();
+                    self.on_gw(which, o);
+                }
             }
             for i in 0..self.pnes.len() {
                 while let Some(o) = self.pnes[i].poll_output() {
@@ -598,30 +727,33 @@ impl Harness {
         }
     }
 
-    fn on_server(&mut self, o: ServerOutput) {
+    fn on_server(&mut self, which: Party, o: ServerOutput) {
+        let its_gw = if which == Party::FarServer {
+            Party::FarGw
+        } else {
+            Party::Gw
+        };
         let now = self.now();
         match o {
-            ServerOutput::Transmit { frame, trace } => {
-                self.send(Party::Server, Party::Gw, &frame, trace)
-            }
+            ServerOutput::Transmit { frame, trace } => self.send(which, its_gw, &frame, trace),
             ServerOutput::Load { token, load } if self.store.hold_loads => {
                 self.store.held.push((token, load));
             }
             ServerOutput::Load { token, load } => {
                 let loaded = self.store.load(&load);
-                if let Err(e) = self.server.handle_loaded(now, token, loaded) {
-                    self.errors.push((Party::Server, e));
+                if let Err(e) = self.server_mut(which).handle_loaded(now, token, loaded) {
+                    self.errors.push((which, e));
                 }
             }
             ServerOutput::Persist { token, effect } => {
                 let result = self.store.apply(effect);
-                if let Err(e) = self.server.handle_persisted(now, token, result) {
-                    self.errors.push((Party::Server, e));
+                if let Err(e) = self.server_mut(which).handle_persisted(now, token, result) {
+                    self.errors.push((which, e));
                 }
             }
             ServerOutput::Event(e) => self.events.push(Ev::Server(e)),
             ServerOutput::Publish(p) => self.published.push(p),
-            ServerOutput::Close { reason } => self.close(Party::Server, None, reason),
+            ServerOutput::Close { reason } => self.close(which, None, reason),
             ServerOutput::AskGateway {
                 gateway,
                 ask,
@@ -630,7 +762,7 @@ impl Harness {
                 let answer = (self.home)(&gateway, &request);
                 self.asked.push((gateway, request));
                 if let Some(answer) = answer {
-                    self.server.handle_gateway_answer(ask, answer);
+                    self.server_mut(which).handle_gateway_answer(ask, answer);
                 }
             }
             ServerOutput::GatewayAnswer { ask, answer } => self.gateway_answers.push((ask, answer)),
@@ -652,35 +784,60 @@ impl Harness {
                     .map(<[u8]>::to_vec)
                     .ok_or_else(|| "read past the end".to_string());
                 self.server_reads += 1;
-                self.server.handle_content_read(session, offset, read);
+                self.server_mut(which)
+                    .handle_content_read(session, offset, read);
             }
             ServerOutput::Notice {
                 gateway,
                 to,
                 notice,
             } => {
-                // One PN GW here: a notice for another's PNE has no session to go to.
+                // A notice for a PNE of a PN GW with no session here has none to go to.
                 self.notices.push((gateway.clone(), to.clone()));
-                if Some(&gateway) == self.server.gateway() {
-                    self.server.send_notice(to, notice);
+                if let Some(at) = self.session_of(&gateway) {
+                    self.server_mut(at).send_notice(to, notice);
                 }
             }
+            ServerOutput::Forward { gateway, route } => match self.session_of(&gateway) {
+                Some(at) => {
+                    let from = self.server_mut(which).gateway().cloned().unwrap();
+                    self.server_mut(at).forward_in(from, route)
+                }
+                None => self
+                    .server_mut(which)
+                    .forward_ended(route.session, format!("{gateway} has no session")),
+            },
+            ServerOutput::Relay {
+                gateway,
+                session,
+                msg,
+            } => match self.session_of(&gateway) {
+                Some(at) => self.server_mut(at).relayed(session, msg),
+                None => self
+                    .server_mut(which)
+                    .forward_ended(session, format!("{gateway} has no session")),
+            },
         }
     }
 
-    fn on_gw(&mut self, o: GatewayOutput) {
+    fn on_gw(&mut self, which: Party, o: GatewayOutput) {
+        let its_server = if which == Party::FarGw {
+            Party::FarServer
+        } else {
+            Party::Server
+        };
         let now = self.now();
         match o {
             GatewayOutput::TransmitWan { frame, trace } => {
-                self.send(Party::Gw, Party::Server, &frame, trace)
+                self.send(which, its_server, &frame, trace)
             }
             GatewayOutput::TransmitPan { link, frame, trace } => {
-                self.send(Party::Gw, Party::Pne(link.0 as usize), &frame, trace)
+                self.send(which, Party::Pne(link.0 as usize), &frame, trace)
             }
             GatewayOutput::CloseLink { link, reason } => {
-                self.close(Party::Gw, Some(link.0 as usize), reason)
+                self.close(which, Some(link.0 as usize), reason)
             }
-            GatewayOutput::CloseWan { reason } => self.close(Party::Gw, None, reason),
+            GatewayOutput::CloseWan { reason } => self.close(which, None, reason),
             GatewayOutput::Persist { token, pn } => {
                 self.store.gw_writes.push("save");
                 let result = if self.store.fail_gw {
@@ -689,8 +846,8 @@ impl Harness {
                     self.store.gw_local.insert(pn.inventory.pn_id, pn);
                     Ok(())
                 };
-                if let Err(e) = self.gw.handle_persisted(now, token, result) {
-                    self.errors.push((Party::Gw, e));
+                if let Err(e) = self.gw_mut(which).handle_persisted(now, token, result) {
+                    self.errors.push((which, e));
                 }
             }
             GatewayOutput::Forget { token, pn_id } => {
@@ -701,8 +858,8 @@ impl Harness {
                     self.store.gw_local.remove(&pn_id);
                     Ok(())
                 };
-                if let Err(e) = self.gw.handle_persisted(now, token, result) {
-                    self.errors.push((Party::Gw, e));
+                if let Err(e) = self.gw_mut(which).handle_persisted(now, token, result) {
+                    self.errors.push((which, e));
                 }
             }
             GatewayOutput::KeepDeparted {
@@ -720,8 +877,8 @@ impl Harness {
                     kept.push((pn_id, pne, stored));
                     Ok(())
                 };
-                if let Err(e) = self.gw.handle_persisted(now, token, result) {
-                    self.errors.push((Party::Gw, e));
+                if let Err(e) = self.gw_mut(which).handle_persisted(now, token, result) {
+                    self.errors.push((which, e));
                 }
             }
             GatewayOutput::DropDeparted { token, pn_id, pne } => {
@@ -729,8 +886,8 @@ impl Harness {
                 self.store
                     .gw_departed
                     .retain(|(p, e, _)| (*p, e) != (pn_id, &pne));
-                if let Err(e) = self.gw.handle_persisted(now, token, Ok(())) {
-                    self.errors.push((Party::Gw, e));
+                if let Err(e) = self.gw_mut(which).handle_persisted(now, token, Ok(())) {
+                    self.errors.push((which, e));
                 }
             }
             GatewayOutput::KeepRoute(r) => {
@@ -762,7 +919,7 @@ impl Harness {
     fn on_pne(&mut self, i: usize, o: PneOutput) {
         match o {
             PneOutput::Transmit { frame, trace } => {
-                self.send(Party::Pne(i), Party::Gw, &frame, trace)
+                self.send(Party::Pne(i), self.gw_of(i), &frame, trace)
             }
             PneOutput::Persist { token, pn } => {
                 let result = if self.store.fail_pne {

@@ -41,6 +41,7 @@ mod directory;
 mod establish;
 mod external;
 mod failures;
+mod forward;
 mod gateway_commands;
 mod group_content;
 mod groups;

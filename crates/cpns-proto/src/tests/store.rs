@@ -744,6 +744,7 @@ impl Store {
                 targets,
                 size,
                 per_mb,
+                pn_id,
                 ..
             } => {
                 if self.deliveries.keys().any(|(s, _)| *s == session) {
@@ -754,6 +755,7 @@ impl Store {
                         service_id: service_id.clone(),
                         source: source.clone(),
                         charged,
+                        pn_id,
                         size,
                         per_mb,
                         ended: None,
@@ -1225,6 +1227,8 @@ pub struct SDelivery {
     pub service_id: String,
     pub source: EntityId,
     pub charged: cpns_wire::UserId,
+    /// The PN recorded: the targets'.
+    pub pn_id: cpns_wire::PnId,
     pub size: u64,
     /// The tariff the session was set up at.
     pub per_mb: Option<u64>,

@@ -187,10 +187,11 @@ pub(super) fn save_route(conn: &Connection, r: &cpns_wire::DeliveryRoute) -> Res
     let targets: Vec<&str> = r.targets.iter().map(EntityId::as_str).collect();
     codec::exec(
         conn,
-        "INSERT INTO local_delivery_routes (session, pn_id, source, targets, size, chunk) \
-         VALUES (?, ?, ?, ?, ?, ?) \
+        "INSERT INTO local_delivery_routes (session, pn_id, source, targets, size, chunk, to_pn) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (session) DO UPDATE SET pn_id = excluded.pn_id, source = excluded.source, \
-         targets = excluded.targets, size = excluded.size, chunk = excluded.chunk",
+         targets = excluded.targets, size = excluded.size, chunk = excluded.chunk, \
+         to_pn = excluded.to_pn",
         params![
             r.session.as_bytes().as_slice(),
             r.pn_id.as_bytes().as_slice(),
@@ -198,6 +199,7 @@ pub(super) fn save_route(conn: &Connection, r: &cpns_wire::DeliveryRoute) -> Res
             targets.join(" "),
             to_i64(r.size, "size")?,
             i64::from(r.chunk),
+            r.to_pn.as_ref().map(|p| p.as_bytes().to_vec()),
         ],
     )?;
     Ok(())
@@ -217,7 +219,7 @@ pub(super) fn remove_route(conn: &Connection, session: &DeliveryId) -> Result<bo
 pub(super) fn routes(conn: &Connection) -> Result<Vec<cpns_wire::DeliveryRoute>> {
     codec::all(
         conn,
-        "SELECT session, pn_id, source, targets, size, chunk FROM local_delivery_routes \
+        "SELECT session, pn_id, source, targets, size, chunk, to_pn FROM local_delivery_routes \
          ORDER BY session",
         [],
         |row| {
@@ -237,8 +239,16 @@ pub(super) fn routes(conn: &Connection) -> Result<Vec<cpns_wire::DeliveryRoute>>
                     .collect::<Result<_>>()?,
                 size: to_u64(row, "size")?,
                 chunk: u32::try_from(chunk).map_err(|_| StoreError::corrupt("chunk", "range"))?,
-                // A route from the server ends with the WAN session: none is kept.
+                // A route from or to the server ends with the WAN session: none is kept.
                 from_server: false,
+                to_server: false,
+                to_pn: {
+                    let to: Option<Vec<u8>> = row.get("to_pn")?;
+                    match to {
+                        None => None,
+                        Some(_) => Some(codec::pn_id(row, "to_pn")?),
+                    }
+                },
             })
         },
     )

@@ -131,6 +131,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "delivery tariffs",
         sql: include_str!("../../migrations/sqlite/0022_delivery_tariffs.sql"),
     },
+    Migration {
+        version: 23,
+        name: "route to pn",
+        sql: include_str!("../../migrations/sqlite/0023_route_to_pn.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

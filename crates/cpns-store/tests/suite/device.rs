@@ -183,8 +183,8 @@ pub async fn service_group_keys_are_kept_replaced_and_removed<S: DeviceStore>(s:
     assert_eq!(s.local_groups().await.unwrap(), [group(2, "album 2", 4)]);
 }
 
-/// A PN GW's delivery routes: kept per session (again: replaced), listed by session, removed
-/// one at a time.
+/// A PN GW's delivery routes: kept per session (again: replaced), with the other PN of a
+/// forward between two of its PNs, listed by session, removed one at a time.
 pub async fn delivery_routes_are_kept_replaced_and_removed<S: DeviceStore>(s: &S) {
     use cpns_wire::{DeliveryId, DeliveryRoute};
     let route = |b: u8, targets: &[&str]| DeliveryRoute {
@@ -195,6 +195,9 @@ pub async fn delivery_routes_are_kept_replaced_and_removed<S: DeviceStore>(s: &S
         size: 10_000_000 + u64::from(b),
         chunk: 65_536,
         from_server: false,
+        // The second session goes to another PN of the same PN GW.
+        to_pn: (b == 2).then(|| pid(2)),
+        to_server: false,
     };
     assert!(s.local_routes().await.unwrap().is_empty());
     s.save_local_route(&route(2, &["tv", "tablet"]))

@@ -33,7 +33,7 @@ pub struct DeliveryOffer {
     /// The source's service it is delivered as (its `service_id`, for the records and charging).
     #[n(0)]
     pub service_id: String,
-    /// The targets: PNEs of a PN the source is a member of, at most 16.
+    /// The targets: PNEs of a PN the source is a member of, or of `to_pn`, at most 16.
     #[n(1)]
     pub targets: Vec<EntityId>,
     /// The content's name, for people.
@@ -48,6 +48,12 @@ pub struct DeliveryOffer {
     /// Its SHA-256.
     #[n(5)]
     pub sha256: HashBytes,
+    /// The PN the targets are members of, when it is not the PN the offer is made in:
+    /// forwarding between PNs, through the server (004 §5.5.8; docs/services.md, "Forwarding
+    /// between PNs"). Absent: the offer's own PN.
+    #[n(6)]
+    #[cbor(default)]
+    pub to_pn: Option<PnId>,
 }
 
 /// Delivery Grant: the server's answer to an offer, inside the sealed answer to the source.
@@ -154,6 +160,17 @@ pub struct DeliveryRoute {
     #[n(6)]
     #[cbor(default)]
     pub from_server: bool,
+    /// The targets are members of this other PN, which this PN GW also serves (forwarding
+    /// between two PNs of one PN GW): they acknowledge as members of it. Absent: `pn_id`.
+    #[n(7)]
+    #[cbor(default)]
+    pub to_pn: Option<PnId>,
+    /// The targets are behind another PN GW (forwarding between PNs through the server): the
+    /// source's chunks go up the WAN session, once for every target, and what the targets have
+    /// and their ends come back on it.
+    #[n(8)]
+    #[cbor(default)]
+    pub to_server: bool,
 }
 
 /// Delivery Chunk: part of the content, sealed under the session's key; source to PN GW, PN GW

@@ -1044,6 +1044,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 media_type: "video/mp4".into(),
                 size: 104_857_600,
                 sha256: HashBytes([0x44; 32]),
+                to_pn: Some(pn(8)),
             }
             .into(),
         ),
@@ -1087,7 +1088,9 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 targets: vec![eid("tv-1")],
                 size: 104_857_600,
                 chunk: 65_536,
-                from_server: true,
+                from_server: false,
+                to_pn: None,
+                to_server: true,
             }
             .into(),
         ),

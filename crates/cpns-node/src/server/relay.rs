@@ -1,0 +1,161 @@
+//! Forwarding between PNs across two PN GW sessions (docs/services.md, "Forwarding between
+//! PNs"): the session of the source's PN GW hands the route to the targets' PN GW's session
+//! as mail (a letter that no session picks up in time says that PN GW has none), and from then
+//! on the two hand each other the session's chunks, acknowledgements and ends through their
+//! **relay inboxes**: a bounded channel per session, made the first time it takes part in a
+//! forward (an idle session has none), found by its PN GW's id. Nothing here reads what it
+//! carries; each machine checks what its own PN GW sends, and what it hands the other is
+//! bounded per forward (a window of chunks, acknowledgements at chunk ends, bounded resumes), so
+//! an inbox does not fill; if one does, or its session is gone, the forward ends at the sender.
+
+use std::time::Instant;
+
+use cpns_proto::server::{Relayed, ServerSession};
+use cpns_store::ServerStore;
+use cpns_wire::{DeliveryId, DeliveryRoute, EntityId};
+use tokio::sync::mpsc;
+
+use super::mailroom::{PICKUP, PeerMsg};
+use super::{ServerNode, SessionEnd};
+
+/// Letters one relay inbox holds: well past what the forwards of one session may have in
+/// flight at once ([`cpns_proto::server::MAX_FORWARDS`] on each side, each a window of chunks
+/// and a bounded number of acknowledgements).
+const INBOX: usize = 4096;
+
+/// What one session hands another of a forwarded session.
+#[derive(Debug)]
+pub(super) struct Letter {
+    session: DeliveryId,
+    msg: Relayed,
+}
+
+/// Where a session's relay letters are posted.
+pub(super) type Inbox = mpsc::Sender<Box<Letter>>;
+
+/// A session's relay inbox: where it reads, and the sender it registered (to take it back
+/// only if it is still its own).
+pub(super) struct RelayInbox {
+    rx: mpsc::Receiver<Box<Letter>>,
+    tx: Inbox,
+}
+
+/// The next letter of `inbox`; never, without one. A closure, not an `async fn`: it adds a
+/// pointer to the session's future, which every idle session holds (ARCHITECTURE decision 22).
+pub(super) fn next_letter(
+    inbox: &mut Option<Box<RelayInbox>>,
+) -> impl std::future::Future<Output = Option<(DeliveryId, Relayed)>> + '_ {
+    std::future::poll_fn(move |cx| match inbox {
+        Some(i) => i.rx.poll_recv(cx).map(|l| l.map(|l| (l.session, l.msg))),
+        None => std::task::Poll::Pending,
+    })
+}
+
+impl<S: ServerStore + Clone> ServerNode<S> {
+    /// This session's relay inbox, made and registered under its PN GW if it has none.
+    fn inbox(&self, end: &mut SessionEnd) -> Option<Inbox> {
+        let gw = end.gateway.clone()?;
+        if let Some(i) = &end.relay {
+            return Some(i.tx.clone());
+        }
+        let (tx, rx) = mpsc::channel(INBOX);
+        self.office.relays().insert(gw, tx.clone());
+        end.relay = Some(Box::new(RelayInbox { rx, tx: tx.clone() }));
+        Some(tx)
+    }
+
+    /// [`cpns_proto::server::ServerOutput::Forward`]: the route goes to the session of
+    /// `gateway` as mail; if none takes it in time, this session is told the forward ended.
+    pub(super) fn forward(
+        &self,
+        session: &mut ServerSession,
+        end: &mut SessionEnd,
+        gateway: EntityId,
+        route: DeliveryRoute,
+    ) {
+        let id = route.session;
+        let (Some(me), Some(back)) = (end.gateway.clone(), self.inbox(end)) else {
+            return session.forward_ended(id, "this session has no PN GW".into());
+        };
+        let now = Instant::now();
+        let letter = PeerMsg::Forward {
+            from: me,
+            route: Box::new(route),
+        };
+        let Ok(letter) = self.room().post(now, &gateway, now + PICKUP, letter) else {
+            let why = "the CPNS Server has too much mail between PN GWs waiting".to_string();
+            return session.forward_ended(id, why);
+        };
+        self.office.ring();
+        let office = self.office.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PICKUP).await;
+            if office.room().withdraw(&gateway, letter) {
+                let msg = Relayed::Ended(format!("{gateway} has no session with the server"));
+                let _ = back.try_send(Box::new(Letter { session: id, msg }));
+            }
+        });
+    }
+
+    /// The route of a session another session forwards here, from mail.
+    pub(super) fn forwarded_here(
+        &self,
+        session: &mut ServerSession,
+        end: &mut SessionEnd,
+        from: EntityId,
+        route: DeliveryRoute,
+    ) {
+        // Made before the machine relays anything back.
+        let _ = self.inbox(end);
+        session.forward_in(from, route);
+    }
+
+    /// [`cpns_proto::server::ServerOutput::Relay`]: posted in the inbox of `gateway`'s
+    /// session; if it has none, or it is full, the forward ends here.
+    pub(super) fn relay(
+        &self,
+        session: &mut ServerSession,
+        gateway: &EntityId,
+        id: DeliveryId,
+        msg: Relayed,
+    ) {
+        let inbox = self.office.relays().get(gateway).cloned();
+        let sent = match inbox {
+            Some(i) => i
+                .try_send(Box::new(Letter { session: id, msg }))
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => "its relay inbox is full",
+                    mpsc::error::TrySendError::Closed(_) => "its session ended",
+                }),
+            None => Err("it has no session with the server"),
+        };
+        if let Err(why) = sent {
+            session.forward_ended(id, format!("{gateway}: {why}"));
+        }
+    }
+
+    /// The session ends: every forward through it ends at its other side, and its inbox is
+    /// taken back (unless a newer session of its PN GW registered its own).
+    pub(super) fn end_relays(&self, session: &mut ServerSession, end: &mut SessionEnd) {
+        session.end_deliveries();
+        while let Some(out) = session.poll_output() {
+            if let cpns_proto::server::ServerOutput::Relay {
+                gateway,
+                session: id,
+                msg,
+            } = out
+            {
+                let inbox = self.office.relays().get(&gateway).cloned();
+                if let Some(i) = inbox {
+                    let _ = i.try_send(Box::new(Letter { session: id, msg }));
+                }
+            }
+        }
+        if let (Some(gw), Some(inbox)) = (&end.gateway, end.relay.take()) {
+            let mut relays = self.office.relays();
+            if relays.get(gw).is_some_and(|tx| tx.same_channel(&inbox.tx)) {
+                relays.remove(gw);
+            }
+        }
+    }
+}

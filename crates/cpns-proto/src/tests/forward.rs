@@ -1,0 +1,560 @@
+//! Forwarding between PNs (004 §5.5.8; docs/services.md, "Forwarding between PNs"): a PNE
+//! offers content to members of another PN. Behind another PN GW, the server's two sessions
+//! relay it, the source's chunks crossing each WAN session once, still sealed end to end:
+//! neither PN GW can read or alter it unseen. Behind the same PN GW, that PN GW relays it
+//! between its two PNs. Only the source's user's PNs, or its own devices, are reached; either
+//! session ending ends the forward at both ends; every message out of its place is refused.
+
+use sha2::Digest;
+
+use cpns_wire::{
+    Body, DeliveryAck, DeliveryChunk, DeliveryDone, DeliveryId, DeliveryOffer, DeliveryResult,
+    EntityId, Envelope, ErrorCode, HashBytes, PnId, SetupType,
+};
+
+use super::delivery::seeded_content;
+use super::harness::{Action, Harness, Party, plain, pne_id, rewrite};
+use super::store::PneSpec;
+use crate::pne::{Outcome, PneEvent};
+use crate::server::ServerEvent;
+
+/// PNEs 0 and 1 in PN A behind `gw-1`; PNEs 2 and 3 in PN B behind `gw-2`, of user
+/// `far_owner` (with its PNEs); every PNE with its SK_PNE. The PN B's id.
+fn two_pns(far_owner: &str) -> (Harness, PnId) {
+    let specs = [PneSpec::trusted(); 4];
+    let mut h = Harness::with_far(&specs, 2, far_owner);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    h.setup(2, SetupType::Invite(vec![pne_id(3)]));
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    let b = h.joined(2).expect("PNE 2 set up PN B").pn_id;
+    assert_eq!(h.joined(3).map(|i| i.pn_id), Some(b));
+    (h, b)
+}
+
+/// PNEs 0 and 1 in PN A, PNEs 2 and 3 in PN B, both behind the one PN GW. PN B's id.
+fn two_pns_one_gateway() -> (Harness, PnId) {
+    let specs = [PneSpec::trusted(); 4];
+    let mut h = Harness::new(&specs);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    h.setup(2, SetupType::Invite(vec![pne_id(3)]));
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    let b = h.joined(2).expect("PNE 2 set up PN B").pn_id;
+    assert_ne!(h.joined(0).map(|i| i.pn_id), Some(b));
+    (h, b)
+}
+
+fn offer(to: &[usize], bytes: &[u8], to_pn: PnId) -> DeliveryOffer {
+    DeliveryOffer {
+        service_id: "video".into(),
+        targets: to.iter().map(|i| pne_id(*i)).collect(),
+        name: "holiday.mp4".into(),
+        media_type: "video/mp4".into(),
+        size: bytes.len() as u64,
+        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        to_pn: Some(to_pn),
+    }
+}
+
+/// PNE 0 offers `bytes` to `to` in PN `to_pn`: the session granted, or the refusal's code.
+fn forward(
+    h: &mut Harness,
+    to: &[usize],
+    bytes: &[u8],
+    to_pn: PnId,
+) -> Result<DeliveryId, ErrorCode> {
+    h.store.pne_outbox.insert(0, bytes.to_vec());
+    let now = h.now();
+    let id = h.pnes[0]
+        .offer_delivery(now, &offer(to, bytes, to_pn))
+        .unwrap();
+    h.pump();
+    match h.completion(0, id).map(|c| &c.result) {
+        Some(Ok(Outcome::DeliveryGranted { session, .. })) => Ok(*session),
+        Some(Err(crate::Failure::Refused(e))) => Err(e.code),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn ended(h: &Harness, session: DeliveryId) -> Vec<(EntityId, DeliveryResult)> {
+    h.pne_events(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::DeliveryEnded {
+                session: s,
+                target,
+                result,
+                ..
+            } if *s == session => Some((target.clone(), *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(h: &Harness, session: DeliveryId) -> Option<Vec<EntityId>> {
+    h.pne_events(0).into_iter().find_map(|e| match e {
+        PneEvent::DeliverySent {
+            session: s,
+            delivered,
+        } if *s == session => Some(delivered.clone()),
+        _ => None,
+    })
+}
+
+fn chunks(h: &Harness, from: Party, to: Party, session: DeliveryId) -> Vec<u64> {
+    h.delivered(from, to)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryChunk(c) if c.session == session => Some(c.offset),
+            _ => None,
+        })
+        .collect()
+}
+
+/// No frame anywhere held 32 bytes of `bytes` in the clear.
+fn never_in_the_clear(h: &Harness, bytes: &[u8]) {
+    for probe in (0..bytes.len() - 32).step_by(40_000) {
+        let stretch = &bytes[probe..probe + 32];
+        assert!(
+            h.log
+                .iter()
+                .all(|f| !f.body.windows(32).any(|w| w == stretch)),
+            "content at {probe} crossed in the clear"
+        );
+    }
+}
+
+#[test]
+fn content_is_forwarded_to_another_pn_gw_through_the_server_each_wan_carrying_it_once() {
+    let (mut h, b) = two_pns("alice");
+    let bytes = seeded_content(300_000, 7);
+    let session = forward(&mut h, &[2, 3], &bytes, b).unwrap();
+    for i in [2, 3] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+        let told = h.pne_events(i).into_iter().any(|e| {
+            matches!(e, PneEvent::DeliveryReceived { session: s, from, .. }
+                if *s == session && *from == pne_id(0))
+        });
+        assert!(told, "PNE {i} was told who sent it");
+        let record = &h.store.deliveries[&(session, pne_id(i))];
+        assert_eq!(
+            record.ended,
+            Some((300_000, DeliveryResult::Delivered.code()))
+        );
+        assert_eq!(record.charged.as_str(), "alice");
+        assert_eq!(record.pn_id, b, "recorded in the targets' PN");
+    }
+    assert_eq!(sent(&h, session), Some(vec![pne_id(2), pne_id(3)]));
+    assert!(ended(&h, session).is_empty());
+    // Each chunk went up the source's WAN once, and down the targets' once, for two targets.
+    let n = 300_000_usize.div_ceil(65_536);
+    let up = chunks(&h, Party::Gw, Party::Server, session);
+    let down = chunks(&h, Party::FarServer, Party::FarGw, session);
+    assert_eq!(up.len(), n, "{up:?}");
+    assert_eq!(down, up);
+    assert_eq!(chunks(&h, Party::FarGw, Party::Pne(2), session).len(), n);
+    assert!(chunks(&h, Party::Gw, Party::Pne(1), session).is_empty());
+    never_in_the_clear(&h, &bytes);
+    // Both sessions forgot the forward, and both PN GWs the route.
+    let relayed = h
+        .gw_events()
+        .into_iter()
+        .filter(|e| {
+            matches!(e, crate::gateway::GatewayEvent::DeliveryRelayed { session: s, .. }
+                if *s == session)
+        })
+        .count();
+    assert_eq!(relayed, 2);
+    assert!(h.gw.relayed_deliveries().is_empty());
+    assert!(h.far.as_ref().unwrap().gw.relayed_deliveries().is_empty());
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+/// Flips a bit of the `nth` chunk going from `from` to `to`.
+fn tamper(h: &mut Harness, from: Party, to: Party, nth: usize) {
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == from && f.to == to && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen == nth {
+                return Action::Replace(rewrite(&f.body, |env| {
+                    if let Body::DeliveryChunk(c) = &mut env.body {
+                        let n = c.sealed.len();
+                        c.sealed[n - 20] ^= 1;
+                    }
+                }));
+            }
+        }
+        Action::Deliver
+    });
+}
+
+fn refused_as_altered(h: &Harness, i: usize, session: DeliveryId) -> bool {
+    h.pne_events(i).into_iter().any(|e| {
+        matches!(e, PneEvent::DeliveryEnded {
+            session: s,
+            result: DeliveryResult::Failed,
+            reason: Some(r),
+            ..
+        } if *s == session && r.contains("altered on the way"))
+    })
+}
+
+#[test]
+fn a_source_pn_gw_that_alters_a_forwarded_chunk_is_caught_by_every_target_and_learns_nothing() {
+    let (mut h, b) = two_pns("alice");
+    // The source's PN GW alters the second chunk it sends up its WAN session.
+    tamper(&mut h, Party::Gw, Party::Server, 2);
+    let bytes = seeded_content(300_000, 8);
+    let session = forward(&mut h, &[2, 3], &bytes, b).unwrap();
+    h.clear_hook();
+    for i in [2, 3] {
+        assert!(refused_as_altered(&h, i, session), "PNE {i}");
+        assert!(!h.store.pne_received.contains_key(&(i, session)));
+        assert!(!h.store.pne_inbox.contains_key(&(i, session)), "discarded");
+        assert_eq!(
+            h.store.deliveries[&(session, pne_id(i))].ended,
+            Some((65_536, DeliveryResult::Failed.code()))
+        );
+    }
+    assert_eq!(
+        ended(&h, session),
+        [
+            (pne_id(2), DeliveryResult::Failed),
+            (pne_id(3), DeliveryResult::Failed)
+        ]
+    );
+    assert_eq!(sent(&h, session), Some(vec![]));
+    never_in_the_clear(&h, &bytes);
+}
+
+#[test]
+fn a_targets_pn_gw_that_alters_a_forwarded_chunk_is_caught_and_the_other_target_gets_it_all() {
+    let (mut h, b) = two_pns("alice");
+    tamper(&mut h, Party::FarGw, Party::Pne(2), 3);
+    let bytes = seeded_content(300_000, 9);
+    let session = forward(&mut h, &[2, 3], &bytes, b).unwrap();
+    h.clear_hook();
+    assert!(refused_as_altered(&h, 2, session));
+    assert_eq!(h.store.pne_received.get(&(3, session)), Some(&bytes));
+    assert_eq!(ended(&h, session), [(pne_id(2), DeliveryResult::Failed)]);
+    assert_eq!(sent(&h, session), Some(vec![pne_id(3)]));
+    never_in_the_clear(&h, &bytes);
+}
+
+#[test]
+fn forwarding_reaches_the_sources_users_pns_and_its_own_devices_only() {
+    let (mut h, b) = two_pns("bob");
+    let bytes = seeded_content(1_000, 10);
+    // Bob's PN, bob's devices: alice's PNE may not push into it.
+    assert_eq!(forward(&mut h, &[2], &bytes, b), Err(ErrorCode::Forbidden));
+    // Nothing was opened, routed or told.
+    assert!(h.store.deliveries.is_empty());
+    assert!(h.far.as_ref().unwrap().gw.relayed_deliveries().is_empty());
+    assert!(h.gw.relayed_deliveries().is_empty());
+    let offered = (2..4).any(|i| {
+        h.pne_events(i)
+            .into_iter()
+            .any(|e| matches!(e, PneEvent::DeliveryOffered { .. }))
+    });
+    assert!(!offered);
+    // A target that is no member of that PN is not found; a PN that does not exist neither.
+    let (mut h, b) = two_pns("alice");
+    assert_eq!(forward(&mut h, &[1], &bytes, b), Err(ErrorCode::NotFound));
+    let nowhere = PnId::from_bytes([0xee; 16]);
+    assert_eq!(
+        forward(&mut h, &[2], &bytes, nowhere),
+        Err(ErrorCode::NotFound)
+    );
+    assert!(h.store.deliveries.is_empty());
+}
+
+#[test]
+fn a_guest_device_of_the_sources_user_in_another_users_pn_is_reached() {
+    // Bob's PN B holds alice's device PNE 3 as a guest: alice's PNE may forward to it alone.
+    let (mut h, b) = two_pns("bob");
+    let alice = cpns_wire::UserId::new("alice").unwrap();
+    h.store
+        .entities
+        .get_mut(&pne_id(3))
+        .expect("PNE 3 enrolled")
+        .owner = alice.clone();
+    let bytes = seeded_content(100_000, 11);
+    let session = forward(&mut h, &[3], &bytes, b).unwrap();
+    assert_eq!(h.store.pne_received.get(&(3, session)), Some(&bytes));
+    assert_eq!(h.store.deliveries[&(session, pne_id(3))].charged, alice);
+    // With bob's own device beside it, it is refused whole.
+    assert_eq!(
+        forward(&mut h, &[2, 3], &bytes, b),
+        Err(ErrorCode::Forbidden)
+    );
+}
+
+/// PNE 0 forwards to PNEs 2 and 3 while the targets' WAN drops every chunk after the first:
+/// the session stalls midway.
+fn stalled(h: &mut Harness, b: PnId) -> DeliveryId {
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == Party::FarServer && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen > 1 {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
+    });
+    let bytes = seeded_content(400_000, 12);
+    let session = forward(h, &[2, 3], &bytes, b).unwrap();
+    h.clear_hook();
+    assert!(sent(h, session).is_none(), "stalled");
+    session
+}
+
+#[test]
+fn a_forward_ends_at_the_source_when_the_targets_session_ends() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    h.far.as_mut().unwrap().server.end_deliveries();
+    h.pump();
+    assert_eq!(
+        ended(&h, session),
+        [
+            (pne_id(2), DeliveryResult::Failed),
+            (pne_id(3), DeliveryResult::Failed)
+        ]
+    );
+    assert_eq!(sent(&h, session), Some(vec![]));
+    assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
+    let stopped = h.server_events().into_iter().any(|e| {
+        matches!(e, ServerEvent::DeliveryStopped { session: s, reason }
+            if *s == session && reason.contains("gw-2"))
+    });
+    assert!(stopped);
+}
+
+#[test]
+fn a_forward_ends_at_the_source_when_its_own_wan_session_is_lost() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    // The source's PN GW loses its WAN session: the route to the server goes with it.
+    let now = h.now();
+    h.gw.wan_closed(now);
+    h.server.end_deliveries();
+    h.pump();
+    assert_eq!(
+        ended(&h, session),
+        [
+            (pne_id(2), DeliveryResult::Failed),
+            (pne_id(3), DeliveryResult::Failed)
+        ]
+    );
+    assert!(h.gw.relayed_deliveries().is_empty());
+    // The targets' side was told: it relays nothing more of it.
+    let far_stopped = h.server_events().into_iter().any(|e| {
+        matches!(e, ServerEvent::DeliveryStopped { session: s, reason }
+            if *s == session && reason.contains("gw-1"))
+    });
+    assert!(far_stopped);
+}
+
+#[test]
+fn a_forward_to_a_pn_gw_with_no_session_ends_at_once() {
+    let (mut h, b) = two_pns("alice");
+    // The targets' PN GW's session is gone (a new one not yet up).
+    let far = h.far.as_mut().unwrap();
+    far.server = crate::server::ServerSession::new(
+        h.server_cfg.clone(),
+        super::harness::EXPORTER,
+        h.base,
+        cpns_crypto::MachineRng::from_seed_u64(5),
+    );
+    let bytes = seeded_content(100_000, 13);
+    let session = forward(&mut h, &[2, 3], &bytes, b).unwrap();
+    assert_eq!(
+        ended(&h, session),
+        [
+            (pne_id(2), DeliveryResult::Failed),
+            (pne_id(3), DeliveryResult::Failed)
+        ]
+    );
+    assert!(h.gw.relayed_deliveries().is_empty());
+}
+
+/// Sends `body` from PN GW `from` to its server session, as if it had; why it was refused,
+/// if it was.
+fn from_gw(h: &mut Harness, from: Party, body: impl Into<Body>) -> Option<String> {
+    let to = match from {
+        Party::FarGw => Party::FarServer,
+        _ => Party::Server,
+    };
+    let before = h.server_events().len();
+    let gw = if from == Party::FarGw { "gw-2" } else { "gw-1" };
+    let env = Envelope::notify(
+        9_000_000,
+        cpns_wire::Address::Entity(super::harness::id(gw)),
+        cpns_wire::Address::Server,
+        body,
+    );
+    h.inject(from, to, plain(&env));
+    h.pump();
+    h.server_events()[before..].iter().find_map(|e| match e {
+        ServerEvent::DeliveryRefused { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    let down = |h: &Harness| chunks(h, Party::FarServer, Party::FarGw, session).len();
+    let relayed = down(&h);
+    let chunk = |offset, len| DeliveryChunk {
+        session,
+        offset,
+        sealed: vec![0x5a; len + cpns_crypto::CHUNK_OVERHEAD],
+    };
+    // From the source's PN GW: past the window the targets allowed, larger than a chunk,
+    // empty, past the content, of no session forwarded from here.
+    let refused = [
+        (chunk(3 * 65_536 + 1, 65_536), "window"),
+        (chunk(0, 65_537), "chunk size"),
+        (chunk(0, 0), "empty"),
+        (chunk(400_000 - 10, 11), "content's size"),
+    ];
+    for (c, why) in refused {
+        let got = from_gw(&mut h, Party::Gw, c).expect("refused");
+        assert!(got.contains(why), "{got}");
+    }
+    let other = DeliveryChunk {
+        session: DeliveryId::from_bytes([0x77; 16]),
+        ..chunk(0, 10)
+    };
+    assert!(from_gw(&mut h, Party::Gw, other).is_some());
+    // The source's side takes no acknowledgement or end from its own PN GW; the targets'
+    // side no chunk, no acknowledgement past the content, no end of a stranger.
+    let ack = |have| DeliveryAck {
+        session,
+        have,
+        resume: false,
+    };
+    let done = |target: usize| DeliveryDone {
+        session,
+        target: pne_id(target),
+        bytes: 0,
+        result: DeliveryResult::Failed,
+    };
+    assert!(from_gw(&mut h, Party::Gw, ack(10)).is_some());
+    assert!(from_gw(&mut h, Party::Gw, done(2)).is_some());
+    assert!(from_gw(&mut h, Party::FarGw, chunk(65_536, 10)).is_some());
+    assert!(from_gw(&mut h, Party::FarGw, ack(400_001)).is_some());
+    // Only of what was relayed (four chunks, one of them let through), at a chunk's end,
+    // moving on.
+    let why = |h: &mut Harness, a| from_gw(h, Party::FarGw, a).unwrap_or_default();
+    let w = why(&mut h, ack(6 * 65_536));
+    assert!(w.contains("more than was relayed"), "{w}");
+    assert!(why(&mut h, ack(10)).contains("chunk's end"));
+    assert!(why(&mut h, ack(65_536)).contains("does not move on"));
+
+    assert!(from_gw(&mut h, Party::FarGw, done(1)).is_some());
+    // Nothing of it went on, and the session is still there to end.
+    assert_eq!(down(&h), relayed);
+    assert!(ended(&h, session).is_empty());
+    assert_eq!(h.gw.relayed_deliveries(), [session]);
+}
+
+#[test]
+fn content_is_forwarded_between_two_pns_of_one_pn_gw_without_the_server() {
+    let (mut h, b) = two_pns_one_gateway();
+    let bytes = seeded_content(200_000, 14);
+    let session = forward(&mut h, &[2, 3], &bytes, b).unwrap();
+    for i in [2, 3] {
+        assert_eq!(h.store.pne_received.get(&(i, session)), Some(&bytes));
+        assert_eq!(h.store.deliveries[&(session, pne_id(i))].pn_id, b);
+    }
+    assert_eq!(sent(&h, session), Some(vec![pne_id(2), pne_id(3)]));
+    assert!(chunks(&h, Party::Gw, Party::Server, session).is_empty());
+    // Kept while it moved, so a restarted PN GW relays it again, and forgotten at the end.
+    assert!(h.store.gw_routes.is_empty());
+    // A member of PN A does not speak for a target in PN B.
+    never_in_the_clear(&h, &bytes);
+}
+
+#[test]
+fn a_pn_gw_takes_an_acknowledgement_of_a_forward_only_from_a_target_in_the_targets_pn() {
+    let (mut h, b) = two_pns_one_gateway();
+    h.drop_message("DeliveryChunk");
+    let bytes = seeded_content(200_000, 15);
+    let session = forward(&mut h, &[2], &bytes, b).unwrap();
+    h.clear_hook();
+    assert!(h.store.gw_routes.contains_key(&session), "kept");
+    // PNE 1, a member of PN A only, acknowledges in PNE 2's name: refused.
+    let env = Envelope::notify(
+        9_000_001,
+        cpns_wire::Address::Entity(pne_id(1)),
+        cpns_wire::Address::Entity(super::harness::id("gw-1")),
+        DeliveryAck {
+            session,
+            have: 200_000,
+            resume: false,
+        },
+    );
+    h.inject(Party::Pne(1), Party::Gw, plain(&env));
+    h.pump();
+    let refused = h.gw_events().into_iter().any(|e| {
+        matches!(e, crate::gateway::GatewayEvent::DeliveryRefused { session: s, from, .. }
+            if *s == session && *from == pne_id(1))
+    });
+    assert!(refused);
+    let told: Vec<u64> = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryAck(a) if a.session == session => Some(a.have),
+            _ => None,
+        })
+        .collect();
+    assert!(!told.contains(&200_000), "{told:?}");
+}
+
+#[test]
+fn an_offer_to_the_pn_it_is_made_in_is_an_ordinary_push() {
+    let (mut h, _) = two_pns("alice");
+    let a = h.joined(0).unwrap().pn_id;
+    let bytes = seeded_content(70_000, 16);
+    let session = forward(&mut h, &[1], &bytes, a).unwrap();
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+    assert!(chunks(&h, Party::Gw, Party::Server, session).is_empty());
+}
+
+#[test]
+fn a_targets_pn_gw_resumes_a_forward_a_bounded_number_of_times() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    // The targets' WAN still carries no chunk: the session stays where it is.
+    h.set_hook(|f| {
+        if f.from == Party::FarServer && f.message == "DeliveryChunk" {
+            Action::Drop
+        } else {
+            Action::Deliver
+        }
+    });
+    let resume = DeliveryAck {
+        session,
+        have: 65_536,
+        resume: true,
+    };
+    // The targets' acceptances resumed it once already (the PN GW says so once all did).
+    for _ in 0..63 {
+        assert_eq!(from_gw(&mut h, Party::FarGw, resume.clone()), None);
+    }
+    let why = from_gw(&mut h, Party::FarGw, resume).unwrap_or_default();
+    assert!(why.contains("too many"), "{why}");
+}
