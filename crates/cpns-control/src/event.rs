@@ -270,7 +270,17 @@ pub enum Event {
         #[serde(with = "crate::text::list")]
         delivered: Vec<EntityId>,
     },
-    /// A target's part of a delivery ended otherwise: `declined`, `hash_mismatch` or `failed`.
+    /// The source of a delivery this PNE receives controlled it: `start`, `pause` or `resume`
+    /// (a stop ends the part: `delivery_ended`, `stopped`).
+    DeliveryControlled {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: DeliveryId,
+        /// What its source asked.
+        action: String,
+    },
+    /// A target's part of a delivery ended otherwise: `declined`, `hash_mismatch`, `failed` or
+    /// `stopped`.
     DeliveryEnded {
         /// The session.
         #[serde(with = "crate::text")]
@@ -371,6 +381,7 @@ impl Event {
             Event::DeliveryReceived { .. } => "delivery_received",
             Event::DeliverySent { .. } => "delivery_sent",
             Event::DeliveryEnded { .. } => "delivery_ended",
+            Event::DeliveryControlled { .. } => "delivery_controlled",
             Event::ServiceGroupContentRefused { .. } => "service_group_content_refused",
             Event::InventoryChanged { .. } => "inventory_changed",
             Event::Completed { .. } => "completed",

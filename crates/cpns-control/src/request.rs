@@ -433,6 +433,18 @@ pub enum Request {
         /// Server: follow the session to its end.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         wait: bool,
+        /// PNE: set it up held; it moves once started (`delivery_control`, `start`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        held: bool,
+    },
+    /// PNE: service control of a delivery it sends (004 §5.5.8.2): `start` (one set up held),
+    /// `pause`, `resume` or `stop`; its targets are told.
+    DeliveryControl {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: cpns_wire::DeliveryId,
+        /// `start`, `pause`, `resume` or `stop`.
+        action: String,
     },
     /// PNE, server: charging records (CPNS-4): on a PNE its own user's, asked of the server.
     Charging {
@@ -488,7 +500,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 48] = [
+pub const VERB_TABLE: [(&str, Served); 49] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -534,6 +546,7 @@ pub const VERB_TABLE: [(&str, Served); 48] = [
     ("groups", PNE),
     ("group_send", PNE),
     ("deliver", PNE_SERVER),
+    ("delivery_control", PNE),
     ("traffic", GW),
     ("contents_set", PNE),
     ("inventory_subscribe", SERVER),
@@ -611,6 +624,7 @@ impl Request {
             Request::Groups {} => "groups",
             Request::GroupSend { .. } => "group_send",
             Request::Deliver { .. } => "deliver",
+            Request::DeliveryControl { .. } => "delivery_control",
             Request::Traffic {} => "traffic",
             Request::ContentsSet { .. } => "contents_set",
             Request::InventorySubscribe { .. } => "inventory_subscribe",

@@ -394,6 +394,14 @@ pub enum Response {
         /// Its SHA-256, as offered (hex).
         sha256: String,
     },
+    /// The control taken, and told to the targets.
+    DeliveryControl {
+        /// The session.
+        #[serde(with = "crate::text")]
+        session: cpns_wire::DeliveryId,
+        /// What was done.
+        action: String,
+    },
 }
 
 /// A content a device holds (000 §6.6.1.1 step 1; 004 §5.5.10).
@@ -564,6 +572,7 @@ impl Response {
             Response::Groups { .. } => "groups",
             Response::GroupSend { .. } => "group_send",
             Response::Deliver { .. } => "deliver",
+            Response::DeliveryControl { .. } => "delivery_control",
             Response::Traffic { .. } => "traffic",
             Response::ContentsSet { .. } => "contents_set",
             Response::InventorySubscribe { .. } => "inventory_subscribe",

@@ -157,6 +157,11 @@ fn every_request() -> Vec<Request> {
             source: None,
             specific: vec![],
             wait: false,
+            held: true,
+        },
+        Request::DeliveryControl {
+            session: cpns_wire::DeliveryId::from_bytes([7; 16]),
+            action: "pause".into(),
         },
         Request::Traffic {},
         Request::InventorySubscribe {

@@ -24,9 +24,9 @@ use cpns_proto::usage::{Preference, Preferences};
 use cpns_proto::{CommandError, CommandId, Completed, Flow, LocalPnState, OwnKeys, StoreFailure};
 use cpns_store::{DeviceStore, GroupEpoch, LocalPn, LocalServiceGroup, LocalSession};
 use cpns_wire::{
-    CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, CpnsId, DeviceCapabilities,
-    EntityId, ErrorBody, ErrorCode, GroupId, PnId, PnInventory, SetupType, Status, StatusEntry,
-    StatusNotification, StatusPolicy,
+    CHARGING_SERVICE, ChargingList, ChargingQuery, ChargingRecord, CpnsId, DeliveryId,
+    DeviceCapabilities, EntityId, ErrorBody, ErrorCode, GroupId, PnId, PnInventory, SetupType,
+    Status, StatusEntry, StatusNotification, StatusPolicy,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -234,6 +234,12 @@ enum Command {
     Capabilities(oneshot::Sender<DeviceCapabilities>),
     /// The service groups whose key it holds: id, name, epoch.
     Groups(oneshot::Sender<Vec<(GroupId, String, u64)>>),
+    /// Service control of a delivery it sends (004 §5.5.8.2).
+    Control(
+        DeliveryId,
+        cpns_wire::ControlAction,
+        oneshot::Sender<Result<(), ErrorBody>>,
+    ),
     /// A command of the machine.
     Machine(Ask, Reply),
 }
@@ -497,6 +503,19 @@ impl PneHandle {
         self.run(Ask::Deliver(Box::new(offer), path)).await
     }
 
+    /// Service control of a delivery this PNE sends (004 §5.5.8.2): taken, and told to its
+    /// targets through the PN GW; refused for a session it does not send, in a state the
+    /// action does not fit, or without a link.
+    pub async fn control_delivery(
+        &self,
+        session: DeliveryId,
+        action: cpns_wire::ControlAction,
+    ) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Control(session, action, reply))
+            .await?
+            .map_err(NodeError::Rejected)
+    }
+
     /// Declares the contents this PNE holds now (004 §5.5.10), end to end: how many the server
     /// kept.
     pub async fn declare_contents(
@@ -724,6 +743,9 @@ async fn offline<S: DeviceStore>(store: &S, caps: &DeviceCapabilities, c: Comman
             );
         }
         Command::Machine(_, reply) => {
+            let _ = reply.send(Err(no_link()));
+        }
+        Command::Control(_, _, reply) => {
             let _ = reply.send(Err(no_link()));
         }
     }
@@ -1072,7 +1094,8 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::DeliveryOffered { .. }
             | PneEvent::DeliveryReceived { .. }
             | PneEvent::DeliverySent { .. }
-            | PneEvent::DeliveryEnded { .. } => {}
+            | PneEvent::DeliveryEnded { .. }
+            | PneEvent::DeliveryControlled { .. } => {}
         }
     }
 
@@ -1331,6 +1354,13 @@ impl<S: DeviceStore> Link<S> {
                         let _ = reply.send(groups);
                     }
                     Some(Command::Machine(ask, reply)) => self.start_ask(ask, reply).await,
+                    Some(Command::Control(session, action, reply)) => {
+                        let done = self
+                            .session
+                            .control_delivery(session, action)
+                            .map_err(|e| ErrorBody::new(e.code(), e.to_string()));
+                        let _ = reply.send(done);
+                    }
                 },
                 _ = &mut *stop => {
                     self.conn.close().await;

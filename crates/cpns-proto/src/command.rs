@@ -106,6 +106,12 @@ pub enum CommandError {
     /// No delivery offered to this PNE waits for an answer under this id.
     #[error("no delivery {0} waits for an answer here")]
     NoDelivery(cpns_wire::DeliveryId),
+    /// This PNE sends no delivery under this id: only a session's source controls it.
+    #[error("this PNE sends no delivery {0}: only a session's source controls it")]
+    NotSending(cpns_wire::DeliveryId),
+    /// The delivery is in a state the service control asked does not fit.
+    #[error("delivery: {0}")]
+    DeliveryState(String),
     /// The PN's PN GW is not on the link, or has not proved itself on it.
     #[error("PN GW {0} is not on the link or has not proved itself; connect to it first")]
     GatewayNotLinked(EntityId),
@@ -143,7 +149,9 @@ impl CommandError {
             | CommandError::NotConnected(_)
             | CommandError::NoInvitation(_)
             | CommandError::NoDelivery(_)
+            | CommandError::NotSending(_)
             | CommandError::NoLocalKey(_) => ErrorCode::NotFound,
+            CommandError::DeliveryState(_) => ErrorCode::WrongState,
             CommandError::AlreadyMember { .. } | CommandError::ChangeRunning { .. } => {
                 ErrorCode::Conflict
             }

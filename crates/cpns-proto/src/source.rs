@@ -5,7 +5,7 @@
 //! It does no I/O: its owner asks its driver for each read and sends each sealed chunk.
 
 use cpns_crypto::{ChunkBinding, ChunkSealer, CryptoRng, DeliveryKey};
-use cpns_wire::{DeliveryChunk, DeliveryId, DeliveryResult, EntityId};
+use cpns_wire::{ControlAction, DeliveryChunk, DeliveryId, DeliveryResult, EntityId};
 
 /// The sending end of one session.
 #[derive(Debug)]
@@ -25,6 +25,21 @@ pub(crate) struct Source {
     open: Vec<EntityId>,
     /// The targets that have it, hash checked.
     delivered: Vec<EntityId>,
+    /// Where service control left it.
+    control: Control,
+}
+
+/// Where service control left a session's sending end (004 §5.5.8.2, "Service Control").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Set up held: nothing goes until it is started.
+    Held,
+    /// Sending as the window allows.
+    Moving,
+    /// Paused: nothing goes until it resumes.
+    Paused,
+    /// Stopped: nothing more goes; the targets end their parts.
+    Stopped,
 }
 
 /// What a read the driver answered comes to.
@@ -61,12 +76,45 @@ impl Source {
             reading: None,
             open: targets,
             delivered: Vec::new(),
+            control: Control::Moving,
         }
+    }
+
+    /// The same, set up held: nothing goes until [`ControlAction::Start`].
+    pub(crate) fn held(mut self) -> Self {
+        self.control = Control::Held;
+        self
+    }
+
+    /// Service control: `action` taken, or why not in the state it is in (start only a held
+    /// session, pause only a moving one, resume only a paused one, nothing once stopped).
+    pub(crate) fn control(&mut self, action: ControlAction) -> Result<(), String> {
+        let next = match (self.control, action) {
+            (Control::Held, ControlAction::Start) | (Control::Paused, ControlAction::Resume) => {
+                Control::Moving
+            }
+            (Control::Moving, ControlAction::Pause) => Control::Paused,
+            (Control::Held | Control::Moving | Control::Paused, ControlAction::Stop) => {
+                Control::Stopped
+            }
+            (state, action) => {
+                return Err(format!(
+                    "a session {} cannot {}",
+                    state.name(),
+                    action.name()
+                ));
+            }
+        };
+        self.control = next;
+        Ok(())
     }
 
     /// The read to ask of the driver next, if the window has room and none is being read:
     /// its offset and length. Nothing goes before every target said what it has.
     pub(crate) fn next_read(&mut self) -> Option<(u64, u64)> {
+        if self.control != Control::Moving {
+            return None;
+        }
         let acked = self.acked?;
         if self.reading.is_some() || self.next >= self.size || self.next >= acked + self.window {
             return None;
@@ -183,5 +231,17 @@ impl Source {
             total: self.size,
         };
         self.sealer.seal(rng, &b, plain).ok()
+    }
+}
+
+impl Control {
+    /// How a person reads it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Control::Held => "held",
+            Control::Moving => "moving",
+            Control::Paused => "paused",
+            Control::Stopped => "stopped",
+        }
     }
 }

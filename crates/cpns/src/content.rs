@@ -33,6 +33,14 @@ pub(crate) enum ContentVerb {
     /// Push FILE to PNEs of the running PNE's PN, or of another PN (--pn), sealed end to end
     /// through the PN GWs.
     Push(PushArgs),
+    /// Service control of a delivery the running PNE sends: start (one pushed --held), pause,
+    /// resume or stop; its targets are told.
+    Control {
+        /// The session (as `push` printed it).
+        session: cpns_wire::DeliveryId,
+        /// start, pause, resume or stop.
+        action: cpns_wire::ControlAction,
+    },
 }
 
 /// `cpns content push`.
@@ -66,6 +74,9 @@ pub(crate) struct PushArgs {
     /// for each such target.
     #[arg(long, value_name = "TARGET=FILE")]
     specific: Vec<String>,
+    /// On a PNE: set it up held; it moves once started (`cpns content control SESSION start`).
+    #[arg(long)]
+    held: bool,
 }
 
 /// `cpns content`.
@@ -74,7 +85,30 @@ pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
     match a.verb {
         ContentVerb::Declare { file } => declare(t, &file).await,
         ContentVerb::Push(p) => push(t, p).await,
+        ContentVerb::Control { session, action } => control(t, session, action).await,
     }
+}
+
+/// `cpns content control`.
+async fn control(
+    t: &Target,
+    session: cpns_wire::DeliveryId,
+    action: cpns_wire::ControlAction,
+) -> anyhow::Result<()> {
+    let request = Request::DeliveryControl {
+        session,
+        action: action.name().into(),
+    };
+    let answer = ask(t, request).await?;
+    let Response::DeliveryControl { session, action } = &answer else {
+        return Err(unexpected(&answer));
+    };
+    if t.json {
+        print_json(&answer);
+    } else {
+        println!("delivery {session}: {action}, its targets told");
+    }
+    Ok(())
 }
 
 /// `cpns content declare`.
@@ -110,12 +144,16 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         pn,
         source,
         specific,
+        held,
     } = a;
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
     let targets = to.len();
     let on_server = t.data_dir.is_some();
     if !on_server && (source.is_some() || !specific.is_empty()) {
         anyhow::bail!("--source and --specific are the server's: name it with --data-dir");
+    }
+    if on_server && held {
+        anyhow::bail!("--held is a PNE's: a delivery from outside is not set up held");
     }
     if on_server && pn.is_none() {
         anyhow::bail!("on the server, say which PN's members receive it: --pn PN_ID");
@@ -134,6 +172,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         source,
         specific,
         wait: on_server && wait,
+        held,
     };
     // With --wait, the events are followed from before the offer, so none of it is missed: a
     // PNE's from its event stream, the server's on the request's own answer.

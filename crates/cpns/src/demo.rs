@@ -517,6 +517,7 @@ async fn services(
         size: video.len() as u64,
         sha256: cpns_wire::HashBytes(<sha2::Sha256 as sha2::Digest>::digest(&video).into()),
         to_pn: None,
+        held: false,
     };
     let mut tv_events = tv.events();
     phone.deliver(offer, path).await.map_err(err)?;

@@ -444,6 +444,9 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .text("name", name)
             .field("bytes", "bytes", Value::Number(*bytes))
             .field("specific", "bytes of its own", Value::Number(*specific)),
+        PneEvent::DeliveryControlled { session, action } => Described::new("delivery_controlled")
+            .text("session", session)
+            .text("action", action.name()),
         PneEvent::DeliverySent { session, delivered } => Described::new("delivery_sent")
             .text("session", session)
             .field(

@@ -401,7 +401,8 @@ fn print_answer(r: &Response) {
         | Response::GroupMembers { .. }
         | Response::Groups { .. }
         | Response::GroupSend { .. }
-        | Response::Deliver { .. }) => {
+        | Response::Deliver { .. }
+        | Response::DeliveryControl { .. }) => {
             println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
         }
     }
@@ -560,6 +561,9 @@ fn print_event(e: &Event) {
             Some(r) => println!("delivery {session} at {target}: {result} ({r})"),
             None => println!("delivery {session} at {target}: {result}"),
         },
+        Event::DeliveryControlled { session, action } => {
+            println!("delivery {session}: its source asked {action}")
+        }
         Event::ServiceMatch { watch_id, entry } => println!(
             "watch {watch_id}: {} \"{}\" ({}) offered by {} of {}, directory entry {}",
             entry.service_id,

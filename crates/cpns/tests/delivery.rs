@@ -600,3 +600,102 @@ async fn a_file_is_forwarded_to_a_member_of_another_pn_behind_another_pn_gw() {
     assert_eq!(store.deliveries(None, None).await.unwrap().len(), 1);
     store.close().await;
 }
+
+/// Service control as separate processes run it (004 §5.5.8.2; docs/services.md, "Service
+/// control"): the phone pushes a film to the TV held; nothing moves until `cpns content control
+/// SESSION start`, then it arrives whole. A second push held is stopped: the TV ends its part
+/// keeping nothing, and the server's record says `stopped`. The TV cannot control the phone's
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_push_moves_once_started_and_a_stopped_one_leaves_nothing() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .start();
+    let (mut phone, mut members, _pn) = w.pn_with("phone", &["tv"]);
+    let tv = &mut members[0];
+    let bytes = content(700_000);
+    let film = w.path("film.mp4");
+    std::fs::write(&film, &bytes).unwrap();
+    let (phone_db, tv_db) = (w.store("phone"), w.store("tv"));
+    let push = |name: &str| -> String {
+        let out = cpns(&[
+            "content",
+            "push",
+            s(&film),
+            "--to",
+            "tv",
+            "--name",
+            name,
+            "--held",
+            "--json",
+            "--store",
+            s(&phone_db),
+        ]);
+        let v: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        text(&v["session"])
+    };
+    let control = |session: &str, action: &str| {
+        cpns(&[
+            "content",
+            "control",
+            session,
+            action,
+            "--json",
+            "--store",
+            s(&phone_db),
+        ])
+    };
+
+    let first = push("first.mp4");
+    tv.expect_event_where("delivery_offered", |v| v["session"] == first.as_str());
+    // The TV may not control the phone's session.
+    let out = run(&["content", "control", &first, "stop", "--store", s(&tv_db)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not_found") && err.contains("source"), "{err}");
+    let answer: Value = serde_json::from_str(control(&first, "start").trim()).unwrap();
+    assert_eq!(answer["action"], "start");
+    let got = tv.expect_event_where("delivery_controlled", |v| v["session"] == first.as_str());
+    assert_eq!(got["action"], "start");
+    tv.expect_event_where("delivery_received", |v| v["session"] == first.as_str());
+    phone.expect_event_where("delivery_sent", |v| v["session"] == first.as_str());
+    let mut inbox = tv_db.clone().into_os_string();
+    inbox.push(".inbox");
+    let inbox = std::path::PathBuf::from(inbox);
+    assert_eq!(std::fs::read(inbox.join("first.mp4")).unwrap(), bytes);
+
+    let second = push("second.mp4");
+    tv.expect_event_where("delivery_offered", |v| v["session"] == second.as_str());
+    control(&second, "stop");
+    let ended = tv.expect_event_where("delivery_ended", |v| v["session"] == second.as_str());
+    assert_eq!(ended["result"], "stopped");
+    let told = phone.expect_event_where("delivery_ended", |v| v["session"] == second.as_str());
+    assert_eq!(
+        (told["target"].as_str(), told["result"].as_str()),
+        (Some("tv"), Some("stopped"))
+    );
+    assert!(!inbox.join("second.mp4").exists());
+    // Stopped once: not again.
+    let out = run(&[
+        "content",
+        "control",
+        &second,
+        "resume",
+        "--store",
+        s(&phone_db),
+    ]);
+    assert!(!out.status.success());
+
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    let result = |session: &str| {
+        records
+            .iter()
+            .find(|r| r.session.to_string() == session)
+            .and_then(|r| r.result)
+    };
+    assert_eq!(result(&first), Some(1), "delivered");
+    assert_eq!(result(&second), Some(5), "stopped");
+    store.close().await;
+}

@@ -217,6 +217,10 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             result: delivery_result(*result).into(),
             reason: reason.clone(),
         }],
+        PneEvent::DeliveryControlled { session, action } => vec![Event::DeliveryControlled {
+            session: *session,
+            action: action.name().into(),
+        }],
         PneEvent::ContentRefused {
             pn_id,
             from,
@@ -478,6 +482,7 @@ pub fn delivery_result(r: cpns_wire::DeliveryResult) -> &'static str {
         cpns_wire::DeliveryResult::Declined => "declined",
         cpns_wire::DeliveryResult::HashMismatch => "hash_mismatch",
         cpns_wire::DeliveryResult::Failed => "failed",
+        cpns_wire::DeliveryResult::Stopped => "stopped",
         _ => "unknown",
     }
 }

@@ -145,7 +145,8 @@ impl GatewayApi {
             | Request::GroupKey { .. }
             | Request::Groups {}
             | Request::GroupSend { .. }
-            | Request::Deliver { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::Deliver { .. }
+            | Request::DeliveryControl { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

@@ -399,14 +399,26 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 source: None,
                 specific,
                 wait: false,
+                held,
             } if specific.is_empty() => {
                 let offer = Offered {
                     service_id,
                     name,
                     media_type,
                     to_pn: pn_id,
+                    held,
                 };
                 one(self.deliver(file, to, offer).await?)
+            }
+            Request::DeliveryControl { session, action } => {
+                let a: cpns_wire::ControlAction = action
+                    .parse()
+                    .map_err(|e: String| ApiError::bad_request(e))?;
+                h.control_delivery(session, a).await.map_err(api_error)?;
+                one(Response::DeliveryControl {
+                    session,
+                    action: a.name().into(),
+                })
             }
             Request::Deliver { .. } => Err(ApiError::bad_request(
                 "on a PNE, deliver takes no source, specific or wait (those are the server's; \
@@ -453,6 +465,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             name,
             media_type,
             to_pn,
+            held,
         }: Offered,
     ) -> Result<Response, ApiError> {
         let path = std::path::PathBuf::from(&file);
@@ -473,6 +486,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             size,
             sha256: cpns_wire::HashBytes(sha256),
             to_pn,
+            held,
         };
         match self.handle.deliver(offer, path).await.map_err(api_error)? {
             Outcome::DeliveryGranted { session, .. } => Ok(Response::Deliver {
@@ -762,4 +776,6 @@ struct Offered {
     media_type: Option<String>,
     /// Another PN whose members receive it (forwarding).
     to_pn: Option<cpns_wire::PnId>,
+    /// Set up held: it moves once started.
+    held: bool,
 }

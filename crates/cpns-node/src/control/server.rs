@@ -163,7 +163,8 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::GroupKey { .. }
             | Request::GroupMembers { .. }
             | Request::Groups {}
-            | Request::GroupSend { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::GroupSend { .. }
+            | Request::DeliveryControl { .. }) => Err(Role::Server.refusal(&r)),
             Request::InventorySubscribe { user } => return self.follow_inventory(user),
             Request::Deliver {
                 file,
@@ -175,7 +176,14 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                 source,
                 specific,
                 wait,
+                held,
             } => {
+                if held {
+                    return ApiError::bad_request(
+                        "a delivery from outside is not set up held: leave out \"held\"",
+                    )
+                    .into();
+                }
                 let Some(pn_id) = pn_id else {
                     return ApiError::bad_request("deliver on the server names a \"pn_id\"").into();
                 };

@@ -197,6 +197,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 size,
                 sha256: HashBytes(sha256),
                 to_pn: None,
+                held: false,
             },
             specific,
         };

@@ -207,6 +207,52 @@ impl Gateway {
         self.relay_chunk(m);
     }
 
+    /// Service control from the session's source (004 §5.5.8.2): to every target linked now,
+    /// or up the WAN session for targets behind another PN GW. From anyone else, refused.
+    pub(super) fn on_delivery_control(&mut self, link: LinkId, m: cpns_wire::DeliveryControl) {
+        let Some(pne) = self.delivery_sender(link, m.session, Role::Source) else {
+            return;
+        };
+        let Some(route) = self.deliveries.get(&m.session) else {
+            return;
+        };
+        if route.from_server || pne != route.source {
+            let why = "only the session's source controls it";
+            return self.delivery_refused(m.session, pne, why);
+        }
+        if route.to_server {
+            return self.send_wan_notify(m);
+        }
+        self.tell_targets(m.session, m);
+    }
+
+    /// Service control of a session from outside the PN (or forwarded to it), from the server:
+    /// to every target linked now.
+    pub(super) fn on_server_delivery_control(&mut self, m: cpns_wire::DeliveryControl) {
+        match self.deliveries.get(&m.session) {
+            Some(route) if route.from_server => self.tell_targets(m.session, m),
+            _ => {
+                let why = "control, from the server, of a session it does not send here";
+                self.delivery_refused(m.session, self.cfg.id.clone(), why);
+            }
+        }
+    }
+
+    /// `body` to every target of `session` linked now.
+    fn tell_targets(&mut self, session: DeliveryId, body: impl Into<cpns_wire::Body> + Clone) {
+        let Some(route) = self.deliveries.get(&session) else {
+            return;
+        };
+        let to: Vec<LinkId> = route
+            .targets
+            .keys()
+            .filter_map(|t| self.proven_link_of(t))
+            .collect();
+        for l in to {
+            self.send_pan_notify(l, body.clone());
+        }
+    }
+
     /// A chunk the session's source sent, checked: to every target linked now, or once up
     /// the WAN session for targets behind another PN GW.
     fn relay_chunk(&mut self, m: DeliveryChunk) {

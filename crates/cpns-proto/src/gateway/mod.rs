@@ -863,6 +863,9 @@ impl Gateway {
             }
             Body::DeliveryAck(m) if env.kind == MsgKind::Notify => self.on_delivery_ack(link, m),
             Body::DeliveryDone(m) if env.kind == MsgKind::Notify => self.on_delivery_done(link, m),
+            Body::DeliveryControl(m) if env.kind == MsgKind::Notify => {
+                self.on_delivery_control(link, m)
+            }
             Body::DeviceCapabilitiesUpdate(m) => self.on_pne_capabilities(now, link, &env, m),
             Body::StatusReport(m) => self.on_pne_status_report(now, link, &env, m),
             Body::StatusQuery(m) => self.on_pne_request_for_server(now, link, &env, m),
@@ -935,6 +938,9 @@ impl Gateway {
             }
             Body::DeliveryAck(m) if env.kind == MsgKind::Notify => self.on_server_delivery_ack(m),
             Body::DeliveryDone(m) if env.kind == MsgKind::Notify => self.on_server_delivery_done(m),
+            Body::DeliveryControl(m) if env.kind == MsgKind::Notify => {
+                self.on_server_delivery_control(m)
+            }
             Body::StatusSubscribed(_)
             | Body::StatusAck(_)
             | Body::DeviceCapabilitiesConfirm(_)

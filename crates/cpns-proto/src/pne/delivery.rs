@@ -58,6 +58,8 @@ pub(super) struct Receiving {
     /// While it moves (opening or taking): when it ends, failed, if no chunk comes before
     /// (its source or its PN GW gone, or two sessions waiting on each other at two targets).
     idle_until: Option<Instant>,
+    /// Held or paused by its source (service control): it does not give up waiting.
+    paused: bool,
 }
 
 /// Where a received session stands.
@@ -175,7 +177,9 @@ impl PneSession {
             .collect();
         let idle = self.now.map(|n| n + self.cfg.timeouts.flow * 2);
         for (session, have, pn) in taking {
-            if let Some(r) = self.deliveries.receiving.get_mut(&session) {
+            if let Some(r) = self.deliveries.receiving.get_mut(&session)
+                && !r.paused
+            {
                 r.idle_until = idle;
             }
             if let Some(gw) = self.pn_gateway(&pn) {
@@ -187,6 +191,87 @@ impl PneSession {
                 self.send_notify_to(gw, ack);
             }
         }
+    }
+
+    /// Service control of a session this PNE sends (004 §5.5.8.2): started (one set up
+    /// held), paused, resumed or stopped here, and told to every target through its PN GW, which
+    /// relays it only from the session's source. Refused for a session this PNE does not send
+    /// (another's is not its to control), in a state the action does not fit, or without its PN
+    /// GW on the link (the targets would not be told).
+    pub fn control_delivery(
+        &mut self,
+        session: DeliveryId,
+        action: cpns_wire::ControlAction,
+    ) -> Result<(), CommandError> {
+        let Some(pn) = self.deliveries.sending.get(&session).map(|s| s.pn_id) else {
+            return Err(CommandError::NotSending(session));
+        };
+        let Some(gw) = self.pn_gateway(&pn) else {
+            let gw = self.pns.get(&pn).map(|p| p.state.inventory.gateway.clone());
+            return Err(match gw {
+                Some(gw) => CommandError::GatewayNotLinked(gw),
+                None => CommandError::NotSending(session),
+            });
+        };
+        if let Some(s) = self.deliveries.sending.get_mut(&session) {
+            s.source
+                .control(action)
+                .map_err(CommandError::DeliveryState)?;
+        }
+        self.send_notify_to(gw, cpns_wire::DeliveryControl { session, action });
+        self.read_more(session);
+        Ok(())
+    }
+
+    /// Service control of a session this PNE receives, from its source through its PN GW: held
+    /// where it is, going on, or its part ended (`Stopped`, nothing kept); told as
+    /// [`PneEvent::DeliveryControlled`] (a stop as [`PneEvent::DeliveryEnded`]).
+    pub(super) fn on_delivery_control(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        m: cpns_wire::DeliveryControl,
+    ) {
+        use cpns_wire::ControlAction;
+        let Some(r) = self.deliveries.receiving.get(&m.session) else {
+            return;
+        };
+        if !self.sent_by_pns_gateway(env, &r.invite.pn_id) {
+            return;
+        }
+        let idle = now + self.cfg.timeouts.flow * 2;
+        let have = r.have;
+        match m.action {
+            ControlAction::Stop => {
+                let why = "its source stopped it".to_string();
+                return self.end_receiving(
+                    now,
+                    m.session,
+                    DeliveryResult::Stopped,
+                    have,
+                    Some(why),
+                );
+            }
+            ControlAction::Pause => {
+                if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
+                    r.paused = true;
+                    r.idle_until = None;
+                }
+            }
+            ControlAction::Start | ControlAction::Resume => {
+                if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
+                    r.paused = false;
+                    if matches!(r.state, Recv::Opening | Recv::Taking) {
+                        r.idle_until = Some(idle);
+                    }
+                }
+            }
+            _ => return,
+        }
+        self.event(PneEvent::DeliveryControlled {
+            session: m.session,
+            action: m.action,
+        });
     }
 
     /// The sessions this PNE sends and receives, by id.
@@ -210,8 +295,9 @@ impl PneSession {
         let g =
             minicbor::decode::<DeliveryGrant>(&a.payload).map_err(|_| Failure::AnswerDidNotOpen)?;
         let key = DeliveryKey::from_bytes(g.key.0);
+        let source = Source::new(g.session, &key, g.size, g.chunk, g.window, g.targets);
         let sending = Sending {
-            source: Source::new(g.session, &key, g.size, g.chunk, g.window, g.targets),
+            source: if g.held { source.held() } else { source },
             pn_id: g.pn_id,
         };
         self.deliveries.sending.insert(g.session, sending);
@@ -237,6 +323,7 @@ impl PneSession {
             writing: None,
             order: self.deliveries.next_order,
             idle_until: None,
+            paused: invite.held,
         };
         self.deliveries.next_order += 1;
         let full = self.deliveries.receiving.len() >= MAX_RECEIVING;
@@ -276,7 +363,9 @@ impl PneSession {
             return;
         }
         r.state = Recv::Opening;
-        r.idle_until = self.now.map(|n| n + self.cfg.timeouts.flow * 2);
+        if !r.paused {
+            r.idle_until = self.now.map(|n| n + self.cfg.timeouts.flow * 2);
+        }
         let (size, name) = (r.invite.size, r.invite.name.clone());
         self.out.push_back(PneOutput::OpenReceive {
             session,
@@ -419,7 +508,9 @@ impl PneSession {
         let idle = now + self.cfg.timeouts.flow * 2;
         if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
             r.writing = Some((m.offset, len));
-            r.idle_until = Some(idle);
+            if !r.paused {
+                r.idle_until = Some(idle);
+            }
         }
         self.out.push_back(PneOutput::WriteChunk {
             session: m.session,

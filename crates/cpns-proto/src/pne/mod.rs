@@ -331,6 +331,15 @@ pub enum PneEvent {
         /// Why, when the target knows more.
         reason: Option<String>,
     },
+    /// The source of a delivery this PNE receives controlled it (004 §5.5.8.2, service
+    /// control): it is held (`pause`) or goes on (`start`, `resume`). A stop ends the part, told
+    /// as [`PneEvent::DeliveryEnded`].
+    DeliveryControlled {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+        /// What its source asked.
+        action: cpns_wire::ControlAction,
+    },
     /// The server acknowledged a usage report the PNE sent by itself (004 §5.5.4).
     UsageSent {
         /// Records sent and acknowledged.
@@ -961,6 +970,9 @@ impl PneSession {
             }
             Body::DeliveryAck(m) if env.kind == MsgKind::Notify => self.on_delivery_ack(&env, m),
             Body::DeliveryDone(m) if env.kind == MsgKind::Notify => self.on_delivery_done(&env, m),
+            Body::DeliveryControl(m) if env.kind == MsgKind::Notify => {
+                self.on_delivery_control(now, &env, m)
+            }
             Body::ErrorBody(e) => self.on_error(&env, e),
             Body::Unknown(code) => self.reject(
                 &env,

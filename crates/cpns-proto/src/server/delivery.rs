@@ -278,6 +278,7 @@ impl ServerSession {
             window: WINDOW,
             size: offer.size,
             targets: offer.targets.clone(),
+            held: offer.held,
         };
         let per_mb = self.cfg.tariff.get(&offer.service_id).copied();
         let effect = set_up.effect(&call.pne, offer, per_mb, now_ms);
@@ -361,6 +362,7 @@ impl ServerSession {
                     .find(|(e, _)| e == t)
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default(),
+                held: offer.held,
             };
             invites.push((reach, invite));
             targets.push((t.clone(), target_owner));

@@ -38,6 +38,8 @@ pub enum Relayed {
     Ack(DeliveryAck),
     /// A target's end, from the targets' PN GW: for the source's.
     Done(DeliveryDone),
+    /// Service control from the source, checked by the source side: for the targets' PN GW.
+    Control(cpns_wire::DeliveryControl),
     /// The other side ended the forward (its session ended, or it could not take it), and
     /// why.
     Ended(String),
@@ -196,6 +198,19 @@ impl ServerSession {
         self.relay(peer, m.session, Relayed::Chunk(m));
     }
 
+    /// Service control from the source's PN GW (its source's, which that PN GW relays only
+    /// from the source): handed to the targets side.
+    pub(super) fn on_forward_control(&mut self, env: &Envelope, m: cpns_wire::DeliveryControl) {
+        let peer = match self.forwards.get(&m.session) {
+            Some(f) if f.side == Side::Source => f.peer.clone(),
+            _ => {
+                let why = "control of no delivery forwarded from here";
+                return self.delivery_refused(env, m.session, why);
+            }
+        };
+        self.relay(peer, m.session, Relayed::Control(m));
+    }
+
     /// What the targets have, from the targets' PN GW: handed to the source side.
     pub(super) fn on_forward_ack(&mut self, env: &Envelope, m: DeliveryAck) {
         let peer = match self.forwards.get_mut(&m.session) {
@@ -247,6 +262,7 @@ impl ServerSession {
                 f.down = f.down.max(m.offset.saturating_add(len));
                 self.send_to_gateway(m);
             }
+            (Side::Targets, Relayed::Control(m)) => self.send_to_gateway(m),
             (Side::Source, Relayed::Ack(m)) if m.have <= f.size => {
                 f.have = m.have;
                 f.reach = f

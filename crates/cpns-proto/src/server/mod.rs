@@ -1163,6 +1163,7 @@ impl ServerSession {
             Body::GatewayGroupRequest(m) => self.on_gateway_group(now, &gw, &env, m),
             Body::GroupKeyRequest(m) => self.on_group_key_request(&env, m),
             Body::DeliveryChunk(m) => self.on_forward_chunk(&env, m),
+            Body::DeliveryControl(m) => self.on_forward_control(&env, m),
             Body::DeliveryAck(m) if self.is_forward(&m.session) => self.on_forward_ack(&env, m),
             Body::DeliveryDone(m) if self.is_forward(&m.session) => self.on_forward_done(&env, m),
             Body::DeliveryAck(m) => self.on_outbound_ack(&env, m),

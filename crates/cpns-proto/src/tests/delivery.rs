@@ -63,6 +63,7 @@ fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         size: bytes.len() as u64,
         sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
         to_pn: None,
+        held: false,
     }
 }
 

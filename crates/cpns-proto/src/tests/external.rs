@@ -64,6 +64,7 @@ fn delivery(
             size: bytes.len() as u64,
             sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
             to_pn: None,
+            held: false,
         },
         specific,
     }

@@ -36,6 +36,7 @@ mod bad_input;
 mod commands;
 mod connect;
 mod connection_setup;
+mod control;
 mod delivery;
 mod directory;
 mod establish;

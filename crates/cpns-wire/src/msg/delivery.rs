@@ -54,6 +54,10 @@ pub struct DeliveryOffer {
     #[n(6)]
     #[cbor(default)]
     pub to_pn: Option<PnId>,
+    /// Set up held: nothing moves until its source starts it (service control, `start`).
+    #[n(7)]
+    #[cbor(default)]
+    pub held: bool,
 }
 
 /// Delivery Grant: the server's answer to an offer, inside the sealed answer to the source.
@@ -81,6 +85,10 @@ pub struct DeliveryGrant {
     /// The targets, as offered.
     #[n(6)]
     pub targets: Vec<EntityId>,
+    /// Set up held, as offered: nothing moves until the source starts it.
+    #[n(7)]
+    #[cbor(default)]
+    pub held: bool,
 }
 
 /// Delivery Invite: a notice to a target, sealed to it.
@@ -126,6 +134,11 @@ pub struct DeliveryInvite {
     #[n(11)]
     #[cbor(default, with = "minicbor::bytes")]
     pub specific: Vec<u8>,
+    /// Set up held: nothing moves until its source starts it, and the target does not give up
+    /// waiting meanwhile.
+    #[n(12)]
+    #[cbor(default)]
+    pub held: bool,
 }
 
 /// The largest part of a delivery for one target only.
@@ -219,8 +232,69 @@ wire_enum!(
         HashMismatch = 3,
         /// It stopped before the end (a store failure, the target or source gone).
         Failed = 4,
+        /// Its source stopped it before the end (service control, `stop`): nothing was kept.
+        Stopped = 5,
     }
 );
+
+wire_enum!(
+    /// What service control asks of a delivery session (004 §5.5.8.2, "Service Control (e.g.
+    /// start, stop)").
+    ControlAction {
+        /// Start a session set up held.
+        Start = 1,
+        /// End it for every target not ended: nothing more moves, nothing is kept.
+        Stop = 2,
+        /// Hold it where it is: nothing moves, no target gives up waiting.
+        Pause = 3,
+        /// Go on from where it was paused.
+        Resume = 4,
+    }
+);
+
+impl ControlAction {
+    /// Its name in the control API and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlAction::Start => "start",
+            ControlAction::Stop => "stop",
+            ControlAction::Pause => "pause",
+            ControlAction::Resume => "resume",
+            ControlAction::Unknown(_) => "unknown",
+        }
+    }
+}
+
+impl core::str::FromStr for ControlAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            ControlAction::Start,
+            ControlAction::Stop,
+            ControlAction::Pause,
+            ControlAction::Resume,
+        ]
+        .into_iter()
+        .find(|a| a.name() == s)
+        .ok_or_else(|| format!("`{s}` is not one of start, stop, pause, resume"))
+    }
+}
+
+/// Delivery Control: the session's source controls it (service control); source to its PN GW,
+/// which relays it to every target as it relays chunks (and, to targets behind another PN GW,
+/// through the server). Each target tells its application (the session's notification) and
+/// holds, goes on, or ends its part (`Stopped`).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryControl {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// What is asked.
+    #[n(1)]
+    pub action: ControlAction,
+}
 
 /// Delivery Done: a target's end of a session (secure call to the server), and the server's
 /// word of it to the source (notice).

@@ -323,4 +323,5 @@ bodies! {
     165 => DeliveryAck,
     166 => DeliveryDone,
     167 => ContentsDeclare,
+    168 => DeliveryControl,
 }

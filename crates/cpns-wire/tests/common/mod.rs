@@ -1045,6 +1045,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 size: 104_857_600,
                 sha256: HashBytes([0x44; 32]),
                 to_pn: Some(pn(8)),
+                held: true,
             }
             .into(),
         ),
@@ -1058,6 +1059,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 window: 1_048_576,
                 size: 104_857_600,
                 targets: vec![eid("tv-1")],
+                held: true,
             }
             .into(),
         ),
@@ -1076,6 +1078,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 pn_id: pn(7),
                 chunk: 65_536,
                 specific: b"licence: tv-1 until 2027-01-01".to_vec(),
+                held: false,
             }
             .into(),
         ),
@@ -1100,6 +1103,14 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 session: DeliveryId::from_bytes([0x81; 16]),
                 offset: 65_536,
                 sealed: vec![0x5c; 12 + 40 + 16],
+            }
+            .into(),
+        ),
+        (
+            "delivery control",
+            DeliveryControl {
+                session: DeliveryId::from_bytes([0x81; 16]),
+                action: ControlAction::Pause,
             }
             .into(),
         ),

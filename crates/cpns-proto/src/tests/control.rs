@@ -1,0 +1,324 @@
+//! Service control of a delivery session (004 §5.5.8.2, "Service Control (e.g. start, stop)";
+//! docs/services.md, "Service control"): its source starts a session set up held, pauses,
+//! resumes or stops it; each target is told through the PN GW (and the server, between PNs),
+//! holds without giving up, goes on, or ends its part keeping nothing. Only the source controls
+//! a session, and only in a state the action fits.
+
+use sha2::Digest;
+
+use cpns_wire::{
+    Body, ControlAction, DeliveryControl, DeliveryId, DeliveryOffer, DeliveryResult, EntityId,
+    Envelope, HashBytes, SetupType,
+};
+
+use super::delivery::seeded_content;
+use super::harness::{Action, Harness, Party, plain, pne_id};
+use super::store::PneSpec;
+use crate::CommandError;
+use crate::pne::{Outcome, PneEvent};
+
+/// PNEs 0, 1 and 2 in one PN.
+fn world() -> Harness {
+    let cfg = crate::server::ServerConfig {
+        offline_after: None,
+        ..crate::server::ServerConfig::default()
+    };
+    let specs = [PneSpec::trusted(); 3];
+    let mut h = Harness::with_server(&specs, cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    h
+}
+
+fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
+    DeliveryOffer {
+        service_id: "video".into(),
+        targets: to.iter().map(|i| pne_id(*i)).collect(),
+        name: "film.mp4".into(),
+        media_type: "video/mp4".into(),
+        size: bytes.len() as u64,
+        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        to_pn: None,
+        held,
+    }
+}
+
+/// PNE 0 offers `bytes` to `to`: the session granted.
+fn push(h: &mut Harness, to: &[usize], bytes: &[u8], held: bool) -> DeliveryId {
+    h.store.pne_outbox.insert(0, bytes.to_vec());
+    let now = h.now();
+    let id = h.pnes[0]
+        .offer_delivery(now, &offer(to, bytes, held))
+        .unwrap();
+    h.pump();
+    match h.outcome(0, id) {
+        Outcome::DeliveryGranted { session, .. } => *session,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn control(
+    h: &mut Harness,
+    session: DeliveryId,
+    action: ControlAction,
+) -> Result<(), CommandError> {
+    let r = h.pnes[0].control_delivery(session, action);
+    h.pump();
+    r
+}
+
+fn chunks_sent(h: &Harness, session: DeliveryId) -> usize {
+    h.delivered(Party::Pne(0), Party::Gw)
+        .into_iter()
+        .filter(|e| matches!(&e.body, Body::DeliveryChunk(c) if c.session == session))
+        .count()
+}
+
+fn controlled(h: &Harness, i: usize, session: DeliveryId) -> Vec<ControlAction> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::DeliveryControlled { session: s, action } if *s == session => Some(*action),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ended(h: &Harness, i: usize, session: DeliveryId) -> Vec<(EntityId, DeliveryResult)> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::DeliveryEnded {
+                session: s,
+                target,
+                result,
+                ..
+            } if *s == session => Some((target.clone(), *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(h: &Harness, session: DeliveryId) -> Option<Vec<EntityId>> {
+    h.pne_events(0).into_iter().find_map(|e| match e {
+        PneEvent::DeliverySent {
+            session: s,
+            delivered,
+        } if *s == session => Some(delivered.clone()),
+        _ => None,
+    })
+}
+
+/// Holds back every acknowledgement the PN GW gives the source after its first `n`: the
+/// session stops a window past them, mid-way.
+fn hold_acks_after(h: &mut Harness, n: usize) {
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == Party::Gw && f.to == Party::Pne(0) && f.message == "DeliveryAck" {
+            seen += 1;
+            if seen > n {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
+    });
+}
+
+/// Hands the source the acknowledgements held back.
+fn release_acks(h: &mut Harness) {
+    h.clear_hook();
+    let held: Vec<Vec<u8>> = h
+        .dropped
+        .drain(..)
+        .filter(|f| f.message == "DeliveryAck")
+        .map(|f| f.body)
+        .collect();
+    for body in held {
+        h.inject(Party::Gw, Party::Pne(0), body);
+    }
+    h.pump();
+}
+
+#[test]
+fn a_session_set_up_held_moves_only_once_started_and_its_targets_wait_meanwhile() {
+    let mut h = world();
+    let bytes = seeded_content(300_000, 21);
+    let session = push(&mut h, &[1, 2], &bytes, true);
+    // Accepted by both, nothing sent; five minutes on, neither target gave up.
+    assert_eq!(chunks_sent(&h, session), 0);
+    h.advance(std::time::Duration::from_secs(300));
+    assert_eq!(chunks_sent(&h, session), 0);
+    assert!(ended(&h, 1, session).is_empty() && ended(&h, 2, session).is_empty());
+    control(&mut h, session, ControlAction::Start).unwrap();
+    for i in [1, 2] {
+        assert_eq!(h.store.pne_received.get(&(i, session)), Some(&bytes));
+        assert_eq!(controlled(&h, i, session), [ControlAction::Start]);
+    }
+    assert_eq!(sent(&h, session), Some(vec![pne_id(1), pne_id(2)]));
+    // Started once: not again.
+    assert!(matches!(
+        h.pnes[0].control_delivery(session, ControlAction::Start),
+        Err(CommandError::NotSending(_))
+    ));
+}
+
+#[test]
+fn a_paused_session_sends_nothing_its_targets_do_not_give_up_and_it_resumes_to_the_end() {
+    let mut h = world();
+    hold_acks_after(&mut h, 2);
+    let bytes = seeded_content(600_000, 22);
+    let session = push(&mut h, &[1, 2], &bytes, false);
+    let before = chunks_sent(&h, session);
+    assert!(before > 0 && sent(&h, session).is_none(), "mid-way");
+    control(&mut h, session, ControlAction::Pause).unwrap();
+    // What the targets acknowledged reaches the source now: paused, it sends nothing more.
+    release_acks(&mut h);
+    assert_eq!(chunks_sent(&h, session), before);
+    h.advance(std::time::Duration::from_secs(300));
+    assert_eq!(chunks_sent(&h, session), before);
+    for i in [1, 2] {
+        assert!(ended(&h, i, session).is_empty(), "PNE {i} waited");
+        assert_eq!(controlled(&h, i, session), [ControlAction::Pause]);
+    }
+    control(&mut h, session, ControlAction::Resume).unwrap();
+    for i in [1, 2] {
+        assert_eq!(h.store.pne_received.get(&(i, session)), Some(&bytes));
+        assert_eq!(
+            controlled(&h, i, session),
+            [ControlAction::Pause, ControlAction::Resume]
+        );
+    }
+    assert_eq!(sent(&h, session), Some(vec![pne_id(1), pne_id(2)]));
+}
+
+#[test]
+fn a_stopped_session_ends_every_targets_part_keeping_nothing_and_is_recorded_so() {
+    let mut h = world();
+    hold_acks_after(&mut h, 2);
+    let bytes = seeded_content(600_000, 23);
+    let session = push(&mut h, &[1, 2], &bytes, false);
+    control(&mut h, session, ControlAction::Stop).unwrap();
+    release_acks(&mut h);
+    for i in [1, 2] {
+        assert!(!h.store.pne_received.contains_key(&(i, session)));
+        assert!(!h.store.pne_inbox.contains_key(&(i, session)), "discarded");
+        let (bytes, result) = h.store.deliveries[&(session, pne_id(i))].ended.unwrap();
+        assert_eq!(result, DeliveryResult::Stopped.code());
+        assert!(bytes < 600_000);
+        assert_eq!(
+            ended(&h, i, session),
+            [(pne_id(i), DeliveryResult::Stopped)]
+        );
+    }
+    assert_eq!(
+        ended(&h, 0, session),
+        [
+            (pne_id(1), DeliveryResult::Stopped),
+            (pne_id(2), DeliveryResult::Stopped)
+        ]
+    );
+    assert_eq!(sent(&h, session), Some(vec![]));
+    assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
+}
+
+#[test]
+fn only_the_source_controls_a_session_and_only_as_its_state_allows() {
+    let mut h = world();
+    hold_acks_after(&mut h, 2);
+    let bytes = seeded_content(600_000, 24);
+    let session = push(&mut h, &[1, 2], &bytes, false);
+    // A target may not control the session it receives; nobody controls one that is not.
+    assert!(matches!(
+        h.pnes[1].control_delivery(session, ControlAction::Stop),
+        Err(CommandError::NotSending(_))
+    ));
+    let stranger = DeliveryId::from_bytes([0x42; 16]);
+    assert!(matches!(
+        h.pnes[0].control_delivery(stranger, ControlAction::Pause),
+        Err(CommandError::NotSending(_))
+    ));
+    // A moving session cannot be started or resumed; a paused one not paused again.
+    for a in [ControlAction::Start, ControlAction::Resume] {
+        let e = h.pnes[0].control_delivery(session, a).unwrap_err();
+        assert!(matches!(e, CommandError::DeliveryState(_)), "{e}");
+        assert_eq!(e.code(), cpns_wire::ErrorCode::WrongState);
+    }
+    control(&mut h, session, ControlAction::Pause).unwrap();
+    assert!(matches!(
+        h.pnes[0].control_delivery(session, ControlAction::Pause),
+        Err(CommandError::DeliveryState(_))
+    ));
+    // A target forging its source's control at the PN GW: refused there, the others untouched.
+    let forged = Envelope::notify(
+        9_000_002,
+        cpns_wire::Address::Entity(pne_id(1)),
+        cpns_wire::Address::Entity(super::harness::id("gw-1")),
+        DeliveryControl {
+            session,
+            action: ControlAction::Stop,
+        },
+    );
+    h.inject(Party::Pne(1), Party::Gw, plain(&forged));
+    h.pump();
+    let refused = h.gw_events().into_iter().any(|e| {
+        matches!(e, crate::gateway::GatewayEvent::DeliveryRefused { session: s, from, reason }
+            if *s == session && *from == pne_id(1) && reason.contains("source"))
+    });
+    assert!(refused);
+    assert!(ended(&h, 2, session).is_empty(), "PNE 2 was not stopped");
+    let to_two = h
+        .delivered(Party::Gw, Party::Pne(2))
+        .into_iter()
+        .filter(|e| matches!(&e.body, Body::DeliveryControl(c) if c.action == ControlAction::Stop))
+        .count();
+    assert_eq!(to_two, 0);
+    // Resumed, it goes to the end.
+    control(&mut h, session, ControlAction::Resume).unwrap();
+    release_acks(&mut h);
+    assert_eq!(sent(&h, session), Some(vec![pne_id(1), pne_id(2)]));
+}
+
+#[test]
+fn service_control_reaches_targets_behind_another_pn_gw_through_the_server() {
+    let specs = [PneSpec::trusted(); 4];
+    let mut h = Harness::with_far(&specs, 2, "alice");
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    h.setup(2, SetupType::Invite(vec![pne_id(3)]));
+    let b = h.joined(2).unwrap().pn_id;
+    let bytes = seeded_content(200_000, 25);
+    h.store.pne_outbox.insert(0, bytes.clone());
+    let now = h.now();
+    let o = DeliveryOffer {
+        to_pn: Some(b),
+        ..offer(&[2, 3], &bytes, true)
+    };
+    let id = h.pnes[0].offer_delivery(now, &o).unwrap();
+    h.pump();
+    let Outcome::DeliveryGranted { session, .. } = *h.outcome(0, id) else {
+        panic!()
+    };
+    h.advance(std::time::Duration::from_secs(300));
+    assert!(sent(&h, session).is_none() && ended(&h, 2, session).is_empty());
+    control(&mut h, session, ControlAction::Start).unwrap();
+    for i in [2, 3] {
+        assert_eq!(h.store.pne_received.get(&(i, session)), Some(&bytes));
+        assert_eq!(controlled(&h, i, session), [ControlAction::Start]);
+    }
+    assert_eq!(sent(&h, session), Some(vec![pne_id(2), pne_id(3)]));
+    // The control crossed each WAN session once.
+    let up = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .filter(|e| matches!(e.body, Body::DeliveryControl(_)))
+        .count();
+    let down = h
+        .delivered(Party::FarServer, Party::FarGw)
+        .into_iter()
+        .filter(|e| matches!(e.body, Body::DeliveryControl(_)))
+        .count();
+    assert_eq!((up, down), (1, 1));
+}
