@@ -436,6 +436,10 @@ pub enum Request {
         /// PNE: set it up held; it moves once started (`delivery_control`, `start`).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         held: bool,
+        /// PNE: by device capability, what the one target the server picks (among `to`, or
+        /// every other member) must be able to do: a service description's `requires`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requires: Option<serde_json::Value>,
     },
     /// PNE: service control of a delivery it sends (004 §5.5.8.2): `start` (one set up held),
     /// `pause`, `resume` or `stop`; its targets are told.

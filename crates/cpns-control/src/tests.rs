@@ -158,6 +158,7 @@ fn every_request() -> Vec<Request> {
             specific: vec![],
             wait: false,
             held: true,
+            requires: Some(serde_json::json!({"has_ui": true})),
         },
         Request::DeliveryControl {
             session: cpns_wire::DeliveryId::from_bytes([7; 16]),

@@ -235,6 +235,15 @@ pub fn parse(bytes: &[u8]) -> Result<ServiceDescription, DescriptionError> {
     Ok(d)
 }
 
+/// Reads what a consuming device must be able to do on its own (the `requires` of a
+/// description; an offer by capability carries it, docs/services.md "Delivery by capability").
+///
+/// # Errors
+/// [`DescriptionError::Malformed`] saying what is wrong.
+pub fn parse_requirements(bytes: &[u8]) -> Result<Requirements, DescriptionError> {
+    serde_json::from_slice(bytes).map_err(|e| DescriptionError::Malformed(e.to_string()))
+}
+
 /// Keywords as a directory keeps and searches them: lowercase, trimmed, each once, in order.
 ///
 /// # Errors

@@ -77,6 +77,11 @@ pub(crate) struct PushArgs {
     /// On a PNE: set it up held; it moves once started (`cpns content control SESSION start`).
     #[arg(long)]
     held: bool,
+    /// On a PNE: by device capability: the server picks one target (among --to, or every other
+    /// member with --to all) that fits these requirements (JSON, as a service description's
+    /// `requires`, e.g. '{"has_ui":true}') and is online.
+    #[arg(long, value_name = "JSON")]
+    requires: Option<String>,
 }
 
 /// `cpns content`.
@@ -145,6 +150,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         source,
         specific,
         held,
+        requires,
     } = a;
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
     let targets = to.len();
@@ -152,9 +158,19 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
     if !on_server && (source.is_some() || !specific.is_empty()) {
         anyhow::bail!("--source and --specific are the server's: name it with --data-dir");
     }
-    if on_server && held {
-        anyhow::bail!("--held is a PNE's: a delivery from outside is not set up held");
+    if on_server && (held || requires.is_some()) {
+        anyhow::bail!("--held and --requires are a PNE's: a delivery from outside is neither");
     }
+    let requires = requires
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r))
+        .transpose()
+        .context("--requires: a JSON object, as a service description's \"requires\"")?;
+    // `--to all`: every other member, for the server to pick from.
+    let to = if requires.is_some() && to.iter().map(EntityId::as_str).eq(["all"]) {
+        Vec::new()
+    } else {
+        to
+    };
     if on_server && pn.is_none() {
         anyhow::bail!("on the server, say which PN's members receive it: --pn PN_ID");
     }
@@ -173,6 +189,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         specific,
         wait: on_server && wait,
         held,
+        requires,
     };
     // With --wait, the events are followed from before the offer, so none of it is missed: a
     // PNE's from its event stream, the server's on the request's own answer.

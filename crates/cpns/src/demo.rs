@@ -518,6 +518,7 @@ async fn services(
         sha256: cpns_wire::HashBytes(<sha2::Sha256 as sha2::Digest>::digest(&video).into()),
         to_pn: None,
         held: false,
+        requires: Vec::new(),
     };
     let mut tv_events = tv.events();
     phone.deliver(offer, path).await.map_err(err)?;

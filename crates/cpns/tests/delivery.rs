@@ -699,3 +699,69 @@ async fn a_held_push_moves_once_started_and_a_stopped_one_leaves_nothing() {
     assert_eq!(result(&second), Some(5), "stopped");
     store.close().await;
 }
+
+/// Delivery by device capability as separate processes run it (004 §5.5.8.2, "Invoking
+/// Services based on device capability"; docs/services.md, "Delivery by capability"): the
+/// phone pushes to whichever member can show it (`--to all --requires '{"has_ui":true}'`); the
+/// speaker has no screen, the TV has one and is online: the server picks the TV. With no
+/// member fitting, the push is refused, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_by_capability_goes_to_the_member_that_can_render_it() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "speaker", "tv"])
+        .start();
+    let mut speaker = w.pne("speaker").stay().await_invitation().no_ui().spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "speaker");
+    let (_phone, mut members, _pn) = w.pn_with("phone", &["tv"]);
+    speaker.expect_event("pn_joined");
+    let tv = &mut members[0];
+    for id in ["speaker", "tv"] {
+        cpns(&["status", "set", "online", "--store", s(&w.store(id))]);
+    }
+    let bytes = content(300_000);
+    let film = w.path("film.mp4");
+    std::fs::write(&film, &bytes).unwrap();
+    let phone_db = w.store("phone");
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&film),
+        "--to",
+        "all",
+        "--requires",
+        r#"{"has_ui":true}"#,
+        "--wait",
+        "--json",
+        "--store",
+        s(&phone_db),
+    ]);
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "delivery_sent", "{out}");
+    assert_eq!(last["delivered"], serde_json::json!(["tv"]), "{out}");
+    tv.expect_event("delivery_received");
+    // Nobody fits: refused, nothing opened.
+    let out = run(&[
+        "content",
+        "push",
+        s(&film),
+        "--to",
+        "speaker",
+        "--requires",
+        r#"{"has_ui":true}"#,
+        "--store",
+        s(&phone_db),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not_found") && err.contains("capabilities"),
+        "{err}"
+    );
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].target.as_str(), "tv");
+    store.close().await;
+}

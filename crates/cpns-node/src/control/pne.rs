@@ -400,6 +400,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 specific,
                 wait: false,
                 held,
+                requires,
             } if specific.is_empty() => {
                 let offer = Offered {
                     service_id,
@@ -407,6 +408,9 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     media_type,
                     to_pn: pn_id,
                     held,
+                    requires: requires
+                        .map(|r| r.to_string().into_bytes())
+                        .unwrap_or_default(),
                 };
                 one(self.deliver(file, to, offer).await?)
             }
@@ -466,6 +470,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             media_type,
             to_pn,
             held,
+            requires,
         }: Offered,
     ) -> Result<Response, ApiError> {
         let path = std::path::PathBuf::from(&file);
@@ -487,6 +492,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             sha256: cpns_wire::HashBytes(sha256),
             to_pn,
             held,
+            requires,
         };
         match self.handle.deliver(offer, path).await.map_err(api_error)? {
             Outcome::DeliveryGranted { session, .. } => Ok(Response::Deliver {
@@ -778,4 +784,6 @@ struct Offered {
     to_pn: Option<cpns_wire::PnId>,
     /// Set up held: it moves once started.
     held: bool,
+    /// By capability: the requirements, JSON (empty: none).
+    requires: Vec<u8>,
 }

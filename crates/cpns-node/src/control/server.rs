@@ -177,10 +177,12 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                 specific,
                 wait,
                 held,
+                requires,
             } => {
-                if held {
+                if held || requires.is_some() {
                     return ApiError::bad_request(
-                        "a delivery from outside is not set up held: leave out \"held\"",
+                        "a delivery from outside is neither held nor by capability: leave out \
+                         \"held\" and \"requires\"",
                     )
                     .into();
                 }

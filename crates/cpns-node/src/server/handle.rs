@@ -198,6 +198,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 sha256: HashBytes(sha256),
                 to_pn: None,
                 held: false,
+                requires: Vec::new(),
             },
             specific,
         };

@@ -12,8 +12,11 @@ use std::time::Instant;
 use cpns_crypto::DeliveryKey;
 use cpns_wire::{
     DELIVERY_DONE, DELIVERY_OFFER, DELIVERY_OFFERED, DeliveryDone, DeliveryGrant, DeliveryId,
-    DeliveryInvite, DeliveryOffer, DeliveryRoute, EntityId, ErrorCode, KeyBytes, UserId,
+    DeliveryInvite, DeliveryOffer, DeliveryRoute, EntityId, ErrorCode, KeyBytes, MAX_REQUIRES,
+    UserId,
 };
+
+use cpns_service::Requirements;
 
 use super::groups::Reach;
 use super::secure::Call;
@@ -50,8 +53,13 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
     text("a service id", &o.service_id, 64)?;
     text("a content name", &o.name, 255)?;
     text("a media type", &o.media_type, 127)?;
-    if o.targets.is_empty() || o.targets.len() > MAX_TARGETS {
-        return Err(format!("a delivery has 1 to {MAX_TARGETS} targets"));
+    requirements(o)?;
+    let by_capability = !o.requires.is_empty();
+    if (o.targets.is_empty() && !by_capability) || o.targets.len() > MAX_TARGETS {
+        return Err(format!(
+            "a delivery has 1 to {MAX_TARGETS} targets (by capability, 0 to {MAX_TARGETS} to \
+             pick from)"
+        ));
     }
     if o.targets.contains(source) {
         return Err("a source does not deliver to itself".into());
@@ -64,6 +72,64 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
         return Err(format!("content is 1 byte to {} GiB", MAX_SIZE >> 30));
     }
     Ok(())
+}
+
+/// What an offer by capability requires of its target (`requires`, JSON as a service
+/// description's), or why it is not that; none for an offer that is not by capability.
+pub(crate) fn requirements(o: &DeliveryOffer) -> Result<Option<Requirements>, String> {
+    if o.requires.is_empty() {
+        return Ok(None);
+    }
+    if o.requires.len() > MAX_REQUIRES {
+        return Err(format!("`requires` is at most {MAX_REQUIRES} bytes"));
+    }
+    cpns_service::parse_requirements(&o.requires)
+        .map(Some)
+        .map_err(|e| format!("`requires` is not a service description's requirements: {e}"))
+}
+
+/// The target an offer by capability goes to: the first of `candidates` (in their order) with
+/// a secure session key in the PN `l` read, capabilities of record that fit `req`, and a status
+/// of record online.
+fn pick(
+    req: &Requirements,
+    candidates: &[EntityId],
+    l: &super::PnLoaded,
+    statuses: &[crate::status::EntityState],
+) -> Option<EntityId> {
+    let members = l.pn.as_ref().map(|p| &p.inventory.members)?;
+    candidates
+        .iter()
+        .find(|c| {
+            let keyed = l.member_keys.iter().any(|(e, _)| e == *c);
+            let fits = members
+                .iter()
+                .find(|m| m.pne_id == **c)
+                .and_then(|m| m.capabilities.as_ref())
+                .is_some_and(|caps| req.fits(caps));
+            let online = statuses
+                .iter()
+                .any(|s| s.entity == **c && s.status == cpns_wire::Status::Online);
+            keyed && fits && online
+        })
+        .cloned()
+}
+
+/// An offer by capability whose candidates' statuses are being read.
+#[derive(Debug)]
+pub(super) struct PickLoad {
+    call: Call,
+    offer: DeliveryOffer,
+    now_ms: i64,
+    req: Requirements,
+    candidates: Vec<EntityId>,
+    l: Box<super::PnLoaded>,
+}
+
+impl PickLoad {
+    pub(super) fn asker(&self) -> (u64, cpns_wire::Address) {
+        self.call.asker()
+    }
 }
 
 /// An offer waiting for its PN.
@@ -228,8 +294,82 @@ impl ServerSession {
             };
             return self.load(Parked::ForwardLoad(Box::new(parked)), load);
         }
+        if !offer.requires.is_empty() {
+            return self.pick_target(call, offer, now_ms, l);
+        }
         let here = Targets::Here { from_server: false };
         self.offer_set_up(call, offer, now_ms, &source_owner, here, &l);
+    }
+
+    /// An offer by capability, its targets' PN `l` read: the statuses of record of its
+    /// candidates (those it names, or every other member) are read, to pick one.
+    fn pick_target(&mut self, call: Call, offer: DeliveryOffer, now_ms: i64, l: super::PnLoaded) {
+        let req = match requirements(&offer) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(why) => return self.refuse_call(&call, ErrorCode::BadRequest, &why),
+        };
+        let candidates: Vec<EntityId> = if offer.targets.is_empty() {
+            let mut all: Vec<EntityId> =
+                l.pn.iter()
+                    .flat_map(|p| p.inventory.members.iter().map(|m| m.pne_id.clone()))
+                    .filter(|m| *m != call.pne)
+                    .collect();
+            all.sort();
+            all
+        } else {
+            offer.targets.clone()
+        };
+        let load = Load::Statuses {
+            asker: call.pne.clone(),
+            named: candidates.clone(),
+            whole_user: false,
+            subscriptions: false,
+        };
+        let parked = PickLoad {
+            call,
+            offer,
+            now_ms,
+            req,
+            candidates,
+            l: Box::new(l),
+        };
+        self.load(Parked::PickLoad(Box::new(parked)), load);
+    }
+
+    /// The candidates' statuses are read: the one picked becomes the offer's only target, and
+    /// the offer is set up as if it had named it (its PN read again, in the same snapshot as
+    /// every other offer's).
+    pub(super) fn picked(&mut self, p: PickLoad, statuses: super::StatusesLoaded) {
+        let PickLoad {
+            call,
+            mut offer,
+            now_ms,
+            req,
+            candidates,
+            l,
+        } = p;
+        let Some(target) = pick(&req, &candidates, &l, &statuses.statuses) else {
+            let why = "no target can take it: none of the candidates is a member with a secure \
+                       session whose capabilities of record fit and whose status is online";
+            return self.refuse_call(&call, ErrorCode::NotFound, why);
+        };
+        offer.targets = vec![target];
+        offer.requires.clear();
+        let mut entities = offer.targets.clone();
+        entities.push(call.pne.clone());
+        let load = Load::Pn {
+            pn: call.pn_id,
+            replay: None,
+            entities,
+            member_keys: true,
+        };
+        let parked = DeliveryLoad {
+            call,
+            offer,
+            now_ms,
+        };
+        self.load(Parked::DeliveryLoad(Box::new(parked)), load);
     }
 
     /// The targets' PN of an offer to members of another PN is read: they may be forwarded to
@@ -249,6 +389,9 @@ impl ServerSession {
             let why = "forwarding reaches another PN of the source's user, or the source's \
                        user's own devices in another's PN";
             return self.refuse_call(&call, ErrorCode::Forbidden, why);
+        }
+        if !offer.requires.is_empty() {
+            return self.pick_target(call, offer, now_ms, l);
         }
         let forwarded = Targets::Forwarded {
             source_pn: call.pn_id,

@@ -907,6 +907,7 @@ enum Parked {
     GroupLoad(Box<groups::GroupLoad>),
     DeliveryLoad(Box<delivery::DeliveryLoad>),
     ForwardLoad(Box<delivery::ForwardLoad>),
+    PickLoad(Box<delivery::PickLoad>),
     DeliveryOpened(Box<delivery::DeliveryOpened>),
     DeliveryClosed(Box<(secure::Call, cpns_wire::DeliveryDone)>),
     ExternalLoad(Box<external::ExternalLoad>),
@@ -1262,6 +1263,13 @@ impl ServerSession {
             Parked::ExternalLoad(d) => self.external_loaded(*d, load::pn(loaded)),
             Parked::DeliveryLoad(d) => match load::pn(loaded) {
                 Ok(l) => self.delivery_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::PickLoad(d) => match load::statuses(loaded) {
+                Ok(l) => self.picked(*d, l),
                 Err(e) => {
                     let (req_msg, to) = d.asker();
                     self.load_failed(req_msg, to, Flow::SecureCall, e);

@@ -42,6 +42,7 @@ fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
         sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
         to_pn: None,
         held,
+        requires: Vec::new(),
     }
 }
 

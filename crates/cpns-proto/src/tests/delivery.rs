@@ -64,6 +64,7 @@ fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
         to_pn: None,
         held: false,
+        requires: Vec::new(),
     }
 }
 

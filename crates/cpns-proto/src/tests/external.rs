@@ -65,6 +65,7 @@ fn delivery(
             sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
             to_pn: None,
             held: false,
+            requires: Vec::new(),
         },
         specific,
     }

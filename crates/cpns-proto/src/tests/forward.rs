@@ -57,6 +57,7 @@ fn offer(to: &[usize], bytes: &[u8], to_pn: PnId) -> DeliveryOffer {
         sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
         to_pn: Some(to_pn),
         held: false,
+        requires: Vec::new(),
     }
 }
 

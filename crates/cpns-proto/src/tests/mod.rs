@@ -33,6 +33,7 @@
 
 mod authority;
 mod bad_input;
+mod capability;
 mod commands;
 mod connect;
 mod connection_setup;

@@ -58,7 +58,17 @@ pub struct DeliveryOffer {
     #[n(7)]
     #[cbor(default)]
     pub held: bool,
+    /// Invoked by device capability (004 §5.5.8.2): what the target must be able to do, as the
+    /// `requires` of a service description (JSON, `cpns_service::Requirements`). The server
+    /// picks **one** target, among `targets` or (none named) every other member of the PN,
+    /// whose capabilities of record fit and whose status of record is online. Empty: none.
+    #[n(8)]
+    #[cbor(default, with = "minicbor::bytes")]
+    pub requires: Vec<u8>,
 }
+
+/// The largest `requires` of an offer, in bytes.
+pub const MAX_REQUIRES: usize = 4096;
 
 /// Delivery Grant: the server's answer to an offer, inside the sealed answer to the source.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]

@@ -1046,6 +1046,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 sha256: HashBytes([0x44; 32]),
                 to_pn: Some(pn(8)),
                 held: true,
+                requires: br#"{"has_ui":true}"#.to_vec(),
             }
             .into(),
         ),
