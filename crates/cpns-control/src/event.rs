@@ -270,6 +270,24 @@ pub enum Event {
         #[serde(with = "crate::text::list")]
         delivered: Vec<EntityId>,
     },
+    /// A consumer asks this PNE for content it declared (004 §5.5.8.2, pull): with `--share`
+    /// the file of that name goes to it; without, its application answers (`deliver` to
+    /// `requester` with `pn_id`).
+    DeliveryRequested {
+        /// Who asks.
+        #[serde(with = "crate::text")]
+        requester: EntityId,
+        /// Its user.
+        #[serde(with = "crate::text")]
+        owner: cpns_wire::UserId,
+        /// The content.
+        name: String,
+        /// The service it is asked as.
+        service_id: String,
+        /// The requester's PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
     /// The source of a delivery this PNE receives controlled it: `start`, `pause` or `resume`
     /// (a stop ends the part: `delivery_ended`, `stopped`).
     DeliveryControlled {
@@ -382,6 +400,7 @@ impl Event {
             Event::DeliverySent { .. } => "delivery_sent",
             Event::DeliveryEnded { .. } => "delivery_ended",
             Event::DeliveryControlled { .. } => "delivery_controlled",
+            Event::DeliveryRequested { .. } => "delivery_requested",
             Event::ServiceGroupContentRefused { .. } => "service_group_content_refused",
             Event::InventoryChanged { .. } => "inventory_changed",
             Event::Completed { .. } => "completed",
@@ -602,6 +621,14 @@ pub enum Outcome {
         group_id: GroupId,
         /// Its epoch now (0: deleted).
         epoch: u64,
+    },
+    /// The member asked holds the request for content (004 §5.5.8.2, pull).
+    DeliveryRequested {
+        /// The member asked.
+        #[serde(with = "crate::text")]
+        source: EntityId,
+        /// The content.
+        name: String,
     },
     /// A delivery session was set up (004 §5.5.8).
     DeliveryGranted {

@@ -441,6 +441,25 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         requires: Option<serde_json::Value>,
     },
+    /// PNE: ask a member for content it declared it holds (004 §5.5.8.2, pull); it answers
+    /// with a delivery to this PNE.
+    DeliveryRequest {
+        /// The member.
+        #[serde(with = "crate::text")]
+        source: EntityId,
+        /// The content's name, as the member declared it.
+        name: String,
+        /// The service it is asked as (default `content`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_id: Option<String>,
+        /// The member's PN, when another than this PNE's.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        pn_id: Option<PnId>,
+    },
     /// PNE: service control of a delivery it sends (004 §5.5.8.2): `start` (one set up held),
     /// `pause`, `resume` or `stop`; its targets are told.
     DeliveryControl {
@@ -504,7 +523,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 49] = [
+pub const VERB_TABLE: [(&str, Served); 50] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -551,6 +570,7 @@ pub const VERB_TABLE: [(&str, Served); 49] = [
     ("group_send", PNE),
     ("deliver", PNE_SERVER),
     ("delivery_control", PNE),
+    ("delivery_request", PNE),
     ("traffic", GW),
     ("contents_set", PNE),
     ("inventory_subscribe", SERVER),
@@ -629,6 +649,7 @@ impl Request {
             Request::GroupSend { .. } => "group_send",
             Request::Deliver { .. } => "deliver",
             Request::DeliveryControl { .. } => "delivery_control",
+            Request::DeliveryRequest { .. } => "delivery_request",
             Request::Traffic {} => "traffic",
             Request::ContentsSet { .. } => "contents_set",
             Request::InventorySubscribe { .. } => "inventory_subscribe",

@@ -394,6 +394,14 @@ pub enum Response {
         /// Its SHA-256, as offered (hex).
         sha256: String,
     },
+    /// The member was asked; its delivery follows.
+    DeliveryRequest {
+        /// The member.
+        #[serde(with = "crate::text")]
+        source: cpns_wire::EntityId,
+        /// The content.
+        name: String,
+    },
     /// The control taken, and told to the targets.
     DeliveryControl {
         /// The session.
@@ -573,6 +581,7 @@ impl Response {
             Response::GroupSend { .. } => "group_send",
             Response::Deliver { .. } => "deliver",
             Response::DeliveryControl { .. } => "delivery_control",
+            Response::DeliveryRequest { .. } => "delivery_request",
             Response::Traffic { .. } => "traffic",
             Response::ContentsSet { .. } => "contents_set",
             Response::InventorySubscribe { .. } => "inventory_subscribe",

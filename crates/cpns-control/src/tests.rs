@@ -160,6 +160,12 @@ fn every_request() -> Vec<Request> {
             held: true,
             requires: Some(serde_json::json!({"has_ui": true})),
         },
+        Request::DeliveryRequest {
+            source: EntityId::new("phone").unwrap(),
+            name: "film.mp4".into(),
+            service_id: None,
+            pn_id: None,
+        },
         Request::DeliveryControl {
             session: cpns_wire::DeliveryId::from_bytes([7; 16]),
             action: "pause".into(),

@@ -116,6 +116,7 @@ pub async fn run<S: DeviceStore>(
         events,
         fanout: None,
         inbox: None,
+        share: None,
     };
     let mut link = Link::open(cfg, store, gw_addr, outlets, trace, Preference::Server).await?;
     let mut steps = Steps::new(steps);
@@ -181,6 +182,8 @@ enum Ask {
     Deliver(Box<cpns_wire::DeliveryOffer>, std::path::PathBuf),
     /// Declare the contents held now.
     Contents(Vec<cpns_wire::ContentItem>),
+    /// Ask a member for content (pull).
+    Request(Box<cpns_wire::DeliveryRequest>),
 }
 
 /// A service group request of a running PNE (004 §5.5.9, §5.5.7.2), end to end.
@@ -503,6 +506,15 @@ impl PneHandle {
         self.run(Ask::Deliver(Box::new(offer), path)).await
     }
 
+    /// Asks a member for content it declared it holds (004 §5.5.8.2, pull), end to end: `Ok`
+    /// once the member was asked; its delivery follows as an offer to this PNE.
+    pub async fn request_delivery(&self, req: cpns_wire::DeliveryRequest) -> Result<(), NodeError> {
+        match self.run(Ask::Request(Box::new(req))).await? {
+            Outcome::DeliveryRequested { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Service control of a delivery this PNE sends (004 §5.5.8.2): taken, and told to its
     /// targets through the PN GW; refused for a session it does not send, in a state the
     /// action does not fit, or without a link.
@@ -594,6 +606,10 @@ pub struct ServeConfig {
     /// Where deliveries this PNE receives are kept (docs/services.md, "Delivery"); none: it
     /// takes none.
     pub inbox: Option<std::path::PathBuf>,
+    /// Where the content it lets others pull is (docs/services.md, "Pull"): a request for a
+    /// name it declared is answered with a delivery of the file of that name here; none: the
+    /// requests are only told, for its application to answer.
+    pub share: Option<std::path::PathBuf>,
 }
 
 impl ServeConfig {
@@ -605,6 +621,7 @@ impl ServeConfig {
             reconnect_max: Duration::from_secs(15),
             usage_default: Preference::Server,
             inbox: None,
+            share: None,
         }
     }
 }
@@ -634,6 +651,7 @@ pub fn serve<S: DeviceStore + Clone>(
         events,
         fanout: Some(fanout),
         inbox: serve.inbox.clone(),
+        share: serve.share.clone(),
     };
     let task = tokio::spawn(serve_loop(
         cfg, serve, store, steps, outlets, trace, commands, stop,
@@ -649,6 +667,8 @@ struct Outlets {
     fanout: Option<broadcast::Sender<PneEvent>>,
     /// Where received deliveries are kept; none: this PNE takes none.
     inbox: Option<std::path::PathBuf>,
+    /// Where the content others may pull is; none: requests are only told.
+    share: Option<std::path::PathBuf>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -850,6 +870,17 @@ struct Link<S> {
     files: crate::content_files::ContentFiles,
     /// The file each delivery offer waiting for its grant sends.
     offer_paths: BTreeMap<CommandId, std::path::PathBuf>,
+    /// Requests for content (pull) to answer from the shared directory.
+    pulls: Vec<Pull>,
+}
+
+/// A request for content to answer from the shared directory.
+#[derive(Debug)]
+struct Pull {
+    requester: EntityId,
+    name: String,
+    service_id: String,
+    pn_id: PnId,
 }
 
 impl<S: DeviceStore> Link<S> {
@@ -913,11 +944,77 @@ impl<S: DeviceStore> Link<S> {
             steps_failed: false,
             files: crate::content_files::ContentFiles::new(inbox),
             offer_paths: BTreeMap::new(),
+            pulls: Vec::new(),
         })
     }
 
     /// Carries out the machine's outputs.
+    /// Answers a request for content from the shared directory: the file of that name there
+    /// (a plain name, no path; a regular file inside the directory) goes as a delivery to
+    /// whoever asked. One that cannot be answered is told, and nothing is sent.
+    async fn answer_pull(&mut self, p: Pull) {
+        let Some(share) = self.outlets.share.clone() else {
+            return;
+        };
+        let plain = !p.name.is_empty()
+            && p.name != "."
+            && p.name != ".."
+            && !p.name.contains(['/', '\\', '\0']);
+        let path = share.join(&p.name);
+        let inside = match (
+            tokio::fs::canonicalize(&share).await,
+            tokio::fs::canonicalize(&path).await,
+        ) {
+            (Ok(root), Ok(file)) => file.starts_with(&root) && file.is_file(),
+            _ => false,
+        };
+        let digest = if plain && inside {
+            crate::content_files::digest(&path).await
+        } else {
+            Err(format!(
+                "no file \"{}\" is shared here",
+                p.name.escape_debug()
+            ))
+        };
+        let (size, sha256) = match digest {
+            Ok(d) => d,
+            Err(why) => {
+                warn!(requester = %p.requester, name = %p.name.escape_debug(), %why, "a pull not answered");
+                return;
+            }
+        };
+        let offer = cpns_wire::DeliveryOffer {
+            service_id: p.service_id,
+            targets: vec![p.requester],
+            name: p.name,
+            media_type: "application/octet-stream".into(),
+            size,
+            sha256: cpns_wire::HashBytes(sha256),
+            to_pn: Some(p.pn_id),
+            held: false,
+            requires: Vec::new(),
+        };
+        match self.session.offer_delivery(Instant::now(), &offer) {
+            Ok(id) => {
+                self.offer_paths.insert(id, path);
+            }
+            Err(e) => warn!(error = %e, "a pull not answered"),
+        }
+    }
+
     async fn drain(&mut self) -> Result<(), NodeError> {
+        loop {
+            self.drain_outputs().await?;
+            if self.pulls.is_empty() {
+                return Ok(());
+            }
+            for p in std::mem::take(&mut self.pulls) {
+                self.answer_pull(p).await;
+            }
+        }
+    }
+
+    async fn drain_outputs(&mut self) -> Result<(), NodeError> {
         let me = self.cfg.id.to_string();
         while let Some(out) = self.session.poll_output() {
             match out {
@@ -1063,6 +1160,18 @@ impl<S: DeviceStore> Link<S> {
         self.report.events.push(e.clone());
         match e {
             PneEvent::Completed(c) => self.completed(c),
+            PneEvent::DeliveryRequested {
+                requester,
+                name,
+                service_id,
+                pn_id,
+                ..
+            } if self.outlets.share.is_some() => self.pulls.push(Pull {
+                requester,
+                name,
+                service_id,
+                pn_id,
+            }),
             PneEvent::StatusNotified(n) => self.notify(n),
             PneEvent::PnJoined { .. } => self.invitation = Some(Ok(())),
             PneEvent::InvitationDeclined(pn) => {
@@ -1095,6 +1204,7 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::DeliveryReceived { .. }
             | PneEvent::DeliverySent { .. }
             | PneEvent::DeliveryEnded { .. }
+            | PneEvent::DeliveryRequested { .. }
             | PneEvent::DeliveryControlled { .. } => {}
         }
     }
@@ -1203,6 +1313,7 @@ impl<S: DeviceStore> Link<S> {
             Ask::Directory(DirectoryAsk::Watch(w)) => s.watch_services(now, w),
             Ask::Directory(DirectoryAsk::Unwatch(id)) => s.unwatch_services(now, id),
             Ask::Contents(items) => s.declare_contents(now, items),
+            Ask::Request(req) => s.request_delivery(now, &req),
             Ask::Deliver(offer, path) => {
                 let started = s.offer_delivery(now, &offer);
                 if let Ok(id) = &started {

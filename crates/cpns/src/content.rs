@@ -33,6 +33,20 @@ pub(crate) enum ContentVerb {
     /// Push FILE to PNEs of the running PNE's PN, or of another PN (--pn), sealed end to end
     /// through the PN GWs.
     Push(PushArgs),
+    /// Ask a member for content it declared it holds (pull): it answers with a delivery to the
+    /// running PNE, kept in its inbox; follow it with `cpns pn events`.
+    Pull {
+        /// The member.
+        source: EntityId,
+        /// The content's name, as the member declared it.
+        name: String,
+        /// The service it is asked as.
+        #[arg(long, default_value = "content")]
+        service: String,
+        /// The member's PN, when another than the running PNE's.
+        #[arg(long)]
+        pn: Option<cpns_wire::PnId>,
+    },
     /// Service control of a delivery the running PNE sends: start (one pushed --held), pause,
     /// resume or stop; its targets are told.
     Control {
@@ -91,6 +105,32 @@ pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
         ContentVerb::Declare { file } => declare(t, &file).await,
         ContentVerb::Push(p) => push(t, p).await,
         ContentVerb::Control { session, action } => control(t, session, action).await,
+        ContentVerb::Pull {
+            source,
+            name,
+            service,
+            pn,
+        } => {
+            let request = Request::DeliveryRequest {
+                source,
+                name,
+                service_id: Some(service),
+                pn_id: pn,
+            };
+            let answer = ask(t, request).await?;
+            let Response::DeliveryRequest { source, name } = &answer else {
+                return Err(unexpected(&answer));
+            };
+            if t.json {
+                print_json(&answer);
+            } else {
+                println!(
+                    "{source} was asked for \"{}\"; its delivery follows",
+                    name.escape_debug()
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -444,6 +444,17 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .text("name", name)
             .field("bytes", "bytes", Value::Number(*bytes))
             .field("specific", "bytes of its own", Value::Number(*specific)),
+        PneEvent::DeliveryRequested {
+            requester,
+            name,
+            service_id,
+            pn_id,
+            ..
+        } => Described::new("delivery_requested")
+            .text("requester", requester)
+            .text("name", name)
+            .text("service_id", service_id)
+            .pn("pn_id", *pn_id),
         PneEvent::DeliveryControlled { session, action } => Described::new("delivery_controlled")
             .text("session", session)
             .text("action", action.name()),
@@ -695,6 +706,9 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                     "delivered",
                     Value::Number(u64::from(*delivered)),
                 ),
+            Outcome::DeliveryRequested { source, name } => Described::new("delivery_asked")
+                .text("source", source)
+                .text("name", name),
             Outcome::DeliveryGranted { session, pn_id } => Described::new("delivery_granted")
                 .text("session", session)
                 .pn("pn_id", *pn_id),

@@ -402,7 +402,8 @@ fn print_answer(r: &Response) {
         | Response::Groups { .. }
         | Response::GroupSend { .. }
         | Response::Deliver { .. }
-        | Response::DeliveryControl { .. }) => {
+        | Response::DeliveryControl { .. }
+        | Response::DeliveryRequest { .. }) => {
             println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
         }
     }
@@ -561,6 +562,15 @@ fn print_event(e: &Event) {
             Some(r) => println!("delivery {session} at {target}: {result} ({r})"),
             None => println!("delivery {session} at {target}: {result}"),
         },
+        Event::DeliveryRequested {
+            requester,
+            name,
+            pn_id,
+            ..
+        } => println!(
+            "{requester} (PN {pn_id}) asks for \"{}\"",
+            name.escape_debug()
+        ),
         Event::DeliveryControlled { session, action } => {
             println!("delivery {session}: its source asked {action}")
         }

@@ -355,6 +355,12 @@ pub(crate) struct PneArgs {
     /// with `.inbox` added.
     #[arg(long, requires = "stay")]
     pub inbox: Option<PathBuf>,
+    /// With --stay: a directory whose files others may pull by name (docs/services.md,
+    /// "Pull"): a request for content this PNE declared is answered with a delivery of the file
+    /// of that name there; without it, requests are told (`delivery_requested`) for the
+    /// application to answer.
+    #[arg(long, requires = "stay")]
+    pub share: Option<PathBuf>,
     /// Decline invitations (`--invitations decline`).
     #[arg(long, conflicts_with = "invitations")]
     pub decline: bool,
@@ -533,6 +539,7 @@ async fn pne_stay(
     let (stop_tx, stop) = oneshot::channel();
     let mut serve_cfg = pne::ServeConfig::new(a.gateway.clone());
     serve_cfg.usage_default = a.usage_default;
+    serve_cfg.share = a.share.clone();
     serve_cfg.inbox = Some(a.inbox.clone().unwrap_or_else(|| {
         let mut p = a.store.clone().into_os_string();
         p.push(".inbox");

@@ -765,3 +765,89 @@ async fn a_push_by_capability_goes_to_the_member_that_can_render_it() {
     assert_eq!(records[0].target.as_str(), "tv");
     store.close().await;
 }
+
+/// Pull as separate processes run it (004 §5.5.8.2, "Push/Pull"; docs/services.md, "Pull"):
+/// the phone shares a directory (`cpns pne --share`) and declares the film it holds; the TV
+/// asks for it (`cpns content pull phone film.mp4`) and receives it in its inbox, the phone's
+/// delivery answering the request. Content the phone did not declare is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pne_pulls_content_another_declared_and_shares() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .start();
+    let shared = w.path("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let bytes = content(400_000);
+    std::fs::write(shared.join("film.mp4"), &bytes).unwrap();
+    std::fs::write(shared.join("diary.txt"), b"not declared").unwrap();
+    let mut tv = w.pne("tv").stay().await_invitation().spawn();
+    w.gw()
+        .expect_event_where("pne_discovered", |v| v["pne"] == "tv");
+    let mut phone = w
+        .pne("phone")
+        .stay()
+        .setup("all")
+        .args(&["--share", s(&shared)])
+        .spawn();
+    let pn = text(&w.gw().expect_event("pn_established")["pn_id"]);
+    for p in [&mut phone, &mut tv] {
+        p.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    }
+    let declared = w.path("contents.json");
+    std::fs::write(
+        &declared,
+        br#"[{"name":"film.mp4","media_type":"video/mp4"}]"#,
+    )
+    .unwrap();
+    cpns(&[
+        "content",
+        "declare",
+        s(&declared),
+        "--store",
+        s(&w.store("phone")),
+    ]);
+
+    let tv_db = w.store("tv");
+    let out = cpns(&[
+        "content",
+        "pull",
+        "phone",
+        "film.mp4",
+        "--json",
+        "--store",
+        s(&tv_db),
+    ]);
+    let answer: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (answer["source"].as_str(), answer["name"].as_str()),
+        (Some("phone"), Some("film.mp4"))
+    );
+    let asked = phone.expect_event("delivery_requested");
+    assert_eq!(
+        (asked["requester"].as_str(), asked["name"].as_str()),
+        (Some("tv"), Some("film.mp4"))
+    );
+    let got = tv.expect_event("delivery_received");
+    assert_eq!(got["from"], "phone");
+    let mut inbox = tv_db.clone().into_os_string();
+    inbox.push(".inbox");
+    let kept = std::path::PathBuf::from(inbox).join("film.mp4");
+    assert_eq!(std::fs::read(&kept).unwrap(), bytes);
+
+    // Shared but never declared: the server refuses it, the phone is not asked.
+    let out = run(&[
+        "content",
+        "pull",
+        "phone",
+        "diary.txt",
+        "--store",
+        s(&tv_db),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not_found") && err.contains("declared"),
+        "{err}"
+    );
+}

@@ -217,6 +217,19 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             result: delivery_result(*result).into(),
             reason: reason.clone(),
         }],
+        PneEvent::DeliveryRequested {
+            requester,
+            owner,
+            name,
+            service_id,
+            pn_id,
+        } => vec![Event::DeliveryRequested {
+            requester: requester.clone(),
+            owner: owner.clone(),
+            name: name.clone(),
+            service_id: service_id.clone(),
+            pn_id: *pn_id,
+        }],
         PneEvent::DeliveryControlled { session, action } => vec![Event::DeliveryControlled {
             session: *session,
             action: action.name().into(),
@@ -319,6 +332,7 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::ServiceGroupMembers(_)
         | Outcome::ServiceGroupSent { .. }
         | Outcome::DeliveryGranted { .. }
+        | Outcome::DeliveryRequested { .. }
         | Outcome::DeliveryEnded { .. }
         | Outcome::ContentsDeclared { .. }
         | Outcome::InvitationAnswered { .. } => None,
@@ -460,6 +474,10 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             group_id: *group_id,
             epoch: *epoch,
             delivered: *delivered,
+        },
+        Outcome::DeliveryRequested { source, name } => ApiOutcome::DeliveryRequested {
+            source: source.clone(),
+            name: name.clone(),
         },
         Outcome::DeliveryGranted { session, .. } => {
             ApiOutcome::DeliveryGranted { session: *session }

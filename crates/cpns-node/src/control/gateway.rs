@@ -146,7 +146,8 @@ impl GatewayApi {
             | Request::Groups {}
             | Request::GroupSend { .. }
             | Request::Deliver { .. }
-            | Request::DeliveryControl { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::DeliveryControl { .. }
+            | Request::DeliveryRequest { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

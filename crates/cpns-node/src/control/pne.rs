@@ -414,6 +414,21 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 };
                 one(self.deliver(file, to, offer).await?)
             }
+            Request::DeliveryRequest {
+                source,
+                name,
+                service_id,
+                pn_id,
+            } => {
+                let req = cpns_wire::DeliveryRequest {
+                    source: source.clone(),
+                    name: name.clone(),
+                    service_id: service_id.unwrap_or_else(|| "content".into()),
+                    to_pn: pn_id,
+                };
+                h.request_delivery(req).await.map_err(api_error)?;
+                one(Response::DeliveryRequest { source, name })
+            }
             Request::DeliveryControl { session, action } => {
                 let a: cpns_wire::ControlAction = action
                     .parse()

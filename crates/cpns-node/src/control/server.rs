@@ -164,7 +164,8 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::GroupMembers { .. }
             | Request::Groups {}
             | Request::GroupSend { .. }
-            | Request::DeliveryControl { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::DeliveryControl { .. }
+            | Request::DeliveryRequest { .. }) => Err(Role::Server.refusal(&r)),
             Request::InventorySubscribe { user } => return self.follow_inventory(user),
             Request::Deliver {
                 file,

@@ -119,6 +119,45 @@ impl PneSession {
         self.typed_call(now, DELIVERY_OFFER, offer, Flow::Delivery)
     }
 
+    /// Asks a member for content it declared it holds (004 §5.5.8.2, pull): completes with
+    /// [`Outcome::DeliveryRequested`] once the server told it; the member then offers it to
+    /// this PNE (an ordinary delivery, [`PneEvent::DeliveryOffered`]).
+    pub fn request_delivery(
+        &mut self,
+        now: Instant,
+        req: &cpns_wire::DeliveryRequest,
+    ) -> Result<CommandId, CommandError> {
+        if req.source == self.cfg.id {
+            return Err(CommandError::InvalidDelivery(
+                "a PNE does not ask itself for content".into(),
+            ));
+        }
+        let text_ok = |s: &str, max: usize| {
+            let n = s.chars().count();
+            n > 0 && n <= max && !s.chars().any(char::is_control)
+        };
+        if !text_ok(&req.name, 255) || !text_ok(&req.service_id, 64) {
+            return Err(CommandError::InvalidDelivery(
+                "a content name is 1 to 255 characters and a service id 1 to 64, none a \
+                 control character"
+                    .into(),
+            ));
+        }
+        self.typed_call(now, cpns_wire::DELIVERY_REQUEST, req, Flow::Delivery)
+    }
+
+    /// A member's notice that a consumer asks it for content: told to its application (or
+    /// its driver's shared directory), which answers with a delivery.
+    pub(super) fn on_delivery_requested(&mut self, asked: cpns_wire::DeliveryRequested) {
+        self.event(PneEvent::DeliveryRequested {
+            requester: asked.requester,
+            owner: asked.owner,
+            name: asked.name,
+            service_id: asked.service_id,
+            pn_id: asked.pn_id,
+        });
+    }
+
     /// Accepts or declines a delivery offered to this PNE (its application's answer).
     pub fn answer_delivery(
         &mut self,
@@ -284,6 +323,14 @@ impl PneSession {
 
     /// The server's answer to an offer: the session is kept, its key with it.
     pub(super) fn delivery_answered(&mut self, a: SecureCall) -> Result<Outcome, Failure> {
+        if a.service == cpns_wire::DELIVERY_REQUEST {
+            return minicbor::decode::<cpns_wire::DeliveryRequest>(&a.payload)
+                .map(|r| Outcome::DeliveryRequested {
+                    source: r.source,
+                    name: r.name,
+                })
+                .map_err(|_| Failure::AnswerDidNotOpen);
+        }
         if a.service == DELIVERY_DONE {
             return minicbor::decode::<DeliveryDone>(&a.payload)
                 .map(|d| Outcome::DeliveryEnded {

@@ -331,6 +331,21 @@ pub enum PneEvent {
         /// Why, when the target knows more.
         reason: Option<String>,
     },
+    /// A consumer asks this PNE for content it declared it holds (004 §5.5.8.2, pull): its
+    /// application (or its driver's shared directory) answers with a delivery to `requester`,
+    /// `to_pn` `pn_id`.
+    DeliveryRequested {
+        /// Who asks.
+        requester: EntityId,
+        /// Its user.
+        owner: cpns_wire::UserId,
+        /// The content, by the name this PNE declared.
+        name: String,
+        /// The service it is asked as.
+        service_id: String,
+        /// The requester's PN.
+        pn_id: PnId,
+    },
     /// The source of a delivery this PNE receives controlled it (004 §5.5.8.2, service
     /// control): it is held (`pause`) or goes on (`start`, `resume`). A stop ends the part, told
     /// as [`PneEvent::DeliveryEnded`].

@@ -154,6 +154,14 @@ pub enum Outcome {
         /// The PN whose PN GW relays it.
         pn_id: PnId,
     },
+    /// `request_delivery`: the member was asked for the content (004 §5.5.8.2, pull); its
+    /// delivery follows as an offer to this PNE.
+    DeliveryRequested {
+        /// The member asked.
+        source: EntityId,
+        /// The content.
+        name: String,
+    },
     /// The server recorded this PNE's end of a session it received.
     DeliveryEnded {
         /// The session.

@@ -127,6 +127,12 @@ impl PneSession {
             }
             return;
         }
+        if call.service == cpns_wire::DELIVERY_REQUESTED {
+            if let Ok(asked) = minicbor::decode::<cpns_wire::DeliveryRequested>(&call.payload) {
+                self.on_delivery_requested(asked);
+            }
+            return;
+        }
         if call.service != SERVICE_MATCH {
             return self.on_group_notice(call);
         }

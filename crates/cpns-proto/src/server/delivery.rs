@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use cpns_crypto::DeliveryKey;
 use cpns_wire::{
-    DELIVERY_DONE, DELIVERY_OFFER, DELIVERY_OFFERED, DeliveryDone, DeliveryGrant, DeliveryId,
-    DeliveryInvite, DeliveryOffer, DeliveryRoute, EntityId, ErrorCode, KeyBytes, MAX_REQUIRES,
-    UserId,
+    DELIVERY_DONE, DELIVERY_OFFER, DELIVERY_OFFERED, DELIVERY_REQUEST, DELIVERY_REQUESTED,
+    DeliveryDone, DeliveryGrant, DeliveryId, DeliveryInvite, DeliveryOffer, DeliveryRequest,
+    DeliveryRequested, DeliveryRoute, EntityId, ErrorCode, KeyBytes, MAX_REQUIRES, UserId,
 };
 
 use cpns_service::Requirements;
@@ -36,7 +36,21 @@ pub const WINDOW: u32 = 3 * CHUNK;
 
 /// Whether `service` is one of delivery's secure calls.
 pub(super) fn is_delivery(service: &str) -> bool {
-    [DELIVERY_OFFER, DELIVERY_DONE].contains(&service)
+    [DELIVERY_OFFER, DELIVERY_DONE, DELIVERY_REQUEST].contains(&service)
+}
+
+/// A consumer's request for content (pull) waiting for the member's PN.
+#[derive(Debug)]
+pub(super) struct RequestLoad {
+    call: Call,
+    req: DeliveryRequest,
+    now_ms: i64,
+}
+
+impl RequestLoad {
+    pub(super) fn asker(&self) -> (u64, cpns_wire::Address) {
+        self.call.asker()
+    }
 }
 
 /// What is wrong with an offer, if anything.
@@ -244,6 +258,9 @@ impl ServerSession {
         }
         if service == DELIVERY_DONE {
             return self.delivery_done(c, payload, now_ms);
+        }
+        if service == DELIVERY_REQUEST {
+            return self.delivery_request(c, payload, now_ms);
         }
         let Ok(offer) = minicbor::decode::<DeliveryOffer>(payload) else {
             let why = "the delivery offer did not decode";
@@ -585,6 +602,99 @@ impl ServerSession {
             self.push(reach, DELIVERY_OFFERED, invite, o.now_ms);
         }
         self.answer_service(&o.call, DELIVERY_OFFER, &o.grant);
+    }
+
+    /// A consumer asks a member for content (004 §5.5.8.2, pull): the member's PN is read.
+    fn delivery_request(&mut self, c: Call, payload: &[u8], now_ms: i64) {
+        let Ok(req) = minicbor::decode::<DeliveryRequest>(payload) else {
+            let why = "the delivery request did not decode";
+            return self.refuse_call(&c, ErrorCode::BadRequest, why);
+        };
+        let probe = DeliveryOffer {
+            service_id: req.service_id.clone(),
+            targets: vec![c.pne.clone()],
+            name: req.name.clone(),
+            media_type: "application/octet-stream".into(),
+            size: 1,
+            sha256: cpns_wire::HashBytes([0; 32]),
+            to_pn: None,
+            held: false,
+            requires: Vec::new(),
+        };
+        if let Err(why) = check_offer(&probe, &req.source) {
+            return self.refuse_call(&c, ErrorCode::BadRequest, &why);
+        }
+        let load = Load::Pn {
+            pn: req.to_pn.unwrap_or(c.pn_id),
+            replay: None,
+            entities: vec![req.source.clone(), c.pne.clone()],
+            member_keys: true,
+        };
+        let parked = RequestLoad {
+            call: c,
+            req,
+            now_ms,
+        };
+        self.load(Parked::RequestLoad(Box::new(parked)), load);
+    }
+
+    /// The member's PN is read: it must be a member with a secure session that declared the
+    /// content asked for, in the requester's PN or one forwarding reaches; it is told, end to
+    /// end, and the requester answered.
+    pub(super) fn request_loaded(&mut self, p: RequestLoad, l: super::PnLoaded) {
+        let RequestLoad { call, req, now_ms } = p;
+        let Some(pn) = &l.pn else {
+            return self.refuse_call(&call, ErrorCode::NotFound, "no such PN");
+        };
+        let owner_of = |e: &EntityId| {
+            l.entities
+                .iter()
+                .find(|k| k.id == *e)
+                .map(|k| k.owner.clone())
+        };
+        let (Some(asker), Some(source_owner)) = (owner_of(&call.pne), owner_of(&req.source)) else {
+            let why = format!("{} is not enrolled", req.source);
+            return self.refuse_call(&call, ErrorCode::NotFound, &why);
+        };
+        let pn_id = pn.inventory.pn_id;
+        if pn_id != call.pn_id && pn.owner != asker && source_owner != asker {
+            let why = "a request reaches another PN of the asker's user, or the asker's user's \
+                       own devices in another's PN";
+            return self.refuse_call(&call, ErrorCode::Forbidden, why);
+        }
+        let sk = l
+            .member_keys
+            .iter()
+            .find(|(e, _)| *e == req.source)
+            .map(|(_, k)| k.clone());
+        let holds = pn
+            .inventory
+            .members
+            .iter()
+            .any(|m| m.pne_id == req.source && m.contents.iter().any(|c| c.name == req.name));
+        let Some(session_key) = sk.filter(|_| holds) else {
+            let why = format!(
+                "{} is not a member with a secure session holding \"{}\" (as it declared)",
+                req.source, req.name
+            );
+            return self.refuse_call(&call, ErrorCode::NotFound, &why);
+        };
+        let reach = Reach {
+            entity: req.source.clone(),
+            owner: source_owner,
+            pn_id,
+            session_key,
+            gateway: pn.gateway.clone(),
+        };
+        let asked = DeliveryRequested {
+            requester: call.pne.clone(),
+            owner: asker,
+            name: req.name.clone(),
+            service_id: req.service_id.clone(),
+            pn_id: call.pn_id,
+        };
+        self.push(&reach, DELIVERY_REQUESTED, &asked, now_ms);
+        self.answer_service(&call, DELIVERY_REQUEST, &req);
     }
 
     /// A target ends its part: its record is closed once.

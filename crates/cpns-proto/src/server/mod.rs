@@ -908,6 +908,7 @@ enum Parked {
     DeliveryLoad(Box<delivery::DeliveryLoad>),
     ForwardLoad(Box<delivery::ForwardLoad>),
     PickLoad(Box<delivery::PickLoad>),
+    RequestLoad(Box<delivery::RequestLoad>),
     DeliveryOpened(Box<delivery::DeliveryOpened>),
     DeliveryClosed(Box<(secure::Call, cpns_wire::DeliveryDone)>),
     ExternalLoad(Box<external::ExternalLoad>),
@@ -1263,6 +1264,13 @@ impl ServerSession {
             Parked::ExternalLoad(d) => self.external_loaded(*d, load::pn(loaded)),
             Parked::DeliveryLoad(d) => match load::pn(loaded) {
                 Ok(l) => self.delivery_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::RequestLoad(d) => match load::pn(loaded) {
+                Ok(l) => self.request_loaded(*d, l),
                 Err(e) => {
                     let (req_msg, to) = d.asker();
                     self.load_failed(req_msg, to, Flow::SecureCall, e);

@@ -59,6 +59,7 @@ mod multi_user;
 mod pan_security;
 mod pn_limits;
 mod pne_flows;
+mod pull;
 mod queries;
 mod register;
 mod rejoin;

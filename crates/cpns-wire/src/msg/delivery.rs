@@ -25,6 +25,52 @@ pub const DELIVERY_DONE: &str = "cpns.delivery.done";
 pub const DELIVERY_OFFERED: &str = "cpns.delivery.offered";
 /// The notice telling a source a target's end: payload [`DeliveryDone`].
 pub const DELIVERY_ENDED: &str = "cpns.delivery.ended";
+/// The secure call a consumer asks a member for content it holds with (pull): payload
+/// [`DeliveryRequest`], answered the same once the member was asked.
+pub const DELIVERY_REQUEST: &str = "cpns.delivery.request";
+/// The notice telling a member a consumer asks it for content: payload [`DeliveryRequested`].
+pub const DELIVERY_REQUESTED: &str = "cpns.delivery.requested";
+
+/// Delivery Request: a consumer asks a member for content it declared it holds (004
+/// §5.5.8.2, the pull mode); the member answers with a delivery to it (a push).
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryRequest {
+    /// The member asked: it holds the content.
+    #[n(0)]
+    pub source: EntityId,
+    /// The content's name, as the member declared it (004 §5.5.10).
+    #[n(1)]
+    pub name: String,
+    /// The service it is asked as (for the records and charging).
+    #[n(2)]
+    pub service_id: String,
+    /// The member's PN when it is not the PN the request is made in (as forwarding reaches).
+    #[n(3)]
+    #[cbor(default)]
+    pub to_pn: Option<PnId>,
+}
+
+/// Delivery Requested: the server's notice to the member asked, sealed to it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryRequested {
+    /// Who asks: the target of the delivery that answers.
+    #[n(0)]
+    pub requester: EntityId,
+    /// Its user.
+    #[n(1)]
+    pub owner: UserId,
+    /// The content's name.
+    #[n(2)]
+    pub name: String,
+    /// The service it is asked as.
+    #[n(3)]
+    pub service_id: String,
+    /// The requester's PN: the delivery's `to_pn`.
+    #[n(4)]
+    pub pn_id: PnId,
+}
 
 /// Delivery Offer: what a source offers to push, and to whom.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]

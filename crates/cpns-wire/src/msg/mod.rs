@@ -324,4 +324,6 @@ bodies! {
     166 => DeliveryDone,
     167 => ContentsDeclare,
     168 => DeliveryControl,
+    169 => DeliveryRequest,
+    170 => DeliveryRequested,
 }

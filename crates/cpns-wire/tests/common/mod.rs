@@ -1116,6 +1116,27 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "delivery request",
+            DeliveryRequest {
+                source: eid("phone-1"),
+                name: "holiday.mp4".into(),
+                service_id: "album".into(),
+                to_pn: None,
+            }
+            .into(),
+        ),
+        (
+            "delivery requested",
+            DeliveryRequested {
+                requester: eid("tv-1"),
+                owner: "alice".parse().unwrap(),
+                name: "holiday.mp4".into(),
+                service_id: "album".into(),
+                pn_id: pn(7),
+            }
+            .into(),
+        ),
+        (
             "delivery ack",
             DeliveryAck {
                 session: DeliveryId::from_bytes([0x81; 16]),
