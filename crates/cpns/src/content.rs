@@ -62,7 +62,7 @@ pub(crate) enum ContentVerb {
 pub(crate) struct PushArgs {
     /// The file.
     file: PathBuf,
-    /// The targets (a comma list of PNE ids).
+    /// The targets (a comma list of PNE ids), or `all`: every other member of the PN.
     #[arg(long, value_delimiter = ',', required = true)]
     to: Vec<EntityId>,
     /// The service it is delivered as (for the records and charging).
@@ -205,8 +205,8 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         .map(|r| serde_json::from_str::<serde_json::Value>(&r))
         .transpose()
         .context("--requires: a JSON object, as a service description's \"requires\"")?;
-    // `--to all`: every other member, for the server to pick from.
-    let to = if requires.is_some() && to.iter().map(EntityId::as_str).eq(["all"]) {
+    // `--to all`: every other member of the PN (by capability: for the server to pick from).
+    let to = if to.iter().map(EntityId::as_str).eq(["all"]) {
         Vec::new()
     } else {
         to

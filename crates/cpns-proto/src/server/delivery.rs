@@ -68,11 +68,10 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
     text("a content name", &o.name, 255)?;
     text("a media type", &o.media_type, 127)?;
     requirements(o)?;
-    let by_capability = !o.requires.is_empty();
-    if (o.targets.is_empty() && !by_capability) || o.targets.len() > MAX_TARGETS {
+    // None named: every other member of the PN (by capability: one of them).
+    if o.targets.len() > MAX_TARGETS {
         return Err(format!(
-            "a delivery has 1 to {MAX_TARGETS} targets (by capability, 0 to {MAX_TARGETS} to \
-             pick from)"
+            "a delivery has at most {MAX_TARGETS} targets (none: every other member of the PN)"
         ));
     }
     if o.targets.contains(source) {
@@ -314,6 +313,9 @@ impl ServerSession {
         if !offer.requires.is_empty() {
             return self.pick_target(call, offer, now_ms, l);
         }
+        if offer.targets.is_empty() {
+            return self.every_member(call, offer, now_ms, &l);
+        }
         let here = Targets::Here { from_server: false };
         self.offer_set_up(call, offer, now_ms, &source_owner, here, &l);
     }
@@ -373,6 +375,44 @@ impl ServerSession {
         };
         offer.targets = vec![target];
         offer.requires.clear();
+        self.retarget(call, offer, now_ms);
+    }
+
+    /// An offer to a whole PN (no target named, 004 §5.5.8 "to ... a PN"): every other member
+    /// of the PN `l` read with a secure session becomes a target, and the offer is set up as if
+    /// it had named them.
+    fn every_member(
+        &mut self,
+        call: Call,
+        mut offer: DeliveryOffer,
+        now_ms: i64,
+        l: &super::PnLoaded,
+    ) {
+        let mut all: Vec<EntityId> = l
+            .member_keys
+            .iter()
+            .map(|(e, _)| e.clone())
+            .filter(|e| *e != call.pne)
+            .collect();
+        all.sort();
+        all.dedup();
+        if all.is_empty() {
+            let why = "no other member of the PN has a secure session to deliver to";
+            return self.refuse_call(&call, ErrorCode::NotFound, why);
+        }
+        if all.len() > MAX_TARGETS {
+            let why = format!(
+                "the PN has {} other members, more than {MAX_TARGETS}: name the targets",
+                all.len()
+            );
+            return self.refuse_call(&call, ErrorCode::BadRequest, &why);
+        }
+        offer.targets = all;
+        self.retarget(call, offer, now_ms);
+    }
+
+    /// The offer, its targets now named, set up from its PN read again (as any offer is).
+    fn retarget(&mut self, call: Call, offer: DeliveryOffer, now_ms: i64) {
         let mut entities = offer.targets.clone();
         entities.push(call.pne.clone());
         let load = Load::Pn {
@@ -409,6 +449,9 @@ impl ServerSession {
         }
         if !offer.requires.is_empty() {
             return self.pick_target(call, offer, now_ms, l);
+        }
+        if offer.targets.is_empty() {
+            return self.every_member(call, offer, now_ms, &l);
         }
         let forwarded = Targets::Forwarded {
             source_pn: call.pn_id,

@@ -63,6 +63,13 @@ pub(super) struct ExternalOpened {
 /// What is wrong with an external delivery, if anything.
 fn check(d: &ExternalDelivery) -> Result<(), String> {
     check_offer(&d.offer, &d.source)?;
+    if d.offer.targets.is_empty() || d.offer.held || !d.offer.requires.is_empty() {
+        return Err(
+            "a delivery from outside names its targets, and is neither held nor by \
+                    capability"
+                .into(),
+        );
+    }
     let mut seen = std::collections::BTreeSet::new();
     for (t, part) in &d.specific {
         if !d.offer.targets.contains(t) {

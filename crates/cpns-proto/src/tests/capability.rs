@@ -175,11 +175,44 @@ fn requirements_that_are_not_requirements_are_refused_at_the_pne_and_at_the_serv
         );
         assert!(refused, "{requires}");
     }
-    // Without requirements, an offer still names at least one target.
+    assert!(h.store.deliveries.is_empty());
+}
+
+#[test]
+fn an_offer_naming_no_target_goes_to_every_other_member_with_a_secure_session() {
+    let mut h = world();
+    let bytes = seeded_content(90_000, 34);
+    h.store.pne_outbox.insert(0, bytes.clone());
     let now = h.now();
-    let e = h.pnes[0]
+    let id = h.pnes[0]
         .offer_delivery(now, &offer(&[], &bytes, ""))
-        .unwrap_err();
-    assert!(matches!(e, CommandError::InvalidDelivery(_)), "{e}");
+        .unwrap();
+    h.pump();
+    let Outcome::DeliveryGranted { session, .. } = *h.outcome(0, id) else {
+        panic!()
+    };
+    for i in 1..4 {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+    }
+    assert!(!h.store.deliveries.contains_key(&(session, pne_id(0))));
+    // A PN of the source alone: nobody to deliver to, nothing opened.
+    let mut h = Harness::with_server(
+        &[PneSpec::trusted(), PneSpec::trusted()],
+        crate::server::ServerConfig {
+            offline_after: None,
+            ..crate::server::ServerConfig::default()
+        },
+    );
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::OneToOne);
+    assert_eq!(
+        push(&mut h, &offer(&[], &bytes, ""), &bytes),
+        Err(ErrorCode::NotFound)
+    );
     assert!(h.store.deliveries.is_empty());
 }
