@@ -270,6 +270,27 @@ pub enum Event {
         #[serde(with = "crate::text::list")]
         delivered: Vec<EntityId>,
     },
+    /// A small payload in band from another PNE (004 §5.5.8).
+    MessageReceived {
+        /// Its sender.
+        #[serde(with = "crate::text")]
+        from: EntityId,
+        /// The sender's user.
+        #[serde(with = "crate::text")]
+        owner: cpns_wire::UserId,
+        /// The sender's PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+        /// The service it was sent as.
+        service_id: String,
+        /// Its media type.
+        media_type: String,
+        /// The payload, when it is UTF-8 text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The payload as hex.
+        hex: String,
+    },
     /// A consumer asks this PNE for content it declared (004 §5.5.8.2, pull): with `--share`
     /// the file of that name goes to it; without, its application answers (`deliver` to
     /// `requester` with `pn_id`).
@@ -401,6 +422,7 @@ impl Event {
             Event::DeliveryEnded { .. } => "delivery_ended",
             Event::DeliveryControlled { .. } => "delivery_controlled",
             Event::DeliveryRequested { .. } => "delivery_requested",
+            Event::MessageReceived { .. } => "message_received",
             Event::ServiceGroupContentRefused { .. } => "service_group_content_refused",
             Event::InventoryChanged { .. } => "inventory_changed",
             Event::Completed { .. } => "completed",
@@ -621,6 +643,12 @@ pub enum Outcome {
         group_id: GroupId,
         /// Its epoch now (0: deleted).
         epoch: u64,
+    },
+    /// A small payload was handed on to its PNE (004 §5.5.8).
+    MessageSent {
+        /// The PNE.
+        #[serde(with = "crate::text")]
+        to: EntityId,
     },
     /// The member asked holds the request for content (004 §5.5.8.2, pull).
     DeliveryRequested {

@@ -441,6 +441,32 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         requires: Option<serde_json::Value>,
     },
+    /// PNE: a small payload in band to one PNE (004 §5.5.8), sealed end to end through the
+    /// server: at most 16 KiB, as `text` or `hex`.
+    MessageSend {
+        /// The PNE.
+        #[serde(with = "crate::text")]
+        to: EntityId,
+        /// The payload as UTF-8 text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        /// The payload as hex.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hex: Option<String>,
+        /// The service it is sent as (default `message`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_id: Option<String>,
+        /// Its media type (default `text/plain` for text, `application/octet-stream` for hex).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_type: Option<String>,
+        /// The PNE's PN, when another than this PNE's.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        pn_id: Option<PnId>,
+    },
     /// PNE: ask a member for content it declared it holds (004 §5.5.8.2, pull); it answers
     /// with a delivery to this PNE.
     DeliveryRequest {
@@ -523,7 +549,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 50] = [
+pub const VERB_TABLE: [(&str, Served); 51] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -571,6 +597,7 @@ pub const VERB_TABLE: [(&str, Served); 50] = [
     ("deliver", PNE_SERVER),
     ("delivery_control", PNE),
     ("delivery_request", PNE),
+    ("message_send", PNE),
     ("traffic", GW),
     ("contents_set", PNE),
     ("inventory_subscribe", SERVER),
@@ -650,6 +677,7 @@ impl Request {
             Request::Deliver { .. } => "deliver",
             Request::DeliveryControl { .. } => "delivery_control",
             Request::DeliveryRequest { .. } => "delivery_request",
+            Request::MessageSend { .. } => "message_send",
             Request::Traffic {} => "traffic",
             Request::ContentsSet { .. } => "contents_set",
             Request::InventorySubscribe { .. } => "inventory_subscribe",

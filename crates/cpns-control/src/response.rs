@@ -394,6 +394,12 @@ pub enum Response {
         /// Its SHA-256, as offered (hex).
         sha256: String,
     },
+    /// The payload was handed on to its PNE.
+    MessageSend {
+        /// The PNE.
+        #[serde(with = "crate::text")]
+        to: cpns_wire::EntityId,
+    },
     /// The member was asked; its delivery follows.
     DeliveryRequest {
         /// The member.
@@ -582,6 +588,7 @@ impl Response {
             Response::Deliver { .. } => "deliver",
             Response::DeliveryControl { .. } => "delivery_control",
             Response::DeliveryRequest { .. } => "delivery_request",
+            Response::MessageSend { .. } => "message_send",
             Response::Traffic { .. } => "traffic",
             Response::ContentsSet { .. } => "contents_set",
             Response::InventorySubscribe { .. } => "inventory_subscribe",

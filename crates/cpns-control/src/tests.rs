@@ -160,6 +160,14 @@ fn every_request() -> Vec<Request> {
             held: true,
             requires: Some(serde_json::json!({"has_ui": true})),
         },
+        Request::MessageSend {
+            to: EntityId::new("tv").unwrap(),
+            text: Some("https://example.org/film".into()),
+            hex: None,
+            service_id: None,
+            media_type: None,
+            pn_id: None,
+        },
         Request::DeliveryRequest {
             source: EntityId::new("phone").unwrap(),
             name: "film.mp4".into(),

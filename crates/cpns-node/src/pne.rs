@@ -184,6 +184,8 @@ enum Ask {
     Contents(Vec<cpns_wire::ContentItem>),
     /// Ask a member for content (pull).
     Request(Box<cpns_wire::DeliveryRequest>),
+    /// A small payload in band to one PNE.
+    Message(Box<cpns_wire::DeliveryMessage>),
 }
 
 /// A service group request of a running PNE (004 §5.5.9, §5.5.7.2), end to end.
@@ -511,6 +513,14 @@ impl PneHandle {
     pub async fn request_delivery(&self, req: cpns_wire::DeliveryRequest) -> Result<(), NodeError> {
         match self.run(Ask::Request(Box::new(req))).await? {
             Outcome::DeliveryRequested { .. } => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a small payload in band to one PNE (004 §5.5.8), end to end: `Ok` once handed on.
+    pub async fn send_message(&self, m: cpns_wire::DeliveryMessage) -> Result<(), NodeError> {
+        match self.run(Ask::Message(Box::new(m))).await? {
+            Outcome::MessageSent { .. } => Ok(()),
             other => Err(unexpected(&other)),
         }
     }
@@ -1205,6 +1215,7 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::DeliverySent { .. }
             | PneEvent::DeliveryEnded { .. }
             | PneEvent::DeliveryRequested { .. }
+            | PneEvent::MessageReceived { .. }
             | PneEvent::DeliveryControlled { .. } => {}
         }
     }
@@ -1314,6 +1325,7 @@ impl<S: DeviceStore> Link<S> {
             Ask::Directory(DirectoryAsk::Unwatch(id)) => s.unwatch_services(now, id),
             Ask::Contents(items) => s.declare_contents(now, items),
             Ask::Request(req) => s.request_delivery(now, &req),
+            Ask::Message(m) => s.send_message(now, &m),
             Ask::Deliver(offer, path) => {
                 let started = s.offer_delivery(now, &offer);
                 if let Ok(id) = &started {

@@ -33,6 +33,23 @@ pub(crate) enum ContentVerb {
     /// Push FILE to PNEs of the running PNE's PN, or of another PN (--pn), sealed end to end
     /// through the PN GWs.
     Push(PushArgs),
+    /// Send a small payload in band to one PNE (at most 16 KiB), sealed end to end through the
+    /// server.
+    Message {
+        /// The PNE.
+        to: EntityId,
+        /// The payload, as text.
+        text: String,
+        /// Its media type.
+        #[arg(long = "type", default_value = "text/plain")]
+        media_type: String,
+        /// The service it is sent as.
+        #[arg(long, default_value = "message")]
+        service: String,
+        /// The PNE's PN, when another than the running PNE's.
+        #[arg(long)]
+        pn: Option<cpns_wire::PnId>,
+    },
     /// Ask a member for content it declared it holds (pull): it answers with a delivery to the
     /// running PNE, kept in its inbox; follow it with `cpns pn events`.
     Pull {
@@ -105,6 +122,32 @@ pub(crate) async fn content(a: ContentArgs) -> anyhow::Result<()> {
         ContentVerb::Declare { file } => declare(t, &file).await,
         ContentVerb::Push(p) => push(t, p).await,
         ContentVerb::Control { session, action } => control(t, session, action).await,
+        ContentVerb::Message {
+            to,
+            text,
+            media_type,
+            service,
+            pn,
+        } => {
+            let request = Request::MessageSend {
+                to,
+                text: Some(text),
+                hex: None,
+                service_id: Some(service),
+                media_type: Some(media_type),
+                pn_id: pn,
+            };
+            let answer = ask(t, request).await?;
+            let Response::MessageSend { to } = &answer else {
+                return Err(unexpected(&answer));
+            };
+            if t.json {
+                print_json(&answer);
+            } else {
+                println!("message handed on to {to}");
+            }
+            Ok(())
+        }
         ContentVerb::Pull {
             source,
             name,

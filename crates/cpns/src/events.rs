@@ -444,6 +444,22 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             .text("name", name)
             .field("bytes", "bytes", Value::Number(*bytes))
             .field("specific", "bytes of its own", Value::Number(*specific)),
+        PneEvent::MessageReceived {
+            from,
+            service_id,
+            media_type,
+            payload,
+            ..
+        } => {
+            let d = Described::new("message_received")
+                .text("from", from)
+                .text("service_id", service_id)
+                .text("media_type", media_type);
+            match std::str::from_utf8(payload) {
+                Ok(text) => d.text("text", text.escape_debug()),
+                Err(_) => d.text("hex", hex::encode(payload)),
+            }
+        }
         PneEvent::DeliveryRequested {
             requester,
             name,
@@ -706,6 +722,7 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                     "delivered",
                     Value::Number(u64::from(*delivered)),
                 ),
+            Outcome::MessageSent { to } => Described::new("message_sent").text("to", to),
             Outcome::DeliveryRequested { source, name } => Described::new("delivery_asked")
                 .text("source", source)
                 .text("name", name),

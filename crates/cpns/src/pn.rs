@@ -403,7 +403,8 @@ fn print_answer(r: &Response) {
         | Response::GroupSend { .. }
         | Response::Deliver { .. }
         | Response::DeliveryControl { .. }
-        | Response::DeliveryRequest { .. }) => {
+        | Response::DeliveryRequest { .. }
+        | Response::MessageSend { .. }) => {
             println!("{}", cpns_control::encode_answer(&Ok(other.clone())))
         }
     }
@@ -561,6 +562,12 @@ fn print_event(e: &Event) {
         } => match reason {
             Some(r) => println!("delivery {session} at {target}: {result} ({r})"),
             None => println!("delivery {session} at {target}: {result}"),
+        },
+        Event::MessageReceived {
+            from, text, hex, ..
+        } => match text {
+            Some(t) => println!("message from {from}: {}", t.escape_debug()),
+            None => println!("message from {from}: {hex} (hex)"),
         },
         Event::DeliveryRequested {
             requester,

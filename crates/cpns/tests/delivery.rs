@@ -835,6 +835,24 @@ async fn a_pne_pulls_content_another_declared_and_shares() {
     let kept = std::path::PathBuf::from(inbox).join("film.mp4");
     assert_eq!(std::fs::read(&kept).unwrap(), bytes);
 
+    // A small payload in band, the other way.
+    let phone_db = w.store("phone");
+    cpns(&[
+        "content",
+        "message",
+        "tv",
+        "https://example.org/film",
+        "--type",
+        "text/uri-list",
+        "--store",
+        s(&phone_db),
+    ]);
+    let m = tv.expect_event("message_received");
+    assert_eq!(
+        (m["from"].as_str(), m["text"].as_str()),
+        (Some("phone"), Some("https://example.org/film"))
+    );
+
     // Shared but never declared: the server refuses it, the phone is not asked.
     let out = run(&[
         "content",

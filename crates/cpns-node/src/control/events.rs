@@ -217,6 +217,22 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             result: delivery_result(*result).into(),
             reason: reason.clone(),
         }],
+        PneEvent::MessageReceived {
+            from,
+            owner,
+            pn_id,
+            service_id,
+            media_type,
+            payload,
+        } => vec![Event::MessageReceived {
+            from: from.clone(),
+            owner: owner.clone(),
+            pn_id: *pn_id,
+            service_id: service_id.clone(),
+            media_type: media_type.clone(),
+            text: String::from_utf8(payload.clone()).ok(),
+            hex: hex::encode(payload),
+        }],
         PneEvent::DeliveryRequested {
             requester,
             owner,
@@ -333,6 +349,7 @@ fn pn_change(o: &Outcome) -> Option<Event> {
         | Outcome::ServiceGroupSent { .. }
         | Outcome::DeliveryGranted { .. }
         | Outcome::DeliveryRequested { .. }
+        | Outcome::MessageSent { .. }
         | Outcome::DeliveryEnded { .. }
         | Outcome::ContentsDeclared { .. }
         | Outcome::InvitationAnswered { .. } => None,
@@ -475,6 +492,7 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             epoch: *epoch,
             delivered: *delivered,
         },
+        Outcome::MessageSent { to } => ApiOutcome::MessageSent { to: to.clone() },
         Outcome::DeliveryRequested { source, name } => ApiOutcome::DeliveryRequested {
             source: source.clone(),
             name: name.clone(),

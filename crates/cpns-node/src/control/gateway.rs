@@ -147,7 +147,8 @@ impl GatewayApi {
             | Request::GroupSend { .. }
             | Request::Deliver { .. }
             | Request::DeliveryControl { .. }
-            | Request::DeliveryRequest { .. }) => Err(Role::Gateway.refusal(&r)),
+            | Request::DeliveryRequest { .. }
+            | Request::MessageSend { .. }) => Err(Role::Gateway.refusal(&r)),
         };
         answered.into()
     }

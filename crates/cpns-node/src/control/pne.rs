@@ -414,6 +414,32 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 };
                 one(self.deliver(file, to, offer).await?)
             }
+            Request::MessageSend {
+                to,
+                text,
+                hex,
+                service_id,
+                media_type,
+                pn_id,
+            } => {
+                let payload = Request::content(text.as_deref(), hex.as_deref())
+                    .map_err(ApiError::bad_request)?;
+                let default_type = if text.is_some() {
+                    "text/plain"
+                } else {
+                    "application/octet-stream"
+                };
+                let m = cpns_wire::DeliveryMessage {
+                    peer: to.clone(),
+                    service_id: service_id.unwrap_or_else(|| "message".into()),
+                    media_type: media_type.unwrap_or_else(|| default_type.into()),
+                    payload,
+                    pn_id,
+                    owner: None,
+                };
+                h.send_message(m).await.map_err(api_error)?;
+                one(Response::MessageSend { to })
+            }
             Request::DeliveryRequest {
                 source,
                 name,

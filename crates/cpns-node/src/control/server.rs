@@ -165,7 +165,8 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::Groups {}
             | Request::GroupSend { .. }
             | Request::DeliveryControl { .. }
-            | Request::DeliveryRequest { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::DeliveryRequest { .. }
+            | Request::MessageSend { .. }) => Err(Role::Server.refusal(&r)),
             Request::InventorySubscribe { user } => return self.follow_inventory(user),
             Request::Deliver {
                 file,

@@ -119,6 +119,20 @@ impl PneSession {
         self.typed_call(now, DELIVERY_OFFER, offer, Flow::Delivery)
     }
 
+    /// Sends a small payload in band to one PNE (004 §5.5.8; docs/services.md, "Small payloads
+    /// in band"): sealed to the server under this PNE's SK_PNE and to the target under its
+    /// own; completes with [`Outcome::MessageSent`] once handed on.
+    pub fn send_message(
+        &mut self,
+        now: Instant,
+        m: &cpns_wire::DeliveryMessage,
+    ) -> Result<CommandId, CommandError> {
+        if let Err(why) = crate::server::delivery::check_message(m, &self.cfg.id) {
+            return Err(CommandError::InvalidDelivery(why));
+        }
+        self.typed_call(now, cpns_wire::DELIVERY_MESSAGE, m, Flow::Delivery)
+    }
+
     /// Asks a member for content it declared it holds (004 §5.5.8.2, pull): completes with
     /// [`Outcome::DeliveryRequested`] once the server told it; the member then offers it to
     /// this PNE (an ordinary delivery, [`PneEvent::DeliveryOffered`]).
@@ -323,6 +337,11 @@ impl PneSession {
 
     /// The server's answer to an offer: the session is kept, its key with it.
     pub(super) fn delivery_answered(&mut self, a: SecureCall) -> Result<Outcome, Failure> {
+        if a.service == cpns_wire::DELIVERY_MESSAGE {
+            return minicbor::decode::<cpns_wire::DeliveryMessage>(&a.payload)
+                .map(|m| Outcome::MessageSent { to: m.peer })
+                .map_err(|_| Failure::AnswerDidNotOpen);
+        }
         if a.service == cpns_wire::DELIVERY_REQUEST {
             return minicbor::decode::<cpns_wire::DeliveryRequest>(&a.payload)
                 .map(|r| Outcome::DeliveryRequested {

@@ -331,6 +331,22 @@ pub enum PneEvent {
         /// Why, when the target knows more.
         reason: Option<String>,
     },
+    /// A small payload in band from another PNE, through the server, sealed end to end to
+    /// this PNE (004 §5.5.8).
+    MessageReceived {
+        /// Its sender.
+        from: EntityId,
+        /// The sender's user.
+        owner: cpns_wire::UserId,
+        /// The sender's PN.
+        pn_id: PnId,
+        /// The service it was sent as.
+        service_id: String,
+        /// Its media type.
+        media_type: String,
+        /// The payload.
+        payload: Vec<u8>,
+    },
     /// A consumer asks this PNE for content it declared it holds (004 §5.5.8.2, pull): its
     /// application (or its driver's shared directory) answers with a delivery to `requester`,
     /// `to_pn` `pn_id`.

@@ -154,6 +154,11 @@ pub enum Outcome {
         /// The PN whose PN GW relays it.
         pn_id: PnId,
     },
+    /// `send_message`: the small payload was handed on to its PNE (004 §5.5.8).
+    MessageSent {
+        /// The PNE.
+        to: EntityId,
+    },
     /// `request_delivery`: the member was asked for the content (004 §5.5.8.2, pull); its
     /// delivery follows as an offer to this PNE.
     DeliveryRequested {

@@ -127,6 +127,21 @@ impl PneSession {
             }
             return;
         }
+        if call.service == cpns_wire::DELIVERY_MESSAGED {
+            if let Ok(m) = minicbor::decode::<cpns_wire::DeliveryMessage>(&call.payload)
+                && let (Some(pn_id), Some(owner)) = (m.pn_id, m.owner)
+            {
+                self.event(PneEvent::MessageReceived {
+                    from: m.peer,
+                    owner,
+                    pn_id,
+                    service_id: m.service_id,
+                    media_type: m.media_type,
+                    payload: m.payload,
+                });
+            }
+            return;
+        }
         if call.service == cpns_wire::DELIVERY_REQUESTED {
             if let Ok(asked) = minicbor::decode::<cpns_wire::DeliveryRequested>(&call.payload) {
                 self.on_delivery_requested(asked);

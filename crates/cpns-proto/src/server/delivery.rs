@@ -36,7 +36,27 @@ pub const WINDOW: u32 = 3 * CHUNK;
 
 /// Whether `service` is one of delivery's secure calls.
 pub(super) fn is_delivery(service: &str) -> bool {
-    [DELIVERY_OFFER, DELIVERY_DONE, DELIVERY_REQUEST].contains(&service)
+    [
+        DELIVERY_OFFER,
+        DELIVERY_DONE,
+        DELIVERY_REQUEST,
+        cpns_wire::DELIVERY_MESSAGE,
+    ]
+    .contains(&service)
+}
+
+/// A small payload in band for one PNE, waiting for that PNE's PN.
+#[derive(Debug)]
+pub(super) struct MessageLoad {
+    call: Call,
+    m: cpns_wire::DeliveryMessage,
+    now_ms: i64,
+}
+
+impl MessageLoad {
+    pub(super) fn asker(&self) -> (u64, cpns_wire::Address) {
+        self.call.asker()
+    }
 }
 
 /// A consumer's request for content (pull) waiting for the member's PN.
@@ -83,6 +103,34 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
     }
     if o.size == 0 || o.size > MAX_SIZE {
         return Err(format!("content is 1 byte to {} GiB", MAX_SIZE >> 30));
+    }
+    Ok(())
+}
+
+/// What is wrong with a small payload for one PNE from `sender`, if anything.
+pub(crate) fn check_message(
+    m: &cpns_wire::DeliveryMessage,
+    sender: &EntityId,
+) -> Result<(), String> {
+    let text_ok = |s: &str, max: usize| {
+        let n = s.chars().count();
+        n > 0 && n <= max && !s.chars().any(char::is_control)
+    };
+    if !text_ok(&m.service_id, 64) || !text_ok(&m.media_type, 127) {
+        return Err(
+            "a service id is 1 to 64 characters and a media type 1 to 127, none a \
+                    control character"
+                .into(),
+        );
+    }
+    if m.payload.len() > cpns_wire::MAX_MESSAGE {
+        return Err(format!(
+            "a message carries at most {} bytes: deliver more as content",
+            cpns_wire::MAX_MESSAGE
+        ));
+    }
+    if m.peer == *sender {
+        return Err("a PNE does not send itself a message".into());
     }
     Ok(())
 }
@@ -260,6 +308,9 @@ impl ServerSession {
         }
         if service == DELIVERY_REQUEST {
             return self.delivery_request(c, payload, now_ms);
+        }
+        if service == cpns_wire::DELIVERY_MESSAGE {
+            return self.delivery_message(c, payload, now_ms);
         }
         let Ok(offer) = minicbor::decode::<DeliveryOffer>(payload) else {
             let why = "the delivery offer did not decode";
@@ -681,13 +732,18 @@ impl ServerSession {
         self.load(Parked::RequestLoad(Box::new(parked)), load);
     }
 
-    /// The member's PN is read: it must be a member with a secure session that declared the
-    /// content asked for, in the requester's PN or one forwarding reaches; it is told, end to
-    /// end, and the requester answered.
-    pub(super) fn request_loaded(&mut self, p: RequestLoad, l: super::PnLoaded) {
-        let RequestLoad { call, req, now_ms } = p;
+    /// Where a notice to member `peer` of the PN `l` read goes, for the caller of `call` (and
+    /// the caller's user): `peer` must be a member with a secure session, in the caller's PN or
+    /// one forwarding reaches (another PN of the caller's user, or the caller's user's own
+    /// device); `holding`, if given, a content it declared.
+    fn member_reach(
+        call: &Call,
+        peer: &EntityId,
+        holding: Option<&str>,
+        l: &super::PnLoaded,
+    ) -> Result<(Reach, UserId), (ErrorCode, String)> {
         let Some(pn) = &l.pn else {
-            return self.refuse_call(&call, ErrorCode::NotFound, "no such PN");
+            return Err((ErrorCode::NotFound, "no such PN".into()));
         };
         let owner_of = |e: &EntityId| {
             l.entities
@@ -695,39 +751,54 @@ impl ServerSession {
                 .find(|k| k.id == *e)
                 .map(|k| k.owner.clone())
         };
-        let (Some(asker), Some(source_owner)) = (owner_of(&call.pne), owner_of(&req.source)) else {
-            let why = format!("{} is not enrolled", req.source);
-            return self.refuse_call(&call, ErrorCode::NotFound, &why);
+        let (Some(asker), Some(peer_owner)) = (owner_of(&call.pne), owner_of(peer)) else {
+            return Err((ErrorCode::NotFound, format!("{peer} is not enrolled")));
         };
         let pn_id = pn.inventory.pn_id;
-        if pn_id != call.pn_id && pn.owner != asker && source_owner != asker {
-            let why = "a request reaches another PN of the asker's user, or the asker's user's \
-                       own devices in another's PN";
-            return self.refuse_call(&call, ErrorCode::Forbidden, why);
+        if pn_id != call.pn_id && pn.owner != asker && peer_owner != asker {
+            let why = "it reaches another PN of the asker's user, or the asker's user's own \
+                       devices in another's PN";
+            return Err((ErrorCode::Forbidden, why.into()));
         }
         let sk = l
             .member_keys
             .iter()
-            .find(|(e, _)| *e == req.source)
+            .find(|(e, _)| e == peer)
             .map(|(_, k)| k.clone());
-        let holds = pn
-            .inventory
-            .members
-            .iter()
-            .any(|m| m.pne_id == req.source && m.contents.iter().any(|c| c.name == req.name));
+        let holds = holding.is_none_or(|name| {
+            pn.inventory
+                .members
+                .iter()
+                .any(|m| m.pne_id == *peer && m.contents.iter().any(|c| c.name == name))
+        });
         let Some(session_key) = sk.filter(|_| holds) else {
-            let why = format!(
-                "{} is not a member with a secure session holding \"{}\" (as it declared)",
-                req.source, req.name
-            );
-            return self.refuse_call(&call, ErrorCode::NotFound, &why);
+            let why = match holding {
+                Some(name) => format!(
+                    "{peer} is not a member with a secure session holding \"{name}\" (as it \
+                     declared)"
+                ),
+                None => format!("{peer} is not a member with a secure session"),
+            };
+            return Err((ErrorCode::NotFound, why));
         };
         let reach = Reach {
-            entity: req.source.clone(),
-            owner: source_owner,
+            entity: peer.clone(),
+            owner: peer_owner,
             pn_id,
             session_key,
             gateway: pn.gateway.clone(),
+        };
+        Ok((reach, asker))
+    }
+
+    /// The member's PN is read: it must be a member with a secure session that declared the
+    /// content asked for, in the requester's PN or one forwarding reaches; it is told, end to
+    /// end, and the requester answered.
+    pub(super) fn request_loaded(&mut self, p: RequestLoad, l: super::PnLoaded) {
+        let RequestLoad { call, req, now_ms } = p;
+        let (reach, asker) = match Self::member_reach(&call, &req.source, Some(&req.name), &l) {
+            Ok(r) => r,
+            Err((code, why)) => return self.refuse_call(&call, code, &why),
         };
         let asked = DeliveryRequested {
             requester: call.pne.clone(),
@@ -738,6 +809,50 @@ impl ServerSession {
         };
         self.push(&reach, DELIVERY_REQUESTED, &asked, now_ms);
         self.answer_service(&call, DELIVERY_REQUEST, &req);
+    }
+
+    /// A small payload in band for one PNE (004 §5.5.8): checked, and that PNE's PN read.
+    fn delivery_message(&mut self, c: Call, payload: &[u8], now_ms: i64) {
+        let Ok(m) = minicbor::decode::<cpns_wire::DeliveryMessage>(payload) else {
+            let why = "the message did not decode";
+            return self.refuse_call(&c, ErrorCode::BadRequest, why);
+        };
+        if let Err(why) = check_message(&m, &c.pne) {
+            return self.refuse_call(&c, ErrorCode::BadRequest, &why);
+        }
+        let load = Load::Pn {
+            pn: m.pn_id.unwrap_or(c.pn_id),
+            replay: None,
+            entities: vec![m.peer.clone(), c.pne.clone()],
+            member_keys: true,
+        };
+        let parked = MessageLoad { call: c, m, now_ms };
+        self.load(Parked::MessageLoad(Box::new(parked)), load);
+    }
+
+    /// The target's PN is read: the payload goes to it end to end, naming its sender, and the
+    /// sender is answered (without the payload).
+    pub(super) fn message_loaded(&mut self, p: MessageLoad, l: super::PnLoaded) {
+        let MessageLoad { call, m, now_ms } = p;
+        let (reach, asker) = match Self::member_reach(&call, &m.peer, None, &l) {
+            Ok(r) => r,
+            Err((code, why)) => return self.refuse_call(&call, code, &why),
+        };
+        let to = m.peer.clone();
+        let notice = cpns_wire::DeliveryMessage {
+            peer: call.pne.clone(),
+            pn_id: Some(call.pn_id),
+            owner: Some(asker),
+            ..m
+        };
+        self.push(&reach, cpns_wire::DELIVERY_MESSAGED, &notice, now_ms);
+        let answer = cpns_wire::DeliveryMessage {
+            peer: to,
+            payload: Vec::new(),
+            owner: None,
+            ..notice
+        };
+        self.answer_service(&call, cpns_wire::DELIVERY_MESSAGE, &answer);
     }
 
     /// A target ends its part: its record is closed once.

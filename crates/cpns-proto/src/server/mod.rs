@@ -909,6 +909,7 @@ enum Parked {
     ForwardLoad(Box<delivery::ForwardLoad>),
     PickLoad(Box<delivery::PickLoad>),
     RequestLoad(Box<delivery::RequestLoad>),
+    MessageLoad(Box<delivery::MessageLoad>),
     DeliveryOpened(Box<delivery::DeliveryOpened>),
     DeliveryClosed(Box<(secure::Call, cpns_wire::DeliveryDone)>),
     ExternalLoad(Box<external::ExternalLoad>),
@@ -1264,6 +1265,13 @@ impl ServerSession {
             Parked::ExternalLoad(d) => self.external_loaded(*d, load::pn(loaded)),
             Parked::DeliveryLoad(d) => match load::pn(loaded) {
                 Ok(l) => self.delivery_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::MessageLoad(d) => match load::pn(loaded) {
+                Ok(l) => self.message_loaded(*d, l),
                 Err(e) => {
                     let (req_msg, to) = d.asker();
                     self.load_failed(req_msg, to, Flow::SecureCall, e);

@@ -194,3 +194,88 @@ fn a_request_into_another_users_pn_is_refused_and_into_ones_own_other_pn_goes() 
         }
     }
 }
+
+fn message(to: usize, payload: &[u8], pn_id: Option<PnId>) -> cpns_wire::DeliveryMessage {
+    cpns_wire::DeliveryMessage {
+        peer: pne_id(to),
+        service_id: "cast".into(),
+        media_type: "text/uri-list".into(),
+        payload: payload.to_vec(),
+        pn_id,
+        owner: None,
+    }
+}
+
+/// What PNE `i` received in band: (from, payload).
+fn messages(h: &Harness, i: usize) -> Vec<(cpns_wire::EntityId, Vec<u8>)> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::MessageReceived { from, payload, .. } => {
+                Some((from.clone(), payload.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_small_payload_goes_in_band_to_one_pne_sealed_end_to_end() {
+    let mut h = world();
+    let payload = b"https://example.org/film-42".to_vec();
+    let now = h.now();
+    let id = h.pnes[0]
+        .send_message(now, &message(2, &payload, None))
+        .unwrap();
+    h.pump();
+    assert!(matches!(h.outcome(0, id), Outcome::MessageSent { to } if *to == pne_id(2)));
+    assert_eq!(messages(&h, 2), [(pne_id(0), payload.clone())]);
+    assert!(messages(&h, 1).is_empty(), "only its target");
+    // Never in the clear on any hop: sealed to the server, and to the target.
+    assert!(
+        h.log.iter().all(|f| !f
+            .body
+            .windows(payload.len())
+            .any(|w| w == payload.as_slice())),
+        "the payload crossed in the clear"
+    );
+}
+
+#[test]
+fn a_message_out_of_bounds_or_to_nobody_is_refused_and_goes_nowhere() {
+    let mut h = world();
+    let now = h.now();
+    let big = vec![7u8; cpns_wire::MAX_MESSAGE + 1];
+    for bad in [
+        message(0, b"me", None),
+        message(2, &big, None),
+        cpns_wire::DeliveryMessage {
+            media_type: String::new(),
+            ..message(2, b"x", None)
+        },
+    ] {
+        let e = h.pnes[0].send_message(now, &bad).unwrap_err();
+        assert!(matches!(e, CommandError::InvalidDelivery(_)), "{e}");
+        let payload = minicbor::to_vec(&bad).unwrap();
+        let id = h.pnes[0]
+            .secure_call(now, cpns_wire::DELIVERY_MESSAGE, payload)
+            .unwrap();
+        h.pump();
+        let refused = matches!(h.completion(0, id).map(|c| &c.result),
+            Some(Err(crate::Failure::Refused(e))) if e.code == ErrorCode::BadRequest);
+        assert!(refused);
+    }
+    // Not a member: not found.
+    let stranger = cpns_wire::DeliveryMessage {
+        peer: super::harness::id("stranger"),
+        ..message(2, b"x", None)
+    };
+    let id = h.pnes[0].send_message(now, &stranger).unwrap();
+    h.pump();
+    let refused = matches!(h.completion(0, id).map(|c| &c.result),
+        Some(Err(crate::Failure::Refused(e))) if e.code == ErrorCode::NotFound);
+    assert!(refused);
+    for i in 0..3 {
+        assert!(messages(&h, i).is_empty());
+    }
+}

@@ -31,6 +31,44 @@ pub const DELIVERY_REQUEST: &str = "cpns.delivery.request";
 /// The notice telling a member a consumer asks it for content: payload [`DeliveryRequested`].
 pub const DELIVERY_REQUESTED: &str = "cpns.delivery.requested";
 
+/// The secure call a PNE sends a small payload in band to one PNE with: payload
+/// [`DeliveryMessage`], answered the same once handed on.
+pub const DELIVERY_MESSAGE: &str = "cpns.delivery.message";
+/// The notice carrying a small payload to its PNE: payload [`DeliveryMessage`], `from` set.
+pub const DELIVERY_MESSAGED: &str = "cpns.delivery.messaged";
+/// The largest small payload carried in band.
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
+/// Delivery Message: a small payload for one PNE, in band (004 §5.5.8; docs/services.md,
+/// "Small payloads in band"): sealed under the sender's SK_PNE to the server, and under the
+/// target's to it; no chunks, no session.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryMessage {
+    /// The target (in the call); the sender (in the notice).
+    #[n(0)]
+    pub peer: EntityId,
+    /// The service it is sent as.
+    #[n(1)]
+    pub service_id: String,
+    /// Its media type.
+    #[n(2)]
+    pub media_type: String,
+    /// The payload, at most [`MAX_MESSAGE`] bytes.
+    #[n(3)]
+    #[cbor(with = "minicbor::bytes")]
+    pub payload: Vec<u8>,
+    /// In the call: the target's PN when another than the call's (as forwarding reaches). In
+    /// the notice: the sender's PN.
+    #[n(4)]
+    #[cbor(default)]
+    pub pn_id: Option<PnId>,
+    /// In the notice: the sender's user.
+    #[n(5)]
+    #[cbor(default)]
+    pub owner: Option<UserId>,
+}
+
 /// Delivery Request: a consumer asks a member for content it declared it holds (004
 /// §5.5.8.2, the pull mode); the member answers with a delivery to it (a push).
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]

@@ -326,4 +326,5 @@ bodies! {
     168 => DeliveryControl,
     169 => DeliveryRequest,
     170 => DeliveryRequested,
+    171 => DeliveryMessage,
 }

@@ -1116,6 +1116,18 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "delivery message",
+            DeliveryMessage {
+                peer: eid("phone-1"),
+                service_id: "cast".into(),
+                media_type: "text/uri-list".into(),
+                payload: b"https://example.org/film".to_vec(),
+                pn_id: Some(pn(7)),
+                owner: Some("alice".parse().unwrap()),
+            }
+            .into(),
+        ),
+        (
             "delivery request",
             DeliveryRequest {
                 source: eid("phone-1"),
