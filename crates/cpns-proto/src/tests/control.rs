@@ -7,8 +7,8 @@
 use sha2::Digest;
 
 use cpns_wire::{
-    Body, ControlAction, DeliveryControl, DeliveryId, DeliveryOffer, DeliveryResult, EntityId,
-    Envelope, HashBytes, SetupType,
+    Body, ControlAction, DeliveryControl, DeliveryId, DeliveryOffer, DeliveryResult, Envelope,
+    HashBytes, SetupType,
 };
 
 use super::delivery::seeded_content;
@@ -87,31 +87,6 @@ fn controlled(h: &Harness, i: usize, session: DeliveryId) -> Vec<ControlAction> 
         .collect()
 }
 
-fn ended(h: &Harness, i: usize, session: DeliveryId) -> Vec<(EntityId, DeliveryResult)> {
-    h.pne_events(i)
-        .into_iter()
-        .filter_map(|e| match e {
-            PneEvent::DeliveryEnded {
-                session: s,
-                target,
-                result,
-                ..
-            } if *s == session => Some((target.clone(), *result)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn sent(h: &Harness, session: DeliveryId) -> Option<Vec<EntityId>> {
-    h.pne_events(0).into_iter().find_map(|e| match e {
-        PneEvent::DeliverySent {
-            session: s,
-            delivered,
-        } if *s == session => Some(delivered.clone()),
-        _ => None,
-    })
-}
-
 /// Holds back every acknowledgement the PN GW gives the source after its first `n`: the
 /// session stops a window past them, mid-way.
 fn hold_acks_after(h: &mut Harness, n: usize) {
@@ -151,13 +126,16 @@ fn a_session_set_up_held_moves_only_once_started_and_its_targets_wait_meanwhile(
     assert_eq!(chunks_sent(&h, session), 0);
     h.advance(std::time::Duration::from_secs(300));
     assert_eq!(chunks_sent(&h, session), 0);
-    assert!(ended(&h, 1, session).is_empty() && ended(&h, 2, session).is_empty());
+    assert!(h.delivery_ends(1, session).is_empty() && h.delivery_ends(2, session).is_empty());
     control(&mut h, session, ControlAction::Start).unwrap();
     for i in [1, 2] {
         assert_eq!(h.store.pne_received.get(&(i, session)), Some(&bytes));
         assert_eq!(controlled(&h, i, session), [ControlAction::Start]);
     }
-    assert_eq!(sent(&h, session), Some(vec![pne_id(1), pne_id(2)]));
+    assert_eq!(
+        h.delivery_sent(0, session),
+        Some(vec![pne_id(1), pne_id(2)])
+    );
     // Started once: not again.
     assert!(matches!(
         h.pnes[0].control_delivery(session, ControlAction::Start),
@@ -172,7 +150,10 @@ fn a_paused_session_sends_nothing_its_targets_do_not_give_up_and_it_resumes_to_t
     let bytes = seeded_content(600_000, 22);
     let session = push(&mut h, &[1, 2], &bytes, false);
     let before = chunks_sent(&h, session);
-    assert!(before > 0 && sent(&h, session).is_none(), "mid-way");
+    assert!(
+        before > 0 && h.delivery_sent(0, session).is_none(),
+        "mid-way"
+    );
     control(&mut h, session, ControlAction::Pause).unwrap();
     // What the targets acknowledged reaches the source now: paused, it sends nothing more.
     release_acks(&mut h);
@@ -180,7 +161,7 @@ fn a_paused_session_sends_nothing_its_targets_do_not_give_up_and_it_resumes_to_t
     h.advance(std::time::Duration::from_secs(300));
     assert_eq!(chunks_sent(&h, session), before);
     for i in [1, 2] {
-        assert!(ended(&h, i, session).is_empty(), "PNE {i} waited");
+        assert!(h.delivery_ends(i, session).is_empty(), "PNE {i} waited");
         assert_eq!(controlled(&h, i, session), [ControlAction::Pause]);
     }
     control(&mut h, session, ControlAction::Resume).unwrap();
@@ -191,7 +172,10 @@ fn a_paused_session_sends_nothing_its_targets_do_not_give_up_and_it_resumes_to_t
             [ControlAction::Pause, ControlAction::Resume]
         );
     }
-    assert_eq!(sent(&h, session), Some(vec![pne_id(1), pne_id(2)]));
+    assert_eq!(
+        h.delivery_sent(0, session),
+        Some(vec![pne_id(1), pne_id(2)])
+    );
 }
 
 #[test]
@@ -209,18 +193,18 @@ fn a_stopped_session_ends_every_targets_part_keeping_nothing_and_is_recorded_so(
         assert_eq!(result, DeliveryResult::Stopped.code());
         assert!(bytes < 600_000);
         assert_eq!(
-            ended(&h, i, session),
+            h.delivery_ends(i, session),
             [(pne_id(i), DeliveryResult::Stopped)]
         );
     }
     assert_eq!(
-        ended(&h, 0, session),
+        h.delivery_ends(0, session),
         [
             (pne_id(1), DeliveryResult::Stopped),
             (pne_id(2), DeliveryResult::Stopped)
         ]
     );
-    assert_eq!(sent(&h, session), Some(vec![]));
+    assert_eq!(h.delivery_sent(0, session), Some(vec![]));
     assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
 }
 
@@ -268,7 +252,10 @@ fn only_the_source_controls_a_session_and_only_as_its_state_allows() {
             if *s == session && *from == pne_id(1) && reason.contains("source"))
     });
     assert!(refused);
-    assert!(ended(&h, 2, session).is_empty(), "PNE 2 was not stopped");
+    assert!(
+        h.delivery_ends(2, session).is_empty(),
+        "PNE 2 was not stopped"
+    );
     let to_two = h
         .delivered(Party::Gw, Party::Pne(2))
         .into_iter()
@@ -278,7 +265,10 @@ fn only_the_source_controls_a_session_and_only_as_its_state_allows() {
     // Resumed, it goes to the end.
     control(&mut h, session, ControlAction::Resume).unwrap();
     release_acks(&mut h);
-    assert_eq!(sent(&h, session), Some(vec![pne_id(1), pne_id(2)]));
+    assert_eq!(
+        h.delivery_sent(0, session),
+        Some(vec![pne_id(1), pne_id(2)])
+    );
 }
 
 #[test]
@@ -303,13 +293,16 @@ fn service_control_reaches_targets_behind_another_pn_gw_through_the_server() {
         panic!()
     };
     h.advance(std::time::Duration::from_secs(300));
-    assert!(sent(&h, session).is_none() && ended(&h, 2, session).is_empty());
+    assert!(h.delivery_sent(0, session).is_none() && h.delivery_ends(2, session).is_empty());
     control(&mut h, session, ControlAction::Start).unwrap();
     for i in [2, 3] {
         assert_eq!(h.store.pne_received.get(&(i, session)), Some(&bytes));
         assert_eq!(controlled(&h, i, session), [ControlAction::Start]);
     }
-    assert_eq!(sent(&h, session), Some(vec![pne_id(2), pne_id(3)]));
+    assert_eq!(
+        h.delivery_sent(0, session),
+        Some(vec![pne_id(2), pne_id(3)])
+    );
     // The control crossed each WAN session once.
     let up = h
         .delivered(Party::Gw, Party::Server)

@@ -80,21 +80,6 @@ fn push(h: &mut Harness, to: &[usize], bytes: &[u8]) -> DeliveryId {
     }
 }
 
-fn ended(h: &Harness, i: usize, session: DeliveryId) -> Vec<(EntityId, DeliveryResult)> {
-    h.pne_events(i)
-        .into_iter()
-        .filter_map(|e| match e {
-            PneEvent::DeliveryEnded {
-                session: s,
-                target,
-                result,
-                ..
-            } if *s == session => Some((target.clone(), *result)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Each of PNEs `targets` holds `bytes` as received in `session`, its hash checked.
 fn assert_received(h: &Harness, targets: &[usize], session: DeliveryId, bytes: &[u8]) {
     for i in targets {
@@ -104,12 +89,6 @@ fn assert_received(h: &Harness, targets: &[usize], session: DeliveryId, bytes: &
             "PNE {i}"
         );
     }
-}
-
-fn sent(h: &Harness, session: DeliveryId) -> bool {
-    h.pne_events(0)
-        .into_iter()
-        .any(|e| matches!(e, PneEvent::DeliverySent { session: s, .. } if *s == session))
 }
 
 #[test]
@@ -141,7 +120,7 @@ fn a_push_reaches_every_target_in_chunks_sealed_end_to_end_and_is_recorded() {
         assert_eq!(record.charged.as_str(), "alice");
         assert_eq!(record.service_id, "video");
     }
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
     assert!(refusals(&h).is_empty(), "{:?}", refusals(&h));
     // The last acknowledgement of each target was of every byte, and reached the source.
     let told: Vec<u64> = h
@@ -188,7 +167,7 @@ fn a_push_goes_the_same_on_sealed_pan_links() {
     let bytes = content(200_000);
     let session = push(&mut h, &[1, 2], &bytes);
     assert_received(&h, &[1, 2], session, &bytes);
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
 }
 
 #[test]
@@ -196,7 +175,7 @@ fn the_source_never_sends_past_a_window_of_what_every_target_has() {
     let mut h = world();
     let bytes = content(3_000_000);
     let session = push(&mut h, &[1, 2], &bytes);
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
     // In the order the frames went: each chunk the source sent lies within the window past the
     // last acknowledgement it had been given.
     let window = u64::from(crate::server::delivery::WINDOW);
@@ -263,9 +242,12 @@ fn a_pn_gw_that_alters_a_chunk_is_caught_and_the_other_target_still_gets_it_all(
         Some((2 * 65_536, DeliveryResult::Failed.code()))
     );
     assert_eq!(h.store.pne_received.get(&(2, session)), Some(&bytes));
-    assert_eq!(ended(&h, 0, session), [(pne_id(1), DeliveryResult::Failed)]);
+    assert_eq!(
+        h.delivery_ends(0, session),
+        [(pne_id(1), DeliveryResult::Failed)]
+    );
     assert!(
-        sent(&h, session),
+        h.delivery_sent(0, session).is_some(),
         "the source finished with the target left"
     );
 }
@@ -288,14 +270,14 @@ fn a_target_that_declines_gets_nothing_and_the_others_go_on() {
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
     assert!(!h.store.pne_received.contains_key(&(2, session)));
     assert_eq!(
-        ended(&h, 0, session),
+        h.delivery_ends(0, session),
         [(pne_id(2), DeliveryResult::Declined)]
     );
     assert_eq!(
         h.store.deliveries[&(session, pne_id(2))].ended,
         Some((0, DeliveryResult::Declined.code()))
     );
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
 }
 
 /// PNE `i` makes a raw secure call: the answer's payload, or the refusal.
@@ -512,7 +494,10 @@ fn a_target_takes_a_chunk_only_at_its_place_and_ends_on_one_that_does_not_open()
         })
     );
     assert!(h.store.pne_inbox[&(1, session)].is_empty());
-    assert!(ended(&h, 1, session).is_empty(), "still taking chunks");
+    assert!(
+        h.delivery_ends(1, session).is_empty(),
+        "still taking chunks"
+    );
     // At its place, but not opening under the session's key: the session ends, refused.
     to_pne1(
         &mut h,
@@ -522,7 +507,10 @@ fn a_target_takes_a_chunk_only_at_its_place_and_ends_on_one_that_does_not_open()
             sealed: vec![1; 200],
         },
     );
-    assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Failed)]
+    );
     assert_eq!(
         h.store.deliveries[&(session, pne_id(1))].ended,
         Some((0, DeliveryResult::Failed.code()))
@@ -728,7 +716,10 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
     let session = push(&mut h, &[1, 2], &bytes);
     let have = h.store.pne_inbox[&(1, session)].len();
     assert_eq!(have, 4 * 65_536, "four chunks written before the drop");
-    assert!(!sent(&h, session), "not done: the TV is behind");
+    assert!(
+        h.delivery_sent(0, session).is_none(),
+        "not done: the TV is behind"
+    );
     // A new link: the machine of the next link takes the sessions the old one kept.
     h.clear_hook();
     let kept = h.pnes[1].take_deliveries();
@@ -755,7 +746,7 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
         .any(|f| (f.from, f.to) == (Party::Gw, Party::Pne(1)) && f.message == "DeliveryAck");
     assert!(!told_target, "an acknowledgement to a target");
     assert_received(&h, &[1, 2], session, &bytes);
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
     // Nothing was written twice: the TV's writes ran from its offset on.
     assert_eq!(
         h.store.deliveries[&(session, pne_id(1))].ended,
@@ -780,7 +771,7 @@ fn restarted_midway(h: &mut Harness) -> (DeliveryId, Vec<u8>) {
     });
     let session = push(h, &[1, 2], &bytes);
     h.clear_hook();
-    assert!(!sent(h, session));
+    assert!(h.delivery_sent(0, session).is_none());
     assert!(
         h.store.gw_routes.contains_key(&session),
         "the route is kept"
@@ -827,7 +818,7 @@ fn a_pn_gw_restarted_midway_relays_the_session_again_as_its_pnes_resume_it() {
             Some((600_000, DeliveryResult::Delivered.code()))
         );
     }
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
     assert!(
         h.store.gw_routes.is_empty(),
         "forgotten once every target ended"
@@ -840,7 +831,7 @@ fn a_source_that_links_again_after_its_targets_resumed_is_told_where_they_are() 
     // The targets link again first; the source last.
     let (session, bytes) = pushed_through_a_restart(&mut h, [1, 2, 0]);
     assert_received(&h, &[1, 2], session, &bytes);
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
 }
 
 #[test]
@@ -881,7 +872,10 @@ fn a_delivery_held_for_the_application_moves_only_once_it_is_accepted() {
     h.store.pne_inbox.insert((2, session), vec![0; 200_001]);
     h.pnes[2].answer_delivery(now, session, true).unwrap();
     h.pump();
-    assert_eq!(ended(&h, 2, session), [(pne_id(2), DeliveryResult::Failed)]);
+    assert_eq!(
+        h.delivery_ends(2, session),
+        [(pne_id(2), DeliveryResult::Failed)]
+    );
     assert!(!h.store.pne_inbox.contains_key(&(2, session)), "discarded");
     // PNE 1 accepts: it all moves.
     let now = h.now();
@@ -892,7 +886,7 @@ fn a_delivery_held_for_the_application_moves_only_once_it_is_accepted() {
     ));
     h.pump();
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
-    assert!(sent(&h, session));
+    assert!(h.delivery_sent(0, session).is_some());
     for i in 0..3 {
         assert_eq!(h.pnes[i].delivery_sessions(), (vec![], vec![]), "PNE {i}");
     }
@@ -977,12 +971,15 @@ fn a_target_refuses_a_chunk_larger_than_its_sessions_chunk_even_sealed_by_the_so
     // The source itself seals a chunk one byte over the session's chunk, at the target's
     // place and within the content's size: the target ends the session on it.
     forged(&mut h, 1, session, have, &[7; 65_537]);
-    assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Failed)]
+    );
     assert_eq!(h.store.pne_inbox.get(&(1, session)), None, "discarded");
     // One of the chunk's size is taken.
     forged(&mut h, 2, session, have, &[7; 65_536]);
     assert_eq!(h.store.pne_inbox[&(2, session)].len() as u64, have + 65_536);
-    assert!(ended(&h, 2, session).is_empty());
+    assert!(h.delivery_ends(2, session).is_empty());
 }
 
 #[test]
@@ -993,10 +990,16 @@ fn a_target_refuses_a_chunk_running_past_the_contents_size_even_sealed_by_the_so
     let left = 200_000 - have as usize;
     // One byte past the end: refused.
     forged(&mut h, 1, session, have, &vec![7; left + 1]);
-    assert_eq!(ended(&h, 1, session), [(pne_id(1), DeliveryResult::Failed)]);
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Failed)]
+    );
     // Empty: refused too (it would never end).
     forged(&mut h, 2, session, have, &[]);
-    assert_eq!(ended(&h, 2, session), [(pne_id(2), DeliveryResult::Failed)]);
+    assert_eq!(
+        h.delivery_ends(2, session),
+        [(pne_id(2), DeliveryResult::Failed)]
+    );
 }
 
 #[test]

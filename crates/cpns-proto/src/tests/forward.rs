@@ -9,7 +9,7 @@ use sha2::Digest;
 
 use cpns_wire::{
     Body, DeliveryAck, DeliveryChunk, DeliveryDone, DeliveryId, DeliveryOffer, DeliveryResult,
-    EntityId, Envelope, ErrorCode, HashBytes, PnId, SetupType,
+    Envelope, ErrorCode, HashBytes, PnId, SetupType,
 };
 
 use super::delivery::seeded_content;
@@ -81,31 +81,6 @@ fn forward(
     }
 }
 
-fn ended(h: &Harness, session: DeliveryId) -> Vec<(EntityId, DeliveryResult)> {
-    h.pne_events(0)
-        .into_iter()
-        .filter_map(|e| match e {
-            PneEvent::DeliveryEnded {
-                session: s,
-                target,
-                result,
-                ..
-            } if *s == session => Some((target.clone(), *result)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn sent(h: &Harness, session: DeliveryId) -> Option<Vec<EntityId>> {
-    h.pne_events(0).into_iter().find_map(|e| match e {
-        PneEvent::DeliverySent {
-            session: s,
-            delivered,
-        } if *s == session => Some(delivered.clone()),
-        _ => None,
-    })
-}
-
 fn chunks(h: &Harness, from: Party, to: Party, session: DeliveryId) -> Vec<u64> {
     h.delivered(from, to)
         .into_iter()
@@ -153,8 +128,11 @@ fn content_is_forwarded_to_another_pn_gw_through_the_server_each_wan_carrying_it
         assert_eq!(record.charged.as_str(), "alice");
         assert_eq!(record.pn_id, b, "recorded in the targets' PN");
     }
-    assert_eq!(sent(&h, session), Some(vec![pne_id(2), pne_id(3)]));
-    assert!(ended(&h, session).is_empty());
+    assert_eq!(
+        h.delivery_sent(0, session),
+        Some(vec![pne_id(2), pne_id(3)])
+    );
+    assert!(h.delivery_ends(0, session).is_empty());
     // Each chunk went up the source's WAN once, and down the targets' once, for two targets.
     let n = 300_000_usize.div_ceil(65_536);
     let up = chunks(&h, Party::Gw, Party::Server, session);
@@ -227,13 +205,13 @@ fn a_source_pn_gw_that_alters_a_forwarded_chunk_is_caught_by_every_target_and_le
         );
     }
     assert_eq!(
-        ended(&h, session),
+        h.delivery_ends(0, session),
         [
             (pne_id(2), DeliveryResult::Failed),
             (pne_id(3), DeliveryResult::Failed)
         ]
     );
-    assert_eq!(sent(&h, session), Some(vec![]));
+    assert_eq!(h.delivery_sent(0, session), Some(vec![]));
     never_in_the_clear(&h, &bytes);
 }
 
@@ -246,8 +224,11 @@ fn a_targets_pn_gw_that_alters_a_forwarded_chunk_is_caught_and_the_other_target_
     h.clear_hook();
     assert!(refused_as_altered(&h, 2, session));
     assert_eq!(h.store.pne_received.get(&(3, session)), Some(&bytes));
-    assert_eq!(ended(&h, session), [(pne_id(2), DeliveryResult::Failed)]);
-    assert_eq!(sent(&h, session), Some(vec![pne_id(3)]));
+    assert_eq!(
+        h.delivery_ends(0, session),
+        [(pne_id(2), DeliveryResult::Failed)]
+    );
+    assert_eq!(h.delivery_sent(0, session), Some(vec![pne_id(3)]));
     never_in_the_clear(&h, &bytes);
 }
 
@@ -315,7 +296,7 @@ fn stalled(h: &mut Harness, b: PnId) -> DeliveryId {
     let bytes = seeded_content(400_000, 12);
     let session = forward(h, &[2, 3], &bytes, b).unwrap();
     h.clear_hook();
-    assert!(sent(h, session).is_none(), "stalled");
+    assert!(h.delivery_sent(0, session).is_none(), "stalled");
     session
 }
 
@@ -326,13 +307,13 @@ fn a_forward_ends_at_the_source_when_the_targets_session_ends() {
     h.far.as_mut().unwrap().server.end_deliveries();
     h.pump();
     assert_eq!(
-        ended(&h, session),
+        h.delivery_ends(0, session),
         [
             (pne_id(2), DeliveryResult::Failed),
             (pne_id(3), DeliveryResult::Failed)
         ]
     );
-    assert_eq!(sent(&h, session), Some(vec![]));
+    assert_eq!(h.delivery_sent(0, session), Some(vec![]));
     assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
     let stopped = h.server_events().into_iter().any(|e| {
         matches!(e, ServerEvent::DeliveryStopped { session: s, reason }
@@ -351,7 +332,7 @@ fn a_forward_ends_at_the_source_when_its_own_wan_session_is_lost() {
     h.server.end_deliveries();
     h.pump();
     assert_eq!(
-        ended(&h, session),
+        h.delivery_ends(0, session),
         [
             (pne_id(2), DeliveryResult::Failed),
             (pne_id(3), DeliveryResult::Failed)
@@ -380,7 +361,7 @@ fn a_forward_to_a_pn_gw_with_no_session_ends_at_once() {
     let bytes = seeded_content(100_000, 13);
     let session = forward(&mut h, &[2, 3], &bytes, b).unwrap();
     assert_eq!(
-        ended(&h, session),
+        h.delivery_ends(0, session),
         [
             (pne_id(2), DeliveryResult::Failed),
             (pne_id(3), DeliveryResult::Failed)
@@ -468,7 +449,7 @@ fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
     assert!(from_gw(&mut h, Party::FarGw, done(1)).is_some());
     // Nothing of it went on, and the session is still there to end.
     assert_eq!(down(&h), relayed);
-    assert!(ended(&h, session).is_empty());
+    assert!(h.delivery_ends(0, session).is_empty());
     assert_eq!(h.gw.relayed_deliveries(), [session]);
 }
 
@@ -481,7 +462,10 @@ fn content_is_forwarded_between_two_pns_of_one_pn_gw_without_the_server() {
         assert_eq!(h.store.pne_received.get(&(i, session)), Some(&bytes));
         assert_eq!(h.store.deliveries[&(session, pne_id(i))].pn_id, b);
     }
-    assert_eq!(sent(&h, session), Some(vec![pne_id(2), pne_id(3)]));
+    assert_eq!(
+        h.delivery_sent(0, session),
+        Some(vec![pne_id(2), pne_id(3)])
+    );
     assert!(chunks(&h, Party::Gw, Party::Server, session).is_empty());
     // Kept while it moved, so a restarted PN GW relays it again, and forgotten at the end.
     assert!(h.store.gw_routes.is_empty());

@@ -61,6 +61,39 @@ impl Harness {
             .collect()
     }
 
+    /// The parts of delivery `session` that ended otherwise than delivered, as PNE `i` (the
+    /// source, or a target) was told: each target with its result.
+    pub fn delivery_ends(
+        &self,
+        i: usize,
+        session: cpns_wire::DeliveryId,
+    ) -> Vec<(EntityId, cpns_wire::DeliveryResult)> {
+        self.pne_events(i)
+            .into_iter()
+            .filter_map(|e| match e {
+                PneEvent::DeliveryEnded {
+                    session: s,
+                    target,
+                    result,
+                    ..
+                } if *s == session => Some((target.clone(), *result)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Who has delivery `session`, as its source PNE `i` was told once every target's part
+    /// ended; `None` before.
+    pub fn delivery_sent(&self, i: usize, session: cpns_wire::DeliveryId) -> Option<Vec<EntityId>> {
+        self.pne_events(i).into_iter().find_map(|e| match e {
+            PneEvent::DeliverySent {
+                session: s,
+                delivered,
+            } if *s == session => Some(delivered.clone()),
+            _ => None,
+        })
+    }
+
     pub fn pne_events(&self, i: usize) -> Vec<&PneEvent> {
         self.events
             .iter()
