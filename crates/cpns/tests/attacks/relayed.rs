@@ -98,10 +98,11 @@ impl Relay {
                 tokio::spawn(async move {
                     while let Some(frame) = read_whole(&mut from_dev).await {
                         let env = plain(&frame);
+                        let out = through(&up_rules, frame.clone(), env.as_ref());
                         if let Some(env) = &env {
-                            let _ = seen_up.send((Dir::ToGw, env.clone(), frame.clone()));
+                            let _ = seen_up.send((Dir::ToGw, env.clone(), frame));
                         }
-                        let Some(out) = through(&up_rules, frame, env.as_ref()) else {
+                        let Some(out) = out else {
                             continue;
                         };
                         if up_tx.send(out).is_err() {
@@ -125,10 +126,12 @@ impl Relay {
                 tokio::spawn(async move {
                     while let Some(frame) = read_whole(&mut from_gw).await {
                         let env = plain(&frame);
+                        // Told once the rule in force has been applied to it, so a test that
+                        // changes the rule after seeing a message never races that message.
+                        let out = through(&rules, frame.clone(), env.as_ref());
                         if let Some(env) = &env {
-                            let _ = seen_down.send((Dir::ToDevice, env.clone(), frame.clone()));
+                            let _ = seen_down.send((Dir::ToDevice, env.clone(), frame));
                         }
-                        let out = through(&rules, frame, env.as_ref());
                         if let Some(f) = out
                             && to_dev.write_all(&f).await.is_err()
                         {
