@@ -140,6 +140,12 @@ pub(super) enum PeerMsg {
         to: EntityId,
         notice: cpns_wire::SecureNotice,
     },
+    /// What another session relays of a forwarded delivery, sent before this session had a
+    /// relay inbox (it comes after the route's letter, in order).
+    Relay {
+        session: cpns_wire::DeliveryId,
+        msg: cpns_proto::server::Relayed,
+    },
     /// A delivery forwarded between PNs to members of a PN this session's PN GW serves: its
     /// route, from the session of the source's PN GW `from`.
     Forward {
@@ -346,6 +352,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 }
                 PeerMsg::Notice { to, notice } => session.send_notice(to, notice),
                 PeerMsg::Forward { from, route } => self.forwarded_here(session, end, from, *route),
+                PeerMsg::Relay { session: id, msg } => session.relayed(id, msg),
                 PeerMsg::Deliver {
                     delivery,
                     file,

@@ -3,7 +3,9 @@
 //! as mail (a letter that no session picks up in time says that PN GW has none), and from then
 //! on the two hand each other the session's chunks, acknowledgements and ends through their
 //! **relay inboxes**: a bounded channel per session, made the first time it takes part in a
-//! forward (an idle session has none), found by its PN GW's id. Nothing here reads what it
+//! forward (an idle session has none), found by its PN GW's id (what is relayed before the
+//! targets' session made its inbox, a control sent at once, goes as mail after the route's
+//! letter, in order). Nothing here reads what it
 //! carries; each machine checks what its own PN GW sends, and what it hands the other is
 //! bounded per forward (a window of chunks, acknowledgements at chunk ends, bounded resumes), so
 //! an inbox does not fill; if one does, or its session is gone, the forward ends at the sender.
@@ -111,27 +113,58 @@ impl<S: ServerStore + Clone> ServerNode<S> {
     }
 
     /// [`cpns_proto::server::ServerOutput::Relay`]: posted in the inbox of `gateway`'s
-    /// session; if it has none, or it is full, the forward ends here.
+    /// session. A session with no inbox yet (the route's letter not taken: a control sent at
+    /// once) gets it as mail, after the route; if none takes it in time, or the inbox is full
+    /// or gone, the forward ends here.
     pub(super) fn relay(
         &self,
         session: &mut ServerSession,
+        end: &mut SessionEnd,
         gateway: &EntityId,
         id: DeliveryId,
         msg: Relayed,
     ) {
         let inbox = self.office.relays().get(gateway).cloned();
-        let sent = match inbox {
-            Some(i) => i
-                .try_send(Box::new(Letter { session: id, msg }))
-                .map_err(|e| match e {
-                    mpsc::error::TrySendError::Full(_) => "its relay inbox is full",
-                    mpsc::error::TrySendError::Closed(_) => "its session ended",
-                }),
-            None => Err("it has no session with the server"),
+        let Some(inbox) = inbox else {
+            return self.relay_by_mail(session, end, gateway.clone(), id, msg);
         };
+        let sent = inbox
+            .try_send(Box::new(Letter { session: id, msg }))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => "its relay inbox is full",
+                mpsc::error::TrySendError::Closed(_) => "its session ended",
+            });
         if let Err(why) = sent {
             session.forward_ended(id, format!("{gateway}: {why}"));
         }
+    }
+
+    fn relay_by_mail(
+        &self,
+        session: &mut ServerSession,
+        end: &mut SessionEnd,
+        gateway: EntityId,
+        id: DeliveryId,
+        msg: Relayed,
+    ) {
+        let Some(back) = self.inbox(end) else {
+            return session.forward_ended(id, "this session has no PN GW".into());
+        };
+        let now = Instant::now();
+        let letter = PeerMsg::Relay { session: id, msg };
+        let Ok(letter) = self.room().post(now, &gateway, now + PICKUP, letter) else {
+            let why = format!("{gateway}: too much mail between PN GWs waiting");
+            return session.forward_ended(id, why);
+        };
+        self.office.ring();
+        let office = self.office.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PICKUP).await;
+            if office.room().withdraw(&gateway, letter) {
+                let msg = Relayed::Ended(format!("{gateway} has no session with the server"));
+                let _ = back.try_send(Box::new(Letter { session: id, msg }));
+            }
+        });
     }
 
     /// The session ends: every forward through it ends at its other side, and its inbox is

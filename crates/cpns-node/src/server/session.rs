@@ -259,7 +259,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                     gateway,
                     session: id,
                     msg,
-                } => self.relay(session, &gateway, id, msg),
+                } => self.relay(session, end, &gateway, id, msg),
                 ServerOutput::Close { reason } => {
                     debug!(%reason, "closing session");
                     return Ok(false);
