@@ -544,3 +544,116 @@ fn a_targets_pn_gw_resumes_a_forward_a_bounded_number_of_times() {
     let why = from_gw(&mut h, Party::FarGw, resume).unwrap_or_default();
     assert!(why.contains("too many"), "{why}");
 }
+
+/// The server hands PN GW `gw-1` `body` on its WAN session.
+fn from_server(h: &mut Harness, body: impl Into<Body>) {
+    let env = Envelope::notify(
+        9_100_000 + h.log.len() as u64,
+        cpns_wire::Address::Server,
+        cpns_wire::Address::Entity(super::harness::id("gw-1")),
+        body,
+    );
+    h.inject(Party::Server, Party::Gw, plain(&env));
+    h.pump();
+}
+
+fn refused_at_gw(h: &Harness, session: DeliveryId) -> Vec<String> {
+    h.gw_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            crate::gateway::GatewayEvent::DeliveryRefused {
+                session: s, reason, ..
+            } if *s == session => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_pn_gw_takes_a_forwarding_route_only_for_pns_it_serves_and_of_one_kind() {
+    let (mut h, b) = two_pns_one_gateway();
+    let a = h.joined(0).unwrap().pn_id;
+    let route = |n: u8| cpns_wire::DeliveryRoute {
+        session: DeliveryId::from_bytes([n; 16]),
+        pn_id: a,
+        source: pne_id(0),
+        targets: vec![pne_id(2)],
+        size: 1000,
+        chunk: 65_536,
+        from_server: false,
+        to_pn: None,
+        to_server: false,
+    };
+    let nowhere = PnId::from_bytes([0xee; 16]);
+    let bad = [
+        cpns_wire::DeliveryRoute {
+            to_pn: Some(nowhere),
+            ..route(1)
+        },
+        cpns_wire::DeliveryRoute {
+            to_server: true,
+            to_pn: Some(b),
+            ..route(2)
+        },
+        cpns_wire::DeliveryRoute {
+            to_server: true,
+            from_server: true,
+            ..route(3)
+        },
+    ];
+    for r in bad {
+        let session = r.session;
+        from_server(&mut h, r);
+        assert_eq!(refused_at_gw(&h, session).len(), 1, "{session}");
+    }
+    assert!(h.gw.relayed_deliveries().is_empty());
+    assert!(h.store.gw_routes.is_empty(), "nothing kept");
+    // Well formed: taken; kept unless it goes to the server (which ends with the WAN session).
+    from_server(
+        &mut h,
+        cpns_wire::DeliveryRoute {
+            to_pn: Some(b),
+            ..route(4)
+        },
+    );
+    from_server(
+        &mut h,
+        cpns_wire::DeliveryRoute {
+            to_server: true,
+            ..route(5)
+        },
+    );
+    assert_eq!(h.gw.relayed_deliveries().len(), 2);
+    let kept: Vec<DeliveryId> = h.store.gw_routes.keys().copied().collect();
+    assert_eq!(kept, [DeliveryId::from_bytes([4; 16])]);
+}
+
+#[test]
+fn a_pn_gw_relays_a_control_from_the_server_only_for_a_session_the_server_sends() {
+    let (mut h, b) = two_pns_one_gateway();
+    h.drop_message("DeliveryChunk");
+    let bytes = seeded_content(200_000, 17);
+    // A session of PNE 0's, relayed by this PN GW between its PNs: not the server's to control.
+    let session = forward(&mut h, &[2], &bytes, b).unwrap();
+    h.clear_hook();
+    let stop = cpns_wire::DeliveryControl {
+        session,
+        action: cpns_wire::ControlAction::Stop,
+    };
+    from_server(&mut h, stop);
+    assert_eq!(refused_at_gw(&h, session).len(), 1);
+    let told = h
+        .delivered(Party::Gw, Party::Pne(2))
+        .into_iter()
+        .any(|e| matches!(e.body, Body::DeliveryControl(_)));
+    assert!(!told);
+    assert!(h.delivery_ends(2, session).is_empty());
+}
+
+#[test]
+fn a_route_to_the_server_is_never_kept_by_the_pn_gw() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    assert!(h.gw.relayed_deliveries().contains(&session));
+    assert!(!h.store.gw_routes.contains_key(&session));
+}
