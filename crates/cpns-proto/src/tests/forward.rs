@@ -657,3 +657,85 @@ fn a_route_to_the_server_is_never_kept_by_the_pn_gw() {
     assert!(h.gw.relayed_deliveries().contains(&session));
     assert!(!h.store.gw_routes.contains_key(&session));
 }
+
+#[test]
+fn delivery_messages_sent_as_requests_are_not_taken_as_the_notices_they_are() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    let told_source = |h: &Harness| {
+        h.delivered(Party::Gw, Party::Pne(0))
+            .into_iter()
+            .filter(|e| {
+                matches!(&e.body, Body::DeliveryAck(a) if a.session == session)
+                    || matches!(&e.body, Body::DeliveryDone(d) if d.session == session)
+            })
+            .count()
+    };
+    let before = told_source(&h);
+    // From the server, as requests: an acknowledgement and an end for the source.
+    let as_request = |h: &mut Harness, body: Body| {
+        let env = Envelope::request(
+            9_200_000 + h.log.len() as u64,
+            cpns_wire::Address::Server,
+            cpns_wire::Address::Entity(super::harness::id("gw-1")),
+            body,
+        );
+        h.inject(Party::Server, Party::Gw, plain(&env));
+        h.pump();
+    };
+    as_request(
+        &mut h,
+        DeliveryAck {
+            session,
+            have: 3 * 65_536,
+            resume: true,
+        }
+        .into(),
+    );
+    as_request(
+        &mut h,
+        DeliveryDone {
+            session,
+            target: pne_id(2),
+            bytes: 0,
+            result: DeliveryResult::Failed,
+        }
+        .into(),
+    );
+    assert_eq!(told_source(&h), before, "the source was told nothing");
+    assert!(h.delivery_ends(0, session).is_empty());
+    // To the targets' PN GW, a control as a request: the targets are told nothing.
+    let env = Envelope::request(
+        9_300_000,
+        cpns_wire::Address::Server,
+        cpns_wire::Address::Entity(super::harness::id("gw-2")),
+        cpns_wire::DeliveryControl {
+            session,
+            action: cpns_wire::ControlAction::Stop,
+        },
+    );
+    h.inject(Party::FarServer, Party::FarGw, plain(&env));
+    h.pump();
+    for i in [2, 3] {
+        assert!(h.delivery_ends(i, session).is_empty(), "PNE {i}");
+    }
+    // From the source on its link, a control as a request: not relayed up.
+    let up = |h: &Harness| {
+        h.delivered(Party::Gw, Party::Server)
+            .into_iter()
+            .filter(|e| matches!(e.body, Body::DeliveryControl(_)))
+            .count()
+    };
+    let env = Envelope::request(
+        9_400_000,
+        cpns_wire::Address::Entity(pne_id(0)),
+        cpns_wire::Address::Entity(super::harness::id("gw-1")),
+        cpns_wire::DeliveryControl {
+            session,
+            action: cpns_wire::ControlAction::Pause,
+        },
+    );
+    h.inject(Party::Pne(0), Party::Gw, plain(&env));
+    h.pump();
+    assert_eq!(up(&h), 0);
+}
