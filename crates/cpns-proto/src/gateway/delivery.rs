@@ -145,10 +145,10 @@ impl Gateway {
         role: Role,
     ) -> Option<EntityId> {
         let pne = self.deliveries.get(&session).and_then(|route| {
+            // The targets of a route to the server are not here: no member here is one (an
+            // acknowledgement or end from one is refused as not a target's).
             let pn = match role {
                 Role::Source => &route.pn_id,
-                // The targets of a route to the server are not here.
-                Role::Target if route.to_server => return None,
                 Role::Target => &route.targets_pn,
             };
             self.proven_member_of(link, pn, "deliver").ok()

@@ -225,15 +225,21 @@ fn only_the_source_controls_a_session_and_only_as_its_state_allows() {
         Err(CommandError::NotSending(_))
     ));
     // A moving session cannot be started or resumed; a paused one not paused again.
-    for a in [ControlAction::Start, ControlAction::Resume] {
+    for (a, says) in [
+        (ControlAction::Start, "a session moving cannot start"),
+        (ControlAction::Resume, "a session moving cannot resume"),
+    ] {
         let e = h.pnes[0].control_delivery(session, a).unwrap_err();
-        assert!(matches!(e, CommandError::DeliveryState(_)), "{e}");
+        assert!(
+            matches!(&e, CommandError::DeliveryState(r) if r == says),
+            "{e}"
+        );
         assert_eq!(e.code(), cpns_wire::ErrorCode::WrongState);
     }
     control(&mut h, session, ControlAction::Pause).unwrap();
     assert!(matches!(
         h.pnes[0].control_delivery(session, ControlAction::Pause),
-        Err(CommandError::DeliveryState(_))
+        Err(CommandError::DeliveryState(r)) if r == "a session paused cannot pause"
     ));
     // A target forging its source's control at the PN GW: refused there, the others untouched.
     let forged = Envelope::notify(

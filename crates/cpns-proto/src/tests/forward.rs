@@ -739,3 +739,104 @@ fn delivery_messages_sent_as_requests_are_not_taken_as_the_notices_they_are() {
     h.pump();
     assert_eq!(up(&h), 0);
 }
+
+#[test]
+fn a_targets_session_takes_a_bounded_number_of_forwards_each_once_and_only_from_the_server() {
+    let (mut h, b) = two_pns("alice");
+    let route = |n: u32| cpns_wire::DeliveryRoute {
+        session: {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            DeliveryId::from_bytes(id)
+        },
+        pn_id: b,
+        source: pne_id(0),
+        targets: vec![pne_id(2)],
+        size: 1000,
+        chunk: 65_536,
+        from_server: true,
+        to_pn: None,
+        to_server: false,
+    };
+    let handed = |h: &Harness| {
+        h.delivered(Party::FarServer, Party::FarGw)
+            .into_iter()
+            .filter(|e| matches!(e.body, Body::DeliveryRoute(_)))
+            .count()
+    };
+    let gw1 = super::harness::id("gw-1");
+    let forward_in = |h: &mut Harness, r: cpns_wire::DeliveryRoute| {
+        h.far.as_mut().unwrap().server.forward_in(gw1.clone(), r);
+        h.pump();
+    };
+    // Not from the server: refused; the same session twice: the second refused.
+    forward_in(
+        &mut h,
+        cpns_wire::DeliveryRoute {
+            from_server: false,
+            ..route(0)
+        },
+    );
+    assert_eq!(handed(&h), 0);
+    forward_in(&mut h, route(1));
+    forward_in(&mut h, route(1));
+    assert_eq!(handed(&h), 1);
+    // Up to the bound, then no more.
+    for n in 2..=(crate::server::MAX_FORWARDS as u32) {
+        forward_in(&mut h, route(n));
+    }
+    assert_eq!(handed(&h), crate::server::MAX_FORWARDS);
+    forward_in(&mut h, route(1000));
+    assert_eq!(handed(&h), crate::server::MAX_FORWARDS);
+}
+
+#[test]
+fn a_pn_gw_takes_what_the_targets_have_from_the_server_only_for_a_route_to_it_within_its_size() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    let acks_to_source = |h: &Harness| {
+        h.delivered(Party::Gw, Party::Pne(0))
+            .into_iter()
+            .filter_map(|e| match e.body {
+                Body::DeliveryAck(a) if a.session == session => Some(a.have),
+                _ => None,
+            })
+            .collect::<Vec<u64>>()
+    };
+    let refusals = refused_at_gw(&h, session).len();
+    from_server(
+        &mut h,
+        DeliveryAck {
+            session,
+            have: 400_001,
+            resume: false,
+        },
+    );
+    assert_eq!(refused_at_gw(&h, session).len(), refusals + 1);
+    from_server(
+        &mut h,
+        DeliveryAck {
+            session,
+            have: 400_000,
+            resume: false,
+        },
+    );
+    assert_eq!(refused_at_gw(&h, session).len(), refusals + 1);
+    assert_eq!(acks_to_source(&h).last(), Some(&400_000));
+    // A session this PN GW relays between its own PNs takes nothing of the kind from the
+    // server.
+    let (mut h, b) = two_pns_one_gateway();
+    h.drop_message("DeliveryChunk");
+    let bytes = seeded_content(200_000, 18);
+    let session = forward(&mut h, &[2], &bytes, b).unwrap();
+    h.clear_hook();
+    from_server(
+        &mut h,
+        DeliveryAck {
+            session,
+            have: 65_536,
+            resume: false,
+        },
+    );
+    assert_eq!(refused_at_gw(&h, session).len(), 1);
+}
