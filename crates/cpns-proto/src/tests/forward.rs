@@ -434,8 +434,21 @@ fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
         bytes: 0,
         result: DeliveryResult::Failed,
     };
-    assert!(from_gw(&mut h, Party::Gw, ack(10)).is_some());
+    for have in [0, 10] {
+        let why = from_gw(&mut h, Party::Gw, ack(have)).unwrap_or_default();
+        assert!(why.contains("no session forwarded to here"), "{why}");
+    }
     assert!(from_gw(&mut h, Party::Gw, done(2)).is_some());
+    // Nor does the targets' side take a control from its PN GW: only the source's controls.
+    let stop = cpns_wire::DeliveryControl {
+        session,
+        action: cpns_wire::ControlAction::Stop,
+    };
+    let why = from_gw(&mut h, Party::FarGw, stop).unwrap_or_default();
+    assert!(
+        why.contains("control of no delivery forwarded from here"),
+        "{why}"
+    );
     assert!(from_gw(&mut h, Party::FarGw, chunk(65_536, 10)).is_some());
     assert!(from_gw(&mut h, Party::FarGw, ack(400_001)).is_some());
     // Only of what was relayed (four chunks, one of them let through), at a chunk's end,
