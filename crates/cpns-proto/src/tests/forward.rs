@@ -853,3 +853,55 @@ fn a_pn_gw_takes_what_the_targets_have_from_the_server_only_for_a_route_to_it_wi
     );
     assert_eq!(refused_at_gw(&h, session).len(), 1);
 }
+
+#[test]
+fn the_source_side_hands_its_pn_gw_only_what_fits_the_forward() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    let down = |h: &Harness| {
+        h.delivered(Party::Server, Party::Gw)
+            .into_iter()
+            .filter(|e| {
+                matches!(&e.body, Body::DeliveryAck(a) if a.session == session)
+                    || matches!(&e.body, Body::DeliveryDone(d) if d.session == session)
+            })
+            .count()
+    };
+    let before = down(&h);
+    // What the other side would never hand (it checks as much): past the content, the end
+    // of one that is no target.
+    let relay = |h: &mut Harness, msg: crate::server::Relayed| {
+        h.server.relayed(session, msg);
+        h.pump();
+    };
+    relay(
+        &mut h,
+        crate::server::Relayed::Ack(DeliveryAck {
+            session,
+            have: 400_001,
+            resume: false,
+        }),
+    );
+    relay(
+        &mut h,
+        crate::server::Relayed::Done(DeliveryDone {
+            session,
+            target: pne_id(1),
+            bytes: 0,
+            result: DeliveryResult::Failed,
+        }),
+    );
+    assert_eq!(down(&h), before);
+    // A target's end, once: the second is not handed on.
+    let end = || {
+        crate::server::Relayed::Done(DeliveryDone {
+            session,
+            target: pne_id(2),
+            bytes: 0,
+            result: DeliveryResult::Failed,
+        })
+    };
+    relay(&mut h, end());
+    relay(&mut h, end());
+    assert_eq!(down(&h), before + 1);
+}
