@@ -216,3 +216,25 @@ fn an_offer_naming_no_target_goes_to_every_other_member_with_a_secure_session() 
     );
     assert!(h.store.deliveries.is_empty());
 }
+
+#[test]
+fn a_member_without_a_secure_session_is_not_picked_and_requirements_up_to_the_bound_are_taken() {
+    let mut h = world();
+    for i in 1..4 {
+        set_status(&mut h, i, Status::Online);
+    }
+    // PNE 2 fits and is online, but has no secure session key of record: PNE 3 is picked.
+    let pn = h.joined(0).unwrap().pn_id;
+    h.store.session_keys.remove(&(pn, pne_id(2)));
+    let bytes = seeded_content(5_000, 35);
+    let (_, to) = push(&mut h, &offer(&[], &bytes, r#"{"has_ui":true}"#), &bytes).unwrap();
+    assert_eq!(to, 3);
+    // Requirements of exactly the largest size are taken (and fit nobody here).
+    let pad = cpns_wire::MAX_REQUIRES - r#"{"software":[""]}"#.len();
+    let exact = format!(r#"{{"software":["{}"]}}"#, "s".repeat(pad));
+    assert_eq!(exact.len(), cpns_wire::MAX_REQUIRES);
+    assert_eq!(
+        push(&mut h, &offer(&[], &bytes, &exact), &bytes),
+        Err(ErrorCode::NotFound)
+    );
+}

@@ -322,3 +322,61 @@ fn service_control_reaches_targets_behind_another_pn_gw_through_the_server() {
         .count();
     assert_eq!((up, down), (1, 1));
 }
+
+/// The last control PNE `i` was told, counted.
+fn told_controls(h: &Harness, i: usize, session: DeliveryId) -> usize {
+    h.pne_events(i)
+        .into_iter()
+        .filter(|e| matches!(e, PneEvent::DeliveryControlled { session: s, .. } if *s == session))
+        .count()
+}
+
+#[test]
+fn a_target_gives_up_two_flow_timeouts_after_its_last_chunk_or_resume_and_not_before() {
+    // Accepted, and no chunk ever comes: failed at 60 s after the acceptance, not at 59.
+    let mut h = world();
+    h.drop_message("DeliveryChunk");
+    let bytes = seeded_content(200_000, 26);
+    let session = push(&mut h, &[1], &bytes, false);
+    h.advance(std::time::Duration::from_secs(59));
+    assert!(h.delivery_ends(1, session).is_empty());
+    h.advance(std::time::Duration::from_secs(2));
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Failed)]
+    );
+    // Held, then started, and no chunk comes: failed 60 s after the start, not before.
+    let mut h = world();
+    h.drop_message("DeliveryChunk");
+    let session = push(&mut h, &[1], &bytes, true);
+    h.advance(std::time::Duration::from_secs(300));
+    control(&mut h, session, ControlAction::Start).unwrap();
+    assert_eq!(told_controls(&h, 1, session), 1);
+    h.advance(std::time::Duration::from_secs(59));
+    assert!(h.delivery_ends(1, session).is_empty());
+    h.advance(std::time::Duration::from_secs(2));
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Failed)]
+    );
+}
+
+#[test]
+fn a_control_sent_as_a_request_is_not_taken() {
+    let mut h = world();
+    let bytes = seeded_content(100_000, 27);
+    let session = push(&mut h, &[1], &bytes, true);
+    let env = Envelope::request(
+        9_500_000,
+        cpns_wire::Address::Entity(super::harness::id("gw-1")),
+        cpns_wire::Address::Entity(pne_id(1)),
+        DeliveryControl {
+            session,
+            action: ControlAction::Stop,
+        },
+    );
+    h.inject(Party::Gw, Party::Pne(1), plain(&env));
+    h.pump();
+    assert!(h.delivery_ends(1, session).is_empty());
+    assert_eq!(told_controls(&h, 1, session), 0);
+}

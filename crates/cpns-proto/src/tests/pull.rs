@@ -279,3 +279,16 @@ fn a_message_out_of_bounds_or_to_nobody_is_refused_and_goes_nowhere() {
         assert!(messages(&h, i).is_empty());
     }
 }
+
+#[test]
+fn a_message_of_exactly_the_largest_size_goes() {
+    let mut h = world();
+    let payload = vec![0x61; cpns_wire::MAX_MESSAGE];
+    let now = h.now();
+    let id = h.pnes[0]
+        .send_message(now, &message(2, &payload, None))
+        .unwrap();
+    h.pump();
+    assert!(matches!(h.outcome(0, id), Outcome::MessageSent { .. }));
+    assert_eq!(messages(&h, 2), [(pne_id(0), payload)]);
+}
