@@ -238,3 +238,43 @@ fn a_member_without_a_secure_session_is_not_picked_and_requirements_up_to_the_bo
         Err(ErrorCode::NotFound)
     );
 }
+
+#[test]
+fn a_whole_pn_is_delivered_to_up_to_sixteen_others_and_named_past_them() {
+    for (others, expect) in [(16, true), (17, false)] {
+        let specs = vec![PneSpec::trusted(); others + 1];
+        let mut h = Harness::with_server(
+            &specs,
+            crate::server::ServerConfig {
+                offline_after: None,
+                ..crate::server::ServerConfig::default()
+            },
+        );
+        h.connect_gw();
+        h.discover_all();
+        h.setup(0, SetupType::All);
+        let pn = h.joined(0).unwrap().pn_id;
+        let members = h
+            .store
+            .session_keys
+            .keys()
+            .filter(|(p, _)| *p == pn)
+            .count();
+        assert_eq!(members, others + 1, "every PNE joined");
+        let bytes = seeded_content(1_000, 36);
+        let got = push(&mut h, &offer(&[], &bytes, ""), &bytes);
+        if expect {
+            let (session, _) = got.unwrap();
+            let targets = h
+                .store
+                .deliveries
+                .keys()
+                .filter(|(s, _)| *s == session)
+                .count();
+            assert_eq!(targets, others);
+        } else {
+            assert_eq!(got, Err(ErrorCode::BadRequest));
+            assert!(h.store.deliveries.is_empty());
+        }
+    }
+}
