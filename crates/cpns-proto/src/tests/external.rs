@@ -246,6 +246,18 @@ fn what_is_wrong_is_refused_with_its_reason_and_opens_nothing() {
     ];
     let mut not_member = delivery(pn, &[1], &bytes, vec![]);
     not_member.offer.targets = vec!["stranger-tv".parse().unwrap()];
+    // Neither held nor by capability: what a PNE may ask of its own offer.
+    let mut held = delivery(pn, &[1], &bytes, vec![]);
+    held.offer.held = true;
+    let mut by_capability = delivery(pn, &[1], &bytes, vec![]);
+    by_capability.offer.requires = br#"{"has_ui":true}"#.to_vec();
+    let cases: Vec<_> = cases
+        .into_iter()
+        .chain([
+            (held, ErrorCode::BadRequest),
+            (by_capability, ErrorCode::BadRequest),
+        ])
+        .collect();
     for (ask, (d, code)) in cases
         .into_iter()
         .chain([(not_member, ErrorCode::NotFound)])
