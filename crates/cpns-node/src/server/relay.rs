@@ -79,13 +79,26 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         let (Some(me), Some(back)) = (end.gateway.clone(), self.inbox(end)) else {
             return session.forward_ended(id, "this session has no PN GW".into());
         };
-        let now = Instant::now();
         let letter = PeerMsg::Forward {
             from: me,
             route: Box::new(route),
         };
+        self.post_for_forward(session, back, gateway, id, letter);
+    }
+
+    /// Posts `letter` of forward `id` for the session of `gateway`; if the mailroom is full,
+    /// or no session takes it in time, the forward ends here (told through `back`).
+    fn post_for_forward(
+        &self,
+        session: &mut ServerSession,
+        back: Inbox,
+        gateway: EntityId,
+        id: DeliveryId,
+        letter: PeerMsg,
+    ) {
+        let now = Instant::now();
         let Ok(letter) = self.room().post(now, &gateway, now + PICKUP, letter) else {
-            let why = "the CPNS Server has too much mail between PN GWs waiting".to_string();
+            let why = format!("{gateway}: too much mail between PN GWs waiting");
             return session.forward_ended(id, why);
         };
         self.office.ring();
@@ -150,21 +163,8 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         let Some(back) = self.inbox(end) else {
             return session.forward_ended(id, "this session has no PN GW".into());
         };
-        let now = Instant::now();
         let letter = PeerMsg::Relay { session: id, msg };
-        let Ok(letter) = self.room().post(now, &gateway, now + PICKUP, letter) else {
-            let why = format!("{gateway}: too much mail between PN GWs waiting");
-            return session.forward_ended(id, why);
-        };
-        self.office.ring();
-        let office = self.office.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(PICKUP).await;
-            if office.room().withdraw(&gateway, letter) {
-                let msg = Relayed::Ended(format!("{gateway} has no session with the server"));
-                let _ = back.try_send(Box::new(Letter { session: id, msg }));
-            }
-        });
+        self.post_for_forward(session, back, gateway, id, letter);
     }
 
     /// The session ends: every forward through it ends at its other side, and its inbox is
