@@ -141,21 +141,8 @@ impl PneSession {
         now: Instant,
         req: &cpns_wire::DeliveryRequest,
     ) -> Result<CommandId, CommandError> {
-        if req.source == self.cfg.id {
-            return Err(CommandError::InvalidDelivery(
-                "a PNE does not ask itself for content".into(),
-            ));
-        }
-        let text_ok = |s: &str, max: usize| {
-            let n = s.chars().count();
-            n > 0 && n <= max && !s.chars().any(char::is_control)
-        };
-        if !text_ok(&req.name, 255) || !text_ok(&req.service_id, 64) {
-            return Err(CommandError::InvalidDelivery(
-                "a content name is 1 to 255 characters and a service id 1 to 64, none a \
-                 control character"
-                    .into(),
-            ));
+        if let Err(why) = crate::server::delivery::check_request(req, &self.cfg.id) {
+            return Err(CommandError::InvalidDelivery(why));
         }
         self.typed_call(now, cpns_wire::DELIVERY_REQUEST, req, Flow::Delivery)
     }

@@ -73,17 +73,30 @@ impl RequestLoad {
     }
 }
 
+/// A text field of a delivery message: 1 to `max` characters, none a control character; else
+/// why not, naming it as `what`.
+fn text(what: &str, s: &str, max: usize) -> Result<(), String> {
+    let n = s.chars().count();
+    if n == 0 || n > max || s.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} is 1 to {max} characters, none a control character"
+        ));
+    }
+    Ok(())
+}
+
+/// What is wrong with `asker`'s request for content (pull), if anything.
+pub(crate) fn check_request(req: &DeliveryRequest, asker: &EntityId) -> Result<(), String> {
+    text("a service id", &req.service_id, 64)?;
+    text("a content name", &req.name, 255)?;
+    if req.source == *asker {
+        return Err("a PNE does not ask itself for content".into());
+    }
+    Ok(())
+}
+
 /// What is wrong with an offer, if anything.
 pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), String> {
-    let text = |what: &str, s: &str, max: usize| {
-        let n = s.chars().count();
-        if n == 0 || n > max || s.chars().any(char::is_control) {
-            return Err(format!(
-                "{what} is 1 to {max} characters, none a control character"
-            ));
-        }
-        Ok(())
-    };
     text("a service id", &o.service_id, 64)?;
     text("a content name", &o.name, 255)?;
     text("a media type", &o.media_type, 127)?;
@@ -112,17 +125,8 @@ pub(crate) fn check_message(
     m: &cpns_wire::DeliveryMessage,
     sender: &EntityId,
 ) -> Result<(), String> {
-    let text_ok = |s: &str, max: usize| {
-        let n = s.chars().count();
-        n > 0 && n <= max && !s.chars().any(char::is_control)
-    };
-    if !text_ok(&m.service_id, 64) || !text_ok(&m.media_type, 127) {
-        return Err(
-            "a service id is 1 to 64 characters and a media type 1 to 127, none a \
-                    control character"
-                .into(),
-        );
-    }
+    text("a service id", &m.service_id, 64)?;
+    text("a media type", &m.media_type, 127)?;
     if m.payload.len() > cpns_wire::MAX_MESSAGE {
         return Err(format!(
             "a message carries at most {} bytes: deliver more as content",
@@ -704,18 +708,7 @@ impl ServerSession {
             let why = "the delivery request did not decode";
             return self.refuse_call(&c, ErrorCode::BadRequest, why);
         };
-        let probe = DeliveryOffer {
-            service_id: req.service_id.clone(),
-            targets: vec![c.pne.clone()],
-            name: req.name.clone(),
-            media_type: "application/octet-stream".into(),
-            size: 1,
-            sha256: cpns_wire::HashBytes([0; 32]),
-            to_pn: None,
-            held: false,
-            requires: Vec::new(),
-        };
-        if let Err(why) = check_offer(&probe, &req.source) {
+        if let Err(why) = check_request(&req, &c.pne) {
             return self.refuse_call(&c, ErrorCode::BadRequest, &why);
         }
         let load = Load::Pn {
