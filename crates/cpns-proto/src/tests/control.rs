@@ -380,3 +380,106 @@ fn a_control_sent_as_a_request_is_not_taken() {
     assert!(h.delivery_ends(1, session).is_empty());
     assert_eq!(told_controls(&h, 1, session), 0);
 }
+
+/// Holds back every chunk the PN GW relays to PNE 1 after its first: they are in flight, in
+/// `h.dropped`, until [`late_chunks`] hands them over.
+fn hold_chunks_to_1(h: &mut Harness) {
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == Party::Gw && f.to == Party::Pne(1) && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen > 1 {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
+    });
+}
+
+/// Hands PNE 1 the chunks held back, in order; the hook stays.
+fn late_chunks(h: &mut Harness) -> usize {
+    let held: Vec<Vec<u8>> = h
+        .dropped
+        .drain(..)
+        .filter(|f| f.message == "DeliveryChunk")
+        .map(|f| f.body)
+        .collect();
+    let n = held.len();
+    for body in held {
+        h.inject(Party::Gw, Party::Pne(1), body);
+    }
+    h.pump();
+    n
+}
+
+/// PNE 1 loses its link and links again, keeping its sessions.
+fn relinked(h: &mut Harness) {
+    let kept = h.pnes[1].take_deliveries();
+    h.relink(1, 41, move |p| p.restore_deliveries(kept));
+    let now = h.now();
+    h.pnes[1].start_discovery(now).unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[1].rejoin(now).unwrap();
+    h.pump();
+}
+
+#[test]
+fn a_paused_target_does_not_give_up_on_a_late_chunk_nor_on_linking_again() {
+    let mut h = world();
+    hold_chunks_to_1(&mut h);
+    let bytes = seeded_content(600_000, 25);
+    let session = push(&mut h, &[1], &bytes, false);
+    control(&mut h, session, ControlAction::Pause).unwrap();
+    assert_eq!(controlled(&h, 1, session), [ControlAction::Pause]);
+    // Chunks sent before the pause reach the target after it: taken, and still it waits.
+    assert!(late_chunks(&mut h) > 0);
+    h.advance(std::time::Duration::from_secs(300));
+    assert!(h.delivery_ends(1, session).is_empty(), "gave up paused");
+    // A new link, paused still: it waits on.
+    h.clear_hook();
+    relinked(&mut h);
+    h.advance(std::time::Duration::from_secs(300));
+    assert!(h.delivery_ends(1, session).is_empty(), "gave up relinked");
+    control(&mut h, session, ControlAction::Resume).unwrap();
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+}
+
+#[test]
+fn a_moving_target_gives_up_two_flow_timeouts_after_its_last_chunk_or_link_not_its_first() {
+    let flow = std::time::Duration::from_secs(30);
+    for relink in [false, true] {
+        let mut h = world();
+        hold_chunks_to_1(&mut h);
+        let bytes = seeded_content(600_000, 26);
+        let session = push(&mut h, &[1], &bytes, false);
+        // Forty seconds on, the target hears of the session again: chunks late, or a new
+        // link. Its clock starts over from there, not from its first chunk.
+        h.advance(flow + flow / 3);
+        if relink {
+            h.clear_hook();
+            hold_chunks_to_1_from_now(&mut h);
+            relinked(&mut h);
+        } else {
+            assert!(late_chunks(&mut h) > 0);
+        }
+        h.advance(flow + flow / 3);
+        assert!(h.delivery_ends(1, session).is_empty(), "relink {relink}");
+        h.advance(flow);
+        assert_eq!(
+            h.delivery_ends(1, session),
+            [(pne_id(1), DeliveryResult::Failed)],
+            "relink {relink}"
+        );
+    }
+}
+
+/// Holds back every chunk the PN GW relays to PNE 1 from now on.
+fn hold_chunks_to_1_from_now(h: &mut Harness) {
+    h.set_hook(|f| {
+        if f.from == Party::Gw && f.to == Party::Pne(1) && f.message == "DeliveryChunk" {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+}

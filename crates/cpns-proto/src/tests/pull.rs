@@ -292,3 +292,73 @@ fn a_message_of_exactly_the_largest_size_goes() {
     assert!(matches!(h.outcome(0, id), Outcome::MessageSent { .. }));
     assert_eq!(messages(&h, 2), [(pne_id(0), payload)]);
 }
+
+#[test]
+fn a_guest_and_the_owners_devices_reach_each_other_within_their_pn() {
+    // PNE 2 is carol's, a guest in alice's PN: it pulls from alice's PNE 1, and alice's PNE 0
+    // sends it a message; neither reach needs an owner in common inside one PN.
+    let mut h = world();
+    h.store.entities.get_mut(&pne_id(2)).unwrap().owner = cpns_wire::UserId::new("carol").unwrap();
+    ask(&mut h, 2, &request(1, "film.mp4", None)).unwrap();
+    assert_eq!(asked(&h, 1).len(), 1);
+    let now = h.now();
+    let id = h.pnes[0]
+        .send_message(now, &message(2, b"hello", None))
+        .unwrap();
+    h.pump();
+    assert!(matches!(h.outcome(0, id), Outcome::MessageSent { .. }));
+    assert_eq!(messages(&h, 2), [(pne_id(0), b"hello".to_vec())]);
+}
+
+#[test]
+fn ones_own_device_in_another_users_pn_is_reached_and_anothers_device_there_is_not() {
+    let specs = [PneSpec::trusted(); 4];
+    for (guest, expect) in [(true, Ok(())), (false, Err(ErrorCode::Forbidden))] {
+        let mut h = Harness::with_far(&specs, 2, "bob");
+        h.connect_gw();
+        h.discover_all();
+        h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+        h.setup(2, SetupType::Invite(vec![pne_id(3)]));
+        declare(&mut h, 3, "film.mp4");
+        if guest {
+            // PNE 3 is alice's own device, a guest in bob's PN.
+            h.store.entities.get_mut(&pne_id(3)).unwrap().owner =
+                cpns_wire::UserId::new("alice").unwrap();
+        }
+        let b = h.joined(2).unwrap().pn_id;
+        assert_eq!(
+            ask(&mut h, 0, &request(3, "film.mp4", Some(b))),
+            expect,
+            "guest {guest}"
+        );
+        assert_eq!(asked(&h, 3).len(), usize::from(guest));
+    }
+}
+
+#[test]
+fn the_sender_of_a_message_is_answered_without_its_payload_or_an_owner() {
+    let mut h = world();
+    let payload = vec![0x62; 4096];
+    let now = h.now();
+    let raw = minicbor::to_vec(message(2, &payload, None)).unwrap();
+    let id = h.pnes[0]
+        .secure_call(now, cpns_wire::DELIVERY_MESSAGE, raw)
+        .unwrap();
+    h.pump();
+    let Some(Ok(Outcome::SecureAnswer {
+        payload: answer, ..
+    })) = h.completion(0, id).map(|c| c.result.clone())
+    else {
+        panic!("answered")
+    };
+    let answer: cpns_wire::DeliveryMessage = minicbor::decode(&answer).unwrap();
+    assert_eq!(answer.peer, pne_id(2));
+    assert!(answer.payload.is_empty(), "the payload came back");
+    assert_eq!(answer.owner, None);
+    // The target was told who sent it, whose it is, and the payload.
+    let told = h.pne_events(2).into_iter().any(|e| {
+        matches!(e, PneEvent::MessageReceived { from, payload: p, .. }
+            if *from == pne_id(0) && *p == payload)
+    });
+    assert!(told);
+}
