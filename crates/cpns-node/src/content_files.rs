@@ -4,13 +4,19 @@
 //! already is read back once, a block at a time, never held whole), checked against the SHA-256
 //! offered once every byte is there, and then kept under its name (made safe as a file name) or
 //! discarded. The inbox is its user's only (mode 0700).
+//!
+//! A chunk is read or written where it lands in its file (`pread`/`pwrite`), in the link's
+//! task: a chunk's worth of the page cache costs less than the hand-over to tokio's blocking
+//! pool and back, which was one wake-up each way per chunk (BENCHMARKS.md, "Delivery through a
+//! PN GW"). Opening, syncing and hashing a whole file go to the blocking pool.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cpns_wire::DeliveryId;
 use sha2::Digest;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::os::unix::fs::FileExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Block size of a hash check's reads.
 const HASH_BLOCK: usize = 256 * 1024;
@@ -21,7 +27,7 @@ pub(crate) struct ContentFiles {
     /// Where received content goes; none: this PNE takes no delivery.
     inbox: Option<PathBuf>,
     /// The file each session this PNE sends reads from, opened at its first read and kept open.
-    sending: BTreeMap<DeliveryId, (PathBuf, Option<tokio::fs::File>)>,
+    sending: BTreeMap<DeliveryId, (PathBuf, Option<std::fs::File>)>,
     /// Each session received.
     receiving: BTreeMap<DeliveryId, Part>,
 }
@@ -30,7 +36,7 @@ pub(crate) struct ContentFiles {
 #[derive(Debug)]
 struct Part {
     name: String,
-    file: Option<tokio::fs::File>,
+    file: Option<std::fs::File>,
     hash: sha2::Sha256,
     /// The bytes from the start that `hash` covers.
     hashed: u64,
@@ -148,17 +154,13 @@ impl ContentFiles {
             let f = tokio::fs::File::open(&*path)
                 .await
                 .map_err(|e| io("open", path, &e))?;
-            *open = Some(f);
+            *open = Some(f.into_std().await);
         }
-        let Some(f) = open.as_mut() else {
+        let Some(f) = open.as_ref() else {
             return Err("the session's file is not open".into());
         };
-        f.seek(std::io::SeekFrom::Start(offset))
-            .await
-            .map_err(|e| io("seek", path, &e))?;
         let mut buf = vec![0; usize::try_from(len).map_err(|_| "a chunk too large")?];
-        f.read_exact(&mut buf)
-            .await
+        f.read_exact_at(&mut buf, offset)
             .map_err(|e| io("read", path, &e))?;
         Ok(buf)
     }
@@ -178,13 +180,8 @@ impl ContentFiles {
         name: String,
     ) -> Result<u64, String> {
         let part = self.part(session)?;
-        // Opened again (its link dropped): what the old handle was writing lands first.
-        if let Some(Part {
-            file: Some(mut f), ..
-        }) = self.receiving.remove(&session)
-        {
-            f.flush().await.map_err(|e| io("write", &part, &e))?;
-        }
+        // Opened again (its link dropped): the old handle wrote through already.
+        self.receiving.remove(&session);
         if let Some(dir) = part.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -206,10 +203,7 @@ impl ContentFiles {
             .await
             .map_err(|e| io("open", &part, &e))?;
         let have = f.metadata().await.map_err(|e| io("read", &part, &e))?.len();
-        let mut f = f;
-        f.seek(std::io::SeekFrom::Start(have))
-            .await
-            .map_err(|e| io("seek", &part, &e))?;
+        let f = f.into_std().await;
         // What it holds already (a resumed session) is hashed once, now.
         let (hash, hashed) = hash_file(&part, have).await?;
         let held = Part {
@@ -243,12 +237,8 @@ impl ContentFiles {
         };
         if offset != *hashed {
             *in_order = false;
-            f.seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| io("seek", &part, &e))?;
         }
-        f.write_all(bytes)
-            .await
+        f.write_all_at(bytes, offset)
             .map_err(|e| io("write", &part, &e))?;
         if *in_order {
             hash.update(bytes);
@@ -278,8 +268,8 @@ impl ContentFiles {
             in_order,
         } = held;
         let len = match file {
-            Some(mut f) => {
-                f.flush().await.map_err(|e| io("write", &part, &e))?;
+            Some(f) => {
+                let f = tokio::fs::File::from_std(f);
                 f.sync_all().await.map_err(|e| io("sync", &part, &e))?;
                 f.metadata().await.map_err(|e| io("read", &part, &e))?.len()
             }
