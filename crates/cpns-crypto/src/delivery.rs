@@ -5,11 +5,14 @@
 //! associated data naming the session, the part (the common part, or one target's specific
 //! part), the chunk's offset and the part's total size: a PN GW or the server relaying it can
 //! neither read it, alter it, nor pass it off at another offset, in another part or session.
+//! The AEAD is the session's [`Suite`], picked by its source and named in its invitations; the
+//! chunk key is that suite's own (docs/security.md §4.12, §4.13).
 
 use zeroize::Zeroizing;
 
 use crate::kdf::{Transcript, derive_key};
 use crate::keys::DeliveryKey;
+use crate::suite::{BulkKey, Suite};
 use crate::{CryptoError, aead, labels};
 
 /// What a chunk belongs to: its associated data.
@@ -30,7 +33,7 @@ pub const CHUNK_OVERHEAD: usize = aead::BOX_OVERHEAD;
 
 /// Seals and opens the chunks of one session's part: its chunk key derived once.
 pub struct ChunkSealer {
-    key: Zeroizing<[u8; 32]>,
+    key: BulkKey,
 }
 
 impl core::fmt::Debug for ChunkSealer {
@@ -39,10 +42,10 @@ impl core::fmt::Debug for ChunkSealer {
     }
 }
 
-/// `T("cpns/v1/delivery-chunk-key") ‖ T(session)`: the chunk key's HKDF info.
-fn key_info(session: &[u8; 16]) -> Transcript {
+/// `T("cpns/v1/delivery-chunk-key") ‖ T(session) ‖ T(suite)`: the chunk key's HKDF info.
+fn key_info(session: &[u8; 16], suite: Suite) -> Transcript {
     let mut t = Transcript::new(labels::DELIVERY_CHUNK_KEY);
-    t.push(session);
+    t.push(session).push(&[suite.code()]);
     t
 }
 
@@ -57,11 +60,18 @@ pub(crate) fn chunk_aad(b: &ChunkBinding<'_>) -> Vec<u8> {
 }
 
 impl ChunkSealer {
-    /// The sealer of session `session`'s chunks under `key`.
-    pub fn new(key: &DeliveryKey, session: &[u8; 16]) -> Self {
+    /// The sealer of session `session`'s chunks under `key`, in `suite`.
+    pub fn new(key: &DeliveryKey, session: &[u8; 16], suite: Suite) -> Self {
+        let chunk_key: Zeroizing<[u8; 32]> =
+            derive_key(key.expose_secret(), &key_info(session, suite));
         Self {
-            key: derive_key(key.expose_secret(), &key_info(session)),
+            key: BulkKey::new(suite, &chunk_key),
         }
+    }
+
+    /// The suite the chunks are sealed in.
+    pub fn suite(&self) -> Suite {
+        self.key.suite()
     }
 
     /// Seals one chunk under a fresh random nonce.
@@ -89,7 +99,14 @@ impl ChunkSealer {
         plaintext: &[u8],
         nonce: [u8; 12],
     ) -> Result<Vec<u8>, CryptoError> {
-        aead::seal_with_nonce(&self.key, nonce, &chunk_aad(b), plaintext)
+        let mut out = Vec::with_capacity(CHUNK_OVERHEAD + plaintext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .key
+            .seal_in_place(nonce, &chunk_aad(b), &mut out[aead::NONCE_LEN..])?;
+        out.extend_from_slice(&tag);
+        Ok(out)
     }
 
     /// Opens one chunk.
@@ -102,7 +119,18 @@ impl ChunkSealer {
         b: &ChunkBinding<'_>,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        aead::open(&self.key, &chunk_aad(b), sealed)
+        if sealed.len() < CHUNK_OVERHEAD {
+            return Err(CryptoError::Malformed(
+                "a sealed chunk shorter than nonce and tag (28 bytes)",
+            ));
+        }
+        let (nonce, rest) = sealed.split_at(aead::NONCE_LEN);
+        let mut n = [0u8; aead::NONCE_LEN];
+        n.copy_from_slice(nonce);
+        let mut buf = Zeroizing::new(rest.to_vec());
+        let len = self.key.open_in_place(n, &chunk_aad(b), &mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
     }
 }
 
@@ -124,16 +152,24 @@ mod tests {
             offset: 65_536,
             total: 1 << 20,
         };
-        let sealer = ChunkSealer::new(&key, &session);
+        let sealer = ChunkSealer::new(&key, &session, Suite::Aes256Gcm);
         let sealed = sealer
             .seal_with_nonce(&b, b"frame of video", [3; 12])
             .unwrap();
         assert_eq!(sealed.len(), 14 + CHUNK_OVERHEAD);
         assert_eq!(&sealer.open(&b, &sealed).unwrap()[..], b"frame of video");
-        let other_key = ChunkSealer::new(&DeliveryKey::from_bytes([9; 32]), &session);
+        let other_key = ChunkSealer::new(
+            &DeliveryKey::from_bytes([9; 32]),
+            &session,
+            Suite::Aes256Gcm,
+        );
         assert!(other_key.open(&b, &sealed).is_err());
+        // Under the other suite the key is another: nothing opens.
+        let other_suite = ChunkSealer::new(&key, &session, Suite::ChaCha20Poly1305);
+        assert_eq!(other_suite.open(&b, &sealed), Err(CryptoError::BadTag));
+        assert_eq!(other_suite.suite(), Suite::ChaCha20Poly1305);
         let other_session = [4; 16];
-        let moved = ChunkSealer::new(&key, &other_session);
+        let moved = ChunkSealer::new(&key, &other_session, Suite::Aes256Gcm);
         let b2 = ChunkBinding {
             session: &other_session,
             ..b
@@ -160,6 +196,10 @@ mod tests {
             t[i] ^= 1;
             assert!(sealer.open(&b, &t).is_err(), "byte {i}");
         }
+        assert!(matches!(
+            sealer.open(&b, &sealed[..27]),
+            Err(CryptoError::Malformed(_))
+        ));
         assert!(format!("{sealer:?}").contains("redacted"));
     }
 }

@@ -1,12 +1,13 @@
-//! Sealed PAN frames: per-direction ChaCha20-Poly1305 with counter nonces and strict ordering.
+//! Sealed PAN frames: a per-direction key of the link's suite, counter nonces, strict ordering.
 //!
 //! docs/design.md §4: on a PAN in `cpns` security mode, after PN GW authentication ([`crate::pan`]) every
 //! frame is AEAD-sealed "with per-direction keys and counters (replays and reordering rejected)".
 //! Each direction has its own key, so the two sides' counters never share a nonce space. A record
 //! is (docs/security.md §4.5):
 //! ```text
-//! record = seq (u64 BE, 8) ‖ ChaCha20-Poly1305(K_dir, nonce = 00000000 ‖ seq (u64 BE), aad, pt)
+//! record = seq (u64 BE, 8) ‖ AEAD(K_dir, nonce = 00000000 ‖ seq (u64 BE), aad, pt)
 //! ```
+//! The AEAD is the link's [`Suite`], agreed in PN GW authentication ([`crate::PanKeys`]).
 //! The associated data is fixed for the life of a sealer or opener and given when it is made:
 //! for PAN frames it is [`crate::pan_frame_aad`] of its direction, PN, PNE and PN GW, bound by
 //! [`crate::PanKeys::into_pne_side`] / [`crate::PanKeys::into_gw_side`]. The sequence number
@@ -19,27 +20,25 @@
 //! ([`CryptoError::SequenceExhausted`]): the session must be re-keyed long before that.
 
 use crate::error::CryptoError;
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use crate::suite::{BulkKey, Suite};
 use core::fmt;
 use zeroize::Zeroize;
 
 /// Bytes a sealed record adds to its plaintext: the 8-byte sequence number and the 16-byte tag.
-pub const SEAL_OVERHEAD: usize = 8 + 16;
+pub const SEAL_OVERHEAD: usize = SEQ_LEN + crate::suite::TAG_LEN;
 
 const SEQ_LEN: usize = 8;
-const TAG_LEN: usize = 16;
 
 /// The nonce of record `seq`: four zero bytes then `seq` as u64 BE.
-fn nonce_for(seq: u64) -> Nonce {
+fn nonce_for(seq: u64) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&seq.to_be_bytes());
-    Nonce::from(n)
+    n
 }
 
 /// Builds a cipher from a key and wipes the caller's copy.
-fn cipher_from(mut key: [u8; 32]) -> ChaCha20Poly1305 {
-    let c = ChaCha20Poly1305::new(&Key::from(key));
+fn cipher_from(suite: Suite, mut key: [u8; 32]) -> BulkKey {
+    let c = BulkKey::new(suite, &key);
     key.zeroize();
     c
 }
@@ -48,7 +47,7 @@ fn cipher_from(mut key: [u8; 32]) -> ChaCha20Poly1305 {
 ///
 /// The cipher's key copy is zeroized on drop.
 pub struct FrameSealer {
-    cipher: ChaCha20Poly1305,
+    cipher: BulkKey,
     aad: Vec<u8>,
     next_seq: u64,
 }
@@ -57,9 +56,9 @@ impl FrameSealer {
     /// A sealer whose first record will carry seq 0, authenticating `aad` with every record.
     /// Prefer [`crate::PanKeys::into_pne_side`] / [`crate::PanKeys::into_gw_side`], which pick
     /// the right direction key and bind the session's associated data.
-    pub fn new(key: [u8; 32], aad: Vec<u8>) -> Self {
+    pub fn new(suite: Suite, key: [u8; 32], aad: Vec<u8>) -> Self {
         FrameSealer {
-            cipher: cipher_from(key),
+            cipher: cipher_from(suite, key),
             aad,
             next_seq: 0,
         }
@@ -75,11 +74,16 @@ impl FrameSealer {
         self.next_seq
     }
 
+    /// The suite this sealer seals under.
+    pub fn suite(&self) -> Suite {
+        self.cipher.suite()
+    }
+
     /// Seals one frame into a new record of `plaintext.len() + SEAL_OVERHEAD` bytes.
     ///
     /// # Errors
     /// [`CryptoError::SequenceExhausted`] after 2^64 - 1 records; [`CryptoError::Malformed`] for
-    /// a plaintext beyond the ChaCha20-Poly1305 limit (256 GiB).
+    /// a plaintext beyond the suite's limit (64 GiB for AES-256-GCM).
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
         self.seal_into(plaintext, &mut out)?;
@@ -101,10 +105,7 @@ impl FrameSealer {
         out.extend_from_slice(&seq.to_be_bytes());
         out.extend_from_slice(plaintext);
         let body = &mut out[start + SEQ_LEN..];
-        match self
-            .cipher
-            .encrypt_inout_detached(&nonce_for(seq), &self.aad, body.into())
-        {
+        match self.cipher.seal_in_place(nonce_for(seq), &self.aad, body) {
             Ok(tag) => {
                 out.extend_from_slice(&tag);
                 self.next_seq = seq + 1;
@@ -113,9 +114,7 @@ impl FrameSealer {
             Err(_) => {
                 out[start..].zeroize();
                 out.truncate(start);
-                Err(CryptoError::Malformed(
-                    "frame too long for ChaCha20-Poly1305",
-                ))
+                Err(CryptoError::Malformed("frame too long for the suite"))
             }
         }
     }
@@ -124,6 +123,7 @@ impl FrameSealer {
 impl fmt::Debug for FrameSealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameSealer")
+            .field("suite", &self.cipher.suite())
             .field("key", &"<redacted>")
             .field("next_seq", &self.next_seq)
             .finish()
@@ -134,16 +134,16 @@ impl fmt::Debug for FrameSealer {
 ///
 /// The cipher's key copy is zeroized on drop.
 pub struct FrameOpener {
-    cipher: ChaCha20Poly1305,
+    cipher: BulkKey,
     aad: Vec<u8>,
     next_seq: u64,
 }
 
 impl FrameOpener {
     /// An opener that expects seq 0 first and requires every record to authenticate `aad`.
-    pub fn new(key: [u8; 32], aad: Vec<u8>) -> Self {
+    pub fn new(suite: Suite, key: [u8; 32], aad: Vec<u8>) -> Self {
         FrameOpener {
-            cipher: cipher_from(key),
+            cipher: cipher_from(suite, key),
             aad,
             next_seq: 0,
         }
@@ -157,6 +157,11 @@ impl FrameOpener {
     /// The sequence number the next record must carry.
     pub fn next_sequence(&self) -> u64 {
         self.next_seq
+    }
+
+    /// The suite this opener opens under.
+    pub fn suite(&self) -> Suite {
+        self.cipher.suite()
     }
 
     /// Opens one record and advances the expected sequence number; on any error the expected
@@ -175,7 +180,6 @@ impl FrameOpener {
             ));
         }
         let (seq_bytes, rest) = record.split_at(SEQ_LEN);
-        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let mut seq_arr = [0u8; SEQ_LEN];
         seq_arr.copy_from_slice(seq_bytes);
         let seq = u64::from_be_bytes(seq_arr);
@@ -188,11 +192,11 @@ impl FrameOpener {
                 got: seq,
             });
         }
-        let tag = Tag::try_from(tag).map_err(|_| CryptoError::Malformed("tag length"))?;
-        let mut buf = ct.to_vec();
-        self.cipher
-            .decrypt_inout_detached(&nonce_for(seq), &self.aad, buf.as_mut_slice().into(), &tag)
-            .map_err(|_| CryptoError::BadTag)?;
+        let mut buf = rest.to_vec();
+        let len = self
+            .cipher
+            .open_in_place(nonce_for(seq), &self.aad, &mut buf)?;
+        buf.truncate(len);
         self.next_seq = seq + 1;
         Ok(buf)
     }
@@ -201,6 +205,7 @@ impl FrameOpener {
 impl fmt::Debug for FrameOpener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameOpener")
+            .field("suite", &self.cipher.suite())
             .field("key", &"<redacted>")
             .field("next_seq", &self.next_seq)
             .finish()
@@ -212,11 +217,12 @@ mod tests {
     use super::*;
 
     const KEY: [u8; 32] = [0x5c; 32];
+    const SUITE: Suite = Suite::Aes256Gcm;
 
     fn pair_with(aad: &[u8]) -> (FrameSealer, FrameOpener) {
         (
-            FrameSealer::new(KEY, aad.to_vec()),
-            FrameOpener::new(KEY, aad.to_vec()),
+            FrameSealer::new(SUITE, KEY, aad.to_vec()),
+            FrameOpener::new(SUITE, KEY, aad.to_vec()),
         )
     }
 
@@ -251,10 +257,29 @@ mod tests {
 
     #[test]
     fn record_uses_counter_nonce_and_the_bound_aad() {
-        let (mut s, _) = pair_with(b"aad");
+        let mut s = FrameSealer::new(Suite::ChaCha20Poly1305, KEY, b"aad".to_vec());
         let r = s.seal(b"hi").unwrap();
         let expect = crate::aead::seal_with_nonce(&KEY, [0; 12], b"aad", b"hi").unwrap();
         assert_eq!(&r[8..], &expect[12..]);
+        assert_eq!(s.suite(), Suite::ChaCha20Poly1305);
+    }
+
+    #[test]
+    fn a_record_opens_only_under_its_own_suite() {
+        for (a, b) in [
+            (Suite::Aes256Gcm, Suite::ChaCha20Poly1305),
+            (Suite::ChaCha20Poly1305, Suite::Aes256Gcm),
+        ] {
+            let r = FrameSealer::new(a, KEY, b"aad".to_vec())
+                .seal(b"hi")
+                .unwrap();
+            let mut other = FrameOpener::new(b, KEY, b"aad".to_vec());
+            assert_eq!(other.open(&r), Err(CryptoError::BadTag));
+            assert_eq!(other.next_sequence(), 0);
+            let mut same = FrameOpener::new(a, KEY, b"aad".to_vec());
+            assert_eq!(same.open(&r).unwrap(), b"hi");
+            assert!(format!("{same:?}").contains(&format!("{a:?}")));
+        }
     }
 
     #[test]
@@ -327,8 +352,8 @@ mod tests {
 
     #[test]
     fn wrong_key_fails() {
-        let mut s = FrameSealer::new(KEY, Vec::new());
-        let mut o = FrameOpener::new([0x5d; 32], Vec::new());
+        let mut s = FrameSealer::new(SUITE, KEY, Vec::new());
+        let mut o = FrameOpener::new(SUITE, [0x5d; 32], Vec::new());
         let r = s.seal(b"x").unwrap();
         assert_eq!(o.open(&r), Err(CryptoError::BadTag));
     }
@@ -355,15 +380,15 @@ mod tests {
         let text = format!("{s:?} {o:?}");
         assert!(!text.contains("5c5c") && !text.contains("92, 92"));
         assert!(text.contains("next_seq: 0"));
-        // Each names itself and its next sequence number, and nothing else of its state.
+        // Each names itself, its suite and its next sequence number, and nothing else.
         s.seal(b"x").unwrap();
         assert_eq!(
             format!("{s:?}"),
-            r#"FrameSealer { key: "<redacted>", next_seq: 1 }"#
+            r#"FrameSealer { suite: Aes256Gcm, key: "<redacted>", next_seq: 1 }"#
         );
         assert_eq!(
             format!("{o:?}"),
-            r#"FrameOpener { key: "<redacted>", next_seq: 0 }"#
+            r#"FrameOpener { suite: Aes256Gcm, key: "<redacted>", next_seq: 0 }"#
         );
     }
 }

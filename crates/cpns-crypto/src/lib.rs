@@ -82,6 +82,7 @@ mod pne_auth;
 mod rng;
 mod secure;
 mod sign;
+mod suite;
 #[doc(hidden)]
 pub mod vectors;
 
@@ -132,3 +133,4 @@ pub use sign::{
     MemberSigningKey, PUBLIC_KEY_LEN, SIGNATURE_LEN, open_group_content, seal_group_content,
     seal_group_content_with_nonce,
 };
+pub use suite::Suite;

@@ -6,21 +6,23 @@
 //! as PNE <-> server, keyed by the LocalEUKey both sides just unwrapped. The PNE sends rand_PNE,
 //! the GW answers rand_GW and its proof, the PNE checks it and answers its own proof, which covers
 //! the GW's; from then on both sides seal every frame ([`crate::frame`]) with one key per
-//! direction (docs/security.md §4.4):
+//! direction, under the suite the PNE offered (`offered`, its wire codes, most wanted first)
+//! and the GW chose (`suite`, [`Suite::choose`]) (docs/security.md §4.4, §4.13):
 //! ```text
 //! PRK       = HKDF-Extract(salt = rand_PNE ‖ rand_GW, IKM = LocalEUKey)
 //! ctx       = T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)
 //! K_confirm = HKDF-Expand(PRK, T("cpns/v1/pan-confirm")   ‖ ctx, 32)
-//! K_gw→pne  = HKDF-Expand(PRK, T("cpns/v1/pan-gw-to-pne") ‖ ctx, 32)
-//! K_pne→gw  = HKDF-Expand(PRK, T("cpns/v1/pan-pne-to-gw") ‖ ctx, 32)
-//! proof_ctx = T(rand_PNE) ‖ T(rand_GW) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)
+//! K_gw→pne  = HKDF-Expand(PRK, T("cpns/v1/pan-gw-to-pne") ‖ ctx ‖ T(suite), 32)
+//! K_pne→gw  = HKDF-Expand(PRK, T("cpns/v1/pan-pne-to-gw") ‖ ctx ‖ T(suite), 32)
+//! proof_ctx = T(rand_PNE) ‖ T(rand_GW) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID) ‖ T(offered) ‖ T(suite)
 //! gw_proof  = HMAC(K_confirm, T("cpns/v1/pan-gw-proof")  ‖ proof_ctx)
 //! pne_proof = HMAC(K_confirm, T("cpns/v1/pan-pne-proof") ‖ proof_ctx ‖ T(gw_proof))
 //! aad_dir   = T("cpns/v1/pan-frame") ‖ T(dir) ‖ T(PN ID) ‖ T(PNE ID) ‖ T(GW ID)   (dir: GW→PNE 01, PNE→GW 02)
 //! ```
-//! The sealer and opener [`PanKeys::into_pne_side`] / [`PanKeys::into_gw_side`] return carry the
-//! frame key and the associated data of their direction, so the session layer never picks
-//! either.
+//! Both proofs cover the offer and the choice, so a PAN attacker who strips the offer or
+//! changes the choice fails the exchange. The sealer and opener [`PanKeys::into_pne_side`] /
+//! [`PanKeys::into_gw_side`] return carry the suite, the frame key and the associated data of
+//! their direction, so the session layer never picks any of them.
 
 use crate::aad::{PanDirection, pan_frame_aad};
 use crate::error::CryptoError;
@@ -28,6 +30,7 @@ use crate::frame::{FrameOpener, FrameSealer};
 use crate::kdf::{Prk, Transcript, hmac};
 use crate::keys::{AuthHash, LocalEuKey, Rand};
 use crate::labels;
+use crate::suite::Suite;
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -44,6 +47,11 @@ pub struct PanAuthInput<'a> {
     pub rand_pne: &'a Rand,
     /// rand_GW, the GW's fresh challenge.
     pub rand_gw: &'a Rand,
+    /// The suites the PNE offered, as their wire codes, most wanted first (empty: it named
+    /// none).
+    pub offered: &'a [u8],
+    /// The suite the GW chose for the link's frames.
+    pub suite: Suite,
 }
 
 /// The PAN confirmation key and the two frame keys of one PAN session; zeroized on drop.
@@ -54,6 +62,8 @@ pub struct PanKeys {
     pne_to_gw: Zeroizing<[u8; 32]>,
     #[zeroize(skip)]
     proof_context: Transcript,
+    #[zeroize(skip)]
+    suite: Suite,
     /// Associated data of the GW -> PNE frames.
     #[zeroize(skip)]
     aad_gw_to_pne: Vec<u8>,
@@ -74,17 +84,23 @@ impl PanKeys {
         ctx.push(input.pn_id)
             .push(input.pne_id.as_bytes())
             .push(input.gw_id.as_bytes());
+        let suite = [input.suite.code()];
         let expand = |label: &str| prk.expand(Transcript::new(label).extend(&ctx));
+        let expand_frame =
+            |label: &str| prk.expand(Transcript::new(label).extend(&ctx).push(&suite));
         let mut proof_context = Transcript::fields();
         proof_context
             .push(&input.rand_pne.0)
             .push(&input.rand_gw.0)
-            .extend(&ctx);
+            .extend(&ctx)
+            .push(input.offered)
+            .push(&suite);
         PanKeys {
             confirm: expand(labels::PAN_CONFIRM),
-            gw_to_pne: expand(labels::PAN_GW_TO_PNE),
-            pne_to_gw: expand(labels::PAN_PNE_TO_GW),
+            gw_to_pne: expand_frame(labels::PAN_GW_TO_PNE),
+            pne_to_gw: expand_frame(labels::PAN_PNE_TO_GW),
             proof_context,
+            suite: input.suite,
             aad_gw_to_pne: pan_frame_aad(
                 PanDirection::GwToPne,
                 input.pn_id,
@@ -143,8 +159,8 @@ impl PanKeys {
     /// GW -> PNE associated data), both bound to this session's PN, PNE and GW ids.
     pub fn into_pne_side(self) -> (FrameSealer, FrameOpener) {
         (
-            FrameSealer::new(*self.pne_to_gw, self.aad_pne_to_gw.clone()),
-            FrameOpener::new(*self.gw_to_pne, self.aad_gw_to_pne.clone()),
+            FrameSealer::new(self.suite, *self.pne_to_gw, self.aad_pne_to_gw.clone()),
+            FrameOpener::new(self.suite, *self.gw_to_pne, self.aad_gw_to_pne.clone()),
         )
     }
 
@@ -152,8 +168,8 @@ impl PanKeys {
     /// PNE -> GW associated data), both bound to this session's PN, PNE and GW ids.
     pub fn into_gw_side(self) -> (FrameSealer, FrameOpener) {
         (
-            FrameSealer::new(*self.gw_to_pne, self.aad_gw_to_pne.clone()),
-            FrameOpener::new(*self.pne_to_gw, self.aad_pne_to_gw.clone()),
+            FrameSealer::new(self.suite, *self.gw_to_pne, self.aad_gw_to_pne.clone()),
+            FrameOpener::new(self.suite, *self.pne_to_gw, self.aad_pne_to_gw.clone()),
         )
     }
 
@@ -184,6 +200,8 @@ mod tests {
             gw_id: "gw-1",
             rand_pne: &R_PNE,
             rand_gw: &R_GW,
+            offered: &[2, 1],
+            suite: Suite::Aes256Gcm,
         }
     }
 
@@ -273,6 +291,19 @@ mod tests {
                 pne_id: "pne-2",
                 ..input()
             },
+            // The offer stripped or changed, or another choice: a downgrade fails the proofs.
+            PanAuthInput {
+                offered: &[],
+                ..input()
+            },
+            PanAuthInput {
+                offered: &[1, 2],
+                ..input()
+            },
+            PanAuthInput {
+                suite: Suite::ChaCha20Poly1305,
+                ..input()
+            },
         ];
         for v in &variants {
             let other = PanKeys::derive(&local(1), v);
@@ -298,20 +329,49 @@ mod tests {
             pan_frame_aad(PanDirection::PneToGw, &other_pn, "pne-1", "gw-1"),
             pan_frame_aad(PanDirection::GwToPne, &PN, "pne-1", "gw-1"),
         ] {
-            let r = FrameSealer::new(p2g, aad).seal(b"for another PNE").unwrap();
+            let r = FrameSealer::new(Suite::Aes256Gcm, p2g, aad)
+                .seal(b"for another PNE")
+                .unwrap();
             assert_eq!(gw_rx.open(&r), Err(CryptoError::BadTag));
         }
         for aad in [
             pan_frame_aad(PanDirection::GwToPne, &PN, "pne-2", "gw-1"),
             pan_frame_aad(PanDirection::PneToGw, &PN, "pne-1", "gw-1"),
         ] {
-            let r = FrameSealer::new(g2p, aad).seal(b"x").unwrap();
+            let r = FrameSealer::new(Suite::Aes256Gcm, g2p, aad)
+                .seal(b"x")
+                .unwrap();
             assert_eq!(pne_rx.open(&r), Err(CryptoError::BadTag));
         }
         // The right associated data still opens, at seq 0: nothing advanced.
         let right = pan_frame_aad(PanDirection::PneToGw, &PN, "pne-1", "gw-1");
-        let r = FrameSealer::new(p2g, right).seal(b"ok").unwrap();
+        let r = FrameSealer::new(Suite::Aes256Gcm, p2g, right)
+            .seal(b"ok")
+            .unwrap();
         assert_eq!(gw_rx.open(&r).unwrap(), b"ok");
+    }
+
+    /// Each suite has frame keys of its own; the sides' sealers take the chosen one.
+    #[test]
+    fn frame_keys_are_of_the_chosen_suite_only() {
+        let aes = PanKeys::derive(&local(1), &input());
+        let chacha_input = PanAuthInput {
+            suite: Suite::ChaCha20Poly1305,
+            ..input()
+        };
+        let chacha = PanKeys::derive(&local(1), &chacha_input);
+        let ((c1, g1, p1), (c2, g2, p2)) = (aes.keys(), chacha.keys());
+        assert_eq!(
+            c1, c2,
+            "the confirmation key is the suite's own only through the proofs"
+        );
+        assert!(g1 != g2 && p1 != p2);
+        let (tx, _) = aes.into_pne_side();
+        let (_, rx) = chacha.into_gw_side();
+        assert_eq!(
+            (tx.suite(), rx.suite()),
+            (Suite::Aes256Gcm, Suite::ChaCha20Poly1305)
+        );
     }
 
     #[test]

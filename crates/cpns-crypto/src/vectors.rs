@@ -138,9 +138,13 @@ pub fn service_group_key_at_rest_aad(group_id: &[u8; 16], epoch: u64) -> Vec<u8>
 }
 
 /// A delivery session's chunk key, from its DeliveryKey and id (docs/security.md §4.12).
-pub fn delivery_chunk_key(key: &crate::DeliveryKey, session: &[u8; 16]) -> [u8; 32] {
+pub fn delivery_chunk_key(
+    key: &crate::DeliveryKey,
+    session: &[u8; 16],
+    suite: crate::Suite,
+) -> [u8; 32] {
     let mut t = Transcript::new(crate::labels::DELIVERY_CHUNK_KEY);
-    t.push(session);
+    t.push(session).push(&[suite.code()]);
     *crate::kdf::derive_key(key.expose_secret(), &t)
 }
 

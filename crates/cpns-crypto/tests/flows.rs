@@ -113,6 +113,8 @@ fn pn_establishment_with_two_pnes_and_pan_sessions() {
             gw_id: GW,
             rand_pne: &r_pne,
             rand_gw: &r_gw,
+            offered: &[2, 1],
+            suite: Suite::choose(&[2, 1], &Suite::local_preference()).unwrap(),
         };
         let pne_pan = PanKeys::derive(&pne_local, &pan_input);
         let gw_pan = PanKeys::derive(&gw_local, &pan_input);

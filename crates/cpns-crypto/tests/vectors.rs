@@ -94,6 +94,18 @@ fn assert_sealed_under<const N: usize>(
     }
 }
 
+/// AES-256-GCM from another implementation (ring's), to check what the crate seals with
+/// AWS-LC's: `ct ‖ tag`.
+fn aes_gcm(key: &[u8], nonce: &[u8], aad: &[u8], pt: &[u8]) -> Vec<u8> {
+    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as RingNonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
+    let nonce = RingNonce::try_assume_unique_for_key(nonce).unwrap();
+    let mut out = pt.to_vec();
+    key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut out)
+        .unwrap();
+    out
+}
+
 fn cat(a: &[u8], b: &[u8]) -> Vec<u8> {
     [a, b].concat()
 }
@@ -402,7 +414,8 @@ fn gw_auth_vectors() {
 }
 
 /// Checks a list of sealed records against a sealer, an opener and the raw construction: each
-/// plaintext is a whole cpns-wire envelope, each frame is `u32be(len) ‖ 01 ‖ record`.
+/// plaintext is a whole cpns-wire envelope, each frame is `u32be(len) ‖ 01 ‖ record`, the
+/// record sealed in AES-256-GCM, the suite of the vector's link.
 fn check_records(
     list: &Value,
     key: &[u8],
@@ -437,7 +450,7 @@ fn check_records(
         assert_eq!(hx(r, "nonce"), nonce);
         assert_eq!(
             record,
-            cat(&seq.to_be_bytes(), &chacha(key, &nonce, aad, &pt))
+            cat(&seq.to_be_bytes(), &aes_gcm(key, &nonce, aad, &pt))
         );
         assert_eq!(record.len(), pt.len() + SEAL_OVERHEAD);
         let len = u32::try_from(record.len() + 1).unwrap();
@@ -461,7 +474,15 @@ fn pan_vectors() {
         gw_id,
         rand_pne: &rand_pne,
         rand_gw: &rand_gw,
+        offered: &hx(i, "offered"),
+        suite: Suite::from_code(hx(i, "suite_code")[0]).unwrap(),
     };
+    assert_eq!(
+        hx(i, "offered"),
+        [2, 1],
+        "AES-256-GCM, then ChaCha20-Poly1305"
+    );
+    assert_eq!(input.suite, Suite::Aes256Gcm);
     let gw_proof = AuthHash(arr(o, "gw_proof"));
     let pne_proof = AuthHash(arr(o, "pne_proof"));
     // Through the crate.
@@ -513,7 +534,7 @@ fn pan_vectors() {
     let first = hx(&records_up[0], "record");
     let (_, mut other_rx) = PanKeys::derive(&local, &input).into_gw_side();
     let other_aad = pan_frame_aad(PanDirection::PneToGw, &pn_id, "pne-9", gw_id);
-    let forged = FrameSealer::new(p2g, other_aad)
+    let forged = FrameSealer::new(Suite::Aes256Gcm, p2g, other_aad)
         .seal(&hx(&records_up[0], "plaintext"))
         .unwrap();
     assert_ne!(forged, first);
@@ -527,24 +548,37 @@ fn pan_vectors() {
     assert_eq!(hx(m, "salt"), salt);
     assert_eq!(hx(m, "prk"), hkdf_prk(Some(&salt), local.expose_secret()));
     let ctx: [&[u8]; 3] = [&pn_id, pne_id.as_bytes(), gw_id.as_bytes()];
-    for (label, info_name, key_name) in [
-        (labels::PAN_CONFIRM, "confirm_info", "confirm_key"),
-        (labels::PAN_GW_TO_PNE, "gw_to_pne_info", "gw_to_pne_key"),
-        (labels::PAN_PNE_TO_GW, "pne_to_gw_info", "pne_to_gw_key"),
+    let frame_ctx: [&[u8]; 4] = [&pn_id, pne_id.as_bytes(), gw_id.as_bytes(), &[2]];
+    for (label, info_name, key_name, ctx) in [
+        (labels::PAN_CONFIRM, "confirm_info", "confirm_key", &ctx[..]),
+        (
+            labels::PAN_GW_TO_PNE,
+            "gw_to_pne_info",
+            "gw_to_pne_key",
+            &frame_ctx[..],
+        ),
+        (
+            labels::PAN_PNE_TO_GW,
+            "pne_to_gw_info",
+            "pne_to_gw_key",
+            &frame_ctx[..],
+        ),
     ] {
-        let info = t(label, &ctx);
+        let info = t(label, ctx);
         assert_eq!(hx(m, info_name), info);
         assert_eq!(
             hx(m, key_name),
             hkdf(Some(&salt), local.expose_secret(), &info)
         );
     }
-    let fields: [&[u8]; 5] = [
+    let fields: [&[u8]; 7] = [
         &rand_pne.0,
         &rand_gw.0,
         &pn_id,
         pne_id.as_bytes(),
         gw_id.as_bytes(),
+        &[2, 1],
+        &[2],
     ];
     let gw_msg = t(labels::PAN_GW_PROOF, &fields);
     assert_eq!(hx(m, "gw_proof_message"), gw_msg);
@@ -1658,16 +1692,17 @@ fn delivery_chunk_vectors() {
     let session: [u8; 16] = arr(a, "session");
     // The chunk key, through the crate and from docs/security.md §4.12.
     assert_eq!(
-        v::delivery_chunk_key(&key, &session)[..],
+        v::delivery_chunk_key(&key, &session, Suite::Aes256Gcm)[..],
         hx(a, "chunk_key")
     );
+    assert_eq!(hx(a, "suite_code"), [Suite::Aes256Gcm.code()]);
     let chunk_key = hkdf(
         None,
         key.expose_secret(),
-        &t("cpns/v1/delivery-chunk-key", &[&session]),
+        &t("cpns/v1/delivery-chunk-key", &[&session, &[2]]),
     );
     assert_eq!(chunk_key[..], hx(a, "chunk_key"));
-    let sealer = ChunkSealer::new(&key, &session);
+    let sealer = ChunkSealer::new(&key, &session, Suite::Aes256Gcm);
     for c in a["chunks"].as_array().unwrap() {
         let part = text(c, "part");
         let offset = c["offset"].as_u64().unwrap();
@@ -1695,14 +1730,24 @@ fn delivery_chunk_vectors() {
         assert_eq!(sealer.seal_with_nonce(&b, &plain, nonce).unwrap(), sealed);
         assert_eq!(
             sealed,
-            cat(&nonce, &chacha(&chunk_key, &nonce, &aad, &plain))
+            cat(&nonce, &aes_gcm(&chunk_key, &nonce, &aad, &plain))
         );
         assert_eq!(&sealer.open(&b, &sealed).unwrap()[..], &plain[..]);
-        // Not under another key or session, in another part, at another offset or total.
-        let other_key = ChunkSealer::new(&DeliveryKey::from_bytes([0; 32]), &session);
+        // Not under another key, suite or session, in another part, at another offset or
+        // total.
+        let other_key = ChunkSealer::new(
+            &DeliveryKey::from_bytes([0; 32]),
+            &session,
+            Suite::Aes256Gcm,
+        );
         assert_eq!(other_key.open(&b, &sealed).err(), Some(CryptoError::BadTag));
+        let other_suite = ChunkSealer::new(&key, &session, Suite::ChaCha20Poly1305);
+        assert_eq!(
+            other_suite.open(&b, &sealed).err(),
+            Some(CryptoError::BadTag)
+        );
         let other_session = [0u8; 16];
-        let moved = ChunkSealer::new(&key, &other_session);
+        let moved = ChunkSealer::new(&key, &other_session, Suite::Aes256Gcm);
         let b2 = ChunkBinding {
             session: &other_session,
             ..b

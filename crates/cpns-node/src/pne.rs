@@ -1003,6 +1003,7 @@ impl<S: DeviceStore> Link<S> {
             to_pn: Some(p.pn_id),
             held: false,
             requires: Vec::new(),
+            suite: None,
         };
         match self.session.offer_delivery(Instant::now(), &offer) {
             Ok(id) => {

@@ -159,6 +159,9 @@ pub enum Failure {
     /// the key (the PN may be gone), answered with a decoy, or is not the PN GW it claims
     /// (docs/security.md §4.4, "Not provable here").
     GatewayNotProven(cpns_wire::PnId),
+    /// The PN GW chose an AEAD suite for the link's frames that this PNE did not offer (the
+    /// code it named; docs/security.md §4.13).
+    SuiteNotOffered(u8),
     /// Group content relayed to this PNE failed a check (docs/security.md §4.11): the words
     /// say which.
     ContentRefused(String),
@@ -248,6 +251,11 @@ impl fmt::Display for Failure {
                 f.write_str("the PN's set-up information is larger than the CPNS Server accepts")
             }
             Failure::ContentRefused(why) => write!(f, "content refused: {why}"),
+            Failure::SuiteNotOffered(code) => write!(
+                f,
+                "the PN GW chose an AEAD suite this PNE did not offer (code {code}): it is not \
+                 a PN GW of this version, or something on the PAN altered its answer"
+            ),
             Failure::GatewayNotProven(pn) => write!(
                 f,
                 "the PN GW did not prove it holds this PNE's LocalEUKey for PN {pn}: it lost the \

@@ -221,6 +221,8 @@ mod tests {
             gw_id: "gw-1",
             rand_pne: &cpns_crypto::Rand([2; 16]),
             rand_gw: &cpns_crypto::Rand([3; 16]),
+            offered: &[2, 1],
+            suite: cpns_crypto::Suite::Aes256Gcm,
         };
         cpns_crypto::PanKeys::derive(&local, &input)
     }

@@ -56,7 +56,7 @@ pub(crate) enum Read {
 
 impl Source {
     /// The sending end of `session` under `key`: `size` bytes in chunks of at most `chunk`,
-    /// at most `window` past what every target has, to `targets`.
+    /// at most `window` past what every target has, to `targets`, sealed in `suite`.
     pub(crate) fn new(
         session: DeliveryId,
         key: &DeliveryKey,
@@ -64,10 +64,11 @@ impl Source {
         chunk: u32,
         window: u32,
         targets: Vec<EntityId>,
+        suite: cpns_crypto::Suite,
     ) -> Self {
         Self {
             session,
-            sealer: ChunkSealer::new(key, session.as_bytes()),
+            sealer: ChunkSealer::new(key, session.as_bytes(), suite),
             size,
             chunk: u64::from(chunk.max(1)),
             window: u64::from(window.max(chunk).max(1)),

@@ -97,6 +97,7 @@ pub(crate) async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let proto = GatewayConfig {
         capabilities: defaults("home-hub", true, true),
         subscription: Some(format!("user:{USER}")),
+        suites: cpns_crypto::Suite::local_preference().to_vec(),
         ..GatewayConfig::new(gw.entity_id.clone(), gw.eukey.clone())
     };
     let mut cfg = GatewayNodeConfig::new(&gw, proto, server_addr.to_string());
@@ -292,6 +293,7 @@ fn pne_config(cred: &DeviceCredential, device_type: &str, has_ui: bool) -> PneCo
     PneConfig {
         capabilities: defaults(device_type, has_ui, false),
         signing: cred.signing(),
+        suites: cpns_crypto::Suite::local_preference().to_vec(),
         ..PneConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     }
 }
@@ -519,6 +521,7 @@ async fn services(
         to_pn: None,
         held: false,
         requires: Vec::new(),
+        suite: None,
     };
     let mut tv_events = tv.events();
     phone.deliver(offer, path).await.map_err(err)?;

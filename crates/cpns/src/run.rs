@@ -165,6 +165,23 @@ fn pan_security(s: &str) -> anyhow::Result<PanSecurity> {
         .with_context(|| format!("PAN security must be `cpns` or `trusted`, not `{s}`"))
 }
 
+/// The AEAD suites of `--aead`, most wanted first (docs/security.md §4.13): `auto` is this
+/// CPU's order (AES-256-GCM first where it has AES instructions); a suite's name puts it first.
+fn suites(choice: &str) -> anyhow::Result<Vec<cpns_crypto::Suite>> {
+    use cpns_crypto::Suite;
+    let first = match choice {
+        "auto" => return Ok(Suite::local_preference().to_vec()),
+        "aes-256-gcm" => Suite::Aes256Gcm,
+        "chacha20-poly1305" => Suite::ChaCha20Poly1305,
+        other => {
+            anyhow::bail!("--aead is `auto`, `aes-256-gcm` or `chacha20-poly1305`, not `{other}`")
+        }
+    };
+    let mut order = vec![first];
+    order.extend(Suite::ALL.into_iter().filter(|s| *s != first));
+    Ok(order)
+}
+
 #[derive(Args, Debug)]
 pub(crate) struct GatewayArgs {
     /// The PN GW's credential file.
@@ -214,6 +231,11 @@ pub(crate) struct GatewayArgs {
     /// offline (docs/device-status.md).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub pan_offline_after_s: u64,
+    /// The AEAD of sealed PAN links, wanted first: `auto` (AES-256-GCM where this CPU has AES
+    /// instructions, else ChaCha20-Poly1305), `aes-256-gcm` or `chacha20-poly1305`. A link
+    /// takes AES-256-GCM only when both its ends want it first.
+    #[arg(long, value_name = "SUITE", default_value = "auto")]
+    pub aead: String,
     /// Print events as JSON objects, one per line, instead of readable lines.
     #[arg(long)]
     pub json: bool,
@@ -240,6 +262,7 @@ pub(crate) async fn gateway(a: GatewayArgs) -> anyhow::Result<()> {
         pan_offline_after: Some(Duration::from_secs(a.pan_offline_after_s)),
         capabilities,
         subscription: Some(format!("user:{}", cred.owner)),
+        suites: suites(&a.aead)?,
         ..GatewayConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     };
     let mut cfg = GatewayNodeConfig::new(&cred, proto, a.server.clone());
@@ -398,6 +421,11 @@ pub(crate) struct PneArgs {
     /// applications) per this many seconds, with the latest values.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     pub dynamic_interval_s: u64,
+    /// The AEAD wanted first for the sealed PAN link and the chunks this PNE sends: `auto`
+    /// (AES-256-GCM where this CPU has AES instructions, else ChaCha20-Poly1305),
+    /// `aes-256-gcm` or `chacha20-poly1305`.
+    #[arg(long, value_name = "SUITE", default_value = "auto")]
+    pub aead: String,
     /// A battery going below this percentage is reported at once.
     #[arg(long, value_name = "PCT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub battery_alert: u8,
@@ -466,6 +494,7 @@ pub(crate) async fn pne(a: PneArgs) -> anyhow::Result<()> {
         battery_alert: Some(a.battery_alert),
         usage_every: (a.usage_every_s > 0).then(|| Duration::from_secs(a.usage_every_s)),
         signing: cred.signing(),
+        suites: suites(&a.aead)?,
         ..PneConfig::new(cred.entity_id.clone(), cred.eukey.clone())
     };
     let mut steps = Vec::new();
@@ -610,5 +639,31 @@ fn yes_or_no(s: &str) -> Result<bool, String> {
         "yes" => Ok(true),
         "no" => Ok(false),
         other => Err(format!("`{other}`: say yes or no")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::suites;
+    use cpns_crypto::Suite;
+
+    #[test]
+    fn aead_puts_the_suite_named_first_and_auto_follows_the_cpu() {
+        assert_eq!(suites("auto").unwrap(), Suite::local_preference());
+        assert_eq!(
+            suites("chacha20-poly1305").unwrap(),
+            [Suite::ChaCha20Poly1305, Suite::Aes256Gcm]
+        );
+        assert_eq!(
+            suites("aes-256-gcm").unwrap(),
+            [Suite::Aes256Gcm, Suite::ChaCha20Poly1305]
+        );
+        let e = suites("rot13").unwrap_err().to_string();
+        assert!(
+            e.contains("`auto`, `aes-256-gcm` or `chacha20-poly1305`, not `rot13`"),
+            "{e}"
+        );
     }
 }

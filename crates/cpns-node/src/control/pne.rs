@@ -534,6 +534,8 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             to_pn,
             held,
             requires,
+            // The PNE's machine puts in the suite it wants first.
+            suite: None,
         };
         match self.handle.deliver(offer, path).await.map_err(api_error)? {
             Outcome::DeliveryGranted { session, .. } => Ok(Response::Deliver {

@@ -199,6 +199,8 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 to_pn: None,
                 held: false,
                 requires: Vec::new(),
+                // The server seals an operator's chunks in the suite its CPU wants first.
+                suite: Some(cpns_crypto::Suite::local_preference()[0].code()),
             },
             specific,
         };

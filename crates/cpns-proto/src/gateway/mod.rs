@@ -94,6 +94,9 @@ pub struct GatewayConfig {
     pub report_presence: bool,
     /// How often each PNE may report through it.
     pub pne_limits: PneReportLimits,
+    /// The AEAD suites it takes for its PAN links' frames, most wanted first (docs/security.md
+    /// §4.13); it chooses from each PNE's offer by [`cpns_crypto::Suite::choose`].
+    pub suites: Vec<cpns_crypto::Suite>,
 }
 
 /// The default [`GatewayConfig::heartbeat`].
@@ -130,6 +133,7 @@ impl GatewayConfig {
             pan_offline_after: Some(PAN_OFFLINE_AFTER),
             report_presence: true,
             pne_limits: PneReportLimits::default(),
+            suites: crate::pne::DEFAULT_SUITES.to_vec(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! with LocalEUKey on an insecure PAN (000 §6.6.1.1 steps 6-7, "PN GW Authentication"), after
 //! which every frame of the link is sealed (docs/design.md §4).
 
-use cpns_crypto::{AuthHash, FrameOpener, LocalEuKey, PanAuthInput, PanKeys};
+use cpns_crypto::{AuthHash, FrameOpener, LocalEuKey, PanAuthInput, PanKeys, Suite};
 use cpns_wire::{
     EntityDiscoveryRequest, EntityDiscoveryResponse, Envelope, ErrorCode, Mode, PanAuthChallenge,
     PanAuthConfirm, PanAuthInit, PnId,
@@ -121,6 +121,21 @@ impl Gateway {
                 "the link already belongs to another PNE",
             );
         }
+        // The frames' AEAD (docs/security.md §4.13): from a short offer, one both sides take.
+        let suite = if m.suites.len() > cpns_wire::MAX_SUITES {
+            None
+        } else {
+            Suite::choose(&m.suites, &self.cfg.suites)
+        };
+        let Some(suite) = suite else {
+            let why = format!(
+                "no AEAD suite in common: the PN GW takes {} (codes {}), at most {} offered",
+                names(&self.cfg.suites),
+                codes(&self.cfg.suites),
+                cpns_wire::MAX_SUITES
+            );
+            return self.reject_pan(link, env, ErrorCode::BadRequest, &why);
+        };
         // The key a registration on this link just issued comes first: the PNE proves itself
         // with it (docs/security.md §4.2); then the PN's, one being formed, a departed one.
         let local = self
@@ -157,6 +172,8 @@ impl Gateway {
                 gw_id: self.cfg.id.as_str(),
                 rand_pne: &rand_of(&m.rand_pne),
                 rand_gw: &rand_gw,
+                offered: &m.suites,
+                suite,
             },
         );
         let proof = keys.gw_proof();
@@ -168,6 +185,7 @@ impl Gateway {
             PanAuthChallenge {
                 rand_gw: rand_wire(&rand_gw),
                 proof: hash_wire(&proof),
+                suite: Some(suite.code()),
             },
         );
         if let Some(l) = self.links.get_mut(&link) {
@@ -218,4 +236,22 @@ impl Gateway {
             .get(&link)
             .is_some_and(|l| l.security == PanSecurity::Trusted || l.codec.rx_sealed())
     }
+}
+
+/// The suites' names, for people: `aes-256-gcm, chacha20-poly1305`.
+fn names(suites: &[Suite]) -> String {
+    suites
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The suites' codes: `2, 1`.
+fn codes(suites: &[Suite]) -> String {
+    suites
+        .iter()
+        .map(|s| s.code().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -113,10 +113,15 @@ impl PneSession {
         now: Instant,
         offer: &DeliveryOffer,
     ) -> Result<CommandId, CommandError> {
-        if let Err(why) = crate::server::delivery::check_offer(offer, &self.cfg.id) {
+        // The chunks go in the suite this PNE wants first (docs/security.md §4.13).
+        let offer = DeliveryOffer {
+            suite: self.cfg.suites.first().map(|s| s.code()),
+            ..offer.clone()
+        };
+        if let Err(why) = crate::server::delivery::check_offer(&offer, &self.cfg.id) {
             return Err(CommandError::InvalidDelivery(why));
         }
-        self.typed_call(now, DELIVERY_OFFER, offer, Flow::Delivery)
+        self.typed_call(now, DELIVERY_OFFER, &offer, Flow::Delivery)
     }
 
     /// Sends a small payload in band to one PNE (004 §5.5.8; docs/services.md, "Small payloads
@@ -348,7 +353,10 @@ impl PneSession {
         let g =
             minicbor::decode::<DeliveryGrant>(&a.payload).map_err(|_| Failure::AnswerDidNotOpen)?;
         let key = DeliveryKey::from_bytes(g.key.0);
-        let source = Source::new(g.session, &key, g.size, g.chunk, g.window, g.targets);
+        // The suite this PNE offered, as the server granted it (the server checked the code).
+        let suite = crate::server::delivery::suite_of(g.suite)
+            .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
+        let source = Source::new(g.session, &key, g.size, g.chunk, g.window, g.targets, suite);
         let sending = Sending {
             source: if g.held { source.held() } else { source },
             pn_id: g.pn_id,
@@ -367,8 +375,16 @@ impl PneSession {
             return;
         }
         let key = DeliveryKey::from_bytes(invite.key.0);
+        // A suite this PNE does not take: declined, once its application is told.
+        let suite = crate::server::delivery::suite_of(invite.suite)
+            .ok()
+            .filter(|s| self.cfg.suites.contains(s));
         let r = Receiving {
-            sealer: ChunkSealer::new(&key, session.as_bytes()),
+            sealer: ChunkSealer::new(
+                &key,
+                session.as_bytes(),
+                suite.unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305),
+            ),
             invite: invite.clone(),
             state: Recv::Offered,
             have: 0,
@@ -392,6 +408,13 @@ impl PneSession {
         });
         if full {
             return self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
+        }
+        if suite.is_none() {
+            let why = format!(
+                "sealed in an AEAD suite this PNE does not take (code {})",
+                invite.suite.unwrap_or(1)
+            );
+            return self.end_receiving(now, session, DeliveryResult::Declined, 0, Some(why));
         }
         match self.cfg.deliveries {
             crate::pne::InvitationPolicy::Accept => self.accept_delivery(session),

@@ -95,7 +95,18 @@ pub struct PneConfig {
     /// How often the PNE sends the usage records its preferences allow by itself, while it
     /// holds a secure session (004 §5.5.4); `None`: only on a `send_usage` command.
     pub usage_every: Option<std::time::Duration>,
+    /// The AEAD suites it takes for its PAN links' frames and seals its deliveries' chunks in,
+    /// most wanted first (docs/security.md §4.13); a driver gives
+    /// [`cpns_crypto::Suite::local_preference`].
+    pub suites: Vec<cpns_crypto::Suite>,
 }
+
+/// The suites a machine takes when its driver names none: AES-256-GCM first. Fixed, so that a
+/// run replays the same on any CPU; a driver gives [`cpns_crypto::Suite::local_preference`].
+pub const DEFAULT_SUITES: [cpns_crypto::Suite; 2] = [
+    cpns_crypto::Suite::Aes256Gcm,
+    cpns_crypto::Suite::ChaCha20Poly1305,
+];
 
 /// How a PNE answers an invitation to a PN: one being set up (PN Setup Request, 000 §6.6.1.1
 /// steps 2-3, §6.6.1.2 steps 3-4) or an existing one (PNE Invite Request, §6.6.2.1).
@@ -150,6 +161,7 @@ impl PneConfig {
             battery_alert: Some(BATTERY_ALERT),
             usage_every: None,
             signing: None,
+            suites: DEFAULT_SUITES.to_vec(),
         }
     }
 
@@ -1037,6 +1049,7 @@ impl PneSession {
             pn_id,
             pne_id: self.cfg.id.clone(),
             rand_pne: rand_wire(&rand_pne),
+            suites: self.offered_suites(),
         };
         let init_msg = self.send_request(init);
         let deadline = now + self.cfg.timeouts.flow;
@@ -1052,6 +1065,11 @@ impl PneSession {
         Ok(())
     }
 
+    /// The suites this PNE offers a PN GW, as their codes, most wanted first.
+    fn offered_suites(&self) -> Vec<u8> {
+        self.cfg.suites.iter().map(|s| s.code()).collect()
+    }
+
     /// Verify the PN GW's proof, seal what comes in, confirm, seal what goes out.
     fn on_pan_challenge(&mut self, env: &Envelope, m: PanAuthChallenge) -> Result<(), ProtoError> {
         let Some(p) = self.pan.take_if(|p| Some(p.init_msg) == env.in_reply_to) else {
@@ -1063,6 +1081,19 @@ impl PneSession {
             return Ok(());
         };
         let gw = self.gateway_for(env);
+        // The PN GW's choice must be one this PNE offered; its proof covers offer and choice.
+        let offered = self.offered_suites();
+        let suite = m
+            .suite
+            .map_or(
+                Some(cpns_crypto::Suite::ChaCha20Poly1305),
+                cpns_crypto::Suite::from_code,
+            )
+            .filter(|s| self.cfg.suites.contains(s));
+        let Some(suite) = suite else {
+            self.fail_link(p.cmd, Failure::SuiteNotOffered(m.suite.unwrap_or(1)));
+            return Ok(());
+        };
         let keys = PanKeys::derive(
             &p.local,
             &PanAuthInput {
@@ -1071,6 +1102,8 @@ impl PneSession {
                 gw_id: gw.as_str(),
                 rand_pne: &p.rand_pne,
                 rand_gw: &rand_of(&m.rand_gw),
+                offered: &offered,
+                suite,
             },
         );
         if keys.verify_gw_proof(&hash_of(&m.proof)).is_err() {

@@ -117,7 +117,16 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
     if o.size == 0 || o.size > MAX_SIZE {
         return Err(format!("content is 1 byte to {} GiB", MAX_SIZE >> 30));
     }
+    suite_of(o.suite)?;
     Ok(())
+}
+
+/// The suite a delivery's chunks are sealed in, from its code (absent: ChaCha20-Poly1305).
+pub(crate) fn suite_of(code: Option<u8>) -> Result<cpns_crypto::Suite, String> {
+    let code = code.unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305.code());
+    cpns_crypto::Suite::from_code(code).ok_or_else(|| {
+        format!("no AEAD suite has code {code} (1 chacha20-poly1305, 2 aes-256-gcm)")
+    })
 }
 
 /// What is wrong with a small payload for one PNE from `sender`, if anything.
@@ -537,6 +546,7 @@ impl ServerSession {
             size: offer.size,
             targets: offer.targets.clone(),
             held: offer.held,
+            suite: offer.suite,
         };
         let per_mb = self.cfg.tariff.get(&offer.service_id).copied();
         let effect = set_up.effect(&call.pne, offer, per_mb, now_ms);
@@ -621,6 +631,7 @@ impl ServerSession {
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default(),
                 held: offer.held,
+                suite: offer.suite,
             };
             invites.push((reach, invite));
             targets.push((t.clone(), target_owner));

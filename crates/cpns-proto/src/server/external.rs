@@ -155,6 +155,9 @@ impl ServerSession {
                     .push_back(ServerOutput::DeliveryStarted { ask, result });
             }
         };
+        // The operator's offer was checked, its suite with it.
+        let suite = super::delivery::suite_of(d.offer.suite)
+            .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
         let source = Source::new(
             set_up.session,
             &set_up.key,
@@ -162,6 +165,7 @@ impl ServerSession {
             CHUNK,
             WINDOW,
             d.offer.targets.clone(),
+            suite,
         );
         let per_mb = self.cfg.tariff.get(&d.offer.service_id).copied();
         let effect = set_up.effect(&d.source, d.offer, per_mb, now_ms);

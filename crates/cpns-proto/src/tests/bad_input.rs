@@ -222,6 +222,7 @@ fn misplaced_messages_at_the_gateway_are_refused() {
         pn_id: pn,
         pne_id: pne_id(0),
         rand_pne: rand,
+        suites: Vec::new(),
     };
     let confirm = cpns_wire::PanAuthConfirm {
         proof: cpns_wire::HashBytes([0; 32]),

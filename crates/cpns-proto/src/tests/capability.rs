@@ -55,6 +55,7 @@ fn offer(to: &[usize], bytes: &[u8], requires: &str) -> DeliveryOffer {
         to_pn: None,
         held: false,
         requires: requires.as_bytes().to_vec(),
+        suite: None,
     }
 }
 

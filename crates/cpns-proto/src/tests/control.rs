@@ -43,6 +43,7 @@ fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
         to_pn: None,
         held,
         requires: Vec::new(),
+        suite: None,
     }
 }
 

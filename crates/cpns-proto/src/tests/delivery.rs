@@ -65,6 +65,7 @@ fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         to_pn: None,
         held: false,
         requires: Vec::new(),
+        suite: None,
     }
 }
 
@@ -1409,5 +1410,43 @@ fn a_target_whose_chunks_stop_coming_ends_failed_and_the_next_session_moves() {
     assert_eq!(
         h.store.deliveries[&(sa, pne_id(1))].ended,
         Some((0, DeliveryResult::Failed.code()))
+    );
+}
+
+#[test]
+fn chunks_go_in_the_sources_first_suite_and_a_target_that_does_not_take_it_declines() {
+    use cpns_crypto::Suite::{Aes256Gcm as Aes, ChaCha20Poly1305 as ChaCha};
+    let cfg = crate::server::ServerConfig {
+        offline_after: None,
+        ..crate::server::ServerConfig::default()
+    };
+    let specs = [PneSpec::trusted(); 3];
+    let mut h = Harness::with_server(&specs, cfg);
+    // PNE 0 wants ChaCha20-Poly1305 first; PNE 1 takes both; PNE 2 only AES-256-GCM.
+    h.pne_cfgs[0].suites = vec![ChaCha, Aes];
+    h.pne_cfgs[2].suites = vec![Aes];
+    h.restart_from_stores(&specs);
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let bytes = content(200_000);
+    let session = push(&mut h, &[1, 2], &bytes);
+    // The chunks went in the source's first suite: PNE 1 opened them all, PNE 2, which does
+    // not take it, declined saying so (had they gone in AES-256-GCM, PNE 2 would have them).
+    assert_received(&h, &[1], session, &bytes);
+    let declined = h.pne_events(2).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session: s,
+            result: DeliveryResult::Declined,
+            reason,
+            ..
+        } if *s == session => Some(reason.clone()),
+        _ => None,
+    });
+    let reason = declined.flatten().unwrap_or_default();
+    assert!(reason.contains("AEAD suite"), "{reason}");
+    assert!(!h.store.pne_received.contains_key(&(2, session)));
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(2))].ended,
+        Some((0, DeliveryResult::Declined.code()))
     );
 }

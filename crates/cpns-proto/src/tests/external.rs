@@ -66,6 +66,7 @@ fn delivery(
             to_pn: None,
             held: false,
             requires: Vec::new(),
+            suite: None,
         },
         specific,
     }

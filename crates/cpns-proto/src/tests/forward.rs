@@ -58,6 +58,7 @@ fn offer(to: &[usize], bytes: &[u8], to_pn: PnId) -> DeliveryOffer {
         to_pn: Some(to_pn),
         held: false,
         requires: Vec::new(),
+        suite: None,
     }
 }
 

@@ -300,6 +300,7 @@ fn pan_auth_init(pne: usize, pn: cpns_wire::PnId, n: u64) -> Vec<u8> {
             pn_id: pn,
             pne_id: pne_id(pne),
             rand_pne: cpns_wire::RandBytes([n as u8; 16]),
+            suites: Vec::new(),
         },
     ))
 }

@@ -522,3 +522,144 @@ fn reconnect_from_store(h: &mut Harness, seed: u64) {
         .unwrap();
     h.pnes[0] = back;
 }
+
+/// PNE 0 on a `cpns` PAN, taking `pne` suites, and a PN GW taking `gw`; nothing set up yet.
+fn with_suites(pne: &[cpns_crypto::Suite], gw: &[cpns_crypto::Suite]) -> Harness {
+    let specs = [PneSpec::cpns()];
+    let mut h = Harness::new(&specs);
+    h.pne_cfgs[0].suites = pne.to_vec();
+    h.gw_cfg.suites = gw.to_vec();
+    h.restart_from_stores(&specs);
+    h.discover_all();
+    h
+}
+
+/// The suite the PN GW chose in its last challenge to PNE 0, as it sent it.
+fn chosen(h: &Harness) -> Option<Option<u8>> {
+    h.delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .rev()
+        .find_map(|e| match e.body {
+            Body::PanAuthChallenge(c) => Some(c.suite),
+            _ => None,
+        })
+}
+
+#[test]
+fn a_link_is_sealed_in_aes_gcm_only_when_both_ends_want_it_first() {
+    use cpns_crypto::Suite::{Aes256Gcm as Aes, ChaCha20Poly1305 as ChaCha};
+    for (pne, gw, expect) in [
+        (&[Aes, ChaCha][..], &[Aes, ChaCha][..], Aes),
+        (&[ChaCha, Aes], &[ChaCha, Aes], ChaCha),
+        (&[ChaCha, Aes], &[Aes, ChaCha], ChaCha),
+        (&[Aes, ChaCha], &[ChaCha, Aes], ChaCha),
+        (&[Aes], &[ChaCha, Aes], Aes),
+    ] {
+        let mut h = with_suites(pne, gw);
+        h.setup(0, SetupType::OneToOne);
+        // Sealed both ways in the chosen suite: the PN was set up over the sealed link.
+        assert_eq!(chosen(&h), Some(Some(expect.code())), "{pne:?} {gw:?}");
+        assert!(h.pnes[0].link_sealed());
+        assert!(h.joined(0).is_some(), "{pne:?} {gw:?}");
+        assert!(h.errors.is_empty(), "{:?}", h.errors);
+        let offered = h
+            .delivered(Party::Pne(0), Party::Gw)
+            .into_iter()
+            .find_map(|e| match e.body {
+                Body::PanAuthInit(i) => Some(i.suites),
+                _ => None,
+            });
+        let codes: Vec<u8> = pne.iter().map(|s| s.code()).collect();
+        assert_eq!(offered, Some(codes));
+    }
+}
+
+#[test]
+fn a_choice_changed_on_the_pan_fails_the_link_and_proves_nothing() {
+    use cpns_crypto::Suite::{Aes256Gcm as Aes, ChaCha20Poly1305 as ChaCha};
+    // To a suite offered (a downgrade): the PN GW's proof covers its choice, so it does not
+    // verify. To one not offered, or to no suite at all: refused before any proof is checked.
+    for (to, offered_only_aes) in [(Some(1), false), (Some(1), true), (Some(9), false)] {
+        let pne: &[cpns_crypto::Suite] = if offered_only_aes {
+            &[Aes]
+        } else {
+            &[Aes, ChaCha]
+        };
+        let mut h = with_suites(pne, &[Aes, ChaCha]);
+        let before = h.snapshot();
+        h.set_hook(move |f| match f.message {
+            "PanAuthChallenge" => Action::Replace(rewrite(&f.body, |env| {
+                if let Body::PanAuthChallenge(c) = &mut env.body {
+                    c.suite = to;
+                }
+            })),
+            _ => Action::Deliver,
+        });
+        h.setup(0, SetupType::OneToOne);
+        let failed = h.pne_failed_flows(0);
+        let reason = failed.iter().find_map(|e| match e {
+            PneEvent::FlowFailed {
+                flow: Flow::PanAuthentication,
+                reason,
+            } => Some(reason.clone()),
+            _ => None,
+        });
+        let expect_offered = !offered_only_aes && to == Some(1);
+        match reason {
+            Some(Failure::GatewayNotProven(_)) if expect_offered => {}
+            Some(Failure::SuiteNotOffered(code)) if !expect_offered => {
+                assert_eq!(Some(code), to);
+            }
+            other => panic!("{to:?} {offered_only_aes}: {other:?}"),
+        }
+        assert!(!h.pnes[0].link_sealed());
+        h.advance(INVITE);
+        assert!(h.joined(0).is_none());
+        assert_eq!(h.snapshot(), before);
+    }
+    let words = Failure::SuiteNotOffered(9).to_string();
+    assert!(words.contains("did not offer (code 9)"), "{words}");
+}
+
+#[test]
+fn a_pan_gw_offered_no_suite_it_takes_or_too_many_refuses_and_seals_nothing() {
+    use cpns_crypto::Suite::{Aes256Gcm as Aes, ChaCha20Poly1305 as ChaCha};
+    for flood in [false, true] {
+        // Only AES-256-GCM offered to a PN GW that takes only ChaCha20-Poly1305; or both
+        // offered, the offer flooded on the way to one code more than a PN GW reads.
+        let mut h = if flood {
+            with_suites(&[Aes, ChaCha], &[ChaCha])
+        } else {
+            with_suites(&[Aes], &[ChaCha])
+        };
+        if flood {
+            h.set_hook(|f| match f.message {
+                "PanAuthInit" => Action::Replace(rewrite(&f.body, |env| {
+                    if let Body::PanAuthInit(i) = &mut env.body {
+                        i.suites = vec![1; cpns_wire::MAX_SUITES + 1];
+                    }
+                })),
+                _ => Action::Deliver,
+            });
+        }
+        let before = h.snapshot();
+        h.setup(0, SetupType::OneToOne);
+        let refused = h.pne_failed_flows(0).iter().any(|e| {
+            matches!(e, PneEvent::FlowFailed {
+                flow: Flow::PanAuthentication,
+                reason: Failure::Refused(err),
+            } if err.code == cpns_wire::ErrorCode::BadRequest
+                && err.reason.contains("no AEAD suite in common"))
+        });
+        assert!(refused, "flood {flood}: {:?}", h.pne_failed_flows(0));
+        assert_eq!(chosen(&h), None, "no challenge");
+        assert!(!h.pnes[0].link_sealed());
+        assert!(
+            !h.gw_events()
+                .iter()
+                .any(|e| matches!(e, GatewayEvent::PanAuthenticated { .. }))
+        );
+        h.advance(INVITE);
+        assert_eq!(h.snapshot(), before);
+    }
+}

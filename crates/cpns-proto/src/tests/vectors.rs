@@ -30,12 +30,15 @@ fn sealed_codecs(p: &Value) -> (LinkCodec, LinkCodec) {
     let pn_id: [u8; 16] = hx(i, "pn_id").try_into().unwrap();
     let rand_pne = Rand(hx(i, "rand_pne").try_into().unwrap());
     let rand_gw = Rand(hx(i, "rand_gw").try_into().unwrap());
+    let offered = hx(i, "offered");
     let input = PanAuthInput {
         pn_id: &pn_id,
         pne_id: text(i, "pne_id"),
         gw_id: text(i, "gw_id"),
         rand_pne: &rand_pne,
         rand_gw: &rand_gw,
+        offered: &offered,
+        suite: cpns_crypto::Suite::from_code(hx(i, "suite_code")[0]).unwrap(),
     };
     let (pne_tx, pne_rx) = PanKeys::derive(&local, &input).into_pne_side();
     let (gw_tx, gw_rx) = PanKeys::derive(&local, &input).into_gw_side();

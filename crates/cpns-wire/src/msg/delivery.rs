@@ -149,6 +149,12 @@ pub struct DeliveryOffer {
     #[n(8)]
     #[cbor(default, with = "minicbor::bytes")]
     pub requires: Vec<u8>,
+    /// The AEAD the source seals the chunks in, as its suite code (docs/security.md §4.13):
+    /// 1 ChaCha20-Poly1305, 2 AES-256-GCM; absent: ChaCha20-Poly1305. The PNE fills it in with
+    /// the first of its own order.
+    #[n(9)]
+    #[cbor(default)]
+    pub suite: Option<u8>,
 }
 
 /// The largest `requires` of an offer, in bytes.
@@ -183,6 +189,10 @@ pub struct DeliveryGrant {
     #[n(7)]
     #[cbor(default)]
     pub held: bool,
+    /// The chunks' suite, as offered.
+    #[n(8)]
+    #[cbor(default)]
+    pub suite: Option<u8>,
 }
 
 /// Delivery Invite: a notice to a target, sealed to it.
@@ -233,6 +243,11 @@ pub struct DeliveryInvite {
     #[n(12)]
     #[cbor(default)]
     pub held: bool,
+    /// The suite the source seals the chunks in (docs/security.md §4.13; absent:
+    /// ChaCha20-Poly1305).
+    #[n(13)]
+    #[cbor(default)]
+    pub suite: Option<u8>,
 }
 
 /// The largest part of a delivery for one target only.

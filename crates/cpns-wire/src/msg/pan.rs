@@ -19,7 +19,15 @@ pub struct PanAuthInit {
     /// rand_PNE of this exchange.
     #[n(2)]
     pub rand_pne: RandBytes,
+    /// The AEAD suites the PNE takes for the link's frames, as their codes, most wanted first
+    /// (docs/security.md §4.13; 1 ChaCha20-Poly1305, 2 AES-256-GCM). Empty: ChaCha20-Poly1305.
+    #[n(3)]
+    #[cbor(default, with = "minicbor::bytes")]
+    pub suites: Vec<u8>,
 }
+
+/// The most suites an offer names.
+pub const MAX_SUITES: usize = 8;
 
 /// Second message, PN GW to PNE: its nonce and its proof of the LocalEUKey.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -31,6 +39,11 @@ pub struct PanAuthChallenge {
     /// The PN GW's proof.
     #[n(1)]
     pub proof: HashBytes,
+    /// The suite the PN GW chose from the PNE's offer (absent: ChaCha20-Poly1305); its proof
+    /// covers offer and choice.
+    #[n(2)]
+    #[cbor(default)]
+    pub suite: Option<u8>,
 }
 
 /// Third message, PNE to PN GW: the PNE's proof. Every later frame in both directions is sealed.

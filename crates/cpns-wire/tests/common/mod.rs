@@ -431,6 +431,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 pn_id: pn(7),
                 pne_id: eid("alice-phone"),
                 rand_pne: RandBytes([0x44; 16]),
+                suites: vec![2, 1],
             }
             .into(),
         ),
@@ -439,6 +440,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             PanAuthChallenge {
                 rand_gw: RandBytes([0x55; 16]),
                 proof: HashBytes([0x66; 32]),
+                suite: Some(2),
             }
             .into(),
         ),
@@ -1047,6 +1049,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 to_pn: Some(pn(8)),
                 held: true,
                 requires: br#"{"has_ui":true}"#.to_vec(),
+                suite: Some(2),
             }
             .into(),
         ),
@@ -1061,6 +1064,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 size: 104_857_600,
                 targets: vec![eid("tv-1")],
                 held: true,
+                suite: Some(2),
             }
             .into(),
         ),
@@ -1080,6 +1084,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 chunk: 65_536,
                 specific: b"licence: tv-1 until 2027-01-01".to_vec(),
                 held: false,
+                suite: Some(2),
             }
             .into(),
         ),

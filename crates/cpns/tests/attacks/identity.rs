@@ -123,11 +123,13 @@ async fn a_claim_of_a_connected_members_id_changes_no_inventory() {
         pn_id: PnId::from_bytes([9; 16]),
         pne_id: me.clone(),
         rand_pne: RandBytes([1; 16]),
+        suites: Vec::new(),
     };
     let real = PanAuthInit {
         pn_id: victim_pn.parse().unwrap(),
         pne_id: me.clone(),
         rand_pne: RandBytes([2; 16]),
+        suites: Vec::new(),
     };
     let mut challenges = Vec::new();
     for (n, init) in [unknown, real].into_iter().enumerate() {
