@@ -159,7 +159,10 @@ impl ContentFiles {
         let Some(f) = open.as_ref() else {
             return Err("the session's file is not open".into());
         };
-        let mut buf = vec![0; usize::try_from(len).map_err(|_| "a chunk too large")?];
+        // Room for the nonce and tag the chunk is sealed with in this buffer.
+        let len = usize::try_from(len).map_err(|_| "a chunk too large")?;
+        let mut buf = Vec::with_capacity(len + cpns_crypto::CHUNK_OVERHEAD);
+        buf.resize(len, 0);
         f.read_exact_at(&mut buf, offset)
             .map_err(|e| io("read", path, &e))?;
         Ok(buf)

@@ -160,7 +160,7 @@ impl Source {
             offset,
             total: self.size,
         };
-        match self.sealer.seal(rng, &b, &bytes) {
+        match self.sealer.seal_owned(rng, &b, bytes) {
             Ok(sealed) => Read::Sealed(Some(DeliveryChunk {
                 session: self.session,
                 offset,

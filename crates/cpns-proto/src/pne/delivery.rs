@@ -568,7 +568,7 @@ impl PneSession {
         let opened = if too_big {
             None
         } else {
-            r.sealer.open(&b, &m.sealed).ok()
+            r.sealer.open_owned(&b, m.sealed).ok()
         };
         let Some(plain) =
             opened.filter(|p| !p.is_empty() && m.offset + p.len() as u64 <= r.invite.size)
@@ -591,7 +591,7 @@ impl PneSession {
         self.out.push_back(PneOutput::WriteChunk {
             session: m.session,
             offset: m.offset,
-            bytes: plain.to_vec(),
+            bytes: plain,
         });
     }
 
