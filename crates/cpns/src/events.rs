@@ -197,9 +197,10 @@ pub(crate) fn describe_gateway(e: &GatewayEvent) -> Described {
         GatewayEvent::PneDiscovered { link, pne } => Described::new("pne_discovered")
             .text("pne", pne)
             .field("link", "link", Value::Number(link.0)),
-        GatewayEvent::PanAuthenticated { pne, pn_id } => Described::new("pan_authenticated")
+        GatewayEvent::PanAuthenticated { pne, pn_id, suite } => Described::new("pan_authenticated")
             .text("pne", pne)
-            .pn("pn_id", *pn_id),
+            .pn("pn_id", *pn_id)
+            .text("suite", suite.name()),
         GatewayEvent::Completed(c) => describe_gateway_completed(c),
         GatewayEvent::PnEstablished {
             inventory,

@@ -110,10 +110,11 @@ fn gateway_events() {
             GatewayEvent::PanAuthenticated {
                 pne: id("phone"),
                 pn_id: pn(),
+                suite: cpns_crypto::Suite::Aes256Gcm,
             },
-            "14:02:11 pan authenticated  pne=phone pn=3f2a…c1",
+            "14:02:11 pan authenticated  pne=phone pn=3f2a…c1 suite=aes-256-gcm",
             "pan_authenticated",
-            json!({"pne": "phone", "pn_id": PN_HEX}),
+            json!({"pne": "phone", "pn_id": PN_HEX, "suite": "aes-256-gcm"}),
         ),
         (
             GatewayEvent::PnEstablished {

@@ -1094,3 +1094,31 @@ async fn a_registration_naming_no_pn_joins_the_lowest_pn_id() {
     let other = made.iter().find(|p| **p != lowest).unwrap();
     assert!(!members_of(other).contains("watch"));
 }
+
+/// The AEAD of a sealed PAN link (docs/security.md §4.13), agreed between real processes: a PN
+/// GW that wants ChaCha20-Poly1305 first gets it whatever the PNE wants (one end without AES
+/// instructions, as far as the other can tell); both wanting AES-256-GCM first get it. The PN
+/// GW says which, and the PN is set up over the link either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pan_link_is_sealed_in_the_suite_both_ends_agree_on() {
+    for (gw_wants, expect) in [
+        ("chacha20-poly1305", "chacha20-poly1305"),
+        ("aes-256-gcm", "aes-256-gcm"),
+    ] {
+        let mut w = World::builder()
+            .gateway("home-gw")
+            .pnes(&["phone"])
+            .gateway_args(&["--aead", gw_wants])
+            .start();
+        let _phone = w
+            .pne("phone")
+            .args(&["--aead", "aes-256-gcm"])
+            .setup("1-1")
+            .spawn();
+        let e = w
+            .gw()
+            .expect_event_where("pan_authenticated", |v| v["pne"] == "phone");
+        assert_eq!(e["suite"], expect, "{e}");
+        w.gw().expect_event("pn_established");
+    }
+}

@@ -250,6 +250,8 @@ pub enum GatewayEvent {
         pne: EntityId,
         /// The PN whose LocalEUKey was used.
         pn_id: PnId,
+        /// The AEAD the link's frames are sealed in (docs/security.md §4.13).
+        suite: cpns_crypto::Suite,
     },
     /// A PN was established and stored locally (000 §6.6.1.1 step 13).
     PnEstablished {

@@ -17,12 +17,14 @@ pub(super) struct PendingPanAuth {
     pn_id: PnId,
     expected_proof: AuthHash,
     opener: FrameOpener,
+    suite: Suite,
 }
 
 impl core::fmt::Debug for PendingPanAuth {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PendingPanAuth")
             .field("pn_id", &self.pn_id)
+            .field("suite", &self.suite)
             .finish_non_exhaustive()
     }
 }
@@ -194,6 +196,7 @@ impl Gateway {
                 pn_id: m.pn_id,
                 expected_proof,
                 opener,
+                suite,
             });
         }
     }
@@ -225,6 +228,7 @@ impl Gateway {
             self.event(GatewayEvent::PanAuthenticated {
                 pne,
                 pn_id: pending.pn_id,
+                suite: pending.suite,
             });
         }
     }

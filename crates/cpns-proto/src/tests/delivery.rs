@@ -1449,4 +1449,14 @@ fn chunks_go_in_the_sources_first_suite_and_a_target_that_does_not_take_it_decli
         h.store.deliveries[&(session, pne_id(2))].ended,
         Some((0, DeliveryResult::Declined.code()))
     );
+    // PNE 1 wants AES-256-GCM first: its chunks go in it, and PNE 2 takes them.
+    let more = seeded_content(100_000, 12);
+    h.store.pne_outbox.insert(1, more.clone());
+    let now = h.now();
+    let id = h.pnes[1].offer_delivery(now, &offer(&[2], &more)).unwrap();
+    h.pump();
+    let Outcome::DeliveryGranted { session: s2, .. } = *h.outcome(1, id) else {
+        panic!("granted")
+    };
+    assert_received(&h, &[2], s2, &more);
 }

@@ -652,6 +652,15 @@ fn a_pan_gw_offered_no_suite_it_takes_or_too_many_refuses_and_seals_nothing() {
                 && err.reason.contains("no AEAD suite in common"))
         });
         assert!(refused, "flood {flood}: {:?}", h.pne_failed_flows(0));
+        if !flood {
+            // The refusal says what the PN GW takes.
+            let said = h.pne_failed_flows(0).iter().any(|e| {
+                matches!(e, PneEvent::FlowFailed {
+                    reason: Failure::Refused(err), ..
+                } if err.reason.contains("the PN GW takes chacha20-poly1305 (codes 1), at most 8"))
+            });
+            assert!(said, "{:?}", h.pne_failed_flows(0));
+        }
         assert_eq!(chosen(&h), None, "no challenge");
         assert!(!h.pnes[0].link_sealed());
         assert!(
@@ -662,4 +671,24 @@ fn a_pan_gw_offered_no_suite_it_takes_or_too_many_refuses_and_seals_nothing() {
         h.advance(INVITE);
         assert_eq!(h.snapshot(), before);
     }
+}
+
+#[test]
+fn an_offer_of_exactly_the_most_suites_a_pan_gw_reads_is_taken() {
+    use cpns_crypto::Suite::{Aes256Gcm as Aes, ChaCha20Poly1305 as ChaCha};
+    let mut h = with_suites(&[Aes, ChaCha], &[Aes, ChaCha]);
+    h.set_hook(|f| match f.message {
+        "PanAuthInit" => Action::Replace(rewrite(&f.body, |env| {
+            if let Body::PanAuthInit(i) = &mut env.body {
+                // Eight codes, some unknown: read, the unknown passed over. (The proofs then
+                // cover an offer the PNE did not send, so the link fails there, not here.)
+                i.suites = vec![9, 2, 1, 7, 7, 7, 7, 7];
+                assert_eq!(i.suites.len(), cpns_wire::MAX_SUITES);
+            }
+        })),
+        _ => Action::Deliver,
+    });
+    h.setup(0, SetupType::OneToOne);
+    // The first it knows is what both want first.
+    assert_eq!(chosen(&h), Some(Some(Aes.code())), "answered with a choice");
 }

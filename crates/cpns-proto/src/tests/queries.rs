@@ -302,9 +302,12 @@ impl Harness {
             self.pne_events(i)
                 .contains(&&PneEvent::PanAuthenticated(pn))
         );
+        let offered: Vec<u8> = self.pne_cfgs[i].suites.iter().map(|s| s.code()).collect();
+        let suite = cpns_crypto::Suite::choose(&offered, &self.gw_cfg.suites).unwrap();
         assert!(self.gw_events().contains(&&GatewayEvent::PanAuthenticated {
             pne: pne_id(i),
             pn_id: pn,
+            suite,
         }));
     }
 
