@@ -417,12 +417,7 @@ fn late_chunks(h: &mut Harness) -> usize {
 fn relinked(h: &mut Harness) {
     let kept = h.pnes[1].take_deliveries();
     h.relink(1, 41, move |p| p.restore_deliveries(kept));
-    let now = h.now();
-    h.pnes[1].start_discovery(now).unwrap();
-    h.pump();
-    let now = h.now();
-    h.pnes[1].rejoin(now).unwrap();
-    h.pump();
+    super::delivery::link_again(h, 1);
 }
 
 #[test]

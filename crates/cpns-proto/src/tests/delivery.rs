@@ -728,12 +728,7 @@ fn a_target_whose_link_drops_midway_resumes_from_what_it_wrote() {
     h.relink(1, 31, move |p| p.restore_deliveries(kept));
     h.restarted_at = h.events.len();
     let mark = h.log.len();
-    let now = h.now();
-    h.pnes[1].start_discovery(now).unwrap();
-    h.pump();
-    let now = h.now();
-    h.pnes[1].rejoin(now).unwrap();
-    h.pump();
+    link_again(&mut h, 1);
     // It said what it has; the source went on from there, and both targets have it whole.
     let resumed = h
         .delivered(Party::Pne(1), Party::Gw)
@@ -786,7 +781,7 @@ fn restarted_midway(h: &mut Harness) -> (DeliveryId, Vec<u8>) {
 }
 
 /// PNE `i` links again to the PN GW and catches up.
-fn link_again(h: &mut Harness, i: usize) {
+pub(super) fn link_again(h: &mut Harness, i: usize) {
     let now = h.now();
     h.pnes[i].start_discovery(now).unwrap();
     h.pump();
