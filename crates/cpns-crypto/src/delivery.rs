@@ -285,5 +285,21 @@ mod tests {
             sealer.open_owned(&b, owned[..27].to_vec()),
             Err(CryptoError::Malformed(_))
         ));
+        // Shorter than a nonce: refused, not read past its end; nonce and tag alone (no
+        // content) open to nothing.
+        for short in [&owned[..5], &[][..]] {
+            assert!(matches!(
+                sealer.open(&b, short),
+                Err(CryptoError::Malformed(_))
+            ));
+            assert!(matches!(
+                sealer.open_owned(&b, short.to_vec()),
+                Err(CryptoError::Malformed(_))
+            ));
+        }
+        let empty = sealer.seal_with_nonce(&b, b"", [7; 12]).unwrap();
+        assert_eq!(empty.len(), CHUNK_OVERHEAD);
+        assert!(sealer.open(&b, &empty).unwrap().is_empty());
+        assert!(sealer.open_owned(&b, empty).unwrap().is_empty());
     }
 }
