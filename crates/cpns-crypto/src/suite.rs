@@ -204,6 +204,22 @@ mod tests {
         assert_eq!(ChaCha.to_string(), "chacha20-poly1305");
     }
 
+    /// The order follows this CPU: AES-256-GCM first exactly where it has AES and carry-less
+    /// multiply instructions (checked here by the standard library's own detection).
+    #[test]
+    fn the_local_order_puts_aes_gcm_first_only_on_a_cpu_with_aes_instructions() {
+        #[cfg(target_arch = "x86_64")]
+        let hw = std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq");
+        #[cfg(target_arch = "aarch64")]
+        let hw = std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull");
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let hw = false;
+        let expect = if hw { [Aes, ChaCha] } else { [ChaCha, Aes] };
+        assert_eq!(Suite::local_preference(), expect);
+    }
+
     #[test]
     fn aes_gcm_is_taken_only_when_both_ends_want_it_first() {
         let hw = [Aes, ChaCha];
