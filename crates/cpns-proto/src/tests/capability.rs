@@ -22,19 +22,7 @@ fn world() -> Harness {
         has_ui: false,
         ..ui
     };
-    let specs = [ui, no_ui, ui, ui];
-    let mut h = Harness::with_server(
-        &specs,
-        crate::server::ServerConfig {
-            offline_after: None,
-            ..crate::server::ServerConfig::default()
-        },
-    );
-    h.connect_gw();
-    h.discover_all();
-    h.setup(0, SetupType::All);
-    assert!(h.errors.is_empty(), "{:?}", h.errors);
-    h
+    Harness::one_pn(&[ui, no_ui, ui, ui])
 }
 
 /// The server's record of PNE `i`: `status`.
@@ -201,13 +189,7 @@ fn an_offer_naming_no_target_goes_to_every_other_member_with_a_secure_session() 
     }
     assert!(!h.store.deliveries.contains_key(&(session, pne_id(0))));
     // A PN of the source alone: nobody to deliver to, nothing opened.
-    let mut h = Harness::with_server(
-        &[PneSpec::trusted(), PneSpec::trusted()],
-        crate::server::ServerConfig {
-            offline_after: None,
-            ..crate::server::ServerConfig::default()
-        },
-    );
+    let mut h = Harness::new(&[PneSpec::trusted(), PneSpec::trusted()]);
     h.connect_gw();
     h.discover_all();
     h.setup(0, SetupType::OneToOne);
@@ -243,17 +225,7 @@ fn a_member_without_a_secure_session_is_not_picked_and_requirements_up_to_the_bo
 #[test]
 fn a_whole_pn_is_delivered_to_up_to_sixteen_others_and_named_past_them() {
     for (others, expect) in [(16, true), (17, false)] {
-        let specs = vec![PneSpec::trusted(); others + 1];
-        let mut h = Harness::with_server(
-            &specs,
-            crate::server::ServerConfig {
-                offline_after: None,
-                ..crate::server::ServerConfig::default()
-            },
-        );
-        h.connect_gw();
-        h.discover_all();
-        h.setup(0, SetupType::All);
+        let mut h = Harness::one_pn(&vec![PneSpec::trusted(); others + 1]);
         let pn = h.joined(0).unwrap().pn_id;
         let members = h
             .store

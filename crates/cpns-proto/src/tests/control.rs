@@ -19,17 +19,7 @@ use crate::pne::{Outcome, PneEvent};
 
 /// PNEs 0, 1 and 2 in one PN.
 fn world() -> Harness {
-    let cfg = crate::server::ServerConfig {
-        offline_after: None,
-        ..crate::server::ServerConfig::default()
-    };
-    let specs = [PneSpec::trusted(); 3];
-    let mut h = Harness::with_server(&specs, cfg);
-    h.connect_gw();
-    h.discover_all();
-    h.setup(0, SetupType::All);
-    assert!(h.errors.is_empty(), "{:?}", h.errors);
-    h
+    Harness::one_pn(&[PneSpec::trusted(); 3])
 }
 
 fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
@@ -339,13 +329,7 @@ fn a_target_gives_up_two_flow_timeouts_after_its_last_chunk_or_resume_and_not_be
     h.drop_message("DeliveryChunk");
     let bytes = seeded_content(200_000, 26);
     let session = push(&mut h, &[1], &bytes, false);
-    h.advance(std::time::Duration::from_secs(59));
-    assert!(h.delivery_ends(1, session).is_empty());
-    h.advance(std::time::Duration::from_secs(2));
-    assert_eq!(
-        h.delivery_ends(1, session),
-        [(pne_id(1), DeliveryResult::Failed)]
-    );
+    fails_after_60_s(&mut h, session);
     // Held, then started, and no chunk comes: failed 60 s after the start, not before.
     let mut h = world();
     h.drop_message("DeliveryChunk");
@@ -353,6 +337,11 @@ fn a_target_gives_up_two_flow_timeouts_after_its_last_chunk_or_resume_and_not_be
     h.advance(std::time::Duration::from_secs(300));
     control(&mut h, session, ControlAction::Start).unwrap();
     assert_eq!(told_controls(&h, 1, session), 1);
+    fails_after_60_s(&mut h, session);
+}
+
+/// PNE 1 still waits for `session` 59 s from now, and has given it up, failed, at 61 s.
+fn fails_after_60_s(h: &mut Harness, session: DeliveryId) {
     h.advance(std::time::Duration::from_secs(59));
     assert!(h.delivery_ends(1, session).is_empty());
     h.advance(std::time::Duration::from_secs(2));

@@ -1411,12 +1411,8 @@ fn a_target_whose_chunks_stop_coming_ends_failed_and_the_next_session_moves() {
 #[test]
 fn chunks_go_in_the_sources_first_suite_and_a_target_that_does_not_take_it_declines() {
     use cpns_crypto::Suite::{Aes256Gcm as Aes, ChaCha20Poly1305 as ChaCha};
-    let cfg = crate::server::ServerConfig {
-        offline_after: None,
-        ..crate::server::ServerConfig::default()
-    };
     let specs = [PneSpec::trusted(); 3];
-    let mut h = Harness::with_server(&specs, cfg);
+    let mut h = Harness::new(&specs);
     // PNE 0 wants ChaCha20-Poly1305 first; PNE 1 takes both; PNE 2 only AES-256-GCM.
     h.pne_cfgs[0].suites = vec![ChaCha, Aes];
     h.pne_cfgs[2].suites = vec![Aes];

@@ -224,6 +224,17 @@ impl Harness {
         )
     }
 
+    /// [`Harness::new`], the PN GW connected, every PNE discovered and in one PN that PNE 0
+    /// set up with all of them.
+    pub fn one_pn(specs: &[PneSpec]) -> Self {
+        let mut h = Self::new(specs);
+        h.connect_gw();
+        h.discover_all();
+        h.setup(0, SetupType::All);
+        assert!(h.errors.is_empty(), "{:?}", h.errors);
+        h
+    }
+
     /// [`Harness::new`] with a second PN GW, `gw-2` of user `owner`, and the PNEs from `from`
     /// on (of `owner` too) behind it; nothing connected.
     pub fn with_far(specs: &[PneSpec], from: usize, owner: &str) -> Self {

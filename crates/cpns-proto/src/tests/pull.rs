@@ -18,17 +18,7 @@ use crate::pne::{Outcome, PneEvent};
 
 /// PNEs 0, 1 and 2 in one PN; PNE 1 declared it holds `film.mp4`.
 fn world() -> Harness {
-    let specs = [PneSpec::trusted(); 3];
-    let mut h = Harness::with_server(
-        &specs,
-        crate::server::ServerConfig {
-            offline_after: None,
-            ..crate::server::ServerConfig::default()
-        },
-    );
-    h.connect_gw();
-    h.discover_all();
-    h.setup(0, SetupType::All);
+    let mut h = Harness::one_pn(&[PneSpec::trusted(); 3]);
     declare(&mut h, 1, "film.mp4");
     assert!(h.errors.is_empty(), "{:?}", h.errors);
     h
