@@ -136,6 +136,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "route to pn",
         sql: include_str!("../../migrations/sqlite/0023_route_to_pn.sql"),
     },
+    Migration {
+        version: 24,
+        name: "exact keywords",
+        sql: include_str!("../../migrations/sqlite/0024_exact_keywords.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.
@@ -145,6 +150,45 @@ pub(super) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 /// applies the next migration under the write lock, so two processes opening one file at once
 /// apply each migration once.
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, LATEST)
+}
+
+/// Brings the schema of `conn`'s database up to `target` (at most [`LATEST`]; a test's way to
+/// make a database of an earlier schema).
+fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
+    with_functions(conn).map_err(migration_error)?;
+    let done = steps(conn, target);
+    without_functions(conn).map_err(migration_error)?;
+    done
+}
+
+/// The store's own SQL functions a migration may call (migration 24 fills the keyword columns
+/// of the entries kept with what the store writes for a new one).
+fn with_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    let words = |ctx: &rusqlite::functions::Context<'_>| -> rusqlite::Result<Vec<String>> {
+        let joined: String = ctx.get(0)?;
+        Ok(joined
+            .split(' ')
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect())
+    };
+    conn.create_scalar_function("cpns_keyword_terms", 1, flags, move |ctx| {
+        Ok(super::services::keyword_terms(&words(ctx)?))
+    })?;
+    conn.create_scalar_function("cpns_keyword_pairs", 1, flags, move |ctx| {
+        Ok(super::services::keyword_pairs(&words(ctx)?))
+    })
+}
+
+fn without_functions(conn: &Connection) -> rusqlite::Result<()> {
+    conn.remove_function("cpns_keyword_terms", 1)?;
+    conn.remove_function("cpns_keyword_pairs", 1)
+}
+
+fn steps(conn: &mut Connection, target: i64) -> Result<()> {
     loop {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -156,7 +200,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
                  build knows: open it with a newer cpns"
             ))));
         }
-        let next = MIGRATIONS.iter().find(|m| m.version > current);
+        let next = MIGRATIONS
+            .iter()
+            .find(|m| m.version > current && m.version <= target);
         if let Some(m) = next {
             tx.execute_batch(m.sql).map_err(|e| {
                 StoreError::Migration(DatabaseError::message(format!(
@@ -210,6 +256,7 @@ fn migration_error(e: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
+    use super::super::services;
     use super::*;
 
     #[test]
@@ -245,6 +292,76 @@ mod tests {
         // A second run finds nothing to do (re-running 0001 would fail: its tables exist).
         migrate(&mut conn).unwrap();
         assert_eq!(schema_version(&conn).unwrap(), (LATEST, LATEST));
+    }
+
+    /// Entries kept before migration 24 get the columns a new entry gets, and are found
+    /// through the new index: by a whole keyword, and by two keywords through their pair.
+    #[test]
+    fn entries_kept_before_exact_keywords_are_found_by_them_after() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 23).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), (23, 23));
+        conn.execute_batch(
+            "INSERT INTO users (id) VALUES ('alice');
+             INSERT INTO entities (id, kind, owner, sealed_eukey, enrolled_at)
+                 VALUES ('tv', 'pne', 'alice', x'00', 0);
+             INSERT INTO services (offerer, owner, service_id, service_type, scope_kind,
+                 keywords, description, created_at, updated_at, expires_at)
+                 VALUES ('tv', 'alice', 'a', 't', 4, 'video-renderer 4k tv', x'7b7d', 0, 0, 1),
+                        ('tv', 'alice', 'b', 't', 2, 'video-renderer radio', x'7b7d', 0, 0, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        assert_eq!(schema_version(&conn).unwrap(), (LATEST, LATEST));
+        let words = |k: &str| k.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        let (terms, pairs): (String, String) = conn
+            .query_row(
+                "SELECT terms, pairs FROM services WHERE service_id = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            terms,
+            services::keyword_terms(&words("video-renderer 4k tv"))
+        );
+        assert_eq!(
+            pairs,
+            services::keyword_pairs(&words("video-renderer 4k tv"))
+        );
+        assert_eq!(pairs.split(' ').count(), 3);
+        let hits = |m: String| -> Vec<String> {
+            conn.prepare(
+                "SELECT s.service_id FROM services_fts AS f JOIN services AS s \
+                 ON s.dir_id = f.rowid WHERE services_fts MATCH ? ORDER BY f.rowid",
+            )
+            .unwrap()
+            .query_map([m], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+        };
+        let term = |k: &str| services::keyword_terms(&words(k));
+        let pair = |k: &str| services::keyword_pairs(&words(k));
+        assert_eq!(
+            hits(format!("terms : {}", term("video-renderer"))),
+            ["a", "b"]
+        );
+        assert_eq!(
+            hits(format!("public_terms : {}", term("video-renderer"))),
+            ["a"]
+        );
+        assert_eq!(hits(format!("public_pairs : {}", pair("tv 4k"))), ["a"]);
+        assert_eq!(
+            hits(format!("public_pairs : {}", pair("radio video-renderer"))),
+            Vec::<String>::new()
+        );
+        assert!(hits(format!("terms : {}", term("video"))).is_empty());
+        // The store's functions are the migration's only: a connection after it has none.
+        assert!(
+            conn.query_row("SELECT cpns_keyword_terms('x')", [], |_| Ok(()))
+                .is_err()
+        );
     }
 
     #[test]

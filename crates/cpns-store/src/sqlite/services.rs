@@ -71,12 +71,14 @@ pub(super) fn publish(conn: &Connection, e: &ServiceEntry) -> Result<u64> {
     let dir_id: i64 = conn
         .prepare_cached(
             "INSERT INTO services (offerer, owner, service_id, service_type, scope_kind, \
-             scope_pn, scope_group, keywords, description, created_at, updated_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             scope_pn, scope_group, keywords, terms, pairs, description, created_at, \
+             updated_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (offerer, service_id) DO UPDATE SET \
              owner = excluded.owner, service_type = excluded.service_type, \
              scope_kind = excluded.scope_kind, scope_pn = excluded.scope_pn, \
              scope_group = excluded.scope_group, keywords = excluded.keywords, \
+             terms = excluded.terms, pairs = excluded.pairs, \
              description = excluded.description, updated_at = excluded.updated_at, \
              expires_at = excluded.expires_at \
              RETURNING dir_id",
@@ -91,6 +93,8 @@ pub(super) fn publish(conn: &Connection, e: &ServiceEntry) -> Result<u64> {
                 pn,
                 group,
                 e.keywords.join(" "),
+                keyword_terms(&e.keywords),
+                keyword_pairs(&e.keywords),
                 e.description,
                 e.updated_at,
                 e.updated_at,
@@ -268,25 +272,74 @@ pub(super) fn view(
     })
 }
 
-/// Terms quoted as FTS5 strings, so none is read as FTS5 syntax, joined by `op`.
-fn quoted(terms: &[String], op: &str) -> String {
-    terms
+/// A keyword's token in the index (migration 24): the hex of its text, so the whole keyword is
+/// one token whatever its punctuation, and matches only itself.
+fn term(keyword: &str) -> String {
+    hex(keyword.as_bytes())
+}
+
+/// An entry's `terms` column: each keyword's token.
+pub(super) fn keyword_terms(keywords: &[String]) -> String {
+    keywords
         .iter()
-        .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
+        .map(|k| term(k))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The token of two keywords together (migration 24): the first 8 bytes of SHA-256 of the two
+/// in byte order with a zero byte between (a keyword holds no control character), in hex. The
+/// same whichever is named first.
+fn pair(a: &str, b: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    let digest = Sha256::new()
+        .chain_update(first.as_bytes())
+        .chain_update([0])
+        .chain_update(second.as_bytes())
+        .finalize();
+    hex(&digest[..8])
+}
+
+/// An entry's `pairs` column: the token of each pair of its keywords (k(k-1)/2 of them).
+pub(super) fn keyword_pairs(keywords: &[String]) -> String {
+    let mut out = Vec::new();
+    for (i, a) in keywords.iter().enumerate() {
+        for b in &keywords[i + 1..] {
+            out.push(pair(a, b));
+        }
+    }
+    out.join(" ")
+}
+
+/// Tokens as FTS5 strings joined by `op`. A token is hex or a scope name, letters and digits
+/// only, so none can be read as FTS5 syntax whatever the keyword was.
+fn joined(tokens: impl IntoIterator<Item = String>, op: &str) -> String {
+    tokens
+        .into_iter()
+        .map(|t| format!("\"{t}\""))
         .collect::<Vec<_>>()
         .join(op)
 }
 
-/// The FTS5 query of a discovery (migration 17): its keywords (all of them, or any) in an entry
-/// of one of the viewer's scopes, or in a public entry; without keywords, any entry of those.
+/// The FTS5 query of a discovery (migrations 17 and 24): its keywords (all of them, or any) in
+/// an entry of one of the viewer's scopes, or in a public entry; without keywords, any entry of
+/// those. All of two or more keywords in a public entry are found through the entry's pairs
+/// (each keyword with the next), a list only as long as the entries having both.
 fn match_expression(q: &ServiceQuery) -> String {
-    let scoped = format!("scoped : ({})", quoted(&scope_tokens(&q.viewer), " OR "));
+    let scoped = format!("scoped : ({})", joined(scope_tokens(&q.viewer), " OR "));
     if q.keywords.is_empty() {
         return format!("{scoped} OR public_mark : \"pub\"");
     }
     let op = if q.all { " AND " } else { " OR " };
-    let words = quoted(&q.keywords, op);
-    format!("(keywords : ({words}) AND {scoped}) OR public_keywords : ({words})")
+    let terms = joined(q.keywords.iter().map(|k| term(k)), op);
+    let public = if q.all && q.keywords.len() > 1 {
+        let pairs = joined(q.keywords.windows(2).map(|w| pair(&w[0], &w[1])), " AND ");
+        format!("public_pairs : ({pairs}) AND public_terms : ({terms})")
+    } else {
+        format!("public_terms : ({terms})")
+    };
+    format!("(terms : ({terms}) AND {scoped}) OR ({public})")
 }
 
 /// The index is read in directory-id order and stops at the page: each row it gives is checked

@@ -154,9 +154,10 @@ pub async fn services_are_found_by_keywords_type_and_page<S: ServerStore>(s: &S)
     );
     assert_eq!(found(s, &query(alice(), &[], true)).await.len(), 3);
     // Words that are FTS5 syntax are only words: operators, a prefix star, a quote and a
-    // phrase match nothing; punctuation around a word is not syntax (the tokenizer drops it).
-    // Nor is a keyword ever read as a scope of the index (migration 17): "pub" or alice's
-    // user token match no entry that lacks them as keywords.
+    // phrase match nothing, nor does punctuation around a word (a keyword matches whole). Nor
+    // is a keyword ever read as a scope or a token of the index (migrations 17, 24): "pub",
+    // alice's user token and the tokens of "video" and of "renderer" with "video" match no
+    // entry that lacks them as keywords.
     for odd in [
         "AND",
         "NOT",
@@ -164,16 +165,15 @@ pub async fn services_are_found_by_keywords_type_and_page<S: ServerStore>(s: &S)
         "video OR audio",
         "\"",
         "(",
+        "renderer)",
         "pub",
         "u616c696365",
+        "766964656f",
+        "115e46d27d051801",
     ] {
         let got = s.discover_services(&query(alice(), &[odd], true)).await;
         assert!(got.is_ok_and(|g| g.is_empty()), "{odd}");
     }
-    assert_eq!(
-        found(s, &query(alice(), &["renderer)"], true)).await,
-        found(s, &query(alice(), &["renderer"], true)).await
-    );
     let mut typed = query(alice(), &["renderer"], false);
     typed.service_type = Some("media.camera".into());
     assert!(found(s, &typed).await.is_empty());
@@ -187,6 +187,101 @@ pub async fn services_are_found_by_keywords_type_and_page<S: ServerStore>(s: &S)
     let rest = s.discover_services(&page).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert!(rest[0].dir_id > first[1].dir_id);
+}
+
+/// A keyword matches whole, punctuation and all, as a watch's does; all of several keywords are
+/// found in any order (through the public entries' pairs of keywords), in scoped and public
+/// entries alike, and an entry that changes its keywords or its scope leaves the pairs it had.
+pub async fn keywords_match_whole_and_all_of_several_in_any_order<S: ServerStore>(s: &S) {
+    world(s).await;
+    for (id, words, scope) in [
+        ("abc", &["alpha", "beta", "gamma"][..], ServiceScope::Public),
+        ("ab", &["alpha", "beta"], ServiceScope::Public),
+        ("bc", &["beta", "gamma"], ServiceScope::Public),
+        ("ac-mine", &["alpha", "gamma"], ServiceScope::User),
+        ("dash", &["video-renderer", "4k"], ServiceScope::Public),
+    ] {
+        s.publish_service(&entry("tv", "alice", id, words, scope))
+            .await
+            .unwrap();
+    }
+    let alice = || viewer("alice", &[]);
+    let bob = || viewer("bob", &[]);
+    for order in [
+        ["alpha", "beta", "gamma"],
+        ["gamma", "alpha", "beta"],
+        ["beta", "gamma", "alpha"],
+    ] {
+        assert_eq!(found(s, &query(alice(), &order, true)).await, ["tv/abc"]);
+    }
+    assert_eq!(
+        found(s, &query(alice(), &["beta", "alpha"], true)).await,
+        ["tv/abc", "tv/ab"]
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["gamma", "alpha"], true)).await,
+        ["tv/abc", "tv/ac-mine"],
+        "a scoped entry with both, beside the public one"
+    );
+    assert_eq!(
+        found(s, &query(bob(), &["gamma", "alpha"], true)).await,
+        ["tv/abc"],
+        "another user's entry is not his"
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["alpha", "delta"], true)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["alpha", "delta"], false))
+            .await
+            .len(),
+        3,
+        "any: every entry with alpha"
+    );
+    // Whole keywords: a part of one finds nothing; the whole finds it, with another too.
+    assert!(found(s, &query(alice(), &["video"], true)).await.is_empty());
+    assert!(
+        found(s, &query(alice(), &["renderer"], false))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["video-renderer"], true)).await,
+        ["tv/dash"]
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["4k", "video-renderer"], true)).await,
+        ["tv/dash"]
+    );
+    // New keywords leave the old pairs; a public entry made the user's leaves bob's view.
+    let mut moved = entry(
+        "tv",
+        "alice",
+        "abc",
+        &["alpha", "delta"],
+        ServiceScope::Public,
+    );
+    s.publish_service(&moved).await.unwrap();
+    assert_eq!(
+        found(s, &query(bob(), &["alpha", "gamma"], true)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        found(s, &query(bob(), &["delta", "alpha"], true)).await,
+        ["tv/abc"]
+    );
+    moved.scope = ServiceScope::User;
+    s.publish_service(&moved).await.unwrap();
+    assert!(
+        found(s, &query(bob(), &["delta", "alpha"], true))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        found(s, &query(alice(), &["delta", "alpha"], true)).await,
+        ["tv/abc"]
+    );
 }
 
 /// A viewer sees public entries, its own user's, its PNs' and its groups', never another
