@@ -364,8 +364,9 @@ pub enum Event {
         /// Why.
         error: ApiError,
     },
-    /// Something in a followed user's inventories changed (004 §5.5.10): `established`,
-    /// `joined`, `left`, `released` (of a PN), `contents`, `services` (of a member).
+    /// Something in a followed inventory changed (004 §5.5.10; a user's on the server, a PN's
+    /// on a PNE): `established`, `joined`, `left`, `released` (of a PN), `contents`,
+    /// `services` (of a member).
     InventoryChanged {
         /// The PN, if the change is one PN's.
         #[serde(
@@ -383,6 +384,12 @@ pub enum Event {
         pne: Option<EntityId>,
         /// What changed.
         change: String,
+    },
+    /// A PNE follows a PN's inventory again, its link to the PN GW back: the PN as it is now
+    /// (changes while the link was down were not told).
+    InventoryFollowed {
+        /// The PN.
+        pn: crate::response::Pn,
     },
     /// This reader fell behind: so many events were dropped before the next.
     Lagged {
@@ -425,6 +432,7 @@ impl Event {
             Event::MessageReceived { .. } => "message_received",
             Event::ServiceGroupContentRefused { .. } => "service_group_content_refused",
             Event::InventoryChanged { .. } => "inventory_changed",
+            Event::InventoryFollowed { .. } => "inventory_followed",
             Event::Completed { .. } => "completed",
             Event::FlowFailed { .. } => "flow_failed",
             Event::Lagged { .. } => "lagged",

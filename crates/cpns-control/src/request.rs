@@ -37,6 +37,14 @@ pub enum Request {
         #[serde(with = "crate::text")]
         user: UserId,
     },
+    /// PNE: follow what changes in the inventory of a PN it is a member of, through its PN GW
+    /// (004 §5.5.10): answered with the PN as its PN GW holds it, then `inventory_changed`
+    /// events (and `inventory_followed` when its link came back) until the connection ends.
+    InventoryFollow {
+        /// The PN.
+        #[serde(with = "crate::text")]
+        pn_id: PnId,
+    },
     /// PNE: declare the contents it holds now (004 §5.5.10), replacing what it announced in
     /// every PN it is a member of; `query` answers from the server list them.
     ContentsSet {
@@ -549,7 +557,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 51] = [
+pub const VERB_TABLE: [(&str, Served); 52] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -598,6 +606,7 @@ pub const VERB_TABLE: [(&str, Served); 51] = [
     ("delivery_control", PNE),
     ("delivery_request", PNE),
     ("message_send", PNE),
+    ("inventory_follow", PNE),
     ("traffic", GW),
     ("contents_set", PNE),
     ("inventory_subscribe", SERVER),
@@ -681,6 +690,7 @@ impl Request {
             Request::Traffic {} => "traffic",
             Request::ContentsSet { .. } => "contents_set",
             Request::InventorySubscribe { .. } => "inventory_subscribe",
+            Request::InventoryFollow { .. } => "inventory_follow",
         }
     }
 }

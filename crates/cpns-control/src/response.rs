@@ -53,6 +53,12 @@ pub enum Response {
         #[serde(with = "crate::text")]
         user: cpns_wire::UserId,
     },
+    /// The PN followed, as its PN GW holds it; its changes follow as `inventory_changed`
+    /// events.
+    InventoryFollow {
+        /// The PN.
+        pn: Pn,
+    },
     /// The contents declared, as the server kept them.
     ContentsSet {
         /// How many.
@@ -592,6 +598,7 @@ impl Response {
             Response::Traffic { .. } => "traffic",
             Response::ContentsSet { .. } => "contents_set",
             Response::InventorySubscribe { .. } => "inventory_subscribe",
+            Response::InventoryFollow { .. } => "inventory_follow",
         }
     }
 }

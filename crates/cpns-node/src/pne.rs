@@ -166,6 +166,7 @@ enum Ask {
     Invite(PnId, EntityId),
     Expel(PnId, EntityId),
     Query(Option<PnId>),
+    Follow(PnId, bool),
     SetCapabilities(Box<DeviceCapabilities>),
     SetStatus(Status, Option<String>),
     QueryStatus(Vec<EntityId>),
@@ -410,6 +411,24 @@ impl PneHandle {
     ) -> Result<(Vec<PnInventory>, Vec<cpns_wire::MemberServices>), NodeError> {
         match self.run(Ask::Query(pn_id)).await? {
             Outcome::Inventory { pns, services } => Ok((pns, services)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Starts (`follow`) or stops following what changes in `pn_id`'s inventory, through its
+    /// PN GW (docs/services.md, "Following the changes"): the PN's inventory as its PN GW holds
+    /// it. The changes come as [`PneEvent::InventoryChanged`] on [`Self::events`], across the
+    /// PNE's links, until it stops, leaves the PN or the PN is released.
+    pub async fn follow_inventory(
+        &self,
+        pn_id: PnId,
+        follow: bool,
+    ) -> Result<PnInventory, NodeError> {
+        match self.run(Ask::Follow(pn_id, follow)).await? {
+            Outcome::Inventory { pns, .. } => pns
+                .into_iter()
+                .find(|p| p.pn_id == pn_id)
+                .ok_or_else(|| NodeError::Ended(format!("PN {pn_id} was not in the answer"))),
             other => Err(unexpected(&other)),
         }
     }
@@ -712,8 +731,9 @@ async fn serve_loop<S: DeviceStore + Clone>(
         let lost = match opened {
             Ok(mut link) => {
                 link.session.skip_proofs(&unprovable);
-                if let Some((kept, files)) = carried.take() {
+                if let Some((kept, files, following)) = carried.take() {
                     link.session.restore_deliveries(kept);
+                    link.session.restore_following(following);
                     link.files = files;
                 }
                 let steps = steps.take().unwrap_or_default();
@@ -727,6 +747,7 @@ async fn serve_loop<S: DeviceStore + Clone>(
                 carried = Some((
                     link.session.take_deliveries(),
                     std::mem::take(&mut link.files),
+                    link.session.following(),
                 ));
                 link.abandon_waiters();
                 match stayed {
@@ -1194,6 +1215,8 @@ impl<S: DeviceStore> Link<S> {
                 reason,
             } => self.invitation = Some(Err(format!("{flow}: {reason}"))),
             PneEvent::FlowFailed { .. }
+            | PneEvent::InventoryChanged { .. }
+            | PneEvent::InventoryFollowedAgain { .. }
             | PneEvent::Invited { .. }
             | PneEvent::PanAuthenticated(_)
             | PneEvent::Registered { .. }
@@ -1309,6 +1332,7 @@ impl<S: DeviceStore> Link<S> {
             Ask::Invite(pn, invitee) => s.invite_pne(now, pn, invitee),
             Ask::Expel(pn, pne) => s.expel_pne(now, pn, pne),
             Ask::Query(pn) => s.query_inventory(now, pn),
+            Ask::Follow(pn, on) => s.follow_inventory(now, pn, on),
             Ask::SetCapabilities(caps) => s.set_capabilities(now, *caps),
             Ask::SetStatus(status, label) => s.set_status(now, status, label),
             Ask::QueryStatus(entities) => Ok(s.query_status(now, entities)),

@@ -523,6 +523,18 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
         PneEvent::PnReleased(pn_id) => released(*pn_id, false),
         PneEvent::CapabilitiesReported => Described::new("capabilities_reported"),
         PneEvent::StatusNotified(n) => notified(n),
+        PneEvent::InventoryChanged { pn_id, pne, change } => {
+            let d = Described::new("inventory_changed")
+                .pn("pn_id", *pn_id)
+                .text("change", change.name());
+            match pne {
+                Some(p) => d.text("pne", p),
+                None => d,
+            }
+        }
+        PneEvent::InventoryFollowedAgain { inventory } => {
+            Described::new("inventory_followed").inventory(inventory)
+        }
         PneEvent::UsageSent {
             sent,
             duplicates,

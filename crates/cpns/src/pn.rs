@@ -40,6 +40,14 @@ pub(crate) enum PnVerb {
         /// The user.
         user: cpns_wire::UserId,
     },
+    /// On a PNE: follow what changes in the inventory of PN, one it is a member of, through
+    /// its PN GW (004 §5.5.10): members joining and leaving, members declaring contents and
+    /// publishing services, the PN released; until interrupted, the PNE leaves the PN, or the
+    /// PN is released.
+    Follow {
+        /// The PN's id (32 hex digits, as `cpns pn show` prints it).
+        pn: PnId,
+    },
     /// On a PN GW: what its WAN sessions with the server carried since it started (frames and
     /// bytes each way), e.g. to see content for several PNEs cross once.
     Traffic,
@@ -173,6 +181,7 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
         PnVerb::Show => Request::Show {},
         PnVerb::Traffic => Request::Traffic {},
         PnVerb::Watch { user } => Request::InventorySubscribe { user: user.clone() },
+        PnVerb::Follow { pn } => Request::InventoryFollow { pn_id: *pn },
         PnVerb::Release { pn } => Request::Release { pn_id: *pn },
         PnVerb::Expel { pn, pne } => Request::Expel {
             pn_id: *pn,
@@ -213,6 +222,7 @@ pub(crate) async fn pn(a: PnArgs) -> anyhow::Result<()> {
         Request::Events {}
             | Request::Establish { wait: true, .. }
             | Request::InventorySubscribe { .. }
+            | Request::InventoryFollow { .. }
     );
     let json = a.json;
     let mut refused: Option<ApiError> = None;
@@ -309,6 +319,7 @@ fn print_answer(r: &Response) {
         Response::InventorySubscribe { user } => {
             println!("following the inventories of {user}'s PNs")
         }
+        Response::InventoryFollow { pn } => println!("following {}", pn_line(pn)),
         Response::Setup { pn } => println!("set up {}", pn_line(pn)),
         Response::Traffic {
             wan_frames_in,
@@ -457,6 +468,9 @@ fn print_event(e: &Event) {
         Event::PnRefused { pn_id, error } => println!("PN {pn_id} refused: {error}"),
         Event::FlowFailed { flow, error } => println!("{flow} failed: {error}"),
         Event::Lagged { missed } => println!("({missed} events missed: this reader fell behind)"),
+        Event::InventoryFollowed { pn } => {
+            println!("following again (the link came back): {}", pn_line(pn))
+        }
         Event::InventoryChanged { pn_id, pne, change } => println!(
             "inventory: {change}{}{}",
             pn_id.map_or_else(String::new, |p| format!(" PN {p}")),

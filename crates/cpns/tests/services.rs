@@ -483,6 +483,18 @@ async fn the_inventory_shows_what_a_member_holds_and_offers() {
     );
     let first: Value = serde_json::from_str(&watch.line()).unwrap();
     assert_eq!(first["verb"], "inventory_subscribe", "{first}");
+    // And the phone follows its PN's, through its PN GW.
+    let phone_db = w.store("phone");
+    let follow = Proc::spawn(
+        "follow",
+        &["pn", "follow", &pn, "--store", s(&phone_db), "--json"],
+    );
+    let first: Value = serde_json::from_str(&follow.line()).unwrap();
+    assert_eq!(
+        (&first["verb"], &first["pn"]["pn_id"]),
+        (&Value::from("inventory_follow"), &Value::from(pn.as_str())),
+        "{first}"
+    );
     let tv_db = w.store("tv");
     let list = w.path("contents.json");
     std::fs::write(
@@ -510,6 +522,22 @@ async fn the_inventory_shows_what_a_member_holds_and_offers() {
     );
     service(&w, "tv", &["publish", &doc]);
     for change in ["contents", "services"] {
+        let told: Value = serde_json::from_str(&follow.line()).unwrap();
+        assert_eq!(
+            (
+                &told["event"],
+                &told["pn_id"],
+                &told["pne"],
+                &told["change"]
+            ),
+            (
+                &Value::from("inventory_changed"),
+                &Value::from(pn.as_str()),
+                &Value::from("tv"),
+                &Value::from(change)
+            ),
+            "{told}"
+        );
         let told: Value = serde_json::from_str(&watch.line()).unwrap();
         assert_eq!(
             (&told["event"], &told["pne"], &told["change"]),

@@ -101,6 +101,14 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
         }],
         PneEvent::CapabilitiesReported => vec![Event::CapabilitiesReported {}],
         PneEvent::StatusNotified(n) => vec![status(n)],
+        PneEvent::InventoryChanged { pn_id, pne, change } => vec![Event::InventoryChanged {
+            pn_id: Some(*pn_id),
+            pne: pne.clone(),
+            change: change.name().into(),
+        }],
+        PneEvent::InventoryFollowedAgain { inventory } => vec![Event::InventoryFollowed {
+            pn: inventory.into(),
+        }],
         PneEvent::ServiceMatched(m) => vec![Event::ServiceMatch {
             watch_id: m.watch_id,
             entry: cpns_control::ServiceEntry::from(&m.entry),

@@ -116,6 +116,7 @@ impl GatewayApi {
             r @ (Request::Query { .. }
             | Request::ContentsSet { .. }
             | Request::InventorySubscribe { .. }
+            | Request::InventoryFollow { .. }
             | Request::Setup { .. }
             | Request::Register { .. }
             | Request::Join { .. }

@@ -28,6 +28,8 @@ pub struct PneApi<S> {
     handle: PneHandle,
     store: S,
     usage_default: Preference,
+    /// How many connections follow each PN's inventory: the last to go stops the following.
+    followers: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<PnId, usize>>>,
 }
 
 impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
@@ -38,6 +40,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             handle,
             store,
             usage_default,
+            followers: std::sync::Arc::default(),
         }
     }
 
@@ -496,6 +499,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             | Request::Usage { .. }
             | Request::Traffic {}
             | Request::InventorySubscribe { .. }) => Err(Role::Pne.refusal(&r)),
+            Request::InventoryFollow { pn_id } => self.follow_inventory(pn_id).await,
         }
     }
 
@@ -750,6 +754,87 @@ fn api_preference(p: Preference) -> ApiPreference {
         Preference::Private => ApiPreference::Private,
         Preference::Server => ApiPreference::Server,
         Preference::Shared => ApiPreference::Shared,
+    }
+}
+
+/// Locks `m`; a panic elsewhere while it was held leaves a count, nothing half-done.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S> PneApi<S> {
+    /// `inventory_follow`: the PN as its PN GW holds it, then its changes, until the
+    /// connection goes (the last connection following a PN stops the following) or the
+    /// following ends (this PNE left the PN, or it was released: told, then the stream ends).
+    async fn follow_inventory(&self, pn_id: PnId) -> Result<Reply, ApiError> {
+        // Listening before asking: no change after the answer is missed.
+        let mut events = self.handle.events();
+        let pn = self
+            .handle
+            .follow_inventory(pn_id, true)
+            .await
+            .map_err(api_error)?;
+        *lock(&self.followers).entry(pn_id).or_default() += 1;
+        let (tx, rx) = mpsc::channel(FOLLOWER_QUEUE);
+        let (handle, followers) = (self.handle.clone(), self.followers.clone());
+        tokio::spawn(async move {
+            use cpns_proto::pne::PneEvent;
+            use tokio::sync::broadcast::error::RecvError;
+            let me = handle.id().clone();
+            loop {
+                let event = tokio::select! {
+                    () = tx.closed() => break,
+                    e = events.recv() => e,
+                };
+                let (told, last) = match event {
+                    Ok(PneEvent::InventoryChanged {
+                        pn_id: p,
+                        pne,
+                        change,
+                    }) if p == pn_id => {
+                        let last = change == cpns_wire::InventoryChange::Released
+                            || (change == cpns_wire::InventoryChange::Left
+                                && pne.as_ref() == Some(&me));
+                        let told = Event::InventoryChanged {
+                            pn_id: Some(p),
+                            pne,
+                            change: change.name().into(),
+                        };
+                        (told, last)
+                    }
+                    Ok(PneEvent::InventoryFollowedAgain { inventory })
+                        if inventory.pn_id == pn_id =>
+                    {
+                        let pn = (&inventory).into();
+                        (Event::InventoryFollowed { pn }, false)
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(missed)) => (Event::Lagged { missed }, false),
+                    Err(RecvError::Closed) => break,
+                };
+                if tx.send(told).await.is_err() || last {
+                    break;
+                }
+            }
+            let left = {
+                let mut f = lock(&followers);
+                let n = f.entry(pn_id).or_default();
+                *n = n.saturating_sub(1);
+                let left = *n;
+                if left == 0 {
+                    f.remove(&pn_id);
+                }
+                left
+            };
+            if left == 0 {
+                // A PN it is out of has nothing to stop.
+                let _ = handle.follow_inventory(pn_id, false).await;
+            }
+        });
+        Ok(Reply::Stream(
+            Response::InventoryFollow { pn: (&pn).into() },
+            rx,
+        ))
     }
 }
 

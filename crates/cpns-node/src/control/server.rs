@@ -166,7 +166,8 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
             | Request::GroupSend { .. }
             | Request::DeliveryControl { .. }
             | Request::DeliveryRequest { .. }
-            | Request::MessageSend { .. }) => Err(Role::Server.refusal(&r)),
+            | Request::MessageSend { .. }
+            | Request::InventoryFollow { .. }) => Err(Role::Server.refusal(&r)),
             Request::InventorySubscribe { user } => return self.follow_inventory(user),
             Request::Deliver {
                 file,

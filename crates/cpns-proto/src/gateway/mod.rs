@@ -15,6 +15,7 @@ pub mod delivery;
 mod departed;
 mod establish;
 mod expiry;
+mod follow;
 mod groups;
 mod invite;
 mod membership;
@@ -27,7 +28,7 @@ mod relay;
 mod release;
 mod status;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use cpns_crypto::{EuKey, LocalEuKey, MachineRng};
@@ -487,6 +488,8 @@ struct Link {
     reg_key: Option<register::RegKey>,
     /// How much group content the link may still send (docs/security.md §4.11).
     content: Option<crate::rate::TokenBucket>,
+    /// The PNs whose inventory changes the PNE on the link follows ([`follow`]).
+    follows: BTreeSet<PnId>,
 }
 
 /// An established PN, in memory.
@@ -643,6 +646,7 @@ impl Gateway {
                 proven: false,
                 pan_auth: None,
                 reg_key: None,
+                follows: BTreeSet::new(),
                 content: None,
             },
         );
@@ -939,6 +943,9 @@ impl Gateway {
             Body::CapabilitiesQuery(m) => self.on_capabilities_query(&env, m),
             Body::StatusNotification(n) => self.event(GatewayEvent::StatusNotified(n)),
             Body::DeliveryRoute(m) => self.on_delivery_route(&env, m),
+            Body::InventoryChanged(m) if env.kind == MsgKind::Notify => {
+                self.on_server_inventory_changed(m);
+            }
             Body::DeliveryChunk(m) if env.kind == MsgKind::Notify => {
                 self.on_server_delivery_chunk(m)
             }
@@ -1003,6 +1010,7 @@ impl Gateway {
     }
 
     fn event(&mut self, e: GatewayEvent) {
+        self.follow_event(&e);
         self.out.push_back(GatewayOutput::Event(e));
     }
 

@@ -91,6 +91,10 @@ impl Gateway {
                 )),
             },
         };
+        if let (Ok(pns), Some(follow)) = (&answer, m.follow) {
+            let ids: Vec<PnId> = pns.iter().map(|p| p.pn_id).collect();
+            self.set_follows(link, &ids, follow);
+        }
         match answer {
             // The local answer: members and what they announced; services are the server's.
             Ok(pns) => self.send_pan_response(

@@ -617,7 +617,12 @@ impl PneSession {
     }
 
     /// Step 26: the PN GW confirmed the connection set-up in the PN.
-    pub(super) fn on_membership_confirmed(&mut self, env: &Envelope, m: MembershipConfirmed) {
+    pub(super) fn on_membership_confirmed(
+        &mut self,
+        now: Instant,
+        env: &Envelope,
+        m: MembershipConfirmed,
+    ) {
         let Some(w) = env.in_reply_to.and_then(|r| self.confirms.remove(&r)) else {
             return;
         };
@@ -627,6 +632,7 @@ impl PneSession {
                 pn_id,
                 epoch: m.epoch,
             });
+            self.follow_again(now, pn_id);
         }
     }
 

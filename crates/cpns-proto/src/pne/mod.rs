@@ -8,6 +8,7 @@
 mod content;
 mod delivery;
 mod establish;
+mod follow;
 mod groups;
 mod invite;
 mod membership;
@@ -27,7 +28,7 @@ pub use outcome::{Gone, Outcome};
 pub use rejoin::Phase as RejoinPhase;
 pub use secure::SecureSession;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use cpns_crypto::{EuKey, LocalEuKey, MachineRng, PanAuthInput, PanKeys, Rand, Recipient};
@@ -248,6 +249,22 @@ pub enum PneEvent {
     CapabilitiesReported,
     /// A notification of one of this PNE's subscriptions.
     StatusNotified(cpns_wire::StatusNotification),
+    /// Something changed in the inventory of a PN this PNE follows
+    /// ([`PneSession::follow_inventory`]): what, and of which member.
+    InventoryChanged {
+        /// The PN.
+        pn_id: PnId,
+        /// The member, if the change is one member's.
+        pne: Option<EntityId>,
+        /// What changed.
+        change: cpns_wire::InventoryChange,
+    },
+    /// This PNE follows a PN's inventory again, its link to the PN GW back: the inventory as
+    /// it is now (changes while it was away were not told).
+    InventoryFollowedAgain {
+        /// The PN's inventory.
+        inventory: cpns_wire::PnInventory,
+    },
     /// A new directory entry matches one of this PNE's service watches (004 §5.5.5), told by
     /// the server end to end.
     ServiceMatched(cpns_wire::ServiceMatch),
@@ -628,6 +645,9 @@ pub struct PneSession {
     now: Option<Instant>,
     /// Inventory queries waiting for the PN GW (004 §5.5.10).
     inventory_queries: secure::PendingQueries,
+    /// The PNs whose inventory changes this PNE follows (asked again each time its link to
+    /// their PN GW comes back; [`follow`]).
+    following: BTreeSet<PnId>,
     cpns_id: Option<CpnsId>,
     session: Option<SecureSession>,
     secure_calls: secure::PendingCalls,
@@ -699,6 +719,7 @@ impl PneSession {
             usage: usage::UsageReporting::default(),
             now: None,
             inventory_queries: BTreeMap::new(),
+            following: BTreeSet::new(),
             cpns_id: None,
             session: None,
             secure_calls: secure::PendingCalls::new(),
@@ -922,7 +943,7 @@ impl PneSession {
             .chain(self.key_pulls.values().map(|w| w.deadline))
             .chain(self.confirms.values().map(|w| w.deadline))
             .chain(self.expels.values().map(|(w, _)| w.deadline))
-            .chain(self.inventory_queries.values().map(|(d, _)| *d))
+            .chain(self.inventory_queries.values().map(|q| q.deadline))
             .chain(self.content_sends.values().map(|(d, _, _)| *d))
             .chain(self.status_deadlines())
             .chain(self.usage_deadline())
@@ -990,9 +1011,12 @@ impl PneSession {
             Body::PneInviteRequest(m) => self.on_invite(now, &env, m),
             Body::PneInviteResponse(m) => self.on_invite_response(&env, m),
             Body::GroupKeyResponse(m) => self.on_group_key_response(now, &env, m),
-            Body::MembershipConfirmed(m) => self.on_membership_confirmed(&env, m),
+            Body::MembershipConfirmed(m) => self.on_membership_confirmed(now, &env, m),
             Body::MembershipEnded(m) => self.on_membership_ended(&env, m),
             Body::InventoryAnswer(m) => self.on_inventory_answer(&env, m),
+            Body::InventoryChanged(m) if env.kind == MsgKind::Notify => {
+                self.on_inventory_changed(&env, m);
+            }
             Body::PneExpelNotification(m) => self.on_expel_notification(&env, m),
             Body::PnUpdateNotification(m) => self.on_update_notification(now, &env, m),
             Body::DeviceCapabilitiesConfirm(_)

@@ -93,6 +93,7 @@ impl PneSession {
         if !self.pns.contains_key(&pn_id) {
             return;
         }
+        self.following.remove(&pn_id);
         let forgetting = self
             .parked
             .values()

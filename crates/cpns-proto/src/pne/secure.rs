@@ -56,7 +56,18 @@ pub(super) fn deadlines(calls: &PendingCalls) -> impl Iterator<Item = Instant> +
 
 /// Local inventory queries waiting for the PN GW, by message id, with their deadlines and
 /// commands.
-pub(super) type PendingQueries = BTreeMap<u64, (Instant, CommandId)>;
+/// Local inventory queries by message id.
+pub(super) type PendingQueries = BTreeMap<u64, PendingQuery>;
+
+/// A local inventory query waiting for its answer.
+#[derive(Debug)]
+pub(super) struct PendingQuery {
+    pub(super) deadline: Instant,
+    /// The command it ends (none: this PNE following again after its link came back).
+    pub(super) cmd: Option<CommandId>,
+    /// The PN it starts (`true`) or stops (`false`) following, if it does.
+    pub(super) follow: Option<(PnId, bool)>,
+}
 
 impl PneSession {
     /// The secure session, once registered (or restored).
@@ -192,14 +203,16 @@ impl PneSession {
             .map(|p| p.state.inventory.gateway.clone());
         match local {
             Some(gw) if self.gateway.as_ref() == Some(&gw) && self.gateway_proven(&gw) => {
-                let msg = self.send_request_to(Address::Entity(gw), InventoryQuery { pn_id });
                 let id = self.commands.next();
-                self.inventory_queries
-                    .insert(msg, (now + self.cfg.timeouts.flow, id));
+                self.ask_gateway_inventory(now, gw, pn_id, Some(id), None);
                 Ok(id)
             }
             _ => {
-                let payload = minicbor::to_vec(InventoryQuery { pn_id }).unwrap_or_default();
+                let payload = minicbor::to_vec(InventoryQuery {
+                    pn_id,
+                    follow: None,
+                })
+                .unwrap_or_default();
                 let id = self.commands.next();
                 self.call(
                     now,
@@ -225,22 +238,29 @@ impl PneSession {
         if !from_gw {
             return;
         }
-        let Some((_, id)) = self.inventory_queries.remove(&reply_to) else {
+        let Some(q) = self.inventory_queries.remove(&reply_to) else {
             return;
         };
+        if let Some((pn_id, follow)) = q.follow {
+            self.followed(pn_id, follow, q.cmd.is_none(), &m.pns);
+        }
         let read = Outcome::Inventory {
             pns: m.pns,
             services: m.services,
         };
-        self.complete(id, Flow::InventoryQuery, Ok(read));
+        if let Some(id) = q.cmd {
+            self.complete(id, Flow::InventoryQuery, Ok(read));
+        }
     }
 
     /// The PN GW refused a local inventory query: true if `reply_to` was one.
     pub(super) fn inventory_query_refused(&mut self, reply_to: u64, e: &ErrorBody) -> bool {
-        let Some((_, id)) = self.inventory_queries.remove(&reply_to) else {
+        let Some(q) = self.inventory_queries.remove(&reply_to) else {
             return false;
         };
-        self.complete(id, Flow::InventoryQuery, Err(Failure::Refused(e.clone())));
+        if let Some(id) = q.cmd {
+            self.complete(id, Flow::InventoryQuery, Err(Failure::Refused(e.clone())));
+        }
         true
     }
 
@@ -366,8 +386,8 @@ impl PneSession {
         for (_, c) in late {
             self.secure_failed(&c, Failure::TimedOut);
         }
-        let queries = crate::util::take_expired(&mut self.inventory_queries, now, |(d, _)| *d);
-        for (_, (_, id)) in queries {
+        let queries = crate::util::take_expired(&mut self.inventory_queries, now, |q| q.deadline);
+        for id in queries.into_iter().filter_map(|(_, q)| q.cmd) {
             self.complete(id, Flow::InventoryQuery, Err(Failure::TimedOut));
         }
     }

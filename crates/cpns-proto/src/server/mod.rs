@@ -692,36 +692,8 @@ pub enum ServerEvent {
     },
 }
 
-/// What changed in an inventory ([`ServerEvent::InventoryChanged`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InventoryChange {
-    /// A PN was set up (000 §6.6.1).
-    Established,
-    /// A PNE joined a PN (003 §1.4.2).
-    Joined,
-    /// A member left or was expelled (000 §6.6.3).
-    Left,
-    /// A PN was released (000 §6.6.5).
-    Released,
-    /// A member declared what it holds (004 §5.5.10).
-    Contents,
-    /// A member published or took out a service (004 §5.5.5).
-    Services,
-}
-
-impl InventoryChange {
-    /// Its name in the control API and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            InventoryChange::Established => "established",
-            InventoryChange::Joined => "joined",
-            InventoryChange::Left => "left",
-            InventoryChange::Released => "released",
-            InventoryChange::Contents => "contents",
-            InventoryChange::Services => "services",
-        }
-    }
-}
+/// What changed in an inventory ([`ServerEvent::InventoryChanged`]; the wire's own).
+pub use cpns_wire::InventoryChange;
 
 /// What the driver must do next.
 #[derive(Debug)]
@@ -1519,9 +1491,27 @@ impl ServerSession {
         pne: Option<EntityId>,
         change: InventoryChange,
     ) {
-        let Some(owner) = self.conn.gateway().map(|g| g.owner.clone()) else {
+        let Some((gw, owner)) = self.conn.gateway().map(|g| (g.id.clone(), g.owner.clone())) else {
             return;
         };
+        // What the PN GW cannot see in the sealed calls it relays, for the PNEs following
+        // its PNs (docs/services.md, "Following the changes"): what changed, not the change.
+        if pn_id.is_none()
+            && let Some(member) = &pne
+        {
+            let id = self.ids.next();
+            let note = cpns_wire::InventoryChanged {
+                pn_id: None,
+                pne: Some(member.clone()),
+                change,
+            };
+            self.transmit(Envelope::notify(
+                id,
+                Address::Server,
+                Address::Entity(gw),
+                note,
+            ));
+        }
         self.out
             .push_back(ServerOutput::Event(ServerEvent::InventoryChanged {
                 owner,

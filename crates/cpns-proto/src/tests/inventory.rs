@@ -11,6 +11,7 @@ use cpns_wire::{
 use super::harness::{Action, FLOW, Harness, Party, plain, pne_id};
 use super::store::PneSpec;
 use crate::pne::{Outcome, PneEvent};
+use crate::server::InventoryChange;
 use crate::{Failure, Flow};
 
 /// Three PNs at one PN GW, all of alice's: A = {PNE 0, PNE 1}, B = {PNE 2}, C = {PNE 3}, with
@@ -146,7 +147,10 @@ fn raw_query(h: &mut Harness, from: usize, claims: usize, pn: Option<PnId>) -> E
         9_800 + h.log.len() as u64,
         Address::Entity(pne_id(claims)),
         Address::Entity(h.gw_cfg.id.clone()),
-        InventoryQuery { pn_id: pn },
+        InventoryQuery {
+            pn_id: pn,
+            follow: None,
+        },
     );
     h.pump();
     h.deliver_direct(Party::Pne(from), Party::Gw, &plain(&env))
@@ -244,6 +248,7 @@ fn a_local_answer_is_believed_only_from_the_pn_gw_and_only_when_asked() {
             Action::Replace(super::harness::rewrite(&f.body, |env| {
                 env.body = Body::InventoryQuery(InventoryQuery {
                     pn_id: Some(PnId::from_bytes([9; 16])),
+                    follow: None,
                 });
             }))
         }
@@ -394,7 +399,7 @@ fn a_bad_contents_declaration_is_refused_with_its_reason_and_changes_nothing() {
 /// change: PNs set up, a member declaring contents or publishing, a member leaving.
 #[test]
 fn the_server_tells_each_inventory_change_with_its_owner() {
-    use crate::server::{InventoryChange, ServerEvent};
+    use crate::server::ServerEvent;
     let (mut h, pns) = three_pns();
     let changes = |h: &Harness| -> Vec<(
         String,
@@ -474,4 +479,206 @@ fn the_server_tells_each_inventory_change_with_its_owner() {
         .unwrap();
     h.pump();
     assert_eq!(changes(&h).len(), before + 3);
+}
+
+/// The inventory changes PNE `i` was told, in order.
+fn told(h: &Harness, i: usize) -> Vec<(PnId, Option<cpns_wire::EntityId>, InventoryChange)> {
+    h.pne_events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::InventoryChanged { pn_id, pne, change } => {
+                Some((*pn_id, pne.clone(), *change))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn follow(h: &mut Harness, i: usize, pn: PnId, on: bool) {
+    let now = h.now();
+    h.pnes[i].follow_inventory(now, pn, on).unwrap();
+    h.pump();
+}
+
+const VIDEO: &[u8] = br#"{"service_id":"renderer","name":"TV","type":"media.renderer","version":"1","keywords":["video"],"scope":{"kind":"user"},"delivery":["push"],"lease_s":3600}"#;
+
+/// A member follows its PN's inventory through its PN GW (docs/services.md, "Following the
+/// changes"): told of another member's contents and services (which the server tells the PN GW,
+/// what changed and not the change) and of members leaving, never of another PN's changes; a
+/// stop ends it. Over sealed links.
+#[test]
+fn a_member_following_its_pn_is_told_each_change_and_no_other_pns() {
+    let (mut h, [a, _, c]) = three_pns();
+    let now = h.now();
+    assert_eq!(
+        h.pnes[2].follow_inventory(now, a, true),
+        Err(crate::CommandError::NotAMember(a)),
+        "a PN it is not a member of"
+    );
+    follow(&mut h, 0, a, true);
+    assert_eq!(read(&h, 0), Some(vec![h.store.pns[&a].clone()]));
+    assert_eq!(h.pnes[0].following(), [a]);
+    let now = h.now();
+    h.pnes[1]
+        .declare_contents(now, vec![item("holiday.mp4")])
+        .unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[1].publish_service(now, VIDEO.to_vec()).unwrap();
+    h.pump();
+    // PNE 3 is in C only: its service is no change of A.
+    let now = h.now();
+    h.pnes[3].publish_service(now, VIDEO.to_vec()).unwrap();
+    h.pump();
+    assert_eq!(
+        told(&h, 0),
+        [
+            (a, Some(pne_id(1)), InventoryChange::Contents),
+            (a, Some(pne_id(1)), InventoryChange::Services),
+        ]
+    );
+    for i in 1..4 {
+        assert!(told(&h, i).is_empty(), "PNE {i} follows nothing");
+    }
+    // Stopped: nothing more; following again, PNE 1 leaving is told.
+    follow(&mut h, 0, a, false);
+    assert!(h.pnes[0].following().is_empty());
+    let now = h.now();
+    h.pnes[1]
+        .declare_contents(now, vec![item("b.mp4")])
+        .unwrap();
+    h.pump();
+    assert_eq!(told(&h, 0).len(), 2);
+    follow(&mut h, 0, a, true);
+    let now = h.now();
+    h.pnes[1].leave_pn(now, a).unwrap();
+    h.pump();
+    assert_eq!(
+        told(&h, 0)[2..],
+        [(a, Some(pne_id(1)), InventoryChange::Left)]
+    );
+    // C's only member follows it and releases it: told, and following nothing after.
+    follow(&mut h, 3, c, true);
+    let now = h.now();
+    h.pnes[3].release_pn(now, c).unwrap();
+    h.pump();
+    assert!(h.pnes[3].following().is_empty());
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+/// At the PN GW, on plain links: a following is the link's, for PNs its PNE is a member of
+/// (a stranger's follow is refused and tells it nothing after); a change notice a PNE sends is
+/// refused, tells nobody; a PNE drops a notice of a PN it does not follow, or from other than
+/// its PN GW.
+#[test]
+fn only_members_follow_and_only_the_pn_gw_tells() {
+    let mut h = Harness::ready(&[PneSpec::trusted(); 3]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    let a = h.joined(0).unwrap().pn_id;
+    follow(&mut h, 0, a, true);
+    // PNE 2 (in no PN) asks to follow A on its own link.
+    let ask = Envelope::request(
+        9_900,
+        Address::Entity(pne_id(2)),
+        Address::Entity(h.gw_cfg.id.clone()),
+        InventoryQuery {
+            pn_id: Some(a),
+            follow: Some(true),
+        },
+    );
+    h.deliver_direct(Party::Pne(2), Party::Gw, &plain(&ask))
+        .unwrap();
+    h.pump();
+    let answer = h
+        .delivered(Party::Gw, Party::Pne(2))
+        .into_iter()
+        .find(|e| e.in_reply_to == Some(9_900))
+        .expect("answered");
+    assert_eq!(answer.error().map(|e| e.code), Some(ErrorCode::Forbidden));
+    // A notice PNE 1 makes up: refused at the PN GW, relayed to nobody.
+    let forged = Envelope::notify(
+        9_901,
+        Address::Entity(pne_id(1)),
+        Address::Entity(h.gw_cfg.id.clone()),
+        cpns_wire::InventoryChanged {
+            pn_id: Some(a),
+            pne: Some(pne_id(1)),
+            change: InventoryChange::Left,
+        },
+    );
+    h.deliver_direct(Party::Pne(1), Party::Gw, &plain(&forged))
+        .unwrap();
+    h.pump();
+    let now = h.now();
+    h.pnes[1]
+        .declare_contents(now, vec![item("holiday.mp4")])
+        .unwrap();
+    h.pump();
+    let notices = |h: &Harness, i: usize| {
+        h.delivered(Party::Gw, Party::Pne(i))
+            .into_iter()
+            .filter(|e| matches!(e.body, Body::InventoryChanged(_)))
+            .count()
+    };
+    assert_eq!(notices(&h, 0), 1, "the declaration only");
+    assert_eq!(
+        told(&h, 0),
+        [(a, Some(pne_id(1)), InventoryChange::Contents)]
+    );
+    assert_eq!(notices(&h, 2), 0, "the stranger is told nothing");
+    assert_eq!(notices(&h, 1), 0, "PNE 1 follows nothing");
+    // At PNE 0: a notice of a PN it does not follow, and one from PNE 1's address, are dropped.
+    for (from, pn) in [
+        (
+            Address::Entity(h.gw_cfg.id.clone()),
+            PnId::from_bytes([9; 16]),
+        ),
+        (Address::Entity(pne_id(1)), a),
+    ] {
+        let note = Envelope::notify(
+            9_902,
+            from,
+            Address::Entity(pne_id(0)),
+            cpns_wire::InventoryChanged {
+                pn_id: Some(pn),
+                pne: None,
+                change: InventoryChange::Released,
+            },
+        );
+        h.deliver_direct(Party::Gw, Party::Pne(0), &plain(&note))
+            .unwrap();
+        h.pump();
+    }
+    assert_eq!(told(&h, 0).len(), 1);
+    assert_eq!(h.pnes[0].following(), [a]);
+}
+
+/// A follower whose link drops follows again once its next link's connection set-up in the PN
+/// is done, and is given the inventory as it is then; changes after are told again.
+#[test]
+fn a_follower_whose_link_came_back_follows_again() {
+    let (mut h, [a, ..]) = three_pns();
+    follow(&mut h, 0, a, true);
+    let kept = h.pnes[0].following();
+    h.relink(0, 77, |p| p.restore_following(kept));
+    super::delivery::link_again(&mut h, 0);
+    let again: Vec<PnInventory> = h
+        .pne_events(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            PneEvent::InventoryFollowedAgain { inventory } => Some(inventory.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again, [h.store.pns[&a].clone()]);
+    let now = h.now();
+    h.pnes[1]
+        .declare_contents(now, vec![item("holiday.mp4")])
+        .unwrap();
+    h.pump();
+    assert_eq!(
+        told(&h, 0),
+        [(a, Some(pne_id(1)), InventoryChange::Contents)]
+    );
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
 }

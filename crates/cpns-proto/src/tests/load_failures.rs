@@ -379,7 +379,11 @@ fn failed_reads_end_each_secure_service_call() {
     let calls: [(&str, Vec<u8>, Flow); 3] = [
         (
             INVENTORY_SERVICE,
-            minicbor::to_vec(InventoryQuery { pn_id: Some(pn) }).unwrap(),
+            minicbor::to_vec(InventoryQuery {
+                pn_id: Some(pn),
+                follow: None,
+            })
+            .unwrap(),
             Flow::InventoryQuery,
         ),
         (

@@ -186,6 +186,64 @@ pub struct InventoryQuery {
     /// to the server: its user's).
     #[n(0)]
     pub pn_id: Option<PnId>,
+    /// To its PN GW only: `true` to follow what changes in the PNs answered, as
+    /// [`InventoryChanged`] notifications on the link (until it ends, the PNE leaves, or a
+    /// query with `false`); `false` to stop; absent: a plain query.
+    #[n(1)]
+    pub follow: Option<bool>,
+}
+
+wire_enum!(
+    /// What changed in a PN inventory (004 §5.5.10).
+    InventoryChange {
+        /// A PN was set up (000 §6.6.1).
+        Established = 1,
+        /// A PNE joined a PN (003 §1.4.2).
+        Joined = 2,
+        /// A member left or was expelled (000 §6.6.3).
+        Left = 3,
+        /// A PN was released (000 §6.6.5).
+        Released = 4,
+        /// A member declared what it holds (004 §5.5.10).
+        Contents = 5,
+        /// A member published or took out a service (004 §5.5.5).
+        Services = 6,
+    }
+);
+
+impl InventoryChange {
+    /// Its name in the control API and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            InventoryChange::Established => "established",
+            InventoryChange::Joined => "joined",
+            InventoryChange::Left => "left",
+            InventoryChange::Released => "released",
+            InventoryChange::Contents => "contents",
+            InventoryChange::Services => "services",
+            InventoryChange::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// Inventory Changed (notification): what changed in a PN inventory. The server to a PN GW
+/// (`pn_id` absent) when a member of its PNs declared contents or published or took out a
+/// service, which the PN GW cannot see in the sealed calls it relays; a PN GW to each PNE
+/// following that PN ([`InventoryQuery::follow`]), for those and for what it sees itself
+/// (members joining and leaving, the PN set up or released). It names what changed, not the
+/// change: a follower reads the inventory again for that.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct InventoryChanged {
+    /// The PN, if the change is one PN's (always, from a PN GW).
+    #[n(0)]
+    pub pn_id: Option<PnId>,
+    /// The member, if the change is one member's.
+    #[n(1)]
+    pub pne: Option<EntityId>,
+    /// What changed.
+    #[n(2)]
+    pub change: InventoryChange,
 }
 
 /// The answer to an [`InventoryQuery`].

@@ -327,4 +327,6 @@ bodies! {
     169 => DeliveryRequest,
     170 => DeliveryRequested,
     171 => DeliveryMessage,
+    // What changed in a PN inventory, for the PNEs following it (004 §5.5.10).
+    172 => InventoryChanged,
 }

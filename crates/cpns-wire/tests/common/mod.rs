@@ -604,11 +604,45 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
         ),
         (
             "inventory query",
-            InventoryQuery { pn_id: Some(pn(7)) }.into(),
+            InventoryQuery {
+                pn_id: Some(pn(7)),
+                follow: None,
+            }
+            .into(),
         ),
         (
             "inventory query for all",
-            InventoryQuery { pn_id: None }.into(),
+            InventoryQuery {
+                pn_id: None,
+                follow: None,
+            }
+            .into(),
+        ),
+        (
+            "inventory query, following",
+            InventoryQuery {
+                pn_id: Some(pn(7)),
+                follow: Some(true),
+            }
+            .into(),
+        ),
+        (
+            "inventory changed",
+            InventoryChanged {
+                pn_id: Some(pn(7)),
+                pne: Some(eid("tv-1")),
+                change: InventoryChange::Contents,
+            }
+            .into(),
+        ),
+        (
+            "inventory changed, from the server",
+            InventoryChanged {
+                pn_id: None,
+                pne: Some(eid("tv-1")),
+                change: InventoryChange::Services,
+            }
+            .into(),
         ),
         (
             "inventory answer",

@@ -85,7 +85,12 @@ async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
         );
         // Nor may it read the PN (004 §5.5.10), named or among "every PN of mine".
         for pn_id in [Some(pn), None] {
-            let msg = att.send(InventoryQuery { pn_id }).await;
+            let msg = att
+                .send(InventoryQuery {
+                    pn_id,
+                    follow: None,
+                })
+                .await;
             assert_eq!(
                 att.answer(msg).await,
                 Ok(Some(ErrorCode::Forbidden)),
@@ -98,7 +103,11 @@ async fn only_a_proven_member_or_the_owner_changes_or_releases_a_pn() {
     for msg in [
         att.send(release(pn)).await,
         att.send(leave(pn, "phone")).await,
-        att.send(InventoryQuery { pn_id: Some(pn) }).await,
+        att.send(InventoryQuery {
+            pn_id: Some(pn),
+            follow: None,
+        })
+        .await,
     ] {
         let answer = att.answer(msg).await;
         assert!(
