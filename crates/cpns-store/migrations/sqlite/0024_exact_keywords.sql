@@ -66,4 +66,8 @@ CREATE TRIGGER services_fts_update AFTER UPDATE ON services BEGIN
         VALUES (new.dir_id, new.terms, new.scoped, new.public_terms, new.public_pairs,
                 new.public_mark);
 END;
+-- Fewer segments to read: each level's segments are merged once two are there (FTS5's default
+-- waits for four), and the index rebuilt from the entries kept is merged into one.
+INSERT INTO services_fts (services_fts, rank) VALUES ('automerge', 2);
 INSERT INTO services_fts (services_fts) VALUES ('rebuild');
+INSERT INTO services_fts (services_fts) VALUES ('optimize');
