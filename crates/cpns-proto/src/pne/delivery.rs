@@ -58,7 +58,8 @@ pub(super) struct Receiving {
     /// While it moves (opening or taking): when it ends, failed, if no chunk comes before
     /// (its source or its PN GW gone, or two sessions waiting on each other at two targets).
     idle_until: Option<Instant>,
-    /// Held or paused by its source (service control): it does not give up waiting.
+    /// Held or paused by its source (service control): it does not give up waiting for a
+    /// chunk, only after [`PAUSED_LIMIT`] (`idle_until` then counts from the offer or pause).
     paused: bool,
 }
 
@@ -103,6 +104,12 @@ impl KeptDeliveries {
 
 /// Sessions a PNE receives at once; an offer past them is declined.
 pub const MAX_RECEIVING: usize = 8;
+
+/// How long a session its source holds or pauses keeps its place at a target (one of its
+/// [`MAX_RECEIVING`], and the one moving if it moves): past it, counted from the offer or the
+/// pause, the target's part ends failed, so a source that holds a session and goes away cannot
+/// keep a target from receiving.
+pub const PAUSED_LIMIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl PneSession {
     /// Offers `offer` to its targets (004 §5.5.8): completes with
@@ -299,16 +306,16 @@ impl PneSession {
             }
             ControlAction::Pause => {
                 if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
+                    if !r.paused {
+                        r.idle_until = Some(now + PAUSED_LIMIT);
+                    }
                     r.paused = true;
-                    r.idle_until = None;
                 }
             }
             ControlAction::Start | ControlAction::Resume => {
                 if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
                     r.paused = false;
-                    if matches!(r.state, Recv::Opening | Recv::Taking) {
-                        r.idle_until = Some(idle);
-                    }
+                    r.idle_until = matches!(r.state, Recv::Opening | Recv::Taking).then_some(idle);
                 }
             }
             _ => return,
@@ -391,7 +398,7 @@ impl PneSession {
             acked: 0,
             writing: None,
             order: self.deliveries.next_order,
-            idle_until: None,
+            idle_until: invite.held.then(|| now + PAUSED_LIMIT),
             paused: invite.held,
         };
         self.deliveries.next_order += 1;
@@ -461,18 +468,25 @@ impl PneSession {
 
     /// Sessions that got no chunk in time end, failed: the next waiting one moves.
     pub(super) fn delivery_timeouts(&mut self, now: Instant) {
-        let idle: Vec<(DeliveryId, u64)> = self
+        let idle: Vec<(DeliveryId, u64, bool)> = self
             .deliveries
             .receiving
             .iter()
             .filter(|(_, r)| r.idle_until.is_some_and(|d| d <= now))
-            .map(|(s, r)| (*s, r.have))
+            .map(|(s, r)| (*s, r.have, r.paused))
             .collect();
-        for (session, have) in idle {
-            let why = format!(
-                "no chunk came for {} s: its source or PN GW stopped",
-                (self.cfg.timeouts.flow * 2).as_secs()
-            );
+        for (session, have, paused) in idle {
+            let why = if paused {
+                format!(
+                    "its source held or paused it for {} s: its place here is given up",
+                    PAUSED_LIMIT.as_secs()
+                )
+            } else {
+                format!(
+                    "no chunk came for {} s: its source or PN GW stopped",
+                    (self.cfg.timeouts.flow * 2).as_secs()
+                )
+            };
             self.end_receiving(now, session, DeliveryResult::Failed, have, Some(why));
         }
     }

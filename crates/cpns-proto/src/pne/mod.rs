@@ -22,7 +22,7 @@ mod status;
 mod usage;
 
 pub use content::{MAX_GROUP_CONTENT, Signing};
-pub use delivery::{KeptDeliveries, MAX_RECEIVING};
+pub use delivery::{KeptDeliveries, MAX_RECEIVING, PAUSED_LIMIT};
 pub use groups::{HeldGroup, MAX_SERVICE_GROUP_CONTENT};
 pub use outcome::{Gone, Outcome};
 pub use rejoin::Phase as RejoinPhase;

@@ -468,3 +468,72 @@ fn hold_chunks_to_1_from_now(h: &mut Harness) {
         Action::Deliver
     });
 }
+
+/// The reason PNE `i`'s part of `session` ended failed with, if it did.
+fn failed_because(h: &Harness, i: usize, session: DeliveryId) -> Option<String> {
+    h.pne_events(i).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session: s,
+            result: DeliveryResult::Failed,
+            reason,
+            ..
+        } if *s == session => reason.clone(),
+        _ => None,
+    })
+}
+
+/// A session its source pauses keeps its place at its target for [`PAUSED_LIMIT`] only, from
+/// the pause: then the target's part ends failed, saying why, and the session waiting behind it
+/// moves to the end. One set up held and never started gives its place up the same way.
+#[test]
+fn a_session_held_or_paused_too_long_gives_its_place_up_at_its_targets() {
+    use crate::pne::PAUSED_LIMIT;
+    let minute = std::time::Duration::from_secs(60);
+    let mut h = world();
+    hold_acks_after(&mut h, 2);
+    let first = seeded_content(600_000, 27);
+    let paused = push(&mut h, &[1], &first, false);
+    control(&mut h, paused, ControlAction::Pause).unwrap();
+    release_acks(&mut h);
+    let second = seeded_content(100_000, 28);
+    let behind = push(&mut h, &[1], &second, false);
+    let held = push(&mut h, &[2], &second, true);
+    h.advance(PAUSED_LIMIT - minute);
+    assert!(
+        h.delivery_ends(1, paused).is_empty(),
+        "paused, within the limit"
+    );
+    assert!(
+        h.delivery_ends(2, held).is_empty(),
+        "held, within the limit"
+    );
+    assert!(
+        !h.store.pne_received.contains_key(&(1, behind)),
+        "waits behind"
+    );
+    h.advance(minute);
+    for (i, session) in [(1, paused), (2, held)] {
+        assert_eq!(
+            failed_because(&h, i, session).as_deref(),
+            Some("its source held or paused it for 1800 s: its place here is given up"),
+            "PNE {i}"
+        );
+    }
+    assert_eq!(h.store.pne_received.get(&(1, behind)), Some(&second));
+    // Paused, resumed and paused again: the limit counts from the last pause.
+    let mut h = world();
+    hold_acks_after(&mut h, 2);
+    let session = push(&mut h, &[1], &first, false);
+    control(&mut h, session, ControlAction::Pause).unwrap();
+    h.advance(PAUSED_LIMIT - minute);
+    control(&mut h, session, ControlAction::Resume).unwrap();
+    control(&mut h, session, ControlAction::Pause).unwrap();
+    h.advance(PAUSED_LIMIT - minute);
+    assert!(
+        h.delivery_ends(1, session).is_empty(),
+        "a new pause, a new limit"
+    );
+    release_acks(&mut h);
+    control(&mut h, session, ControlAction::Resume).unwrap();
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&first));
+}
