@@ -2,7 +2,7 @@
 //! to itself"; docs/services.md, "Following the changes"). A member on its proven link asks
 //! its PN GW for the inventory with `follow` ([`cpns_wire::InventoryQuery`]); from then on the
 //! PN GW tells it, on that link, each change of the PNs answered ([`InventoryChanged`]): what
-//! it sees itself (the PN set up or released, members joining and leaving), and what the
+//! it sees itself (members joining and leaving, the PN released), and what the
 //! server tells it of its members' contents and services (sealed calls it relays and cannot
 //! read). A following ends with the link, with a query that says `follow: false`, when the
 //! follower leaves the PN (after being told), or when the PN is released.
@@ -28,9 +28,6 @@ impl Gateway {
     /// The inventory changes a PN GW event is, told to the followers.
     pub(super) fn follow_event(&mut self, e: &GatewayEvent) {
         match e {
-            GatewayEvent::PnEstablished { inventory, .. } => {
-                self.tell_followers(Some(inventory.pn_id), None, InventoryChange::Established);
-            }
             GatewayEvent::MemberJoined { pn_id, pne, .. } => {
                 self.tell_followers(Some(*pn_id), Some(pne), InventoryChange::Joined);
             }

@@ -93,7 +93,17 @@ impl PneSession {
         if !self.pns.contains_key(&pn_id) {
             return;
         }
-        self.following.remove(&pn_id);
+        // A follower is told its following ended, and why (the PN GW's own word of it comes,
+        // if at all, after the PN is gone here).
+        if self.following.remove(&pn_id) {
+            let (pne, change) = match why {
+                Gone::Released { .. } => (None, cpns_wire::InventoryChange::Released),
+                Gone::Left | Gone::Expelled => {
+                    (Some(self.cfg.id.clone()), cpns_wire::InventoryChange::Left)
+                }
+            };
+            self.event(PneEvent::InventoryChanged { pn_id, pne, change });
+        }
         let forgetting = self
             .parked
             .values()

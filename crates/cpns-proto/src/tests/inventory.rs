@@ -540,6 +540,12 @@ fn a_member_following_its_pn_is_told_each_change_and_no_other_pns() {
     for i in 1..4 {
         assert!(told(&h, i).is_empty(), "PNE {i} follows nothing");
     }
+    // PNE 2 joins A by registering in it.
+    h.register(2, Some(a));
+    assert_eq!(
+        told(&h, 0)[2..],
+        [(a, Some(pne_id(2)), InventoryChange::Joined)]
+    );
     // Stopped: nothing more; following again, PNE 1 leaving is told.
     follow(&mut h, 0, a, false);
     assert!(h.pnes[0].following().is_empty());
@@ -548,13 +554,13 @@ fn a_member_following_its_pn_is_told_each_change_and_no_other_pns() {
         .declare_contents(now, vec![item("b.mp4")])
         .unwrap();
     h.pump();
-    assert_eq!(told(&h, 0).len(), 2);
+    assert_eq!(told(&h, 0).len(), 3);
     follow(&mut h, 0, a, true);
     let now = h.now();
     h.pnes[1].leave_pn(now, a).unwrap();
     h.pump();
     assert_eq!(
-        told(&h, 0)[2..],
+        told(&h, 0)[3..],
         [(a, Some(pne_id(1)), InventoryChange::Left)]
     );
     // C's only member follows it and releases it: told, and following nothing after.
@@ -563,6 +569,14 @@ fn a_member_following_its_pn_is_told_each_change_and_no_other_pns() {
     h.pnes[3].release_pn(now, c).unwrap();
     h.pump();
     assert!(h.pnes[3].following().is_empty());
+    assert_eq!(told(&h, 3), [(c, None, InventoryChange::Released)], "once");
+    // PNE 2 follows A and leaves it: told it left, once.
+    follow(&mut h, 2, a, true);
+    let now = h.now();
+    h.pnes[2].leave_pn(now, a).unwrap();
+    h.pump();
+    assert_eq!(told(&h, 2), [(a, Some(pne_id(2)), InventoryChange::Left)]);
+    assert!(h.pnes[2].following().is_empty());
     assert!(h.errors.is_empty(), "{:?}", h.errors);
 }
 
