@@ -3,9 +3,10 @@
 //! told each change after it ([`PneEvent::InventoryChanged`]). It names what changed, not the
 //! change; the application reads the inventory again for that (from the server, for what
 //! members offer). A following is this PNE's until it stops it, leaves the PN or the PN is
-//! released (told as a last change, as it forgets the PN); each time its link to the PN GW comes back (its connection set-up in the PN
-//! done), it asks again, and is given the inventory as it is then
-//! ([`PneEvent::InventoryFollowedAgain`]), since the changes while it was away were not told.
+//! released (told as a last change, as it forgets the PN); each time its link to the PN GW
+//! comes back (its connection set-up in the PN done), it asks again, and is given the
+//! inventory as it is then ([`PneEvent::InventoryFollowedAgain`]), since the changes while it
+//! was away were not told.
 
 use std::time::Instant;
 
