@@ -110,6 +110,7 @@ fn every_example_is_a_canonical_line_answering_its_request() {
                     | Request::Establish { wait: true, .. }
                     | Request::Deliver { wait: true, .. }
                     | Request::InventorySubscribe { .. }
+                    | Request::InventoryFollow { .. }
             );
             assert!(
                 streams,

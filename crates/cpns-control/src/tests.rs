@@ -179,6 +179,9 @@ fn every_request() -> Vec<Request> {
             action: "pause".into(),
         },
         Request::Traffic {},
+        Request::InventoryFollow {
+            pn_id: PnId::from_bytes([7; 16]),
+        },
         Request::InventorySubscribe {
             user: cpns_wire::UserId::new("alice").unwrap(),
         },

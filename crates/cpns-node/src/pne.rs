@@ -1025,6 +1025,7 @@ impl<S: DeviceStore> Link<S> {
             held: false,
             requires: Vec::new(),
             suite: None,
+            group: None,
         };
         match self.session.offer_delivery(Instant::now(), &offer) {
             Ok(id) => {

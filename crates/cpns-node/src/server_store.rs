@@ -772,24 +772,31 @@ pub(crate) async fn persist<S: ServerStore>(
             targets,
             per_mb,
             now_ms,
+            also,
         } => {
-            let records: Vec<cpns_store::DeliveryRecord> = targets
-                .into_iter()
-                .map(|(target, charged)| cpns_store::DeliveryRecord {
-                    session,
-                    target,
-                    service_id: service_id.clone(),
-                    source: source.clone(),
-                    pn_id,
-                    charged,
-                    name: name.clone(),
-                    size,
-                    bytes: 0,
-                    started_at: now_ms,
-                    ended_at: None,
-                    result: None,
-                    per_mb,
+            let parts = std::iter::once((session, pn_id, targets))
+                .chain(also.into_iter().map(|p| (p.session, p.pn_id, p.targets)));
+            let records: Vec<cpns_store::DeliveryRecord> = parts
+                .flat_map(|(session, pn_id, targets)| {
+                    targets.into_iter().map(move |t| (session, pn_id, t))
                 })
+                .map(
+                    |(session, pn_id, (target, charged))| cpns_store::DeliveryRecord {
+                        session,
+                        target,
+                        service_id: service_id.clone(),
+                        source: source.clone(),
+                        pn_id,
+                        charged,
+                        name: name.clone(),
+                        size,
+                        bytes: 0,
+                        started_at: now_ms,
+                        ended_at: None,
+                        result: None,
+                        per_mb,
+                    },
+                )
                 .collect();
             store.open_delivery(&records).await.map_err(err)?;
             Ok(Persisted::Done)

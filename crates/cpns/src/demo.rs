@@ -522,6 +522,7 @@ async fn services(
         held: false,
         requires: Vec::new(),
         suite: None,
+        group: None,
     };
     let mut tv_events = tv.events();
     phone.deliver(offer, path).await.map_err(err)?;

@@ -739,9 +739,21 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
             Outcome::DeliveryRequested { source, name } => Described::new("delivery_asked")
                 .text("source", source)
                 .text("name", name),
-            Outcome::DeliveryGranted { session, pn_id } => Described::new("delivery_granted")
-                .text("session", session)
-                .pn("pn_id", *pn_id),
+            Outcome::DeliveryGranted {
+                session,
+                pn_id,
+                also,
+            } => {
+                let d = Described::new("delivery_granted")
+                    .text("session", session)
+                    .pn("pn_id", *pn_id);
+                if also.is_empty() {
+                    d
+                } else {
+                    let more: Vec<String> = also.iter().map(ToString::to_string).collect();
+                    d.text("also", more.join(","))
+                }
+            }
             Outcome::DeliveryEnded { session, .. } => {
                 Described::new("delivery_recorded").text("session", session)
             }

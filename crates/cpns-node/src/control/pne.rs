@@ -540,6 +540,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             requires,
             // The PNE's machine puts in the suite it wants first.
             suite: None,
+            group: None,
         };
         match self.handle.deliver(offer, path).await.map_err(api_error)? {
             Outcome::DeliveryGranted { session, .. } => Ok(Response::Deliver {

@@ -201,6 +201,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 requires: Vec::new(),
                 // The server seals an operator's chunks in the suite its CPU wants first.
                 suite: Some(cpns_crypto::Suite::local_preference()[0].code()),
+                group: None,
             },
             specific,
         };

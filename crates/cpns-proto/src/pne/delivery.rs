@@ -363,15 +363,25 @@ impl PneSession {
         // The suite this PNE offered, as the server granted it (the server checked the code).
         let suite = crate::server::delivery::suite_of(g.suite)
             .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
-        let source = Source::new(g.session, &key, g.size, g.chunk, g.window, g.targets, suite);
-        let sending = Sending {
-            source: if g.held { source.held() } else { source },
-            pn_id: g.pn_id,
-        };
-        self.deliveries.sending.insert(g.session, sending);
+        let parts = std::iter::once((g.session, key, g.targets)).chain(g.also.iter().map(|p| {
+            (
+                p.session,
+                DeliveryKey::from_bytes(p.key.0),
+                p.targets.clone(),
+            )
+        }));
+        for (session, key, targets) in parts {
+            let source = Source::new(session, &key, g.size, g.chunk, g.window, targets, suite);
+            let sending = Sending {
+                source: if g.held { source.held() } else { source },
+                pn_id: g.pn_id,
+            };
+            self.deliveries.sending.insert(session, sending);
+        }
         Ok(Outcome::DeliveryGranted {
             session: g.session,
             pn_id: g.pn_id,
+            also: g.also.iter().map(|p| p.session).collect(),
         })
     }
 

@@ -153,6 +153,9 @@ pub enum Outcome {
         session: cpns_wire::DeliveryId,
         /// The PN whose PN GW relays it.
         pn_id: PnId,
+        /// To a service group in several PNs: the session of each other PN, relayed by the
+        /// same PN GW; the content is sent in each.
+        also: Vec<cpns_wire::DeliveryId>,
     },
     /// `send_message`: the small payload was handed on to its PNE (004 §5.5.8).
     MessageSent {

@@ -117,6 +117,12 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
     if o.size == 0 || o.size > MAX_SIZE {
         return Err(format!("content is 1 byte to {} GiB", MAX_SIZE >> 30));
     }
+    if o.group.is_some() && (!o.targets.is_empty() || o.to_pn.is_some() || !o.requires.is_empty()) {
+        return Err(
+            "an offer to a service group names no targets, no other PN and no requirements:              the group's members are its targets"
+                .into(),
+        );
+    }
     suite_of(o.suite)?;
     Ok(())
 }
@@ -215,6 +221,10 @@ pub(super) struct DeliveryLoad {
 }
 
 impl DeliveryLoad {
+    pub(super) fn into_parts(self) -> (Call, DeliveryOffer, i64) {
+        (self.call, self.offer, self.now_ms)
+    }
+
     pub(super) fn asker(&self) -> (u64, cpns_wire::Address) {
         self.call.asker()
     }
@@ -246,6 +256,29 @@ pub(super) struct DeliveryOpened {
     far: Option<(EntityId, DeliveryRoute)>,
     invites: Vec<(Reach, DeliveryInvite)>,
     grant: DeliveryGrant,
+    /// The other sessions of an offer to a service group, opened with it.
+    more: Vec<SetUp>,
+}
+
+impl DeliveryOpened {
+    /// `first`'s opening, with `more` sessions of the same offer, answered with `grant`.
+    pub(super) fn new(
+        call: Call,
+        now_ms: i64,
+        first: SetUp,
+        more: Vec<SetUp>,
+        grant: DeliveryGrant,
+    ) -> Self {
+        Self {
+            call,
+            now_ms,
+            route: first.route,
+            far: first.far,
+            invites: first.invites,
+            grant,
+            more,
+        }
+    }
 }
 
 /// Where a session's targets are, as its set-up checks them.
@@ -266,6 +299,7 @@ pub(super) enum Targets {
 }
 
 /// A session set up, before its records are opened.
+#[derive(Debug)]
 pub(super) struct SetUp {
     pub(super) session: DeliveryId,
     pub(super) key: DeliveryKey,
@@ -301,6 +335,21 @@ impl SetUp {
             size: offer.size,
             targets: self.targets.clone(),
             now_ms,
+            also: Vec::new(),
+        }
+    }
+
+    /// Its targets, in order.
+    pub(super) fn targets(&self) -> impl Iterator<Item = EntityId> + '_ {
+        self.targets.iter().map(|(t, _)| t.clone())
+    }
+
+    /// This session's records, as one more part of another's opening.
+    pub(super) fn part(&self) -> super::OpenPart {
+        super::OpenPart {
+            session: self.session,
+            pn_id: self.pn_id,
+            targets: self.targets.clone(),
         }
     }
 }
@@ -331,6 +380,20 @@ impl ServerSession {
         };
         if let Err(why) = check_offer(&offer, &c.pne) {
             return self.refuse_call(&c, ErrorCode::BadRequest, &why);
+        }
+        if let Some(group) = offer.group {
+            let load = Load::Group {
+                group,
+                asker: c.pne.clone(),
+                also: None,
+                now_ms,
+            };
+            let parked = DeliveryLoad {
+                call: c,
+                offer,
+                now_ms,
+            };
+            return self.load(Parked::GroupDeliveryLoad(Box::new(parked)), load);
         }
         let mut entities = offer.targets.clone();
         entities.push(c.pne.clone());
@@ -547,17 +610,11 @@ impl ServerSession {
             targets: offer.targets.clone(),
             held: offer.held,
             suite: offer.suite,
+            also: Vec::new(),
         };
         let per_mb = self.cfg.tariff.get(&offer.service_id).copied();
         let effect = set_up.effect(&call.pne, offer, per_mb, now_ms);
-        let opened = DeliveryOpened {
-            call,
-            now_ms,
-            route: set_up.route,
-            far: set_up.far,
-            invites: set_up.invites,
-            grant,
-        };
+        let opened = DeliveryOpened::new(call, now_ms, set_up, Vec::new(), grant);
         self.persist(Parked::DeliveryOpened(Box::new(opened)), effect);
     }
 
@@ -586,10 +643,7 @@ impl ServerSession {
         }
         let gw = pn.gateway.clone();
         let pn_id = pn.inventory.pn_id;
-        let session = DeliveryId::from_bytes(self.rng.array());
-        let key = DeliveryKey::random(self.rng.get());
-        let mut targets: Vec<(EntityId, UserId)> = Vec::new();
-        let mut invites = Vec::new();
+        let mut reached = Vec::new();
         for t in &offer.targets {
             // Only a member's SK_PNE is loaded (`member_keys`): having one is being a member.
             let sk = l
@@ -606,13 +660,41 @@ impl ServerSession {
                 let why = format!("{t} is not a member of this PN with a secure session");
                 return Err((ErrorCode::NotFound, why));
             };
-            let reach = Reach {
+            reached.push(Reach {
                 entity: t.clone(),
-                owner: target_owner.clone(),
+                owner: target_owner,
                 pn_id,
                 session_key: sk,
                 gateway: gw.clone(),
-            };
+            });
+        }
+        let at = (pn_id, gw);
+        Ok(self.set_up_reached(source, owner, offer, specific, where_, &here, at, reached))
+    }
+
+    /// A session of `source` (of user `owner`) offering `offer` to `reached`, members of the
+    /// PN `at` names, served by the PN GW it names: this session's PN GW (`here`) or, when the
+    /// targets are `Forwarded`, maybe another.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn set_up_reached(
+        &mut self,
+        source: &EntityId,
+        owner: &UserId,
+        offer: &DeliveryOffer,
+        specific: &[(EntityId, Vec<u8>)],
+        where_: Targets,
+        here: &EntityId,
+        at: (cpns_wire::PnId, EntityId),
+        reached: Vec<Reach>,
+    ) -> SetUp {
+        let (pn_id, gw) = at;
+        let session = DeliveryId::from_bytes(self.rng.array());
+        let key = DeliveryKey::random(self.rng.get());
+        let mut targets: Vec<(EntityId, UserId)> = Vec::new();
+        let mut invites = Vec::new();
+        for reach in reached {
+            let t = reach.entity.clone();
+            let target_owner = reach.owner.clone();
             let invite = DeliveryInvite {
                 session,
                 source: source.clone(),
@@ -627,20 +709,20 @@ impl ServerSession {
                 chunk: CHUNK,
                 specific: specific
                     .iter()
-                    .find(|(e, _)| e == t)
+                    .find(|(e, _)| *e == t)
                     .map(|(_, b)| b.clone())
                     .unwrap_or_default(),
                 held: offer.held,
                 suite: offer.suite,
             };
             invites.push((reach, invite));
-            targets.push((t.clone(), target_owner));
+            targets.push((t, target_owner));
         }
         let route = DeliveryRoute {
             session,
             pn_id,
             source: source.clone(),
-            targets: offer.targets.clone(),
+            targets: targets.iter().map(|(t, _)| t.clone()).collect(),
             size: offer.size,
             chunk: CHUNK,
             from_server: false,
@@ -655,7 +737,7 @@ impl ServerSession {
                 },
                 None,
             ),
-            Targets::Forwarded { source_pn } if gw == here => (
+            Targets::Forwarded { source_pn } if gw == *here => (
                 DeliveryRoute {
                     pn_id: source_pn,
                     to_pn: Some(pn_id),
@@ -676,7 +758,7 @@ impl ServerSession {
                 (near, Some((gw, far)))
             }
         };
-        Ok(SetUp {
+        SetUp {
             session,
             key,
             route,
@@ -684,7 +766,7 @@ impl ServerSession {
             invites,
             targets,
             pn_id,
-        })
+        }
     }
 
     /// The records are open: the PN GW learns the route first, then each target is told, then
@@ -697,18 +779,22 @@ impl ServerSession {
         if let Err(e) = result {
             return self.refuse_call(&o.call, ErrorCode::Internal, &format!("store: {e}"));
         }
-        if let Some((gateway, far)) = o.far {
-            self.forward_out(&o.route, gateway, far);
-        }
-        let env = cpns_wire::Envelope::notify(
-            self.ids.next(),
-            cpns_wire::Address::Server,
-            self.peer(),
-            o.route,
-        );
-        self.transmit(env);
-        for (reach, invite) in &o.invites {
-            self.push(reach, DELIVERY_OFFERED, invite, o.now_ms);
+        let first = (o.route, o.far, o.invites);
+        let more = o.more.into_iter().map(|s| (s.route, s.far, s.invites));
+        for (route, far, invites) in std::iter::once(first).chain(more) {
+            if let Some((gateway, far)) = far {
+                self.forward_out(&route, gateway, far);
+            }
+            let env = cpns_wire::Envelope::notify(
+                self.ids.next(),
+                cpns_wire::Address::Server,
+                self.peer(),
+                route,
+            );
+            self.transmit(env);
+            for (reach, invite) in &invites {
+                self.push(reach, DELIVERY_OFFERED, invite, o.now_ms);
+            }
         }
         self.answer_service(&o.call, DELIVERY_OFFER, &o.grant);
     }

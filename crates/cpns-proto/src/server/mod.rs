@@ -14,6 +14,7 @@ pub mod directory;
 mod establish;
 mod external;
 mod forward;
+mod group_delivery;
 pub mod groups;
 mod load;
 mod membership;
@@ -452,6 +453,9 @@ pub enum ServerEffect {
         per_mb: Option<u64>,
         /// Unix milliseconds.
         now_ms: i64,
+        /// More sessions of the same offer, opened with it (to a service group in several
+        /// PNs): each with its PN and targets.
+        also: Vec<OpenPart>,
     },
     /// Replace the contents `pne` announced, in every PN it is a member of (004 §5.5.10);
     /// the driver answers [`Persisted::Done`].
@@ -692,6 +696,17 @@ pub enum ServerEvent {
     },
 }
 
+/// One more session a [`ServerEffect::OpenDelivery`] opens records of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenPart {
+    /// The session.
+    pub session: cpns_wire::DeliveryId,
+    /// The PN its records name (its targets').
+    pub pn_id: PnId,
+    /// The targets, each with the user charged (its own).
+    pub targets: Vec<(EntityId, UserId)>,
+}
+
 /// What changed in an inventory ([`ServerEvent::InventoryChanged`]; the wire's own).
 pub use cpns_wire::InventoryChange;
 
@@ -878,6 +893,7 @@ enum Parked {
     ChargingLoad(Box<secure::Call>),
     GroupLoad(Box<groups::GroupLoad>),
     DeliveryLoad(Box<delivery::DeliveryLoad>),
+    GroupDeliveryLoad(Box<delivery::DeliveryLoad>),
     ForwardLoad(Box<delivery::ForwardLoad>),
     PickLoad(Box<delivery::PickLoad>),
     RequestLoad(Box<delivery::RequestLoad>),
@@ -1265,6 +1281,13 @@ impl ServerSession {
             },
             Parked::ForwardLoad(d) => match load::pn(loaded) {
                 Ok(l) => self.forward_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::GroupDeliveryLoad(d) => match load::group(loaded) {
+                Ok(l) => self.group_delivery_loaded(*d, l),
                 Err(e) => {
                     let (req_msg, to) = d.asker();
                     self.load_failed(req_msg, to, Flow::SecureCall, e);

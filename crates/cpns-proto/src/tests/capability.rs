@@ -44,6 +44,7 @@ fn offer(to: &[usize], bytes: &[u8], requires: &str) -> DeliveryOffer {
         held: false,
         requires: requires.as_bytes().to_vec(),
         suite: None,
+        group: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
         held,
         requires: Vec::new(),
         suite: None,
+        group: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         held: false,
         requires: Vec::new(),
         suite: None,
+        group: None,
     }
 }
 

@@ -67,6 +67,7 @@ fn delivery(
             held: false,
             requires: Vec::new(),
             suite: None,
+            group: None,
         },
         specific,
     }

@@ -59,6 +59,7 @@ fn offer(to: &[usize], bytes: &[u8], to_pn: PnId) -> DeliveryOffer {
         held: false,
         requires: Vec::new(),
         suite: None,
+        group: None,
     }
 }
 
@@ -905,4 +906,139 @@ fn the_source_side_hands_its_pn_gw_only_what_fits_the_forward() {
     relay(&mut h, end());
     relay(&mut h, end());
     assert_eq!(down(&h), before + 1);
+}
+
+/// PNE 0 makes a service group and each of `members` joins it by invitation: the group.
+fn group_of(h: &mut Harness, members: &[usize]) -> cpns_wire::GroupId {
+    let now = h.now();
+    let id = h.pnes[0].create_group(now, "Album".into(), false).unwrap();
+    h.pump();
+    let Outcome::ServiceGroupKey { group_id: g, .. } = h.outcome(0, id).clone() else {
+        panic!("no group")
+    };
+    for &i in members {
+        let now = h.now();
+        let id = h.pnes[0].invite_to_group(now, g, pne_id(i)).unwrap();
+        h.pump();
+        h.outcome(0, id);
+        let now = h.now();
+        let id = h.pnes[i].answer_group(now, g, true).unwrap();
+        h.pump();
+        h.outcome(i, id);
+    }
+    g
+}
+
+/// PNE `from` offers `bytes` to group `g`: the sessions granted (the first, then `also`), or
+/// the refusal's code.
+fn to_group(
+    h: &mut Harness,
+    from: usize,
+    g: cpns_wire::GroupId,
+    bytes: &[u8],
+) -> Result<Vec<DeliveryId>, ErrorCode> {
+    h.store.pne_outbox.insert(from, bytes.to_vec());
+    let o = DeliveryOffer {
+        targets: Vec::new(),
+        to_pn: None,
+        group: Some(g),
+        ..offer(&[], bytes, PnId::from_bytes([0; 16]))
+    };
+    let now = h.now();
+    let id = h.pnes[from].offer_delivery(now, &o).unwrap();
+    h.pump();
+    match h.completion(from, id).map(|c| &c.result) {
+        Some(Ok(Outcome::DeliveryGranted { session, also, .. })) => Ok(std::iter::once(*session)
+            .chain(also.iter().copied())
+            .collect()),
+        Some(Err(crate::Failure::Refused(e))) => Err(e.code),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// To a service group (004 §5.5.8, §5.5.9; docs/services.md, "To a service group"): alice's
+/// PNE 0 delivers to the group of PNE 1 (in its own PN) and bob's PNE 2 (in bob's PN behind
+/// another PN GW): one session for each PN, each member gets it whole, recorded in its PN and
+/// charged to its own user; bob's PNE 3, no member, gets nothing; nothing crosses in the clear.
+#[test]
+fn a_delivery_to_a_service_group_reaches_each_member_in_its_own_pn() {
+    let (mut h, b) = two_pns("bob");
+    let g = group_of(&mut h, &[1, 2]);
+    let bytes = seeded_content(300_000, 31);
+    let sessions = to_group(&mut h, 0, g, &bytes).unwrap();
+    let [here, there] = sessions[..] else {
+        panic!("{sessions:?}")
+    };
+    assert_eq!(h.store.pne_received.get(&(1, here)), Some(&bytes));
+    assert_eq!(h.store.pne_received.get(&(2, there)), Some(&bytes));
+    assert!(!h.store.pne_received.keys().any(|(i, _)| *i == 3));
+    let a = h.joined(0).unwrap().pn_id;
+    let record = |s, i| {
+        let r = &h.store.deliveries[&(s, pne_id(i))];
+        (r.pn_id, r.charged.to_string(), r.ended.map(|e| e.1))
+    };
+    let delivered = Some(DeliveryResult::Delivered.code());
+    assert_eq!(record(here, 1), (a, "alice".into(), delivered));
+    assert_eq!(record(there, 2), (b, "bob".into(), delivered));
+    assert_eq!(h.store.deliveries.len(), 2, "one record per member");
+    assert_eq!(h.delivery_sent(0, here), Some(vec![pne_id(1)]));
+    assert_eq!(h.delivery_sent(0, there), Some(vec![pne_id(2)]));
+    never_in_the_clear(&h, &bytes);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+/// Only a member delivers to a group; a group that is not, or with nobody else reachable, is
+/// refused with nothing opened; an offer to a group that also names targets, another PN or
+/// requirements is refused before it leaves the PNE.
+#[test]
+fn a_delivery_to_a_group_is_refused_to_a_non_member_and_where_nobody_is_reached() {
+    let (mut h, _) = two_pns("bob");
+    let g = group_of(&mut h, &[1]);
+    let bytes = seeded_content(10_000, 32);
+    assert_eq!(to_group(&mut h, 3, g, &bytes), Err(ErrorCode::Forbidden));
+    let nowhere = cpns_wire::GroupId::from_bytes([7; 16]);
+    assert_eq!(
+        to_group(&mut h, 0, nowhere, &bytes),
+        Err(ErrorCode::NotFound)
+    );
+    let alone = group_of(&mut h, &[]);
+    assert_eq!(to_group(&mut h, 0, alone, &bytes), Err(ErrorCode::NotFound));
+    assert!(h.store.deliveries.is_empty(), "nothing opened");
+    let now = h.now();
+    for mixed in [
+        DeliveryOffer {
+            group: Some(g),
+            ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
+        },
+        DeliveryOffer {
+            group: Some(g),
+            targets: Vec::new(),
+            requires: b"{}".to_vec(),
+            to_pn: None,
+            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+        },
+    ] {
+        assert!(matches!(
+            h.pnes[0].offer_delivery(now, &mixed),
+            Err(crate::CommandError::InvalidDelivery(_))
+        ));
+    }
+}
+
+/// A group whose members are in two PNs of one PN GW: two sessions, the second relayed by that
+/// PN GW between its PNs, each member getting it whole.
+#[test]
+fn a_delivery_to_a_group_in_two_pns_of_one_pn_gw_is_relayed_between_them() {
+    let (mut h, b) = two_pns_one_gateway();
+    let g = group_of(&mut h, &[1, 3]);
+    let bytes = seeded_content(200_000, 33);
+    let sessions = to_group(&mut h, 0, g, &bytes).unwrap();
+    let [here, there] = sessions[..] else {
+        panic!("{sessions:?}")
+    };
+    assert_eq!(h.store.pne_received.get(&(1, here)), Some(&bytes));
+    assert_eq!(h.store.pne_received.get(&(3, there)), Some(&bytes));
+    assert_eq!(h.store.deliveries[&(there, pne_id(3))].pn_id, b);
+    assert!(!h.store.pne_received.keys().any(|(i, _)| *i == 2));
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
 }

@@ -745,22 +745,35 @@ impl Store {
                 size,
                 per_mb,
                 pn_id,
+                also,
                 ..
             } => {
-                if self.deliveries.keys().any(|(s, _)| *s == session) {
-                    return Err(crate::StoreFailure::Conflict(format!("{session} is open")));
+                let parts = std::iter::once(crate::server::OpenPart {
+                    session,
+                    pn_id,
+                    targets,
+                })
+                .chain(also);
+                let parts: Vec<_> = parts.collect();
+                for p in &parts {
+                    if self.deliveries.keys().any(|(s, _)| *s == p.session) {
+                        let why = format!("{} is open", p.session);
+                        return Err(crate::StoreFailure::Conflict(why));
+                    }
                 }
-                for (t, charged) in targets {
-                    let row = SDelivery {
-                        service_id: service_id.clone(),
-                        source: source.clone(),
-                        charged,
-                        pn_id,
-                        size,
-                        per_mb,
-                        ended: None,
-                    };
-                    self.deliveries.insert((session, t), row);
+                for p in parts {
+                    for (t, charged) in p.targets {
+                        let row = SDelivery {
+                            service_id: service_id.clone(),
+                            source: source.clone(),
+                            charged,
+                            pn_id: p.pn_id,
+                            size,
+                            per_mb,
+                            ended: None,
+                        };
+                        self.deliveries.insert((p.session, t), row);
+                    }
                 }
                 Ok(Persisted::Done)
             }

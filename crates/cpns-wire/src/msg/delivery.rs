@@ -11,7 +11,7 @@
 
 use minicbor::{Decode, Encode};
 
-use crate::ids::{DeliveryId, EntityId, PnId, UserId};
+use crate::ids::{DeliveryId, EntityId, GroupId, PnId, UserId};
 use crate::msg::common::{HashBytes, wire_enum};
 use crate::msg::group::KeyBytes;
 
@@ -155,6 +155,12 @@ pub struct DeliveryOffer {
     #[n(9)]
     #[cbor(default)]
     pub suite: Option<u8>,
+    /// To a service group (004 §5.5.9, §5.5.8): every other member of the group the source is
+    /// a member of, in whichever PN it is reachable now; one session for each such PN (docs/
+    /// services.md, "To a service group"). With it, no `targets`, `to_pn` nor `requires`.
+    #[n(10)]
+    #[cbor(default)]
+    pub group: Option<GroupId>,
 }
 
 /// The largest `requires` of an offer, in bytes.
@@ -193,6 +199,27 @@ pub struct DeliveryGrant {
     #[n(8)]
     #[cbor(default)]
     pub suite: Option<u8>,
+    /// An offer to a service group whose members are in several PNs: the session of each
+    /// other PN (this grant's own is the first), the source sending the content in each.
+    #[n(9)]
+    #[cbor(default)]
+    pub also: Vec<DeliveryPart>,
+}
+
+/// One more session of a grant ([`DeliveryGrant::also`]): relayed, like the first, by the PN
+/// GW of the grant's `pn_id`, with the grant's chunk, window, size, held and suite.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryPart {
+    /// The session.
+    #[n(0)]
+    pub session: DeliveryId,
+    /// Its key (docs/security.md §4.12).
+    #[n(1)]
+    pub key: KeyBytes,
+    /// Its targets.
+    #[n(2)]
+    pub targets: Vec<EntityId>,
 }
 
 /// Delivery Invite: a notice to a target, sealed to it.

@@ -1084,6 +1084,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 held: true,
                 requires: br#"{"has_ui":true}"#.to_vec(),
                 suite: Some(2),
+                group: None,
             }
             .into(),
         ),
@@ -1099,6 +1100,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 targets: vec![eid("tv-1")],
                 held: true,
                 suite: Some(2),
+                also: Vec::new(),
             }
             .into(),
         ),
