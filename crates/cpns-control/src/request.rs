@@ -448,6 +448,15 @@ pub enum Request {
         /// every other member) must be able to do: a service description's `requires`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         requires: Option<serde_json::Value>,
+        /// PNE: to a service group it is a member of: every other member reachable now, one
+        /// session for each PN they are in (`to` empty; docs/services.md, "To a service
+        /// group").
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        group: Option<GroupId>,
     },
     /// PNE: a small payload in band to one PNE (004 §5.5.8), sealed end to end through the
     /// server: at most 16 KiB, as `text` or `hex`.

@@ -399,6 +399,13 @@ pub enum Response {
         size: u64,
         /// Its SHA-256, as offered (hex).
         sha256: String,
+        /// To a service group in several PNs: the session of each other PN.
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            with = "crate::text::list"
+        )]
+        also: Vec<cpns_wire::DeliveryId>,
     },
     /// The payload was handed on to its PNE.
     MessageSend {

@@ -1251,8 +1251,12 @@ impl<S: DeviceStore> Link<S> {
             self.discovered = true;
         }
         if let Some(path) = self.offer_paths.remove(&c.id)
-            && let Ok(Outcome::DeliveryGranted { session, .. }) = &c.result
+            && let Ok(Outcome::DeliveryGranted { session, also, .. }) = &c.result
         {
+            // A delivery to a group in several PNs: the content is sent in each session.
+            for s in also {
+                self.files.send_from(*s, path.clone());
+            }
             self.files.send_from(*session, path);
         }
         match self.waiters.remove(&c.id) {

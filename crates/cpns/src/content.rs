@@ -80,8 +80,12 @@ pub(crate) struct PushArgs {
     /// The file.
     file: PathBuf,
     /// The targets (a comma list of PNE ids), or `all`: every other member of the PN.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "group")]
     to: Vec<EntityId>,
+    /// On a PNE: to a service group it is a member of (its id, as `cpns group` prints it):
+    /// every other member reachable now, one session for each PN they are in.
+    #[arg(long, conflicts_with_all = ["to", "pn", "requires"])]
+    group: Option<cpns_wire::GroupId>,
     /// The service it is delivered as (for the records and charging).
     #[arg(long, default_value = "content")]
     service: String,
@@ -234,10 +238,13 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         specific,
         held,
         requires,
+        group,
     } = a;
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
-    let targets = to.len();
     let on_server = t.data_dir.is_some();
+    if on_server && group.is_some() {
+        anyhow::bail!("--group is a PNE's: a delivery from outside names its targets");
+    }
     if !on_server && (source.is_some() || !specific.is_empty()) {
         anyhow::bail!("--source and --specific are the server's: name it with --data-dir");
     }
@@ -261,6 +268,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| specific_file(s))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let named = to.len();
     let request = Request::Deliver {
         file: file.to_string_lossy().into_owned(),
         to,
@@ -273,6 +281,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         wait: on_server && wait,
         held,
         requires,
+        group,
     };
     // With --wait, the events are followed from before the offer, so none of it is missed: a
     // PNE's from its event stream, the server's on the request's own answer.
@@ -297,32 +306,48 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         Some(Line::Answer(Err(e))) => anyhow::bail!("refused: {e}"),
         _ => anyhow::bail!("the entity did not let the delivery be followed"),
     };
-    let Response::Deliver { session, size, .. } = &answer else {
+    let Response::Deliver {
+        session,
+        size,
+        also,
+        ..
+    } = &answer
+    else {
         return Err(unexpected(&answer));
     };
     let session = *session;
+    // Every session of the offer (a group in several PNs has one per PN), until each is sent.
+    let mut open: std::collections::BTreeSet<cpns_wire::DeliveryId> = std::iter::once(session)
+        .chain(also.iter().copied())
+        .collect();
     if t.json {
         print_json(&answer);
     } else {
+        let whom = match group {
+            Some(g) => format!("service group {g}"),
+            None if named == 0 => "every other member".into(),
+            None => format!("{named} target{}", if named == 1 { "" } else { "s" }),
+        };
+        let sessions: Vec<String> = open.iter().map(ToString::to_string).collect();
         println!(
-            "delivery {session}: {} ({size} bytes) offered to {targets} target{}",
+            "delivery {}: {} ({size} bytes) offered to {whom}",
+            sessions.join(", "),
             file.display(),
-            if targets == 1 { "" } else { "s" }
         );
     }
     let Some(follower) = follower else {
         return Ok(());
     };
     let mut failed = 0;
-    let mut sent = false;
-    loop {
+    let mut reached = 0;
+    while !open.is_empty() {
         let Some(line) = lines.recv().await else {
             break;
         };
         let Line::Event(e) = &line else { continue };
         let ours = match e {
             Event::DeliverySent { session: s, .. } | Event::DeliveryEnded { session: s, .. } => {
-                *s == session
+                open.contains(s)
             }
             _ => false,
         };
@@ -333,7 +358,9 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
             println!("{}", cpns_control::encode_event(e));
         }
         match e {
-            Event::DeliverySent { delivered, .. } => {
+            Event::DeliverySent {
+                session, delivered, ..
+            } => {
                 if !t.json {
                     let to: Vec<String> = delivered.iter().map(ToString::to_string).collect();
                     println!(
@@ -345,14 +372,14 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
                         }
                     );
                 }
-                sent = true;
-                break;
+                reached += delivered.len();
+                open.remove(session);
             }
             Event::DeliveryEnded {
+                session,
                 target,
                 result,
                 reason,
-                ..
             } => {
                 failed += 1;
                 if !t.json {
@@ -366,14 +393,14 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         }
     }
     follower.abort();
-    if !sent {
+    if !open.is_empty() {
         anyhow::bail!(
             "delivery {session}: the entity stopped telling its end before every target's part \
              ended (it stopped, or its connection did); {failed} target part(s) ended otherwise"
         );
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {targets} targets did not get it");
+        anyhow::bail!("{failed} of {} targets did not get it", failed + reached);
     }
     Ok(())
 }

@@ -363,6 +363,60 @@ async fn a_service_group_spans_two_pns_and_two_users_and_its_key_follows_its_mem
         assert_eq!(got["owner"], "alice");
     }
 
+    // A file pushed to the group: one session for each PN a member is in (the TV's behind
+    // the office PN GW, bob's behind his), each member keeping it whole, each record charged
+    // to the member's own user.
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let album = w.path("album.zip");
+    std::fs::write(&album, &bytes).unwrap();
+    let phone_db = w.store("phone");
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&album),
+        "--group",
+        &g,
+        "--wait",
+        "--json",
+        "--store",
+        s(&phone_db),
+    ]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["verb"], "deliver", "{out}");
+    assert_eq!(lines[0]["also"].as_array().map(Vec::len), Some(1), "{out}");
+    let sent: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["event"] == "delivery_sent")
+        .collect();
+    assert_eq!(sent.len(), 2, "{out}");
+    for (p, id) in [(&mut tv, "tv"), (&mut bob, "bobs-phone")] {
+        p.expect_event_where("delivery_received", |v| v["name"] == "album.zip");
+        let mut inbox = w.store(id).into_os_string();
+        inbox.push(".inbox");
+        let kept = std::path::PathBuf::from(inbox).join("album.zip");
+        assert_eq!(std::fs::read(&kept).unwrap(), bytes, "{id}");
+    }
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let mut charged: Vec<(String, String, Option<u32>)> = store
+        .deliveries(None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.target.to_string(), r.charged.to_string(), r.result))
+        .collect();
+    charged.sort();
+    assert_eq!(
+        charged,
+        [
+            ("bobs-phone".to_string(), "bob".to_string(), Some(1)),
+            ("tv".into(), "alice".into(), Some(1))
+        ]
+    );
+    store.close().await;
+
     // The TV is away (killed) while bob is expelled: epoch 4, which bob never gets.
     tv.kill();
     let expelled = group(&w, "phone", &["expel", &g, "bobs-phone"]);

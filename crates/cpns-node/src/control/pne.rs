@@ -404,12 +404,14 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 wait: false,
                 held,
                 requires,
+                group,
             } if specific.is_empty() => {
                 let offer = Offered {
                     service_id,
                     name,
                     media_type,
                     to_pn: pn_id,
+                    group,
                     held,
                     requires: requires
                         .map(|r| r.to_string().into_bytes())
@@ -514,6 +516,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             name,
             media_type,
             to_pn,
+            group,
             held,
             requires,
         }: Offered,
@@ -540,13 +543,14 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             requires,
             // The PNE's machine puts in the suite it wants first.
             suite: None,
-            group: None,
+            group,
         };
         match self.handle.deliver(offer, path).await.map_err(api_error)? {
-            Outcome::DeliveryGranted { session, .. } => Ok(Response::Deliver {
+            Outcome::DeliveryGranted { session, also, .. } => Ok(Response::Deliver {
                 session,
                 size,
                 sha256: hex::encode(sha256),
+                also,
             }),
             other => Err(api_error(unexpected(&other))),
         }
@@ -911,6 +915,8 @@ struct Offered {
     media_type: Option<String>,
     /// Another PN whose members receive it (forwarding).
     to_pn: Option<cpns_wire::PnId>,
+    /// A service group whose other members receive it.
+    group: Option<cpns_wire::GroupId>,
     /// Set up held: it moves once started.
     held: bool,
     /// By capability: the requirements, JSON (empty: none).

@@ -181,11 +181,12 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                 wait,
                 held,
                 requires,
+                group,
             } => {
-                if held || requires.is_some() {
+                if held || requires.is_some() || group.is_some() {
                     return ApiError::bad_request(
-                        "a delivery from outside is neither held nor by capability: leave out \
-                         \"held\" and \"requires\"",
+                        "a delivery from outside is neither held, by capability nor to a \
+                         service group: leave out \"held\", \"requires\" and \"group\"",
                     )
                     .into();
                 }
@@ -224,6 +225,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                             session: started.session,
                             size: started.size,
                             sha256: hex::encode(started.sha256),
+                            also: Vec::new(),
                         };
                         match started.events {
                             Some(rx) => Answer::Stream(first, rx),
