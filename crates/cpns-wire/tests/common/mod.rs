@@ -1105,6 +1105,43 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "delivery offer to a service group",
+            DeliveryOffer {
+                service_id: "album".into(),
+                targets: vec![],
+                name: "album.zip".into(),
+                media_type: "application/zip".into(),
+                size: 300_000,
+                sha256: HashBytes([0x45; 32]),
+                to_pn: None,
+                held: false,
+                requires: vec![],
+                suite: Some(2),
+                group: Some(GroupId::from_bytes([0x61; 16])),
+            }
+            .into(),
+        ),
+        (
+            "delivery grant in two PNs",
+            DeliveryGrant {
+                session: DeliveryId::from_bytes([0x82; 16]),
+                key: KeyBytes([0x56; 32]),
+                pn_id: pn(7),
+                chunk: 65_536,
+                window: 196_608,
+                size: 300_000,
+                targets: vec![eid("tv-1")],
+                held: false,
+                suite: Some(2),
+                also: vec![DeliveryPart {
+                    session: DeliveryId::from_bytes([0x83; 16]),
+                    key: KeyBytes([0x57; 32]),
+                    targets: vec![eid("bobs-phone-1")],
+                }],
+            }
+            .into(),
+        ),
+        (
             "delivery invite",
             DeliveryInvite {
                 session: DeliveryId::from_bytes([0x81; 16]),
