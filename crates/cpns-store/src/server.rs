@@ -327,6 +327,15 @@ pub trait ServerStore: Send + Sync + 'static {
         now: UnixMillis,
     ) -> impl Future<Output = Result<GroupView>> + Send;
 
+    /// Every PN where a device of `user` is an authenticated member with an SK_PNE, as where
+    /// pushing to it there goes: by device id, then by the PN's creation (a delivery to a user,
+    /// docs/services.md, "To a user"). The asker's user comes with them, if it is enrolled.
+    fn user_reach(
+        &self,
+        user: &UserId,
+        asker: &EntityId,
+    ) -> impl Future<Output = Result<(Option<UserId>, Vec<crate::Reach>)>> + Send;
+
     /// Changes a group's members and moves it to the next epoch, in one transaction.
     /// [`StoreError::Conflict`] if it is not at `change.from_epoch` (or gone).
     fn change_group(&self, change: &GroupChange) -> impl Future<Output = Result<()>> + Send;

@@ -90,6 +90,7 @@ mod server {
         directory_view_reads_the_asker_and_what_it_may_see,
         watches_are_candidates_of_entries_that_may_match,
         groups_are_made_changed_one_epoch_at_a_time_and_deleted,
+        a_users_devices_are_reached_in_every_pn_they_are_proven_in,
         delivery_records_open_once_close_once_and_read_by_user,
         a_delivered_chargeable_part_is_charged_to_its_user,
     );

@@ -3,7 +3,7 @@
 //! members moves the group to its next epoch in the same transaction, and only from the epoch
 //! its flow read, so two changes never make one epoch twice.
 
-use cpns_wire::{EntityId, GroupId};
+use cpns_wire::{EntityId, GroupId, UserId};
 use rusqlite::{Connection, Row, params};
 
 use super::codec;
@@ -163,6 +163,28 @@ pub(super) fn view(
         asker_groups: u32::try_from(asker_groups).unwrap_or(u32::MAX),
         also,
     })
+}
+
+/// Every PN where a device of `user` is an authenticated member with a key, by device, then PN.
+pub(super) fn user_reach(conn: &Connection, user: &UserId) -> Result<Vec<Reach>> {
+    codec::all(
+        conn,
+        "SELECT m.pne_id, e.owner, p.pn_id, p.gateway, m.sealed_session_key \
+         FROM entities AS e JOIN pn_members AS m ON m.pne_id = e.id \
+         JOIN pns AS p ON p.seq = m.pn_seq \
+         WHERE e.owner = ? AND m.authenticated = 1 AND m.sealed_session_key IS NOT NULL \
+         ORDER BY e.id, p.seq",
+        [user.as_str()],
+        |row| {
+            Ok(Reach {
+                entity: codec::id(row, "pne_id")?,
+                owner: codec::id(row, "owner")?,
+                pn_id: codec::pn_id(row, "pn_id")?,
+                gateway: codec::id(row, "gateway")?,
+                sealed_session_key: row.get("sealed_session_key")?,
+            })
+        },
+    )
 }
 
 /// Where pushing to `entity` goes: its first PN where it is an authenticated member with a key.

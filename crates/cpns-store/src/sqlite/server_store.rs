@@ -302,6 +302,19 @@ impl ServerStore for SqliteStore {
             .snapshot(|c| groups::view(c, group_id, asker, also, now))
     }
 
+    async fn user_reach(
+        &self,
+        user: &UserId,
+        asker: &EntityId,
+    ) -> Result<(Option<UserId>, Vec<crate::Reach>)> {
+        self.inner.readers.snapshot(|c| {
+            Ok((
+                super::entity::owner_of(c, asker)?,
+                groups::user_reach(c, user)?,
+            ))
+        })
+    }
+
     async fn change_group(&self, change: &crate::GroupChange) -> Result<()> {
         let change = change.clone();
         self.write(move |c| groups::change(c, &change)).await

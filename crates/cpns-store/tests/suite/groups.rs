@@ -356,3 +356,46 @@ pub async fn a_delivered_chargeable_part_is_charged_to_its_user<S: ServerStore>(
     let one = s.deliveries(Some(&session(1)), None).await.unwrap();
     assert!(one.iter().all(|r| r.per_mb == Some(3)));
 }
+
+/// Where a delivery to a user goes: every PN where a device of that user is an authenticated
+/// member with an SK_PNE, by device then PN; a member not yet authenticated, another user's
+/// device and a user with none give nothing; the asker's user comes with it.
+pub async fn a_users_devices_are_reached_in_every_pn_they_are_proven_in<S: ServerStore>(s: &S) {
+    enroll(s, &["phone", "tv", "watch"]).await;
+    s.ensure_user(&uid("bob")).await.unwrap();
+    s.insert_entity(&entity("bobs-tv", "bob")).await.unwrap();
+    s.register_pn(&pn(1, "gw-1", &["phone", "tv", "bobs-tv"]))
+        .await
+        .unwrap();
+    s.register_pn(&pn(2, "gw-2", &["tv"])).await.unwrap();
+    let mut unproven = pn(3, "gw-1", &["watch"]);
+    unproven.members[0].authenticated = false;
+    s.register_pn(&unproven).await.unwrap();
+    let (asker, reach) = s.user_reach(&uid("alice"), &eid("bobs-tv")).await.unwrap();
+    assert_eq!(asker, Some(uid("bob")));
+    let got: Vec<(String, PnId, String, Vec<u8>)> = reach
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.owner, uid("alice"));
+            (
+                r.entity.to_string(),
+                r.pn_id,
+                r.gateway.to_string(),
+                r.sealed_session_key,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("phone".into(), pid(1), "gw-1".into(), b"sk:phone".to_vec()),
+            ("tv".into(), pid(1), "gw-1".into(), b"sk:tv".to_vec()),
+            ("tv".into(), pid(2), "gw-2".into(), b"sk:tv".to_vec()),
+        ]
+    );
+    let (_, bobs) = s.user_reach(&uid("bob"), &eid("phone")).await.unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].entity, eid("bobs-tv"));
+    let (nobody, none) = s.user_reach(&uid("carol"), &eid("stranger")).await.unwrap();
+    assert_eq!((nobody, none.len()), (None, 0));
+}
