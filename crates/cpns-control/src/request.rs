@@ -457,6 +457,15 @@ pub enum Request {
             with = "crate::text::opt"
         )]
         group: Option<GroupId>,
+        /// PNE: to a user: every device of that user reachable now, in this PNE's PN and, for
+        /// its own user, in whichever PN each is proven in; one session for each PN (`to`
+        /// empty; docs/services.md, "To a user").
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "crate::text::opt"
+        )]
+        user: Option<UserId>,
     },
     /// PNE: a small payload in band to one PNE (004 §5.5.8), sealed end to end through the
     /// server: at most 16 KiB, as `text` or `hex`.

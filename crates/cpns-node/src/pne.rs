@@ -1026,6 +1026,7 @@ impl<S: DeviceStore> Link<S> {
             requires: Vec::new(),
             suite: None,
             group: None,
+            user: None,
         };
         match self.session.offer_delivery(Instant::now(), &offer) {
             Ok(id) => {

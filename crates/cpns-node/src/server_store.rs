@@ -380,6 +380,22 @@ pub(crate) async fn load<S: ServerStore>(
                 .map_err(err)?;
             Loaded::Group(Box::new(group_loaded(master, group, view)?))
         }
+        Load::UserReach { user, asker } => {
+            let (asker_owner, found) = store.user_reach(user, asker).await.map_err(err)?;
+            let mut reach = Vec::with_capacity(found.len());
+            for r in found {
+                let session_key = open_sk(master, &r.pn_id, &r.entity, &r.sealed_session_key)
+                    .map_err(sealed_failure)?;
+                reach.push(Reach {
+                    entity: r.entity,
+                    owner: r.owner,
+                    pn_id: r.pn_id,
+                    session_key,
+                    gateway: r.gateway,
+                });
+            }
+            Loaded::UserReach(cpns_proto::server::UserReachLoaded { asker_owner, reach })
+        }
         Load::Directory { asker, ask } => {
             let view = store
                 .directory_view(asker, &directory_ask(ask))

@@ -80,12 +80,16 @@ pub(crate) struct PushArgs {
     /// The file.
     file: PathBuf,
     /// The targets (a comma list of PNE ids), or `all`: every other member of the PN.
-    #[arg(long, value_delimiter = ',', required_unless_present = "group")]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["group", "user"])]
     to: Vec<EntityId>,
     /// On a PNE: to a service group it is a member of (its id, as `cpns group` prints it):
     /// every other member reachable now, one session for each PN they are in.
-    #[arg(long, conflicts_with_all = ["to", "pn", "requires"])]
+    #[arg(long, conflicts_with_all = ["to", "pn", "requires", "user"])]
     group: Option<cpns_wire::GroupId>,
+    /// On a PNE: to a user: that user's devices reachable now, in the PNE's PN and, for its own
+    /// user, in whichever PN each is proven in; one session for each PN.
+    #[arg(long, conflicts_with_all = ["to", "pn", "requires"])]
+    user: Option<cpns_wire::UserId>,
     /// The service it is delivered as (for the records and charging).
     #[arg(long, default_value = "content")]
     service: String,
@@ -239,11 +243,12 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         held,
         requires,
         group,
+        user,
     } = a;
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
     let on_server = t.data_dir.is_some();
-    if on_server && group.is_some() {
-        anyhow::bail!("--group is a PNE's: a delivery from outside names its targets");
+    if on_server && (group.is_some() || user.is_some()) {
+        anyhow::bail!("--group and --user are a PNE's: a delivery from outside names its targets");
     }
     if !on_server && (source.is_some() || !specific.is_empty()) {
         anyhow::bail!("--source and --specific are the server's: name it with --data-dir");
@@ -282,6 +287,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         held,
         requires,
         group,
+        user: user.clone(),
     };
     // With --wait, the events are followed from before the offer, so none of it is missed: a
     // PNE's from its event stream, the server's on the request's own answer.
@@ -323,10 +329,11 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
     if t.json {
         print_json(&answer);
     } else {
-        let whom = match group {
-            Some(g) => format!("service group {g}"),
-            None if named == 0 => "every other member".into(),
-            None => format!("{named} target{}", if named == 1 { "" } else { "s" }),
+        let whom = match (group, &user) {
+            (Some(g), _) => format!("service group {g}"),
+            (None, Some(u)) => format!("the devices of {u}"),
+            _ if named == 0 => "every other member".into(),
+            _ => format!("{named} target{}", if named == 1 { "" } else { "s" }),
         };
         let sessions: Vec<String> = open.iter().map(ToString::to_string).collect();
         println!(

@@ -523,6 +523,7 @@ async fn services(
         requires: Vec::new(),
         suite: None,
         group: None,
+        user: None,
     };
     let mut tv_events = tv.events();
     phone.deliver(offer, path).await.map_err(err)?;

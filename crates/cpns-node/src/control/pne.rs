@@ -405,6 +405,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 held,
                 requires,
                 group,
+                user,
             } if specific.is_empty() => {
                 let offer = Offered {
                     service_id,
@@ -412,6 +413,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                     media_type,
                     to_pn: pn_id,
                     group,
+                    user,
                     held,
                     requires: requires
                         .map(|r| r.to_string().into_bytes())
@@ -517,6 +519,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             media_type,
             to_pn,
             group,
+            user,
             held,
             requires,
         }: Offered,
@@ -544,6 +547,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             // The PNE's machine puts in the suite it wants first.
             suite: None,
             group,
+            user,
         };
         match self.handle.deliver(offer, path).await.map_err(api_error)? {
             Outcome::DeliveryGranted { session, also, .. } => Ok(Response::Deliver {
@@ -917,6 +921,8 @@ struct Offered {
     to_pn: Option<cpns_wire::PnId>,
     /// A service group whose other members receive it.
     group: Option<cpns_wire::GroupId>,
+    /// A user whose devices receive it.
+    user: Option<cpns_wire::UserId>,
     /// Set up held: it moves once started.
     held: bool,
     /// By capability: the requirements, JSON (empty: none).

@@ -182,11 +182,13 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                 held,
                 requires,
                 group,
+                user,
             } => {
-                if held || requires.is_some() || group.is_some() {
+                if held || requires.is_some() || group.is_some() || user.is_some() {
                     return ApiError::bad_request(
                         "a delivery from outside is neither held, by capability nor to a \
-                         service group: leave out \"held\", \"requires\" and \"group\"",
+                         service group or a user: leave out \"held\", \"requires\", \"group\" \
+                         and \"user\"",
                     )
                     .into();
                 }

@@ -202,6 +202,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 // The server seals an operator's chunks in the suite its CPU wants first.
                 suite: Some(cpns_crypto::Suite::local_preference()[0].code()),
                 group: None,
+                user: None,
             },
             specific,
         };

@@ -117,9 +117,18 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
     if o.size == 0 || o.size > MAX_SIZE {
         return Err(format!("content is 1 byte to {} GiB", MAX_SIZE >> 30));
     }
-    if o.group.is_some() && (!o.targets.is_empty() || o.to_pn.is_some() || !o.requires.is_empty()) {
+    let named = !o.targets.is_empty() || o.to_pn.is_some() || !o.requires.is_empty();
+    if o.group.is_some() && (named || o.user.is_some()) {
         return Err(
-            "an offer to a service group names no targets, no other PN and no requirements:              the group's members are its targets"
+            "an offer to a service group names no targets, no other PN, no user and no \
+                    requirements: the group's members are its targets"
+                .into(),
+        );
+    }
+    if o.user.is_some() && named {
+        return Err(
+            "an offer to a user names no targets, no other PN and no requirements: the \
+                    user's devices are its targets"
                 .into(),
         );
     }
@@ -380,6 +389,18 @@ impl ServerSession {
         };
         if let Err(why) = check_offer(&offer, &c.pne) {
             return self.refuse_call(&c, ErrorCode::BadRequest, &why);
+        }
+        if let Some(user) = offer.user.clone() {
+            let load = Load::UserReach {
+                user,
+                asker: c.pne.clone(),
+            };
+            let parked = DeliveryLoad {
+                call: c,
+                offer,
+                now_ms,
+            };
+            return self.load(Parked::UserDeliveryLoad(Box::new(parked)), load);
         }
         if let Some(group) = offer.group {
             let load = Load::Group {

@@ -1,4 +1,4 @@
-//! Delivery to a service group (004 §5.5.8: sessions "to a PNE, a list, a PN, a service group";
+//! Delivery to a service group or a user (004 §5.5.8: sessions "to a PNE, a list, a PN, a service group";
 //! §5.5.9; docs/services.md, "To a service group"). A member of a group offers content to the
 //! group (`DeliveryOffer.group`): the server reads the group, and every other member reachable
 //! now (an authenticated member, with a secure session, of the PN it joined the group from) is a
@@ -13,7 +13,8 @@ use cpns_wire::{DeliveryGrant, DeliveryPart, EntityId, ErrorCode, KeyBytes, PnId
 
 use super::delivery::{DeliveryLoad, DeliveryOpened, MAX_TARGETS, SetUp, Targets, WINDOW};
 use super::groups::{GroupLoaded, Reach};
-use super::{Parked, ServerSession};
+use super::secure::Call;
+use super::{Parked, ServerSession, UserReachLoaded};
 
 impl ServerSession {
     /// An offer to a service group, its group read.
@@ -38,13 +39,88 @@ impl ServerSession {
             let why = "only a member of the group delivers to it";
             return self.refuse_call(&call, ErrorCode::Forbidden, why);
         };
-        // Each PN's members, the source's own PN first: its session is the grant's own.
-        let mut by_pn: Vec<((PnId, EntityId), Vec<Reach>)> = Vec::new();
-        let reached = g
+        let reached: Vec<Reach> = g
             .members
             .iter()
             .filter(|m| m.entity != call.pne)
-            .filter_map(|m| m.reach.clone());
+            .filter_map(|m| m.reach.clone())
+            .collect();
+        if reached.is_empty() {
+            let why = "no other member of the group can be reached now";
+            return self.refuse_call(&call, ErrorCode::NotFound, why);
+        }
+        self.open_audience(
+            (call, offer, now_ms),
+            &owner,
+            &here,
+            reached,
+            "the group has",
+        );
+    }
+
+    /// An offer to a user, where its devices are reached read: each device in the source's
+    /// PN if it is there, else (the source's own user's devices only) in the first PN it is
+    /// proven in.
+    pub(super) fn user_delivery_loaded(&mut self, p: DeliveryLoad, l: UserReachLoaded) {
+        let (call, offer, now_ms) = p.into_parts();
+        let Some(here) = self.conn.gateway().map(|g| g.id.clone()) else {
+            return self.refuse_call(&call, ErrorCode::WrongState, "no PN GW on this session");
+        };
+        let (Some(user), Some(owner)) = (offer.user.clone(), l.asker_owner) else {
+            return self.refuse_call(&call, ErrorCode::Forbidden, "the source is not enrolled");
+        };
+        let own = user == owner;
+        let mut reached: Vec<Reach> = Vec::new();
+        for r in l.reach.into_iter().filter(|r| r.entity != call.pne) {
+            let here_too = r.pn_id == call.pn_id;
+            match reached.iter_mut().find(|x| x.entity == r.entity) {
+                // In the source's PN too: reached there, where no forward is needed.
+                Some(x) if here_too => *x = r,
+                Some(_) => {}
+                None if here_too || own => reached.push(r),
+                None => {}
+            }
+        }
+        if reached.is_empty() {
+            let why = if own {
+                format!("no other device of {user} can be reached now")
+            } else {
+                format!(
+                    "no device of {user} can be reached in this PN now (another user's devices \
+                     are reached only in the source's PN)"
+                )
+            };
+            return self.refuse_call(&call, ErrorCode::NotFound, &why);
+        }
+        self.open_audience(
+            (call, offer, now_ms),
+            &owner,
+            &here,
+            reached,
+            "the user has",
+        );
+    }
+
+    /// Sets up one session for each PN the `reached` targets are in (the source's own PN
+    /// first: its session is the grant's own), opens every record in one transaction, and
+    /// grants them at once. `whose` starts the refusal of too many targets.
+    fn open_audience(
+        &mut self,
+        (call, offer, now_ms): (Call, cpns_wire::DeliveryOffer, i64),
+        owner: &cpns_wire::UserId,
+        here: &EntityId,
+        reached: Vec<Reach>,
+        whose: &str,
+    ) {
+        let count = reached.len();
+        if count > MAX_TARGETS {
+            let why = format!(
+                "{whose} {count} devices to reach, past the {MAX_TARGETS} a delivery takes: \
+                 deliver to them by name"
+            );
+            return self.refuse_call(&call, ErrorCode::BadRequest, &why);
+        }
+        let mut by_pn: Vec<((PnId, EntityId), Vec<Reach>)> = Vec::new();
         for r in reached {
             let at = (r.pn_id, r.gateway.clone());
             match by_pn.iter_mut().find(|(k, _)| *k == at) {
@@ -53,18 +129,6 @@ impl ServerSession {
             }
         }
         by_pn.sort_by_key(|((pn, _), _)| *pn != call.pn_id);
-        let count: usize = by_pn.iter().map(|(_, rs)| rs.len()).sum();
-        if count == 0 {
-            let why = "no other member of the group can be reached now";
-            return self.refuse_call(&call, ErrorCode::NotFound, why);
-        }
-        if count > MAX_TARGETS {
-            let why = format!(
-                "the group has {count} members to reach, past the {MAX_TARGETS} a delivery \
-                 takes: deliver to them by name"
-            );
-            return self.refuse_call(&call, ErrorCode::BadRequest, &why);
-        }
         let mut set_ups: Vec<SetUp> = Vec::new();
         for ((pn, gw), reached) in by_pn {
             let where_ = if pn == call.pn_id {
@@ -80,11 +144,11 @@ impl ServerSession {
             };
             let s = self.set_up_reached(
                 &call.pne,
-                &owner,
+                owner,
                 &part,
                 &[],
                 where_,
-                &here,
+                here,
                 (pn, gw),
                 reached,
             );

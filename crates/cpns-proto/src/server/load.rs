@@ -114,6 +114,15 @@ pub enum Load {
         /// Unix milliseconds.
         now_ms: i64,
     },
+    /// 004 §5.5.8, a delivery to a user: every PN where a device of `user` is an authenticated
+    /// member with an SK_PNE (opened), by device then PN, and `asker`'s user. Answer:
+    /// [`Loaded::UserReach`].
+    UserReach {
+        /// The user.
+        user: UserId,
+        /// The asking PNE.
+        asker: EntityId,
+    },
     /// 004 §5.5.5: the asker of a directory request as a viewer (its user, the PNs it is an
     /// authenticated member of), its capabilities of record, and what `ask` names as it may
     /// see it. Answer: [`Loaded::Directory`].
@@ -132,6 +141,8 @@ pub enum Loaded {
     Gateway(Option<KnownEntity>),
     /// See [`PnLoaded`].
     Pn(Box<PnLoaded>),
+    /// See [`UserReachLoaded`].
+    UserReach(UserReachLoaded),
     /// See [`SessionLoaded`].
     Session(SessionLoaded),
     /// See [`GroupKeyLoaded`].
@@ -210,6 +221,15 @@ pub struct InventoryLoaded {
     pub services: Vec<(EntityId, cpns_wire::ServiceSummary)>,
 }
 
+/// The answer to [`Load::UserReach`].
+#[derive(Clone, Debug, Default)]
+pub struct UserReachLoaded {
+    /// The asker's user; `None` if it is not enrolled.
+    pub asker_owner: Option<UserId>,
+    /// Where pushes to each of the user's devices go, in each PN it is proven in.
+    pub reach: Vec<super::groups::Reach>,
+}
+
 /// The answer to [`Load::UsageOwners`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UsageOwners {
@@ -245,6 +265,7 @@ impl Load {
             Load::Statuses { .. } => "statuses",
             Load::Directory { .. } => "directory",
             Load::Group { .. } => "group",
+            Load::UserReach { .. } => "user reach",
         }
     }
 }
@@ -264,6 +285,7 @@ impl Loaded {
             Loaded::Statuses(_) => "statuses",
             Loaded::Directory(_) => "directory",
             Loaded::Group(_) => "group",
+            Loaded::UserReach(_) => "user reach",
         }
     }
 }
@@ -300,6 +322,10 @@ expect!(
 expect!(
     /// The answer to [`Load::Pn`].
     pn, Pn, PnLoaded, "PN", boxed
+);
+expect!(
+    /// The answer to [`Load::UserReach`].
+    user_reach, UserReach, UserReachLoaded, "user reach"
 );
 expect!(
     /// The answer to [`Load::Session`].
@@ -383,6 +409,13 @@ mod tests {
                 Loaded::Session(SessionLoaded::default()),
             ),
             (
+                Load::UserReach {
+                    user: UserId::new("u").unwrap(),
+                    asker: id.clone(),
+                },
+                Loaded::UserReach(UserReachLoaded::default()),
+            ),
+            (
                 Load::GroupKey {
                     pn,
                     pne: id.clone(),
@@ -432,6 +465,6 @@ mod tests {
             assert_eq!(load.name(), answer.name());
             names.insert(load.name());
         }
-        assert_eq!(names.len(), 9, "each load has a name of its own");
+        assert_eq!(names.len(), 10, "each load has a name of its own");
     }
 }

@@ -45,7 +45,7 @@ pub use external::{ExternalDelivery, MAX_OUTBOUND};
 pub use forward::{MAX_FORWARDS, Relayed};
 pub use load::{
     GroupKeyLoaded, InventoryLoaded, Load, Loaded, PnLoaded, SessionLoaded, StatusesLoaded,
-    UsageOwners,
+    UsageOwners, UserReachLoaded,
 };
 pub use notices::NoticeClock;
 pub use secure::check_contents;
@@ -894,6 +894,7 @@ enum Parked {
     GroupLoad(Box<groups::GroupLoad>),
     DeliveryLoad(Box<delivery::DeliveryLoad>),
     GroupDeliveryLoad(Box<delivery::DeliveryLoad>),
+    UserDeliveryLoad(Box<delivery::DeliveryLoad>),
     ForwardLoad(Box<delivery::ForwardLoad>),
     PickLoad(Box<delivery::PickLoad>),
     RequestLoad(Box<delivery::RequestLoad>),
@@ -1281,6 +1282,13 @@ impl ServerSession {
             },
             Parked::ForwardLoad(d) => match load::pn(loaded) {
                 Ok(l) => self.forward_loaded(*d, l),
+                Err(e) => {
+                    let (req_msg, to) = d.asker();
+                    self.load_failed(req_msg, to, Flow::SecureCall, e);
+                }
+            },
+            Parked::UserDeliveryLoad(d) => match load::user_reach(loaded) {
+                Ok(l) => self.user_delivery_loaded(*d, l),
                 Err(e) => {
                     let (req_msg, to) = d.asker();
                     self.load_failed(req_msg, to, Flow::SecureCall, e);

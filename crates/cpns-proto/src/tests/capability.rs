@@ -45,6 +45,7 @@ fn offer(to: &[usize], bytes: &[u8], requires: &str) -> DeliveryOffer {
         requires: requires.as_bytes().to_vec(),
         suite: None,
         group: None,
+        user: None,
     }
 }
 

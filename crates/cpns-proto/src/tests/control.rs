@@ -35,6 +35,7 @@ fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
         requires: Vec::new(),
         suite: None,
         group: None,
+        user: None,
     }
 }
 

@@ -67,6 +67,7 @@ fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         requires: Vec::new(),
         suite: None,
         group: None,
+        user: None,
     }
 }
 

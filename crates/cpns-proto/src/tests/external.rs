@@ -68,6 +68,7 @@ fn delivery(
             requires: Vec::new(),
             suite: None,
             group: None,
+            user: None,
         },
         specific,
     }

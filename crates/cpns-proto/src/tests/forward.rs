@@ -60,6 +60,7 @@ fn offer(to: &[usize], bytes: &[u8], to_pn: PnId) -> DeliveryOffer {
         requires: Vec::new(),
         suite: None,
         group: None,
+        user: None,
     }
 }
 
@@ -1041,4 +1042,96 @@ fn a_delivery_to_a_group_in_two_pns_of_one_pn_gw_is_relayed_between_them() {
     assert_eq!(h.store.deliveries[&(there, pne_id(3))].pn_id, b);
     assert!(!h.store.pne_received.keys().any(|(i, _)| *i == 2));
     assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+/// PNE `from` offers `bytes` to user `user`: the sessions granted, or the refusal's code.
+fn to_user(
+    h: &mut Harness,
+    from: usize,
+    user: &str,
+    bytes: &[u8],
+) -> Result<Vec<DeliveryId>, ErrorCode> {
+    h.store.pne_outbox.insert(from, bytes.to_vec());
+    let o = DeliveryOffer {
+        targets: Vec::new(),
+        to_pn: None,
+        user: Some(cpns_wire::UserId::new(user).unwrap()),
+        ..offer(&[], bytes, PnId::from_bytes([0; 16]))
+    };
+    let now = h.now();
+    let id = h.pnes[from].offer_delivery(now, &o).unwrap();
+    h.pump();
+    match h.completion(from, id).map(|c| &c.result) {
+        Some(Ok(Outcome::DeliveryGranted { session, also, .. })) => Ok(std::iter::once(*session)
+            .chain(also.iter().copied())
+            .collect()),
+        Some(Err(crate::Failure::Refused(e))) => Err(e.code),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// To a user (docs/services.md, "To a user"): alice's PNE 0 delivers to alice: her PNE 1 in
+/// the same PN and her PNEs 2 and 3 in her other PN behind another PN GW, one session each PN;
+/// every device gets it whole, recorded in its own PN.
+#[test]
+fn a_delivery_to_the_sources_own_user_reaches_its_devices_in_every_pn() {
+    let (mut h, b) = two_pns("alice");
+    let bytes = seeded_content(200_000, 34);
+    let sessions = to_user(&mut h, 0, "alice", &bytes).unwrap();
+    let [here, there] = sessions[..] else {
+        panic!("{sessions:?}")
+    };
+    assert_eq!(h.store.pne_received.get(&(1, here)), Some(&bytes));
+    for i in [2, 3] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, there)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+        assert_eq!(h.store.deliveries[&(there, pne_id(i))].pn_id, b);
+    }
+    assert!(
+        !h.store.pne_received.contains_key(&(0, here)),
+        "not to itself"
+    );
+    never_in_the_clear(&h, &bytes);
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+/// Another user's devices are reached only in the source's PN: bob's, all in his own PN, are
+/// not (`not_found`, nothing opened); an unknown user likewise; an offer to a user that also
+/// names targets or a group is refused before it leaves the PNE.
+#[test]
+fn another_users_devices_are_reached_only_in_the_sources_pn() {
+    let (mut h, _) = two_pns("bob");
+    let bytes = seeded_content(10_000, 35);
+    assert_eq!(to_user(&mut h, 0, "bob", &bytes), Err(ErrorCode::NotFound));
+    assert_eq!(
+        to_user(&mut h, 0, "carol", &bytes),
+        Err(ErrorCode::NotFound)
+    );
+    assert!(h.store.deliveries.is_empty(), "nothing opened");
+    // Alice's own: PNE 1 only (her PNEs are all in PN A).
+    let sessions = to_user(&mut h, 0, "alice", &bytes).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(h.store.pne_received.get(&(1, sessions[0])), Some(&bytes));
+    let now = h.now();
+    for mixed in [
+        DeliveryOffer {
+            user: Some(cpns_wire::UserId::new("alice").unwrap()),
+            ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
+        },
+        DeliveryOffer {
+            user: Some(cpns_wire::UserId::new("alice").unwrap()),
+            group: Some(cpns_wire::GroupId::from_bytes([1; 16])),
+            targets: Vec::new(),
+            to_pn: None,
+            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+        },
+    ] {
+        assert!(matches!(
+            h.pnes[0].offer_delivery(now, &mixed),
+            Err(crate::CommandError::InvalidDelivery(_))
+        ));
+    }
 }

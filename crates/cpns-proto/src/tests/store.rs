@@ -606,6 +606,23 @@ impl Store {
             Load::Directory { asker, ask } => {
                 Loaded::Directory(Box::new(self.directory(asker, ask)))
             }
+            Load::UserReach { user, asker } => {
+                let mut devices: Vec<&EntityId> = self
+                    .entities
+                    .values()
+                    .filter(|e| e.owner == *user)
+                    .map(|e| &e.id)
+                    .collect();
+                devices.sort();
+                let reach = devices
+                    .into_iter()
+                    .flat_map(|d| self.pns.keys().filter_map(move |pn| self.reach_in(d, *pn)))
+                    .collect();
+                Loaded::UserReach(crate::server::UserReachLoaded {
+                    asker_owner: self.entities.get(asker).map(|e| e.owner.clone()),
+                    reach,
+                })
+            }
             Load::Statuses {
                 asker,
                 named,

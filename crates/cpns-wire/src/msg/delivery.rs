@@ -161,6 +161,13 @@ pub struct DeliveryOffer {
     #[n(10)]
     #[cbor(default)]
     pub group: Option<GroupId>,
+    /// To a user (docs/services.md, "To a user"): every device of that user reachable from the
+    /// source now: in the source's PN, and, when it is the source's own user, in whichever PN
+    /// each is proven in; one session for each such PN. With it, no `targets`, `to_pn`,
+    /// `requires` nor `group`.
+    #[n(11)]
+    #[cbor(default)]
+    pub user: Option<UserId>,
 }
 
 /// The largest `requires` of an offer, in bytes.

@@ -1085,6 +1085,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 requires: br#"{"has_ui":true}"#.to_vec(),
                 suite: Some(2),
                 group: None,
+                user: None,
             }
             .into(),
         ),
@@ -1118,6 +1119,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 requires: vec![],
                 suite: Some(2),
                 group: Some(GroupId::from_bytes([0x61; 16])),
+                user: None,
             }
             .into(),
         ),
