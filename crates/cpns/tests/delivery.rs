@@ -599,6 +599,39 @@ async fn a_file_is_forwarded_to_a_member_of_another_pn_behind_another_pn_gw() {
     let store = SqliteStore::open(&w.server_db()).await.unwrap();
     assert_eq!(store.deliveries(None, None).await.unwrap().len(), 1);
     store.close().await;
+
+    // To alice herself: her TV at home and her car's screen, a session for each PN; bob's TV
+    // is not hers and gets nothing.
+    let note = w.path("note.txt");
+    std::fs::write(&note, b"back at six").unwrap();
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&note),
+        "--user",
+        "alice",
+        "--wait",
+        "--json",
+        "--store",
+        s(&phone_db),
+    ]);
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["also"].as_array().map(Vec::len), Some(1), "{out}");
+    let mut delivered: Vec<String> = lines
+        .iter()
+        .filter(|l| l["event"] == "delivery_sent")
+        .flat_map(|l| l["delivered"].as_array().unwrap().iter().map(text))
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, ["screen", "tv"], "{out}");
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    assert_eq!(records.len(), 3, "two more, none for bob's TV");
+    assert!(records.iter().all(|r| r.target.as_str() != "bob-tv"));
+    store.close().await;
 }
 
 /// Service control as separate processes run it (004 §5.5.8.2; docs/services.md, "Service
