@@ -226,6 +226,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
         poll_fn(|cx| self.poll_next_frame(cx)).await
     }
 
+    /// The next frame, as [`FramedConn::next_frame`]; or, with `drain_to`, nothing once what is
+    /// queued for the peer went down to that many bytes. A driver that stops taking the work
+    /// that writes to this peer while too much waits for it (backpressure, not a cut-off)
+    /// learns here when to take it again; what is queued goes out meanwhile.
+    pub async fn next_frame_or_drained(
+        &mut self,
+        drain_to: Option<usize>,
+    ) -> Option<Result<BytesMut, FrameError>> {
+        poll_fn(|cx| {
+            if let Poll::Ready(frame) = self.poll_next_frame(cx) {
+                return Poll::Ready(Some(frame));
+            }
+            match drain_to {
+                Some(bound) if self.queued() <= bound => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await
+    }
+
     /// Writes out as much of what is queued as the stream takes now, without waiting for it to
     /// take more; the rest goes out as [`FramedConn::next_frame`] or [`FramedConn::flush`] runs.
     /// A driver calls this before it awaits its store, so that an answer already made is not
@@ -475,6 +495,40 @@ mod tests {
         assert_eq!(&conn.next_frame().await.unwrap()[..], b"pong");
         assert_eq!(peer.await.unwrap(), frame(b"ping")[..]);
         assert_eq!(conn.queued(), 0);
+    }
+
+    /// Backpressure: with a bound to drain to, the call ends (with nothing) once the peer read
+    /// enough of what was queued, and not before; a frame that comes first is given.
+    #[tokio::test]
+    async fn a_driver_learns_when_what_it_queued_drained() {
+        use tokio::io::AsyncReadExt;
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut conn = FramedConn::new(a, 100, 1000);
+        conn.queue(&[7; 300]).unwrap();
+        // The peer reads nothing yet: 300 bytes wait, more than 100.
+        let waited = tokio::time::timeout(
+            Duration::from_millis(50),
+            conn.next_frame_or_drained(Some(100)),
+        )
+        .await;
+        assert!(waited.is_err(), "ended before the peer read anything");
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; 300];
+            b.read_exact(&mut got).await.unwrap();
+            b
+        });
+        assert!(conn.next_frame_or_drained(Some(100)).await.is_none());
+        assert!(conn.queued() <= 100);
+        conn.flush().await.unwrap();
+        let mut b = reader.await.unwrap();
+        // A frame from the peer comes first, with or without a bound.
+        use tokio::io::AsyncWriteExt;
+        b.write_all(&frame(b"hi")).await.unwrap();
+        let got = conn.next_frame_or_drained(Some(1000)).await;
+        assert!(
+            matches!(got, Some(Ok(ref f)) if f[..] == b"hi"[..]),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]

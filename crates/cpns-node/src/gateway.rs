@@ -630,16 +630,28 @@ impl Actor {
                 .machine
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
+            // While more than half of what the server may leave unread waits for it, the PAN
+            // links wait (their sources' chunks would go up the WAN session, forwarded), and the
+            // WAN session is read and written meanwhile: backpressure, not a cut-off.
+            let congested = self
+                .wan
+                .as_ref()
+                .is_some_and(|w| w.queued() > self.max_queued / 2);
+            let drain_to = congested.then_some(self.max_queued / 2);
             tokio::select! {
                 i = inbox.recv() => match i {
                     Some(i) => self.on_input(i),
                     None => return Ok(()),
                 },
-                l = links.recv() => match l {
+                l = links.recv(), if !congested => match l {
                     Some((link, e)) => self.on_link(link, e),
                     None => return Ok(()),
                 },
-                frame = wan_frame(&mut self.wan) => self.on_wan_frame(frame),
+                frame = wan_frame(&mut self.wan, drain_to) => {
+                    if let Some(frame) = frame {
+                        self.on_wan_frame(frame);
+                    }
+                }
                 () = sleep_until(deadline) => self.machine.handle_timeout(Instant::now()),
                 _ = &mut stop => return Ok(()),
             }
@@ -920,9 +932,10 @@ impl Actor {
 /// The next frame of the WAN session; never, while there is none.
 async fn wan_frame(
     wan: &mut Option<FramedConn<TlsStream<TcpStream>>>,
-) -> Result<BytesMut, FrameError> {
+    drain_to: Option<usize>,
+) -> Option<Result<BytesMut, FrameError>> {
     match wan {
-        Some(conn) => conn.next_frame().await,
+        Some(conn) => conn.next_frame_or_drained(drain_to).await,
         None => std::future::pending().await,
     }
 }

@@ -88,9 +88,15 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 _ => None,
             };
             let mailbox = end.mailbox.clone();
+            // While more than half of what the PN GW may leave unread waits for it, what other
+            // sessions relay here (forwarded chunks) waits in the relay inbox: backpressure on
+            // the forwards, not a cut-off; the connection is read and written meanwhile.
+            let congested = conn.queued() > self.cfg.max_queued / 2;
+            let drain_to = congested.then_some(self.cfg.max_queued / 2);
             tokio::select! {
-                frame = conn.next_frame() => match frame {
-                    Ok(frame) => {
+                frame = conn.next_frame_or_drained(drain_to) => match frame {
+                    None => {}
+                    Some(Ok(frame)) => {
                         let handled = session.handle_frame(Instant::now(), &frame);
                         if let Err(e @ ProtoError::UnsupportedVersion { .. }) = &handled {
                             debug!(error = %e, "dropped a frame of another protocol version");
@@ -99,12 +105,12 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                             return Err(e.into());
                         }
                     }
-                    Err(FrameError::Closed) => return Ok(()),
-                    Err(e @ (FrameError::Io(_) | FrameError::Truncated)) => {
+                    Some(Err(FrameError::Closed)) => return Ok(()),
+                    Some(Err(e @ (FrameError::Io(_) | FrameError::Truncated))) => {
                         debug!(error = %e, "connection lost");
                         return Err(e.into());
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         warn!(error = %e, "closing session");
                         return Err(e.into());
                     }
@@ -117,7 +123,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                         }
                     }
                 }
-                Some((id, msg)) = super::relay::next_letter(&mut end.relay) => {
+                Some((id, msg)) = super::relay::next_letter(&mut end.relay), if !congested => {
                     session.relayed(id, msg);
                 }
                 () = cancelled(evicted) => {
