@@ -1124,6 +1124,24 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             .into(),
         ),
         (
+            "delivery offer to a user",
+            DeliveryOffer {
+                service_id: "note".into(),
+                targets: vec![],
+                name: "note.txt".into(),
+                media_type: "text/plain".into(),
+                size: 11,
+                sha256: HashBytes([0x46; 32]),
+                to_pn: None,
+                held: false,
+                requires: vec![],
+                suite: None,
+                group: None,
+                user: Some("alice".parse().unwrap()),
+            }
+            .into(),
+        ),
+        (
             "delivery grant in two PNs",
             DeliveryGrant {
                 session: DeliveryId::from_bytes([0x82; 16]),
