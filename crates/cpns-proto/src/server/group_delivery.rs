@@ -138,14 +138,11 @@ impl ServerSession {
                     source_pn: call.pn_id,
                 }
             };
-            let part = cpns_wire::DeliveryOffer {
-                targets: reached.iter().map(|r| r.entity.clone()).collect(),
-                ..offer.clone()
-            };
+            // The session's targets are `reached`'s (the offer names none).
             let s = self.set_up_reached(
                 &call.pne,
                 owner,
-                &part,
+                &offer,
                 &[],
                 where_,
                 here,

@@ -1014,6 +1014,11 @@ fn a_delivery_to_a_group_is_refused_to_a_non_member_and_where_nobody_is_reached(
         DeliveryOffer {
             group: Some(g),
             targets: Vec::new(),
+            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+        },
+        DeliveryOffer {
+            group: Some(g),
+            targets: Vec::new(),
             requires: b"{}".to_vec(),
             to_pn: None,
             ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
@@ -1123,6 +1128,16 @@ fn another_users_devices_are_reached_only_in_the_sources_pn() {
         },
         DeliveryOffer {
             user: Some(cpns_wire::UserId::new("alice").unwrap()),
+            targets: Vec::new(),
+            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+        },
+        DeliveryOffer {
+            user: Some(cpns_wire::UserId::new("alice").unwrap()),
+            to_pn: None,
+            ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
+        },
+        DeliveryOffer {
+            user: Some(cpns_wire::UserId::new("alice").unwrap()),
             group: Some(cpns_wire::GroupId::from_bytes([1; 16])),
             targets: Vec::new(),
             to_pn: None,
@@ -1133,5 +1148,28 @@ fn another_users_devices_are_reached_only_in_the_sources_pn() {
             h.pnes[0].offer_delivery(now, &mixed),
             Err(crate::CommandError::InvalidDelivery(_))
         ));
+    }
+}
+
+/// An audience is bounded as a list of targets is: 16 devices of a user are reached, 17 are
+/// refused (name them instead), with nothing opened.
+#[test]
+fn a_user_with_more_devices_than_a_delivery_reaches_is_refused() {
+    let bytes = seeded_content(1_000, 36);
+    for (devices, reached) in [(17, Some(16)), (18, None)] {
+        let mut h = Harness::one_pn(&vec![PneSpec::trusted(); devices]);
+        let got = to_user(&mut h, 0, "alice", &bytes);
+        match reached {
+            Some(n) => {
+                let sessions = got.unwrap();
+                assert_eq!(sessions.len(), 1);
+                let records = h.store.deliveries.keys().filter(|(s, _)| *s == sessions[0]);
+                assert_eq!(records.count(), n);
+            }
+            None => {
+                assert_eq!(got, Err(ErrorCode::BadRequest));
+                assert!(h.store.deliveries.is_empty(), "nothing opened");
+            }
+        }
     }
 }

@@ -696,3 +696,153 @@ fn a_follower_whose_link_came_back_follows_again() {
     );
     assert!(h.errors.is_empty(), "{:?}", h.errors);
 }
+
+/// A notice as PNE `i`'s PN GW would send it on its plain link, of kind `kind`.
+fn notice_to(
+    h: &mut Harness,
+    i: usize,
+    id: u64,
+    request: bool,
+    change: cpns_wire::InventoryChanged,
+) {
+    let from = Address::Entity(h.gw_cfg.id.clone());
+    let to = Address::Entity(pne_id(i));
+    let env = if request {
+        Envelope::request(id, from, to, change)
+    } else {
+        Envelope::notify(id, from, to, change)
+    };
+    h.deliver_direct(Party::Gw, Party::Pne(i), &plain(&env))
+        .unwrap();
+    h.pump();
+}
+
+/// At a follower: what its PN GW says of it leaving (or of the PN's release) ends its
+/// following, what it says of another member's leaving does not; a notice sent as a request is
+/// no notice.
+#[test]
+fn a_follower_stops_following_when_told_it_left_or_the_pn_went() {
+    let mut h = Harness::ready(&[PneSpec::trusted(); 2]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1)]));
+    let a = h.joined(0).unwrap().pn_id;
+    let change = |pne: Option<usize>, change| cpns_wire::InventoryChanged {
+        pn_id: Some(a),
+        pne: pne.map(pne_id),
+        change,
+    };
+    follow(&mut h, 0, a, true);
+    notice_to(
+        &mut h,
+        0,
+        9_910,
+        true,
+        change(Some(1), InventoryChange::Left),
+    );
+    assert!(told(&h, 0).is_empty(), "a request is no notice");
+    notice_to(
+        &mut h,
+        0,
+        9_911,
+        false,
+        change(Some(1), InventoryChange::Left),
+    );
+    assert_eq!(h.pnes[0].following(), [a], "another member left");
+    notice_to(
+        &mut h,
+        0,
+        9_912,
+        false,
+        change(Some(0), InventoryChange::Joined),
+    );
+    assert_eq!(h.pnes[0].following(), [a], "it joined: no leaving");
+    notice_to(
+        &mut h,
+        0,
+        9_913,
+        false,
+        change(Some(0), InventoryChange::Left),
+    );
+    assert!(h.pnes[0].following().is_empty(), "it left");
+    follow(&mut h, 0, a, true);
+    notice_to(
+        &mut h,
+        0,
+        9_914,
+        false,
+        change(None, InventoryChange::Released),
+    );
+    assert!(h.pnes[0].following().is_empty(), "released");
+    assert_eq!(told(&h, 0).len(), 4);
+}
+
+/// At the PN GW: a member that leaves stops being told (and the others still are); a release
+/// is told to every follower; a change the server sends as a request is relayed to nobody; a
+/// PNE whose PN GW is not on its link cannot follow.
+#[test]
+fn the_pn_gw_stops_telling_a_member_that_left_and_tells_a_release() {
+    let mut h = Harness::ready(&[PneSpec::trusted(); 3]);
+    h.setup(0, SetupType::Invite(vec![pne_id(1), pne_id(2)]));
+    let a = h.joined(0).unwrap().pn_id;
+    for i in [0, 2] {
+        follow(&mut h, i, a, true);
+    }
+    let notices = |h: &Harness, i: usize| {
+        h.delivered(Party::Gw, Party::Pne(i))
+            .into_iter()
+            .filter_map(|e| match e.body {
+                Body::InventoryChanged(c) => Some(c.change),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let now = h.now();
+    h.pnes[2].leave_pn(now, a).unwrap();
+    h.pump();
+    let at_2 = notices(&h, 2).len();
+    let now = h.now();
+    h.pnes[1]
+        .declare_contents(now, vec![item("late.mp4")])
+        .unwrap();
+    h.pump();
+    assert_eq!(notices(&h, 2).len(), at_2, "PNE 2 left: told nothing after");
+    assert_eq!(
+        notices(&h, 0),
+        [InventoryChange::Left, InventoryChange::Contents]
+    );
+    // The server's word sent as a request: relayed to nobody.
+    let env = Envelope::request(
+        9_920,
+        Address::Server,
+        Address::Entity(h.gw_cfg.id.clone()),
+        cpns_wire::InventoryChanged {
+            pn_id: None,
+            pne: Some(pne_id(1)),
+            change: InventoryChange::Services,
+        },
+    );
+    h.deliver_direct(Party::Server, Party::Gw, &plain(&env))
+        .unwrap();
+    h.pump();
+    assert_eq!(notices(&h, 0).len(), 2);
+    // The PN GW releases A: PNE 0 is told on its link.
+    let now = h.now();
+    h.pnes[0].release_pn(now, a).unwrap();
+    h.pump();
+    assert_eq!(notices(&h, 0).last(), Some(&InventoryChange::Released));
+    // A PNE whose PN GW is on its link but not proven yet (discovered again, on an insecure
+    // PAN) cannot follow; nor one with no PN GW on its link.
+    let (mut h, [b, ..]) = three_pns();
+    h.relink(0, 78, |_| {});
+    let now = h.now();
+    assert!(matches!(
+        h.pnes[0].follow_inventory(now, b, true),
+        Err(crate::CommandError::GatewayNotLinked(_))
+    ));
+    h.pnes[0].start_discovery(now).unwrap();
+    h.pump();
+    let now = h.now();
+    assert!(matches!(
+        h.pnes[0].follow_inventory(now, b, true),
+        Err(crate::CommandError::GatewayNotLinked(_))
+    ));
+}
