@@ -399,14 +399,25 @@ async fn a_service_group_spans_two_pns_and_two_users_and_its_key_follows_its_mem
         let kept = std::path::PathBuf::from(inbox).join("album.zip");
         assert_eq!(std::fs::read(&kept).unwrap(), bytes, "{id}");
     }
-    let store = SqliteStore::open(&w.server_db()).await.unwrap();
-    let mut charged: Vec<(String, String, Option<u32>)> = store
-        .deliveries(None, None)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.target.to_string(), r.charged.to_string(), r.result))
-        .collect();
+    // Each target's end reaches the server by its own call, which the phone's word may
+    // overtake: the records are read once both are closed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut charged: Vec<(String, String, Option<u32>)> = Vec::new();
+    while Instant::now() < deadline {
+        let store = SqliteStore::open(&w.server_db()).await.unwrap();
+        charged = store
+            .deliveries(None, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.target.to_string(), r.charged.to_string(), r.result))
+            .collect();
+        store.close().await;
+        if charged.len() == 2 && charged.iter().all(|c| c.2.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     charged.sort();
     assert_eq!(
         charged,
@@ -415,7 +426,6 @@ async fn a_service_group_spans_two_pns_and_two_users_and_its_key_follows_its_mem
             ("tv".into(), "alice".into(), Some(1))
         ]
     );
-    store.close().await;
 
     // The TV is away (killed) while bob is expelled: epoch 4, which bob never gets.
     tv.kill();
