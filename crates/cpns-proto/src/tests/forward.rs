@@ -1173,3 +1173,31 @@ fn a_user_with_more_devices_than_a_delivery_reaches_is_refused() {
         }
     }
 }
+
+/// A device of the user in the source's PN and in another is reached in the source's PN,
+/// whichever of the two the server lists first; the user's devices in the other PN only are
+/// reached there.
+#[test]
+fn a_users_device_in_two_pns_is_reached_in_the_sources() {
+    let (mut h, b) = two_pns_one_gateway();
+    let a = h.joined(0).unwrap().pn_id;
+    // PNE 1 joins PN B too, registering in it.
+    h.register(1, Some(b));
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    let bytes = seeded_content(5_000, 37);
+    // From PN A (PNE 0), then from PN B (PNE 2): PNE 1 is reached in the source's PN each time.
+    for (from, source_pn) in [(0, a), (2, b)] {
+        let sessions = to_user(&mut h, from, "alice", &bytes).unwrap();
+        let pn_of = |h: &Harness, i: usize| {
+            sessions
+                .iter()
+                .find_map(|s| h.store.deliveries.get(&(*s, pne_id(i))))
+                .map(|r| r.pn_id)
+        };
+        assert_eq!(pn_of(&h, 1), Some(source_pn), "from PNE {from}");
+        for i in (0..4).filter(|i| *i != from && *i != 1) {
+            let expected = if i < 2 { a } else { b };
+            assert_eq!(pn_of(&h, i), Some(expected), "PNE {i} from PNE {from}");
+        }
+    }
+}
