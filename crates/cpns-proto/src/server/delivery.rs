@@ -390,31 +390,34 @@ impl ServerSession {
         if let Err(why) = check_offer(&offer, &c.pne) {
             return self.refuse_call(&c, ErrorCode::BadRequest, &why);
         }
-        if let Some(user) = offer.user.clone() {
-            let load = Load::UserReach {
-                user,
-                asker: c.pne.clone(),
-            };
+        // To a user or a service group: where its devices or members are reached is read.
+        type Park = fn(Box<DeliveryLoad>) -> Parked;
+        let audience: Option<(Load, Park)> = match (&offer.user, offer.group) {
+            (Some(user), _) => {
+                let load = Load::UserReach {
+                    user: user.clone(),
+                    asker: c.pne.clone(),
+                };
+                Some((load, Parked::UserDeliveryLoad))
+            }
+            (None, Some(group)) => {
+                let load = Load::Group {
+                    group,
+                    asker: c.pne.clone(),
+                    also: None,
+                    now_ms,
+                };
+                Some((load, Parked::GroupDeliveryLoad))
+            }
+            (None, None) => None,
+        };
+        if let Some((load, park)) = audience {
             let parked = DeliveryLoad {
                 call: c,
                 offer,
                 now_ms,
             };
-            return self.load(Parked::UserDeliveryLoad(Box::new(parked)), load);
-        }
-        if let Some(group) = offer.group {
-            let load = Load::Group {
-                group,
-                asker: c.pne.clone(),
-                also: None,
-                now_ms,
-            };
-            let parked = DeliveryLoad {
-                call: c,
-                offer,
-                now_ms,
-            };
-            return self.load(Parked::GroupDeliveryLoad(Box::new(parked)), load);
+            return self.load(park(Box::new(parked)), load);
         }
         let mut entities = offer.targets.clone();
         entities.push(c.pne.clone());

@@ -930,21 +930,20 @@ fn group_of(h: &mut Harness, members: &[usize]) -> cpns_wire::GroupId {
     g
 }
 
-/// PNE `from` offers `bytes` to group `g`: the sessions granted (the first, then `also`), or
-/// the refusal's code.
-fn to_group(
+/// PNE `from` offers `bytes` to an audience (`o` fills in its group or user): the sessions
+/// granted (the first, then `also`), or the refusal's code.
+fn to_audience(
     h: &mut Harness,
     from: usize,
-    g: cpns_wire::GroupId,
     bytes: &[u8],
+    o: impl FnOnce(DeliveryOffer) -> DeliveryOffer,
 ) -> Result<Vec<DeliveryId>, ErrorCode> {
     h.store.pne_outbox.insert(from, bytes.to_vec());
-    let o = DeliveryOffer {
+    let o = o(DeliveryOffer {
         targets: Vec::new(),
         to_pn: None,
-        group: Some(g),
         ..offer(&[], bytes, PnId::from_bytes([0; 16]))
-    };
+    });
     let now = h.now();
     let id = h.pnes[from].offer_delivery(now, &o).unwrap();
     h.pump();
@@ -955,6 +954,19 @@ fn to_group(
         Some(Err(crate::Failure::Refused(e))) => Err(e.code),
         other => panic!("{other:?}"),
     }
+}
+
+/// PNE `from` offers `bytes` to group `g` ([`to_audience`]).
+fn to_group(
+    h: &mut Harness,
+    from: usize,
+    g: cpns_wire::GroupId,
+    bytes: &[u8],
+) -> Result<Vec<DeliveryId>, ErrorCode> {
+    to_audience(h, from, bytes, |o| DeliveryOffer {
+        group: Some(g),
+        ..o
+    })
 }
 
 /// To a service group (004 §5.5.8, §5.5.9; docs/services.md, "To a service group"): alice's
@@ -1049,30 +1061,17 @@ fn a_delivery_to_a_group_in_two_pns_of_one_pn_gw_is_relayed_between_them() {
     assert!(h.errors.is_empty(), "{:?}", h.errors);
 }
 
-/// PNE `from` offers `bytes` to user `user`: the sessions granted, or the refusal's code.
+/// PNE `from` offers `bytes` to user `user` ([`to_audience`]).
 fn to_user(
     h: &mut Harness,
     from: usize,
     user: &str,
     bytes: &[u8],
 ) -> Result<Vec<DeliveryId>, ErrorCode> {
-    h.store.pne_outbox.insert(from, bytes.to_vec());
-    let o = DeliveryOffer {
-        targets: Vec::new(),
-        to_pn: None,
+    to_audience(h, from, bytes, |o| DeliveryOffer {
         user: Some(cpns_wire::UserId::new(user).unwrap()),
-        ..offer(&[], bytes, PnId::from_bytes([0; 16]))
-    };
-    let now = h.now();
-    let id = h.pnes[from].offer_delivery(now, &o).unwrap();
-    h.pump();
-    match h.completion(from, id).map(|c| &c.result) {
-        Some(Ok(Outcome::DeliveryGranted { session, also, .. })) => Ok(std::iter::once(*session)
-            .chain(also.iter().copied())
-            .collect()),
-        Some(Err(crate::Failure::Refused(e))) => Err(e.code),
-        other => panic!("{other:?}"),
-    }
+        ..o
+    })
 }
 
 /// To a user (docs/services.md, "To a user"): alice's PNE 0 delivers to alice: her PNE 1 in
