@@ -514,3 +514,53 @@ pub(super) fn watch_candidates(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// The tokens are as docs/services.md gives them, so another implementation of the store
+    /// can read the same index: a keyword's hex, and a pair's first 8 bytes of SHA-256 of the
+    /// two in byte order with a zero byte between (`renderer\0video`, computed elsewhere).
+    #[test]
+    fn tokens_are_the_documented_ones_in_either_order() {
+        assert_eq!(keyword_terms(&words(&["tv", "4k"])), "7476 346b");
+        assert_eq!(pair("video", "renderer"), "115e46d27d051801");
+        assert_eq!(pair("renderer", "video"), "115e46d27d051801");
+        assert_eq!(
+            keyword_pairs(&words(&["a", "b", "c"])).split(' ').count(),
+            3
+        );
+        assert_eq!(keyword_pairs(&words(&["a"])), "");
+    }
+
+    /// All of two keywords or more is asked of the public entries through their pairs; one
+    /// keyword, or any of several, through the keywords themselves.
+    #[test]
+    fn pairs_are_asked_only_for_all_of_several_keywords() {
+        let q = |k: &[&str], all| ServiceQuery {
+            keywords: words(k),
+            all,
+            service_type: None,
+            viewer: ServiceViewer {
+                user: cpns_wire::UserId::new("alice").unwrap(),
+                pns: Vec::new(),
+                groups: Vec::new(),
+            },
+            now: 0,
+            limit: 10,
+            after: 0,
+        };
+        let pairs = |q: &ServiceQuery| match_expression(q).contains("public_pairs");
+        assert!(pairs(&q(&["video", "renderer"], true)));
+        assert!(pairs(&q(&["a", "b", "c"], true)));
+        assert!(!pairs(&q(&["video"], true)));
+        assert!(!pairs(&q(&["video", "renderer"], false)));
+        assert!(!pairs(&q(&[], true)));
+    }
+}
