@@ -180,7 +180,7 @@ impl Gateway {
         let why = if route.from_server || pne != route.source {
             Some("only the session's source sends its chunks")
         } else {
-            chunk_fault(route, &m)
+            chunk_fault(route, &m).or_else(|| past_window(route, &m))
         };
         if let Some(why) = why {
             return self.delivery_refused(m.session, pne, why);
@@ -485,6 +485,21 @@ impl Gateway {
 
 /// What is wrong with chunk `m` of `route`, if anything: larger than the session's chunk,
 /// empty, or past the content's size.
+/// A source's chunk that ends past the window its targets allowed it (what it was last told
+/// they all have, plus the session's window): a source that floods is held to its window here,
+/// so what the PN GW relays for it (to its targets' links, or up its WAN session) stays within
+/// one window. A source resuming past what this PN GW knows (after the PN GW restarted) is
+/// told where the targets are as they say it again, and sends again from there.
+fn past_window(route: &Route, m: &DeliveryChunk) -> Option<&'static str> {
+    let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
+    let allowed = route
+        .told
+        .unwrap_or(0)
+        .saturating_add(u64::from(crate::server::delivery::WINDOW));
+    (m.offset.saturating_add(len) > allowed)
+        .then_some("a chunk past the window its targets allowed the source")
+}
+
 fn chunk_fault(route: &Route, m: &DeliveryChunk) -> Option<&'static str> {
     let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
     if m.sealed.len() as u64 > route.chunk + OVERHEAD || len == 0 {

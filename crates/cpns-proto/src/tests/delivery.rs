@@ -372,6 +372,30 @@ fn refusals(h: &Harness) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The offset of a 100-byte sealed chunk that ends `by` bytes past the first window.
+fn past_window_by(by: u64) -> u64 {
+    let content = 100 - cpns_crypto::CHUNK_OVERHEAD as u64;
+    u64::from(crate::server::delivery::WINDOW) - content + by
+}
+
+/// A chunk ending at the window's end passes the PN GW (its check is the window, not less).
+#[test]
+fn a_chunk_ending_at_the_window_passes_the_pn_gw() {
+    let mut h = world();
+    let session = stalled(&mut h, &content(200_000));
+    let chunk = DeliveryChunk {
+        session,
+        offset: past_window_by(0),
+        sealed: vec![0x5a; 100],
+    };
+    from_pne(&mut h, 0, chunk);
+    assert!(
+        refusals(&h).iter().all(|(_, r)| !r.contains("window")),
+        "{:?}",
+        refusals(&h)
+    );
+}
+
 #[test]
 fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
     let mut h = world();
@@ -385,6 +409,9 @@ fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
     from_pne(&mut h, 2, chunk(0, 1000));
     from_pne(&mut h, 0, chunk(199_990, 100));
     from_pne(&mut h, 0, chunk(0, 65_536 + 29));
+    // Nobody acknowledged anything: the source's window ends at WINDOW bytes; a chunk ending
+    // one byte past it is refused.
+    from_pne(&mut h, 0, chunk(past_window_by(1), 100));
     from_pne(
         &mut h,
         0,
@@ -428,6 +455,7 @@ fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
         (2, "only the session's source sends its chunks"),
         (0, "past the content's size"),
         (0, "larger than the session's chunk size"),
+        (0, "past the window its targets allowed"),
         (0, "only a target acknowledges"),
         (1, "past the content's size"),
         (0, "no such session here"),
