@@ -18,7 +18,7 @@ use serde_json::Value;
 mod common;
 
 use common::unix_user::{OTHER_USER, ensure_other_user, running_as_root};
-use common::{Proc, WAIT, World, s};
+use common::{Proc, WAIT, World, json_lines, s};
 
 /// The repository's root.
 fn root() -> PathBuf {
@@ -350,10 +350,7 @@ async fn another_unix_user_is_refused_by_the_pnes_socket() {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     let (out, ok) = as_user(OTHER_USER, &socket, show);
     assert!(ok, "socat ended badly: {out}");
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines.len(), 1, "only the refusal: {out}");
     assert_eq!(lines[0]["ok"], false);
     assert_eq!(lines[0]["error"]["code"], "forbidden", "{out}");

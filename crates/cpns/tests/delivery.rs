@@ -11,7 +11,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{World, cpns, run, s, text};
+use common::{World, cpns, json_lines, run, s, text};
 
 /// `n` bytes that do not repeat in any short window.
 fn content(n: usize) -> Vec<u8> {
@@ -53,10 +53,7 @@ async fn a_file_pushed_to_two_members_arrives_whole_and_is_recorded() {
         "--store",
         s(&phone_db),
     ]);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines[0]["verb"], "deliver", "{out}");
     let session = text(&lines[0]["session"]);
     assert_eq!(lines[0]["size"], bytes.len() as u64);
@@ -309,10 +306,7 @@ async fn content_from_outside_reaches_every_member_with_its_own_part() {
         "--wait",
         "--json",
     ]);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines[0]["verb"], "deliver", "{out}");
     let session = text(&lines[0]["session"]);
     let last = lines.last().unwrap();
@@ -556,10 +550,7 @@ async fn a_file_is_forwarded_to_a_member_of_another_pn_behind_another_pn_gw() {
         "--store",
         s(&phone_db),
     ]);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     let session = text(&lines[0]["session"]);
     let last = lines.last().unwrap();
     assert_eq!(last["event"], "delivery_sent", "{out}");
@@ -632,10 +623,7 @@ async fn a_file_is_forwarded_to_a_member_of_another_pn_behind_another_pn_gw() {
         "--store",
         s(&phone_db),
     ]);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines[0]["also"].as_array().map(Vec::len), Some(1), "{out}");
     let mut delivered: Vec<String> = lines
         .iter()

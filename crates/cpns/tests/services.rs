@@ -15,7 +15,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{Proc, World, cpns, run, s};
+use common::{Proc, World, cpns, json_lines, run, s};
 
 /// A description of service `id` with `keywords` (a JSON list's inside), in `scope`, leased
 /// `lease_s`, needing `requires` (a JSON object) of a consumer; written to a file of `w`'s.
@@ -381,10 +381,7 @@ async fn a_service_group_spans_two_pns_and_two_users_and_its_key_follows_its_mem
         "--store",
         s(&phone_db),
     ]);
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&out);
     assert_eq!(lines[0]["verb"], "deliver", "{out}");
     assert_eq!(lines[0]["also"].as_array().map(Vec::len), Some(1), "{out}");
     let sent: Vec<&Value> = lines

@@ -29,10 +29,10 @@ impl Gateway {
     pub(super) fn follow_event(&mut self, e: &GatewayEvent) {
         match e {
             GatewayEvent::MemberJoined { pn_id, pne, .. } => {
-                self.tell_followers(Some(*pn_id), Some(pne), InventoryChange::Joined);
+                self.tell_followers(*pn_id, Some(pne), InventoryChange::Joined);
             }
             GatewayEvent::MemberRemoved { pn_id, pne, .. } => {
-                self.tell_followers(Some(*pn_id), Some(pne), InventoryChange::Left);
+                self.tell_followers(*pn_id, Some(pne), InventoryChange::Left);
                 let gone: Vec<LinkId> = self
                     .links
                     .iter()
@@ -44,7 +44,7 @@ impl Gateway {
                 }
             }
             GatewayEvent::PnReleased { pn_id, .. } | GatewayEvent::PnEmptied { pn_id } => {
-                self.tell_followers(Some(*pn_id), None, InventoryChange::Released);
+                self.tell_followers(*pn_id, None, InventoryChange::Released);
                 for l in self.links.values_mut() {
                     l.follows.remove(pn_id);
                 }
@@ -66,20 +66,12 @@ impl Gateway {
             .map(|(id, _)| *id)
             .collect();
         for pn in pns {
-            self.tell_followers(Some(pn), Some(&pne), m.change);
+            self.tell_followers(pn, Some(&pne), m.change);
         }
     }
 
-    /// Tells every proven link following `pn_id` that `change` happened (of `pne`).
-    fn tell_followers(
-        &mut self,
-        pn_id: Option<PnId>,
-        pne: Option<&EntityId>,
-        change: InventoryChange,
-    ) {
-        let Some(pn) = pn_id else {
-            return;
-        };
+    /// Tells every proven link following `pn` that `change` happened (of `pne`).
+    fn tell_followers(&mut self, pn: PnId, pne: Option<&EntityId>, change: InventoryChange) {
         let following: Vec<LinkId> = self
             .links
             .iter()

@@ -930,6 +930,17 @@ fn group_of(h: &mut Harness, members: &[usize]) -> cpns_wire::GroupId {
     g
 }
 
+/// Each of `offers` is refused by PNE 0 before it leaves it, as no delivery.
+fn refused_before_sending(h: &mut Harness, offers: Vec<DeliveryOffer>) {
+    let now = h.now();
+    for mixed in offers {
+        assert!(matches!(
+            h.pnes[0].offer_delivery(now, &mixed),
+            Err(crate::CommandError::InvalidDelivery(_))
+        ));
+    }
+}
+
 /// PNE `from` offers `bytes` to an audience (`o` fills in its group or user): the sessions
 /// granted (the first, then `also`), or the refusal's code.
 fn to_audience(
@@ -1017,30 +1028,27 @@ fn a_delivery_to_a_group_is_refused_to_a_non_member_and_where_nobody_is_reached(
     let alone = group_of(&mut h, &[]);
     assert_eq!(to_group(&mut h, 0, alone, &bytes), Err(ErrorCode::NotFound));
     assert!(h.store.deliveries.is_empty(), "nothing opened");
-    let now = h.now();
-    for mixed in [
-        DeliveryOffer {
-            group: Some(g),
-            ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
-        },
-        DeliveryOffer {
-            group: Some(g),
-            targets: Vec::new(),
-            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
-        },
-        DeliveryOffer {
-            group: Some(g),
-            targets: Vec::new(),
-            requires: b"{}".to_vec(),
-            to_pn: None,
-            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
-        },
-    ] {
-        assert!(matches!(
-            h.pnes[0].offer_delivery(now, &mixed),
-            Err(crate::CommandError::InvalidDelivery(_))
-        ));
-    }
+    refused_before_sending(
+        &mut h,
+        vec![
+            DeliveryOffer {
+                group: Some(g),
+                ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
+            },
+            DeliveryOffer {
+                group: Some(g),
+                targets: Vec::new(),
+                ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+            },
+            DeliveryOffer {
+                group: Some(g),
+                targets: Vec::new(),
+                requires: b"{}".to_vec(),
+                to_pn: None,
+                ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+            },
+        ],
+    );
 }
 
 /// A group whose members are in two PNs of one PN GW: two sessions, the second relayed by that
@@ -1119,35 +1127,32 @@ fn another_users_devices_are_reached_only_in_the_sources_pn() {
     let sessions = to_user(&mut h, 0, "alice", &bytes).unwrap();
     assert_eq!(sessions.len(), 1);
     assert_eq!(h.store.pne_received.get(&(1, sessions[0])), Some(&bytes));
-    let now = h.now();
-    for mixed in [
-        DeliveryOffer {
-            user: Some(cpns_wire::UserId::new("alice").unwrap()),
-            ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
-        },
-        DeliveryOffer {
-            user: Some(cpns_wire::UserId::new("alice").unwrap()),
-            targets: Vec::new(),
-            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
-        },
-        DeliveryOffer {
-            user: Some(cpns_wire::UserId::new("alice").unwrap()),
-            to_pn: None,
-            ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
-        },
-        DeliveryOffer {
-            user: Some(cpns_wire::UserId::new("alice").unwrap()),
-            group: Some(cpns_wire::GroupId::from_bytes([1; 16])),
-            targets: Vec::new(),
-            to_pn: None,
-            ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
-        },
-    ] {
-        assert!(matches!(
-            h.pnes[0].offer_delivery(now, &mixed),
-            Err(crate::CommandError::InvalidDelivery(_))
-        ));
-    }
+    refused_before_sending(
+        &mut h,
+        vec![
+            DeliveryOffer {
+                user: Some(cpns_wire::UserId::new("alice").unwrap()),
+                ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
+            },
+            DeliveryOffer {
+                user: Some(cpns_wire::UserId::new("alice").unwrap()),
+                targets: Vec::new(),
+                ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+            },
+            DeliveryOffer {
+                user: Some(cpns_wire::UserId::new("alice").unwrap()),
+                to_pn: None,
+                ..offer(&[1], &bytes, PnId::from_bytes([0; 16]))
+            },
+            DeliveryOffer {
+                user: Some(cpns_wire::UserId::new("alice").unwrap()),
+                group: Some(cpns_wire::GroupId::from_bytes([1; 16])),
+                targets: Vec::new(),
+                to_pn: None,
+                ..offer(&[], &bytes, PnId::from_bytes([0; 16]))
+            },
+        ],
+    );
 }
 
 /// An audience is bounded as a list of targets is: 16 devices of a user are reached, 17 are

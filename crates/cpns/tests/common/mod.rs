@@ -11,6 +11,6 @@ pub mod stores;
 pub mod unix_user;
 pub mod world;
 
-pub use proc::{BIN, Proc, WAIT, cpns, names, run, s, text};
+pub use proc::{BIN, Proc, WAIT, cpns, json_lines, names, run, s, text};
 pub use stores::{Members, Stores, members};
 pub use world::{USER, World, WorldBuilder};

@@ -232,6 +232,13 @@ impl Drop for Proc {
     }
 }
 
+/// Each line of a `--json` output, parsed.
+pub fn json_lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// A JSON string's text.
 pub fn text(v: &Value) -> String {
     v.as_str()
