@@ -9,6 +9,20 @@ use crate::error::ApiError;
 use crate::response::Pn;
 use crate::status::Entry;
 
+/// One more item of a delivery offered (`delivery_offered`'s `more`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferedItem {
+    /// The service it is delivered as.
+    pub service_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// Something that happened, tagged by its `event`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
@@ -241,10 +255,14 @@ pub enum Event {
         name: String,
         /// Its media type.
         media_type: String,
-        /// Its size in bytes.
+        /// Its size in bytes (the first item's).
         size: u64,
+        /// Several services in one session: the items after the first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<OfferedItem>,
     },
-    /// Every byte of a delivery arrived here, its SHA-256 the one offered: kept in the inbox.
+    /// Every byte of a delivery arrived here, each item's SHA-256 the one offered: kept in the
+    /// inbox.
     DeliveryReceived {
         /// The session.
         #[serde(with = "crate::text")]
@@ -259,6 +277,9 @@ pub enum Event {
         /// Bytes of the part for this PNE only, kept beside it as `<name>.specific` (0: none).
         #[serde(default, skip_serializing_if = "crate::request::is_zero")]
         specific: u64,
+        /// The names of the items after the first, each kept too.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<String>,
     },
     /// Every target of a delivery this PNE sends ended its part: `delivered` have every byte,
     /// its hash checked (the others were told as `delivery_ended`).

@@ -27,8 +27,8 @@ mod text;
 
 pub use caps::{Capabilities, KEYS as CAPABILITY_KEYS, ScreenSize};
 pub use error::{ApiError, CODES, code_named};
-pub use event::{Event, Gone, Outcome};
-pub use request::{Request, Served, SpecificFile, Targets, VERB_TABLE, VERBS};
+pub use event::{Event, Gone, OfferedItem, Outcome};
+pub use request::{DeliverItem, Request, Served, SpecificFile, Targets, VERB_TABLE, VERBS};
 pub use response::{Content, GroupMember, HeldGroup, Holding, Offered, Pn, Response, ServiceEntry};
 pub use status::{
     Charge, Entry, OwnStatus, Policy, PolicyAttribute, Preference, ServicePreference, UsageRow,

@@ -19,6 +19,24 @@ pub struct SpecificFile {
     pub file: String,
 }
 
+/// One more item of a delivery (several services in one session, docs/services.md): the file
+/// holding it, and the service it is delivered as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverItem {
+    /// The file, an absolute path.
+    pub file: String,
+    /// The service it is delivered as (default `content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+    /// Its name for the targets (default: the file's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its media type (default `application/octet-stream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+}
+
 /// A request, tagged by its `verb`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
@@ -466,6 +484,10 @@ pub enum Request {
             with = "crate::text::opt"
         )]
         user: Option<UserId>,
+        /// Several services in one session: the items after the first (`file`), each its
+        /// own service, delivered one after another (at most 7 more).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        more: Vec<DeliverItem>,
     },
     /// PNE: a small payload in band to one PNE (004 §5.5.8), sealed end to end through the
     /// server: at most 16 KiB, as `text` or `hex`.

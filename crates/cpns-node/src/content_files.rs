@@ -1,9 +1,11 @@
 //! Where a PNE's deliveries live on disk (004 §5.5.8; docs/services.md, "Delivery"): what it
-//! sends is read from the file its application named, a chunk at a time; what it receives is
-//! written to `<inbox>/<session>.part`, hashed as it is written (what a resumed session held
-//! already is read back once, a block at a time, never held whole), checked against the SHA-256
-//! offered once every byte is there, and then kept under its name (made safe as a file name) or
-//! discarded. The inbox is its user's only (mode 0700).
+//! sends is read from the files its application named (one per item of the session, one after
+//! another), a chunk at a time; each item it receives is written to a partial file of its own
+//! in the inbox (`<session>.part` for the first, `<session>.<i>.part` for item `i`), hashed as
+//! it is written (what a resumed session held already is read back once, a block at a time,
+//! never held whole), checked against the SHA-256 offered once every byte of the session is
+//! there, and then kept under its name (made safe as a file name) or discarded, each item on
+//! its own. The inbox is its user's only (mode 0700).
 //!
 //! A chunk is read or written where it lands in its file (`pread`/`pwrite`), in the link's
 //! task: a chunk's worth of the page cache costs less than the hand-over to tokio's blocking
@@ -13,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use cpns_proto::pne::ReceiveItem;
 use cpns_wire::DeliveryId;
 use sha2::Digest;
 use std::os::unix::fs::FileExt;
@@ -26,16 +29,28 @@ const HASH_BLOCK: usize = 256 * 1024;
 pub(crate) struct ContentFiles {
     /// Where received content goes; none: this PNE takes no delivery.
     inbox: Option<PathBuf>,
-    /// The file each session this PNE sends reads from, opened at its first read and kept open.
-    sending: BTreeMap<DeliveryId, (PathBuf, Option<std::fs::File>)>,
+    /// The files each session this PNE sends reads from, in order, each opened at its first
+    /// read and kept open.
+    sending: BTreeMap<DeliveryId, Vec<SentFile>>,
     /// Each session received.
-    receiving: BTreeMap<DeliveryId, Part>,
+    receiving: BTreeMap<DeliveryId, Vec<Part>>,
 }
 
-/// A session being received: its name, its open partial file, and the hash of what it holds.
+/// A file a session sends: its path, its size (as offered), its handle once opened.
+#[derive(Debug)]
+struct SentFile {
+    path: PathBuf,
+    size: u64,
+    file: Option<std::fs::File>,
+}
+
+/// An item of a session being received: its name and size, its open partial file, and the
+/// hash of what it holds.
 #[derive(Debug)]
 struct Part {
     name: String,
+    size: u64,
+    path: PathBuf,
     file: Option<std::fs::File>,
     hash: sha2::Sha256,
     /// The bytes from the start that `hash` covers.
@@ -54,6 +69,36 @@ fn io(what: &str, path: &Path, e: &std::io::Error) -> String {
 pub(crate) fn name_of(path: &Path) -> String {
     path.file_name()
         .map_or_else(|| "content".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The items after the first of a delivery offered from files (several services in one
+/// session, docs/services.md): each file (an absolute path) measured and hashed, and offered
+/// under its service (default `content`), name (default: the file's) and media type (default
+/// `application/octet-stream`); with each path and size, for sending. Why not, if a file
+/// cannot be read.
+pub(crate) async fn offered_items(
+    more: Vec<cpns_control::DeliverItem>,
+) -> Result<(Vec<cpns_wire::DeliveryItem>, Vec<(PathBuf, u64)>), String> {
+    let mut items = Vec::with_capacity(more.len());
+    let mut files = Vec::with_capacity(more.len());
+    for m in more {
+        let path = PathBuf::from(&m.file);
+        if !path.is_absolute() {
+            return Err(format!("{}: each file is an absolute path", m.file));
+        }
+        let (size, sha256) = digest(&path).await?;
+        items.push(cpns_wire::DeliveryItem {
+            service_id: m.service_id.unwrap_or_else(|| "content".into()),
+            name: m.name.unwrap_or_else(|| name_of(&path)),
+            media_type: m
+                .media_type
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            size,
+            sha256: cpns_wire::HashBytes(sha256),
+        });
+        files.push((path, size));
+    }
+    Ok((items, files))
 }
 
 /// The size and SHA-256 of the file at `path`, read a block at a time (an offered file).
@@ -130,62 +175,94 @@ impl ContentFiles {
         }
     }
 
-    /// Session `session` sends the content of `path`.
-    pub(crate) fn send_from(&mut self, session: DeliveryId, path: PathBuf) {
-        self.sending.insert(session, (path, None));
+    /// Session `session` sends the content of `files` (each path with its size as offered),
+    /// one after another.
+    pub(crate) fn send_from(&mut self, session: DeliveryId, files: Vec<(PathBuf, u64)>) {
+        let files = files
+            .into_iter()
+            .map(|(path, size)| SentFile {
+                path,
+                size,
+                file: None,
+            })
+            .collect();
+        self.sending.insert(session, files);
     }
 
-    /// Session `session` sends no more: its file is closed.
+    /// Session `session` sends no more: its files are closed.
     pub(crate) fn forget(&mut self, session: DeliveryId) {
         self.sending.remove(&session);
     }
 
-    /// `len` bytes at `offset` of what `session` sends.
+    /// `len` bytes at `offset` of what `session` sends: of one file, or across the end of one
+    /// and the start of the next.
     pub(crate) async fn read(
         &mut self,
         session: DeliveryId,
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, String> {
-        let Some((path, open)) = self.sending.get_mut(&session) else {
+        let Some(files) = self.sending.get_mut(&session) else {
             return Err("this PNE holds no file for the session".into());
         };
-        if open.is_none() {
-            let f = tokio::fs::File::open(&*path)
-                .await
-                .map_err(|e| io("open", path, &e))?;
-            *open = Some(f.into_std().await);
-        }
-        let Some(f) = open.as_ref() else {
-            return Err("the session's file is not open".into());
-        };
         // Room for the nonce and tag the chunk is sealed with in this buffer.
-        let len = usize::try_from(len).map_err(|_| "a chunk too large")?;
-        let mut buf = Vec::with_capacity(len + cpns_crypto::CHUNK_OVERHEAD);
-        buf.resize(len, 0);
-        f.read_exact_at(&mut buf, offset)
-            .map_err(|e| io("read", path, &e))?;
+        let n = usize::try_from(len).map_err(|_| "a chunk too large")?;
+        let mut buf = Vec::with_capacity(n + cpns_crypto::CHUNK_OVERHEAD);
+        buf.resize(n, 0);
+        let (mut at, mut filled, mut start) = (offset, 0usize, 0u64);
+        for f in files.iter_mut() {
+            let end = start + f.size;
+            if filled < n && at < end {
+                if f.file.is_none() {
+                    let opened = tokio::fs::File::open(&f.path)
+                        .await
+                        .map_err(|e| io("open", &f.path, &e))?;
+                    f.file = Some(opened.into_std().await);
+                }
+                let Some(file) = f.file.as_ref() else {
+                    return Err("the session's file is not open".into());
+                };
+                let here = usize::try_from((end - at).min((n - filled) as u64))
+                    .map_err(|_| "a chunk too large")?;
+                file.read_exact_at(&mut buf[filled..filled + here], at - start)
+                    .map_err(|e| io("read", &f.path, &e))?;
+                filled += here;
+                at += here as u64;
+            }
+            start = end;
+        }
+        if filled < n {
+            return Err(format!(
+                "bytes {offset} to {} are past the end of what the session sends",
+                offset + len
+            ));
+        }
         Ok(buf)
     }
 
-    fn part(&self, session: DeliveryId) -> Result<PathBuf, String> {
+    fn part(&self, session: DeliveryId, item: usize) -> Result<PathBuf, String> {
         let inbox = self
             .inbox
             .as_ref()
             .ok_or("this PNE keeps no deliveries (it runs without --stay)")?;
-        Ok(inbox.join(format!("{session}.part")))
+        Ok(if item == 0 {
+            inbox.join(format!("{session}.part"))
+        } else {
+            inbox.join(format!("{session}.{item}.part"))
+        })
     }
 
-    /// Opens (or goes on with) `session`'s partial file: the bytes it holds.
+    /// Opens (or goes on with) `session`'s partial files, one per item: the bytes they hold
+    /// from the session's start (an item's, once every item before it is whole).
     pub(crate) async fn open_receive(
         &mut self,
         session: DeliveryId,
-        name: String,
+        items: Vec<ReceiveItem>,
     ) -> Result<u64, String> {
-        let part = self.part(session)?;
-        // Opened again (its link dropped): the old handle wrote through already.
+        let first = self.part(session, 0)?;
+        // Opened again (its link dropped): the old handles wrote through already.
         self.receiving.remove(&session);
-        if let Some(dir) = part.parent() {
+        if let Some(dir) = first.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
                 .map_err(|e| io("make", dir, &e))?;
@@ -198,109 +275,120 @@ impl ContentFiles {
                     .map_err(|e| io("restrict", dir, &e))?;
             }
         }
-        let f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&part)
-            .await
-            .map_err(|e| io("open", &part, &e))?;
-        let have = f.metadata().await.map_err(|e| io("read", &part, &e))?.len();
-        let f = f.into_std().await;
-        // What it holds already (a resumed session) is hashed once, now.
-        let (hash, hashed) = hash_file(&part, have).await?;
-        let held = Part {
-            name,
-            file: Some(f),
-            hash,
-            hashed,
-            in_order: true,
-        };
-        self.receiving.insert(session, held);
+        let mut parts = Vec::with_capacity(items.len());
+        let mut have = 0u64;
+        // Whether every item before this one is whole: what a later one holds counts only then
+        // (it cannot hold anything otherwise; if it does, it is emptied).
+        let mut whole = true;
+        for (i, item) in items.into_iter().enumerate() {
+            let path = self.part(session, i)?;
+            let f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(!whole)
+                .open(&path)
+                .await
+                .map_err(|e| io("open", &path, &e))?;
+            let held = f.metadata().await.map_err(|e| io("read", &path, &e))?.len();
+            if held > item.size {
+                return Err(format!(
+                    "{} holds more than its item's {} bytes",
+                    path.display(),
+                    item.size
+                ));
+            }
+            let f = f.into_std().await;
+            // What it holds already (a resumed session) is hashed once, now.
+            let (hash, hashed) = hash_file(&path, held).await?;
+            have += held;
+            whole = whole && held == item.size;
+            parts.push(Part {
+                name: item.name,
+                size: item.size,
+                path,
+                file: Some(f),
+                hash,
+                hashed,
+                in_order: true,
+            });
+        }
+        self.receiving.insert(session, parts);
         Ok(have)
     }
 
-    /// Writes a chunk of `session` at `offset`.
+    /// Writes a chunk of `session` at `offset` of its content: into the item it falls in, or
+    /// across the end of one and the start of the next.
     pub(crate) async fn write(
         &mut self,
         session: DeliveryId,
         offset: u64,
         bytes: &[u8],
     ) -> Result<(), String> {
-        let part = self.part(session)?;
-        let Some(Part {
-            file: Some(f),
-            hash,
-            hashed,
-            in_order,
-            ..
-        }) = self.receiving.get_mut(&session)
-        else {
+        let Some(parts) = self.receiving.get_mut(&session) else {
             return Err("the session's file is not open".into());
         };
-        if offset != *hashed {
-            *in_order = false;
+        let (mut at, mut done, mut start) = (offset, 0usize, 0u64);
+        for p in parts.iter_mut() {
+            let end = start + p.size;
+            if done < bytes.len() && at < end {
+                let here = usize::try_from((end - at).min((bytes.len() - done) as u64))
+                    .map_err(|_| "a chunk too large")?;
+                let slice = &bytes[done..done + here];
+                let Some(f) = p.file.as_ref() else {
+                    return Err("the session's file is not open".into());
+                };
+                let within = at - start;
+                if within != p.hashed {
+                    p.in_order = false;
+                }
+                f.write_all_at(slice, within)
+                    .map_err(|e| io("write", &p.path, &e))?;
+                if p.in_order {
+                    p.hash.update(slice);
+                    p.hashed += here as u64;
+                }
+                done += here;
+                at += here as u64;
+            }
+            start = end;
         }
-        f.write_all_at(bytes, offset)
-            .map_err(|e| io("write", &part, &e))?;
-        if *in_order {
-            hash.update(bytes);
-            *hashed += bytes.len() as u64;
+        if done < bytes.len() {
+            return Err(format!(
+                "a chunk at {offset} reaches past the session's end"
+            ));
         }
         Ok(())
     }
 
-    /// Every byte of `session` is written: whether its SHA-256 is `sha256`; kept under its
-    /// name if so (the path), with the part for this PNE only (`specific`, if any) beside it
-    /// as `<name>.specific`; discarded if not.
+    /// Every byte of `session` is written: for each item, whether its SHA-256 is the one in
+    /// `sha256` (in order); each that matches is kept under its name (its path), each that
+    /// does not is discarded (`None`). The part for this PNE only (`specific`, if any) is kept
+    /// beside the first item kept, as `<name>.specific`.
     pub(crate) async fn finish(
         &mut self,
         session: DeliveryId,
-        sha256: [u8; 32],
+        sha256: &[[u8; 32]],
         specific: &[u8],
-    ) -> Result<Option<PathBuf>, String> {
-        let part = self.part(session)?;
-        let Some(held) = self.receiving.remove(&session) else {
+    ) -> Result<Vec<Option<PathBuf>>, String> {
+        let Some(parts) = self.receiving.remove(&session) else {
             return Err("the session's file is not open".into());
         };
-        let Part {
-            name,
-            file,
-            hash,
-            hashed,
-            in_order,
-        } = held;
-        let len = match file {
-            Some(f) => {
-                let f = tokio::fs::File::from_std(f);
-                f.sync_all().await.map_err(|e| io("sync", &part, &e))?;
-                f.metadata().await.map_err(|e| io("read", &part, &e))?.len()
-            }
-            None => u64::MAX,
-        };
-        let digest = if in_order && hashed == len {
-            hash.finalize()
-        } else {
-            hash_file(&part, u64::MAX).await?.0.finalize()
-        };
-        if digest.as_slice() != sha256.as_slice() {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Ok(None);
+        if parts.len() != sha256.len() {
+            self.remove_parts(session, parts.len()).await;
+            return Err(format!(
+                "{} hashes offered for {} items",
+                sha256.len(),
+                parts.len()
+            ));
         }
-        let dir = part.parent().unwrap_or(Path::new("."));
-        let name = safe_name(&name);
-        // Kept under its name, or its session's beside it: never over a file already there (a
-        // link fails where the name is taken, where a rename would replace it).
-        let mut kept = dir.join(&name);
-        if tokio::fs::hard_link(&part, &kept).await.is_err() {
-            kept = dir.join(format!("{}-{name}", &session.to_string()[..8]));
-            tokio::fs::hard_link(&part, &kept)
-                .await
-                .map_err(|e| io("keep", &kept, &e))?;
+        let mut kept = Vec::with_capacity(parts.len());
+        for (p, want) in parts.into_iter().zip(sha256) {
+            kept.push(keep(session, p, want).await?);
         }
-        let _ = tokio::fs::remove_file(&part).await;
-        if !specific.is_empty() {
-            let mut beside = kept.clone().into_os_string();
+        if !specific.is_empty()
+            && let Some(first) = kept.iter().flatten().next()
+        {
+            let mut beside = first.clone().into_os_string();
             beside.push(".specific");
             let beside = PathBuf::from(beside);
             // The content is kept whatever happens here: a part of its own that cannot be
@@ -318,16 +406,68 @@ impl ContentFiles {
                 tracing::warn!(path = %beside.display(), error = %e, "a delivery's own part was not kept");
             }
         }
-        Ok(Some(kept))
+        Ok(kept)
     }
 
     /// Discards what was kept of `session`.
     pub(crate) async fn discard(&mut self, session: DeliveryId) {
-        self.receiving.remove(&session);
-        if let Ok(part) = self.part(session) {
-            let _ = tokio::fs::remove_file(part).await;
+        let items = self.receiving.remove(&session).map_or(1, |p| p.len());
+        self.remove_parts(session, items).await;
+    }
+
+    /// Removes the partial files of `session`'s first `items` items (and any later one's).
+    async fn remove_parts(&self, session: DeliveryId, items: usize) {
+        let most = items.max(cpns_proto::server::delivery::MAX_ITEMS);
+        for i in 0..most {
+            if let Ok(part) = self.part(session, i) {
+                let _ = tokio::fs::remove_file(part).await;
+            }
         }
     }
+}
+
+/// One item of `session`, every byte written: kept under its name (its path) if its SHA-256 is
+/// `want`, its partial file removed either way.
+async fn keep(session: DeliveryId, p: Part, want: &[u8; 32]) -> Result<Option<PathBuf>, String> {
+    let Part {
+        name,
+        path,
+        file,
+        hash,
+        hashed,
+        in_order,
+        ..
+    } = p;
+    let len = match file {
+        Some(f) => {
+            let f = tokio::fs::File::from_std(f);
+            f.sync_all().await.map_err(|e| io("sync", &path, &e))?;
+            f.metadata().await.map_err(|e| io("read", &path, &e))?.len()
+        }
+        None => u64::MAX,
+    };
+    let digest = if in_order && hashed == len {
+        hash.finalize()
+    } else {
+        hash_file(&path, u64::MAX).await?.0.finalize()
+    };
+    if digest.as_slice() != want.as_slice() {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Ok(None);
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = safe_name(&name);
+    // Kept under its name, or its session's beside it: never over a file already there (a
+    // link fails where the name is taken, where a rename would replace it).
+    let mut kept = dir.join(&name);
+    if tokio::fs::hard_link(&path, &kept).await.is_err() {
+        kept = dir.join(format!("{}-{name}", &session.to_string()[..8]));
+        tokio::fs::hard_link(&path, &kept)
+            .await
+            .map_err(|e| io("keep", &kept, &e))?;
+    }
+    let _ = tokio::fs::remove_file(&path).await;
+    Ok(Some(kept))
 }
 
 #[cfg(test)]
@@ -335,6 +475,26 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// One item of `size` bytes named `name`.
+    fn one(name: &str, size: u64) -> Vec<ReceiveItem> {
+        vec![ReceiveItem {
+            name: name.into(),
+            size,
+        }]
+    }
+
+    /// The one item of `session` finished against `sha256`: where it is kept, if it is.
+    async fn finish_one(
+        files: &mut ContentFiles,
+        session: DeliveryId,
+        sha256: [u8; 32],
+        specific: &[u8],
+    ) -> Option<PathBuf> {
+        let mut kept = files.finish(session, &[sha256], specific).await.unwrap();
+        assert_eq!(kept.len(), 1);
+        kept.pop().unwrap()
+    }
 
     #[test]
     fn a_name_from_a_source_stays_a_file_name_in_the_inbox() {
@@ -379,7 +539,7 @@ mod tests {
             files.read(s, 0, 4).await.is_err(),
             "no file for the session"
         );
-        files.send_from(s, path.clone());
+        files.send_from(s, vec![(path.clone(), 10)]);
         assert_eq!(files.read(s, 6, 4).await.unwrap(), b"6789");
         // Kept open: the file's name may go, its content is still read.
         std::fs::remove_file(&path).unwrap();
@@ -393,22 +553,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cpns-files-{}", std::process::id()));
         let mut files = ContentFiles::new(Some(dir.join("inbox")));
         let s = DeliveryId::from_bytes([1; 16]);
-        assert_eq!(files.open_receive(s, "a.bin".into()).await.unwrap(), 0);
+        assert_eq!(files.open_receive(s, one("a.bin", 11)).await.unwrap(), 0);
         files.write(s, 0, b"hello ").await.unwrap();
         // Opened again (a link that dropped): it holds what was written.
-        assert_eq!(files.open_receive(s, "a.bin".into()).await.unwrap(), 6);
+        assert_eq!(files.open_receive(s, one("a.bin", 11)).await.unwrap(), 6);
         files.write(s, 6, b"world").await.unwrap();
         let good: [u8; 32] = sha2::Sha256::digest(b"hello world").into();
-        let kept = files.finish(s, good, &[]).await.unwrap().unwrap();
+        let kept = finish_one(&mut files, s, good, &[]).await.unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
         assert_eq!(kept.file_name().unwrap(), "a.bin");
         // Written out of order (a chunk written again over itself): the hash is of the file,
         // read back.
         let u = DeliveryId::from_bytes([4; 16]);
-        files.open_receive(u, "b.bin".into()).await.unwrap();
+        files.open_receive(u, one("b.bin", 11)).await.unwrap();
         files.write(u, 0, b"hello there").await.unwrap();
         files.write(u, 6, b"world").await.unwrap();
-        let kept = files.finish(u, good, b"mine").await.unwrap().unwrap();
+        let kept = finish_one(&mut files, u, good, b"mine").await.unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
         assert_eq!(kept.file_name().unwrap(), "b.bin");
         assert_eq!(
@@ -418,9 +578,9 @@ mod tests {
         // Another with a wrong hash is not kept, and its partial file is gone.
 
         let t = DeliveryId::from_bytes([2; 16]);
-        files.open_receive(t, "a.bin".into()).await.unwrap();
-        files.write(t, 0, b"tampered").await.unwrap();
-        assert_eq!(files.finish(t, good, &[]).await.unwrap(), None);
+        files.open_receive(t, one("a.bin", 11)).await.unwrap();
+        files.write(t, 0, b"tampered!!!").await.unwrap();
+        assert_eq!(finish_one(&mut files, t, good, &[]).await, None);
         assert!(!dir.join("inbox").join(format!("{t}.part")).exists());
         #[cfg(unix)]
         {
@@ -435,9 +595,9 @@ mod tests {
         // session's name.
         std::fs::write(dir.join("inbox/c.bin"), b"mine").unwrap();
         let v = DeliveryId::from_bytes([5; 16]);
-        files.open_receive(v, "c.bin".into()).await.unwrap();
+        files.open_receive(v, one("c.bin", 11)).await.unwrap();
         files.write(v, 0, b"hello world").await.unwrap();
-        let kept = files.finish(v, good, b"own").await.unwrap().unwrap();
+        let kept = finish_one(&mut files, v, good, b"own").await.unwrap();
         assert_ne!(kept, dir.join("inbox/c.bin"));
         assert_eq!(std::fs::read(dir.join("inbox/c.bin")).unwrap(), b"mine");
         assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
@@ -445,7 +605,111 @@ mod tests {
         // A PNE without an inbox takes none.
 
         let mut none = ContentFiles::new(None);
-        assert!(none.open_receive(s, "x".into()).await.is_err());
+        assert!(none.open_receive(s, one("x", 1)).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_session_of_several_items_reads_across_its_files_in_order() {
+        let dir = std::env::temp_dir().join(format!("cpns-send-items-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b, c) = (dir.join("a"), dir.join("b"), dir.join("c"));
+        std::fs::write(&a, b"0123").unwrap();
+        std::fs::write(&b, b"45").unwrap();
+        std::fs::write(&c, b"6789").unwrap();
+        let mut files = ContentFiles::new(None);
+        let s = DeliveryId::from_bytes([6; 16]);
+        files.send_from(s, vec![(a, 4), (b, 2), (c, 4)]);
+        // Within one file, across one boundary, across two.
+        assert_eq!(files.read(s, 1, 2).await.unwrap(), b"12");
+        assert_eq!(files.read(s, 3, 2).await.unwrap(), b"34");
+        assert_eq!(files.read(s, 2, 6).await.unwrap(), b"234567");
+        assert_eq!(files.read(s, 0, 10).await.unwrap(), b"0123456789");
+        let why = files.read(s, 8, 4).await.unwrap_err();
+        assert!(why.contains("past the end"), "{why}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_item_of_a_session_is_kept_or_discarded_on_its_own_and_resumes_where_whole() {
+        let dir = std::env::temp_dir().join(format!("cpns-recv-items-{}", std::process::id()));
+        let inbox = dir.join("inbox");
+        let mut files = ContentFiles::new(Some(inbox.clone()));
+        let s = DeliveryId::from_bytes([8; 16]);
+        let items = || {
+            vec![
+                ReceiveItem {
+                    name: "film.mp4".into(),
+                    size: 6,
+                },
+                ReceiveItem {
+                    name: "film.srt".into(),
+                    size: 5,
+                },
+                ReceiveItem {
+                    name: "film.jpg".into(),
+                    size: 3,
+                },
+            ]
+        };
+        assert_eq!(files.open_receive(s, items()).await.unwrap(), 0);
+        // A chunk across the first item's end and into the second.
+        files.write(s, 0, b"moviessu").await.unwrap();
+        // Opened again (a dropped link): the first is whole, the second holds two bytes.
+        assert_eq!(files.open_receive(s, items()).await.unwrap(), 8);
+        files.write(s, 8, b"btijpg").await.unwrap();
+        let why = files.write(s, 14, b"x").await.unwrap_err();
+        assert!(why.contains("past the session's end"), "{why}");
+        let sha = |b: &[u8]| -> [u8; 32] { sha2::Sha256::digest(b).into() };
+        // The poster's hash offered is another: it alone is not kept.
+        let kept = files
+            .finish(s, &[sha(b"movies"), sha(b"subti"), sha(b"other")], b"own")
+            .await
+            .unwrap();
+        assert_eq!(
+            kept,
+            [
+                Some(inbox.join("film.mp4")),
+                Some(inbox.join("film.srt")),
+                None
+            ]
+        );
+        assert_eq!(std::fs::read(inbox.join("film.mp4")).unwrap(), b"movies");
+        assert_eq!(std::fs::read(inbox.join("film.srt")).unwrap(), b"subti");
+        assert_eq!(
+            std::fs::read(inbox.join("film.mp4.specific")).unwrap(),
+            b"own"
+        );
+        assert!(!inbox.join("film.jpg").exists());
+        let left: Vec<_> = std::fs::read_dir(&inbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".part"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A later item holding bytes while an earlier one is not whole is emptied: only what
+        // follows on from the start counts.
+        let t = DeliveryId::from_bytes([9; 16]);
+        std::fs::write(inbox.join(format!("{t}.1.part")), b"stale").unwrap();
+        assert_eq!(files.open_receive(t, items()).await.unwrap(), 0);
+        assert_eq!(
+            std::fs::metadata(inbox.join(format!("{t}.1.part")))
+                .unwrap()
+                .len(),
+            0
+        );
+        // Hashes for another number of items: refused, and its partial files gone.
+        let why = files.finish(t, &[sha(b"x")], &[]).await.unwrap_err();
+        assert!(why.contains("1 hashes offered for 3 items"), "{why}");
+        assert!(!inbox.join(format!("{t}.part")).exists());
+        assert!(!inbox.join(format!("{t}.1.part")).exists());
+        // An item's partial file longer than the item: refused.
+        let u = DeliveryId::from_bytes([10; 16]);
+        std::fs::write(inbox.join(format!("{u}.part")), b"too long!").unwrap();
+        let why = files.open_receive(u, items()).await.unwrap_err();
+        assert!(why.contains("holds more than"), "{why}");
+        files.discard(u).await;
+        assert!(!inbox.join(format!("{u}.part")).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

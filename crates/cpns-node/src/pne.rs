@@ -180,7 +180,7 @@ enum Ask {
     SendContent(PnId, Vec<u8>),
     Directory(DirectoryAsk),
     Group(GroupAsk),
-    Deliver(Box<cpns_wire::DeliveryOffer>, std::path::PathBuf),
+    Deliver(Box<cpns_wire::DeliveryOffer>, Vec<std::path::PathBuf>),
     /// Declare the contents held now.
     Contents(Vec<cpns_wire::ContentItem>),
     /// Ask a member for content (pull).
@@ -516,15 +516,27 @@ impl PneHandle {
         self.run(Ask::Group(ask)).await
     }
 
-    /// Offers the content of `path` as `offer` (004 §5.5.8): `Ok` with
-    /// [`Outcome::DeliveryGranted`] once the server set the session up; the content then moves
-    /// as the targets accept, told by the delivery events.
+    /// Offers the content of `paths` as `offer` (004 §5.5.8): one file for each item, in
+    /// order (the first, then each of `offer.more`). `Ok` with [`Outcome::DeliveryGranted`]
+    /// once the server set the session up; the content then moves as the targets accept, told
+    /// by the delivery events.
     pub async fn deliver(
         &self,
         offer: cpns_wire::DeliveryOffer,
-        path: std::path::PathBuf,
+        paths: Vec<std::path::PathBuf>,
     ) -> Result<Outcome, NodeError> {
-        self.run(Ask::Deliver(Box::new(offer), path)).await
+        if paths.len() != 1 + offer.more.len() {
+            let why = format!(
+                "{} files for an offer of {} items",
+                paths.len(),
+                1 + offer.more.len()
+            );
+            return Err(NodeError::Rejected(cpns_wire::ErrorBody::new(
+                cpns_wire::ErrorCode::BadRequest,
+                why,
+            )));
+        }
+        self.run(Ask::Deliver(Box::new(offer), paths)).await
     }
 
     /// Asks a member for content it declared it holds (004 §5.5.8.2, pull), end to end: `Ok`
@@ -900,7 +912,8 @@ struct Link<S> {
     /// The files of its deliveries.
     files: crate::content_files::ContentFiles,
     /// The file each delivery offer waiting for its grant sends.
-    offer_paths: BTreeMap<CommandId, std::path::PathBuf>,
+    /// The files of each offer not answered yet, each with its size as offered.
+    offer_paths: BTreeMap<CommandId, Vec<(std::path::PathBuf, u64)>>,
     /// Requests for content (pull) to answer from the shared directory.
     pulls: Vec<Pull>,
 }
@@ -1027,10 +1040,11 @@ impl<S: DeviceStore> Link<S> {
             suite: None,
             group: None,
             user: None,
+            more: Vec::new(),
         };
         match self.session.offer_delivery(Instant::now(), &offer) {
             Ok(id) => {
-                self.offer_paths.insert(id, path);
+                self.offer_paths.insert(id, vec![(path, offer.size)]);
             }
             Err(e) => warn!(error = %e, "a pull not answered"),
         }
@@ -1123,8 +1137,8 @@ impl<S: DeviceStore> Link<S> {
                     let read = self.files.read(session, offset, len).await;
                     self.session.handle_chunk_read(session, offset, read);
                 }
-                PneOutput::OpenReceive { session, name, .. } => {
-                    let opened = self.files.open_receive(session, name).await;
+                PneOutput::OpenReceive { session, items, .. } => {
+                    let opened = self.files.open_receive(session, items).await;
                     self.session
                         .handle_receive_opened(Instant::now(), session, opened);
                 }
@@ -1142,14 +1156,14 @@ impl<S: DeviceStore> Link<S> {
                     sha256,
                     specific,
                 } => {
-                    let finished = self.files.finish(session, sha256, &specific).await;
-                    if let Ok(Some(path)) = &finished {
+                    let finished = self.files.finish(session, &sha256, &specific).await;
+                    for path in finished.iter().flatten().flatten() {
                         tracing::info!(%session, path = %path.display(), "delivery kept");
                     }
                     self.session.handle_receive_finished(
                         Instant::now(),
                         session,
-                        finished.map(|kept| kept.is_some()),
+                        finished.map(|kept| kept.iter().map(Option::is_some).collect()),
                     );
                 }
                 PneOutput::DiscardReceive { session } => self.files.discard(session).await,
@@ -1357,10 +1371,13 @@ impl<S: DeviceStore> Link<S> {
             Ask::Contents(items) => s.declare_contents(now, items),
             Ask::Request(req) => s.request_delivery(now, &req),
             Ask::Message(m) => s.send_message(now, &m),
-            Ask::Deliver(offer, path) => {
+            Ask::Deliver(offer, paths) => {
                 let started = s.offer_delivery(now, &offer);
                 if let Ok(id) = &started {
-                    self.offer_paths.insert(*id, path);
+                    let sizes =
+                        std::iter::once(offer.size).chain(offer.more.iter().map(|i| i.size));
+                    self.offer_paths
+                        .insert(*id, paths.into_iter().zip(sizes).collect());
                 }
                 started
             }

@@ -780,40 +780,38 @@ pub(crate) async fn persist<S: ServerStore>(
         }
         ServerEffect::OpenDelivery {
             session,
-            service_id,
+            items,
             source,
             pn_id,
-            name,
-            size,
             targets,
-            per_mb,
             now_ms,
             also,
         } => {
             let parts = std::iter::once((session, pn_id, targets))
                 .chain(also.into_iter().map(|p| (p.session, p.pn_id, p.targets)));
-            let records: Vec<cpns_store::DeliveryRecord> = parts
-                .flat_map(|(session, pn_id, targets)| {
-                    targets.into_iter().map(move |t| (session, pn_id, t))
-                })
-                .map(
-                    |(session, pn_id, (target, charged))| cpns_store::DeliveryRecord {
-                        session,
-                        target,
-                        service_id: service_id.clone(),
-                        source: source.clone(),
-                        pn_id,
-                        charged,
-                        name: name.clone(),
-                        size,
-                        bytes: 0,
-                        started_at: now_ms,
-                        ended_at: None,
-                        result: None,
-                        per_mb,
-                    },
-                )
-                .collect();
+            let mut records = Vec::new();
+            for (session, pn_id, targets) in parts {
+                for (target, charged) in targets {
+                    for (item, it) in (0u32..).zip(&items) {
+                        records.push(cpns_store::DeliveryRecord {
+                            session,
+                            target: target.clone(),
+                            item,
+                            service_id: it.service_id.clone(),
+                            source: source.clone(),
+                            pn_id,
+                            charged: charged.clone(),
+                            name: it.name.clone(),
+                            size: it.size,
+                            bytes: 0,
+                            started_at: now_ms,
+                            ended_at: None,
+                            result: None,
+                            per_mb: it.per_mb,
+                        });
+                    }
+                }
+            }
             store.open_delivery(&records).await.map_err(err)?;
             Ok(Persisted::Done)
         }
@@ -825,11 +823,11 @@ pub(crate) async fn persist<S: ServerStore>(
             session,
             target,
             bytes,
-            result,
+            results,
             now_ms,
         } => {
             let closed = store
-                .close_delivery(&session, &target, bytes, result, now_ms)
+                .close_delivery(&session, &target, bytes, &results, now_ms)
                 .await
                 .map_err(err)?;
             Ok(Persisted::Removed(closed))

@@ -269,6 +269,10 @@ pub struct DeliveryRecord {
     pub session: cpns_wire::DeliveryId,
     /// The target.
     pub target: EntityId,
+    /// The item's place in its session (0 the first): a session carries one or more items,
+    /// each delivered as its own service (004 §5.5.8.2, "Supporting single/multiple
+    /// services").
+    pub item: u32,
     /// The service it was delivered as.
     pub service_id: String,
     /// The source.
@@ -277,11 +281,11 @@ pub struct DeliveryRecord {
     pub pn_id: PnId,
     /// The user charged: the target's.
     pub charged: UserId,
-    /// The content's name.
+    /// The item's name.
     pub name: String,
     /// Its size.
     pub size: u64,
-    /// Bytes the target said it received (0 while open).
+    /// Bytes of it the target said it received (0 while open).
     pub bytes: u64,
     /// When the session was set up.
     pub started_at: UnixMillis,

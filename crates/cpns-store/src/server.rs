@@ -363,21 +363,24 @@ pub trait ServerStore: Send + Sync + 'static {
         group_id: &cpns_wire::GroupId,
     ) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Opens a delivery session's records, one per target, in one transaction (004 §5.5.8).
-    /// [`StoreError::Conflict`] if the session has records already.
+    /// Opens a delivery session's records, one per target and item, in one transaction (004
+    /// §5.5.8). [`StoreError::Conflict`] if the session has records already.
     fn open_delivery(&self, records: &[DeliveryRecord]) -> impl Future<Output = Result<()>> + Send;
 
-    /// Ends `target`'s part of `session`: the bytes it received and how it ended. False if it
-    /// has no open record (none, or ended already): nothing changes. A part that ends
-    /// delivered (result 1) of a chargeable session (`per_mb`) writes its charging record in
-    /// the same transaction: to the user charged, with the PN's owner when that is another
-    /// user, `cpns_wire::charge_units(per_mb, bytes)` units.
+    /// Ends `target`'s part of `session`: the bytes it received from the session's start, and
+    /// how each item ended (`results[i]` for item `i`; one result: every item's). Each item's
+    /// record gets the bytes of it among those (items follow one another in order). False if
+    /// the target has no open record (none, or ended already): nothing changes;
+    /// [`StoreError::Conflict`] if `results` is empty or names another number of items. An
+    /// item that ends delivered (result 1) with a tariff (`per_mb`) writes its charging record
+    /// in the same transaction: to the user charged, with the PN's owner when that is another
+    /// user, `cpns_wire::charge_units(per_mb, size)` units.
     fn close_delivery(
         &self,
         session: &cpns_wire::DeliveryId,
         target: &EntityId,
         bytes: u64,
-        result: u32,
+        results: &[u32],
         ended_at: UnixMillis,
     ) -> impl Future<Output = Result<bool>> + Send;
 

@@ -93,6 +93,7 @@ mod server {
         a_users_devices_are_reached_in_every_pn_they_are_proven_in,
         delivery_records_open_once_close_once_and_read_by_user,
         a_delivered_chargeable_part_is_charged_to_its_user,
+        a_sessions_items_are_recorded_ended_and_charged_each,
     );
 }
 

@@ -121,6 +121,11 @@ pub(crate) struct PushArgs {
     /// `requires`, e.g. '{"has_ui":true}') and is online.
     #[arg(long, value_name = "JSON")]
     requires: Option<String>,
+    /// Several services in one session: one more item, FILE delivered as service SERVICE
+    /// after the others (its name the file's, its media type `application/octet-stream`, or
+    /// TYPE with SERVICE:TYPE=FILE); again for each item, at most 7.
+    #[arg(long, value_name = "SERVICE=FILE")]
+    also: Vec<String>,
 }
 
 /// `cpns content`.
@@ -244,7 +249,12 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         requires,
         group,
         user,
+        also,
     } = a;
+    let more = also
+        .iter()
+        .map(|s| item_file(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
     let on_server = t.data_dir.is_some();
     if on_server && (group.is_some() || user.is_some()) {
@@ -288,6 +298,7 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
         requires,
         group,
         user: user.clone(),
+        more,
     };
     // With --wait, the events are followed from before the offer, so none of it is missed: a
     // PNE's from its event stream, the server's on the request's own answer.
@@ -413,6 +424,27 @@ async fn push(t: &Target, a: PushArgs) -> anyhow::Result<()> {
 }
 
 /// A `--specific TARGET=FILE`: the target and the file as an absolute path.
+/// One more item of a delivery, from `SERVICE=FILE` or `SERVICE:TYPE=FILE`.
+fn item_file(s: &str) -> anyhow::Result<cpns_control::DeliverItem> {
+    let (service, file) = s
+        .split_once('=')
+        .with_context(|| format!("--also {s}: say SERVICE=FILE or SERVICE:TYPE=FILE"))?;
+    let (service, media_type) = match service.split_once(':') {
+        Some((service, media_type)) => (service, Some(media_type.to_string())),
+        None => (service, None),
+    };
+    if service.is_empty() {
+        anyhow::bail!("--also {s}: name the service it is delivered as, SERVICE=FILE");
+    }
+    let file = std::fs::canonicalize(file).with_context(|| format!("--also {s}"))?;
+    Ok(cpns_control::DeliverItem {
+        file: file.to_string_lossy().into_owned(),
+        service_id: Some(service.to_string()),
+        name: None,
+        media_type,
+    })
+}
+
 fn specific_file(s: &str) -> anyhow::Result<cpns_control::SpecificFile> {
     let (to, file) = s
         .split_once('=')

@@ -524,9 +524,10 @@ async fn services(
         suite: None,
         group: None,
         user: None,
+        more: Vec::new(),
     };
     let mut tv_events = tv.events();
-    phone.deliver(offer, path).await.map_err(err)?;
+    phone.deliver(offer, vec![path]).await.map_err(err)?;
     let received = async {
         loop {
             match tv_events.recv().await {

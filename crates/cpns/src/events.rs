@@ -92,6 +92,8 @@ enum Value {
     Bool(bool),
     /// A count or a number of seconds.
     Number(u64),
+    /// The items after the first of a delivery (several services in one session).
+    Items(Vec<cpns_wire::DeliveryItem>),
 }
 
 /// One field of an event.
@@ -426,25 +428,41 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
             owner,
             name,
             size,
+            more,
             ..
-        } => Described::new("delivery_offered")
-            .text("session", session)
-            .text("source", source)
-            .text("owner", owner)
-            .text("name", name)
-            .field("size", "bytes", Value::Number(*size)),
+        } => {
+            let d = Described::new("delivery_offered")
+                .text("session", session)
+                .text("source", source)
+                .text("owner", owner)
+                .text("name", name)
+                .field("size", "bytes", Value::Number(*size));
+            if more.is_empty() {
+                d
+            } else {
+                d.field("more", "then", Value::Items(more.clone()))
+            }
+        }
         PneEvent::DeliveryReceived {
             session,
             from,
             name,
             bytes,
             specific,
-        } => Described::new("delivery_received")
-            .text("session", session)
-            .text("from", from)
-            .text("name", name)
-            .field("bytes", "bytes", Value::Number(*bytes))
-            .field("specific", "bytes of its own", Value::Number(*specific)),
+            more,
+        } => {
+            let d = Described::new("delivery_received")
+                .text("session", session)
+                .text("from", from)
+                .text("name", name)
+                .field("bytes", "bytes", Value::Number(*bytes))
+                .field("specific", "bytes of its own", Value::Number(*specific));
+            if more.is_empty() {
+                d
+            } else {
+                d.field("more", "and", Value::List(more.clone()))
+            }
+        }
         PneEvent::MessageReceived {
             from,
             service_id,
@@ -1042,6 +1060,14 @@ pub(crate) fn line(ts: &DateTime<FixedOffset>, d: &Described) -> String {
             Value::List(items) => out.push_str(&list(items.iter().map(|s| quoted(s)))),
             Value::Bool(b) => out.push_str(if *b { "yes" } else { "no" }),
             Value::Number(n) => out.push_str(&n.to_string()),
+            Value::Items(items) => out.push_str(&list(items.iter().map(|i| {
+                format!(
+                    "{} ({}, {} bytes)",
+                    quoted(&i.name),
+                    quoted(&i.service_id),
+                    i.size
+                )
+            }))),
         }
     }
     out
@@ -1089,6 +1115,18 @@ impl Serialize for Value {
             Value::List(items) => items.serialize(s),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Number(n) => s.serialize_u64(*n),
+            Value::Items(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    seq.serialize_element(&serde_json::json!({
+                        "service_id": i.service_id,
+                        "name": i.name,
+                        "media_type": i.media_type,
+                        "size": i.size,
+                    }))?;
+                }
+                seq.end()
+            }
         }
     }
 }

@@ -539,10 +539,19 @@ fn print_event(e: &Event) {
             owner,
             name,
             size,
+            more,
             ..
         } => println!(
-            "delivery {session} offered by {source} ({owner}): \"{}\", {size} bytes",
-            name.escape_debug()
+            "delivery {session} offered by {source} ({owner}): \"{}\", {size} bytes{}",
+            name.escape_debug(),
+            more.iter()
+                .map(|i| format!(
+                    ", then \"{}\" as {}, {} bytes",
+                    i.name.escape_debug(),
+                    i.service_id.escape_debug(),
+                    i.size
+                ))
+                .collect::<String>()
         ),
         Event::DeliveryReceived {
             session,
@@ -550,10 +559,19 @@ fn print_event(e: &Event) {
             name,
             bytes,
             specific,
+            more,
         } => println!(
-            "delivery {session} from {from} received: \"{}\", {bytes} bytes, its hash \
+            "delivery {session} from {from} received: \"{}\"{}, {bytes} bytes, {} \
              checked{}",
             name.escape_debug(),
+            more.iter()
+                .map(|n| format!(", \"{}\"", n.escape_debug()))
+                .collect::<String>(),
+            if more.is_empty() {
+                "its hash"
+            } else {
+                "each hash"
+            },
             if *specific > 0 {
                 format!(" (and {specific} bytes for this PNE only)")
             } else {

@@ -912,6 +912,151 @@ async fn a_pne_pulls_content_another_declared_and_shares() {
     );
 }
 
+/// Several services in one session (004 §5.5.8.2; docs/services.md, "Several services in one
+/// session"): a film with its subtitles and poster, pushed as three items of one session; the
+/// TV keeps each under its name, and the server records each as its own service with its own
+/// bytes. An item that cannot be read, or two items of one name, start nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_services_arrive_in_one_session_each_kept_and_recorded() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .start();
+    let (_phone, mut members, _pn) = w.pn_with("phone", &["tv"]);
+    let film = content(200_000);
+    let subs = b"1\n00:00:01,000 --> 00:00:02,000\nHello\n".to_vec();
+    let poster = content(70_001);
+    let (film_path, subs_path, poster_path) =
+        (w.path("film.mp4"), w.path("film.srt"), w.path("film.jpg"));
+    std::fs::write(&film_path, &film).unwrap();
+    std::fs::write(&subs_path, &subs).unwrap();
+    std::fs::write(&poster_path, &poster).unwrap();
+    let phone_db = w.store("phone");
+    let also_subs = format!("subtitles:application/x-subrip={}", s(&subs_path));
+    let also_poster = format!("poster={}", s(&poster_path));
+    let out = cpns(&[
+        "content",
+        "push",
+        s(&film_path),
+        "--to",
+        "tv",
+        "--service",
+        "video",
+        "--also",
+        &also_subs,
+        "--also",
+        &also_poster,
+        "--wait",
+        "--json",
+        "--store",
+        s(&phone_db),
+    ]);
+    let lines = json_lines(&out);
+    let session = text(&lines[0]["session"]);
+    let total = (film.len() + subs.len() + poster.len()) as u64;
+    assert_eq!(lines[0]["size"], total, "{out}");
+    assert_eq!(lines.last().unwrap()["event"], "delivery_sent", "{out}");
+
+    let tv = &mut members[0];
+    let offered = tv.expect_event_where("delivery_offered", |v| v["session"] == session.as_str());
+    assert_eq!(offered["size"], film.len() as u64);
+    let more = offered["more"].as_array().unwrap();
+    let named: Vec<(String, String, String)> = more
+        .iter()
+        .map(|m| {
+            (
+                text(&m["service_id"]),
+                text(&m["name"]),
+                text(&m["media_type"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (
+                "subtitles".into(),
+                "film.srt".into(),
+                "application/x-subrip".into()
+            ),
+            (
+                "poster".into(),
+                "film.jpg".into(),
+                "application/octet-stream".into()
+            )
+        ]
+    );
+    let got = tv.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+    assert_eq!(got["bytes"], total);
+    assert_eq!(got["more"], serde_json::json!(["film.srt", "film.jpg"]));
+    let mut inbox = w.store("tv").into_os_string();
+    inbox.push(".inbox");
+    let inbox = std::path::PathBuf::from(inbox);
+    assert_eq!(std::fs::read(inbox.join("film.mp4")).unwrap(), film);
+    assert_eq!(std::fs::read(inbox.join("film.srt")).unwrap(), subs);
+    assert_eq!(std::fs::read(inbox.join("film.jpg")).unwrap(), poster);
+
+    // A record per item: its service, its own size and bytes, delivered.
+    assert!(
+        records_closed(&w, 3).await,
+        "the records were not closed within 30 s"
+    );
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    store.close().await;
+    let rows: Vec<(u32, String, u64, u64, Option<u32>)> = records
+        .iter()
+        .map(|r| (r.item, r.service_id.clone(), r.size, r.bytes, r.result))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (0, "video".into(), 200_000, 200_000, Some(1)),
+            (
+                1,
+                "subtitles".into(),
+                subs.len() as u64,
+                subs.len() as u64,
+                Some(1)
+            ),
+            (2, "poster".into(), 70_001, 70_001, Some(1)),
+        ]
+    );
+
+    // An item that is not there, and two items of one name: refused, nothing starts.
+    let missing = format!("poster={}", s(&w.path("none.jpg")));
+    let out = run(&[
+        "content",
+        "push",
+        s(&film_path),
+        "--to",
+        "tv",
+        "--also",
+        &missing,
+        "--store",
+        s(&phone_db),
+    ]);
+    assert!(!out.status.success());
+    let twice = format!("poster={}", s(&film_path));
+    let out = run(&[
+        "content",
+        "push",
+        s(&film_path),
+        "--to",
+        "tv",
+        "--also",
+        &twice,
+        "--store",
+        s(&phone_db),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("two items are named \"film.mp4\""), "{err}");
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    assert_eq!(store.deliveries(None, None).await.unwrap().len(), 3);
+    store.close().await;
+}
+
 /// Whether the server's `n` delivery records are all closed within 30 s (a target's end
 /// reaches the server by its own secure call, which its source's word may overtake).
 async fn records_closed(w: &World, n: usize) -> bool {

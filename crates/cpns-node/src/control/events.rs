@@ -188,6 +188,7 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             name,
             media_type,
             size,
+            more,
         } => vec![Event::DeliveryOffered {
             session: *session,
             source: source.clone(),
@@ -196,6 +197,15 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             name: name.clone(),
             media_type: media_type.clone(),
             size: *size,
+            more: more
+                .iter()
+                .map(|i| cpns_control::OfferedItem {
+                    service_id: i.service_id.clone(),
+                    name: i.name.clone(),
+                    media_type: i.media_type.clone(),
+                    size: i.size,
+                })
+                .collect(),
         }],
         PneEvent::DeliveryReceived {
             session,
@@ -203,12 +213,14 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             name,
             bytes,
             specific,
+            more,
         } => vec![Event::DeliveryReceived {
             session: *session,
             from: from.clone(),
             name: name.clone(),
             bytes: *bytes,
             specific: *specific,
+            more: more.clone(),
         }],
         PneEvent::DeliverySent { session, delivered } => vec![Event::DeliverySent {
             session: *session,

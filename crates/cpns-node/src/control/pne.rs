@@ -406,8 +406,10 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 requires,
                 group,
                 user,
+                more,
             } if specific.is_empty() => {
                 let offer = Offered {
+                    more,
                     service_id,
                     name,
                     media_type,
@@ -507,8 +509,9 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
         }
     }
 
-    /// Pushes the content of `file` (004 §5.5.8): its size and SHA-256 read here, a block at a
-    /// time, then offered; answered once the server set the session up.
+    /// Pushes the content of `file`, and of each item's after it (004 §5.5.8): their sizes and
+    /// SHA-256 read here, a block at a time, then offered; answered once the server set the
+    /// session up, with the session's size (every item's).
     async fn deliver(
         &self,
         file: String,
@@ -522,6 +525,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             user,
             held,
             requires,
+            more,
         }: Offered,
     ) -> Result<Response, ApiError> {
         let path = std::path::PathBuf::from(&file);
@@ -534,6 +538,9 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             .await
             .map_err(ApiError::bad_request)?;
         let name = name.unwrap_or_else(|| crate::content_files::name_of(&path));
+        let (more, files) = crate::content_files::offered_items(more)
+            .await
+            .map_err(ApiError::bad_request)?;
         let offer = cpns_wire::DeliveryOffer {
             service_id: service_id.unwrap_or_else(|| "content".into()),
             targets: to,
@@ -548,11 +555,16 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             suite: None,
             group,
             user,
+            more,
         };
-        match self.handle.deliver(offer, path).await.map_err(api_error)? {
+        let total = offer.total();
+        let paths = std::iter::once(path)
+            .chain(files.into_iter().map(|(p, _)| p))
+            .collect();
+        match self.handle.deliver(offer, paths).await.map_err(api_error)? {
             Outcome::DeliveryGranted { session, also, .. } => Ok(Response::Deliver {
                 session,
-                size,
+                size: total,
                 sha256: hex::encode(sha256),
                 also,
             }),
@@ -927,4 +939,6 @@ struct Offered {
     held: bool,
     /// By capability: the requirements, JSON (empty: none).
     requires: Vec<u8>,
+    /// The items after the first (several services in one session).
+    more: Vec<cpns_control::DeliverItem>,
 }

@@ -183,6 +183,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                 requires,
                 group,
                 user,
+                more,
             } => {
                 if held || requires.is_some() || group.is_some() || user.is_some() {
                     return ApiError::bad_request(
@@ -220,6 +221,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                         .into_iter()
                         .map(|s| (s.to, s.file.into()))
                         .collect(),
+                    more,
                 };
                 return match h.deliver(d, wait).await {
                     Ok(started) => {

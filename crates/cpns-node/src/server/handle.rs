@@ -133,6 +133,8 @@ pub struct DeliverFromOutside {
     pub media_type: String,
     /// Parts for one target only: the target and the file holding its part.
     pub specific: Vec<(EntityId, PathBuf)>,
+    /// The items after the first (several services in one session).
+    pub more: Vec<cpns_control::DeliverItem>,
 }
 
 /// A delivery from outside, set up.
@@ -140,9 +142,9 @@ pub struct DeliverFromOutside {
 pub struct DeliveryStarted {
     /// The session.
     pub session: DeliveryId,
-    /// The content's size.
+    /// The session's size: every item's.
     pub size: u64,
-    /// Its SHA-256.
+    /// The first item's SHA-256.
     pub sha256: [u8; 32],
     /// The session's events, if followed: its stream ends with the session.
     pub events: Option<mpsc::Receiver<cpns_control::Event>>,
@@ -162,6 +164,9 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
     ) -> Result<DeliveryStarted, ErrorBody> {
         let bad = |what: String| ErrorBody::new(ErrorCode::BadRequest, what);
         let (size, sha256) = crate::content_files::digest(&d.file).await.map_err(bad)?;
+        let (more, files) = crate::content_files::offered_items(d.more)
+            .await
+            .map_err(bad)?;
         let mut specific = Vec::new();
         for (to, path) in &d.specific {
             let len = tokio::fs::metadata(path)
@@ -203,9 +208,12 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 suite: Some(cpns_crypto::Suite::local_preference()[0].code()),
                 group: None,
                 user: None,
+                more,
             },
             specific,
         };
+        let total = delivery.offer.total();
+        let files = std::iter::once((d.file, size)).chain(files).collect();
         let (tx, rx) = mpsc::channel(FOLLOWER_QUEUE);
         let follower = follow.then(|| Follower {
             events: tx,
@@ -216,7 +224,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
         let (reply, answer) = oneshot::channel();
         let letter = PeerMsg::Deliver {
             delivery: Box::new(delivery),
-            file: d.file,
+            files,
             reply,
             follower,
         };
@@ -248,7 +256,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
         };
         Ok(DeliveryStarted {
             session,
-            size,
+            size: total,
             sha256,
             events: follow.then_some(rx),
         })

@@ -153,10 +153,10 @@ pub(super) enum PeerMsg {
         route: Box<cpns_wire::DeliveryRoute>,
     },
     /// Deliver content from outside to members of a PN this session's PN GW serves (004
-    /// §5.5.8.1), read from `file`.
+    /// §5.5.8.1), read from `files` (one per item, each with its size as offered).
     Deliver {
         delivery: Box<cpns_proto::server::ExternalDelivery>,
-        file: std::path::PathBuf,
+        files: Vec<(std::path::PathBuf, u64)>,
         reply: super::outbound::StartReply,
         follower: Option<super::outbound::Follower>,
     },
@@ -355,11 +355,11 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 PeerMsg::Relay { session: id, msg } => session.relayed(id, msg),
                 PeerMsg::Deliver {
                     delivery,
-                    file,
+                    files,
                     reply,
                     follower,
                 } => {
-                    let ask = end.outbound.ask(file, reply, follower);
+                    let ask = end.outbound.ask(files, reply, follower);
                     session.deliver(now, *delivery, ask);
                 }
             }

@@ -17,7 +17,7 @@ pub(super) type StartReply = oneshot::Sender<Result<DeliveryId, ErrorBody>>;
 
 /// A delivery asked of this session and not set up yet.
 struct Pending {
-    file: PathBuf,
+    files: Vec<(PathBuf, u64)>,
     reply: StartReply,
     follower: Option<Follower>,
 }
@@ -38,10 +38,11 @@ pub(super) struct Outbound {
 }
 
 impl Outbound {
-    /// A delivery of `file` is asked: the number its set-up is answered with.
+    /// A delivery of `files` (one per item, each with its size) is asked: the number its
+    /// set-up is answered with.
     pub(super) fn ask(
         &mut self,
-        file: PathBuf,
+        files: Vec<(PathBuf, u64)>,
         reply: StartReply,
         follower: Option<Follower>,
     ) -> u64 {
@@ -49,7 +50,7 @@ impl Outbound {
         self.pending.insert(
             self.next,
             Pending {
-                file,
+                files,
                 reply,
                 follower,
             },
@@ -71,7 +72,7 @@ impl Outbound {
             return session;
         }
         if let Some(session) = session {
-            self.files.send_from(session, p.file);
+            self.files.send_from(session, p.files);
             if let Some(f) = p.follower {
                 self.followers.insert(session, f);
             }

@@ -462,6 +462,7 @@ impl Gateway {
                         target: target.clone(),
                         bytes: have.unwrap_or(0),
                         result: cpns_wire::DeliveryResult::Failed,
+                        items: Vec::new(),
                     })
                     .collect();
                 for done in ends {

@@ -102,6 +102,26 @@ impl KeptDeliveries {
     }
 }
 
+/// One item of a session this PNE receives, as its driver keeps it ([`PneOutput::OpenReceive`]):
+/// a file of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveItem {
+    /// Its name, as the source gave it (not a path: the driver names the file).
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Each item of `invite`, in order: the first, which its own fields describe, then `more`.
+fn items(invite: &DeliveryInvite) -> impl Iterator<Item = (&str, u64, [u8; 32])> {
+    std::iter::once((invite.name.as_str(), invite.size, invite.sha256.0)).chain(
+        invite
+            .more
+            .iter()
+            .map(|i| (i.name.as_str(), i.size, i.sha256.0)),
+    )
+}
+
 /// Sessions a PNE receives at once; an offer past them is declined.
 pub const MAX_RECEIVING: usize = 8;
 
@@ -422,6 +442,7 @@ impl PneSession {
             name: invite.name,
             media_type: invite.media_type,
             size: invite.size,
+            more: invite.more,
         });
         if full {
             return self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
@@ -459,11 +480,17 @@ impl PneSession {
         if !r.paused {
             r.idle_until = self.now.map(|n| n + self.cfg.timeouts.flow * 2);
         }
-        let (size, name) = (r.invite.size, r.invite.name.clone());
+        let size = r.invite.total();
+        let items = items(&r.invite)
+            .map(|(name, size, _)| ReceiveItem {
+                name: name.to_string(),
+                size,
+            })
+            .collect();
         self.out.push_back(PneOutput::OpenReceive {
             session,
             size,
-            name,
+            items,
         });
     }
 
@@ -535,7 +562,7 @@ impl PneSession {
             return;
         }
         match opened {
-            Ok(have) if have <= r.invite.size => {
+            Ok(have) if have <= r.invite.total() => {
                 r.have = have;
                 r.acked = have;
                 r.state = Recv::Taking;
@@ -582,11 +609,12 @@ impl PneSession {
             }
             return;
         }
+        let total = r.invite.total();
         let b = ChunkBinding {
             session: m.session.as_bytes(),
             part: "",
             offset: m.offset,
-            total: r.invite.size,
+            total,
         };
         let too_big = m.sealed.len() > r.invite.chunk as usize + CHUNK_OVERHEAD;
         let opened = if too_big {
@@ -594,8 +622,7 @@ impl PneSession {
         } else {
             r.sealer.open_owned(&b, m.sealed).ok()
         };
-        let Some(plain) =
-            opened.filter(|p| !p.is_empty() && m.offset + p.len() as u64 <= r.invite.size)
+        let Some(plain) = opened.filter(|p| !p.is_empty() && m.offset + p.len() as u64 <= total)
         else {
             let why = format!(
                 "the chunk at {} did not open under the session's key: it was altered on the way",
@@ -646,7 +673,7 @@ impl PneSession {
         let Some(r) = self.deliveries.receiving.get_mut(&session) else {
             return;
         };
-        let done = r.have == r.invite.size;
+        let done = r.have == r.invite.total();
         if done || r.have > r.acked {
             r.acked = r.have;
             let ack = DeliveryAck {
@@ -659,7 +686,7 @@ impl PneSession {
                 r.state = Recv::Checking;
                 r.idle_until = None;
             }
-            let sha256 = r.invite.sha256;
+            let sha256 = items(&r.invite).map(|(_, _, h)| h).collect();
             let specific = if done {
                 r.invite.specific.clone()
             } else {
@@ -671,7 +698,7 @@ impl PneSession {
             if done {
                 self.out.push_back(PneOutput::FinishReceive {
                     session,
-                    sha256: sha256.0,
+                    sha256,
                     specific,
                 });
             }
@@ -681,13 +708,13 @@ impl PneSession {
         }
     }
 
-    /// The driver checked a received session's content: whether its SHA-256 is the one
-    /// offered (kept if so, discarded if not).
+    /// The driver checked a received session's content: for each item, whether its SHA-256
+    /// is the one offered (kept if so, discarded if not).
     pub fn handle_receive_finished(
         &mut self,
         now: Instant,
         session: DeliveryId,
-        matched: Result<bool, String>,
+        matched: Result<Vec<bool>, String>,
     ) {
         let Some(r) = self.deliveries.receiving.get(&session) else {
             return;
@@ -696,17 +723,56 @@ impl PneSession {
             return;
         }
         let have = r.have;
-        match matched {
-            Ok(true) => self.end_receiving(now, session, DeliveryResult::Delivered, have, None),
-            Ok(false) => self.end_receiving(
-                now,
-                session,
-                DeliveryResult::HashMismatch,
-                have,
-                Some("its SHA-256 is not the one offered; nothing was kept".into()),
-            ),
-            Err(why) => self.end_receiving(now, session, DeliveryResult::Failed, have, Some(why)),
+        let n = 1 + r.invite.more.len();
+        let matched = match matched {
+            Ok(m) if m.len() == n => m,
+            Ok(m) => {
+                let why = format!("{} hashes checked of {n} items", m.len());
+                return self.end_receiving(now, session, DeliveryResult::Failed, have, Some(why));
+            }
+            Err(why) => {
+                return self.end_receiving(now, session, DeliveryResult::Failed, have, Some(why));
+            }
+        };
+        let results: Vec<DeliveryResult> = matched
+            .iter()
+            .map(|&ok| {
+                if ok {
+                    DeliveryResult::Delivered
+                } else {
+                    DeliveryResult::HashMismatch
+                }
+            })
+            .collect();
+        let not_kept: Vec<&str> = items(&r.invite)
+            .zip(&matched)
+            .filter(|(_, ok)| !**ok)
+            .map(|((name, _, _), _)| name)
+            .collect();
+        if not_kept.is_empty() {
+            return self.end_with(now, session, DeliveryResult::Delivered, have, None, results);
         }
+        let why = if n == 1 {
+            "its SHA-256 is not the one offered; nothing was kept".to_string()
+        } else {
+            format!(
+                "the SHA-256 of {} is not the one offered: not kept ({} of {n} items kept)",
+                not_kept
+                    .iter()
+                    .map(|s| format!("\"{}\"", s.escape_debug()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                n - not_kept.len()
+            )
+        };
+        self.end_with(
+            now,
+            session,
+            DeliveryResult::HashMismatch,
+            have,
+            Some(why),
+            results,
+        );
     }
 
     /// Ends this PNE's part of a session it receives: the PN GW (for the source) and the
@@ -719,6 +785,20 @@ impl PneSession {
         bytes: u64,
         why: Option<String>,
     ) {
+        self.end_with(now, session, result, bytes, why, Vec::new());
+    }
+
+    /// [`Self::end_receiving`], with how each item ended once every byte was checked: told to
+    /// the server (for each item's record) when the session has several.
+    fn end_with(
+        &mut self,
+        now: Instant,
+        session: DeliveryId,
+        result: DeliveryResult,
+        bytes: u64,
+        why: Option<String>,
+        items: Vec<DeliveryResult>,
+    ) {
         let Some(r) = self.deliveries.receiving.remove(&session) else {
             return;
         };
@@ -728,6 +808,11 @@ impl PneSession {
             target: self.cfg.id.clone(),
             bytes,
             result,
+            items: if r.invite.more.is_empty() {
+                Vec::new()
+            } else {
+                items
+            },
         };
         if let Some(gw) = self.pn_gateway(&r.invite.pn_id) {
             self.send_notify_to(gw, done.clone());
@@ -751,6 +836,7 @@ impl PneSession {
                 name: r.invite.name,
                 bytes,
                 specific: r.invite.specific.len() as u64,
+                more: r.invite.more.into_iter().map(|i| i.name).collect(),
             },
             _ => PneEvent::DeliveryEnded {
                 session,

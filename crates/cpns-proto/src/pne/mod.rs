@@ -22,7 +22,7 @@ mod status;
 mod usage;
 
 pub use content::{MAX_GROUP_CONTENT, Signing};
-pub use delivery::{KeptDeliveries, MAX_RECEIVING, PAUSED_LIMIT};
+pub use delivery::{KeptDeliveries, MAX_RECEIVING, PAUSED_LIMIT, ReceiveItem};
 pub use groups::{HeldGroup, MAX_SERVICE_GROUP_CONTENT};
 pub use outcome::{Gone, Outcome};
 pub use rejoin::Phase as RejoinPhase;
@@ -324,21 +324,26 @@ pub enum PneEvent {
         name: String,
         /// Its media type.
         media_type: String,
-        /// Its size.
+        /// Its size (the first item's).
         size: u64,
+        /// The items after the first (several services in one session; docs/services.md).
+        more: Vec<cpns_wire::DeliveryItem>,
     },
-    /// Every byte of a delivery this PNE received arrived, its SHA-256 the one offered.
+    /// Every byte of a delivery this PNE received arrived, each item's SHA-256 the one
+    /// offered.
     DeliveryReceived {
         /// The session.
         session: cpns_wire::DeliveryId,
         /// Its source.
         from: EntityId,
-        /// The content's name.
+        /// The content's name (the first item's).
         name: String,
-        /// Bytes received.
+        /// Bytes received (every item's).
         bytes: u64,
         /// Bytes of the part for this PNE only (0: none).
         specific: u64,
+        /// The names of the items after the first, each kept too.
+        more: Vec<String>,
     },
     /// Every target of a delivery this PNE sends ended its part: those that have every byte,
     /// its hash checked (the others were told as [`PneEvent::DeliveryEnded`]).
@@ -506,10 +511,11 @@ pub enum PneOutput {
     OpenReceive {
         /// The session.
         session: cpns_wire::DeliveryId,
-        /// The content's size.
+        /// The content's size: every item's, one after another.
         size: u64,
-        /// Its name, as the source gave it (not a path: the driver names the file).
-        name: String,
+        /// Its items, in order (one, or several services in one session): each kept as a
+        /// file of its own.
+        items: Vec<ReceiveItem>,
     },
     /// Write a chunk of a received delivery at `offset`, durably, and answer with
     /// [`PneSession::handle_chunk_written`].
@@ -521,14 +527,15 @@ pub enum PneOutput {
         /// The content.
         bytes: Vec<u8>,
     },
-    /// Every byte of a received delivery is written: check its SHA-256 against `sha256`, keep
-    /// it if it matches, discard it if not, and answer with
-    /// [`PneSession::handle_receive_finished`].
+    /// Every byte of a received delivery is written: check each item's SHA-256 against
+    /// `sha256`, keep each that matches, discard each that does not, and answer with
+    /// [`PneSession::handle_receive_finished`], a match for each item.
     FinishReceive {
         /// The session.
         session: cpns_wire::DeliveryId,
-        /// The SHA-256 offered.
-        sha256: [u8; 32],
+        /// The SHA-256 offered of each item, in order: each is checked, kept or discarded on
+        /// its own.
+        sha256: Vec<[u8; 32]>,
         /// The part of the delivery for this PNE only, kept beside the content if it is kept
         /// (empty: none; docs/services.md, "Delivery from outside a PN").
         specific: Vec<u8>,

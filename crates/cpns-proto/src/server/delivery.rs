@@ -24,6 +24,9 @@ use super::{Load, Parked, Persisted, ServerEffect, ServerSession};
 
 /// Most targets of one session.
 pub const MAX_TARGETS: usize = 16;
+/// Most items of one session: services delivered in it one after another (004 §5.5.8.2,
+/// "Supporting single/multiple services").
+pub const MAX_ITEMS: usize = 8;
 /// Largest content of one session, in bytes (64 GiB).
 pub const MAX_SIZE: u64 = 64 << 30;
 /// The largest chunk's content, in bytes.
@@ -116,6 +119,35 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
     }
     if o.size == 0 || o.size > MAX_SIZE {
         return Err(format!("content is 1 byte to {} GiB", MAX_SIZE >> 30));
+    }
+    if o.more.len() >= MAX_ITEMS {
+        return Err(format!(
+            "a session carries at most {MAX_ITEMS} items (services delivered in it)"
+        ));
+    }
+    let mut names = std::collections::BTreeSet::from([o.name.as_str()]);
+    for i in &o.more {
+        if !names.insert(i.name.as_str()) {
+            return Err(format!(
+                "two items are named \"{}\": each item of a session has its own name",
+                i.name.escape_debug()
+            ));
+        }
+        text("an item's service id", &i.service_id, 64)?;
+        text("an item's name", &i.name, 255)?;
+        text("an item's media type", &i.media_type, 127)?;
+        if i.size == 0 {
+            return Err(format!(
+                "item \"{}\" is empty: an item is 1 byte or more",
+                i.name
+            ));
+        }
+    }
+    if o.total() > MAX_SIZE {
+        return Err(format!(
+            "a session's items together are at most {} GiB",
+            MAX_SIZE >> 30
+        ));
     }
     let named = !o.targets.is_empty() || o.to_pn.is_some() || !o.requires.is_empty();
     if o.group.is_some() && (named || o.user.is_some()) {
@@ -325,23 +357,32 @@ pub(super) struct SetUp {
 }
 
 impl SetUp {
-    /// The records' opening, for `source` offering `offer`, at the tariff `per_mb` of its
-    /// service.
+    /// The records' opening, for `source` offering `offer`: each item at its service's
+    /// tariff now (`tariff`, units per started MB by service).
     pub(super) fn effect(
         &self,
         source: &EntityId,
         offer: DeliveryOffer,
-        per_mb: Option<u64>,
+        tariff: &std::collections::BTreeMap<String, u64>,
         now_ms: i64,
     ) -> ServerEffect {
-        ServerEffect::OpenDelivery {
-            per_mb,
-            session: self.session,
+        let first = super::RecordItem {
+            per_mb: tariff.get(&offer.service_id).copied(),
             service_id: offer.service_id,
-            source: source.clone(),
-            pn_id: self.pn_id,
             name: offer.name,
             size: offer.size,
+        };
+        let more = offer.more.into_iter().map(|i| super::RecordItem {
+            per_mb: tariff.get(&i.service_id).copied(),
+            service_id: i.service_id,
+            name: i.name,
+            size: i.size,
+        });
+        ServerEffect::OpenDelivery {
+            session: self.session,
+            items: std::iter::once(first).chain(more).collect(),
+            source: source.clone(),
+            pn_id: self.pn_id,
             targets: self.targets.clone(),
             now_ms,
             also: Vec::new(),
@@ -630,14 +671,13 @@ impl ServerSession {
             pn_id: set_up.route.pn_id,
             chunk: CHUNK,
             window: WINDOW,
-            size: offer.size,
+            size: offer.total(),
             targets: offer.targets.clone(),
             held: offer.held,
             suite: offer.suite,
             also: Vec::new(),
         };
-        let per_mb = self.cfg.tariff.get(&offer.service_id).copied();
-        let effect = set_up.effect(&call.pne, offer, per_mb, now_ms);
+        let effect = set_up.effect(&call.pne, offer, &self.cfg.tariff, now_ms);
         let opened = DeliveryOpened::new(call, now_ms, set_up, Vec::new(), grant);
         self.persist(Parked::DeliveryOpened(Box::new(opened)), effect);
     }
@@ -738,6 +778,7 @@ impl ServerSession {
                     .unwrap_or_default(),
                 held: offer.held,
                 suite: offer.suite,
+                more: offer.more.clone(),
             };
             invites.push((reach, invite));
             targets.push((t, target_owner));
@@ -747,7 +788,7 @@ impl ServerSession {
             pn_id,
             source: source.clone(),
             targets: targets.iter().map(|(t, _)| t.clone()).collect(),
-            size: offer.size,
+            size: offer.total(),
             chunk: CHUNK,
             from_server: false,
             to_pn: None,
@@ -979,11 +1020,20 @@ impl ServerSession {
             let why = "a target ends only its own part of a delivery";
             return self.refuse_call(&c, ErrorCode::Forbidden, why);
         }
+        if done.items.len() > MAX_ITEMS {
+            let why = format!("a session has at most {MAX_ITEMS} items");
+            return self.refuse_call(&c, ErrorCode::BadRequest, &why);
+        }
+        let results = if done.items.is_empty() {
+            vec![done.result.code()]
+        } else {
+            done.items.iter().map(|r| r.code()).collect()
+        };
         let effect = ServerEffect::CloseDelivery {
             session: done.session,
             target: done.target.clone(),
             bytes: done.bytes,
-            result: done.result.code(),
+            results,
             now_ms,
         };
         self.persist(Parked::DeliveryClosed(Box::new((c, done))), effect);
@@ -1004,6 +1054,10 @@ impl ServerSession {
                     done.session, done.target
                 );
                 self.refuse_call(&c, ErrorCode::NotFound, &why);
+            }
+            // Results for another number of items than the session's.
+            Err(crate::StoreFailure::Conflict(why)) => {
+                self.refuse_call(&c, ErrorCode::BadRequest, &why);
             }
             Err(e) => self.refuse_call(&c, ErrorCode::Internal, &format!("store: {e}")),
         }

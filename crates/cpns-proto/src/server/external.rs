@@ -161,14 +161,13 @@ impl ServerSession {
         let source = Source::new(
             set_up.session,
             &set_up.key,
-            d.offer.size,
+            d.offer.total(),
             CHUNK,
             WINDOW,
             d.offer.targets.clone(),
             suite,
         );
-        let per_mb = self.cfg.tariff.get(&d.offer.service_id).copied();
-        let effect = set_up.effect(&d.source, d.offer, per_mb, now_ms);
+        let effect = set_up.effect(&d.source, d.offer, &self.cfg.tariff, now_ms);
         let opened = ExternalOpened {
             ask,
             now_ms,

@@ -295,6 +295,7 @@ impl ServerSession {
                     target,
                     bytes: f.have,
                     result: DeliveryResult::Failed,
+                    items: Vec::new(),
                 });
             }
         }

@@ -166,14 +166,13 @@ impl ServerSession {
             pn_id: first.route.pn_id,
             chunk: super::delivery::CHUNK,
             window: WINDOW,
-            size: offer.size,
+            size: offer.total(),
             targets: first.targets().collect(),
             held: offer.held,
             suite: offer.suite,
             also,
         };
-        let per_mb = self.cfg.tariff.get(&offer.service_id).copied();
-        let mut effect = first.effect(&call.pne, offer, per_mb, now_ms);
+        let mut effect = first.effect(&call.pne, offer, &self.cfg.tariff, now_ms);
         if let super::ServerEffect::OpenDelivery { also, .. } = &mut effect {
             also.extend(set_ups.iter().map(SetUp::part));
         }

@@ -436,21 +436,15 @@ pub enum ServerEffect {
     OpenDelivery {
         /// The session.
         session: cpns_wire::DeliveryId,
-        /// The service it is delivered as.
-        service_id: String,
+        /// Its items, in order (one, or several services in one session): a record for each
+        /// target and item.
+        items: Vec<RecordItem>,
         /// The source.
         source: EntityId,
         /// The PN whose PN GW relays it.
         pn_id: PnId,
-        /// The content's name.
-        name: String,
-        /// Its size.
-        size: u64,
         /// The targets, each with the user charged (its own).
         targets: Vec<(EntityId, UserId)>,
-        /// The service's tariff now, units per started MB (none: not chargeable): a target's
-        /// part that ends delivered is charged by it.
-        per_mb: Option<u64>,
         /// Unix milliseconds.
         now_ms: i64,
         /// More sessions of the same offer, opened with it (to a service group in several
@@ -472,10 +466,11 @@ pub enum ServerEffect {
         session: cpns_wire::DeliveryId,
         /// The target.
         target: EntityId,
-        /// Bytes it received.
+        /// Bytes it received from the session's start.
         bytes: u64,
-        /// How it ended (`cpns_wire::DeliveryResult` code).
-        result: u32,
+        /// How each item ended, in order (`cpns_wire::DeliveryResult` codes); one: every
+        /// item's.
+        results: Vec<u32>,
         /// Unix milliseconds.
         now_ms: i64,
     },
@@ -694,6 +689,20 @@ pub enum ServerEvent {
         /// Why.
         reason: String,
     },
+}
+
+/// One item of a session whose records a [`ServerEffect::OpenDelivery`] opens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordItem {
+    /// The service it is delivered as.
+    pub service_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// The service's tariff now, units per started MB (none: not chargeable): a target's part
+    /// of it that ends delivered is charged by it.
+    pub per_mb: Option<u64>,
 }
 
 /// One more session a [`ServerEffect::OpenDelivery`] opens records of.

@@ -46,6 +46,7 @@ fn offer(to: &[usize], bytes: &[u8], requires: &str) -> DeliveryOffer {
         suite: None,
         group: None,
         user: None,
+        more: Vec::new(),
     }
 }
 

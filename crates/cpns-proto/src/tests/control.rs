@@ -36,6 +36,7 @@ fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
         suite: None,
         group: None,
         user: None,
+        more: Vec::new(),
     }
 }
 

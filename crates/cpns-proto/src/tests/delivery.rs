@@ -17,7 +17,7 @@ use crate::pne::{Outcome, PneEvent};
 use crate::{CommandError, Failure, Flow};
 
 /// PNEs 0, 1 and 2 are members of one PN, each with its SK_PNE there.
-fn world() -> Harness {
+pub(super) fn world() -> Harness {
     world_with(PneSpec::trusted())
 }
 
@@ -37,7 +37,7 @@ fn world_with(spec: PneSpec) -> Harness {
 }
 
 /// `n` bytes that do not repeat in any short window.
-fn content(n: usize) -> Vec<u8> {
+pub(super) fn content(n: usize) -> Vec<u8> {
     seeded_content(n, 0)
 }
 
@@ -54,7 +54,7 @@ pub(super) fn seeded_content(n: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
+pub(super) fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
     DeliveryOffer {
         service_id: "video".into(),
         targets: to.iter().map(|i| pne_id(*i)).collect(),
@@ -68,6 +68,7 @@ fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         suite: None,
         group: None,
         user: None,
+        more: Vec::new(),
     }
 }
 
@@ -284,7 +285,12 @@ fn a_target_that_declines_gets_nothing_and_the_others_go_on() {
 }
 
 /// PNE `i` makes a raw secure call: the answer's payload, or the refusal.
-fn call(h: &mut Harness, i: usize, service: &str, payload: Vec<u8>) -> Result<Vec<u8>, ErrorCode> {
+pub(super) fn call(
+    h: &mut Harness,
+    i: usize,
+    service: &str,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, ErrorCode> {
     let now = h.now();
     let id = h.pnes[i].secure_call(now, service, payload).unwrap();
     h.pump();
@@ -448,6 +454,7 @@ fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
             target: pne_id(2),
             bytes: 0,
             result: DeliveryResult::Declined,
+            items: Vec::new(),
         },
     );
     let got = refusals(&h);
@@ -559,6 +566,7 @@ fn a_target_ends_only_its_own_part_and_only_once() {
             target: pne_id(target),
             bytes: 1,
             result: DeliveryResult::Failed,
+            items: Vec::new(),
         })
         .unwrap()
     };
@@ -932,7 +940,7 @@ fn a_target_that_cannot_record_its_end_says_so_and_still_keeps_what_it_received(
     let now = h.now();
     h.pnes[1].leave_pn(now, pn).unwrap();
     h.pump();
-    let (i, s, sha256) = held[0];
+    let (i, s, sha256) = held[0].clone();
     h.finish_receive(i, s, &sha256);
     h.pump();
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
@@ -1049,7 +1057,7 @@ fn a_target_checking_its_hash_takes_no_more_chunks() {
     chunk_to(&mut h, 1, last);
     assert_eq!(acks_of(&h, 1, session).len(), acks, "nothing said");
     assert_eq!(h.store.pne_inbox[&(1, session)], bytes);
-    let (i, s, sha256) = h.store.held_finishes.take().unwrap()[0];
+    let (i, s, sha256) = h.store.held_finishes.take().unwrap().remove(0);
     h.finish_receive(i, s, &sha256);
     h.pump();
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));

@@ -69,6 +69,7 @@ fn delivery(
             suite: None,
             group: None,
             user: None,
+            more: Vec::new(),
         },
         specific,
     }

@@ -61,6 +61,7 @@ fn offer(to: &[usize], bytes: &[u8], to_pn: PnId) -> DeliveryOffer {
         suite: None,
         group: None,
         user: None,
+        more: Vec::new(),
     }
 }
 
@@ -436,6 +437,7 @@ fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
         target: pne_id(target),
         bytes: 0,
         result: DeliveryResult::Failed,
+        items: Vec::new(),
     };
     for have in [0, 10] {
         let why = from_gw(&mut h, Party::Gw, ack(have)).unwrap_or_default();
@@ -715,6 +717,7 @@ fn delivery_messages_sent_as_requests_are_not_taken_as_the_notices_they_are() {
             target: pne_id(2),
             bytes: 0,
             result: DeliveryResult::Failed,
+            items: Vec::new(),
         }
         .into(),
     );
@@ -892,6 +895,7 @@ fn the_source_side_hands_its_pn_gw_only_what_fits_the_forward() {
             target: pne_id(1),
             bytes: 0,
             result: DeliveryResult::Failed,
+            items: Vec::new(),
         }),
     );
     assert_eq!(down(&h), before);
@@ -902,6 +906,7 @@ fn the_source_side_hands_its_pn_gw_only_what_fits_the_forward() {
             target: pne_id(2),
             bytes: 0,
             result: DeliveryResult::Failed,
+            items: Vec::new(),
         })
     };
     relay(&mut h, end());

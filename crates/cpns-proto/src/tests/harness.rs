@@ -912,7 +912,12 @@ impl Harness {
     }
 
     /// PNE `i`'s FinishReceive: the kept content is checked against `sha256` and handed on.
-    pub fn finish_receive(&mut self, i: usize, session: cpns_wire::DeliveryId, sha256: &[u8]) {
+    pub fn finish_receive(
+        &mut self,
+        i: usize,
+        session: cpns_wire::DeliveryId,
+        sha256: &[[u8; 32]],
+    ) {
         use sha2::Digest;
         let now = self.now();
         let kept = self
@@ -920,9 +925,24 @@ impl Harness {
             .pne_inbox
             .remove(&(i, session))
             .unwrap_or_default();
-        let matched = sha2::Sha256::digest(&kept).as_slice() == sha256;
-        if matched {
-            self.store.pne_received.insert((i, session), kept);
+        let sizes = self
+            .store
+            .pne_items
+            .remove(&(i, session))
+            .unwrap_or_else(|| vec![kept.len() as u64]);
+        let (mut at, mut matched, mut received) = (0usize, Vec::new(), Vec::new());
+        for (size, want) in sizes.iter().zip(sha256) {
+            let end = (at + *size as usize).min(kept.len());
+            let item = &kept[at..end];
+            let ok = sha2::Sha256::digest(item).as_slice() == want.as_slice();
+            if ok {
+                received.extend_from_slice(item);
+            }
+            matched.push(ok);
+            at = end;
+        }
+        if matched.iter().any(|m| *m) {
+            self.store.pne_received.insert((i, session), received);
         }
         self.pnes[i].handle_receive_finished(now, session, Ok(matched));
     }
@@ -994,8 +1014,10 @@ impl Harness {
                     .ok_or_else(|| "read past the end".to_string());
                 self.pnes[i].handle_chunk_read(session, offset, read);
             }
-            PneOutput::OpenReceive { session, .. } => {
+            PneOutput::OpenReceive { session, items, .. } => {
                 let now = self.now();
+                let sizes = items.iter().map(|i| i.size).collect();
+                self.store.pne_items.insert((i, session), sizes);
                 let kept = self.store.pne_inbox.entry((i, session)).or_default();
                 let have = kept.len() as u64;
                 self.pnes[i].handle_receive_opened(now, session, Ok(have));

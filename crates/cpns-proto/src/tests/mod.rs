@@ -51,6 +51,7 @@ mod harness;
 mod identity;
 mod inventory;
 mod invitations;
+mod items;
 mod limits;
 mod load_failures;
 mod membership_flow;

@@ -98,6 +98,7 @@ fn a_consumer_pulls_what_a_member_declared_and_the_member_answers_with_a_deliver
         suite: None,
         group: None,
         user: None,
+        more: Vec::new(),
     };
     let now = h.now();
     h.pnes[1].offer_delivery(now, &offer).unwrap();

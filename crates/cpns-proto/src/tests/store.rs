@@ -59,7 +59,8 @@ pub(super) struct Store {
     pub pne_outbox: BTreeMap<usize, Vec<u8>>,
     /// What each PNE received, by session: kept once its hash matched.
     pub pne_inbox: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
-    /// Received content whose hash matched, by PNE and session.
+    /// Received content whose hash matched, by PNE and session (of several items, those
+    /// whose hash matched, one after another).
     pub pne_received: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
     /// The part of a delivery for one PNE only, by PNE and session, as the PNE handed it on
     /// with its content.
@@ -71,7 +72,9 @@ pub(super) struct Store {
     pub read_fault: Option<usize>,
     /// When set, a PNE's FinishReceive is held here (PNE, session, hash) until the test
     /// finishes it, as a long hash of a large file would be.
-    pub held_finishes: Option<Vec<(usize, cpns_wire::DeliveryId, [u8; 32])>>,
+    pub held_finishes: Option<Vec<HeldFinish>>,
+    /// The sizes of each received session's items, by PNE and session, as opened.
+    pub pne_items: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u64>>,
     /// The PN GW's kept delivery routes.
     pub gw_routes: BTreeMap<cpns_wire::DeliveryId, cpns_wire::DeliveryRoute>,
     /// Delivery records, by session and target.
@@ -756,11 +759,9 @@ impl Store {
             }
             ServerEffect::OpenDelivery {
                 session,
-                service_id,
+                items,
                 source,
                 targets,
-                size,
-                per_mb,
                 pn_id,
                 also,
                 ..
@@ -781,13 +782,15 @@ impl Store {
                 for p in parts {
                     for (t, charged) in p.targets {
                         let row = SDelivery {
-                            service_id: service_id.clone(),
+                            service_id: items[0].service_id.clone(),
                             source: source.clone(),
                             charged,
                             pn_id: p.pn_id,
-                            size,
-                            per_mb,
+                            size: items[0].size,
+                            per_mb: items[0].per_mb,
                             ended: None,
+                            items: items.clone(),
+                            results: Vec::new(),
                         };
                         self.deliveries.insert((p.session, t), row);
                     }
@@ -806,17 +809,23 @@ impl Store {
                 session,
                 target,
                 bytes,
-                result,
+                results,
                 ..
             } => {
                 let row = self
                     .deliveries
                     .get_mut(&(session, target))
                     .filter(|r| r.ended.is_none());
-                Ok(Persisted::Removed(row.is_some_and(|r| {
-                    r.ended = Some((bytes, result));
-                    true
-                })))
+                let Some(r) = row else {
+                    return Ok(Persisted::Removed(false));
+                };
+                if results.is_empty() || (results.len() > 1 && results.len() != r.items.len()) {
+                    let why = format!("{} results for {} items", results.len(), r.items.len());
+                    return Err(crate::StoreFailure::Conflict(why));
+                }
+                r.ended = Some((bytes, results[0]));
+                r.results = results;
+                Ok(Persisted::Removed(true))
             }
             ServerEffect::InviteToGroup {
                 group,
@@ -1251,6 +1260,9 @@ impl PneSpec {
     }
 }
 
+/// A PNE's FinishReceive held by the test: the PNE, the session, each item's hash offered.
+pub type HeldFinish = (usize, cpns_wire::DeliveryId, Vec<[u8; 32]>);
+
 /// A delivery record as the double keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SDelivery {
@@ -1262,6 +1274,10 @@ pub struct SDelivery {
     pub size: u64,
     /// The tariff the session was set up at.
     pub per_mb: Option<u64>,
-    /// Once ended: the bytes received and the result's code.
+    /// Once ended: the bytes received and the (first item's) result's code.
     pub ended: Option<(u64, u32)>,
+    /// Every item of the session, as opened (the first is the fields above).
+    pub items: Vec<crate::server::RecordItem>,
+    /// Once ended: each item's result code (one: every item's).
+    pub results: Vec<u32>,
 }

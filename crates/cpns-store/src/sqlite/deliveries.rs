@@ -1,5 +1,5 @@
-//! Delivery records (table `delivery_records`; 004 §5.5.8): one row per session and target,
-//! opened when the server sets the session up and closed when the target ends it. And a PN
+//! Delivery records (table `delivery_records`; 004 §5.5.8): one row per session, target and
+//! item, opened when the server sets the session up and closed when the target ends it. And a PN
 //! GW's routes (`local_delivery_routes`): the sessions it relays.
 
 use cpns_wire::{DeliveryId, EntityId, UserId};
@@ -30,11 +30,12 @@ pub(super) fn open(conn: &Connection, records: &[DeliveryRecord]) -> Result<()> 
     for r in records {
         codec::exec(
             conn,
-            "INSERT INTO delivery_records (session, target, service_id, source, pn_id, charged, \
-             name, size, started_at, per_mb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO delivery_records (session, target, item, service_id, source, pn_id, \
+             charged, name, size, started_at, per_mb) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 r.session.as_bytes().as_slice(),
                 r.target.as_str(),
+                r.item,
                 r.service_id,
                 r.source.as_str(),
                 r.pn_id.as_bytes().as_slice(),
@@ -49,33 +50,64 @@ pub(super) fn open(conn: &Connection, records: &[DeliveryRecord]) -> Result<()> 
     Ok(())
 }
 
-/// Ends a target's open record, charging it if it ended delivered and its session is
-/// chargeable; false if it has none.
+/// Ends a target's open records of a session, one per item: item `i` ended `results[i]` (one
+/// result: every item's), with the bytes of it among the `bytes` the target received from the
+/// session's start (items follow one another, in order). Each item that ended delivered and is
+/// chargeable is charged; false if the target has no open record.
 pub(super) fn close(
     conn: &Connection,
     session: &DeliveryId,
     target: &EntityId,
     bytes: u64,
-    result: u32,
+    results: &[u32],
     ended_at: UnixMillis,
 ) -> Result<bool> {
-    let changed = codec::exec(
+    let Some(&last) = results.last() else {
+        return Err(StoreError::conflict("a delivery's end names how it ended"));
+    };
+    let items = codec::all(
         conn,
-        "UPDATE delivery_records SET bytes = ?, result = ?, ended_at = ? \
-         WHERE session = ? AND target = ? AND ended_at IS NULL",
-        params![
-            to_i64(bytes, "bytes")?,
-            i64::from(result),
-            ended_at,
-            session.as_bytes().as_slice(),
-            target.as_str(),
-        ],
+        "SELECT item, size FROM delivery_records \
+         WHERE session = ? AND target = ? AND ended_at IS NULL ORDER BY item",
+        params![session.as_bytes().as_slice(), target.as_str()],
+        |row| {
+            let item: i64 = row.get("item")?;
+            let item = u32::try_from(item).map_err(|_| StoreError::corrupt("item", "range"))?;
+            Ok((item, to_u64(row, "size")?))
+        },
     )?;
-    if changed == 0 {
+    if items.is_empty() {
         return Ok(false);
     }
-    if result == DELIVERED {
-        charge(conn, session, target, ended_at)?;
+    if results.len() > 1 && results.len() != items.len() {
+        let why = format!(
+            "{} results for a session of {} items",
+            results.len(),
+            items.len()
+        );
+        return Err(StoreError::conflict(why));
+    }
+    let mut offset = 0u64;
+    for (i, (item, size)) in items.into_iter().enumerate() {
+        let result = results.get(i).copied().unwrap_or(last);
+        let got = bytes.saturating_sub(offset).min(size);
+        offset = offset.saturating_add(size);
+        codec::exec(
+            conn,
+            "UPDATE delivery_records SET bytes = ?, result = ?, ended_at = ? \
+             WHERE session = ? AND target = ? AND item = ?",
+            params![
+                to_i64(got, "bytes")?,
+                i64::from(result),
+                ended_at,
+                session.as_bytes().as_slice(),
+                target.as_str(),
+                item,
+            ],
+        )?;
+        if result == DELIVERED {
+            charge(conn, session, target, item, ended_at)?;
+        }
     }
     Ok(true)
 }
@@ -83,21 +115,22 @@ pub(super) fn close(
 /// `cpns_wire::DeliveryResult::Delivered`'s code.
 const DELIVERED: u32 = 1;
 
-/// The charging record of a target's part that ended delivered, if its session is chargeable:
-/// to the user charged, naming the PN's owner when that is another user, for the content's
-/// whole size.
+/// The charging record of an item of a target's part that ended delivered, if it is
+/// chargeable: to the user charged, naming the PN's owner when that is another user, for the
+/// item's whole size.
 fn charge(
     conn: &Connection,
     session: &DeliveryId,
     target: &EntityId,
+    item: u32,
     ended_at: UnixMillis,
 ) -> Result<()> {
     let found = codec::optional(
         conn,
         "SELECT d.charged, d.pn_id, d.service_id, d.started_at, d.per_mb, d.size, p.owner \
          FROM delivery_records d LEFT JOIN pns p ON p.pn_id = d.pn_id \
-         WHERE d.session = ? AND d.target = ?",
-        params![session.as_bytes().as_slice(), target.as_str()],
+         WHERE d.session = ? AND d.target = ? AND d.item = ?",
+        params![session.as_bytes().as_slice(), target.as_str(), item],
         |row| {
             let per_mb: Option<i64> = row.get("per_mb")?;
             let charged: String = row.get("charged")?;
@@ -112,8 +145,8 @@ fn charge(
     let Some((Some(per_mb), charged, owner, pn, service, started_at, size)) = found else {
         return Ok(());
     };
-    // Delivered is every byte, its hash checked: what is charged is the content's size, not
-    // what the charged device says it received.
+    // Delivered is every byte, its hash checked: what is charged is the item's size, not what
+    // the charged device says it received.
     let bytes = size;
     let per_mb = u64::try_from(per_mb).map_err(|_| StoreError::corrupt("per_mb", "negative"))?;
     let pn_owner = owner.filter(|o| *o != charged);
@@ -145,10 +178,10 @@ pub(super) fn list(
 ) -> Result<Vec<DeliveryRecord>> {
     codec::all(
         conn,
-        "SELECT session, target, service_id, source, pn_id, charged, name, size, bytes, \
+        "SELECT session, target, item, service_id, source, pn_id, charged, name, size, bytes, \
          started_at, ended_at, result, per_mb FROM delivery_records \
          WHERE (?1 IS NULL OR session = ?1) AND (?2 IS NULL OR charged = ?2) \
-         ORDER BY started_at, session, target",
+         ORDER BY started_at, session, target, item",
         params![
             session.map(|s| s.as_bytes().to_vec()),
             charged.map(UserId::as_str)
@@ -158,6 +191,10 @@ pub(super) fn list(
             Ok(DeliveryRecord {
                 session: session_of(row)?,
                 target: codec::id(row, "target")?,
+                item: {
+                    let item: i64 = row.get("item")?;
+                    u32::try_from(item).map_err(|_| StoreError::corrupt("item", "range"))?
+                },
                 service_id: row.get("service_id")?,
                 source: codec::id(row, "source")?,
                 pn_id: codec::pn_id(row, "pn_id")?,

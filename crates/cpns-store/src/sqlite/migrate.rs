@@ -141,6 +141,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "exact keywords",
         sql: include_str!("../../migrations/sqlite/0024_exact_keywords.sql"),
     },
+    Migration {
+        version: 25,
+        name: "delivery items",
+        sql: include_str!("../../migrations/sqlite/0025_delivery_items.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.
@@ -362,6 +367,42 @@ mod tests {
             conn.query_row("SELECT cpns_keyword_terms('x')", [], |_| Ok(()))
                 .is_err()
         );
+    }
+
+    /// Records kept before migration 25 are their sessions' first items, unchanged; a session
+    /// then takes a record per item.
+    #[test]
+    fn delivery_records_kept_before_items_are_their_sessions_first_item() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 24).unwrap();
+        let row = "x'01010101010101010101010101010101', 'tv', 'video', 'phone', \
+                   x'02020202020202020202020202020202', 'alice', 'film.mp4', 10, 10, 5, 9, 1, 3";
+        conn.execute_batch(&format!(
+            "INSERT INTO delivery_records (session, target, service_id, source, pn_id, charged, \
+             name, size, bytes, started_at, ended_at, result, per_mb) VALUES ({row})"
+        ))
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let kept: (i64, String, i64, i64, Option<i64>) = conn
+            .query_row(
+                "SELECT item, service_id, bytes, result, per_mb FROM delivery_records",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (0, "video".into(), 10, 1, Some(3)));
+        // A second item of the same session and target is a record of its own.
+        conn.execute_batch(
+            "INSERT INTO delivery_records (session, target, item, service_id, source, pn_id, \
+             charged, name, size, started_at) VALUES (x'01010101010101010101010101010101', \
+             'tv', 1, 'subtitles', 'phone', x'02020202020202020202020202020202', 'alice', \
+             'film.srt', 4, 5)",
+        )
+        .unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM delivery_records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
     }
 
     #[test]

@@ -357,11 +357,11 @@ impl ServerStore for SqliteStore {
         session: &cpns_wire::DeliveryId,
         target: &EntityId,
         bytes: u64,
-        result: u32,
+        results: &[u32],
         ended_at: UnixMillis,
     ) -> Result<bool> {
-        let (session, target) = (*session, target.clone());
-        self.write(move |c| deliveries::close(c, &session, &target, bytes, result, ended_at))
+        let (session, target, results) = (*session, target.clone(), results.to_vec());
+        self.write(move |c| deliveries::close(c, &session, &target, bytes, &results, ended_at))
             .await
     }
 

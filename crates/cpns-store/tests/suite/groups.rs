@@ -200,6 +200,7 @@ pub async fn delivery_records_open_once_close_once_and_read_by_user<S: ServerSto
     let row = |sid: u8, target: &str, charged: &str, at: i64| DeliveryRecord {
         session: session(sid),
         target: eid(target),
+        item: 0,
         service_id: "video".into(),
         source: eid("phone"),
         pn_id: pid(1),
@@ -230,18 +231,18 @@ pub async fn delivery_records_open_once_close_once_and_read_by_user<S: ServerSto
             .is_empty()
     );
     assert!(
-        s.close_delivery(&session(1), &eid("tv"), 10_000_000, 1, NOW + 9)
+        s.close_delivery(&session(1), &eid("tv"), 10_000_000, &[1], NOW + 9)
             .await
             .unwrap()
     );
     // Closed once: again, or for a target it does not have, changes nothing.
     assert!(
-        !s.close_delivery(&session(1), &eid("tv"), 5, 4, NOW + 10)
+        !s.close_delivery(&session(1), &eid("tv"), 5, &[4], NOW + 10)
             .await
             .unwrap()
     );
     assert!(
-        !s.close_delivery(&session(1), &eid("watch"), 5, 4, NOW + 10)
+        !s.close_delivery(&session(1), &eid("watch"), 5, &[4], NOW + 10)
             .await
             .unwrap()
     );
@@ -270,6 +271,7 @@ pub async fn a_delivered_chargeable_part_is_charged_to_its_user<S: ServerStore>(
     let row = |sid: u8, target: &str, charged: &str, per_mb: Option<u64>| DeliveryRecord {
         session: session(sid),
         target: eid(target),
+        item: 0,
         service_id: "video".into(),
         source: eid("phone"),
         pn_id: pid(1),
@@ -294,29 +296,29 @@ pub async fn a_delivered_chargeable_part_is_charged_to_its_user<S: ServerStore>(
         .unwrap();
     // Delivered: charged; failed: not; delivered without a tariff: not.
     assert!(
-        s.close_delivery(&session(1), &eid("tv"), 2_500_000, 1, NOW + 4_000)
+        s.close_delivery(&session(1), &eid("tv"), 2_500_000, &[1], NOW + 4_000)
             .await
             .unwrap()
     );
     // The tablet says it received 1 byte: a delivered part is all of it, charged so.
     assert!(
-        s.close_delivery(&session(1), &eid("tablet"), 1, 1, NOW + 5_000)
+        s.close_delivery(&session(1), &eid("tablet"), 1, &[1], NOW + 5_000)
             .await
             .unwrap()
     );
     assert!(
-        s.close_delivery(&session(1), &eid("watch"), 1_000, 4, NOW + 5_000)
+        s.close_delivery(&session(1), &eid("watch"), 1_000, &[4], NOW + 5_000)
             .await
             .unwrap()
     );
     assert!(
-        s.close_delivery(&session(2), &eid("tv"), 2_500_000, 1, NOW + 6_000)
+        s.close_delivery(&session(2), &eid("tv"), 2_500_000, &[1], NOW + 6_000)
             .await
             .unwrap()
     );
     // Closed again: nothing more.
     assert!(
-        !s.close_delivery(&session(1), &eid("tv"), 2_500_000, 1, NOW + 7_000)
+        !s.close_delivery(&session(1), &eid("tv"), 2_500_000, &[1], NOW + 7_000)
             .await
             .unwrap()
     );
@@ -355,6 +357,97 @@ pub async fn a_delivered_chargeable_part_is_charged_to_its_user<S: ServerStore>(
     // The tariff is on the record, as it was set up.
     let one = s.deliveries(Some(&session(1)), None).await.unwrap();
     assert!(one.iter().all(|r| r.per_mb == Some(3)));
+}
+
+/// A session of several items (004 §5.5.8.2, "Supporting single/multiple services"): a record
+/// per target and item, closed together with each item's own result and its own bytes of what
+/// the target received; each delivered item charged at its own tariff for its own size; results
+/// for another number of items refused with nothing changed.
+pub async fn a_sessions_items_are_recorded_ended_and_charged_each<S: ServerStore>(s: &S) {
+    use cpns_store::DeliveryRecord;
+    use cpns_wire::DeliveryId;
+    s.register_pn(&pn(1, "gw-1", &["phone", "tv", "tablet"]))
+        .await
+        .unwrap();
+    let session = DeliveryId::from_bytes([7; 16]);
+    let row = |target: &str, item: u32, service: &str, size: u64, per_mb| DeliveryRecord {
+        session,
+        target: eid(target),
+        item,
+        service_id: service.into(),
+        source: eid("phone"),
+        pn_id: pid(1),
+        charged: uid("alice"),
+        name: format!("{service}.bin"),
+        size,
+        bytes: 0,
+        started_at: NOW,
+        ended_at: None,
+        result: None,
+        per_mb,
+    };
+    let rows = [
+        row("tv", 0, "video", 3_000_000, Some(2)),
+        row("tv", 1, "subtitles", 1_000, None),
+        row("tv", 2, "cover", 2_000_000, Some(5)),
+        row("tablet", 0, "video", 3_000_000, Some(2)),
+        row("tablet", 1, "subtitles", 1_000, None),
+        row("tablet", 2, "cover", 2_000_000, Some(5)),
+    ];
+    s.open_delivery(&rows).await.unwrap();
+    // Results for two items of three, or none: refused, nothing closed.
+    for bad in [&[1, 1][..], &[]] {
+        let e = s
+            .close_delivery(&session, &eid("tv"), 5_001_000, bad, NOW + 1_000)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, cpns_store::StoreError::Conflict { .. }), "{e}");
+    }
+    let open = s.deliveries(Some(&session), None).await.unwrap();
+    assert!(open.iter().all(|r| r.ended_at.is_none()), "{open:?}");
+    // The tv has every item, the cover's hash did not match (3): video and subtitles are
+    // delivered, the cover is not charged.
+    assert!(
+        s.close_delivery(&session, &eid("tv"), 5_001_000, &[1, 1, 3], NOW + 2_000)
+            .await
+            .unwrap()
+    );
+    // The tablet stopped inside the subtitles (one result for every item).
+    assert!(
+        s.close_delivery(&session, &eid("tablet"), 3_000_400, &[4], NOW + 3_000)
+            .await
+            .unwrap()
+    );
+    let got: Vec<(String, u32, u64, Option<u32>)> = s
+        .deliveries(Some(&session), None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.target.to_string(), r.item, r.bytes, r.result))
+        .collect();
+    let want = [
+        ("tablet", 0, 3_000_000, Some(4)),
+        ("tablet", 1, 400, Some(4)),
+        ("tablet", 2, 0, Some(4)),
+        ("tv", 0, 3_000_000, Some(1)),
+        ("tv", 1, 1_000, Some(1)),
+        ("tv", 2, 2_000_000, Some(3)),
+    ]
+    .map(|(t, i, b, r)| (t.to_string(), i, b, r));
+    assert_eq!(got, want);
+    // Charged: the tv's video only (the subtitles have no tariff, the cover was not kept).
+    let alice = s.charging_records(&uid("alice"), 0).await.unwrap();
+    let charged: Vec<(&str, &str, u64, u64)> = alice
+        .iter()
+        .map(|r| (r.entity.as_str(), r.service.as_str(), r.bytes, r.units))
+        .collect();
+    assert_eq!(charged, [("tv", "video", 3_000_000, 6)]);
+    // Closed once.
+    assert!(
+        !s.close_delivery(&session, &eid("tv"), 5_001_000, &[1], NOW + 4_000)
+            .await
+            .unwrap()
+    );
 }
 
 /// Where a delivery to a user goes: every PN where a device of that user is an authenticated

@@ -168,6 +168,45 @@ pub struct DeliveryOffer {
     #[n(11)]
     #[cbor(default)]
     pub user: Option<UserId>,
+    /// Several services in one session (004 §5.5.8.2, "Supporting single/multiple services";
+    /// docs/services.md, "Several services in one session"): the items after the first (which
+    /// `service_id`, `name`, `media_type`, `size` and `sha256` describe), each delivered as
+    /// its own service, in this order, one after another in the session's content. Empty: one
+    /// item.
+    #[n(12)]
+    #[cbor(default)]
+    pub more: Vec<DeliveryItem>,
+}
+
+/// One more item of a delivery session ([`DeliveryOffer::more`], [`DeliveryInvite::more`]):
+/// content delivered as a service of its own, with its own record and tariff.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryItem {
+    /// The source's service it is delivered as.
+    #[n(0)]
+    pub service_id: String,
+    /// Its name, for people.
+    #[n(1)]
+    pub name: String,
+    /// Its media type.
+    #[n(2)]
+    pub media_type: String,
+    /// Its size in bytes.
+    #[n(3)]
+    pub size: u64,
+    /// Its SHA-256, which a target checks on its own.
+    #[n(4)]
+    pub sha256: HashBytes,
+}
+
+impl DeliveryOffer {
+    /// The session's content size: every item's, one after another.
+    pub fn total(&self) -> u64 {
+        self.more
+            .iter()
+            .fold(self.size, |t, i| t.saturating_add(i.size))
+    }
 }
 
 /// The largest `requires` of an offer, in bytes.
@@ -192,7 +231,7 @@ pub struct DeliveryGrant {
     /// How many bytes a source sends past what every target acknowledged.
     #[n(4)]
     pub window: u32,
-    /// The content's size, as offered.
+    /// The session's content size, as offered: every item's, one after another.
     #[n(5)]
     pub size: u64,
     /// The targets, as offered.
@@ -282,6 +321,20 @@ pub struct DeliveryInvite {
     #[n(13)]
     #[cbor(default)]
     pub suite: Option<u8>,
+    /// The items after the first, as offered ([`DeliveryOffer::more`]): the session's content
+    /// is the first item's bytes (`size`) and then each of these, in order.
+    #[n(14)]
+    #[cbor(default)]
+    pub more: Vec<DeliveryItem>,
+}
+
+impl DeliveryInvite {
+    /// The session's content size: every item's, one after another.
+    pub fn total(&self) -> u64 {
+        self.more
+            .iter()
+            .fold(self.size, |t, i| t.saturating_add(i.size))
+    }
 }
 
 /// The largest part of a delivery for one target only.
@@ -450,10 +503,16 @@ pub struct DeliveryDone {
     /// The target.
     #[n(1)]
     pub target: EntityId,
-    /// Bytes it received.
+    /// Bytes it received, from the session's start.
     #[n(2)]
     pub bytes: u64,
-    /// How it ended.
+    /// How it ended: `Delivered` when every item was (a session of several items, docs/
+    /// services.md, "Several services in one session").
     #[n(3)]
     pub result: DeliveryResult,
+    /// A session of several items whose every byte arrived: how each item ended, in order
+    /// (each is checked on its own). Empty: each ended as `result`.
+    #[n(4)]
+    #[cbor(default)]
+    pub items: Vec<DeliveryResult>,
 }

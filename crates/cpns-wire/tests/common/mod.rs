@@ -1086,6 +1086,41 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 suite: Some(2),
                 group: None,
                 user: None,
+                more: Vec::new(),
+            }
+            .into(),
+        ),
+        (
+            "delivery offer of several services",
+            DeliveryOffer {
+                service_id: "video".into(),
+                targets: vec![eid("tv-1")],
+                name: "film.mp4".into(),
+                media_type: "video/mp4".into(),
+                size: 50_000_000,
+                sha256: HashBytes([0x47; 32]),
+                to_pn: None,
+                held: false,
+                requires: vec![],
+                suite: Some(1),
+                group: None,
+                user: None,
+                more: vec![
+                    DeliveryItem {
+                        service_id: "subtitles".into(),
+                        name: "film.srt".into(),
+                        media_type: "application/x-subrip".into(),
+                        size: 40_000,
+                        sha256: HashBytes([0x48; 32]),
+                    },
+                    DeliveryItem {
+                        service_id: "poster".into(),
+                        name: "film.jpg".into(),
+                        media_type: "image/jpeg".into(),
+                        size: 300_000,
+                        sha256: HashBytes([0x49; 32]),
+                    },
+                ],
             }
             .into(),
         ),
@@ -1120,6 +1155,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 suite: Some(2),
                 group: Some(GroupId::from_bytes([0x61; 16])),
                 user: None,
+                more: Vec::new(),
             }
             .into(),
         ),
@@ -1138,6 +1174,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 suite: None,
                 group: None,
                 user: Some("alice".parse().unwrap()),
+                more: Vec::new(),
             }
             .into(),
         ),
@@ -1178,6 +1215,34 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 specific: b"licence: tv-1 until 2027-01-01".to_vec(),
                 held: false,
                 suite: Some(2),
+                more: Vec::new(),
+            }
+            .into(),
+        ),
+        (
+            "delivery invite of several services",
+            DeliveryInvite {
+                session: DeliveryId::from_bytes([0x84; 16]),
+                source: eid("phone-1"),
+                owner: "alice".parse().unwrap(),
+                service_id: "video".into(),
+                name: "film.mp4".into(),
+                media_type: "video/mp4".into(),
+                size: 50_000_000,
+                sha256: HashBytes([0x47; 32]),
+                key: KeyBytes([0x58; 32]),
+                pn_id: pn(7),
+                chunk: 65_536,
+                specific: vec![],
+                held: false,
+                suite: Some(1),
+                more: vec![DeliveryItem {
+                    service_id: "subtitles".into(),
+                    name: "film.srt".into(),
+                    media_type: "application/x-subrip".into(),
+                    size: 40_000,
+                    sha256: HashBytes([0x48; 32]),
+                }],
             }
             .into(),
         ),
@@ -1262,6 +1327,18 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                 target: eid("tv-1"),
                 bytes: 104_857_600,
                 result: DeliveryResult::Delivered,
+                items: Vec::new(),
+            }
+            .into(),
+        ),
+        (
+            "delivery done of several items",
+            DeliveryDone {
+                session: DeliveryId::from_bytes([0x84; 16]),
+                target: eid("tv-1"),
+                bytes: 50_040_000,
+                result: DeliveryResult::HashMismatch,
+                items: vec![DeliveryResult::Delivered, DeliveryResult::HashMismatch],
             }
             .into(),
         ),
