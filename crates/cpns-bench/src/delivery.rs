@@ -14,6 +14,14 @@
 //! says it has it), both ends in this process. That is the ceiling a relay of
 //! two hops, with end-to-end sealing and an acknowledged window, is measured against.
 //!
+//! And, as the peer of the same shape: the same file through a plain TLS relay, each byte
+//! crossing two TLS 1.3 connections on loopback (source → relay → target, the relay opening
+//! each record and sealing it again for the next hop, as a PN GW's two PAN links do), the three
+//! ends tasks of this process; no end-to-end sealing, no hash, no window. Its rate is what any
+//! relay of two secured hops gets on this machine, so `delivery ÷ relay` is what CPNS's own
+//! work (the end-to-end seal, the hashes, the records, the acknowledged window, three processes)
+//! costs on top of the hop.
+//!
 //! It also reports the peak memory (VmHWM) of the PN GW and the target, which must not grow with
 //! the file: the content is never held whole.
 
@@ -80,6 +88,10 @@ pub struct DeliveryFigures {
     pub tls_mib_s: Vec<f64>,
     /// Median delivery ÷ median TLS.
     pub delivery_of_tls: f64,
+    /// Each round's transfer through a plain TLS relay (two hops), MiB/s.
+    pub relay_mib_s: Vec<f64>,
+    /// Median delivery ÷ median TLS relay.
+    pub delivery_of_relay: f64,
     /// The PN GW's peak resident memory over the run, MiB.
     pub gateway_peak_mib: f64,
     /// The target PNE's peak resident memory over the run, MiB.
@@ -142,6 +154,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
     let pki = pki::generate(&["127.0.0.1".into()])?;
     let mut delivery = Vec::new();
     let mut tls = Vec::new();
+    let mut relay = Vec::new();
     for round in 0..a.rounds {
         if !a.json {
             eprintln!(
@@ -162,6 +175,15 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
             "the TLS baseline's copy differs"
         );
         tls.push(mib_s(bytes, took));
+        if !a.json {
+            eprintln!("round {}/{}: a plain TLS relay", round + 1, a.rounds);
+        }
+        let took = tls_relay_transfer(&pki, &file, &dir.join("relay.out")).await?;
+        ensure!(
+            sha256_of(&dir.join("relay.out")).await? == sha,
+            "the TLS relay's copy differs"
+        );
+        relay.push(mib_s(bytes, took));
     }
     let mut world = world;
     let killed = if a.kill_gateway {
@@ -192,11 +214,13 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
         killed,
         outside,
         delivery_of_tls: median(&delivery) / median(&tls),
+        delivery_of_relay: median(&delivery) / median(&relay),
         gateway_peak_mib: mib(crate::stats::peak_rss_bytes(world.gateway.pid)?),
         target_peak_mib: mib(crate::stats::peak_rss_bytes(world.target.pid)?),
         source_peak_mib: mib(crate::stats::peak_rss_bytes(world.source.pid)?),
         delivery_mib_s: delivery,
         tls_mib_s: tls,
+        relay_mib_s: relay,
     };
     world.stop().await;
     if a.json {
@@ -224,6 +248,11 @@ fn print_figures(f: &DeliveryFigures) {
         list(&f.tls_mib_s),
         median(&f.tls_mib_s)
     );
+    println!(
+        "a plain TLS relay:        {} MiB/s (median {:.1})",
+        list(&f.relay_mib_s),
+        median(&f.relay_mib_s)
+    );
     if let Some(o) = &f.outside {
         println!(
             "from outside, {} bytes to {} PNEs, and 1 KiB to each of its own: the WAN carried in \
@@ -246,9 +275,10 @@ fn print_figures(f: &DeliveryFigures) {
         );
     }
     println!(
-        "delivery ÷ TLS: {:.2}; peak memory: PN GW {:.1} MiB, target {:.1} MiB, source {:.1} MiB \
-         ({} MiB delivered)",
+        "delivery ÷ TLS: {:.2}; delivery ÷ TLS relay: {:.2}; peak memory: PN GW {:.1} MiB, \
+         target {:.1} MiB, source {:.1} MiB ({} MiB delivered)",
         f.delivery_of_tls,
+        f.delivery_of_relay,
         f.gateway_peak_mib,
         f.target_peak_mib,
         f.source_peak_mib,
@@ -354,6 +384,79 @@ async fn tls_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::Result<
     }
     tls.shutdown().await?;
     receiver.await??;
+    Ok(started.elapsed())
+}
+
+/// The file sent through a plain TLS relay on loopback: TLS 1.3 from the source to the relay,
+/// the relay reading each piece in the clear and writing it on a second TLS 1.3 connection to
+/// the target, which writes it to a file and syncs it; the time from the first connection to
+/// the last byte written.
+async fn tls_relay_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::Result<Duration> {
+    let acceptor = TlsAcceptor::from(pki::server_config(
+        &pki.server_cert_pem,
+        &pki.server_key_pem,
+    )?);
+    let connector = TlsConnector::from(pki::client_config(&pki.ca_cert_pem)?);
+    let target_listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let target_addr = target_listener.local_addr()?;
+    let relay_listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let relay_addr = relay_listener.local_addr()?;
+    let to = to.to_path_buf();
+    let target_acceptor = acceptor.clone();
+    let target = tokio::spawn(async move {
+        let (tcp, _) = target_listener.accept().await?;
+        let mut tls = target_acceptor.accept(tcp).await?;
+        let mut out = tokio::fs::File::create(&to).await?;
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            let n = tls.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).await?;
+        }
+        out.flush().await?;
+        out.sync_all().await?;
+        anyhow::Ok(())
+    });
+    let relay_connector = connector.clone();
+    let relay = tokio::spawn(async move {
+        let (tcp, _) = relay_listener.accept().await?;
+        let mut inbound = acceptor.accept(tcp).await?;
+        let next = TcpStream::connect(target_addr).await?;
+        next.set_nodelay(true)?;
+        let mut outbound = relay_connector
+            .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), next)
+            .await?;
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            let n = inbound.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            outbound.write_all(&buf[..n]).await?;
+        }
+        outbound.shutdown().await?;
+        anyhow::Ok(())
+    });
+    let started = Instant::now();
+    let tcp = TcpStream::connect(relay_addr).await?;
+    tcp.set_nodelay(true)?;
+    let mut tls = connector
+        .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), tcp)
+        .await?;
+    let mut file = tokio::fs::File::open(from).await?;
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        tls.write_all(&buf[..n]).await?;
+    }
+    tls.shutdown().await?;
+    relay.await??;
+    target.await??;
     Ok(started.elapsed())
 }
 
