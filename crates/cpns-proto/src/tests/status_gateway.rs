@@ -88,9 +88,22 @@ fn a_new_wan_session_reports_every_member_present_again() {
     let mut h = with_pn();
     h.store.statuses.clear();
     h.gw.wan_closed(h.now());
+    let before = h.delivered(Party::Gw, Party::Server).len();
     h.reopen_wan();
     assert_eq!(status(&h, 0).unwrap().0, Status::Online);
     assert_eq!(status(&h, 1).unwrap().0, Status::Online);
+    // Upstream aggregation (004 §5.5.8.2; docs/services.md, "Upstream"): the presence of
+    // both PNEs went up in one report, not one report each.
+    let reports: Vec<Vec<cpns_wire::EntityId>> = h
+        .delivered(Party::Gw, Party::Server)
+        .into_iter()
+        .skip(before)
+        .filter_map(|e| match e.body {
+            Body::StatusReport(r) => Some(r.entries.into_iter().map(|x| x.entity).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, [vec![pne_id(0), pne_id(1)]]);
 }
 
 #[test]
