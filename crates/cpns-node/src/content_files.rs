@@ -189,6 +189,20 @@ impl ContentFiles {
         self.sending.insert(session, files);
     }
 
+    /// The sessions sent from here, taken out (to go on elsewhere).
+    pub(crate) fn take_sending(&mut self) -> ContentFiles {
+        ContentFiles {
+            inbox: None,
+            sending: std::mem::take(&mut self.sending),
+            receiving: BTreeMap::new(),
+        }
+    }
+
+    /// Sends what `other` sends too.
+    pub(crate) fn absorb_sending(&mut self, mut other: ContentFiles) {
+        self.sending.append(&mut other.sending);
+    }
+
     /// Session `session` sends no more: its files are closed.
     pub(crate) fn forget(&mut self, session: DeliveryId) {
         self.sending.remove(&session);

@@ -256,6 +256,83 @@ async fn a_push_resumes_after_the_pn_gw_is_killed_midway_with_memory_bounded() {
     store.close().await;
 }
 
+/// Content from outside a PN with the PN GW killed (-9) midway (docs/services.md, "Delivery
+/// from outside a PN"): the server keeps the session for the PN GW's next session, which is
+/// told its route again; the target goes on from what it holds, the operator's `--wait` sees
+/// the delivery end sent, and the copy has the file's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_from_outside_goes_on_after_the_pn_gw_is_killed_midway() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .start();
+    let (_phone, members, pn) = w.pn_with("phone", &["tv"]);
+    let mut tv = members.into_iter().next().unwrap();
+    // 12 MiB, each 64 KiB block different.
+    let file = w.path("film.mkv");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let block = content(65_536);
+        for n in 0u32..192 {
+            let mut b = block.clone();
+            b[..4].copy_from_slice(&n.to_be_bytes());
+            f.write_all(&b).unwrap();
+        }
+    }
+    let size = 192 * 65_536u64;
+    let data_dir = w.data_dir();
+    let push = common::Proc::spawn(
+        "content",
+        &[
+            "content",
+            "push",
+            s(&file),
+            "--data-dir",
+            s(&data_dir),
+            "--pn",
+            &pn,
+            "--source",
+            "vod-service",
+            "--to",
+            "tv",
+            "--service",
+            "vod",
+            "--wait",
+            "--json",
+        ],
+    );
+    let answer: Value = serde_json::from_str(&push.line()).unwrap();
+    let session = text(&answer["session"]);
+    let mut tv_part = w.store("tv").into_os_string();
+    tv_part.push(".inbox");
+    let part = std::path::PathBuf::from(&tv_part).join(format!("{session}.part"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < size / 3 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    w.restart_gateway(&[]);
+    let kept_at_kill = std::fs::metadata(&part).unwrap().len();
+    assert!(kept_at_kill < size, "killed before the end");
+    let end: Value = serde_json::from_str(&push.line()).unwrap();
+    assert_eq!(end["event"], "delivery_sent", "{end}");
+    assert_eq!(end["delivered"], serde_json::json!(["tv"]));
+    push.succeeds();
+    let got = tv.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+    assert_eq!(got["bytes"], size);
+    let kept = std::path::PathBuf::from(&tv_part).join("film.mkv");
+    assert_eq!(file_sha256(&kept), file_sha256(&file));
+    assert!(
+        records_closed(&w, 1).await,
+        "the records were not closed within 30 s"
+    );
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    assert_eq!((records[0].bytes, records[0].result), (size, Some(1)));
+    store.close().await;
+}
+
 /// Content from outside a PN (004 §5.5.8.1-2; docs/services.md, "Delivery from outside a PN"):
 /// the operator's service hands the server a file for the four devices of alice's PN, with a
 /// part of its own for two of them. Each device keeps the file, hash checked, and its own part

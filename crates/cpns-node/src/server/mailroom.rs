@@ -25,6 +25,9 @@ pub(super) struct Office {
     /// The relay inbox of each session taking part in a forwarded delivery, by its PN GW
     /// (`relay.rs`).
     pub(super) relays: Mutex<HashMap<EntityId, super::relay::Inbox>>,
+    /// Deliveries from outside a PN whose PN GW's session was lost, by PN GW, waiting for its
+    /// next session (`outbound.rs`, "Parked").
+    pub(super) parked: Mutex<HashMap<EntityId, super::outbound::Parked>>,
 }
 
 /// One inventory change, as the sessions publish it to the server's subscribers.
@@ -50,6 +53,11 @@ impl Office {
 
     pub(super) fn relays(&self) -> MutexGuard<'_, HashMap<EntityId, super::relay::Inbox>> {
         self.relays.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The parked deliveries from outside, by PN GW.
+    pub(super) fn parked(&self) -> MutexGuard<'_, HashMap<EntityId, super::outbound::Parked>> {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wakes every session to look for mail.

@@ -138,6 +138,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 mailroom: Mutex::new(Mailroom::default()),
                 inventory: tokio::sync::broadcast::channel(mailroom::INVENTORY_FEED).0,
                 relays: Mutex::default(),
+                parked: Mutex::default(),
             }),
             hub: StatusHub::new(),
             proto,

@@ -1,6 +1,8 @@
 //! Deliveries from outside a PN, at the session that sends them (docs/services.md, "Delivery
 //! from outside a PN"): the file each one reads from, who waits for its answer, and who
-//! follows its events. Held by the session: they end with it (a follower's stream ends).
+//! follows its events. Held by the session; when its connection is lost, those sending are
+//! parked for the PN GW's next session ([`Parked`]), for as long as their targets wait for a
+//! chunk; past that they end (a follower is told so).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -91,6 +93,35 @@ impl Outbound {
     }
 }
 
+/// The deliveries from outside a lost session was sending, waiting for its PN GW's next
+/// session: the machine's part and the files and followers. Dropped unclaimed, each follower is
+/// told its delivery ended.
+pub(super) struct Parked {
+    pub(super) kept: cpns_proto::server::KeptOutbound,
+    pub(super) sending: Outbound,
+    /// Which parking this is (a later one of the same PN GW replaces it).
+    pub(super) token: u64,
+}
+
+impl Outbound {
+    /// The deliveries set up and sending (their files and followers), taken out; those whose
+    /// set-up is not answered stay (their askers are told when this ends).
+    pub(super) fn take_sending(&mut self) -> Outbound {
+        Outbound {
+            next: 0,
+            pending: HashMap::new(),
+            files: self.files.take_sending(),
+            followers: std::mem::take(&mut self.followers),
+        }
+    }
+
+    /// Takes on what `other` sends (restored in a new session).
+    pub(super) fn absorb(&mut self, mut other: Outbound) {
+        self.files.absorb_sending(other.files.take_sending());
+        self.followers.extend(other.followers.drain());
+    }
+}
+
 impl Drop for Outbound {
     /// The session ends (its connection is gone): whoever follows a delivery it sent is told
     /// it stopped, not left with a stream that merely ends.
@@ -153,4 +184,68 @@ fn event_of(e: &ServerEvent, source: &EntityId) -> Option<Event> {
         },
         _ => return None,
     })
+}
+
+impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
+    /// The deliveries from outside a lost session of `gw` was sending, parked until its next
+    /// session takes them, for as long as their targets wait for a chunk (two flow timeouts);
+    /// then they end, each follower told.
+    pub(super) fn park_outbound(
+        &self,
+        gw: EntityId,
+        kept: cpns_proto::server::KeptOutbound,
+        sending: Outbound,
+    ) {
+        static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let token = TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let sessions = kept.sessions();
+        tracing::info!(%gw, sessions = sessions.len(), "deliveries from outside wait for the PN GW's next session");
+        let parked = Parked {
+            kept,
+            sending,
+            token,
+        };
+        self.office.parked().insert(gw.clone(), parked);
+        let office = std::sync::Arc::clone(&self.office);
+        let grace = self.cfg.proto.timeouts.flow * 2;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let expired = {
+                let mut parked = office.parked();
+                match parked.get(&gw) {
+                    Some(p) if p.token == token => parked.remove(&gw),
+                    _ => None,
+                }
+            };
+            if let Some(p) = expired {
+                tracing::warn!(%gw, sessions = ?p.kept.sessions(), "deliveries from outside stopped: the PN GW did not come back in time");
+                drop(p);
+            }
+        });
+    }
+
+    /// The deliveries from outside parked for `gw`, if any, go on in its new session.
+    pub(super) fn unpark_outbound(
+        &self,
+        session: &mut cpns_proto::server::ServerSession,
+        end: &mut super::SessionEnd,
+        gw: &EntityId,
+    ) {
+        let Some(p) = self.office.parked().remove(gw) else {
+            return;
+        };
+        let Parked { kept, sending, .. } = p;
+        match session.restore_outbound(std::time::Instant::now(), kept) {
+            Ok(()) => {
+                tracing::info!(%gw, "deliveries from outside go on in the PN GW's new session");
+                end.outbound.absorb(sending);
+            }
+            // Not this PN GW's session after all: left to end.
+            Err(kept) => drop(Parked {
+                kept,
+                sending,
+                token: 0,
+            }),
+        }
+    }
 }

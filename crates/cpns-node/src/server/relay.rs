@@ -167,10 +167,17 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         self.post_for_forward(session, back, gateway, id, letter);
     }
 
-    /// The session ends: every forward through it ends at its other side, and its inbox is
-    /// taken back (unless a newer session of its PN GW registered its own).
+    /// The session ends: every forward through it ends at its other side, its inbox is taken
+    /// back (unless a newer session of its PN GW registered its own), and the deliveries from
+    /// outside it was sending are parked for its PN GW's next session.
     pub(super) fn end_relays(&self, session: &mut ServerSession, end: &mut SessionEnd) {
-        session.end_deliveries();
+        let kept = session.end_deliveries();
+        if let Some(gw) = kept.gateway().cloned()
+            && !kept.is_empty()
+        {
+            let sending = end.outbound.take_sending();
+            self.park_outbound(gw, kept, sending);
+        }
         while let Some(out) = session.poll_output() {
             if let cpns_proto::server::ServerOutput::Relay {
                 gateway,

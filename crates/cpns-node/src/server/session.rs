@@ -77,6 +77,8 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 info!(%gw, "PN GW session authenticated");
                 slot = Slot::Authenticated(authed);
                 end.gateway = Some(gw.clone());
+                // What its last session was sending from outside goes on here.
+                self.unpark_outbound(session, end, &gw);
                 // A mailbox only for a session with someone to notify (an idle session's
                 // memory, ARCHITECTURE decision 22).
                 self.reach(end, vec![(gw, true)]);

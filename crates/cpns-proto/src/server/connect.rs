@@ -233,8 +233,12 @@ impl ServerSession {
     /// Step 16: Status Management response, after the PN GW's lookup (step 15); the PN GW also
     /// sends it as a notification whenever its local inventory changed. Step 17: the status and
     /// the PN list update the inventory (docs/ARCHITECTURE.md, "Which side wins").
-    pub(super) fn on_status(&mut self, gw: &Gw, m: StatusUpdateResponse) {
+    pub(super) fn on_status(&mut self, now: Instant, gw: &Gw, m: StatusUpdateResponse) {
         let first = !std::mem::replace(&mut self.reported, true);
+        if first {
+            // The PN GW is ready: what it was sent from outside before goes on.
+            self.resume_outbound(now);
+        }
         // An unchanged status is not written again (the first one always is: it makes the
         // session ready).
         if first || self.last_status != Some(m.status) {

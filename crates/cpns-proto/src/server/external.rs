@@ -8,8 +8,13 @@
 //! sealed to it. What every target has comes back from the PN GW as from a PNE source's PN GW,
 //! and so does each target's end.
 //!
-//! The session's source lives in this session: it ends with it (a lost WAN session ends it,
-//! told as [`ServerEvent::DeliveryStopped`]).
+//! The session's source lives in this session. When the WAN session is lost (the PN GW
+//! restarted, or its connection dropped), the sessions it sent are handed to the driver
+//! ([`ServerSession::end_deliveries`], [`KeptOutbound`]), which gives them to the PN GW's next
+//! session ([`ServerSession::restore_outbound`]): the route is told the PN GW again and the
+//! source goes on from what every target was last known to have, the targets saying again
+//! what they hold as the chunks come. A session no target acknowledged for two flow timeouts
+//! (the time a target waits for a chunk) stops, told as [`ServerEvent::DeliveryStopped`].
 
 use std::time::Instant;
 
@@ -58,6 +63,40 @@ pub(super) struct ExternalOpened {
     route: cpns_wire::DeliveryRoute,
     invites: Vec<(Reach, cpns_wire::DeliveryInvite)>,
     source: Source,
+}
+
+/// A session from outside this session sends: its sending end, its route (told the PN GW
+/// again after a lost WAN session), and when a target was last heard of.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    source: Source,
+    route: cpns_wire::DeliveryRoute,
+    heard: Instant,
+}
+
+/// The sessions from outside a PN a lost WAN session was sending, kept for its PN GW's next
+/// session ([`ServerSession::end_deliveries`], [`ServerSession::restore_outbound`]).
+#[derive(Debug, Default)]
+pub struct KeptOutbound {
+    gateway: Option<EntityId>,
+    sessions: std::collections::BTreeMap<DeliveryId, Box<Outgoing>>,
+}
+
+impl KeptOutbound {
+    /// Whether no session is kept.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// The PN GW whose session was sending them.
+    pub fn gateway(&self) -> Option<&EntityId> {
+        self.gateway.as_ref()
+    }
+
+    /// The sessions kept.
+    pub fn sessions(&self) -> Vec<DeliveryId> {
+        self.sessions.keys().copied().collect()
+    }
 }
 
 /// What is wrong with an external delivery, if anything.
@@ -182,6 +221,7 @@ impl ServerSession {
     /// waits for every target's first word.
     pub(super) fn external_opened(
         &mut self,
+        now: Instant,
         o: ExternalOpened,
         result: Result<Persisted, crate::StoreFailure>,
     ) {
@@ -192,11 +232,16 @@ impl ServerSession {
                 .out
                 .push_back(ServerOutput::DeliveryStarted { ask: o.ask, result });
         }
-        self.send_to_gateway(o.route);
+        self.send_to_gateway(o.route.clone());
         for (reach, invite) in &o.invites {
             self.push(reach, DELIVERY_OFFERED, invite, o.now_ms);
         }
-        self.outbound.insert(session, Box::new(o.source));
+        let outgoing = Outgoing {
+            source: o.source,
+            route: o.route,
+            heard: now,
+        };
+        self.outbound.insert(session, Box::new(outgoing));
         self.out.push_back(ServerOutput::DeliveryStarted {
             ask: o.ask,
             result: Ok(session),
@@ -211,9 +256,10 @@ impl ServerSession {
         offset: u64,
         read: Result<Vec<u8>, String>,
     ) {
-        let Some(s) = self.outbound.get_mut(&session) else {
+        let Some(o) = self.outbound.get_mut(&session) else {
             return;
         };
+        let s = &mut o.source;
         let len = read.as_ref().map_or(0, |b| b.len() as u64);
         match s.read(self.rng.get(), offset, read) {
             Read::Stale => return,
@@ -231,10 +277,10 @@ impl ServerSession {
     }
 
     fn outbound_read_more(&mut self, session: DeliveryId) {
-        let Some(s) = self.outbound.get_mut(&session) else {
+        let Some(o) = self.outbound.get_mut(&session) else {
             return;
         };
-        if let Some((offset, len)) = s.next_read() {
+        if let Some((offset, len)) = o.source.next_read() {
             self.out.push_back(ServerOutput::ReadContent {
                 session,
                 offset,
@@ -244,21 +290,23 @@ impl ServerSession {
     }
 
     /// What every target of an external session has, from the PN GW.
-    pub(super) fn on_outbound_ack(&mut self, env: &Envelope, m: DeliveryAck) {
-        let Some(s) = self.outbound.get_mut(&m.session) else {
+    pub(super) fn on_outbound_ack(&mut self, now: Instant, env: &Envelope, m: DeliveryAck) {
+        let Some(o) = self.outbound.get_mut(&m.session) else {
             return self.not_outbound(env, m.session);
         };
-        s.acknowledged(m.have, m.resume);
+        o.heard = now;
+        o.source.acknowledged(m.have, m.resume);
         self.outbound_read_more(m.session);
     }
 
     /// A target's end of an external session, from the PN GW; with every target's end, the
     /// session is done.
-    pub(super) fn on_outbound_done(&mut self, env: &Envelope, m: DeliveryDone) {
-        let Some(s) = self.outbound.get_mut(&m.session) else {
+    pub(super) fn on_outbound_done(&mut self, now: Instant, env: &Envelope, m: DeliveryDone) {
+        let Some(o) = self.outbound.get_mut(&m.session) else {
             return self.not_outbound(env, m.session);
         };
-        let Some(all) = s.ended(&m.target, m.result) else {
+        o.heard = now;
+        let Some(all) = o.source.ended(&m.target, m.result) else {
             return;
         };
         if m.result != DeliveryResult::Delivered {
@@ -268,10 +316,10 @@ impl ServerSession {
                 result: m.result,
             });
         }
-        if all && let Some(s) = self.outbound.remove(&m.session) {
+        if all && let Some(o) = self.outbound.remove(&m.session) {
             self.event(ServerEvent::DeliverySent {
                 session: m.session,
-                delivered: s.delivered(),
+                delivered: o.source.delivered(),
             });
         }
     }
@@ -292,14 +340,72 @@ impl ServerSession {
     }
 
     /// The connection ended (the driver says so before it drops the session, or the session
-    /// closed itself): every external session sending on it stops, and every session
-    /// forwarded through it ends at its other side too.
-    pub fn end_deliveries(&mut self) {
+    /// closed itself): every session forwarded through it ends at its other side, and every
+    /// external session sending on it is handed over, to go on in its PN GW's next session
+    /// ([`Self::restore_outbound`]). A session of no PN GW (none authenticated) keeps none.
+    pub fn end_deliveries(&mut self) -> KeptOutbound {
         self.end_forwards();
-        let sessions: Vec<DeliveryId> = self.outbound.keys().copied().collect();
-        self.outbound.clear();
-        for session in sessions {
-            let reason = "the PN GW's session with the server ended".to_string();
+        let mut sessions = std::mem::take(&mut self.outbound);
+        sessions.append(&mut self.restoring);
+        KeptOutbound {
+            gateway: self.conn.gateway().map(|g| g.id.clone()),
+            sessions,
+        }
+    }
+
+    /// The sessions from outside a lost WAN session of this session's PN GW was sending: once
+    /// the PN GW's connection set-up is done (it answered the status lookup, 002 §B.1.1.2 step
+    /// 16; at once if it has), each route is told the PN GW again, and each source goes on
+    /// from what every target was last known to have (a target holding more says so at the
+    /// next chunk, and takes only what it lacks). Given back if this session is not the same
+    /// PN GW's, or has no authenticated PN GW yet.
+    pub fn restore_outbound(
+        &mut self,
+        now: Instant,
+        kept: KeptOutbound,
+    ) -> Result<(), KeptOutbound> {
+        let here = self.conn.gateway().map(|g| g.id.clone());
+        if here.is_none() || here.as_ref() != kept.gateway.as_ref() {
+            return Err(kept);
+        }
+        self.restoring.extend(kept.sessions);
+        if self.reported {
+            self.resume_outbound(now);
+        }
+        Ok(())
+    }
+
+    /// The PN GW's connection set-up is done: the sessions from outside restored go on.
+    pub(super) fn resume_outbound(&mut self, now: Instant) {
+        for (session, mut o) in std::mem::take(&mut self.restoring) {
+            o.source.rewind();
+            o.heard = now;
+            self.send_to_gateway(o.route.clone());
+            self.outbound.insert(session, o);
+            self.outbound_read_more(session);
+        }
+    }
+
+    /// When the first session from outside that no target acknowledged for two flow timeouts
+    /// stops.
+    pub(super) fn outbound_deadline(&self) -> Option<Instant> {
+        let quiet = self.cfg.timeouts.flow * 2;
+        self.outbound.values().map(|o| o.heard + quiet).min()
+    }
+
+    /// Sessions from outside no target acknowledged for two flow timeouts (each target has
+    /// given up waiting by then: its source or PN GW stopped) stop.
+    pub(super) fn outbound_timeouts(&mut self, now: Instant) {
+        let quiet = self.cfg.timeouts.flow * 2;
+        let stale: Vec<DeliveryId> = self
+            .outbound
+            .iter()
+            .filter(|(_, o)| o.heard + quiet <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for session in stale {
+            self.outbound.remove(&session);
+            let reason = format!("no target acknowledged anything for {} s", quiet.as_secs());
             self.event(ServerEvent::DeliveryStopped { session, reason });
         }
     }

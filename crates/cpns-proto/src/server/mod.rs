@@ -41,7 +41,7 @@ use crate::util::{MsgIds, Tokens};
 use crate::{ProtoError, Timeouts, Token, TraceRecord};
 
 pub use budget::FlowBudget;
-pub use external::{ExternalDelivery, MAX_OUTBOUND};
+pub use external::{ExternalDelivery, KeptOutbound, MAX_OUTBOUND};
 pub use forward::{MAX_FORWARDS, Relayed};
 pub use load::{
     GroupKeyLoaded, InventoryLoaded, Load, Loaded, PnLoaded, SessionLoaded, StatusesLoaded,
@@ -980,7 +980,10 @@ pub struct ServerSession {
     wall: Option<(Instant, i64)>,
     /// Deliveries from external entities this session sends (docs/services.md, "Delivery from
     /// outside a PN").
-    outbound: BTreeMap<cpns_wire::DeliveryId, Box<crate::source::Source>>,
+    outbound: BTreeMap<cpns_wire::DeliveryId, Box<external::Outgoing>>,
+    /// Sessions from outside a lost WAN session of this PN GW was sending, waiting for its
+    /// connection set-up to be done here ([`ServerSession::restore_outbound`]).
+    restoring: BTreeMap<cpns_wire::DeliveryId, Box<external::Outgoing>>,
     /// Sessions forwarded between PNs that this session relays, at either end (docs/
     /// services.md, "Forwarding between PNs").
     forwards: forward::Forwards,
@@ -1025,6 +1028,7 @@ impl ServerSession {
             caps_asks: BTreeMap::new(),
             wall: None,
             outbound: BTreeMap::new(),
+            restoring: BTreeMap::new(),
             forwards: BTreeMap::new(),
             out: VecDeque::new(),
         }
@@ -1148,7 +1152,7 @@ impl ServerSession {
             // Heard: `last_heard` moved on; nothing to answer.
             Body::Heartbeat(_) => {}
             Body::CapabilitiesAnswer(m) => self.on_capabilities_answer(&env, m),
-            Body::StatusUpdateResponse(m) => self.on_status(&gw, m),
+            Body::StatusUpdateResponse(m) => self.on_status(now, &gw, m),
             Body::PnRegistrationRequest(m) => self.on_pn_registration(now, &gw, &env, m),
             Body::AuthenticationResponse(m)
                 if m.purpose == cpns_wire::AuthPurposeCode::Registration =>
@@ -1167,8 +1171,8 @@ impl ServerSession {
             Body::DeliveryControl(m) => self.on_forward_control(&env, m),
             Body::DeliveryAck(m) if self.is_forward(&m.session) => self.on_forward_ack(&env, m),
             Body::DeliveryDone(m) if self.is_forward(&m.session) => self.on_forward_done(&env, m),
-            Body::DeliveryAck(m) => self.on_outbound_ack(&env, m),
-            Body::DeliveryDone(m) => self.on_outbound_done(&env, m),
+            Body::DeliveryAck(m) => self.on_outbound_ack(now, &env, m),
+            Body::DeliveryDone(m) => self.on_outbound_done(now, &env, m),
             Body::PneConfirmResponse(m) => self.on_confirm_response(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
@@ -1399,7 +1403,7 @@ impl ServerSession {
                 self.group_written(w, pushes, result);
             }
             Parked::DeliveryOpened(o) => self.delivery_opened(*o, result),
-            Parked::ExternalOpened(o) => self.external_opened(*o, result),
+            Parked::ExternalOpened(o) => self.external_opened(now, *o, result),
             Parked::ContentsWrite(w) => {
                 let (c, declared) = *w;
                 self.contents_written(c, declared, result);
@@ -1430,6 +1434,7 @@ impl ServerSession {
         self.registration_timeouts(now);
         self.silence_timeout(now);
         self.caps_ask_timeouts(now);
+        self.outbound_timeouts(now);
         self.release_ended_flows();
     }
 
@@ -1448,6 +1453,7 @@ impl ServerSession {
             .into_iter()
             .chain(self.silence_deadline())
             .chain(self.caps_asks.values().map(|(_, d)| *d))
+            .chain(self.outbound_deadline())
             .chain(flows)
             .min()
     }

@@ -393,23 +393,117 @@ fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_p
 }
 
 #[test]
-fn a_lost_wan_session_stops_the_delivery_at_both_ends() {
+fn a_delivery_from_outside_goes_on_in_the_pn_gws_next_session() {
+    use super::harness::Action;
     let (mut h, pn) = world();
-    let bytes = content(100_000, 5);
+    let bytes = content(600_000, 5);
     h.store.server_outbox = bytes.clone();
-    h.drop_message("DeliveryAck");
-    let session = deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
-    assert_eq!(h.gw.relayed_deliveries(), [session]);
-    h.server.end_deliveries();
+    // The WAN session is lost once the targets hold a third: what they say past it is lost
+    // with it.
+    h.set_hook(|f| {
+        if f.from == Party::Gw
+            && f.to == Party::Server
+            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
+            && a.have > 200_000
+        {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();
+    assert!(!h.store.pne_received.contains_key(&(1, session)));
+    let kept = h.server.end_deliveries();
+    assert_eq!(kept.sessions(), [session]);
+    assert_eq!(kept.gateway(), Some(&h.gw_cfg.id));
     let now = h.now();
     h.gw.wan_closed(now);
     h.pump();
-    let stopped = h
-        .server_events()
+    assert!(
+        h.gw.relayed_deliveries().is_empty(),
+        "its route went with the WAN"
+    );
+    let stopped = |h: &Harness| {
+        h.server_events()
+            .into_iter()
+            .any(|e| matches!(e, ServerEvent::DeliveryStopped { session: s, .. } if *s == session))
+    };
+    assert!(!stopped(&h), "kept, not stopped");
+    h.clear_hook();
+    // A session of no PN GW yet does not take them: they are given back whole.
+    let mut bare = crate::server::ServerSession::new(
+        h.server_cfg.clone(),
+        super::harness::EXPORTER,
+        now,
+        cpns_crypto::MachineRng::from_seed_u64(5),
+    );
+    let kept = bare.restore_outbound(now, kept).unwrap_err();
+    assert_eq!(kept.sessions(), [session]);
+    // The PN GW's next session: the route is told again and the source goes on from what
+    // every target had, not from the start.
+    let before = server_chunks(&h, session).len();
+    h.reopen_wan();
+    let now = h.now();
+    h.server.restore_outbound(now, kept).unwrap();
+    h.pump();
+    assert!(!stopped(&h));
+    for i in [1, 2] {
+        assert_eq!(
+            h.store.pne_received.get(&(i, session)),
+            Some(&bytes),
+            "PNE {i}"
+        );
+    }
+    let again: Vec<u64> = server_chunks(&h, session)
         .into_iter()
-        .any(|e| matches!(e, ServerEvent::DeliveryStopped { session: s, .. } if *s == session));
-    assert!(stopped);
-    assert!(h.gw.relayed_deliveries().is_empty());
+        .skip(before)
+        .collect();
+    assert!(
+        again[0] >= 196_608,
+        "went on from what the targets had: {again:?}"
+    );
+    let sent = h.server_events().into_iter().find_map(|e| match e {
+        ServerEvent::DeliverySent {
+            session: s,
+            delivered,
+        } if *s == session => Some(delivered.clone()),
+        _ => None,
+    });
+    assert_eq!(sent, Some(vec![pne_id(1), pne_id(2)]));
+}
+
+#[test]
+fn a_delivery_from_outside_no_target_acknowledges_stops_after_two_flow_timeouts() {
+    use super::harness::Action;
+    let (mut h, pn) = world();
+    let bytes = content(100_000, 6);
+    h.store.server_outbox = bytes.clone();
+    // Nothing of the targets reaches the server (a PN GW that lost them all).
+    h.set_hook(|f| {
+        if f.from == Party::Gw
+            && f.to == Party::Server
+            && matches!(f.message, "DeliveryAck" | "DeliveryDone")
+        {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let session = deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
+    let flow = h.server_cfg.timeouts.flow;
+    let stopped = |h: &Harness| {
+        h.server_events().into_iter().find_map(|e| match e {
+            ServerEvent::DeliveryStopped { session: s, reason } if *s == session => {
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+    };
+    h.advance(flow * 2 - std::time::Duration::from_secs(1));
+    assert_eq!(stopped(&h), None, "not before two flow timeouts");
+    h.advance(std::time::Duration::from_secs(1));
+    let reason = stopped(&h).expect("stopped");
+    assert!(reason.contains("no target acknowledged"), "{reason}");
+    // Stopped: what a target says after is refused, nothing more is read.
+    assert!(h.server.end_deliveries().is_empty());
 }
 
 #[test]
