@@ -278,13 +278,74 @@ fn a_targets_end_names_as_many_results_as_items_or_none() {
         call(&mut h, 1, DELIVERY_DONE, done(vec![Delivered, Delivered])),
         Err(ErrorCode::BadRequest)
     );
-    assert_eq!(
-        call(&mut h, 1, DELIVERY_DONE, done(vec![Delivered; 9])),
-        Err(ErrorCode::BadRequest)
-    );
+    // More results than any session has items: refused before the store, saying so.
+    let now = h.now();
+    let id = h.pnes[1]
+        .secure_call(now, DELIVERY_DONE, done(vec![Delivered; 9]))
+        .unwrap();
+    h.pump();
+    match h.completion(1, id).map(|c| c.result.clone()) {
+        Some(Err(crate::Failure::Refused(e))) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.reason.contains("at most 8 items"), "{}", e.reason);
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(h.store.deliveries[&(session, pne_id(1))].ended, None);
     // Three: recorded as said.
     let three = done(vec![Delivered, HashMismatch, Delivered]);
     assert!(call(&mut h, 1, DELIVERY_DONE, three).is_ok());
     assert_eq!(h.store.deliveries[&(session, pne_id(1))].results, [1, 3, 1]);
+}
+
+#[test]
+fn a_session_of_the_most_items_is_delivered_and_recorded_item_by_item() {
+    use crate::server::delivery::MAX_ITEMS;
+    let mut h = world();
+    let first = content(1_000);
+    let rest: Vec<Vec<u8>> = (1..MAX_ITEMS)
+        .map(|k| seeded_content(500 + k, k as u32))
+        .collect();
+    let more = rest
+        .iter()
+        .enumerate()
+        .map(|(k, b)| item("extra", &format!("part-{k}"), b))
+        .collect();
+    let mut all: Vec<&[u8]> = vec![&first];
+    all.extend(rest.iter().map(Vec::as_slice));
+    let session = push_items(&mut h, &[1], &first, more, &all);
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&all.concat()));
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(1))].results,
+        vec![1; MAX_ITEMS]
+    );
+}
+
+#[test]
+fn a_driver_that_checks_another_number_of_items_ends_the_part_failed() {
+    let mut h = world();
+    let (video, subs, poster) = film();
+    h.store.held_finishes = Some(vec![]);
+    let more = vec![
+        item("subtitles", "holiday.srt", &subs),
+        item("poster", "holiday.jpg", &poster),
+    ];
+    let session = push_items(&mut h, &[1], &video, more, &[&video, &subs, &poster]);
+    let now = h.now();
+    // One answer for three items.
+    h.pnes[1].handle_receive_finished(now, session, Ok(vec![true]));
+    h.pump();
+    let ended = h.pne_events(1).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session: s,
+            result,
+            reason,
+            ..
+        } if *s == session => Some((*result, reason.clone().unwrap_or_default())),
+        _ => None,
+    });
+    let (result, reason) = ended.expect("ended");
+    assert_eq!(result, DeliveryResult::Failed);
+    assert!(reason.contains("1 hashes checked of 3 items"), "{reason}");
+    assert_eq!(h.store.deliveries[&(session, pne_id(1))].results, [4]);
 }
