@@ -225,7 +225,7 @@ impl ContentFiles {
         buf.resize(n, 0);
         let (mut at, mut filled, mut start) = (offset, 0usize, 0u64);
         for f in files.iter_mut() {
-            let end = start + f.size;
+            let end = start.saturating_add(f.size);
             if filled < n && at < end {
                 if f.file.is_none() {
                     let opened = tokio::fs::File::open(&f.path)
@@ -248,7 +248,7 @@ impl ContentFiles {
         if filled < n {
             return Err(format!(
                 "bytes {offset} to {} are past the end of what the session sends",
-                offset + len
+                offset.saturating_add(len)
             ));
         }
         Ok(buf)
@@ -314,7 +314,7 @@ impl ContentFiles {
             let f = f.into_std().await;
             // What it holds already (a resumed session) is hashed once, now.
             let (hash, hashed) = hash_file(&path, held).await?;
-            have += held;
+            have = have.saturating_add(held);
             whole = whole && held == item.size;
             parts.push(Part {
                 name: item.name,
@@ -343,7 +343,7 @@ impl ContentFiles {
         };
         let (mut at, mut done, mut start) = (offset, 0usize, 0u64);
         for p in parts.iter_mut() {
-            let end = start + p.size;
+            let end = start.saturating_add(p.size);
             if done < bytes.len() && at < end {
                 let here = usize::try_from((end - at).min((bytes.len() - done) as u64))
                     .map_err(|_| "a chunk too large")?;
@@ -396,8 +396,8 @@ impl ContentFiles {
             ));
         }
         let mut kept = Vec::with_capacity(parts.len());
-        for (p, want) in parts.into_iter().zip(sha256) {
-            kept.push(keep(session, p, want).await?);
+        for (i, (p, want)) in parts.into_iter().zip(sha256).enumerate() {
+            kept.push(keep(session, i, p, want).await?);
         }
         if !specific.is_empty()
             && let Some(first) = kept.iter().flatten().next()
@@ -440,9 +440,14 @@ impl ContentFiles {
     }
 }
 
-/// One item of `session`, every byte written: kept under its name (its path) if its SHA-256 is
-/// `want`, its partial file removed either way.
-async fn keep(session: DeliveryId, p: Part, want: &[u8; 32]) -> Result<Option<PathBuf>, String> {
+/// Item `item` of `session`, every byte written: kept under its name (its path) if its
+/// SHA-256 is `want`, its partial file removed either way.
+async fn keep(
+    session: DeliveryId,
+    item: usize,
+    p: Part,
+    want: &[u8; 32],
+) -> Result<Option<PathBuf>, String> {
     let Part {
         name,
         path,
@@ -471,15 +476,31 @@ async fn keep(session: DeliveryId, p: Part, want: &[u8; 32]) -> Result<Option<Pa
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = safe_name(&name);
-    // Kept under its name, or its session's beside it: never over a file already there (a
+    // Kept under its name, or its session's beside it, or (two items of a session whose
+    // names are one file name) its session's and place's: never over a file already there (a
     // link fails where the name is taken, where a rename would replace it).
-    let mut kept = dir.join(&name);
-    if tokio::fs::hard_link(&path, &kept).await.is_err() {
-        kept = dir.join(format!("{}-{name}", &session.to_string()[..8]));
-        tokio::fs::hard_link(&path, &kept)
-            .await
-            .map_err(|e| io("keep", &kept, &e))?;
+    let short = &session.to_string()[..8];
+    let names = [
+        name.clone(),
+        format!("{short}-{name}"),
+        format!("{short}-{item}-{name}"),
+    ];
+    let mut kept = None;
+    let mut last = None;
+    for n in names {
+        let at = dir.join(n);
+        match tokio::fs::hard_link(&path, &at).await {
+            Ok(()) => {
+                kept = Some(at);
+                break;
+            }
+            Err(e) => last = Some((at, e)),
+        }
     }
+    let Some(kept) = kept else {
+        let (at, e) = last.unwrap_or_else(|| (dir.to_path_buf(), std::io::ErrorKind::Other.into()));
+        return Err(io("keep", &at, &e));
+    };
     let _ = tokio::fs::remove_file(&path).await;
     Ok(Some(kept))
 }
@@ -717,6 +738,32 @@ mod tests {
         assert!(why.contains("1 hashes offered for 3 items"), "{why}");
         assert!(!inbox.join(format!("{t}.part")).exists());
         assert!(!inbox.join(format!("{t}.1.part")).exists());
+        // Two items whose names make one file name, the name taken already: each kept, beside
+        // it, under a name of its own.
+        let v = DeliveryId::from_bytes([11; 16]);
+        std::fs::write(inbox.join("a_b"), b"mine").unwrap();
+        let clash = vec![
+            ReceiveItem {
+                name: "a/b".into(),
+                size: 2,
+            },
+            ReceiveItem {
+                name: "a:b".into(),
+                size: 2,
+            },
+        ];
+        files.open_receive(v, clash).await.unwrap();
+        files.write(v, 0, b"xxyy").await.unwrap();
+        let kept = files
+            .finish(v, &[sha(b"xx"), sha(b"yy")], &[])
+            .await
+            .unwrap();
+        let kept: Vec<PathBuf> = kept.into_iter().map(Option::unwrap).collect();
+        assert_eq!(kept.len(), 2);
+        assert_ne!(kept[0], kept[1]);
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"xx");
+        assert_eq!(std::fs::read(&kept[1]).unwrap(), b"yy");
+        assert_eq!(std::fs::read(inbox.join("a_b")).unwrap(), b"mine");
         // An item's partial file longer than the item: refused.
         let u = DeliveryId::from_bytes([10; 16]);
         std::fs::write(inbox.join(format!("{u}.part")), b"too long!").unwrap();

@@ -211,6 +211,16 @@ impl Source {
         Some(self.open.is_empty())
     }
 
+    /// Whether every target acknowledged something (the content was moving).
+    pub(crate) fn moving(&self) -> bool {
+        self.acked.is_some()
+    }
+
+    /// The targets whose part has not ended.
+    pub(crate) fn open_targets(&self) -> &[EntityId] {
+        &self.open
+    }
+
     /// The targets that have it, hash checked.
     pub(crate) fn delivered(self) -> Vec<EntityId> {
         self.delivered

@@ -371,7 +371,8 @@ pub trait ServerStore: Send + Sync + 'static {
     /// how each item ended (`results[i]` for item `i`; one result: every item's). Each item's
     /// record gets the bytes of it among those (items follow one another in order). False if
     /// the target has no open record (none, or ended already): nothing changes;
-    /// [`StoreError::Conflict`] if `results` is empty or names another number of items. An
+    /// [`StoreError::Conflict`] if `results` is empty, names another number of items, or is
+    /// one `delivered` or `hash mismatch` for a session of several (each item's own). An
     /// item that ends delivered (result 1) with a tariff (`per_mb`) writes its charging record
     /// in the same transaction: to the user charged, with the PN's owner when that is another
     /// user, `cpns_wire::charge_units(per_mb, size)` units.

@@ -345,6 +345,8 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         let Some(gw) = session.gateway().cloned() else {
             return;
         };
+        // Deliveries from outside a lost session of this PN GW was sending go on here.
+        self.unpark_outbound(session, end, &gw);
         let letters = self.room().take(&gw);
         let now = Instant::now();
         for letter in letters {

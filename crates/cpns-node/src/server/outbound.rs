@@ -187,9 +187,11 @@ fn event_of(e: &ServerEvent, source: &EntityId) -> Option<Event> {
 }
 
 impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
-    /// The deliveries from outside a lost session of `gw` was sending, parked until its next
-    /// session takes them, for as long as their targets wait for a chunk (two flow timeouts);
-    /// then they end, each follower told.
+    /// The deliveries from outside a lost session of `gw` was sending, parked until a session
+    /// of `gw` takes them: one that authenticates next, or one already running (the old
+    /// connection was found dead after the PN GW came back on a new one), woken for it. They
+    /// are kept for as long as their targets wait for a chunk (two flow timeouts, counted
+    /// from their first loss), then end, each follower told.
     pub(super) fn park_outbound(
         &self,
         gw: EntityId,
@@ -198,18 +200,35 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
     ) {
         static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let token = TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sessions = kept.sessions();
-        tracing::info!(%gw, sessions = sessions.len(), "deliveries from outside wait for the PN GW's next session");
-        let parked = Parked {
-            kept,
-            sending,
-            token,
-        };
-        self.office.parked().insert(gw.clone(), parked);
-        let office = std::sync::Arc::clone(&self.office);
         let grace = self.cfg.proto.timeouts.flow * 2;
+        let until = {
+            let mut parked = self.office.parked();
+            // Two lost sessions of one PN GW: kept together, from the earlier loss.
+            let (kept, sending) = match parked.remove(&gw) {
+                Some(mut earlier) => {
+                    earlier.kept.absorb(kept);
+                    earlier.sending.absorb(sending);
+                    (earlier.kept, earlier.sending)
+                }
+                None => (kept, sending),
+            };
+            let since = kept.since().unwrap_or_else(std::time::Instant::now);
+            tracing::info!(%gw, sessions = kept.sessions().len(), "deliveries from outside wait for the PN GW's next session");
+            parked.insert(
+                gw.clone(),
+                Parked {
+                    kept,
+                    sending,
+                    token,
+                },
+            );
+            since + grace
+        };
+        // A session of this PN GW already running takes them at its next turn.
+        self.office.ring();
+        let office = std::sync::Arc::clone(&self.office);
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
+            tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
             let expired = {
                 let mut parked = office.parked();
                 match parked.get(&gw) {
@@ -224,7 +243,7 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
         });
     }
 
-    /// The deliveries from outside parked for `gw`, if any, go on in its new session.
+    /// The deliveries from outside parked for `gw`, if any, go on in its session `session`.
     pub(super) fn unpark_outbound(
         &self,
         session: &mut cpns_proto::server::ServerSession,
@@ -234,18 +253,25 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
         let Some(p) = self.office.parked().remove(gw) else {
             return;
         };
-        let Parked { kept, sending, .. } = p;
+        let Parked {
+            kept,
+            sending,
+            token,
+        } = p;
         match session.restore_outbound(std::time::Instant::now(), kept) {
             Ok(()) => {
-                tracing::info!(%gw, "deliveries from outside go on in the PN GW's new session");
+                tracing::info!(%gw, "deliveries from outside go on in the PN GW's session");
                 end.outbound.absorb(sending);
             }
-            // Not this PN GW's session after all: left to end.
-            Err(kept) => drop(Parked {
-                kept,
-                sending,
-                token: 0,
-            }),
+            // Not this PN GW's session after all: parked again, as they were.
+            Err(kept) => {
+                let back = Parked {
+                    kept,
+                    sending,
+                    token,
+                };
+                self.office.parked().insert(gw.clone(), back);
+            }
         }
     }
 }

@@ -171,7 +171,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
     /// back (unless a newer session of its PN GW registered its own), and the deliveries from
     /// outside it was sending are parked for its PN GW's next session.
     pub(super) fn end_relays(&self, session: &mut ServerSession, end: &mut SessionEnd) {
-        let kept = session.end_deliveries();
+        let kept = session.end_deliveries(std::time::Instant::now());
         if let Some(gw) = kept.gateway().cloned()
             && !kept.is_empty()
         {

@@ -112,6 +112,26 @@ pub struct ReceiveItem {
     pub size: u64,
 }
 
+/// What is out of bounds in an invitation (a server that broke the rules of an offer), if
+/// anything: more items than a session carries, an empty item, or more than a session's size
+/// in all.
+pub(crate) fn invite_fault(invite: &DeliveryInvite) -> Option<String> {
+    use crate::server::delivery::{MAX_ITEMS, MAX_SIZE};
+    let sizes = std::iter::once(invite.size).chain(invite.more.iter().map(|i| i.size));
+    let total = sizes
+        .clone()
+        .try_fold(0u64, |t, s| t.checked_add(s))
+        .filter(|t| *t <= MAX_SIZE);
+    let bad = invite.more.len() >= MAX_ITEMS || sizes.clone().any(|s| s == 0) || total.is_none();
+    bad.then(|| {
+        format!(
+            "its items are out of bounds: at most {MAX_ITEMS}, each 1 byte or more, {} GiB \
+             together",
+            MAX_SIZE >> 30
+        )
+    })
+}
+
 /// Each item of `invite`, in order: the first, which its own fields describe, then `more`.
 fn items(invite: &DeliveryInvite) -> impl Iterator<Item = (&str, u64, [u8; 32])> {
     std::iter::once((invite.name.as_str(), invite.size, invite.sha256.0)).chain(
@@ -412,6 +432,7 @@ impl PneSession {
             return;
         }
         let key = DeliveryKey::from_bytes(invite.key.0);
+        let fault = invite_fault(&invite);
         // A suite this PNE does not take: declined, once its application is told.
         let suite = crate::server::delivery::suite_of(invite.suite)
             .ok()
@@ -452,6 +473,9 @@ impl PneSession {
                 "sealed in an AEAD suite this PNE does not take (code {})",
                 invite.suite.unwrap_or(1)
             );
+            return self.end_receiving(now, session, DeliveryResult::Declined, 0, Some(why));
+        }
+        if let Some(why) = fault {
             return self.end_receiving(now, session, DeliveryResult::Declined, 0, Some(why));
         }
         match self.cfg.deliveries {

@@ -6,7 +6,7 @@
 //! `hash_server_PNE` does not verify is not stored (000 §6.6.1.1 step 15).
 
 mod content;
-mod delivery;
+pub(crate) mod delivery;
 mod establish;
 mod follow;
 mod groups;

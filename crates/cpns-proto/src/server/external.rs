@@ -13,8 +13,9 @@
 //! ([`ServerSession::end_deliveries`], [`KeptOutbound`]), which gives them to the PN GW's next
 //! session ([`ServerSession::restore_outbound`]): the route is told the PN GW again and the
 //! source goes on from what every target was last known to have, the targets saying again
-//! what they hold as the chunks come. A session no target acknowledged for two flow timeouts
-//! (the time a target waits for a chunk) stops, told as [`ServerEvent::DeliveryStopped`].
+//! what they hold as the chunks come. A session gone on so, of which no target says anything
+//! for two flow timeouts (the time a target waits for a chunk), stops, told as
+//! [`ServerEvent::DeliveryStopped`].
 
 use std::time::Instant;
 
@@ -71,7 +72,9 @@ pub(super) struct ExternalOpened {
 pub(super) struct Outgoing {
     source: Source,
     route: cpns_wire::DeliveryRoute,
-    heard: Instant,
+    /// Since a lost WAN session it went on after, while no target has said anything: from
+    /// when (none: not waiting so).
+    awaiting: Option<Instant>,
 }
 
 /// The sessions from outside a PN a lost WAN session was sending, kept for its PN GW's next
@@ -80,6 +83,8 @@ pub(super) struct Outgoing {
 pub struct KeptOutbound {
     gateway: Option<EntityId>,
     sessions: std::collections::BTreeMap<DeliveryId, Box<Outgoing>>,
+    /// When the first WAN session they were lost with ended (they have not moved since).
+    since: Option<Instant>,
 }
 
 impl KeptOutbound {
@@ -96,6 +101,30 @@ impl KeptOutbound {
     /// The sessions kept.
     pub fn sessions(&self) -> Vec<DeliveryId> {
         self.sessions.keys().copied().collect()
+    }
+
+    /// When the WAN session they were first lost with ended: they have not moved since, and
+    /// are kept no longer than their targets wait for a chunk, counted from then.
+    pub fn since(&self) -> Option<Instant> {
+        self.since
+    }
+
+    /// Takes on the sessions `other` keeps (two lost sessions of one PN GW), from the earlier
+    /// of their losses.
+    pub fn absorb(&mut self, mut other: KeptOutbound) {
+        self.sessions.append(&mut other.sessions);
+        self.since = earlier(self.since, other.since);
+        if self.gateway.is_none() {
+            self.gateway = other.gateway;
+        }
+    }
+}
+
+/// The earlier of two times, either maybe absent.
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -169,7 +198,7 @@ impl ServerSession {
             .values()
             .filter(|p| matches!(p, Parked::ExternalLoad(_) | Parked::ExternalOpened(_)))
             .count();
-        self.outbound.len() + starting
+        self.outbound.len() + self.restoring.len() + starting
     }
 
     /// The PN is read (or could not be).
@@ -221,7 +250,6 @@ impl ServerSession {
     /// waits for every target's first word.
     pub(super) fn external_opened(
         &mut self,
-        now: Instant,
         o: ExternalOpened,
         result: Result<Persisted, crate::StoreFailure>,
     ) {
@@ -239,7 +267,7 @@ impl ServerSession {
         let outgoing = Outgoing {
             source: o.source,
             route: o.route,
-            heard: now,
+            awaiting: None,
         };
         self.outbound.insert(session, Box::new(outgoing));
         self.out.push_back(ServerOutput::DeliveryStarted {
@@ -290,25 +318,28 @@ impl ServerSession {
     }
 
     /// What every target of an external session has, from the PN GW.
-    pub(super) fn on_outbound_ack(&mut self, now: Instant, env: &Envelope, m: DeliveryAck) {
+    pub(super) fn on_outbound_ack(&mut self, env: &Envelope, m: DeliveryAck) {
         let Some(o) = self.outbound.get_mut(&m.session) else {
             return self.not_outbound(env, m.session);
         };
-        o.heard = now;
+        o.awaiting = None;
         o.source.acknowledged(m.have, m.resume);
         self.outbound_read_more(m.session);
     }
 
     /// A target's end of an external session, from the PN GW; with every target's end, the
     /// session is done.
-    pub(super) fn on_outbound_done(&mut self, now: Instant, env: &Envelope, m: DeliveryDone) {
+    pub(super) fn on_outbound_done(&mut self, env: &Envelope, m: DeliveryDone) {
         let Some(o) = self.outbound.get_mut(&m.session) else {
             return self.not_outbound(env, m.session);
         };
-        o.heard = now;
+        o.awaiting = None;
         let Some(all) = o.source.ended(&m.target, m.result) else {
             return;
         };
+        // Told the PN GW again after a lost WAN session, the route names only the targets
+        // still open: one that ended acknowledges nothing more.
+        o.route.targets = o.source.open_targets().to_vec();
         if m.result != DeliveryResult::Delivered {
             self.event(ServerEvent::DeliveryEnded {
                 session: m.session,
@@ -343,13 +374,21 @@ impl ServerSession {
     /// closed itself): every session forwarded through it ends at its other side, and every
     /// external session sending on it is handed over, to go on in its PN GW's next session
     /// ([`Self::restore_outbound`]). A session of no PN GW (none authenticated) keeps none.
-    pub fn end_deliveries(&mut self) -> KeptOutbound {
+    pub fn end_deliveries(&mut self, now: Instant) -> KeptOutbound {
         self.end_forwards();
+        // Those restored here and never gone on (the PN GW never finished its set-up) keep
+        // the time of their first loss.
+        let since = if self.restoring.is_empty() {
+            Some(now)
+        } else {
+            earlier(self.restoring_since, Some(now))
+        };
         let mut sessions = std::mem::take(&mut self.outbound);
         sessions.append(&mut self.restoring);
         KeptOutbound {
             gateway: self.conn.gateway().map(|g| g.id.clone()),
             sessions,
+            since,
         }
     }
 
@@ -369,6 +408,7 @@ impl ServerSession {
             return Err(kept);
         }
         self.restoring.extend(kept.sessions);
+        self.restoring_since = earlier(self.restoring_since, kept.since);
         if self.reported {
             self.resume_outbound(now);
         }
@@ -377,35 +417,46 @@ impl ServerSession {
 
     /// The PN GW's connection set-up is done: the sessions from outside restored go on.
     pub(super) fn resume_outbound(&mut self, now: Instant) {
+        self.restoring_since = None;
         for (session, mut o) in std::mem::take(&mut self.restoring) {
             o.source.rewind();
-            o.heard = now;
+            // Moving when the WAN session was lost: a target says where it is at the first
+            // chunk. One that was not (no target had accepted yet) waits as before.
+            o.awaiting = o.source.moving().then_some(now);
             self.send_to_gateway(o.route.clone());
             self.outbound.insert(session, o);
             self.outbound_read_more(session);
         }
     }
 
-    /// When the first session from outside that no target acknowledged for two flow timeouts
-    /// stops.
+    /// When the first session from outside gone on after a lost WAN session, and not heard of
+    /// since, stops.
     pub(super) fn outbound_deadline(&self) -> Option<Instant> {
         let quiet = self.cfg.timeouts.flow * 2;
-        self.outbound.values().map(|o| o.heard + quiet).min()
+        self.outbound
+            .values()
+            .filter_map(|o| o.awaiting)
+            .map(|a| a + quiet)
+            .min()
     }
 
-    /// Sessions from outside no target acknowledged for two flow timeouts (each target has
-    /// given up waiting by then: its source or PN GW stopped) stop.
+    /// Sessions from outside that went on after a lost WAN session and of which no target
+    /// said anything for two flow timeouts stop: each target that was taking it has given up
+    /// waiting for a chunk by then.
     pub(super) fn outbound_timeouts(&mut self, now: Instant) {
         let quiet = self.cfg.timeouts.flow * 2;
         let stale: Vec<DeliveryId> = self
             .outbound
             .iter()
-            .filter(|(_, o)| o.heard + quiet <= now)
+            .filter(|(_, o)| o.awaiting.is_some_and(|a| a + quiet <= now))
             .map(|(s, _)| *s)
             .collect();
         for session in stale {
             self.outbound.remove(&session);
-            let reason = format!("no target acknowledged anything for {} s", quiet.as_secs());
+            let reason = format!(
+                "no target said anything for {} s after the PN GW's session came back",
+                quiet.as_secs()
+            );
             self.event(ServerEvent::DeliveryStopped { session, reason });
         }
     }

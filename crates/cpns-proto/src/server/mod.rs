@@ -984,6 +984,8 @@ pub struct ServerSession {
     /// Sessions from outside a lost WAN session of this PN GW was sending, waiting for its
     /// connection set-up to be done here ([`ServerSession::restore_outbound`]).
     restoring: BTreeMap<cpns_wire::DeliveryId, Box<external::Outgoing>>,
+    /// When the sessions in `restoring` were first lost with a WAN session.
+    restoring_since: Option<Instant>,
     /// Sessions forwarded between PNs that this session relays, at either end (docs/
     /// services.md, "Forwarding between PNs").
     forwards: forward::Forwards,
@@ -1029,6 +1031,7 @@ impl ServerSession {
             wall: None,
             outbound: BTreeMap::new(),
             restoring: BTreeMap::new(),
+            restoring_since: None,
             forwards: BTreeMap::new(),
             out: VecDeque::new(),
         }
@@ -1171,8 +1174,8 @@ impl ServerSession {
             Body::DeliveryControl(m) => self.on_forward_control(&env, m),
             Body::DeliveryAck(m) if self.is_forward(&m.session) => self.on_forward_ack(&env, m),
             Body::DeliveryDone(m) if self.is_forward(&m.session) => self.on_forward_done(&env, m),
-            Body::DeliveryAck(m) => self.on_outbound_ack(now, &env, m),
-            Body::DeliveryDone(m) => self.on_outbound_done(now, &env, m),
+            Body::DeliveryAck(m) => self.on_outbound_ack(&env, m),
+            Body::DeliveryDone(m) => self.on_outbound_done(&env, m),
             Body::PneConfirmResponse(m) => self.on_confirm_response(&env, m),
             Body::ErrorBody(e) => self.on_error(&env, e),
             _ => self.reject(
@@ -1403,7 +1406,7 @@ impl ServerSession {
                 self.group_written(w, pushes, result);
             }
             Parked::DeliveryOpened(o) => self.delivery_opened(*o, result),
-            Parked::ExternalOpened(o) => self.external_opened(now, *o, result),
+            Parked::ExternalOpened(o) => self.external_opened(*o, result),
             Parked::ContentsWrite(w) => {
                 let (c, declared) = *w;
                 self.contents_written(c, declared, result);

@@ -412,10 +412,12 @@ fn a_delivery_from_outside_goes_on_in_the_pn_gws_next_session() {
     });
     let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();
     assert!(!h.store.pne_received.contains_key(&(1, session)));
-    let kept = h.server.end_deliveries();
+    let now = h.now();
+    let kept = h.server.end_deliveries(now);
+    assert!(!kept.is_empty());
     assert_eq!(kept.sessions(), [session]);
     assert_eq!(kept.gateway(), Some(&h.gw_cfg.id));
-    let now = h.now();
+    assert_eq!(kept.since(), Some(now));
     h.gw.wan_closed(now);
     h.pump();
     assert!(
@@ -471,13 +473,30 @@ fn a_delivery_from_outside_goes_on_in_the_pn_gws_next_session() {
     assert_eq!(sent, Some(vec![pne_id(1), pne_id(2)]));
 }
 
-#[test]
-fn a_delivery_from_outside_no_target_acknowledges_stops_after_two_flow_timeouts() {
+/// PNE 1 takes 300,000 bytes from outside until it holds more than 100,000; then the WAN
+/// session is lost, and the PN GW's next session takes the delivery back with the routes of
+/// `h`: the session, and what the last session kept of it.
+fn lost_and_restored(h: &mut Harness, pn: PnId, seed: u32) -> DeliveryId {
     use super::harness::Action;
-    let (mut h, pn) = world();
-    let bytes = content(100_000, 6);
+    let bytes = content(300_000, seed);
     h.store.server_outbox = bytes.clone();
-    // Nothing of the targets reaches the server (a PN GW that lost them all).
+    h.set_hook(|f| {
+        if f.from == Party::Gw
+            && f.to == Party::Server
+            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
+            && a.have > 100_000
+        {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let session = deliver(h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
+    let now = h.now();
+    let kept = h.server.end_deliveries(now);
+    h.gw.wan_closed(now);
+    h.pump();
+    h.reopen_wan();
+    // Nothing of the target reaches the server from now on (a PN GW that lost it).
     h.set_hook(|f| {
         if f.from == Party::Gw
             && f.to == Party::Server
@@ -487,23 +506,120 @@ fn a_delivery_from_outside_no_target_acknowledges_stops_after_two_flow_timeouts(
         }
         Action::Deliver
     });
+    let now = h.now();
+    h.server.restore_outbound(now, kept).unwrap();
+    h.pump();
+    session
+}
+
+fn stopped(h: &Harness, session: DeliveryId) -> Option<String> {
+    h.server_events().into_iter().find_map(|e| match e {
+        ServerEvent::DeliveryStopped { session: s, reason } if *s == session => {
+            Some(reason.clone())
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn a_delivery_gone_on_that_no_target_speaks_of_stops_after_two_flow_timeouts() {
+    let (mut h, pn) = world();
+    let session = lost_and_restored(&mut h, pn, 6);
+    let flow = h.server_cfg.timeouts.flow;
+    h.advance(flow * 2 - std::time::Duration::from_secs(1));
+    assert_eq!(stopped(&h, session), None, "not before two flow timeouts");
+    h.advance(std::time::Duration::from_secs(1));
+    let reason = stopped(&h, session).expect("stopped");
+    assert!(reason.contains("no target said anything"), "{reason}");
+    // Stopped: nothing is kept of it when this session ends too.
+    let now = h.now();
+    assert!(h.server.end_deliveries(now).is_empty());
+}
+
+#[test]
+fn a_delivery_from_outside_waiting_for_its_targets_is_not_stopped() {
+    // The target's application has not answered the offer: it says nothing, for as long as
+    // its user takes.
+    let ask = PneSpec {
+        deliveries: crate::pne::InvitationPolicy::Ask {
+            within: std::time::Duration::from_secs(3600),
+        },
+        ..PneSpec::trusted()
+    };
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    cfg.offline_after = None;
+    let mut h = Harness::with_server(&[PneSpec::trusted(), ask], cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, SetupType::All);
+    let pn = h.joined(0).unwrap().pn_id;
+    let bytes = content(100_000, 8);
+    h.store.server_outbox = bytes.clone();
     let session = deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
     let flow = h.server_cfg.timeouts.flow;
-    let stopped = |h: &Harness| {
-        h.server_events().into_iter().find_map(|e| match e {
-            ServerEvent::DeliveryStopped { session: s, reason } if *s == session => {
-                Some(reason.clone())
-            }
+    h.advance(flow * 3);
+    assert_eq!(stopped(&h, session), None);
+    // Lost and taken back before anything moved: it waits as before, and is not stopped.
+    let now = h.now();
+    let kept = h.server.end_deliveries(now);
+    h.gw.wan_closed(now);
+    h.pump();
+    h.reopen_wan();
+    let now = h.now();
+    h.server.restore_outbound(now, kept).unwrap();
+    h.pump();
+    h.advance(flow * 3);
+    assert_eq!(stopped(&h, session), None);
+    let now = h.now();
+    assert_eq!(h.server.end_deliveries(now).sessions(), [session]);
+}
+
+#[test]
+fn a_restored_route_names_only_the_targets_still_open() {
+    use super::harness::Action;
+    // PNE 2 declines every delivery; PNE 1 takes it, and stalls.
+    let decline = PneSpec {
+        deliveries: crate::pne::InvitationPolicy::Decline,
+        ..PneSpec::trusted()
+    };
+    let (mut h, pn) = world_with(&[PneSpec::trusted(), PneSpec::trusted(), decline]);
+    let bytes = content(300_000, 9);
+    h.store.server_outbox = bytes.clone();
+    h.set_hook(|f| {
+        if f.from == Party::Gw
+            && f.to == Party::Server
+            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
+            && a.have > 100_000
+        {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();
+    assert_eq!(
+        h.delivery_ends(2, session),
+        [(pne_id(2), DeliveryResult::Declined)]
+    );
+    let now = h.now();
+    let kept = h.server.end_deliveries(now);
+    h.gw.wan_closed(now);
+    h.pump();
+    h.clear_hook();
+    h.reopen_wan();
+    let now = h.now();
+    h.server.restore_outbound(now, kept).unwrap();
+    h.pump();
+    let routes: Vec<Vec<EntityId>> = h
+        .delivered(Party::Server, Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryRoute(r) if r.session == session => Some(r.targets),
             _ => None,
         })
-    };
-    h.advance(flow * 2 - std::time::Duration::from_secs(1));
-    assert_eq!(stopped(&h), None, "not before two flow timeouts");
-    h.advance(std::time::Duration::from_secs(1));
-    let reason = stopped(&h).expect("stopped");
-    assert!(reason.contains("no target acknowledged"), "{reason}");
-    // Stopped: what a target says after is refused, nothing more is read.
-    assert!(h.server.end_deliveries().is_empty());
+        .collect();
+    assert_eq!(routes.last(), Some(&vec![pne_id(1)]));
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
 }
 
 #[test]

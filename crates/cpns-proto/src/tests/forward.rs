@@ -308,7 +308,8 @@ fn stalled(h: &mut Harness, b: PnId) -> DeliveryId {
 fn a_forward_ends_at_the_source_when_the_targets_session_ends() {
     let (mut h, b) = two_pns("alice");
     let session = stalled(&mut h, b);
-    h.far.as_mut().unwrap().server.end_deliveries();
+    let now = h.now();
+    let _ = h.far.as_mut().unwrap().server.end_deliveries(now);
     h.pump();
     assert_eq!(
         h.delivery_ends(0, session),
@@ -327,13 +328,24 @@ fn a_forward_ends_at_the_source_when_the_targets_session_ends() {
 }
 
 #[test]
+fn deliveries_from_outside_kept_for_one_pn_gw_go_on_in_no_other_pn_gws_session() {
+    let (mut h, _b) = two_pns("alice");
+    let now = h.now();
+    let kept = h.server.end_deliveries(now);
+    assert_eq!(kept.gateway(), Some(&h.gw_cfg.id));
+    let far = h.far.as_mut().unwrap();
+    let kept = far.server.restore_outbound(now, kept).unwrap_err();
+    assert_eq!(kept.gateway(), Some(&h.gw_cfg.id));
+}
+
+#[test]
 fn a_forward_ends_at_the_source_when_its_own_wan_session_is_lost() {
     let (mut h, b) = two_pns("alice");
     let session = stalled(&mut h, b);
     // The source's PN GW loses its WAN session: the route to the server goes with it.
     let now = h.now();
     h.gw.wan_closed(now);
-    h.server.end_deliveries();
+    let _ = h.server.end_deliveries(now);
     h.pump();
     assert_eq!(
         h.delivery_ends(0, session),

@@ -349,3 +349,51 @@ fn a_driver_that_checks_another_number_of_items_ends_the_part_failed() {
     assert!(reason.contains("1 hashes checked of 3 items"), "{reason}");
     assert_eq!(h.store.deliveries[&(session, pne_id(1))].results, [4]);
 }
+
+#[test]
+fn a_target_declines_an_invitation_whose_items_are_out_of_bounds() {
+    use crate::pne::delivery::invite_fault;
+    use crate::server::delivery::{MAX_ITEMS, MAX_SIZE};
+    let invite = |size: u64, more: Vec<DeliveryItem>| cpns_wire::DeliveryInvite {
+        session: DeliveryId::from_bytes([1; 16]),
+        source: pne_id(0),
+        owner: "alice".parse().unwrap(),
+        service_id: "video".into(),
+        name: "film".into(),
+        media_type: "video/mp4".into(),
+        size,
+        sha256: HashBytes([0; 32]),
+        key: cpns_wire::KeyBytes([0; 32]),
+        pn_id: cpns_wire::PnId::from_bytes([2; 16]),
+        chunk: 65_536,
+        specific: Vec::new(),
+        held: false,
+        suite: None,
+        more,
+    };
+    let sized = |n: u64| {
+        let mut i = item("s", "x", b"x");
+        i.size = n;
+        i
+    };
+    assert_eq!(invite_fault(&invite(10, vec![sized(5)])), None);
+    assert_eq!(
+        invite_fault(&invite(MAX_SIZE - 5, vec![sized(5)])),
+        None,
+        "at the bound"
+    );
+    // Together past the bound, or wrapping round.
+    assert!(invite_fault(&invite(MAX_SIZE - 5, vec![sized(6)])).is_some());
+    assert!(invite_fault(&invite(u64::MAX, vec![sized(2)])).is_some());
+    assert!(invite_fault(&invite(1 << 63, vec![sized(1 << 63), sized(10)])).is_some());
+    // An empty item, or the first empty.
+    assert!(invite_fault(&invite(10, vec![sized(0)])).is_some());
+    assert!(invite_fault(&invite(0, vec![])).is_some());
+    // Too many items.
+    assert_eq!(
+        invite_fault(&invite(1, vec![sized(1); MAX_ITEMS - 1])),
+        None
+    );
+    let why = invite_fault(&invite(1, vec![sized(1); MAX_ITEMS])).unwrap();
+    assert!(why.contains("out of bounds"), "{why}");
+}

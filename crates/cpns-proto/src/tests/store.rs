@@ -819,7 +819,12 @@ impl Store {
                 let Some(r) = row else {
                     return Ok(Persisted::Removed(false));
                 };
-                if results.is_empty() || (results.len() > 1 && results.len() != r.items.len()) {
+                let single_checked =
+                    r.items.len() > 1 && results.len() == 1 && matches!(results[0], 1 | 3);
+                if results.is_empty()
+                    || single_checked
+                    || (results.len() > 1 && results.len() != r.items.len())
+                {
                     let why = format!("{} results for {} items", results.len(), r.items.len());
                     return Err(crate::StoreFailure::Conflict(why));
                 }

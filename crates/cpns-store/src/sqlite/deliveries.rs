@@ -79,6 +79,14 @@ pub(super) fn close(
     if items.is_empty() {
         return Ok(false);
     }
+    // Delivered or not kept for its hash is each item's own, once every byte was checked.
+    if items.len() > 1 && results.len() == 1 && matches!(last, DELIVERED | HASH_MISMATCH) {
+        let why = format!(
+            "a session of {} items that was checked names each item's result",
+            items.len()
+        );
+        return Err(StoreError::conflict(why));
+    }
     if results.len() > 1 && results.len() != items.len() {
         let why = format!(
             "{} results for a session of {} items",
@@ -114,6 +122,8 @@ pub(super) fn close(
 
 /// `cpns_wire::DeliveryResult::Delivered`'s code.
 const DELIVERED: u32 = 1;
+/// `cpns_wire::DeliveryResult::HashMismatch`'s code.
+const HASH_MISMATCH: u32 = 3;
 
 /// The charging record of an item of a target's part that ended delivered, if it is
 /// chargeable: to the user charged, naming the PN's owner when that is another user, for the
