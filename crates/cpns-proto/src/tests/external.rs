@@ -28,9 +28,17 @@ fn world() -> (Harness, PnId) {
 }
 
 fn world_with(specs: &[PneSpec]) -> (Harness, PnId) {
+    world_cfg(specs, |_| {})
+}
+
+fn world_cfg(
+    specs: &[PneSpec],
+    tune: impl FnOnce(&mut crate::server::ServerConfig),
+) -> (Harness, PnId) {
     let mut cfg = crate::server::ServerConfig::default();
     cfg.report_limits.directory_burst = 1000;
     cfg.tariff.insert("vod".into(), 1);
+    tune(&mut cfg);
     let mut h = Harness::with_server(specs, cfg);
     h.connect_gw();
     h.discover_all();
@@ -655,4 +663,83 @@ fn an_abandoned_delivery_from_outside_sends_nothing_more() {
     h.server.abandon_delivery(session);
     h.pump();
     assert_eq!(h.server_events().len(), stopped);
+}
+
+#[test]
+fn a_delivery_gone_on_is_given_up_two_flow_timeouts_after_it_went_on() {
+    // No heartbeat deadline: the session's next deadline is the delivery's.
+    let (mut h, pn) = world_cfg(&[PneSpec::trusted(); 3], |c| c.offline_after = None);
+    let session = lost_and_restored(&mut h, pn, 10);
+    let flow = h.server_cfg.timeouts.flow;
+    assert_eq!(h.server.poll_timeout(), Some(h.now() + flow * 2));
+    assert_eq!(stopped(&h, session), None);
+}
+
+#[test]
+fn kept_deliveries_of_two_lost_sessions_go_together_from_the_earlier_loss() {
+    use super::harness::Action;
+    let (mut h, pn) = world();
+    let bytes = content(300_000, 11);
+    h.store.server_outbox = bytes.clone();
+    h.drop_message("DeliveryAck");
+    let session = deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
+    h.clear_hook();
+    let early = h.now();
+    h.advance(std::time::Duration::from_secs(5));
+    let late = h.now();
+    let mut kept = h.server.end_deliveries(late);
+    assert_eq!(kept.since(), Some(late));
+    // An earlier loss, of a session of no PN GW that sent nothing: the time is the earlier,
+    // the sessions and the PN GW are the later's.
+    let mut other = crate::server::ServerSession::new(
+        h.server_cfg.clone(),
+        super::harness::EXPORTER,
+        early,
+        cpns_crypto::MachineRng::from_seed_u64(6),
+    );
+    let earlier = other.end_deliveries(early);
+    assert!(earlier.is_empty());
+    assert_eq!(earlier.gateway(), None);
+    kept.absorb(earlier);
+    assert_eq!(kept.since(), Some(early));
+    assert_eq!(kept.sessions(), [session]);
+    assert_eq!(kept.gateway(), Some(&h.gw_cfg.id));
+    // Absorbed the other way round, the PN GW comes with the sessions.
+    let mut none = other.end_deliveries(late);
+    none.absorb(kept);
+    assert_eq!(none.gateway(), Some(&h.gw_cfg.id));
+    assert_eq!(none.sessions(), [session]);
+    assert_eq!(none.since(), Some(early));
+    // Restored into a session whose PN GW has not finished its set-up (its answer to the
+    // status lookup is lost): they wait, counted toward the bound, and keep their time.
+    // (And the targets' acknowledgements, so that what is set up stays open.)
+    h.set_hook(|f| {
+        if matches!(f.message, "StatusUpdateResponse" | "DeliveryAck") {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    h.gw.wan_closed(h.now());
+    h.pump();
+    h.reopen_wan();
+    let now = h.now();
+    let sent = h.delivered(Party::Server, Party::Gw).len();
+    h.server.restore_outbound(now, none).unwrap();
+    h.pump();
+    assert!(
+        !h.delivered(Party::Server, Party::Gw)
+            .into_iter()
+            .skip(sent)
+            .any(|e| matches!(&e.body, Body::DeliveryRoute(r) if r.session == session)),
+        "no route before the set-up is done"
+    );
+    for ask in 0..(MAX_OUTBOUND as u64 - 1) {
+        let d = delivery(pn, &[2], &bytes, vec![]);
+        assert!(deliver(&mut h, d, 100 + ask).is_ok(), "delivery {ask}");
+    }
+    let d = delivery(pn, &[2], &bytes, vec![]);
+    assert_eq!(deliver(&mut h, d, 200), Err(ErrorCode::Busy));
+    let again = h.server.end_deliveries(h.now());
+    assert!(again.sessions().contains(&session));
+    assert_eq!(again.since(), Some(early));
 }
