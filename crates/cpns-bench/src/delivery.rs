@@ -437,6 +437,9 @@ async fn tls_relay_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::R
             outbound.write_all(&buf[..n]).await?;
         }
         outbound.shutdown().await?;
+        // Until the target closes: what it sent (its session tickets) read, so that closing
+        // here resets nothing it has still to read.
+        while matches!(outbound.read(&mut buf).await, Ok(n) if n > 0) {}
         anyhow::Ok(())
     });
     let started = Instant::now();
