@@ -353,19 +353,7 @@ async fn tls_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::Result<
     let receiver = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
         let mut tls = acceptor.accept(tcp).await?;
-        let mut out = tokio::fs::File::create(&to).await?;
-        let mut buf = vec![0u8; PIECE];
-        loop {
-            let n = tls.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n]).await?;
-        }
-        // Made durable, as a target makes what it received before it says so.
-        out.flush().await?;
-        out.sync_all().await?;
-        anyhow::Ok(())
+        receive_to_file(&mut tls, &to).await
     });
     let started = Instant::now();
     let tcp = TcpStream::connect(addr).await?;
@@ -373,6 +361,36 @@ async fn tls_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::Result<
     let mut tls = connector
         .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), tcp)
         .await?;
+    send_file(&mut tls, from).await?;
+    receiver.await??;
+    Ok(started.elapsed())
+}
+
+/// What `tls` carries, to its end, written to a new file at `to` and synced, as a target makes
+/// what it received durable before it says so.
+async fn receive_to_file(
+    tls: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &Path,
+) -> anyhow::Result<()> {
+    let mut out = tokio::fs::File::create(to).await?;
+    let mut buf = vec![0u8; PIECE];
+    loop {
+        let n = tls.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).await?;
+    }
+    out.flush().await?;
+    out.sync_all().await?;
+    Ok(())
+}
+
+/// The file at `from` written to `tls` a [`PIECE`] at a time, and `tls` closed.
+async fn send_file(
+    tls: &mut (impl tokio::io::AsyncWrite + Unpin),
+    from: &Path,
+) -> anyhow::Result<()> {
     let mut file = tokio::fs::File::open(from).await?;
     let mut buf = vec![0u8; PIECE];
     loop {
@@ -383,8 +401,7 @@ async fn tls_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::Result<
         tls.write_all(&buf[..n]).await?;
     }
     tls.shutdown().await?;
-    receiver.await??;
-    Ok(started.elapsed())
+    Ok(())
 }
 
 /// The file sent through a plain TLS relay on loopback: TLS 1.3 from the source to the relay,
@@ -406,18 +423,7 @@ async fn tls_relay_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::R
     let target = tokio::spawn(async move {
         let (tcp, _) = target_listener.accept().await?;
         let mut tls = target_acceptor.accept(tcp).await?;
-        let mut out = tokio::fs::File::create(&to).await?;
-        let mut buf = vec![0u8; PIECE];
-        loop {
-            let n = tls.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n]).await?;
-        }
-        out.flush().await?;
-        out.sync_all().await?;
-        anyhow::Ok(())
+        receive_to_file(&mut tls, &to).await
     });
     let relay_connector = connector.clone();
     let relay = tokio::spawn(async move {
@@ -448,16 +454,7 @@ async fn tls_relay_transfer(pki: &pki::Pki, from: &Path, to: &Path) -> anyhow::R
     let mut tls = connector
         .connect(ServerName::IpAddress(Ipv4Addr::LOCALHOST.into()), tcp)
         .await?;
-    let mut file = tokio::fs::File::open(from).await?;
-    let mut buf = vec![0u8; PIECE];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        tls.write_all(&buf[..n]).await?;
-    }
-    tls.shutdown().await?;
+    send_file(&mut tls, from).await?;
     relay.await??;
     target.await??;
     Ok(started.elapsed())

@@ -177,17 +177,7 @@ async fn a_push_resumes_after_the_pn_gw_is_killed_midway_with_memory_bounded() {
     // 100 MiB of the acceptance run in release with `cpns-bench`; an unoptimised build moves
     // about 1 MB/s.)
     let file = w.path("film.mkv");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-        let block = content(65_536);
-        for n in 0u32..384 {
-            let mut b = block.clone();
-            b[..4].copy_from_slice(&n.to_be_bytes());
-            f.write_all(&b).unwrap();
-        }
-    }
-    let size = 384 * 65_536u64;
+    let size = write_blocks(&file, 384);
     let phone_db = w.store("phone");
     let push = common::Proc::spawn(
         "content",
@@ -209,11 +199,7 @@ async fn a_push_resumes_after_the_pn_gw_is_killed_midway_with_memory_bounded() {
     let mut tv_part = w.store("tv").into_os_string();
     tv_part.push(".inbox");
     let part = std::path::PathBuf::from(&tv_part).join(format!("{session}.part"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::metadata(&part).map_or(0, |m| m.len()) < size / 3 {
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_a_third(&part, size);
     let gw_before_kib = peak_kib(w.gw().pid());
     w.restart_gateway(&[]);
     let kept_at_kill = std::fs::metadata(&part).unwrap().len();
@@ -270,17 +256,7 @@ async fn content_from_outside_goes_on_after_the_pn_gw_is_killed_midway() {
     let mut tv = members.into_iter().next().unwrap();
     // 12 MiB, each 64 KiB block different.
     let file = w.path("film.mkv");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-        let block = content(65_536);
-        for n in 0u32..192 {
-            let mut b = block.clone();
-            b[..4].copy_from_slice(&n.to_be_bytes());
-            f.write_all(&b).unwrap();
-        }
-    }
-    let size = 192 * 65_536u64;
+    let size = write_blocks(&file, 192);
     let data_dir = w.data_dir();
     let push = common::Proc::spawn(
         "content",
@@ -307,11 +283,7 @@ async fn content_from_outside_goes_on_after_the_pn_gw_is_killed_midway() {
     let mut tv_part = w.store("tv").into_os_string();
     tv_part.push(".inbox");
     let part = std::path::PathBuf::from(&tv_part).join(format!("{session}.part"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::metadata(&part).map_or(0, |m| m.len()) < size / 3 {
-        assert!(std::time::Instant::now() < deadline, "no progress");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_a_third(&part, size);
     w.restart_gateway(&[]);
     let kept_at_kill = std::fs::metadata(&part).unwrap().len();
     assert!(kept_at_kill < size, "killed before the end");
@@ -1132,6 +1104,29 @@ async fn several_services_arrive_in_one_session_each_kept_and_recorded() {
     let store = SqliteStore::open(&w.server_db()).await.unwrap();
     assert_eq!(store.deliveries(None, None).await.unwrap().len(), 3);
     store.close().await;
+}
+
+/// `blocks` blocks of 64 KiB written to `file`, each different (a block out of place changes
+/// the hash): the file's size.
+fn write_blocks(file: &std::path::Path, blocks: u32) -> u64 {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(file).unwrap());
+    let block = content(65_536);
+    for n in 0..blocks {
+        let mut b = block.clone();
+        b[..4].copy_from_slice(&n.to_be_bytes());
+        f.write_all(&b).unwrap();
+    }
+    u64::from(blocks) * 65_536
+}
+
+/// Waits (a minute at most) until the partial file `part` holds a third of `size`.
+fn wait_for_a_third(part: &std::path::Path, size: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(part).map_or(0, |m| m.len()) < size / 3 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Whether the server's `n` delivery records are all closed within 30 s (a target's end

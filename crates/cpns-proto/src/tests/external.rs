@@ -96,6 +96,22 @@ fn deliver(h: &mut Harness, d: ExternalDelivery, ask: u64) -> Result<DeliveryId,
     result.as_ref().map(|s| *s).map_err(|e| e.code)
 }
 
+/// From now on, what the PN GW tells the server its targets have past `have` bytes is lost
+/// (the WAN session is about to be lost with it).
+fn acks_lost_past(h: &mut Harness, have: u64) {
+    use super::harness::Action;
+    h.set_hook(move |f| {
+        if f.from == Party::Gw
+            && f.to == Party::Server
+            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
+            && a.have > have
+        {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+}
+
 fn server_chunks(h: &Harness, session: DeliveryId) -> Vec<u64> {
     h.delivered(Party::Server, Party::Gw)
         .into_iter()
@@ -402,22 +418,12 @@ fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_p
 
 #[test]
 fn a_delivery_from_outside_goes_on_in_the_pn_gws_next_session() {
-    use super::harness::Action;
     let (mut h, pn) = world();
     let bytes = content(600_000, 5);
     h.store.server_outbox = bytes.clone();
     // The WAN session is lost once the targets hold a third: what they say past it is lost
     // with it.
-    h.set_hook(|f| {
-        if f.from == Party::Gw
-            && f.to == Party::Server
-            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
-            && a.have > 200_000
-        {
-            return Action::Drop;
-        }
-        Action::Deliver
-    });
+    acks_lost_past(&mut h, 200_000);
     let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();
     assert!(!h.store.pne_received.contains_key(&(1, session)));
     let now = h.now();
@@ -488,16 +494,7 @@ fn lost_and_restored(h: &mut Harness, pn: PnId, seed: u32) -> DeliveryId {
     use super::harness::Action;
     let bytes = content(300_000, seed);
     h.store.server_outbox = bytes.clone();
-    h.set_hook(|f| {
-        if f.from == Party::Gw
-            && f.to == Party::Server
-            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
-            && a.have > 100_000
-        {
-            return Action::Drop;
-        }
-        Action::Deliver
-    });
+    acks_lost_past(h, 100_000);
     let session = deliver(h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
     let now = h.now();
     let kept = h.server.end_deliveries(now);
@@ -585,7 +582,6 @@ fn a_delivery_from_outside_waiting_for_its_targets_is_not_stopped() {
 
 #[test]
 fn a_restored_route_names_only_the_targets_still_open() {
-    use super::harness::Action;
     // PNE 2 declines every delivery; PNE 1 takes it, and stalls.
     let decline = PneSpec {
         deliveries: crate::pne::InvitationPolicy::Decline,
@@ -594,16 +590,7 @@ fn a_restored_route_names_only_the_targets_still_open() {
     let (mut h, pn) = world_with(&[PneSpec::trusted(), PneSpec::trusted(), decline]);
     let bytes = content(300_000, 9);
     h.store.server_outbox = bytes.clone();
-    h.set_hook(|f| {
-        if f.from == Party::Gw
-            && f.to == Party::Server
-            && let Some(Body::DeliveryAck(a)) = f.env().map(|e| e.body)
-            && a.have > 100_000
-        {
-            return Action::Drop;
-        }
-        Action::Deliver
-    });
+    acks_lost_past(&mut h, 100_000);
     let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();
     assert_eq!(
         h.delivery_ends(2, session),

@@ -58,6 +58,19 @@ fn push_items(
     }
 }
 
+/// How PNE `i`'s own part of `session` ended, as it told its application, and why.
+fn own_end(h: &Harness, i: usize, session: DeliveryId) -> Option<(DeliveryResult, String)> {
+    h.pne_events(i).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session: s,
+            result,
+            reason,
+            ..
+        } if *s == session => Some((*result, reason.clone().unwrap_or_default())),
+        _ => None,
+    })
+}
+
 #[test]
 fn several_services_reach_every_target_in_one_session_each_recorded_and_charged() {
     let mut cfg = crate::server::ServerConfig::default();
@@ -158,15 +171,7 @@ fn an_item_whose_hash_does_not_match_is_not_kept_and_the_others_are() {
     let kept = [video.as_slice(), &subs].concat();
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&kept));
     // Its end: a hash mismatch, naming the item, with each item's result.
-    let ended = h.pne_events(1).into_iter().find_map(|e| match e {
-        PneEvent::DeliveryEnded {
-            session: s,
-            result,
-            reason,
-            ..
-        } if *s == session => Some((*result, reason.clone().unwrap_or_default())),
-        _ => None,
-    });
+    let ended = own_end(&h, 1, session);
     let (result, reason) = ended.expect("PNE 1 told of its end");
     assert_eq!(result, DeliveryResult::HashMismatch);
     assert!(
@@ -335,15 +340,7 @@ fn a_driver_that_checks_another_number_of_items_ends_the_part_failed() {
     // One answer for three items.
     h.pnes[1].handle_receive_finished(now, session, Ok(vec![true]));
     h.pump();
-    let ended = h.pne_events(1).into_iter().find_map(|e| match e {
-        PneEvent::DeliveryEnded {
-            session: s,
-            result,
-            reason,
-            ..
-        } if *s == session => Some((*result, reason.clone().unwrap_or_default())),
-        _ => None,
-    });
+    let ended = own_end(&h, 1, session);
     let (result, reason) = ended.expect("ended");
     assert_eq!(result, DeliveryResult::Failed);
     assert!(reason.contains("1 hashes checked of 3 items"), "{reason}");
