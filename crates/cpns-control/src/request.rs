@@ -556,6 +556,22 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "is_zero")]
         since_s: u64,
     },
+    /// Server: merge the service directory's full-text index toward one segment, a step at a
+    /// time (each step a write of its own; docs/services.md, "The directory's store"): at most
+    /// `steps` steps of about `pages` pages each; `start` begins a merge of every segment,
+    /// later calls go on with it. Answered with the steps that did work and whether more is
+    /// left.
+    DirectoryMerge {
+        /// Begin a merge of every segment (the first call of a run).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        start: bool,
+        /// Steps this call takes at most (default 16, at most 1,000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<u32>,
+        /// Pages of merged index per step (default 1,000, at most 100,000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pages: Option<u32>,
+    },
 }
 
 fn is_false(b: &bool) -> bool {
@@ -597,7 +613,7 @@ const PNE_SERVER: Served = served(true, false, true);
 
 /// Every verb, as written on the socket, and the roles that serve it: the one table that
 /// [`VERBS`] and [`crate::Role::verbs`] read.
-pub const VERB_TABLE: [(&str, Served); 52] = [
+pub const VERB_TABLE: [(&str, Served); 53] = [
     ("hello", ALL),
     ("show", PNE_GW),
     ("members", PNE_GW),
@@ -624,6 +640,7 @@ pub const VERB_TABLE: [(&str, Served); 52] = [
     ("usage_send", PNE),
     ("usage", SERVER),
     ("charging", PNE_SERVER),
+    ("directory_merge", SERVER),
     ("send", PNE),
     ("service_publish", PNE),
     ("service_unpublish", PNE),
@@ -705,6 +722,7 @@ impl Request {
             Request::UsageSend {} => "usage_send",
             Request::Usage { .. } => "usage",
             Request::Charging { .. } => "charging",
+            Request::DirectoryMerge { .. } => "directory_merge",
             Request::Send { .. } => "send",
             Request::ServicePublish { .. } => "service_publish",
             Request::ServiceUnpublish { .. } => "service_unpublish",

@@ -233,6 +233,13 @@ pub enum Response {
         /// The records.
         records: Vec<Charge>,
     },
+    /// Steps of the directory index's merge taken.
+    DirectoryMerge {
+        /// Steps that merged something.
+        steps: u32,
+        /// Whether more is left to merge (ask again, without `start`).
+        more: bool,
+    },
     /// Content sent: the PN GW relayed it.
     Send {
         /// The PN.
@@ -580,6 +587,7 @@ impl Response {
             Response::UsageSend { .. } => "usage_send",
             Response::Usage { .. } => "usage",
             Response::Charging { .. } => "charging",
+            Response::DirectoryMerge { .. } => "directory_merge",
             Response::Send { .. } => "send",
             Response::ServicePublish { .. } => "service_publish",
             Response::ServiceUnpublish { .. } => "service_unpublish",

@@ -99,6 +99,11 @@ fn every_request() -> Vec<Request> {
             user: Some("alice".parse().unwrap()),
             since_s: 7,
         },
+        Request::DirectoryMerge {
+            start: true,
+            steps: Some(4),
+            pages: None,
+        },
         Request::Send {
             pn_id: PnId::from_bytes([3; 16]),
             text: Some("dinner".into()),

@@ -385,6 +385,14 @@ pub trait ServerStore: Send + Sync + 'static {
         ended_at: UnixMillis,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// One step of merging the service directory's full-text index into one segment, a
+    /// write of its own so that other writes go between steps (docs/services.md, "The
+    /// directory's store"): about `pages` pages of merged index; `start` begins a merge of
+    /// every segment, later steps go on with it. Whether the step did work (false: the index
+    /// is merged).
+    fn merge_directory(&self, pages: u32, start: bool)
+    -> impl Future<Output = Result<bool>> + Send;
+
     /// Delivery records, oldest first: of one session, or of what one user was charged, or
     /// every one.
     fn deliveries(

@@ -86,6 +86,7 @@ mod server {
         services_publish_update_and_unpublish,
         services_are_found_by_keywords_type_and_page,
         keywords_match_whole_and_all_of_several_in_any_order,
+        the_directory_index_merges_a_step_at_a_time,
         services_are_shown_by_scope_and_lease,
         directory_view_reads_the_asker_and_what_it_may_see,
         watches_are_candidates_of_entries_that_may_match,

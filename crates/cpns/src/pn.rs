@@ -395,6 +395,7 @@ fn print_answer(r: &Response) {
         | Response::UsageSend { .. }
         | Response::Usage { .. }
         | Response::Charging { .. }
+        | Response::DirectoryMerge { .. }
         | Response::ServicePublish { .. }
         | Response::ServiceUnpublish { .. }
         | Response::ServiceDiscover { .. }

@@ -90,12 +90,51 @@ pub(crate) enum ServiceVerb {
         /// Its directory id, as `discover` lists it.
         dir_id: u64,
     },
+    /// On the running server (--data-dir): merge the directory's full-text index into one
+    /// segment, a few steps per request (each step a write of its own, so the server's other
+    /// writes go between them), printing progress, until nothing is left to merge.
+    Merge {
+        /// Pages of merged index per step.
+        #[arg(long, default_value_t = 1_000)]
+        pages: u32,
+    },
+}
+
+/// `cpns service merge`: requests of a few steps each until nothing is left, a line (or a JSON
+/// answer) each.
+async fn merge(t: &Target, pages: u32) -> anyhow::Result<()> {
+    let mut total = 0u64;
+    let mut start = true;
+    loop {
+        let request = Request::DirectoryMerge {
+            start,
+            steps: None,
+            pages: Some(pages),
+        };
+        let answer = ask(t, request).await?;
+        let Response::DirectoryMerge { steps, more } = &answer else {
+            return Err(unexpected(&answer));
+        };
+        total += u64::from(*steps);
+        if t.json {
+            print_json(&answer);
+        } else if *more {
+            println!("directory index: {total} steps merged, more to do");
+        } else {
+            println!("directory index merged ({total} steps)");
+        }
+        if !more {
+            return Ok(());
+        }
+        start = false;
+    }
 }
 
 /// `cpns service`.
 pub(crate) async fn service(a: ServiceArgs) -> anyhow::Result<()> {
     let t = &a.target;
     match a.verb {
+        ServiceVerb::Merge { pages } => merge(t, pages).await,
         ServiceVerb::Publish { file } => {
             let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
             // Checked here first, with the file named in what to fix.

@@ -189,6 +189,44 @@ async fn a_service_is_published_watched_discovered_and_kept_to_its_scope() {
         ["speaker"]
     );
     assert_eq!(found(&w, "phone", &["video", "--fits-me"]), mine);
+
+    // The operator merges the directory's index on the running server: until nothing is
+    // left, a line per request; discovery answers as before.
+    let data_dir = w.data_dir();
+    let out = cpns(&[
+        "service",
+        "merge",
+        "--data-dir",
+        s(&data_dir),
+        "--pages",
+        "1",
+    ]);
+    assert!(
+        out.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("directory index merged ("),
+        "{out}"
+    );
+    let out = cpns(&["service", "merge", "--data-dir", s(&data_dir), "--json"]);
+    let answers = json_lines(&out);
+    assert_eq!(answers.last().unwrap()["more"], false, "{out}");
+    assert_eq!(answers.last().unwrap()["steps"], 0, "merged already: {out}");
+    assert_eq!(found(&w, "phone", &["video"]), mine);
+    let out = run(&[
+        "service",
+        "merge",
+        "--data-dir",
+        s(&data_dir),
+        "--pages",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad_request") && err.contains("pages"),
+        "{err}"
+    );
     let bob_db = w.store("bobs-phone");
     let out = run(&[
         "service",

@@ -133,6 +133,7 @@ impl GatewayApi {
             | Request::UsageSend {}
             | Request::Usage { .. }
             | Request::Charging { .. }
+            | Request::DirectoryMerge { .. }
             | Request::Send { .. }
             | Request::ServicePublish { .. }
             | Request::ServiceUnpublish { .. }

@@ -503,6 +503,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             | Request::GroupSend { .. }) => self.group(r).await.map(Reply::One),
             r @ (Request::Establish { .. }
             | Request::Usage { .. }
+            | Request::DirectoryMerge { .. }
             | Request::Traffic {}
             | Request::InventorySubscribe { .. }) => Err(Role::Pne.refusal(&r)),
             Request::InventoryFollow { pn_id } => self.follow_inventory(pn_id).await,

@@ -124,6 +124,23 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                     })
                     .map_err(internal)
             }
+            Request::DirectoryMerge {
+                start,
+                steps,
+                pages,
+            } => {
+                let steps = steps.unwrap_or(16);
+                let pages = pages.unwrap_or(1_000);
+                if !(1..=1_000).contains(&steps) || !(1..=100_000).contains(&pages) {
+                    return ApiError::bad_request(
+                        "directory_merge takes 1 to 1,000 steps of 1 to 100,000 pages",
+                    )
+                    .into();
+                }
+                merge_directory(store, start, steps, pages)
+                    .await
+                    .map_err(internal)
+            }
             r @ (Request::Show {}
             | Request::Traffic {}
             | Request::ContentsSet { .. }
@@ -362,4 +379,30 @@ pub fn record_entry(r: &StatusRecord) -> Entry {
 /// The external entity a delivery from outside comes from when the request names none.
 fn operator_source() -> cpns_wire::EntityId {
     cpns_wire::EntityId::new("operator").unwrap_or_else(|_| unreachable!("a valid entity id"))
+}
+
+/// At most `steps` steps of merging the directory's index (`start`: a merge of every segment
+/// begins with the first): the steps that merged something, and whether more is left.
+async fn merge_directory<S: cpns_store::ServerStore>(
+    store: &S,
+    start: bool,
+    steps: u32,
+    pages: u32,
+) -> Result<Response, cpns_store::StoreError> {
+    let mut done = 0;
+    let mut first = start;
+    while done < steps {
+        if !store.merge_directory(pages, first).await? {
+            return Ok(Response::DirectoryMerge {
+                steps: done,
+                more: false,
+            });
+        }
+        first = false;
+        done += 1;
+    }
+    Ok(Response::DirectoryMerge {
+        steps: done,
+        more: true,
+    })
 }

@@ -365,6 +365,11 @@ impl ServerStore for SqliteStore {
             .await
     }
 
+    async fn merge_directory(&self, pages: u32, start: bool) -> Result<bool> {
+        self.write(move |c| services::merge_step(c, pages, start))
+            .await
+    }
+
     async fn deliveries(
         &self,
         session: Option<&cpns_wire::DeliveryId>,

@@ -344,6 +344,22 @@ fn match_expression(q: &ServiceQuery) -> String {
 
 /// The index is read in directory-id order and stops at the page: each row it gives is checked
 /// against the same visibility on the table, and the type.
+/// One step of merging the directory's index into one segment (FTS5's incremental
+/// optimize): about `pages` pages of merged index written; `start` begins a merge of every
+/// segment, later steps go on with it. Whether the step did work (false: nothing was left to
+/// merge).
+pub(super) fn merge_step(conn: &Connection, pages: u32, start: bool) -> Result<bool> {
+    let pages = i64::from(pages.max(1));
+    let rank = if start { -pages } else { pages };
+    let before = conn.total_changes();
+    conn.execute(
+        "INSERT INTO services_fts (services_fts, rank) VALUES ('merge', ?)",
+        [rank],
+    )?;
+    // FTS5 counts a step that merged anything as two or more changes.
+    Ok(conn.total_changes() - before >= 2)
+}
+
 pub(super) fn discover(conn: &Connection, q: &ServiceQuery) -> Result<Vec<ServiceEntry>> {
     let mut sql = format!(
         "SELECT {COLUMNS} FROM services_fts AS f JOIN services AS s ON s.dir_id = f.rowid \

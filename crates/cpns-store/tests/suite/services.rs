@@ -452,6 +452,41 @@ pub async fn directory_view_reads_the_asker_and_what_it_may_see<S: ServerStore>(
     assert_eq!(names(v), ["in-1", "mine"]);
 }
 
+/// The directory's index merged into one segment, a step at a time: a directory published
+/// one entry per write has work to merge; the steps end; a merge begun again finds nothing to
+/// do; every entry is found as before.
+pub async fn the_directory_index_merges_a_step_at_a_time<S: ServerStore>(s: &S) {
+    world(s).await;
+    for n in 0..40 {
+        let e = entry(
+            "tv",
+            "alice",
+            &format!("svc-{n}"),
+            &["video", &format!("kw{n}")],
+            ServiceScope::Public,
+        );
+        s.publish_service(&e).await.unwrap();
+    }
+    let mut steps = 0;
+    let mut start = true;
+    while s.merge_directory(4, start).await.unwrap() {
+        start = false;
+        steps += 1;
+        assert!(steps < 10_000, "the merge never ends");
+    }
+    assert!(steps > 0, "forty writes leave segments to merge");
+    assert!(
+        !s.merge_directory(4, true).await.unwrap(),
+        "merged: nothing left"
+    );
+    let all = found(s, &query(viewer("bob", &[]), &["video"], true)).await;
+    assert_eq!(all.len(), 40);
+    assert_eq!(
+        found(s, &query(viewer("bob", &[]), &["video", "kw7"], true)).await,
+        ["tv/svc-7"]
+    );
+}
+
 fn watch(watcher: &str, pn: PnId, keywords: &[&str]) -> cpns_store::WatchRecord {
     cpns_store::WatchRecord {
         watch_id: 0,
