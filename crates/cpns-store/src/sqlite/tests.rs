@@ -618,3 +618,45 @@ async fn the_store_and_its_wal_are_its_owners_only() {
     store.close().await;
     drop(dir);
 }
+
+/// The merge ends with the directory's index in one segment (FTS5's `%_idx` table names the
+/// segment of each of its b-trees' pages): forty publishes left several, of several levels,
+/// which the automatic merges alone would not bring into one.
+#[tokio::test]
+async fn a_directory_merge_leaves_one_segment() {
+    let (_dir, store) = fresh().await;
+    enroll(&store, "tv").await;
+    for n in 0..40 {
+        let e = crate::ServiceEntry {
+            dir_id: 0,
+            offerer: eid("tv"),
+            owner: UserId::new("alice").unwrap(),
+            service_id: format!("svc-{n}"),
+            service_type: "media.renderer".into(),
+            keywords: vec!["video".into(), format!("kw{n}")],
+            scope: crate::ServiceScope::Public,
+            description: b"{}".to_vec(),
+            updated_at: 1,
+            expires_at: 1 << 40,
+        };
+        store.publish_service(&e).await.unwrap();
+    }
+    let segments = |store: &SqliteStore| {
+        store
+            .readers()
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT count(DISTINCT segid) FROM services_fts_idx",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )?)
+            })
+            .unwrap()
+    };
+    assert!(segments(&store) > 1, "{}", segments(&store));
+    let mut start = true;
+    while store.merge_directory(4, start).await.unwrap() {
+        start = false;
+    }
+    assert_eq!(segments(&store), 1);
+}
