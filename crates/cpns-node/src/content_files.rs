@@ -60,6 +60,29 @@ struct Part {
     in_order: bool,
 }
 
+/// Where `len` bytes at `offset` of a content made of items of `sizes` bytes, one after
+/// another, fall: for each item they touch, its place, the offset within it, and the range of
+/// the `len` bytes that lands there; `None` if they reach past the content's end.
+fn spans(
+    sizes: impl IntoIterator<Item = u64>,
+    offset: u64,
+    len: usize,
+) -> Option<Vec<(usize, u64, std::ops::Range<usize>)>> {
+    let mut out = Vec::new();
+    let (mut at, mut done, mut start) = (offset, 0usize, 0u64);
+    for (item, size) in sizes.into_iter().enumerate() {
+        let end = start.saturating_add(size);
+        if done < len && at < end {
+            let here = usize::try_from((end - at).min((len - done) as u64)).ok()?;
+            out.push((item, at - start, done..done + here));
+            done += here;
+            at += here as u64;
+        }
+        start = end;
+    }
+    (done == len).then_some(out)
+}
+
 fn io(what: &str, path: &Path, e: &std::io::Error) -> String {
     format!("{what} {}: {e}", path.display())
 }
@@ -223,33 +246,26 @@ impl ContentFiles {
         let n = usize::try_from(len).map_err(|_| "a chunk too large")?;
         let mut buf = Vec::with_capacity(n + cpns_crypto::CHUNK_OVERHEAD);
         buf.resize(n, 0);
-        let (mut at, mut filled, mut start) = (offset, 0usize, 0u64);
-        for f in files.iter_mut() {
-            let end = start.saturating_add(f.size);
-            if filled < n && at < end {
-                if f.file.is_none() {
-                    let opened = tokio::fs::File::open(&f.path)
-                        .await
-                        .map_err(|e| io("open", &f.path, &e))?;
-                    f.file = Some(opened.into_std().await);
-                }
-                let Some(file) = f.file.as_ref() else {
-                    return Err("the session's file is not open".into());
-                };
-                let here = usize::try_from((end - at).min((n - filled) as u64))
-                    .map_err(|_| "a chunk too large")?;
-                file.read_exact_at(&mut buf[filled..filled + here], at - start)
-                    .map_err(|e| io("read", &f.path, &e))?;
-                filled += here;
-                at += here as u64;
-            }
-            start = end;
-        }
-        if filled < n {
+        let sizes = files.iter().map(|f| f.size);
+        let Some(spans) = spans(sizes, offset, n) else {
             return Err(format!(
                 "bytes {offset} to {} are past the end of what the session sends",
                 offset.saturating_add(len)
             ));
+        };
+        for (item, within, range) in spans {
+            let f = &mut files[item];
+            if f.file.is_none() {
+                let opened = tokio::fs::File::open(&f.path)
+                    .await
+                    .map_err(|e| io("open", &f.path, &e))?;
+                f.file = Some(opened.into_std().await);
+            }
+            let Some(file) = f.file.as_ref() else {
+                return Err("the session's file is not open".into());
+            };
+            file.read_exact_at(&mut buf[range], within)
+                .map_err(|e| io("read", &f.path, &e))?;
         }
         Ok(buf)
     }
@@ -341,35 +357,27 @@ impl ContentFiles {
         let Some(parts) = self.receiving.get_mut(&session) else {
             return Err("the session's file is not open".into());
         };
-        let (mut at, mut done, mut start) = (offset, 0usize, 0u64);
-        for p in parts.iter_mut() {
-            let end = start.saturating_add(p.size);
-            if done < bytes.len() && at < end {
-                let here = usize::try_from((end - at).min((bytes.len() - done) as u64))
-                    .map_err(|_| "a chunk too large")?;
-                let slice = &bytes[done..done + here];
-                let Some(f) = p.file.as_ref() else {
-                    return Err("the session's file is not open".into());
-                };
-                let within = at - start;
-                if within != p.hashed {
-                    p.in_order = false;
-                }
-                f.write_all_at(slice, within)
-                    .map_err(|e| io("write", &p.path, &e))?;
-                if p.in_order {
-                    p.hash.update(slice);
-                    p.hashed += here as u64;
-                }
-                done += here;
-                at += here as u64;
-            }
-            start = end;
-        }
-        if done < bytes.len() {
+        let sizes = parts.iter().map(|p| p.size);
+        let Some(spans) = spans(sizes, offset, bytes.len()) else {
             return Err(format!(
                 "a chunk at {offset} reaches past the session's end"
             ));
+        };
+        for (item, within, range) in spans {
+            let p = &mut parts[item];
+            let Some(f) = p.file.as_ref() else {
+                return Err("the session's file is not open".into());
+            };
+            let slice = &bytes[range];
+            if within != p.hashed {
+                p.in_order = false;
+            }
+            f.write_all_at(slice, within)
+                .map_err(|e| io("write", &p.path, &e))?;
+            if p.in_order {
+                p.hash.update(slice);
+                p.hashed += slice.len() as u64;
+            }
         }
         Ok(())
     }
@@ -529,6 +537,24 @@ mod tests {
         let mut kept = files.finish(session, &[sha256], specific).await.unwrap();
         assert_eq!(kept.len(), 1);
         kept.pop().unwrap()
+    }
+
+    #[test]
+    fn bytes_of_several_items_fall_where_each_item_lies() {
+        // Items of 4, 2 and 4 bytes.
+        let at = |offset, len| spans([4, 2, 4], offset, len);
+        assert_eq!(at(1, 2), Some(vec![(0, 1, 0..2)]));
+        assert_eq!(at(3, 2), Some(vec![(0, 3, 0..1), (1, 0, 1..2)]));
+        assert_eq!(
+            at(2, 6),
+            Some(vec![(0, 2, 0..2), (1, 0, 2..4), (2, 0, 4..6)])
+        );
+        assert_eq!(at(6, 4), Some(vec![(2, 0, 0..4)]));
+        assert_eq!(at(0, 0), Some(vec![]));
+        // Past the end, or starting past it.
+        assert_eq!(at(8, 4), None);
+        assert_eq!(at(10, 1), None);
+        assert_eq!(spans([u64::MAX, 5], u64::MAX - 1, 3), None);
     }
 
     #[test]

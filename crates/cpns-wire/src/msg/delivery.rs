@@ -200,12 +200,15 @@ pub struct DeliveryItem {
     pub sha256: HashBytes,
 }
 
+/// A session's content size: the first item's `first` bytes, then each of `more`.
+fn total_of(first: u64, more: &[DeliveryItem]) -> u64 {
+    more.iter().fold(first, |t, i| t.saturating_add(i.size))
+}
+
 impl DeliveryOffer {
     /// The session's content size: every item's, one after another.
     pub fn total(&self) -> u64 {
-        self.more
-            .iter()
-            .fold(self.size, |t, i| t.saturating_add(i.size))
+        total_of(self.size, &self.more)
     }
 }
 
@@ -331,9 +334,7 @@ pub struct DeliveryInvite {
 impl DeliveryInvite {
     /// The session's content size: every item's, one after another.
     pub fn total(&self) -> u64 {
-        self.more
-            .iter()
-            .fold(self.size, |t, i| t.saturating_add(i.size))
+        total_of(self.size, &self.more)
     }
 }
 
