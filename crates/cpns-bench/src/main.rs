@@ -7,6 +7,7 @@
 //! one `--cpns-bin` names; the helper processes it starts are this binary again (hidden
 //! subcommands). Figures, the machine and the commands: BENCHMARKS.md.
 
+mod aead;
 mod baseline;
 mod content;
 mod delivery;
@@ -41,6 +42,9 @@ enum Command {
     /// Measure content delivery through a PN GW (separate processes) beside plain TLS on
     /// loopback, and the PN GW's and target's peak memory.
     Delivery(delivery::DeliveryArgs),
+    /// Measure the bulk suites sealing and opening 64 KiB records (one thread, in memory)
+    /// beside AWS-LC sealing the same.
+    Aead(aead::AeadArgs),
     /// Measure discovery at the server over a large directory (p50/p99 per discovery).
     Directory(directory::DirectoryArgs),
     /// Measure one status change fanned out to many subscribers (p50/p99 delivery latency).
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
             Command::Content(a) => content::content(a).await,
             Command::Delivery(a) => delivery::delivery(a).await,
             Command::Directory(a) => directory::directory(a).await,
+            Command::Aead(a) => aead::aead(a).await,
             Command::Prepare(a) => households::prepare(a).await,
             Command::Load(a) => households::load(a).await,
             Command::Hold(a) => establish::hold(a).await,

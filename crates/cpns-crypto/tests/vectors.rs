@@ -94,12 +94,12 @@ fn assert_sealed_under<const N: usize>(
     }
 }
 
-/// AES-256-GCM from another implementation (ring's), to check what the crate seals with
-/// AWS-LC's: `ct ‖ tag`.
+/// AES-256-GCM from another implementation (AWS-LC's), to check what the crate seals with
+/// *ring*'s: `ct ‖ tag`.
 fn aes_gcm(key: &[u8], nonce: &[u8], aad: &[u8], pt: &[u8]) -> Vec<u8> {
-    use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as RingNonce, UnboundKey};
+    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce as LcNonce, UnboundKey};
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap());
-    let nonce = RingNonce::try_assume_unique_for_key(nonce).unwrap();
+    let nonce = LcNonce::try_assume_unique_for_key(nonce).unwrap();
     let mut out = pt.to_vec();
     key.seal_in_place_append_tag(nonce, Aad::from(aad), &mut out)
         .unwrap();
