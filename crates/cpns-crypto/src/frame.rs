@@ -96,14 +96,28 @@ impl FrameSealer {
     /// # Errors
     /// As [`FrameSealer::seal`].
     pub fn seal_into(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        out.reserve(plaintext.len() + SEAL_OVERHEAD);
+        self.seal_written(out, |out| out.extend_from_slice(plaintext))
+    }
+
+    /// Appends one sealed record to `out` whose plaintext is what `write` appends to `out`:
+    /// the plaintext is written once, where it is sealed, with no copy of its own (a frame's
+    /// envelope encoded straight into the record). On error `out` is left as it was.
+    ///
+    /// # Errors
+    /// As [`FrameSealer::seal`].
+    pub fn seal_written(
+        &mut self,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), CryptoError> {
         let seq = self.next_seq;
         if seq == u64::MAX {
             return Err(CryptoError::SequenceExhausted);
         }
         let start = out.len();
-        out.reserve(plaintext.len() + SEAL_OVERHEAD);
         out.extend_from_slice(&seq.to_be_bytes());
-        out.extend_from_slice(plaintext);
+        write(out);
         let body = &mut out[start + SEQ_LEN..];
         match self.cipher.seal_in_place(nonce_for(seq), &self.aad, body) {
             Ok(tag) => {
@@ -253,6 +267,39 @@ mod tests {
         a.seal_into(b"payload", &mut out).unwrap();
         assert_eq!(&out[..6], b"prefix");
         assert_eq!(&out[6..], &b.seal(b"payload").unwrap()[..]);
+    }
+
+    /// A record whose plaintext the caller writes in place is the record of that plaintext;
+    /// refused, it leaves `out` as it was and the sequence where it was.
+    #[test]
+    fn a_plaintext_written_in_place_seals_as_a_copied_one() {
+        let (mut a, mut opener) = pair();
+        let (mut b, _) = pair();
+        let mut out = b"prefix".to_vec();
+        a.seal_written(&mut out, |o| o.extend_from_slice(b"pay-load"))
+            .unwrap();
+        assert_eq!(&out[..6], b"prefix");
+        assert_eq!(&out[6..], &b.seal(b"pay-load").unwrap()[..]);
+        assert_eq!(opener.open(&out[6..]).unwrap(), b"pay-load");
+        assert_eq!(a.next_sequence(), 1);
+
+        let mut spent = FrameSealer::new(Suite::Aes256Gcm, KEY, Vec::new());
+        spent.next_seq = u64::MAX;
+        let mut out = b"kept".to_vec();
+        let mut wrote = false;
+        assert_eq!(
+            spent.seal_written(&mut out, |o| {
+                wrote = true;
+                o.extend_from_slice(b"x");
+            }),
+            Err(CryptoError::SequenceExhausted)
+        );
+        assert!(
+            !wrote,
+            "nothing is written for a record that cannot be sealed"
+        );
+        assert_eq!(out, b"kept");
+        assert_eq!(spent.next_sequence(), u64::MAX);
     }
 
     #[test]

@@ -124,8 +124,11 @@ fn hardware_aes() -> bool {
 pub(crate) const TAG_LEN: usize = 16;
 
 /// A key of one suite, ready to seal and open in place; its schedule is wiped on drop.
+///
+/// The schedule is on the heap: *ring* keeps it inline (an AES-GCM key is over half a KiB),
+/// and a PAN codec or a server session that holds no key yet should not carry its room.
 pub(crate) struct BulkKey {
-    key: Wiped,
+    key: Box<Wiped>,
     suite: Suite,
 }
 
@@ -161,7 +164,7 @@ impl BulkKey {
         };
         let key = UnboundKey::new(alg, key).expect("a 32-byte key fits both suites");
         BulkKey {
-            key: Wiped(ManuallyDrop::new(LessSafeKey::new(key))),
+            key: Box::new(Wiped(ManuallyDrop::new(LessSafeKey::new(key)))),
             suite,
         }
     }
@@ -321,7 +324,7 @@ mod tests {
     #[allow(unsafe_code)]
     fn a_dropped_key_leaves_only_zeros_where_its_schedule_was() {
         for suite in Suite::ALL {
-            let mut slot = MaybeUninit::new(BulkKey::new(suite, &[0x5a; 32]).key);
+            let mut slot = MaybeUninit::new(*BulkKey::new(suite, &[0x5a; 32]).key);
             // SAFETY: `slot` holds a key, dropped once here and not used as a key again.
             unsafe { slot.assume_init_drop() };
             // SAFETY: the drop wrote a zero to every byte of the key's place, padding included,

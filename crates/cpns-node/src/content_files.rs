@@ -19,7 +19,7 @@ use cpns_proto::pne::ReceiveItem;
 use cpns_wire::DeliveryId;
 use sha2::Digest;
 use std::os::unix::fs::FileExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Block size of a hash check's reads.
 const HASH_BLOCK: usize = 256 * 1024;
@@ -145,26 +145,83 @@ pub(crate) async fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
 
 /// The hash of the first `len` bytes of `path` (all of it if shorter), read a block at a time,
 /// and how many bytes it covers.
+///
+/// On the blocking pool, as two threads: one reads the next block while the other hashes the
+/// one before, so a hash takes about as long as the slower of the two rather than both (a
+/// push hashes its whole file before it offers it). [`HASH_BLOCKS`] blocks go round between
+/// them; nothing more is held.
 async fn hash_file(path: &Path, len: u64) -> Result<(sha2::Sha256, u64), String> {
-    let mut hash = sha2::Sha256::new();
     if len == 0 {
-        return Ok((hash, 0));
+        return Ok((sha2::Sha256::new(), 0));
     }
-    let f = tokio::fs::File::open(path)
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || hash_file_blocking(&path, len))
         .await
-        .map_err(|e| io("open", path, &e))?;
-    let mut f = f.take(len);
-    let mut block = vec![0; HASH_BLOCK];
-    let mut hashed = 0;
-    loop {
-        let n = f.read(&mut block).await.map_err(|e| io("read", path, &e))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&block[..n]);
-        hashed += n as u64;
+        .map_err(|e| format!("hashing stopped: {e}"))?
+}
+
+/// Blocks going round between a hash's reader and its hasher.
+const HASH_BLOCKS: usize = 3;
+
+fn hash_file_blocking(path: &Path, len: u64) -> Result<(sha2::Sha256, u64), String> {
+    use std::io::Read;
+    use std::sync::mpsc::sync_channel;
+
+    let f = std::fs::File::open(path).map_err(|e| io("open", path, &e))?;
+    // Filled blocks to the hasher (an empty one: the end), emptied ones back to the reader.
+    let (full_tx, full_rx) = sync_channel::<std::io::Result<Vec<u8>>>(HASH_BLOCKS);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(HASH_BLOCKS);
+    for _ in 0..HASH_BLOCKS {
+        let _ = empty_tx.send(vec![0; HASH_BLOCK]);
     }
-    Ok((hash, hashed))
+    std::thread::scope(|scope| {
+        // The hasher's ends of both channels, dropped as soon as it returns (not when the
+        // scope ends), so a reader still waiting on them stops.
+        let (full_rx, empty_tx) = (full_rx, empty_tx);
+        scope.spawn(move || {
+            let mut f = f.take(len);
+            // Ends when the hasher is gone (it stopped) or once the end or an error is sent.
+            while let Ok(mut block) = empty_rx.recv() {
+                block.resize(HASH_BLOCK, 0);
+                let read = read_full(&mut f, &mut block).map(|n| {
+                    block.truncate(n);
+                    block
+                });
+                let last = !matches!(&read, Ok(b) if !b.is_empty());
+                if full_tx.send(read).is_err() || last {
+                    return;
+                }
+            }
+        });
+        let mut hash = sha2::Sha256::new();
+        let mut hashed = 0u64;
+        loop {
+            let block = match full_rx.recv() {
+                Ok(Ok(block)) if block.is_empty() => return Ok((hash, hashed)),
+                Ok(Ok(block)) => block,
+                Ok(Err(e)) => return Err(io("read", path, &e)),
+                Err(_) => return Err(format!("{}: the reader stopped", path.display())),
+            };
+            hash.update(&block);
+            hashed += block.len() as u64;
+            // The reader may be done (it sent the end); a block it no longer takes is dropped.
+            let _ = empty_tx.send(block);
+        }
+    })
+}
+
+/// Reads into `block` until it is full or the end; how much it holds.
+fn read_full(f: &mut impl std::io::Read, block: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < block.len() {
+        match f.read(&mut block[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// A name made safe as a file name in the inbox: no separator, no leading dot, no control
@@ -585,6 +642,44 @@ mod tests {
         let why = digest(&big).await.unwrap_err();
         assert!(why.contains("more than a delivery takes"), "{why}");
         assert!(digest(&dir.join("none")).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Hashing reads on one thread and hashes on another, block by block: whatever the
+    /// length asked, the hash is of exactly that prefix, across block boundaries and at them.
+    #[tokio::test]
+    async fn a_hash_covers_exactly_the_prefix_asked_across_blocks() {
+        let dir = std::env::temp_dir().join(format!("cpns-hash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("blocks.bin");
+        let content: Vec<u8> = (0..HASH_BLOCK * 3 + 1234)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &content).unwrap();
+        for len in [
+            1,
+            HASH_BLOCK - 1,
+            HASH_BLOCK,
+            HASH_BLOCK + 1,
+            HASH_BLOCK * HASH_BLOCKS + 7,
+            content.len(),
+        ] {
+            let (hash, hashed) = hash_file(&path, len as u64).await.unwrap();
+            assert_eq!(hashed, len as u64);
+            assert_eq!(
+                hash.finalize()[..],
+                sha2::Sha256::digest(&content[..len])[..],
+                "{len}"
+            );
+        }
+        // Longer than the file: all of it.
+        let (hash, hashed) = hash_file(&path, u64::MAX).await.unwrap();
+        assert_eq!(hashed, content.len() as u64);
+        assert_eq!(hash.finalize()[..], sha2::Sha256::digest(&content)[..]);
+        let (_, none) = hash_file(&path, 0).await.unwrap();
+        assert_eq!(none, 0);
+        let why = hash_file(&dir.join("gone"), 10).await.unwrap_err();
+        assert!(why.contains("gone"), "{why}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -9,7 +9,7 @@
 //! `cpns_crypto::PanKeys` with the associated data of their direction, PN, PNE and PN GW already
 //! bound (docs/security.md §4.5), so this codec never chooses associated data itself.
 
-use cpns_crypto::{FrameOpener, FrameSealer};
+use cpns_crypto::{FrameOpener, FrameSealer, SEAL_OVERHEAD};
 use cpns_wire::codec::{self, FrameKind, LEN_PREFIX, split_frame};
 use cpns_wire::{DEFAULT_MAX_FRAME, Envelope, decode_envelope};
 
@@ -41,7 +41,6 @@ pub struct LinkCodec {
     tx: Option<FrameSealer>,
     rx: Option<FrameOpener>,
     max_frame: u32,
-    scratch: Vec<u8>,
 }
 
 impl core::fmt::Debug for LinkCodec {
@@ -67,7 +66,6 @@ impl LinkCodec {
             tx: None,
             rx: None,
             max_frame,
-            scratch: Vec::new(),
         }
     }
 
@@ -104,15 +102,14 @@ impl LinkCodec {
 
     /// Encodes `env` as one whole frame: length prefix, kind byte, payload.
     pub fn encode(&mut self, env: &Envelope) -> Result<Vec<u8>, ProtoError> {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(env.size_hint() + LEN_PREFIX + 1 + SEAL_OVERHEAD);
         match &mut self.tx {
             None => codec::encode_plain_frame(env, &mut out),
             Some(sealer) => {
-                self.scratch.clear();
-                codec::encode_envelope(env, &mut self.scratch);
                 out.extend_from_slice(&[0; LEN_PREFIX]);
                 out.push(FrameKind::Sealed as u8);
-                sealer.seal_into(&self.scratch, &mut out)?;
+                // Encoded where it is sealed: a chunk's bytes are copied once here, not twice.
+                sealer.seal_written(&mut out, |out| codec::encode_envelope(env, out))?;
                 codec::patch_len(&mut out, 0);
             }
         }
