@@ -2,8 +2,8 @@
 //! sends is read from the files its application named (one per item of the session, one after
 //! another), a chunk at a time; each item it receives is written to a partial file of its own
 //! in the inbox (`<session>.part` for the first, `<session>.<i>.part` for item `i`), hashed as
-//! it is written (what a resumed session held already is read back once, a block at a time,
-//! never held whole), checked against the SHA-256 offered once every byte of the session is
+//! it is written, on a thread of the session's own ([`Hasher`]; what a resumed session held
+//! already is read back once, a block at a time, never held whole), checked against the SHA-256 offered once every byte of the session is
 //! there, and then kept under its name (made safe as a file name) or discarded, each item on
 //! its own. The inbox is its user's only (mode 0700).
 //!
@@ -34,6 +34,60 @@ pub(crate) struct ContentFiles {
     sending: BTreeMap<DeliveryId, Vec<SentFile>>,
     /// Each session received.
     receiving: BTreeMap<DeliveryId, Vec<Part>>,
+    /// Each received session's hashing, on a thread of its own.
+    hashers: BTreeMap<DeliveryId, Hasher>,
+}
+
+/// Chunks a session's hashing thread may have waiting; past them a write waits for it.
+const HASH_QUEUE: usize = 4;
+
+/// What a hashing thread is handed: a chunk written, and the ranges of it to hash into which
+/// item (those written in order after what that item held).
+type ToHash = (Vec<u8>, Vec<(usize, std::ops::Range<usize>)>);
+
+/// A received session's hashing, on a thread of its own: each chunk written in order is
+/// handed over (moved, not copied) and hashed there, off the link's task, which goes on to
+/// open and write the next one (a delivery's target is the busiest of its three processes:
+/// BENCHMARKS.md, "The bulk AEAD on ring …").
+#[derive(Debug)]
+struct Hasher {
+    chunks: tokio::sync::mpsc::Sender<ToHash>,
+    done: tokio::sync::oneshot::Receiver<Vec<sha2::Sha256>>,
+}
+
+impl Hasher {
+    /// A thread that goes on from `hashes`, one per item.
+    fn start(mut hashes: Vec<sha2::Sha256>) -> Result<Self, String> {
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<ToHash>(HASH_QUEUE);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("cpns-hash".into())
+            .spawn(move || {
+                while let Some((bytes, ranges)) = rx.blocking_recv() {
+                    for (item, range) in ranges {
+                        if let (Some(h), Some(b)) = (hashes.get_mut(item), bytes.get(range)) {
+                            h.update(b);
+                        }
+                    }
+                }
+                // Nobody waits when the session was discarded.
+                let _ = done_tx.send(hashes);
+            })
+            .map_err(|e| format!("no thread to hash with: {e}"))?;
+        Ok(Self { chunks, done })
+    }
+
+    /// Hashes `ranges` of `bytes` after what came before; `false` if the thread is gone.
+    async fn hash(&self, bytes: Vec<u8>, ranges: Vec<(usize, std::ops::Range<usize>)>) -> bool {
+        self.chunks.send((bytes, ranges)).await.is_ok()
+    }
+
+    /// Each item's hash of what was handed over, once the thread hashed it all; `None` if the
+    /// thread is gone.
+    async fn finish(self) -> Option<Vec<sha2::Sha256>> {
+        drop(self.chunks);
+        self.done.await.ok()
+    }
 }
 
 /// A file a session sends: its path, its size (as offered), its handle once opened.
@@ -44,19 +98,18 @@ struct SentFile {
     file: Option<std::fs::File>,
 }
 
-/// An item of a session being received: its name and size, its open partial file, and the
-/// hash of what it holds.
+/// An item of a session being received: its name and size, its open partial file, and how
+/// much of it its session's [`Hasher`] hashed.
 #[derive(Debug)]
 struct Part {
     name: String,
     size: u64,
     path: PathBuf,
     file: Option<std::fs::File>,
-    hash: sha2::Sha256,
-    /// The bytes from the start that `hash` covers.
+    /// The bytes from the start handed to the hasher.
     hashed: u64,
-    /// Whether every byte written so far came in order after the last, so `hash` is of the
-    /// file; if not, the file is read back at the end.
+    /// Whether every byte written so far came in order after the last, so the hasher's hash is
+    /// of the file; if not, the file is read back at the end.
     in_order: bool,
 }
 
@@ -275,6 +328,7 @@ impl ContentFiles {
             inbox: None,
             sending: std::mem::take(&mut self.sending),
             receiving: BTreeMap::new(),
+            hashers: BTreeMap::new(),
         }
     }
 
@@ -363,6 +417,7 @@ impl ContentFiles {
             }
         }
         let mut parts = Vec::with_capacity(items.len());
+        let mut hashes = Vec::with_capacity(items.len());
         let mut have = 0u64;
         // Whether every item before this one is whole: what a later one holds counts only then
         // (it cannot hold anything otherwise; if it does, it is emptied).
@@ -389,16 +444,17 @@ impl ContentFiles {
             let (hash, hashed) = hash_file(&path, held).await?;
             have = have.saturating_add(held);
             whole = whole && held == item.size;
+            hashes.push(hash);
             parts.push(Part {
                 name: item.name,
                 size: item.size,
                 path,
                 file: Some(f),
-                hash,
                 hashed,
                 in_order: true,
             });
         }
+        self.hashers.insert(session, Hasher::start(hashes)?);
         self.receiving.insert(session, parts);
         Ok(have)
     }
@@ -409,7 +465,7 @@ impl ContentFiles {
         &mut self,
         session: DeliveryId,
         offset: u64,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<(), String> {
         let Some(parts) = self.receiving.get_mut(&session) else {
             return Err("the session's file is not open".into());
@@ -420,20 +476,34 @@ impl ContentFiles {
                 "a chunk at {offset} reaches past the session's end"
             ));
         };
+        let mut to_hash = Vec::with_capacity(spans.len());
         for (item, within, range) in spans {
             let p = &mut parts[item];
             let Some(f) = p.file.as_ref() else {
                 return Err("the session's file is not open".into());
             };
-            let slice = &bytes[range];
+            let slice = &bytes[range.clone()];
             if within != p.hashed {
                 p.in_order = false;
             }
             f.write_all_at(slice, within)
                 .map_err(|e| io("write", &p.path, &e))?;
             if p.in_order {
-                p.hash.update(slice);
                 p.hashed += slice.len() as u64;
+                to_hash.push((item, range));
+            }
+        }
+        if to_hash.is_empty() {
+            return Ok(());
+        }
+        let handed = match self.hashers.get(&session) {
+            Some(h) => h.hash(bytes, to_hash).await,
+            None => false,
+        };
+        if !handed {
+            // No hash of what came in order: each item is read back at the end instead.
+            for p in parts {
+                p.in_order = false;
             }
         }
         Ok(())
@@ -452,6 +522,10 @@ impl ContentFiles {
         let Some(parts) = self.receiving.remove(&session) else {
             return Err("the session's file is not open".into());
         };
+        let hashes = match self.hashers.remove(&session) {
+            Some(h) => h.finish().await,
+            None => None,
+        };
         if parts.len() != sha256.len() {
             self.remove_parts(session, parts.len()).await;
             return Err(format!(
@@ -461,8 +535,10 @@ impl ContentFiles {
             ));
         }
         let mut kept = Vec::with_capacity(parts.len());
+        let mut hashes = hashes.map(Vec::into_iter);
         for (i, (p, want)) in parts.into_iter().zip(sha256).enumerate() {
-            kept.push(keep(session, i, p, want).await?);
+            let hash = hashes.as_mut().and_then(Iterator::next);
+            kept.push(keep(session, i, p, hash, want).await?);
         }
         if !specific.is_empty()
             && let Some(first) = kept.iter().flatten().next()
@@ -490,6 +566,7 @@ impl ContentFiles {
 
     /// Discards what was kept of `session`.
     pub(crate) async fn discard(&mut self, session: DeliveryId) {
+        self.hashers.remove(&session);
         let items = self.receiving.remove(&session).map_or(1, |p| p.len());
         self.remove_parts(session, items).await;
     }
@@ -506,18 +583,19 @@ impl ContentFiles {
 }
 
 /// Item `item` of `session`, every byte written: kept under its name (its path) if its
-/// SHA-256 is `want`, its partial file removed either way.
+/// SHA-256 is `want`, its partial file removed either way. `hash` is its hasher's, if there is
+/// one.
 async fn keep(
     session: DeliveryId,
     item: usize,
     p: Part,
+    hash: Option<sha2::Sha256>,
     want: &[u8; 32],
 ) -> Result<Option<PathBuf>, String> {
     let Part {
         name,
         path,
         file,
-        hash,
         hashed,
         in_order,
         ..
@@ -530,10 +608,9 @@ async fn keep(
         }
         None => u64::MAX,
     };
-    let digest = if in_order && hashed == len {
-        hash.finalize()
-    } else {
-        hash_file(&path, u64::MAX).await?.0.finalize()
+    let digest = match hash {
+        Some(hash) if in_order && hashed == len => hash.finalize(),
+        _ => hash_file(&path, u64::MAX).await?.0.finalize(),
     };
     if digest.as_slice() != want.as_slice() {
         let _ = tokio::fs::remove_file(&path).await;
@@ -683,6 +760,56 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A session's hashing thread goes on from each item's hash of what it held, hashes the
+    /// ranges it is handed into their items, in order, and gives each item's hash at the end.
+    #[tokio::test]
+    async fn a_hashing_thread_hashes_each_range_into_its_item_in_order() {
+        let mut held = sha2::Sha256::new();
+        held.update(b"held ");
+        let h = Hasher::start(vec![held, sha2::Sha256::new()]).unwrap();
+        assert!(h.hash(b"abcdef".to_vec(), vec![(0, 0..4), (1, 4..6)]).await);
+        assert!(h.hash(b"ghi".to_vec(), vec![(1, 0..3)]).await);
+        // A range past the chunk, or an item there is not, hashes nothing.
+        assert!(h.hash(b"x".to_vec(), vec![(1, 0..9), (7, 0..1)]).await);
+        let hashes = h.finish().await.unwrap();
+        assert_eq!(hashes.len(), 2);
+        assert_eq!(
+            hashes[0].clone().finalize()[..],
+            sha2::Sha256::digest(b"held abcd")[..]
+        );
+        assert_eq!(
+            hashes[1].clone().finalize()[..],
+            sha2::Sha256::digest(b"efghi")[..]
+        );
+    }
+
+    /// What arrives in order is checked as it was written, by the session's hashing thread,
+    /// not read back from the partial file: a file changed behind the PNE's back after its
+    /// bytes were written is kept as written (what the source sent), and one whose bytes
+    /// came out of order is read back.
+    #[tokio::test]
+    async fn an_item_written_in_order_is_checked_as_written_not_read_back() {
+        let dir = std::env::temp_dir().join(format!("cpns-as-written-{}", std::process::id()));
+        let mut files = ContentFiles::new(Some(dir.join("inbox")));
+        let s = DeliveryId::from_bytes([6; 16]);
+        files.open_receive(s, one("w.bin", 5)).await.unwrap();
+        files.write(s, 0, b"abcde".to_vec()).await.unwrap();
+        std::fs::write(files.part(s, 0).unwrap(), b"ABCDE").unwrap();
+        let sent: [u8; 32] = sha2::Sha256::digest(b"abcde").into();
+        assert!(finish_one(&mut files, s, sent, &[]).await.is_some());
+
+        let t = DeliveryId::from_bytes([7; 16]);
+        files.open_receive(t, one("r.bin", 5)).await.unwrap();
+        files.write(t, 2, b"cde".to_vec()).await.unwrap();
+        files.write(t, 0, b"ab".to_vec()).await.unwrap();
+        std::fs::write(files.part(t, 0).unwrap(), b"ABCDE").unwrap();
+        assert!(
+            finish_one(&mut files, t, sent, &[]).await.is_none(),
+            "read back, the file is not what was sent"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_sent_file_is_read_where_asked_from_one_open_handle() {
         let dir = std::env::temp_dir().join(format!("cpns-send-{}", std::process::id()));
@@ -710,10 +837,10 @@ mod tests {
         let mut files = ContentFiles::new(Some(dir.join("inbox")));
         let s = DeliveryId::from_bytes([1; 16]);
         assert_eq!(files.open_receive(s, one("a.bin", 11)).await.unwrap(), 0);
-        files.write(s, 0, b"hello ").await.unwrap();
+        files.write(s, 0, b"hello ".to_vec()).await.unwrap();
         // Opened again (a link that dropped): it holds what was written.
         assert_eq!(files.open_receive(s, one("a.bin", 11)).await.unwrap(), 6);
-        files.write(s, 6, b"world").await.unwrap();
+        files.write(s, 6, b"world".to_vec()).await.unwrap();
         let good: [u8; 32] = sha2::Sha256::digest(b"hello world").into();
         let kept = finish_one(&mut files, s, good, &[]).await.unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
@@ -722,8 +849,8 @@ mod tests {
         // read back.
         let u = DeliveryId::from_bytes([4; 16]);
         files.open_receive(u, one("b.bin", 11)).await.unwrap();
-        files.write(u, 0, b"hello there").await.unwrap();
-        files.write(u, 6, b"world").await.unwrap();
+        files.write(u, 0, b"hello there".to_vec()).await.unwrap();
+        files.write(u, 6, b"world".to_vec()).await.unwrap();
         let kept = finish_one(&mut files, u, good, b"mine").await.unwrap();
         assert_eq!(std::fs::read(&kept).unwrap(), b"hello world");
         assert_eq!(kept.file_name().unwrap(), "b.bin");
@@ -735,7 +862,7 @@ mod tests {
 
         let t = DeliveryId::from_bytes([2; 16]);
         files.open_receive(t, one("a.bin", 11)).await.unwrap();
-        files.write(t, 0, b"tampered!!!").await.unwrap();
+        files.write(t, 0, b"tampered!!!".to_vec()).await.unwrap();
         assert_eq!(finish_one(&mut files, t, good, &[]).await, None);
         assert!(!dir.join("inbox").join(format!("{t}.part")).exists());
         #[cfg(unix)]
@@ -752,7 +879,7 @@ mod tests {
         std::fs::write(dir.join("inbox/c.bin"), b"mine").unwrap();
         let v = DeliveryId::from_bytes([5; 16]);
         files.open_receive(v, one("c.bin", 11)).await.unwrap();
-        files.write(v, 0, b"hello world").await.unwrap();
+        files.write(v, 0, b"hello world".to_vec()).await.unwrap();
         let kept = finish_one(&mut files, v, good, b"own").await.unwrap();
         assert_ne!(kept, dir.join("inbox/c.bin"));
         assert_eq!(std::fs::read(dir.join("inbox/c.bin")).unwrap(), b"mine");
@@ -810,11 +937,11 @@ mod tests {
         };
         assert_eq!(files.open_receive(s, items()).await.unwrap(), 0);
         // A chunk across the first item's end and into the second.
-        files.write(s, 0, b"moviessu").await.unwrap();
+        files.write(s, 0, b"moviessu".to_vec()).await.unwrap();
         // Opened again (a dropped link): the first is whole, the second holds two bytes.
         assert_eq!(files.open_receive(s, items()).await.unwrap(), 8);
-        files.write(s, 8, b"btijpg").await.unwrap();
-        let why = files.write(s, 14, b"x").await.unwrap_err();
+        files.write(s, 8, b"btijpg".to_vec()).await.unwrap();
+        let why = files.write(s, 14, b"x".to_vec()).await.unwrap_err();
         assert!(why.contains("past the session's end"), "{why}");
         let sha = |b: &[u8]| -> [u8; 32] { sha2::Sha256::digest(b).into() };
         // The poster's hash offered is another: it alone is not kept.
@@ -874,7 +1001,7 @@ mod tests {
             },
         ];
         files.open_receive(v, clash).await.unwrap();
-        files.write(v, 0, b"xxyy").await.unwrap();
+        files.write(v, 0, b"xxyy".to_vec()).await.unwrap();
         let kept = files
             .finish(v, &[sha(b"xx"), sha(b"yy")], &[])
             .await

@@ -1147,7 +1147,7 @@ impl<S: DeviceStore> Link<S> {
                     offset,
                     bytes,
                 } => {
-                    let written = self.files.write(session, offset, &bytes).await;
+                    let written = self.files.write(session, offset, bytes).await;
                     self.session
                         .handle_chunk_written(Instant::now(), session, written);
                 }
