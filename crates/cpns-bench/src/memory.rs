@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cpns_crypto::MachineRng;
 use cpns_proto::StoreFailure;
-use cpns_proto::link::frame_body;
+use cpns_proto::link::frame_body_mut;
 use cpns_proto::server::{
     EntityRole, KnownEntity, KnownPn, Load, Loaded, Persisted, PnLoaded, ServerConfig,
     ServerEffect, ServerOutput, ServerSession, SessionLoaded, StatusesLoaded,
@@ -213,8 +213,8 @@ impl Pair {
         loop {
             let up = self.sim.take_wan();
             let mut moved = !up.is_empty();
-            for frame in up {
-                if let Some(body) = frame_body(&frame) {
+            for mut frame in up {
+                if let Some(body) = frame_body_mut(&mut frame) {
                     let _ = self.server.handle_frame(now, body);
                 }
             }
@@ -254,8 +254,8 @@ impl Pair {
                     | ServerOutput::CapabilitiesAnswered { .. } => {}
                 }
             }
-            for frame in down {
-                if let Some(body) = frame_body(&frame) {
+            for mut frame in down {
+                if let Some(body) = frame_body_mut(&mut frame) {
                     let _ = self.sim.handle_wan_frame(now, body);
                 }
             }

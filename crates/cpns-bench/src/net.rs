@@ -405,7 +405,7 @@ impl Connected {
                 .min(give_up);
             tokio::select! {
                 frame = self.conn.next_frame() => match frame {
-                    Ok(body) => self.sim.handle_wan_frame(Instant::now(), &body)?,
+                    Ok(mut body) => self.sim.handle_wan_frame(Instant::now(), &mut body)?,
                     Err(FrameError::Closed) => bail!("the server closed the session"),
                     Err(e) => return Err(e.into()),
                 },
@@ -452,7 +452,7 @@ impl Connected {
             let deadline = self.sim.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
                 frame = self.conn.next_frame() => match frame {
-                    Ok(body) => self.sim.handle_wan_frame(Instant::now(), &body)?,
+                    Ok(mut body) => self.sim.handle_wan_frame(Instant::now(), &mut body)?,
                     Err(FrameError::Closed) => bail!("the server closed the session"),
                     Err(e) => return Err(e.into()),
                 },

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cpns_crypto::{EuKey, MachineRng};
 use cpns_proto::gateway::{Gateway, GatewayConfig, GatewayEvent, GatewayOutput, LinkId};
-use cpns_proto::link::frame_body;
+use cpns_proto::link::frame_body_mut;
 use cpns_proto::pne::{PneConfig, PneEvent, PneOutput, PneSession};
 use cpns_proto::{PanSecurity, ProtoError, Timeouts};
 use cpns_wire::{DeviceCapabilities, EntityId, PnId, SetupType};
@@ -237,7 +237,7 @@ impl SimGateway {
     }
 
     /// A frame body from the server.
-    pub fn handle_wan_frame(&mut self, now: Instant, body: &[u8]) -> Result<(), ProtoError> {
+    pub fn handle_wan_frame(&mut self, now: Instant, body: &mut [u8]) -> Result<(), ProtoError> {
         let r = self.gw.handle_wan_frame(now, body);
         self.pump(now);
         r
@@ -316,9 +316,11 @@ impl SimGateway {
                 progressed = true;
                 match out {
                     GatewayOutput::TransmitWan { frame, .. } => self.wan_out.push(frame),
-                    GatewayOutput::TransmitPan { link, frame, .. } => {
+                    GatewayOutput::TransmitPan {
+                        link, mut frame, ..
+                    } => {
                         if let (Some(p), Some(body)) =
-                            (self.pnes.get_mut(&link.0), frame_body(&frame))
+                            (self.pnes.get_mut(&link.0), frame_body_mut(&mut frame))
                         {
                             let _ = p.handle_frame(now, body);
                         }
@@ -343,8 +345,8 @@ impl SimGateway {
                 while let Some(out) = self.pnes.get_mut(&link).and_then(PneSession::poll_output) {
                     progressed = true;
                     match out {
-                        PneOutput::Transmit { frame, .. } => {
-                            if let Some(body) = frame_body(&frame) {
+                        PneOutput::Transmit { mut frame, .. } => {
+                            if let Some(body) = frame_body_mut(&mut frame) {
                                 let _ = self.gw.handle_pan_frame(now, LinkId(link), body);
                             }
                         }

@@ -188,12 +188,26 @@ impl FrameOpener {
     /// byte (including a record sealed with other associated data: another direction, PN, PNE
     /// or PN GW); [`CryptoError::SequenceExhausted`] once seq `u64::MAX` would be next.
     pub fn open(&mut self, record: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut buf = record.to_vec();
+        let len = self.open_in_place(&mut buf)?.len();
+        buf.copy_within(SEQ_LEN..SEQ_LEN + len, 0);
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// Opens one record where it lies and advances the expected sequence number; the
+    /// plaintext, within `record` (no copy of it is made). On any error the expected sequence
+    /// number is unchanged, and what `record` holds is unspecified (it is not to be used).
+    ///
+    /// # Errors
+    /// As [`FrameOpener::open`].
+    pub fn open_in_place<'r>(&mut self, record: &'r mut [u8]) -> Result<&'r [u8], CryptoError> {
         if record.len() < SEAL_OVERHEAD {
             return Err(CryptoError::Malformed(
                 "sealed frame shorter than sequence number and tag (24 bytes)",
             ));
         }
-        let (seq_bytes, rest) = record.split_at(SEQ_LEN);
+        let (seq_bytes, rest) = record.split_at_mut(SEQ_LEN);
         let mut seq_arr = [0u8; SEQ_LEN];
         seq_arr.copy_from_slice(seq_bytes);
         let seq = u64::from_be_bytes(seq_arr);
@@ -206,13 +220,9 @@ impl FrameOpener {
                 got: seq,
             });
         }
-        let mut buf = rest.to_vec();
-        let len = self
-            .cipher
-            .open_in_place(nonce_for(seq), &self.aad, &mut buf)?;
-        buf.truncate(len);
+        let len = self.cipher.open_in_place(nonce_for(seq), &self.aad, rest)?;
         self.next_seq = seq + 1;
-        Ok(buf)
+        Ok(&rest[..len])
     }
 }
 
@@ -300,6 +310,37 @@ mod tests {
         );
         assert_eq!(out, b"kept");
         assert_eq!(spent.next_sequence(), u64::MAX);
+    }
+
+    /// Opened where it lies: the plaintext is the record's own bytes, after the sequence
+    /// number; a replay or a flipped byte is refused and the next record still opens.
+    #[test]
+    fn a_record_opens_in_place_within_itself() {
+        let (mut s, mut o) = pair();
+        let mut first = s.seal(b"in place").unwrap();
+        let copy = first.clone();
+        let start = first.as_ptr() as usize;
+        let plain = o.open_in_place(&mut first).unwrap();
+        assert_eq!(plain, b"in place");
+        assert_eq!(plain.as_ptr() as usize, start + 8);
+        let mut replayed = copy.clone();
+        assert!(matches!(
+            o.open_in_place(&mut replayed),
+            Err(CryptoError::Replay {
+                expected: 1,
+                got: 0
+            })
+        ));
+        let mut second = s.seal(b"next").unwrap();
+        let mut flipped = second.clone();
+        flipped[9] ^= 1;
+        assert_eq!(o.open_in_place(&mut flipped), Err(CryptoError::BadTag));
+        assert_eq!(o.next_sequence(), 1);
+        assert_eq!(o.open_in_place(&mut second).unwrap(), b"next");
+        assert!(matches!(
+            o.open_in_place(&mut [0; 23]),
+            Err(CryptoError::Malformed(_))
+        ));
     }
 
     #[test]

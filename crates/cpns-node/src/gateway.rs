@@ -741,11 +741,11 @@ impl Actor {
                 self.links.insert(link, tx);
                 self.machine.link_opened(link, self.security);
             }
-            LinkEvent::Frame(frame) => {
+            LinkEvent::Frame(mut frame) => {
                 if !self.links.contains_key(&link) {
                     return; // cut off already; its last frames are not taken
                 }
-                if let Err(e) = self.machine.handle_pan_frame(now, link, &frame) {
+                if let Err(e) = self.machine.handle_pan_frame(now, link, &mut frame) {
                     debug!(link = link.0, error = %e, "PAN link closed: bad frame");
                 }
             }
@@ -760,7 +760,7 @@ impl Actor {
 
     fn on_wan_frame(&mut self, frame: Result<BytesMut, FrameError>) {
         match frame {
-            Ok(frame) => match self.machine.handle_wan_frame(Instant::now(), &frame) {
+            Ok(mut frame) => match self.machine.handle_wan_frame(Instant::now(), &mut frame) {
                 Ok(()) => {}
                 Err(e @ ProtoError::UnsupportedVersion { .. }) => {
                     debug!(error = %e, "dropped a frame of another protocol version");

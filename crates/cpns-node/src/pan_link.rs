@@ -51,6 +51,12 @@ impl Deref for LinkFrame {
     }
 }
 
+impl std::ops::DerefMut for LinkFrame {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
 impl core::fmt::Debug for LinkFrame {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "LinkFrame({} bytes)", self.bytes.len())

@@ -1455,7 +1455,7 @@ impl<S: DeviceStore> Link<S> {
 
     fn on_frame(&mut self, frame: Result<bytes::BytesMut, FrameError>) -> Result<(), NodeError> {
         match frame {
-            Ok(frame) => match self.session.handle_frame(Instant::now(), &frame) {
+            Ok(mut frame) => match self.session.handle_frame(Instant::now(), &mut frame) {
                 Ok(()) => Ok(()),
                 Err(e @ cpns_proto::ProtoError::UnsupportedVersion { .. }) => {
                     debug!(error = %e, "dropped a frame of another protocol version");

@@ -168,7 +168,7 @@ impl Election {
     }
 
     /// A frame from the peer.
-    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+    pub fn handle_frame(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), ProtoError> {
         let _ = now;
         if self.done {
             return Ok(());

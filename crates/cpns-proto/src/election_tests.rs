@@ -99,14 +99,14 @@ fn run(a: &mut Election, b: &mut Election, now: Instant) -> (Outcome, Outcome) {
         while let Some(o) = a.poll_output() {
             moved = true;
             match o {
-                ElectionOutput::Transmit(f) => b.handle_frame(now, body(&f)).unwrap(),
+                ElectionOutput::Transmit(f) => b.handle_frame(now, &mut body(&f)).unwrap(),
                 ElectionOutput::Done(x) => da = Some(x),
             }
         }
         while let Some(o) = b.poll_output() {
             moved = true;
             match o {
-                ElectionOutput::Transmit(f) => a.handle_frame(now, body(&f)).unwrap(),
+                ElectionOutput::Transmit(f) => a.handle_frame(now, &mut body(&f)).unwrap(),
                 ElectionOutput::Done(x) => db = Some(x),
             }
         }
@@ -117,8 +117,8 @@ fn run(a: &mut Election, b: &mut Election, now: Instant) -> (Outcome, Outcome) {
     (da.expect("a ended"), db.expect("b ended"))
 }
 
-fn body(frame: &[u8]) -> &[u8] {
-    crate::link::frame_body(frame).unwrap()
+fn body(frame: &[u8]) -> Vec<u8> {
+    crate::link::frame_body(frame).unwrap().to_vec()
 }
 
 fn machine(me: &str, c: DeviceCapabilities, addr: Option<&str>) -> Election {
@@ -198,7 +198,7 @@ fn a_peer_claiming_the_role_against_the_rule_is_not_followed() {
     let mut codec = LinkCodec::new(65_536);
     frames.insert(0, codec.encode(&claim).unwrap());
     for f in &frames {
-        mine.handle_frame(now, body(f)).unwrap();
+        mine.handle_frame(now, &mut body(f)).unwrap();
     }
     let outcomes: Vec<Outcome> = std::iter::from_fn(|| mine.poll_output())
         .filter_map(|o| match o {
@@ -228,7 +228,7 @@ fn a_peer_already_in_pn_gw_mode_is_followed_at_once() {
         },
     );
     let f = LinkCodec::new(65_536).encode(&gw).unwrap();
-    mine.handle_frame(now, body(&f)).unwrap();
+    mine.handle_frame(now, &mut body(&f)).unwrap();
     let done = std::iter::from_fn(|| mine.poll_output()).find_map(|o| match o {
         ElectionOutput::Done(x) => Some(x),
         ElectionOutput::Transmit(_) => None,
@@ -281,7 +281,7 @@ fn a_peer_with_this_devices_id_or_two_ids_is_refused() {
                 },
             );
             let f = LinkCodec::new(65_536).encode(&env).unwrap();
-            mine.handle_frame(now, body(&f)).unwrap();
+            mine.handle_frame(now, &mut body(&f)).unwrap();
         }
         let done = std::iter::from_fn(|| mine.poll_output()).find_map(|o| match o {
             ElectionOutput::Done(x) => Some(x),
@@ -303,14 +303,14 @@ fn feed(envs: &[Envelope]) -> (Vec<Envelope>, Option<Outcome>) {
     let mut codec = LinkCodec::new(65_536);
     for env in envs {
         let f = codec.encode(env).unwrap();
-        mine.handle_frame(now, body(&f)).unwrap();
+        mine.handle_frame(now, &mut body(&f)).unwrap();
     }
     let mut sent = Vec::new();
     let mut done = None;
     let mut reader = LinkCodec::new(65_536);
     while let Some(o) = mine.poll_output() {
         match o {
-            ElectionOutput::Transmit(f) => sent.push(reader.decode(body(&f)).unwrap()),
+            ElectionOutput::Transmit(f) => sent.push(reader.decode(&mut body(&f)).unwrap()),
             ElectionOutput::Done(x) => done = Some(x),
         }
     }
@@ -338,7 +338,7 @@ fn the_peers_requests_are_answered_and_unexpected_ones_refused() {
     let mut m = machine("a", caps(&["wlan"], None, 0, 0), None);
     assert_eq!((m.me(), m.peer()), (&id("a"), None));
     let f = LinkCodec::new(65_536).encode(&discovery).unwrap();
-    m.handle_frame(t0(), body(&f)).unwrap();
+    m.handle_frame(t0(), &mut body(&f)).unwrap();
     assert_eq!(m.peer(), Some(&id("b")));
     assert!(matches!(
         &sent[..],

@@ -116,17 +116,16 @@ impl LinkCodec {
         Ok(out)
     }
 
-    /// Decodes one frame (without its length prefix). A failed open leaves the codec unchanged.
-    pub fn decode(&mut self, frame: &[u8]) -> Result<Envelope, ProtoError> {
-        let (kind, payload) = split_frame(frame)?;
+    /// Decodes one frame (without its length prefix). A sealed frame is opened where it lies
+    /// (what `frame` holds afterwards is unspecified). A failed open leaves the codec unchanged.
+    pub fn decode(&mut self, frame: &mut [u8]) -> Result<Envelope, ProtoError> {
+        let kind = split_frame(frame)?.0;
+        let payload = &mut frame[1..];
         match (kind, &mut self.rx) {
             (FrameKind::Plain, None) => decode_checked(payload),
             (FrameKind::Plain, Some(_)) => Err(ProtoError::PlainOnSealedLink),
             (FrameKind::Sealed, None) => Err(ProtoError::SealedBeforeKeys),
-            (FrameKind::Sealed, Some(opener)) => {
-                let plain = opener.open(payload)?;
-                decode_checked(&plain)
-            }
+            (FrameKind::Sealed, Some(opener)) => decode_checked(opener.open_in_place(payload)?),
         }
     }
 }
@@ -176,6 +175,12 @@ pub fn frame_body(frame: &[u8]) -> Option<&[u8]> {
     let len = u32::from_be_bytes(prefix) as usize;
     let body = frame.get(LEN_PREFIX..)?;
     (body.len() == len).then_some(body)
+}
+
+/// [`frame_body`], for a frame a machine takes to open where it lies.
+pub fn frame_body_mut(frame: &mut [u8]) -> Option<&mut [u8]> {
+    let len = frame_body(frame)?.len();
+    frame.get_mut(LEN_PREFIX..LEN_PREFIX + len)
 }
 
 #[cfg(test)]

@@ -186,8 +186,8 @@ pub(crate) async fn run(
         let deadline = m.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             frame = conn.next_frame() => {
-                let frame = frame.context("the other device left the election")?;
-                m.handle_frame(Instant::now(), &frame)?;
+                let mut frame = frame.context("the other device left the election")?;
+                m.handle_frame(Instant::now(), &mut frame)?;
             }
             () = sleep_until(deadline) => m.handle_timeout(Instant::now()),
         }

@@ -98,8 +98,8 @@ impl<S: ServerStore + Clone> ServerNode<S> {
             tokio::select! {
                 frame = conn.next_frame_or_drained(drain_to) => match frame {
                     None => {}
-                    Some(Ok(frame)) => {
-                        let handled = session.handle_frame(Instant::now(), &frame);
+                    Some(Ok(mut frame)) => {
+                        let handled = session.handle_frame(Instant::now(), &mut frame);
                         if let Err(e @ ProtoError::UnsupportedVersion { .. }) = &handled {
                             debug!(error = %e, "dropped a frame of another protocol version");
                         } else if let Err(e) = handled {

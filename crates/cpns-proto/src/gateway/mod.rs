@@ -670,13 +670,14 @@ impl Gateway {
         self.sync_presence();
     }
 
-    /// Takes one frame (without its length prefix) from a PAN link. An `Err` means the link
-    /// must be closed; the machine has already queued [`GatewayOutput::CloseLink`].
+    /// Takes one frame (without its length prefix) from a PAN link, opening a sealed one where
+    /// it lies (what `frame` holds afterwards is unspecified). An `Err` means the link must be
+    /// closed; the machine has already queued [`GatewayOutput::CloseLink`].
     pub fn handle_pan_frame(
         &mut self,
         now: Instant,
         link: LinkId,
-        frame: &[u8],
+        frame: &mut [u8],
     ) -> Result<(), ProtoError> {
         let Some(l) = self.links.get_mut(&link) else {
             return Err(ProtoError::WrongState("unknown link"));
@@ -701,7 +702,7 @@ impl Gateway {
     }
 
     /// Takes one frame (without its length prefix) from the server.
-    pub fn handle_wan_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+    pub fn handle_wan_frame(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), ProtoError> {
         let env = match self.wan_codec.decode(frame) {
             Ok(env) => env,
             Err(e) => {

@@ -825,9 +825,10 @@ impl PneSession {
         Ok(id)
     }
 
-    /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the link must
-    /// be closed.
-    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+    /// Takes one frame (without its length prefix) from the PN GW, opening a sealed one where
+    /// it lies (what `frame` holds afterwards is unspecified). An `Err` means the link must be
+    /// closed.
+    pub fn handle_frame(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), ProtoError> {
         self.now = Some(now);
         self.link_in_use(now);
         let env = match self.codec.decode(frame) {

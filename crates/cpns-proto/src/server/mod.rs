@@ -1065,7 +1065,7 @@ impl ServerSession {
 
     /// Takes one frame (without its length prefix) from the PN GW. An `Err` means the frame was
     /// undecodable and the session must be closed; everything else is answered on the wire.
-    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) -> Result<(), ProtoError> {
+    pub fn handle_frame(&mut self, now: Instant, frame: &mut [u8]) -> Result<(), ProtoError> {
         self.last_heard = now;
         let env = match self.codec.decode(frame) {
             Ok(env) => env,

@@ -351,7 +351,7 @@ fn unknown_tokens_and_links_are_errors() {
         h.pnes[0].handle_persisted(t, Ok(())),
         Err(ProtoError::UnknownToken)
     );
-    assert!(h.gw.handle_pan_frame(now, LinkId(99), &[0]).is_err());
+    assert!(h.gw.handle_pan_frame(now, LinkId(99), &mut [0]).is_err());
     still_works(&mut h, 0);
 }
 

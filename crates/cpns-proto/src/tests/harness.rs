@@ -617,6 +617,9 @@ impl Harness {
         body: &[u8],
     ) -> Result<(), ProtoError> {
         let now = self.now();
+        // The machines open a sealed frame where it lies.
+        let mut body = body.to_vec();
+        let body = &mut body[..];
         let res = match (from, to) {
             (_, Party::Server) => self.server.handle_frame(now, body),
             (_, Party::FarServer) => self.server_mut(Party::FarServer).handle_frame(now, body),
