@@ -219,17 +219,52 @@ mod tests {
             have: u64::MAX,
             resume: true,
         }));
-        for e in [&chunk, &small] {
+        let big = || vec![7; 64 * 1024];
+        let pn_id = crate::PnId::from_bytes([3; 16]);
+        let bulky = [
+            chunk,
+            env(Body::SecureRequest(crate::SecureRequest {
+                request_id: crate::RequestId(u64::MAX),
+                pn_id,
+                sealed: big(),
+            })),
+            env(Body::SecureResponse(crate::SecureResponse {
+                request_id: crate::RequestId(u64::MAX),
+                sealed: big(),
+            })),
+            env(Body::SecureNotice(crate::SecureNotice {
+                pn_id,
+                notice_id: u64::MAX,
+                sealed: big(),
+            })),
+            env(Body::GroupContent(crate::GroupContent {
+                pn_id,
+                epoch: u64::MAX,
+                sender: EntityId::new("phone-1").unwrap(),
+                content_id: u64::MAX,
+                sealed: big(),
+                certificate: crate::MemberCertificate {
+                    pne_id: EntityId::new("phone-1").unwrap(),
+                    owner: "alice".parse().unwrap(),
+                    key: crate::PublicKeyBytes([0x11; 32]),
+                    signature: crate::SignatureBytes([0x22; 64]),
+                },
+            })),
+        ];
+        for e in bulky.iter().chain([&small]) {
             let mut out = Vec::new();
             crate::codec::encode_envelope(e, &mut out);
+            let name = e.body.name();
             assert!(
                 out.len() <= e.size_hint(),
-                "{} > {}",
+                "{name}: {} > {}",
                 out.len(),
                 e.size_hint()
             );
-            assert!(e.size_hint() - out.len() < 512, "{}", e.size_hint());
+            assert!(e.size_hint() - out.len() < 512, "{name}: {}", e.size_hint());
         }
-        assert!(chunk.size_hint() > 64 * 1024);
+        for e in &bulky {
+            assert!(e.size_hint() > 64 * 1024, "{}", e.body.name());
+        }
     }
 }
