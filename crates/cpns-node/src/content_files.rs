@@ -760,6 +760,51 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A block is read whole across short reads, and a read interrupted by a signal is tried
+    /// again; any other error is the block's, not retried; the end gives what is there.
+    #[test]
+    fn a_block_is_read_whole_through_short_and_interrupted_reads() {
+        struct Reader {
+            steps: Vec<std::io::Result<Vec<u8>>>,
+        }
+        impl std::io::Read for Reader {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.steps.is_empty() {
+                    return Ok(0);
+                }
+                let mut bytes = self.steps.remove(0)?;
+                let n = bytes.len().min(buf.len());
+                buf[..n].copy_from_slice(&bytes[..n]);
+                if n < bytes.len() {
+                    self.steps.insert(0, Ok(bytes.split_off(n)));
+                }
+                Ok(n)
+            }
+        }
+        let interrupted = || std::io::Error::from(std::io::ErrorKind::Interrupted);
+        let mut r = Reader {
+            steps: vec![
+                Ok(b"ab".to_vec()),
+                Err(interrupted()),
+                Ok(b"cde".to_vec()),
+                Ok(b"fgh".to_vec()),
+            ],
+        };
+        let mut block = [0u8; 6];
+        assert_eq!(read_full(&mut r, &mut block).unwrap(), 6);
+        assert_eq!(&block, b"abcdef");
+        // The rest, then the end.
+        let mut block = [0u8; 6];
+        assert_eq!(read_full(&mut r, &mut block).unwrap(), 2);
+        assert_eq!(&block[..2], b"gh");
+        assert_eq!(read_full(&mut r, &mut block).unwrap(), 0);
+        let mut failing = Reader {
+            steps: vec![Ok(b"a".to_vec()), Err(std::io::Error::other("disk gone"))],
+        };
+        let why = read_full(&mut failing, &mut block).unwrap_err();
+        assert_eq!(why.to_string(), "disk gone");
+    }
+
     /// A session's hashing thread goes on from each item's hash of what it held, hashes the
     /// ranges it is handed into their items, in order, and gives each item's hash at the end.
     #[tokio::test]
