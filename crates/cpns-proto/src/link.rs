@@ -196,6 +196,21 @@ mod tests {
         assert!(body_fits(&[], 0));
     }
 
+    /// A whole frame's body, mutable, is exactly the bytes its prefix counts (the bytes a
+    /// machine then opens where they lie); a frame whose prefix says otherwise has none.
+    #[test]
+    fn a_frame_body_is_the_bytes_its_prefix_counts() {
+        let mut frame = vec![0, 0, 0, 3, 7, 8, 9];
+        let body = frame_body_mut(&mut frame).unwrap();
+        assert_eq!(body, &[7, 8, 9]);
+        body[0] = 1;
+        assert_eq!(frame, [0, 0, 0, 3, 1, 8, 9]);
+        assert_eq!(frame_body_mut(&mut [0, 0, 0, 0]).unwrap(), &[] as &[u8]);
+        assert!(frame_body_mut(&mut [0, 0, 0, 4, 1, 2, 3]).is_none());
+        assert!(frame_body_mut(&mut [0, 0, 0, 2, 1, 2, 3]).is_none());
+        assert!(frame_body_mut(&mut [0, 0, 3]).is_none());
+    }
+
     #[test]
     fn pan_security_parses_its_two_names_only() {
         assert_eq!(PanSecurity::parse("trusted"), Some(PanSecurity::Trusted));
