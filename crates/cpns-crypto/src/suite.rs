@@ -10,8 +10,8 @@
 //!
 //! Both run on *ring*, the AEAD the project's TLS runs on: its AES-GCM uses the CPU's vector
 //! AES where there is one (VAES with AVX2 included, which AWS-LC, used here before, leaves to
-//! its older AES-NI code: 6.1 against 2.8 GB/s sealing 64 KiB on the AMD EPYC of
-//! BENCHMARKS.md). *ring* does not wipe a key's schedule when the key is dropped, so
+//! its older AES-NI code: sealing 64 KiB in place, AWS-LC runs at 0.56-0.57 of ring on the
+//! AMD EPYC of BENCHMARKS.md, `cpns-bench aead`). *ring* does not wipe a key's schedule when the key is dropped, so
 //! [`BulkKey`] does it ([`Wiped`]), as the rest of this crate wipes its keys.
 
 use core::mem::{ManuallyDrop, MaybeUninit, size_of};
