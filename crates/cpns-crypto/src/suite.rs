@@ -11,8 +11,10 @@
 //! Both run on *ring*, the AEAD the project's TLS runs on: its AES-GCM uses the CPU's vector
 //! AES where there is one (VAES with AVX2 included, which AWS-LC, used here before, leaves to
 //! its older AES-NI code: sealing 64 KiB in place, AWS-LC runs at 0.56-0.57 of ring on the
-//! AMD EPYC of BENCHMARKS.md, `cpns-bench aead`). *ring* does not wipe a key's schedule when the key is dropped, so
-//! [`BulkKey`] does it ([`Wiped`]), as the rest of this crate wipes its keys.
+//! AMD EPYC of BENCHMARKS.md, `cpns-bench aead`). *ring* does not wipe a key's schedule when
+//! the key is dropped, so [`BulkKey`] does it ([`Wiped`]), as the rest of this crate wipes its
+//! keys. (As everywhere in Rust, a copy the key made while it was built and moved into its box
+//! is not reached by the wipe; the box's is.)
 
 use core::mem::{ManuallyDrop, MaybeUninit, size_of};
 

@@ -3,8 +3,8 @@
 //! another), a chunk at a time; each item it receives is written to a partial file of its own
 //! in the inbox (`<session>.part` for the first, `<session>.<i>.part` for item `i`), hashed as
 //! it is written, on a thread of the session's own ([`Hasher`]; what a resumed session held
-//! already is read back once, a block at a time, never held whole), checked against the SHA-256 offered once every byte of the session is
-//! there, and then kept under its name (made safe as a file name) or discarded, each item on
+//! already is read back once, a block at a time, never held whole), checked against the
+//! SHA-256 offered once every byte of the session is there, and then kept under its name (made safe as a file name) or discarded, each item on
 //! its own. The inbox is its user's only (mode 0700).
 //!
 //! A chunk is read or written where it lands in its file (`pread`/`pwrite`), in the link's
