@@ -4,8 +4,8 @@
 //! in the inbox (`<session>.part` for the first, `<session>.<i>.part` for item `i`), hashed as
 //! it is written, on a thread of the session's own ([`Hasher`]; what a resumed session held
 //! already is read back once, a block at a time, never held whole), checked against the
-//! SHA-256 offered once every byte of the session is there, and then kept under its name (made safe as a file name) or discarded, each item on
-//! its own. The inbox is its user's only (mode 0700).
+//! SHA-256 offered once every byte of the session is there, and then kept under its name
+//! (made safe as a file name) or discarded, each item on its own. The inbox is its user's only (mode 0700).
 //!
 //! A chunk is read or written where it lands in its file (`pread`/`pwrite`), in the link's
 //! task: a chunk's worth of the page cache costs less than the hand-over to tokio's blocking
