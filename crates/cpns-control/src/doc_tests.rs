@@ -204,7 +204,10 @@ fn every_event() -> Vec<Event> {
             pn_id: pn,
             lifetime_s: 1,
         },
-        Event::PanAuthenticated { pn_id: pn },
+        Event::PanAuthenticated {
+            pn_id: pn,
+            suite: "aes-256-gcm".into(),
+        },
         Event::CapabilitiesReported {},
         Event::UsageSent {
             sent: 1,

@@ -118,6 +118,9 @@ pub enum Event {
         /// The PN.
         #[serde(with = "crate::text")]
         pn_id: PnId,
+        /// The AEAD the link's frames are sealed in: `aes-256-gcm` or `chacha20-poly1305`
+        /// (docs/security.md §4.13).
+        suite: String,
     },
     /// A capabilities report the PNE made by itself was confirmed.
     CapabilitiesReported {},
@@ -493,6 +496,9 @@ pub enum Outcome {
         /// The PN whose LocalEUKey proved the PN GW.
         #[serde(with = "crate::text")]
         pn_id: PnId,
+        /// The AEAD the link's frames are sealed in: `aes-256-gcm` or `chacha20-poly1305`
+        /// (docs/security.md §4.13).
+        suite: String,
     },
     /// A PN stored, set up or joined.
     PnJoined {

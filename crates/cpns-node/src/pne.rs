@@ -1234,7 +1234,7 @@ impl<S: DeviceStore> Link<S> {
             | PneEvent::InventoryChanged { .. }
             | PneEvent::InventoryFollowedAgain { .. }
             | PneEvent::Invited { .. }
-            | PneEvent::PanAuthenticated(_)
+            | PneEvent::PanAuthenticated { .. }
             | PneEvent::Registered { .. }
             | PneEvent::PnReleased(_)
             | PneEvent::Expelled(_)

@@ -76,7 +76,7 @@ async fn established_pn_survives_server_and_gateway_restart() {
         phone_report
             .events
             .iter()
-            .any(|e| matches!(e, PneEvent::PanAuthenticated(_))),
+            .any(|e| matches!(e, PneEvent::PanAuthenticated { .. })),
         "the phone's link was not sealed with its LocalEUKey: {:?}",
         phone_report.events
     );
@@ -180,7 +180,10 @@ async fn established_pn_survives_server_and_gateway_restart() {
         report.events
     );
     assert!(
-        report.events.contains(&PneEvent::PanAuthenticated(pn)),
+        report
+            .events
+            .iter()
+            .any(|e| matches!(e, PneEvent::PanAuthenticated { pn_id, .. } if *pn_id == pn)),
         "the phone did not prove itself in its PN: {:?}",
         report.events
     );

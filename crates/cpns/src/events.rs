@@ -342,7 +342,9 @@ pub(crate) fn describe_pne(e: &PneEvent) -> Described {
         PneEvent::Invited { pn_id, from, .. } => Described::new("invited")
             .pn("pn_id", *pn_id)
             .text("from", from),
-        PneEvent::PanAuthenticated(pn) => Described::new("pan_authenticated").pn("pn_id", *pn),
+        PneEvent::PanAuthenticated { pn_id, suite } => Described::new("pan_authenticated")
+            .pn("pn_id", *pn_id)
+            .text("suite", suite.name()),
         PneEvent::PnJoined {
             inventory,
             initiator,
@@ -671,7 +673,9 @@ fn describe_completed(c: &Completed<Outcome>) -> Described {
                 .text("gateway", gateway)
                 .field("zone_support", "zone_support", Value::Bool(*zone_support))
                 .field("pns", "pns", Value::Pns(pns.clone())),
-            Outcome::PanAuthenticated(pn) => Described::new("pan_authenticated").pn("pn_id", *pn),
+            Outcome::PanAuthenticated { pn_id, suite } => Described::new("pan_authenticated")
+                .pn("pn_id", *pn_id)
+                .text("suite", suite.name()),
             Outcome::PnJoined {
                 inventory,
                 initiator,

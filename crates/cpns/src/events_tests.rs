@@ -444,10 +444,13 @@ fn pne_events() {
             json!({"pn_id": PN_HEX, "accepted": true, "command": 7}),
         ),
         (
-            PneEvent::PanAuthenticated(pn()),
-            "14:02:11 pan authenticated  pn=3f2a…c1",
+            PneEvent::PanAuthenticated {
+                pn_id: pn(),
+                suite: cpns_crypto::Suite::ChaCha20Poly1305,
+            },
+            "14:02:11 pan authenticated  pn=3f2a…c1 suite=chacha20-poly1305",
             "pan_authenticated",
-            json!({"pn_id": PN_HEX}),
+            json!({"pn_id": PN_HEX, "suite": "chacha20-poly1305"}),
         ),
         (
             PneEvent::PnJoined {

@@ -59,7 +59,10 @@ pub fn pne_events(e: &PneEvent, now: Instant) -> Vec<Event> {
             within_ms: u64::try_from(deadline.saturating_duration_since(now).as_millis())
                 .unwrap_or(u64::MAX),
         }],
-        PneEvent::PanAuthenticated(pn_id) => vec![Event::PanAuthenticated { pn_id: *pn_id }],
+        PneEvent::PanAuthenticated { pn_id, suite } => vec![Event::PanAuthenticated {
+            pn_id: *pn_id,
+            suite: suite.name().into(),
+        }],
         PneEvent::PnJoined {
             inventory,
             initiator,
@@ -343,7 +346,7 @@ fn pn_change(o: &Outcome) -> Option<Event> {
             has_key: *has_key,
         }),
         Outcome::Discovered { .. }
-        | Outcome::PanAuthenticated(_)
+        | Outcome::PanAuthenticated { .. }
         | Outcome::Registered { .. }
         | Outcome::SecureAnswer { .. }
         | Outcome::InviteAnswered { .. }
@@ -388,7 +391,10 @@ pub fn outcome(o: &Outcome) -> ApiOutcome {
             zone_support: *zone_support,
             pns: pns.clone(),
         },
-        Outcome::PanAuthenticated(pn_id) => ApiOutcome::PanAuthenticated { pn_id: *pn_id },
+        Outcome::PanAuthenticated { pn_id, suite } => ApiOutcome::PanAuthenticated {
+            pn_id: *pn_id,
+            suite: suite.name().into(),
+        },
         Outcome::PnJoined {
             inventory,
             initiator,

@@ -196,7 +196,12 @@ pub enum PneEvent {
         deadline: Instant,
     },
     /// PN GW authentication this PNE started itself succeeded; the link is sealed.
-    PanAuthenticated(PnId),
+    PanAuthenticated {
+        /// The PN whose LocalEUKey proved the PN GW.
+        pn_id: PnId,
+        /// The AEAD the link's frames are sealed in (docs/security.md §4.13).
+        suite: cpns_crypto::Suite,
+    },
     /// The PNE authenticated the server and stored a PN it was invited to (000 §6.6.1.1
     /// steps 14-15, §6.6.1.2 steps 15-16, §6.6.2.1).
     PnJoined {
@@ -1158,9 +1163,15 @@ impl PneSession {
             Some(id) => self.complete(
                 id,
                 Flow::PanAuthentication,
-                Ok(Outcome::PanAuthenticated(p.pn_id)),
+                Ok(Outcome::PanAuthenticated {
+                    pn_id: p.pn_id,
+                    suite,
+                }),
             ),
-            None => self.event(PneEvent::PanAuthenticated(p.pn_id)),
+            None => self.event(PneEvent::PanAuthenticated {
+                pn_id: p.pn_id,
+                suite,
+            }),
         }
         for then in &p.then {
             self.transmit(then);

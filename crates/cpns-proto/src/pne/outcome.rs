@@ -34,7 +34,12 @@ pub enum Outcome {
         pns: Vec<PnId>,
     },
     /// `start_pan_auth`: the PN GW proved itself with the PN's LocalEUKey; the link is sealed.
-    PanAuthenticated(PnId),
+    PanAuthenticated {
+        /// The PN whose LocalEUKey proved the PN GW.
+        pn_id: PnId,
+        /// The AEAD the link's frames are sealed in (docs/security.md §4.13).
+        suite: cpns_crypto::Suite,
+    },
     /// `start_setup`, `join_pn`: this PNE authenticated the server and stored the PN (000
     /// §6.6.1.1 steps 14-15, §6.6.2.2).
     PnJoined {

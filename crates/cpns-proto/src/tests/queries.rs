@@ -298,12 +298,13 @@ impl Harness {
                 .iter()
                 .any(|(p, _)| *p == pne_id(i))
         );
-        assert!(
-            self.pne_events(i)
-                .contains(&&PneEvent::PanAuthenticated(pn))
-        );
         let offered: Vec<u8> = self.pne_cfgs[i].suites.iter().map(|s| s.code()).collect();
         let suite = cpns_crypto::Suite::choose(&offered, &self.gw_cfg.suites).unwrap();
+        // Both ends tell the suite the link took.
+        assert!(
+            self.pne_events(i)
+                .contains(&&PneEvent::PanAuthenticated { pn_id: pn, suite })
+        );
         assert!(self.gw_events().contains(&&GatewayEvent::PanAuthenticated {
             pne: pne_id(i),
             pn_id: pn,
