@@ -103,6 +103,32 @@ pub(super) struct Parked {
     pub(super) token: u64,
 }
 
+impl Parked {
+    /// Its PN GW did not come back within `grace`: each session kept, or followed, stops, and
+    /// its follower is told why. The stops, as the server reports them.
+    pub(super) fn expire(mut self, grace: std::time::Duration) -> Vec<ServerEvent> {
+        let reason = format!(
+            "the PN GW did not come back within {} s of losing its session with the server",
+            grace.as_secs()
+        );
+        let mut sessions = self.kept.sessions();
+        sessions.extend(self.sending.followers.keys().copied());
+        sessions.sort_unstable();
+        sessions.dedup();
+        sessions
+            .into_iter()
+            .map(|session| {
+                let stop = ServerEvent::DeliveryStopped {
+                    session,
+                    reason: reason.clone(),
+                };
+                self.sending.tell(&stop);
+                stop
+            })
+            .collect()
+    }
+}
+
 impl Outbound {
     /// The deliveries set up and sending (their files and followers), taken out; those whose
     /// set-up is not answered stay (their askers are told when this ends).
@@ -227,6 +253,7 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
         // A session of this PN GW already running takes them at its next turn.
         self.office.ring();
         let office = std::sync::Arc::clone(&self.office);
+        let events = self.events.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
             let expired = {
@@ -238,7 +265,13 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
             };
             if let Some(p) = expired {
                 tracing::warn!(%gw, sessions = ?p.kept.sessions(), "deliveries from outside stopped: the PN GW did not come back in time");
-                drop(p);
+                for stop in p.expire(grace) {
+                    if let Some(tx) = &events
+                        && tx.try_send(stop).is_err()
+                    {
+                        tracing::debug!("server event dropped: the consumer is not keeping up");
+                    }
+                }
             }
         });
     }
@@ -273,5 +306,55 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
                 self.office.parked().insert(gw.clone(), back);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delivery parked past its grace stops as any other: its follower is told the
+    /// source's part failed and why (the PN GW did not come back), the server reports
+    /// `DeliveryStopped`, and nothing is told twice when the parking is dropped.
+    #[tokio::test]
+    async fn a_parked_delivery_past_its_grace_tells_its_follower_why_it_stopped() {
+        let session = DeliveryId::from_bytes([7; 16]);
+        let source: EntityId = "vod-service".parse().expect("an id");
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut sending = Outbound::default();
+        sending.followers.insert(
+            session,
+            Follower {
+                events: tx,
+                source: source.clone(),
+            },
+        );
+        let parked = Parked {
+            kept: cpns_proto::server::KeptOutbound::default(),
+            sending,
+            token: 0,
+        };
+        let stops = parked.expire(std::time::Duration::from_secs(60));
+        let [ServerEvent::DeliveryStopped { session: s, reason }] = stops.as_slice() else {
+            panic!("one stop, not {stops:?}");
+        };
+        assert_eq!(*s, session);
+        assert!(reason.contains("did not come back within 60 s"), "{reason}");
+        let Some(Event::DeliveryEnded {
+            session: told,
+            target,
+            result,
+            reason: Some(why),
+        }) = rx.recv().await
+        else {
+            panic!("the follower was not told its delivery ended");
+        };
+        assert_eq!(
+            (told, &target, result.as_str()),
+            (session, &source, "failed")
+        );
+        assert_eq!(&why, reason);
+        // The follower was told once: its stream ends with the stop.
+        assert!(rx.recv().await.is_none());
     }
 }
