@@ -887,12 +887,22 @@ fn delivery() -> Value {
             "sealed": hx(sealer.seal_with_nonce(&b, plain, pattern::<12>(nonce)).expect("seals")),
         })
     };
+    // The source's digest of two items, 1 MiB in all, signed by PNE 1 (the `signing` vector).
+    let member = MemberSigningKey::derive(&EuKey::from_bytes(pattern(0x00)), PNE_ID);
+    let hashes = [pattern::<32>(0xa1), pattern::<32>(0xb1)];
     json!({
         "delivery_key": hx(key.expose_secret()),
         "session": hx(session),
         "suite_code": hx([suite.code()]),
         "chunk_key": hx(v::delivery_chunk_key(&key, &session, suite)),
         "chunks": [chunk("", 65_536, 0xc1), chunk("tv-1", 0, 0xc2)],
+        "digest": {
+            "signer": PNE_ID,
+            "total": 1_048_576,
+            "hashes": hashes.iter().map(hx).collect::<Vec<_>>(),
+            "message": hx(v::delivery_digest_message(&session, 1_048_576, &hashes)),
+            "signature": hx(member.sign_delivery_digest(&session, 1_048_576, &hashes)),
+        },
     })
 }
 

@@ -86,9 +86,11 @@ pub const GROUP_CONTENT_SIGNATURE: &str = "cpns/v1/group-content-signature";
 pub const DELIVERY_CHUNK_KEY: &str = "cpns/v1/delivery-chunk-key";
 /// AEAD associated data of a delivery chunk (docs/security.md §4.12).
 pub const DELIVERY_CHUNK_AAD: &str = "cpns/v1/delivery-chunk";
+/// The message a delivery's source signs its items' SHA-256 with (docs/security.md §4.12).
+pub const DELIVERY_DIGEST: &str = "cpns/v1/delivery-digest";
 
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 34] = [
+pub const ALL: [&str; 35] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -123,6 +125,7 @@ pub const ALL: [&str; 34] = [
     GROUP_CONTENT_SIGNATURE,
     DELIVERY_CHUNK_KEY,
     DELIVERY_CHUNK_AAD,
+    DELIVERY_DIGEST,
 ];
 
 #[cfg(test)]

@@ -326,6 +326,60 @@ pub fn open_group_content(
     Ok(inner)
 }
 
+/// `T("cpns/v1/delivery-digest") ‖ T(session ID) ‖ T(u64be(total)) ‖ T(SHA-256 of item 1) ‖ …`:
+/// what a delivery's source signs once it has read every item (docs/security.md §4.12).
+pub(crate) fn delivery_digest_message(
+    session: &[u8; 16],
+    total: u64,
+    hashes: &[[u8; 32]],
+) -> Vec<u8> {
+    let mut t = Transcript::new(labels::DELIVERY_DIGEST);
+    t.push(session).push(&total.to_be_bytes());
+    for h in hashes {
+        t.push(h);
+    }
+    t.as_bytes().to_vec()
+}
+
+impl MemberSigningKey {
+    /// Signs the SHA-256 of each item of delivery session `session`, `total` bytes in all, in
+    /// order: the digest its source sends with the last chunk, which each target checks before
+    /// it keeps anything (docs/security.md §4.12).
+    pub fn sign_delivery_digest(
+        &self,
+        session: &[u8; 16],
+        total: u64,
+        hashes: &[[u8; 32]],
+    ) -> [u8; SIGNATURE_LEN] {
+        self.0
+            .sign(&delivery_digest_message(session, total, hashes))
+            .to_bytes()
+    }
+}
+
+impl Certified {
+    /// Checks that this sender signed `hashes` as the items of session `session`, `total`
+    /// bytes in all ([`MemberSigningKey::sign_delivery_digest`]).
+    ///
+    /// # Errors
+    /// [`CryptoError::BadSignature`] for another signer, session, total, any hash changed,
+    /// added, dropped or moved, or any signature byte altered.
+    pub fn verify_delivery_digest(
+        &self,
+        session: &[u8; 16],
+        total: u64,
+        hashes: &[[u8; 32]],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> Result<(), CryptoError> {
+        self.key
+            .verify_strict(
+                &delivery_digest_message(session, total, hashes),
+                &Signature::from_bytes(signature),
+            )
+            .map_err(|_| CryptoError::BadSignature)
+    }
+}
+
 fn hex_of(bytes: &[u8; PUBLIC_KEY_LEN]) -> String {
     crate::ct_hex::encode_key(bytes).to_string()
 }
@@ -511,5 +565,32 @@ mod tests {
             AuthorityKey::from_hex(&"zz".repeat(32)),
             Err(CryptoError::BadHex)
         );
+    }
+
+    /// A source's digest verifies as signed only: under its own key, for its session and
+    /// total, with every hash in its place; anything else is `BadSignature`.
+    #[test]
+    fn a_delivery_digest_verifies_only_as_its_source_signed_it() {
+        let (tv, tv_cert) = member(1, "tv");
+        let (_, phone_cert) = member(2, "phone");
+        let session = [9; 16];
+        let hashes = [[1; 32], [2; 32]];
+        let sig = tv.sign_delivery_digest(&session, 100, &hashes);
+        assert_eq!(
+            tv_cert.verify_delivery_digest(&session, 100, &hashes, &sig),
+            Ok(())
+        );
+        let bad = |r: Result<(), CryptoError>| assert_eq!(r, Err(CryptoError::BadSignature));
+        bad(phone_cert.verify_delivery_digest(&session, 100, &hashes, &sig));
+        bad(tv_cert.verify_delivery_digest(&[8; 16], 100, &hashes, &sig));
+        bad(tv_cert.verify_delivery_digest(&session, 101, &hashes, &sig));
+        bad(tv_cert.verify_delivery_digest(&session, 100, &[[2; 32], [1; 32]], &sig));
+        bad(tv_cert.verify_delivery_digest(&session, 100, &hashes[..1], &sig));
+        bad(tv_cert.verify_delivery_digest(&session, 100, &[[1; 32], [2; 32], [3; 32]], &sig));
+        for n in 0..SIGNATURE_LEN {
+            let mut s = sig;
+            s[n] ^= 0x40;
+            bad(tv_cert.verify_delivery_digest(&session, 100, &hashes, &s));
+        }
     }
 }

@@ -148,6 +148,11 @@ pub fn delivery_chunk_key(
     *crate::kdf::derive_key(key.expose_secret(), &t)
 }
 
+/// What a delivery's source signs: its items' SHA-256 (docs/security.md §4.12).
+pub fn delivery_digest_message(session: &[u8; 16], total: u64, hashes: &[[u8; 32]]) -> Vec<u8> {
+    crate::sign::delivery_digest_message(session, total, hashes)
+}
+
 /// The associated data of a delivery chunk.
 pub fn delivery_chunk_aad(b: &crate::ChunkBinding<'_>) -> Vec<u8> {
     crate::delivery::chunk_aad(b)

@@ -1773,4 +1773,85 @@ fn delivery_chunk_vectors() {
             );
         }
     }
+    delivery_digest_vector(&d, &session);
+}
+
+/// The source's signed digest (docs/security.md §4.12): through the crate, and independently
+/// (the message from the document, the signature by another Ed25519); then every change that
+/// must not verify.
+fn delivery_digest_vector(d: &serde_json::Value, session: &[u8; 16]) {
+    let g = &d["delivery"]["digest"];
+    let total = g["total"].as_u64().unwrap();
+    let hashes: Vec<[u8; 32]> = g["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect();
+    let total_be = total.to_be_bytes();
+    let mut fields: Vec<&[u8]> = vec![session, &total_be];
+    fields.extend(hashes.iter().map(|h| &h[..]));
+    let message = t("cpns/v1/delivery-digest", &fields);
+    assert_eq!(hx(g, "message"), message);
+    assert_eq!(v::delivery_digest_message(session, total, &hashes), message);
+    let s = signer(d);
+    assert_eq!(text(g, "signer"), s.cert.pne_id);
+    let sig: [u8; 64] = arr(g, "signature");
+    assert_eq!(s.member.sign_delivery_digest(session, total, &hashes), sig);
+    let seed = hx(&d["signing"], "member_seed");
+    assert_eq!(ring_sign(&seed, &message).1, sig);
+    let certified = s.cert.verify(&s.authority).unwrap();
+    assert_eq!(
+        certified.verify_delivery_digest(session, total, &hashes, &sig),
+        Ok(())
+    );
+    // Negative: another session, total, order, a hash dropped or changed, another signer, a
+    // flipped signature byte.
+    let bad = Err(CryptoError::BadSignature);
+    assert_eq!(
+        certified.verify_delivery_digest(&[0; 16], total, &hashes, &sig),
+        bad
+    );
+    assert_eq!(
+        certified.verify_delivery_digest(session, total - 1, &hashes, &sig),
+        bad
+    );
+    let swapped = [hashes[1], hashes[0]];
+    assert_eq!(
+        certified.verify_delivery_digest(session, total, &swapped, &sig),
+        bad
+    );
+    assert_eq!(
+        certified.verify_delivery_digest(session, total, &hashes[..1], &sig),
+        bad
+    );
+    let mut changed = hashes.clone();
+    changed[1][31] ^= 1;
+    assert_eq!(
+        certified.verify_delivery_digest(session, total, &changed, &sig),
+        bad
+    );
+    let eukey = EuKey::from_hex(text(&d["signing"]["inputs"], "eukey")).unwrap();
+    let other = MemberSigningKey::derive(&eukey, "pne-2.alice@cpns.example");
+    let ca = CertificationKey::from_master(
+        &MasterKey::from_hex(text(&d["signing"]["inputs"], "master_key")).unwrap(),
+    );
+    let other_cert = ca
+        .certify("pne-2.alice@cpns.example", "alice", &other.public())
+        .verify(&ca.public())
+        .unwrap();
+    assert_eq!(
+        other_cert.verify_delivery_digest(session, total, &hashes, &sig),
+        bad
+    );
+    for n in 0..64 {
+        let mut s = sig;
+        s[n] ^= 1;
+        assert_eq!(
+            certified.verify_delivery_digest(session, total, &hashes, &s),
+            bad,
+            "{n}"
+        );
+    }
+    assert!(!ring_verifies(&hx(&d["signing"], "member_key"), &message[1..], &sig));
 }
