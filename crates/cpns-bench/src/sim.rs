@@ -357,6 +357,7 @@ impl SimGateway {
                         }
                         PneOutput::KeepGroup { .. }
                         | PneOutput::ForgetGroup { .. }
+                        | PneOutput::HashContent { .. }
                         | PneOutput::ReadChunk { .. }
                         | PneOutput::OpenReceive { .. }
                         | PneOutput::WriteChunk { .. }

@@ -404,8 +404,11 @@ pub enum Response {
         session: cpns_wire::DeliveryId,
         /// The content's size, in bytes.
         size: u64,
-        /// Its SHA-256, as offered (hex).
-        sha256: String,
+        /// Its SHA-256, as offered (hex), when it was hashed before the offer (a delivery from
+        /// outside, or a PNE without a member certificate); absent, its source signs the
+        /// digest its last chunk carries (docs/security.md §4.12).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
         /// To a service group in several PNs: the session of each other PN.
         #[serde(
             default,

@@ -1786,7 +1786,12 @@ fn delivery_digest_vector(d: &serde_json::Value, session: &[u8; 16]) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .map(|h| {
+            hex::decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
         .collect();
     let total_be = total.to_be_bytes();
     let mut fields: Vec<&[u8]> = vec![session, &total_be];
@@ -1853,5 +1858,9 @@ fn delivery_digest_vector(d: &serde_json::Value, session: &[u8; 16]) {
             "{n}"
         );
     }
-    assert!(!ring_verifies(&hx(&d["signing"], "member_key"), &message[1..], &sig));
+    assert!(!ring_verifies(
+        &hx(&d["signing"], "member_key"),
+        &message[1..],
+        &sig
+    ));
 }

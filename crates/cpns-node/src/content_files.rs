@@ -148,12 +148,14 @@ pub(crate) fn name_of(path: &Path) -> String {
 }
 
 /// The items after the first of a delivery offered from files (several services in one
-/// session, docs/services.md): each file (an absolute path) measured and hashed, and offered
-/// under its service (default `content`), name (default: the file's) and media type (default
-/// `application/octet-stream`); with each path and size, for sending. Why not, if a file
-/// cannot be read.
+/// session, docs/services.md): each file (an absolute path) measured, and `hashed` (as the
+/// first item is: before the offer, or by a source that signs its digest, while it sends), and
+/// offered under its service (default `content`), name (default: the file's) and media type
+/// (default `application/octet-stream`); with each path and size, for sending. Why not, if a
+/// file cannot be read.
 pub(crate) async fn offered_items(
     more: Vec<cpns_control::DeliverItem>,
+    hashed: bool,
 ) -> Result<(Vec<cpns_wire::DeliveryItem>, Vec<(PathBuf, u64)>), String> {
     let mut items = Vec::with_capacity(more.len());
     let mut files = Vec::with_capacity(more.len());
@@ -162,7 +164,13 @@ pub(crate) async fn offered_items(
         if !path.is_absolute() {
             return Err(format!("{}: each file is an absolute path", m.file));
         }
-        let (size, sha256) = digest(&path).await?;
+        let (size, sha256) = if hashed {
+            digest(&path)
+                .await
+                .map(|(s, h)| (s, Some(cpns_wire::HashBytes(h))))?
+        } else {
+            (measure(&path).await?, None)
+        };
         items.push(cpns_wire::DeliveryItem {
             service_id: m.service_id.unwrap_or_else(|| "content".into()),
             name: m.name.unwrap_or_else(|| name_of(&path)),
@@ -170,16 +178,16 @@ pub(crate) async fn offered_items(
                 .media_type
                 .unwrap_or_else(|| "application/octet-stream".into()),
             size,
-            sha256: cpns_wire::HashBytes(sha256),
+            sha256,
         });
         files.push((path, size));
     }
     Ok((items, files))
 }
 
-/// The size and SHA-256 of the file at `path`, read a block at a time (an offered file).
-/// A file larger than a delivery takes is refused before it is read.
-pub(crate) async fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
+/// The size of the file at `path` (an offered file); a file larger than a delivery takes is
+/// refused.
+pub(crate) async fn measure(path: &Path) -> Result<u64, String> {
     let max = cpns_proto::server::delivery::MAX_SIZE;
     let len = tokio::fs::metadata(path)
         .await
@@ -192,8 +200,33 @@ pub(crate) async fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
             max >> 30
         ));
     }
+    Ok(len)
+}
+
+/// The size and SHA-256 of the file at `path`, read a block at a time (an offered file).
+/// A file larger than a delivery takes is refused before it is read.
+pub(crate) async fn digest(path: &Path) -> Result<(u64, [u8; 32]), String> {
+    measure(path).await?;
     let (hash, size) = hash_file(path, u64::MAX).await?;
     Ok((size, hash.finalize().into()))
+}
+
+/// The SHA-256 of each of `files` (each path with its size as offered), for the digest a source
+/// signs for its last chunk. A file that is no longer as long as offered is refused: its
+/// content is not what the targets are taking.
+pub(crate) async fn hash_items(files: Vec<(PathBuf, u64)>) -> Result<Vec<[u8; 32]>, String> {
+    let mut hashes = Vec::with_capacity(files.len());
+    for (path, size) in files {
+        let (hash, hashed) = hash_file(&path, size.saturating_add(1)).await?;
+        if hashed != size {
+            return Err(format!(
+                "{}: {hashed} bytes where {size} were offered (the file changed?)",
+                path.display()
+            ));
+        }
+        hashes.push(hash.finalize().into());
+    }
+    Ok(hashes)
 }
 
 /// The hash of the first `len` bytes of `path` (all of it if shorter), read a block at a time,
@@ -320,6 +353,13 @@ impl ContentFiles {
             })
             .collect();
         self.sending.insert(session, files);
+    }
+
+    /// The files session `session` sends, each with its size as offered, if it is sent from
+    /// here.
+    pub(crate) fn sent_files(&self, session: DeliveryId) -> Option<Vec<(PathBuf, u64)>> {
+        let files = self.sending.get(&session)?;
+        Some(files.iter().map(|f| (f.path.clone(), f.size)).collect())
     }
 
     /// The sessions sent from here, taken out (to go on elsewhere).

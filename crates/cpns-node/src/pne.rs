@@ -141,6 +141,9 @@ pub async fn run<S: DeviceStore>(
     }
 }
 
+/// A session's content hashed for its digest, or why not.
+type Hashed = (DeliveryId, Result<Vec<[u8; 32]>, String>);
+
 /// Whom a command's completion is for.
 enum Waiter {
     /// A caller of the [`PneHandle`].
@@ -314,12 +317,19 @@ pub struct PneHandle {
     tx: mpsc::Sender<Command>,
     id: EntityId,
     fanout: broadcast::Sender<PneEvent>,
+    signs: bool,
 }
 
 impl PneHandle {
     /// The PNE's entity id.
     pub fn id(&self) -> &EntityId {
         &self.id
+    }
+
+    /// Whether the PNE holds a member certificate, and so offers its deliveries without
+    /// hashes: it signs their digest for the last chunk instead (docs/security.md §4.12).
+    pub fn signs(&self) -> bool {
+        self.signs
     }
 
     /// Follows the PNE: every event of its machine from now on, across reconnections, until
@@ -687,6 +697,7 @@ pub fn serve<S: DeviceStore + Clone>(
         tx,
         id: cfg.id.clone(),
         fanout: fanout.clone(),
+        signs: cfg.signing.is_some(),
     };
     let outlets = Outlets {
         events,
@@ -914,6 +925,11 @@ struct Link<S> {
     /// The file each delivery offer waiting for its grant sends.
     /// The files of each offer not answered yet, each with its size as offered.
     offer_paths: BTreeMap<CommandId, Vec<(std::path::PathBuf, u64)>>,
+    /// The content of sessions offered without hashes, being hashed for their digest.
+    hashing: tokio::task::JoinSet<Hashed>,
+    /// Sessions whose content is to be hashed once their files are known (the machine asks
+    /// as the grant comes, before its completion names the files).
+    hash_wanted: std::collections::BTreeSet<DeliveryId>,
     /// Requests for content (pull) to answer from the shared directory.
     pulls: Vec<Pull>,
 }
@@ -988,6 +1004,8 @@ impl<S: DeviceStore> Link<S> {
             steps_failed: false,
             files: crate::content_files::ContentFiles::new(inbox),
             offer_paths: BTreeMap::new(),
+            hashing: tokio::task::JoinSet::new(),
+            hash_wanted: std::collections::BTreeSet::new(),
             pulls: Vec::new(),
         })
     }
@@ -1012,15 +1030,22 @@ impl<S: DeviceStore> Link<S> {
             (Ok(root), Ok(file)) => file.starts_with(&root) && file.is_file(),
             _ => false,
         };
-        let digest = if plain && inside {
-            crate::content_files::digest(&path).await
-        } else {
+        // Hashed first only by a PNE that cannot sign the digest for the last chunk.
+        let measured = if !(plain && inside) {
             Err(format!(
                 "no file \"{}\" is shared here",
                 p.name.escape_debug()
             ))
+        } else if self.cfg.signing.is_some() {
+            crate::content_files::measure(&path)
+                .await
+                .map(|s| (s, None))
+        } else {
+            crate::content_files::digest(&path)
+                .await
+                .map(|(s, h)| (s, Some(cpns_wire::HashBytes(h))))
         };
-        let (size, sha256) = match digest {
+        let (size, sha256) = match measured {
             Ok(d) => d,
             Err(why) => {
                 warn!(requester = %p.requester, name = %p.name.escape_debug(), %why, "a pull not answered");
@@ -1033,7 +1058,7 @@ impl<S: DeviceStore> Link<S> {
             name: p.name,
             media_type: "application/octet-stream".into(),
             size,
-            sha256: cpns_wire::HashBytes(sha256),
+            sha256,
             to_pn: Some(p.pn_id),
             held: false,
             requires: Vec::new(),
@@ -1125,6 +1150,7 @@ impl<S: DeviceStore> Link<S> {
                         warn!(error = %e, "usage records could not be marked done");
                     }
                 }
+                PneOutput::HashContent { session } => self.hash_content(session),
                 PneOutput::ReadChunk {
                     session,
                     offset,
@@ -1260,6 +1286,20 @@ impl<S: DeviceStore> Link<S> {
         }
     }
 
+    /// Hashes the content session `session` sends, on the blocking pool, for the digest its
+    /// last chunk carries; once its files are known.
+    fn hash_content(&mut self, session: DeliveryId) {
+        match self.files.sent_files(session) {
+            Some(files) => {
+                self.hashing
+                    .spawn(async move { (session, crate::content_files::hash_items(files).await) });
+            }
+            None => {
+                self.hash_wanted.insert(session);
+            }
+        }
+    }
+
     /// Hands a command's completion to its waiter.
     fn completed(&mut self, c: Completed<Outcome>) {
         if let Ok(Outcome::Discovered { .. }) = &c.result {
@@ -1273,6 +1313,11 @@ impl<S: DeviceStore> Link<S> {
                 self.files.send_from(*s, path.clone());
             }
             self.files.send_from(*session, path);
+            for s in std::iter::once(session).chain(also) {
+                if self.hash_wanted.remove(s) {
+                    self.hash_content(*s);
+                }
+            }
         }
         match self.waiters.remove(&c.id) {
             Some(Waiter::Caller(reply)) => {
@@ -1504,6 +1549,12 @@ impl<S: DeviceStore> Link<S> {
             }
             tokio::select! {
                 frame = self.conn.next_frame() => self.on_frame(frame)?,
+                Some(hashed) = self.hashing.join_next(), if !self.hashing.is_empty() => {
+                    match hashed {
+                        Ok((session, hashes)) => self.session.handle_content_hashed(session, hashes),
+                        Err(e) => warn!(error = %e, "a delivery's hashing stopped"),
+                    }
+                }
                 () = sleep_until(self.session.poll_timeout().map(tokio::time::Instant::from_std)) => {
                     self.session.handle_timeout(Instant::now());
                 }

@@ -3,9 +3,15 @@
 //! ([`crate::server`]): which chunk to read next, sealing it, the window of what may be in
 //! flight past what every target acknowledged, going back on a resume, and which targets ended.
 //! It does no I/O: its owner asks its driver for each read and sends each sealed chunk.
+//!
+//! A session offered without hashes sends its source's signed digest with the last chunk
+//! (docs/security.md §4.12): that chunk is not read before the digest is given
+//! ([`Source::set_digest`]), so the content moves while its owner's driver hashes it.
 
 use cpns_crypto::{ChunkBinding, ChunkSealer, CryptoRng, DeliveryKey};
-use cpns_wire::{ControlAction, DeliveryChunk, DeliveryId, DeliveryResult, EntityId};
+use cpns_wire::{
+    ControlAction, DeliveryChunk, DeliveryDigest, DeliveryId, DeliveryResult, EntityId,
+};
 
 /// The sending end of one session.
 #[derive(Debug)]
@@ -27,6 +33,19 @@ pub(crate) struct Source {
     delivered: Vec<EntityId>,
     /// Where service control left it.
     control: Control,
+    /// The digest the last chunk carries, for a session offered without hashes.
+    digest: Digest,
+}
+
+/// The digest of a session's content, as its last chunk carries it.
+#[derive(Debug)]
+enum Digest {
+    /// Its hashes went with the offer: the last chunk carries none.
+    Offered,
+    /// Offered without hashes: the last chunk waits for the source's signed digest.
+    Awaited,
+    /// The source's signed digest, sent with the last chunk (each time it is sent).
+    Signed(Box<DeliveryDigest>),
 }
 
 /// Where service control left a session's sending end (004 §5.5.8.2, "Service Control").
@@ -78,7 +97,33 @@ impl Source {
             open: targets,
             delivered: Vec::new(),
             control: Control::Moving,
+            digest: Digest::Offered,
         }
+    }
+
+    /// The same, offered without hashes: its last chunk is not read before
+    /// [`Source::set_digest`] gives the digest it carries.
+    pub(crate) fn awaiting_digest(mut self) -> Self {
+        self.digest = Digest::Awaited;
+        self
+    }
+
+    /// Whether it waits for its digest.
+    pub(crate) fn awaits_digest(&self) -> bool {
+        matches!(self.digest, Digest::Awaited)
+    }
+
+    /// The source's signed digest, for the last chunk; ignored for a session that does not
+    /// wait for one.
+    pub(crate) fn set_digest(&mut self, digest: Box<DeliveryDigest>) {
+        if self.awaits_digest() {
+            self.digest = Digest::Signed(digest);
+        }
+    }
+
+    /// The session's id and content size: what its digest is signed over.
+    pub(crate) fn signed_over(&self) -> (DeliveryId, u64) {
+        (self.session, self.size)
     }
 
     /// The same, set up held: nothing goes until [`ControlAction::Start`].
@@ -121,6 +166,9 @@ impl Source {
             return None;
         }
         let len = self.chunk.min(self.size - self.next);
+        if self.next + len == self.size && self.awaits_digest() {
+            return None;
+        }
         self.reading = Some(self.next);
         Some((self.next, len))
     }
@@ -165,6 +213,10 @@ impl Source {
                 session: self.session,
                 offset,
                 sealed,
+                digest: match &self.digest {
+                    Digest::Signed(d) if offset + asked == self.size => Some(d.clone()),
+                    _ => None,
+                },
             })),
             Err(_) => Read::Failed("a chunk could not be sealed".into()),
         }

@@ -117,7 +117,9 @@ impl Envelope {
     pub fn size_hint(&self) -> usize {
         const REST: usize = 512;
         REST + match &self.body {
-            Body::DeliveryChunk(m) => m.sealed.len(),
+            Body::DeliveryChunk(m) => {
+                m.sealed.len() + m.digest.as_ref().map_or(0, |d| 512 + 40 * d.hashes.len())
+            }
             Body::SecureRequest(m) => m.sealed.len(),
             Body::SecureResponse(m) => m.sealed.len(),
             Body::SecureNotice(m) => m.sealed.len(),
@@ -213,6 +215,24 @@ mod tests {
             session: crate::DeliveryId::from_bytes([9; 16]),
             offset: u64::MAX,
             sealed: vec![7; 64 * 1024 + 28],
+            digest: None,
+        }));
+        // The last chunk, with the longest names a certificate can carry.
+        let long = "x".repeat(crate::MAX_ID_LEN);
+        let last = env(Body::DeliveryChunk(crate::DeliveryChunk {
+            session: crate::DeliveryId::from_bytes([9; 16]),
+            offset: u64::MAX,
+            sealed: vec![7; 64 * 1024 + 28],
+            digest: Some(Box::new(crate::DeliveryDigest {
+                hashes: vec![crate::HashBytes([5; 32]); 8],
+                signature: crate::SignatureBytes([0x22; 64]),
+                certificate: crate::MemberCertificate {
+                    pne_id: EntityId::new(&long).unwrap(),
+                    owner: long.parse().unwrap(),
+                    key: crate::PublicKeyBytes([0x11; 32]),
+                    signature: crate::SignatureBytes([0x22; 64]),
+                },
+            })),
         }));
         let small = env(Body::DeliveryAck(crate::DeliveryAck {
             session: crate::DeliveryId::from_bytes([9; 16]),
@@ -223,6 +243,7 @@ mod tests {
         let pn_id = crate::PnId::from_bytes([3; 16]);
         let bulky = [
             chunk,
+            last,
             env(Body::SecureRequest(crate::SecureRequest {
                 request_id: crate::RequestId(u64::MAX),
                 pn_id,

@@ -517,7 +517,9 @@ async fn services(
         name: "holiday.mp4".into(),
         media_type: "video/mp4".into(),
         size: video.len() as u64,
-        sha256: cpns_wire::HashBytes(<sha2::Sha256 as sha2::Digest>::digest(&video).into()),
+        sha256: Some(cpns_wire::HashBytes(
+            <sha2::Sha256 as sha2::Digest>::digest(&video).into(),
+        )),
         to_pn: None,
         held: false,
         requires: Vec::new(),

@@ -510,9 +510,11 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
         }
     }
 
-    /// Pushes the content of `file`, and of each item's after it (004 §5.5.8): their sizes and
-    /// SHA-256 read here, a block at a time, then offered; answered once the server set the
-    /// session up, with the session's size (every item's).
+    /// Pushes the content of `file`, and of each item's after it (004 §5.5.8): their sizes read
+    /// here, then offered; answered once the server set the session up, with the session's size
+    /// (every item's). A PNE with a member certificate offers no hashes: it hashes the content
+    /// while it sends it, and signs the digest its last chunk carries (docs/security.md §4.12);
+    /// one without hashes every file first, a block at a time, and offers them.
     async fn deliver(
         &self,
         file: String,
@@ -535,11 +537,18 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
                 "`file` is an absolute path (the PNE reads it, from its own directory)",
             ));
         }
-        let (size, sha256) = crate::content_files::digest(&path)
-            .await
-            .map_err(ApiError::bad_request)?;
+        let signs = self.handle.signs();
+        let (size, sha256) = if signs {
+            (crate::content_files::measure(&path).await, None)
+        } else {
+            match crate::content_files::digest(&path).await {
+                Ok((size, hash)) => (Ok(size), Some(hash)),
+                Err(why) => (Err(why), None),
+            }
+        };
+        let size = size.map_err(ApiError::bad_request)?;
         let name = name.unwrap_or_else(|| crate::content_files::name_of(&path));
-        let (more, files) = crate::content_files::offered_items(more)
+        let (more, files) = crate::content_files::offered_items(more, !signs)
             .await
             .map_err(ApiError::bad_request)?;
         let offer = cpns_wire::DeliveryOffer {
@@ -548,7 +557,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             name,
             media_type: media_type.unwrap_or_else(|| "application/octet-stream".into()),
             size,
-            sha256: cpns_wire::HashBytes(sha256),
+            sha256: sha256.map(cpns_wire::HashBytes),
             to_pn,
             held,
             requires,
@@ -566,7 +575,7 @@ impl<S: DeviceStore + Clone + Send + Sync + 'static> PneApi<S> {
             Outcome::DeliveryGranted { session, also, .. } => Ok(Response::Deliver {
                 session,
                 size: total,
-                sha256: hex::encode(sha256),
+                sha256: sha256.map(hex::encode),
                 also,
             }),
             other => Err(api_error(unexpected(&other))),

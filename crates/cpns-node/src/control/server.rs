@@ -245,7 +245,7 @@ impl<S: ServerStore + Clone + Send + Sync + 'static> ServerApi<S> {
                         let first = Response::Deliver {
                             session: started.session,
                             size: started.size,
-                            sha256: hex::encode(started.sha256),
+                            sha256: Some(hex::encode(started.sha256)),
                             also: Vec::new(),
                         };
                         match started.events {

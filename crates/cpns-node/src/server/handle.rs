@@ -164,7 +164,8 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
     ) -> Result<DeliveryStarted, ErrorBody> {
         let bad = |what: String| ErrorBody::new(ErrorCode::BadRequest, what);
         let (size, sha256) = crate::content_files::digest(&d.file).await.map_err(bad)?;
-        let (more, files) = crate::content_files::offered_items(d.more)
+        // The server seals the chunks itself and holds no member key: hashed before the offer.
+        let (more, files) = crate::content_files::offered_items(d.more, true)
             .await
             .map_err(bad)?;
         let mut specific = Vec::new();
@@ -200,7 +201,7 @@ impl<S: ServerStore + Clone> ServerHandle<S> {
                 name: d.name,
                 media_type: d.media_type,
                 size,
-                sha256: HashBytes(sha256),
+                sha256: Some(HashBytes(sha256)),
                 to_pn: None,
                 held: false,
                 requires: Vec::new(),

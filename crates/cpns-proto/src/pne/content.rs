@@ -57,7 +57,7 @@ impl Signing {
     }
 
     /// The certificate as the crypto checks it.
-    fn crypto(cert: &MemberCertificate) -> cpns_crypto::MemberCertificate {
+    pub(super) fn crypto(cert: &MemberCertificate) -> cpns_crypto::MemberCertificate {
         cpns_crypto::MemberCertificate {
             pne_id: cert.pne_id.to_string(),
             owner: cert.owner.to_string(),
@@ -83,7 +83,7 @@ pub(super) struct CertCache(BTreeMap<EntityId, (MemberCertificate, cpns_crypto::
 
 impl CertCache {
     /// `cert` verified under `authority`, from the cache if this very certificate did before.
-    fn verify(
+    pub(super) fn verify(
         &mut self,
         cert: &MemberCertificate,
         authority: &AuthorityKey,

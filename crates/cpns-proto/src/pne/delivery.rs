@@ -5,7 +5,9 @@
 //! acknowledged (its acceptance), it asks the driver for the content a chunk at a time
 //! ([`PneOutput::ReadChunk`]), seals each under the session's key and sends it to its PN GW,
 //! never more than a window past what every target acknowledged; an acknowledgement that says
-//! `resume` sends again from what the targets have. A target's end other than having it is
+//! `resume` sends again from what the targets have. Offered without hashes, it asks the driver
+//! to hash the content meanwhile ([`PneOutput::HashContent`]) and sends the digest it signs
+//! from them with the last chunk, which waits for it. A target's end other than having it is
 //! told as [`PneEvent::DeliveryEnded`]; with every target's end, [`PneEvent::DeliverySent`]
 //! names those that have it.
 //!
@@ -13,7 +15,10 @@
 //! policy, or `answer_delivery`), the driver opens where it keeps the content and says how much
 //! it has already ([`PneOutput::OpenReceive`]), and the PNE acknowledges that (`resume`). Each
 //! chunk from its PN GW must open under the session's key at the very offset expected; it goes
-//! to the driver to write ([`PneOutput::WriteChunk`]) and is acknowledged once written. With
+//! to the driver to write ([`PneOutput::WriteChunk`]) and is acknowledged once written. The
+//! hashes it checks against come with the invitation, or, offered without them, with the last
+//! chunk: its source's digest, which must be signed by the source under the server's
+//! certificate before the chunk is written. With
 //! every byte, the driver checks the SHA-256 ([`PneOutput::FinishReceive`]), and the end is told
 //! to the server (`cpns.delivery.done`, its record), to the PN GW (for the source), and as
 //! [`PneEvent::DeliveryReceived`] or [`PneEvent::DeliveryEnded`]. A chunk that does not open (a
@@ -24,9 +29,9 @@ use std::time::Instant;
 
 use cpns_crypto::{CHUNK_OVERHEAD, ChunkBinding, ChunkSealer, DeliveryKey};
 use cpns_wire::{
-    Address, DELIVERY_DONE, DELIVERY_OFFER, DeliveryAck, DeliveryChunk, DeliveryDone,
-    DeliveryGrant, DeliveryId, DeliveryInvite, DeliveryOffer, DeliveryResult, EntityId, Envelope,
-    PnId, SecureCall,
+    Address, DELIVERY_DONE, DELIVERY_OFFER, DeliveryAck, DeliveryChunk, DeliveryDigest,
+    DeliveryDone, DeliveryGrant, DeliveryId, DeliveryInvite, DeliveryOffer, DeliveryResult,
+    EntityId, Envelope, HashBytes, PnId, SecureCall, SignatureBytes,
 };
 
 use super::{Outcome, PneEvent, PneOutput, PneSession};
@@ -45,6 +50,9 @@ pub(super) struct Sending {
 pub(super) struct Receiving {
     invite: DeliveryInvite,
     sealer: ChunkSealer,
+    /// Each item's SHA-256 to check: the invitation's, or, offered without them, its source's
+    /// digest once the last chunk brought it, verified.
+    hashes: Option<Vec<[u8; 32]>>,
     state: Recv,
     /// Bytes written from the start.
     have: u64,
@@ -113,8 +121,8 @@ pub struct ReceiveItem {
 }
 
 /// What is out of bounds in an invitation (a server that broke the rules of an offer), if
-/// anything: more items than a session carries, an empty item, or more than a session's size
-/// in all.
+/// anything: more items than a session carries, an empty item, more than a session's size in
+/// all, or hashes for some items and not others.
 pub(crate) fn invite_fault(invite: &DeliveryInvite) -> Option<String> {
     use crate::server::delivery::{MAX_ITEMS, MAX_SIZE};
     let sizes = std::iter::once(invite.size).chain(invite.more.iter().map(|i| i.size));
@@ -123,23 +131,35 @@ pub(crate) fn invite_fault(invite: &DeliveryInvite) -> Option<String> {
         .try_fold(0u64, |t, s| t.checked_add(s))
         .filter(|t| *t <= MAX_SIZE);
     let bad = invite.more.len() >= MAX_ITEMS || sizes.clone().any(|s| s == 0) || total.is_none();
-    bad.then(|| {
-        format!(
+    if bad {
+        return Some(format!(
             "its items are out of bounds: at most {MAX_ITEMS}, each 1 byte or more, {} GiB \
              together",
             MAX_SIZE >> 30
-        )
-    })
+        ));
+    }
+    let hashed = invite.sha256.is_some();
+    invite
+        .more
+        .iter()
+        .any(|i| i.sha256.is_some() != hashed)
+        .then(|| "some of its items come with a SHA-256 and some without".to_string())
 }
 
-/// Each item of `invite`, in order: the first, which its own fields describe, then `more`.
-fn items(invite: &DeliveryInvite) -> impl Iterator<Item = (&str, u64, [u8; 32])> {
-    std::iter::once((invite.name.as_str(), invite.size, invite.sha256.0)).chain(
-        invite
-            .more
-            .iter()
-            .map(|i| (i.name.as_str(), i.size, i.sha256.0)),
-    )
+/// Each item of `invite`, in order: the first, which its own fields describe, then `more`: its
+/// name and size.
+fn items(invite: &DeliveryInvite) -> impl Iterator<Item = (&str, u64)> {
+    std::iter::once((invite.name.as_str(), invite.size))
+        .chain(invite.more.iter().map(|i| (i.name.as_str(), i.size)))
+}
+
+/// Each item's SHA-256 as offered, if the invitation has them (for every item, or none: see
+/// [`invite_fault`]).
+fn offered_hashes(invite: &DeliveryInvite) -> Option<Vec<[u8; 32]>> {
+    std::iter::once(invite.sha256)
+        .chain(invite.more.iter().map(|i| i.sha256))
+        .map(|h| h.map(|h| h.0))
+        .collect()
 }
 
 /// Sessions a PNE receives at once; an offer past them is declined.
@@ -167,6 +187,10 @@ impl PneSession {
         };
         if let Err(why) = crate::server::delivery::check_offer(&offer, &self.cfg.id) {
             return Err(CommandError::InvalidDelivery(why));
+        }
+        // Offered without hashes, the last chunk carries a digest this PNE signs.
+        if offer.sha256.is_none() && self.signer.is_none() {
+            return Err(CommandError::NoCertificate);
         }
         self.typed_call(now, DELIVERY_OFFER, &offer, Flow::Delivery)
     }
@@ -242,9 +266,20 @@ impl PneSession {
         KeptDeliveries(kept)
     }
 
-    /// Takes the delivery sessions a previous link's machine kept.
+    /// Takes the delivery sessions a previous link's machine kept. A session that waits for its
+    /// digest has its content hashed again: the previous link's driver was hashing it.
     pub fn restore_deliveries(&mut self, kept: KeptDeliveries) {
         self.deliveries = kept.0;
+        let awaiting: Vec<DeliveryId> = self
+            .deliveries
+            .sending
+            .iter()
+            .filter(|(_, s)| s.source.awaits_digest())
+            .map(|(id, _)| *id)
+            .collect();
+        for session in awaiting {
+            self.out.push_back(PneOutput::HashContent { session });
+        }
     }
 
     /// After the connection set-up in its PNs: each session this PNE receives through the PN GW
@@ -411,9 +446,16 @@ impl PneSession {
             )
         }));
         for (session, key, targets) in parts {
-            let source = Source::new(session, &key, g.size, g.chunk, g.window, targets, suite);
+            let mut source = Source::new(session, &key, g.size, g.chunk, g.window, targets, suite);
+            if g.held {
+                source = source.held();
+            }
+            if g.digest {
+                source = source.awaiting_digest();
+                self.out.push_back(PneOutput::HashContent { session });
+            }
             let sending = Sending {
-                source: if g.held { source.held() } else { source },
+                source,
                 pn_id: g.pn_id,
             };
             self.deliveries.sending.insert(session, sending);
@@ -443,6 +485,7 @@ impl PneSession {
                 session.as_bytes(),
                 suite.unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305),
             ),
+            hashes: offered_hashes(&invite),
             invite: invite.clone(),
             state: Recv::Offered,
             have: 0,
@@ -478,6 +521,12 @@ impl PneSession {
         if let Some(why) = fault {
             return self.end_receiving(now, session, DeliveryResult::Declined, 0, Some(why));
         }
+        if invite.sha256.is_none() && self.cfg.signing.is_none() {
+            let why = "its source signs the content's digest, and this PNE holds no authority key \
+                       to check it (enroll it again for one)"
+                .to_string();
+            return self.end_receiving(now, session, DeliveryResult::Declined, 0, Some(why));
+        }
         match self.cfg.deliveries {
             crate::pne::InvitationPolicy::Accept => self.accept_delivery(session),
             crate::pne::InvitationPolicy::Decline => {
@@ -506,7 +555,7 @@ impl PneSession {
         }
         let size = r.invite.total();
         let items = items(&r.invite)
-            .map(|(name, size, _)| ReceiveItem {
+            .map(|(name, size)| ReceiveItem {
                 name: name.to_string(),
                 size,
             })
@@ -587,6 +636,13 @@ impl PneSession {
         }
         match opened {
             Ok(have) if have <= r.invite.total() => {
+                // All of it kept already, and no digest yet: the last byte is taken again, with
+                // the digest its chunk carries.
+                let have = if r.hashes.is_none() {
+                    have.min(r.invite.total() - 1)
+                } else {
+                    have
+                };
                 r.have = have;
                 r.acked = have;
                 r.state = Recv::Taking;
@@ -656,6 +712,27 @@ impl PneSession {
             return self.end_receiving(now, m.session, DeliveryResult::Failed, have, Some(why));
         };
         let len = plain.len() as u64;
+        // The chunk that ends the content of a session offered without hashes: its source's
+        // digest must come with it and check out before any of it is written.
+        if m.offset + len == total && r.hashes.is_none() {
+            let have = r.have;
+            match self.source_digest(m.session, m.digest.as_deref()) {
+                Ok(hashes) => {
+                    if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
+                        r.hashes = Some(hashes);
+                    }
+                }
+                Err(why) => {
+                    return self.end_receiving(
+                        now,
+                        m.session,
+                        DeliveryResult::Failed,
+                        have,
+                        Some(why),
+                    );
+                }
+            }
+        }
         let idle = now + self.cfg.timeouts.flow * 2;
         if let Some(r) = self.deliveries.receiving.get_mut(&m.session) {
             r.writing = Some((m.offset, len));
@@ -710,7 +787,13 @@ impl PneSession {
                 r.state = Recv::Checking;
                 r.idle_until = None;
             }
-            let sha256 = items(&r.invite).map(|(_, _, h)| h).collect();
+            // Every byte in: checked against the invitation's hashes or the source's digest,
+            // which its last chunk brought (an empty list checks nothing and keeps nothing).
+            let sha256 = if done {
+                r.hashes.clone().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             let specific = if done {
                 r.invite.specific.clone()
             } else {
@@ -771,7 +854,7 @@ impl PneSession {
         let not_kept: Vec<&str> = items(&r.invite)
             .zip(&matched)
             .filter(|(_, ok)| !**ok)
-            .map(|((name, _, _), _)| name)
+            .map(|((name, _), _)| name)
             .collect();
         if not_kept.is_empty() {
             return self.end_with(now, session, DeliveryResult::Delivered, have, None, results);
@@ -947,6 +1030,92 @@ impl PneSession {
                 len,
             });
         }
+    }
+
+    /// The driver hashed each item of a session this PNE sends, offered without hashes, or
+    /// could not (the session ends): the digest is signed, and the last chunk may go with it.
+    pub fn handle_content_hashed(
+        &mut self,
+        session: DeliveryId,
+        hashed: Result<Vec<[u8; 32]>, String>,
+    ) {
+        let Some(s) = self.deliveries.sending.get_mut(&session) else {
+            return;
+        };
+        if !s.source.awaits_digest() {
+            return;
+        }
+        let signed = match (hashed, self.signer.as_ref(), self.cfg.signing.as_ref()) {
+            (Ok(hashes), Some(signer), Some(signing)) => {
+                let (id, total) = s.source.signed_over();
+                let signature = signer.sign_delivery_digest(id.as_bytes(), total, &hashes);
+                Ok(Box::new(DeliveryDigest {
+                    hashes: hashes.into_iter().map(HashBytes).collect(),
+                    signature: SignatureBytes(signature),
+                    certificate: signing.certificate.clone(),
+                }))
+            }
+            (Err(why), ..) => Err(format!("its content could not be hashed: {why}")),
+            (Ok(_), ..) => Err("this PNE holds no certificate to sign its digest with".into()),
+        };
+        match signed {
+            Ok(digest) => {
+                s.source.set_digest(digest);
+                self.read_more(session);
+            }
+            Err(why) => {
+                self.deliveries.sending.remove(&session);
+                self.sending_failed(session, why);
+            }
+        }
+    }
+
+    /// The hashes of session `session`'s items, from the digest its last chunk carries: signed
+    /// by its source (the invitation's), under a certificate of the server's, one per item; or
+    /// why not.
+    fn source_digest(
+        &mut self,
+        session: DeliveryId,
+        digest: Option<&DeliveryDigest>,
+    ) -> Result<Vec<[u8; 32]>, String> {
+        let Some(r) = self.deliveries.receiving.get(&session) else {
+            return Err("no such session".into());
+        };
+        let Some(d) = digest else {
+            return Err(
+                "the last chunk came without its source's signed digest of the content".into(),
+            );
+        };
+        let Some(signing) = self.cfg.signing.as_ref() else {
+            return Err("this PNE holds no authority key to check its source's digest".into());
+        };
+        if d.certificate.pne_id != r.invite.source || d.certificate.owner != r.invite.owner {
+            return Err(format!(
+                "its digest is signed by {}, not by its source {}",
+                d.certificate.pne_id, r.invite.source
+            ));
+        }
+        let items = 1 + r.invite.more.len();
+        if d.hashes.len() != items {
+            return Err(format!(
+                "its source's digest names {} items, and the session has {items}",
+                d.hashes.len()
+            ));
+        }
+        let total = r.invite.total();
+        let hashes: Vec<[u8; 32]> = d.hashes.iter().map(|h| h.0).collect();
+        let certified = self
+            .certified
+            .verify(&d.certificate, &signing.authority)
+            .map_err(|_| {
+                "the certificate of its source's digest is not the server's".to_string()
+            })?;
+        certified
+            .verify_delivery_digest(session.as_bytes(), total, &hashes, &d.signature.0)
+            .map_err(|_| {
+                "its source's digest does not verify: it was altered on the way".to_string()
+            })?;
+        Ok(hashes)
     }
 
     /// The driver read a chunk of a session this PNE sends, or could not (the session ends).

@@ -500,6 +500,13 @@ pub enum PneOutput {
         /// The records' ids.
         ids: Vec<u64>,
     },
+    /// Hash each item of what a delivery this PNE sends carries, offered without hashes, and
+    /// answer with [`PneSession::handle_content_hashed`]: every chunk but the last moves
+    /// meanwhile; the last carries the digest signed from them (docs/security.md §4.12).
+    HashContent {
+        /// The session.
+        session: cpns_wire::DeliveryId,
+    },
     /// Read `len` bytes at `offset` of what a delivery this PNE sends carries, and answer with
     /// [`PneSession::handle_chunk_read`].
     ReadChunk {

@@ -142,6 +142,20 @@ pub(crate) fn check_offer(o: &DeliveryOffer, source: &EntityId) -> Result<(), St
                 i.name
             ));
         }
+        // Hashed before the offer, or signed with the last chunk: one or the other for all.
+        if i.sha256.is_some() != o.sha256.is_some() {
+            return Err(format!(
+                "item \"{}\" {} a SHA-256 and the first item {}: every item of an offer has \
+                 one, or none has (their digest then comes with the last chunk)",
+                i.name.escape_debug(),
+                if i.sha256.is_some() { "has" } else { "has no" },
+                if o.sha256.is_some() {
+                    "has"
+                } else {
+                    "has none"
+                },
+            ));
+        }
     }
     if o.total() > MAX_SIZE {
         return Err(format!(
@@ -676,6 +690,7 @@ impl ServerSession {
             held: offer.held,
             suite: offer.suite,
             also: Vec::new(),
+            digest: offer.sha256.is_none(),
         };
         let effect = set_up.effect(&call.pne, offer, &self.cfg.tariff, now_ms);
         let opened = DeliveryOpened::new(call, now_ms, set_up, Vec::new(), grant);

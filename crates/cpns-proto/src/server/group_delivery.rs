@@ -171,6 +171,7 @@ impl ServerSession {
             held: offer.held,
             suite: offer.suite,
             also,
+            digest: offer.sha256.is_none(),
         };
         let mut effect = first.effect(&call.pne, offer, &self.cfg.tariff, now_ms);
         if let super::ServerEffect::OpenDelivery { also, .. } = &mut effect {

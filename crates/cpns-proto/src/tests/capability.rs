@@ -39,7 +39,7 @@ fn offer(to: &[usize], bytes: &[u8], requires: &str) -> DeliveryOffer {
         name: "film.mp4".into(),
         media_type: "video/mp4".into(),
         size: bytes.len() as u64,
-        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        sha256: Some(HashBytes(sha2::Sha256::digest(bytes).into())),
         to_pn: None,
         held: false,
         requires: requires.as_bytes().to_vec(),

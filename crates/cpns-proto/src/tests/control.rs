@@ -29,7 +29,7 @@ fn offer(to: &[usize], bytes: &[u8], held: bool) -> DeliveryOffer {
         name: "film.mp4".into(),
         media_type: "video/mp4".into(),
         size: bytes.len() as u64,
-        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        sha256: Some(HashBytes(sha2::Sha256::digest(bytes).into())),
         to_pn: None,
         held,
         requires: Vec::new(),

@@ -61,7 +61,7 @@ pub(super) fn offer(to: &[usize], bytes: &[u8]) -> DeliveryOffer {
         name: "holiday.mp4".into(),
         media_type: "video/mp4".into(),
         size: bytes.len() as u64,
-        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        sha256: Some(HashBytes(sha2::Sha256::digest(bytes).into())),
         to_pn: None,
         held: false,
         requires: Vec::new(),
@@ -390,6 +390,7 @@ fn a_chunk_ending_at_the_window_passes_the_pn_gw() {
     let mut h = world();
     let session = stalled(&mut h, &content(200_000));
     let chunk = DeliveryChunk {
+        digest: None,
         session,
         offset: past_window_by(0),
         sealed: vec![0x5a; 100],
@@ -408,6 +409,7 @@ fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
     let bytes = content(200_000);
     let session = stalled(&mut h, &bytes);
     let chunk = |offset: u64, len: usize| DeliveryChunk {
+        digest: None,
         session,
         offset,
         sealed: vec![0x5a; len],
@@ -441,6 +443,7 @@ fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
         &mut h,
         0,
         DeliveryChunk {
+            digest: None,
             session: other,
             offset: 0,
             sealed: vec![1; 100],
@@ -510,6 +513,7 @@ fn a_target_takes_a_chunk_only_at_its_place_and_ends_on_one_that_does_not_open()
     to_pne1(
         &mut h,
         DeliveryChunk {
+            digest: None,
             session,
             offset: 65_536,
             sealed: vec![1; 200],
@@ -540,6 +544,7 @@ fn a_target_takes_a_chunk_only_at_its_place_and_ends_on_one_that_does_not_open()
     to_pne1(
         &mut h,
         DeliveryChunk {
+            digest: None,
             session,
             offset: 0,
             sealed: vec![1; 200],
@@ -635,6 +640,7 @@ fn a_pn_gw_takes_a_route_only_from_the_server_once_for_a_pn_it_serves() {
         &mut h,
         0,
         DeliveryChunk {
+            digest: None,
             session: forged,
             offset: 0,
             sealed: vec![1; 100],
@@ -668,6 +674,7 @@ fn a_pn_gw_takes_a_route_only_from_the_server_once_for_a_pn_it_serves() {
         &mut h,
         0,
         DeliveryChunk {
+            digest: None,
             session: fresh,
             offset: 0,
             sealed: vec![1; 100],
@@ -975,6 +982,7 @@ fn forged(h: &mut Harness, to: usize, session: DeliveryId, offset: u64, plain: &
         h,
         to,
         DeliveryChunk {
+            digest: None,
             session,
             offset,
             sealed,

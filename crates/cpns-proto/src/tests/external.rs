@@ -70,7 +70,7 @@ fn delivery(
             name: "film.mp4".into(),
             media_type: "video/mp4".into(),
             size: bytes.len() as u64,
-            sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+            sha256: Some(HashBytes(sha2::Sha256::digest(bytes).into())),
             to_pn: None,
             held: false,
             requires: Vec::new(),
@@ -377,6 +377,7 @@ fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_p
         &mut h,
         3,
         DeliveryChunk {
+            digest: None,
             session,
             offset: 0,
             sealed: vec![1; 100],

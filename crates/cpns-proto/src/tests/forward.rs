@@ -54,7 +54,7 @@ fn offer(to: &[usize], bytes: &[u8], to_pn: PnId) -> DeliveryOffer {
         name: "holiday.mp4".into(),
         media_type: "video/mp4".into(),
         size: bytes.len() as u64,
-        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        sha256: Some(HashBytes(sha2::Sha256::digest(bytes).into())),
         to_pn: Some(to_pn),
         held: false,
         requires: Vec::new(),
@@ -416,6 +416,7 @@ fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
     let down = |h: &Harness| chunks(h, Party::FarServer, Party::FarGw, session).len();
     let relayed = down(&h);
     let chunk = |offset, len| DeliveryChunk {
+        digest: None,
         session,
         offset,
         sealed: vec![0x5a; len + cpns_crypto::CHUNK_OVERHEAD],
@@ -433,6 +434,7 @@ fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
         assert!(got.contains(why), "{got}");
     }
     let other = DeliveryChunk {
+        digest: None,
         session: DeliveryId::from_bytes([0x77; 16]),
         ..chunk(0, 10)
     };

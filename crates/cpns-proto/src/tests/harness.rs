@@ -914,6 +914,32 @@ impl Harness {
         }
     }
 
+    /// PNE `i`'s HashContent, answered as a driver does: each item of what it sends hashed (one
+    /// item, unless the test says how its content splits), or the fault the test set.
+    pub fn hash_content(&mut self, i: usize, session: cpns_wire::DeliveryId) {
+        let content = self.store.pne_outbox.get(&i).cloned().unwrap_or_default();
+        let sizes = self
+            .store
+            .pne_outbox_items
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| vec![content.len() as u64]);
+        let mut at = 0usize;
+        let hashes = sizes
+            .iter()
+            .map(|&n| {
+                let item = &content[at..at + n as usize];
+                at += n as usize;
+                <sha2::Sha256 as sha2::Digest>::digest(item).into()
+            })
+            .collect();
+        let hashed = match self.store.hash_fault.take() {
+            Some(why) => Err(why),
+            None => Ok(hashes),
+        };
+        self.pnes[i].handle_content_hashed(session, hashed);
+    }
+
     /// PNE `i`'s FinishReceive: the kept content is checked against `sha256` and handed on.
     pub fn finish_receive(
         &mut self,
@@ -997,6 +1023,10 @@ impl Harness {
                     records.retain(|r| !ids.contains(&r.id));
                 }
             }
+            PneOutput::HashContent { session } => match &mut self.store.held_hashes {
+                Some(held) => held.push((i, session)),
+                None => self.hash_content(i, session),
+            },
             PneOutput::ReadChunk {
                 session,
                 offset,

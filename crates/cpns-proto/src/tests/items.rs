@@ -24,7 +24,7 @@ fn item(service: &str, name: &str, bytes: &[u8]) -> DeliveryItem {
         name: name.into(),
         media_type: "application/octet-stream".into(),
         size: bytes.len() as u64,
-        sha256: HashBytes(sha2::Sha256::digest(bytes).into()),
+        sha256: Some(HashBytes(sha2::Sha256::digest(bytes).into())),
     }
 }
 
@@ -359,7 +359,7 @@ fn a_target_declines_an_invitation_whose_items_are_out_of_bounds() {
         name: "film".into(),
         media_type: "video/mp4".into(),
         size,
-        sha256: HashBytes([0; 32]),
+        sha256: Some(HashBytes([0; 32])),
         key: cpns_wire::KeyBytes([0; 32]),
         pn_id: cpns_wire::PnId::from_bytes([2; 16]),
         chunk: 65_536,

@@ -39,6 +39,7 @@ mod connect;
 mod connection_setup;
 mod control;
 mod delivery;
+mod digest;
 mod directory;
 mod establish;
 mod external;

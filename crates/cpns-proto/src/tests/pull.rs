@@ -91,7 +91,7 @@ fn a_consumer_pulls_what_a_member_declared_and_the_member_answers_with_a_deliver
         name: "film.mp4".into(),
         media_type: "video/mp4".into(),
         size: bytes.len() as u64,
-        sha256: HashBytes(sha2::Sha256::digest(&bytes).into()),
+        sha256: Some(HashBytes(sha2::Sha256::digest(&bytes).into())),
         to_pn: Some(pn),
         held: false,
         requires: Vec::new(),

@@ -57,6 +57,13 @@ pub(super) struct Store {
     pub pne_sessions: BTreeMap<usize, crate::pne::SecureSession>,
     /// What each PNE sends as a delivery's content (its driver's file).
     pub pne_outbox: BTreeMap<usize, Vec<u8>>,
+    /// How each PNE's content splits into items, when it is several (its driver's files).
+    pub pne_outbox_items: BTreeMap<usize, Vec<u64>>,
+    /// When set, the next PNE's hashing of its content for a digest fails with this reason.
+    pub hash_fault: Option<String>,
+    /// When set, a PNE's HashContent is held here (PNE, session) until the test answers it
+    /// (`Harness::hash_content`), as hashing a large file takes a while.
+    pub held_hashes: Option<Vec<(usize, cpns_wire::DeliveryId)>>,
     /// What each PNE received, by session: kept once its hash matched.
     pub pne_inbox: BTreeMap<(usize, cpns_wire::DeliveryId), Vec<u8>>,
     /// Received content whose hash matched, by PNE and session (of several items, those

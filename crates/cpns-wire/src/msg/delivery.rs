@@ -12,7 +12,8 @@
 use minicbor::{Decode, Encode};
 
 use crate::ids::{DeliveryId, EntityId, GroupId, PnId, UserId};
-use crate::msg::common::{HashBytes, wire_enum};
+use crate::msg::common::{HashBytes, SignatureBytes, wire_enum};
+use crate::msg::content::MemberCertificate;
 use crate::msg::group::KeyBytes;
 
 /// The secure call a source offers a delivery with: payload [`DeliveryOffer`], answered
@@ -129,9 +130,14 @@ pub struct DeliveryOffer {
     /// Its size in bytes.
     #[n(4)]
     pub size: u64,
-    /// Its SHA-256.
+    /// Its SHA-256, when the source read it before offering: then every item of `more` has
+    /// one too, and the server hands them to each target in its invitation. Absent (none
+    /// for any item): the source signs them once it has read every item and sends them with
+    /// the last chunk ([`DeliveryChunk::digest`]; docs/security.md §4.12), so the content
+    /// starts moving at once.
     #[n(5)]
-    pub sha256: HashBytes,
+    #[cbor(default)]
+    pub sha256: Option<HashBytes>,
     /// The PN the targets are members of, when it is not the PN the offer is made in:
     /// forwarding between PNs, through the server (004 §5.5.8; docs/services.md, "Forwarding
     /// between PNs"). Absent: the offer's own PN.
@@ -195,9 +201,11 @@ pub struct DeliveryItem {
     /// Its size in bytes.
     #[n(3)]
     pub size: u64,
-    /// Its SHA-256, which a target checks on its own.
+    /// Its SHA-256, which a target checks on its own; present exactly when the first item's
+    /// is ([`DeliveryOffer::sha256`]).
     #[n(4)]
-    pub sha256: HashBytes,
+    #[cbor(default)]
+    pub sha256: Option<HashBytes>,
 }
 
 /// A session's content size: the first item's `first` bytes, then each of `more`.
@@ -253,6 +261,11 @@ pub struct DeliveryGrant {
     #[n(9)]
     #[cbor(default)]
     pub also: Vec<DeliveryPart>,
+    /// Offered without hashes: the targets were told none, and wait for the source's signed
+    /// digest with the last chunk of each session ([`DeliveryChunk::digest`]).
+    #[n(10)]
+    #[cbor(default)]
+    pub digest: bool,
 }
 
 /// One more session of a grant ([`DeliveryGrant::also`]): relayed, like the first, by the PN
@@ -296,9 +309,11 @@ pub struct DeliveryInvite {
     /// Its size.
     #[n(6)]
     pub size: u64,
-    /// Its SHA-256, which the target checks once it has every byte.
+    /// Its SHA-256, as offered, which the target checks once it has every byte. Absent: the
+    /// source's signed digest comes with the last chunk ([`DeliveryChunk::digest`]).
     #[n(7)]
-    pub sha256: HashBytes,
+    #[cbor(default)]
+    pub sha256: Option<HashBytes>,
     /// The session's key.
     #[n(8)]
     pub key: KeyBytes,
@@ -398,6 +413,30 @@ pub struct DeliveryChunk {
     #[n(2)]
     #[cbor(with = "minicbor::bytes")]
     pub sealed: Vec<u8>,
+    /// On the chunk that ends the content of a session offered without hashes: the source's
+    /// signed digest of every item. Absent on every other chunk.
+    #[n(3)]
+    #[cbor(default)]
+    pub digest: Option<Box<DeliveryDigest>>,
+}
+
+/// Delivery Digest: the SHA-256 of each item of a session, in order, signed by its source
+/// with its member key (docs/security.md §4.11, §4.12), with the server's certificate of that
+/// key. A target checks the certificate, that it names the session's source, and the
+/// signature before it takes the hashes; a relay holds no member key and cannot forge one,
+/// nor can another target, which holds the session's key but not the source's.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+#[cbor(map)]
+pub struct DeliveryDigest {
+    /// Each item's SHA-256, in the session's order.
+    #[n(0)]
+    pub hashes: Vec<HashBytes>,
+    /// The source's Ed25519 signature of them, with the session and its size.
+    #[n(1)]
+    pub signature: SignatureBytes,
+    /// The source's certificate.
+    #[n(2)]
+    pub certificate: MemberCertificate,
 }
 
 /// Delivery Ack: how many bytes from the start a target has, stored; target to PN GW, and PN
