@@ -31,6 +31,80 @@ pub struct ChunkBinding<'a> {
 /// The bytes a sealed chunk adds to its content: nonce and tag.
 pub const CHUNK_OVERHEAD: usize = aead::BOX_OVERHEAD;
 
+/// Content to seal as a chunk, in a buffer that keeps room for the nonce in front of it and the
+/// tag behind it ([`ChunkSealer::seal_owned`]), so that sealing moves none of it: a driver reads
+/// a chunk straight into [`ChunkPlain::content_mut`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChunkPlain {
+    /// Room for the nonce, then the content.
+    buf: Vec<u8>,
+}
+
+impl ChunkPlain {
+    /// `len` bytes of content, zeroed, to be read into; nothing is reallocated to seal them.
+    pub fn zeroed(len: usize) -> Self {
+        let mut buf = Vec::with_capacity(len + CHUNK_OVERHEAD);
+        buf.resize(aead::NONCE_LEN + len, 0);
+        Self { buf }
+    }
+
+    /// A copy of `content`.
+    pub fn copy_of(content: &[u8]) -> Self {
+        let mut p = Self::zeroed(content.len());
+        p.content_mut().copy_from_slice(content);
+        p
+    }
+
+    /// The content.
+    pub fn content(&self) -> &[u8] {
+        &self.buf[aead::NONCE_LEN..]
+    }
+
+    /// The content, to read into.
+    pub fn content_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[aead::NONCE_LEN..]
+    }
+}
+
+impl core::fmt::Debug for ChunkPlain {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ChunkPlain({} bytes)", self.content().len())
+    }
+}
+
+/// A chunk opened in the buffer it came in ([`ChunkSealer::open_owned`]): the content lies
+/// behind the nonce, where it was opened, so that opening moves none of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OpenedChunk {
+    /// The nonce, then the content.
+    buf: Vec<u8>,
+}
+
+impl OpenedChunk {
+    /// The content.
+    pub fn content(&self) -> &[u8] {
+        &self.buf[aead::NONCE_LEN..]
+    }
+
+    /// The buffer and where the content lies in it: to hand the content on without copying it.
+    pub fn into_parts(self) -> (Vec<u8>, core::ops::Range<usize>) {
+        let range = aead::NONCE_LEN..self.buf.len();
+        (self.buf, range)
+    }
+
+    /// The content, on its own (moved to the front of its buffer: for tests and small chunks).
+    pub fn into_content(mut self) -> Vec<u8> {
+        self.buf.drain(..aead::NONCE_LEN);
+        self.buf
+    }
+}
+
+impl core::fmt::Debug for OpenedChunk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "OpenedChunk({} bytes)", self.content().len())
+    }
+}
+
 /// Seals and opens the chunks of one session's part: its chunk key derived once.
 pub struct ChunkSealer {
     key: BulkKey,
@@ -109,9 +183,8 @@ impl ChunkSealer {
         Ok(out)
     }
 
-    /// [`ChunkSealer::seal`] in `plain`'s own buffer: the nonce goes in front, the tag behind
-    /// (no second buffer of the chunk's size; give `plain` [`CHUNK_OVERHEAD`] bytes of spare
-    /// capacity and nothing is reallocated).
+    /// [`ChunkSealer::seal`] in `plain`'s own buffer: the nonce goes in the room in front, the
+    /// tag behind; nothing is moved, copied or (from [`ChunkPlain::zeroed`]) reallocated.
     ///
     /// # Errors
     /// As [`ChunkSealer::seal`].
@@ -119,24 +192,22 @@ impl ChunkSealer {
         &self,
         rng: &mut R,
         b: &ChunkBinding<'_>,
-        mut plain: Vec<u8>,
+        plain: ChunkPlain,
     ) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; aead::NONCE_LEN];
         rng.fill_bytes(&mut nonce);
-        let len = plain.len();
-        plain.reserve(CHUNK_OVERHEAD);
-        plain.extend_from_slice(&nonce);
-        plain.copy_within(..len, aead::NONCE_LEN);
-        plain[..aead::NONCE_LEN].copy_from_slice(&nonce);
+        let mut buf = plain.buf;
+        buf[..aead::NONCE_LEN].copy_from_slice(&nonce);
         let tag = self
             .key
-            .seal_in_place(nonce, &chunk_aad(b), &mut plain[aead::NONCE_LEN..])?;
-        plain.extend_from_slice(&tag);
-        Ok(plain)
+            .seal_in_place(nonce, &chunk_aad(b), &mut buf[aead::NONCE_LEN..])?;
+        buf.extend_from_slice(&tag);
+        Ok(buf)
     }
 
-    /// [`ChunkSealer::open`] in `sealed`'s own buffer, which becomes the content. Content is
-    /// not key material: it goes to a file in the clear, so the buffer is not wiped.
+    /// [`ChunkSealer::open`] in `sealed`'s own buffer, where the content stays, behind the
+    /// nonce: nothing is moved or copied. Content is not key material: it goes to a file in
+    /// the clear, so the buffer is not wiped.
     ///
     /// # Errors
     /// As [`ChunkSealer::open`].
@@ -144,7 +215,7 @@ impl ChunkSealer {
         &self,
         b: &ChunkBinding<'_>,
         mut sealed: Vec<u8>,
-    ) -> Result<Vec<u8>, CryptoError> {
+    ) -> Result<OpenedChunk, CryptoError> {
         if sealed.len() < CHUNK_OVERHEAD {
             return Err(CryptoError::Malformed(
                 "a sealed chunk shorter than nonce and tag (28 bytes)",
@@ -155,9 +226,8 @@ impl ChunkSealer {
         let len = self
             .key
             .open_in_place(nonce, &chunk_aad(b), &mut sealed[aead::NONCE_LEN..])?;
-        sealed.copy_within(aead::NONCE_LEN..aead::NONCE_LEN + len, 0);
-        sealed.truncate(len);
-        Ok(sealed)
+        sealed.truncate(aead::NONCE_LEN + len);
+        Ok(OpenedChunk { buf: sealed })
     }
 
     /// Opens one chunk.
@@ -254,9 +324,11 @@ mod tests {
         assert!(format!("{sealer:?}").contains("redacted"));
         // In its own buffer, the same: sealed as `seal` seals, opened only where it was.
         let mut rng = crate::MachineRng::from_seed_u64(3);
-        let owned = sealer
-            .seal_owned(rng.get(), &b, b"frame of video".to_vec())
-            .unwrap();
+        let plain = ChunkPlain::copy_of(b"frame of video");
+        assert_eq!(format!("{plain:?}"), "ChunkPlain(14 bytes)");
+        let at = plain.content().as_ptr();
+        let owned = sealer.seal_owned(rng.get(), &b, plain).unwrap();
+        assert_eq!(owned[12..].as_ptr(), at, "sealed where it lay, not moved");
         assert_eq!(owned.len(), 14 + CHUNK_OVERHEAD);
         let nonce: [u8; 12] = owned[..12].try_into().unwrap();
         assert_eq!(
@@ -265,12 +337,16 @@ mod tests {
                 .seal_with_nonce(&b, b"frame of video", nonce)
                 .unwrap()
         );
+        let opened = sealer.open_owned(&b, owned.clone()).unwrap();
+        assert_eq!(opened.content(), b"frame of video");
+        assert_eq!(format!("{opened:?}"), "OpenedChunk(14 bytes)");
+        // Opened where it lay, behind its nonce: handed on as it is, or moved to the front.
+        let (buf, range) = opened.clone().into_parts();
+        assert_eq!(range, 12..26);
+        assert_eq!(&buf[range], b"frame of video");
+        assert_eq!(opened.into_content(), b"frame of video");
         assert_eq!(
-            sealer.open_owned(&b, owned.clone()).unwrap(),
-            b"frame of video"
-        );
-        assert_eq!(
-            sealer.open_owned(&b, sealed.clone()).unwrap(),
+            sealer.open_owned(&b, sealed.clone()).unwrap().content(),
             b"frame of video"
         );
         let wrong = ChunkBinding { offset: 0, ..b };
@@ -300,6 +376,6 @@ mod tests {
         let empty = sealer.seal_with_nonce(&b, b"", [7; 12]).unwrap();
         assert_eq!(empty.len(), CHUNK_OVERHEAD);
         assert!(sealer.open(&b, &empty).unwrap().is_empty());
-        assert!(sealer.open_owned(&b, empty).unwrap().is_empty());
+        assert!(sealer.open_owned(&b, empty).unwrap().content().is_empty());
     }
 }

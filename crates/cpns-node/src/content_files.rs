@@ -389,14 +389,14 @@ impl ContentFiles {
         session: DeliveryId,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<cpns_crypto::ChunkPlain, String> {
         let Some(files) = self.sending.get_mut(&session) else {
             return Err("this PNE holds no file for the session".into());
         };
-        // Room for the nonce and tag the chunk is sealed with in this buffer.
+        // With room for the nonce and tag the chunk is sealed with in this buffer.
         let n = usize::try_from(len).map_err(|_| "a chunk too large")?;
-        let mut buf = Vec::with_capacity(n + cpns_crypto::CHUNK_OVERHEAD);
-        buf.resize(n, 0);
+        let mut plain = cpns_crypto::ChunkPlain::zeroed(n);
+        let buf = plain.content_mut();
         let sizes = files.iter().map(|f| f.size);
         let Some(spans) = spans(sizes, offset, n) else {
             return Err(format!(
@@ -418,7 +418,7 @@ impl ContentFiles {
             file.read_exact_at(&mut buf[range], within)
                 .map_err(|e| io("read", &f.path, &e))?;
         }
-        Ok(buf)
+        Ok(plain)
     }
 
     fn part(&self, session: DeliveryId, item: usize) -> Result<PathBuf, String> {
@@ -501,12 +501,29 @@ impl ContentFiles {
 
     /// Writes a chunk of `session` at `offset` of its content: into the item it falls in, or
     /// across the end of one and the start of the next.
+    #[cfg(test)]
     pub(crate) async fn write(
         &mut self,
         session: DeliveryId,
         offset: u64,
         bytes: Vec<u8>,
     ) -> Result<(), String> {
+        let all = 0..bytes.len();
+        self.write_in(session, offset, bytes, all).await
+    }
+
+    /// [`Self::write`] of the chunk that lies in `at` of `buf` (a chunk opened where it
+    /// came, behind its nonce): the buffer goes on to the session's hashing thread as it is.
+    pub(crate) async fn write_in(
+        &mut self,
+        session: DeliveryId,
+        offset: u64,
+        buf: Vec<u8>,
+        at: std::ops::Range<usize>,
+    ) -> Result<(), String> {
+        let Some(bytes) = buf.get(at.clone()) else {
+            return Err("a chunk outside its buffer".into());
+        };
         let Some(parts) = self.receiving.get_mut(&session) else {
             return Err("the session's file is not open".into());
         };
@@ -530,14 +547,14 @@ impl ContentFiles {
                 .map_err(|e| io("write", &p.path, &e))?;
             if p.in_order {
                 p.hashed += slice.len() as u64;
-                to_hash.push((item, range));
+                to_hash.push((item, at.start + range.start..at.start + range.end));
             }
         }
         if to_hash.is_empty() {
             return Ok(());
         }
         let handed = match self.hashers.get(&session) {
-            Some(h) => h.hash(bytes, to_hash).await,
+            Some(h) => h.hash(buf, to_hash).await,
             None => false,
         };
         if !handed {
@@ -895,6 +912,32 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A chunk opened behind its nonce is written and hashed from where it lies in its buffer:
+    /// the file holds the content only, and the hashing thread hashed that (the file is
+    /// changed after the writes, so a hash read back would not match).
+    #[tokio::test]
+    async fn a_chunk_lying_behind_its_nonce_is_written_and_hashed_from_there() {
+        let dir = std::env::temp_dir().join(format!("cpns-behind-{}", std::process::id()));
+        let mut files = ContentFiles::new(Some(dir.join("inbox")));
+        let s = DeliveryId::from_bytes([8; 16]);
+        files.open_receive(s, one("n.bin", 7)).await.unwrap();
+        let first = [b"NONCE-bytes!".as_slice(), b"abcd", b"TAG"].concat();
+        files.write_in(s, 0, first, 12..16).await.unwrap();
+        let second = [b"NONCE-bytes!".as_slice(), b"efg"].concat();
+        files.write_in(s, 4, second, 12..15).await.unwrap();
+        let part = files.part(s, 0).unwrap();
+        assert_eq!(std::fs::read(&part).unwrap(), b"abcdefg");
+        std::fs::write(&part, b"ABCDEFG").unwrap();
+        let sent: [u8; 32] = sha2::Sha256::digest(b"abcdefg").into();
+        assert!(finish_one(&mut files, s, sent, &[]).await.is_some());
+        // A range outside its buffer is refused, nothing written.
+        let t = DeliveryId::from_bytes([9; 16]);
+        files.open_receive(t, one("o.bin", 4)).await.unwrap();
+        assert!(files.write_in(t, 0, vec![1; 8], 6..10).await.is_err());
+        assert_eq!(std::fs::read(files.part(t, 0).unwrap()).unwrap(), b"");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_sent_file_is_read_where_asked_from_one_open_handle() {
         let dir = std::env::temp_dir().join(format!("cpns-send-{}", std::process::id()));
@@ -908,10 +951,10 @@ mod tests {
             "no file for the session"
         );
         files.send_from(s, vec![(path.clone(), 10)]);
-        assert_eq!(files.read(s, 6, 4).await.unwrap(), b"6789");
+        assert_eq!(files.read(s, 6, 4).await.unwrap().content(), b"6789");
         // Kept open: the file's name may go, its content is still read.
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(files.read(s, 0, 3).await.unwrap(), b"012");
+        assert_eq!(files.read(s, 0, 3).await.unwrap().content(), b"012");
         assert!(files.read(s, 8, 4).await.is_err(), "past the end");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -989,10 +1032,10 @@ mod tests {
         let s = DeliveryId::from_bytes([6; 16]);
         files.send_from(s, vec![(a, 4), (b, 2), (c, 4)]);
         // Within one file, across one boundary, across two.
-        assert_eq!(files.read(s, 1, 2).await.unwrap(), b"12");
-        assert_eq!(files.read(s, 3, 2).await.unwrap(), b"34");
-        assert_eq!(files.read(s, 2, 6).await.unwrap(), b"234567");
-        assert_eq!(files.read(s, 0, 10).await.unwrap(), b"0123456789");
+        assert_eq!(files.read(s, 1, 2).await.unwrap().content(), b"12");
+        assert_eq!(files.read(s, 3, 2).await.unwrap().content(), b"34");
+        assert_eq!(files.read(s, 2, 6).await.unwrap().content(), b"234567");
+        assert_eq!(files.read(s, 0, 10).await.unwrap().content(), b"0123456789");
         let why = files.read(s, 8, 4).await.unwrap_err();
         assert!(why.contains("past the end"), "{why}");
         std::fs::remove_dir_all(&dir).unwrap();

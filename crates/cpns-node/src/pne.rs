@@ -1173,7 +1173,8 @@ impl<S: DeviceStore> Link<S> {
                     offset,
                     bytes,
                 } => {
-                    let written = self.files.write(session, offset, bytes).await;
+                    let (buf, within) = bytes.into_parts();
+                    let written = self.files.write_in(session, offset, buf, within).await;
                     self.session
                         .handle_chunk_written(Instant::now(), session, written);
                 }

@@ -8,7 +8,7 @@
 //! (docs/security.md §4.12): that chunk is not read before the digest is given
 //! ([`Source::set_digest`]), so the content moves while its owner's driver hashes it.
 
-use cpns_crypto::{ChunkBinding, ChunkSealer, CryptoRng, DeliveryKey};
+use cpns_crypto::{ChunkBinding, ChunkPlain, ChunkSealer, CryptoRng, DeliveryKey};
 use cpns_wire::{
     ControlAction, DeliveryChunk, DeliveryDigest, DeliveryId, DeliveryResult, EntityId,
 };
@@ -179,7 +179,7 @@ impl Source {
         &mut self,
         rng: &mut R,
         offset: u64,
-        read: Result<Vec<u8>, String>,
+        read: Result<ChunkPlain, String>,
     ) -> Read {
         if self.reading != Some(offset) {
             return Read::Stale;
@@ -188,12 +188,12 @@ impl Source {
         // Exactly what was asked: the file is as long as offered (a read asks for no more).
         let asked = self.chunk.min(self.size.saturating_sub(offset));
         let bytes = match read {
-            Ok(b) if b.len() as u64 == asked => b,
+            Ok(b) if b.content().len() as u64 == asked => b,
             Ok(b) => {
                 return Read::Failed(format!(
                     "the content is not as offered: {} bytes read at {offset} where {asked} were \
                      asked (the file changed?)",
-                    b.len()
+                    b.content().len()
                 ));
             }
             Err(why) => return Read::Failed(why),

@@ -88,7 +88,7 @@ impl Outbound {
         session: DeliveryId,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<cpns_crypto::ChunkPlain, String> {
         self.files.read(session, offset, len).await
     }
 }

@@ -702,7 +702,8 @@ impl PneSession {
         } else {
             r.sealer.open_owned(&b, m.sealed).ok()
         };
-        let Some(plain) = opened.filter(|p| !p.is_empty() && m.offset + p.len() as u64 <= total)
+        let Some(plain) = opened
+            .filter(|p| !p.content().is_empty() && m.offset + p.content().len() as u64 <= total)
         else {
             let why = format!(
                 "the chunk at {} did not open under the session's key: it was altered on the way",
@@ -711,7 +712,7 @@ impl PneSession {
             let have = r.have;
             return self.end_receiving(now, m.session, DeliveryResult::Failed, have, Some(why));
         };
-        let len = plain.len() as u64;
+        let len = plain.content().len() as u64;
         // The chunk that ends the content of a session offered without hashes: its source's
         // digest must come with it and check out before any of it is written.
         if m.offset + len == total && r.hashes.is_none() {
@@ -1123,12 +1124,12 @@ impl PneSession {
         &mut self,
         session: DeliveryId,
         offset: u64,
-        read: Result<Vec<u8>, String>,
+        read: Result<cpns_crypto::ChunkPlain, String>,
     ) {
         let Some(s) = self.deliveries.sending.get_mut(&session) else {
             return;
         };
-        let len = read.as_ref().map_or(0, |b| b.len() as u64);
+        let len = read.as_ref().map_or(0, |b| b.content().len() as u64);
         match s.source.read(self.rng.get(), offset, read) {
             Read::Stale => return,
             Read::Failed(why) => {

@@ -536,8 +536,8 @@ pub enum PneOutput {
         session: cpns_wire::DeliveryId,
         /// Where.
         offset: u64,
-        /// The content.
-        bytes: Vec<u8>,
+        /// The content, opened in the buffer it came in.
+        bytes: cpns_crypto::OpenedChunk,
     },
     /// Every byte of a received delivery is written: check each item's SHA-256 against
     /// `sha256`, keep each that matches, discard each that does not, and answer with

@@ -282,13 +282,13 @@ impl ServerSession {
         &mut self,
         session: DeliveryId,
         offset: u64,
-        read: Result<Vec<u8>, String>,
+        read: Result<cpns_crypto::ChunkPlain, String>,
     ) {
         let Some(o) = self.outbound.get_mut(&session) else {
             return;
         };
         let s = &mut o.source;
-        let len = read.as_ref().map_or(0, |b| b.len() as u64);
+        let len = read.as_ref().map_or(0, |b| b.content().len() as u64);
         match s.read(self.rng.get(), offset, read) {
             Read::Stale => return,
             Read::Failed(reason) => {

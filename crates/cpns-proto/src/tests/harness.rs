@@ -795,7 +795,7 @@ impl Harness {
                 let read = usize::try_from(offset)
                     .ok()
                     .and_then(|o| content.get(o..o + len as usize))
-                    .map(<[u8]>::to_vec)
+                    .map(cpns_crypto::ChunkPlain::copy_of)
                     .ok_or_else(|| "read past the end".to_string());
                 self.server_reads += 1;
                 self.server_mut(which)
@@ -1042,7 +1042,7 @@ impl Harness {
                         if let Some(n) = self.store.read_fault {
                             b.resize(n, 0);
                         }
-                        b
+                        cpns_crypto::ChunkPlain::copy_of(&b)
                     })
                     .ok_or_else(|| "read past the end".to_string());
                 self.pnes[i].handle_chunk_read(session, offset, read);
@@ -1063,7 +1063,7 @@ impl Harness {
                 let now = self.now();
                 let kept = self.store.pne_inbox.entry((i, session)).or_default();
                 let written = if kept.len() as u64 == offset {
-                    kept.extend_from_slice(&bytes);
+                    kept.extend_from_slice(bytes.content());
                     Ok(())
                 } else {
                     Err(format!(
