@@ -151,7 +151,7 @@ expectations() {
             echo '^[0-9:]{8} pn joined  pn=[0-9a-f]{4}…[0-9a-f]{2} gateway=home-gw members=(phone,watch|watch,phone) initiator=no$'
             ;;
         "cpns pne "*--setup*)
-            echo '^[0-9:]{8} pan authenticated  pn=[0-9a-f]{4}…[0-9a-f]{2}$'
+            echo '^[0-9:]{8} pan authenticated  pn=[0-9a-f]{4}…[0-9a-f]{2} suite=(aes-256-gcm|chacha20-poly1305)$'
             echo '^[0-9:]{8} pn joined  pn=[0-9a-f]{4}…[0-9a-f]{2} gateway=home-gw members=(phone,watch|watch,phone) initiator=yes$'
             ;;
         "cpns pne "*--echo*)
