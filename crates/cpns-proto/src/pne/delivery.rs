@@ -69,6 +69,22 @@ pub(super) struct Receiving {
     /// Held or paused by its source (service control): it does not give up waiting for a
     /// chunk, only after [`PAUSED_LIMIT`] (`idle_until` then counts from the offer or pause).
     paused: bool,
+    /// The `idle_until` of the wait in which it said again what it has: once a wait.
+    nudged: Option<Instant>,
+}
+
+impl Receiving {
+    /// When it says again what it has, if no chunk comes: a flow timeout into a wait for one
+    /// (halfway to giving up), once a wait; not while held or paused, nor before it takes
+    /// chunks, nor while a write is out.
+    fn nudge_at(&self, flow: std::time::Duration) -> Option<Instant> {
+        let idle = self.idle_until?;
+        let due = self.state == Recv::Taking
+            && !self.paused
+            && self.writing.is_none()
+            && self.nudged != Some(idle);
+        due.then(|| idle.checked_sub(flow)).flatten()
+    }
 }
 
 /// Where a received session stands.
@@ -494,6 +510,7 @@ impl PneSession {
             order: self.deliveries.next_order,
             idle_until: invite.held.then(|| now + PAUSED_LIMIT),
             paused: invite.held,
+            nudged: None,
         };
         self.deliveries.next_order += 1;
         let full = self.deliveries.receiving.len() >= MAX_RECEIVING;
@@ -567,17 +584,44 @@ impl PneSession {
         });
     }
 
-    /// When the first session moving here gives up waiting for a chunk.
+    /// When the first session moving here says again what it has, or gives up waiting for a
+    /// chunk.
     pub(super) fn delivery_deadline(&self) -> Option<Instant> {
+        let flow = self.cfg.timeouts.flow;
         self.deliveries
             .receiving
             .values()
-            .filter_map(|r| r.idle_until)
+            .flat_map(|r| [r.nudge_at(flow), r.idle_until])
+            .flatten()
             .min()
     }
 
+    /// Sessions taking chunks that got none for a flow timeout say again what they have
+    /// (`resume`), once a wait: what they said last may have been lost on the way (a WAN
+    /// session lost and set up again while they accepted), and their source waits for it.
     /// Sessions that got no chunk in time end, failed: the next waiting one moves.
     pub(super) fn delivery_timeouts(&mut self, now: Instant) {
+        let flow = self.cfg.timeouts.flow;
+        let quiet: Vec<(DeliveryId, u64, PnId)> = self
+            .deliveries
+            .receiving
+            .iter_mut()
+            .filter(|(_, r)| r.nudge_at(flow).is_some_and(|d| d <= now))
+            .map(|(s, r)| {
+                r.nudged = r.idle_until;
+                (*s, r.have, r.invite.pn_id)
+            })
+            .collect();
+        for (session, have, pn) in quiet {
+            if let Some(gw) = self.pn_gateway(&pn) {
+                let ack = DeliveryAck {
+                    session,
+                    have,
+                    resume: true,
+                };
+                self.send_notify_to(gw, ack);
+            }
+        }
         let idle: Vec<(DeliveryId, u64, bool)> = self
             .deliveries
             .receiving

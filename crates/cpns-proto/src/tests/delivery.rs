@@ -1497,3 +1497,68 @@ fn chunks_go_in_the_sources_first_suite_and_a_target_that_does_not_take_it_decli
     };
     assert_received(&h, &[2], s2, &more);
 }
+
+/// A target's acceptance lost on the way (its PN GW's WAN session lost and set up again as it
+/// accepted): its source waits for it, the target for a chunk. A flow timeout into the wait the
+/// target says again what it has, once, and it all moves; a target that hears nothing more
+/// still gives up at two flow timeouts.
+#[test]
+fn a_target_whose_acceptance_was_lost_says_it_again_and_the_content_moves() {
+    let mut h = world();
+    let mut dropped = false;
+    h.set_hook(move |f| {
+        if f.from == Party::Pne(1) && f.message == "DeliveryAck" && !dropped {
+            dropped = true;
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let bytes = content(200_000);
+    let session = push(&mut h, &[1], &bytes);
+    h.clear_hook();
+    assert!(
+        chunks_from_source(&h, session).is_empty(),
+        "the source waits"
+    );
+    assert_eq!(acks_of(&h, 1, session).len(), 0, "its one word was lost");
+    h.advance(std::time::Duration::from_secs(29));
+    assert!(
+        acks_of(&h, 1, session).is_empty(),
+        "not before a flow timeout"
+    );
+    h.advance(std::time::Duration::from_secs(2));
+    let said = acks_of(&h, 1, session);
+    assert!(
+        said.first().is_some_and(|a| a.have == 0 && a.resume),
+        "{said:?}"
+    );
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+    assert_eq!(h.delivery_sent(0, session), Some(vec![pne_id(1)]));
+}
+
+/// A target that says again what it has and still gets nothing says it once a wait, and gives
+/// up at two flow timeouts as before.
+#[test]
+fn a_target_says_again_what_it_has_once_a_wait_then_gives_up() {
+    let mut h = world();
+    h.set_hook(move |f| {
+        if f.to == Party::Pne(1) && f.message == "DeliveryChunk" {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let bytes = content(200_000);
+    let session = push(&mut h, &[1], &bytes);
+    let before = acks_of(&h, 1, session).len();
+    h.advance(std::time::Duration::from_secs(31));
+    let once = acks_of(&h, 1, session);
+    assert_eq!(once.len(), before + 1, "{once:?}");
+    assert!(once.last().is_some_and(|a| a.resume && a.have == 0));
+    h.advance(std::time::Duration::from_secs(20));
+    assert_eq!(acks_of(&h, 1, session).len(), before + 1, "once a wait");
+    h.advance(std::time::Duration::from_secs(10));
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Failed)]
+    );
+}
