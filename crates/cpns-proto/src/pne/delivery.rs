@@ -1108,10 +1108,7 @@ impl PneSession {
                 s.source.set_digest(digest);
                 self.read_more(session);
             }
-            Err(why) => {
-                self.deliveries.sending.remove(&session);
-                self.sending_failed(session, why);
-            }
+            Err(why) => self.sending_failed(session, why),
         }
     }
 
@@ -1176,10 +1173,7 @@ impl PneSession {
         let len = read.as_ref().map_or(0, |b| b.content().len() as u64);
         match s.source.read(self.rng.get(), offset, read) {
             Read::Stale => return,
-            Read::Failed(why) => {
-                self.deliveries.sending.remove(&session);
-                return self.sending_failed(session, why);
-            }
+            Read::Failed(why) => return self.sending_failed(session, why),
             // Only on a link to the PN GW: a chunk not sent is read again later.
             Read::Sealed(Some(chunk)) => {
                 let pn = s.pn_id;
@@ -1195,7 +1189,20 @@ impl PneSession {
         self.read_more(session);
     }
 
+    /// A session this PNE sends cannot go on (its content could not be read or hashed): it
+    /// ends here, and its targets are told it stopped (service control `stop`, through its PN
+    /// GW when linked), so they end their parts now, keeping nothing, rather than wait for a
+    /// chunk until they give up.
     fn sending_failed(&mut self, session: DeliveryId, why: String) {
+        if let Some(s) = self.deliveries.sending.remove(&session)
+            && let Some(gw) = self.pn_gateway(&s.pn_id)
+        {
+            let stop = cpns_wire::DeliveryControl {
+                session,
+                action: cpns_wire::ControlAction::Stop,
+            };
+            self.send_notify_to(gw, stop);
+        }
         self.event(PneEvent::DeliveryEnded {
             session,
             target: self.cfg.id.clone(),

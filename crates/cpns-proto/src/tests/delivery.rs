@@ -1273,6 +1273,16 @@ fn a_source_whose_file_is_shorter_than_offered_ends_its_session_saying_so() {
         "the short one did not go"
     );
     assert_eq!(why, "read past the end");
+    // Its target was told it stopped, at once: it keeps nothing and its record says so.
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Stopped)]
+    );
+    assert!(!h.store.pne_inbox.contains_key(&(1, session)), "discarded");
+    assert_eq!(
+        h.store.deliveries[&(session, pne_id(1))].ended,
+        Some((65_536, DeliveryResult::Stopped.code()))
+    );
     // A driver that answers with another length than asked: the source ends it, saying so.
     let mut h = world();
     h.store.read_fault = Some(1_000);

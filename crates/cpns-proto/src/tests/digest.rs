@@ -242,6 +242,12 @@ fn a_source_that_cannot_hash_its_content_ends_the_session_and_sends_no_last_chun
     );
     assert!(!h.store.pne_received.contains_key(&(1, session)));
     assert_eq!(h.pnes[0].delivery_sessions().0, Vec::<DeliveryId>::new());
+    // Its target was told it stopped, and keeps nothing.
+    assert_eq!(
+        h.delivery_ends(1, session),
+        [(pne_id(1), DeliveryResult::Stopped)]
+    );
+    assert!(!h.store.pne_inbox.contains_key(&(1, session)));
 }
 
 #[test]
