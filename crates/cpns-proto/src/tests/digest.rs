@@ -342,3 +342,21 @@ fn a_source_whose_link_drops_while_hashing_hashes_again_and_finishes() {
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
     assert_eq!(h.delivery_sent(0, session), Some(vec![pne_id(1)]));
 }
+
+/// The digest rides on the last chunk only (each chunk before it goes as any other), however
+/// early the hashes came.
+#[test]
+fn only_the_last_chunk_carries_the_digest() {
+    let mut h = world();
+    let bytes = content(300_000);
+    let session = push_unhashed(&mut h, &[1], &bytes);
+    let sent = chunks_sent(&h, session);
+    assert_eq!(sent.len(), 5);
+    let with: Vec<u64> = sent
+        .iter()
+        .filter(|c| c.digest.is_some())
+        .map(|c| c.offset)
+        .collect();
+    assert_eq!(with, [4 * 65_536]);
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+}
