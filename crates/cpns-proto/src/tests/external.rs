@@ -731,3 +731,57 @@ fn kept_deliveries_of_two_lost_sessions_go_together_from_the_earlier_loss() {
     assert!(again.sessions().contains(&session));
     assert_eq!(again.since(), Some(early));
 }
+
+/// A target that accepted just as its PN GW's WAN session went (its acceptance lost with it):
+/// once the PN GW's next session took the delivery back and told its route again, the
+/// server's source still waits for the target (nothing moved yet), and the target for a chunk.
+/// A flow timeout into its wait the target says again what it has, and it all moves.
+#[test]
+fn a_target_whose_acceptance_went_with_the_wan_session_says_it_again_and_gets_it_all() {
+    use super::harness::Action;
+    // No heartbeats here: the server does not end a silent PN GW's session meanwhile.
+    let (mut h, pn) = world_cfg(&[PneSpec::trusted(); PNES], |c| c.offline_after = None);
+    let bytes = content(300_000, 9);
+    h.store.server_outbox = bytes.clone();
+    h.set_hook(|f| {
+        if f.from == Party::Gw
+            && f.to == Party::Server
+            && matches!(f.env().map(|e| e.body), Some(Body::DeliveryAck(_)))
+        {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let session = deliver(&mut h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
+    assert!(
+        server_chunks(&h, session).is_empty(),
+        "its acceptance was lost"
+    );
+    let now = h.now();
+    let kept = h.server.end_deliveries(now);
+    h.gw.wan_closed(now);
+    h.pump();
+    h.clear_hook();
+    h.reopen_wan();
+    let now = h.now();
+    h.server.restore_outbound(now, kept).unwrap();
+    h.pump();
+    assert!(
+        server_chunks(&h, session).is_empty(),
+        "the route is told again; the source waits for its target"
+    );
+    h.advance(std::time::Duration::from_secs(29));
+    assert!(
+        server_chunks(&h, session).is_empty(),
+        "not before a flow timeout"
+    );
+    h.advance(std::time::Duration::from_secs(2));
+    assert!(
+        h.store.pne_received.get(&(1, session)) == Some(&bytes),
+        "the target has it all"
+    );
+    assert!(h.server_events().into_iter().any(|e| matches!(
+        e,
+        ServerEvent::DeliverySent { session: s, .. } if *s == session
+    )));
+}
