@@ -360,3 +360,42 @@ fn only_the_last_chunk_carries_the_digest() {
     assert_eq!(with, [4 * 65_536]);
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
 }
+
+/// A target that finds the whole content kept already when it accepts (a partial file of the
+/// session from before), with no digest yet, takes the last byte again: the chunk that ends the
+/// content brings the digest, and every item is checked against it.
+#[test]
+fn a_target_holding_it_all_without_the_digest_takes_the_last_byte_again() {
+    let ask = super::store::PneSpec {
+        deliveries: crate::pne::InvitationPolicy::Ask {
+            within: std::time::Duration::from_secs(30),
+        },
+        ..super::store::PneSpec::trusted()
+    };
+    let mut cfg = crate::server::ServerConfig::default();
+    cfg.report_limits.directory_burst = 1000;
+    let mut h = Harness::with_server(&[super::store::PneSpec::trusted(), ask, ask], cfg);
+    h.connect_gw();
+    h.discover_all();
+    h.setup(0, cpns_wire::SetupType::All);
+    let bytes = content(150_000);
+    let session = push_unhashed(&mut h, &[1], &bytes);
+    h.store.pne_inbox.insert((1, session), bytes.clone());
+    let now = h.now();
+    h.pnes[1].answer_delivery(now, session, true).unwrap();
+    h.pump();
+    let acks: Vec<u64> = h
+        .delivered(Party::Pne(1), Party::Gw)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryAck(a) if a.session == session && a.resume => Some(a.have),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.first(), Some(&149_999), "{acks:?}");
+    let sent = chunks_sent(&h, session);
+    let last = sent.last().unwrap();
+    assert_eq!(last.offset, 149_999);
+    assert!(last.digest.is_some());
+    assert_eq!(h.store.pne_received.get(&(1, session)), Some(&bytes));
+}

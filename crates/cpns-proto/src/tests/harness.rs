@@ -1062,7 +1062,9 @@ impl Harness {
             } => {
                 let now = self.now();
                 let kept = self.store.pne_inbox.entry((i, session)).or_default();
-                let written = if kept.len() as u64 == offset {
+                // As a file is written where asked: what it held from there is written over.
+                let written = if kept.len() as u64 >= offset {
+                    kept.truncate(offset as usize);
                     kept.extend_from_slice(bytes.content());
                     Ok(())
                 } else {
