@@ -268,6 +268,13 @@ impl Source {
         self.acked.is_some()
     }
 
+    /// Whether it waits on its targets to go on: moving (every target acknowledged), neither
+    /// held, paused nor stopped, and not every byte acknowledged yet (once every byte is, the
+    /// targets check their hashes, which takes as long as their content is large).
+    pub(crate) fn awaits_targets(&self) -> bool {
+        self.control == Control::Moving && self.acked.is_some_and(|a| a < self.size)
+    }
+
     /// The targets whose part has not ended.
     pub(crate) fn open_targets(&self) -> &[EntityId] {
         &self.open

@@ -223,7 +223,56 @@ impl Gateway {
         if route.to_server {
             return self.send_wan_notify(m);
         }
-        self.tell_targets(m.session, m);
+        let stop = m.action == cpns_wire::ControlAction::Stop;
+        let session = m.session;
+        self.tell_targets(session, m);
+        if stop {
+            self.stopped_without(session);
+        }
+    }
+
+    /// A session its source stopped: each target linked now was told, and ends its part; one
+    /// not linked is not waited for (it may never come back): the source is told its part
+    /// ended `stopped`, and with no target left the route goes, so nothing is held here.
+    fn stopped_without(&mut self, session: DeliveryId) {
+        let Some(route) = self.deliveries.get(&session) else {
+            return;
+        };
+        let away: Vec<(EntityId, u64)> = route
+            .targets
+            .iter()
+            .filter(|(t, _)| self.proven_link_of(t).is_none())
+            .map(|(t, have)| (t.clone(), have.unwrap_or(0)))
+            .collect();
+        let source = route.source.clone();
+        for (target, bytes) in away {
+            if let Some(r) = self.deliveries.get_mut(&session) {
+                r.targets.remove(&target);
+            }
+            if let Some(l) = self.proven_link_of(&source) {
+                let done = DeliveryDone {
+                    session,
+                    target,
+                    bytes,
+                    result: cpns_wire::DeliveryResult::Stopped,
+                    items: Vec::new(),
+                };
+                self.send_pan_notify(l, done);
+            }
+        }
+        if self
+            .deliveries
+            .get(&session)
+            .is_some_and(|r| r.targets.is_empty())
+            && let Some(r) = self.deliveries.remove(&session)
+        {
+            self.out.push_back(GatewayOutput::ForgetRoute(session));
+            self.event(GatewayEvent::DeliveryRelayed {
+                session,
+                source: r.source,
+                bytes: r.relayed,
+            });
+        }
     }
 
     /// Service control of a session from outside the PN (or forwarded to it), from the server:

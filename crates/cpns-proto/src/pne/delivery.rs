@@ -43,6 +43,10 @@ use crate::{CommandError, CommandId, Failure, Flow};
 pub(super) struct Sending {
     source: Source,
     pn_id: PnId,
+    /// When its targets last said something (an acknowledgement or an end), or it was set up,
+    /// controlled or linked again: past two flow timeouts of silence while it waits on them,
+    /// it gives up ([`Source::awaits_targets`]).
+    heard: Option<Instant>,
 }
 
 /// A session this PNE receives.
@@ -71,6 +75,17 @@ pub(super) struct Receiving {
     paused: bool,
     /// The `idle_until` of the wait in which it said again what it has: once a wait.
     nudged: Option<Instant>,
+}
+
+impl Sending {
+    /// When it gives up on its targets, if it waits on them: two flow timeouts after they last
+    /// said something (as long as a target waits for a chunk before it gives up).
+    fn gives_up_at(&self, flow: std::time::Duration) -> Option<Instant> {
+        self.source
+            .awaits_targets()
+            .then(|| self.heard.map(|h| h + flow * 2))
+            .flatten()
+    }
 }
 
 impl Receiving {
@@ -306,6 +321,7 @@ impl PneSession {
         // known to have (a target that has more says so, and takes only what it lacks).
         for s in self.deliveries.sending.values_mut() {
             s.source.rewind();
+            s.heard = self.now;
         }
         let sending: Vec<DeliveryId> = self.deliveries.sending.keys().copied().collect();
         for session in sending {
@@ -360,6 +376,7 @@ impl PneSession {
             s.source
                 .control(action)
                 .map_err(CommandError::DeliveryState)?;
+            s.heard = self.now;
         }
         self.send_notify_to(gw, cpns_wire::DeliveryControl { session, action });
         self.read_more(session);
@@ -473,6 +490,7 @@ impl PneSession {
             let sending = Sending {
                 source,
                 pn_id: g.pn_id,
+                heard: self.now,
             };
             self.deliveries.sending.insert(session, sending);
         }
@@ -585,14 +603,20 @@ impl PneSession {
     }
 
     /// When the first session moving here says again what it has, or gives up waiting for a
-    /// chunk.
+    /// chunk; or a session sent from here gives up on its silent targets.
     pub(super) fn delivery_deadline(&self) -> Option<Instant> {
         let flow = self.cfg.timeouts.flow;
+        let sending = self
+            .deliveries
+            .sending
+            .values()
+            .filter_map(|s| s.gives_up_at(flow));
         self.deliveries
             .receiving
             .values()
             .flat_map(|r| [r.nudge_at(flow), r.idle_until])
             .flatten()
+            .chain(sending)
             .min()
     }
 
@@ -602,6 +626,16 @@ impl PneSession {
     /// Sessions that got no chunk in time end, failed: the next waiting one moves.
     pub(super) fn delivery_timeouts(&mut self, now: Instant) {
         let flow = self.cfg.timeouts.flow;
+        let silent: Vec<DeliveryId> = self
+            .deliveries
+            .sending
+            .iter()
+            .filter(|(_, s)| s.gives_up_at(flow).is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for session in silent {
+            self.sending_abandoned(session, flow * 2);
+        }
         let quiet: Vec<(DeliveryId, u64, PnId)> = self
             .deliveries
             .receiving
@@ -1002,9 +1036,11 @@ impl PneSession {
 
     /// An acknowledgement its PN GW relayed: the least of what every target has.
     pub(super) fn on_delivery_ack(&mut self, env: &Envelope, m: DeliveryAck) {
+        let now = self.now;
         let Some(s) = self.relayed_sending(env, &m.session) else {
             return;
         };
+        s.heard = now;
         s.source.acknowledged(m.have, m.resume);
         self.read_more(m.session);
     }
@@ -1012,9 +1048,11 @@ impl PneSession {
     /// A target's end, relayed by the PN GW: told unless it has it; with every target's end,
     /// the session is done.
     pub(super) fn on_delivery_done(&mut self, env: &Envelope, m: DeliveryDone) {
+        let now = self.now;
         let Some(s) = self.relayed_sending(env, &m.session) else {
             return;
         };
+        s.heard = now;
         let Some(all) = s.source.ended(&m.target, m.result) else {
             return;
         };
@@ -1187,6 +1225,39 @@ impl PneSession {
             Read::Sealed(None) => {}
         }
         self.read_more(session);
+    }
+
+    /// A session this PNE sends whose targets said nothing for `quiet` while it waited on them
+    /// (each gone, or its PN GW): it ends, each target whose part is open told as failed, and
+    /// its PN GW is told it stopped (a target still there ends its part, and the PN GW drops
+    /// the route, so nothing is held for targets that never come back).
+    fn sending_abandoned(&mut self, session: DeliveryId, quiet: std::time::Duration) {
+        let Some(s) = self.deliveries.sending.remove(&session) else {
+            return;
+        };
+        if let Some(gw) = self.pn_gateway(&s.pn_id) {
+            let stop = cpns_wire::DeliveryControl {
+                session,
+                action: cpns_wire::ControlAction::Stop,
+            };
+            self.send_notify_to(gw, stop);
+        }
+        let reason = format!(
+            "no word from it for {} s while the session waited on it: it or its PN GW is gone",
+            quiet.as_secs()
+        );
+        for target in s.source.open_targets().to_vec() {
+            self.event(PneEvent::DeliveryEnded {
+                session,
+                target,
+                result: DeliveryResult::Failed,
+                reason: Some(reason.clone()),
+            });
+        }
+        self.event(PneEvent::DeliverySent {
+            session,
+            delivered: s.source.delivered(),
+        });
     }
 
     /// A session this PNE sends cannot go on (its content could not be read or hashed): it

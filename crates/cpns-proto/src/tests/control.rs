@@ -540,3 +540,28 @@ fn a_session_held_or_paused_too_long_gives_its_place_up_at_its_targets() {
     control(&mut h, session, ControlAction::Resume).unwrap();
     assert_eq!(h.store.pne_received.get(&(1, session)), Some(&first));
 }
+
+/// Stopped while a target is away (its link closed, it may never come back): the PN GW tells
+/// the source that target's part ended `stopped` rather than hold the route for it; the target
+/// linked now ends its own; the route goes once both have.
+#[test]
+fn a_session_stopped_while_a_target_is_away_is_not_held_for_it() {
+    let mut h = world();
+    hold_acks_after(&mut h, 2);
+    let bytes = seeded_content(600_000, 25);
+    let session = push(&mut h, &[1, 2], &bytes, false);
+    let now = h.now();
+    h.gw.link_closed(now, crate::gateway::LinkId(2));
+    h.pump();
+    control(&mut h, session, ControlAction::Stop).unwrap();
+    release_acks(&mut h);
+    assert_eq!(
+        h.delivery_ends(0, session),
+        [
+            (pne_id(2), DeliveryResult::Stopped),
+            (pne_id(1), DeliveryResult::Stopped)
+        ]
+    );
+    assert_eq!(h.delivery_sent(0, session), Some(vec![]));
+    assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
+}

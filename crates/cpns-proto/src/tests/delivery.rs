@@ -1572,3 +1572,54 @@ fn a_target_says_again_what_it_has_once_a_wait_then_gives_up() {
         [(pne_id(1), DeliveryResult::Failed)]
     );
 }
+
+/// A target gone for good midway (its device died: its link closed, it says nothing more): its
+/// source, waiting on it, gives up after two flow timeouts of silence, telling the target's
+/// part failed and why, and its PN GW drops the route rather than hold it for a target that
+/// never comes back.
+#[test]
+fn a_source_whose_target_is_gone_gives_up_and_the_route_goes() {
+    let mut h = world();
+    let mut chunks = 0;
+    h.set_hook(move |f| {
+        if f.to == Party::Pne(1) && f.message == "DeliveryChunk" {
+            chunks += 1;
+            if chunks > 2 {
+                return Action::Drop;
+            }
+        }
+        if f.from == Party::Pne(1) && chunks > 2 {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let bytes = content(600_000);
+    let session = push(&mut h, &[1], &bytes);
+    let now = h.now();
+    h.gw.link_closed(now, crate::gateway::LinkId(1));
+    h.pump();
+    assert!(
+        h.delivery_sent(0, session).is_none(),
+        "it waits on its target"
+    );
+    h.advance(std::time::Duration::from_secs(59));
+    assert!(
+        h.delivery_sent(0, session).is_none(),
+        "not before two flow timeouts"
+    );
+    h.advance(std::time::Duration::from_secs(2));
+    let why = h.pne_events(0).into_iter().find_map(|e| match e {
+        PneEvent::DeliveryEnded {
+            session: s,
+            target,
+            result: DeliveryResult::Failed,
+            reason: Some(r),
+        } if *s == session && *target == pne_id(1) => Some(r.clone()),
+        _ => None,
+    });
+    let why = why.expect("the target's part ended failed at the source");
+    assert!(why.contains("no word from it for 60 s"), "{why}");
+    assert_eq!(h.delivery_sent(0, session), Some(vec![]));
+    assert_eq!(h.pnes[0].delivery_sessions().0, Vec::<DeliveryId>::new());
+    assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
+}
