@@ -896,6 +896,20 @@ fn delivery() -> Value {
         "suite_code": hx([suite.code()]),
         "chunk_key": hx(v::delivery_chunk_key(&key, &session, suite)),
         "chunks": [chunk("", 65_536, 0xc1), chunk("tv-1", 0, 0xc2)],
+        // The session's key as a target keeps it at rest, under its device's storage key.
+        "at_rest": {
+            "storage_key": hx(pattern::<32>(0x3d)),
+            "kept_as": "target",
+            "aad": hx(v::delivery_key_at_rest_aad(&session, KeptAs::Target)),
+            "nonce": hx(pattern::<12>(0xd1)),
+            "sealed": hx(seal_delivery_key_at_rest_with_nonce(
+                &MasterKey::from_bytes(pattern::<32>(0x3d)),
+                &session,
+                KeptAs::Target,
+                &key,
+                pattern::<12>(0xd1),
+            )),
+        },
         "digest": {
             "signer": PNE_ID,
             "total": 1_048_576,

@@ -11,7 +11,7 @@
 use zeroize::Zeroizing;
 
 use crate::kdf::{Transcript, derive_key};
-use crate::keys::DeliveryKey;
+use crate::keys::{DeliveryKey, KEY_LEN, MasterKey};
 use crate::suite::{BulkKey, Suite};
 use crate::{CryptoError, aead, labels};
 
@@ -26,6 +26,87 @@ pub struct ChunkBinding<'a> {
     pub offset: u64,
     /// The part's whole size, in bytes.
     pub total: u64,
+}
+
+/// Which end of a delivery session a device keeps its key as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeptAs {
+    /// It sends the session.
+    Source,
+    /// It receives it.
+    Target,
+}
+
+impl KeptAs {
+    fn name(self) -> &'static [u8] {
+        match self {
+            KeptAs::Source => b"source",
+            KeptAs::Target => b"target",
+        }
+    }
+}
+
+/// `T("cpns/v1/at-rest/delivery-key") ‖ T(session ID) ‖ T("source" | "target")`: the AAD of a
+/// delivery session's key kept at rest.
+pub(crate) fn key_at_rest_aad(session: &[u8; 16], kept_as: KeptAs) -> Vec<u8> {
+    let mut t = Transcript::new(labels::AT_REST_DELIVERY_KEY_AAD);
+    t.push(session).push(kept_as.name());
+    t.as_bytes().to_vec()
+}
+
+/// Seals delivery session `session`'s key at rest in a device's own store, under its storage
+/// key, as its source or a target keeps it (so that the device, restarted midway, goes on;
+/// docs/security.md §4.9, §4.12).
+///
+/// # Errors
+/// [`CryptoError::Rng`] when the OS generator is unavailable for the nonce.
+pub fn seal_delivery_key_at_rest(
+    storage: &MasterKey,
+    session: &[u8; 16],
+    kept_as: KeptAs,
+    key: &DeliveryKey,
+) -> Result<Vec<u8>, CryptoError> {
+    crate::seal_at_rest(
+        storage,
+        &key_at_rest_aad(session, kept_as),
+        key.expose_secret(),
+    )
+}
+
+/// [`seal_delivery_key_at_rest`] with a caller-chosen nonce; deterministic, for test vectors
+/// only.
+pub fn seal_delivery_key_at_rest_with_nonce(
+    storage: &MasterKey,
+    session: &[u8; 16],
+    kept_as: KeptAs,
+    key: &DeliveryKey,
+    nonce: [u8; aead::NONCE_LEN],
+) -> Vec<u8> {
+    crate::seal_at_rest_with_nonce(
+        storage,
+        &key_at_rest_aad(session, kept_as),
+        key.expose_secret(),
+        nonce,
+    )
+}
+
+/// Opens a delivery session's key kept at rest.
+///
+/// # Errors
+/// [`CryptoError::BadTag`] under another storage key, for another session, kept as the other
+/// end, or tampered; [`CryptoError::Malformed`] when what opened is not a key.
+pub fn open_delivery_key_at_rest(
+    storage: &MasterKey,
+    session: &[u8; 16],
+    kept_as: KeptAs,
+    sealed: &[u8],
+) -> Result<DeliveryKey, CryptoError> {
+    let plain = crate::open_at_rest(storage, &key_at_rest_aad(session, kept_as), sealed)?;
+    let bytes: [u8; KEY_LEN] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| CryptoError::Malformed("a delivery key is 32 bytes"))?;
+    Ok(DeliveryKey::from_bytes(bytes))
 }
 
 /// The bytes a sealed chunk adds to its content: nonce and tag.
@@ -377,5 +458,36 @@ mod tests {
         assert_eq!(empty.len(), CHUNK_OVERHEAD);
         assert!(sealer.open(&b, &empty).unwrap().is_empty());
         assert!(sealer.open_owned(&b, empty).unwrap().content().is_empty());
+    }
+
+    /// A delivery key kept at rest opens only as itself: under its storage key, for its
+    /// session, kept as the same end, every byte as sealed.
+    #[test]
+    fn a_delivery_key_at_rest_opens_only_as_itself() {
+        let storage = MasterKey::from_bytes([0x51; 32]);
+        let key = DeliveryKey::from_bytes([0x52; 32]);
+        let session = [0x53; 16];
+        let sealed = seal_delivery_key_at_rest(&storage, &session, KeptAs::Target, &key).unwrap();
+        let opened = open_delivery_key_at_rest(&storage, &session, KeptAs::Target, &sealed);
+        assert_eq!(opened.unwrap().expose_secret(), key.expose_secret());
+        let other = MasterKey::from_bytes([0x54; 32]);
+        for wrong in [
+            open_delivery_key_at_rest(&other, &session, KeptAs::Target, &sealed),
+            open_delivery_key_at_rest(&storage, &[0; 16], KeptAs::Target, &sealed),
+            open_delivery_key_at_rest(&storage, &session, KeptAs::Source, &sealed),
+        ] {
+            assert_eq!(wrong.err(), Some(CryptoError::BadTag));
+        }
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 1;
+            assert!(
+                open_delivery_key_at_rest(&storage, &session, KeptAs::Target, &t).is_err(),
+                "byte {i}"
+            );
+        }
+        // Two seals of one key differ (a fresh nonce each).
+        let again = seal_delivery_key_at_rest(&storage, &session, KeptAs::Target, &key).unwrap();
+        assert_ne!(again, sealed);
     }
 }

@@ -88,9 +88,12 @@ pub const DELIVERY_CHUNK_KEY: &str = "cpns/v1/delivery-chunk-key";
 pub const DELIVERY_CHUNK_AAD: &str = "cpns/v1/delivery-chunk";
 /// The message a delivery's source signs its items' SHA-256 with (docs/security.md §4.12).
 pub const DELIVERY_DIGEST: &str = "cpns/v1/delivery-digest";
+/// AEAD associated data of a delivery session's key kept at rest on a device, by its source or
+/// a target (docs/security.md §4.9, §4.12).
+pub const AT_REST_DELIVERY_KEY_AAD: &str = "cpns/v1/at-rest/delivery-key";
 
 /// Every label, for the uniqueness test and for docs/security-vectors.json.
-pub const ALL: [&str; 35] = [
+pub const ALL: [&str; 36] = [
     SK_PNE,
     PNE_CONFIRM,
     HASH_PNE,
@@ -126,6 +129,7 @@ pub const ALL: [&str; 35] = [
     DELIVERY_CHUNK_KEY,
     DELIVERY_CHUNK_AAD,
     DELIVERY_DIGEST,
+    AT_REST_DELIVERY_KEY_AAD,
 ];
 
 #[cfg(test)]

@@ -91,7 +91,10 @@ pub use aad::{
     registration_grant_aad,
 };
 pub use at_rest::{open_at_rest, seal_at_rest, seal_at_rest_with_nonce};
-pub use delivery::{CHUNK_OVERHEAD, ChunkBinding, ChunkPlain, ChunkSealer, OpenedChunk};
+pub use delivery::{
+    CHUNK_OVERHEAD, ChunkBinding, ChunkPlain, ChunkSealer, KeptAs, OpenedChunk,
+    open_delivery_key_at_rest, seal_delivery_key_at_rest, seal_delivery_key_at_rest_with_nonce,
+};
 pub use e2e::{E2eDirection, E2eKind, open_e2e, seal_e2e, seal_e2e_with_nonce};
 pub use error::CryptoError;
 pub use frame::{FrameOpener, FrameSealer, SEAL_OVERHEAD};

@@ -148,6 +148,11 @@ pub fn delivery_chunk_key(
     *crate::kdf::derive_key(key.expose_secret(), &t)
 }
 
+/// The AAD of a delivery session's key kept at rest on a device (docs/security.md §4.12).
+pub fn delivery_key_at_rest_aad(session: &[u8; 16], kept_as: crate::KeptAs) -> Vec<u8> {
+    crate::delivery::key_at_rest_aad(session, kept_as)
+}
+
 /// What a delivery's source signs: its items' SHA-256 (docs/security.md §4.12).
 pub fn delivery_digest_message(session: &[u8; 16], total: u64, hashes: &[[u8; 32]]) -> Vec<u8> {
     crate::sign::delivery_digest_message(session, total, hashes)

@@ -1774,6 +1774,62 @@ fn delivery_chunk_vectors() {
         }
     }
     delivery_digest_vector(&d, &session);
+    delivery_key_at_rest_vector(&d, &key, &session);
+}
+
+/// The session's key as a target keeps it at rest (docs/security.md §4.12): through the crate,
+/// and independently (the at-rest key by HKDF, the box by ChaCha20-Poly1305); then every change
+/// that must not open.
+fn delivery_key_at_rest_vector(d: &serde_json::Value, key: &DeliveryKey, session: &[u8; 16]) {
+    let a = &d["delivery"]["at_rest"];
+    assert_eq!(text(a, "kept_as"), "target");
+    let storage = MasterKey::from_bytes(arr(a, "storage_key"));
+    let nonce: [u8; 12] = arr(a, "nonce");
+    let sealed = hx(a, "sealed");
+    let aad = t("cpns/v1/at-rest/delivery-key", &[session, b"target"]);
+    assert_eq!(hx(a, "aad"), aad);
+    assert_eq!(v::delivery_key_at_rest_aad(session, KeptAs::Target), aad);
+    assert_eq!(
+        seal_delivery_key_at_rest_with_nonce(&storage, session, KeptAs::Target, key, nonce),
+        sealed
+    );
+    let at_rest_key = hkdf(
+        None,
+        storage.expose_secret(),
+        &t("cpns/v1/at-rest-key", &[]),
+    );
+    assert_eq!(
+        sealed,
+        cat(
+            &nonce,
+            &chacha(&at_rest_key, &nonce, &aad, key.expose_secret())
+        )
+    );
+    let opened = open_delivery_key_at_rest(&storage, session, KeptAs::Target, &sealed).unwrap();
+    assert_eq!(opened.expose_secret(), key.expose_secret());
+    // Negative: another storage key, session or end, every flipped byte.
+    let bad = Some(CryptoError::BadTag);
+    let other = MasterKey::from_bytes([0; 32]);
+    assert_eq!(
+        open_delivery_key_at_rest(&other, session, KeptAs::Target, &sealed).err(),
+        bad
+    );
+    assert_eq!(
+        open_delivery_key_at_rest(&storage, &[0; 16], KeptAs::Target, &sealed).err(),
+        bad
+    );
+    assert_eq!(
+        open_delivery_key_at_rest(&storage, session, KeptAs::Source, &sealed).err(),
+        bad
+    );
+    for i in 0..sealed.len() {
+        let mut s = sealed.clone();
+        s[i] ^= 1;
+        assert!(
+            open_delivery_key_at_rest(&storage, session, KeptAs::Target, &s).is_err(),
+            "{i}"
+        );
+    }
 }
 
 /// The source's signed digest (docs/security.md §4.12): through the crate, and independently
