@@ -1531,6 +1531,11 @@ fn a_target_whose_acceptance_was_lost_says_it_again_and_the_content_moves() {
         "the source waits"
     );
     assert_eq!(acks_of(&h, 1, session).len(), 0, "its one word was lost");
+    // Its driver is asked to wake it then, a flow timeout into the wait.
+    assert_eq!(
+        h.pnes[1].poll_timeout(),
+        Some(h.now() + std::time::Duration::from_secs(30))
+    );
     h.advance(std::time::Duration::from_secs(29));
     assert!(
         acks_of(&h, 1, session).is_empty(),
@@ -1601,6 +1606,11 @@ fn a_source_whose_target_is_gone_gives_up_and_the_route_goes() {
     assert!(
         h.delivery_sent(0, session).is_none(),
         "it waits on its target"
+    );
+    // Its driver is asked to wake it when it gives up.
+    assert_eq!(
+        h.pnes[0].poll_timeout(),
+        Some(now + std::time::Duration::from_secs(60))
     );
     h.advance(std::time::Duration::from_secs(59));
     assert!(
