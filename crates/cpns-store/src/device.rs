@@ -8,7 +8,8 @@ use core::future::Future;
 use cpns_wire::{EntityId, GroupId, PnId, Preference, UsageRecord};
 
 use crate::{
-    DepartedKey, LocalPn, LocalServiceGroup, LocalSession, LocalUsage, Result, UsageSummary,
+    DepartedKey, LocalDelivery, LocalPn, LocalServiceGroup, LocalSession, LocalUsage, Result,
+    UsageSummary,
 };
 
 /// What a PN GW or a PNE keeps of itself, across restarts.
@@ -55,6 +56,21 @@ pub trait DeviceStore: Send + Sync + 'static {
 
     /// Every service group key kept, in the order of the group ids.
     fn local_groups(&self) -> impl Future<Output = Result<Vec<LocalServiceGroup>>> + Send;
+
+    /// Keeps a PNE's delivery session, replacing the one kept of the same session.
+    fn save_local_delivery(
+        &self,
+        delivery: &LocalDelivery,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes a kept delivery session; true if it was kept.
+    fn remove_local_delivery(
+        &self,
+        session: &cpns_wire::DeliveryId,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Every delivery session kept, by session.
+    fn local_deliveries(&self) -> impl Future<Output = Result<Vec<LocalDelivery>>> + Send;
 
     /// Keeps a PN GW's delivery route, replacing the one of the same session.
     fn save_local_route(

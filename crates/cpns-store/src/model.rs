@@ -314,6 +314,25 @@ pub struct LocalServiceGroup {
     pub stored_at: UnixMillis,
 }
 
+/// A delivery session a PNE keeps across a restart (table `local_deliveries`), as its source or
+/// one of its targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalDelivery {
+    /// The session.
+    pub session: cpns_wire::DeliveryId,
+    /// Kept by its source (else by a target).
+    pub as_source: bool,
+    /// The session's key, sealed under the device's storage key (docs/security.md §4.9).
+    pub sealed_key: Vec<u8>,
+    /// What the session is, in CBOR: a source's grant, a target's invitation, without the key.
+    pub description: Vec<u8>,
+    /// A source's files, each with its size as offered, in the session's order; none for a
+    /// target.
+    pub files: Vec<(String, u64)>,
+    /// When it was stored.
+    pub stored_at: UnixMillis,
+}
+
 /// A PN GW's LocalEUKey copy of a member whose membership ended while it was away (table
 /// `local_departed`): kept so the PNE can prove itself and hear the server's word.
 #[derive(Clone, Debug, PartialEq, Eq)]

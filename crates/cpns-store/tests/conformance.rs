@@ -109,6 +109,7 @@ mod device {
         departed_keys_are_kept_replaced_and_removed,
         service_group_keys_are_kept_replaced_and_removed,
         delivery_routes_are_kept_replaced_and_removed,
+        delivery_sessions_are_kept_replaced_and_removed,
         a_pne_keeps_its_usage_until_it_is_sent,
         usage_preferences_are_kept_per_service,
     );

@@ -67,6 +67,22 @@ impl DeviceStore for SqliteStore {
         self.inner.readers.read(local::local_groups)
     }
 
+    async fn save_local_delivery(&self, delivery: &crate::LocalDelivery) -> Result<()> {
+        let delivery = delivery.clone();
+        self.write(move |c| local::save_local_delivery(c, &delivery))
+            .await
+    }
+
+    async fn remove_local_delivery(&self, session: &cpns_wire::DeliveryId) -> Result<bool> {
+        let session = *session;
+        self.write(move |c| local::remove_local_delivery(c, &session))
+            .await
+    }
+
+    async fn local_deliveries(&self) -> Result<Vec<crate::LocalDelivery>> {
+        self.inner.readers.read(local::local_deliveries)
+    }
+
     async fn save_local_route(&self, route: &cpns_wire::DeliveryRoute) -> Result<()> {
         let route = route.clone();
         self.write(move |c| deliveries::save_route(c, &route)).await

@@ -247,3 +247,67 @@ pub(super) fn local_groups(conn: &Connection) -> Result<Vec<LocalServiceGroup>> 
         },
     )
 }
+
+/// Keeps a PNE's delivery session, replacing the one kept of the same session.
+pub(super) fn save_local_delivery(conn: &Connection, d: &crate::LocalDelivery) -> Result<()> {
+    let files = minicbor::to_vec(&d.files)
+        .map_err(|e| StoreError::conflict(format!("the files of a delivery: {e}")))?;
+    codec::exec(
+        conn,
+        "INSERT INTO local_deliveries (session, as_source, sealed_key, description, files, \
+         stored_at) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (session) DO UPDATE SET as_source = excluded.as_source, \
+         sealed_key = excluded.sealed_key, description = excluded.description, \
+         files = excluded.files, stored_at = excluded.stored_at",
+        params![
+            d.session.as_bytes().as_slice(),
+            i64::from(d.as_source),
+            d.sealed_key,
+            d.description,
+            files,
+            d.stored_at,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes a kept delivery session; true if one was kept.
+pub(super) fn remove_local_delivery(
+    conn: &Connection,
+    session: &cpns_wire::DeliveryId,
+) -> Result<bool> {
+    let removed = codec::exec(
+        conn,
+        "DELETE FROM local_deliveries WHERE session = ?",
+        params![session.as_bytes().as_slice()],
+    )?;
+    Ok(removed > 0)
+}
+
+/// Every delivery session kept, by session.
+pub(super) fn local_deliveries(conn: &Connection) -> Result<Vec<crate::LocalDelivery>> {
+    codec::all(
+        conn,
+        "SELECT session, as_source, sealed_key, description, files, stored_at \
+         FROM local_deliveries ORDER BY session",
+        [],
+        |row| {
+            let id: Vec<u8> = row.get("session")?;
+            let id: [u8; 16] = id
+                .try_into()
+                .map_err(|_| StoreError::corrupt("session", "not 16 bytes"))?;
+            let as_source: i64 = row.get("as_source")?;
+            let files: Vec<u8> = row.get("files")?;
+            let files = minicbor::decode(&files)
+                .map_err(|_| StoreError::corrupt("files", "not a list of [path, size]"))?;
+            Ok(crate::LocalDelivery {
+                session: cpns_wire::DeliveryId::from_bytes(id),
+                as_source: as_source == 1,
+                sealed_key: row.get("sealed_key")?,
+                description: row.get("description")?,
+                files,
+                stored_at: row.get("stored_at")?,
+            })
+        },
+    )
+}

@@ -146,6 +146,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "delivery items",
         sql: include_str!("../../migrations/sqlite/0025_delivery_items.sql"),
     },
+    Migration {
+        version: 26,
+        name: "local deliveries",
+        sql: include_str!("../../migrations/sqlite/0026_local_deliveries.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

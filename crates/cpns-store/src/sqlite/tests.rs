@@ -57,6 +57,25 @@ async fn enroll(store: &SqliteStore, id: &str) {
         .unwrap();
 }
 
+/// A kept delivery whose files are not a CBOR list of [path, size] reads as corrupt, not as a
+/// panic nor as no files.
+#[tokio::test]
+async fn a_kept_delivery_with_unreadable_files_is_corrupt() {
+    let (_dir, store) = fresh().await;
+    raw(
+        &store,
+        "INSERT INTO local_deliveries (session, as_source, sealed_key, description, files, \
+         stored_at) VALUES (x'01010101010101010101010101010101', 1, x'00', x'a0', x'ff', 1)",
+    )
+    .await
+    .unwrap();
+    let err = store.local_deliveries().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { ref column, .. } if column == "files"),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn unknown_pn_state_is_corrupt() {
     let (_dir, store) = fresh().await;

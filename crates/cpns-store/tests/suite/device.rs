@@ -222,6 +222,43 @@ pub async fn delivery_routes_are_kept_replaced_and_removed<S: DeviceStore>(s: &S
     assert_eq!(s.local_routes().await.unwrap(), [route(2, &["tablet"])]);
 }
 
+/// A PNE's delivery sessions: kept per session (again: replaced), a source's with its files in
+/// order (paths of any characters), a target's with none, listed by session, removed one at a
+/// time.
+pub async fn delivery_sessions_are_kept_replaced_and_removed<S: DeviceStore>(s: &S) {
+    use cpns_store::LocalDelivery;
+    use cpns_wire::DeliveryId;
+    let kept = |b: u8, as_source: bool, files: &[(&str, u64)]| LocalDelivery {
+        session: DeliveryId::from_bytes([b; 16]),
+        as_source,
+        sealed_key: vec![b; 60],
+        description: vec![0xa1, b, b],
+        files: files.iter().map(|(p, n)| ((*p).to_string(), *n)).collect(),
+        stored_at: 1_000 + i64::from(b),
+    };
+    assert!(s.local_deliveries().await.unwrap().is_empty());
+    let films = [
+        ("/home/a/film, \"cut\".mkv", 5_000_000),
+        ("/home/a/notes é.txt", 12),
+    ];
+    s.save_local_delivery(&kept(2, true, &films)).await.unwrap();
+    s.save_local_delivery(&kept(1, false, &[])).await.unwrap();
+    s.save_local_delivery(&kept(2, true, &films[..1]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.local_deliveries().await.unwrap(),
+        [kept(1, false, &[]), kept(2, true, &films[..1])]
+    );
+    let one = DeliveryId::from_bytes([1; 16]);
+    assert!(s.remove_local_delivery(&one).await.unwrap());
+    assert!(!s.remove_local_delivery(&one).await.unwrap());
+    assert_eq!(
+        s.local_deliveries().await.unwrap(),
+        [kept(2, true, &films[..1])]
+    );
+}
+
 pub async fn durable_write<S: DeviceStore>(s: &S) {
     s.save_local_pn(&local(1, &[("pne-1", Some("pan:1"))]))
         .await
