@@ -358,6 +358,8 @@ impl SimGateway {
                         PneOutput::KeepGroup { .. }
                         | PneOutput::ForgetGroup { .. }
                         | PneOutput::HashContent { .. }
+                        | PneOutput::KeepDelivery(_)
+                        | PneOutput::ForgetDelivery { .. }
                         | PneOutput::ReadChunk { .. }
                         | PneOutput::OpenReceive { .. }
                         | PneOutput::WriteChunk { .. }

@@ -746,6 +746,7 @@ async fn serve_loop<S: DeviceStore + Clone>(
     let mut unprovable = std::collections::BTreeSet::new();
     // Delivery sessions and their files outlive a link: the next one resumes them.
     let mut carried = None;
+    let mut restored = false;
     loop {
         let opened = tokio::select! {
             l = Link::open(cfg.clone(), store.clone(), &serve.gateway, outlets.clone(), trace.clone(), serve.usage_default) => l,
@@ -758,6 +759,10 @@ async fn serve_loop<S: DeviceStore + Clone>(
                     link.session.restore_deliveries(kept);
                     link.session.restore_following(following);
                     link.files = files;
+                } else if !restored {
+                    // The first link after a start: what the store kept goes on.
+                    restored = true;
+                    link.restore_kept_deliveries().await;
                 }
                 let steps = steps.take().unwrap_or_default();
                 let stayed = link
@@ -930,6 +935,10 @@ struct Link<S> {
     /// Sessions whose content is to be hashed once their files are known (the machine asks
     /// as the grant comes, before its completion names the files).
     hash_wanted: std::collections::BTreeSet<DeliveryId>,
+    /// Sessions sent from here to keep once their files are known (as `hash_wanted`).
+    keep_wanted: BTreeMap<DeliveryId, cpns_proto::pne::KeptSession>,
+    /// Sessions whose files are known now, to keep at the next turn.
+    keep_later: Vec<cpns_proto::pne::KeptSession>,
     /// Requests for content (pull) to answer from the shared directory.
     pulls: Vec<Pull>,
 }
@@ -1006,6 +1015,8 @@ impl<S: DeviceStore> Link<S> {
             offer_paths: BTreeMap::new(),
             hashing: tokio::task::JoinSet::new(),
             hash_wanted: std::collections::BTreeSet::new(),
+            keep_wanted: BTreeMap::new(),
+            keep_later: Vec::new(),
             pulls: Vec::new(),
         })
     }
@@ -1078,6 +1089,9 @@ impl<S: DeviceStore> Link<S> {
     async fn drain(&mut self) -> Result<(), NodeError> {
         loop {
             self.drain_outputs().await?;
+            for kept in std::mem::take(&mut self.keep_later) {
+                self.keep_delivery(kept).await;
+            }
             if self.pulls.is_empty() {
                 return Ok(());
             }
@@ -1151,6 +1165,13 @@ impl<S: DeviceStore> Link<S> {
                     }
                 }
                 PneOutput::HashContent { session } => self.hash_content(session),
+                PneOutput::KeepDelivery(kept) => self.keep_delivery(kept).await,
+                PneOutput::ForgetDelivery { session } => {
+                    // Not removed: taken back after a restart, it ends when no target answers.
+                    if let Err(e) = self.store.remove_local_delivery(&session).await {
+                        warn!(%session, error = %e, "a delivery session could not be forgotten");
+                    }
+                }
                 PneOutput::ReadChunk {
                     session,
                     offset,
@@ -1287,6 +1308,114 @@ impl<S: DeviceStore> Link<S> {
         }
     }
 
+    /// Takes back the delivery sessions the store kept (a restart midway): each key opened
+    /// under the device's storage key, a source's files sent from again, each handed to the
+    /// machine. One that cannot be taken back (its key does not open, its description does
+    /// not decode) is said so and forgotten.
+    async fn restore_kept_deliveries(&mut self) {
+        let kept = match self.store.local_deliveries().await {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(error = %e, "the kept delivery sessions could not be read");
+                return;
+            }
+        };
+        for d in kept {
+            let session = d.session;
+            let kept_as = if d.as_source {
+                cpns_crypto::KeptAs::Source
+            } else {
+                cpns_crypto::KeptAs::Target
+            };
+            let key = cpns_crypto::open_delivery_key_at_rest(
+                &self.storage_key,
+                session.as_bytes(),
+                kept_as,
+                &d.sealed_key,
+            );
+            let taken = match key {
+                Ok(key) => {
+                    if d.as_source {
+                        let files = d
+                            .files
+                            .into_iter()
+                            .map(|(p, n)| (std::path::PathBuf::from(p), n))
+                            .collect();
+                        self.files.send_from(session, files);
+                    }
+                    self.session.restore_delivery(cpns_proto::pne::KeptSession {
+                        session,
+                        as_source: d.as_source,
+                        key,
+                        description: d.description,
+                    })
+                }
+                Err(e) => Err(format!("its key does not open: {e}")),
+            };
+            match taken {
+                Ok(()) => {
+                    tracing::info!(%session, source = d.as_source, "a delivery session goes on after the restart")
+                }
+                Err(why) => {
+                    warn!(%session, %why, "a kept delivery session is given up");
+                    self.files.forget(session);
+                    if let Err(e) = self.store.remove_local_delivery(&session).await {
+                        warn!(%session, error = %e, "a delivery session could not be forgotten");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps a delivery session in the store, its key sealed under the device's storage key
+    /// (docs/security.md §4.9), a source's with its files (once the grant's completion named
+    /// them). Not kept (the store failed): it is lost with a restart, as before, and said so.
+    async fn keep_delivery(&mut self, kept: cpns_proto::pne::KeptSession) {
+        let session = kept.session;
+        let files = if kept.as_source {
+            match self.files.sent_files(session) {
+                Some(f) => f,
+                None => {
+                    self.keep_wanted.insert(session, kept);
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let kept_as = if kept.as_source {
+            cpns_crypto::KeptAs::Source
+        } else {
+            cpns_crypto::KeptAs::Target
+        };
+        let sealed = match cpns_crypto::seal_delivery_key_at_rest(
+            &self.storage_key,
+            session.as_bytes(),
+            kept_as,
+            &kept.key,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%session, error = %e, "a delivery session could not be kept");
+                return;
+            }
+        };
+        let record = cpns_store::LocalDelivery {
+            session,
+            as_source: kept.as_source,
+            sealed_key: sealed,
+            description: kept.description,
+            files: files
+                .into_iter()
+                .map(|(p, n)| (p.to_string_lossy().into_owned(), n))
+                .collect(),
+            stored_at: unix_millis(),
+        };
+        if let Err(e) = self.store.save_local_delivery(&record).await {
+            warn!(%session, error = %e, "a delivery session could not be kept");
+        }
+    }
+
     /// Hashes the content session `session` sends, on the blocking pool, for the digest its
     /// last chunk carries; once its files are known.
     fn hash_content(&mut self, session: DeliveryId) {
@@ -1317,6 +1446,9 @@ impl<S: DeviceStore> Link<S> {
             for s in std::iter::once(session).chain(also) {
                 if self.hash_wanted.remove(s) {
                     self.hash_content(*s);
+                }
+                if let Some(kept) = self.keep_wanted.remove(s) {
+                    self.keep_later.push(kept);
                 }
             }
         }

@@ -59,6 +59,9 @@ impl Gateway {
             epoch: m.epoch,
         };
         self.send_pan_response(link, env.msg_id, answer);
+        // Its connection set-up done, a source is told again where its targets are: one that
+        // restarted knew nothing of it when its link was proven.
+        self.delivery_source_linked(&pne);
         self.event(GatewayEvent::MemberConfirmed {
             pn_id: m.pn_id,
             pne,

@@ -141,6 +141,32 @@ impl KeptDeliveries {
     }
 }
 
+/// A delivery session as a device keeps it across a restart ([`PneOutput::KeepDelivery`],
+/// [`PneSession::restore_delivery`]): its key, and what it is, in CBOR without the key: a
+/// source's grant of this one session, a target's invitation.
+#[derive(Clone)]
+pub struct KeptSession {
+    /// The session.
+    pub session: DeliveryId,
+    /// Kept by its source (else by a target).
+    pub as_source: bool,
+    /// Its key: sealed by the driver before it is stored.
+    pub key: DeliveryKey,
+    /// A source's [`DeliveryGrant`] (this session only, `also` empty), or a target's
+    /// [`DeliveryInvite`], in CBOR, the key in it zeroed.
+    pub description: Vec<u8>,
+}
+
+impl core::fmt::Debug for KeptSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeptSession")
+            .field("session", &self.session)
+            .field("as_source", &self.as_source)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// One item of a session this PNE receives, as its driver keeps it ([`PneOutput::OpenReceive`]):
 /// a file of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,6 +304,7 @@ impl PneSession {
             _ => return Err(CommandError::NoDelivery(session)),
         }
         if accept {
+            self.keep_receiving(session);
             self.accept_delivery(session);
         } else {
             self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
@@ -471,6 +498,13 @@ impl PneSession {
         // The suite this PNE offered, as the server granted it (the server checked the code).
         let suite = crate::server::delivery::suite_of(g.suite)
             .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
+        // What each session keeps of the grant: its own session, key and targets.
+        let shape = DeliveryGrant {
+            key: cpns_wire::KeyBytes([0; 32]),
+            targets: Vec::new(),
+            also: Vec::new(),
+            ..g.clone()
+        };
         let parts = std::iter::once((g.session, key, g.targets)).chain(g.also.iter().map(|p| {
             (
                 p.session,
@@ -479,6 +513,17 @@ impl PneSession {
             )
         }));
         for (session, key, targets) in parts {
+            let kept = DeliveryGrant {
+                session,
+                targets: targets.clone(),
+                ..shape.clone()
+            };
+            self.out.push_back(PneOutput::KeepDelivery(KeptSession {
+                session,
+                as_source: true,
+                key: key.clone(),
+                description: minicbor::to_vec(&kept).unwrap_or_default(),
+            }));
             let mut source = Source::new(session, &key, g.size, g.chunk, g.window, targets, suite);
             if g.held {
                 source = source.held();
@@ -563,12 +608,103 @@ impl PneSession {
             return self.end_receiving(now, session, DeliveryResult::Declined, 0, Some(why));
         }
         match self.cfg.deliveries {
-            crate::pne::InvitationPolicy::Accept => self.accept_delivery(session),
+            crate::pne::InvitationPolicy::Accept => {
+                self.keep_receiving(session);
+                self.accept_delivery(session);
+            }
             crate::pne::InvitationPolicy::Decline => {
                 self.end_receiving(now, session, DeliveryResult::Declined, 0, None);
             }
             crate::pne::InvitationPolicy::Ask { .. } => {}
         }
+    }
+
+    /// An accepted session is kept in the device's store, to go on after a restart.
+    fn keep_receiving(&mut self, session: DeliveryId) {
+        let Some(r) = self.deliveries.receiving.get(&session) else {
+            return;
+        };
+        let kept = DeliveryInvite {
+            key: cpns_wire::KeyBytes([0; 32]),
+            ..r.invite.clone()
+        };
+        self.out.push_back(PneOutput::KeepDelivery(KeptSession {
+            session,
+            as_source: false,
+            key: DeliveryKey::from_bytes(r.invite.key.0),
+            description: minicbor::to_vec(&kept).unwrap_or_default(),
+        }));
+    }
+
+    /// Takes back a delivery session the device kept ([`PneOutput::KeepDelivery`]) after a
+    /// restart, before any link: a source's goes on once its PN GW says where the targets are
+    /// (as after a dropped link; offered without hashes, its content is hashed again); a
+    /// target's is opened again where its driver keeps it and says what it holds once linked,
+    /// one at a time as ever. One this PNE holds already, or whose description does not decode,
+    /// is refused, saying why.
+    pub fn restore_delivery(&mut self, kept: KeptSession) -> Result<(), String> {
+        let session = kept.session;
+        if self.deliveries.sending.contains_key(&session)
+            || self.deliveries.receiving.contains_key(&session)
+        {
+            return Err(format!("delivery {session} is held already"));
+        }
+        if kept.as_source {
+            let g = minicbor::decode::<DeliveryGrant>(&kept.description)
+                .ok()
+                .filter(|g| g.session == session)
+                .ok_or_else(|| format!("delivery {session}: its kept grant does not decode"))?;
+            let suite = crate::server::delivery::suite_of(g.suite)
+                .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
+            let mut source = Source::new(
+                session, &kept.key, g.size, g.chunk, g.window, g.targets, suite,
+            );
+            if g.held {
+                source = source.held();
+            }
+            if g.digest {
+                source = source.awaiting_digest();
+                self.out.push_back(PneOutput::HashContent { session });
+            }
+            let sending = Sending {
+                source,
+                pn_id: g.pn_id,
+                heard: self.now,
+            };
+            self.deliveries.sending.insert(session, sending);
+            return Ok(());
+        }
+        let invite = minicbor::decode::<DeliveryInvite>(&kept.description)
+            .ok()
+            .filter(|i| i.session == session && invite_fault(i).is_none())
+            .ok_or_else(|| format!("delivery {session}: its kept invitation does not decode"))?;
+        let invite = DeliveryInvite {
+            key: cpns_wire::KeyBytes(*kept.key.expose_secret()),
+            ..invite
+        };
+        let suite = crate::server::delivery::suite_of(invite.suite)
+            .ok()
+            .filter(|s| self.cfg.suites.contains(s))
+            .ok_or_else(|| {
+                format!("delivery {session}: sealed in a suite this PNE does not take")
+            })?;
+        let r = Receiving {
+            sealer: ChunkSealer::new(&kept.key, session.as_bytes(), suite),
+            hashes: offered_hashes(&invite),
+            invite,
+            state: Recv::Waiting,
+            have: 0,
+            acked: 0,
+            writing: None,
+            order: self.deliveries.next_order,
+            idle_until: None,
+            paused: false,
+            nudged: None,
+        };
+        self.deliveries.next_order += 1;
+        self.deliveries.receiving.insert(session, r);
+        self.take_next_waiting();
+        Ok(())
     }
 
     fn accept_delivery(&mut self, session: DeliveryId) {
@@ -988,6 +1124,9 @@ impl PneSession {
         let Some(r) = self.deliveries.receiving.remove(&session) else {
             return;
         };
+        if r.state != Recv::Offered {
+            self.out.push_back(PneOutput::ForgetDelivery { session });
+        }
         self.take_next_waiting();
         let done = DeliveryDone {
             session,
@@ -1065,6 +1204,8 @@ impl PneSession {
             });
         }
         if all && let Some(s) = self.deliveries.sending.remove(&m.session) {
+            self.out
+                .push_back(PneOutput::ForgetDelivery { session: m.session });
             self.event(PneEvent::DeliverySent {
                 session: m.session,
                 delivered: s.source.delivered(),
@@ -1235,6 +1376,7 @@ impl PneSession {
         let Some(s) = self.deliveries.sending.remove(&session) else {
             return;
         };
+        self.out.push_back(PneOutput::ForgetDelivery { session });
         if let Some(gw) = self.pn_gateway(&s.pn_id) {
             let stop = cpns_wire::DeliveryControl {
                 session,
@@ -1265,7 +1407,11 @@ impl PneSession {
     /// GW when linked), so they end their parts now, keeping nothing, rather than wait for a
     /// chunk until they give up.
     fn sending_failed(&mut self, session: DeliveryId, why: String) {
-        if let Some(s) = self.deliveries.sending.remove(&session)
+        let removed = self.deliveries.sending.remove(&session);
+        if removed.is_some() {
+            self.out.push_back(PneOutput::ForgetDelivery { session });
+        }
+        if let Some(s) = removed
             && let Some(gw) = self.pn_gateway(&s.pn_id)
         {
             let stop = cpns_wire::DeliveryControl {

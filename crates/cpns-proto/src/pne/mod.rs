@@ -22,7 +22,7 @@ mod status;
 mod usage;
 
 pub use content::{MAX_GROUP_CONTENT, Signing};
-pub use delivery::{KeptDeliveries, MAX_RECEIVING, PAUSED_LIMIT, ReceiveItem};
+pub use delivery::{KeptDeliveries, KeptSession, MAX_RECEIVING, PAUSED_LIMIT, ReceiveItem};
 pub use groups::{HeldGroup, MAX_SERVICE_GROUP_CONTENT};
 pub use outcome::{Gone, Outcome};
 pub use rejoin::Phase as RejoinPhase;
@@ -565,6 +565,16 @@ pub enum PneOutput {
         group_id: cpns_wire::GroupId,
         /// Its key and epoch.
         group: HeldGroup,
+    },
+    /// Keep this delivery session in the device's store, its key sealed under the device's
+    /// storage key (docs/security.md §4.9), so that a restarted PNE goes on with it
+    /// ([`PneSession::restore_delivery`]); a source's files with it. Nothing waits for the
+    /// answer: a session not kept is lost with a restart, as before.
+    KeepDelivery(delivery::KeptSession),
+    /// Remove this delivery session from the device's store: this PNE's part of it ended.
+    ForgetDelivery {
+        /// The session.
+        session: cpns_wire::DeliveryId,
     },
     /// Remove this service group's key from the device's store (left, expelled, deleted).
     ForgetGroup {

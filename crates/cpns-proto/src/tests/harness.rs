@@ -1023,6 +1023,12 @@ impl Harness {
                     records.retain(|r| !ids.contains(&r.id));
                 }
             }
+            PneOutput::KeepDelivery(kept) => {
+                self.store.pne_deliveries.insert((i, kept.session), kept);
+            }
+            PneOutput::ForgetDelivery { session } => {
+                self.store.pne_deliveries.remove(&(i, session));
+            }
             PneOutput::HashContent { session } => match &mut self.store.held_hashes {
                 Some(held) => held.push((i, session)),
                 None => self.hash_content(i, session),

@@ -69,6 +69,7 @@ mod relay;
 mod release;
 mod release_flow;
 mod replay;
+mod restart_delivery;
 mod sealed_members;
 mod secure;
 mod security;
