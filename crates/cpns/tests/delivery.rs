@@ -245,6 +245,71 @@ async fn a_push_resumes_after_the_pn_gw_is_killed_midway_with_memory_bounded() {
     store.close().await;
 }
 
+/// A target PNE killed (-9) midway and started again on its store (docs/services.md, "A
+/// restarted PNE"): it takes its session back (its key sealed in its store), opens its partial
+/// file again, says what it holds once linked, and the push goes on to its end from there: the
+/// copy has the file's hash, the record says every byte, and the store keeps no session after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_goes_on_after_its_target_is_killed_midway_and_started_again() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .start();
+    let (_phone, members, _pn) = w.pn_with("phone", &["tv"]);
+    let mut tv = members.into_iter().next().unwrap();
+    let file = w.path("film.mkv");
+    let size = write_blocks(&file, 192);
+    let push = common::Proc::spawn(
+        "content",
+        &[
+            "content",
+            "push",
+            s(&file),
+            "--to",
+            "tv",
+            "--wait",
+            "--json",
+            "--store",
+            s(&w.store("phone")),
+        ],
+    );
+    let answer: Value = serde_json::from_str(&push.line()).unwrap();
+    let session = text(&answer["session"]);
+    let mut tv_part = w.store("tv").into_os_string();
+    tv_part.push(".inbox");
+    let part = std::path::PathBuf::from(&tv_part).join(format!("{session}.part"));
+    wait_for_a_third(&part, size);
+    tv.kill();
+    let kept_at_kill = std::fs::metadata(&part).unwrap().len();
+    assert!(kept_at_kill < size, "killed before the end");
+    let mut tv = w.pne("tv").stay().spawn();
+    let got = tv.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+    assert_eq!(got["bytes"], size);
+    let end: Value = serde_json::from_str(&push.line()).unwrap();
+    assert_eq!(end["event"], "delivery_sent", "{end}");
+    assert_eq!(end["delivered"], serde_json::json!(["tv"]));
+    push.succeeds();
+    let kept = std::path::PathBuf::from(&tv_part).join("film.mkv");
+    assert_eq!(file_sha256(&kept), file_sha256(&file));
+    assert!(
+        records_closed(&w, 1).await,
+        "the records were not closed within 30 s"
+    );
+    let server = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = server.deliveries(None, None).await.unwrap();
+    assert_eq!((records[0].bytes, records[0].result), (size, Some(1)));
+    server.close().await;
+    // Each end forgot the session once its part ended.
+    for id in ["phone", "tv"] {
+        let store = SqliteStore::open(&w.store(id)).await.unwrap();
+        let left = cpns_store::DeviceStore::local_deliveries(&store)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{id}: {left:?}");
+        store.close().await;
+    }
+}
+
 /// Content from outside a PN with the PN GW killed (-9) midway (docs/services.md, "Delivery
 /// from outside a PN"): the server keeps the session for the PN GW's next session, which is
 /// told its route again; the target goes on from what it holds, the operator's `--wait` sees
