@@ -258,7 +258,7 @@ async fn a_push_goes_on_after_its_target_is_killed_midway_and_started_again() {
     let (_phone, members, _pn) = w.pn_with("phone", &["tv"]);
     let mut tv = members.into_iter().next().unwrap();
     let file = w.path("film.mkv");
-    let size = write_blocks(&file, 192);
+    let size = write_blocks(&file, 384);
     let push = common::Proc::spawn(
         "content",
         &[
@@ -308,6 +308,53 @@ async fn a_push_goes_on_after_its_target_is_killed_midway_and_started_again() {
         assert!(left.is_empty(), "{id}: {left:?}");
         store.close().await;
     }
+}
+
+/// The source PNE killed (-9) midway and started again on its store: it takes its session back,
+/// hashes its file again for the digest, is told by its PN GW where the target is, and sends
+/// the rest: the target keeps the file, hash checked, and the restarted source tells who has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_goes_on_after_its_source_is_killed_midway_and_started_again() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .start();
+    let (mut phone, members, _pn) = w.pn_with("phone", &["tv"]);
+    let mut tv = members.into_iter().next().unwrap();
+    let file = w.path("film.mkv");
+    let size = write_blocks(&file, 384);
+    let push = common::Proc::spawn(
+        "content",
+        &[
+            "content",
+            "push",
+            s(&file),
+            "--to",
+            "tv",
+            "--json",
+            "--store",
+            s(&w.store("phone")),
+        ],
+    );
+    let answer: Value = serde_json::from_str(&push.line()).unwrap();
+    let session = text(&answer["session"]);
+    push.succeeds();
+    let mut tv_part = w.store("tv").into_os_string();
+    tv_part.push(".inbox");
+    let part = std::path::PathBuf::from(&tv_part).join(format!("{session}.part"));
+    wait_for_a_third(&part, size);
+    phone.kill();
+    assert!(
+        std::fs::metadata(&part).unwrap().len() < size,
+        "killed before the end"
+    );
+    let mut phone = w.pne("phone").stay().spawn();
+    let got = tv.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+    assert_eq!(got["bytes"], size);
+    let sent = phone.expect_event_where("delivery_sent", |v| v["session"] == session.as_str());
+    assert_eq!(sent["delivered"], serde_json::json!(["tv"]));
+    let kept = std::path::PathBuf::from(&tv_part).join("film.mkv");
+    assert_eq!(file_sha256(&kept), file_sha256(&file));
 }
 
 /// Content from outside a PN with the PN GW killed (-9) midway (docs/services.md, "Delivery
