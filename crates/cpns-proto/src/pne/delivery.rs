@@ -495,9 +495,6 @@ impl PneSession {
         let g =
             minicbor::decode::<DeliveryGrant>(&a.payload).map_err(|_| Failure::AnswerDidNotOpen)?;
         let key = DeliveryKey::from_bytes(g.key.0);
-        // The suite this PNE offered, as the server granted it (the server checked the code).
-        let suite = crate::server::delivery::suite_of(g.suite)
-            .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
         // What each session keeps of the grant: its own session, key and targets.
         let shape = DeliveryGrant {
             key: cpns_wire::KeyBytes([0; 32]),
@@ -505,13 +502,14 @@ impl PneSession {
             also: Vec::new(),
             ..g.clone()
         };
-        let parts = std::iter::once((g.session, key, g.targets)).chain(g.also.iter().map(|p| {
-            (
-                p.session,
-                DeliveryKey::from_bytes(p.key.0),
-                p.targets.clone(),
-            )
-        }));
+        let parts =
+            std::iter::once((g.session, key, g.targets.clone())).chain(g.also.iter().map(|p| {
+                (
+                    p.session,
+                    DeliveryKey::from_bytes(p.key.0),
+                    p.targets.clone(),
+                )
+            }));
         for (session, key, targets) in parts {
             let kept = DeliveryGrant {
                 session,
@@ -524,20 +522,7 @@ impl PneSession {
                 key: key.clone(),
                 description: minicbor::to_vec(&kept).unwrap_or_default(),
             }));
-            let mut source = Source::new(session, &key, g.size, g.chunk, g.window, targets, suite);
-            if g.held {
-                source = source.held();
-            }
-            if g.digest {
-                source = source.awaiting_digest();
-                self.out.push_back(PneOutput::HashContent { session });
-            }
-            let sending = Sending {
-                source,
-                pn_id: g.pn_id,
-                heard: self.now,
-            };
-            self.deliveries.sending.insert(session, sending);
+            self.start_sending(session, &key, &shape, targets);
         }
         Ok(Outcome::DeliveryGranted {
             session: g.session,
@@ -619,6 +604,34 @@ impl PneSession {
         }
     }
 
+    /// Sends session `session` to `targets` under `key`, as grant `g` says: held, or waiting for
+    /// its digest (its content hashed meanwhile) with the last chunk.
+    fn start_sending(
+        &mut self,
+        session: DeliveryId,
+        key: &DeliveryKey,
+        g: &DeliveryGrant,
+        targets: Vec<EntityId>,
+    ) {
+        // The suite this PNE offered, as the server granted it (the server checked the code).
+        let suite = crate::server::delivery::suite_of(g.suite)
+            .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
+        let mut source = Source::new(session, key, g.size, g.chunk, g.window, targets, suite);
+        if g.held {
+            source = source.held();
+        }
+        if g.digest {
+            source = source.awaiting_digest();
+            self.out.push_back(PneOutput::HashContent { session });
+        }
+        let sending = Sending {
+            source,
+            pn_id: g.pn_id,
+            heard: self.now,
+        };
+        self.deliveries.sending.insert(session, sending);
+    }
+
     /// An accepted session is kept in the device's store, to go on after a restart.
     fn keep_receiving(&mut self, session: DeliveryId) {
         let Some(r) = self.deliveries.receiving.get(&session) else {
@@ -654,24 +667,8 @@ impl PneSession {
                 .ok()
                 .filter(|g| g.session == session)
                 .ok_or_else(|| format!("delivery {session}: its kept grant does not decode"))?;
-            let suite = crate::server::delivery::suite_of(g.suite)
-                .unwrap_or(cpns_crypto::Suite::ChaCha20Poly1305);
-            let mut source = Source::new(
-                session, &kept.key, g.size, g.chunk, g.window, g.targets, suite,
-            );
-            if g.held {
-                source = source.held();
-            }
-            if g.digest {
-                source = source.awaiting_digest();
-                self.out.push_back(PneOutput::HashContent { session });
-            }
-            let sending = Sending {
-                source,
-                pn_id: g.pn_id,
-                heard: self.now,
-            };
-            self.deliveries.sending.insert(session, sending);
+            let targets = g.targets.clone();
+            self.start_sending(session, &kept.key, &g, targets);
             return Ok(());
         }
         let invite = minicbor::decode::<DeliveryInvite>(&kept.description)
