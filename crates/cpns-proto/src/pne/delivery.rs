@@ -368,14 +368,20 @@ impl PneSession {
             {
                 r.idle_until = idle;
             }
-            if let Some(gw) = self.pn_gateway(&pn) {
-                let ack = DeliveryAck {
-                    session,
-                    have,
-                    resume: true,
-                };
-                self.send_notify_to(gw, ack);
-            }
+            self.say_what_it_has(session, have, &pn);
+        }
+    }
+
+    /// Tells the PN GW of `pn`, if linked, that this PNE holds `have` bytes of `session` and
+    /// takes the rest from there (`resume`).
+    fn say_what_it_has(&mut self, session: DeliveryId, have: u64, pn: &PnId) {
+        if let Some(gw) = self.pn_gateway(pn) {
+            let ack = DeliveryAck {
+                session,
+                have,
+                resume: true,
+            };
+            self.send_notify_to(gw, ack);
         }
     }
 
@@ -780,14 +786,7 @@ impl PneSession {
             })
             .collect();
         for (session, have, pn) in quiet {
-            if let Some(gw) = self.pn_gateway(&pn) {
-                let ack = DeliveryAck {
-                    session,
-                    have,
-                    resume: true,
-                };
-                self.send_notify_to(gw, ack);
-            }
+            self.say_what_it_has(session, have, &pn);
         }
         let idle: Vec<(DeliveryId, u64, bool)> = self
             .deliveries
