@@ -1633,3 +1633,23 @@ fn a_source_whose_target_is_gone_gives_up_and_the_route_goes() {
     assert_eq!(h.pnes[0].delivery_sessions().0, Vec::<DeliveryId>::new());
     assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
 }
+
+/// Once every byte is acknowledged the source waits for its targets' ends without a limit: a
+/// target checks a large file's hash for as long as it takes.
+#[test]
+fn a_source_waits_without_a_limit_once_every_byte_is_acknowledged() {
+    let mut h = world();
+    h.store.held_finishes = Some(Vec::new());
+    let bytes = content(200_000);
+    let session = push(&mut h, &[1], &bytes);
+    assert!(
+        h.delivery_sent(0, session).is_none(),
+        "the target is checking"
+    );
+    h.advance(std::time::Duration::from_secs(120));
+    assert!(h.delivery_ends(0, session).is_empty(), "it did not give up");
+    let (i, s, sha256) = h.store.held_finishes.take().unwrap().remove(0);
+    h.finish_receive(i, s, &sha256);
+    h.pump();
+    assert_eq!(h.delivery_sent(0, session), Some(vec![pne_id(1)]));
+}

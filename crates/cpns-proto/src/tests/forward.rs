@@ -1028,6 +1028,26 @@ fn a_delivery_to_a_service_group_reaches_each_member_in_its_own_pn() {
     assert_eq!(h.delivery_sent(0, there), Some(vec![pne_id(2)]));
     never_in_the_clear(&h, &bytes);
     assert!(h.errors.is_empty(), "{:?}", h.errors);
+    // The source kept each session on its own: its own id, targets and key, no key in what is
+    // stored as it is, and nothing of the other session.
+    let kept: Vec<_> = h
+        .store
+        .pne_kept_log
+        .iter()
+        .filter(|(i, _)| *i == 0)
+        .collect();
+    assert_eq!(kept.len(), 2);
+    for ((_, k), (session, target)) in kept.iter().zip([(here, 1), (there, 2)]) {
+        let g: cpns_wire::DeliveryGrant = minicbor::decode(&k.description).unwrap();
+        assert_eq!(
+            (k.session, g.session, k.as_source),
+            (session, session, true)
+        );
+        assert_eq!(g.targets, [pne_id(target)]);
+        assert!(g.also.is_empty(), "nothing of the other session");
+        assert_eq!(g.key.0, [0; 32], "no key stored as it is");
+    }
+    assert!(kept[0].1.key != kept[1].1.key, "each its own key");
 }
 
 /// Only a member delivers to a group; a group that is not, or with nobody else reachable, is

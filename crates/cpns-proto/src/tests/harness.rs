@@ -1024,6 +1024,7 @@ impl Harness {
                 }
             }
             PneOutput::KeepDelivery(kept) => {
+                self.store.pne_kept_log.push((i, kept.clone()));
                 self.store.pne_deliveries.insert((i, kept.session), kept);
             }
             PneOutput::ForgetDelivery { session } => {

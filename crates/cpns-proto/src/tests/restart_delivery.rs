@@ -65,6 +65,12 @@ fn a_target_restarted_midway_goes_on_from_what_its_file_holds() {
         assert_eq!(k.len(), 1, "PNE {i}");
         assert_eq!((k[0].session, k[0].as_source), (session, i == 0));
         assert!(format!("{:?}", k[0]).contains("<redacted>"));
+        // The key goes to the driver to seal; what is stored as it is holds none of it.
+        let key = k[0].key.expose_secret();
+        assert!(
+            !k[0].description.windows(32).any(|w| w == key),
+            "PNE {i}: the key in the description"
+        );
     }
     let held = h.store.pne_inbox[&(1, session)].len();
     assert_eq!(held, 2 * 65_536);
@@ -130,4 +136,40 @@ fn a_kept_session_is_taken_back_once_and_only_as_kept() {
     assert!(s.restore_delivery(k).is_err());
     assert_eq!(s.delivery_sessions(), (vec![], vec![]));
     let _ = session;
+}
+
+/// Sessions taken back go on one at a time, in the order they were kept (as offered), not in
+/// the order of their ids.
+#[test]
+fn kept_sessions_taken_back_move_in_the_order_they_were_kept() {
+    let mut h = world();
+    let bytes = content(200_000);
+    let first = stalled(&mut h, &bytes, 1);
+    let k = kept(&h, 1).remove(0);
+    let mut fresh = crate::pne::PneSession::new(
+        h.pne_cfgs[1].clone(),
+        cpns_crypto::MachineRng::from_seed_u64(94),
+    );
+    // A second session kept after the first, whose id sorts before it.
+    let mut second = k.clone();
+    second.session = DeliveryId::from_bytes([0; 16]);
+    let invite: cpns_wire::DeliveryInvite = minicbor::decode(&k.description).unwrap();
+    second.description = minicbor::to_vec(cpns_wire::DeliveryInvite {
+        session: second.session,
+        ..invite
+    })
+    .unwrap();
+    fresh.restore_delivery(k).unwrap();
+    fresh.restore_delivery(second).unwrap();
+    let mut opened = Vec::new();
+    while let Some(out) = fresh.poll_output() {
+        if let crate::pne::PneOutput::OpenReceive { session, .. } = out {
+            opened.push(session);
+        }
+    }
+    assert_eq!(
+        opened,
+        [first],
+        "the first kept moves first, the other waits"
+    );
 }

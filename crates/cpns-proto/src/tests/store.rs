@@ -59,6 +59,8 @@ pub(super) struct Store {
     pub pne_outbox: BTreeMap<usize, Vec<u8>>,
     /// The delivery sessions each PNE kept (PneOutput::KeepDelivery), by PNE and session.
     pub pne_deliveries: BTreeMap<(usize, cpns_wire::DeliveryId), crate::pne::KeptSession>,
+    /// Every session a PNE was asked to keep, in order, forgotten or not.
+    pub pne_kept_log: Vec<(usize, crate::pne::KeptSession)>,
     /// How each PNE's content splits into items, when it is several (its driver's files).
     pub pne_outbox_items: BTreeMap<usize, Vec<u64>>,
     /// When set, the next PNE's hashing of its content for a digest fails with this reason.
