@@ -501,10 +501,10 @@ impl PneSession {
         let g =
             minicbor::decode::<DeliveryGrant>(&a.payload).map_err(|_| Failure::AnswerDidNotOpen)?;
         let key = DeliveryKey::from_bytes(g.key.0);
-        // What each session keeps of the grant: its own session, key and targets.
+        // What each session keeps of the grant: no key, nothing of the other sessions; its own
+        // session and targets are set for each.
         let shape = DeliveryGrant {
             key: cpns_wire::KeyBytes([0; 32]),
-            targets: Vec::new(),
             also: Vec::new(),
             ..g.clone()
         };

@@ -139,37 +139,43 @@ fn a_kept_session_is_taken_back_once_and_only_as_kept() {
 }
 
 /// Sessions taken back go on one at a time, in the order they were kept (as offered), not in
-/// the order of their ids.
+/// the order of their ids: when the one moving ends, the one kept next moves.
 #[test]
 fn kept_sessions_taken_back_move_in_the_order_they_were_kept() {
     let mut h = world();
     let bytes = content(200_000);
     let first = stalled(&mut h, &bytes, 1);
     let k = kept(&h, 1).remove(0);
+    let invite: cpns_wire::DeliveryInvite = minicbor::decode(&k.description).unwrap();
+    let another = |id: u8| KeptSession {
+        session: DeliveryId::from_bytes([id; 16]),
+        description: minicbor::to_vec(cpns_wire::DeliveryInvite {
+            session: DeliveryId::from_bytes([id; 16]),
+            ..invite.clone()
+        })
+        .unwrap(),
+        ..k.clone()
+    };
     let mut fresh = crate::pne::PneSession::new(
         h.pne_cfgs[1].clone(),
         cpns_crypto::MachineRng::from_seed_u64(94),
     );
-    // A second session kept after the first, whose id sorts before it.
-    let mut second = k.clone();
-    second.session = DeliveryId::from_bytes([0; 16]);
-    let invite: cpns_wire::DeliveryInvite = minicbor::decode(&k.description).unwrap();
-    second.description = minicbor::to_vec(cpns_wire::DeliveryInvite {
-        session: second.session,
-        ..invite
-    })
-    .unwrap();
-    fresh.restore_delivery(k).unwrap();
-    fresh.restore_delivery(second).unwrap();
-    let mut opened = Vec::new();
-    while let Some(out) = fresh.poll_output() {
-        if let crate::pne::PneOutput::OpenReceive { session, .. } = out {
-            opened.push(session);
+    // Kept in this order: the first (it moves), then one whose id sorts last, then one whose
+    // id sorts first.
+    fresh.restore_delivery(k.clone()).unwrap();
+    fresh.restore_delivery(another(0xfe)).unwrap();
+    fresh.restore_delivery(another(0x01)).unwrap();
+    let opened = |s: &mut crate::pne::PneSession| {
+        let mut opened = Vec::new();
+        while let Some(out) = s.poll_output() {
+            if let crate::pne::PneOutput::OpenReceive { session, .. } = out {
+                opened.push(session);
+            }
         }
-    }
-    assert_eq!(
-        opened,
-        [first],
-        "the first kept moves first, the other waits"
-    );
+        opened
+    };
+    assert_eq!(opened(&mut fresh), [first], "one moves at a time");
+    // The first cannot be opened (its file is gone): the one kept next moves.
+    fresh.handle_receive_opened(h.now(), first, Err("gone".into()));
+    assert_eq!(opened(&mut fresh), [DeliveryId::from_bytes([0xfe; 16])]);
 }
