@@ -857,15 +857,7 @@ impl PneSession {
                 r.acked = have;
                 r.state = Recv::Taking;
                 let pn = r.invite.pn_id;
-                let gw = self.pn_gateway(&pn);
-                let ack = DeliveryAck {
-                    session,
-                    have,
-                    resume: true,
-                };
-                if let Some(gw) = gw {
-                    self.send_notify_to(gw, ack);
-                }
+                self.say_what_it_has(session, have, &pn);
                 self.after_write(session);
             }
             Ok(_) => {
@@ -1364,14 +1356,10 @@ impl PneSession {
         self.read_more(session);
     }
 
-    /// A session this PNE sends whose targets said nothing for `quiet` while it waited on them
-    /// (each gone, or its PN GW): it ends, each target whose part is open told as failed, and
-    /// its PN GW is told it stopped (a target still there ends its part, and the PN GW drops
-    /// the route, so nothing is held for targets that never come back).
-    fn sending_abandoned(&mut self, session: DeliveryId, quiet: std::time::Duration) {
-        let Some(s) = self.deliveries.sending.remove(&session) else {
-            return;
-        };
+    /// Ends a session this PNE sends, here and in its store, telling its PN GW (when linked)
+    /// that it stopped; what it was, if it was sent from here.
+    fn stop_sending(&mut self, session: DeliveryId) -> Option<Sending> {
+        let s = self.deliveries.sending.remove(&session)?;
         self.out.push_back(PneOutput::ForgetDelivery { session });
         if let Some(gw) = self.pn_gateway(&s.pn_id) {
             let stop = cpns_wire::DeliveryControl {
@@ -1380,6 +1368,17 @@ impl PneSession {
             };
             self.send_notify_to(gw, stop);
         }
+        Some(s)
+    }
+
+    /// A session this PNE sends whose targets said nothing for `quiet` while it waited on them
+    /// (each gone, or its PN GW): it ends, each target whose part is open told as failed, and
+    /// its PN GW is told it stopped (a target still there ends its part, and the PN GW drops
+    /// the route, so nothing is held for targets that never come back).
+    fn sending_abandoned(&mut self, session: DeliveryId, quiet: std::time::Duration) {
+        let Some(s) = self.stop_sending(session) else {
+            return;
+        };
         let reason = format!(
             "no word from it for {} s while the session waited on it: it or its PN GW is gone",
             quiet.as_secs()
@@ -1403,19 +1402,7 @@ impl PneSession {
     /// GW when linked), so they end their parts now, keeping nothing, rather than wait for a
     /// chunk until they give up.
     fn sending_failed(&mut self, session: DeliveryId, why: String) {
-        let removed = self.deliveries.sending.remove(&session);
-        if removed.is_some() {
-            self.out.push_back(PneOutput::ForgetDelivery { session });
-        }
-        if let Some(s) = removed
-            && let Some(gw) = self.pn_gateway(&s.pn_id)
-        {
-            let stop = cpns_wire::DeliveryControl {
-                session,
-                action: cpns_wire::ControlAction::Stop,
-            };
-            self.send_notify_to(gw, stop);
-        }
+        self.stop_sending(session);
         self.event(PneEvent::DeliveryEnded {
             session,
             target: self.cfg.id.clone(),
