@@ -144,6 +144,15 @@ pub async fn run<S: DeviceStore>(
 /// A session's content hashed for its digest, or why not.
 type Hashed = (DeliveryId, Result<Vec<[u8; 32]>, String>);
 
+/// Which end a delivery session is kept as (its key's binding at rest, docs/security.md §4.9).
+fn kept_as(as_source: bool) -> cpns_crypto::KeptAs {
+    if as_source {
+        cpns_crypto::KeptAs::Source
+    } else {
+        cpns_crypto::KeptAs::Target
+    }
+}
+
 /// Whom a command's completion is for.
 enum Waiter {
     /// A caller of the [`PneHandle`].
@@ -1322,15 +1331,10 @@ impl<S: DeviceStore> Link<S> {
         };
         for d in kept {
             let session = d.session;
-            let kept_as = if d.as_source {
-                cpns_crypto::KeptAs::Source
-            } else {
-                cpns_crypto::KeptAs::Target
-            };
             let key = cpns_crypto::open_delivery_key_at_rest(
                 &self.storage_key,
                 session.as_bytes(),
-                kept_as,
+                kept_as(d.as_source),
                 &d.sealed_key,
             );
             let taken = match key {
@@ -1383,15 +1387,10 @@ impl<S: DeviceStore> Link<S> {
         } else {
             Vec::new()
         };
-        let kept_as = if kept.as_source {
-            cpns_crypto::KeptAs::Source
-        } else {
-            cpns_crypto::KeptAs::Target
-        };
         let sealed = match cpns_crypto::seal_delivery_key_at_rest(
             &self.storage_key,
             session.as_bytes(),
-            kept_as,
+            kept_as(kept.as_source),
             &kept.key,
         ) {
             Ok(s) => s,

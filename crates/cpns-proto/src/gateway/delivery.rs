@@ -264,14 +264,8 @@ impl Gateway {
             .deliveries
             .get(&session)
             .is_some_and(|r| r.targets.is_empty())
-            && let Some(r) = self.deliveries.remove(&session)
         {
-            self.out.push_back(GatewayOutput::ForgetRoute(session));
-            self.event(GatewayEvent::DeliveryRelayed {
-                session,
-                source: r.source,
-                bytes: r.relayed,
-            });
+            self.route_done(session);
         }
     }
 
@@ -393,6 +387,14 @@ impl Gateway {
         }
     }
 
+    /// Every target of a route ended: it goes, from the store too.
+    fn route_done(&mut self, session: DeliveryId) {
+        if self.deliveries.contains_key(&session) {
+            self.out.push_back(GatewayOutput::ForgetRoute(session));
+        }
+        self.route_ended(session);
+    }
+
     /// Every target of a route not kept ended: it goes.
     fn route_ended(&mut self, session: DeliveryId) {
         if let Some(r) = self.deliveries.remove(&session) {
@@ -473,15 +475,7 @@ impl Gateway {
             self.send_pan_notify(l, m.clone());
         }
         if ended {
-            if let Some(r) = self.deliveries.remove(&m.session) {
-                self.out.push_back(GatewayOutput::ForgetRoute(m.session));
-                self.event(GatewayEvent::DeliveryRelayed {
-                    session: m.session,
-                    source: r.source,
-                    bytes: r.relayed,
-                });
-            }
-            return;
+            return self.route_done(m.session);
         }
         // The ones left may all be further now.
         self.tell_source(m.session, false, &source);
