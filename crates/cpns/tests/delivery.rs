@@ -257,28 +257,8 @@ async fn a_push_goes_on_after_its_target_is_killed_midway_and_started_again() {
         .start();
     let (_phone, members, _pn) = w.pn_with("phone", &["tv"]);
     let mut tv = members.into_iter().next().unwrap();
-    let file = w.path("film.mkv");
-    let size = write_blocks(&file, 384);
-    let push = common::Proc::spawn(
-        "content",
-        &[
-            "content",
-            "push",
-            s(&file),
-            "--to",
-            "tv",
-            "--wait",
-            "--json",
-            "--store",
-            s(&w.store("phone")),
-        ],
-    );
-    let answer: Value = serde_json::from_str(&push.line()).unwrap();
-    let session = text(&answer["session"]);
-    let mut tv_part = w.store("tv").into_os_string();
-    tv_part.push(".inbox");
-    let part = std::path::PathBuf::from(&tv_part).join(format!("{session}.part"));
-    wait_for_a_third(&part, size);
+    let (file, size, push, session, inbox) = a_third_pushed(&w, true);
+    let part = inbox.join(format!("{session}.part"));
     tv.kill();
     let kept_at_kill = std::fs::metadata(&part).unwrap().len();
     assert!(kept_at_kill < size, "killed before the end");
@@ -289,7 +269,7 @@ async fn a_push_goes_on_after_its_target_is_killed_midway_and_started_again() {
     assert_eq!(end["event"], "delivery_sent", "{end}");
     assert_eq!(end["delivered"], serde_json::json!(["tv"]));
     push.succeeds();
-    let kept = std::path::PathBuf::from(&tv_part).join("film.mkv");
+    let kept = inbox.join("film.mkv");
     assert_eq!(file_sha256(&kept), file_sha256(&file));
     assert!(
         records_closed(&w, 1).await,
@@ -321,28 +301,9 @@ async fn a_push_goes_on_after_its_source_is_killed_midway_and_started_again() {
         .start();
     let (mut phone, members, _pn) = w.pn_with("phone", &["tv"]);
     let mut tv = members.into_iter().next().unwrap();
-    let file = w.path("film.mkv");
-    let size = write_blocks(&file, 384);
-    let push = common::Proc::spawn(
-        "content",
-        &[
-            "content",
-            "push",
-            s(&file),
-            "--to",
-            "tv",
-            "--json",
-            "--store",
-            s(&w.store("phone")),
-        ],
-    );
-    let answer: Value = serde_json::from_str(&push.line()).unwrap();
-    let session = text(&answer["session"]);
+    let (file, size, push, session, inbox) = a_third_pushed(&w, false);
     push.succeeds();
-    let mut tv_part = w.store("tv").into_os_string();
-    tv_part.push(".inbox");
-    let part = std::path::PathBuf::from(&tv_part).join(format!("{session}.part"));
-    wait_for_a_third(&part, size);
+    let part = inbox.join(format!("{session}.part"));
     phone.kill();
     assert!(
         std::fs::metadata(&part).unwrap().len() < size,
@@ -353,7 +314,7 @@ async fn a_push_goes_on_after_its_source_is_killed_midway_and_started_again() {
     assert_eq!(got["bytes"], size);
     let sent = phone.expect_event_where("delivery_sent", |v| v["session"] == session.as_str());
     assert_eq!(sent["delivered"], serde_json::json!(["tv"]));
-    let kept = std::path::PathBuf::from(&tv_part).join("film.mkv");
+    let kept = inbox.join("film.mkv");
     assert_eq!(file_sha256(&kept), file_sha256(&file));
 }
 
@@ -1233,6 +1194,36 @@ fn write_blocks(file: &std::path::Path, blocks: u32) -> u64 {
         f.write_all(&b).unwrap();
     }
     u64::from(blocks) * 65_536
+}
+
+/// The phone pushes a 24 MiB file to the TV (following it to its end with `wait`), and the TV
+/// holds a third of it: the file, its size, the push, the session and the TV's inbox.
+fn a_third_pushed(
+    w: &World,
+    wait: bool,
+) -> (
+    std::path::PathBuf,
+    u64,
+    common::Proc,
+    String,
+    std::path::PathBuf,
+) {
+    let file = w.path("film.mkv");
+    let size = write_blocks(&file, 384);
+    let store = w.store("phone");
+    let mut args = vec!["content", "push", s(&file), "--to", "tv", "--json"];
+    if wait {
+        args.push("--wait");
+    }
+    args.extend(["--store", s(&store)]);
+    let push = common::Proc::spawn("content", &args);
+    let answer: Value = serde_json::from_str(&push.line()).unwrap();
+    let session = text(&answer["session"]);
+    let mut inbox = w.store("tv").into_os_string();
+    inbox.push(".inbox");
+    let inbox = std::path::PathBuf::from(inbox);
+    wait_for_a_third(&inbox.join(format!("{session}.part")), size);
+    (file, size, push, session, inbox)
 }
 
 /// Waits (a minute at most) until the partial file `part` holds a third of `size`.
