@@ -172,12 +172,6 @@ impl OpenedChunk {
         let range = aead::NONCE_LEN..self.buf.len();
         (self.buf, range)
     }
-
-    /// The content, on its own (moved to the front of its buffer: for tests and small chunks).
-    pub fn into_content(mut self) -> Vec<u8> {
-        self.buf.drain(..aead::NONCE_LEN);
-        self.buf
-    }
 }
 
 impl core::fmt::Debug for OpenedChunk {
@@ -421,11 +415,10 @@ mod tests {
         let opened = sealer.open_owned(&b, owned.clone()).unwrap();
         assert_eq!(opened.content(), b"frame of video");
         assert_eq!(format!("{opened:?}"), "OpenedChunk(14 bytes)");
-        // Opened where it lay, behind its nonce: handed on as it is, or moved to the front.
-        let (buf, range) = opened.clone().into_parts();
+        // Opened where it lay, behind its nonce: handed on as it is.
+        let (buf, range) = opened.into_parts();
         assert_eq!(range, 12..26);
         assert_eq!(&buf[range], b"frame of video");
-        assert_eq!(opened.into_content(), b"frame of video");
         assert_eq!(
             sealer.open_owned(&b, sealed.clone()).unwrap().content(),
             b"frame of video"

@@ -912,6 +912,31 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A source's digest hashes each file whole, and refuses one no longer as long as offered
+    /// (shorter or longer: it changed since the offer).
+    #[tokio::test]
+    async fn each_item_is_hashed_whole_and_a_changed_length_is_refused() {
+        let dir = std::env::temp_dir().join(format!("cpns-items-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.bin"), dir.join("b.bin"));
+        std::fs::write(&a, vec![7u8; 300_000]).unwrap();
+        std::fs::write(&b, b"notes").unwrap();
+        let hashes = hash_items(vec![(a.clone(), 300_000), (b.clone(), 5)])
+            .await
+            .unwrap();
+        let want: [[u8; 32]; 2] = [
+            sha2::Sha256::digest(vec![7u8; 300_000]).into(),
+            sha2::Sha256::digest(b"notes").into(),
+        ];
+        assert_eq!(hashes, want);
+        for offered in [4, 6] {
+            let why = hash_items(vec![(b.clone(), offered)]).await.unwrap_err();
+            assert!(why.contains("were offered (the file changed?)"), "{why}");
+        }
+        assert!(hash_items(vec![(dir.join("gone"), 1)]).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A chunk opened behind its nonce is written and hashed from where it lies in its buffer:
     /// the file holds the content only, and the hashing thread hashed that (the file is
     /// changed after the writes, so a hash read back would not match).
