@@ -764,6 +764,87 @@ async fn a_file_is_forwarded_to_a_member_of_another_pn_behind_another_pn_gw() {
     store.close().await;
 }
 
+/// A forward between PNs outlives either PN GW's restart (docs/services.md, "Forwarding
+/// between PNs"): alice's phone pushes a film to her car's screen; midway the car's PN GW is
+/// killed (-9) and started again, and the server's side of it goes on with the forward in its
+/// next session; in a second push, the phone's own PN GW is. Each time the screen keeps the
+/// file whole, hash checked, the phone is told it was delivered, and the record says every
+/// byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_goes_on_after_either_pn_gw_is_killed_midway() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .gateway("car-gw")
+        .pne("screen")
+        .start();
+    let (mut car_gw, car_pan) = w.start_gateway("car-gw", &[]);
+    let mut screen = w.pne("screen").stay().at(&car_pan).setup("1-1").spawn();
+    let car_pn = text(&car_gw.expect_event("pn_established")["pn_id"]);
+    screen.expect_event_where("pn_joined", |v| v["pn_id"] == car_pn.as_str());
+    let (_phone, _members, _home_pn) = w.pn_with("phone", &["tv"]);
+    let mut inbox = w.store("screen").into_os_string();
+    inbox.push(".inbox");
+    let inbox = std::path::PathBuf::from(inbox);
+    let phone_db = w.store("phone");
+
+    for (round, name) in ["car.mkv", "home.mkv"].into_iter().enumerate() {
+        // 12 MiB, each 64 KiB block different.
+        let file = w.path(name);
+        let size = write_blocks(&file, 192);
+        let push = common::Proc::spawn(
+            "content",
+            &[
+                "content",
+                "push",
+                s(&file),
+                "--to",
+                "screen",
+                "--pn",
+                &car_pn,
+                "--wait",
+                "--json",
+                "--store",
+                s(&phone_db),
+            ],
+        );
+        let answer: Value = serde_json::from_str(&push.line()).unwrap();
+        let session = text(&answer["session"]);
+        let part = inbox.join(format!("{session}.part"));
+        wait_for_a_third(&part, size);
+        if round == 0 {
+            w.restart_other_gateway(&mut car_gw, "car-gw", &car_pan);
+        } else {
+            w.restart_gateway(&[]);
+        }
+        assert!(
+            std::fs::metadata(&part).unwrap().len() < size,
+            "killed before the end"
+        );
+        let end: Value = serde_json::from_str(&push.line()).unwrap();
+        assert_eq!(end["event"], "delivery_sent", "round {round}: {end}");
+        assert_eq!(end["delivered"], serde_json::json!(["screen"]));
+        push.succeeds();
+        let got =
+            screen.expect_event_where("delivery_received", |v| v["session"] == session.as_str());
+        assert_eq!(got["bytes"], size);
+        assert_eq!(file_sha256(&inbox.join(name)), file_sha256(&file));
+        assert!(
+            records_closed(&w, round + 1).await,
+            "the records were not closed within 30 s"
+        );
+    }
+    let store = SqliteStore::open(&w.server_db()).await.unwrap();
+    let records = store.deliveries(None, None).await.unwrap();
+    assert!(
+        records
+            .iter()
+            .all(|r| (r.bytes, r.result) == (192 * 65_536, Some(1))),
+        "{records:?}"
+    );
+    store.close().await;
+}
+
 /// Service control as separate processes run it (004 §5.5.8.2; docs/services.md, "Service
 /// control"): the phone pushes a film to the TV held; nothing moves until `cpns content control
 /// SESSION start`, then it arrives whole. A second push held is stopped: the TV ends its part

@@ -1,8 +1,9 @@
 //! Deliveries from outside a PN, at the session that sends them (docs/services.md, "Delivery
 //! from outside a PN"): the file each one reads from, who waits for its answer, and who
 //! follows its events. Held by the session; when its connection is lost, those sending are
-//! parked for the PN GW's next session ([`Parked`]), for as long as their targets wait for a
-//! chunk; past that they end (a follower is told so).
+//! parked for the PN GW's next session ([`Parked`]), with the forwards between PNs it relayed
+//! (`relay.rs`), for as long as their targets wait for a chunk; past that they end (a follower
+//! is told so, and each forward's other side).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -103,19 +104,26 @@ pub(super) struct Parked {
     pub(super) token: u64,
 }
 
+/// What a parking past its grace leaves to do: the stops, as the server reports them, and the
+/// end of each forward, for the session of its other side's PN GW.
+pub(super) struct Expired {
+    pub(super) stops: Vec<ServerEvent>,
+    pub(super) letters: Vec<(EntityId, DeliveryId, cpns_proto::server::Relayed)>,
+}
+
 impl Parked {
-    /// Its PN GW did not come back within `grace`: each session kept, or followed, stops, and
-    /// its follower is told why. The stops, as the server reports them.
-    pub(super) fn expire(mut self, grace: std::time::Duration) -> Vec<ServerEvent> {
+    /// Its PN GW `gw` did not come back within `grace`: each session kept, or followed,
+    /// stops, its follower told why, and each forward's other side is to be told it ended.
+    pub(super) fn expire(mut self, gw: &EntityId, grace: std::time::Duration) -> Expired {
         let reason = format!(
-            "the PN GW did not come back within {} s of losing its session with the server",
+            "{gw} did not come back within {} s of losing its session with the server",
             grace.as_secs()
         );
         let mut sessions = self.kept.sessions();
         sessions.extend(self.sending.followers.keys().copied());
         sessions.sort_unstable();
         sessions.dedup();
-        sessions
+        let stops = sessions
             .into_iter()
             .map(|session| {
                 let stop = ServerEvent::DeliveryStopped {
@@ -125,7 +133,9 @@ impl Parked {
                 self.sending.tell(&stop);
                 stop
             })
-            .collect()
+            .collect();
+        let letters = self.kept.expire(&reason);
+        Expired { stops, letters }
     }
 }
 
@@ -264,8 +274,13 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
                 }
             };
             if let Some(p) = expired {
-                tracing::warn!(%gw, sessions = ?p.kept.sessions(), "deliveries from outside stopped: the PN GW did not come back in time");
-                for stop in p.expire(grace) {
+                tracing::warn!(%gw, sessions = ?p.kept.sessions(), "deliveries kept for a PN GW stopped: it did not come back in time");
+                let Expired { stops, letters } = p.expire(&gw, grace);
+                for (peer, session, msg) in letters {
+                    // Gone there too: nothing is left to tell.
+                    let _ = office.hand_over(&peer, session, msg);
+                }
+                for stop in stops {
                     if let Some(tx) = &events
                         && tx.try_send(stop).is_err()
                     {
@@ -291,10 +306,15 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
             sending,
             token,
         } = p;
+        let forwards = kept.has_forwards();
         match session.restore_outbound(std::time::Instant::now(), kept) {
             Ok(()) => {
-                tracing::info!(%gw, "deliveries from outside go on in the PN GW's session");
+                tracing::info!(%gw, "deliveries kept for the PN GW go on in its session");
                 end.outbound.absorb(sending);
+                // The other sides relay to it here from now on.
+                if forwards {
+                    let _ = self.inbox(end);
+                }
             }
             // Not this PN GW's session after all: parked again, as they were.
             Err(kept) => {
@@ -334,12 +354,17 @@ mod tests {
             sending,
             token: 0,
         };
-        let stops = parked.expire(std::time::Duration::from_secs(60));
+        let gw: EntityId = "home-gw".parse().expect("an id");
+        let Expired { stops, letters } = parked.expire(&gw, std::time::Duration::from_secs(60));
+        assert!(letters.is_empty(), "no forward was kept");
         let [ServerEvent::DeliveryStopped { session: s, reason }] = stops.as_slice() else {
             panic!("one stop, not {stops:?}");
         };
         assert_eq!(*s, session);
-        assert!(reason.contains("did not come back within 60 s"), "{reason}");
+        assert!(
+            reason.contains("home-gw did not come back within 60 s"),
+            "{reason}"
+        );
         let Some(Event::DeliveryEnded {
             session: told,
             target,

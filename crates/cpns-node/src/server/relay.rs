@@ -8,7 +8,14 @@
 //! letter, in order). Nothing here reads what it
 //! carries; each machine checks what its own PN GW sends, and what it hands the other is
 //! bounded per forward (a window of chunks, acknowledgements at chunk ends, bounded resumes), so
-//! an inbox does not fill; if one does, or its session is gone, the forward ends at the sender.
+//! an inbox does not fill; if one does, the forward ends at the sender.
+//!
+//! A session that ends parks its forwards with its deliveries from outside (`outbound.rs`,
+//! "Parked") for its PN GW's next session: what is relayed to them meanwhile is held there
+//! ([`cpns_proto::server::KeptOutbound::hold`]), including the letters left in its inbox; past
+//! their grace, each forward's other side is told it ended. With neither an inbox nor a
+//! parking for the PN GW, a letter goes as mail, and a forward whose mail no session takes in
+//! time ends at the sender.
 
 use std::time::Instant;
 
@@ -55,7 +62,7 @@ pub(super) fn next_letter(
 
 impl<S: ServerStore + Clone> ServerNode<S> {
     /// This session's relay inbox, made and registered under its PN GW if it has none.
-    fn inbox(&self, end: &mut SessionEnd) -> Option<Inbox> {
+    pub(super) fn inbox(&self, end: &mut SessionEnd) -> Option<Inbox> {
         let gw = end.gateway.clone()?;
         if let Some(i) = &end.relay {
             return Some(i.tx.clone());
@@ -137,18 +144,14 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         id: DeliveryId,
         msg: Relayed,
     ) {
-        let inbox = self.office.relays().get(gateway).cloned();
-        let Some(inbox) = inbox else {
-            return self.relay_by_mail(session, end, gateway.clone(), id, msg);
-        };
-        let sent = inbox
-            .try_send(Box::new(Letter { session: id, msg }))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => "its relay inbox is full",
-                mpsc::error::TrySendError::Closed(_) => "its session ended",
-            });
-        if let Err(why) = sent {
-            session.forward_ended(id, format!("{gateway}: {why}"));
+        match self.office.hand_over(gateway, id, msg) {
+            Ok(()) => {}
+            Err(NotTaken::Full) => {
+                session.forward_ended(id, format!("{gateway}: its relay inbox is full"));
+            }
+            Err(NotTaken::NoSession(msg)) => {
+                self.relay_by_mail(session, end, gateway.clone(), id, msg);
+            }
         }
     }
 
@@ -167,9 +170,10 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         self.post_for_forward(session, back, gateway, id, letter);
     }
 
-    /// The session ends: every forward through it ends at its other side, its inbox is taken
-    /// back (unless a newer session of its PN GW registered its own), and the deliveries from
-    /// outside it was sending are parked for its PN GW's next session.
+    /// The session ends: the deliveries from outside it was sending and the forwards it
+    /// relayed are parked for its PN GW's next session, its inbox is taken back (unless a
+    /// newer session of its PN GW registered its own), and the letters left in it are held
+    /// for the forwards parked.
     pub(super) fn end_relays(&self, session: &mut ServerSession, end: &mut SessionEnd) {
         let kept = session.end_deliveries(std::time::Instant::now());
         if let Some(gw) = kept.gateway().cloned()
@@ -185,17 +189,54 @@ impl<S: ServerStore + Clone> ServerNode<S> {
                 msg,
             } = out
             {
-                let inbox = self.office.relays().get(&gateway).cloned();
-                if let Some(i) = inbox {
-                    let _ = i.try_send(Box::new(Letter { session: id, msg }));
-                }
+                let _ = self.office.hand_over(&gateway, id, msg);
             }
         }
-        if let (Some(gw), Some(inbox)) = (&end.gateway, end.relay.take()) {
-            let mut relays = self.office.relays();
-            if relays.get(gw).is_some_and(|tx| tx.same_channel(&inbox.tx)) {
-                relays.remove(gw);
+        if let (Some(gw), Some(mut inbox)) = (&end.gateway, end.relay.take()) {
+            {
+                let mut relays = self.office.relays();
+                if relays.get(gw).is_some_and(|tx| tx.same_channel(&inbox.tx)) {
+                    relays.remove(gw);
+                }
             }
+            // Posted before it was taken back: for the forwards parked now.
+            inbox.rx.close();
+            while let Ok(letter) = inbox.rx.try_recv() {
+                let _ = self.office.hand_over(gw, letter.session, letter.msg);
+            }
+        }
+    }
+}
+
+/// Why a letter was not handed over ([`super::mailroom::Office::hand_over`]).
+pub(super) enum NotTaken {
+    /// The session's relay inbox is full.
+    Full,
+    /// No session of that PN GW has an inbox, and none parked that forward: the letter back.
+    NoSession(Relayed),
+}
+
+impl super::mailroom::Office {
+    /// Hands `msg` of forward `id` to the session of PN GW `gateway`: into its relay inbox,
+    /// or, with that PN GW away, to what is parked for it.
+    pub(super) fn hand_over(
+        &self,
+        gateway: &EntityId,
+        id: DeliveryId,
+        msg: Relayed,
+    ) -> Result<(), NotTaken> {
+        let inbox = self.relays().get(gateway).cloned();
+        let msg = match inbox {
+            Some(i) => match i.try_send(Box::new(Letter { session: id, msg })) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(NotTaken::Full),
+                Err(mpsc::error::TrySendError::Closed(letter)) => letter.msg,
+            },
+            None => msg,
+        };
+        match self.parked().get_mut(gateway) {
+            Some(p) => p.kept.hold(id, msg).map_err(NotTaken::NoSession),
+            None => Err(NotTaken::NoSession(msg)),
         }
     }
 }

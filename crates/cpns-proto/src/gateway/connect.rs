@@ -82,7 +82,7 @@ impl Gateway {
         self.releases_wan_lost();
         self.changes_wan_lost();
         self.owner_wan_lost();
-        self.delivery_wan_lost();
+        self.delivery_wan_lost(now);
     }
 
     pub(super) fn on_wan_setup(&mut self, _now: Instant, env: Envelope) {

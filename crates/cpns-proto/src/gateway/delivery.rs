@@ -18,10 +18,14 @@
 //! targets proven members of that PN; one whose targets are behind another PN GW (`to_server`)
 //! sends its source's chunks up the WAN session, once, and takes what the targets have and
 //! their ends from there; at that PN GW it is a session `from_server`. A route `to_server` is
-//! not kept either: its relay at the server ends with the WAN session, and the source is told
-//! each target's part failed.
+//! not kept in the store, but it outlives a lost WAN session for as long as the server keeps
+//! the forward for this PN GW's next session (two flow timeouts): meanwhile the source's
+//! chunks are dropped (it is told where to go on from when the server has the forward again)
+//! and its last control is held. The server telling the route again says it has; past the two
+//! flow timeouts without it, the source is told each target's part failed and the route goes.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use cpns_wire::{
     Address, DeliveryAck, DeliveryChunk, DeliveryDone, DeliveryId, DeliveryRoute, EntityId,
@@ -55,6 +59,9 @@ pub(crate) struct Route {
     /// The targets are behind another PN GW: chunks go up the WAN session, what they have
     /// and their ends come down it.
     to_server: bool,
+    /// A route to the server whose WAN session was lost: since when (none: the server has
+    /// it), and the source's last control meanwhile, told once the server has it again.
+    lost: Option<(Instant, Option<cpns_wire::DeliveryControl>)>,
 }
 
 /// Who sends a delivery message on a link: the session's source, or one of its targets.
@@ -70,7 +77,19 @@ pub(super) type Routes = BTreeMap<DeliveryId, Route>;
 impl Gateway {
     /// The server's route of a session to relay.
     pub(super) fn on_delivery_route(&mut self, env: &Envelope, m: DeliveryRoute) {
-        if env.from != Address::Server || self.deliveries.contains_key(&m.session) {
+        if env.from != Address::Server {
+            return;
+        }
+        if let Some(route) = self.deliveries.get_mut(&m.session) {
+            // A route to the server told again after a lost WAN session: the server has the
+            // forward again, and the control held meanwhile goes up.
+            if route.to_server
+                && m.to_server
+                && let Some((_, held)) = route.lost.take()
+                && let Some(control) = held
+            {
+                self.send_wan_notify(control);
+            }
             return;
         }
         let served = |p: &PnId| self.pns.contains_key(p);
@@ -110,6 +129,7 @@ impl Gateway {
             told: None,
             relayed: 0,
             from_server: m.from_server,
+            lost: None,
         };
         self.deliveries.insert(m.session, route);
     }
@@ -221,6 +241,12 @@ impl Gateway {
             return self.delivery_refused(m.session, pne, why);
         }
         if route.to_server {
+            if let Some(route) = self.deliveries.get_mut(&m.session)
+                && let Some((_, held)) = &mut route.lost
+            {
+                *held = Some(m);
+                return;
+            }
             return self.send_wan_notify(m);
         }
         let stop = m.action == cpns_wire::ControlAction::Stop;
@@ -304,6 +330,11 @@ impl Gateway {
         };
         let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
         if route.to_server {
+            // With the WAN session lost, no chunk goes up: the source sends it again from
+            // what the targets have once the server has the forward again.
+            if route.lost.is_some() {
+                return;
+            }
             route.relayed = route.relayed.saturating_add(len);
             return self.send_wan_notify(m);
         }
@@ -482,36 +513,63 @@ impl Gateway {
     }
 
     /// The WAN session is lost: the sessions from outside the PN end with it (their source was
-    /// on it), and so do those sent to another PN GW (their relay was on it): the source of
-    /// each is told every target's part failed, at what it had.
-    pub(super) fn delivery_wan_lost(&mut self) {
+    /// on it; the server tells the route again when it goes on). Those sent to another PN GW
+    /// wait for the server to have them again, from `now` (a route lost already keeps the time
+    /// of its first loss).
+    pub(super) fn delivery_wan_lost(&mut self, now: Instant) {
         let gone: Vec<DeliveryId> = self
             .deliveries
             .iter()
-            .filter(|(_, r)| r.from_server || r.to_server)
+            .filter(|(_, r)| r.from_server)
+            .map(|(s, _)| *s)
+            .collect();
+        for session in gone {
+            self.route_ended(session);
+        }
+        for route in self.deliveries.values_mut().filter(|r| r.to_server) {
+            route.lost.get_or_insert((now, None));
+        }
+    }
+
+    /// When the first route to the server lost with a WAN session is given up.
+    pub(super) fn delivery_deadline(&self) -> Option<Instant> {
+        let grace = self.cfg.timeouts.flow * 2;
+        self.deliveries
+            .values()
+            .filter_map(|r| r.lost.as_ref().map(|(at, _)| *at + grace))
+            .min()
+    }
+
+    /// Routes to the server the server did not tell again within two flow timeouts of their
+    /// loss (it keeps a forward no longer): the source of each is told every target's part
+    /// failed, at what it had, and the route goes.
+    pub(super) fn delivery_timeouts(&mut self, now: Instant) {
+        let grace = self.cfg.timeouts.flow * 2;
+        let gone: Vec<DeliveryId> = self
+            .deliveries
+            .iter()
+            .filter(|(_, r)| r.lost.as_ref().is_some_and(|(at, _)| *at + grace <= now))
             .map(|(s, _)| *s)
             .collect();
         for session in gone {
             let Some(r) = self.deliveries.get(&session) else {
                 continue;
             };
-            if r.to_server {
-                let link = self.proven_link_of(&r.source);
-                let ends: Vec<DeliveryDone> = r
-                    .targets
-                    .iter()
-                    .map(|(target, have)| DeliveryDone {
-                        session,
-                        target: target.clone(),
-                        bytes: have.unwrap_or(0),
-                        result: cpns_wire::DeliveryResult::Failed,
-                        items: Vec::new(),
-                    })
-                    .collect();
-                for done in ends {
-                    if let Some(l) = link {
-                        self.send_pan_notify(l, done);
-                    }
+            let link = self.proven_link_of(&r.source);
+            let ends: Vec<DeliveryDone> = r
+                .targets
+                .iter()
+                .map(|(target, have)| DeliveryDone {
+                    session,
+                    target: target.clone(),
+                    bytes: have.unwrap_or(0),
+                    result: cpns_wire::DeliveryResult::Failed,
+                    items: Vec::new(),
+                })
+                .collect();
+            for done in ends {
+                if let Some(l) = link {
+                    self.send_pan_notify(l, done);
                 }
             }
             self.route_ended(session);

@@ -752,6 +752,7 @@ impl Gateway {
         self.owner_timeouts(now);
         self.expiry_timeouts(now);
         self.silence_timeouts(now);
+        self.delivery_timeouts(now);
         self.sync_presence();
     }
 
@@ -771,6 +772,7 @@ impl Gateway {
             .chain(self.invite_deadlines())
             .chain(self.owner_deadlines())
             .chain(self.expiry_deadlines())
+            .chain(self.delivery_deadline())
             .min()
     }
 

@@ -10,7 +10,8 @@
 //!
 //! The session's source lives in this session. When the WAN session is lost (the PN GW
 //! restarted, or its connection dropped), the sessions it sent are handed to the driver
-//! ([`ServerSession::end_deliveries`], [`KeptOutbound`]), which gives them to the PN GW's next
+//! ([`ServerSession::end_deliveries`], [`KeptOutbound`]), with the forwards it relayed
+//! (`forward.rs`), which gives them to the PN GW's next
 //! session ([`ServerSession::restore_outbound`]): the route is told the PN GW again and the
 //! source goes on from what every target was last known to have, the targets saying again
 //! what they hold as the chunks come. A session gone on so, of which no target says anything
@@ -77,12 +78,14 @@ pub(super) struct Outgoing {
     awaiting: Option<Instant>,
 }
 
-/// The sessions from outside a PN a lost WAN session was sending, kept for its PN GW's next
-/// session ([`ServerSession::end_deliveries`], [`ServerSession::restore_outbound`]).
+/// The sessions from outside a PN a lost WAN session was sending, and the sessions forwarded
+/// between PNs it relayed, kept for its PN GW's next session ([`ServerSession::end_deliveries`],
+/// [`ServerSession::restore_outbound`]).
 #[derive(Debug, Default)]
 pub struct KeptOutbound {
     gateway: Option<EntityId>,
     sessions: std::collections::BTreeMap<DeliveryId, Box<Outgoing>>,
+    forwards: super::forward::Forwards,
     /// When the first WAN session they were lost with ended (they have not moved since).
     since: Option<Instant>,
 }
@@ -90,7 +93,7 @@ pub struct KeptOutbound {
 impl KeptOutbound {
     /// Whether no session is kept.
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.sessions.is_empty() && self.forwards.is_empty()
     }
 
     /// The PN GW whose session was sending them.
@@ -98,9 +101,45 @@ impl KeptOutbound {
         self.gateway.as_ref()
     }
 
-    /// The sessions kept.
+    /// The sessions kept, from outside and forwarded.
     pub fn sessions(&self) -> Vec<DeliveryId> {
-        self.sessions.keys().copied().collect()
+        let mut all: Vec<DeliveryId> = self.sessions.keys().copied().collect();
+        all.extend(self.forwards.keys());
+        all.sort_unstable();
+        all
+    }
+
+    /// What the other side of forwarded session `session` hands it (through
+    /// [`ServerSession::relayed`] when it is live), held for the PN GW's next session as
+    /// `forward.rs` says; given back if that forward is not kept here.
+    pub fn hold(&mut self, session: DeliveryId, msg: super::Relayed) -> Result<(), super::Relayed> {
+        let Some(f) = self.forwards.get_mut(&session) else {
+            return Err(msg);
+        };
+        f.hold(msg);
+        Ok(())
+    }
+
+    /// Whether any forward between PNs is kept.
+    pub fn has_forwards(&self) -> bool {
+        !self.forwards.is_empty()
+    }
+
+    /// Its PN GW did not come back within their grace: every forward kept ends, its other
+    /// side told why (each letter for the session of that side's PN GW: its PN GW, the
+    /// session, and the end). The sessions from outside are the driver's to stop.
+    pub fn expire(&mut self, reason: &str) -> Vec<(EntityId, DeliveryId, super::Relayed)> {
+        std::mem::take(&mut self.forwards)
+            .into_values()
+            .map(|f| {
+                let session = f.session();
+                (
+                    f.peer().clone(),
+                    session,
+                    super::Relayed::Ended(reason.into()),
+                )
+            })
+            .collect()
     }
 
     /// When the WAN session they were first lost with ended: they have not moved since, and
@@ -113,6 +152,7 @@ impl KeptOutbound {
     /// of their losses.
     pub fn absorb(&mut self, mut other: KeptOutbound) {
         self.sessions.append(&mut other.sessions);
+        self.forwards.append(&mut other.forwards);
         self.since = earlier(self.since, other.since);
         if self.gateway.is_none() {
             self.gateway = other.gateway;
@@ -198,7 +238,8 @@ impl ServerSession {
             .values()
             .filter(|p| matches!(p, Parked::ExternalLoad(_) | Parked::ExternalOpened(_)))
             .count();
-        self.outbound.len() + self.restoring.len() + starting
+        let restoring = self.restoring.as_ref().map_or(0, |k| k.sessions.len());
+        self.outbound.len() + restoring + starting
     }
 
     /// The PN is read (or could not be).
@@ -371,25 +412,22 @@ impl ServerSession {
     }
 
     /// The connection ended (the driver says so before it drops the session, or the session
-    /// closed itself): every session forwarded through it ends at its other side, and every
-    /// external session sending on it is handed over, to go on in its PN GW's next session
+    /// closed itself): every external session sending on it, and every session forwarded
+    /// through it, is handed over, to go on in its PN GW's next session
     /// ([`Self::restore_outbound`]). A session of no PN GW (none authenticated) keeps none.
     pub fn end_deliveries(&mut self, now: Instant) -> KeptOutbound {
-        self.end_forwards();
+        let mut kept = KeptOutbound {
+            gateway: self.conn.gateway().map(|g| g.id.clone()),
+            sessions: std::mem::take(&mut self.outbound),
+            forwards: std::mem::take(&mut self.forwards),
+            since: Some(now),
+        };
         // Those restored here and never gone on (the PN GW never finished its set-up) keep
         // the time of their first loss.
-        let since = if self.restoring.is_empty() {
-            Some(now)
-        } else {
-            earlier(self.restoring_since, Some(now))
-        };
-        let mut sessions = std::mem::take(&mut self.outbound);
-        sessions.append(&mut self.restoring);
-        KeptOutbound {
-            gateway: self.conn.gateway().map(|g| g.id.clone()),
-            sessions,
-            since,
+        if let Some(restoring) = self.restoring.take() {
+            kept.absorb(*restoring);
         }
+        kept
     }
 
     /// The sessions from outside a lost WAN session of this session's PN GW was sending: once
@@ -407,18 +445,26 @@ impl ServerSession {
         if here.is_none() || here.as_ref() != kept.gateway.as_ref() {
             return Err(kept);
         }
-        self.restoring.extend(kept.sessions);
-        self.restoring_since = earlier(self.restoring_since, kept.since);
+        match &mut self.restoring {
+            Some(restoring) => restoring.absorb(kept),
+            None => self.restoring = Some(Box::new(kept)),
+        }
         if self.reported {
             self.resume_outbound(now);
         }
         Ok(())
     }
 
-    /// The PN GW's connection set-up is done: the sessions from outside restored go on.
+    /// The PN GW's connection set-up is done: the sessions from outside restored go on, and
+    /// so do the forwards (`forward.rs`).
     pub(super) fn resume_outbound(&mut self, now: Instant) {
-        self.restoring_since = None;
-        for (session, mut o) in std::mem::take(&mut self.restoring) {
+        let Some(kept) = self.restoring.take() else {
+            return;
+        };
+        let KeptOutbound {
+            sessions, forwards, ..
+        } = *kept;
+        for (session, mut o) in sessions {
             o.source.rewind();
             // Moving when the WAN session was lost: a target says where it is at the first
             // chunk. One that was not (no target had accepted yet) waits as before.
@@ -426,6 +472,9 @@ impl ServerSession {
             self.send_to_gateway(o.route.clone());
             self.outbound.insert(session, o);
             self.outbound_read_more(session);
+        }
+        for f in forwards.into_values() {
+            self.resume_forward(f);
         }
     }
 

@@ -8,9 +8,22 @@
 //! sends: a chunk within the content, the chunk size and the window the source was allowed; an
 //! acknowledgement within the content; an end only of a target not ended.
 //!
-//! Either session ending ends the forward at both ends: the other side is told
-//! ([`Relayed::Ended`]), and the source side tells its PN GW each target's part failed, which
-//! the PN GW tells the source.
+//! A session ending (its PN GW restarted, or its connection dropped) does not end the forwards
+//! through it: they are kept with the deliveries from outside it was sending ([`KeptOutbound`],
+//! [`ServerSession::end_deliveries`]), and what the other side hands them meanwhile is held
+//! ([`KeptOutbound::hold`]): what the targets have is noted, a target's end and a control are
+//! kept to be told, chunks are dropped (the source sends them again). The PN GW's next session
+//! takes them back ([`ServerSession::restore_outbound`]) and, once its connection set-up is
+//! done, tells its PN GW the route again (one that kept it takes nothing new; one that restarted
+//! relays it again), then what was held, then where to go on from: the source side tells its
+//! PN GW what every target has (`resume`), the targets side tells the source side what they
+//! had last said. Kept past its grace (its PN GW did not come back), a forward ends at its
+//! other side ([`KeptOutbound::expire`], [`Relayed::Ended`]); ended at the source side, the
+//! source side tells its PN GW each target's part failed, which the PN GW tells the source.
+//!
+//! [`KeptOutbound`]: super::KeptOutbound
+//! [`KeptOutbound::hold`]: super::KeptOutbound::hold
+//! [`KeptOutbound::expire`]: super::KeptOutbound::expire
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,12 +73,17 @@ pub(super) struct Forward {
     side: Side,
     /// The other side's PN GW.
     peer: EntityId,
+    /// The route this side's PN GW was told (told it again when its next session takes the
+    /// forward back).
+    route: DeliveryRoute,
     size: u64,
     chunk: u64,
     /// Targets not ended.
     targets: BTreeSet<EntityId>,
-    /// Source side: the least every target had, as last told the source.
+    /// Source side: the least every target had, as last told the source, and whether any
+    /// was told.
     have: u64,
+    heard: bool,
     /// Source side: the furthest byte the source was ever allowed to send (a window past
     /// what it was told): no chunk reaches past it.
     reach: u64,
@@ -75,6 +93,10 @@ pub(super) struct Forward {
     told: Option<u64>,
     /// Targets side: acknowledgements saying `resume` relayed; past [`MAX_RESUMES`], refused.
     resumes: u32,
+    /// While this side's PN GW is away (the forward kept for its next session): what the
+    /// other side handed it to tell that PN GW, in order. At most a target's end for each
+    /// target and one control, or only the forward's end.
+    held: Vec<Relayed>,
 }
 
 /// Acknowledgements saying `resume` (a target linking again) one forwarded session relays.
@@ -91,11 +113,60 @@ impl Forward {
             size: route.size,
             chunk: u64::from(route.chunk),
             targets: route.targets.iter().cloned().collect(),
+            route: route.clone(),
             have: 0,
+            heard: false,
             reach: u64::from(WINDOW).min(route.size),
             down: 0,
             told: None,
             resumes: 0,
+            held: Vec::new(),
+        }
+    }
+
+    /// The session this forwards.
+    pub(super) fn session(&self) -> DeliveryId {
+        self.route.session
+    }
+
+    /// The other side's PN GW.
+    pub(super) fn peer(&self) -> &EntityId {
+        &self.peer
+    }
+
+    /// Source side: what the targets have, from the targets side; the source may go a window
+    /// past it.
+    fn took_ack(&mut self, m: &DeliveryAck) {
+        self.have = m.have;
+        self.heard = true;
+        self.reach = self
+            .reach
+            .max(m.have.saturating_add(u64::from(WINDOW)).min(self.size));
+    }
+
+    /// What the other side hands this one while its PN GW is away: what the targets have is
+    /// noted; a target's end (once for each target not ended) and a control (the latest) are
+    /// kept to be told; the forward's end replaces everything, and nothing is held after it; a
+    /// chunk is dropped (the source
+    /// sends it again from what the targets have), and so is anything for the other side.
+    pub(super) fn hold(&mut self, msg: Relayed) {
+        if matches!(self.held.first(), Some(Relayed::Ended(_))) {
+            return;
+        }
+        match (self.side, msg) {
+            (Side::Source, Relayed::Ack(m)) if m.have <= self.size => self.took_ack(&m),
+            (Side::Source, Relayed::Done(m)) => {
+                let held = |h: &Relayed| matches!(h, Relayed::Done(d) if d.target == m.target);
+                if self.targets.contains(&m.target) && !self.held.iter().any(held) {
+                    self.held.push(Relayed::Done(m));
+                }
+            }
+            (Side::Targets, Relayed::Control(m)) => {
+                self.held.retain(|h| !matches!(h, Relayed::Control(_)));
+                self.held.push(Relayed::Control(m));
+            }
+            (_, Relayed::Ended(reason)) => self.held = vec![Relayed::Ended(reason)],
+            _ => {}
         }
     }
 
@@ -251,8 +322,16 @@ impl ServerSession {
     }
 
     /// What the other side of forwarded session `session` hands this one. Anything of a
-    /// session not forwarded here, or for the other side, is dropped.
+    /// session not forwarded here, or for the other side, is dropped; of one taken back from a
+    /// lost session and not gone on yet, held.
     pub fn relayed(&mut self, session: DeliveryId, msg: Relayed) {
+        let msg = match &mut self.restoring {
+            Some(kept) => match kept.hold(session, msg) {
+                Ok(()) => return,
+                Err(msg) => msg,
+            },
+            None => msg,
+        };
         let Some(f) = self.forwards.get_mut(&session) else {
             return;
         };
@@ -264,10 +343,7 @@ impl ServerSession {
             }
             (Side::Targets, Relayed::Control(m)) => self.send_to_gateway(m),
             (Side::Source, Relayed::Ack(m)) if m.have <= f.size => {
-                f.have = m.have;
-                f.reach = f
-                    .reach
-                    .max(m.have.saturating_add(u64::from(WINDOW)).min(f.size));
+                f.took_ack(&m);
                 self.send_to_gateway(m);
             }
             (Side::Source, Relayed::Done(m)) if f.targets.contains(&m.target) => {
@@ -302,15 +378,36 @@ impl ServerSession {
         self.event(ServerEvent::DeliveryStopped { session, reason });
     }
 
-    /// This session ends: every forward through it ends at its other side too.
-    pub(super) fn end_forwards(&mut self) {
-        let forwards = std::mem::take(&mut self.forwards);
-        let me = self
-            .gateway()
-            .map_or_else(|| "a PN GW".to_string(), |g| g.to_string());
-        for (session, f) in forwards {
-            let why = format!("the session of {me} with the server ended");
-            self.relay(f.peer, session, Relayed::Ended(why));
+    /// A forward taken back from a lost session of this PN GW goes on: its PN GW is told the
+    /// route again (naming the targets not ended) and what was held for it, then where to go
+    /// on from. One whose other side ended meanwhile ends here (at the source side, once its
+    /// PN GW has the route to take the targets' ends).
+    pub(super) fn resume_forward(&mut self, mut f: Forward) {
+        let session = f.session();
+        let held = std::mem::take(&mut f.held);
+        let ended = matches!(held.first(), Some(Relayed::Ended(_)));
+        let (side, peer, have, heard, told) = (f.side, f.peer.clone(), f.have, f.heard, f.told);
+        if !(ended && side == Side::Targets) {
+            let mut route = f.route.clone();
+            route.targets = f.targets.iter().cloned().collect();
+            self.send_to_gateway(route);
+        }
+        self.forwards.insert(session, f);
+        for msg in held {
+            self.relayed(session, msg);
+        }
+        if !self.forwards.contains_key(&session) {
+            return;
+        }
+        let resume = |have| DeliveryAck {
+            session,
+            have,
+            resume: true,
+        };
+        match (side, told) {
+            (Side::Source, _) if heard => self.send_to_gateway(resume(have)),
+            (Side::Targets, Some(have)) => self.relay(peer, session, Relayed::Ack(resume(have))),
+            _ => {}
         }
     }
 
@@ -330,5 +427,106 @@ impl ServerSession {
             session,
             msg,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cpns_wire::{ControlAction, DeliveryControl, PnId};
+
+    use super::*;
+
+    fn id(s: &str) -> EntityId {
+        s.parse().expect("an entity id")
+    }
+
+    fn forward(side: Side) -> Forward {
+        let route = DeliveryRoute {
+            session: DeliveryId::from_bytes([4; 16]),
+            pn_id: PnId::from_bytes([1; 16]),
+            source: id("phone"),
+            targets: vec![id("tv"), id("screen")],
+            size: 1_000_000,
+            chunk: super::super::delivery::CHUNK,
+            from_server: side == Side::Targets,
+            to_pn: None,
+            to_server: side == Side::Source,
+        };
+        Forward::new(side, id("gw-2"), &route)
+    }
+
+    fn done(f: &Forward, target: &str) -> Relayed {
+        Relayed::Done(DeliveryDone {
+            session: f.session(),
+            target: id(target),
+            bytes: 0,
+            result: DeliveryResult::Failed,
+            items: Vec::new(),
+        })
+    }
+
+    fn control(f: &Forward, action: ControlAction) -> Relayed {
+        Relayed::Control(DeliveryControl {
+            session: f.session(),
+            action,
+        })
+    }
+
+    #[test]
+    fn a_source_side_kept_notes_what_the_targets_have_within_the_content() {
+        let mut f = forward(Side::Source);
+        let ack = |have| {
+            Relayed::Ack(DeliveryAck {
+                session: DeliveryId::from_bytes([4; 16]),
+                have,
+                resume: false,
+            })
+        };
+        f.hold(ack(1_000_001));
+        assert_eq!((f.have, f.heard), (0, false), "past the content: not taken");
+        f.hold(ack(131_072));
+        assert_eq!((f.have, f.heard), (131_072, true));
+        assert_eq!(f.reach, 131_072 + u64::from(WINDOW));
+        // Near the end, the window stops at the content's size.
+        f.hold(ack(983_040));
+        assert_eq!(f.reach, 1_000_000);
+        assert!(f.held.is_empty(), "noted, not held");
+    }
+
+    #[test]
+    fn a_source_side_kept_holds_each_open_targets_end_once() {
+        let mut f = forward(Side::Source);
+        f.hold(done(&f, "tv"));
+        f.hold(done(&f, "tv"));
+        f.hold(done(&f, "radio"));
+        assert_eq!(f.held, [done(&f, "tv")]);
+        f.hold(done(&f, "screen"));
+        assert_eq!(f.held, [done(&f, "tv"), done(&f, "screen")]);
+        // Nothing meant for the targets' side is held here.
+        f.hold(control(&f, ControlAction::Stop));
+        assert_eq!(f.held.len(), 2);
+        // The forward's end is all that is left to tell.
+        f.hold(Relayed::Ended("gone".into()));
+        assert_eq!(f.held, [Relayed::Ended("gone".into())]);
+        // And stays so: an end held after it is not one more to tell.
+        f.hold(done(&f, "tv"));
+        assert_eq!(f.held, [Relayed::Ended("gone".into())]);
+    }
+
+    #[test]
+    fn a_targets_side_kept_holds_the_latest_control_and_drops_chunks() {
+        let mut f = forward(Side::Targets);
+        f.hold(control(&f, ControlAction::Pause));
+        f.hold(control(&f, ControlAction::Resume));
+        assert_eq!(f.held, [control(&f, ControlAction::Resume)]);
+        f.hold(Relayed::Chunk(DeliveryChunk {
+            session: f.session(),
+            offset: 0,
+            sealed: vec![0; 100],
+            digest: None,
+        }));
+        f.hold(done(&f, "tv"));
+        assert_eq!(f.held, [control(&f, ControlAction::Resume)]);
+        assert_eq!(f.down, 0, "a chunk dropped was not relayed");
     }
 }

@@ -981,11 +981,10 @@ pub struct ServerSession {
     /// Deliveries from external entities this session sends (docs/services.md, "Delivery from
     /// outside a PN").
     outbound: BTreeMap<cpns_wire::DeliveryId, Box<external::Outgoing>>,
-    /// Sessions from outside a lost WAN session of this PN GW was sending, waiting for its
-    /// connection set-up to be done here ([`ServerSession::restore_outbound`]).
-    restoring: BTreeMap<cpns_wire::DeliveryId, Box<external::Outgoing>>,
-    /// When the sessions in `restoring` were first lost with a WAN session.
-    restoring_since: Option<Instant>,
+    /// Sessions from outside a lost WAN session of this PN GW was sending, and forwards it
+    /// relayed, waiting for its connection set-up to be done here
+    /// ([`ServerSession::restore_outbound`]).
+    restoring: Option<Box<KeptOutbound>>,
     /// Sessions forwarded between PNs that this session relays, at either end (docs/
     /// services.md, "Forwarding between PNs").
     forwards: forward::Forwards,
@@ -1030,8 +1029,7 @@ impl ServerSession {
             caps_asks: BTreeMap::new(),
             wall: None,
             outbound: BTreeMap::new(),
-            restoring: BTreeMap::new(),
-            restoring_since: None,
+            restoring: None,
             forwards: BTreeMap::new(),
             out: VecDeque::new(),
         }

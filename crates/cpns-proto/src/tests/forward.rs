@@ -2,14 +2,15 @@
 //! offers content to members of another PN. Behind another PN GW, the server's two sessions
 //! relay it, the source's chunks crossing each WAN session once, still sealed end to end:
 //! neither PN GW can read or alter it unseen. Behind the same PN GW, that PN GW relays it
-//! between its two PNs. Only the source's user's PNs, or its own devices, are reached; either
-//! session ending ends the forward at both ends; every message out of its place is refused.
+//! between its two PNs. Only the source's user's PNs, or its own devices, are reached; a
+//! session ending keeps the forward for its PN GW's next session, which goes on with it (or it
+//! ends at both ends past its grace); every message out of its place is refused.
 
 use sha2::Digest;
 
 use cpns_wire::{
-    Body, DeliveryAck, DeliveryChunk, DeliveryDone, DeliveryId, DeliveryOffer, DeliveryResult,
-    Envelope, ErrorCode, HashBytes, PnId, SetupType,
+    Body, ControlAction, DeliveryAck, DeliveryChunk, DeliveryDone, DeliveryId, DeliveryOffer,
+    DeliveryResult, Envelope, ErrorCode, HashBytes, PnId, SetupType,
 };
 
 use super::delivery::seeded_content;
@@ -304,13 +305,58 @@ fn stalled(h: &mut Harness, b: PnId) -> DeliveryId {
     session
 }
 
+/// The server's report that `session` stopped, naming what stopped it, if it did.
+fn stopped(h: &Harness, session: DeliveryId) -> Option<String> {
+    h.server_events().into_iter().find_map(|e| match e {
+        ServerEvent::DeliveryStopped { session: s, reason } if *s == session => {
+            Some(reason.clone())
+        }
+        _ => None,
+    })
+}
+
+/// Both targets hold the 400,000 bytes [`stalled`] offers, and the source was told so.
+fn delivered_whole(h: &Harness, session: DeliveryId) {
+    let bytes = seeded_content(400_000, 12);
+    for i in [2, 3] {
+        let got = h.store.pne_received.get(&(i, session));
+        assert!(got == Some(&bytes), "PNE {i} did not get it whole");
+    }
+    assert_eq!(
+        h.delivery_sent(0, session),
+        Some(vec![pne_id(2), pne_id(3)])
+    );
+    assert!(h.delivery_ends(0, session).is_empty());
+}
+
 #[test]
-fn a_forward_ends_at_the_source_when_the_targets_session_ends() {
+fn a_forward_goes_on_when_the_targets_pn_gw_sets_up_its_wan_session_again() {
     let (mut h, b) = two_pns("alice");
     let session = stalled(&mut h, b);
-    let now = h.now();
-    let _ = h.far.as_mut().unwrap().server.end_deliveries(now);
-    h.pump();
+    let down_before = chunks(&h, Party::FarServer, Party::FarGw, session).len();
+    h.lose_wan(Party::FarGw);
+    // Nothing ends: the source is told nothing, and the forward waits for gw-2.
+    assert!(h.delivery_ends(0, session).is_empty());
+    assert_eq!(stopped(&h, session), None);
+    assert_eq!(h.parked[0].sessions(), [session]);
+    assert!(h.far.as_ref().unwrap().gw.relayed_deliveries().is_empty());
+    h.regain_wan(Party::FarGw);
+    assert!(h.parked.is_empty(), "taken back");
+    delivered_whole(&h, session);
+    assert_eq!(stopped(&h, session), None);
+    // Sent again from what the targets had (the one chunk they got), not from the start.
+    let again = chunks(&h, Party::FarServer, Party::FarGw, session);
+    assert_eq!(again[down_before], 65_536, "{again:?}");
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+#[test]
+fn a_forward_ends_at_the_source_when_the_targets_pn_gw_does_not_come_back() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    h.lose_wan(Party::FarGw);
+    assert!(h.delivery_ends(0, session).is_empty());
+    assert_eq!(h.expire_parked(Party::FarGw), [session]);
     assert_eq!(
         h.delivery_ends(0, session),
         [
@@ -320,11 +366,275 @@ fn a_forward_ends_at_the_source_when_the_targets_session_ends() {
     );
     assert_eq!(h.delivery_sent(0, session), Some(vec![]));
     assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
-    let stopped = h.server_events().into_iter().any(|e| {
-        matches!(e, ServerEvent::DeliveryStopped { session: s, reason }
-            if *s == session && reason.contains("gw-2"))
+    let why = stopped(&h, session).expect("the source side reports the stop");
+    assert!(why.contains("did not come back"), "{why}");
+}
+
+/// PNE 0 forwards 400,000 bytes to PNEs 2 and 3 while the source's WAN drops every chunk
+/// after the second: the session stalls with two chunks at the targets.
+fn stalled_up(h: &mut Harness, b: PnId) -> DeliveryId {
+    let mut seen = 0;
+    h.set_hook(move |f| {
+        if f.from == Party::Gw && f.message == "DeliveryChunk" {
+            seen += 1;
+            if seen > 2 {
+                return Action::Drop;
+            }
+        }
+        Action::Deliver
     });
-    assert!(stopped);
+    let bytes = seeded_content(400_000, 12);
+    let session = forward(h, &[2, 3], &bytes, b).unwrap();
+    h.clear_hook();
+    assert!(h.delivery_sent(0, session).is_none(), "stalled");
+    session
+}
+
+#[test]
+fn a_forward_goes_on_when_the_sources_pn_gw_sets_up_its_wan_session_again() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled_up(&mut h, b);
+    let up_before = chunks(&h, Party::Gw, Party::Server, session).len();
+    h.lose_wan(Party::Gw);
+    // The route to the server outlives the WAN session; the targets' side is told nothing.
+    assert!(h.gw.relayed_deliveries().contains(&session));
+    assert!(h.delivery_ends(0, session).is_empty());
+    assert_eq!(stopped(&h, session), None);
+    assert_eq!(h.parked[0].sessions(), [session]);
+    h.regain_wan(Party::Gw);
+    delivered_whole(&h, session);
+    // The source went on from what both targets had said (two chunks), told by the server.
+    let again = chunks(&h, Party::Gw, Party::Server, session);
+    assert_eq!(again[up_before], 131_072, "{again:?}");
+    let resumed = h.delivered(Party::Server, Party::Gw).into_iter().any(|e| {
+        matches!(e.body, Body::DeliveryAck(a) if a.session == session && a.resume
+            && a.have == 131_072)
+    });
+    assert!(resumed);
+    assert!(h.gw.relayed_deliveries().is_empty());
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+}
+
+#[test]
+fn a_targets_end_while_the_sources_pn_gw_is_away_is_told_when_it_comes_back() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled_up(&mut h, b);
+    h.lose_wan(Party::Gw);
+    // PNE 3's part ends (as gw-2 says) while gw-1 is away, and is said twice: held once.
+    let done = DeliveryDone {
+        session,
+        target: pne_id(3),
+        bytes: 131_072,
+        result: DeliveryResult::Failed,
+        items: Vec::new(),
+    };
+    assert_eq!(from_gw(&mut h, Party::FarGw, done.clone()), None);
+    assert!(
+        from_gw(&mut h, Party::FarGw, done).is_some(),
+        "ended already"
+    );
+    assert!(h.delivery_ends(0, session).is_empty(), "not told yet");
+    h.regain_wan(Party::Gw);
+    assert_eq!(
+        h.delivery_ends(0, session),
+        [(pne_id(3), DeliveryResult::Failed)]
+    );
+    let bytes = seeded_content(400_000, 12);
+    assert!(h.store.pne_received.get(&(2, session)) == Some(&bytes));
+    assert_eq!(h.delivery_sent(0, session), Some(vec![pne_id(2)]));
+}
+
+#[test]
+fn a_forward_ends_when_the_sources_pn_gw_does_not_come_back() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled_up(&mut h, b);
+    h.lose_wan(Party::Gw);
+    // The server's grace ends: the targets' side is told, and says why.
+    assert_eq!(h.expire_parked(Party::Gw), [session]);
+    let why = stopped(&h, session).expect("the targets side reports the stop");
+    assert!(why.contains("did not come back"), "{why}");
+    assert!(h.gw.relayed_deliveries().contains(&session));
+    // Past two flow timeouts the route to the server is given up: the source is told each
+    // target's part failed (if it had not given up on its own, hearing nothing).
+    h.advance(super::harness::FLOW * 2);
+    assert_eq!(
+        h.delivery_ends(0, session),
+        [
+            (pne_id(2), DeliveryResult::Failed),
+            (pne_id(3), DeliveryResult::Failed)
+        ]
+    );
+    assert!(h.gw.relayed_deliveries().is_empty());
+}
+
+#[test]
+fn a_route_to_the_server_lost_with_its_wan_is_given_up_by_the_pn_gw_itself() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled_up(&mut h, b);
+    h.lose_wan(Party::Gw);
+    // Just short of two flow timeouts it is kept; at them, the PN GW gives it up, telling
+    // the source (whose own clock is not moved here).
+    let loss = h.now();
+    h.gw.handle_timeout(loss + super::harness::FLOW * 2 - std::time::Duration::from_millis(1));
+    h.pump();
+    assert!(h.gw.relayed_deliveries().contains(&session));
+    assert_eq!(
+        h.gw.poll_timeout(),
+        Some(loss + super::harness::FLOW * 2),
+        "its deadline"
+    );
+    h.gw.handle_timeout(loss + super::harness::FLOW * 2);
+    h.pump();
+    assert!(h.gw.relayed_deliveries().is_empty());
+    let failed = h
+        .delivered(Party::Gw, Party::Pne(0))
+        .into_iter()
+        .filter(|e| {
+            matches!(&e.body, Body::DeliveryDone(d) if d.session == session
+            && d.result == DeliveryResult::Failed && d.bytes == 131_072)
+        })
+        .count();
+    assert_eq!(failed, 2, "each target's part, at what it had");
+}
+
+#[test]
+fn a_route_to_the_server_lost_with_its_wan_sends_no_chunk_and_holds_a_control() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled_up(&mut h, b);
+    let up = |h: &Harness| {
+        h.log
+            .iter()
+            .filter(|f| f.from == Party::Gw && f.to == Party::Server)
+            .count()
+    };
+    h.lose_wan(Party::Gw);
+    let sent = h.traces.len();
+    // The source pauses while gw-1 is away; what it sends goes nowhere yet.
+    h.pnes[0]
+        .control_delivery(session, cpns_wire::ControlAction::Pause)
+        .unwrap();
+    h.pump();
+    let went_up = h.traces[sent..]
+        .iter()
+        .any(|(from, to, _)| *from == Party::Gw && *to == Party::Server);
+    assert!(!went_up, "nothing went up the lost WAN session");
+    let before = up(&h);
+    h.regain_wan(Party::Gw);
+    assert!(up(&h) > before);
+    // Told once the server had the forward again: the targets are paused.
+    let paused = h
+        .delivered(Party::FarGw, Party::Pne(2))
+        .into_iter()
+        .any(|e| {
+            matches!(e.body, Body::DeliveryControl(c)
+            if c.session == session && c.action == cpns_wire::ControlAction::Pause)
+        });
+    assert!(paused);
+    assert!(h.delivery_sent(0, session).is_none(), "paused, not ended");
+}
+
+#[test]
+fn what_comes_for_a_forward_before_its_pn_gw_finished_its_set_up_is_told_after_it() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled_up(&mut h, b);
+    h.lose_wan(Party::Gw);
+    // gw-1 is authenticated again (its session takes the forward back) but has not answered
+    // the status lookup: the forward is not gone on yet.
+    h.set_hook(|f| {
+        if f.from == Party::Gw && f.message == "StatusUpdateResponse" {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    h.regain_wan(Party::Gw);
+    h.clear_hook();
+    assert!(h.parked.is_empty(), "taken back");
+    let done = DeliveryDone {
+        session,
+        target: pne_id(3),
+        bytes: 131_072,
+        result: DeliveryResult::Failed,
+        items: Vec::new(),
+    };
+    assert_eq!(from_gw(&mut h, Party::FarGw, done), None);
+    let told = |h: &Harness| {
+        h.delivered(Party::Server, Party::Gw)
+            .into_iter()
+            .any(|e| matches!(e.body, Body::DeliveryDone(d) if d.session == session))
+    };
+    assert!(!told(&h), "held until the set-up is done");
+    // The status answer comes: the route, the end held, and where to go on from.
+    let answer = h
+        .dropped
+        .iter()
+        .rev()
+        .find(|f| f.message == "StatusUpdateResponse")
+        .unwrap()
+        .body
+        .clone();
+    h.inject(Party::Gw, Party::Server, answer);
+    h.pump();
+    assert!(told(&h));
+    assert_eq!(
+        h.delivery_ends(0, session),
+        [(pne_id(3), DeliveryResult::Failed)]
+    );
+    assert_eq!(h.delivery_sent(0, session), Some(vec![pne_id(2)]));
+}
+
+/// The controls that crossed `from` → `to` for `session`, in order.
+fn controls(h: &Harness, from: Party, to: Party, session: DeliveryId) -> Vec<ControlAction> {
+    h.delivered(from, to)
+        .into_iter()
+        .filter_map(|e| match e.body {
+            Body::DeliveryControl(c) if c.session == session => Some(c.action),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_latest_control_made_while_a_pn_gw_was_away_is_the_one_told() {
+    // Away: the source's PN GW. It holds the source's last control for the server.
+    let (mut h, b) = two_pns("alice");
+    let session = stalled_up(&mut h, b);
+    h.lose_wan(Party::Gw);
+    for action in [ControlAction::Pause, ControlAction::Resume] {
+        h.pnes[0].control_delivery(session, action).unwrap();
+        h.pump();
+    }
+    h.regain_wan(Party::Gw);
+    assert_eq!(
+        controls(&h, Party::Gw, Party::Server, session),
+        [ControlAction::Resume]
+    );
+    delivered_whole(&h, session);
+
+    // Away: the targets' PN GW. Its side at the server holds the last control relayed.
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    h.lose_wan(Party::FarGw);
+    for action in [ControlAction::Pause, ControlAction::Resume] {
+        h.pnes[0].control_delivery(session, action).unwrap();
+        h.pump();
+    }
+    assert!(controls(&h, Party::FarServer, Party::FarGw, session).is_empty());
+    h.regain_wan(Party::FarGw);
+    assert_eq!(
+        controls(&h, Party::FarServer, Party::FarGw, session),
+        [ControlAction::Resume]
+    );
+    // Told after the route, before any chunk.
+    let down: Vec<&str> = h
+        .log
+        .iter()
+        .filter(|f| f.from == Party::FarServer && f.to == Party::FarGw)
+        .map(|f| f.message)
+        .filter(|m| m.starts_with("Delivery"))
+        .collect();
+    let route = down.iter().rposition(|m| *m == "DeliveryRoute").unwrap();
+    assert_eq!(down[route + 1], "DeliveryControl", "{down:?}");
+    delivered_whole(&h, session);
 }
 
 #[test]
@@ -336,31 +646,6 @@ fn deliveries_from_outside_kept_for_one_pn_gw_go_on_in_no_other_pn_gws_session()
     let far = h.far.as_mut().unwrap();
     let kept = far.server.restore_outbound(now, kept).unwrap_err();
     assert_eq!(kept.gateway(), Some(&h.gw_cfg.id));
-}
-
-#[test]
-fn a_forward_ends_at_the_source_when_its_own_wan_session_is_lost() {
-    let (mut h, b) = two_pns("alice");
-    let session = stalled(&mut h, b);
-    // The source's PN GW loses its WAN session: the route to the server goes with it.
-    let now = h.now();
-    h.gw.wan_closed(now);
-    let _ = h.server.end_deliveries(now);
-    h.pump();
-    assert_eq!(
-        h.delivery_ends(0, session),
-        [
-            (pne_id(2), DeliveryResult::Failed),
-            (pne_id(3), DeliveryResult::Failed)
-        ]
-    );
-    assert!(h.gw.relayed_deliveries().is_empty());
-    // The targets' side was told: it relays nothing more of it.
-    let far_stopped = h.server_events().into_iter().any(|e| {
-        matches!(e, ServerEvent::DeliveryStopped { session: s, reason }
-            if *s == session && reason.contains("gw-1"))
-    });
-    assert!(far_stopped);
 }
 
 #[test]
@@ -683,7 +968,7 @@ fn a_pn_gw_relays_a_control_from_the_server_only_for_a_session_the_server_sends(
 }
 
 #[test]
-fn a_route_to_the_server_is_never_kept_by_the_pn_gw() {
+fn a_route_to_the_server_is_never_kept_in_the_pn_gws_store() {
     let (mut h, b) = two_pns("alice");
     let session = stalled(&mut h, b);
     assert!(h.gw.relayed_deliveries().contains(&session));

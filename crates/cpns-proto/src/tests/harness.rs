@@ -158,6 +158,9 @@ pub(super) struct Harness {
     /// Answers to the server's Capabilities Queries, by ask.
     /// Secure notices the server asked to deliver: through which PN GW, to whom.
     pub notices: Vec<(EntityId, EntityId)>,
+    /// What lost server sessions kept for their PN GW's next one, as the node parks it
+    /// ([`Harness::lose_wan`]): what is relayed to them meanwhile is held there.
+    pub parked: Vec<crate::server::KeptOutbound>,
     pub capabilities_answers: Vec<(
         u64,
         Result<cpns_wire::DeviceCapabilities, cpns_wire::ErrorBody>,
@@ -421,6 +424,7 @@ impl Harness {
             errors: Vec::new(),
             closes: Vec::new(),
             closed_at: BTreeMap::new(),
+            parked: Vec::new(),
             seq: 0,
             hook: None,
             home: no_home_gateway(),
@@ -539,6 +543,92 @@ impl Harness {
         self.server = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());
         self.server.set_wall_clock(self.base, WALL_AT_BASE);
         self.connect_gw();
+    }
+
+    /// The server side of PN GW `gw` (the PN GW's party).
+    fn server_of(gw: Party) -> Party {
+        if gw == Party::FarGw {
+            Party::FarServer
+        } else {
+            Party::Server
+        }
+    }
+
+    /// The WAN session of PN GW `gw` is lost: its server session hands over what it keeps,
+    /// parked here as the node parks it (what the other side relays to it is held), a bare
+    /// session stands in for the next, the PN GW is told, and frames on the hop are lost.
+    pub fn lose_wan(&mut self, gw: Party) {
+        let now = self.now();
+        let srv = Self::server_of(gw);
+        let kept = self.server_mut(srv).end_deliveries(now);
+        let mut bare = ServerSession::new(self.server_cfg.clone(), EXPORTER, now, self.rng.fork());
+        bare.set_wall_clock(self.base, WALL_AT_BASE);
+        *self.server_mut(srv) = bare;
+        if !kept.is_empty() {
+            self.parked.push(kept);
+        }
+        self.gw_mut(gw).wan_closed(now);
+        self.forget_in_flight(gw, srv);
+        self.closed_at.insert((gw, srv), self.seq);
+        self.pump();
+    }
+
+    /// PN GW `gw` sets up a WAN session again after [`Harness::lose_wan`], and the parties
+    /// run: its new server session takes back what was parked for it once the PN GW is
+    /// authenticated, as the node's does.
+    pub fn regain_wan(&mut self, gw: Party) {
+        let now = self.now();
+        let srv = Self::server_of(gw);
+        self.forget_in_flight(gw, srv);
+        self.closed_at.remove(&(gw, srv));
+        self.gw_mut(gw).wan_connected(now, EXPORTER).unwrap();
+        self.pump();
+    }
+
+    /// Frames in flight between `a` and `b`, either way, are lost.
+    fn forget_in_flight(&mut self, a: Party, b: Party) {
+        self.queue
+            .retain(|f| (f.from, f.to) != (a, b) && (f.from, f.to) != (b, a));
+    }
+
+    /// What was parked for the PN GW of server session `which`, taken back there once that
+    /// PN GW is authenticated (the node does so at the session's first turn after it).
+    fn claim_parked(&mut self, which: Party) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let Some(gw) = self.server_mut(which).gateway().cloned() else {
+            return;
+        };
+        let Some(i) = self.parked.iter().position(|k| k.gateway() == Some(&gw)) else {
+            return;
+        };
+        let kept = self.parked.swap_remove(i);
+        let now = self.now();
+        if let Err(kept) = self.server_mut(which).restore_outbound(now, kept) {
+            self.parked.push(kept);
+        }
+    }
+
+    /// What was parked for PN GW `gw` passes its grace: every forward kept ends at its other
+    /// side, as the node hands those ends over; the sessions kept, or none.
+    pub fn expire_parked(&mut self, gw: Party) -> Vec<cpns_wire::DeliveryId> {
+        let id = match gw {
+            Party::FarGw => self.far.as_ref().map(|f| f.gw.id().clone()),
+            _ => Some(self.gw_cfg.id.clone()),
+        };
+        let Some(i) = self.parked.iter().position(|k| k.gateway() == id.as_ref()) else {
+            return Vec::new();
+        };
+        let mut kept = self.parked.swap_remove(i);
+        let sessions = kept.sessions();
+        for (peer, session, msg) in kept.expire("its PN GW did not come back") {
+            if let Some(at) = self.session_of(&peer) {
+                self.server_mut(at).relayed(session, msg);
+            }
+        }
+        self.pump();
+        sessions
     }
 
     /// PNE `i` back on a new link (the old one closed): a new machine restored from its store,
@@ -712,6 +802,7 @@ impl Harness {
                 if which == Party::FarServer && self.far.is_none() {
                     continue;
                 }
+                self.claim_parked(which);
                 while let Some(o) = self.server_mut(which).poll_output() {
                     busy = true;
                     count();
@@ -827,9 +918,17 @@ impl Harness {
                 msg,
             } => match self.session_of(&gateway) {
                 Some(at) => self.server_mut(at).relayed(session, msg),
-                None => self
-                    .server_mut(which)
-                    .forward_ended(session, format!("{gateway} has no session")),
+                None => {
+                    let parked = self
+                        .parked
+                        .iter_mut()
+                        .find(|k| k.gateway() == Some(&gateway));
+                    let held = parked.map(|k| k.hold(session, msg));
+                    if !matches!(held, Some(Ok(()))) {
+                        self.server_mut(which)
+                            .forward_ended(session, format!("{gateway} has no session"));
+                    }
+                }
             },
         }
     }

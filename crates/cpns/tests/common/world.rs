@@ -274,6 +274,13 @@ impl World {
         Gateway { proc, pan }
     }
 
+    /// Kills (SIGKILL) `gw`, a PN GW [`World::start_gateway`] started as `id` on PAN address
+    /// `pan`, and starts it again there on the same store; waits for its WAN session.
+    pub fn restart_other_gateway(&self, gw: &mut Proc, id: &str, pan: &str) {
+        gw.kill();
+        *gw = self.start_gateway_at(id, pan, &[]).proc;
+    }
+
     /// Stops the world's PN GW (SIGKILL).
     pub fn stop_gateway(&mut self) {
         if let Some(mut gw) = self.gw.take() {
