@@ -38,6 +38,10 @@ pub(crate) struct ServerArgs {
     /// and it and the PNEs it reported turn offline (docs/device-status.md).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub offline_after_s: u64,
+    /// How long a flow waits for a PN GW's answer; a PN GW's lost session keeps its
+    /// deliveries from outside and its forwards between PNs for twice this (docs/services.md).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub flow_timeout_s: u64,
     /// A chargeable service and its units per started MB (repeatable), e.g.
     /// `--chargeable video=2`; usage of a service not named is not charged.
     #[arg(long, value_name = "SERVICE=UNITS", value_parser = tariff_entry)]
@@ -92,6 +96,7 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
         ..ServerNodeConfig::default()
     };
     cfg.proto.offline_after = Some(Duration::from_secs(a.offline_after_s));
+    cfg.proto.timeouts.flow = Duration::from_secs(a.flow_timeout_s);
     cfg.proto.tariff = a.chargeable.iter().cloned().collect();
     let printer = EventPrinter::new(Role::Server, a.json);
     let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);

@@ -845,6 +845,66 @@ async fn a_forward_goes_on_after_either_pn_gw_is_killed_midway() {
     store.close().await;
 }
 
+/// A forward whose targets' PN GW does not come back ends at the source once the server's
+/// grace is over (two flow timeouts, here 2 s each): the car's PN GW is killed midway and not
+/// started again; the phone's push ends with the screen's part failed, and the server says
+/// which PN GW did not come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_ends_at_the_source_when_the_targets_pn_gw_does_not_come_back() {
+    let mut w = World::builder()
+        .gateway("home-gw")
+        .pnes(&["phone", "tv"])
+        .gateway("car-gw")
+        .pne("screen")
+        .server_args(&["--flow-timeout-s", "2"])
+        .start();
+    let (mut car_gw, car_pan) = w.start_gateway("car-gw", &[]);
+    let mut screen = w.pne("screen").stay().at(&car_pan).setup("1-1").spawn();
+    let car_pn = text(&car_gw.expect_event("pn_established")["pn_id"]);
+    screen.expect_event_where("pn_joined", |v| v["pn_id"] == car_pn.as_str());
+    let (_phone, _members, _home_pn) = w.pn_with("phone", &["tv"]);
+    let file = w.path("film.mkv");
+    let size = write_blocks(&file, 192);
+    let push = common::Proc::spawn(
+        "content",
+        &[
+            "content",
+            "push",
+            s(&file),
+            "--to",
+            "screen",
+            "--pn",
+            &car_pn,
+            "--wait",
+            "--json",
+            "--store",
+            s(&w.store("phone")),
+        ],
+    );
+    let answer: Value = serde_json::from_str(&push.line()).unwrap();
+    let session = text(&answer["session"]);
+    let mut part = w.store("screen").into_os_string();
+    part.push(".inbox");
+    let part = std::path::PathBuf::from(part).join(format!("{session}.part"));
+    wait_for_a_third(&part, size);
+    car_gw.kill();
+    let end: Value = serde_json::from_str(&push.line()).unwrap();
+    assert_eq!(
+        (&end["event"], &end["target"], &end["result"]),
+        (
+            &Value::from("delivery_ended"),
+            &Value::from("screen"),
+            &Value::from("failed")
+        ),
+        "{end}"
+    );
+    let stopped = w
+        .server()
+        .expect_event_where("delivery_stopped", |v| v["session"] == session.as_str());
+    let why = text(&stopped["reason"]);
+    assert!(why.contains("car-gw did not come back within 4 s"), "{why}");
+}
+
 /// Service control as separate processes run it (004 §5.5.8.2; docs/services.md, "Service
 /// control"): the phone pushes a film to the TV held; nothing moves until `cpns content control
 /// SESSION start`, then it arrives whole. A second push held is stopped: the TV ends its part
