@@ -70,6 +70,11 @@ pub struct DeliveryArgs {
     /// MiB of the delivery from outside.
     #[arg(long, default_value_t = 10)]
     pub outside_mib: u64,
+    /// The PAN's security, as the PN GW and the PNEs run it: `cpns` (an insecure bearer:
+    /// every frame sealed under the link's keys) or `trusted` (a bearer that protects the link
+    /// itself, e.g. paired Bluetooth: frames plain; the content still sealed end to end).
+    #[arg(long, default_value = "cpns", value_parser = ["cpns", "trusted"])]
+    pub pan_security: String,
     #[command(flatten)]
     pub bin: CpnsBin,
     /// Print the figures as one JSON object.
@@ -82,6 +87,8 @@ pub struct DeliveryArgs {
 pub struct DeliveryFigures {
     /// Bytes per transfer.
     pub bytes: u64,
+    /// The PAN's security (`cpns` or `trusted`).
+    pub pan_security: String,
     /// Each round's delivery, MiB/s (push to `delivery_sent`).
     pub delivery_mib_s: Vec<f64>,
     /// Each round's plain TLS transfer, MiB/s.
@@ -150,7 +157,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
     write_content(&file, bytes)?;
     let sha = sha256_of(&file).await?;
 
-    let world = World::start(&exe, dir, a.outside.saturating_sub(1)).await?;
+    let world = World::start(&exe, dir, a.outside.saturating_sub(1), &a.pan_security).await?;
     let pki = pki::generate(&["127.0.0.1".into()])?;
     let mut delivery = Vec::new();
     let mut tls = Vec::new();
@@ -211,6 +218,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
     };
     let figures = DeliveryFigures {
         bytes,
+        pan_security: a.pan_security.clone(),
         killed,
         outside,
         delivery_of_tls: median(&delivery) / median(&tls),
@@ -239,7 +247,8 @@ fn print_figures(f: &DeliveryFigures) {
             .join(", ")
     };
     println!(
-        "delivery through a PN GW: {} MiB/s (median {:.1})",
+        "delivery through a PN GW (PAN security {}): {} MiB/s (median {:.1})",
+        f.pan_security,
         list(&f.delivery_mib_s),
         median(&f.delivery_mib_s)
     );
@@ -539,7 +548,12 @@ struct World {
 }
 
 impl World {
-    async fn start(exe: &Path, dir: &Path, extra: usize) -> anyhow::Result<World> {
+    async fn start(
+        exe: &Path,
+        dir: &Path,
+        extra: usize,
+        pan_security: &str,
+    ) -> anyhow::Result<World> {
         let data = dir.join("server");
         let s = |p: &Path| p.to_string_lossy().into_owned();
         run(exe, &["init", "--data-dir", &s(&data)]).await?;
@@ -595,6 +609,8 @@ impl World {
                 "127.0.0.1:0",
                 "--store",
                 &s(&dir.join("gw.db")),
+                "--pan-security",
+                pan_security,
             ],
         )?;
         let pan = text(&gateway.expect("pan_listening", |_| true).await?["addr"]);
@@ -610,6 +626,8 @@ impl World {
             &pan,
             "--store",
             &s(&dir.join("gw.db")),
+            "--pan-security",
+            pan_security,
         ]
         .iter()
         .map(ToString::to_string)
@@ -627,6 +645,8 @@ impl World {
                 &pan,
                 "--device-type",
                 id,
+                "--pan-security",
+                pan_security,
             ]
             .iter()
             .map(ToString::to_string)
