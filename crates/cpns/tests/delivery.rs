@@ -630,6 +630,45 @@ async fn a_chargeable_delivery_is_charged_to_each_consuming_user_whatever_the_de
     store.close().await;
 }
 
+/// PN GW `gw` started, with PNE `pne` staying on its PAN and setting up a 1-1 PN there: the
+/// PN GW, its PAN address, the PNE and the PN's id, once the PNE joined.
+fn one_pne_pn(w: &World, gw: &str, pne: &str) -> (common::Proc, String, common::Proc, String) {
+    let (mut gw, pan) = w.start_gateway(gw, &[]);
+    let mut pne = w.pne(pne).stay().at(&pan).setup("1-1").spawn();
+    let pn = text(&gw.expect_event("pn_established")["pn_id"]);
+    pne.expect_event_where("pn_joined", |v| v["pn_id"] == pn.as_str());
+    (gw, pan, pne, pn)
+}
+
+/// `cpns content push FILE --to TARGET --pn PN --wait --json` from the PNE of store `store`,
+/// following the session: the push, and the session its first line names.
+fn push_to(
+    file: &std::path::Path,
+    target: &str,
+    pn: &str,
+    store: &std::path::Path,
+) -> (common::Proc, String) {
+    let push = common::Proc::spawn(
+        "content",
+        &[
+            "content",
+            "push",
+            s(file),
+            "--to",
+            target,
+            "--pn",
+            pn,
+            "--wait",
+            "--json",
+            "--store",
+            s(store),
+        ],
+    );
+    let answer: Value = serde_json::from_str(&push.line()).unwrap();
+    let session = text(&answer["session"]);
+    (push, session)
+}
+
 /// Forwarding between PNs through the server (docs/services.md, "Forwarding between PNs"):
 /// alice's phone, in her home PN, pushes a film to her car's screen, in the PN of her car's PN
 /// GW. The server's two sessions relay it, sealed under the session's key; the screen keeps it
@@ -646,14 +685,8 @@ async fn a_file_is_forwarded_to_a_member_of_another_pn_behind_another_pn_gw() {
         .gateway("bob-gw")
         .pne("bob-tv")
         .start();
-    let (mut car_gw, car_pan) = w.start_gateway("car-gw", &[]);
-    let mut screen = w.pne("screen").stay().at(&car_pan).setup("1-1").spawn();
-    let car_pn = text(&car_gw.expect_event("pn_established")["pn_id"]);
-    screen.expect_event_where("pn_joined", |v| v["pn_id"] == car_pn.as_str());
-    let (mut bob_gw, bob_pan) = w.start_gateway("bob-gw", &[]);
-    let mut bob_tv = w.pne("bob-tv").stay().at(&bob_pan).setup("1-1").spawn();
-    let bob_pn = text(&bob_gw.expect_event("pn_established")["pn_id"]);
-    bob_tv.expect_event_where("pn_joined", |v| v["pn_id"] == bob_pn.as_str());
+    let (mut car_gw, _car_pan, mut screen, car_pn) = one_pne_pn(&w, "car-gw", "screen");
+    let (_bob_gw, _bob_pan, _bob_tv, bob_pn) = one_pne_pn(&w, "bob-gw", "bob-tv");
     let (mut phone, _members, home_pn) = w.pn_with("phone", &["tv"]);
 
     let bytes = content(2 * 1024 * 1024 + 77);
@@ -778,10 +811,7 @@ async fn a_forward_goes_on_after_either_pn_gw_is_killed_midway() {
         .gateway("car-gw")
         .pne("screen")
         .start();
-    let (mut car_gw, car_pan) = w.start_gateway("car-gw", &[]);
-    let mut screen = w.pne("screen").stay().at(&car_pan).setup("1-1").spawn();
-    let car_pn = text(&car_gw.expect_event("pn_established")["pn_id"]);
-    screen.expect_event_where("pn_joined", |v| v["pn_id"] == car_pn.as_str());
+    let (mut car_gw, car_pan, mut screen, car_pn) = one_pne_pn(&w, "car-gw", "screen");
     let (_phone, _members, _home_pn) = w.pn_with("phone", &["tv"]);
     let mut inbox = w.store("screen").into_os_string();
     inbox.push(".inbox");
@@ -792,24 +822,7 @@ async fn a_forward_goes_on_after_either_pn_gw_is_killed_midway() {
         // 12 MiB, each 64 KiB block different.
         let file = w.path(name);
         let size = write_blocks(&file, 192);
-        let push = common::Proc::spawn(
-            "content",
-            &[
-                "content",
-                "push",
-                s(&file),
-                "--to",
-                "screen",
-                "--pn",
-                &car_pn,
-                "--wait",
-                "--json",
-                "--store",
-                s(&phone_db),
-            ],
-        );
-        let answer: Value = serde_json::from_str(&push.line()).unwrap();
-        let session = text(&answer["session"]);
+        let (push, session) = push_to(&file, "screen", &car_pn, &phone_db);
         let part = inbox.join(format!("{session}.part"));
         wait_for_a_third(&part, size);
         if round == 0 {
@@ -858,31 +871,11 @@ async fn a_forward_ends_at_the_source_when_the_targets_pn_gw_does_not_come_back(
         .pne("screen")
         .server_args(&["--flow-timeout-s", "2"])
         .start();
-    let (mut car_gw, car_pan) = w.start_gateway("car-gw", &[]);
-    let mut screen = w.pne("screen").stay().at(&car_pan).setup("1-1").spawn();
-    let car_pn = text(&car_gw.expect_event("pn_established")["pn_id"]);
-    screen.expect_event_where("pn_joined", |v| v["pn_id"] == car_pn.as_str());
+    let (mut car_gw, _car_pan, _screen, car_pn) = one_pne_pn(&w, "car-gw", "screen");
     let (_phone, _members, _home_pn) = w.pn_with("phone", &["tv"]);
     let file = w.path("film.mkv");
     let size = write_blocks(&file, 192);
-    let push = common::Proc::spawn(
-        "content",
-        &[
-            "content",
-            "push",
-            s(&file),
-            "--to",
-            "screen",
-            "--pn",
-            &car_pn,
-            "--wait",
-            "--json",
-            "--store",
-            s(&w.store("phone")),
-        ],
-    );
-    let answer: Value = serde_json::from_str(&push.line()).unwrap();
-    let session = text(&answer["session"]);
+    let (push, session) = push_to(&file, "screen", &car_pn, &w.store("phone"));
     let mut part = w.store("screen").into_os_string();
     part.push(".inbox");
     let part = std::path::PathBuf::from(part).join(format!("{session}.part"));

@@ -285,14 +285,15 @@ fn a_guest_device_of_the_sources_user_in_another_users_pn_is_reached() {
     );
 }
 
-/// PNE 0 forwards to PNEs 2 and 3 while the targets' WAN drops every chunk after the first:
-/// the session stalls midway.
-fn stalled(h: &mut Harness, b: PnId) -> DeliveryId {
+/// PNE 0 forwards 400,000 bytes to PNEs 2 and 3 while the WAN of `hop` (the PN GW's party
+/// sending, or its server's) drops every chunk after the first `pass`: the session stalls
+/// midway.
+fn stalled_at(h: &mut Harness, b: PnId, hop: Party, pass: usize) -> DeliveryId {
     let mut seen = 0;
     h.set_hook(move |f| {
-        if f.from == Party::FarServer && f.message == "DeliveryChunk" {
+        if f.from == hop && f.message == "DeliveryChunk" {
             seen += 1;
-            if seen > 1 {
+            if seen > pass {
                 return Action::Drop;
             }
         }
@@ -303,6 +304,16 @@ fn stalled(h: &mut Harness, b: PnId) -> DeliveryId {
     h.clear_hook();
     assert!(h.delivery_sent(0, session).is_none(), "stalled");
     session
+}
+
+/// [`stalled_at`] on the way down: the targets hold one chunk.
+fn stalled(h: &mut Harness, b: PnId) -> DeliveryId {
+    stalled_at(h, b, Party::FarServer, 1)
+}
+
+/// [`stalled_at`] on the way up: the targets hold two chunks.
+fn stalled_up(h: &mut Harness, b: PnId) -> DeliveryId {
+    stalled_at(h, b, Party::Gw, 2)
 }
 
 /// The server's report that `session` stopped, naming what stopped it, if it did.
@@ -368,26 +379,6 @@ fn a_forward_ends_at_the_source_when_the_targets_pn_gw_does_not_come_back() {
     assert!(h.gw.relayed_deliveries().is_empty(), "the route is gone");
     let why = stopped(&h, session).expect("the source side reports the stop");
     assert!(why.contains("did not come back"), "{why}");
-}
-
-/// PNE 0 forwards 400,000 bytes to PNEs 2 and 3 while the source's WAN drops every chunk
-/// after the second: the session stalls with two chunks at the targets.
-fn stalled_up(h: &mut Harness, b: PnId) -> DeliveryId {
-    let mut seen = 0;
-    h.set_hook(move |f| {
-        if f.from == Party::Gw && f.message == "DeliveryChunk" {
-            seen += 1;
-            if seen > 2 {
-                return Action::Drop;
-            }
-        }
-        Action::Deliver
-    });
-    let bytes = seeded_content(400_000, 12);
-    let session = forward(h, &[2, 3], &bytes, b).unwrap();
-    h.clear_hook();
-    assert!(h.delivery_sent(0, session).is_none(), "stalled");
-    session
 }
 
 #[test]
