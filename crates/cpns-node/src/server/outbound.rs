@@ -306,15 +306,13 @@ impl<S: cpns_store::ServerStore + Clone> super::ServerNode<S> {
             sending,
             token,
         } = p;
-        let forwards = kept.has_forwards();
         match session.restore_outbound(std::time::Instant::now(), kept) {
             Ok(()) => {
                 tracing::info!(%gw, "deliveries kept for the PN GW go on in its session");
                 end.outbound.absorb(sending);
-                // The other sides relay to it here from now on.
-                if forwards {
-                    let _ = self.inbox(end);
-                }
+                // The other side of each forward relays to it here from now on (by mail, each
+                // letter would wake every session).
+                let _ = self.inbox(end);
             }
             // Not this PN GW's session after all: parked again, as they were.
             Err(kept) => {

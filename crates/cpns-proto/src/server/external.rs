@@ -120,11 +120,6 @@ impl KeptOutbound {
         Ok(())
     }
 
-    /// Whether any forward between PNs is kept.
-    pub fn has_forwards(&self) -> bool {
-        !self.forwards.is_empty()
-    }
-
     /// Its PN GW did not come back within their grace: every forward kept ends, its other
     /// side told why (each letter for the session of that side's PN GW: its PN GW, the
     /// session, and the end). The sessions from outside are the driver's to stop.
