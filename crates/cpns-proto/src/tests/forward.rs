@@ -629,6 +629,58 @@ fn the_latest_control_made_while_a_pn_gw_was_away_is_the_one_told() {
 }
 
 #[test]
+fn a_forward_ended_while_its_targets_pn_gw_was_away_is_not_told_it_again() {
+    let (mut h, b) = two_pns("alice");
+    let session = stalled(&mut h, b);
+    // Both PN GWs are away; gw-1 does not come back: its side's grace ends, and gw-2's kept
+    // forward holds the end.
+    h.lose_wan(Party::FarGw);
+    h.lose_wan(Party::Gw);
+    assert_eq!(h.expire_parked(Party::Gw), [session]);
+    let before = h.delivered(Party::FarServer, Party::FarGw).len();
+    h.regain_wan(Party::FarGw);
+    let told_again = h.delivered(Party::FarServer, Party::FarGw)[before..]
+        .iter()
+        .any(|e| matches!(&e.body, Body::DeliveryRoute(r) if r.session == session));
+    assert!(!told_again, "no route for a forward that ended");
+    let stops = h
+        .server_events()
+        .into_iter()
+        .filter(|e| matches!(e, ServerEvent::DeliveryStopped { session: s, .. } if *s == session))
+        .count();
+    assert_eq!(stops, 1, "the targets' side stopped it once it went on");
+}
+
+#[test]
+fn a_source_side_that_never_heard_its_targets_tells_its_pn_gw_nothing_to_go_on_from() {
+    let (mut h, b) = two_pns("alice");
+    // No word of the targets ever reaches the server.
+    h.set_hook(|f| {
+        if f.from == Party::FarGw && f.message == "DeliveryAck" {
+            return Action::Drop;
+        }
+        Action::Deliver
+    });
+    let bytes = seeded_content(100_000, 14);
+    let session = forward(&mut h, &[2, 3], &bytes, b).unwrap();
+    h.clear_hook();
+    assert!(chunks(&h, Party::Gw, Party::Server, session).is_empty());
+    h.lose_wan(Party::Gw);
+    let before = h.delivered(Party::Server, Party::Gw).len();
+    h.regain_wan(Party::Gw);
+    let after = h.delivered(Party::Server, Party::Gw);
+    let route = after[before..]
+        .iter()
+        .any(|e| matches!(&e.body, Body::DeliveryRoute(r) if r.session == session));
+    assert!(route, "the route is told again");
+    let ack = after[before..]
+        .iter()
+        .any(|e| matches!(&e.body, Body::DeliveryAck(a) if a.session == session));
+    assert!(!ack, "nothing said of targets that said nothing");
+    assert!(chunks(&h, Party::Gw, Party::Server, session).is_empty());
+}
+
+#[test]
 fn deliveries_from_outside_kept_for_one_pn_gw_go_on_in_no_other_pn_gws_session() {
     let (mut h, _b) = two_pns("alice");
     let now = h.now();

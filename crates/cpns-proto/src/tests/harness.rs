@@ -623,9 +623,7 @@ impl Harness {
         let mut kept = self.parked.swap_remove(i);
         let sessions = kept.sessions();
         for (peer, session, msg) in kept.expire("its PN GW did not come back") {
-            if let Some(at) = self.session_of(&peer) {
-                self.server_mut(at).relayed(session, msg);
-            }
+            self.hand_over(&peer, session, msg);
         }
         self.pump();
         sessions
@@ -916,21 +914,32 @@ impl Harness {
                 gateway,
                 session,
                 msg,
-            } => match self.session_of(&gateway) {
-                Some(at) => self.server_mut(at).relayed(session, msg),
-                None => {
-                    let parked = self
-                        .parked
-                        .iter_mut()
-                        .find(|k| k.gateway() == Some(&gateway));
-                    let held = parked.map(|k| k.hold(session, msg));
-                    if !matches!(held, Some(Ok(()))) {
-                        self.server_mut(which)
-                            .forward_ended(session, format!("{gateway} has no session"));
-                    }
+            } => {
+                if !self.hand_over(&gateway, session, msg) {
+                    self.server_mut(which)
+                        .forward_ended(session, format!("{gateway} has no session"));
                 }
-            },
+            }
         }
+    }
+
+    /// Hands what one server session relays of a forward to the session of PN GW `gateway`,
+    /// or, with that PN GW away, to what is parked for it, as the node does; whether either
+    /// took it.
+    fn hand_over(
+        &mut self,
+        gateway: &EntityId,
+        session: cpns_wire::DeliveryId,
+        msg: crate::server::Relayed,
+    ) -> bool {
+        if let Some(at) = self.session_of(gateway) {
+            self.server_mut(at).relayed(session, msg);
+            return true;
+        }
+        self.parked
+            .iter_mut()
+            .find(|k| k.gateway() == Some(gateway))
+            .is_some_and(|k| k.hold(session, msg).is_ok())
     }
 
     fn on_gw(&mut self, which: Party, o: GatewayOutput) {
