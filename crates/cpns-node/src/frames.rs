@@ -692,6 +692,18 @@ mod tests {
         ));
     }
 
+    /// A delivery's window of sealed chunks, each in its frame, fits in the bound: a link
+    /// carrying one at once is not taken for a peer that does not read (ARCHITECTURE
+    /// decision 46).
+    #[test]
+    fn the_bound_holds_a_delivery_window_in_frames() {
+        let window = cpns_proto::server::delivery::WINDOW as usize;
+        let chunks = window.div_ceil(cpns_proto::server::delivery::CHUNK as usize);
+        // Per chunk: the seal, the envelope around it, the frame's prefix and seal.
+        let framed = window + chunks * (cpns_crypto::CHUNK_OVERHEAD + 256);
+        assert!(framed <= DEFAULT_MAX_QUEUED, "{framed} bytes");
+    }
+
     #[tokio::test]
     async fn before_authentication_8_kib_frames_pass_and_no_larger() {
         let (a, mut b) = tokio::io::duplex(32 * 1024);

@@ -406,7 +406,7 @@ fn a_chunk_ending_at_the_window_passes_the_pn_gw() {
 #[test]
 fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
     let mut h = world();
-    let bytes = content(200_000);
+    let bytes = content(600_000);
     let session = stalled(&mut h, &bytes);
     let chunk = |offset: u64, len: usize| DeliveryChunk {
         digest: None,
@@ -415,7 +415,7 @@ fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
         sealed: vec![0x5a; len],
     };
     from_pne(&mut h, 2, chunk(0, 1000));
-    from_pne(&mut h, 0, chunk(199_990, 100));
+    from_pne(&mut h, 0, chunk(599_990, 100));
     from_pne(&mut h, 0, chunk(0, 65_536 + 29));
     // Nobody acknowledged anything: the source's window ends at WINDOW bytes; a chunk ending
     // one byte past it is refused.
@@ -434,7 +434,7 @@ fn delivery_messages_out_of_their_place_are_refused_at_the_pn_gw() {
         1,
         DeliveryAck {
             session,
-            have: 200_001,
+            have: 600_001,
             resume: false,
         },
     );
@@ -1341,7 +1341,7 @@ fn the_window_is_three_chunks_past_what_every_target_has() {
         }
         Action::Deliver
     });
-    let session = push(&mut h, &[1, 2], &content(400_000));
+    let session = push(&mut h, &[1, 2], &content(600_000));
     assert_eq!(
         chunks_from_source(&h, session),
         [0, 65_536, 131_072],

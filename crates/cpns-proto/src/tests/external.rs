@@ -420,7 +420,7 @@ fn no_pne_sends_the_chunks_of_a_delivery_from_outside_and_the_server_none_of_a_p
 #[test]
 fn a_delivery_from_outside_goes_on_in_the_pn_gws_next_session() {
     let (mut h, pn) = world();
-    let bytes = content(600_000, 5);
+    let bytes = content(1_200_000, 5);
     h.store.server_outbox = bytes.clone();
     // The WAN session is lost once the targets hold a third: what they say past it is lost
     // with it.
@@ -488,12 +488,12 @@ fn a_delivery_from_outside_goes_on_in_the_pn_gws_next_session() {
     assert_eq!(sent, Some(vec![pne_id(1), pne_id(2)]));
 }
 
-/// PNE 1 takes 300,000 bytes from outside until it holds more than 100,000; then the WAN
+/// PNE 1 takes 1,000,000 bytes from outside until it holds more than 100,000; then the WAN
 /// session is lost, and the PN GW's next session takes the delivery back with the routes of
 /// `h`: the session, and what the last session kept of it.
 fn lost_and_restored(h: &mut Harness, pn: PnId, seed: u32) -> DeliveryId {
     use super::harness::Action;
-    let bytes = content(300_000, seed);
+    let bytes = content(1_000_000, seed);
     h.store.server_outbox = bytes.clone();
     acks_lost_past(h, 100_000);
     let session = deliver(h, delivery(pn, &[1], &bytes, vec![]), 1).unwrap();
@@ -589,7 +589,7 @@ fn a_restored_route_names_only_the_targets_still_open() {
         ..PneSpec::trusted()
     };
     let (mut h, pn) = world_with(&[PneSpec::trusted(), PneSpec::trusted(), decline]);
-    let bytes = content(300_000, 9);
+    let bytes = content(1_000_000, 9);
     h.store.server_outbox = bytes.clone();
     acks_lost_past(&mut h, 100_000);
     let session = deliver(&mut h, delivery(pn, &[1, 2], &bytes, vec![]), 1).unwrap();

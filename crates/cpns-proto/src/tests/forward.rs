@@ -18,6 +18,7 @@ use super::harness::{Action, Harness, Party, plain, pne_id, rewrite};
 use super::store::PneSpec;
 use crate::pne::{Outcome, PneEvent};
 use crate::server::ServerEvent;
+use crate::server::delivery::WINDOW;
 
 /// PNEs 0 and 1 in PN A behind `gw-1`; PNEs 2 and 3 in PN B behind `gw-2`, of user
 /// `far_owner` (with its PNEs); every PNE with its SK_PNE. The PN B's id.
@@ -285,7 +286,10 @@ fn a_guest_device_of_the_sources_user_in_another_users_pn_is_reached() {
     );
 }
 
-/// PNE 0 forwards 400,000 bytes to PNEs 2 and 3 while the WAN of `hop` (the PN GW's party
+/// The content a stalled forward offers: more than a window past its first chunks.
+const STALLED: usize = 1_000_000;
+
+/// PNE 0 forwards [`STALLED`] bytes to PNEs 2 and 3 while the WAN of `hop` (the PN GW's party
 /// sending, or its server's) drops every chunk after the first `pass`: the session stalls
 /// midway.
 fn stalled_at(h: &mut Harness, b: PnId, hop: Party, pass: usize) -> DeliveryId {
@@ -299,7 +303,7 @@ fn stalled_at(h: &mut Harness, b: PnId, hop: Party, pass: usize) -> DeliveryId {
         }
         Action::Deliver
     });
-    let bytes = seeded_content(400_000, 12);
+    let bytes = seeded_content(STALLED, 12);
     let session = forward(h, &[2, 3], &bytes, b).unwrap();
     h.clear_hook();
     assert!(h.delivery_sent(0, session).is_none(), "stalled");
@@ -326,9 +330,9 @@ fn stopped(h: &Harness, session: DeliveryId) -> Option<String> {
     })
 }
 
-/// Both targets hold the 400,000 bytes [`stalled`] offers, and the source was told so.
+/// Both targets hold the [`STALLED`] bytes [`stalled`] offers, and the source was told so.
 fn delivered_whole(h: &Harness, session: DeliveryId) {
-    let bytes = seeded_content(400_000, 12);
+    let bytes = seeded_content(STALLED, 12);
     for i in [2, 3] {
         let got = h.store.pne_received.get(&(i, session));
         assert!(got == Some(&bytes), "PNE {i} did not get it whole");
@@ -430,7 +434,7 @@ fn a_targets_end_while_the_sources_pn_gw_is_away_is_told_when_it_comes_back() {
         h.delivery_ends(0, session),
         [(pne_id(3), DeliveryResult::Failed)]
     );
-    let bytes = seeded_content(400_000, 12);
+    let bytes = seeded_content(STALLED, 12);
     assert!(h.store.pne_received.get(&(2, session)) == Some(&bytes));
     assert_eq!(h.delivery_sent(0, session), Some(vec![pne_id(2)]));
 }
@@ -752,10 +756,10 @@ fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
     // From the source's PN GW: past the window the targets allowed, larger than a chunk,
     // empty, past the content, of no session forwarded from here.
     let refused = [
-        (chunk(3 * 65_536 + 1, 65_536), "window"),
+        (chunk(u64::from(WINDOW) + 1, 65_536), "window"),
         (chunk(0, 65_537), "chunk size"),
         (chunk(0, 0), "empty"),
-        (chunk(400_000 - 10, 11), "content's size"),
+        (chunk(STALLED as u64 - 10, 11), "content's size"),
     ];
     for (c, why) in refused {
         let got = from_gw(&mut h, Party::Gw, c).expect("refused");
@@ -797,11 +801,12 @@ fn each_server_session_takes_only_what_its_side_of_a_forward_may_send() {
         "{why}"
     );
     assert!(from_gw(&mut h, Party::FarGw, chunk(65_536, 10)).is_some());
-    assert!(from_gw(&mut h, Party::FarGw, ack(400_001)).is_some());
-    // Only of what was relayed (four chunks, one of them let through), at a chunk's end,
-    // moving on.
+    assert!(from_gw(&mut h, Party::FarGw, ack(STALLED as u64 + 1)).is_some());
+    // Only of what was relayed (the first chunk, which alone was let through, and a window
+    // past it), at a chunk's end, moving on.
     let why = |h: &mut Harness, a| from_gw(h, Party::FarGw, a).unwrap_or_default();
-    let w = why(&mut h, ack(6 * 65_536));
+    assert_eq!(chunks(&h, Party::FarServer, Party::FarGw, session).len(), 1);
+    let w = why(&mut h, ack(u64::from(WINDOW) + 2 * 65_536));
     assert!(w.contains("more than was relayed"), "{w}");
     assert!(why(&mut h, ack(10)).contains("chunk's end"));
     assert!(why(&mut h, ack(65_536)).contains("does not move on"));
@@ -1169,7 +1174,7 @@ fn a_pn_gw_takes_what_the_targets_have_from_the_server_only_for_a_route_to_it_wi
         &mut h,
         DeliveryAck {
             session,
-            have: 400_001,
+            have: STALLED as u64 + 1,
             resume: false,
         },
     );
@@ -1178,12 +1183,12 @@ fn a_pn_gw_takes_what_the_targets_have_from_the_server_only_for_a_route_to_it_wi
         &mut h,
         DeliveryAck {
             session,
-            have: 400_000,
+            have: STALLED as u64,
             resume: false,
         },
     );
     assert_eq!(refused_at_gw(&h, session).len(), refusals + 1);
-    assert_eq!(acks_to_source(&h).last(), Some(&400_000));
+    assert_eq!(acks_to_source(&h).last(), Some(&(STALLED as u64)));
     // A session this PN GW relays between its own PNs takes nothing of the kind from the
     // server.
     let (mut h, b) = two_pns_one_gateway();
@@ -1226,7 +1231,7 @@ fn the_source_side_hands_its_pn_gw_only_what_fits_the_forward() {
         &mut h,
         crate::server::Relayed::Ack(DeliveryAck {
             session,
-            have: 400_001,
+            have: STALLED as u64 + 1,
             resume: false,
         }),
     );
