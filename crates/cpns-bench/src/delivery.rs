@@ -93,6 +93,8 @@ pub struct DeliveryFigures {
     pub delivery_mib_s: Vec<f64>,
     /// Each round's plain TLS transfer, MiB/s.
     pub tls_mib_s: Vec<f64>,
+    /// What each round's delivery cost the three processes of the push.
+    pub delivery_cpu: Vec<PushCpu>,
     /// Median delivery ÷ median TLS.
     pub delivery_of_tls: f64,
     /// Each round's transfer through a plain TLS relay (two hops), MiB/s.
@@ -111,6 +113,22 @@ pub struct DeliveryFigures {
     /// With `--outside`: the WAN bytes of a delivery from outside, aggregated and not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outside: Option<Outside>,
+}
+
+/// The CPU time the source, the PN GW and the target used during one push (user and system,
+/// from `/proc/PID/stat`), and the share of the machine's CPUs that is: what is left is the
+/// time the push waited (on acknowledgements, the disk, or other work of the machine), a
+/// figure this machine's noise in rates does not blur.
+#[derive(Debug, Serialize)]
+pub struct PushCpu {
+    /// Seconds of CPU, the source's.
+    pub source_s: f64,
+    /// Seconds of CPU, the PN GW's.
+    pub gateway_s: f64,
+    /// Seconds of CPU, the target's.
+    pub target_s: f64,
+    /// Their sum ÷ (the push's wall time × the machine's CPUs).
+    pub busy: f64,
 }
 
 /// The bytes the PN GW's WAN session carried in for content from outside the PN.
@@ -160,6 +178,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
     let world = World::start(&exe, dir, a.outside.saturating_sub(1), &a.pan_security).await?;
     let pki = pki::generate(&["127.0.0.1".into()])?;
     let mut delivery = Vec::new();
+    let mut cpu = Vec::new();
     let mut tls = Vec::new();
     let mut relay = Vec::new();
     for round in 0..a.rounds {
@@ -171,8 +190,9 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
                 a.mib
             );
         }
-        let took = world.push(&exe, &file, round, &sha).await?;
+        let (took, used) = world.push(&exe, &file, round, &sha).await?;
         delivery.push(mib_s(bytes, took));
+        cpu.push(used);
         if !a.json {
             eprintln!("round {}/{}: plain TLS", round + 1, a.rounds);
         }
@@ -227,6 +247,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
         target_peak_mib: mib(crate::stats::peak_rss_bytes(world.target.pid)?),
         source_peak_mib: mib(crate::stats::peak_rss_bytes(world.source.pid)?),
         delivery_mib_s: delivery,
+        delivery_cpu: cpu,
         tls_mib_s: tls,
         relay_mib_s: relay,
     };
@@ -252,6 +273,17 @@ fn print_figures(f: &DeliveryFigures) {
         list(&f.delivery_mib_s),
         median(&f.delivery_mib_s)
     );
+    for (round, c) in f.delivery_cpu.iter().enumerate() {
+        println!(
+            "  round {}: CPU {:.2} s source, {:.2} s PN GW, {:.2} s target; {:.0} % of the \
+             machine busy with the push",
+            round + 1,
+            c.source_s,
+            c.gateway_s,
+            c.target_s,
+            100.0 * c.busy
+        );
+    }
     println!(
         "plain TLS on loopback:    {} MiB/s (median {:.1})",
         list(&f.tls_mib_s),
@@ -701,8 +733,15 @@ impl World {
         file: &Path,
         round: u32,
         sha: &[u8; 32],
-    ) -> anyhow::Result<Duration> {
+    ) -> anyhow::Result<(Duration, PushCpu)> {
         let name = format!("round-{round}.bin");
+        let pids = [self.source.pid, self.gateway.pid, self.target.pid];
+        let cpu_at = || -> anyhow::Result<Vec<crate::stats::CpuTime>> {
+            pids.iter()
+                .map(|p| crate::stats::CpuTime::of(*p).context("read a process's CPU time"))
+                .collect()
+        };
+        let before = cpu_at()?;
         let started = Instant::now();
         let out = run(
             exe,
@@ -722,6 +761,21 @@ impl World {
         )
         .await?;
         let took = started.elapsed();
+        let used: Vec<f64> = cpu_at()?
+            .into_iter()
+            .zip(before)
+            .map(|(after, before)| {
+                let d = after.since(before);
+                (d.user + d.system).as_secs_f64()
+            })
+            .collect();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let used = PushCpu {
+            source_s: used[0],
+            gateway_s: used[1],
+            target_s: used[2],
+            busy: used.iter().sum::<f64>() / (took.as_secs_f64() * cpus),
+        };
         let last: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
             .with_context(|| format!("cpns content push printed {out:?}"))?;
         ensure!(
@@ -734,7 +788,7 @@ impl World {
             "the target's copy differs from the file"
         );
         tokio::fs::remove_file(&kept).await?;
-        Ok(took)
+        Ok((took, used))
     }
 
     /// A push of `file` with the PN GW killed (SIGKILL) once the target holds a third of it,

@@ -28,6 +28,14 @@ fn a_small_delivery_bench_measures_each_path_on_a_trusted_pan() {
         assert!(rates[0].as_f64().unwrap() > 0.0, "{path}");
     }
     assert!(v["delivery_of_tls"].as_f64().unwrap() > 0.0);
+    // What the push cost each of its processes, and how busy that kept the machine (counted
+    // in ticks of 10 ms, so a push this small is measured only roughly).
+    let cpu = &v["delivery_cpu"][0];
+    let busy = cpu["busy"].as_f64().unwrap();
+    assert!(busy.is_finite() && busy >= 0.0, "{cpu}");
+    for who in ["source_s", "gateway_s", "target_s"] {
+        assert!(cpu[who].as_f64().unwrap() >= 0.0, "{who}: {cpu}");
+    }
     assert!(v["gateway_peak_mib"].as_f64().unwrap() > 0.0);
 }
 
