@@ -93,12 +93,16 @@ pub struct DeliveryFigures {
     pub delivery_mib_s: Vec<f64>,
     /// Each round's plain TLS transfer, MiB/s.
     pub tls_mib_s: Vec<f64>,
+    /// The CPU time each round's plain TLS transfer took (both ends, this process), seconds.
+    pub tls_cpu_s: Vec<f64>,
     /// What each round's delivery cost the three processes of the push.
     pub delivery_cpu: Vec<PushCpu>,
     /// Median delivery ÷ median TLS.
     pub delivery_of_tls: f64,
     /// Each round's transfer through a plain TLS relay (two hops), MiB/s.
     pub relay_mib_s: Vec<f64>,
+    /// The CPU time each round's relay took (its three ends, this process), seconds.
+    pub relay_cpu_s: Vec<f64>,
     /// Median delivery ÷ median TLS relay.
     pub delivery_of_relay: f64,
     /// The PN GW's peak resident memory over the run, MiB.
@@ -129,6 +133,11 @@ pub struct PushCpu {
     pub target_s: f64,
     /// Their sum ÷ (the push's wall time × the machine's CPUs).
     pub busy: f64,
+}
+
+/// User and system time together, in seconds.
+fn cpu_s(t: crate::stats::CpuTime) -> f64 {
+    (t.user + t.system).as_secs_f64()
 }
 
 /// The bytes the PN GW's WAN session carried in for content from outside the PN.
@@ -180,6 +189,7 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
     let mut delivery = Vec::new();
     let mut cpu = Vec::new();
     let mut tls = Vec::new();
+    let (mut tls_cpu, mut relay_cpu) = (Vec::new(), Vec::new());
     let mut relay = Vec::new();
     for round in 0..a.rounds {
         if !a.json {
@@ -196,7 +206,10 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
         if !a.json {
             eprintln!("round {}/{}: plain TLS", round + 1, a.rounds);
         }
+        let me = std::process::id();
+        let before = crate::stats::CpuTime::of(me)?;
         let took = tls_transfer(&pki, &file, &dir.join("tls.out")).await?;
+        tls_cpu.push(cpu_s(crate::stats::CpuTime::of(me)?.since(before)));
         ensure!(
             sha256_of(&dir.join("tls.out")).await? == sha,
             "the TLS baseline's copy differs"
@@ -205,7 +218,9 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
         if !a.json {
             eprintln!("round {}/{}: a plain TLS relay", round + 1, a.rounds);
         }
+        let before = crate::stats::CpuTime::of(me)?;
         let took = tls_relay_transfer(&pki, &file, &dir.join("relay.out")).await?;
+        relay_cpu.push(cpu_s(crate::stats::CpuTime::of(me)?.since(before)));
         ensure!(
             sha256_of(&dir.join("relay.out")).await? == sha,
             "the TLS relay's copy differs"
@@ -249,7 +264,9 @@ pub async fn delivery(a: DeliveryArgs) -> anyhow::Result<()> {
         delivery_mib_s: delivery,
         delivery_cpu: cpu,
         tls_mib_s: tls,
+        tls_cpu_s: tls_cpu,
         relay_mib_s: relay,
+        relay_cpu_s: relay_cpu,
     };
     world.stop().await;
     if a.json {
@@ -264,6 +281,12 @@ fn print_figures(f: &DeliveryFigures) {
     let list = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let list2 = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -285,14 +308,16 @@ fn print_figures(f: &DeliveryFigures) {
         );
     }
     println!(
-        "plain TLS on loopback:    {} MiB/s (median {:.1})",
+        "plain TLS on loopback:    {} MiB/s (median {:.1}); CPU {} s",
         list(&f.tls_mib_s),
-        median(&f.tls_mib_s)
+        median(&f.tls_mib_s),
+        list2(&f.tls_cpu_s)
     );
     println!(
-        "a plain TLS relay:        {} MiB/s (median {:.1})",
+        "a plain TLS relay:        {} MiB/s (median {:.1}); CPU {} s",
         list(&f.relay_mib_s),
-        median(&f.relay_mib_s)
+        median(&f.relay_mib_s),
+        list2(&f.relay_cpu_s)
     );
     if let Some(o) = &f.outside {
         println!(
@@ -764,10 +789,7 @@ impl World {
         let used: Vec<f64> = cpu_at()?
             .into_iter()
             .zip(before)
-            .map(|(after, before)| {
-                let d = after.since(before);
-                (d.user + d.system).as_secs_f64()
-            })
+            .map(|(after, before)| cpu_s(after.since(before)))
             .collect();
         let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         let used = PushCpu {

@@ -22,6 +22,9 @@ fn a_small_delivery_bench_measures_each_path_on_a_trusted_pan() {
     ]);
     assert_eq!(v["pan_security"], "trusted");
     assert_eq!(v["bytes"], 1024 * 1024);
+    for path in ["tls_cpu_s", "relay_cpu_s"] {
+        assert_eq!(v[path].as_array().map(Vec::len), Some(1), "{path}");
+    }
     for path in ["delivery_mib_s", "tls_mib_s", "relay_mib_s"] {
         let rates = v[path].as_array().unwrap();
         assert_eq!(rates.len(), 1, "{path}: one round");
