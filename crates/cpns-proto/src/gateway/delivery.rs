@@ -346,11 +346,15 @@ impl Gateway {
             .keys()
             .filter_map(|t| self.proven_link_of(t))
             .collect();
-        for l in &to {
-            self.send_pan_notify(*l, m.clone());
-        }
         if let Some(route) = self.deliveries.get_mut(&m.session) {
             route.relayed = route.relayed.saturating_add(len * to.len() as u64);
+        }
+        // Each target but the last gets a copy; the last takes the chunk itself.
+        if let Some((last, others)) = to.split_last() {
+            for l in others {
+                self.send_pan_notify(*l, m.clone());
+            }
+            self.send_pan_notify(*last, m);
         }
     }
 
