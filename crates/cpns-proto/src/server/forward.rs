@@ -76,8 +76,6 @@ pub(super) struct Forward {
     /// The route this side's PN GW was told (told it again when its next session takes the
     /// forward back).
     route: DeliveryRoute,
-    size: u64,
-    chunk: u64,
     /// Targets not ended.
     targets: BTreeSet<EntityId>,
     /// Source side: the least every target had, as last told the source, and whether any
@@ -110,8 +108,6 @@ impl Forward {
         Self {
             side,
             peer,
-            size: route.size,
-            chunk: u64::from(route.chunk),
             targets: route.targets.iter().cloned().collect(),
             route: route.clone(),
             have: 0,
@@ -134,6 +130,16 @@ impl Forward {
         &self.peer
     }
 
+    /// The content's size.
+    fn size(&self) -> u64 {
+        self.route.size
+    }
+
+    /// The largest chunk's content.
+    fn chunk(&self) -> u64 {
+        u64::from(self.route.chunk)
+    }
+
     /// Source side: what the targets have, from the targets side; the source may go a window
     /// past it.
     fn took_ack(&mut self, m: &DeliveryAck) {
@@ -141,7 +147,7 @@ impl Forward {
         self.heard = true;
         self.reach = self
             .reach
-            .max(m.have.saturating_add(u64::from(WINDOW)).min(self.size));
+            .max(m.have.saturating_add(u64::from(WINDOW)).min(self.size()));
     }
 
     /// What the other side hands this one while its PN GW is away: what the targets have is
@@ -154,7 +160,7 @@ impl Forward {
             return;
         }
         match (self.side, msg) {
-            (Side::Source, Relayed::Ack(m)) if m.have <= self.size => self.took_ack(&m),
+            (Side::Source, Relayed::Ack(m)) if m.have <= self.size() => self.took_ack(&m),
             (Side::Source, Relayed::Done(m)) => {
                 let held = |h: &Relayed| matches!(h, Relayed::Done(d) if d.target == m.target);
                 if self.targets.contains(&m.target) && !self.held.iter().any(held) {
@@ -174,7 +180,7 @@ impl Forward {
     /// is of what was relayed, at a chunk's end, moving on unless it resumes, and resumes are
     /// bounded; so what crosses to the source side stays within a few per chunk.
     fn ack_fault(&self, m: &DeliveryAck) -> Option<&'static str> {
-        if m.have > self.down || !m.have.is_multiple_of(self.chunk) && m.have != self.size {
+        if m.have > self.down || !m.have.is_multiple_of(self.chunk()) && m.have != self.size() {
             Some("an acknowledgement of more than was relayed, or not at a chunk's end")
         } else if !m.resume && self.told.is_some_and(|t| m.have <= t) {
             Some("an acknowledgement that does not move on")
@@ -189,9 +195,9 @@ impl Forward {
     fn chunk_fault(&self, m: &DeliveryChunk) -> Option<&'static str> {
         let len = (m.sealed.len() as u64).saturating_sub(OVERHEAD);
         let end = m.offset.checked_add(len);
-        if m.sealed.len() as u64 > self.chunk + OVERHEAD || len == 0 {
+        if m.sealed.len() as u64 > self.chunk() + OVERHEAD || len == 0 {
             Some("a chunk larger than the session's chunk size, or empty")
-        } else if end.is_none_or(|end| end > self.size) {
+        } else if end.is_none_or(|end| end > self.size()) {
             Some("a chunk past the content's size")
         } else if end.is_none_or(|end| end > self.reach) {
             Some("a chunk past the window its targets allowed")
@@ -342,7 +348,7 @@ impl ServerSession {
                 self.send_to_gateway(m);
             }
             (Side::Targets, Relayed::Control(m)) => self.send_to_gateway(m),
-            (Side::Source, Relayed::Ack(m)) if m.have <= f.size => {
+            (Side::Source, Relayed::Ack(m)) if m.have <= f.size() => {
                 f.took_ack(&m);
                 self.send_to_gateway(m);
             }
@@ -378,9 +384,10 @@ impl ServerSession {
         self.event(ServerEvent::DeliveryStopped { session, reason });
     }
 
-    /// A forward taken back from a lost session of this PN GW goes on: its PN GW is told the
-    /// route again (naming the targets not ended) and what was held for it, then where to go
-    /// on from. One whose other side ended meanwhile ends here (at the source side, once its
+    /// A forward taken back from a lost session of this PN GW goes on (004 §5.5.8, forwarding
+    /// between PNs; once the PN GW's connection set-up is done, 002 §B.1.1.2 step 16): its PN
+    /// GW is told the route again (naming the targets not ended) and what was held for it,
+    /// then where to go on from. One whose other side ended meanwhile ends here (at the source side, once its
     /// PN GW has the route to take the targets' ends).
     pub(super) fn resume_forward(&mut self, mut f: Forward) {
         let session = f.session();

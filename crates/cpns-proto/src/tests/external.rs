@@ -597,15 +597,9 @@ fn a_restored_route_names_only_the_targets_still_open() {
         h.delivery_ends(2, session),
         [(pne_id(2), DeliveryResult::Declined)]
     );
-    let now = h.now();
-    let kept = h.server.end_deliveries(now);
-    h.gw.wan_closed(now);
-    h.pump();
+    h.lose_wan(Party::Gw);
     h.clear_hook();
-    h.reopen_wan();
-    let now = h.now();
-    h.server.restore_outbound(now, kept).unwrap();
-    h.pump();
+    h.regain_wan(Party::Gw);
     let routes: Vec<Vec<EntityId>> = h
         .delivered(Party::Server, Party::Gw)
         .into_iter()
@@ -757,15 +751,9 @@ fn a_target_whose_acceptance_went_with_the_wan_session_says_it_again_and_gets_it
         server_chunks(&h, session).is_empty(),
         "its acceptance was lost"
     );
-    let now = h.now();
-    let kept = h.server.end_deliveries(now);
-    h.gw.wan_closed(now);
-    h.pump();
+    h.lose_wan(Party::Gw);
     h.clear_hook();
-    h.reopen_wan();
-    let now = h.now();
-    h.server.restore_outbound(now, kept).unwrap();
-    h.pump();
+    h.regain_wan(Party::Gw);
     assert!(
         server_chunks(&h, session).is_empty(),
         "the route is told again; the source waits for its target"
