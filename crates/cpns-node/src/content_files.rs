@@ -1,16 +1,22 @@
 //! Where a PNE's deliveries live on disk (004 §5.5.8; docs/services.md, "Delivery"): what it
 //! sends is read from the files its application named (one per item of the session, one after
 //! another), a chunk at a time; each item it receives is written to a partial file of its own
-//! in the inbox (`<session>.part` for the first, `<session>.<i>.part` for item `i`), hashed as
-//! it is written, on a thread of the session's own ([`Hasher`]; what a resumed session held
-//! already is read back once, a block at a time, never held whole), checked against the
-//! SHA-256 offered once every byte of the session is there, and then kept under its name
-//! (made safe as a file name) or discarded, each item on its own. The inbox is its user's only (mode 0700).
+//! in the inbox (`<session>.part` for the first, `<session>.<i>.part` for item `i`), written and
+//! hashed on a thread of the session's own ([`Hasher`]; what a resumed session held already is
+//! read back once, a block at a time, never held whole), checked against the SHA-256 offered
+//! once every byte of the session is there, and then kept under its name (made safe as a file
+//! name) or discarded, each item on its own. The inbox is its user's only (mode 0700).
 //!
-//! A chunk is read or written where it lands in its file (`pread`/`pwrite`), in the link's
-//! task: a chunk's worth of the page cache costs less than the hand-over to tokio's blocking
-//! pool and back, which was one wake-up each way per chunk (BENCHMARKS.md, "Delivery through a
-//! PN GW"). Opening, syncing and hashing a whole file go to the blocking pool.
+//! A chunk sent is read where it lies in its file (`pread`), in the link's task: a chunk's
+//! worth of the page cache costs less than the hand-over to tokio's blocking pool and back,
+//! which was one wake-up each way per chunk (BENCHMARKS.md, "Delivery through a PN GW"). A
+//! chunk received that comes in order is moved to the session's thread, which writes it where
+//! it lands (`pwrite`) and hashes it, while the link's task opens the next: a write into new
+//! pages of the page cache costs the target as much as opening the chunk, and one thread that
+//! stays awake for the session costs no wake-up per chunk while it has work (BENCHMARKS.md, "A
+//! target's writes on a thread of their own"). A chunk that comes out of order (none does from
+//! a machine that takes chunks only where it expects them) waits for the thread and is written
+//! in the link's task. Opening, syncing and hashing a whole file go to the blocking pool.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,55 +44,82 @@ pub(crate) struct ContentFiles {
     hashers: BTreeMap<DeliveryId, Hasher>,
 }
 
-/// Chunks a session's hashing thread may have waiting; past them a write waits for it.
+/// Chunks a session's writing thread may have waiting; past them a write waits for it.
 const HASH_QUEUE: usize = 4;
 
-/// What a hashing thread is handed: a chunk written, and the ranges of it to hash into which
-/// item (those written in order after what that item held).
-type ToHash = (Vec<u8>, Vec<(usize, std::ops::Range<usize>)>);
+/// What a writing thread is handed: a chunk, and the ranges of it to write into which item at
+/// which offset and to hash into that item (those that come in order after what that item
+/// held).
+type ToWrite = (Vec<u8>, Vec<(usize, u64, std::ops::Range<usize>)>);
 
-/// A received session's hashing, on a thread of its own: each chunk written in order is
-/// handed over (moved, not copied) and hashed there, off the link's task, which goes on to
-/// open and write the next one (a delivery's target is the busiest of its three processes:
-/// BENCHMARKS.md, "The bulk AEAD on ring …").
+/// A received session's writing and hashing, on a thread of its own: each chunk that comes in
+/// order is handed over (moved, not copied), written where it lands and hashed there, off the
+/// link's task, which goes on to open the next one (a delivery's target is the busiest of its
+/// three processes, and a write into the page cache costs it as much as the chunk's opening:
+/// BENCHMARKS.md, "A target's writes on a thread of their own").
+/// What was handed over is written in order; [`Hasher::finish`] waits for the last write.
 #[derive(Debug)]
 struct Hasher {
-    chunks: tokio::sync::mpsc::Sender<ToHash>,
-    done: tokio::sync::oneshot::Receiver<Vec<sha2::Sha256>>,
+    chunks: tokio::sync::mpsc::Sender<ToWrite>,
+    done: tokio::sync::oneshot::Receiver<Result<Vec<sha2::Sha256>, String>>,
 }
 
 impl Hasher {
-    /// A thread that goes on from `hashes`, one per item.
-    fn start(mut hashes: Vec<sha2::Sha256>) -> Result<Self, String> {
-        let (chunks, mut rx) = tokio::sync::mpsc::channel::<ToHash>(HASH_QUEUE);
+    /// A thread that writes into `files` (one per item, with its path for errors) and goes on
+    /// from `hashes`, one per item.
+    fn start(
+        files: Vec<(std::fs::File, PathBuf)>,
+        mut hashes: Vec<sha2::Sha256>,
+    ) -> Result<Self, String> {
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<ToWrite>(HASH_QUEUE);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("cpns-hash".into())
             .spawn(move || {
+                let mut result = Ok(());
                 while let Some((bytes, ranges)) = rx.blocking_recv() {
-                    for (item, range) in ranges {
-                        if let (Some(h), Some(b)) = (hashes.get_mut(item), bytes.get(range)) {
-                            h.update(b);
+                    for (item, within, range) in ranges {
+                        let (Some(h), Some(b), Some((f, path))) =
+                            (hashes.get_mut(item), bytes.get(range), files.get(item))
+                        else {
+                            continue;
+                        };
+                        if let Err(e) = f.write_all_at(b, within) {
+                            result = Err(io("write", path, &e));
+                            break;
                         }
+                        h.update(b);
+                    }
+                    if result.is_err() {
+                        // The link's next hand-over fails, and it asks why.
+                        rx.close();
+                        break;
                     }
                 }
                 // Nobody waits when the session was discarded.
-                let _ = done_tx.send(hashes);
+                let _ = done_tx.send(result.map(|()| hashes));
             })
-            .map_err(|e| format!("no thread to hash with: {e}"))?;
+            .map_err(|e| format!("no thread to write with: {e}"))?;
         Ok(Self { chunks, done })
     }
 
-    /// Hashes `ranges` of `bytes` after what came before; `false` if the thread is gone.
-    async fn hash(&self, bytes: Vec<u8>, ranges: Vec<(usize, std::ops::Range<usize>)>) -> bool {
+    /// Writes and hashes `ranges` of `bytes` after what came before; `false` if the thread is
+    /// gone (a write failed: [`Hasher::finish`] says why).
+    async fn hash(
+        &self,
+        bytes: Vec<u8>,
+        ranges: Vec<(usize, u64, std::ops::Range<usize>)>,
+    ) -> bool {
         self.chunks.send((bytes, ranges)).await.is_ok()
     }
 
-    /// Each item's hash of what was handed over, once the thread hashed it all; `None` if the
-    /// thread is gone.
-    async fn finish(self) -> Option<Vec<sha2::Sha256>> {
+    /// Each item's hash of what was handed over, once the thread wrote and hashed it all; why
+    /// not if a write failed or the thread is gone.
+    async fn finish(self) -> Result<Vec<sha2::Sha256>, String> {
         drop(self.chunks);
-        self.done.await.ok()
+        self.done
+            .await
+            .unwrap_or_else(|_| Err("the writing thread stopped".into()))
     }
 }
 
@@ -441,8 +474,12 @@ impl ContentFiles {
         items: Vec<ReceiveItem>,
     ) -> Result<u64, String> {
         let first = self.part(session, 0)?;
-        // Opened again (its link dropped): the old handles wrote through already.
+        // Opened again (its link dropped): what the old thread was handed is written first,
+        // so what the files hold is measured after it.
         self.receiving.remove(&session);
+        if let Some(old) = self.hashers.remove(&session) {
+            let _ = old.finish().await;
+        }
         if let Some(dir) = first.parent() {
             tokio::fs::create_dir_all(dir)
                 .await
@@ -458,6 +495,7 @@ impl ContentFiles {
         }
         let mut parts = Vec::with_capacity(items.len());
         let mut hashes = Vec::with_capacity(items.len());
+        let mut files = Vec::with_capacity(items.len());
         let mut have = 0u64;
         // Whether every item before this one is whole: what a later one holds counts only then
         // (it cannot hold anything otherwise; if it does, it is emptied).
@@ -480,11 +518,13 @@ impl ContentFiles {
                 ));
             }
             let f = f.into_std().await;
+            let for_thread = f.try_clone().map_err(|e| io("open", &path, &e))?;
             // What it holds already (a resumed session) is hashed once, now.
             let (hash, hashed) = hash_file(&path, held).await?;
             have = have.saturating_add(held);
             whole = whole && held == item.size;
             hashes.push(hash);
+            files.push((for_thread, path.clone()));
             parts.push(Part {
                 name: item.name,
                 size: item.size,
@@ -494,7 +534,7 @@ impl ContentFiles {
                 in_order: true,
             });
         }
-        self.hashers.insert(session, Hasher::start(hashes)?);
+        self.hashers.insert(session, Hasher::start(files, hashes)?);
         self.receiving.insert(session, parts);
         Ok(have)
     }
@@ -533,6 +573,17 @@ impl ContentFiles {
                 "a chunk at {offset} reaches past the session's end"
             ));
         };
+        if spans
+            .iter()
+            .any(|(item, within, _)| *within != parts[*item].hashed)
+        {
+            // Written here, over what the thread may still have to write: it writes that
+            // first.
+            self.settle(session).await?;
+        }
+        let Some(parts) = self.receiving.get_mut(&session) else {
+            return Err("the session's file is not open".into());
+        };
         let mut to_hash = Vec::with_capacity(spans.len());
         for (item, within, range) in spans {
             let p = &mut parts[item];
@@ -543,26 +594,51 @@ impl ContentFiles {
             if within != p.hashed {
                 p.in_order = false;
             }
-            f.write_all_at(slice, within)
-                .map_err(|e| io("write", &p.path, &e))?;
-            if p.in_order {
+            if p.in_order && self.hashers.contains_key(&session) {
+                // Written by the session's thread, in order after what it was handed.
                 p.hashed += slice.len() as u64;
-                to_hash.push((item, at.start + range.start..at.start + range.end));
+                to_hash.push((item, within, at.start + range.start..at.start + range.end));
+            } else {
+                f.write_all_at(slice, within)
+                    .map_err(|e| io("write", &p.path, &e))?;
             }
         }
         if to_hash.is_empty() {
             return Ok(());
         }
-        let handed = match self.hashers.get(&session) {
-            Some(h) => h.hash(buf, to_hash).await,
-            None => false,
+        let Some(h) = self.hashers.get(&session) else {
+            return Err("the session's file is not open".into());
         };
-        if !handed {
-            // No hash of what came in order: each item is read back at the end instead.
-            for p in parts {
-                p.in_order = false;
-            }
+        if !h.hash(buf, to_hash).await {
+            // A write failed on the thread: the session cannot go on.
+            let why = match self.hashers.remove(&session) {
+                Some(h) => h.finish().await.err(),
+                None => None,
+            };
+            return Err(why.unwrap_or_else(|| "the writing thread stopped".into()));
         }
+        Ok(())
+    }
+
+    /// Waits until `session`'s thread wrote what it was handed, and goes on with a new one
+    /// from the hashes it made. Why not if a write failed.
+    async fn settle(&mut self, session: DeliveryId) -> Result<(), String> {
+        let (Some(h), Some(parts)) = (self.hashers.remove(&session), self.receiving.get(&session))
+        else {
+            return Ok(());
+        };
+        let hashes = h.finish().await?;
+        let mut files = Vec::with_capacity(parts.len());
+        for p in parts {
+            let Some(f) = p.file.as_ref() else {
+                return Err("the session's file is not open".into());
+            };
+            files.push((
+                f.try_clone().map_err(|e| io("open", &p.path, &e))?,
+                p.path.clone(),
+            ));
+        }
+        self.hashers.insert(session, Hasher::start(files, hashes)?);
         Ok(())
     }
 
@@ -580,7 +656,13 @@ impl ContentFiles {
             return Err("the session's file is not open".into());
         };
         let hashes = match self.hashers.remove(&session) {
-            Some(h) => h.finish().await,
+            Some(h) => match h.finish().await {
+                Ok(hashes) => Some(hashes),
+                Err(why) => {
+                    self.remove_parts(session, parts.len()).await;
+                    return Err(why);
+                }
+            },
             None => None,
         };
         if parts.len() != sha256.len() {
@@ -862,17 +944,37 @@ mod tests {
         assert_eq!(why.to_string(), "disk gone");
     }
 
-    /// A session's hashing thread goes on from each item's hash of what it held, hashes the
-    /// ranges it is handed into their items, in order, and gives each item's hash at the end.
+    /// A session's writing thread writes each range it is handed where it lands in its item's
+    /// file, goes on from each item's hash of what it held, hashes the ranges into their
+    /// items in order, and gives each item's hash once the last is written.
     #[tokio::test]
-    async fn a_hashing_thread_hashes_each_range_into_its_item_in_order() {
+    async fn a_writing_thread_writes_and_hashes_each_range_into_its_item_in_order() {
+        let dir = std::env::temp_dir().join(format!("cpns-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.part"), dir.join("b.part"));
+        std::fs::write(&a, b"held ").unwrap();
+        let open = |p: &Path| {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(p)
+                .unwrap();
+            (f, p.to_path_buf())
+        };
         let mut held = sha2::Sha256::new();
         held.update(b"held ");
-        let h = Hasher::start(vec![held, sha2::Sha256::new()]).unwrap();
-        assert!(h.hash(b"abcdef".to_vec(), vec![(0, 0..4), (1, 4..6)]).await);
-        assert!(h.hash(b"ghi".to_vec(), vec![(1, 0..3)]).await);
-        // A range past the chunk, or an item there is not, hashes nothing.
-        assert!(h.hash(b"x".to_vec(), vec![(1, 0..9), (7, 0..1)]).await);
+        let h = Hasher::start(vec![open(&a), open(&b)], vec![held, sha2::Sha256::new()]).unwrap();
+        assert!(
+            h.hash(b"abcdef".to_vec(), vec![(0, 5, 0..4), (1, 0, 4..6)])
+                .await
+        );
+        assert!(h.hash(b"ghi".to_vec(), vec![(1, 2, 0..3)]).await);
+        // A range past the chunk, or an item there is not, writes and hashes nothing.
+        assert!(
+            h.hash(b"x".to_vec(), vec![(1, 0, 0..9), (7, 0, 0..1)])
+                .await
+        );
         let hashes = h.finish().await.unwrap();
         assert_eq!(hashes.len(), 2);
         assert_eq!(
@@ -883,6 +985,45 @@ mod tests {
             hashes[1].clone().finalize()[..],
             sha2::Sha256::digest(b"efghi")[..]
         );
+        assert_eq!(std::fs::read(&a).unwrap(), b"held abcd");
+        assert_eq!(std::fs::read(&b).unwrap(), b"efghi");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A write the session's thread cannot make stops the session: the link's next hand-over,
+    /// or its end, says which file and why, and the partial files go.
+    #[tokio::test]
+    async fn a_write_that_fails_on_the_thread_ends_the_session_saying_why() {
+        let dir = std::env::temp_dir().join(format!("cpns-write-fails-{}", std::process::id()));
+        let mut files = ContentFiles::new(Some(dir.join("inbox")));
+        let s = DeliveryId::from_bytes([8; 16]);
+        files.open_receive(s, one("w.bin", 12)).await.unwrap();
+        // The thread's handle swapped for one that cannot write.
+        let part = files.part(s, 0).unwrap();
+        let read_only = std::fs::File::open(&part).unwrap();
+        let hashes = vec![sha2::Sha256::new()];
+        files.hashers.insert(
+            s,
+            Hasher::start(vec![(read_only, part.clone())], hashes).unwrap(),
+        );
+        let mut why = None;
+        for i in 0..(HASH_QUEUE as u64 + 2) {
+            if let Err(e) = files.write(s, i * 2, b"ab".to_vec()).await {
+                why = Some(e);
+                break;
+            }
+        }
+        let why = match why {
+            Some(why) => why,
+            None => files.finish(s, &[[0; 32]], &[]).await.unwrap_err(),
+        };
+        assert!(
+            why.starts_with(&format!("write {}: ", part.display())),
+            "{why}"
+        );
+        files.discard(s).await;
+        assert!(!part.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// What arrives in order is checked as it was written, by the session's hashing thread,
@@ -896,6 +1037,7 @@ mod tests {
         let s = DeliveryId::from_bytes([6; 16]);
         files.open_receive(s, one("w.bin", 5)).await.unwrap();
         files.write(s, 0, b"abcde".to_vec()).await.unwrap();
+        files.settle(s).await.unwrap();
         std::fs::write(files.part(s, 0).unwrap(), b"ABCDE").unwrap();
         let sent: [u8; 32] = sha2::Sha256::digest(b"abcde").into();
         assert!(finish_one(&mut files, s, sent, &[]).await.is_some());
@@ -950,6 +1092,7 @@ mod tests {
         files.write_in(s, 0, first, 12..16).await.unwrap();
         let second = [b"NONCE-bytes!".as_slice(), b"efg"].concat();
         files.write_in(s, 4, second, 12..15).await.unwrap();
+        files.settle(s).await.unwrap();
         let part = files.part(s, 0).unwrap();
         assert_eq!(std::fs::read(&part).unwrap(), b"abcdefg");
         std::fs::write(&part, b"ABCDEFG").unwrap();

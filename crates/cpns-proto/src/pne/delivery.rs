@@ -15,7 +15,7 @@
 //! policy, or `answer_delivery`), the driver opens where it keeps the content and says how much
 //! it has already ([`PneOutput::OpenReceive`]), and the PNE acknowledges that (`resume`). Each
 //! chunk from its PN GW must open under the session's key at the very offset expected; it goes
-//! to the driver to write ([`PneOutput::WriteChunk`]) and is acknowledged once written. The
+//! to the driver to write ([`PneOutput::WriteChunk`]) and is acknowledged once the driver took it. The
 //! hashes it checks against come with the invitation, or, offered without them, with the last
 //! chunk: its source's digest, which must be signed by the source under the server's
 //! certificate before the chunk is written. With

@@ -529,8 +529,10 @@ pub enum PneOutput {
         /// file of its own.
         items: Vec<ReceiveItem>,
     },
-    /// Write a chunk of a received delivery at `offset`, durably, and answer with
-    /// [`PneSession::handle_chunk_written`].
+    /// Write a chunk of a received delivery at `offset`, in order after those before it, and
+    /// answer with [`PneSession::handle_chunk_written`] (once written, or taken to be written:
+    /// nothing is durable before [`PneOutput::FinishReceive`], and a driver that starts again
+    /// says what its files hold, from which the source goes on).
     WriteChunk {
         /// The session.
         session: cpns_wire::DeliveryId,
