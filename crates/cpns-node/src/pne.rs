@@ -941,6 +941,8 @@ struct Link<S> {
     offer_paths: BTreeMap<CommandId, Vec<(std::path::PathBuf, u64)>>,
     /// The content of sessions offered without hashes, being hashed for their digest.
     hashing: tokio::task::JoinSet<Hashed>,
+    /// The session each task of `hashing` hashes, to end it if the task fails.
+    hashing_for: std::collections::HashMap<tokio::task::Id, DeliveryId>,
     /// Sessions whose content is to be hashed once their files are known (the machine asks
     /// as the grant comes, before its completion names the files).
     hash_wanted: std::collections::BTreeSet<DeliveryId>,
@@ -1023,6 +1025,7 @@ impl<S: DeviceStore> Link<S> {
             files: crate::content_files::ContentFiles::new(inbox),
             offer_paths: BTreeMap::new(),
             hashing: tokio::task::JoinSet::new(),
+            hashing_for: std::collections::HashMap::new(),
             hash_wanted: std::collections::BTreeSet::new(),
             keep_wanted: BTreeMap::new(),
             keep_later: Vec::new(),
@@ -1420,8 +1423,10 @@ impl<S: DeviceStore> Link<S> {
     fn hash_content(&mut self, session: DeliveryId) {
         match self.files.sent_files(session) {
             Some(files) => {
-                self.hashing
+                let task = self
+                    .hashing
                     .spawn(async move { (session, crate::content_files::hash_items(files).await) });
+                self.hashing_for.insert(task.id(), session);
             }
             None => {
                 self.hash_wanted.insert(session);
@@ -1681,10 +1686,20 @@ impl<S: DeviceStore> Link<S> {
             }
             tokio::select! {
                 frame = self.conn.next_frame() => self.on_frame(frame)?,
-                Some(hashed) = self.hashing.join_next(), if !self.hashing.is_empty() => {
-                    match hashed {
-                        Ok((session, hashes)) => self.session.handle_content_hashed(session, hashes),
-                        Err(e) => warn!(error = %e, "a delivery's hashing stopped"),
+                Some(hashed) = self.hashing.join_next_with_id(), if !self.hashing.is_empty() => {
+                    let (session, hashes) = match hashed {
+                        Ok((id, (session, hashes))) => {
+                            self.hashing_for.remove(&id);
+                            (Some(session), hashes)
+                        }
+                        // The task itself failed: its session ends, saying so.
+                        Err(e) => (
+                            self.hashing_for.remove(&e.id()),
+                            Err(format!("its hashing stopped: {e}")),
+                        ),
+                    };
+                    if let Some(session) = session {
+                        self.session.handle_content_hashed(session, hashes);
                     }
                 }
                 () = sleep_until(self.session.poll_timeout().map(tokio::time::Instant::from_std)) => {
