@@ -594,7 +594,7 @@ impl ContentFiles {
             if within != p.hashed {
                 p.in_order = false;
             }
-            if p.in_order && self.hashers.contains_key(&session) {
+            if p.in_order {
                 // Written by the session's thread, in order after what it was handed.
                 p.hashed += slice.len() as u64;
                 to_hash.push((item, within, at.start + range.start..at.start + range.end));
