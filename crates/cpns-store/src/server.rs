@@ -385,6 +385,16 @@ pub trait ServerStore: Send + Sync + 'static {
         ended_at: UnixMillis,
     ) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Ends every delivery record still open that started before `started_before` (its
+    /// target never ended it: gone for good, docs/services.md "A target gone for good"):
+    /// result `failed` (4) at `ended_at`, its bytes as they were. How many it ended. A target
+    /// that ends it later finds it ended ([`ServerStore::close_delivery`] gives false).
+    fn expire_deliveries(
+        &self,
+        started_before: UnixMillis,
+        ended_at: UnixMillis,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
     /// One step of merging the service directory's full-text index into one segment, a
     /// write of its own so that other writes go between steps (docs/services.md, "The
     /// directory's store"): about `pages` pages of merged index; `start` begins a merge of

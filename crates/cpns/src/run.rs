@@ -42,6 +42,10 @@ pub(crate) struct ServerArgs {
     /// deliveries from outside and its forwards between PNs for twice this (docs/services.md).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub flow_timeout_s: u64,
+    /// How long a delivery record may stay open before the server ends it `failed` (its
+    /// target never ended it: gone for good; docs/services.md). Default: a week.
+    #[arg(long, value_name = "SECS", default_value_t = cpns_node::server::OPEN_DELIVERY_MAX.as_secs(), value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub delivery_open_max_s: u64,
     /// A chargeable service and its units per started MB (repeatable), e.g.
     /// `--chargeable video=2`; usage of a service not named is not charged.
     #[arg(long, value_name = "SERVICE=UNITS", value_parser = tariff_entry)]
@@ -97,6 +101,7 @@ pub(crate) async fn server(a: ServerArgs) -> anyhow::Result<()> {
     };
     cfg.proto.offline_after = Some(Duration::from_secs(a.offline_after_s));
     cfg.proto.timeouts.flow = Duration::from_secs(a.flow_timeout_s);
+    cfg.open_delivery_max = Duration::from_secs(a.delivery_open_max_s);
     cfg.proto.tariff = a.chargeable.iter().cloned().collect();
     let printer = EventPrinter::new(Role::Server, a.json);
     let (events_tx, mut events) = mpsc::channel(cpns_node::gateway::EVENT_CAPACITY);

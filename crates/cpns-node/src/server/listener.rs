@@ -34,6 +34,10 @@ impl<S: ServerStore + Clone> ServerNode<S> {
             )));
         }
         let ticker = tokio::spawn(tick(self.hub()));
+        let sweeper = tokio::spawn(sweep_deliveries(
+            self.store.clone(),
+            self.cfg.open_delivery_max,
+        ));
         let admission = Admission::new(self.cfg.max_unauthenticated, self.cfg.max_sessions);
         let stop_rx = self.office.signal.subscribe();
         let mut sessions = JoinSet::new();
@@ -76,6 +80,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
         this.office.signal.send_modify(|s| s.stop = true);
         while sessions.join_next().await.is_some() {}
         ticker.abort();
+        sweeper.abort();
         Ok(())
     }
 
@@ -148,6 +153,37 @@ impl<S: ServerStore + Clone> ServerNode<S> {
     }
 }
 
+/// Ends the delivery records still open after `max` (their targets never ended them: gone for
+/// good), at once and then every eighth of `max` (between a second and an hour), so that every
+/// delivery's record ends (docs/services.md, "A target gone for good"). A store that fails is
+/// tried again at the next turn.
+async fn sweep_deliveries<S: ServerStore>(store: S, max: Duration) {
+    let every = (max / 8).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    loop {
+        match expire_deliveries(&store, max, clock::unix_millis()).await {
+            Ok(0) => {}
+            Ok(ended) => info!(
+                ended,
+                "delivery records ended failed: their targets never ended them"
+            ),
+            Err(e) => warn!(error = %e, "delivery records could not be swept"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One sweep at `now_ms`: the records opened more than `max` before it ended `failed`.
+async fn expire_deliveries<S: ServerStore>(
+    store: &S,
+    max: Duration,
+    now_ms: i64,
+) -> Result<u64, cpns_store::StoreError> {
+    let max_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
+    store
+        .expire_deliveries(now_ms.saturating_sub(max_ms), now_ms)
+        .await
+}
+
 /// Delivers periodic notifications when they are due.
 async fn tick(hub: Arc<StatusHub>) {
     loop {
@@ -202,5 +238,114 @@ mod tests {
         assert!(machine <= 832, "a session machine of {machine} bytes");
         drop(serve);
         node.store.close().await;
+    }
+
+    /// A record opened at `started_at` of session `[n; 16]` for `target`.
+    fn record(n: u8, target: &str, started_at: i64) -> cpns_store::DeliveryRecord {
+        cpns_store::DeliveryRecord {
+            session: cpns_wire::DeliveryId::from_bytes([n; 16]),
+            target: cpns_wire::EntityId::new(target).unwrap(),
+            item: 0,
+            service_id: "video".into(),
+            source: cpns_wire::EntityId::new("phone").unwrap(),
+            pn_id: cpns_wire::PnId::from_bytes([1; 16]),
+            charged: cpns_wire::UserId::new("alice").unwrap(),
+            name: "a.mp4".into(),
+            size: 10,
+            bytes: 0,
+            started_at,
+            ended_at: None,
+            result: None,
+            per_mb: None,
+        }
+    }
+
+    /// A running server ends the records its targets never ended once they are older than its
+    /// bound, at once and then at each turn, and leaves younger ones open.
+    #[tokio::test]
+    async fn a_running_server_ends_the_records_its_targets_never_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cpns_store::SqliteStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let now = clock::unix_millis();
+        let (old, young) = (record(1, "tv", now - 120_000), record(2, "tv", now));
+        store
+            .open_delivery(std::slice::from_ref(&old))
+            .await
+            .unwrap();
+        store
+            .open_delivery(std::slice::from_ref(&young))
+            .await
+            .unwrap();
+        let p = pki::generate(&["localhost".into()]).unwrap();
+        let cfg = ServerNodeConfig {
+            open_delivery_max: Duration::from_secs(60),
+            ..ServerNodeConfig::default()
+        };
+        let node = ServerNode::new(
+            cfg,
+            store.clone(),
+            MasterKey::generate().unwrap(),
+            &p.server_cert_pem,
+            &p.server_key_pem,
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(node.run(listener, async move {
+            let _ = stop_rx.await;
+        }));
+        let ended = async {
+            loop {
+                let all = store.deliveries(None, None).await.unwrap();
+                if all.iter().any(|r| r.ended_at.is_some()) {
+                    return all;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        let all = tokio::time::timeout(Duration::from_secs(20), ended)
+            .await
+            .expect("the old record is ended");
+        let swept = all.iter().find(|r| r.session == old.session).unwrap();
+        assert_eq!(swept.result, Some(4), "ended failed");
+        assert!(swept.ended_at.unwrap() >= now);
+        assert_eq!(
+            all.iter().find(|r| r.session == young.session),
+            Some(&young)
+        );
+        stop_tx.send(()).unwrap();
+        running.await.unwrap().unwrap();
+        store.close().await;
+    }
+
+    /// One sweep ends exactly the open records opened more than its bound before `now`.
+    #[tokio::test]
+    async fn a_sweep_ends_only_what_is_older_than_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cpns_store::SqliteStore::open(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let now = 1_000_000;
+        store
+            .open_delivery(&[record(1, "tv", now - 60_001)])
+            .await
+            .unwrap();
+        store
+            .open_delivery(&[record(2, "tv", now - 60_000)])
+            .await
+            .unwrap();
+        let max = Duration::from_secs(60);
+        assert_eq!(expire_deliveries(&store, max, now).await.unwrap(), 1);
+        assert_eq!(expire_deliveries(&store, max, now).await.unwrap(), 0);
+        assert_eq!(expire_deliveries(&store, max, now + 1).await.unwrap(), 1);
+        // A bound past what milliseconds hold ends nothing.
+        store.open_delivery(&[record(3, "tv", 0)]).await.unwrap();
+        assert_eq!(
+            expire_deliveries(&store, Duration::MAX, now).await.unwrap(),
+            0
+        );
+        store.close().await;
     }
 }

@@ -58,6 +58,9 @@ pub struct ServerNodeConfig {
     pub max_queued: usize,
     /// Time allowed for the TLS handshake.
     pub handshake_timeout: Duration,
+    /// How long a delivery record may stay open (its target never ended it: gone for good)
+    /// before the server ends it `failed` (docs/services.md, "A target gone for good").
+    pub open_delivery_max: Duration,
 }
 
 impl Default for ServerNodeConfig {
@@ -68,9 +71,14 @@ impl Default for ServerNodeConfig {
             max_unauthenticated: 256,
             max_queued: DEFAULT_MAX_QUEUED,
             handshake_timeout: Duration::from_secs(10),
+            open_delivery_max: OPEN_DELIVERY_MAX,
         }
     }
 }
+
+/// How long a delivery record may stay open by default: a week, well past any session's life
+/// (a paused or held one gives its place up within minutes; 64 GiB moves in hours).
+pub const OPEN_DELIVERY_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// What a server session reports to whoever runs the server (the demo, tests). Bounded: events
 /// a slow consumer cannot take are dropped, never queued without end.

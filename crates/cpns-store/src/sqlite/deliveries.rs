@@ -50,6 +50,21 @@ pub(super) fn open(conn: &Connection, records: &[DeliveryRecord]) -> Result<()> 
     Ok(())
 }
 
+/// Ends every record still open that started before `started_before`: `failed` at
+/// `ended_at`, its bytes as they were (its target reported none). How many.
+pub(super) fn expire(
+    conn: &Connection,
+    started_before: UnixMillis,
+    ended_at: UnixMillis,
+) -> Result<u64> {
+    let n = conn.execute(
+        "UPDATE delivery_records SET result = ?, ended_at = ? \
+         WHERE ended_at IS NULL AND started_at < ?",
+        params![i64::from(FAILED), ended_at, started_before],
+    )?;
+    Ok(n as u64)
+}
+
 /// Ends a target's open records of a session, one per item: item `i` ended `results[i]` (one
 /// result: every item's), with the bytes of it among the `bytes` the target received from the
 /// session's start (items follow one another, in order). Each item that ended delivered and is
@@ -124,6 +139,8 @@ pub(super) fn close(
 const DELIVERED: u32 = 1;
 /// `cpns_wire::DeliveryResult::HashMismatch`'s code.
 const HASH_MISMATCH: u32 = 3;
+/// `cpns_wire::DeliveryResult::Failed`'s code.
+const FAILED: u32 = 4;
 
 /// The charging record of an item of a target's part that ended delivered, if it is
 /// chargeable: to the user charged, naming the PN's owner when that is another user, for the

@@ -151,6 +151,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "local deliveries",
         sql: include_str!("../../migrations/sqlite/0026_local_deliveries.sql"),
     },
+    Migration {
+        version: 27,
+        name: "open delivery records",
+        sql: include_str!("../../migrations/sqlite/0027_open_delivery_records.sql"),
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -365,6 +365,15 @@ impl ServerStore for SqliteStore {
             .await
     }
 
+    async fn expire_deliveries(
+        &self,
+        started_before: UnixMillis,
+        ended_at: UnixMillis,
+    ) -> Result<u64> {
+        self.write(move |c| deliveries::expire(c, started_before, ended_at))
+            .await
+    }
+
     async fn merge_directory(&self, pages: u32, start: bool) -> Result<bool> {
         self.write(move |c| services::merge_step(c, pages, start))
             .await

@@ -253,8 +253,28 @@ pub async fn delivery_records_open_once_close_once_and_read_by_user<S: ServerSto
     closed.result = Some(1);
     assert_eq!(alice, [closed.clone(), row(2, "tv", "alice", NOW + 5)]);
     let one = s.deliveries(Some(&session(1)), None).await.unwrap();
-    assert_eq!(one, [row(1, "tablet", "bob", NOW), closed]);
+    assert_eq!(one, [row(1, "tablet", "bob", NOW), closed.clone()]);
     assert_eq!(s.deliveries(None, None).await.unwrap().len(), 3);
+    // Records still open that started before a time end failed then, their bytes as they
+    // were; one started at that time, or ended already, is left as it is.
+    assert_eq!(s.expire_deliveries(NOW + 5, NOW + 20).await.unwrap(), 1);
+    let mut expired = row(1, "tablet", "bob", NOW);
+    expired.ended_at = Some(NOW + 20);
+    expired.result = Some(4);
+    let one = s.deliveries(Some(&session(1)), None).await.unwrap();
+    assert_eq!(one, [expired, closed]);
+    assert_eq!(
+        s.deliveries(Some(&session(2)), None).await.unwrap(),
+        [row(2, "tv", "alice", NOW + 5)]
+    );
+    // Its target ends it later: it is ended already, nothing changes.
+    assert!(
+        !s.close_delivery(&session(1), &eid("tablet"), 10_000_000, &[1], NOW + 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.expire_deliveries(NOW + 5, NOW + 40).await.unwrap(), 0);
+    assert_eq!(s.expire_deliveries(NOW + 6, NOW + 40).await.unwrap(), 1);
 }
 
 /// A chargeable delivery (its record carries the tariff): a target's part that ends delivered
