@@ -158,7 +158,7 @@ impl<S: ServerStore + Clone> ServerNode<S> {
 /// delivery's record ends (docs/services.md, "A target gone for good"). A store that fails is
 /// tried again at the next turn.
 async fn sweep_deliveries<S: ServerStore>(store: S, max: Duration) {
-    let every = (max / 8).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let every = sweep_every(max);
     loop {
         match expire_deliveries(&store, max, clock::unix_millis()).await {
             Ok(0) => {}
@@ -170,6 +170,12 @@ async fn sweep_deliveries<S: ServerStore>(store: S, max: Duration) {
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// How often records open more than `max` are swept: an eighth of it, between a second and an
+/// hour.
+fn sweep_every(max: Duration) -> Duration {
+    (max / 8).clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 /// One sweep at `now_ms`: the records opened more than `max` before it ended `failed`.
@@ -340,6 +346,12 @@ mod tests {
         assert_eq!(expire_deliveries(&store, max, now).await.unwrap(), 1);
         assert_eq!(expire_deliveries(&store, max, now).await.unwrap(), 0);
         assert_eq!(expire_deliveries(&store, max, now + 1).await.unwrap(), 1);
+        assert_eq!(sweep_every(max), Duration::from_millis(7_500));
+        assert_eq!(sweep_every(Duration::from_secs(2)), Duration::from_secs(1));
+        assert_eq!(
+            sweep_every(crate::server::OPEN_DELIVERY_MAX),
+            Duration::from_secs(3600)
+        );
         // A bound past what milliseconds hold ends nothing.
         store.open_delivery(&[record(3, "tv", 0)]).await.unwrap();
         assert_eq!(
