@@ -41,6 +41,12 @@ pub const PRE_AUTH_MAX_FRAME: u32 = 8 * 1024;
 /// The default bound of a connection's output buffer.
 pub const DEFAULT_MAX_QUEUED: usize = 256 * 1024;
 
+/// The bound of a PAN link's output buffer at the PN GW once its PNE is proven: a delivery's
+/// window of chunks in their frames within half of it, so that a target link carrying one is
+/// never taken for a peer that does not read (ARCHITECTURE decision 46), with room for what
+/// else the link carries. Before the proof a link has [`DEFAULT_MAX_QUEUED`].
+pub const PAN_MAX_QUEUED: usize = 1024 * 1024;
+
 /// How long a connection that is closing may take to write out what is queued.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -191,6 +197,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedConn<S> {
     /// Changes the largest frame accepted (raised once the peer authenticated).
     pub fn set_max_frame(&mut self, max: u32) {
         self.decoder.max = max;
+    }
+
+    /// Changes the bound of what may wait for the peer (raised once the peer is proven).
+    pub fn set_max_queued(&mut self, max: usize) {
+        self.max_queued = max;
     }
 
     /// Bytes waiting to be written.
@@ -692,16 +703,36 @@ mod tests {
         ));
     }
 
-    /// A delivery's window of sealed chunks, each in its frame, fits in the bound: a link
-    /// carrying one at once is not taken for a peer that does not read (ARCHITECTURE
-    /// decision 46).
+    /// A delivery's window of sealed chunks, each in its frame, fits in half a proven PAN
+    /// link's bound: a link carrying one at once is not taken for a peer that does not read
+    /// (ARCHITECTURE decision 46), and what else it carries has the other half.
     #[test]
     fn the_bound_holds_a_delivery_window_in_frames() {
         let window = cpns_proto::server::delivery::WINDOW as usize;
         let chunks = window.div_ceil(cpns_proto::server::delivery::CHUNK as usize);
         // Per chunk: the seal, the envelope around it, the frame's prefix and seal.
         let framed = window + chunks * (cpns_crypto::CHUNK_OVERHEAD + 256);
-        assert!(framed <= DEFAULT_MAX_QUEUED, "{framed} bytes");
+        assert!(framed <= PAN_MAX_QUEUED / 2, "{framed} bytes");
+    }
+
+    /// A raised bound takes what the old one refused, and a lowered one refuses it again.
+    #[tokio::test]
+    async fn the_bound_can_be_raised_once_the_peer_is_proven() {
+        let (a, _b) = tokio::io::duplex(16);
+        let mut conn = FramedConn::new(a, 100, 10);
+        conn.queue(&frame(b"0123456")).unwrap();
+        assert!(matches!(
+            conn.queue(&frame(b"0123456")),
+            Err(FrameError::QueueFull(10))
+        ));
+        conn.set_max_queued(30);
+        conn.queue(&frame(b"0123456")).unwrap();
+        assert_eq!(conn.queued(), 22);
+        conn.set_max_queued(25);
+        assert!(matches!(
+            conn.queue(&frame(b"0123456")),
+            Err(FrameError::QueueFull(25))
+        ));
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ use crate::admission::Admission;
 use crate::backoff::Backoff;
 use crate::clock::{sleep_until, unix_millis};
 use crate::error::{NodeError, store_failure};
-use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn, Traffic};
+use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, FramedConn, PAN_MAX_QUEUED, Traffic};
 use crate::pan_link::{LinkCmd, LinkEvent, LinkLimits};
 use crate::trace::{TraceSink, report};
 use crate::{DeviceCredential, pki};
@@ -59,8 +59,11 @@ pub struct GatewayNodeConfig {
     pub max_unproven_links: usize,
     /// How long a PAN link may stay unproven (long enough for a first PN establishment).
     pub unproven_lifetime: Duration,
-    /// Most bytes queued for a peer that does not read them before it is cut off.
+    /// Most bytes queued for a peer that does not read them before it is cut off: the server,
+    /// and a PAN link before its PNE is proven.
     pub max_queued: usize,
+    /// The same for a PAN link whose PNE is proven: room for a delivery's window of chunks.
+    pub pan_max_queued: usize,
     /// Delay before the first reconnection attempt to the server (doubling, with jitter).
     pub reconnect_initial: Duration,
     /// Longest delay between reconnection attempts.
@@ -80,6 +83,7 @@ impl GatewayNodeConfig {
             max_unproven_links: 64,
             unproven_lifetime: Duration::from_secs(60),
             max_queued: DEFAULT_MAX_QUEUED,
+            pan_max_queued: PAN_MAX_QUEUED,
             reconnect_initial: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(30),
         }
@@ -444,6 +448,7 @@ pub async fn start<S: DeviceStore + Clone>(
     let limits = LinkLimits {
         max_frame: cfg.proto.max_frame,
         max_queued: cfg.max_queued,
+        proven_max_queued: cfg.pan_max_queued,
         unproven_lifetime: cfg.unproven_lifetime,
     };
     let admission = Admission::new(cfg.max_unproven_links, cfg.max_links);

@@ -87,7 +87,10 @@ pub(crate) enum LinkEvent {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LinkLimits {
     pub max_frame: u32,
+    /// The bound of what may wait for the PNE before it is proven.
     pub max_queued: usize,
+    /// The bound once it is proven.
+    pub proven_max_queued: usize,
     pub unproven_lifetime: Duration,
 }
 
@@ -174,6 +177,7 @@ impl Proof {
                 self.proven = Some(authed);
                 self.deadline = None;
                 conn.set_max_frame(limits.max_frame);
+                conn.set_max_queued(limits.proven_max_queued);
                 Ok(())
             }
             None => Err(Ended::Hangup),

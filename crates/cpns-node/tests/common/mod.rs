@@ -196,6 +196,7 @@ impl Harness {
             max_unproven_links: 64,
             unproven_lifetime: Duration::from_secs(60),
             max_queued: cpns_node::frames::DEFAULT_MAX_QUEUED,
+            pan_max_queued: cpns_node::frames::PAN_MAX_QUEUED,
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(2),
         };

@@ -1329,7 +1329,7 @@ fn an_offer_is_checked_at_each_bound() {
 }
 
 #[test]
-fn the_window_is_three_chunks_past_what_every_target_has() {
+fn the_window_is_seven_chunks_past_what_every_target_has() {
     let mut h = world();
     // Each target says where it starts; what it says after is lost.
     h.set_hook(|f| {
@@ -1342,10 +1342,11 @@ fn the_window_is_three_chunks_past_what_every_target_has() {
         Action::Deliver
     });
     let session = push(&mut h, &[1, 2], &content(600_000));
+    let seven: Vec<u64> = (0..7).map(|i| i * 65_536).collect();
     assert_eq!(
         chunks_from_source(&h, session),
-        [0, 65_536, 131_072],
-        "three chunks, then it waits"
+        seven,
+        "seven chunks, then it waits"
     );
 }
 
