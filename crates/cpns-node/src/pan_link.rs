@@ -263,3 +263,72 @@ async fn serve_link(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::frames::{DEFAULT_MAX_QUEUED, FrameError, PAN_MAX_QUEUED};
+
+    /// A frame of `len` bytes of body.
+    fn frame(len: usize) -> Vec<u8> {
+        let mut f = u32::try_from(len).unwrap().to_be_bytes().to_vec();
+        f.resize(4 + len, 7);
+        f
+    }
+
+    /// How many 60 KiB frames `conn` queues for a peer that reads nothing before its bound
+    /// refuses one.
+    fn taken_before_full(conn: &mut FramedConn<TcpStream>) -> usize {
+        let mut n = 0;
+        loop {
+            match conn.queue(&frame(60 * 1024)) {
+                Ok(()) => n += 1,
+                Err(FrameError::QueueFull(_)) => return n,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A link's output bound is the tight one until its PNE is proven, and room for a
+    /// delivery's window once it is (a peer that reads nothing, at the socket).
+    #[tokio::test]
+    async fn a_links_bound_is_raised_once_its_pne_is_proven() {
+        let limits = LinkLimits {
+            max_frame: 1 << 20,
+            max_queued: DEFAULT_MAX_QUEUED,
+            proven_max_queued: PAN_MAX_QUEUED,
+            unproven_lifetime: Duration::from_secs(60),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admission = Admission::new(2, 2);
+        let mut conns = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            peers.push(TcpStream::connect(addr).await.unwrap());
+            let (stream, _) = listener.accept().await.unwrap();
+            conns.push(FramedConn::new(
+                stream,
+                PRE_AUTH_MAX_FRAME,
+                limits.max_queued,
+            ));
+        }
+        let unproven = taken_before_full(&mut conns[0]);
+        assert_eq!(unproven, DEFAULT_MAX_QUEUED / (60 * 1024 + 4));
+        let mut proof = Proof {
+            unproven: Some(admission.admit().await),
+            proven: None,
+            deadline: None,
+        };
+        assert!(
+            proof
+                .command(Some(LinkCmd::Promote), &mut conns[1], &limits)
+                .is_ok()
+        );
+        let proven = taken_before_full(&mut conns[1]);
+        assert_eq!(proven, PAN_MAX_QUEUED / (60 * 1024 + 4));
+        assert!(proof.proven.is_some() && proof.unproven.is_none());
+    }
+}
