@@ -9,7 +9,9 @@
 //!
 //! A chunk sent is read where it lies in its file (`pread`), in the link's task: a chunk's
 //! worth of the page cache costs less than the hand-over to tokio's blocking pool and back,
-//! which was one wake-up each way per chunk (BENCHMARKS.md, "Delivery through a PN GW"). A
+//! which was one wake-up each way per chunk (BENCHMARKS.md, "Delivery through a PN GW"); for
+//! a session offered without hashes it is hashed there too ([`ContentFiles::hashed_as_read`]),
+//! so the digest its source signs costs no second read of its files. A
 //! chunk received that comes in order is moved to the session's thread, which writes it where
 //! it lands (`pwrite`) and hashes it, while the link's task opens the next: a write into new
 //! pages of the page cache costs the target as much as opening the chunk, and one thread that
@@ -42,6 +44,32 @@ pub(crate) struct ContentFiles {
     receiving: BTreeMap<DeliveryId, Vec<Part>>,
     /// Each received session's hashing, on a thread of its own.
     hashers: BTreeMap<DeliveryId, Hasher>,
+    /// Each sent session's hash of its content, made from its chunks as they are read.
+    sent_hashes: BTreeMap<DeliveryId, SentHash>,
+}
+
+/// A sent session's hash of its content, for the digest its source signs, made from the chunks
+/// read to send, in order (no second read of the files): each item's hash, and how far into
+/// the content it reached.
+#[derive(Debug)]
+struct SentHash {
+    hashes: Vec<sha2::Sha256>,
+    at: u64,
+}
+
+/// Where a sent session's hash stands after a read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AsSent {
+    /// It goes on with the next chunk read.
+    Going,
+    /// Every item's SHA-256: the rest (the last chunk, which waits for the digest) was read and
+    /// hashed here.
+    Done(Vec<[u8; 32]>),
+    /// A read skipped what it had not hashed (a session that goes on from what its targets
+    /// had): the files are to be hashed whole instead ([`hash_items`]).
+    Lost,
+    /// The rest could not be read: why.
+    Failed(String),
 }
 
 /// Chunks a session's writing thread may have waiting; past them a write waits for it.
@@ -402,6 +430,7 @@ impl ContentFiles {
             sending: std::mem::take(&mut self.sending),
             receiving: BTreeMap::new(),
             hashers: BTreeMap::new(),
+            sent_hashes: BTreeMap::new(),
         }
     }
 
@@ -413,6 +442,76 @@ impl ContentFiles {
     /// Session `session` sends no more: its files are closed.
     pub(crate) fn forget(&mut self, session: DeliveryId) {
         self.sending.remove(&session);
+        self.sent_hashes.remove(&session);
+    }
+
+    /// Starts hashing what `session` sends from its chunks as they are read
+    /// ([`Self::hashed_as_read`]): `Some(true)`. `Some(false)` for content no larger than a
+    /// chunk (the machine reads none of it before the digest: its files are hashed whole),
+    /// `None` if its files are not known here yet.
+    pub(crate) fn hash_as_sent(&mut self, session: DeliveryId) -> Option<bool> {
+        let files = self.sending.get(&session)?;
+        let size: u64 = files.iter().map(|f| f.size).sum();
+        if size <= u64::from(cpns_proto::server::delivery::CHUNK) {
+            return Some(false);
+        }
+        let hashes = files.iter().map(|_| sha2::Sha256::new()).collect();
+        self.sent_hashes.insert(session, SentHash { hashes, at: 0 });
+        Some(true)
+    }
+
+    /// After `bytes` were read at `offset` to send in `session`: hashed if they come next,
+    /// and once no more than a chunk (`bytes`' length) is left, which the machine reads only
+    /// with the digest, that rest is read and hashed here. `None` if the session's content is
+    /// not hashed as it is read.
+    pub(crate) async fn hashed_as_read(
+        &mut self,
+        session: DeliveryId,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Option<AsSent> {
+        let files = self.sending.get(&session)?;
+        let h = self.sent_hashes.get_mut(&session)?;
+        if offset > h.at {
+            self.sent_hashes.remove(&session);
+            return Some(AsSent::Lost);
+        }
+        if offset == h.at {
+            let sizes = files.iter().map(|f| f.size);
+            for (item, _, range) in spans(sizes, offset, bytes.len()).unwrap_or_default() {
+                if let (Some(hash), Some(b)) = (h.hashes.get_mut(item), bytes.get(range)) {
+                    hash.update(b);
+                }
+            }
+            h.at += bytes.len() as u64;
+        }
+        // Read again (a resumption from less than was hashed): hashed already.
+        let (at, size) = (h.at, files.iter().map(|f| f.size).sum::<u64>());
+        if size.saturating_sub(at) > bytes.len() as u64 {
+            return Some(AsSent::Going);
+        }
+        let rest = match self.read(session, at, size - at).await {
+            Ok(rest) => rest,
+            Err(why) => {
+                self.sent_hashes.remove(&session);
+                return Some(AsSent::Failed(why));
+            }
+        };
+        let (files, h) = (
+            self.sending.get(&session)?,
+            self.sent_hashes.remove(&session)?,
+        );
+        let mut hashes = h.hashes;
+        let sizes = files.iter().map(|f| f.size);
+        let content = rest.content();
+        for (item, _, range) in spans(sizes, at, content.len()).unwrap_or_default() {
+            if let (Some(hash), Some(b)) = (hashes.get_mut(item), content.get(range)) {
+                hash.update(b);
+            }
+        }
+        Some(AsSent::Done(
+            hashes.into_iter().map(|h| h.finalize().into()).collect(),
+        ))
     }
 
     /// `len` bytes at `offset` of what `session` sends: of one file, or across the end of one
@@ -1103,6 +1202,85 @@ mod tests {
         files.open_receive(t, one("o.bin", 4)).await.unwrap();
         assert!(files.write_in(t, 0, vec![1; 8], 6..10).await.is_err());
         assert_eq!(std::fs::read(files.part(t, 0).unwrap()).unwrap(), b"");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A sent session's content is hashed from the chunks read to send it, in order: a chunk
+    /// read again is not hashed twice, the rest past the last whole chunk is read and hashed
+    /// at once (the machine reads it only with the digest), and each item's hash is its
+    /// file's. A read that skips ahead gives the files to be hashed whole; content no larger
+    /// than a chunk is hashed whole from the start; a rest that cannot be read says why.
+    #[tokio::test]
+    async fn what_a_session_sends_is_hashed_as_it_is_read() {
+        let dir = std::env::temp_dir().join(format!("cpns-as-sent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let bytes = |n: usize, k: u8| (0..n).map(|i| (i % 251) as u8 ^ k).collect::<Vec<u8>>();
+        std::fs::write(&a, bytes(100_000, 1)).unwrap();
+        std::fs::write(&b, bytes(50_000, 2)).unwrap();
+        let want: Vec<[u8; 32]> = vec![
+            sha2::Sha256::digest(bytes(100_000, 1)).into(),
+            sha2::Sha256::digest(bytes(50_000, 2)).into(),
+        ];
+        let mut files = ContentFiles::new(None);
+        let s = DeliveryId::from_bytes([1; 16]);
+        assert_eq!(files.hash_as_sent(s), None, "no files known yet");
+        files.send_from(s, vec![(a.clone(), 100_000), (b.clone(), 50_000)]);
+        assert_eq!(files.hash_as_sent(s), Some(true));
+        let read = async |files: &mut ContentFiles, at: u64| {
+            let c = files.read(s, at, 65_536).await.unwrap();
+            files.hashed_as_read(s, at, c.content()).await
+        };
+        assert_eq!(read(&mut files, 0).await, Some(AsSent::Going));
+        assert_eq!(read(&mut files, 0).await, Some(AsSent::Going), "read again");
+        assert_eq!(
+            read(&mut files, 65_536).await,
+            Some(AsSent::Done(want.clone()))
+        );
+        assert_eq!(
+            read(&mut files, 65_536).await,
+            None,
+            "done: nothing more to hash"
+        );
+
+        // Skipping ahead: the files are to be hashed whole.
+        let t = DeliveryId::from_bytes([2; 16]);
+        files.send_from(t, vec![(a.clone(), 100_000), (b.clone(), 50_000)]);
+        assert_eq!(files.hash_as_sent(t), Some(true));
+        let c = files.read(t, 65_536, 65_536).await.unwrap();
+        assert_eq!(
+            files.hashed_as_read(t, 65_536, c.content()).await,
+            Some(AsSent::Lost)
+        );
+
+        // No larger than a chunk: hashed whole from the start.
+        let u = DeliveryId::from_bytes([3; 16]);
+        files.send_from(u, vec![(b.clone(), 50_000)]);
+        assert_eq!(files.hash_as_sent(u), Some(false));
+
+        // The rest cannot be read: the file was cut short after its chunks were read.
+        let v = DeliveryId::from_bytes([4; 16]);
+        let cut = dir.join("cut");
+        std::fs::write(&cut, bytes(140_000, 3)).unwrap();
+        files.send_from(v, vec![(cut.clone(), 140_000)]);
+        assert_eq!(files.hash_as_sent(v), Some(true));
+        let c = files.read(v, 0, 65_536).await.unwrap();
+        assert_eq!(
+            files.hashed_as_read(v, 0, c.content()).await,
+            Some(AsSent::Going)
+        );
+        let c = files.read(v, 65_536, 65_536).await.unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&cut)
+            .unwrap()
+            .set_len(131_072)
+            .unwrap();
+        let failed = files.hashed_as_read(v, 65_536, c.content()).await;
+        assert!(
+            matches!(&failed, Some(AsSent::Failed(why)) if why.contains("cut")),
+            "{failed:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1194,7 +1194,18 @@ impl<S: DeviceStore> Link<S> {
                         self.conn.flush().await?;
                     }
                     let read = self.files.read(session, offset, len).await;
+                    let hashed = match &read {
+                        Ok(plain) => {
+                            self.files
+                                .hashed_as_read(session, offset, plain.content())
+                                .await
+                        }
+                        Err(_) => None,
+                    };
                     self.session.handle_chunk_read(session, offset, read);
+                    if let Some(hashed) = hashed {
+                        self.as_sent(session, hashed);
+                    }
                 }
                 PneOutput::OpenReceive { session, items, .. } => {
                     let opened = self.files.open_receive(session, items).await;
@@ -1418,19 +1429,39 @@ impl<S: DeviceStore> Link<S> {
         }
     }
 
-    /// Hashes the content session `session` sends, on the blocking pool, for the digest its
-    /// last chunk carries; once its files are known.
+    /// Hashes the content session `session` sends, for the digest its last chunk carries, once
+    /// its files are known: from its chunks as they are read to send
+    /// ([`crate::content_files::ContentFiles::hash_as_sent`]), or, for content no larger than
+    /// a chunk, its files whole on the blocking pool.
     fn hash_content(&mut self, session: DeliveryId) {
-        match self.files.sent_files(session) {
-            Some(files) => {
-                let task = self
-                    .hashing
-                    .spawn(async move { (session, crate::content_files::hash_items(files).await) });
-                self.hashing_for.insert(task.id(), session);
-            }
+        match self.files.hash_as_sent(session) {
+            Some(true) => {}
+            Some(false) => self.hash_files(session),
             None => {
                 self.hash_wanted.insert(session);
             }
+        }
+    }
+
+    /// Hashes the files session `session` sends whole, on the blocking pool.
+    fn hash_files(&mut self, session: DeliveryId) {
+        let Some(files) = self.files.sent_files(session) else {
+            return;
+        };
+        let task = self
+            .hashing
+            .spawn(async move { (session, crate::content_files::hash_items(files).await) });
+        self.hashing_for.insert(task.id(), session);
+    }
+
+    /// Where session `session`'s hash of what it sends stands after a read.
+    fn as_sent(&mut self, session: DeliveryId, hashed: crate::content_files::AsSent) {
+        use crate::content_files::AsSent;
+        match hashed {
+            AsSent::Going => {}
+            AsSent::Done(hashes) => self.session.handle_content_hashed(session, Ok(hashes)),
+            AsSent::Lost => self.hash_files(session),
+            AsSent::Failed(why) => self.session.handle_content_hashed(session, Err(why)),
         }
     }
 
