@@ -39,13 +39,19 @@ pub(crate) struct ContentFiles {
     inbox: Option<PathBuf>,
     /// The files each session this PNE sends reads from, in order, each opened at its first
     /// read and kept open.
-    sending: BTreeMap<DeliveryId, Vec<SentFile>>,
+    sending: BTreeMap<DeliveryId, Sent>,
     /// Each session received.
     receiving: BTreeMap<DeliveryId, Vec<Part>>,
     /// Each received session's hashing, on a thread of its own.
     hashers: BTreeMap<DeliveryId, Hasher>,
-    /// Each sent session's hash of its content, made from its chunks as they are read.
-    sent_hashes: BTreeMap<DeliveryId, SentHash>,
+}
+
+/// A session sent from here: its files, and its hash of them as they are read, if it makes
+/// one.
+#[derive(Debug)]
+struct Sent {
+    files: Vec<SentFile>,
+    hash: Option<SentHash>,
 }
 
 /// A sent session's hash of its content, for the digest its source signs, made from the chunks
@@ -195,6 +201,17 @@ fn spans(
         start = end;
     }
     (done == len).then_some(out)
+}
+
+/// Hashes `bytes`, at `offset` of a content made of `files` one after another, into each
+/// file's hash of `hashes`.
+fn hash_spans(hashes: &mut [sha2::Sha256], files: &[SentFile], offset: u64, bytes: &[u8]) {
+    let sizes = files.iter().map(|f| f.size);
+    for (item, _, range) in spans(sizes, offset, bytes.len()).unwrap_or_default() {
+        if let (Some(h), Some(b)) = (hashes.get_mut(item), bytes.get(range)) {
+            h.update(b);
+        }
+    }
 }
 
 fn io(what: &str, path: &Path, e: &std::io::Error) -> String {
@@ -413,13 +430,13 @@ impl ContentFiles {
                 file: None,
             })
             .collect();
-        self.sending.insert(session, files);
+        self.sending.insert(session, Sent { files, hash: None });
     }
 
     /// The files session `session` sends, each with its size as offered, if it is sent from
     /// here.
     pub(crate) fn sent_files(&self, session: DeliveryId) -> Option<Vec<(PathBuf, u64)>> {
-        let files = self.sending.get(&session)?;
+        let files = &self.sending.get(&session)?.files;
         Some(files.iter().map(|f| (f.path.clone(), f.size)).collect())
     }
 
@@ -430,7 +447,6 @@ impl ContentFiles {
             sending: std::mem::take(&mut self.sending),
             receiving: BTreeMap::new(),
             hashers: BTreeMap::new(),
-            sent_hashes: BTreeMap::new(),
         }
     }
 
@@ -442,7 +458,6 @@ impl ContentFiles {
     /// Session `session` sends no more: its files are closed.
     pub(crate) fn forget(&mut self, session: DeliveryId) {
         self.sending.remove(&session);
-        self.sent_hashes.remove(&session);
     }
 
     /// Starts hashing what `session` sends from its chunks as they are read
@@ -450,13 +465,13 @@ impl ContentFiles {
     /// chunk (the machine reads none of it before the digest: its files are hashed whole),
     /// `None` if its files are not known here yet.
     pub(crate) fn hash_as_sent(&mut self, session: DeliveryId) -> Option<bool> {
-        let files = self.sending.get(&session)?;
-        let size: u64 = files.iter().map(|f| f.size).sum();
+        let sent = self.sending.get_mut(&session)?;
+        let size: u64 = sent.files.iter().map(|f| f.size).sum();
         if size <= u64::from(cpns_proto::server::delivery::CHUNK) {
             return Some(false);
         }
-        let hashes = files.iter().map(|_| sha2::Sha256::new()).collect();
-        self.sent_hashes.insert(session, SentHash { hashes, at: 0 });
+        let hashes = sent.files.iter().map(|_| sha2::Sha256::new()).collect();
+        sent.hash = Some(SentHash { hashes, at: 0 });
         Some(true)
     }
 
@@ -470,48 +485,34 @@ impl ContentFiles {
         offset: u64,
         bytes: &[u8],
     ) -> Option<AsSent> {
-        let files = self.sending.get(&session)?;
-        let h = self.sent_hashes.get_mut(&session)?;
+        let sent = self.sending.get_mut(&session)?;
+        let h = sent.hash.as_mut()?;
         if offset > h.at {
-            self.sent_hashes.remove(&session);
+            sent.hash = None;
             return Some(AsSent::Lost);
         }
+        let size: u64 = sent.files.iter().map(|f| f.size).sum();
         if offset == h.at {
-            let sizes = files.iter().map(|f| f.size);
-            for (item, _, range) in spans(sizes, offset, bytes.len()).unwrap_or_default() {
-                if let (Some(hash), Some(b)) = (h.hashes.get_mut(item), bytes.get(range)) {
-                    hash.update(b);
-                }
-            }
+            hash_spans(&mut h.hashes, &sent.files, offset, bytes);
             h.at += bytes.len() as u64;
         }
         // Read again (a resumption from less than was hashed): hashed already.
-        let (at, size) = (h.at, files.iter().map(|f| f.size).sum::<u64>());
+        let at = h.at;
         if size.saturating_sub(at) > bytes.len() as u64 {
             return Some(AsSent::Going);
         }
-        let rest = match self.read(session, at, size - at).await {
-            Ok(rest) => rest,
-            Err(why) => {
-                self.sent_hashes.remove(&session);
-                return Some(AsSent::Failed(why));
+        let rest = self.read(session, at, size - at).await;
+        let sent = self.sending.get_mut(&session)?;
+        let mut hashes = sent.hash.take()?.hashes;
+        match rest {
+            Ok(rest) => {
+                hash_spans(&mut hashes, &sent.files, at, rest.content());
+                Some(AsSent::Done(
+                    hashes.into_iter().map(|h| h.finalize().into()).collect(),
+                ))
             }
-        };
-        let (files, h) = (
-            self.sending.get(&session)?,
-            self.sent_hashes.remove(&session)?,
-        );
-        let mut hashes = h.hashes;
-        let sizes = files.iter().map(|f| f.size);
-        let content = rest.content();
-        for (item, _, range) in spans(sizes, at, content.len()).unwrap_or_default() {
-            if let (Some(hash), Some(b)) = (hashes.get_mut(item), content.get(range)) {
-                hash.update(b);
-            }
+            Err(why) => Some(AsSent::Failed(why)),
         }
-        Some(AsSent::Done(
-            hashes.into_iter().map(|h| h.finalize().into()).collect(),
-        ))
     }
 
     /// `len` bytes at `offset` of what `session` sends: of one file, or across the end of one
@@ -522,7 +523,7 @@ impl ContentFiles {
         offset: u64,
         len: u64,
     ) -> Result<cpns_crypto::ChunkPlain, String> {
-        let Some(files) = self.sending.get_mut(&session) else {
+        let Some(Sent { files, .. }) = self.sending.get_mut(&session) else {
             return Err("this PNE holds no file for the session".into());
         };
         // With room for the nonce and tag the chunk is sealed with in this buffer.
