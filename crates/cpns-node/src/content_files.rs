@@ -1244,6 +1244,25 @@ mod tests {
             "done: nothing more to hash"
         );
 
+        // Exactly one whole chunk left (the last, which waits for the digest): hashed at once.
+        let w = DeliveryId::from_bytes([5; 16]);
+        let whole = dir.join("whole");
+        std::fs::write(&whole, bytes(196_608, 4)).unwrap();
+        files.send_from(w, vec![(whole.clone(), 196_608)]);
+        assert_eq!(files.hash_as_sent(w), Some(true));
+        let c = files.read(w, 0, 65_536).await.unwrap();
+        assert_eq!(
+            files.hashed_as_read(w, 0, c.content()).await,
+            Some(AsSent::Going)
+        );
+        let c = files.read(w, 65_536, 65_536).await.unwrap();
+        assert_eq!(
+            files.hashed_as_read(w, 65_536, c.content()).await,
+            Some(AsSent::Done(vec![
+                sha2::Sha256::digest(bytes(196_608, 4)).into()
+            ]))
+        );
+
         // Skipping ahead: the files are to be hashed whole.
         let t = DeliveryId::from_bytes([2; 16]);
         files.send_from(t, vec![(a.clone(), 100_000), (b.clone(), 50_000)]);
