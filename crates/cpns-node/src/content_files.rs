@@ -2,7 +2,7 @@
 //! sends is read from the files its application named (one per item of the session, one after
 //! another), a chunk at a time; each item it receives is written to a partial file of its own
 //! in the inbox (`<session>.part` for the first, `<session>.<i>.part` for item `i`), written and
-//! hashed on a thread of the session's own ([`Hasher`]; what a resumed session held already is
+//! hashed on a thread of the session's own ([`Writer`]; what a resumed session held already is
 //! read back once, a block at a time, never held whole), checked against the SHA-256 offered
 //! once every byte of the session is there, and then kept under its name (made safe as a file
 //! name) or discarded, each item on its own. The inbox is its user's only (mode 0700).
@@ -42,8 +42,8 @@ pub(crate) struct ContentFiles {
     sending: BTreeMap<DeliveryId, Sent>,
     /// Each session received.
     receiving: BTreeMap<DeliveryId, Vec<Part>>,
-    /// Each received session's hashing, on a thread of its own.
-    hashers: BTreeMap<DeliveryId, Hasher>,
+    /// Each received session's writing and hashing, on a thread of its own.
+    writers: BTreeMap<DeliveryId, Writer>,
 }
 
 /// A session sent from here: its files, and its hash of them as they are read, if it makes
@@ -79,7 +79,7 @@ pub(crate) enum AsSent {
 }
 
 /// Chunks a session's writing thread may have waiting; past them a write waits for it.
-const HASH_QUEUE: usize = 4;
+const WRITE_QUEUE: usize = 4;
 
 /// What a writing thread is handed: a chunk, and the ranges of it to write into which item at
 /// which offset and to hash into that item (those that come in order after what that item
@@ -91,24 +91,24 @@ type ToWrite = (Vec<u8>, Vec<(usize, u64, std::ops::Range<usize>)>);
 /// link's task, which goes on to open the next one (a delivery's target is the busiest of its
 /// three processes, and a write into the page cache costs it as much as the chunk's opening:
 /// BENCHMARKS.md, "A target's writes on a thread of their own").
-/// What was handed over is written in order; [`Hasher::finish`] waits for the last write.
+/// What was handed over is written in order; [`Writer::finish`] waits for the last write.
 #[derive(Debug)]
-struct Hasher {
+struct Writer {
     chunks: tokio::sync::mpsc::Sender<ToWrite>,
     done: tokio::sync::oneshot::Receiver<Result<Vec<sha2::Sha256>, String>>,
 }
 
-impl Hasher {
+impl Writer {
     /// A thread that writes into `files` (one per item, with its path for errors) and goes on
     /// from `hashes`, one per item.
     fn start(
         files: Vec<(std::fs::File, PathBuf)>,
         mut hashes: Vec<sha2::Sha256>,
     ) -> Result<Self, String> {
-        let (chunks, mut rx) = tokio::sync::mpsc::channel::<ToWrite>(HASH_QUEUE);
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<ToWrite>(WRITE_QUEUE);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
-            .name("cpns-hash".into())
+            .name("cpns-write".into())
             .spawn(move || {
                 let mut result = Ok(());
                 while let Some((bytes, ranges)) = rx.blocking_recv() {
@@ -138,8 +138,8 @@ impl Hasher {
     }
 
     /// Writes and hashes `ranges` of `bytes` after what came before; `false` if the thread is
-    /// gone (a write failed: [`Hasher::finish`] says why).
-    async fn hash(
+    /// gone (a write failed: [`Writer::finish`] says why).
+    async fn hand(
         &self,
         bytes: Vec<u8>,
         ranges: Vec<(usize, u64, std::ops::Range<usize>)>,
@@ -166,7 +166,7 @@ struct SentFile {
 }
 
 /// An item of a session being received: its name and size, its open partial file, and how
-/// much of it its session's [`Hasher`] hashed.
+/// much of it its session's [`Writer`] hashed.
 #[derive(Debug)]
 struct Part {
     name: String,
@@ -446,7 +446,7 @@ impl ContentFiles {
             inbox: None,
             sending: std::mem::take(&mut self.sending),
             receiving: BTreeMap::new(),
-            hashers: BTreeMap::new(),
+            writers: BTreeMap::new(),
         }
     }
 
@@ -577,7 +577,7 @@ impl ContentFiles {
         // Opened again (its link dropped): what the old thread was handed is written first,
         // so what the files hold is measured after it.
         self.receiving.remove(&session);
-        if let Some(old) = self.hashers.remove(&session) {
+        if let Some(old) = self.writers.remove(&session) {
             let _ = old.finish().await;
         }
         if let Some(dir) = first.parent() {
@@ -634,7 +634,7 @@ impl ContentFiles {
                 in_order: true,
             });
         }
-        self.hashers.insert(session, Hasher::start(files, hashes)?);
+        self.writers.insert(session, Writer::start(files, hashes)?);
         self.receiving.insert(session, parts);
         Ok(have)
     }
@@ -653,7 +653,7 @@ impl ContentFiles {
     }
 
     /// [`Self::write`] of the chunk that lies in `at` of `buf` (a chunk opened where it
-    /// came, behind its nonce): the buffer goes on to the session's hashing thread as it is.
+    /// came, behind its nonce): the buffer goes on to the session's writing thread as it is.
     pub(crate) async fn write_in(
         &mut self,
         session: DeliveryId,
@@ -706,12 +706,12 @@ impl ContentFiles {
         if to_hash.is_empty() {
             return Ok(());
         }
-        let Some(h) = self.hashers.get(&session) else {
+        let Some(h) = self.writers.get(&session) else {
             return Err("the session's file is not open".into());
         };
-        if !h.hash(buf, to_hash).await {
+        if !h.hand(buf, to_hash).await {
             // A write failed on the thread: the session cannot go on.
-            let why = match self.hashers.remove(&session) {
+            let why = match self.writers.remove(&session) {
                 Some(h) => h.finish().await.err(),
                 None => None,
             };
@@ -723,7 +723,7 @@ impl ContentFiles {
     /// Waits until `session`'s thread wrote what it was handed, and goes on with a new one
     /// from the hashes it made. Why not if a write failed.
     async fn settle(&mut self, session: DeliveryId) -> Result<(), String> {
-        let (Some(h), Some(parts)) = (self.hashers.remove(&session), self.receiving.get(&session))
+        let (Some(h), Some(parts)) = (self.writers.remove(&session), self.receiving.get(&session))
         else {
             return Ok(());
         };
@@ -738,7 +738,7 @@ impl ContentFiles {
                 p.path.clone(),
             ));
         }
-        self.hashers.insert(session, Hasher::start(files, hashes)?);
+        self.writers.insert(session, Writer::start(files, hashes)?);
         Ok(())
     }
 
@@ -755,7 +755,7 @@ impl ContentFiles {
         let Some(parts) = self.receiving.remove(&session) else {
             return Err("the session's file is not open".into());
         };
-        let hashes = match self.hashers.remove(&session) {
+        let hashes = match self.writers.remove(&session) {
             Some(h) => match h.finish().await {
                 Ok(hashes) => Some(hashes),
                 Err(why) => {
@@ -805,7 +805,7 @@ impl ContentFiles {
 
     /// Discards what was kept of `session`.
     pub(crate) async fn discard(&mut self, session: DeliveryId) {
-        self.hashers.remove(&session);
+        self.writers.remove(&session);
         let items = self.receiving.remove(&session).map_or(1, |p| p.len());
         self.remove_parts(session, items).await;
     }
@@ -1064,15 +1064,15 @@ mod tests {
         };
         let mut held = sha2::Sha256::new();
         held.update(b"held ");
-        let h = Hasher::start(vec![open(&a), open(&b)], vec![held, sha2::Sha256::new()]).unwrap();
+        let h = Writer::start(vec![open(&a), open(&b)], vec![held, sha2::Sha256::new()]).unwrap();
         assert!(
-            h.hash(b"abcdef".to_vec(), vec![(0, 5, 0..4), (1, 0, 4..6)])
+            h.hand(b"abcdef".to_vec(), vec![(0, 5, 0..4), (1, 0, 4..6)])
                 .await
         );
-        assert!(h.hash(b"ghi".to_vec(), vec![(1, 2, 0..3)]).await);
+        assert!(h.hand(b"ghi".to_vec(), vec![(1, 2, 0..3)]).await);
         // A range past the chunk, or an item there is not, writes and hashes nothing.
         assert!(
-            h.hash(b"x".to_vec(), vec![(1, 0, 0..9), (7, 0, 0..1)])
+            h.hand(b"x".to_vec(), vec![(1, 0, 0..9), (7, 0, 0..1)])
                 .await
         );
         let hashes = h.finish().await.unwrap();
@@ -1102,12 +1102,12 @@ mod tests {
         let part = files.part(s, 0).unwrap();
         let read_only = std::fs::File::open(&part).unwrap();
         let hashes = vec![sha2::Sha256::new()];
-        files.hashers.insert(
+        files.writers.insert(
             s,
-            Hasher::start(vec![(read_only, part.clone())], hashes).unwrap(),
+            Writer::start(vec![(read_only, part.clone())], hashes).unwrap(),
         );
         let mut why = None;
-        for i in 0..(HASH_QUEUE as u64 + 2) {
+        for i in 0..(WRITE_QUEUE as u64 + 2) {
             if let Err(e) = files.write(s, i * 2, b"ab".to_vec()).await {
                 why = Some(e);
                 break;
@@ -1126,7 +1126,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// What arrives in order is checked as it was written, by the session's hashing thread,
+    /// What arrives in order is checked as it was written, by the session's writing thread,
     /// not read back from the partial file: a file changed behind the PNE's back after its
     /// bytes were written is kept as written (what the source sent), and one whose bytes
     /// came out of order is read back.
@@ -1180,7 +1180,7 @@ mod tests {
     }
 
     /// A chunk opened behind its nonce is written and hashed from where it lies in its buffer:
-    /// the file holds the content only, and the hashing thread hashed that (the file is
+    /// the file holds the content only, and the writing thread hashed that (the file is
     /// changed after the writes, so a hash read back would not match).
     #[tokio::test]
     async fn a_chunk_lying_behind_its_nonce_is_written_and_hashed_from_there() {

@@ -210,6 +210,22 @@ mod tests {
     use super::*;
     use crate::server::ServerNodeConfig;
 
+    /// A server node on `store`, with a fresh certificate and master key.
+    fn node(
+        cfg: ServerNodeConfig,
+        store: cpns_store::SqliteStore,
+    ) -> ServerNode<cpns_store::SqliteStore> {
+        let p = pki::generate(&["localhost".into()]).unwrap();
+        ServerNode::new(
+            cfg,
+            store,
+            MasterKey::generate().unwrap(),
+            &p.server_cert_pem,
+            &p.server_key_pem,
+        )
+        .unwrap()
+    }
+
     /// What an idle session's task holds is a measured cost (docs/ARCHITECTURE.md decision 22):
     /// the session future stays small — the handshake lives in its own short-lived box, the
     /// connection in one box, the session machine in one box, and nothing is copied twice by
@@ -221,15 +237,7 @@ mod tests {
         let store = cpns_store::SqliteStore::open(&dir.path().join("s.db"))
             .await
             .unwrap();
-        let p = pki::generate(&["localhost".into()]).unwrap();
-        let node = ServerNode::new(
-            ServerNodeConfig::default(),
-            store,
-            MasterKey::generate().unwrap(),
-            &p.server_cert_pem,
-            &p.server_key_pem,
-        )
-        .unwrap();
+        let node = node(ServerNodeConfig::default(), store);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tcp = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -284,19 +292,11 @@ mod tests {
             .open_delivery(std::slice::from_ref(&young))
             .await
             .unwrap();
-        let p = pki::generate(&["localhost".into()]).unwrap();
         let cfg = ServerNodeConfig {
             open_delivery_max: Duration::from_secs(60),
             ..ServerNodeConfig::default()
         };
-        let node = ServerNode::new(
-            cfg,
-            store.clone(),
-            MasterKey::generate().unwrap(),
-            &p.server_cert_pem,
-            &p.server_key_pem,
-        )
-        .unwrap();
+        let node = node(cfg, store.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(node.run(listener, async move {
